@@ -1,0 +1,16 @@
+# The test suite needs nginx and haproxy (the renderer's end-to-end tests run
+# against the real programs); `make test` installs them from Debian packages
+# when they are missing.
+GO ?= go
+
+.PHONY: test deps build
+
+test: deps
+	$(GO) test -race -timeout 30m ./...
+
+deps:
+	@command -v nginx >/dev/null 2>&1 && command -v haproxy >/dev/null 2>&1 || \
+		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y nginx haproxy; }
+
+build:
+	$(GO) build -o bin/ ./cmd/...

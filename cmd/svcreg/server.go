@@ -1,0 +1,223 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"syscall"
+	"time"
+
+	"github.com/oklog/run"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/svcreg/svcreg/server"
+	"github.com/svcreg/svcreg/server/store"
+	"github.com/svcreg/svcreg/server/store/boltstore"
+)
+
+const serverDescription = `
+Serves the Service Registry API (/v1.0), a Keystone-v2-compatible identity
+endpoint (POST /v2.0/tokens), /healthz and /metrics. State is kept in one
+bbolt file under --data-dir; every acknowledged write is synced to disk.
+
+Authenticate with users from --users (a TOML file of [[user]] entries with
+name, tenant, api_key, password_hash, tokens), or start with --dev, in which
+any username authenticates with the API key "dev" and gets a tenant of its own
+("dev" gets 7777).
+
+SIGTERM or SIGINT stops the server gracefully: waiting long-polls are
+answered, in-flight requests finish, heartbeat state is written.`
+
+type serverFlags struct {
+	listen, dataDir, users string
+	dev                    bool
+	tlsCert, tlsKey        string
+	logFormat, logLevel    string
+	tokenTTL               time.Duration
+	reapInterval           time.Duration
+	retention              time.Duration
+	maxWaiters             int
+	serviceLimit           int
+	configLimit            int
+	rateLimit              int
+	hashPassword           bool
+}
+
+func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	var f serverFlags
+	fs := newFlagSet("server", "svcreg server [--dev | --users FILE] [flags]", serverDescription, stderr)
+	fs.StringVar(&f.listen, "listen", "127.0.0.1:8420", "`address` to listen on")
+	fs.StringVar(&f.dataDir, "data-dir", "./svcreg-data", "`directory` holding the database")
+	fs.BoolVar(&f.dev, "dev", false, "development mode: any username authenticates with API key \"dev\"")
+	fs.StringVar(&f.users, "users", "", "users `file` (TOML) for the identity endpoint")
+	fs.StringVar(&f.tlsCert, "tls-cert", "", "TLS certificate `file` (PEM); serve HTTPS with --tls-key")
+	fs.StringVar(&f.tlsKey, "tls-key", "", "TLS private key `file` (PEM)")
+	fs.StringVar(&f.logFormat, "log-format", "text", "log `format`: text or json")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
+	fs.DurationVar(&f.tokenTTL, "token-ttl", 24*time.Hour, "how long an issued API token lives")
+	fs.DurationVar(&f.reapInterval, "reap-interval", 250*time.Millisecond, "how often to time out services past their deadline;\n0 leaves only the lazy timeouts on reads")
+	fs.DurationVar(&f.retention, "retention", 30*24*time.Hour, "how long events are kept")
+	fs.IntVar(&f.maxWaiters, "max-waiters", 20000, "most long-polls one tenant may have waiting")
+	fs.IntVar(&f.serviceLimit, "service-limit", store.DefaultLimits.Services, "services a new account may hold")
+	fs.IntVar(&f.configLimit, "config-limit", store.DefaultLimits.ConfigValues, "configuration values a new account may hold")
+	fs.IntVar(&f.rateLimit, "rate-limit", 500000, "GET requests a tenant may make per day")
+	fs.BoolVar(&f.hashPassword, "hash-password", false, "read a password on stdin, print its bcrypt hash for --users, and exit")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("unexpected argument %q", fs.Arg(0))
+	}
+	if f.hashPassword {
+		return printPasswordHash(stdin, stdout)
+	}
+	if !f.dev && f.users == "" {
+		return usagef("give --users FILE, or --dev to let anyone in with API key \"dev\"")
+	}
+	if (f.tlsCert == "") != (f.tlsKey == "") {
+		return usagef("--tls-cert and --tls-key go together")
+	}
+	if f.serviceLimit < 1 || f.configLimit < 1 {
+		return usagef("--service-limit and --config-limit must be at least 1")
+	}
+	if f.reapInterval < 0 {
+		return usagef("--reap-interval must not be negative")
+	}
+	log, err := newLogger(stderr, f.logFormat, f.logLevel)
+	if err != nil {
+		return err
+	}
+	var users []server.User
+	if f.users != "" {
+		if users, err = server.LoadUsers(f.users); err != nil {
+			return err
+		}
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reap := f.reapInterval
+	if reap == 0 {
+		reap = -1
+	}
+	st, err := boltstore.Open(f.dataDir, boltstore.Options{
+		Logger:        log,
+		Registerer:    reg,
+		DefaultLimits: store.Limits{Services: f.serviceLimit, ConfigValues: f.configLimit},
+		Retention:     f.retention,
+		ReapInterval:  reap,
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := st.Close(); err != nil {
+			log.Error("close store", "err", err)
+		}
+	}()
+	auth := server.NewAuth(server.AuthConfig{Store: st, Users: users, Dev: f.dev, TokenTTL: f.tokenTTL, Logger: log})
+	api := server.New(server.Config{
+		Store:               st,
+		Auth:                auth,
+		Logger:              log,
+		Registerer:          reg,
+		Metrics:             promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		MaxWaitersPerTenant: f.maxWaiters,
+		RateLimit:           f.rateLimit,
+	})
+	httpServer := &http.Server{
+		Handler:           api,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second, // long-polls extend their own
+		IdleTimeout:       5 * time.Minute,  // above the longest heartbeat interval
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	ln, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", f.listen, err)
+	}
+	scheme := "http"
+	if f.tlsCert != "" {
+		scheme = "https"
+	}
+	base := scheme + "://" + ln.Addr().String()
+	log.Info("svcreg server listening", "url", base, "data_dir", f.dataDir, "dev", f.dev, "users", len(users), "version", versionString())
+	if f.dev {
+		printDevHelp(stdout, base)
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var g run.Group
+	g.Add(func() error { return st.Run(ctx) }, func(error) { cancel() })
+	g.Add(func() error { return auth.Run(ctx) }, func(error) { cancel() })
+	g.Add(func() error {
+		var err error
+		if f.tlsCert != "" {
+			err = httpServer.ServeTLS(ln, f.tlsCert, f.tlsKey)
+		} else {
+			err = httpServer.Serve(ln)
+		}
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return err
+	}, func(error) {
+		api.Drain()
+		sctx, scancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer scancel()
+		if err := httpServer.Shutdown(sctx); err != nil {
+			log.Warn("shutdown: closing connections still busy", "err", err)
+			httpServer.Close()
+		}
+	})
+	g.Add(run.SignalHandler(ctx, syscall.SIGINT, syscall.SIGTERM))
+	err = g.Run()
+	var sig run.SignalError
+	if errors.As(err, &sig) {
+		log.Info("svcreg server stopping", "signal", sig.Signal.String())
+		return nil
+	}
+	return err
+}
+
+func printDevHelp(w io.Writer, base string) {
+	fmt.Fprintf(w, `svcreg server is running in --dev mode at %[1]s
+Any username authenticates with the API key "dev"; user "dev" has tenant 7777.
+
+  export SVCREG_URL=%[1]s/v1.0 SVCREG_AUTH_URL=%[1]s/v2.0 SVCREG_USERNAME=dev SVCREG_API_KEY=dev
+
+  curl -s %[1]s/v2.0/tokens -H 'Content-Type: application/json' \
+    -d '{"auth":{"RAX-KSKEY:apiKeyCredentials":{"username":"dev","apiKey":"dev"}}}'
+  curl -s %[1]s/v1.0/7777/services -H "X-Auth-Token: <access.token.id from above>"
+
+`, base)
+}
+
+func printPasswordHash(stdin io.Reader, stdout io.Writer) error {
+	data, err := io.ReadAll(io.LimitReader(stdin, 1024))
+	if err != nil {
+		return err
+	}
+	pw := string(data)
+	for len(pw) > 0 && (pw[len(pw)-1] == '\n' || pw[len(pw)-1] == '\r') {
+		pw = pw[:len(pw)-1]
+	}
+	if pw == "" {
+		return usagef("--hash-password: write the password on stdin")
+	}
+	h, err := server.HashPassword(pw)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, h)
+	return nil
+}

@@ -1,0 +1,415 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/BurntSushi/toml"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/svcreg/svcreg/server/store"
+)
+
+// User is one entry of the users file.
+type User struct {
+	Name string `toml:"name"`
+	// Tenant is the user's numeric tenant id (the official Java client reads
+	// it as a 32-bit integer).
+	Tenant string `toml:"tenant"`
+	// APIKey authenticates RAX-KSKEY:apiKeyCredentials requests.
+	APIKey string `toml:"api_key"`
+	// PasswordHash is a bcrypt hash that authenticates passwordCredentials
+	// requests.
+	PasswordHash string `toml:"password_hash"`
+	// Tokens are static API tokens that never expire.
+	Tokens []string `toml:"tokens"`
+}
+
+type usersFile struct {
+	Users []User `toml:"user"`
+}
+
+// LoadUsers reads a users file:
+//
+//	[[user]]
+//	name = "deploy"
+//	tenant = "123456"
+//	api_key = "…"                   # and/or
+//	password_hash = "$2a$10$…"       # bcrypt; and/or
+//	tokens = ["…"]                   # static tokens
+func LoadUsers(path string) ([]User, error) {
+	var f usersFile
+	md, err := toml.DecodeFile(path, &f)
+	if err != nil {
+		return nil, fmt.Errorf("users file %s: %w", path, err)
+	}
+	if undec := md.Undecoded(); len(undec) > 0 {
+		return nil, fmt.Errorf("users file %s: unknown key %q (a user has name, tenant, api_key, password_hash, tokens)", path, undec[0].String())
+	}
+	seen := map[string]bool{}
+	for i, u := range f.Users {
+		where := fmt.Sprintf("users file %s: user %d", path, i+1)
+		switch {
+		case u.Name == "":
+			return nil, fmt.Errorf("%s: name is missing", where)
+		case seen[u.Name]:
+			return nil, fmt.Errorf("%s: name %q is used twice", where, u.Name)
+		case !validTenant(u.Tenant):
+			return nil, fmt.Errorf("%s (%s): tenant %q must be a number from 1 to 2147483647", where, u.Name, u.Tenant)
+		case u.APIKey == "" && u.PasswordHash == "" && len(u.Tokens) == 0:
+			return nil, fmt.Errorf("%s (%s): give it an api_key, a password_hash or tokens", where, u.Name)
+		}
+		if u.PasswordHash != "" {
+			if _, err := bcrypt.Cost([]byte(u.PasswordHash)); err != nil {
+				return nil, fmt.Errorf("%s (%s): password_hash is not a bcrypt hash: %w", where, u.Name, err)
+			}
+		}
+		seen[u.Name] = true
+	}
+	return f.Users, nil
+}
+
+func validTenant(t string) bool {
+	n, err := strconv.ParseInt(t, 10, 32)
+	return err == nil && n > 0 && strconv.FormatInt(n, 10) == t
+}
+
+// HashPassword returns the bcrypt hash for a users file's password_hash.
+func HashPassword(password string) (string, error) {
+	h, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
+	return string(h), err
+}
+
+// AuthConfig configures Auth.
+type AuthConfig struct {
+	Store store.Identity
+	Users []User
+	// Dev lets any username authenticate with the API key (or password)
+	// "dev"; each user gets a numeric tenant of its own, "dev" gets 7777.
+	Dev bool
+	// TokenTTL is how long an issued token lives; 24h if zero.
+	TokenTTL time.Duration
+	Clock    func() time.Time
+	Logger   *slog.Logger
+}
+
+// DevAPIKey is the API key (and password) every user has in --dev mode.
+const DevAPIKey = "dev"
+
+// Auth serves the Keystone-v2-compatible identity endpoint and checks the
+// tokens it issues.
+type Auth struct {
+	cfg    AuthConfig
+	users  map[string]User
+	static map[[32]byte]store.TokenInfo
+	cache  sync.Map // [32]byte -> store.TokenInfo, valid tokens only
+}
+
+// NewAuth returns an Auth.
+func NewAuth(cfg AuthConfig) *Auth {
+	if cfg.TokenTTL == 0 {
+		cfg.TokenTTL = 24 * time.Hour
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	a := &Auth{cfg: cfg, users: map[string]User{}, static: map[[32]byte]store.TokenInfo{}}
+	for _, u := range cfg.Users {
+		a.users[u.Name] = u
+		for _, t := range u.Tokens {
+			a.static[sha256.Sum256([]byte(t))] = store.TokenInfo{User: u.Name, Tenant: u.Tenant}
+		}
+	}
+	return a
+}
+
+// Valid reports whether token is a live token of tenant.
+func (a *Auth) Valid(ctx context.Context, token, tenant string) (bool, error) {
+	h := sha256.Sum256([]byte(token))
+	if ti, ok := a.static[h]; ok {
+		return ti.Tenant == tenant, nil
+	}
+	now := a.cfg.Clock()
+	if v, ok := a.cache.Load(h); ok {
+		ti := v.(store.TokenInfo)
+		if now.Before(ti.Expires) {
+			return ti.Tenant == tenant, nil
+		}
+		a.cache.Delete(h)
+		return false, nil
+	}
+	ti, err := a.cfg.Store.Token(ctx, h)
+	if errors.Is(err, store.ErrTokenUnknown) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if !now.Before(ti.Expires) {
+		return false, nil
+	}
+	a.cache.Store(h, ti)
+	return ti.Tenant == tenant, nil
+}
+
+// Run drops expired tokens from the cache now and then until ctx is done.
+func (a *Auth) Run(ctx context.Context) error {
+	t := time.NewTicker(10 * time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		now := a.cfg.Clock()
+		a.cache.Range(func(k, v any) bool {
+			if !now.Before(v.(store.TokenInfo).Expires) {
+				a.cache.Delete(k)
+			}
+			return true
+		})
+	}
+}
+
+// Keystone v2 request and response shapes (spec §3.1).
+type authRequest struct {
+	Auth struct {
+		APIKey *struct {
+			Username string `json:"username"`
+			APIKey   string `json:"apiKey"`
+		} `json:"RAX-KSKEY:apiKeyCredentials"`
+		Password *struct {
+			Username string `json:"username"`
+			Password string `json:"password"`
+		} `json:"passwordCredentials"`
+		Token *struct {
+			ID string `json:"id"`
+		} `json:"token"`
+		TenantName string `json:"tenantName"`
+		TenantID   string `json:"tenantId"`
+	} `json:"auth"`
+}
+
+type accessBody struct {
+	Access access `json:"access"`
+}
+
+type access struct {
+	Token          accessToken    `json:"token"`
+	ServiceCatalog []catalogEntry `json:"serviceCatalog"`
+	User           accessUser     `json:"user"`
+}
+
+type accessToken struct {
+	ID      string            `json:"id"`
+	Expires string            `json:"expires"`
+	Tenant  map[string]string `json:"tenant"`
+}
+
+type catalogEntry struct {
+	Name      string     `json:"name"`
+	Type      string     `json:"type"`
+	Endpoints []endpoint `json:"endpoints"`
+}
+
+type endpoint struct {
+	Region    string `json:"region,omitempty"`
+	TenantID  string `json:"tenantId"`
+	PublicURL string `json:"publicURL"`
+}
+
+type accessUser struct {
+	ID    string              `json:"id"`
+	Name  string              `json:"name"`
+	Roles []map[string]string `json:"roles"`
+}
+
+// keystoneFault writes a Keystone-style error body.
+func keystoneFault(w http.ResponseWriter, status int, kind, msg string) {
+	writeJSON(w, status, map[string]any{kind: map[string]any{"code": status, "message": msg}})
+}
+
+// ServeHTTP serves /v2.0/tokens: POST issues a token (or validates one, as
+// the original's proxy asked), DELETE /v2.0/tokens/{token} revokes one.
+func (a *Auth) ServeHTTP(w http.ResponseWriter, r *http.Request, rest string) {
+	rest = strings.TrimPrefix(rest, "/")
+	switch {
+	case r.Method == http.MethodPost && rest == "":
+		a.serveIssue(w, r)
+	case r.Method == http.MethodDelete && rest != "":
+		a.serveRevoke(w, r, rest)
+	default:
+		keystoneFault(w, http.StatusNotFound, "itemNotFound", "The resource could not be found.")
+	}
+}
+
+func (a *Auth) serveIssue(w http.ResponseWriter, r *http.Request) {
+	data, err := io.ReadAll(io.LimitReader(r.Body, 64<<10))
+	if err != nil {
+		keystoneFault(w, http.StatusBadRequest, "badRequest", "Could not read the request body.")
+		return
+	}
+	var req authRequest
+	if err := json.Unmarshal(data, &req); err != nil {
+		keystoneFault(w, http.StatusBadRequest, "badRequest", "The request body is not valid JSON: "+err.Error())
+		return
+	}
+	ctx := r.Context()
+	var user, tenant string
+	var ok bool
+	switch c := req.Auth; {
+	case c.APIKey != nil:
+		user = c.APIKey.Username
+		tenant, ok, err = a.checkCredentials(ctx, user, c.APIKey.APIKey, false)
+	case c.Password != nil:
+		user = c.Password.Username
+		tenant, ok, err = a.checkCredentials(ctx, user, c.Password.Password, true)
+	case c.Token != nil:
+		a.serveValidate(w, r, c.Token.ID, cmpOr(c.TenantName, c.TenantID))
+		return
+	default:
+		keystoneFault(w, http.StatusBadRequest, "badRequest", `Expected auth with "RAX-KSKEY:apiKeyCredentials" or "passwordCredentials".`)
+		return
+	}
+	if err != nil {
+		a.cfg.Logger.Error("authenticate", "user", user, "err", err)
+		keystoneFault(w, http.StatusServiceUnavailable, "serviceUnavailable", "The identity store is unavailable; try again.")
+		return
+	}
+	if !ok {
+		keystoneFault(w, http.StatusUnauthorized, "unauthorized", "Username or api key is invalid.")
+		return
+	}
+	var raw [32]byte
+	rand.Read(raw[:])
+	token := hex.EncodeToString(raw[:])
+	ti := store.TokenInfo{User: user, Tenant: tenant, Expires: a.cfg.Clock().Add(a.cfg.TokenTTL)}
+	if err := a.cfg.Store.PutToken(ctx, sha256.Sum256([]byte(token)), ti); err != nil {
+		a.cfg.Logger.Error("store token", "user", user, "err", err)
+		keystoneFault(w, http.StatusServiceUnavailable, "serviceUnavailable", "The identity store is unavailable; try again.")
+		return
+	}
+	writeJSON(w, http.StatusOK, a.accessFor(r, token, ti))
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// checkCredentials returns the user's tenant if secret is its API key (or,
+// for a password, matches its hash).
+func (a *Auth) checkCredentials(ctx context.Context, user, secret string, password bool) (string, bool, error) {
+	if u, ok := a.users[user]; ok {
+		switch {
+		case password && u.PasswordHash != "":
+			return u.Tenant, bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(secret)) == nil, nil
+		case !password && u.APIKey != "":
+			return u.Tenant, subtle.ConstantTimeCompare([]byte(u.APIKey), []byte(secret)) == 1, nil
+		}
+		return "", false, nil
+	}
+	if a.cfg.Dev && user != "" && secret == DevAPIKey {
+		tenant, err := a.cfg.Store.DevTenant(ctx, user)
+		return tenant, err == nil, err
+	}
+	return "", false, nil
+}
+
+// serveValidate answers a token-validation request: the token's access if
+// it is live and, when a tenant is named, of that tenant.
+func (a *Auth) serveValidate(w http.ResponseWriter, r *http.Request, token, tenant string) {
+	ti, err := a.lookup(r.Context(), token)
+	if err != nil || (tenant != "" && ti.Tenant != tenant) {
+		keystoneFault(w, http.StatusUnauthorized, "unauthorized", "The token is invalid or has expired.")
+		return
+	}
+	writeJSON(w, http.StatusOK, a.accessFor(r, token, ti))
+}
+
+func (a *Auth) lookup(ctx context.Context, token string) (store.TokenInfo, error) {
+	h := sha256.Sum256([]byte(token))
+	if ti, ok := a.static[h]; ok {
+		ti.Expires = a.cfg.Clock().Add(a.cfg.TokenTTL)
+		return ti, nil
+	}
+	ti, err := a.cfg.Store.Token(ctx, h)
+	if err != nil {
+		return ti, err
+	}
+	if !a.cfg.Clock().Before(ti.Expires) {
+		return ti, store.ErrTokenUnknown
+	}
+	return ti, nil
+}
+
+// serveRevoke revokes a token. The request must carry the token itself (or
+// another live token of the same user) in X-Auth-Token.
+func (a *Auth) serveRevoke(w http.ResponseWriter, r *http.Request, token string) {
+	ctx := r.Context()
+	target, err := a.lookup(ctx, token)
+	if err != nil {
+		keystoneFault(w, http.StatusNotFound, "itemNotFound", "The token could not be found.")
+		return
+	}
+	caller, err := a.lookup(ctx, r.Header.Get("X-Auth-Token"))
+	if err != nil || caller.User != target.User {
+		keystoneFault(w, http.StatusUnauthorized, "unauthorized", "Send the token to revoke, or another token of its user, in X-Auth-Token.")
+		return
+	}
+	h := sha256.Sum256([]byte(token))
+	if _, static := a.static[h]; static {
+		keystoneFault(w, http.StatusBadRequest, "badRequest", "A static token from the users file cannot be revoked; remove it from the file.")
+		return
+	}
+	if err := a.cfg.Store.DeleteToken(ctx, h); err != nil {
+		keystoneFault(w, http.StatusServiceUnavailable, "serviceUnavailable", "The identity store is unavailable; try again.")
+		return
+	}
+	a.cache.Delete(h)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// accessFor builds the Keystone answer. The expiry uses a "-00:00" offset,
+// which the Java client's date parser accepts (spec §3.1); the catalog holds
+// the cloudServers entry the Node client takes the tenant from, and the
+// compute endpoints the Python client does.
+func (a *Auth) accessFor(r *http.Request, token string, ti store.TokenInfo) accessBody {
+	base := (&request{r: r}).baseURL() + "/v1.0/" + ti.Tenant
+	var openstack []endpoint
+	for _, region := range []string{"DFW", "ORD", "IAD", "LON", "SYD", "HKG", "us", "uk"} {
+		openstack = append(openstack, endpoint{Region: region, TenantID: ti.Tenant, PublicURL: base})
+	}
+	return accessBody{Access: access{
+		Token: accessToken{
+			ID:      token,
+			Expires: ti.Expires.UTC().Format("2006-01-02T15:04:05.000") + "-00:00",
+			Tenant:  map[string]string{"id": ti.Tenant, "name": ti.Tenant},
+		},
+		ServiceCatalog: []catalogEntry{
+			{Name: "cloudServers", Type: "compute", Endpoints: []endpoint{{TenantID: ti.Tenant, PublicURL: base}}},
+			{Name: "cloudServersOpenStack", Type: "compute", Endpoints: openstack},
+			{Name: "serviceRegistry", Type: "rax:service-registry", Endpoints: []endpoint{{TenantID: ti.Tenant, PublicURL: base}}},
+		},
+		User: accessUser{ID: ti.User, Name: ti.User, Roles: []map[string]string{{"name": "identity:default"}}},
+	}}
+}

@@ -1,0 +1,106 @@
+package server
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/svcreg/svcreg/server/store"
+)
+
+// Fault types (spec §4.2).
+const (
+	faultBadRequest    = "badRequest"
+	faultServiceExists = "serviceWithThisIdExists"
+	faultInvalidLimit  = "invalidLimit"
+	faultLimitReached  = "limitReached"
+	faultRateLimit     = "rateLimitReached"
+	faultUnauthorized  = "unauthorizedError"
+	faultNotFound      = "notFoundError"
+	faultMarkerExpired = "markerExpired"
+	faultInternal      = "internalError"
+	faultSystemFailure = "systemFailureError"
+)
+
+// fault is an error answer (spec §4.1). Details is a string, an object, or
+// nil to leave the key out.
+type fault struct {
+	Status  int
+	Type    string
+	Message string
+	Details any
+}
+
+func (f *fault) Error() string { return f.Type + ": " + f.Message }
+
+// faultBody is the wire form, keys in the original's order.
+type faultBody struct {
+	Type    string `json:"type"`
+	Code    int    `json:"code"`
+	Message string `json:"message"`
+	Details any    `json:"details,omitempty"`
+	TxnID   string `json:"txnId"`
+}
+
+// badRequest is a 400 whose message and details are the same text ("m=d").
+func badRequest(msg string) *fault {
+	return &fault{Status: http.StatusBadRequest, Type: faultBadRequest, Message: msg, Details: msg}
+}
+
+// invalidParam is a 400 for a path id or query parameter.
+func invalidParam(param, details string) *fault {
+	return &fault{Status: http.StatusBadRequest, Type: faultBadRequest,
+		Message: "Invalid value for '" + param + "' query string parameter", Details: details}
+}
+
+// invalidField is a 400 for a body field.
+func invalidField(key, details string) *fault {
+	return &fault{Status: http.StatusBadRequest, Type: faultBadRequest,
+		Message: "Validation error for key '" + key + "'", Details: details}
+}
+
+func unauthorized(details string) *fault {
+	return &fault{Status: http.StatusUnauthorized, Type: faultUnauthorized, Message: "forbidden", Details: details}
+}
+
+func notFoundPage(requestedPath string) *fault {
+	return &fault{Status: http.StatusNotFound, Type: faultNotFound, Message: "The page cannot be found.",
+		Details: map[string]string{"requested_path": requestedPath}}
+}
+
+// faultFor maps an error from the store to its fault. Anything unexpected
+// is a masked 500, logged with the transaction id.
+func (s *Server) faultFor(rq *request, err error) *fault {
+	var f *fault
+	var nf *store.NotFoundError
+	var le *store.LimitError
+	switch {
+	case errors.As(err, &f):
+		return f
+	case errors.As(err, &nf):
+		return &fault{Status: http.StatusNotFound, Type: faultNotFound, Message: "object does not exist", Details: nf.Error()}
+	case errors.As(err, &le):
+		return &fault{Status: http.StatusBadRequest, Type: faultLimitReached, Message: "Resource limit has been reached", Details: le.Error()}
+	case errors.Is(err, store.ErrMarkerExpired):
+		return &fault{Status: http.StatusGone, Type: faultMarkerExpired,
+			Message: "Marker has expired",
+			Details: "Events after this marker were removed by retention; list the services and configuration again and follow the feed from the X-Registry-Marker of that answer."}
+	case errors.Is(err, store.ErrUnavailable):
+		s.log.Warn("store unavailable", "txn", rq.txnID, "err", err)
+		return &fault{Status: http.StatusServiceUnavailable, Type: faultSystemFailure}
+	}
+	s.log.Error("request failed", "txn", rq.txnID, "method", rq.r.Method, "path", rq.r.URL.Path, "err", err)
+	return &fault{Status: http.StatusInternalServerError, Type: faultInternal}
+}
+
+// writeFault writes f. For any 5xx, message and details are masked as
+// "Internal Error" (spec §4.1).
+func (s *Server) writeFault(w http.ResponseWriter, rq *request, f *fault) {
+	body := faultBody{Type: f.Type, Code: f.Status, Message: f.Message, Details: f.Details, TxnID: rq.txnID}
+	if f.Status >= 500 {
+		body.Message, body.Details = "Internal Error", "Internal Error"
+	}
+	if f.Status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Keystone uri="`+rq.baseURL()+`/v2.0"`)
+	}
+	writeJSON(w, f.Status, body)
+}

@@ -1,0 +1,97 @@
+package server
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/svcreg/svcreg/internal/timeuuid"
+)
+
+// Pagination (spec §10.1): limit, then marker.
+const (
+	defaultLimit = 100
+	maxLimit     = 1000
+)
+
+// parseLimit reads the limit parameter: digits only, then 1..1000.
+func parseLimit(q query) (int, *fault) {
+	v, ok := q.get("limit")
+	if !ok {
+		return defaultLimit, nil
+	}
+	invalid := func(details string) *fault {
+		return &fault{Status: http.StatusBadRequest, Type: faultInvalidLimit, Message: "Invalid limit", Details: details}
+	}
+	if len(q.values("limit")) > 1 || v == "" || !allDigits(v) {
+		return 0, invalid("Limit must be a number")
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > maxLimit {
+		return 0, invalid("Invalid limit " + v + ". Minimum limit is 1 and maximum limit is 1000.")
+	}
+	return n, nil
+}
+
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if !isDigit(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// parseMarker reads the marker of a services or configuration list; empty
+// counts as absent.
+func parseMarker(q query) (string, *fault) {
+	v, _ := q.get("marker")
+	if v != "" && !markerPattern.MatchString(v) {
+		return "", invalidParam("marker", `Marker contains invalid characters. Valid characters are: /^[a-z0-9\-:_\.\/]{0,255}$/i`)
+	}
+	return v, nil
+}
+
+// parsePage reads limit and marker, in that order.
+func parsePage(q query) (limit int, marker string, f *fault) {
+	if limit, f = parseLimit(q); f != nil {
+		return 0, "", f
+	}
+	marker, f = parseMarker(q)
+	return limit, marker, f
+}
+
+// listMeta is the list envelope's metadata (spec §6.5).
+type listMeta struct {
+	Count      int     `json:"count"`
+	Limit      int     `json:"limit"`
+	Marker     *string `json:"marker"`
+	NextMarker *string `json:"next_marker"`
+	NextHref   *string `json:"next_href"`
+}
+
+type listBody[T any] struct {
+	Values   []T      `json:"values"`
+	Metadata listMeta `json:"metadata"`
+}
+
+// writeList writes a page in the list envelope. marker is echoed when set;
+// next, when not empty, gives next_marker and next_href.
+func writeList[T any](w http.ResponseWriter, rq *request, values []T, limit int, marker, next string) {
+	if values == nil {
+		values = []T{}
+	}
+	meta := listMeta{Count: len(values), Limit: limit}
+	if marker != "" {
+		meta.Marker = &marker
+	}
+	if next != "" {
+		href := rq.baseURL() + "/v1.0" + rq.path + "?" + rq.query.with("marker", next)
+		meta.NextMarker, meta.NextHref = &next, &href
+	}
+	writeJSON(w, http.StatusOK, listBody[T]{Values: values, Metadata: meta})
+}
+
+// setFeedMarker sets X-Registry-Marker (design item 3).
+func setFeedMarker(w http.ResponseWriter, m timeuuid.UUID) {
+	w.Header().Set("X-Registry-Marker", m.String())
+}

@@ -1,0 +1,214 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// maxBodySize is the body limit: a body of this many bytes or more is
+// refused with 413 (spec §2.3 step 1; the comparison is >=).
+const maxBodySize = 5000
+
+// request is what the API middleware learned of a request before routing.
+type request struct {
+	r      *http.Request
+	txnID  string
+	tenant string
+	// path is the raw path after /v1.0, e.g. "/7777/services".
+	path   string
+	params []string // raw route parameters, percent-decoded by the handler
+	query  query
+	body   body
+	route  *route
+	// rateUsed is how many requests the rate-limit rule counted in its
+	// window before this one.
+	rateUsed int
+}
+
+// baseURL is {scheme}://{host} of the request (spec §2.5, §13 item 21): the
+// X-Forwarded-Proto header if set, else https on TLS, else http; the Host
+// header as sent, port included.
+func (rq *request) baseURL() string {
+	scheme := "http"
+	if p := rq.r.Header.Get("X-Forwarded-Proto"); p != "" {
+		scheme = strings.ToLower(p)
+	} else if rq.r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + rq.r.Host
+}
+
+// objectURL is the Location of an object: {base}/v1.0/{tenant}{objectPath}.
+func (rq *request) objectURL(objectPath string) string {
+	return rq.baseURL() + "/v1.0/" + rq.tenant + objectPath
+}
+
+// body is a parsed request body: an object's fields as raw JSON, or null.
+type body struct {
+	fields map[string]json.RawMessage
+	null   bool
+	raw    json.RawMessage
+}
+
+// readBody applies the body checks of spec §2.3, in order: size, content
+// type, JSON. They run before authentication and routing.
+func readBody(r *http.Request) (body, *fault, bool) {
+	if r.ContentLength >= maxBodySize {
+		return body{}, nil, true
+	}
+	data, err := io.ReadAll(io.LimitReader(r.Body, maxBodySize))
+	if err != nil {
+		return body{}, badRequest("Failed to read request body: " + err.Error()), false
+	}
+	if len(data) >= maxBodySize {
+		return body{}, nil, true
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		t, _, perr := mime.ParseMediaType(ct)
+		if perr != nil {
+			t = strings.ToLower(strings.TrimSpace(strings.SplitN(ct, ";", 2)[0]))
+		}
+		if t != "application/json" {
+			return body{}, badRequest("Unsupported content type: " + t), false
+		}
+	}
+	b, f := parseBody(data)
+	return b, f, false
+}
+
+// parseBody parses a JSON body; an empty body is {}.
+func parseBody(data []byte) (body, *fault) {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return body{fields: map[string]json.RawMessage{}}, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	var raw json.RawMessage
+	if err := dec.Decode(&raw); err != nil {
+		return body{}, badRequest("Failed to parse request body: " + err.Error())
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return body{}, badRequest("Failed to parse request body: unexpected data after the JSON value")
+	}
+	b := body{raw: raw, fields: map[string]json.RawMessage{}}
+	switch raw[0] {
+	case 'n':
+		b.null = true
+	case '{':
+		if err := json.Unmarshal(raw, &b.fields); err != nil {
+			return body{}, badRequest("Failed to parse request body: " + err.Error())
+		}
+	}
+	return b, nil
+}
+
+// query is the query string as ordered pairs, decoded leniently: a bad
+// escape leaves the text as sent.
+type query []queryPair
+
+type queryPair struct{ key, value string }
+
+func parseQuery(raw string) query {
+	var q query
+	for _, part := range strings.Split(raw, "&") {
+		if part == "" {
+			continue
+		}
+		k, v, _ := strings.Cut(part, "=")
+		q = append(q, queryPair{unescapeLenient(k), unescapeLenient(v)})
+	}
+	return q
+}
+
+func unescapeLenient(s string) string {
+	if u, err := url.QueryUnescape(s); err == nil {
+		return u
+	}
+	return s
+}
+
+// values returns every value of key, in order.
+func (q query) values(key string) []string {
+	var vs []string
+	for _, p := range q {
+		if p.key == key {
+			vs = append(vs, p.value)
+		}
+	}
+	return vs
+}
+
+// get returns key's values joined by "," (as a repeated parameter reads in
+// the original's messages), and whether key was present.
+func (q query) get(key string) (string, bool) {
+	vs := q.values(key)
+	return strings.Join(vs, ","), vs != nil
+}
+
+// with returns the query encoded with key set to value, replacing its first
+// occurrence or appended at the end (spec §6.5 next_href).
+func (q query) with(key, value string) string {
+	var b strings.Builder
+	set := false
+	for _, p := range q {
+		if p.key == key {
+			if set {
+				continue
+			}
+			p.value, set = value, true
+		}
+		appendPair(&b, p)
+	}
+	if !set {
+		appendPair(&b, queryPair{key, value})
+	}
+	return b.String()
+}
+
+func appendPair(b *strings.Builder, p queryPair) {
+	if b.Len() > 0 {
+		b.WriteByte('&')
+	}
+	b.WriteString(url.QueryEscape(p.key))
+	b.WriteByte('=')
+	b.WriteString(url.QueryEscape(p.value))
+}
+
+// decodeParam percent-decodes a route parameter like JavaScript's
+// decodeURIComponent: a bad escape or invalid UTF-8 is "URI malformed".
+func decodeParam(s string) (string, *fault) {
+	if !strings.Contains(s, "%") {
+		return s, nil
+	}
+	u, err := url.PathUnescape(s)
+	if err != nil || !utf8.ValidString(u) {
+		return "", &fault{Status: http.StatusBadRequest, Type: faultBadRequest, Message: "URI malformed"}
+	}
+	return u, nil
+}
+
+// writeJSON writes v as the JSON answer with status.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false) // next_href holds "&"
+	if err := enc.Encode(v); err != nil {
+		http.Error(w, "encode response: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	writeRawJSON(w, status, bytes.TrimSuffix(buf.Bytes(), []byte("\n")))
+}
+
+func writeRawJSON(w http.ResponseWriter, status int, data []byte) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json; charset=UTF-8")
+	h.Set("Content-Length", strconv.Itoa(len(data)))
+	w.WriteHeader(status)
+	w.Write(data)
+}

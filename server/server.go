@@ -1,0 +1,277 @@
+// Package server is the Service Registry API server: routing on the raw
+// path, the body checks, validation and fault bodies of the spec, the
+// identity endpoint, and long-polls on the events feed. State lives behind
+// store.Store.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/svcreg/svcreg/server/store"
+)
+
+// Config holds a Server's dependencies and settings.
+type Config struct {
+	Store store.Store
+	Auth  *Auth
+	// Logger receives request and error logs; nothing is logged if nil.
+	Logger *slog.Logger
+	// Registerer receives the server's metrics; none if nil.
+	Registerer prometheus.Registerer
+	// Metrics serves GET /metrics; 404 if nil.
+	Metrics http.Handler
+	// Clock returns the current time; time.Now if nil.
+	Clock func() time.Time
+	// MaxWaitersPerTenant caps the long-polls one tenant may have waiting;
+	// past it, GET /events answers at once. 20000 if zero.
+	MaxWaitersPerTenant int
+	// MaxWait caps a long-poll's wait; 10 minutes if zero.
+	MaxWait time.Duration
+	// RateLimit is how many GET requests a tenant may make in a day
+	// (spec §10.3); 500000 if not positive.
+	RateLimit int
+}
+
+// Server serves the API. It is an http.Handler.
+type Server struct {
+	cfg     Config
+	store   store.Store
+	auth    *Auth
+	log     *slog.Logger
+	now     func() time.Time
+	router  *router
+	metrics serverMetrics
+	rate    *rateLimiter
+
+	txnPrefix string
+	txnSeq    atomic.Uint64
+
+	waitersMu sync.Mutex
+	waiters   map[string]int // long-polls waiting, by tenant
+
+	closing   chan struct{} // closed by Drain
+	closeOnce sync.Once
+}
+
+// New returns a Server.
+func New(cfg Config) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.MaxWaitersPerTenant == 0 {
+		cfg.MaxWaitersPerTenant = 20000
+	}
+	if cfg.MaxWait == 0 {
+		cfg.MaxWait = 10 * time.Minute
+	}
+	if cfg.RateLimit <= 0 {
+		cfg.RateLimit = 500000
+	}
+	var b [6]byte
+	rand.Read(b[:])
+	s := &Server{
+		cfg:       cfg,
+		store:     cfg.Store,
+		auth:      cfg.Auth,
+		log:       cfg.Logger,
+		now:       cfg.Clock,
+		metrics:   newServerMetrics(cfg.Registerer),
+		rate:      newRateLimiter(cfg.RateLimit, cfg.Clock),
+		txnPrefix: "svcreg-" + hex.EncodeToString(b[:]) + "-",
+		waiters:   map[string]int{},
+		closing:   make(chan struct{}),
+	}
+	s.router = newRouter(s.routes())
+	return s
+}
+
+// Drain answers every waiting long-poll at once and makes new ones answer
+// without waiting. Call it before http.Server.Shutdown.
+func (s *Server) Drain() {
+	s.closeOnce.Do(func() { close(s.closing) })
+}
+
+func (s *Server) nextTxnID() string {
+	return s.txnPrefix + strconv.FormatUint(s.txnSeq.Add(1), 10)
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+	name := "other"
+	path := rawPath(r)
+	switch {
+	case hasPathPrefixFold(path, "/v1.0"):
+		name = s.serveAPI(sw, r, path[len("/v1.0"):])
+	case hasPathPrefixFold(path, "/v2.0/tokens"):
+		name = "identity"
+		s.auth.ServeHTTP(sw, r, path[len("/v2.0/tokens"):])
+	case path == "/healthz":
+		name = "healthz"
+		s.serveHealth(sw, r)
+	case path == "/metrics" && s.cfg.Metrics != nil:
+		name = "metrics"
+		s.cfg.Metrics.ServeHTTP(sw, r)
+	default:
+		rq := &request{r: r, txnID: s.nextTxnID()}
+		sw.Header().Set("X-Response-Id", rq.txnID)
+		s.writeFault(sw, rq, notFoundPage(r.RequestURI))
+	}
+	d := time.Since(start)
+	s.metrics.requests.WithLabelValues(name, strconv.Itoa(sw.status)).Inc()
+	s.log.LogAttrs(r.Context(), slog.LevelDebug, "request",
+		slog.String("method", r.Method), slog.String("uri", r.RequestURI), slog.String("route", name),
+		slog.Int("status", sw.status), slog.Duration("duration", d), slog.String("remote", r.RemoteAddr))
+}
+
+// rawPath is the request path exactly as sent (spec §2.1: never cleaned).
+func rawPath(r *http.Request) string {
+	if strings.HasPrefix(r.RequestURI, "/") {
+		p, _, _ := strings.Cut(r.RequestURI, "?")
+		return p
+	}
+	return r.URL.EscapedPath()
+}
+
+// hasPathPrefixFold reports whether path is prefix or begins with prefix
+// followed by a slash, ignoring case.
+func hasPathPrefixFold(path, prefix string) bool {
+	if len(path) < len(prefix) || !strings.EqualFold(path[:len(prefix)], prefix) {
+		return false
+	}
+	return len(path) == len(prefix) || path[len(prefix)] == '/'
+}
+
+// serveAPI runs the /v1.0 pipeline: body checks, authentication, account,
+// rate limit, routing, handler. It returns the route's name.
+func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, path string) string {
+	rq := &request{r: r, txnID: s.nextTxnID(), path: path}
+	w.Header().Set("X-Response-Id", rq.txnID)
+
+	b, f, tooLarge := readBody(r)
+	if tooLarge {
+		// spec §2.3: 413 with an empty body, and the connection closed.
+		w.Header().Set("Connection", "close")
+		w.WriteHeader(http.StatusRequestEntityTooLarge)
+		return "none"
+	}
+	if f != nil {
+		s.writeFault(w, rq, f)
+		return "none"
+	}
+	rq.body = b
+	rq.query = parseQuery(r.URL.RawQuery)
+
+	if f := s.authenticate(rq); f != nil {
+		s.writeFault(w, rq, f)
+		return "none"
+	}
+	if _, err := s.store.Account(r.Context(), rq.tenant); err != nil {
+		s.writeFault(w, rq, s.faultFor(rq, err))
+		return "none"
+	}
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		used, ok := s.rate.take(rq.tenant)
+		rq.rateUsed = used
+		if !ok {
+			s.writeFault(w, rq, &fault{Status: http.StatusBadRequest, Type: faultRateLimit,
+				Message: "Rate limit has been reached.",
+				Details: "Limit of " + strconv.Itoa(s.cfg.RateLimit) + " requests in 86400 seconds for path \"/.*\" has been reached"})
+			return "none"
+		}
+	}
+	rt, params := s.router.match(r.Method, path)
+	if rt == nil {
+		s.writeFault(w, rq, notFoundPage(r.RequestURI))
+		return "unmatched"
+	}
+	rq.route, rq.params = rt, params
+	rt.handle(w, rq)
+	return rt.name
+}
+
+// authenticate resolves the tenant and checks the token (spec §3.2, §3.3).
+func (s *Server) authenticate(rq *request) *fault {
+	r := rq.r
+	tenant := r.Header.Get("X-Tenant-Id")
+	if tenant == "" {
+		tenant = tenantFromURL(r.RequestURI)
+	}
+	if tenant == "" {
+		return unauthorized("No tenant id provided")
+	}
+	token, ok := rq.query.get("x-auth-token")
+	if !ok {
+		token = r.Header.Get("X-Auth-Token")
+	}
+	if token == "" {
+		return unauthorized("No authentication token provided")
+	}
+	valid, err := s.auth.Valid(r.Context(), token, tenant)
+	if err != nil {
+		return s.faultFor(rq, err)
+	}
+	if !valid {
+		return unauthorized("Invalid or expired authentication token")
+	}
+	rq.tenant = tenant
+	return nil
+}
+
+// tenantFromURL is the first run of digits right after a slash in the
+// request URL, as the original's proxy found it (spec §3.2 step 1).
+func tenantFromURL(uri string) string {
+	for i := 0; i+1 < len(uri); i++ {
+		if uri[i] != '/' || !isDigit(uri[i+1]) {
+			continue
+		}
+		j := i + 1
+		for j < len(uri) && isDigit(uri[j]) {
+			j++
+		}
+		return uri[i+1 : j]
+	}
+	return ""
+}
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+// serveHealth answers /healthz: 200 while the store answers.
+func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.store.Ping(ctx); err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// statusWriter records the status a handler wrote.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -1,0 +1,173 @@
+package server
+
+import (
+	"net/http"
+	"strings"
+	"unicode"
+
+	"github.com/svcreg/svcreg/server/store"
+)
+
+// servicePath is the object path of a service, for Location.
+func servicePath(id string) string { return "/services/" + id }
+
+// serviceIDParam decodes and checks the :serviceId parameter (spec §7.3
+// step 1).
+func serviceIDParam(rq *request) (string, *fault) {
+	id, f := decodeParam(rq.params[0])
+	if f != nil {
+		return "", f
+	}
+	if msg := checkServiceID(id); msg != "" {
+		return "", invalidParam("serviceId", msg)
+	}
+	return id, nil
+}
+
+// checkTagQuery is the rule for ?tag= (design item 8): any tag a service may
+// carry, 1..55 characters without control characters.
+func checkTagQuery(q query) (string, *fault) {
+	vs := q.values("tag")
+	if len(vs) > 1 {
+		return "", invalidParam("tag", "Not a string")
+	}
+	tag := vs[0]
+	if msg := lengthMessage(tag, 1, 55); msg != "" {
+		return "", invalidParam("tag", msg)
+	}
+	if strings.IndexFunc(tag, unicode.IsControl) >= 0 {
+		return "", invalidParam("tag", "Invalid characters")
+	}
+	return tag, nil
+}
+
+// handleServicesList is GET /services[?tag=T] (spec §7.2).
+func (s *Server) handleServicesList(w http.ResponseWriter, rq *request) {
+	limit, marker, f := parsePage(rq.query)
+	if f != nil {
+		s.writeFault(w, rq, f)
+		return
+	}
+	q := store.ServiceQuery{Marker: marker, Limit: limit}
+	if _, ok := rq.query.get("tag"); ok {
+		tag, f := checkTagQuery(rq.query)
+		if f != nil {
+			s.writeFault(w, rq, f)
+			return
+		}
+		q.Tag = &tag
+	}
+	ctx := rq.r.Context()
+	if err := s.store.Rectify(ctx, rq.tenant); err != nil {
+		s.writeFault(w, rq, s.faultFor(rq, err))
+		return
+	}
+	page, err := s.store.Services(ctx, rq.tenant, q)
+	if err != nil {
+		s.writeFault(w, rq, s.faultFor(rq, err))
+		return
+	}
+	setFeedMarker(w, page.Marker)
+	writeList(w, rq, page.Values, limit, marker, page.Next)
+}
+
+// handleServiceGet is GET /services/{id} (spec §7.3).
+func (s *Server) handleServiceGet(w http.ResponseWriter, rq *request) {
+	id, f := serviceIDParam(rq)
+	if f != nil {
+		s.writeFault(w, rq, f)
+		return
+	}
+	ctx := rq.r.Context()
+	if err := s.store.Rectify(ctx, rq.tenant); err != nil {
+		s.writeFault(w, rq, s.faultFor(rq, err))
+		return
+	}
+	svc, err := s.store.Service(ctx, rq.tenant, id)
+	if err != nil {
+		s.writeFault(w, rq, s.faultFor(rq, err))
+		return
+	}
+	writeJSON(w, http.StatusOK, svc)
+}
+
+type tokenBody struct {
+	Token string `json:"token"`
+}
+
+// handleServiceCreate is POST /services (spec §7.4).
+func (s *Server) handleServiceCreate(w http.ResponseWriter, rq *request) {
+	ns, f := validateNewService(rq.body)
+	if f != nil {
+		s.writeFault(w, rq, f)
+		return
+	}
+	token, err := s.store.CreateService(rq.r.Context(), rq.tenant, ns)
+	if err == store.ErrServiceExists {
+		msg := "Service with id " + ns.ID + " already exists."
+		s.writeFault(w, rq, &fault{Status: http.StatusBadRequest, Type: faultServiceExists, Message: msg, Details: msg})
+		return
+	}
+	if err != nil {
+		s.writeFault(w, rq, s.faultFor(rq, err))
+		return
+	}
+	w.Header().Set("Location", rq.objectURL(servicePath(ns.ID)))
+	writeJSON(w, http.StatusCreated, tokenBody{token})
+}
+
+// handleServiceUpdate is PUT /services/{id} (spec §7.5).
+func (s *Server) handleServiceUpdate(w http.ResponseWriter, rq *request) {
+	id, f := serviceIDParam(rq)
+	if f != nil {
+		s.writeFault(w, rq, f)
+		return
+	}
+	u, f := validateServiceUpdate(rq.body, id)
+	if f != nil {
+		s.writeFault(w, rq, f)
+		return
+	}
+	if err := s.store.UpdateService(rq.r.Context(), rq.tenant, id, u); err != nil {
+		s.writeFault(w, rq, s.faultFor(rq, err))
+		return
+	}
+	w.Header().Set("Location", rq.objectURL(servicePath(id)))
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// handleServiceDelete is DELETE /services/{id} (spec §7.6).
+func (s *Server) handleServiceDelete(w http.ResponseWriter, rq *request) {
+	id, f := serviceIDParam(rq)
+	if f != nil {
+		s.writeFault(w, rq, f)
+		return
+	}
+	if err := s.store.DeleteService(rq.r.Context(), rq.tenant, id); err != nil {
+		s.writeFault(w, rq, s.faultFor(rq, err))
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// handleHeartbeat is POST /services/{id}/heartbeat (spec §7.7). The path id
+// is not validated: an unknown id is a 404.
+func (s *Server) handleHeartbeat(w http.ResponseWriter, rq *request) {
+	token, f := validateHeartbeat(rq.body)
+	if f != nil {
+		s.writeFault(w, rq, f)
+		return
+	}
+	id, f := decodeParam(rq.params[0])
+	if f != nil {
+		s.writeFault(w, rq, f)
+		return
+	}
+	next, err := s.store.Heartbeat(rq.r.Context(), rq.tenant, id, token)
+	if err != nil {
+		s.writeFault(w, rq, s.faultFor(rq, err))
+		return
+	}
+	s.metrics.heartbeats.Inc()
+	writeJSON(w, http.StatusOK, tokenBody{next})
+}

@@ -1,0 +1,106 @@
+package boltstore
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/svcreg/svcreg/internal/timeuuid"
+	"github.com/svcreg/svcreg/registry"
+	"github.com/svcreg/svcreg/server/store"
+)
+
+// Events implements store.Store (spec §7.11 step 8, design items 4 and 9).
+// The caller rectifies first.
+func (s *Store) Events(ctx context.Context, tenantID string, q store.EventQuery) (store.EventPage, error) {
+	var page store.EventPage
+	t, err := s.tenantFor(tenantID)
+	if err != nil {
+		return page, err
+	}
+	err = s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bTenants).Bucket([]byte(t.id))
+		var acct accountRecord
+		if err := json.Unmarshal(b.Get(kAccount), &acct); err != nil {
+			return err
+		}
+		if q.CheckExpired && !acct.Pruned.IsZero() && timeuuid.Compare(q.From, acct.Pruned) < 0 {
+			return store.ErrMarkerExpired
+		}
+		from := q.From.Key()
+		c := b.Bucket(bEvents).Cursor()
+		for k, v := c.Seek(from[:]); k != nil; k, v = c.Next() {
+			ev, err := decodeStoredEvent(k, v)
+			if err != nil {
+				return err
+			}
+			if !store.Matches(q.Types, ev.Type) {
+				continue
+			}
+			if len(page.Values) == q.Limit {
+				page.Next = ev.ID
+				break
+			}
+			page.Values = append(page.Values, ev)
+		}
+		return nil
+	})
+	return page, err
+}
+
+// registryEventType returns the event type named by b without allocating
+// for the known types.
+func registryEventType(b []byte) registry.EventType {
+	for _, t := range registry.EventTypes {
+		if string(b) == string(t) {
+			return t
+		}
+	}
+	return registry.EventType(b)
+}
+
+// pruneBatch is the most events one retention transaction deletes.
+const pruneBatch = 10000
+
+// prune deletes events older than the retention window and records the
+// newest one deleted, so that a marker before it gets ErrMarkerExpired.
+func (s *Store) prune() error {
+	cutoff := timeuuid.Low(s.now().Add(-s.opts.Retention)).Key()
+	for _, t := range s.allTenants() {
+		for {
+			n, err := s.pruneTenant(t, cutoff[:])
+			if err != nil {
+				return err
+			}
+			if n < pruneBatch {
+				break
+			}
+		}
+	}
+	return nil
+}
+
+func (s *Store) pruneTenant(t *tenant, cutoff []byte) (int, error) {
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
+	n := 0
+	err := s.write(t, func(w *writer) error {
+		c := w.bucket(bEvents).Cursor()
+		var last []byte
+		for k, _ := c.First(); k != nil && bytes.Compare(k, cutoff) < 0 && n < pruneBatch; k, _ = c.Next() {
+			last = append(last[:0], k...)
+			if err := c.Delete(); err != nil {
+				return err
+			}
+			n++
+		}
+		if n > 0 {
+			w.acct.Pruned = timeuuid.FromKey(last)
+			w.acctDirty = true
+		}
+		return nil
+	})
+	return n, err
+}

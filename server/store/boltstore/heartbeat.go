@@ -1,0 +1,194 @@
+package boltstore
+
+import (
+	"container/heap"
+	"context"
+	"encoding/json"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/svcreg/svcreg/internal/timeuuid"
+	"github.com/svcreg/svcreg/server/store"
+)
+
+// hbEntry is the in-memory heartbeat state of one live service. Guarded by
+// its tenant's mu.
+type hbEntry struct {
+	id          string
+	incarnation uint64
+	timeout     int // seconds; a change applies from the next heartbeat
+
+	// seq is the sequence number of the outstanding token. When exact, cur
+	// is that token; otherwise (after a restart) any token minted for this
+	// service with a sequence number at or after seq is accepted.
+	seq   uint32
+	exact bool
+	cur   timeuuid.UUID
+	// prev is the token consumed to issue cur; repeating it returns cur
+	// again (design item 6).
+	prev timeuuid.UUID
+
+	deadline time.Time
+	lastSeen time.Time
+	reaping  bool // a timeout is being committed
+	dirty    bool // changed since the last checkpoint
+	index    int  // in the deadline heap
+}
+
+// hbRecord is the checkpointed heartbeat state of a service.
+type hbRecord struct {
+	Incarnation uint64 `json:"incarnation"`
+	Seq         uint32 `json:"seq"`
+	LastSeen    int64  `json:"last_seen,omitempty"` // ms
+}
+
+// deadlineHeap orders a tenant's live services by deadline.
+type deadlineHeap []*hbEntry
+
+func (h deadlineHeap) Len() int           { return len(h) }
+func (h deadlineHeap) Less(i, j int) bool { return h[i].deadline.Before(h[j].deadline) }
+func (h deadlineHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index = i
+	h[j].index = j
+}
+func (h *deadlineHeap) Push(x any) {
+	e := x.(*hbEntry)
+	e.index = len(*h)
+	*h = append(*h, e)
+}
+func (h *deadlineHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	e.index = -1
+	return e
+}
+
+// addEntry adds a live service; t.mu held (or t not yet shared).
+func (t *tenant) addEntry(e *hbEntry) {
+	t.services[e.id] = e
+	heap.Push(&t.deadlines, e)
+}
+
+// removeEntry forgets a service; t.mu held.
+func (t *tenant) removeEntry(e *hbEntry) {
+	if t.services[e.id] == e {
+		delete(t.services, e.id)
+	}
+	if e.index >= 0 {
+		heap.Remove(&t.deadlines, e.index)
+	}
+}
+
+func (s *Store) tokenKey(t *tenant, e *hbEntry) store.TokenKey {
+	return store.TokenKey{Tenant: t.id, ID: e.id, Incarnation: e.incarnation}
+}
+
+// Heartbeat implements store.Store. It touches only memory: spec §7.7 steps
+// 3–6, with the service checked before the token, tokens bound to their
+// service, and an idempotent retry.
+func (s *Store) Heartbeat(ctx context.Context, tenantID, id, token string) (string, error) {
+	t := s.existingTenant(tenantID)
+	if t == nil {
+		return "", &store.NotFoundError{Kind: store.KindService, Key: id}
+	}
+	tok, err := timeuuid.Parse(token)
+	if err != nil || token != tok.String() { // tokens are issued lower-case; lookup is exact
+		tok = timeuuid.UUID{}
+	}
+	now := s.now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e := t.services[id]
+	if e == nil || e.reaping {
+		return "", &store.NotFoundError{Kind: store.KindService, Key: id}
+	}
+	notFound := &store.NotFoundError{Kind: store.KindHeartbeatMarker, Key: token}
+	switch {
+	case tok.IsZero():
+		return "", notFound
+	case e.exact && tok == e.cur:
+	case e.exact && tok == e.prev:
+		return e.cur.String(), nil
+	case !e.exact:
+		seq, ok := s.minter.Check(s.tokenKey(t, e), tok)
+		if !ok || !store.SeqAtOrAfter(seq, e.seq) {
+			return "", notFound
+		}
+		e.seq = seq
+	default:
+		return "", notFound
+	}
+	e.seq = store.NextSeq(e.seq)
+	e.deadline = now.Add(time.Duration(e.timeout) * time.Second)
+	e.prev, e.cur, e.exact = tok, s.minter.Mint(s.tokenKey(t, e), e.seq, e.deadline), true
+	e.lastSeen = now
+	e.dirty = true
+	heap.Fix(&t.deadlines, e.index)
+	return e.cur.String(), nil
+}
+
+// checkpoint writes the heartbeat state of every service that heartbeated
+// since the last checkpoint, in one transaction.
+func (s *Store) checkpoint() error {
+	type item struct {
+		t   *tenant
+		e   *hbEntry
+		rec hbRecord
+	}
+	var items []item
+	for _, t := range s.allTenants() {
+		t.mu.Lock()
+		for _, e := range t.services {
+			if !e.dirty {
+				continue
+			}
+			e.dirty = false
+			rec := hbRecord{Incarnation: e.incarnation, Seq: e.seq}
+			if !e.lastSeen.IsZero() {
+				rec.LastSeen = e.lastSeen.UnixMilli()
+			}
+			items = append(items, item{t, e, rec})
+		}
+		t.mu.Unlock()
+	}
+	if len(items) == 0 {
+		return nil
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		tenants := tx.Bucket(bTenants)
+		for _, it := range items {
+			b := tenants.Bucket([]byte(it.t.id))
+			raw := b.Bucket(bServices).Get([]byte(it.e.id))
+			if raw == nil {
+				continue // deleted or timed out since
+			}
+			var r store.ServiceRecord
+			if err := json.Unmarshal(raw, &r); err != nil {
+				return err
+			}
+			if r.Incarnation != it.rec.Incarnation {
+				continue
+			}
+			v, err := json.Marshal(it.rec)
+			if err != nil {
+				return err
+			}
+			if err := b.Bucket(bHeartbeats).Put([]byte(it.e.id), v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		for _, it := range items {
+			it.t.mu.Lock()
+			it.e.dirty = true
+			it.t.mu.Unlock()
+		}
+	}
+	return err
+}

@@ -1,0 +1,79 @@
+package boltstore
+
+import (
+	"context"
+	"encoding/json"
+	"hash/fnv"
+	"strconv"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/svcreg/svcreg/server/store"
+)
+
+// PutToken implements store.Identity.
+func (s *Store) PutToken(ctx context.Context, hash [32]byte, t store.TokenInfo) error {
+	raw, err := json.Marshal(t)
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bTokens).Put(hash[:], raw) })
+}
+
+// Token implements store.Identity.
+func (s *Store) Token(ctx context.Context, hash [32]byte) (store.TokenInfo, error) {
+	var t store.TokenInfo
+	err := s.db.View(func(tx *bolt.Tx) error {
+		raw := tx.Bucket(bTokens).Get(hash[:])
+		if raw == nil {
+			return store.ErrTokenUnknown
+		}
+		return json.Unmarshal(raw, &t)
+	})
+	return t, err
+}
+
+// DeleteToken implements store.Identity.
+func (s *Store) DeleteToken(ctx context.Context, hash [32]byte) error {
+	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bTokens).Delete(hash[:]) })
+}
+
+// DevTenant implements store.Identity: "dev" gets 7777; any other user a
+// tenant in 100000..999999 derived from its name, probing past collisions,
+// and kept so that it never changes.
+func (s *Store) DevTenant(ctx context.Context, username string) (string, error) {
+	if username == "dev" {
+		return "7777", nil
+	}
+	key := []byte("user/" + username)
+	var tenant string
+	err := s.db.View(func(tx *bolt.Tx) error {
+		tenant = string(tx.Bucket(bDevTenants).Get(key))
+		return nil
+	})
+	if err != nil || tenant != "" {
+		return tenant, err
+	}
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bDevTenants)
+		if v := b.Get(key); v != nil {
+			tenant = string(v)
+			return nil
+		}
+		h := fnv.New32a()
+		h.Write([]byte(username))
+		n := h.Sum32() % 900000
+		for {
+			tenant = strconv.Itoa(100000 + int(n))
+			if b.Get([]byte("tenant/"+tenant)) == nil {
+				break
+			}
+			n = (n + 1) % 900000
+		}
+		if err := b.Put(key, []byte(tenant)); err != nil {
+			return err
+		}
+		return b.Put([]byte("tenant/"+tenant), []byte(username))
+	})
+	return tenant, err
+}

@@ -1,0 +1,107 @@
+package boltstore
+
+import (
+	"container/heap"
+	"context"
+
+	"github.com/svcreg/svcreg/internal/timeuuid"
+	"github.com/svcreg/svcreg/registry"
+	"github.com/svcreg/svcreg/server/store"
+)
+
+// Rectify implements store.Store (spec §8.3).
+func (s *Store) Rectify(ctx context.Context, tenantID string) error {
+	t, err := s.tenantFor(tenantID)
+	if err != nil {
+		return err
+	}
+	return s.rectify(t)
+}
+
+// rectify times out every service of t whose deadline has passed. Each
+// timeout is committed once: the due services are taken off the deadline
+// heap under wmu, and a concurrent caller waits on wmu and then finds them
+// gone, so it returns only after they are timed out (read-your-rectification).
+func (s *Store) rectify(t *tenant) error {
+	t.mu.Lock()
+	due := len(t.deadlines) > 0 && !t.deadlines[0].deadline.After(s.now())
+	t.mu.Unlock()
+	if !due {
+		return nil
+	}
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
+	now := s.now()
+	var expired []*hbEntry
+	t.mu.Lock()
+	for len(t.deadlines) > 0 && !t.deadlines[0].deadline.After(now) {
+		e := heap.Pop(&t.deadlines).(*hbEntry)
+		e.reaping = true // heartbeats now get 404
+		expired = append(expired, e)
+	}
+	t.mu.Unlock()
+	if len(expired) == 0 {
+		return nil
+	}
+	removed := 0
+	err := s.write(t, func(w *writer) error {
+		removed = 0
+		svcs, hbs := w.bucket(bServices), w.bucket(bHeartbeats)
+		for _, e := range expired {
+			var rec store.ServiceRecord
+			ok, err := getJSON(svcs, e.id, &rec)
+			if err != nil {
+				return err
+			}
+			if !ok || rec.Incarnation != e.incarnation {
+				continue
+			}
+			if err := svcs.Delete([]byte(e.id)); err != nil {
+				return err
+			}
+			if err := hbs.Delete([]byte(e.id)); err != nil {
+				return err
+			}
+			// The event's timestamp is the deadline (spec §8.3); its id is
+			// the next in commit order (design item 5).
+			deadline := e.deadline
+			if err := w.appendEvent(func(id timeuuid.UUID) store.Event {
+				return store.ServiceEvent(id, deadline, registry.ServiceTimeout, rec)
+			}); err != nil {
+				return err
+			}
+			removed++
+		}
+		return nil
+	})
+	t.mu.Lock()
+	for _, e := range expired {
+		if err != nil {
+			e.reaping = false
+			heap.Push(&t.deadlines, e)
+			continue
+		}
+		if t.services[e.id] == e {
+			delete(t.services, e.id)
+		}
+	}
+	t.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	t.nServices -= removed
+	s.metrics.timeouts.Add(float64(removed))
+	return nil
+}
+
+// reap rectifies every tenant with a service past its deadline (design
+// item 7: timeouts within a second of the deadline without any read).
+func (s *Store) reap() error {
+	var firstErr error
+	for _, t := range s.allTenants() {
+		if err := s.rectify(t); err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	return firstErr
+}

@@ -1,0 +1,524 @@
+// Package boltstore is the embedded store: one bbolt file holds accounts,
+// services, configuration, the events feed and the identity tokens.
+//
+// Every state change and its event are written in one transaction, synced
+// before the call returns, so an acknowledged write survives kill -9.
+// Heartbeats are the exception that keeps them cheap: they run in memory and
+// a checkpoint writes the heartbeat state of the services that changed about
+// once a second. Tokens carry a MAC (see store.Minter), so after a restart
+// the store still accepts every token it handed out, checkpointed or not, and
+// gives every live service its full timeout again.
+package boltstore
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	mrand "math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/svcreg/svcreg/internal/timeuuid"
+	"github.com/svcreg/svcreg/server/store"
+)
+
+// FileName is the name of the database file under the data directory.
+const FileName = "svcreg.db"
+
+// Bucket names. Each tenant has a bucket under bTenants holding the key
+// kAccount and the buckets bServices, bHeartbeats, bConfig and bEvents.
+var (
+	bMeta       = []byte("meta")
+	bTenants    = []byte("tenants")
+	bTokens     = []byte("tokens")
+	bDevTenants = []byte("dev-tenants")
+	bServices   = []byte("services")
+	bHeartbeats = []byte("heartbeats")
+	bConfig     = []byte("config")
+	bEvents     = []byte("events")
+	kAccount    = []byte("account")
+	kSecret     = []byte("token-secret")
+	kEventTail  = []byte("event-tail")
+)
+
+// Options configure a Store. The zero value is usable.
+type Options struct {
+	// Clock returns the current time; time.Now by default.
+	Clock func() time.Time
+	// Logger receives the store's logs; nothing is logged if nil.
+	Logger *slog.Logger
+	// Registerer receives the store's metrics; none are registered if nil.
+	Registerer prometheus.Registerer
+	// DefaultLimits are given to new accounts; store.DefaultLimits if zero.
+	DefaultLimits store.Limits
+	// Retention is how long events are kept; 30 days if zero.
+	Retention time.Duration
+	// ReapInterval is how often the reaper looks for services past their
+	// deadline; 250ms if zero. Negative turns the reaper off, leaving only
+	// the lazy rectification on reads (spec §8.4).
+	ReapInterval time.Duration
+	// CheckpointInterval is how often heartbeat state is written; 1s if zero.
+	CheckpointInterval time.Duration
+}
+
+// Store is the embedded store. Open it with Open.
+type Store struct {
+	db      *bolt.DB
+	opts    Options
+	log     *slog.Logger
+	minter  *store.Minter
+	tail    uint64 // the 62 bits after the time in this store's event ids
+	metrics metrics
+
+	mu      sync.RWMutex
+	tenants map[string]*tenant
+}
+
+var _ store.Store = (*Store)(nil)
+var _ store.Identity = (*Store)(nil)
+
+// Open opens (or creates) the store in dir.
+func Open(dir string, opts Options) (*Store, error) {
+	if opts.Clock == nil {
+		opts.Clock = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.DefaultLimits == (store.Limits{}) {
+		opts.DefaultLimits = store.DefaultLimits
+	}
+	if opts.Retention == 0 {
+		opts.Retention = 30 * 24 * time.Hour
+	}
+	if opts.ReapInterval == 0 {
+		opts.ReapInterval = 250 * time.Millisecond
+	}
+	if opts.CheckpointInterval <= 0 {
+		opts.CheckpointInterval = time.Second
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	path := filepath.Join(dir, FileName)
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("open %s: another process holds it (is a server already running on this data directory?)", path)
+		}
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	s := &Store{db: db, opts: opts, log: opts.Logger, tenants: map[string]*tenant{}}
+	s.metrics = newMetrics(opts.Registerer)
+	if err := s.load(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("load %s: %w", path, err)
+	}
+	return s, nil
+}
+
+func (s *Store) now() time.Time { return s.opts.Clock() }
+
+// load creates the top-level buckets and the secrets on first use, then
+// builds the in-memory state of every tenant.
+func (s *Store) load() error {
+	var secret []byte
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{bMeta, bTenants, bTokens, bDevTenants} {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return err
+			}
+		}
+		meta := tx.Bucket(bMeta)
+		if secret = meta.Get(kSecret); secret == nil {
+			secret = make([]byte, 32)
+			rand.Read(secret)
+			if err := meta.Put(kSecret, secret); err != nil {
+				return err
+			}
+		}
+		secret = append([]byte(nil), secret...)
+		tail := meta.Get(kEventTail)
+		if tail == nil {
+			tail = binary.BigEndian.AppendUint64(nil, randUint64())
+			if err := meta.Put(kEventTail, tail); err != nil {
+				return err
+			}
+		}
+		s.tail = binary.BigEndian.Uint64(tail)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	s.minter = store.NewMinter(secret)
+	start := s.now()
+	return s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bTenants).ForEachBucket(func(name []byte) error {
+			t, err := loadTenant(tx.Bucket(bTenants).Bucket(name), string(name), start)
+			if err != nil {
+				return fmt.Errorf("tenant %s: %w", name, err)
+			}
+			s.tenants[t.id] = t
+			return nil
+		})
+	})
+}
+
+func randUint64() uint64 {
+	var b [8]byte
+	rand.Read(b[:])
+	return binary.BigEndian.Uint64(b[:])
+}
+
+// Ping implements store.Store.
+func (s *Store) Ping(ctx context.Context) error {
+	return s.db.View(func(tx *bolt.Tx) error { return nil })
+}
+
+// Close writes the last heartbeat checkpoint and closes the file.
+func (s *Store) Close() error {
+	cerr := s.checkpoint()
+	if err := s.db.Close(); err != nil {
+		return err
+	}
+	return cerr
+}
+
+// Run runs the reaper, the heartbeat checkpoint and event retention until
+// ctx is done.
+func (s *Store) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	loop := func(name string, every time.Duration, fn func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runEvery(ctx, every, func() {
+				if err := fn(); err != nil {
+					s.log.Error("store background work failed", "job", name, "err", err)
+				}
+			})
+		}()
+	}
+	if s.opts.ReapInterval > 0 {
+		loop("reaper", s.opts.ReapInterval, s.reap)
+	}
+	loop("checkpoint", s.opts.CheckpointInterval, s.checkpoint)
+	retentionEvery := min(time.Hour, max(s.opts.Retention/16, time.Second))
+	loop("retention", retentionEvery, s.prune)
+	wg.Wait()
+	return nil
+}
+
+// runEvery calls fn about every d (with up to 10% jitter) until ctx is done.
+func runEvery(ctx context.Context, d time.Duration, fn func()) {
+	for {
+		jitter := time.Duration(mrand.Int64N(int64(d)/10 + 1))
+		t := time.NewTimer(d - jitter)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		fn()
+	}
+}
+
+// accountRecord is the stored account.
+type accountRecord struct {
+	CreatedAt int64        `json:"created_at"` // ms
+	Limits    store.Limits `json:"limits"`
+	// Head is the id of the newest event appended.
+	Head timeuuid.UUID `json:"head"`
+	// Pruned is the id of the newest event retention deleted.
+	Pruned timeuuid.UUID `json:"pruned"`
+}
+
+func (a accountRecord) account(tenant string) store.Account {
+	return store.Account{Tenant: tenant, CreatedAt: time.UnixMilli(a.CreatedAt), Limits: a.Limits, Head: a.Head}
+}
+
+func (a *accountRecord) UnmarshalJSON(b []byte) error {
+	type plain accountRecord
+	var w struct {
+		plain
+		Head   string `json:"head"`
+		Pruned string `json:"pruned"`
+	}
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	*a = accountRecord(w.plain)
+	for _, f := range []struct {
+		s   string
+		dst *timeuuid.UUID
+	}{{w.Head, &a.Head}, {w.Pruned, &a.Pruned}} {
+		if f.s == "" {
+			continue
+		}
+		u, err := timeuuid.Parse(f.s)
+		if err != nil {
+			return fmt.Errorf("account: %w", err)
+		}
+		*f.dst = u
+	}
+	return nil
+}
+
+func (a accountRecord) MarshalJSON() ([]byte, error) {
+	type plain accountRecord
+	w := struct {
+		plain
+		Head   string `json:"head,omitempty"`
+		Pruned string `json:"pruned,omitempty"`
+	}{plain: plain(a)}
+	if !a.Head.IsZero() {
+		w.Head = a.Head.String()
+	}
+	if !a.Pruned.IsZero() {
+		w.Pruned = a.Pruned.String()
+	}
+	return json.Marshal(w)
+}
+
+// tenant is the in-memory state of one account.
+type tenant struct {
+	id string
+
+	// wmu serialises the tenant's writes, so that the in-memory state
+	// changes in commit order. Held across a commit; never taken while mu is
+	// held.
+	wmu sync.Mutex
+	// counts of live objects, guarded by wmu.
+	nServices, nConfig int
+
+	mu        sync.Mutex
+	acct      accountRecord
+	services  map[string]*hbEntry // heartbeat state by service id
+	deadlines deadlineHeap
+	changed   chan struct{} // closed and replaced when events are committed
+}
+
+func newTenant(id string, acct accountRecord) *tenant {
+	return &tenant{id: id, acct: acct, services: map[string]*hbEntry{}, changed: make(chan struct{})}
+}
+
+func (t *tenant) account() accountRecord {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.acct
+}
+
+// loadTenant builds a tenant's in-memory state. Every live service gets its
+// full timeout from start (design item 10).
+func loadTenant(b *bolt.Bucket, id string, start time.Time) (*tenant, error) {
+	var acct accountRecord
+	if err := json.Unmarshal(b.Get(kAccount), &acct); err != nil {
+		return nil, fmt.Errorf("account record: %w", err)
+	}
+	t := newTenant(id, acct)
+	hbs := b.Bucket(bHeartbeats)
+	err := b.Bucket(bServices).ForEach(func(k, v []byte) error {
+		var r store.ServiceRecord
+		if err := json.Unmarshal(v, &r); err != nil {
+			return fmt.Errorf("service %q: %w", k, err)
+		}
+		e := &hbEntry{id: r.ID, incarnation: r.Incarnation, timeout: r.HeartbeatTimeout}
+		if raw := hbs.Get(k); raw != nil {
+			var h hbRecord
+			if err := json.Unmarshal(raw, &h); err != nil {
+				return fmt.Errorf("heartbeat state of %q: %w", k, err)
+			}
+			if h.Incarnation == r.Incarnation {
+				e.seq = h.Seq
+				if h.LastSeen != 0 {
+					e.lastSeen = time.UnixMilli(h.LastSeen)
+				}
+			}
+		}
+		e.deadline = start.Add(time.Duration(r.HeartbeatTimeout) * time.Second)
+		t.addEntry(e)
+		t.nServices++
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	t.nConfig = b.Bucket(bConfig).Stats().KeyN
+	return t, nil
+}
+
+// tenantFor returns the tenant's state, creating its account on first use.
+func (s *Store) tenantFor(id string) (*tenant, error) {
+	s.mu.RLock()
+	t := s.tenants[id]
+	s.mu.RUnlock()
+	if t != nil {
+		return t, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if t := s.tenants[id]; t != nil {
+		return t, nil
+	}
+	acct := accountRecord{CreatedAt: s.now().UnixMilli(), Limits: s.opts.DefaultLimits}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.Bucket(bTenants).CreateBucket([]byte(id))
+		if err != nil {
+			return err
+		}
+		for _, name := range [][]byte{bServices, bHeartbeats, bConfig, bEvents} {
+			if _, err := b.CreateBucket(name); err != nil {
+				return err
+			}
+		}
+		raw, err := json.Marshal(acct)
+		if err != nil {
+			return err
+		}
+		return b.Put(kAccount, raw)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create account %s: %w", id, err)
+	}
+	t = newTenant(id, acct)
+	s.tenants[id] = t
+	return t, nil
+}
+
+// existingTenant returns the tenant's state if its account exists.
+func (s *Store) existingTenant(id string) *tenant {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.tenants[id]
+}
+
+func (s *Store) allTenants() []*tenant {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]*tenant, 0, len(s.tenants))
+	for _, t := range s.tenants {
+		out = append(out, t)
+	}
+	return out
+}
+
+// Account implements store.Store.
+func (s *Store) Account(ctx context.Context, tenant string) (store.Account, error) {
+	t, err := s.tenantFor(tenant)
+	if err != nil {
+		return store.Account{}, err
+	}
+	return t.account().account(tenant), nil
+}
+
+// Changed implements store.Store.
+func (s *Store) Changed(ctx context.Context, tenant string) (<-chan struct{}, error) {
+	t, err := s.tenantFor(tenant)
+	if err != nil {
+		return nil, err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.changed, nil
+}
+
+// writer is one write transaction on one tenant.
+type writer struct {
+	s    *Store
+	tx   *bolt.Tx
+	b    *bolt.Bucket // the tenant's bucket
+	now  time.Time
+	acct accountRecord
+	// acctDirty asks for the account to be written even without events.
+	acctDirty bool
+	events    []store.Event
+}
+
+func (w *writer) bucket(name []byte) *bolt.Bucket { return w.b.Bucket(name) }
+
+// appendEvent adds an event with the next id in commit order.
+func (w *writer) appendEvent(build func(id timeuuid.UUID) store.Event) error {
+	id := store.NextEventID(w.acct.Head, w.now, w.s.tail)
+	ev := build(id)
+	k := id.Key()
+	if err := w.bucket(bEvents).Put(k[:], encodeStoredEvent(ev)); err != nil {
+		return err
+	}
+	w.acct.Head = id
+	w.events = append(w.events, ev)
+	return nil
+}
+
+// write runs fn in a write transaction on t; the caller holds t.wmu. After a
+// successful commit the tenant's account is updated and waiters are woken.
+func (s *Store) write(t *tenant, fn func(w *writer) error) error {
+	w := &writer{s: s, now: s.now(), acct: t.account()}
+	start := time.Now()
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		w.tx = tx
+		w.b = tx.Bucket(bTenants).Bucket([]byte(t.id))
+		if w.b == nil {
+			return fmt.Errorf("tenant %s has no bucket", t.id)
+		}
+		if err := fn(w); err != nil {
+			return err
+		}
+		if len(w.events) == 0 && !w.acctDirty {
+			return nil
+		}
+		raw, err := json.Marshal(w.acct)
+		if err != nil {
+			return err
+		}
+		return w.b.Put(kAccount, raw)
+	})
+	if err != nil {
+		return err
+	}
+	s.metrics.commit.Observe(time.Since(start).Seconds())
+	for _, ev := range w.events {
+		s.metrics.events.WithLabelValues(string(ev.Type)).Inc()
+	}
+	if len(w.events) > 0 || w.acctDirty {
+		t.mu.Lock()
+		t.acct = w.acct
+		if len(w.events) > 0 {
+			close(t.changed)
+			t.changed = make(chan struct{})
+		}
+		t.mu.Unlock()
+	}
+	return nil
+}
+
+// encodeStoredEvent prefixes the event's JSON with its type, so that type
+// filters need not decode it.
+func encodeStoredEvent(ev store.Event) []byte {
+	b := make([]byte, 0, 1+len(ev.Type)+len(ev.JSON))
+	b = append(b, byte(len(ev.Type)))
+	b = append(b, ev.Type...)
+	return append(b, ev.JSON...)
+}
+
+func decodeStoredEvent(k, v []byte) (store.Event, error) {
+	if len(v) < 1 || len(v) < 1+int(v[0]) {
+		return store.Event{}, fmt.Errorf("corrupt event %x", k)
+	}
+	n := int(v[0])
+	return store.Event{
+		ID:   timeuuid.FromKey(k),
+		Type: registryEventType(v[1 : 1+n]),
+		JSON: append(json.RawMessage(nil), v[1+n:]...),
+	}, nil
+}

@@ -1,0 +1,224 @@
+// Package store defines what the registry server keeps — accounts, services
+// and their heartbeat tokens, configuration values and the events feed — as
+// the Store interface that the embedded (bbolt) and etcd stores implement.
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/svcreg/svcreg/internal/timeuuid"
+	"github.com/svcreg/svcreg/registry"
+)
+
+// Store keeps the registry's state. Every method that changes state commits
+// the change and its event together, durably, before it returns. Methods are
+// safe for concurrent use.
+//
+// Services are timed out by Rectify (lazily, before the reads spec §8.3
+// lists) and by the store's own reaper, run by Run.
+type Store interface {
+	// Account returns the tenant's account, creating it on first use
+	// (spec §3.4).
+	Account(ctx context.Context, tenant string) (Account, error)
+
+	// CreateService stores a new service, appends service.join and returns
+	// its first heartbeat token.
+	CreateService(ctx context.Context, tenant string, s NewService) (token string, err error)
+	// UpdateService changes the fields u sets; if that changes anything it
+	// appends service.update.
+	UpdateService(ctx context.Context, tenant, id string, u ServiceUpdate) error
+	// DeleteService removes the service, invalidates its token and appends
+	// service.remove.
+	DeleteService(ctx context.Context, tenant, id string) error
+	// Heartbeat consumes token and returns the service's next token.
+	// Repeating the token just consumed returns the same next token again.
+	Heartbeat(ctx context.Context, tenant, id, token string) (string, error)
+	// Service returns one service.
+	Service(ctx context.Context, tenant, id string) (registry.Service, error)
+	// Services returns a page of services ordered by id in byte order.
+	Services(ctx context.Context, tenant string, q ServiceQuery) (Page[registry.Service], error)
+
+	// SetConfig stores a value and, if it changed, appends
+	// configuration_value.update.
+	SetConfig(ctx context.Context, tenant, id, value string) error
+	// DeleteConfig removes a value and appends configuration_value.remove.
+	DeleteConfig(ctx context.Context, tenant, id string) error
+	// Config returns one value.
+	Config(ctx context.Context, tenant, id string) (registry.ConfigValue, error)
+	// Configs returns a page of values whose id begins with q.Prefix, ordered
+	// by id in byte order.
+	Configs(ctx context.Context, tenant string, q ConfigQuery) (Page[registry.ConfigValue], error)
+
+	// Events returns events at or after q.From in commit order.
+	Events(ctx context.Context, tenant string, q EventQuery) (EventPage, error)
+	// Changed returns a channel that is closed when an event is next
+	// committed for the tenant. Take it before reading, then wait on it.
+	Changed(ctx context.Context, tenant string) (<-chan struct{}, error)
+
+	// Rectify times out every service of the tenant whose deadline has
+	// passed, appending one service.timeout each, before it returns.
+	Rectify(ctx context.Context, tenant string) error
+
+	// Ping reports whether the store can serve requests.
+	Ping(ctx context.Context) error
+	// Run runs the store's background work (the reaper, retention, and
+	// whatever the store needs) until ctx is done.
+	Run(ctx context.Context) error
+	// Close releases the store. Call it after Run has returned.
+	Close() error
+}
+
+// Identity keeps the identity endpoint's state: issued API tokens and the
+// tenants of --dev users.
+type Identity interface {
+	// PutToken records an issued token under the hash of its text.
+	PutToken(ctx context.Context, hash [32]byte, t TokenInfo) error
+	// Token returns a token's record, or ErrTokenUnknown.
+	Token(ctx context.Context, hash [32]byte) (TokenInfo, error)
+	// DeleteToken revokes a token.
+	DeleteToken(ctx context.Context, hash [32]byte) error
+	// DevTenant returns the numeric tenant of a --dev user, allocating one on
+	// first use; the same user always gets the same tenant.
+	DevTenant(ctx context.Context, username string) (string, error)
+}
+
+// TokenInfo is what the identity endpoint knows of an issued token.
+type TokenInfo struct {
+	User    string    `json:"user"`
+	Tenant  string    `json:"tenant"`
+	Expires time.Time `json:"expires"`
+}
+
+// Account is a tenant's account (spec §3.4).
+type Account struct {
+	Tenant    string
+	CreatedAt time.Time
+	Limits    Limits
+	// Head is the id of the newest event ever appended, zero if none.
+	Head timeuuid.UUID
+}
+
+// Limits caps the live objects of an account (spec §10.2).
+type Limits struct {
+	Services     int `json:"service"`
+	ConfigValues int `json:"configuration_value"`
+}
+
+// DefaultLimits are the limits of a new account.
+var DefaultLimits = Limits{Services: 200, ConfigValues: 1000}
+
+// NewService is a service to create.
+type NewService struct {
+	ID               string
+	Tags             []string
+	Metadata         map[string]string
+	HeartbeatTimeout int
+}
+
+// ServiceUpdate changes the fields that are set; a set Tags or Metadata
+// replaces the stored value completely.
+type ServiceUpdate struct {
+	Tags             *[]string
+	Metadata         *map[string]string
+	HeartbeatTimeout *int
+}
+
+// ServiceQuery selects a page of services.
+type ServiceQuery struct {
+	Marker string // first id to include; "" for the beginning
+	Limit  int
+	Tag    *string // only services carrying this tag
+}
+
+// ConfigQuery selects a page of configuration values.
+type ConfigQuery struct {
+	Prefix string
+	Marker string
+	Limit  int
+}
+
+// Page is one page of a list.
+type Page[T any] struct {
+	Values []T
+	// Next is the id of the first item not included, "" when there is none.
+	Next string
+	// Marker is the feed position of the read: every change committed after
+	// it appears in the events feed from this marker (the X-Registry-Marker
+	// header).
+	Marker timeuuid.UUID
+}
+
+// EventQuery selects a page of events.
+type EventQuery struct {
+	// From is the first id to include (inclusive).
+	From timeuuid.UUID
+	// CheckExpired asks for ErrMarkerExpired when retention has deleted an
+	// event after From; the default window does not ask.
+	CheckExpired bool
+	Limit        int
+	// Types keeps only events of these types (before paging); nil keeps all.
+	Types []registry.EventType
+}
+
+// Event is a stored event: its id, its type and its wire JSON.
+type Event struct {
+	ID   timeuuid.UUID
+	Type registry.EventType
+	JSON json.RawMessage
+}
+
+// EventPage is one page of events.
+type EventPage struct {
+	Values []Event
+	// Next is the id of the first matching event not included, zero if none.
+	Next timeuuid.UUID
+}
+
+// Errors the stores return; the server maps them to faults.
+var (
+	// ErrServiceExists: a service with this id already exists.
+	ErrServiceExists = errors.New("service already exists")
+	// ErrMarkerExpired: retention deleted events the marker asks for.
+	ErrMarkerExpired = errors.New("marker expired")
+	// ErrTokenUnknown: no such identity token.
+	ErrTokenUnknown = errors.New("unknown token")
+	// ErrUnavailable: the store cannot be reached; the request may be retried.
+	ErrUnavailable = errors.New("store unavailable")
+)
+
+// Object kinds named in NotFoundError, as the API names them.
+const (
+	KindService         = "Service"
+	KindConfigValue     = "ConfigurationValue"
+	KindHeartbeatMarker = "HeartbeatMarker"
+)
+
+// NotFoundError says which object was missing (spec §4.3).
+type NotFoundError struct {
+	Kind string
+	Key  string
+}
+
+func (e *NotFoundError) Error() string {
+	return `Object "` + e.Kind + `" with key "` + e.Key + `" does not exist`
+}
+
+// Resource names used in LimitError, as the API names them.
+const (
+	ResourceService     = "service"
+	ResourceConfigValue = "configuration_value"
+)
+
+// LimitError says an account holds as many objects of a kind as it may.
+type LimitError struct {
+	Resource string
+	Max      int
+}
+
+func (e *LimitError) Error() string {
+	return fmt.Sprintf("Limit for resource %s has been reached. Maximum allowed objects: %d", e.Resource, e.Max)
+}
