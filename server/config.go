@@ -57,7 +57,7 @@ func (s *Server) handleConfigGet(w http.ResponseWriter, rq *request) {
 		}
 		cv, err := s.store.Config(rq.r.Context(), rq.tenant, rest)
 		if err != nil {
-			s.writeFault(w, rq, s.faultFor(rq, err))
+			s.writeFault(w, rq, s.faultFor(rq.txnID, err))
 			return
 		}
 		writeJSON(w, http.StatusOK, cv)
@@ -67,7 +67,7 @@ func (s *Server) handleConfigGet(w http.ResponseWriter, rq *request) {
 func (s *Server) listConfig(w http.ResponseWriter, rq *request, prefix string, limit int, marker string) {
 	page, err := s.store.Configs(rq.r.Context(), rq.tenant, store.ConfigQuery{Prefix: prefix, Marker: marker, Limit: limit})
 	if err != nil {
-		s.writeFault(w, rq, s.faultFor(rq, err))
+		s.writeFault(w, rq, s.faultFor(rq.txnID, err))
 		return
 	}
 	setFeedMarker(w, page.Marker)
@@ -87,7 +87,7 @@ func (s *Server) handleConfigSet(w http.ResponseWriter, rq *request) {
 		return
 	}
 	if err := s.store.SetConfig(rq.r.Context(), rq.tenant, id, value); err != nil {
-		s.writeFault(w, rq, s.faultFor(rq, err))
+		s.writeFault(w, rq, s.faultFor(rq.txnID, err))
 		return
 	}
 	w.Header().Set("Location", rq.objectURL("/configuration/"+id))
@@ -102,7 +102,7 @@ func (s *Server) handleConfigDelete(w http.ResponseWriter, rq *request) {
 		return
 	}
 	if err := s.store.DeleteConfig(rq.r.Context(), rq.tenant, id); err != nil {
-		s.writeFault(w, rq, s.faultFor(rq, err))
+		s.writeFault(w, rq, s.faultFor(rq.txnID, err))
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)

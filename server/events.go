@@ -1,8 +1,8 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
-	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
@@ -29,10 +29,11 @@ func (s *Server) handleEvents(w http.ResponseWriter, rq *request) {
 		s.writeFault(w, rq, f)
 		return
 	}
+	rq.limit = limit
 	ctx := rq.r.Context()
 	acct, err := s.store.Account(ctx, rq.tenant)
 	if err != nil {
-		s.writeFault(w, rq, s.faultFor(rq, err))
+		s.writeFault(w, rq, s.faultFor(rq.txnID, err))
 		return
 	}
 	now := s.now()
@@ -81,18 +82,26 @@ func (s *Server) handleEvents(w http.ResponseWriter, rq *request) {
 	}
 
 	q := store.EventQuery{From: from, CheckExpired: hasMarker, Limit: limit, Types: types}
-	var page store.EventPage
 	if wait > 0 {
-		var applied time.Duration
-		page, applied, err = s.longPoll(w, rq, q, wait)
-		w.Header().Set("X-Registry-Wait", applied.String())
-	} else {
-		page, err = s.readEvents(rq, q)
-	}
-	if err != nil {
-		s.writeFault(w, rq, s.faultFor(rq, err))
+		s.longPoll(w, rq, q, wait)
 		return
 	}
+	page, err := s.readEvents(ctx, rq.tenant, q)
+	s.writeEvents(w, rq, page, err)
+}
+
+// writeEvents writes an events answer, or the fault for err.
+func (s *Server) writeEvents(w http.ResponseWriter, rq *request, page store.EventPage, err error) {
+	if err != nil {
+		s.writeFault(w, rq, s.faultFor(rq.txnID, err))
+		return
+	}
+	writeRawJSON(w, http.StatusOK, eventsJSON(page, rq.limit, rq.hrefPrefix(), rq.query))
+}
+
+// eventsJSON is the list envelope of an events page; metadata.marker is
+// always null on /events (spec §6.5).
+func eventsJSON(page store.EventPage, limit int, hrefPrefix string, q query) []byte {
 	values := make([]json.RawMessage, len(page.Values))
 	for i, ev := range page.Values {
 		values[i] = ev.JSON
@@ -101,8 +110,11 @@ func (s *Server) handleEvents(w http.ResponseWriter, rq *request) {
 	if !page.Next.IsZero() {
 		next = page.Next.String()
 	}
-	// metadata.marker is always null on /events (spec §6.5).
-	writeList(w, rq, values, limit, "", next)
+	data, err := marshalJSON(listEnvelope(values, limit, "", next, hrefPrefix, q))
+	if err != nil {
+		panic("encode events: " + err.Error()) // raw JSON from the store and plain fields
+	}
+	return data
 }
 
 // eventType accepts one of the event types; a repeated parameter never
@@ -136,83 +148,9 @@ func (s *Server) parseWait(q query) (time.Duration, *fault) {
 }
 
 // readEvents rectifies, then reads a page (spec §7.11 steps 7-8).
-func (s *Server) readEvents(rq *request, q store.EventQuery) (store.EventPage, error) {
-	ctx := rq.r.Context()
-	if err := s.store.Rectify(ctx, rq.tenant); err != nil {
+func (s *Server) readEvents(ctx context.Context, tenant string, q store.EventQuery) (store.EventPage, error) {
+	if err := s.store.Rectify(ctx, tenant); err != nil {
 		return store.EventPage{}, err
 	}
-	return s.store.Events(ctx, rq.tenant, q)
-}
-
-// longPoll answers as soon as the page holds an event other than the marker
-// event, or when the wait (less up to 1/16 of jitter) is over. A long-poll
-// costs one parked goroutine. It returns the wait it applied: zero when the
-// tenant already has as many long-polls waiting as it may.
-func (s *Server) longPoll(w http.ResponseWriter, rq *request, q store.EventQuery, wait time.Duration) (store.EventPage, time.Duration, error) {
-	if !s.addWaiter(rq.tenant) {
-		page, err := s.readEvents(rq, q)
-		return page, 0, err
-	}
-	defer s.removeWaiter(rq.tenant)
-	wait -= time.Duration(rand.Int64N(int64(wait)/16 + 1))
-	// The write timeout of the http.Server is for ordinary requests.
-	http.NewResponseController(w).SetWriteDeadline(time.Now().Add(wait + 30*time.Second))
-	timer := time.NewTimer(wait)
-	defer timer.Stop()
-	ctx := rq.r.Context()
-	for {
-		// Take the channel before reading, so no commit slips between.
-		changed, err := s.store.Changed(ctx, rq.tenant)
-		if err != nil {
-			return store.EventPage{}, wait, err
-		}
-		page, err := s.readEvents(rq, q)
-		if err != nil || hasNewer(page, q.From) {
-			return page, wait, err
-		}
-		select {
-		case <-changed:
-			continue
-		case <-timer.C:
-		case <-ctx.Done():
-		case <-s.closing:
-		}
-		return page, wait, nil
-	}
-}
-
-// hasNewer reports whether the page holds an event other than the marker
-// event itself.
-func hasNewer(page store.EventPage, marker timeuuid.UUID) bool {
-	for _, ev := range page.Values {
-		if ev.ID != marker {
-			return true
-		}
-	}
-	return false
-}
-
-func (s *Server) addWaiter(tenant string) bool {
-	select {
-	case <-s.closing:
-		return false
-	default:
-	}
-	s.waitersMu.Lock()
-	defer s.waitersMu.Unlock()
-	if s.waiters[tenant] >= s.cfg.MaxWaitersPerTenant {
-		return false
-	}
-	s.waiters[tenant]++
-	s.metrics.waiting.Inc()
-	return true
-}
-
-func (s *Server) removeWaiter(tenant string) {
-	s.waitersMu.Lock()
-	defer s.waitersMu.Unlock()
-	if s.waiters[tenant]--; s.waiters[tenant] == 0 {
-		delete(s.waiters, tenant)
-	}
-	s.metrics.waiting.Dec()
+	return s.store.Events(ctx, tenant, q)
 }

@@ -69,7 +69,7 @@ func notFoundPage(requestedPath string) *fault {
 
 // faultFor maps an error from the store to its fault. Anything unexpected
 // is a masked 500, logged with the transaction id.
-func (s *Server) faultFor(rq *request, err error) *fault {
+func (s *Server) faultFor(txnID string, err error) *fault {
 	var f *fault
 	var nf *store.NotFoundError
 	var le *store.LimitError
@@ -85,22 +85,31 @@ func (s *Server) faultFor(rq *request, err error) *fault {
 			Message: "Marker has expired",
 			Details: "Events after this marker were removed by retention; list the services and configuration again and follow the feed from the X-Registry-Marker of that answer."}
 	case errors.Is(err, store.ErrUnavailable):
-		s.log.Warn("store unavailable", "txn", rq.txnID, "err", err)
+		s.log.Warn("store unavailable", "txn", txnID, "err", err)
 		return &fault{Status: http.StatusServiceUnavailable, Type: faultSystemFailure}
 	}
-	s.log.Error("request failed", "txn", rq.txnID, "method", rq.r.Method, "path", rq.r.URL.Path, "err", err)
+	s.log.Error("request failed", "txn", txnID, "err", err)
 	return &fault{Status: http.StatusInternalServerError, Type: faultInternal}
 }
 
-// writeFault writes f. For any 5xx, message and details are masked as
+// faultJSON is f's body. For any 5xx, message and details are masked as
 // "Internal Error" (spec §4.1).
-func (s *Server) writeFault(w http.ResponseWriter, rq *request, f *fault) {
-	body := faultBody{Type: f.Type, Code: f.Status, Message: f.Message, Details: f.Details, TxnID: rq.txnID}
+func faultJSON(f *fault, txnID string) []byte {
+	body := faultBody{Type: f.Type, Code: f.Status, Message: f.Message, Details: f.Details, TxnID: txnID}
 	if f.Status >= 500 {
 		body.Message, body.Details = "Internal Error", "Internal Error"
 	}
+	data, err := marshalJSON(body)
+	if err != nil {
+		panic("encode fault: " + err.Error()) // strings and string maps only
+	}
+	return data
+}
+
+// writeFault writes f.
+func (s *Server) writeFault(w http.ResponseWriter, rq *request, f *fault) {
 	if f.Status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Keystone uri="`+rq.baseURL()+`/v2.0"`)
 	}
-	writeJSON(w, f.Status, body)
+	writeRawJSON(w, f.Status, faultJSON(f, rq.txnID))
 }

@@ -22,7 +22,7 @@ type rateRule struct {
 func (s *Server) handleLimits(w http.ResponseWriter, rq *request) {
 	acct, err := s.store.Account(rq.r.Context(), rq.tenant)
 	if err != nil {
-		s.writeFault(w, rq, s.faultFor(rq, err))
+		s.writeFault(w, rq, s.faultFor(rq.txnID, err))
 		return
 	}
 	rules := []rateRule{{Method: "GET", PathRegex: "/.*", Limit: s.cfg.RateLimit, Used: rq.rateUsed, Period: 86400}}

@@ -77,6 +77,12 @@ type listBody[T any] struct {
 // writeList writes a page in the list envelope. marker is echoed when set;
 // next, when not empty, gives next_marker and next_href.
 func writeList[T any](w http.ResponseWriter, rq *request, values []T, limit int, marker, next string) {
+	writeJSON(w, http.StatusOK, listEnvelope(values, limit, marker, next, rq.hrefPrefix(), rq.query))
+}
+
+// listEnvelope builds a list answer; next_href is hrefPrefix followed by the
+// request's query with marker set to next.
+func listEnvelope[T any](values []T, limit int, marker, next, hrefPrefix string, q query) listBody[T] {
 	if values == nil {
 		values = []T{}
 	}
@@ -85,10 +91,10 @@ func writeList[T any](w http.ResponseWriter, rq *request, values []T, limit int,
 		meta.Marker = &marker
 	}
 	if next != "" {
-		href := rq.baseURL() + "/v1.0" + rq.path + "?" + rq.query.with("marker", next)
+		href := hrefPrefix + q.with("marker", next)
 		meta.NextMarker, meta.NextHref = &next, &href
 	}
-	writeJSON(w, http.StatusOK, listBody[T]{Values: values, Metadata: meta})
+	return listBody[T]{Values: values, Metadata: meta}
 }
 
 // setFeedMarker sets X-Registry-Marker (design item 3).

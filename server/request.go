@@ -27,6 +27,8 @@ type request struct {
 	query  query
 	body   body
 	route  *route
+	// limit is the page size of a list request.
+	limit int
 	// rateUsed is how many requests the rate-limit rule counted in its
 	// window before this one.
 	rateUsed int
@@ -44,6 +46,9 @@ func (rq *request) baseURL() string {
 	}
 	return scheme + "://" + rq.r.Host
 }
+
+// hrefPrefix is next_href up to its query (spec §6.5).
+func (rq *request) hrefPrefix() string { return rq.baseURL() + "/v1.0" + rq.path + "?" }
 
 // objectURL is the Location of an object: {base}/v1.0/{tenant}{objectPath}.
 func (rq *request) objectURL(objectPath string) string {
@@ -195,14 +200,23 @@ func decodeParam(s string) (string, *fault) {
 
 // writeJSON writes v as the JSON answer with status.
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false) // next_href holds "&"
-	if err := enc.Encode(v); err != nil {
+	data, err := marshalJSON(v)
+	if err != nil {
 		http.Error(w, "encode response: "+err.Error(), http.StatusInternalServerError)
 		return
 	}
-	writeRawJSON(w, status, bytes.TrimSuffix(buf.Bytes(), []byte("\n")))
+	writeRawJSON(w, status, data)
+}
+
+// marshalJSON is json.Marshal without HTML escaping (next_href holds "&").
+func marshalJSON(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
 func writeRawJSON(w http.ResponseWriter, status int, data []byte) {

@@ -60,6 +60,13 @@ type Server struct {
 	waitersMu sync.Mutex
 	waiters   map[string]int // long-polls waiting, by tenant
 
+	lnMu        sync.Mutex
+	ln          *listener // set by Listener; parked polls go back through it
+	pollsMu     sync.Mutex
+	polls       map[string]*pollSet // parked long-polls, by tenant
+	parked      sync.WaitGroup      // parked polls not yet answered
+	pollWriters chan struct{}
+
 	closing   chan struct{} // closed by Drain
 	closeOnce sync.Once
 }
@@ -84,25 +91,29 @@ func New(cfg Config) *Server {
 	var b [6]byte
 	rand.Read(b[:])
 	s := &Server{
-		cfg:       cfg,
-		store:     cfg.Store,
-		auth:      cfg.Auth,
-		log:       cfg.Logger,
-		now:       cfg.Clock,
-		metrics:   newServerMetrics(cfg.Registerer),
-		rate:      newRateLimiter(cfg.RateLimit, cfg.Clock),
-		txnPrefix: "svcreg-" + hex.EncodeToString(b[:]) + "-",
-		waiters:   map[string]int{},
-		closing:   make(chan struct{}),
+		cfg:         cfg,
+		store:       cfg.Store,
+		auth:        cfg.Auth,
+		log:         cfg.Logger,
+		now:         cfg.Clock,
+		metrics:     newServerMetrics(cfg.Registerer),
+		rate:        newRateLimiter(cfg.RateLimit, cfg.Clock),
+		txnPrefix:   "svcreg-" + hex.EncodeToString(b[:]) + "-",
+		waiters:     map[string]int{},
+		polls:       map[string]*pollSet{},
+		pollWriters: make(chan struct{}, pollWriters),
+		closing:     make(chan struct{}),
 	}
 	s.router = newRouter(s.routes())
 	return s
 }
 
-// Drain answers every waiting long-poll at once and makes new ones answer
-// without waiting. Call it before http.Server.Shutdown.
-func (s *Server) Drain() {
+// Drain answers every waiting long-poll at once, waiting for the answers to
+// be written until ctx is done, and makes new long-polls answer without
+// waiting. Call it before http.Server.Shutdown.
+func (s *Server) Drain(ctx context.Context) {
 	s.closeOnce.Do(func() { close(s.closing) })
+	s.drainParked(ctx)
 }
 
 func (s *Server) nextTxnID() string {
@@ -133,6 +144,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.writeFault(sw, rq, notFoundPage(r.RequestURI))
 	}
 	d := time.Since(start)
+	if sw.hijacked {
+		return // a parked long-poll, counted when it is answered
+	}
 	s.metrics.requests.WithLabelValues(name, strconv.Itoa(sw.status)).Inc()
 	s.log.LogAttrs(r.Context(), slog.LevelDebug, "request",
 		slog.String("method", r.Method), slog.String("uri", r.RequestURI), slog.String("route", name),
@@ -182,7 +196,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, path string) s
 		return "none"
 	}
 	if _, err := s.store.Account(r.Context(), rq.tenant); err != nil {
-		s.writeFault(w, rq, s.faultFor(rq, err))
+		s.writeFault(w, rq, s.faultFor(rq.txnID, err))
 		return "none"
 	}
 	if r.Method == http.MethodGet || r.Method == http.MethodHead {
@@ -224,7 +238,7 @@ func (s *Server) authenticate(rq *request) *fault {
 	}
 	valid, err := s.auth.Valid(r.Context(), token, tenant)
 	if err != nil {
-		return s.faultFor(rq, err)
+		return s.faultFor(rq.txnID, err)
 	}
 	if !valid {
 		return unauthorized("Invalid or expired authentication token")
@@ -265,7 +279,8 @@ func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
 // statusWriter records the status a handler wrote.
 type statusWriter struct {
 	http.ResponseWriter
-	status int
+	status   int
+	hijacked bool
 }
 
 func (w *statusWriter) WriteHeader(code int) {

@@ -59,12 +59,12 @@ func (s *Server) handleServicesList(w http.ResponseWriter, rq *request) {
 	}
 	ctx := rq.r.Context()
 	if err := s.store.Rectify(ctx, rq.tenant); err != nil {
-		s.writeFault(w, rq, s.faultFor(rq, err))
+		s.writeFault(w, rq, s.faultFor(rq.txnID, err))
 		return
 	}
 	page, err := s.store.Services(ctx, rq.tenant, q)
 	if err != nil {
-		s.writeFault(w, rq, s.faultFor(rq, err))
+		s.writeFault(w, rq, s.faultFor(rq.txnID, err))
 		return
 	}
 	setFeedMarker(w, page.Marker)
@@ -80,12 +80,12 @@ func (s *Server) handleServiceGet(w http.ResponseWriter, rq *request) {
 	}
 	ctx := rq.r.Context()
 	if err := s.store.Rectify(ctx, rq.tenant); err != nil {
-		s.writeFault(w, rq, s.faultFor(rq, err))
+		s.writeFault(w, rq, s.faultFor(rq.txnID, err))
 		return
 	}
 	svc, err := s.store.Service(ctx, rq.tenant, id)
 	if err != nil {
-		s.writeFault(w, rq, s.faultFor(rq, err))
+		s.writeFault(w, rq, s.faultFor(rq.txnID, err))
 		return
 	}
 	writeJSON(w, http.StatusOK, svc)
@@ -109,7 +109,7 @@ func (s *Server) handleServiceCreate(w http.ResponseWriter, rq *request) {
 		return
 	}
 	if err != nil {
-		s.writeFault(w, rq, s.faultFor(rq, err))
+		s.writeFault(w, rq, s.faultFor(rq.txnID, err))
 		return
 	}
 	w.Header().Set("Location", rq.objectURL(servicePath(ns.ID)))
@@ -129,7 +129,7 @@ func (s *Server) handleServiceUpdate(w http.ResponseWriter, rq *request) {
 		return
 	}
 	if err := s.store.UpdateService(rq.r.Context(), rq.tenant, id, u); err != nil {
-		s.writeFault(w, rq, s.faultFor(rq, err))
+		s.writeFault(w, rq, s.faultFor(rq.txnID, err))
 		return
 	}
 	w.Header().Set("Location", rq.objectURL(servicePath(id)))
@@ -144,7 +144,7 @@ func (s *Server) handleServiceDelete(w http.ResponseWriter, rq *request) {
 		return
 	}
 	if err := s.store.DeleteService(rq.r.Context(), rq.tenant, id); err != nil {
-		s.writeFault(w, rq, s.faultFor(rq, err))
+		s.writeFault(w, rq, s.faultFor(rq.txnID, err))
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -165,7 +165,7 @@ func (s *Server) handleHeartbeat(w http.ResponseWriter, rq *request) {
 	}
 	next, err := s.store.Heartbeat(rq.r.Context(), rq.tenant, id, token)
 	if err != nil {
-		s.writeFault(w, rq, s.faultFor(rq, err))
+		s.writeFault(w, rq, s.faultFor(rq.txnID, err))
 		return
 	}
 	s.metrics.heartbeats.Inc()

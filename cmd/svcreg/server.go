@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -146,9 +147,18 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	}
 	scheme := "http"
 	if f.tlsCert != "" {
+		cert, err := tls.LoadX509KeyPair(f.tlsCert, f.tlsKey)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("load --tls-cert/--tls-key: %w", err)
+		}
+		// HTTP/1.1 only: clients keep one persistent connection, and parked
+		// long-polls hand theirs back to the server.
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS12})
 		scheme = "https"
 	}
 	base := scheme + "://" + ln.Addr().String()
+	ln = api.Listener(ln)
 	log.Info("svcreg server listening", "url", base, "data_dir", f.dataDir, "dev", f.dev, "users", len(users), "version", versionString())
 	if f.dev {
 		printDevHelp(stdout, base)
@@ -160,20 +170,14 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	g.Add(func() error { return st.Run(ctx) }, func(error) { cancel() })
 	g.Add(func() error { return auth.Run(ctx) }, func(error) { cancel() })
 	g.Add(func() error {
-		var err error
-		if f.tlsCert != "" {
-			err = httpServer.ServeTLS(ln, f.tlsCert, f.tlsKey)
-		} else {
-			err = httpServer.Serve(ln)
+		if err := httpServer.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return err
 		}
-		if errors.Is(err, http.ErrServerClosed) {
-			return nil
-		}
-		return err
+		return nil
 	}, func(error) {
-		api.Drain()
 		sctx, scancel := context.WithTimeout(context.Background(), 15*time.Second)
 		defer scancel()
+		api.Drain(sctx)
 		if err := httpServer.Shutdown(sctx); err != nil {
 			log.Warn("shutdown: closing connections still busy", "err", err)
 			httpServer.Close()

@@ -37,6 +37,9 @@ type Options struct {
 	TokenTTL time.Duration
 	// Wrap, if set, wraps the server's handler (for fault injection).
 	Wrap func(http.Handler) http.Handler
+	// ConnState, if set, is the http.Server's ConnState hook (to count the
+	// connections clients open).
+	ConnState func(net.Conn, http.ConnState)
 }
 
 // Server is a running test server.
@@ -102,7 +105,7 @@ func (s *Server) start(ln net.Listener) {
 	if s.opts.Wrap != nil {
 		h = s.opts.Wrap(h)
 	}
-	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ConnState: s.opts.ConnState}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -131,9 +134,9 @@ func (s *Server) Stop() {
 		return
 	}
 	s.running = false
-	s.api.Drain()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	s.api.Drain(ctx)
 	if err := s.http.Shutdown(ctx); err != nil {
 		s.http.Close()
 	}

@@ -1,0 +1,460 @@
+// Command svcreg-load measures a svcreg server under load: heartbeat
+// throughput against a trivial Go handler serving the same load on the
+// same machine, the memory of idle long-polls, and the fan-out latency of
+// one event to many waiting long-polls.
+//
+// It starts the servers it measures as child processes:
+//
+//	go build -o bin/ ./cmd/... && bin/svcreg-load --svcreg bin/svcreg all
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "trivial-server" {
+		serveTrivial()
+		return
+	}
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "svcreg-load:", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	svcreg   string
+	clients  int
+	duration time.Duration
+	warmup   time.Duration
+	waiters  string
+}
+
+func run(args []string) error {
+	var o options
+	fs := flag.NewFlagSet("svcreg-load", flag.ContinueOnError)
+	fs.StringVar(&o.svcreg, "svcreg", "bin/svcreg", "path to the svcreg binary")
+	fs.IntVar(&o.clients, "clients", 64, "concurrent heartbeat clients, one connection each")
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, "how long each heartbeat run measures")
+	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured load before each heartbeat run")
+	fs.StringVar(&o.waiters, "waiters", "1000,10000", "comma-separated long-poll counts for the fan-out runs")
+	fs.Usage = func() {
+		fmt.Fprintf(os.Stderr, "Usage: svcreg-load [flags] heartbeat|longpoll|all\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	what := fs.Arg(0)
+	if what == "" {
+		what = "all"
+	}
+	switch what {
+	case "heartbeat":
+		return benchHeartbeats(o)
+	case "longpoll":
+		return benchLongPolls(o)
+	case "all":
+		if err := benchHeartbeats(o); err != nil {
+			return err
+		}
+		return benchLongPolls(o)
+	}
+	return fmt.Errorf("unknown benchmark %q: use heartbeat, longpoll or all", what)
+}
+
+// child is a server started as a child process.
+type child struct {
+	cmd *exec.Cmd
+	url string
+}
+
+var urlLine = regexp.MustCompile(`url=(http://[0-9.:]+)`)
+
+func startChild(name string, args ...string) (*child, error) {
+	cmd := exec.Command(name, args...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout = io.Discard
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() {
+		if m := urlLine.FindStringSubmatch(sc.Text()); m != nil {
+			go io.Copy(io.Discard, stderr)
+			return &child{cmd: cmd, url: m[1]}, nil
+		}
+	}
+	cmd.Wait()
+	return nil, fmt.Errorf("%s exited before it listened", name)
+}
+
+func (c *child) stop() {
+	c.cmd.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { c.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		c.cmd.Process.Kill()
+		<-done
+	}
+}
+
+// rssMB is the child's resident set size in MB.
+func (c *child) rssMB() (float64, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.cmd.Process.Pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, err := strconv.ParseFloat(f[1], 64)
+			return kb / 1024, err
+		}
+	}
+	return 0, errors.New("no VmRSS")
+}
+
+func startSvcreg(o options, extra ...string) (*child, error) {
+	dir, err := os.MkdirTemp("", "svcreg-load-")
+	if err != nil {
+		return nil, err
+	}
+	args := append([]string{"server", "--dev", "--listen", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "data")}, extra...)
+	return startChild(o.svcreg, args...)
+}
+
+// serveTrivial is the baseline: a Go handler that reads the body and
+// answers a token-sized JSON body, as the heartbeat handler does.
+func serveTrivial() {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Fprintf(os.Stderr, "url=http://%s\n", ln.Addr())
+	body := []byte(`{"token":"6ba7b810-9dad-11d1-80b4-00c04fd430c8"}`)
+	http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json; charset=UTF-8")
+		w.Write(body)
+	}))
+}
+
+type session struct {
+	base, token string
+}
+
+func login(url, user string) (session, error) {
+	body := fmt.Sprintf(`{"auth":{"RAX-KSKEY:apiKeyCredentials":{"username":%q,"apiKey":"dev"}}}`, user)
+	resp, err := http.Post(url+"/v2.0/tokens", "application/json", strings.NewReader(body))
+	if err != nil {
+		return session{}, err
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Access struct {
+			Token struct {
+				ID     string `json:"id"`
+				Tenant struct{ ID string } `json:"tenant"`
+			} `json:"token"`
+		} `json:"access"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return session{}, err
+	}
+	return session{base: url + "/v1.0/" + out.Access.Token.Tenant.ID, token: out.Access.Token.ID}, nil
+}
+
+func (s session) request(ctx context.Context, c *http.Client, method, path string, body []byte) (*http.Response, []byte, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, s.base+path, rd)
+	if err != nil {
+		return nil, nil, err
+	}
+	req.Header.Set("X-Auth-Token", s.token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	return resp, data, err
+}
+
+func newClient(conns int) *http.Client {
+	return &http.Client{Transport: &http.Transport{MaxIdleConns: conns, MaxIdleConnsPerHost: conns, IdleConnTimeout: time.Minute}}
+}
+
+type result struct {
+	n         int
+	perSecond float64
+	p50, p99  time.Duration
+}
+
+// load runs o.clients closed loops of beat for warmup+duration and reports
+// the measured part.
+func load(o options, setup func(i int) (func() error, error)) (result, error) {
+	beats := make([]func() error, o.clients)
+	for i := range beats {
+		b, err := setup(i)
+		if err != nil {
+			return result{}, err
+		}
+		beats[i] = b
+	}
+	var measuring atomic.Bool
+	stop := make(chan struct{})
+	lat := make([][]time.Duration, o.clients)
+	errs := make(chan error, o.clients)
+	var wg sync.WaitGroup
+	for i := range beats {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				t := time.Now()
+				if err := beats[i](); err != nil {
+					errs <- err
+					return
+				}
+				if measuring.Load() {
+					lat[i] = append(lat[i], time.Since(t))
+				}
+			}
+		}(i)
+	}
+	time.Sleep(o.warmup)
+	measuring.Store(true)
+	start := time.Now()
+	time.Sleep(o.duration)
+	measuring.Store(false)
+	elapsed := time.Since(start)
+	close(stop)
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return result{}, err
+	default:
+	}
+	var all []time.Duration
+	for _, l := range lat {
+		all = append(all, l...)
+	}
+	slices.Sort(all)
+	if len(all) == 0 {
+		return result{}, errors.New("no requests completed")
+	}
+	return result{n: len(all), perSecond: float64(len(all)) / elapsed.Seconds(), p50: all[len(all)/2], p99: all[len(all)*99/100]}, nil
+}
+
+func benchHeartbeats(o options) error {
+	triv, err := startChild(os.Args[0], "trivial-server")
+	if err != nil {
+		return err
+	}
+	client := newClient(o.clients)
+	body := []byte(`{"token":"6ba7b810-9dad-11d1-80b4-00c04fd430c8"}`)
+	base, err := load(o, func(int) (func() error, error) {
+		return func() error {
+			resp, err := client.Post(triv.url+"/hb", "application/json", bytes.NewReader(body))
+			if err != nil {
+				return err
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			return nil
+		}, nil
+	})
+	triv.stop()
+	if err != nil {
+		return fmt.Errorf("baseline: %w", err)
+	}
+
+	srv, err := startSvcreg(o, "--service-limit", strconv.Itoa(o.clients+10))
+	if err != nil {
+		return err
+	}
+	defer srv.stop()
+	s, err := login(srv.url, "load")
+	if err != nil {
+		return err
+	}
+	client = newClient(o.clients)
+	ctx := context.Background()
+	hb, err := load(o, func(i int) (func() error, error) {
+		id := fmt.Sprintf("load-%d", i)
+		resp, data, err := s.request(ctx, client, "POST", "/services", []byte(`{"id":"`+id+`","heartbeat_timeout":120}`))
+		if err != nil {
+			return nil, err
+		}
+		if resp.StatusCode != http.StatusCreated {
+			return nil, fmt.Errorf("create %s: %d %s", id, resp.StatusCode, data)
+		}
+		var tok struct{ Token string }
+		json.Unmarshal(data, &tok)
+		return func() error {
+			resp, data, err := s.request(ctx, client, "POST", "/services/"+id+"/heartbeat", []byte(`{"token":"`+tok.Token+`"}`))
+			if err != nil {
+				return err
+			}
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("heartbeat %s: %d %s", id, resp.StatusCode, data)
+			}
+			return json.Unmarshal(data, &tok)
+		}, nil
+	})
+	if err != nil {
+		return fmt.Errorf("heartbeats: %w", err)
+	}
+	fmt.Printf("heartbeat throughput, %d clients, %s measured after %s warm-up\n", o.clients, o.duration, o.warmup)
+	fmt.Printf("  trivial Go handler   %9.0f req/s   p50 %-9s p99 %s\n", base.perSecond, base.p50, base.p99)
+	fmt.Printf("  svcreg heartbeats    %9.0f req/s   p50 %-9s p99 %s\n", hb.perSecond, hb.p50, hb.p99)
+	fmt.Printf("  ratio                %9.2f   (target >= 0.50)\n", hb.perSecond/base.perSecond)
+	return nil
+}
+
+func benchLongPolls(o options) error {
+	var counts []int
+	for _, f := range strings.Split(o.waiters, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return fmt.Errorf("--waiters: %q is not a count", f)
+		}
+		counts = append(counts, n)
+	}
+	srv, err := startSvcreg(o)
+	if err != nil {
+		return err
+	}
+	defer srv.stop()
+	s, err := login(srv.url, "longpoll")
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	idle, err := srv.rssMB()
+	if err != nil {
+		return err
+	}
+	fmt.Printf("long-polls: server RSS before any waiter %.1f MB\n", idle)
+	for round, n := range counts {
+		client := newClient(n)
+		resp, _, err := s.request(ctx, client, "GET", "/services", nil)
+		if err != nil {
+			return err
+		}
+		marker := resp.Header.Get("X-Registry-Marker")
+		received := make([]time.Time, n)
+		var wg sync.WaitGroup
+		errs := make(chan error, n)
+		for i := 0; i < n; i++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				resp, data, err := s.request(ctx, client, "GET", "/events?wait=5m&marker="+marker, nil)
+				received[i] = time.Now()
+				if err == nil && (resp.StatusCode != http.StatusOK || !bytes.Contains(data, []byte("configuration_value.update"))) {
+					err = fmt.Errorf("long-poll answered %d %s", resp.StatusCode, data)
+				}
+				if err != nil {
+					errs <- err
+				}
+			}(i)
+		}
+		if err := waitForWaiters(srv.url, n); err != nil {
+			return err
+		}
+		time.Sleep(time.Second) // let the server settle
+		rss, err := srv.rssMB()
+		if err != nil {
+			return err
+		}
+		if os.Getenv("SVCREG_LOAD_DEBUG") != "" {
+			resp, err := http.Get(srv.url + "/metrics")
+			if err == nil {
+				data, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				for _, l := range strings.Split(string(data), "\n") {
+					if strings.HasPrefix(l, "go_memstats_") && !strings.Contains(l, "#") || strings.HasPrefix(l, "go_goroutines") {
+						fmt.Println("   ", l)
+					}
+				}
+			}
+		}
+		sent := time.Now()
+		resp, data, err := s.request(ctx, newClient(1), "PUT", "/configuration/fanout-"+strconv.Itoa(round), []byte(`{"value":"x"}`))
+		if err != nil || resp.StatusCode != http.StatusNoContent {
+			return fmt.Errorf("write the event: %v %s", err, data)
+		}
+		wg.Wait()
+		select {
+		case err := <-errs:
+			return err
+		default:
+		}
+		lat := make([]time.Duration, n)
+		for i, t := range received {
+			lat[i] = t.Sub(sent)
+		}
+		slices.Sort(lat)
+		fmt.Printf("  %6d waiters: RSS %.1f MB (%.1f KB per waiter)   fan-out p50 %-10s p99 %-10s max %s\n",
+			n, rss, (rss-idle)*1024/float64(n), lat[n/2].Round(time.Microsecond), lat[n*99/100].Round(time.Microsecond), lat[n-1].Round(time.Microsecond))
+		client.CloseIdleConnections()
+	}
+	return nil
+}
+
+var waitingMetric = regexp.MustCompile(`(?m)^svcreg_longpolls_waiting ([0-9.e+]+)$`)
+
+// waitForWaiters polls /metrics until n long-polls are waiting.
+func waitForWaiters(url string, n int) error {
+	deadline := time.Now().Add(2 * time.Minute)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(url + "/metrics")
+		if err == nil {
+			data, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if m := waitingMetric.FindSubmatch(data); m != nil {
+				if v, _ := strconv.ParseFloat(string(m[1]), 64); int(v) >= n {
+					return nil
+				}
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("%d long-polls never all waited", n)
+}

@@ -1,0 +1,96 @@
+package server_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/svcreg/svcreg/internal/testserver"
+)
+
+// call is a one-off authenticated JSON request for the restart tests.
+func call(t *testing.T, method, url, token string, body any) (int, map[string]any) {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, url, rd)
+	req.Header.Set("X-Auth-Token", token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out
+}
+
+// TestRestartKeepsTokensAndServices: design item 10. A restart keeps the
+// outstanding heartbeat tokens valid and gives every live service its full
+// timeout again, so a service whose deadline passed while the server was
+// down is still there, and no timeout is emitted for it.
+func TestRestartKeepsTokensAndServices(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	token, tenant := srv.Token("restart")
+	base := srv.APIURL + "/" + tenant
+
+	code, out := call(t, "POST", base+"/services", token, map[string]any{"id": "steady", "heartbeat_timeout": 3})
+	if code != http.StatusCreated {
+		t.Fatalf("create: %d %v", code, out)
+	}
+	code, out = call(t, "POST", base+"/services/steady/heartbeat", token, map[string]any{"token": out["token"]})
+	if code != http.StatusOK {
+		t.Fatalf("heartbeat: %d %v", code, out)
+	}
+	hb := out["token"]
+
+	srv.Stop()
+	time.Sleep(4 * time.Second) // past the service's deadline
+	srv.Restart()
+
+	code, out = call(t, "GET", base+"/services/steady", token, nil)
+	if code != http.StatusOK {
+		t.Fatalf("service after restart: %d %v; want it alive with a full timeout again", code, out)
+	}
+	code, out = call(t, "POST", base+"/services/steady/heartbeat", token, map[string]any{"token": hb})
+	if code != http.StatusOK {
+		t.Fatalf("heartbeat with the token from before the restart: %d %v", code, out)
+	}
+	code, out = call(t, "GET", base+"/events?type=service.timeout", token, nil)
+	if code != http.StatusOK {
+		t.Fatalf("events: %d %v", code, out)
+	}
+	if n := len(out["values"].([]any)); n != 0 {
+		t.Fatalf("%d service.timeout events after a restart of a heartbeating service; want none", n)
+	}
+}
+
+// TestRestartThenTimeout: after a restart a service that gets no heartbeat
+// still times out, once, a full timeout after the restart.
+func TestRestartThenTimeout(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	token, tenant := srv.Token("restart-timeout")
+	base := srv.APIURL + "/" + tenant
+	if code, out := call(t, "POST", base+"/services", token, map[string]any{"id": "quiet", "heartbeat_timeout": 3}); code != http.StatusCreated {
+		t.Fatalf("create: %d %v", code, out)
+	}
+	srv.Restart()
+	time.Sleep(4500 * time.Millisecond)
+	code, out := call(t, "GET", base+"/services/quiet", token, nil)
+	if code != http.StatusNotFound {
+		t.Fatalf("service without heartbeats a full timeout after restart: %d %v; want 404", code, out)
+	}
+	_, out = call(t, "GET", base+"/events?type=service.timeout", token, nil)
+	if n := len(out["values"].([]any)); n != 1 {
+		t.Fatalf("%d service.timeout events; want exactly 1", n)
+	}
+}
