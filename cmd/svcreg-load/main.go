@@ -179,7 +179,7 @@ func login(url, user string) (session, error) {
 	var out struct {
 		Access struct {
 			Token struct {
-				ID     string `json:"id"`
+				ID     string              `json:"id"`
 				Tenant struct{ ID string } `json:"tenant"`
 			} `json:"token"`
 		} `json:"access"`

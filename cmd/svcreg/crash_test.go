@@ -70,7 +70,7 @@ func login(t *testing.T, url, user string) *api {
 	var out struct {
 		Access struct {
 			Token struct {
-				ID     string `json:"id"`
+				ID     string              `json:"id"`
 				Tenant struct{ ID string } `json:"tenant"`
 			} `json:"token"`
 		} `json:"access"`
