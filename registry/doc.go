@@ -1,3 +1,25 @@
 // Package registry is a client for the Service Registry API: services and
 // their heartbeats, configuration values, the events feed and account limits.
+//
+// A Client authenticates with a static token or with Keystone v2
+// credentials (refreshing the token before it expires and once more on a
+// 401), and keeps its connections alive so that heartbeats and event polls
+// reuse one:
+//
+//	c, err := registry.New(registry.Config{Username: "deploy", APIKey: key})
+//
+// Every call takes a context first. Lists are iterators that follow
+// next_marker through every page; the Page calls return one page with the
+// X-Registry-Marker to watch the feed from. Faults come back as *Error,
+// which matches ErrNotFound, ErrServiceExists, ErrLimitReached,
+// ErrRateLimited, ErrUnauthorized and ErrMarkerExpired with errors.Is.
+//
+// On top of the calls:
+//   - Register creates a service (waiting out a dead instance that still
+//     holds the id) and starts a Heartbeater, which keeps it alive on the
+//     spec's schedule and retries failures with a capped backoff.
+//   - ServicesCache keeps the last good services list for when the
+//     registry fails.
+//   - Watcher (and Watch) follows the events feed with long-polls, and
+//     says when a re-list is needed (ErrMarkerExpired).
 package registry

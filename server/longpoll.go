@@ -340,9 +340,12 @@ func (s *Server) writeParked(p *parkedPoll, status int, body []byte) {
 	ln.handBack(p.conn)
 }
 
-// hasNewer reports whether the page holds an event other than the marker
-// event itself.
+// hasNewer reports whether the feed holds an event other than the marker
+// event itself: in the page, or past it.
 func hasNewer(page store.EventPage, marker timeuuid.UUID) bool {
+	if !page.Next.IsZero() {
+		return true
+	}
 	for _, ev := range page.Values {
 		if ev.ID != marker {
 			return true

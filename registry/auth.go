@@ -1,0 +1,239 @@
+package registry
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+)
+
+// The Keystone v2 identity services of the two regions (spec §3.1).
+const (
+	AuthURLUS = "https://identity.api.rackspacecloud.com/v2.0"
+	AuthURLUK = "https://lon.identity.api.rackspacecloud.com/v2.0"
+)
+
+// AuthToken is an API token and the tenant it is for.
+type AuthToken struct {
+	ID     string
+	Tenant string
+	// Expires is when the identity service says the token expires; zero
+	// for a static token or when the identity service did not say.
+	Expires time.Time
+}
+
+const (
+	// authTimeout bounds one authentication request.
+	authTimeout = 30 * time.Second
+	// defaultTokenLife is how long a token is used when the identity
+	// service gives no usable expiry: the Node client's cacheTokenFor.
+	defaultTokenLife = 10 * time.Minute
+	// maxRefreshEarly is the most a token is refreshed before it expires.
+	maxRefreshEarly = 5 * time.Minute
+)
+
+// authenticator holds the client's token: a static one, or one from the
+// identity service, cached until shortly before it expires. Concurrent
+// refreshes are merged into one request.
+type authenticator struct {
+	client *Client
+
+	static   bool
+	authURL  string
+	body     []byte // the POST /tokens body
+	tenant   string // Config.Tenant
+	username string
+
+	mu        sync.Mutex
+	tok       AuthToken
+	refreshAt time.Time
+	flight    flight[AuthToken]
+}
+
+func newAuthenticator(cfg Config) (*authenticator, error) {
+	if cfg.Token != "" {
+		if cfg.Tenant == "" {
+			return nil, errors.New("registry: a static Token needs its Tenant")
+		}
+		return &authenticator{static: true, tok: AuthToken{ID: cfg.Token, Tenant: cfg.Tenant}}, nil
+	}
+	if cfg.Username == "" || (cfg.APIKey == "" && cfg.Password == "") {
+		return nil, errors.New("registry: give a Token and Tenant, or a Username with an APIKey or Password")
+	}
+	a := &authenticator{tenant: cfg.Tenant, username: cfg.Username, authURL: strings.TrimRight(cfg.AuthURL, "/")}
+	if a.authURL == "" {
+		switch strings.ToLower(cfg.Region) {
+		case "", "us":
+			a.authURL = AuthURLUS
+		case "uk":
+			a.authURL = AuthURLUK
+		default:
+			return nil, fmt.Errorf("registry: Invalid region: %s (use us or uk, or give AuthURL)", cfg.Region)
+		}
+	}
+	var req any
+	if cfg.APIKey != "" {
+		req = map[string]any{"auth": map[string]any{"RAX-KSKEY:apiKeyCredentials": map[string]string{"username": cfg.Username, "apiKey": cfg.APIKey}}}
+	} else {
+		req = map[string]any{"auth": map[string]any{"passwordCredentials": map[string]string{"username": cfg.Username, "password": cfg.Password}}}
+	}
+	var err error
+	if a.body, err = json.Marshal(req); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// canRenew reports whether a new token can be had after a 401.
+func (a *authenticator) canRenew() bool { return !a.static }
+
+// token returns a live token, authenticating first if the cached one is
+// missing or due for refresh.
+func (a *authenticator) token(ctx context.Context) (AuthToken, error) {
+	a.mu.Lock()
+	if a.static || (a.tok.ID != "" && time.Now().Before(a.refreshAt)) {
+		t := a.tok
+		a.mu.Unlock()
+		return t, nil
+	}
+	a.mu.Unlock()
+	return a.flight.do(ctx, authTimeout, a.authenticate)
+}
+
+// invalidate drops the cached token if it is still id, after the API
+// refused it.
+func (a *authenticator) invalidate(id string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.static && a.tok.ID == id {
+		a.tok = AuthToken{}
+	}
+}
+
+// Authenticate returns the token the client uses, authenticating with the
+// identity service first if it holds none that is still fresh. Use it to
+// check credentials up front; other calls authenticate as needed.
+func (c *Client) Authenticate(ctx context.Context) (AuthToken, error) {
+	return c.auth.token(ctx)
+}
+
+// keystoneAccess is the part of the Keystone answer the client reads.
+type keystoneAccess struct {
+	Access struct {
+		Token struct {
+			ID      string `json:"id"`
+			Expires string `json:"expires"`
+			Tenant  struct {
+				ID flexString `json:"id"`
+			} `json:"tenant"`
+		} `json:"token"`
+		ServiceCatalog []struct {
+			Name      string `json:"name"`
+			Endpoints []struct {
+				TenantID flexString `json:"tenantId"`
+			} `json:"endpoints"`
+		} `json:"serviceCatalog"`
+	} `json:"access"`
+}
+
+// flexString decodes a JSON string or number as a string: tenant ids are
+// numeric and some identity services send them as numbers.
+type flexString string
+
+func (s *flexString) UnmarshalJSON(b []byte) error {
+	if len(b) > 0 && b[0] == '"' {
+		var v string
+		if err := json.Unmarshal(b, &v); err != nil {
+			return err
+		}
+		*s = flexString(v)
+		return nil
+	}
+	if string(b) == "null" {
+		return nil
+	}
+	var n json.Number
+	if err := json.Unmarshal(b, &n); err != nil {
+		return err
+	}
+	*s = flexString(n.String())
+	return nil
+}
+
+// authenticate asks the identity service for a token: POST {authURL}/tokens
+// (spec §3.1), success being 200 or 203.
+func (a *authenticator) authenticate(ctx context.Context) (AuthToken, error) {
+	u := a.authURL + "/tokens"
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(a.body))
+	if err != nil {
+		return AuthToken{}, fmt.Errorf("registry: authenticate: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", a.client.userAgent)
+	start := time.Now()
+	resp, err := a.client.hc.Do(req)
+	if err != nil {
+		return AuthToken{}, fmt.Errorf("registry: authenticate %s: %w", a.username, err)
+	}
+	defer closeBody(resp.Body)
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusNonAuthoritativeInfo {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		return AuthToken{}, newError(resp, data)
+	}
+	var acc keystoneAccess
+	if err := json.NewDecoder(resp.Body).Decode(&acc); err != nil {
+		return AuthToken{}, fmt.Errorf("registry: authenticate %s: decode the identity service's answer: %w", a.username, err)
+	}
+	tok := AuthToken{ID: acc.Access.Token.ID, Tenant: a.tenant, Expires: parseExpires(acc.Access.Token.Expires)}
+	if tok.ID == "" {
+		return AuthToken{}, fmt.Errorf("registry: authenticate %s: the identity service's answer holds no access.token.id", a.username)
+	}
+	if tok.Tenant == "" {
+		tok.Tenant = string(acc.Access.Token.Tenant.ID)
+	}
+	if tok.Tenant == "" {
+		// The Node client's source of the tenant (spec §3.1).
+		for _, e := range acc.Access.ServiceCatalog {
+			if (e.Name == "cloudServers" || e.Name == "cloudServersLegacy") && len(e.Endpoints) > 0 {
+				tok.Tenant = string(e.Endpoints[0].TenantID)
+				break
+			}
+		}
+	}
+	if tok.Tenant == "" {
+		return AuthToken{}, fmt.Errorf("registry: authenticate %s: the identity service named no tenant; set Config.Tenant", a.username)
+	}
+	a.mu.Lock()
+	a.tok, a.refreshAt = tok, refreshTime(start, tok.Expires)
+	a.mu.Unlock()
+	return tok, nil
+}
+
+// refreshTime is when a token obtained at start should be replaced: a tenth
+// of its life (at most maxRefreshEarly) before it expires, or after
+// defaultTokenLife when its expiry is unknown or already past by our clock.
+func refreshTime(start, expires time.Time) time.Time {
+	life := expires.Sub(start)
+	if expires.IsZero() || life <= 0 {
+		return start.Add(defaultTokenLife)
+	}
+	return expires.Add(-min(life/10, maxRefreshEarly))
+}
+
+// parseExpires reads Keystone's expires, e.g. "2013-05-21T12:00:00.000-05:00"
+// (spec §3.1); zero if it cannot.
+func parseExpires(s string) time.Time {
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.000-0700", "2006-01-02T15:04:05-0700", "2006-01-02T15:04:05.000Z0700"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t
+		}
+	}
+	return time.Time{}
+}

@@ -1,0 +1,125 @@
+package registry
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// CacheOptions configure a ServicesCache.
+type CacheOptions struct {
+	// Tag, if set, caches only the services carrying it.
+	Tag string
+	// RefreshInterval is how old the list may get before Get fetches it
+	// again; 10s if 0.
+	RefreshInterval time.Duration
+	// FetchTimeout bounds one fetch of the whole list; 10s if 0.
+	FetchTimeout time.Duration
+}
+
+// CachedServices is the services list as a ServicesCache holds it. Its
+// Services are shared by every caller: do not modify them.
+type CachedServices struct {
+	Services []Service
+	// FeedMarker is the X-Registry-Marker of the fetch's first page.
+	FeedMarker string
+	// FetchedAt is when the list was fetched; Age is how long ago.
+	FetchedAt time.Time
+	Age       time.Duration
+	// Stale reports that the last refresh failed and this is the last good
+	// list; Err is why the refresh failed.
+	Stale bool
+	Err   error
+}
+
+// ServicesCache caches the services list, so that a registry hiccup does
+// not interrupt its users: while the registry fails, Get serves the last
+// good list, marked Stale with its Age, and tries again after a capped,
+// jittered backoff. It is safe for concurrent use; concurrent fetches are
+// merged into one.
+type ServicesCache struct {
+	c    *Client
+	opts CacheOptions
+
+	flight flight[CachedServices]
+
+	mu      sync.Mutex
+	cur     CachedServices // FetchedAt zero until the first success
+	lastErr error
+	retryAt time.Time // no fetch before this after a failure
+	bo      backoff
+}
+
+// NewServicesCache returns an empty cache; the first Get fetches.
+func NewServicesCache(c *Client, opts CacheOptions) *ServicesCache {
+	if opts.RefreshInterval <= 0 {
+		opts.RefreshInterval = 10 * time.Second
+	}
+	if opts.FetchTimeout <= 0 {
+		opts.FetchTimeout = 10 * time.Second
+	}
+	return &ServicesCache{c: c, opts: opts, bo: backoff{min: 100 * time.Millisecond, max: max(opts.RefreshInterval, 100*time.Millisecond)}}
+}
+
+// Get returns the services list: the cached one if it is younger than the
+// refresh interval, else a fresh one. If the fetch fails, Get returns the
+// last good list with Stale set and a nil error; it returns an error only
+// when it has never fetched the list, or when ctx ends.
+func (sc *ServicesCache) Get(ctx context.Context) (CachedServices, error) {
+	now := time.Now()
+	sc.mu.Lock()
+	cur, lastErr, retryAt := sc.cur, sc.lastErr, sc.retryAt
+	sc.mu.Unlock()
+	if !cur.FetchedAt.IsZero() {
+		if now.Sub(cur.FetchedAt) < sc.opts.RefreshInterval {
+			return sc.view(cur, now, nil), nil
+		}
+		if lastErr != nil && now.Before(retryAt) {
+			return sc.view(cur, now, lastErr), nil
+		}
+	}
+	fresh, err := sc.flight.do(ctx, sc.opts.FetchTimeout, sc.fetch)
+	now = time.Now()
+	switch {
+	case err == nil:
+		return sc.view(fresh, now, nil), nil
+	case ctx.Err() != nil || cur.FetchedAt.IsZero():
+		return CachedServices{}, err
+	}
+	return sc.view(cur, now, err), nil
+}
+
+func (sc *ServicesCache) view(cs CachedServices, now time.Time, err error) CachedServices {
+	cs.Age = now.Sub(cs.FetchedAt)
+	cs.Stale, cs.Err = err != nil, err
+	return cs
+}
+
+// fetch lists every page and records the result.
+func (sc *ServicesCache) fetch(ctx context.Context) (CachedServices, error) {
+	var cs CachedServices
+	marker, first := "", true
+	for {
+		p, err := sc.c.ListServicesPage(ctx, ServiceListOptions{Tag: sc.opts.Tag, Marker: marker, Limit: 1000})
+		if err != nil {
+			sc.mu.Lock()
+			sc.lastErr, sc.retryAt = err, time.Now().Add(sc.bo.next())
+			sc.mu.Unlock()
+			return CachedServices{}, err
+		}
+		if first {
+			cs.FeedMarker, first = p.FeedMarker, false
+		}
+		cs.Services = append(cs.Services, p.Values...)
+		if p.NextMarker == "" || p.NextMarker == marker {
+			break
+		}
+		marker = p.NextMarker
+	}
+	cs.FetchedAt = time.Now()
+	sc.mu.Lock()
+	sc.cur, sc.lastErr, sc.retryAt = cs, nil, time.Time{}
+	sc.bo.reset()
+	sc.mu.Unlock()
+	return cs, nil
+}

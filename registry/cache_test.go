@@ -1,0 +1,95 @@
+package registry_test
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/svcreg/svcreg/internal/testserver"
+	"github.com/svcreg/svcreg/registry"
+)
+
+// TestServicesCacheOutage: while the registry is down the cache serves the
+// last good list, marked stale; when it is back the cache is fresh again.
+func TestServicesCacheOutage(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	c := newClient(t, srv, "cache")
+	ctx := testContext(t)
+	for _, s := range []registry.Service{
+		{ID: "www-1", Tags: []string{"www"}, HeartbeatTimeout: 120},
+		{ID: "www-2", Tags: []string{"www"}, HeartbeatTimeout: 120},
+		{ID: "db-1", Tags: []string{"db"}, HeartbeatTimeout: 120},
+	} {
+		if _, err := c.CreateService(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A refresh interval this short fetches on every Get.
+	cache := registry.NewServicesCache(c, registry.CacheOptions{Tag: "www", RefreshInterval: time.Nanosecond})
+	got, err := cache.Get(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids(got.Services) == nil || !slices.Equal(ids(got.Services), []string{"www-1", "www-2"}) || got.Stale || got.Err != nil || got.FeedMarker == "" {
+		t.Fatalf("Get = %+v", got)
+	}
+	fetched := got.FetchedAt
+
+	srv.Stop()
+	for range 3 {
+		got, err = cache.Get(ctx)
+		if err != nil {
+			t.Fatalf("Get during the outage: %v", err)
+		}
+		if !got.Stale || got.Err == nil || !got.FetchedAt.Equal(fetched) || got.Age < 0 || !slices.Equal(ids(got.Services), []string{"www-1", "www-2"}) {
+			t.Fatalf("Get during the outage = %+v, want the last list, stale", got)
+		}
+	}
+
+	srv.Restart()
+	if _, err := c.CreateService(ctx, registry.Service{ID: "www-3", Tags: []string{"www"}, HeartbeatTimeout: 120}); err != nil {
+		t.Fatal(err)
+	}
+	// The cache retries after a backoff.
+	eventually(t, "a fresh list", func() bool {
+		got, err = cache.Get(ctx)
+		return err == nil && !got.Stale
+	})
+	if !slices.Equal(ids(got.Services), []string{"www-1", "www-2", "www-3"}) || !got.FetchedAt.After(fetched) || got.Err != nil {
+		t.Errorf("Get after the outage = %+v", got)
+	}
+}
+
+func TestServicesCacheRefresh(t *testing.T) {
+	t.Parallel()
+	p := &proxy{}
+	srv := testserver.Start(t, testserver.Options{Wrap: p.wrap})
+	c := newClient(t, srv, "cache-refresh")
+	ctx := testContext(t)
+
+	// Never fetched, registry failing: an error.
+	p.fail(rule{match: "/services", n: 1, status: 500})
+	cache := registry.NewServicesCache(c, registry.CacheOptions{RefreshInterval: time.Hour})
+	if _, err := cache.Get(ctx); err == nil {
+		t.Fatal("Get with no list and a failing registry: no error")
+	}
+
+	got, err := cache.Get(ctx)
+	if err != nil || len(got.Services) != 0 || got.Stale {
+		t.Fatalf("Get = %+v, %v", got, err)
+	}
+	if _, err := c.CreateService(ctx, registry.Service{ID: "new-1", HeartbeatTimeout: 120}); err != nil {
+		t.Fatal(err)
+	}
+	// Within the refresh interval: the cached list, no request.
+	before := p.count("GET /v1.0/", 0)
+	for range 5 {
+		if got, err := cache.Get(ctx); err != nil || len(got.Services) != 0 || got.Stale {
+			t.Fatalf("cached Get = %+v, %v", got, err)
+		}
+	}
+	if n := p.count("GET /v1.0/", 0) - before; n != 0 {
+		t.Errorf("%d requests within the refresh interval, want 0", n)
+	}
+}

@@ -1,0 +1,215 @@
+package registry
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"runtime/debug"
+	"strings"
+	"time"
+)
+
+// DefaultURL is the API endpoint the official clients use (spec §11.1).
+const DefaultURL = "https://dfw.registry.api.rackspacecloud.com/v1.0"
+
+// Config configures a Client. Give either a static Token and its Tenant, or
+// Keystone credentials: Username with APIKey or Password.
+type Config struct {
+	// URL is the API base URL, ending in /v1.0; DefaultURL if empty.
+	// Requests go to URL + "/" + tenant + path (spec §11.1, Node).
+	URL string
+
+	// Token is a static API token; it is never refreshed, and a 401 is
+	// returned as is. It needs Tenant.
+	Token string
+	// Tenant is the account's tenant id. With credentials it overrides the
+	// tenant the identity service names.
+	Tenant string
+
+	// Username and APIKey (RAX-KSKEY:apiKeyCredentials) or Password
+	// (passwordCredentials) authenticate with the Keystone v2 identity
+	// service (spec §3.1). APIKey wins if both are set.
+	Username, APIKey, Password string
+	// Region picks the identity service: "us" (the default) or "uk".
+	Region string
+	// AuthURL is the identity service's base URL, ending in /v2.0; it
+	// overrides Region.
+	AuthURL string
+
+	// HTTPClient sends the requests. If nil, the Client makes its own with
+	// a transport of its own that keeps connections alive, so heartbeats
+	// and event polls reuse one connection. Its Timeout must be zero or
+	// longer than the long-polls you make.
+	HTTPClient *http.Client
+	// UserAgent replaces the default "svcreg/<version>".
+	UserAgent string
+}
+
+// Client calls the Service Registry API. It is safe for concurrent use.
+// Every method takes a context first; list methods return iterators that
+// follow next_marker through every page; errors from the registry are
+// *Error values that match the sentinel errors (ErrNotFound, …).
+type Client struct {
+	base      string
+	hc        *http.Client
+	transport *http.Transport // ours, nil if the caller gave HTTPClient
+	userAgent string
+	auth      *authenticator
+}
+
+// New returns a Client. It checks the configuration but sends nothing;
+// Authenticate checks the credentials.
+func New(cfg Config) (*Client, error) {
+	base := strings.TrimRight(cfg.URL, "/")
+	if base == "" {
+		base = DefaultURL
+	}
+	if u, err := url.Parse(base); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("registry: URL %q is not an http(s) URL such as %s", cfg.URL, DefaultURL)
+	}
+	auth, err := newAuthenticator(cfg)
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{base: base, hc: cfg.HTTPClient, userAgent: cfg.UserAgent, auth: auth}
+	if c.userAgent == "" {
+		c.userAgent = "svcreg/" + moduleVersion()
+	}
+	if c.hc == nil {
+		c.transport = newTransport()
+		c.hc = &http.Client{Transport: c.transport}
+	}
+	auth.client = c
+	return c, nil
+}
+
+// newTransport is DefaultTransport's settings with room for the idle
+// connections one client keeps to the registry: heartbeaters, a watcher's
+// long-poll, and ordinary calls side by side.
+func newTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = 100
+	t.MaxIdleConnsPerHost = 32
+	t.IdleConnTimeout = 90 * time.Second
+	return t
+}
+
+// Close releases the client's idle connections. Calls made afterwards
+// still work, on new connections.
+func (c *Client) Close() error {
+	if c.transport != nil {
+		c.transport.CloseIdleConnections()
+	}
+	return nil
+}
+
+// moduleVersion is the version of this module in the running binary.
+func moduleVersion() string {
+	const path = "github.com/svcreg/svcreg"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if bi.Main.Path == path && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+			return bi.Main.Version
+		}
+		for _, d := range bi.Deps {
+			if d.Path == path && d.Version != "" {
+				return d.Version
+			}
+		}
+	}
+	return "devel"
+}
+
+// call is one API request.
+type call struct {
+	method string
+	path   string // after the tenant, e.g. "/services/web1"
+	query  url.Values
+	body   any // encoded as JSON when not nil
+}
+
+// do sends a request and decodes a 2xx answer's body into out (if not nil
+// and the body is not empty). A 401 makes it authenticate again and send
+// the request once more (spec §11.1). It returns the answer's headers.
+// The body is always drained and closed, so the connection is reused.
+func (c *Client) do(ctx context.Context, r call, out any) (http.Header, error) {
+	var body []byte
+	if r.body != nil {
+		var err error
+		if body, err = json.Marshal(r.body); err != nil {
+			return nil, fmt.Errorf("registry: encode %s %s body: %w", r.method, r.path, err)
+		}
+	}
+	for attempt := 0; ; attempt++ {
+		tok, err := c.auth.token(ctx)
+		if err != nil {
+			return nil, err
+		}
+		u := c.base + "/" + url.PathEscape(tok.Tenant) + r.path
+		if len(r.query) > 0 {
+			u += "?" + r.query.Encode()
+		}
+		h, err := c.send(ctx, r.method, u, tok.ID, body, out)
+		var e *Error
+		if attempt == 0 && errors.As(err, &e) && e.StatusCode == http.StatusUnauthorized && c.auth.canRenew() {
+			c.auth.invalidate(tok.ID)
+			continue
+		}
+		return h, err
+	}
+}
+
+// send makes one HTTP request.
+func (c *Client) send(ctx context.Context, method, u, token string, body []byte, out any) (http.Header, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return nil, fmt.Errorf("registry: %s %s: %w", method, u, err)
+	}
+	// spec §11.1 (Node): these headers on every request.
+	req.Header.Set("X-Auth-Token", token)
+	req.Header.Set("User-Agent", c.userAgent)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("registry: %w", err)
+	}
+	defer closeBody(resp.Body)
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		return resp.Header, newError(resp, data)
+	}
+	if out != nil && resp.StatusCode != http.StatusNoContent {
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil && !errors.Is(err, io.EOF) {
+			return resp.Header, fmt.Errorf("registry: %s %s: decode answer: %w", method, u, err)
+		}
+	}
+	return resp.Header, nil
+}
+
+// closeBody reads what is left of a body, so that the connection can carry
+// the next request, and closes it. A body with more than 256 KiB left is
+// cheaper to drop with its connection.
+func closeBody(b io.ReadCloser) {
+	io.Copy(io.Discard, io.LimitReader(b, 256<<10))
+	b.Close()
+}
+
+// pathEscapeID escapes each "/"-separated segment of id and keeps the
+// slashes, so that a namespaced configuration id "/a/b" stays "/a/b" and
+// "/configuration/" + id gives the "//" form the API expects (spec §7.8).
+func pathEscapeID(id string) string {
+	parts := strings.Split(id, "/")
+	for i, p := range parts {
+		parts[i] = url.PathEscape(p)
+	}
+	return strings.Join(parts, "/")
+}

@@ -1,0 +1,201 @@
+package registry
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+// Sentinel errors for the common faults. A *Error matches them with
+// errors.Is:
+//
+//	if errors.Is(err, registry.ErrNotFound) { … }
+var (
+	// ErrNotFound: the object does not exist (404 notFoundError). For a
+	// heartbeat it means the registry forgot the service or the token.
+	ErrNotFound = errors.New("registry: not found")
+	// ErrServiceExists: a service with this id already exists
+	// (serviceWithThisIdExists).
+	ErrServiceExists = errors.New("registry: service already exists")
+	// ErrLimitReached: the account holds as many services or configuration
+	// values as it may (limitReached).
+	ErrLimitReached = errors.New("registry: resource limit reached")
+	// ErrRateLimited: the account made too many requests (rateLimitReached).
+	ErrRateLimited = errors.New("registry: rate limit reached")
+	// ErrUnauthorized: the credentials or the token were refused (401,
+	// from the API or from the identity service).
+	ErrUnauthorized = errors.New("registry: unauthorized")
+	// ErrMarkerExpired: the events marker is older than the registry's
+	// retention (410 markerExpired); list services and configuration again
+	// and watch from the X-Registry-Marker of that answer.
+	ErrMarkerExpired = errors.New("registry: events marker expired")
+)
+
+// Fault types the API sends (spec §4.2, design "Wire compatibility").
+const (
+	FaultBadRequest    = "badRequest"
+	FaultServiceExists = "serviceWithThisIdExists"
+	FaultInvalidLimit  = "invalidLimit"
+	FaultLimitReached  = "limitReached"
+	FaultRateLimit     = "rateLimitReached"
+	FaultUnauthorized  = "unauthorizedError"
+	FaultNotFound      = "notFoundError"
+	FaultMarkerExpired = "markerExpired"
+	FaultInternal      = "internalError"
+)
+
+// Error is an error answer of the registry or of the identity service: the
+// fault body (spec §4.1) with the HTTP status, method and URL of the
+// request.
+type Error struct {
+	// StatusCode is the HTTP status of the answer.
+	StatusCode int
+	// Method and URL identify the request.
+	Method, URL string
+
+	// Type is the fault type, e.g. "notFoundError" (see the Fault
+	// constants); for the identity service the key of its error body, e.g.
+	// "unauthorized". Empty when the body was not a fault.
+	Type string
+	// Code is the code in the body; it equals StatusCode for API faults.
+	Code int
+	// Message is the fault's message ("Internal Error" for any 5xx).
+	Message string
+	// Details is the fault's details as decoded JSON: usually a string,
+	// sometimes an object (map[string]any); nil when absent.
+	Details any
+	// TxnID is the transaction id of the answer (X-Response-Id), to quote
+	// when asking the registry's operators about a request.
+	TxnID string
+}
+
+// Error returns e.g. `registry: GET https://…/services/x: 404 notFoundError:
+// object does not exist (Object "Service" with key "x" does not exist)`.
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString("registry: ")
+	b.WriteString(e.Method)
+	b.WriteByte(' ')
+	b.WriteString(e.URL)
+	b.WriteString(": ")
+	b.WriteString(strconv.Itoa(e.StatusCode))
+	if e.Type != "" {
+		b.WriteByte(' ')
+		b.WriteString(e.Type)
+	}
+	msg := e.Message
+	if msg == "" {
+		msg = http.StatusText(e.StatusCode)
+	}
+	if msg != "" {
+		b.WriteString(": ")
+		b.WriteString(msg)
+	}
+	if d := e.detailsText(); d != "" && d != msg {
+		b.WriteString(" (")
+		b.WriteString(d)
+		b.WriteByte(')')
+	}
+	return b.String()
+}
+
+func (e *Error) detailsText() string {
+	switch d := e.Details.(type) {
+	case nil:
+		return ""
+	case string:
+		return d
+	default:
+		raw, err := json.Marshal(d)
+		if err != nil {
+			return ""
+		}
+		return string(raw)
+	}
+}
+
+// Is reports whether e is the fault a sentinel error stands for.
+func (e *Error) Is(target error) bool {
+	switch target {
+	case ErrNotFound:
+		return e.StatusCode == http.StatusNotFound
+	case ErrServiceExists:
+		return e.Type == FaultServiceExists
+	case ErrLimitReached:
+		return e.Type == FaultLimitReached
+	case ErrRateLimited:
+		return e.Type == FaultRateLimit || e.StatusCode == http.StatusTooManyRequests
+	case ErrUnauthorized:
+		return e.StatusCode == http.StatusUnauthorized
+	case ErrMarkerExpired:
+		return e.Type == FaultMarkerExpired || e.StatusCode == http.StatusGone
+	}
+	return false
+}
+
+// temporary reports whether a request that failed with err may succeed if
+// sent again unchanged: network errors, 5xx, 401 (credentials may be
+// fixed, tokens re-issued), 408, 429 and rateLimitReached. Other faults
+// will fail the same way again.
+func temporary(err error) bool {
+	var e *Error
+	if !errors.As(err, &e) {
+		return true
+	}
+	switch {
+	case e.StatusCode >= 500,
+		e.StatusCode == http.StatusUnauthorized,
+		e.StatusCode == http.StatusRequestTimeout,
+		e.StatusCode == http.StatusTooManyRequests,
+		e.Type == FaultRateLimit:
+		return true
+	}
+	return false
+}
+
+// faultBody is the wire form of an API fault.
+type faultBody struct {
+	Type    string `json:"type"`
+	Code    int    `json:"code"`
+	Message string `json:"message"`
+	Details any    `json:"details"`
+	TxnID   string `json:"txnId"`
+}
+
+// newError builds the *Error for a non-2xx answer from its (size-limited)
+// body: an API fault, a Keystone error body ({"unauthorized": {"code":
+// 401, "message": …}}), or anything else.
+func newError(resp *http.Response, body []byte) *Error {
+	e := &Error{
+		StatusCode: resp.StatusCode,
+		Method:     resp.Request.Method,
+		URL:        resp.Request.URL.String(),
+		TxnID:      resp.Header.Get("X-Response-Id"),
+	}
+	var f faultBody
+	if json.Unmarshal(body, &f) == nil && f.Type != "" {
+		e.Type, e.Code, e.Message, e.Details = f.Type, f.Code, f.Message, f.Details
+		if f.TxnID != "" {
+			e.TxnID = f.TxnID
+		}
+		return e
+	}
+	var ks map[string]struct {
+		Code    int    `json:"code"`
+		Message string `json:"message"`
+		Details any    `json:"details"`
+	}
+	if json.Unmarshal(body, &ks) == nil && len(ks) == 1 {
+		for k, v := range ks {
+			e.Type, e.Code, e.Message, e.Details = k, v.Code, v.Message, v.Details
+		}
+		return e
+	}
+	e.Code = resp.StatusCode
+	if text := strings.TrimSpace(string(body)); text != "" && len(text) <= 200 && !strings.ContainsAny(text, "<\n") {
+		e.Message = text
+	}
+	return e
+}

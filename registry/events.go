@@ -1,0 +1,71 @@
+package registry
+
+import (
+	"context"
+	"iter"
+	"time"
+)
+
+// EventListOptions select the events of a list.
+type EventListOptions struct {
+	// Marker is the event id (or any v1 time UUID, such as a FeedMarker)
+	// to start at. The marker is inclusive: an event whose id is the
+	// marker comes back first. Empty means the last hour (spec §9.3).
+	Marker string
+	// Limit is the page size, 1..1000; the registry's default (100) if 0.
+	Limit int
+	// Type, if set, keeps only events of this type.
+	Type EventType
+	// Wait, if positive, asks the registry to hold the request while it
+	// has no event newer than Marker (the marker event itself does not
+	// count), for at most about this long: a long-poll. A registry that
+	// does not long-poll answers at once.
+	Wait time.Duration
+}
+
+// EventPage is one page of the events feed.
+type EventPage struct {
+	Values []Event
+	// NextMarker is the id of the first event of the next page; empty on
+	// the last page.
+	NextMarker string
+	// Wait is the wait the registry applied (X-Registry-Wait); 0 if it
+	// answered without waiting: it refused to wait or does not long-poll.
+	Wait time.Duration
+}
+
+// ListEvents returns the events from opts.Marker on, in commit order,
+// following next_marker from page to page (spec §7.11). An error ends the
+// sequence. To follow the feed as it grows, use Watch.
+func (c *Client) ListEvents(ctx context.Context, opts EventListOptions) iter.Seq2[Event, error] {
+	return all(ctx, opts.Marker, func(ctx context.Context, marker string) (Page[Event], error) {
+		o := opts
+		o.Marker = marker
+		p, err := c.ListEventsPage(ctx, o)
+		return Page[Event]{Values: p.Values, NextMarker: p.NextMarker}, err
+	})
+}
+
+// ListEventsPage returns one page of events.
+func (c *Client) ListEventsPage(ctx context.Context, opts EventListOptions) (EventPage, error) {
+	q := pageQuery(opts.Marker, opts.Limit)
+	if opts.Type != "" {
+		q.Set("type", string(opts.Type))
+	}
+	if opts.Wait > 0 {
+		q.Set("wait", opts.Wait.String())
+	}
+	var env listEnvelope[Event]
+	h, err := c.do(ctx, call{method: "GET", path: "/events", query: q}, &env)
+	if err != nil {
+		return EventPage{}, err
+	}
+	p := EventPage{Values: env.Values}
+	if env.Metadata.NextMarker != nil {
+		p.NextMarker = *env.Metadata.NextMarker
+	}
+	if w, err := time.ParseDuration(h.Get("X-Registry-Wait")); err == nil && w > 0 {
+		p.Wait = w
+	}
+	return p, nil
+}

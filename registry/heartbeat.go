@@ -1,0 +1,242 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"sync"
+	"time"
+)
+
+// HeartbeatOptions configure a Heartbeater. The zero value follows the
+// spec's schedule (§11.2) with the default backoff.
+type HeartbeatOptions struct {
+	// OnBeat, if set, is called with the result of every heartbeat, in
+	// order, from the heartbeater's goroutine. The next heartbeat waits
+	// until it returns, so it should be quick. It must not call Stop; to
+	// stop from it, cancel the heartbeater's context.
+	OnBeat func(Beat)
+	// Interval, if positive, replaces the spec's interval between
+	// successful heartbeats (0.6 or 0.8 of the timeout, with jitter). It
+	// should stay well below the timeout.
+	Interval time.Duration
+	// MinBackoff is the delay before the second retry after a failure (the
+	// first retry goes at once); 50ms if 0. Delays double from there, with
+	// jitter.
+	MinBackoff time.Duration
+	// MaxBackoff caps the delay between retries; 2s if 0. The cap is also
+	// held to a tenth of the heartbeat timeout, so that retries keep going
+	// well before the deadline.
+	MaxBackoff time.Duration
+}
+
+// Beat is the result of one heartbeat.
+type Beat struct {
+	// Time is when the heartbeat's answer (or failure) came.
+	Time time.Time
+	// Token is the next token, on success.
+	Token string
+	// Err is why the heartbeat failed; nil on success. An error matching
+	// ErrNotFound ends the heartbeater: the registry forgot the service.
+	Err error
+	// Failures counts the failed heartbeats in a row, this one included;
+	// 0 on success.
+	Failures int
+	// Overdue reports that the deadline had passed when this heartbeat
+	// ended: the registry may have timed the service out. On success it
+	// means a late heartbeat was still accepted.
+	Overdue bool
+	// Deadline is the heartbeater's estimate of when the registry times
+	// the service out unless a heartbeat succeeds before: the send time of
+	// the last successful heartbeat plus the timeout (before the first
+	// success: the create's send time for Register, the start for
+	// StartHeartbeat).
+	Deadline time.Time
+}
+
+// Heartbeater keeps a service alive: it heartbeats it on the schedule of
+// spec §11.2, retries failures with a capped, jittered backoff, and stops
+// when the registry answers 404 (the service or its token is gone), when
+// its context ends, or on Stop. Its methods are safe for concurrent use.
+type Heartbeater struct {
+	c       *Client
+	id      string
+	timeout time.Duration
+	opts    HeartbeatOptions
+	parent  context.Context
+	cancel  context.CancelFunc
+	done    chan struct{}
+
+	mu          sync.Mutex
+	token       string
+	lastSuccess time.Time
+	deadline    time.Time
+	err         error
+}
+
+// StartHeartbeat starts a Heartbeater for a service created with
+// CreateService: id, the token its create (or last heartbeat) returned,
+// and its heartbeat_timeout in seconds. The first heartbeat goes at once.
+// It runs until ctx ends, Stop is called, or the registry answers 404.
+func (c *Client) StartHeartbeat(ctx context.Context, id, token string, timeout int, opts HeartbeatOptions) *Heartbeater {
+	return c.startHeartbeat(ctx, id, token, timeout, time.Now(), opts)
+}
+
+// startHeartbeat starts a Heartbeater whose token was issued no earlier
+// than issued.
+func (c *Client) startHeartbeat(ctx context.Context, id, token string, timeout int, issued time.Time, opts HeartbeatOptions) *Heartbeater {
+	if timeout < 1 {
+		timeout = 3 // the smallest timeout the registry accepts
+	}
+	if opts.MinBackoff <= 0 {
+		opts.MinBackoff = 50 * time.Millisecond
+	}
+	if opts.MaxBackoff <= 0 {
+		opts.MaxBackoff = 2 * time.Second
+	}
+	h := &Heartbeater{
+		c:        c,
+		id:       id,
+		timeout:  time.Duration(timeout) * time.Second,
+		opts:     opts,
+		parent:   ctx,
+		done:     make(chan struct{}),
+		token:    token,
+		deadline: issued.Add(time.Duration(timeout) * time.Second),
+	}
+	var hctx context.Context
+	hctx, h.cancel = context.WithCancel(ctx)
+	go h.run(hctx)
+	return h
+}
+
+// ID returns the service's id.
+func (h *Heartbeater) ID() string { return h.id }
+
+// Token returns the outstanding heartbeat token.
+func (h *Heartbeater) Token() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.token
+}
+
+// LastSuccess returns when the last heartbeat succeeded; zero before the
+// first.
+func (h *Heartbeater) LastSuccess() time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.lastSuccess
+}
+
+// Deadline returns the heartbeater's estimate of when the registry times
+// the service out unless a heartbeat succeeds before (see Beat.Deadline).
+func (h *Heartbeater) Deadline() time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.deadline
+}
+
+// Stop stops the heartbeater and waits until it has stopped. It does not
+// delete the service; the registry times it out unless it is deleted. Stop
+// may be called more than once, but not from OnBeat.
+func (h *Heartbeater) Stop() {
+	h.cancel()
+	<-h.done
+}
+
+// Done is closed when the heartbeater has stopped.
+func (h *Heartbeater) Done() <-chan struct{} { return h.done }
+
+// Err reports why the heartbeater stopped: an error matching ErrNotFound
+// when the registry forgot the service, the context's error when its
+// context ended; nil after Stop or while it runs.
+func (h *Heartbeater) Err() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.err
+}
+
+func (h *Heartbeater) run(ctx context.Context) {
+	defer close(h.done)
+	defer h.cancel()
+	bo := backoff{min: h.opts.MinBackoff, max: max(h.opts.MinBackoff, min(h.opts.MaxBackoff, h.timeout/10))}
+	attemptTimeout := min(max(h.timeout/4, 500*time.Millisecond), 10*time.Second)
+	failures := 0
+	for {
+		token := h.Token()
+		sent := time.Now()
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		next, err := h.c.Heartbeat(actx, h.id, token)
+		cancel()
+		if ctx.Err() != nil {
+			h.setErr(h.parent.Err())
+			return
+		}
+		now := time.Now()
+		var wait time.Duration
+		h.mu.Lock()
+		b := Beat{Time: now, Err: err, Overdue: !now.Before(h.deadline)}
+		if err == nil {
+			failures = 0
+			bo.reset()
+			h.token, h.lastSuccess, h.deadline = next, now, sent.Add(h.timeout)
+			b.Token = next
+			wait = h.interval()
+		} else {
+			// spec §11.2 and §13 item 23: retry the same token at once,
+			// then back off; repeating a token is idempotent (design item 6).
+			failures++
+			if failures > 1 {
+				wait = bo.next()
+			}
+		}
+		b.Failures, b.Deadline = failures, h.deadline
+		gone := errors.Is(err, ErrNotFound)
+		if gone {
+			h.err = err
+		}
+		h.mu.Unlock()
+		if h.opts.OnBeat != nil {
+			h.opts.OnBeat(b)
+		}
+		if gone {
+			return
+		}
+		if sleep(ctx, wait) != nil {
+			h.setErr(h.parent.Err())
+			return
+		}
+	}
+}
+
+func (h *Heartbeater) setErr(err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.err = err
+}
+
+// interval is the wait after a successful heartbeat.
+func (h *Heartbeater) interval() time.Duration {
+	if h.opts.Interval > 0 {
+		return jitter(h.opts.Interval, 0.1)
+	}
+	return heartbeatInterval(int(h.timeout/time.Second), rand.IntN)
+}
+
+// heartbeatInterval is the Node heartbeater's schedule (spec §11.2): base =
+// timeout*0.6 if timeout < 15, else timeout*0.8; if base > 5 s, wait base +
+// randInt(-3..1) - 3 seconds, plus 3 if that is not positive. randN(n)
+// returns an int in [0, n).
+func heartbeatInterval(timeout int, randN func(int) int) time.Duration {
+	base := float64(timeout) * 0.8
+	if timeout < 15 {
+		base = float64(timeout) * 0.6
+	}
+	if base > 5 {
+		base += float64(randN(5)-3) - 3
+		if base <= 0 {
+			base += 3
+		}
+	}
+	return time.Duration(base * float64(time.Second))
+}

@@ -1,0 +1,265 @@
+package registry_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/svcreg/svcreg/internal/testserver"
+	"github.com/svcreg/svcreg/registry"
+)
+
+// beats returns HeartbeatOptions whose OnBeat sends every beat on the
+// returned channel.
+func beats(opts registry.HeartbeatOptions) (registry.HeartbeatOptions, <-chan registry.Beat) {
+	ch := make(chan registry.Beat, 1000)
+	opts.OnBeat = func(b registry.Beat) { ch <- b }
+	return opts, ch
+}
+
+func nextBeat(t *testing.T, ch <-chan registry.Beat) registry.Beat {
+	t.Helper()
+	select {
+	case b := <-ch:
+		return b
+	case <-time.After(30 * time.Second):
+		t.Fatal("no heartbeat")
+		return registry.Beat{}
+	}
+}
+
+// TestHeartbeaterRetries: failed heartbeats are retried with the same
+// token, whether the registry never saw them (5xx before it) or answered
+// and the answer was lost (the registry hands out the same next token
+// again); a 404 stops the heartbeater.
+func TestHeartbeaterRetries(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		after bool
+	}{
+		{"failed before the registry", false},
+		{"answer lost", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			p := &proxy{}
+			srv := testserver.Start(t, testserver.Options{Wrap: p.wrap})
+			c := newClient(t, srv, "hb-retry")
+			ctx := testContext(t)
+			token, err := c.CreateService(ctx, registry.Service{ID: "hb-1", HeartbeatTimeout: 30})
+			if err != nil {
+				t.Fatal(err)
+			}
+			p.fail(rule{match: "/heartbeat", n: 4, status: http.StatusServiceUnavailable, after: tt.after})
+			opts, ch := beats(registry.HeartbeatOptions{Interval: 20 * time.Millisecond})
+			hb := c.StartHeartbeat(ctx, "hb-1", token, 30, opts)
+			defer hb.Stop()
+
+			for i := 1; i <= 4; i++ {
+				b := nextBeat(t, ch)
+				var e *registry.Error
+				if !errors.As(b.Err, &e) || e.StatusCode != http.StatusServiceUnavailable || b.Failures != i || b.Overdue {
+					t.Fatalf("beat %d: %+v, want failure %d with 503", i, b, i)
+				}
+			}
+			b := nextBeat(t, ch)
+			if b.Err != nil || b.Failures != 0 || b.Token == "" || b.Token == token {
+				t.Fatalf("beat 5: %+v, want a success with a new token", b)
+			}
+			if hb.Token() != b.Token || hb.LastSuccess().IsZero() || !hb.Deadline().After(b.Time) {
+				t.Errorf("heartbeater state: token %q last success %v deadline %v", hb.Token(), hb.LastSuccess(), hb.Deadline())
+			}
+			if n := p.count("/heartbeat", 0); n < 5 {
+				t.Errorf("%d heartbeat requests, want at least 5", n)
+			}
+			// Every attempt sent the create token until one succeeded: the
+			// later beats go on from the new token.
+			if b := nextBeat(t, ch); b.Err != nil {
+				t.Fatalf("beat 6: %v", b.Err)
+			}
+
+			if err := c.DeleteService(ctx, "hb-1"); err != nil {
+				t.Fatal(err)
+			}
+			var last registry.Beat
+			for last = nextBeat(t, ch); last.Err == nil; last = nextBeat(t, ch) {
+			}
+			<-hb.Done()
+			if !errors.Is(last.Err, registry.ErrNotFound) || !errors.Is(hb.Err(), registry.ErrNotFound) {
+				t.Errorf("after delete: beat %v, Err %v; want ErrNotFound", last.Err, hb.Err())
+			}
+			select {
+			case b := <-ch:
+				t.Errorf("a beat after the 404: %+v", b)
+			default:
+			}
+		})
+	}
+}
+
+// TestHeartbeaterOverdue: while heartbeats fail past the deadline the
+// heartbeater keeps retrying and says the deadline has passed; a late
+// heartbeat the registry still accepts puts it back on schedule.
+func TestHeartbeaterOverdue(t *testing.T) {
+	t.Parallel()
+	p := &proxy{}
+	// No reaper: a late heartbeat is accepted until something rectifies.
+	srv := testserver.Start(t, testserver.Options{Wrap: p.wrap, ReapInterval: -1})
+	c := newClient(t, srv, "hb-overdue")
+	ctx := testContext(t)
+	p.fail(rule{match: "/heartbeat", n: 1 << 30, status: http.StatusBadGateway})
+	opts, ch := beats(registry.HeartbeatOptions{})
+	hb, err := c.Register(ctx, registry.Service{ID: "late-1", HeartbeatTimeout: 3}, registry.RegisterOptions{Heartbeat: opts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hb.Stop()
+	var b registry.Beat
+	for b = nextBeat(t, ch); !b.Overdue; b = nextBeat(t, ch) {
+		if b.Err == nil {
+			t.Fatal("a heartbeat succeeded through the failing proxy")
+		}
+	}
+	if b.Err == nil || b.Time.Before(b.Deadline) {
+		t.Errorf("overdue beat %+v", b)
+	}
+	p.clear()
+	for b = nextBeat(t, ch); b.Err != nil; b = nextBeat(t, ch) {
+		if !b.Overdue {
+			t.Fatalf("a failure after the deadline without Overdue: %+v", b)
+		}
+	}
+	if !b.Overdue {
+		t.Errorf("the late success is not marked Overdue: %+v", b)
+	}
+	if b := nextBeat(t, ch); b.Err != nil || b.Overdue {
+		t.Errorf("the beat after the late one: %+v, want on time", b)
+	}
+}
+
+func TestHeartbeaterStop(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	c := newClient(t, srv, "hb-stop")
+	ctx := testContext(t)
+
+	tests := []struct {
+		name    string
+		stop    func(hb *registry.Heartbeater, cancel context.CancelFunc)
+		wantErr error
+	}{
+		{"Stop", func(hb *registry.Heartbeater, _ context.CancelFunc) { hb.Stop() }, nil},
+		{"context", func(_ *registry.Heartbeater, cancel context.CancelFunc) { cancel() }, context.Canceled},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			hctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			opts, ch := beats(registry.HeartbeatOptions{})
+			id := "stop-" + string(rune('a'+i))
+			hb, err := c.Register(hctx, registry.Service{ID: id, HeartbeatTimeout: 30}, registry.RegisterOptions{Heartbeat: opts})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b := nextBeat(t, ch); b.Err != nil || hb.ID() != id {
+				t.Fatalf("first beat: %+v", b)
+			}
+			tt.stop(hb, cancel)
+			<-hb.Done()
+			if err := hb.Err(); !errors.Is(err, tt.wantErr) || (tt.wantErr == nil && err != nil) {
+				t.Errorf("Err = %v, want %v", err, tt.wantErr)
+			}
+			hb.Stop() // again: a no-op
+			// The service is still there: stopping does not delete it.
+			if _, err := c.GetService(ctx, id); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
+
+// TestRegisterWaitsOutDeadInstance is the original's
+// test_register_service_quick_death: an instance died without deleting
+// its service; registering again succeeds once the registry has timed
+// the old one out.
+func TestRegisterWaitsOutDeadInstance(t *testing.T) {
+	t.Parallel()
+	p := &proxy{}
+	srv := testserver.Start(t, testserver.Options{Wrap: p.wrap})
+	c := newClient(t, srv, "register")
+	ctx := testContext(t)
+	if _, err := c.CreateService(ctx, registry.Service{ID: "quick-death", HeartbeatTimeout: 3}); err != nil {
+		t.Fatal(err)
+	}
+	opts, ch := beats(registry.HeartbeatOptions{})
+	hb, err := c.Register(ctx, registry.Service{ID: "quick-death", HeartbeatTimeout: 10, Tags: []string{"srv2"}},
+		registry.RegisterOptions{RetryDelay: 100 * time.Millisecond, Heartbeat: opts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hb.Stop()
+	if b := nextBeat(t, ch); b.Err != nil {
+		t.Fatalf("first heartbeat: %v", b.Err)
+	}
+	s, err := c.GetService(ctx, "quick-death")
+	if err != nil || !slices.Equal(s.Tags, []string{"srv2"}) || s.HeartbeatTimeout != 10 {
+		t.Errorf("GetService = %+v, %v; want the new instance", s, err)
+	}
+	if n := p.count("POST /v1.0/", 0) - p.count("/heartbeat", 0); n < 3 {
+		t.Errorf("%d creates, want several", n)
+	}
+}
+
+func TestRegisterFailures(t *testing.T) {
+	t.Parallel()
+	p := &proxy{}
+	srv := testserver.Start(t, testserver.Options{Wrap: p.wrap})
+	c := newClient(t, srv, "register-fail")
+	ctx := testContext(t)
+
+	t.Run("other errors stop at once", func(t *testing.T) {
+		_, err := c.Register(ctx, registry.Service{ID: "x", HeartbeatTimeout: 10}, registry.RegisterOptions{RetryDelay: 10 * time.Millisecond})
+		var e *registry.Error
+		if !errors.As(err, &e) || e.Type != registry.FaultBadRequest || !strings.Contains(err.Error(), "register x") {
+			t.Errorf("Register with a bad id: %v", err)
+		}
+		if n := p.count("POST /v1.0/", 0); n != 1 {
+			t.Errorf("%d creates, want 1", n)
+		}
+	})
+
+	t.Run("live instance", func(t *testing.T) {
+		live, err := c.Register(ctx, registry.Service{ID: "alive-1", HeartbeatTimeout: 3}, registry.RegisterOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer live.Stop()
+		_, err = c.Register(ctx, registry.Service{ID: "alive-1", HeartbeatTimeout: 3}, registry.RegisterOptions{RetryDelay: 200 * time.Millisecond})
+		if !errors.Is(err, registry.ErrServiceExists) {
+			t.Errorf("Register while another instance heartbeats: %v, want ErrServiceExists", err)
+		}
+		select {
+		case <-live.Done():
+			t.Errorf("the live instance's heartbeater stopped: %v", live.Err())
+		default:
+		}
+	})
+
+	t.Run("context", func(t *testing.T) {
+		if _, err := c.CreateService(ctx, registry.Service{ID: "held-1", HeartbeatTimeout: 120}); err != nil {
+			t.Fatal(err)
+		}
+		rctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		defer cancel()
+		_, err := c.Register(rctx, registry.Service{ID: "held-1", HeartbeatTimeout: 10}, registry.RegisterOptions{RetryDelay: 50 * time.Millisecond})
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Register until the context ends: %v", err)
+		}
+	})
+}

@@ -1,0 +1,169 @@
+package registry_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/svcreg/svcreg/internal/testserver"
+	"github.com/svcreg/svcreg/registry"
+)
+
+// newClient returns a client that authenticates user with the --dev API
+// key against srv.
+func newClient(t *testing.T, srv *testserver.Server, user string) *registry.Client {
+	t.Helper()
+	c, err := registry.New(registry.Config{URL: srv.APIURL, AuthURL: srv.AuthURL, Username: user, APIKey: "dev"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func testContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// proxy sits between the client and the server (as testserver's Wrap): it
+// records every request and fails the ones a rule selects.
+type proxy struct {
+	mu       sync.Mutex
+	requests []string // "METHOD /raw/path?query"
+	statuses []int
+	rules    []*rule
+	noWait   bool // strip the long-poll parameter: an original server
+}
+
+// rule fails the next n requests whose "METHOD path" contains match with
+// status, before the server sees them or, if after, after the server has
+// answered (the answer is lost).
+type rule struct {
+	match  string
+	n      int
+	status int
+	after  bool
+}
+
+func (p *proxy) wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		line := r.Method + " " + r.RequestURI
+		if p.noWait && strings.Contains(r.URL.Path, "/events") {
+			q := r.URL.Query()
+			q.Del("wait")
+			r.URL.RawQuery = q.Encode()
+			r.RequestURI = r.URL.Path + "?" + r.URL.RawQuery
+		}
+		p.mu.Lock()
+		p.requests = append(p.requests, line)
+		var hit *rule
+		for _, ru := range p.rules {
+			if ru.n > 0 && strings.Contains(line, ru.match) {
+				ru.n--
+				hit = ru
+				break
+			}
+		}
+		p.mu.Unlock()
+		status := 0
+		switch {
+		case hit == nil:
+			sw := &statusRecorder{ResponseWriter: w}
+			h.ServeHTTP(sw, r)
+			status = sw.status
+		case hit.after:
+			h.ServeHTTP(httptest.NewRecorder(), r)
+			fallthrough
+		default:
+			status = hit.status
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(hit.status)
+			w.Write([]byte(`{"type":"internalError","code":` + strconv.Itoa(hit.status) + `,"message":"Internal Error","details":"Internal Error","txnId":"proxy"}`))
+		}
+		p.mu.Lock()
+		p.statuses = append(p.statuses, status)
+		p.mu.Unlock()
+	})
+}
+
+// fail adds a rule.
+func (p *proxy) fail(r rule) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.rules = append(p.rules, &r)
+}
+
+// clear drops the rules.
+func (p *proxy) clear() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.rules = nil
+}
+
+// count returns how many requests "METHOD /path?query" contained match
+// and, if status is not 0, were answered with status.
+func (p *proxy) count(match string, status int) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for i, line := range p.requests {
+		if strings.Contains(line, match) && (status == 0 || (i < len(p.statuses) && p.statuses[i] == status)) {
+			n++
+		}
+	}
+	return n
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusRecorder) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusRecorder) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusRecorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// collect gathers a sequence into a slice, stopping at the first error.
+func collect[T any](t *testing.T, seq func(func(T, error) bool)) []T {
+	t.Helper()
+	var out []T
+	for v, err := range seq {
+		if err != nil {
+			t.Fatalf("list: %v", err)
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+// eventually retries cond until it holds, or fails the test after a
+// generous time.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

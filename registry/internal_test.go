@@ -1,0 +1,144 @@
+package registry
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"testing"
+	"time"
+)
+
+func TestHeartbeatInterval(t *testing.T) {
+	t.Parallel()
+	// spec §11.2: randInt(-3..1) is randN(5)-3.
+	tests := []struct {
+		timeout  int
+		min, max time.Duration
+	}{
+		{3, 1800 * time.Millisecond, 1800 * time.Millisecond},
+		{5, 3 * time.Second, 3 * time.Second},
+		{10, 1 * time.Second, 4 * time.Second}, // 6+[-3..1]-3 = 0..4, and 0 becomes 3
+		{14, 2*time.Second + 400*time.Millisecond, 6*time.Second + 400*time.Millisecond},
+		{30, 18 * time.Second, 22 * time.Second},
+		{120, 90 * time.Second, 94 * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprint(tt.timeout), func(t *testing.T) {
+			seen := map[time.Duration]bool{}
+			for r := range 5 {
+				d := heartbeatInterval(tt.timeout, func(n int) int {
+					if n != 5 {
+						t.Fatalf("randN(%d), want randN(5)", n)
+					}
+					return r
+				})
+				d = d.Round(time.Millisecond)
+				if d < tt.min || d > tt.max {
+					t.Errorf("timeout %d, rand %d: interval %v, want %v..%v", tt.timeout, r, d, tt.min, tt.max)
+				}
+				seen[d] = true
+			}
+			if tt.min == tt.max && len(seen) != 1 {
+				t.Errorf("timeout %d: intervals %v, want no jitter", tt.timeout, seen)
+			}
+		})
+	}
+	// 6 + (-3) - 3 = 0 is not positive, so it becomes 3.
+	if d := heartbeatInterval(10, func(int) int { return 0 }); d.Round(time.Millisecond) != 3*time.Second {
+		t.Errorf("timeout 10 at the lowest jitter: %v, want 3s", d)
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	t.Parallel()
+	b := backoff{min: 50 * time.Millisecond, max: 300 * time.Millisecond}
+	want := []time.Duration{50, 100, 200, 300, 300, 300}
+	for i, w := range want {
+		w *= time.Millisecond
+		if d := b.next(); d < w/2 || d > w {
+			t.Errorf("delay %d: %v, want %v..%v", i, d, w/2, w)
+		}
+	}
+	b.reset()
+	if d := b.next(); d > 50*time.Millisecond {
+		t.Errorf("after reset: %v, want at most 50ms", d)
+	}
+}
+
+func TestParseExpires(t *testing.T) {
+	t.Parallel()
+	want := time.Date(2013, 5, 21, 17, 0, 0, 0, time.UTC)
+	for _, s := range []string{
+		"2013-05-21T12:00:00.000-05:00",
+		"2013-05-21T17:00:00.000-00:00",
+		"2013-05-21T17:00:00Z",
+		"2013-05-21T12:00:00.000-0500",
+	} {
+		if got := parseExpires(s); !got.Equal(want) {
+			t.Errorf("parseExpires(%q) = %v, want %v", s, got, want)
+		}
+	}
+	if got := parseExpires("Tue May 21 2013 12:00:00 GMT-0500 (CDT)"); !got.IsZero() {
+		t.Errorf("a JavaScript date string gave %v, want zero", got)
+	}
+}
+
+func TestRefreshTime(t *testing.T) {
+	t.Parallel()
+	start := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name    string
+		expires time.Time
+		want    time.Time
+	}{
+		{"day", start.Add(24 * time.Hour), start.Add(24*time.Hour - maxRefreshEarly)},
+		{"short", start.Add(10 * time.Second), start.Add(9 * time.Second)},
+		{"unknown", time.Time{}, start.Add(defaultTokenLife)},
+		{"past by our clock", start.Add(-time.Hour), start.Add(defaultTokenLife)},
+	}
+	for _, tt := range tests {
+		if got := refreshTime(start, tt.expires); !got.Equal(tt.want) {
+			t.Errorf("%s: refreshTime = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestNewError(t *testing.T) {
+	t.Parallel()
+	req := &http.Request{Method: "GET", URL: &url.URL{Scheme: "http", Host: "h", Path: "/v1.0/1/x"}}
+	tests := []struct {
+		name   string
+		status int
+		body   string
+		want   Error
+		is     error
+	}{
+		{"fault", 404, `{"type":"notFoundError","code":404,"message":"object does not exist","details":"Object \"Service\" with key \"x\" does not exist","txnId":"t1"}`,
+			Error{StatusCode: 404, Type: "notFoundError", Code: 404, Message: "object does not exist", Details: `Object "Service" with key "x" does not exist`, TxnID: "t1"}, ErrNotFound},
+		{"keystone", 401, `{"unauthorized":{"code":401,"message":"Username or api key is invalid."}}`,
+			Error{StatusCode: 401, Type: "unauthorized", Code: 401, Message: "Username or api key is invalid."}, ErrUnauthorized},
+		{"html", 502, `<html>bad gateway</html>`, Error{StatusCode: 502, Code: 502}, nil},
+		{"expired", 410, `{"type":"markerExpired","code":410,"message":"Marker has expired","txnId":"t2"}`,
+			Error{StatusCode: 410, Type: "markerExpired", Code: 410, Message: "Marker has expired", TxnID: "t2"}, ErrMarkerExpired},
+		{"exists", 400, `{"type":"serviceWithThisIdExists","code":400,"message":"m","details":"m","txnId":"t"}`,
+			Error{StatusCode: 400, Type: "serviceWithThisIdExists", Code: 400, Message: "m", Details: "m", TxnID: "t"}, ErrServiceExists},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newError(&http.Response{StatusCode: tt.status, Request: req, Header: http.Header{}}, []byte(tt.body))
+			tt.want.Method, tt.want.URL = "GET", "http://h/v1.0/1/x"
+			if fmt.Sprint(*e) != fmt.Sprint(tt.want) {
+				t.Errorf("got  %+v\nwant %+v", *e, tt.want)
+			}
+			if tt.is != nil && !errors.Is(e, tt.is) {
+				t.Errorf("errors.Is(%v, %v) = false", e, tt.is)
+			}
+			for _, other := range []error{ErrNotFound, ErrServiceExists, ErrLimitReached, ErrUnauthorized, ErrMarkerExpired, ErrRateLimited} {
+				if other != tt.is && errors.Is(e, other) {
+					t.Errorf("errors.Is(%v, %v) = true", e, other)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,77 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// RegisterOptions configure Register.
+type RegisterOptions struct {
+	// RetryDelay is the wait between creates while an old instance holds
+	// the id; 2s (the Node client's) if 0.
+	RetryDelay time.Duration
+	// Heartbeat configures the Heartbeater Register starts.
+	Heartbeat HeartbeatOptions
+}
+
+const (
+	// registerMargin is how long after an old instance's deadline Register
+	// keeps trying: the registry times a service out within about a
+	// second of its deadline (design item 7), and clocks differ.
+	registerMargin = 3 * time.Second
+	// maxHeartbeatTimeout is the largest heartbeat_timeout the registry
+	// accepts, in seconds.
+	maxHeartbeatTimeout = 120
+)
+
+// Register creates the service s and starts a Heartbeater for it, which
+// sends its first heartbeat at once with the create's token (spec §11.3).
+//
+// If the id is taken (ErrServiceExists), Register assumes an old instance
+// of the service died without deleting it: it reads that instance's
+// heartbeat_timeout and keeps creating, every RetryDelay, until the
+// registry has timed it out, for at most that timeout plus a small margin.
+// It then gives up with an error matching ErrServiceExists: the old
+// instance is alive. Any other error ends Register at once.
+//
+// ctx bounds the registration and the heartbeater's life, as for
+// StartHeartbeat: the heartbeater runs until ctx ends or Stop.
+func (c *Client) Register(ctx context.Context, s Service, opts RegisterOptions) (*Heartbeater, error) {
+	delay := opts.RetryDelay
+	if delay <= 0 {
+		delay = 2 * time.Second
+	}
+	var until time.Time
+	for {
+		sent := time.Now()
+		token, err := c.CreateService(ctx, s)
+		if err == nil {
+			return c.startHeartbeat(ctx, s.ID, token, s.HeartbeatTimeout, sent, opts.Heartbeat), nil
+		}
+		if !errors.Is(err, ErrServiceExists) {
+			return nil, fmt.Errorf("register %s: %w", s.ID, err)
+		}
+		if until.IsZero() {
+			timeout := maxHeartbeatTimeout
+			old, gerr := c.GetService(ctx, s.ID)
+			switch {
+			case gerr == nil:
+				timeout = old.HeartbeatTimeout
+			case ctx.Err() != nil:
+				return nil, fmt.Errorf("register %s: %w", s.ID, ctx.Err())
+			}
+			until = time.Now().Add(time.Duration(timeout)*time.Second + registerMargin)
+			if errors.Is(gerr, ErrNotFound) {
+				continue // gone in between: create again at once
+			}
+		}
+		if !time.Now().Before(until) {
+			return nil, fmt.Errorf("register %s: another instance still holds the id after its heartbeat timeout; is it alive? %w", s.ID, err)
+		}
+		if err := sleep(ctx, jitter(delay, 0.2)); err != nil {
+			return nil, fmt.Errorf("register %s: %w", s.ID, err)
+		}
+	}
+}

@@ -1,0 +1,135 @@
+package registry
+
+import (
+	"context"
+	"iter"
+)
+
+// ServiceListOptions select the services of a list.
+type ServiceListOptions struct {
+	// Tag, if set, keeps only the services carrying it (exact,
+	// case-sensitive).
+	Tag string
+	// Marker is the id to start at (inclusive); empty for the beginning.
+	Marker string
+	// Limit is the page size, 1..1000; the registry's default (100) if 0.
+	Limit int
+}
+
+// ListServices returns every service, ordered by id, following next_marker
+// from page to page (spec §7.2). An error ends the sequence.
+//
+//	for s, err := range c.ListServices(ctx, registry.ServiceListOptions{Tag: "www"}) {
+//		if err != nil { return err }
+//		…
+//	}
+func (c *Client) ListServices(ctx context.Context, opts ServiceListOptions) iter.Seq2[Service, error] {
+	return all(ctx, opts.Marker, func(ctx context.Context, marker string) (Page[Service], error) {
+		o := opts
+		o.Marker = marker
+		return c.ListServicesPage(ctx, o)
+	})
+}
+
+// ListServicesPage returns one page of services, with the FeedMarker to
+// watch the events feed from. To mirror the registry: take the first
+// page's FeedMarker, fetch the rest with Marker = NextMarker until it is
+// empty, then Watch from the FeedMarker.
+func (c *Client) ListServicesPage(ctx context.Context, opts ServiceListOptions) (Page[Service], error) {
+	q := pageQuery(opts.Marker, opts.Limit)
+	if opts.Tag != "" {
+		q.Set("tag", opts.Tag)
+	}
+	return getPage[Service](ctx, c, "/services", q)
+}
+
+// GetService returns one service (spec §7.3); ErrNotFound if it does not
+// exist.
+func (c *Client) GetService(ctx context.Context, id string) (Service, error) {
+	var s Service
+	_, err := c.do(ctx, call{method: "GET", path: "/services/" + pathEscapeID(id)}, &s)
+	return s, err
+}
+
+// newServiceBody is the body of POST /services (spec §7.4).
+type newServiceBody struct {
+	ID               string            `json:"id"`
+	HeartbeatTimeout int               `json:"heartbeat_timeout"`
+	Tags             []string          `json:"tags"`
+	Metadata         map[string]string `json:"metadata"`
+}
+
+// tokenBody is the answer of create and heartbeat (spec §6.4).
+type tokenBody struct {
+	Token string `json:"token"`
+}
+
+// CreateService creates a service from s.ID, s.HeartbeatTimeout (3..120
+// seconds), s.Tags and s.Metadata, and returns its first heartbeat token
+// (spec §7.4). The registry times the service out unless it is heartbeated
+// within the timeout: Register creates and keeps heartbeating; for a
+// service created here, StartHeartbeat does. ErrServiceExists if the id is
+// taken, ErrLimitReached if the account holds its maximum of services.
+func (c *Client) CreateService(ctx context.Context, s Service) (token string, err error) {
+	b := newServiceBody{ID: s.ID, HeartbeatTimeout: s.HeartbeatTimeout, Tags: s.Tags, Metadata: s.Metadata}
+	if b.Tags == nil {
+		b.Tags = []string{}
+	}
+	if b.Metadata == nil {
+		b.Metadata = map[string]string{}
+	}
+	var out tokenBody
+	if _, err := c.do(ctx, call{method: "POST", path: "/services", body: b}, &out); err != nil {
+		return "", err
+	}
+	return out.Token, nil
+}
+
+// ServicePatch is a change to a service (spec §7.5): the fields set are
+// replaced, the others left alone.
+type ServicePatch struct {
+	// Tags, if not nil, replace the tags; []string{} removes them all.
+	Tags []string
+	// Metadata, if not nil, replaces the metadata; an empty map removes it.
+	Metadata map[string]string
+	// HeartbeatTimeout, if not 0, is the new timeout in seconds; it applies
+	// from the next heartbeat.
+	HeartbeatTimeout int
+}
+
+// UpdateService changes a service (spec §7.5); ErrNotFound if it does not
+// exist.
+func (c *Client) UpdateService(ctx context.Context, id string, u ServicePatch) error {
+	// A map, not a struct with omitempty: an empty, non-nil Tags must be
+	// sent as [].
+	body := map[string]any{}
+	if u.Tags != nil {
+		body["tags"] = u.Tags
+	}
+	if u.Metadata != nil {
+		body["metadata"] = u.Metadata
+	}
+	if u.HeartbeatTimeout != 0 {
+		body["heartbeat_timeout"] = u.HeartbeatTimeout
+	}
+	_, err := c.do(ctx, call{method: "PUT", path: "/services/" + pathEscapeID(id), body: body}, nil)
+	return err
+}
+
+// DeleteService removes a service and invalidates its heartbeat token
+// (spec §7.6); ErrNotFound if it does not exist.
+func (c *Client) DeleteService(ctx context.Context, id string) error {
+	_, err := c.do(ctx, call{method: "DELETE", path: "/services/" + pathEscapeID(id)}, nil)
+	return err
+}
+
+// Heartbeat tells the registry the service is alive, presenting the
+// outstanding token, and returns the next one (spec §7.7). Repeating a
+// token whose answer was lost returns the same next token again.
+// ErrNotFound if the registry no longer knows the service or the token.
+// A Heartbeater does this on a schedule.
+func (c *Client) Heartbeat(ctx context.Context, id, token string) (next string, err error) {
+	var out tokenBody
+	_, err = c.do(ctx, call{method: "POST", path: "/services/" + pathEscapeID(id) + "/heartbeat", body: tokenBody{token}}, &out)
+	return out.Token, err
+}

@@ -1,0 +1,233 @@
+package registry
+
+import (
+	"context"
+	"iter"
+	"sync"
+	"time"
+)
+
+// WatchOptions configure a Watcher.
+type WatchOptions struct {
+	// Wait is how long each long-poll asks the registry to hold the request
+	// while nothing happens; 30s if 0.
+	Wait time.Duration
+	// PollInterval is the pause between polls when the registry answers at
+	// once instead of long-polling (an original server, or one that
+	// refused to wait); 10s (the Node poller's) if 0.
+	PollInterval time.Duration
+	// Limit is the page size, 1..1000 (a long-poll asks for at least 2);
+	// the registry's default (100) if 0.
+	Limit int
+	// Type, if set, watches only events of this type.
+	Type EventType
+	// MinBackoff and MaxBackoff bound the jittered, doubling delay between
+	// polls after an error; 100ms and 15s if 0.
+	MinBackoff, MaxBackoff time.Duration
+	// OnError, if set, is told of every error the watcher retries, with
+	// the delay before the next poll. It is called from Next.
+	OnError func(err error, retryIn time.Duration)
+}
+
+// Watcher follows the events feed from a marker: it long-polls the
+// registry for events newer than the last one it returned, falls back to
+// polling every PollInterval when the registry answers at once, follows
+// next_marker pages, and retries network errors, 5xx and 401 with a capped,
+// jittered backoff, so it survives registry restarts.
+//
+// Next returns the events one by one in commit order. After an event, the
+// Watcher's Marker is that event's id: a later Watcher started from it
+// goes on with the event after it. When the marker has expired (the
+// registry no longer holds the events after it), Next returns an error
+// matching ErrMarkerExpired: list services and configuration again and
+// start a new Watcher from the FeedMarker of that list. Any other error
+// but the context's is permanent too (the registry refused the marker),
+// and calls for the same re-list.
+//
+// Next must not be called concurrently; Marker and LastSuccess may be
+// called from any goroutine.
+type Watcher struct {
+	c    *Client
+	opts WatchOptions
+
+	queue     []Event
+	next      string // a next_marker to follow at once; "" if none
+	pollDelay time.Duration
+	errBo     backoff
+	quickBo   backoff
+	err       error // terminal
+
+	mu          sync.Mutex
+	marker      string
+	lastSuccess time.Time
+}
+
+// NewWatcher returns a Watcher that starts after marker: the id of the
+// last event already seen, or a FeedMarker from a list. An event whose id
+// is marker is not returned again (the registry's marker is inclusive). An
+// empty marker starts at the registry's default window, the last hour.
+func (c *Client) NewWatcher(marker string, opts WatchOptions) *Watcher {
+	if opts.Wait <= 0 {
+		opts.Wait = 30 * time.Second
+	}
+	if opts.PollInterval <= 0 {
+		opts.PollInterval = 10 * time.Second
+	}
+	if opts.MinBackoff <= 0 {
+		opts.MinBackoff = 100 * time.Millisecond
+	}
+	if opts.MaxBackoff <= 0 {
+		opts.MaxBackoff = 15 * time.Second
+	}
+	return &Watcher{
+		c:       c,
+		opts:    opts,
+		marker:  marker,
+		errBo:   backoff{min: opts.MinBackoff, max: max(opts.MinBackoff, opts.MaxBackoff)},
+		quickBo: backoff{min: opts.MinBackoff, max: max(opts.MinBackoff, opts.PollInterval)},
+	}
+}
+
+// Watch returns the events after marker as they happen, as a sequence;
+// see Watcher for what it does. Errors it retries go to opts.OnError; the
+// sequence ends with a yielded error matching ErrMarkerExpired (re-list,
+// then watch again), another permanent fault, or ctx's error. An event's
+// ID is the marker to resume from after it.
+//
+//	for ev, err := range c.Watch(ctx, page.FeedMarker, registry.WatchOptions{}) {
+//		if errors.Is(err, registry.ErrMarkerExpired) { /* re-list */ }
+//		…
+//	}
+func (c *Client) Watch(ctx context.Context, marker string, opts WatchOptions) iter.Seq2[Event, error] {
+	return c.NewWatcher(marker, opts).All(ctx)
+}
+
+// All returns the Watcher's events as a sequence that ends with a yielded
+// error (see Watch).
+func (w *Watcher) All(ctx context.Context) iter.Seq2[Event, error] {
+	return func(yield func(Event, error) bool) {
+		for {
+			ev, err := w.Next(ctx)
+			if err != nil {
+				yield(Event{}, err)
+				return
+			}
+			if !yield(ev, nil) {
+				return
+			}
+		}
+	}
+}
+
+// Marker returns the id of the last event Next returned, or the starting
+// marker before the first: where to resume watching.
+func (w *Watcher) Marker() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.marker
+}
+
+// LastSuccess returns when the registry last answered a poll; zero before
+// the first answer. A watcher whose LastSuccess falls far behind is cut
+// off from the registry.
+func (w *Watcher) LastSuccess() time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.lastSuccess
+}
+
+// Next returns the next event, waiting for it as long as ctx allows. It
+// returns ctx's error when ctx ends (the Watcher can then be used again),
+// and a permanent error (one matching ErrMarkerExpired, or another fault
+// that repeating the poll cannot cure) for this and every later call.
+func (w *Watcher) Next(ctx context.Context) (Event, error) {
+	for len(w.queue) == 0 {
+		if w.err != nil {
+			return Event{}, w.err
+		}
+		if err := w.poll(ctx); err != nil {
+			return Event{}, err
+		}
+	}
+	ev := w.queue[0]
+	w.queue = w.queue[1:]
+	w.mu.Lock()
+	w.marker = ev.ID
+	w.mu.Unlock()
+	return ev, nil
+}
+
+// poll makes one request for events and queues what is new. It returns
+// only ctx's error or a permanent one; other errors are retried by the
+// next poll, after a backoff.
+func (w *Watcher) poll(ctx context.Context) error {
+	if err := sleep(ctx, w.pollDelay); err != nil {
+		return err
+	}
+	w.pollDelay = 0
+	last := w.Marker()
+	opts := EventListOptions{Marker: last, Limit: w.opts.Limit, Type: w.opts.Type, Wait: w.opts.Wait}
+	if w.next != "" {
+		// More pages wait: no long-poll, since the registry would not count
+		// the next_marker event itself as new.
+		opts.Marker, opts.Wait = w.next, 0
+	} else if opts.Limit == 1 {
+		// A long-poll's first event is the one already seen, so a page of
+		// one holds nothing new; and the registry would hold such a poll
+		// although a next page exists.
+		opts.Limit = 2
+	}
+	// A request that outlives its wait by far is lost (a dead connection).
+	rctx, cancel := context.WithTimeout(ctx, opts.Wait+30*time.Second)
+	start := time.Now()
+	page, err := w.c.ListEventsPage(rctx, opts)
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if !temporary(err) {
+			w.err = err
+			return err
+		}
+		w.pollDelay = w.errBo.next()
+		if w.opts.OnError != nil {
+			w.opts.OnError(err, w.pollDelay)
+		}
+		return nil
+	}
+	now := time.Now()
+	w.errBo.reset()
+	w.mu.Lock()
+	w.lastSuccess = now
+	w.mu.Unlock()
+
+	events := page.Values
+	// The marker is inclusive: the last event returned comes back first.
+	if len(events) > 0 && events[0].ID == last {
+		events = events[1:]
+	}
+	w.queue = append(w.queue, events...)
+	w.next = page.NextMarker
+	if page.NextMarker == opts.Marker {
+		w.next = "" // a marker that does not move would loop
+	}
+	if len(events) > 0 || w.next != "" || opts.Wait == 0 {
+		w.quickBo.reset()
+		return nil
+	}
+	// Nothing new, and a long-poll was asked for.
+	switch {
+	case page.Wait <= 0:
+		// The registry does not long-poll, or refused to wait: poll.
+		w.pollDelay = jitter(w.opts.PollInterval, 0.2)
+	case now.Sub(start) < page.Wait/2:
+		// It said it waited but answered early with nothing (it is
+		// shutting down, or something between cuts long requests): do
+		// not spin.
+		w.pollDelay = w.quickBo.next()
+	default:
+		w.quickBo.reset()
+	}
+	return nil
+}

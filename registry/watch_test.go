@@ -1,0 +1,283 @@
+package registry_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/svcreg/svcreg/internal/testserver"
+	"github.com/svcreg/svcreg/registry"
+)
+
+// describe is "type id" of a service or configuration event.
+func describe(t *testing.T, ev registry.Event) string {
+	t.Helper()
+	if ev.IsService() {
+		s, err := ev.Service()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(ev.Type) + " " + s.ID
+	}
+	ch, err := ev.ConfigChange()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(ev.Type) + " " + ch.ID
+}
+
+// watchN reads n events from w.
+func watchN(t *testing.T, ctx context.Context, w *registry.Watcher, n int) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var out []string
+	for range n {
+		ev, err := w.Next(ctx)
+		if err != nil {
+			t.Fatalf("after %v: Next: %v", out, err)
+		}
+		if w.Marker() != ev.ID {
+			t.Errorf("Marker() = %s after event %s", w.Marker(), ev.ID)
+		}
+		out = append(out, describe(t, ev))
+	}
+	return out
+}
+
+func TestWatch(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		noWait  bool // the server answers at once, as the original did
+		opts    registry.WatchOptions
+		maxPoll int // at most this many polls while idle
+	}{
+		{"long-poll", false, registry.WatchOptions{Wait: 10 * time.Second}, 3},
+		{"long-poll, small pages", false, registry.WatchOptions{Wait: 10 * time.Second, Limit: 2}, 3},
+		{"polling", true, registry.WatchOptions{Wait: 10 * time.Second, PollInterval: 50 * time.Millisecond}, 100},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			p := &proxy{noWait: tt.noWait}
+			srv := testserver.Start(t, testserver.Options{Wrap: p.wrap})
+			c := newClient(t, srv, "watch")
+			ctx := testContext(t)
+			if _, err := c.CreateService(ctx, registry.Service{ID: "before", HeartbeatTimeout: 120}); err != nil {
+				t.Fatal(err)
+			}
+			page, err := c.ListServicesPage(ctx, registry.ServiceListOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			w := c.NewWatcher(page.FeedMarker, tt.opts)
+			if w.Marker() != page.FeedMarker {
+				t.Errorf("Marker() = %q before any event, want the start marker", w.Marker())
+			}
+
+			// Changes made while nobody polls, more than a page of them.
+			if _, err := c.CreateService(ctx, registry.Service{ID: "web-1", HeartbeatTimeout: 120}); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.SetConfig(ctx, "/app/color", "blue"); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.UpdateService(ctx, "web-1", registry.ServicePatch{Metadata: map[string]string{"port": "80"}}); err != nil {
+				t.Fatal(err)
+			}
+			got := watchN(t, ctx, w, 3)
+			want := []string{"service.join web-1", "configuration_value.update /app/color", "service.update web-1"}
+			if !slices.Equal(got, want) {
+				t.Fatalf("events %v, want %v", got, want)
+			}
+
+			// Changes made while the watcher waits.
+			done := make(chan []string)
+			go func() { done <- watchN(t, ctx, w, 2) }()
+			time.Sleep(100 * time.Millisecond) // let it wait (not needed for correctness)
+			if err := c.DeleteService(ctx, "web-1"); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.DeleteConfig(ctx, "/app/color"); err != nil {
+				t.Fatal(err)
+			}
+			got = <-done
+			want = []string{"service.remove web-1", "configuration_value.remove /app/color"}
+			if !slices.Equal(got, want) {
+				t.Fatalf("events %v, want %v", got, want)
+			}
+
+			// Idle: long-polls wait on the server; polls keep their pace.
+			before := p.count("/events", 0)
+			ictx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+			defer cancel()
+			if ev, err := w.Next(ictx); !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("Next while idle = %v, %v", ev, err)
+			}
+			if n := p.count("/events", 0) - before; n > tt.maxPoll {
+				t.Errorf("%d polls while idle, want at most %d", n, tt.maxPoll)
+			}
+			if w.LastSuccess().IsZero() {
+				t.Error("LastSuccess is zero")
+			}
+
+			// The watcher is still usable after ctx ended, and resumes where
+			// it was: a new watcher from its marker sees the same.
+			marker := w.Marker()
+			if _, err := c.CreateService(ctx, registry.Service{ID: "after", HeartbeatTimeout: 120}); err != nil {
+				t.Fatal(err)
+			}
+			if got := watchN(t, ctx, w, 1); got[0] != "service.join after" {
+				t.Errorf("after idling: %v", got)
+			}
+			if got := watchN(t, ctx, c.NewWatcher(marker, tt.opts), 1); got[0] != "service.join after" {
+				t.Errorf("a new watcher from %s: %v", marker, got)
+			}
+		})
+	}
+}
+
+// TestWatchDropsMarkerEvent: watching from an event's id (the marker is
+// inclusive) starts with the event after it.
+func TestWatchDropsMarkerEvent(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	c := newClient(t, srv, "watch-marker")
+	ctx := testContext(t)
+	for i := range 5 {
+		if _, err := c.CreateService(ctx, registry.Service{ID: fmt.Sprintf("svc-%d", i), HeartbeatTimeout: 120}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	events := collect(t, c.ListEvents(ctx, registry.EventListOptions{}))
+	if len(events) != 5 {
+		t.Fatalf("%d events, want 5", len(events))
+	}
+	for _, limit := range []int{0, 1, 2} {
+		w := c.NewWatcher(events[1].ID, registry.WatchOptions{Limit: limit})
+		got := watchN(t, ctx, w, 3)
+		want := []string{"service.join svc-2", "service.join svc-3", "service.join svc-4"}
+		if !slices.Equal(got, want) {
+			t.Errorf("limit %d: %v, want %v", limit, got, want)
+		}
+	}
+	// The iterator form, with a type filter.
+	var got []string
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for ev, err := range c.Watch(wctx, events[3].ID, registry.WatchOptions{Type: registry.ServiceJoin}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, describe(t, ev))
+		break
+	}
+	if !slices.Equal(got, []string{"service.join svc-4"}) {
+		t.Errorf("Watch = %v", got)
+	}
+}
+
+// TestWatchRestart: the watcher rides out a registry restart.
+func TestWatchRestart(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	c := newClient(t, srv, "watch-restart")
+	ctx := testContext(t)
+	page, err := c.ListServicesPage(ctx, registry.ServiceListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var retried atomic.Int32
+	w := c.NewWatcher(page.FeedMarker, registry.WatchOptions{
+		Wait: 5 * time.Second, PollInterval: 100 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
+		OnError: func(err error, retryIn time.Duration) {
+			if retryIn <= 0 {
+				t.Errorf("retry in %v after %v", retryIn, err)
+			}
+			retried.Add(1)
+		},
+	})
+	if _, err := c.CreateService(ctx, registry.Service{ID: "one", HeartbeatTimeout: 120}); err != nil {
+		t.Fatal(err)
+	}
+	if got := watchN(t, ctx, w, 1); got[0] != "service.join one" {
+		t.Fatalf("before the restart: %v", got)
+	}
+
+	done := make(chan []string)
+	go func() { done <- watchN(t, ctx, w, 2) }()
+	srv.Stop()
+	time.Sleep(300 * time.Millisecond) // polls fail meanwhile (not needed for correctness)
+	srv.Restart()
+	if _, err := c.CreateService(ctx, registry.Service{ID: "two", HeartbeatTimeout: 120}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.DeleteService(ctx, "one"); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-done; !slices.Equal(got, []string{"service.join two", "service.remove one"}) {
+		t.Errorf("after the restart: %v", got)
+	}
+	if retried.Load() == 0 {
+		t.Error("no error was reported while the registry was down")
+	}
+}
+
+// TestWatchMarkerExpired: once retention has removed the events after the
+// marker, the watcher says to re-list, and a watcher from a new list's
+// FeedMarker goes on.
+func TestWatchMarkerExpired(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{Retention: 2 * time.Second})
+	c := newClient(t, srv, "watch-expired")
+	ctx := testContext(t)
+	page, err := c.ListServicesPage(ctx, registry.ServiceListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := page.FeedMarker
+	if _, err := c.CreateService(ctx, registry.Service{ID: "gone-1", HeartbeatTimeout: 120}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "retention to remove the event", func() bool {
+		_, err := c.ListEventsPage(ctx, registry.EventListOptions{Marker: old})
+		return errors.Is(err, registry.ErrMarkerExpired)
+	})
+
+	var n int
+	for ev, err := range c.Watch(ctx, old, registry.WatchOptions{}) {
+		n++
+		var e *registry.Error
+		if !errors.Is(err, registry.ErrMarkerExpired) || !errors.As(err, &e) || e.StatusCode != http.StatusGone {
+			t.Fatalf("Watch from an expired marker: %v, %v", ev, err)
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d values, want the one error", n)
+	}
+	w := c.NewWatcher(old, registry.WatchOptions{})
+	for range 2 { // and again: the error stays
+		if _, err := w.Next(ctx); !errors.Is(err, registry.ErrMarkerExpired) {
+			t.Fatalf("Next: %v", err)
+		}
+	}
+
+	// Re-list and watch from the new marker.
+	page, err = c.ListServicesPage(ctx, registry.ServiceListOptions{})
+	if err != nil || len(page.Values) != 1 {
+		t.Fatalf("re-list: %+v, %v", page, err)
+	}
+	w = c.NewWatcher(page.FeedMarker, registry.WatchOptions{})
+	if err := c.DeleteService(ctx, "gone-1"); err != nil {
+		t.Fatal(err)
+	}
+	if got := watchN(t, ctx, w, 1); got[0] != "service.remove gone-1" {
+		t.Errorf("after the re-list: %v", got)
+	}
+}
