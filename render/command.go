@@ -1,0 +1,71 @@
+package render
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// CommandError is a check or reload command that failed.
+type CommandError struct {
+	Command string
+	Err     error
+	Output  string // the last of its combined output
+}
+
+func (e *CommandError) Error() string {
+	msg := fmt.Sprintf("%q: %v", e.Command, e.Err)
+	if e.Output != "" {
+		msg += ": " + e.Output
+	}
+	return msg
+}
+
+func (e *CommandError) Unwrap() error { return e.Err }
+
+// maxOutput is how much of a command's output an error keeps.
+const maxOutput = 2048
+
+// runCommand runs command with sh -c in its own process group. When timeout
+// passes or ctx is done, the whole group is killed, so a reload script's
+// children do not linger.
+func runCommand(ctx context.Context, command string, timeout time.Duration) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	cmd := exec.Command("/bin/sh", "-c", command)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// A command that leaves a background child holding its output open
+	// does not hold us up.
+	cmd.WaitDelay = time.Second
+	if err := cmd.Start(); err != nil {
+		return "", &CommandError{Command: command, Err: err}
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+		err = ctx.Err()
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("killed: still running after %s", timeout)
+		}
+	}
+	output := strings.TrimSpace(out.String())
+	if err != nil {
+		if len(output) > maxOutput {
+			output = "…" + output[len(output)-maxOutput:]
+		}
+		return output, &CommandError{Command: command, Err: err, Output: output}
+	}
+	return output, nil
+}

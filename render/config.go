@@ -1,0 +1,257 @@
+package render
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Config is the renderer's configuration, as read from its TOML file or
+// built from --template flags. Defaults are applied by Normalize.
+type Config struct {
+	Registry  RegistryConfig   `toml:"registry"`
+	Wait      WaitConfig       `toml:"wait"`
+	Templates []TemplateConfig `toml:"template"`
+	// Listen is the address of /healthz and /metrics; empty for none.
+	Listen string `toml:"listen"`
+	// Resync is how often the watcher lists everything again as a safety
+	// net; 10m if zero.
+	Resync Duration `toml:"resync"`
+}
+
+// RegistryConfig says how to reach the registry. Empty fields fall back to
+// the SVCREG_* environment variables.
+type RegistryConfig struct {
+	URL      string `toml:"url"`
+	AuthURL  string `toml:"auth_url"`
+	Username string `toml:"username"`
+	APIKey   string `toml:"api_key"`
+	Password string `toml:"password"`
+	Token    string `toml:"token"`
+	Tenant   string `toml:"tenant"`
+}
+
+// WaitConfig debounces renders: a render waits until no change arrived for
+// Min, but never longer than Max after the first change.
+type WaitConfig struct {
+	Min Duration `toml:"min"`
+	Max Duration `toml:"max"`
+}
+
+// TemplateConfig is one [[template]].
+type TemplateConfig struct {
+	// Source is the template file; Destination the file it renders to.
+	Source      string `toml:"source"`
+	Destination string `toml:"destination"`
+	// Perms of the destination, octal ("0644"); the current file's, or 0644.
+	Perms string `toml:"perms"`
+	// User and Group own the destination (names or ids); unchanged if empty.
+	User  string `toml:"user"`
+	Group string `toml:"group"`
+	// Backup keeps the previous file as Destination + ".bak".
+	Backup bool `toml:"backup"`
+	// Check runs against the staged file(s) before install; see Group.
+	Check string `toml:"check"`
+	// Reload runs once per pass after the group's files are installed.
+	Reload        string   `toml:"reload"`
+	ReloadTimeout Duration `toml:"reload_timeout"`
+	// ReloadGroup names the templates that are checked, installed and
+	// reloaded together; a template alone is its own group.
+	ReloadGroup string `toml:"reload_group"`
+	// MinReloadInterval is the least time between two reloads of the group.
+	MinReloadInterval Duration `toml:"min_reload_interval"`
+	// MinInstances refuses a render in which a list of services the
+	// template reads (services, servicesWithTag, whereMeta) holds fewer
+	// services; the old file stays.
+	MinInstances int `toml:"min_instances"`
+	// CheckTimeout bounds the check command; 30s if zero.
+	CheckTimeout Duration `toml:"check_timeout"`
+}
+
+// Duration is a time.Duration written as "2s" in TOML.
+type Duration time.Duration
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("%q is not a duration such as 500ms, 2s or 1m", b)
+	}
+	if v < 0 {
+		return fmt.Errorf("%q is negative", b)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// Defaults.
+const (
+	DefaultWaitMin       = 100 * time.Millisecond
+	DefaultWaitMax       = 2 * time.Second
+	DefaultReloadTimeout = 30 * time.Second
+	DefaultCheckTimeout  = 30 * time.Second
+	DefaultResync        = 10 * time.Minute
+)
+
+// LoadConfig reads a TOML config file. Relative template sources and
+// destinations are taken relative to the file's directory.
+func LoadConfig(path string) (Config, error) {
+	var c Config
+	md, err := toml.DecodeFile(path, &c)
+	if err != nil {
+		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	if undec := md.Undecoded(); len(undec) > 0 {
+		keys := make([]string, len(undec))
+		for i, k := range undec {
+			keys[i] = k.String()
+		}
+		return c, fmt.Errorf("config %s: unknown key(s) %s", path, strings.Join(keys, ", "))
+	}
+	dir := filepath.Dir(path)
+	for i := range c.Templates {
+		t := &c.Templates[i]
+		if t.Source != "" && !filepath.IsAbs(t.Source) {
+			t.Source = filepath.Join(dir, t.Source)
+		}
+		if t.Destination != "" && !filepath.IsAbs(t.Destination) {
+			t.Destination = filepath.Join(dir, t.Destination)
+		}
+	}
+	if err := c.Normalize(); err != nil {
+		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// ParseTemplateFlag parses --template "in.tmpl:out.conf[:reload command]".
+// The reload command may itself contain colons.
+func ParseTemplateFlag(s string) (TemplateConfig, error) {
+	parts := strings.SplitN(s, ":", 3)
+	if len(parts) < 2 || parts[0] == "" || parts[1] == "" {
+		return TemplateConfig{}, fmt.Errorf("--template %q: want SOURCE:DESTINATION[:RELOAD COMMAND]", s)
+	}
+	t := TemplateConfig{Source: parts[0], Destination: parts[1]}
+	if len(parts) == 3 {
+		t.Reload = parts[2]
+	}
+	return t, nil
+}
+
+// Normalize applies defaults and checks the configuration.
+func (c *Config) Normalize() error {
+	if c.Wait.Min == 0 && c.Wait.Max == 0 {
+		c.Wait = WaitConfig{Min: Duration(DefaultWaitMin), Max: Duration(DefaultWaitMax)}
+	}
+	if c.Wait.Max < c.Wait.Min {
+		return fmt.Errorf("[wait] max (%s) is less than min (%s)", c.Wait.Max.D(), c.Wait.Min.D())
+	}
+	if c.Resync == 0 {
+		c.Resync = Duration(DefaultResync)
+	}
+	if len(c.Templates) == 0 {
+		return errors.New("no templates: add a [[template]] or give --template SOURCE:DESTINATION")
+	}
+	dests := map[string]int{}
+	for i := range c.Templates {
+		t := &c.Templates[i]
+		where := fmt.Sprintf("template %d", i+1)
+		if t.Source == "" || t.Destination == "" {
+			return fmt.Errorf("%s: source and destination are required", where)
+		}
+		where = fmt.Sprintf("template %s", t.Source)
+		if j, dup := dests[t.Destination]; dup {
+			return fmt.Errorf("%s: destination %s is also template %d's", where, t.Destination, j+1)
+		}
+		dests[t.Destination] = i
+		if t.Perms != "" {
+			if _, err := t.FileMode(); err != nil {
+				return fmt.Errorf("%s: %w", where, err)
+			}
+		}
+		if t.ReloadGroup == "" {
+			t.ReloadGroup = t.Destination
+		}
+		if t.ReloadTimeout == 0 {
+			t.ReloadTimeout = Duration(DefaultReloadTimeout)
+		}
+		if t.CheckTimeout == 0 {
+			t.CheckTimeout = Duration(DefaultCheckTimeout)
+		}
+		if t.MinInstances < 0 {
+			return fmt.Errorf("%s: min_instances must not be negative", where)
+		}
+	}
+	_, err := groupsOf(c.Templates)
+	return err
+}
+
+// FileMode parses Perms.
+func (t TemplateConfig) FileMode() (os.FileMode, error) {
+	v, err := strconv.ParseUint(t.Perms, 8, 32)
+	if err != nil || v > 0o7777 {
+		return 0, fmt.Errorf("perms %q is not an octal file mode such as \"0644\"", t.Perms)
+	}
+	return os.FileMode(v), nil
+}
+
+// groupSettings are the settings a reload group's templates share.
+type groupSettings struct {
+	name              string
+	check, reload     string
+	reloadTimeout     time.Duration
+	checkTimeout      time.Duration
+	minReloadInterval time.Duration
+	templates         []int // indexes into Config.Templates
+}
+
+// groupsOf gathers templates into reload groups, in order of first
+// appearance. Within a group, check, reload and their timeouts must agree
+// where they are set.
+func groupsOf(ts []TemplateConfig) ([]*groupSettings, error) {
+	var out []*groupSettings
+	byName := map[string]*groupSettings{}
+	for i, t := range ts {
+		g := byName[t.ReloadGroup]
+		if g == nil {
+			g = &groupSettings{name: t.ReloadGroup}
+			byName[t.ReloadGroup] = g
+			out = append(out, g)
+		}
+		if err := agree(g.name, "check", &g.check, t.Check); err != nil {
+			return nil, err
+		}
+		if err := agree(g.name, "reload", &g.reload, t.Reload); err != nil {
+			return nil, err
+		}
+		g.reloadTimeout = max(g.reloadTimeout, t.ReloadTimeout.D())
+		g.checkTimeout = max(g.checkTimeout, t.CheckTimeout.D())
+		g.minReloadInterval = max(g.minReloadInterval, t.MinReloadInterval.D())
+		g.templates = append(g.templates, i)
+	}
+	return out, nil
+}
+
+// agree sets *dst to val, unless the group already has another value.
+func agree(group, key string, dst *string, val string) error {
+	if val == "" {
+		return nil
+	}
+	if *dst != "" && *dst != val {
+		return fmt.Errorf("templates of reload_group %q disagree on %s: %q and %q", group, key, *dst, val)
+	}
+	*dst = val
+	return nil
+}

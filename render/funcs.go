@@ -1,0 +1,186 @@
+package render
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"text/template"
+
+	"github.com/Masterminds/sprig/v3"
+
+	"github.com/svcreg/svcreg/registry"
+	"github.com/svcreg/svcreg/watcher"
+)
+
+// execState is what a template's functions see while it executes: the
+// snapshot, and the sizes of the service lists it read (for min_instances).
+// Templates execute on the render loop's goroutine only.
+type execState struct {
+	snap    *watcher.Snapshot
+	watched []watchedList
+	byTag   map[string][]registry.Service
+}
+
+// watchedList is a service list a template read, by the call that made it.
+type watchedList struct {
+	call string
+	n    int
+}
+
+func (st *execState) reset(snap *watcher.Snapshot) {
+	st.snap, st.watched, st.byTag = snap, st.watched[:0], nil
+}
+
+func (st *execState) watch(call string, list []registry.Service) []registry.Service {
+	st.watched = append(st.watched, watchedList{call, len(list)})
+	return list
+}
+
+// funcMap is sprig's functions plus the snapshot functions, whose names are
+// part of the user interface (design "Template data and functions").
+func (st *execState) funcMap() template.FuncMap {
+	fm := sprig.TxtFuncMap()
+	for name, fn := range map[string]any{
+		"services":        st.services,
+		"servicesWithTag": st.servicesWithTag,
+		"service":         st.service,
+		"whereMeta":       st.whereMeta,
+		"sortByMeta":      sortByMeta,
+		"groupByMeta":     groupByMeta,
+		"meta":            meta,
+		"config":          st.config,
+		"configOr":        st.configOr,
+		"configNamespace": st.configNamespace,
+	} {
+		fm[name] = fn
+	}
+	return fm
+}
+
+// services returns every live service, sorted by id.
+func (st *execState) services() []registry.Service {
+	return st.watch("services", st.snap.Services())
+}
+
+// servicesWithTag returns the services carrying tag, sorted by id.
+func (st *execState) servicesWithTag(tag string) []registry.Service {
+	list, ok := st.byTag[tag]
+	if !ok {
+		for _, s := range st.snap.Services() {
+			if slices.Contains(s.Tags, tag) {
+				list = append(list, s)
+			}
+		}
+		if st.byTag == nil {
+			st.byTag = map[string][]registry.Service{}
+		}
+		st.byTag[tag] = list
+	}
+	return st.watch(fmt.Sprintf("servicesWithTag %q", tag), list)
+}
+
+// service returns one service, or nil.
+func (st *execState) service(id string) *registry.Service {
+	s, ok := st.snap.Service(id)
+	if !ok {
+		return nil
+	}
+	return &s
+}
+
+// whereMeta keeps the services whose metadata key equals value.
+func (st *execState) whereMeta(key, value string, list []registry.Service) []registry.Service {
+	var out []registry.Service
+	for _, s := range list {
+		if v, ok := s.Metadata[key]; ok && v == value {
+			out = append(out, s)
+		}
+	}
+	return st.watch(fmt.Sprintf("whereMeta %q %q", key, value), out)
+}
+
+// sortByMeta sorts services by a metadata value (missing sorts first), then
+// by id; numbers compare as numbers when both values are integers.
+func sortByMeta(key string, list []registry.Service) []registry.Service {
+	out := slices.Clone(list)
+	slices.SortStableFunc(out, func(a, b registry.Service) int {
+		if c := compareMeta(a.Metadata[key], b.Metadata[key]); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return out
+}
+
+func compareMeta(a, b string) int {
+	x, errx := strconv.ParseInt(a, 10, 64)
+	y, erry := strconv.ParseInt(b, 10, 64)
+	if errx == nil && erry == nil {
+		return cmp.Compare(x, y)
+	}
+	return strings.Compare(a, b)
+}
+
+// groupByMeta maps each value of a metadata key to the services carrying
+// it, in the list's order; services without the key are left out.
+func groupByMeta(key string, list []registry.Service) map[string][]registry.Service {
+	out := map[string][]registry.Service{}
+	for _, s := range list {
+		if v, ok := s.Metadata[key]; ok {
+			out[v] = append(out[v], s)
+		}
+	}
+	return out
+}
+
+// meta returns a service's metadata value, or def when it has none.
+func meta(s any, key, def string) (string, error) {
+	var md map[string]string
+	switch v := s.(type) {
+	case registry.Service:
+		md = v.Metadata
+	case *registry.Service:
+		if v == nil {
+			return def, nil
+		}
+		md = v.Metadata
+	default:
+		return "", fmt.Errorf("meta: %T is not a service", s)
+	}
+	if v, ok := md[key]; ok {
+		return v, nil
+	}
+	return def, nil
+}
+
+// config returns a configuration value; a missing one is an error, so a
+// template never renders an empty value by mistake.
+func (st *execState) config(id string) (string, error) {
+	v, ok := st.snap.Config(id)
+	if !ok {
+		return "", fmt.Errorf("configuration value %q does not exist (use configOr to give a default)", id)
+	}
+	return v, nil
+}
+
+// configOr returns a configuration value, or def when it does not exist.
+func (st *execState) configOr(id, def string) string {
+	if v, ok := st.snap.Config(id); ok {
+		return v
+	}
+	return def
+}
+
+// configNamespace returns the values under a namespace ("/production" or
+// "/production/"), sorted by id. Their ids are full ids.
+func (st *execState) configNamespace(ns string) []registry.ConfigValue {
+	if !strings.HasPrefix(ns, "/") {
+		ns = "/" + ns
+	}
+	if !strings.HasSuffix(ns, "/") {
+		ns += "/"
+	}
+	return st.snap.ConfigValues(ns)
+}

@@ -1,0 +1,161 @@
+package render
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"syscall"
+)
+
+// fileOwner is the uid and gid a destination should have; -1 leaves one as
+// it is.
+type fileOwner struct{ uid, gid int }
+
+// ownerOf resolves a template's user and group (names or numeric ids).
+func ownerOf(t TemplateConfig) (fileOwner, error) {
+	o := fileOwner{-1, -1}
+	if t.User != "" {
+		if id, err := strconv.Atoi(t.User); err == nil {
+			o.uid = id
+		} else {
+			u, err := user.Lookup(t.User)
+			if err != nil {
+				return o, fmt.Errorf("user %q: %w", t.User, err)
+			}
+			o.uid, _ = strconv.Atoi(u.Uid)
+		}
+	}
+	if t.Group != "" {
+		if id, err := strconv.Atoi(t.Group); err == nil {
+			o.gid = id
+		} else {
+			g, err := user.LookupGroup(t.Group)
+			if err != nil {
+				return o, fmt.Errorf("group %q: %w", t.Group, err)
+			}
+			o.gid, _ = strconv.Atoi(g.Gid)
+		}
+	}
+	return o, nil
+}
+
+// writeStaged writes data to path (replacing it), with the destination's
+// mode and owner, and syncs it.
+func writeStaged(path string, data []byte, mode os.FileMode, owner fileOwner) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Chmod(mode); err != nil { // the umask applied at create
+		f.Close()
+		return err
+	}
+	if owner.uid >= 0 || owner.gid >= 0 {
+		if err := f.Chown(owner.uid, owner.gid); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// destinationMode returns the mode and owner a destination gets: the
+// template's settings, else those of the current file, else 0644 and the
+// process's own.
+func destinationMode(t TemplateConfig, current fs.FileInfo) (os.FileMode, fileOwner, error) {
+	mode := os.FileMode(0o644)
+	if current != nil {
+		mode = current.Mode().Perm()
+	}
+	if t.Perms != "" {
+		m, err := t.FileMode()
+		if err != nil {
+			return 0, fileOwner{}, err
+		}
+		mode = m
+	}
+	owner, err := ownerOf(t)
+	if err != nil {
+		return 0, owner, err
+	}
+	if current != nil && os.Geteuid() == 0 {
+		if st, ok := current.Sys().(*syscall.Stat_t); ok {
+			if owner.uid < 0 {
+				owner.uid = int(st.Uid)
+			}
+			if owner.gid < 0 {
+				owner.gid = int(st.Gid)
+			}
+		}
+	}
+	return mode, owner, nil
+}
+
+// install moves a staged file over dest atomically and syncs the directory.
+// When dest cannot be replaced by rename — a file bind-mounted into a
+// container answers EBUSY, another filesystem EXDEV — it falls back to
+// rewriting dest in place, which is not atomic. It reports whether it fell
+// back.
+func install(staged, dest string) (inPlace bool, err error) {
+	err = os.Rename(staged, dest)
+	if err == nil {
+		return false, syncDir(filepath.Dir(dest))
+	}
+	if !errors.Is(err, syscall.EBUSY) && !errors.Is(err, syscall.EXDEV) {
+		return false, err
+	}
+	data, rerr := os.ReadFile(staged)
+	if rerr != nil {
+		return true, rerr
+	}
+	defer os.Remove(staged)
+	f, oerr := os.OpenFile(dest, os.O_WRONLY|os.O_TRUNC, 0)
+	if oerr != nil {
+		return true, fmt.Errorf("rename failed (%v), and so did rewriting in place: %w", err, oerr)
+	}
+	if _, werr := f.Write(data); werr != nil {
+		f.Close()
+		return true, werr
+	}
+	if serr := f.Sync(); serr != nil {
+		f.Close()
+		return true, serr
+	}
+	return true, f.Close()
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// replace writes data over dest the way a render does: staged, synced,
+// renamed. Used to restore a previous file and to write backups.
+func replace(dest string, data []byte, mode os.FileMode, owner fileOwner) error {
+	staged := stagedName(dest)
+	if err := writeStaged(staged, data, mode, owner); err != nil {
+		os.Remove(staged)
+		return err
+	}
+	if _, err := install(staged, dest); err != nil {
+		os.Remove(staged)
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,115 @@
+package render
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/svcreg/svcreg/watcher"
+)
+
+// Source delivers snapshots: Updates is signalled when Snapshot has a newer
+// one. *watcher.Watcher is a Source.
+type Source interface {
+	Snapshot() *watcher.Snapshot
+	Updates() <-chan struct{}
+}
+
+// Loop is the render loop: it takes snapshots from a Source and template
+// sets from reloads, debounces, and runs passes.
+type Loop struct {
+	Renderer *Renderer
+	Source   Source
+	// Sets delivers a new template set after a reload (SIGHUP or a changed
+	// template file); the loop renders with it at once.
+	Sets <-chan *Set
+}
+
+// Run renders until ctx is done. The first synced snapshot is rendered at
+// once; after that, changes are debounced by the set's [wait]: a pass runs
+// when no change came for min, and at the latest max after the first
+// change. A group held back by min_reload_interval is retried when allowed.
+func (l *Loop) Run(ctx context.Context, set *Set) error {
+	var (
+		snap     *watcher.Snapshot
+		rendered *watcher.Snapshot // the snapshot of the last pass
+		deadline time.Time         // the latest time the pending change may wait to
+		timer    = time.NewTimer(time.Hour)
+	)
+	timer.Stop()
+	defer timer.Stop()
+	schedule := func(at time.Time) { timer.Reset(time.Until(at)) }
+	pass := func() {
+		deadline = time.Time{}
+		res := l.Renderer.Pass(ctx, set, snap)
+		rendered = snap
+		l.Renderer.Health.setRendered(snap)
+		if !res.RetryAt.IsZero() {
+			schedule(res.RetryAt)
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-l.Source.Updates():
+			snap = l.Source.Snapshot()
+			if snap == nil || !snap.Synced {
+				continue
+			}
+			if rendered == nil {
+				pass() // the first render is not delayed
+				continue
+			}
+			if snap.Version == rendered.Version && snap.SyncedAt.Equal(rendered.SyncedAt) {
+				continue
+			}
+			now := time.Now()
+			if deadline.IsZero() {
+				deadline = now.Add(set.Config.Wait.Max.D())
+			}
+			schedule(minTime(now.Add(set.Config.Wait.Min.D()), deadline))
+		case next := <-l.Sets:
+			set = next
+			if snap != nil && snap.Synced {
+				pass()
+			}
+		case <-timer.C:
+			if snap != nil && snap.Synced {
+				pass()
+			}
+		}
+	}
+}
+
+// RunOnce waits for the first synced snapshot (at most timeout), runs one
+// pass and returns its result. It returns ErrSyncTimeout when no synced
+// snapshot came in time.
+func (l *Loop) RunOnce(ctx context.Context, set *Set, timeout time.Duration) (PassResult, error) {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	for {
+		if snap := l.Source.Snapshot(); snap != nil && snap.Synced {
+			res := l.Renderer.Pass(ctx, set, snap)
+			l.Renderer.Health.setRendered(snap)
+			return res, nil
+		}
+		select {
+		case <-ctx.Done():
+			return PassResult{}, ctx.Err()
+		case <-t.C:
+			return PassResult{}, fmt.Errorf("%w after %s", ErrSyncTimeout, timeout)
+		case <-l.Source.Updates():
+		}
+	}
+}
+
+// ErrSyncTimeout: the registry could not be listed in time.
+var ErrSyncTimeout = fmt.Errorf("no full sync with the registry")
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}

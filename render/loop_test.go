@@ -1,0 +1,130 @@
+package render
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/svcreg/svcreg/registry"
+	"github.com/svcreg/svcreg/watcher"
+)
+
+// counting is a snapshot holding n www services.
+func counting(n int) *watcher.Snapshot {
+	var ss []registry.Service
+	for i := 0; i < n; i++ {
+		ss = append(ss, svc(fmt.Sprintf("s%04d", i), []string{"www"}, map[string]string{"ip": fmt.Sprint(i)}))
+	}
+	return snapshot(ss...)
+}
+
+func startLoop(t *testing.T, g *group, set *Set) (*watcher.Latest, chan *Set) {
+	t.Helper()
+	src := watcher.NewLatest()
+	sets := make(chan *Set)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		(&Loop{Renderer: g.r, Source: src, Sets: sets}).Run(ctx, set)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return src, sets
+}
+
+// waitFor polls until cond holds; the timeout only bounds a broken test.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for i := 0; i < 1000; i++ {
+		if cond() {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+func TestBurstIsDebounced(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, `{{len services}}`)
+	set := g.set(t, TemplateConfig{Reload: "echo reload >> " + g.log})
+	set.Config.Wait = WaitConfig{Min: Duration(200 * time.Millisecond), Max: Duration(time.Hour)}
+	src, _ := startLoop(t, g, set)
+
+	src.Put(counting(0))
+	waitFor(t, "the first render", func() bool { return g.reloads(t) == 1 })
+	// 500 changes in a burst: the loop waits for a quiet spell, then
+	// renders the newest snapshot.
+	for i := 1; i <= 500; i++ {
+		s := counting(0)
+		s.Version = uint64(i)
+		if i == 500 {
+			s = counting(500)
+			s.Version = 500
+		}
+		src.Put(s)
+	}
+	waitFor(t, "the burst's render", func() bool { return contents(g.dest) == "500" })
+	time.Sleep(400 * time.Millisecond) // two quiet spells: nothing more is due
+	if n := g.reloads(t); n != 2 {
+		t.Fatalf("%d reloads for the first render and a burst of 500 changes; want 2", n)
+	}
+}
+
+func TestMaxWaitBoundsDebounce(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, `{{.Version}}`)
+	set := g.set(t, TemplateConfig{})
+	// Only the max deadline can end this debounce while changes keep coming.
+	set.Config.Wait = WaitConfig{Min: Duration(time.Hour), Max: Duration(100 * time.Millisecond)}
+	src, _ := startLoop(t, g, set)
+	src.Put(counting(1))
+	waitFor(t, "the first render", func() bool { return contents(g.dest) == "0" })
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for v := uint64(1); ; v++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			s := counting(1)
+			s.Version = v
+			src.Put(s)
+		}
+	}()
+	waitFor(t, "a render while changes keep coming", func() bool { return contents(g.dest) != "0" })
+}
+
+func TestNewSetRendersAtOnce(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, `old`)
+	set := g.set(t, TemplateConfig{})
+	set.Config.Wait = WaitConfig{Min: Duration(time.Hour), Max: Duration(time.Hour)}
+	src, sets := startLoop(t, g, set)
+	src.Put(counting(1))
+	waitFor(t, "the first render", func() bool { return contents(g.dest) == "old" })
+	writeFile(t, g.dir, "t.tmpl", `new {{len services}}`)
+	sets <- g.set(t, TemplateConfig{})
+	waitFor(t, "the new template's render", func() bool { return strings.HasPrefix(contents(g.dest), "new 1") })
+}
+
+func TestRunOnceTimesOutWithoutSync(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, `x`)
+	set := g.set(t, TemplateConfig{})
+	_, err := (&Loop{Renderer: g.r, Source: watcher.NewLatest()}).RunOnce(context.Background(), set, 50*time.Millisecond)
+	if err == nil || !strings.Contains(err.Error(), ErrSyncTimeout.Error()) {
+		t.Fatalf("err = %v; want a sync timeout", err)
+	}
+}
+
+// contents is a file's content, "" if it cannot be read.
+func contents(path string) string {
+	b, _ := os.ReadFile(path)
+	return string(b)
+}

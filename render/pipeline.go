@@ -1,0 +1,322 @@
+package render
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/svcreg/svcreg/watcher"
+)
+
+// FailureKind says which step of a pass failed.
+type FailureKind int
+
+// The kinds, in the order of the steps; a worse failure has a higher kind.
+const (
+	RenderFailed FailureKind = iota + 1
+	CheckFailed
+	InstallFailed
+	ReloadFailed
+)
+
+func (k FailureKind) String() string {
+	switch k {
+	case RenderFailed:
+		return "render"
+	case CheckFailed:
+		return "check"
+	case InstallFailed:
+		return "install"
+	case ReloadFailed:
+		return "reload"
+	}
+	return "unknown"
+}
+
+// Failure is one group's failed step.
+type Failure struct {
+	Group string
+	Kind  FailureKind
+	Err   error
+}
+
+func (f Failure) Error() string { return fmt.Sprintf("%s %s: %v", f.Kind, f.Group, f.Err) }
+
+// PassResult is what a pass did.
+type PassResult struct {
+	// Installed counts the groups whose files were installed.
+	Installed int
+	Failures  []Failure
+	// RetryAt, when not zero, is when a group held back by its
+	// min_reload_interval may go ahead; run another pass then.
+	RetryAt time.Time
+}
+
+// Worst returns the failure of the highest kind, or nil.
+func (r PassResult) Worst() *Failure {
+	var w *Failure
+	for i := range r.Failures {
+		if w == nil || r.Failures[i].Kind > w.Kind {
+			w = &r.Failures[i]
+		}
+	}
+	return w
+}
+
+// Renderer runs passes. It is used by one goroutine at a time (the render
+// loop); Health may be read concurrently.
+type Renderer struct {
+	Log     *slog.Logger
+	Metrics *Metrics
+	Health  *Health
+	// Dry prints what would change to DryOut and writes and runs nothing.
+	Dry    bool
+	DryOut io.Writer
+
+	now        func() time.Time
+	lastReload map[string]time.Time // by group
+}
+
+// NewRenderer returns a Renderer; nil fields get working defaults.
+func NewRenderer(log *slog.Logger, m *Metrics, h *Health) *Renderer {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if m == nil {
+		m = NewMetrics(nil)
+	}
+	if h == nil {
+		h = NewHealth()
+	}
+	return &Renderer{Log: log, Metrics: m, Health: h, DryOut: os.Stdout, now: time.Now, lastReload: map[string]time.Time{}}
+}
+
+// Pass renders every template of set on snap and, for each group whose
+// output changed, stages, checks, installs and reloads it. It never installs
+// from an unsynced snapshot.
+func (r *Renderer) Pass(ctx context.Context, set *Set, snap *watcher.Snapshot) PassResult {
+	var res PassResult
+	if snap == nil || !snap.Synced {
+		return res
+	}
+	start := time.Now()
+	for _, g := range set.Groups {
+		installed, retryAt, f := r.passGroup(ctx, g, snap)
+		if installed {
+			res.Installed++
+		}
+		if f != nil {
+			res.Failures = append(res.Failures, *f)
+		}
+		if !retryAt.IsZero() && (res.RetryAt.IsZero() || retryAt.Before(res.RetryAt)) {
+			res.RetryAt = retryAt
+		}
+	}
+	r.Metrics.passSeconds.Observe(time.Since(start).Seconds())
+	return res
+}
+
+// file is one template's output in a pass.
+type file struct {
+	t        *Template
+	out      []byte
+	old      []byte
+	existed  bool
+	info     fs.FileInfo
+	changed  bool
+	mode     os.FileMode
+	owner    fileOwner
+	staged   string
+	replaced bool // installed over the old content
+}
+
+func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapshot) (installed bool, retryAt time.Time, _ *Failure) {
+	fail := func(kind FailureKind, err error) (bool, time.Time, *Failure) {
+		r.Health.record(g.Name, kind, err, r.now())
+		r.Log.Error("template group failed", "group", g.Name, "step", kind.String(), "err", err)
+		return false, time.Time{}, &Failure{Group: g.Name, Kind: kind, Err: err}
+	}
+
+	files := make([]*file, len(g.Templates))
+	anyChanged := false
+	for i, t := range g.Templates {
+		out, err := t.Render(snap)
+		var guard *GuardError
+		switch {
+		case errors.As(err, &guard):
+			r.Metrics.renders.WithLabelValues(t.Source, "guard").Inc()
+		case err != nil:
+			r.Metrics.renders.WithLabelValues(t.Source, "error").Inc()
+		default:
+			r.Metrics.renders.WithLabelValues(t.Source, "ok").Inc()
+		}
+		if err != nil {
+			return fail(RenderFailed, err)
+		}
+		f := &file{t: t, out: out}
+		if f.info, err = os.Stat(t.Destination); err == nil {
+			f.existed = true
+			if f.old, err = os.ReadFile(t.Destination); err != nil {
+				return fail(InstallFailed, fmt.Errorf("read %s: %w", t.Destination, err))
+			}
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return fail(InstallFailed, fmt.Errorf("stat %s: %w", t.Destination, err))
+		}
+		f.changed = !f.existed || !bytes.Equal(f.old, f.out)
+		anyChanged = anyChanged || f.changed
+		files[i] = f
+	}
+	r.Health.record(g.Name, RenderFailed, nil, r.now())
+	if !anyChanged {
+		return false, time.Time{}, nil
+	}
+	if r.Dry {
+		r.printDry(files)
+		return false, time.Time{}, nil
+	}
+	if last, ok := r.lastReload[g.Name]; ok && g.Reload != "" && g.MinReloadInterval > 0 {
+		if next := last.Add(g.MinReloadInterval); r.now().Before(next) {
+			r.Log.Debug("reload held back by min_reload_interval", "group", g.Name, "until", next)
+			return false, next, nil
+		}
+	}
+
+	// Stage every changed file next to its destination.
+	defer func() {
+		for _, f := range files {
+			if f.staged != "" {
+				os.Remove(f.staged)
+			}
+		}
+	}()
+	for _, f := range files {
+		if !f.changed {
+			continue
+		}
+		var err error
+		if f.mode, f.owner, err = destinationMode(f.t.TemplateConfig, f.info); err != nil {
+			return fail(InstallFailed, fmt.Errorf("%s: %w", f.t.Destination, err))
+		}
+		f.staged = stagedName(f.t.Destination)
+		if err := writeStaged(f.staged, f.out, f.mode, f.owner); err != nil {
+			return fail(InstallFailed, fmt.Errorf("stage %s: %w", f.t.Destination, err))
+		}
+	}
+
+	if g.check != nil {
+		cmd, err := g.checkCommand(checkDataFor(files))
+		if err == nil {
+			_, err = runCommand(ctx, cmd, g.CheckTimeout)
+		}
+		r.Metrics.checks.WithLabelValues(g.Name, result(err)).Inc()
+		if err != nil {
+			return fail(CheckFailed, err)
+		}
+		r.Health.record(g.Name, CheckFailed, nil, r.now())
+	}
+
+	for _, f := range files {
+		if !f.changed {
+			continue
+		}
+		if f.t.Backup && f.existed {
+			if err := replace(f.t.Destination+".bak", f.old, f.mode, f.owner); err != nil {
+				r.restore(files)
+				return fail(InstallFailed, fmt.Errorf("back up %s: %w", f.t.Destination, err))
+			}
+		}
+		inPlace, err := install(f.staged, f.t.Destination)
+		if err != nil {
+			r.restore(files)
+			return fail(InstallFailed, fmt.Errorf("install %s: %w", f.t.Destination, err))
+		}
+		if inPlace {
+			r.Log.Warn("destination cannot be replaced by rename (bind-mounted?); rewrote it in place, which is not atomic", "destination", f.t.Destination)
+		}
+		f.staged, f.replaced = "", true
+		r.Metrics.installs.WithLabelValues(f.t.Source).Inc()
+		r.Log.Info("installed", "destination", f.t.Destination, "bytes", len(f.out), "group", g.Name)
+	}
+	r.Health.record(g.Name, InstallFailed, nil, r.now())
+	if !snap.ChangedAt.IsZero() {
+		r.Metrics.eventToInstall.Observe(r.now().Sub(snap.ChangedAt).Seconds())
+	}
+
+	if g.Reload != "" {
+		_, err := runCommand(ctx, g.Reload, g.ReloadTimeout)
+		r.lastReload[g.Name] = r.now()
+		r.Metrics.reloads.WithLabelValues(g.Name, result(err)).Inc()
+		if err != nil {
+			r.restore(files)
+			_, rerr := runCommand(ctx, g.Reload, g.ReloadTimeout)
+			if rerr != nil {
+				err = fmt.Errorf("%w; restored the previous files, and reloading them failed too: %v", err, rerr)
+			} else {
+				err = fmt.Errorf("%w; restored the previous files and reloaded them", err)
+			}
+			return fail(ReloadFailed, err)
+		}
+		r.Health.record(g.Name, ReloadFailed, nil, r.now())
+		r.Log.Info("reloaded", "group", g.Name)
+	}
+	return true, time.Time{}, nil
+}
+
+// restore puts back the previous content of every file installed in this
+// pass (removing the ones that did not exist).
+func (r *Renderer) restore(files []*file) {
+	for _, f := range files {
+		if !f.replaced {
+			continue
+		}
+		var err error
+		if f.existed {
+			err = replace(f.t.Destination, f.old, f.mode, f.owner)
+		} else {
+			err = os.Remove(f.t.Destination)
+		}
+		if err != nil {
+			r.Log.Error("restore previous file", "destination", f.t.Destination, "err", err)
+			continue
+		}
+		f.replaced = false
+	}
+}
+
+func checkDataFor(files []*file) checkData {
+	var d checkData
+	for _, f := range files {
+		path := f.t.Destination
+		if f.staged != "" {
+			path = f.staged
+			if d.Staged == "" {
+				d.Staged, d.Destination = f.staged, f.t.Destination
+			}
+		}
+		d.Files = append(d.Files, checkFile{Source: f.t.Source, Destination: f.t.Destination, Staged: path})
+	}
+	return d
+}
+
+func (r *Renderer) printDry(files []*file) {
+	for _, f := range files {
+		if !f.changed {
+			continue
+		}
+		fmt.Fprintf(r.DryOut, "--- %s (would write %d bytes)\n", f.t.Destination, len(f.out))
+		fmt.Fprint(r.DryOut, unifiedDiff(string(f.old), string(f.out)))
+	}
+}
+
+func result(err error) string {
+	if err != nil {
+		return "error"
+	}
+	return "ok"
+}

@@ -1,0 +1,451 @@
+package render
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/svcreg/svcreg/registry"
+	"github.com/svcreg/svcreg/watcher"
+)
+
+func svc(id string, tags []string, md map[string]string) registry.Service {
+	if md == nil {
+		md = map[string]string{}
+	}
+	return registry.Service{ID: id, Tags: tags, Metadata: md, HeartbeatTimeout: 30}
+}
+
+func snapshot(services ...registry.Service) *watcher.Snapshot {
+	return watcher.NewSnapshot(services, []registry.ConfigValue{
+		{ID: "/lb/port", Value: "8080"},
+		{ID: "/lb/name", Value: "front"},
+		{ID: "/other/x", Value: "y"},
+		{ID: "plain", Value: "p"},
+	}, "marker", time.Now())
+}
+
+// writeFile writes a file in dir and returns its path.
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// newSet parses templates written to a temporary directory.
+func newSet(t *testing.T, tcs ...TemplateConfig) *Set {
+	t.Helper()
+	c := Config{Templates: tcs}
+	if err := c.Normalize(); err != nil {
+		t.Fatal(err)
+	}
+	set, err := NewSet(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return set
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestTemplateFunctions(t *testing.T) {
+	t.Parallel()
+	snap := snapshot(
+		svc("web-b", []string{"www"}, map[string]string{"ip": "10.0.0.2", "port": "80", "zone": "b", "weight": "10"}),
+		svc("web-a", []string{"www", "canary"}, map[string]string{"ip": "10.0.0.1", "port": "80", "zone": "a", "weight": "9"}),
+		svc("db-1", []string{"db"}, map[string]string{"ip": "10.0.1.1", "zone": "a"}),
+	)
+	for _, tc := range []struct{ name, tmpl, want string }{
+		{"services sorted by id", `{{range services}}{{.ID}} {{end}}`, "db-1 web-a web-b "},
+		{"servicesWithTag", `{{range servicesWithTag "www"}}{{.Metadata.ip}}:{{.Metadata.port}};{{end}}`, "10.0.0.1:80;10.0.0.2:80;"},
+		{"servicesWithTag none", `{{len (servicesWithTag "nope")}}`, "0"},
+		{"service", `{{(service "db-1").Metadata.ip}}`, "10.0.1.1"},
+		{"service missing is nil", `{{if service "nope"}}yes{{else}}nil{{end}}`, "nil"},
+		{"whereMeta", `{{range whereMeta "zone" "a" services}}{{.ID}} {{end}}`, "db-1 web-a "},
+		{"sortByMeta numeric", `{{range sortByMeta "weight" (servicesWithTag "www")}}{{.ID}} {{end}}`, "web-a web-b "},
+		{"sortByMeta missing first", `{{range sortByMeta "port" services}}{{.ID}} {{end}}`, "db-1 web-a web-b "},
+		{"groupByMeta", `{{range $zone, $s := groupByMeta "zone" services}}{{$zone}}={{len $s}} {{end}}`, "a=2 b=1 "},
+		{"meta with default", `{{range services}}{{meta . "port" "none"}} {{end}}`, "none 80 80 "},
+		{"config", `{{config "/lb/port"}}`, "8080"},
+		{"configOr present", `{{configOr "plain" "d"}}`, "p"},
+		{"configOr default", `{{configOr "/missing" "d"}}`, "d"},
+		{"configNamespace", `{{range configNamespace "/lb"}}{{.ID}}={{.Value}} {{end}}`, "/lb/name=front /lb/port=8080 "},
+		{"configNamespace trailing slash", `{{len (configNamespace "/lb/")}}`, "2"},
+		{"sprig", `{{services | len | add 1}} {{"a,b" | splitList "," | join "+"}}`, "4 a+b"},
+		{"snapshot fields", `{{.Marker}} {{.Synced}}`, "marker true"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			set := newSet(t, TemplateConfig{Source: writeFile(t, dir, "t.tmpl", tc.tmpl), Destination: filepath.Join(dir, "out")})
+			out, err := set.Groups[0].Templates[0].Render(snap)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(out) != tc.want {
+				t.Fatalf("got %q, want %q", out, tc.want)
+			}
+		})
+	}
+}
+
+func TestConfigMissingIsAnError(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	src := writeFile(t, dir, "t.tmpl", "port {{config \"/lb/missing\"}}\n")
+	set := newSet(t, TemplateConfig{Source: src, Destination: filepath.Join(dir, "out")})
+	_, err := set.Groups[0].Templates[0].Render(snapshot())
+	if err == nil || !strings.Contains(err.Error(), `"/lb/missing" does not exist`) || !strings.Contains(err.Error(), src+":1:") {
+		t.Fatalf("err = %v; want the missing key named, with file and line", err)
+	}
+}
+
+func TestParseErrorNamesFileAndLine(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	src := writeFile(t, dir, "bad.tmpl", "ok\n{{range services}}\n{{nosuchfunc}}\n{{end}}\n")
+	c := Config{Templates: []TemplateConfig{{Source: src, Destination: filepath.Join(dir, "out")}}}
+	if err := c.Normalize(); err != nil {
+		t.Fatal(err)
+	}
+	_, err := NewSet(c)
+	if err == nil || !strings.Contains(err.Error(), src+":3:") || !strings.Contains(err.Error(), "nosuchfunc") {
+		t.Fatalf("err = %v; want file:line and the function", err)
+	}
+}
+
+func TestConfigFile(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	writeFile(t, dir, "a.tmpl", "a")
+	path := writeFile(t, dir, "render.toml", `
+listen = "127.0.0.1:0"
+[registry]
+url = "http://127.0.0.1:8420/v1.0"
+username = "dev"
+api_key = "dev"
+[wait]
+min = "50ms"
+max = "1s"
+[[template]]
+source = "a.tmpl"
+destination = "out/a.conf"
+perms = "0640"
+check = "test -s {{.Staged}}"
+reload = "true"
+reload_timeout = "5s"
+reload_group = "lb"
+min_instances = 1
+`)
+	c, err := LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := c.Templates[0]
+	if tc.Source != filepath.Join(dir, "a.tmpl") || tc.Destination != filepath.Join(dir, "out/a.conf") {
+		t.Fatalf("paths not relative to the config file: %+v", tc)
+	}
+	if c.Wait.Min.D() != 50*time.Millisecond || c.Wait.Max.D() != time.Second || tc.ReloadTimeout.D() != 5*time.Second || tc.MinInstances != 1 {
+		t.Fatalf("decoded %+v", c)
+	}
+
+	for _, tc := range []struct{ name, toml, want string }{
+		{"unknown key", "[[template]]\nsource='a'\ndestination='b'\nreload_cmd='x'\n", "unknown key(s) template.reload_cmd"},
+		{"bad duration", "[wait]\nmin='soon'\n", `"soon" is not a duration`},
+		{"max below min", "[wait]\nmin='2s'\nmax='1s'\n[[template]]\nsource='a'\ndestination='b'\n", "max (1s) is less than min (2s)"},
+		{"no templates", "", "no templates"},
+		{"same destination", "[[template]]\nsource='a'\ndestination='b'\n[[template]]\nsource='c'\ndestination='b'\n", "destination"},
+		{"bad perms", "[[template]]\nsource='a'\ndestination='b'\nperms='rw'\n", `perms "rw"`},
+		{"group disagrees", "[[template]]\nsource='a'\ndestination='b'\nreload_group='g'\nreload='x'\n[[template]]\nsource='c'\ndestination='d'\nreload_group='g'\nreload='y'\n", `disagree on reload`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := LoadConfig(writeFile(t, t.TempDir(), "c.toml", tc.toml))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v; want it to say %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseTemplateFlag(t *testing.T) {
+	t.Parallel()
+	tc, err := ParseTemplateFlag("in.tmpl:/etc/nginx/up.conf:nginx -s reload && echo a:b")
+	if err != nil || tc.Source != "in.tmpl" || tc.Destination != "/etc/nginx/up.conf" || tc.Reload != "nginx -s reload && echo a:b" {
+		t.Fatalf("got %+v, %v", tc, err)
+	}
+	if _, err := ParseTemplateFlag("only-source"); err == nil {
+		t.Fatal("accepted a flag without a destination")
+	}
+}
+
+// group is a one-template reload group in a temporary directory.
+type group struct {
+	dir, src, dest, log string
+	r                   *Renderer
+}
+
+func newGroup(t *testing.T, tmpl string) *group {
+	t.Helper()
+	dir := t.TempDir()
+	return &group{dir: dir, src: writeFile(t, dir, "t.tmpl", tmpl), dest: filepath.Join(dir, "out.conf"),
+		log: filepath.Join(dir, "reloads"), r: NewRenderer(nil, nil, nil)}
+}
+
+func (g *group) set(t *testing.T, tc TemplateConfig) *Set {
+	tc.Source, tc.Destination = g.src, g.dest
+	return newSet(t, tc)
+}
+
+// reloads is how many times the reload command ran.
+func (g *group) reloads(t *testing.T) int {
+	b, err := os.ReadFile(g.log)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(string(b), "\n")
+}
+
+const upstreams = `{{range servicesWithTag "www"}}server {{.Metadata.ip}};
+{{end}}`
+
+func TestPassInstallsAndReloadsOnlyOnChange(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, upstreams)
+	set := g.set(t, TemplateConfig{Reload: "echo reload >> " + g.log, Perms: "0640"})
+	ctx := context.Background()
+	snap := snapshot(svc("a", []string{"www"}, map[string]string{"ip": "10.0.0.1"}))
+
+	if res := g.r.Pass(ctx, set, snap); res.Installed != 1 || res.Failures != nil {
+		t.Fatalf("first pass: %+v", res)
+	}
+	if got := readFile(t, g.dest); got != "server 10.0.0.1;\n" {
+		t.Fatalf("rendered %q", got)
+	}
+	if fi, _ := os.Stat(g.dest); fi.Mode().Perm() != 0o640 {
+		t.Fatalf("mode %v, want 0640", fi.Mode().Perm())
+	}
+	if res := g.r.Pass(ctx, set, snap); res.Installed != 0 {
+		t.Fatalf("unchanged pass installed: %+v", res)
+	}
+	snap2, _ := snap.Apply([]registry.Event{joinEvent(t, svc("b", []string{"www"}, map[string]string{"ip": "10.0.0.2"}))}, time.Now())
+	if res := g.r.Pass(ctx, set, snap2); res.Installed != 1 {
+		t.Fatalf("changed pass: %+v", res)
+	}
+	if got := readFile(t, g.dest); got != "server 10.0.0.1;\nserver 10.0.0.2;\n" {
+		t.Fatalf("rendered %q", got)
+	}
+	if n := g.reloads(t); n != 2 {
+		t.Fatalf("%d reloads, want 2 (one per change)", n)
+	}
+	if _, err := os.Stat(stagedName(g.dest)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("staged file left behind: %v", err)
+	}
+}
+
+func joinEvent(t *testing.T, s registry.Service) registry.Event {
+	t.Helper()
+	payload, err := s.MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return registry.Event{ID: "e-" + s.ID, Type: registry.ServiceJoin, Payload: payload}
+}
+
+func TestNeverInstallsFromUnsyncedSnapshot(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, "x")
+	set := g.set(t, TemplateConfig{})
+	if res := g.r.Pass(context.Background(), set, &watcher.Snapshot{}); res.Installed != 0 {
+		t.Fatalf("installed from an unsynced snapshot: %+v", res)
+	}
+	if _, err := os.Stat(g.dest); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("destination written: %v", err)
+	}
+}
+
+func TestCheckFailureKeepsOldFile(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, upstreams)
+	ctx := context.Background()
+	good := g.set(t, TemplateConfig{Reload: "echo reload >> " + g.log, Check: "grep -q server {{.Staged}}"})
+	snap := snapshot(svc("a", []string{"www"}, map[string]string{"ip": "10.0.0.1"}))
+	if res := g.r.Pass(ctx, good, snap); res.Installed != 1 {
+		t.Fatalf("first pass: %+v", res)
+	}
+	// Now every www service is gone: the output has no "server" line and
+	// the check refuses it.
+	res := g.r.Pass(ctx, good, snapshot())
+	if w := res.Worst(); w == nil || w.Kind != CheckFailed {
+		t.Fatalf("pass = %+v; want a check failure", res)
+	}
+	if got := readFile(t, g.dest); got != "server 10.0.0.1;\n" {
+		t.Fatalf("destination changed to %q after a failed check", got)
+	}
+	if n := g.reloads(t); n != 1 {
+		t.Fatalf("%d reloads; a failed check must not reload", n)
+	}
+	if _, err := os.Stat(stagedName(g.dest)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("staged file left behind: %v", err)
+	}
+}
+
+func TestReloadFailureRestoresAndReloadsAgain(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, upstreams)
+	ctx := context.Background()
+	// The reload fails when the file holds 10.0.0.2.
+	reload := "echo reload >> " + g.log + "; ! grep -q 10.0.0.2 " + g.dest
+	set := g.set(t, TemplateConfig{Reload: reload, Backup: true})
+	first := snapshot(svc("a", []string{"www"}, map[string]string{"ip": "10.0.0.1"}))
+	if res := g.r.Pass(ctx, set, first); res.Installed != 1 {
+		t.Fatalf("first pass: %+v", res)
+	}
+	res := g.r.Pass(ctx, set, snapshot(svc("b", []string{"www"}, map[string]string{"ip": "10.0.0.2"})))
+	w := res.Worst()
+	if w == nil || w.Kind != ReloadFailed || !strings.Contains(w.Err.Error(), "restored the previous files and reloaded them") {
+		t.Fatalf("pass = %+v; want a reload failure, restored", res)
+	}
+	if got := readFile(t, g.dest); got != "server 10.0.0.1;\n" {
+		t.Fatalf("destination is %q; want the previous file restored", got)
+	}
+	if n := g.reloads(t); n != 3 {
+		t.Fatalf("%d reloads; want 3 (first, failed, after restore)", n)
+	}
+	if got := readFile(t, g.dest+".bak"); got != "server 10.0.0.1;\n" {
+		t.Fatalf("backup holds %q", got)
+	}
+}
+
+func TestReloadFailureOfNewFileRemovesIt(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, "x\n")
+	set := g.set(t, TemplateConfig{Reload: "exit 3"})
+	res := g.r.Pass(context.Background(), set, snapshot())
+	if w := res.Worst(); w == nil || w.Kind != ReloadFailed {
+		t.Fatalf("pass = %+v; want a reload failure", res)
+	}
+	if _, err := os.Stat(g.dest); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a new file whose reload failed is still installed: %v", err)
+	}
+}
+
+func TestMinInstancesGuard(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, upstreams)
+	ctx := context.Background()
+	set := g.set(t, TemplateConfig{MinInstances: 1, Reload: "echo reload >> " + g.log})
+	if res := g.r.Pass(ctx, set, snapshot(svc("a", []string{"www"}, map[string]string{"ip": "10.0.0.1"}))); res.Installed != 1 {
+		t.Fatalf("first pass: %+v", res)
+	}
+	res := g.r.Pass(ctx, set, snapshot())
+	var guard *GuardError
+	if w := res.Worst(); w == nil || w.Kind != RenderFailed || !errors.As(w.Err, &guard) {
+		t.Fatalf("pass = %+v; want the guard to refuse the render", res)
+	}
+	if guard.Call != `servicesWithTag "www"` || guard.Got != 0 || guard.Min != 1 {
+		t.Fatalf("guard = %+v", guard)
+	}
+	if got := readFile(t, g.dest); got != "server 10.0.0.1;\n" {
+		t.Fatalf("destination is %q; the guard must keep the old file", got)
+	}
+}
+
+func TestGroupReloadsOnceForSeveralFiles(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	log := filepath.Join(dir, "reloads")
+	a := writeFile(t, dir, "a.tmpl", upstreams)
+	b := writeFile(t, dir, "b.tmpl", `{{len services}}`)
+	check := `test -s {{(index .Files 0).Staged}} && test -s {{(index .Files 1).Staged}}`
+	set := newSet(t,
+		TemplateConfig{Source: a, Destination: filepath.Join(dir, "a.conf"), ReloadGroup: "lb", Reload: "echo reload >> " + log, Check: check},
+		TemplateConfig{Source: b, Destination: filepath.Join(dir, "b.conf"), ReloadGroup: "lb"},
+	)
+	if len(set.Groups) != 1 || len(set.Groups[0].Templates) != 2 {
+		t.Fatalf("groups = %+v", set.Groups)
+	}
+	r := NewRenderer(nil, nil, nil)
+	if res := r.Pass(context.Background(), set, snapshot(svc("a", []string{"www"}, map[string]string{"ip": "1"}))); res.Installed != 1 || res.Failures != nil {
+		t.Fatalf("pass = %+v", res)
+	}
+	if got := readFile(t, log); got != "reload\n" {
+		t.Fatalf("reloads: %q; want exactly one for the group", got)
+	}
+}
+
+func TestMinReloadIntervalHoldsBack(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, upstreams)
+	ctx := context.Background()
+	set := g.set(t, TemplateConfig{Reload: "echo reload >> " + g.log, MinReloadInterval: Duration(time.Hour)})
+	if res := g.r.Pass(ctx, set, snapshot(svc("a", []string{"www"}, map[string]string{"ip": "1"}))); res.Installed != 1 {
+		t.Fatalf("first pass: %+v", res)
+	}
+	res := g.r.Pass(ctx, set, snapshot(svc("b", []string{"www"}, map[string]string{"ip": "2"})))
+	if res.Installed != 0 || res.RetryAt.IsZero() {
+		t.Fatalf("pass within min_reload_interval = %+v; want it held back with a retry time", res)
+	}
+	if got := readFile(t, g.dest); got != "server 1;\n" {
+		t.Fatalf("destination %q changed while held back", got)
+	}
+}
+
+func TestReloadTimeoutKillsProcessGroup(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, "x\n")
+	pidFile := filepath.Join(g.dir, "child.pid")
+	// The reload starts a child that would outlive it, then hangs.
+	set := g.set(t, TemplateConfig{Reload: "sleep 300 & echo $! > " + pidFile + "; wait", ReloadTimeout: Duration(300 * time.Millisecond)})
+	res := g.r.Pass(context.Background(), set, snapshot())
+	if w := res.Worst(); w == nil || w.Kind != ReloadFailed || !strings.Contains(w.Err.Error(), "killed") {
+		t.Fatalf("pass = %+v; want the reload killed", res)
+	}
+	pid := strings.TrimSpace(readFile(t, pidFile))
+	for i := 0; ; i++ {
+		// A killed child lingers as a zombie of the shell until reaped; its
+		// /proc entry then says so or is gone.
+		status, err := os.ReadFile("/proc/" + pid + "/status")
+		if err != nil || strings.Contains(string(status), "State:\tZ") {
+			break
+		}
+		if i == 100 {
+			t.Fatalf("the reload's child %s is still running after the timeout", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestDryPrintsDiffAndWritesNothing(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, upstreams)
+	writeFile(t, g.dir, "out.conf", "server 10.0.0.9;\n")
+	var out strings.Builder
+	g.r.Dry, g.r.DryOut = true, &out
+	set := g.set(t, TemplateConfig{Reload: "echo reload >> " + g.log})
+	res := g.r.Pass(context.Background(), set, snapshot(svc("a", []string{"www"}, map[string]string{"ip": "10.0.0.1"})))
+	if res.Installed != 0 || res.Failures != nil {
+		t.Fatalf("dry pass = %+v", res)
+	}
+	if !strings.Contains(out.String(), "-server 10.0.0.9;\n+server 10.0.0.1;\n") {
+		t.Fatalf("dry output:\n%s", out.String())
+	}
+	if got := readFile(t, g.dest); got != "server 10.0.0.9;\n" || g.reloads(t) != 0 {
+		t.Fatalf("dry run wrote %q or reloaded", got)
+	}
+}

@@ -1,0 +1,155 @@
+package render
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/template"
+	"time"
+
+	"github.com/svcreg/svcreg/watcher"
+)
+
+// Set is a parsed configuration: every template parsed once, gathered into
+// reload groups. A Set is immutable; a reload builds a new one.
+type Set struct {
+	Config Config
+	Groups []*Group
+}
+
+// Group is a reload group: templates checked, installed and reloaded
+// together.
+type Group struct {
+	Name              string
+	Templates         []*Template
+	Check             string
+	CheckTimeout      time.Duration
+	Reload            string
+	ReloadTimeout     time.Duration
+	MinReloadInterval time.Duration
+	check             *template.Template // the check command, with placeholders
+}
+
+// Template is one parsed template.
+type Template struct {
+	TemplateConfig
+	tmpl  *template.Template
+	state *execState
+}
+
+// NewSet parses every template of c (which must be normalized).
+func NewSet(c Config) (*Set, error) {
+	gs, err := groupsOf(c.Templates)
+	if err != nil {
+		return nil, err
+	}
+	set := &Set{Config: c}
+	for _, gsets := range gs {
+		g := &Group{Name: gsets.name, Check: gsets.check, CheckTimeout: gsets.checkTimeout,
+			Reload: gsets.reload, ReloadTimeout: gsets.reloadTimeout, MinReloadInterval: gsets.minReloadInterval}
+		if g.Check != "" {
+			g.check, err = template.New("check").Option("missingkey=error").Parse(g.Check)
+			if err != nil {
+				return nil, fmt.Errorf("reload group %s: check command: %w", g.Name, err)
+			}
+		}
+		for _, i := range gsets.templates {
+			t, err := parseTemplate(c.Templates[i])
+			if err != nil {
+				return nil, err
+			}
+			g.Templates = append(g.Templates, t)
+		}
+		set.Groups = append(set.Groups, g)
+	}
+	return set, nil
+}
+
+// parseTemplate reads and parses one template. Errors name the file and
+// line ("template: nginx.tmpl:3: function "x" not defined").
+func parseTemplate(tc TemplateConfig) (*Template, error) {
+	text, err := os.ReadFile(tc.Source)
+	if err != nil {
+		return nil, fmt.Errorf("read template: %w", err)
+	}
+	st := &execState{}
+	tmpl, err := template.New(tc.Source).Option("missingkey=error").Funcs(st.funcMap()).Parse(string(text))
+	if err != nil {
+		return nil, err
+	}
+	return &Template{TemplateConfig: tc, tmpl: tmpl, state: st}, nil
+}
+
+// Render executes the template on snap. It refuses (with an error) a render
+// in which a list of services the template read holds fewer than
+// MinInstances services.
+func (t *Template) Render(snap *watcher.Snapshot) ([]byte, error) {
+	t.state.reset(snap)
+	defer t.state.reset(nil)
+	var buf bytes.Buffer
+	if err := t.tmpl.Execute(&buf, snap); err != nil {
+		return nil, err
+	}
+	if t.MinInstances > 0 {
+		for _, w := range t.state.watched {
+			if w.n < t.MinInstances {
+				return nil, &GuardError{Template: t.Source, Call: w.call, Got: w.n, Min: t.MinInstances}
+			}
+		}
+	}
+	return buf.Bytes(), nil
+}
+
+// GuardError is a render refused by min_instances.
+type GuardError struct {
+	Template string
+	Call     string
+	Got, Min int
+}
+
+func (e *GuardError) Error() string {
+	return fmt.Sprintf("template %s: %s holds %d service(s), fewer than min_instances = %d; keeping the old file", e.Template, e.Call, e.Got, e.Min)
+}
+
+// Sources returns the template files of the set.
+func (s *Set) Sources() []string {
+	var out []string
+	for _, g := range s.Groups {
+		for _, t := range g.Templates {
+			out = append(out, t.Source)
+		}
+	}
+	return out
+}
+
+// checkData is what a check command's placeholders see.
+type checkData struct {
+	// Staged is the staged file of the group's first changed template.
+	Staged string
+	// Destination is that template's destination.
+	Destination string
+	// Files are every template of the group: the staged file for the
+	// changed ones, the installed file for the others.
+	Files []checkFile
+}
+
+type checkFile struct {
+	Source, Destination, Staged string
+}
+
+// checkCommand expands the group's check command.
+func (g *Group) checkCommand(d checkData) (string, error) {
+	var b strings.Builder
+	if err := g.check.Execute(&b, d); err != nil {
+		return "", fmt.Errorf("check command of %s: %w", g.Name, err)
+	}
+	return b.String(), nil
+}
+
+// stagedName is the name of a staged file next to dest. It does not end in
+// dest's extension, so an "include conf.d/*.conf" never picks it up.
+func stagedName(dest string) string {
+	return filepath.Join(filepath.Dir(dest), "."+filepath.Base(dest)+".svcreg-staged")
+}
