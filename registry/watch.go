@@ -136,6 +136,11 @@ func (w *Watcher) LastSuccess() time.Time {
 	return w.lastSuccess
 }
 
+// Buffered returns how many events Next can return without asking the
+// registry: the rest of the page last fetched. A caller that applies events
+// in batches takes that many more after the first.
+func (w *Watcher) Buffered() int { return len(w.queue) }
+
 // Next returns the next event, waiting for it as long as ctx allows. It
 // returns ctx's error when ctx ends (the Watcher can then be used again),
 // and a permanent error (one matching ErrMarkerExpired, or another fault

@@ -1,0 +1,315 @@
+package watcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/svcreg/svcreg/registry"
+)
+
+// Config configures a Watcher.
+type Config struct {
+	Client *registry.Client
+	// Wait is how long a long-poll asks the registry to wait; 60s if zero.
+	Wait time.Duration
+	// Resync is how often everything is listed again as a safety net; 10m
+	// if zero.
+	Resync time.Duration
+	// Outage is how long the feed may fail before the watcher gives up
+	// following it and lists everything again once the registry is back;
+	// 10s if zero.
+	Outage time.Duration
+	// MaxBackoff caps the delay between failed lists; 15s if zero.
+	MaxBackoff time.Duration
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// Watcher keeps a Snapshot of the registry: it lists services and
+// configuration, then follows the events feed from the lists' marker with
+// long-polls, applying each page of events to a new Snapshot. It lists
+// again when the marker expires, after an outage, and every Resync.
+// Snapshots are published through the embedded Latest.
+type Watcher struct {
+	*Latest
+	cfg     Config
+	log     *slog.Logger
+	metrics watcherMetrics
+
+	mu     sync.Mutex
+	status Status
+}
+
+// New returns a Watcher; Run starts it.
+func New(cfg Config) *Watcher {
+	if cfg.Wait <= 0 {
+		cfg.Wait = 60 * time.Second
+	}
+	if cfg.Resync <= 0 {
+		cfg.Resync = 10 * time.Minute
+	}
+	if cfg.Outage <= 0 {
+		cfg.Outage = 10 * time.Second
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 15 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Watcher{Latest: NewLatest(), cfg: cfg, log: cfg.Logger, metrics: newWatcherMetrics(cfg.Registerer)}
+}
+
+// Status returns how the watcher is doing.
+func (w *Watcher) Status() Status {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.status
+}
+
+// Run lists and follows the feed until ctx is done. It never gives up: a
+// registry that is down is retried with capped, jittered backoff, and the
+// last snapshot stays published meanwhile.
+func (w *Watcher) Run(ctx context.Context) error {
+	backoff := 100 * time.Millisecond
+	reason := "start"
+	for {
+		snap, err := w.list(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			w.failed(err)
+			w.log.Warn("list the registry", "err", err, "retry_in", backoff)
+			if !sleep(ctx, jitter(backoff)) {
+				return nil
+			}
+			backoff = min(2*backoff, w.cfg.MaxBackoff)
+			continue
+		}
+		w.metrics.resyncs.WithLabelValues(reason).Inc()
+		w.publishList(snap)
+		w.log.Info("synced with the registry", "reason", reason, "marker", snap.Marker)
+		reason = w.follow(ctx, snap.Marker)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if reason != "feed-error" {
+			backoff = 100 * time.Millisecond
+			continue
+		}
+		// The registry lists but refuses the feed: do not spin.
+		if !sleep(ctx, jitter(backoff)) {
+			return nil
+		}
+		backoff = min(2*backoff, w.cfg.MaxBackoff)
+	}
+}
+
+// list reads every service and configuration value. The marker is the
+// first services page's X-Registry-Marker: every change after that read is
+// in the feed from it, and replaying one the lists already hold is
+// harmless (Snapshot.Apply is idempotent).
+func (w *Watcher) list(ctx context.Context) (*Snapshot, error) {
+	c := w.cfg.Client
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	var services []registry.Service
+	marker := ""
+	opts := registry.ServiceListOptions{Limit: 1000}
+	for {
+		page, err := c.ListServicesPage(ctx, opts)
+		if err != nil {
+			return nil, fmt.Errorf("list services: %w", err)
+		}
+		if marker == "" {
+			marker = page.FeedMarker
+		}
+		services = append(services, page.Values...)
+		if page.NextMarker == "" {
+			break
+		}
+		opts.Marker = page.NextMarker
+	}
+	var config []registry.ConfigValue
+	for cv, err := range c.ListConfig(ctx, registry.ConfigListOptions{Limit: 1000}) {
+		if err != nil {
+			return nil, fmt.Errorf("list configuration: %w", err)
+		}
+		config = append(config, cv)
+	}
+	if marker == "" {
+		return nil, errors.New("the registry gave no X-Registry-Marker: it cannot be watched (is it an svcreg server?)")
+	}
+	return NewSnapshot(services, config, marker, time.Now()), nil
+}
+
+// publishList publishes a freshly listed snapshot, keeping the version of
+// the current one when nothing changed.
+func (w *Watcher) publishList(snap *Snapshot) {
+	if cur := w.Snapshot(); cur != nil {
+		snap.Version = cur.Version
+		if !sameContent(cur, snap) {
+			snap.Version++
+		} else {
+			snap.ChangedAt = cur.ChangedAt
+		}
+	}
+	now := time.Now()
+	w.mu.Lock()
+	w.status.Synced = true
+	w.status.Marker = snap.Marker
+	if !w.status.LastSync.IsZero() {
+		w.status.Resyncs++
+	}
+	w.status.LastSync, w.status.LastContact = now, now
+	w.status.LastError, w.status.LastErrorAt = "", time.Time{}
+	w.mu.Unlock()
+	w.metrics.synced.Set(1)
+	w.metrics.lastContact.Set(float64(now.Unix()))
+	w.Put(snap)
+}
+
+// follow applies the feed from marker until it must list again, and says
+// why.
+func (w *Watcher) follow(ctx context.Context, marker string) string {
+	// The feed is followed until the next resync, or until it has failed
+	// for longer than Outage.
+	fctx, cancel := context.WithTimeout(ctx, jitter(w.cfg.Resync))
+	defer cancel()
+	outage := ""
+	var failingSince time.Time
+	feed := w.cfg.Client.NewWatcher(marker, registry.WatchOptions{
+		Wait:       w.cfg.Wait,
+		MaxBackoff: w.cfg.MaxBackoff,
+		OnError: func(err error, retryIn time.Duration) {
+			w.failed(err)
+			w.log.Warn("follow the registry's feed", "err", err, "retry_in", retryIn)
+			if failingSince.IsZero() {
+				failingSince = time.Now()
+			}
+			if time.Since(failingSince) > w.cfg.Outage {
+				outage = "outage"
+				cancel()
+			}
+		},
+	})
+	for {
+		ev, err := feed.Next(fctx)
+		if err != nil {
+			switch {
+			case ctx.Err() != nil:
+				return ""
+			case outage != "":
+				return outage
+			case fctx.Err() != nil:
+				return "periodic"
+			case errors.Is(err, registry.ErrMarkerExpired):
+				w.log.Warn("the feed's marker expired; listing again", "marker", feed.Marker())
+				return "marker-expired"
+			}
+			w.failed(err)
+			w.log.Warn("the registry refused to follow the feed; listing again", "err", err)
+			return "feed-error"
+		}
+		failingSince = time.Time{}
+		batch := []registry.Event{ev}
+		for feed.Buffered() > 0 {
+			ev, err := feed.Next(fctx)
+			if err != nil {
+				break
+			}
+			batch = append(batch, ev)
+		}
+		w.apply(batch, feed.LastSuccess())
+	}
+}
+
+func (w *Watcher) apply(events []registry.Event, contact time.Time) {
+	cur := w.Snapshot()
+	next, _ := cur.Apply(events, time.Now())
+	w.metrics.events.Add(float64(len(events)))
+	w.metrics.lastContact.Set(float64(contact.Unix()))
+	w.mu.Lock()
+	w.status.Marker = next.Marker
+	w.status.LastContact = contact
+	w.status.LastError, w.status.LastErrorAt = "", time.Time{}
+	w.mu.Unlock()
+	w.Put(next)
+}
+
+// failed records an error talking to the registry.
+func (w *Watcher) failed(err error) {
+	w.metrics.errors.Inc()
+	w.mu.Lock()
+	w.status.LastError, w.status.LastErrorAt = err.Error(), time.Now()
+	w.mu.Unlock()
+}
+
+func sameContent(a, b *Snapshot) bool {
+	if len(a.services) != len(b.services) || len(a.config) != len(b.config) {
+		return false
+	}
+	for id, s := range a.services {
+		if o, ok := b.services[id]; !ok || !sameService(s, o) {
+			return false
+		}
+	}
+	for id, v := range a.config {
+		if o, ok := b.config[id]; !ok || o != v {
+			return false
+		}
+	}
+	return true
+}
+
+// jitter returns d less up to a fifth, at random.
+func jitter(d time.Duration) time.Duration {
+	return d - time.Duration(rand.Int64N(int64(d)/5+1))
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+type watcherMetrics struct {
+	synced      prometheus.Gauge
+	lastContact prometheus.Gauge
+	resyncs     *prometheus.CounterVec
+	events      prometheus.Counter
+	errors      prometheus.Counter
+}
+
+func newWatcherMetrics(r prometheus.Registerer) watcherMetrics {
+	m := watcherMetrics{
+		synced: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "svcreg_watcher_synced", Help: "1 once the watcher has listed the registry."}),
+		lastContact: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "svcreg_watcher_last_contact_timestamp_seconds", Help: "When the registry last answered the watcher."}),
+		resyncs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "svcreg_watcher_lists_total", Help: "Full lists of the registry, by reason (start, periodic, outage, marker-expired, feed-error)."},
+			[]string{"reason"}),
+		events: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "svcreg_watcher_events_total", Help: "Events applied from the feed."}),
+		errors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "svcreg_watcher_errors_total", Help: "Failed requests to the registry."}),
+	}
+	if r != nil {
+		r.MustRegister(m.synced, m.lastContact, m.resyncs, m.events, m.errors)
+	}
+	return m
+}

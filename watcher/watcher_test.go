@@ -1,0 +1,229 @@
+package watcher_test
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/svcreg/svcreg/internal/testserver"
+	"github.com/svcreg/svcreg/registry"
+	"github.com/svcreg/svcreg/watcher"
+)
+
+func client(t *testing.T, srv *testserver.Server, user string) *registry.Client {
+	t.Helper()
+	c, err := registry.New(registry.Config{URL: srv.APIURL, AuthURL: srv.AuthURL, Username: user, APIKey: "dev"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// start runs a watcher until the test ends.
+func start(t *testing.T, cfg watcher.Config) *watcher.Watcher {
+	t.Helper()
+	w := watcher.New(cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); w.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return w
+}
+
+// eventually waits for cond on the newest snapshot; the bound only stops a
+// broken test.
+func eventually(t *testing.T, w *watcher.Watcher, what string, cond func(*watcher.Snapshot) bool) *watcher.Snapshot {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if s := w.Snapshot(); s != nil && cond(s) {
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s; status %+v", what, w.Status())
+		}
+		select {
+		case <-w.Updates():
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func TestWatcherFollowsTheRegistry(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	c := client(t, srv, "watch-follow")
+	ctx := context.Background()
+	if _, err := c.CreateService(ctx, registry.Service{ID: "before", Tags: []string{"www"}, HeartbeatTimeout: 120}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetConfig(ctx, "/proxy/port", "80"); err != nil {
+		t.Fatal(err)
+	}
+	w := start(t, watcher.Config{Client: c, Wait: 5 * time.Second})
+	first := eventually(t, w, "the first sync", func(s *watcher.Snapshot) bool { return s.Synced })
+	if _, ok := first.Service("before"); !ok {
+		t.Fatal("listed snapshot lacks the service")
+	}
+	if v, _ := first.Config("/proxy/port"); v != "80" {
+		t.Fatalf("listed config /lb/port = %q", v)
+	}
+
+	if _, err := c.CreateService(ctx, registry.Service{ID: "after", Metadata: map[string]string{"ip": "1"}, HeartbeatTimeout: 120}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, w, "the join", func(s *watcher.Snapshot) bool { _, ok := s.Service("after"); return ok })
+
+	if err := c.UpdateService(ctx, "after", registry.ServicePatch{Metadata: map[string]string{"ip": "2"}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, w, "the update", func(s *watcher.Snapshot) bool { x, _ := s.Service("after"); return x.Metadata["ip"] == "2" })
+
+	if err := c.DeleteService(ctx, "before"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetConfig(ctx, "/proxy/port", "8080"); err != nil {
+		t.Fatal(err)
+	}
+	last := eventually(t, w, "the remove and the config change", func(s *watcher.Snapshot) bool {
+		_, ok := s.Service("before")
+		v, _ := s.Config("/proxy/port")
+		return !ok && v == "8080"
+	})
+	if last.Version <= first.Version || !last.Synced {
+		t.Fatalf("versions %d -> %d", first.Version, last.Version)
+	}
+	if st := w.Status(); !st.Synced || st.LastContact.IsZero() || st.Marker != last.Marker {
+		t.Fatalf("status %+v", st)
+	}
+}
+
+func TestWatcherSeesTimeouts(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	c := client(t, srv, "watch-timeout")
+	w := start(t, watcher.Config{Client: c, Wait: 5 * time.Second})
+	eventually(t, w, "the first sync", func(s *watcher.Snapshot) bool { return s.Synced })
+	if _, err := c.CreateService(context.Background(), registry.Service{ID: "dies", HeartbeatTimeout: 3}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, w, "the join", func(s *watcher.Snapshot) bool { _, ok := s.Service("dies"); return ok })
+	eventually(t, w, "the timeout", func(s *watcher.Snapshot) bool { _, ok := s.Service("dies"); return !ok })
+}
+
+// TestWatcherConvergesAfterOutage stops the server, changes the registry
+// behind the watcher's back while it is down (by restarting it on the same
+// data), and checks the watcher keeps its snapshot meanwhile and converges.
+func TestWatcherConvergesAfterOutage(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	c := client(t, srv, "watch-outage")
+	ctx := context.Background()
+	if _, err := c.CreateService(ctx, registry.Service{ID: "kept", HeartbeatTimeout: 120}); err != nil {
+		t.Fatal(err)
+	}
+	w := start(t, watcher.Config{Client: c, Wait: 2 * time.Second, Outage: time.Second, MaxBackoff: 500 * time.Millisecond})
+	eventually(t, w, "the first sync", func(s *watcher.Snapshot) bool { _, ok := s.Service("kept"); return ok })
+
+	srv.Stop()
+	eventually(t, w, "errors to be noticed", func(*watcher.Snapshot) bool { return w.Status().LastError != "" })
+	if s := w.Snapshot(); !s.Synced {
+		t.Fatal("the snapshot was dropped during the outage")
+	}
+	time.Sleep(1500 * time.Millisecond) // longer than Outage
+	srv.Restart()
+	if _, err := c.CreateService(ctx, registry.Service{ID: "added-after", HeartbeatTimeout: 120}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, w, "convergence after the outage", func(s *watcher.Snapshot) bool {
+		_, kept := s.Service("kept")
+		_, added := s.Service("added-after")
+		return kept && added
+	})
+	if st := w.Status(); st.LastError != "" {
+		t.Fatalf("status after recovery: %+v", st)
+	}
+}
+
+// TestWatcherListsAgainWhenMarkerExpires hides the feed from the watcher
+// while retention deletes the events it missed; when the feed comes back
+// the marker has expired, and the watcher lists again.
+func TestWatcherListsAgainWhenMarkerExpires(t *testing.T) {
+	t.Parallel()
+	var blocked atomic.Bool
+	srv := testserver.Start(t, testserver.Options{
+		Retention: time.Second,
+		Wrap: func(h http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				// Only the watcher long-polls.
+				if blocked.Load() && strings.Contains(r.URL.Path, "/events") && r.URL.Query().Has("wait") {
+					http.Error(w, "blocked by the test", http.StatusServiceUnavailable)
+					return
+				}
+				h.ServeHTTP(w, r)
+			})
+		},
+	})
+	c := client(t, srv, "watch-expire")
+	reg := prometheus.NewRegistry()
+	w := start(t, watcher.Config{Client: c, Wait: time.Second, Outage: time.Hour, MaxBackoff: 200 * time.Millisecond, Registerer: reg})
+	eventually(t, w, "the first sync", func(s *watcher.Snapshot) bool { return s.Synced })
+
+	blocked.Store(true)
+	ctx := context.Background()
+	for _, id := range []string{"missed-1", "missed-2"} {
+		if _, err := c.CreateService(ctx, registry.Service{ID: id, HeartbeatTimeout: 120}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Wait until retention has deleted the events the watcher missed.
+	for i := 0; ; i++ {
+		page, err := c.ListEventsPage(ctx, registry.EventListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page.Values) == 0 {
+			break
+		}
+		if i == 300 {
+			t.Fatal("retention never deleted the events")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	blocked.Store(false)
+	eventually(t, w, "the re-list", func(s *watcher.Snapshot) bool {
+		_, a := s.Service("missed-1")
+		_, b := s.Service("missed-2")
+		return a && b
+	})
+	if n := lists(t, reg, "marker-expired"); n != 1 {
+		t.Fatalf("lists for an expired marker: %v, want 1", n)
+	}
+}
+
+// lists reads svcreg_watcher_lists_total for a reason.
+func lists(t *testing.T, reg *prometheus.Registry, reason string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "svcreg_watcher_lists_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "reason" && l.GetValue() == reason {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}
