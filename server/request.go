@@ -21,12 +21,12 @@ type request struct {
 	r      *http.Request
 	txnID  string
 	tenant string
-	// path is the raw path after /v1.0, e.g. "/7777/services".
-	path   string
-	params []string // raw route parameters, percent-decoded by the handler
-	query  query
-	body   body
-	route  *route
+	// routePath is the raw path after /v1.0 and the tenant, e.g. "/services".
+	routePath string
+	params    []string // raw route parameters, percent-decoded by the handler
+	query     query
+	body      body
+	route     *route
 	// limit is the page size of a list request.
 	limit int
 	// rateUsed is how many requests the rate-limit rule counted in its
@@ -47,8 +47,11 @@ func (rq *request) baseURL() string {
 	return scheme + "://" + rq.r.Host
 }
 
-// hrefPrefix is next_href up to its query (spec §6.5).
-func (rq *request) hrefPrefix() string { return rq.baseURL() + "/v1.0" + rq.path + "?" }
+// hrefPrefix is next_href up to its query (spec §6.5), with the effective
+// tenant (spec §13 item 22).
+func (rq *request) hrefPrefix() string {
+	return rq.baseURL() + "/v1.0/" + rq.tenant + rq.routePath + "?"
+}
 
 // objectURL is the Location of an object: {base}/v1.0/{tenant}{objectPath}.
 func (rq *request) objectURL(objectPath string) string {

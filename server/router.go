@@ -30,21 +30,21 @@ func newRouter(routes []route) *router {
 }
 
 // match finds the route for method and the raw path under /v1.0, and
-// returns it with its raw parameters. The tenant prefix, when present, is
-// not a parameter.
-func (rt *router) match(method, path string) (*route, []string) {
+// returns it with its raw parameters and the path without the tenant
+// prefix (which is not a parameter).
+func (rt *router) match(method, path string) (_ *route, params []string, routePath string) {
 	if method == http.MethodHead {
 		method = http.MethodGet
 	}
 	if !strings.HasPrefix(path, "/") {
-		return nil, nil
+		return nil, nil, ""
 	}
 	for _, prefixed := range []bool{false, true} {
 		p := path[1:]
 		if prefixed {
 			tenant, rest, ok := strings.Cut(p, "/")
 			if !ok || tenant == "" {
-				return nil, nil
+				return nil, nil, ""
 			}
 			p = rest
 		}
@@ -53,11 +53,11 @@ func (rt *router) match(method, path string) (*route, []string) {
 				continue
 			}
 			if params, ok := matchSegments(rt.patterns[i], p); ok {
-				return &rt.routes[i], params
+				return &rt.routes[i], params, "/" + p
 			}
 		}
 	}
-	return nil, nil
+	return nil, nil, ""
 }
 
 // matchSegments matches a path (without its leading slash) against pattern

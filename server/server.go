@@ -174,7 +174,7 @@ func hasPathPrefixFold(path, prefix string) bool {
 // serveAPI runs the /v1.0 pipeline: body checks, authentication, account,
 // rate limit, routing, handler. It returns the route's name.
 func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, path string) string {
-	rq := &request{r: r, txnID: s.nextTxnID(), path: path}
+	rq := &request{r: r, txnID: s.nextTxnID()}
 	w.Header().Set("X-Response-Id", rq.txnID)
 
 	b, f, tooLarge := readBody(r)
@@ -209,12 +209,12 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, path string) s
 			return "none"
 		}
 	}
-	rt, params := s.router.match(r.Method, path)
+	rt, params, routePath := s.router.match(r.Method, path)
 	if rt == nil {
 		s.writeFault(w, rq, notFoundPage(r.RequestURI))
 		return "unmatched"
 	}
-	rq.route, rq.params = rt, params
+	rq.route, rq.params, rq.routePath = rt, params, routePath
 	rt.handle(w, rq)
 	return rt.name
 }

@@ -20,11 +20,13 @@ func (s *Store) Rectify(ctx context.Context, tenantID string) error {
 
 // rectify times out every service of t whose deadline has passed. Each
 // timeout is committed once: the due services are taken off the deadline
-// heap under wmu, and a concurrent caller waits on wmu and then finds them
-// gone, so it returns only after they are timed out (read-your-rectification).
+// heap under wmu. A concurrent caller that finds nothing due while a
+// timeout is being committed waits on wmu for the commit, so that no caller
+// returns before the services due when it was called are gone
+// (read-your-rectification, spec §8.3).
 func (s *Store) rectify(t *tenant) error {
 	t.mu.Lock()
-	due := len(t.deadlines) > 0 && !t.deadlines[0].deadline.After(s.now())
+	due := t.reaping > 0 || len(t.deadlines) > 0 && !t.deadlines[0].deadline.After(s.now())
 	t.mu.Unlock()
 	if !due {
 		return nil
@@ -39,6 +41,7 @@ func (s *Store) rectify(t *tenant) error {
 		e.reaping = true // heartbeats now get 404
 		expired = append(expired, e)
 	}
+	t.reaping += len(expired)
 	t.mu.Unlock()
 	if len(expired) == 0 {
 		return nil
@@ -75,6 +78,7 @@ func (s *Store) rectify(t *tenant) error {
 		return nil
 	})
 	t.mu.Lock()
+	t.reaping -= len(expired)
 	for _, e := range expired {
 		if err != nil {
 			e.reaping = false

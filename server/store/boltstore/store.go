@@ -306,6 +306,7 @@ type tenant struct {
 	acct      accountRecord
 	services  map[string]*hbEntry // heartbeat state by service id
 	deadlines deadlineHeap
+	reaping   int           // services whose timeout is being committed
 	changed   chan struct{} // closed and replaced when events are committed
 }
 
