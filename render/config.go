@@ -38,7 +38,8 @@ type RegistryConfig struct {
 }
 
 // WaitConfig debounces renders: a render waits until no change arrived for
-// Min, but never longer than Max after the first change.
+// Min, but never longer than Max after the first change. The zero value
+// renders at once; a config file without [wait] gets DefaultWait.
 type WaitConfig struct {
 	Min Duration `toml:"min"`
 	Max Duration `toml:"max"`
@@ -105,9 +106,22 @@ const (
 	DefaultResync        = 10 * time.Minute
 )
 
-// LoadConfig reads a TOML config file. Relative template sources and
-// destinations are taken relative to the file's directory.
+// LoadConfig reads a TOML config file and normalizes it. Relative template
+// sources and destinations are taken relative to the file's directory.
 func LoadConfig(path string) (Config, error) {
+	c, err := ReadConfig(path)
+	if err != nil {
+		return c, err
+	}
+	if err := c.Normalize(); err != nil {
+		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// ReadConfig reads a TOML config file without normalizing it, for callers
+// that add to it first.
+func ReadConfig(path string) (Config, error) {
 	var c Config
 	md, err := toml.DecodeFile(path, &c)
 	if err != nil {
@@ -120,6 +134,9 @@ func LoadConfig(path string) (Config, error) {
 		}
 		return c, fmt.Errorf("config %s: unknown key(s) %s", path, strings.Join(keys, ", "))
 	}
+	if !md.IsDefined("wait") {
+		c.Wait = DefaultWait()
+	}
 	dir := filepath.Dir(path)
 	for i := range c.Templates {
 		t := &c.Templates[i]
@@ -129,9 +146,6 @@ func LoadConfig(path string) (Config, error) {
 		if t.Destination != "" && !filepath.IsAbs(t.Destination) {
 			t.Destination = filepath.Join(dir, t.Destination)
 		}
-	}
-	if err := c.Normalize(); err != nil {
-		return c, fmt.Errorf("config %s: %w", path, err)
 	}
 	return c, nil
 }
@@ -150,10 +164,16 @@ func ParseTemplateFlag(s string) (TemplateConfig, error) {
 	return t, nil
 }
 
-// Normalize applies defaults and checks the configuration.
+// DefaultWait is the debounce when none is configured: 100ms:2s.
+func DefaultWait() WaitConfig {
+	return WaitConfig{Min: Duration(DefaultWaitMin), Max: Duration(DefaultWaitMax)}
+}
+
+// Normalize applies defaults and checks the configuration. A [wait] with a
+// min and no max waits at most four times min.
 func (c *Config) Normalize() error {
-	if c.Wait.Min == 0 && c.Wait.Max == 0 {
-		c.Wait = WaitConfig{Min: Duration(DefaultWaitMin), Max: Duration(DefaultWaitMax)}
+	if c.Wait.Max == 0 {
+		c.Wait.Max = 4 * c.Wait.Min
 	}
 	if c.Wait.Max < c.Wait.Min {
 		return fmt.Errorf("[wait] max (%s) is less than min (%s)", c.Wait.Max.D(), c.Wait.Min.D())

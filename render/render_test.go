@@ -162,6 +162,15 @@ min_instances = 1
 		t.Fatalf("decoded %+v", c)
 	}
 
+	noWait, err := LoadConfig(writeFile(t, dir, "nowait.toml", "[[template]]\nsource='a.tmpl'\ndestination='b'\n"))
+	if err != nil || noWait.Wait != DefaultWait() {
+		t.Fatalf("a config without [wait] has wait %+v (%v); want the default", noWait.Wait, err)
+	}
+	zero, err := LoadConfig(writeFile(t, dir, "zero.toml", "[wait]\nmin='0s'\n[[template]]\nsource='a.tmpl'\ndestination='b'\n"))
+	if err != nil || zero.Wait != (WaitConfig{}) {
+		t.Fatalf("[wait] min = 0s gives %+v (%v); want no debounce", zero.Wait, err)
+	}
+
 	for _, tc := range []struct{ name, toml, want string }{
 		{"unknown key", "[[template]]\nsource='a'\ndestination='b'\nreload_cmd='x'\n", "unknown key(s) template.reload_cmd"},
 		{"bad duration", "[wait]\nmin='soon'\n", `"soon" is not a duration`},

@@ -75,7 +75,7 @@ func parseTemplate(tc TemplateConfig) (*Template, error) {
 		return nil, fmt.Errorf("read template: %w", err)
 	}
 	st := &execState{}
-	tmpl, err := template.New(tc.Source).Option("missingkey=error").Funcs(st.funcMap()).Parse(string(text))
+	tmpl, err := template.New(tc.Source).Option("missingkey=zero").Funcs(st.funcMap()).Parse(string(text))
 	if err != nil {
 		return nil, err
 	}
