@@ -24,6 +24,9 @@ const (
 	// maxHeartbeatTimeout is the largest heartbeat_timeout the registry
 	// accepts, in seconds.
 	maxHeartbeatTimeout = 120
+	// registerAttemptTimeout bounds each request of Register, so that a
+	// registry that drops packets cannot hold it for the OS's TCP timeout.
+	registerAttemptTimeout = 30 * time.Second
 )
 
 // Register creates the service s and starts a Heartbeater for it, which
@@ -46,7 +49,9 @@ func (c *Client) Register(ctx context.Context, s Service, opts RegisterOptions) 
 	var until time.Time
 	for {
 		sent := time.Now()
-		token, err := c.CreateService(ctx, s)
+		actx, cancel := context.WithTimeout(ctx, registerAttemptTimeout)
+		token, err := c.CreateService(actx, s)
+		cancel()
 		if err == nil {
 			return c.startHeartbeat(ctx, s.ID, token, s.HeartbeatTimeout, sent, opts.Heartbeat), nil
 		}
@@ -55,7 +60,9 @@ func (c *Client) Register(ctx context.Context, s Service, opts RegisterOptions) 
 		}
 		if until.IsZero() {
 			timeout := maxHeartbeatTimeout
-			old, gerr := c.GetService(ctx, s.ID)
+			actx, cancel := context.WithTimeout(ctx, registerAttemptTimeout)
+			old, gerr := c.GetService(actx, s.ID)
+			cancel()
 			switch {
 			case gerr == nil:
 				timeout = old.HeartbeatTimeout

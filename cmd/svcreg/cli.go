@@ -25,6 +25,13 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"server", "run the Service Registry API server", runServer},
+		{"template", "render config files from the registry and reload on change", runTemplate},
+		{"wrap", "run a command as a service: register, heartbeat, deregister on exit", runWrap},
+		{"services", "list, show, create, update and delete services", runServices},
+		{"config", "list, get, set and delete configuration values", runConfig},
+		{"events", "list or follow the events feed", runEvents},
+		{"limits", "show the account's limits", runLimits},
+		{"demo", "show the renderer at work on an embedded registry (the quick start)", runDemo},
 		{"version", "print the version", runVersion},
 	}
 }
@@ -49,7 +56,12 @@ type exitCodeError struct {
 	err  error
 }
 
-func (e exitCodeError) Error() string { return e.err.Error() }
+func (e exitCodeError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
 func (e exitCodeError) Unwrap() error { return e.err }
 
 // Main runs the svcreg command line and returns the exit status.
@@ -118,6 +130,10 @@ func newFlagSet(name, synopsis, description string, stderr io.Writer) *flag.Flag
 	return fs
 }
 
+// secretFlags never show their default, which may come from the
+// environment.
+var secretFlags = map[string]bool{"token": true, "api-key": true, "password": true}
+
 func printFlags(w io.Writer, fs *flag.FlagSet) {
 	fs.VisitAll(func(f *flag.Flag) {
 		name, usage := flag.UnquoteUsage(f)
@@ -127,19 +143,23 @@ func printFlags(w io.Writer, fs *flag.FlagSet) {
 		}
 		fmt.Fprintln(w, line)
 		usage = strings.ReplaceAll(usage, "\n", "\n      ")
-		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" && f.DefValue != "[]" {
+		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" && f.DefValue != "[]" && !secretFlags[f.Name] {
 			usage += fmt.Sprintf(" (default %s)", f.DefValue)
 		}
 		fmt.Fprintf(w, "      %s\n", usage)
 	})
 }
 
-// parseFlags parses args; --help prints usage and returns flag.ErrHelp,
-// other mistakes become usage errors.
+// parseFlags parses args. --help prints the usage and returns
+// flag.ErrHelp; another mistake is a usage error naming it, without the
+// whole usage text.
 func parseFlags(fs *flag.FlagSet, args []string) error {
+	usage := fs.Usage
+	fs.Usage = func() {}
 	err := fs.Parse(args)
+	fs.Usage = usage
 	if errors.Is(err, flag.ErrHelp) {
-		fs.Usage()
+		usage()
 		return err
 	}
 	if err != nil {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"os"
 	"testing"
+
+	"github.com/rogpeppe/go-internal/testscript"
 )
 
 // execEnv makes the test binary run the svcreg command line instead of the
@@ -12,7 +14,15 @@ const execEnv = "SVCREG_TEST_EXEC"
 
 func TestMain(m *testing.M) {
 	if os.Getenv(execEnv) == "1" {
-		os.Exit(Main(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+		os.Exit(svcregMain())
 	}
-	os.Exit(m.Run())
+	// testscript.Main runs the tests, with the command "svcreg" (this
+	// binary under that name) on the scripts' PATH.
+	testscript.Main(m, map[string]func(){
+		"svcreg": func() { os.Exit(svcregMain()) },
+	})
+}
+
+func svcregMain() int {
+	return Main(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 }

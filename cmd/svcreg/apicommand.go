@@ -1,0 +1,275 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/svcreg/svcreg/internal/conn"
+	"github.com/svcreg/svcreg/registry"
+)
+
+// The API commands (services, config, events, limits) share what is in
+// this file: subcommand dispatch, flag parsing that lets flags follow the
+// positional arguments, the connection and --output flags, and turning the
+// registry's faults into one-line messages.
+
+// callTimeout bounds a one-shot API command, so that a registry that stops
+// answering does not hang a deploy script.
+const callTimeout = time.Minute
+
+// subcommand is one subcommand of a group such as "services".
+type subcommand struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error
+}
+
+// runGroup runs the subcommand args[0] of group. It reports the
+// subcommand's error itself, so that the message names the subcommand
+// ("svcreg services get: …"), and returns an exitCodeError that carries
+// only the exit code.
+func runGroup(ctx context.Context, group, description string, subs []subcommand, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	usage := func() {
+		fmt.Fprintf(stderr, "Usage:\n  svcreg %s <subcommand> [arguments] [flags]\n\n%s\n\nSubcommands:\n", group, strings.TrimSpace(description))
+		for _, s := range subs {
+			fmt.Fprintf(stderr, "  %-8s %s\n", s.name, s.summary)
+		}
+		fmt.Fprintf(stderr, "\nRun 'svcreg %s <subcommand> --help' for a subcommand's arguments and flags.\n", group)
+	}
+	if len(args) == 0 {
+		usage()
+		return exitCodeError{code: exitUsage}
+	}
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		usage()
+		return nil
+	}
+	for _, s := range subs {
+		if s.name != args[0] {
+			continue
+		}
+		err := s.run(ctx, args[1:], stdin, stdout, stderr)
+		if code := reportError(stderr, "svcreg "+group+" "+s.name, describeFault(err)); code != exitOK {
+			return exitCodeError{code: code}
+		}
+		return nil
+	}
+	names := make([]string, len(subs))
+	for i, s := range subs {
+		names[i] = s.name
+	}
+	return usagef("unknown subcommand %q: use one of %s", args[0], strings.Join(names, ", "))
+}
+
+// outputFormat is the value of --output: text (tables) or json.
+type outputFormat string
+
+func (o *outputFormat) String() string { return string(*o) }
+
+func (o *outputFormat) Set(v string) error {
+	switch v {
+	case "text", "json":
+		*o = outputFormat(v)
+		return nil
+	}
+	return errors.New("use text or json")
+}
+
+// apiFlags are the flags of an API subcommand: its own, --output and the
+// connection settings.
+type apiFlags struct {
+	fs     *flag.FlagSet
+	conn   conn.Settings
+	output outputFormat
+	// connNames are the connection flags, listed apart in --help.
+	connNames map[string]bool
+	usage     func()
+}
+
+// newAPIFlags returns the flag set of an API subcommand. Add the
+// subcommand's own flags to fs, then call parse.
+func newAPIFlags(name, synopsis, description string, stderr io.Writer) *apiFlags {
+	a := &apiFlags{fs: flag.NewFlagSet(name, flag.ContinueOnError), output: "text", connNames: map[string]bool{}}
+	a.fs.SetOutput(io.Discard)
+	a.conn.Register(a.fs)
+	a.fs.VisitAll(func(f *flag.Flag) { a.connNames[f.Name] = true })
+	a.fs.Var(&a.output, "output", "output `format`: text (tables) or json (the API's shapes)")
+	a.fs.Var(&a.output, "o", "short for --output")
+	// The flag package shows the usage on every mistake; only --help should.
+	a.fs.Usage = func() {}
+	a.usage = func() {
+		fmt.Fprintf(stderr, "Usage:\n  %s\n\n%s\n\nFlags:\n", synopsis, strings.TrimSpace(description))
+		a.printFlags(stderr, false)
+		fmt.Fprintf(stderr, "\nConnection flags (each falls back to the environment variable named):\n")
+		a.printFlags(stderr, true)
+	}
+	return a
+}
+
+// printFlags lists the command's own flags, or the connection flags. The
+// connection flags' defaults come from the environment and may be secret,
+// so they are not shown.
+func (a *apiFlags) printFlags(w io.Writer, connFlags bool) {
+	a.fs.VisitAll(func(f *flag.Flag) {
+		if a.connNames[f.Name] != connFlags || f.Name == "o" {
+			return
+		}
+		name, usage := flag.UnquoteUsage(f)
+		line := "  --" + f.Name
+		if f.Name == "output" {
+			line = "  -o, --output"
+		}
+		if name != "" {
+			line += " " + name
+		}
+		fmt.Fprintln(w, line)
+		usage = strings.ReplaceAll(usage, "\n", "\n      ")
+		if !connFlags && f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" {
+			usage += fmt.Sprintf(" (default %s)", f.DefValue)
+		}
+		fmt.Fprintf(w, "      %s\n", usage)
+	})
+}
+
+// parse parses args, in which flags may come before, between and after
+// the positional arguments (Go's flag package stops at the first
+// positional one); "--" ends the flags. It returns the positional
+// arguments.
+func (a *apiFlags) parse(args []string) ([]string, error) {
+	var flags, positional []string
+	for i := 0; i < len(args); i++ {
+		arg := args[i]
+		if arg == "--" {
+			positional = append(positional, args[i+1:]...)
+			break
+		}
+		if len(arg) < 2 || arg[0] != '-' {
+			positional = append(positional, arg)
+			continue
+		}
+		flags = append(flags, arg)
+		name, _, hasValue := strings.Cut(strings.TrimPrefix(arg[1:], "-"), "=")
+		f := a.fs.Lookup(name)
+		if f == nil || hasValue || isBoolFlag(f) || i+1 == len(args) {
+			continue
+		}
+		i++
+		flags = append(flags, args[i])
+	}
+	err := a.fs.Parse(flags)
+	if errors.Is(err, flag.ErrHelp) {
+		a.usage()
+		return nil, err
+	}
+	if err != nil {
+		return nil, usageError{twoDashes(err.Error())}
+	}
+	return positional, nil
+}
+
+func isBoolFlag(f *flag.Flag) bool {
+	b, ok := f.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
+}
+
+var oneDashFlag = regexp.MustCompile(`(flag |for |: )-([A-Za-z0-9][A-Za-z0-9_.-]+)`)
+
+// twoDashes rewrites the flag package's messages ("flag provided but not
+// defined: -tag") to name flags the way the usage does ("--tag").
+func twoDashes(msg string) string {
+	msg = strings.Replace(msg, "flag provided but not defined: ", "unknown flag ", 1)
+	return oneDashFlag.ReplaceAllString(msg, "$1--$2")
+}
+
+// client builds the registry client from the connection settings. A
+// missing or contradictory setting is a usage error.
+func (a *apiFlags) client() (*registry.Client, error) {
+	c, err := a.conn.Client()
+	if err != nil {
+		return nil, usageError{err.Error()}
+	}
+	return c, nil
+}
+
+// connect returns a client and ctx bounded by callTimeout, for a one-shot
+// command; call done when finished.
+func (a *apiFlags) connect(ctx context.Context) (context.Context, *registry.Client, func(), error) {
+	c, err := a.client()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	return ctx, c, func() { cancel(); c.Close() }, nil
+}
+
+// json reports whether --output json was asked for.
+func (a *apiFlags) json() bool { return a.output == "json" }
+
+// noArgs checks that no positional argument was given.
+func noArgs(args []string) error {
+	if len(args) > 0 {
+		return usagef("unexpected argument %q", args[0])
+	}
+	return nil
+}
+
+// oneArg returns the single positional argument, named what in messages.
+func oneArg(args []string, what string) (string, error) {
+	switch {
+	case len(args) == 0:
+		return "", usagef("missing %s", what)
+	case len(args) > 1:
+		return "", usagef("unexpected argument %q after the %s", args[1], what)
+	}
+	return args[0], nil
+}
+
+// faultError is a registry fault told in one line.
+type faultError struct {
+	msg string
+	err *registry.Error
+}
+
+func (e faultError) Error() string { return e.msg }
+func (e faultError) Unwrap() error { return e.err }
+
+// describeFault turns a registry fault into an error that says what the
+// registry said, in one line: `Object "Service" with key "nope" does not
+// exist` rather than the method, URL and fault type. It still matches the
+// registry's sentinel errors. Other errors are returned as they are.
+func describeFault(err error) error {
+	var e *registry.Error
+	if !errors.As(err, &e) {
+		return err
+	}
+	details, _ := e.Details.(string)
+	msg := e.Message
+	switch {
+	case e.StatusCode >= 500:
+		msg = fmt.Sprintf("the registry failed: %d %s", e.StatusCode, cmp.Or(msg, http.StatusText(e.StatusCode)))
+		if e.TxnID != "" {
+			msg += " (txnId " + e.TxnID + ")"
+		}
+	case e.Type == registry.FaultNotFound && details != "":
+		msg = details // "object does not exist" says less
+	case e.StatusCode == http.StatusNotFound:
+		msg = fmt.Sprintf("%s %s: %s; is --url the API's base URL, ending in /v1.0?", e.Method, e.URL, cmp.Or(msg, "not found"))
+	case e.StatusCode == http.StatusUnauthorized:
+		msg = "unauthorized: " + cmp.Or(details, msg, http.StatusText(e.StatusCode))
+	default:
+		msg = cmp.Or(msg, fmt.Sprintf("%d %s", e.StatusCode, http.StatusText(e.StatusCode)))
+		if details != "" && details != msg {
+			msg += ": " + details
+		}
+	}
+	return faultError{msg: msg, err: e}
+}

@@ -1,0 +1,53 @@
+package main
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/svcreg/svcreg/registry"
+)
+
+func TestDescribeFault(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		err  *registry.Error
+		want string
+	}{
+		{"missing object", &registry.Error{StatusCode: 404, Type: "notFoundError", Message: "object does not exist",
+			Details: `Object "Service" with key "nope" does not exist`}, `Object "Service" with key "nope" does not exist`},
+		{"validation", &registry.Error{StatusCode: 400, Type: "badRequest", Message: "Validation error for key 'id'",
+			Details: "Invalid characters"}, "Validation error for key 'id': Invalid characters"},
+		{"details repeat the message", &registry.Error{StatusCode: 400, Type: "serviceWithThisIdExists",
+			Message: "Service with id web1 already exists.", Details: "Service with id web1 already exists."}, "Service with id web1 already exists."},
+		{"limit", &registry.Error{StatusCode: 400, Type: "limitReached", Message: "Resource limit has been reached",
+			Details: "Limit for resource service has been reached. Maximum allowed objects: 200"},
+			"Resource limit has been reached: Limit for resource service has been reached. Maximum allowed objects: 200"},
+		{"unknown route", &registry.Error{StatusCode: 404, Type: "notFoundError", Method: "GET", URL: "http://r/7777/services",
+			Message: "The page cannot be found.", Details: map[string]any{"requested_path": "/7777/services"}},
+			"GET http://r/7777/services: The page cannot be found.; is --url the API's base URL, ending in /v1.0?"},
+		{"token refused", &registry.Error{StatusCode: 401, Type: "unauthorizedError", Message: "forbidden",
+			Details: "Invalid or expired authentication token"}, "unauthorized: Invalid or expired authentication token"},
+		{"credentials refused", &registry.Error{StatusCode: 401, Type: "unauthorized", Message: "Username or api key is invalid."},
+			"unauthorized: Username or api key is invalid."},
+		{"server failure", &registry.Error{StatusCode: 500, Type: "internalError", Message: "Internal Error",
+			Details: "Internal Error", TxnID: "tx-1"}, "the registry failed: 500 Internal Error (txnId tx-1)"},
+		{"not a fault", &registry.Error{StatusCode: 502}, "the registry failed: 502 Bad Gateway"},
+		{"empty 4xx", &registry.Error{StatusCode: 409}, "409 Conflict"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got := describeFault(tc.err)
+			if got.Error() != tc.want {
+				t.Errorf("describeFault = %q, want %q", got, tc.want)
+			}
+			if !errors.Is(got, tc.err) {
+				t.Errorf("describeFault(err) no longer wraps err")
+			}
+		})
+	}
+	plain := errors.New("registry: dial tcp: connection refused")
+	if got := describeFault(plain); got != plain {
+		t.Errorf("describeFault changed a non-fault error: %v", got)
+	}
+}

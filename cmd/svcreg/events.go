@@ -1,0 +1,251 @@
+package main
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/svcreg/svcreg/registry"
+)
+
+const eventsDescription = `
+Reads the account's events feed: what happened to services and
+configuration values, in the order it happened. Connection flags (--url,
+--username, --api-key, …) or the SVCREG_* environment variables say which
+registry and account.`
+
+func runEvents(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	return runGroup(ctx, "events", eventsDescription, []subcommand{
+		{"list", "list the events from a marker (default: the last hour)", runEventsList},
+		{"tail", "follow the events feed live", runEventsTail},
+	}, args, stdin, stdout, stderr)
+}
+
+// eventType checks the value of --type.
+func eventType(t string) (registry.EventType, error) {
+	if t == "" || slices.Contains(registry.EventTypes, registry.EventType(t)) {
+		return registry.EventType(t), nil
+	}
+	names := make([]string, len(registry.EventTypes))
+	for i, et := range registry.EventTypes {
+		names[i] = string(et)
+	}
+	return "", usagef("--type %q: use one of %s", t, strings.Join(names, ", "))
+}
+
+func runEventsList(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	f := newAPIFlags("events list", "svcreg events list [--marker ID] [--type TYPE] [--limit N] [flags]", `
+Lists the events from --marker on (the event with that id comes first), or
+those of the last hour, oldest first, following every page. Each line
+shows the event's id (a marker to list or tail from), time, type, the
+service or configuration key it is about, and what changed. With
+--output json, a JSON array of events as the API shows them.`, stderr)
+	marker := f.fs.String("marker", "", "event `id` to start at (inclusive); default: an hour ago")
+	typ := f.fs.String("type", "", "list only events of this `type`, e.g. service.join")
+	limit := f.fs.Int("limit", 0, "list at most `N` events; 0 for all")
+	pos, err := f.parse(args)
+	if err != nil {
+		return err
+	}
+	if err := noArgs(pos); err != nil {
+		return err
+	}
+	et, err := eventType(*typ)
+	if err != nil {
+		return err
+	}
+	if *limit < 0 {
+		return usagef("--limit %d: give a number of events, or 0 for all", *limit)
+	}
+	ctx, c, done, err := f.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+
+	opts := registry.EventListOptions{Marker: *marker, Type: et}
+	if *limit > 0 {
+		opts.Limit = min(*limit, 1000)
+	}
+	events := []registry.Event{}
+	for ev, err := range c.ListEvents(ctx, opts) {
+		if err != nil {
+			return err
+		}
+		events = append(events, ev)
+		if len(events) == *limit {
+			break
+		}
+	}
+	if f.json() {
+		return writeJSON(stdout, events)
+	}
+	fmt.Fprintln(stdout, eventHeader)
+	for _, ev := range events {
+		fmt.Fprintln(stdout, eventLine(ev))
+	}
+	return nil
+}
+
+func runEventsTail(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	f := newAPIFlags("events tail", "svcreg events tail [--marker ID] [--type TYPE] [--count N] [flags]", `
+Follows the events feed live and prints each event as it happens, until
+interrupted (Ctrl-C, SIGTERM) or, with --count, after that many events.
+Without --marker it starts now and shows only new events; with it, it
+starts after the event with that id (the last one you saw), so that a tail
+can be resumed. It long-polls the registry and rides out the registry's
+restarts. With --output json, one JSON object per line.`, stderr)
+	marker := f.fs.String("marker", "", "event `id` to follow the feed after; default: now")
+	typ := f.fs.String("type", "", "show only events of this `type`, e.g. service.join")
+	count := f.fs.Int("count", 0, "exit after `N` events; 0 to follow until interrupted")
+	pos, err := f.parse(args)
+	if err != nil {
+		return err
+	}
+	if err := noArgs(pos); err != nil {
+		return err
+	}
+	et, err := eventType(*typ)
+	if err != nil {
+		return err
+	}
+	if *count < 0 {
+		return usagef("--count %d: give a number of events, or 0 to follow until interrupted", *count)
+	}
+	c, err := f.client()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	start := *marker
+	if start == "" {
+		sctx, cancel := context.WithTimeout(ctx, callTimeout)
+		start, err = feedMarkerNow(sctx, c)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+	}
+	fmt.Fprintf(stderr, "svcreg events tail: following the events after %s (interrupt to stop)\n", cmp.Or(start, "now"))
+	w := c.NewWatcher(start, registry.WatchOptions{
+		Type: et,
+		OnError: func(err error, retryIn time.Duration) {
+			fmt.Fprintf(stderr, "svcreg events tail: %v; retrying in %s\n", describeFault(err), retryIn.Round(time.Millisecond))
+		},
+	})
+	if !f.json() {
+		fmt.Fprintln(stdout, eventHeader)
+	}
+	for n := 0; *count == 0 || n < *count; n++ {
+		ev, err := w.Next(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil // interrupted
+			}
+			return err
+		}
+		if f.json() {
+			line, err := json.Marshal(ev)
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(stdout, "%s\n", line)
+		} else {
+			_, err = fmt.Fprintln(stdout, eventLine(ev))
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// feedMarkerNow returns a marker after which the feed holds only what
+// happens from now on: the X-Registry-Marker of a services list. A
+// registry that does not send it (an original one) gets the id of its
+// newest event, or "" if it has none from the last hour.
+func feedMarkerNow(ctx context.Context, c *registry.Client) (string, error) {
+	page, err := c.ListServicesPage(ctx, registry.ServiceListOptions{Limit: 1})
+	if err != nil {
+		return "", err
+	}
+	if page.FeedMarker != "" {
+		return page.FeedMarker, nil
+	}
+	last := ""
+	for ev, err := range c.ListEvents(ctx, registry.EventListOptions{Limit: 1000}) {
+		if err != nil {
+			return "", err
+		}
+		last = ev.ID
+	}
+	return last, nil
+}
+
+// An event line has columns of fixed width, so that a live tail lines up
+// without buffering.
+const eventFormat = "%-36s  %-29s  %-26s  %-20s  %s"
+
+var eventHeader = strings.TrimRight(fmt.Sprintf(eventFormat, "ID", "TIME", "TYPE", "SUBJECT", "DETAIL"), " ")
+
+// eventLine shows an event in one line: id, time, type, the service or
+// configuration key it is about, and what changed.
+func eventLine(ev registry.Event) string {
+	subject, detail := describeEvent(ev)
+	t := ev.Timestamp.Local().Format("2006-01-02T15:04:05.000-07:00")
+	return strings.TrimRight(fmt.Sprintf(eventFormat, ev.ID, t, ev.Type, cell(subject), detail), " ")
+}
+
+// describeEvent returns what an event is about and what changed.
+func describeEvent(ev registry.Event) (subject, detail string) {
+	switch ev.Type {
+	case registry.ServiceJoin, registry.ServiceUpdate, registry.ServiceRemove, registry.ServiceTimeout:
+		s, err := ev.Service()
+		if err != nil {
+			break
+		}
+		parts := []string{"timeout=" + strconv.Itoa(s.HeartbeatTimeout)}
+		if len(s.Tags) > 0 {
+			parts = append(parts, "tags="+joinTags(s.Tags))
+		}
+		if len(s.Metadata) > 0 {
+			parts = append(parts, "metadata="+joinMetadata(s.Metadata))
+		}
+		return s.ID, strings.Join(parts, " ")
+	case registry.ConfigValueUpdate, registry.ConfigValueRemove:
+		ch, err := ev.ConfigChange()
+		if err != nil {
+			break
+		}
+		switch {
+		case ch.NewValue == nil && ch.OldValue != nil:
+			return ch.ID, "was " + strconv.Quote(*ch.OldValue)
+		case ch.NewValue == nil:
+			return ch.ID, ""
+		case ch.OldValue == nil:
+			return ch.ID, strconv.Quote(*ch.NewValue)
+		}
+		return ch.ID, strconv.Quote(*ch.NewValue) + " (was " + strconv.Quote(*ch.OldValue) + ")"
+	}
+	var b bytes.Buffer
+	if json.Compact(&b, ev.Payload) != nil {
+		return "", string(ev.Payload)
+	}
+	return "", b.String()
+}

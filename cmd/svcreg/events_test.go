@@ -1,0 +1,166 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/svcreg/svcreg/internal/testserver"
+	"github.com/svcreg/svcreg/registry"
+)
+
+// output is an io.Writer that tests can wait on while a command writes to
+// it.
+type output struct {
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	changed chan struct{}
+}
+
+func newOutput() *output { return &output{changed: make(chan struct{})} }
+
+func (o *output) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	close(o.changed)
+	o.changed = make(chan struct{})
+	return o.buf.Write(p)
+}
+
+func (o *output) String() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.buf.String()
+}
+
+// waitFor waits until the output holds s.
+func (o *output) waitFor(t *testing.T, s string) {
+	t.Helper()
+	timeout := time.After(20 * time.Second)
+	for {
+		o.mu.Lock()
+		has, changed := strings.Contains(o.buf.String(), s), o.changed
+		o.mu.Unlock()
+		if has {
+			return
+		}
+		select {
+		case <-changed:
+		case <-timeout:
+			t.Fatalf("no %q in the output after 20s; output:\n%s", s, o.String())
+		}
+	}
+}
+
+// tailEnv starts a registry and returns a client for user and the
+// environment that points svcreg at the same account.
+func tailEnv(t *testing.T, user string) (*testserver.Server, *registry.Client) {
+	t.Helper()
+	srv := testserver.Start(t, testserver.Options{})
+	c, err := registry.New(registry.Config{URL: srv.APIURL, AuthURL: srv.AuthURL, Username: user, APIKey: "dev"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return srv, c
+}
+
+func create(t *testing.T, c *registry.Client, id string) {
+	t.Helper()
+	if _, err := c.CreateService(context.Background(), registry.Service{ID: id, HeartbeatTimeout: 120}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// runAsync runs the svcreg command line in-process and returns its exit
+// status on a channel.
+func runAsync(ctx context.Context, args []string, stdout, stderr *output) <-chan int {
+	done := make(chan int, 1)
+	go func() { done <- Main(ctx, args, strings.NewReader(""), stdout, stderr) }()
+	return done
+}
+
+// Without --marker, tail starts now: events from before it started are
+// not shown, events after it are, and it rides out a registry restart.
+func TestEventsTailFromNow(t *testing.T) {
+	t.Parallel()
+	srv, c := tailEnv(t, "tail-now")
+	create(t, c, "before-1")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	stdout, stderr := newOutput(), newOutput()
+	done := runAsync(ctx, []string{"events", "tail", "--count", "2",
+		"--url", srv.APIURL, "--username", "tail-now", "--api-key", "dev"}, stdout, stderr)
+	stderr.waitFor(t, "following the events after")
+
+	create(t, c, "after-1")
+	stdout.waitFor(t, "after-1")
+	srv.Restart()
+	c.Close() // its idle connection is to the stopped server
+	create(t, c, "after-2")
+
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("exit status %d; stderr:\n%s", code, stderr)
+		}
+	case <-ctx.Done():
+		t.Fatalf("tail --count 2 did not exit; stdout:\n%s\nstderr:\n%s", stdout, stderr)
+	}
+	out := stdout.String()
+	if strings.Contains(out, "before-1") {
+		t.Errorf("tail from now shows an event from before it started:\n%s", out)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "ID ") ||
+		!strings.Contains(lines[1], "service.join") || !strings.Contains(lines[1], "after-1") ||
+		!strings.Contains(lines[2], "service.join") || !strings.Contains(lines[2], "after-2") {
+		t.Errorf("tail output is not a header and the two joins:\n%s", out)
+	}
+}
+
+// An interrupted tail (Ctrl-C, SIGINT) stops cleanly with exit status 0,
+// after printing what it saw: here, run as a real process.
+func TestEventsTailInterrupt(t *testing.T) {
+	t.Parallel()
+	srv, c := tailEnv(t, "tail-sigint")
+	cmd := exec.Command(os.Args[0], "events", "tail", "-o", "json")
+	cmd.Env = append(os.Environ(), execEnv+"=1", "GORACE="+os.Getenv("GORACE")+" atexit_sleep_ms=0",
+		"SVCREG_URL="+srv.APIURL, "SVCREG_USERNAME=tail-sigint", "SVCREG_API_KEY=dev",
+		"SVCREG_TOKEN=", "SVCREG_TENANT=", "SVCREG_AUTH_URL=", "SVCREG_PASSWORD=", "SVCREG_REGION=")
+	stdout, stderr := newOutput(), newOutput()
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	stderr.waitFor(t, "following the events after")
+	create(t, c, "sigint-1")
+	if err := c.SetConfig(context.Background(), "/app/color", "blue"); err != nil {
+		t.Fatal(err)
+	}
+	stdout.waitFor(t, `"configuration_value_id":"/app/color"`)
+
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	stuck := time.AfterFunc(20*time.Second, func() { cmd.Process.Kill() })
+	defer stuck.Stop()
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("tail after SIGINT: %v; stderr:\n%s", err, stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[0], `"type":"service.join"`) || !strings.Contains(lines[1], `"type":"configuration_value.update"`) {
+		t.Errorf("tail -o json printed:\n%s\nwant the join, then the configuration update, one JSON object a line", stdout)
+	}
+}

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"encoding/json"
+	"io"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode"
+)
+
+// How the API commands print: tables for people (text/tabwriter), and
+// with --output json the API's own shapes for scripts.
+
+// writeJSON writes v as indented JSON and a newline.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}
+
+// newTable returns a tabwriter for a table whose cells are separated by
+// tabs; Flush it at the end.
+func newTable(w io.Writer) *tabwriter.Writer {
+	return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+}
+
+// row writes one table row.
+func row(w io.Writer, cells ...string) {
+	io.WriteString(w, strings.Join(cells, "\t")+"\n")
+}
+
+// cell makes s safe for a table cell: empty becomes "-", and a value with
+// tabs, newlines or other control characters is quoted.
+func cell(s string) string {
+	if s == "" {
+		return "-"
+	}
+	if strings.IndexFunc(s, unicode.IsControl) >= 0 {
+		return strconv.Quote(s)
+	}
+	return s
+}
+
+// joinTags writes tags as --tags takes them: a,b.
+func joinTags(tags []string) string { return strings.Join(tags, ",") }
+
+// joinMetadata writes metadata as --metadata takes it, sorted by key:
+// k=v,k2=v2.
+func joinMetadata(m map[string]string) string {
+	var b strings.Builder
+	for i, k := range slices.Sorted(maps.Keys(m)) {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(k + "=" + m[k])
+	}
+	return b.String()
+}
+
+// formatTime shows a time in the local zone with its offset; "-" for the
+// zero time.
+func formatTime(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Local().Format("2006-01-02T15:04:05Z07:00")
+}

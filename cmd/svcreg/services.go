@@ -1,0 +1,246 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/svcreg/svcreg/registry"
+)
+
+const servicesDescription = `
+Lists, shows, creates, changes and deletes the services of the account.
+Connection flags (--url, --username, --api-key, …) or the SVCREG_*
+environment variables say which registry and account.`
+
+func runServices(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	return runGroup(ctx, "services", servicesDescription, []subcommand{
+		{"list", "list the services, or those with a tag", runServicesList},
+		{"get", "show one service", runServicesGet},
+		{"create", "create a service and print its first heartbeat token", runServicesCreate},
+		{"update", "change a service's tags, metadata or heartbeat timeout", runServicesUpdate},
+		{"delete", "delete a service", runServicesDelete},
+	}, args, stdin, stdout, stderr)
+}
+
+// listFlag is a repeatable flag of comma-separated items (--tags a,b
+// --tags c). It remembers whether it was given, so that --tags "" can
+// mean "no tags".
+type listFlag struct {
+	items []string
+	set   bool
+}
+
+func (l *listFlag) String() string { return strings.Join(l.items, ",") }
+
+func (l *listFlag) Set(v string) error {
+	l.set = true
+	for item := range strings.SplitSeq(v, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			l.items = append(l.items, item)
+		}
+	}
+	return nil
+}
+
+// tags returns the tags given; an empty, non-nil slice if the flag was
+// given empty.
+func (l *listFlag) tags() []string {
+	if l.items == nil {
+		return []string{}
+	}
+	return l.items
+}
+
+// metadata returns the key=value items as a map; an empty, non-nil map if
+// the flag was given empty.
+func (l *listFlag) metadata() (map[string]string, error) {
+	m := make(map[string]string, len(l.items))
+	for _, item := range l.items {
+		k, v, ok := strings.Cut(item, "=")
+		if !ok || k == "" {
+			return nil, usagef("--metadata %q: write each item as key=value", item)
+		}
+		m[k] = v
+	}
+	return m, nil
+}
+
+func runServicesList(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	f := newAPIFlags("services list", "svcreg services list [--tag TAG] [flags]", `
+Lists every service of the account, ordered by id (all pages), with its
+tags, heartbeat timeout, last heartbeat and metadata. With --output json,
+a JSON array of services as the API shows them.`, stderr)
+	tag := f.fs.String("tag", "", "list only the services carrying this `tag` (exact, case-sensitive)")
+	pos, err := f.parse(args)
+	if err != nil {
+		return err
+	}
+	if err := noArgs(pos); err != nil {
+		return err
+	}
+	ctx, c, done, err := f.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+
+	services := []registry.Service{}
+	for s, err := range c.ListServices(ctx, registry.ServiceListOptions{Tag: *tag}) {
+		if err != nil {
+			return err
+		}
+		services = append(services, s)
+	}
+	if f.json() {
+		return writeJSON(stdout, services)
+	}
+	tw := newTable(stdout)
+	row(tw, "ID", "TAGS", "TIMEOUT", "LAST SEEN", "METADATA")
+	for _, s := range services {
+		row(tw, s.ID, cell(joinTags(s.Tags)), strconv.Itoa(s.HeartbeatTimeout), formatTime(s.LastSeen), cell(joinMetadata(s.Metadata)))
+	}
+	return tw.Flush()
+}
+
+func runServicesGet(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	f := newAPIFlags("services get", "svcreg services get ID [flags]", `
+Shows one service: its tags, heartbeat timeout (seconds), last heartbeat
+and metadata, one per line. With --output json, the service as the API
+shows it. Exits 1 if there is no such service.`, stderr)
+	pos, err := f.parse(args)
+	if err != nil {
+		return err
+	}
+	id, err := oneArg(pos, "service ID")
+	if err != nil {
+		return err
+	}
+	ctx, c, done, err := f.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+
+	s, err := c.GetService(ctx, id)
+	if err != nil {
+		return err
+	}
+	if f.json() {
+		return writeJSON(stdout, s)
+	}
+	tw := newTable(stdout)
+	row(tw, "id", s.ID)
+	row(tw, "tags", cell(joinTags(s.Tags)))
+	row(tw, "heartbeat_timeout", strconv.Itoa(s.HeartbeatTimeout))
+	row(tw, "last_seen", formatTime(s.LastSeen))
+	for _, k := range slices.Sorted(maps.Keys(s.Metadata)) {
+		row(tw, "metadata."+k, cell(s.Metadata[k]))
+	}
+	return tw.Flush()
+}
+
+func runServicesCreate(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	f := newAPIFlags("services create", "svcreg services create ID --timeout SECONDS [--tags a,b] [--metadata k=v,k2=v2] [flags]", `
+Creates a service and prints its first heartbeat token. The registry
+times the service out unless it is heartbeated within --timeout seconds:
+POST /services/ID/heartbeat with the token (see docs/api.md), or let
+'svcreg wrap' register and heartbeat a process. With --output json,
+{"token": "…"}.`, stderr)
+	timeout := f.fs.Int("timeout", 0, "heartbeat timeout in `seconds` (3..120); required")
+	var tags, metadata listFlag
+	f.fs.Var(&tags, "tags", "comma-separated `tags`; may be repeated")
+	f.fs.Var(&metadata, "metadata", "comma-separated `key=value` pairs; may be repeated")
+	pos, err := f.parse(args)
+	if err != nil {
+		return err
+	}
+	id, err := oneArg(pos, "service ID")
+	if err != nil {
+		return err
+	}
+	if *timeout == 0 {
+		return usagef("missing --timeout: the heartbeat timeout in seconds (3..120)")
+	}
+	meta, err := metadata.metadata()
+	if err != nil {
+		return err
+	}
+	ctx, c, done, err := f.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+
+	token, err := c.CreateService(ctx, registry.Service{ID: id, HeartbeatTimeout: *timeout, Tags: tags.tags(), Metadata: meta})
+	if err != nil {
+		return err
+	}
+	if f.json() {
+		return writeJSON(stdout, map[string]string{"token": token})
+	}
+	_, err = fmt.Fprintln(stdout, token)
+	return err
+}
+
+func runServicesUpdate(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	f := newAPIFlags("services update", "svcreg services update ID [--tags a,b] [--metadata k=v,k2=v2] [--timeout SECONDS] [flags]", `
+Changes a service. Only the flags given are sent, and each replaces what
+the service had: --tags "" removes every tag, --metadata "" all metadata.
+A new --timeout applies from the next heartbeat. Prints nothing.`, stderr)
+	timeout := f.fs.Int("timeout", 0, "new heartbeat timeout in `seconds` (3..120)")
+	var tags, metadata listFlag
+	f.fs.Var(&tags, "tags", "comma-separated `tags` that replace the service's; may be repeated")
+	f.fs.Var(&metadata, "metadata", "comma-separated `key=value` pairs that replace the service's; may be repeated")
+	pos, err := f.parse(args)
+	if err != nil {
+		return err
+	}
+	id, err := oneArg(pos, "service ID")
+	if err != nil {
+		return err
+	}
+	var patch registry.ServicePatch
+	if tags.set {
+		patch.Tags = tags.tags()
+	}
+	if metadata.set {
+		if patch.Metadata, err = metadata.metadata(); err != nil {
+			return err
+		}
+	}
+	patch.HeartbeatTimeout = *timeout
+	if !tags.set && !metadata.set && *timeout == 0 {
+		return usagef("nothing to change: give --tags, --metadata or --timeout")
+	}
+	ctx, c, done, err := f.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	return c.UpdateService(ctx, id, patch)
+}
+
+func runServicesDelete(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	f := newAPIFlags("services delete", "svcreg services delete ID [flags]", `
+Deletes a service; its heartbeat token stops working. Prints nothing.
+Exits 1 if there is no such service.`, stderr)
+	pos, err := f.parse(args)
+	if err != nil {
+		return err
+	}
+	id, err := oneArg(pos, "service ID")
+	if err != nil {
+		return err
+	}
+	ctx, c, done, err := f.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	return c.DeleteService(ctx, id)
+}

@@ -1,0 +1,367 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/oklog/run"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/svcreg/svcreg/internal/conn"
+	"github.com/svcreg/svcreg/render"
+	"github.com/svcreg/svcreg/watcher"
+)
+
+const templateDescription = `
+Watches the registry and keeps files rendered from Go templates (nginx
+upstreams, HAProxy backends, ...) in step with it: it lists the registry,
+follows its events feed with long-polls, and after each burst of changes
+renders every template; for each reload group whose output changed it stages
+the files next to their destinations, runs the group's check command, installs
+them atomically and runs the reload command once. A failed reload restores
+the previous files and reloads again.
+
+Templates come from --config (TOML) or from --template flags. The registry
+connection comes from the flags, the config file's [registry], or the SVCREG_*
+variables, in that order.
+
+Signals: SIGTERM and SIGINT stop; SIGHUP re-reads the config file and the
+templates and switches to them if they are valid. Template files are also
+watched and re-read when they change.
+
+Exit codes (--once): 0 done; 1 other error; 2 usage; 3 bad config or
+template; 4 no sync with the registry within --once-timeout; 5 a template
+failed to render (or min_instances refused it); 6 a check command failed;
+7 a file could not be installed; 8 a reload command failed.`
+
+// Exit codes of svcreg template.
+const (
+	exitConfig  = 3
+	exitSync    = 4
+	exitRender  = 5
+	exitCheck   = 6
+	exitInstall = 7
+	exitReload  = 8
+)
+
+type templateFlags struct {
+	config      string
+	templates   stringList
+	wait        string
+	once        bool
+	onceTimeout time.Duration
+	dry         bool
+	listen      string
+	logFormat   string
+	logLevel    string
+	conn        conn.Settings
+}
+
+// stringList is a repeatable flag.
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, ", ") }
+func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
+
+func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	var f templateFlags
+	fs := newFlagSet("template", "svcreg template (--config FILE | --template SRC:DST[:RELOAD]...) [flags]", templateDescription, stderr)
+	fs.StringVar(&f.config, "config", "", "TOML config `file`")
+	fs.Var(&f.templates, "template", "`SRC:DST[:RELOAD]`: render SRC to DST and run RELOAD after a change (repeatable)")
+	fs.StringVar(&f.wait, "wait", "", "`MIN:MAX` debounce: render after MIN without changes, at most MAX after the first\n(default 100ms:2s, or the config's [wait])")
+	fs.BoolVar(&f.once, "once", false, "wait for a full sync, render, install, reload, then exit")
+	fs.DurationVar(&f.onceTimeout, "once-timeout", 30*time.Second, "with --once, how long to wait for the registry")
+	fs.BoolVar(&f.dry, "dry", false, "print what would change (a diff per file) and write and run nothing")
+	fs.StringVar(&f.listen, "listen", "", "`address` for /healthz and /metrics (default: the config's listen, or none)")
+	fs.StringVar(&f.logFormat, "log-format", "text", "log `format`: text or json")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
+	f.conn.Register(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("unexpected argument %q", fs.Arg(0))
+	}
+	if f.config == "" && len(f.templates) == 0 {
+		return usagef("give --config FILE or at least one --template SRC:DST[:RELOAD]")
+	}
+	log, err := newLogger(stderr, f.logFormat, f.logLevel)
+	if err != nil {
+		return err
+	}
+	load := func() (render.Config, error) { return f.loadConfig(fs) }
+	cfg, err := load()
+	if err != nil {
+		return exitCodeError{exitConfig, err}
+	}
+	set, err := render.NewSet(cfg)
+	if err != nil {
+		return exitCodeError{exitConfig, err}
+	}
+	settings := connSettings(cfg.Registry, fs, f.conn)
+	client, err := settings.Client()
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	defer client.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	w := watcher.New(watcher.Config{Client: client, Resync: cfg.Resync.D(), Logger: log, Registerer: reg})
+	health := render.NewHealth()
+	health.Watch = w.Status
+	renderer := render.NewRenderer(log, render.NewMetrics(reg), health)
+	renderer.Dry, renderer.DryOut = f.dry, stdout
+	loop := &render.Loop{Renderer: renderer, Source: w}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if f.once {
+		return runOnce(ctx, log, w, loop, set, f.onceTimeout)
+	}
+
+	sets := make(chan *render.Set)
+	loop.Sets = sets
+	rl := &reloader{log: log, load: load, sets: sets, current: set, registry: cfg.Registry}
+	var g run.Group
+	g.Add(func() error { return w.Run(ctx) }, func(error) { cancel() })
+	g.Add(func() error { return loop.Run(ctx, set) }, func(error) { cancel() })
+	g.Add(func() error { return rl.watchFiles(ctx) }, func(error) { cancel() })
+	g.Add(func() error { return rl.signals(ctx) }, func(error) { cancel() })
+	if cfg.Listen != "" {
+		ln, err := net.Listen("tcp", cfg.Listen)
+		if err != nil {
+			return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/healthz", health)
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
+		log.Info("serving /healthz and /metrics", "url", "http://"+ln.Addr().String())
+		g.Add(func() error {
+			if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		}, func(error) {
+			sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer scancel()
+			hs.Shutdown(sctx)
+		})
+	}
+	log.Info("svcreg template started", "templates", len(set.Sources()), "registry", settings.URL, "dry", f.dry)
+	err = g.Run()
+	var sig run.SignalError
+	if errors.As(err, &sig) || errors.Is(err, errStopped) {
+		return nil
+	}
+	return err
+}
+
+// loadConfig reads --config (if any), adds the --template flags, and
+// applies --wait and --listen.
+func (f *templateFlags) loadConfig(fs *flag.FlagSet) (render.Config, error) {
+	c := render.Config{Wait: render.DefaultWait()}
+	if f.config != "" {
+		var err error
+		if c, err = render.ReadConfig(f.config); err != nil {
+			return c, err
+		}
+	}
+	for _, t := range f.templates {
+		tc, err := render.ParseTemplateFlag(t)
+		if err != nil {
+			return c, err
+		}
+		c.Templates = append(c.Templates, tc)
+	}
+	if f.wait != "" {
+		lo, hi, ok := strings.Cut(f.wait, ":")
+		if !ok {
+			hi = lo
+		}
+		var w render.WaitConfig
+		if err := w.Min.UnmarshalText([]byte(lo)); err != nil {
+			return c, fmt.Errorf("--wait: %w", err)
+		}
+		if err := w.Max.UnmarshalText([]byte(hi)); err != nil {
+			return c, fmt.Errorf("--wait: %w", err)
+		}
+		c.Wait = w
+	}
+	if isSet(fs, "listen") {
+		c.Listen = f.listen
+	}
+	if err := c.Normalize(); err != nil {
+		if f.config != "" {
+			return c, fmt.Errorf("config %s: %w", f.config, err)
+		}
+		return c, err
+	}
+	return c, nil
+}
+
+func isSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
+// connSettings merges the connection settings: flags given on the command
+// line, then the config file's [registry], then the environment.
+func connSettings(rc render.RegistryConfig, fs *flag.FlagSet, flags conn.Settings) conn.Settings {
+	s := conn.Settings{URL: rc.URL, AuthURL: rc.AuthURL, Token: rc.Token, Tenant: rc.Tenant,
+		Username: rc.Username, APIKey: rc.APIKey, Password: rc.Password}
+	for name, pair := range map[string][2]*string{
+		"url": {&s.URL, &flags.URL}, "auth-url": {&s.AuthURL, &flags.AuthURL}, "token": {&s.Token, &flags.Token},
+		"tenant": {&s.Tenant, &flags.Tenant}, "username": {&s.Username, &flags.Username}, "api-key": {&s.APIKey, &flags.APIKey},
+		"password": {&s.Password, &flags.Password}, "region": {&s.Region, &flags.Region},
+	} {
+		if isSet(fs, name) {
+			*pair[0] = *pair[1]
+		}
+	}
+	return s.FromEnv()
+}
+
+// runOnce is --once: sync, one pass, exit with the code of the worst
+// failure.
+func runOnce(ctx context.Context, log *slog.Logger, w *watcher.Watcher, loop *render.Loop, set *render.Set, timeout time.Duration) error {
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); w.Run(wctx) }()
+	defer func() { cancel(); <-done }()
+	res, err := loop.RunOnce(ctx, set, timeout)
+	if errors.Is(err, render.ErrSyncTimeout) {
+		if st := w.Status(); st.LastError != "" {
+			err = fmt.Errorf("%w (last error: %s)", err, st.LastError)
+		}
+		return exitCodeError{exitSync, err}
+	}
+	if err != nil {
+		return err
+	}
+	if worst := res.Worst(); worst != nil {
+		code := map[render.FailureKind]int{render.RenderFailed: exitRender, render.CheckFailed: exitCheck,
+			render.InstallFailed: exitInstall, render.ReloadFailed: exitReload}[worst.Kind]
+		return exitCodeError{code, worst}
+	}
+	log.Info("rendered once", "groups_installed", res.Installed)
+	return nil
+}
+
+// errStopped ends the run group on SIGTERM or SIGINT.
+var errStopped = errors.New("stopped by signal")
+
+// reloader re-reads the configuration and templates on SIGHUP, and the
+// templates when their files change, and hands a valid new set to the
+// render loop. An invalid one is logged and the old set kept.
+type reloader struct {
+	log      *slog.Logger
+	load     func() (render.Config, error)
+	sets     chan<- *render.Set
+	registry render.RegistryConfig // as started
+
+	mu      sync.Mutex
+	current *render.Set
+	sources chan []string // the template files to watch, after a reload
+}
+
+func (r *reloader) reload(ctx context.Context, why string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cfg, err := r.load()
+	var set *render.Set
+	if err == nil {
+		set, err = render.NewSet(cfg)
+	}
+	if err != nil {
+		r.log.Error("reload failed; keeping the current templates", "why", why, "err", err)
+		return
+	}
+	if cfg.Registry != r.registry {
+		r.log.Warn("the [registry] settings changed; they take effect at the next restart")
+	}
+	old := r.current.Sources()
+	r.current = set
+	select {
+	case r.sets <- set:
+	case <-ctx.Done():
+		return
+	}
+	r.log.Info("templates reloaded", "why", why, "templates", len(set.Sources()))
+	if !slices.Equal(old, set.Sources()) && r.sources != nil {
+		select {
+		case r.sources <- set.Sources():
+		default:
+		}
+	}
+}
+
+// watchFiles watches the current templates' files, following the list of
+// files across reloads.
+func (r *reloader) watchFiles(ctx context.Context) error {
+	r.mu.Lock()
+	r.sources = make(chan []string, 1)
+	files := r.current.Sources()
+	r.mu.Unlock()
+	for {
+		wctx, cancel := context.WithCancel(ctx)
+		errc := make(chan error, 1)
+		go func() {
+			errc <- render.WatchFiles(wctx, files, 200*time.Millisecond, func() { r.reload(ctx, "template file changed") })
+		}()
+		select {
+		case <-ctx.Done():
+			cancel()
+			<-errc
+			return nil
+		case files = <-r.sources:
+			cancel()
+			<-errc
+		case err := <-errc:
+			cancel()
+			// Watching is a convenience; SIGHUP still reloads.
+			r.log.Warn("cannot watch template files; send SIGHUP after changing them", "err", err)
+			<-ctx.Done()
+			return nil
+		}
+	}
+}
+
+// signals stops on SIGTERM/SIGINT and reloads on SIGHUP.
+func (r *reloader) signals(ctx context.Context) error {
+	ch := make(chan os.Signal, 4)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(ch)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case s := <-ch:
+			if s == syscall.SIGHUP {
+				r.reload(ctx, "SIGHUP")
+				continue
+			}
+			r.log.Info("stopping", "signal", s.String())
+			return errStopped
+		}
+	}
+}

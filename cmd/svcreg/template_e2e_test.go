@@ -1,0 +1,458 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/svcreg/svcreg/internal/testserver"
+	"github.com/svcreg/svcreg/registry"
+	"github.com/svcreg/svcreg/server/store"
+)
+
+// The renderer's end-to-end tests: the real server (in-process), `svcreg
+// template` as a child process, and real nginx and HAProxy on loopback
+// ports with their own prefix and pid files.
+
+// program finds an installed program; the tests fail (not skip) without
+// it, since CI must run them: `make deps` installs nginx and haproxy.
+func program(t *testing.T, name string) string {
+	t.Helper()
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	for _, dir := range []string{"/usr/sbin", "/usr/local/sbin", "/sbin"} {
+		if p := filepath.Join(dir, name); fileExists(p) {
+			return p
+		}
+	}
+	t.Fatalf("%s is not installed; the renderer's end-to-end tests run against it (make deps installs it)", name)
+	return ""
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// backend is an HTTP server that answers its name.
+func backend(t *testing.T, name string) (ip, port string) {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, name) }))
+	t.Cleanup(srv.Close)
+	host, p, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	return host, p
+}
+
+// eventuallyTrue polls cond; the bound only stops a broken test.
+func eventuallyTrue(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(45 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func readString(path string) string {
+	b, _ := os.ReadFile(path)
+	return string(b)
+}
+
+// get fetches url and returns the body, whatever the status ("" on error).
+func get(url string) string {
+	c := &http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// lines counts the lines of a file (a reload log).
+func lines(path string) int { return strings.Count(readString(path), "\n") }
+
+// daemon is `svcreg template` running as a child process.
+type daemon struct {
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	logs bytes.Buffer
+}
+
+func (d *daemon) Write(p []byte) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.logs.Write(p)
+}
+
+func (d *daemon) output() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.logs.String()
+}
+
+func startDaemon(t *testing.T, env []string, args ...string) *daemon {
+	t.Helper()
+	d := &daemon{}
+	d.cmd = exec.Command(os.Args[0], append([]string{"template"}, args...)...)
+	d.cmd.Env = append(append(os.Environ(), execEnv+"=1"), env...)
+	d.cmd.Stdout, d.cmd.Stderr = d, d
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		d.cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { d.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			d.cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("svcreg template output:\n%s", d.output())
+		}
+	})
+	return d
+}
+
+// registryEnv starts a registry and returns a client and the environment
+// that points svcreg at it as user.
+func registryEnv(t *testing.T, opts testserver.Options, user string) (*testserver.Server, *registry.Client, []string) {
+	t.Helper()
+	srv := testserver.Start(t, opts)
+	c, err := registry.New(registry.Config{URL: srv.APIURL, AuthURL: srv.AuthURL, Username: user, APIKey: "dev"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv, c, []string{"SVCREG_URL=" + srv.APIURL, "SVCREG_USERNAME=" + user, "SVCREG_API_KEY=dev"}
+}
+
+func createService(t *testing.T, c *registry.Client, id string, timeout int, tags []string, md map[string]string) {
+	t.Helper()
+	if _, err := c.CreateService(context.Background(), registry.Service{ID: id, Tags: tags, Metadata: md, HeartbeatTimeout: timeout}); err != nil {
+		t.Fatalf("create %s: %v", id, err)
+	}
+}
+
+// nginx runs nginx on a loopback port with its own prefix, proxying to the
+// upstream "www" that svcreg renders into upstreams.conf.
+type nginx struct {
+	bin, prefix, conf, upstreams string
+	port                         int
+}
+
+func startNginx(t *testing.T) *nginx {
+	t.Helper()
+	n := &nginx{bin: program(t, "nginx"), prefix: t.TempDir(), port: freePort(t)}
+	n.conf = filepath.Join(n.prefix, "nginx.conf")
+	n.upstreams = filepath.Join(n.prefix, "upstreams.conf")
+	os.MkdirAll(filepath.Join(n.prefix, "logs"), 0o755)
+	// Until svcreg renders it, the upstream points at a closed port.
+	os.WriteFile(n.upstreams, []byte("upstream www { server 127.0.0.1:1; }\n"), 0o644)
+	conf := fmt.Sprintf(`pid %[1]s/nginx.pid;
+error_log %[1]s/logs/error.log;
+worker_processes 1;
+events { worker_connections 128; }
+http {
+    access_log off;
+    include %[2]s;
+    server {
+        listen 127.0.0.1:%[3]d;
+        location / { proxy_pass http://www; proxy_next_upstream error timeout; }
+    }
+}
+`, n.prefix, n.upstreams, n.port)
+	if err := os.WriteFile(n.conf, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(n.bin, n.args()...).CombinedOutput(); err != nil {
+		t.Fatalf("start nginx: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command(n.bin, append(n.args(), "-s", "quit")...).Run() })
+	return n
+}
+
+func (n *nginx) args() []string { return []string{"-p", n.prefix, "-c", n.conf} }
+
+func (n *nginx) reloadCommand() string {
+	return n.bin + " -p " + n.prefix + " -c " + n.conf + " -s reload"
+}
+
+func (n *nginx) url() string { return "http://127.0.0.1:" + strconv.Itoa(n.port) + "/" }
+
+// repoFile is a file of the repository, from cmd/svcreg.
+func repoFile(name string) string { p, _ := filepath.Abs(filepath.Join("..", "..", name)); return p }
+
+// writeRenderConfig writes a renderer config for the nginx example
+// template, with a reload that logs each run to reloads.
+func writeRenderConfig(t *testing.T, n *nginx, reload, extra string) (config, reloads string) {
+	t.Helper()
+	dir := t.TempDir()
+	reloads = filepath.Join(dir, "reloads")
+	config = filepath.Join(dir, "render.toml")
+	toml := fmt.Sprintf(`
+[wait]
+min = "100ms"
+max = "1s"
+
+[[template]]
+source = %q
+destination = %q
+check = "%s {{.Staged}} www"
+reload = "echo reload >> %s && %s"
+reload_timeout = "20s"
+min_instances = 1
+%s
+`, repoFile("examples/nginx/upstreams.tmpl"), n.upstreams, repoFile("examples/nginx/check-upstreams.sh"), reloads, reload, extra)
+	if err := os.WriteFile(config, []byte(toml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return config, reloads
+}
+
+func TestTemplateNginxEndToEnd(t *testing.T) {
+	t.Parallel()
+	n := startNginx(t)
+	_, c, env := registryEnv(t, testserver.Options{}, "e2e-nginx")
+	ipA, portA := backend(t, "backend-a")
+	createService(t, c, "web-a", 120, []string{"www"}, map[string]string{"ip": ipA, "port": portA})
+	failFlag := filepath.Join(t.TempDir(), "fail-reload")
+	config, reloads := writeRenderConfig(t, n, n.reloadCommand()+" && test ! -e "+failFlag, "")
+	startDaemon(t, env, "--config", config)
+
+	// The first sync: the upstream gets backend A and nginx reaches it.
+	eventuallyTrue(t, "backend A behind nginx", func() bool { return get(n.url()) == "backend-a" })
+	if !strings.Contains(readString(n.upstreams), "server "+ipA+":"+portA+";  # web-a") {
+		t.Fatalf("upstreams.conf:\n%s", readString(n.upstreams))
+	}
+
+	// A service joins: it appears in the file, and nginx reaches it.
+	ipB, portB := backend(t, "backend-b")
+	createService(t, c, "web-b", 3, []string{"www"}, map[string]string{"ip": ipB, "port": portB})
+	eventuallyTrue(t, "web-b in the upstream", func() bool { return strings.Contains(readString(n.upstreams), "# web-b") })
+	eventuallyTrue(t, "nginx to reach backend B", func() bool {
+		for i := 0; i < 4; i++ {
+			if get(n.url()) == "backend-b" {
+				return true
+			}
+		}
+		return false
+	})
+
+	// web-b gets no heartbeats: it times out and leaves the upstream.
+	eventuallyTrue(t, "web-b to time out of the upstream", func() bool { return !strings.Contains(readString(n.upstreams), "web-b") })
+
+	// A service whose metadata makes an invalid config: nginx -t refuses
+	// the staged file, the old file stays, nginx keeps serving.
+	before := readString(n.upstreams)
+	reloadsBefore := lines(reloads)
+	createService(t, c, "web-bad", 120, []string{"www"}, map[string]string{"ip": "127.0.0.1", "port": "notaport"})
+	time.Sleep(1500 * time.Millisecond) // past the debounce and the check
+	if got := readString(n.upstreams); got != before {
+		t.Fatalf("a config nginx refused was installed:\n%s", got)
+	}
+	if lines(reloads) != reloadsBefore {
+		t.Fatal("reloaded after a failed check")
+	}
+	if got := get(n.url()); got != "backend-a" {
+		t.Fatalf("nginx stopped serving after a refused config: %q", got)
+	}
+	if err := c.DeleteService(context.Background(), "web-bad"); err != nil {
+		t.Fatal(err)
+	}
+
+	// A failing reload: the previous file is restored (and reloaded).
+	os.WriteFile(failFlag, nil, 0o644)
+	ipC, portC := backend(t, "backend-c")
+	reloadsBefore = lines(reloads)
+	createService(t, c, "web-c", 120, []string{"www"}, map[string]string{"ip": ipC, "port": portC})
+	eventuallyTrue(t, "the failed reload and the one after the restore", func() bool { return lines(reloads) >= reloadsBefore+2 })
+	if got := readString(n.upstreams); strings.Contains(got, "web-c") {
+		t.Fatalf("after a failed reload the new file is still installed:\n%s", got)
+	}
+	os.Remove(failFlag)
+	// The next change installs again, web-c included.
+	ipD, portD := backend(t, "backend-d")
+	createService(t, c, "web-d", 120, []string{"www"}, map[string]string{"ip": ipD, "port": portD})
+	eventuallyTrue(t, "web-c and web-d installed", func() bool {
+		got := readString(n.upstreams)
+		return strings.Contains(got, "web-c") && strings.Contains(got, "web-d")
+	})
+}
+
+func TestTemplateSurvivesRegistryOutage(t *testing.T) {
+	t.Parallel()
+	n := startNginx(t)
+	srv, c, env := registryEnv(t, testserver.Options{}, "e2e-outage")
+	ipA, portA := backend(t, "backend-a")
+	createService(t, c, "web-a", 120, []string{"www"}, map[string]string{"ip": ipA, "port": portA})
+	config, _ := writeRenderConfig(t, n, n.reloadCommand(), "")
+	hp := freePort(t)
+	d := startDaemon(t, env, "--config", config, "--listen", "127.0.0.1:"+strconv.Itoa(hp))
+	health := "http://127.0.0.1:" + strconv.Itoa(hp) + "/healthz"
+	eventuallyTrue(t, "the first render", func() bool { return get(n.url()) == "backend-a" })
+
+	srv.Stop()
+	time.Sleep(12 * time.Second) // minutes in production; past the watcher's outage threshold here
+	if got := get(health + "?max_stale=5s"); !strings.Contains(got, `"status": "stale"`) || !strings.Contains(got, `"last_error"`) {
+		t.Fatalf("healthz during the outage does not say it is stale: %s", got)
+	}
+	if d.cmd.ProcessState != nil {
+		t.Fatal("svcreg template exited during the outage")
+	}
+	if got := get(n.url()); got != "backend-a" {
+		t.Fatalf("nginx lost its upstream during the outage: %q", got)
+	}
+
+	srv.Restart()
+	ipB, portB := backend(t, "backend-b")
+	createService(t, c, "web-b", 120, []string{"www"}, map[string]string{"ip": ipB, "port": portB})
+	eventuallyTrue(t, "convergence after the outage", func() bool { return strings.Contains(readString(n.upstreams), "web-b") })
+	eventuallyTrue(t, "healthz ok again", func() bool { return strings.Contains(get(health+"?max_stale=5s"), `"status": "ok"`) })
+}
+
+func TestTemplateBurstMakesFewReloads(t *testing.T) {
+	t.Parallel()
+	n := startNginx(t)
+	_, c, env := registryEnv(t, testserver.Options{Limits: storeLimits(600)}, "e2e-burst")
+	ip, port := backend(t, "backend")
+	createService(t, c, "web-0", 120, []string{"www"}, map[string]string{"ip": ip, "port": port})
+	config, reloads := writeRenderConfig(t, n, n.reloadCommand(), "")
+	startDaemon(t, env, "--config", config)
+	eventuallyTrue(t, "the first render", func() bool { return lines(reloads) == 1 })
+
+	// 500 events as fast as the registry takes them.
+	var wg sync.WaitGroup
+	for w := 0; w < 10; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; i < 50; i++ {
+				createService(t, c, fmt.Sprintf("web-%d-%d", w, i), 120, []string{"www"}, map[string]string{"ip": ip, "port": port})
+			}
+		}(w)
+	}
+	wg.Wait()
+	eventuallyTrue(t, "all 501 servers rendered", func() bool { return strings.Count(readString(n.upstreams), "server ") == 501 })
+	time.Sleep(1500 * time.Millisecond) // past the debounce: nothing more is due
+	if got := lines(reloads) - 1; got < 1 || got > 2 {
+		t.Fatalf("%d reloads for a burst of 500 events; want 1 or 2", got)
+	}
+}
+
+func storeLimits(services int) store.Limits {
+	return store.Limits{Services: services, ConfigValues: store.DefaultLimits.ConfigValues}
+}
+
+// haproxy runs HAProxy on a loopback port with its own pid file; svcreg
+// renders its backends into a second configuration file.
+type haproxy struct {
+	bin, dir, main, backends, pid string
+	port                          int
+}
+
+func startHAProxy(t *testing.T) *haproxy {
+	t.Helper()
+	h := &haproxy{bin: program(t, "haproxy"), dir: t.TempDir(), port: freePort(t)}
+	h.main = filepath.Join(h.dir, "haproxy.cfg")
+	h.backends = filepath.Join(h.dir, "backends.cfg")
+	h.pid = filepath.Join(h.dir, "haproxy.pid")
+	main := fmt.Sprintf(`global
+    pidfile %s
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 10s
+    timeout server 10s
+frontend web
+    bind 127.0.0.1:%d
+    default_backend api
+`, h.pid, h.port)
+	os.WriteFile(h.main, []byte(main), 0o644)
+	// Until svcreg renders it, the backend points at a closed port.
+	os.WriteFile(h.backends, []byte("backend api\n    server placeholder 127.0.0.1:1\n"), 0o644)
+	if out, err := exec.Command(h.bin, "-f", h.main, "-f", h.backends, "-D", "-p", h.pid).CombinedOutput(); err != nil {
+		t.Fatalf("start haproxy: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("sh", "-c", "kill $(cat "+h.pid+")").Run() })
+	return h
+}
+
+func TestTemplateHAProxyEndToEnd(t *testing.T) {
+	t.Parallel()
+	h := startHAProxy(t)
+	_, c, env := registryEnv(t, testserver.Options{}, "e2e-haproxy")
+	ip, port := backend(t, "api-1")
+	createService(t, c, "api-1", 120, []string{"http"}, map[string]string{"ip": ip, "port": port, "backend": "api"})
+	reloads := filepath.Join(h.dir, "reloads")
+	dir := t.TempDir()
+	config := filepath.Join(dir, "render.toml")
+	os.WriteFile(config, []byte(fmt.Sprintf(`
+[wait]
+min = "100ms"
+max = "1s"
+[[template]]
+source = %q
+destination = %q
+check = "%s -c -q -f %s -f {{.Staged}}"
+reload = "echo reload >> %s && %s -f %s -f %s -D -p %s -sf $(cat %s)"
+min_instances = 1
+`, repoFile("examples/haproxy/backends.tmpl"), h.backends, h.bin, h.main, reloads, h.bin, h.main, h.backends, h.pid, h.pid)), 0o644)
+	startDaemon(t, env, "--config", config)
+	url := "http://127.0.0.1:" + strconv.Itoa(h.port) + "/"
+	eventuallyTrue(t, "api-1 behind haproxy", func() bool { return get(url) == "api-1" })
+
+	ip2, port2 := backend(t, "api-2")
+	createService(t, c, "api-2", 120, []string{"http"}, map[string]string{"ip": ip2, "port": port2, "backend": "api"})
+	eventuallyTrue(t, "haproxy to reach api-2", func() bool {
+		for i := 0; i < 4; i++ {
+			if get(url) == "api-2" {
+				return true
+			}
+		}
+		return false
+	})
+
+	// A backend name HAProxy refuses: the check fails, the old file stays.
+	before, reloadsBefore := readString(h.backends), lines(reloads)
+	createService(t, c, "api-bad", 120, []string{"http"}, map[string]string{"ip": ip, "port": port, "backend": "no spaces allowed"})
+	time.Sleep(1500 * time.Millisecond)
+	if got := readString(h.backends); got != before || lines(reloads) != reloadsBefore {
+		t.Fatalf("a config HAProxy refused was installed or reloaded:\n%s", got)
+	}
+	if got := get(url); got != "api-1" && got != "api-2" {
+		t.Fatalf("haproxy stopped serving after a refused config: %q", got)
+	}
+	if err := c.DeleteService(context.Background(), "api-2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.DeleteService(context.Background(), "api-bad"); err != nil {
+		t.Fatal(err)
+	}
+	eventuallyTrue(t, "api-2 to leave the backend", func() bool { return !strings.Contains(readString(h.backends), "api-2") })
+}

@@ -1,0 +1,280 @@
+package wrapper
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf16"
+
+	"github.com/svcreg/svcreg/internal/conn"
+	"github.com/svcreg/svcreg/registry"
+)
+
+// Limits of --interval. The heartbeat timeout is three intervals (see
+// HeartbeatTimeout), and the registry accepts timeouts of 3..120 s.
+const (
+	MinInterval = 1 * time.Second
+	MaxInterval = 40 * time.Second
+)
+
+// HeartbeatTimeout is the heartbeat_timeout, in seconds, the wrapper
+// registers for a heartbeat interval: ceil(3 × interval), held to the
+// registry's 3..120 s. A heartbeat goes every interval, so the registry
+// times the service out only after about three intervals without one; a
+// failed heartbeat has two intervals of retries before the deadline.
+func HeartbeatTimeout(interval time.Duration) int {
+	t := int(math.Ceil(3 * interval.Seconds()))
+	return min(max(t, 3), 120)
+}
+
+// Config is what the wrapper does, from its command line.
+type Config struct {
+	// Service is the service to register; its HeartbeatTimeout is derived
+	// from Interval.
+	Service registry.Service
+	// Interval is the time between successful heartbeats.
+	Interval time.Duration
+	// AbortOnFailure stops the command when the service cannot be kept in
+	// the registry, instead of keeping it running (fail open).
+	AbortOnFailure bool
+	// NoDeregister leaves the service to time out when the command exits,
+	// instead of deleting it at once.
+	NoDeregister bool
+	// GracePeriod is how long the command has after SIGTERM before it is
+	// killed, and after a first SIGINT/SIGTERM before a second one kills it.
+	GracePeriod time.Duration
+	// Command is the program to run and its arguments.
+	Command []string
+	// Conn says how to reach the registry.
+	Conn conn.Settings
+	// LogFormat (text or json) and LogLevel configure the wrapper's logs.
+	LogFormat, LogLevel string
+}
+
+// UsageError is a mistake on the command line. Nothing has been done when
+// ParseArgs returns one; the wrapper exits with ExitUsage.
+type UsageError struct{ Msg string }
+
+func (e *UsageError) Error() string { return e.Msg }
+
+func usagef(format string, args ...any) error {
+	return &UsageError{fmt.Sprintf(format, args...)}
+}
+
+const description = `
+Registers a service in the Service Registry, runs COMMAND with its arguments
+(stdin, stdout, stderr and the environment passed through, plus
+SVCREG_SERVICE_ID), heartbeats the service while COMMAND lives, and deletes
+it when COMMAND exits. Exits with COMMAND's exit code, or 128+N when a signal
+N killed it.
+
+The heartbeat timeout registered is ceil(3 x --interval) seconds: the
+registry times the service out only after about three missed heartbeats.
+
+Signals (SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, ...)
+are passed on to COMMAND; a second SIGINT or SIGTERM after --grace-period
+kills it. Orphaned descendants of COMMAND are reaped.
+
+If the registry cannot be reached or refuses the service, COMMAND keeps
+running and the wrapper keeps trying (fail open); with --abort-on-failure it
+stops COMMAND instead (SIGTERM, then SIGKILL after --grace-period) once the
+service has gone one heartbeat timeout without being registered or
+heartbeated, and exits with 69.
+
+Exit codes: COMMAND's; 2 usage; 69 aborted (--abort-on-failure);
+126 COMMAND cannot be run; 127 COMMAND not found; 1 other errors.`
+
+// ParseArgs parses the wrapper's command line (the arguments after the
+// program's name). prog names the program in the usage text. --help prints
+// the usage to stderr and returns flag.ErrHelp; mistakes are *UsageError.
+func ParseArgs(prog string, args []string, stderr io.Writer) (Config, error) {
+	cfg := Config{Interval: 10 * time.Second}
+	var tags listFlag
+	var metadata listFlag
+	fs := flag.NewFlagSet(prog, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage:\n  %s --id=ID [--tags=a,b] [--metadata=k=v,...] [--interval=SECONDS] [--abort-on-failure] [flags] [--] COMMAND [ARGS...]\n\n", prog)
+		fmt.Fprintf(stderr, "%s\n\nFlags:\n", strings.TrimSpace(description))
+		printFlags(stderr, fs)
+	}
+	fs.StringVar(&cfg.Service.ID, "id", "", "service `id` to register (3..65 characters of a-z A-Z 0-9 _ . -)")
+	fs.Var(&tags, "tags", "comma separated `list` of tags (repeatable)")
+	fs.Var(&metadata, "metadata", "comma separated `list` of key=value pairs (repeatable)")
+	fs.Var((*secondsFlag)(&cfg.Interval), "interval", fmt.Sprintf("heartbeat `interval`: seconds (5, 2.5) or a duration (5s); %v..%v", MinInterval, MaxInterval))
+	fs.BoolVar(&cfg.AbortOnFailure, "abort-on-failure", false, "stop COMMAND and exit 69 when the service cannot be kept in the registry")
+	fs.BoolVar(&cfg.NoDeregister, "no-deregister", false, "when COMMAND exits, let the service time out instead of deleting it")
+	fs.DurationVar(&cfg.GracePeriod, "grace-period", 10*time.Second, "time COMMAND has to exit after SIGTERM before SIGKILL")
+	cfg.Conn.Register(fs)
+	fs.StringVar(&cfg.LogFormat, "log-format", "text", "log `format`: text or json")
+	fs.StringVar(&cfg.LogLevel, "log-level", "info", "log `level`: debug, info, warn or error")
+
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.Usage()
+			return Config{}, err
+		}
+		msg := strings.NewReplacer("flag -", "flag --", ": -", ": --").Replace(err.Error())
+		return Config{}, &UsageError{msg}
+	}
+	cfg.Command = fs.Args()
+	var err error
+	if cfg.Service.Tags, err = parseTags(tags); err != nil {
+		return Config{}, err
+	}
+	if cfg.Service.Metadata, err = parseMetadata(metadata); err != nil {
+		return Config{}, err
+	}
+	if err := checkID(cfg.Service.ID); err != nil {
+		return Config{}, err
+	}
+	if cfg.Interval < MinInterval || cfg.Interval > MaxInterval {
+		return Config{}, usagef("--interval %v is out of range: give %v..%v (the heartbeat timeout, 3 intervals, must stay within the registry's 3..120 s)", cfg.Interval, MinInterval, MaxInterval)
+	}
+	cfg.Service.HeartbeatTimeout = HeartbeatTimeout(cfg.Interval)
+	if cfg.GracePeriod <= 0 {
+		return Config{}, usagef("--grace-period must be positive")
+	}
+	if _, err := newLogger(io.Discard, cfg.LogFormat, cfg.LogLevel, ""); err != nil {
+		return Config{}, err
+	}
+	if len(cfg.Command) == 0 {
+		return Config{}, usagef("no command to run: give it after the flags, e.g. %s --id=web1 -- python3 -m http.server", prog)
+	}
+	return cfg, nil
+}
+
+// listFlag collects the values of a repeatable flag.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+
+func (l *listFlag) Set(v string) error {
+	*l = append(*l, v)
+	return nil
+}
+
+// secondsFlag is a duration given in seconds ("5", "2.5") or as a Go
+// duration ("5s", "1m"): the original wrapper took seconds.
+type secondsFlag time.Duration
+
+func (s *secondsFlag) String() string { return time.Duration(*s).String() }
+
+func (s *secondsFlag) Set(v string) error {
+	if f, err := strconv.ParseFloat(v, 64); err == nil {
+		if math.IsNaN(f) || math.IsInf(f, 0) || math.Abs(f) > 1e6 {
+			return errors.New("not a number of seconds")
+		}
+		*s = secondsFlag(f * float64(time.Second))
+		return nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return errors.New("give seconds (5) or a duration (5s)")
+	}
+	*s = secondsFlag(d)
+	return nil
+}
+
+// utf16Len is the length the registry checks: UTF-16 code units.
+func utf16Len(s string) int { return len(utf16.Encode([]rune(s))) }
+
+// checkID applies the registry's rule for service ids (docs/api.md,
+// validation rules), so that a bad id is a usage error and not a
+// registration that fails forever.
+func checkID(id string) error {
+	if id == "" {
+		return usagef("--id is required: the service id to register")
+	}
+	if len(id) < 3 || len(id) > 65 {
+		return usagef("--id %q: a service id has 3..65 characters", id)
+	}
+	for _, r := range id {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '.' || r == '-') {
+			return usagef("--id %q: a service id holds only a-z A-Z 0-9 _ . -", id)
+		}
+	}
+	return nil
+}
+
+// parseTags splits the --tags values at commas; blanks around a tag are
+// dropped, and so are empty tags.
+func parseTags(values []string) ([]string, error) {
+	tags := []string{}
+	for _, v := range values {
+		for _, t := range strings.Split(v, ",") {
+			t = strings.TrimSpace(t)
+			if t == "" {
+				continue
+			}
+			if n := utf16Len(t); n > 55 {
+				return nil, usagef("--tags: tag %q is longer than 55 characters", t)
+			}
+			for _, r := range t {
+				if r < 0x20 || r == 0x7f {
+					return nil, usagef("--tags: tag %q holds a control character", t)
+				}
+			}
+			tags = append(tags, t)
+		}
+	}
+	if len(tags) > 10 {
+		return nil, usagef("--tags: %d tags given; a service carries at most 10", len(tags))
+	}
+	return tags, nil
+}
+
+// parseMetadata splits the --metadata values at commas into key=value
+// pairs; the value is everything after the first "=".
+func parseMetadata(values []string) (map[string]string, error) {
+	md := map[string]string{}
+	for _, v := range values {
+		for _, pair := range strings.Split(v, ",") {
+			if strings.TrimSpace(pair) == "" {
+				continue
+			}
+			key, value, ok := strings.Cut(pair, "=")
+			key = strings.TrimSpace(key)
+			switch {
+			case !ok:
+				return nil, usagef("--metadata: %q is not a key=value pair", pair)
+			case key == "" || utf16Len(key) > 255:
+				return nil, usagef("--metadata: in %q the key must have 1..255 characters", pair)
+			case value == "" || utf16Len(value) > 255:
+				return nil, usagef("--metadata: in %q the value must have 1..255 characters", pair)
+			}
+			if _, dup := md[key]; dup {
+				return nil, usagef("--metadata: key %q is given twice", key)
+			}
+			md[key] = value
+		}
+	}
+	if len(md) > 20 {
+		return nil, usagef("--metadata: %d keys given; a service carries at most 20", len(md))
+	}
+	return md, nil
+}
+
+// printFlags lists the flags with two dashes, as the documentation writes
+// them (both --flag=value and --flag value work).
+func printFlags(w io.Writer, fs *flag.FlagSet) {
+	fs.VisitAll(func(f *flag.Flag) {
+		name, usage := flag.UnquoteUsage(f)
+		line := "  --" + f.Name
+		if name != "" {
+			line += " " + name
+		}
+		fmt.Fprintln(w, line)
+		// The connection flags default to $SVCREG_*: keep secrets off the screen.
+		secret := f.Name == "api-key" || f.Name == "password" || f.Name == "token"
+		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" && !secret {
+			usage += fmt.Sprintf(" (default %s)", f.DefValue)
+		}
+		fmt.Fprintf(w, "      %s\n", usage)
+	})
+}

@@ -1,0 +1,253 @@
+package wrapper
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/svcreg/svcreg/registry"
+)
+
+const (
+	// minRetry is the first delay between failed registrations; delays
+	// double up to the heartbeat interval.
+	minRetry = 250 * time.Millisecond
+	// permanentRetry is the delay after a failure that retrying will not
+	// fix by itself (a refused service, bad credentials): without
+	// --abort-on-failure the wrapper still retries, in case an operator
+	// fixes the cause, but slowly.
+	permanentRetry = 30 * time.Second
+	// reminderEvery limits the log lines of a failure that goes on.
+	reminderEvery = time.Minute
+)
+
+// keeper keeps the service in the registry: it registers it, heartbeats it
+// with the client's Heartbeater, and registers it again whenever the
+// registry forgets it, retrying failures with a capped, jittered backoff
+// until its context ends.
+type keeper struct {
+	client   *registry.Client
+	service  registry.Service
+	interval time.Duration
+	abort    bool
+	log      *slog.Logger
+
+	// settled is closed when the first registration has succeeded or
+	// failed (Register waits there while an old instance holds the id).
+	settled chan struct{}
+	// fatal gets, with --abort-on-failure, a failure that retrying will
+	// not fix; the keeper has stopped then.
+	fatal chan error
+
+	mu       sync.Mutex
+	held     bool      // a heartbeater holds the service
+	deadline time.Time // when the registry times the service out unless heartbeated
+	lastErr  error     // why the last registration or heartbeat failed; nil if it succeeded
+}
+
+func newKeeper(c *registry.Client, cfg Config, log *slog.Logger) *keeper {
+	return &keeper{
+		client:   c,
+		service:  cfg.Service,
+		interval: cfg.Interval,
+		abort:    cfg.AbortOnFailure,
+		log:      log,
+		settled:  make(chan struct{}),
+		fatal:    make(chan error, 1),
+		deadline: time.Now().Add(time.Duration(cfg.Service.HeartbeatTimeout) * time.Second),
+	}
+}
+
+// Held reports whether the wrapper holds the service in the registry: it
+// registered it, and the registry has not forgotten it since.
+func (k *keeper) Held() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.held
+}
+
+// Deadline is when the registry times the service out unless a heartbeat
+// or registration succeeds before, and why the last attempt failed (nil if
+// it succeeded). Before the first success the deadline is one heartbeat
+// timeout after the keeper started, or after the first registration
+// failed.
+func (k *keeper) Deadline() (time.Time, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.deadline, k.lastErr
+}
+
+func (k *keeper) timeout() time.Duration {
+	return time.Duration(k.service.HeartbeatTimeout) * time.Second
+}
+
+func (k *keeper) run(ctx context.Context) {
+	first := true
+	settle := func() {
+		if first {
+			first = false
+			close(k.settled)
+		}
+	}
+	defer settle()
+	bo := backoff{min: minRetry, max: k.interval}
+	var failures int
+	var remind throttle
+	for {
+		hb, err := k.client.Register(ctx, k.service, registry.RegisterOptions{
+			Heartbeat: registry.HeartbeatOptions{Interval: k.interval, OnBeat: k.onBeat()},
+		})
+		if err == nil {
+			k.mu.Lock()
+			k.held, k.deadline, k.lastErr = true, hb.Deadline(), nil
+			k.mu.Unlock()
+			k.log.Info("service registered", "heartbeat_timeout", k.service.HeartbeatTimeout, "interval", k.interval, "failed_attempts", failures)
+			settle()
+			failures, remind = 0, throttle{}
+			registered := time.Now()
+			<-hb.Done()
+			if ctx.Err() != nil {
+				return
+			}
+			// Only a 404 stops a heartbeater on its own.
+			k.mu.Lock()
+			k.held, k.lastErr = false, hb.Err()
+			k.mu.Unlock()
+			k.log.Warn("the registry forgot the service (heartbeat answered 404); registering it again", "err", hb.Err())
+			// Register again at once, unless the registry keeps forgetting.
+			if time.Since(registered) >= k.interval {
+				bo.reset()
+			} else if !sleep(ctx, bo.next()) {
+				return
+			}
+			continue
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		failures++
+		permanent := !retryable(err)
+		k.mu.Lock()
+		k.lastErr = err
+		if first {
+			// The command starts now: give it a heartbeat timeout from here.
+			k.deadline = time.Now().Add(k.timeout())
+		}
+		k.mu.Unlock()
+		if permanent && k.abort {
+			k.fatal <- err
+			return
+		}
+		wait := bo.next()
+		if permanent {
+			wait = permanentRetry
+		}
+		switch {
+		case permanent && remind.allow(time.Now()):
+			k.log.Error("the registry refused the service; retrying", "err", err, "attempts", failures, "retry_in", wait.Round(time.Millisecond))
+		case remind.allow(time.Now()):
+			k.log.Warn("cannot register the service; the command runs anyway, retrying", "err", err, "attempts", failures, "retry_in", wait.Round(time.Millisecond))
+		default:
+			k.log.Debug("registration failed", "err", err, "attempts", failures)
+		}
+		settle()
+		if !sleep(ctx, wait) {
+			return
+		}
+	}
+}
+
+// onBeat returns the OnBeat callback of one heartbeater: it moves the
+// deadline and logs changes (first failure, overdue, recovery), not every
+// retry.
+func (k *keeper) onBeat() func(registry.Beat) {
+	failing := 0
+	overdueLogged := false
+	var remind throttle
+	return func(b registry.Beat) {
+		k.mu.Lock()
+		k.deadline, k.lastErr = b.Deadline, b.Err
+		k.mu.Unlock()
+		switch {
+		case b.Err == nil && failing > 0:
+			k.log.Info("heartbeats accepted again", "failed_heartbeats", failing, "late", b.Overdue)
+			failing, overdueLogged, remind = 0, false, throttle{}
+		case b.Err == nil:
+			k.log.Debug("heartbeat")
+		case errors.Is(b.Err, registry.ErrNotFound):
+			failing = b.Failures // run logs it
+		case b.Overdue && !overdueLogged:
+			overdueLogged, failing = true, b.Failures
+			k.log.Error("heartbeats failing past the deadline; the registry may time the service out", "err", b.Err, "failed_heartbeats", b.Failures, "deadline", b.Deadline)
+		case remind.allow(b.Time):
+			failing = b.Failures
+			k.log.Warn("heartbeat failed; retrying", "err", b.Err, "failed_heartbeats", b.Failures, "deadline", b.Deadline)
+		default:
+			failing = b.Failures
+			k.log.Debug("heartbeat failed", "err", b.Err, "failed_heartbeats", b.Failures)
+		}
+	}
+}
+
+// retryable reports whether a registration that failed with err may
+// succeed if tried again unchanged: network errors and timeouts, 5xx,
+// 408, rate limits. A refused service (bad request, limit reached, an id
+// still held after the old instance's timeout) or refused credentials
+// need someone to act.
+func retryable(err error) bool {
+	if errors.Is(err, registry.ErrServiceExists) {
+		return false // Register waited out the old instance's timeout: it is alive
+	}
+	var e *registry.Error
+	if !errors.As(err, &e) {
+		return true
+	}
+	return e.StatusCode >= 500 ||
+		e.StatusCode == http.StatusRequestTimeout ||
+		errors.Is(err, registry.ErrRateLimited)
+}
+
+// backoff is a capped exponential delay with jitter: each delay is drawn
+// from [d/2, d], where d doubles from min up to max.
+type backoff struct {
+	min, max time.Duration
+	d        time.Duration
+}
+
+func (b *backoff) next() time.Duration {
+	if b.d < b.min {
+		b.d = b.min
+	}
+	d := min(b.d, b.max)
+	b.d = min(2*d, b.max)
+	return d/2 + rand.N(d/2+1)
+}
+
+func (b *backoff) reset() { b.d = 0 }
+
+// throttle lets a repeated log line through once per reminderEvery.
+type throttle struct{ last time.Time }
+
+func (t *throttle) allow(now time.Time) bool {
+	if t.last.IsZero() || now.Sub(t.last) >= reminderEvery {
+		t.last = now
+		return true
+	}
+	return false
+}
+
+// sleep waits for d; false if ctx ended first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -1,0 +1,95 @@
+// Package wrapper runs a long-running command as a service in the Service
+// Registry: it registers the service, supervises the command (signals
+// passed on, orphans reaped, exit status passed back), heartbeats the
+// service while the command lives and deletes it when the command exits.
+// It is the shared core of service-registry-wrapper and svcreg wrap.
+package wrapper
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/svcreg/svcreg/registry"
+)
+
+// Exit codes of the wrapper itself. Otherwise it exits with the command's
+// exit code, or 128+N when signal N killed the command.
+const (
+	// ExitError: the wrapper failed for another reason.
+	ExitError = 1
+	// ExitUsage: a mistake on the command line; nothing was registered or
+	// run.
+	ExitUsage = 2
+	// ExitAborted: with --abort-on-failure, the service could not be kept
+	// in the registry and the command was stopped (EX_UNAVAILABLE).
+	ExitAborted = 69
+	// ExitCannotRun: the command was found but could not be started.
+	ExitCannotRun = 126
+	// ExitNotFound: the command was not found.
+	ExitNotFound = 127
+)
+
+// requestTimeout bounds each request to the registry, so that a registry
+// that accepts connections but never answers cannot hold up registration:
+// the heartbeater bounds its own attempts more tightly.
+const requestTimeout = 10 * time.Second
+
+// Main runs the wrapper's command line (args after the program's name) and
+// returns the exit status. prog names the program in messages. Like Run,
+// it owns the process's children and signals.
+func Main(ctx context.Context, prog string, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	usage := func(err error) int {
+		fmt.Fprintf(stderr, "%s: %s\nRun '%s --help' for usage.\n", prog, err, prog)
+		return ExitUsage
+	}
+	cfg, err := ParseArgs(prog, args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		return usage(err)
+	}
+	rc, err := cfg.Conn.Config()
+	if err != nil {
+		return usage(err)
+	}
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	rc.HTTPClient = &http.Client{Transport: transport, Timeout: requestTimeout}
+	client, err := registry.New(rc)
+	if err != nil {
+		return usage(err)
+	}
+	defer transport.CloseIdleConnections()
+	log, err := newLogger(stderr, cfg.LogFormat, cfg.LogLevel, prog)
+	if err != nil {
+		return usage(err)
+	}
+	return Run(ctx, cfg, Deps{Client: client, Logger: log.With("service", cfg.Service.ID), Stdin: stdin, Stdout: stdout, Stderr: stderr})
+}
+
+// newLogger builds the wrapper's logger for --log-format and --log-level.
+// Every record carries prog=<prog>, so that the wrapper's lines stand out
+// from the command's output on the same stderr.
+func newLogger(w io.Writer, format, level, prog string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, usagef("--log-level %q: use debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	var h slog.Handler
+	switch format {
+	case "text":
+		h = slog.NewTextHandler(w, opts)
+	case "json":
+		h = slog.NewJSONHandler(w, opts)
+	default:
+		return nil, usagef("--log-format %q: use text or json", format)
+	}
+	return slog.New(h).With("prog", prog), nil
+}

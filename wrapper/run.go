@@ -1,0 +1,303 @@
+package wrapper
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/svcreg/svcreg/registry"
+)
+
+// deregisterTimeout bounds the DELETE when the command has exited: the
+// wrapper should exit promptly even when the registry is down (the service
+// then times out).
+const deregisterTimeout = 5 * time.Second
+
+// ServiceIDEnv is the environment variable that gives the command its
+// service id.
+const ServiceIDEnv = "SVCREG_SERVICE_ID"
+
+// Deps are what Run works with.
+type Deps struct {
+	Client *registry.Client
+	Logger *slog.Logger
+	// Stdin, Stdout and Stderr are the command's; an *os.File is passed
+	// to it as is.
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+}
+
+// Run registers cfg.Service, runs cfg.Command, keeps the service in the
+// registry while the command lives, deletes it when the command exits, and
+// returns the wrapper's exit status: the command's, or one of the Exit
+// codes. If ctx ends, the command is stopped as on --abort-on-failure, and
+// its status is returned.
+//
+// Run owns the process: it becomes a child subreaper (on Linux), reaps
+// every child of the process, and takes the signals it passes on to the
+// command. A program calls it once and starts no other child processes.
+func Run(ctx context.Context, cfg Config, d Deps) int {
+	log := d.Logger
+	path, err := exec.LookPath(cfg.Command[0])
+	if err != nil {
+		log.Error("cannot run the command", "command", cfg.Command[0], "err", err)
+		return startFailure(err)
+	}
+
+	// Subscribe before the command starts, so that no signal is missed.
+	sigs := make(chan os.Signal, 32)
+	signal.Notify(sigs, forwardedSignals()...)
+	defer signal.Stop(sigs)
+	chld := make(chan os.Signal, 1)
+	signal.Notify(chld, syscall.SIGCHLD)
+	defer signal.Stop(chld)
+	becomeSubreaper(log)
+
+	log.Info("registering the service", "tags", cfg.Service.Tags, "metadata", cfg.Service.Metadata,
+		"heartbeat_timeout", cfg.Service.HeartbeatTimeout, "interval", cfg.Interval, "abort_on_failure", cfg.AbortOnFailure)
+	k := newKeeper(d.Client, cfg, log)
+	kctx, cancel := context.WithCancel(ctx)
+	keeperDone := make(chan struct{})
+	go func() {
+		defer close(keeperDone)
+		k.run(kctx)
+	}()
+	stopKeeper := func() {
+		cancel()
+		<-keeperDone
+	}
+	defer stopKeeper()
+	s := &supervisor{cfg: cfg, log: log, client: d.Client, keeper: k, stopKeeper: stopKeeper, sigs: sigs}
+
+	// Start the command once the first registration has succeeded or failed
+	// (fail open), not while an old instance still holds the id.
+	if code, done := s.awaitRegistration(ctx); done {
+		return code
+	}
+
+	cmd := &exec.Cmd{Path: path, Args: cfg.Command, Stdin: d.Stdin, Stdout: d.Stdout, Stderr: d.Stderr,
+		Env: append(os.Environ(), ServiceIDEnv+"="+cfg.Service.ID)}
+	if err := cmd.Start(); err != nil {
+		log.Error("cannot start the command", "command", cfg.Command[0], "err", err)
+		s.finish()
+		return startFailure(err)
+	}
+	s.child = cmd.Process
+	log.Info("command started", "pid", cmd.Process.Pid, "command", cfg.Command)
+	exited := make(chan syscall.WaitStatus, 1)
+	stopReaper := make(chan struct{})
+	reaperDone := make(chan struct{})
+	go func() {
+		defer close(reaperDone)
+		reap(chld, stopReaper, cmd.Process.Pid, exited, log)
+	}()
+	defer func() {
+		close(stopReaper)
+		<-reaperDone
+	}()
+	s.exited = exited
+
+	code := s.supervise(ctx)
+	// The reaper has collected the status; Wait releases what exec holds
+	// for the command (copying goroutines, pidfd) and reports ECHILD.
+	cmd.Wait()
+	return code
+}
+
+// startFailure maps an error starting the command to the shell's exit
+// codes: 127 when the command does not exist, 126 otherwise.
+func startFailure(err error) int {
+	if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
+		return ExitNotFound
+	}
+	return ExitCannotRun
+}
+
+// supervisor is the state of one Run.
+type supervisor struct {
+	cfg        Config
+	log        *slog.Logger
+	client     *registry.Client
+	keeper     *keeper
+	stopKeeper func() // stops the keeper and waits for it
+	sigs       <-chan os.Signal
+
+	child  *os.Process
+	exited <-chan syscall.WaitStatus
+	// termAt is when the first SIGINT or SIGTERM was passed on.
+	termAt time.Time
+}
+
+// awaitRegistration waits for the first registration to succeed or fail.
+// done reports that the wrapper must exit with code instead of starting
+// the command: a signal to stop, or a failure with --abort-on-failure.
+func (s *supervisor) awaitRegistration(ctx context.Context) (code int, done bool) {
+	for {
+		select {
+		case <-s.keeper.settled:
+			select {
+			case err := <-s.keeper.fatal:
+				s.log.Error("aborting (--abort-on-failure): the registry refused the service; the command was not started", "err", err)
+				s.finish()
+				return ExitAborted, true
+			default:
+				return 0, false
+			}
+		case sig := <-s.sigs:
+			if sig == syscall.SIGINT || sig == syscall.SIGTERM {
+				s.log.Info("signal before the command started; exiting", "signal", sig)
+				s.finish()
+				return 128 + int(sig.(syscall.Signal)), true
+			}
+			s.log.Debug("signal before the command started; ignored", "signal", sig)
+		case <-ctx.Done():
+			s.finish()
+			return ExitError, true
+		}
+	}
+}
+
+// supervise runs until the command has exited and the service is
+// deregistered, and returns the wrapper's exit status.
+func (s *supervisor) supervise(ctx context.Context) int {
+	var deadline <-chan time.Time // with --abort-on-failure: the registry's deadline
+	var timer *time.Timer
+	if s.cfg.AbortOnFailure {
+		d, _ := s.keeper.Deadline()
+		timer = time.NewTimer(time.Until(d))
+		defer timer.Stop()
+		deadline = timer.C
+	}
+	for {
+		select {
+		case ws := <-s.exited:
+			code := s.exitCode(ws)
+			s.finish()
+			return code
+		case sig := <-s.sigs:
+			s.forward(sig)
+		case err := <-s.keeper.fatal:
+			return s.abort(fmt.Errorf("the registry refused the service: %w", err))
+		case <-deadline:
+			d, err := s.keeper.Deadline()
+			if wait := time.Until(d); wait > 0 {
+				timer.Reset(wait)
+				continue
+			}
+			if err == nil {
+				err = errors.New("no answer")
+			}
+			return s.abort(fmt.Errorf("the registry accepted no registration or heartbeat for a heartbeat timeout (%ds); last error: %w", s.cfg.Service.HeartbeatTimeout, err))
+		case <-ctx.Done():
+			s.log.Info("stopping the command", "reason", context.Cause(ctx))
+			code := s.stop()
+			s.finish()
+			return code
+		}
+	}
+}
+
+// abort stops the command because the service cannot be kept in the
+// registry (--abort-on-failure).
+func (s *supervisor) abort(err error) int {
+	s.log.Error("aborting (--abort-on-failure): stopping the command", "err", err)
+	s.stop()
+	s.finish()
+	return ExitAborted
+}
+
+// stop sends the command SIGTERM, and SIGKILL if it is still running after
+// the grace period; it returns the command's exit status.
+func (s *supervisor) stop() int {
+	s.signal(syscall.SIGTERM)
+	if s.termAt.IsZero() {
+		s.termAt = time.Now()
+	}
+	grace := time.NewTimer(s.cfg.GracePeriod)
+	defer grace.Stop()
+	for {
+		select {
+		case ws := <-s.exited:
+			return s.exitCode(ws)
+		case <-grace.C:
+			s.log.Warn("the command is still running after the grace period; killing it", "grace_period", s.cfg.GracePeriod)
+			s.signal(syscall.SIGKILL)
+		case sig := <-s.sigs:
+			s.forward(sig)
+		}
+	}
+}
+
+// forward passes a signal the wrapper got on to the command. A SIGINT or
+// SIGTERM that comes at least a grace period after the first one kills the
+// command: it had its chance to stop.
+func (s *supervisor) forward(sig os.Signal) {
+	if sig == syscall.SIGINT || sig == syscall.SIGTERM {
+		if !s.termAt.IsZero() && time.Since(s.termAt) >= s.cfg.GracePeriod {
+			s.log.Warn("another signal after the grace period; killing the command", "signal", sig, "grace_period", s.cfg.GracePeriod)
+			s.signal(syscall.SIGKILL)
+			return
+		}
+		if s.termAt.IsZero() {
+			s.termAt = time.Now()
+		}
+	}
+	s.log.Info("passing a signal on to the command", "signal", sig)
+	s.signal(sig)
+}
+
+func (s *supervisor) signal(sig os.Signal) {
+	// The process handle is a pidfd on Linux: a command that has exited,
+	// even one already reaped, is never confused with a new process.
+	if err := s.child.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		s.log.Warn("cannot signal the command", "signal", sig, "err", err)
+	}
+}
+
+// exitCode is the wrapper's exit status for the command's wait status:
+// its exit code, or 128+N when signal N killed it.
+func (s *supervisor) exitCode(ws syscall.WaitStatus) int {
+	switch {
+	case ws.Exited():
+		s.log.Info("command exited", "code", ws.ExitStatus())
+		return ws.ExitStatus()
+	case ws.Signaled():
+		s.log.Info("command killed by a signal", "signal", ws.Signal(), "code", 128+int(ws.Signal()))
+		return 128 + int(ws.Signal())
+	}
+	s.log.Error("command ended with an unknown wait status", "status", uint32(ws))
+	return ExitError
+}
+
+// finish stops the keeper and, unless --no-deregister, deletes the
+// service at once rather than letting it time out.
+func (s *supervisor) finish() {
+	s.stopKeeper()
+	if !s.keeper.Held() {
+		return
+	}
+	timeout := s.cfg.Service.HeartbeatTimeout
+	if s.cfg.NoDeregister {
+		s.log.Info("leaving the service to time out (--no-deregister)", "heartbeat_timeout", timeout)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), deregisterTimeout)
+	defer cancel()
+	err := s.client.DeleteService(ctx, s.cfg.Service.ID)
+	switch {
+	case err == nil:
+		s.log.Info("service deregistered")
+	case errors.Is(err, registry.ErrNotFound):
+		s.log.Info("service already gone from the registry")
+	default:
+		s.log.Warn("cannot deregister the service; the registry times it out", "heartbeat_timeout", timeout, "err", err)
+	}
+}

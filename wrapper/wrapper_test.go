@@ -1,0 +1,540 @@
+package wrapper_test
+
+import (
+	"bufio"
+	"encoding/json"
+	"net"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/svcreg/svcreg/registry"
+)
+
+// untilStop is a command that writes its pid to $1/pid and runs until the
+// file $1/stop exists.
+const untilStop = `echo $$ > "$1/pid"
+while [ ! -e "$1/stop" ]; do sleep 0.05; done
+`
+
+// sh returns the arguments that run script with sh, $1 being dir.
+func sh(script, dir string) []string {
+	return []string{"--", "sh", "-c", script, "command", dir}
+}
+
+func TestServiceLivesWithTheCommand(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	script := `read line; echo "$SVCREG_SERVICE_ID $WRAPPER_TEST_VAR $line" > "$1/env"
+` + untilStop + `echo to-stdout
+echo to-stderr >&2
+`
+	args := append([]string{"--id=web1", "--tags=www, api", "--metadata=ip=10.0.0.1,port=8080", "--metadata", "url=http://h/?a=b",
+		"--interval=1", "--log-format=json"}, sh(script, f.dir)...)
+	w := startWrapperStdin(t, f.dir, strings.NewReader("from-stdin\n"), f.env("WRAPPER_TEST_VAR=passed"), args...)
+
+	s := f.waitRegistered("web1")
+	if want := []string{"www", "api"}; !reflect.DeepEqual(s.Tags, want) {
+		t.Errorf("tags = %q, want %q", s.Tags, want)
+	}
+	if want := map[string]string{"ip": "10.0.0.1", "port": "8080", "url": "http://h/?a=b"}; !reflect.DeepEqual(s.Metadata, want) {
+		t.Errorf("metadata = %q, want %q", s.Metadata, want)
+	}
+	if s.HeartbeatTimeout != 3 {
+		t.Errorf("heartbeat_timeout = %d, want 3 (3 × --interval=1)", s.HeartbeatTimeout)
+	}
+	if got, want := waitFile(t, f.path("env")), "web1 passed from-stdin"; got != want {
+		t.Errorf("the command's $SVCREG_SERVICE_ID, $WRAPPER_TEST_VAR and stdin = %q, want %q", got, want)
+	}
+	waitFor(t, "a heartbeat", func() bool {
+		s, err := f.service("web1")
+		return err == nil && !s.LastSeen.IsZero()
+	})
+
+	touch(t, f.path("stop"))
+	if code := w.wait(); code != 0 {
+		t.Fatalf("exit code %d, want 0", code)
+	}
+	f.assertGone("web1")
+	if got, want := f.eventTypes("web1"), []registry.EventType{registry.ServiceJoin, registry.ServiceRemove}; !reflect.DeepEqual(got, want) {
+		t.Errorf("events for web1 = %v, want %v (deleted at once, not timed out)", got, want)
+	}
+
+	if got := w.output(); got != "to-stdout\n" {
+		t.Errorf("stdout = %q, want the command's %q", got, "to-stdout\n")
+	}
+	var records int
+	sc := bufio.NewScanner(strings.NewReader(w.logs()))
+	sawChild := false
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "to-stderr" {
+			sawChild = true
+			continue
+		}
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Errorf("stderr line is neither the command's nor a JSON log record: %q", line)
+			continue
+		}
+		records++
+		if rec["prog"] != "service-registry-wrapper" || rec["service"] != "web1" {
+			t.Errorf("log record without prog=service-registry-wrapper service=web1: %q", line)
+		}
+	}
+	if !sawChild || records == 0 {
+		t.Errorf("stderr holds %d log records and the command's line: %v", records, sawChild)
+	}
+}
+
+func TestExitCodePassesThrough(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	for _, tc := range []struct {
+		name   string
+		script string
+		want   int
+	}{
+		{"exit 0", "exit 0", 0},
+		{"exit 3", "exit 3", 3},
+		{"killed by SIGTERM", "kill -TERM $$", 128 + 15},
+		{"killed by SIGKILL", "kill -KILL $$", 128 + 9},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			id := "svc-" + strconv.Itoa(tc.want)
+			w := startWrapper(t, f.dir, f.env(), append([]string{"--id", id, "--interval", "1"}, sh(tc.script, f.dir)...)...)
+			if code := w.wait(); code != tc.want {
+				t.Errorf("exit code %d, want %d", code, tc.want)
+			}
+			f.assertGone(id)
+		})
+	}
+}
+
+func TestSignalsReachTheCommand(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	signals := []struct {
+		sig  syscall.Signal
+		name string
+	}{
+		{syscall.SIGHUP, "HUP"}, {syscall.SIGUSR1, "USR1"}, {syscall.SIGUSR2, "USR2"}, {syscall.SIGQUIT, "QUIT"},
+		{syscall.SIGINT, "INT"}, {syscall.SIGWINCH, "WINCH"}, {syscall.SIGALRM, "ALRM"}, {syscall.Signal(40), "40"},
+	}
+	var script strings.Builder
+	for _, s := range signals {
+		script.WriteString(`trap 'echo ` + s.name + ` >> "$1/signals"' ` + s.name + "\n")
+	}
+	script.WriteString(`trap 'echo TERM >> "$1/signals"; exit 7' TERM
+echo $$ > "$1/pid"
+while :; do sleep 0.05; done
+`)
+	// A grace period longer than the test: the SIGTERM after the SIGINT
+	// must be passed on, not turned into SIGKILL.
+	w := startWrapper(t, f.dir, f.env(), append([]string{"--id=sig1", "--interval=1", "--grace-period=10m"}, sh(script.String(), f.dir)...)...)
+	f.waitRegistered("sig1")
+	waitFile(t, f.path("pid"))
+	var got string
+	for _, s := range signals {
+		w.signal(s.sig)
+		waitFor(t, "the command to get SIG"+s.name, func() bool {
+			b, _ := os.ReadFile(f.path("signals"))
+			got = string(b)
+			return strings.HasSuffix(got, s.name+"\n")
+		})
+	}
+	w.signal(syscall.SIGTERM)
+	if code := w.wait(); code != 7 {
+		t.Errorf("exit code %d, want 7 (the command's, after its TERM trap)", code)
+	}
+	b, _ := os.ReadFile(f.path("signals"))
+	var want strings.Builder
+	for _, s := range signals {
+		want.WriteString(s.name + "\n")
+	}
+	want.WriteString("TERM\n")
+	if string(b) != want.String() {
+		t.Errorf("signals the command got:\n%s\nwant each once, in order:\n%s", b, want.String())
+	}
+	f.assertGone("sig1")
+}
+
+func TestSecondSignalAfterGracePeriodKills(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	stubborn := `trap 'echo TERM >> "$1/signals"' TERM
+` + untilStop
+
+	t.Run("after the grace period", func(t *testing.T) {
+		t.Parallel()
+		dir := t.TempDir()
+		w := startWrapper(t, dir, f.env(), append([]string{"--id=stubborn1", "--interval=1", "--grace-period=200ms"}, sh(stubborn, dir)...)...)
+		f.waitRegistered("stubborn1")
+		pid, _ := strconv.Atoi(waitFile(t, dir+"/pid"))
+		w.signal(syscall.SIGTERM)
+		waitFile(t, dir+"/signals")
+		time.Sleep(300 * time.Millisecond) // past the grace period
+		w.signal(syscall.SIGTERM)
+		if code := w.wait(); code != 128+9 {
+			t.Errorf("exit code %d, want %d (the command killed with SIGKILL)", code, 128+9)
+		}
+		if alive(pid) {
+			t.Errorf("the command (pid %d) is still running", pid)
+		}
+		f.assertGone("stubborn1")
+	})
+	t.Run("within the grace period", func(t *testing.T) {
+		t.Parallel()
+		dir := t.TempDir()
+		w := startWrapper(t, dir, f.env(), append([]string{"--id=stubborn2", "--interval=1", "--grace-period=10m"}, sh(stubborn, dir)...)...)
+		f.waitRegistered("stubborn2")
+		waitFile(t, dir+"/pid")
+		w.signal(syscall.SIGTERM)
+		waitFile(t, dir+"/signals")
+		w.signal(syscall.SIGTERM)
+		waitFor(t, "the second SIGTERM to reach the command", func() bool {
+			b, _ := os.ReadFile(dir + "/signals")
+			return string(b) == "TERM\nTERM\n"
+		})
+		touch(t, dir+"/stop")
+		if code := w.wait(); code != 0 {
+			t.Errorf("exit code %d, want 0", code)
+		}
+	})
+}
+
+func TestOrphansAreReaped(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	// Each subshell starts a background process and exits at once: the
+	// background process is orphaned and re-parented to the wrapper. The
+	// last one runs until the test releases it.
+	script := `for i in 1 2 3 4 5; do ( sleep 0.1 & ) ; done
+( while [ ! -e "$1/release" ]; do sleep 0.05; done & echo $! > "$1/orphan" )
+echo $$ > "$1/pid"
+while [ ! -e "$1/stop" ]; do sleep 0.05; done
+exit 5
+`
+	w := startWrapper(t, f.dir, f.env(), append([]string{"--id=reaper", "--interval=1"}, sh(script, f.dir)...)...)
+	orphan := waitFile(t, f.path("orphan"))
+	waitFile(t, f.path("pid"))
+	wrapperPID := strconv.Itoa(w.pid())
+	stat, err := os.ReadFile("/proc/" + orphan + "/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := procParent(string(stat)); p != wrapperPID {
+		t.Errorf("the orphan's parent is %s, want the wrapper %s (a child subreaper)", p, wrapperPID)
+	}
+	touch(t, f.path("release"))
+	// Once reaped, a process leaves /proc; a zombie stays there.
+	waitFor(t, "the orphan to be reaped", func() bool {
+		_, err := os.Stat("/proc/" + orphan)
+		return os.IsNotExist(err)
+	})
+	waitFor(t, "no zombie children of the wrapper", func() bool { return len(zombieChildren(t, w.pid())) == 0 })
+
+	touch(t, f.path("stop"))
+	if code := w.wait(); code != 5 {
+		t.Errorf("exit code %d, want the command's 5", code)
+	}
+	f.assertGone("reaper")
+}
+
+func TestRegistryOutageKeepsTheCommand(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	w := startWrapper(t, f.dir, f.env(), append([]string{"--id=outage", "--interval=1"}, sh(untilStop, f.dir)...)...)
+	f.waitRegistered("outage")
+	pid, _ := strconv.Atoi(waitFile(t, f.path("pid")))
+
+	f.srv.Stop()
+	time.Sleep(4 * time.Second) // longer than the heartbeat timeout (3 s)
+	if !w.running() || !alive(pid) {
+		t.Fatalf("with the registry down: wrapper running %v, command running %v; want both", w.running(), alive(pid))
+	}
+	restarted := time.Now()
+	f.srv.Restart()
+	waitFor(t, "heartbeats after the restart", func() bool {
+		s, err := f.service("outage")
+		return err == nil && s.LastSeen.After(restarted)
+	})
+	if !w.running() || !alive(pid) {
+		t.Fatalf("after the restart: wrapper running %v, command (pid %d) running %v; want both", w.running(), pid, alive(pid))
+	}
+	touch(t, f.path("stop"))
+	if code := w.wait(); code != 0 {
+		t.Errorf("exit code %d, want 0", code)
+	}
+	f.assertGone("outage")
+}
+
+func TestRegistersAgainWhenForgotten(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	w := startWrapper(t, f.dir, f.env(), append([]string{"--id=forgotten", "--interval=1"}, sh(untilStop, f.dir)...)...)
+	f.waitRegistered("forgotten")
+	if err := f.client.DeleteService(t.Context(), "forgotten"); err != nil {
+		t.Fatal(err)
+	}
+	w.waitLog("registering it again")
+	f.waitRegistered("forgotten")
+	if got, want := f.eventTypes("forgotten"), []registry.EventType{registry.ServiceJoin, registry.ServiceRemove, registry.ServiceJoin}; !reflect.DeepEqual(got, want) {
+		t.Errorf("events = %v, want %v", got, want)
+	}
+	touch(t, f.path("stop"))
+	if code := w.wait(); code != 0 {
+		t.Errorf("exit code %d, want 0", code)
+	}
+	f.assertGone("forgotten")
+}
+
+func TestWaitsForAnOldInstanceToTimeOut(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	// An old instance that died without deleting its service: nobody
+	// heartbeats it, so the registry times it out after 3 s.
+	if _, err := f.client.CreateService(t.Context(), registry.Service{ID: "restarted", HeartbeatTimeout: 3}); err != nil {
+		t.Fatal(err)
+	}
+	script := `echo started > "$1/started"
+` + untilStop
+	w := startWrapper(t, f.dir, f.env(), append([]string{"--id=restarted", "--interval=1", "--tags=new"}, sh(script, f.dir)...)...)
+	waitFile(t, f.path("started"))
+	// The command starts once the wrapper holds the id.
+	got := f.eventTypes("restarted")
+	if want := []registry.EventType{registry.ServiceJoin, registry.ServiceTimeout, registry.ServiceJoin}; !reflect.DeepEqual(got, want) {
+		t.Errorf("events when the command started = %v, want %v", got, want)
+	}
+	if s := f.waitRegistered("restarted"); !s.HasTag("new") {
+		t.Errorf("the registry holds %+v, not the new instance", s)
+	}
+	touch(t, f.path("stop"))
+	if code := w.wait(); code != 0 {
+		t.Errorf("exit code %d, want 0", code)
+	}
+	f.assertGone("restarted")
+}
+
+func TestSignalWhileWaitingForAnOldInstance(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	if _, err := f.client.CreateService(t.Context(), registry.Service{ID: "held", HeartbeatTimeout: 120}); err != nil {
+		t.Fatal(err)
+	}
+	w := startWrapper(t, f.dir, f.env(), append([]string{"--id=held", "--interval=1"}, sh(untilStop, f.dir)...)...)
+	w.waitLog("registering the service")
+	w.signal(syscall.SIGTERM)
+	if code := w.wait(); code != 128+15 {
+		t.Errorf("exit code %d, want %d", code, 128+15)
+	}
+	if _, err := os.Stat(f.path("pid")); err == nil {
+		t.Error("the command started while another instance held the id")
+	}
+	if _, err := f.service("held"); err != nil {
+		t.Errorf("the old instance's service: %v; the wrapper must not delete what it does not hold", err)
+	}
+}
+
+func TestStartsTheCommandWhileTheRegistryIsDown(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.srv.Stop()
+	w := startWrapper(t, f.dir, f.env(), append([]string{"--id=failopen", "--interval=1"}, sh(untilStop, f.dir)...)...)
+	waitFile(t, f.path("pid"))
+	w.waitLog("cannot register the service")
+	f.srv.Restart()
+	f.waitRegistered("failopen")
+	touch(t, f.path("stop"))
+	if code := w.wait(); code != 0 {
+		t.Errorf("exit code %d, want 0", code)
+	}
+	f.assertGone("failopen")
+}
+
+// closedURL is an API URL on which nothing listens.
+func closedURL(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return "http://" + addr + "/v1.0"
+}
+
+func TestAbortOnFailure(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	graceful := `trap 'echo TERM > "$1/term"; exit 0' TERM
+echo $$ > "$1/pid"
+while :; do sleep 0.05; done
+`
+	t.Run("no registry", func(t *testing.T) {
+		t.Parallel()
+		dir := t.TempDir()
+		env := []string{"SVCREG_URL=" + closedURL(t), "SVCREG_USERNAME=nobody", "SVCREG_API_KEY=dev"}
+		w := startWrapper(t, dir, env, append([]string{"--id=abort1", "--interval=1", "--abort-on-failure"}, sh(graceful, dir)...)...)
+		pid, _ := strconv.Atoi(waitFile(t, dir+"/pid"))
+		if code := w.wait(); code != 69 {
+			t.Errorf("exit code %d, want 69", code)
+		}
+		if _, err := os.Stat(dir + "/term"); err != nil {
+			t.Errorf("the command did not get SIGTERM: %v", err)
+		}
+		if alive(pid) {
+			t.Errorf("the command (pid %d) is still running", pid)
+		}
+		if !strings.Contains(w.logs(), "aborting (--abort-on-failure)") {
+			t.Errorf("no abort message in the logs:\n%s", w.logs())
+		}
+	})
+	t.Run("heartbeats fail past the timeout", func(t *testing.T) {
+		t.Parallel()
+		g := newFixture(t)
+		dir := t.TempDir()
+		// The command ignores SIGTERM: it is killed after the grace period.
+		stubborn := `trap '' TERM
+echo $$ > "$1/pid"
+while :; do sleep 0.05; done
+`
+		w := startWrapper(t, dir, g.env(), append([]string{"--id=abort2", "--interval=1", "--abort-on-failure", "--grace-period=300ms"}, sh(stubborn, dir)...)...)
+		g.waitRegistered("abort2")
+		pid, _ := strconv.Atoi(waitFile(t, dir+"/pid"))
+		g.srv.Stop()
+		if code := w.wait(); code != 69 {
+			t.Errorf("exit code %d, want 69", code)
+		}
+		if alive(pid) {
+			t.Errorf("the command (pid %d) is still running", pid)
+		}
+		for _, want := range []string{"no registration or heartbeat", "killing it"} {
+			if !strings.Contains(w.logs(), want) {
+				t.Errorf("logs lack %q:\n%s", want, w.logs())
+			}
+		}
+	})
+	t.Run("refused credentials", func(t *testing.T) {
+		t.Parallel()
+		dir := t.TempDir()
+		env := []string{"SVCREG_URL=" + f.srv.APIURL, "SVCREG_USERNAME=" + f.user, "SVCREG_API_KEY=wrong"}
+		w := startWrapper(t, dir, env, append([]string{"--id=abort3", "--interval=1", "--abort-on-failure"}, sh(graceful, dir)...)...)
+		if code := w.wait(); code != 69 {
+			t.Errorf("exit code %d, want 69", code)
+		}
+		if _, err := os.Stat(dir + "/pid"); err == nil {
+			t.Errorf("the command ran although the registry refused the service")
+		}
+		if !strings.Contains(w.logs(), "the command was not started") {
+			t.Errorf("no clear message in the logs:\n%s", w.logs())
+		}
+	})
+}
+
+func TestKilledWrapperLetsTheServiceTimeOut(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	w := startWrapper(t, f.dir, f.env(), append([]string{"--id=killed", "--interval=1"}, sh(untilStop, f.dir)...)...)
+	killLater(t, f.path("pid"))
+	f.waitRegistered("killed")
+	waitFile(t, f.path("pid"))
+	w.signal(syscall.SIGKILL)
+	w.wait()
+	waitFor(t, "the service to time out", func() bool {
+		_, err := f.service("killed")
+		return err != nil
+	})
+	f.assertGone("killed")
+	if got, want := f.eventTypes("killed"), []registry.EventType{registry.ServiceJoin, registry.ServiceTimeout}; !reflect.DeepEqual(got, want) {
+		t.Errorf("events = %v, want %v", got, want)
+	}
+}
+
+func TestNoDeregisterLetsTheServiceTimeOut(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	w := startWrapper(t, f.dir, f.env(), append([]string{"--id=lingers", "--interval=1", "--no-deregister"}, sh("sleep 0.5", f.dir)...)...)
+	f.waitRegistered("lingers")
+	if code := w.wait(); code != 0 {
+		t.Fatalf("exit code %d, want 0", code)
+	}
+	if _, err := f.service("lingers"); err != nil {
+		t.Errorf("with --no-deregister the service is gone at once: %v", err)
+	}
+	waitFor(t, "the service to time out", func() bool {
+		_, err := f.service("lingers")
+		return err != nil
+	})
+	if got, want := f.eventTypes("lingers"), []registry.EventType{registry.ServiceJoin, registry.ServiceTimeout}; !reflect.DeepEqual(got, want) {
+		t.Errorf("events = %v, want %v", got, want)
+	}
+}
+
+func TestBadCommandLine(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ran := f.path("ran")
+	run := []string{"--", "touch", ran}
+	noFile := f.path("no-such-program")
+	notExec := f.path("not-executable")
+	if err := os.WriteFile(notExec, []byte("#!/bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		env  []string // replaces the fixture's environment when set
+		args []string
+		code int
+		want string // in stderr
+	}{
+		{"no id", nil, append([]string{"--interval=1"}, run...), 2, "--id is required"},
+		{"bad id", nil, append([]string{"--id=a b"}, run...), 2, "--id"},
+		{"metadata without =", nil, append([]string{"--id=web1", "--metadata=ip=1,port"}, run...), 2, "--metadata"},
+		{"metadata key twice", nil, append([]string{"--id=web1", "--metadata=ip=1,ip=2"}, run...), 2, "--metadata"},
+		{"too many tags", nil, append([]string{"--id=web1", "--tags=a,b,c,d,e,f,g,h,i,j,k"}, run...), 2, "--tags"},
+		{"interval too short", nil, append([]string{"--id=web1", "--interval=0.5"}, run...), 2, "--interval"},
+		{"interval too long", nil, append([]string{"--id=web1", "--interval=41"}, run...), 2, "--interval"},
+		{"interval not a number", nil, append([]string{"--id=web1", "--interval=soon"}, run...), 2, "--interval"},
+		{"unknown flag", nil, append([]string{"--id=web1", "--bogus"}, run...), 2, "--bogus"},
+		{"bad log format", nil, append([]string{"--id=web1", "--log-format=xml"}, run...), 2, "--log-format"},
+		{"no command", nil, []string{"--id=web1", "--interval=1"}, 2, "no command"},
+		{"no registry URL", []string{"SVCREG_URL=", "SVCREG_USERNAME=x", "SVCREG_API_KEY=dev"}, append([]string{"--id=web1"}, run...), 2, "--url"},
+		{"command not found", nil, []string{"--id=web1", "--", noFile}, 127, "no-such-program"},
+		{"command not executable", nil, []string{"--id=web1", "--", notExec}, 126, "not-executable"},
+	}
+	t.Run("cases", func(t *testing.T) {
+		for _, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				t.Parallel()
+				env := tc.env
+				if env == nil {
+					env = f.env()
+				}
+				w := startWrapper(t, t.TempDir(), env, tc.args...)
+				if code := w.wait(); code != tc.code {
+					t.Errorf("exit code %d, want %d", code, tc.code)
+				}
+				if !strings.Contains(w.logs(), tc.want) {
+					t.Errorf("stderr does not mention %q:\n%s", tc.want, w.logs())
+				}
+				if tc.code == 2 && !strings.Contains(w.logs(), "Run 'service-registry-wrapper --help' for usage.") {
+					t.Errorf("stderr does not point to --help:\n%s", w.logs())
+				}
+			})
+		}
+	})
+	if _, err := os.Stat(ran); err == nil {
+		t.Errorf("a bad command line ran the command")
+	}
+	for s, err := range f.client.ListServices(t.Context(), registry.ServiceListOptions{}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Errorf("a bad command line registered %s", s.ID)
+	}
+}
