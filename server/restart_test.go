@@ -94,3 +94,50 @@ func TestRestartThenTimeout(t *testing.T) {
 		t.Fatalf("%d service.timeout events; want exactly 1", n)
 	}
 }
+
+// TestShutdownAnswersLongPolls: a graceful stop (SIGTERM) answers the
+// long-polls waiting on it, with what the feed holds, instead of dropping
+// their connections.
+func TestShutdownAnswersLongPolls(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	token, tenant := srv.Token("shutdown")
+	base := srv.APIURL + "/" + tenant
+	type result struct {
+		code int
+		body map[string]any
+	}
+	answered := make(chan result, 3)
+	marker := markerOf(t, base, token)
+	for i := 0; i < 3; i++ {
+		go func() {
+			code, body := call(t, "GET", base+"/events?wait=5m&marker="+marker, token, nil)
+			answered <- result{code, body}
+		}()
+	}
+	time.Sleep(500 * time.Millisecond) // let them park
+	srv.Stop()
+	for i := 0; i < 3; i++ {
+		select {
+		case r := <-answered:
+			if r.code != http.StatusOK || len(r.body["values"].([]any)) != 0 {
+				t.Fatalf("long-poll answered %d %v at shutdown; want 200 with no events", r.code, r.body)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a waiting long-poll was not answered by the graceful stop")
+		}
+	}
+}
+
+// markerOf returns the X-Registry-Marker of a services list.
+func markerOf(t *testing.T, base, token string) string {
+	t.Helper()
+	req, _ := http.NewRequest("GET", base+"/services", nil)
+	req.Header.Set("X-Auth-Token", token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.Header.Get("X-Registry-Marker")
+}
