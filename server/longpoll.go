@@ -141,8 +141,8 @@ func (s *Server) park(w http.ResponseWriter, rq *request, q store.EventQuery, wa
 		hrefPrefix: rq.hrefPrefix(),
 		query:      rq.query,
 	}
-	s.parked.Add(1)
 	s.pollsMu.Lock()
+	s.parked++
 	ps := s.polls[p.tenant]
 	if ps == nil {
 		ps = &pollSet{polls: map[*parkedPoll]struct{}{}, kick: make(chan struct{}, 1)}
@@ -307,7 +307,11 @@ func (s *Server) answer(p *parkedPoll, page store.EventPage, err error, shared *
 // writeParked writes an HTTP/1.1 answer on a parked poll's connection and
 // hands the connection back to the http.Server.
 func (s *Server) writeParked(p *parkedPoll, status int, body []byte) {
-	defer s.parked.Done()
+	defer func() {
+		s.pollsMu.Lock()
+		s.parked--
+		s.pollsMu.Unlock()
+	}()
 	b := make([]byte, 0, 256+len(body))
 	b = append(b, "HTTP/1.1 "...)
 	b = strconv.AppendInt(b, int64(status), 10)
@@ -389,10 +393,19 @@ func (s *Server) removeWaiter(tenant string) {
 // drainParked waits until every parked poll has been answered, or ctx is
 // done.
 func (s *Server) drainParked(ctx context.Context) {
-	done := make(chan struct{})
-	go func() { s.parked.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		s.pollsMu.Lock()
+		n := s.parked
+		s.pollsMu.Unlock()
+		if n == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
 	}
 }

@@ -64,7 +64,7 @@ type Server struct {
 	ln          *listener // set by Listener; parked polls go back through it
 	pollsMu     sync.Mutex
 	polls       map[string]*pollSet // parked long-polls, by tenant
-	parked      sync.WaitGroup      // parked polls not yet answered
+	parked      int                 // parked polls not yet answered, guarded by pollsMu
 	pollWriters chan struct{}
 
 	closing   chan struct{} // closed by Drain
