@@ -160,16 +160,15 @@ restarts. With --output json, one JSON object per line.`, stderr)
 			}
 			return err
 		}
+		line := eventLine(ev)
 		if f.json() {
-			line, err := json.Marshal(ev)
+			b, err := json.Marshal(ev)
 			if err != nil {
 				return err
 			}
-			_, err = fmt.Fprintf(stdout, "%s\n", line)
-		} else {
-			_, err = fmt.Fprintln(stdout, eventLine(ev))
+			line = string(b)
 		}
-		if err != nil {
+		if _, err := fmt.Fprintln(stdout, line); err != nil {
 			return err
 		}
 	}

@@ -23,10 +23,11 @@ const gregorianOffset = 0x01B21DD213814000
 // Tick is the resolution of a UUID timestamp.
 const Tick = 100 * time.Nanosecond
 
-// Validation errors carry the exact messages the API reports (spec §5.2).
+// Validation errors carry the exact messages the API reports (spec §5.2),
+// capital letters included.
 var (
-	ErrInvalid     = errors.New("Invalid UUID")
-	ErrVariant     = errors.New("Unsupported UUID variant")
+	ErrInvalid     = errors.New("Invalid UUID")             //lint:ignore ST1005 the API's wire text
+	ErrVariant     = errors.New("Unsupported UUID variant") //lint:ignore ST1005 the API's wire text
 	ErrNotVersion1 = errors.New("UUID is not version 1")
 )
 
