@@ -1,12 +1,14 @@
 # The test suite needs nginx and haproxy (the renderer's end-to-end tests run
 # against the real programs); `make test` installs them from Debian packages
-# when they are missing.
+# when they are missing. The server's conformance suite runs twice: on the
+# embedded store, and on the etcd store over an etcd run in-process.
 GO ?= go
 
 .PHONY: test deps build
 
 test: deps
 	$(GO) test -race -timeout 30m ./...
+	SVCREG_TEST_STORE=etcd $(GO) test -race -timeout 30m ./server/
 
 deps:
 	@command -v nginx >/dev/null 2>&1 && command -v haproxy >/dev/null 2>&1 || \

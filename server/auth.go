@@ -115,7 +115,17 @@ type Auth struct {
 	cfg    AuthConfig
 	users  map[string]User
 	static map[[32]byte]store.TokenInfo
-	cache  sync.Map // [32]byte -> store.TokenInfo, valid tokens only
+	cache  sync.Map // [32]byte -> cachedToken, valid tokens only
+}
+
+// tokenRecheck is how long a valid token is taken from the cache before
+// the store is asked again: with several server nodes, a token revoked at
+// one stops working at the others within it.
+const tokenRecheck = 30 * time.Second
+
+type cachedToken struct {
+	store.TokenInfo
+	until time.Time // the earlier of Expires and the next recheck
 }
 
 // NewAuth returns an Auth.
@@ -147,12 +157,11 @@ func (a *Auth) Valid(ctx context.Context, token, tenant string) (bool, error) {
 	}
 	now := a.cfg.Clock()
 	if v, ok := a.cache.Load(h); ok {
-		ti := v.(store.TokenInfo)
-		if now.Before(ti.Expires) {
-			return ti.Tenant == tenant, nil
+		ct := v.(cachedToken)
+		if now.Before(ct.until) {
+			return ct.Tenant == tenant, nil
 		}
 		a.cache.Delete(h)
-		return false, nil
 	}
 	ti, err := a.cfg.Store.Token(ctx, h)
 	if errors.Is(err, store.ErrTokenUnknown) {
@@ -164,8 +173,15 @@ func (a *Auth) Valid(ctx context.Context, token, tenant string) (bool, error) {
 	if !now.Before(ti.Expires) {
 		return false, nil
 	}
-	a.cache.Store(h, ti)
+	a.cache.Store(h, cachedToken{TokenInfo: ti, until: minTime(ti.Expires, now.Add(tokenRecheck))})
 	return ti.Tenant == tenant, nil
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }
 
 // Run drops expired tokens from the cache now and then until ctx is done.
@@ -180,7 +196,7 @@ func (a *Auth) Run(ctx context.Context) error {
 		}
 		now := a.cfg.Clock()
 		a.cache.Range(func(k, v any) bool {
-			if !now.Before(v.(store.TokenInfo).Expires) {
+			if !now.Before(v.(cachedToken).until) {
 				a.cache.Delete(k)
 			}
 			return true

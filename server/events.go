@@ -52,6 +52,18 @@ func (s *Server) handleEvents(w http.ResponseWriter, rq *request) {
 			latest = max(latest, acct.Head.Ticks()+1)
 		}
 		if from.Ticks() > latest {
+			// The account's head may lag events another server node
+			// committed; ask for the newest before refusing.
+			head, err := s.store.Head(ctx, rq.tenant)
+			if err != nil {
+				s.writeFault(w, rq, s.faultFor(rq.txnID, err))
+				return
+			}
+			if !head.IsZero() {
+				latest = max(latest, head.Ticks()+1)
+			}
+		}
+		if from.Ticks() > latest {
 			s.writeFault(w, rq, badRequest("from parameter must be smaller than the current time"))
 			return
 		}

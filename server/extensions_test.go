@@ -14,7 +14,7 @@ import (
 	"github.com/svcreg/svcreg/internal/testserver"
 	"github.com/svcreg/svcreg/internal/timeuuid"
 	"github.com/svcreg/svcreg/server"
-	"github.com/svcreg/svcreg/server/store/boltstore"
+	"github.com/svcreg/svcreg/server/store"
 )
 
 // Design item 1: PUT /services/{id} that changes something writes
@@ -56,7 +56,7 @@ func TestServiceUpdateEvent(t *testing.T) {
 func TestLongPoll(t *testing.T) {
 	t.Parallel()
 	srv := testserver.Start(t, testserver.Options{})
-	parked := startCustom(t, func(st *boltstore.Store) server.Config { return server.Config{Store: st} })
+	parked := startCustom(t, func(st store.Store) server.Config { return server.Config{Store: st} })
 	for _, s := range []struct {
 		name  string
 		login func(t *testing.T, username string) *api

@@ -20,7 +20,7 @@ import (
 	"github.com/svcreg/svcreg/internal/testserver"
 	"github.com/svcreg/svcreg/internal/timeuuid"
 	"github.com/svcreg/svcreg/server"
-	"github.com/svcreg/svcreg/server/store/boltstore"
+	"github.com/svcreg/svcreg/server/store"
 )
 
 // httpClient never follows a redirect: the API never redirects (spec §2.1),
@@ -435,14 +435,12 @@ func parallel(n int, fn func(i int)) {
 
 // startCustom runs a server as cmd/svcreg serves it (through its Listener,
 // so long-polls park) for what testserver does not offer: cfg gets its Store
-// from configure, given an embedded store with the reaper off, and --dev
-// authentication. It returns the server's root URL.
-func startCustom(t *testing.T, configure func(*boltstore.Store) server.Config) string {
+// from configure, given a store of the kind the suite runs against
+// (testserver.StoreKind) with the reaper off, and --dev authentication. It
+// returns the server's root URL.
+func startCustom(t *testing.T, configure func(store.Store) server.Config) string {
 	t.Helper()
-	st, err := boltstore.Open(t.TempDir(), boltstore.Options{ReapInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := testserver.NewStore(t, testserver.Options{ReapInterval: -1})
 	cfg := configure(st)
 	cfg.Auth = server.NewAuth(server.AuthConfig{Store: st, Dev: true})
 	h := server.New(cfg)
@@ -454,7 +452,6 @@ func startCustom(t *testing.T, configure func(*boltstore.Store) server.Config) s
 		defer cancel()
 		h.Drain(ctx)
 		hs.Close()
-		st.Close()
 	})
 	return hs.URL
 }

@@ -9,7 +9,7 @@ import (
 
 	"github.com/svcreg/svcreg/internal/testserver"
 	"github.com/svcreg/svcreg/server"
-	"github.com/svcreg/svcreg/server/store/boltstore"
+	"github.com/svcreg/svcreg/server/store"
 )
 
 // spec §3.3: the three 401s, each with WWW-Authenticate naming the identity
@@ -135,7 +135,7 @@ func TestAccountAutoCreation(t *testing.T) {
 // first (spec §13 item 26).
 func TestRateLimit(t *testing.T) {
 	t.Parallel()
-	base := startCustom(t, func(st *boltstore.Store) server.Config {
+	base := startCustom(t, func(st store.Store) server.Config {
 		return server.Config{Store: st, RateLimit: 3}
 	})
 	c := devLogin(t, base, "limited")

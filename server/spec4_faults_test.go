@@ -12,7 +12,6 @@ import (
 	"github.com/svcreg/svcreg/registry"
 	"github.com/svcreg/svcreg/server"
 	"github.com/svcreg/svcreg/server/store"
-	"github.com/svcreg/svcreg/server/store/boltstore"
 )
 
 // spec §4.3: every row of the catalogue of faults, with its exact type,
@@ -137,7 +136,7 @@ func TestServerErrorsAreMasked(t *testing.T) {
 	} {
 		t.Run(tc.typ, func(t *testing.T) {
 			t.Parallel()
-			base := startCustom(t, func(st *boltstore.Store) server.Config {
+			base := startCustom(t, func(st store.Store) server.Config {
 				return server.Config{Store: failingStore{Store: st, err: tc.err}}
 			})
 			c := devLogin(t, base, "failing")

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"syscall"
 	"time"
 
@@ -20,12 +21,17 @@ import (
 	"github.com/svcreg/svcreg/server"
 	"github.com/svcreg/svcreg/server/store"
 	"github.com/svcreg/svcreg/server/store/boltstore"
+	"github.com/svcreg/svcreg/server/store/etcdstore"
 )
 
 const serverDescription = `
 Serves the Service Registry API (/v1.0), a Keystone-v2-compatible identity
 endpoint (POST /v2.0/tokens), /healthz and /metrics. State is kept in one
 bbolt file under --data-dir; every acknowledged write is synced to disk.
+
+With --etcd-endpoints, state is kept in an etcd cluster instead, and several
+svcreg server processes over the same cluster (and --etcd-prefix) serve one
+registry: any of them answers any request. See docs/etcd.md.
 
 Authenticate with users from --users (a TOML file of [[user]] entries with
 name, tenant, api_key, password_hash, tokens), or start with --dev, in which
@@ -48,6 +54,14 @@ type serverFlags struct {
 	configLimit            int
 	rateLimit              int
 	hashPassword           bool
+	etcd                   etcdFlags
+}
+
+// etcdFlags are the --etcd-* flags: where the etcd store's cluster is.
+type etcdFlags struct {
+	endpoints, prefix  string
+	cert, key, cacert  string
+	username, password string
 }
 
 func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
@@ -69,6 +83,13 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.IntVar(&f.configLimit, "config-limit", store.DefaultLimits.ConfigValues, "configuration values a new account may hold")
 	fs.IntVar(&f.rateLimit, "rate-limit", 500000, "GET requests a tenant may make per day")
 	fs.BoolVar(&f.hashPassword, "hash-password", false, "read a password on stdin, print its bcrypt hash for --users, and exit")
+	fs.StringVar(&f.etcd.endpoints, "etcd-endpoints", "", "comma-separated etcd client `URLs`; keeps state in etcd instead of --data-dir,\nshared by every server given the same endpoints and --etcd-prefix")
+	fs.StringVar(&f.etcd.prefix, "etcd-prefix", etcdstore.DefaultPrefix, "`prefix` of every etcd key the server uses")
+	fs.StringVar(&f.etcd.cert, "etcd-cert", "", "client certificate `file` (PEM) for etcd, with --etcd-key")
+	fs.StringVar(&f.etcd.key, "etcd-key", "", "client private key `file` (PEM) for etcd")
+	fs.StringVar(&f.etcd.cacert, "etcd-cacert", "", "CA certificate `file` (PEM) that signed the etcd members' certificates")
+	fs.StringVar(&f.etcd.username, "etcd-username", "", "etcd `user`, with --etcd-password")
+	fs.StringVar(&f.etcd.password, "etcd-password", "", "etcd user's `password`")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -90,6 +111,15 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if f.reapInterval < 0 {
 		return usagef("--reap-interval must not be negative")
 	}
+	if f.etcd.endpoints == "" && (f.etcd.cert != "" || f.etcd.key != "" || f.etcd.cacert != "" || f.etcd.username != "" || f.etcd.password != "") {
+		return usagef("the --etcd-* flags need --etcd-endpoints")
+	}
+	if (f.etcd.cert == "") != (f.etcd.key == "") {
+		return usagef("--etcd-cert and --etcd-key go together")
+	}
+	if (f.etcd.username == "") != (f.etcd.password == "") {
+		return usagef("--etcd-username and --etcd-password go together")
+	}
 	log, err := newLogger(stderr, f.logFormat, f.logLevel)
 	if err != nil {
 		return err
@@ -107,18 +137,13 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if reap == 0 {
 		reap = -1
 	}
-	st, err := boltstore.Open(f.dataDir, boltstore.Options{
-		Logger:        log,
-		Registerer:    reg,
-		DefaultLimits: store.Limits{Services: f.serviceLimit, ConfigValues: f.configLimit},
-		Retention:     f.retention,
-		ReapInterval:  reap,
-	})
+	limits := store.Limits{Services: f.serviceLimit, ConfigValues: f.configLimit}
+	st, closeStore, err := openStore(ctx, f, log, reg, limits, reap)
 	if err != nil {
 		return err
 	}
 	defer func() {
-		if err := st.Close(); err != nil {
+		if err := closeStore(); err != nil {
 			log.Error("close store", "err", err)
 		}
 	}()
@@ -159,7 +184,11 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	}
 	base := scheme + "://" + ln.Addr().String()
 	ln = api.Listener(ln)
-	log.Info("svcreg server listening", "url", base, "data_dir", f.dataDir, "dev", f.dev, "users", len(users), "version", versionString())
+	where := []any{"data_dir", f.dataDir}
+	if f.etcd.endpoints != "" {
+		where = []any{"etcd", f.etcd.endpoints, "etcd_prefix", f.etcd.prefix}
+	}
+	log.Info("svcreg server listening", append(append([]any{"url", base}, where...), "dev", f.dev, "users", len(users), "version", versionString())...)
 	if f.dev {
 		printDevHelp(stdout, base)
 	}
@@ -191,6 +220,66 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		return nil
 	}
 	return err
+}
+
+// serverStore is what the server keeps its state in.
+type serverStore interface {
+	store.Store
+	store.Identity
+}
+
+// openStore opens the embedded store under --data-dir, or the etcd store
+// with --etcd-endpoints. The returned func closes the store (and the etcd
+// client).
+func openStore(ctx context.Context, f serverFlags, log *slog.Logger, reg prometheus.Registerer, limits store.Limits, reap time.Duration) (serverStore, func() error, error) {
+	if f.etcd.endpoints == "" {
+		st, err := boltstore.Open(f.dataDir, boltstore.Options{
+			Logger:        log,
+			Registerer:    reg,
+			DefaultLimits: limits,
+			Retention:     f.retention,
+			ReapInterval:  reap,
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+		return st, st.Close, nil
+	}
+	var endpoints []string
+	for ep := range strings.SplitSeq(f.etcd.endpoints, ",") {
+		if ep = strings.TrimSpace(ep); ep != "" {
+			endpoints = append(endpoints, ep)
+		}
+	}
+	cli, err := etcdstore.NewClient(etcdstore.ClientConfig{
+		Endpoints: endpoints,
+		CertFile:  f.etcd.cert,
+		KeyFile:   f.etcd.key,
+		CAFile:    f.etcd.cacert,
+		Username:  f.etcd.username,
+		Password:  f.etcd.password,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	octx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	st, err := etcdstore.Open(octx, cli, etcdstore.Options{
+		Prefix:        f.etcd.prefix,
+		Logger:        log,
+		Registerer:    reg,
+		DefaultLimits: limits,
+		Retention:     f.retention,
+		ReapInterval:  reap,
+	})
+	if err != nil {
+		cli.Close()
+		return nil, nil, fmt.Errorf("open the etcd store: %w", err)
+	}
+	return st, func() error {
+		err := st.Close()
+		return errors.Join(err, cli.Close())
+	}, nil
 }
 
 func printDevHelp(w io.Writer, base string) {

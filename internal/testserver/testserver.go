@@ -1,31 +1,63 @@
-// Package testserver runs a real svcreg server in-process for tests: the
-// embedded store in a temporary directory, --dev authentication, and an
-// HTTP listener on loopback that can be stopped and started again on the
-// same address and data.
+// Package testserver runs a real svcreg server in-process for tests: a
+// store, --dev authentication, and an HTTP listener on loopback that can be
+// stopped and started again on the same address and data.
+//
+// The store is the embedded one in a temporary directory, or, when the
+// environment variable SVCREG_TEST_STORE is "etcd", the etcd store over a
+// single-member etcd run in-process for the server (under a key prefix of
+// its own), so that one suite checks both stores.
 package testserver
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/svcreg/svcreg/server"
 	"github.com/svcreg/svcreg/server/store"
 	"github.com/svcreg/svcreg/server/store/boltstore"
+	"github.com/svcreg/svcreg/server/store/etcdstore"
+	"github.com/svcreg/svcreg/server/store/etcdstore/etcdtest"
 )
+
+// StoreEnv names the environment variable that picks the store: "bolt"
+// (the default) or "etcd".
+const StoreEnv = "SVCREG_TEST_STORE"
+
+// StoreKind returns the store the tests run against: "bolt" or "etcd".
+func StoreKind() string {
+	if os.Getenv(StoreEnv) == "etcd" {
+		return "etcd"
+	}
+	return "bolt"
+}
+
+// Store is what a server needs of its store: the registry's state and the
+// identity endpoint's.
+type Store interface {
+	store.Store
+	store.Identity
+}
 
 // Options configure a test server. The zero value is a --dev server with
 // the default reaper.
 type Options struct {
-	// DataDir holds the store; a new temporary directory if empty.
+	// DataDir holds the embedded store; a new temporary directory if
+	// empty. The etcd store keeps its data in its etcd.
 	DataDir string
-	// ReapInterval as in boltstore.Options (negative turns the reaper off).
+	// ReapInterval as in boltstore.Options and etcdstore.Options (negative
+	// turns the reaper off).
 	ReapInterval time.Duration
 	// Limits for new accounts; the defaults if zero.
 	Limits store.Limits
@@ -53,8 +85,11 @@ type Server struct {
 	opts Options
 	addr string
 
+	// backend opens the store again on each start.
+	backend *backend
+
 	mu      sync.Mutex
-	store   *boltstore.Store
+	store   Store
 	api     *server.Server
 	http    *http.Server
 	cancel  context.CancelFunc
@@ -65,10 +100,7 @@ type Server struct {
 // Start starts a server and stops it when the test ends.
 func Start(t testing.TB, opts Options) *Server {
 	t.Helper()
-	if opts.DataDir == "" {
-		opts.DataDir = t.TempDir()
-	}
-	s := &Server{t: t, opts: opts}
+	s := &Server{t: t, opts: opts, backend: newBackend(t, &opts)}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("testserver: listen: %v", err)
@@ -82,7 +114,7 @@ func Start(t testing.TB, opts Options) *Server {
 }
 
 // Store returns the running server's store.
-func (s *Server) Store() *boltstore.Store {
+func (s *Server) Store() Store {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.store
@@ -90,11 +122,7 @@ func (s *Server) Store() *boltstore.Store {
 
 func (s *Server) start(ln net.Listener) {
 	s.t.Helper()
-	st, err := boltstore.Open(s.opts.DataDir, boltstore.Options{
-		ReapInterval:  s.opts.ReapInterval,
-		DefaultLimits: s.opts.Limits,
-		Retention:     s.opts.Retention,
-	})
+	st, err := s.backend.open(s.opts)
 	if err != nil {
 		ln.Close()
 		s.t.Fatalf("testserver: open store: %v", err)
@@ -197,4 +225,61 @@ func (s *Server) Token(username string) (token, tenant string) {
 func quote(s string) string {
 	b, _ := json.Marshal(s)
 	return string(b)
+}
+
+// NewStore opens a store of the kind StoreKind names, as Start would, and
+// closes it when the test ends. Its background work (reaper, retention)
+// does not run.
+func NewStore(t testing.TB, opts Options) Store {
+	t.Helper()
+	st, err := newBackend(t, &opts).open(opts)
+	if err != nil {
+		t.Fatalf("testserver: open store: %v", err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// backend is where a server's state lives across its restarts: a data
+// directory, or an etcd with a key prefix.
+type backend struct {
+	cli    *clientv3.Client
+	prefix string
+}
+
+func newBackend(t testing.TB, opts *Options) *backend {
+	t.Helper()
+	if StoreKind() != "etcd" {
+		if opts.DataDir == "" {
+			opts.DataDir = t.TempDir()
+		}
+		return &backend{}
+	}
+	cluster := etcdtest.Start(t, etcdtest.Options{})
+	cli, err := etcdstore.NewClient(etcdstore.ClientConfig{Endpoints: cluster.Endpoints()})
+	if err != nil {
+		t.Fatalf("testserver: etcd client: %v", err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	var b [4]byte
+	rand.Read(b[:])
+	return &backend{cli: cli, prefix: "/svcreg-test-" + hex.EncodeToString(b[:]) + "/"}
+}
+
+func (b *backend) open(opts Options) (Store, error) {
+	if b.cli == nil {
+		return boltstore.Open(opts.DataDir, boltstore.Options{
+			ReapInterval:  opts.ReapInterval,
+			DefaultLimits: opts.Limits,
+			Retention:     opts.Retention,
+		})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return etcdstore.Open(ctx, b.cli, etcdstore.Options{
+		Prefix:        b.prefix,
+		ReapInterval:  opts.ReapInterval,
+		DefaultLimits: opts.Limits,
+		Retention:     opts.Retention,
+	})
 }

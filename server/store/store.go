@@ -22,8 +22,13 @@ import (
 // lists) and by the store's own reaper, run by Run.
 type Store interface {
 	// Account returns the tenant's account, creating it on first use
-	// (spec §3.4).
+	// (spec §3.4). With several server nodes its Head may lag behind events
+	// other nodes committed just before; Head does not.
 	Account(ctx context.Context, tenant string) (Account, error)
+	// Head returns the id of the newest event committed for the tenant
+	// before the call, zero if none: what a marker handed out anywhere can
+	// be at most.
+	Head(ctx context.Context, tenant string) (timeuuid.UUID, error)
 
 	// CreateService stores a new service, appends service.join and returns
 	// its first heartbeat token.

@@ -32,18 +32,19 @@ func (s *Store) Events(ctx context.Context, tenantID string, q store.EventQuery)
 		from := q.From.Key()
 		c := b.Bucket(bEvents).Cursor()
 		for k, v := c.Seek(from[:]); k != nil; k, v = c.Next() {
-			ev, err := decodeStoredEvent(k, v)
+			typ, err := storedEventType(k, v)
 			if err != nil {
 				return err
 			}
-			if !store.Matches(q.Types, ev.Type) {
+			if !store.Matches(q.Types, typ) {
 				continue
 			}
 			if len(page.Values) == q.Limit {
-				page.Next = ev.ID
+				page.Next = timeuuid.FromKey(k)
 				break
 			}
-			page.Values = append(page.Values, ev)
+			page.Values = append(page.Values, store.Event{ID: timeuuid.FromKey(k), Type: typ,
+				JSON: append(json.RawMessage(nil), v[1+len(typ):]...)})
 		}
 		return nil
 	})

@@ -28,6 +28,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/svcreg/svcreg/internal/timeuuid"
+	"github.com/svcreg/svcreg/registry"
 	"github.com/svcreg/svcreg/server/store"
 )
 
@@ -423,6 +424,15 @@ func (s *Store) Account(ctx context.Context, tenant string) (store.Account, erro
 	return t.account().account(tenant), nil
 }
 
+// Head implements store.Store.
+func (s *Store) Head(ctx context.Context, tenant string) (timeuuid.UUID, error) {
+	t, err := s.tenantFor(tenant)
+	if err != nil {
+		return timeuuid.UUID{}, err
+	}
+	return t.account().Head, nil
+}
+
 // Changed implements store.Store.
 func (s *Store) Changed(ctx context.Context, tenant string) (<-chan struct{}, error) {
 	t, err := s.tenantFor(tenant)
@@ -512,14 +522,10 @@ func encodeStoredEvent(ev store.Event) []byte {
 	return append(b, ev.JSON...)
 }
 
-func decodeStoredEvent(k, v []byte) (store.Event, error) {
+// storedEventType reads the type a stored event begins with.
+func storedEventType(k, v []byte) (registry.EventType, error) {
 	if len(v) < 1 || len(v) < 1+int(v[0]) {
-		return store.Event{}, fmt.Errorf("corrupt event %x", k)
+		return "", fmt.Errorf("corrupt event %x", k)
 	}
-	n := int(v[0])
-	return store.Event{
-		ID:   timeuuid.FromKey(k),
-		Type: registryEventType(v[1 : 1+n]),
-		JSON: append(json.RawMessage(nil), v[1+n:]...),
-	}, nil
+	return registryEventType(v[1 : 1+int(v[0])]), nil
 }

@@ -1,0 +1,301 @@
+package etcdstore_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/svcreg/svcreg/server/store/etcdstore"
+	"github.com/svcreg/svcreg/server/store/etcdstore/etcdtest"
+)
+
+// Any node answers any request: state, heartbeat tokens (design item 6
+// across nodes), identity tokens and --dev tenants are shared.
+func TestNodesShareState(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.Start(t, etcdtest.Options{Members: 3})
+	n := startNodes(t, c, 3, etcdstore.Options{})
+	a, b, cc := n[0], n[1], n[2]
+	u := login(t, a, "shared")
+	if u2 := login(t, b, "shared"); u2.tenant != u.tenant {
+		t.Fatalf("user's tenant is %s at one node and %s at another", u.tenant, u2.tenant)
+	}
+
+	t0 := u.create(a, "svc-1", 30, "www")
+	u.do(b, "GET", "/services/svc-1", nil, 200)
+	t1 := u.heartbeat(b, "svc-1", t0)
+	// The answer to the heartbeat at b was "lost": the retry at c with the
+	// same token gets the same next token.
+	if again := u.heartbeat(cc, "svc-1", t0); again != t1 {
+		t.Errorf("retry at another node returned %s, want %s", again, t1)
+	}
+	t2 := u.heartbeat(a, "svc-1", t1)
+	u.do(b, "POST", "/services/svc-1/heartbeat", map[string]string{"token": t0}, 404)
+
+	var svc struct {
+		LastSeen *int64 `json:"last_seen"`
+	}
+	u.do(cc, "GET", "/services/svc-1", nil, 200).json(&svc)
+	if svc.LastSeen == nil {
+		t.Errorf("last_seen is null at another node after heartbeats")
+	}
+
+	// A delete at one node invalidates the token at every node; a
+	// re-created service does not take the old one.
+	u.do(cc, "DELETE", "/services/svc-1", nil, 204)
+	if r := u.do(a, "POST", "/services/svc-1/heartbeat", map[string]string{"token": t2}, 404); r.faultType() != "notFoundError" {
+		t.Errorf("heartbeat after delete: %s", r.body)
+	}
+	fresh := u.create(b, "svc-1", 30)
+	r := u.do(a, "POST", "/services/svc-1/heartbeat", map[string]string{"token": t2}, 404)
+	if !strings.Contains(string(r.body), "HeartbeatMarker") {
+		t.Errorf("old token on a re-created service: %s, want HeartbeatMarker 404", r.body)
+	}
+	u.heartbeat(a, "svc-1", fresh)
+
+	// An update at one node applies to the next heartbeat at another.
+	u.do(b, "PUT", "/services/svc-1", map[string]any{"heartbeat_timeout": 5}, 204)
+
+	u.do(a, "PUT", "/configuration/key-1", map[string]string{"value": "v"}, 204)
+	var cv struct{ Value string }
+	u.do(cc, "GET", "/configuration/key-1", nil, 200).json(&cv)
+	if cv.Value != "v" {
+		t.Errorf("value at another node %q", cv.Value)
+	}
+
+	want := []string{"service.join svc-1", "service.remove svc-1", "service.join svc-1", "service.update svc-1", "configuration_value.update key-1"}
+	for _, x := range n {
+		if got := summary(u.events(x, "")); !slices.Equal(got, want) {
+			t.Errorf("events at %s: %q, want %q", x.URL, got, want)
+		}
+	}
+}
+
+// Long-polls on every node wake on every node's writes (design item 2
+// across nodes), through each node's one etcd watch.
+func TestLongPollsWakeOnEveryNode(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.Start(t, etcdtest.Options{Members: 3})
+	n := startNodes(t, c, 3, etcdstore.Options{})
+	u := login(t, n[0], "longpoll")
+	marker := u.listMarker(n[0])
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	type answer struct {
+		node int
+		evs  []string
+		err  error
+	}
+	answers := make(chan answer, 6)
+	for i, x := range n {
+		for range 2 {
+			go func() {
+				r, err := u.tryCtx(ctx, x, "GET", "/events?wait=60&marker="+marker, nil)
+				var p page[event]
+				if err == nil {
+					p.Values = nil
+					r.json(&p)
+				}
+				answers <- answer{i, summary(p.Values), err}
+			}()
+		}
+	}
+	// Let the polls park before the write.
+	time.Sleep(500 * time.Millisecond)
+	u.do(n[1], "PUT", "/configuration/key-1", map[string]string{"value": "v"}, 204)
+	for range 6 {
+		a := <-answers
+		if a.err != nil {
+			t.Fatalf("long-poll at node %d: %v (not woken by another node's write?)", a.node, a.err)
+		}
+		if want := []string{"configuration_value.update key-1"}; !slices.Equal(a.evs, want) {
+			t.Errorf("long-poll at node %d: %q, want %q", a.node, a.evs, want)
+		}
+	}
+}
+
+// Design item 7 and spec §8.3 across nodes: with the reapers of three
+// nodes and readers on every node racing, each service times out exactly
+// once, and every node's feed is the same.
+func TestTimeoutsExactlyOnceAcrossNodes(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.Start(t, etcdtest.Options{Members: 3})
+	n := startNodes(t, c, 3, etcdstore.Options{ReapInterval: 100 * time.Millisecond})
+	u := login(t, n[0], "reapers")
+	const services = 24
+	for i := range services {
+		u.create(n[i%3], fmt.Sprintf("svc-%02d", i), 3)
+	}
+	time.Sleep(2500 * time.Millisecond)
+	// Readers on every node rectify while the reapers run.
+	var wg sync.WaitGroup
+	stop := time.Now().Add(2 * time.Second)
+	for _, x := range n {
+		for range 4 {
+			wg.Go(func() {
+				for time.Now().Before(stop) {
+					if _, err := u.try(x, "GET", "/services", nil); err != nil {
+						t.Errorf("GET /services: %v", err)
+						return
+					}
+					if _, err := u.try(x, "GET", "/events", nil); err != nil {
+						t.Errorf("GET /events: %v", err)
+						return
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	var first []string
+	for i, x := range n {
+		evs := u.events(x, "")
+		timeouts := map[string]int{}
+		for _, e := range evs {
+			if e.Type == "service.timeout" {
+				timeouts[e.subject()]++
+			}
+		}
+		for j := range services {
+			if got := timeouts[fmt.Sprintf("svc-%02d", j)]; got != 1 {
+				t.Errorf("node %d: svc-%02d has %d timeout events, want 1", i, j, got)
+			}
+		}
+		ids := make([]string, len(evs))
+		for k, e := range evs {
+			ids[k] = e.ID
+		}
+		if first == nil {
+			first = ids
+		} else if !slices.Equal(ids, first) {
+			t.Errorf("node %d's feed differs from node 0's", i)
+		}
+	}
+}
+
+// Spec §8.3 read-your-rectification across nodes: with no reaper
+// anywhere, a due service created at one node is gone for a read at
+// another, and its one timeout is in every node's feed.
+func TestReadYourRectificationAcrossNodes(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.Start(t, etcdtest.Options{})
+	n := startNodes(t, c, 2, etcdstore.Options{ReapInterval: -1})
+	u := login(t, n[0], "lazy")
+	u.create(n[0], "svc-1", 3)
+	time.Sleep(3500 * time.Millisecond)
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			r, err := u.try(n[i%2], "GET", "/services/svc-1", nil)
+			if err != nil || r.code != 404 {
+				t.Errorf("GET of a due service at node %d: %v %d %s, want 404", i%2, err, r.code, r.body)
+			}
+		})
+	}
+	wg.Wait()
+	for i, x := range n {
+		if got, want := summary(u.events(x, "")), []string{"service.join svc-1", "service.timeout svc-1"}; !slices.Equal(got, want) {
+			t.Errorf("events at node %d: %q, want %q", i, got, want)
+		}
+	}
+}
+
+// Losing a node loses nothing it acknowledged, and the registry keeps
+// running: the heartbeat token it handed out works at another node, and a
+// node that comes back into a running registry does not extend deadlines
+// (design item 10 is for restarts of the whole registry).
+func TestNodeCrash(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.Start(t, etcdtest.Options{Members: 3})
+	n := startNodes(t, c, 2, etcdstore.Options{NodeTTL: 2 * time.Second, ReapInterval: 100 * time.Millisecond})
+	u := login(t, n[0], "crash")
+	tok := u.create(n[0], "steady", 3)
+	tok = u.heartbeat(n[0], "steady", tok)
+	u.create(n[0], "quiet", 3)
+	u.do(n[0], "PUT", "/configuration/key-1", map[string]string{"value": "v"}, 204)
+	n[0].crash()
+
+	tok = u.heartbeat(n[1], "steady", tok)
+	u.do(n[1], "GET", "/configuration/key-1", nil, 200)
+	hb := keepHeartbeating(u, n[1], "steady", tok)
+	n[0].restart()
+	// "quiet" gets no heartbeat: it times out on its deadline from before
+	// the crash, whichever node's reaper gets there.
+	time.Sleep(3500 * time.Millisecond)
+	tok = u.heartbeat(n[0], "steady", hb())
+	u.do(n[0], "GET", "/services/quiet", nil, 404)
+	got := summary(u.events(n[1], ""))
+	want := []string{"service.join steady", "service.join quiet", "configuration_value.update key-1", "service.timeout quiet"}
+	if !slices.Equal(got, want) {
+		t.Errorf("events %q, want %q", got, want)
+	}
+	u.heartbeat(n[1], "steady", tok)
+}
+
+// Design item 10 for the whole registry: when every node was down, the
+// first node to start gives every live service its full timeout again, and
+// outstanding tokens stay valid; after a crash of every node it first waits
+// for the dead nodes' leases to run out.
+func TestWholeRegistryRestart(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		down func(*node)
+	}{{"stopped", (*node).stop}, {"crashed", (*node).crash}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c := etcdtest.Start(t, etcdtest.Options{})
+			n := startNodes(t, c, 2, etcdstore.Options{NodeTTL: 2 * time.Second})
+			u := login(t, n[0], "restart")
+			tok := u.create(n[0], "steady", 3)
+			tok = u.heartbeat(n[1], "steady", tok)
+			for _, x := range n {
+				tc.down(x)
+			}
+			time.Sleep(3500 * time.Millisecond) // past the deadline
+			n[1].restart()
+			u.do(n[1], "GET", "/services/steady", nil, 200)
+			hb := keepHeartbeating(u, n[1], "steady", u.heartbeat(n[1], "steady", tok))
+			n[0].restart()
+			u.heartbeat(n[0], "steady", hb())
+			if got := summary(u.events(n[0], "")); !slices.Equal(got, []string{"service.join steady"}) {
+				t.Errorf("events %q, want the join alone", got)
+			}
+		})
+	}
+}
+
+// keepHeartbeating heartbeats id at n every 700ms until the returned func
+// is called; that returns the outstanding token.
+func keepHeartbeating(u *user, n *node, id, tok string) func() string {
+	done := make(chan struct{})
+	out := make(chan string)
+	go func() {
+		tick := time.NewTicker(700 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				out <- tok
+				return
+			case <-tick.C:
+			}
+			var next struct{ Token string }
+			r, err := u.try(n, "POST", "/services/"+id+"/heartbeat", map[string]string{"token": tok})
+			if err != nil || r.code != 200 {
+				u.t.Errorf("heartbeat %s: %v %d %s", id, err, r.code, r.body)
+				continue
+			}
+			r.json(&next)
+			tok = next.Token
+		}
+	}()
+	return func() string {
+		close(done)
+		return <-out
+	}
+}

@@ -1,0 +1,220 @@
+// Package etcdtest runs a real etcd in-process for tests: a single member or
+// a cluster of several on loopback, whose members can be stopped and started
+// again on the same ports and data.
+package etcdtest
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+)
+
+// Options configure a cluster. The zero value is one member without fsync.
+type Options struct {
+	// Members is the cluster's size; 1 if zero.
+	Members int
+	// Fsync makes the members sync their log as etcd does in production
+	// (benchmarks); tests run without it.
+	Fsync bool
+	// MaxTxnOps as etcd's --max-txn-ops; etcd's default (128) if zero.
+	MaxTxnOps uint
+	// AutoCompactionRevisions, if set, compacts history to keep about that
+	// many revisions (etcd's --auto-compaction-mode=revision).
+	AutoCompactionRevisions int
+}
+
+// Cluster is a running etcd cluster.
+type Cluster struct {
+	Members []*Member
+	t       testing.TB
+	opts    Options
+}
+
+// Member is one etcd member.
+type Member struct {
+	Name      string
+	ClientURL string
+	peerURL   string
+	dir       string
+	cluster   *Cluster
+
+	mu      sync.Mutex
+	etcd    *embed.Etcd
+	started bool // bootstrapped once: later starts join the existing cluster
+}
+
+// Start starts a cluster and stops it when the test ends.
+func Start(t testing.TB, opts Options) *Cluster {
+	t.Helper()
+	if opts.Members == 0 {
+		opts.Members = 1
+	}
+	c := &Cluster{t: t, opts: opts}
+	for i := range opts.Members {
+		c.Members = append(c.Members, &Member{
+			Name:      fmt.Sprintf("m%d", i),
+			ClientURL: "http://" + freeAddr(t),
+			peerURL:   "http://" + freeAddr(t),
+			dir:       t.TempDir(),
+			cluster:   c,
+		})
+	}
+	errs := make(chan error, len(c.Members))
+	for _, m := range c.Members {
+		go func() { errs <- m.start() }()
+	}
+	for range c.Members {
+		if err := <-errs; err != nil {
+			c.Stop()
+			t.Fatalf("etcdtest: %v", err)
+		}
+	}
+	t.Cleanup(c.Stop)
+	return c
+}
+
+// Endpoints returns the members' client URLs.
+func (c *Cluster) Endpoints() []string {
+	eps := make([]string, len(c.Members))
+	for i, m := range c.Members {
+		eps[i] = m.ClientURL
+	}
+	return eps
+}
+
+// Stop stops every member.
+func (c *Cluster) Stop() {
+	for _, m := range c.Members {
+		m.Stop()
+	}
+}
+
+// Restart starts every stopped member again and waits until they serve.
+func (c *Cluster) Restart() {
+	c.t.Helper()
+	errs := make(chan error, len(c.Members))
+	for _, m := range c.Members {
+		go func() { errs <- m.Start() }()
+	}
+	for range c.Members {
+		if err := <-errs; err != nil {
+			c.t.Fatalf("etcdtest: %v", err)
+		}
+	}
+}
+
+func (c *Cluster) initialCluster() string {
+	parts := make([]string, len(c.Members))
+	for i, m := range c.Members {
+		parts[i] = m.Name + "=" + m.peerURL
+	}
+	return strings.Join(parts, ",")
+}
+
+// Stop stops the member, as a crash of its process would (its data stays).
+func (m *Member) Stop() {
+	m.mu.Lock()
+	e := m.etcd
+	m.etcd = nil
+	m.mu.Unlock()
+	if e != nil {
+		e.Close()
+	}
+}
+
+// Start starts a stopped member again on its ports and data.
+func (m *Member) Start() error {
+	m.mu.Lock()
+	running := m.etcd != nil
+	m.mu.Unlock()
+	if running {
+		return nil
+	}
+	return m.start()
+}
+
+// Running reports whether the member is started.
+func (m *Member) Running() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.etcd != nil
+}
+
+func (m *Member) start() error {
+	m.mu.Lock()
+	first := !m.started
+	m.mu.Unlock()
+	cfg := embed.NewConfig()
+	cfg.Name = m.Name
+	cfg.Dir = m.dir
+	cu, _ := url.Parse(m.ClientURL)
+	pu, _ := url.Parse(m.peerURL)
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
+	cfg.InitialCluster = m.cluster.initialCluster()
+	cfg.InitialClusterToken = "etcdtest"
+	if !first {
+		cfg.ClusterState = embed.ClusterStateFlagExisting
+	}
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	cfg.UnsafeNoFsync = !m.cluster.opts.Fsync
+	if m.cluster.opts.MaxTxnOps != 0 {
+		cfg.MaxTxnOps = m.cluster.opts.MaxTxnOps
+	}
+	if n := m.cluster.opts.AutoCompactionRevisions; n > 0 {
+		cfg.AutoCompactionMode = embed.CompactorModeRevision
+		cfg.AutoCompactionRetention = fmt.Sprint(n)
+	}
+	if len(m.cluster.Members) == 1 {
+		cfg.TickMs, cfg.ElectionMs = 20, 200
+	} else {
+		// Slow enough that a loaded test machine (race detector, two
+		// cores) does not lose its leader to a missed tick.
+		cfg.TickMs, cfg.ElectionMs = 50, 1000
+	}
+	var e *embed.Etcd
+	var err error
+	for attempt := 0; ; attempt++ {
+		e, err = embed.StartEtcd(cfg)
+		if err == nil {
+			break
+		}
+		// A port of the member may still be held for a moment after a
+		// stop.
+		if attempt == 50 || !strings.Contains(err.Error(), "address already in use") {
+			return fmt.Errorf("start member %s: %w", m.Name, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+	case err := <-e.Err():
+		e.Close()
+		return fmt.Errorf("member %s: %w", m.Name, err)
+	case <-time.After(60 * time.Second):
+		e.Server.Stop()
+		e.Close()
+		return fmt.Errorf("member %s did not become ready", m.Name)
+	}
+	m.mu.Lock()
+	m.etcd, m.started = e, true
+	m.mu.Unlock()
+	return nil
+}
+
+// freeAddr returns a loopback address with a port nothing listens on now.
+func freeAddr(t testing.TB) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("etcdtest: %v", err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}

@@ -1,0 +1,268 @@
+package etcdstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/svcreg/svcreg/internal/timeuuid"
+	"github.com/svcreg/svcreg/registry"
+	"github.com/svcreg/svcreg/server/store"
+)
+
+// Events implements store.Store (spec §7.11 step 8, design items 4 and 9):
+// a range read of the tenant's event keys from q.From, at one revision with
+// the account, whose pruned mark says whether retention deleted events the
+// marker asks for. The caller rectifies first.
+func (s *Store) Events(ctx context.Context, tenantID string, q store.EventQuery) (store.EventPage, error) {
+	if _, err := s.tenantFor(ctx, tenantID); err != nil {
+		return store.EventPage{}, err
+	}
+	for {
+		page, err := s.events(ctx, tenantID, q)
+		if errors.Is(err, errCompacted) {
+			continue // a later page's revision was compacted: read again
+		}
+		return page, err
+	}
+}
+
+func (s *Store) events(ctx context.Context, tenantID string, q store.EventQuery) (store.EventPage, error) {
+	var page store.EventPage
+	start := s.k.event(tenantID, q.From)
+	end := prefixEnd(s.k.events(tenantID))
+	batch := int64(q.Limit + 1)
+	if q.Types != nil {
+		batch = max(batch, 256)
+	}
+	var rev int64
+	for {
+		var kvs []*mvccpb.KeyValue
+		var more bool
+		if rev == 0 {
+			resp, err := s.read(ctx, "read events", clientv3.OpGet(s.k.account(tenantID)),
+				clientv3.OpGet(start, clientv3.WithRange(end), clientv3.WithLimit(batch)))
+			if err != nil {
+				return page, err
+			}
+			acct, err := decodeAccount(tenantID, first(resp.Responses[0]))
+			if err != nil {
+				return page, err
+			}
+			if q.CheckExpired && !acct.Pruned.IsZero() && timeuuid.Compare(q.From, acct.Pruned) < 0 {
+				return page, store.ErrMarkerExpired
+			}
+			rev = resp.Header.Revision
+			rr := resp.Responses[1].GetResponseRange()
+			kvs, more = rr.Kvs, rr.More
+		} else {
+			resp, err := s.read(ctx, "read events",
+				clientv3.OpGet(start, clientv3.WithRange(end), clientv3.WithLimit(batch), clientv3.WithRev(rev)))
+			if err != nil {
+				return page, err
+			}
+			rr := resp.Responses[0].GetResponseRange()
+			kvs, more = rr.Kvs, rr.More
+		}
+		for _, kv := range kvs {
+			ev, err := s.decodeEvent(tenantID, kv)
+			if err != nil {
+				return page, err
+			}
+			if !store.Matches(q.Types, ev.Type) {
+				continue
+			}
+			if len(page.Values) == q.Limit {
+				page.Next = ev.ID
+				return page, nil
+			}
+			page.Values = append(page.Values, ev)
+		}
+		if !more || len(kvs) == 0 {
+			return page, nil
+		}
+		start = string(kvs[len(kvs)-1].Key) + "\x00"
+	}
+}
+
+func (s *Store) decodeEvent(tenantID string, kv *mvccpb.KeyValue) (store.Event, error) {
+	id, ok := s.k.parseEventID(tenantID, string(kv.Key))
+	v := kv.Value
+	if !ok || len(v) < 1 || len(v) < 1+int(v[0]) {
+		return store.Event{}, fmt.Errorf("corrupt event %q", kv.Key)
+	}
+	n := int(v[0])
+	return store.Event{ID: id, Type: registryEventType(v[1 : 1+n]), JSON: json.RawMessage(v[1+n:])}, nil
+}
+
+// registryEventType returns the event type named by b without allocating
+// for the known types.
+func registryEventType(b []byte) registry.EventType {
+	for _, t := range registry.EventTypes {
+		if string(b) == string(t) {
+			return t
+		}
+	}
+	return registry.EventType(b)
+}
+
+// watchAccounts keeps this node's one etcd watch, on the account keys: every
+// commit that appends events rewrites its tenant's account, so each commit
+// on any node arrives here once and wakes the tenant's long-polls (closes
+// its Changed channel). ready is closed once the first watch is set up.
+//
+// A watch that etcd cancels (compaction, lost leader, a member going away)
+// is set up again from the next revision; if that revision is gone, from
+// now on, after waking every tenant, whose long-polls then read the feed
+// again and so miss nothing.
+func (s *Store) watchAccounts(ready chan struct{}) {
+	var next int64 // revision to resume from; 0 = now
+	backoff := 50 * time.Millisecond
+	for s.ctx.Err() == nil {
+		ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(s.ctx))
+		opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithCreatedNotify(), clientv3.WithProgressNotify(), clientv3.WithFilterDelete()}
+		if next > 0 {
+			opts = append(opts, clientv3.WithRev(next))
+		}
+		healthy := false
+		for resp := range s.cli.Watch(ctx, s.k.accounts(), opts...) {
+			if resp.Created && ready != nil {
+				close(ready)
+				ready = nil
+			}
+			if resp.CompactRevision != 0 {
+				s.log.Warn("account watch fell behind etcd compaction; waking every long-poll", "compact_revision", resp.CompactRevision)
+				next = 0
+				s.metrics.rewatches.Inc()
+				s.wakeAll()
+				break
+			}
+			if err := resp.Err(); err != nil {
+				s.log.Warn("account watch cancelled; watching again", "err", err)
+				break
+			}
+			healthy = true
+			for _, ev := range resp.Events {
+				s.observeAccount(ev.Kv)
+			}
+			if resp.Header.Revision > 0 {
+				next = resp.Header.Revision + 1
+			}
+		}
+		cancel()
+		if s.ctx.Err() != nil {
+			return
+		}
+		s.metrics.rewatches.Inc()
+		if healthy {
+			backoff = 50 * time.Millisecond
+		}
+		if sleep(s.ctx, backoff) != nil {
+			return
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// observeAccount applies an account value from the watch.
+func (s *Store) observeAccount(kv *mvccpb.KeyValue) {
+	id, ok := s.k.parseAccount(string(kv.Key))
+	if !ok {
+		return
+	}
+	t := s.existingTenant(id)
+	if t == nil {
+		return
+	}
+	var acct accountRecord
+	if err := json.Unmarshal(kv.Value, &acct); err != nil {
+		s.log.Error("undecodable account in etcd", "key", string(kv.Key), "err", err)
+		t.wake()
+		return
+	}
+	t.observe(acct, kv.ModRevision)
+}
+
+func (s *Store) wakeAll() {
+	for _, t := range s.allTenants() {
+		t.wake()
+	}
+}
+
+// pruneBatch is the most events one retention transaction deletes.
+const pruneBatch = 1000
+
+// prune deletes events older than the retention window and records the
+// newest one deleted as the account's pruned mark, so that a marker before
+// it gets ErrMarkerExpired (design item 4). Every node runs it; the account
+// condition makes concurrent runs harmless.
+func (s *Store) prune(ctx context.Context) error {
+	cutoff := timeuuid.Low(s.now().Add(-s.opts.Retention))
+	start, end := s.k.accounts(), prefixEnd(s.k.accounts())
+	for {
+		resp, err := s.read(ctx, "list accounts", clientv3.OpGet(start, clientv3.WithRange(end), clientv3.WithKeysOnly(), clientv3.WithLimit(1000)))
+		if err != nil {
+			return err
+		}
+		rr := resp.Responses[0].GetResponseRange()
+		for _, kv := range rr.Kvs {
+			id, ok := s.k.parseAccount(string(kv.Key))
+			if !ok {
+				continue
+			}
+			if err := s.pruneTenant(ctx, id, cutoff); err != nil {
+				return fmt.Errorf("retention of tenant %s: %w", id, err)
+			}
+		}
+		if !rr.More || len(rr.Kvs) == 0 {
+			return nil
+		}
+		start = string(rr.Kvs[len(rr.Kvs)-1].Key) + "\x00"
+	}
+}
+
+func (s *Store) pruneTenant(ctx context.Context, id string, cutoff timeuuid.UUID) error {
+	prefix := s.k.events(id)
+	for {
+		resp, err := s.read(ctx, "find expired events",
+			clientv3.OpGet(prefix, clientv3.WithRange(s.k.event(id, cutoff)), clientv3.WithKeysOnly(), clientv3.WithLimit(pruneBatch)))
+		if err != nil {
+			return err
+		}
+		kvs := resp.Responses[0].GetResponseRange().Kvs
+		if len(kvs) == 0 {
+			return nil
+		}
+		lastKey := string(kvs[len(kvs)-1].Key)
+		last, ok := s.k.parseEventID(id, lastKey)
+		if !ok {
+			return fmt.Errorf("corrupt event key %q", lastKey)
+		}
+		t := s.knownTenant(id)
+		t.wmu.Lock()
+		_, err = s.write(ctx, t, "prune events", nil, func(w *writer) error {
+			if timeuuid.Compare(w.acct.Pruned, last) >= 0 {
+				return nil
+			}
+			// Events are only ever appended after the head, so the range
+			// up to last holds exactly the expired events read above
+			// (less any another node deleted meanwhile).
+			w.ops = append(w.ops, clientv3.OpDelete(prefix, clientv3.WithRange(lastKey+"\x00")))
+			w.acct.Pruned = last
+			w.acctDirty = true
+			return nil
+		})
+		t.wmu.Unlock()
+		if err != nil {
+			return err
+		}
+		if len(kvs) < pruneBatch {
+			return nil
+		}
+	}
+}

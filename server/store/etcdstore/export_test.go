@@ -1,0 +1,10 @@
+package etcdstore
+
+// Crash stops s as a killed process would stop: its background work ends
+// where it is, and its node key is left for its lease to expire.
+func Crash(s *Store) {
+	s.closeOnce.Do(func() {
+		s.cancel()
+		s.wg.Wait()
+	})
+}

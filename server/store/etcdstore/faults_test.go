@@ -1,0 +1,214 @@
+package etcdstore_test
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/svcreg/svcreg/server/store/etcdstore"
+	"github.com/svcreg/svcreg/server/store/etcdstore/etcdtest"
+)
+
+// leader returns the index of the cluster's leader.
+func leader(t *testing.T, c *etcdtest.Cluster) int {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	for i, m := range c.Members {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		st, err := cli.Status(ctx, m.ClientURL)
+		cancel()
+		if err == nil && st.Leader == st.Header.MemberId {
+			return i
+		}
+	}
+	t.Fatal("no leader")
+	return -1
+}
+
+// Losing one etcd member of three — the leader, at that — keeps the API
+// working at every node: writes, heartbeats, reads, long-polls.
+func TestEtcdMemberLoss(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.Start(t, etcdtest.Options{Members: 3})
+	n := startNodes(t, c, 2, etcdstore.Options{RequestTimeout: 10 * time.Second})
+	u := login(t, n[0], "member-loss")
+	tok := u.create(n[0], "svc-1", 30)
+	marker := u.listMarker(n[1])
+
+	c.Members[leader(t, c)].Stop()
+
+	tok = u.heartbeat(n[1], "svc-1", tok)
+	tok = u.heartbeat(n[0], "svc-1", tok)
+	u.create(n[1], "svc-2", 30)
+	u.do(n[0], "PUT", "/configuration/key-1", map[string]string{"value": "v"}, 204)
+	u.do(n[1], "DELETE", "/services/svc-2", nil, 204)
+	// A long-poll at one node wakes on the other's write.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	from := u.listMarker(n[0])
+	got := make(chan []string, 1)
+	go func() {
+		r, err := u.tryCtx(ctx, n[0], "GET", "/events?wait=60&marker="+from, nil)
+		var p page[event]
+		if err == nil {
+			r.json(&p)
+		}
+		got <- summary(p.Values)
+	}()
+	time.Sleep(300 * time.Millisecond)
+	u.do(n[1], "PUT", "/configuration/key-2", map[string]string{"value": "v"}, 204)
+	if evs := <-got; !slices.Equal(evs, []string{"configuration_value.update key-2"}) {
+		t.Errorf("long-poll with a member down: %q", evs)
+	}
+	want := []string{"service.join svc-2", "configuration_value.update key-1", "service.remove svc-2", "configuration_value.update key-2"}
+	for i, x := range n {
+		if evs := summary(u.events(x, marker)); !slices.Equal(evs, want) {
+			t.Errorf("events at node %d with a member down: %q, want %q", i, evs, want)
+		}
+	}
+	u.heartbeat(n[1], "svc-1", tok)
+}
+
+// With etcd out of reach, requests fail fast with 503 systemFailureError
+// (never hang, never corrupt), /healthz says so, and everything works again
+// when etcd is back, with nothing acknowledged lost.
+func TestEtcdUnavailable(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.Start(t, etcdtest.Options{})
+	n := startNodes(t, c, 2, etcdstore.Options{RequestTimeout: time.Second})
+	u := login(t, n[0], "outage")
+	tok := u.create(n[0], "svc-1", 120)
+	u.do(n[0], "PUT", "/configuration/key-1", map[string]string{"value": "v"}, 204)
+	marker := u.listMarker(n[1])
+
+	c.Stop()
+	var wg sync.WaitGroup
+	for _, req := range []struct {
+		method, path string
+		body         any
+	}{
+		{"GET", "/services", nil},
+		{"GET", "/services/svc-1", nil},
+		{"POST", "/services", map[string]any{"id": "svc-2", "heartbeat_timeout": 30}},
+		{"POST", "/services/svc-1/heartbeat", map[string]string{"token": tok}},
+		{"PUT", "/configuration/key-2", map[string]string{"value": "v"}},
+		{"GET", "/configuration/key-1", nil},
+		{"GET", "/events?wait=5", nil},
+	} {
+		for i, x := range n {
+			wg.Go(func() {
+				r, err := u.try(x, req.method, req.path, req.body)
+				if err != nil {
+					t.Errorf("%s %s at node %d with etcd down: %v", req.method, req.path, i, err)
+					return
+				}
+				if r.code != 503 || r.faultType() != "systemFailureError" {
+					t.Errorf("%s %s at node %d with etcd down: %d %s, want 503 systemFailureError", req.method, req.path, i, r.code, r.body)
+				}
+			})
+		}
+	}
+	wg.Wait()
+	if resp, err := httpClient.Get(n[0].URL + "/healthz"); err != nil || resp.StatusCode != 503 {
+		t.Errorf("/healthz with etcd down: %v %v, want 503", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+
+	c.Restart()
+	// The client reconnects by itself; the first requests may still fail.
+	// A heartbeat client retries with the same token until it gets an
+	// answer, as the official clients do.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		r, err := u.try(n[1], "POST", "/services/svc-1/heartbeat", map[string]string{"token": tok})
+		if err == nil && r.code == 200 {
+			var out struct{ Token string }
+			r.json(&out)
+			tok = out.Token
+			break
+		}
+		if time.Now().After(deadline) || err == nil && r.code != 503 {
+			t.Fatalf("no recovery after etcd came back: %v %d %s", err, r.code, r.body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	u.do(n[1], "GET", "/services", nil, 200)
+	u.heartbeat(n[0], "svc-1", tok)
+	u.create(n[0], "svc-2", 30)
+	// The heartbeat sent while etcd was down was not committed, or the
+	// retry above would have got the same token as before: no harm either
+	// way. The feed has what was acknowledged, once.
+	want := []string{"service.join svc-2"}
+	for i, x := range n {
+		if evs := summary(u.events(x, marker)); !slices.Equal(evs, want) {
+			t.Errorf("events at node %d after the outage: %q, want %q", i, evs, want)
+		}
+	}
+}
+
+// Compaction of etcd's history never loses an event: the feed is keys,
+// not history, and a node whose watch fell behind a compaction (it was cut
+// off from etcd meanwhile) wakes every long-poll when it is back, which
+// then read the feed again.
+func TestCompaction(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.Start(t, etcdtest.Options{Members: 3})
+	// Node 0 talks only to member 0; node 1 to the others.
+	n0 := startNode(t, c.Endpoints()[:1], etcdstore.Options{RequestTimeout: 2 * time.Second})
+	n1 := startNode(t, c.Endpoints()[1:], etcdstore.Options{})
+	u := login(t, n1, "compaction")
+	u.create(n1, "svc-1", 60)
+	from := u.listMarker(n0)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	got := make(chan []string, 1)
+	go func() {
+		r, err := u.tryCtx(ctx, n0, "GET", "/events?wait=120&marker="+from, nil)
+		var p page[event]
+		if err == nil && r.code == 200 {
+			r.json(&p)
+		}
+		got <- summary(p.Values)
+	}()
+	time.Sleep(300 * time.Millisecond)
+
+	c.Members[0].Stop()
+	u.do(n1, "PUT", "/configuration/key-1", map[string]string{"value": "v"}, 204)
+	for i := range 20 {
+		u.do(n1, "PUT", "/configuration/key-2", map[string]string{"value": string(rune('a' + i))}, 204)
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints()[1:], DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	resp, err := cli.Get(ctx, "compaction-probe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Compact(ctx, resp.Header.Revision, clientv3.WithCompactPhysical()); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Members[0].Start(); err != nil {
+		t.Fatal(err)
+	}
+	if evs := <-got; len(evs) == 0 || evs[0] != "configuration_value.update key-1" {
+		t.Errorf("long-poll across a compaction: %q, want it to start with the first write", evs)
+	}
+	if evs := summary(u.events(n0, from)); len(evs) != 21 {
+		t.Errorf("events after compaction: %d, want 21", len(evs))
+	}
+	if n0.metric("svcreg_store_watch_restarts_total") == 0 {
+		t.Errorf("node 0 never watched again")
+	}
+}

@@ -1,0 +1,388 @@
+package etcdstore_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/svcreg/svcreg/server"
+	"github.com/svcreg/svcreg/server/store/etcdstore"
+	"github.com/svcreg/svcreg/server/store/etcdstore/etcdtest"
+)
+
+// node is one svcreg server node over an etcd cluster, served on loopback
+// as cmd/svcreg serves it (parked long-polls included). It can be stopped
+// gracefully, crashed, and started again on the same address.
+type node struct {
+	t         testing.TB
+	endpoints []string
+	opts      etcdstore.Options
+	URL       string
+	addr      string
+
+	mu      sync.Mutex
+	running bool
+	cli     *clientv3.Client
+	st      *etcdstore.Store
+	api     *server.Server
+	hs      *http.Server
+	cancel  context.CancelFunc
+	done    chan struct{}
+	reg     *prometheus.Registry
+}
+
+// testPrefix is the key prefix of the tests' registries: not the default,
+// so that the prefix is honoured everywhere.
+const testPrefix = "/svcreg-test/"
+
+// startNodes starts n nodes over the cluster's endpoints.
+func startNodes(t testing.TB, c *etcdtest.Cluster, n int, opts etcdstore.Options) []*node {
+	t.Helper()
+	nodes := make([]*node, n)
+	for i := range nodes {
+		nodes[i] = startNode(t, c.Endpoints(), opts)
+	}
+	return nodes
+}
+
+func startNode(t testing.TB, endpoints []string, opts etcdstore.Options) *node {
+	t.Helper()
+	if opts.Prefix == "" {
+		opts.Prefix = testPrefix
+	}
+	n := &node{t: t, endpoints: endpoints, opts: opts}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.addr = ln.Addr().String()
+	n.URL = "http://" + n.addr
+	n.start(ln)
+	t.Cleanup(n.stop)
+	return n
+}
+
+func (n *node) start(ln net.Listener) {
+	n.t.Helper()
+	cli, err := etcdstore.NewClient(etcdstore.ClientConfig{Endpoints: n.endpoints, DialTimeout: 10 * time.Second})
+	if err != nil {
+		ln.Close()
+		n.t.Fatalf("etcd client: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	reg := prometheus.NewRegistry()
+	opts := n.opts
+	opts.Registerer = reg
+	st, err := etcdstore.Open(ctx, cli, opts)
+	if err != nil {
+		ln.Close()
+		cli.Close()
+		n.t.Fatalf("open store: %v", err)
+	}
+	auth := server.NewAuth(server.AuthConfig{Store: st, Dev: true})
+	api := server.New(server.Config{Store: st, Auth: auth, Registerer: reg})
+	hs := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
+	rctx, rcancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var wg sync.WaitGroup
+		wg.Go(func() { st.Run(rctx) })
+		if err := hs.Serve(api.Listener(ln)); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.t.Errorf("serve: %v", err)
+		}
+		wg.Wait()
+	}()
+	n.mu.Lock()
+	n.cli, n.st, n.api, n.hs, n.cancel, n.done, n.running, n.reg = cli, st, api, hs, rcancel, done, true, reg
+	n.mu.Unlock()
+}
+
+// stop stops the node gracefully, as SIGTERM does.
+func (n *node) stop() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.running {
+		return
+	}
+	n.running = false
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	n.api.Drain(ctx)
+	if err := n.hs.Shutdown(ctx); err != nil {
+		n.hs.Close()
+	}
+	n.cancel()
+	<-n.done
+	if err := n.st.Close(); err != nil {
+		n.t.Errorf("close store: %v", err)
+	}
+	n.cli.Close()
+}
+
+// crash stops the node as kill -9 would: connections drop, nothing is
+// written on the way out, its node key stays until its lease expires.
+func (n *node) crash() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.running {
+		return
+	}
+	n.running = false
+	n.hs.Close()
+	n.cancel()
+	etcdstore.Crash(n.st)
+	<-n.done
+	n.cli.Close()
+}
+
+// restart starts a stopped or crashed node again on its address.
+func (n *node) restart() {
+	n.t.Helper()
+	var ln net.Listener
+	var err error
+	for range 100 {
+		if ln, err = net.Listen("tcp", n.addr); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		n.t.Fatalf("listen again on %s: %v", n.addr, err)
+	}
+	n.start(ln)
+}
+
+// httpClient is shared by the tests; no redirects are followed.
+var httpClient = &http.Client{
+	Transport:     &http.Transport{MaxIdleConnsPerHost: 100},
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	Timeout:       90 * time.Second,
+}
+
+// user is a --dev user; its requests go to whichever node is asked.
+type user struct {
+	t      testing.TB
+	token  string
+	tenant string
+}
+
+// login authenticates a --dev user at n.
+func login(t testing.TB, n *node, name string) *user {
+	t.Helper()
+	body := fmt.Sprintf(`{"auth":{"RAX-KSKEY:apiKeyCredentials":{"username":%q,"apiKey":"dev"}}}`, name)
+	resp, err := httpClient.Post(n.URL+"/v2.0/tokens", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("login %s: status %d", name, resp.StatusCode)
+	}
+	var out struct {
+		Access struct {
+			Token struct {
+				ID     string              `json:"id"`
+				Tenant struct{ ID string } `json:"tenant"`
+			} `json:"token"`
+		} `json:"access"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		t.Fatal(err)
+	}
+	return &user{t: t, token: out.Access.Token.ID, tenant: out.Access.Token.Tenant.ID}
+}
+
+// reply is an answer.
+type reply struct {
+	code   int
+	body   []byte
+	header http.Header
+}
+
+func (r reply) json(v any) {
+	if err := json.Unmarshal(r.body, v); err != nil {
+		panic(fmt.Sprintf("decode %s: %v", r.body, err))
+	}
+}
+
+// faultType is the type of a fault body, "" if none.
+func (r reply) faultType() string {
+	var f struct{ Type string }
+	json.Unmarshal(r.body, &f)
+	return f.Type
+}
+
+// try sends method to /v1.0/{tenant}{path} at n.
+func (u *user) try(n *node, method, path string, body any) (reply, error) {
+	return u.tryCtx(context.Background(), n, method, path, body)
+}
+
+func (u *user) tryCtx(ctx context.Context, n *node, method, path string, body any) (reply, error) {
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, n.URL+"/v1.0/"+u.tenant+path, rd)
+	if err != nil {
+		return reply{}, err
+	}
+	req.Header.Set("X-Auth-Token", u.token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		return reply{}, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	return reply{code: resp.StatusCode, body: data, header: resp.Header}, err
+}
+
+// do is try that fails the test on a transport error or a status other
+// than want.
+func (u *user) do(n *node, method, path string, body any, want int) reply {
+	u.t.Helper()
+	r, err := u.try(n, method, path, body)
+	if err != nil {
+		u.t.Fatalf("%s %s at %s: %v", method, path, n.URL, err)
+	}
+	if r.code != want {
+		u.t.Fatalf("%s %s at %s: status %d %s, want %d", method, path, n.URL, r.code, r.body, want)
+	}
+	return r
+}
+
+// create creates a service at n and returns its first token.
+func (u *user) create(n *node, id string, timeout int, tags ...string) string {
+	u.t.Helper()
+	if tags == nil {
+		tags = []string{}
+	}
+	var out struct{ Token string }
+	u.do(n, "POST", "/services", map[string]any{"id": id, "heartbeat_timeout": timeout, "tags": tags}, 201).json(&out)
+	return out.Token
+}
+
+// heartbeat sends token for id at n and returns the next token.
+func (u *user) heartbeat(n *node, id, token string) string {
+	u.t.Helper()
+	var out struct{ Token string }
+	u.do(n, "POST", "/services/"+id+"/heartbeat", map[string]string{"token": token}, 200).json(&out)
+	return out.Token
+}
+
+// event is an event as the API answers it.
+type event struct {
+	ID        string          `json:"id"`
+	Timestamp int64           `json:"timestamp"`
+	Type      string          `json:"type"`
+	Payload   json.RawMessage `json:"payload"`
+}
+
+// subject is the service or configuration id an event is about.
+func (e event) subject() string {
+	var p struct {
+		ID  string `json:"id"`
+		CID string `json:"configuration_value_id"`
+	}
+	json.Unmarshal(e.Payload, &p)
+	if p.CID != "" {
+		return p.CID
+	}
+	return p.ID
+}
+
+// page is a list answer.
+type page[T any] struct {
+	Values   []T `json:"values"`
+	Metadata struct {
+		NextMarker *string `json:"next_marker"`
+	} `json:"metadata"`
+}
+
+// events reads the whole feed from marker at n, following pages.
+func (u *user) events(n *node, marker string) []event {
+	u.t.Helper()
+	var all []event
+	for {
+		path := "/events?limit=1000"
+		if marker != "" {
+			path += "&marker=" + marker
+		}
+		var p page[event]
+		u.do(n, "GET", path, nil, 200).json(&p)
+		all = append(all, p.Values...)
+		if p.Metadata.NextMarker == nil {
+			return all
+		}
+		marker = *p.Metadata.NextMarker
+	}
+}
+
+// summary is "type subject" per event.
+func summary(evs []event) []string {
+	out := make([]string, len(evs))
+	for i, e := range evs {
+		out[i] = e.Type + " " + e.subject()
+	}
+	return out
+}
+
+// listMarker lists the services at n and returns the X-Registry-Marker.
+func (u *user) listMarker(n *node) string {
+	u.t.Helper()
+	return u.do(n, "GET", "/services", nil, 200).header.Get("X-Registry-Marker")
+}
+
+// metric returns the value of a gauge or counter the node's server or
+// store exports.
+func (n *node) metric(name string) float64 {
+	n.mu.Lock()
+	reg := n.reg
+	n.mu.Unlock()
+	mfs, err := reg.Gather()
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.Metric) > 0 {
+			if c := mf.Metric[0].GetCounter(); c != nil {
+				return c.GetValue()
+			}
+			return mf.Metric[0].GetGauge().GetValue()
+		}
+	}
+	return 0
+}
+
+// histogram returns the count and sum of a histogram the node exports.
+func (n *node) histogram(name string) (count, sum float64) {
+	n.mu.Lock()
+	reg := n.reg
+	n.mu.Unlock()
+	mfs, err := reg.Gather()
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.Metric) > 0 {
+			h := mf.Metric[0].GetHistogram()
+			return float64(h.GetSampleCount()), h.GetSampleSum()
+		}
+	}
+	return 0, 0
+}

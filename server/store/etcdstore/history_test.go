@@ -1,0 +1,504 @@
+package etcdstore_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/svcreg/svcreg/internal/timeuuid"
+	"github.com/svcreg/svcreg/server/store/etcdstore"
+	"github.com/svcreg/svcreg/server/store/etcdstore/etcdtest"
+)
+
+// TestRandomHistory runs many clients against three nodes over a
+// three-member etcd: service owners registering, heartbeating, updating,
+// deleting and abandoning services, configuration writers, and a watcher
+// long-polling at each node, while every node's reaper races the reads,
+// and one node is killed and started again. Then it checks that
+//
+//   - the feed is in strictly increasing id order, without duplicates;
+//   - every watcher saw exactly the feed: no gap, no duplicate, no reorder;
+//   - replaying the feed is consistent (no event about a service that is
+//     not there, so at most one timeout per service) and ends in the state
+//     the nodes list;
+//   - every acknowledged create and delete is in the feed;
+//   - every timeout's timestamp is the deadline of the last heartbeat
+//     token its owner was given: no acknowledged heartbeat was lost.
+func TestRandomHistory(t *testing.T) {
+	t.Parallel()
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	c := etcdtest.Start(t, etcdtest.Options{Members: 3})
+	nodes := startNodes(t, c, 3, etcdstore.Options{ReapInterval: 200 * time.Millisecond, NodeTTL: 2 * time.Second})
+	u := login(t, nodes[0], "history")
+	start := u.listMarker(nodes[0])
+
+	h := &history{t: t, u: u, nodes: nodes}
+	const owners, idsPerOwner, configWriters = 6, 3, 2
+	runFor := 8 * time.Second
+	if testing.Short() {
+		runFor = 4 * time.Second
+	}
+	stop := make(chan struct{})
+	var actors sync.WaitGroup
+	for o := range owners {
+		rng := rand.New(rand.NewPCG(seed, uint64(o)))
+		ids := make([]*svcLog, idsPerOwner)
+		for i := range ids {
+			ids[i] = &svcLog{id: fmt.Sprintf("svc-%d-%d", o, i)}
+		}
+		h.services = append(h.services, ids...)
+		actors.Go(func() { h.owner(rng, ids, stop) })
+	}
+	for w := range configWriters {
+		rng := rand.New(rand.NewPCG(seed, uint64(100+w)))
+		cl := &configLog{acked: map[string]int{}}
+		h.configs = append(h.configs, cl)
+		actors.Go(func() { h.configWriter(rng, w, cl, stop) })
+	}
+	watchers := make([]*watcher, len(nodes))
+	var watching sync.WaitGroup
+	for i := range watchers {
+		watchers[i] = &watcher{last: start, target: make(chan string, 1)}
+		watching.Go(func() { h.watch(i, watchers[i]) })
+	}
+
+	// Kill one node mid-run and start it again while the others serve.
+	time.Sleep(runFor / 3)
+	nodes[2].crash()
+	time.Sleep(runFor / 4)
+	nodes[2].restart()
+	time.Sleep(runFor - runFor/3 - runFor/4)
+	close(stop)
+	actors.Wait()
+	// Abandoned services time out within their timeout and a reap.
+	time.Sleep(4 * time.Second)
+
+	feed := u.events(nodes[0], start)
+	if len(feed) == 0 {
+		t.Fatal("empty feed")
+	}
+	for _, w := range watchers {
+		w.target <- feed[len(feed)-1].ID
+	}
+	watching.Wait()
+
+	checkOrder(t, feed)
+	for i, w := range watchers {
+		if !slices.EqualFunc(w.got, feed, func(a, b event) bool { return a.ID == b.ID }) {
+			t.Errorf("watcher at node %d saw %d events, differing from the %d of the feed", i, len(w.got), len(feed))
+		}
+	}
+	h.checkReplay(feed)
+	t.Logf("%d events; %d timeouts", len(feed), count(feed, "service.timeout"))
+}
+
+// history is the run's shared setup and what the clients logged.
+type history struct {
+	t        *testing.T
+	u        *user
+	nodes    []*node
+	services []*svcLog
+	configs  []*configLog
+}
+
+// svcLog is what one owner did to one service id, as it saw it.
+type svcLog struct {
+	id string
+	// ambiguous: some request's outcome is unknown (its node died), so
+	// the exact checks are off for this id.
+	ambiguous bool
+	creates   int // acknowledged
+	deletes   int
+	// lives are the incarnations the owner created, in order.
+	lives []*life
+
+	alive          bool
+	token          string
+	lastBeat       time.Time
+	abandonedUntil time.Time
+	// lateAt, if set, is when to send a heartbeat that races the reapers:
+	// around the service's deadline.
+	lateAt time.Time
+}
+
+// life is one incarnation: the deadline of the last token its owner got,
+// and whether the owner abandoned it, or saw it time out (so it must time
+// out).
+type life struct {
+	lastDeadline int64 // ms
+	abandoned    bool
+	deleted      bool
+}
+
+type configLog struct {
+	acked map[string]int // acknowledged changes (sets and deletes), by key
+}
+
+// pick returns a random node.
+func (h *history) pick(rng *rand.Rand) *node { return h.nodes[rng.IntN(len(h.nodes))] }
+
+// tokenDeadline is the deadline a heartbeat token carries, in ms.
+func tokenDeadline(tok string) int64 {
+	u, err := timeuuid.Parse(tok)
+	if err != nil {
+		return 0
+	}
+	return u.Time().UnixMilli()
+}
+
+func (h *history) owner(rng *rand.Rand, ids []*svcLog, stop chan struct{}) {
+	for {
+		select {
+		case <-stop:
+			// What is still alive is abandoned now: it times out.
+			for _, s := range ids {
+				if s.alive {
+					s.lives[len(s.lives)-1].abandoned = true
+				}
+			}
+			return
+		case <-time.After(time.Duration(20+rng.IntN(60)) * time.Millisecond):
+		}
+		// Heartbeat whatever is due first, then act on a random id.
+		for _, s := range ids {
+			switch {
+			case !s.alive:
+			case !s.lateAt.IsZero():
+				if time.Now().After(s.lateAt) {
+					s.lateAt = time.Time{}
+					h.beat(rng, s)
+				}
+			case time.Since(s.lastBeat) > 600*time.Millisecond:
+				h.beat(rng, s)
+			}
+		}
+		s := ids[rng.IntN(len(ids))]
+		switch p := rng.IntN(100); {
+		case !s.alive:
+			if time.Now().After(s.abandonedUntil) {
+				h.create(rng, s)
+			}
+		case !s.lateAt.IsZero():
+		case p < 60:
+			h.beat(rng, s)
+		case p < 70:
+			h.update(rng, s)
+		case p < 78:
+			h.delete(rng, s)
+		case p < 82:
+			// Stop heartbeating: it times out a timeout after its last
+			// deadline, and the reapers remove it soon after.
+			s.alive = false
+			s.lives[len(s.lives)-1].abandoned = true
+			s.abandonedUntil = time.UnixMilli(s.lives[len(s.lives)-1].lastDeadline).Add(1500 * time.Millisecond)
+		case p < 88:
+			// Heartbeat within 150ms of the deadline: the heartbeat and
+			// a timeout race; exactly one may win.
+			jitter := time.Duration(rng.IntN(300)-150) * time.Millisecond
+			s.lateAt = time.UnixMilli(s.lives[len(s.lives)-1].lastDeadline).Add(jitter)
+		}
+	}
+}
+
+func (h *history) create(rng *rand.Rand, s *svcLog) {
+	r, err := h.u.try(h.pick(rng), "POST", "/services", map[string]any{"id": s.id, "heartbeat_timeout": 3, "tags": []string{"t0"}})
+	switch {
+	case err != nil || r.code >= 500:
+		s.ambiguous = true // it may be there: find out next time
+	case r.code == 201:
+		var out struct{ Token string }
+		r.json(&out)
+		s.creates++
+		s.alive, s.token, s.lastBeat = true, out.Token, time.Now()
+		s.lives = append(s.lives, &life{lastDeadline: tokenDeadline(out.Token)})
+	case r.code == 400 && r.faultType() == "serviceWithThisIdExists":
+		if !s.ambiguous {
+			h.t.Errorf("create %s: exists, though its owner deleted it or saw it time out", s.id)
+		}
+		// An earlier create whose answer was lost made it: delete it.
+		if d, err := h.u.try(h.pick(rng), "DELETE", "/services/"+s.id, nil); err == nil && d.code == 204 {
+			s.deletes++
+		}
+	default:
+		h.t.Errorf("create %s: %d %s", s.id, r.code, r.body)
+	}
+}
+
+// beat heartbeats s, retrying the same token at other nodes on transport
+// errors (design item 6: the retry is safe).
+func (h *history) beat(rng *rand.Rand, s *svcLog) {
+	for attempt := 0; ; attempt++ {
+		r, err := h.u.try(h.pick(rng), "POST", "/services/"+s.id+"/heartbeat", map[string]string{"token": s.token})
+		if (err != nil || r.code >= 500) && attempt < 20 {
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		switch {
+		case err != nil:
+			h.t.Errorf("heartbeat %s: %v", s.id, err)
+		case r.code == 200:
+			var out struct{ Token string }
+			r.json(&out)
+			s.token, s.lastBeat = out.Token, time.Now()
+			s.lives[len(s.lives)-1].lastDeadline = tokenDeadline(out.Token)
+		case r.code == 404 && r.faultType() == "notFoundError" && time.Now().UnixMilli() >= s.lives[len(s.lives)-1].lastDeadline:
+			// Late: the service timed out at its deadline.
+			s.alive = false
+			s.lives[len(s.lives)-1].abandoned = true
+		default:
+			h.t.Errorf("heartbeat %s %v after the last: %d %s", s.id, time.Since(s.lastBeat), r.code, r.body)
+			s.alive, s.ambiguous = false, true
+		}
+		return
+	}
+}
+
+func (h *history) update(rng *rand.Rand, s *svcLog) {
+	tags := []string{fmt.Sprintf("t%d", rng.IntN(3))}
+	r, err := h.u.try(h.pick(rng), "PUT", "/services/"+s.id, map[string]any{"tags": tags})
+	if err == nil && r.code != 204 && r.code < 500 && !s.ambiguous {
+		h.t.Errorf("update %s: %d %s", s.id, r.code, r.body)
+	}
+}
+
+func (h *history) delete(rng *rand.Rand, s *svcLog) {
+	r, err := h.u.try(h.pick(rng), "DELETE", "/services/"+s.id, nil)
+	s.alive = false
+	switch {
+	case err != nil || r.code >= 500:
+		s.ambiguous = true
+		s.abandonedUntil = time.Now().Add(4 * time.Second)
+	case r.code == 204:
+		s.deletes++
+		s.lives[len(s.lives)-1].deleted = true
+	default:
+		h.t.Errorf("delete %s: %d %s", s.id, r.code, r.body)
+	}
+}
+
+func (h *history) configWriter(rng *rand.Rand, w int, cl *configLog, stop chan struct{}) {
+	for i := 0; ; i++ {
+		select {
+		case <-stop:
+			return
+		case <-time.After(time.Duration(20+rng.IntN(60)) * time.Millisecond):
+		}
+		key := fmt.Sprintf("cfg-%d-%d", w, rng.IntN(4))
+		if rng.IntN(4) == 0 {
+			r, err := h.u.try(h.pick(rng), "DELETE", "/configuration/"+key, nil)
+			if err == nil && r.code == 204 {
+				cl.acked[key]++
+			}
+			continue
+		}
+		// Every value is new, so every acknowledged set is an event.
+		r, err := h.u.try(h.pick(rng), "PUT", "/configuration/"+key, map[string]string{"value": fmt.Sprint(i)})
+		switch {
+		case err != nil || r.code >= 500:
+		case r.code == 204:
+			cl.acked[key]++
+		default:
+			h.t.Errorf("set %s: %d %s", key, r.code, r.body)
+		}
+	}
+}
+
+// watcher follows the feed from a marker with long-polls.
+type watcher struct {
+	last   string // marker to go on from
+	got    []event
+	target chan string // the id to stop at, once known
+}
+
+func (h *history) watch(i int, w *watcher) {
+	var target string
+	deadline := time.Time{}
+	lastID := ""
+	for attempt := 0; ; {
+		select {
+		case target = <-w.target:
+			deadline = time.Now().Add(30 * time.Second)
+		default:
+		}
+		if target != "" && lastID == target {
+			return
+		}
+		if !deadline.IsZero() && time.Now().After(deadline) {
+			h.t.Errorf("watcher at node %d did not reach the end of the feed", i)
+			return
+		}
+		n := h.nodes[(i+attempt)%len(h.nodes)]
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		r, err := h.u.tryCtx(ctx, n, "GET", "/events?limit=100&wait=1s&marker="+w.last, nil)
+		cancel()
+		if err != nil || r.code >= 500 {
+			attempt++ // its node is down: try the next one
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		if r.code != 200 {
+			h.t.Errorf("watcher at node %d: %d %s", i, r.code, r.body)
+			return
+		}
+		var p page[event]
+		r.json(&p)
+		for _, e := range p.Values {
+			if e.ID == lastID {
+				continue // the marker is inclusive
+			}
+			w.got = append(w.got, e)
+			lastID = e.ID
+		}
+		if lastID != "" {
+			w.last = lastID
+		}
+	}
+}
+
+// checkOrder: ids strictly increase in UUID time order; none repeats.
+func checkOrder(t *testing.T, feed []event) {
+	t.Helper()
+	var prev timeuuid.UUID
+	for i, e := range feed {
+		id, err := timeuuid.Parse(e.ID)
+		if err != nil {
+			t.Fatalf("event %d: id %q: %v", i, e.ID, err)
+		}
+		if i > 0 && timeuuid.Compare(prev, id) >= 0 {
+			t.Errorf("event %d (%s) is not after event %d (%s)", i, e.ID, i-1, prev)
+		}
+		prev = id
+	}
+}
+
+// checkReplay replays the feed and compares it with the final state and
+// with what the clients were told.
+func (h *history) checkReplay(feed []event) {
+	t := h.t
+	live := map[string]bool{}
+	config := map[string]bool{}
+	joins, removes, configEvents := map[string]int{}, map[string]int{}, map[string]int{}
+	// ends are the events that ended each id's incarnations, in order.
+	ends := map[string][]event{}
+	for _, e := range feed {
+		id := e.subject()
+		switch e.Type {
+		case "service.join":
+			if live[id] {
+				t.Errorf("join of %s, which is there", id)
+			}
+			live[id] = true
+			joins[id]++
+		case "service.update":
+			if !live[id] {
+				t.Errorf("update of %s, which is not there", id)
+			}
+		case "service.remove", "service.timeout":
+			if !live[id] {
+				t.Errorf("%s of %s, which is not there (a second timeout?)", e.Type, id)
+			}
+			live[id] = false
+			ends[id] = append(ends[id], e)
+			if e.Type == "service.remove" {
+				removes[id]++
+			}
+		case "configuration_value.update":
+			config[id] = true
+			configEvents[id]++
+		case "configuration_value.remove":
+			if !config[id] {
+				t.Errorf("remove of value %s, which is not there", id)
+			}
+			config[id] = false
+			configEvents[id]++
+		}
+	}
+	for _, cl := range h.configs {
+		for key, n := range cl.acked {
+			if configEvents[key] < n {
+				t.Errorf("value %s: %d events for %d acknowledged changes", key, configEvents[key], n)
+			}
+		}
+	}
+
+	// The final state at every node is the replay's.
+	for i, n := range h.nodes {
+		var svcs page[struct{ ID string }]
+		h.u.do(n, "GET", "/services?limit=1000", nil, 200).json(&svcs)
+		var got, want []string
+		for _, s := range svcs.Values {
+			got = append(got, s.ID)
+		}
+		for id, ok := range live {
+			if ok {
+				want = append(want, id)
+			}
+		}
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			t.Errorf("node %d lists services %q; the feed replays to %q", i, got, want)
+		}
+		var cvs page[struct{ ID string }]
+		h.u.do(n, "GET", "/configuration?limit=1000", nil, 200).json(&cvs)
+		got, want = nil, nil
+		for _, cv := range cvs.Values {
+			got = append(got, cv.ID)
+		}
+		for id, ok := range config {
+			if ok {
+				want = append(want, id)
+			}
+		}
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			t.Errorf("node %d lists values %q; the feed replays to %q", i, got, want)
+		}
+	}
+
+	for _, s := range h.services {
+		if s.ambiguous {
+			if joins[s.id] < s.creates || removes[s.id] < s.deletes {
+				t.Errorf("%s: %d joins and %d removes in the feed for %d acknowledged creates and %d deletes", s.id, joins[s.id], removes[s.id], s.creates, s.deletes)
+			}
+			continue
+		}
+		if joins[s.id] != s.creates || removes[s.id] != s.deletes {
+			t.Errorf("%s: %d joins and %d removes in the feed for %d acknowledged creates and %d deletes", s.id, joins[s.id], removes[s.id], s.creates, s.deletes)
+			continue
+		}
+		for k, l := range s.lives {
+			if k >= len(ends[s.id]) {
+				if l.abandoned || l.deleted {
+					t.Errorf("%s: incarnation %d never ended, though abandoned or deleted", s.id, k)
+				}
+				continue
+			}
+			end := ends[s.id][k]
+			switch {
+			case l.deleted && end.Type != "service.remove":
+				t.Errorf("%s: incarnation %d ended by %s; its owner deleted it", s.id, k, end.Type)
+			case !l.deleted && end.Type != "service.timeout":
+				t.Errorf("%s: incarnation %d ended by %s; its owner did not delete it", s.id, k, end.Type)
+			case end.Type == "service.timeout" && end.Timestamp != l.lastDeadline:
+				t.Errorf("%s: incarnation %d timed out at %d, not at the deadline %d of the last token its owner got", s.id, k, end.Timestamp, l.lastDeadline)
+			case end.Type == "service.timeout" && !l.abandoned:
+				t.Errorf("%s: incarnation %d timed out while its owner heartbeated it", s.id, k)
+			}
+		}
+	}
+}
+
+func count(evs []event, typ string) int {
+	n := 0
+	for _, e := range evs {
+		if e.Type == typ {
+			n++
+		}
+	}
+	return n
+}

@@ -1,0 +1,141 @@
+package etcdstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"hash/fnv"
+	"strconv"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/svcreg/svcreg/server/store"
+)
+
+// PutToken implements store.Identity. The token's key lives on a lease that
+// ends a little after the token expires, so etcd deletes expired tokens by
+// itself; tokens expiring in the same ten minutes share a lease.
+func (s *Store) PutToken(ctx context.Context, hash [32]byte, t store.TokenInfo) error {
+	raw, err := json.Marshal(t)
+	if err != nil {
+		return err
+	}
+	for attempt := 0; ; attempt++ {
+		lease, err := s.tokenLeases.get(ctx, s, t.Expires)
+		if err != nil {
+			return err
+		}
+		_, err = s.txn(ctx, "store token", nil, []clientv3.Op{clientv3.OpPut(s.k.token(hash), string(raw), clientv3.WithLease(lease))}, nil)
+		if err == nil || attempt > 0 || !isLeaseNotFound(err) {
+			return err
+		}
+		s.tokenLeases.drop(lease)
+	}
+}
+
+// Token implements store.Identity.
+func (s *Store) Token(ctx context.Context, hash [32]byte) (store.TokenInfo, error) {
+	var t store.TokenInfo
+	resp, err := s.read(ctx, "read token", clientv3.OpGet(s.k.token(hash)))
+	if err != nil {
+		return t, err
+	}
+	kv := first(resp.Responses[0])
+	if kv == nil {
+		return t, store.ErrTokenUnknown
+	}
+	return t, json.Unmarshal(kv.Value, &t)
+}
+
+// DeleteToken implements store.Identity.
+func (s *Store) DeleteToken(ctx context.Context, hash [32]byte) error {
+	_, err := s.txn(ctx, "revoke token", nil, []clientv3.Op{clientv3.OpDelete(s.k.token(hash))}, nil)
+	return err
+}
+
+// DevTenant implements store.Identity as the embedded store does: "dev"
+// gets 7777; any other user a tenant in 100000..999999 derived from its
+// name, probing past collisions, claimed in a transaction so that two nodes
+// never give one tenant to two users, and kept so that it never changes.
+func (s *Store) DevTenant(ctx context.Context, username string) (string, error) {
+	if username == "dev" {
+		return "7777", nil
+	}
+	userKey := s.k.devUser(username)
+	h := fnv.New32a()
+	h.Write([]byte(username))
+	n := h.Sum32() % 900000
+	for {
+		tenant := strconv.Itoa(100000 + int(n))
+		tenantKey := s.k.devTenant(tenant)
+		resp, err := s.txn(ctx, "claim dev tenant",
+			[]clientv3.Cmp{
+				clientv3.Compare(clientv3.CreateRevision(userKey), "=", 0),
+				clientv3.Compare(clientv3.CreateRevision(tenantKey), "=", 0),
+			},
+			[]clientv3.Op{clientv3.OpPut(userKey, tenant), clientv3.OpPut(tenantKey, username)},
+			[]clientv3.Op{clientv3.OpGet(userKey)})
+		if err != nil {
+			return "", err
+		}
+		if resp.Succeeded {
+			return tenant, nil
+		}
+		if kv := first(resp.Responses[0]); kv != nil {
+			return string(kv.Value), nil
+		}
+		n = (n + 1) % 900000
+	}
+}
+
+// tokenLeases hands out the leases identity tokens live on, one per ten
+// minutes of expiry.
+type tokenLeases struct {
+	mu     sync.Mutex
+	leases map[int64]clientv3.LeaseID // by expiry bucket (Unix s)
+}
+
+const tokenLeaseBucket = 10 * 60 // seconds
+
+func (l *tokenLeases) get(ctx context.Context, s *Store, expires time.Time) (clientv3.LeaseID, error) {
+	bucket := (expires.Unix()/tokenLeaseBucket + 1) * tokenLeaseBucket
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if id, ok := l.leases[bucket]; ok {
+		return id, nil
+	}
+	// Leases of buckets that ended are gone in etcd by now.
+	now := s.now().Unix()
+	for b := range l.leases {
+		if b < now {
+			delete(l.leases, b)
+		}
+	}
+	ttl := bucket - now + 60
+	cctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
+	defer cancel()
+	resp, err := s.cli.Grant(cctx, max(ttl, 60))
+	if err != nil {
+		return 0, s.fail(ctx, "grant token lease", err)
+	}
+	if l.leases == nil {
+		l.leases = map[int64]clientv3.LeaseID{}
+	}
+	l.leases[bucket] = resp.ID
+	return resp.ID, nil
+}
+
+func (l *tokenLeases) drop(id clientv3.LeaseID) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for b, x := range l.leases {
+		if x == id {
+			delete(l.leases, b)
+		}
+	}
+}
+
+func isLeaseNotFound(err error) bool { return errors.Is(err, rpctypes.ErrLeaseNotFound) }

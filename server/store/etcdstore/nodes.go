@@ -1,0 +1,235 @@
+package etcdstore
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Design item 10 across nodes. Each running node keeps a key under P node/
+// on a lease it keeps alive; Close revokes it, a crash lets it expire. A
+// node that starts while another node is alive joins a running registry:
+// heartbeats went on, so nothing changes. A node that starts while no node
+// is alive restarts the registry: clients could not heartbeat while it was
+// down, so every live service gets its full timeout again from now, before
+// this node serves or reaps, and before it registers itself, so that a
+// node that sees it alive knows the deadlines were already extended.
+
+// join registers this node, first extending every deadline if the registry
+// was down.
+func (s *Store) join(ctx context.Context) error {
+	down, err := s.registryWasDown(ctx)
+	if err != nil {
+		return err
+	}
+	if down {
+		n, err := s.extendDeadlines(ctx)
+		if err != nil {
+			return fmt.Errorf("give live services their full timeout again: %w", err)
+		}
+		if n > 0 {
+			s.log.Info("no registry node was running: gave every live service its full timeout again", "services", n)
+		}
+	}
+	keepAlive, err := s.register(ctx)
+	if err != nil {
+		return err
+	}
+	s.wg.Go(func() { s.keepRegistered(keepAlive) })
+	return nil
+}
+
+// registryWasDown reports whether no other node is alive. Another node's
+// key may outlive a crash by up to its lease's TTL, so while keys are
+// there it watches their leases: one that is renewed belongs to a live
+// node; if every key expires, the registry was down.
+func (s *Store) registryWasDown(ctx context.Context) (bool, error) {
+	resp, err := s.read(ctx, "list nodes", clientv3.OpGet(s.k.nodes(), clientv3.WithPrefix()))
+	if err != nil {
+		return false, err
+	}
+	kvs := resp.Responses[0].GetResponseRange().Kvs
+	if len(kvs) == 0 {
+		return true, nil
+	}
+	seen := map[string]bool{}
+	// Of each lease: the TTL etcd reported first (whole seconds, rounded
+	// down) and when that answer arrived.
+	type look struct {
+		ttl int64
+		at  time.Time
+	}
+	firstLook := map[clientv3.LeaseID]*look{}
+	for _, kv := range kvs {
+		seen[string(kv.Key)] = true
+		firstLook[clientv3.LeaseID(kv.Lease)] = nil
+	}
+	deadline := time.Now().Add(2*s.opts.NodeTTL + time.Second)
+	for {
+		for lease, first := range firstLook {
+			asked := time.Now()
+			cctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
+			ttl, err := s.cli.TimeToLive(cctx, lease)
+			cancel()
+			if err != nil {
+				return false, s.fail(ctx, "check a node's lease", err)
+			}
+			if ttl.TTL < 0 { // expired: that node is gone
+				delete(firstLook, lease)
+				continue
+			}
+			if first == nil {
+				firstLook[lease] = &look{ttl: ttl.TTL, at: time.Now()}
+				continue
+			}
+			// Not renewed, the lease has less than first.ttl+1 seconds
+			// left at the first look, and at least asked-first.at fewer
+			// now; anything more means its node renewed it.
+			if float64(ttl.TTL) >= float64(first.ttl)+1-asked.Sub(first.at).Seconds() {
+				return false, nil
+			}
+		}
+		if len(firstLook) == 0 {
+			return true, nil
+		}
+		if time.Now().After(deadline) {
+			// Cannot be: a lease not renewed expires within its TTL.
+			return false, nil
+		}
+		if err := sleep(ctx, 200*time.Millisecond); err != nil {
+			return false, err
+		}
+		resp, err := s.read(ctx, "list nodes", clientv3.OpGet(s.k.nodes(), clientv3.WithPrefix()))
+		if err != nil {
+			return false, err
+		}
+		for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
+			if !seen[string(kv.Key)] {
+				return false, nil // a node registered since: it is alive
+			}
+		}
+	}
+}
+
+// register puts this node's key on a new lease and starts keeping it alive.
+func (s *Store) register(ctx context.Context) (<-chan *clientv3.LeaseKeepAliveResponse, error) {
+	cctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
+	defer cancel()
+	lease, err := s.cli.Grant(cctx, int64((s.opts.NodeTTL+time.Second-1)/time.Second))
+	if err != nil {
+		return nil, s.fail(ctx, "grant node lease", err)
+	}
+	if _, err := s.cli.Put(cctx, s.k.node(s.nodeID), s.now().UTC().Format(time.RFC3339), clientv3.WithLease(lease.ID)); err != nil {
+		return nil, s.fail(ctx, "register node", err)
+	}
+	ka, err := s.cli.KeepAlive(s.ctx, lease.ID)
+	if err != nil {
+		return nil, s.fail(ctx, "keep node lease alive", err)
+	}
+	s.lease = lease.ID
+	return ka, nil
+}
+
+// keepRegistered drains the lease's keep-alive answers; if the lease is
+// lost (etcd was out of reach for longer than its TTL), it registers
+// again.
+func (s *Store) keepRegistered(ka <-chan *clientv3.LeaseKeepAliveResponse) {
+	for {
+		for range ka {
+		}
+		if s.ctx.Err() != nil {
+			return
+		}
+		s.log.Warn("node lease lost; registering again")
+		for {
+			var err error
+			ka, err = s.register(s.ctx)
+			if err == nil {
+				break
+			}
+			s.log.Warn("register node", "err", err)
+			if sleep(s.ctx, time.Second) != nil {
+				return
+			}
+		}
+	}
+}
+
+// extendDeadlines gives every live service its full timeout from now
+// (design item 10), each conditional on its heartbeat key, so that a
+// heartbeat committed meanwhile (it set a fresh deadline) is left alone.
+// It returns how many it extended.
+func (s *Store) extendDeadlines(ctx context.Context) (int, error) {
+	now := s.now()
+	start, end := s.k.allHeartbeats(), prefixEnd(s.k.allHeartbeats())
+	page := int64(s.opts.HeartbeatBatch)
+	extended := 0
+	for {
+		resp, err := s.read(ctx, "list heartbeat state", clientv3.OpGet(start, clientv3.WithRange(end), clientv3.WithLimit(page)))
+		if err != nil {
+			return extended, err
+		}
+		rr := resp.Responses[0].GetResponseRange()
+		if len(rr.Kvs) == 0 {
+			return extended, nil
+		}
+		gets := make([]clientv3.Op, len(rr.Kvs))
+		for i, kv := range rr.Kvs {
+			tenant, id, ok := s.k.parseHeartbeat(string(kv.Key))
+			if !ok {
+				return extended, fmt.Errorf("undecodable heartbeat key %q", kv.Key)
+			}
+			gets[i] = clientv3.OpGet(s.k.service(tenant, id))
+		}
+		svcs, err := s.read(ctx, "read services", gets...)
+		if err != nil {
+			return extended, err
+		}
+		var ops []clientv3.Op
+		for i, kv := range rr.Kvs {
+			skv := first(svcs.Responses[i])
+			if skv == nil {
+				continue
+			}
+			tenant, id, _ := s.k.parseHeartbeat(string(kv.Key))
+			rec, hb, err := decodeService(skv, kv)
+			if err != nil {
+				return extended, err
+			}
+			next := hb
+			next.Deadline = now.Add(time.Duration(rec.HeartbeatTimeout) * time.Second).UnixNano()
+			if next.Deadline <= hb.Deadline {
+				continue
+			}
+			raw, err := json.Marshal(next)
+			if err != nil {
+				return extended, err
+			}
+			ops = append(ops, clientv3.OpTxn(
+				[]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(string(kv.Key)), "=", kv.ModRevision)},
+				[]clientv3.Op{
+					clientv3.OpPut(string(kv.Key), string(raw)),
+					clientv3.OpDelete(s.k.due(hb.Deadline, tenant, id)),
+					clientv3.OpPut(s.k.due(next.Deadline, tenant, id), ""),
+				}, nil))
+		}
+		if len(ops) > 0 {
+			resp, err := s.txn(ctx, "extend deadlines", nil, ops, nil)
+			if err != nil {
+				return extended, err
+			}
+			for _, r := range resp.Responses {
+				if tr := r.GetResponseTxn(); tr != nil && tr.Succeeded {
+					extended++
+				}
+			}
+		}
+		if !rr.More {
+			return extended, nil
+		}
+		start = string(rr.Kvs[len(rr.Kvs)-1].Key) + "\x00"
+	}
+}

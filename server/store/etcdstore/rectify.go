@@ -1,0 +1,170 @@
+package etcdstore
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/svcreg/svcreg/internal/timeuuid"
+	"github.com/svcreg/svcreg/registry"
+	"github.com/svcreg/svcreg/server/store"
+)
+
+// dueEntry is a deadline index entry: a service whose deadline has passed,
+// unless a heartbeat moved it since the index was read.
+type dueEntry struct {
+	key      string
+	deadline int64
+	tenant   string
+	id       string
+}
+
+// dueEntries reads the deadline index up to now, in deadline order, keeping
+// the entries of tenant (all tenants if tenant is empty).
+func (s *Store) dueEntries(ctx context.Context, now time.Time, tenant string) ([]dueEntry, error) {
+	var out []dueEntry
+	start, end := s.k.dues(), s.k.dueThrough(now)
+	for {
+		resp, err := s.read(ctx, "read due services", clientv3.OpGet(start, clientv3.WithRange(end), clientv3.WithKeysOnly(), clientv3.WithLimit(1000)))
+		if err != nil {
+			return nil, err
+		}
+		rr := resp.Responses[0].GetResponseRange()
+		for _, kv := range rr.Kvs {
+			d, t, id, ok := s.k.parseDue(string(kv.Key))
+			if !ok {
+				s.log.Error("undecodable deadline index key in etcd", "key", string(kv.Key))
+				continue
+			}
+			if tenant == "" || t == tenant {
+				out = append(out, dueEntry{key: string(kv.Key), deadline: d, tenant: t, id: id})
+			}
+		}
+		if !rr.More || len(rr.Kvs) == 0 {
+			return out, nil
+		}
+		start = string(rr.Kvs[len(rr.Kvs)-1].Key) + "\x00"
+	}
+}
+
+// Rectify implements store.Store (spec §8.3): it times out every service
+// of the tenant whose deadline had passed when it was called, and returns
+// only when they are gone — timed out by this call, by another caller on
+// this node, or by any other node (read-your-rectification across nodes).
+func (s *Store) Rectify(ctx context.Context, tenantID string) error {
+	t, err := s.tenantFor(ctx, tenantID)
+	if err != nil {
+		return err
+	}
+	now := s.now()
+	for {
+		due, err := s.dueEntries(ctx, now, tenantID)
+		if err != nil {
+			return err
+		}
+		if len(due) == 0 {
+			return nil
+		}
+		if err := s.timeOut(ctx, t, due[:min(len(due), s.timeoutsPerTxn())]); err != nil {
+			return err
+		}
+	}
+}
+
+// timeoutsPerTxn is how many timeouts fit in one transaction: four write
+// operations each and the account.
+func (s *Store) timeoutsPerTxn() int { return max(1, (s.opts.MaxTxnOps-1)/4) }
+
+// timeOut commits the timeouts of due services of t in one transaction,
+// conditional on the account and on the heartbeat and index keys being as
+// read: each service.timeout is committed exactly once, however many nodes
+// and readers race for it, and a heartbeat that got in first wins (spec
+// §8.3). An index entry that no longer matches its service is deleted. A
+// node that dies here leaves either all of it or none.
+func (s *Store) timeOut(ctx context.Context, t *tenant, due []dueEntry) error {
+	reads := make([]string, 0, 3*len(due))
+	for _, d := range due {
+		reads = append(reads, d.key, s.k.service(t.id, d.id), s.k.heartbeat(t.id, d.id))
+	}
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
+	timedOut := 0
+	_, err := s.write(ctx, t, "time out services", reads, func(w *writer) error {
+		timedOut = 0
+		for _, d := range due {
+			dkv := w.got[d.key]
+			if dkv == nil {
+				continue // handled since the index was read
+			}
+			svcKey, hbKey := s.k.service(t.id, d.id), s.k.heartbeat(t.id, d.id)
+			w.cmps = append(w.cmps, clientv3.Compare(clientv3.ModRevision(d.key), "=", dkv.ModRevision))
+			skv, hkv := w.got[svcKey], w.got[hbKey]
+			if skv == nil || hkv == nil {
+				w.del(d.key)
+				continue
+			}
+			rec, hb, err := decodeService(skv, hkv)
+			if err != nil {
+				return err
+			}
+			if hb.Incarnation != rec.Incarnation || hb.Deadline != d.deadline || hb.Deadline > w.now.UnixNano() {
+				w.del(d.key)
+				continue
+			}
+			w.cmps = append(w.cmps, clientv3.Compare(clientv3.ModRevision(hbKey), "=", hkv.ModRevision))
+			w.del(svcKey)
+			w.del(hbKey)
+			w.del(d.key)
+			w.acct.Services--
+			// The event's timestamp is the deadline (spec §8.3); its id is
+			// the next in commit order (design item 5).
+			deadline := time.Unix(0, hb.Deadline)
+			w.appendEvent(func(id timeuuid.UUID) store.Event {
+				return store.ServiceEvent(id, deadline, registry.ServiceTimeout, rec)
+			})
+			timedOut++
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("time out services of %s: %w", t.id, err)
+	}
+	s.metrics.timeouts.Add(float64(timedOut))
+	return nil
+}
+
+// reap times out every due service of every tenant (design item 7). Every
+// node runs it about once per ReapInterval; the conditions in timeOut make
+// the reapers' races harmless.
+func (s *Store) reap(ctx context.Context) error {
+	due, err := s.dueEntries(ctx, s.now(), "")
+	if err != nil {
+		return err
+	}
+	byTenant := map[string][]dueEntry{}
+	var order []string
+	for _, d := range due {
+		if byTenant[d.tenant] == nil {
+			order = append(order, d.tenant)
+		}
+		byTenant[d.tenant] = append(byTenant[d.tenant], d)
+	}
+	var firstErr error
+	for _, id := range order {
+		t := s.knownTenant(id)
+		entries := byTenant[id]
+		for len(entries) > 0 {
+			n := min(len(entries), s.timeoutsPerTxn())
+			if err := s.timeOut(ctx, t, entries[:n]); err != nil {
+				if firstErr == nil {
+					firstErr = err
+				}
+				break
+			}
+			entries = entries[n:]
+		}
+	}
+	return firstErr
+}

@@ -1,0 +1,305 @@
+package etcdstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/svcreg/svcreg/internal/timeuuid"
+	"github.com/svcreg/svcreg/registry"
+	"github.com/svcreg/svcreg/server/store"
+)
+
+// hbRecord is the heartbeat state of a service, at P hb/<T>/<id>. Every
+// heartbeat rewrites it (in a group commit), so it is exact: the
+// outstanding token, the one consumed to issue it, and the deadline.
+type hbRecord struct {
+	Incarnation uint64 `json:"incarnation"`
+	Seq         uint32 `json:"seq"`
+	// Cur is the outstanding token; Prev the one consumed to issue it:
+	// repeating Prev returns Cur again (design item 6).
+	Cur  string `json:"cur"`
+	Prev string `json:"prev,omitempty"`
+	// Deadline is in Unix ns; the deadline index entry carries the same.
+	Deadline int64 `json:"deadline"`
+	LastSeen int64 `json:"last_seen,omitempty"` // ms
+}
+
+func (h hbRecord) lastSeen() time.Time {
+	if h.LastSeen == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(h.LastSeen)
+}
+
+// CreateService implements store.Store (spec §7.4).
+func (s *Store) CreateService(ctx context.Context, tenantID string, ns store.NewService) (string, error) {
+	t, err := s.tenantFor(ctx, tenantID)
+	if err != nil {
+		return "", err
+	}
+	// An expired service holding the id is timed out first, so the create
+	// succeeds (spec §7.4 step 3, §11.3).
+	if err := s.Rectify(ctx, tenantID); err != nil {
+		return "", err
+	}
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
+	rec := store.ServiceRecord{ID: ns.ID, Tags: ns.Tags, Metadata: ns.Metadata, HeartbeatTimeout: ns.HeartbeatTimeout, Incarnation: randUint64()}
+	rec.Normalize()
+	svcKey := s.k.service(tenantID, rec.ID)
+	var token string
+	_, err = s.write(ctx, t, "create service", []string{svcKey}, func(w *writer) error {
+		if w.got[svcKey] != nil {
+			return store.ErrServiceExists
+		}
+		if w.acct.Services >= w.acct.Limits.Services {
+			return &store.LimitError{Resource: store.ResourceService, Max: w.acct.Limits.Services}
+		}
+		deadline := w.now.Add(time.Duration(rec.HeartbeatTimeout) * time.Second)
+		tok := s.minter.Mint(store.TokenKey{Tenant: tenantID, ID: rec.ID, Incarnation: rec.Incarnation}, 0, deadline)
+		token = tok.String()
+		hb := hbRecord{Incarnation: rec.Incarnation, Cur: token, Deadline: deadline.UnixNano()}
+		if err := w.put(svcKey, rec); err != nil {
+			return err
+		}
+		if err := w.put(s.k.heartbeat(tenantID, rec.ID), hb); err != nil {
+			return err
+		}
+		w.ops = append(w.ops, clientv3.OpPut(s.k.due(hb.Deadline, tenantID, rec.ID), ""))
+		w.acct.Services++
+		w.appendEvent(func(id timeuuid.UUID) store.Event {
+			return store.ServiceEvent(id, w.now, registry.ServiceJoin, rec)
+		})
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	return token, nil
+}
+
+// UpdateService implements store.Store (spec §7.5, design item 1). A new
+// timeout applies from the next heartbeat, which reads the record again:
+// its condition on the record's mod revision fails after this write.
+func (s *Store) UpdateService(ctx context.Context, tenantID, id string, u store.ServiceUpdate) error {
+	t, err := s.tenantFor(ctx, tenantID)
+	if err != nil {
+		return err
+	}
+	if err := s.Rectify(ctx, tenantID); err != nil {
+		return err
+	}
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
+	svcKey := s.k.service(tenantID, id)
+	_, err = s.write(ctx, t, "update service", []string{svcKey}, func(w *writer) error {
+		var rec store.ServiceRecord
+		if ok, err := w.getJSON(svcKey, &rec); err != nil {
+			return err
+		} else if !ok {
+			return &store.NotFoundError{Kind: store.KindService, Key: id}
+		}
+		updated, changed := rec.Apply(u)
+		if !changed {
+			return nil
+		}
+		if err := w.put(svcKey, updated); err != nil {
+			return err
+		}
+		w.appendEvent(func(eid timeuuid.UUID) store.Event {
+			return store.ServiceEvent(eid, w.now, registry.ServiceUpdate, updated)
+		})
+		return nil
+	})
+	return err
+}
+
+// DeleteService implements store.Store (spec §7.6); the outstanding token
+// goes with the service. The write is conditional on the heartbeat key too,
+// so that it deletes the deadline index entry a concurrent heartbeat on
+// another node may have moved.
+func (s *Store) DeleteService(ctx context.Context, tenantID, id string) error {
+	t, err := s.tenantFor(ctx, tenantID)
+	if err != nil {
+		return err
+	}
+	if err := s.Rectify(ctx, tenantID); err != nil {
+		return err
+	}
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
+	svcKey, hbKey := s.k.service(tenantID, id), s.k.heartbeat(tenantID, id)
+	_, err = s.write(ctx, t, "delete service", []string{svcKey, hbKey}, func(w *writer) error {
+		var rec store.ServiceRecord
+		if ok, err := w.getJSON(svcKey, &rec); err != nil {
+			return err
+		} else if !ok {
+			return &store.NotFoundError{Kind: store.KindService, Key: id}
+		}
+		w.del(svcKey)
+		if hbkv := w.got[hbKey]; hbkv != nil {
+			var hb hbRecord
+			if err := json.Unmarshal(hbkv.Value, &hb); err != nil {
+				return fmt.Errorf("heartbeat state of %s: %w", id, err)
+			}
+			w.cmps = append(w.cmps, clientv3.Compare(clientv3.ModRevision(hbKey), "=", hbkv.ModRevision))
+			w.del(hbKey)
+			w.del(s.k.due(hb.Deadline, tenantID, id))
+		}
+		w.acct.Services--
+		w.appendEvent(func(eid timeuuid.UUID) store.Event {
+			return store.ServiceEvent(eid, w.now, registry.ServiceRemove, rec)
+		})
+		return nil
+	})
+	return err
+}
+
+// Service implements store.Store. The caller rectifies first.
+func (s *Store) Service(ctx context.Context, tenantID, id string) (registry.Service, error) {
+	if _, err := s.tenantFor(ctx, tenantID); err != nil {
+		return registry.Service{}, err
+	}
+	resp, err := s.read(ctx, "read service", clientv3.OpGet(s.k.service(tenantID, id)), clientv3.OpGet(s.k.heartbeat(tenantID, id)))
+	if err != nil {
+		return registry.Service{}, err
+	}
+	kv := first(resp.Responses[0])
+	if kv == nil {
+		return registry.Service{}, &store.NotFoundError{Kind: store.KindService, Key: id}
+	}
+	var rec store.ServiceRecord
+	if err := json.Unmarshal(kv.Value, &rec); err != nil {
+		return registry.Service{}, fmt.Errorf("service %s: %w", id, err)
+	}
+	var hb hbRecord
+	if hkv := first(resp.Responses[1]); hkv != nil {
+		if err := json.Unmarshal(hkv.Value, &hb); err != nil {
+			return registry.Service{}, fmt.Errorf("heartbeat state of %s: %w", id, err)
+		}
+	}
+	return rec.Service(hb.lastSeen()), nil
+}
+
+// Services implements store.Store (spec §7.2): the services and their
+// heartbeat state, read at the revision of the account that gives the
+// page's feed marker. The caller rectifies first.
+func (s *Store) Services(ctx context.Context, tenantID string, q store.ServiceQuery) (store.Page[registry.Service], error) {
+	if _, err := s.tenantFor(ctx, tenantID); err != nil {
+		return store.Page[registry.Service]{}, err
+	}
+	for {
+		page, err := s.services(ctx, tenantID, q)
+		if errors.Is(err, errCompacted) {
+			continue
+		}
+		return page, err
+	}
+}
+
+func (s *Store) services(ctx context.Context, tenantID string, q store.ServiceQuery) (store.Page[registry.Service], error) {
+	var page store.Page[registry.Service]
+	prefix := s.k.services(tenantID)
+	start, end := prefix+q.Marker, prefixEnd(prefix)
+	batch := int64(q.Limit + 1)
+	if q.Tag != nil {
+		batch = max(batch, 256)
+	}
+	var recs []store.ServiceRecord
+	var rev int64
+	for {
+		ops := []clientv3.Op{clientv3.OpGet(start, clientv3.WithRange(end), clientv3.WithLimit(batch), clientv3.WithRev(rev))}
+		if rev == 0 {
+			ops = append(ops, clientv3.OpGet(s.k.account(tenantID)))
+		}
+		resp, err := s.read(ctx, "list services", ops...)
+		if err != nil {
+			return page, err
+		}
+		if rev == 0 {
+			rev = resp.Header.Revision
+			acct, err := decodeAccount(tenantID, first(resp.Responses[1]))
+			if err != nil {
+				return page, err
+			}
+			page.Marker = acct.feedMarker()
+		}
+		rr := resp.Responses[0].GetResponseRange()
+		done := false
+		for _, kv := range rr.Kvs {
+			var r store.ServiceRecord
+			if err := json.Unmarshal(kv.Value, &r); err != nil {
+				return page, fmt.Errorf("service %q: %w", kv.Key, err)
+			}
+			if q.Tag != nil && !slices.Contains(r.Tags, *q.Tag) {
+				continue
+			}
+			if len(recs) == q.Limit {
+				page.Next = r.ID
+				done = true
+				break
+			}
+			recs = append(recs, r)
+		}
+		if done || !rr.More || len(rr.Kvs) == 0 {
+			break
+		}
+		start = string(rr.Kvs[len(rr.Kvs)-1].Key) + "\x00"
+	}
+	page.Values = make([]registry.Service, len(recs))
+	if len(recs) == 0 {
+		return page, nil
+	}
+	// The heartbeat state of the page's services, at the same revision.
+	hbs := map[string]hbRecord{}
+	hbPrefix := s.k.heartbeats(tenantID)
+	hstart, hend := hbPrefix+recs[0].ID, hbPrefix+recs[len(recs)-1].ID+"\x00"
+	for {
+		resp, err := s.read(ctx, "list heartbeats", clientv3.OpGet(hstart, clientv3.WithRange(hend), clientv3.WithRev(rev), clientv3.WithLimit(1000)))
+		if err != nil {
+			return page, err
+		}
+		rr := resp.Responses[0].GetResponseRange()
+		for _, kv := range rr.Kvs {
+			var hb hbRecord
+			if err := json.Unmarshal(kv.Value, &hb); err != nil {
+				return page, fmt.Errorf("heartbeat state %q: %w", kv.Key, err)
+			}
+			hbs[string(kv.Key[len(hbPrefix):])] = hb
+		}
+		if !rr.More || len(rr.Kvs) == 0 {
+			break
+		}
+		hstart = string(rr.Kvs[len(rr.Kvs)-1].Key) + "\x00"
+	}
+	for i, r := range recs {
+		var seen time.Time
+		if hb, ok := hbs[r.ID]; ok && hb.Incarnation == r.Incarnation {
+			seen = hb.lastSeen()
+		}
+		page.Values[i] = r.Service(seen)
+	}
+	return page, nil
+}
+
+// decodeService decodes a service record and its heartbeat state.
+func decodeService(svc, hb *mvccpb.KeyValue) (store.ServiceRecord, hbRecord, error) {
+	var rec store.ServiceRecord
+	var h hbRecord
+	if err := json.Unmarshal(svc.Value, &rec); err != nil {
+		return rec, h, fmt.Errorf("service %q: %w", svc.Key, err)
+	}
+	if hb != nil {
+		if err := json.Unmarshal(hb.Value, &h); err != nil {
+			return rec, h, fmt.Errorf("heartbeat state %q: %w", hb.Key, err)
+		}
+	}
+	return rec, h, nil
+}

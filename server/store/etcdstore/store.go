@@ -1,0 +1,741 @@
+// Package etcdstore is the multi-node store: several svcreg server nodes
+// keep accounts, services, configuration, the events feed and the identity
+// tokens in one etcd cluster, and any node answers any request.
+//
+// Every state change and its event are committed in one etcd transaction,
+// conditional on the mod revision of the tenant's account key, which every
+// event-appending write rewrites: a tenant's writes are serialised by etcd,
+// event ids (store.NextEventID over the account's head) increase strictly
+// in commit order across all nodes, and the events feed is a range read of
+// keys sorted by id. Timeouts are conditional transactions on the heartbeat
+// keys' mod revisions, so each is committed exactly once whichever node's
+// reaper or read gets there first. Heartbeats are group-committed: each node
+// batches the heartbeats it receives into few transactions and answers each
+// after its batch committed. See docs/etcd.md.
+package etcdstore
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	mrand "math/rand/v2"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/svcreg/svcreg/internal/timeuuid"
+	"github.com/svcreg/svcreg/server/store"
+)
+
+// DefaultPrefix is the key prefix when Options.Prefix is empty.
+const DefaultPrefix = "/svcreg/"
+
+// Options configure a Store. The zero value is usable.
+type Options struct {
+	// Prefix is put before every key, so that one etcd cluster can hold
+	// several registries (and other data); DefaultPrefix if empty.
+	Prefix string
+	// Clock returns the current time; time.Now by default.
+	Clock func() time.Time
+	// Logger receives the store's logs; nothing is logged if nil.
+	Logger *slog.Logger
+	// Registerer receives the store's metrics; none are registered if nil.
+	Registerer prometheus.Registerer
+	// DefaultLimits are given to new accounts; store.DefaultLimits if zero.
+	DefaultLimits store.Limits
+	// Retention is how long events are kept; 30 days if zero.
+	Retention time.Duration
+	// ReapInterval is how often this node's reaper looks for services past
+	// their deadline (jittered); 500ms if zero. Negative turns the reaper
+	// off, leaving only the lazy rectification on reads (spec §8.4).
+	ReapInterval time.Duration
+	// RequestTimeout bounds every etcd call; 5s if zero. A call that runs
+	// out of it fails with store.ErrUnavailable.
+	RequestTimeout time.Duration
+	// NodeTTL is the lease of this node's liveness key; 5s if zero. It
+	// bounds how long a node starting after a crash of every node waits to
+	// tell whether another node is alive (design item 10).
+	NodeTTL time.Duration
+	// HeartbeatBatch caps the heartbeats committed in one transaction; 40
+	// if zero (three write operations each, under etcd's default
+	// --max-txn-ops of 128).
+	HeartbeatBatch int
+	// HeartbeatCommitters is how many heartbeat batches may be committing
+	// at once; 4 if zero.
+	HeartbeatCommitters int
+	// HeartbeatLinger is how long a heartbeat committer waits for more
+	// heartbeats before it commits a batch that is not full; 0 commits at
+	// once (batches then grow with load by themselves, while earlier
+	// batches commit).
+	HeartbeatLinger time.Duration
+	// MaxTxnOps is the cluster's --max-txn-ops; 128 if zero.
+	MaxTxnOps int
+}
+
+// Store is the etcd store. Open it with Open.
+type Store struct {
+	cli     *clientv3.Client
+	opts    Options
+	log     *slog.Logger
+	k       keys
+	minter  *store.Minter
+	tail    uint64
+	metrics metrics
+	nodeID  string
+	lease   clientv3.LeaseID
+
+	mu      sync.RWMutex
+	tenants map[string]*tenant
+
+	hb          hbState
+	tokenLeases tokenLeases
+
+	ctx    context.Context // background work; cancelled by Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	closeOnce sync.Once
+}
+
+var _ store.Store = (*Store)(nil)
+var _ store.Identity = (*Store)(nil)
+
+// Open opens the store on cli, creating the shared secrets on first use. It
+// registers this node; if no other node is alive (the whole registry was
+// down), it first gives every live service its full timeout again (design
+// item 10). The caller keeps cli and closes it after Close.
+func Open(ctx context.Context, cli *clientv3.Client, opts Options) (*Store, error) {
+	if opts.Prefix == "" {
+		opts.Prefix = DefaultPrefix
+	}
+	if !strings.HasSuffix(opts.Prefix, "/") {
+		opts.Prefix += "/"
+	}
+	if opts.Clock == nil {
+		opts.Clock = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.DefaultLimits == (store.Limits{}) {
+		opts.DefaultLimits = store.DefaultLimits
+	}
+	if opts.Retention == 0 {
+		opts.Retention = 30 * 24 * time.Hour
+	}
+	if opts.ReapInterval == 0 {
+		opts.ReapInterval = 500 * time.Millisecond
+	}
+	if opts.RequestTimeout <= 0 {
+		opts.RequestTimeout = 5 * time.Second
+	}
+	if opts.NodeTTL <= 0 {
+		opts.NodeTTL = 5 * time.Second
+	}
+	if opts.MaxTxnOps <= 0 {
+		opts.MaxTxnOps = 128
+	}
+	if opts.HeartbeatBatch <= 0 {
+		opts.HeartbeatBatch = 40
+	}
+	opts.HeartbeatBatch = min(opts.HeartbeatBatch, (opts.MaxTxnOps-2)/3)
+	if opts.HeartbeatCommitters <= 0 {
+		opts.HeartbeatCommitters = 4
+	}
+	var id [8]byte
+	rand.Read(id[:])
+	s := &Store{
+		cli:     cli,
+		opts:    opts,
+		log:     opts.Logger,
+		k:       keys{p: opts.Prefix},
+		tenants: map[string]*tenant{},
+		nodeID:  hex.EncodeToString(id[:]),
+	}
+	s.metrics = newMetrics(opts.Registerer)
+	s.hb.init()
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	if err := s.loadSecrets(ctx); err != nil {
+		s.cancel()
+		return nil, err
+	}
+	// The watch starts before anything is read, so that no commit after
+	// the first read is missed.
+	watching := make(chan struct{})
+	s.wg.Go(func() { s.watchAccounts(watching) })
+	wait := time.NewTimer(opts.RequestTimeout)
+	defer wait.Stop()
+	select {
+	case <-watching:
+	case <-wait.C:
+		s.shutdown()
+		return nil, fmt.Errorf("%w: etcd: watch the accounts: no answer in %v", store.ErrUnavailable, opts.RequestTimeout)
+	case <-ctx.Done():
+		s.shutdown()
+		return nil, ctx.Err()
+	}
+	if err := s.join(ctx); err != nil {
+		s.shutdown()
+		return nil, err
+	}
+	for range opts.HeartbeatCommitters {
+		s.wg.Go(s.commitHeartbeats)
+	}
+	return s, nil
+}
+
+func (s *Store) now() time.Time { return s.opts.Clock() }
+
+// loadSecrets reads the token MAC key and the event id tail, creating them
+// if this is the first node ever.
+func (s *Store) loadSecrets(ctx context.Context) error {
+	secret := make([]byte, 32)
+	rand.Read(secret)
+	tail := binary.BigEndian.AppendUint64(nil, randUint64())
+	resp, err := s.txn(ctx, "create secrets",
+		[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(s.k.secret()), "=", 0)},
+		[]clientv3.Op{clientv3.OpPut(s.k.secret(), string(secret)), clientv3.OpPut(s.k.tail(), string(tail))},
+		[]clientv3.Op{clientv3.OpGet(s.k.secret()), clientv3.OpGet(s.k.tail())})
+	if err != nil {
+		return err
+	}
+	if !resp.Succeeded {
+		sk, tk := first(resp.Responses[0]), first(resp.Responses[1])
+		if sk == nil || tk == nil || len(tk.Value) != 8 {
+			return fmt.Errorf("etcd store under %q: secrets are missing or damaged", s.opts.Prefix)
+		}
+		secret, tail = sk.Value, tk.Value
+	}
+	s.minter = store.NewMinter(secret)
+	s.tail = binary.BigEndian.Uint64(tail)
+	return nil
+}
+
+func randUint64() uint64 {
+	var b [8]byte
+	rand.Read(b[:])
+	return binary.BigEndian.Uint64(b[:])
+}
+
+// Ping implements store.Store: a linearizable read, which needs a quorum.
+func (s *Store) Ping(ctx context.Context) error {
+	_, err := s.txn(ctx, "ping", nil, []clientv3.Op{clientv3.OpGet(s.k.secret(), clientv3.WithCountOnly())}, nil)
+	return err
+}
+
+// Close stops this node's background work (heartbeat batches being
+// committed finish and are answered) and removes this node's liveness key.
+// It does not close the client.
+func (s *Store) Close() error {
+	var err error
+	s.closeOnce.Do(func() { err = s.shutdown() })
+	return err
+}
+
+func (s *Store) shutdown() error {
+	s.cancel()
+	s.wg.Wait()
+	if s.lease == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.RequestTimeout)
+	defer cancel()
+	if _, err := s.cli.Revoke(ctx, s.lease); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		return s.fail(context.Background(), "leave the cluster", err)
+	}
+	return nil
+}
+
+// Run runs the reaper, event retention and the heartbeat cache sweep until
+// ctx is done.
+func (s *Store) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	loop := func(name string, every time.Duration, fn func(context.Context) error) {
+		wg.Go(func() {
+			var failing bool
+			var logged time.Time
+			runEvery(ctx, every, func() {
+				err := fn(ctx)
+				switch {
+				case ctx.Err() != nil:
+				case err != nil && (!failing || time.Since(logged) > time.Minute):
+					// While etcd is out of reach every run fails: say so
+					// once a minute, not every run.
+					s.log.Error("store background work failed", "job", name, "err", err)
+					failing, logged = true, time.Now()
+				case err == nil && failing:
+					s.log.Info("store background work recovered", "job", name)
+					failing = false
+				}
+			})
+		})
+	}
+	if s.opts.ReapInterval > 0 {
+		loop("reaper", s.opts.ReapInterval, s.reap)
+	}
+	retentionEvery := min(time.Hour, max(s.opts.Retention/16, time.Second))
+	loop("retention", retentionEvery, s.prune)
+	loop("heartbeat cache", time.Minute, func(context.Context) error { s.hb.sweep(s.now()); return nil })
+	wg.Wait()
+	return nil
+}
+
+// runEvery calls fn about every d (with up to 20% jitter, so that the nodes'
+// reapers spread out) until ctx is done.
+func runEvery(ctx context.Context, d time.Duration, fn func()) {
+	for {
+		jitter := time.Duration(mrand.Int64N(int64(d)/5 + 1))
+		t := time.NewTimer(d - jitter)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		fn()
+	}
+}
+
+// txn runs one etcd transaction, bounded by RequestTimeout.
+func (s *Store) txn(ctx context.Context, what string, cmps []clientv3.Cmp, then, els []clientv3.Op) (*clientv3.TxnResponse, error) {
+	cctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
+	defer cancel()
+	resp, err := s.cli.Txn(cctx).If(cmps...).Then(then...).Else(els...).Commit()
+	if err != nil {
+		return nil, s.fail(ctx, what, err)
+	}
+	return resp, nil
+}
+
+// read runs read-only operations at one revision (a linearizable read).
+func (s *Store) read(ctx context.Context, what string, ops ...clientv3.Op) (*clientv3.TxnResponse, error) {
+	return s.txn(ctx, what, nil, ops, nil)
+}
+
+// errCompacted is what a read at a revision etcd compacted away returns.
+var errCompacted = errors.New("revision compacted")
+
+// fail turns an etcd error into the store's: the caller's own cancellation
+// stays itself; a request etcd refused as malformed is a plain error (a bug
+// here); anything else — no quorum, no connection, a timeout, a full
+// backend — is store.ErrUnavailable.
+func (s *Store) fail(ctx context.Context, what string, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("etcd: %s: %w", what, ctx.Err())
+	}
+	if errors.Is(err, rpctypes.ErrCompacted) {
+		return fmt.Errorf("etcd: %s: %w", what, errCompacted)
+	}
+	if grpcCode(err) == codes.InvalidArgument {
+		return fmt.Errorf("etcd: %s: %w", what, err)
+	}
+	return fmt.Errorf("%w: etcd: %s: %w", store.ErrUnavailable, what, err)
+}
+
+// grpcCode is the gRPC code of an error from the etcd client.
+func grpcCode(err error) codes.Code {
+	var ee rpctypes.EtcdError
+	if errors.As(err, &ee) {
+		return ee.Code()
+	}
+	if st, ok := status.FromError(err); ok {
+		return st.Code()
+	}
+	return codes.Unknown
+}
+
+// first returns the first key of a range response, or nil.
+func first(r *pb.ResponseOp) *mvccpb.KeyValue {
+	rr := r.GetResponseRange()
+	if rr == nil || len(rr.Kvs) == 0 {
+		return nil
+	}
+	return rr.Kvs[0]
+}
+
+// decodeAccount decodes an account key read from etcd.
+func decodeAccount(tenant string, kv *mvccpb.KeyValue) (accountRecord, error) {
+	var a accountRecord
+	if kv == nil {
+		return a, fmt.Errorf("account %s is missing", tenant)
+	}
+	if err := json.Unmarshal(kv.Value, &a); err != nil {
+		return a, fmt.Errorf("account %s: %w", tenant, err)
+	}
+	return a, nil
+}
+
+// accountRecord is the stored account.
+type accountRecord struct {
+	CreatedAt int64        `json:"created_at"` // ms
+	Limits    store.Limits `json:"limits"`
+	// Head is the id of the newest event appended.
+	Head timeuuid.UUID `json:"head"`
+	// Pruned is the id of the newest event retention deleted.
+	Pruned timeuuid.UUID `json:"pruned"`
+	// Services and Configs count the live objects, for the limits.
+	Services int `json:"services"`
+	Configs  int `json:"configuration_values"`
+}
+
+func (a accountRecord) account(tenant string) store.Account {
+	return store.Account{Tenant: tenant, CreatedAt: time.UnixMilli(a.CreatedAt), Limits: a.Limits, Head: a.Head}
+}
+
+func (a *accountRecord) UnmarshalJSON(b []byte) error {
+	type plain accountRecord
+	var w struct {
+		plain
+		Head   string `json:"head"`
+		Pruned string `json:"pruned"`
+	}
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	*a = accountRecord(w.plain)
+	for _, f := range []struct {
+		s   string
+		dst *timeuuid.UUID
+	}{{w.Head, &a.Head}, {w.Pruned, &a.Pruned}} {
+		if f.s == "" {
+			continue
+		}
+		u, err := timeuuid.Parse(f.s)
+		if err != nil {
+			return fmt.Errorf("account: %w", err)
+		}
+		*f.dst = u
+	}
+	return nil
+}
+
+func (a accountRecord) MarshalJSON() ([]byte, error) {
+	type plain accountRecord
+	w := struct {
+		plain
+		Head   string `json:"head,omitempty"`
+		Pruned string `json:"pruned,omitempty"`
+	}{plain: plain(a)}
+	if !a.Head.IsZero() {
+		w.Head = a.Head.String()
+	}
+	if !a.Pruned.IsZero() {
+		w.Pruned = a.Pruned.String()
+	}
+	return json.Marshal(w)
+}
+
+// feedMarker is the feed position of a read that saw acct: just after the
+// newest event, or the account's creation if it has none (design item 3).
+func (a accountRecord) feedMarker() timeuuid.UUID {
+	if a.Head.IsZero() {
+		return timeuuid.Low(time.UnixMilli(a.CreatedAt))
+	}
+	return a.Head.Next()
+}
+
+// tenant is what this node keeps of an account.
+type tenant struct {
+	id string
+
+	// wmu serialises this node's writes to the tenant, so that they do not
+	// conflict with each other in etcd; other nodes' writes still may.
+	wmu sync.Mutex
+
+	mu      sync.Mutex
+	acct    accountRecord // as of acctRev; Head may lag other nodes' commits
+	acctRev int64
+	changed chan struct{} // closed and replaced when the account changes
+}
+
+// observe records an account value seen at mod revision rev (from a read,
+// a commit or the watch) and wakes the tenant's long-polls if it is new.
+func (t *tenant) observe(acct accountRecord, rev int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if rev <= t.acctRev {
+		return
+	}
+	t.acct, t.acctRev = acct, rev
+	close(t.changed)
+	t.changed = make(chan struct{})
+}
+
+// wake closes the tenant's channel without news: the watch may have missed
+// a commit.
+func (t *tenant) wake() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	close(t.changed)
+	t.changed = make(chan struct{})
+}
+
+func (t *tenant) account() (accountRecord, int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.acct, t.acctRev
+}
+
+// knownTenant returns the node's state of a tenant, creating it (without
+// an account) if needed.
+func (s *Store) knownTenant(id string) *tenant {
+	s.mu.RLock()
+	t := s.tenants[id]
+	s.mu.RUnlock()
+	if t != nil {
+		return t
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if t := s.tenants[id]; t != nil {
+		return t
+	}
+	t = &tenant{id: id, changed: make(chan struct{})}
+	s.tenants[id] = t
+	return t
+}
+
+func (s *Store) existingTenant(id string) *tenant {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.tenants[id]
+}
+
+func (s *Store) allTenants() []*tenant {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]*tenant, 0, len(s.tenants))
+	for _, t := range s.tenants {
+		out = append(out, t)
+	}
+	return out
+}
+
+// tenantFor returns the tenant's state, reading its account, or creating it
+// on first use (spec §3.4), if this node has not seen it yet.
+func (s *Store) tenantFor(ctx context.Context, id string) (*tenant, error) {
+	t := s.knownTenant(id)
+	if _, rev := t.account(); rev != 0 {
+		return t, nil
+	}
+	acct := accountRecord{CreatedAt: s.now().UnixMilli(), Limits: s.opts.DefaultLimits}
+	raw, err := json.Marshal(acct)
+	if err != nil {
+		return nil, err
+	}
+	key := s.k.account(id)
+	resp, err := s.txn(ctx, "create account",
+		[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)},
+		[]clientv3.Op{clientv3.OpPut(key, string(raw))},
+		[]clientv3.Op{clientv3.OpGet(key)})
+	if err != nil {
+		return nil, err
+	}
+	if resp.Succeeded {
+		t.observe(acct, resp.Header.Revision)
+		return t, nil
+	}
+	kv := first(resp.Responses[0])
+	if err := json.Unmarshal(kv.Value, &acct); err != nil {
+		return nil, fmt.Errorf("account %s: %w", id, err)
+	}
+	t.observe(acct, kv.ModRevision)
+	return t, nil
+}
+
+// Account implements store.Store. Head is the newest this node has seen;
+// see Head.
+func (s *Store) Account(ctx context.Context, tenant string) (store.Account, error) {
+	t, err := s.tenantFor(ctx, tenant)
+	if err != nil {
+		return store.Account{}, err
+	}
+	acct, _ := t.account()
+	return acct.account(tenant), nil
+}
+
+// Head implements store.Store with a linearizable read of the account.
+func (s *Store) Head(ctx context.Context, tenant string) (timeuuid.UUID, error) {
+	t, err := s.tenantFor(ctx, tenant)
+	if err != nil {
+		return timeuuid.UUID{}, err
+	}
+	resp, err := s.read(ctx, "read account", clientv3.OpGet(s.k.account(tenant)))
+	if err != nil {
+		return timeuuid.UUID{}, err
+	}
+	kv := first(resp.Responses[0])
+	acct, err := decodeAccount(tenant, kv)
+	if err != nil {
+		return timeuuid.UUID{}, err
+	}
+	t.observe(acct, kv.ModRevision)
+	return acct.Head, nil
+}
+
+// Changed implements store.Store: the channel is closed when this node
+// commits a change to the account or its watch sees another node's.
+func (s *Store) Changed(ctx context.Context, tenant string) (<-chan struct{}, error) {
+	t := s.knownTenant(tenant)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.changed, nil
+}
+
+// writer is one optimistic write transaction on one tenant.
+type writer struct {
+	s    *Store
+	t    *tenant
+	now  time.Time
+	acct accountRecord
+	// got holds the keys the read phase asked for (nil if missing).
+	got map[string]*mvccpb.KeyValue
+	// cmps are the conditions besides the account's mod revision; ops
+	// the writes besides the account.
+	cmps []clientv3.Cmp
+	ops  []clientv3.Op
+	// acctDirty asks for the account to be written even without events.
+	acctDirty bool
+	events    []store.Event
+}
+
+// appendEvent adds an event with the next id in commit order.
+func (w *writer) appendEvent(build func(id timeuuid.UUID) store.Event) {
+	id := store.NextEventID(w.acct.Head, w.now, w.s.tail)
+	ev := build(id)
+	w.ops = append(w.ops, clientv3.OpPut(w.s.k.event(w.t.id, id), string(encodeStoredEvent(ev))))
+	w.acct.Head = id
+	w.events = append(w.events, ev)
+}
+
+func (w *writer) put(key string, v any) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	w.ops = append(w.ops, clientv3.OpPut(key, string(raw)))
+	return nil
+}
+
+func (w *writer) del(key string) { w.ops = append(w.ops, clientv3.OpDelete(key)) }
+
+// getJSON decodes the key the read phase got into v and reports whether it
+// existed.
+func (w *writer) getJSON(key string, v any) (bool, error) {
+	kv := w.got[key]
+	if kv == nil {
+		return false, nil
+	}
+	return true, json.Unmarshal(kv.Value, v)
+}
+
+// maxAttempts bounds how often write starts over because another node
+// committed first; each node serialises its own writes to a tenant, so
+// only other nodes' writes can beat it.
+const maxAttempts = 100
+
+// write runs an optimistic transaction on t: it reads the account and the
+// keys in reads at one revision, lets fn decide (fn's error aborts without
+// a write), and commits fn's writes, the events and the account if the
+// account's mod revision and fn's conditions still hold; else it starts
+// over. The caller holds t.wmu. It returns the commit's revision, 0 if
+// fn wrote nothing.
+func (s *Store) write(ctx context.Context, t *tenant, what string, reads []string, fn func(w *writer) error) (int64, error) {
+	acctKey := s.k.account(t.id)
+	for attempt := 0; ; attempt++ {
+		if attempt == maxAttempts {
+			return 0, fmt.Errorf("%w: %s: other nodes' writes to tenant %s won %d times in a row", store.ErrUnavailable, what, t.id, attempt)
+		}
+		if attempt > 0 {
+			s.metrics.conflicts.Inc()
+			if attempt > 2 {
+				if err := sleep(ctx, time.Duration(mrand.Int64N(int64(attempt)*int64(time.Millisecond)))); err != nil {
+					return 0, err
+				}
+			}
+		}
+		ops := make([]clientv3.Op, 0, 1+len(reads))
+		ops = append(ops, clientv3.OpGet(acctKey))
+		for _, k := range reads {
+			ops = append(ops, clientv3.OpGet(k))
+		}
+		resp, err := s.read(ctx, what, ops...)
+		if err != nil {
+			return 0, err
+		}
+		akv := first(resp.Responses[0])
+		acct, err := decodeAccount(t.id, akv)
+		if err != nil {
+			return 0, err
+		}
+		w := &writer{s: s, t: t, now: s.now(), acct: acct, got: map[string]*mvccpb.KeyValue{}}
+		t.observe(w.acct, akv.ModRevision)
+		for i, k := range reads {
+			w.got[k] = first(resp.Responses[1+i])
+		}
+		if err := fn(w); err != nil {
+			return 0, err
+		}
+		if len(w.ops) == 0 && len(w.events) == 0 && !w.acctDirty {
+			return 0, nil
+		}
+		acctChanged := len(w.events) > 0 || w.acctDirty
+		if acctChanged {
+			raw, err := json.Marshal(w.acct)
+			if err != nil {
+				return 0, err
+			}
+			w.ops = append(w.ops, clientv3.OpPut(acctKey, string(raw)))
+		}
+		cmps := append([]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(acctKey), "=", akv.ModRevision)}, w.cmps...)
+		start := time.Now()
+		cresp, err := s.txn(ctx, what, cmps, w.ops, nil)
+		if err != nil {
+			return 0, err
+		}
+		if !cresp.Succeeded {
+			continue
+		}
+		s.metrics.commit.Observe(time.Since(start).Seconds())
+		for _, ev := range w.events {
+			s.metrics.events.WithLabelValues(string(ev.Type)).Inc()
+		}
+		if acctChanged {
+			t.observe(w.acct, cresp.Header.Revision)
+		}
+		return cresp.Header.Revision, nil
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// encodeStoredEvent prefixes the event's JSON with its type, so that type
+// filters need not decode it.
+func encodeStoredEvent(ev store.Event) []byte {
+	b := make([]byte, 0, 1+len(ev.Type)+len(ev.JSON))
+	b = append(b, byte(len(ev.Type)))
+	b = append(b, ev.Type...)
+	return append(b, ev.JSON...)
+}
