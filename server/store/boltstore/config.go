@@ -104,7 +104,10 @@ func (s *Store) Configs(ctx context.Context, tenantID string, q store.ConfigQuer
 	start := max(q.Marker, q.Prefix)
 	err = s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bTenants).Bucket([]byte(t.id))
-		page.Marker = feedMarker(b)
+		var err error
+		if page.Marker, err = feedMarker(b); err != nil {
+			return err
+		}
 		c := b.Bucket(bConfig).Cursor()
 		for k, v := c.Seek([]byte(start)); k != nil && hasPrefix(k, q.Prefix); k, v = c.Next() {
 			if len(page.Values) == q.Limit {

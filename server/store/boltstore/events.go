@@ -22,11 +22,11 @@ func (s *Store) Events(ctx context.Context, tenantID string, q store.EventQuery)
 	}
 	err = s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bTenants).Bucket([]byte(t.id))
-		var acct accountRecord
+		var acct store.AccountRecord
 		if err := json.Unmarshal(b.Get(kAccount), &acct); err != nil {
 			return err
 		}
-		if q.CheckExpired && !acct.Pruned.IsZero() && timeuuid.Compare(q.From, acct.Pruned) < 0 {
+		if q.CheckExpired && acct.Expired(q.From) {
 			return store.ErrMarkerExpired
 		}
 		from := q.From.Key()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"time"
 
@@ -187,7 +188,10 @@ func (s *Store) Services(ctx context.Context, tenantID string, q store.ServiceQu
 	var recs []store.ServiceRecord
 	err = s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bTenants).Bucket([]byte(t.id))
-		page.Marker = feedMarker(b)
+		var err error
+		if page.Marker, err = feedMarker(b); err != nil {
+			return err
+		}
 		c := b.Bucket(bServices).Cursor()
 		for k, v := c.Seek([]byte(q.Marker)); k != nil; k, v = c.Next() {
 			var r store.ServiceRecord
@@ -224,12 +228,12 @@ func (s *Store) Services(ctx context.Context, tenantID string, q store.ServiceQu
 // feedMarker returns the feed position of a read of tenant bucket b: just
 // after the newest event, or the account's creation if it has none
 // (design item 3).
-func feedMarker(b *bolt.Bucket) timeuuid.UUID {
-	var acct accountRecord
-	if err := json.Unmarshal(b.Get(kAccount), &acct); err != nil || acct.Head.IsZero() {
-		return timeuuid.Low(time.UnixMilli(acct.CreatedAt))
+func feedMarker(b *bolt.Bucket) (timeuuid.UUID, error) {
+	var acct store.AccountRecord
+	if err := json.Unmarshal(b.Get(kAccount), &acct); err != nil {
+		return timeuuid.UUID{}, fmt.Errorf("account record: %w", err)
 	}
-	return acct.Head.Next()
+	return acct.FeedMarker(), nil
 }
 
 func putJSON(b *bolt.Bucket, key string, v any) error {

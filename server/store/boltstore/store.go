@@ -235,63 +235,6 @@ func runEvery(ctx context.Context, d time.Duration, fn func()) {
 	}
 }
 
-// accountRecord is the stored account.
-type accountRecord struct {
-	CreatedAt int64        `json:"created_at"` // ms
-	Limits    store.Limits `json:"limits"`
-	// Head is the id of the newest event appended.
-	Head timeuuid.UUID `json:"head"`
-	// Pruned is the id of the newest event retention deleted.
-	Pruned timeuuid.UUID `json:"pruned"`
-}
-
-func (a accountRecord) account(tenant string) store.Account {
-	return store.Account{Tenant: tenant, CreatedAt: time.UnixMilli(a.CreatedAt), Limits: a.Limits, Head: a.Head}
-}
-
-func (a *accountRecord) UnmarshalJSON(b []byte) error {
-	type plain accountRecord
-	var w struct {
-		plain
-		Head   string `json:"head"`
-		Pruned string `json:"pruned"`
-	}
-	if err := json.Unmarshal(b, &w); err != nil {
-		return err
-	}
-	*a = accountRecord(w.plain)
-	for _, f := range []struct {
-		s   string
-		dst *timeuuid.UUID
-	}{{w.Head, &a.Head}, {w.Pruned, &a.Pruned}} {
-		if f.s == "" {
-			continue
-		}
-		u, err := timeuuid.Parse(f.s)
-		if err != nil {
-			return fmt.Errorf("account: %w", err)
-		}
-		*f.dst = u
-	}
-	return nil
-}
-
-func (a accountRecord) MarshalJSON() ([]byte, error) {
-	type plain accountRecord
-	w := struct {
-		plain
-		Head   string `json:"head,omitempty"`
-		Pruned string `json:"pruned,omitempty"`
-	}{plain: plain(a)}
-	if !a.Head.IsZero() {
-		w.Head = a.Head.String()
-	}
-	if !a.Pruned.IsZero() {
-		w.Pruned = a.Pruned.String()
-	}
-	return json.Marshal(w)
-}
-
 // tenant is the in-memory state of one account.
 type tenant struct {
 	id string
@@ -304,18 +247,18 @@ type tenant struct {
 	nServices, nConfig int
 
 	mu        sync.Mutex
-	acct      accountRecord
+	acct      store.AccountRecord
 	services  map[string]*hbEntry // heartbeat state by service id
 	deadlines deadlineHeap
 	reaping   int           // services whose timeout is being committed
 	changed   chan struct{} // closed and replaced when events are committed
 }
 
-func newTenant(id string, acct accountRecord) *tenant {
+func newTenant(id string, acct store.AccountRecord) *tenant {
 	return &tenant{id: id, acct: acct, services: map[string]*hbEntry{}, changed: make(chan struct{})}
 }
 
-func (t *tenant) account() accountRecord {
+func (t *tenant) account() store.AccountRecord {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.acct
@@ -324,7 +267,7 @@ func (t *tenant) account() accountRecord {
 // loadTenant builds a tenant's in-memory state. Every live service gets its
 // full timeout from start (design item 10).
 func loadTenant(b *bolt.Bucket, id string, start time.Time) (*tenant, error) {
-	var acct accountRecord
+	var acct store.AccountRecord
 	if err := json.Unmarshal(b.Get(kAccount), &acct); err != nil {
 		return nil, fmt.Errorf("account record: %w", err)
 	}
@@ -373,7 +316,7 @@ func (s *Store) tenantFor(id string) (*tenant, error) {
 	if t := s.tenants[id]; t != nil {
 		return t, nil
 	}
-	acct := accountRecord{CreatedAt: s.now().UnixMilli(), Limits: s.opts.DefaultLimits}
+	acct := store.AccountRecord{CreatedAt: s.now().UnixMilli(), Limits: s.opts.DefaultLimits}
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b, err := tx.Bucket(bTenants).CreateBucket([]byte(id))
 		if err != nil {
@@ -421,7 +364,7 @@ func (s *Store) Account(ctx context.Context, tenant string) (store.Account, erro
 	if err != nil {
 		return store.Account{}, err
 	}
-	return t.account().account(tenant), nil
+	return t.account().Account(tenant), nil
 }
 
 // Head implements store.Store.
@@ -450,7 +393,7 @@ type writer struct {
 	tx   *bolt.Tx
 	b    *bolt.Bucket // the tenant's bucket
 	now  time.Time
-	acct accountRecord
+	acct store.AccountRecord
 	// acctDirty asks for the account to be written even without events.
 	acctDirty bool
 	events    []store.Event

@@ -103,7 +103,7 @@ func (s *Store) Configs(ctx context.Context, tenantID string, q store.ConfigQuer
 	if err != nil {
 		return page, err
 	}
-	page.Marker = acct.feedMarker()
+	page.Marker = acct.FeedMarker()
 	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
 		id := string(kv.Key[len(base):])
 		if len(page.Values) == q.Limit {

@@ -54,7 +54,7 @@ func (s *Store) events(ctx context.Context, tenantID string, q store.EventQuery)
 			if err != nil {
 				return page, err
 			}
-			if q.CheckExpired && !acct.Pruned.IsZero() && timeuuid.Compare(q.From, acct.Pruned) < 0 {
+			if q.CheckExpired && acct.Expired(q.From) {
 				return page, store.ErrMarkerExpired
 			}
 			rev = resp.Header.Revision
@@ -179,7 +179,7 @@ func (s *Store) observeAccount(kv *mvccpb.KeyValue) {
 	if t == nil {
 		return
 	}
-	var acct accountRecord
+	var acct store.AccountRecord
 	if err := json.Unmarshal(kv.Value, &acct); err != nil {
 		s.log.Error("undecodable account in etcd", "key", string(kv.Key), "err", err)
 		t.wake()

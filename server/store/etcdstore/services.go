@@ -229,7 +229,7 @@ func (s *Store) services(ctx context.Context, tenantID string, q store.ServiceQu
 			if err != nil {
 				return page, err
 			}
-			page.Marker = acct.feedMarker()
+			page.Marker = acct.FeedMarker()
 		}
 		rr := resp.Responses[0].GetResponseRange()
 		done := false

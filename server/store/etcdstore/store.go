@@ -367,8 +367,8 @@ func first(r *pb.ResponseOp) *mvccpb.KeyValue {
 }
 
 // decodeAccount decodes an account key read from etcd.
-func decodeAccount(tenant string, kv *mvccpb.KeyValue) (accountRecord, error) {
-	var a accountRecord
+func decodeAccount(tenant string, kv *mvccpb.KeyValue) (store.AccountRecord, error) {
+	var a store.AccountRecord
 	if kv == nil {
 		return a, fmt.Errorf("account %s is missing", tenant)
 	}
@@ -376,75 +376,6 @@ func decodeAccount(tenant string, kv *mvccpb.KeyValue) (accountRecord, error) {
 		return a, fmt.Errorf("account %s: %w", tenant, err)
 	}
 	return a, nil
-}
-
-// accountRecord is the stored account.
-type accountRecord struct {
-	CreatedAt int64        `json:"created_at"` // ms
-	Limits    store.Limits `json:"limits"`
-	// Head is the id of the newest event appended.
-	Head timeuuid.UUID `json:"head"`
-	// Pruned is the id of the newest event retention deleted.
-	Pruned timeuuid.UUID `json:"pruned"`
-	// Services and Configs count the live objects, for the limits.
-	Services int `json:"services"`
-	Configs  int `json:"configuration_values"`
-}
-
-func (a accountRecord) account(tenant string) store.Account {
-	return store.Account{Tenant: tenant, CreatedAt: time.UnixMilli(a.CreatedAt), Limits: a.Limits, Head: a.Head}
-}
-
-func (a *accountRecord) UnmarshalJSON(b []byte) error {
-	type plain accountRecord
-	var w struct {
-		plain
-		Head   string `json:"head"`
-		Pruned string `json:"pruned"`
-	}
-	if err := json.Unmarshal(b, &w); err != nil {
-		return err
-	}
-	*a = accountRecord(w.plain)
-	for _, f := range []struct {
-		s   string
-		dst *timeuuid.UUID
-	}{{w.Head, &a.Head}, {w.Pruned, &a.Pruned}} {
-		if f.s == "" {
-			continue
-		}
-		u, err := timeuuid.Parse(f.s)
-		if err != nil {
-			return fmt.Errorf("account: %w", err)
-		}
-		*f.dst = u
-	}
-	return nil
-}
-
-func (a accountRecord) MarshalJSON() ([]byte, error) {
-	type plain accountRecord
-	w := struct {
-		plain
-		Head   string `json:"head,omitempty"`
-		Pruned string `json:"pruned,omitempty"`
-	}{plain: plain(a)}
-	if !a.Head.IsZero() {
-		w.Head = a.Head.String()
-	}
-	if !a.Pruned.IsZero() {
-		w.Pruned = a.Pruned.String()
-	}
-	return json.Marshal(w)
-}
-
-// feedMarker is the feed position of a read that saw acct: just after the
-// newest event, or the account's creation if it has none (design item 3).
-func (a accountRecord) feedMarker() timeuuid.UUID {
-	if a.Head.IsZero() {
-		return timeuuid.Low(time.UnixMilli(a.CreatedAt))
-	}
-	return a.Head.Next()
 }
 
 // tenant is what this node keeps of an account.
@@ -456,14 +387,14 @@ type tenant struct {
 	wmu sync.Mutex
 
 	mu      sync.Mutex
-	acct    accountRecord // as of acctRev; Head may lag other nodes' commits
+	acct    store.AccountRecord // as of acctRev; Head may lag other nodes' commits
 	acctRev int64
 	changed chan struct{} // closed and replaced when the account changes
 }
 
 // observe records an account value seen at mod revision rev (from a read,
 // a commit or the watch) and wakes the tenant's long-polls if it is new.
-func (t *tenant) observe(acct accountRecord, rev int64) {
+func (t *tenant) observe(acct store.AccountRecord, rev int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if rev <= t.acctRev {
@@ -483,7 +414,7 @@ func (t *tenant) wake() {
 	t.changed = make(chan struct{})
 }
 
-func (t *tenant) account() (accountRecord, int64) {
+func (t *tenant) account() (store.AccountRecord, int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.acct, t.acctRev
@@ -531,7 +462,7 @@ func (s *Store) tenantFor(ctx context.Context, id string) (*tenant, error) {
 	if _, rev := t.account(); rev != 0 {
 		return t, nil
 	}
-	acct := accountRecord{CreatedAt: s.now().UnixMilli(), Limits: s.opts.DefaultLimits}
+	acct := store.AccountRecord{CreatedAt: s.now().UnixMilli(), Limits: s.opts.DefaultLimits}
 	raw, err := json.Marshal(acct)
 	if err != nil {
 		return nil, err
@@ -564,7 +495,7 @@ func (s *Store) Account(ctx context.Context, tenant string) (store.Account, erro
 		return store.Account{}, err
 	}
 	acct, _ := t.account()
-	return acct.account(tenant), nil
+	return acct.Account(tenant), nil
 }
 
 // Head implements store.Store with a linearizable read of the account.
@@ -600,7 +531,7 @@ type writer struct {
 	s    *Store
 	t    *tenant
 	now  time.Time
-	acct accountRecord
+	acct store.AccountRecord
 	// got holds the keys the read phase asked for (nil if missing).
 	got map[string]*mvccpb.KeyValue
 	// cmps are the conditions besides the account's mod revision; ops

@@ -1,0 +1,89 @@
+package store
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/svcreg/svcreg/internal/timeuuid"
+)
+
+// AccountRecord is an account as the stores keep it.
+type AccountRecord struct {
+	CreatedAt int64  `json:"created_at"` // ms
+	Limits    Limits `json:"limits"`
+	// Head is the id of the newest event appended.
+	Head timeuuid.UUID `json:"head"`
+	// Pruned is the id of the newest event retention deleted.
+	Pruned timeuuid.UUID `json:"pruned"`
+	// Services and Configs count the live objects, for the limits, in
+	// stores that keep the counts with the account.
+	Services int `json:"services,omitempty"`
+	Configs  int `json:"configuration_values,omitempty"`
+}
+
+// Account returns the record as an Account.
+func (a AccountRecord) Account(tenant string) Account {
+	return Account{Tenant: tenant, CreatedAt: time.UnixMilli(a.CreatedAt), Limits: a.Limits, Head: a.Head}
+}
+
+// FeedMarker is the feed position of a read that saw the record: just
+// after the newest event, or the account's creation if it has none (design
+// item 3).
+func (a AccountRecord) FeedMarker() timeuuid.UUID {
+	if a.Head.IsZero() {
+		return timeuuid.Low(time.UnixMilli(a.CreatedAt))
+	}
+	return a.Head.Next()
+}
+
+// Expired reports whether retention has deleted events at or after from:
+// a marker before the newest event deleted (ErrMarkerExpired).
+func (a AccountRecord) Expired(from timeuuid.UUID) bool {
+	return !a.Pruned.IsZero() && timeuuid.Compare(from, a.Pruned) < 0
+}
+
+// UnmarshalJSON decodes the record; the ids are in their text form.
+func (a *AccountRecord) UnmarshalJSON(b []byte) error {
+	type plain AccountRecord
+	var w struct {
+		plain
+		Head   string `json:"head"`
+		Pruned string `json:"pruned"`
+	}
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	*a = AccountRecord(w.plain)
+	for _, f := range []struct {
+		s   string
+		dst *timeuuid.UUID
+	}{{w.Head, &a.Head}, {w.Pruned, &a.Pruned}} {
+		if f.s == "" {
+			continue
+		}
+		u, err := timeuuid.Parse(f.s)
+		if err != nil {
+			return fmt.Errorf("account: %w", err)
+		}
+		*f.dst = u
+	}
+	return nil
+}
+
+// MarshalJSON encodes the record with the ids in their text form.
+func (a AccountRecord) MarshalJSON() ([]byte, error) {
+	type plain AccountRecord
+	w := struct {
+		plain
+		Head   string `json:"head,omitempty"`
+		Pruned string `json:"pruned,omitempty"`
+	}{plain: plain(a)}
+	if !a.Head.IsZero() {
+		w.Head = a.Head.String()
+	}
+	if !a.Pruned.IsZero() {
+		w.Pruned = a.Pruned.String()
+	}
+	return json.Marshal(w)
+}
