@@ -80,7 +80,7 @@ func (s *Store) prune() error {
 			}
 		}
 	}
-	return nil
+	return s.pruneTokens()
 }
 
 func (s *Store) pruneTenant(t *tenant, cutoff []byte) (int, error) {

@@ -77,3 +77,20 @@ func (s *Store) DevTenant(ctx context.Context, username string) (string, error) 
 	})
 	return tenant, err
 }
+
+// pruneTokens deletes the identity tokens that have expired.
+func (s *Store) pruneTokens() error {
+	now := s.now()
+	return s.db.Update(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bTokens).Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			var t store.TokenInfo
+			if err := json.Unmarshal(v, &t); err != nil || !now.Before(t.Expires) {
+				if err := c.Delete(); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+}
