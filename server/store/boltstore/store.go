@@ -18,7 +18,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
 	"sync"
@@ -204,7 +203,7 @@ func (s *Store) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			runEvery(ctx, every, func() {
+			store.RunEvery(ctx, every, func() {
 				if err := fn(); err != nil {
 					s.log.Error("store background work failed", "job", name, "err", err)
 				}
@@ -219,21 +218,6 @@ func (s *Store) Run(ctx context.Context) error {
 	loop("retention", retentionEvery, s.prune)
 	wg.Wait()
 	return nil
-}
-
-// runEvery calls fn about every d (with up to 10% jitter) until ctx is done.
-func runEvery(ctx context.Context, d time.Duration, fn func()) {
-	for {
-		jitter := time.Duration(mrand.Int64N(int64(d)/10 + 1))
-		t := time.NewTimer(d - jitter)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-		fn()
-	}
 }
 
 // tenant is the in-memory state of one account.

@@ -267,7 +267,7 @@ func (s *Store) Run(ctx context.Context) error {
 		wg.Go(func() {
 			var failing bool
 			var logged time.Time
-			runEvery(ctx, every, func() {
+			store.RunEvery(ctx, every, func() {
 				err := fn(ctx)
 				switch {
 				case ctx.Err() != nil:
@@ -291,22 +291,6 @@ func (s *Store) Run(ctx context.Context) error {
 	loop("heartbeat cache", time.Minute, func(context.Context) error { s.hb.sweep(s.now()); return nil })
 	wg.Wait()
 	return nil
-}
-
-// runEvery calls fn about every d (with up to 20% jitter, so that the nodes'
-// reapers spread out) until ctx is done.
-func runEvery(ctx context.Context, d time.Duration, fn func()) {
-	for {
-		jitter := time.Duration(mrand.Int64N(int64(d)/5 + 1))
-		t := time.NewTimer(d - jitter)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-		fn()
-	}
 }
 
 // txn runs one etcd transaction, bounded by RequestTimeout.
