@@ -94,7 +94,7 @@ func (s *Store) rectify(t *tenant) error {
 		return err
 	}
 	t.nServices -= removed
-	s.metrics.timeouts.Add(float64(removed))
+	s.metrics.Timeouts.Add(float64(removed))
 	return nil
 }
 

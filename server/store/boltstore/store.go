@@ -425,10 +425,7 @@ func (s *Store) write(t *tenant, fn func(w *writer) error) error {
 	if err != nil {
 		return err
 	}
-	s.metrics.commit.Observe(time.Since(start).Seconds())
-	for _, ev := range w.events {
-		s.metrics.events.WithLabelValues(string(ev.Type)).Inc()
-	}
+	s.metrics.Committed(time.Since(start).Seconds(), w.events)
 	if len(w.events) > 0 || w.acctDirty {
 		t.mu.Lock()
 		t.acct = w.acct

@@ -297,7 +297,7 @@ func (s *Store) commitBatch(batch []*hbReq) {
 	resp, err := s.txn(context.Background(), "commit heartbeats", nil, ops, nil)
 	s.metrics.hbBatch.Observe(float64(len(batch)))
 	if err == nil {
-		s.metrics.commit.Observe(time.Since(start).Seconds())
+		s.metrics.Commit.Observe(time.Since(start).Seconds())
 		if len(resp.Responses) != len(batch) {
 			err = fmt.Errorf("etcd answered %d of %d heartbeats", len(resp.Responses), len(batch))
 		}

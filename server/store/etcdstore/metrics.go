@@ -1,12 +1,14 @@
 package etcdstore
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/svcreg/svcreg/server/store"
+)
 
 type metrics struct {
-	events     *prometheus.CounterVec
-	timeouts   prometheus.Counter
+	store.Metrics
 	heartbeats prometheus.Counter
-	commit     prometheus.Histogram
 	hbBatch    prometheus.Histogram
 	conflicts  prometheus.Counter
 	rewatches  prometheus.Counter
@@ -14,22 +16,10 @@ type metrics struct {
 
 func newMetrics(r prometheus.Registerer) metrics {
 	m := metrics{
-		events: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "svcreg_events_appended_total",
-			Help: "Events this node appended to the feed, by type.",
-		}, []string{"type"}),
-		timeouts: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "svcreg_service_timeouts_total",
-			Help: "Services this node timed out for missing their heartbeat deadline.",
-		}),
+		Metrics: store.NewMetrics(),
 		heartbeats: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "svcreg_store_heartbeats_committed_total",
 			Help: "Heartbeats this node committed to etcd.",
-		}),
-		commit: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "svcreg_store_commit_seconds",
-			Help:    "Time to commit a write transaction to etcd.",
-			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 14),
 		}),
 		hbBatch: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "svcreg_store_heartbeat_batch_size",
@@ -46,7 +36,8 @@ func newMetrics(r prometheus.Registerer) metrics {
 		}),
 	}
 	if r != nil {
-		r.MustRegister(m.events, m.timeouts, m.heartbeats, m.commit, m.hbBatch, m.conflicts, m.rewatches)
+		r.MustRegister(m.Collectors()...)
+		r.MustRegister(m.heartbeats, m.hbBatch, m.conflicts, m.rewatches)
 	}
 	return m
 }

@@ -131,7 +131,7 @@ func (s *Store) timeOut(ctx context.Context, t *tenant, due []dueEntry) error {
 	if err != nil {
 		return fmt.Errorf("time out services of %s: %w", t.id, err)
 	}
-	s.metrics.timeouts.Add(float64(timedOut))
+	s.metrics.Timeouts.Add(float64(timedOut))
 	return nil
 }
 

@@ -624,10 +624,7 @@ func (s *Store) write(ctx context.Context, t *tenant, what string, reads []strin
 		if !cresp.Succeeded {
 			continue
 		}
-		s.metrics.commit.Observe(time.Since(start).Seconds())
-		for _, ev := range w.events {
-			s.metrics.events.WithLabelValues(string(ev.Type)).Inc()
-		}
+		s.metrics.Committed(time.Since(start).Seconds(), w.events)
 		if acctChanged {
 			t.observe(w.acct, cresp.Header.Revision)
 		}
