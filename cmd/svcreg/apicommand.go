@@ -214,6 +214,25 @@ func (a *apiFlags) connect(ctx context.Context) (context.Context, *registry.Clie
 // json reports whether --output json was asked for.
 func (a *apiFlags) json() bool { return a.output == "json" }
 
+// parseNone parses args of a subcommand that takes no positional argument.
+func (a *apiFlags) parseNone(args []string) error {
+	pos, err := a.parse(args)
+	if err != nil {
+		return err
+	}
+	return noArgs(pos)
+}
+
+// parseOne parses args of a subcommand that takes one positional argument,
+// named what in messages, and returns it.
+func (a *apiFlags) parseOne(args []string, what string) (string, error) {
+	pos, err := a.parse(args)
+	if err != nil {
+		return "", err
+	}
+	return oneArg(pos, what)
+}
+
 // noArgs checks that no positional argument was given.
 func noArgs(args []string) error {
 	if len(args) > 0 {

@@ -71,11 +71,7 @@ func runConfigGet(ctx context.Context, args []string, stdin io.Reader, stdout, s
 Prints one configuration value as it is stored, followed by a newline, so
 that $(svcreg config get KEY) is the value. With --output json,
 {"id", "value"}. Exits 1 if there is no such value.`, stderr)
-	pos, err := f.parse(args)
-	if err != nil {
-		return err
-	}
-	key, err := oneArg(pos, "configuration KEY")
+	key, err := f.parseOne(args, "configuration KEY")
 	if err != nil {
 		return err
 	}
@@ -134,11 +130,7 @@ func runConfigDelete(ctx context.Context, args []string, stdin io.Reader, stdout
 	f := newAPIFlags("config delete", "svcreg config delete KEY [flags]", `
 Deletes a configuration value. Prints nothing. Exits 1 if there is no
 such value.`, stderr)
-	pos, err := f.parse(args)
-	if err != nil {
-		return err
-	}
-	key, err := oneArg(pos, "configuration KEY")
+	key, err := f.parseOne(args, "configuration KEY")
 	if err != nil {
 		return err
 	}

@@ -53,11 +53,7 @@ service or configuration key it is about, and what changed. With
 	marker := f.fs.String("marker", "", "event `id` to start at (inclusive); default: an hour ago")
 	typ := f.fs.String("type", "", "list only events of this `type`, e.g. service.join")
 	limit := f.fs.Int("limit", 0, "list at most `N` events; 0 for all")
-	pos, err := f.parse(args)
-	if err != nil {
-		return err
-	}
-	if err := noArgs(pos); err != nil {
+	if err := f.parseNone(args); err != nil {
 		return err
 	}
 	et, err := eventType(*typ)
@@ -108,11 +104,7 @@ restarts. With --output json, one JSON object per line.`, stderr)
 	marker := f.fs.String("marker", "", "event `id` to follow the feed after; default: now")
 	typ := f.fs.String("type", "", "show only events of this `type`, e.g. service.join")
 	count := f.fs.Int("count", 0, "exit after `N` events; 0 to follow until interrupted")
-	pos, err := f.parse(args)
-	if err != nil {
-		return err
-	}
-	if err := noArgs(pos); err != nil {
+	if err := f.parseNone(args); err != nil {
 		return err
 	}
 	et, err := eventType(*typ)

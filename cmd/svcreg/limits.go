@@ -15,11 +15,7 @@ may hold, and its request rate limits with their use. With --output json,
 the API's {"resource": …, "rate": …} object. Connection flags (--url,
 --username, --api-key, …) or the SVCREG_* environment variables say which
 registry and account.`, stderr)
-	pos, err := f.parse(args)
-	if err != nil {
-		return err
-	}
-	if err := noArgs(pos); err != nil {
+	if err := f.parseNone(args); err != nil {
 		return err
 	}
 	ctx, c, done, err := f.connect(ctx)

@@ -76,11 +76,7 @@ Lists every service of the account, ordered by id (all pages), with its
 tags, heartbeat timeout, last heartbeat and metadata. With --output json,
 a JSON array of services as the API shows them.`, stderr)
 	tag := f.fs.String("tag", "", "list only the services carrying this `tag` (exact, case-sensitive)")
-	pos, err := f.parse(args)
-	if err != nil {
-		return err
-	}
-	if err := noArgs(pos); err != nil {
+	if err := f.parseNone(args); err != nil {
 		return err
 	}
 	ctx, c, done, err := f.connect(ctx)
@@ -112,11 +108,7 @@ func runServicesGet(ctx context.Context, args []string, stdin io.Reader, stdout,
 Shows one service: its tags, heartbeat timeout (seconds), last heartbeat
 and metadata, one per line. With --output json, the service as the API
 shows it. Exits 1 if there is no such service.`, stderr)
-	pos, err := f.parse(args)
-	if err != nil {
-		return err
-	}
-	id, err := oneArg(pos, "service ID")
+	id, err := f.parseOne(args, "service ID")
 	if err != nil {
 		return err
 	}
@@ -155,11 +147,7 @@ POST /services/ID/heartbeat with the token (see docs/api.md), or let
 	var tags, metadata listFlag
 	f.fs.Var(&tags, "tags", "comma-separated `tags`; may be repeated")
 	f.fs.Var(&metadata, "metadata", "comma-separated `key=value` pairs; may be repeated")
-	pos, err := f.parse(args)
-	if err != nil {
-		return err
-	}
-	id, err := oneArg(pos, "service ID")
+	id, err := f.parseOne(args, "service ID")
 	if err != nil {
 		return err
 	}
@@ -196,11 +184,7 @@ A new --timeout applies from the next heartbeat. Prints nothing.`, stderr)
 	var tags, metadata listFlag
 	f.fs.Var(&tags, "tags", "comma-separated `tags` that replace the service's; may be repeated")
 	f.fs.Var(&metadata, "metadata", "comma-separated `key=value` pairs that replace the service's; may be repeated")
-	pos, err := f.parse(args)
-	if err != nil {
-		return err
-	}
-	id, err := oneArg(pos, "service ID")
+	id, err := f.parseOne(args, "service ID")
 	if err != nil {
 		return err
 	}
@@ -229,11 +213,7 @@ func runServicesDelete(ctx context.Context, args []string, stdin io.Reader, stdo
 	f := newAPIFlags("services delete", "svcreg services delete ID [flags]", `
 Deletes a service; its heartbeat token stops working. Prints nothing.
 Exits 1 if there is no such service.`, stderr)
-	pos, err := f.parse(args)
-	if err != nil {
-		return err
-	}
-	id, err := oneArg(pos, "service ID")
+	id, err := f.parseOne(args, "service ID")
 	if err != nil {
 		return err
 	}
