@@ -1,103 +1,14 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
-	"os"
-	"os/exec"
-	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 )
-
-// serverProcess is `svcreg server` running as a child process.
-type serverProcess struct {
-	cmd *exec.Cmd
-	url string
-}
-
-var listenLog = regexp.MustCompile(`url=(http://[0-9.:]+)`)
-
-// startServerProcess runs `svcreg server --dev` on dataDir and waits until
-// it listens.
-func startServerProcess(t *testing.T, dataDir string, extra ...string) *serverProcess {
-	t.Helper()
-	args := append([]string{"server", "--dev", "--data-dir", dataDir, "--listen", "127.0.0.1:0"}, extra...)
-	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), execEnv+"=1")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	lines := bufio.NewScanner(stderr)
-	for lines.Scan() {
-		if m := listenLog.FindStringSubmatch(lines.Text()); m != nil {
-			go io.Copy(io.Discard, stderr)
-			return &serverProcess{cmd: cmd, url: m[1]}
-		}
-	}
-	t.Fatalf("server exited before listening: %v", lines.Err())
-	return nil
-}
-
-// api is a minimal raw client for the crash test.
-type api struct {
-	base, token string
-	http        *http.Client
-}
-
-func login(t *testing.T, url, user string) *api {
-	t.Helper()
-	body := fmt.Sprintf(`{"auth":{"RAX-KSKEY:apiKeyCredentials":{"username":%q,"apiKey":"dev"}}}`, user)
-	resp, err := http.Post(url+"/v2.0/tokens", "application/json", strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var out struct {
-		Access struct {
-			Token struct {
-				ID     string              `json:"id"`
-				Tenant struct{ ID string } `json:"tenant"`
-			} `json:"token"`
-		} `json:"access"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		t.Fatal(err)
-	}
-	return &api{base: url + "/v1.0/" + out.Access.Token.Tenant.ID, token: out.Access.Token.ID, http: &http.Client{Timeout: 10 * time.Second}}
-}
-
-func (a *api) do(method, path string, body any) (int, []byte, error) {
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
-	}
-	req, _ := http.NewRequest(method, a.base+path, rd)
-	req.Header.Set("X-Auth-Token", a.token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := a.http.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, data, err
-}
 
 // TestCrashKeepsAcknowledgedWrites kills the server with SIGKILL in the
 // middle of a stream of writes and heartbeats, restarts it on the same data,
@@ -106,7 +17,7 @@ func (a *api) do(method, path string, body any) (int, []byte, error) {
 func TestCrashKeepsAcknowledgedWrites(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	srv := startServerProcess(t, dir, "--service-limit", "100000", "--config-limit", "100000")
+	srv := startServerProcess(t, "--data-dir", dir, "--service-limit", "100000", "--config-limit", "100000")
 	a := login(t, srv.url, "crash")
 
 	var (
@@ -195,14 +106,11 @@ func TestCrashKeepsAcknowledgedWrites(t *testing.T) {
 			break
 		}
 	}
-	if err := srv.cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	srv.cmd.Wait()
+	srv.kill()
 	close(stop)
 	wg.Wait()
 
-	srv = startServerProcess(t, dir)
+	srv = startServerProcess(t, "--data-dir", dir)
 	a = login(t, srv.url, "crash")
 	live := map[string]bool{}
 	marker := ""

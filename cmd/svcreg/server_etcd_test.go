@@ -1,15 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
-	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
-	"os"
-	"os/exec"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,61 +12,6 @@ import (
 	"github.com/svcreg/svcreg/server/store/etcdstore/etcdtest"
 )
 
-var etcdListenLog = regexp.MustCompile(`url=(http://[0-9.:]+)`)
-
-// startEtcdNode runs `svcreg server --dev` over etcd as a child process and
-// returns its URL once it listens; kill sends it SIGKILL.
-func startEtcdNode(t *testing.T, endpoints []string, prefix string) (url string, kill func()) {
-	t.Helper()
-	cmd := exec.Command(os.Args[0], "server", "--dev", "--listen", "127.0.0.1:0",
-		"--etcd-endpoints", strings.Join(endpoints, ","), "--etcd-prefix", prefix)
-	cmd.Env = append(os.Environ(), execEnv+"=1")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var once sync.Once
-	kill = func() {
-		once.Do(func() {
-			cmd.Process.Kill()
-			cmd.Wait()
-		})
-	}
-	t.Cleanup(kill)
-	lines := bufio.NewScanner(stderr)
-	for lines.Scan() {
-		if m := etcdListenLog.FindStringSubmatch(lines.Text()); m != nil {
-			go io.Copy(io.Discard, stderr)
-			return m[1], kill
-		}
-	}
-	t.Fatalf("server exited before listening: %v", lines.Err())
-	return "", nil
-}
-
-// etcdNodeCall is one authenticated JSON request to a node.
-func etcdNodeCall(url, token, method, path string, body any) (int, map[string]any, error) {
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
-	}
-	req, _ := http.NewRequest(method, url+path, rd)
-	req.Header.Set("X-Auth-Token", token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	var out map[string]any
-	json.NewDecoder(resp.Body).Decode(&out)
-	return resp.StatusCode, out, nil
-}
-
 // TestServerOverEtcd runs two `svcreg server --etcd-endpoints` processes
 // over one etcd, kills one with SIGKILL in the middle of a stream of
 // writes and heartbeats, and checks at the other that everything the
@@ -82,26 +20,11 @@ func etcdNodeCall(url, token, method, path string, body any) (int, map[string]an
 func TestServerOverEtcd(t *testing.T) {
 	t.Parallel()
 	c := etcdtest.Start(t, etcdtest.Options{})
-	a, killA := startEtcdNode(t, c.Endpoints(), "/cmd-test/")
-	b, _ := startEtcdNode(t, c.Endpoints(), "/cmd-test/")
-
+	nodeA := startServerProcess(t, "--etcd-endpoints", strings.Join(c.Endpoints(), ","), "--etcd-prefix", "/cmd-test/")
+	nodeB := startServerProcess(t, "--etcd-endpoints", strings.Join(c.Endpoints(), ","), "--etcd-prefix", "/cmd-test/")
+	a := login(t, nodeA.url, "etcd-crash")
 	// A token issued by one node works at the other.
-	resp, err := http.Post(a+"/v2.0/tokens", "application/json",
-		strings.NewReader(`{"auth":{"RAX-KSKEY:apiKeyCredentials":{"username":"etcd-crash","apiKey":"dev"}}}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var login struct {
-		Access struct {
-			Token struct {
-				ID     string              `json:"id"`
-				Tenant struct{ ID string } `json:"tenant"`
-			} `json:"token"`
-		} `json:"access"`
-	}
-	json.NewDecoder(resp.Body).Decode(&login)
-	resp.Body.Close()
-	token, base := login.Access.Token.ID, "/v1.0/"+login.Access.Token.Tenant.ID
+	b := a.at(nodeB.url)
 
 	var (
 		mu     sync.Mutex
@@ -123,7 +46,7 @@ func TestServerOverEtcd(t *testing.T) {
 				tok, ok := tokens[id]
 				mu.Unlock()
 				if !ok {
-					code, out, err := etcdNodeCall(a, token, "POST", base+"/services", map[string]any{"id": id, "heartbeat_timeout": 60})
+					code, out, err := a.doJSON("POST", "/services", map[string]any{"id": id, "heartbeat_timeout": 60})
 					if err != nil {
 						return // killed
 					}
@@ -134,7 +57,7 @@ func TestServerOverEtcd(t *testing.T) {
 					}
 					continue
 				}
-				code, out, err := etcdNodeCall(a, token, "POST", base+"/services/"+id+"/heartbeat", map[string]any{"token": tok})
+				code, out, err := a.doJSON("POST", "/services/"+id+"/heartbeat", map[string]any{"token": tok})
 				if err != nil {
 					return
 				}
@@ -144,7 +67,7 @@ func TestServerOverEtcd(t *testing.T) {
 					mu.Unlock()
 				}
 				key := fmt.Sprintf("key-%d", w)
-				if code, _, err := etcdNodeCall(a, token, "PUT", base+"/configuration/"+key, map[string]any{"value": fmt.Sprint(i)}); err == nil && code == 204 {
+				if code, _, err := a.doJSON("PUT", "/configuration/"+key, map[string]any{"value": fmt.Sprint(i)}); err == nil && code == 204 {
 					mu.Lock()
 					config[key] = fmt.Sprint(i)
 					mu.Unlock()
@@ -153,7 +76,7 @@ func TestServerOverEtcd(t *testing.T) {
 		})
 	}
 	time.Sleep(1500 * time.Millisecond)
-	killA()
+	nodeA.kill()
 	close(stop)
 	wg.Wait()
 
@@ -163,7 +86,7 @@ func TestServerOverEtcd(t *testing.T) {
 		t.Fatal("nothing was acknowledged before the kill")
 	}
 	for id, tok := range tokens {
-		code, out, err := etcdNodeCall(b, token, "POST", base+"/services/"+id+"/heartbeat", map[string]any{"token": tok})
+		code, out, err := b.doJSON("POST", "/services/"+id+"/heartbeat", map[string]any{"token": tok})
 		if err != nil || code != 200 {
 			t.Errorf("heartbeat of %s at the other node with the last token the killed one gave: %v %d %v", id, err, code, out)
 		}
@@ -171,7 +94,7 @@ func TestServerOverEtcd(t *testing.T) {
 	for key, v := range config {
 		// A write in flight at the kill may have committed after the last
 		// acknowledged one: the value is that one or a later one.
-		code, out, err := etcdNodeCall(b, token, "GET", base+"/configuration/"+key, nil)
+		code, out, err := b.doJSON("GET", "/configuration/"+key, nil)
 		got, _ := out["value"].(string)
 		if err != nil || code != 200 || configValueNumber(got) < configValueNumber(v) {
 			t.Errorf("value %s at the other node: %v %d %v, want %q or later", key, err, code, out, v)

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// serverProcess is `svcreg server` running as a child process.
+type serverProcess struct {
+	cmd  *exec.Cmd
+	url  string
+	once sync.Once
+}
+
+// kill sends the server SIGKILL and waits for it to go.
+func (s *serverProcess) kill() {
+	s.once.Do(func() {
+		s.cmd.Process.Kill()
+		s.cmd.Wait()
+	})
+}
+
+var listenLog = regexp.MustCompile(`url=(http://[0-9.:]+)`)
+
+// startServerProcess runs `svcreg server --dev` on a loopback port, with
+// args, and waits until it listens. kill sends it SIGKILL.
+func startServerProcess(t *testing.T, args ...string) *serverProcess {
+	t.Helper()
+	args = append([]string{"server", "--dev", "--listen", "127.0.0.1:0"}, args...)
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), execEnv+"=1")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	srv := &serverProcess{cmd: cmd}
+	t.Cleanup(srv.kill)
+	lines := bufio.NewScanner(stderr)
+	for lines.Scan() {
+		if m := listenLog.FindStringSubmatch(lines.Text()); m != nil {
+			go io.Copy(io.Discard, stderr)
+			srv.url = m[1]
+			return srv
+		}
+	}
+	t.Fatalf("server exited before listening: %v", lines.Err())
+	return nil
+}
+
+// api is a minimal raw client of one tenant at one server.
+type api struct {
+	url, tenant, token string
+	http               *http.Client
+}
+
+// at returns the client with the same token, talking to another server.
+func (a *api) at(url string) *api {
+	c := *a
+	c.url = url
+	return &c
+}
+
+func login(t *testing.T, url, user string) *api {
+	t.Helper()
+	body := fmt.Sprintf(`{"auth":{"RAX-KSKEY:apiKeyCredentials":{"username":%q,"apiKey":"dev"}}}`, user)
+	resp, err := http.Post(url+"/v2.0/tokens", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Access struct {
+			Token struct {
+				ID     string              `json:"id"`
+				Tenant struct{ ID string } `json:"tenant"`
+			} `json:"token"`
+		} `json:"access"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		t.Fatal(err)
+	}
+	return &api{url: url, tenant: out.Access.Token.Tenant.ID, token: out.Access.Token.ID, http: &http.Client{Timeout: 10 * time.Second}}
+}
+
+func (a *api) do(method, path string, body any) (int, []byte, error) {
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, a.url+"/v1.0/"+a.tenant+path, rd)
+	req.Header.Set("X-Auth-Token", a.token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := a.http.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, data, err
+}
+
+// doJSON is do with the answer decoded as a JSON object.
+func (a *api) doJSON(method, path string, body any) (int, map[string]any, error) {
+	code, data, err := a.do(method, path, body)
+	var out map[string]any
+	json.Unmarshal(data, &out)
+	return code, out, err
+}
