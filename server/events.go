@@ -31,16 +31,13 @@ func (s *Server) handleEvents(w http.ResponseWriter, rq *request) {
 	}
 	rq.limit = limit
 	ctx := rq.r.Context()
-	acct, err := s.store.Account(ctx, rq.tenant)
-	if err != nil {
-		s.writeFault(w, rq, s.faultFor(rq.txnID, err))
-		return
-	}
+	acct := rq.account
 	now := s.now()
 	marker, hasMarker := rq.query.get("marker")
 	hasMarker = hasMarker && marker != ""
 	var from timeuuid.UUID
 	if hasMarker {
+		var err error
 		if from, err = timeuuid.Parse(marker); err != nil {
 			s.writeFault(w, rq, badRequest(err.Error()))
 			return

@@ -20,11 +20,7 @@ type rateRule struct {
 // handleLimits is GET /limits, and POST /limits as the original's proxy
 // sent it: with an array of rate-limit rules as the body (spec §7.1, §6.6).
 func (s *Server) handleLimits(w http.ResponseWriter, rq *request) {
-	acct, err := s.store.Account(rq.r.Context(), rq.tenant)
-	if err != nil {
-		s.writeFault(w, rq, s.faultFor(rq.txnID, err))
-		return
-	}
+	acct := rq.account
 	rules := []rateRule{{Method: "GET", PathRegex: "/.*", Limit: s.cfg.RateLimit, Used: rq.rateUsed, Period: 86400}}
 	if rq.r.Method == http.MethodPost {
 		rules[0].Used = s.rate.used(rq.tenant)

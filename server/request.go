@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/svcreg/svcreg/server/store"
 )
 
 // maxBodySize is the body limit: a body of this many bytes or more is
@@ -21,6 +23,9 @@ type request struct {
 	r      *http.Request
 	txnID  string
 	tenant string
+	// account is the tenant's, created on first use (spec §3.4) before
+	// routing.
+	account store.Account
 	// routePath is the raw path after /v1.0 and the tenant, e.g. "/services".
 	routePath string
 	params    []string // raw route parameters, percent-decoded by the handler

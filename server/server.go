@@ -195,10 +195,12 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, path string) s
 		s.writeFault(w, rq, f)
 		return "none"
 	}
-	if _, err := s.store.Account(r.Context(), rq.tenant); err != nil {
+	acct, err := s.store.Account(r.Context(), rq.tenant)
+	if err != nil {
 		s.writeFault(w, rq, s.faultFor(rq.txnID, err))
 		return "none"
 	}
+	rq.account = acct
 	if r.Method == http.MethodGet || r.Method == http.MethodHead {
 		used, ok := s.rate.take(rq.tenant)
 		rq.rateUsed = used
