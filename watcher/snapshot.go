@@ -93,14 +93,6 @@ func (s *Snapshot) ConfigValues(prefix string) []registry.ConfigValue {
 	return out
 }
 
-// Len returns the number of services and configuration values.
-func (s *Snapshot) Len() (services, config int) {
-	if s == nil {
-		return 0, 0
-	}
-	return len(s.services), len(s.config)
-}
-
 // Apply returns the snapshot with events applied in order, and whether they
 // changed anything. Events are applied idempotently: a join of a service
 // already present replaces it, a remove of a missing one is a no-op, so a

@@ -61,9 +61,6 @@ func (m *Minter) Check(k TokenKey, tok timeuuid.UUID) (seq uint32, ok bool) {
 	return seq, tail&(1<<macBits-1) == m.mac(k, seq, tok.Ticks())
 }
 
-// Seq returns a token's sequence number.
-func Seq(tok timeuuid.UUID) uint32 { return uint32(tok.Tail() >> macBits) }
-
 // SeqAtOrAfter reports whether sequence number s is at or after floor,
 // counting modulo 2^22, within SeqWindow.
 func SeqAtOrAfter(s, floor uint32) bool {
