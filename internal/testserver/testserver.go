@@ -63,8 +63,11 @@ type Options struct {
 	Limits store.Limits
 	// Retention of events; 30 days if zero.
 	Retention time.Duration
-	// Users in addition to --dev.
+	// Users, if set, are the users file's, instead of --dev.
 	Users []server.User
+	// AuthLimits of the identity endpoint; if zero, none (tests log in
+	// often from one address).
+	AuthLimits server.AuthLimits
 	// TokenTTL of issued tokens; 24h if zero.
 	TokenTTL time.Duration
 	// Wrap, if set, wraps the server's handler (for fault injection).
@@ -127,7 +130,11 @@ func (s *Server) start(ln net.Listener) {
 		ln.Close()
 		s.t.Fatalf("testserver: open store: %v", err)
 	}
-	auth := server.NewAuth(server.AuthConfig{Store: st, Users: s.opts.Users, Dev: true, TokenTTL: s.opts.TokenTTL})
+	limits := s.opts.AuthLimits
+	if limits == (server.AuthLimits{}) {
+		limits = server.AuthLimits{FailuresPerAddress: -1, FailuresPerUser: -1, IssuesPerUser: -1}
+	}
+	auth := server.NewAuth(server.AuthConfig{Store: st, Users: s.opts.Users, Dev: s.opts.Users == nil, TokenTTL: s.opts.TokenTTL, Limits: limits})
 	api := server.New(server.Config{Store: st, Auth: auth})
 	var h http.Handler = api
 	if s.opts.Wrap != nil {
