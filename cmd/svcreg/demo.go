@@ -140,6 +140,9 @@ func runDemo(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 			return nil
 		}
 		if err := s(); err != nil {
+			if ctx.Err() != nil {
+				return nil // stopped by a signal during the step
+			}
 			return fmt.Errorf("demo step: %w", err)
 		}
 	}

@@ -9,8 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/oklog/run"
@@ -36,10 +36,18 @@ registry: any of them answers any request. See docs/etcd.md.
 Authenticate with users from --users (a TOML file of [[user]] entries with
 name, tenant, api_key, password_hash, tokens), or start with --dev, in which
 any username authenticates with the API key "dev" and gets a tenant of its own
-("dev" gets 7777).
+("dev" gets 7777). --dev accepts anyone: never use it where others can reach
+the server, and never together with --users (refused).
 
-SIGTERM or SIGINT stops the server gracefully: waiting long-polls are
-answered, in-flight requests finish, heartbeat state is written.`
+The identity endpoint limits failed token requests per client address and
+per username, token issues per user, and the password checks (bcrypt) that
+run at once; see the --login-* flags and docs/security.md.
+
+SIGTERM or SIGINT stops the server gracefully (exit status 0): waiting
+long-polls are answered, in-flight requests finish, heartbeat state is
+written. SIGHUP reads --users and --tls-cert/--tls-key again and switches to
+them only if they are all valid; otherwise it logs why and keeps the ones in
+use. Removed users' tokens stop working at once.`
 
 type serverFlags struct {
 	listen, dataDir, users string
@@ -54,6 +62,7 @@ type serverFlags struct {
 	configLimit            int
 	rateLimit              int
 	hashPassword           bool
+	login                  server.AuthLimits
 	etcd                   etcdFlags
 }
 
@@ -82,6 +91,10 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.IntVar(&f.serviceLimit, "service-limit", store.DefaultLimits.Services, "services a new account may hold")
 	fs.IntVar(&f.configLimit, "config-limit", store.DefaultLimits.ConfigValues, "configuration values a new account may hold")
 	fs.IntVar(&f.rateLimit, "rate-limit", 500000, "GET requests a tenant may make per day")
+	fs.IntVar(&f.login.FailuresPerAddress, "login-failures-per-address", server.DefaultAuthLimits.FailuresPerAddress, "failed token requests a client address (IPv6: its /64) may make per minute\nbefore its token requests are refused (429); -1 for no limit")
+	fs.IntVar(&f.login.FailuresPerUser, "login-failures-per-user", server.DefaultAuthLimits.FailuresPerUser, "failed token requests per minute that may name one username before\nit is refused (429) without a password check; -1 for no limit")
+	fs.IntVar(&f.login.IssuesPerUser, "token-issues-per-user", server.DefaultAuthLimits.IssuesPerUser, "tokens one user may be issued per hour (each is stored until it expires);\n-1 for no limit")
+	fs.IntVar(&f.login.BcryptConcurrency, "bcrypt-concurrency", server.DefaultAuthLimits.BcryptConcurrency, "password checks (bcrypt) that may run at once; more wait, up to 64,\nfor at most 5s, then get 503 (default: half the CPUs)")
 	fs.BoolVar(&f.hashPassword, "hash-password", false, "read a password on stdin, print its bcrypt hash for --users, and exit")
 	fs.StringVar(&f.etcd.endpoints, "etcd-endpoints", "", "comma-separated etcd client `URLs`; keeps state in etcd instead of --data-dir,\nshared by every server given the same endpoints and --etcd-prefix")
 	fs.StringVar(&f.etcd.prefix, "etcd-prefix", etcdstore.DefaultPrefix, "`prefix` of every etcd key the server uses")
@@ -101,6 +114,12 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	}
 	if !f.dev && f.users == "" {
 		return usagef("give --users FILE, or --dev to let anyone in with API key \"dev\"")
+	}
+	if f.dev && f.users != "" {
+		return usagef("--dev lets anyone in and excludes --users: a --dev user could take a tenant of the users file")
+	}
+	if f.login.BcryptConcurrency < 1 {
+		return usagef("--bcrypt-concurrency must be at least 1")
 	}
 	if (f.tlsCert == "") != (f.tlsKey == "") {
 		return usagef("--tls-cert and --tls-key go together")
@@ -147,7 +166,7 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 			log.Error("close store", "err", err)
 		}
 	}()
-	auth := server.NewAuth(server.AuthConfig{Store: st, Users: users, Dev: f.dev, TokenTTL: f.tokenTTL, Logger: log})
+	auth := server.NewAuth(server.AuthConfig{Store: st, Users: users, Dev: f.dev, TokenTTL: f.tokenTTL, Limits: f.login, Logger: log, Registerer: reg})
 	api := server.New(server.Config{
 		Store:               st,
 		Auth:                auth,
@@ -171,15 +190,15 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		return fmt.Errorf("listen on %s: %w", f.listen, err)
 	}
 	scheme := "http"
+	var cert *server.Certificate
 	if f.tlsCert != "" {
-		cert, err := tls.LoadX509KeyPair(f.tlsCert, f.tlsKey)
-		if err != nil {
+		if cert, err = server.LoadCertificate(f.tlsCert, f.tlsKey); err != nil {
 			ln.Close()
 			return fmt.Errorf("load --tls-cert/--tls-key: %w", err)
 		}
 		// HTTP/1.1 only: clients keep one persistent connection, and parked
 		// long-polls hand theirs back to the server.
-		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS12})
+		ln = tls.NewListener(ln, &tls.Config{GetCertificate: cert.GetCertificate, NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS12})
 		scheme = "https"
 	}
 	base := scheme + "://" + ln.Addr().String()
@@ -188,9 +207,19 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if f.etcd.endpoints != "" {
 		where = []any{"etcd", f.etcd.endpoints, "etcd_prefix", f.etcd.prefix}
 	}
+	// Signals are caught from here on: a stop right after the "listening"
+	// line is still graceful.
+	sigs := notifyStopOrReload()
+	defer signal.Stop(sigs)
 	log.Info("svcreg server listening", append(append([]any{"url", base}, where...), "dev", f.dev, "users", len(users), "version", versionString())...)
 	if f.dev {
+		log.Warn("--dev: ANY username authenticates with API key \"dev\"; anyone who can reach " + base + " can read and write the registry. Use --users for anything but development.")
 		printDevHelp(stdout, base)
+	}
+	reload := func() {
+		if err := reloadServer(f, auth, cert, log); err != nil {
+			log.Error("SIGHUP: kept the users and TLS certificate in use", "err", err)
+		}
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -212,14 +241,45 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 			httpServer.Close()
 		}
 	})
-	g.Add(run.SignalHandler(ctx, syscall.SIGINT, syscall.SIGTERM))
-	err = g.Run()
-	var sig run.SignalError
-	if errors.As(err, &sig) {
-		log.Info("svcreg server stopping", "signal", sig.Signal.String())
+	g.Add(func() error { return stopOrReload(ctx, log, sigs, reload) }, func(error) { cancel() })
+	if err := g.Run(); !errors.Is(err, errStopped) {
+		return err
+	}
+	return nil
+}
+
+// reloadServer reads --users and --tls-cert/--tls-key again and, only if
+// all are valid, switches to them.
+func reloadServer(f serverFlags, auth *server.Auth, cert *server.Certificate, log *slog.Logger) error {
+	var users []server.User
+	var err error
+	if f.users != "" {
+		if users, err = server.LoadUsers(f.users); err != nil {
+			return err
+		}
+	}
+	var newCert *tls.Certificate
+	if cert != nil {
+		if newCert, err = cert.Read(); err != nil {
+			return err
+		}
+	}
+	if f.users != "" {
+		if err := auth.SetUsers(users); err != nil {
+			return err
+		}
+	}
+	attrs := []any{"users", len(users)}
+	if cert != nil {
+		cert.Set(newCert)
+		attrs = append(attrs, "tls_cert", f.tlsCert, "tls_not_after", cert.NotAfter())
+	}
+	if f.users == "" && cert == nil {
+		log.Info("SIGHUP: nothing to read again (no --users, no --tls-cert)")
 		return nil
 	}
-	return err
+	log.Info("SIGHUP: read the users file and TLS certificate again", attrs...)
+	return nil
 }
 
 // serverStore is what the server keeps its state in.

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"os/signal"
 	"slices"
 	"strings"
@@ -142,7 +141,9 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	g.Add(func() error { return w.Run(ctx) }, func(error) { cancel() })
 	g.Add(func() error { return loop.Run(ctx, set) }, func(error) { cancel() })
 	g.Add(func() error { return rl.watchFiles(ctx) }, func(error) { cancel() })
-	g.Add(func() error { return rl.signals(ctx) }, func(error) { cancel() })
+	sigs := notifyStopOrReload()
+	defer signal.Stop(sigs)
+	g.Add(func() error { return stopOrReload(ctx, log, sigs, func() { rl.reload(ctx, "SIGHUP") }) }, func(error) { cancel() })
 	if cfg.Listen != "" {
 		ln, err := net.Listen("tcp", cfg.Listen)
 		if err != nil {
@@ -166,8 +167,7 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	}
 	log.Info("svcreg template started", "templates", len(set.Sources()), "registry", settings.URL, "dry", f.dry)
 	err = g.Run()
-	var sig run.SignalError
-	if errors.As(err, &sig) || errors.Is(err, errStopped) {
+	if errors.Is(err, errStopped) {
 		return nil
 	}
 	return err
@@ -267,9 +267,6 @@ func runOnce(ctx context.Context, log *slog.Logger, w *watcher.Watcher, loop *re
 	return nil
 }
 
-// errStopped ends the run group on SIGTERM or SIGINT.
-var errStopped = errors.New("stopped by signal")
-
 // reloader re-reads the configuration and templates on SIGHUP, and the
 // templates when their files change, and hands a valid new set to the
 // render loop. An invalid one is logged and the old set kept.
@@ -342,26 +339,6 @@ func (r *reloader) watchFiles(ctx context.Context) error {
 			r.log.Warn("cannot watch template files; send SIGHUP after changing them", "err", err)
 			<-ctx.Done()
 			return nil
-		}
-	}
-}
-
-// signals stops on SIGTERM/SIGINT and reloads on SIGHUP.
-func (r *reloader) signals(ctx context.Context) error {
-	ch := make(chan os.Signal, 4)
-	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(ch)
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case s := <-ch:
-			if s == syscall.SIGHUP {
-				r.reload(ctx, "SIGHUP")
-				continue
-			}
-			r.log.Info("stopping", "signal", s.String())
-			return errStopped
 		}
 	}
 }
