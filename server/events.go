@@ -48,7 +48,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, rq *request) {
 		if !acct.Head.IsZero() {
 			latest = max(latest, acct.Head.Ticks()+1)
 		}
-		if from.Ticks() > latest {
+		if millis(from.Ticks()) > millis(latest) {
 			// The account's head may lag events another server node
 			// committed; ask for the newest before refusing.
 			head, err := s.store.Head(ctx, rq.tenant)
@@ -60,11 +60,11 @@ func (s *Server) handleEvents(w http.ResponseWriter, rq *request) {
 				latest = max(latest, head.Ticks()+1)
 			}
 		}
-		if from.Ticks() > latest {
+		if millis(from.Ticks()) > millis(latest) {
 			s.writeFault(w, rq, badRequest("from parameter must be smaller than the current time"))
 			return
 		}
-		if from.Ticks() < timeuuid.Ticks(acct.CreatedAt) {
+		if millis(from.Ticks()) < millis(timeuuid.Ticks(acct.CreatedAt)) {
 			s.writeFault(w, rq, badRequest("from parameter must be greater than or equal to the account creation date"))
 			return
 		}
@@ -98,6 +98,12 @@ func (s *Server) handleEvents(w http.ResponseWriter, rq *request) {
 	page, err := s.readEvents(ctx, rq.tenant, q)
 	s.writeEvents(w, rq, page, err)
 }
+
+// millis is a UUID time in milliseconds: the original compared a marker's
+// time with the current time and the account's creation in milliseconds,
+// so a client's highest UUID of the current millisecond is "now", not the
+// future (spec §7.11 steps 4 and 5).
+func millis(ticks uint64) uint64 { return ticks / 10000 }
 
 // writeEvents writes an events answer, or the fault for err.
 func (s *Server) writeEvents(w http.ResponseWriter, rq *request, page store.EventPage, err error) {
