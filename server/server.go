@@ -162,6 +162,19 @@ func rawPath(r *http.Request) string {
 	return r.URL.EscapedPath()
 }
 
+// originForm is the request target as path and query. An absolute-form
+// request line (GET http://host/v1.0/…, RFC 9112 §3.2.2) gives its path and
+// query, so that a host of digits is never taken for a tenant.
+func originForm(r *http.Request) string {
+	if strings.HasPrefix(r.RequestURI, "/") {
+		return r.RequestURI
+	}
+	if r.URL.RawQuery == "" {
+		return r.URL.EscapedPath()
+	}
+	return r.URL.EscapedPath() + "?" + r.URL.RawQuery
+}
+
 // hasPathPrefixFold reports whether path is prefix or begins with prefix
 // followed by a slash, ignoring case.
 func hasPathPrefixFold(path, prefix string) bool {
@@ -226,7 +239,7 @@ func (s *Server) authenticate(rq *request) *fault {
 	r := rq.r
 	tenant := r.Header.Get("X-Tenant-Id")
 	if tenant == "" {
-		tenant = tenantFromURL(r.RequestURI)
+		tenant = tenantFromURL(originForm(r))
 	}
 	if tenant == "" {
 		return unauthorized("No tenant id provided")
