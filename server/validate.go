@@ -115,8 +115,8 @@ func checkServiceIDField(raw json.RawMessage) (string, string) {
 	return s, checkServiceID(s)
 }
 
-// checkTags: if not null, item count 0..10, an array, each item a string of
-// 1..55 characters.
+// checkTags: if not null, item count 0..10, an array, each item a string
+// that keeps checkTag.
 func checkTags(raw json.RawMessage) ([]string, string) {
 	if jsonKind(raw) == 'n' {
 		return []string{}, ""
@@ -135,7 +135,7 @@ func checkTags(raw json.RawMessage) ([]string, string) {
 	for _, it := range items {
 		s, msg := jsonString(it)
 		if msg == "" {
-			msg = lengthMessage(s, 1, 55)
+			msg = checkTag(s)
 		}
 		if msg != "" {
 			return nil, msg
