@@ -68,7 +68,7 @@ func (p *usersProcess) hup(t *testing.T, want string, n int) {
 
 // tokenStatus asks for a token with an API key and returns the status and
 // the token.
-func tokenStatus(t *testing.T, hc *http.Client, base, user, key string) (int, string) {
+func tokenStatus(t testing.TB, hc *http.Client, base, user, key string) (int, string) {
 	t.Helper()
 	body := fmt.Sprintf(`{"auth":{"RAX-KSKEY:apiKeyCredentials":{"username":%q,"apiKey":%q}}}`, user, key)
 	resp, err := hc.Post(base+"/v2.0/tokens", "application/json", strings.NewReader(body))
