@@ -38,6 +38,7 @@ func stopBySignal(t *testing.T, sig syscall.Signal, ready string, env []string, 
 
 // A graceful stop by SIGTERM (systemd's stop) or SIGINT (Ctrl-C) is a
 // success, exit status 0, for every long-running command; never a panic.
+// The signal comes right after the command says it has started.
 func TestLongRunningCommandsStopBySignal(t *testing.T) {
 	t.Parallel()
 	registry := startServerProcess(t, "--data-dir", t.TempDir())
@@ -60,6 +61,11 @@ func TestLongRunningCommandsStopBySignal(t *testing.T) {
 			[]string{"template", "--template", tmpl + ":" + filepath.Join(dir, "out-%s.conf")}},
 		{"events-tail", "following the events after", clientEnv, []string{"events", "tail"}},
 		{"demo", "rendering examples/nginx/upstreams.tmpl", nil, []string{"demo", "--step", "50ms"}},
+		// The wrapper passes the signal on and exits with its command's
+		// status: 0 for a command that stops cleanly on it (here svcreg
+		// events tail).
+		{"wrap", "following the events after", clientEnv,
+			[]string{"wrap", "--id=sig-wrap-%s", "--", os.Args[0], "events", "tail"}},
 	}
 	for _, tc := range cases {
 		for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
