@@ -88,7 +88,7 @@ func (s *Server) faultFor(txnID string, err error) *fault {
 		s.log.Warn("store unavailable", "txn", txnID, "err", err)
 		return &fault{Status: http.StatusServiceUnavailable, Type: faultSystemFailure}
 	}
-	s.log.Error("request failed", "txn", txnID, "err", err)
+	s.log.Error("request failed", "txn", txnID, "err", logValue(err.Error()))
 	return &fault{Status: http.StatusInternalServerError, Type: faultInternal}
 }
 
