@@ -41,7 +41,8 @@ the server, and never together with --users (refused).
 
 The identity endpoint limits failed token requests per client address and
 per username, token issues per user, and the password checks (bcrypt) that
-run at once; see the --login-* flags and docs/security.md.
+run at once: --login-failures-per-address, --login-failures-per-user,
+--token-issues-per-user, --bcrypt-concurrency; see docs/security.md.
 
 SIGTERM or SIGINT stops the server gracefully (exit status 0): waiting
 long-polls are answered, in-flight requests finish, heartbeat state is
@@ -94,7 +95,7 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.IntVar(&f.login.FailuresPerAddress, "login-failures-per-address", server.DefaultAuthLimits.FailuresPerAddress, "failed token requests a client address (IPv6: its /64) may make per minute\nbefore its token requests are refused (429); -1 for no limit")
 	fs.IntVar(&f.login.FailuresPerUser, "login-failures-per-user", server.DefaultAuthLimits.FailuresPerUser, "failed token requests per minute that may name one username before\nit is refused (429) without a password check; -1 for no limit")
 	fs.IntVar(&f.login.IssuesPerUser, "token-issues-per-user", server.DefaultAuthLimits.IssuesPerUser, "tokens one user may be issued per hour (each is stored until it expires);\n-1 for no limit")
-	fs.IntVar(&f.login.BcryptConcurrency, "bcrypt-concurrency", server.DefaultAuthLimits.BcryptConcurrency, "password checks (bcrypt) that may run at once; more wait, up to 64,\nfor at most 5s, then get 503 (default: half the CPUs)")
+	fs.IntVar(&f.login.BcryptConcurrency, "bcrypt-concurrency", server.DefaultAuthLimits.BcryptConcurrency, "password checks (bcrypt) that may run at once, by default half the CPUs;\nmore wait, up to 64, for at most 5s, then get 503")
 	fs.BoolVar(&f.hashPassword, "hash-password", false, "read a password on stdin, print its bcrypt hash for --users, and exit")
 	fs.StringVar(&f.etcd.endpoints, "etcd-endpoints", "", "comma-separated etcd client `URLs`; keeps state in etcd instead of --data-dir,\nshared by every server given the same endpoints and --etcd-prefix")
 	fs.StringVar(&f.etcd.prefix, "etcd-prefix", etcdstore.DefaultPrefix, "`prefix` of every etcd key the server uses")
