@@ -18,6 +18,7 @@ import (
 // snapshot, and the sizes of the service lists it read (for min_instances).
 // Templates execute on the render loop's goroutine only.
 type execState struct {
+	renderGuard
 	snap    *watcher.Snapshot
 	watched []watchedList
 	byTag   map[string][]registry.Service
