@@ -92,15 +92,23 @@ func (e *RefusedError) Error() string {
 	return fmt.Sprintf("%s %s refused: %s", e.Field, shown(e.Value), e.Reason)
 }
 
-// shown is a value as it may appear in a log line, /healthz or an error:
-// quoted (control bytes escaped) and cut to 64 characters.
+// shown is a value as it may appear in an error message: quoted (control
+// bytes escaped) and cut to 64 characters.
 func shown(v string) string {
-	const max = 64
-	if utf8.RuneCountInString(v) > max {
-		r := []rune(v)
-		return strconv.QuoteToASCII(string(r[:max])) + "…"
+	if c := cut(v); c != v {
+		return strconv.QuoteToASCII(strings.TrimSuffix(c, "…")) + "…"
 	}
 	return strconv.QuoteToASCII(v)
+}
+
+// cut cuts v to 64 characters, for a log attribute or a JSON field (which
+// escape control bytes themselves).
+func cut(v string) string {
+	const max = 64
+	if utf8.RuneCountInString(v) > max {
+		return string([]rune(v)[:max]) + "…"
+	}
+	return v
 }
 
 func refuse(field, value, reason string, args ...any) *RefusedError {
@@ -137,8 +145,15 @@ func parseAddress(field, s string) (Address, error) {
 			}
 		}
 	}
+	// A resolver reads "0x50" or "10.1" as an IPv4 address (inet_aton);
+	// a top-level label starts with a letter (RFC 3696 §2).
+	if last := s[strings.LastIndexByte(s, '.')+1:]; !isLetter(last[0]) {
+		return Address{}, refuse(field, s, "not an IP address or a host name (the last label must start with a letter)")
+	}
 	return Address{host: strings.ToLower(s)}, nil
 }
+
+func isLetter(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
 
 func isDigitsAndDots(s string) bool {
 	for i := 0; i < len(s); i++ {
@@ -268,7 +283,7 @@ func toEndpoint(s registry.Service) (Endpoint, *RefusedError) {
 // Refusal is a service left out of a render because its data was refused.
 type Refusal struct {
 	Template string `json:"template"`
-	// Service is the service's id as shown (quoted, cut).
+	// Service is the service's id (cut to 64 characters).
 	Service string `json:"service"`
 	Field   string `json:"field"`
 	Reason  string `json:"reason"`
@@ -277,8 +292,12 @@ type Refusal struct {
 // safeFuncs are the functions that turn registry text into config tokens.
 func (st *execState) safeFuncs() map[string]any {
 	return map[string]any{
-		"endpoints": st.endpoints,
-		"endpoint":  st.endpoint,
+		"endpoints":   st.endpoints,
+		"endpoint":    st.endpoint,
+		"endpointsBy": st.endpointsBy,
+		"number": func(lo, hi int, s string) (int, error) {
+			return parseInt("number", s, lo, hi)
+		},
 		"addr": func(s string) (Address, error) {
 			return parseAddress("address", s)
 		},
@@ -306,6 +325,33 @@ func (st *execState) endpoints(list []registry.Service) ([]Endpoint, error) {
 	return out, nil
 }
 
+// endpointsBy groups the endpoints of a list by a metadata key whose value
+// is checked by ident (a backend name, say). A service without the key is
+// left out silently, one whose value or data is refused is reported.
+func (st *execState) endpointsBy(key string, list []registry.Service) (map[string][]Endpoint, error) {
+	out := map[string][]Endpoint{}
+	for _, s := range list {
+		v, ok := s.Metadata[key]
+		if !ok {
+			continue
+		}
+		if _, err := parseIdent(key, v); err != nil {
+			if err := st.report(s, err.(*RefusedError)); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		e, err := st.endpoint(s)
+		if err != nil {
+			return nil, err
+		}
+		if e != nil {
+			out[v] = append(out[v], *e)
+		}
+	}
+	return out, nil
+}
+
 // endpoint is one service's endpoint, or nil when its data is refused
 // (reported). With on_refused = "fail", a refusal fails the render.
 func (st *execState) endpoint(s any) (*Endpoint, error) {
@@ -325,11 +371,17 @@ func (st *execState) endpoint(s any) (*Endpoint, error) {
 	if refused == nil {
 		return &e, nil
 	}
+	return nil, st.report(svc, refused)
+}
+
+// report records a service left out, or with on_refused = "fail" returns
+// the error that fails the render.
+func (st *execState) report(s registry.Service, refused *RefusedError) error {
 	if st.failOnRefused {
-		return nil, fmt.Errorf("service %s: %w", shown(svc.ID), refused)
+		return fmt.Errorf("service %s: %w", shown(s.ID), refused)
 	}
-	st.refused = append(st.refused, Refusal{Service: shown(svc.ID), Field: refused.Field, Reason: refused.Error()})
-	return nil, nil
+	st.refused = append(st.refused, Refusal{Service: cut(s.ID), Field: refused.Field, Reason: refused.Error()})
+	return nil
 }
 
 // render executes one template of g and reports it: the renders metric by

@@ -41,6 +41,7 @@ var hostile = []string{
 	"host name",
 	"-host",
 	"a..b",
+	"0x50.0x50", "10.1", "127.0.0.1.",
 	"",
 }
 
@@ -48,8 +49,8 @@ func TestSafeFunctionsRefuseHostileValues(t *testing.T) {
 	t.Parallel()
 	// Values of the list that are well-formed for one function.
 	fine := map[string]map[string]bool{
-		"ident":   {strings.Repeat("a", 255): false, "0": true, "65536": true, "080": true, "0x50": true, "a..b": true},
-		"address": {"[::1]:80": false, "0x50": true},
+		"ident":   {strings.Repeat("a", 255): false, "0": true, "65536": true, "080": true, "0x50": true, "a..b": true, "10.1": true, "127.0.0.1.": true, "0x50.0x50": true},
+		"address": {"[::1]:80": false},
 	}
 	for _, v := range hostile {
 		if _, err := parseInt("port", v, 1, 65535); err == nil {
@@ -148,8 +149,8 @@ func TestEndpointsLeaveOutAndReportRefusedServices(t *testing.T) {
 		t.Fatalf("rendered:\n%s\nwant:\n%s", got, want)
 	}
 	for _, want := range []string{
-		`service="\"evil-port\"" field=port`, `service="\"evil-ip\"" field=ip`,
-		`service="\"evil weight\"" field=id`, `service="\"evil-weight\"" field=weight`, `service="\"no-port\"" field=port`,
+		`service=evil-port field=port`, `service=evil-ip field=ip`,
+		`service="evil weight" field=id`, `service=evil-weight field=weight`, `service=no-port field=port`,
 	} {
 		if !strings.Contains(logs.String(), want) {
 			t.Errorf("log lacks %s:\n%s", want, logs.String())
@@ -214,6 +215,8 @@ func TestValueFunctionsAndEndpoint(t *testing.T) {
 	snap := snapshot(
 		svc("web-1", []string{"www"}, map[string]string{"ip": "10.0.0.1", "port": "80", "path": "/a b"}),
 		svc("web-2", []string{"www"}, map[string]string{"ip": "10.0.0.2", "port": "x"}),
+		svc("web-3", nil, map[string]string{"ip": "10.0.0.3", "port": "80", "backend": "api"}),
+		svc("web-4", nil, map[string]string{"ip": "10.0.0.4", "port": "80", "backend": "api\nfrontend x"}),
 	)
 	for _, tc := range []struct{ name, tmpl, want, err string }{
 		{"port", `{{port "8080"}}`, "8080", ""},
@@ -226,8 +229,11 @@ func TestValueFunctionsAndEndpoint(t *testing.T) {
 		{"ident refused", `{{ident "api v2"}}`, "", `identifier "api v2" refused`},
 		{"nginxString", `{{nginxString (service "web-1").Metadata.path}}`, `"/a b"`, ""},
 		{"haproxyString", `{{haproxyString (service "web-1").Metadata.path}}`, `'/a b'`, ""},
-		{"endpoint", `{{range services}}{{with endpoint .}}{{.HostPort}} {{end}}{{end}}`, "10.0.0.1:80 ", ""},
+		{"endpoint", `{{range services}}{{with endpoint .}}{{.HostPort}} {{end}}{{end}}`, "10.0.0.1:80 10.0.0.3:80 10.0.0.4:80 ", ""},
 		{"endpoint of a pointer", `{{(endpoint (service "web-1")).Port}}`, "80", ""},
+		{"number", `{{configOr "/lb/port" "1" | number 1 65535}}`, "8080", ""},
+		{"number refused", `{{number 1 10 "11"}}`, "", `number "11" refused: not a number in 1..10`},
+		{"endpointsBy", `{{range $b, $eps := endpointsBy "backend" services}}{{$b}}:{{range $eps}}{{.Name}}{{end}} {{end}}`, "api:web-3 ", ""},
 		{"endpoint raw service", `{{range endpoints services}}{{.Service.Metadata.path}}{{end}}`, "/a b", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
