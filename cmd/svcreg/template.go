@@ -40,11 +40,21 @@ Templates come from --config (TOML) or from --template flags. The registry
 connection comes from the flags, the config file's [registry], or the SVCREG_*
 variables, in that order.
 
+Registry data is untrusted: templates should pass it through the safe
+functions (endpoints, addr, port, weight, ident, nginxString, haproxyString;
+see the README), which leave a service with refused data out of the render
+and report it in the log, /metrics and /healthz. A render is bounded by
+render_timeout and max_output; env and expandenv do not see SVCREG_API_KEY,
+SVCREG_PASSWORD or SVCREG_TOKEN.
+
+--print renders every template for the registry's current state and prints
+each full output to stdout; it writes no file and runs no command.
+
 Signals: SIGTERM and SIGINT stop; SIGHUP re-reads the config file and the
 templates and switches to them if they are valid. Template files are also
 watched and re-read when they change.
 
-Exit codes (--once): 0 done; 1 other error; 2 usage; 3 bad config or
+Exit codes (--once, --print): 0 done; 1 other error; 2 usage; 3 bad config or
 template; 4 no sync with the registry within --once-timeout; 5 a template
 failed to render (or min_instances refused it); 6 a check command failed;
 7 a file could not be installed; 8 a reload command failed.`
