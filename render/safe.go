@@ -322,6 +322,7 @@ func (st *execState) endpoints(list []registry.Service) ([]Endpoint, error) {
 			out = append(out, *e)
 		}
 	}
+	st.watched = append(st.watched, watchedList{"endpoints (refused services left out)", len(out)})
 	return out, nil
 }
 
@@ -330,6 +331,7 @@ func (st *execState) endpoints(list []registry.Service) ([]Endpoint, error) {
 // left out silently, one whose value or data is refused is reported.
 func (st *execState) endpointsBy(key string, list []registry.Service) (map[string][]Endpoint, error) {
 	out := map[string][]Endpoint{}
+	n := 0
 	for _, s := range list {
 		v, ok := s.Metadata[key]
 		if !ok {
@@ -347,8 +349,10 @@ func (st *execState) endpointsBy(key string, list []registry.Service) (map[strin
 		}
 		if e != nil {
 			out[v] = append(out[v], *e)
+			n++
 		}
 	}
+	st.watched = append(st.watched, watchedList{fmt.Sprintf("endpointsBy %q (refused services left out)", key), n})
 	return out, nil
 }
 

@@ -3,6 +3,7 @@ package render
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -250,5 +251,19 @@ func TestValueFunctionsAndEndpoint(t *testing.T) {
 				t.Fatalf("got %q, %v; want %q", out, err, tc.want)
 			}
 		})
+	}
+}
+
+// min_instances counts the endpoints left after refusals: hostile services
+// alone do not make an upstream look populated.
+func TestMinInstancesCountsEndpoints(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, endpointsTemplate)
+	set := g.set(t, TemplateConfig{MinInstances: 1})
+	snap := snapshot(svc("evil", []string{"www"}, map[string]string{"ip": "10.0.0.1", "port": "80;"}))
+	res := g.r.Pass(context.Background(), set, snap)
+	var guard *GuardError
+	if w := res.Worst(); w == nil || !errors.As(w.Err, &guard) || !strings.Contains(guard.Call, "endpoints") {
+		t.Fatalf("worst = %v; want min_instances to refuse the endpoints list", w)
 	}
 }

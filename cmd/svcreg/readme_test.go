@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/svcreg/svcreg/internal/testserver"
+	"github.com/svcreg/svcreg/render"
 )
 
 // readmeBlock returns the lines of the first fenced code block of the
@@ -117,5 +119,22 @@ func TestREADMEWrapperExample(t *testing.T) {
 	out, _ := cmd.CombinedOutput()
 	if !regexp.MustCompile(`(?m)^http-` + port + `\s+www\s`).Match(out) {
 		t.Fatalf("the listing lacks the wrapped service:\n%s", out)
+	}
+}
+
+// The README's configuration reference is a config svcreg template takes:
+// every key it shows exists and every value is valid.
+func TestREADMEConfigurationReference(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "render.toml")
+	if err := os.WriteFile(path, []byte(strings.Join(readmeBlock(t, "### Configuration", "toml"), "\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := render.LoadConfig(path)
+	if err != nil {
+		t.Fatalf("the README's configuration reference: %v", err)
+	}
+	if len(c.Templates) != 2 || c.Templates[1].Contents == "" || len(c.FunctionDenylist) == 0 {
+		t.Fatalf("read the wrong block? %+v", c)
 	}
 }
