@@ -222,12 +222,26 @@ func (t *Template) execute(ctx context.Context, snap *watcher.Snapshot) ([]byte,
 		return res.out, res.refused, res.err
 	case <-ctx.Done():
 		timeout.Stop()
-		if cause := context.Cause(ctx); errors.Is(cause, errRenderTimeout) {
-			return nil, nil, fmt.Errorf("template %s: %w after %s; the render was abandoned and may still use a CPU until its loop ends", t.Name(), cause, t.RenderTimeout.D())
-		}
-		return nil, nil, fmt.Errorf("template %s: render stopped: %w", t.Name(), context.Cause(ctx))
 	}
+	// Stopped: an execution that writes or calls a bounded function ends
+	// at once; give it a moment, so that only one that does neither is
+	// reported abandoned.
+	grace := time.NewTimer(stopGrace)
+	defer grace.Stop()
+	select {
+	case res := <-done: // stopped, or finished just in time
+		return res.out, res.refused, res.err
+	case <-grace.C:
+	}
+	if cause := context.Cause(ctx); errors.Is(cause, errRenderTimeout) {
+		return nil, nil, fmt.Errorf("template %s: %w after %s; the render was abandoned and uses a CPU until its loop ends", t.Name(), cause, t.RenderTimeout.D())
+	}
+	return nil, nil, fmt.Errorf("template %s: render stopped: %w", t.Name(), context.Cause(ctx))
 }
+
+// stopGrace is how long a stopped render has to end before it is
+// abandoned.
+const stopGrace = 100 * time.Millisecond
 
 // dedupeRefusals names the template in each refusal and drops repeats (a
 // template may read a service twice).

@@ -74,8 +74,9 @@ func (a Address) Bracketed() string {
 	return a.String()
 }
 
-// IsIPv6 reports whether the address is an IPv6 address.
-func (a Address) IsIPv6() bool { return a.ip.Is6() && !a.ip.Is4In6() }
+// IsIPv6 reports whether the address is an IPv6 address (an IPv4-mapped
+// one included: it is written the IPv6 way).
+func (a Address) IsIPv6() bool { return a.ip.Is6() }
 
 // IsHostName reports whether the address is a host name (resolved by the
 // load balancer) rather than an IP address.

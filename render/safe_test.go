@@ -78,7 +78,7 @@ func TestSafeFunctionsAccept(t *testing.T) {
 		{"10.0.0.1", "10.0.0.1", "10.0.0.1"},
 		{"2001:db8::1", "2001:db8::1", "[2001:db8::1]"},
 		{"[2001:DB8::1]", "2001:db8::1", "[2001:db8::1]"},
-		{"::ffff:10.0.0.1", "::ffff:10.0.0.1", "::ffff:10.0.0.1"},
+		{"::ffff:10.0.0.1", "::ffff:10.0.0.1", "[::ffff:10.0.0.1]"},
 		{"Web-1.internal", "web-1.internal", "web-1.internal"},
 		{"localhost", "localhost", "localhost"},
 	} {
