@@ -137,7 +137,7 @@ func TestNginxExampleRefusesHostileData(t *testing.T) {
 		"server " + ipA + ":" + portA + ";  # web-a",
 		"server " + ipB + ":" + portB + " weight=2;  # web-b",
 		"keepalive 16;", "}"}
-	checkSafeInstall(t, n.upstreams, want, n.url(), []string{"backend-a", "backend-b"}, health, evil)
+	checkSafeInstall(t, n.upstreams, "examples/nginx/upstreams.tmpl", want, n.url(), []string{"backend-a", "backend-b"}, health, evil)
 
 	// A hostile configuration value: no service to leave out, so the render
 	// fails and the installed file and nginx stay as they are.
@@ -173,16 +173,22 @@ func TestHAProxyExampleRefusesHostileData(t *testing.T) {
 	want := []string{"backend api", "balance roundrobin", "option httpchk GET '/'",
 		"server api-1 " + ip1 + ":" + port1 + " check",
 		"server api-2 " + ip2 + ":" + port2 + " check"}
-	checkSafeInstall(t, h.backends, want, url, []string{"api-1", "api-2"}, health, evil)
+	checkSafeInstall(t, h.backends, "examples/haproxy/backends.tmpl", want, url, []string{"api-1", "api-2"}, health, evil)
 }
 
 // checkSafeInstall checks that the installed file's config lines are
-// exactly want, that the load balancer at url spreads requests over exactly
-// the backends named, and that /healthz reports each evil service refused.
-func checkSafeInstall(t *testing.T, file string, want []string, url string, backends []string, health string, evil []string) {
+// exactly want and its comment lines the template's own, that the load
+// balancer at url spreads requests over exactly the backends named, and
+// that /healthz reports each evil service refused.
+func checkSafeInstall(t *testing.T, file, tmpl string, want []string, url string, backends []string, health string, evil []string) {
 	t.Helper()
 	if got := configLines(readString(file)); strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("installed %s:\n%s\nwant exactly:\n%s", file, readString(file), strings.Join(want, "\n"))
+	}
+	for _, l := range strings.Split(readString(file), "\n") {
+		if strings.HasPrefix(strings.TrimSpace(l), "#") && !strings.Contains(readString(repoFile(tmpl)), l) {
+			t.Errorf("installed %s has a comment line the template does not: %q", file, l)
+		}
 	}
 	eventuallyTrue(t, "the load balancer to serve every backend", func() bool {
 		seen := map[string]bool{}
