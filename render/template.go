@@ -72,6 +72,9 @@ func NewSet(c Config) (*Set, error) {
 // parseTemplate reads and parses one template. Errors name the file and
 // line ("template: nginx.tmpl:3: function "x" not defined").
 func parseTemplate(tc TemplateConfig, denied []string) (*Template, error) {
+	if err := tc.normalizeTemplate(); err != nil { // a Set built without Normalize
+		return nil, fmt.Errorf("template %s: %w", tc.Name(), err)
+	}
 	text := tc.Contents
 	if tc.Source != "" {
 		b, err := os.ReadFile(tc.Source)
