@@ -168,12 +168,12 @@ func (g *renderGuard) size(fn string, count, n int) error {
 	return nil
 }
 
-// HiddenEnv are the environment variables a template's env and expandenv
+// hiddenEnv are the environment variables a template's env and expandenv
 // never see: the renderer's own credentials.
-var HiddenEnv = []string{"SVCREG_API_KEY", "SVCREG_PASSWORD", "SVCREG_TOKEN"}
+var hiddenEnv = []string{"SVCREG_API_KEY", "SVCREG_PASSWORD", "SVCREG_TOKEN"}
 
 func templateEnv(name string) string {
-	for _, h := range HiddenEnv {
+	for _, h := range hiddenEnv {
 		if name == h {
 			return ""
 		}
