@@ -37,7 +37,7 @@ func ExampleClient_Register() {
 	defer stop()
 	ctx := context.Background()
 
-	c, err := registry.New(registry.Config{URL: apiURL, AuthURL: authURL, Username: "example", APIKey: "dev"})
+	c, err := registry.New(registry.Config{URL: apiURL, AuthURL: authURL, Username: "dev", APIKey: "dev"})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -84,7 +84,7 @@ func ExampleClient_ListServices() {
 	apiURL, authURL, stop := startExampleRegistry()
 	defer stop()
 	ctx := context.Background()
-	c, err := registry.New(registry.Config{URL: apiURL, AuthURL: authURL, Username: "example", APIKey: "dev"})
+	c, err := registry.New(registry.Config{URL: apiURL, AuthURL: authURL, Username: "dev", APIKey: "dev"})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -113,7 +113,7 @@ func ExampleClient_ListServices() {
 func ExampleClient_Watch() {
 	apiURL, authURL, stop := startExampleRegistry()
 	defer stop()
-	c, err := registry.New(registry.Config{URL: apiURL, AuthURL: authURL, Username: "example", APIKey: "dev"})
+	c, err := registry.New(registry.Config{URL: apiURL, AuthURL: authURL, Username: "dev", APIKey: "dev"})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -166,7 +166,7 @@ func ExampleClient_SetConfig() {
 	apiURL, authURL, stop := startExampleRegistry()
 	defer stop()
 	ctx := context.Background()
-	c, err := registry.New(registry.Config{URL: apiURL, AuthURL: authURL, Username: "example", APIKey: "dev"})
+	c, err := registry.New(registry.Config{URL: apiURL, AuthURL: authURL, Username: "dev", APIKey: "dev"})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -204,7 +204,7 @@ func ExampleClient_SetConfig() {
 func ExampleServicesCache() {
 	apiURL, authURL, stop := startExampleRegistry()
 	ctx := context.Background()
-	c, err := registry.New(registry.Config{URL: apiURL, AuthURL: authURL, Username: "example", APIKey: "dev"})
+	c, err := registry.New(registry.Config{URL: apiURL, AuthURL: authURL, Username: "dev", APIKey: "dev"})
 	if err != nil {
 		log.Fatal(err)
 	}

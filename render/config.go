@@ -23,6 +23,9 @@ type Config struct {
 	// Resync is how often the watcher lists everything again as a safety
 	// net; 10m if zero.
 	Resync Duration `toml:"resync"`
+	// FunctionDenylist names template functions no template may call
+	// (a template calling one fails to load).
+	FunctionDenylist []string `toml:"function_denylist"`
 }
 
 // RegistryConfig says how to reach the registry. Empty fields fall back to
@@ -73,6 +76,70 @@ type TemplateConfig struct {
 	MinInstances int `toml:"min_instances"`
 	// CheckTimeout bounds the check command; 30s if zero.
 	CheckTimeout Duration `toml:"check_timeout"`
+
+	// Contents is the template itself, instead of a Source file.
+	Contents string `toml:"contents"`
+	// ErrorOnMissingKey fails the render on a missing map key
+	// (.Metadata.nope) instead of rendering an empty string.
+	ErrorOnMissingKey bool `toml:"error_on_missing_key"`
+	// LeftDelimiter and RightDelimiter replace {{ and }}.
+	LeftDelimiter  string `toml:"left_delimiter"`
+	RightDelimiter string `toml:"right_delimiter"`
+	// CreateDestDirs creates a missing destination directory (0755)
+	// instead of failing the install.
+	CreateDestDirs bool `toml:"create_dest_dirs"`
+	// Splay is the most of a random delay before the group's install and
+	// reload, so that many renderers do not reload at the same instant.
+	Splay Duration `toml:"splay"`
+	// RenderTimeout bounds one execution of the template; 10s if zero.
+	RenderTimeout Duration `toml:"render_timeout"`
+	// MaxOutput bounds the rendered size; 16 MiB if zero.
+	MaxOutput ByteSize `toml:"max_output"`
+	// OnRefused is what a service whose data a safe function refused does:
+	// "skip" (default) leaves it out of the render, "fail" fails the render.
+	OnRefused string `toml:"on_refused"`
+}
+
+// What on_refused may say.
+const (
+	RefusedSkip = "skip"
+	RefusedFail = "fail"
+)
+
+// Name names the template in logs, errors and metrics: its source file,
+// or "contents of DESTINATION" for an inline template.
+func (t TemplateConfig) Name() string {
+	if t.Source != "" {
+		return t.Source
+	}
+	return "contents of " + t.Destination
+}
+
+// ByteSize is a size in bytes, written in TOML as a number of bytes or a
+// string such as "512KiB", "16MiB" or "1GiB".
+type ByteSize int
+
+// UnmarshalTOML implements toml.Unmarshaler.
+func (b *ByteSize) UnmarshalTOML(v any) error {
+	switch v := v.(type) {
+	case int64:
+		if v <= 0 || v > 1<<40 {
+			return fmt.Errorf("size %d is out of range", v)
+		}
+		*b = ByteSize(v)
+		return nil
+	case string:
+		num := strings.TrimRight(v, "KMGiB")
+		unit := v[len(num):]
+		mult, ok := map[string]int64{"": 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}[unit]
+		n, err := strconv.ParseInt(strings.TrimSpace(num), 10, 64)
+		if !ok || err != nil || n <= 0 || n > (1<<40)/mult {
+			return fmt.Errorf("%q is not a size such as 65536, \"512KiB\", \"16MiB\" or \"1GiB\"", v)
+		}
+		*b = ByteSize(n * mult)
+		return nil
+	}
+	return fmt.Errorf("%v is not a size such as 65536 or \"16MiB\"", v)
 }
 
 // Duration is a time.Duration written as "2s" in TOML.
@@ -188,10 +255,10 @@ func (c *Config) Normalize() error {
 	for i := range c.Templates {
 		t := &c.Templates[i]
 		where := fmt.Sprintf("template %d", i+1)
-		if t.Source == "" || t.Destination == "" {
-			return fmt.Errorf("%s: source and destination are required", where)
+		if (t.Source == "") == (t.Contents == "") || t.Destination == "" {
+			return fmt.Errorf("%s: a destination and either source or contents are required", where)
 		}
-		where = fmt.Sprintf("template %s", t.Source)
+		where = fmt.Sprintf("template %s", t.Name())
 		if j, dup := dests[t.Destination]; dup {
 			return fmt.Errorf("%s: destination %s is also template %d's", where, t.Destination, j+1)
 		}
@@ -213,6 +280,12 @@ func (c *Config) Normalize() error {
 		if t.MinInstances < 0 {
 			return fmt.Errorf("%s: min_instances must not be negative", where)
 		}
+		if err := t.normalizeTemplate(); err != nil {
+			return fmt.Errorf("%s: %w", where, err)
+		}
+	}
+	if err := checkDenylist(c.FunctionDenylist); err != nil {
+		return err
 	}
 	_, err := groupsOf(c.Templates)
 	return err
@@ -234,6 +307,7 @@ type groupSettings struct {
 	reloadTimeout     time.Duration
 	checkTimeout      time.Duration
 	minReloadInterval time.Duration
+	splay             time.Duration
 	templates         []int // indexes into Config.Templates
 }
 
@@ -259,6 +333,7 @@ func groupsOf(ts []TemplateConfig) ([]*groupSettings, error) {
 		g.reloadTimeout = max(g.reloadTimeout, t.ReloadTimeout.D())
 		g.checkTimeout = max(g.checkTimeout, t.CheckTimeout.D())
 		g.minReloadInterval = max(g.minReloadInterval, t.MinReloadInterval.D())
+		g.splay = max(g.splay, t.Splay.D())
 		g.templates = append(g.templates, i)
 	}
 	return out, nil
@@ -273,5 +348,27 @@ func agree(group, key string, dst *string, val string) error {
 		return fmt.Errorf("templates of reload_group %q disagree on %s: %q and %q", group, key, *dst, val)
 	}
 	*dst = val
+	return nil
+}
+
+// normalizeTemplate applies the defaults of the settings that shape how a
+// template executes, and checks them.
+func (t *TemplateConfig) normalizeTemplate() error {
+	if t.RenderTimeout == 0 {
+		t.RenderTimeout = Duration(DefaultRenderTimeout)
+	}
+	if t.MaxOutput == 0 {
+		t.MaxOutput = DefaultMaxOutput
+	}
+	switch t.OnRefused {
+	case "":
+		t.OnRefused = RefusedSkip
+	case RefusedSkip, RefusedFail:
+	default:
+		return fmt.Errorf("on_refused = %q: want %q or %q", t.OnRefused, RefusedSkip, RefusedFail)
+	}
+	if (t.LeftDelimiter == "") != (t.RightDelimiter == "") {
+		return errors.New("left_delimiter and right_delimiter go together")
+	}
 	return nil
 }

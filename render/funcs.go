@@ -16,8 +16,9 @@ import (
 
 // execState is what a template's functions see while it executes: the
 // snapshot, and the sizes of the service lists it read (for min_instances).
-// Templates execute on the render loop's goroutine only.
+// A template executes once at a time (Template.busy).
 type execState struct {
+	renderGuard
 	snap    *watcher.Snapshot
 	watched []watchedList
 	byTag   map[string][]registry.Service

@@ -22,6 +22,8 @@ type GroupHealth struct {
 	Check   *StepResult `json:"check,omitempty"`
 	Install *StepResult `json:"install,omitempty"`
 	Reload  *StepResult `json:"reload,omitempty"`
+	// Refused are the services the last render left out, and why.
+	Refused []Refusal `json:"refused,omitempty"`
 }
 
 // Health collects what /healthz reports: the watcher's status, the snapshot
@@ -47,11 +49,7 @@ func (h *Health) record(group string, step FailureKind, err error, at time.Time)
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	g := h.groups[group]
-	if g == nil {
-		g = &GroupHealth{}
-		h.groups[group] = g
-	}
+	g := h.group(group)
 	switch step {
 	case RenderFailed:
 		g.Render = r
@@ -62,6 +60,16 @@ func (h *Health) record(group string, step FailureKind, err error, at time.Time)
 	case ReloadFailed:
 		g.Reload = r
 	}
+}
+
+// group returns a group's health, made on first use; h.mu must be held.
+func (h *Health) group(name string) *GroupHealth {
+	g := h.groups[name]
+	if g == nil {
+		g = &GroupHealth{}
+		h.groups[name] = g
+	}
+	return g
 }
 
 func (h *Health) setRendered(snap *watcher.Snapshot) {

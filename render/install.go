@@ -159,3 +159,25 @@ func replace(dest string, data []byte, mode os.FileMode, owner fileOwner) error 
 	}
 	return nil
 }
+
+// destinationDir makes sure a destination's directory exists: with
+// create_dest_dirs it creates it (0755, parents too), else a missing one is
+// an error that says what to do.
+func destinationDir(t TemplateConfig) error {
+	dir := filepath.Dir(t.Destination)
+	info, err := os.Stat(dir)
+	switch {
+	case err == nil && !info.IsDir():
+		return fmt.Errorf("destination directory %s is not a directory", dir)
+	case err == nil:
+		return nil
+	case !errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("destination directory: %w", err)
+	case !t.CreateDestDirs:
+		return fmt.Errorf("destination directory %s does not exist (create it, or set create_dest_dirs = true)", dir)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create destination directory: %w", err)
+	}
+	return nil
+}

@@ -86,22 +86,13 @@ func (l *Loop) Run(ctx context.Context, set *Set) error {
 // pass and returns its result. It returns ErrSyncTimeout when no synced
 // snapshot came in time.
 func (l *Loop) RunOnce(ctx context.Context, set *Set, timeout time.Duration) (PassResult, error) {
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	for {
-		if snap := l.Source.Snapshot(); snap != nil && snap.Synced {
-			res := l.Renderer.Pass(ctx, set, snap)
-			l.Renderer.Health.setRendered(snap)
-			return res, nil
-		}
-		select {
-		case <-ctx.Done():
-			return PassResult{}, ctx.Err()
-		case <-t.C:
-			return PassResult{}, fmt.Errorf("%w after %s", ErrSyncTimeout, timeout)
-		case <-l.Source.Updates():
-		}
+	snap, err := WaitSynced(ctx, l.Source, timeout)
+	if err != nil {
+		return PassResult{}, err
 	}
+	res := l.Renderer.Pass(ctx, set, snap)
+	l.Renderer.Health.setRendered(snap)
+	return res, nil
 }
 
 // ErrSyncTimeout: the registry could not be listed in time.

@@ -10,6 +10,7 @@ type Metrics struct {
 	reloads        *prometheus.CounterVec
 	eventToInstall prometheus.Histogram
 	passSeconds    prometheus.Histogram
+	refused        *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics and registers them with r (if not nil).
@@ -41,9 +42,13 @@ func NewMetrics(r prometheus.Registerer) *Metrics {
 			Help:    "Time of one render pass over every template, commands included.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "svcreg_template_refused_services_total",
+			Help: "Services left out of a render because a safe function refused their data, by template and field.",
+		}, []string{"template", "field"}),
 	}
 	if r != nil {
-		r.MustRegister(m.renders, m.installs, m.checks, m.reloads, m.eventToInstall, m.passSeconds)
+		r.MustRegister(m.renders, m.installs, m.checks, m.reloads, m.eventToInstall, m.passSeconds, m.refused)
 	}
 	return m
 }

@@ -81,6 +81,7 @@ type Renderer struct {
 
 	now        func() time.Time
 	lastReload map[string]time.Time // by group
+	splayDelay func(max time.Duration) time.Duration
 }
 
 // NewRenderer returns a Renderer; nil fields get working defaults.
@@ -146,16 +147,7 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 	files := make([]*file, len(g.Templates))
 	anyChanged := false
 	for i, t := range g.Templates {
-		out, err := t.Render(snap)
-		var guard *GuardError
-		switch {
-		case errors.As(err, &guard):
-			r.Metrics.renders.WithLabelValues(t.Source, "guard").Inc()
-		case err != nil:
-			r.Metrics.renders.WithLabelValues(t.Source, "error").Inc()
-		default:
-			r.Metrics.renders.WithLabelValues(t.Source, "ok").Inc()
-		}
+		out, err := r.render(ctx, g, t, snap)
 		if err != nil {
 			return fail(RenderFailed, err)
 		}
@@ -187,6 +179,10 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 		}
 	}
 
+	if err := r.splay(ctx, g); err != nil {
+		return false, time.Time{}, nil // stopping
+	}
+
 	// Stage every changed file next to its destination.
 	defer func() {
 		for _, f := range files {
@@ -202,6 +198,9 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 		var err error
 		if f.mode, f.owner, err = destinationMode(f.t.TemplateConfig, f.info); err != nil {
 			return fail(InstallFailed, fmt.Errorf("%s: %w", f.t.Destination, err))
+		}
+		if err := destinationDir(f.t.TemplateConfig); err != nil {
+			return fail(InstallFailed, err)
 		}
 		f.staged = stagedName(f.t.Destination)
 		if err := writeStaged(f.staged, f.out, f.mode, f.owner); err != nil {
@@ -240,7 +239,7 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 			r.Log.Warn("destination cannot be replaced by rename (bind-mounted?); rewrote it in place, which is not atomic", "destination", f.t.Destination)
 		}
 		f.staged, f.replaced = "", true
-		r.Metrics.installs.WithLabelValues(f.t.Source).Inc()
+		r.Metrics.installs.WithLabelValues(f.t.Name()).Inc()
 		r.Log.Info("installed", "destination", f.t.Destination, "bytes", len(f.out), "group", g.Name)
 	}
 	r.Health.record(g.Name, InstallFailed, nil, r.now())
@@ -299,7 +298,7 @@ func checkDataFor(files []*file) checkData {
 				d.Staged, d.Destination = f.staged, f.t.Destination
 			}
 		}
-		d.Files = append(d.Files, checkFile{Source: f.t.Source, Destination: f.t.Destination, Staged: path})
+		d.Files = append(d.Files, checkFile{Source: f.t.Name(), Destination: f.t.Destination, Staged: path})
 	}
 	return d
 }

@@ -1,7 +1,7 @@
 package render
 
 import (
-	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -29,6 +29,7 @@ type Group struct {
 	Reload            string
 	ReloadTimeout     time.Duration
 	MinReloadInterval time.Duration
+	Splay             time.Duration
 	check             *template.Template // the check command, with placeholders
 }
 
@@ -37,6 +38,7 @@ type Template struct {
 	TemplateConfig
 	tmpl  *template.Template
 	state *execState
+	busy  chan struct{} // held while an execution (maybe abandoned) runs
 }
 
 // NewSet parses every template of c (which must be normalized).
@@ -48,7 +50,7 @@ func NewSet(c Config) (*Set, error) {
 	set := &Set{Config: c}
 	for _, gsets := range gs {
 		g := &Group{Name: gsets.name, Check: gsets.check, CheckTimeout: gsets.checkTimeout,
-			Reload: gsets.reload, ReloadTimeout: gsets.reloadTimeout, MinReloadInterval: gsets.minReloadInterval}
+			Reload: gsets.reload, ReloadTimeout: gsets.reloadTimeout, MinReloadInterval: gsets.minReloadInterval, Splay: gsets.splay}
 		if g.Check != "" {
 			g.check, err = template.New("check").Option("missingkey=error").Parse(g.Check)
 			if err != nil {
@@ -56,7 +58,7 @@ func NewSet(c Config) (*Set, error) {
 			}
 		}
 		for _, i := range gsets.templates {
-			t, err := parseTemplate(c.Templates[i])
+			t, err := parseTemplate(c.Templates[i], c.FunctionDenylist)
 			if err != nil {
 				return nil, err
 			}
@@ -69,37 +71,50 @@ func NewSet(c Config) (*Set, error) {
 
 // parseTemplate reads and parses one template. Errors name the file and
 // line ("template: nginx.tmpl:3: function "x" not defined").
-func parseTemplate(tc TemplateConfig) (*Template, error) {
-	text, err := os.ReadFile(tc.Source)
-	if err != nil {
-		return nil, fmt.Errorf("read template: %w", err)
+func parseTemplate(tc TemplateConfig, denied []string) (*Template, error) {
+	if err := tc.normalizeTemplate(); err != nil { // a Set built without Normalize
+		return nil, fmt.Errorf("template %s: %w", tc.Name(), err)
+	}
+	text := tc.Contents
+	if tc.Source != "" {
+		b, err := os.ReadFile(tc.Source)
+		if err != nil {
+			return nil, fmt.Errorf("read template: %w", err)
+		}
+		text = string(b)
 	}
 	st := &execState{}
-	tmpl, err := template.New(tc.Source).Option("missingkey=zero").Funcs(st.funcMap()).Parse(string(text))
-	if err != nil {
-		return nil, err
+	missing := "missingkey=zero"
+	if tc.ErrorOnMissingKey {
+		missing = "missingkey=error"
 	}
-	return &Template{TemplateConfig: tc, tmpl: tmpl, state: st}, nil
+	tmpl, err := template.New(tc.Name()).Option(missing).Delims(tc.LeftDelimiter, tc.RightDelimiter).
+		Funcs(st.templateFuncs(denied)).Parse(text)
+	if err != nil {
+		return nil, explainDenied(err, denied)
+	}
+	return &Template{TemplateConfig: tc, tmpl: tmpl, state: st, busy: make(chan struct{}, 1)}, nil
 }
 
-// Render executes the template on snap. It refuses (with an error) a render
-// in which a list of services the template read holds fewer than
-// MinInstances services.
+// Render executes the template on snap, within its render_timeout and
+// max_output. It refuses (with an error) a render in which a list of
+// services the template read holds fewer than MinInstances services.
 func (t *Template) Render(snap *watcher.Snapshot) ([]byte, error) {
-	t.state.reset(snap)
-	defer t.state.reset(nil)
-	var buf bytes.Buffer
-	if err := t.tmpl.Execute(&buf, snap); err != nil {
-		return nil, err
-	}
+	out, _, err := t.execute(context.Background(), snap)
+	return out, err
+}
+
+// checkMinInstances refuses a render in which a list of services the
+// template read holds fewer than MinInstances services.
+func (t *Template) checkMinInstances() error {
 	if t.MinInstances > 0 {
 		for _, w := range t.state.watched {
 			if w.n < t.MinInstances {
-				return nil, &GuardError{Template: t.Source, Call: w.call, Got: w.n, Min: t.MinInstances}
+				return &GuardError{Template: t.Name(), Call: w.call, Got: w.n, Min: t.MinInstances}
 			}
 		}
 	}
-	return buf.Bytes(), nil
+	return nil
 }
 
 // GuardError is a render refused by min_instances.
@@ -113,12 +128,15 @@ func (e *GuardError) Error() string {
 	return fmt.Sprintf("template %s: %s holds %d service(s), fewer than min_instances = %d; keeping the old file", e.Template, e.Call, e.Got, e.Min)
 }
 
-// Sources returns the template files of the set.
+// Sources returns the template files of the set (inline templates have
+// none).
 func (s *Set) Sources() []string {
 	var out []string
 	for _, g := range s.Groups {
 		for _, t := range g.Templates {
-			out = append(out, t.Source)
+			if t.Source != "" {
+				out = append(out, t.Source)
+			}
 		}
 	}
 	return out

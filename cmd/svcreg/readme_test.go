@@ -4,8 +4,16 @@ import (
 	"context"
 	"io"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/svcreg/svcreg/internal/testserver"
+	"github.com/svcreg/svcreg/render"
 )
 
 // readmeBlock returns the lines of the first fenced code block of the
@@ -77,5 +85,56 @@ func TestREADMECommandLines(t *testing.T) {
 	}
 	if n < 10 {
 		t.Errorf("README's command-line block shows %d svcreg commands; the test reads the wrong block", n)
+	}
+}
+
+// The README's Go client example and its command-line examples sign in
+// as the same user (the same tenant), so each sees the other's services.
+func TestREADMEExamplesShareAnAccount(t *testing.T) {
+	t.Parallel()
+	goUser := regexp.MustCompile(`Username: "([^"]+)"`).FindStringSubmatch(strings.Join(readmeBlock(t, "## Using the Go client", "go"), "\n"))
+	cliUser := regexp.MustCompile(`SVCREG_USERNAME=(\S+)`).FindStringSubmatch(strings.Join(readmeBlock(t, "## Command line", "sh"), "\n"))
+	if goUser == nil || cliUser == nil || goUser[1] != cliUser[1] {
+		t.Fatalf("the Go client example signs in as %q, the command-line examples as %q", goUser, cliUser)
+	}
+}
+
+// The README's wrapper example, run as written (with the test's registry
+// and a free port): the listing shows the wrapped service.
+func TestREADMEWrapperExample(t *testing.T) {
+	t.Parallel()
+	program(t, "python3")
+	bin := t.TempDir()
+	if out, err := exec.Command("go", "build", "-o", bin, "./", "../service-registry-wrapper").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v: %s", err, out)
+	}
+	srv := testserver.Start(t, testserver.Options{})
+	port := strconv.Itoa(freePort(t))
+	script := strings.Join(readmeBlock(t, "## Wrapping a process: service-registry-wrapper and svcreg wrap", "sh"), "\n")
+	script = strings.NewReplacer("http://127.0.0.1:8420/v1.0", srv.APIURL, "8000", port).Replace(script) + "\nwait $wrapper\n"
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second) // stops a broken test only
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "sh", "-c", script)
+	cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"))
+	out, _ := cmd.CombinedOutput()
+	if !regexp.MustCompile(`(?m)^http-` + port + `\s+www\s`).Match(out) {
+		t.Fatalf("the listing lacks the wrapped service:\n%s", out)
+	}
+}
+
+// The README's configuration reference is a config svcreg template takes:
+// every key it shows exists and every value is valid.
+func TestREADMEConfigurationReference(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "render.toml")
+	if err := os.WriteFile(path, []byte(strings.Join(readmeBlock(t, "### Configuration", "toml"), "\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := render.LoadConfig(path)
+	if err != nil {
+		t.Fatalf("the README's configuration reference: %v", err)
+	}
+	if len(c.Templates) != 2 || c.Templates[1].Contents == "" || len(c.FunctionDenylist) == 0 {
+		t.Fatalf("read the wrong block? %+v", c)
 	}
 }

@@ -39,11 +39,21 @@ Templates come from --config (TOML) or from --template flags. The registry
 connection comes from the flags, the config file's [registry], or the SVCREG_*
 variables, in that order.
 
+Registry data is untrusted: templates should pass it through the safe
+functions (endpoints, addr, port, weight, ident, nginxString, haproxyString;
+see the README), which leave a service with refused data out of the render
+and report it in the log, /metrics and /healthz. A render is bounded by
+render_timeout and max_output; env and expandenv do not see SVCREG_API_KEY,
+SVCREG_PASSWORD or SVCREG_TOKEN.
+
+--print renders every template for the registry's current state and prints
+each full output to stdout; it writes no file and runs no command.
+
 Signals: SIGTERM and SIGINT stop; SIGHUP re-reads the config file and the
 templates and switches to them if they are valid. Template files are also
 watched and re-read when they change.
 
-Exit codes (--once): 0 done; 1 other error; 2 usage; 3 bad config or
+Exit codes (--once, --print): 0 done; 1 other error; 2 usage; 3 bad config or
 template; 4 no sync with the registry within --once-timeout; 5 a template
 failed to render (or min_instances refused it); 6 a check command failed;
 7 a file could not be installed; 8 a reload command failed.`
@@ -65,6 +75,7 @@ type templateFlags struct {
 	once        bool
 	onceTimeout time.Duration
 	dry         bool
+	print       bool
 	listen      string
 	logFormat   string
 	logLevel    string
@@ -84,8 +95,9 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	fs.Var(&f.templates, "template", "`SRC:DST[:RELOAD]`: render SRC to DST and run RELOAD after a change (repeatable)")
 	fs.StringVar(&f.wait, "wait", "", "`MIN:MAX` debounce: render after MIN without changes, at most MAX after the first\n(default 100ms:2s, or the config's [wait])")
 	fs.BoolVar(&f.once, "once", false, "wait for a full sync, render, install, reload, then exit")
-	fs.DurationVar(&f.onceTimeout, "once-timeout", 30*time.Second, "with --once, how long to wait for the registry")
+	fs.DurationVar(&f.onceTimeout, "once-timeout", 30*time.Second, "with --once or --print, how long to wait for the registry")
 	fs.BoolVar(&f.dry, "dry", false, "print what would change (a diff per file) and write and run nothing")
+	fs.BoolVar(&f.print, "print", false, "wait for a full sync, print the full output of every template to stdout, and exit;\nno file is written and no command run (for debugging templates)")
 	fs.StringVar(&f.listen, "listen", "", "`address` for /healthz and /metrics (default: the config's listen, or none)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
@@ -130,6 +142,9 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if f.print {
+		return runPrint(ctx, log, w, renderer, set, f.onceTimeout, stdout)
+	}
 	if f.once {
 		return runOnce(ctx, log, w, loop, set, f.onceTimeout)
 	}
@@ -242,21 +257,11 @@ func connSettings(rc render.RegistryConfig, fs *flag.FlagSet, flags conn.Setting
 // runOnce is --once: sync, one pass, exit with the code of the worst
 // failure.
 func runOnce(ctx context.Context, log *slog.Logger, w *watcher.Watcher, loop *render.Loop, set *render.Set, timeout time.Duration) error {
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	ctx, stop := watchUntilSignal(ctx, w)
 	defer stop()
-	wctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); w.Run(wctx) }()
-	defer func() { cancel(); <-done }()
 	res, err := loop.RunOnce(ctx, set, timeout)
-	if errors.Is(err, render.ErrSyncTimeout) {
-		if st := w.Status(); st.LastError != "" {
-			err = fmt.Errorf("%w (last error: %s)", err, st.LastError)
-		}
-		return exitCodeError{exitSync, err}
-	}
 	if err != nil {
-		return err
+		return syncError(err, w)
 	}
 	if worst := res.Worst(); worst != nil {
 		code := map[render.FailureKind]int{render.RenderFailed: exitRender, render.CheckFailed: exitCheck,

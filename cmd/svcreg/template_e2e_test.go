@@ -369,8 +369,31 @@ func storeLimits(services int) store.Limits {
 	return store.Limits{Services: services, ConfigValues: store.DefaultLimits.ConfigValues}
 }
 
-// haproxy runs HAProxy on a loopback port with its own pid file; svcreg
-// renders its backends into a second configuration file.
+// shippedConfig writes a copy of one of examples/'s renderer configs with
+// the replacements (old, new pairs) made: paths, commands, the registry.
+func shippedConfig(t *testing.T, example string, oldnew ...string) string {
+	t.Helper()
+	b, err := os.ReadFile(repoFile(example))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(b)
+	for i := 0; i < len(oldnew); i += 2 {
+		if !strings.Contains(text, oldnew[i]) {
+			t.Fatalf("%s no longer has %q; update the test", example, oldnew[i])
+		}
+		text = strings.ReplaceAll(text, oldnew[i], oldnew[i+1])
+	}
+	config := filepath.Join(t.TempDir(), "render.toml")
+	if err := os.WriteFile(config, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return config
+}
+
+// haproxy runs HAProxy in master-worker mode, as examples/haproxy
+// describes, on a loopback port with its own pid file; svcreg renders its
+// backends into a second configuration file.
 type haproxy struct {
 	bin, dir, main, backends, pid string
 	port                          int
@@ -383,6 +406,7 @@ func startHAProxy(t *testing.T) *haproxy {
 	h.backends = filepath.Join(h.dir, "backends.cfg")
 	h.pid = filepath.Join(h.dir, "haproxy.pid")
 	main := fmt.Sprintf(`global
+    master-worker
     pidfile %s
 defaults
     mode http
@@ -396,7 +420,7 @@ frontend web
 	os.WriteFile(h.main, []byte(main), 0o644)
 	// Until svcreg renders it, the backend points at a closed port.
 	os.WriteFile(h.backends, []byte("backend api\n    server placeholder 127.0.0.1:1\n"), 0o644)
-	if out, err := exec.Command(h.bin, "-f", h.main, "-f", h.backends, "-D", "-p", h.pid).CombinedOutput(); err != nil {
+	if out, err := exec.Command(h.bin, "-W", "-D", "-f", h.main, "-f", h.backends, "-p", h.pid).CombinedOutput(); err != nil {
 		t.Fatalf("start haproxy: %v: %s", err, out)
 	}
 	t.Cleanup(func() { exec.Command("sh", "-c", "kill $(cat "+h.pid+")").Run() })
@@ -410,20 +434,8 @@ func TestTemplateHAProxyEndToEnd(t *testing.T) {
 	ip, port := backend(t, "api-1")
 	createService(t, c, "api-1", 120, []string{"http"}, map[string]string{"ip": ip, "port": port, "backend": "api"})
 	reloads := filepath.Join(h.dir, "reloads")
-	dir := t.TempDir()
-	config := filepath.Join(dir, "render.toml")
-	os.WriteFile(config, []byte(fmt.Sprintf(`
-[wait]
-min = "100ms"
-max = "1s"
-[[template]]
-source = %q
-destination = %q
-check = "%s -c -q -f %s -f {{.Staged}}"
-reload = "echo reload >> %s && %s -f %s -f %s -D -p %s -sf $(cat %s)"
-min_instances = 1
-`, repoFile("examples/haproxy/backends.tmpl"), h.backends, h.bin, h.main, reloads, h.bin, h.main, h.backends, h.pid, h.pid)), 0o644)
-	startDaemon(t, env, "--config", config)
+	config := h.shippedConfig(t, env, reloads)
+	d := startDaemon(t, env, "--config", config)
 	url := "http://127.0.0.1:" + strconv.Itoa(h.port) + "/"
 	eventuallyTrue(t, "api-1 behind haproxy", func() bool { return get(url) == "api-1" })
 
@@ -438,7 +450,8 @@ min_instances = 1
 		return false
 	})
 
-	// A backend name HAProxy refuses: the check fails, the old file stays.
+	// A backend name that is not a name: the service is left out, so
+	// nothing changes.
 	before, reloadsBefore := readString(h.backends), lines(reloads)
 	createService(t, c, "api-bad", 120, []string{"http"}, map[string]string{"ip": ip, "port": port, "backend": "no spaces allowed"})
 	time.Sleep(1500 * time.Millisecond)
@@ -455,4 +468,45 @@ min_instances = 1
 		t.Fatal(err)
 	}
 	eventuallyTrue(t, "api-2 to leave the backend", func() bool { return !strings.Contains(readString(h.backends), "api-2") })
+
+	// A config HAProxy refuses (no backend "api" for the frontend): the
+	// old file stays, and HAProxy's reason reaches the log.
+	before = readString(h.backends)
+	createService(t, c, "other-1", 120, []string{"http"}, map[string]string{"ip": ip, "port": port, "backend": "other"})
+	if err := c.DeleteService(context.Background(), "api-1"); err != nil {
+		t.Fatal(err)
+	}
+	eventuallyTrue(t, "HAProxy's reason in the log", func() bool { return strings.Contains(d.output(), "unable to find required default_backend") })
+	if got := readString(h.backends); got != before {
+		t.Fatalf("a config HAProxy refused was installed:\n%s", got)
+	}
+	if got := get(url); got != "api-1" {
+		t.Fatalf("haproxy stopped serving after a refused config: %q", got)
+	}
+}
+
+// shippedConfig is examples/haproxy/render.toml for this HAProxy and
+// registry, with each reload logged to reloads.
+func (h *haproxy) shippedConfig(t *testing.T, env []string, reloads string) string {
+	return shippedConfig(t, "examples/haproxy/render.toml",
+		`source = "backends.tmpl"`, fmt.Sprintf("source = %q", repoFile("examples/haproxy/backends.tmpl")),
+		`listen = "127.0.0.1:8422"`, "",
+		`url = "http://127.0.0.1:8420/v1.0"`, fmt.Sprintf("url = %q", envValue(env, "SVCREG_URL")),
+		`username = "dev"`, fmt.Sprintf("username = %q", envValue(env, "SVCREG_USERNAME")),
+		`check = "haproxy -c`, `check = "`+h.bin+` -c`,
+		"/etc/haproxy/haproxy.cfg", h.main,
+		"/etc/haproxy/svcreg-backends.cfg", h.backends,
+		`reload = "kill`, `reload = "echo reload >> `+reloads+` && kill`,
+		"/run/haproxy.pid", h.pid,
+	)
+}
+
+// envValue is NAME's value in a list of NAME=value.
+func envValue(env []string, name string) string {
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, name+"="); ok {
+			return v
+		}
+	}
+	return ""
 }

@@ -1,0 +1,315 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/svcreg/svcreg/internal/testserver"
+	"github.com/svcreg/svcreg/registry"
+	"github.com/svcreg/svcreg/render"
+)
+
+// The shipped examples against registry data written to break out of the
+// config token it lands in, with the real nginx and HAProxy: the installed
+// configs hold none of it, the load balancer serves the well-formed
+// backends, and /healthz names each service left out.
+
+// hostilePayloads are metadata values (1..255 characters, as the registry
+// takes them) aimed at nginx and HAProxy configs.
+var hostilePayloads = []string{
+	"9; } server { listen 127.0.0.1:18099; location / { alias /etc/; autoindex on; } } upstream x { server 127.0.0.1:9",
+	"80\nfrontend evil\n    bind 127.0.0.1:18098\n    default_backend api",
+	"80;", "80 }", "{", "80 # comment", "80\\", "80\\n", "'80'", "\"80\"",
+	"80\x00", "80\r", "80\x1b[0m", "80\u2028",
+	"${SVCREG_API_KEY}", "$host",
+	"８０", "10.0.0.１", "ехample.com", "web\u200bhost",
+	strings.Repeat("9", 255), strings.Repeat("a", 255),
+	"+80", "-1", "0", "65536", " 80", "0x50",
+	"127.0.0.1 backup", "127.0.0.1:80", "::1%lo", "a b",
+}
+
+// plainToken reports whether p is a well-formed identifier (the id rule).
+func plainToken(p string) bool { return regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,64}$`).MatchString(p) }
+
+// hostileServices registers, for each payload, a service with it as its
+// ip, its port and its weight (the other fields well-formed), plus hostile
+// tags beside the selecting one. It returns the ids registered.
+func hostileServices(t *testing.T, c *registry.Client, tag string, md map[string]string, field ...string) []string {
+	t.Helper()
+	var ids []string
+	for i, p := range hostilePayloads {
+		for _, f := range field {
+			if f == "backend" && plainToken(p) {
+				continue // a well-formed name, if an odd one
+			}
+			id := fmt.Sprintf("evil-%s-%d", f, i)
+			m := map[string]string{}
+			for k, v := range md {
+				m[k] = v
+			}
+			m[f] = p
+			createService(t, c, id, 120, []string{tag, "x\n}" + tag, "#" + tag}, m)
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// healthz is the renderer's /healthz report.
+func healthz(url string) render.Report {
+	var rep render.Report
+	json.Unmarshal([]byte(get(url)), &rep)
+	return rep
+}
+
+func refusedIDs(rep render.Report) map[string]bool {
+	out := map[string]bool{}
+	for _, g := range rep.Groups {
+		for _, r := range g.Refused {
+			out[r.Service] = true
+		}
+	}
+	return out
+}
+
+// configLines are the lines of a config that are neither blank nor
+// comments, trimmed.
+func configLines(text string) []string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// The registry itself refuses ids that are not [a-zA-Z0-9_.-]{3,65}; the
+// templates check them again (ident), as the unit tests show.
+func TestRegistryRefusesHostileIDs(t *testing.T) {
+	t.Parallel()
+	_, c, _ := registryEnv(t, testserver.Options{}, "e2e-ids")
+	for _, p := range hostilePayloads {
+		if plainToken(p) {
+			continue
+		}
+		id := "x" + p + "x"
+		if _, err := c.CreateService(context.Background(), registry.Service{ID: id, HeartbeatTimeout: 30}); err == nil {
+			t.Errorf("the registry took the id %q", id)
+		}
+	}
+}
+
+func TestNginxExampleRefusesHostileData(t *testing.T) {
+	t.Parallel()
+	n := startNginx(t)
+	srv, c, env := registryEnv(t, testserver.Options{}, "e2e-hostile-nginx")
+	ipA, portA := backend(t, "backend-a")
+	ipB, portB := backend(t, "backend-b")
+	createService(t, c, "web-a", 120, []string{"www"}, map[string]string{"ip": ipA, "port": portA})
+	createService(t, c, "web-b", 120, []string{"www"}, map[string]string{"ip": ipB, "port": portB, "weight": "2"})
+	evil := hostileServices(t, c, "www", map[string]string{"ip": ipA, "port": portA}, "ip", "port", "weight")
+	hp := freePort(t)
+	config := shippedConfig(t, "examples/nginx/render.toml",
+		`listen = "127.0.0.1:8421"`, fmt.Sprintf("listen = %q", "127.0.0.1:"+strconv.Itoa(hp)),
+		`url = "http://127.0.0.1:8420/v1.0"`, fmt.Sprintf("url = %q", srv.APIURL),
+		`username = "dev"`, `username = "e2e-hostile-nginx"`,
+		`source = "upstreams.tmpl"`, fmt.Sprintf("source = %q", repoFile("examples/nginx/upstreams.tmpl")),
+		"/etc/nginx/conf.d/svcreg-upstreams.conf", n.upstreams,
+		"/usr/local/share/svcreg/check-upstreams.sh", repoFile("examples/nginx/check-upstreams.sh"),
+		`reload = "nginx -s reload"`, fmt.Sprintf("reload = %q", n.reloadCommand()),
+	)
+	startDaemon(t, env, "--config", config)
+	health := "http://127.0.0.1:" + strconv.Itoa(hp) + "/healthz"
+
+	eventuallyTrue(t, "web-a and web-b rendered", func() bool { return strings.Contains(readString(n.upstreams), "# web-b") })
+	want := []string{"upstream www {",
+		"server " + ipA + ":" + portA + ";  # web-a",
+		"server " + ipB + ":" + portB + " weight=2;  # web-b",
+		"keepalive 16;", "}"}
+	checkSafeInstall(t, n.upstreams, "examples/nginx/upstreams.tmpl", want, n.url(), []string{"backend-a", "backend-b"}, health, evil)
+
+	// A hostile configuration value: no service to leave out, so the render
+	// fails and the installed file and nginx stay as they are.
+	before := readString(n.upstreams)
+	if err := c.SetConfig(context.Background(), "/nginx/keepalive", "16; } server { listen 127.0.0.1:18099; }"); err != nil {
+		t.Fatal(err)
+	}
+	eventuallyTrue(t, "the refused configuration value in /healthz", func() bool {
+		g := healthz(health).Groups[n.upstreams]
+		return g != nil && g.Render != nil && !g.Render.OK && strings.Contains(g.Render.Error, `number "16; } server`)
+	})
+	if readString(n.upstreams) != before || get(n.url()) == "" {
+		t.Fatal("a refused configuration value changed the file or stopped nginx")
+	}
+}
+
+func TestHAProxyExampleRefusesHostileData(t *testing.T) {
+	t.Parallel()
+	h := startHAProxy(t)
+	_, c, env := registryEnv(t, testserver.Options{}, "e2e-hostile-haproxy")
+	ip1, port1 := backend(t, "api-1")
+	ip2, port2 := backend(t, "api-2")
+	createService(t, c, "api-1", 120, []string{"http"}, map[string]string{"ip": ip1, "port": port1, "backend": "api"})
+	createService(t, c, "api-2", 120, []string{"http"}, map[string]string{"ip": ip2, "port": port2, "backend": "api"})
+	evil := hostileServices(t, c, "http", map[string]string{"ip": ip1, "port": port1, "backend": "api"}, "ip", "port", "weight", "backend")
+	hp := freePort(t)
+	config := h.shippedConfig(t, env, filepath.Join(h.dir, "reloads"))
+	startDaemon(t, env, "--config", config, "--listen", "127.0.0.1:"+strconv.Itoa(hp))
+	health := "http://127.0.0.1:" + strconv.Itoa(hp) + "/healthz"
+	url := "http://127.0.0.1:" + strconv.Itoa(h.port) + "/"
+
+	eventuallyTrue(t, "api-1 and api-2 rendered", func() bool { return strings.Contains(readString(h.backends), "server api-2") })
+	want := []string{"backend api", "balance roundrobin", "option httpchk GET '/'",
+		"server api-1 " + ip1 + ":" + port1 + " check",
+		"server api-2 " + ip2 + ":" + port2 + " check"}
+	checkSafeInstall(t, h.backends, "examples/haproxy/backends.tmpl", want, url, []string{"api-1", "api-2"}, health, evil)
+}
+
+// checkSafeInstall checks that the installed file's config lines are
+// exactly want and its comment lines the template's own, that the load
+// balancer at url spreads requests over exactly the backends named, and
+// that /healthz reports each evil service refused.
+func checkSafeInstall(t *testing.T, file, tmpl string, want []string, url string, backends []string, health string, evil []string) {
+	t.Helper()
+	if got := configLines(readString(file)); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("installed %s:\n%s\nwant exactly:\n%s", file, readString(file), strings.Join(want, "\n"))
+	}
+	for _, l := range strings.Split(readString(file), "\n") {
+		if strings.HasPrefix(strings.TrimSpace(l), "#") && !strings.Contains(readString(repoFile(tmpl)), l) {
+			t.Errorf("installed %s has a comment line the template does not: %q", file, l)
+		}
+	}
+	eventuallyTrue(t, "the load balancer to serve every backend", func() bool {
+		seen := map[string]bool{}
+		for i := 0; i < 4*len(backends); i++ {
+			seen[get(url)] = true
+		}
+		for _, b := range backends {
+			if !seen[b] {
+				return false
+			}
+		}
+		return len(seen) == len(backends)
+	})
+	refused := refusedIDs(healthz(health))
+	for _, id := range evil {
+		if !refused[id] {
+			t.Errorf("/healthz does not report %s as refused", id)
+		}
+	}
+	if len(refused) != len(evil) {
+		t.Errorf("/healthz reports %d refused services; want %d", len(refused), len(evil))
+	}
+}
+
+// A template stuck in a loop: its group reports render_timeout, the other
+// group keeps rendering, and SIGTERM stops the renderer at once.
+func TestTemplateStuckRenderIsBoundedAndStops(t *testing.T) {
+	t.Parallel()
+	_, c, env := registryEnv(t, testserver.Options{}, "e2e-stuck")
+	dir := t.TempDir()
+	config := filepath.Join(dir, "render.toml")
+	os.WriteFile(config, []byte(`
+[wait]
+min = "0s"
+[[template]]
+contents = "{{range until 100000}}{{range until 100000}}{{end}}{{end}}"
+destination = "until.conf"
+render_timeout = "200ms"
+[[template]]
+contents = "{{range 100000}}{{range 100000}}{{end}}{{end}}"
+destination = "spin.conf"
+render_timeout = "200ms"
+[[template]]
+contents = "{{len services}}"
+destination = "good.conf"
+`), 0o644)
+	hp := freePort(t)
+	d := startDaemon(t, env, "--config", config, "--listen", "127.0.0.1:"+strconv.Itoa(hp))
+	health := "http://127.0.0.1:" + strconv.Itoa(hp) + "/healthz"
+	good := filepath.Join(dir, "good.conf")
+	eventuallyTrue(t, "the good template rendered", func() bool { return readString(good) == "0" })
+	createService(t, c, "web-1", 120, nil, nil)
+	eventuallyTrue(t, "the good template rendered again", func() bool { return readString(good) == "1" })
+	rep := healthz(health)
+	for _, name := range []string{"until.conf", "spin.conf"} {
+		g := rep.Groups[filepath.Join(dir, name)]
+		if g == nil || g.Render == nil || g.Render.OK || !strings.Contains(g.Render.Error, "render_timeout") {
+			t.Errorf("/healthz for %s: %+v; want a render_timeout failure", name, g)
+		}
+		if fileExists(filepath.Join(dir, name)) {
+			t.Errorf("%s was written", name)
+		}
+	}
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- d.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("svcreg template after SIGTERM: %v", err)
+		}
+	case <-time.After(30 * time.Second): // stops a broken test only
+		t.Fatal("svcreg template ignored SIGTERM")
+	}
+}
+
+// --print renders every template for the registry's state to stdout and
+// touches no file.
+func TestTemplatePrint(t *testing.T) {
+	t.Parallel()
+	srv, c, _ := registryEnv(t, testserver.Options{}, "e2e-print")
+	createService(t, c, "web-1", 120, []string{"www"}, map[string]string{"ip": "10.0.0.1", "port": "80"})
+	createService(t, c, "web-2", 120, []string{"www"}, map[string]string{"ip": "10.0.0.2", "port": "80;"})
+	dir := t.TempDir()
+	dest := filepath.Join(dir, "upstreams.conf")
+	reloads := filepath.Join(dir, "reloads")
+	var stdout, stderr strings.Builder
+	code := Main(context.Background(), []string{"template", "--print", "--template",
+		repoFile("examples/nginx/upstreams.tmpl") + ":" + dest + ":touch " + reloads,
+		"--url", srv.APIURL, "--username", "e2e-print", "--api-key", "dev"}, nil, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	if want := "==> " + dest + " <==\n"; !strings.HasPrefix(stdout.String(), want) || !strings.Contains(stdout.String(), "server 10.0.0.1:80;  # web-1\n") {
+		t.Fatalf("stdout:\n%s", stdout.String())
+	}
+	if !strings.Contains(stderr.String(), `service=web-2 field=port`) {
+		t.Errorf("the refused service is not logged:\n%s", stderr.String())
+	}
+	if fileExists(dest) || fileExists(reloads) {
+		t.Fatal("--print wrote a file or ran the reload")
+	}
+}
+
+// The shipped nginx example renders a config nginx accepts before any
+// service registered.
+func TestNginxExampleValidWithoutServices(t *testing.T) {
+	t.Parallel()
+	srv, _, _ := registryEnv(t, testserver.Options{}, "e2e-empty")
+	dir := t.TempDir()
+	dest := filepath.Join(dir, "upstreams.conf")
+	var stdout, stderr strings.Builder
+	code := Main(context.Background(), []string{"template", "--once", "--template",
+		repoFile("examples/nginx/upstreams.tmpl") + ":" + dest,
+		"--url", srv.APIURL, "--username", "e2e-empty", "--api-key", "dev"}, nil, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	program(t, "nginx")
+	out, err := exec.Command("sh", repoFile("examples/nginx/check-upstreams.sh"), dest, "www").CombinedOutput()
+	if err != nil {
+		t.Fatalf("nginx refuses the example's output without services: %v: %s\n%s", err, out, readString(dest))
+	}
+}

@@ -1,0 +1,297 @@
+package render
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/Masterminds/sprig/v3"
+
+	"github.com/svcreg/svcreg/watcher"
+)
+
+// A template is trusted (the operator writes it) but bounded: a render has
+// a deadline and a most bytes it may write, and the functions that build
+// large values from a small input (until, seq, repeat, indent) are capped
+// and watch the deadline.
+//
+// text/template cannot be stopped from outside. A render runs in its own
+// goroutine, writing to a writer that fails once the deadline passed or the
+// limit is reached; Execute stops at its next write or at its next call of a
+// capped function. A loop that neither writes nor calls one (a range over a
+// range with an empty body) cannot be stopped: the render is abandoned at
+// the deadline and reported, the template is not rendered again until that
+// goroutine ends, and the other templates go on.
+
+// Defaults of the bounds.
+const (
+	DefaultRenderTimeout = 10 * time.Second
+	DefaultMaxOutput     = 16 << 20
+	// maxItems caps the lists until, untilStep and seq make.
+	maxItems = 1_000_000
+)
+
+// renderGuard is the part of a template's execution state that bounds it
+// and collects the services it refused.
+type renderGuard struct {
+	ctx           context.Context
+	maxOutput     int
+	failOnRefused bool
+	refused       []Refusal
+}
+
+func (g *renderGuard) alive(fn string) error {
+	if err := g.ctx.Err(); err != nil {
+		return fmt.Errorf("%s: render stopped: %w", fn, context.Cause(g.ctx))
+	}
+	return nil
+}
+
+// errRenderTimeout and errMaxOutput are the causes of a stopped render.
+var (
+	errRenderTimeout = errors.New("render_timeout reached")
+	errMaxOutput     = errors.New("max_output reached")
+)
+
+// limitedBuffer is a render's output: it fails a write once the render's
+// context is done or the output would exceed max bytes.
+type limitedBuffer struct {
+	ctx context.Context
+	buf bytes.Buffer
+	max int
+}
+
+func (b *limitedBuffer) Write(p []byte) (int, error) {
+	if err := b.ctx.Err(); err != nil {
+		return 0, context.Cause(b.ctx)
+	}
+	if b.buf.Len()+len(p) > b.max {
+		return 0, fmt.Errorf("%w: the output is larger than %d bytes", errMaxOutput, b.max)
+	}
+	return b.buf.Write(p)
+}
+
+// guardedFuncs replaces sprig's functions that can build arbitrarily large
+// values or read the renderer's credentials.
+func (g *renderGuard) guardedFuncs() map[string]any {
+	sp := sprig.TxtFuncMap()
+	until := sp["until"].(func(int) []int)
+	untilStep := sp["untilStep"].(func(int, int, int) []int)
+	seq := sp["seq"].(func(...int) string)
+	return map[string]any{
+		"until": func(n int) ([]int, error) {
+			if err := g.items("until", n); err != nil {
+				return nil, err
+			}
+			return until(n), nil
+		},
+		"untilStep": func(start, stop, step int) ([]int, error) {
+			if err := g.alive("untilStep"); err != nil {
+				return nil, err
+			}
+			if step != 0 && (stop-start)/step > maxItems {
+				return nil, fmt.Errorf("untilStep: more than %d items", maxItems)
+			}
+			return untilStep(start, stop, step), nil
+		},
+		"seq": func(args ...int) (string, error) {
+			if err := g.alive("seq"); err != nil {
+				return "", err
+			}
+			n := 0
+			switch len(args) {
+			case 1:
+				n = args[0]
+			case 2:
+				n = args[1] - args[0]
+			case 3:
+				if args[1] != 0 {
+					n = (args[2] - args[0]) / args[1]
+				}
+			}
+			if n > maxItems || -n > maxItems {
+				return "", fmt.Errorf("seq: more than %d items", maxItems)
+			}
+			return seq(args...), nil
+		},
+		"repeat": func(count int, s string) (string, error) {
+			if err := g.size("repeat", count, len(s)); err != nil {
+				return "", err
+			}
+			return strings.Repeat(s, count), nil
+		},
+		"indent": func(spaces int, s string) (string, error) {
+			if err := g.size("indent", spaces, strings.Count(s, "\n")+1); err != nil {
+				return "", err
+			}
+			pad := strings.Repeat(" ", spaces)
+			return pad + strings.ReplaceAll(s, "\n", "\n"+pad), nil
+		},
+		"nindent": func(spaces int, s string) (string, error) {
+			if err := g.size("nindent", spaces, strings.Count(s, "\n")+1); err != nil {
+				return "", err
+			}
+			pad := strings.Repeat(" ", spaces)
+			return "\n" + pad + strings.ReplaceAll(s, "\n", "\n"+pad), nil
+		},
+		"env":       templateEnv,
+		"expandenv": func(s string) string { return os.Expand(s, templateEnv) },
+	}
+}
+
+// items checks a list of n items may be made.
+func (g *renderGuard) items(fn string, n int) error {
+	if err := g.alive(fn); err != nil {
+		return err
+	}
+	if n > maxItems {
+		return fmt.Errorf("%s: %d items are more than %d", fn, n, maxItems)
+	}
+	return nil
+}
+
+// size checks that count copies of n bytes fit in max_output.
+func (g *renderGuard) size(fn string, count, n int) error {
+	if err := g.alive(fn); err != nil {
+		return err
+	}
+	if count < 0 {
+		return fmt.Errorf("%s: negative count %d", fn, count)
+	}
+	if n > 0 && count > g.maxOutput/n {
+		return fmt.Errorf("%s: the result would be larger than max_output (%d bytes)", fn, g.maxOutput)
+	}
+	return nil
+}
+
+// hiddenEnv are the environment variables a template's env and expandenv
+// never see: the renderer's own credentials.
+var hiddenEnv = []string{"SVCREG_API_KEY", "SVCREG_PASSWORD", "SVCREG_TOKEN"}
+
+func templateEnv(name string) string {
+	for _, h := range hiddenEnv {
+		if name == h {
+			return ""
+		}
+	}
+	return os.Getenv(name)
+}
+
+// execute runs the template on snap within the template's bounds, in its
+// own goroutine; it returns the output and the services refused.
+func (t *Template) execute(ctx context.Context, snap *watcher.Snapshot) ([]byte, []Refusal, error) {
+	select {
+	case t.busy <- struct{}{}:
+	default:
+		return nil, nil, fmt.Errorf("template %s: an earlier render that passed render_timeout is still running; it is not rendered again until that one ends (reload the templates after fixing it)", t.Name())
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil) // an abandoned render's next write fails
+	timeout := time.AfterFunc(t.RenderTimeout.D(), func() { cancel(errRenderTimeout) })
+	type result struct {
+		out     []byte
+		refused []Refusal
+		err     error
+	}
+	done := make(chan result, 1)
+	go func() {
+		st := t.state
+		st.reset(snap)
+		st.renderGuard = renderGuard{ctx: ctx, maxOutput: int(t.MaxOutput), failOnRefused: t.OnRefused == RefusedFail}
+		buf := &limitedBuffer{ctx: ctx, max: int(t.MaxOutput)}
+		err := t.tmpl.Execute(buf, snap)
+		if err != nil && ctx.Err() != nil {
+			err = fmt.Errorf("template %s: %w (%v)", t.Name(), context.Cause(ctx), err)
+		}
+		if err == nil {
+			err = t.checkMinInstances()
+		}
+		res := result{buf.buf.Bytes(), dedupeRefusals(st.refused, t.Name()), err}
+		st.reset(nil)
+		st.renderGuard = renderGuard{}
+		<-t.busy // before the result, so the next render finds it free
+		done <- res
+	}()
+	select {
+	case res := <-done:
+		timeout.Stop()
+		return res.out, res.refused, res.err
+	case <-ctx.Done():
+		timeout.Stop()
+	}
+	// Stopped: an execution that writes or calls a bounded function ends
+	// at once; give it a moment, so that only one that does neither is
+	// reported abandoned.
+	grace := time.NewTimer(stopGrace)
+	defer grace.Stop()
+	select {
+	case res := <-done: // stopped, or finished just in time
+		return res.out, res.refused, res.err
+	case <-grace.C:
+	}
+	if cause := context.Cause(ctx); errors.Is(cause, errRenderTimeout) {
+		return nil, nil, fmt.Errorf("template %s: %w after %s; the render was abandoned and uses a CPU until its loop ends", t.Name(), cause, t.RenderTimeout.D())
+	}
+	return nil, nil, fmt.Errorf("template %s: render stopped: %w", t.Name(), context.Cause(ctx))
+}
+
+// stopGrace is how long a stopped render has to end before it is
+// abandoned.
+const stopGrace = 100 * time.Millisecond
+
+// dedupeRefusals names the template in each refusal and drops repeats (a
+// template may read a service twice).
+func dedupeRefusals(list []Refusal, template string) []Refusal {
+	var out []Refusal
+	seen := map[Refusal]bool{}
+	for _, r := range list {
+		r.Template = template
+		if !seen[r] {
+			seen[r] = true
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// templateFuncs is every function a template may call: the snapshot
+// functions, sprig's (the unbounded ones and env replaced), the safe
+// functions, less the ones the configuration's function_denylist names.
+func (st *execState) templateFuncs(denied []string) map[string]any {
+	fm := st.funcMap()
+	for _, more := range []map[string]any{st.renderGuard.guardedFuncs(), st.safeFuncs()} {
+		for name, fn := range more {
+			fm[name] = fn
+		}
+	}
+	for _, name := range denied {
+		delete(fm, name)
+	}
+	return fm
+}
+
+// explainDenied adds to text/template's "function "env" not defined" that
+// the function is in function_denylist.
+func explainDenied(err error, denied []string) error {
+	for _, name := range denied {
+		if strings.Contains(err.Error(), fmt.Sprintf("function %q not defined", name)) {
+			return fmt.Errorf("%w (it is in function_denylist)", err)
+		}
+	}
+	return err
+}
+
+// checkDenylist refuses a function_denylist entry that names no function.
+func checkDenylist(denied []string) error {
+	fm := (&execState{}).templateFuncs(nil)
+	for _, name := range denied {
+		if _, ok := fm[name]; !ok {
+			return fmt.Errorf("function_denylist: %q is not a template function", name)
+		}
+	}
+	return nil
+}

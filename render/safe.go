@@ -1,0 +1,430 @@
+package render
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/svcreg/svcreg/registry"
+	"github.com/svcreg/svcreg/watcher"
+)
+
+// Registry data (ids, tags, metadata) is written by anyone holding an
+// account's credentials, so it is untrusted input to a load balancer's
+// config. The functions here turn it into config tokens that cannot carry
+// anything else (a directive, a comment, a new section), or refuse it.
+
+// The metadata keys an Endpoint is read from.
+const (
+	MetaIP     = "ip"     // the address: an IPv4 or IPv6 address, or a host name
+	MetaHost   = "host"   // the address when there is no "ip"
+	MetaPort   = "port"   // 1..65535
+	MetaWeight = "weight" // optional: 1..256
+)
+
+// Limits of the checks.
+const (
+	maxIdentifier = 64  // an HAProxy server name or nginx upstream name
+	maxHostName   = 253 // RFC 1035
+	maxWeight     = 256 // HAProxy's maximum; nginx has none below it
+	maxQuoted     = 1024
+)
+
+// Endpoint is a service as a load balancer server: its id, address, port
+// and weight checked and parsed once. Every field is safe to paste into an
+// nginx or HAProxy config unquoted; Service is the raw, untrusted service.
+type Endpoint struct {
+	// Name is the service id, checked by ident.
+	Name    string
+	Address Address
+	Port    int
+	// Weight is 0 when the service has no "weight".
+	Weight  int
+	Service registry.Service
+}
+
+// HostPort is "10.0.0.1:80", "[2001:db8::1]:80" or "web.internal:80", the
+// form both nginx's and HAProxy's server lines take.
+func (e Endpoint) HostPort() string { return e.Address.Bracketed() + ":" + strconv.Itoa(e.Port) }
+
+// Address is a checked IPv4 or IPv6 address, or a host name.
+type Address struct {
+	ip   netip.Addr
+	host string
+}
+
+// String is the address alone: "10.0.0.1", "2001:db8::1", "web.internal".
+func (a Address) String() string {
+	if a.ip.IsValid() {
+		return a.ip.String()
+	}
+	return a.host
+}
+
+// Bracketed is String with an IPv6 address in brackets ("[2001:db8::1]"),
+// as an address followed by ":port" must be written for nginx and HAProxy.
+func (a Address) Bracketed() string {
+	if a.IsIPv6() {
+		return "[" + a.ip.String() + "]"
+	}
+	return a.String()
+}
+
+// IsIPv6 reports whether the address is an IPv6 address (an IPv4-mapped
+// one included: it is written the IPv6 way).
+func (a Address) IsIPv6() bool { return a.ip.Is6() }
+
+// IsHostName reports whether the address is a host name (resolved by the
+// load balancer) rather than an IP address.
+func (a Address) IsHostName() bool { return !a.ip.IsValid() }
+
+// RefusedError is registry data a safe function refused.
+type RefusedError struct {
+	Field  string // "id", "ip", "port", ...
+	Value  string
+	Reason string
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("%s %s refused: %s", e.Field, shown(e.Value), e.Reason)
+}
+
+// shown is a value as it may appear in an error message: quoted (control
+// bytes escaped) and cut to 64 characters.
+func shown(v string) string {
+	if c := cut(v); c != v {
+		return strconv.QuoteToASCII(strings.TrimSuffix(c, "…")) + "…"
+	}
+	return strconv.QuoteToASCII(v)
+}
+
+// cut cuts v to 64 characters, for a log attribute or a JSON field (which
+// escape control bytes themselves).
+func cut(v string) string {
+	const max = 64
+	if utf8.RuneCountInString(v) > max {
+		return string([]rune(v)[:max]) + "…"
+	}
+	return v
+}
+
+func refuse(field, value, reason string, args ...any) *RefusedError {
+	return &RefusedError{Field: field, Value: value, Reason: fmt.Sprintf(reason, args...)}
+}
+
+// parseAddress checks an address: an IPv4 address in dotted decimal, an
+// IPv6 address without a zone, or a host name of letters, digits and
+// hyphens in dot-separated labels.
+func parseAddress(field, s string) (Address, error) {
+	if s == "" {
+		return Address{}, refuse(field, s, "empty")
+	}
+	if strings.ContainsAny(s, ":") || isDigitsAndDots(s) {
+		ip, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(s, "["), "]"))
+		if err != nil {
+			return Address{}, refuse(field, s, "not an IP address")
+		}
+		if ip.Zone() != "" {
+			return Address{}, refuse(field, s, "an IPv6 zone is not allowed")
+		}
+		return Address{ip: ip}, nil
+	}
+	if len(s) > maxHostName {
+		return Address{}, refuse(field, s, "longer than %d characters", maxHostName)
+	}
+	for _, label := range strings.Split(s, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return Address{}, refuse(field, s, "not an IP address or a host name")
+		}
+		for i := 0; i < len(label); i++ {
+			if c := label[i]; !isAlnum(c) && c != '-' {
+				return Address{}, refuse(field, s, "not an IP address or a host name (only a-z, 0-9, '-' and '.')")
+			}
+		}
+	}
+	// A resolver reads "0x50" or "10.1" as an IPv4 address (inet_aton);
+	// a top-level label starts with a letter (RFC 3696 §2).
+	if last := s[strings.LastIndexByte(s, '.')+1:]; !isLetter(last[0]) {
+		return Address{}, refuse(field, s, "not an IP address or a host name (the last label must start with a letter)")
+	}
+	return Address{host: strings.ToLower(s)}, nil
+}
+
+func isLetter(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
+
+func isDigitsAndDots(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c != '.' && (c < '0' || c > '9') {
+			return false
+		}
+	}
+	return true
+}
+
+func isAlnum(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+}
+
+// parseInt checks a decimal integer in lo..hi: digits only (no sign, no
+// space, no leading zero).
+func parseInt(field, s string, lo, hi int) (int, error) {
+	if s == "" || len(s) > 10 || (s[0] == '0' && len(s) > 1) {
+		return 0, refuse(field, s, "not a number in %d..%d", lo, hi)
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, refuse(field, s, "not a number in %d..%d", lo, hi)
+		}
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < lo || n > hi {
+		return 0, refuse(field, s, "not a number in %d..%d", lo, hi)
+	}
+	return n, nil
+}
+
+// parseIdent checks an identifier: 1..64 of a-z A-Z 0-9 _ . - , starting
+// with a letter or digit. It is a valid HAProxy server or backend name and
+// nginx upstream name, and is the same token quoted or not.
+func parseIdent(field, s string) (string, error) {
+	if s == "" || len(s) > maxIdentifier {
+		return "", refuse(field, s, "not 1..%d characters", maxIdentifier)
+	}
+	if !isAlnum(s[0]) {
+		return "", refuse(field, s, "does not start with a letter or digit")
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !isAlnum(c) && c != '_' && c != '.' && c != '-' {
+			return "", refuse(field, s, "only a-z, A-Z, 0-9, '_', '.' and '-' are allowed")
+		}
+	}
+	return s, nil
+}
+
+// checkQuotable refuses what no quoting makes safe: invalid UTF-8, control
+// bytes (NUL, newlines) and very long values.
+func checkQuotable(field, s string) error {
+	if !utf8.ValidString(s) {
+		return refuse(field, s, "not valid UTF-8")
+	}
+	if len(s) > maxQuoted {
+		return refuse(field, s, "longer than %d bytes", maxQuoted)
+	}
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == 0x2028 || r == 0x2029 {
+			return refuse(field, s, "contains control characters")
+		}
+	}
+	return nil
+}
+
+// nginxString quotes s as one nginx string argument: in double quotes,
+// with " and \ escaped. A '$' is refused, since nginx expands variables
+// inside quotes too.
+func nginxString(s string) (string, error) {
+	if err := checkQuotable("string", s); err != nil {
+		return "", err
+	}
+	if strings.Contains(s, "$") {
+		return "", refuse("string", s, "'$' would be expanded as an nginx variable")
+	}
+	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`)
+	return `"` + r.Replace(s) + `"`, nil
+}
+
+// haproxyString quotes s as one HAProxy word: in single quotes, inside
+// which HAProxy interprets nothing (no '#' comment, no backslash escape, no
+// environment variable). A single quote in s is refused.
+func haproxyString(s string) (string, error) {
+	if err := checkQuotable("string", s); err != nil {
+		return "", err
+	}
+	if strings.Contains(s, "'") {
+		return "", refuse("string", s, "a single quote cannot be quoted for HAProxy")
+	}
+	return "'" + s + "'", nil
+}
+
+// toEndpoint checks and parses a service's id, address, port and weight.
+func toEndpoint(s registry.Service) (Endpoint, *RefusedError) {
+	e := Endpoint{Service: s}
+	var err error
+	if e.Name, err = parseIdent("id", s.ID); err != nil {
+		return e, err.(*RefusedError)
+	}
+	field, addr := MetaIP, s.Metadata[MetaIP]
+	if addr == "" && s.Metadata[MetaHost] != "" {
+		field, addr = MetaHost, s.Metadata[MetaHost]
+	}
+	if addr == "" {
+		return e, refuse(MetaIP, "", "missing (set metadata %q or %q)", MetaIP, MetaHost)
+	}
+	if e.Address, err = parseAddress(field, addr); err != nil {
+		return e, err.(*RefusedError)
+	}
+	port, ok := s.Metadata[MetaPort]
+	if !ok {
+		return e, refuse(MetaPort, "", "missing")
+	}
+	if e.Port, err = parseInt(MetaPort, port, 1, 65535); err != nil {
+		return e, err.(*RefusedError)
+	}
+	if w, ok := s.Metadata[MetaWeight]; ok {
+		if e.Weight, err = parseInt(MetaWeight, w, 1, maxWeight); err != nil {
+			return e, err.(*RefusedError)
+		}
+	}
+	return e, nil
+}
+
+// Refusal is a service left out of a render because its data was refused.
+type Refusal struct {
+	Template string `json:"template"`
+	// Service is the service's id (cut to 64 characters).
+	Service string `json:"service"`
+	Field   string `json:"field"`
+	Reason  string `json:"reason"`
+}
+
+// safeFuncs are the functions that turn registry text into config tokens.
+func (st *execState) safeFuncs() map[string]any {
+	return map[string]any{
+		"endpoints":   st.endpoints,
+		"endpoint":    st.endpoint,
+		"endpointsBy": st.endpointsBy,
+		"number": func(lo, hi int, s string) (int, error) {
+			return parseInt("number", s, lo, hi)
+		},
+		"addr": func(s string) (Address, error) {
+			return parseAddress("address", s)
+		},
+		"port":          func(s string) (int, error) { return parseInt("port", s, 1, 65535) },
+		"weight":        func(s string) (int, error) { return parseInt("weight", s, 1, maxWeight) },
+		"ident":         func(s string) (string, error) { return parseIdent("identifier", s) },
+		"nginxString":   nginxString,
+		"haproxyString": haproxyString,
+	}
+}
+
+// endpoints turns a list of services into endpoints, leaving out (and
+// reporting) each service whose data is refused.
+func (st *execState) endpoints(list []registry.Service) ([]Endpoint, error) {
+	out := make([]Endpoint, 0, len(list))
+	for _, s := range list {
+		e, err := st.endpoint(s)
+		if err != nil {
+			return nil, err
+		}
+		if e != nil {
+			out = append(out, *e)
+		}
+	}
+	st.watched = append(st.watched, watchedList{"endpoints (refused services left out)", len(out)})
+	return out, nil
+}
+
+// endpointsBy groups the endpoints of a list by a metadata key whose value
+// is checked by ident (a backend name, say). A service without the key is
+// left out silently, one whose value or data is refused is reported.
+func (st *execState) endpointsBy(key string, list []registry.Service) (map[string][]Endpoint, error) {
+	out := map[string][]Endpoint{}
+	n := 0
+	for _, s := range list {
+		v, ok := s.Metadata[key]
+		if !ok {
+			continue
+		}
+		if _, err := parseIdent(key, v); err != nil {
+			if err := st.report(s, err.(*RefusedError)); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		e, err := st.endpoint(s)
+		if err != nil {
+			return nil, err
+		}
+		if e != nil {
+			out[v] = append(out[v], *e)
+			n++
+		}
+	}
+	st.watched = append(st.watched, watchedList{fmt.Sprintf("endpointsBy %q (refused services left out)", key), n})
+	return out, nil
+}
+
+// endpoint is one service's endpoint, or nil when its data is refused
+// (reported). With on_refused = "fail", a refusal fails the render.
+func (st *execState) endpoint(s any) (*Endpoint, error) {
+	var svc registry.Service
+	switch v := s.(type) {
+	case registry.Service:
+		svc = v
+	case *registry.Service:
+		if v == nil {
+			return nil, nil
+		}
+		svc = *v
+	default:
+		return nil, fmt.Errorf("endpoint: %T is not a service", s)
+	}
+	e, refused := toEndpoint(svc)
+	if refused == nil {
+		return &e, nil
+	}
+	return nil, st.report(svc, refused)
+}
+
+// report records a service left out, or with on_refused = "fail" returns
+// the error that fails the render.
+func (st *execState) report(s registry.Service, refused *RefusedError) error {
+	if st.failOnRefused {
+		return fmt.Errorf("service %s: %w", shown(s.ID), refused)
+	}
+	st.refused = append(st.refused, Refusal{Service: cut(s.ID), Field: refused.Field, Reason: refused.Error()})
+	return nil
+}
+
+// render executes one template of g and reports it: the renders metric by
+// result, and each service it left out (a log line naming the service and
+// the field, the refusals metric, and the group's line in /healthz).
+func (r *Renderer) render(ctx context.Context, g *Group, t *Template, snap *watcher.Snapshot) ([]byte, error) {
+	out, refused, err := t.execute(ctx, snap)
+	var guard *GuardError
+	switch {
+	case errors.As(err, &guard):
+		r.Metrics.renders.WithLabelValues(t.Name(), "guard").Inc()
+	case err != nil:
+		r.Metrics.renders.WithLabelValues(t.Name(), "error").Inc()
+	default:
+		r.Metrics.renders.WithLabelValues(t.Name(), "ok").Inc()
+	}
+	if err != nil {
+		return nil, err
+	}
+	for _, ref := range refused {
+		r.Log.Warn("service left out of the render: its data was refused", "template", ref.Template, "group", g.Name,
+			"service", ref.Service, "field", ref.Field, "reason", ref.Reason)
+		r.Metrics.refused.WithLabelValues(ref.Template, ref.Field).Inc()
+	}
+	r.Health.recordRefused(g.Name, t.Name(), refused)
+	return out, nil
+}
+
+// recordRefused replaces a template's refusals in its group's health.
+func (h *Health) recordRefused(group, template string, refused []Refusal) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	g := h.group(group)
+	var list []Refusal
+	for _, ref := range g.Refused {
+		if ref.Template != template {
+			list = append(list, ref)
+		}
+	}
+	g.Refused = append(list, refused...)
+}

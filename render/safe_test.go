@@ -1,0 +1,269 @@
+package render
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// hostile are values registry data may carry to break out of the token a
+// template puts it in: directive and section injection, comments, escapes,
+// control bytes, look-alikes and length.
+var hostile = []string{
+	"9; } server { listen 127.0.0.1:18099; location / { alias /etc/; autoindex on; } } upstream x { server 127.0.0.1:9",
+	"80\nfrontend evil\n    bind :18098",
+	"80 # comment",
+	"80;",
+	"{", "}", ";",
+	"10.0.0.1\x00",
+	"10.0.0.1\r\n",
+	"\x1b[31m",
+	"80\\",
+	"'80'", "\"80\"",
+	"${SVCREG_API_KEY}",
+	"８０",          // fullwidth digits
+	"10.0.0.١",    // Arabic-Indic digit
+	"еxample.com", // Cyrillic е
+	"web‐1",       // Unicode hyphen
+	"web\u200b1",  // zero-width space
+	strings.Repeat("a", 255),
+	strings.Repeat("9", 255),
+	"+80", "-1", "0", "65536", "080", " 80", "0x50",
+	"::1%eth0",
+	"[::1]:80",
+	"10.0.0.1:80",
+	"host name",
+	"-host",
+	"a..b",
+	"0x50.0x50", "10.1", "127.0.0.1.",
+	"",
+}
+
+func TestSafeFunctionsRefuseHostileValues(t *testing.T) {
+	t.Parallel()
+	// Values of the list that are well-formed for one function.
+	fine := map[string]map[string]bool{
+		"ident":   {strings.Repeat("a", 255): false, "0": true, "65536": true, "080": true, "0x50": true, "a..b": true, "10.1": true, "127.0.0.1.": true, "0x50.0x50": true},
+		"address": {"[::1]:80": false},
+	}
+	for _, v := range hostile {
+		if _, err := parseInt("port", v, 1, 65535); err == nil {
+			t.Errorf("port %q accepted", v)
+		}
+		if _, err := parseInt("weight", v, 1, maxWeight); err == nil {
+			t.Errorf("weight %q accepted", v)
+		}
+		if _, err := parseIdent("id", v); err == nil && !fine["ident"][v] {
+			t.Errorf("ident %q accepted", v)
+		}
+		if a, err := parseAddress("ip", v); err == nil && !fine["address"][v] {
+			t.Errorf("address %q accepted as %q", v, a)
+		}
+	}
+	if _, err := parseIdent("id", strings.Repeat("a", 65)); err == nil {
+		t.Error("a 65-character identifier accepted")
+	}
+}
+
+func TestSafeFunctionsAccept(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ in, str, bracketed string }{
+		{"10.0.0.1", "10.0.0.1", "10.0.0.1"},
+		{"2001:db8::1", "2001:db8::1", "[2001:db8::1]"},
+		{"[2001:DB8::1]", "2001:db8::1", "[2001:db8::1]"},
+		{"::ffff:10.0.0.1", "::ffff:10.0.0.1", "[::ffff:10.0.0.1]"},
+		{"Web-1.internal", "web-1.internal", "web-1.internal"},
+		{"localhost", "localhost", "localhost"},
+	} {
+		a, err := parseAddress("ip", tc.in)
+		if err != nil || a.String() != tc.str || a.Bracketed() != tc.bracketed {
+			t.Errorf("address %q = %q, %q, %v; want %q, %q", tc.in, a.String(), a.Bracketed(), err, tc.str, tc.bracketed)
+		}
+	}
+	for in, want := range map[string]int{"1": 1, "80": 80, "65535": 65535} {
+		if got, err := parseInt("port", in, 1, 65535); err != nil || got != want {
+			t.Errorf("port %q = %d, %v", in, got, err)
+		}
+	}
+	for in, want := range map[string]string{
+		`/health`:       `"/health"`,
+		`a "b" \c ;{}#`: `"a \"b\" \\c ;{}#"`,
+		`Grüße`:         `"Grüße"`,
+	} {
+		if got, err := nginxString(in); err != nil || got != want {
+			t.Errorf("nginxString %q = %s, %v; want %s", in, got, err, want)
+		}
+	}
+	for in, want := range map[string]string{`/a b#c\d"`: `'/a b#c\d"'`} {
+		if got, err := haproxyString(in); err != nil || got != want {
+			t.Errorf("haproxyString %q = %s, %v; want %s", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"a\nb", "a\x00", "$host", strings.Repeat("x", maxQuoted+1), "\xff"} {
+		if got, err := nginxString(bad); err == nil {
+			t.Errorf("nginxString %q accepted as %s", bad, got)
+		}
+	}
+	for _, bad := range []string{"a\nb", "a\x00", "it's", "\u2028"} {
+		if got, err := haproxyString(bad); err == nil {
+			t.Errorf("haproxyString %q accepted as %s", bad, got)
+		}
+	}
+}
+
+const endpointsTemplate = `{{range endpoints (servicesWithTag "www")}}server {{.HostPort}}{{with .Weight}} weight={{.}}{{end}}; # {{.Name}}
+{{end}}`
+
+// Services whose data is refused are left out of the render, each reported
+// by a log line naming the service and the field, a metric, and /healthz;
+// the others render.
+func TestEndpointsLeaveOutAndReportRefusedServices(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, endpointsTemplate)
+	var logs bytes.Buffer
+	reg := prometheus.NewRegistry()
+	g.r = NewRenderer(slog.New(slog.NewTextHandler(&logs, nil)), NewMetrics(reg), nil)
+	set := g.set(t, TemplateConfig{})
+	snap := snapshot(
+		svc("web-1", []string{"www"}, map[string]string{"ip": "10.0.0.1", "port": "80", "weight": "3"}),
+		svc("web-2", []string{"www"}, map[string]string{"ip": "2001:db8::2", "port": "8080"}),
+		svc("web-3", []string{"www"}, map[string]string{"host": "web-3.internal", "port": "80"}),
+		svc("evil-port", []string{"www"}, map[string]string{"ip": "10.0.0.9", "port": hostile[0]}),
+		svc("evil-ip", []string{"www"}, map[string]string{"ip": "10.0.0.9\n}", "port": "80"}),
+		svc("evil weight", []string{"www"}, map[string]string{"ip": "10.0.0.9", "port": "80"}),
+		svc("evil-weight", []string{"www"}, map[string]string{"ip": "10.0.0.9", "port": "80", "weight": "1 backup"}),
+		svc("no-port", []string{"www"}, map[string]string{"ip": "10.0.0.9"}),
+	)
+	res := g.r.Pass(context.Background(), set, snap)
+	if len(res.Failures) != 0 {
+		t.Fatalf("failures: %v", res.Failures)
+	}
+	want := "server 10.0.0.1:80 weight=3; # web-1\nserver [2001:db8::2]:8080; # web-2\nserver web-3.internal:80; # web-3\n"
+	if got := readFile(t, g.dest); got != want {
+		t.Fatalf("rendered:\n%s\nwant:\n%s", got, want)
+	}
+	for _, want := range []string{
+		`service=evil-port field=port`, `service=evil-ip field=ip`,
+		`service="evil weight" field=id`, `service=evil-weight field=weight`, `service=no-port field=port`,
+	} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("log lacks %s:\n%s", want, logs.String())
+		}
+	}
+	byField := map[string]float64{}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "svcreg_template_refused_services_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "field" {
+					byField[l.GetValue()] += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	if want := map[string]float64{"port": 2, "ip": 1, "id": 1, "weight": 1}; fmt.Sprint(byField) != fmt.Sprint(want) {
+		t.Errorf("refused services by field = %v; want %v", byField, want)
+	}
+	rep := g.r.Health.Report(0)
+	if got := len(rep.Groups[g.dest].Refused); got != 5 {
+		t.Fatalf("healthz lists %d refused services; want 5: %+v", got, rep.Groups[g.dest].Refused)
+	}
+
+	// Fixed data: the service renders and /healthz no longer lists it.
+	snap2 := snapshot(svc("web-1", []string{"www"}, map[string]string{"ip": "10.0.0.1", "port": "80"}))
+	g.r.Pass(context.Background(), set, snap2)
+	if got := g.r.Health.Report(0).Groups[g.dest].Refused; len(got) != 0 {
+		t.Fatalf("healthz still lists refusals: %+v", got)
+	}
+}
+
+func TestOnRefusedFailKeepsTheOldFile(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, endpointsTemplate)
+	set := g.set(t, TemplateConfig{OnRefused: RefusedFail})
+	good := svc("web-1", []string{"www"}, map[string]string{"ip": "10.0.0.1", "port": "80"})
+	if res := g.r.Pass(context.Background(), set, snapshot(good)); len(res.Failures) != 0 {
+		t.Fatal(res.Failures)
+	}
+	before := readFile(t, g.dest)
+	bad := svc("web-2", []string{"www"}, map[string]string{"ip": "10.0.0.2", "port": "80;"})
+	res := g.r.Pass(context.Background(), set, snapshot(good, bad))
+	if w := res.Worst(); w == nil || w.Kind != RenderFailed || !strings.Contains(w.Error(), `service "web-2": port "80;" refused`) {
+		t.Fatalf("worst = %v; want a render failure naming the service and field", w)
+	}
+	if readFile(t, g.dest) != before {
+		t.Fatal("the file changed after a failed render")
+	}
+}
+
+// The value functions refuse with an error that fails the render (they
+// know no service to leave out); endpoint leaves one service out.
+func TestValueFunctionsAndEndpoint(t *testing.T) {
+	t.Parallel()
+	snap := snapshot(
+		svc("web-1", []string{"www"}, map[string]string{"ip": "10.0.0.1", "port": "80", "path": "/a b"}),
+		svc("web-2", []string{"www"}, map[string]string{"ip": "10.0.0.2", "port": "x"}),
+		svc("web-3", nil, map[string]string{"ip": "10.0.0.3", "port": "80", "backend": "api"}),
+		svc("web-4", nil, map[string]string{"ip": "10.0.0.4", "port": "80", "backend": "api\nfrontend x"}),
+	)
+	for _, tc := range []struct{ name, tmpl, want, err string }{
+		{"port", `{{port "8080"}}`, "8080", ""},
+		{"port refused", `{{port "80;"}}`, "", `port "80;" refused`},
+		{"addr", `{{(addr "2001:db8::1").Bracketed}} {{addr "10.0.0.1"}}`, "[2001:db8::1] 10.0.0.1", ""},
+		{"addr refused", `{{addr "10.0.0.1 backup"}}`, "", `address "10.0.0.1 backup" refused`},
+		{"weight", `{{weight "256"}}`, "256", ""},
+		{"weight refused", `{{weight "257"}}`, "", "not a number in 1..256"},
+		{"ident", `{{ident "api_v2.x-y"}}`, "api_v2.x-y", ""},
+		{"ident refused", `{{ident "api v2"}}`, "", `identifier "api v2" refused`},
+		{"nginxString", `{{nginxString (service "web-1").Metadata.path}}`, `"/a b"`, ""},
+		{"haproxyString", `{{haproxyString (service "web-1").Metadata.path}}`, `'/a b'`, ""},
+		{"endpoint", `{{range services}}{{with endpoint .}}{{.HostPort}} {{end}}{{end}}`, "10.0.0.1:80 10.0.0.3:80 10.0.0.4:80 ", ""},
+		{"endpoint of a pointer", `{{(endpoint (service "web-1")).Port}}`, "80", ""},
+		{"number", `{{configOr "/lb/port" "1" | number 1 65535}}`, "8080", ""},
+		{"number refused", `{{number 1 10 "11"}}`, "", `number "11" refused: not a number in 1..10`},
+		{"endpointsBy", `{{range $b, $eps := endpointsBy "backend" services}}{{$b}}:{{range $eps}}{{.Name}}{{end}} {{end}}`, "api:web-3 ", ""},
+		{"endpoint raw service", `{{range endpoints services}}{{.Service.Metadata.path}}{{end}}`, "/a b", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			set := newSet(t, TemplateConfig{Contents: tc.tmpl, Destination: filepath.Join(dir, "out")})
+			out, err := set.Groups[0].Templates[0].Render(snap)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("err = %v; want %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil || string(out) != tc.want {
+				t.Fatalf("got %q, %v; want %q", out, err, tc.want)
+			}
+		})
+	}
+}
+
+// min_instances counts the endpoints left after refusals: hostile services
+// alone do not make an upstream look populated.
+func TestMinInstancesCountsEndpoints(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, endpointsTemplate)
+	set := g.set(t, TemplateConfig{MinInstances: 1})
+	snap := snapshot(svc("evil", []string{"www"}, map[string]string{"ip": "10.0.0.1", "port": "80;"}))
+	res := g.r.Pass(context.Background(), set, snap)
+	var guard *GuardError
+	if w := res.Worst(); w == nil || !errors.As(w.Err, &guard) || !strings.Contains(guard.Call, "endpoints") {
+		t.Fatalf("worst = %v; want min_instances to refuse the endpoints list", w)
+	}
+}
