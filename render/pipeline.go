@@ -108,6 +108,9 @@ func (r *Renderer) Pass(ctx context.Context, set *Set, snap *watcher.Snapshot) P
 	start := time.Now()
 	for _, g := range set.Groups {
 		installed, retryAt, f := r.passGroup(ctx, g, snap)
+		if f != nil || retryAt.IsZero() { // a group held back has no outcome yet
+			r.Health.passed(g.Name, f, r.now())
+		}
 		if installed {
 			res.Installed++
 		}

@@ -87,7 +87,7 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	fs.BoolVar(&f.once, "once", false, "wait for a full sync, render, install, reload, then exit")
 	fs.DurationVar(&f.onceTimeout, "once-timeout", 30*time.Second, "with --once, how long to wait for the registry")
 	fs.BoolVar(&f.dry, "dry", false, "print what would change (a diff per file) and write and run nothing")
-	fs.StringVar(&f.listen, "listen", "", "`address` for /healthz and /metrics (default: the config's listen, or none)")
+	fs.StringVar(&f.listen, "listen", "", "`address` for /healthz, /readyz and /metrics (default: the config's listen, or none)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	f.conn.Register(fs)
@@ -150,9 +150,10 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/healthz", health)
+		mux.Handle("/readyz", health.Ready())
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
-		log.Info("serving /healthz and /metrics", "url", "http://"+ln.Addr().String())
+		log.Info("serving /healthz, /readyz and /metrics", "url", "http://"+ln.Addr().String())
 		g.Add(func() error {
 			if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 				return err
