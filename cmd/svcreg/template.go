@@ -11,9 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -137,12 +135,12 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 
 	sets := make(chan *render.Set)
 	loop.Sets = sets
-	rl := &reloader{log: log, load: load, sets: sets, current: set, registry: cfg.Registry}
+	rl := render.NewReloader(log, load, sets, set, cfg.Registry)
 	var g run.Group
 	g.Add(func() error { return w.Run(ctx) }, func(error) { cancel() })
 	g.Add(func() error { return loop.Run(ctx, set) }, func(error) { cancel() })
-	g.Add(func() error { return rl.watchFiles(ctx) }, func(error) { cancel() })
-	g.Add(func() error { return rl.signals(ctx) }, func(error) { cancel() })
+	g.Add(func() error { return rl.WatchFiles(ctx) }, func(error) { cancel() })
+	g.Add(func() error { return templateSignals(ctx, log, rl) }, func(error) { cancel() })
 	if cfg.Listen != "" {
 		ln, err := net.Listen("tcp", cfg.Listen)
 		if err != nil {
@@ -271,84 +269,8 @@ func runOnce(ctx context.Context, log *slog.Logger, w *watcher.Watcher, loop *re
 // errStopped ends the run group on SIGTERM or SIGINT.
 var errStopped = errors.New("stopped by signal")
 
-// reloader re-reads the configuration and templates on SIGHUP, and the
-// templates when their files change, and hands a valid new set to the
-// render loop. An invalid one is logged and the old set kept.
-type reloader struct {
-	log      *slog.Logger
-	load     func() (render.Config, error)
-	sets     chan<- *render.Set
-	registry render.RegistryConfig // as started
-
-	mu      sync.Mutex
-	current *render.Set
-	sources chan []string // the template files to watch, after a reload
-}
-
-func (r *reloader) reload(ctx context.Context, why string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	cfg, err := r.load()
-	var set *render.Set
-	if err == nil {
-		set, err = render.NewSet(cfg)
-	}
-	if err != nil {
-		r.log.Error("reload failed; keeping the current templates", "why", why, "err", err)
-		return
-	}
-	if cfg.Registry != r.registry {
-		r.log.Warn("the [registry] settings changed; they take effect at the next restart")
-	}
-	old := r.current.Sources()
-	r.current = set
-	select {
-	case r.sets <- set:
-	case <-ctx.Done():
-		return
-	}
-	r.log.Info("templates reloaded", "why", why, "templates", len(set.Sources()))
-	if !slices.Equal(old, set.Sources()) && r.sources != nil {
-		select {
-		case r.sources <- set.Sources():
-		default:
-		}
-	}
-}
-
-// watchFiles watches the current templates' files, following the list of
-// files across reloads.
-func (r *reloader) watchFiles(ctx context.Context) error {
-	r.mu.Lock()
-	r.sources = make(chan []string, 1)
-	files := r.current.Sources()
-	r.mu.Unlock()
-	for {
-		wctx, cancel := context.WithCancel(ctx)
-		errc := make(chan error, 1)
-		go func() {
-			errc <- render.WatchFiles(wctx, files, 200*time.Millisecond, func() { r.reload(ctx, "template file changed") })
-		}()
-		select {
-		case <-ctx.Done():
-			cancel()
-			<-errc
-			return nil
-		case files = <-r.sources:
-			cancel()
-			<-errc
-		case err := <-errc:
-			cancel()
-			// Watching is a convenience; SIGHUP still reloads.
-			r.log.Warn("cannot watch template files; send SIGHUP after changing them", "err", err)
-			<-ctx.Done()
-			return nil
-		}
-	}
-}
-
-// signals stops on SIGTERM/SIGINT and reloads on SIGHUP.
-func (r *reloader) signals(ctx context.Context) error {
+// templateSignals stops on SIGTERM/SIGINT and reloads on SIGHUP.
+func templateSignals(ctx context.Context, log *slog.Logger, r *render.Reloader) error {
 	ch := make(chan os.Signal, 4)
 	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(ch)
@@ -358,10 +280,10 @@ func (r *reloader) signals(ctx context.Context) error {
 			return nil
 		case s := <-ch:
 			if s == syscall.SIGHUP {
-				r.reload(ctx, "SIGHUP")
+				r.Reload(ctx, "SIGHUP")
 				continue
 			}
-			r.log.Info("stopping", "signal", s.String())
+			log.Info("stopping", "signal", s.String())
 			return errStopped
 		}
 	}
