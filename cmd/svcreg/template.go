@@ -45,7 +45,14 @@ watched and re-read when they change.
 Exit codes (--once): 0 done; 1 other error; 2 usage; 3 bad config or
 template; 4 no sync with the registry within --once-timeout; 5 a template
 failed to render (or min_instances refused it); 6 a check command failed;
-7 a file could not be installed; 8 a reload command failed.`
+7 a file could not be installed; 8 a reload command failed.
+
+First deploy, before the load balancer runs: "svcreg template --once
+--no-reload" installs the checked files and reloads nothing; then start the
+load balancer. Without --no-reload the reload fails (exit 8), but a file
+that did not exist before and passed its check stays installed: with
+nothing to restore, removing it would only keep the load balancer from
+starting.`
 
 // Exit codes of svcreg template.
 const (
@@ -62,6 +69,7 @@ type templateFlags struct {
 	templates   stringList
 	wait        string
 	once        bool
+	noReload    bool
 	onceTimeout time.Duration
 	dry         bool
 	listen      string
@@ -84,6 +92,7 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	fs.StringVar(&f.wait, "wait", "", "`MIN:MAX` debounce: render after MIN without changes, at most MAX after the first\n(default 100ms:2s, or the config's [wait])")
 	fs.BoolVar(&f.once, "once", false, "wait for a full sync, render, install, reload, then exit")
 	fs.DurationVar(&f.onceTimeout, "once-timeout", 30*time.Second, "with --once, how long to wait for the registry")
+	fs.BoolVar(&f.noReload, "no-reload", false, "with --once, install the checked files but run no reload command\n(a first deploy, before the load balancer runs)")
 	fs.BoolVar(&f.dry, "dry", false, "print what would change (a diff per file) and write and run nothing")
 	fs.StringVar(&f.listen, "listen", "", "`address` for /healthz, /readyz and /metrics (default: the config's listen, or none)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log `format`: text or json")
@@ -94,6 +103,9 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	}
 	if fs.NArg() > 0 {
 		return usagef("unexpected argument %q", fs.Arg(0))
+	}
+	if f.noReload && !f.once {
+		return usagef("--no-reload goes with --once")
 	}
 	if f.config == "" && len(f.templates) == 0 {
 		return usagef("give --config FILE or at least one --template SRC:DST[:RELOAD]")
@@ -124,7 +136,7 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	health := render.NewHealth()
 	health.Watch = w.Status
 	renderer := render.NewRenderer(log, render.NewMetrics(reg), health)
-	renderer.Dry, renderer.DryOut = f.dry, stdout
+	renderer.Dry, renderer.DryOut, renderer.NoReload = f.dry, stdout, f.noReload
 	loop := &render.Loop{Renderer: renderer, Source: w}
 
 	ctx, cancel := context.WithCancel(ctx)

@@ -168,12 +168,21 @@ type nginx struct {
 
 func startNginx(t *testing.T) *nginx {
 	t.Helper()
+	n := newNginx(t)
+	// Until svcreg renders it, the upstream points at a closed port.
+	os.WriteFile(n.upstreams, []byte("upstream www { server 127.0.0.1:1; }\n"), 0o644)
+	n.start(t)
+	return n
+}
+
+// newNginx writes an nginx config whose http block includes upstreams.conf
+// (not written yet), and starts nothing.
+func newNginx(t *testing.T) *nginx {
+	t.Helper()
 	n := &nginx{bin: program(t, "nginx"), prefix: t.TempDir(), port: freePort(t)}
 	n.conf = filepath.Join(n.prefix, "nginx.conf")
 	n.upstreams = filepath.Join(n.prefix, "upstreams.conf")
 	os.MkdirAll(filepath.Join(n.prefix, "logs"), 0o755)
-	// Until svcreg renders it, the upstream points at a closed port.
-	os.WriteFile(n.upstreams, []byte("upstream www { server 127.0.0.1:1; }\n"), 0o644)
 	conf := fmt.Sprintf(`pid %[1]s/nginx.pid;
 error_log %[1]s/logs/error.log;
 worker_processes 1;
@@ -190,11 +199,16 @@ http {
 	if err := os.WriteFile(n.conf, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return n
+}
+
+// start starts nginx and stops it when the test ends.
+func (n *nginx) start(t *testing.T) {
+	t.Helper()
 	if out, err := exec.Command(n.bin, n.args()...).CombinedOutput(); err != nil {
 		t.Fatalf("start nginx: %v: %s", err, out)
 	}
 	t.Cleanup(func() { exec.Command(n.bin, append(n.args(), "-s", "quit")...).Run() })
-	return n
 }
 
 func (n *nginx) args() []string { return []string{"-p", n.prefix, "-c", n.conf} }
