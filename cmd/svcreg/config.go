@@ -96,7 +96,9 @@ func runConfigSet(ctx context.Context, args []string, stdin io.Reader, stdout, s
 	f := newAPIFlags("config set", "svcreg config set KEY VALUE [flags]", `
 Creates or replaces a configuration value (1..1024 characters). A VALUE
 of "-" reads the value from standard input, without its final newline.
-Prints nothing.`, stderr)
+Prints nothing.
+
+`+registry.ConfigIDRules, stderr)
 	pos, err := f.parse(args)
 	if err != nil {
 		return err
@@ -111,6 +113,9 @@ Prints nothing.`, stderr)
 		return usagef("unexpected argument %q after the value; quote a value that holds spaces", pos[2])
 	}
 	key, value := pos[0], pos[1]
+	if err := registry.CheckConfigID(key); err != nil {
+		return usagef("KEY %s", err)
+	}
 	if value == "-" {
 		data, err := io.ReadAll(io.LimitReader(stdin, 64<<10))
 		if err != nil {

@@ -154,6 +154,9 @@ POST /services/ID/heartbeat with the token (see docs/api.md), or let
 	if *timeout == 0 {
 		return usagef("missing --timeout: the heartbeat timeout in seconds (3..120)")
 	}
+	if err := checkTimeout(*timeout); err != nil {
+		return err
+	}
 	meta, err := metadata.metadata()
 	if err != nil {
 		return err
@@ -201,6 +204,11 @@ A new --timeout applies from the next heartbeat. Prints nothing.`, stderr)
 	if !tags.set && !metadata.set && *timeout == 0 {
 		return usagef("nothing to change: give --tags, --metadata or --timeout")
 	}
+	if *timeout != 0 {
+		if err := checkTimeout(*timeout); err != nil {
+			return err
+		}
+	}
 	ctx, c, done, err := f.connect(ctx)
 	if err != nil {
 		return err
@@ -223,4 +231,13 @@ Exits 1 if there is no such service.`, stderr)
 	}
 	defer done()
 	return c.DeleteService(ctx, id)
+}
+
+// checkTimeout checks --timeout against the registry's range before
+// anything is sent.
+func checkTimeout(seconds int) error {
+	if seconds < registry.MinHeartbeatTimeout || seconds > registry.MaxHeartbeatTimeout {
+		return usagef("--timeout %d: the heartbeat timeout is %d..%d seconds", seconds, registry.MinHeartbeatTimeout, registry.MaxHeartbeatTimeout)
+	}
+	return nil
 }

@@ -110,6 +110,11 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	if f.config == "" && len(f.templates) == 0 {
 		return usagef("give --config FILE or at least one --template SRC:DST[:RELOAD]")
 	}
+	for _, t := range f.templates {
+		if _, err := render.ParseTemplateFlag(t); err != nil {
+			return usageError{err.Error()}
+		}
+	}
 	log, err := newLogger(stderr, f.logFormat, f.logLevel)
 	if err != nil {
 		return err

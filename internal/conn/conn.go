@@ -81,6 +81,11 @@ func (s Settings) Config() (registry.Config, error) {
 		return c, errors.New("no credentials: give --username with --api-key or --password, or --token with --tenant (or the SVCREG_* variables)")
 	case s.Token == "" && s.APIKey == "" && s.Password == "":
 		return c, errors.New("--username needs --api-key or --password")
+	case s.APIKey != "" && s.Password != "":
+		// Either would be ignored without a word: refuse instead.
+		return c, errors.New("conflicting credentials: an API key (--api-key or SVCREG_API_KEY) and a password (--password or SVCREG_PASSWORD) are both set; give one")
+	case s.Token != "" && (s.APIKey != "" || s.Password != ""):
+		return c, errors.New("conflicting credentials: a static token (--token or SVCREG_TOKEN) and an API key or password are both set; give one")
 	}
 	return c, nil
 }

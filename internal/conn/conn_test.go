@@ -21,6 +21,8 @@ func TestConfig(t *testing.T) {
 		{"token without tenant", Settings{URL: "http://h/v1.0", Token: "t"}, "", "--token needs --tenant"},
 		{"nothing", Settings{URL: "http://h/v1.0"}, "", "no credentials"},
 		{"user without secret", Settings{URL: "http://h/v1.0", Username: "u"}, "", "needs --api-key or --password"},
+		{"API key and password", Settings{URL: "http://h/v1.0", Username: "u", APIKey: "k", Password: "p"}, "", "conflicting credentials: an API key"},
+		{"token and API key", Settings{URL: "http://h/v1.0", Token: "t", Tenant: "1", Username: "u", APIKey: "k"}, "", "conflicting credentials: a static token"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := tc.s.Config()
