@@ -33,7 +33,7 @@ example services that join, leave and time out, printing the rendered file
 each time it changes. It takes about half a minute; Ctrl-C stops it.`
 
 func runDemo(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := newFlagSet("demo", "svcreg demo [--out FILE]", demoDescription, stderr)
+	fs := newFlagSet("demo", "svcreg demo [--out FILE]", demoDescription, stdout)
 	out := fs.String("out", "", "`file` to render into (default: a temporary file)")
 	step := fs.Duration("step", 3*time.Second, "pause between the demo's steps")
 	if err := parseFlags(fs, args); err != nil {

@@ -49,7 +49,7 @@ Lists the events from --marker on (the event with that id comes first), or
 those of the last hour, oldest first, following every page. Each line
 shows the event's id (a marker to list or tail from), time, type, the
 service or configuration key it is about, and what changed. With
---output json, a JSON array of events as the API shows them.`, stderr)
+--output json, a JSON array of events as the API shows them.`, stdout)
 	marker := f.fs.String("marker", "", "event `id` to start at (inclusive); default: an hour ago")
 	typ := f.fs.String("type", "", "list only events of this `type`, e.g. service.join")
 	limit := f.fs.Int("limit", 0, "list at most `N` events; 0 for all")
@@ -100,7 +100,7 @@ interrupted (Ctrl-C, SIGTERM) or, with --count, after that many events.
 Without --marker it starts now and shows only new events; with it, it
 starts after the event with that id (the last one you saw), so that a tail
 can be resumed. It long-polls the registry and rides out the registry's
-restarts. With --output json, one JSON object per line.`, stderr)
+restarts. With --output json, one JSON object per line.`, stdout)
 	marker := f.fs.String("marker", "", "event `id` to follow the feed after; default: now")
 	typ := f.fs.String("type", "", "show only events of this `type`, e.g. service.join")
 	count := f.fs.Int("count", 0, "exit after `N` events; 0 to follow until interrupted")

@@ -86,7 +86,7 @@ func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 
 func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	var f templateFlags
-	fs := newFlagSet("template", "svcreg template (--config FILE | --template SRC:DST[:RELOAD]...) [flags]", templateDescription, stderr)
+	fs := newFlagSet("template", "svcreg template (--config FILE | --template SRC:DST[:RELOAD]...) [flags]", templateDescription, stdout)
 	fs.StringVar(&f.config, "config", "", "TOML config `file`")
 	fs.Var(&f.templates, "template", "`SRC:DST[:RELOAD]`: render SRC to DST and run RELOAD after a change (repeatable)")
 	fs.StringVar(&f.wait, "wait", "", "`MIN:MAX` debounce: render after MIN without changes, at most MAX after the first\n(default 100ms:2s, or the config's [wait])")
