@@ -86,11 +86,24 @@ service or configuration key it is about, and what changed. With
 	if f.json() {
 		return writeJSON(stdout, events)
 	}
-	fmt.Fprintln(stdout, eventHeader)
+	return writeEventTable(stdout, events)
+}
+
+// writeEventTable writes a list of events as a table whose columns fit the
+// widest cell (a long configuration key included); the tail, which cannot
+// wait for the widest, uses fixed widths (eventLine).
+func writeEventTable(w io.Writer, events []registry.Event) error {
+	tw := newTable(w)
+	row(tw, "ID", "TIME", "TYPE", "SUBJECT", "DETAIL")
 	for _, ev := range events {
-		fmt.Fprintln(stdout, eventLine(ev))
+		subject, detail := describeEvent(ev)
+		row(tw, ev.ID, eventTime(ev), string(ev.Type), cell(subject), detail)
 	}
-	return nil
+	return tw.Flush()
+}
+
+func eventTime(ev registry.Event) string {
+	return ev.Timestamp.Local().Format("2006-01-02T15:04:05.000-07:00")
 }
 
 func runEventsTail(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
@@ -199,8 +212,7 @@ var eventHeader = strings.TrimRight(fmt.Sprintf(eventFormat, "ID", "TIME", "TYPE
 // configuration key it is about, and what changed.
 func eventLine(ev registry.Event) string {
 	subject, detail := describeEvent(ev)
-	t := ev.Timestamp.Local().Format("2006-01-02T15:04:05.000-07:00")
-	return strings.TrimRight(fmt.Sprintf(eventFormat, ev.ID, t, ev.Type, cell(subject), detail), " ")
+	return strings.TrimRight(fmt.Sprintf(eventFormat, ev.ID, eventTime(ev), ev.Type, cell(subject), detail), " ")
 }
 
 // describeEvent returns what an event is about and what changed.
