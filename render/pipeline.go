@@ -175,7 +175,7 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 		} else if !errors.Is(err, fs.ErrNotExist) {
 			return fail(InstallFailed, fmt.Errorf("stat %s: %w", t.Destination, err))
 		}
-		f.changed = !f.existed || !bytes.Equal(f.old, f.out)
+		f.changed = !f.existed || !bytes.Equal(f.old, f.out) || attrsDiffer(t.TemplateConfig, f.info)
 		anyChanged = anyChanged || f.changed
 		files[i] = f
 	}

@@ -495,3 +495,24 @@ func TestNoReloadInstallsWithoutReloading(t *testing.T) {
 		t.Fatalf("%d reloads with NoReload", n)
 	}
 }
+
+// A changed perms (after a SIGHUP) is applied at the next pass although
+// the content is the same.
+func TestChangedPermsApplyWithoutAContentChange(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, "x\n")
+	ctx := context.Background()
+	if res := g.r.Pass(ctx, g.set(t, TemplateConfig{Perms: "0644"}), snapshot()); res.Installed != 1 {
+		t.Fatalf("first pass: %+v", res)
+	}
+	set := g.set(t, TemplateConfig{Perms: "0600", Reload: "echo reload >> " + g.log})
+	if res := g.r.Pass(ctx, set, snapshot()); res.Installed != 1 || res.Failures != nil {
+		t.Fatalf("pass with new perms: %+v", res)
+	}
+	if fi, _ := os.Stat(g.dest); fi.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v, want 0600", fi.Mode().Perm())
+	}
+	if res := g.r.Pass(ctx, set, snapshot()); res.Installed != 0 {
+		t.Fatalf("a pass with nothing changed installed: %+v", res)
+	}
+}
