@@ -20,6 +20,16 @@ const defaultWindow = time.Hour
 // service.update extension is accepted too.
 const validTypesMessage = "service.join,service.remove,service.timeout,configuration_value.update,configuration_value.remove"
 
+// originalTypes are the event types of the original API: what a feed read
+// shows a client that did not opt in to service.update (design item 1).
+// The official Java client throws on any other type, so the filter applies
+// before paging, and to long-polls, exactly like ?type.
+var originalTypes = []registry.EventType{registry.ServiceJoin, registry.ServiceRemove, registry.ServiceTimeout,
+	registry.ConfigValueUpdate, registry.ConfigValueRemove}
+
+// includeParam opts in to the extension event types: include=service.update.
+const includeParam = "include"
+
 // handleEvents is GET /events (spec §7.11), with the long-poll extension
 // (design item 2): with wait, the request is held while the answer would
 // hold no event newer than the marker.
@@ -75,7 +85,14 @@ func (s *Server) handleEvents(w http.ResponseWriter, rq *request) {
 		}
 		from = timeuuid.Low(start)
 	}
-	var types []registry.EventType
+	types := originalTypes
+	if v, ok := rq.query.get(includeParam); ok {
+		if v != string(registry.ServiceUpdate) {
+			s.writeFault(w, rq, invalidParam(includeParam, "Include must be service.update"))
+			return
+		}
+		types = nil // every type
+	}
 	if v, ok := rq.query.get("type"); ok {
 		t, valid := eventType(v)
 		if !valid {

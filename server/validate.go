@@ -10,6 +10,7 @@ import (
 	"unicode/utf16"
 
 	"github.com/svcreg/svcreg/internal/timeuuid"
+	"github.com/svcreg/svcreg/registry"
 	"github.com/svcreg/svcreg/server/store"
 )
 
@@ -18,7 +19,6 @@ import (
 
 var (
 	serviceIDPattern = regexp.MustCompile(`(?i)^[a-z0-9_\-\.]{3,65}$`)
-	configIDPattern  = regexp.MustCompile(`(?i)^(\/[a-z0-9_\-]{3,50}\/?){0,10}([a-z0-9_\-\.]{3,170})?$`)
 	markerPattern    = regexp.MustCompile(`(?i)^[a-z0-9\-:_\.\/]{0,255}$`)
 	intPattern       = regexp.MustCompile(`^-?(?:0|[1-9][0-9]*)$`)
 )
@@ -57,10 +57,9 @@ func checkConfigID(s string) string {
 	if m := lengthMessage(s, 3, 500); m != "" {
 		return m
 	}
-	if !configIDPattern.MatchString(s) {
-		return "Invalid characters"
-	}
-	return ""
+	// Which part breaks the pattern (the original says only "Invalid
+	// characters", also for a segment that is too short).
+	return registry.ConfigIDProblem(s)
 }
 
 // jsonKind is the JSON type of a raw value by its first byte.

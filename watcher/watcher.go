@@ -45,6 +45,7 @@ type Watcher struct {
 
 	mu     sync.Mutex
 	status Status
+	feed   *registry.Watcher // the feed being followed, nil while listing
 }
 
 // New returns a Watcher; Run starts it.
@@ -64,14 +65,33 @@ func New(cfg Config) *Watcher {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Watcher{Latest: NewLatest(), cfg: cfg, log: cfg.Logger, metrics: newWatcherMetrics(cfg.Registerer)}
+	w := &Watcher{Latest: NewLatest(), cfg: cfg, log: cfg.Logger}
+	w.metrics = newWatcherMetrics(cfg.Registerer, w.lastContact)
+	return w
 }
 
 // Status returns how the watcher is doing.
 func (w *Watcher) Status() Status {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.status
+	st := w.status
+	// Every answer of the feed is contact, an empty long-poll included: a
+	// quiet registry is not a stale one.
+	if w.feed != nil {
+		if t := w.feed.LastSuccess(); t.After(st.LastContact) {
+			st.LastContact = t
+		}
+	}
+	return st
+}
+
+// lastContact is the last_contact metric: Unix seconds, 0 before any.
+func (w *Watcher) lastContact() float64 {
+	t := w.Status().LastContact
+	if t.IsZero() {
+		return 0
+	}
+	return float64(t.UnixNano()) / 1e9
 }
 
 // Run lists and follows the feed until ctx is done. It never gives up: a
@@ -173,7 +193,6 @@ func (w *Watcher) publishList(snap *Snapshot) {
 	w.status.LastError, w.status.LastErrorAt = "", time.Time{}
 	w.mu.Unlock()
 	w.metrics.synced.Set(1)
-	w.metrics.lastContact.Set(float64(now.Unix()))
 	w.Put(snap)
 }
 
@@ -201,6 +220,16 @@ func (w *Watcher) follow(ctx context.Context, marker string) string {
 			}
 		},
 	})
+	w.mu.Lock()
+	w.feed = feed
+	w.mu.Unlock()
+	defer func() {
+		// Keep the feed's last answer as contact once it is gone.
+		st := w.Status()
+		w.mu.Lock()
+		w.status.LastContact, w.feed = st.LastContact, nil
+		w.mu.Unlock()
+	}()
 	for {
 		ev, err := feed.Next(fctx)
 		if err != nil {
@@ -236,7 +265,6 @@ func (w *Watcher) apply(events []registry.Event, contact time.Time) {
 	cur := w.Snapshot()
 	next, _ := cur.Apply(events, time.Now())
 	w.metrics.events.Add(float64(len(events)))
-	w.metrics.lastContact.Set(float64(contact.Unix()))
 	w.mu.Lock()
 	w.status.Marker = next.Marker
 	w.status.LastContact = contact
@@ -288,18 +316,19 @@ func sleep(ctx context.Context, d time.Duration) bool {
 
 type watcherMetrics struct {
 	synced      prometheus.Gauge
-	lastContact prometheus.Gauge
+	lastContact prometheus.GaugeFunc
 	resyncs     *prometheus.CounterVec
 	events      prometheus.Counter
 	errors      prometheus.Counter
 }
 
-func newWatcherMetrics(r prometheus.Registerer) watcherMetrics {
+func newWatcherMetrics(r prometheus.Registerer, lastContact func() float64) watcherMetrics {
 	m := watcherMetrics{
 		synced: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "svcreg_watcher_synced", Help: "1 once the watcher has listed the registry."}),
-		lastContact: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "svcreg_watcher_last_contact_timestamp_seconds", Help: "When the registry last answered the watcher."}),
+		lastContact: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "svcreg_watcher_last_contact_timestamp_seconds", Help: "When the registry last answered the watcher (an empty long-poll counts)."},
+			lastContact),
 		resyncs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "svcreg_watcher_lists_total", Help: "Full lists of the registry, by reason (start, periodic, outage, marker-expired, feed-error)."},
 			[]string{"reason"}),

@@ -91,18 +91,22 @@ Exit codes: COMMAND's; 2 usage; 69 aborted (--abort-on-failure);
 
 // ParseArgs parses the wrapper's command line (the arguments after the
 // program's name). prog names the program in the usage text. --help prints
-// the usage to stderr and returns flag.ErrHelp; mistakes are *UsageError.
-func ParseArgs(prog string, args []string, stderr io.Writer) (Config, error) {
+// the usage to help (the wrapper's stdout) once and returns flag.ErrHelp;
+// mistakes are *UsageError.
+func ParseArgs(prog string, args []string, help io.Writer) (Config, error) {
 	cfg := Config{Interval: 10 * time.Second}
 	var tags listFlag
 	var metadata listFlag
 	fs := flag.NewFlagSet(prog, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage:\n  %s --id=ID [--tags=a,b] [--metadata=k=v,...] [--interval=SECONDS] [--abort-on-failure] [flags] [--] COMMAND [ARGS...]\n\n", prog)
-		fmt.Fprintf(stderr, "%s\n\nFlags:\n", strings.TrimSpace(description))
-		printFlags(stderr, fs)
+	usage := func() {
+		fmt.Fprintf(help, "Usage:\n  %s --id=ID [--tags=a,b] [--metadata=k=v,...] [--interval=SECONDS] [--abort-on-failure] [flags] [--] COMMAND [ARGS...]\n\n", prog)
+		fmt.Fprintf(help, "%s\n\nFlags:\n", strings.TrimSpace(description))
+		printFlags(help, fs)
 	}
+	// The flag package calls Usage itself on --help (and on every
+	// mistake); the usage is printed here, once, for --help only.
+	fs.Usage = func() {}
 	fs.StringVar(&cfg.Service.ID, "id", "", "service `id` to register (3..65 characters of a-z A-Z 0-9 _ . -)")
 	fs.Var(&tags, "tags", "comma separated `list` of tags (repeatable)")
 	fs.Var(&metadata, "metadata", "comma separated `list` of key=value pairs (repeatable)")
@@ -116,7 +120,7 @@ func ParseArgs(prog string, args []string, stderr io.Writer) (Config, error) {
 
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fs.Usage()
+			usage()
 			return Config{}, err
 		}
 		msg := strings.NewReplacer("flag -", "flag --", ": -", ": --").Replace(err.Error())

@@ -76,7 +76,7 @@ type etcdFlags struct {
 
 func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	var f serverFlags
-	fs := newFlagSet("server", "svcreg server [--dev | --users FILE] [flags]", serverDescription, stderr)
+	fs := newFlagSet("server", "svcreg server [--dev | --users FILE] [flags]", serverDescription, stdout)
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:8420", "`address` to listen on")
 	fs.StringVar(&f.dataDir, "data-dir", "./svcreg-data", "`directory` holding the database")
 	fs.BoolVar(&f.dev, "dev", false, "development mode: any username authenticates with API key \"dev\"")
