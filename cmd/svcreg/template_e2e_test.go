@@ -239,13 +239,19 @@ func repoFile(name string) string { p, _ := filepath.Abs(filepath.Join("..", "..
 // template, with a reload that logs each run to reloads.
 func writeRenderConfig(t *testing.T, n *nginx, reload, extra string) (config, reloads string) {
 	t.Helper()
+	return writeRenderConfigWait(t, n, "100ms", "1s", reload, extra)
+}
+
+// writeRenderConfigWait is writeRenderConfig with a [wait] of min:max.
+func writeRenderConfigWait(t *testing.T, n *nginx, min, max, reload, extra string) (config, reloads string) {
+	t.Helper()
 	dir := t.TempDir()
 	reloads = filepath.Join(dir, "reloads")
 	config = filepath.Join(dir, "render.toml")
 	toml := fmt.Sprintf(`
 [wait]
-min = "100ms"
-max = "1s"
+min = %q
+max = %q
 
 [[template]]
 source = %q
@@ -255,7 +261,7 @@ reload = "echo reload >> %s && %s"
 reload_timeout = "20s"
 min_instances = 1
 %s
-`, repoFile("examples/nginx/upstreams.tmpl"), n.upstreams, repoFile("examples/nginx/check-upstreams.sh"), reloads, reload, extra)
+`, min, max, repoFile("examples/nginx/upstreams.tmpl"), n.upstreams, repoFile("examples/nginx/check-upstreams.sh"), reloads, reload, extra)
 	if err := os.WriteFile(config, []byte(toml), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -369,7 +375,11 @@ func TestTemplateBurstMakesFewReloads(t *testing.T) {
 	_, c, env := registryEnv(t, testserver.Options{Limits: storeLimits(600)}, "e2e-burst")
 	ip, port := backend(t, "backend")
 	createService(t, c, "web-0", 120, []string{"www"}, map[string]string{"ip": ip, "port": port})
-	config, reloads := writeRenderConfig(t, n, n.reloadCommand(), "")
+	// A burst ends when the feed is quiet for [wait] min: 2s is far longer
+	// than any gap between two creates below, however loaded the machine,
+	// and max is longer than the whole burst, so what is counted is the
+	// coalescing, not how fast this machine creates services.
+	config, reloads := writeRenderConfigWait(t, n, "2s", "1m", n.reloadCommand(), "")
 	startDaemon(t, env, "--config", config)
 	eventuallyTrue(t, "the first render", func() bool { return lines(reloads) == 1 })
 
@@ -386,7 +396,7 @@ func TestTemplateBurstMakesFewReloads(t *testing.T) {
 	}
 	wg.Wait()
 	eventuallyTrue(t, "all 501 servers rendered", func() bool { return strings.Count(readString(n.upstreams), "server ") == 501 })
-	time.Sleep(1500 * time.Millisecond) // past the debounce: nothing more is due
+	time.Sleep(2500 * time.Millisecond) // past the debounce: nothing more is due
 	if got := lines(reloads) - 1; got < 1 || got > 2 {
 		t.Fatalf("%d reloads for a burst of 500 events; want 1 or 2", got)
 	}
