@@ -29,6 +29,13 @@ type Config struct {
 	Outage time.Duration
 	// MaxBackoff caps the delay between failed lists; 15s if zero.
 	MaxBackoff time.Duration
+	// Coalesce is how long the watcher waits, after the feed answered with
+	// events, before it asks for more: changes that come as a stream are
+	// then fetched and applied a batch at a time instead of one long-poll
+	// each, which is what a busy registry costs a watcher. An event that
+	// comes when the feed was quiet for Coalesce is not delayed. 0 asks
+	// again at once.
+	Coalesce   time.Duration
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 }
@@ -237,6 +244,9 @@ func (w *Watcher) follow(ctx context.Context, marker string) string {
 			w.failed(err)
 			w.log.Error("an event from the registry could not be decoded; listing again", "err", err)
 			return "undecodable-event"
+		}
+		if w.cfg.Coalesce > 0 {
+			sleep(fctx, w.cfg.Coalesce)
 		}
 	}
 }

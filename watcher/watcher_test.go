@@ -3,6 +3,7 @@ package watcher_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"maps"
 	"net/http"
@@ -226,24 +227,12 @@ func TestWatcherListsAgainAfterUndecodableEvent(t *testing.T) {
 	t.Parallel()
 	var garbled atomic.Int32
 	srv := testserver.Start(t, testserver.Options{
-		Wrap: func(h http.Handler) http.Handler {
-			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				if !strings.Contains(r.URL.Path, "/events") || !r.URL.Query().Has("wait") {
-					h.ServeHTTP(w, r)
-					return
-				}
-				rec := httptest.NewRecorder()
-				h.ServeHTTP(rec, r)
-				body := rec.Body.Bytes()
-				if bytes.Contains(body, []byte(`"garbled"`)) && garbled.Add(1) == 1 {
-					body = bytes.ReplaceAll(body, []byte(`"garbled"`), []byte(`17`))
-				}
-				maps.Copy(w.Header(), rec.Header())
-				w.Header().Del("Content-Length")
-				w.WriteHeader(rec.Code)
-				w.Write(body)
-			})
-		},
+		Wrap: longPolls(func(body []byte) []byte {
+			if bytes.Contains(body, []byte(`"garbled"`)) && garbled.Add(1) == 1 {
+				body = bytes.ReplaceAll(body, []byte(`"garbled"`), []byte(`17`))
+			}
+			return body
+		}),
 	})
 	c := client(t, srv, "watch-undecodable")
 	reg := prometheus.NewRegistry()
@@ -325,4 +314,57 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// TestWatcherCoalescesAStreamOfChanges: changes made while the watcher
+// waits after an answer are fetched by one long-poll, not one each.
+func TestWatcherCoalescesAStreamOfChanges(t *testing.T) {
+	t.Parallel()
+	var answered atomic.Int32 // long-polls answered with events
+	srv := testserver.Start(t, testserver.Options{
+		Wrap: longPolls(func(body []byte) []byte {
+			if bytes.Contains(body, []byte(`"service.join"`)) {
+				answered.Add(1)
+			}
+			return body
+		}),
+	})
+	c := client(t, srv, "watch-coalesce")
+	// Far longer than the ten writes below take.
+	w := start(t, watcher.Config{Client: c, Wait: 5 * time.Second, Coalesce: 3 * time.Second})
+	eventually(t, w, "the first sync", func(s *watcher.Snapshot) bool { return s.Synced })
+	ctx := context.Background()
+	if _, err := c.CreateService(ctx, registry.Service{ID: "first", HeartbeatTimeout: 120}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, w, "the first join", func(s *watcher.Snapshot) bool { _, ok := s.Service("first"); return ok })
+	before := answered.Load()
+	for i := range 10 {
+		if _, err := c.CreateService(ctx, registry.Service{ID: fmt.Sprintf("stream-%d", i), HeartbeatTimeout: 120}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, w, "the stream", func(s *watcher.Snapshot) bool { return len(s.Services()) == 11 })
+	if n := answered.Load() - before; n > 2 {
+		t.Fatalf("10 changes made while the watcher coalesced were fetched by %d long-polls", n)
+	}
+}
+
+// longPolls returns a testserver Wrap that passes the body of every
+// long-poll answer through f.
+func longPolls(f func(body []byte) []byte) func(http.Handler) http.Handler {
+	return func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !strings.Contains(r.URL.Path, "/events") || !r.URL.Query().Has("wait") {
+				h.ServeHTTP(w, r)
+				return
+			}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, r)
+			maps.Copy(w.Header(), rec.Header())
+			w.Header().Del("Content-Length")
+			w.WriteHeader(rec.Code)
+			w.Write(f(rec.Body.Bytes()))
+		})
+	}
 }
