@@ -61,8 +61,18 @@ func (s *Snapshot) Services() []registry.Service {
 	if s == nil {
 		return nil
 	}
-	s.view.once.Do(func() { s.view.all = s.services.values() })
-	return s.view.all
+	v := s.lists()
+	v.once.Do(func() { v.all = s.services.values() })
+	return v.all
+}
+
+// lists returns the snapshot's lazily built lists; a zero Snapshot has
+// none to share.
+func (s *Snapshot) lists() *serviceView {
+	if s.view == nil {
+		return &serviceView{}
+	}
+	return s.view
 }
 
 // ServicesWithTag returns the services carrying tag, sorted by id. Each
@@ -71,8 +81,8 @@ func (s *Snapshot) ServicesWithTag(tag string) []registry.Service {
 	if s == nil {
 		return nil
 	}
+	v := s.lists()
 	all := s.Services()
-	v := s.view
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	list, ok := v.byTag[tag]

@@ -96,3 +96,15 @@ func TestSnapshotApply(t *testing.T) {
 		t.Fatalf("ConfigValues = %v", got)
 	}
 }
+
+// TestZeroSnapshot: a zero Snapshot reads as empty and can be applied to.
+func TestZeroSnapshot(t *testing.T) {
+	var z Snapshot
+	if len(z.Services()) != 0 || len(z.ServicesWithTag("www")) != 0 || len(z.ConfigValues("")) != 0 {
+		t.Fatal("a zero snapshot is not empty")
+	}
+	next, changed, err := z.Apply([]registry.Event{serviceEvent(t, "e1", registry.ServiceJoin, registry.Service{ID: "a", Tags: []string{"www"}})}, time.Now())
+	if err != nil || !changed || len(next.ServicesWithTag("www")) != 1 {
+		t.Fatalf("Apply on a zero snapshot: changed=%v err=%v services %v", changed, err, next.Services())
+	}
+}
