@@ -69,7 +69,7 @@ func run(args []string) error {
 	fs.Float64Var(&o.rate, "rate", 250, "render: changes per second during the burst")
 	fs.DurationVar(&o.burst, "burst", 20*time.Second, "render: how long the burst of changes lasts")
 	fs.IntVar(&o.trials, "trials", 3, "render: trials per service count and renderer, interleaved")
-	fs.StringVar(&o.baseline, "baseline", "", "render: another svcreg `binary` whose renderer runs the same trials, for comparison")
+	fs.StringVar(&o.baseline, "baseline", "", "render: other svcreg `binaries` (comma-separated) whose renderers run the same trials, for comparison")
 	fs.Usage = func() {
 		fmt.Fprintf(os.Stderr, "Usage: svcreg-load [flags] heartbeat|longpoll|render|all\n\nall runs heartbeat and longpoll.\n\nFlags:\n")
 		fs.PrintDefaults()

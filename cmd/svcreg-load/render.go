@@ -21,8 +21,8 @@ import (
 // real `svcreg template` rendering one line per service with the default
 // [wait]; a burst of changes at a fixed rate; the renderer's CPU time
 // (from /proc) over the burst, its installs, the lag from the last change
-// to its installed file, and its RSS. With --baseline, a second svcreg
-// binary's renderer runs the same trials, interleaved, against the same
+// to its installed file, and its RSS. With --baseline, other svcreg
+// binaries' renderers run the same trials, interleaved, against the same
 // server binary and the same data.
 
 // renderTemplate renders one line per service, like a confd template
@@ -51,12 +51,14 @@ func benchRender(o options) error {
 	}
 	renderers := []renderer{{"svcreg", o.svcreg}}
 	if o.baseline != "" {
-		renderers = append(renderers, renderer{"baseline", o.baseline})
+		for _, bin := range strings.Split(o.baseline, ",") {
+			renderers = append(renderers, renderer{filepath.Base(bin), bin})
+		}
 	}
 	changes := int(o.rate * o.burst.Seconds())
 	fmt.Printf("renderer: %d changes at %.0f/s (%s) on N preloaded services, default [wait] 100ms:2s, %d trial(s)\n", changes, o.rate, o.burst, o.trials)
 	for _, r := range renderers {
-		fmt.Printf("  %-8s = %s\n", r.name, r.bin)
+		fmt.Printf("  %-16s = %s\n", r.name, r.bin)
 	}
 
 	data := map[int]string{}
@@ -77,17 +79,15 @@ func benchRender(o options) error {
 	key := func(n int, r renderer) string { return fmt.Sprint(n, r.name) }
 	for trial := range o.trials {
 		for _, n := range counts {
-			order := slices.Clone(renderers)
-			if trial%2 == 1 {
-				slices.Reverse(order)
-			}
+			// Rotate the order from trial to trial.
+			order := slices.Concat(renderers[trial%len(renderers):], renderers[:trial%len(renderers)])
 			for _, r := range order {
 				run, err := runRenderer(o, r, n, data[n], changes)
 				if err != nil {
 					return fmt.Errorf("%s, %d services: %w", r.name, n, err)
 				}
 				runs[key(n, r)] = append(runs[key(n, r)], run)
-				fmt.Printf("  trial %d  N=%-6d %-8s  CPU %6.2f s (%5.1f µs/change)  installs %3.0f  last-change lag %-8s  RSS %5.1f MB (peak %5.1f)\n",
+				fmt.Printf("  trial %d  N=%-6d %-16s  CPU %6.2f s (%5.1f µs/change)  installs %3.0f  last-change lag %-8s  RSS %5.1f MB (peak %5.1f)\n",
 					trial+1, n, r.name, run.cpu, run.cpu/float64(changes)*1e6, run.installs, run.lag.Round(time.Millisecond), run.rssMB, run.hwmMB)
 			}
 		}
