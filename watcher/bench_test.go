@@ -55,3 +55,17 @@ func BenchmarkApply(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkNewSnapshot builds a snapshot from a full list, as the watcher
+// does at start, after an outage and at every periodic resync.
+func BenchmarkNewSnapshot(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
+			list := benchServices(n)
+			b.ReportAllocs()
+			for b.Loop() {
+				NewSnapshot(list, nil, "m", time.Time{})
+			}
+		})
+	}
+}

@@ -45,14 +45,16 @@ type serviceView struct {
 
 // NewSnapshot builds a synced snapshot from full lists.
 func NewSnapshot(services []registry.Service, config []registry.ConfigValue, marker string, at time.Time) *Snapshot {
-	s := &Snapshot{Marker: marker, Synced: true, SyncedAt: at, ChangedAt: at, view: &serviceView{}}
-	for _, svc := range services {
-		s.services = s.services.with(svc.ID, svc)
+	se := make([]entry[registry.Service], len(services))
+	for i, svc := range services {
+		se[i] = entry[registry.Service]{svc.ID, svc}
 	}
-	for _, cv := range config {
-		s.config = s.config.with(cv.ID, cv.Value)
+	ce := make([]entry[string], len(config))
+	for i, cv := range config {
+		ce[i] = entry[string]{cv.ID, cv.Value}
 	}
-	return s
+	return &Snapshot{Marker: marker, Synced: true, SyncedAt: at, ChangedAt: at, view: &serviceView{},
+		services: buildTree(se), config: buildTree(ce)}
 }
 
 // Services returns every live service, sorted by id. The list is built on

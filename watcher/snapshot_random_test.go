@@ -277,3 +277,18 @@ func TestSnapshotApplyStopsAtUndecodableEvent(t *testing.T) {
 		}
 	}
 }
+
+// TestNewSnapshotDuplicateIDs: of a list's services with the same id, the
+// last one counts, as if they had been applied in order.
+func TestNewSnapshotDuplicateIDs(t *testing.T) {
+	s := NewSnapshot([]registry.Service{{ID: "b"}, {ID: "a", HeartbeatTimeout: 1}, {ID: "c"}, {ID: "a", HeartbeatTimeout: 2}},
+		[]registry.ConfigValue{{ID: "/x", Value: "1"}, {ID: "/x", Value: "2"}}, "m", time.Now())
+	checkTree(t, s.services)
+	checkTree(t, s.config)
+	if a, _ := s.Service("a"); len(s.Services()) != 3 || a.HeartbeatTimeout != 2 {
+		t.Fatalf("services %+v", s.Services())
+	}
+	if v, _ := s.Config("/x"); v != "2" {
+		t.Fatalf("/x = %q", v)
+	}
+}

@@ -2,6 +2,7 @@ package watcher
 
 import (
 	"hash/maphash"
+	"slices"
 	"strings"
 )
 
@@ -29,6 +30,41 @@ type node[V any] struct {
 var prioritySeed = maphash.MakeSeed()
 
 func priority(key string) uint64 { return maphash.String(prioritySeed, key) }
+
+// entry is a key and its value, to build a tree from.
+type entry[V any] struct {
+	key string
+	val V
+}
+
+// buildTree builds the tree of entries in O(n): sorted by key, the treap is
+// the Cartesian tree of their priorities. Of entries with the same key the
+// last wins.
+func buildTree[V any](entries []entry[V]) tree[V] {
+	slices.SortStableFunc(entries, func(a, b entry[V]) int { return strings.Compare(a.key, b.key) })
+	var stack []*node[V] // the right spine of the tree so far
+	n := 0
+	for i, e := range entries {
+		if i+1 < len(entries) && entries[i+1].key == e.key {
+			continue
+		}
+		nd := &node[V]{key: e.key, prio: priority(e.key), val: e.val}
+		var last *node[V]
+		for len(stack) > 0 && stack[len(stack)-1].prio < nd.prio {
+			last, stack = stack[len(stack)-1], stack[:len(stack)-1]
+		}
+		nd.left = last
+		if len(stack) > 0 {
+			stack[len(stack)-1].right = nd
+		}
+		stack = append(stack, nd)
+		n++
+	}
+	if n == 0 {
+		return tree[V]{}
+	}
+	return tree[V]{root: stack[0], n: n}
+}
 
 // len returns the number of keys.
 func (t tree[V]) len() int { return t.n }
