@@ -252,7 +252,10 @@ func TestPassInstallsAndReloadsOnlyOnChange(t *testing.T) {
 	if res := g.r.Pass(ctx, set, snap); res.Installed != 0 {
 		t.Fatalf("unchanged pass installed: %+v", res)
 	}
-	snap2, _ := snap.Apply([]registry.Event{joinEvent(t, svc("b", []string{"www"}, map[string]string{"ip": "10.0.0.2"}))}, time.Now())
+	snap2, _, err := snap.Apply([]registry.Event{joinEvent(t, svc("b", []string{"www"}, map[string]string{"ip": "10.0.0.2"}))}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
 	if res := g.r.Pass(ctx, set, snap2); res.Installed != 1 {
 		t.Fatalf("changed pass: %+v", res)
 	}

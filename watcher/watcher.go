@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -28,6 +29,13 @@ type Config struct {
 	Outage time.Duration
 	// MaxBackoff caps the delay between failed lists; 15s if zero.
 	MaxBackoff time.Duration
+	// Coalesce is how long the watcher waits, after the feed answered with
+	// events, before it asks for more: changes that come as a stream are
+	// then fetched and applied a batch at a time instead of one long-poll
+	// each, which is what a busy registry costs a watcher. An event that
+	// comes when the feed was quiet for Coalesce is not delayed. 0 asks
+	// again at once.
+	Coalesce   time.Duration
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 }
@@ -121,11 +129,12 @@ func (w *Watcher) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if reason != "feed-error" {
+		if reason != "feed-error" && reason != "undecodable-event" {
 			backoff = 100 * time.Millisecond
 			continue
 		}
-		// The registry lists but refuses the feed: do not spin.
+		// The registry lists but refuses the feed, or sends what cannot be
+		// decoded: do not spin.
 		if !sleep(ctx, jitter(backoff)) {
 			return nil
 		}
@@ -257,13 +266,26 @@ func (w *Watcher) follow(ctx context.Context, marker string) string {
 			}
 			batch = append(batch, ev)
 		}
-		w.apply(batch, feed.LastSuccess())
+		if err := w.apply(batch, feed.LastSuccess()); err != nil {
+			// Skipping the event would leave the snapshot silently apart
+			// from the registry until the next periodic list.
+			w.metrics.undecodable.Inc()
+			w.failed(err)
+			w.log.Error("an event from the registry could not be decoded; listing again", "err", err)
+			return "undecodable-event"
+		}
+		if w.cfg.Coalesce > 0 {
+			sleep(fctx, w.cfg.Coalesce)
+		}
 	}
 }
 
-func (w *Watcher) apply(events []registry.Event, contact time.Time) {
+// apply applies a batch of events and publishes the result. It stops at an
+// event that cannot be decoded and returns its error; the events before it
+// are published.
+func (w *Watcher) apply(events []registry.Event, contact time.Time) error {
 	cur := w.Snapshot()
-	next, _ := cur.Apply(events, time.Now())
+	next, _, err := cur.Apply(events, time.Now())
 	w.metrics.events.Add(float64(len(events)))
 	w.mu.Lock()
 	w.status.Marker = next.Marker
@@ -271,6 +293,7 @@ func (w *Watcher) apply(events []registry.Event, contact time.Time) {
 	w.status.LastError, w.status.LastErrorAt = "", time.Time{}
 	w.mu.Unlock()
 	w.Put(next)
+	return err
 }
 
 // failed records an error talking to the registry.
@@ -281,21 +304,20 @@ func (w *Watcher) failed(err error) {
 	w.mu.Unlock()
 }
 
+// sameContent compares two snapshots' services and configuration; it
+// runs after a list, never per event.
 func sameContent(a, b *Snapshot) bool {
-	if len(a.services) != len(b.services) || len(a.config) != len(b.config) {
+	if a.services.len() != b.services.len() || a.config.len() != b.config.len() ||
+		!slices.EqualFunc(a.Services(), b.Services(), sameService) {
 		return false
 	}
-	for id, s := range a.services {
-		if o, ok := b.services[id]; !ok || !sameService(s, o) {
-			return false
+	same := true
+	a.config.withPrefix("", func(id, v string) {
+		if o, ok := b.config.get(id); !ok || o != v {
+			same = false
 		}
-	}
-	for id, v := range a.config {
-		if o, ok := b.config[id]; !ok || o != v {
-			return false
-		}
-	}
-	return true
+	})
+	return same
 }
 
 // jitter returns d less up to a fifth, at random.
@@ -320,6 +342,7 @@ type watcherMetrics struct {
 	resyncs     *prometheus.CounterVec
 	events      prometheus.Counter
 	errors      prometheus.Counter
+	undecodable prometheus.Counter
 }
 
 func newWatcherMetrics(r prometheus.Registerer, lastContact func() float64) watcherMetrics {
@@ -330,15 +353,17 @@ func newWatcherMetrics(r prometheus.Registerer, lastContact func() float64) watc
 			Name: "svcreg_watcher_last_contact_timestamp_seconds", Help: "When the registry last answered the watcher (an empty long-poll counts)."},
 			lastContact),
 		resyncs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "svcreg_watcher_lists_total", Help: "Full lists of the registry, by reason (start, periodic, outage, marker-expired, feed-error)."},
+			Name: "svcreg_watcher_lists_total", Help: "Full lists of the registry, by reason (start, periodic, outage, marker-expired, feed-error, undecodable-event)."},
 			[]string{"reason"}),
 		events: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "svcreg_watcher_events_total", Help: "Events applied from the feed."}),
 		errors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "svcreg_watcher_errors_total", Help: "Failed requests to the registry."}),
+		undecodable: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "svcreg_watcher_undecodable_events_total", Help: "Events whose payload could not be decoded; each one makes the watcher list the registry again."}),
 	}
 	if r != nil {
-		r.MustRegister(m.synced, m.lastContact, m.resyncs, m.events, m.errors)
+		r.MustRegister(m.synced, m.lastContact, m.resyncs, m.events, m.errors, m.undecodable)
 	}
 	return m
 }
