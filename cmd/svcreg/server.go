@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -55,6 +56,7 @@ type serverFlags struct {
 	rateLimit              int
 	hashPassword           bool
 	etcd                   etcdFlags
+	db                     dbFlags
 }
 
 // etcdFlags are the --etcd-* flags: where the etcd store's cluster is.
@@ -83,6 +85,10 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.IntVar(&f.configLimit, "config-limit", store.DefaultLimits.ConfigValues, "configuration values a new account may hold")
 	fs.IntVar(&f.rateLimit, "rate-limit", 500000, "GET requests a tenant may make per day")
 	fs.BoolVar(&f.hashPassword, "hash-password", false, "read a password on stdin, print its bcrypt hash for --users, and exit")
+	fs.BoolVar(&f.db.check, "check", false, "check the database under --data-dir from end to end, and exit (the server must be stopped)")
+	fs.BoolVar(&f.db.compact, "compact", false, "rewrite the database under --data-dir without its free pages, and exit\n(the server must be stopped)")
+	fs.StringVar(&f.db.backup, "backup", "", "write a consistent copy of the database under --data-dir to `file`, and exit;\nworks while the server runs")
+	fs.StringVar(&f.db.restore, "restore", "", "make the backup `file` the database under --data-dir, and exit\n(the server must be stopped; the database replaced is kept beside it)")
 	fs.StringVar(&f.etcd.endpoints, "etcd-endpoints", "", "comma-separated etcd client `URLs`; keeps state in etcd instead of --data-dir,\nshared by every server given the same endpoints and --etcd-prefix")
 	fs.StringVar(&f.etcd.prefix, "etcd-prefix", etcdstore.DefaultPrefix, "`prefix` of every etcd key the server uses")
 	fs.StringVar(&f.etcd.cert, "etcd-cert", "", "client certificate `file` (PEM) for etcd, with --etcd-key")
@@ -98,6 +104,12 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	}
 	if f.hashPassword {
 		return printPasswordHash(stdin, stdout)
+	}
+	if f.db.any() {
+		if f.etcd.endpoints != "" {
+			return usagef("--check, --compact, --backup and --restore are for the embedded store; for etcd see docs/etcd.md")
+		}
+		return runDBCommand(f.db, f.dataDir, stdout)
 	}
 	if !f.dev && f.users == "" {
 		return usagef("give --users FILE, or --dev to let anyone in with API key \"dev\"")
@@ -239,9 +251,10 @@ func openStore(ctx context.Context, f serverFlags, log *slog.Logger, reg prometh
 			DefaultLimits: limits,
 			Retention:     f.retention,
 			ReapInterval:  reap,
+			BackupSocket:  filepath.Join(f.dataDir, boltstore.SocketName),
 		})
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, explainStoreError(err)
 		}
 		return st, st.Close, nil
 	}

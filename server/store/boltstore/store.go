@@ -25,7 +25,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
-	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/svcreg/svcreg/internal/timeuuid"
 	"github.com/svcreg/svcreg/registry"
@@ -69,6 +68,9 @@ type Options struct {
 	ReapInterval time.Duration
 	// CheckpointInterval is how often heartbeat state is written; 1s if zero.
 	CheckpointInterval time.Duration
+	// BackupSocket is the path of the unix socket on which Run hands out
+	// backups (see Backup); none if empty.
+	BackupSocket string
 }
 
 // Store is the embedded store. Open it with Open.
@@ -111,17 +113,18 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
 	path := filepath.Join(dir, FileName)
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, FreelistType: bolt.FreelistMapType})
+	db, err := openFile(path, false)
 	if err != nil {
-		if errors.Is(err, berrors.ErrTimeout) {
-			return nil, fmt.Errorf("open %s: another process holds it (is a server already running on this data directory?)", path)
-		}
-		return nil, fmt.Errorf("open %s: %w", path, err)
+		return nil, err
 	}
 	s := &Store{db: db, opts: opts, log: opts.Logger, tenants: map[string]*tenant{}}
 	s.metrics = newMetrics(opts.Registerer)
 	if err := s.load(); err != nil {
 		db.Close()
+		var damaged *DamagedError
+		if errors.As(err, &damaged) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("load %s: %w", path, err)
 	}
 	return s, nil
@@ -167,7 +170,7 @@ func (s *Store) load() error {
 		return tx.Bucket(bTenants).ForEachBucket(func(name []byte) error {
 			t, err := loadTenant(tx.Bucket(bTenants).Bucket(name), string(name), start)
 			if err != nil {
-				return fmt.Errorf("tenant %s: %w", name, err)
+				return &DamagedError{Path: s.db.Path(), Reason: fmt.Sprintf("tenant %s: %v", name, err)}
 			}
 			s.tenants[t.id] = t
 			return nil
@@ -216,6 +219,9 @@ func (s *Store) Run(ctx context.Context) error {
 	loop("checkpoint", s.opts.CheckpointInterval, s.checkpoint)
 	retentionEvery := min(time.Hour, max(s.opts.Retention/16, time.Second))
 	loop("retention", retentionEvery, s.prune)
+	if s.opts.BackupSocket != "" {
+		wg.Go(func() { s.serveBackups(ctx, s.opts.BackupSocket) })
+	}
 	wg.Wait()
 	return nil
 }
