@@ -54,6 +54,10 @@ type serverFlags struct {
 	serviceLimit           int
 	configLimit            int
 	rateLimit              int
+	writeRate              float64
+	writeBurst             int
+	maxEvents              int
+	maxEventBytes          int64
 	hashPassword           bool
 	etcd                   etcdFlags
 	db                     dbFlags
@@ -84,6 +88,10 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.IntVar(&f.serviceLimit, "service-limit", store.DefaultLimits.Services, "services a new account may hold")
 	fs.IntVar(&f.configLimit, "config-limit", store.DefaultLimits.ConfigValues, "configuration values a new account may hold")
 	fs.IntVar(&f.rateLimit, "rate-limit", 500000, "GET requests a tenant may make per day")
+	fs.Float64Var(&f.writeRate, "write-rate", server.DefaultWriteRate, "writes (service creates, updates, deletes; configuration sets, deletes) a tenant\nmay make per second after a burst of --write-burst; heartbeats do not count; 0: no limit")
+	fs.IntVar(&f.writeBurst, "write-burst", server.DefaultWriteBurst, "writes a tenant may make at once")
+	fs.IntVar(&f.maxEvents, "max-events", store.DefaultMaxEvents, "most events a tenant keeps; past it the oldest are deleted; 0: no limit\nbut --retention")
+	fs.Int64Var(&f.maxEventBytes, "max-event-bytes", boltstore.DefaultMaxEventBytes, "most `bytes` of events a tenant keeps in the embedded store; past it the oldest\nare deleted; 0: no limit")
 	fs.BoolVar(&f.hashPassword, "hash-password", false, "read a password on stdin, print its bcrypt hash for --users, and exit")
 	fs.BoolVar(&f.db.check, "check", false, "check the database under --data-dir from end to end, and exit (the server must be stopped)")
 	fs.BoolVar(&f.db.compact, "compact", false, "rewrite the database under --data-dir without its free pages, and exit\n(the server must be stopped)")
@@ -122,6 +130,18 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	}
 	if f.reapInterval < 0 {
 		return usagef("--reap-interval must not be negative")
+	}
+	if f.writeRate < 0 || f.writeBurst < 1 || f.maxEvents < 0 || f.maxEventBytes < 0 {
+		return usagef("--write-rate, --max-events and --max-event-bytes must not be negative, --write-burst at least 1")
+	}
+	if f.maxEventBytes == 0 {
+		f.maxEventBytes = -1
+	}
+	if f.writeRate == 0 {
+		f.writeRate = -1
+	}
+	if f.maxEvents == 0 {
+		f.maxEvents = -1
 	}
 	if f.etcd.endpoints == "" && (f.etcd.cert != "" || f.etcd.key != "" || f.etcd.cacert != "" || f.etcd.username != "" || f.etcd.password != "") {
 		return usagef("the --etcd-* flags need --etcd-endpoints")
@@ -168,6 +188,8 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		Metrics:             promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 		MaxWaitersPerTenant: f.maxWaiters,
 		RateLimit:           f.rateLimit,
+		WriteRate:           f.writeRate,
+		WriteBurst:          f.writeBurst,
 	})
 	httpServer := &http.Server{
 		Handler:           api,
@@ -250,6 +272,8 @@ func openStore(ctx context.Context, f serverFlags, log *slog.Logger, reg prometh
 			Registerer:    reg,
 			DefaultLimits: limits,
 			Retention:     f.retention,
+			MaxEvents:     f.maxEvents,
+			MaxEventBytes: f.maxEventBytes,
 			ReapInterval:  reap,
 			BackupSocket:  filepath.Join(f.dataDir, boltstore.SocketName),
 		})
@@ -283,6 +307,7 @@ func openStore(ctx context.Context, f serverFlags, log *slog.Logger, reg prometh
 		Registerer:    reg,
 		DefaultLimits: limits,
 		Retention:     f.retention,
+		MaxEvents:     f.maxEvents,
 		ReapInterval:  reap,
 	})
 	if err != nil {

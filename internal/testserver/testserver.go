@@ -63,6 +63,11 @@ type Options struct {
 	Limits store.Limits
 	// Retention of events; 30 days if zero.
 	Retention time.Duration
+	// MaxEvents an account keeps; store.DefaultMaxEvents if zero.
+	MaxEvents int
+	// WriteRate and WriteBurst as in server.Config.
+	WriteRate  float64
+	WriteBurst int
 	// Users in addition to --dev.
 	Users []server.User
 	// TokenTTL of issued tokens; 24h if zero.
@@ -128,7 +133,7 @@ func (s *Server) start(ln net.Listener) {
 		s.t.Fatalf("testserver: open store: %v", err)
 	}
 	auth := server.NewAuth(server.AuthConfig{Store: st, Users: s.opts.Users, Dev: true, TokenTTL: s.opts.TokenTTL})
-	api := server.New(server.Config{Store: st, Auth: auth})
+	api := server.New(server.Config{Store: st, Auth: auth, WriteRate: s.opts.WriteRate, WriteBurst: s.opts.WriteBurst})
 	var h http.Handler = api
 	if s.opts.Wrap != nil {
 		h = s.opts.Wrap(h)
@@ -272,6 +277,7 @@ func (b *backend) open(opts Options) (Store, error) {
 			ReapInterval:  opts.ReapInterval,
 			DefaultLimits: opts.Limits,
 			Retention:     opts.Retention,
+			MaxEvents:     opts.MaxEvents,
 		})
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -281,5 +287,6 @@ func (b *backend) open(opts Options) (Store, error) {
 		ReapInterval:  opts.ReapInterval,
 		DefaultLimits: opts.Limits,
 		Retention:     opts.Retention,
+		MaxEvents:     opts.MaxEvents,
 	})
 }

@@ -62,6 +62,14 @@ type Options struct {
 	DefaultLimits store.Limits
 	// Retention is how long events are kept; 30 days if zero.
 	Retention time.Duration
+	// MaxEvents is the most events an account keeps: each write that
+	// appends past it deletes the oldest, as retention does (a marker before
+	// them gets ErrMarkerExpired). store.DefaultMaxEvents if zero; negative keeps
+	// every event for the whole retention window.
+	MaxEvents int
+	// MaxEventBytes caps the bytes of an account's events in the same way;
+	// DefaultMaxEventBytes if zero, no cap if negative.
+	MaxEventBytes int64
 	// ReapInterval is how often the reaper looks for services past their
 	// deadline; 250ms if zero. Negative turns the reaper off, leaving only
 	// the lazy rectification on reads (spec §8.4).
@@ -72,6 +80,11 @@ type Options struct {
 	// backups (see Backup); none if empty.
 	BackupSocket string
 }
+
+// DefaultMaxEventBytes is the most bytes of events an account keeps by
+// default: about 32,000 events of a typical 1 KB, or 1,200 of the largest
+// (a service with 5,000 bytes of metadata that JSON escapes six-fold).
+const DefaultMaxEventBytes = 32 << 20
 
 // Store is the embedded store. Open it with Open.
 type Store struct {
@@ -102,6 +115,12 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	if opts.Retention == 0 {
 		opts.Retention = 30 * 24 * time.Hour
+	}
+	if opts.MaxEvents == 0 {
+		opts.MaxEvents = store.DefaultMaxEvents
+	}
+	if opts.MaxEventBytes == 0 {
+		opts.MaxEventBytes = DefaultMaxEventBytes
 	}
 	if opts.ReapInterval == 0 {
 		opts.ReapInterval = 250 * time.Millisecond
@@ -234,8 +253,9 @@ type tenant struct {
 	// changes in commit order. Held across a commit; never taken while mu is
 	// held.
 	wmu sync.Mutex
-	// counts of live objects, guarded by wmu.
+	// counts of live objects, and the events retained, guarded by wmu.
 	nServices, nConfig int
+	events             tally
 
 	mu        sync.Mutex
 	acct      store.AccountRecord
@@ -291,7 +311,11 @@ func loadTenant(b *bolt.Bucket, id string, start time.Time) (*tenant, error) {
 		return nil, err
 	}
 	t.nConfig = b.Bucket(bConfig).Stats().KeyN
-	return t, nil
+	err = b.Bucket(bEvents).ForEach(func(k, v []byte) error {
+		t.events.add(v)
+		return nil
+	})
+	return t, err
 }
 
 // tenantFor returns the tenant's state, creating its account on first use.
@@ -388,6 +412,8 @@ type writer struct {
 	// acctDirty asks for the account to be written even without events.
 	acctDirty bool
 	events    []store.Event
+	// added and pruned tally the events appended and deleted.
+	added, pruned tally
 }
 
 func (w *writer) bucket(name []byte) *bolt.Bucket { return w.b.Bucket(name) }
@@ -397,9 +423,11 @@ func (w *writer) appendEvent(build func(id timeuuid.UUID) store.Event) error {
 	id := store.NextEventID(w.acct.Head, w.now, w.s.tail)
 	ev := build(id)
 	k := id.Key()
-	if err := w.bucket(bEvents).Put(k[:], encodeStoredEvent(ev)); err != nil {
+	v := encodeStoredEvent(ev)
+	if err := w.bucket(bEvents).Put(k[:], v); err != nil {
 		return err
 	}
+	w.added.add(v)
 	w.acct.Head = id
 	w.events = append(w.events, ev)
 	return nil
@@ -422,6 +450,9 @@ func (s *Store) write(t *tenant, fn func(w *writer) error) error {
 		if len(w.events) == 0 && !w.acctDirty {
 			return nil
 		}
+		if err := w.capEvents(t.events); err != nil {
+			return err
+		}
 		raw, err := json.Marshal(w.acct)
 		if err != nil {
 			return err
@@ -432,6 +463,8 @@ func (s *Store) write(t *tenant, fn func(w *writer) error) error {
 		return err
 	}
 	s.metrics.Committed(time.Since(start).Seconds(), w.events)
+	t.events.n += w.added.n - w.pruned.n
+	t.events.bytes += w.added.bytes - w.pruned.bytes
 	if len(w.events) > 0 || w.acctDirty {
 		t.mu.Lock()
 		t.acct = w.acct
