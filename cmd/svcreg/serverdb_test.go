@@ -178,3 +178,47 @@ func TestRestoreRefusesADamagedBackup(t *testing.T) {
 		t.Errorf("a database was written: %v", err)
 	}
 }
+
+// Deleted data leaves free pages that the file keeps; --compact gives them
+// back, and keeps everything else.
+func TestCompactGivesSpaceBack(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	srv := startServerProcess(t, "--data-dir", dir, "--max-events", "10")
+	a := login(t, srv.url, "dev")
+	putConfig(t, a, "gone", 500)
+	for i := range 500 {
+		if code, body, err := a.do("DELETE", fmt.Sprintf("/configuration/gone%d", i), nil); err != nil || code != http.StatusNoContent {
+			t.Fatalf("delete gone%d: %d %s %v", i, code, body, err)
+		}
+	}
+	putConfig(t, a, "kept", 1)
+	if code, _, stderr := runSvcreg(t, "server", "--compact", "--data-dir", dir); code != exitError || !strings.Contains(stderr, "another process holds it") {
+		t.Errorf("--compact of a running server's database: exit %d, %s; want it refused", code, stderr)
+	}
+	srv.kill()
+	path := filepath.Join(dir, boltstore.FileName)
+	before, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := runSvcreg(t, "server", "--compact", "--data-dir", dir)
+	if code != 0 {
+		t.Fatalf("--compact: exit %d\n%s%s", code, stdout, stderr)
+	}
+	after, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Size() > before.Size()/2 {
+		t.Errorf("--compact: %d bytes before, %d after; want less than half", before.Size(), after.Size())
+	}
+	srv = startServerProcess(t, "--data-dir", dir)
+	a = login(t, srv.url, "dev")
+	if code, body, err := a.do("GET", "/configuration/kept0", nil); err != nil || code != http.StatusOK {
+		t.Errorf("a value after --compact: %d %s %v", code, body, err)
+	}
+	if code, _, err := a.do("GET", "/configuration/gone0", nil); err != nil || code != http.StatusNotFound {
+		t.Errorf("a deleted value after --compact: %d %v", code, err)
+	}
+}
