@@ -222,3 +222,19 @@ func TestCompactGivesSpaceBack(t *testing.T) {
 		t.Errorf("a deleted value after --compact: %d %v", code, err)
 	}
 }
+
+// svcreg server limits each account's writes by default; --write-burst
+// and --write-rate set the bucket.
+func TestServerLimitsWrites(t *testing.T) {
+	t.Parallel()
+	srv := startServerProcess(t, "--data-dir", t.TempDir(), "--write-burst", "3", "--write-rate", "0.01")
+	a := login(t, srv.url, "dev")
+	putConfig(t, a, "ok", 3)
+	code, out, err := a.doJSON("PUT", "/configuration/over", map[string]string{"value": "v"})
+	if err != nil || code != http.StatusBadRequest || out["type"] != "rateLimitReached" {
+		t.Errorf("a write past the burst: %d %v %v, want 400 rateLimitReached", code, out, err)
+	}
+	if code, _, err := a.do("GET", "/configuration/ok0", nil); err != nil || code != http.StatusOK {
+		t.Errorf("a read past the write burst: %d %v", code, err)
+	}
+}

@@ -65,7 +65,9 @@ type Options struct {
 	Retention time.Duration
 	// MaxEvents an account keeps; store.DefaultMaxEvents if zero.
 	MaxEvents int
-	// WriteRate and WriteBurst as in server.Config.
+	// WriteRate and WriteBurst as in server.Config, except that a zero
+	// WriteRate leaves writes unlimited (svcreg server limits them by
+	// default): tests and benchmarks write in bulk.
 	WriteRate  float64
 	WriteBurst int
 	// Users in addition to --dev.
@@ -133,7 +135,11 @@ func (s *Server) start(ln net.Listener) {
 		s.t.Fatalf("testserver: open store: %v", err)
 	}
 	auth := server.NewAuth(server.AuthConfig{Store: st, Users: s.opts.Users, Dev: true, TokenTTL: s.opts.TokenTTL})
-	api := server.New(server.Config{Store: st, Auth: auth, WriteRate: s.opts.WriteRate, WriteBurst: s.opts.WriteBurst})
+	writeRate := s.opts.WriteRate
+	if writeRate == 0 {
+		writeRate = -1
+	}
+	api := server.New(server.Config{Store: st, Auth: auth, WriteRate: writeRate, WriteBurst: s.opts.WriteBurst})
 	var h http.Handler = api
 	if s.opts.Wrap != nil {
 		h = s.opts.Wrap(h)
