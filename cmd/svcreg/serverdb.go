@@ -1,9 +1,17 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
 
 	"github.com/svcreg/svcreg/server/store/boltstore"
 )
@@ -32,12 +40,18 @@ func runDBCommand(d dbFlags, dataDir string, stdout io.Writer) error {
 		return usagef("give one of --check, --compact, --backup and --restore")
 	}
 	switch {
-	case d.check:
+	case d.check && os.Getenv(checkChildEnv) == "1":
 		size, err := boltstore.Check(dataDir)
 		if err != nil {
 			return explainStoreError(err)
 		}
 		fmt.Fprintf(stdout, "%s/%s: sound (%d bytes in use)\n", dataDir, boltstore.FileName, size)
+	case d.check:
+		out, err := checkInChild(dataDir)
+		if err != nil {
+			return err
+		}
+		fmt.Fprint(stdout, out)
 	case d.compact:
 		before, after, err := boltstore.Compact(dataDir)
 		if err != nil {
@@ -71,4 +85,47 @@ func explainStoreError(err error) error {
 		return fmt.Errorf("%w; restore it from a backup (svcreg server --restore FILE), or move it aside to start an empty registry", err)
 	}
 	return err
+}
+
+// checkChildEnv marks the child process that checks the database (see
+// checkInChild).
+const checkChildEnv = "SVCREG_CHECK_CHILD"
+
+// checkTimeout bounds the check of a database: far above what a sound file
+// of any size takes, it ends a check caught in a loop of damaged pages.
+const checkTimeout = 2 * time.Minute
+
+// checkInChild checks the database under dataDir in a child process
+// (svcreg server --check): bbolt checks the file on goroutines of its own,
+// where a damaged page that points outside the file faults, or loops, past
+// any recovery. A check that crashes or runs out of time is reported as a
+// damaged database, in one line; a missing file (a fresh data directory)
+// passes. It returns the child's report.
+func checkInChild(dataDir string) (string, error) {
+	path := filepath.Join(dataDir, boltstore.FileName)
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), checkTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "server", "--check", "--data-dir", dataDir)
+	cmd.Env = append(os.Environ(), checkChildEnv+"=1")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+		return stdout.String(), nil
+	case ctx.Err() != nil:
+		return "", explainStoreError(&boltstore.DamagedError{Path: path, Reason: fmt.Sprintf("checking it did not finish within %v (its pages loop)", checkTimeout)})
+	case !errors.As(err, &exit):
+		return "", fmt.Errorf("check %s: %w", path, err)
+	case exit.ExitCode() == exitError:
+		// The child's own one-line error.
+		msg, _, _ := strings.Cut(strings.TrimSpace(stderr.String()), "\n")
+		return "", errors.New(strings.TrimPrefix(msg, "svcreg server: "))
+	}
+	first, _, _ := strings.Cut(strings.TrimSpace(stderr.String()), "\n")
+	return "", explainStoreError(&boltstore.DamagedError{Path: path, Reason: fmt.Sprintf("checking it crashed (%s: %s)", exit, first)})
 }

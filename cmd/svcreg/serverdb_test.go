@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -86,6 +87,18 @@ func TestDamagedDatabaseStopsStartup(t *testing.T) {
 			return b
 		}, "damaged"},
 		{"truncated to 0 bytes", func([]byte) []byte { return nil }, "empty (0 bytes)"},
+		{"a branch page pointing past the end", func(b []byte) []byte {
+			// bbolt's own check faults on it, on a goroutine of its own.
+			const pageSize = 4096
+			for off := 2 * pageSize; off+pageSize <= int(used); off += pageSize {
+				if binary.LittleEndian.Uint16(b[off+8:]) == 0x01 { // a branch page
+					binary.LittleEndian.PutUint64(b[off+16+8:], uint64(used/pageSize+300)) // its first child
+					return b
+				}
+			}
+			t.Fatal("no branch page in the database")
+			return nil
+		}, "damaged"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()

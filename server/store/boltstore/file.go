@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -133,14 +134,14 @@ func verify(db *bolt.DB) (err error) {
 		if need := tx.Size(); fi.Size() < need {
 			return &DamagedError{Path: path, Reason: fmt.Sprintf("it is truncated: %d bytes, but its pages need %d", fi.Size(), need)}
 		}
-		var problems []error
+		var problems []string
 		for err := range tx.Check() {
 			if len(problems) < 3 {
-				problems = append(problems, err)
+				problems = append(problems, strings.ReplaceAll(err.Error(), "\n", " "))
 			}
 		}
 		if len(problems) > 0 {
-			return &DamagedError{Path: path, Reason: errors.Join(problems...).Error()}
+			return &DamagedError{Path: path, Reason: strings.Join(problems, "; ")}
 		}
 		return nil
 	})
