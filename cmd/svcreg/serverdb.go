@@ -106,13 +106,18 @@ func checkInChild(dataDir string) (string, error) {
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 		return "", nil
 	}
+	exe, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("check %s: find this program to run the check: %w", path, err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), checkTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, os.Args[0], "server", "--check", "--data-dir", dataDir)
+	cmd := exec.CommandContext(ctx, exe, "server", "--check", "--data-dir", dataDir)
+	cmd.Args[0] = os.Args[0] // the name this program was started under
 	cmd.Env = append(os.Environ(), checkChildEnv+"=1")
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
+	err = cmd.Run()
 	var exit *exec.ExitError
 	switch {
 	case err == nil:
