@@ -41,7 +41,22 @@ type Config struct {
 	// RateLimit is how many GET requests a tenant may make in a day
 	// (spec §10.3); 500000 if not positive.
 	RateLimit int
+	// WriteRate is how many writes (creates, updates and deletes of
+	// services and configuration values) a tenant may make per second,
+	// after a burst of WriteBurst; DefaultWriteRate if zero, no limit if
+	// negative.
+	WriteRate float64
+	// WriteBurst is how many writes a tenant may make at once;
+	// DefaultWriteBurst if not positive.
+	WriteBurst int
 }
+
+// Defaults of Config.WriteRate and Config.WriteBurst: a deploy may set a
+// whole account's configuration values (1000) at once.
+const (
+	DefaultWriteRate  = 20
+	DefaultWriteBurst = 1000
+)
 
 // Server serves the API. It is an http.Handler.
 type Server struct {
@@ -53,6 +68,7 @@ type Server struct {
 	router  *router
 	metrics serverMetrics
 	rate    *rateLimiter
+	writes  *writeLimiter // nil: no limit
 
 	txnPrefix string
 	txnSeq    atomic.Uint64
@@ -88,6 +104,12 @@ func New(cfg Config) *Server {
 	if cfg.RateLimit <= 0 {
 		cfg.RateLimit = 500000
 	}
+	if cfg.WriteRate == 0 {
+		cfg.WriteRate = DefaultWriteRate
+	}
+	if cfg.WriteBurst <= 0 {
+		cfg.WriteBurst = DefaultWriteBurst
+	}
 	var b [6]byte
 	rand.Read(b[:])
 	s := &Server{
@@ -103,6 +125,9 @@ func New(cfg Config) *Server {
 		polls:       map[string]*pollSet{},
 		pollWriters: make(chan struct{}, pollWriters),
 		closing:     make(chan struct{}),
+	}
+	if cfg.WriteRate > 0 {
+		s.writes = newWriteLimiter(cfg.WriteRate, cfg.WriteBurst, cfg.Clock)
 	}
 	s.router = newRouter(s.routes())
 	return s
@@ -230,6 +255,10 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, path string) s
 		return "unmatched"
 	}
 	rq.route, rq.params, rq.routePath = rt, params, routePath
+	if f := s.limitWrite(w, rq); f != nil {
+		s.writeFault(w, rq, f)
+		return rt.name
+	}
 	rt.handle(w, rq)
 	return rt.name
 }

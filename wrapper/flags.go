@@ -45,6 +45,9 @@ type Config struct {
 	// NoDeregister leaves the service to time out when the command exits,
 	// instead of deleting it at once.
 	NoDeregister bool
+	// NoParentDeathSignal lets the command outlive a wrapper that is
+	// killed outright (SIGKILL) instead of being killed with it (Linux).
+	NoParentDeathSignal bool
 	// GracePeriod is how long the command has after SIGTERM before it is
 	// killed, and after a first SIGINT/SIGTERM before a second one kills it.
 	GracePeriod time.Duration
@@ -78,7 +81,9 @@ registry times the service out only after about three missed heartbeats.
 
 Signals (SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, ...)
 are passed on to COMMAND; a second SIGINT or SIGTERM after --grace-period
-kills it. Orphaned descendants of COMMAND are reaped.
+kills it. Orphaned descendants of COMMAND are reaped. On Linux, if the
+wrapper itself is killed with SIGKILL, the kernel kills COMMAND too
+(parent-death signal), unless --no-parent-death-signal.
 
 If the registry cannot be reached or refuses the service, COMMAND keeps
 running and the wrapper keeps trying (fail open); with --abort-on-failure it
@@ -113,6 +118,7 @@ func ParseArgs(prog string, args []string, help io.Writer) (Config, error) {
 	fs.Var((*secondsFlag)(&cfg.Interval), "interval", fmt.Sprintf("heartbeat `interval`: seconds (5, 2.5) or a duration (5s); %v..%v", MinInterval, MaxInterval))
 	fs.BoolVar(&cfg.AbortOnFailure, "abort-on-failure", false, "stop COMMAND and exit 69 when the service cannot be kept in the registry")
 	fs.BoolVar(&cfg.NoDeregister, "no-deregister", false, "when COMMAND exits, let the service time out instead of deleting it")
+	fs.BoolVar(&cfg.NoParentDeathSignal, "no-parent-death-signal", false, "let COMMAND keep running if the wrapper is killed with SIGKILL\n(by default, on Linux, the kernel then kills COMMAND too)")
 	fs.DurationVar(&cfg.GracePeriod, "grace-period", 10*time.Second, "time COMMAND has to exit after SIGTERM before SIGKILL")
 	cfg.Conn.Register(fs)
 	fs.StringVar(&cfg.LogFormat, "log-format", "text", "log `format`: text or json")

@@ -85,7 +85,9 @@ func Run(ctx context.Context, cfg Config, d Deps) int {
 
 	cmd := &exec.Cmd{Path: path, Args: cfg.Command, Stdin: d.Stdin, Stdout: d.Stdout, Stderr: d.Stderr,
 		Env: append(os.Environ(), ServiceIDEnv+"="+cfg.Service.ID)}
-	if err := cmd.Start(); err != nil {
+	release := make(chan struct{})
+	defer close(release) // after cmd.Wait below: the command has been reaped
+	if err := startCommand(cmd, cfg, release); err != nil {
 		log.Error("cannot start the command", "command", cfg.Command[0], "err", err)
 		s.finish()
 		return startFailure(err)

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -62,9 +63,14 @@ type serverFlags struct {
 	serviceLimit           int
 	configLimit            int
 	rateLimit              int
+	writeRate              float64
+	writeBurst             int
+	maxEvents              int
+	maxEventBytes          int64
 	hashPassword           bool
 	login                  server.AuthLimits
 	etcd                   etcdFlags
+	db                     dbFlags
 }
 
 // etcdFlags are the --etcd-* flags: where the etcd store's cluster is.
@@ -96,7 +102,15 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.IntVar(&f.login.FailuresPerUser, "login-failures-per-user", server.DefaultAuthLimits.FailuresPerUser, "failed token requests per minute that may name one username before\nit is refused (429) without a password check; -1 for no limit")
 	fs.IntVar(&f.login.IssuesPerUser, "token-issues-per-user", server.DefaultAuthLimits.IssuesPerUser, "tokens one user may be issued per hour (each is stored until it expires);\n-1 for no limit")
 	fs.IntVar(&f.login.BcryptConcurrency, "bcrypt-concurrency", server.DefaultAuthLimits.BcryptConcurrency, "password checks (bcrypt) that may run at once, by default half the CPUs;\nmore wait, up to 64, for at most 5s, then get 503")
+	fs.Float64Var(&f.writeRate, "write-rate", server.DefaultWriteRate, "writes (service creates, updates, deletes; configuration sets, deletes) a tenant\nmay make per second after a burst of --write-burst; heartbeats do not count; 0: no limit")
+	fs.IntVar(&f.writeBurst, "write-burst", server.DefaultWriteBurst, "writes a tenant may make at once")
+	fs.IntVar(&f.maxEvents, "max-events", store.DefaultMaxEvents, "most events a tenant keeps; past it the oldest are deleted; 0: no limit\nbut --retention")
+	fs.Int64Var(&f.maxEventBytes, "max-event-bytes", boltstore.DefaultMaxEventBytes, "most `bytes` of events a tenant keeps in the embedded store; past it the oldest\nare deleted; 0: no limit")
 	fs.BoolVar(&f.hashPassword, "hash-password", false, "read a password on stdin, print its bcrypt hash for --users, and exit")
+	fs.BoolVar(&f.db.check, "check", false, "check the database under --data-dir from end to end, and exit (the server must be stopped)")
+	fs.BoolVar(&f.db.compact, "compact", false, "rewrite the database under --data-dir without its free pages, and exit\n(the server must be stopped)")
+	fs.StringVar(&f.db.backup, "backup", "", "write a consistent copy of the database under --data-dir to `file`, and exit;\nworks while the server runs")
+	fs.StringVar(&f.db.restore, "restore", "", "make the backup `file` the database under --data-dir, and exit\n(the server must be stopped; the database replaced is kept beside it)")
 	fs.StringVar(&f.etcd.endpoints, "etcd-endpoints", "", "comma-separated etcd client `URLs`; keeps state in etcd instead of --data-dir,\nshared by every server given the same endpoints and --etcd-prefix")
 	fs.StringVar(&f.etcd.prefix, "etcd-prefix", etcdstore.DefaultPrefix, "`prefix` of every etcd key the server uses")
 	fs.StringVar(&f.etcd.cert, "etcd-cert", "", "client certificate `file` (PEM) for etcd, with --etcd-key")
@@ -112,6 +126,12 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	}
 	if f.hashPassword {
 		return printPasswordHash(stdin, stdout)
+	}
+	if f.db.any() {
+		if f.etcd.endpoints != "" {
+			return usagef("--check, --compact, --backup and --restore are for the embedded store; for etcd see docs/etcd.md")
+		}
+		return runDBCommand(f.db, f.dataDir, stdout)
 	}
 	if !f.dev && f.users == "" {
 		return usagef("give --users FILE, or --dev to let anyone in with API key \"dev\"")
@@ -130,6 +150,18 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	}
 	if f.reapInterval < 0 {
 		return usagef("--reap-interval must not be negative")
+	}
+	if f.writeRate < 0 || f.writeBurst < 1 || f.maxEvents < 0 || f.maxEventBytes < 0 {
+		return usagef("--write-rate, --max-events and --max-event-bytes must not be negative, --write-burst at least 1")
+	}
+	if f.maxEventBytes == 0 {
+		f.maxEventBytes = -1
+	}
+	if f.writeRate == 0 {
+		f.writeRate = -1
+	}
+	if f.maxEvents == 0 {
+		f.maxEvents = -1
 	}
 	if f.etcd.endpoints == "" && (f.etcd.cert != "" || f.etcd.key != "" || f.etcd.cacert != "" || f.etcd.username != "" || f.etcd.password != "") {
 		return usagef("the --etcd-* flags need --etcd-endpoints")
@@ -176,6 +208,8 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		Metrics:             promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 		MaxWaitersPerTenant: f.maxWaiters,
 		RateLimit:           f.rateLimit,
+		WriteRate:           f.writeRate,
+		WriteBurst:          f.writeBurst,
 	})
 	httpServer := &http.Server{
 		Handler:           api,
@@ -294,15 +328,21 @@ type serverStore interface {
 // client).
 func openStore(ctx context.Context, f serverFlags, log *slog.Logger, reg prometheus.Registerer, limits store.Limits, reap time.Duration) (serverStore, func() error, error) {
 	if f.etcd.endpoints == "" {
+		if _, err := checkInChild(f.dataDir); err != nil {
+			return nil, nil, err
+		}
 		st, err := boltstore.Open(f.dataDir, boltstore.Options{
 			Logger:        log,
 			Registerer:    reg,
 			DefaultLimits: limits,
 			Retention:     f.retention,
+			MaxEvents:     f.maxEvents,
+			MaxEventBytes: f.maxEventBytes,
 			ReapInterval:  reap,
+			BackupSocket:  filepath.Join(f.dataDir, boltstore.SocketName),
 		})
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, explainStoreError(err)
 		}
 		return st, st.Close, nil
 	}
@@ -331,6 +371,7 @@ func openStore(ctx context.Context, f serverFlags, log *slog.Logger, reg prometh
 		Registerer:    reg,
 		DefaultLimits: limits,
 		Retention:     f.retention,
+		MaxEvents:     f.maxEvents,
 		ReapInterval:  reap,
 	})
 	if err != nil {
