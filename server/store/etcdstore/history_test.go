@@ -334,7 +334,7 @@ func (h *history) watch(i int, w *watcher) {
 		}
 		n := h.nodes[(i+attempt)%len(h.nodes)]
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		r, err := h.u.tryCtx(ctx, n, "GET", "/events?limit=100&wait=1s&marker="+w.last, nil)
+		r, err := h.u.tryCtx(ctx, n, "GET", "/events?limit=100&include=service.update&wait=1s&marker="+w.last, nil)
 		cancel()
 		if err != nil || r.code >= 500 {
 			attempt++ // its node is down: try the next one
