@@ -1,9 +1,11 @@
 package server
 
 import (
+	"errors"
 	"io"
 	"net"
 	"sync"
+	"time"
 )
 
 // Listener wraps the listener the http.Server serves, so that connections
@@ -17,9 +19,10 @@ import (
 //	httpServer.Serve(ln)
 //
 // For TLS, wrap the tls.Listener (not the TCP one) and serve with Serve, not
-// ServeTLS.
+// ServeTLS. Accept errors never stop it: it retries with backoff, as
+// net/http does.
 func (s *Server) Listener(inner net.Listener) net.Listener {
-	l := &listener{Listener: inner, accepted: make(chan acceptResult), injected: make(chan net.Conn), done: make(chan struct{})}
+	l := &listener{Listener: inner, log: s.log, accepted: make(chan acceptResult), injected: make(chan net.Conn), done: make(chan struct{})}
 	go l.acceptLoop()
 	s.lnMu.Lock()
 	s.ln = l
@@ -29,6 +32,7 @@ func (s *Server) Listener(inner net.Listener) net.Listener {
 
 type listener struct {
 	net.Listener
+	log       interface{ Warn(string, ...any) }
 	accepted  chan acceptResult
 	injected  chan net.Conn
 	done      chan struct{}
@@ -40,21 +44,42 @@ type acceptResult struct {
 	err error
 }
 
+// Accept errors are retried after a backoff that doubles from
+// minAcceptBackoff to maxAcceptBackoff, as net/http's Serve does: running
+// out of descriptors (EMFILE) is common under load and passes once clients
+// leave.
+const (
+	minAcceptBackoff = 5 * time.Millisecond
+	maxAcceptBackoff = time.Second
+)
+
+// acceptLoop accepts until the listener is closed.
 func (l *listener) acceptLoop() {
+	var backoff time.Duration
 	for {
 		c, err := l.Listener.Accept()
-		select {
-		case l.accepted <- acceptResult{c, err}:
-		case <-l.done:
-			if c != nil {
-				c.Close()
-			}
-			return
-		}
 		if err != nil {
-			if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
+			if errors.Is(err, net.ErrClosed) || isClosed(l.done) {
+				l.Close()
 				return
 			}
+			backoff = min(max(2*backoff, minAcceptBackoff), maxAcceptBackoff)
+			l.log.Warn("accept failed; retrying", "err", err, "retry_in", backoff)
+			t := time.NewTimer(backoff)
+			select {
+			case <-t.C:
+			case <-l.done:
+				t.Stop()
+				return
+			}
+			continue
+		}
+		backoff = 0
+		select {
+		case l.accepted <- acceptResult{c: c}:
+		case <-l.done:
+			c.Close()
+			return
 		}
 	}
 }
