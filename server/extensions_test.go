@@ -6,6 +6,7 @@ package server_test
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"testing"
@@ -13,8 +14,6 @@ import (
 
 	"github.com/svcreg/svcreg/internal/testserver"
 	"github.com/svcreg/svcreg/internal/timeuuid"
-	"github.com/svcreg/svcreg/server"
-	"github.com/svcreg/svcreg/server/store"
 )
 
 // Design item 1: PUT /services/{id} that changes something writes
@@ -51,18 +50,19 @@ func TestServiceUpdateEvent(t *testing.T) {
 
 // Design item 2: GET /events?marker=M&wait=… is held while the answer would
 // hold no event newer than M (M itself does not count), then answers as it
-// would without wait. It runs on the testserver, where a long-poll waits on
-// its goroutine, and on a server with its Listener, where it parks.
+// would without wait. It runs on the testserver, served as in production,
+// where a long-poll parks, and on a server given to an http.Server without
+// Server.Serve, where a long-poll waits on its goroutine.
 func TestLongPoll(t *testing.T) {
 	t.Parallel()
 	srv := testserver.Start(t, testserver.Options{})
-	parked := startCustom(t, func(st store.Store) server.Config { return server.Config{Store: st} })
+	waiting := startUnparked(t)
 	for _, s := range []struct {
 		name  string
 		login func(t *testing.T, username string) *api
 	}{
-		{"waiting", func(t *testing.T, username string) *api { return newUser(t, srv, username) }},
-		{"parked", func(t *testing.T, username string) *api { return devLogin(t, parked, username) }},
+		{"parked", func(t *testing.T, username string) *api { return newUser(t, srv, username) }},
+		{"waiting", func(t *testing.T, username string) *api { return devLogin(t, waiting, username) }},
 	} {
 		t.Run(s.name+": answers when an event arrives; the marker event does not count", func(t *testing.T) {
 			t.Parallel()
@@ -396,5 +396,36 @@ func TestTypeFilterBeforePaging(t *testing.T) {
 	evs, meta = list[event](c.do("GET", "/events?type=service.remove&limit=2&marker="+removes[2].ID, nil))
 	if got := summary(evs); !slices.Equal(got, []string{"service.remove svc-c"}) || meta.NextMarker != nil {
 		t.Errorf("second page %q, next_marker %v", got, meta.NextMarker)
+	}
+}
+
+// A parked long-poll's answer is written by the same code as any other:
+// the same headers as an immediate answer of GET /events, with
+// X-Registry-Wait.
+func TestParkedAnswerHeaders(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	c := newAPI(t, srv)
+	c.create("svc-1", 30)
+	now := c.do("GET", "/events", nil).want(200)
+	ch := c.longPoll("?marker=" + c.events("")[0].ID + "&wait=30")
+	stillWaiting(t, ch)
+	c.create("svc-2", 30)
+	p := <-ch
+	if p.err != nil {
+		t.Fatal(p.err)
+	}
+	parked := p.r.want(200)
+	want := slices.Sorted(maps.Keys(now.header))
+	want = append(want, "X-Registry-Wait")
+	slices.Sort(want)
+	if got := slices.Sorted(maps.Keys(parked.header)); !slices.Equal(got, want) {
+		t.Errorf("parked answer's headers %q, want %q", got, want)
+	}
+	if ct := parked.header.Get("Content-Type"); ct != now.header.Get("Content-Type") {
+		t.Errorf("parked answer's Content-Type %q, want %q", ct, now.header.Get("Content-Type"))
+	}
+	if parked.header.Get("X-Response-Id") == "" || parked.header.Get("X-Response-Id") == now.header.Get("X-Response-Id") {
+		t.Errorf("parked answer's X-Response-Id %q", parked.header.Get("X-Response-Id"))
 	}
 }

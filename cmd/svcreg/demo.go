@@ -58,7 +58,7 @@ func runDemo(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		return err
 	}
 	hs := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
-	go hs.Serve(api.Listener(ln))
+	go api.Serve(hs, ln)
 	defer func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
