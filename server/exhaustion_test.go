@@ -265,3 +265,29 @@ func TestUnauthenticatedIdleTimeout(t *testing.T) {
 		t.Errorf("authenticated connection after the unauthenticated one closed: %d", resp.StatusCode)
 	}
 }
+
+// A commit that lands just as a tenant's long-poll parks, before the
+// poll's dispatcher watches the feed, still answers it. Each round commits
+// as soon as the poll counts as waiting.
+func TestLongPollCommitWhileParking(t *testing.T) {
+	t.Parallel()
+	base, reg := startLimited(t, server.Config{})
+	c := devLogin(t, base, "parking")
+	c.create("svc-0", 30)
+	for i := range 40 {
+		evs := c.events("?limit=1000")
+		ch := c.longPoll("?marker=" + evs[len(evs)-1].ID + "&wait=60")
+		for metric(t, reg, "svcreg_longpolls_waiting") == 0 {
+		}
+		c.create(fmt.Sprintf("svc-%d", i+1), 30)
+		select {
+		case p := <-ch:
+			if p.err != nil {
+				t.Fatal(p.err)
+			}
+			p.r.want(200)
+		case <-time.After(20 * time.Second):
+			t.Fatalf("round %d: the long-poll missed the commit that landed as it parked", i)
+		}
+	}
+}

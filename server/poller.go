@@ -279,16 +279,12 @@ func (pl *poller) expire(p *parkedPoll) {
 // left, or answers them all when the server drains.
 func (pl *poller) dispatch(tenant string, ps *pollSet) {
 	ctx := context.Background()
-	changed := pl.changed(ctx, tenant)
 	for {
-		select {
-		case <-changed:
-		case <-ps.kick:
-		case <-pl.s.closing:
-		}
-		// Take the next channel before reading: a commit after this point
-		// closes it, one before is seen by the read.
-		changed = pl.changed(ctx, tenant)
+		// Take the channel before reading: a commit after this point closes
+		// it, one before is seen by the read. The first read also sees a
+		// commit that landed after the first poll parked and before this
+		// dispatcher started.
+		changed := pl.changed(ctx, tenant)
 		pl.wake(ctx, tenant, ps, isClosed(pl.s.closing))
 		pl.mu.Lock()
 		if len(ps.polls) == 0 {
@@ -297,6 +293,11 @@ func (pl *poller) dispatch(tenant string, ps *pollSet) {
 			return
 		}
 		pl.mu.Unlock()
+		select {
+		case <-changed:
+		case <-ps.kick:
+		case <-pl.s.closing:
+		}
 	}
 }
 
