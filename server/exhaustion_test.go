@@ -153,8 +153,10 @@ func TestLongPollClientGoneIsFreed(t *testing.T) {
 	eventually(t, "the long-polls of closed clients freed", func() bool {
 		return metric(t, reg, "svcreg_longpolls_waiting") == 0
 	})
-	if got := metric(t, reg, "svcreg_longpolls_client_gone_total"); got != n {
-		t.Errorf("svcreg_longpolls_client_gone_total %v, want %d", got, n)
+	// A poll still reading the feed when its client left (not yet parked)
+	// ends with its request's context instead.
+	if got := metric(t, reg, "svcreg_longpolls_client_gone_total"); got == 0 || got > n {
+		t.Errorf("svcreg_longpolls_client_gone_total %v, want 1 to %d", got, n)
 	}
 	// The server still answers long-polls.
 	ch := c.longPoll("?wait=30")
