@@ -6,10 +6,14 @@ package server_test
 
 import (
 	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/svcreg/svcreg/internal/testserver"
 	"github.com/svcreg/svcreg/server"
 	"github.com/svcreg/svcreg/server/store"
 )
@@ -292,4 +297,90 @@ func TestLongPollCommitWhileParking(t *testing.T) {
 			t.Fatalf("round %d: the long-poll missed the commit that landed as it parked", i)
 		}
 	}
+}
+
+// Over TLS a long-poll parks too: it is answered when an event commits,
+// and freed when its client hangs up.
+func TestLongPollOverTLS(t *testing.T) {
+	t.Parallel()
+	// httptest's certificate and a client that trusts it.
+	certs := httptest.NewUnstartedServer(nil)
+	certs.StartTLS()
+	cfg, client := certs.TLS.Clone(), certs.Client()
+	certs.Close()
+	cfg.NextProtos = []string{"http/1.1"}
+
+	st := testserver.NewStore(t, testserver.Options{ReapInterval: -1})
+	reg := prometheus.NewRegistry()
+	h := server.New(server.Config{Store: st, Auth: server.NewAuth(server.AuthConfig{Store: st, Dev: true}), Registerer: reg})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{ReadHeaderTimeout: 10 * time.Second}
+	go h.Serve(hs, tls.NewListener(ln, cfg))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		h.Drain(ctx)
+		hs.Shutdown(ctx)
+	})
+	base := "https://" + ln.Addr().String()
+
+	resp, err := client.Post(base+"/v2.0/tokens", "application/json", strings.NewReader(`{"auth":{"RAX-KSKEY:apiKeyCredentials":{"username":"tls","apiKey":"dev"}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var login struct {
+		Access struct {
+			Token struct {
+				ID     string
+				Tenant struct{ ID string }
+			}
+		}
+	}
+	json.NewDecoder(resp.Body).Decode(&login)
+	resp.Body.Close()
+	token, tenant := login.Access.Token.ID, login.Access.Token.Tenant.ID
+	call := func(ctx context.Context, method, path, body string) (*http.Response, error) {
+		req, _ := http.NewRequestWithContext(ctx, method, base+"/v1.0/"+tenant+path, strings.NewReader(body))
+		req.Header.Set("X-Auth-Token", token)
+		req.Header.Set("Content-Type", "application/json")
+		return client.Do(req)
+	}
+
+	answered := make(chan string, 1)
+	go func() {
+		resp, err := call(context.Background(), "GET", "/events?wait=30", "")
+		if err != nil {
+			answered <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		answered <- string(b)
+	}()
+	eventually(t, "the long-poll waiting", func() bool { return metric(t, reg, "svcreg_longpolls_waiting") == 1 })
+	if resp, err := call(context.Background(), "PUT", "/configuration/key", `{"value":"v"}`); err != nil || resp.StatusCode != 204 {
+		t.Fatalf("set a value: %v %v", resp, err)
+	}
+	got := <-answered
+	var page struct{ Values []struct{ ID, Type string } }
+	if json.Unmarshal([]byte(got), &page); len(page.Values) != 1 || page.Values[0].Type != "configuration_value.update" {
+		t.Fatalf("long-poll over TLS answered %s", got)
+	}
+
+	// A client that leaves.
+	ctx, cancel := context.WithCancel(context.Background())
+	left := make(chan struct{})
+	go func() {
+		defer close(left)
+		if resp, err := call(ctx, "GET", "/events?wait=30&marker="+page.Values[0].ID, ""); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	eventually(t, "the second long-poll waiting", func() bool { return metric(t, reg, "svcreg_longpolls_waiting") == 1 })
+	cancel()
+	<-left
+	eventually(t, "the long-poll of the client that left freed", func() bool { return metric(t, reg, "svcreg_longpolls_waiting") == 0 })
 }
