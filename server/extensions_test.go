@@ -6,6 +6,7 @@ package server_test
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"testing"
@@ -49,8 +50,9 @@ func TestServiceUpdateEvent(t *testing.T) {
 
 // Design item 2: GET /events?marker=M&wait=… is held while the answer would
 // hold no event newer than M (M itself does not count), then answers as it
-// would without wait. It runs on the testserver, where a long-poll waits on
-// its goroutine, and on a server with its Listener, where it parks.
+// would without wait. It runs on the testserver, served as in production,
+// where a long-poll parks, and on a server given to an http.Server without
+// Server.Serve, where a long-poll waits on its goroutine.
 func TestLongPoll(t *testing.T) {
 	t.Parallel()
 	for _, s := range pollModes(t) {
@@ -386,5 +388,36 @@ func TestTypeFilterBeforePaging(t *testing.T) {
 	evs, meta = list[event](c.do("GET", "/events?type=service.remove&limit=2&marker="+removes[2].ID, nil))
 	if got := summary(evs); !slices.Equal(got, []string{"service.remove svc-c"}) || meta.NextMarker != nil {
 		t.Errorf("second page %q, next_marker %v", got, meta.NextMarker)
+	}
+}
+
+// A parked long-poll's answer is written by the same code as any other:
+// the same headers as an immediate answer of GET /events, with
+// X-Registry-Wait.
+func TestParkedAnswerHeaders(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	c := newAPI(t, srv)
+	c.create("svc-1", 30)
+	now := c.do("GET", "/events", nil).want(200)
+	ch := c.longPoll("?marker=" + c.events("")[0].ID + "&wait=30")
+	stillWaiting(t, ch)
+	c.create("svc-2", 30)
+	p := <-ch
+	if p.err != nil {
+		t.Fatal(p.err)
+	}
+	parked := p.r.want(200)
+	want := slices.Sorted(maps.Keys(now.header))
+	want = append(want, "X-Registry-Wait")
+	slices.Sort(want)
+	if got := slices.Sorted(maps.Keys(parked.header)); !slices.Equal(got, want) {
+		t.Errorf("parked answer's headers %q, want %q", got, want)
+	}
+	if ct := parked.header.Get("Content-Type"); ct != now.header.Get("Content-Type") {
+		t.Errorf("parked answer's Content-Type %q, want %q", ct, now.header.Get("Content-Type"))
+	}
+	if parked.header.Get("X-Response-Id") == "" || parked.header.Get("X-Response-Id") == now.header.Get("X-Response-Id") {
+		t.Errorf("parked answer's X-Response-Id %q", parked.header.Get("X-Response-Id"))
 	}
 }

@@ -8,7 +8,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
@@ -433,8 +435,8 @@ func parallel(n int, fn func(i int)) {
 	wg.Wait()
 }
 
-// startCustom runs a server as cmd/svcreg serves it (through its Listener,
-// so long-polls park) for what testserver does not offer: cfg gets its Store
+// startCustom runs a server as cmd/svcreg serves it (server.Serve, so
+// long-polls park) for what testserver does not offer: cfg gets its Store
 // from configure, given a store of the kind the suite runs against
 // (testserver.StoreKind) with the reaper off, and --dev authentication. It
 // returns the server's root URL.
@@ -444,9 +446,35 @@ func startCustom(t *testing.T, configure func(store.Store) server.Config) string
 	cfg := configure(st)
 	cfg.Auth = server.NewAuth(server.AuthConfig{Store: st, Dev: true})
 	h := server.New(cfg)
-	hs := httptest.NewUnstartedServer(h)
-	hs.Listener = h.Listener(hs.Listener)
-	hs.Start()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{ReadHeaderTimeout: 10 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- h.Serve(hs, ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		h.Drain(ctx)
+		if err := hs.Shutdown(ctx); err != nil {
+			hs.Close()
+		}
+		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	return "http://" + ln.Addr().String()
+}
+
+// startUnparked runs a server behind a plain http.Server, without
+// Server.Serve or its Listener, as a program embedding the handler may: a
+// long-poll then waits on its goroutine. It returns the root URL.
+func startUnparked(t *testing.T) string {
+	t.Helper()
+	st := testserver.NewStore(t, testserver.Options{ReapInterval: -1})
+	h := server.New(server.Config{Store: st, Auth: server.NewAuth(server.AuthConfig{Store: st, Dev: true})})
+	hs := httptest.NewServer(h)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -490,13 +518,14 @@ type pollMode struct {
 	login func(t *testing.T, username string) *api
 }
 
-// pollModes are a testserver, where a long-poll waits on its goroutine,
-// and a server with its Listener, where it parks.
+// pollModes are a testserver, served as in production, where a long-poll
+// parks, and a server without Server.Serve, where it waits on its
+// goroutine.
 func pollModes(t *testing.T) []pollMode {
 	srv := testserver.Start(t, testserver.Options{})
-	parked := startCustom(t, func(st store.Store) server.Config { return server.Config{Store: st} })
+	waiting := startUnparked(t)
 	return []pollMode{
-		{"waiting", func(t *testing.T, username string) *api { return newUser(t, srv, username) }},
-		{"parked", func(t *testing.T, username string) *api { return devLogin(t, parked, username) }},
+		{"parked", func(t *testing.T, username string) *api { return newUser(t, srv, username) }},
+		{"waiting", func(t *testing.T, username string) *api { return devLogin(t, waiting, username) }},
 	}
 }

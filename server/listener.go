@@ -1,96 +1,156 @@
 package server
 
 import (
+	"context"
+	"errors"
 	"io"
 	"net"
+	"net/http"
 	"sync"
+	"time"
 )
+
+// Serve serves the API on ln with hs until hs is shut down, as svcreg
+// server runs it in production: through the server's Listener (so waiting
+// long-polls park) and with its connection hooks (the limits on idle
+// connections). hs.Handler is set to the server if nil; hs's own ConnState
+// and ConnContext hooks, if any, still run.
+//
+// For TLS, pass the tls.Listener (not the TCP one).
+func (s *Server) Serve(hs *http.Server, ln net.Listener) error {
+	if hs.Handler == nil {
+		hs.Handler = s
+	}
+	s.conns.install(hs)
+	return hs.Serve(s.Listener(ln))
+}
 
 // Listener wraps the listener the http.Server serves, so that connections
 // taken over by parked long-polls can be handed back to the http.Server once
 // their answer is written, keeping the client's connection persistent.
+// Accept errors never stop it: it retries with backoff, as net/http does.
 //
-// Serve the API with it to let long-polls park without a goroutine and its
-// buffers (a few hundred bytes each instead of tens of kilobytes):
+// Serve uses it; call it directly only to serve with an http.Server that
+// Serve cannot be given:
 //
-//	ln = api.Listener(ln)
-//	httpServer.Serve(ln)
-//
-// For TLS, wrap the tls.Listener (not the TCP one) and serve with Serve, not
-// ServeTLS.
+//	httpServer.Serve(api.Listener(ln))
 func (s *Server) Listener(inner net.Listener) net.Listener {
-	l := &listener{Listener: inner, accepted: make(chan acceptResult), injected: make(chan net.Conn), done: make(chan struct{})}
+	l := &listener{Listener: inner, log: s.log, accepted: make(chan net.Conn), handedBack: make(chan struct{}, 1), done: make(chan struct{})}
 	go l.acceptLoop()
-	s.lnMu.Lock()
-	s.ln = l
-	s.lnMu.Unlock()
+	s.poller.setListener(l)
 	return l
 }
 
 type listener struct {
 	net.Listener
-	accepted  chan acceptResult
-	injected  chan net.Conn
+	log      interface{ Warn(string, ...any) }
+	accepted chan net.Conn
+
+	mu         sync.Mutex
+	back       []net.Conn    // handed back, not yet accepted again
+	handedBack chan struct{} // signals back is not empty
+
 	done      chan struct{}
 	closeOnce sync.Once
 }
 
-type acceptResult struct {
-	c   net.Conn
-	err error
-}
+// Accept errors are retried after a backoff that doubles from
+// minAcceptBackoff to maxAcceptBackoff, as net/http's Serve does: running
+// out of descriptors (EMFILE) is common under load and passes once clients
+// leave.
+const (
+	minAcceptBackoff = 5 * time.Millisecond
+	maxAcceptBackoff = time.Second
+)
 
+// acceptLoop accepts until the listener is closed.
 func (l *listener) acceptLoop() {
+	var backoff time.Duration
 	for {
 		c, err := l.Listener.Accept()
-		select {
-		case l.accepted <- acceptResult{c, err}:
-		case <-l.done:
-			if c != nil {
-				c.Close()
-			}
-			return
-		}
 		if err != nil {
-			if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
+			if errors.Is(err, net.ErrClosed) || isClosed(l.done) {
+				l.Close()
 				return
 			}
+			backoff = min(max(2*backoff, minAcceptBackoff), maxAcceptBackoff)
+			l.log.Warn("accept failed; retrying", "err", err, "retry_in", backoff)
+			t := time.NewTimer(backoff)
+			select {
+			case <-t.C:
+			case <-l.done:
+				t.Stop()
+				return
+			}
+			continue
+		}
+		backoff = 0
+		select {
+		case l.accepted <- c:
+		case <-l.done:
+			c.Close()
+			return
 		}
 	}
 }
 
 // Accept returns the next new or handed-back connection.
 func (l *listener) Accept() (net.Conn, error) {
-	select {
-	case r := <-l.accepted:
-		return r.c, r.err
-	case c := <-l.injected:
-		return c, nil
-	case <-l.done:
-		return nil, net.ErrClosed
+	for {
+		l.mu.Lock()
+		if len(l.back) > 0 {
+			c := l.back[0]
+			l.back[0] = nil
+			l.back = l.back[1:]
+			l.mu.Unlock()
+			return c, nil
+		}
+		l.mu.Unlock()
+		select {
+		case c := <-l.accepted:
+			return c, nil
+		case <-l.handedBack:
+		case <-l.done:
+			return nil, net.ErrClosed
+		}
 	}
 }
 
-// Close closes the listener; connections handed back later are closed.
+// Close closes the listener and the connections handed back but not yet
+// accepted; connections handed back later are closed.
 func (l *listener) Close() error {
 	var err error
 	l.closeOnce.Do(func() {
 		close(l.done)
 		err = l.Listener.Close()
+		l.mu.Lock()
+		back := l.back
+		l.back = nil
+		l.mu.Unlock()
+		for _, c := range back {
+			c.Close()
+		}
 	})
 	return err
 }
 
-// handBack returns a connection to the http.Server, which serves its next
-// request as if it had just been accepted. It reports false (and closes the
-// connection) when the listener is closed.
-func (l *listener) handBack(c net.Conn) bool {
+// handBack returns connections to the http.Server, which serves their next
+// requests as if they had just been accepted; it never blocks. After Close
+// it closes them.
+func (l *listener) handBack(conns ...net.Conn) {
+	l.mu.Lock()
+	if isClosed(l.done) {
+		l.mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+		return
+	}
+	l.back = append(l.back, conns...)
+	l.mu.Unlock()
 	select {
-	case l.injected <- c:
-		return true
-	case <-l.done:
-		c.Close()
-		return false
+	case l.handedBack <- struct{}{}:
+	default:
 	}
 }
 
@@ -102,3 +162,19 @@ type prefixConn struct {
 }
 
 func (c *prefixConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// NetConn is the connection under the buffered bytes.
+func (c *prefixConn) NetConn() net.Conn { return c.Conn }
+
+// withConn is a context carrying the connection's record.
+func withConn(ctx context.Context, ci *connInfo) context.Context {
+	return context.WithValue(ctx, connKey{}, ci)
+}
+
+type connKey struct{}
+
+// connOf is the record of the connection a request came on, or nil.
+func connOf(ctx context.Context) *connInfo {
+	ci, _ := ctx.Value(connKey{}).(*connInfo)
+	return ci
+}

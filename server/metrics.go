@@ -3,9 +3,14 @@ package server
 import "github.com/prometheus/client_golang/prometheus"
 
 type serverMetrics struct {
-	requests   *prometheus.CounterVec
-	heartbeats prometheus.Counter
-	waiting    prometheus.Gauge
+	requests    *prometheus.CounterVec
+	heartbeats  prometheus.Counter
+	waiting     prometheus.Gauge
+	refused     *prometheus.CounterVec
+	gone        prometheus.Counter
+	connsOpen   prometheus.Gauge
+	connsIdle   prometheus.Gauge
+	connsClosed *prometheus.CounterVec
 }
 
 func newServerMetrics(r prometheus.Registerer) serverMetrics {
@@ -22,9 +27,29 @@ func newServerMetrics(r prometheus.Registerer) serverMetrics {
 			Name: "svcreg_longpolls_waiting",
 			Help: "GET /events long-polls currently waiting for an event.",
 		}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "svcreg_longpolls_refused_total",
+			Help: "GET /events long-polls answered at once because a cap on waiting long-polls was reached, by cap (tenant or total).",
+		}, []string{"limit"}),
+		gone: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "svcreg_longpolls_client_gone_total",
+			Help: "Waiting long-polls freed because their client closed the connection.",
+		}),
+		connsOpen: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "svcreg_connections_open",
+			Help: "Client connections the HTTP server holds (waiting long-polls not included).",
+		}),
+		connsIdle: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "svcreg_connections_idle",
+			Help: "Keep-alive client connections idle between requests.",
+		}),
+		connsClosed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "svcreg_connections_closed_total",
+			Help: "Idle client connections the server closed, by reason: idle (global idle cap), tenant (per-tenant idle cap), conns (room for a new connection past --max-conns), unauthenticated (idle without authenticating).",
+		}, []string{"reason"}),
 	}
 	if r != nil {
-		r.MustRegister(m.requests, m.heartbeats, m.waiting)
+		r.MustRegister(m.requests, m.heartbeats, m.waiting, m.refused, m.gone, m.connsOpen, m.connsIdle, m.connsClosed)
 	}
 	return m
 }

@@ -33,9 +33,27 @@ type Config struct {
 	Metrics http.Handler
 	// Clock returns the current time; time.Now if nil.
 	Clock func() time.Time
-	// MaxWaitersPerTenant caps the long-polls one tenant may have waiting;
-	// past it, GET /events answers at once. 20000 if zero.
+	// The limits below keep one tenant from holding the descriptors of all
+	// (docs/security.md). Those left zero are derived from the process's
+	// descriptor limit (RLIMIT_NOFILE) by ConnLimits.
+
+	// MaxConns is how many client connections (waiting long-polls
+	// included) the server holds before a new one closes the longest-idle
+	// keep-alive connection to make room.
+	MaxConns int
+	// MaxWaiters caps the long-polls waiting in all tenants, and
+	// MaxWaitersPerTenant those of one tenant; past either, GET /events
+	// answers at once.
+	MaxWaiters          int
 	MaxWaitersPerTenant int
+	// MaxIdleConns caps the keep-alive connections idle between requests,
+	// and MaxIdleConnsPerTenant those whose last request was one tenant's;
+	// past either, the longest-idle one is closed.
+	MaxIdleConns          int
+	MaxIdleConnsPerTenant int
+	// UnauthIdleTimeout closes a keep-alive connection that stays idle this
+	// long without having sent an authenticated request; 10s if zero.
+	UnauthIdleTimeout time.Duration
 	// MaxWait caps a long-poll's wait; 10 minutes if zero.
 	MaxWait time.Duration
 	// RateLimit is how many GET requests a tenant may make in a day
@@ -73,15 +91,8 @@ type Server struct {
 	txnPrefix string
 	txnSeq    atomic.Uint64
 
-	waitersMu sync.Mutex
-	waiters   map[string]int // long-polls waiting, by tenant
-
-	lnMu        sync.Mutex
-	ln          *listener // set by Listener; parked polls go back through it
-	pollsMu     sync.Mutex
-	polls       map[string]*pollSet // parked long-polls, by tenant
-	parked      int                 // parked polls not yet answered, guarded by pollsMu
-	pollWriters chan struct{}
+	poller *poller
+	conns  *connTracker
 
 	closing   chan struct{} // closed by Drain
 	closeOnce sync.Once
@@ -95,9 +106,7 @@ func New(cfg Config) *Server {
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
-	if cfg.MaxWaitersPerTenant == 0 {
-		cfg.MaxWaitersPerTenant = 20000
-	}
+	cfg = ConnLimits(cfg, descriptorLimit())
 	if cfg.MaxWait == 0 {
 		cfg.MaxWait = 10 * time.Minute
 	}
@@ -113,22 +122,21 @@ func New(cfg Config) *Server {
 	var b [6]byte
 	rand.Read(b[:])
 	s := &Server{
-		cfg:         cfg,
-		store:       cfg.Store,
-		auth:        cfg.Auth,
-		log:         cfg.Logger,
-		now:         cfg.Clock,
-		metrics:     newServerMetrics(cfg.Registerer),
-		rate:        newRateLimiter(cfg.RateLimit, cfg.Clock),
-		txnPrefix:   "svcreg-" + hex.EncodeToString(b[:]) + "-",
-		waiters:     map[string]int{},
-		polls:       map[string]*pollSet{},
-		pollWriters: make(chan struct{}, pollWriters),
-		closing:     make(chan struct{}),
+		cfg:       cfg,
+		store:     cfg.Store,
+		auth:      cfg.Auth,
+		log:       cfg.Logger,
+		now:       cfg.Clock,
+		metrics:   newServerMetrics(cfg.Registerer),
+		rate:      newRateLimiter(cfg.RateLimit, cfg.Clock),
+		txnPrefix: "svcreg-" + hex.EncodeToString(b[:]) + "-",
+		closing:   make(chan struct{}),
 	}
 	if cfg.WriteRate > 0 {
 		s.writes = newWriteLimiter(cfg.WriteRate, cfg.WriteBurst, cfg.Clock)
 	}
+	s.poller = newPoller(s)
+	s.conns = newConnTracker(s)
 	s.router = newRouter(s.routes())
 	return s
 }
@@ -138,7 +146,7 @@ func New(cfg Config) *Server {
 // waiting. Call it before http.Server.Shutdown.
 func (s *Server) Drain(ctx context.Context) {
 	s.closeOnce.Do(func() { close(s.closing) })
-	s.drainParked(ctx)
+	s.poller.drain(ctx)
 }
 
 func (s *Server) nextTxnID() string {
@@ -233,6 +241,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, path string) s
 		s.writeFault(w, rq, f)
 		return "none"
 	}
+	s.conns.authenticated(r.Context(), rq.tenant)
 	acct, err := s.store.Account(r.Context(), rq.tenant)
 	if err != nil {
 		s.writeFault(w, rq, s.faultFor(rq.txnID, err))

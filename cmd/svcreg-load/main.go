@@ -21,6 +21,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -55,6 +56,7 @@ type options struct {
 	burst    time.Duration
 	trials   int
 	baseline string
+	client   string
 }
 
 func run(args []string) error {
@@ -70,6 +72,7 @@ func run(args []string) error {
 	fs.DurationVar(&o.burst, "burst", 20*time.Second, "render: how long the burst of changes lasts")
 	fs.IntVar(&o.trials, "trials", 3, "render: trials per service count and renderer, interleaved")
 	fs.StringVar(&o.baseline, "baseline", "", "render: other svcreg `binaries` (comma-separated) whose renderers run the same trials, for comparison")
+	fs.StringVar(&o.client, "client", "raw", "long-poll clients: raw (one goroutine reading a plain TCP connection each, so that\nthe client's own cost weighs little in the fan-out latency) or http (net/http's client)")
 	fs.Usage = func() {
 		fmt.Fprintf(os.Stderr, "Usage: svcreg-load [flags] heartbeat|longpoll|render|all\n\nall runs heartbeat and longpoll.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -136,6 +139,23 @@ func (c *child) stop() {
 		c.cmd.Process.Kill()
 		<-done
 	}
+}
+
+// cpu is the CPU time (user and system) the child has used.
+func (c *child) cpu() (time.Duration, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", c.cmd.Process.Pid))
+	if err != nil {
+		return 0, err
+	}
+	// The fields after the command name, which is in parentheses.
+	f := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:]))
+	if len(f) < 13 {
+		return 0, errors.New("short /proc stat")
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	const clockTick = 100 // USER_HZ on Linux
+	return time.Duration(utime+stime) * time.Second / clockTick, nil
 }
 
 // rssMB is the child's resident set size in MB.
@@ -354,7 +374,17 @@ func benchLongPolls(o options) error {
 	if err != nil {
 		return err
 	}
-	srv, err := startSvcreg(o)
+	if o.client != "raw" && o.client != "http" {
+		return fmt.Errorf("--client: %q is not raw or http", o.client)
+	}
+	var extra []string
+	if hasFlag(o.svcreg, "--max-waiters-total") {
+		// One tenant's waiters, past the defaults derived from a small
+		// descriptor limit.
+		most := strconv.Itoa(slices.Max(counts))
+		extra = []string{"--max-waiters", most, "--max-waiters-total", most}
+	}
+	srv, err := startSvcreg(o, extra...)
 	if err != nil {
 		return err
 	}
@@ -383,10 +413,20 @@ func benchLongPolls(o options) error {
 			wg.Add(1)
 			go func(i int) {
 				defer wg.Done()
-				resp, data, err := s.request(ctx, client, "GET", "/events?wait=5m&marker="+marker, nil)
+				var code int
+				var data []byte
+				var err error
+				if o.client == "raw" {
+					code, data, err = rawGet(s, "/events?wait=5m&marker="+marker)
+				} else {
+					var resp *http.Response
+					if resp, data, err = s.request(ctx, client, "GET", "/events?wait=5m&marker="+marker, nil); err == nil {
+						code = resp.StatusCode
+					}
+				}
 				received[i] = time.Now()
-				if err == nil && (resp.StatusCode != http.StatusOK || !bytes.Contains(data, []byte("configuration_value.update"))) {
-					err = fmt.Errorf("long-poll answered %d %s", resp.StatusCode, data)
+				if err == nil && (code != http.StatusOK || !bytes.Contains(data, []byte("configuration_value.update"))) {
+					err = fmt.Errorf("long-poll answered %d %s", code, data)
 				}
 				if err != nil {
 					errs <- err
@@ -413,6 +453,10 @@ func benchLongPolls(o options) error {
 				}
 			}
 		}
+		cpu0, err := srv.cpu()
+		if err != nil {
+			return err
+		}
 		sent := time.Now()
 		resp, data, err := s.request(ctx, newClient(1), "PUT", "/configuration/fanout-"+strconv.Itoa(round), []byte(`{"value":"x"}`))
 		if err != nil || resp.StatusCode != http.StatusNoContent {
@@ -424,16 +468,76 @@ func benchLongPolls(o options) error {
 			return err
 		default:
 		}
+		cpu1, err := srv.cpu()
+		if err != nil {
+			return err
+		}
 		lat := make([]time.Duration, n)
 		for i, t := range received {
 			lat[i] = t.Sub(sent)
 		}
 		slices.Sort(lat)
-		fmt.Printf("  %6d waiters: RSS %.1f MB (%.1f KB per waiter)   fan-out p50 %-10s p99 %-10s max %s\n",
-			n, rss, (rss-idle)*1024/float64(n), lat[n/2].Round(time.Microsecond), lat[n*99/100].Round(time.Microsecond), lat[n-1].Round(time.Microsecond))
+		fmt.Printf("  %6d waiters (%s clients): RSS %.1f MB (%.1f KB per waiter)   fan-out p50 %-10s p99 %-10s max %-10s server CPU %s\n",
+			n, o.client, rss, (rss-idle)*1024/float64(n), lat[n/2].Round(time.Microsecond), lat[n*99/100].Round(time.Microsecond), lat[n-1].Round(time.Microsecond), cpu1-cpu0)
 		client.CloseIdleConnections()
 	}
 	return nil
+}
+
+// hasFlag reports whether svcreg server's usage mentions flag (an older
+// binary, measured for comparison, may not have it).
+func hasFlag(svcreg, flag string) bool {
+	out, _ := exec.Command(svcreg, "server", "--help").CombinedOutput()
+	return bytes.Contains(out, []byte(flag))
+}
+
+// rawGet sends GET path on a connection of its own and reads the answer with
+// as little work as an HTTP/1.1 client can do: a status line, headers up to
+// Content-Length, the body.
+func rawGet(s session, path string) (int, []byte, error) {
+	u, err := url.Parse(s.base + path)
+	if err != nil {
+		return 0, nil, err
+	}
+	c, err := net.Dial("tcp", u.Host)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer c.Close()
+	req := "GET " + u.RequestURI() + " HTTP/1.1\r\nHost: " + u.Host + "\r\nX-Auth-Token: " + s.token + "\r\n\r\n"
+	if _, err := io.WriteString(c, req); err != nil {
+		return 0, nil, err
+	}
+	br := bufio.NewReaderSize(c, 1024)
+	status, err := br.ReadString('\n')
+	if err != nil {
+		return 0, nil, err
+	}
+	f := strings.Fields(status)
+	if len(f) < 2 {
+		return 0, nil, fmt.Errorf("bad status line %q", status)
+	}
+	code, _ := strconv.Atoi(f[1])
+	length := -1
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return 0, nil, err
+		}
+		line = strings.TrimRight(line, "\r\n")
+		if line == "" {
+			break
+		}
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.EqualFold(k, "Content-Length") {
+			length, _ = strconv.Atoi(strings.TrimSpace(v))
+		}
+	}
+	if length < 0 {
+		return 0, nil, errors.New("answer without Content-Length")
+	}
+	body := make([]byte, length)
+	_, err = io.ReadFull(br, body)
+	return code, body, err
 }
 
 var waitingMetric = regexp.MustCompile(`(?m)^svcreg_longpolls_waiting ([0-9.e+]+)$`)

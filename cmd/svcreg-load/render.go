@@ -345,24 +345,10 @@ func waitForFile(path string, timeout time.Duration, done func([]byte) bool) ([]
 	return nil, fmt.Errorf("%s not rendered within %s", path, timeout)
 }
 
-// cpuSeconds is the child's user and system CPU time, from
-// /proc/<pid>/stat (fields 14 and 15, in clock ticks of 1/100 s).
+// cpuSeconds is cpu in seconds.
 func (c *child) cpuSeconds() (float64, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", c.cmd.Process.Pid))
-	if err != nil {
-		return 0, err
-	}
-	// The command name (field 2) may hold spaces; count from after it.
-	f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
-	if len(f) < 13 {
-		return 0, errors.New("short /proc stat")
-	}
-	utime, err1 := strconv.ParseFloat(f[11], 64)
-	stime, err2 := strconv.ParseFloat(f[12], 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, err
-	}
-	return (utime + stime) / 100, nil
+	d, err := c.cpu()
+	return d.Seconds(), err
 }
 
 // statusMB reads a kB field of /proc/<pid>/status, in MB.

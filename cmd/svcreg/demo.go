@@ -97,7 +97,7 @@ func runDemo(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	var g run.Group
 	g.Add(func() error { return st.Run(ctx) }, func(error) { cancel() })
 	g.Add(func() error {
-		if err := hs.Serve(api.Listener(ln)); !errors.Is(err, http.ErrServerClosed) {
+		if err := api.Serve(hs, ln); !errors.Is(err, http.ErrServerClosed) {
 			return err
 		}
 		return nil

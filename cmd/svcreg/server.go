@@ -60,6 +60,7 @@ type serverFlags struct {
 	reapInterval           time.Duration
 	retention              time.Duration
 	maxWaiters             int
+	conns                  connFlags
 	serviceLimit           int
 	configLimit            int
 	rateLimit              int
@@ -71,6 +72,13 @@ type serverFlags struct {
 	login                  server.AuthLimits
 	etcd                   etcdFlags
 	db                     dbFlags
+}
+
+// connFlags are the limits on client connections (server.Config).
+type connFlags struct {
+	maxConns, maxWaiters      int
+	maxIdle, maxIdlePerTenant int
+	unauthIdleTimeout         time.Duration
 }
 
 // etcdFlags are the --etcd-* flags: where the etcd store's cluster is.
@@ -94,7 +102,12 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.DurationVar(&f.tokenTTL, "token-ttl", 24*time.Hour, "how long an issued API token lives")
 	fs.DurationVar(&f.reapInterval, "reap-interval", 250*time.Millisecond, "how often to time out services past their deadline;\n0 leaves only the lazy timeouts on reads")
 	fs.DurationVar(&f.retention, "retention", 30*24*time.Hour, "how long events are kept")
-	fs.IntVar(&f.maxWaiters, "max-waiters", 20000, "most long-polls one tenant may have waiting")
+	fs.IntVar(&f.maxWaiters, "max-waiters", 0, "most long-polls one tenant may have waiting\n(0: half of --max-waiters-total, at most 20000)")
+	fs.IntVar(&f.conns.maxWaiters, "max-waiters-total", 0, "most long-polls waiting in all tenants (0: 3/4 of --max-conns)")
+	fs.IntVar(&f.conns.maxConns, "max-conns", 0, "client connections held before a new one closes the longest-idle one\n(0: the descriptor limit less a tenth, at least 64, kept in reserve)")
+	fs.IntVar(&f.conns.maxIdle, "max-idle-conns", 0, "most keep-alive connections idle at once (0: half of --max-conns)")
+	fs.IntVar(&f.conns.maxIdlePerTenant, "max-idle-conns-per-tenant", 0, "most idle keep-alive connections of one tenant (0: --max-waiters)")
+	fs.DurationVar(&f.conns.unauthIdleTimeout, "unauth-idle-timeout", 10*time.Second, "how long a keep-alive connection may stay idle before it authenticates")
 	fs.IntVar(&f.serviceLimit, "service-limit", store.DefaultLimits.Services, "services a new account may hold")
 	fs.IntVar(&f.configLimit, "config-limit", store.DefaultLimits.ConfigValues, "configuration values a new account may hold")
 	fs.IntVar(&f.rateLimit, "rate-limit", 500000, "GET requests a tenant may make per day")
@@ -163,6 +176,9 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if f.maxEvents == 0 {
 		f.maxEvents = -1
 	}
+	if f.maxWaiters < 0 || f.conns.maxWaiters < 0 || f.conns.maxConns < 0 || f.conns.maxIdle < 0 || f.conns.maxIdlePerTenant < 0 || f.conns.unauthIdleTimeout < 0 {
+		return usagef("--max-waiters, --max-waiters-total, --max-conns, --max-idle-conns, --max-idle-conns-per-tenant and --unauth-idle-timeout must not be negative")
+	}
 	if f.etcd.endpoints == "" && (f.etcd.cert != "" || f.etcd.key != "" || f.etcd.cacert != "" || f.etcd.username != "" || f.etcd.password != "") {
 		return usagef("the --etcd-* flags need --etcd-endpoints")
 	}
@@ -200,17 +216,23 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		}
 	}()
 	auth := server.NewAuth(server.AuthConfig{Store: st, Users: users, Dev: f.dev, TokenTTL: f.tokenTTL, Limits: f.login, Logger: log, Registerer: reg})
-	api := server.New(server.Config{
-		Store:               st,
-		Auth:                auth,
-		Logger:              log,
-		Registerer:          reg,
-		Metrics:             promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
-		MaxWaitersPerTenant: f.maxWaiters,
-		RateLimit:           f.rateLimit,
-		WriteRate:           f.writeRate,
-		WriteBurst:          f.writeBurst,
-	})
+	cfg := server.ConnLimits(server.Config{
+		Store:                 st,
+		Auth:                  auth,
+		Logger:                log,
+		Registerer:            reg,
+		Metrics:               promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		MaxWaitersPerTenant:   f.maxWaiters,
+		MaxWaiters:            f.conns.maxWaiters,
+		MaxConns:              f.conns.maxConns,
+		MaxIdleConns:          f.conns.maxIdle,
+		MaxIdleConnsPerTenant: f.conns.maxIdlePerTenant,
+		UnauthIdleTimeout:     f.conns.unauthIdleTimeout,
+		RateLimit:             f.rateLimit,
+		WriteRate:             f.writeRate,
+		WriteBurst:            f.writeBurst,
+	}, server.DescriptorLimit())
+	api := server.New(cfg)
 	httpServer := &http.Server{
 		Handler:           api,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -237,7 +259,6 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		scheme = "https"
 	}
 	base := scheme + "://" + ln.Addr().String()
-	ln = api.Listener(ln)
 	where := []any{"data_dir", f.dataDir}
 	if f.etcd.endpoints != "" {
 		where = []any{"etcd", f.etcd.endpoints, "etcd_prefix", f.etcd.prefix}
@@ -247,6 +268,10 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	sigs := notifyStopOrReload()
 	defer signal.Stop(sigs)
 	log.Info("svcreg server listening", append(append([]any{"url", base}, where...), "dev", f.dev, "users", len(users), "version", versionString())...)
+	log.Info("connection limits", "descriptors", server.DescriptorLimit(), "max_conns", cfg.MaxConns,
+		"max_waiters_total", cfg.MaxWaiters, "max_waiters", cfg.MaxWaitersPerTenant,
+		"max_idle_conns", cfg.MaxIdleConns, "max_idle_conns_per_tenant", cfg.MaxIdleConnsPerTenant,
+		"unauth_idle_timeout", cfg.UnauthIdleTimeout)
 	if f.dev {
 		log.Warn("--dev: ANY username authenticates with API key \"dev\"; anyone who can reach " + base + " can read and write the registry. Use --users for anything but development.")
 		printDevHelp(stdout, base)
@@ -263,7 +288,7 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	g.Add(func() error { return st.Run(ctx) }, func(error) { cancel() })
 	g.Add(func() error { return auth.Run(ctx) }, func(error) { cancel() })
 	g.Add(func() error {
-		if err := httpServer.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		if err := api.Serve(httpServer, ln); !errors.Is(err, http.ErrServerClosed) {
 			return err
 		}
 		return nil

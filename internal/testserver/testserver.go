@@ -1,6 +1,8 @@
 // Package testserver runs a real svcreg server in-process for tests: a
 // store, --dev authentication, and an HTTP listener on loopback that can be
-// stopped and started again on the same address and data.
+// stopped and started again on the same address and data. It serves as
+// svcreg server does (server.Serve), so waiting long-polls park as they do
+// in production.
 //
 // The store is the embedded one in a temporary directory, or, when the
 // environment variable SVCREG_TEST_STORE is "etcd", the etcd store over a
@@ -159,7 +161,7 @@ func (s *Server) start(ln net.Listener) {
 		var wg sync.WaitGroup
 		wg.Add(1)
 		go func() { defer wg.Done(); st.Run(ctx) }()
-		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := api.Serve(hs, ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.t.Errorf("testserver: serve: %v", err)
 		}
 		wg.Wait()

@@ -1,0 +1,143 @@
+package server
+
+import (
+	"slices"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// connWatcher tells when the client of a parked long-poll hangs up, without
+// a goroutine or a read buffer per poll: one epoll set holds the parked
+// connections, registered for a peer hang-up only (a pipelined request does
+// not wake it), and one goroutine waits on it.
+type connWatcher struct {
+	epfd   int
+	wakeFD int // an eventfd that stops the wait
+	onGone func(*parkedPoll)
+
+	mu     sync.Mutex
+	polls  []*parkedPoll // by descriptor (descriptors are small numbers)
+	gen    int32         // tells a registration from an earlier one on the same descriptor
+	closed bool
+	done   chan struct{}
+}
+
+func newConnWatcher(onGone func(*parkedPoll)) (*connWatcher, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	wakeFD, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, err
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wakeFD), Pad: -1}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wakeFD, &ev); err != nil {
+		unix.Close(epfd)
+		unix.Close(wakeFD)
+		return nil, err
+	}
+	w := &connWatcher{epfd: epfd, wakeFD: wakeFD, onGone: onGone, done: make(chan struct{})}
+	go w.run()
+	return w, nil
+}
+
+// add watches p's connection. It does nothing if the descriptor cannot be
+// had; the poll is then freed when its wait ends.
+func (w *connWatcher) add(p *parkedPoll) {
+	sc, ok := netConn(p.conn).(syscall.Conn)
+	if !ok {
+		return
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return
+	}
+	if w.gen++; w.gen <= 0 { // -1 is the eventfd's
+		w.gen = 1
+	}
+	gen := w.gen
+	rc.Control(func(fd uintptr) {
+		// One-shot: a hang-up is reported once, and a connection handed back
+		// to the http.Server after its answer stays registered but silent
+		// until it is parked again (or closed, which unregisters it).
+		ev := unix.EpollEvent{Events: unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(fd), Pad: gen}
+		err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_MOD, int(fd), &ev)
+		if err == unix.ENOENT {
+			err = unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev)
+		}
+		if err == nil {
+			p.fd, p.gen = int32(fd), gen
+			if int(fd) >= len(w.polls) {
+				w.polls = slices.Grow(w.polls, int(fd)+1-len(w.polls))[:int(fd)+1]
+			}
+			w.polls[fd] = p
+		}
+	})
+}
+
+// remove stops reporting p; its registration stays until the descriptor is
+// closed or registered again, and is ignored meanwhile.
+func (w *connWatcher) remove(p *parkedPoll) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if p.gen != 0 && int(p.fd) < len(w.polls) && w.polls[p.fd] == p {
+		w.polls[p.fd] = nil
+	}
+}
+
+func (w *connWatcher) run() {
+	defer close(w.done)
+	events := make([]unix.EpollEvent, 256)
+	for {
+		n, err := unix.EpollWait(w.epfd, events, -1)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return
+		}
+		for _, ev := range events[:n] {
+			if ev.Pad == -1 {
+				return // closed
+			}
+			w.mu.Lock()
+			var p *parkedPoll
+			if int(ev.Fd) < len(w.polls) {
+				p = w.polls[ev.Fd]
+			}
+			if p != nil && p.gen == ev.Pad {
+				w.polls[ev.Fd] = nil
+			} else {
+				p = nil
+			}
+			w.mu.Unlock()
+			if p != nil {
+				w.onGone(p)
+			}
+		}
+	}
+}
+
+// close stops the watcher.
+func (w *connWatcher) close() {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return
+	}
+	w.closed = true
+	w.mu.Unlock()
+	unix.Write(w.wakeFD, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+	<-w.done
+	unix.Close(w.epfd)
+	unix.Close(w.wakeFD)
+}

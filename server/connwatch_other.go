@@ -1,0 +1,17 @@
+//go:build !linux
+
+package server
+
+import "errors"
+
+// connWatcher is Linux's; elsewhere a parked poll whose client left is
+// freed when its wait ends.
+type connWatcher struct{}
+
+func newConnWatcher(func(*parkedPoll)) (*connWatcher, error) {
+	return nil, errors.New("not supported on this system")
+}
+
+func (*connWatcher) add(*parkedPoll)    {}
+func (*connWatcher) remove(*parkedPoll) {}
+func (*connWatcher) close()             {}

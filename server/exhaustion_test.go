@@ -1,0 +1,386 @@
+package server_test
+
+// Descriptor and connection exhaustion (docs/security.md): one tenant, or
+// clients that never authenticate, must not hold the descriptors that other
+// tenants and /healthz need.
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/svcreg/svcreg/internal/testserver"
+	"github.com/svcreg/svcreg/server"
+	"github.com/svcreg/svcreg/server/store"
+)
+
+// startLimited runs a server served as in production, with cfg's limits
+// and a metrics registry the test reads.
+func startLimited(t *testing.T, cfg server.Config) (string, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	base := startCustom(t, func(st store.Store) server.Config {
+		cfg.Store, cfg.Registerer = st, reg
+		return cfg
+	})
+	return base, reg
+}
+
+// metric is the value of the metric name (with the label value, if any)
+// in reg; 0 if absent.
+func metric(t *testing.T, reg *prometheus.Registry, name string, label ...string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if len(label) > 0 && !hasLabel(m, label[0]) {
+				continue
+			}
+			if g := m.GetGauge(); g != nil {
+				return g.GetValue()
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	return 0
+}
+
+func hasLabel(m *dto.Metric, value string) bool {
+	for _, l := range m.GetLabel() {
+		if l.GetValue() == value {
+			return true
+		}
+	}
+	return false
+}
+
+// eventually fails the test unless cond holds within a generous time. It
+// is not a bound on speed: it only ends a test that would otherwise wait
+// for good.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("never: %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// rawConn is a client connection that sends requests by hand and reads the
+// answers, so a test controls exactly when it is idle and sees when the
+// server closes it.
+type rawConn struct {
+	t  *testing.T
+	c  net.Conn
+	br *bufio.Reader
+}
+
+func dialRaw(t *testing.T, base string) *rawConn {
+	t.Helper()
+	c, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &rawConn{t: t, c: c, br: bufio.NewReader(c)}
+}
+
+// get sends GET uri, with token if not empty, and returns the answer.
+func (rc *rawConn) get(uri, token string) (*http.Response, string) {
+	rc.t.Helper()
+	req := "GET " + uri + " HTTP/1.1\r\nHost: test\r\n"
+	if token != "" {
+		req += "X-Auth-Token: " + token + "\r\n"
+	}
+	if _, err := io.WriteString(rc.c, req+"\r\n"); err != nil {
+		rc.t.Fatalf("GET %s: %v", uri, err)
+	}
+	resp, err := http.ReadResponse(rc.br, nil)
+	if err != nil {
+		rc.t.Fatalf("GET %s: %v", uri, err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		rc.t.Fatalf("GET %s: %v", uri, err)
+	}
+	return resp, string(body)
+}
+
+// closedByServer reports whether the server closed the connection; it waits
+// generously for it.
+func (rc *rawConn) closedByServer() bool {
+	rc.c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	_, err := rc.br.ReadByte()
+	return err == io.EOF
+}
+
+// A parked long-poll whose client hangs up is freed at once, not when its
+// wait ends: 300 polls waiting 40 s whose clients close leave no waiter.
+func TestLongPollClientGoneIsFreed(t *testing.T) {
+	t.Parallel()
+	base, reg := startLimited(t, server.Config{})
+	c := devLogin(t, base, "gone")
+	const n = 300
+	conns := make([]*rawConn, n)
+	for i := range conns {
+		conns[i] = dialRaw(t, base)
+		req := "GET /v1.0/" + c.tenant + "/events?wait=40 HTTP/1.1\r\nHost: test\r\nX-Auth-Token: " + c.token + "\r\n\r\n"
+		if _, err := io.WriteString(conns[i].c, req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, fmt.Sprintf("%d long-polls waiting", n), func() bool {
+		return metric(t, reg, "svcreg_longpolls_waiting") == n
+	})
+	for _, rc := range conns {
+		rc.c.Close()
+	}
+	eventually(t, "the long-polls of closed clients freed", func() bool {
+		return metric(t, reg, "svcreg_longpolls_waiting") == 0
+	})
+	// A poll still reading the feed when its client left (not yet parked)
+	// ends with its request's context instead.
+	if got := metric(t, reg, "svcreg_longpolls_client_gone_total"); got == 0 || got > n {
+		t.Errorf("svcreg_longpolls_client_gone_total %v, want 1 to %d", got, n)
+	}
+	// The server still answers long-polls.
+	ch := c.longPoll("?wait=30")
+	stillWaiting(t, ch)
+	c.setConfig("key", "v")
+	if got := summary(answer(t, ch)); len(got) != 1 {
+		t.Errorf("long-poll after the hang-ups answered %q", got)
+	}
+}
+
+// Long-polls are capped per tenant and in all: past either cap a long-poll
+// answers at once, so one tenant cannot take every waiting slot.
+func TestLongPollGlobalCap(t *testing.T) {
+	t.Parallel()
+	base, reg := startLimited(t, server.Config{MaxWaiters: 5, MaxWaitersPerTenant: 3})
+	a, b := devLogin(t, base, "cap-a"), devLogin(t, base, "cap-b")
+	for range 3 {
+		a.longPoll("?wait=30")
+	}
+	eventually(t, "3 long-polls of tenant a waiting", func() bool { return metric(t, reg, "svcreg_longpolls_waiting") == 3 })
+	r := a.do("GET", "/events?wait=30", nil).want(200)
+	if w := r.header.Get("X-Registry-Wait"); w != "0s" {
+		t.Errorf("past the tenant cap: X-Registry-Wait %q, want 0s", w)
+	}
+	for range 2 {
+		b.longPoll("?wait=30")
+	}
+	eventually(t, "5 long-polls waiting", func() bool { return metric(t, reg, "svcreg_longpolls_waiting") == 5 })
+	r = b.do("GET", "/events?wait=30", nil).want(200)
+	if w := r.header.Get("X-Registry-Wait"); w != "0s" {
+		t.Errorf("past the global cap: X-Registry-Wait %q, want 0s", w)
+	}
+	if got := metric(t, reg, "svcreg_longpolls_refused_total", "total"); got != 1 {
+		t.Errorf("refused for the global cap: %v, want 1", got)
+	}
+	sendRequest(t, base, "GET", "/healthz", nil).want(200)
+}
+
+// Idle keep-alive connections are capped per tenant and in all; past a
+// cap the longest-idle one is closed.
+func TestIdleConnectionCaps(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		cfg    server.Config
+		reason string
+	}{
+		{"per tenant", server.Config{MaxIdleConnsPerTenant: 2}, "tenant"},
+		{"in all", server.Config{MaxIdleConns: 2}, "idle"},
+		{"room for new connections", server.Config{MaxConns: 2, MaxIdleConns: 10, MaxIdleConnsPerTenant: 10}, "conns"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			base, reg := startLimited(t, tc.cfg)
+			c := devLogin(t, base, "idle")
+			httpClient.CloseIdleConnections()
+			eventually(t, "no connection open", func() bool { return metric(t, reg, "svcreg_connections_open") == 0 })
+			conns := make([]*rawConn, 5)
+			for i := range conns {
+				conns[i] = dialRaw(t, base)
+				if resp, body := conns[i].get("/v1.0/"+c.tenant+"/limits", c.token); resp.StatusCode != 200 {
+					t.Fatalf("GET /limits: %d %s", resp.StatusCode, body)
+				}
+				// Each connection is idle (or closed) before the next
+				// opens, so that "longest idle" is the order of opening.
+				eventually(t, "the connection idle", func() bool {
+					return metric(t, reg, "svcreg_connections_idle")+metric(t, reg, "svcreg_connections_closed_total", tc.reason) == float64(i+1)
+				})
+			}
+			// The three longest idle are closed, the two last stay.
+			for i, rc := range conns[:3] {
+				if !rc.closedByServer() {
+					t.Errorf("connection %d: still open past the cap", i)
+				}
+			}
+			for i, rc := range conns[3:] {
+				if resp, _ := rc.get("/v1.0/"+c.tenant+"/limits", c.token); resp.StatusCode != 200 {
+					t.Errorf("connection %d: %d", i+3, resp.StatusCode)
+				}
+			}
+			if got := metric(t, reg, "svcreg_connections_closed_total", tc.reason); got != 3 {
+				t.Errorf("closed for %s: %v, want 3", tc.reason, got)
+			}
+		})
+	}
+}
+
+// A keep-alive connection that never authenticated is closed after a short
+// idle time; one that did stays.
+func TestUnauthenticatedIdleTimeout(t *testing.T) {
+	t.Parallel()
+	base, reg := startLimited(t, server.Config{UnauthIdleTimeout: 200 * time.Millisecond})
+	c := devLogin(t, base, "unauth")
+	anon, authed := dialRaw(t, base), dialRaw(t, base)
+	if resp, _ := anon.get("/healthz", ""); resp.StatusCode != 200 {
+		t.Fatalf("healthz: %d", resp.StatusCode)
+	}
+	if resp, _ := authed.get("/v1.0/"+c.tenant+"/limits", c.token); resp.StatusCode != 200 {
+		t.Fatalf("limits: %d", resp.StatusCode)
+	}
+	if !anon.closedByServer() {
+		t.Fatal("an unauthenticated idle connection stayed open")
+	}
+	if got := metric(t, reg, "svcreg_connections_closed_total", "unauthenticated"); got < 1 {
+		t.Errorf("closed unauthenticated: %v, want at least 1", got)
+	}
+	if resp, _ := authed.get("/v1.0/"+c.tenant+"/limits", c.token); resp.StatusCode != 200 {
+		t.Errorf("authenticated connection after the unauthenticated one closed: %d", resp.StatusCode)
+	}
+}
+
+// A commit that lands just as a tenant's long-poll parks, before the
+// poll's dispatcher watches the feed, still answers it. Each round commits
+// as soon as the poll counts as waiting.
+func TestLongPollCommitWhileParking(t *testing.T) {
+	t.Parallel()
+	base, reg := startLimited(t, server.Config{})
+	c := devLogin(t, base, "parking")
+	c.create("svc-0", 30)
+	for i := range 40 {
+		evs := c.events("?limit=1000")
+		ch := c.longPoll("?marker=" + evs[len(evs)-1].ID + "&wait=60")
+		for metric(t, reg, "svcreg_longpolls_waiting") == 0 {
+		}
+		c.create(fmt.Sprintf("svc-%d", i+1), 30)
+		select {
+		case p := <-ch:
+			if p.err != nil {
+				t.Fatal(p.err)
+			}
+			p.r.want(200)
+		case <-time.After(20 * time.Second):
+			t.Fatalf("round %d: the long-poll missed the commit that landed as it parked", i)
+		}
+	}
+}
+
+// Over TLS a long-poll parks too: it is answered when an event commits,
+// and freed when its client hangs up.
+func TestLongPollOverTLS(t *testing.T) {
+	t.Parallel()
+	// httptest's certificate and a client that trusts it.
+	certs := httptest.NewUnstartedServer(nil)
+	certs.StartTLS()
+	cfg, client := certs.TLS.Clone(), certs.Client()
+	certs.Close()
+	cfg.NextProtos = []string{"http/1.1"}
+
+	st := testserver.NewStore(t, testserver.Options{ReapInterval: -1})
+	reg := prometheus.NewRegistry()
+	h := server.New(server.Config{Store: st, Auth: server.NewAuth(server.AuthConfig{Store: st, Dev: true}), Registerer: reg})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{ReadHeaderTimeout: 10 * time.Second}
+	go h.Serve(hs, tls.NewListener(ln, cfg))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		h.Drain(ctx)
+		hs.Shutdown(ctx)
+	})
+	base := "https://" + ln.Addr().String()
+
+	resp, err := client.Post(base+"/v2.0/tokens", "application/json", strings.NewReader(`{"auth":{"RAX-KSKEY:apiKeyCredentials":{"username":"tls","apiKey":"dev"}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var login struct {
+		Access struct {
+			Token struct {
+				ID     string
+				Tenant struct{ ID string }
+			}
+		}
+	}
+	json.NewDecoder(resp.Body).Decode(&login)
+	resp.Body.Close()
+	token, tenant := login.Access.Token.ID, login.Access.Token.Tenant.ID
+	call := func(ctx context.Context, method, path, body string) (*http.Response, error) {
+		req, _ := http.NewRequestWithContext(ctx, method, base+"/v1.0/"+tenant+path, strings.NewReader(body))
+		req.Header.Set("X-Auth-Token", token)
+		req.Header.Set("Content-Type", "application/json")
+		return client.Do(req)
+	}
+
+	answered := make(chan string, 1)
+	go func() {
+		resp, err := call(context.Background(), "GET", "/events?wait=30", "")
+		if err != nil {
+			answered <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		answered <- string(b)
+	}()
+	eventually(t, "the long-poll waiting", func() bool { return metric(t, reg, "svcreg_longpolls_waiting") == 1 })
+	if resp, err := call(context.Background(), "PUT", "/configuration/key", `{"value":"v"}`); err != nil || resp.StatusCode != 204 {
+		t.Fatalf("set a value: %v %v", resp, err)
+	}
+	got := <-answered
+	var page struct{ Values []struct{ ID, Type string } }
+	if json.Unmarshal([]byte(got), &page); len(page.Values) != 1 || page.Values[0].Type != "configuration_value.update" {
+		t.Fatalf("long-poll over TLS answered %s", got)
+	}
+
+	// A client that leaves.
+	ctx, cancel := context.WithCancel(context.Background())
+	left := make(chan struct{})
+	go func() {
+		defer close(left)
+		if resp, err := call(ctx, "GET", "/events?wait=30&marker="+page.Values[0].ID, ""); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	eventually(t, "the second long-poll waiting", func() bool { return metric(t, reg, "svcreg_longpolls_waiting") == 1 })
+	cancel()
+	<-left
+	eventually(t, "the long-poll of the client that left freed", func() bool { return metric(t, reg, "svcreg_longpolls_waiting") == 0 })
+}

@@ -1,0 +1,527 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/svcreg/svcreg/internal/timeuuid"
+	"github.com/svcreg/svcreg/registry"
+	"github.com/svcreg/svcreg/server/store"
+)
+
+// poller owns the waiting long-polls: it counts them against the
+// per-tenant and global caps, and parks those it can. A parked poll's
+// connection is taken over from the http.Server (so no goroutine, bufio
+// buffers or background reader stay behind) and kept in its tenant's poll
+// set with a timer; the connection watcher frees it as soon as its client
+// hangs up. One dispatcher goroutine per tenant with parked polls wakes on
+// each commit, reads the feed once per distinct query, answers the polls
+// that now have events with the handlers' own response code, and hands
+// their connections back to the http.Server through the listener, so the
+// client's connection stays persistent.
+type poller struct {
+	s *Server
+
+	mu      sync.Mutex
+	ln      *listener
+	sets    map[string]*pollSet // parked polls, by tenant
+	parked  atomic.Int64        // parked polls not yet answered
+	waiting map[string]int      // waiting polls (parked or not), by tenant
+	total   int                 // waiting polls of all tenants
+	watch   *connWatcher        // nil until the first park, or if unavailable
+	noWatch bool                // the watcher could not be made
+
+	writers chan struct{} // bounds the goroutines finishing slow writes
+}
+
+// parkedPoll is a long-poll whose connection the poller took over. It
+// keeps only what writing the answer needs (memory per waiting poll
+// matters): the request's transaction id, tenant, route path, query, base
+// URL, and the X-Registry-Wait header the handler set.
+type parkedPoll struct {
+	conn      net.Conn
+	keepAlive bool
+	overTLS   bool
+	host      string
+	proto     string // X-Forwarded-Proto
+	txnID     string
+	tenant    string
+	routePath string
+	query     query
+	wait      string // X-Registry-Wait
+	q         store.EventQuery
+	timer     *time.Timer
+	// fd and gen identify the poll's registration with the watcher.
+	fd  int32
+	gen int32
+}
+
+func newParkedPoll(conn net.Conn, w http.ResponseWriter, rq *request, q store.EventQuery) *parkedPoll {
+	p := &parkedPoll{
+		conn:      conn,
+		keepAlive: rq.r.ProtoAtLeast(1, 1) && !rq.r.Close,
+		overTLS:   rq.r.TLS != nil,
+		host:      rq.r.Host,
+		proto:     rq.r.Header.Get("X-Forwarded-Proto"),
+		txnID:     rq.txnID,
+		tenant:    rq.tenant,
+		routePath: rq.routePath,
+		query:     rq.query,
+		wait:      w.Header().Get("X-Registry-Wait"),
+		q:         q,
+	}
+	return p
+}
+
+// request is the poll's request as far as writing its answer needs.
+func (p *parkedPoll) request() *request {
+	r := &http.Request{Host: p.host, Header: http.Header{}}
+	if p.overTLS {
+		r.TLS = &tls.ConnectionState{}
+	}
+	if p.proto != "" {
+		r.Header.Set("X-Forwarded-Proto", p.proto)
+	}
+	return &request{r: r, txnID: p.txnID, tenant: p.tenant, routePath: p.routePath, query: p.query, limit: p.q.Limit}
+}
+
+// pollSet holds a tenant's parked polls.
+type pollSet struct {
+	polls map[*parkedPoll]struct{}
+	kick  chan struct{} // asks the dispatcher to look at the polls now
+}
+
+// pollWriters bounds the goroutines finishing answers that did not fit in
+// a connection's send buffer at once.
+const pollWriters = 64
+
+func newPoller(s *Server) *poller {
+	return &poller{
+		s:       s,
+		sets:    map[string]*pollSet{},
+		waiting: map[string]int{},
+		writers: make(chan struct{}, pollWriters),
+	}
+}
+
+func (pl *poller) setListener(l *listener) {
+	pl.mu.Lock()
+	pl.ln = l
+	pl.mu.Unlock()
+}
+
+// addWaiter counts a new waiting long-poll for tenant; false when the server
+// is draining or a cap is reached, and the poll must answer at once.
+func (pl *poller) addWaiter(tenant string) bool {
+	if isClosed(pl.s.closing) {
+		return false
+	}
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	switch {
+	case pl.waiting[tenant] >= pl.s.cfg.MaxWaitersPerTenant:
+		pl.s.metrics.refused.WithLabelValues("tenant").Inc()
+		return false
+	case pl.total >= pl.s.cfg.MaxWaiters:
+		pl.s.metrics.refused.WithLabelValues("total").Inc()
+		return false
+	}
+	pl.waiting[tenant]++
+	pl.total++
+	pl.s.metrics.waiting.Inc()
+	return true
+}
+
+func (pl *poller) removeWaiter(tenant string) {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	pl.removeWaiterLocked(tenant)
+}
+
+func (pl *poller) removeWaiterLocked(tenant string) {
+	if pl.waiting[tenant]--; pl.waiting[tenant] == 0 {
+		delete(pl.waiting, tenant)
+	}
+	pl.total--
+	pl.s.metrics.waiting.Dec()
+}
+
+// parkedCount is how many parked polls hold a connection.
+func (pl *poller) parkedCount() int { return int(pl.parked.Load()) }
+
+// park takes the connection over and parks the poll, which keeps its
+// waiter count. It reports false when the connection cannot be taken over.
+func (pl *poller) park(w http.ResponseWriter, rq *request, q store.EventQuery, wait time.Duration, changed <-chan struct{}) bool {
+	pl.mu.Lock()
+	ln := pl.ln
+	pl.mu.Unlock()
+	if ln == nil || rq.r.ProtoMajor != 1 {
+		return false
+	}
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return false
+	}
+	if sw, ok := w.(*statusWriter); ok {
+		sw.hijacked = true
+	}
+	conn.SetDeadline(time.Time{})
+	if n := brw.Reader.Buffered(); n > 0 {
+		// The client pipelined its next request; keep those bytes for the
+		// http.Server.
+		pending, _ := brw.Reader.Peek(n)
+		conn = &prefixConn{Conn: conn, r: io.MultiReader(bytes.NewReader(slices.Clone(pending)), conn)}
+	}
+	p := newParkedPoll(conn, w, rq, q)
+	watch := pl.watcher()
+	pl.mu.Lock()
+	pl.parked.Add(1)
+	ps := pl.sets[rq.tenant]
+	if ps == nil {
+		ps = &pollSet{polls: map[*parkedPoll]struct{}{}, kick: make(chan struct{}, 1)}
+		pl.sets[rq.tenant] = ps
+		go pl.dispatch(rq.tenant, ps)
+	}
+	ps.polls[p] = struct{}{}
+	p.timer = time.AfterFunc(wait, func() { pl.expire(p) })
+	if watch != nil {
+		watch.add(p)
+	}
+	pl.mu.Unlock()
+	if isClosed(changed) {
+		// A commit landed between the read and the parking.
+		select {
+		case ps.kick <- struct{}{}:
+		default:
+		}
+	}
+	return true
+}
+
+// watcher returns the connection watcher, started on first use; nil where
+// there is none.
+func (pl *poller) watcher() *connWatcher {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	if pl.watch == nil && !pl.noWatch {
+		w, err := newConnWatcher(pl.hangup)
+		if err != nil {
+			pl.s.log.Warn("long-polls: cannot watch parked connections; a poll whose client left is freed when its wait ends", "err", err)
+			pl.noWatch = true
+			return nil
+		}
+		pl.watch = w
+	}
+	return pl.watch
+}
+
+// take removes p from its poll set and its waiter count; only the caller
+// that gets true answers it.
+func (pl *poller) take(p *parkedPoll) bool {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	return pl.takeLocked(p)
+}
+
+func (pl *poller) takeLocked(p *parkedPoll) bool {
+	ps := pl.sets[p.tenant]
+	if ps == nil {
+		return false
+	}
+	if _, ok := ps.polls[p]; !ok {
+		return false
+	}
+	delete(ps.polls, p)
+	if pl.watch != nil {
+		pl.watch.remove(p)
+	}
+	pl.removeWaiterLocked(p.tenant)
+	return true
+}
+
+// hangup frees p: its client closed the connection.
+func (pl *poller) hangup(p *parkedPoll) {
+	if !pl.take(p) {
+		return
+	}
+	p.timer.Stop()
+	pl.s.metrics.gone.Inc()
+	pl.parked.Add(-1)
+	p.conn.Close()
+}
+
+// expire answers p when its wait is over.
+func (pl *poller) expire(p *parkedPoll) {
+	if !pl.take(p) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	page, err := pl.s.readEvents(ctx, p.tenant, p.q)
+	pl.handBack(pl.answerAll([]*parkedPoll{p}, page, err))
+}
+
+// dispatch wakes the tenant's parked polls on every commit until none is
+// left, or answers them all when the server drains.
+func (pl *poller) dispatch(tenant string, ps *pollSet) {
+	ctx := context.Background()
+	for {
+		// Take the channel before reading: a commit after this point closes
+		// it, one before is seen by the read. The first read also sees a
+		// commit that landed after the first poll parked and before this
+		// dispatcher started.
+		changed := pl.changed(ctx, tenant)
+		pl.wake(ctx, tenant, ps, isClosed(pl.s.closing))
+		pl.mu.Lock()
+		if len(ps.polls) == 0 {
+			delete(pl.sets, tenant)
+			pl.mu.Unlock()
+			return
+		}
+		pl.mu.Unlock()
+		select {
+		case <-changed:
+		case <-ps.kick:
+		case <-pl.s.closing:
+		}
+	}
+}
+
+// changed is store.Changed, retried until it answers: a parked poll's timer
+// answers it meanwhile.
+func (pl *poller) changed(ctx context.Context, tenant string) <-chan struct{} {
+	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
+		ch, err := pl.s.store.Changed(ctx, tenant)
+		if err == nil {
+			return ch
+		}
+		pl.s.log.Warn("long-poll dispatcher: watch the feed", "tenant", tenant, "err", err)
+		select {
+		case <-time.After(backoff/2 + time.Duration(rand.Int64N(int64(backoff)/2))):
+		case <-pl.s.closing:
+			closed := make(chan struct{})
+			close(closed)
+			return closed
+		}
+	}
+}
+
+// pollKey groups parked polls that ask the same query.
+type pollKey struct {
+	from  timeuuid.UUID
+	limit int
+	types string // the query's type filter, joined
+}
+
+// wake reads the feed once per distinct query of the tenant's parked polls
+// and answers those that have news (all of them when all is set). The
+// answered connections go back to the http.Server once every answer is
+// written, so that serving them does not delay the answers.
+func (pl *poller) wake(ctx context.Context, tenant string, ps *pollSet, all bool) {
+	pl.mu.Lock()
+	groups := map[pollKey][]*parkedPoll{}
+	for p := range ps.polls {
+		k := pollKey{from: p.q.From, limit: p.q.Limit, types: typesKey(p.q.Types)}
+		groups[k] = append(groups[k], p)
+	}
+	pl.mu.Unlock()
+	if len(groups) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	rerr := pl.s.store.Rectify(ctx, tenant)
+	var back []net.Conn
+	for k, polls := range groups {
+		var page store.EventPage
+		err := rerr
+		if err == nil {
+			page, err = pl.s.store.Events(ctx, tenant, polls[0].q)
+		}
+		if err == nil && !all && !hasNewer(page, k.from) {
+			continue
+		}
+		back = append(back, pl.answerAll(pl.takeAll(polls), page, err)...)
+	}
+	pl.handBack(back)
+}
+
+// takeAll removes from their poll set those of polls that are still
+// parked, and returns them; only the caller answers them.
+func (pl *poller) takeAll(polls []*parkedPoll) []*parkedPoll {
+	pl.mu.Lock()
+	taken := polls[:0]
+	for _, p := range polls {
+		if pl.takeLocked(p) {
+			taken = append(taken, p)
+		}
+	}
+	pl.mu.Unlock()
+	for _, p := range taken {
+		p.timer.Stop()
+	}
+	return taken
+}
+
+// answerChunk is how many answers one goroutine writes when a wake-up
+// answers many polls: a fan-out to thousands of polls is spread over the
+// processors, and a small one stays on the dispatcher.
+const answerChunk = 512
+
+// answerAll answers polls of one query with page (or err) and returns the
+// connections to hand back. An answer without a next page is the same for
+// every poll and is built once.
+func (pl *poller) answerAll(polls []*parkedPoll, page store.EventPage, err error) []net.Conn {
+	if len(polls) == 0 {
+		return nil
+	}
+	a := answerBatch{page: page, err: err, date: time.Now().UTC().Format(http.TimeFormat),
+		ok: pl.s.metrics.requests.WithLabelValues("events.list", "200")}
+	if err == nil && page.Next.IsZero() {
+		a.shared = eventsJSON(page, polls[0].q.Limit, "", nil) // no next_href
+	}
+	n := min(runtime.GOMAXPROCS(0), (len(polls)+answerChunk-1)/answerChunk)
+	if n <= 1 {
+		var back []net.Conn
+		for _, p := range polls {
+			pl.answer(p, &a, &back)
+		}
+		return back
+	}
+	backs := make([][]net.Conn, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		chunk := polls[i*len(polls)/n : (i+1)*len(polls)/n]
+		wg.Go(func() {
+			for _, p := range chunk {
+				pl.answer(p, &a, &backs[i])
+			}
+		})
+	}
+	wg.Wait()
+	return slices.Concat(backs...)
+}
+
+// answerBatch is what the answers of one wake-up share.
+type answerBatch struct {
+	page   store.EventPage
+	err    error
+	shared []byte // the body, when it is the same for every poll
+	date   string
+	ok     prometheus.Counter
+}
+
+// answer writes p's answer with the handlers' code (writeEvents, and so
+// writeFault). A connection to keep is appended to back; an answer that
+// does not fit in the connection's send buffer at once is finished on a
+// goroutine of its own.
+func (pl *poller) answer(p *parkedPoll, a *answerBatch, back *[]net.Conn) {
+	// The headers serveAPI and longPoll set before the poll parked.
+	h := http.Header{"X-Response-Id": {p.txnID}, "X-Registry-Wait": {p.wait}, "Date": {a.date}}
+	rw := &rawResponse{header: h, keepAlive: p.keepAlive}
+	if a.shared != nil {
+		writeRawJSON(rw, http.StatusOK, a.shared)
+	} else {
+		pl.s.writeEvents(rw, p.request(), a.page, a.err)
+	}
+	if rw.status == http.StatusOK {
+		a.ok.Inc()
+	} else {
+		pl.s.metrics.requests.WithLabelValues("events.list", strconv.Itoa(rw.status)).Inc()
+	}
+	rest, err := writeNow(p.conn, rw.buf)
+	if err == nil && len(rest) == 0 {
+		pl.written(p, back)
+		return
+	}
+	if err != nil {
+		pl.written(p, nil)
+		return
+	}
+	pl.writers <- struct{}{}
+	go func() {
+		defer func() { <-pl.writers }()
+		p.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		_, err := p.conn.Write(rest)
+		p.conn.SetWriteDeadline(time.Time{})
+		var back []net.Conn
+		if err == nil {
+			pl.written(p, &back)
+		} else {
+			pl.written(p, nil)
+		}
+		pl.handBack(back)
+	}()
+}
+
+// written finishes a parked poll whose answer was written: its connection
+// goes to back to be handed back, or is closed when back is nil or the
+// client asked for it.
+func (pl *poller) written(p *parkedPoll, back *[]net.Conn) {
+	if back != nil && p.keepAlive {
+		*back = append(*back, p.conn)
+	} else {
+		p.conn.Close()
+	}
+	pl.parked.Add(-1)
+}
+
+// handBack returns answered connections to the http.Server.
+func (pl *poller) handBack(conns []net.Conn) {
+	if len(conns) == 0 {
+		return
+	}
+	pl.mu.Lock()
+	ln := pl.ln
+	pl.mu.Unlock()
+	ln.handBack(conns...)
+}
+
+// drain waits until every parked poll has been answered, or ctx is done,
+// then stops the connection watcher.
+func (pl *poller) drain(ctx context.Context) {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for pl.parkedCount() > 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+	pl.mu.Lock()
+	w := pl.watch
+	pl.watch, pl.noWatch = nil, true
+	pl.mu.Unlock()
+	if w != nil {
+		w.close()
+	}
+}
+
+// typesKey tells type filters apart: nil (every type) from the original
+// five, and each from a single type.
+func typesKey(types []registry.EventType) string {
+	if types == nil {
+		return "*"
+	}
+	var b strings.Builder
+	for _, t := range types {
+		b.WriteString(string(t))
+		b.WriteByte(',')
+	}
+	return b.String()
+}

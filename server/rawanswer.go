@@ -1,0 +1,109 @@
+package server
+
+import (
+	"bytes"
+	"crypto/tls"
+	"net"
+	"net/http"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+// A parked poll's answer is written on the connection the poller took
+// over, by the handlers' own code through rawResponse.
+
+// writeNow writes as much of b as the connection takes without waiting, and
+// returns what is left. Writing this way answers thousands of parked polls
+// from one goroutine: an answer nearly always fits in the send buffer.
+func writeNow(c net.Conn, b []byte) ([]byte, error) {
+	if pc, ok := c.(*prefixConn); ok {
+		c = pc.Conn
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return b, nil // TLS: written by Write
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return b, nil
+	}
+	var werr error
+	err = rc.Write(func(fd uintptr) bool {
+		for len(b) > 0 {
+			n, err := syscall.Write(int(fd), b)
+			if n > 0 {
+				b = b[n:]
+			}
+			if err == syscall.EINTR {
+				continue
+			}
+			if err != nil && err != syscall.EAGAIN {
+				werr = err
+			}
+			if err != nil || n == 0 {
+				break
+			}
+		}
+		return true
+	})
+	if err != nil {
+		return b, err
+	}
+	return b, werr
+}
+
+// netConn is the TCP connection under c (under TLS or pipelined bytes).
+func netConn(c net.Conn) net.Conn {
+	for {
+		switch cc := c.(type) {
+		case *prefixConn:
+			c = cc.Conn
+		case *tls.Conn:
+			c = cc.NetConn()
+		default:
+			return c
+		}
+	}
+}
+
+// rawResponse is the http.ResponseWriter of a parked poll's answer: the
+// handlers' code sets its headers and writes it, and it builds the HTTP/1.1
+// bytes the poller writes on the connection.
+type rawResponse struct {
+	header    http.Header
+	keepAlive bool
+	status    int
+	buf       []byte
+}
+
+func (rw *rawResponse) Header() http.Header { return rw.header }
+
+func (rw *rawResponse) WriteHeader(status int) {
+	if rw.status != 0 {
+		return
+	}
+	rw.status = status
+	h := rw.header
+	if h.Get("Date") == "" {
+		h.Set("Date", time.Now().UTC().Format(http.TimeFormat))
+	}
+	if !rw.keepAlive {
+		h.Set("Connection", "close")
+	}
+	b := bytes.NewBuffer(make([]byte, 0, 512))
+	b.WriteString("HTTP/1.1 ")
+	b.WriteString(strconv.Itoa(status))
+	b.WriteByte(' ')
+	b.WriteString(http.StatusText(status))
+	b.WriteString("\r\n")
+	h.Write(b)
+	b.WriteString("\r\n")
+	rw.buf = b.Bytes()
+}
+
+func (rw *rawResponse) Write(p []byte) (int, error) {
+	rw.WriteHeader(http.StatusOK)
+	rw.buf = append(rw.buf, p...)
+	return len(p), nil
+}
