@@ -73,6 +73,14 @@ type TemplateConfig struct {
 	MinInstances int `toml:"min_instances"`
 	// CheckTimeout bounds the check command; 30s if zero.
 	CheckTimeout Duration `toml:"check_timeout"`
+	// Runtime names a load balancer runtime API ("haproxy") that applies
+	// the changes it can (servers of existing backends) without the
+	// reload command; see runtime.go.
+	Runtime string `toml:"runtime"`
+	// RuntimeSocket is the runtime API's address.
+	RuntimeSocket string `toml:"runtime_socket"`
+	// RuntimeDrainTimeout bounds the drain of a removed server.
+	RuntimeDrainTimeout Duration `toml:"runtime_drain_timeout"`
 }
 
 // Duration is a time.Duration written as "2s" in TOML.
@@ -214,8 +222,11 @@ func (c *Config) Normalize() error {
 			return fmt.Errorf("%s: min_instances must not be negative", where)
 		}
 	}
-	_, err := groupsOf(c.Templates)
-	return err
+	groups, err := groupsOf(c.Templates)
+	if err != nil {
+		return err
+	}
+	return checkRuntimes(c.Templates, groups)
 }
 
 // FileMode parses Perms.

@@ -22,6 +22,8 @@ type GroupHealth struct {
 	Check   *StepResult `json:"check,omitempty"`
 	Install *StepResult `json:"install,omitempty"`
 	Reload  *StepResult `json:"reload,omitempty"`
+	// Runtime is set for groups with a runtime API.
+	Runtime *RuntimeHealth `json:"runtime,omitempty"`
 }
 
 // Health collects what /healthz reports: the watcher's status, the snapshot

@@ -10,6 +10,7 @@ type Metrics struct {
 	reloads        *prometheus.CounterVec
 	eventToInstall prometheus.Histogram
 	passSeconds    prometheus.Histogram
+	runtime        *runtimeMetrics
 }
 
 // NewMetrics creates the metrics and registers them with r (if not nil).
@@ -45,5 +46,6 @@ func NewMetrics(r prometheus.Registerer) *Metrics {
 	if r != nil {
 		r.MustRegister(m.renders, m.installs, m.checks, m.reloads, m.eventToInstall, m.passSeconds)
 	}
+	m.runtime = newRuntimeMetrics(r)
 	return m
 }
