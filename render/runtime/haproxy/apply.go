@@ -16,7 +16,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/svcreg/svcreg/render/runtime"
@@ -56,36 +55,31 @@ func New(s runtime.Settings) (runtime.Adapter, error) {
 	return &Adapter{cli: c, drainTimeout: s.DrainTimeout, log: s.Log, poll: 20 * time.Millisecond}, nil
 }
 
-// Apply brings every backend of the new file to its servers: adds and
-// changes first, then drains and deletes the removed servers, then reads
-// the state back.
+// Apply reads the live state of every backend of the new file, runs the
+// script that takes it to the file's, then reads the state back.
 func (p *plan) Apply(ctx context.Context) error {
 	a := p.a
 	cur, old := p.backends()
-	var removals []string // "backend/server"
+	lives := make([]map[string]liveServer, len(cur))
 	for i, s := range cur {
-		live, err := a.state(ctx, s.name)
+		var err error
+		if lives[i], err = a.state(ctx, s.name); err != nil {
+			return err
+		}
+	}
+	ops, err := script(cur, old, lives)
+	if err != nil {
+		return &runtime.Failure{Step: "verify", Err: err}
+	}
+	for _, o := range ops {
+		if o.wait != nil {
+			err = a.drain(ctx, o.wait)
+		} else {
+			err = a.send(ctx, o.cmd)
+		}
 		if err != nil {
 			return err
 		}
-		st, err := steps(s, old[i], live)
-		if err != nil {
-			return &runtime.Failure{Step: "verify", Err: err}
-		}
-		if s.unsupported != "" && (len(st.updates) > 0 || len(st.removals) > 0) {
-			return &runtime.Failure{Step: "verify", Err: fmt.Errorf("backend %s differs from the file, and %s", s.name, s.unsupported)}
-		}
-		for _, cmd := range st.updates {
-			if err := a.send(ctx, cmd); err != nil {
-				return err
-			}
-		}
-		for _, name := range st.removals {
-			removals = append(removals, s.name+"/"+name)
-		}
-	}
-	if err := a.remove(ctx, removals); err != nil {
-		return err
 	}
 	for _, s := range cur {
 		if err := a.verify(ctx, s); err != nil {
@@ -96,16 +90,29 @@ func (p *plan) Apply(ctx context.Context) error {
 }
 
 // send runs a command that changes state and checks HAProxy's answer.
+// HAProxy refuses to delete a server while connections are still attached
+// to it (idle ones close shortly after maintenance begins), so a deletion
+// is tried again for a while.
 func (a *Adapter) send(ctx context.Context, cmd string) error {
-	out, err := a.cli.run(ctx, cmd)
-	if err != nil {
-		return err
+	deadline := time.Now().Add(deleteRetry)
+	for {
+		out, err := a.cli.run(ctx, cmd)
+		if err != nil {
+			return err
+		}
+		if accepted(cmd, out) {
+			a.log.Debug("HAProxy runtime API", "command", cmd, "answer", out)
+			return nil
+		}
+		if !strings.HasPrefix(cmd, "del server ") || !strings.Contains(out, "connection") || time.Now().After(deadline) {
+			return &runtime.Failure{Step: "command", Err: fmt.Errorf("HAProxy refused %q: %s", cmd, firstLine(out))}
+		}
+		select {
+		case <-ctx.Done():
+			return &runtime.Failure{Step: "command", Err: ctx.Err()}
+		case <-time.After(a.poll):
+		}
 	}
-	if !accepted(cmd, out) {
-		return &runtime.Failure{Step: "command", Err: fmt.Errorf("HAProxy refused %q: %s", cmd, firstLine(out))}
-	}
-	a.log.Debug("HAProxy runtime API", "command", cmd, "answer", out)
-	return nil
 }
 
 // accepted says whether an answer is HAProxy 2.6's success answer for the
@@ -242,26 +249,18 @@ func (a *Adapter) verify(ctx context.Context, s *section) error {
 	return nil
 }
 
-// remove drains the servers ("backend/server"), all at once: no new
-// requests go to them, and they are deleted when their sessions have
-// ended, or after the drain timeout with their sessions cut.
-func (a *Adapter) remove(ctx context.Context, ids []string) error {
-	if len(ids) == 0 {
-		return nil
-	}
-	for _, id := range ids {
-		if err := a.send(ctx, "set server "+id+" state drain"); err != nil {
-			return err
-		}
-	}
-	pending := slices.Clone(ids)
+// drain waits until the servers ("backend/server"), which are in drain
+// state, have no sessions left; at the drain timeout it cuts the sessions
+// of those still busy.
+func (a *Adapter) drain(ctx context.Context, ids []string) error {
+	pending := ids
 	deadline := time.Now().Add(a.drainTimeout)
-	for len(pending) > 0 && time.Now().Before(deadline) {
+	for {
 		var err error
-		if pending, err = a.busy(ctx, pending); err != nil {
+		if pending, err = a.busy(ctx, pending); err != nil || len(pending) == 0 {
 			return err
 		}
-		if len(pending) == 0 {
+		if time.Now().After(deadline) {
 			break
 		}
 		select {
@@ -270,27 +269,13 @@ func (a *Adapter) remove(ctx context.Context, ids []string) error {
 		case <-time.After(a.poll):
 		}
 	}
-	forced := map[string]bool{}
 	for _, id := range pending {
-		forced[id] = true
 		a.log.Warn("drain timeout passed; cutting the server's remaining sessions", "server", id, "drain_timeout", a.drainTimeout)
+		if err := a.send(ctx, "shutdown sessions server "+id); err != nil {
+			return err
+		}
 	}
-	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		errs []error
-	)
-	for _, id := range ids {
-		wg.Go(func() {
-			if err := a.delete(ctx, id, forced[id]); err != nil {
-				mu.Lock()
-				errs = append(errs, err)
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	return errors.Join(errs...)
+	return nil
 }
 
 // busy returns the servers among ids that still have sessions or queued
@@ -347,38 +332,6 @@ func parseSessions(out string) (map[string]int, error) {
 		m[f[sv]] = s + q
 	}
 	return m, nil
-}
-
-// delete puts a drained server in maintenance and deletes it. HAProxy
-// refuses while connections are still attached (idle ones are closed
-// shortly after maintenance begins), so it tries again for a while.
-func (a *Adapter) delete(ctx context.Context, id string, cut bool) error {
-	if err := a.send(ctx, "set server "+id+" state maint"); err != nil {
-		return err
-	}
-	if cut {
-		if err := a.send(ctx, "shutdown sessions server "+id); err != nil {
-			return err
-		}
-	}
-	deadline := time.Now().Add(deleteRetry)
-	for {
-		out, err := a.cli.run(ctx, "del server "+id)
-		if err != nil {
-			return err
-		}
-		if accepted("del server ", out) {
-			return nil
-		}
-		if !strings.Contains(out, "connection") || time.Now().After(deadline) {
-			return &runtime.Failure{Step: "command", Err: fmt.Errorf("HAProxy refused \"del server %s\": %s", id, firstLine(out))}
-		}
-		select {
-		case <-ctx.Done():
-			return &runtime.Failure{Step: "command", Err: ctx.Err()}
-		case <-time.After(a.poll):
-		}
-	}
 }
 
 // deleteRetry bounds how long a deletion waits for HAProxy to let go of a

@@ -9,101 +9,18 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/svcreg/svcreg/internal/haproxytest"
 	"github.com/svcreg/svcreg/render/runtime"
 )
 
 // These tests run the real HAProxy (Debian's 2.6 in CI) in master-worker
 // mode on loopback, with a stats socket at level admin.
-
-type lb struct {
-	bin, dir, main, backends, pid, sock, master string
-	port                                        int
-}
-
-func haproxyBin(t *testing.T) string {
-	t.Helper()
-	for _, p := range []string{"haproxy", "/usr/sbin/haproxy", "/usr/local/sbin/haproxy"} {
-		if path, err := exec.LookPath(p); err == nil {
-			return path
-		}
-	}
-	t.Fatal("haproxy is not installed; these tests run against it (make deps installs it)")
-	return ""
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// startLB starts HAProxy with backends as its second file.
-func startLB(t *testing.T, backends string) *lb {
-	t.Helper()
-	h := &lb{bin: haproxyBin(t), dir: t.TempDir(), port: freePort(t)}
-	h.main, h.backends = filepath.Join(h.dir, "haproxy.cfg"), filepath.Join(h.dir, "backends.cfg")
-	h.pid, h.sock, h.master = filepath.Join(h.dir, "pid"), filepath.Join(h.dir, "admin.sock"), filepath.Join(h.dir, "master.sock")
-	main := fmt.Sprintf(`global
-    stats socket %s level admin
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 10s
-    timeout server 10s
-frontend web
-    bind 127.0.0.1:%d
-    default_backend api
-`, h.sock, h.port)
-	os.WriteFile(h.main, []byte(main), 0o644)
-	os.WriteFile(h.backends, []byte(backends), 0o644)
-	h.run(t)
-	t.Cleanup(func() { exec.Command("sh", "-c", "kill $(cat "+h.pid+")").Run() })
-	return h
-}
-
-func (h *lb) run(t *testing.T) {
-	t.Helper()
-	if out, err := exec.Command(h.bin, "-W", "-S", h.master, "-f", h.main, "-f", h.backends, "-D", "-p", h.pid).CombinedOutput(); err != nil {
-		t.Fatalf("start haproxy: %v: %s", err, out)
-	}
-}
-
-// worker returns the pid of HAProxy's current worker.
-func (h *lb) worker(t *testing.T) string {
-	t.Helper()
-	c, _ := newCLI(h.master, DefaultTimeout)
-	var out string
-	var err error
-	for i := 0; i < 100; i++ { // a master just started may not listen yet
-		if out, err = c.run(context.Background(), "show proc"); err == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(out, "\n") {
-		if f := strings.Fields(line); len(f) > 1 && f[1] == "worker" {
-			return f[0]
-		}
-	}
-	t.Fatalf("no worker in %q", out)
-	return ""
-}
 
 // counter is a backend that counts its requests.
 type counter struct {
@@ -133,7 +50,7 @@ func srvLine(name string, c *counter, extra string) string {
 
 // apply plans and applies old -> new and installs new, as the renderer
 // does.
-func apply(t *testing.T, h *lb, socket, old, new string) error {
+func apply(t *testing.T, h *haproxytest.HAProxy, socket, old, new string) error {
 	t.Helper()
 	a, err := New(runtime.Settings{Socket: socket, DrainTimeout: 2 * time.Second})
 	if err != nil {
@@ -143,7 +60,7 @@ func apply(t *testing.T, h *lb, socket, old, new string) error {
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(h.backends, []byte(new), 0o644)
+	os.WriteFile(h.Backends, []byte(new), 0o644)
 	return p.Apply(context.Background())
 }
 
@@ -165,9 +82,9 @@ func TestApplyAddChangeRemove(t *testing.T) {
 	t.Parallel()
 	a, b, c, b2 := newCounter(t, "a"), newCounter(t, "b"), newCounter(t, "c"), newCounter(t, "b2")
 	v1 := backendsFile(srvLine("a", a, " check"), srvLine("b", b, ""))
-	h := startLB(t, v1)
-	worker := h.worker(t)
-	url := "http://127.0.0.1:" + strconv.Itoa(h.port) + "/"
+	h := haproxytest.Start(t, v1)
+	worker := h.Worker(t)
+	url := h.URL()
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
 	for i := 0; i < 20; i++ { // leaves idle server connections to a and b
 		hit(t, client, url)
@@ -175,7 +92,7 @@ func TestApplyAddChangeRemove(t *testing.T) {
 
 	// c joins, b moves to another port, a leaves.
 	v2 := backendsFile(srvLine("b", b2, " weight 3"), srvLine("c", c, " check"))
-	if err := apply(t, h, h.sock, v1, v2); err != nil {
+	if err := apply(t, h, h.Socket, v1, v2); err != nil {
 		t.Fatal(err)
 	}
 	aBefore, bBefore := a.n.Load(), b.n.Load()
@@ -189,16 +106,15 @@ func TestApplyAddChangeRemove(t *testing.T) {
 	if a.n.Load() != aBefore || b.n.Load() != bBefore {
 		t.Fatal("a removed or moved server still got requests")
 	}
-	if got := h.worker(t); got != worker {
+	if got := h.Worker(t); got != worker {
 		t.Fatalf("the worker changed from %s to %s: HAProxy was reloaded", worker, got)
 	}
 
 	// The file is what HAProxy loads on a restart: the same state.
-	h.stop(t)
-	h.run(t)
-	h.worker(t)
+	h.Stop(t)
+	h.Run(t)
 	v3 := backendsFile(srvLine("b", b2, " weight 3"), srvLine("c", c, " check disabled"))
-	if err := apply(t, h, "master:"+h.master, v2, v3); err != nil {
+	if err := apply(t, h, "master:"+h.Master, v2, v3); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < 10; i++ {
@@ -208,54 +124,36 @@ func TestApplyAddChangeRemove(t *testing.T) {
 	}
 }
 
-// stop stops HAProxy and waits for its master to exit.
-func (h *lb) stop(t *testing.T) {
-	t.Helper()
-	b, _ := os.ReadFile(h.pid)
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		t.Fatalf("pid file: %q", b)
-	}
-	syscall.Kill(pid, syscall.SIGTERM)
-	for i := 0; i < 500; i++ {
-		if syscall.Kill(pid, 0) != nil {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("haproxy %d did not stop", pid)
-}
-
 func TestApplyFailures(t *testing.T) {
 	t.Parallel()
 	a, b := newCounter(t, "a"), newCounter(t, "b")
 	v1 := backendsFile(srvLine("a", a, ""))
-	h := startLB(t, v1)
+	h := haproxytest.Start(t, v1)
 	v2 := backendsFile(srvLine("a", a, ""), srvLine("b", b, ""))
 
 	var f *runtime.Failure
-	err := apply(t, h, filepath.Join(h.dir, "missing.sock"), v1, v2)
+	err := apply(t, h, filepath.Join(h.Dir, "missing.sock"), v1, v2)
 	if !errors.As(err, &f) || f.Step != "connect" || !strings.Contains(err.Error(), "missing.sock") {
 		t.Fatalf("missing socket: got %v", err)
 	}
 	// HAProxy refuses a server it cannot add (an id already taken): the
 	// adapter reports it, and the verification would not pass either.
 	v3 := backendsFile(srvLine("a", a, ""), srvLine("b", b, " id 1"))
-	if err := apply(t, h, h.sock, v1, v3); !errors.As(err, &f) || f.Step != "command" || !strings.Contains(err.Error(), "refused") {
+	if err := apply(t, h, h.Socket, v1, v3); !errors.As(err, &f) || f.Step != "command" || !strings.Contains(err.Error(), "refused") {
 		t.Fatalf("refused command: got %v", err)
 	}
 	// A server added by hand is not in the file: it is removed.
-	c, _ := newCLI(h.sock, DefaultTimeout)
+	c, _ := newCLI(h.Socket, DefaultTimeout)
 	c.run(context.Background(), "add server api/x 127.0.0.1:1")
 	v4 := backendsFile(srvLine("a", a, " weight 2"))
-	if err := apply(t, h, h.sock, v1, v4); err != nil {
+	if err := apply(t, h, h.Socket, v1, v4); err != nil {
 		t.Fatal(err)
 	}
 	// A live server the installed file does not describe, which the new
 	// file adds: its settings are unknown, so the adapter gives up
 	// rather than guessing.
 	c.run(context.Background(), "add server api/b 127.0.0.1:1")
-	if err := apply(t, h, h.sock, v4, v2); !errors.As(err, &f) || f.Step != "verify" || !strings.Contains(err.Error(), "api/b") {
+	if err := apply(t, h, h.Socket, v4, v2); !errors.As(err, &f) || f.Step != "verify" || !strings.Contains(err.Error(), "api/b") {
 		t.Fatalf("drift: got %v", err)
 	}
 }

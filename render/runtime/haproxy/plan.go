@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/svcreg/svcreg/render/runtime"
 )
@@ -76,31 +77,126 @@ func (p *plan) backends() (cur, old []*section) {
 // Commands returns what Apply would send if the live state were the
 // installed file.
 func (p *plan) Commands() []string {
-	var out, removals []string
 	cur, old := p.backends()
-	for i, s := range cur {
-		st, err := steps(s, old[i], liveFromFile(old[i]))
-		if err != nil {
-			out = append(out, "# "+err.Error())
+	lives := make([]map[string]liveServer, len(old))
+	for i, s := range old {
+		lives[i] = liveFromFile(s)
+	}
+	ops, err := script(cur, old, lives)
+	if err != nil {
+		return []string{"# " + err.Error()}
+	}
+	var out []string
+	for _, o := range ops {
+		if o.cmd != "" {
+			out = append(out, o.cmd)
 			continue
 		}
-		out = append(out, st.updates...)
-		for _, name := range st.removals {
-			id := s.name + "/" + name
-			removals = append(removals, "set server "+id+" state drain",
-				fmt.Sprintf("# wait until %s has no sessions (at most %s)", id, p.a.drainTimeout),
-				"set server "+id+" state maint", "del server "+id)
-		}
+		out = append(out, fmt.Sprintf("# wait until no sessions are left on %s (at most %s)", strings.Join(o.wait, ", "), p.a.drainTimeout))
 	}
-	return append(out, removals...)
+	return out
 }
 
-// changes are the commands that take a backend from its live state to
-// the file's, in two parts: updates (adds and changes, sent first, so new
-// capacity is there before old goes) and removals (drained, then deleted).
+// op is one step of a script: a command, or a wait until the servers in
+// wait ("backend/server") have no sessions, cutting those still busy at
+// the drain timeout.
+type op struct {
+	cmd  string
+	wait []string
+}
+
+func cmds(cs ...string) []op {
+	ops := make([]op, len(cs))
+	for i, c := range cs {
+		ops[i] = op{cmd: c}
+	}
+	return ops
+}
+
+// script is what takes the backends from their live state to the file's:
+//
+//  1. servers added and settings changed, so new capacity is there before
+//     old capacity goes; a server that moves to another address gets a
+//     stand-in at the new address;
+//  2. the servers that leave or move are drained together: no new
+//     requests, and the script waits until their requests are done;
+//  3. the moved servers get their new address (which closes their idle
+//     connections: with none in use, none to the old address is left) and
+//     take requests again; the servers that leave are deleted;
+//  4. the stand-ins are drained and deleted.
+//
+// Changing the address of a server in use would be quicker, but
+// connections busy at that moment go back to the server's idle pool
+// afterwards and carry later requests to the old address.
+func script(cur, old []*section, lives []map[string]liveServer) ([]op, error) {
+	var updates, finish, standins []op
+	var drain, standinIDs []string
+	for i, s := range cur {
+		c, err := steps(s, old[i], lives[i])
+		if err != nil {
+			return nil, err
+		}
+		if s.unsupported != "" && (len(c.updates) > 0 || len(c.moves) > 0 || len(c.removals) > 0) {
+			return nil, fmt.Errorf("backend %s differs from the file, and %s", s.name, s.unsupported)
+		}
+		updates = append(updates, cmds(c.updates...)...)
+		for _, sv := range c.moves {
+			id := s.name + "/" + sv.name
+			if !sv.disabled {
+				standin := standinName(sv.name)
+				if s.server(standin) != nil || lives[i][standin] != (liveServer{}) {
+					return nil, fmt.Errorf("server %s/%s is in the way of the stand-in for %s", s.name, standin, id)
+				}
+				moved := *sv
+				moved.name = standin
+				updates = append(updates, cmds(addCommands(s.name, &moved)...)...)
+				standinIDs = append(standinIDs, s.name+"/"+standin)
+			}
+			drain = append(drain, id)
+			state := "ready"
+			if sv.disabled {
+				state = "maint"
+			}
+			finish = append(finish, cmds(fmt.Sprintf("set server %s addr %s port %d", id, sv.addr, sv.port), "set server "+id+" state "+state)...)
+		}
+		for _, name := range c.removals {
+			id := s.name + "/" + name
+			drain = append(drain, id)
+			finish = append(finish, cmds("set server "+id+" state maint", "del server "+id)...)
+		}
+	}
+	ops := updates
+	ops = append(ops, drainOps(drain)...)
+	ops = append(ops, finish...)
+	ops = append(ops, drainOps(standinIDs)...)
+	for _, id := range standinIDs {
+		standins = append(standins, cmds("set server "+id+" state maint", "del server "+id)...)
+	}
+	return append(ops, standins...), nil
+}
+
+func drainOps(ids []string) []op {
+	if len(ids) == 0 {
+		return nil
+	}
+	var ops []op
+	for _, id := range ids {
+		ops = append(ops, op{cmd: "set server " + id + " state drain"})
+	}
+	return append(ops, op{wait: ids})
+}
+
+// standinName names the temporary server that takes a moving server's
+// requests at its new address.
+func standinName(name string) string { return "svcreg-standin-" + name }
+
+// changes take a backend from its live state to the file's: updates are
+// commands (adds and changed weights and states), moves the servers whose
+// address changes, removals the names of the servers that leave.
 type changes struct {
 	updates  []string
-	removals []string // server names
+	moves    []*server
+	removals []string
 }
 
 // steps computes the changes for one backend. old is the section in the
@@ -125,11 +221,12 @@ func steps(s, old *section, live map[string]liveServer) (changes, error) {
 		if sv.unsupported != "" {
 			continue // unchanged (Plan checked), and not readable
 		}
-		if l.addr != sv.addr || l.port != sv.port {
-			c.updates = append(c.updates, fmt.Sprintf("set server %s addr %s port %d", id, sv.addr, sv.port))
-		}
 		if l.weight != sv.weight {
 			c.updates = append(c.updates, fmt.Sprintf("set weight %s %d", id, sv.weight))
+		}
+		if l.addr != sv.addr || l.port != sv.port {
+			c.moves = append(c.moves, sv)
+			continue
 		}
 		switch {
 		case sv.disabled && !l.maint():
