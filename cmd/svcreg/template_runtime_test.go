@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -373,7 +374,7 @@ func churn(t testing.TB, s *runtimeSetup, d time.Duration, clients int) churnRes
 	if w := s.h.Worker(t); w != startWorkers {
 		r.workers = 1
 	}
-	for _, in := range all {
+	for _, in := range all[4:] { // the first four were there before the load
 		if f := in.first.Load(); f > 0 {
 			r.latencies = append(r.latencies, time.Unix(0, f).Sub(in.registered))
 		}
@@ -500,5 +501,88 @@ func TestTemplateHAProxyRuntimeFallbacks(t *testing.T) {
 	})
 	if n := lines(s.reloads); n != before {
 		t.Errorf("a server change after the restart reloaded")
+	}
+}
+
+// runTemplateChild runs `svcreg template ARGS` as a child process to its
+// end.
+func runTemplateChild(t *testing.T, env []string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], append([]string{"template"}, args...)...)
+	cmd.Env = append(append(os.Environ(), execEnv+"=1"), env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("svcreg template %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// TestTemplateHAProxyRuntimeOnceAndDry: --once applies a server change
+// through the runtime API as the daemon does, and --dry prints the
+// commands and sends none.
+func TestTemplateHAProxyRuntimeOnceAndDry(t *testing.T) {
+	t.Parallel()
+	s := newRuntimeSetup(t, "e2e-runtime-once", true, "")
+	a, b := startInstance(t, "a"), startInstance(t, "b")
+	createService(t, s.c, "srv-a", 120, []string{"http"}, map[string]string{"ip": "127.0.0.1", "port": a.port})
+	worker, file := s.h.Worker(t), readString(s.h.Backends)
+
+	out := runTemplateChild(t, s.env, "--config", s.config, "--once", "--dry")
+	if !strings.Contains(out, "no reload; would send to the haproxy runtime API") ||
+		!strings.Contains(out, "add server api/srv-a 127.0.0.1:"+a.port+" check") {
+		t.Fatalf("--dry does not print the runtime commands:\n%s", out)
+	}
+	if len(s.liveServers(t)) != 0 || readString(s.h.Backends) != file {
+		t.Fatal("--dry changed HAProxy or the file")
+	}
+
+	runTemplateChild(t, s.env, "--config", s.config, "--once")
+	if got := s.liveServers(t)["srv-a"]; got != a.port {
+		t.Fatalf("after --once, srv-a is at %q in HAProxy, want %s", got, a.port)
+	}
+	if err := s.c.UpdateService(context.Background(), "srv-a", registry.ServicePatch{Metadata: map[string]string{"ip": "127.0.0.1", "port": b.port}}); err != nil {
+		t.Fatal(err)
+	}
+	runTemplateChild(t, s.env, "--config", s.config, "--once")
+	if got := s.liveServers(t); got["srv-a"] != b.port || len(got) != 1 {
+		t.Fatalf("after the move, HAProxy has %v, want srv-a at %s", got, b.port)
+	}
+	if lines(s.reloads) != 0 || s.h.Worker(t) != worker {
+		t.Fatal("--once reloaded HAProxy")
+	}
+	if !strings.Contains(readString(s.h.Backends), "server srv-a 127.0.0.1:"+b.port) {
+		t.Fatal("--once did not install the file")
+	}
+}
+
+// BenchmarkHAProxyRuntimeVsReload runs the churn of
+// TestTemplateHAProxyRuntimeChurn (100 keep-alive clients, a join, leave or
+// move every 200 ms, 20 s) once with every change reloaded and once through
+// the runtime API, and reports, for each, the time from the registry write
+// to the first request served by the new instance, and the failed
+// requests. Run it with -benchtime 1x.
+func BenchmarkHAProxyRuntimeVsReload(b *testing.B) {
+	for _, mode := range []struct {
+		name    string
+		runtime bool
+	}{{"reload", false}, {"runtime", true}} {
+		b.Run(mode.name, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				s := newRuntimeSetup(b, "bench-"+mode.name, mode.runtime, "")
+				startDaemon(b, s.env, "--config", s.config)
+				r := churn(b, s, 20*time.Second, 100)
+				slices.Sort(r.latencies)
+				pct := func(p float64) float64 {
+					return float64(r.latencies[int(p*float64(len(r.latencies)-1))].Microseconds()) / 1000
+				}
+				b.ReportMetric(pct(0.5), "p50-ms")
+				b.ReportMetric(pct(0.99), "p99-ms")
+				b.ReportMetric(float64(r.failed), "failed")
+				b.ReportMetric(float64(r.ok+r.failed), "requests")
+				b.ReportMetric(float64(r.cut), "cut-conns")
+				b.ReportMetric(float64(r.reloads), "reloads")
+				b.ReportMetric(float64(len(r.latencies)), "changes")
+			}
+		})
 	}
 }

@@ -106,9 +106,11 @@ func (h *HAProxy) CheckCommand() string {
 	return fmt.Sprintf("%s -c -f %s -f {{.Staged}}", h.Bin, h.Main)
 }
 
-// ReloadCommand asks the master to reload (a new worker takes over).
+// ReloadCommand asks the master to reload (a new worker takes over). The
+// master keeps its pid across reloads, but rewrites the pid file, so the
+// command names the pid rather than reading the file.
 func (h *HAProxy) ReloadCommand() string {
-	return "kill -USR2 $(cat " + h.PidFile + ")"
+	return "kill -USR2 " + strconv.Itoa(h.pid())
 }
 
 // URL is the frontend's.

@@ -52,7 +52,7 @@ func New(s runtime.Settings) (runtime.Adapter, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Adapter{cli: c, drainTimeout: s.DrainTimeout, log: s.Log, poll: 20 * time.Millisecond}, nil
+	return &Adapter{cli: c, drainTimeout: s.DrainTimeout, log: s.Log, poll: 5 * time.Millisecond}, nil
 }
 
 // Apply reads the live state of every backend of the new file, runs the
