@@ -44,7 +44,8 @@ backend {{ .ID }}
 {{- end }}
 `
 
-// runtimeSetup is HAProxy, a registry, and a renderer config for them.
+// runtimeSetup is HAProxy (a daemon, which a reload replaces), a registry,
+// and a renderer config for them.
 type runtimeSetup struct {
 	h       *haproxytest.HAProxy
 	c       *registry.Client
@@ -57,7 +58,7 @@ type runtimeSetup struct {
 // template uses the runtime API (else every change reloads).
 func newRuntimeSetup(t testing.TB, user string, runtime bool, extra string) *runtimeSetup {
 	t.Helper()
-	s := &runtimeSetup{h: haproxytest.Start(t, "# svcreg\nbackend api\n    balance roundrobin\n    option httpchk GET /\n")}
+	s := &runtimeSetup{h: haproxytest.Start(t, "# svcreg\nbackend api\n    balance roundrobin\n    option httpchk GET /\n", false)}
 	_, s.c, s.env = registryEnv(t, testserver.Options{}, user)
 	dir := t.TempDir()
 	tmpl := filepath.Join(dir, "backends.tmpl")
@@ -473,7 +474,7 @@ func TestTemplateHAProxyRuntimeFallbacks(t *testing.T) {
 	before := lines(s.reloads)
 	createService(t, s.c, "srv-d", 120, []string{"http"}, map[string]string{"ip": "127.0.0.1", "port": b.port})
 	eventuallyTrue(t, "a fallback reload", func() bool { return lines(s.reloads) == before+1 })
-	os.Rename(sock+".moved", sock) // the new worker inherited the socket
+	eventuallyTrue(t, "the new HAProxy's socket", func() bool { _, err := os.Stat(sock); return err == nil })
 	eventuallyTrue(t, "d in HAProxy", func() bool { return s.liveServers(t)["srv-d"] == b.port })
 	if !strings.Contains(d.output(), "runtime API failed; reloading instead") || !strings.Contains(d.output(), "admin.sock") {
 		t.Errorf("the log does not say the runtime API failed and why")

@@ -17,17 +17,19 @@ import (
 	"time"
 )
 
-// HAProxy is one HAProxy master and its worker.
+// HAProxy is one HAProxy: a master and its worker (MasterWorker), or a
+// single daemon process.
 type HAProxy struct {
 	Bin string
 	Dir string
 	// Main holds global, defaults and a frontend on Port whose default
 	// backend is "api"; Backends is the second file.
 	Main, Backends string
-	PidFile        string // the master's pid
+	PidFile        string // the master's pid, or the daemon's
 	Socket         string // stats socket, level admin
-	Master         string // master CLI
+	Master         string // master CLI, with MasterWorker
 	Port           int
+	MasterWorker   bool
 }
 
 // Bin finds haproxy; the test fails (not skips) without it, since CI must
@@ -58,10 +60,11 @@ func FreePort(t testing.TB) int {
 }
 
 // Start starts HAProxy with backends as its second file and stops it when
-// the test ends.
-func Start(t testing.TB, backends string) *HAProxy {
+// the test ends: in master-worker mode with a master CLI, or as a single
+// daemon process, which a reload replaces ("-sf").
+func Start(t testing.TB, backends string, masterWorker bool) *HAProxy {
 	t.Helper()
-	h := &HAProxy{Bin: Bin(t), Dir: t.TempDir(), Port: FreePort(t)}
+	h := &HAProxy{Bin: Bin(t), Dir: t.TempDir(), Port: FreePort(t), MasterWorker: masterWorker}
 	h.Main, h.Backends = filepath.Join(h.Dir, "haproxy.cfg"), filepath.Join(h.Dir, "backends.cfg")
 	h.PidFile = filepath.Join(h.Dir, "haproxy.pid")
 	h.Socket, h.Master = filepath.Join(h.Dir, "admin.sock"), filepath.Join(h.Dir, "master.sock")
@@ -88,7 +91,7 @@ frontend web
 	return h
 }
 
-// Run starts HAProxy from its files and waits until its master answers.
+// Run starts HAProxy from its files and waits until it answers.
 func (h *HAProxy) Run(t testing.TB) {
 	t.Helper()
 	if out, err := exec.Command(h.Bin, h.args()...).CombinedOutput(); err != nil {
@@ -98,7 +101,11 @@ func (h *HAProxy) Run(t testing.TB) {
 }
 
 func (h *HAProxy) args() []string {
-	return []string{"-W", "-S", h.Master, "-f", h.Main, "-f", h.Backends, "-D", "-p", h.PidFile}
+	args := []string{"-f", h.Main, "-f", h.Backends, "-D", "-p", h.PidFile}
+	if h.MasterWorker {
+		args = append([]string{"-W", "-S", h.Master}, args...)
+	}
+	return args
 }
 
 // CheckCommand checks both files, the backends one staged.
@@ -106,11 +113,16 @@ func (h *HAProxy) CheckCommand() string {
 	return fmt.Sprintf("%s -c -f %s -f {{.Staged}}", h.Bin, h.Main)
 }
 
-// ReloadCommand asks the master to reload (a new worker takes over). The
-// master keeps its pid across reloads, but rewrites the pid file, so the
-// command names the pid rather than reading the file.
+// ReloadCommand reloads HAProxy. A daemon is replaced by a new process
+// that has bound its listeners when the command returns. A master is sent
+// SIGUSR2 and reloads on its own time, as systemd's reload of Debian's
+// unit does.
 func (h *HAProxy) ReloadCommand() string {
-	return "kill -USR2 " + strconv.Itoa(h.pid())
+	if h.MasterWorker {
+		// The master keeps its pid but rewrites the pid file.
+		return "kill -USR2 " + strconv.Itoa(h.pid())
+	}
+	return strings.Join(append([]string{h.Bin}, h.args()...), " ") + " -sf $(cat " + h.PidFile + ")"
 }
 
 // URL is the frontend's.
@@ -162,11 +174,22 @@ func Command(socket, command string) (string, error) {
 }
 
 // Worker returns the pid of the current worker, from the master CLI's
-// "show proc". A reload starts a new worker.
+// "show proc", or the daemon's. A reload starts a new one.
 func (h *HAProxy) Worker(t testing.TB) string {
 	t.Helper()
 	var out string
 	var err error
+	if !h.MasterWorker {
+		for i := 0; i < 200; i++ { // the daemon writes its pid file after it forked
+			if pid := h.pid(); pid > 0 {
+				if _, err = Command(h.Socket, "show info"); err == nil {
+					return strconv.Itoa(pid)
+				}
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Fatalf("haproxy does not answer on %s: %v", h.Socket, err)
+	}
 	for i := 0; i < 200; i++ { // a master just started may not listen yet
 		if out, err = Command(h.Master, "show proc"); err == nil {
 			for _, line := range strings.Split(out, "\n") {
@@ -179,15 +202,4 @@ func (h *HAProxy) Worker(t testing.TB) string {
 	}
 	t.Fatalf("no haproxy worker: %v %q", err, out)
 	return ""
-}
-
-// Workers counts the workers "show proc" lists, old ones still finishing
-// their connections included.
-func (h *HAProxy) Workers(t testing.TB) int {
-	t.Helper()
-	out, err := Command(h.Master, "show proc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.Count(out, " worker ")
 }

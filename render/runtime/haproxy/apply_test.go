@@ -82,7 +82,7 @@ func TestApplyAddChangeRemove(t *testing.T) {
 	t.Parallel()
 	a, b, c, b2 := newCounter(t, "a"), newCounter(t, "b"), newCounter(t, "c"), newCounter(t, "b2")
 	v1 := backendsFile(srvLine("a", a, " check"), srvLine("b", b, ""))
-	h := haproxytest.Start(t, v1)
+	h := haproxytest.Start(t, v1, true)
 	worker := h.Worker(t)
 	url := h.URL()
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
@@ -128,7 +128,7 @@ func TestApplyFailures(t *testing.T) {
 	t.Parallel()
 	a, b := newCounter(t, "a"), newCounter(t, "b")
 	v1 := backendsFile(srvLine("a", a, ""))
-	h := haproxytest.Start(t, v1)
+	h := haproxytest.Start(t, v1, true)
 	v2 := backendsFile(srvLine("a", a, ""), srvLine("b", b, ""))
 
 	var f *runtime.Failure
