@@ -52,7 +52,12 @@ func srvLine(name string, c *counter, extra string) string {
 // does.
 func apply(t *testing.T, h *haproxytest.HAProxy, socket, old, new string) error {
 	t.Helper()
-	a, err := New(runtime.Settings{Socket: socket, DrainTimeout: 2 * time.Second})
+	return applyDrain(t, h, socket, old, new, 2*time.Second)
+}
+
+func applyDrain(t *testing.T, h *haproxytest.HAProxy, socket, old, new string, drain time.Duration) error {
+	t.Helper()
+	a, err := New(runtime.Settings{Socket: socket, DrainTimeout: drain})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,5 +160,115 @@ func TestApplyFailures(t *testing.T) {
 	c.run(context.Background(), "add server api/b 127.0.0.1:1")
 	if err := apply(t, h, h.Socket, v4, v2); !errors.As(err, &f) || f.Step != "verify" || !strings.Contains(err.Error(), "api/b") {
 		t.Fatalf("drift: got %v", err)
+	}
+}
+
+// slow is a backend whose requests wait until released.
+type slow struct {
+	port    int
+	arrived chan struct{}
+	release chan struct{}
+}
+
+func newSlow(t *testing.T) *slow {
+	sl := &slow{arrived: make(chan struct{}, 16), release: make(chan struct{})}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sl.arrived <- struct{}{}
+		select {
+		case <-sl.release:
+		case <-r.Context().Done():
+			return
+		}
+		io.WriteString(w, "slow")
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(sl.release) })
+	sl.port = srv.Listener.Addr().(*net.TCPAddr).Port
+	return sl
+}
+
+// drainSetup is HAProxy with servers s (slow) and o; v2 removes s. A
+// request is in flight on s when it returns; done tells how it ended (nil:
+// answered by s).
+func drainSetup(t *testing.T) (sl *slow, h *haproxytest.HAProxy, v1, v2 string, done <-chan error) {
+	sl, other := newSlow(t), newCounter(t, "other")
+	v1 = backendsFile(fmt.Sprintf("    server s 127.0.0.1:%d\n", sl.port), srvLine("o", other, ""))
+	v2 = backendsFile(srvLine("o", other, ""))
+	h = haproxytest.Start(t, v1, true)
+	ch := make(chan error, 1)
+	go func() {
+		for { // roundrobin: one of the first two requests reaches s
+			resp, err := http.Get(h.URL())
+			if err != nil {
+				ch <- err
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			switch {
+			case string(b) == "other":
+				continue
+			case resp.StatusCode != 200 || string(b) != "slow":
+				ch <- fmt.Errorf("%d %s", resp.StatusCode, b)
+			default:
+				ch <- nil
+			}
+			return
+		}
+	}()
+	<-sl.arrived
+	return sl, h, v1, v2, ch
+}
+
+// A removed server with a request in flight: it gets no new request, its
+// deletion waits for the request, which completes.
+func TestApplyDrainWaitsForInFlight(t *testing.T) {
+	t.Parallel()
+	sl, h, v1, v2, done := drainSetup(t)
+	applied := make(chan error, 1)
+	go func() { applied <- applyDrain(t, h, h.Socket, v1, v2, time.Minute) }()
+
+	// While the request is in flight, s is drained, not deleted, and new
+	// requests go elsewhere.
+	c, _ := newCLI(h.Socket, DefaultTimeout)
+	for {
+		live, err := (&Adapter{cli: c}).state(context.Background(), "api")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if live["s"].drain() {
+			break
+		}
+	}
+	client := &http.Client{}
+	for i := 0; i < 10; i++ {
+		if got := hit(t, client, h.URL()); got != "other" {
+			t.Fatalf("a draining server got a new request (%s)", got)
+		}
+	}
+	select {
+	case err := <-applied:
+		t.Fatalf("the removal finished (%v) with a request in flight", err)
+	default:
+	}
+	sl.release <- struct{}{}
+	if err := <-done; err != nil {
+		t.Fatalf("the in-flight request failed: %v", err)
+	}
+	if err := <-applied; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Past the drain timeout, the sessions still on a removed server are cut
+// and the server is deleted.
+func TestApplyDrainTimeout(t *testing.T) {
+	t.Parallel()
+	_, h, v1, v2, done := drainSetup(t)
+	if err := applyDrain(t, h, h.Socket, v1, v2, 100*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err == nil {
+		t.Fatal("the request on the removed server was not cut")
 	}
 }
