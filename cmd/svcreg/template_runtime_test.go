@@ -367,6 +367,16 @@ func churn(t testing.TB, s *runtimeSetup, d time.Duration, clients int) churnRes
 		}
 		return true
 	})
+	eventuallyTrue(t, "the last instances to be served", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, in := range live {
+			if in.started.Load() == 0 {
+				return false
+			}
+		}
+		return true
+	})
 	l.halt()
 	close(watchStop)
 	<-watchDone
