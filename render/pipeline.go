@@ -177,14 +177,14 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 		return false, time.Time{}, nil
 	}
 	// A change a runtime API can make is applied without a reload, after
-	// the files are installed; nil means the group reloads.
+	// the files are installed.
 	rt := r.planRuntime(g, files)
 	if r.Dry {
 		r.printDry(files)
 		rt.printDry(r.DryOut)
 		return false, time.Time{}, nil
 	}
-	if last, ok := r.lastReload[g.Name]; ok && rt == nil && g.Reload != "" && g.MinReloadInterval > 0 {
+	if last, ok := r.lastReload[g.Name]; ok && !rt.applies() && g.Reload != "" && g.MinReloadInterval > 0 {
 		if next := last.Add(g.MinReloadInterval); r.now().Before(next) {
 			r.Log.Debug("reload held back by min_reload_interval", "group", g.Name, "until", next)
 			return false, next, nil
@@ -252,7 +252,7 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 		r.Metrics.eventToInstall.Observe(r.now().Sub(snap.ChangedAt).Seconds())
 	}
 
-	if rt != nil && r.applyRuntime(ctx, g, rt) {
+	if r.applyRuntime(ctx, g, rt) {
 		return true, time.Time{}, nil
 	}
 	if g.Reload != "" {

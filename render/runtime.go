@@ -63,9 +63,11 @@ func (t TemplateConfig) runtimeAdapter(log *slog.Logger) (runtime.Adapter, error
 	return runtimeAdapters[t.Runtime](runtime.Settings{Socket: t.RuntimeSocket, DrainTimeout: t.RuntimeDrainTimeout.D(), Log: log})
 }
 
-// runtimePass is a group's change as it will go through runtime APIs.
+// runtimePass is how a group's change goes through runtime APIs: plans
+// to apply, or why the change needs a reload.
 type runtimePass struct {
-	plans []runtimePlan
+	plans  []runtimePlan
+	reload error // the change needs a reload: why
 }
 
 type runtimePlan struct {
@@ -73,11 +75,15 @@ type runtimePlan struct {
 	runtime.Plan
 }
 
-// planRuntime returns how the group's changed files go through their
-// runtime APIs, or nil when the group reloads: a changed file has no
-// runtime, did not exist, or holds a change its runtime API cannot make.
+// applies says whether the pass goes through runtime APIs only.
+func (rp *runtimePass) applies() bool { return rp != nil && rp.reload == nil }
+
+// planRuntime plans the group's changed files through their runtime APIs.
+// It returns nil when a changed file has no runtime (the group reloads as
+// usual), and a pass with a reason to reload when a file did not exist or
+// holds a change its runtime API cannot make.
 func (r *Renderer) planRuntime(g *Group, files []*file) *runtimePass {
-	var rp runtimePass
+	rp := &runtimePass{}
 	for _, f := range files {
 		if !f.changed {
 			continue
@@ -85,49 +91,58 @@ func (r *Renderer) planRuntime(g *Group, files []*file) *runtimePass {
 		if f.t.Runtime == "" {
 			return nil
 		}
-		var err error
 		if !f.existed {
-			err = runtime.Reloadf("%s is new", f.t.Destination)
+			rp.reload = runtime.Reloadf("%s is new", f.t.Destination)
+			return rp
 		}
-		var a runtime.Adapter
-		if err == nil {
-			a, err = f.t.runtimeAdapter(r.Log.With("group", g.Name))
-		}
+		a, err := f.t.runtimeAdapter(r.Log.With("group", g.Name))
 		var p runtime.Plan
 		if err == nil {
 			p, err = a.Plan(f.old, f.out)
 		}
 		if err != nil {
-			r.Log.Info("the change needs a reload", "group", g.Name, "destination", f.t.Destination, "why", err)
-			r.Metrics.runtime.passes.WithLabelValues(g.Name, "reload").Inc()
-			r.Health.recordRuntime(g.Name, RuntimeHealth{At: r.now(), Outcome: "reload", Reason: err.Error()})
-			return nil
+			rp.reload = fmt.Errorf("%s: %w", f.t.Destination, err)
+			return rp
 		}
 		rp.plans = append(rp.plans, runtimePlan{f.t, p})
 	}
 	if len(rp.plans) == 0 {
 		return nil
 	}
-	return &rp
+	return rp
 }
 
-// printDry prints the commands the pass would send.
+// printDry prints the commands the pass would send, or why it would
+// reload.
 func (rp *runtimePass) printDry(w io.Writer) {
-	if rp == nil {
-		return
-	}
-	for _, p := range rp.plans {
-		fmt.Fprintf(w, "--- %s: no reload; would send to the %s runtime API at %s:\n", p.t.Destination, p.t.Runtime, p.t.RuntimeSocket)
-		for _, c := range p.Commands() {
-			fmt.Fprintf(w, "    %s\n", c)
+	switch {
+	case rp == nil:
+	case rp.reload != nil:
+		fmt.Fprintf(w, "--- would reload: %v\n", rp.reload)
+	default:
+		for _, p := range rp.plans {
+			fmt.Fprintf(w, "--- %s: no reload; would send to the %s runtime API at %s:\n", p.t.Destination, p.t.Runtime, p.t.RuntimeSocket)
+			for _, c := range p.Commands() {
+				fmt.Fprintf(w, "    %s\n", c)
+			}
 		}
 	}
 }
 
 // applyRuntime applies the installed files through their runtime APIs. It
-// reports false when one failed: the caller reloads, which makes the load
-// balancer's live state the installed files'.
+// reports false when the group must reload: there is no runtime, the
+// change needs a reload, or a runtime API failed (then the reload makes
+// the load balancer's live state the installed files').
 func (r *Renderer) applyRuntime(ctx context.Context, g *Group, rp *runtimePass) bool {
+	if rp == nil {
+		return false
+	}
+	if rp.reload != nil {
+		r.Log.Info("the change needs a reload", "group", g.Name, "why", rp.reload)
+		r.Metrics.runtime.passes.WithLabelValues(g.Name, "reload").Inc()
+		r.Health.recordRuntime(g.Name, RuntimeHealth{At: r.now(), Outcome: "reload", Reason: rp.reload.Error()})
+		return false
+	}
 	start := time.Now()
 	for _, p := range rp.plans {
 		if err := p.Apply(ctx); err != nil {
