@@ -565,6 +565,12 @@ func TestTemplateHAProxyRuntimeOnceAndDry(t *testing.T) {
 	if !strings.Contains(readString(s.h.Backends), "server srv-a 127.0.0.1:"+b.port) {
 		t.Fatal("--once did not install the file")
 	}
+
+	// A new backend: --dry says it would reload, and why.
+	createService(t, s.c, "admin-y", 120, []string{"admin"}, map[string]string{"ip": "127.0.0.1", "port": a.port})
+	if out := runTemplateChild(t, s.env, "--config", s.config, "--once", "--dry"); !strings.Contains(out, "would reload") || !strings.Contains(out, "sections were added") {
+		t.Fatalf("--dry does not say it would reload and why:\n%s", out)
+	}
 }
 
 // BenchmarkHAProxyRuntimeVsReload runs the churn of
