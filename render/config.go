@@ -98,6 +98,15 @@ type TemplateConfig struct {
 	// OnRefused is what a service whose data a safe function refused does:
 	// "skip" (default) leaves it out of the render, "fail" fails the render.
 	OnRefused string `toml:"on_refused"`
+
+	// Runtime names a load balancer runtime API ("haproxy") that applies
+	// the changes it can (servers of existing backends) without the
+	// reload command; see runtime.go.
+	Runtime string `toml:"runtime"`
+	// RuntimeSocket is the runtime API's address.
+	RuntimeSocket string `toml:"runtime_socket"`
+	// RuntimeDrainTimeout bounds the drain of a removed server.
+	RuntimeDrainTimeout Duration `toml:"runtime_drain_timeout"`
 }
 
 // What on_refused may say.
@@ -287,8 +296,11 @@ func (c *Config) Normalize() error {
 	if err := checkDenylist(c.FunctionDenylist); err != nil {
 		return err
 	}
-	_, err := groupsOf(c.Templates)
-	return err
+	groups, err := groupsOf(c.Templates)
+	if err != nil {
+		return err
+	}
+	return checkRuntimes(c.Templates, groups)
 }
 
 // FileMode parses Perms.

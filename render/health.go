@@ -29,6 +29,8 @@ type GroupHealth struct {
 	Reload   *StepResult `json:"reload,omitempty"`
 	// Refused are the services the last render left out, and why.
 	Refused []Refusal `json:"refused,omitempty"`
+	// Runtime is set for groups with a runtime API.
+	Runtime *RuntimeHealth `json:"runtime,omitempty"`
 }
 
 // PassStatus is the outcome of a group's last pass.

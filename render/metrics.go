@@ -11,6 +11,7 @@ type Metrics struct {
 	eventToInstall prometheus.Histogram
 	passSeconds    prometheus.Histogram
 	refused        *prometheus.CounterVec
+	runtime        *runtimeMetrics
 }
 
 // NewMetrics creates the metrics and registers them with r (if not nil).
@@ -50,5 +51,6 @@ func NewMetrics(r prometheus.Registerer) *Metrics {
 	if r != nil {
 		r.MustRegister(m.renders, m.installs, m.checks, m.reloads, m.eventToInstall, m.passSeconds, m.refused)
 	}
+	m.runtime = newRuntimeMetrics(r)
 	return m
 }

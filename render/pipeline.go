@@ -175,11 +175,15 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 	if !anyChanged {
 		return false, time.Time{}, nil
 	}
+	// A change a runtime API can make is applied without a reload, after
+	// the files are installed.
+	rt := r.planRuntime(g, files)
 	if r.Dry {
 		r.printDry(files)
+		rt.printDry(r.DryOut)
 		return false, time.Time{}, nil
 	}
-	if last, ok := r.lastReload[g.Name]; ok && g.Reload != "" && g.MinReloadInterval > 0 {
+	if last, ok := r.lastReload[g.Name]; ok && !rt.applies() && g.Reload != "" && g.MinReloadInterval > 0 {
 		if next := last.Add(g.MinReloadInterval); r.now().Before(next) {
 			r.Log.Debug("reload held back by min_reload_interval", "group", g.Name, "until", next)
 			return false, next, nil
@@ -254,6 +258,9 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 		r.Metrics.eventToInstall.Observe(r.now().Sub(snap.ChangedAt).Seconds())
 	}
 
+	if !r.NoReload && r.applyRuntime(ctx, g, rt) {
+		return true, time.Time{}, nil
+	}
 	if g.Reload != "" && !r.NoReload {
 		_, err := runCommand(ctx, g.Reload, g.ReloadTimeout)
 		r.lastReload[g.Name] = r.now()

@@ -77,7 +77,7 @@ func backend(t *testing.T, name string) (ip, port string) {
 }
 
 // eventuallyTrue polls cond; the bound only stops a broken test.
-func eventuallyTrue(t *testing.T, what string, cond func() bool) {
+func eventuallyTrue(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(45 * time.Second)
 	for !cond() {
@@ -127,7 +127,7 @@ func (d *daemon) output() string {
 	return d.logs.String()
 }
 
-func startDaemon(t *testing.T, env []string, args ...string) *daemon {
+func startDaemon(t testing.TB, env []string, args ...string) *daemon {
 	t.Helper()
 	d := &daemon{}
 	d.cmd = exec.Command(os.Args[0], append([]string{"template"}, args...)...)
@@ -155,7 +155,7 @@ func startDaemon(t *testing.T, env []string, args ...string) *daemon {
 
 // registryEnv starts a registry and returns a client and the environment
 // that points svcreg at it as user.
-func registryEnv(t *testing.T, opts testserver.Options, user string) (*testserver.Server, *registry.Client, []string) {
+func registryEnv(t testing.TB, opts testserver.Options, user string) (*testserver.Server, *registry.Client, []string) {
 	t.Helper()
 	srv := testserver.Start(t, opts)
 	c, err := registry.New(registry.Config{URL: srv.APIURL, AuthURL: srv.AuthURL, Username: user, APIKey: "dev"})
@@ -165,7 +165,7 @@ func registryEnv(t *testing.T, opts testserver.Options, user string) (*testserve
 	return srv, c, []string{"SVCREG_URL=" + srv.APIURL, "SVCREG_USERNAME=" + user, "SVCREG_API_KEY=dev"}
 }
 
-func createService(t *testing.T, c *registry.Client, id string, timeout int, tags []string, md map[string]string) {
+func createService(t testing.TB, c *registry.Client, id string, timeout int, tags []string, md map[string]string) {
 	t.Helper()
 	if _, err := c.CreateService(context.Background(), registry.Service{ID: id, Tags: tags, Metadata: md, HeartbeatTimeout: timeout}); err != nil {
 		t.Fatalf("create %s: %v", id, err)

@@ -1,0 +1,624 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/svcreg/svcreg/internal/haproxytest"
+	"github.com/svcreg/svcreg/internal/testserver"
+	"github.com/svcreg/svcreg/registry"
+)
+
+// The HAProxy runtime API end to end: `svcreg template` as a child
+// process, the real server, and a real HAProxy in master-worker mode, with
+// keep-alive clients sending requests through it while services come, go
+// and move.
+
+// runtimeTemplate renders one backend of the services tagged http.
+const runtimeTemplate = `# svcreg
+backend api
+    balance roundrobin
+    option httpchk GET /
+{{- range servicesWithTag "http" }}
+    server {{ .ID }} {{ .Metadata.ip }}:{{ .Metadata.port }} check{{ with .Metadata.extra }} {{ . }}{{ end }}
+{{- end }}
+{{- range servicesWithTag "admin" }}
+
+backend {{ .ID }}
+    server {{ .ID }} {{ .Metadata.ip }}:{{ .Metadata.port }}
+{{- end }}
+`
+
+// runtimeSetup is HAProxy (a daemon, which a reload replaces), a registry,
+// and a renderer config for them.
+type runtimeSetup struct {
+	h       *haproxytest.HAProxy
+	c       *registry.Client
+	env     []string
+	config  string
+	reloads string // one line per reload command run
+}
+
+// newRuntimeSetup writes the renderer config; runtime is whether the
+// template uses the runtime API (else every change reloads).
+func newRuntimeSetup(t testing.TB, user string, runtime bool, extra string) *runtimeSetup {
+	t.Helper()
+	s := &runtimeSetup{h: haproxytest.Start(t, "# svcreg\nbackend api\n    balance roundrobin\n    option httpchk GET /\n", false)}
+	_, s.c, s.env = registryEnv(t, testserver.Options{}, user)
+	dir := t.TempDir()
+	tmpl := filepath.Join(dir, "backends.tmpl")
+	os.WriteFile(tmpl, []byte(runtimeTemplate), 0o644)
+	s.reloads = filepath.Join(dir, "reloads")
+	rt := ""
+	if runtime {
+		rt = fmt.Sprintf("runtime = \"haproxy\"\nruntime_socket = %q\nruntime_drain_timeout = \"5s\"\n", s.h.Socket)
+	}
+	s.config = filepath.Join(dir, "render.toml")
+	toml := fmt.Sprintf(`listen = "127.0.0.1:%d"
+[wait]
+min = "10ms"
+max = "100ms"
+[[template]]
+source = %q
+destination = %q
+check = %q
+reload = "echo reload >> %s && %s"
+%s%s`, haproxytest.FreePort(t), tmpl, s.h.Backends, s.h.CheckCommand(), s.reloads, s.h.ReloadCommand(), rt, extra)
+	if err := os.WriteFile(s.config, []byte(toml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func (s *runtimeSetup) listen(t testing.TB) string {
+	for _, l := range strings.Split(readString(s.config), "\n") {
+		if v, ok := strings.CutPrefix(l, "listen = "); ok {
+			return strings.Trim(v, `"`)
+		}
+	}
+	t.Fatal("no listen")
+	return ""
+}
+
+// liveServers reads HAProxy's servers of backend api: name -> port.
+func (s *runtimeSetup) liveServers(t testing.TB) map[string]string {
+	out, err := haproxytest.Command(s.h.Socket, "show servers state api")
+	if err != nil {
+		return nil
+	}
+	m := map[string]string{}
+	for _, l := range strings.Split(out, "\n")[2:] {
+		if f := strings.Fields(l); len(f) > 18 {
+			m[f[3]] = f[18] // srv_name, srv_port
+		}
+	}
+	return m
+}
+
+// instance is one backend process of a service: an HTTP server on its own
+// port that counts the requests (POSTs: not HAProxy's health checks) it
+// started and finished.
+type instance struct {
+	id       string
+	srv      *http.Server
+	port     string
+	started  atomic.Int64
+	finished atomic.Int64
+	// registered is when the registry was told about this instance;
+	// first is when it first served a request.
+	registered time.Time
+	firstOnce  sync.Once
+	first      atomic.Int64 // unix nanoseconds
+	moved      bool         // retired by a move, not a leave
+	// atRemoval is started when HAProxy stopped routing to it; -1 before.
+	atRemoval atomic.Int64
+}
+
+func startInstance(t testing.TB, id string) *instance {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := &instance{id: id}
+	in.atRemoval.Store(-1)
+	_, in.port, _ = net.SplitHostPort(ln.Addr().String())
+	name := id + "@" + in.port
+	in.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost { // HAProxy's health check
+			return
+		}
+		in.started.Add(1)
+		in.firstOnce.Do(func() { in.first.Store(time.Now().UnixNano()) })
+		io.Copy(io.Discard, r.Body)
+		io.WriteString(w, name)
+		in.finished.Add(1)
+	})}
+	go in.srv.Serve(ln)
+	t.Cleanup(func() { in.srv.Close() })
+	return in
+}
+
+// load is clients sending POST requests (which Go's client never retries,
+// so every failure is seen) on keep-alive connections.
+type load struct {
+	ok, failed atomic.Int64
+	// cut counts connections the load balancer closed.
+	cut  atomic.Int64
+	mu   sync.Mutex
+	errs []string
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+func startLoad(url string, clients int) *load {
+	l := &load{stop: make(chan struct{})}
+	for i := 0; i < clients; i++ {
+		tr := &http.Transport{MaxIdleConnsPerHost: 1, DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var d net.Dialer
+			c, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return &watchedConn{Conn: c, closed: &l.cut}, nil
+		}}
+		client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+		l.wg.Go(func() {
+			defer tr.CloseIdleConnections()
+			for {
+				select {
+				case <-l.stop:
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
+				resp, err := client.Post(url, "text/plain", strings.NewReader("ping"))
+				if err == nil {
+					body, rerr := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if rerr != nil {
+						err = rerr
+					} else if resp.StatusCode != 200 || !strings.Contains(string(body), "@") {
+						err = fmt.Errorf("status %d: %.80s", resp.StatusCode, body)
+					}
+				}
+				if err != nil {
+					l.failed.Add(1)
+					l.mu.Lock()
+					if len(l.errs) < 5 {
+						l.errs = append(l.errs, err.Error())
+					}
+					l.mu.Unlock()
+					continue
+				}
+				l.ok.Add(1)
+			}
+		})
+	}
+	return l
+}
+
+func (l *load) halt() { close(l.stop); l.wg.Wait() }
+
+// watchedConn counts a connection the other side closed (or broke).
+type watchedConn struct {
+	net.Conn
+	closed *atomic.Int64
+	once   sync.Once
+}
+
+func (c *watchedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil && !errors.Is(err, net.ErrClosed) {
+		c.once.Do(func() { c.closed.Add(1) })
+	}
+	return n, err
+}
+
+// churnResult is what a churn run saw.
+type churnResult struct {
+	ok, failed, cut int64
+	errs            []string
+	// latencies are, for every instance that joined or moved, the time
+	// from the registry write to its first request.
+	latencies []time.Duration
+	instances []*instance
+	retired   []*instance
+	workers   int // HAProxy workers started
+	reloads   int
+}
+
+// churn runs clients against HAProxy for d while, every 200 ms, a service
+// joins, leaves, or moves to a new port (a new instance; the old one is
+// retired once HAProxy no longer routes to it).
+func churn(t testing.TB, s *runtimeSetup, d time.Duration, clients int) churnResult {
+	t.Helper()
+	ctx := context.Background()
+	var (
+		mu      sync.Mutex
+		live    = map[string]*instance{} // by service id
+		retired []*instance
+		all     []*instance
+		next    int
+	)
+	register := func(id string, move bool) {
+		in := startInstance(t, id)
+		in.registered = time.Now()
+		md := map[string]string{"ip": "127.0.0.1", "port": in.port}
+		var err error
+		if move {
+			err = s.c.UpdateService(ctx, id, registry.ServicePatch{Metadata: md})
+		} else {
+			_, err = s.c.CreateService(ctx, registry.Service{ID: id, Tags: []string{"http"}, Metadata: md, HeartbeatTimeout: 120})
+		}
+		if err != nil {
+			t.Fatalf("register %s: %v", id, err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if old := live[id]; old != nil {
+			old.moved = true
+			retired = append(retired, old)
+		}
+		live[id] = in
+		all = append(all, in)
+	}
+	for ; next < 4; next++ {
+		register(fmt.Sprintf("svc-%03d", next), false)
+	}
+	eventuallyTrue(t, "HAProxy to route to the first services", func() bool { return len(s.liveServers(t)) == 4 })
+	startWorkers := s.h.Worker(t)
+
+	// The watcher of retirements: an instance is retired when no server of
+	// HAProxy's has its port; from then on it must get no new request.
+	watchDone, watchStop := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		for {
+			select {
+			case <-watchStop:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			state := s.liveServers(t)
+			if state == nil {
+				continue
+			}
+			mu.Lock()
+			for _, in := range retired {
+				if in.atRemoval.Load() < 0 && !slices.Contains(slices.Collect(maps.Values(state)), in.port) && in.started.Load() == in.finished.Load() {
+					in.atRemoval.Store(in.started.Load())
+				}
+			}
+			mu.Unlock()
+		}
+	}()
+
+	l := startLoad(s.h.URL(), clients)
+	rng := rand.New(rand.NewPCG(1, 2))
+	end := time.Now().Add(d)
+	for time.Now().Before(end) {
+		time.Sleep(200 * time.Millisecond)
+		mu.Lock()
+		// Services that have served a request may leave or move.
+		var served []string
+		for id, in := range live {
+			if in.started.Load() > 0 {
+				served = append(served, id)
+			}
+		}
+		n := len(live)
+		mu.Unlock()
+		slices.Sort(served)
+		switch op := rng.IntN(3); {
+		case n < 3 || (op == 0 && n < 8) || len(served) == 0:
+			register(fmt.Sprintf("svc-%03d", next), false)
+			next++
+		case op == 1 && n > 3:
+			id := served[rng.IntN(len(served))]
+			if err := s.c.DeleteService(ctx, id); err != nil {
+				t.Fatal(err)
+			}
+			mu.Lock()
+			retired = append(retired, live[id])
+			delete(live, id)
+			mu.Unlock()
+		default:
+			register(served[rng.IntN(len(served))], true)
+		}
+	}
+	// Let the last changes land, then stop.
+	eventuallyTrue(t, "HAProxy to have the last services", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		state := s.liveServers(t)
+		if len(state) != len(live) {
+			return false
+		}
+		for id, in := range live {
+			if state[id] != in.port {
+				return false
+			}
+		}
+		return true
+	})
+	eventuallyTrue(t, "retired instances to be out of HAProxy", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, in := range retired {
+			if in.atRemoval.Load() < 0 {
+				return false
+			}
+		}
+		return true
+	})
+	eventuallyTrue(t, "the last instances to be served", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, in := range live {
+			if in.started.Load() == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	l.halt()
+	close(watchStop)
+	<-watchDone
+
+	r := churnResult{ok: l.ok.Load(), failed: l.failed.Load(), cut: l.cut.Load(), errs: l.errs,
+		instances: all, retired: retired, reloads: lines(s.reloads)}
+	if w := s.h.Worker(t); w != startWorkers {
+		r.workers = 1
+	}
+	for _, in := range all[4:] { // the first four were there before the load
+		if f := in.first.Load(); f > 0 {
+			r.latencies = append(r.latencies, time.Unix(0, f).Sub(in.registered))
+		}
+	}
+	return r
+}
+
+// TestTemplateHAProxyRuntimeChurn: 100 keep-alive clients through HAProxy
+// while services join, leave and move every 200 ms for 20 s, applied
+// through the runtime API: no failed request, no reload, no connection
+// cut, every new instance served, no request to a retired instance after
+// HAProxy let go of it, and all its requests finished.
+func TestTemplateHAProxyRuntimeChurn(t *testing.T) {
+	if testing.Short() {
+		t.Skip("20 s of load")
+	}
+	s := newRuntimeSetup(t, "e2e-runtime-churn", true, "")
+	d := startDaemon(t, s.env, "--config", s.config)
+	const clients = 100
+	r := churn(t, s, 20*time.Second, clients)
+
+	t.Logf("%d requests, %d instances, %d retired", r.ok, len(r.instances), len(r.retired))
+	if r.failed > 0 {
+		t.Errorf("%d requests failed, e.g. %q", r.failed, r.errs)
+	}
+	if r.reloads > 0 || r.workers > 0 {
+		t.Errorf("HAProxy was reloaded (%d reload commands, new worker: %t)", r.reloads, r.workers > 0)
+	}
+	if r.cut > 0 {
+		t.Errorf("HAProxy closed %d keep-alive connections", r.cut)
+	}
+	if len(r.retired) < 20 {
+		t.Errorf("only %d instances were retired; the churn did not churn", len(r.retired))
+	}
+	for _, in := range r.instances {
+		if in.started.Load() == 0 {
+			t.Errorf("instance %s@%s got no request", in.id, in.port)
+		}
+		if in.started.Load() != in.finished.Load() {
+			t.Errorf("instance %s@%s: %d requests started, %d finished", in.id, in.port, in.started.Load(), in.finished.Load())
+		}
+	}
+	for _, in := range r.retired {
+		if got, at := in.started.Load(), in.atRemoval.Load(); got != at {
+			t.Errorf("retired instance %s@%s got %d requests after HAProxy stopped routing to it (moved: %t)", in.id, in.port, got-at, in.moved)
+		}
+	}
+	if !strings.Contains(d.output(), "applied through the runtime API") {
+		t.Error("no runtime API pass was logged")
+	}
+}
+
+// TestTemplateHAProxyRuntimeFallbacks: what the runtime API cannot do
+// goes through check, install and reload, and the live state follows the
+// file in every case.
+func TestTemplateHAProxyRuntimeFallbacks(t *testing.T) {
+	t.Parallel()
+	s := newRuntimeSetup(t, "e2e-runtime-fallback", true, "")
+	d := startDaemon(t, s.env, "--config", s.config)
+	ctx := context.Background()
+	a, b := startInstance(t, "a"), startInstance(t, "b")
+	createService(t, s.c, "srv-a", 120, []string{"http"}, map[string]string{"ip": "127.0.0.1", "port": a.port})
+	eventuallyTrue(t, "a in HAProxy", func() bool { return s.liveServers(t)["srv-a"] == a.port })
+	if n := lines(s.reloads); n != 0 {
+		t.Fatalf("a server change reloaded (%d)", n)
+	}
+	health := "http://" + s.listen(t) + "/healthz"
+
+	// A new backend is a structural change: reloaded.
+	worker := s.h.Worker(t)
+	createService(t, s.c, "admin-x", 120, []string{"admin"}, map[string]string{"ip": "127.0.0.1", "port": b.port})
+	eventuallyTrue(t, "a reload for the new backend", func() bool { return lines(s.reloads) == 1 })
+	eventuallyTrue(t, "a new worker", func() bool { return s.h.Worker(t) != worker })
+	if !strings.Contains(d.output(), "sections were added or removed") {
+		t.Errorf("the log does not say why it reloaded")
+	}
+
+	// A server option the runtime API cannot set: reloaded, nothing
+	// half-applied (no runtime command was sent: the server is there only
+	// after the reload, with its option).
+	createService(t, s.c, "srv-c", 120, []string{"http"}, map[string]string{"ip": "127.0.0.1", "port": b.port, "extra": "cookie cc"})
+	eventuallyTrue(t, "a reload for the server option", func() bool { return lines(s.reloads) == 2 })
+	eventuallyTrue(t, "c in HAProxy", func() bool { return s.liveServers(t)["srv-c"] == b.port })
+	if !strings.Contains(d.output(), `cookie\" is not a keyword`) {
+		t.Errorf("the log does not say which option needs the reload")
+	}
+	if err := s.c.DeleteService(ctx, "srv-c"); err != nil {
+		t.Fatal(err)
+	}
+	eventuallyTrue(t, "c gone", func() bool { _, ok := s.liveServers(t)["srv-c"]; return !ok })
+
+	// The socket is gone: the change is reloaded, and the log, /metrics and
+	// /healthz say why.
+	sock := s.h.Socket
+	os.Rename(sock, sock+".moved")
+	before := lines(s.reloads)
+	createService(t, s.c, "srv-d", 120, []string{"http"}, map[string]string{"ip": "127.0.0.1", "port": b.port})
+	eventuallyTrue(t, "a fallback reload", func() bool { return lines(s.reloads) == before+1 })
+	eventuallyTrue(t, "the new HAProxy's socket", func() bool { _, err := os.Stat(sock); return err == nil })
+	eventuallyTrue(t, "d in HAProxy", func() bool { return s.liveServers(t)["srv-d"] == b.port })
+	if !strings.Contains(d.output(), "runtime API failed; reloading instead") || !strings.Contains(d.output(), "admin.sock") {
+		t.Errorf("the log does not say the runtime API failed and why")
+	}
+	if h := get(health); !strings.Contains(h, `"outcome": "fallback"`) && !strings.Contains(h, `"fallbacks": 1`) {
+		t.Errorf("/healthz does not show the fallback:\n%s", h)
+	}
+	if m := get(strings.TrimSuffix(health, "healthz") + "metrics"); !strings.Contains(m, `svcreg_template_runtime_failures_total{group=`) ||
+		!strings.Contains(m, `step="connect"} 1`) {
+		t.Errorf("/metrics does not count the fallback")
+	}
+
+	// HAProxy restarted behind svcreg's back: it loads the installed file,
+	// and the next change goes through the runtime API again.
+	s.h.Stop(t)
+	s.h.Run(t)
+	before = lines(s.reloads)
+	if err := s.c.DeleteService(ctx, "srv-d"); err != nil {
+		t.Fatal(err)
+	}
+	eventuallyTrue(t, "d gone after the restart", func() bool {
+		st := s.liveServers(t)
+		_, ok := st["srv-d"]
+		return st != nil && !ok && st["srv-a"] == a.port
+	})
+	if n := lines(s.reloads); n != before {
+		t.Errorf("a server change after the restart reloaded")
+	}
+}
+
+// runTemplateChild runs `svcreg template ARGS` as a child process to its
+// end.
+func runTemplateChild(t *testing.T, env []string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], append([]string{"template"}, args...)...)
+	cmd.Env = append(append(os.Environ(), execEnv+"=1"), env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("svcreg template %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// TestTemplateHAProxyRuntimeOnceAndDry: --once applies a server change
+// through the runtime API as the daemon does, and --dry prints the
+// commands and sends none.
+func TestTemplateHAProxyRuntimeOnceAndDry(t *testing.T) {
+	t.Parallel()
+	s := newRuntimeSetup(t, "e2e-runtime-once", true, "")
+	a, b := startInstance(t, "a"), startInstance(t, "b")
+	createService(t, s.c, "srv-a", 120, []string{"http"}, map[string]string{"ip": "127.0.0.1", "port": a.port})
+	worker, file := s.h.Worker(t), readString(s.h.Backends)
+
+	out := runTemplateChild(t, s.env, "--config", s.config, "--once", "--dry")
+	if !strings.Contains(out, "no reload; would send to the haproxy runtime API") ||
+		!strings.Contains(out, "add server api/srv-a 127.0.0.1:"+a.port+" check") {
+		t.Fatalf("--dry does not print the runtime commands:\n%s", out)
+	}
+	if len(s.liveServers(t)) != 0 || readString(s.h.Backends) != file {
+		t.Fatal("--dry changed HAProxy or the file")
+	}
+
+	runTemplateChild(t, s.env, "--config", s.config, "--once")
+	if got := s.liveServers(t)["srv-a"]; got != a.port {
+		t.Fatalf("after --once, srv-a is at %q in HAProxy, want %s", got, a.port)
+	}
+	if err := s.c.UpdateService(context.Background(), "srv-a", registry.ServicePatch{Metadata: map[string]string{"ip": "127.0.0.1", "port": b.port}}); err != nil {
+		t.Fatal(err)
+	}
+	runTemplateChild(t, s.env, "--config", s.config, "--once")
+	if got := s.liveServers(t); got["srv-a"] != b.port || len(got) != 1 {
+		t.Fatalf("after the move, HAProxy has %v, want srv-a at %s", got, b.port)
+	}
+	if lines(s.reloads) != 0 || s.h.Worker(t) != worker {
+		t.Fatal("--once reloaded HAProxy")
+	}
+	if !strings.Contains(readString(s.h.Backends), "server srv-a 127.0.0.1:"+b.port) {
+		t.Fatal("--once did not install the file")
+	}
+
+	// A new backend: --dry says it would reload, and why.
+	createService(t, s.c, "admin-y", 120, []string{"admin"}, map[string]string{"ip": "127.0.0.1", "port": a.port})
+	if out := runTemplateChild(t, s.env, "--config", s.config, "--once", "--dry"); !strings.Contains(out, "would reload") || !strings.Contains(out, "sections were added") {
+		t.Fatalf("--dry does not say it would reload and why:\n%s", out)
+	}
+}
+
+// BenchmarkHAProxyRuntimeVsReload runs the churn of
+// TestTemplateHAProxyRuntimeChurn (100 keep-alive clients, a join, leave or
+// move every 200 ms, 20 s) once with every change reloaded and once through
+// the runtime API, and reports, for each, the time from the registry write
+// to the first request served by the new instance, and the failed
+// requests. Run it with -benchtime 1x.
+func BenchmarkHAProxyRuntimeVsReload(b *testing.B) {
+	for _, mode := range []struct {
+		name    string
+		runtime bool
+	}{{"reload", false}, {"runtime", true}} {
+		b.Run(mode.name, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				s := newRuntimeSetup(b, "bench-"+mode.name, mode.runtime, "")
+				d := startDaemon(b, s.env, "--config", s.config)
+				r := churn(b, s, 20*time.Second, 100)
+				b.ReportMetric(percentile(r.latencies, 0.5), "p50-ms")
+				b.ReportMetric(percentile(r.latencies, 0.99), "p99-ms")
+				if mode.runtime {
+					// How long the runtime API part of a pass took (drains
+					// included), from the renderer's log.
+					var took []time.Duration
+					for _, m := range regexp.MustCompile(`runtime API, no reload".* took=(\S+)`).FindAllStringSubmatch(d.output(), -1) {
+						if v, err := time.ParseDuration(m[1]); err == nil {
+							took = append(took, v)
+						}
+					}
+					b.ReportMetric(percentile(took, 0.5), "apply-p50-ms")
+					b.ReportMetric(percentile(took, 0.99), "apply-p99-ms")
+				}
+				b.ReportMetric(float64(r.failed), "failed")
+				b.ReportMetric(float64(r.ok+r.failed), "requests")
+				b.ReportMetric(float64(r.cut), "cut-conns")
+				b.ReportMetric(float64(r.reloads), "reloads")
+				b.ReportMetric(float64(len(r.latencies)), "changes")
+			}
+		})
+	}
+}
+
+// percentile returns the p-quantile of ds in milliseconds.
+func percentile(ds []time.Duration, p float64) float64 {
+	if len(ds) == 0 {
+		return 0
+	}
+	ds = slices.Clone(ds)
+	slices.Sort(ds)
+	return float64(ds[int(p*float64(len(ds)-1))].Microseconds()) / 1000
+}

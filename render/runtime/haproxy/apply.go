@@ -1,0 +1,343 @@
+// Package haproxy is the runtime adapter for HAProxy 2.6 and later: it
+// applies changes of server lines (servers added or removed, address,
+// port, weight, disabled) through HAProxy's runtime API ("add server",
+// "set server", "del server"), drains a removed server before deleting it,
+// and reads "show servers state" back to check that the live state
+// matches the file.
+package haproxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/svcreg/svcreg/render/runtime"
+)
+
+// Defaults.
+const (
+	DefaultDrainTimeout = 10 * time.Second
+	DefaultTimeout      = 5 * time.Second
+)
+
+// Adapter is the HAProxy runtime adapter.
+type Adapter struct {
+	cli          *cli
+	drainTimeout time.Duration
+	log          *slog.Logger
+	// poll is how often a drain looks at the sessions of the servers it
+	// drains.
+	poll time.Duration
+}
+
+// New returns an Adapter for the socket in s.
+func New(s runtime.Settings) (runtime.Adapter, error) {
+	if s.Timeout <= 0 {
+		s.Timeout = DefaultTimeout
+	}
+	if s.DrainTimeout <= 0 {
+		s.DrainTimeout = DefaultDrainTimeout
+	}
+	if s.Log == nil {
+		s.Log = slog.New(slog.DiscardHandler)
+	}
+	c, err := newCLI(s.Socket, s.Timeout)
+	if err != nil {
+		return nil, err
+	}
+	return &Adapter{cli: c, drainTimeout: s.DrainTimeout, log: s.Log, poll: 5 * time.Millisecond}, nil
+}
+
+// Apply reads the live state of every backend of the new file, runs the
+// script that takes it to the file's, then reads the state back.
+func (p *plan) Apply(ctx context.Context) error {
+	a := p.a
+	cur, old := p.backends()
+	lives := make([]map[string]liveServer, len(cur))
+	for i, s := range cur {
+		var err error
+		if lives[i], err = a.state(ctx, s.name); err != nil {
+			return err
+		}
+	}
+	ops, err := script(cur, old, lives)
+	if err != nil {
+		return &runtime.Failure{Step: "verify", Err: err}
+	}
+	for _, o := range ops {
+		if o.wait != nil {
+			err = a.drain(ctx, o.wait)
+		} else {
+			err = a.send(ctx, o.cmd)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	for _, s := range cur {
+		if err := a.verify(ctx, s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// send runs a command that changes state and checks HAProxy's answer.
+// HAProxy refuses to delete a server while connections are still attached
+// to it (idle ones close shortly after maintenance begins), so a deletion
+// is tried again for a while.
+func (a *Adapter) send(ctx context.Context, cmd string) error {
+	deadline := time.Now().Add(deleteRetry)
+	for {
+		out, err := a.cli.run(ctx, cmd)
+		if err != nil {
+			return err
+		}
+		if accepted(cmd, out) {
+			a.log.Debug("HAProxy runtime API", "command", cmd, "answer", out)
+			return nil
+		}
+		if !strings.HasPrefix(cmd, "del server ") || !strings.Contains(out, "connection") || time.Now().After(deadline) {
+			return &runtime.Failure{Step: "command", Err: fmt.Errorf("HAProxy refused %q: %s", cmd, firstLine(out))}
+		}
+		select {
+		case <-ctx.Done():
+			return &runtime.Failure{Step: "command", Err: ctx.Err()}
+		case <-time.After(a.poll):
+		}
+	}
+}
+
+// accepted says whether an answer is HAProxy 2.6's success answer for the
+// command: "set" and "enable" commands answer nothing, or, for an address
+// change, what changed.
+func accepted(cmd, out string) bool {
+	switch {
+	case strings.HasPrefix(cmd, "add server "):
+		return out == "New server registered."
+	case strings.HasPrefix(cmd, "del server "):
+		return out == "Server deleted."
+	case strings.HasPrefix(cmd, "set server ") && strings.Contains(cmd, " addr "):
+		return strings.Contains(out, "changed from") || strings.HasPrefix(out, "no need to change")
+	}
+	return out == ""
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
+	if s == "" {
+		return "(no answer)"
+	}
+	return s
+}
+
+// Admin state bits of "show servers state" (management guide).
+const (
+	adminForcedMaint  = 0x01
+	adminConfigMaint  = 0x04
+	adminForcedDrain  = 0x08
+	adminResolveMaint = 0x20
+)
+
+// liveServer is a server as "show servers state" describes it.
+type liveServer struct {
+	name   string
+	addr   netip.Addr
+	port   int
+	admin  int
+	weight int
+}
+
+func (l liveServer) maint() bool {
+	return l.admin&(adminForcedMaint|adminConfigMaint|adminResolveMaint) != 0
+}
+func (l liveServer) drain() bool { return l.admin&adminForcedDrain != 0 }
+
+// state reads a backend's servers with "show servers state BACKEND".
+func (a *Adapter) state(ctx context.Context, backend string) (map[string]liveServer, error) {
+	out, err := a.cli.run(ctx, "show servers state "+backend)
+	if err != nil {
+		return nil, err
+	}
+	live, err := parseState(out)
+	if err != nil {
+		return nil, &runtime.Failure{Step: "verify", Err: fmt.Errorf("show servers state %s: %w", backend, err)}
+	}
+	return live, nil
+}
+
+// parseState reads format 1 of "show servers state": a version line, a
+// header line naming the columns, then one line per server.
+func parseState(out string) (map[string]liveServer, error) {
+	lines := strings.Split(out, "\n")
+	if len(lines) < 2 || strings.TrimSpace(lines[0]) != "1" || !strings.HasPrefix(lines[1], "# ") {
+		return nil, fmt.Errorf("unexpected answer: %s", firstLine(out))
+	}
+	col := map[string]int{}
+	for i, name := range strings.Fields(strings.TrimPrefix(lines[1], "# ")) {
+		col[name] = i
+	}
+	for _, need := range []string{"srv_name", "srv_addr", "srv_port", "srv_admin_state", "srv_uweight"} {
+		if _, ok := col[need]; !ok {
+			return nil, fmt.Errorf("no column %s in the answer", need)
+		}
+	}
+	live := map[string]liveServer{}
+	for _, line := range lines[2:] {
+		f := strings.Fields(line)
+		if len(f) == 0 || strings.HasPrefix(f[0], "#") {
+			continue
+		}
+		if len(f) < len(col) {
+			return nil, fmt.Errorf("short line %q", line)
+		}
+		var l liveServer
+		var err error
+		l.name = f[col["srv_name"]]
+		if l.addr, err = netip.ParseAddr(f[col["srv_addr"]]); err != nil {
+			return nil, fmt.Errorf("server %s: address %q", l.name, f[col["srv_addr"]])
+		}
+		l.addr = l.addr.Unmap()
+		nums := []*int{&l.port, &l.admin, &l.weight}
+		for i, c := range []string{"srv_port", "srv_admin_state", "srv_uweight"} {
+			if *nums[i], err = strconv.Atoi(f[col[c]]); err != nil {
+				return nil, fmt.Errorf("server %s: %s %q", l.name, c, f[col[c]])
+			}
+		}
+		live[l.name] = l
+	}
+	return live, nil
+}
+
+// verify checks that a backend's live servers are the file's.
+func (a *Adapter) verify(ctx context.Context, s *section) error {
+	live, err := a.state(ctx, s.name)
+	if err != nil {
+		return err
+	}
+	var diffs []string
+	for _, sv := range s.servers {
+		l, ok := live[sv.name]
+		delete(live, sv.name)
+		switch {
+		case !ok:
+			diffs = append(diffs, sv.name+" is missing")
+		case sv.unsupported != "":
+			// A line the adapter cannot read, unchanged: present is all
+			// it can check.
+		case l.addr != sv.addr || l.port != sv.port:
+			diffs = append(diffs, fmt.Sprintf("%s is at %s:%d, not %s", sv.name, l.addr, l.port, sv.hostPort()))
+		case l.weight != sv.weight:
+			diffs = append(diffs, fmt.Sprintf("%s has weight %d, not %d", sv.name, l.weight, sv.weight))
+		case sv.disabled != l.maint() || l.drain():
+			diffs = append(diffs, fmt.Sprintf("%s has admin state %#x, the file says disabled=%t", sv.name, l.admin, sv.disabled))
+		}
+	}
+	for _, name := range sortedKeys(live) {
+		diffs = append(diffs, name+" is live but not in the file")
+	}
+	if len(diffs) > 0 {
+		return &runtime.Failure{Step: "verify", Err: fmt.Errorf("backend %s: %s", s.name, strings.Join(diffs, "; "))}
+	}
+	return nil
+}
+
+// drain waits until the servers ("backend/server"), which are in drain
+// state, have no sessions left; at the drain timeout it cuts the sessions
+// of those still busy.
+func (a *Adapter) drain(ctx context.Context, ids []string) error {
+	pending := ids
+	deadline := time.Now().Add(a.drainTimeout)
+	for {
+		var err error
+		if pending, err = a.busy(ctx, pending); err != nil || len(pending) == 0 {
+			return err
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return &runtime.Failure{Step: "drain", Err: ctx.Err()}
+		case <-time.After(a.poll):
+		}
+	}
+	for _, id := range pending {
+		a.log.Warn("drain timeout passed; cutting the server's remaining sessions", "server", id, "drain_timeout", a.drainTimeout)
+		if err := a.send(ctx, "shutdown sessions server "+id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// busy returns the servers among ids that still have sessions or queued
+// requests.
+func (a *Adapter) busy(ctx context.Context, ids []string) ([]string, error) {
+	byBackend := map[string][]string{}
+	for _, id := range ids {
+		b, _, _ := strings.Cut(id, "/")
+		byBackend[b] = append(byBackend[b], id)
+	}
+	var out []string
+	for _, b := range slices.Sorted(maps.Keys(byBackend)) {
+		answer, err := a.cli.run(ctx, "show stat "+b+" 4 -1")
+		if err != nil {
+			return nil, err
+		}
+		sessions, err := parseSessions(answer)
+		if err != nil {
+			return nil, &runtime.Failure{Step: "drain", Err: fmt.Errorf("show stat %s: %w", b, err)}
+		}
+		for _, id := range byBackend[b] {
+			_, name, _ := strings.Cut(id, "/")
+			if n, ok := sessions[name]; !ok || n > 0 {
+				out = append(out, id)
+			}
+		}
+	}
+	return out, nil
+}
+
+// parseSessions reads the CSV of "show stat": current sessions plus
+// queued requests, by server.
+func parseSessions(out string) (map[string]int, error) {
+	lines := strings.Split(out, "\n")
+	if len(lines) == 0 || !strings.HasPrefix(lines[0], "# ") {
+		return nil, fmt.Errorf("unexpected answer: %s", firstLine(out))
+	}
+	col := map[string]int{}
+	for i, name := range strings.Split(strings.TrimPrefix(lines[0], "# "), ",") {
+		col[name] = i
+	}
+	sv, scur, qcur := col["svname"], col["scur"], col["qcur"]
+	if scur == 0 || qcur == 0 {
+		return nil, errors.New("no scur or qcur column")
+	}
+	m := map[string]int{}
+	for _, line := range lines[1:] {
+		f := strings.Split(line, ",")
+		if len(f) <= max(sv, scur, qcur) {
+			continue
+		}
+		s, _ := strconv.Atoi(f[scur])
+		q, _ := strconv.Atoi(f[qcur])
+		m[f[sv]] = s + q
+	}
+	return m, nil
+}
+
+// deleteRetry bounds how long a deletion waits for HAProxy to let go of a
+// server's connections.
+const deleteRetry = 3 * time.Second
+
+func sortedKeys[V any](m map[string]V) []string {
+	return slices.Sorted(maps.Keys(m))
+}

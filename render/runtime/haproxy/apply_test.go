@@ -1,0 +1,274 @@
+package haproxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/svcreg/svcreg/internal/haproxytest"
+	"github.com/svcreg/svcreg/render/runtime"
+)
+
+// These tests run the real HAProxy (Debian's 2.6 in CI) in master-worker
+// mode on loopback, with a stats socket at level admin.
+
+// counter is a backend that counts its requests.
+type counter struct {
+	srv  *httptest.Server
+	n    atomic.Int64
+	port int
+}
+
+func newCounter(t *testing.T, name string) *counter {
+	c := &counter{}
+	c.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c.n.Add(1)
+		io.WriteString(w, name)
+	}))
+	t.Cleanup(c.srv.Close)
+	c.port = c.srv.Listener.Addr().(*net.TCPAddr).Port
+	return c
+}
+
+func backendsFile(servers ...string) string {
+	return "backend api\n    balance roundrobin\n" + strings.Join(servers, "")
+}
+
+func srvLine(name string, c *counter, extra string) string {
+	return fmt.Sprintf("    server %s 127.0.0.1:%d%s\n", name, c.port, extra)
+}
+
+// apply plans and applies old -> new and installs new, as the renderer
+// does.
+func apply(t *testing.T, h *haproxytest.HAProxy, socket, old, new string) error {
+	t.Helper()
+	return applyDrain(t, h, socket, old, new, 2*time.Second)
+}
+
+func applyDrain(t *testing.T, h *haproxytest.HAProxy, socket, old, new string, drain time.Duration) error {
+	t.Helper()
+	a, err := New(runtime.Settings{Socket: socket, DrainTimeout: drain})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := a.Plan([]byte(old), []byte(new))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(h.Backends, []byte(new), 0o644)
+	return p.Apply(context.Background())
+}
+
+func hit(t *testing.T, client *http.Client, url string) string {
+	t.Helper()
+	resp, err := client.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d: %s", resp.StatusCode, b)
+	}
+	return string(b)
+}
+
+func TestApplyAddChangeRemove(t *testing.T) {
+	t.Parallel()
+	a, b, c, b2 := newCounter(t, "a"), newCounter(t, "b"), newCounter(t, "c"), newCounter(t, "b2")
+	v1 := backendsFile(srvLine("a", a, " check"), srvLine("b", b, ""))
+	h := haproxytest.Start(t, v1, true)
+	worker := h.Worker(t)
+	url := h.URL()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
+	for i := 0; i < 20; i++ { // leaves idle server connections to a and b
+		hit(t, client, url)
+	}
+
+	// c joins, b moves to another port, a leaves.
+	v2 := backendsFile(srvLine("b", b2, " weight 3"), srvLine("c", c, " check"))
+	if err := apply(t, h, h.Socket, v1, v2); err != nil {
+		t.Fatal(err)
+	}
+	aBefore, bBefore := a.n.Load(), b.n.Load()
+	seen := map[string]int{}
+	for i := 0; i < 40; i++ {
+		seen[hit(t, client, url)]++
+	}
+	if seen["a"] > 0 || seen["b"] > 0 || seen["b2"] == 0 || seen["c"] == 0 {
+		t.Fatalf("after the change, requests went to %v", seen)
+	}
+	if a.n.Load() != aBefore || b.n.Load() != bBefore {
+		t.Fatal("a removed or moved server still got requests")
+	}
+	if got := h.Worker(t); got != worker {
+		t.Fatalf("the worker changed from %s to %s: HAProxy was reloaded", worker, got)
+	}
+
+	// The file is what HAProxy loads on a restart: the same state.
+	h.Stop(t)
+	h.Run(t)
+	v3 := backendsFile(srvLine("b", b2, " weight 3"), srvLine("c", c, " check disabled"))
+	if err := apply(t, h, "master:"+h.Master, v2, v3); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 10; i++ {
+		if got := hit(t, client, url); got != "b2" {
+			t.Fatalf("a disabled server got a request (%s)", got)
+		}
+	}
+}
+
+func TestApplyFailures(t *testing.T) {
+	t.Parallel()
+	a, b := newCounter(t, "a"), newCounter(t, "b")
+	v1 := backendsFile(srvLine("a", a, ""))
+	h := haproxytest.Start(t, v1, true)
+	v2 := backendsFile(srvLine("a", a, ""), srvLine("b", b, ""))
+
+	var f *runtime.Failure
+	err := apply(t, h, filepath.Join(h.Dir, "missing.sock"), v1, v2)
+	if !errors.As(err, &f) || f.Step != "connect" || !strings.Contains(err.Error(), "missing.sock") {
+		t.Fatalf("missing socket: got %v", err)
+	}
+	// HAProxy refuses a server it cannot add (an id already taken): the
+	// adapter reports it, and the verification would not pass either.
+	v3 := backendsFile(srvLine("a", a, ""), srvLine("b", b, " id 1"))
+	if err := apply(t, h, h.Socket, v1, v3); !errors.As(err, &f) || f.Step != "command" || !strings.Contains(err.Error(), "refused") {
+		t.Fatalf("refused command: got %v", err)
+	}
+	// A server added by hand is not in the file: it is removed.
+	c, _ := newCLI(h.Socket, DefaultTimeout)
+	c.run(context.Background(), "add server api/x 127.0.0.1:1")
+	v4 := backendsFile(srvLine("a", a, " weight 2"))
+	if err := apply(t, h, h.Socket, v1, v4); err != nil {
+		t.Fatal(err)
+	}
+	// A live server the installed file does not describe, which the new
+	// file adds: its settings are unknown, so the adapter gives up
+	// rather than guessing.
+	c.run(context.Background(), "add server api/b 127.0.0.1:1")
+	if err := apply(t, h, h.Socket, v4, v2); !errors.As(err, &f) || f.Step != "verify" || !strings.Contains(err.Error(), "api/b") {
+		t.Fatalf("drift: got %v", err)
+	}
+}
+
+// slow is a backend whose requests wait until released.
+type slow struct {
+	port    int
+	arrived chan struct{}
+	release chan struct{}
+}
+
+func newSlow(t *testing.T) *slow {
+	sl := &slow{arrived: make(chan struct{}, 16), release: make(chan struct{})}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sl.arrived <- struct{}{}
+		select {
+		case <-sl.release:
+		case <-r.Context().Done():
+			return
+		}
+		io.WriteString(w, "slow")
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(sl.release) })
+	sl.port = srv.Listener.Addr().(*net.TCPAddr).Port
+	return sl
+}
+
+// drainSetup is HAProxy with servers s (slow) and o; v2 removes s. A
+// request is in flight on s when it returns; done tells how it ended (nil:
+// answered by s).
+func drainSetup(t *testing.T) (sl *slow, h *haproxytest.HAProxy, v1, v2 string, done <-chan error) {
+	sl, other := newSlow(t), newCounter(t, "other")
+	v1 = backendsFile(fmt.Sprintf("    server s 127.0.0.1:%d\n", sl.port), srvLine("o", other, ""))
+	v2 = backendsFile(srvLine("o", other, ""))
+	h = haproxytest.Start(t, v1, true)
+	ch := make(chan error, 1)
+	go func() {
+		for { // roundrobin: one of the first two requests reaches s
+			resp, err := http.Get(h.URL())
+			if err != nil {
+				ch <- err
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			switch {
+			case string(b) == "other":
+				continue
+			case resp.StatusCode != 200 || string(b) != "slow":
+				ch <- fmt.Errorf("%d %s", resp.StatusCode, b)
+			default:
+				ch <- nil
+			}
+			return
+		}
+	}()
+	<-sl.arrived
+	return sl, h, v1, v2, ch
+}
+
+// A removed server with a request in flight: it gets no new request, its
+// deletion waits for the request, which completes.
+func TestApplyDrainWaitsForInFlight(t *testing.T) {
+	t.Parallel()
+	sl, h, v1, v2, done := drainSetup(t)
+	applied := make(chan error, 1)
+	go func() { applied <- applyDrain(t, h, h.Socket, v1, v2, time.Minute) }()
+
+	// While the request is in flight, s is drained, not deleted, and new
+	// requests go elsewhere.
+	c, _ := newCLI(h.Socket, DefaultTimeout)
+	for {
+		live, err := (&Adapter{cli: c}).state(context.Background(), "api")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if live["s"].drain() {
+			break
+		}
+	}
+	client := &http.Client{}
+	for i := 0; i < 10; i++ {
+		if got := hit(t, client, h.URL()); got != "other" {
+			t.Fatalf("a draining server got a new request (%s)", got)
+		}
+	}
+	select {
+	case err := <-applied:
+		t.Fatalf("the removal finished (%v) with a request in flight", err)
+	default:
+	}
+	sl.release <- struct{}{}
+	if err := <-done; err != nil {
+		t.Fatalf("the in-flight request failed: %v", err)
+	}
+	if err := <-applied; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Past the drain timeout, the sessions still on a removed server are cut
+// and the server is deleted.
+func TestApplyDrainTimeout(t *testing.T) {
+	t.Parallel()
+	_, h, v1, v2, done := drainSetup(t)
+	if err := applyDrain(t, h, h.Socket, v1, v2, 100*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err == nil {
+		t.Fatal("the request on the removed server was not cut")
+	}
+}

@@ -1,0 +1,303 @@
+package haproxy
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// config is as much of an HAProxy configuration file as the runtime
+// adapter needs: its sections, and in the sections that hold servers, the
+// server lines apart from everything else.
+type config struct {
+	sections []*section
+}
+
+// section is one section of the file. Lines holds every line but the
+// server lines, comments stripped and spaces normalized, in order; two
+// files whose sections have equal headers and lines differ at most in
+// their servers.
+type section struct {
+	header  string // "backend api"
+	kind    string // "backend"
+	name    string
+	lines   []string
+	servers []*server
+	// unsupported, when set, says why servers of this section cannot be
+	// changed at runtime.
+	unsupported string
+}
+
+// server is one server line.
+type server struct {
+	line string // the words of the line
+	name string
+	addr netip.Addr
+	port int
+	// weight is the server's weight (1 when the line gives none).
+	weight   int
+	disabled bool
+	// options are the line's other keywords and their arguments, in
+	// order.
+	options []string
+	check   bool // "check": health checks to enable after add server
+	agent   bool // "agent-check"
+	// unsupported, when set, says why the server cannot be added at
+	// runtime.
+	unsupported string
+}
+
+// sectionKeywords start a section (HAProxy 2.6).
+var sectionKeywords = map[string]bool{
+	"global": true, "defaults": true, "frontend": true, "backend": true, "listen": true,
+	"peers": true, "resolvers": true, "userlist": true, "mailers": true, "program": true,
+	"http-errors": true, "ring": true, "cache": true, "fcgi-app": true,
+}
+
+// parseConfig splits an HAProxy configuration into sections. It does not
+// check the file (the check command does); lines it cannot follow (quotes,
+// escapes, environment variables on server lines) make their section
+// unsupported, so that their changes go through a reload.
+func parseConfig(text []byte) *config {
+	c := &config{}
+	cur := &section{header: "", kind: ""} // lines before any section
+	c.sections = append(c.sections, cur)
+	for _, raw := range strings.Split(string(text), "\n") {
+		line := raw
+		if i := strings.IndexByte(line, '#'); i >= 0 {
+			line = line[:i]
+		}
+		words := strings.Fields(line)
+		if len(words) == 0 {
+			continue
+		}
+		norm := strings.Join(words, " ")
+		if sectionKeywords[words[0]] {
+			cur = &section{header: norm, kind: words[0]}
+			if len(words) > 1 {
+				cur.name = words[1]
+			}
+			c.sections = append(c.sections, cur)
+			continue
+		}
+		if words[0] != "server" || (cur.kind != "backend" && cur.kind != "listen") {
+			cur.lines = append(cur.lines, norm)
+			if words[0] == "default-server" && cur.unsupported == "" {
+				// HAProxy 2.6: a server added at runtime does not take
+				// the default-server settings.
+				cur.unsupported = "it has a default-server line, which servers added at runtime would not follow"
+			}
+			continue
+		}
+		cur.servers = append(cur.servers, parseServer(raw, words))
+	}
+	// The load-balancing algorithm: the section's own, else the last
+	// defaults section's before it in this file. HAProxy 2.6 adds servers
+	// only to backends with a dynamic algorithm.
+	inherited, defaultServer := "", false
+	for _, s := range c.sections {
+		switch s.kind {
+		case "defaults":
+			inherited = balanceOf(s.lines, "") // a defaults section replaces the one before
+			defaultServer = hasLine(s.lines, "default-server")
+		case "backend", "listen":
+			if s.unsupported != "" {
+				continue
+			}
+			if defaultServer {
+				s.unsupported = "a defaults section has a default-server line, which servers added at runtime would not follow"
+				continue
+			}
+			if algo := balanceOf(s.lines, inherited); algo != "" && !dynamicBalance(algo, s.lines) {
+				s.unsupported = fmt.Sprintf("its load-balancing algorithm %q is static; HAProxy changes servers at runtime only with a dynamic one (roundrobin, leastconn, random, or hash-type consistent)", algo)
+			}
+		}
+	}
+	return c
+}
+
+// balanceOf returns the algorithm of the last "balance" line, or def.
+func balanceOf(lines []string, def string) string {
+	for _, l := range lines {
+		if f := strings.Fields(l); len(f) > 1 && f[0] == "balance" {
+			def = f[1]
+		}
+	}
+	return def
+}
+
+func hasLine(lines []string, keyword string) bool {
+	for _, l := range lines {
+		if strings.HasPrefix(l, keyword+" ") || l == keyword {
+			return true
+		}
+	}
+	return false
+}
+
+// dynamicBalance says whether HAProxy can add servers to a backend using
+// algo (management guide: "add server" needs a dynamic algorithm).
+func dynamicBalance(algo string, lines []string) bool {
+	switch algo {
+	case "roundrobin", "leastconn", "random", "first":
+		return true
+	case "static-rr":
+		return false
+	}
+	// The hashing algorithms are dynamic with consistent hashing only.
+	for _, l := range lines {
+		if strings.HasPrefix(l, "hash-type consistent") {
+			return true
+		}
+	}
+	return false
+}
+
+// section returns the section with the header, or nil.
+func (c *config) section(header string) *section {
+	for _, s := range c.sections {
+		if s.header == header {
+			return s
+		}
+	}
+	return nil
+}
+
+func (s *section) server(name string) *server {
+	for _, sv := range s.servers {
+		if sv.name == name {
+			return sv
+		}
+	}
+	return nil
+}
+
+// flagKeywords are the server keywords without an argument that "add
+// server" accepts in HAProxy 2.6 (management guide, "add server").
+var flagKeywords = map[string]bool{
+	"agent-check": true, "allow-0rtt": true, "backup": true, "check": true,
+	"check-send-proxy": true, "check-ssl": true, "check-via-socks4": true,
+	"disabled": true, "enabled": true, "no-ssl-reuse": true, "no-tls-tickets": true,
+	"send-proxy": true, "send-proxy-v2": true, "send-proxy-v2-ssl": true,
+	"send-proxy-v2-ssl-cn": true, "ssl": true, "tfo": true, "tls-tickets": true,
+	"force-sslv3": true, "force-tlsv10": true, "force-tlsv11": true, "force-tlsv12": true, "force-tlsv13": true,
+	"no-sslv3": true, "no-tlsv10": true, "no-tlsv11": true, "no-tlsv12": true, "no-tlsv13": true,
+}
+
+// argKeywords are the keywords with one argument that "add server" accepts
+// in HAProxy 2.6. ("source" and "usesrc", also accepted, take a variable
+// number of arguments; servers using them are reloaded.)
+var argKeywords = map[string]bool{
+	"agent-addr": true, "agent-inter": true, "agent-port": true, "agent-send": true,
+	"alpn": true, "addr": true, "ca-file": true, "check-alpn": true, "check-proto": true,
+	"check-sni": true, "ciphers": true, "ciphersuites": true, "crl-file": true, "crt": true,
+	"downinter": true, "error-limit": true, "fall": true, "fastinter": true, "id": true,
+	"inter": true, "maxconn": true, "maxqueue": true, "minconn": true, "npn": true,
+	"observe": true, "on-error": true, "on-marked-down": true, "on-marked-up": true,
+	"pool-low-conn": true, "pool-max-conn": true, "pool-purge-delay": true, "port": true,
+	"proto": true, "proxy-v2-options": true, "rise": true, "slowstart": true, "sni": true,
+	"ssl-max-ver": true, "ssl-min-ver": true, "track": true, "verify": true,
+	"verifyhost": true, "weight": true, "ws": true,
+}
+
+// parseServer reads "server NAME ADDRESS[:PORT] [keyword [arg]]...".
+func parseServer(raw string, words []string) *server {
+	s := &server{line: strings.Join(words, " "), weight: 1}
+	if len(words) > 1 {
+		s.name = words[1]
+	}
+	bad := func(format string, args ...any) *server {
+		if s.unsupported == "" {
+			s.unsupported = fmt.Sprintf(format, args...)
+		}
+		return s
+	}
+	if strings.ContainsAny(raw, "\"'\\$") {
+		return bad("its line has quotes, escapes or variables")
+	}
+	if len(words) < 3 {
+		return bad("it has no address")
+	}
+	if !safeWord(s.name) {
+		return bad("its name %q has characters the runtime API cannot take", s.name)
+	}
+	hostport := strings.TrimPrefix(strings.TrimPrefix(words[2], "ipv4@"), "ipv6@")
+	i := strings.LastIndexByte(hostport, ':')
+	if i < 0 {
+		return bad("its address %q has no port", words[2])
+	}
+	host, port := hostport[:i], hostport[i+1:]
+	addr, err := netip.ParseAddr(strings.Trim(host, "[]"))
+	if err != nil {
+		return bad("its address %q is not an IP address and port (names are resolved at start only)", words[2])
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 1 || p > 65535 {
+		return bad("its address %q has no port from 1 to 65535", words[2])
+	}
+	s.addr, s.port = addr.Unmap(), p
+	for i := 3; i < len(words); i++ {
+		w := words[i]
+		switch {
+		case w == "disabled":
+			s.disabled = true
+		case w == "enabled":
+			s.disabled = false
+		case flagKeywords[w]:
+			s.options = append(s.options, w)
+			s.check = s.check || w == "check"
+			s.agent = s.agent || w == "agent-check"
+		case argKeywords[w] && i+1 < len(words):
+			i++
+			if !safeWord(words[i]) {
+				return bad("the argument %q of %s has characters the runtime API cannot take", words[i], w)
+			}
+			if w == "weight" {
+				n, err := strconv.Atoi(words[i])
+				if err != nil || n < 0 || n > 256 {
+					return bad("its weight %q is not from 0 to 256", words[i])
+				}
+				s.weight = n
+				continue
+			}
+			s.options = append(s.options, w, words[i])
+		default:
+			s.options = append(s.options, words[i:]...)
+			return bad("%q is not a keyword HAProxy 2.6 can set on a server added at runtime", w)
+		}
+	}
+	return s
+}
+
+// safeWord says whether a word can be sent to the runtime API as it is:
+// the CLI splits on spaces and ';' and treats '\' specially.
+func safeWord(w string) bool {
+	if w == "" || len(w) > 512 {
+		return false
+	}
+	for _, r := range w {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
+		case strings.ContainsRune("-_.:/@%+,=[]", r):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// hostPort formats the server's address for "add server".
+func (s *server) hostPort() string {
+	if s.addr.Is6() {
+		return "ipv6@" + s.addr.String() + ":" + strconv.Itoa(s.port)
+	}
+	return s.addr.String() + ":" + strconv.Itoa(s.port)
+}
+
+// sameOptions says whether two server lines differ at most in what the
+// runtime API sets: address, port, weight and state.
+func sameOptions(a, b *server) bool {
+	return slices.Equal(a.options, b.options)
+}

@@ -1,0 +1,112 @@
+package haproxy
+
+import (
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/svcreg/svcreg/render/runtime"
+)
+
+const base = `# generated
+defaults
+    mode http
+backend api
+    balance roundrobin
+    option httpchk GET /
+    server a 127.0.0.1:8001 check
+    server b 127.0.0.1:8002 check weight 5
+`
+
+func planOf(t *testing.T, old, new string) (runtime.Plan, error) {
+	t.Helper()
+	a, err := New(runtime.Settings{Socket: "/nonexistent"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a.Plan([]byte(old), []byte(new))
+}
+
+func TestPlanServerChanges(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, new string
+		want      []string
+	}{
+		{"add", base + "    server c 127.0.0.1:8003 check maxconn 100\n", []string{
+			"add server api/c 127.0.0.1:8003 check maxconn 100", "enable health api/c", "set server api/c state ready"}},
+		{"add disabled, weight", base + "    server c 10.0.0.3:80 disabled weight 0\n", []string{
+			"add server api/c 10.0.0.3:80 weight 0"}},
+		{"add ipv6", base + "    server c ::1:8003\n", []string{"add server api/c ipv6@::1:8003", "set server api/c state ready"}},
+		{"port", strings.Replace(base, ":8002", ":9002", 1), []string{
+			"add server api/svcreg-standin-b 127.0.0.1:9002 check weight 5", "enable health api/svcreg-standin-b", "set server api/svcreg-standin-b state ready",
+			"set server api/b state drain", "# wait until no sessions are left on api/b (at most 10s)",
+			"set server api/b addr 127.0.0.1 port 9002", "set server api/b state ready",
+			"set server api/svcreg-standin-b state drain", "# wait until no sessions are left on api/svcreg-standin-b (at most 10s)",
+			"set server api/svcreg-standin-b state maint", "del server api/svcreg-standin-b"}},
+		{"weight", strings.Replace(base, "weight 5", "weight 7", 1), []string{"set weight api/b 7"}},
+		{"disable", strings.Replace(base, "weight 5", "weight 5 disabled", 1), []string{"set server api/b state maint"}},
+		{"remove", strings.Replace(base, "    server a 127.0.0.1:8001 check\n", "", 1), []string{
+			"set server api/a state drain", "# wait until no sessions are left on api/a (at most 10s)", "set server api/a state maint", "del server api/a"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := planOf(t, base, tc.new)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := p.Commands(); !slices.Equal(got, tc.want) {
+				t.Fatalf("commands:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
+			}
+		})
+	}
+}
+
+func TestPlanNeedsReload(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, old, new, why string
+	}{
+		{"new backend", base, base + "backend web\n    balance roundrobin\n    server w 127.0.0.1:1\n", "sections were added"},
+		{"option", base, strings.Replace(base, "GET /", "GET /health", 1), "changed apart from its server lines"},
+		{"server option", base, strings.Replace(base, "8001 check", "8001 check inter 5s", 1), "settings other than"},
+		{"keyword add server refuses", base, base + "    server c 127.0.0.1:8003 cookie c\n", `"cookie" is not a keyword`},
+		{"hostname", base, base + "    server c app.internal:8003\n", "not an IP address"},
+		{"static algorithm", strings.Replace(base, "roundrobin", "source", 1), strings.Replace(base, "roundrobin", "source", 1) + "    server c 127.0.0.1:8003\n", "static"},
+		{"default-server", base + "    default-server inter 3s\n", base + "    default-server inter 3s\n    server c 127.0.0.1:8003\n", "default-server"},
+		{"name the CLI would split", base, base + "    server c;del 127.0.0.1:8003\n", "characters"},
+		{"quotes", base, base + "    server c 127.0.0.1:8003 sni \"x\"\n", "quotes"},
+		{"comment only", base, base + "# more\n", "nothing but comments"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := planOf(t, tc.old, tc.new)
+			var nr *runtime.NeedsReload
+			if !errors.As(err, &nr) || !strings.Contains(nr.Reason, tc.why) {
+				t.Fatalf("got %v, want a reload because %q", err, tc.why)
+			}
+		})
+	}
+}
+
+func TestSocketSettings(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		in, network, address string
+		master               bool
+	}{
+		{"/run/haproxy/admin.sock", "unix", "/run/haproxy/admin.sock", false},
+		{"master:/run/haproxy-master.sock", "unix", "/run/haproxy-master.sock", true},
+		{"127.0.0.1:9999", "tcp", "127.0.0.1:9999", false},
+		{"unix:rel.sock", "unix", "rel.sock", false},
+	} {
+		c, err := newCLI(tc.in, DefaultTimeout)
+		if err != nil || c.network != tc.network || c.address != tc.address || c.master != tc.master {
+			t.Errorf("%q: got %+v, %v", tc.in, c, err)
+		}
+	}
+	for _, bad := range []string{"", "master:", "nonsense"} {
+		if _, err := newCLI(bad, DefaultTimeout); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}

@@ -1,0 +1,74 @@
+// Package runtime is the interface between the renderer and a load
+// balancer's runtime API: an Adapter turns the difference between the
+// installed file and a newly rendered one into changes of the running load
+// balancer, so that a change needs no reload.
+package runtime
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Adapter changes a running load balancer to match a rendered file.
+// Adapters are used by one render pass at a time.
+type Adapter interface {
+	// Plan compares the installed file with the new one. When every
+	// difference can be applied through the runtime API it returns a Plan;
+	// otherwise a *NeedsReload error saying why. Plan does no I/O.
+	Plan(installed, rendered []byte) (Plan, error)
+}
+
+// Plan is a change an Adapter can apply without a reload.
+type Plan interface {
+	// Commands are the commands Apply would send if the load balancer's
+	// live state were the installed file, for --dry.
+	Commands() []string
+	// Apply makes the load balancer's live state match the new file, then
+	// reads the live state back and checks it. An error (a *Failure) means
+	// the live state may not match the file: the caller reloads.
+	Apply(ctx context.Context) error
+}
+
+// Settings configure an Adapter; they come from a template's runtime_*
+// settings.
+type Settings struct {
+	// Socket is the address of the runtime API.
+	Socket string
+	// DrainTimeout bounds how long a removed server is drained before its
+	// remaining sessions are cut.
+	DrainTimeout time.Duration
+	// Timeout bounds one exchange with the runtime API.
+	Timeout time.Duration
+	Log     *slog.Logger
+}
+
+// Factory makes an Adapter; it checks the settings.
+type Factory func(Settings) (Adapter, error)
+
+// NeedsReload says why a change cannot be applied at runtime. It is not a
+// failure: the change goes through the reload path.
+type NeedsReload struct {
+	Reason string
+}
+
+func (e *NeedsReload) Error() string { return "needs a reload: " + e.Reason }
+
+// Reloadf returns a *NeedsReload.
+func Reloadf(format string, args ...any) error {
+	return &NeedsReload{Reason: fmt.Sprintf(format, args...)}
+}
+
+// Failure is a runtime API exchange that went wrong; the caller falls back
+// to a reload.
+type Failure struct {
+	// Step is a short, fixed word for metrics: connect, command, drain,
+	// verify.
+	Step string
+	Err  error
+}
+
+func (e *Failure) Error() string { return e.Step + ": " + e.Err.Error() }
+
+func (e *Failure) Unwrap() error { return e.Err }
