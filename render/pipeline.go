@@ -78,6 +78,9 @@ type Renderer struct {
 	// Dry prints what would change to DryOut and writes and runs nothing.
 	Dry    bool
 	DryOut io.Writer
+	// Child, with --exec, is the command that groups with a reload_signal
+	// reload by signalling.
+	Child *Exec
 
 	now        func() time.Time
 	lastReload map[string]time.Time // by group
@@ -172,7 +175,7 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 		r.printDry(files)
 		return false, time.Time{}, nil
 	}
-	if last, ok := r.lastReload[g.Name]; ok && g.Reload != "" && g.MinReloadInterval > 0 {
+	if last, ok := r.lastReload[g.Name]; ok && g.reloads() && g.MinReloadInterval > 0 {
 		if next := last.Add(g.MinReloadInterval); r.now().Before(next) {
 			r.Log.Debug("reload held back by min_reload_interval", "group", g.Name, "until", next)
 			return false, next, nil
@@ -247,13 +250,13 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 		r.Metrics.eventToInstall.Observe(r.now().Sub(snap.ChangedAt).Seconds())
 	}
 
-	if g.Reload != "" {
-		_, err := runCommand(ctx, g.Reload, g.ReloadTimeout)
+	if g.reloads() {
+		err := r.reload(ctx, g)
 		r.lastReload[g.Name] = r.now()
 		r.Metrics.reloads.WithLabelValues(g.Name, result(err)).Inc()
 		if err != nil {
 			r.restore(files)
-			_, rerr := runCommand(ctx, g.Reload, g.ReloadTimeout)
+			rerr := r.reload(ctx, g)
 			if rerr != nil {
 				err = fmt.Errorf("%w; restored the previous files, and reloading them failed too: %v", err, rerr)
 			} else {

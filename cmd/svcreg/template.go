@@ -54,6 +54,17 @@ Signals: SIGTERM and SIGINT stop; SIGHUP re-reads the config file and the
 templates and switches to them if they are valid. Template files are also
 watched and re-read when they change.
 
+--exec COMMAND (or [exec] in the config file) runs the load balancer as
+the renderer's child, for containers and hosts without a service manager: it
+starts COMMAND in the foreground once the registry is synced and a first
+pass has installed every group, and a group's reload_signal (SIGHUP for
+nginx, SIGUSR2 for HAProxy master-worker) reloads it. Signals are passed on
+to COMMAND, except SIGHUP, which stays the renderer's; after SIGTERM or
+SIGINT the renderer exits once COMMAND has (SIGKILL after --grace-period).
+If COMMAND exits by itself the renderer exits too; either way its exit code
+is COMMAND's (128+N for signal N); 126 COMMAND cannot be run, 127 not found.
+Orphaned processes are reaped, also as PID 1.
+
 Exit codes (--once, --print): 0 done; 1 other error; 2 usage; 3 bad config or
 template; 4 no sync with the registry within --once-timeout; 5 a template
 failed to render (or min_instances refused it); 6 a check command failed;
@@ -77,6 +88,8 @@ type templateFlags struct {
 	onceTimeout time.Duration
 	dry         bool
 	print       bool
+	exec        string
+	gracePeriod time.Duration
 	listen      string
 	logFormat   string
 	logLevel    string
@@ -99,6 +112,8 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	fs.DurationVar(&f.onceTimeout, "once-timeout", 30*time.Second, "with --once or --print, how long to wait for the registry")
 	fs.BoolVar(&f.dry, "dry", false, "print what would change (a diff per file) and write and run nothing")
 	fs.BoolVar(&f.print, "print", false, "wait for a full sync, print the full output of every template to stdout, and exit;\nno file is written and no command run (for debugging templates)")
+	fs.StringVar(&f.exec, "exec", "", "`COMMAND` to run in the foreground once the first render is installed, e.g. \"nginx -g 'daemon off;'\"\n(split as a shell would, without a shell; see Running in a container in the README)")
+	fs.DurationVar(&f.gracePeriod, "grace-period", render.DefaultGracePeriod, "with --exec, the time the command has to exit after SIGTERM before SIGKILL")
 	fs.StringVar(&f.listen, "listen", "", "`address` for /healthz and /metrics (default: the config's listen, or none)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
@@ -120,6 +135,9 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	cfg, err := load()
 	if err != nil {
 		return exitCodeError{exitConfig, err}
+	}
+	if err := f.checkExecMode(cfg); err != nil {
+		return err
 	}
 	set, err := render.NewSet(cfg)
 	if err != nil {
@@ -154,10 +172,23 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	loop.Sets = sets
 	rl := &reloader{log: log, load: load, sets: sets, current: set, registry: cfg.Registry}
 	var g run.Group
+	var ex *render.Exec
+	execCode := 0
+	if len(cfg.Exec.Command) > 0 {
+		if ex, err = newExec(cfg.Exec, log, stdin, stdout, stderr); err != nil {
+			return err
+		}
+		defer ex.Close()
+		ex.OnHUP = func() { rl.reload(ctx, "SIGHUP") }
+		renderer.Child, loop.Passed = ex, ex.Passed
+		// The command's supervisor takes the signals, SIGHUP included.
+		g.Add(func() error { execCode = ex.Run(ctx); return errStopped }, func(error) { cancel() })
+	} else {
+		g.Add(func() error { return rl.signals(ctx) }, func(error) { cancel() })
+	}
 	g.Add(func() error { return w.Run(ctx) }, func(error) { cancel() })
 	g.Add(func() error { return loop.Run(ctx, set) }, func(error) { cancel() })
 	g.Add(func() error { return rl.watchFiles(ctx) }, func(error) { cancel() })
-	g.Add(func() error { return rl.signals(ctx) }, func(error) { cancel() })
 	if cfg.Listen != "" {
 		ln, err := net.Listen("tcp", cfg.Listen)
 		if err != nil {
@@ -183,6 +214,9 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	err = g.Run()
 	var sig run.SignalError
 	if errors.As(err, &sig) || errors.Is(err, errStopped) {
+		if ex != nil {
+			return execExit(execCode)
+		}
 		return nil
 	}
 	return err
@@ -221,6 +255,9 @@ func (f *templateFlags) loadConfig(fs *flag.FlagSet) (render.Config, error) {
 	}
 	if isSet(fs, "listen") {
 		c.Listen = f.listen
+	}
+	if err := f.applyExec(&c, func(name string) bool { return isSet(fs, name) }); err != nil {
+		return c, err
 	}
 	if err := c.Normalize(); err != nil {
 		if f.config != "" {

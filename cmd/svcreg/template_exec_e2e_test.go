@@ -1,0 +1,509 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/svcreg/svcreg/internal/testserver"
+)
+
+// End-to-end tests of svcreg template --exec: the real server, svcreg
+// template as a child process, and real nginx and HAProxy as its child.
+
+// execNginx is an nginx configuration for running nginx in the foreground
+// as svcreg's child; svcreg renders upstreams.conf before it starts.
+type execNginx struct {
+	nginx
+	errorLog string
+}
+
+func newExecNginx(t *testing.T) *execNginx {
+	t.Helper()
+	n := &execNginx{nginx: nginx{bin: program(t, "nginx"), prefix: t.TempDir(), port: freePort(t)}}
+	n.conf = filepath.Join(n.prefix, "nginx.conf")
+	n.upstreams = filepath.Join(n.prefix, "upstreams.conf")
+	n.errorLog = filepath.Join(n.prefix, "logs", "error.log")
+	os.MkdirAll(filepath.Join(n.prefix, "logs"), 0o755)
+	// notice: nginx logs each signal it gets ("reconfiguring", "exiting").
+	conf := fmt.Sprintf(`pid %[1]s/nginx.pid;
+error_log %[4]s notice;
+worker_processes 1;
+events { worker_connections 128; }
+http {
+    access_log off;
+    include %[2]s;
+    server {
+        listen 127.0.0.1:%[3]d;
+        location / { proxy_pass http://www; proxy_next_upstream error timeout; }
+    }
+}
+`, n.prefix, n.upstreams, n.port, n.errorLog)
+	if err := os.WriteFile(n.conf, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// command is the --exec command line.
+func (n *execNginx) command() string {
+	return fmt.Sprintf("%s -p %s -c %s -g 'daemon off;'", n.bin, n.prefix, n.conf)
+}
+
+// reconfigurations counts the SIGHUPs nginx acted on.
+func (n *execNginx) reconfigurations() int {
+	return strings.Count(readString(n.errorLog), "(SIGHUP) received")
+}
+
+// masterPid is the nginx master's pid, from its pid file.
+func (n *execNginx) masterPid(t *testing.T) int {
+	t.Helper()
+	var pid int
+	eventuallyTrue(t, "nginx's pid file", func() bool {
+		var err error
+		pid, err = strconv.Atoi(strings.TrimSpace(readString(filepath.Join(n.prefix, "nginx.pid"))))
+		return err == nil
+	})
+	return pid
+}
+
+// writeExecConfig writes a renderer config for the nginx example template
+// that reloads nginx by signal. Its check fails while the file failCheck
+// exists.
+func (n *execNginx) writeExecConfig(t *testing.T) (config, failCheck string) {
+	t.Helper()
+	dir := t.TempDir()
+	config, failCheck = filepath.Join(dir, "render.toml"), filepath.Join(dir, "fail-check")
+	toml := fmt.Sprintf(`
+[wait]
+min = "100ms"
+max = "1s"
+
+[[template]]
+source = %q
+destination = %q
+check = "test ! -e %s && %s {{.Staged}} www"
+reload_signal = "SIGHUP"
+min_instances = 1
+`, repoFile("examples/nginx/upstreams.tmpl"), n.upstreams, failCheck, repoFile("examples/nginx/check-upstreams.sh"))
+	if err := os.WriteFile(config, []byte(toml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return config, failCheck
+}
+
+// exitStatus waits for svcreg template to exit and returns its status.
+func (d *daemon) exitStatus(t *testing.T) int {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { d.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(45 * time.Second):
+		t.Fatalf("svcreg template did not exit; output:\n%s", d.output())
+	}
+	return d.cmd.ProcessState.ExitCode()
+}
+
+func alive(pid int) bool { return syscall.Kill(pid, 0) == nil }
+
+func touch(t *testing.T, path string) {
+	t.Helper()
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestExecNginx(t *testing.T) {
+	t.Parallel()
+	n := newExecNginx(t)
+	_, c, env := registryEnv(t, testserver.Options{}, "exec-nginx")
+	ipA, portA := backend(t, "backend-a")
+	createService(t, c, "web-a", 120, []string{"www"}, map[string]string{"ip": ipA, "port": portA})
+	config, failCheck := n.writeExecConfig(t)
+	d := startDaemon(t, env, "--config", config, "--exec", n.command())
+
+	// First the render, then nginx, which serves it.
+	eventuallyTrue(t, "backend A behind nginx", func() bool { return get(n.url()) == "backend-a" })
+	out := d.output()
+	if i, j := strings.Index(out, "msg=installed"), strings.Index(out, `msg="command started"`); i < 0 || j < 0 || i > j {
+		t.Fatalf("nginx was not started after the first install:\n%s", out)
+	}
+	master := n.masterPid(t)
+	if got := n.reconfigurations(); got != 0 {
+		t.Fatalf("nginx was reloaded %d times at its start", got)
+	}
+
+	// A service joins: nginx is reloaded by SIGHUP and traffic follows.
+	ipB, portB := backend(t, "backend-b")
+	createService(t, c, "web-b", 120, []string{"www"}, map[string]string{"ip": ipB, "port": portB})
+	eventuallyTrue(t, "nginx to reach backend B", func() bool {
+		for range 4 {
+			if get(n.url()) == "backend-b" {
+				return true
+			}
+		}
+		return false
+	})
+	if got := n.reconfigurations(); got != 1 {
+		t.Fatalf("nginx reloaded %d times for one change; want 1", got)
+	}
+	if n.masterPid(t) != master {
+		t.Fatal("nginx was restarted instead of reloaded")
+	}
+
+	// The check fails: nothing is installed, and nginx gets no signal.
+	before := readString(n.upstreams)
+	touch(t, failCheck)
+	ipC, portC := backend(t, "backend-c")
+	createService(t, c, "web-c", 120, []string{"www"}, map[string]string{"ip": ipC, "port": portC})
+	eventuallyTrue(t, "the check to refuse the config", func() bool { return strings.Contains(d.output(), "step=check") })
+	if got := readString(n.upstreams); got != before {
+		t.Fatalf("a config nginx refused was installed:\n%s", got)
+	}
+	if got := n.reconfigurations(); got != 1 {
+		t.Fatalf("nginx was signalled after a failed check (%d reloads)", got)
+	}
+	if got := get(n.url()); got != "backend-a" && got != "backend-b" {
+		t.Fatalf("nginx stopped serving after a refused config: %q", got)
+	}
+
+	// SIGTERM to svcreg: passed on to nginx, which stops (its workers
+	// first); svcreg exits with nginx's status, 0.
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	if code := d.exitStatus(t); code != 0 {
+		t.Fatalf("svcreg template exited %d after SIGTERM; want nginx's 0:\n%s", code, d.output())
+	}
+	if !strings.Contains(readString(n.errorLog), "signal 15 (SIGTERM) received") || !strings.Contains(readString(n.errorLog), "exit") {
+		t.Fatalf("nginx did not get SIGTERM and exit:\n%s", readString(n.errorLog))
+	}
+	if alive(master) {
+		t.Fatal("nginx is still running after svcreg template exited")
+	}
+}
+
+func TestExecNginxKilled(t *testing.T) {
+	t.Parallel()
+	n := newExecNginx(t)
+	_, c, env := registryEnv(t, testserver.Options{}, "exec-nginx-killed")
+	ip, port := backend(t, "backend-a")
+	createService(t, c, "web-a", 120, []string{"www"}, map[string]string{"ip": ip, "port": port})
+	config, _ := n.writeExecConfig(t)
+	d := startDaemon(t, env, "--config", config, "--exec", n.command())
+	eventuallyTrue(t, "backend A behind nginx", func() bool { return get(n.url()) == "backend-a" })
+
+	// nginx's master dies of SIGKILL: svcreg exits 128+9, and takes the
+	// orphaned worker with it rather than rendering into the void.
+	syscall.Kill(n.masterPid(t), syscall.SIGKILL)
+	if code := d.exitStatus(t); code != 137 {
+		t.Fatalf("svcreg template exited %d after nginx was killed; want 137:\n%s", code, d.output())
+	}
+	eventuallyTrue(t, "nginx's port to be free", func() bool { return get(n.url()) == "" })
+}
+
+// execHAProxy is HAProxy in master-worker mode in the foreground, as
+// svcreg's child; svcreg renders its backends before it starts.
+type execHAProxy struct{ haproxy }
+
+func newExecHAProxy(t *testing.T) *execHAProxy {
+	t.Helper()
+	h := &execHAProxy{haproxy{bin: program(t, "haproxy"), dir: t.TempDir(), port: freePort(t)}}
+	h.main = filepath.Join(h.dir, "haproxy.cfg")
+	h.backends = filepath.Join(h.dir, "backends.cfg")
+	main := fmt.Sprintf(`global
+    master-worker
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 10s
+    timeout server 10s
+frontend web
+    bind 127.0.0.1:%d
+    default_backend api
+`, h.port)
+	if err := os.WriteFile(h.main, []byte(main), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func (h *execHAProxy) url() string { return "http://127.0.0.1:" + strconv.Itoa(h.port) + "/" }
+
+var exitedCode = regexp.MustCompile(`msg="command exited" .*code=(\d+)`)
+
+func TestExecHAProxy(t *testing.T) {
+	t.Parallel()
+	h := newExecHAProxy(t)
+	_, c, env := registryEnv(t, testserver.Options{}, "exec-haproxy")
+	ip, port := backend(t, "api-1")
+	createService(t, c, "api-1", 120, []string{"http"}, map[string]string{"ip": ip, "port": port, "backend": "api"})
+	// [exec] in the config file, HAProxy's reload by SIGUSR2 to its master.
+	config := filepath.Join(h.dir, "render.toml")
+	toml := fmt.Sprintf(`
+[wait]
+min = "100ms"
+max = "1s"
+
+[exec]
+command = [%q, "-W", "-f", %q, "-f", %q]
+grace_period = "20s"
+
+[[template]]
+source = %q
+destination = %q
+check = "%s -c -f %s -f {{.Staged}}"
+reload_signal = "SIGUSR2"
+min_instances = 1
+`, h.bin, h.main, h.backends, repoFile("examples/haproxy/backends.tmpl"), h.backends, h.bin, h.main)
+	if err := os.WriteFile(config, []byte(toml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, env, "--config", config)
+	eventuallyTrue(t, "api-1 behind haproxy", func() bool { return get(h.url()) == "api-1" })
+
+	ip2, port2 := backend(t, "api-2")
+	createService(t, c, "api-2", 120, []string{"http"}, map[string]string{"ip": ip2, "port": port2, "backend": "api"})
+	eventuallyTrue(t, "haproxy to reach api-2", func() bool {
+		for range 4 {
+			if get(h.url()) == "api-2" {
+				return true
+			}
+		}
+		return false
+	})
+	if !strings.Contains(d.output(), "sent the reload signal to the command") || !strings.Contains(d.output(), "signal=SIGUSR2") {
+		t.Fatalf("HAProxy was not reloaded by SIGUSR2:\n%s", d.output())
+	}
+
+	// A config HAProxy refuses (no backend "api" for the frontend): the
+	// check fails and the master is not signalled.
+	signals := strings.Count(d.output(), "sent the reload signal")
+	before := readString(h.backends)
+	createService(t, c, "other-1", 120, []string{"http"}, map[string]string{"ip": ip, "port": port, "backend": "other"})
+	for _, id := range []string{"api-1", "api-2"} {
+		if err := c.DeleteService(context.Background(), id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventuallyTrue(t, "HAProxy's reason in the log", func() bool { return strings.Contains(d.output(), "unable to find required default_backend") })
+	if got := readString(h.backends); got != before {
+		t.Fatalf("a config HAProxy refused was installed:\n%s", got)
+	}
+	if got := strings.Count(d.output(), "sent the reload signal"); got != signals {
+		t.Fatal("HAProxy was signalled after a failed check")
+	}
+
+	// SIGTERM: HAProxy stops, and svcreg exits with its status.
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	code := d.exitStatus(t)
+	m := exitedCode.FindStringSubmatch(d.output())
+	if m == nil || m[1] != strconv.Itoa(code) {
+		t.Fatalf("svcreg template exited %d, not with HAProxy's status:\n%s", code, d.output())
+	}
+	if got := get(h.url()); got != "" {
+		t.Fatalf("HAProxy still serves after svcreg template exited: %q", got)
+	}
+}
+
+// A reload by signal that kills the command fails like a failed reload
+// command: the previous file is restored, and svcreg exits with the
+// command's status.
+func TestExecReloadSignalKillsTheCommand(t *testing.T) {
+	t.Parallel()
+	_, c, env := registryEnv(t, testserver.Options{}, "exec-reload-dies")
+	createService(t, c, "web-a", 120, []string{"www"}, nil)
+	dir := t.TempDir()
+	config, dest := writeIDsConfig(t, dir, "")
+	started := filepath.Join(dir, "started")
+	d := startDaemon(t, env, "--config", config,
+		"--exec", fmt.Sprintf(`sh -c 'trap "exit 3" USR1; touch %s; while :; do sleep 0.05; done'`, started))
+	eventuallyTrue(t, "the command to start", func() bool { return fileExists(started) })
+	if got := readString(dest); got != "web-a\n" {
+		t.Fatalf("ids.txt = %q", got)
+	}
+	createService(t, c, "web-b", 120, []string{"www"}, nil)
+	if code := d.exitStatus(t); code != 3 {
+		t.Fatalf("svcreg template exited %d; want the command's 3:\n%s", code, d.output())
+	}
+	if got := readString(dest); got != "web-a\n" {
+		t.Fatalf("after the failed reload ids.txt = %q; want the previous file back", got)
+	}
+	if !strings.Contains(d.output(), "restored the previous files") {
+		t.Fatalf("the failed reload is not reported:\n%s", d.output())
+	}
+}
+
+// Orphans re-parented to svcreg (a subreaper, or PID 1 in a PID
+// namespace, as in a container) are reaped, while its check commands
+// still report their own status.
+func TestExecReapsOrphans(t *testing.T) {
+	for _, pid1 := range []bool{false, true} {
+		t.Run(map[bool]string{false: "subreaper", true: "pid1"}[pid1], func(t *testing.T) {
+			t.Parallel()
+			unshare := ""
+			if pid1 {
+				p, err := exec.LookPath("unshare")
+				if err != nil || os.Geteuid() != 0 {
+					t.Skip("needs root and unshare(1) to run svcreg as PID 1 of a new PID namespace")
+				}
+				unshare = p
+			}
+			_, c, env := registryEnv(t, testserver.Options{}, "exec-orphans")
+			createService(t, c, "web-a", 120, []string{"www"}, nil)
+			dir := t.TempDir()
+			config, dest := writeIDsConfig(t, dir, `check = "grep -q web {{.Staged}}"`)
+			// Three orphans a second, each living 0.3 s; USR1 is ignored.
+			command := `sh -c 'trap "" USR1; while :; do for i in 1 2 3; do (sleep 0.3 &); done; sleep 1; done'`
+			args := []string{"template", "--config", config, "--exec", command}
+			name := os.Args[0]
+			if pid1 {
+				args = append([]string{"--pid", "--fork", "--kill-child", name}, args...)
+				name = unshare
+			}
+			d := &daemon{cmd: exec.Command(name, args...)}
+			d.cmd.Env = append(append(os.Environ(), execEnv+"=1"), env...)
+			d.cmd.Stdout, d.cmd.Stderr = d, d
+			if err := d.cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			renderer := d.cmd.Process.Pid
+			if pid1 {
+				eventuallyTrue(t, "unshare's child", func() bool {
+					kids := children(d.cmd.Process.Pid)
+					renderer = 0
+					if len(kids) == 1 {
+						renderer = kids[0]
+					}
+					return renderer != 0
+				})
+			}
+			t.Cleanup(func() {
+				syscall.Kill(renderer, syscall.SIGTERM)
+				d.exitStatus(t)
+				if t.Failed() {
+					t.Logf("svcreg template output:\n%s", d.output())
+				}
+			})
+			eventuallyTrue(t, "the command to start", func() bool { return strings.Contains(d.output(), `msg="command started"`) })
+			if nspid := regexp.MustCompile(`NSpid:\s.*\s1\n`); pid1 && !nspid.MatchString(readString(fmt.Sprintf("/proc/%d/status", renderer))) {
+				t.Fatalf("svcreg template is not PID 1 of its namespace:\n%s", readString(fmt.Sprintf("/proc/%d/status", renderer)))
+			}
+
+			// Orphaned sleeps become svcreg's children; none is left a
+			// zombie, over several rounds.
+			sawOrphans := false
+			for range 3 {
+				time.Sleep(time.Second)
+				for _, pid := range children(renderer) {
+					if strings.Contains(readString(fmt.Sprintf("/proc/%d/cmdline", pid)), "sleep") {
+						sawOrphans = true
+					}
+				}
+			}
+			if !sawOrphans {
+				t.Fatal("no orphan was re-parented to svcreg template; the test proves nothing")
+			}
+			eventuallyTrue(t, "no zombie children of svcreg", func() bool { return zombies(renderer) == 0 })
+
+			// A check command runs beside the reaper and reports its own
+			// status: the service joins, the check passes, the file is
+			// installed.
+			createService(t, c, "web-b", 120, []string{"www"}, nil)
+			eventuallyTrue(t, "web-b installed", func() bool { return strings.Contains(readString(dest), "web-b") })
+			if strings.Contains(d.output(), "step=check") {
+				t.Fatalf("a check failed under the reaper:\n%s", d.output())
+			}
+		})
+	}
+}
+
+// writeIDsConfig writes a renderer config whose one template lists the
+// service ids into dest, reloading the --exec command with SIGUSR1.
+func writeIDsConfig(t *testing.T, dir, extra string) (config, dest string) {
+	t.Helper()
+	config, dest = filepath.Join(dir, "render.toml"), filepath.Join(dir, "ids.txt")
+	toml := fmt.Sprintf(`
+[wait]
+min = "100ms"
+max = "1s"
+
+[[template]]
+contents = "{{ range services }}{{ .ID | ident }}\n{{ end }}"
+destination = %q
+reload_signal = "SIGUSR1"
+%s
+`, dest, extra)
+	if err := os.WriteFile(config, []byte(toml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return config, dest
+}
+
+// children lists the child processes of pid.
+func children(pid int) []int {
+	var out []int
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	for _, f := range tasks {
+		for _, w := range strings.Fields(readString(f)) {
+			if n, err := strconv.Atoi(w); err == nil {
+				out = append(out, n)
+			}
+		}
+	}
+	return out
+}
+
+// zombies counts the children of pid that have exited and not been
+// reaped.
+func zombies(pid int) int {
+	n := 0
+	for _, c := range children(pid) {
+		if strings.Contains(readString(fmt.Sprintf("/proc/%d/stat", c)), ") Z ") {
+			n++
+		}
+	}
+	return n
+}
+
+func TestExecBadCommand(t *testing.T) {
+	t.Parallel()
+	_, _, env := registryEnv(t, testserver.Options{}, "exec-bad")
+	dir := t.TempDir()
+	notExec := filepath.Join(dir, "not-executable")
+	os.WriteFile(notExec, []byte("#!/bin/sh\n"), 0o644)
+	dest := filepath.Join(dir, "out.txt")
+	tmpl := filepath.Join(dir, "in.tmpl")
+	os.WriteFile(tmpl, []byte("{{ range services }}{{ .ID | ident }}{{ end }}\n"), 0o644)
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		msg  string
+	}{
+		{"not found", []string{"--exec", "no-such-program-svcreg -x"}, 127, "--exec: cannot run no-such-program-svcreg"},
+		{"no such file", []string{"--exec", filepath.Join(dir, "missing")}, 127, "no such file or directory"},
+		{"not executable", []string{"--exec", notExec}, 126, "permission denied"},
+		{"with --once", []string{"--exec", "sleep 1", "--once"}, 2, "cannot be used with --once"},
+		{"shell syntax", []string{"--exec", "nginx; rm -rf /"}, 3, "means something only to a shell"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(os.Args[0], append([]string{"template", "--template", tmpl + ":" + dest}, tc.args...)...)
+			cmd.Env = append(append(os.Environ(), execEnv+"=1"), env...)
+			out, _ := cmd.CombinedOutput()
+			if got := cmd.ProcessState.ExitCode(); got != tc.code || !strings.Contains(string(out), tc.msg) {
+				t.Fatalf("exit %d, want %d with %q:\n%s", got, tc.code, tc.msg, out)
+			}
+			if fileExists(dest) {
+				t.Fatal("a file was rendered before the command was found")
+			}
+		})
+	}
+}
