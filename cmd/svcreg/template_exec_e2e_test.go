@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -14,6 +16,7 @@ import (
 	"time"
 
 	"github.com/svcreg/svcreg/internal/testserver"
+	"github.com/svcreg/svcreg/render"
 )
 
 // End-to-end tests of svcreg template --exec: the real server, svcreg
@@ -75,28 +78,25 @@ func (n *execNginx) masterPid(t *testing.T) int {
 	return pid
 }
 
-// writeExecConfig writes a renderer config for the nginx example template
-// that reloads nginx by signal. Its check fails while the file failCheck
-// exists.
-func (n *execNginx) writeExecConfig(t *testing.T) (config, failCheck string) {
+// shippedConfig is examples/nginx/exec.toml for this nginx and registry.
+// Its check fails while the file failCheck exists. With viaFlag, [exec]
+// is left out and --exec is to give the command.
+func (n *execNginx) shippedConfig(t *testing.T, env []string, viaFlag bool) (config, failCheck string) {
 	t.Helper()
-	dir := t.TempDir()
-	config, failCheck = filepath.Join(dir, "render.toml"), filepath.Join(dir, "fail-check")
-	toml := fmt.Sprintf(`
-[wait]
-min = "100ms"
-max = "1s"
-
-[[template]]
-source = %q
-destination = %q
-check = "test ! -e %s && %s {{.Staged}} www"
-reload_signal = "SIGHUP"
-min_instances = 1
-`, repoFile("examples/nginx/upstreams.tmpl"), n.upstreams, failCheck, repoFile("examples/nginx/check-upstreams.sh"))
-	if err := os.WriteFile(config, []byte(toml), 0o644); err != nil {
-		t.Fatal(err)
+	failCheck = filepath.Join(t.TempDir(), "fail-check")
+	command := fmt.Sprintf(`command = %q`, n.command())
+	if viaFlag {
+		command = ""
 	}
+	config = shippedConfig(t, "examples/nginx/exec.toml",
+		`source = "upstreams.tmpl"`, fmt.Sprintf("source = %q", repoFile("examples/nginx/upstreams.tmpl")),
+		`url = "http://registry:8420/v1.0"`, fmt.Sprintf("url = %q", envValue(env, "SVCREG_URL")),
+		`username = "dev"`, fmt.Sprintf("username = %q", envValue(env, "SVCREG_USERNAME")),
+		`command = "nginx -g 'daemon off;'"`, command,
+		"/etc/nginx/conf.d/svcreg-upstreams.conf", n.upstreams,
+		`check = "/usr/local/share/svcreg/check-upstreams.sh`, `check = "test ! -e `+failCheck+` && `+repoFile("examples/nginx/check-upstreams.sh"),
+		`min = "200ms"`, `min = "100ms"`,
+	)
 	return config, failCheck
 }
 
@@ -113,7 +113,10 @@ func (d *daemon) exitStatus(t *testing.T) int {
 	return d.cmd.ProcessState.ExitCode()
 }
 
-func alive(pid int) bool { return syscall.Kill(pid, 0) == nil }
+// alive reports whether pid runs (a zombie does not).
+func alive(pid int) bool {
+	return syscall.Kill(pid, 0) == nil && !strings.Contains(readString(fmt.Sprintf("/proc/%d/stat", pid)), ") Z ")
+}
 
 func touch(t *testing.T, path string) {
 	t.Helper()
@@ -128,8 +131,8 @@ func TestExecNginx(t *testing.T) {
 	_, c, env := registryEnv(t, testserver.Options{}, "exec-nginx")
 	ipA, portA := backend(t, "backend-a")
 	createService(t, c, "web-a", 120, []string{"www"}, map[string]string{"ip": ipA, "port": portA})
-	config, failCheck := n.writeExecConfig(t)
-	d := startDaemon(t, env, "--config", config, "--exec", n.command())
+	config, failCheck := n.shippedConfig(t, env, false)
+	d := startDaemon(t, env, "--config", config)
 
 	// First the render, then nginx, which serves it.
 	eventuallyTrue(t, "backend A behind nginx", func() bool { return get(n.url()) == "backend-a" })
@@ -196,7 +199,7 @@ func TestExecNginxKilled(t *testing.T) {
 	_, c, env := registryEnv(t, testserver.Options{}, "exec-nginx-killed")
 	ip, port := backend(t, "backend-a")
 	createService(t, c, "web-a", 120, []string{"www"}, map[string]string{"ip": ip, "port": port})
-	config, _ := n.writeExecConfig(t)
+	config, _ := n.shippedConfig(t, env, true)
 	d := startDaemon(t, env, "--config", config, "--exec", n.command())
 	eventuallyTrue(t, "backend A behind nginx", func() bool { return get(n.url()) == "backend-a" })
 
@@ -207,6 +210,33 @@ func TestExecNginxKilled(t *testing.T) {
 		t.Fatalf("svcreg template exited %d after nginx was killed; want 137:\n%s", code, d.output())
 	}
 	eventuallyTrue(t, "nginx's port to be free", func() bool { return get(n.url()) == "" })
+}
+
+// svcreg killed outright (SIGKILL) can pass nothing on: the kernel's
+// parent-death signal takes the command with it.
+func TestExecCommandDiesWithTheRenderer(t *testing.T) {
+	t.Parallel()
+	_, c, env := registryEnv(t, testserver.Options{}, "exec-deathsig")
+	createService(t, c, "web-a", 120, []string{"www"}, nil)
+	dir := t.TempDir()
+	config, _ := writeIDsConfig(t, dir, "")
+	pidFile := filepath.Join(dir, "pid")
+	d := startDaemon(t, env, "--config", config, "--exec", fmt.Sprintf(`sh -c 'echo $$ > %s.tmp && mv %s.tmp %s && exec sleep 600'`, pidFile, pidFile, pidFile))
+	var pid int
+	eventuallyTrue(t, "the command to start", func() bool {
+		var err error
+		pid, err = strconv.Atoi(strings.TrimSpace(readString(pidFile)))
+		return err == nil
+	})
+	// It must outlive svcreg's own threads coming and going meanwhile
+	// (the signal is tied to the thread that forked it).
+	time.Sleep(300 * time.Millisecond)
+	if !alive(pid) {
+		t.Fatal("the command died while svcreg was running")
+	}
+	d.cmd.Process.Kill()
+	d.exitStatus(t)
+	eventuallyTrue(t, "the command to die with svcreg", func() bool { return !alive(pid) })
 }
 
 // execHAProxy is HAProxy in master-worker mode in the foreground, as
@@ -245,27 +275,17 @@ func TestExecHAProxy(t *testing.T) {
 	_, c, env := registryEnv(t, testserver.Options{}, "exec-haproxy")
 	ip, port := backend(t, "api-1")
 	createService(t, c, "api-1", 120, []string{"http"}, map[string]string{"ip": ip, "port": port, "backend": "api"})
-	// [exec] in the config file, HAProxy's reload by SIGUSR2 to its master.
-	config := filepath.Join(h.dir, "render.toml")
-	toml := fmt.Sprintf(`
-[wait]
-min = "100ms"
-max = "1s"
-
-[exec]
-command = [%q, "-W", "-f", %q, "-f", %q]
-grace_period = "20s"
-
-[[template]]
-source = %q
-destination = %q
-check = "%s -c -f %s -f {{.Staged}}"
-reload_signal = "SIGUSR2"
-min_instances = 1
-`, h.bin, h.main, h.backends, repoFile("examples/haproxy/backends.tmpl"), h.backends, h.bin, h.main)
-	if err := os.WriteFile(config, []byte(toml), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	// examples/haproxy/exec.toml: HAProxy's reload is SIGUSR2 to its master.
+	config := shippedConfig(t, "examples/haproxy/exec.toml",
+		`source = "backends.tmpl"`, fmt.Sprintf("source = %q", repoFile("examples/haproxy/backends.tmpl")),
+		`url = "http://registry:8420/v1.0"`, fmt.Sprintf("url = %q", envValue(env, "SVCREG_URL")),
+		`username = "dev"`, fmt.Sprintf("username = %q", envValue(env, "SVCREG_USERNAME")),
+		`["haproxy", "-W"`, fmt.Sprintf(`[%q, "-W"`, h.bin),
+		`check = "haproxy -c`, `check = "`+h.bin+` -c`,
+		"/usr/local/etc/haproxy/haproxy.cfg", h.main,
+		"/usr/local/etc/haproxy/svcreg-backends.cfg", h.backends,
+		`min = "200ms"`, `min = "100ms"`,
+	)
 	d := startDaemon(t, env, "--config", config)
 	eventuallyTrue(t, "api-1 behind haproxy", func() bool { return get(h.url()) == "api-1" })
 
@@ -505,5 +525,35 @@ func TestExecBadCommand(t *testing.T) {
 				t.Fatal("a file was rendered before the command was found")
 			}
 		})
+	}
+}
+
+// The README's --exec examples: the command line takes its flags, and the
+// config loads with the [exec] and reload_signal it shows.
+func TestREADMEExecExample(t *testing.T) {
+	t.Parallel()
+	for _, line := range readmeBlock(t, "### Running in a container", "sh") {
+		args, err := render.SplitCommand(strings.TrimPrefix(line, "svcreg "))
+		if err != nil || len(args) == 0 {
+			t.Fatalf("README: %q: %v", line, err)
+		}
+		if code := Main(context.Background(), append(args, "--help"), strings.NewReader(""), io.Discard, io.Discard); code != exitOK {
+			t.Errorf("README: %q: exit status %d with --help appended", line, code)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "render.toml")
+	if err := os.WriteFile(path, []byte(strings.Join(readmeBlock(t, "### Running in a container", "toml"), "\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := render.LoadConfig(path)
+	if err != nil {
+		t.Fatalf("the README's [exec] example: %v", err)
+	}
+	set, err := render.NewSet(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(c.Exec.Command, []string{"nginx", "-g", "daemon off;"}) || set.Groups[0].ReloadSignal != syscall.SIGHUP {
+		t.Fatalf("read the wrong block? %+v", c.Exec)
 	}
 }
