@@ -179,6 +179,17 @@ func TestExecNginx(t *testing.T) {
 		t.Fatalf("nginx stopped serving after a refused config: %q", got)
 	}
 
+	// Other signals are passed on (SIGUSR1: nginx reopens its logs);
+	// SIGHUP stays svcreg's: it re-reads its config, and nginx, whose file
+	// has not changed, gets nothing.
+	d.cmd.Process.Signal(syscall.SIGUSR1)
+	eventuallyTrue(t, "nginx to get SIGUSR1", func() bool { return strings.Contains(readString(n.errorLog), "(SIGUSR1) received") })
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	eventuallyTrue(t, "svcreg to re-read its config", func() bool { return strings.Contains(d.output(), "templates reloaded") })
+	if got := n.reconfigurations(); got != 1 {
+		t.Fatalf("SIGHUP to svcreg reached nginx (%d reloads)", got)
+	}
+
 	// SIGTERM to svcreg: passed on to nginx, which stops (its workers
 	// first); svcreg exits with nginx's status, 0.
 	d.cmd.Process.Signal(syscall.SIGTERM)
@@ -210,6 +221,26 @@ func TestExecNginxKilled(t *testing.T) {
 		t.Fatalf("svcreg template exited %d after nginx was killed; want 137:\n%s", code, d.output())
 	}
 	eventuallyTrue(t, "nginx's port to be free", func() bool { return get(n.url()) == "" })
+}
+
+// A command that ignores SIGTERM is killed after --grace-period.
+func TestExecGracePeriod(t *testing.T) {
+	t.Parallel()
+	_, c, env := registryEnv(t, testserver.Options{}, "exec-grace")
+	createService(t, c, "web-a", 120, []string{"www"}, nil)
+	dir := t.TempDir()
+	config, _ := writeIDsConfig(t, dir, "")
+	started := filepath.Join(dir, "started")
+	d := startDaemon(t, env, "--config", config, "--grace-period", "500ms",
+		"--exec", fmt.Sprintf(`sh -c 'trap "" TERM; touch %s; while :; do sleep 0.05; done'`, started))
+	eventuallyTrue(t, "the command to start", func() bool { return fileExists(started) })
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	if code := d.exitStatus(t); code != 137 {
+		t.Fatalf("svcreg template exited %d; want 137 (the command killed after the grace period):\n%s", code, d.output())
+	}
+	if !strings.Contains(d.output(), "still running after the grace period") {
+		t.Fatalf("the kill is not reported:\n%s", d.output())
+	}
 }
 
 // svcreg killed outright (SIGKILL) can pass nothing on: the kernel's
