@@ -36,7 +36,8 @@ type ExecConfig struct {
 const DefaultGracePeriod = 10 * time.Second
 
 // SignalSettle is how long a reload by signal waits for the command to
-// die of it: a command that exits within it failed the reload.
+// die of it (a command that exits within it failed the reload), and how
+// long a command has after its start before a reload signals it.
 const SignalSettle = time.Second
 
 // CommandLine is a command and its arguments.
@@ -206,9 +207,10 @@ type Exec struct {
 	ready chan struct{} // closed by the first pass without a failure
 	once  sync.Once
 
-	mu       sync.Mutex // held while the command starts
-	child    *supervise.Child
-	stopping bool
+	mu        sync.Mutex // held while the command starts
+	child     *supervise.Child
+	startedAt time.Time
+	stopping  bool
 }
 
 // ExecError is a command that cannot be run; Code is the shell's exit
@@ -255,7 +257,7 @@ func (e *Exec) Passed(res PassResult) {
 // the command exits within SignalSettle of it.
 func (e *Exec) Reload(ctx context.Context, sig syscall.Signal) error {
 	e.mu.Lock()
-	child, stopping := e.child, e.stopping
+	child, startedAt, stopping := e.child, e.startedAt, e.stopping
 	e.mu.Unlock()
 	switch {
 	case child == nil:
@@ -264,10 +266,16 @@ func (e *Exec) Reload(ctx context.Context, sig syscall.Signal) error {
 	case stopping:
 		return nil
 	}
+	// A command just started may not handle the signal yet (its default
+	// action kills it): give it SignalSettle to set up.
+	young := time.NewTimer(time.Until(startedAt.Add(SignalSettle)))
+	defer young.Stop()
 	select {
 	case <-child.Done():
-		return fmt.Errorf("cannot send %s: the command has exited (%s)", unix.SignalName(sig), supervise.Describe(child.Status()))
-	default:
+		return e.exited(child, "cannot send "+unix.SignalName(sig)+": the command has exited")
+	case <-ctx.Done():
+		return nil
+	case <-young.C:
 	}
 	if err := child.Signal(sig); err != nil {
 		return fmt.Errorf("send %s to the command: %w", unix.SignalName(sig), err)
@@ -277,13 +285,7 @@ func (e *Exec) Reload(ctx context.Context, sig syscall.Signal) error {
 	defer settle.Stop()
 	select {
 	case <-child.Done():
-		e.mu.Lock()
-		stopping := e.stopping
-		e.mu.Unlock()
-		if stopping { // asked to stop: not the reload's doing
-			return nil
-		}
-		return fmt.Errorf("the command exited after %s (%s)", unix.SignalName(sig), supervise.Describe(child.Status()))
+		return e.exited(child, "the command exited after "+unix.SignalName(sig))
 	case <-settle.C:
 	case <-ctx.Done():
 	}
@@ -324,7 +326,7 @@ func (e *Exec) Run(ctx context.Context) int {
 		SysProcAttr: &syscall.SysProcAttr{Setpgid: true}}
 	e.mu.Lock()
 	child, err := e.sup.Start(cmd, supervise.Options{GracePeriod: e.GracePeriod, ParentDeathSignal: true})
-	e.child = child
+	e.child, e.startedAt = child, time.Now()
 	e.mu.Unlock()
 	if err != nil {
 		e.Log.Error("cannot start the command", "command", e.Command[0], "err", err)
@@ -369,6 +371,18 @@ func (e *Exec) supervise(ctx context.Context, child *supervise.Child) int {
 			return child.Stop()
 		}
 	}
+}
+
+// exited is the reload's failure when the command has exited, unless the
+// renderer asked it to stop.
+func (e *Exec) exited(child *supervise.Child, what string) error {
+	e.mu.Lock()
+	stopping := e.stopping
+	e.mu.Unlock()
+	if stopping {
+		return nil
+	}
+	return fmt.Errorf("%s (%s)", what, supervise.Describe(child.Status()))
 }
 
 func (e *Exec) onHUP() {
