@@ -1,6 +1,7 @@
 # The test suite needs nginx and haproxy (the renderer's end-to-end tests run
 # against the real programs); `make test` installs them from Debian packages
-# when they are missing. The server's conformance suite runs twice: on the
+# when they are missing. Without them those tests skip, saying so, unless CI
+# is set (.ci/run sets it): then they fail. The server's conformance suite runs twice: on the
 # embedded store, and on the etcd store over an etcd run in-process.
 GO ?= go
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -68,13 +69,9 @@ func newAuthenticator(cfg Config) (*authenticator, error) {
 	}
 	a := &authenticator{tenant: cfg.Tenant, username: cfg.Username, authURL: strings.TrimRight(cfg.AuthURL, "/")}
 	if a.authURL == "" {
-		switch strings.ToLower(cfg.Region) {
-		case "", "us":
-			a.authURL = AuthURLUS
-		case "uk":
-			a.authURL = AuthURLUK
-		default:
-			return nil, fmt.Errorf("registry: Invalid region: %s (use us or uk, or give AuthURL)", cfg.Region)
+		var err error
+		if a.authURL, err = identityURL(cfg); err != nil {
+			return nil, err
 		}
 	}
 	var req any
@@ -88,6 +85,36 @@ func newAuthenticator(cfg Config) (*authenticator, error) {
 		return nil, err
 	}
 	return a, nil
+}
+
+// identityURL is where credentials go when Config.AuthURL is not set: the
+// hosted identity service of an explicit Region, else the identity
+// endpoint of the registry the user named (same scheme and host; /v1.0
+// at the end of the path becomes /v2.0, a URL without it gets /v2.0).
+// Credentials never go to a host the user did not name: without URL,
+// AuthURL or Region there is none, and that is an error.
+func identityURL(cfg Config) (string, error) {
+	switch strings.ToLower(cfg.Region) {
+	case "us":
+		return AuthURLUS, nil
+	case "uk":
+		return AuthURLUK, nil
+	case "":
+	default:
+		return "", fmt.Errorf("registry: Invalid region: %s (use us or uk, or give AuthURL)", cfg.Region)
+	}
+	if cfg.URL == "" {
+		return "", errors.New(`registry: credentials need somewhere to go: give URL (its identity endpoint is used), AuthURL, or Region "us" or "uk" for the hosted identity service`)
+	}
+	u, err := url.Parse(strings.TrimRight(cfg.URL, "/"))
+	if err != nil {
+		return "", fmt.Errorf("registry: URL %q: %w", cfg.URL, err)
+	}
+	prefix, ok := strings.CutSuffix(u.Path, "/v1.0")
+	if !ok {
+		prefix = ""
+	}
+	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: prefix + "/v2.0"}).String(), nil
 }
 
 // canRenew reports whether a new token can be had after a 401.

@@ -20,8 +20,9 @@ const DefaultURL = "https://dfw.registry.api.rackspacecloud.com/v1.0"
 // Config configures a Client. Give either a static Token and its Tenant, or
 // Keystone credentials: Username with APIKey or Password.
 type Config struct {
-	// URL is the API base URL, ending in /v1.0; DefaultURL if empty.
-	// Requests go to URL + "/" + tenant + path (spec §11.1, Node).
+	// URL is the API base URL, ending in /v1.0; DefaultURL if empty. A
+	// URL without a path (http://host:8420) means its /v1.0. Requests go
+	// to URL + "/" + tenant + path (spec §11.1, Node).
 	URL string
 
 	// Token is a static API token; it is never refreshed, and a 401 is
@@ -35,11 +36,15 @@ type Config struct {
 	// (passwordCredentials) authenticate with the Keystone v2 identity
 	// service (spec §3.1). APIKey wins if both are set.
 	Username, APIKey, Password string
-	// Region picks the identity service: "us" (the default) or "uk".
-	Region string
-	// AuthURL is the identity service's base URL, ending in /v2.0; it
-	// overrides Region.
+	// AuthURL is the identity service's base URL, ending in /v2.0. If
+	// empty, credentials go to the identity endpoint of the registry at
+	// URL (same scheme and host, /v2.0), unless Region asks for a hosted
+	// one. They never go to a host the configuration does not name: with
+	// neither URL, AuthURL nor Region, New fails.
 	AuthURL string
+	// Region asks for the Rackspace-hosted identity service of a region:
+	// "us" or "uk". AuthURL overrides it.
+	Region string
 
 	// HTTPClient sends the requests. If nil, the Client makes its own with
 	// a transport of its own that keeps connections alive, so heartbeats
@@ -69,8 +74,12 @@ func New(cfg Config) (*Client, error) {
 	if base == "" {
 		base = DefaultURL
 	}
-	if u, err := url.Parse(base); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+	u, err := url.Parse(base)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("registry: URL %q is not an http(s) URL such as %s", cfg.URL, DefaultURL)
+	}
+	if u.Path == "" {
+		base += "/v1.0"
 	}
 	auth, err := newAuthenticator(cfg)
 	if err != nil {

@@ -506,11 +506,6 @@ func TestConfigErrors(t *testing.T) {
 			t.Errorf("%s: New = %v, want an error saying %q", tt.name, err, tt.want)
 		}
 	}
-	for _, region := range []string{"", "us", "uk", "UK"} {
-		if _, err := registry.New(registry.Config{Username: "u", APIKey: "k", Region: region}); err != nil {
-			t.Errorf("region %q: %v", region, err)
-		}
-	}
 }
 
 func TestAuthentication(t *testing.T) {

@@ -6,7 +6,11 @@
 // 401), and keeps its connections alive so that heartbeats and event polls
 // reuse one:
 //
-//	c, err := registry.New(registry.Config{Username: "deploy", APIKey: key})
+//	c, err := registry.New(registry.Config{URL: "https://registry.example.com/v1.0", Username: "deploy", APIKey: key})
+//
+// Credentials go to the identity endpoint of the registry named by URL
+// (its /v2.0), to AuthURL if set, or to a hosted region's identity service
+// only when Region asks for it: never to a host the Config does not name.
 //
 // Every call takes a context first. Lists are iterators that follow
 // next_marker through every page; the Page calls return one page with the

@@ -14,7 +14,10 @@ type EventListOptions struct {
 	Marker string
 	// Limit is the page size, 1..1000; the registry's default (100) if 0.
 	Limit int
-	// Type, if set, keeps only events of this type.
+	// Type, if set, keeps only events of this type. If not, every type
+	// comes back, service.update included: the client opts in to that
+	// svcreg extension (include=service.update), which the registry hides
+	// from clients that do not ask for it.
 	Type EventType
 	// Wait, if positive, asks the registry to hold the request while it
 	// has no event newer than Marker (the marker event itself does not
@@ -51,6 +54,8 @@ func (c *Client) ListEventsPage(ctx context.Context, opts EventListOptions) (Eve
 	q := pageQuery(opts.Marker, opts.Limit)
 	if opts.Type != "" {
 		q.Set("type", string(opts.Type))
+	} else {
+		q.Set("include", string(ServiceUpdate))
 	}
 	if opts.Wait > 0 {
 		q.Set("wait", opts.Wait.String())

@@ -14,6 +14,10 @@ type RegisterOptions struct {
 	RetryDelay time.Duration
 	// Heartbeat configures the Heartbeater Register starts.
 	Heartbeat HeartbeatOptions
+	// OnTaken, if set, is called each time the create finds the id taken,
+	// with the time until which Register keeps trying: a waiting caller
+	// can say what it is waiting for.
+	OnTaken func(until time.Time)
 }
 
 const (
@@ -76,6 +80,9 @@ func (c *Client) Register(ctx context.Context, s Service, opts RegisterOptions) 
 		}
 		if !time.Now().Before(until) {
 			return nil, fmt.Errorf("register %s: another instance still holds the id after its heartbeat timeout; is it alive? %w", s.ID, err)
+		}
+		if opts.OnTaken != nil {
+			opts.OnTaken(until)
 		}
 		if err := sleep(ctx, jitter(delay, 0.2)); err != nil {
 			return nil, fmt.Errorf("register %s: %w", s.ID, err)

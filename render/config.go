@@ -18,7 +18,7 @@ type Config struct {
 	Registry  RegistryConfig   `toml:"registry"`
 	Wait      WaitConfig       `toml:"wait"`
 	Templates []TemplateConfig `toml:"template"`
-	// Listen is the address of /healthz and /metrics; empty for none.
+	// Listen is the address of /healthz, /readyz and /metrics; empty for none.
 	Listen string `toml:"listen"`
 	// Resync is how often the watcher lists everything again as a safety
 	// net; 10m if zero.

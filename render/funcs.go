@@ -21,7 +21,6 @@ type execState struct {
 	renderGuard
 	snap    *watcher.Snapshot
 	watched []watchedList
-	byTag   map[string][]registry.Service
 }
 
 // watchedList is a service list a template read, by the call that made it.
@@ -31,7 +30,7 @@ type watchedList struct {
 }
 
 func (st *execState) reset(snap *watcher.Snapshot) {
-	st.snap, st.watched, st.byTag = snap, st.watched[:0], nil
+	st.snap, st.watched = snap, st.watched[:0]
 }
 
 func (st *execState) watch(call string, list []registry.Service) []registry.Service {
@@ -65,21 +64,10 @@ func (st *execState) services() []registry.Service {
 	return st.watch("services", st.snap.Services())
 }
 
-// servicesWithTag returns the services carrying tag, sorted by id.
+// servicesWithTag returns the services carrying tag, sorted by id. The
+// snapshot builds each tag's list once, for every template of a pass.
 func (st *execState) servicesWithTag(tag string) []registry.Service {
-	list, ok := st.byTag[tag]
-	if !ok {
-		for _, s := range st.snap.Services() {
-			if slices.Contains(s.Tags, tag) {
-				list = append(list, s)
-			}
-		}
-		if st.byTag == nil {
-			st.byTag = map[string][]registry.Service{}
-		}
-		st.byTag[tag] = list
-	}
-	return st.watch(fmt.Sprintf("servicesWithTag %q", tag), list)
+	return st.watch(fmt.Sprintf("servicesWithTag %q", tag), st.snap.ServicesWithTag(tag))
 }
 
 // service returns one service, or nil.

@@ -3,6 +3,7 @@ package render
 import (
 	"encoding/json"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -16,14 +17,29 @@ type StepResult struct {
 	Error string    `json:"error,omitempty"`
 }
 
-// GroupHealth is a reload group's last results, per step.
+// GroupHealth is a reload group's last results, per step, and the outcome
+// of its last pass.
 type GroupHealth struct {
-	Render  *StepResult `json:"render,omitempty"`
-	Check   *StepResult `json:"check,omitempty"`
-	Install *StepResult `json:"install,omitempty"`
-	Reload  *StepResult `json:"reload,omitempty"`
+	// LastPass is the group's last pass as a whole: OK when it rendered
+	// and, if its output changed, checked, installed and reloaded it.
+	LastPass *PassStatus `json:"last_pass,omitempty"`
+	Render   *StepResult `json:"render,omitempty"`
+	Check    *StepResult `json:"check,omitempty"`
+	Install  *StepResult `json:"install,omitempty"`
+	Reload   *StepResult `json:"reload,omitempty"`
 	// Refused are the services the last render left out, and why.
 	Refused []Refusal `json:"refused,omitempty"`
+}
+
+// PassStatus is the outcome of a group's last pass.
+type PassStatus struct {
+	At time.Time `json:"at"`
+	OK bool      `json:"ok"`
+	// Step and Error say what failed.
+	Step  string `json:"step,omitempty"`
+	Error string `json:"error,omitempty"`
+	// FailingSince is when the group's passes started failing.
+	FailingSince time.Time `json:"failing_since,omitzero"`
 }
 
 // Health collects what /healthz reports: the watcher's status, the snapshot
@@ -72,6 +88,21 @@ func (h *Health) group(name string) *GroupHealth {
 	return g
 }
 
+// passed records the outcome of a group's pass; f is nil on success.
+func (h *Health) passed(group string, f *Failure, at time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	g := h.group(group)
+	p := &PassStatus{At: at, OK: f == nil}
+	if f != nil {
+		p.Step, p.Error, p.FailingSince = f.Kind.String(), f.Err.Error(), at
+		if g.LastPass != nil && !g.LastPass.OK {
+			p.FailingSince = g.LastPass.FailingSince
+		}
+	}
+	g.LastPass = p
+}
+
 func (h *Health) setRendered(snap *watcher.Snapshot) {
 	h.mu.Lock()
 	h.rendered = snap
@@ -80,7 +111,11 @@ func (h *Health) setRendered(snap *watcher.Snapshot) {
 
 // Report is the /healthz answer.
 type Report struct {
-	State string `json:"status"` // ok, unsynced or stale
+	// State is ok, unsynced or stale; for readiness also unrendered (no
+	// pass yet) or failing (a group's last pass failed).
+	State string `json:"status"`
+	// Failing names the groups whose last pass failed.
+	Failing []string `json:"failing,omitempty"`
 	watcher.Status
 	// StaleSeconds is how long ago the registry last answered.
 	StaleSeconds float64 `json:"stale_seconds"`
@@ -106,7 +141,11 @@ func (h *Health) Report(maxStale time.Duration) Report {
 	for name, g := range h.groups {
 		c := *g
 		r.Groups[name] = &c
+		if g.LastPass != nil && !g.LastPass.OK {
+			r.Failing = append(r.Failing, name)
+		}
 	}
+	slices.Sort(r.Failing)
 	if h.rendered != nil {
 		r.RenderedMarker = h.rendered.Marker
 		r.LastChangeAgeSeconds = now.Sub(h.rendered.ChangedAt).Seconds()
@@ -125,9 +164,51 @@ func (h *Health) Report(maxStale time.Duration) Report {
 	return r
 }
 
-// ServeHTTP answers /healthz: 200 when synced (and, with ?max_stale=30s,
-// not staler than that), 503 otherwise; the body says why.
+// DefaultReadyMaxStale is how long /readyz tolerates no answer from the
+// registry when the probe does not say: a few of the watcher's long-polls
+// (60s each), so that one slow or lost poll does not flap it.
+const DefaultReadyMaxStale = 3 * time.Minute
+
+// Readiness is Report for /readyz: besides unsynced and stale (by maxStale,
+// DefaultReadyMaxStale if zero), the state is unrendered until the first
+// pass and failing while a group's last pass failed.
+func (h *Health) Readiness(maxStale time.Duration) Report {
+	if maxStale <= 0 {
+		maxStale = DefaultReadyMaxStale
+	}
+	r := h.Report(maxStale)
+	if r.State != "ok" {
+		return r
+	}
+	h.mu.Lock()
+	rendered := h.rendered != nil
+	h.mu.Unlock()
+	switch {
+	case !rendered:
+		r.State = "unrendered"
+	case len(r.Failing) > 0:
+		r.State = "failing"
+	}
+	return r
+}
+
+// ServeHTTP answers /healthz, the liveness probe: 200 when synced (and,
+// with ?max_stale=30s, not staler than that), 503 otherwise; the body says
+// why. A failing group does not make it fail: restarting the daemon would
+// not cure a bad template or a load balancer that refuses a reload.
 func (h *Health) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.serve(w, r, h.Report)
+}
+
+// Ready returns the /readyz handler, the readiness probe: 200 when synced,
+// the registry answered within ?max_stale (DefaultReadyMaxStale by
+// default), a pass ran, and every group's last pass succeeded, so the
+// installed files reflect the registry; 503 otherwise.
+func (h *Health) Ready() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.serve(w, r, h.Readiness) })
+}
+
+func (h *Health) serve(w http.ResponseWriter, r *http.Request, report func(time.Duration) Report) {
 	var maxStale time.Duration
 	if v := r.URL.Query().Get("max_stale"); v != "" {
 		d, err := time.ParseDuration(v)
@@ -137,7 +218,7 @@ func (h *Health) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		maxStale = d
 	}
-	rep := h.Report(maxStale)
+	rep := report(maxStale)
 	code := http.StatusOK
 	if rep.State != "ok" {
 		code = http.StatusServiceUnavailable

@@ -103,6 +103,24 @@ func destinationMode(t TemplateConfig, current fs.FileInfo) (os.FileMode, fileOw
 	return mode, owner, nil
 }
 
+// attrsDiffer reports whether an existing destination's mode or owner
+// differs from what the template asks for (perms, user, group), so that a
+// changed perms is applied without waiting for the content to change.
+func attrsDiffer(t TemplateConfig, current fs.FileInfo) bool {
+	if t.Perms == "" && t.User == "" && t.Group == "" {
+		return false
+	}
+	mode, owner, err := destinationMode(t, current)
+	if err != nil {
+		return true // the install step reports it
+	}
+	if current.Mode().Perm() != mode {
+		return true
+	}
+	st, ok := current.Sys().(*syscall.Stat_t)
+	return ok && ((owner.uid >= 0 && uint32(owner.uid) != st.Uid) || (owner.gid >= 0 && uint32(owner.gid) != st.Gid))
+}
+
 // install moves a staged file over dest atomically and syncs the directory.
 // When dest cannot be replaced by rename — a file bind-mounted into a
 // container answers EBUSY, another filesystem EXDEV — it falls back to

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/svcreg/svcreg/watcher"
@@ -78,6 +79,9 @@ type Renderer struct {
 	// Dry prints what would change to DryOut and writes and runs nothing.
 	Dry    bool
 	DryOut io.Writer
+	// NoReload installs checked files but runs no reload command: for a
+	// first deploy, before the load balancer runs.
+	NoReload bool
 	// Child, with --exec, is the command that groups with a reload_signal
 	// reload by signalling.
 	Child *Exec
@@ -112,6 +116,9 @@ func (r *Renderer) Pass(ctx context.Context, set *Set, snap *watcher.Snapshot) P
 	start := time.Now()
 	for _, g := range set.Groups {
 		installed, retryAt, f := r.passGroup(ctx, g, snap)
+		if f != nil || retryAt.IsZero() { // a group held back has no outcome yet
+			r.Health.passed(g.Name, f, r.now())
+		}
 		if installed {
 			res.Installed++
 		}
@@ -163,7 +170,7 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 		} else if !errors.Is(err, fs.ErrNotExist) {
 			return fail(InstallFailed, fmt.Errorf("stat %s: %w", t.Destination, err))
 		}
-		f.changed = !f.existed || !bytes.Equal(f.old, f.out)
+		f.changed = !f.existed || !bytes.Equal(f.old, f.out) || attrsDiffer(t.TemplateConfig, f.info)
 		anyChanged = anyChanged || f.changed
 		files[i] = f
 	}
@@ -229,13 +236,13 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 		}
 		if f.t.Backup && f.existed {
 			if err := replace(f.t.Destination+".bak", f.old, f.mode, f.owner); err != nil {
-				r.restore(files)
+				r.restore(files, false)
 				return fail(InstallFailed, fmt.Errorf("back up %s: %w", f.t.Destination, err))
 			}
 		}
 		inPlace, err := install(f.staged, f.t.Destination)
 		if err != nil {
-			r.restore(files)
+			r.restore(files, false)
 			return fail(InstallFailed, fmt.Errorf("install %s: %w", f.t.Destination, err))
 		}
 		if inPlace {
@@ -250,17 +257,29 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 		r.Metrics.eventToInstall.Observe(r.now().Sub(snap.ChangedAt).Seconds())
 	}
 
-	if g.reloads() {
+	if g.reloads() && !r.NoReload {
 		err := r.reload(ctx, g)
 		r.lastReload[g.Name] = r.now()
 		r.Metrics.reloads.WithLabelValues(g.Name, result(err)).Inc()
 		if err != nil {
-			r.restore(files)
-			rerr := r.reload(ctx, g)
-			if rerr != nil {
-				err = fmt.Errorf("%w; restored the previous files, and reloading them failed too: %v", err, rerr)
-			} else {
-				err = fmt.Errorf("%w; restored the previous files and reloaded them", err)
+			// A file that did not exist before and passed the check stays:
+			// removing it cannot help the running load balancer, and would
+			// keep one that is not running yet (a first deploy) from
+			// starting with a config that includes it.
+			restored, kept := r.restore(files, g.check != nil)
+			switch {
+			case restored == 0 && len(kept) > 0:
+				err = fmt.Errorf("%w; kept the new, checked files (%s): there was nothing to restore (a first install: start the load balancer, or use --no-reload)", err, strings.Join(kept, ", "))
+			default:
+				rerr := r.reload(ctx, g)
+				if rerr != nil {
+					err = fmt.Errorf("%w; restored the previous files, and reloading them failed too: %v", err, rerr)
+				} else {
+					err = fmt.Errorf("%w; restored the previous files and reloaded them", err)
+				}
+				if len(kept) > 0 {
+					err = fmt.Errorf("%w; kept the new, checked files %s", err, strings.Join(kept, ", "))
+				}
 			}
 			return fail(ReloadFailed, err)
 		}
@@ -271,10 +290,15 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 }
 
 // restore puts back the previous content of every file installed in this
-// pass (removing the ones that did not exist).
-func (r *Renderer) restore(files []*file) {
+// pass, and removes the ones that did not exist unless keepNew is set. It
+// returns how many files it restored or removed, and the new files kept.
+func (r *Renderer) restore(files []*file, keepNew bool) (restored int, kept []string) {
 	for _, f := range files {
 		if !f.replaced {
+			continue
+		}
+		if !f.existed && keepNew {
+			kept = append(kept, f.t.Destination)
 			continue
 		}
 		var err error
@@ -288,7 +312,9 @@ func (r *Renderer) restore(files []*file) {
 			continue
 		}
 		f.replaced = false
+		restored++
 	}
+	return restored, kept
 }
 
 func checkDataFor(files []*file) checkData {

@@ -252,7 +252,10 @@ func TestPassInstallsAndReloadsOnlyOnChange(t *testing.T) {
 	if res := g.r.Pass(ctx, set, snap); res.Installed != 0 {
 		t.Fatalf("unchanged pass installed: %+v", res)
 	}
-	snap2, _ := snap.Apply([]registry.Event{joinEvent(t, svc("b", []string{"www"}, map[string]string{"ip": "10.0.0.2"}))}, time.Now())
+	snap2, _, err := snap.Apply([]registry.Event{joinEvent(t, svc("b", []string{"www"}, map[string]string{"ip": "10.0.0.2"}))}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
 	if res := g.r.Pass(ctx, set, snap2); res.Installed != 1 {
 		t.Fatalf("changed pass: %+v", res)
 	}
@@ -456,5 +459,63 @@ func TestDryPrintsDiffAndWritesNothing(t *testing.T) {
 	}
 	if got := readFile(t, g.dest); got != "server 10.0.0.9;\n" || g.reloads(t) != 0 {
 		t.Fatalf("dry run wrote %q or reloaded", got)
+	}
+}
+
+// A first install whose reload fails (the load balancer is not running
+// yet) keeps the new file when it passed the check: there is nothing to
+// restore, and without it the load balancer could not start.
+func TestReloadFailureKeepsNewCheckedFile(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, "x\n")
+	set := g.set(t, TemplateConfig{Check: "grep -q x {{.Staged}}", Reload: "echo reload >> " + g.log + "; exit 1"})
+	res := g.r.Pass(context.Background(), set, snapshot())
+	w := res.Worst()
+	if w == nil || w.Kind != ReloadFailed || !strings.Contains(w.Err.Error(), "kept the new, checked files") {
+		t.Fatalf("pass = %+v; want a reload failure that keeps the new file", res)
+	}
+	if got := readFile(t, g.dest); got != "x\n" {
+		t.Fatalf("destination %q; want the checked file kept", got)
+	}
+	if n := g.reloads(t); n != 1 {
+		t.Fatalf("%d reloads; with nothing restored there is nothing to reload again", n)
+	}
+}
+
+// NoReload installs the checked files and runs no reload command.
+func TestNoReloadInstallsWithoutReloading(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, "x\n")
+	g.r.NoReload = true
+	set := g.set(t, TemplateConfig{Check: "grep -q x {{.Staged}}", Reload: "echo reload >> " + g.log})
+	if res := g.r.Pass(context.Background(), set, snapshot()); res.Installed != 1 || res.Failures != nil {
+		t.Fatalf("pass = %+v", res)
+	}
+	if got := readFile(t, g.dest); got != "x\n" {
+		t.Fatalf("destination %q", got)
+	}
+	if n := g.reloads(t); n != 0 {
+		t.Fatalf("%d reloads with NoReload", n)
+	}
+}
+
+// A changed perms (after a SIGHUP) is applied at the next pass although
+// the content is the same.
+func TestChangedPermsApplyWithoutAContentChange(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, "x\n")
+	ctx := context.Background()
+	if res := g.r.Pass(ctx, g.set(t, TemplateConfig{Perms: "0644"}), snapshot()); res.Installed != 1 {
+		t.Fatalf("first pass: %+v", res)
+	}
+	set := g.set(t, TemplateConfig{Perms: "0600", Reload: "echo reload >> " + g.log})
+	if res := g.r.Pass(ctx, set, snapshot()); res.Installed != 1 || res.Failures != nil {
+		t.Fatalf("pass with new perms: %+v", res)
+	}
+	if fi, _ := os.Stat(g.dest); fi.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v, want 0600", fi.Mode().Perm())
+	}
+	if res := g.r.Pass(ctx, set, snapshot()); res.Installed != 0 {
+		t.Fatalf("a pass with nothing changed installed: %+v", res)
 	}
 }

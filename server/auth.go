@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -15,9 +16,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+	"unicode"
 
 	"github.com/BurntSushi/toml"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/svcreg/svcreg/server/store"
@@ -96,26 +100,72 @@ func HashPassword(password string) (string, error) {
 // AuthConfig configures Auth.
 type AuthConfig struct {
 	Store store.Identity
+	// Users are the users of a users file. They exclude Dev: NewAuth
+	// panics if both are given, so that a --dev tenant never collides with
+	// a real user's.
 	Users []User
 	// Dev lets any username authenticate with the API key (or password)
 	// "dev"; each user gets a numeric tenant of its own, "dev" gets 7777.
 	Dev bool
 	// TokenTTL is how long an issued token lives; 24h if zero.
 	TokenTTL time.Duration
-	Clock    func() time.Time
-	Logger   *slog.Logger
+	// Limits bound failed requests, token issues and password checks.
+	Limits AuthLimits
+	Clock  func() time.Time
+	Logger *slog.Logger
+	// Registerer receives the identity endpoint's metrics; none if nil.
+	Registerer prometheus.Registerer
 }
 
 // DevAPIKey is the API key (and password) every user has in --dev mode.
 const DevAPIKey = "dev"
 
+// maxUsernameLen bounds a username (Keystone's own bound), so that no
+// attacker-chosen name fills a log line or a store key.
+const maxUsernameLen = 255
+
 // Auth serves the Keystone-v2-compatible identity endpoint and checks the
 // tokens it issues.
 type Auth struct {
-	cfg    AuthConfig
-	users  map[string]User
+	cfg     AuthConfig
+	users   atomic.Pointer[userSet]
+	cache   sync.Map // [32]byte -> cachedToken, valid tokens only
+	metrics authMetrics
+
+	addrFailures *keyedLimiter // by client address
+	userFailures *keyedLimiter // by username
+	issues       *keyedLimiter // by username
+	bcrypt       *bcryptGate
+}
+
+// userSet is one version of the users file, swapped whole by SetUsers.
+type userSet struct {
+	byName map[string]User
 	static map[[32]byte]store.TokenInfo
-	cache  sync.Map // [32]byte -> cachedToken, valid tokens only
+	// dummyHash is compared against when a password request names no user
+	// with a password hash, so that an unknown user costs the same bcrypt
+	// work as a known one and the answer's time does not tell them apart.
+	dummyHash []byte
+}
+
+func newUserSet(users []User) *userSet {
+	s := &userSet{byName: map[string]User{}, static: map[[32]byte]store.TokenInfo{}}
+	cost := 0
+	for _, u := range users {
+		s.byName[u.Name] = u
+		for _, t := range u.Tokens {
+			s.static[sha256.Sum256([]byte(t))] = store.TokenInfo{User: u.Name, Tenant: u.Tenant}
+		}
+		if c, err := bcrypt.Cost([]byte(u.PasswordHash)); err == nil {
+			cost = max(cost, c)
+		}
+	}
+	if cost > 0 {
+		var pw [16]byte
+		rand.Read(pw[:])
+		s.dummyHash, _ = bcrypt.GenerateFromPassword([]byte(hex.EncodeToString(pw[:])), cost)
+	}
+	return s
 }
 
 // tokenRecheck is how long a valid token is taken from the cache before
@@ -128,8 +178,11 @@ type cachedToken struct {
 	until time.Time // the earlier of Expires and the next recheck
 }
 
-// NewAuth returns an Auth.
+// NewAuth returns an Auth. It panics if cfg has both Users and Dev.
 func NewAuth(cfg AuthConfig) *Auth {
+	if cfg.Dev && len(cfg.Users) > 0 {
+		panic("server.NewAuth: Dev accepts anyone and excludes Users")
+	}
 	if cfg.TokenTTL == 0 {
 		cfg.TokenTTL = 24 * time.Hour
 	}
@@ -139,27 +192,51 @@ func NewAuth(cfg AuthConfig) *Auth {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	a := &Auth{cfg: cfg, users: map[string]User{}, static: map[[32]byte]store.TokenInfo{}}
-	for _, u := range cfg.Users {
-		a.users[u.Name] = u
-		for _, t := range u.Tokens {
-			a.static[sha256.Sum256([]byte(t))] = store.TokenInfo{User: u.Name, Tenant: u.Tenant}
-		}
+	cfg.Limits = cfg.Limits.withDefaults()
+	a := &Auth{
+		cfg:          cfg,
+		metrics:      newAuthMetrics(cfg.Registerer),
+		addrFailures: newKeyedLimiter(cfg.Limits.FailuresPerAddress, time.Minute, cfg.Clock),
+		userFailures: newKeyedLimiter(cfg.Limits.FailuresPerUser, time.Minute, cfg.Clock),
+		issues:       newKeyedLimiter(cfg.Limits.IssuesPerUser, time.Hour, cfg.Clock),
+		bcrypt:       newBcryptGate(cfg.Limits),
 	}
+	a.users.Store(newUserSet(cfg.Users))
 	return a
+}
+
+// SetUsers replaces the users (a users file read again): tokens of users
+// no longer there, or whose tenant changed, stop working. It is an error
+// in Dev mode.
+func (a *Auth) SetUsers(users []User) error {
+	if a.cfg.Dev {
+		return errors.New("--dev accepts anyone and has no users file")
+	}
+	a.users.Store(newUserSet(users))
+	return nil
+}
+
+// current reports whether a token's user still exists with the token's
+// tenant.
+func (a *Auth) current(ti store.TokenInfo) bool {
+	if a.cfg.Dev {
+		return true
+	}
+	u, ok := a.users.Load().byName[ti.User]
+	return ok && u.Tenant == ti.Tenant
 }
 
 // Valid reports whether token is a live token of tenant.
 func (a *Auth) Valid(ctx context.Context, token, tenant string) (bool, error) {
 	h := sha256.Sum256([]byte(token))
-	if ti, ok := a.static[h]; ok {
+	if ti, ok := a.users.Load().static[h]; ok {
 		return ti.Tenant == tenant, nil
 	}
 	now := a.cfg.Clock()
 	if v, ok := a.cache.Load(h); ok {
 		ct := v.(cachedToken)
 		if now.Before(ct.until) {
-			return ct.Tenant == tenant, nil
+			return ct.Tenant == tenant && a.current(ct.TokenInfo), nil
 		}
 		a.cache.Delete(h)
 	}
@@ -174,7 +251,7 @@ func (a *Auth) Valid(ctx context.Context, token, tenant string) (bool, error) {
 		return false, nil
 	}
 	a.cache.Store(h, cachedToken{TokenInfo: ti, until: minTime(ti.Expires, now.Add(tokenRecheck))})
-	return ti.Tenant == tenant, nil
+	return ti.Tenant == tenant && a.current(ti), nil
 }
 
 func minTime(a, b time.Time) time.Time {
@@ -184,9 +261,10 @@ func minTime(a, b time.Time) time.Time {
 	return b
 }
 
-// Run drops expired tokens from the cache now and then until ctx is done.
+// Run drops expired tokens from the cache, and the limits' buckets that
+// are full again, now and then until ctx is done.
 func (a *Auth) Run(ctx context.Context) error {
-	t := time.NewTicker(10 * time.Minute)
+	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	for {
 		select {
@@ -194,6 +272,9 @@ func (a *Auth) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
+		a.addrFailures.pruneAll()
+		a.userFailures.pruneAll()
+		a.issues.pruneAll()
 		now := a.cfg.Clock()
 		a.cache.Range(func(k, v any) bool {
 			if !now.Before(v.(cachedToken).until) {
@@ -276,6 +357,29 @@ func (a *Auth) ServeHTTP(w http.ResponseWriter, r *http.Request, rest string) {
 	}
 }
 
+// authFault is a Keystone-style error answer of the identity endpoint.
+type authFault struct {
+	status     int
+	kind, msg  string
+	retryAfter time.Duration // sent as Retry-After when set
+}
+
+func (f *authFault) write(w http.ResponseWriter) {
+	if f.retryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(max(time.Second, f.retryAfter.Round(time.Second))/time.Second)))
+	}
+	keystoneFault(w, f.status, f.kind, f.msg)
+}
+
+var (
+	faultIdentityUnavailable = &authFault{status: http.StatusServiceUnavailable, kind: "serviceUnavailable", msg: "The identity store is unavailable; try again."}
+	faultInvalidCredentials  = &authFault{status: http.StatusUnauthorized, kind: "unauthorized", msg: "Username or api key is invalid."}
+)
+
+func tooManyRequests(retryAfter time.Duration, msg string) *authFault {
+	return &authFault{status: http.StatusTooManyRequests, kind: "overLimit", msg: msg, retryAfter: retryAfter}
+}
+
 func (a *Auth) serveIssue(w http.ResponseWriter, r *http.Request) {
 	data, err := io.ReadAll(io.LimitReader(r.Body, 64<<10))
 	if err != nil {
@@ -287,64 +391,98 @@ func (a *Auth) serveIssue(w http.ResponseWriter, r *http.Request) {
 		keystoneFault(w, http.StatusBadRequest, "badRequest", "The request body is not valid JSON: "+err.Error())
 		return
 	}
-	ctx := r.Context()
-	var user, tenant string
-	var ok bool
+	var user, secret string
 	switch c := req.Auth; {
 	case c.APIKey != nil:
-		user = c.APIKey.Username
-		tenant, ok, err = a.checkCredentials(ctx, user, c.APIKey.APIKey, false)
+		user, secret = c.APIKey.Username, c.APIKey.APIKey
 	case c.Password != nil:
-		user = c.Password.Username
-		tenant, ok, err = a.checkCredentials(ctx, user, c.Password.Password, true)
+		user, secret = c.Password.Username, c.Password.Password
 	case c.Token != nil:
-		a.serveValidate(w, r, c.Token.ID, cmpOr(c.TenantName, c.TenantID))
+		a.serveValidate(w, r, c.Token.ID, cmp.Or(c.TenantName, c.TenantID))
 		return
 	default:
 		keystoneFault(w, http.StatusBadRequest, "badRequest", `Expected auth with "RAX-KSKEY:apiKeyCredentials" or "passwordCredentials".`)
 		return
 	}
-	if err != nil {
-		a.cfg.Logger.Error("authenticate", "user", user, "err", err)
-		keystoneFault(w, http.StatusServiceUnavailable, "serviceUnavailable", "The identity store is unavailable; try again.")
+	ans, f := a.issue(r, user, secret, req.Auth.Password != nil)
+	if f != nil {
+		a.metrics.tokenRequests.WithLabelValues(strconv.Itoa(f.status)).Inc()
+		f.write(w)
 		return
 	}
-	if !ok {
-		keystoneFault(w, http.StatusUnauthorized, "unauthorized", "Username or api key is invalid.")
-		return
+	a.metrics.tokenRequests.WithLabelValues("200").Inc()
+	writeJSON(w, http.StatusOK, ans)
+}
+
+// issue checks a user's credentials under the limits and issues a token.
+func (a *Auth) issue(r *http.Request, user, secret string, password bool) (accessBody, *authFault) {
+	if user == "" || len(user) > maxUsernameLen || strings.ContainsFunc(user, unicode.IsControl) {
+		return accessBody{}, &authFault{status: http.StatusBadRequest, kind: "badRequest",
+			msg: "A username is 1 to " + strconv.Itoa(maxUsernameLen) + " bytes without control characters."}
 	}
+	addr := clientAddress(r)
+	if spent, retry := a.addrFailures.spent(addr); spent {
+		return accessBody{}, tooManyRequests(retry, "Too many failed token requests from this address; retry later.")
+	}
+	if spent, retry := a.userFailures.spent(user); spent {
+		return accessBody{}, tooManyRequests(retry, "Too many failed token requests for this user; retry later.")
+	}
+	if spent, retry := a.issues.spent(user); spent {
+		return accessBody{}, tooManyRequests(retry, "Too many tokens issued to this user; reuse a token until it expires.")
+	}
+	ctx := r.Context()
+	tenant, ok, err := a.checkCredentials(ctx, user, secret, password)
+	switch {
+	case errors.Is(err, errBusy):
+		return accessBody{}, &authFault{status: http.StatusServiceUnavailable, kind: "serviceUnavailable",
+			msg: "Too many password checks are waiting; try again.", retryAfter: time.Second}
+	case err != nil:
+		a.cfg.Logger.Error("authenticate", "user", logValue(user), "err", err)
+		return accessBody{}, faultIdentityUnavailable
+	case !ok:
+		a.addrFailures.take(addr)
+		a.userFailures.take(user)
+		return accessBody{}, faultInvalidCredentials
+	}
+	a.issues.take(user)
 	var raw [32]byte
 	rand.Read(raw[:])
 	token := hex.EncodeToString(raw[:])
 	ti := store.TokenInfo{User: user, Tenant: tenant, Expires: a.cfg.Clock().Add(a.cfg.TokenTTL)}
 	if err := a.cfg.Store.PutToken(ctx, sha256.Sum256([]byte(token)), ti); err != nil {
-		a.cfg.Logger.Error("store token", "user", user, "err", err)
-		keystoneFault(w, http.StatusServiceUnavailable, "serviceUnavailable", "The identity store is unavailable; try again.")
-		return
+		a.cfg.Logger.Error("store token", "user", logValue(user), "err", err)
+		return accessBody{}, faultIdentityUnavailable
 	}
-	writeJSON(w, http.StatusOK, a.accessFor(r, token, ti))
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
+	return a.accessFor(r, token, ti), nil
 }
 
 // checkCredentials returns the user's tenant if secret is its API key (or,
-// for a password, matches its hash).
+// for a password, matches its hash). A password is always compared with a
+// bcrypt hash, the dummy one if the user has none, through the bcrypt gate.
 func (a *Auth) checkCredentials(ctx context.Context, user, secret string, password bool) (string, bool, error) {
-	if u, ok := a.users[user]; ok {
-		switch {
-		case password && u.PasswordHash != "":
-			return u.Tenant, bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(secret)) == nil, nil
-		case !password && u.APIKey != "":
+	set := a.users.Load()
+	u, known := set.byName[user]
+	if password && (u.PasswordHash != "" || set.dummyHash != nil) {
+		hash, match := []byte(u.PasswordHash), false
+		if u.PasswordHash == "" {
+			hash = set.dummyHash
+		}
+		err := a.bcrypt.do(ctx, func() {
+			a.metrics.passwordChecks.Inc()
+			match = bcrypt.CompareHashAndPassword(hash, []byte(secret)) == nil
+		})
+		if err != nil || !match || u.PasswordHash == "" {
+			return "", false, err
+		}
+		return u.Tenant, true, nil
+	}
+	if known {
+		if !password && u.APIKey != "" {
 			return u.Tenant, subtle.ConstantTimeCompare([]byte(u.APIKey), []byte(secret)) == 1, nil
 		}
 		return "", false, nil
 	}
-	if a.cfg.Dev && user != "" && secret == DevAPIKey {
+	if a.cfg.Dev && secret == DevAPIKey {
 		tenant, err := a.cfg.Store.DevTenant(ctx, user)
 		return tenant, err == nil, err
 	}
@@ -364,7 +502,7 @@ func (a *Auth) serveValidate(w http.ResponseWriter, r *http.Request, token, tena
 
 func (a *Auth) lookup(ctx context.Context, token string) (store.TokenInfo, error) {
 	h := sha256.Sum256([]byte(token))
-	if ti, ok := a.static[h]; ok {
+	if ti, ok := a.users.Load().static[h]; ok {
 		ti.Expires = a.cfg.Clock().Add(a.cfg.TokenTTL)
 		return ti, nil
 	}
@@ -372,7 +510,7 @@ func (a *Auth) lookup(ctx context.Context, token string) (store.TokenInfo, error
 	if err != nil {
 		return ti, err
 	}
-	if !a.cfg.Clock().Before(ti.Expires) {
+	if !a.cfg.Clock().Before(ti.Expires) || !a.current(ti) {
 		return ti, store.ErrTokenUnknown
 	}
 	return ti, nil
@@ -393,7 +531,7 @@ func (a *Auth) serveRevoke(w http.ResponseWriter, r *http.Request, token string)
 		return
 	}
 	h := sha256.Sum256([]byte(token))
-	if _, static := a.static[h]; static {
+	if _, static := a.users.Load().static[h]; static {
 		keystoneFault(w, http.StatusBadRequest, "badRequest", "A static token from the users file cannot be revoked; remove it from the file.")
 		return
 	}

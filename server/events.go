@@ -20,6 +20,16 @@ const defaultWindow = time.Hour
 // service.update extension is accepted too.
 const validTypesMessage = "service.join,service.remove,service.timeout,configuration_value.update,configuration_value.remove"
 
+// originalTypes are the event types of the original API: what a feed read
+// shows a client that did not opt in to service.update (design item 1).
+// The official Java client throws on any other type, so the filter applies
+// before paging, and to long-polls, exactly like ?type.
+var originalTypes = []registry.EventType{registry.ServiceJoin, registry.ServiceRemove, registry.ServiceTimeout,
+	registry.ConfigValueUpdate, registry.ConfigValueRemove}
+
+// includeParam opts in to the extension event types: include=service.update.
+const includeParam = "include"
+
 // handleEvents is GET /events (spec §7.11), with the long-poll extension
 // (design item 2): with wait, the request is held while the answer would
 // hold no event newer than the marker.
@@ -48,7 +58,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, rq *request) {
 		if !acct.Head.IsZero() {
 			latest = max(latest, acct.Head.Ticks()+1)
 		}
-		if from.Ticks() > latest {
+		if millis(from.Ticks()) > millis(latest) {
 			// The account's head may lag events another server node
 			// committed; ask for the newest before refusing.
 			head, err := s.store.Head(ctx, rq.tenant)
@@ -60,11 +70,11 @@ func (s *Server) handleEvents(w http.ResponseWriter, rq *request) {
 				latest = max(latest, head.Ticks()+1)
 			}
 		}
-		if from.Ticks() > latest {
+		if millis(from.Ticks()) > millis(latest) {
 			s.writeFault(w, rq, badRequest("from parameter must be smaller than the current time"))
 			return
 		}
-		if from.Ticks() < timeuuid.Ticks(acct.CreatedAt) {
+		if millis(from.Ticks()) < millis(timeuuid.Ticks(acct.CreatedAt)) {
 			s.writeFault(w, rq, badRequest("from parameter must be greater than or equal to the account creation date"))
 			return
 		}
@@ -75,7 +85,14 @@ func (s *Server) handleEvents(w http.ResponseWriter, rq *request) {
 		}
 		from = timeuuid.Low(start)
 	}
-	var types []registry.EventType
+	types := originalTypes
+	if v, ok := rq.query.get(includeParam); ok {
+		if v != string(registry.ServiceUpdate) {
+			s.writeFault(w, rq, invalidParam(includeParam, "Include must be service.update"))
+			return
+		}
+		types = nil // every type
+	}
 	if v, ok := rq.query.get("type"); ok {
 		t, valid := eventType(v)
 		if !valid {
@@ -98,6 +115,12 @@ func (s *Server) handleEvents(w http.ResponseWriter, rq *request) {
 	page, err := s.readEvents(ctx, rq.tenant, q)
 	s.writeEvents(w, rq, page, err)
 }
+
+// millis is a UUID time in milliseconds: the original compared a marker's
+// time with the current time and the account's creation in milliseconds,
+// so a client's highest UUID of the current millisecond is "now", not the
+// future (spec §7.11 steps 4 and 5).
+func millis(ticks uint64) uint64 { return ticks / 10000 }
 
 // writeEvents writes an events answer, or the fault for err.
 func (s *Server) writeEvents(w http.ResponseWriter, rq *request, page store.EventPage, err error) {

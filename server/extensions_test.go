@@ -13,8 +13,6 @@ import (
 
 	"github.com/svcreg/svcreg/internal/testserver"
 	"github.com/svcreg/svcreg/internal/timeuuid"
-	"github.com/svcreg/svcreg/server"
-	"github.com/svcreg/svcreg/server/store"
 )
 
 // Design item 1: PUT /services/{id} that changes something writes
@@ -30,7 +28,7 @@ func TestServiceUpdateEvent(t *testing.T) {
 	c.do("PUT", "/services/svc-1", map[string]any{"id": "svc-1", "metadata": map[string]string{"k": "w"}}).want(204)
 	c.do("PUT", "/services/svc-1", map[string]any{"heartbeat_timeout": "45"}).want(204)
 
-	evs := c.events("")
+	evs := c.events("?include=service.update")
 	if got, want := summary(evs), []string{"service.join svc-1", "service.update svc-1", "service.update svc-1"}; !slices.Equal(got, want) {
 		t.Fatalf("events %q, want %q", got, want)
 	}
@@ -55,15 +53,7 @@ func TestServiceUpdateEvent(t *testing.T) {
 // its goroutine, and on a server with its Listener, where it parks.
 func TestLongPoll(t *testing.T) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
-	parked := startCustom(t, func(st store.Store) server.Config { return server.Config{Store: st} })
-	for _, s := range []struct {
-		name  string
-		login func(t *testing.T, username string) *api
-	}{
-		{"waiting", func(t *testing.T, username string) *api { return newUser(t, srv, username) }},
-		{"parked", func(t *testing.T, username string) *api { return devLogin(t, parked, username) }},
-	} {
+	for _, s := range pollModes(t) {
 		t.Run(s.name+": answers when an event arrives; the marker event does not count", func(t *testing.T) {
 			t.Parallel()
 			c := s.login(t, t.Name())
@@ -179,7 +169,7 @@ func TestRegistryMarker(t *testing.T) {
 		c := newAPI(t, srv)
 		c.create("svc-1", 30)
 		m := feedMarker(t, c.do("GET", "/services", nil))
-		ch := c.longPoll("?marker=" + m + "&wait=30")
+		ch := c.longPoll("?marker=" + m + "&wait=30&include=service.update")
 		stillWaiting(t, ch)
 		c.do("PUT", "/services/svc-1", map[string]any{"tags": []string{"t"}}).want(204)
 		if got := summary(answer(t, ch)); len(got) == 0 || got[len(got)-1] != "service.update svc-1" {

@@ -88,14 +88,19 @@ func (s *Server) faultFor(txnID string, err error) *fault {
 		s.log.Warn("store unavailable", "txn", txnID, "err", err)
 		return &fault{Status: http.StatusServiceUnavailable, Type: faultSystemFailure}
 	}
-	s.log.Error("request failed", "txn", txnID, "err", err)
+	s.log.Error("request failed", "txn", txnID, "err", logValue(err.Error()))
 	return &fault{Status: http.StatusInternalServerError, Type: faultInternal}
 }
 
 // faultJSON is f's body. For any 5xx, message and details are masked as
-// "Internal Error" (spec §4.1).
+// "Internal Error" (spec §4.1). Every fault has details, the message if
+// nothing more: the official Python client reads details from every fault,
+// where the original sometimes left it out (spec §4.1's "URI malformed").
 func faultJSON(f *fault, txnID string) []byte {
 	body := faultBody{Type: f.Type, Code: f.Status, Message: f.Message, Details: f.Details, TxnID: txnID}
+	if body.Details == nil {
+		body.Details = body.Message
+	}
 	if f.Status >= 500 {
 		body.Message, body.Details = "Internal Error", "Internal Error"
 	}

@@ -79,7 +79,7 @@ func FuzzAPI(f *testing.F) {
 		if err := json.Unmarshal(rec.Body.Bytes(), &fb); err != nil {
 			t.Fatalf("%s %s: status %d with a body that is not a fault: %q", method, target, rec.Code, rec.Body)
 		}
-		if fb.Code != rec.Code || fb.Type == "" || fb.Message == "" || fb.TxnID != txn {
+		if fb.Code != rec.Code || fb.Type == "" || fb.Message == "" || fb.Details == nil || fb.TxnID != txn {
 			t.Fatalf("%s %s: malformed fault %+v (status %d, X-Response-Id %s)", method, target, fb, rec.Code, txn)
 		}
 	})

@@ -482,3 +482,21 @@ func lowUUID(t time.Time) string { return timeuuid.Low(t).String() }
 
 // highUUID is the largest v1 UUID at t: "after t".
 func highUUID(t time.Time) string { return timeuuid.High(t).String() }
+
+// pollMode is a way a server holds long-polls, and a login to such a
+// server.
+type pollMode struct {
+	name  string
+	login func(t *testing.T, username string) *api
+}
+
+// pollModes are a testserver, where a long-poll waits on its goroutine,
+// and a server with its Listener, where it parks.
+func pollModes(t *testing.T) []pollMode {
+	srv := testserver.Start(t, testserver.Options{})
+	parked := startCustom(t, func(st store.Store) server.Config { return server.Config{Store: st} })
+	return []pollMode{
+		{"waiting", func(t *testing.T, username string) *api { return newUser(t, srv, username) }},
+		{"parked", func(t *testing.T, username string) *api { return devLogin(t, parked, username) }},
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/svcreg/svcreg/internal/timeuuid"
@@ -237,7 +238,7 @@ func (s *Server) changed(ctx context.Context, tenant string) <-chan struct{} {
 type pollKey struct {
 	from  timeuuid.UUID
 	limit int
-	typ   registry.EventType
+	types string // the query's type filter, joined
 }
 
 // wake reads the feed once per distinct query of the tenant's parked polls
@@ -246,10 +247,7 @@ func (s *Server) wake(ctx context.Context, tenant string, ps *pollSet, all bool)
 	s.pollsMu.Lock()
 	groups := map[pollKey][]*parkedPoll{}
 	for p := range ps.polls {
-		k := pollKey{from: p.q.From, limit: p.q.Limit}
-		if len(p.q.Types) == 1 {
-			k.typ = p.q.Types[0]
-		}
+		k := pollKey{from: p.q.From, limit: p.q.Limit, types: typesKey(p.q.Types)}
 		groups[k] = append(groups[k], p)
 	}
 	s.pollsMu.Unlock()
@@ -356,6 +354,20 @@ func hasNewer(page store.EventPage, marker timeuuid.UUID) bool {
 		}
 	}
 	return false
+}
+
+// typesKey tells type filters apart: nil (every type) from the original
+// five, and each from a single type.
+func typesKey(types []registry.EventType) string {
+	if types == nil {
+		return "*"
+	}
+	var b strings.Builder
+	for _, t := range types {
+		b.WriteString(string(t))
+		b.WriteByte(',')
+	}
+	return b.String()
 }
 
 func isClosed(ch <-chan struct{}) bool {

@@ -28,3 +28,25 @@ func newServerMetrics(r prometheus.Registerer) serverMetrics {
 	}
 	return m
 }
+
+type authMetrics struct {
+	tokenRequests  *prometheus.CounterVec
+	passwordChecks prometheus.Counter
+}
+
+func newAuthMetrics(r prometheus.Registerer) authMetrics {
+	m := authMetrics{
+		tokenRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "svcreg_identity_token_requests_total",
+			Help: "Token requests (POST /v2.0/tokens with credentials) answered, by status code; 429 and 503 are the login limits refusing.",
+		}, []string{"code"}),
+		passwordChecks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "svcreg_identity_password_checks_total",
+			Help: "bcrypt password comparisons run, against a user's hash or the dummy hash of an unknown user.",
+		}),
+	}
+	if r != nil {
+		r.MustRegister(m.tokenRequests, m.passwordChecks)
+	}
+	return m
+}

@@ -201,7 +201,7 @@ func decodeParam(s string) (string, *fault) {
 	}
 	u, err := url.PathUnescape(s)
 	if err != nil || !utf8.ValidString(u) {
-		return "", &fault{Status: http.StatusBadRequest, Type: faultBadRequest, Message: "URI malformed"}
+		return "", badRequest("URI malformed")
 	}
 	return u, nil
 }

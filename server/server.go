@@ -41,7 +41,22 @@ type Config struct {
 	// RateLimit is how many GET requests a tenant may make in a day
 	// (spec §10.3); 500000 if not positive.
 	RateLimit int
+	// WriteRate is how many writes (creates, updates and deletes of
+	// services and configuration values) a tenant may make per second,
+	// after a burst of WriteBurst; DefaultWriteRate if zero, no limit if
+	// negative.
+	WriteRate float64
+	// WriteBurst is how many writes a tenant may make at once;
+	// DefaultWriteBurst if not positive.
+	WriteBurst int
 }
+
+// Defaults of Config.WriteRate and Config.WriteBurst: a deploy may set a
+// whole account's configuration values (1000) at once.
+const (
+	DefaultWriteRate  = 20
+	DefaultWriteBurst = 1000
+)
 
 // Server serves the API. It is an http.Handler.
 type Server struct {
@@ -53,6 +68,7 @@ type Server struct {
 	router  *router
 	metrics serverMetrics
 	rate    *rateLimiter
+	writes  *writeLimiter // nil: no limit
 
 	txnPrefix string
 	txnSeq    atomic.Uint64
@@ -88,6 +104,12 @@ func New(cfg Config) *Server {
 	if cfg.RateLimit <= 0 {
 		cfg.RateLimit = 500000
 	}
+	if cfg.WriteRate == 0 {
+		cfg.WriteRate = DefaultWriteRate
+	}
+	if cfg.WriteBurst <= 0 {
+		cfg.WriteBurst = DefaultWriteBurst
+	}
 	var b [6]byte
 	rand.Read(b[:])
 	s := &Server{
@@ -103,6 +125,9 @@ func New(cfg Config) *Server {
 		polls:       map[string]*pollSet{},
 		pollWriters: make(chan struct{}, pollWriters),
 		closing:     make(chan struct{}),
+	}
+	if cfg.WriteRate > 0 {
+		s.writes = newWriteLimiter(cfg.WriteRate, cfg.WriteBurst, cfg.Clock)
 	}
 	s.router = newRouter(s.routes())
 	return s
@@ -149,7 +174,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.metrics.requests.WithLabelValues(name, strconv.Itoa(sw.status)).Inc()
 	s.log.LogAttrs(r.Context(), slog.LevelDebug, "request",
-		slog.String("method", r.Method), slog.String("uri", r.RequestURI), slog.String("route", name),
+		slog.String("method", r.Method), slog.String("uri", logValue(r.RequestURI)), slog.String("route", name),
 		slog.Int("status", sw.status), slog.Duration("duration", d), slog.String("remote", r.RemoteAddr))
 }
 
@@ -160,6 +185,19 @@ func rawPath(r *http.Request) string {
 		return p
 	}
 	return r.URL.EscapedPath()
+}
+
+// originForm is the request target as path and query. An absolute-form
+// request line (GET http://host/v1.0/…, RFC 9112 §3.2.2) gives its path and
+// query, so that a host of digits is never taken for a tenant.
+func originForm(r *http.Request) string {
+	if strings.HasPrefix(r.RequestURI, "/") {
+		return r.RequestURI
+	}
+	if r.URL.RawQuery == "" {
+		return r.URL.EscapedPath()
+	}
+	return r.URL.EscapedPath() + "?" + r.URL.RawQuery
 }
 
 // hasPathPrefixFold reports whether path is prefix or begins with prefix
@@ -217,6 +255,10 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, path string) s
 		return "unmatched"
 	}
 	rq.route, rq.params, rq.routePath = rt, params, routePath
+	if f := s.limitWrite(w, rq); f != nil {
+		s.writeFault(w, rq, f)
+		return rt.name
+	}
 	rt.handle(w, rq)
 	return rt.name
 }
@@ -226,7 +268,7 @@ func (s *Server) authenticate(rq *request) *fault {
 	r := rq.r
 	tenant := r.Header.Get("X-Tenant-Id")
 	if tenant == "" {
-		tenant = tenantFromURL(r.RequestURI)
+		tenant = tenantFromURL(originForm(r))
 	}
 	if tenant == "" {
 		return unauthorized("No tenant id provided")

@@ -24,21 +24,29 @@ func serviceIDParam(rq *request) (string, *fault) {
 	return id, nil
 }
 
+// checkTag is the one rule of a tag, in a service and in ?tag= (design item
+// 8): 1..55 characters, no control characters.
+func checkTag(s string) string {
+	if msg := lengthMessage(s, 1, 55); msg != "" {
+		return msg
+	}
+	if strings.ContainsFunc(s, unicode.IsControl) {
+		return "Invalid characters"
+	}
+	return ""
+}
+
 // checkTagQuery is the rule for ?tag= (design item 8): any tag a service may
-// carry, 1..55 characters without control characters.
+// carry.
 func checkTagQuery(q query) (string, *fault) {
 	vs := q.values("tag")
 	if len(vs) > 1 {
 		return "", invalidParam("tag", "Not a string")
 	}
-	tag := vs[0]
-	if msg := lengthMessage(tag, 1, 55); msg != "" {
+	if msg := checkTag(vs[0]); msg != "" {
 		return "", invalidParam("tag", msg)
 	}
-	if strings.IndexFunc(tag, unicode.IsControl) >= 0 {
-		return "", invalidParam("tag", "Invalid characters")
-	}
-	return tag, nil
+	return vs[0], nil
 }
 
 // handleServicesList is GET /services[?tag=T] (spec §7.2).

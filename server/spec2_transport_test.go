@@ -102,7 +102,8 @@ func TestUnknownRoute(t *testing.T) {
 }
 
 // spec §2.1: a bad percent escape in a path parameter is 400 "URI
-// malformed" with no details key.
+// malformed", with details like every other fault (the original left the
+// key out, and the official Python client fails on that).
 func TestBadPercentEscape(t *testing.T) {
 	t.Parallel()
 	srv := testserver.Start(t, testserver.Options{})
@@ -123,7 +124,7 @@ func TestBadPercentEscape(t *testing.T) {
 	} {
 		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
 			t.Parallel()
-			newAPI(t, srv).do(tc.method, tc.path, tc.body).fault(400, "badRequest", "URI malformed", absent{})
+			newAPI(t, srv).do(tc.method, tc.path, tc.body).fault(400, "badRequest", "URI malformed", "URI malformed")
 		})
 	}
 }

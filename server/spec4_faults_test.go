@@ -61,7 +61,7 @@ func TestFaultCatalogue(t *testing.T) {
 		{row: "body is JSON null", method: "POST", path: "/services", body: "null",
 			code: 400, typ: "badRequest", message: "Empty Request Body", details: "Empty Request Body"},
 		{row: "bad percent-encoding in the path", method: "GET", path: "/services/%80",
-			code: 400, typ: "badRequest", message: "URI malformed", details: absent{}},
+			code: 400, typ: "badRequest", message: "URI malformed", details: "URI malformed"},
 		{row: "events marker is not a UUID", method: "GET", path: "/events?marker=0",
 			code: 400, typ: "badRequest", message: "Invalid UUID", details: "Invalid UUID"},
 		{row: "events marker has an unsupported variant", method: "GET", path: "/events?marker=6ba7b810-9dad-11d1-c0b4-00c04fd430c8",

@@ -10,6 +10,7 @@ import (
 	"unicode/utf16"
 
 	"github.com/svcreg/svcreg/internal/timeuuid"
+	"github.com/svcreg/svcreg/registry"
 	"github.com/svcreg/svcreg/server/store"
 )
 
@@ -18,7 +19,6 @@ import (
 
 var (
 	serviceIDPattern = regexp.MustCompile(`(?i)^[a-z0-9_\-\.]{3,65}$`)
-	configIDPattern  = regexp.MustCompile(`(?i)^(\/[a-z0-9_\-]{3,50}\/?){0,10}([a-z0-9_\-\.]{3,170})?$`)
 	markerPattern    = regexp.MustCompile(`(?i)^[a-z0-9\-:_\.\/]{0,255}$`)
 	intPattern       = regexp.MustCompile(`^-?(?:0|[1-9][0-9]*)$`)
 )
@@ -57,10 +57,9 @@ func checkConfigID(s string) string {
 	if m := lengthMessage(s, 3, 500); m != "" {
 		return m
 	}
-	if !configIDPattern.MatchString(s) {
-		return "Invalid characters"
-	}
-	return ""
+	// Which part breaks the pattern (the original says only "Invalid
+	// characters", also for a segment that is too short).
+	return registry.ConfigIDProblem(s)
 }
 
 // jsonKind is the JSON type of a raw value by its first byte.
@@ -115,8 +114,8 @@ func checkServiceIDField(raw json.RawMessage) (string, string) {
 	return s, checkServiceID(s)
 }
 
-// checkTags: if not null, item count 0..10, an array, each item a string of
-// 1..55 characters.
+// checkTags: if not null, item count 0..10, an array, each item a string
+// that keeps checkTag.
 func checkTags(raw json.RawMessage) ([]string, string) {
 	if jsonKind(raw) == 'n' {
 		return []string{}, ""
@@ -135,7 +134,7 @@ func checkTags(raw json.RawMessage) ([]string, string) {
 	for _, it := range items {
 		s, msg := jsonString(it)
 		if msg == "" {
-			msg = lengthMessage(s, 1, 55)
+			msg = checkTag(s)
 		}
 		if msg != "" {
 			return nil, msg

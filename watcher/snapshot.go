@@ -1,9 +1,10 @@
 package watcher
 
 import (
+	"fmt"
 	"maps"
 	"slices"
-	"strings"
+	"sync"
 	"time"
 
 	"github.com/svcreg/svcreg/registry"
@@ -28,35 +29,77 @@ type Snapshot struct {
 	// Version counts the changes, so that consumers can tell snapshots apart.
 	Version uint64
 
-	services map[string]registry.Service
-	config   map[string]string
-	sorted   []registry.Service // services sorted by id
+	services tree[registry.Service]
+	config   tree[string]
+	view     *serviceView // shared with the snapshot before when services did not change
+}
+
+// serviceView holds the sorted lists of a set of services, built on first
+// use: a render reads them, the events before it never pay for them.
+type serviceView struct {
+	once  sync.Once
+	all   []registry.Service
+	mu    sync.Mutex
+	byTag map[string][]registry.Service
 }
 
 // NewSnapshot builds a synced snapshot from full lists.
 func NewSnapshot(services []registry.Service, config []registry.ConfigValue, marker string, at time.Time) *Snapshot {
-	s := &Snapshot{Marker: marker, Synced: true, SyncedAt: at, ChangedAt: at,
-		services: make(map[string]registry.Service, len(services)), config: make(map[string]string, len(config))}
-	for _, svc := range services {
-		s.services[svc.ID] = svc
+	se := make([]entry[registry.Service], len(services))
+	for i, svc := range services {
+		se[i] = entry[registry.Service]{svc.ID, svc}
 	}
-	for _, cv := range config {
-		s.config[cv.ID] = cv.Value
+	ce := make([]entry[string], len(config))
+	for i, cv := range config {
+		ce[i] = entry[string]{cv.ID, cv.Value}
 	}
-	s.sort()
-	return s
+	return &Snapshot{Marker: marker, Synced: true, SyncedAt: at, ChangedAt: at, view: &serviceView{},
+		services: buildTree(se), config: buildTree(ce)}
 }
 
-func (s *Snapshot) sort() {
-	s.sorted = slices.SortedFunc(maps.Values(s.services), func(a, b registry.Service) int { return strings.Compare(a.ID, b.ID) })
-}
-
-// Services returns every live service, sorted by id. Do not modify it.
+// Services returns every live service, sorted by id. The list is built on
+// the first call and shared by every caller: do not modify it.
 func (s *Snapshot) Services() []registry.Service {
 	if s == nil {
 		return nil
 	}
-	return s.sorted
+	v := s.lists()
+	v.once.Do(func() { v.all = s.services.values() })
+	return v.all
+}
+
+// lists returns the snapshot's lazily built lists; a zero Snapshot has
+// none to share.
+func (s *Snapshot) lists() *serviceView {
+	if s.view == nil {
+		return &serviceView{}
+	}
+	return s.view
+}
+
+// ServicesWithTag returns the services carrying tag, sorted by id. Each
+// tag's list is built on first use and shared: do not modify it.
+func (s *Snapshot) ServicesWithTag(tag string) []registry.Service {
+	if s == nil {
+		return nil
+	}
+	v := s.lists()
+	all := s.Services()
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	list, ok := v.byTag[tag]
+	if !ok {
+		for _, svc := range all {
+			if slices.Contains(svc.Tags, tag) {
+				list = append(list, svc)
+			}
+		}
+		if v.byTag == nil {
+			v.byTag = map[string][]registry.Service{}
+		}
+		v.byTag[tag] = list
+	}
+	return list
 }
 
 // Service returns one service.
@@ -64,8 +107,7 @@ func (s *Snapshot) Service(id string) (registry.Service, bool) {
 	if s == nil {
 		return registry.Service{}, false
 	}
-	svc, ok := s.services[id]
-	return svc, ok
+	return s.services.get(id)
 }
 
 // Config returns one configuration value.
@@ -73,8 +115,7 @@ func (s *Snapshot) Config(id string) (string, bool) {
 	if s == nil {
 		return "", false
 	}
-	v, ok := s.config[id]
-	return v, ok
+	return s.config.get(id)
 }
 
 // ConfigValues returns the configuration values whose id begins with
@@ -84,80 +125,108 @@ func (s *Snapshot) ConfigValues(prefix string) []registry.ConfigValue {
 		return nil
 	}
 	var out []registry.ConfigValue
-	for id, v := range s.config {
-		if strings.HasPrefix(id, prefix) {
-			out = append(out, registry.ConfigValue{ID: id, Value: v})
-		}
-	}
-	slices.SortFunc(out, func(a, b registry.ConfigValue) int { return strings.Compare(a.ID, b.ID) })
+	s.config.withPrefix(prefix, func(id, v string) { out = append(out, registry.ConfigValue{ID: id, Value: v}) })
 	return out
 }
+
+// DecodeError is an event whose payload could not be decoded: the
+// snapshot cannot follow the feed past it.
+type DecodeError struct {
+	Event registry.Event
+	Err   error
+}
+
+func (e *DecodeError) Error() string {
+	return fmt.Sprintf("event %s (%s): %v", e.Event.ID, e.Event.Type, e.Err)
+}
+
+func (e *DecodeError) Unwrap() error { return e.Err }
 
 // Apply returns the snapshot with events applied in order, and whether they
 // changed anything. Events are applied idempotently: a join of a service
 // already present replaces it, a remove of a missing one is a no-op, so a
-// watcher may replay events the lists already reflect.
-func (s *Snapshot) Apply(events []registry.Event, at time.Time) (*Snapshot, bool) {
+// watcher may replay events the lists already reflect. Events of types it
+// does not know are skipped.
+//
+// The cost is that of the events: the new snapshot shares all but
+// O(log n) nodes per change with s, and its sorted lists are built only if
+// someone reads them.
+//
+// An event whose payload does not decode stops Apply: it returns the
+// snapshot with the events before it applied and a *DecodeError. The
+// snapshot then no longer follows the registry; list it again.
+func (s *Snapshot) Apply(events []registry.Event, at time.Time) (*Snapshot, bool, error) {
 	if len(events) == 0 {
-		return s, false
+		return s, false, nil
 	}
 	next := &Snapshot{Marker: s.Marker, Synced: s.Synced, SyncedAt: s.SyncedAt, ChangedAt: s.ChangedAt, Version: s.Version,
-		services: s.services, config: s.config, sorted: s.sorted}
-	servicesCopied, configCopied, changed := false, false, false
+		services: s.services, config: s.config, view: s.view}
+	servicesChanged, changed := false, false
+	var err error
 	for _, ev := range events {
-		next.Marker = ev.ID
+		var c bool
 		switch ev.Type {
 		case registry.ServiceJoin, registry.ServiceUpdate, registry.ServiceRemove, registry.ServiceTimeout:
-			svc, err := ev.Service()
-			if err != nil {
-				continue
-			}
-			old, had := next.services[svc.ID]
-			if ev.Type == registry.ServiceRemove || ev.Type == registry.ServiceTimeout {
-				if !had {
-					continue
-				}
-			} else if had && sameService(old, svc) {
-				continue
-			}
-			if !servicesCopied {
-				next.services, servicesCopied = maps.Clone(next.services), true
-			}
-			if ev.Type == registry.ServiceRemove || ev.Type == registry.ServiceTimeout {
-				delete(next.services, svc.ID)
-			} else {
-				svc.LastSeen = old.LastSeen // events carry no last_seen
-				next.services[svc.ID] = svc
-			}
-			changed = true
+			c, err = next.applyService(ev)
+			servicesChanged = servicesChanged || c
 		case registry.ConfigValueUpdate, registry.ConfigValueRemove:
-			c, err := ev.ConfigChange()
-			if err != nil {
-				continue
-			}
-			old, had := next.config[c.ID]
-			if ev.Type == registry.ConfigValueRemove && !had || c.NewValue != nil && had && old == *c.NewValue {
-				continue
-			}
-			if !configCopied {
-				next.config, configCopied = maps.Clone(next.config), true
-			}
-			if ev.Type == registry.ConfigValueRemove {
-				delete(next.config, c.ID)
-			} else if c.NewValue != nil {
-				next.config[c.ID] = *c.NewValue
-			}
-			changed = true
+			c, err = next.applyConfig(ev)
 		}
+		if err != nil {
+			break
+		}
+		next.Marker = ev.ID
+		changed = changed || c
 	}
 	if changed {
 		next.Version++
 		next.ChangedAt = at
-		if servicesCopied {
-			next.sort()
+		if servicesChanged {
+			next.view = &serviceView{}
 		}
 	}
-	return next, changed
+	return next, changed, err
+}
+
+func (s *Snapshot) applyService(ev registry.Event) (bool, error) {
+	svc, err := ev.Service()
+	if err != nil {
+		return false, &DecodeError{Event: ev, Err: err}
+	}
+	old, had := s.services.get(svc.ID)
+	if ev.Type == registry.ServiceRemove || ev.Type == registry.ServiceTimeout {
+		if !had {
+			return false, nil
+		}
+		s.services = s.services.without(svc.ID)
+		return true, nil
+	}
+	if had && sameService(old, svc) {
+		return false, nil
+	}
+	svc.LastSeen = old.LastSeen // events carry no last_seen
+	s.services = s.services.with(svc.ID, svc)
+	return true, nil
+}
+
+func (s *Snapshot) applyConfig(ev registry.Event) (bool, error) {
+	c, err := ev.ConfigChange()
+	if err != nil {
+		return false, &DecodeError{Event: ev, Err: err}
+	}
+	old, had := s.config.get(c.ID)
+	switch {
+	case ev.Type == registry.ConfigValueRemove:
+		if !had {
+			return false, nil
+		}
+		s.config = s.config.without(c.ID)
+	case c.NewValue == nil || had && old == *c.NewValue:
+		return false, nil
+	default:
+		s.config = s.config.with(c.ID, *c.NewValue)
+	}
+	return true, nil
 }
 
 func sameService(a, b registry.Service) bool {

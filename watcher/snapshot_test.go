@@ -36,12 +36,15 @@ func TestSnapshotApply(t *testing.T) {
 	b2 := registry.Service{ID: "b", Tags: []string{"www"}, Metadata: map[string]string{"ip": "22"}, HeartbeatTimeout: 30}
 	two := "2"
 
-	next, changed := base.Apply([]registry.Event{
+	next, changed, err := base.Apply([]registry.Event{
 		serviceEvent(t, "e1", registry.ServiceJoin, a),
 		serviceEvent(t, "e2", registry.ServiceUpdate, b2),
 		configEvent(t, "e3", registry.ConfigValueUpdate, "/app/x", &two),
 		configEvent(t, "e4", registry.ConfigValueUpdate, "/app/y", &two),
 	}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
 	if !changed || next.Version != base.Version+1 || next.Marker != "e4" {
 		t.Fatalf("changed=%v version %d marker %q", changed, next.Version, next.Marker)
 	}
@@ -63,20 +66,26 @@ func TestSnapshotApply(t *testing.T) {
 	}
 
 	// Replaying events the snapshot already reflects changes nothing.
-	again, changed := next.Apply([]registry.Event{
+	again, changed, err := next.Apply([]registry.Event{
 		serviceEvent(t, "e1", registry.ServiceJoin, a),
 		configEvent(t, "e4", registry.ConfigValueUpdate, "/app/y", &two),
 		serviceEvent(t, "e5", registry.ServiceRemove, registry.Service{ID: "gone"}),
 	}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
 	if changed || again.Version != next.Version || again.Marker != "e5" {
 		t.Fatalf("replay: changed=%v version %d marker %q; want no change, the marker moved", changed, again.Version, again.Marker)
 	}
 
-	last, _ := again.Apply([]registry.Event{
+	last, _, err := again.Apply([]registry.Event{
 		serviceEvent(t, "e6", registry.ServiceTimeout, a),
 		serviceEvent(t, "e7", registry.ServiceRemove, b2),
 		configEvent(t, "e8", registry.ConfigValueRemove, "/app/x", nil),
 	}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(last.Services()) != 0 {
 		t.Fatalf("services after timeout and remove: %v", last.Services())
 	}
@@ -85,5 +94,17 @@ func TestSnapshotApply(t *testing.T) {
 	}
 	if got := last.ConfigValues("/app/"); len(got) != 1 || got[0].ID != "/app/y" {
 		t.Fatalf("ConfigValues = %v", got)
+	}
+}
+
+// TestZeroSnapshot: a zero Snapshot reads as empty and can be applied to.
+func TestZeroSnapshot(t *testing.T) {
+	var z Snapshot
+	if len(z.Services()) != 0 || len(z.ServicesWithTag("www")) != 0 || len(z.ConfigValues("")) != 0 {
+		t.Fatal("a zero snapshot is not empty")
+	}
+	next, changed, err := z.Apply([]registry.Event{serviceEvent(t, "e1", registry.ServiceJoin, registry.Service{ID: "a", Tags: []string{"www"}})}, time.Now())
+	if err != nil || !changed || len(next.ServicesWithTag("www")) != 1 {
+		t.Fatalf("Apply on a zero snapshot: changed=%v err=%v services %v", changed, err, next.Services())
 	}
 }

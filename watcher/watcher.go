@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -28,6 +29,13 @@ type Config struct {
 	Outage time.Duration
 	// MaxBackoff caps the delay between failed lists; 15s if zero.
 	MaxBackoff time.Duration
+	// Coalesce is how long the watcher waits, after the feed answered with
+	// events, before it asks for more: changes that come as a stream are
+	// then fetched and applied a batch at a time instead of one long-poll
+	// each, which is what a busy registry costs a watcher. An event that
+	// comes when the feed was quiet for Coalesce is not delayed. 0 asks
+	// again at once.
+	Coalesce   time.Duration
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 }
@@ -45,6 +53,7 @@ type Watcher struct {
 
 	mu     sync.Mutex
 	status Status
+	feed   *registry.Watcher // the feed being followed, nil while listing
 }
 
 // New returns a Watcher; Run starts it.
@@ -64,14 +73,33 @@ func New(cfg Config) *Watcher {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Watcher{Latest: NewLatest(), cfg: cfg, log: cfg.Logger, metrics: newWatcherMetrics(cfg.Registerer)}
+	w := &Watcher{Latest: NewLatest(), cfg: cfg, log: cfg.Logger}
+	w.metrics = newWatcherMetrics(cfg.Registerer, w.lastContact)
+	return w
 }
 
 // Status returns how the watcher is doing.
 func (w *Watcher) Status() Status {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.status
+	st := w.status
+	// Every answer of the feed is contact, an empty long-poll included: a
+	// quiet registry is not a stale one.
+	if w.feed != nil {
+		if t := w.feed.LastSuccess(); t.After(st.LastContact) {
+			st.LastContact = t
+		}
+	}
+	return st
+}
+
+// lastContact is the last_contact metric: Unix seconds, 0 before any.
+func (w *Watcher) lastContact() float64 {
+	t := w.Status().LastContact
+	if t.IsZero() {
+		return 0
+	}
+	return float64(t.UnixNano()) / 1e9
 }
 
 // Run lists and follows the feed until ctx is done. It never gives up: a
@@ -101,11 +129,12 @@ func (w *Watcher) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if reason != "feed-error" {
+		if reason != "feed-error" && reason != "undecodable-event" {
 			backoff = 100 * time.Millisecond
 			continue
 		}
-		// The registry lists but refuses the feed: do not spin.
+		// The registry lists but refuses the feed, or sends what cannot be
+		// decoded: do not spin.
 		if !sleep(ctx, jitter(backoff)) {
 			return nil
 		}
@@ -173,7 +202,6 @@ func (w *Watcher) publishList(snap *Snapshot) {
 	w.status.LastError, w.status.LastErrorAt = "", time.Time{}
 	w.mu.Unlock()
 	w.metrics.synced.Set(1)
-	w.metrics.lastContact.Set(float64(now.Unix()))
 	w.Put(snap)
 }
 
@@ -201,6 +229,16 @@ func (w *Watcher) follow(ctx context.Context, marker string) string {
 			}
 		},
 	})
+	w.mu.Lock()
+	w.feed = feed
+	w.mu.Unlock()
+	defer func() {
+		// Keep the feed's last answer as contact once it is gone.
+		st := w.Status()
+		w.mu.Lock()
+		w.status.LastContact, w.feed = st.LastContact, nil
+		w.mu.Unlock()
+	}()
 	for {
 		ev, err := feed.Next(fctx)
 		if err != nil {
@@ -228,21 +266,34 @@ func (w *Watcher) follow(ctx context.Context, marker string) string {
 			}
 			batch = append(batch, ev)
 		}
-		w.apply(batch, feed.LastSuccess())
+		if err := w.apply(batch, feed.LastSuccess()); err != nil {
+			// Skipping the event would leave the snapshot silently apart
+			// from the registry until the next periodic list.
+			w.metrics.undecodable.Inc()
+			w.failed(err)
+			w.log.Error("an event from the registry could not be decoded; listing again", "err", err)
+			return "undecodable-event"
+		}
+		if w.cfg.Coalesce > 0 {
+			sleep(fctx, w.cfg.Coalesce)
+		}
 	}
 }
 
-func (w *Watcher) apply(events []registry.Event, contact time.Time) {
+// apply applies a batch of events and publishes the result. It stops at an
+// event that cannot be decoded and returns its error; the events before it
+// are published.
+func (w *Watcher) apply(events []registry.Event, contact time.Time) error {
 	cur := w.Snapshot()
-	next, _ := cur.Apply(events, time.Now())
+	next, _, err := cur.Apply(events, time.Now())
 	w.metrics.events.Add(float64(len(events)))
-	w.metrics.lastContact.Set(float64(contact.Unix()))
 	w.mu.Lock()
 	w.status.Marker = next.Marker
 	w.status.LastContact = contact
 	w.status.LastError, w.status.LastErrorAt = "", time.Time{}
 	w.mu.Unlock()
 	w.Put(next)
+	return err
 }
 
 // failed records an error talking to the registry.
@@ -253,21 +304,20 @@ func (w *Watcher) failed(err error) {
 	w.mu.Unlock()
 }
 
+// sameContent compares two snapshots' services and configuration; it
+// runs after a list, never per event.
 func sameContent(a, b *Snapshot) bool {
-	if len(a.services) != len(b.services) || len(a.config) != len(b.config) {
+	if a.services.len() != b.services.len() || a.config.len() != b.config.len() ||
+		!slices.EqualFunc(a.Services(), b.Services(), sameService) {
 		return false
 	}
-	for id, s := range a.services {
-		if o, ok := b.services[id]; !ok || !sameService(s, o) {
-			return false
+	same := true
+	a.config.withPrefix("", func(id, v string) {
+		if o, ok := b.config.get(id); !ok || o != v {
+			same = false
 		}
-	}
-	for id, v := range a.config {
-		if o, ok := b.config[id]; !ok || o != v {
-			return false
-		}
-	}
-	return true
+	})
+	return same
 }
 
 // jitter returns d less up to a fifth, at random.
@@ -288,28 +338,32 @@ func sleep(ctx context.Context, d time.Duration) bool {
 
 type watcherMetrics struct {
 	synced      prometheus.Gauge
-	lastContact prometheus.Gauge
+	lastContact prometheus.GaugeFunc
 	resyncs     *prometheus.CounterVec
 	events      prometheus.Counter
 	errors      prometheus.Counter
+	undecodable prometheus.Counter
 }
 
-func newWatcherMetrics(r prometheus.Registerer) watcherMetrics {
+func newWatcherMetrics(r prometheus.Registerer, lastContact func() float64) watcherMetrics {
 	m := watcherMetrics{
 		synced: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "svcreg_watcher_synced", Help: "1 once the watcher has listed the registry."}),
-		lastContact: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "svcreg_watcher_last_contact_timestamp_seconds", Help: "When the registry last answered the watcher."}),
+		lastContact: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "svcreg_watcher_last_contact_timestamp_seconds", Help: "When the registry last answered the watcher (an empty long-poll counts)."},
+			lastContact),
 		resyncs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "svcreg_watcher_lists_total", Help: "Full lists of the registry, by reason (start, periodic, outage, marker-expired, feed-error)."},
+			Name: "svcreg_watcher_lists_total", Help: "Full lists of the registry, by reason (start, periodic, outage, marker-expired, feed-error, undecodable-event)."},
 			[]string{"reason"}),
 		events: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "svcreg_watcher_events_total", Help: "Events applied from the feed."}),
 		errors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "svcreg_watcher_errors_total", Help: "Failed requests to the registry."}),
+		undecodable: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "svcreg_watcher_undecodable_events_total", Help: "Events whose payload could not be decoded; each one makes the watcher list the registry again."}),
 	}
 	if r != nil {
-		r.MustRegister(m.synced, m.lastContact, m.resyncs, m.events, m.errors)
+		r.MustRegister(m.synced, m.lastContact, m.resyncs, m.events, m.errors, m.undecodable)
 	}
 	return m
 }

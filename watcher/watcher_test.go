@@ -1,9 +1,16 @@
 package watcher_test
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"log/slog"
+	"maps"
 	"net/http"
+	"net/http/httptest"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -209,21 +216,155 @@ func TestWatcherListsAgainWhenMarkerExpires(t *testing.T) {
 // lists reads svcreg_watcher_lists_total for a reason.
 func lists(t *testing.T, reg *prometheus.Registry, reason string) float64 {
 	t.Helper()
+	return counter(t, reg, "svcreg_watcher_lists_total", "reason", reason)
+}
+
+// TestWatcherListsAgainAfterUndecodableEvent garbles the payload of one
+// event on its way to the watcher: the watcher must not skip it silently
+// (its snapshot would lack the service until the next periodic list) but
+// count it, log it and list the registry again.
+func TestWatcherListsAgainAfterUndecodableEvent(t *testing.T) {
+	t.Parallel()
+	var garbled atomic.Int32
+	srv := testserver.Start(t, testserver.Options{
+		Wrap: longPolls(func(body []byte) []byte {
+			if bytes.Contains(body, []byte(`"garbled"`)) && garbled.Add(1) == 1 {
+				body = bytes.ReplaceAll(body, []byte(`"garbled"`), []byte(`17`))
+			}
+			return body
+		}),
+	})
+	c := client(t, srv, "watch-undecodable")
+	reg := prometheus.NewRegistry()
+	var logs syncBuffer
+	w := start(t, watcher.Config{Client: c, Wait: time.Second, Registerer: reg, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	eventually(t, w, "the first sync", func(s *watcher.Snapshot) bool { return s.Synced })
+	ctx := context.Background()
+	if _, err := c.CreateService(ctx, registry.Service{ID: "garbled", Tags: []string{"www"}, HeartbeatTimeout: 120}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CreateService(ctx, registry.Service{ID: "after", HeartbeatTimeout: 120}); err != nil {
+		t.Fatal(err)
+	}
+	s := eventually(t, w, "both services", func(s *watcher.Snapshot) bool {
+		_, a := s.Service("garbled")
+		_, b := s.Service("after")
+		return a && b
+	})
+	if svc, _ := s.Service("garbled"); !slices.Equal(svc.Tags, []string{"www"}) {
+		t.Fatalf("garbled = %+v", svc)
+	}
+	if garbled.Load() == 0 {
+		t.Fatal("the test garbled no event")
+	}
+	if n := lists(t, reg, "undecodable-event"); n != 1 {
+		t.Fatalf("lists after an undecodable event: %v, want 1", n)
+	}
+	if n := counter(t, reg, "svcreg_watcher_undecodable_events_total"); n != 1 {
+		t.Fatalf("svcreg_watcher_undecodable_events_total = %v, want 1", n)
+	}
+	if !strings.Contains(logs.String(), "could not be decoded") {
+		t.Fatalf("no log line about the event:\n%s", logs.String())
+	}
+}
+
+// counter reads a counter, the one with the given label name and value
+// pairs; 0 if there is none.
+func counter(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
+	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, mf := range mfs {
-		if mf.GetName() != "svcreg_watcher_lists_total" {
+		if mf.GetName() != name {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
+			want := map[string]string{}
+			for i := 0; i+1 < len(labels); i += 2 {
+				want[labels[i]] = labels[i+1]
+			}
 			for _, l := range m.GetLabel() {
-				if l.GetName() == "reason" && l.GetValue() == reason {
-					return m.GetCounter().GetValue()
+				if want[l.GetName()] == l.GetValue() {
+					delete(want, l.GetName())
 				}
+			}
+			if len(want) == 0 {
+				return m.GetCounter().GetValue()
 			}
 		}
 	}
 	return 0
+}
+
+// syncBuffer is a bytes.Buffer a logger may write to while a test reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestWatcherCoalescesAStreamOfChanges: changes made while the watcher
+// waits after an answer are fetched by one long-poll, not one each.
+func TestWatcherCoalescesAStreamOfChanges(t *testing.T) {
+	t.Parallel()
+	var answered atomic.Int32 // long-polls answered with events
+	srv := testserver.Start(t, testserver.Options{
+		Wrap: longPolls(func(body []byte) []byte {
+			if bytes.Contains(body, []byte(`"service.join"`)) {
+				answered.Add(1)
+			}
+			return body
+		}),
+	})
+	c := client(t, srv, "watch-coalesce")
+	// Far longer than the ten writes below take.
+	w := start(t, watcher.Config{Client: c, Wait: 5 * time.Second, Coalesce: 3 * time.Second})
+	eventually(t, w, "the first sync", func(s *watcher.Snapshot) bool { return s.Synced })
+	ctx := context.Background()
+	if _, err := c.CreateService(ctx, registry.Service{ID: "first", HeartbeatTimeout: 120}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, w, "the first join", func(s *watcher.Snapshot) bool { _, ok := s.Service("first"); return ok })
+	before := answered.Load()
+	for i := range 10 {
+		if _, err := c.CreateService(ctx, registry.Service{ID: fmt.Sprintf("stream-%d", i), HeartbeatTimeout: 120}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, w, "the stream", func(s *watcher.Snapshot) bool { return len(s.Services()) == 11 })
+	if n := answered.Load() - before; n > 2 {
+		t.Fatalf("10 changes made while the watcher coalesced were fetched by %d long-polls", n)
+	}
+}
+
+// longPolls returns a testserver Wrap that passes the body of every
+// long-poll answer through f.
+func longPolls(f func(body []byte) []byte) func(http.Handler) http.Handler {
+	return func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !strings.Contains(r.URL.Path, "/events") || !r.URL.Query().Has("wait") {
+				h.ServeHTTP(w, r)
+				return
+			}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, r)
+			maps.Copy(w.Header(), rec.Header())
+			w.Header().Del("Content-Length")
+			w.WriteHeader(rec.Code)
+			w.Write(f(rec.Body.Bytes()))
+		})
+	}
 }

@@ -45,6 +45,9 @@ type Config struct {
 	// NoDeregister leaves the service to time out when the command exits,
 	// instead of deleting it at once.
 	NoDeregister bool
+	// NoParentDeathSignal lets the command outlive a wrapper that is
+	// killed outright (SIGKILL) instead of being killed with it (Linux).
+	NoParentDeathSignal bool
 	// GracePeriod is how long the command has after SIGTERM before it is
 	// killed, and after a first SIGINT/SIGTERM before a second one kills it.
 	GracePeriod time.Duration
@@ -78,7 +81,9 @@ registry times the service out only after about three missed heartbeats.
 
 Signals (SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, ...)
 are passed on to COMMAND; a second SIGINT or SIGTERM after --grace-period
-kills it. Orphaned descendants of COMMAND are reaped.
+kills it. Orphaned descendants of COMMAND are reaped. On Linux, if the
+wrapper itself is killed with SIGKILL, the kernel kills COMMAND too
+(parent-death signal), unless --no-parent-death-signal.
 
 If the registry cannot be reached or refuses the service, COMMAND keeps
 running and the wrapper keeps trying (fail open); with --abort-on-failure it
@@ -91,24 +96,29 @@ Exit codes: COMMAND's; 2 usage; 69 aborted (--abort-on-failure);
 
 // ParseArgs parses the wrapper's command line (the arguments after the
 // program's name). prog names the program in the usage text. --help prints
-// the usage to stderr and returns flag.ErrHelp; mistakes are *UsageError.
-func ParseArgs(prog string, args []string, stderr io.Writer) (Config, error) {
+// the usage to help (the wrapper's stdout) once and returns flag.ErrHelp;
+// mistakes are *UsageError.
+func ParseArgs(prog string, args []string, help io.Writer) (Config, error) {
 	cfg := Config{Interval: 10 * time.Second}
 	var tags listFlag
 	var metadata listFlag
 	fs := flag.NewFlagSet(prog, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage:\n  %s --id=ID [--tags=a,b] [--metadata=k=v,...] [--interval=SECONDS] [--abort-on-failure] [flags] [--] COMMAND [ARGS...]\n\n", prog)
-		fmt.Fprintf(stderr, "%s\n\nFlags:\n", strings.TrimSpace(description))
-		printFlags(stderr, fs)
+	usage := func() {
+		fmt.Fprintf(help, "Usage:\n  %s --id=ID [--tags=a,b] [--metadata=k=v,...] [--interval=SECONDS] [--abort-on-failure] [flags] [--] COMMAND [ARGS...]\n\n", prog)
+		fmt.Fprintf(help, "%s\n\nFlags:\n", strings.TrimSpace(description))
+		printFlags(help, fs)
 	}
+	// The flag package calls Usage itself on --help (and on every
+	// mistake); the usage is printed here, once, for --help only.
+	fs.Usage = func() {}
 	fs.StringVar(&cfg.Service.ID, "id", "", "service `id` to register (3..65 characters of a-z A-Z 0-9 _ . -)")
 	fs.Var(&tags, "tags", "comma separated `list` of tags (repeatable)")
 	fs.Var(&metadata, "metadata", "comma separated `list` of key=value pairs (repeatable)")
 	fs.Var((*secondsFlag)(&cfg.Interval), "interval", fmt.Sprintf("heartbeat `interval`: seconds (5, 2.5) or a duration (5s); %v..%v", MinInterval, MaxInterval))
 	fs.BoolVar(&cfg.AbortOnFailure, "abort-on-failure", false, "stop COMMAND and exit 69 when the service cannot be kept in the registry")
 	fs.BoolVar(&cfg.NoDeregister, "no-deregister", false, "when COMMAND exits, let the service time out instead of deleting it")
+	fs.BoolVar(&cfg.NoParentDeathSignal, "no-parent-death-signal", false, "let COMMAND keep running if the wrapper is killed with SIGKILL\n(by default, on Linux, the kernel then kills COMMAND too)")
 	fs.DurationVar(&cfg.GracePeriod, "grace-period", 10*time.Second, "time COMMAND has to exit after SIGTERM before SIGKILL")
 	cfg.Conn.Register(fs)
 	fs.StringVar(&cfg.LogFormat, "log-format", "text", "log `format`: text or json")
@@ -116,7 +126,7 @@ func ParseArgs(prog string, args []string, stderr io.Writer) (Config, error) {
 
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fs.Usage()
+			usage()
 			return Config{}, err
 		}
 		msg := strings.NewReplacer("flag -", "flag --", ": -", ": --").Replace(err.Error())

@@ -105,6 +105,9 @@ func TestParseArgsHelp(t *testing.T) {
 			t.Errorf("usage lacks %q:\n%s", want, out.String())
 		}
 	}
+	if n := strings.Count(out.String(), "Usage:"); n != 1 {
+		t.Errorf("the usage is printed %d times:\n%s", n, out.String())
+	}
 }
 
 func TestParseArgsKeepsSecretsOutOfTheUsage(t *testing.T) {

@@ -23,6 +23,9 @@ const (
 	permanentRetry = 30 * time.Second
 	// reminderEvery limits the log lines of a failure that goes on.
 	reminderEvery = time.Minute
+	// waitingLogEvery is how often the wrapper says it still waits for an
+	// old instance to time out.
+	waitingLogEvery = 15 * time.Second
 )
 
 // keeper keeps the service in the registry: it registers it, heartbeats it
@@ -98,8 +101,18 @@ func (k *keeper) run(ctx context.Context) {
 	var failures int
 	var remind throttle
 	for {
+		var logged time.Time
 		hb, err := k.client.Register(ctx, k.service, registry.RegisterOptions{
 			Heartbeat: registry.HeartbeatOptions{Interval: k.interval, OnBeat: k.onBeat()},
+			OnTaken: func(until time.Time) {
+				// This lasts up to the old instance's heartbeat timeout
+				// (two minutes at most): say so, and now and then how long.
+				if now := time.Now(); now.Sub(logged) >= waitingLogEvery {
+					logged = now
+					k.log.Info("another instance holds the id (one that exited without deregistering?); waiting for the registry to time it out",
+						"gives_up_in", time.Until(until).Round(time.Second))
+				}
+			},
 		})
 		if err == nil {
 			k.mu.Lock()

@@ -49,7 +49,7 @@ func Main(ctx context.Context, prog string, args []string, stdin io.Reader, stdo
 		fmt.Fprintf(stderr, "%s: %s\nRun '%s --help' for usage.\n", prog, err, prog)
 		return ExitUsage
 	}
-	cfg, err := ParseArgs(prog, args, stderr)
+	cfg, err := ParseArgs(prog, args, stdout)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}

@@ -79,7 +79,7 @@ func Run(ctx context.Context, cfg Config, d Deps) int {
 
 	cmd := &exec.Cmd{Path: path, Args: cfg.Command, Stdin: d.Stdin, Stdout: d.Stdout, Stderr: d.Stderr,
 		Env: append(os.Environ(), ServiceIDEnv+"="+cfg.Service.ID)}
-	child, err := sup.Start(cmd, supervise.Options{GracePeriod: cfg.GracePeriod})
+	child, err := sup.Start(cmd, supervise.Options{GracePeriod: cfg.GracePeriod, ParentDeathSignal: !cfg.NoParentDeathSignal})
 	if err != nil {
 		log.Error("cannot start the command", "command", cfg.Command[0], "err", err)
 		s.finish()

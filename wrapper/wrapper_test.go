@@ -305,6 +305,7 @@ func TestWaitsForAnOldInstanceToTimeOut(t *testing.T) {
 	script := `echo started > "$1/started"
 ` + untilStop
 	w := startWrapper(t, f.dir, f.env(), append([]string{"--id=restarted", "--interval=1", "--tags=new"}, sh(script, f.dir)...)...)
+	w.waitLog("another instance holds the id")
 	waitFile(t, f.path("started"))
 	// The command starts once the wrapper holds the id.
 	got := f.eventTypes("restarted")

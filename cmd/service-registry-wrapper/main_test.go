@@ -39,11 +39,20 @@ func run(t *testing.T, env []string, args ...string) (int, string) {
 	return cmd.ProcessState.ExitCode(), stderr.String()
 }
 
+// Help asked for is the program's output: on stdout, once, exit 0.
 func TestHelp(t *testing.T) {
 	t.Parallel()
-	code, stderr := run(t, nil, "--help")
-	if code != 0 || !strings.Contains(stderr, "service-registry-wrapper --id=ID [--tags=a,b] [--metadata=k=v,...] [--interval=SECONDS] [--abort-on-failure]") {
-		t.Errorf("--help: exit %d, usage:\n%s", code, stderr)
+	cmd := exec.Command(os.Args[0], "--help")
+	cmd.Env = append(os.Environ(), execEnv+"=1")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("--help: %v", err)
+	}
+	if !strings.Contains(string(out), "service-registry-wrapper --id=ID [--tags=a,b] [--metadata=k=v,...] [--interval=SECONDS] [--abort-on-failure]") {
+		t.Errorf("--help: usage on stdout:\n%s", out)
+	}
+	if n := strings.Count(string(out), "Usage:"); n != 1 {
+		t.Errorf("--help prints the usage %d times:\n%s", n, out)
 	}
 }
 

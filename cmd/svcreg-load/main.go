@@ -1,11 +1,13 @@
 // Command svcreg-load measures a svcreg server under load: heartbeat
 // throughput against a trivial Go handler serving the same load on the
 // same machine, the memory of idle long-polls, and the fan-out latency of
-// one event to many waiting long-polls.
+// one event to many waiting long-polls; and the renderer's CPU time per
+// registry change (render), against an older svcreg with --baseline.
 //
 // It starts the servers it measures as child processes:
 //
 //	go build -o bin/ ./cmd/... && bin/svcreg-load --svcreg bin/svcreg all
+//	bin/svcreg-load --svcreg bin/svcreg --baseline /tmp/svcreg-old render
 package main
 
 import (
@@ -48,6 +50,11 @@ type options struct {
 	duration time.Duration
 	warmup   time.Duration
 	waiters  string
+	services string
+	rate     float64
+	burst    time.Duration
+	trials   int
+	baseline string
 }
 
 func run(args []string) error {
@@ -58,8 +65,13 @@ func run(args []string) error {
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "how long each heartbeat run measures")
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured load before each heartbeat run")
 	fs.StringVar(&o.waiters, "waiters", "1000,10000", "comma-separated long-poll counts for the fan-out runs")
+	fs.StringVar(&o.services, "services", "1000,5000,10000", "render: comma-separated counts of preloaded services")
+	fs.Float64Var(&o.rate, "rate", 250, "render: changes per second during the burst")
+	fs.DurationVar(&o.burst, "burst", 20*time.Second, "render: how long the burst of changes lasts")
+	fs.IntVar(&o.trials, "trials", 3, "render: trials per service count and renderer, interleaved")
+	fs.StringVar(&o.baseline, "baseline", "", "render: other svcreg `binaries` (comma-separated) whose renderers run the same trials, for comparison")
 	fs.Usage = func() {
-		fmt.Fprintf(os.Stderr, "Usage: svcreg-load [flags] heartbeat|longpoll|all\n\nFlags:\n")
+		fmt.Fprintf(os.Stderr, "Usage: svcreg-load [flags] heartbeat|longpoll|render|all\n\nall runs heartbeat and longpoll.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -74,13 +86,15 @@ func run(args []string) error {
 		return benchHeartbeats(o)
 	case "longpoll":
 		return benchLongPolls(o)
+	case "render":
+		return benchRender(o)
 	case "all":
 		if err := benchHeartbeats(o); err != nil {
 			return err
 		}
 		return benchLongPolls(o)
 	}
-	return fmt.Errorf("unknown benchmark %q: use heartbeat, longpoll or all", what)
+	return fmt.Errorf("unknown benchmark %q: use heartbeat, longpoll, render or all", what)
 }
 
 // child is a server started as a child process.
@@ -125,19 +139,7 @@ func (c *child) stop() {
 }
 
 // rssMB is the child's resident set size in MB.
-func (c *child) rssMB() (float64, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.cmd.Process.Pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
-			kb, err := strconv.ParseFloat(f[1], 64)
-			return kb / 1024, err
-		}
-	}
-	return 0, errors.New("no VmRSS")
-}
+func (c *child) rssMB() (float64, error) { return c.statusMB("VmRSS:") }
 
 func startSvcreg(o options, extra ...string) (*child, error) {
 	dir, err := os.MkdirTemp("", "svcreg-load-")
@@ -348,13 +350,9 @@ func benchHeartbeats(o options) error {
 }
 
 func benchLongPolls(o options) error {
-	var counts []int
-	for _, f := range strings.Split(o.waiters, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n < 1 {
-			return fmt.Errorf("--waiters: %q is not a count", f)
-		}
-		counts = append(counts, n)
+	counts, err := parseCounts("--waiters", o.waiters)
+	if err != nil {
+		return err
 	}
 	srv, err := startSvcreg(o)
 	if err != nil {

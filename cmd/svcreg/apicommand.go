@@ -37,20 +37,21 @@ type subcommand struct {
 // ("svcreg services get: …"), and returns an exitCodeError that carries
 // only the exit code.
 func runGroup(ctx context.Context, group, description string, subs []subcommand, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	usage := func() {
-		fmt.Fprintf(stderr, "Usage:\n  svcreg %s <subcommand> [arguments] [flags]\n\n%s\n\nSubcommands:\n", group, strings.TrimSpace(description))
+	// Help asked for goes to stdout; help after a mistake to stderr.
+	usage := func(w io.Writer) {
+		fmt.Fprintf(w, "Usage:\n  svcreg %s <subcommand> [arguments] [flags]\n\n%s\n\nSubcommands:\n", group, strings.TrimSpace(description))
 		for _, s := range subs {
-			fmt.Fprintf(stderr, "  %-8s %s\n", s.name, s.summary)
+			fmt.Fprintf(w, "  %-8s %s\n", s.name, s.summary)
 		}
-		fmt.Fprintf(stderr, "\nRun 'svcreg %s <subcommand> --help' for a subcommand's arguments and flags.\n", group)
+		fmt.Fprintf(w, "\nRun 'svcreg %s <subcommand> --help' for a subcommand's arguments and flags.\n", group)
 	}
 	if len(args) == 0 {
-		usage()
+		usage(stderr)
 		return exitCodeError{code: exitUsage}
 	}
 	switch args[0] {
 	case "-h", "-help", "--help", "help":
-		usage()
+		usage(stdout)
 		return nil
 	}
 	for _, s := range subs {
@@ -67,7 +68,11 @@ func runGroup(ctx context.Context, group, description string, subs []subcommand,
 	for i, s := range subs {
 		names[i] = s.name
 	}
-	return usagef("unknown subcommand %q: use one of %s", args[0], strings.Join(names, ", "))
+	msg := fmt.Sprintf("unknown subcommand %q: ", args[0])
+	if hint := didYouMean(args[0], names); hint != "" {
+		msg += hint + " "
+	}
+	return usagef("%suse one of %s", msg, strings.Join(names, ", "))
 }
 
 // outputFormat is the value of --output: text (tables) or json.
@@ -96,8 +101,9 @@ type apiFlags struct {
 }
 
 // newAPIFlags returns the flag set of an API subcommand. Add the
-// subcommand's own flags to fs, then call parse.
-func newAPIFlags(name, synopsis, description string, stderr io.Writer) *apiFlags {
+// subcommand's own flags to fs, then call parse. --help prints the usage
+// to help (stdout).
+func newAPIFlags(name, synopsis, description string, help io.Writer) *apiFlags {
 	a := &apiFlags{fs: flag.NewFlagSet(name, flag.ContinueOnError), output: "text", connNames: map[string]bool{}}
 	a.fs.SetOutput(io.Discard)
 	a.conn.Register(a.fs)
@@ -107,10 +113,10 @@ func newAPIFlags(name, synopsis, description string, stderr io.Writer) *apiFlags
 	// The flag package shows the usage on every mistake; only --help should.
 	a.fs.Usage = func() {}
 	a.usage = func() {
-		fmt.Fprintf(stderr, "Usage:\n  %s\n\n%s\n\nFlags:\n", synopsis, strings.TrimSpace(description))
-		a.printFlags(stderr, false)
-		fmt.Fprintf(stderr, "\nConnection flags (each falls back to the environment variable named):\n")
-		a.printFlags(stderr, true)
+		fmt.Fprintf(help, "Usage:\n  %s\n\n%s\n\nFlags:\n", synopsis, strings.TrimSpace(description))
+		a.printFlags(help, false)
+		fmt.Fprintf(help, "\nConnection flags (each falls back to the environment variable named):\n")
+		a.printFlags(help, true)
 	}
 	return a
 }

@@ -66,11 +66,12 @@ func (e exitCodeError) Unwrap() error { return e.err }
 
 // Main runs the svcreg command line and returns the exit status.
 func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 {
 		printMainUsage(stderr)
-		if len(args) == 0 {
-			return exitUsage
-		}
+		return exitUsage
+	}
+	if args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help" {
+		printMainUsage(stdout)
 		return exitOK
 	}
 	for _, c := range commands() {
@@ -80,7 +81,15 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		err := c.run(ctx, args[1:], stdin, stdout, stderr)
 		return reportError(stderr, "svcreg "+c.name, err)
 	}
-	fmt.Fprintf(stderr, "svcreg: unknown command %q\n\n", args[0])
+	names := make([]string, 0, len(commands()))
+	for _, c := range commands() {
+		names = append(names, c.name)
+	}
+	msg := fmt.Sprintf("unknown command %q", args[0])
+	if hint := didYouMean(args[0], names); hint != "" {
+		msg += "; " + hint
+	}
+	fmt.Fprintf(stderr, "svcreg: %s\n\n", msg)
 	printMainUsage(stderr)
 	return exitUsage
 }
@@ -115,19 +124,60 @@ func printMainUsage(w io.Writer) {
 }
 
 // newFlagSet returns a flag set whose usage shows flags with two dashes
-// (both "--flag value" and "--flag=value" work).
-func newFlagSet(name, synopsis, description string, stderr io.Writer) *flag.FlagSet {
+// (both "--flag value" and "--flag=value" work). --help prints the usage
+// to help (stdout: help asked for is the command's output).
+func newFlagSet(name, synopsis, description string, help io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage:\n  %s\n\n", synopsis)
+		fmt.Fprintf(help, "Usage:\n  %s\n\n", synopsis)
 		if description != "" {
-			fmt.Fprintf(stderr, "%s\n\n", strings.TrimSpace(description))
+			fmt.Fprintf(help, "%s\n\n", strings.TrimSpace(description))
 		}
-		fmt.Fprintf(stderr, "Flags:\n")
-		printFlags(stderr, fs)
+		fmt.Fprintf(help, "Flags:\n")
+		printFlags(help, fs)
 	}
 	return fs
+}
+
+// didYouMean suggests the names close to a mistyped one ("services" for
+// "service"), as "did you mean services?", or "".
+func didYouMean(typed string, names []string) string {
+	maxEdits := 1
+	if len(typed) >= 6 {
+		maxEdits = 2
+	}
+	var close []string
+	for _, n := range names {
+		if strings.HasPrefix(n, typed) || strings.HasPrefix(typed, n) || editDistance(typed, n) <= maxEdits {
+			close = append(close, n)
+		}
+	}
+	if len(close) == 0 || len(typed) < 2 {
+		return ""
+	}
+	return "did you mean " + strings.Join(close, " or ") + "?"
+}
+
+// editDistance is the Levenshtein distance between a and b.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
 }
 
 // secretFlags never show their default, which may come from the

@@ -30,7 +30,7 @@ Lists every configuration value, ordered by key (all pages), or those
 under NAMESPACE, e.g. /production/cassandra. The registry matches the
 namespace as a plain prefix, so /production/cassandra also holds
 /production/cassandra2/x. With --output json, a JSON array of
-{"id", "value"} objects.`, stderr)
+{"id", "value"} objects.`, stdout)
 	pos, err := f.parse(args)
 	if err != nil {
 		return err
@@ -70,7 +70,7 @@ func runConfigGet(ctx context.Context, args []string, stdin io.Reader, stdout, s
 	f := newAPIFlags("config get", "svcreg config get KEY [flags]", `
 Prints one configuration value as it is stored, followed by a newline, so
 that $(svcreg config get KEY) is the value. With --output json,
-{"id", "value"}. Exits 1 if there is no such value.`, stderr)
+{"id", "value"}. Exits 1 if there is no such value.`, stdout)
 	key, err := f.parseOne(args, "configuration KEY")
 	if err != nil {
 		return err
@@ -96,7 +96,9 @@ func runConfigSet(ctx context.Context, args []string, stdin io.Reader, stdout, s
 	f := newAPIFlags("config set", "svcreg config set KEY VALUE [flags]", `
 Creates or replaces a configuration value (1..1024 characters). A VALUE
 of "-" reads the value from standard input, without its final newline.
-Prints nothing.`, stderr)
+Prints nothing.
+
+`+registry.ConfigIDRules, stdout)
 	pos, err := f.parse(args)
 	if err != nil {
 		return err
@@ -111,6 +113,9 @@ Prints nothing.`, stderr)
 		return usagef("unexpected argument %q after the value; quote a value that holds spaces", pos[2])
 	}
 	key, value := pos[0], pos[1]
+	if err := registry.CheckConfigID(key); err != nil {
+		return usagef("KEY %s", err)
+	}
 	if value == "-" {
 		data, err := io.ReadAll(io.LimitReader(stdin, 64<<10))
 		if err != nil {
@@ -129,7 +134,7 @@ Prints nothing.`, stderr)
 func runConfigDelete(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	f := newAPIFlags("config delete", "svcreg config delete KEY [flags]", `
 Deletes a configuration value. Prints nothing. Exits 1 if there is no
-such value.`, stderr)
+such value.`, stdout)
 	key, err := f.parseOne(args, "configuration KEY")
 	if err != nil {
 		return err

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/oklog/run"
 
 	"github.com/svcreg/svcreg/examples"
 	"github.com/svcreg/svcreg/registry"
@@ -30,7 +33,7 @@ example services that join, leave and time out, printing the rendered file
 each time it changes. It takes about half a minute; Ctrl-C stops it.`
 
 func runDemo(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := newFlagSet("demo", "svcreg demo [--out FILE]", demoDescription, stderr)
+	fs := newFlagSet("demo", "svcreg demo [--out FILE]", demoDescription, stdout)
 	out := fs.String("out", "", "`file` to render into (default: a temporary file)")
 	step := fs.Duration("step", 3*time.Second, "pause between the demo's steps")
 	if err := parseFlags(fs, args); err != nil {
@@ -51,25 +54,14 @@ func runDemo(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	if err != nil {
 		return err
 	}
-	defer st.Close()
+	defer st.Close() // after the run group: nothing uses the store then
 	api := server.New(server.Config{Store: st, Auth: server.NewAuth(server.AuthConfig{Store: st, Dev: true})})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
 	hs := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
-	go hs.Serve(api.Listener(ln))
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		api.Drain(sctx)
-		hs.Shutdown(sctx)
-	}()
-	sctx, cancelStore := context.WithCancel(ctx)
-	defer cancelStore()
-	go st.Run(sctx)
 	apiURL := "http://" + ln.Addr().String() + "/v1.0"
-	fmt.Fprintf(stdout, "registry: %s (user dev, API key dev)\n", apiURL)
 
 	// 2. The renderer on the nginx example.
 	tmpl := filepath.Join(dir, "upstreams.tmpl")
@@ -95,25 +87,56 @@ func runDemo(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	}
 	defer client.Close()
 	w := watcher.New(watcher.Config{Client: client, Logger: log})
-	renderer := render.NewRenderer(log, nil, nil)
-	loop := &render.Loop{Renderer: renderer, Source: w}
-	go w.Run(sctx)
-	go loop.Run(sctx, set)
-	fmt.Fprintf(stdout, "rendering examples/nginx/upstreams.tmpl into %s\n", dest)
-	printed := make(chan struct{})
-	go func() { defer close(printed); printChanges(sctx, stdout, dest) }()
-	defer func() { cancelStore(); <-printed }()
+	loop := &render.Loop{Renderer: render.NewRenderer(log, nil, nil), Source: w}
 
-	// 3. Services come and go.
+	// Every part runs in one group: the first to return (the steps, when
+	// done or stopped) stops the others, and the group returns only when
+	// all have, so the store is closed after everything that uses it.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var g run.Group
+	g.Add(func() error { return st.Run(ctx) }, func(error) { cancel() })
+	g.Add(func() error {
+		if err := hs.Serve(api.Listener(ln)); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	}, func(error) {
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		api.Drain(sctx)
+		hs.Shutdown(sctx)
+	})
+	g.Add(func() error { return w.Run(ctx) }, func(error) { cancel() })
+	g.Add(func() error { return loop.Run(ctx, set) }, func(error) { cancel() })
+	g.Add(func() error { printChanges(ctx, stdout, dest); return nil }, func(error) { cancel() })
+	g.Add(func() error {
+		fmt.Fprintf(stdout, "registry: %s (user dev, API key dev)\n", apiURL)
+		fmt.Fprintf(stdout, "rendering examples/nginx/upstreams.tmpl into %s\n", dest)
+		return demoSteps(ctx, stdout, client, *step)
+	}, func(error) { cancel() })
+	return g.Run()
+}
+
+// demoSteps registers services that join, leave and time out, one step
+// at a time. It returns nil when done or when ctx ends.
+func demoSteps(ctx context.Context, stdout io.Writer, client *registry.Client, step time.Duration) error {
 	beaters := map[string]*registry.Heartbeater{}
+	defer func() {
+		for _, hb := range beaters {
+			hb.Stop()
+		}
+	}()
 	join := func(id, ip, port, weight string, timeout int) error {
 		md := map[string]string{"ip": ip, "port": port}
 		if weight != "" {
 			md["weight"] = weight
 		}
 		fmt.Fprintf(stdout, "\n>>> %s joins (tag www, %s:%s, heartbeat timeout %ds)\n", id, ip, port, timeout)
-		hb, err := client.Register(sctx, registry.Service{ID: id, Tags: []string{"www"}, Metadata: md, HeartbeatTimeout: timeout}, registry.RegisterOptions{})
-		beaters[id] = hb
+		hb, err := client.Register(ctx, registry.Service{ID: id, Tags: []string{"www"}, Metadata: md, HeartbeatTimeout: timeout}, registry.RegisterOptions{})
+		if hb != nil {
+			beaters[id] = hb
+		}
 		return err
 	}
 	steps := []func() error{
@@ -122,12 +145,12 @@ func runDemo(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		func() error { return join("web-3", "10.0.0.13", "8080", "", 3) },
 		func() error {
 			fmt.Fprintf(stdout, "\n>>> configuration /nginx/keepalive = 64\n")
-			return client.SetConfig(sctx, "/nginx/keepalive", "64")
+			return client.SetConfig(ctx, "/nginx/keepalive", "64")
 		},
 		func() error {
 			fmt.Fprintf(stdout, "\n>>> web-2 leaves (deregisters)\n")
 			beaters["web-2"].Stop()
-			return client.DeleteService(sctx, "web-2")
+			return client.DeleteService(ctx, "web-2")
 		},
 		func() error {
 			fmt.Fprintf(stdout, "\n>>> web-3 stops heartbeating; the registry times it out within its 3s\n")
@@ -136,20 +159,20 @@ func runDemo(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		},
 	}
 	for _, s := range steps {
-		if err := sleepCtx(ctx, *step); err != nil {
+		if err := sleepCtx(ctx, step); err != nil {
 			return nil
 		}
 		if err := s(); err != nil {
+			if ctx.Err() != nil {
+				return nil // stopped by a signal during the step
+			}
 			return fmt.Errorf("demo step: %w", err)
 		}
 	}
-	if err := sleepCtx(ctx, *step+4*time.Second); err != nil {
+	if err := sleepCtx(ctx, step+4*time.Second); err != nil {
 		return nil
 	}
 	fmt.Fprintf(stdout, "\ndone: that was `svcreg template` keeping an nginx upstream in step with the registry.\n")
-	for _, hb := range beaters {
-		hb.Stop()
-	}
 	return nil
 }
 

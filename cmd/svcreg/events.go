@@ -49,7 +49,7 @@ Lists the events from --marker on (the event with that id comes first), or
 those of the last hour, oldest first, following every page. Each line
 shows the event's id (a marker to list or tail from), time, type, the
 service or configuration key it is about, and what changed. With
---output json, a JSON array of events as the API shows them.`, stderr)
+--output json, a JSON array of events as the API shows them.`, stdout)
 	marker := f.fs.String("marker", "", "event `id` to start at (inclusive); default: an hour ago")
 	typ := f.fs.String("type", "", "list only events of this `type`, e.g. service.join")
 	limit := f.fs.Int("limit", 0, "list at most `N` events; 0 for all")
@@ -86,11 +86,24 @@ service or configuration key it is about, and what changed. With
 	if f.json() {
 		return writeJSON(stdout, events)
 	}
-	fmt.Fprintln(stdout, eventHeader)
+	return writeEventTable(stdout, events)
+}
+
+// writeEventTable writes a list of events as a table whose columns fit the
+// widest cell (a long configuration key included); the tail, which cannot
+// wait for the widest, uses fixed widths (eventLine).
+func writeEventTable(w io.Writer, events []registry.Event) error {
+	tw := newTable(w)
+	row(tw, "ID", "TIME", "TYPE", "SUBJECT", "DETAIL")
 	for _, ev := range events {
-		fmt.Fprintln(stdout, eventLine(ev))
+		subject, detail := describeEvent(ev)
+		row(tw, ev.ID, eventTime(ev), string(ev.Type), cell(subject), detail)
 	}
-	return nil
+	return tw.Flush()
+}
+
+func eventTime(ev registry.Event) string {
+	return ev.Timestamp.Local().Format("2006-01-02T15:04:05.000-07:00")
 }
 
 func runEventsTail(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
@@ -100,7 +113,7 @@ interrupted (Ctrl-C, SIGTERM) or, with --count, after that many events.
 Without --marker it starts now and shows only new events; with it, it
 starts after the event with that id (the last one you saw), so that a tail
 can be resumed. It long-polls the registry and rides out the registry's
-restarts. With --output json, one JSON object per line.`, stderr)
+restarts. With --output json, one JSON object per line.`, stdout)
 	marker := f.fs.String("marker", "", "event `id` to follow the feed after; default: now")
 	typ := f.fs.String("type", "", "show only events of this `type`, e.g. service.join")
 	count := f.fs.Int("count", 0, "exit after `N` events; 0 to follow until interrupted")
@@ -199,8 +212,7 @@ var eventHeader = strings.TrimRight(fmt.Sprintf(eventFormat, "ID", "TIME", "TYPE
 // configuration key it is about, and what changed.
 func eventLine(ev registry.Event) string {
 	subject, detail := describeEvent(ev)
-	t := ev.Timestamp.Local().Format("2006-01-02T15:04:05.000-07:00")
-	return strings.TrimRight(fmt.Sprintf(eventFormat, ev.ID, t, ev.Type, cell(subject), detail), " ")
+	return strings.TrimRight(fmt.Sprintf(eventFormat, ev.ID, eventTime(ev), ev.Type, cell(subject), detail), " ")
 }
 
 // describeEvent returns what an event is about and what changed.

@@ -164,3 +164,27 @@ func TestEventsTailInterrupt(t *testing.T) {
 		t.Errorf("tail -o json printed:\n%s\nwant the join, then the configuration update, one JSON object a line", stdout)
 	}
 }
+
+// events list lines its columns up whatever the length of a key: the
+// DETAIL column starts at the same place on every line.
+func TestEventTableAligns(t *testing.T) {
+	t.Parallel()
+	long := "/production/" + strings.Repeat("k", 120)
+	var events []registry.Event
+	for i, key := range []string{"/a/short", long, "/b/mid-length-key"} {
+		payload := `{"configuration_value_id":"` + key + `","old_value":null,"new_value":"value-` + string(rune('a'+i)) + `"}`
+		events = append(events, registry.Event{ID: "e22ccb7e-eca0-11f1-bf09-9ff97e8996dd", Timestamp: time.UnixMilli(1796031115870),
+			Type: registry.ConfigValueUpdate, Payload: []byte(payload)})
+	}
+	var b bytes.Buffer
+	if err := writeEventTable(&b, events); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	col := strings.Index(lines[0], "DETAIL")
+	for _, l := range lines[1:] {
+		if i := strings.Index(l, `"value-`); i != col {
+			t.Errorf("DETAIL at column %d, the header's at %d:\n%s", i, col, b.String())
+		}
+	}
+}

@@ -14,7 +14,7 @@ Shows the account's limits: how many services and configuration values it
 may hold, and its request rate limits with their use. With --output json,
 the API's {"resource": …, "rate": …} object. Connection flags (--url,
 --username, --api-key, …) or the SVCREG_* environment variables say which
-registry and account.`, stderr)
+registry and account.`, stdout)
 	if err := f.parseNone(args); err != nil {
 		return err
 	}

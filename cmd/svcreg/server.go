@@ -9,8 +9,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os/signal"
+	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/oklog/run"
@@ -36,10 +37,19 @@ registry: any of them answers any request. See docs/etcd.md.
 Authenticate with users from --users (a TOML file of [[user]] entries with
 name, tenant, api_key, password_hash, tokens), or start with --dev, in which
 any username authenticates with the API key "dev" and gets a tenant of its own
-("dev" gets 7777).
+("dev" gets 7777). --dev accepts anyone: never use it where others can reach
+the server, and never together with --users (refused).
 
-SIGTERM or SIGINT stops the server gracefully: waiting long-polls are
-answered, in-flight requests finish, heartbeat state is written.`
+The identity endpoint limits failed token requests per client address and
+per username, token issues per user, and the password checks (bcrypt) that
+run at once: --login-failures-per-address, --login-failures-per-user,
+--token-issues-per-user, --bcrypt-concurrency; see docs/security.md.
+
+SIGTERM or SIGINT stops the server gracefully (exit status 0): waiting
+long-polls are answered, in-flight requests finish, heartbeat state is
+written. SIGHUP reads --users and --tls-cert/--tls-key again and switches to
+them only if they are all valid; otherwise it logs why and keeps the ones in
+use. Removed users' tokens stop working at once.`
 
 type serverFlags struct {
 	listen, dataDir, users string
@@ -53,8 +63,14 @@ type serverFlags struct {
 	serviceLimit           int
 	configLimit            int
 	rateLimit              int
+	writeRate              float64
+	writeBurst             int
+	maxEvents              int
+	maxEventBytes          int64
 	hashPassword           bool
+	login                  server.AuthLimits
 	etcd                   etcdFlags
+	db                     dbFlags
 }
 
 // etcdFlags are the --etcd-* flags: where the etcd store's cluster is.
@@ -66,7 +82,7 @@ type etcdFlags struct {
 
 func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	var f serverFlags
-	fs := newFlagSet("server", "svcreg server [--dev | --users FILE] [flags]", serverDescription, stderr)
+	fs := newFlagSet("server", "svcreg server [--dev | --users FILE] [flags]", serverDescription, stdout)
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:8420", "`address` to listen on")
 	fs.StringVar(&f.dataDir, "data-dir", "./svcreg-data", "`directory` holding the database")
 	fs.BoolVar(&f.dev, "dev", false, "development mode: any username authenticates with API key \"dev\"")
@@ -82,7 +98,19 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.IntVar(&f.serviceLimit, "service-limit", store.DefaultLimits.Services, "services a new account may hold")
 	fs.IntVar(&f.configLimit, "config-limit", store.DefaultLimits.ConfigValues, "configuration values a new account may hold")
 	fs.IntVar(&f.rateLimit, "rate-limit", 500000, "GET requests a tenant may make per day")
+	fs.IntVar(&f.login.FailuresPerAddress, "login-failures-per-address", server.DefaultAuthLimits.FailuresPerAddress, "failed token requests a client address (IPv6: its /64) may make per minute\nbefore its token requests are refused (429); -1 for no limit")
+	fs.IntVar(&f.login.FailuresPerUser, "login-failures-per-user", server.DefaultAuthLimits.FailuresPerUser, "failed token requests per minute that may name one username before\nit is refused (429) without a password check; -1 for no limit")
+	fs.IntVar(&f.login.IssuesPerUser, "token-issues-per-user", server.DefaultAuthLimits.IssuesPerUser, "tokens one user may be issued per hour (each is stored until it expires);\n-1 for no limit")
+	fs.IntVar(&f.login.BcryptConcurrency, "bcrypt-concurrency", server.DefaultAuthLimits.BcryptConcurrency, "password checks (bcrypt) that may run at once, by default half the CPUs;\nmore wait, up to 64, for at most 5s, then get 503")
+	fs.Float64Var(&f.writeRate, "write-rate", server.DefaultWriteRate, "writes (service creates, updates, deletes; configuration sets, deletes) a tenant\nmay make per second after a burst of --write-burst; heartbeats do not count; 0: no limit")
+	fs.IntVar(&f.writeBurst, "write-burst", server.DefaultWriteBurst, "writes a tenant may make at once")
+	fs.IntVar(&f.maxEvents, "max-events", store.DefaultMaxEvents, "most events a tenant keeps; past it the oldest are deleted; 0: no limit\nbut --retention")
+	fs.Int64Var(&f.maxEventBytes, "max-event-bytes", boltstore.DefaultMaxEventBytes, "most `bytes` of events a tenant keeps in the embedded store; past it the oldest\nare deleted; 0: no limit")
 	fs.BoolVar(&f.hashPassword, "hash-password", false, "read a password on stdin, print its bcrypt hash for --users, and exit")
+	fs.BoolVar(&f.db.check, "check", false, "check the database under --data-dir from end to end, and exit (the server must be stopped)")
+	fs.BoolVar(&f.db.compact, "compact", false, "rewrite the database under --data-dir without its free pages, and exit\n(the server must be stopped)")
+	fs.StringVar(&f.db.backup, "backup", "", "write a consistent copy of the database under --data-dir to `file`, and exit;\nworks while the server runs")
+	fs.StringVar(&f.db.restore, "restore", "", "make the backup `file` the database under --data-dir, and exit\n(the server must be stopped; the database replaced is kept beside it)")
 	fs.StringVar(&f.etcd.endpoints, "etcd-endpoints", "", "comma-separated etcd client `URLs`; keeps state in etcd instead of --data-dir,\nshared by every server given the same endpoints and --etcd-prefix")
 	fs.StringVar(&f.etcd.prefix, "etcd-prefix", etcdstore.DefaultPrefix, "`prefix` of every etcd key the server uses")
 	fs.StringVar(&f.etcd.cert, "etcd-cert", "", "client certificate `file` (PEM) for etcd, with --etcd-key")
@@ -99,8 +127,20 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if f.hashPassword {
 		return printPasswordHash(stdin, stdout)
 	}
+	if f.db.any() {
+		if f.etcd.endpoints != "" {
+			return usagef("--check, --compact, --backup and --restore are for the embedded store; for etcd see docs/etcd.md")
+		}
+		return runDBCommand(f.db, f.dataDir, stdout)
+	}
 	if !f.dev && f.users == "" {
 		return usagef("give --users FILE, or --dev to let anyone in with API key \"dev\"")
+	}
+	if f.dev && f.users != "" {
+		return usagef("--dev lets anyone in and excludes --users: a --dev user could take a tenant of the users file")
+	}
+	if f.login.BcryptConcurrency < 1 {
+		return usagef("--bcrypt-concurrency must be at least 1")
 	}
 	if (f.tlsCert == "") != (f.tlsKey == "") {
 		return usagef("--tls-cert and --tls-key go together")
@@ -110,6 +150,18 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	}
 	if f.reapInterval < 0 {
 		return usagef("--reap-interval must not be negative")
+	}
+	if f.writeRate < 0 || f.writeBurst < 1 || f.maxEvents < 0 || f.maxEventBytes < 0 {
+		return usagef("--write-rate, --max-events and --max-event-bytes must not be negative, --write-burst at least 1")
+	}
+	if f.maxEventBytes == 0 {
+		f.maxEventBytes = -1
+	}
+	if f.writeRate == 0 {
+		f.writeRate = -1
+	}
+	if f.maxEvents == 0 {
+		f.maxEvents = -1
 	}
 	if f.etcd.endpoints == "" && (f.etcd.cert != "" || f.etcd.key != "" || f.etcd.cacert != "" || f.etcd.username != "" || f.etcd.password != "") {
 		return usagef("the --etcd-* flags need --etcd-endpoints")
@@ -147,7 +199,7 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 			log.Error("close store", "err", err)
 		}
 	}()
-	auth := server.NewAuth(server.AuthConfig{Store: st, Users: users, Dev: f.dev, TokenTTL: f.tokenTTL, Logger: log})
+	auth := server.NewAuth(server.AuthConfig{Store: st, Users: users, Dev: f.dev, TokenTTL: f.tokenTTL, Limits: f.login, Logger: log, Registerer: reg})
 	api := server.New(server.Config{
 		Store:               st,
 		Auth:                auth,
@@ -156,6 +208,8 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		Metrics:             promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 		MaxWaitersPerTenant: f.maxWaiters,
 		RateLimit:           f.rateLimit,
+		WriteRate:           f.writeRate,
+		WriteBurst:          f.writeBurst,
 	})
 	httpServer := &http.Server{
 		Handler:           api,
@@ -171,15 +225,15 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		return fmt.Errorf("listen on %s: %w", f.listen, err)
 	}
 	scheme := "http"
+	var cert *server.Certificate
 	if f.tlsCert != "" {
-		cert, err := tls.LoadX509KeyPair(f.tlsCert, f.tlsKey)
-		if err != nil {
+		if cert, err = server.LoadCertificate(f.tlsCert, f.tlsKey); err != nil {
 			ln.Close()
 			return fmt.Errorf("load --tls-cert/--tls-key: %w", err)
 		}
 		// HTTP/1.1 only: clients keep one persistent connection, and parked
 		// long-polls hand theirs back to the server.
-		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS12})
+		ln = tls.NewListener(ln, &tls.Config{GetCertificate: cert.GetCertificate, NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS12})
 		scheme = "https"
 	}
 	base := scheme + "://" + ln.Addr().String()
@@ -188,9 +242,19 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if f.etcd.endpoints != "" {
 		where = []any{"etcd", f.etcd.endpoints, "etcd_prefix", f.etcd.prefix}
 	}
+	// Signals are caught from here on: a stop right after the "listening"
+	// line is still graceful.
+	sigs := notifyStopOrReload()
+	defer signal.Stop(sigs)
 	log.Info("svcreg server listening", append(append([]any{"url", base}, where...), "dev", f.dev, "users", len(users), "version", versionString())...)
 	if f.dev {
+		log.Warn("--dev: ANY username authenticates with API key \"dev\"; anyone who can reach " + base + " can read and write the registry. Use --users for anything but development.")
 		printDevHelp(stdout, base)
+	}
+	reload := func() {
+		if err := reloadServer(f, auth, cert, log); err != nil {
+			log.Error("SIGHUP: kept the users and TLS certificate in use", "err", err)
+		}
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -212,14 +276,45 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 			httpServer.Close()
 		}
 	})
-	g.Add(run.SignalHandler(ctx, syscall.SIGINT, syscall.SIGTERM))
-	err = g.Run()
-	var sig run.SignalError
-	if errors.As(err, &sig) {
-		log.Info("svcreg server stopping", "signal", sig.Signal.String())
+	g.Add(func() error { return stopOrReload(ctx, log, sigs, reload) }, func(error) { cancel() })
+	if err := g.Run(); !errors.Is(err, errStopped) {
+		return err
+	}
+	return nil
+}
+
+// reloadServer reads --users and --tls-cert/--tls-key again and, only if
+// all are valid, switches to them.
+func reloadServer(f serverFlags, auth *server.Auth, cert *server.Certificate, log *slog.Logger) error {
+	var users []server.User
+	var err error
+	if f.users != "" {
+		if users, err = server.LoadUsers(f.users); err != nil {
+			return err
+		}
+	}
+	var newCert *tls.Certificate
+	if cert != nil {
+		if newCert, err = cert.Read(); err != nil {
+			return err
+		}
+	}
+	if f.users != "" {
+		if err := auth.SetUsers(users); err != nil {
+			return err
+		}
+	}
+	attrs := []any{"users", len(users)}
+	if cert != nil {
+		cert.Set(newCert)
+		attrs = append(attrs, "tls_cert", f.tlsCert, "tls_not_after", cert.NotAfter())
+	}
+	if f.users == "" && cert == nil {
+		log.Info("SIGHUP: nothing to read again (no --users, no --tls-cert)")
 		return nil
 	}
-	return err
+	log.Info("SIGHUP: read the users file and TLS certificate again", attrs...)
+	return nil
 }
 
 // serverStore is what the server keeps its state in.
@@ -233,15 +328,21 @@ type serverStore interface {
 // client).
 func openStore(ctx context.Context, f serverFlags, log *slog.Logger, reg prometheus.Registerer, limits store.Limits, reap time.Duration) (serverStore, func() error, error) {
 	if f.etcd.endpoints == "" {
+		if _, err := checkInChild(f.dataDir); err != nil {
+			return nil, nil, err
+		}
 		st, err := boltstore.Open(f.dataDir, boltstore.Options{
 			Logger:        log,
 			Registerer:    reg,
 			DefaultLimits: limits,
 			Retention:     f.retention,
+			MaxEvents:     f.maxEvents,
+			MaxEventBytes: f.maxEventBytes,
 			ReapInterval:  reap,
+			BackupSocket:  filepath.Join(f.dataDir, boltstore.SocketName),
 		})
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, explainStoreError(err)
 		}
 		return st, st.Close, nil
 	}
@@ -270,6 +371,7 @@ func openStore(ctx context.Context, f serverFlags, log *slog.Logger, reg prometh
 		Registerer:    reg,
 		DefaultLimits: limits,
 		Retention:     f.retention,
+		MaxEvents:     f.maxEvents,
 		ReapInterval:  reap,
 	})
 	if err != nil {

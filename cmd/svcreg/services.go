@@ -74,7 +74,7 @@ func runServicesList(ctx context.Context, args []string, stdin io.Reader, stdout
 	f := newAPIFlags("services list", "svcreg services list [--tag TAG] [flags]", `
 Lists every service of the account, ordered by id (all pages), with its
 tags, heartbeat timeout, last heartbeat and metadata. With --output json,
-a JSON array of services as the API shows them.`, stderr)
+a JSON array of services as the API shows them.`, stdout)
 	tag := f.fs.String("tag", "", "list only the services carrying this `tag` (exact, case-sensitive)")
 	if err := f.parseNone(args); err != nil {
 		return err
@@ -107,7 +107,7 @@ func runServicesGet(ctx context.Context, args []string, stdin io.Reader, stdout,
 	f := newAPIFlags("services get", "svcreg services get ID [flags]", `
 Shows one service: its tags, heartbeat timeout (seconds), last heartbeat
 and metadata, one per line. With --output json, the service as the API
-shows it. Exits 1 if there is no such service.`, stderr)
+shows it. Exits 1 if there is no such service.`, stdout)
 	id, err := f.parseOne(args, "service ID")
 	if err != nil {
 		return err
@@ -142,7 +142,7 @@ Creates a service and prints its first heartbeat token. The registry
 times the service out unless it is heartbeated within --timeout seconds:
 POST /services/ID/heartbeat with the token (see docs/api.md), or let
 'svcreg wrap' register and heartbeat a process. With --output json,
-{"token": "…"}.`, stderr)
+{"token": "…"}.`, stdout)
 	timeout := f.fs.Int("timeout", 0, "heartbeat timeout in `seconds` (3..120); required")
 	var tags, metadata listFlag
 	f.fs.Var(&tags, "tags", "comma-separated `tags`; may be repeated")
@@ -153,6 +153,9 @@ POST /services/ID/heartbeat with the token (see docs/api.md), or let
 	}
 	if *timeout == 0 {
 		return usagef("missing --timeout: the heartbeat timeout in seconds (3..120)")
+	}
+	if err := checkTimeout(*timeout); err != nil {
+		return err
 	}
 	meta, err := metadata.metadata()
 	if err != nil {
@@ -179,7 +182,7 @@ func runServicesUpdate(ctx context.Context, args []string, stdin io.Reader, stdo
 	f := newAPIFlags("services update", "svcreg services update ID [--tags a,b] [--metadata k=v,k2=v2] [--timeout SECONDS] [flags]", `
 Changes a service. Only the flags given are sent, and each replaces what
 the service had: --tags "" removes every tag, --metadata "" all metadata.
-A new --timeout applies from the next heartbeat. Prints nothing.`, stderr)
+A new --timeout applies from the next heartbeat. Prints nothing.`, stdout)
 	timeout := f.fs.Int("timeout", 0, "new heartbeat timeout in `seconds` (3..120)")
 	var tags, metadata listFlag
 	f.fs.Var(&tags, "tags", "comma-separated `tags` that replace the service's; may be repeated")
@@ -201,6 +204,11 @@ A new --timeout applies from the next heartbeat. Prints nothing.`, stderr)
 	if !tags.set && !metadata.set && *timeout == 0 {
 		return usagef("nothing to change: give --tags, --metadata or --timeout")
 	}
+	if *timeout != 0 {
+		if err := checkTimeout(*timeout); err != nil {
+			return err
+		}
+	}
 	ctx, c, done, err := f.connect(ctx)
 	if err != nil {
 		return err
@@ -212,7 +220,7 @@ A new --timeout applies from the next heartbeat. Prints nothing.`, stderr)
 func runServicesDelete(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	f := newAPIFlags("services delete", "svcreg services delete ID [flags]", `
 Deletes a service; its heartbeat token stops working. Prints nothing.
-Exits 1 if there is no such service.`, stderr)
+Exits 1 if there is no such service.`, stdout)
 	id, err := f.parseOne(args, "service ID")
 	if err != nil {
 		return err
@@ -223,4 +231,13 @@ Exits 1 if there is no such service.`, stderr)
 	}
 	defer done()
 	return c.DeleteService(ctx, id)
+}
+
+// checkTimeout checks --timeout against the registry's range before
+// anything is sent.
+func checkTimeout(seconds int) error {
+	if seconds < registry.MinHeartbeatTimeout || seconds > registry.MaxHeartbeatTimeout {
+		return usagef("--timeout %d: the heartbeat timeout is %d..%d seconds", seconds, registry.MinHeartbeatTimeout, registry.MaxHeartbeatTimeout)
+	}
+	return nil
 }

@@ -9,12 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"os/signal"
-	"slices"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 
 	"github.com/oklog/run"
@@ -68,7 +64,14 @@ Orphaned processes are reaped, also as PID 1.
 Exit codes (--once, --print): 0 done; 1 other error; 2 usage; 3 bad config or
 template; 4 no sync with the registry within --once-timeout; 5 a template
 failed to render (or min_instances refused it); 6 a check command failed;
-7 a file could not be installed; 8 a reload command failed.`
+7 a file could not be installed; 8 a reload command failed.
+
+First deploy, before the load balancer runs: "svcreg template --once
+--no-reload" installs the checked files and reloads nothing; then start the
+load balancer. Without --no-reload the reload fails (exit 8), but a file
+that did not exist before and passed its check stays installed: with
+nothing to restore, removing it would only keep the load balancer from
+starting.`
 
 // Exit codes of svcreg template.
 const (
@@ -85,6 +88,7 @@ type templateFlags struct {
 	templates   stringList
 	wait        string
 	once        bool
+	noReload    bool
 	onceTimeout time.Duration
 	dry         bool
 	print       bool
@@ -104,17 +108,18 @@ func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 
 func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	var f templateFlags
-	fs := newFlagSet("template", "svcreg template (--config FILE | --template SRC:DST[:RELOAD]...) [flags]", templateDescription, stderr)
+	fs := newFlagSet("template", "svcreg template (--config FILE | --template SRC:DST[:RELOAD]...) [flags]", templateDescription, stdout)
 	fs.StringVar(&f.config, "config", "", "TOML config `file`")
 	fs.Var(&f.templates, "template", "`SRC:DST[:RELOAD]`: render SRC to DST and run RELOAD after a change (repeatable)")
 	fs.StringVar(&f.wait, "wait", "", "`MIN:MAX` debounce: render after MIN without changes, at most MAX after the first\n(default 100ms:2s, or the config's [wait])")
 	fs.BoolVar(&f.once, "once", false, "wait for a full sync, render, install, reload, then exit")
 	fs.DurationVar(&f.onceTimeout, "once-timeout", 30*time.Second, "with --once or --print, how long to wait for the registry")
+	fs.BoolVar(&f.noReload, "no-reload", false, "with --once, install the checked files but run no reload command\n(a first deploy, before the load balancer runs)")
 	fs.BoolVar(&f.dry, "dry", false, "print what would change (a diff per file) and write and run nothing")
 	fs.BoolVar(&f.print, "print", false, "wait for a full sync, print the full output of every template to stdout, and exit;\nno file is written and no command run (for debugging templates)")
 	fs.StringVar(&f.exec, "exec", "", "`COMMAND` to run in the foreground once the first render is installed, e.g. \"nginx -g 'daemon off;'\"\n(split as a shell would, without a shell; see Running in a container in the README)")
 	fs.DurationVar(&f.gracePeriod, "grace-period", render.DefaultGracePeriod, "with --exec, the time the command has to exit after SIGTERM before SIGKILL")
-	fs.StringVar(&f.listen, "listen", "", "`address` for /healthz and /metrics (default: the config's listen, or none)")
+	fs.StringVar(&f.listen, "listen", "", "`address` for /healthz, /readyz and /metrics (default: the config's listen, or none)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	f.conn.Register(fs)
@@ -124,8 +129,16 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	if fs.NArg() > 0 {
 		return usagef("unexpected argument %q", fs.Arg(0))
 	}
+	if f.noReload && !f.once {
+		return usagef("--no-reload goes with --once")
+	}
 	if f.config == "" && len(f.templates) == 0 {
 		return usagef("give --config FILE or at least one --template SRC:DST[:RELOAD]")
+	}
+	for _, t := range f.templates {
+		if _, err := render.ParseTemplateFlag(t); err != nil {
+			return usageError{err.Error()}
+		}
 	}
 	log, err := newLogger(stderr, f.logFormat, f.logLevel)
 	if err != nil {
@@ -152,11 +165,15 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	w := watcher.New(watcher.Config{Client: client, Resync: cfg.Resync.D(), Logger: log, Registerer: reg})
+	// A pass waits for [wait] min without changes anyway: fetching a
+	// stream of changes in batches a quarter of that apart costs it little
+	// latency and saves a long-poll per change.
+	w := watcher.New(watcher.Config{Client: client, Resync: cfg.Resync.D(), Logger: log, Registerer: reg,
+		Coalesce: min(cfg.Wait.Min.D()/4, 25*time.Millisecond)})
 	health := render.NewHealth()
 	health.Watch = w.Status
 	renderer := render.NewRenderer(log, render.NewMetrics(reg), health)
-	renderer.Dry, renderer.DryOut = f.dry, stdout
+	renderer.Dry, renderer.DryOut, renderer.NoReload = f.dry, stdout, f.noReload
 	loop := &render.Loop{Renderer: renderer, Source: w}
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -170,7 +187,7 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 
 	sets := make(chan *render.Set)
 	loop.Sets = sets
-	rl := &reloader{log: log, load: load, sets: sets, current: set, registry: cfg.Registry}
+	rl := render.NewReloader(log, load, sets, set, cfg.Registry)
 	var g run.Group
 	var ex *render.Exec
 	execCode := 0
@@ -179,16 +196,18 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 			return err
 		}
 		defer ex.Close()
-		ex.OnHUP = func() { rl.reload(ctx, "SIGHUP") }
+		ex.OnHUP = func() { rl.Reload(ctx, "SIGHUP") }
 		renderer.Child, loop.Passed = ex, ex.Passed
 		// The command's supervisor takes the signals, SIGHUP included.
 		g.Add(func() error { execCode = ex.Run(ctx); return errStopped }, func(error) { cancel() })
 	} else {
-		g.Add(func() error { return rl.signals(ctx) }, func(error) { cancel() })
+		sigs := notifyStopOrReload()
+		defer signal.Stop(sigs)
+		g.Add(func() error { return stopOrReload(ctx, log, sigs, func() { rl.Reload(ctx, "SIGHUP") }) }, func(error) { cancel() })
 	}
 	g.Add(func() error { return w.Run(ctx) }, func(error) { cancel() })
 	g.Add(func() error { return loop.Run(ctx, set) }, func(error) { cancel() })
-	g.Add(func() error { return rl.watchFiles(ctx) }, func(error) { cancel() })
+	g.Add(func() error { return rl.WatchFiles(ctx) }, func(error) { cancel() })
 	if cfg.Listen != "" {
 		ln, err := net.Listen("tcp", cfg.Listen)
 		if err != nil {
@@ -196,9 +215,10 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/healthz", health)
+		mux.Handle("/readyz", health.Ready())
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
-		log.Info("serving /healthz and /metrics", "url", "http://"+ln.Addr().String())
+		log.Info("serving /healthz, /readyz and /metrics", "url", "http://"+ln.Addr().String())
 		g.Add(func() error {
 			if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 				return err
@@ -212,8 +232,7 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	}
 	log.Info("svcreg template started", "templates", len(set.Sources()), "registry", settings.URL, "dry", f.dry)
 	err = g.Run()
-	var sig run.SignalError
-	if errors.As(err, &sig) || errors.Is(err, errStopped) {
+	if errors.Is(err, errStopped) {
 		if ex != nil {
 			return execExit(execCode)
 		}
@@ -307,103 +326,4 @@ func runOnce(ctx context.Context, log *slog.Logger, w *watcher.Watcher, loop *re
 	}
 	log.Info("rendered once", "groups_installed", res.Installed)
 	return nil
-}
-
-// errStopped ends the run group on SIGTERM or SIGINT.
-var errStopped = errors.New("stopped by signal")
-
-// reloader re-reads the configuration and templates on SIGHUP, and the
-// templates when their files change, and hands a valid new set to the
-// render loop. An invalid one is logged and the old set kept.
-type reloader struct {
-	log      *slog.Logger
-	load     func() (render.Config, error)
-	sets     chan<- *render.Set
-	registry render.RegistryConfig // as started
-
-	mu      sync.Mutex
-	current *render.Set
-	sources chan []string // the template files to watch, after a reload
-}
-
-func (r *reloader) reload(ctx context.Context, why string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	cfg, err := r.load()
-	var set *render.Set
-	if err == nil {
-		set, err = render.NewSet(cfg)
-	}
-	if err != nil {
-		r.log.Error("reload failed; keeping the current templates", "why", why, "err", err)
-		return
-	}
-	if cfg.Registry != r.registry {
-		r.log.Warn("the [registry] settings changed; they take effect at the next restart")
-	}
-	old := r.current.Sources()
-	r.current = set
-	select {
-	case r.sets <- set:
-	case <-ctx.Done():
-		return
-	}
-	r.log.Info("templates reloaded", "why", why, "templates", len(set.Sources()))
-	if !slices.Equal(old, set.Sources()) && r.sources != nil {
-		select {
-		case r.sources <- set.Sources():
-		default:
-		}
-	}
-}
-
-// watchFiles watches the current templates' files, following the list of
-// files across reloads.
-func (r *reloader) watchFiles(ctx context.Context) error {
-	r.mu.Lock()
-	r.sources = make(chan []string, 1)
-	files := r.current.Sources()
-	r.mu.Unlock()
-	for {
-		wctx, cancel := context.WithCancel(ctx)
-		errc := make(chan error, 1)
-		go func() {
-			errc <- render.WatchFiles(wctx, files, 200*time.Millisecond, func() { r.reload(ctx, "template file changed") })
-		}()
-		select {
-		case <-ctx.Done():
-			cancel()
-			<-errc
-			return nil
-		case files = <-r.sources:
-			cancel()
-			<-errc
-		case err := <-errc:
-			cancel()
-			// Watching is a convenience; SIGHUP still reloads.
-			r.log.Warn("cannot watch template files; send SIGHUP after changing them", "err", err)
-			<-ctx.Done()
-			return nil
-		}
-	}
-}
-
-// signals stops on SIGTERM/SIGINT and reloads on SIGHUP.
-func (r *reloader) signals(ctx context.Context) error {
-	ch := make(chan os.Signal, 4)
-	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(ch)
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case s := <-ch:
-			if s == syscall.SIGHUP {
-				r.reload(ctx, "SIGHUP")
-				continue
-			}
-			r.log.Info("stopping", "signal", s.String())
-			return errStopped
-		}
-	}
 }

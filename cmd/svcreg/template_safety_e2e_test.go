@@ -43,7 +43,8 @@ func plainToken(p string) bool { return regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,64
 
 // hostileServices registers, for each payload, a service with it as its
 // ip, its port and its weight (the other fields well-formed), plus hostile
-// tags beside the selecting one. It returns the ids registered.
+// tags beside the selecting one (the registry itself refuses control
+// characters in tags). It returns the ids registered.
 func hostileServices(t *testing.T, c *registry.Client, tag string, md map[string]string, field ...string) []string {
 	t.Helper()
 	var ids []string
@@ -58,7 +59,7 @@ func hostileServices(t *testing.T, c *registry.Client, tag string, md map[string
 				m[k] = v
 			}
 			m[f] = p
-			createService(t, c, id, 120, []string{tag, "x\n}" + tag, "#" + tag}, m)
+			createService(t, c, id, 120, []string{tag, "x;}" + tag, "#" + tag, tag + " {"}, m)
 			ids = append(ids, id)
 		}
 	}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"flag"
 	"os"
-	"strings"
 
 	"github.com/svcreg/svcreg/registry"
 )
@@ -45,7 +44,7 @@ func (s *Settings) Register(fs *flag.FlagSet) {
 		fs.StringVar(dst, name, os.Getenv(env), usage+" ($"+env+")")
 	}
 	str(&s.URL, "url", "registry API `URL`, e.g. http://127.0.0.1:8420/v1.0")
-	str(&s.AuthURL, "auth-url", "identity `URL` (Keystone v2); default: the registry URL with /v2.0")
+	str(&s.AuthURL, "auth-url", "identity `URL` (Keystone v2); default: the registry's own, the scheme and host of --url with /v2.0")
 	str(&s.Token, "token", "static API `token` (with --tenant) instead of credentials")
 	str(&s.Tenant, "tenant", "tenant `id`")
 	str(&s.Username, "username", "`user` name for the identity endpoint")
@@ -68,8 +67,8 @@ func (s Settings) FromEnv() Settings {
 }
 
 // Config checks the settings and returns the client configuration. Without
-// --auth-url or --region, credentials are checked against the identity
-// endpoint of the registry itself: its URL with /v1.0 replaced by /v2.0.
+// --auth-url or --region, credentials go to the identity endpoint of the
+// registry itself (see registry.Config.AuthURL), never to another host.
 func (s Settings) Config() (registry.Config, error) {
 	c := registry.Config{URL: s.URL, Token: s.Token, Tenant: s.Tenant, Username: s.Username,
 		APIKey: s.APIKey, Password: s.Password, Region: s.Region, AuthURL: s.AuthURL}
@@ -82,12 +81,11 @@ func (s Settings) Config() (registry.Config, error) {
 		return c, errors.New("no credentials: give --username with --api-key or --password, or --token with --tenant (or the SVCREG_* variables)")
 	case s.Token == "" && s.APIKey == "" && s.Password == "":
 		return c, errors.New("--username needs --api-key or --password")
-	}
-	if c.AuthURL == "" && c.Region == "" && c.Token == "" {
-		base := strings.TrimRight(s.URL, "/")
-		if strings.HasSuffix(base, "/v1.0") {
-			c.AuthURL = strings.TrimSuffix(base, "/v1.0") + "/v2.0"
-		}
+	case s.APIKey != "" && s.Password != "":
+		// Either would be ignored without a word: refuse instead.
+		return c, errors.New("conflicting credentials: an API key (--api-key or SVCREG_API_KEY) and a password (--password or SVCREG_PASSWORD) are both set; give one")
+	case s.Token != "" && (s.APIKey != "" || s.Password != ""):
+		return c, errors.New("conflicting credentials: a static token (--token or SVCREG_TOKEN) and an API key or password are both set; give one")
 	}
 	return c, nil
 }

@@ -13,7 +13,7 @@ func TestConfig(t *testing.T) {
 		authURL string
 		err     string
 	}{
-		{"credentials: auth URL from the registry URL", Settings{URL: "http://h:8420/v1.0/", Username: "u", APIKey: "k"}, "http://h:8420/v2.0", ""},
+		{"credentials: the registry's own identity endpoint", Settings{URL: "http://h:8420", Username: "u", APIKey: "k"}, "", ""},
 		{"explicit auth URL", Settings{URL: "http://h/v1.0", AuthURL: "http://id/v2.0", Username: "u", Password: "p"}, "http://id/v2.0", ""},
 		{"region picks Rackspace identity", Settings{URL: "http://h/v1.0", Region: "uk", Username: "u", APIKey: "k"}, "", ""},
 		{"static token", Settings{URL: "http://h/v1.0", Token: "t", Tenant: "7777"}, "", ""},
@@ -21,6 +21,8 @@ func TestConfig(t *testing.T) {
 		{"token without tenant", Settings{URL: "http://h/v1.0", Token: "t"}, "", "--token needs --tenant"},
 		{"nothing", Settings{URL: "http://h/v1.0"}, "", "no credentials"},
 		{"user without secret", Settings{URL: "http://h/v1.0", Username: "u"}, "", "needs --api-key or --password"},
+		{"API key and password", Settings{URL: "http://h/v1.0", Username: "u", APIKey: "k", Password: "p"}, "", "conflicting credentials: an API key"},
+		{"token and API key", Settings{URL: "http://h/v1.0", Token: "t", Tenant: "1", Username: "u", APIKey: "k"}, "", "conflicting credentials: a static token"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := tc.s.Config()

@@ -63,8 +63,18 @@ type Options struct {
 	Limits store.Limits
 	// Retention of events; 30 days if zero.
 	Retention time.Duration
-	// Users in addition to --dev.
+	// MaxEvents an account keeps; store.DefaultMaxEvents if zero.
+	MaxEvents int
+	// WriteRate and WriteBurst as in server.Config, except that a zero
+	// WriteRate leaves writes unlimited (svcreg server limits them by
+	// default): tests and benchmarks write in bulk.
+	WriteRate  float64
+	WriteBurst int
+	// Users, if set, are the users file's, instead of --dev.
 	Users []server.User
+	// AuthLimits of the identity endpoint; if zero, none (tests log in
+	// often from one address).
+	AuthLimits server.AuthLimits
 	// TokenTTL of issued tokens; 24h if zero.
 	TokenTTL time.Duration
 	// Wrap, if set, wraps the server's handler (for fault injection).
@@ -127,8 +137,16 @@ func (s *Server) start(ln net.Listener) {
 		ln.Close()
 		s.t.Fatalf("testserver: open store: %v", err)
 	}
-	auth := server.NewAuth(server.AuthConfig{Store: st, Users: s.opts.Users, Dev: true, TokenTTL: s.opts.TokenTTL})
-	api := server.New(server.Config{Store: st, Auth: auth})
+	limits := s.opts.AuthLimits
+	if limits == (server.AuthLimits{}) {
+		limits = server.AuthLimits{FailuresPerAddress: -1, FailuresPerUser: -1, IssuesPerUser: -1}
+	}
+	auth := server.NewAuth(server.AuthConfig{Store: st, Users: s.opts.Users, Dev: s.opts.Users == nil, TokenTTL: s.opts.TokenTTL, Limits: limits})
+	writeRate := s.opts.WriteRate
+	if writeRate == 0 {
+		writeRate = -1
+	}
+	api := server.New(server.Config{Store: st, Auth: auth, WriteRate: writeRate, WriteBurst: s.opts.WriteBurst})
 	var h http.Handler = api
 	if s.opts.Wrap != nil {
 		h = s.opts.Wrap(h)
@@ -272,6 +290,7 @@ func (b *backend) open(opts Options) (Store, error) {
 			ReapInterval:  opts.ReapInterval,
 			DefaultLimits: opts.Limits,
 			Retention:     opts.Retention,
+			MaxEvents:     opts.MaxEvents,
 		})
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -281,5 +300,6 @@ func (b *backend) open(opts Options) (Store, error) {
 		ReapInterval:  opts.ReapInterval,
 		DefaultLimits: opts.Limits,
 		Retention:     opts.Retention,
+		MaxEvents:     opts.MaxEvents,
 	})
 }

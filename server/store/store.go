@@ -116,6 +116,11 @@ type Limits struct {
 // DefaultLimits are the limits of a new account.
 var DefaultLimits = Limits{Services: 200, ConfigValues: 1000}
 
+// DefaultMaxEvents is the most events an account keeps by default: past
+// it, the oldest are deleted as retention deletes them, so that one account
+// cannot fill the disk.
+const DefaultMaxEvents = 10000
+
 // NewService is a service to create.
 type NewService struct {
 	ID               string

@@ -90,8 +90,9 @@ func (s *Store) pruneTenant(t *tenant, cutoff []byte) (int, error) {
 	err := s.write(t, func(w *writer) error {
 		c := w.bucket(bEvents).Cursor()
 		var last []byte
-		for k, _ := c.First(); k != nil && bytes.Compare(k, cutoff) < 0 && n < pruneBatch; k, _ = c.Next() {
+		for k, v := c.First(); k != nil && bytes.Compare(k, cutoff) < 0 && n < pruneBatch; k, v = c.Next() {
 			last = append(last[:0], k...)
+			w.pruned.add(v)
 			if err := c.Delete(); err != nil {
 				return err
 			}
@@ -104,4 +105,49 @@ func (s *Store) pruneTenant(t *tenant, cutoff []byte) (int, error) {
 		return nil
 	})
 	return n, err
+}
+
+// tally counts events and their bytes as stored.
+type tally struct {
+	n     int
+	bytes int64
+}
+
+func (t *tally) add(v []byte) {
+	t.n++
+	t.bytes += int64(len(v))
+}
+
+// capEvents deletes the tenant's oldest events beyond Options.MaxEvents
+// and Options.MaxEventBytes, in the transaction that appends the new ones,
+// and records the newest one deleted, as retention does: one account cannot
+// fill the disk with events (a write rate alone only slows that down). held
+// is what the tenant held before the transaction. The events appended by
+// the transaction itself are kept.
+func (w *writer) capEvents(held tally) error {
+	max, maxBytes := w.s.opts.MaxEvents, w.s.opts.MaxEventBytes
+	n := held.n + w.added.n - w.pruned.n
+	size := held.bytes + w.added.bytes - w.pruned.bytes
+	over := func() bool { return max >= 0 && n > max || maxBytes >= 0 && size > maxBytes }
+	if !over() {
+		return nil
+	}
+	b := w.bucket(bEvents)
+	var keys [][]byte
+	c := b.Cursor()
+	for k, v := c.First(); k != nil && n > w.added.n && over(); k, v = c.Next() {
+		keys = append(keys, bytes.Clone(k))
+		w.pruned.add(v)
+		n--
+		size -= int64(len(v))
+	}
+	for _, k := range keys {
+		if err := b.Delete(k); err != nil {
+			return err
+		}
+	}
+	if len(keys) > 0 {
+		w.acct.Pruned = timeuuid.FromKey(keys[len(keys)-1])
+	}
+	return nil
 }

@@ -25,7 +25,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
-	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/svcreg/svcreg/internal/timeuuid"
 	"github.com/svcreg/svcreg/registry"
@@ -63,13 +62,29 @@ type Options struct {
 	DefaultLimits store.Limits
 	// Retention is how long events are kept; 30 days if zero.
 	Retention time.Duration
+	// MaxEvents is the most events an account keeps: each write that
+	// appends past it deletes the oldest, as retention does (a marker before
+	// them gets ErrMarkerExpired). store.DefaultMaxEvents if zero; negative keeps
+	// every event for the whole retention window.
+	MaxEvents int
+	// MaxEventBytes caps the bytes of an account's events in the same way;
+	// DefaultMaxEventBytes if zero, no cap if negative.
+	MaxEventBytes int64
 	// ReapInterval is how often the reaper looks for services past their
 	// deadline; 250ms if zero. Negative turns the reaper off, leaving only
 	// the lazy rectification on reads (spec §8.4).
 	ReapInterval time.Duration
 	// CheckpointInterval is how often heartbeat state is written; 1s if zero.
 	CheckpointInterval time.Duration
+	// BackupSocket is the path of the unix socket on which Run hands out
+	// backups (see Backup); none if empty.
+	BackupSocket string
 }
+
+// DefaultMaxEventBytes is the most bytes of events an account keeps by
+// default: about 32,000 events of a typical 1 KB, or 1,200 of the largest
+// (a service with 5,000 bytes of metadata that JSON escapes six-fold).
+const DefaultMaxEventBytes = 32 << 20
 
 // Store is the embedded store. Open it with Open.
 type Store struct {
@@ -101,6 +116,12 @@ func Open(dir string, opts Options) (*Store, error) {
 	if opts.Retention == 0 {
 		opts.Retention = 30 * 24 * time.Hour
 	}
+	if opts.MaxEvents == 0 {
+		opts.MaxEvents = store.DefaultMaxEvents
+	}
+	if opts.MaxEventBytes == 0 {
+		opts.MaxEventBytes = DefaultMaxEventBytes
+	}
 	if opts.ReapInterval == 0 {
 		opts.ReapInterval = 250 * time.Millisecond
 	}
@@ -111,17 +132,18 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
 	path := filepath.Join(dir, FileName)
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, FreelistType: bolt.FreelistMapType})
+	db, err := openFile(path, false)
 	if err != nil {
-		if errors.Is(err, berrors.ErrTimeout) {
-			return nil, fmt.Errorf("open %s: another process holds it (is a server already running on this data directory?)", path)
-		}
-		return nil, fmt.Errorf("open %s: %w", path, err)
+		return nil, err
 	}
 	s := &Store{db: db, opts: opts, log: opts.Logger, tenants: map[string]*tenant{}}
 	s.metrics = newMetrics(opts.Registerer)
 	if err := s.load(); err != nil {
 		db.Close()
+		var damaged *DamagedError
+		if errors.As(err, &damaged) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("load %s: %w", path, err)
 	}
 	return s, nil
@@ -167,7 +189,7 @@ func (s *Store) load() error {
 		return tx.Bucket(bTenants).ForEachBucket(func(name []byte) error {
 			t, err := loadTenant(tx.Bucket(bTenants).Bucket(name), string(name), start)
 			if err != nil {
-				return fmt.Errorf("tenant %s: %w", name, err)
+				return &DamagedError{Path: s.db.Path(), Reason: fmt.Sprintf("tenant %s: %v", name, err)}
 			}
 			s.tenants[t.id] = t
 			return nil
@@ -216,6 +238,9 @@ func (s *Store) Run(ctx context.Context) error {
 	loop("checkpoint", s.opts.CheckpointInterval, s.checkpoint)
 	retentionEvery := min(time.Hour, max(s.opts.Retention/16, time.Second))
 	loop("retention", retentionEvery, s.prune)
+	if s.opts.BackupSocket != "" {
+		wg.Go(func() { s.serveBackups(ctx, s.opts.BackupSocket) })
+	}
 	wg.Wait()
 	return nil
 }
@@ -228,8 +253,9 @@ type tenant struct {
 	// changes in commit order. Held across a commit; never taken while mu is
 	// held.
 	wmu sync.Mutex
-	// counts of live objects, guarded by wmu.
+	// counts of live objects, and the events retained, guarded by wmu.
 	nServices, nConfig int
+	events             tally
 
 	mu        sync.Mutex
 	acct      store.AccountRecord
@@ -285,7 +311,11 @@ func loadTenant(b *bolt.Bucket, id string, start time.Time) (*tenant, error) {
 		return nil, err
 	}
 	t.nConfig = b.Bucket(bConfig).Stats().KeyN
-	return t, nil
+	err = b.Bucket(bEvents).ForEach(func(k, v []byte) error {
+		t.events.add(v)
+		return nil
+	})
+	return t, err
 }
 
 // tenantFor returns the tenant's state, creating its account on first use.
@@ -382,6 +412,8 @@ type writer struct {
 	// acctDirty asks for the account to be written even without events.
 	acctDirty bool
 	events    []store.Event
+	// added and pruned tally the events appended and deleted.
+	added, pruned tally
 }
 
 func (w *writer) bucket(name []byte) *bolt.Bucket { return w.b.Bucket(name) }
@@ -391,9 +423,11 @@ func (w *writer) appendEvent(build func(id timeuuid.UUID) store.Event) error {
 	id := store.NextEventID(w.acct.Head, w.now, w.s.tail)
 	ev := build(id)
 	k := id.Key()
-	if err := w.bucket(bEvents).Put(k[:], encodeStoredEvent(ev)); err != nil {
+	v := encodeStoredEvent(ev)
+	if err := w.bucket(bEvents).Put(k[:], v); err != nil {
 		return err
 	}
+	w.added.add(v)
 	w.acct.Head = id
 	w.events = append(w.events, ev)
 	return nil
@@ -416,6 +450,9 @@ func (s *Store) write(t *tenant, fn func(w *writer) error) error {
 		if len(w.events) == 0 && !w.acctDirty {
 			return nil
 		}
+		if err := w.capEvents(t.events); err != nil {
+			return err
+		}
 		raw, err := json.Marshal(w.acct)
 		if err != nil {
 			return err
@@ -426,6 +463,8 @@ func (s *Store) write(t *tenant, fn func(w *writer) error) error {
 		return err
 	}
 	s.metrics.Committed(time.Since(start).Seconds(), w.events)
+	t.events.n += w.added.n - w.pruned.n
+	t.events.bytes += w.added.bytes - w.pruned.bytes
 	if len(w.events) > 0 || w.acctDirty {
 		t.mu.Lock()
 		t.acct = w.acct

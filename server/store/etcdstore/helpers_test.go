@@ -314,12 +314,13 @@ type page[T any] struct {
 	} `json:"metadata"`
 }
 
-// events reads the whole feed from marker at n, following pages.
+// events reads the whole feed from marker at n, following pages, with the
+// opt-in service.update events.
 func (u *user) events(n *node, marker string) []event {
 	u.t.Helper()
 	var all []event
 	for {
-		path := "/events?limit=1000"
+		path := "/events?limit=1000&include=service.update"
 		if marker != "" {
 			path += "&marker=" + marker
 		}

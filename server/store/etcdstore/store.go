@@ -26,6 +26,7 @@ import (
 	mrand "math/rand/v2"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -58,6 +59,11 @@ type Options struct {
 	DefaultLimits store.Limits
 	// Retention is how long events are kept; 30 days if zero.
 	Retention time.Duration
+	// MaxEvents is the most events an account keeps: past it the oldest are
+	// deleted, as retention does, within about eventCapEvery of the writes.
+	// store.DefaultMaxEvents if zero; negative keeps every event for the
+	// whole retention window.
+	MaxEvents int
 	// ReapInterval is how often this node's reaper looks for services past
 	// their deadline (jittered); 500ms if zero. Negative turns the reaper
 	// off, leaving only the lazy rectification on reads (spec §8.4).
@@ -135,6 +141,9 @@ func Open(ctx context.Context, cli *clientv3.Client, opts Options) (*Store, erro
 	}
 	if opts.Retention == 0 {
 		opts.Retention = 30 * 24 * time.Hour
+	}
+	if opts.MaxEvents == 0 {
+		opts.MaxEvents = store.DefaultMaxEvents
 	}
 	if opts.ReapInterval == 0 {
 		opts.ReapInterval = 500 * time.Millisecond
@@ -288,6 +297,9 @@ func (s *Store) Run(ctx context.Context) error {
 	}
 	retentionEvery := min(time.Hour, max(s.opts.Retention/16, time.Second))
 	loop("retention", retentionEvery, s.prune)
+	if s.opts.MaxEvents > 0 {
+		loop("event cap", eventCapEvery, s.capEvents)
+	}
 	loop("heartbeat cache", time.Minute, func(context.Context) error { s.hb.sweep(s.now()); return nil })
 	wg.Wait()
 	return nil
@@ -374,6 +386,9 @@ type tenant struct {
 	acct    store.AccountRecord // as of acctRev; Head may lag other nodes' commits
 	acctRev int64
 	changed chan struct{} // closed and replaced when the account changes
+	// appended says this node appended events since the event cap last
+	// looked at the tenant.
+	appended atomic.Bool
 }
 
 // observe records an account value seen at mod revision rev (from a read,
@@ -625,6 +640,9 @@ func (s *Store) write(ctx context.Context, t *tenant, what string, reads []strin
 			continue
 		}
 		s.metrics.Committed(time.Since(start).Seconds(), w.events)
+		if len(w.events) > 0 {
+			t.appended.Store(true)
+		}
 		if acctChanged {
 			t.observe(w.acct, cresp.Header.Revision)
 		}

@@ -1,0 +1,214 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// usersProcess is `svcreg server --users FILE` as a child process.
+type usersProcess struct {
+	cmd *exec.Cmd
+	out *output
+	url string
+}
+
+var anyListenLog = regexp.MustCompile(`url=(https?://[0-9.:]+)`)
+
+func startUsersServer(t *testing.T, args ...string) *usersProcess {
+	t.Helper()
+	args = append([]string{"server", "--listen", "127.0.0.1:0", "--data-dir", t.TempDir()}, args...)
+	p := &usersProcess{cmd: exec.Command(os.Args[0], args...), out: newOutput()}
+	p.cmd.Env = append(os.Environ(), execEnv+"=1")
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		p.cmd.Wait()
+	})
+	p.out.waitFor(t, "svcreg server listening")
+	p.url = anyListenLog.FindStringSubmatch(p.out.String())[1]
+	return p
+}
+
+// hup sends SIGHUP and waits for the n-th log line holding want.
+func (p *usersProcess) hup(t *testing.T, want string, n int) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for strings.Count(p.out.String(), want) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q after SIGHUP; output:\n%s", want, p.out)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// tokenStatus asks for a token with an API key and returns the status and
+// the token.
+func tokenStatus(t testing.TB, hc *http.Client, base, user, key string) (int, string) {
+	t.Helper()
+	body := fmt.Sprintf(`{"auth":{"RAX-KSKEY:apiKeyCredentials":{"username":%q,"apiKey":%q}}}`, user, key)
+	resp, err := hc.Post(base+"/v2.0/tokens", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var buf bytes.Buffer
+	buf.ReadFrom(resp.Body)
+	m := regexp.MustCompile(`"id":"([0-9a-f]{64})"`).FindStringSubmatch(buf.String())
+	if m == nil {
+		return resp.StatusCode, ""
+	}
+	return resp.StatusCode, m[1]
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// SIGHUP re-reads the users file: new users get in, removed users' tokens
+// stop working; an invalid file is refused and the users in use are kept.
+// The server keeps running throughout.
+func TestServerSIGHUPReloadsUsers(t *testing.T) {
+	t.Parallel()
+	users := filepath.Join(t.TempDir(), "users.toml")
+	writeFile(t, users, "[[user]]\nname = \"old\"\ntenant = \"501\"\napi_key = \"old-key\"\n")
+	p := startUsersServer(t, "--users", users)
+	hc := &http.Client{Timeout: 10 * time.Second}
+	code, oldToken := tokenStatus(t, hc, p.url, "old", "old-key")
+	if code != 200 {
+		t.Fatalf("old user: %d", code)
+	}
+	get := func(token, tenant string) int {
+		req, _ := http.NewRequest("GET", p.url+"/v1.0/"+tenant+"/services", nil)
+		req.Header.Set("X-Auth-Token", token)
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+
+	writeFile(t, users, "[[user]]\nname = \"new\"\ntenant = \"502\"\napi_key = \"new-key\"\n")
+	p.hup(t, "SIGHUP: read the users file", 1)
+	if code, _ := tokenStatus(t, hc, p.url, "new", "new-key"); code != 200 {
+		t.Errorf("new user after SIGHUP: %d, want 200", code)
+	}
+	if code := get(oldToken, "501"); code != 401 {
+		t.Errorf("removed user's token after SIGHUP: %d, want 401", code)
+	}
+
+	writeFile(t, users, "[[user]]\nname = \"broken\"\ntenant = \"not a number\"\napi_key = \"k\"\n")
+	p.hup(t, "SIGHUP: kept the users", 1)
+	if code, _ := tokenStatus(t, hc, p.url, "new", "new-key"); code != 200 {
+		t.Errorf("after an invalid users file: %d, want the users in use kept (200)", code)
+	}
+	if p.cmd.ProcessState != nil {
+		t.Fatal("the server exited")
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if err := p.cmd.Wait(); err != nil {
+		t.Errorf("stop after SIGHUPs: %v; output:\n%s", err, p.out)
+	}
+}
+
+// SIGHUP re-reads --tls-cert and --tls-key: new connections get the new
+// certificate; a key that does not match is refused and the pair in use
+// kept.
+func TestServerSIGHUPReloadsTLSCertificate(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	writeCert(t, certFile, keyFile, 1)
+	users := filepath.Join(dir, "users.toml")
+	writeFile(t, users, "[[user]]\nname = \"u\"\ntenant = \"601\"\napi_key = \"k\"\n")
+	p := startUsersServer(t, "--users", users, "--tls-cert", certFile, "--tls-key", keyFile)
+	serial := func() int64 {
+		t.Helper()
+		conn, err := tls.Dial("tcp", strings.TrimPrefix(p.url, "https://"), &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0].SerialNumber.Int64()
+	}
+	if got := serial(); got != 1 {
+		t.Fatalf("serial %d before SIGHUP, want 1", got)
+	}
+	writeCert(t, certFile, keyFile, 2)
+	p.hup(t, "SIGHUP: read the users file", 1)
+	if got := serial(); got != 2 {
+		t.Errorf("serial %d after SIGHUP, want 2", got)
+	}
+	// A certificate whose key is another's: refused, serial 2 kept.
+	writeCert(t, certFile, filepath.Join(dir, "other-key.pem"), 3)
+	p.hup(t, "SIGHUP: kept the users", 1)
+	if got := serial(); got != 2 {
+		t.Errorf("serial %d after a mismatched pair, want 2 kept", got)
+	}
+}
+
+// writeCert writes a self-signed certificate for 127.0.0.1 with serial
+// number serial, and its key.
+func writeCert(t *testing.T, certFile, keyFile string, serial int64) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "svcreg test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, certFile, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})))
+	writeFile(t, keyFile, string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})))
+}
+
+// --dev lets anyone in, so it never runs beside a users file; and it says
+// so at startup.
+func TestServerDevExcludesUsers(t *testing.T) {
+	t.Parallel()
+	users := filepath.Join(t.TempDir(), "users.toml")
+	writeFile(t, users, "[[user]]\nname = \"u\"\ntenant = \"7777\"\napi_key = \"k\"\n")
+	var stdout, stderr bytes.Buffer
+	code := Main(context.Background(), []string{"server", "--dev", "--users", users, "--data-dir", t.TempDir()}, nil, &stdout, &stderr)
+	if code != exitUsage || !strings.Contains(stderr.String(), "--dev") {
+		t.Errorf("--dev --users: exit %d, stderr %q; want a usage error naming --dev", code, stderr.String())
+	}
+
+	p := startUsersServer(t, "--dev")
+	p.out.waitFor(t, `level=WARN msg="--dev: ANY username authenticates`)
+}

@@ -1,0 +1,136 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/svcreg/svcreg/server/store/boltstore"
+)
+
+// dbFlags are the server's maintenance commands on the embedded store's
+// file: each runs instead of the server, and exits.
+type dbFlags struct {
+	check   bool
+	compact bool
+	backup  string
+	restore string
+}
+
+func (d dbFlags) any() bool { return d.check || d.compact || d.backup != "" || d.restore != "" }
+
+// runDBCommand runs the one maintenance command d asks for on the database
+// under dataDir.
+func runDBCommand(d dbFlags, dataDir string, stdout io.Writer) error {
+	n := 0
+	for _, set := range []bool{d.check, d.compact, d.backup != "", d.restore != ""} {
+		if set {
+			n++
+		}
+	}
+	if n > 1 {
+		return usagef("give one of --check, --compact, --backup and --restore")
+	}
+	switch {
+	case d.check && os.Getenv(checkChildEnv) == "1":
+		size, err := boltstore.Check(dataDir)
+		if err != nil {
+			return explainStoreError(err)
+		}
+		fmt.Fprintf(stdout, "%s/%s: sound (%d bytes in use)\n", dataDir, boltstore.FileName, size)
+	case d.check:
+		out, err := checkInChild(dataDir)
+		if err != nil {
+			return err
+		}
+		fmt.Fprint(stdout, out)
+	case d.compact:
+		before, after, err := boltstore.Compact(dataDir)
+		if err != nil {
+			return explainStoreError(err)
+		}
+		fmt.Fprintf(stdout, "%s/%s: compacted from %d to %d bytes\n", dataDir, boltstore.FileName, before, after)
+	case d.backup != "":
+		n, err := boltstore.Backup(dataDir, d.backup)
+		if err != nil {
+			return fmt.Errorf("back up %s: %w", dataDir, explainStoreError(err))
+		}
+		fmt.Fprintf(stdout, "backed up %s to %s (%d bytes)\n", dataDir, d.backup, n)
+	case d.restore != "":
+		replaced, err := boltstore.Restore(dataDir, d.restore)
+		if err != nil {
+			return fmt.Errorf("restore %s: %w", d.restore, err)
+		}
+		fmt.Fprintf(stdout, "restored %s into %s\n", d.restore, dataDir)
+		if replaced != "" {
+			fmt.Fprintf(stdout, "the database it replaced is kept as %s\n", replaced)
+		}
+	}
+	return nil
+}
+
+// explainStoreError adds to an error opening the embedded store what the
+// operator can do about it.
+func explainStoreError(err error) error {
+	var damaged *boltstore.DamagedError
+	if errors.As(err, &damaged) {
+		return fmt.Errorf("%w; restore it from a backup (svcreg server --restore FILE), or move it aside to start an empty registry", err)
+	}
+	return err
+}
+
+// checkChildEnv marks the child process that checks the database (see
+// checkInChild).
+const checkChildEnv = "SVCREG_CHECK_CHILD"
+
+// dbCheckTimeout bounds the check of a database: far above what a sound file
+// of any size takes, it ends a check caught in a loop of damaged pages.
+const dbCheckTimeout = 2 * time.Minute
+
+// checkInChild checks the database under dataDir in a child process
+// (svcreg server --check): bbolt checks the file on goroutines of its own,
+// where a damaged page that points outside the file faults, or loops, past
+// any recovery. A check that crashes or runs out of time is reported as a
+// damaged database, in one line; a missing file (a fresh data directory)
+// passes. It returns the child's report.
+func checkInChild(dataDir string) (string, error) {
+	path := filepath.Join(dataDir, boltstore.FileName)
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("check %s: find this program to run the check: %w", path, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), dbCheckTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, exe, "server", "--check", "--data-dir", dataDir)
+	cmd.Args[0] = os.Args[0] // the name this program was started under
+	cmd.Env = append(os.Environ(), checkChildEnv+"=1")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err = cmd.Run()
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+		return stdout.String(), nil
+	case ctx.Err() != nil:
+		return "", explainStoreError(&boltstore.DamagedError{Path: path, Reason: fmt.Sprintf("checking it did not finish within %v (its pages loop)", dbCheckTimeout)})
+	case !errors.As(err, &exit):
+		return "", fmt.Errorf("check %s: %w", path, err)
+	case exit.ExitCode() == exitError:
+		// The child's own one-line error.
+		msg, _, _ := strings.Cut(strings.TrimSpace(stderr.String()), "\n")
+		return "", errors.New(strings.TrimPrefix(msg, "svcreg server: "))
+	}
+	first, _, _ := strings.Cut(strings.TrimSpace(stderr.String()), "\n")
+	return "", explainStoreError(&boltstore.DamagedError{Path: path, Reason: fmt.Sprintf("checking it crashed (%s: %s)", exit, first)})
+}

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// stopBySignal runs the svcreg command line args as a child process, waits
+// until its output holds ready, sends sig, and returns its exit code and
+// output.
+func stopBySignal(t *testing.T, sig syscall.Signal, ready string, env []string, args ...string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(append(os.Environ(), execEnv+"=1", "GORACE="+os.Getenv("GORACE")+" atexit_sleep_ms=0"), env...)
+	out := newOutput()
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	out.waitFor(t, ready)
+	if err := cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+	stuck := time.AfterFunc(30*time.Second, func() { cmd.Process.Kill() })
+	defer stuck.Stop()
+	cmd.Wait()
+	return cmd.ProcessState.ExitCode(), out.String()
+}
+
+// A graceful stop by SIGTERM (systemd's stop) or SIGINT (Ctrl-C) is a
+// success, exit status 0, for every long-running command; never a panic.
+// The signal comes right after the command says it has started.
+func TestLongRunningCommandsStopBySignal(t *testing.T) {
+	t.Parallel()
+	registry := startServerProcess(t, "--data-dir", t.TempDir())
+	dir := t.TempDir()
+	tmpl := filepath.Join(dir, "in.tmpl")
+	if err := os.WriteFile(tmpl, []byte("{{ range services }}{{ .ID }}\n{{ end }}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	clientEnv := []string{"SVCREG_URL=" + registry.url + "/v1.0", "SVCREG_AUTH_URL=" + registry.url + "/v2.0",
+		"SVCREG_USERNAME=signals", "SVCREG_API_KEY=dev", "SVCREG_TOKEN=", "SVCREG_TENANT=", "SVCREG_PASSWORD=", "SVCREG_REGION="}
+	cases := []struct {
+		name  string
+		ready string
+		env   []string
+		args  []string
+	}{
+		{"server", "svcreg server listening", nil,
+			[]string{"server", "--dev", "--listen", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "server-%s")}},
+		{"template", "svcreg template started", clientEnv,
+			[]string{"template", "--template", tmpl + ":" + filepath.Join(dir, "out-%s.conf")}},
+		{"events-tail", "following the events after", clientEnv, []string{"events", "tail"}},
+		{"demo", "rendering examples/nginx/upstreams.tmpl", nil, []string{"demo", "--step", "50ms"}},
+		// The wrapper passes the signal on and exits with its command's
+		// status: 0 for a command that stops cleanly on it (here svcreg
+		// events tail).
+		{"wrap", "following the events after", clientEnv,
+			[]string{"wrap", "--id=sig-wrap-%s", "--", os.Args[0], "events", "tail"}},
+	}
+	for _, tc := range cases {
+		for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
+			t.Run(tc.name+"/"+sig.String(), func(t *testing.T) {
+				t.Parallel()
+				args := make([]string, len(tc.args))
+				for i, a := range tc.args {
+					args[i] = strings.ReplaceAll(a, "%s", strings.ReplaceAll(sig.String(), " ", "-"))
+				}
+				code, out := stopBySignal(t, sig, tc.ready, tc.env, args...)
+				if code != 0 || strings.Contains(out, "panic") {
+					t.Errorf("svcreg %s after %s: exit status %d, want 0; output:\n%s", tc.name, sig, code, out)
+				}
+			})
+		}
+	}
+}

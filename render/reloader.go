@@ -1,0 +1,104 @@
+package render
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/svcreg/svcreg/internal/mailbox"
+)
+
+// Reloader re-reads the configuration and templates when asked (SIGHUP)
+// and when a template file changes, and hands each valid new Set to the
+// render loop; an invalid one is logged and the current Set kept. While
+// WatchFiles runs, it watches the files of the current Set, following the
+// list across reloads: the newest list always wins, however close together
+// reloads come.
+type Reloader struct {
+	log      *slog.Logger
+	load     func() (Config, error)
+	sets     chan<- *Set
+	registry RegistryConfig // as started: a change needs a restart
+	quiet    time.Duration
+
+	mu      sync.Mutex // one reload at a time
+	current *Set
+	sources *mailbox.Mailbox[[]string] // the files to watch after a reload
+}
+
+// NewReloader returns a Reloader that starts from current, loads new
+// configurations with load, and sends new Sets on sets. registry is the
+// connection configuration the daemon started with.
+func NewReloader(log *slog.Logger, load func() (Config, error), sets chan<- *Set, current *Set, registry RegistryConfig) *Reloader {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Reloader{log: log, load: load, sets: sets, current: current, registry: registry,
+		quiet: 200 * time.Millisecond, sources: mailbox.New[[]string]()}
+}
+
+// Reload loads the configuration and templates and, if they are valid,
+// sends the new Set to the render loop; why goes to the log.
+func (r *Reloader) Reload(ctx context.Context, why string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cfg, err := r.load()
+	var set *Set
+	if err == nil {
+		set, err = NewSet(cfg)
+	}
+	if err != nil {
+		r.log.Error("reload failed; keeping the current templates", "why", why, "err", err)
+		return
+	}
+	if cfg.Registry != r.registry {
+		r.log.Warn("the [registry] settings changed; they take effect at the next restart")
+	}
+	old := r.current.Sources()
+	r.current = set
+	if !slices.Equal(old, set.Sources()) {
+		r.sources.Put(set.Sources())
+	}
+	select {
+	case r.sets <- set:
+	case <-ctx.Done():
+		return
+	}
+	r.log.Info("templates reloaded", "why", why, "templates", len(set.Sources()))
+}
+
+// WatchFiles watches the current Set's template files and reloads when one
+// changes, until ctx is done. If the files cannot be watched it logs so
+// and waits for ctx: Reload (SIGHUP) still works.
+func (r *Reloader) WatchFiles(ctx context.Context) error {
+	r.mu.Lock()
+	files := r.current.Sources()
+	r.sources.Take() // older than the current Set's list
+	r.mu.Unlock()
+	for {
+		wctx, cancel := context.WithCancel(ctx)
+		errc := make(chan error, 1)
+		go func() {
+			errc <- WatchFiles(wctx, files, r.quiet, func() { r.Reload(ctx, "template file changed") })
+		}()
+		select {
+		case <-ctx.Done():
+			cancel()
+			<-errc
+			return nil
+		case <-r.sources.Ready():
+			cancel()
+			<-errc
+			if next, ok := r.sources.Take(); ok {
+				files = next
+			}
+		case err := <-errc:
+			cancel()
+			r.log.Warn("cannot watch template files; send SIGHUP after changing them", "err", err)
+			<-ctx.Done()
+			return nil
+		}
+	}
+}

@@ -1,0 +1,272 @@
+package server_test
+
+import (
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/svcreg/svcreg/internal/testserver"
+	"github.com/svcreg/svcreg/server"
+)
+
+// manualClock is a clock a test moves by hand.
+type manualClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *manualClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *manualClock) Add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// identity is a server with a users file's users (or --dev if none), the
+// given login limits and a manual clock, whose metrics a test can read.
+type identity struct {
+	t     *testing.T
+	base  string
+	reg   *prometheus.Registry
+	clock *manualClock
+	auth  *server.Auth
+}
+
+func startIdentity(t *testing.T, users []server.User, limits server.AuthLimits) *identity {
+	t.Helper()
+	st := testserver.NewStore(t, testserver.Options{ReapInterval: -1})
+	id := &identity{t: t, reg: prometheus.NewRegistry(), clock: &manualClock{now: time.Now()}}
+	id.auth = server.NewAuth(server.AuthConfig{Store: st, Users: users, Dev: users == nil, Limits: limits,
+		Clock: id.clock.Now, Registerer: id.reg})
+	hs := httptest.NewServer(server.New(server.Config{Store: st, Auth: id.auth}))
+	t.Cleanup(hs.Close)
+	id.base = hs.URL
+	return id
+}
+
+// login asks for a token with a password (or, if apiKey, an API key) and
+// returns the answer.
+func (id *identity) login(user, secret string, apiKey bool) *reply {
+	id.t.Helper()
+	creds := map[string]any{"passwordCredentials": map[string]string{"username": user, "password": secret}}
+	if apiKey {
+		creds = map[string]any{"RAX-KSKEY:apiKeyCredentials": map[string]string{"username": user, "apiKey": secret}}
+	}
+	return sendRequest(id.t, id.base, "POST", "/v2.0/tokens", map[string]any{"auth": creds})
+}
+
+// token logs in and returns the token, failing the test unless it got one.
+func (id *identity) token(user, secret string, apiKey bool) string {
+	id.t.Helper()
+	var out struct {
+		Access struct {
+			Token struct {
+				ID string `json:"id"`
+			} `json:"token"`
+		} `json:"access"`
+	}
+	id.login(user, secret, apiKey).want(200).json(&out)
+	return out.Access.Token.ID
+}
+
+// passwordChecks is how many bcrypt comparisons the server has run.
+func (id *identity) passwordChecks() float64 {
+	id.t.Helper()
+	mfs, err := id.reg.Gather()
+	if err != nil {
+		id.t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "svcreg_identity_password_checks_total" {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	return 0
+}
+
+// testHash is a bcrypt hash of password at the lowest cost, so that tests
+// stay quick (the cost does not change what is checked).
+func testHash(t *testing.T, password string) string {
+	t.Helper()
+	h, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(h)
+}
+
+func testUsers(t *testing.T) []server.User {
+	return []server.User{
+		{Name: "alice", Tenant: "1001", PasswordHash: testHash(t, "alice-pw")},
+		{Name: "bob", Tenant: "1002", PasswordHash: testHash(t, "bob-pw"), APIKey: "bob-key"},
+		{Name: "carol", Tenant: "1003", APIKey: "carol-key"},
+	}
+}
+
+// A password request costs one bcrypt comparison whoever it names, so its
+// time does not tell a known user from an unknown one; the answers are the
+// same 401.
+func TestLoginUnknownUserSpendsTheSameBcryptWork(t *testing.T) {
+	t.Parallel()
+	off := server.AuthLimits{FailuresPerAddress: -1, FailuresPerUser: -1}
+	id := startIdentity(t, testUsers(t), off)
+	var bodies []string
+	for _, user := range []string{"alice", "nobody", "carol"} { // known, unknown, known without a password
+		before := id.passwordChecks()
+		r := id.login(user, "wrong", false).want(401)
+		bodies = append(bodies, string(r.body))
+		if got := id.passwordChecks() - before; got != 1 {
+			t.Errorf("a wrong password for %s ran %v bcrypt comparisons, want 1", user, got)
+		}
+	}
+	if bodies[0] != bodies[1] || bodies[1] != bodies[2] {
+		t.Errorf("401 bodies differ between known and unknown users: %q", bodies)
+	}
+	id.token("alice", "alice-pw", false)
+}
+
+// Failed token requests from one client address are limited: once spent,
+// the address is refused with 429 and Retry-After, even with the right
+// password, until the budget refills.
+func TestLoginFailuresPerAddress(t *testing.T) {
+	t.Parallel()
+	id := startIdentity(t, testUsers(t), server.AuthLimits{FailuresPerAddress: 3, FailuresPerUser: -1})
+	for i := range 3 {
+		id.login([]string{"alice", "bob", "nobody"}[i], "wrong", false).want(401)
+	}
+	checks := id.passwordChecks()
+	r := id.login("alice", "alice-pw", false).want(429)
+	if r.header.Get("Retry-After") == "" || !strings.Contains(string(r.body), "overLimit") {
+		t.Errorf("429 without Retry-After or an overLimit body: %s %s", r.header, r.body)
+	}
+	if id.passwordChecks() != checks {
+		t.Error("a refused request still ran a password check")
+	}
+	id.clock.Add(time.Minute)
+	id.token("alice", "alice-pw", false)
+}
+
+// Failed requests naming one username are limited, whatever their address:
+// the username is then refused without a password check, while other users
+// still get in.
+func TestLoginFailuresPerUser(t *testing.T) {
+	t.Parallel()
+	id := startIdentity(t, testUsers(t), server.AuthLimits{FailuresPerAddress: -1, FailuresPerUser: 2})
+	id.login("alice", "wrong", false).want(401)
+	id.login("alice", "guess", false).want(401)
+	checks := id.passwordChecks()
+	id.login("alice", "alice-pw", false).want(429)
+	if id.passwordChecks() != checks {
+		t.Error("a refused request still ran a password check")
+	}
+	id.token("bob", "bob-pw", false)
+	id.token("carol", "carol-key", true)
+	id.clock.Add(30 * time.Second) // one of the two refilled
+	id.token("alice", "alice-pw", false)
+}
+
+// Tokens are stored until they expire, so one user's token issues are
+// limited; other users are not affected.
+func TestTokenIssuesPerUser(t *testing.T) {
+	t.Parallel()
+	id := startIdentity(t, nil, server.AuthLimits{IssuesPerUser: 3})
+	for range 3 {
+		id.token("fleet", "dev", true)
+	}
+	id.login("fleet", "dev", true).want(429)
+	id.token("other", "dev", true)
+	id.clock.Add(20 * time.Minute) // one per 20 minutes at 3 an hour
+	id.token("fleet", "dev", true)
+	id.login("fleet", "dev", true).want(429)
+}
+
+// A username is bounded and free of control characters: a 32 KB --dev
+// username is a 400, not a store error and a 60 KB log line.
+func TestLoginUsernameBound(t *testing.T) {
+	t.Parallel()
+	id := startIdentity(t, nil, server.AuthLimits{})
+	for name, user := range map[string]string{
+		"32 KB":   strings.Repeat("u", 32<<10),
+		"256 B":   strings.Repeat("u", 256),
+		"newline": "evil\nlevel=ERROR msg=forged",
+		"empty":   "",
+	} {
+		if r := id.login(user, "dev", true); r.code != 400 || !strings.Contains(string(r.body), "badRequest") {
+			t.Errorf("username %s: status %d, body %s; want 400 badRequest", name, r.code, r.body)
+		}
+	}
+	id.token(strings.Repeat("u", 255), "dev", true)
+}
+
+// SetUsers (SIGHUP's re-read of the users file) switches the users at once:
+// a removed user's issued and static tokens stop working, a changed tenant
+// invalidates the old tenant's tokens, new users get in.
+func TestSetUsersSwitchesUsersAndTheirTokens(t *testing.T) {
+	t.Parallel()
+	users := []server.User{
+		{Name: "stays", Tenant: "2001", APIKey: "k1"},
+		{Name: "leaves", Tenant: "2002", APIKey: "k2", Tokens: []string{"static-leaves"}},
+		{Name: "moves", Tenant: "2003", APIKey: "k3"},
+	}
+	id := startIdentity(t, users, server.AuthLimits{})
+	tokens := map[string]string{}
+	for _, u := range users {
+		tokens[u.Name] = id.token(u.Name, u.APIKey, true)
+	}
+	get := func(token, tenant string) int {
+		return sendRequest(t, id.base, "GET", "/v1.0/"+tenant+"/services", nil, "X-Auth-Token", token).code
+	}
+	if get("static-leaves", "2002") != 200 || get(tokens["moves"], "2003") != 200 {
+		t.Fatal("tokens do not work before the switch")
+	}
+	if err := id.auth.SetUsers([]server.User{
+		{Name: "stays", Tenant: "2001", APIKey: "k1"},
+		{Name: "moves", Tenant: "2004", APIKey: "k3"},
+		{Name: "joins", Tenant: "2005", APIKey: "k5"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		token, tenant string
+		want          int
+	}{
+		{tokens["stays"], "2001", 200},
+		{tokens["leaves"], "2002", 401},
+		{"static-leaves", "2002", 401},
+		{tokens["moves"], "2003", 401},
+		{tokens["moves"], "2004", 401},
+	} {
+		if got := get(tc.token, tc.tenant); got != tc.want {
+			t.Errorf("token %.8s… on tenant %s: status %d, want %d", tc.token, tc.tenant, got, tc.want)
+		}
+	}
+	id.login("leaves", "k2", true).want(401)
+	if get(id.token("joins", "k5", true), "2005") != 200 {
+		t.Error("a new user's token does not work")
+	}
+}
+
+// --dev accepts anyone, so it has no users file to switch to.
+func TestDevExcludesUsers(t *testing.T) {
+	t.Parallel()
+	id := startIdentity(t, nil, server.AuthLimits{})
+	if err := id.auth.SetUsers(testUsers(t)); err == nil {
+		t.Error("SetUsers in --dev mode succeeded")
+	}
+	defer func() {
+		if recover() == nil {
+			t.Error("NewAuth with Dev and Users did not panic")
+		}
+	}()
+	server.NewAuth(server.AuthConfig{Dev: true, Users: testUsers(t)})
+}

@@ -1,0 +1,30 @@
+package server_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/svcreg/svcreg/internal/timeuuid"
+	"github.com/svcreg/svcreg/server"
+	"github.com/svcreg/svcreg/server/store"
+)
+
+// spec §7.11 step 4: the original compared a marker's time with the current
+// time in milliseconds, so the highest time UUID a client can make for the
+// current millisecond is "now" (200 []), and only a later millisecond is the
+// future (400).
+func TestEventsMarkerOfTheCurrentMillisecond(t *testing.T) {
+	t.Parallel()
+	// The server's clock stands half-way through a millisecond.
+	ms := time.Now().Add(time.Second).Truncate(time.Millisecond)
+	base := startCustom(t, func(st store.Store) server.Config {
+		return server.Config{Store: st, Clock: func() time.Time { return ms.Add(500 * time.Microsecond) }}
+	})
+	c := devLogin(t, base, "marker-now")
+	lastOfNow := timeuuid.New(timeuuid.Ticks(ms)+9999, 1<<62-1)
+	if evs := c.events("?marker=" + lastOfNow.String()); len(evs) != 0 {
+		t.Errorf("events after the last UUID of now: %v, want none", summary(evs))
+	}
+	firstOfNext := timeuuid.New(timeuuid.Ticks(ms)+10000, 0)
+	c.do("GET", "/events?marker="+firstOfNext.String(), nil).badRequest("from parameter must be smaller than the current time")
+}

@@ -1,0 +1,238 @@
+package boltstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// SocketName is the name of the unix socket, under the data directory, on
+// which a running store hands out backups (see Backup). Who may connect is
+// who may read the data directory (0700).
+const SocketName = "backup.sock"
+
+// serveBackups answers every connection to the socket at path with a
+// backup of the database, until ctx is done. The server holds the file's
+// lock, so this is how another process gets a consistent copy of it.
+func (s *Store) serveBackups(ctx context.Context, path string) {
+	os.Remove(path) // left by a server that was killed; the file lock says no other runs
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		s.log.Warn("cannot serve backups on the data directory's socket; svcreg server --backup works only while the server is stopped", "socket", path, "err", err)
+		return
+	}
+	os.Chmod(path, 0o600)
+	go func() {
+		<-ctx.Done()
+		ln.Close()
+	}()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Error("backup socket failed; svcreg server --backup works only while the server is stopped", "err", err)
+			}
+			return
+		}
+		go func() {
+			defer c.Close()
+			start := time.Now()
+			n, err := s.WriteBackup(&progressWriter{c: c})
+			if err != nil {
+				s.log.Error("backup failed", "err", err)
+				return
+			}
+			s.log.Info("backup written", "bytes", n, "duration", time.Since(start))
+		}()
+	}
+}
+
+// Backup writes a consistent copy of the database under dir to the file
+// dst: from the running server through its socket, or from the file when
+// no server holds it. The copy is checked before it is renamed into place,
+// so dst is either a complete, sound database or left as it was.
+func Backup(dir, dst string) (int64, error) {
+	tmp := dst + ".tmp-" + strconv.Itoa(os.Getpid())
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return 0, err
+	}
+	defer os.Remove(tmp)
+	n, err := writeBackup(dir, f)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return 0, err
+	}
+	db, err := openFile(tmp, true)
+	if err != nil {
+		return 0, fmt.Errorf("the backup is not sound: %w", err)
+	}
+	db.Close()
+	if err := os.Rename(tmp, dst); err != nil {
+		return 0, err
+	}
+	return n, syncDir(filepath.Dir(dst))
+}
+
+func writeBackup(dir string, w io.Writer) (int64, error) {
+	sock := filepath.Join(dir, SocketName)
+	if c, err := net.Dial("unix", sock); err == nil {
+		defer c.Close()
+		n, err := io.Copy(w, c)
+		if err != nil {
+			return n, fmt.Errorf("read the backup from the server: %w", err)
+		}
+		return n, nil
+	}
+	db, err := openFile(filepath.Join(dir, FileName), true)
+	var inUse *InUseError
+	if errors.As(err, &inUse) {
+		return 0, fmt.Errorf("a server holds %s but does not answer on %s", inUse.Path, sock)
+	}
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	var n int64
+	err = db.View(func(tx *bolt.Tx) error {
+		n, err = tx.WriteTo(w)
+		return err
+	})
+	return n, err
+}
+
+// Restore makes the backup src the database under dir. The server must be
+// stopped. src is checked first; a database it replaces is kept beside it
+// as svcreg.db.replaced-TIME. It returns that name, "" if there was none.
+func Restore(dir, src string) (replaced string, err error) {
+	db, err := openFile(src, true)
+	if err != nil {
+		return "", fmt.Errorf("the backup cannot be restored: %w", err)
+	}
+	db.Close()
+	path := filepath.Join(dir, FileName)
+	if _, err := os.Stat(path); err == nil {
+		// Only the lock matters here: the file may well be damaged.
+		old, err := openBolt(path, true)
+		var inUse *InUseError
+		if errors.As(err, &inUse) {
+			return "", fmt.Errorf("stop the server first: %w", err)
+		}
+		if old != nil {
+			old.Close()
+		}
+		replaced = path + ".replaced-" + time.Now().UTC().Format("20060102T150405Z")
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return "", err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	tmp := path + ".new"
+	if err := copyFile(src, tmp); err != nil {
+		os.Remove(tmp)
+		return "", err
+	}
+	if replaced != "" {
+		if err := os.Rename(path, replaced); err != nil {
+			os.Remove(tmp)
+			return "", err
+		}
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return "", err
+	}
+	return replaced, syncDir(dir)
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(out, in)
+	if err == nil {
+		err = out.Sync()
+	}
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// Compact rewrites the database under dir without its free pages, which a
+// bbolt file never gives back by itself, and returns its size before and
+// after. The server must be stopped. The rewritten file is checked before
+// it replaces the old one.
+func Compact(dir string) (before, after int64, err error) {
+	path := filepath.Join(dir, FileName)
+	src, err := openFile(path, false)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer src.Close()
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0, 0, err
+	}
+	tmp := path + ".compact"
+	os.Remove(tmp)
+	defer os.Remove(tmp)
+	dst, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: lockTimeout, FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		return 0, 0, err
+	}
+	if err := bolt.Compact(dst, src, 64<<20); err != nil {
+		dst.Close()
+		return 0, 0, fmt.Errorf("compact %s: %w", path, err)
+	}
+	if err := dst.Close(); err != nil {
+		return 0, 0, err
+	}
+	check, err := openFile(tmp, true)
+	if err != nil {
+		return 0, 0, fmt.Errorf("the compacted copy is not sound, %s is left as it was: %w", path, err)
+	}
+	check.Close()
+	nfi, err := os.Stat(tmp)
+	if err != nil {
+		return 0, 0, err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return 0, 0, err
+	}
+	return fi.Size(), nfi.Size(), syncDir(dir)
+}
+
+// backupStall is how long a backup may go without its reader taking
+// anything: a backup holds a read transaction, and one that never ends
+// would keep the database from growing.
+const backupStall = 30 * time.Second
+
+// progressWriter writes to c, failing a write the reader does not take
+// within backupStall.
+type progressWriter struct{ c net.Conn }
+
+func (w *progressWriter) Write(p []byte) (int, error) {
+	w.c.SetWriteDeadline(time.Now().Add(backupStall))
+	return w.c.Write(p)
+}

@@ -1,0 +1,172 @@
+package boltstore
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// DamagedError says that a database file cannot be used: what is wrong
+// with it. The store never starts over such a file, nor over an empty one.
+type DamagedError struct {
+	Path   string
+	Reason string
+}
+
+func (e *DamagedError) Error() string {
+	return fmt.Sprintf("the database %s is damaged: %s", e.Path, e.Reason)
+}
+
+// InUseError says another process holds the database file.
+type InUseError struct{ Path string }
+
+func (e *InUseError) Error() string {
+	return fmt.Sprintf("open %s: another process holds it (is a server already running on this data directory?)", e.Path)
+}
+
+// lockTimeout is how long opening waits for another process's lock.
+const lockTimeout = 2 * time.Second
+
+// openFile opens the database file at path and checks it from end to end
+// (see verify). A missing file is created, under a temporary name renamed
+// into place once it is a complete empty database, so that an empty file
+// at path is never one the store left: it is reported as damaged instead
+// of being silently started over.
+func openFile(path string, readOnly bool) (*bolt.DB, error) {
+	fi, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist) && !readOnly:
+		if err := createFile(path); err != nil {
+			return nil, err
+		}
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	case err != nil:
+		return nil, err
+	case fi.IsDir():
+		return nil, &DamagedError{Path: path, Reason: "it is a directory"}
+	case fi.Size() == 0:
+		return nil, &DamagedError{Path: path, Reason: "it is empty (0 bytes), so whatever it held is lost"}
+	}
+	db, err := openBolt(path, readOnly)
+	if err != nil {
+		return nil, err
+	}
+	if err := verify(db); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// createFile makes an empty database at path.
+func createFile(path string) error {
+	tmp := path + ".new"
+	os.Remove(tmp)
+	db, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: lockTimeout})
+	if err != nil {
+		return fmt.Errorf("create %s: %w", tmp, err)
+	}
+	if err := db.Close(); err != nil {
+		return fmt.Errorf("create %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// openBolt opens the file with bbolt, turning its errors and panics on a
+// damaged file into a DamagedError.
+func openBolt(path string, readOnly bool) (db *bolt.DB, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			db, err = nil, &DamagedError{Path: path, Reason: fmt.Sprint(r)}
+		}
+	}()
+	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout, ReadOnly: readOnly, FreelistType: bolt.FreelistMapType})
+	switch {
+	case err == nil:
+		return db, nil
+	case errors.Is(err, berrors.ErrTimeout):
+		return nil, &InUseError{Path: path}
+	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrVersionMismatch):
+		return nil, &DamagedError{Path: path, Reason: err.Error()}
+	}
+	return nil, fmt.Errorf("open %s: %w", path, err)
+}
+
+// verify checks the whole file before anything reads it: that it is as
+// long as its pages say (reading a page past the end of a truncated file
+// faults), then bbolt's consistency check of every page, bucket and key.
+// Any fault or panic on the way is a DamagedError, never a crash.
+func verify(db *bolt.DB) (err error) {
+	path := db.Path()
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = &DamagedError{Path: path, Reason: fmt.Sprint(r)}
+		}
+	}()
+	return db.View(func(tx *bolt.Tx) error {
+		fi, err := os.Stat(path)
+		if err != nil {
+			return err
+		}
+		if need := tx.Size(); fi.Size() < need {
+			return &DamagedError{Path: path, Reason: fmt.Sprintf("it is truncated: %d bytes, but its pages need %d", fi.Size(), need)}
+		}
+		var problems []string
+		for err := range tx.Check() {
+			if len(problems) < 3 {
+				problems = append(problems, strings.ReplaceAll(err.Error(), "\n", " "))
+			}
+		}
+		if len(problems) > 0 {
+			return &DamagedError{Path: path, Reason: strings.Join(problems, "; ")}
+		}
+		return nil
+	})
+}
+
+// Check opens the database under dir read-only, checks it from end to end
+// and returns its size. It fails while a server holds the file.
+func Check(dir string) (size int64, err error) {
+	db, err := openFile(filepath.Join(dir, FileName), true)
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	err = db.View(func(tx *bolt.Tx) error { size = tx.Size(); return nil })
+	return size, err
+}
+
+// WriteBackup writes a consistent copy of the database to w, from one read
+// transaction, while writers go on.
+func (s *Store) WriteBackup(w io.Writer) (int64, error) {
+	var n int64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		n, err = tx.WriteTo(w)
+		return err
+	})
+	return n, err
+}
