@@ -31,26 +31,15 @@ type execNginx struct {
 
 func newExecNginx(t *testing.T) *execNginx {
 	t.Helper()
-	n := &execNginx{nginx: nginx{bin: program(t, "nginx"), prefix: t.TempDir(), port: freePort(t)}}
-	n.conf = filepath.Join(n.prefix, "nginx.conf")
-	n.upstreams = filepath.Join(n.prefix, "upstreams.conf")
+	n := &execNginx{nginx: *newNginx(t)}
 	n.errorLog = filepath.Join(n.prefix, "logs", "error.log")
-	os.MkdirAll(filepath.Join(n.prefix, "logs"), 0o755)
 	// notice: nginx logs each signal it gets ("reconfiguring", "exiting").
-	conf := fmt.Sprintf(`pid %[1]s/nginx.pid;
-error_log %[4]s notice;
-worker_processes 1;
-events { worker_connections 128; }
-http {
-    access_log off;
-    include %[2]s;
-    server {
-        listen 127.0.0.1:%[3]d;
-        location / { proxy_pass http://www; proxy_next_upstream error timeout; }
-    }
-}
-`, n.prefix, n.upstreams, n.port, n.errorLog)
-	if err := os.WriteFile(n.conf, []byte(conf), 0o644); err != nil {
+	old := fmt.Sprintf("error_log %s;", n.errorLog)
+	conf := readString(n.conf)
+	if !strings.Contains(conf, old) {
+		t.Fatalf("newNginx's config no longer has %q; update the test", old)
+	}
+	if err := os.WriteFile(n.conf, []byte(strings.Replace(conf, old, fmt.Sprintf("error_log %s notice;", n.errorLog), 1)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return n
@@ -276,24 +265,7 @@ type execHAProxy struct{ haproxy }
 
 func newExecHAProxy(t *testing.T) *execHAProxy {
 	t.Helper()
-	h := &execHAProxy{haproxy{bin: program(t, "haproxy"), dir: t.TempDir(), port: freePort(t)}}
-	h.main = filepath.Join(h.dir, "haproxy.cfg")
-	h.backends = filepath.Join(h.dir, "backends.cfg")
-	main := fmt.Sprintf(`global
-    master-worker
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 10s
-    timeout server 10s
-frontend web
-    bind 127.0.0.1:%d
-    default_backend api
-`, h.port)
-	if err := os.WriteFile(h.main, []byte(main), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return h
+	return &execHAProxy{*newHAProxy(t)}
 }
 
 func (h *execHAProxy) url() string { return "http://127.0.0.1:" + strconv.Itoa(h.port) + "/" }
