@@ -294,7 +294,8 @@ func (e *Exec) Reload(ctx context.Context, sig syscall.Signal) error {
 
 // Run waits for the first pass without a failure, starts the command and
 // supervises it until it exits, and returns its exit status as the
-// renderer's (128+N for signal N). SIGINT and SIGTERM are passed on and
+// renderer's (128+N for signal N). Until the command starts, a signal
+// other than SIGHUP, SIGWINCH and SIGCONT ends the wait with 128+N. SIGINT and SIGTERM are passed on and
 // end the renderer once the command has exited (SIGKILL after the grace
 // period); SIGHUP goes to OnHUP; other signals are passed on. A command
 // that exits by itself ends the renderer with its exit status. When ctx
@@ -306,14 +307,17 @@ func (e *Exec) Run(ctx context.Context) int {
 		case <-e.ready:
 			waiting = false
 		case sig := <-sigs:
+			// A signal that would have ended the command ends svcreg: a
+			// container runtime's stop signal may be SIGQUIT (nginx's
+			// image) or SIGUSR1 (HAProxy's).
 			switch sig {
 			case syscall.SIGHUP:
 				e.onHUP()
-			case syscall.SIGINT, syscall.SIGTERM:
+			case syscall.SIGWINCH, syscall.SIGCONT:
+				e.Log.Debug("signal before the command started; ignored", "signal", sig)
+			default:
 				e.Log.Info("signal before the command started; stopping", "signal", sig)
 				return 128 + int(sig.(syscall.Signal))
-			default:
-				e.Log.Debug("signal before the command started; ignored", "signal", sig)
 			}
 		case <-ctx.Done():
 			return 0

@@ -212,6 +212,27 @@ func TestExecNginxKilled(t *testing.T) {
 	eventuallyTrue(t, "nginx's port to be free", func() bool { return get(n.url()) == "" })
 }
 
+// Before the command has started (here min_instances refuses every
+// render), a container runtime's stop signal, SIGQUIT for nginx's image,
+// ends svcreg with 128+N.
+func TestExecStopSignalBeforeTheStart(t *testing.T) {
+	t.Parallel()
+	_, c, env := registryEnv(t, testserver.Options{}, "exec-early-stop")
+	createService(t, c, "web-a", 120, []string{"www"}, nil)
+	dir := t.TempDir()
+	config, dest := writeIDsConfig(t, dir, "min_instances = 5")
+	started := filepath.Join(dir, "started")
+	d := startDaemon(t, env, "--config", config, "--exec", "touch "+started)
+	eventuallyTrue(t, "min_instances to refuse the render", func() bool { return strings.Contains(d.output(), "step=render") })
+	d.cmd.Process.Signal(syscall.SIGQUIT)
+	if code := d.exitStatus(t); code != 128+int(syscall.SIGQUIT) {
+		t.Fatalf("svcreg template exited %d; want 131:\n%s", code, d.output())
+	}
+	if fileExists(started) || fileExists(dest) {
+		t.Fatal("the command was started, or a file installed, although min_instances refused the render")
+	}
+}
+
 // A command that ignores SIGTERM is killed after --grace-period.
 func TestExecGracePeriod(t *testing.T) {
 	t.Parallel()
