@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/svcreg/svcreg/internal/testserver"
+	"github.com/svcreg/svcreg/registry"
 	"github.com/svcreg/svcreg/render"
 )
 
@@ -217,10 +218,8 @@ func TestExecNginxKilled(t *testing.T) {
 // ends svcreg with 128+N.
 func TestExecStopSignalBeforeTheStart(t *testing.T) {
 	t.Parallel()
-	_, c, env := registryEnv(t, testserver.Options{}, "exec-early-stop")
-	createService(t, c, "web-a", 120, []string{"www"}, nil)
-	dir := t.TempDir()
-	config, dest := writeIDsConfig(t, dir, "min_instances = 5")
+	f := newIDsFixture(t, "exec-early-stop", "min_instances = 5")
+	env, dir, config, dest := f.env, f.dir, f.config, f.dest
 	started := filepath.Join(dir, "started")
 	d := startDaemon(t, env, "--config", config, "--exec", "touch "+started)
 	eventuallyTrue(t, "min_instances to refuse the render", func() bool { return strings.Contains(d.output(), "step=render") })
@@ -236,10 +235,8 @@ func TestExecStopSignalBeforeTheStart(t *testing.T) {
 // A command that ignores SIGTERM is killed after --grace-period.
 func TestExecGracePeriod(t *testing.T) {
 	t.Parallel()
-	_, c, env := registryEnv(t, testserver.Options{}, "exec-grace")
-	createService(t, c, "web-a", 120, []string{"www"}, nil)
-	dir := t.TempDir()
-	config, _ := writeIDsConfig(t, dir, "")
+	f := newIDsFixture(t, "exec-grace", "")
+	env, dir, config := f.env, f.dir, f.config
 	started := filepath.Join(dir, "started")
 	d := startDaemon(t, env, "--config", config, "--grace-period", "500ms",
 		"--exec", fmt.Sprintf(`sh -c 'trap "" TERM; touch %s; while :; do sleep 0.05; done'`, started))
@@ -257,10 +254,8 @@ func TestExecGracePeriod(t *testing.T) {
 // parent-death signal takes the command with it.
 func TestExecCommandDiesWithTheRenderer(t *testing.T) {
 	t.Parallel()
-	_, c, env := registryEnv(t, testserver.Options{}, "exec-deathsig")
-	createService(t, c, "web-a", 120, []string{"www"}, nil)
-	dir := t.TempDir()
-	config, _ := writeIDsConfig(t, dir, "")
+	f := newIDsFixture(t, "exec-deathsig", "")
+	env, dir, config := f.env, f.dir, f.config
 	pidFile := filepath.Join(dir, "pid")
 	d := startDaemon(t, env, "--config", config, "--exec", fmt.Sprintf(`sh -c 'echo $$ > %s.tmp && mv %s.tmp %s && exec sleep 600'`, pidFile, pidFile, pidFile))
 	var pid int
@@ -362,10 +357,8 @@ func TestExecHAProxy(t *testing.T) {
 // command's status.
 func TestExecReloadSignalKillsTheCommand(t *testing.T) {
 	t.Parallel()
-	_, c, env := registryEnv(t, testserver.Options{}, "exec-reload-dies")
-	createService(t, c, "web-a", 120, []string{"www"}, nil)
-	dir := t.TempDir()
-	config, dest := writeIDsConfig(t, dir, "")
+	f := newIDsFixture(t, "exec-reload-dies", "")
+	c, env, dir, config, dest := f.c, f.env, f.dir, f.config, f.dest
 	started := filepath.Join(dir, "started")
 	d := startDaemon(t, env, "--config", config,
 		"--exec", fmt.Sprintf(`sh -c 'trap "exit 3" USR1; touch %s; while :; do sleep 0.05; done'`, started))
@@ -400,10 +393,8 @@ func TestExecReapsOrphans(t *testing.T) {
 				}
 				unshare = p
 			}
-			_, c, env := registryEnv(t, testserver.Options{}, "exec-orphans")
-			createService(t, c, "web-a", 120, []string{"www"}, nil)
-			dir := t.TempDir()
-			config, dest := writeIDsConfig(t, dir, `check = "grep -q web {{.Staged}}"`)
+			f := newIDsFixture(t, "exec-orphans", `check = "grep -q web {{.Staged}}"`)
+			c, env, config, dest := f.c, f.env, f.config, f.dest
 			// Three orphans a second, each living 0.3 s; USR1 is ignored.
 			command := `sh -c 'trap "" USR1; while :; do for i in 1 2 3; do (sleep 0.3 &); done; sleep 1; done'`
 			args := []string{"template", "--config", config, "--exec", command}
@@ -467,6 +458,23 @@ func TestExecReapsOrphans(t *testing.T) {
 			}
 		})
 	}
+}
+
+// idsFixture is a registry holding the service web-a and a renderer
+// config (writeIDsConfig) in a scratch directory.
+type idsFixture struct {
+	c                 *registry.Client
+	env               []string
+	dir, config, dest string
+}
+
+func newIDsFixture(t *testing.T, user, extra string) *idsFixture {
+	t.Helper()
+	f := &idsFixture{dir: t.TempDir()}
+	_, f.c, f.env = registryEnv(t, testserver.Options{}, user)
+	createService(t, f.c, "web-a", 120, []string{"www"}, nil)
+	f.config, f.dest = writeIDsConfig(t, f.dir, extra)
+	return f
 }
 
 // writeIDsConfig writes a renderer config whose one template lists the
