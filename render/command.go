@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/svcreg/svcreg/internal/supervise"
 )
 
 // CommandError is a check or reload command that failed.
@@ -44,12 +46,14 @@ func runCommand(ctx context.Context, command string, timeout time.Duration) (str
 	// A command that leaves a background child holding its output open
 	// does not hold us up.
 	cmd.WaitDelay = time.Second
-	if err := cmd.Start(); err != nil {
+	// Owned: a reaper of an --exec command leaves it to cmd.Wait.
+	release, err := supervise.StartOwned(cmd)
+	if err != nil {
 		return "", &CommandError{Command: command, Err: err}
 	}
+	defer release()
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
-	var err error
 	select {
 	case err = <-done:
 	case <-ctx.Done():

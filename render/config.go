@@ -26,6 +26,8 @@ type Config struct {
 	// FunctionDenylist names template functions no template may call
 	// (a template calling one fails to load).
 	FunctionDenylist []string `toml:"function_denylist"`
+	// Exec runs the load balancer as the renderer's child; see exec.go.
+	Exec ExecConfig `toml:"exec"`
 }
 
 // RegistryConfig says how to reach the registry. Empty fields fall back to
@@ -65,6 +67,9 @@ type TemplateConfig struct {
 	// Reload runs once per pass after the group's files are installed.
 	Reload        string   `toml:"reload"`
 	ReloadTimeout Duration `toml:"reload_timeout"`
+	// ReloadSignal reloads by sending this signal to the [exec] command
+	// instead of running Reload.
+	ReloadSignal string `toml:"reload_signal"`
 	// ReloadGroup names the templates that are checked, installed and
 	// reloaded together; a template alone is its own group.
 	ReloadGroup string `toml:"reload_group"`
@@ -296,6 +301,9 @@ func (c *Config) Normalize() error {
 	if err := checkDenylist(c.FunctionDenylist); err != nil {
 		return err
 	}
+	if err := c.normalizeExec(); err != nil {
+		return err
+	}
 	groups, err := groupsOf(c.Templates)
 	if err != nil {
 		return err
@@ -316,6 +324,7 @@ func (t TemplateConfig) FileMode() (os.FileMode, error) {
 type groupSettings struct {
 	name              string
 	check, reload     string
+	reloadSignal      string
 	reloadTimeout     time.Duration
 	checkTimeout      time.Duration
 	minReloadInterval time.Duration
@@ -341,6 +350,12 @@ func groupsOf(ts []TemplateConfig) ([]*groupSettings, error) {
 		}
 		if err := agree(g.name, "reload", &g.reload, t.Reload); err != nil {
 			return nil, err
+		}
+		if err := agree(g.name, "reload_signal", &g.reloadSignal, t.ReloadSignal); err != nil {
+			return nil, err
+		}
+		if g.reload != "" && g.reloadSignal != "" {
+			return nil, fmt.Errorf("reload group %q has both reload and reload_signal: give one", g.name)
 		}
 		g.reloadTimeout = max(g.reloadTimeout, t.ReloadTimeout.D())
 		g.checkTimeout = max(g.checkTimeout, t.CheckTimeout.D())

@@ -23,6 +23,8 @@ type Loop struct {
 	// Sets delivers a new template set after a reload (SIGHUP or a changed
 	// template file); the loop renders with it at once.
 	Sets <-chan *Set
+	// Passed, if set, is told the result of each pass (Exec.Passed).
+	Passed func(PassResult)
 }
 
 // Run renders until ctx is done. The first synced snapshot is rendered at
@@ -44,6 +46,9 @@ func (l *Loop) Run(ctx context.Context, set *Set) error {
 		res := l.Renderer.Pass(ctx, set, snap)
 		rendered = snap
 		l.Renderer.Health.setRendered(snap)
+		if l.Passed != nil {
+			l.Passed(res)
+		}
 		if !res.RetryAt.IsZero() {
 			schedule(res.RetryAt)
 		}

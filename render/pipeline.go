@@ -82,6 +82,9 @@ type Renderer struct {
 	// NoReload installs checked files but runs no reload command: for a
 	// first deploy, before the load balancer runs.
 	NoReload bool
+	// Child, with --exec, is the command that groups with a reload_signal
+	// reload by signalling.
+	Child *Exec
 
 	now        func() time.Time
 	lastReload map[string]time.Time // by group
@@ -183,7 +186,7 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 		rt.printDry(r.DryOut)
 		return false, time.Time{}, nil
 	}
-	if last, ok := r.lastReload[g.Name]; ok && !rt.applies() && g.Reload != "" && g.MinReloadInterval > 0 {
+	if last, ok := r.lastReload[g.Name]; ok && !rt.applies() && g.reloads() && g.MinReloadInterval > 0 {
 		if next := last.Add(g.MinReloadInterval); r.now().Before(next) {
 			r.Log.Debug("reload held back by min_reload_interval", "group", g.Name, "until", next)
 			return false, next, nil
@@ -261,8 +264,8 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 	if !r.NoReload && r.applyRuntime(ctx, g, rt) {
 		return true, time.Time{}, nil
 	}
-	if g.Reload != "" && !r.NoReload {
-		_, err := runCommand(ctx, g.Reload, g.ReloadTimeout)
+	if g.reloads() && !r.NoReload {
+		err := r.reload(ctx, g)
 		r.lastReload[g.Name] = r.now()
 		r.Metrics.reloads.WithLabelValues(g.Name, result(err)).Inc()
 		if err != nil {
@@ -275,7 +278,7 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 			case restored == 0 && len(kept) > 0:
 				err = fmt.Errorf("%w; kept the new, checked files (%s): there was nothing to restore (a first install: start the load balancer, or use --no-reload)", err, strings.Join(kept, ", "))
 			default:
-				_, rerr := runCommand(ctx, g.Reload, g.ReloadTimeout)
+				rerr := r.reload(ctx, g)
 				if rerr != nil {
 					err = fmt.Errorf("%w; restored the previous files, and reloading them failed too: %v", err, rerr)
 				} else {

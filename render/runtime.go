@@ -24,8 +24,8 @@ var runtimeAdapters = map[string]runtime.Factory{
 }
 
 // checkRuntimes checks the runtime settings of the templates: a known
-// runtime, a socket, and a reload command in the group for the changes the
-// runtime API cannot make.
+// runtime, a socket, and a reload (command or signal) in the group for the
+// changes the runtime API cannot make.
 func checkRuntimes(ts []TemplateConfig, groups []*groupSettings) error {
 	for _, g := range groups {
 		for _, i := range g.templates {
@@ -39,8 +39,8 @@ func checkRuntimes(ts []TemplateConfig, groups []*groupSettings) error {
 			if _, ok := runtimeAdapters[t.Runtime]; !ok {
 				return fmt.Errorf("template %s: runtime %q is not one of: %s", t.Source, t.Runtime, strings.Join(runtimeNames(), ", "))
 			}
-			if g.reload == "" {
-				return fmt.Errorf("template %s: runtime %q needs a reload command for the changes its runtime API cannot make", t.Source, t.Runtime)
+			if g.reload == "" && g.reloadSignal == "" {
+				return fmt.Errorf("template %s: runtime %q needs a reload (a command or reload_signal) for the changes its runtime API cannot make", t.Source, t.Runtime)
 			}
 			if _, err := t.runtimeAdapter(nil); err != nil {
 				return fmt.Errorf("template %s: %w", t.Source, err)

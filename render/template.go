@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"text/template"
 	"time"
 
@@ -22,12 +23,15 @@ type Set struct {
 // Group is a reload group: templates checked, installed and reloaded
 // together.
 type Group struct {
-	Name              string
-	Templates         []*Template
-	Check             string
-	CheckTimeout      time.Duration
-	Reload            string
-	ReloadTimeout     time.Duration
+	Name          string
+	Templates     []*Template
+	Check         string
+	CheckTimeout  time.Duration
+	Reload        string
+	ReloadTimeout time.Duration
+	// ReloadSignal, when not 0, reloads by signalling the [exec] command
+	// instead of running Reload.
+	ReloadSignal      syscall.Signal
 	MinReloadInterval time.Duration
 	Splay             time.Duration
 	check             *template.Template // the check command, with placeholders
@@ -51,6 +55,11 @@ func NewSet(c Config) (*Set, error) {
 	for _, gsets := range gs {
 		g := &Group{Name: gsets.name, Check: gsets.check, CheckTimeout: gsets.checkTimeout,
 			Reload: gsets.reload, ReloadTimeout: gsets.reloadTimeout, MinReloadInterval: gsets.minReloadInterval, Splay: gsets.splay}
+		if gsets.reloadSignal != "" {
+			if g.ReloadSignal, err = ParseSignal(gsets.reloadSignal); err != nil {
+				return nil, fmt.Errorf("reload group %s: reload_signal: %w", g.Name, err)
+			}
+		}
 		if g.Check != "" {
 			g.check, err = template.New("check").Option("missingkey=error").Parse(g.Check)
 			if err != nil {

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/svcreg/svcreg/internal/supervise"
 	"github.com/svcreg/svcreg/registry"
 )
 
@@ -30,9 +31,9 @@ const (
 	// in the registry and the command was stopped (EX_UNAVAILABLE).
 	ExitAborted = 69
 	// ExitCannotRun: the command was found but could not be started.
-	ExitCannotRun = 126
+	ExitCannotRun = supervise.ExitCannotRun
 	// ExitNotFound: the command was not found.
-	ExitNotFound = 127
+	ExitNotFound = supervise.ExitNotFound
 )
 
 // requestTimeout bounds each request to the registry, so that a registry

@@ -5,14 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
-	"os/signal"
 	"syscall"
 	"time"
 
+	"github.com/svcreg/svcreg/internal/supervise"
 	"github.com/svcreg/svcreg/registry"
 )
 
@@ -49,17 +48,12 @@ func Run(ctx context.Context, cfg Config, d Deps) int {
 	path, err := exec.LookPath(cfg.Command[0])
 	if err != nil {
 		log.Error("cannot run the command", "command", cfg.Command[0], "err", err)
-		return startFailure(err)
+		return supervise.StartFailure(err)
 	}
 
 	// Subscribe before the command starts, so that no signal is missed.
-	sigs := make(chan os.Signal, 32)
-	signal.Notify(sigs, forwardedSignals()...)
-	defer signal.Stop(sigs)
-	chld := make(chan os.Signal, 1)
-	signal.Notify(chld, syscall.SIGCHLD)
-	defer signal.Stop(chld)
-	becomeSubreaper(log)
+	sup := supervise.New(log)
+	defer sup.Close()
 
 	log.Info("registering the service", "tags", cfg.Service.Tags, "metadata", cfg.Service.Metadata,
 		"heartbeat_timeout", cfg.Service.HeartbeatTimeout, "interval", cfg.Interval, "abort_on_failure", cfg.AbortOnFailure)
@@ -75,7 +69,7 @@ func Run(ctx context.Context, cfg Config, d Deps) int {
 		<-keeperDone
 	}
 	defer stopKeeper()
-	s := &supervisor{cfg: cfg, log: log, client: d.Client, keeper: k, stopKeeper: stopKeeper, sigs: sigs}
+	s := &supervisor{cfg: cfg, log: log, client: d.Client, keeper: k, stopKeeper: stopKeeper, sigs: sup.Signals()}
 
 	// Start the command once the first registration has succeeded or failed
 	// (fail open), not while an old instance still holds the id.
@@ -85,42 +79,16 @@ func Run(ctx context.Context, cfg Config, d Deps) int {
 
 	cmd := &exec.Cmd{Path: path, Args: cfg.Command, Stdin: d.Stdin, Stdout: d.Stdout, Stderr: d.Stderr,
 		Env: append(os.Environ(), ServiceIDEnv+"="+cfg.Service.ID)}
-	release := make(chan struct{})
-	defer close(release) // after cmd.Wait below: the command has been reaped
-	if err := startCommand(cmd, cfg, release); err != nil {
+	child, err := sup.Start(cmd, supervise.Options{GracePeriod: cfg.GracePeriod, ParentDeathSignal: !cfg.NoParentDeathSignal})
+	if err != nil {
 		log.Error("cannot start the command", "command", cfg.Command[0], "err", err)
 		s.finish()
-		return startFailure(err)
+		return supervise.StartFailure(err)
 	}
-	s.child = cmd.Process
-	log.Info("command started", "pid", cmd.Process.Pid, "command", cfg.Command)
-	exited := make(chan syscall.WaitStatus, 1)
-	stopReaper := make(chan struct{})
-	reaperDone := make(chan struct{})
-	go func() {
-		defer close(reaperDone)
-		reap(chld, stopReaper, cmd.Process.Pid, exited, log)
-	}()
-	defer func() {
-		close(stopReaper)
-		<-reaperDone
-	}()
-	s.exited = exited
-
-	code := s.supervise(ctx)
-	// The reaper has collected the status; Wait releases what exec holds
-	// for the command (copying goroutines, pidfd) and reports ECHILD.
-	cmd.Wait()
-	return code
-}
-
-// startFailure maps an error starting the command to the shell's exit
-// codes: 127 when the command does not exist, 126 otherwise.
-func startFailure(err error) int {
-	if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
-		return ExitNotFound
-	}
-	return ExitCannotRun
+	defer child.Close()
+	s.child = child
+	log.Info("command started", "pid", child.Pid(), "command", cfg.Command)
+	return s.supervise(ctx)
 }
 
 // supervisor is the state of one Run.
@@ -132,10 +100,7 @@ type supervisor struct {
 	stopKeeper func() // stops the keeper and waits for it
 	sigs       <-chan os.Signal
 
-	child  *os.Process
-	exited <-chan syscall.WaitStatus
-	// termAt is when the first SIGINT or SIGTERM was passed on.
-	termAt time.Time
+	child *supervise.Child
 }
 
 // awaitRegistration waits for the first registration to succeed or fail.
@@ -180,12 +145,12 @@ func (s *supervisor) supervise(ctx context.Context) int {
 	}
 	for {
 		select {
-		case ws := <-s.exited:
-			code := s.exitCode(ws)
+		case <-s.child.Done():
+			code := s.child.ExitCode()
 			s.finish()
 			return code
 		case sig := <-s.sigs:
-			s.forward(sig)
+			s.child.Forward(sig)
 		case err := <-s.keeper.fatal:
 			return s.abort(fmt.Errorf("the registry refused the service: %w", err))
 		case <-deadline:
@@ -200,7 +165,7 @@ func (s *supervisor) supervise(ctx context.Context) int {
 			return s.abort(fmt.Errorf("the registry accepted no registration or heartbeat for a heartbeat timeout (%ds); last error: %w", s.cfg.Service.HeartbeatTimeout, err))
 		case <-ctx.Done():
 			s.log.Info("stopping the command", "reason", context.Cause(ctx))
-			code := s.stop()
+			code := s.child.Stop()
 			s.finish()
 			return code
 		}
@@ -211,72 +176,9 @@ func (s *supervisor) supervise(ctx context.Context) int {
 // registry (--abort-on-failure).
 func (s *supervisor) abort(err error) int {
 	s.log.Error("aborting (--abort-on-failure): stopping the command", "err", err)
-	s.stop()
+	s.child.Stop()
 	s.finish()
 	return ExitAborted
-}
-
-// stop sends the command SIGTERM, and SIGKILL if it is still running after
-// the grace period; it returns the command's exit status.
-func (s *supervisor) stop() int {
-	s.signal(syscall.SIGTERM)
-	if s.termAt.IsZero() {
-		s.termAt = time.Now()
-	}
-	grace := time.NewTimer(s.cfg.GracePeriod)
-	defer grace.Stop()
-	for {
-		select {
-		case ws := <-s.exited:
-			return s.exitCode(ws)
-		case <-grace.C:
-			s.log.Warn("the command is still running after the grace period; killing it", "grace_period", s.cfg.GracePeriod)
-			s.signal(syscall.SIGKILL)
-		case sig := <-s.sigs:
-			s.forward(sig)
-		}
-	}
-}
-
-// forward passes a signal the wrapper got on to the command. A SIGINT or
-// SIGTERM that comes at least a grace period after the first one kills the
-// command: it had its chance to stop.
-func (s *supervisor) forward(sig os.Signal) {
-	if sig == syscall.SIGINT || sig == syscall.SIGTERM {
-		if !s.termAt.IsZero() && time.Since(s.termAt) >= s.cfg.GracePeriod {
-			s.log.Warn("another signal after the grace period; killing the command", "signal", sig, "grace_period", s.cfg.GracePeriod)
-			s.signal(syscall.SIGKILL)
-			return
-		}
-		if s.termAt.IsZero() {
-			s.termAt = time.Now()
-		}
-	}
-	s.log.Info("passing a signal on to the command", "signal", sig)
-	s.signal(sig)
-}
-
-func (s *supervisor) signal(sig os.Signal) {
-	// The process handle is a pidfd on Linux: a command that has exited,
-	// even one already reaped, is never confused with a new process.
-	if err := s.child.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		s.log.Warn("cannot signal the command", "signal", sig, "err", err)
-	}
-}
-
-// exitCode is the wrapper's exit status for the command's wait status:
-// its exit code, or 128+N when signal N killed it.
-func (s *supervisor) exitCode(ws syscall.WaitStatus) int {
-	switch {
-	case ws.Exited():
-		s.log.Info("command exited", "code", ws.ExitStatus())
-		return ws.ExitStatus()
-	case ws.Signaled():
-		s.log.Info("command killed by a signal", "signal", ws.Signal(), "code", 128+int(ws.Signal()))
-		return 128 + int(ws.Signal())
-	}
-	s.log.Error("command ended with an unknown wait status", "status", uint32(ws))
-	return ExitError
 }
 
 // finish stops the keeper and, unless --no-deregister, deletes the

@@ -53,6 +53,17 @@ Signals: SIGTERM and SIGINT stop; SIGHUP re-reads the config file and the
 templates and switches to them if they are valid. Template files are also
 watched and re-read when they change.
 
+--exec COMMAND (or [exec] in the config file) runs the load balancer as
+the renderer's child, for containers and hosts without a service manager: it
+starts COMMAND in the foreground once the registry is synced and a first
+pass has installed every group, and a group's reload_signal (SIGHUP for
+nginx, SIGUSR2 for HAProxy master-worker) reloads it. Signals are passed on
+to COMMAND, except SIGHUP, which stays the renderer's; after SIGTERM or
+SIGINT the renderer exits once COMMAND has (SIGKILL after --grace-period).
+If COMMAND exits by itself the renderer exits too; either way its exit code
+is COMMAND's (128+N for signal N); 126 COMMAND cannot be run, 127 not found.
+Orphaned processes are reaped, also as PID 1.
+
 Exit codes (--once, --print): 0 done; 1 other error; 2 usage; 3 bad config or
 template; 4 no sync with the registry within --once-timeout; 5 a template
 failed to render (or min_instances refused it); 6 a check command failed;
@@ -84,6 +95,8 @@ type templateFlags struct {
 	onceTimeout time.Duration
 	dry         bool
 	print       bool
+	exec        string
+	gracePeriod time.Duration
 	listen      string
 	logFormat   string
 	logLevel    string
@@ -107,6 +120,8 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	fs.BoolVar(&f.noReload, "no-reload", false, "with --once, install the checked files but run no reload command\n(a first deploy, before the load balancer runs)")
 	fs.BoolVar(&f.dry, "dry", false, "print what would change (a diff per file) and write and run nothing")
 	fs.BoolVar(&f.print, "print", false, "wait for a full sync, print the full output of every template to stdout, and exit;\nno file is written and no command run (for debugging templates)")
+	fs.StringVar(&f.exec, "exec", "", "`COMMAND` to run in the foreground once the first render is installed, e.g. \"nginx -g 'daemon off;'\"\n(split as a shell would, without a shell; see Running in a container in the README)")
+	fs.DurationVar(&f.gracePeriod, "grace-period", render.DefaultGracePeriod, "with --exec, the time the command has to exit after SIGTERM before SIGKILL")
 	fs.StringVar(&f.listen, "listen", "", "`address` for /healthz, /readyz and /metrics (default: the config's listen, or none)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
@@ -136,6 +151,9 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	cfg, err := load()
 	if err != nil {
 		return exitCodeError{exitConfig, err}
+	}
+	if err := f.checkExecMode(cfg); err != nil {
+		return err
 	}
 	set, err := render.NewSet(cfg)
 	if err != nil {
@@ -174,12 +192,25 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	loop.Sets = sets
 	rl := render.NewReloader(log, load, sets, set, cfg.Registry)
 	var g run.Group
+	var ex *render.Exec
+	execCode := 0
+	if len(cfg.Exec.Command) > 0 {
+		if ex, err = newExec(cfg.Exec, log, stdin, stdout, stderr); err != nil {
+			return err
+		}
+		defer ex.Close()
+		ex.OnHUP = func() { rl.Reload(ctx, "SIGHUP") }
+		renderer.Child, loop.Passed = ex, ex.Passed
+		// The command's supervisor takes the signals, SIGHUP included.
+		g.Add(func() error { execCode = ex.Run(ctx); return errStopped }, func(error) { cancel() })
+	} else {
+		sigs := notifyStopOrReload()
+		defer signal.Stop(sigs)
+		g.Add(func() error { return stopOrReload(ctx, log, sigs, func() { rl.Reload(ctx, "SIGHUP") }) }, func(error) { cancel() })
+	}
 	g.Add(func() error { return w.Run(ctx) }, func(error) { cancel() })
 	g.Add(func() error { return loop.Run(ctx, set) }, func(error) { cancel() })
 	g.Add(func() error { return rl.WatchFiles(ctx) }, func(error) { cancel() })
-	sigs := notifyStopOrReload()
-	defer signal.Stop(sigs)
-	g.Add(func() error { return stopOrReload(ctx, log, sigs, func() { rl.Reload(ctx, "SIGHUP") }) }, func(error) { cancel() })
 	if cfg.Listen != "" {
 		ln, err := net.Listen("tcp", cfg.Listen)
 		if err != nil {
@@ -205,6 +236,9 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	log.Info("svcreg template started", "templates", len(set.Sources()), "registry", settings.URL, "dry", f.dry)
 	err = g.Run()
 	if errors.Is(err, errStopped) {
+		if ex != nil {
+			return execExit(execCode)
+		}
 		return nil
 	}
 	return err
@@ -243,6 +277,9 @@ func (f *templateFlags) loadConfig(fs *flag.FlagSet) (render.Config, error) {
 	}
 	if isSet(fs, "listen") {
 		c.Listen = f.listen
+	}
+	if err := f.applyExec(&c, func(name string) bool { return isSet(fs, name) }); err != nil {
+		return c, err
 	}
 	if err := c.Normalize(); err != nil {
 		if f.config != "" {

@@ -438,6 +438,21 @@ type haproxy struct {
 
 func startHAProxy(t *testing.T) *haproxy {
 	t.Helper()
+	h := newHAProxy(t)
+	// Until svcreg renders it, the backend points at a closed port.
+	os.WriteFile(h.backends, []byte("backend api\n    server placeholder 127.0.0.1:1\n"), 0o644)
+	if out, err := exec.Command(h.bin, "-W", "-D", "-f", h.main, "-f", h.backends, "-p", h.pid).CombinedOutput(); err != nil {
+		t.Fatalf("start haproxy: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("sh", "-c", "kill $(cat "+h.pid+")").Run() })
+	return h
+}
+
+// newHAProxy writes HAProxy's main config (master-worker, a frontend on a
+// loopback port whose default backend is "api", which backends.cfg is to
+// hold) and starts nothing.
+func newHAProxy(t *testing.T) *haproxy {
+	t.Helper()
 	h := &haproxy{bin: program(t, "haproxy"), dir: t.TempDir(), port: freePort(t)}
 	h.main = filepath.Join(h.dir, "haproxy.cfg")
 	h.backends = filepath.Join(h.dir, "backends.cfg")
@@ -455,12 +470,6 @@ frontend web
     default_backend api
 `, h.pid, h.port)
 	os.WriteFile(h.main, []byte(main), 0o644)
-	// Until svcreg renders it, the backend points at a closed port.
-	os.WriteFile(h.backends, []byte("backend api\n    server placeholder 127.0.0.1:1\n"), 0o644)
-	if out, err := exec.Command(h.bin, "-W", "-D", "-f", h.main, "-f", h.backends, "-p", h.pid).CombinedOutput(); err != nil {
-		t.Fatalf("start haproxy: %v: %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("sh", "-c", "kill $(cat "+h.pid+")").Run() })
 	return h
 }
 

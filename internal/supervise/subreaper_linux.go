@@ -1,4 +1,4 @@
-package wrapper
+package supervise
 
 import (
 	"log/slog"
@@ -7,9 +7,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// becomeSubreaper makes the wrapper a child subreaper (prctl
+// becomeSubreaper makes the program a child subreaper (prctl
 // PR_SET_CHILD_SUBREAPER): descendants of the command orphaned by their
-// parent's exit are re-parented to the wrapper, which reaps them, instead
+// parent's exit are re-parented to the program, which reaps them, instead
 // of to init. PID 1 gets them anyway.
 func becomeSubreaper(log *slog.Logger) {
 	if os.Getpid() == 1 {

@@ -1,6 +1,6 @@
 //go:build unix && !linux
 
-package wrapper
+package supervise
 
 import (
 	"os"

@@ -1,9 +1,9 @@
 //go:build unix && !linux
 
-package wrapper
+package supervise
 
 import "log/slog"
 
 // becomeSubreaper does nothing: only Linux has child subreapers; as PID 1
-// the wrapper still reaps the orphans init gets.
+// the program still reaps the orphans init gets.
 func becomeSubreaper(log *slog.Logger) {}

@@ -1,4 +1,4 @@
-package wrapper
+package supervise
 
 import (
 	"os"
@@ -9,14 +9,14 @@ import (
 )
 
 // forwardedSignals are the signals passed on to the command: every signal a
-// process can catch except SIGCHLD (the wrapper's own), the fault signals
+// process can catch except SIGCHLD (the program's own), the fault signals
 // (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS, SIGABRT: a fault is
-// the wrapper's), the terminal job-control signals (SIGTSTP, SIGTTIN,
-// SIGTTOU: the wrapper stops with its command, as the shell expects),
-// SIGXCPU and SIGXFSZ (the wrapper's own limits), SIGPIPE (raised by the
-// wrapper's own writes) and SIGURG, SIGPROF (the Go runtime's). Realtime
+// the program's), the terminal job-control signals (SIGTSTP, SIGTTIN,
+// SIGTTOU: the program stops with its command, as the shell expects),
+// SIGXCPU and SIGXFSZ (the program's own limits), SIGPIPE (raised by the
+// program's own writes) and SIGURG, SIGPROF (the Go runtime's). Realtime
 // signals 34..64 are included; 32 and 33 belong to the C library. A signal
-// ignored when the wrapper started (nohup) stays ignored.
+// ignored when the program started (nohup) stays ignored.
 func forwardedSignals() []os.Signal {
 	sigs := []os.Signal{
 		unix.SIGHUP, unix.SIGINT, unix.SIGQUIT, unix.SIGTERM, unix.SIGUSR1, unix.SIGUSR2,

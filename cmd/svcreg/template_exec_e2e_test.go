@@ -1,0 +1,591 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/svcreg/svcreg/internal/testserver"
+	"github.com/svcreg/svcreg/registry"
+	"github.com/svcreg/svcreg/render"
+)
+
+// End-to-end tests of svcreg template --exec: the real server, svcreg
+// template as a child process, and real nginx and HAProxy as its child.
+
+// execNginx is an nginx configuration for running nginx in the foreground
+// as svcreg's child; svcreg renders upstreams.conf before it starts.
+type execNginx struct {
+	nginx
+	errorLog string
+}
+
+func newExecNginx(t *testing.T) *execNginx {
+	t.Helper()
+	n := &execNginx{nginx: *newNginx(t)}
+	n.errorLog = filepath.Join(n.prefix, "logs", "error.log")
+	// notice: nginx logs each signal it gets ("reconfiguring", "exiting").
+	old := fmt.Sprintf("error_log %s;", n.errorLog)
+	conf := readString(n.conf)
+	if !strings.Contains(conf, old) {
+		t.Fatalf("newNginx's config no longer has %q; update the test", old)
+	}
+	if err := os.WriteFile(n.conf, []byte(strings.Replace(conf, old, fmt.Sprintf("error_log %s notice;", n.errorLog), 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// command is the --exec command line.
+func (n *execNginx) command() string {
+	return fmt.Sprintf("%s -p %s -c %s -g 'daemon off;'", n.bin, n.prefix, n.conf)
+}
+
+// reconfigurations counts the SIGHUPs nginx acted on.
+func (n *execNginx) reconfigurations() int {
+	return strings.Count(readString(n.errorLog), "(SIGHUP) received")
+}
+
+// masterPid is the nginx master's pid, from its pid file.
+func (n *execNginx) masterPid(t *testing.T) int {
+	t.Helper()
+	var pid int
+	eventuallyTrue(t, "nginx's pid file", func() bool {
+		var err error
+		pid, err = strconv.Atoi(strings.TrimSpace(readString(filepath.Join(n.prefix, "nginx.pid"))))
+		return err == nil
+	})
+	return pid
+}
+
+// shippedConfig is examples/nginx/exec.toml for this nginx and registry.
+// Its check fails while the file failCheck exists. With viaFlag, [exec]
+// is left out and --exec is to give the command.
+func (n *execNginx) shippedConfig(t *testing.T, env []string, viaFlag bool) (config, failCheck string) {
+	t.Helper()
+	failCheck = filepath.Join(t.TempDir(), "fail-check")
+	command := fmt.Sprintf(`command = %q`, n.command())
+	if viaFlag {
+		command = ""
+	}
+	config = shippedConfig(t, "examples/nginx/exec.toml",
+		`source = "upstreams.tmpl"`, fmt.Sprintf("source = %q", repoFile("examples/nginx/upstreams.tmpl")),
+		`url = "http://registry:8420/v1.0"`, fmt.Sprintf("url = %q", envValue(env, "SVCREG_URL")),
+		`username = "dev"`, fmt.Sprintf("username = %q", envValue(env, "SVCREG_USERNAME")),
+		`command = "nginx -g 'daemon off;'"`, command,
+		"/etc/nginx/conf.d/svcreg-upstreams.conf", n.upstreams,
+		`check = "/usr/local/share/svcreg/check-upstreams.sh`, `check = "test ! -e `+failCheck+` && `+repoFile("examples/nginx/check-upstreams.sh"),
+		`min = "200ms"`, `min = "100ms"`,
+	)
+	return config, failCheck
+}
+
+// exitStatus waits for svcreg template to exit and returns its status.
+func (d *daemon) exitStatus(t *testing.T) int {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { d.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(45 * time.Second):
+		t.Fatalf("svcreg template did not exit; output:\n%s", d.output())
+	}
+	return d.cmd.ProcessState.ExitCode()
+}
+
+// alive reports whether pid runs (a zombie does not).
+func alive(pid int) bool {
+	return syscall.Kill(pid, 0) == nil && !strings.Contains(readString(fmt.Sprintf("/proc/%d/stat", pid)), ") Z ")
+}
+
+func touch(t *testing.T, path string) {
+	t.Helper()
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestExecNginx(t *testing.T) {
+	t.Parallel()
+	n := newExecNginx(t)
+	_, c, env := registryEnv(t, testserver.Options{}, "exec-nginx")
+	ipA, portA := backend(t, "backend-a")
+	createService(t, c, "web-a", 120, []string{"www"}, map[string]string{"ip": ipA, "port": portA})
+	config, failCheck := n.shippedConfig(t, env, false)
+	d := startDaemon(t, env, "--config", config)
+
+	// First the render, then nginx, which serves it.
+	eventuallyTrue(t, "backend A behind nginx", func() bool { return get(n.url()) == "backend-a" })
+	out := d.output()
+	if i, j := strings.Index(out, "msg=installed"), strings.Index(out, `msg="command started"`); i < 0 || j < 0 || i > j {
+		t.Fatalf("nginx was not started after the first install:\n%s", out)
+	}
+	master := n.masterPid(t)
+	if got := n.reconfigurations(); got != 0 {
+		t.Fatalf("nginx was reloaded %d times at its start", got)
+	}
+
+	// A service joins: nginx is reloaded by SIGHUP and traffic follows.
+	ipB, portB := backend(t, "backend-b")
+	createService(t, c, "web-b", 120, []string{"www"}, map[string]string{"ip": ipB, "port": portB})
+	eventuallyTrue(t, "nginx to reach backend B", func() bool {
+		for range 4 {
+			if get(n.url()) == "backend-b" {
+				return true
+			}
+		}
+		return false
+	})
+	if got := n.reconfigurations(); got != 1 {
+		t.Fatalf("nginx reloaded %d times for one change; want 1", got)
+	}
+	if n.masterPid(t) != master {
+		t.Fatal("nginx was restarted instead of reloaded")
+	}
+
+	// The check fails: nothing is installed, and nginx gets no signal.
+	before := readString(n.upstreams)
+	touch(t, failCheck)
+	ipC, portC := backend(t, "backend-c")
+	createService(t, c, "web-c", 120, []string{"www"}, map[string]string{"ip": ipC, "port": portC})
+	eventuallyTrue(t, "the check to refuse the config", func() bool { return strings.Contains(d.output(), "step=check") })
+	if got := readString(n.upstreams); got != before {
+		t.Fatalf("a config nginx refused was installed:\n%s", got)
+	}
+	if got := n.reconfigurations(); got != 1 {
+		t.Fatalf("nginx was signalled after a failed check (%d reloads)", got)
+	}
+	if got := get(n.url()); got != "backend-a" && got != "backend-b" {
+		t.Fatalf("nginx stopped serving after a refused config: %q", got)
+	}
+
+	// Other signals are passed on (SIGUSR1: nginx reopens its logs);
+	// SIGHUP stays svcreg's: it re-reads its config, and nginx, whose file
+	// has not changed, gets nothing.
+	d.cmd.Process.Signal(syscall.SIGUSR1)
+	eventuallyTrue(t, "nginx to get SIGUSR1", func() bool { return strings.Contains(readString(n.errorLog), "(SIGUSR1) received") })
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	eventuallyTrue(t, "svcreg to re-read its config", func() bool { return strings.Contains(d.output(), "templates reloaded") })
+	if got := n.reconfigurations(); got != 1 {
+		t.Fatalf("SIGHUP to svcreg reached nginx (%d reloads)", got)
+	}
+
+	// SIGTERM to svcreg: passed on to nginx, which stops (its workers
+	// first); svcreg exits with nginx's status, 0.
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	if code := d.exitStatus(t); code != 0 {
+		t.Fatalf("svcreg template exited %d after SIGTERM; want nginx's 0:\n%s", code, d.output())
+	}
+	if !strings.Contains(readString(n.errorLog), "signal 15 (SIGTERM) received") || !strings.Contains(readString(n.errorLog), "exit") {
+		t.Fatalf("nginx did not get SIGTERM and exit:\n%s", readString(n.errorLog))
+	}
+	if alive(master) {
+		t.Fatal("nginx is still running after svcreg template exited")
+	}
+}
+
+func TestExecNginxKilled(t *testing.T) {
+	t.Parallel()
+	n := newExecNginx(t)
+	_, c, env := registryEnv(t, testserver.Options{}, "exec-nginx-killed")
+	ip, port := backend(t, "backend-a")
+	createService(t, c, "web-a", 120, []string{"www"}, map[string]string{"ip": ip, "port": port})
+	config, _ := n.shippedConfig(t, env, true)
+	d := startDaemon(t, env, "--config", config, "--exec", n.command())
+	eventuallyTrue(t, "backend A behind nginx", func() bool { return get(n.url()) == "backend-a" })
+
+	// nginx's master dies of SIGKILL: svcreg exits 128+9, and takes the
+	// orphaned worker with it rather than rendering into the void.
+	syscall.Kill(n.masterPid(t), syscall.SIGKILL)
+	if code := d.exitStatus(t); code != 137 {
+		t.Fatalf("svcreg template exited %d after nginx was killed; want 137:\n%s", code, d.output())
+	}
+	eventuallyTrue(t, "nginx's port to be free", func() bool { return get(n.url()) == "" })
+}
+
+// Before the command has started (here min_instances refuses every
+// render), a container runtime's stop signal, SIGQUIT for nginx's image,
+// ends svcreg with 128+N.
+func TestExecStopSignalBeforeTheStart(t *testing.T) {
+	t.Parallel()
+	f := newIDsFixture(t, "exec-early-stop", "min_instances = 5")
+	env, dir, config, dest := f.env, f.dir, f.config, f.dest
+	started := filepath.Join(dir, "started")
+	d := startDaemon(t, env, "--config", config, "--exec", "touch "+started)
+	eventuallyTrue(t, "min_instances to refuse the render", func() bool { return strings.Contains(d.output(), "step=render") })
+	d.cmd.Process.Signal(syscall.SIGQUIT)
+	if code := d.exitStatus(t); code != 128+int(syscall.SIGQUIT) {
+		t.Fatalf("svcreg template exited %d; want 131:\n%s", code, d.output())
+	}
+	if fileExists(started) || fileExists(dest) {
+		t.Fatal("the command was started, or a file installed, although min_instances refused the render")
+	}
+}
+
+// A command that ignores SIGTERM is killed after --grace-period.
+func TestExecGracePeriod(t *testing.T) {
+	t.Parallel()
+	f := newIDsFixture(t, "exec-grace", "")
+	env, dir, config := f.env, f.dir, f.config
+	started := filepath.Join(dir, "started")
+	d := startDaemon(t, env, "--config", config, "--grace-period", "500ms",
+		"--exec", fmt.Sprintf(`sh -c 'trap "" TERM; touch %s; while :; do sleep 0.05; done'`, started))
+	eventuallyTrue(t, "the command to start", func() bool { return fileExists(started) })
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	if code := d.exitStatus(t); code != 137 {
+		t.Fatalf("svcreg template exited %d; want 137 (the command killed after the grace period):\n%s", code, d.output())
+	}
+	if !strings.Contains(d.output(), "still running after the grace period") {
+		t.Fatalf("the kill is not reported:\n%s", d.output())
+	}
+}
+
+// svcreg killed outright (SIGKILL) can pass nothing on: the kernel's
+// parent-death signal takes the command with it.
+func TestExecCommandDiesWithTheRenderer(t *testing.T) {
+	t.Parallel()
+	f := newIDsFixture(t, "exec-deathsig", "")
+	env, dir, config := f.env, f.dir, f.config
+	pidFile := filepath.Join(dir, "pid")
+	d := startDaemon(t, env, "--config", config, "--exec", fmt.Sprintf(`sh -c 'echo $$ > %s.tmp && mv %s.tmp %s && exec sleep 600'`, pidFile, pidFile, pidFile))
+	var pid int
+	eventuallyTrue(t, "the command to start", func() bool {
+		var err error
+		pid, err = strconv.Atoi(strings.TrimSpace(readString(pidFile)))
+		return err == nil
+	})
+	// It must outlive svcreg's own threads coming and going meanwhile
+	// (the signal is tied to the thread that forked it).
+	time.Sleep(300 * time.Millisecond)
+	if !alive(pid) {
+		t.Fatal("the command died while svcreg was running")
+	}
+	d.cmd.Process.Kill()
+	d.exitStatus(t)
+	eventuallyTrue(t, "the command to die with svcreg", func() bool { return !alive(pid) })
+}
+
+// execHAProxy is HAProxy in master-worker mode in the foreground, as
+// svcreg's child; svcreg renders its backends before it starts.
+type execHAProxy struct{ haproxy }
+
+func newExecHAProxy(t *testing.T) *execHAProxy {
+	t.Helper()
+	return &execHAProxy{*newHAProxy(t)}
+}
+
+func (h *execHAProxy) url() string { return "http://127.0.0.1:" + strconv.Itoa(h.port) + "/" }
+
+var exitedCode = regexp.MustCompile(`msg="command exited" .*code=(\d+)`)
+
+func TestExecHAProxy(t *testing.T) {
+	t.Parallel()
+	h := newExecHAProxy(t)
+	_, c, env := registryEnv(t, testserver.Options{}, "exec-haproxy")
+	ip, port := backend(t, "api-1")
+	createService(t, c, "api-1", 120, []string{"http"}, map[string]string{"ip": ip, "port": port, "backend": "api"})
+	// examples/haproxy/exec.toml: HAProxy's reload is SIGUSR2 to its master.
+	config := shippedConfig(t, "examples/haproxy/exec.toml",
+		`source = "backends.tmpl"`, fmt.Sprintf("source = %q", repoFile("examples/haproxy/backends.tmpl")),
+		`url = "http://registry:8420/v1.0"`, fmt.Sprintf("url = %q", envValue(env, "SVCREG_URL")),
+		`username = "dev"`, fmt.Sprintf("username = %q", envValue(env, "SVCREG_USERNAME")),
+		`["haproxy", "-W"`, fmt.Sprintf(`[%q, "-W"`, h.bin),
+		`check = "haproxy -c`, `check = "`+h.bin+` -c`,
+		"/usr/local/etc/haproxy/haproxy.cfg", h.main,
+		"/usr/local/etc/haproxy/svcreg-backends.cfg", h.backends,
+		`min = "200ms"`, `min = "100ms"`,
+	)
+	d := startDaemon(t, env, "--config", config)
+	eventuallyTrue(t, "api-1 behind haproxy", func() bool { return get(h.url()) == "api-1" })
+
+	ip2, port2 := backend(t, "api-2")
+	createService(t, c, "api-2", 120, []string{"http"}, map[string]string{"ip": ip2, "port": port2, "backend": "api"})
+	eventuallyTrue(t, "haproxy to reach api-2", func() bool {
+		for range 4 {
+			if get(h.url()) == "api-2" {
+				return true
+			}
+		}
+		return false
+	})
+	if !strings.Contains(d.output(), "sent the reload signal to the command") || !strings.Contains(d.output(), "signal=SIGUSR2") {
+		t.Fatalf("HAProxy was not reloaded by SIGUSR2:\n%s", d.output())
+	}
+
+	// A config HAProxy refuses (no backend "api" for the frontend): the
+	// check fails and the master is not signalled.
+	signals := strings.Count(d.output(), "sent the reload signal")
+	before := readString(h.backends)
+	createService(t, c, "other-1", 120, []string{"http"}, map[string]string{"ip": ip, "port": port, "backend": "other"})
+	for _, id := range []string{"api-1", "api-2"} {
+		if err := c.DeleteService(context.Background(), id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventuallyTrue(t, "HAProxy's reason in the log", func() bool { return strings.Contains(d.output(), "unable to find required default_backend") })
+	if got := readString(h.backends); got != before {
+		t.Fatalf("a config HAProxy refused was installed:\n%s", got)
+	}
+	if got := strings.Count(d.output(), "sent the reload signal"); got != signals {
+		t.Fatal("HAProxy was signalled after a failed check")
+	}
+
+	// SIGTERM: HAProxy stops, and svcreg exits with its status.
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	code := d.exitStatus(t)
+	m := exitedCode.FindStringSubmatch(d.output())
+	if m == nil || m[1] != strconv.Itoa(code) {
+		t.Fatalf("svcreg template exited %d, not with HAProxy's status:\n%s", code, d.output())
+	}
+	if got := get(h.url()); got != "" {
+		t.Fatalf("HAProxy still serves after svcreg template exited: %q", got)
+	}
+}
+
+// A reload by signal that kills the command fails like a failed reload
+// command: the previous file is restored, and svcreg exits with the
+// command's status.
+func TestExecReloadSignalKillsTheCommand(t *testing.T) {
+	t.Parallel()
+	f := newIDsFixture(t, "exec-reload-dies", "")
+	c, env, dir, config, dest := f.c, f.env, f.dir, f.config, f.dest
+	started := filepath.Join(dir, "started")
+	d := startDaemon(t, env, "--config", config,
+		"--exec", fmt.Sprintf(`sh -c 'trap "exit 3" USR1; touch %s; while :; do sleep 0.05; done'`, started))
+	eventuallyTrue(t, "the command to start", func() bool { return fileExists(started) })
+	if got := readString(dest); got != "web-a\n" {
+		t.Fatalf("ids.txt = %q", got)
+	}
+	createService(t, c, "web-b", 120, []string{"www"}, nil)
+	if code := d.exitStatus(t); code != 3 {
+		t.Fatalf("svcreg template exited %d; want the command's 3:\n%s", code, d.output())
+	}
+	if got := readString(dest); got != "web-a\n" {
+		t.Fatalf("after the failed reload ids.txt = %q; want the previous file back", got)
+	}
+	if !strings.Contains(d.output(), "restored the previous files") {
+		t.Fatalf("the failed reload is not reported:\n%s", d.output())
+	}
+}
+
+// Orphans re-parented to svcreg (a subreaper, or PID 1 in a PID
+// namespace, as in a container) are reaped, while its check commands
+// still report their own status.
+func TestExecReapsOrphans(t *testing.T) {
+	for _, pid1 := range []bool{false, true} {
+		t.Run(map[bool]string{false: "subreaper", true: "pid1"}[pid1], func(t *testing.T) {
+			t.Parallel()
+			unshare := ""
+			if pid1 {
+				p, err := exec.LookPath("unshare")
+				if err != nil || os.Geteuid() != 0 {
+					t.Skip("needs root and unshare(1) to run svcreg as PID 1 of a new PID namespace")
+				}
+				unshare = p
+			}
+			f := newIDsFixture(t, "exec-orphans", `check = "grep -q web {{.Staged}}"`)
+			c, env, config, dest := f.c, f.env, f.config, f.dest
+			// Three orphans a second, each living 0.3 s; USR1 is ignored.
+			command := `sh -c 'trap "" USR1; while :; do for i in 1 2 3; do (sleep 0.3 &); done; sleep 1; done'`
+			args := []string{"template", "--config", config, "--exec", command}
+			name := os.Args[0]
+			if pid1 {
+				args = append([]string{"--pid", "--fork", "--kill-child", name}, args...)
+				name = unshare
+			}
+			d := &daemon{cmd: exec.Command(name, args...)}
+			d.cmd.Env = append(append(os.Environ(), execEnv+"=1"), env...)
+			d.cmd.Stdout, d.cmd.Stderr = d, d
+			if err := d.cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			renderer := d.cmd.Process.Pid
+			if pid1 {
+				eventuallyTrue(t, "unshare's child", func() bool {
+					kids := children(d.cmd.Process.Pid)
+					renderer = 0
+					if len(kids) == 1 {
+						renderer = kids[0]
+					}
+					return renderer != 0
+				})
+			}
+			t.Cleanup(func() {
+				syscall.Kill(renderer, syscall.SIGTERM)
+				d.exitStatus(t)
+				if t.Failed() {
+					t.Logf("svcreg template output:\n%s", d.output())
+				}
+			})
+			eventuallyTrue(t, "the command to start", func() bool { return strings.Contains(d.output(), `msg="command started"`) })
+			if nspid := regexp.MustCompile(`NSpid:\s.*\s1\n`); pid1 && !nspid.MatchString(readString(fmt.Sprintf("/proc/%d/status", renderer))) {
+				t.Fatalf("svcreg template is not PID 1 of its namespace:\n%s", readString(fmt.Sprintf("/proc/%d/status", renderer)))
+			}
+
+			// Orphaned sleeps become svcreg's children; none is left a
+			// zombie, over several rounds.
+			sawOrphans := false
+			for range 3 {
+				time.Sleep(time.Second)
+				for _, pid := range children(renderer) {
+					if strings.Contains(readString(fmt.Sprintf("/proc/%d/cmdline", pid)), "sleep") {
+						sawOrphans = true
+					}
+				}
+			}
+			if !sawOrphans {
+				t.Fatal("no orphan was re-parented to svcreg template; the test proves nothing")
+			}
+			eventuallyTrue(t, "no zombie children of svcreg", func() bool { return zombies(renderer) == 0 })
+
+			// A check command runs beside the reaper and reports its own
+			// status: the service joins, the check passes, the file is
+			// installed.
+			createService(t, c, "web-b", 120, []string{"www"}, nil)
+			eventuallyTrue(t, "web-b installed", func() bool { return strings.Contains(readString(dest), "web-b") })
+			if strings.Contains(d.output(), "step=check") {
+				t.Fatalf("a check failed under the reaper:\n%s", d.output())
+			}
+		})
+	}
+}
+
+// idsFixture is a registry holding the service web-a and a renderer
+// config (writeIDsConfig) in a scratch directory.
+type idsFixture struct {
+	c                 *registry.Client
+	env               []string
+	dir, config, dest string
+}
+
+func newIDsFixture(t *testing.T, user, extra string) *idsFixture {
+	t.Helper()
+	f := &idsFixture{dir: t.TempDir()}
+	_, f.c, f.env = registryEnv(t, testserver.Options{}, user)
+	createService(t, f.c, "web-a", 120, []string{"www"}, nil)
+	f.config, f.dest = writeIDsConfig(t, f.dir, extra)
+	return f
+}
+
+// writeIDsConfig writes a renderer config whose one template lists the
+// service ids into dest, reloading the --exec command with SIGUSR1.
+func writeIDsConfig(t *testing.T, dir, extra string) (config, dest string) {
+	t.Helper()
+	config, dest = filepath.Join(dir, "render.toml"), filepath.Join(dir, "ids.txt")
+	toml := fmt.Sprintf(`
+[wait]
+min = "100ms"
+max = "1s"
+
+[[template]]
+contents = "{{ range services }}{{ .ID | ident }}\n{{ end }}"
+destination = %q
+reload_signal = "SIGUSR1"
+%s
+`, dest, extra)
+	if err := os.WriteFile(config, []byte(toml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return config, dest
+}
+
+// children lists the child processes of pid.
+func children(pid int) []int {
+	var out []int
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	for _, f := range tasks {
+		for _, w := range strings.Fields(readString(f)) {
+			if n, err := strconv.Atoi(w); err == nil {
+				out = append(out, n)
+			}
+		}
+	}
+	return out
+}
+
+// zombies counts the children of pid that have exited and not been
+// reaped.
+func zombies(pid int) int {
+	n := 0
+	for _, c := range children(pid) {
+		if strings.Contains(readString(fmt.Sprintf("/proc/%d/stat", c)), ") Z ") {
+			n++
+		}
+	}
+	return n
+}
+
+func TestExecBadCommand(t *testing.T) {
+	t.Parallel()
+	_, _, env := registryEnv(t, testserver.Options{}, "exec-bad")
+	dir := t.TempDir()
+	notExec := filepath.Join(dir, "not-executable")
+	os.WriteFile(notExec, []byte("#!/bin/sh\n"), 0o644)
+	dest := filepath.Join(dir, "out.txt")
+	tmpl := filepath.Join(dir, "in.tmpl")
+	os.WriteFile(tmpl, []byte("{{ range services }}{{ .ID | ident }}{{ end }}\n"), 0o644)
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		msg  string
+	}{
+		{"not found", []string{"--exec", "no-such-program-svcreg -x"}, 127, "--exec: cannot run no-such-program-svcreg"},
+		{"no such file", []string{"--exec", filepath.Join(dir, "missing")}, 127, "no such file or directory"},
+		{"not executable", []string{"--exec", notExec}, 126, "permission denied"},
+		{"with --once", []string{"--exec", "sleep 1", "--once"}, 2, "cannot be used with --once"},
+		{"shell syntax", []string{"--exec", "nginx; rm -rf /"}, 3, "means something only to a shell"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(os.Args[0], append([]string{"template", "--template", tmpl + ":" + dest}, tc.args...)...)
+			cmd.Env = append(append(os.Environ(), execEnv+"=1"), env...)
+			out, _ := cmd.CombinedOutput()
+			if got := cmd.ProcessState.ExitCode(); got != tc.code || !strings.Contains(string(out), tc.msg) {
+				t.Fatalf("exit %d, want %d with %q:\n%s", got, tc.code, tc.msg, out)
+			}
+			if fileExists(dest) {
+				t.Fatal("a file was rendered before the command was found")
+			}
+		})
+	}
+}
+
+// The README's --exec examples: the command line takes its flags, and the
+// config loads with the [exec] and reload_signal it shows.
+func TestREADMEExecExample(t *testing.T) {
+	t.Parallel()
+	for _, line := range readmeBlock(t, "### Running in a container", "sh") {
+		args, err := render.SplitCommand(strings.TrimPrefix(line, "svcreg "))
+		if err != nil || len(args) == 0 {
+			t.Fatalf("README: %q: %v", line, err)
+		}
+		if code := Main(context.Background(), append(args, "--help"), strings.NewReader(""), io.Discard, io.Discard); code != exitOK {
+			t.Errorf("README: %q: exit status %d with --help appended", line, code)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "render.toml")
+	if err := os.WriteFile(path, []byte(strings.Join(readmeBlock(t, "### Running in a container", "toml"), "\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := render.LoadConfig(path)
+	if err != nil {
+		t.Fatalf("the README's [exec] example: %v", err)
+	}
+	set, err := render.NewSet(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(c.Exec.Command, []string{"nginx", "-g", "daemon off;"}) || set.Groups[0].ReloadSignal != syscall.SIGHUP {
+		t.Fatalf("read the wrong block? %+v", c.Exec)
+	}
+}

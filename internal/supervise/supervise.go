@@ -1,0 +1,233 @@
+// Package supervise runs one command as a program's foreground child:
+// signals passed on, orphaned descendants reaped, the exit status passed
+// back as a shell would (128+N for signal N), and a grace period between
+// SIGTERM and SIGKILL. The wrapper and svcreg template --exec share it.
+package supervise
+
+import (
+	"errors"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"runtime"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+// Exit codes for a command that could not be started, as the shell has
+// them.
+const (
+	// ExitCannotRun: the command was found but could not be started.
+	ExitCannotRun = 126
+	// ExitNotFound: the command was not found.
+	ExitNotFound = 127
+)
+
+// StartFailure maps an error finding or starting a command to the shell's
+// exit codes: 127 when the command does not exist, 126 otherwise.
+func StartFailure(err error) int {
+	if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
+		return ExitNotFound
+	}
+	return ExitCannotRun
+}
+
+// Supervisor holds what a program that supervises a command owns: the
+// signals it passes on, SIGCHLD, and (on Linux) the role of child
+// subreaper. Create it before anything can send the program a signal that
+// must reach the command; a program has one.
+type Supervisor struct {
+	log  *slog.Logger
+	sigs chan os.Signal
+	chld chan os.Signal
+}
+
+// New subscribes to the signals that are passed on and to SIGCHLD, and
+// makes the program a child subreaper.
+func New(log *slog.Logger) *Supervisor {
+	s := &Supervisor{log: log, sigs: make(chan os.Signal, 32), chld: make(chan os.Signal, 1)}
+	signal.Notify(s.sigs, forwardedSignals()...)
+	signal.Notify(s.chld, syscall.SIGCHLD)
+	becomeSubreaper(log)
+	return s
+}
+
+// Signals delivers the signals the program got that a command may want:
+// the program decides which to pass on (Child.Forward) and which are its
+// own.
+func (s *Supervisor) Signals() <-chan os.Signal { return s.sigs }
+
+// Close stops the subscriptions.
+func (s *Supervisor) Close() {
+	signal.Stop(s.sigs)
+	signal.Stop(s.chld)
+}
+
+// Options say how a command is run.
+type Options struct {
+	// GracePeriod is how long the command has after SIGTERM before it is
+	// killed, and after a first SIGINT/SIGTERM before a second one kills
+	// it.
+	GracePeriod time.Duration
+	// ParentDeathSignal has the kernel kill the command when the program
+	// dies without passing anything on (SIGKILL; Linux only).
+	ParentDeathSignal bool
+}
+
+// Child is a started command.
+type Child struct {
+	cmd     *exec.Cmd
+	log     *slog.Logger
+	opts    Options
+	sigs    <-chan os.Signal
+	done    chan struct{}
+	status  syscall.WaitStatus // valid once done is closed
+	stop    chan struct{}      // stops the reaper
+	reaped  chan struct{}      // closed when the reaper has stopped
+	release chan struct{}      // frees the thread that forked the command
+	// termAt is when the first SIGINT or SIGTERM was passed on; only the
+	// goroutine that supervises the command uses it.
+	termAt time.Time
+}
+
+// Start starts cmd and reaps, from then on, every child of the process
+// except those started with StartOwned: the command's exit status ends up
+// in Done, and orphaned descendants re-parented to the program are
+// collected so that they do not linger as zombies.
+func (s *Supervisor) Start(cmd *exec.Cmd, opts Options) (*Child, error) {
+	c := &Child{cmd: cmd, log: s.log, opts: opts, sigs: s.sigs, done: make(chan struct{}),
+		stop: make(chan struct{}), reaped: make(chan struct{}), release: make(chan struct{})}
+	if err := c.startCommand(); err != nil {
+		return nil, err
+	}
+	go func() {
+		defer close(c.reaped)
+		reap(s.chld, c.stop, cmd.Process.Pid, func(ws syscall.WaitStatus) {
+			c.status = ws
+			close(c.done)
+		}, s.log)
+	}()
+	return c, nil
+}
+
+// startCommand starts the command, with the parent-death signal if asked.
+// Linux sends that signal when the thread that forked the command exits,
+// not the process, and the Go runtime ends a thread when a goroutine locked
+// to it returns: so the fork happens on a goroutine locked to its thread
+// that keeps it until Close, after the command has been reaped.
+func (c *Child) startCommand() error {
+	if !c.opts.ParentDeathSignal {
+		return c.cmd.Start()
+	}
+	setDeathSignal(c.cmd)
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		err := c.cmd.Start()
+		started <- err
+		if err == nil {
+			<-c.release
+		}
+	}()
+	return <-started
+}
+
+// Pid is the command's process id.
+func (c *Child) Pid() int { return c.cmd.Process.Pid }
+
+// Done is closed when the command has exited and been reaped.
+func (c *Child) Done() <-chan struct{} { return c.done }
+
+// Status is the command's wait status, once Done is closed.
+func (c *Child) Status() syscall.WaitStatus { return c.status }
+
+// Close stops reaping and releases what the command held; call it once,
+// after Done.
+func (c *Child) Close() {
+	close(c.stop)
+	<-c.reaped
+	// The reaper has collected the status; Wait releases what exec holds
+	// for the command (copying goroutines, pidfd) and reports ECHILD.
+	c.cmd.Wait()
+	close(c.release)
+}
+
+// Signal sends the command sig. The process handle is a pidfd on Linux: a
+// command that has exited, even one already reaped, is never confused with
+// a new process; it reports os.ErrProcessDone. Safe for concurrent use.
+func (c *Child) Signal(sig os.Signal) error { return c.cmd.Process.Signal(sig) }
+
+func (c *Child) signal(sig os.Signal) {
+	if err := c.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		c.log.Warn("cannot signal the command", "signal", sig, "err", err)
+	}
+}
+
+// Forward passes a signal the program got on to the command. A SIGINT or
+// SIGTERM that comes at least a grace period after the first one kills the
+// command: it had its chance to stop.
+func (c *Child) Forward(sig os.Signal) {
+	if sig == syscall.SIGINT || sig == syscall.SIGTERM {
+		if !c.termAt.IsZero() && time.Since(c.termAt) >= c.opts.GracePeriod {
+			c.log.Warn("another signal after the grace period; killing the command", "signal", sig, "grace_period", c.opts.GracePeriod)
+			c.signal(syscall.SIGKILL)
+			return
+		}
+		if c.termAt.IsZero() {
+			c.termAt = time.Now()
+		}
+	}
+	c.log.Info("passing a signal on to the command", "signal", sig)
+	c.signal(sig)
+}
+
+// Stop sends the command SIGTERM, unless a SIGINT or SIGTERM was passed on
+// already, and SIGKILL if it is still running a grace period after the
+// first; meanwhile the program's signals are passed on. It returns the
+// command's exit status (ExitCode).
+func (c *Child) Stop() int {
+	if c.termAt.IsZero() {
+		c.signal(syscall.SIGTERM)
+		c.termAt = time.Now()
+	}
+	grace := time.NewTimer(time.Until(c.termAt.Add(c.opts.GracePeriod)))
+	defer grace.Stop()
+	for {
+		select {
+		case <-c.done:
+			return c.ExitCode()
+		case <-grace.C:
+			c.log.Warn("the command is still running after the grace period; killing it", "grace_period", c.opts.GracePeriod)
+			c.signal(syscall.SIGKILL)
+		case sig := <-c.sigs:
+			c.Forward(sig)
+		}
+	}
+}
+
+// ExitCode is the program's exit status for the command's, once Done is
+// closed: its exit code, or 128+N when signal N killed it.
+func (c *Child) ExitCode() int {
+	ws := c.status
+	switch {
+	case ws.Exited():
+		c.log.Info("command exited", "code", ws.ExitStatus())
+		return ws.ExitStatus()
+	case ws.Signaled():
+		c.log.Info("command killed by a signal", "signal", ws.Signal(), "code", 128+int(ws.Signal()))
+		return 128 + int(ws.Signal())
+	}
+	c.log.Error("command ended with an unknown wait status", "status", uint32(ws))
+	return 1
+}
+
+// Describe says how a process ended, for logs and errors.
+func Describe(ws syscall.WaitStatus) string {
+	if ws.Signaled() {
+		return "killed by " + ws.Signal().String()
+	}
+	return "exit status " + strconv.Itoa(ws.ExitStatus())
+}

@@ -1,0 +1,59 @@
+package supervise
+
+import (
+	"log/slog"
+	"os/exec"
+	"sync"
+	"syscall"
+	"testing"
+)
+
+// Children started with StartOwned report their own exit status to
+// cmd.Wait while the reaper of a supervised command collects everything
+// else, however their exits interleave.
+func TestOwnedChildrenKeepTheirStatus(t *testing.T) {
+	sup := New(slog.New(slog.DiscardHandler))
+	defer sup.Close()
+	// The command exits at once: the reaper runs while the owned children
+	// come and go.
+	child, err := sup.Start(exec.Command("sh", "-c", "exit 7"), Options{GracePeriod: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 400)
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 100; i++ {
+				cmd := exec.Command("sh", "-c", "exit 3")
+				release, err := StartOwned(cmd)
+				if err != nil {
+					errs <- err
+					continue
+				}
+				err = cmd.Wait()
+				release()
+				if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 3 {
+					errs <- err
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("an owned child's status was lost: %v", err)
+	}
+	<-child.Done()
+	if ws := child.Status(); !ws.Exited() || ws.ExitStatus() != 7 {
+		t.Fatalf("the command's status is %v; want exit 7", ws)
+	}
+	child.Close()
+	// Every child has been collected: none is left a zombie.
+	var ws syscall.WaitStatus
+	if pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil); err != syscall.ECHILD {
+		t.Fatalf("a child was left behind: pid %d, err %v", pid, err)
+	}
+}

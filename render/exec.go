@@ -1,0 +1,408 @@
+package render
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/svcreg/svcreg/internal/supervise"
+)
+
+// ExecConfig is [exec]: the load balancer runs as the renderer's child,
+// started once the first pass has installed every group, reloaded by the
+// groups' reload_signal, and stopped with the renderer.
+type ExecConfig struct {
+	// Command is the program and its arguments: a TOML array, or a string
+	// split into words as a shell would, without a shell (quotes and
+	// backslashes work; $, `, |, ;, &, <, >, ( and ) must be quoted).
+	Command CommandLine `toml:"command"`
+	// GracePeriod is how long the command has to exit after SIGTERM
+	// before SIGKILL; 10s if zero.
+	GracePeriod Duration `toml:"grace_period"`
+}
+
+// DefaultGracePeriod is [exec]'s grace_period when none is set.
+const DefaultGracePeriod = 10 * time.Second
+
+// SignalSettle is how long a reload by signal waits for the command to
+// die of it (a command that exits within it failed the reload), and how
+// long a command has after its start before a reload signals it.
+const SignalSettle = time.Second
+
+// CommandLine is a command and its arguments.
+type CommandLine []string
+
+// UnmarshalTOML takes an array of strings or one string to split.
+func (c *CommandLine) UnmarshalTOML(v any) error {
+	switch v := v.(type) {
+	case string:
+		words, err := SplitCommand(v)
+		if err != nil {
+			return err
+		}
+		*c = words
+		return nil
+	case []any:
+		words := make([]string, len(v))
+		for i, w := range v {
+			s, ok := w.(string)
+			if !ok {
+				return fmt.Errorf("command: element %d is not a string", i+1)
+			}
+			words[i] = s
+		}
+		*c = words
+		return nil
+	}
+	return errors.New("command: want a string or an array of strings")
+}
+
+// SplitCommand splits a command line into words as a shell would, without
+// running a shell: blanks separate words; single quotes keep everything
+// up to the next single quote; double quotes keep everything but \" \\ \$
+// and \` (backslash escapes); a backslash outside quotes keeps the next
+// character. Unquoted $ ` | ; & < > ( ) are refused: they mean something
+// only to a shell (give "sh -c '...'" for that).
+func SplitCommand(s string) ([]string, error) {
+	var words []string
+	var word strings.Builder
+	inWord := false
+	rs := []rune(s)
+	for i := 0; i < len(rs); i++ {
+		r := rs[i]
+		switch {
+		case r == ' ' || r == '\t' || r == '\n':
+			if inWord {
+				words = append(words, word.String())
+				word.Reset()
+				inWord = false
+			}
+		case r == '\'':
+			j := i + 1
+			for j < len(rs) && rs[j] != '\'' {
+				j++
+			}
+			if j == len(rs) {
+				return nil, fmt.Errorf("command %q: a single quote is not closed", s)
+			}
+			word.WriteString(string(rs[i+1 : j]))
+			inWord, i = true, j
+		case r == '"':
+			j := i + 1
+			for ; j < len(rs) && rs[j] != '"'; j++ {
+				if rs[j] == '\\' && j+1 < len(rs) && strings.ContainsRune("\"\\$`", rs[j+1]) {
+					j++
+				}
+				word.WriteRune(rs[j])
+			}
+			if j == len(rs) {
+				return nil, fmt.Errorf("command %q: a double quote is not closed", s)
+			}
+			inWord, i = true, j
+		case r == '\\':
+			if i+1 == len(rs) {
+				return nil, fmt.Errorf("command %q ends with a backslash", s)
+			}
+			i++
+			word.WriteRune(rs[i])
+			inWord = true
+		case strings.ContainsRune("$`|;&<>()", r):
+			return nil, fmt.Errorf("command %q: %q means something only to a shell, and the command runs without one: quote it, or run \"sh -c '...'\"", s, r)
+		default:
+			word.WriteRune(r)
+			inWord = true
+		}
+	}
+	if inWord {
+		words = append(words, word.String())
+	}
+	return words, nil
+}
+
+// ParseSignal parses a reload_signal: "SIGHUP", "HUP" or "hup". Signals
+// that stop a process (KILL, STOP, TERM, INT) are refused.
+func ParseSignal(name string) (syscall.Signal, error) {
+	n := strings.ToUpper(strings.TrimSpace(name))
+	if !strings.HasPrefix(n, "SIG") {
+		n = "SIG" + n
+	}
+	sig := unix.SignalNum(n)
+	if sig == 0 {
+		return 0, fmt.Errorf("%q is not a signal name such as SIGHUP or SIGUSR2", name)
+	}
+	switch sig {
+	case syscall.SIGKILL, syscall.SIGSTOP, syscall.SIGTERM, syscall.SIGINT:
+		return 0, fmt.Errorf("%s stops the command; a reload needs a signal that reloads it, such as SIGHUP (nginx) or SIGUSR2 (HAProxy master-worker)", n)
+	}
+	return sig, nil
+}
+
+// normalizeExec checks [exec] and the reload_signal settings.
+func (c *Config) normalizeExec() error {
+	if c.Exec.GracePeriod == 0 {
+		c.Exec.GracePeriod = Duration(DefaultGracePeriod)
+	}
+	if len(c.Exec.Command) > 0 && c.Exec.Command[0] == "" {
+		return errors.New("[exec] command: the program name is empty")
+	}
+	for _, t := range c.Templates {
+		if t.ReloadSignal == "" {
+			continue
+		}
+		if _, err := ParseSignal(t.ReloadSignal); err != nil {
+			return fmt.Errorf("template %s: reload_signal: %w", t.Name(), err)
+		}
+		if len(c.Exec.Command) == 0 {
+			return fmt.Errorf("template %s: reload_signal %s needs a command to signal: give [exec] command or --exec", t.Name(), t.ReloadSignal)
+		}
+	}
+	return nil
+}
+
+// reloads reports whether the group reloads after an install.
+func (g *Group) reloads() bool { return g.Reload != "" || g.ReloadSignal != 0 }
+
+// reload runs the group's reload command, or signals the --exec command.
+func (r *Renderer) reload(ctx context.Context, g *Group) error {
+	if g.ReloadSignal == 0 {
+		_, err := runCommand(ctx, g.Reload, g.ReloadTimeout)
+		return err
+	}
+	if r.Child == nil {
+		return fmt.Errorf("reload_signal %s: no command to signal (run with --exec)", g.ReloadSignal)
+	}
+	return r.Child.Reload(ctx, g.ReloadSignal)
+}
+
+// Exec is the command run with --exec or [exec]. It is started once a pass
+// has gone through without a failure (Passed), so that it starts with a
+// complete, checked configuration; the groups' reload_signal reaches it
+// through Reload; Run supervises it with the internal/supervise package's
+// rules, shared with the wrapper.
+type Exec struct {
+	Command     []string
+	GracePeriod time.Duration
+	Log         *slog.Logger
+	// Stdin, Stdout and Stderr are the command's; an *os.File is passed
+	// to it as is.
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+	// SIGHUP is the renderer's own (it re-reads its configuration): OnHUP
+	// is called for it instead of passing it on.
+	OnHUP func()
+
+	sup   *supervise.Supervisor
+	path  string
+	ready chan struct{} // closed by the first pass without a failure
+	once  sync.Once
+
+	mu        sync.Mutex // held while the command starts
+	child     *supervise.Child
+	startedAt time.Time
+	stopping  bool
+}
+
+// ExecError is a command that cannot be run; Code is the shell's exit
+// code for it (126, 127).
+type ExecError struct {
+	Code int
+	Err  error
+}
+
+func (e *ExecError) Error() string { return e.Err.Error() }
+func (e *ExecError) Unwrap() error { return e.Err }
+
+// Prepare finds the command (before anything is rendered, so that a
+// mistake is reported at once) and subscribes to the signals the renderer
+// passes on to it. Call Close when done.
+func (e *Exec) Prepare() error {
+	if e.Log == nil {
+		e.Log = slog.New(slog.DiscardHandler)
+	}
+	path, err := exec.LookPath(e.Command[0])
+	if err != nil {
+		return &ExecError{Code: supervise.StartFailure(err), Err: fmt.Errorf("cannot run %s: %w", e.Command[0], err)}
+	}
+	e.path = path
+	e.ready = make(chan struct{})
+	e.sup = supervise.New(e.Log)
+	return nil
+}
+
+// Close undoes Prepare.
+func (e *Exec) Close() { e.sup.Close() }
+
+// Passed is told each pass's result: the first one without a failure lets
+// the command start.
+func (e *Exec) Passed(res PassResult) {
+	if len(res.Failures) == 0 {
+		e.once.Do(func() { close(e.ready) })
+	}
+}
+
+// Reload sends the command sig for a group's reload. Before the command
+// has started there is nothing to reload: it reads the installed files
+// when it starts. The reload failed if the signal cannot be delivered or
+// the command exits within SignalSettle of it.
+func (e *Exec) Reload(ctx context.Context, sig syscall.Signal) error {
+	e.mu.Lock()
+	child, startedAt, stopping := e.child, e.startedAt, e.stopping
+	e.mu.Unlock()
+	switch {
+	case child == nil:
+		e.Log.Debug("the command has not started yet; it reads the new files when it starts", "signal", sig)
+		return nil
+	case stopping:
+		return nil
+	}
+	// A command just started may not handle the signal yet (its default
+	// action kills it): give it SignalSettle to set up.
+	young := time.NewTimer(time.Until(startedAt.Add(SignalSettle)))
+	defer young.Stop()
+	select {
+	case <-child.Done():
+		return e.exited(child, "cannot send "+unix.SignalName(sig)+": the command has exited")
+	case <-ctx.Done():
+		return nil
+	case <-young.C:
+	}
+	if err := child.Signal(sig); err != nil {
+		return fmt.Errorf("send %s to the command: %w", unix.SignalName(sig), err)
+	}
+	e.Log.Info("sent the reload signal to the command", "signal", unix.SignalName(sig), "pid", child.Pid())
+	settle := time.NewTimer(SignalSettle)
+	defer settle.Stop()
+	select {
+	case <-child.Done():
+		return e.exited(child, "the command exited after "+unix.SignalName(sig))
+	case <-settle.C:
+	case <-ctx.Done():
+	}
+	return nil
+}
+
+// Run waits for the first pass without a failure, starts the command and
+// supervises it until it exits, and returns its exit status as the
+// renderer's (128+N for signal N). Until the command starts, a signal
+// other than SIGHUP, SIGWINCH and SIGCONT ends the wait with 128+N. SIGINT and SIGTERM are passed on and
+// end the renderer once the command has exited (SIGKILL after the grace
+// period); SIGHUP goes to OnHUP; other signals are passed on. A command
+// that exits by itself ends the renderer with its exit status. When ctx
+// ends, the command is stopped as on SIGTERM.
+func (e *Exec) Run(ctx context.Context) int {
+	sigs := e.sup.Signals()
+	for waiting := true; waiting; {
+		select {
+		case <-e.ready:
+			waiting = false
+		case sig := <-sigs:
+			// A signal that would have ended the command ends svcreg: a
+			// container runtime's stop signal may be SIGQUIT (nginx's
+			// image) or SIGUSR1 (HAProxy's).
+			switch sig {
+			case syscall.SIGHUP:
+				e.onHUP()
+			case syscall.SIGWINCH, syscall.SIGCONT:
+				e.Log.Debug("signal before the command started; ignored", "signal", sig)
+			default:
+				e.Log.Info("signal before the command started; stopping", "signal", sig)
+				return 128 + int(sig.(syscall.Signal))
+			}
+		case <-ctx.Done():
+			return 0
+		}
+	}
+
+	cmd := &exec.Cmd{Path: e.path, Args: e.Command, Stdin: e.Stdin, Stdout: e.Stdout, Stderr: e.Stderr, Env: childEnv(),
+		// Its own process group, so that what is left of it when it has
+		// exited (the workers of a killed master) can go too.
+		SysProcAttr: &syscall.SysProcAttr{Setpgid: true}}
+	e.mu.Lock()
+	child, err := e.sup.Start(cmd, supervise.Options{GracePeriod: e.GracePeriod, ParentDeathSignal: true})
+	e.child, e.startedAt = child, time.Now()
+	e.mu.Unlock()
+	if err != nil {
+		e.Log.Error("cannot start the command", "command", e.Command[0], "err", err)
+		return supervise.StartFailure(err)
+	}
+	defer child.Close()
+	e.Log.Info("command started", "pid", child.Pid(), "command", e.Command)
+	code := e.supervise(ctx, child)
+	if err := syscall.Kill(-child.Pid(), syscall.SIGKILL); err == nil {
+		e.Log.Warn("killed what was left of the command's process group")
+	}
+	return code
+}
+
+// supervise passes signals on until the command has exited, and returns
+// the renderer's exit status.
+func (e *Exec) supervise(ctx context.Context, child *supervise.Child) int {
+	sigs := e.sup.Signals()
+	for {
+		select {
+		case <-child.Done():
+			e.Log.Error("the command exited by itself; stopping", "status", supervise.Describe(child.Status()))
+			return child.ExitCode()
+		case sig := <-sigs:
+			switch sig {
+			case syscall.SIGHUP:
+				e.onHUP()
+			case syscall.SIGINT, syscall.SIGTERM:
+				e.mu.Lock()
+				e.stopping = true
+				e.mu.Unlock()
+				child.Forward(sig)
+				return child.Stop()
+			default:
+				child.Forward(sig)
+			}
+		case <-ctx.Done():
+			e.mu.Lock()
+			e.stopping = true
+			e.mu.Unlock()
+			e.Log.Info("stopping the command", "reason", context.Cause(ctx))
+			return child.Stop()
+		}
+	}
+}
+
+// exited is the reload's failure when the command has exited, unless the
+// renderer asked it to stop.
+func (e *Exec) exited(child *supervise.Child, what string) error {
+	e.mu.Lock()
+	stopping := e.stopping
+	e.mu.Unlock()
+	if stopping {
+		return nil
+	}
+	return fmt.Errorf("%s (%s)", what, supervise.Describe(child.Status()))
+}
+
+func (e *Exec) onHUP() {
+	if e.OnHUP != nil {
+		e.OnHUP()
+	}
+}
+
+// childEnv is the renderer's environment without its credentials.
+func childEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		if !slices.Contains(hiddenEnv, name) {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
