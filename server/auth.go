@@ -415,45 +415,69 @@ func (a *Auth) serveIssue(w http.ResponseWriter, r *http.Request) {
 }
 
 // issue checks a user's credentials under the limits and issues a token.
+//
+// A request takes one failure from its address's and its username's
+// budgets before its credentials are checked, and gives them back unless
+// they turn out wrong: so requests running at once count against the
+// budgets, and no burst of concurrent guesses gets more checks than a
+// budget holds. Likewise it takes a token issue, given back unless a token
+// is issued.
 func (a *Auth) issue(r *http.Request, user, secret string, password bool) (accessBody, *authFault) {
 	if user == "" || len(user) > maxUsernameLen || strings.ContainsFunc(user, unicode.IsControl) {
 		return accessBody{}, &authFault{status: http.StatusBadRequest, kind: "badRequest",
 			msg: "A username is 1 to " + strconv.Itoa(maxUsernameLen) + " bytes without control characters."}
 	}
 	addr := clientAddress(r)
-	if spent, retry := a.addrFailures.spent(addr); spent {
+	if ok, retry := a.addrFailures.reserve(addr); !ok {
 		return accessBody{}, tooManyRequests(retry, "Too many failed token requests from this address; retry later.")
 	}
-	if spent, retry := a.userFailures.spent(user); spent {
+	if ok, retry := a.userFailures.reserve(user); !ok {
+		a.addrFailures.refund(addr)
 		return accessBody{}, tooManyRequests(retry, "Too many failed token requests for this user; retry later.")
 	}
-	if spent, retry := a.issues.spent(user); spent {
+	if ok, retry := a.issues.reserve(user); !ok {
+		a.addrFailures.refund(addr)
+		a.userFailures.refund(user)
 		return accessBody{}, tooManyRequests(retry, "Too many tokens issued to this user; reuse a token until it expires.")
 	}
-	ctx := r.Context()
-	tenant, ok, err := a.checkCredentials(ctx, user, secret, password)
-	switch {
-	case errors.Is(err, errBusy):
-		return accessBody{}, &authFault{status: http.StatusServiceUnavailable, kind: "serviceUnavailable",
-			msg: "Too many password checks are waiting; try again.", retryAfter: time.Second}
-	case err != nil:
-		a.cfg.Logger.Error("authenticate", "user", logValue(user), "err", err)
-		return accessBody{}, faultIdentityUnavailable
-	case !ok:
-		a.addrFailures.take(addr)
-		a.userFailures.take(user)
-		return accessBody{}, faultInvalidCredentials
+	tenant, f := a.authenticate(r.Context(), user, secret, password)
+	if f != nil {
+		a.issues.refund(user)
 	}
-	a.issues.take(user)
+	if f != faultInvalidCredentials {
+		a.addrFailures.refund(addr)
+		a.userFailures.refund(user)
+	}
+	if f != nil {
+		return accessBody{}, f
+	}
 	var raw [32]byte
 	rand.Read(raw[:])
 	token := hex.EncodeToString(raw[:])
 	ti := store.TokenInfo{User: user, Tenant: tenant, Expires: a.cfg.Clock().Add(a.cfg.TokenTTL)}
-	if err := a.cfg.Store.PutToken(ctx, sha256.Sum256([]byte(token)), ti); err != nil {
+	if err := a.cfg.Store.PutToken(r.Context(), sha256.Sum256([]byte(token)), ti); err != nil {
 		a.cfg.Logger.Error("store token", "user", logValue(user), "err", err)
 		return accessBody{}, faultIdentityUnavailable
 	}
 	return a.accessFor(r, token, ti), nil
+}
+
+// authenticate returns the user's tenant, or the fault to answer:
+// faultInvalidCredentials for wrong credentials, the only outcome that
+// counts as a failure.
+func (a *Auth) authenticate(ctx context.Context, user, secret string, password bool) (string, *authFault) {
+	tenant, ok, err := a.checkCredentials(ctx, user, secret, password)
+	switch {
+	case errors.Is(err, errBusy):
+		return "", &authFault{status: http.StatusServiceUnavailable, kind: "serviceUnavailable",
+			msg: "Too many password checks are waiting; try again.", retryAfter: time.Second}
+	case err != nil:
+		a.cfg.Logger.Error("authenticate", "user", logValue(user), "err", err)
+		return "", faultIdentityUnavailable
+	case !ok:
+		return "", faultInvalidCredentials
+	}
+	return tenant, nil
 }
 
 // checkCredentials returns the user's tenant if secret is its API key (or,

@@ -1,0 +1,78 @@
+package server_test
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/svcreg/svcreg/server"
+)
+
+// burst sends n wrong logins at once, the i-th naming user(i), and counts
+// the answers by status.
+func (id *identity) burst(n int, user func(i int) string, apiKey bool) map[int]int {
+	var mu sync.Mutex
+	codes := map[int]int{}
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := id.login(user(i), "guess", apiKey)
+			mu.Lock()
+			codes[r.code]++
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return codes
+}
+
+// Guesses sent at once count against the failure budgets while they are
+// checked: of 60 concurrent wrong passwords, only as many are checked as the
+// budget holds, and the rest are refused with 429 before any bcrypt work.
+func TestLoginConcurrentGuessesSpendTheBudget(t *testing.T) {
+	t.Parallel()
+	// A slower hash and one check at a time keep the guesses in flight
+	// together, as a burst against a real server is.
+	h, err := bcrypt.GenerateFromPassword([]byte("right"), 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	users := []server.User{{Name: "alice", Tenant: "1", PasswordHash: string(h)}}
+	for _, tc := range []struct {
+		name   string
+		limits server.AuthLimits
+		user   func(i int) string
+	}{
+		{"per user", server.AuthLimits{FailuresPerUser: 10, FailuresPerAddress: -1, BcryptConcurrency: 1, BcryptWait: time.Minute},
+			func(int) string { return "alice" }},
+		{"per address", server.AuthLimits{FailuresPerUser: -1, FailuresPerAddress: 10, BcryptConcurrency: 1, BcryptWait: time.Minute},
+			func(i int) string { return []string{"alice", "nobody", "somebody"}[i%3] }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			id := startIdentity(t, users, tc.limits)
+			codes := id.burst(60, tc.user, false)
+			if codes[401] > 10 || id.passwordChecks() > 10 || codes[429] < 50 {
+				t.Errorf("60 concurrent wrong passwords against a budget of 10: answers %v, %v password checks; want at most 10 checked (401), the rest 429",
+					codes, id.passwordChecks())
+			}
+		})
+	}
+}
+
+// A login that succeeds gives back the failure it reserved: successes alone
+// never spend a budget.
+func TestLoginSuccessesDoNotSpendTheBudget(t *testing.T) {
+	t.Parallel()
+	id := startIdentity(t, testUsers(t), server.AuthLimits{FailuresPerUser: 2, FailuresPerAddress: 2})
+	for range 5 {
+		id.token("alice", "alice-pw", false)
+		id.token("carol", "carol-key", true)
+	}
+	id.login("alice", "wrong", false).want(401)
+	id.token("alice", "alice-pw", false)
+}
