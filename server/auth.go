@@ -416,12 +416,15 @@ func (a *Auth) serveIssue(w http.ResponseWriter, r *http.Request) {
 
 // issue checks a user's credentials under the limits and issues a token.
 //
-// A request takes one failure from its address's and its username's
-// budgets before its credentials are checked, and gives them back unless
-// they turn out wrong: so requests running at once count against the
-// budgets, and no burst of concurrent guesses gets more checks than a
-// budget holds. Likewise it takes a token issue, given back unless a token
-// is issued.
+// A request takes one failure from its address's budget (and, for a
+// password, from its username's) before its credentials are checked, and
+// gives it back unless they turn out wrong: so requests running at once
+// count against the budget, and no burst of concurrent guesses gets more
+// checks than the budget holds. Likewise it takes a token issue, given
+// back unless a token is issued. API-key requests neither spend nor are
+// refused by the username's budget: an API key is a long random string
+// compared in constant time, so guessing it is hopeless, while counting
+// its failures would let anyone lock the key's owner out.
 func (a *Auth) issue(r *http.Request, user, secret string, password bool) (accessBody, *authFault) {
 	if user == "" || len(user) > maxUsernameLen || strings.ContainsFunc(user, unicode.IsControl) {
 		return accessBody{}, &authFault{status: http.StatusBadRequest, kind: "badRequest",
@@ -431,13 +434,17 @@ func (a *Auth) issue(r *http.Request, user, secret string, password bool) (acces
 	if ok, retry := a.addrFailures.reserve(addr); !ok {
 		return accessBody{}, tooManyRequests(retry, "Too many failed token requests from this address; retry later.")
 	}
-	if ok, retry := a.userFailures.reserve(user); !ok {
+	var userFailures *keyedLimiter // nil: no limit
+	if password {
+		userFailures = a.userFailures
+	}
+	if ok, retry := userFailures.reserve(user); !ok {
 		a.addrFailures.refund(addr)
-		return accessBody{}, tooManyRequests(retry, "Too many failed token requests for this user; retry later.")
+		return accessBody{}, tooManyRequests(retry, "Too many failed password logins for this user; retry later, or log in with an API key.")
 	}
 	if ok, retry := a.issues.reserve(user); !ok {
 		a.addrFailures.refund(addr)
-		a.userFailures.refund(user)
+		userFailures.refund(user)
 		return accessBody{}, tooManyRequests(retry, "Too many tokens issued to this user; reuse a token until it expires.")
 	}
 	tenant, f := a.authenticate(r.Context(), user, secret, password)
@@ -446,7 +453,7 @@ func (a *Auth) issue(r *http.Request, user, secret string, password bool) (acces
 	}
 	if f != faultInvalidCredentials {
 		a.addrFailures.refund(addr)
-		a.userFailures.refund(user)
+		userFailures.refund(user)
 	}
 	if f != nil {
 		return accessBody{}, f

@@ -76,3 +76,26 @@ func TestLoginSuccessesDoNotSpendTheBudget(t *testing.T) {
 	id.login("alice", "wrong", false).want(401)
 	id.token("alice", "alice-pw", false)
 }
+
+// Failed password logins for a username do not lock out its API key: the
+// right key still gets a token, and wrong API keys neither spend nor are
+// refused by the username's budget. They spend the address's.
+func TestLoginAPIKeyIsNotLockedOutByPasswordFailures(t *testing.T) {
+	t.Parallel()
+	id := startIdentity(t, testUsers(t), server.AuthLimits{FailuresPerUser: 3, FailuresPerAddress: -1})
+	for range 3 {
+		id.login("bob", "wrong", false).want(401)
+	}
+	id.login("bob", "bob-pw", false).want(429)
+	id.token("bob", "bob-key", true)
+	for range 10 {
+		id.login("carol", "wrong", true).want(401)
+	}
+	id.token("carol", "carol-key", true)
+
+	byAddress := startIdentity(t, testUsers(t), server.AuthLimits{FailuresPerUser: -1, FailuresPerAddress: 3})
+	for range 3 {
+		byAddress.login("carol", "wrong", true).want(401)
+	}
+	byAddress.login("carol", "carol-key", true).want(429)
+}

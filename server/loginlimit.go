@@ -19,9 +19,10 @@ type AuthLimits struct {
 	// spent, every token request from the address is refused until it
 	// refills. Default 30.
 	FailuresPerAddress int
-	// FailuresPerUser is how many failed token requests may name one
-	// username per minute; once spent, that username is refused without a
-	// password check until it refills. Default 10.
+	// FailuresPerUser is how many failed password logins may name one
+	// username per minute; once spent, password logins for that username
+	// are refused without a check until it refills. API-key logins neither
+	// count nor are refused. Default 10.
 	FailuresPerUser int
 	// IssuesPerUser is how many tokens one user may be issued per hour
 	// (each is stored until it expires). Default 600.
