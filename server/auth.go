@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"strconv"
 	"strings"
@@ -129,7 +130,8 @@ const maxUsernameLen = 255
 type Auth struct {
 	cfg     AuthConfig
 	users   atomic.Pointer[userSet]
-	cache   sync.Map // [32]byte -> cachedToken, valid tokens only
+	setMu   sync.Mutex // serialises SetUsers
+	cache   sync.Map   // [32]byte -> cachedToken, valid tokens only
 	metrics authMetrics
 
 	addrFailures *keyedLimiter // by client address
@@ -146,6 +148,11 @@ type userSet struct {
 	// with a password hash, so that an unknown user costs the same bcrypt
 	// work as a known one and the answer's time does not tell them apart.
 	dummyHash []byte
+	// revoked is when each user was last removed, or had an API key or
+	// password hash replaced or removed: tokens issued to them before then
+	// are refused. Kept for a token lifetime, after which those tokens
+	// have expired anyway.
+	revoked map[string]time.Time
 }
 
 func newUserSet(users []User) *userSet {
@@ -206,24 +213,62 @@ func NewAuth(cfg AuthConfig) *Auth {
 }
 
 // SetUsers replaces the users (a users file read again): tokens of users
-// no longer there, or whose tenant changed, stop working. It is an error
-// in Dev mode.
+// no longer there, or whose tenant changed, stop working, and so do the
+// tokens issued to a user before its API key or password hash was replaced
+// or removed. It is an error in Dev mode.
 func (a *Auth) SetUsers(users []User) error {
 	if a.cfg.Dev {
 		return errors.New("--dev accepts anyone and has no users file")
 	}
-	a.users.Store(newUserSet(users))
+	a.setMu.Lock()
+	defer a.setMu.Unlock()
+	old, next := a.users.Load(), newUserSet(users)
+	changed := []string{}
+	for name, was := range old.byName {
+		u, ok := next.byName[name]
+		if !ok || (was.APIKey != "" && was.APIKey != u.APIKey) || (was.PasswordHash != "" && was.PasswordHash != u.PasswordHash) {
+			changed = append(changed, name)
+		}
+	}
+	next.revoked = map[string]time.Time{}
+	for name, at := range old.revoked {
+		if a.cfg.Clock().Sub(at) <= a.cfg.TokenTTL {
+			next.revoked[name] = at
+		}
+	}
+	// A token is stamped before its credentials are checked (issue), so
+	// the revocation time is read once the old credentials can no longer
+	// be checked: until then, the changed users' tokens are all refused.
+	for _, name := range changed {
+		next.revoked[name] = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+	}
+	a.users.Store(next)
+	if len(changed) > 0 {
+		final := *next
+		final.revoked = maps.Clone(next.revoked)
+		now := a.cfg.Clock().Round(0)
+		for _, name := range changed {
+			final.revoked[name] = now
+		}
+		a.users.Store(&final)
+	}
 	return nil
 }
 
 // current reports whether a token's user still exists with the token's
-// tenant.
+// tenant, and the token was issued after the user's credentials last
+// changed.
 func (a *Auth) current(ti store.TokenInfo) bool {
 	if a.cfg.Dev {
 		return true
 	}
-	u, ok := a.users.Load().byName[ti.User]
-	return ok && u.Tenant == ti.Tenant
+	set := a.users.Load()
+	u, ok := set.byName[ti.User]
+	if !ok || u.Tenant != ti.Tenant {
+		return false
+	}
+	at, revoked := set.revoked[ti.User]
+	return !revoked || !ti.Expires.Add(-a.cfg.TokenTTL).Before(at)
 }
 
 // Valid reports whether token is a live token of tenant.
@@ -447,6 +492,7 @@ func (a *Auth) issue(r *http.Request, user, secret string, password bool) (acces
 		userFailures.refund(user)
 		return accessBody{}, tooManyRequests(retry, "Too many tokens issued to this user; reuse a token until it expires.")
 	}
+	issued := a.cfg.Clock() // before the check: see SetUsers
 	tenant, f := a.authenticate(r.Context(), user, secret, password)
 	if f != nil {
 		a.issues.refund(user)
@@ -461,7 +507,7 @@ func (a *Auth) issue(r *http.Request, user, secret string, password bool) (acces
 	var raw [32]byte
 	rand.Read(raw[:])
 	token := hex.EncodeToString(raw[:])
-	ti := store.TokenInfo{User: user, Tenant: tenant, Expires: a.cfg.Clock().Add(a.cfg.TokenTTL)}
+	ti := store.TokenInfo{User: user, Tenant: tenant, Expires: issued.Add(a.cfg.TokenTTL)}
 	if err := a.cfg.Store.PutToken(r.Context(), sha256.Sum256([]byte(token)), ti); err != nil {
 		a.cfg.Logger.Error("store token", "user", logValue(user), "err", err)
 		return accessBody{}, faultIdentityUnavailable

@@ -99,3 +99,73 @@ func TestLoginAPIKeyIsNotLockedOutByPasswordFailures(t *testing.T) {
 	}
 	byAddress.login("carol", "carol-key", true).want(429)
 }
+
+// SetUsers revokes the tokens issued to a user before its API key or
+// password hash was replaced or removed, or before it was removed (so that
+// adding it back does not bring them back); tokens issued with the new
+// credentials work, and users whose credentials did not change, or only
+// gained one, keep theirs.
+func TestSetUsersRevokesTokensIssuedBeforeACredentialChange(t *testing.T) {
+	t.Parallel()
+	pw, newPW := testHash(t, "pw"), testHash(t, "new-pw")
+	users := []server.User{
+		{Name: "rekeyed", Tenant: "3001", APIKey: "old-key"},
+		{Name: "repassworded", Tenant: "3002", PasswordHash: pw},
+		{Name: "unchanged", Tenant: "3003", APIKey: "k", PasswordHash: pw},
+		{Name: "gains-a-key", Tenant: "3004", PasswordHash: pw},
+		{Name: "drops-its-key", Tenant: "3005", APIKey: "k", PasswordHash: pw},
+		{Name: "leaves-and-returns", Tenant: "3006", APIKey: "k"},
+	}
+	id := startIdentity(t, users, server.AuthLimits{})
+	get := func(token, tenant string) int {
+		return sendRequest(t, id.base, "GET", "/v1.0/"+tenant+"/services", nil, "X-Auth-Token", token).code
+	}
+	old := map[string]string{
+		"rekeyed":            id.token("rekeyed", "old-key", true),
+		"repassworded":       id.token("repassworded", "pw", false),
+		"unchanged":          id.token("unchanged", "k", true),
+		"gains-a-key":        id.token("gains-a-key", "pw", false),
+		"drops-its-key":      id.token("drops-its-key", "pw", false),
+		"leaves-and-returns": id.token("leaves-and-returns", "k", true),
+	}
+	tenants := map[string]string{}
+	for _, u := range users {
+		tenants[u.Name] = u.Tenant
+		if get(old[u.Name], u.Tenant) != 200 {
+			t.Fatalf("%s's token does not work before the switch", u.Name)
+		}
+	}
+	id.clock.Add(time.Second)
+	set := func(users []server.User) {
+		if err := id.auth.SetUsers(users); err != nil {
+			t.Fatal(err)
+		}
+		id.clock.Add(time.Second)
+	}
+	changed := []server.User{
+		{Name: "rekeyed", Tenant: "3001", APIKey: "new-key"},
+		{Name: "repassworded", Tenant: "3002", PasswordHash: newPW},
+		{Name: "unchanged", Tenant: "3003", APIKey: "k", PasswordHash: pw},
+		{Name: "gains-a-key", Tenant: "3004", APIKey: "k", PasswordHash: pw},
+		{Name: "drops-its-key", Tenant: "3005", PasswordHash: pw},
+	}
+	set(changed)
+	set(append(changed, server.User{Name: "leaves-and-returns", Tenant: "3006", APIKey: "k"}))
+	for name, want := range map[string]int{
+		"rekeyed": 401, "repassworded": 401, "drops-its-key": 401, "leaves-and-returns": 401,
+		"unchanged": 200, "gains-a-key": 200,
+	} {
+		if got := get(old[name], tenants[name]); got != want {
+			t.Errorf("%s's token from before the change: status %d, want %d", name, got, want)
+		}
+	}
+	id.login("rekeyed", "old-key", true).want(401)
+	for _, tc := range []struct{ user, secret string }{{"rekeyed", "new-key"}, {"leaves-and-returns", "k"}} {
+		if got := get(id.token(tc.user, tc.secret, true), tenants[tc.user]); got != 200 {
+			t.Errorf("%s's token from after the change: status %d, want 200", tc.user, got)
+		}
+	}
+	if got := get(id.token("repassworded", "new-pw", false), "3002"); got != 200 {
+		t.Errorf("a token from the new password: status %d, want 200", got)
+	}
+}
