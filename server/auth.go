@@ -209,7 +209,29 @@ func NewAuth(cfg AuthConfig) *Auth {
 		bcrypt:       newBcryptGate(cfg.Limits),
 	}
 	a.users.Store(newUserSet(cfg.Users))
+	a.warnShortSecrets(cfg.Users)
 	return a
+}
+
+// minSecretLen is the shortest API key or static token not warned about.
+// Guessing either is bounded by the per-address limit only, which holds
+// against a key of 128 random bits (32 hex digits, 22 base64 characters),
+// not against a short one guessed from many addresses.
+const minSecretLen = 20
+
+// warnShortSecrets logs the users whose API key or static tokens are
+// shorter than minSecretLen, without the secrets.
+func (a *Auth) warnShortSecrets(users []User) {
+	for _, u := range users {
+		short := u.APIKey != "" && len(u.APIKey) < minSecretLen
+		for _, t := range u.Tokens {
+			short = short || len(t) < minSecretLen
+		}
+		if short {
+			a.cfg.Logger.Warn("users file: a short api_key or static token can be guessed; give each at least 128 random bits (openssl rand -hex 16)",
+				"user", logValue(u.Name), "min_length", minSecretLen)
+		}
+	}
 }
 
 // SetUsers replaces the users (a users file read again): tokens of users
@@ -222,6 +244,7 @@ func (a *Auth) SetUsers(users []User) error {
 	}
 	a.setMu.Lock()
 	defer a.setMu.Unlock()
+	a.warnShortSecrets(users)
 	old, next := a.users.Load(), newUserSet(users)
 	changed := []string{}
 	for name, was := range old.byName {

@@ -1,7 +1,10 @@
 package server
 
 import (
+	"bytes"
+	"log/slog"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -30,5 +33,32 @@ func TestLimiterPastItsKeysEvictsTheLeastRecentlyUsed(t *testing.T) {
 	}
 	if ok, _ := l.reserve("k1"); ok {
 		t.Error("a key in use was forgotten for the new one")
+	}
+}
+
+// Short API keys and static tokens are warned about, naming the user but
+// never the secret; long ones are not.
+func TestShortSecretsAreWarnedAbout(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer
+	long := strings.Repeat("0123456789abcdef", 2)
+	a := NewAuth(AuthConfig{Logger: slog.New(slog.NewTextHandler(&buf, nil)), Users: []User{
+		{Name: "short-key", Tenant: "1", APIKey: "guessable"},
+		{Name: "short-token", Tenant: "2", APIKey: long, Tokens: []string{long, "tok"}},
+		{Name: "long", Tenant: "3", APIKey: long, Tokens: []string{long}},
+	}})
+	if err := a.SetUsers([]User{{Name: "reloaded", Tenant: "4", APIKey: "k2"}}); err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	for _, user := range []string{"short-key", "short-token", "reloaded"} {
+		if !strings.Contains(out, "user="+user+" ") {
+			t.Errorf("no warning for %s's short secret in:\n%s", user, out)
+		}
+	}
+	for _, secret := range []string{"user=long ", "guessable", "tok ", "k2"} {
+		if strings.Contains(out, secret) {
+			t.Errorf("the warnings hold %q:\n%s", secret, out)
+		}
 	}
 }
