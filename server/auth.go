@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"strconv"
 	"strings"
@@ -129,7 +130,8 @@ const maxUsernameLen = 255
 type Auth struct {
 	cfg     AuthConfig
 	users   atomic.Pointer[userSet]
-	cache   sync.Map // [32]byte -> cachedToken, valid tokens only
+	setMu   sync.Mutex // serialises SetUsers
+	cache   sync.Map   // [32]byte -> cachedToken, valid tokens only
 	metrics authMetrics
 
 	addrFailures *keyedLimiter // by client address
@@ -146,6 +148,11 @@ type userSet struct {
 	// with a password hash, so that an unknown user costs the same bcrypt
 	// work as a known one and the answer's time does not tell them apart.
 	dummyHash []byte
+	// revoked is when each user was last removed, or had an API key or
+	// password hash replaced or removed: tokens issued to them before then
+	// are refused. Kept for a token lifetime, after which those tokens
+	// have expired anyway.
+	revoked map[string]time.Time
 }
 
 func newUserSet(users []User) *userSet {
@@ -202,28 +209,89 @@ func NewAuth(cfg AuthConfig) *Auth {
 		bcrypt:       newBcryptGate(cfg.Limits),
 	}
 	a.users.Store(newUserSet(cfg.Users))
+	a.warnShortSecrets(cfg.Users)
 	return a
 }
 
+// minSecretLen is the shortest API key or static token not warned about.
+// Guessing either is bounded by the per-address limit only, which holds
+// against a key of 128 random bits (32 hex digits, 22 base64 characters),
+// not against a short one guessed from many addresses.
+const minSecretLen = 20
+
+// warnShortSecrets logs the users whose API key or static tokens are
+// shorter than minSecretLen, without the secrets.
+func (a *Auth) warnShortSecrets(users []User) {
+	for _, u := range users {
+		short := u.APIKey != "" && len(u.APIKey) < minSecretLen
+		for _, t := range u.Tokens {
+			short = short || len(t) < minSecretLen
+		}
+		if short {
+			a.cfg.Logger.Warn("users file: a short api_key or static token can be guessed; give each at least 128 random bits (openssl rand -hex 16)",
+				"user", logValue(u.Name), "min_length", minSecretLen)
+		}
+	}
+}
+
 // SetUsers replaces the users (a users file read again): tokens of users
-// no longer there, or whose tenant changed, stop working. It is an error
-// in Dev mode.
+// no longer there, or whose tenant changed, stop working, and so do the
+// tokens issued to a user before its API key or password hash was replaced
+// or removed. It is an error in Dev mode.
 func (a *Auth) SetUsers(users []User) error {
 	if a.cfg.Dev {
 		return errors.New("--dev accepts anyone and has no users file")
 	}
-	a.users.Store(newUserSet(users))
+	a.setMu.Lock()
+	defer a.setMu.Unlock()
+	a.warnShortSecrets(users)
+	old, next := a.users.Load(), newUserSet(users)
+	changed := []string{}
+	for name, was := range old.byName {
+		u, ok := next.byName[name]
+		if !ok || (was.APIKey != "" && was.APIKey != u.APIKey) || (was.PasswordHash != "" && was.PasswordHash != u.PasswordHash) {
+			changed = append(changed, name)
+		}
+	}
+	next.revoked = map[string]time.Time{}
+	for name, at := range old.revoked {
+		if a.cfg.Clock().Sub(at) <= a.cfg.TokenTTL {
+			next.revoked[name] = at
+		}
+	}
+	// A token is stamped before its credentials are checked (issue), so
+	// the revocation time is read once the old credentials can no longer
+	// be checked: until then, the changed users' tokens are all refused.
+	for _, name := range changed {
+		next.revoked[name] = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+	}
+	a.users.Store(next)
+	if len(changed) > 0 {
+		final := *next
+		final.revoked = maps.Clone(next.revoked)
+		now := a.cfg.Clock().Round(0)
+		for _, name := range changed {
+			final.revoked[name] = now
+		}
+		a.users.Store(&final)
+	}
 	return nil
 }
 
 // current reports whether a token's user still exists with the token's
-// tenant.
+// tenant, and the token was issued after the user's credentials last
+// changed.
 func (a *Auth) current(ti store.TokenInfo) bool {
 	if a.cfg.Dev {
 		return true
 	}
-	u, ok := a.users.Load().byName[ti.User]
-	return ok && u.Tenant == ti.Tenant
+	set := a.users.Load()
+	u, ok := set.byName[ti.User]
+	if !ok || u.Tenant != ti.Tenant {
+		return false
+	}
+	at, revoked := set.revoked[ti.User]
+	return !revoked || !ti.Expires.Add(-a.cfg.TokenTTL).Before(at)
 }
 
 // Valid reports whether token is a live token of tenant.
@@ -415,45 +483,77 @@ func (a *Auth) serveIssue(w http.ResponseWriter, r *http.Request) {
 }
 
 // issue checks a user's credentials under the limits and issues a token.
+//
+// A request takes one failure from its address's budget (and, for a
+// password, from its username's) before its credentials are checked, and
+// gives it back unless they turn out wrong: so requests running at once
+// count against the budget, and no burst of concurrent guesses gets more
+// checks than the budget holds. Likewise it takes a token issue, given
+// back unless a token is issued. API-key requests neither spend nor are
+// refused by the username's budget: an API key is a long random string
+// compared in constant time, so guessing it is hopeless, while counting
+// its failures would let anyone lock the key's owner out.
 func (a *Auth) issue(r *http.Request, user, secret string, password bool) (accessBody, *authFault) {
 	if user == "" || len(user) > maxUsernameLen || strings.ContainsFunc(user, unicode.IsControl) {
 		return accessBody{}, &authFault{status: http.StatusBadRequest, kind: "badRequest",
 			msg: "A username is 1 to " + strconv.Itoa(maxUsernameLen) + " bytes without control characters."}
 	}
 	addr := clientAddress(r)
-	if spent, retry := a.addrFailures.spent(addr); spent {
+	if ok, retry := a.addrFailures.reserve(addr); !ok {
 		return accessBody{}, tooManyRequests(retry, "Too many failed token requests from this address; retry later.")
 	}
-	if spent, retry := a.userFailures.spent(user); spent {
-		return accessBody{}, tooManyRequests(retry, "Too many failed token requests for this user; retry later.")
+	var userFailures *keyedLimiter // nil: no limit
+	if password {
+		userFailures = a.userFailures
 	}
-	if spent, retry := a.issues.spent(user); spent {
+	if ok, retry := userFailures.reserve(user); !ok {
+		a.addrFailures.refund(addr)
+		return accessBody{}, tooManyRequests(retry, "Too many failed password logins for this user; retry later, or log in with an API key.")
+	}
+	if ok, retry := a.issues.reserve(user); !ok {
+		a.addrFailures.refund(addr)
+		userFailures.refund(user)
 		return accessBody{}, tooManyRequests(retry, "Too many tokens issued to this user; reuse a token until it expires.")
 	}
-	ctx := r.Context()
-	tenant, ok, err := a.checkCredentials(ctx, user, secret, password)
-	switch {
-	case errors.Is(err, errBusy):
-		return accessBody{}, &authFault{status: http.StatusServiceUnavailable, kind: "serviceUnavailable",
-			msg: "Too many password checks are waiting; try again.", retryAfter: time.Second}
-	case err != nil:
-		a.cfg.Logger.Error("authenticate", "user", logValue(user), "err", err)
-		return accessBody{}, faultIdentityUnavailable
-	case !ok:
-		a.addrFailures.take(addr)
-		a.userFailures.take(user)
-		return accessBody{}, faultInvalidCredentials
+	issued := a.cfg.Clock() // before the check: see SetUsers
+	tenant, f := a.authenticate(r.Context(), user, secret, password)
+	if f != nil {
+		a.issues.refund(user)
 	}
-	a.issues.take(user)
+	if f != faultInvalidCredentials {
+		a.addrFailures.refund(addr)
+		userFailures.refund(user)
+	}
+	if f != nil {
+		return accessBody{}, f
+	}
 	var raw [32]byte
 	rand.Read(raw[:])
 	token := hex.EncodeToString(raw[:])
-	ti := store.TokenInfo{User: user, Tenant: tenant, Expires: a.cfg.Clock().Add(a.cfg.TokenTTL)}
-	if err := a.cfg.Store.PutToken(ctx, sha256.Sum256([]byte(token)), ti); err != nil {
+	ti := store.TokenInfo{User: user, Tenant: tenant, Expires: issued.Add(a.cfg.TokenTTL)}
+	if err := a.cfg.Store.PutToken(r.Context(), sha256.Sum256([]byte(token)), ti); err != nil {
 		a.cfg.Logger.Error("store token", "user", logValue(user), "err", err)
 		return accessBody{}, faultIdentityUnavailable
 	}
 	return a.accessFor(r, token, ti), nil
+}
+
+// authenticate returns the user's tenant, or the fault to answer:
+// faultInvalidCredentials for wrong credentials, the only outcome that
+// counts as a failure.
+func (a *Auth) authenticate(ctx context.Context, user, secret string, password bool) (string, *authFault) {
+	tenant, ok, err := a.checkCredentials(ctx, user, secret, password)
+	switch {
+	case errors.Is(err, errBusy):
+		return "", &authFault{status: http.StatusServiceUnavailable, kind: "serviceUnavailable",
+			msg: "Too many password checks are waiting; try again.", retryAfter: time.Second}
+	case err != nil:
+		a.cfg.Logger.Error("authenticate", "user", logValue(user), "err", err)
+		return "", faultIdentityUnavailable
+	case !ok:
+		return "", faultInvalidCredentials
+	}
+	return tenant, nil
 }
 
 // checkCredentials returns the user's tenant if secret is its API key (or,

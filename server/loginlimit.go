@@ -19,9 +19,10 @@ type AuthLimits struct {
 	// spent, every token request from the address is refused until it
 	// refills. Default 30.
 	FailuresPerAddress int
-	// FailuresPerUser is how many failed token requests may name one
-	// username per minute; once spent, that username is refused without a
-	// password check until it refills. Default 10.
+	// FailuresPerUser is how many failed password logins may name one
+	// username per minute; once spent, password logins for that username
+	// are refused without a check until it refills. API-key logins neither
+	// count nor are refused. Default 10.
 	FailuresPerUser int
 	// IssuesPerUser is how many tokens one user may be issued per hour
 	// (each is stored until it expires). Default 600.
@@ -67,8 +68,8 @@ func (l AuthLimits) withDefaults() AuthLimits {
 	return l
 }
 
-// maxLimiterKeys bounds the memory of one keyedLimiter: past it, keys not
-// yet tracked are not limited (the bcrypt gate still bounds the work).
+// maxLimiterKeys bounds the memory of one keyedLimiter: past it, a new key
+// takes the place of the least recently used one.
 const maxLimiterKeys = 100000
 
 // keyedLimiter is a token bucket per key: burst tokens, refilled at burst
@@ -101,29 +102,15 @@ func (l *keyedLimiter) refill(b *bucket, now time.Time) {
 	b.at = now
 }
 
-// spent reports whether key has no token left, and if so how long until it
-// has one.
-func (l *keyedLimiter) spent(key string) (bool, time.Duration) {
+// reserve takes one of key's tokens before the attempt it bounds, and
+// reports whether there was one, or else how long until there is. Past
+// maxLimiterKeys keys, a new key takes the place of the one least recently
+// used (once the full buckets are forgotten), so that new keys stay
+// limited: the worst an attacker filling the map gets is a fresh budget
+// for a key it has left alone the longest.
+func (l *keyedLimiter) reserve(key string) (bool, time.Duration) {
 	if l == nil {
-		return false, 0
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	b, ok := l.buckets[key]
-	if !ok {
-		return l.burst < 1, time.Minute
-	}
-	l.refill(b, l.now())
-	if b.tokens >= 1 {
-		return false, 0
-	}
-	return true, time.Duration((1 - b.tokens) / l.perSec * float64(time.Second))
-}
-
-// take spends one of key's tokens, if it has one left.
-func (l *keyedLimiter) take(key string) {
-	if l == nil {
-		return
+		return true, 0
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -131,16 +118,49 @@ func (l *keyedLimiter) take(key string) {
 	b, ok := l.buckets[key]
 	if !ok {
 		if len(l.buckets) >= maxLimiterKeys {
-			l.prune(now)
-			if len(l.buckets) >= maxLimiterKeys {
-				return
-			}
+			l.evict(now)
 		}
 		b = &bucket{tokens: l.burst, at: now}
 		l.buckets[key] = b
 	}
 	l.refill(b, now)
-	b.tokens = max(0, b.tokens-1)
+	if b.tokens < 1 {
+		return false, time.Duration((1 - b.tokens) / l.perSec * float64(time.Second))
+	}
+	b.tokens--
+	return true, 0
+}
+
+// refund gives back the token reserve took, for an attempt that did not
+// fail.
+func (l *keyedLimiter) refund(key string) {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if b, ok := l.buckets[key]; ok {
+		l.refill(b, l.now())
+		b.tokens = min(l.burst, b.tokens+1)
+	}
+}
+
+// evict forgets the buckets that are full again, and if none is, the one
+// used least recently; the caller holds mu.
+func (l *keyedLimiter) evict(now time.Time) {
+	var oldest string
+	var oldestAt time.Time
+	found := false
+	for k, b := range l.buckets {
+		if b.tokens+now.Sub(b.at).Seconds()*l.perSec >= l.burst {
+			delete(l.buckets, k)
+		} else if !found || b.at.Before(oldestAt) {
+			oldest, oldestAt, found = k, b.at, true
+		}
+	}
+	if len(l.buckets) >= maxLimiterKeys {
+		delete(l.buckets, oldest)
+	}
 }
 
 // prune forgets the buckets that are full again; the caller holds mu.

@@ -49,7 +49,8 @@ SIGTERM or SIGINT stops the server gracefully (exit status 0): waiting
 long-polls are answered, in-flight requests finish, heartbeat state is
 written. SIGHUP reads --users and --tls-cert/--tls-key again and switches to
 them only if they are all valid; otherwise it logs why and keeps the ones in
-use. Removed users' tokens stop working at once.`
+use. Removed users' tokens stop working at once, and so do tokens issued
+before a user's api_key or password_hash changed.`
 
 type serverFlags struct {
 	listen, dataDir, users string
@@ -112,7 +113,7 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.IntVar(&f.configLimit, "config-limit", store.DefaultLimits.ConfigValues, "configuration values a new account may hold")
 	fs.IntVar(&f.rateLimit, "rate-limit", 500000, "GET requests a tenant may make per day")
 	fs.IntVar(&f.login.FailuresPerAddress, "login-failures-per-address", server.DefaultAuthLimits.FailuresPerAddress, "failed token requests a client address (IPv6: its /64) may make per minute\nbefore its token requests are refused (429); -1 for no limit")
-	fs.IntVar(&f.login.FailuresPerUser, "login-failures-per-user", server.DefaultAuthLimits.FailuresPerUser, "failed token requests per minute that may name one username before\nit is refused (429) without a password check; -1 for no limit")
+	fs.IntVar(&f.login.FailuresPerUser, "login-failures-per-user", server.DefaultAuthLimits.FailuresPerUser, "failed password logins per minute that may name one username before\nits password logins are refused (429) without a check (API-key logins\nare not); -1 for no limit")
 	fs.IntVar(&f.login.IssuesPerUser, "token-issues-per-user", server.DefaultAuthLimits.IssuesPerUser, "tokens one user may be issued per hour (each is stored until it expires);\n-1 for no limit")
 	fs.IntVar(&f.login.BcryptConcurrency, "bcrypt-concurrency", server.DefaultAuthLimits.BcryptConcurrency, "password checks (bcrypt) that may run at once, by default half the CPUs;\nmore wait, up to 64, for at most 5s, then get 503")
 	fs.Float64Var(&f.writeRate, "write-rate", server.DefaultWriteRate, "writes (service creates, updates, deletes; configuration sets, deletes) a tenant\nmay make per second after a burst of --write-burst; heartbeats do not count; 0: no limit")

@@ -1,0 +1,171 @@
+package server_test
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/svcreg/svcreg/server"
+)
+
+// burst sends n wrong logins at once, the i-th naming user(i), and counts
+// the answers by status.
+func (id *identity) burst(n int, user func(i int) string, apiKey bool) map[int]int {
+	var mu sync.Mutex
+	codes := map[int]int{}
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := id.login(user(i), "guess", apiKey)
+			mu.Lock()
+			codes[r.code]++
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return codes
+}
+
+// Guesses sent at once count against the failure budgets while they are
+// checked: of 60 concurrent wrong passwords, only as many are checked as the
+// budget holds, and the rest are refused with 429 before any bcrypt work.
+func TestLoginConcurrentGuessesSpendTheBudget(t *testing.T) {
+	t.Parallel()
+	// A slower hash and one check at a time keep the guesses in flight
+	// together, as a burst against a real server is.
+	h, err := bcrypt.GenerateFromPassword([]byte("right"), 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	users := []server.User{{Name: "alice", Tenant: "1", PasswordHash: string(h)}}
+	for _, tc := range []struct {
+		name   string
+		limits server.AuthLimits
+		user   func(i int) string
+	}{
+		{"per user", server.AuthLimits{FailuresPerUser: 10, FailuresPerAddress: -1, BcryptConcurrency: 1, BcryptWait: time.Minute},
+			func(int) string { return "alice" }},
+		{"per address", server.AuthLimits{FailuresPerUser: -1, FailuresPerAddress: 10, BcryptConcurrency: 1, BcryptWait: time.Minute},
+			func(i int) string { return []string{"alice", "nobody", "somebody"}[i%3] }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			id := startIdentity(t, users, tc.limits)
+			codes := id.burst(60, tc.user, false)
+			if codes[401] > 10 || id.passwordChecks() > 10 || codes[429] < 50 {
+				t.Errorf("60 concurrent wrong passwords against a budget of 10: answers %v, %v password checks; want at most 10 checked (401), the rest 429",
+					codes, id.passwordChecks())
+			}
+		})
+	}
+}
+
+// A login that succeeds gives back the failure it reserved: successes alone
+// never spend a budget.
+func TestLoginSuccessesDoNotSpendTheBudget(t *testing.T) {
+	t.Parallel()
+	id := startIdentity(t, testUsers(t), server.AuthLimits{FailuresPerUser: 2, FailuresPerAddress: 2})
+	for range 5 {
+		id.token("alice", "alice-pw", false)
+		id.token("carol", "carol-key", true)
+	}
+	id.login("alice", "wrong", false).want(401)
+	id.token("alice", "alice-pw", false)
+}
+
+// Failed password logins for a username do not lock out its API key: the
+// right key still gets a token, and wrong API keys neither spend nor are
+// refused by the username's budget. They spend the address's.
+func TestLoginAPIKeyIsNotLockedOutByPasswordFailures(t *testing.T) {
+	t.Parallel()
+	id := startIdentity(t, testUsers(t), server.AuthLimits{FailuresPerUser: 3, FailuresPerAddress: -1})
+	for range 3 {
+		id.login("bob", "wrong", false).want(401)
+	}
+	id.login("bob", "bob-pw", false).want(429)
+	id.token("bob", "bob-key", true)
+	for range 10 {
+		id.login("carol", "wrong", true).want(401)
+	}
+	id.token("carol", "carol-key", true)
+
+	byAddress := startIdentity(t, testUsers(t), server.AuthLimits{FailuresPerUser: -1, FailuresPerAddress: 3})
+	for range 3 {
+		byAddress.login("carol", "wrong", true).want(401)
+	}
+	byAddress.login("carol", "carol-key", true).want(429)
+}
+
+// SetUsers revokes the tokens issued to a user before its API key or
+// password hash was replaced or removed, or before it was removed (so that
+// adding it back does not bring them back); tokens issued with the new
+// credentials work, and users whose credentials did not change, or only
+// gained one, keep theirs.
+func TestSetUsersRevokesTokensIssuedBeforeACredentialChange(t *testing.T) {
+	t.Parallel()
+	pw, newPW := testHash(t, "pw"), testHash(t, "new-pw")
+	users := []server.User{
+		{Name: "rekeyed", Tenant: "3001", APIKey: "old-key"},
+		{Name: "repassworded", Tenant: "3002", PasswordHash: pw},
+		{Name: "unchanged", Tenant: "3003", APIKey: "k", PasswordHash: pw},
+		{Name: "gains-a-key", Tenant: "3004", PasswordHash: pw},
+		{Name: "drops-its-key", Tenant: "3005", APIKey: "k", PasswordHash: pw},
+		{Name: "leaves-and-returns", Tenant: "3006", APIKey: "k"},
+	}
+	id := startIdentity(t, users, server.AuthLimits{})
+	get := func(token, tenant string) int {
+		return sendRequest(t, id.base, "GET", "/v1.0/"+tenant+"/services", nil, "X-Auth-Token", token).code
+	}
+	old := map[string]string{
+		"rekeyed":            id.token("rekeyed", "old-key", true),
+		"repassworded":       id.token("repassworded", "pw", false),
+		"unchanged":          id.token("unchanged", "k", true),
+		"gains-a-key":        id.token("gains-a-key", "pw", false),
+		"drops-its-key":      id.token("drops-its-key", "pw", false),
+		"leaves-and-returns": id.token("leaves-and-returns", "k", true),
+	}
+	tenants := map[string]string{}
+	for _, u := range users {
+		tenants[u.Name] = u.Tenant
+		if get(old[u.Name], u.Tenant) != 200 {
+			t.Fatalf("%s's token does not work before the switch", u.Name)
+		}
+	}
+	id.clock.Add(time.Second)
+	set := func(users []server.User) {
+		if err := id.auth.SetUsers(users); err != nil {
+			t.Fatal(err)
+		}
+		id.clock.Add(time.Second)
+	}
+	changed := []server.User{
+		{Name: "rekeyed", Tenant: "3001", APIKey: "new-key"},
+		{Name: "repassworded", Tenant: "3002", PasswordHash: newPW},
+		{Name: "unchanged", Tenant: "3003", APIKey: "k", PasswordHash: pw},
+		{Name: "gains-a-key", Tenant: "3004", APIKey: "k", PasswordHash: pw},
+		{Name: "drops-its-key", Tenant: "3005", PasswordHash: pw},
+	}
+	set(changed)
+	set(append(changed, server.User{Name: "leaves-and-returns", Tenant: "3006", APIKey: "k"}))
+	for name, want := range map[string]int{
+		"rekeyed": 401, "repassworded": 401, "drops-its-key": 401, "leaves-and-returns": 401,
+		"unchanged": 200, "gains-a-key": 200,
+	} {
+		if got := get(old[name], tenants[name]); got != want {
+			t.Errorf("%s's token from before the change: status %d, want %d", name, got, want)
+		}
+	}
+	id.login("rekeyed", "old-key", true).want(401)
+	for _, tc := range []struct{ user, secret string }{{"rekeyed", "new-key"}, {"leaves-and-returns", "k"}} {
+		if got := get(id.token(tc.user, tc.secret, true), tenants[tc.user]); got != 200 {
+			t.Errorf("%s's token from after the change: status %d, want 200", tc.user, got)
+		}
+	}
+	if got := get(id.token("repassworded", "new-pw", false), "3002"); got != 200 {
+		t.Errorf("a token from the new password: status %d, want 200", got)
+	}
+}
