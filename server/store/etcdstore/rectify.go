@@ -58,6 +58,9 @@ func (s *Store) Rectify(ctx context.Context, tenantID string) error {
 	if err != nil {
 		return err
 	}
+	if err := s.reapHeld(ctx, tenantID); err != nil {
+		return err
+	}
 	now := s.now()
 	for {
 		due, err := s.dueEntries(ctx, now, tenantID)
@@ -114,24 +117,35 @@ func (s *Store) timeOut(ctx context.Context, t *tenant, due []dueEntry) error {
 				continue
 			}
 			w.cmps = append(w.cmps, clientv3.Compare(clientv3.ModRevision(hbKey), "=", hkv.ModRevision))
-			w.del(svcKey)
-			w.del(hbKey)
-			w.del(d.key)
-			w.acct.Services--
-			// The event's timestamp is the deadline (spec §8.3); its id is
-			// the next in commit order (design item 5).
-			deadline := time.Unix(0, hb.Deadline)
-			w.appendEvent(func(id timeuuid.UUID) store.Event {
-				return store.ServiceEvent(id, deadline, registry.ServiceTimeout, rec)
-			})
+			w.timeOut(rec, svcKey, hbKey, d.key, hb.Deadline)
 			timedOut++
 		}
 		return nil
 	})
+	return s.timedOut(t, timedOut, err)
+}
+
+// timeOut deletes a service, its heartbeat state and its deadline index
+// entry, and appends its service.timeout event: its timestamp the deadline
+// (spec §8.3), its id the next in commit order (design item 5).
+func (w *writer) timeOut(rec store.ServiceRecord, svcKey, hbKey, dueKey string, deadline int64) {
+	w.del(svcKey)
+	w.del(hbKey)
+	w.del(dueKey)
+	w.acct.Services--
+	at := time.Unix(0, deadline)
+	w.appendEvent(func(id timeuuid.UUID) store.Event {
+		return store.ServiceEvent(id, at, registry.ServiceTimeout, rec)
+	})
+}
+
+// timedOut counts n committed timeouts, or wraps the error that kept them
+// from being committed.
+func (s *Store) timedOut(t *tenant, n int, err error) error {
 	if err != nil {
 		return fmt.Errorf("time out services of %s: %w", t.id, err)
 	}
-	s.metrics.Timeouts.Add(float64(timedOut))
+	s.metrics.Timeouts.Add(float64(n))
 	return nil
 }
 
@@ -139,6 +153,7 @@ func (s *Store) timeOut(ctx context.Context, t *tenant, due []dueEntry) error {
 // node runs it about once per ReapInterval; the conditions in timeOut make
 // the reapers' races harmless.
 func (s *Store) reap(ctx context.Context) error {
+	heldErr := s.reapHeld(ctx, "")
 	due, err := s.dueEntries(ctx, s.now(), "")
 	if err != nil {
 		return err
@@ -166,5 +181,109 @@ func (s *Store) reap(ctx context.Context) error {
 			entries = entries[n:]
 		}
 	}
+	if firstErr == nil {
+		firstErr = heldErr
+	}
 	return firstErr
+}
+
+// heldDue is a service this node holds whose deadline has passed.
+type heldDue struct {
+	id string
+	e  *hbEntry
+}
+
+// reapHeld times out the services of tenant (all tenants if empty) that
+// this node holds and whose deadline, as this node's memory has it, has
+// passed. No other node knows that deadline; they time a held service out
+// only once its stored deadline, later, has passed.
+func (s *Store) reapHeld(ctx context.Context, tenant string) error {
+	now := s.now().UnixNano()
+	byTenant := map[string][]heldDue{}
+	s.hb.mu.Lock()
+	for k, e := range s.hb.entries {
+		if tenant != "" && k.tenant != tenant {
+			continue
+		}
+		if v := e.view.Load(); v != nil && v.deadline <= now {
+			byTenant[k.tenant] = append(byTenant[k.tenant], heldDue{k.id, e})
+		}
+	}
+	s.hb.mu.Unlock()
+	var firstErr error
+	for id, due := range byTenant {
+		t, err := s.tenantFor(ctx, id)
+		for err == nil && len(due) > 0 {
+			n := min(len(due), s.timeoutsPerTxn())
+			err = s.timeOutHeld(ctx, t, due[:n])
+			due = due[n:]
+		}
+		if err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	return firstErr
+}
+
+// timeOutHeld commits the timeouts of due services this node holds, in
+// one transaction, each conditional on its heartbeat key being as this
+// node last wrote it (else another node took the service over, or timed
+// it out, and this node's memory of it is stale). The event's timestamp is
+// the deadline of the last token this node handed out.
+func (s *Store) timeOutHeld(ctx context.Context, t *tenant, due []heldDue) error {
+	now := s.now().UnixNano()
+	var locked []heldDue
+	for i, d := range due {
+		// One at a time waits; the others are left for the next round if
+		// busy, so that two reapers never wait for each other.
+		if i == 0 {
+			d.e.mu.Lock()
+		} else if !d.e.mu.TryLock() {
+			continue
+		}
+		if d.e.dead || !d.e.mine || d.e.mem.Deadline > now {
+			d.e.mu.Unlock()
+			continue
+		}
+		locked = append(locked, d)
+	}
+	defer func() {
+		for _, d := range locked {
+			// Whatever happened, read etcd next time.
+			d.e.forget()
+			d.e.mu.Unlock()
+		}
+	}()
+	if len(locked) == 0 {
+		return nil
+	}
+	reads := make([]string, 0, 2*len(locked))
+	for _, d := range locked {
+		reads = append(reads, s.k.service(t.id, d.id), s.k.heartbeat(t.id, d.id))
+	}
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
+	timedOut := 0
+	_, err := s.write(ctx, t, "time out held services", reads, func(w *writer) error {
+		timedOut = 0
+		for _, d := range locked {
+			svcKey, hbKey := s.k.service(t.id, d.id), s.k.heartbeat(t.id, d.id)
+			skv, hkv := w.got[svcKey], w.got[hbKey]
+			if skv == nil || hkv == nil || hkv.ModRevision != d.e.hbRev {
+				continue
+			}
+			rec, _, err := decodeService(skv, nil)
+			if err != nil {
+				return err
+			}
+			if rec.Incarnation != d.e.mem.Incarnation {
+				continue
+			}
+			w.cmps = append(w.cmps, clientv3.Compare(clientv3.ModRevision(hbKey), "=", d.e.hbRev))
+			w.timeOut(rec, svcKey, hbKey, s.k.due(d.e.hb.Deadline, t.id, d.id), d.e.mem.Deadline)
+			timedOut++
+		}
+		return nil
+	})
+	return s.timedOut(t, timedOut, err)
 }
