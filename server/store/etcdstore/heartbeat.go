@@ -55,6 +55,8 @@ import (
 type hbState struct {
 	mu      sync.Mutex
 	entries map[hbKey]*hbEntry
+	// holding are the entries this node holds, by tenant and id.
+	holding map[string]map[string]*hbEntry
 	// queue is unbuffered: a heartbeat is handed to a committer, which
 	// then always answers it, or not queued at all.
 	queue chan *hbReq
@@ -67,6 +69,8 @@ type hbKey struct{ tenant, id string }
 // and a batch never holds the same keys twice.
 type hbEntry struct {
 	mu     sync.Mutex
+	h      *hbState
+	k      hbKey
 	dead   bool // dropped from the cache; look it up again
 	loaded bool
 	// exists: the service record was there at the last read.
@@ -80,6 +84,10 @@ type hbEntry struct {
 	// while the heartbeat key is still at hbRev. Otherwise mem is hb.
 	mine bool
 	mem  hbRecord
+	// verify: a write about the service failed, and may have committed;
+	// mem is the truth only if the heartbeat key is still at hbRev, so
+	// the next heartbeat reads it before answering from memory.
+	verify bool
 	// view is what reads and the reaper see of mem while mine.
 	view atomic.Pointer[heldView]
 
@@ -95,6 +103,7 @@ type heldView struct {
 
 func (h *hbState) init() {
 	h.entries = map[hbKey]*hbEntry{}
+	h.holding = map[string]map[string]*hbEntry{}
 	h.queue = make(chan *hbReq)
 }
 
@@ -105,7 +114,7 @@ func (h *hbState) lock(tenant, id string, now time.Time) *hbEntry {
 		k := hbKey{tenant, id}
 		e := h.entries[k]
 		if e == nil {
-			e = &hbEntry{}
+			e = &hbEntry{h: h, k: k}
 			h.entries[k] = e
 		}
 		e.used = now
@@ -135,7 +144,11 @@ func (h *hbState) sweep(now time.Time) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for k, e := range h.entries {
-		if now.Sub(e.used) < 10*time.Minute || e.view.Load() != nil || !e.mu.TryLock() {
+		if now.Sub(e.used) < 10*time.Minute || !e.mu.TryLock() {
+			continue
+		}
+		if e.mine {
+			e.mu.Unlock()
 			continue
 		}
 		e.dead = true
@@ -148,7 +161,7 @@ func (h *hbState) sweep(now time.Time) {
 // entry stays this node's if nobody wrote the heartbeat key since.
 func (e *hbEntry) setFrom(svc, hb *mvccpb.KeyValue) error {
 	keep := e.mine && e.loaded && svc != nil && hb != nil && hb.ModRevision == e.hbRev
-	e.loaded, e.exists = true, svc != nil
+	e.loaded, e.exists, e.verify = true, svc != nil, false
 	e.svcRev = 0
 	e.rec = store.ServiceRecord{}
 	if !keep {
@@ -178,18 +191,45 @@ func (e *hbEntry) setFrom(svc, hb *mvccpb.KeyValue) error {
 
 // setMem sets the entry's memory state and whether this node holds it.
 func (e *hbEntry) setMem(m hbRecord, mine bool) {
+	was := e.mine
 	e.mem, e.mine = m, mine
-	if !mine {
+	if mine {
+		e.view.Store(&heldView{incarnation: m.Incarnation, deadline: m.Deadline, lastSeen: m.LastSeen})
+	} else {
 		e.view.Store(nil)
+	}
+	if was == mine || e.h == nil {
 		return
 	}
-	e.view.Store(&heldView{incarnation: m.Incarnation, deadline: m.Deadline, lastSeen: m.LastSeen})
+	e.h.mu.Lock()
+	defer e.h.mu.Unlock()
+	byID := e.h.holding[e.k.tenant]
+	switch {
+	case mine && byID == nil:
+		e.h.holding[e.k.tenant] = map[string]*hbEntry{e.k.id: e}
+	case mine:
+		byID[e.k.id] = e
+	default:
+		delete(byID, e.k.id)
+		if len(byID) == 0 {
+			delete(e.h.holding, e.k.tenant)
+		}
+	}
 }
 
 // forget drops what the entry knows; the next use reads etcd.
 func (e *hbEntry) forget() {
 	e.loaded = false
 	e.setMem(hbRecord{}, false)
+}
+
+// unsure is forget after an etcd call that failed (and may have
+// committed), except that what this node holds stays, to be verified.
+func (e *hbEntry) unsure() {
+	e.verify = true
+	if !e.mine {
+		e.forget()
+	}
 }
 
 // Heartbeat implements store.Store: spec §7.7 steps 3–6, the service
@@ -205,7 +245,7 @@ func (s *Store) Heartbeat(ctx context.Context, tenantID, id, token string) (stri
 		resp, err := s.read(ctx, "read heartbeat state",
 			clientv3.OpGet(s.k.service(tenantID, id)), clientv3.OpGet(s.k.heartbeat(tenantID, id)))
 		if err != nil {
-			e.forget()
+			e.unsure()
 			return err
 		}
 		fresh = true
@@ -224,7 +264,7 @@ func (s *Store) Heartbeat(ctx context.Context, tenantID, id, token string) (stri
 		}
 		if e.mine {
 			lease, alive := s.lease.get()
-			held := alive && e.hb.HolderLease == int64(lease)
+			held := alive && e.hb.HolderLease == int64(lease) && !e.verify
 			switch {
 			case valid && token == e.mem.Cur:
 				next := s.nextBeat(tenantID, id, e, token, e.mem.Seq)
@@ -233,8 +273,12 @@ func (s *Store) Heartbeat(ctx context.Context, tenantID, id, token string) (stri
 					s.metrics.inMemory.Inc()
 					return next.Cur, nil
 				}
-				if ok, err := s.commitHeartbeat(tenantID, id, e, next); err != nil || ok {
-					return next.Cur, err
+				ok, err := s.commitHeartbeat(tenantID, id, e, next)
+				if err != nil {
+					return "", err
+				}
+				if ok {
+					return next.Cur, nil
 				}
 				fresh = true // the condition failed; e holds the keys' values now
 				continue
@@ -289,8 +333,12 @@ func (s *Store) Heartbeat(ctx context.Context, tenantID, id, token string) (stri
 		default:
 			return "", notFound
 		}
-		if ok, err := s.commitHeartbeat(tenantID, id, e, next); err != nil || ok {
-			return next.Cur, err
+		ok, err := s.commitHeartbeat(tenantID, id, e, next)
+		if err != nil {
+			return "", err
+		}
+		if ok {
+			return next.Cur, nil
 		}
 	}
 	return "", fmt.Errorf("%w: heartbeat of %s kept conflicting", store.ErrUnavailable, id)
@@ -333,7 +381,7 @@ func (s *Store) handOver(ctx context.Context, tenantID, id string, hb hbRecord) 
 	defer cancel()
 	rel := s.k.release(hb.Holder, tenantID, id)
 	var opts []clientv3.OpOption
-	if lease, _ := s.lease.get(); lease != 0 {
+	if lease, alive := s.lease.get(); alive {
 		opts = append(opts, clientv3.WithLease(lease)) // gone with this node
 	}
 	if _, err := s.txn(ctx, "ask for a hand-over", nil, []clientv3.Op{clientv3.OpPut(rel, "", opts...)}, nil); err != nil {
@@ -390,7 +438,7 @@ func (s *Store) release(ctx context.Context, tenantID, id string) error {
 		next.Holder, next.HolderLease, next.Loose = "", 0, false
 		resp, err := put("hand over a service", e.hb, e.hbRev, next)
 		if err != nil {
-			e.forget()
+			e.unsure()
 			return err
 		}
 		if resp.Succeeded {
@@ -423,21 +471,30 @@ func (s *Store) release(ctx context.Context, tenantID, id string) error {
 
 // releaseAll hands back every service this node holds (a graceful stop).
 func (s *Store) releaseAll(ctx context.Context) error {
-	s.hb.mu.Lock()
-	var held []hbKey
-	for k, e := range s.hb.entries {
-		if e.view.Load() != nil {
-			held = append(held, k)
-		}
-	}
-	s.hb.mu.Unlock()
 	var firstErr error
-	for _, k := range held {
-		if err := s.release(ctx, k.tenant, k.id); err != nil && firstErr == nil {
+	for _, e := range s.hb.heldBy("") {
+		if err := s.release(ctx, e.k.tenant, e.k.id); err != nil && firstErr == nil {
 			firstErr = err
 		}
 	}
 	return firstErr
+}
+
+// heldBy returns the entries this node holds of tenant (of every tenant if
+// empty).
+func (h *hbState) heldBy(tenant string) []*hbEntry {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []*hbEntry
+	for t, byID := range h.holding {
+		if tenant != "" && t != tenant {
+			continue
+		}
+		for _, e := range byID {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // watchReleases answers other nodes' hand-over requests for services this
@@ -542,8 +599,9 @@ func (s *Store) commitHeartbeat(tenantID, id string, e *hbEntry, next hbRecord) 
 	case res.err != nil:
 		// The batch may or may not have committed; read again next time.
 		// A client that retries with this token gets the same answer
-		// either way (design item 6).
-		e.forget()
+		// either way (design item 6). If it did not commit and this node
+		// held the service, its memory is still the truth.
+		e.unsure()
 		return false, res.err
 	case res.ok:
 		e.hb, e.hbRev = stored, res.rev

@@ -321,10 +321,7 @@ func (h *history) beat(rng *rand.Rand, s *svcLog) {
 			l.lastDeadline = tokenDeadline(out.Token)
 			l.lastNode, l.lastAckAt = i, time.Now()
 			h.lastNode.Store(int32(i))
-		case r.code == 404 && r.faultType() == "notFoundError" && time.Now().UnixMilli() >= l.lastDeadline:
-			// Late: the service timed out at its deadline.
-			s.alive = false
-			l.abandoned = true
+		case h.late(s, r):
 		default:
 			h.t.Errorf("heartbeat %s %v after the last: %d %s", s.id, time.Since(s.lastBeat), r.code, r.body)
 			s.alive, s.ambiguous = false, true
@@ -336,9 +333,25 @@ func (h *history) beat(rng *rand.Rand, s *svcLog) {
 func (h *history) update(rng *rand.Rand, s *svcLog) {
 	tags := []string{fmt.Sprintf("t%d", rng.IntN(3))}
 	r, err := h.u.try(h.pick(rng), "PUT", "/services/"+s.id, map[string]any{"tags": tags})
-	if err == nil && r.code != 204 && r.code < 500 && !s.ambiguous {
+	switch {
+	case err != nil || r.code == 204 || r.code >= 500:
+	case h.late(s, r):
+	case !s.ambiguous:
 		h.t.Errorf("update %s: %d %s", s.id, r.code, r.body)
 	}
+}
+
+// late reports whether r is the 404 of a service its owner did not
+// heartbeat in time (its requests waited for a node that went down, say):
+// it timed out at its deadline.
+func (h *history) late(s *svcLog, r reply) bool {
+	l := s.lives[len(s.lives)-1]
+	if r.code != 404 || r.faultType() != "notFoundError" || time.Now().UnixMilli() < l.lastDeadline {
+		return false
+	}
+	s.alive = false
+	l.abandoned = true
+	return true
 }
 
 func (h *history) delete(rng *rand.Rand, s *svcLog) {
@@ -351,6 +364,7 @@ func (h *history) delete(rng *rand.Rand, s *svcLog) {
 	case r.code == 204:
 		s.deletes++
 		s.lives[len(s.lives)-1].deleted = true
+	case h.late(s, r):
 	default:
 		h.t.Errorf("delete %s: %d %s", s.id, r.code, r.body)
 	}
@@ -535,6 +549,8 @@ func (h *history) checkReplay(feed []event) {
 		}
 	}
 
+	exposed := 0
+	defer func() { t.Logf("%d timeouts of services whose last heartbeat's node went down", exposed) }()
 	for _, s := range h.services {
 		if s.ambiguous {
 			if joins[s.id] < s.creates || removes[s.id] < s.deletes {
@@ -566,6 +582,8 @@ func (h *history) checkReplay(feed []event) {
 				t.Errorf("%s: incarnation %d timed out at %d, not at the deadline %d of the last token its owner got", s.id, k, end.Timestamp, l.lastDeadline)
 			case end.Type == "service.timeout" && !l.abandoned:
 				t.Errorf("%s: incarnation %d timed out while its owner heartbeated it", s.id, k)
+			case end.Type == "service.timeout" && h.exposed(l):
+				exposed++
 			}
 		}
 	}

@@ -2,6 +2,7 @@ package etcdstore
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -87,6 +88,10 @@ func (s *Store) timeoutsPerTxn() int { return max(1, (s.opts.MaxTxnOps-1)/4) }
 // §8.3). An index entry that no longer matches its service is deleted. A
 // node that dies here leaves either all of it or none.
 func (s *Store) timeOut(ctx context.Context, t *tenant, due []dueEntry) error {
+	due, dead, err := s.unheldDue(ctx, t, due)
+	if err != nil || len(due) == 0 {
+		return err
+	}
 	reads := make([]string, 0, 3*len(due))
 	for _, d := range due {
 		reads = append(reads, d.key, s.k.service(t.id, d.id), s.k.heartbeat(t.id, d.id))
@@ -94,7 +99,7 @@ func (s *Store) timeOut(ctx context.Context, t *tenant, due []dueEntry) error {
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
 	timedOut := 0
-	_, err := s.write(ctx, t, "time out services", reads, func(w *writer) error {
+	_, err = s.write(ctx, t, "time out services", reads, func(w *writer) error {
 		timedOut = 0
 		for _, d := range due {
 			dkv := w.got[d.key]
@@ -115,6 +120,9 @@ func (s *Store) timeOut(ctx context.Context, t *tenant, due []dueEntry) error {
 			if hb.Incarnation != rec.Incarnation || hb.Deadline != d.deadline || hb.Deadline > w.now.UnixNano() {
 				w.del(d.key)
 				continue
+			}
+			if hb.Holder != "" && dead[hb.Holder] != hb.HolderLease {
+				continue // a node took hold of it since unheldDue looked
 			}
 			w.cmps = append(w.cmps, clientv3.Compare(clientv3.ModRevision(hbKey), "=", hkv.ModRevision))
 			w.timeOut(rec, svcKey, hbKey, d.key, hb.Deadline)
@@ -147,6 +155,57 @@ func (s *Store) timedOut(t *tenant, n int, err error) error {
 	}
 	s.metrics.Timeouts.Add(float64(n))
 	return nil
+}
+
+// unheldDue returns the due services whose stored deadline may be their
+// timeout's: those no node holds, or whose holder died (their deadline
+// died with it; the stored one bounds it), and the dead holders' leases
+// by node. A service that a live node holds — this one included — is due
+// at the precise deadline only its holder knows, at or before the stored
+// one: its holder is asked to hand it back, which writes that deadline to
+// the index, so that the next pass times it out at it.
+func (s *Store) unheldDue(ctx context.Context, t *tenant, due []dueEntry) ([]dueEntry, map[string]int64, error) {
+	ops := make([]clientv3.Op, len(due))
+	for i, d := range due {
+		ops[i] = clientv3.OpGet(s.k.heartbeat(t.id, d.id))
+	}
+	resp, err := s.read(ctx, "read heartbeat state", ops...)
+	if err != nil {
+		return nil, nil, err
+	}
+	dead := map[string]int64{}
+	free := due[:0:0]
+	for i, d := range due {
+		kv := first(resp.Responses[i])
+		var hb hbRecord
+		if kv != nil {
+			if err := json.Unmarshal(kv.Value, &hb); err != nil {
+				return nil, nil, fmt.Errorf("heartbeat state of %s: %w", d.id, err)
+			}
+		}
+		switch {
+		case hb.Holder == "" || dead[hb.Holder] == hb.HolderLease:
+			free = append(free, d)
+		case hb.Holder == s.nodeID:
+			if err := s.release(ctx, t.id, d.id); err != nil {
+				return nil, nil, err
+			}
+		default:
+			alive, err := s.holderAlive(ctx, hb)
+			if err != nil {
+				return nil, nil, err
+			}
+			if !alive {
+				dead[hb.Holder] = hb.HolderLease
+				free = append(free, d)
+				continue
+			}
+			if err := s.handOver(ctx, t.id, d.id, hb); err != nil {
+				return nil, nil, err
+			}
+		}
+	}
+	return free, dead, nil
 }
 
 // reap times out every due service of every tenant (design item 7). Every
@@ -200,16 +259,11 @@ type heldDue struct {
 func (s *Store) reapHeld(ctx context.Context, tenant string) error {
 	now := s.now().UnixNano()
 	byTenant := map[string][]heldDue{}
-	s.hb.mu.Lock()
-	for k, e := range s.hb.entries {
-		if tenant != "" && k.tenant != tenant {
-			continue
-		}
+	for _, e := range s.hb.heldBy(tenant) {
 		if v := e.view.Load(); v != nil && v.deadline <= now {
-			byTenant[k.tenant] = append(byTenant[k.tenant], heldDue{k.id, e})
+			byTenant[e.k.tenant] = append(byTenant[e.k.tenant], heldDue{e.k.id, e})
 		}
 	}
-	s.hb.mu.Unlock()
 	var firstErr error
 	for id, due := range byTenant {
 		t, err := s.tenantFor(ctx, id)
@@ -247,10 +301,16 @@ func (s *Store) timeOutHeld(ctx context.Context, t *tenant, due []heldDue) error
 		}
 		locked = append(locked, d)
 	}
+	var err error
 	defer func() {
 		for _, d := range locked {
-			// Whatever happened, read etcd next time.
-			d.e.forget()
+			if err != nil {
+				// The transaction may have committed: read etcd before
+				// answering from memory; the reaper tries again.
+				d.e.unsure()
+			} else {
+				d.e.forget()
+			}
 			d.e.mu.Unlock()
 		}
 	}()
@@ -264,7 +324,7 @@ func (s *Store) timeOutHeld(ctx context.Context, t *tenant, due []heldDue) error
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
 	timedOut := 0
-	_, err := s.write(ctx, t, "time out held services", reads, func(w *writer) error {
+	_, err = s.write(ctx, t, "time out held services", reads, func(w *writer) error {
 		timedOut = 0
 		for _, d := range locked {
 			svcKey, hbKey := s.k.service(t.id, d.id), s.k.heartbeat(t.id, d.id)
