@@ -34,8 +34,10 @@ import (
 //
 //	go test -run '^$' -bench . -benchtime 5s ./server/store/etcdstore/
 //
-// (-benchtime as a count, e.g. 100000x, suits BenchmarkHeartbeats: its one
-// run does b.N heartbeats).
+// (-benchtime as a count, e.g. 40000x, suits BenchmarkHeartbeats: its one
+// run does b.N heartbeats). For rounds, loop in the shell: -count repeats
+// each sub-benchmark in a row, so the baseline would no longer be measured
+// next to what it is compared with.
 
 // setup is one way of running the registry for a benchmark.
 type setup struct {
