@@ -9,9 +9,11 @@
 // in commit order across all nodes, and the events feed is a range read of
 // keys sorted by id. Timeouts are conditional transactions on the heartbeat
 // keys' mod revisions, so each is committed exactly once whichever node's
-// reaper or read gets there first. Heartbeats are group-committed: each node
-// batches the heartbeats it receives into few transactions and answers each
-// after its batch committed. See docs/etcd.md.
+// reaper or read gets there first. A node that writes a service's heartbeat
+// holds it: the stored deadline has a slack, and the node answers the
+// heartbeats within it from memory, hands the service back when another
+// node needs it, and times it out at the precise deadline (heartbeat.go).
+// See docs/etcd.md.
 package etcdstore
 
 import (
