@@ -379,14 +379,10 @@ func (s *Store) holderAlive(ctx context.Context, hb hbRecord) (bool, error) {
 func (s *Store) handOver(ctx context.Context, tenantID, id string, hb hbRecord) error {
 	ctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
 	defer cancel()
-	rel := s.k.release(hb.Holder, tenantID, id)
-	var opts []clientv3.OpOption
-	if lease, alive := s.lease.get(); alive {
-		opts = append(opts, clientv3.WithLease(lease)) // gone with this node
-	}
-	if _, err := s.txn(ctx, "ask for a hand-over", nil, []clientv3.Op{clientv3.OpPut(rel, "", opts...)}, nil); err != nil {
+	if err := s.askHandOver(ctx, tenantID, id, hb); err != nil {
 		return err
 	}
+	rel := s.k.release(hb.Holder, tenantID, id)
 	defer func() {
 		dctx, dcancel := context.WithTimeout(context.Background(), s.opts.RequestTimeout)
 		defer dcancel()
@@ -412,6 +408,17 @@ func (s *Store) handOver(ctx context.Context, tenantID, id string, hb hbRecord) 
 			return nil
 		}
 	}
+}
+
+// askHandOver asks the node holding a service per hb to hand it back.
+// The request goes with this node's lease, and the holder deletes it.
+func (s *Store) askHandOver(ctx context.Context, tenantID, id string, hb hbRecord) error {
+	var opts []clientv3.OpOption
+	if lease, alive := s.lease.get(); alive {
+		opts = append(opts, clientv3.WithLease(lease))
+	}
+	_, err := s.txn(ctx, "ask for a hand-over", nil, []clientv3.Op{clientv3.OpPut(s.k.release(hb.Holder, tenantID, id), "", opts...)}, nil)
+	return err
 }
 
 // release hands a service this node holds back to etcd: its exact state,

@@ -71,7 +71,7 @@ func (s *Store) Rectify(ctx context.Context, tenantID string) error {
 		if len(due) == 0 {
 			return nil
 		}
-		if err := s.timeOut(ctx, t, due[:min(len(due), s.timeoutsPerTxn())]); err != nil {
+		if err := s.timeOut(ctx, t, due[:min(len(due), s.timeoutsPerTxn())], true); err != nil {
 			return err
 		}
 	}
@@ -87,8 +87,8 @@ func (s *Store) timeoutsPerTxn() int { return max(1, (s.opts.MaxTxnOps-1)/4) }
 // and readers race for it, and a heartbeat that got in first wins (spec
 // §8.3). An index entry that no longer matches its service is deleted. A
 // node that dies here leaves either all of it or none.
-func (s *Store) timeOut(ctx context.Context, t *tenant, due []dueEntry) error {
-	due, dead, err := s.unheldDue(ctx, t, due)
+func (s *Store) timeOut(ctx context.Context, t *tenant, due []dueEntry, wait bool) error {
+	due, dead, err := s.unheldDue(ctx, t, due, wait)
 	if err != nil || len(due) == 0 {
 		return err
 	}
@@ -163,8 +163,10 @@ func (s *Store) timedOut(t *tenant, n int, err error) error {
 // by node. A service that a live node holds — this one included — is due
 // at the precise deadline only its holder knows, at or before the stored
 // one: its holder is asked to hand it back, which writes that deadline to
-// the index, so that the next pass times it out at it.
-func (s *Store) unheldDue(ctx context.Context, t *tenant, due []dueEntry) ([]dueEntry, map[string]int64, error) {
+// the index, so that the next pass times it out at it. With wait (a
+// rectifying read), it waits for that; else (the reaper, which must not
+// stall on a holder cut off from etcd) it only asks.
+func (s *Store) unheldDue(ctx context.Context, t *tenant, due []dueEntry, wait bool) ([]dueEntry, map[string]int64, error) {
 	ops := make([]clientv3.Op, len(due))
 	for i, d := range due {
 		ops[i] = clientv3.OpGet(s.k.heartbeat(t.id, d.id))
@@ -200,6 +202,12 @@ func (s *Store) unheldDue(ctx context.Context, t *tenant, due []dueEntry) ([]due
 				free = append(free, d)
 				continue
 			}
+			if !wait {
+				if err := s.askHandOver(ctx, t.id, d.id, hb); err != nil {
+					return nil, nil, err
+				}
+				continue
+			}
 			if err := s.handOver(ctx, t.id, d.id, hb); err != nil {
 				return nil, nil, err
 			}
@@ -231,7 +239,7 @@ func (s *Store) reap(ctx context.Context) error {
 		entries := byTenant[id]
 		for len(entries) > 0 {
 			n := min(len(entries), s.timeoutsPerTxn())
-			if err := s.timeOut(ctx, t, entries[:n]); err != nil {
+			if err := s.timeOut(ctx, t, entries[:n], false); err != nil {
 				if firstErr == nil {
 					firstErr = err
 				}
