@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -16,28 +17,46 @@ import (
 	"github.com/svcreg/svcreg/server/store"
 )
 
-// Heartbeats are group-committed. A heartbeat is answered only after its
-// new state is committed in etcd, so a node that dies loses no
-// acknowledged heartbeat, and any node can take the next one. To keep that
-// from costing one etcd transaction (and one raft round with its fsync) per
-// heartbeat, each node queues the heartbeats it receives, and a few
-// committers each take what is queued, up to HeartbeatBatch, into one
-// transaction: a nested transaction per heartbeat, conditional on the mod
-// revisions of the service record (a deleted, re-created or updated service
-// is never written from a stale cache) and of the heartbeat key (another
-// node's heartbeat or a timeout came first). A heartbeat whose condition
-// fails gets the keys' current values back in the same answer and is
-// decided again.
+// Heartbeats are answered from memory by the node that holds the service.
 //
-// The node caches each service's heartbeat state, so a heartbeat with the
-// outstanding token costs no read: the conditions check the cache. Any
-// other outcome (an unknown token, a retry with the previous token) is
-// decided on a fresh linearizable read, never on the cache.
+// A node that commits a heartbeat to etcd becomes the service's holder:
+// the heartbeat key names it (and its node key's lease), and stores a
+// deadline well past the one the token carries (the slack). The holder's
+// next heartbeats of the service touch only its memory, as long as
+//
+//   - the new deadline is within the stored one: every token any node
+//     handed out carries a deadline at or before the stored deadline, so
+//     a service whose stored deadline passed is surely due, and any node
+//     may time it out then without asking anyone;
+//   - its lease is surely alive (nodeLease): no other node takes over a
+//     service whose holder's lease is alive.
+//
+// The holder times its services out itself at the deadline in its memory
+// (rectify.go), conditional on the heartbeat key being as it wrote it.
+// Another node that gets a heartbeat, a delete or a timeout change for a
+// held service asks the holder to hand it back (a key under P rel/<node>/
+// that the holder watches); the holder writes its exact state, without a
+// holder and with the precise deadline, and forgets it. If the holder's
+// lease is gone, the holder died: the other node goes on from the stored
+// state, accepting any token minted for the service after the stored one
+// (the MAC tells; design item 10's rule), so no heartbeat the dead node
+// answered is lost, and the service times out at the stored deadline at
+// the latest.
+//
+// Writes are group-committed: each node queues them, and a few committers
+// each take what is queued, up to HeartbeatBatch, into one transaction: a
+// nested transaction per heartbeat, conditional on the mod revisions of
+// the service record (a deleted, re-created or updated service is never
+// written from a stale cache) and of the heartbeat key (another node or a
+// timeout came first). A heartbeat whose condition fails gets the keys'
+// current values back in the same answer and is decided again.
 
 // hbState is the node's heartbeat cache and commit queue.
 type hbState struct {
 	mu      sync.Mutex
 	entries map[hbKey]*hbEntry
+	// holding are the entries this node holds, by tenant and id.
+	holding map[string]map[string]*hbEntry
 	// queue is unbuffered: a heartbeat is handed to a committer, which
 	// then always answers it, or not queued at all.
 	queue chan *hbReq
@@ -50,6 +69,8 @@ type hbKey struct{ tenant, id string }
 // and a batch never holds the same keys twice.
 type hbEntry struct {
 	mu     sync.Mutex
+	h      *hbState
+	k      hbKey
 	dead   bool // dropped from the cache; look it up again
 	loaded bool
 	// exists: the service record was there at the last read.
@@ -57,13 +78,32 @@ type hbEntry struct {
 	svcRev int64
 	hbRev  int64
 	rec    store.ServiceRecord
-	hb     hbRecord
+	hb     hbRecord // as stored at hbRev
+	// mine: this node holds the service, and mem is its heartbeat state
+	// (the precise deadline, the outstanding token), which is the truth
+	// while the heartbeat key is still at hbRev. Otherwise mem is hb.
+	mine bool
+	mem  hbRecord
+	// verify: a write about the service failed, and may have committed;
+	// mem is the truth only if the heartbeat key is still at hbRev, so
+	// the next heartbeat reads it before answering from memory.
+	verify bool
+	// view is what reads and the reaper see of mem while mine.
+	view atomic.Pointer[heldView]
 
 	used time.Time // guarded by hbState.mu
 }
 
+// heldView is a held service's state for readers that do not lock it.
+type heldView struct {
+	incarnation uint64
+	deadline    int64 // ns
+	lastSeen    int64 // ms
+}
+
 func (h *hbState) init() {
 	h.entries = map[hbKey]*hbEntry{}
+	h.holding = map[string]map[string]*hbEntry{}
 	h.queue = make(chan *hbReq)
 }
 
@@ -74,7 +114,7 @@ func (h *hbState) lock(tenant, id string, now time.Time) *hbEntry {
 		k := hbKey{tenant, id}
 		e := h.entries[k]
 		if e == nil {
-			e = &hbEntry{}
+			e = &hbEntry{h: h, k: k}
 			h.entries[k] = e
 		}
 		e.used = now
@@ -87,13 +127,28 @@ func (h *hbState) lock(tenant, id string, now time.Time) *hbEntry {
 	}
 }
 
+// held returns the state of a service this node holds, or nil.
+func (h *hbState) held(tenant, id string) *heldView {
+	h.mu.Lock()
+	e := h.entries[hbKey{tenant, id}]
+	h.mu.Unlock()
+	if e == nil {
+		return nil
+	}
+	return e.view.Load()
+}
+
 // sweep drops entries not used for ten minutes, longer than any heartbeat
-// interval (spec: at most 120 s).
+// interval (spec: at most 120 s), unless this node holds them.
 func (h *hbState) sweep(now time.Time) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for k, e := range h.entries {
 		if now.Sub(e.used) < 10*time.Minute || !e.mu.TryLock() {
+			continue
+		}
+		if e.mine {
+			e.mu.Unlock()
 			continue
 		}
 		e.dead = true
@@ -102,34 +157,87 @@ func (h *hbState) sweep(now time.Time) {
 	}
 }
 
-// setFrom refreshes the entry from the service and heartbeat keys.
+// setFrom refreshes the entry from the service and heartbeat keys. The
+// entry stays this node's if nobody wrote the heartbeat key since.
 func (e *hbEntry) setFrom(svc, hb *mvccpb.KeyValue) error {
-	e.loaded, e.exists = true, svc != nil
-	e.svcRev, e.hbRev = 0, 0
-	e.rec, e.hb = store.ServiceRecord{}, hbRecord{}
+	keep := e.mine && e.loaded && svc != nil && hb != nil && hb.ModRevision == e.hbRev
+	e.loaded, e.exists, e.verify = true, svc != nil, false
+	e.svcRev = 0
+	e.rec = store.ServiceRecord{}
+	if !keep {
+		e.hbRev, e.hb = 0, hbRecord{}
+	}
 	if svc == nil {
+		e.setMem(hbRecord{}, false)
 		return nil
 	}
 	rec, h, err := decodeService(svc, hb)
 	if err != nil {
 		e.loaded = false
+		e.setMem(hbRecord{}, false)
 		return err
 	}
-	e.rec, e.hb, e.svcRev = rec, h, svc.ModRevision
+	e.rec, e.svcRev = rec, svc.ModRevision
+	if keep {
+		return nil
+	}
+	e.hb = h
 	if hb != nil {
 		e.hbRev = hb.ModRevision
 	}
+	e.setMem(h, false)
 	return nil
+}
+
+// setMem sets the entry's memory state and whether this node holds it.
+func (e *hbEntry) setMem(m hbRecord, mine bool) {
+	was := e.mine
+	e.mem, e.mine = m, mine
+	if mine {
+		e.view.Store(&heldView{incarnation: m.Incarnation, deadline: m.Deadline, lastSeen: m.LastSeen})
+	} else {
+		e.view.Store(nil)
+	}
+	if was == mine || e.h == nil {
+		return
+	}
+	e.h.mu.Lock()
+	defer e.h.mu.Unlock()
+	byID := e.h.holding[e.k.tenant]
+	switch {
+	case mine && byID == nil:
+		e.h.holding[e.k.tenant] = map[string]*hbEntry{e.k.id: e}
+	case mine:
+		byID[e.k.id] = e
+	default:
+		delete(byID, e.k.id)
+		if len(byID) == 0 {
+			delete(e.h.holding, e.k.tenant)
+		}
+	}
+}
+
+// forget drops what the entry knows; the next use reads etcd.
+func (e *hbEntry) forget() {
+	e.loaded = false
+	e.setMem(hbRecord{}, false)
+}
+
+// unsure is forget after an etcd call that failed (and may have
+// committed), except that what this node holds stays, to be verified.
+func (e *hbEntry) unsure() {
+	e.verify = true
+	if !e.mine {
+		e.forget()
+	}
 }
 
 // Heartbeat implements store.Store: spec §7.7 steps 3–6, the service
 // checked before the token, tokens bound to their service (and incarnation),
 // and an idempotent retry (design item 6), across nodes.
 func (s *Store) Heartbeat(ctx context.Context, tenantID, id, token string) (string, error) {
-	valid := false
-	if tok, err := timeuuid.Parse(token); err == nil && token == tok.String() { // tokens are issued lower-case; lookup is exact
-		valid = true
-	}
+	tok, err := timeuuid.Parse(token)
+	valid := err == nil && token == tok.String() // tokens are issued lower-case; lookup is exact
 	e := s.hb.lock(tenantID, id, s.now())
 	defer e.mu.Unlock()
 	fresh := false
@@ -137,7 +245,7 @@ func (s *Store) Heartbeat(ctx context.Context, tenantID, id, token string) (stri
 		resp, err := s.read(ctx, "read heartbeat state",
 			clientv3.OpGet(s.k.service(tenantID, id)), clientv3.OpGet(s.k.heartbeat(tenantID, id)))
 		if err != nil {
-			e.loaded = false
+			e.unsure()
 			return err
 		}
 		fresh = true
@@ -148,28 +256,299 @@ func (s *Store) Heartbeat(ctx context.Context, tenantID, id, token string) (stri
 			return "", err
 		}
 	}
+	notFound := &store.NotFoundError{Kind: store.KindHeartbeatMarker, Key: token}
 	for range 20 {
-		switch {
-		case !e.exists: // only ever seen on a fresh read
+		if !e.exists { // only ever seen on a fresh read
 			e.loaded = false
 			return "", &store.NotFoundError{Kind: store.KindService, Key: id}
-		case valid && token == e.hb.Cur:
-			next, err := s.commitHeartbeat(tenantID, id, e, token)
-			if err != nil || next != "" {
-				return next, err
+		}
+		if e.mine {
+			lease, alive := s.lease.get()
+			held := alive && e.hb.HolderLease == int64(lease) && !e.verify
+			switch {
+			case valid && token == e.mem.Cur:
+				next := s.nextBeat(tenantID, id, e, token, e.mem.Seq)
+				if held && next.Deadline <= e.hb.Deadline {
+					e.setMem(next, true)
+					s.metrics.inMemory.Inc()
+					return next.Cur, nil
+				}
+				ok, err := s.commitHeartbeat(tenantID, id, e, next)
+				if err != nil {
+					return "", err
+				}
+				if ok {
+					return next.Cur, nil
+				}
+				fresh = true // the condition failed; e holds the keys' values now
+				continue
+			case !held && !fresh:
+				// This node may have lost the service: ask etcd.
+				if err := reload(); err != nil {
+					return "", err
+				}
+				continue
+			case valid && token == e.mem.Prev:
+				return e.mem.Cur, nil
+			default:
+				return "", notFound
 			}
-			fresh = true // the condition failed; e holds the keys' values now
-		case !fresh:
+		}
+		if !fresh {
 			if err := reload(); err != nil {
 				return "", err
 			}
-		case valid && token == e.hb.Prev:
+			continue
+		}
+		if h := e.hb.Holder; h != "" && h != s.nodeID {
+			alive, err := s.holderAlive(ctx, e.hb)
+			if err != nil {
+				return "", err
+			}
+			if alive {
+				if err := s.handOver(ctx, tenantID, id, e.hb); err != nil {
+					return "", err
+				}
+				if err := reload(); err != nil {
+					return "", err
+				}
+				continue
+			}
+		}
+		// Decided on a fresh read of a service no live node holds.
+		var next hbRecord
+		switch {
+		case valid && token == e.hb.Cur:
+			next = s.nextBeat(tenantID, id, e, token, e.hb.Seq)
+		case valid && e.hb.Prev != "" && token == e.hb.Prev:
 			return e.hb.Cur, nil
+		case valid && (e.hb.Loose || e.hb.Holder != ""):
+			// The holder is gone (or is this node, which lost its memory
+			// of the service): tokens it minted after Cur may be out.
+			seq, ok := s.minter.Check(store.TokenKey{Tenant: tenantID, ID: id, Incarnation: e.rec.Incarnation}, tok)
+			if !ok || !store.SeqAtOrAfter(seq, store.NextSeq(e.hb.Seq)) {
+				return "", notFound
+			}
+			next = s.nextBeat(tenantID, id, e, token, seq)
 		default:
-			return "", &store.NotFoundError{Kind: store.KindHeartbeatMarker, Key: token}
+			return "", notFound
+		}
+		ok, err := s.commitHeartbeat(tenantID, id, e, next)
+		if err != nil {
+			return "", err
+		}
+		if ok {
+			return next.Cur, nil
 		}
 	}
 	return "", fmt.Errorf("%w: heartbeat of %s kept conflicting", store.ErrUnavailable, id)
+}
+
+// nextBeat is the heartbeat state after a heartbeat with token, whose
+// sequence number is seq, now.
+func (s *Store) nextBeat(tenantID, id string, e *hbEntry, token string, seq uint32) hbRecord {
+	now := s.now()
+	next := hbRecord{Incarnation: e.rec.Incarnation, Seq: store.NextSeq(seq), Prev: token, LastSeen: now.UnixMilli()}
+	deadline := now.Add(time.Duration(e.rec.HeartbeatTimeout) * time.Second)
+	next.Deadline = deadline.UnixNano()
+	next.Cur = s.minter.Mint(store.TokenKey{Tenant: tenantID, ID: id, Incarnation: e.rec.Incarnation}, next.Seq, deadline).String()
+	return next
+}
+
+// slack is how far past a written heartbeat's deadline the stored one is.
+func (s *Store) slack(timeout int) time.Duration {
+	if s.opts.HeartbeatSlack > 0 {
+		return s.opts.HeartbeatSlack
+	}
+	return max(time.Minute, 2*time.Duration(timeout)*time.Second)
+}
+
+// holderAlive reports whether the node holding a service per hb is alive:
+// its node key is there on the same lease.
+func (s *Store) holderAlive(ctx context.Context, hb hbRecord) (bool, error) {
+	resp, err := s.read(ctx, "read holder", clientv3.OpGet(s.k.node(hb.Holder)))
+	if err != nil {
+		return false, err
+	}
+	kv := first(resp.Responses[0])
+	return kv != nil && kv.Lease == hb.HolderLease, nil
+}
+
+// handOver asks the live node holding a service per hb to hand it back to
+// etcd, and waits until it did, the service is gone, or the node died.
+func (s *Store) handOver(ctx context.Context, tenantID, id string, hb hbRecord) error {
+	ctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
+	defer cancel()
+	if err := s.askHandOver(ctx, tenantID, id, hb); err != nil {
+		return err
+	}
+	rel := s.k.release(hb.Holder, tenantID, id)
+	defer func() {
+		dctx, dcancel := context.WithTimeout(context.Background(), s.opts.RequestTimeout)
+		defer dcancel()
+		s.txn(dctx, "withdraw a hand-over request", nil, []clientv3.Op{clientv3.OpDelete(rel)}, nil)
+	}()
+	for delay := 2 * time.Millisecond; ; delay = min(2*delay, 100*time.Millisecond) {
+		if err := sleep(ctx, delay); err != nil {
+			return fmt.Errorf("%w: node %s did not hand over service %s: %w", store.ErrUnavailable, hb.Holder, id, err)
+		}
+		resp, err := s.read(ctx, "wait for a hand-over", clientv3.OpGet(s.k.heartbeat(tenantID, id)), clientv3.OpGet(s.k.node(hb.Holder)))
+		if err != nil {
+			return err
+		}
+		hkv, nkv := first(resp.Responses[0]), first(resp.Responses[1])
+		if hkv == nil || nkv == nil || nkv.Lease != hb.HolderLease {
+			return nil
+		}
+		var cur hbRecord
+		if err := json.Unmarshal(hkv.Value, &cur); err != nil {
+			return fmt.Errorf("heartbeat state of %s: %w", id, err)
+		}
+		if cur.Holder != hb.Holder || cur.HolderLease != hb.HolderLease {
+			return nil
+		}
+	}
+}
+
+// askHandOver asks the node holding a service per hb to hand it back.
+// The request goes with this node's lease, and the holder deletes it.
+func (s *Store) askHandOver(ctx context.Context, tenantID, id string, hb hbRecord) error {
+	var opts []clientv3.OpOption
+	if lease, alive := s.lease.get(); alive {
+		opts = append(opts, clientv3.WithLease(lease))
+	}
+	_, err := s.txn(ctx, "ask for a hand-over", nil, []clientv3.Op{clientv3.OpPut(s.k.release(hb.Holder, tenantID, id), "", opts...)}, nil)
+	return err
+}
+
+// release hands a service this node holds back to etcd: its exact state,
+// the precise deadline, no holder. If this node lost its memory of a
+// service the record says it holds, it hands it back loosely. Either way
+// the hand-over request, if any, is deleted.
+func (s *Store) release(ctx context.Context, tenantID, id string) error {
+	e := s.hb.lock(tenantID, id, s.now())
+	defer e.mu.Unlock()
+	rel, hbKey := s.k.release(s.nodeID, tenantID, id), s.k.heartbeat(tenantID, id)
+	put := func(what string, old hbRecord, rev int64, next hbRecord) (*clientv3.TxnResponse, error) {
+		raw, err := json.Marshal(next)
+		if err != nil {
+			return nil, err
+		}
+		ops := []clientv3.Op{clientv3.OpPut(hbKey, string(raw)), clientv3.OpDelete(rel)}
+		if oldDue, newDue := s.k.due(old.Deadline, tenantID, id), s.k.due(next.Deadline, tenantID, id); oldDue != newDue {
+			ops = append(ops, clientv3.OpDelete(oldDue), clientv3.OpPut(newDue, ""))
+		}
+		return s.txn(ctx, what, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(hbKey), "=", rev)}, ops, nil)
+	}
+	if e.loaded && e.mine {
+		next := e.mem
+		next.Holder, next.HolderLease, next.Loose = "", 0, false
+		resp, err := put("hand over a service", e.hb, e.hbRev, next)
+		if err != nil {
+			e.unsure()
+			return err
+		}
+		if resp.Succeeded {
+			e.hb, e.hbRev = next, resp.Header.Revision
+			e.setMem(next, false)
+			s.metrics.handovers.Inc()
+			return nil
+		}
+	}
+	e.forget()
+	resp, err := s.read(ctx, "read heartbeat state", clientv3.OpGet(hbKey))
+	if err != nil {
+		return err
+	}
+	if kv := first(resp.Responses[0]); kv != nil {
+		var hb hbRecord
+		if err := json.Unmarshal(kv.Value, &hb); err != nil {
+			return fmt.Errorf("heartbeat state of %s: %w", id, err)
+		}
+		if hb.Holder == s.nodeID {
+			next := hb
+			next.Holder, next.HolderLease, next.Loose = "", 0, true
+			_, err := put("hand over a service", hb, kv.ModRevision, next)
+			return err
+		}
+	}
+	_, err = s.txn(ctx, "delete a hand-over request", nil, []clientv3.Op{clientv3.OpDelete(rel)}, nil)
+	return err
+}
+
+// releaseAll hands back every service this node holds (a graceful stop).
+func (s *Store) releaseAll(ctx context.Context) error {
+	var firstErr error
+	for _, e := range s.hb.heldBy("") {
+		if err := s.release(ctx, e.k.tenant, e.k.id); err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	return firstErr
+}
+
+// heldBy returns the entries this node holds of tenant (of every tenant if
+// empty).
+func (h *hbState) heldBy(tenant string) []*hbEntry {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []*hbEntry
+	for t, byID := range h.holding {
+		if tenant != "" && t != tenant {
+			continue
+		}
+		for _, e := range byID {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// watchReleases answers other nodes' hand-over requests for services this
+// node holds, until the store closes.
+func (s *Store) watchReleases() {
+	prefix := s.k.releases(s.nodeID)
+	sem := make(chan struct{}, 16)
+	handle := func(key []byte) {
+		tenant, id, ok := s.k.parseRelease(s.nodeID, string(key))
+		if !ok {
+			return
+		}
+		sem <- struct{}{}
+		s.wg.Go(func() {
+			defer func() { <-sem }()
+			ctx, cancel := context.WithTimeout(s.ctx, s.opts.RequestTimeout)
+			defer cancel()
+			if err := s.release(ctx, tenant, id); err != nil && s.ctx.Err() == nil {
+				s.log.Warn("hand over a service", "tenant", tenant, "id", id, "err", err)
+			}
+		})
+	}
+	backoff := 50 * time.Millisecond
+	for s.ctx.Err() == nil {
+		// Requests made while this node was not watching come first.
+		resp, err := s.read(s.ctx, "list hand-over requests", clientv3.OpGet(prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly()))
+		if err == nil {
+			for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
+				handle(kv.Key)
+			}
+			ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(s.ctx))
+			for wr := range s.cli.Watch(ctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1), clientv3.WithFilterDelete()) {
+				if wr.Err() != nil || wr.CompactRevision != 0 {
+					break
+				}
+				backoff = 50 * time.Millisecond
+				for _, ev := range wr.Events {
+					handle(ev.Kv.Key)
+				}
+			}
+			cancel()
+		}
+		if sleep(s.ctx, backoff) != nil {
+			return
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
 }
 
 // hbReq is one heartbeat's conditional write in a batch.
@@ -186,26 +565,23 @@ type hbResult struct {
 	err     error
 }
 
-// commitHeartbeat queues the heartbeat's write and waits for its batch. It
-// returns the next token, or "" when the condition failed and e was
-// refreshed.
-func (s *Store) commitHeartbeat(tenantID, id string, e *hbEntry, token string) (string, error) {
-	now := s.now()
-	next := e.hb
-	next.Incarnation = e.rec.Incarnation
-	next.Seq = store.NextSeq(e.hb.Seq)
-	deadline := now.Add(time.Duration(e.rec.HeartbeatTimeout) * time.Second)
-	next.Deadline = deadline.UnixNano()
-	next.Cur = s.minter.Mint(store.TokenKey{Tenant: tenantID, ID: id, Incarnation: e.rec.Incarnation}, next.Seq, deadline).String()
-	next.Prev = token
-	next.LastSeen = now.UnixMilli()
-	raw, err := json.Marshal(next)
+// commitHeartbeat queues the write of next (this node then holds the
+// service, if its lease is alive) and waits for its batch. It reports
+// whether it committed; if the condition failed, e was refreshed.
+func (s *Store) commitHeartbeat(tenantID, id string, e *hbEntry, next hbRecord) (bool, error) {
+	stored := next
+	lease, alive := s.lease.get()
+	if alive {
+		stored.Holder, stored.HolderLease = s.nodeID, int64(lease)
+		stored.Deadline = next.Deadline + int64(s.slack(e.rec.HeartbeatTimeout))
+	}
+	raw, err := json.Marshal(stored)
 	if err != nil {
-		return "", err
+		return false, err
 	}
 	svcKey, hbKey := s.k.service(tenantID, id), s.k.heartbeat(tenantID, id)
 	then := []clientv3.Op{clientv3.OpPut(hbKey, string(raw))}
-	if oldDue, newDue := s.k.due(e.hb.Deadline, tenantID, id), s.k.due(next.Deadline, tenantID, id); oldDue != newDue {
+	if oldDue, newDue := s.k.due(e.hb.Deadline, tenantID, id), s.k.due(stored.Deadline, tenantID, id); oldDue != newDue {
 		then = append(then, clientv3.OpDelete(oldDue), clientv3.OpPut(newDue, ""))
 	}
 	req := &hbReq{
@@ -221,7 +597,7 @@ func (s *Store) commitHeartbeat(tenantID, id string, e *hbEntry, token string) (
 	select {
 	case s.hb.queue <- req:
 	case <-s.ctx.Done():
-		return "", fmt.Errorf("%w: store closed", store.ErrUnavailable)
+		return false, fmt.Errorf("%w: store closed", store.ErrUnavailable)
 	}
 	// A committer took the request and always answers it, within the
 	// request timeout.
@@ -230,15 +606,18 @@ func (s *Store) commitHeartbeat(tenantID, id string, e *hbEntry, token string) (
 	case res.err != nil:
 		// The batch may or may not have committed; read again next time.
 		// A client that retries with this token gets the same answer
-		// either way (design item 6).
-		e.loaded = false
-		return "", res.err
+		// either way (design item 6). If it did not commit and this node
+		// held the service, its memory is still the truth.
+		e.unsure()
+		return false, res.err
 	case res.ok:
-		e.hb, e.hbRev = next, res.rev
+		e.hb, e.hbRev = stored, res.rev
+		e.setMem(next, alive)
 		s.metrics.heartbeats.Inc()
-		return next.Cur, nil
+		return true, nil
 	default:
-		return "", e.setFrom(res.svc, res.hb)
+		e.mine = false
+		return false, e.setFrom(res.svc, res.hb)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,10 +16,14 @@ import (
 )
 
 // TestRandomHistory runs many clients against three nodes over a
-// three-member etcd: service owners registering, heartbeating, updating,
-// deleting and abandoning services, configuration writers, and a watcher
-// long-polling at each node, while every node's reaper races the reads,
-// and one node is killed and started again. Then it checks that
+// three-member etcd: service owners registering, heartbeating (mostly at
+// one node, so that it answers from memory, sometimes at another, so that
+// the service is handed over), updating, deleting and abandoning services,
+// configuration writers, and a watcher long-polling at each node, while
+// every node's reaper races the reads. Meanwhile the node that took the
+// last heartbeat is killed and started again, the etcd leader is stopped
+// and started again, and a node is cut off from etcd and let back. Then it
+// checks that
 //
 //   - the feed is in strictly increasing id order, without duplicates;
 //   - every watcher saw exactly the feed: no gap, no duplicate, no reorder;
@@ -26,22 +31,28 @@ import (
 //     not there, so at most one timeout per service) and ends in the state
 //     the nodes list;
 //   - every acknowledged create and delete is in the feed;
-//   - every timeout's timestamp is the deadline of the last heartbeat
-//     token its owner was given: no acknowledged heartbeat was lost.
+//   - no service timed out while its owner heartbeated it, and every
+//     timeout's timestamp is the deadline of the last heartbeat token its
+//     owner was given — or, if the node that answered that heartbeat was
+//     killed or cut off before the service was due, no earlier and at most
+//     the heartbeat slack later: no acknowledged heartbeat was lost.
 func TestRandomHistory(t *testing.T) {
 	t.Parallel()
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	c := etcdtest.Start(t, etcdtest.Options{Members: 3})
-	nodes := startNodes(t, c, 3, etcdstore.Options{ReapInterval: 200 * time.Millisecond, NodeTTL: 2 * time.Second})
-	u := login(t, nodes[0], "history")
-	start := u.listMarker(nodes[0])
+	const slack = 1500 * time.Millisecond
+	opts := etcdstore.Options{ReapInterval: 200 * time.Millisecond, NodeTTL: 2 * time.Second, RequestTimeout: time.Second, HeartbeatSlack: slack}
+	part := newPartition(t, c.Endpoints())
+	nodes := []*node{startNode(t, part.Endpoints, opts), startNode(t, c.Endpoints(), opts), startNode(t, c.Endpoints(), opts)}
+	u := login(t, nodes[1], "history")
+	start := u.listMarker(nodes[1])
 
-	h := &history{t: t, u: u, nodes: nodes}
+	h := &history{t: t, u: u, nodes: nodes, slack: slack}
 	const owners, idsPerOwner, configWriters = 6, 3, 2
-	runFor := 8 * time.Second
+	runFor := 10 * time.Second
 	if testing.Short() {
-		runFor = 4 * time.Second
+		runFor = 5 * time.Second
 	}
 	stop := make(chan struct{})
 	var actors sync.WaitGroup
@@ -49,7 +60,7 @@ func TestRandomHistory(t *testing.T) {
 		rng := rand.New(rand.NewPCG(seed, uint64(o)))
 		ids := make([]*svcLog, idsPerOwner)
 		for i := range ids {
-			ids[i] = &svcLog{id: fmt.Sprintf("svc-%d-%d", o, i)}
+			ids[i] = &svcLog{id: fmt.Sprintf("svc-%d-%d", o, i), home: o % len(nodes)}
 		}
 		h.services = append(h.services, ids...)
 		actors.Go(func() { h.owner(rng, ids, stop) })
@@ -67,18 +78,35 @@ func TestRandomHistory(t *testing.T) {
 		watching.Go(func() { h.watch(i, watchers[i]) })
 	}
 
-	// Kill one node mid-run and start it again while the others serve.
-	time.Sleep(runFor / 3)
-	nodes[2].crash()
-	time.Sleep(runFor / 4)
-	nodes[2].restart()
-	time.Sleep(runFor - runFor/3 - runFor/4)
+	step := runFor / 5
+	time.Sleep(step)
+	// Kill the node that answered the last heartbeat, and start it again
+	// while the others serve.
+	killed := int(h.lastNode.Load())
+	h.outage(killed)
+	nodes[killed].crash()
+	time.Sleep(step)
+	nodes[killed].restart()
+	// Lose the etcd leader, then get it back.
+	lead := c.Members[leader(t, c)]
+	lead.Stop()
+	time.Sleep(step)
+	if err := lead.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Cut node 0 off from etcd, then let it back.
+	h.outage(0)
+	part.Cut()
+	time.Sleep(step)
+	part.Heal()
+	time.Sleep(runFor - 4*step)
 	close(stop)
 	actors.Wait()
-	// Abandoned services time out within their timeout and a reap.
-	time.Sleep(4 * time.Second)
+	// Abandoned services time out within their timeout, the slack and a
+	// reap.
+	time.Sleep(3*time.Second + slack + time.Second)
 
-	feed := u.events(nodes[0], start)
+	feed := u.events(nodes[1], start)
 	if len(feed) == 0 {
 		t.Fatal("empty feed")
 	}
@@ -94,7 +122,11 @@ func TestRandomHistory(t *testing.T) {
 		}
 	}
 	h.checkReplay(feed)
-	t.Logf("%d events; %d timeouts", len(feed), count(feed, "service.timeout"))
+	var inMemory float64
+	for _, n := range nodes {
+		inMemory += n.metric("svcreg_store_heartbeats_in_memory_total")
+	}
+	t.Logf("%d events; %d timeouts; killed node %d; %v heartbeats answered from memory since the restart", len(feed), count(feed, "service.timeout"), killed, inMemory)
 }
 
 // history is the run's shared setup and what the clients logged.
@@ -102,13 +134,46 @@ type history struct {
 	t        *testing.T
 	u        *user
 	nodes    []*node
+	slack    time.Duration
 	services []*svcLog
 	configs  []*configLog
+	// lastNode is the node that answered the latest heartbeat.
+	lastNode atomic.Int32
+	// outages are when each node was killed or cut off from etcd.
+	mu      sync.Mutex
+	outages map[int][]time.Time
+}
+
+// outage records that node i is killed or cut off now.
+func (h *history) outage(i int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.outages == nil {
+		h.outages = map[int][]time.Time{}
+	}
+	h.outages[i] = append(h.outages[i], time.Now())
+}
+
+// exposed reports whether the node that answered a life's last heartbeat
+// went down after that and before the life was due and reaped (within a
+// second of its deadline): the deadline it handed out may have died with
+// it.
+func (h *history) exposed(l *life) bool {
+	if l.lastNode < 0 {
+		return false
+	}
+	for _, at := range h.outages[l.lastNode] {
+		if at.After(l.lastAckAt) && at.UnixMilli() <= l.lastDeadline+1000 {
+			return true
+		}
+	}
+	return false
 }
 
 // svcLog is what one owner did to one service id, as it saw it.
 type svcLog struct {
-	id string
+	id   string
+	home int // the node it heartbeats at, unless that fails
 	// ambiguous: some request's outcome is unknown (its node died), so
 	// the exact checks are off for this id.
 	ambiguous bool
@@ -133,6 +198,9 @@ type life struct {
 	lastDeadline int64 // ms
 	abandoned    bool
 	deleted      bool
+	// lastNode answered the last heartbeat (-1: none yet), at lastAckAt.
+	lastNode  int
+	lastAckAt time.Time
 }
 
 type configLog struct {
@@ -195,7 +263,7 @@ func (h *history) owner(rng *rand.Rand, ids []*svcLog, stop chan struct{}) {
 			// deadline, and the reapers remove it soon after.
 			s.alive = false
 			s.lives[len(s.lives)-1].abandoned = true
-			s.abandonedUntil = time.UnixMilli(s.lives[len(s.lives)-1].lastDeadline).Add(1500 * time.Millisecond)
+			s.abandonedUntil = time.UnixMilli(s.lives[len(s.lives)-1].lastDeadline).Add(h.slack + 1500*time.Millisecond)
 		case p < 88:
 			// Heartbeat within 150ms of the deadline: the heartbeat and
 			// a timeout race; exactly one may win.
@@ -215,7 +283,7 @@ func (h *history) create(rng *rand.Rand, s *svcLog) {
 		r.json(&out)
 		s.creates++
 		s.alive, s.token, s.lastBeat = true, out.Token, time.Now()
-		s.lives = append(s.lives, &life{lastDeadline: tokenDeadline(out.Token)})
+		s.lives = append(s.lives, &life{lastDeadline: tokenDeadline(out.Token), lastNode: -1})
 	case r.code == 400 && r.faultType() == "serviceWithThisIdExists":
 		if !s.ambiguous {
 			h.t.Errorf("create %s: exists, though its owner deleted it or saw it time out", s.id)
@@ -229,15 +297,20 @@ func (h *history) create(rng *rand.Rand, s *svcLog) {
 	}
 }
 
-// beat heartbeats s, retrying the same token at other nodes on transport
-// errors (design item 6: the retry is safe).
+// beat heartbeats s, mostly at its home node, retrying the same token at
+// other nodes on transport errors (design item 6: the retry is safe).
 func (h *history) beat(rng *rand.Rand, s *svcLog) {
 	for attempt := 0; ; attempt++ {
-		r, err := h.u.try(h.pick(rng), "POST", "/services/"+s.id+"/heartbeat", map[string]string{"token": s.token})
-		if (err != nil || r.code >= 500) && attempt < 20 {
+		i := s.home
+		if attempt > 0 || rng.IntN(5) == 0 {
+			i = rng.IntN(len(h.nodes))
+		}
+		r, err := h.u.try(h.nodes[i], "POST", "/services/"+s.id+"/heartbeat", map[string]string{"token": s.token})
+		if (err != nil || r.code >= 500) && attempt < 40 {
 			time.Sleep(20 * time.Millisecond)
 			continue
 		}
+		l := s.lives[len(s.lives)-1]
 		switch {
 		case err != nil:
 			h.t.Errorf("heartbeat %s: %v", s.id, err)
@@ -245,11 +318,10 @@ func (h *history) beat(rng *rand.Rand, s *svcLog) {
 			var out struct{ Token string }
 			r.json(&out)
 			s.token, s.lastBeat = out.Token, time.Now()
-			s.lives[len(s.lives)-1].lastDeadline = tokenDeadline(out.Token)
-		case r.code == 404 && r.faultType() == "notFoundError" && time.Now().UnixMilli() >= s.lives[len(s.lives)-1].lastDeadline:
-			// Late: the service timed out at its deadline.
-			s.alive = false
-			s.lives[len(s.lives)-1].abandoned = true
+			l.lastDeadline = tokenDeadline(out.Token)
+			l.lastNode, l.lastAckAt = i, time.Now()
+			h.lastNode.Store(int32(i))
+		case h.late(s, r):
 		default:
 			h.t.Errorf("heartbeat %s %v after the last: %d %s", s.id, time.Since(s.lastBeat), r.code, r.body)
 			s.alive, s.ambiguous = false, true
@@ -261,9 +333,25 @@ func (h *history) beat(rng *rand.Rand, s *svcLog) {
 func (h *history) update(rng *rand.Rand, s *svcLog) {
 	tags := []string{fmt.Sprintf("t%d", rng.IntN(3))}
 	r, err := h.u.try(h.pick(rng), "PUT", "/services/"+s.id, map[string]any{"tags": tags})
-	if err == nil && r.code != 204 && r.code < 500 && !s.ambiguous {
+	switch {
+	case err != nil || r.code == 204 || r.code >= 500:
+	case h.late(s, r):
+	case !s.ambiguous:
 		h.t.Errorf("update %s: %d %s", s.id, r.code, r.body)
 	}
+}
+
+// late reports whether r is the 404 of a service its owner did not
+// heartbeat in time (its requests waited for a node that went down, say):
+// it timed out at its deadline.
+func (h *history) late(s *svcLog, r reply) bool {
+	l := s.lives[len(s.lives)-1]
+	if r.code != 404 || r.faultType() != "notFoundError" || time.Now().UnixMilli() < l.lastDeadline {
+		return false
+	}
+	s.alive = false
+	l.abandoned = true
+	return true
 }
 
 func (h *history) delete(rng *rand.Rand, s *svcLog) {
@@ -276,6 +364,7 @@ func (h *history) delete(rng *rand.Rand, s *svcLog) {
 	case r.code == 204:
 		s.deletes++
 		s.lives[len(s.lives)-1].deleted = true
+	case h.late(s, r):
 	default:
 		h.t.Errorf("delete %s: %d %s", s.id, r.code, r.body)
 	}
@@ -460,6 +549,8 @@ func (h *history) checkReplay(feed []event) {
 		}
 	}
 
+	exposed := 0
+	defer func() { t.Logf("%d timeouts of services whose last heartbeat's node went down", exposed) }()
 	for _, s := range h.services {
 		if s.ambiguous {
 			if joins[s.id] < s.creates || removes[s.id] < s.deletes {
@@ -484,10 +575,15 @@ func (h *history) checkReplay(feed []event) {
 				t.Errorf("%s: incarnation %d ended by %s; its owner deleted it", s.id, k, end.Type)
 			case !l.deleted && end.Type != "service.timeout":
 				t.Errorf("%s: incarnation %d ended by %s; its owner did not delete it", s.id, k, end.Type)
-			case end.Type == "service.timeout" && end.Timestamp != l.lastDeadline:
+			case end.Type == "service.timeout" && h.exposed(l) &&
+				(end.Timestamp < l.lastDeadline || end.Timestamp > l.lastDeadline+h.slack.Milliseconds()+1):
+				t.Errorf("%s: incarnation %d timed out at %d, not within the slack after the deadline %d of the last token its owner got (its node went down)", s.id, k, end.Timestamp, l.lastDeadline)
+			case end.Type == "service.timeout" && !h.exposed(l) && end.Timestamp != l.lastDeadline:
 				t.Errorf("%s: incarnation %d timed out at %d, not at the deadline %d of the last token its owner got", s.id, k, end.Timestamp, l.lastDeadline)
 			case end.Type == "service.timeout" && !l.abandoned:
 				t.Errorf("%s: incarnation %d timed out while its owner heartbeated it", s.id, k)
+			case end.Type == "service.timeout" && h.exposed(l):
+				exposed++
 			}
 		}
 	}

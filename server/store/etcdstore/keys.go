@@ -21,6 +21,7 @@ import (
 //	P svc/<T>/<id>            a service (store.ServiceRecord)
 //	P hb/<T>/<id>             its heartbeat state (hbRecord)
 //	P due/<deadline>/<T>/<id> deadline index: 16 hex digits of Unix ns
+//	P rel/<node>/<T>/<id>     a request to the node holding a service to hand it back
 //	P cfg/<T>/<id>            a configuration value
 //	P ev/<T>/<event>          an event: 32 hex digits of its sortable id
 //	P tok/<hash>              an identity token (store.TokenInfo)
@@ -93,7 +94,13 @@ func (k keys) parseAccount(key string) (string, bool) {
 
 // parseHeartbeat splits a heartbeat key.
 func (k keys) parseHeartbeat(key string) (tenant, id string, ok bool) {
-	rest, found := strings.CutPrefix(key, k.p+"hb/")
+	return parseTenantID(key, k.p+"hb/")
+}
+
+// parseTenantID splits a key made of prefix, an escaped tenant, a slash
+// and an id.
+func parseTenantID(key, prefix string) (tenant, id string, ok bool) {
+	rest, found := strings.CutPrefix(key, prefix)
 	if !found {
 		return "", "", false
 	}
@@ -103,6 +110,16 @@ func (k keys) parseHeartbeat(key string) (tenant, id string, ok bool) {
 	}
 	tenant, err := url.PathUnescape(t)
 	return tenant, id, err == nil
+}
+
+// releases is the prefix of the hand-over requests to a node.
+func (k keys) releases(node string) string { return k.p + "rel/" + node + "/" }
+
+func (k keys) release(node, t, id string) string { return k.releases(node) + esc(t) + "/" + id }
+
+// parseRelease splits a hand-over request key.
+func (k keys) parseRelease(node, key string) (tenant, id string, ok bool) {
+	return parseTenantID(key, k.releases(node))
 }
 
 func (k keys) configs(t string) string        { return k.p + "cfg/" + esc(t) + "/" }

@@ -9,6 +9,8 @@ import (
 type metrics struct {
 	store.Metrics
 	heartbeats prometheus.Counter
+	inMemory   prometheus.Counter
+	handovers  prometheus.Counter
 	hbBatch    prometheus.Histogram
 	conflicts  prometheus.Counter
 	rewatches  prometheus.Counter
@@ -20,6 +22,14 @@ func newMetrics(r prometheus.Registerer) metrics {
 		heartbeats: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "svcreg_store_heartbeats_committed_total",
 			Help: "Heartbeats this node committed to etcd.",
+		}),
+		inMemory: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "svcreg_store_heartbeats_in_memory_total",
+			Help: "Heartbeats this node answered from its memory, without an etcd write.",
+		}),
+		handovers: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "svcreg_store_heartbeat_handovers_total",
+			Help: "Services this node handed back to etcd because another node needed them.",
 		}),
 		hbBatch: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "svcreg_store_heartbeat_batch_size",
@@ -37,7 +47,7 @@ func newMetrics(r prometheus.Registerer) metrics {
 	}
 	if r != nil {
 		r.MustRegister(m.Collectors()...)
-		r.MustRegister(m.heartbeats, m.hbBatch, m.conflicts, m.rewatches)
+		r.MustRegister(m.heartbeats, m.inMemory, m.handovers, m.hbBatch, m.conflicts, m.rewatches)
 	}
 	return m
 }

@@ -3,9 +3,12 @@ package etcdstore
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -34,11 +37,10 @@ func (s *Store) join(ctx context.Context) error {
 			s.log.Info("no registry node was running: gave every live service its full timeout again", "services", n)
 		}
 	}
-	keepAlive, err := s.register(ctx)
-	if err != nil {
+	if err := s.register(ctx); err != nil {
 		return err
 	}
-	s.wg.Go(func() { s.keepRegistered(keepAlive) })
+	s.wg.Go(s.keepRegistered)
 	return nil
 }
 
@@ -114,39 +116,47 @@ func (s *Store) registryWasDown(ctx context.Context) (bool, error) {
 	}
 }
 
-// register puts this node's key on a new lease and starts keeping it alive.
-func (s *Store) register(ctx context.Context) (<-chan *clientv3.LeaseKeepAliveResponse, error) {
+// register puts this node's key on a new lease.
+func (s *Store) register(ctx context.Context) error {
 	cctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
 	defer cancel()
+	asked := time.Now()
 	lease, err := s.cli.Grant(cctx, int64((s.opts.NodeTTL+time.Second-1)/time.Second))
 	if err != nil {
-		return nil, s.fail(ctx, "grant node lease", err)
+		return s.fail(ctx, "grant node lease", err)
 	}
 	if _, err := s.cli.Put(cctx, s.k.node(s.nodeID), s.now().UTC().Format(time.RFC3339), clientv3.WithLease(lease.ID)); err != nil {
-		return nil, s.fail(ctx, "register node", err)
+		return s.fail(ctx, "register node", err)
 	}
-	ka, err := s.cli.KeepAlive(s.ctx, lease.ID)
-	if err != nil {
-		return nil, s.fail(ctx, "keep node lease alive", err)
-	}
-	s.lease = lease.ID
-	return ka, nil
+	s.lease.set(lease.ID, asked, lease.TTL)
+	return nil
 }
 
-// keepRegistered drains the lease's keep-alive answers; if the lease is
-// lost (etcd was out of reach for longer than its TTL), it registers
-// again.
-func (s *Store) keepRegistered(ka <-chan *clientv3.LeaseKeepAliveResponse) {
-	for {
-		for range ka {
-		}
-		if s.ctx.Err() != nil {
-			return
+// keepRegistered renews the node's lease every third of its TTL; if the
+// lease is lost (etcd was out of reach for longer than its TTL), it
+// registers again, on a new lease.
+func (s *Store) keepRegistered() {
+	every := s.opts.NodeTTL / 3
+	for sleep(s.ctx, every) == nil {
+		id, _ := s.lease.get()
+		asked := time.Now()
+		cctx, cancel := context.WithTimeout(s.ctx, every)
+		resp, err := s.cli.KeepAliveOnce(cctx, id)
+		cancel()
+		switch {
+		case err == nil && resp.TTL > 0:
+			s.lease.set(id, asked, resp.TTL)
+			continue
+		case err == nil || errors.Is(err, rpctypes.ErrLeaseNotFound):
+		default:
+			if s.ctx.Err() == nil {
+				s.log.Debug("renew node lease", "err", err)
+			}
+			continue
 		}
 		s.log.Warn("node lease lost; registering again")
 		for {
-			var err error
-			ka, err = s.register(s.ctx)
+			err := s.register(s.ctx)
 			if err == nil {
 				break
 			}
@@ -156,6 +166,33 @@ func (s *Store) keepRegistered(ka <-chan *clientv3.LeaseKeepAliveResponse) {
 			}
 		}
 	}
+}
+
+// nodeLease is this node's lease, and until when this node can be sure it
+// is alive: a renewal asked at time a makes etcd keep the lease until at
+// least a+TTL by etcd's clock; this node counts on a quarter of the TTL
+// less, for clock rates and scheduling. While it is sure, no other node
+// takes over the services it holds (see heartbeat.go).
+type nodeLease struct {
+	mu    sync.Mutex
+	id    clientv3.LeaseID
+	until time.Time
+}
+
+func (l *nodeLease) set(id clientv3.LeaseID, asked time.Time, ttl int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	until := asked.Add(time.Duration(ttl) * time.Second * 3 / 4)
+	if id != l.id || until.After(l.until) {
+		l.id, l.until = id, until
+	}
+}
+
+// get returns the lease and whether it is surely alive now.
+func (l *nodeLease) get() (clientv3.LeaseID, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.id, l.id != 0 && time.Now().Before(l.until)
 }
 
 // extendDeadlines gives every live service its full timeout from now
@@ -199,9 +236,15 @@ func (s *Store) extendDeadlines(ctx context.Context) (int, error) {
 			if err != nil {
 				return extended, err
 			}
+			// Every node is gone, and with them the heartbeats they
+			// answered from memory: each service's deadline becomes its
+			// full timeout from now (at or after any deadline a node
+			// answered, all of which were set before now), and any token
+			// minted for it since the stored one is accepted.
 			next := hb
 			next.Deadline = now.Add(time.Duration(rec.HeartbeatTimeout) * time.Second).UnixNano()
-			if next.Deadline <= hb.Deadline {
+			next.Holder, next.HolderLease, next.Loose = "", 0, hb.Loose || hb.Holder != ""
+			if next == hb {
 				continue
 			}
 			raw, err := json.Marshal(next)

@@ -2,6 +2,7 @@ package etcdstore
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -58,6 +59,9 @@ func (s *Store) Rectify(ctx context.Context, tenantID string) error {
 	if err != nil {
 		return err
 	}
+	if err := s.reapHeld(ctx, tenantID); err != nil {
+		return err
+	}
 	now := s.now()
 	for {
 		due, err := s.dueEntries(ctx, now, tenantID)
@@ -67,7 +71,7 @@ func (s *Store) Rectify(ctx context.Context, tenantID string) error {
 		if len(due) == 0 {
 			return nil
 		}
-		if err := s.timeOut(ctx, t, due[:min(len(due), s.timeoutsPerTxn())]); err != nil {
+		if err := s.timeOut(ctx, t, due[:min(len(due), s.timeoutsPerTxn())], true); err != nil {
 			return err
 		}
 	}
@@ -83,7 +87,11 @@ func (s *Store) timeoutsPerTxn() int { return max(1, (s.opts.MaxTxnOps-1)/4) }
 // and readers race for it, and a heartbeat that got in first wins (spec
 // §8.3). An index entry that no longer matches its service is deleted. A
 // node that dies here leaves either all of it or none.
-func (s *Store) timeOut(ctx context.Context, t *tenant, due []dueEntry) error {
+func (s *Store) timeOut(ctx context.Context, t *tenant, due []dueEntry, wait bool) error {
+	due, dead, err := s.unheldDue(ctx, t, due, wait)
+	if err != nil || len(due) == 0 {
+		return err
+	}
 	reads := make([]string, 0, 3*len(due))
 	for _, d := range due {
 		reads = append(reads, d.key, s.k.service(t.id, d.id), s.k.heartbeat(t.id, d.id))
@@ -91,7 +99,7 @@ func (s *Store) timeOut(ctx context.Context, t *tenant, due []dueEntry) error {
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
 	timedOut := 0
-	_, err := s.write(ctx, t, "time out services", reads, func(w *writer) error {
+	_, err = s.write(ctx, t, "time out services", reads, func(w *writer) error {
 		timedOut = 0
 		for _, d := range due {
 			dkv := w.got[d.key]
@@ -113,32 +121,106 @@ func (s *Store) timeOut(ctx context.Context, t *tenant, due []dueEntry) error {
 				w.del(d.key)
 				continue
 			}
+			if hb.Holder != "" && dead[hb.Holder] != hb.HolderLease {
+				continue // a node took hold of it since unheldDue looked
+			}
 			w.cmps = append(w.cmps, clientv3.Compare(clientv3.ModRevision(hbKey), "=", hkv.ModRevision))
-			w.del(svcKey)
-			w.del(hbKey)
-			w.del(d.key)
-			w.acct.Services--
-			// The event's timestamp is the deadline (spec §8.3); its id is
-			// the next in commit order (design item 5).
-			deadline := time.Unix(0, hb.Deadline)
-			w.appendEvent(func(id timeuuid.UUID) store.Event {
-				return store.ServiceEvent(id, deadline, registry.ServiceTimeout, rec)
-			})
+			w.timeOut(rec, svcKey, hbKey, d.key, hb.Deadline)
 			timedOut++
 		}
 		return nil
 	})
+	return s.timedOut(t, timedOut, err)
+}
+
+// timeOut deletes a service, its heartbeat state and its deadline index
+// entry, and appends its service.timeout event: its timestamp the deadline
+// (spec §8.3), its id the next in commit order (design item 5).
+func (w *writer) timeOut(rec store.ServiceRecord, svcKey, hbKey, dueKey string, deadline int64) {
+	w.del(svcKey)
+	w.del(hbKey)
+	w.del(dueKey)
+	w.acct.Services--
+	at := time.Unix(0, deadline)
+	w.appendEvent(func(id timeuuid.UUID) store.Event {
+		return store.ServiceEvent(id, at, registry.ServiceTimeout, rec)
+	})
+}
+
+// timedOut counts n committed timeouts, or wraps the error that kept them
+// from being committed.
+func (s *Store) timedOut(t *tenant, n int, err error) error {
 	if err != nil {
 		return fmt.Errorf("time out services of %s: %w", t.id, err)
 	}
-	s.metrics.Timeouts.Add(float64(timedOut))
+	s.metrics.Timeouts.Add(float64(n))
 	return nil
+}
+
+// unheldDue returns the due services whose stored deadline may be their
+// timeout's: those no node holds, or whose holder died (their deadline
+// died with it; the stored one bounds it), and the dead holders' leases
+// by node. A service that a live node holds — this one included — is due
+// at the precise deadline only its holder knows, at or before the stored
+// one: its holder is asked to hand it back, which writes that deadline to
+// the index, so that the next pass times it out at it. With wait (a
+// rectifying read), it waits for that; else (the reaper, which must not
+// stall on a holder cut off from etcd) it only asks.
+func (s *Store) unheldDue(ctx context.Context, t *tenant, due []dueEntry, wait bool) ([]dueEntry, map[string]int64, error) {
+	ops := make([]clientv3.Op, len(due))
+	for i, d := range due {
+		ops[i] = clientv3.OpGet(s.k.heartbeat(t.id, d.id))
+	}
+	resp, err := s.read(ctx, "read heartbeat state", ops...)
+	if err != nil {
+		return nil, nil, err
+	}
+	dead := map[string]int64{}
+	free := due[:0:0]
+	for i, d := range due {
+		kv := first(resp.Responses[i])
+		var hb hbRecord
+		if kv != nil {
+			if err := json.Unmarshal(kv.Value, &hb); err != nil {
+				return nil, nil, fmt.Errorf("heartbeat state of %s: %w", d.id, err)
+			}
+		}
+		switch {
+		case hb.Holder == "" || dead[hb.Holder] == hb.HolderLease:
+			free = append(free, d)
+		case hb.Holder == s.nodeID:
+			if err := s.release(ctx, t.id, d.id); err != nil {
+				return nil, nil, err
+			}
+		default:
+			alive, err := s.holderAlive(ctx, hb)
+			if err != nil {
+				return nil, nil, err
+			}
+			if !alive {
+				dead[hb.Holder] = hb.HolderLease
+				free = append(free, d)
+				continue
+			}
+			if !wait {
+				if err := s.askHandOver(ctx, t.id, d.id, hb); err != nil {
+					return nil, nil, err
+				}
+				continue
+			}
+			if err := s.handOver(ctx, t.id, d.id, hb); err != nil {
+				return nil, nil, err
+			}
+		}
+	}
+	return free, dead, nil
 }
 
 // reap times out every due service of every tenant (design item 7). Every
 // node runs it about once per ReapInterval; the conditions in timeOut make
 // the reapers' races harmless.
 func (s *Store) reap(ctx context.Context) error {
+	heldErr := s.reapHeld(ctx, "")
 	due, err := s.dueEntries(ctx, s.now(), "")
 	if err != nil {
 		return err
@@ -157,7 +239,7 @@ func (s *Store) reap(ctx context.Context) error {
 		entries := byTenant[id]
 		for len(entries) > 0 {
 			n := min(len(entries), s.timeoutsPerTxn())
-			if err := s.timeOut(ctx, t, entries[:n]); err != nil {
+			if err := s.timeOut(ctx, t, entries[:n], false); err != nil {
 				if firstErr == nil {
 					firstErr = err
 				}
@@ -166,5 +248,110 @@ func (s *Store) reap(ctx context.Context) error {
 			entries = entries[n:]
 		}
 	}
+	if firstErr == nil {
+		firstErr = heldErr
+	}
 	return firstErr
+}
+
+// heldDue is a service this node holds whose deadline has passed.
+type heldDue struct {
+	id string
+	e  *hbEntry
+}
+
+// reapHeld times out the services of tenant (all tenants if empty) that
+// this node holds and whose deadline, as this node's memory has it, has
+// passed. No other node knows that deadline; they time a held service out
+// only once its stored deadline, later, has passed.
+func (s *Store) reapHeld(ctx context.Context, tenant string) error {
+	now := s.now().UnixNano()
+	byTenant := map[string][]heldDue{}
+	for _, e := range s.hb.heldBy(tenant) {
+		if v := e.view.Load(); v != nil && v.deadline <= now {
+			byTenant[e.k.tenant] = append(byTenant[e.k.tenant], heldDue{e.k.id, e})
+		}
+	}
+	var firstErr error
+	for id, due := range byTenant {
+		t, err := s.tenantFor(ctx, id)
+		for err == nil && len(due) > 0 {
+			n := min(len(due), s.timeoutsPerTxn())
+			err = s.timeOutHeld(ctx, t, due[:n])
+			due = due[n:]
+		}
+		if err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	return firstErr
+}
+
+// timeOutHeld commits the timeouts of due services this node holds, in
+// one transaction, each conditional on its heartbeat key being as this
+// node last wrote it (else another node took the service over, or timed
+// it out, and this node's memory of it is stale). The event's timestamp is
+// the deadline of the last token this node handed out.
+func (s *Store) timeOutHeld(ctx context.Context, t *tenant, due []heldDue) error {
+	now := s.now().UnixNano()
+	var locked []heldDue
+	for i, d := range due {
+		// One at a time waits; the others are left for the next round if
+		// busy, so that two reapers never wait for each other.
+		if i == 0 {
+			d.e.mu.Lock()
+		} else if !d.e.mu.TryLock() {
+			continue
+		}
+		if d.e.dead || !d.e.mine || d.e.mem.Deadline > now {
+			d.e.mu.Unlock()
+			continue
+		}
+		locked = append(locked, d)
+	}
+	var err error
+	defer func() {
+		for _, d := range locked {
+			if err != nil {
+				// The transaction may have committed: read etcd before
+				// answering from memory; the reaper tries again.
+				d.e.unsure()
+			} else {
+				d.e.forget()
+			}
+			d.e.mu.Unlock()
+		}
+	}()
+	if len(locked) == 0 {
+		return nil
+	}
+	reads := make([]string, 0, 2*len(locked))
+	for _, d := range locked {
+		reads = append(reads, s.k.service(t.id, d.id), s.k.heartbeat(t.id, d.id))
+	}
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
+	timedOut := 0
+	_, err = s.write(ctx, t, "time out held services", reads, func(w *writer) error {
+		timedOut = 0
+		for _, d := range locked {
+			svcKey, hbKey := s.k.service(t.id, d.id), s.k.heartbeat(t.id, d.id)
+			skv, hkv := w.got[svcKey], w.got[hbKey]
+			if skv == nil || hkv == nil || hkv.ModRevision != d.e.hbRev {
+				continue
+			}
+			rec, _, err := decodeService(skv, nil)
+			if err != nil {
+				return err
+			}
+			if rec.Incarnation != d.e.mem.Incarnation {
+				continue
+			}
+			w.cmps = append(w.cmps, clientv3.Compare(clientv3.ModRevision(hbKey), "=", d.e.hbRev))
+			w.timeOut(rec, svcKey, hbKey, s.k.due(d.e.hb.Deadline, t.id, d.id), d.e.mem.Deadline)
+			timedOut++
+		}
+		return nil
+	})
+	return s.timedOut(t, timedOut, err)
 }

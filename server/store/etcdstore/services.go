@@ -16,9 +16,9 @@ import (
 	"github.com/svcreg/svcreg/server/store"
 )
 
-// hbRecord is the heartbeat state of a service, at P hb/<T>/<id>. Every
-// heartbeat rewrites it (in a group commit), so it is exact: the
-// outstanding token, the one consumed to issue it, and the deadline.
+// hbRecord is the heartbeat state of a service, at P hb/<T>/<id>, as of
+// its last write. While a node holds the service (heartbeat.go), that
+// node's memory has the newer state and the record names it.
 type hbRecord struct {
 	Incarnation uint64 `json:"incarnation"`
 	Seq         uint32 `json:"seq"`
@@ -27,8 +27,18 @@ type hbRecord struct {
 	Cur  string `json:"cur"`
 	Prev string `json:"prev,omitempty"`
 	// Deadline is in Unix ns; the deadline index entry carries the same.
+	// It is at or after the deadline of every token any node handed out
+	// for the service: the service is surely due once it passes.
 	Deadline int64 `json:"deadline"`
 	LastSeen int64 `json:"last_seen,omitempty"` // ms
+	// Holder is the node holding the service, HolderLease the lease of
+	// its node key; empty when none does.
+	Holder      string `json:"holder,omitempty"`
+	HolderLease int64  `json:"holder_lease,omitempty"`
+	// Loose: a node that held the service died, so tokens minted after
+	// Cur may be outstanding; any minted for the service with a later
+	// sequence number is accepted once (design item 10's rule).
+	Loose bool `json:"loose,omitempty"`
 }
 
 func (h hbRecord) lastSeen() time.Time {
@@ -87,7 +97,8 @@ func (s *Store) CreateService(ctx context.Context, tenantID string, ns store.New
 
 // UpdateService implements store.Store (spec §7.5, design item 1). A new
 // timeout applies from the next heartbeat, which reads the record again:
-// its condition on the record's mod revision fails after this write.
+// its condition on the record's mod revision fails after this write, and a
+// node that held the service hands it back first.
 func (s *Store) UpdateService(ctx context.Context, tenantID, id string, u store.ServiceUpdate) error {
 	t, err := s.tenantFor(ctx, tenantID)
 	if err != nil {
@@ -96,35 +107,121 @@ func (s *Store) UpdateService(ctx context.Context, tenantID, id string, u store.
 	if err := s.Rectify(ctx, tenantID); err != nil {
 		return err
 	}
-	t.wmu.Lock()
-	defer t.wmu.Unlock()
-	svcKey := s.k.service(tenantID, id)
-	_, err = s.write(ctx, t, "update service", []string{svcKey}, func(w *writer) error {
-		var rec store.ServiceRecord
-		if ok, err := w.getJSON(svcKey, &rec); err != nil {
-			return err
-		} else if !ok {
-			return &store.NotFoundError{Kind: store.KindService, Key: id}
-		}
-		updated, changed := rec.Apply(u)
-		if !changed {
+	svcKey, hbKey := s.k.service(tenantID, id), s.k.heartbeat(tenantID, id)
+	return s.unheld(ctx, tenantID, id, u.HeartbeatTimeout != nil, func(hbRev int64) error {
+		t.wmu.Lock()
+		defer t.wmu.Unlock()
+		_, err := s.write(ctx, t, "update service", []string{svcKey, hbKey}, func(w *writer) error {
+			var rec store.ServiceRecord
+			if ok, err := w.getJSON(svcKey, &rec); err != nil {
+				return err
+			} else if !ok {
+				return &store.NotFoundError{Kind: store.KindService, Key: id}
+			}
+			updated, changed := rec.Apply(u)
+			if !changed {
+				return nil
+			}
+			if hbRev >= 0 {
+				if err := w.unheld(hbKey, hbRev); err != nil {
+					return err
+				}
+			}
+			if err := w.put(svcKey, updated); err != nil {
+				return err
+			}
+			w.appendEvent(func(eid timeuuid.UUID) store.Event {
+				return store.ServiceEvent(eid, w.now, registry.ServiceUpdate, updated)
+			})
 			return nil
-		}
-		if err := w.put(svcKey, updated); err != nil {
+		})
+		return err
+	})
+}
+
+// errHeldAgain: a node took hold of a service between its hand-over and
+// the write that needed it.
+var errHeldAgain = errors.New("held again")
+
+// unheld runs write, if need, once no live node holds the service (the
+// holder handed it back: heartbeat.go), with the heartbeat key's mod
+// revision then (0 if it is missing); else with -1. write returns
+// errHeldAgain if the key moved since: a node took hold again, so the
+// hand-over is asked again.
+func (s *Store) unheld(ctx context.Context, tenantID, id string, need bool, write func(hbRev int64) error) error {
+	if !need {
+		return write(-1)
+	}
+	for range maxAttempts {
+		rev, err := s.unhold(ctx, tenantID, id)
+		if err != nil {
 			return err
 		}
-		w.appendEvent(func(eid timeuuid.UUID) store.Event {
-			return store.ServiceEvent(eid, w.now, registry.ServiceUpdate, updated)
-		})
-		return nil
-	})
-	return err
+		if err := write(rev); !errors.Is(err, errHeldAgain) {
+			return err
+		}
+	}
+	return fmt.Errorf("%w: service %s kept being taken hold of", store.ErrUnavailable, id)
+}
+
+// unhold makes sure no live node holds the service, and returns the mod
+// revision of its heartbeat key then (0 if it is missing).
+func (s *Store) unhold(ctx context.Context, tenantID, id string) (int64, error) {
+	for range 10 {
+		resp, err := s.read(ctx, "read heartbeat state", clientv3.OpGet(s.k.heartbeat(tenantID, id)))
+		if err != nil {
+			return 0, err
+		}
+		kv := first(resp.Responses[0])
+		if kv == nil {
+			return 0, nil
+		}
+		var hb hbRecord
+		if err := json.Unmarshal(kv.Value, &hb); err != nil {
+			return 0, fmt.Errorf("heartbeat state of %s: %w", id, err)
+		}
+		switch {
+		case hb.Holder == "":
+			return kv.ModRevision, nil
+		case hb.Holder == s.nodeID:
+			if err := s.release(ctx, tenantID, id); err != nil {
+				return 0, err
+			}
+		default:
+			alive, err := s.holderAlive(ctx, hb)
+			if err != nil {
+				return 0, err
+			}
+			if !alive {
+				return kv.ModRevision, nil
+			}
+			if err := s.handOver(ctx, tenantID, id, hb); err != nil {
+				return 0, err
+			}
+		}
+	}
+	return 0, fmt.Errorf("%w: service %s kept being taken hold of", store.ErrUnavailable, id)
+}
+
+// unheld makes the write conditional on the heartbeat key's mod revision
+// being rev, as unhold left it.
+func (w *writer) unheld(hbKey string, rev int64) error {
+	var got int64
+	if kv := w.got[hbKey]; kv != nil {
+		got = kv.ModRevision
+	}
+	if got != rev {
+		return errHeldAgain
+	}
+	w.cmps = append(w.cmps, clientv3.Compare(clientv3.ModRevision(hbKey), "=", rev))
+	return nil
 }
 
 // DeleteService implements store.Store (spec §7.6); the outstanding token
-// goes with the service. The write is conditional on the heartbeat key too,
-// so that it deletes the deadline index entry a concurrent heartbeat on
-// another node may have moved.
+// goes with the service. A node holding the service hands it back first,
+// and the write is conditional on the heartbeat key as it left it, so that
+// no node answers a heartbeat of the deleted service from memory, and the
+// deadline index entry deleted is the current one.
 func (s *Store) DeleteService(ctx context.Context, tenantID, id string) error {
 	t, err := s.tenantFor(ctx, tenantID)
 	if err != nil {
@@ -133,33 +230,37 @@ func (s *Store) DeleteService(ctx context.Context, tenantID, id string) error {
 	if err := s.Rectify(ctx, tenantID); err != nil {
 		return err
 	}
-	t.wmu.Lock()
-	defer t.wmu.Unlock()
 	svcKey, hbKey := s.k.service(tenantID, id), s.k.heartbeat(tenantID, id)
-	_, err = s.write(ctx, t, "delete service", []string{svcKey, hbKey}, func(w *writer) error {
-		var rec store.ServiceRecord
-		if ok, err := w.getJSON(svcKey, &rec); err != nil {
-			return err
-		} else if !ok {
-			return &store.NotFoundError{Kind: store.KindService, Key: id}
-		}
-		w.del(svcKey)
-		if hbkv := w.got[hbKey]; hbkv != nil {
-			var hb hbRecord
-			if err := json.Unmarshal(hbkv.Value, &hb); err != nil {
-				return fmt.Errorf("heartbeat state of %s: %w", id, err)
+	return s.unheld(ctx, tenantID, id, true, func(hbRev int64) error {
+		t.wmu.Lock()
+		defer t.wmu.Unlock()
+		_, err := s.write(ctx, t, "delete service", []string{svcKey, hbKey}, func(w *writer) error {
+			var rec store.ServiceRecord
+			if ok, err := w.getJSON(svcKey, &rec); err != nil {
+				return err
+			} else if !ok {
+				return &store.NotFoundError{Kind: store.KindService, Key: id}
 			}
-			w.cmps = append(w.cmps, clientv3.Compare(clientv3.ModRevision(hbKey), "=", hbkv.ModRevision))
-			w.del(hbKey)
-			w.del(s.k.due(hb.Deadline, tenantID, id))
-		}
-		w.acct.Services--
-		w.appendEvent(func(eid timeuuid.UUID) store.Event {
-			return store.ServiceEvent(eid, w.now, registry.ServiceRemove, rec)
+			if err := w.unheld(hbKey, hbRev); err != nil {
+				return err
+			}
+			w.del(svcKey)
+			if hbkv := w.got[hbKey]; hbkv != nil {
+				var hb hbRecord
+				if err := json.Unmarshal(hbkv.Value, &hb); err != nil {
+					return fmt.Errorf("heartbeat state of %s: %w", id, err)
+				}
+				w.del(hbKey)
+				w.del(s.k.due(hb.Deadline, tenantID, id))
+			}
+			w.acct.Services--
+			w.appendEvent(func(eid timeuuid.UUID) store.Event {
+				return store.ServiceEvent(eid, w.now, registry.ServiceRemove, rec)
+			})
+			return nil
 		})
-		return nil
+		return err
 	})
-	return err
 }
 
 // Service implements store.Store. The caller rectifies first.
@@ -185,7 +286,20 @@ func (s *Store) Service(ctx context.Context, tenantID, id string) (registry.Serv
 			return registry.Service{}, fmt.Errorf("heartbeat state of %s: %w", id, err)
 		}
 	}
-	return rec.Service(hb.lastSeen()), nil
+	return rec.Service(s.lastSeen(tenantID, rec, hb)), nil
+}
+
+// lastSeen is the time of the service's last heartbeat: from this node's
+// memory if it holds the service, else as of the heartbeat key's last
+// write (at most the slack behind, if another node holds it).
+func (s *Store) lastSeen(tenantID string, rec store.ServiceRecord, hb hbRecord) time.Time {
+	if v := s.hb.held(tenantID, rec.ID); v != nil && v.incarnation == rec.Incarnation {
+		return time.UnixMilli(v.lastSeen)
+	}
+	if hb.Incarnation != rec.Incarnation {
+		return time.Time{}
+	}
+	return hb.lastSeen()
 }
 
 // Services implements store.Store (spec §7.2): the services and their
@@ -280,11 +394,7 @@ func (s *Store) services(ctx context.Context, tenantID string, q store.ServiceQu
 		hstart = string(rr.Kvs[len(rr.Kvs)-1].Key) + "\x00"
 	}
 	for i, r := range recs {
-		var seen time.Time
-		if hb, ok := hbs[r.ID]; ok && hb.Incarnation == r.Incarnation {
-			seen = hb.lastSeen()
-		}
-		page.Values[i] = r.Service(seen)
+		page.Values[i] = r.Service(s.lastSeen(tenantID, r, hbs[r.ID]))
 	}
 	return page, nil
 }

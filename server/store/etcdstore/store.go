@@ -9,9 +9,11 @@
 // in commit order across all nodes, and the events feed is a range read of
 // keys sorted by id. Timeouts are conditional transactions on the heartbeat
 // keys' mod revisions, so each is committed exactly once whichever node's
-// reaper or read gets there first. Heartbeats are group-committed: each node
-// batches the heartbeats it receives into few transactions and answers each
-// after its batch committed. See docs/etcd.md.
+// reaper or read gets there first. A node that writes a service's heartbeat
+// holds it: the stored deadline has a slack, and the node answers the
+// heartbeats within it from memory, hands the service back when another
+// node needs it, and times it out at the precise deadline (heartbeat.go).
+// See docs/etcd.md.
 package etcdstore
 
 import (
@@ -87,6 +89,13 @@ type Options struct {
 	// once (batches then grow with load by themselves, while earlier
 	// batches commit).
 	HeartbeatLinger time.Duration
+	// HeartbeatSlack is how far past a heartbeat's deadline a node that
+	// writes it stores the deadline; the node's next heartbeats of the
+	// service cost no etcd write while their deadlines are within it. It
+	// bounds how late a service is timed out whose client and holding
+	// node both died. If zero, twice the service's timeout and at least
+	// a minute.
+	HeartbeatSlack time.Duration
 	// MaxTxnOps is the cluster's --max-txn-ops; 128 if zero.
 	MaxTxnOps int
 }
@@ -101,7 +110,7 @@ type Store struct {
 	tail    uint64
 	metrics metrics
 	nodeID  string
-	lease   clientv3.LeaseID
+	lease   nodeLease
 
 	mu      sync.RWMutex
 	tenants map[string]*tenant
@@ -203,6 +212,7 @@ func Open(ctx context.Context, cli *clientv3.Client, opts Options) (*Store, erro
 	for range opts.HeartbeatCommitters {
 		s.wg.Go(s.commitHeartbeats)
 	}
+	s.wg.Go(s.watchReleases)
 	return s, nil
 }
 
@@ -257,12 +267,18 @@ func (s *Store) Close() error {
 func (s *Store) shutdown() error {
 	s.cancel()
 	s.wg.Wait()
-	if s.lease == 0 {
+	lease, _ := s.lease.get()
+	if lease == 0 {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.RequestTimeout)
 	defer cancel()
-	if _, err := s.cli.Revoke(ctx, s.lease); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+	// The services this node holds go back to etcd with their exact
+	// state, so a graceful stop loses no deadline's precision.
+	if err := s.releaseAll(ctx); err != nil {
+		s.log.Warn("hand back held services", "err", err)
+	}
+	if _, err := s.cli.Revoke(ctx, lease); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
 		return s.fail(context.Background(), "leave the cluster", err)
 	}
 	return nil

@@ -1,0 +1,218 @@
+package etcdstore_test
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/svcreg/svcreg/server/store/etcdstore"
+	"github.com/svcreg/svcreg/server/store/etcdstore/etcdtest"
+)
+
+// etcdRevision is the cluster's current revision: it moves with every
+// write to etcd.
+func etcdRevision(t *testing.T, c *etcdtest.Cluster) int64 {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := cli.Get(ctx, "/nothing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.Header.Revision
+}
+
+// A node's heartbeats of a service it holds cost no etcd write: after the
+// first, etcd's revision does not move, and reads at that node show the
+// last heartbeat's time.
+func TestHeartbeatsWithoutEtcdWrites(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.Start(t, etcdtest.Options{})
+	n := startNodes(t, c, 2, etcdstore.Options{})
+	u := login(t, n[0], "in-memory")
+	tok := u.create(n[0], "svc-1", 30)
+	tok = u.heartbeat(n[0], "svc-1", tok)
+	before := etcdRevision(t, c)
+	var sent time.Time
+	for range 50 {
+		sent = time.Now()
+		tok = u.heartbeat(n[0], "svc-1", tok)
+	}
+	if after := etcdRevision(t, c); after != before {
+		t.Errorf("50 heartbeats at the holding node moved etcd from revision %d to %d", before, after)
+	}
+	if got := n[0].metric("svcreg_store_heartbeats_in_memory_total"); got != 50 {
+		t.Errorf("%v heartbeats answered from memory, want 50", got)
+	}
+	var svc struct {
+		LastSeen int64 `json:"last_seen"`
+	}
+	u.do(n[0], "GET", "/services/svc-1", nil, 200).json(&svc)
+	if svc.LastSeen < sent.UnixMilli() {
+		t.Errorf("last_seen %d is before the last heartbeat was sent (%d)", svc.LastSeen, sent.UnixMilli())
+	}
+	if deadline := tokenDeadline(tok); deadline < sent.Add(30*time.Second).UnixMilli() {
+		t.Errorf("token deadline %d is not the heartbeat's time plus the timeout", deadline)
+	}
+}
+
+// A service held by one node moves to another when a heartbeat goes
+// there, exactly: the holder hands its state over, so a retry of the token
+// just used answers the same next token at either node, and a token used
+// before is refused at both. A delete or a timeout change at another node
+// also takes the service from its holder first, so the holder never
+// answers a heartbeat of a deleted service, and applies the new timeout.
+func TestHeartbeatsMoveBetweenNodes(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.Start(t, etcdtest.Options{Members: 3})
+	n := startNodes(t, c, 2, etcdstore.Options{})
+	u := login(t, n[0], "move")
+	t0 := u.create(n[0], "svc-1", 30)
+	t1 := u.heartbeat(n[0], "svc-1", t0)
+	t2 := u.heartbeat(n[0], "svc-1", t1) // from memory
+	t3 := u.heartbeat(n[1], "svc-1", t2) // handed over
+	if got := u.heartbeat(n[0], "svc-1", t2); got != t3 {
+		t.Errorf("retry of the token used at the other node answered %s, want %s", got, t3)
+	}
+	if got := u.heartbeat(n[1], "svc-1", t2); got != t3 {
+		t.Errorf("retry at the new holder answered %s, want %s", got, t3)
+	}
+	for i, x := range n {
+		r := u.do(x, "POST", "/services/svc-1/heartbeat", map[string]string{"token": t1}, 404)
+		if r.faultType() != "notFoundError" {
+			t.Errorf("used token at node %d: %s", i, r.body)
+		}
+	}
+	t4 := u.heartbeat(n[1], "svc-1", t3)
+	if n[0].metric("svcreg_store_heartbeat_handovers_total") < 1 {
+		t.Error("node 0 handed nothing over")
+	}
+
+	// A timeout change at node 0 reaches the holder, node 1.
+	u.do(n[0], "PUT", "/services/svc-1", map[string]any{"heartbeat_timeout": 120}, 204)
+	sent := time.Now()
+	t5 := u.heartbeat(n[1], "svc-1", t4)
+	if d := tokenDeadline(t5); d < sent.Add(100*time.Second).UnixMilli() {
+		t.Errorf("after the timeout became 120 s the holder's token deadline is %v after the heartbeat", time.Duration(d-sent.UnixMilli())*time.Millisecond)
+	}
+	t6 := u.heartbeat(n[1], "svc-1", t5)
+
+	// Deleted at node 0, while node 1 holds it.
+	u.do(n[0], "DELETE", "/services/svc-1", nil, 204)
+	u.do(n[1], "POST", "/services/svc-1/heartbeat", map[string]string{"token": t6}, 404)
+	want := []string{"service.join svc-1", "service.update svc-1", "service.remove svc-1"}
+	if got := summary(u.events(n[1], "")); !slices.Equal(got, want) {
+		t.Errorf("events %q, want %q", got, want)
+	}
+}
+
+// Killing the node that took the last heartbeats loses none of them: the
+// newest token it handed out works at another node, a service kept
+// heartbeating there never times out, and one abandoned at the crash times
+// out exactly once, no earlier than the deadline the dead node handed out
+// and at most the slack later.
+func TestHoldingNodeCrash(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.Start(t, etcdtest.Options{Members: 3})
+	const slack = 2 * time.Second
+	n := startNodes(t, c, 2, etcdstore.Options{NodeTTL: 2 * time.Second, ReapInterval: 100 * time.Millisecond, HeartbeatSlack: slack})
+	u := login(t, n[0], "holder-crash")
+	steady := u.create(n[0], "steady", 3)
+	quiet := u.create(n[0], "quiet", 3)
+	for range 3 {
+		steady = u.heartbeat(n[0], "steady", steady)
+		quiet = u.heartbeat(n[0], "quiet", quiet)
+	}
+	if n[0].metric("svcreg_store_heartbeats_in_memory_total") < 4 {
+		t.Fatal("node 0 answered no heartbeats from memory")
+	}
+	quietDeadline := tokenDeadline(quiet)
+	n[0].crash()
+
+	steady = u.heartbeat(n[1], "steady", steady)
+	hb := keepHeartbeating(u, n[1], "steady", steady)
+	time.Sleep(3*time.Second + slack + time.Second)
+	steady = u.heartbeat(n[1], "steady", hb())
+	u.do(n[1], "GET", "/services/quiet", nil, 404)
+	evs := u.events(n[1], "")
+	want := []string{"service.join steady", "service.join quiet", "service.timeout quiet"}
+	if got := summary(evs); !slices.Equal(got, want) {
+		t.Fatalf("events %q, want %q", got, want)
+	}
+	if ts := evs[2].Timestamp; ts < quietDeadline || ts > quietDeadline+slack.Milliseconds()+1 {
+		t.Errorf("quiet timed out at %d; its last token's deadline was %d, the slack %v", ts, quietDeadline, slack)
+	}
+	n[0].restart()
+	u.heartbeat(n[0], "steady", steady)
+}
+
+// A node cut off from etcd stops answering heartbeats from memory before
+// its lease can expire, and the services it held move to another node
+// with the newest token it handed out: no false timeout. Let back, it
+// serves again.
+func TestHoldingNodePartitioned(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.Start(t, etcdtest.Options{Members: 3})
+	const slack = 2 * time.Second
+	opts := etcdstore.Options{NodeTTL: 2 * time.Second, ReapInterval: 100 * time.Millisecond, HeartbeatSlack: slack, RequestTimeout: time.Second}
+	part := newPartition(t, c.Endpoints())
+	cut, other := startNode(t, part.Endpoints, opts), startNode(t, c.Endpoints(), opts)
+	u := login(t, other, "partition")
+	steady := u.create(other, "steady", 3)
+	for range 3 {
+		steady = u.heartbeat(cut, "steady", steady)
+	}
+	part.Cut()
+	// Until its lease is surely gone the cut-off node may still answer
+	// from memory; the client keeps heartbeating there until it fails,
+	// then moves on with its newest token.
+	for {
+		r, err := u.try(cut, "POST", "/services/steady/heartbeat", map[string]string{"token": steady})
+		if err != nil || r.code != 200 {
+			break
+		}
+		var out struct{ Token string }
+		r.json(&out)
+		steady = out.Token
+		time.Sleep(100 * time.Millisecond)
+	}
+	for attempt := 0; ; attempt++ {
+		r, err := u.try(other, "POST", "/services/steady/heartbeat", map[string]string{"token": steady})
+		if err == nil && r.code == 200 {
+			var out struct{ Token string }
+			r.json(&out)
+			steady = out.Token
+			break
+		}
+		if err == nil && r.code < 500 || attempt == 50 {
+			t.Fatalf("heartbeat at the other node: %v %d %s", err, r.code, r.body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	hb := keepHeartbeating(u, other, "steady", steady)
+	time.Sleep(3*time.Second + slack)
+	part.Heal()
+	steady = hb()
+	for attempt := 0; ; attempt++ {
+		r, err := u.try(cut, "POST", "/services/steady/heartbeat", map[string]string{"token": steady})
+		if err == nil && r.code == 200 {
+			break
+		}
+		if err == nil && r.code < 500 || attempt == 100 {
+			t.Fatalf("heartbeat at the node let back: %v %d %s", err, r.code, r.body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got, want := summary(u.events(other, "")), []string{"service.join steady"}; !slices.Equal(got, want) {
+		t.Errorf("events %q, want %q", got, want)
+	}
+}
