@@ -377,7 +377,10 @@ func (s *Store) holderAlive(ctx context.Context, hb hbRecord) (bool, error) {
 // handOver asks the live node holding a service per hb to hand it back to
 // etcd, and waits until it did, the service is gone, or the node died.
 func (s *Store) handOver(ctx context.Context, tenantID, id string, hb hbRecord) error {
-	ctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
+	// A holder that died hands nothing over: its lease ends at most NodeTTL
+	// after its last keep-alive, and etcd notices within a moment more.
+	// Waiting that long answers the heartbeat instead of a 503.
+	ctx, cancel := context.WithTimeout(ctx, s.opts.NodeTTL+s.opts.RequestTimeout)
 	defer cancel()
 	if err := s.askHandOver(ctx, tenantID, id, hb); err != nil {
 		return err
