@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/svcreg/svcreg/internal/ui"
 	"github.com/svcreg/svcreg/server"
 	"github.com/svcreg/svcreg/server/store"
 	"github.com/svcreg/svcreg/server/store/boltstore"
@@ -26,7 +27,8 @@ import (
 
 const serverDescription = `
 Serves the Service Registry API (/v1.0), a Keystone-v2-compatible identity
-endpoint (POST /v2.0/tokens), /healthz and /metrics. State is kept in one
+endpoint (POST /v2.0/tokens), /healthz, /metrics and a dashboard at /ui/
+(--ui=false turns it off). State is kept in one
 bbolt file under --data-dir; every acknowledged write is synced to disk.
 
 With --etcd-endpoints, state is kept in an etcd cluster instead, and several
@@ -63,6 +65,7 @@ type serverFlags struct {
 	configLimit            int
 	rateLimit              int
 	hashPassword           bool
+	ui                     bool
 	login                  server.AuthLimits
 	etcd                   etcdFlags
 }
@@ -96,6 +99,7 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.IntVar(&f.login.FailuresPerUser, "login-failures-per-user", server.DefaultAuthLimits.FailuresPerUser, "failed token requests per minute that may name one username before\nit is refused (429) without a password check; -1 for no limit")
 	fs.IntVar(&f.login.IssuesPerUser, "token-issues-per-user", server.DefaultAuthLimits.IssuesPerUser, "tokens one user may be issued per hour (each is stored until it expires);\n-1 for no limit")
 	fs.IntVar(&f.login.BcryptConcurrency, "bcrypt-concurrency", server.DefaultAuthLimits.BcryptConcurrency, "password checks (bcrypt) that may run at once, by default half the CPUs;\nmore wait, up to 64, for at most 5s, then get 503")
+	fs.BoolVar(&f.ui, "ui", true, "serve the dashboard at /ui/ (sign-in with the same accounts as the API;\n--ui=false to turn it off)")
 	fs.BoolVar(&f.hashPassword, "hash-password", false, "read a password on stdin, print its bcrypt hash for --users, and exit")
 	fs.StringVar(&f.etcd.endpoints, "etcd-endpoints", "", "comma-separated etcd client `URLs`; keeps state in etcd instead of --data-dir,\nshared by every server given the same endpoints and --etcd-prefix")
 	fs.StringVar(&f.etcd.prefix, "etcd-prefix", etcdstore.DefaultPrefix, "`prefix` of every etcd key the server uses")
@@ -174,6 +178,7 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		Logger:              log,
 		Registerer:          reg,
 		Metrics:             promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		UI:                  uiHandler(f.ui),
 		MaxWaitersPerTenant: f.maxWaiters,
 		RateLimit:           f.rateLimit,
 	})
@@ -212,7 +217,7 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	// line is still graceful.
 	sigs := notifyStopOrReload()
 	defer signal.Stop(sigs)
-	log.Info("svcreg server listening", append(append([]any{"url", base}, where...), "dev", f.dev, "users", len(users), "version", versionString())...)
+	log.Info("svcreg server listening", append(append([]any{"url", base}, where...), "dev", f.dev, "users", len(users), "ui", f.ui, "version", versionString())...)
 	if f.dev {
 		log.Warn("--dev: ANY username authenticates with API key \"dev\"; anyone who can reach " + base + " can read and write the registry. Use --users for anything but development.")
 		printDevHelp(stdout, base)
@@ -374,4 +379,12 @@ func printPasswordHash(stdin io.Reader, stdout io.Writer) error {
 	}
 	fmt.Fprintln(stdout, h)
 	return nil
+}
+
+// uiHandler is the dashboard's handler, or nil when it is turned off.
+func uiHandler(on bool) http.Handler {
+	if !on {
+		return nil
+	}
+	return ui.Handler("/ui")
 }
