@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/svcreg/svcreg/internal/conn"
+	"github.com/svcreg/svcreg/internal/statuspage"
 	"github.com/svcreg/svcreg/render"
 	"github.com/svcreg/svcreg/watcher"
 )
@@ -47,6 +48,11 @@ SVCREG_PASSWORD or SVCREG_TOKEN.
 
 --print renders every template for the registry's current state and prints
 each full output to stdout; it writes no file and runs no command.
+
+With --listen (or the config's listen), / is a read-only status page: the
+sync state, each reload group's last render, check, install and reload, the
+last installed diff, and plots of the last hour. It shows the registry URL
+and username, never a key, password or token.
 
 Signals: SIGTERM and SIGINT stop; SIGHUP re-reads the config file and the
 templates and switches to them if they are valid. Template files are also
@@ -97,7 +103,7 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	fs.DurationVar(&f.onceTimeout, "once-timeout", 30*time.Second, "with --once or --print, how long to wait for the registry")
 	fs.BoolVar(&f.dry, "dry", false, "print what would change (a diff per file) and write and run nothing")
 	fs.BoolVar(&f.print, "print", false, "wait for a full sync, print the full output of every template to stdout, and exit;\nno file is written and no command run (for debugging templates)")
-	fs.StringVar(&f.listen, "listen", "", "`address` for /healthz and /metrics (default: the config's listen, or none)")
+	fs.StringVar(&f.listen, "listen", "", "`address` for the status page (/), /healthz and /metrics (default: the config's listen, or none)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	f.conn.Register(fs)
@@ -137,6 +143,7 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	health.Watch = w.Status
 	renderer := render.NewRenderer(log, render.NewMetrics(reg), health)
 	renderer.Dry, renderer.DryOut = f.dry, stdout
+	renderer.Status = render.NewStatus()
 	loop := &render.Loop{Renderer: renderer, Source: w}
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -166,8 +173,10 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 		mux := http.NewServeMux()
 		mux.Handle("/healthz", health)
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		mux.Handle("/", statuspage.Handler(statuspage.Config{Health: health, Status: renderer.Status,
+			Registry: settings.URL, Account: accountName(settings), Logger: log}))
 		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
-		log.Info("serving /healthz and /metrics", "url", "http://"+ln.Addr().String())
+		log.Info("serving the status page, /healthz and /metrics", "url", "http://"+ln.Addr().String())
 		g.Add(func() error {
 			if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 				return err
@@ -345,4 +354,18 @@ func (r *reloader) watchFiles(ctx context.Context) error {
 			return nil
 		}
 	}
+}
+
+// accountName says who the renderer signs in as, for the status page:
+// the username, never a secret.
+func accountName(s conn.Settings) string {
+	switch {
+	case s.Username != "":
+		return s.Username
+	case s.Tenant != "":
+		return "a token (tenant " + s.Tenant + ")"
+	case s.Token != "":
+		return "a token"
+	}
+	return ""
 }
