@@ -27,6 +27,10 @@ type plot struct {
 	Empty bool
 }
 
+// EmptyX and EmptyY place the note of an empty plot.
+func (p plot) EmptyX() float64 { return (padL + plotW - padR) / 2 }
+func (p plot) EmptyY() float64 { return (plotH - padB + padTop) / 2 }
+
 type rect struct{ X, Y, W, H float64 }
 type dot struct {
 	X, Y  float64

@@ -87,7 +87,8 @@ func TestPageBeforeTheFirstPass(t *testing.T) {
 	t.Parallel()
 	h := Handler(Config{Health: render.NewHealth(), Status: render.NewStatus(), Registry: "http://r/v1.0", Account: "a token (tenant 7)"})
 	resp, body := get(t, h, "GET", "/")
-	if resp.StatusCode != 200 || !strings.Contains(body, "No group has been rendered yet") || !strings.Contains(body, ">unsynced<") {
+	if resp.StatusCode != 200 || !strings.Contains(body, "No group has been rendered yet") || !strings.Contains(body, ">unsynced<") ||
+		strings.Count(body, ">nothing in the last hour</text>") != 2 {
 		t.Fatalf("%d\n%s", resp.StatusCode, body)
 	}
 }
@@ -116,9 +117,9 @@ func TestPublicURL(t *testing.T) {
 	t.Parallel()
 	for in, want := range map[string]string{
 		"http://u:p@h:1/v1.0?x-auth-token=t#f": "http://h:1/v1.0",
-		"http://h/v1.0":                         "http://h/v1.0",
-		"http://h/v1.0?":                        "http://h/v1.0",
-		"://bad":                                "",
+		"http://h/v1.0":                        "http://h/v1.0",
+		"http://h/v1.0?":                       "http://h/v1.0",
+		"://bad":                               "",
 	} {
 		if got := PublicURL(in); got != want {
 			t.Errorf("PublicURL(%q) = %q, want %q", in, got, want)

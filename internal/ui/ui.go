@@ -20,7 +20,7 @@ var static embed.FS
 const ContentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; " +
 	"img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
-var files = map[string]string{ // path under /ui/ → file, content type
+var files = map[string]string{ // path under /ui/ → embedded file
 	"":          "index.html",
 	"app.js":    "app.js",
 	"style.css": "style.css",
