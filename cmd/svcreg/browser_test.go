@@ -196,6 +196,40 @@ func TestUIDashboardInBrowser(t *testing.T) {
 		"tags": []string{"www", "api"}, "metadata": map[string]string{"ip": "10.0.1.2", "port": "9000"}}, 201)
 	b.wait("three services", `document.querySelectorAll('#svc-body tr').length === 3`)
 
+	// A heartbeat emits no event: the countdown of a heartbeated service
+	// goes back up (the page reads the list again when it reaches zero),
+	// and once the heartbeats stop the service times out and goes away.
+	var created struct{ Token string }
+	json.Unmarshal(must(t, a, "POST", "/services", map[string]any{"id": "beat-1", "heartbeat_timeout": 4}, 201), &created)
+	stop := make(chan struct{})
+	beating := make(chan struct{})
+	go func() {
+		defer close(beating)
+		token := created.Token
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(500 * time.Millisecond):
+			}
+			var next struct{ Token string }
+			_, body, _ := a.do("POST", "/services/beat-1/heartbeat", map[string]string{"token": token})
+			if json.Unmarshal(body, &next) == nil && next.Token != "" {
+				token = next.Token
+			}
+		}
+	}()
+	b.wait("the heartbeated countdown going up", `(() => {
+		const c = document.querySelector('#svc-body tr[data-id="beat-1"] .countdown');
+		if (!c || !/^[0-9]+s$/.test(c.textContent)) return false;
+		const n = parseInt(c.textContent, 10);
+		window.lowest = Math.min(window.lowest === undefined ? 99 : window.lowest, n);
+		return n > window.lowest;
+	})()`)
+	close(stop)
+	<-beating
+	b.wait("the timed-out service gone", `!document.querySelector('#svc-body tr[data-id="beat-1"]')`)
+
 	// Filter by tag and by text; sort by a column.
 	b.set("svc-tag", "www", "change")
 	b.wait("the www filter", `Array.from(document.querySelectorAll('#svc-body tr')).map(r => r.dataset.id).join() === 'api-2,web-1'`)
