@@ -1,6 +1,8 @@
 package render
 
 import (
+	"bytes"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -14,6 +16,32 @@ const StatusWindow = time.Hour
 
 // maxStatusDiff bounds the diff kept of a group's last install.
 const maxStatusDiff = 64 << 10
+
+// A diff for the status page is computed on every install, so its cost is
+// bounded: files larger than statusDiffBytes together, or changes of more
+// than statusDiffEdits lines, are summarised instead (the diff's memory
+// grows with the square of the edits).
+const (
+	statusDiffBytes = 4 << 20
+	statusDiffEdits = 400
+)
+
+// statusDiff is a unified diff from a to b, or a one-line summary when
+// that would cost too much.
+func statusDiff(a, b []byte) string {
+	summary := func() string {
+		return fmt.Sprintf("@@ %d lines, %d bytes -> %d lines, %d bytes @@ (too large a change to show)\n",
+			bytes.Count(a, []byte("\n")), len(a), bytes.Count(b, []byte("\n")), len(b))
+	}
+	if len(a)+len(b) > statusDiffBytes {
+		return summary()
+	}
+	ops, ok := lineEdits(splitLines(string(a)), splitLines(string(b)), statusDiffEdits)
+	if !ok {
+		return summary()
+	}
+	return formatHunks(ops, 3)
+}
 
 // Status collects what the status page shows beyond Health: each template's
 // last render and install, the diff of each group's last installed change,
@@ -130,7 +158,7 @@ func (s *Status) installed(group string, files []*file, changedAt, at time.Time)
 			continue
 		}
 		diff.WriteString("--- " + f.t.Destination + "\n+++ " + f.t.Destination + "\n")
-		diff.WriteString(unifiedDiff(string(f.old), string(f.out)))
+		diff.WriteString(statusDiff(f.old, f.out))
 	}
 	d := diff.String()
 	if len(d) > maxStatusDiff {

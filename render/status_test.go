@@ -2,6 +2,7 @@ package render
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -65,6 +66,20 @@ func TestStatusCutsALargeDiff(t *testing.T) {
 	d := g.r.Status.Report().Groups[0].Diff
 	if len(d) > maxStatusDiff+100 || !strings.HasSuffix(d, "[diff cut at 64 KiB]\n") || !strings.Contains(d, "é") {
 		t.Fatalf("diff of %d bytes, ending %q", len(d), d[len(d)-40:])
+	}
+}
+
+func TestStatusSummarisesATooLargeChange(t *testing.T) {
+	t.Parallel()
+	many := strings.Repeat("line\n", statusDiffEdits+1)
+	for _, c := range []struct{ a, b, want string }{
+		{"", many, fmt.Sprintf("@@ 0 lines, 0 bytes -> %d lines, %d bytes @@ (too large a change to show)\n", statusDiffEdits+1, len(many))},
+		{"x\n", strings.Repeat("y", statusDiffBytes), fmt.Sprintf("@@ 1 lines, 2 bytes -> 0 lines, %d bytes @@ (too large a change to show)\n", statusDiffBytes)},
+		{"a\nb\n", "a\nc\n", "@@ -1,2 +1,2 @@\n a\n-b\n+c\n"},
+	} {
+		if got := statusDiff([]byte(c.a), []byte(c.b)); got != c.want {
+			t.Errorf("statusDiff(%.20q, %.20q) = %q, want %q", c.a, c.b, got, c.want)
+		}
 	}
 }
 
