@@ -8,7 +8,8 @@
   var SESSION_KEY = 'svcreg.session';
   var EVENT_TYPES = ['service.join', 'service.remove', 'service.timeout',
     'configuration_value.update', 'configuration_value.remove'];
-  var FEED_KEEP = 500;   // events kept in the feed view
+  var FEED_KEEP = 500;   // events kept in the feed view (and held while paused)
+  var SEEN_KEEP = 5000;  // event ids remembered to drop repeats
   var LONG_POLL = '50s'; // under the server's 60s write timeout
 
   var $ = function (id) { return document.getElementById(id); };
@@ -175,9 +176,11 @@
     var stopped = false;
     var services = new Map();  // id → service
     var joined = new Map();    // id → join time (ms), from the feed
-    var seen = new Set();      // event ids shown
+    var seen = new Set();      // event ids taken, the last SEEN_KEEP
+    var seenOrder = [];
     var events = [];           // newest last
-    var held = [];             // events that arrived while paused
+    var held = [];             // events that arrived while paused (the last FEED_KEEP)
+    var heldCount = 0;
     var paused = false;
     var skew = 0;              // server clock − browser clock, ms
     var sortKey = 'id', sortDir = 1;
@@ -208,21 +211,35 @@
     }
 
     // -- services --
-    var relisting = null;
-    function loadServices() {
-      if (relisting) return relisting;
-      relisting = list('/services', ctrl.signal).then(function (res) {
-        relisting = null;
+    // latest makes a loader that runs one request at a time. A call while
+    // one is under way (which may have read the registry before the change
+    // that prompted the call) loads once more after it.
+    function latest(load) {
+      var running = null, again = false;
+      return function run() {
+        if (running) { again = true; return running; }
+        running = load().then(function (v) {
+          running = null;
+          if (again) { again = false; run().catch(failed); }
+          return v;
+        }, function (e) { running = null; again = false; throw e; });
+        return running;
+      };
+    }
+
+    var loadServices = latest(function () {
+      return list('/services', ctrl.signal).then(function (res) {
         services = new Map();
         res.values.forEach(function (s) { services.set(s.id, s); });
+        // Join times matter until the first heartbeat: 120s at most.
+        joined.forEach(function (at, id) { if (!services.has(id) && serverNow() - at > 130000) joined.delete(id); });
         relistAt = Date.now();
         renderServices();
         if (detailId !== null) renderDetail();
         notice('');
         return res.marker;
-      }, function (e) { relisting = null; throw e; });
-      return relisting;
-    }
+      });
+    });
     var relistTimer = null;
     function relistSoon() {
       if (relistTimer) return;
@@ -413,6 +430,8 @@
       evs.forEach(function (ev) {
         if (!ev || typeof ev.id !== 'string' || seen.has(ev.id)) return;
         seen.add(ev.id);
+        seenOrder.push(ev.id);
+        if (seenOrder.length > SEEN_KEEP) seen.delete(seenOrder.shift());
         if (typeof ev.type !== 'string') return;
         if (ev.type.indexOf('service.') === 0) {
           svc = true;
@@ -424,11 +443,16 @@
       if (fresh.some(function (ev) { return ev.type.indexOf('configuration_value.') === 0; })) loadConfig().catch(failed);
       if (!$('view-limits').hidden && fresh.length) self.loadLimits();
       if (!fresh.length) return;
-      if (paused) { held = held.concat(fresh); updatePause(); return; }
+      if (paused) {
+        heldCount += fresh.length;
+        held = held.concat(fresh).slice(-FEED_KEEP);
+        updatePause();
+        return;
+      }
       show(fresh);
     }
     function updatePause() {
-      $('ev-pause').textContent = paused ? 'Resume' + (held.length ? ' (' + held.length + ' new)' : '') : 'Pause';
+      $('ev-pause').textContent = paused ? 'Resume' + (heldCount ? ' (' + heldCount + ' new)' : '') : 'Pause';
       $('ev-pause').setAttribute('aria-pressed', paused ? 'true' : 'false');
       setState(paused ? 'paused' : 'live');
     }
@@ -440,6 +464,7 @@
     this.togglePause = function () {
       paused = !paused;
       if (!paused && held.length) { var h = held; held = []; show(h); }
+      heldCount = 0;
       updatePause();
     };
     this.filterEvents = filterEvents;
@@ -498,9 +523,9 @@
     }
 
     // -- configuration --
-    function loadConfig() {
+    var loadConfig = latest(function () {
       return list('/configuration', ctrl.signal).then(function (res) { renderConfig(res.values); });
-    }
+    });
     function renderConfig(values) {
       var root = { kids: new Map(), values: [] };
       values.forEach(function (v) {
