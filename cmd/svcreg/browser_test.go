@@ -339,11 +339,22 @@ func TestUIDashboardInBrowser(t *testing.T) {
 // A revoked or expired token sends the page back to sign-in.
 func TestUISessionEndsInBrowser(t *testing.T) {
 	b := newBrowser(t)
-	srv := startServerProcess(t, "--data-dir", t.TempDir())
+	dir, addr := t.TempDir(), fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	srv := startServerProcess(t, "--data-dir", dir, "--listen", addr)
 
 	b.signIn(srv.url, "dev", "dev")
 	token := b.text(`JSON.parse(sessionStorage.getItem('svcreg.session')).token`)
+
+	// The page rides out a server restart: its long-poll fails, it tries
+	// again with backoff, and follows the feed again once the server is back
+	// (tokens survive restarts).
+	srv.kill()
+	b.wait("the feed reconnecting", `document.getElementById('ev-state').textContent === 'reconnecting'`)
+	srv = startServerProcess(t, "--data-dir", dir, "--listen", addr)
+	b.wait("the feed live again", `document.getElementById('ev-state').textContent === 'live'`)
 	other := login(t, srv.url, "dev") // the same account, another token
+	must(t, other, "POST", "/services", map[string]any{"id": "after-restart", "heartbeat_timeout": 30}, 201)
+	b.wait("the feed followed again", `!!document.querySelector('#svc-body tr[data-id="after-restart"]')`)
 	revoke := &api{url: srv.url, tenant: "", token: token, http: other.http}
 	req := fmt.Sprintf("/v2.0/tokens/%s", token)
 	code, _, err := revoke.raw("DELETE", req)

@@ -480,12 +480,14 @@
     function follow(marker) {
       var backoff = 1000;
       var last = marker;
+      var probe = false; // after a failure, ask without waiting: live again at once
       if (!paused) setState('live');
       function once() {
         if (stopped) return;
-        var q = '/events?limit=1000&wait=' + LONG_POLL + '&marker=' + encodeURIComponent(last);
+        var q = '/events?limit=1000' + (probe ? '' : '&wait=' + LONG_POLL) + '&marker=' + encodeURIComponent(last);
         api(q, ctrl.signal).then(function (res) {
           backoff = 1000;
+          probe = false;
           if (!paused) setState('live');
           var vals = res.body.values || [];
           take(vals);
@@ -493,13 +495,14 @@
           if (next) { last = next; return; }
           if (vals.length) last = vals[vals.length - 1].id;
           // 0s: the server did not wait (busy or shutting down); poll gently.
-          if (res.headers.get('X-Registry-Wait') === '0s') return sleep(5000);
+          if (!probe && res.headers.get('X-Registry-Wait') === '0s') return sleep(5000);
         }, function (e) {
           if (e instanceof AuthError || stopped || e.name === 'AbortError') { stopped = stopped || e instanceof AuthError; return; }
           if (e.status === 410) { // markerExpired: list again and follow from there
             return loadServices().then(function (m) { last = m; loadConfig().catch(failed); });
           }
           setState('reconnecting');
+          probe = true;
           var d = backoff / 2 + Math.random() * backoff / 2;
           backoff = Math.min(backoff * 2, 30000);
           return sleep(d);
