@@ -28,8 +28,8 @@ import (
 const serverDescription = `
 Serves the Service Registry API (/v1.0), a Keystone-v2-compatible identity
 endpoint (POST /v2.0/tokens), /healthz, /metrics and a dashboard at /ui/
-(--ui=false turns it off). State is kept in one
-bbolt file under --data-dir; every acknowledged write is synced to disk.
+(--ui=false turns it off). State is kept in one bbolt file under --data-dir;
+every acknowledged write is synced to disk.
 
 With --etcd-endpoints, state is kept in an etcd cluster instead, and several
 svcreg server processes over the same cluster (and --etcd-prefix) serve one
