@@ -1,8 +1,10 @@
 # The test suite needs nginx and haproxy (the renderer's end-to-end tests run
-# against the real programs); `make test` installs them from Debian packages
-# when they are missing. Without them those tests skip, saying so, unless CI
-# is set (.ci/run sets it): then they fail. The server's conformance suite runs twice: on the
-# embedded store, and on the etcd store over an etcd run in-process.
+# against the real programs) and chromium (the dashboard's and status page's
+# browser tests); `make test` installs them from Debian packages when they are
+# missing. Without them those tests skip, saying so, unless CI is set
+# (.ci/run sets it): then they fail. The server's conformance suite runs
+# twice: on the embedded store, and on the etcd store over an etcd run
+# in-process.
 GO ?= go
 
 .PHONY: test deps build
@@ -12,8 +14,8 @@ test: deps
 	SVCREG_TEST_STORE=etcd $(GO) test -race -timeout 30m ./server/
 
 deps:
-	@command -v nginx >/dev/null 2>&1 && command -v haproxy >/dev/null 2>&1 || \
-		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y nginx haproxy; }
+	@command -v nginx >/dev/null 2>&1 && command -v haproxy >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1 || \
+		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y nginx haproxy chromium; }
 
 build:
 	$(GO) build -o bin/ ./cmd/...

@@ -76,6 +76,8 @@ type Renderer struct {
 	Log     *slog.Logger
 	Metrics *Metrics
 	Health  *Health
+	// Status, if set, collects what the status page shows.
+	Status *Status
 	// Dry prints what would change to DryOut and writes and runs nothing.
 	Dry    bool
 	DryOut io.Writer
@@ -175,6 +177,7 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 		files[i] = f
 	}
 	r.Health.record(g.Name, RenderFailed, nil, r.now())
+	r.Status.rendered(g.Name, files, snap, r.now())
 	if !anyChanged {
 		return false, time.Time{}, nil
 	}
@@ -257,6 +260,7 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 		r.Log.Info("installed", "destination", f.t.Destination, "bytes", len(f.out), "group", g.Name)
 	}
 	r.Health.record(g.Name, InstallFailed, nil, r.now())
+	r.Status.installed(g.Name, files, snap.ChangedAt, r.now())
 	if !snap.ChangedAt.IsZero() {
 		r.Metrics.eventToInstall.Observe(r.now().Sub(snap.ChangedAt).Seconds())
 	}
@@ -267,6 +271,7 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 	if g.reloads() && !r.NoReload {
 		err := r.reload(ctx, g)
 		r.lastReload[g.Name] = r.now()
+		r.Status.reloaded(g.Name, r.now())
 		r.Metrics.reloads.WithLabelValues(g.Name, result(err)).Inc()
 		if err != nil {
 			// A file that did not exist before and passed the check stays:

@@ -31,6 +31,8 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Metrics serves GET /metrics; 404 if nil.
 	Metrics http.Handler
+	// UI serves /ui and everything under /ui/ (the dashboard); 404 if nil.
+	UI http.Handler
 	// Clock returns the current time; time.Now if nil.
 	Clock func() time.Time
 	// The limits below keep one tenant from holding the descriptors of all
@@ -171,6 +173,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case path == "/metrics" && s.cfg.Metrics != nil:
 		name = "metrics"
 		s.cfg.Metrics.ServeHTTP(sw, r)
+	case (path == "/ui" || strings.HasPrefix(path, "/ui/")) && s.cfg.UI != nil:
+		name = "ui"
+		s.cfg.UI.ServeHTTP(sw, r)
 	default:
 		rq := &request{r: r, txnID: s.nextTxnID()}
 		sw.Header().Set("X-Response-Id", rq.txnID)

@@ -102,7 +102,15 @@ func (a *api) do(method, path string, body any) (int, []byte, error) {
 		b, _ := json.Marshal(body)
 		rd = bytes.NewReader(b)
 	}
-	req, _ := http.NewRequest(method, a.url+"/v1.0/"+a.tenant+path, rd)
+	return a.send(method, a.url+"/v1.0/"+a.tenant+path, rd)
+}
+
+// send makes a request to url with the token.
+func (a *api) send(method, url string, rd io.Reader) (int, []byte, error) {
+	req, err := http.NewRequest(method, url, rd)
+	if err != nil {
+		return 0, nil, err
+	}
 	req.Header.Set("X-Auth-Token", a.token)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := a.http.Do(req)

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/svcreg/svcreg/internal/ui"
 	"github.com/svcreg/svcreg/server"
 	"github.com/svcreg/svcreg/server/store"
 	"github.com/svcreg/svcreg/server/store/boltstore"
@@ -27,8 +28,9 @@ import (
 
 const serverDescription = `
 Serves the Service Registry API (/v1.0), a Keystone-v2-compatible identity
-endpoint (POST /v2.0/tokens), /healthz and /metrics. State is kept in one
-bbolt file under --data-dir; every acknowledged write is synced to disk.
+endpoint (POST /v2.0/tokens), /healthz, /metrics and a dashboard at /ui/
+(--ui=false turns it off). State is kept in one bbolt file under --data-dir;
+every acknowledged write is synced to disk.
 
 With --etcd-endpoints, state is kept in an etcd cluster instead, and several
 svcreg server processes over the same cluster (and --etcd-prefix) serve one
@@ -70,6 +72,7 @@ type serverFlags struct {
 	maxEvents              int
 	maxEventBytes          int64
 	hashPassword           bool
+	ui                     bool
 	login                  server.AuthLimits
 	etcd                   etcdFlags
 	db                     dbFlags
@@ -120,6 +123,7 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.IntVar(&f.writeBurst, "write-burst", server.DefaultWriteBurst, "writes a tenant may make at once")
 	fs.IntVar(&f.maxEvents, "max-events", store.DefaultMaxEvents, "most events a tenant keeps; past it the oldest are deleted; 0: no limit\nbut --retention")
 	fs.Int64Var(&f.maxEventBytes, "max-event-bytes", boltstore.DefaultMaxEventBytes, "most `bytes` of events a tenant keeps in the embedded store; past it the oldest\nare deleted; 0: no limit")
+	fs.BoolVar(&f.ui, "ui", true, "serve the dashboard at /ui/ (sign-in with the same accounts as the API;\n--ui=false to turn it off)")
 	fs.BoolVar(&f.hashPassword, "hash-password", false, "read a password on stdin, print its bcrypt hash for --users, and exit")
 	fs.BoolVar(&f.db.check, "check", false, "check the database under --data-dir from end to end, and exit (the server must be stopped)")
 	fs.BoolVar(&f.db.compact, "compact", false, "rewrite the database under --data-dir without its free pages, and exit\n(the server must be stopped)")
@@ -223,6 +227,7 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		Logger:                log,
 		Registerer:            reg,
 		Metrics:               promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		UI:                    uiHandler(f.ui),
 		MaxWaitersPerTenant:   f.maxWaiters,
 		MaxWaiters:            f.conns.maxWaiters,
 		MaxConns:              f.conns.maxConns,
@@ -268,7 +273,7 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	// line is still graceful.
 	sigs := notifyStopOrReload()
 	defer signal.Stop(sigs)
-	log.Info("svcreg server listening", append(append([]any{"url", base}, where...), "dev", f.dev, "users", len(users), "version", versionString())...)
+	log.Info("svcreg server listening", append(append([]any{"url", base}, where...), "dev", f.dev, "users", len(users), "ui", f.ui, "version", versionString())...)
 	log.Info("connection limits", "descriptors", server.DescriptorLimit(), "max_conns", cfg.MaxConns,
 		"max_waiters_total", cfg.MaxWaiters, "max_waiters", cfg.MaxWaitersPerTenant,
 		"max_idle_conns", cfg.MaxIdleConns, "max_idle_conns_per_tenant", cfg.MaxIdleConnsPerTenant,
@@ -441,4 +446,12 @@ func printPasswordHash(stdin io.Reader, stdout io.Writer) error {
 	}
 	fmt.Fprintln(stdout, h)
 	return nil
+}
+
+// uiHandler is the dashboard's handler, or nil when it is turned off.
+func uiHandler(on bool) http.Handler {
+	if !on {
+		return nil
+	}
+	return ui.Handler("/ui")
 }

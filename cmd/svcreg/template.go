@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/svcreg/svcreg/internal/conn"
+	"github.com/svcreg/svcreg/internal/statuspage"
 	"github.com/svcreg/svcreg/render"
 	"github.com/svcreg/svcreg/watcher"
 )
@@ -48,6 +49,11 @@ SVCREG_PASSWORD or SVCREG_TOKEN.
 
 --print renders every template for the registry's current state and prints
 each full output to stdout; it writes no file and runs no command.
+
+With --listen (or the config's listen), / is a read-only status page: the
+sync state, each reload group's last render, check, install and reload, the
+last installed diff, and plots of the last hour. It shows the registry URL
+and username, never a key, password or token.
 
 Signals: SIGTERM and SIGINT stop; SIGHUP re-reads the config file and the
 templates and switches to them if they are valid. Template files are also
@@ -122,7 +128,7 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	fs.BoolVar(&f.print, "print", false, "wait for a full sync, print the full output of every template to stdout, and exit;\nno file is written and no command run (for debugging templates)")
 	fs.StringVar(&f.exec, "exec", "", "`COMMAND` to run in the foreground once the first render is installed, e.g. \"nginx -g 'daemon off;'\"\n(split as a shell would, without a shell; see Running in a container in the README)")
 	fs.DurationVar(&f.gracePeriod, "grace-period", render.DefaultGracePeriod, "with --exec, the time the command has to exit after SIGTERM before SIGKILL")
-	fs.StringVar(&f.listen, "listen", "", "`address` for /healthz, /readyz and /metrics (default: the config's listen, or none)")
+	fs.StringVar(&f.listen, "listen", "", "`address` for the status page (/), /healthz, /readyz and /metrics (default: the config's listen, or none)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	f.conn.Register(fs)
@@ -177,6 +183,7 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	health.Watch = w.Status
 	renderer := render.NewRenderer(log, render.NewMetrics(reg), health)
 	renderer.Dry, renderer.DryOut, renderer.NoReload = f.dry, stdout, f.noReload
+	renderer.Status = render.NewStatus()
 	loop := &render.Loop{Renderer: renderer, Source: w}
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -220,8 +227,10 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 		mux.Handle("/healthz", health)
 		mux.Handle("/readyz", health.Ready())
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		mux.Handle("/", statuspage.Handler(statuspage.Config{Health: health, Status: renderer.Status,
+			Registry: settings.URL, Account: accountName(settings), Logger: log}))
 		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
-		log.Info("serving /healthz, /readyz and /metrics", "url", "http://"+ln.Addr().String())
+		log.Info("serving the status page, /healthz, /readyz and /metrics", "url", "http://"+ln.Addr().String())
 		g.Add(func() error {
 			if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 				return err
@@ -329,4 +338,18 @@ func runOnce(ctx context.Context, log *slog.Logger, w *watcher.Watcher, loop *re
 	}
 	log.Info("rendered once", "groups_installed", res.Installed)
 	return nil
+}
+
+// accountName says who the renderer signs in as, for the status page:
+// the username, never a secret.
+func accountName(s conn.Settings) string {
+	switch {
+	case s.Username != "":
+		return s.Username
+	case s.Tenant != "":
+		return "a token (tenant " + s.Tenant + ")"
+	case s.Token != "":
+		return "a token"
+	}
+	return ""
 }

@@ -1,0 +1,468 @@
+package main
+
+// The dashboard and the renderer's status page are tested in a real browser:
+// Debian's chromium, driven from Go with chromedp. chromedp speaks the
+// DevTools protocol directly from the test process: no Node, no WebDriver
+// server, no browser download (it runs the chromium that `make deps`
+// installs), and its actions are plain Go values, so the tests read like the
+// other tests here. rod would do as well; chromedp has fewer moving parts
+// (no launcher that fetches its own browser).
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/svcreg/svcreg/server"
+)
+
+var updateScreenshots = flag.Bool("update-screenshots", false, "write the browser tests' screenshots to docs/ui-*.png")
+
+// browserTimeout bounds one browser test; a waiting step fails long before.
+const browserTimeout = 2 * time.Minute
+
+type browser struct {
+	t   *testing.T
+	ctx context.Context
+}
+
+// newBrowser starts a headless chromium with a fresh profile. Without
+// chromium the test is skipped, except under CI=true, where it fails:
+// `make test` installs chromium.
+func newBrowser(t *testing.T) *browser {
+	t.Helper()
+	bin, err := exec.LookPath("chromium")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("chromium is not installed; `make deps` installs it (apt-get install chromium)")
+		}
+		t.Skip("chromium is not installed; `make deps` installs it")
+	}
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(bin),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1280, 860),
+	}
+	ctx, cancelTimeout := context.WithTimeout(context.Background(), browserTimeout)
+	actx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
+	bctx, cancelBrowser := chromedp.NewContext(actx)
+	t.Cleanup(func() { cancelBrowser(); cancelAlloc(); cancelTimeout() })
+	b := &browser{t: t, ctx: bctx}
+	b.do(chromedp.EmulateViewport(1280, 860))
+	return b
+}
+
+func (b *browser) do(steps ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	if err := chromedp.Do(b.ctx, steps...); err != nil {
+		b.t.Fatalf("browser: %v", err)
+	}
+}
+
+// wait waits until the JavaScript expression is true.
+func (b *browser) wait(what, expr string) {
+	b.t.Helper()
+	_, err := chromedp.Run(b.ctx, chromedp.Poll[bool](expr,
+		chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(20*time.Second)))
+	if err != nil {
+		b.t.Fatalf("waiting for %s: %v\n%s", what, err, b.text("document.body.innerText"))
+	}
+}
+
+// text evaluates a JavaScript expression to a string.
+func (b *browser) text(expr string) string {
+	b.t.Helper()
+	s, err := chromedp.Run(b.ctx, chromedp.Evaluate[string](expr))
+	if err != nil {
+		b.t.Fatalf("evaluate %s: %v", expr, err)
+	}
+	return s
+}
+
+// set sets a form control's value as a user would, with its event.
+func (b *browser) set(id, value, event string) {
+	b.t.Helper()
+	b.do(chromedp.Evaluate[chromedp.Void](fmt.Sprintf(
+		`(() => { const e = document.getElementById(%s); e.value = %s; e.dispatchEvent(new Event(%s)); })()`, js(id), js(value), js(event))))
+}
+
+// js quotes s as a JavaScript string.
+func js(s string) string {
+	q, _ := json.Marshal(s)
+	return string(q)
+}
+
+// screenshot writes docs/ui-NAME.png at the given viewport width, with
+// -update-screenshots only: a normal run writes nothing into the tree.
+func (b *browser) screenshot(name string, width int64) {
+	b.t.Helper()
+	if !*updateScreenshots {
+		return
+	}
+	b.do(chromedp.EmulateViewport(width, 760))
+	png, err := chromedp.Run(b.ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		b.t.Fatalf("screenshot %s: %v", name, err)
+	}
+	b.do(chromedp.EmulateViewport(1280, 860))
+	if err := os.WriteFile(filepath.Join("..", "..", "docs", "ui-"+name+".png"), png, 0o644); err != nil {
+		b.t.Fatal(err)
+	}
+}
+
+// signIn signs in on the dashboard's form and waits for the live feed.
+func (b *browser) signIn(base, user, key string) {
+	b.t.Helper()
+	b.do(chromedp.Navigate(base + "/ui/"))
+	b.wait("the sign-in form", `!document.getElementById('signin').hidden`)
+	b.do(
+		chromedp.SendKeys(chromedp.CSS("#signin-user"), user),
+		chromedp.SendKeys(chromedp.CSS("#signin-secret"), key),
+		chromedp.Click(chromedp.CSS("#signin-submit")),
+	)
+	b.wait("the services view", `!document.getElementById('view-services').hidden`)
+	b.wait("the live feed", `document.getElementById('ev-state').textContent === 'live'`)
+}
+
+// Hostile registry data: tags and metadata may hold any text; an id may be
+// a name that means something to JavaScript objects.
+const (
+	hostileID    = "__proto__"
+	hostileTag   = `<img src=x onerror="window.pwned=1">`
+	hostileKey   = `<script>window.pwned=2</script>`
+	hostileValue = `"><svg onload=window.pwned=3>`
+	hostileConf  = `</pre><b onclick=alert(1)>bold</b><script>window.pwned=4</script>`
+)
+
+// noInjection fails if registry data became markup or ran.
+func (b *browser) noInjection() {
+	b.t.Helper()
+	got := b.text(`JSON.stringify({pwned: String(window.pwned), img: document.querySelectorAll('img').length,
+		svg: document.querySelectorAll('svg').length, inline: document.querySelectorAll('script:not([src])').length,
+		b: document.querySelectorAll('b').length})`)
+	if got != `{"pwned":"undefined","img":0,"svg":0,"inline":0,"b":0}` {
+		b.t.Fatalf("registry data became markup: %s", got)
+	}
+}
+
+func TestUIDashboardInBrowser(t *testing.T) {
+	b := newBrowser(t)
+	srv := startServerProcess(t, "--data-dir", t.TempDir())
+	a := login(t, srv.url, "dev")
+
+	b.do(chromedp.Navigate(srv.url + "/ui/"))
+	b.wait("the sign-in form", `!document.getElementById('signin').hidden`)
+	b.screenshot("signin", 1280)
+	b.signIn(srv.url, "dev", "dev")
+	if got := b.text(`location.href + '|' + document.cookie`); got != srv.url+"/ui/#services|" {
+		t.Fatalf("location and cookies after sign-in: %q (the token belongs in session storage only)", got)
+	}
+	if tok := b.text(`JSON.parse(sessionStorage.getItem('svcreg.session')).token`); tok == "" {
+		t.Fatal("no token in session storage")
+	}
+	// Anything that reloads the page loses this.
+	b.do(chromedp.Evaluate[chromedp.Void](`window.sameDocument = true`))
+
+	// A service registered through the API appears, and its countdown runs.
+	must(t, a, "POST", "/services", map[string]any{"id": "web-1", "heartbeat_timeout": 30,
+		"tags": []string{"www", "eu"}, "metadata": map[string]string{"ip": "10.0.0.7", "port": "8080"}}, 201)
+	b.wait("web-1 in the table", `!!document.querySelector('#svc-body tr[data-id="web-1"]')`)
+	b.wait("the countdown", `(() => {
+		const c = document.querySelector('#svc-body tr[data-id="web-1"] .countdown');
+		window.firstCount = window.firstCount || c.textContent;
+		return /^[0-9]+s$/.test(c.textContent) && c.textContent !== window.firstCount;
+	})()`)
+	must(t, a, "POST", "/services", map[string]any{"id": "db-1", "heartbeat_timeout": 120,
+		"tags": []string{"db"}, "metadata": map[string]string{"ip": "10.0.0.9", "port": "5432", "role": "primary"}}, 201)
+	must(t, a, "POST", "/services", map[string]any{"id": "api-2", "heartbeat_timeout": 20,
+		"tags": []string{"www", "api"}, "metadata": map[string]string{"ip": "10.0.1.2", "port": "9000"}}, 201)
+	b.wait("three services", `document.querySelectorAll('#svc-body tr').length === 3`)
+
+	// A heartbeat emits no event: the countdown of a heartbeated service
+	// goes back up (the page reads the list again when it reaches zero),
+	// and once the heartbeats stop the service times out and goes away.
+	var created struct{ Token string }
+	json.Unmarshal(must(t, a, "POST", "/services", map[string]any{"id": "beat-1", "heartbeat_timeout": 4}, 201), &created)
+	stop := make(chan struct{})
+	beating := make(chan struct{})
+	go func() {
+		defer close(beating)
+		token := created.Token
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(500 * time.Millisecond):
+			}
+			var next struct{ Token string }
+			_, body, _ := a.do("POST", "/services/beat-1/heartbeat", map[string]string{"token": token})
+			if json.Unmarshal(body, &next) == nil && next.Token != "" {
+				token = next.Token
+			}
+		}
+	}()
+	b.wait("the heartbeated countdown going up", `(() => {
+		const c = document.querySelector('#svc-body tr[data-id="beat-1"] .countdown');
+		if (!c || !/^[0-9]+s$/.test(c.textContent)) return false;
+		const n = parseInt(c.textContent, 10);
+		window.lowest = Math.min(window.lowest === undefined ? 99 : window.lowest, n);
+		return n > window.lowest;
+	})()`)
+	close(stop)
+	<-beating
+	b.wait("the timed-out service gone", `!document.querySelector('#svc-body tr[data-id="beat-1"]')`)
+
+	// Filter by tag and by text; sort by a column.
+	b.set("svc-tag", "www", "change")
+	b.wait("the www filter", `Array.from(document.querySelectorAll('#svc-body tr')).map(r => r.dataset.id).join() === 'api-2,web-1'`)
+	b.set("svc-tag", "", "change")
+	b.do(chromedp.SendKeys(chromedp.CSS("#svc-filter"), "5432"))
+	b.wait("the text filter", `Array.from(document.querySelectorAll('#svc-body tr')).map(r => r.dataset.id).join() === 'db-1'`)
+	b.set("svc-filter", "", "input")
+	b.do(chromedp.Click(chromedp.CSS(`th button[data-sort="timeout"]`)))
+	b.wait("sorted by timeout", `Array.from(document.querySelectorAll('#svc-body tr')).map(r => r.dataset.id).join() === 'api-2,web-1,db-1'`)
+	b.do(chromedp.Click(chromedp.CSS(`th button[data-sort="timeout"]`)))
+	b.wait("sorted by timeout, descending", `Array.from(document.querySelectorAll('#svc-body tr')).map(r => r.dataset.id).join() === 'db-1,web-1,api-2'`)
+	b.do(chromedp.Click(chromedp.CSS(`th button[data-sort="id"]`)))
+
+	// Hostile data is text.
+	must(t, a, "POST", "/services", map[string]any{"id": hostileID, "heartbeat_timeout": 60,
+		"tags": []string{hostileTag}, "metadata": map[string]string{hostileKey: hostileValue, "__proto__": "x"}}, 201)
+	b.wait("the hostile service", `!!document.querySelector('#svc-body tr[data-id="__proto__"]')`)
+	row := `document.querySelector('#svc-body tr[data-id="__proto__"]')`
+	if got := b.text(row + `.querySelector('.tag').textContent`); got != hostileTag {
+		t.Fatalf("tag shown as %q, want the text %q", got, hostileTag)
+	}
+	if got := b.text(row + `.querySelector('.meta').textContent`); got != hostileKey+hostileValue+"__proto__x" {
+		t.Fatalf("metadata shown as %q", got)
+	}
+	b.noInjection()
+	b.screenshot("services", 1280)
+	b.screenshot("services-phone", 390)
+
+	// One service's detail with its raw JSON.
+	b.do(chromedp.Click(chromedp.CSS(`#svc-body tr[data-id="__proto__"] a`)))
+	b.wait("the detail view", `!document.getElementById('view-service').hidden && document.getElementById('detail-json').textContent.length > 0`)
+	var detail struct {
+		ID       string            `json:"id"`
+		Tags     []string          `json:"tags"`
+		Metadata map[string]string `json:"metadata"`
+	}
+	if err := json.Unmarshal([]byte(b.text(`document.getElementById('detail-json').textContent`)), &detail); err != nil {
+		t.Fatalf("detail JSON: %v", err)
+	}
+	if detail.ID != hostileID || detail.Tags[0] != hostileTag || detail.Metadata[hostileKey] != hostileValue || detail.Metadata["__proto__"] != "x" {
+		t.Fatalf("detail JSON is not the service: %+v", detail)
+	}
+	b.noInjection()
+	b.screenshot("service", 1280)
+
+	// Events arrive live; a type filter; pause and resume; expand one.
+	b.do(chromedp.Click(chromedp.CSS(`#nav a[data-view="events"]`)))
+	b.wait("the history", `document.querySelectorAll('#ev-list li').length >= 4`)
+	must(t, a, "PUT", "/configuration//production/web/banner", map[string]string{"value": hostileConf}, 204)
+	b.wait("the configuration event, live", `(() => {
+		const li = document.querySelector('#ev-list li');
+		return li && li.dataset.type === 'configuration_value.update' &&
+			li.querySelector('.what').textContent === '/production/web/banner = ' + `+js(hostileConf)+`;
+	})()`)
+	b.set("ev-type", "service.join", "change")
+	b.wait("the type filter", `Array.from(document.querySelectorAll('#ev-list li')).every(li => li.hidden === (li.dataset.type !== 'service.join'))`)
+	b.set("ev-type", "", "change")
+	b.do(chromedp.Click(chromedp.CSS("#ev-pause")))
+	must(t, a, "DELETE", "/services/api-2", nil, 204)
+	b.wait("the held event", `document.getElementById('ev-pause').textContent === 'Resume (1 new)'`)
+	if got := b.text(`document.querySelector('#ev-list li').dataset.type`); got != "configuration_value.update" {
+		t.Fatalf("a paused feed showed a new event: %s", got)
+	}
+	b.do(chromedp.Click(chromedp.CSS("#ev-pause")))
+	b.wait("the resumed feed", `document.querySelector('#ev-list li').dataset.type === 'service.remove'`)
+	b.do(chromedp.Click(chromedp.CSS("#ev-list li:nth-child(2) summary")))
+	b.wait("an expanded event", `document.querySelector('#ev-list li:nth-child(2) details').open &&
+		JSON.parse(document.querySelector('#ev-list li:nth-child(2) pre').textContent).payload.new_value === `+js(hostileConf))
+	b.noInjection()
+	b.screenshot("events", 1280)
+
+	// Configuration as a tree.
+	must(t, a, "PUT", "/configuration//production/web/workers", map[string]string{"value": "8"}, 204)
+	must(t, a, "PUT", "/configuration//production/database/pool_size", map[string]string{"value": "20"}, 204)
+	must(t, a, "PUT", "/configuration/feature_flags", map[string]string{"value": "beta,dark-mode"}, 204)
+	b.do(chromedp.Click(chromedp.CSS(`#nav a[data-view="config"]`)))
+	b.wait("the configuration tree", `document.getElementById('cfg-count').textContent === '4'`)
+	if got := b.text(`Array.from(document.querySelectorAll('#cfg-tree summary')).map(s => s.textContent).join()`); got != "/production,/database,/web" {
+		t.Fatalf("namespaces: %q", got)
+	}
+	if got := b.text(`document.querySelector('#cfg-tree li.leaf[title="/production/web/banner"] .v').textContent`); got != hostileConf {
+		t.Fatalf("configuration value shown as %q", got)
+	}
+	b.noInjection()
+	b.screenshot("config", 1280)
+
+	// Limits and usage.
+	b.do(chromedp.Click(chromedp.CSS(`#nav a[data-view="limits"]`)))
+	b.wait("the limits", `Array.from(document.querySelectorAll('#limits .figure')).map(f => f.textContent).slice(0, 2).join() === '3 / 200,4 / 1000'`)
+	b.screenshot("limits", 1280)
+
+	if b.text(`String(window.sameDocument)`) != "true" {
+		t.Fatal("the page was reloaded")
+	}
+
+	// Sign-out revokes the token.
+	token := b.text(`JSON.parse(sessionStorage.getItem('svcreg.session')).token`)
+	b.do(chromedp.Click(chromedp.CSS("#signout")))
+	b.wait("the sign-in form", `!document.getElementById('signin').hidden && sessionStorage.length === 0`)
+	revoked := &api{url: srv.url, tenant: a.tenant, token: token, http: a.http}
+	eventuallyTrue(t, "the token revoked", func() bool {
+		code, _, err := revoked.do("GET", "/limits", nil)
+		return err == nil && code == 401
+	})
+}
+
+// A revoked or expired token sends the page back to sign-in.
+func TestUISessionEndsInBrowser(t *testing.T) {
+	b := newBrowser(t)
+	dir, addr := t.TempDir(), fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	srv := startServerProcess(t, "--data-dir", dir, "--listen", addr)
+
+	b.signIn(srv.url, "dev", "dev")
+	token := b.text(`JSON.parse(sessionStorage.getItem('svcreg.session')).token`)
+
+	// The page rides out a server restart: its long-poll fails, it tries
+	// again with backoff, and follows the feed again once the server is back
+	// (tokens survive restarts).
+	srv.kill()
+	b.wait("the feed reconnecting", `document.getElementById('ev-state').textContent === 'reconnecting'`)
+	srv = startServerProcess(t, "--data-dir", dir, "--listen", addr)
+	b.wait("the feed live again", `document.getElementById('ev-state').textContent === 'live'`)
+	other := login(t, srv.url, "dev") // the same account, another token
+	must(t, other, "POST", "/services", map[string]any{"id": "after-restart", "heartbeat_timeout": 30}, 201)
+	b.wait("the feed followed again", `!!document.querySelector('#svc-body tr[data-id="after-restart"]')`)
+	revoke := &api{url: srv.url, tenant: "", token: token, http: other.http}
+	req := fmt.Sprintf("/v2.0/tokens/%s", token)
+	code, _, err := revoke.raw("DELETE", req)
+	if err != nil || code != 204 {
+		t.Fatalf("revoke: %d %v", code, err)
+	}
+	// The next request the page makes (here: after the event) is refused.
+	must(t, other, "POST", "/services", map[string]any{"id": "after-revoke", "heartbeat_timeout": 30}, 201)
+	b.wait("sign-in after the revoke", `!document.getElementById('signin').hidden && sessionStorage.length === 0 &&
+		/revoked/.test(document.getElementById('notice').textContent)`)
+	if got := b.text(`document.getElementById('svc-body').textContent + document.getElementById('ev-list').textContent`); got != "" {
+		t.Fatalf("the signed-out page still shows registry data: %q", got)
+	}
+
+	short := startServerProcess(t, "--data-dir", t.TempDir(), "--token-ttl", "3s")
+	b.signIn(short.url, "dev", "dev")
+	b.wait("sign-in after the token expired", `!document.getElementById('signin').hidden &&
+		/expired/.test(document.getElementById('notice').textContent)`)
+
+	// A user of a users file signs in with a password; a wrong one is told.
+	hash, err := server.HashPassword("correct horse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	users := filepath.Join(t.TempDir(), "users.toml")
+	writeFile(t, users, fmt.Sprintf("[[user]]\nname = \"ops\"\ntenant = \"4242\"\npassword_hash = %q\n", hash))
+	withUsers := startUsersServer(t, "--users", users)
+	b.do(chromedp.Navigate(withUsers.url + "/ui/"))
+	b.wait("the sign-in form", `!document.getElementById('signin').hidden`)
+	b.do(
+		chromedp.Click(chromedp.CSS(`input[name=kind][value=password]`)),
+		chromedp.SendKeys(chromedp.CSS("#signin-user"), "ops"),
+		chromedp.SendKeys(chromedp.CSS("#signin-secret"), "wrong horse"),
+		chromedp.Click(chromedp.CSS("#signin-submit")),
+	)
+	b.wait("the refusal", `!document.getElementById('signin-error').hidden && document.getElementById('signin-secret').value !== ''`)
+	b.set("signin-secret", "", "input")
+	b.do(
+		chromedp.SendKeys(chromedp.CSS("#signin-secret"), "correct horse"),
+		chromedp.Click(chromedp.CSS("#signin-submit")),
+	)
+	b.wait("signed in with the password", `!document.getElementById('view-services').hidden &&
+		document.getElementById('who-tenant').textContent === '4242'`)
+}
+
+// The renderer's status page shows a group whose check fails and a group
+// installed and reloaded after a registry change, with its diff and plots.
+func TestTemplateStatusPageInBrowser(t *testing.T) {
+	b := newBrowser(t)
+	srv := startServerProcess(t, "--data-dir", t.TempDir())
+	a := login(t, srv.url, "dev")
+	must(t, a, "POST", "/services", map[string]any{"id": "web-1", "heartbeat_timeout": 120, "tags": []string{"www"}}, 201)
+
+	dir := t.TempDir()
+	port := freePort(t)
+	www, broken := filepath.Join(dir, "www.conf"), filepath.Join(dir, "broken.conf")
+	config := filepath.Join(dir, "render.toml")
+	writeFile(t, config, fmt.Sprintf(`listen = "127.0.0.1:%d"
+[wait]
+min = "20ms"
+max = "200ms"
+
+[[template]]
+contents = '''
+upstream www {
+{{- range servicesWithTag "www" }}
+    server {{ ident .ID }}:80;
+{{- end }}
+}
+'''
+destination = %q
+reload_group = "www-upstreams"
+check = "true"
+reload = "true"
+
+[[template]]
+contents = "# {{ len services }} services\n"
+destination = %q
+reload_group = "broken-check"
+check = "echo 'syntax error in {{ .Staged }}' >&2; false"
+`, port, www, broken))
+	env := []string{"SVCREG_URL=" + srv.url + "/v1.0", "SVCREG_USERNAME=dev", "SVCREG_API_KEY=dev"}
+	d := startDaemon(t, env, "--config", config)
+	eventuallyTrue(t, "web-1 installed", func() bool { return strings.Contains(readString(www), "server web-1:80;") })
+	must(t, a, "POST", "/services", map[string]any{"id": "web-2", "heartbeat_timeout": 120, "tags": []string{"www"}}, 201)
+	eventuallyTrue(t, "web-2 installed", func() bool { return strings.Contains(readString(www), "server web-2:80;") })
+
+	b.do(chromedp.Navigate(fmt.Sprintf("http://127.0.0.1:%d/", port)))
+	b.wait("the status page", `!!document.getElementById('state')`)
+	group := func(name string) string { return fmt.Sprintf(`document.querySelector('[data-group=%s]')`, js(name)) }
+	if got := b.text(group("broken-check") + `.querySelector('tr.step-check').textContent.replace(/\s+/g, ' ')`); !strings.Contains(got, "check failed") || !strings.Contains(got, "syntax error in") {
+		t.Fatalf("the failed check is not reported: %q", got)
+	}
+	if got := b.text(group("www-upstreams") + `.querySelector('tr.step-install td.result').textContent`); got != "ok" {
+		t.Fatalf("the install is reported as %q", got)
+	}
+	if got := b.text(group("www-upstreams") + `.querySelector('.diff pre').textContent`); !strings.Contains(got, "+    server web-2:80;") {
+		t.Fatalf("the last installed diff: %q", got)
+	}
+	if got := b.text(group("www-upstreams") + `.querySelector('.group-head .muted').textContent`); got != "2 reloads in the last hour" {
+		t.Fatalf("reloads: %q", got)
+	}
+	got := b.text(`JSON.stringify([document.getElementById('registry-url').textContent, document.getElementById('account').textContent,
+		document.getElementById('synced').textContent, document.getElementById('snap-services').textContent,
+		document.querySelectorAll('svg rect.bar').length > 0, document.querySelectorAll('svg circle.dot').length > 0,
+		document.querySelectorAll('script').length])`)
+	if want := fmt.Sprintf(`[%s,"dev","yes","2",true,true,0]`, js(srv.url+"/v1.0")); got != want {
+		t.Fatalf("status page: %s, want %s\n%s", got, want, d.output())
+	}
+	b.screenshot("template-status", 1280)
+}

@@ -1,0 +1,164 @@
+// Package statuspage serves svcreg template's read-only status page: the
+// registry connection, each reload group's last steps and installed diff,
+// and small server-side SVG plots of the last hour. It is plain HTML with
+// no script; every value is escaped by html/template.
+package statuspage
+
+import (
+	"bytes"
+	_ "embed"
+	"html/template"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"slices"
+	"time"
+
+	"github.com/svcreg/svcreg/internal/ui"
+	"github.com/svcreg/svcreg/render"
+)
+
+//go:embed page.html
+var pageHTML string
+
+//go:embed status.css
+var styleCSS []byte
+
+var page = template.Must(template.New("page").Funcs(template.FuncMap{
+	"when": when,
+	"secs": func(f float64) string {
+		return (time.Duration(f * float64(time.Second))).Round(100 * time.Millisecond).String()
+	},
+}).Parse(pageHTML))
+
+// ContentSecurityPolicy allows the page's own style sheet and nothing
+// else: no script at all.
+const ContentSecurityPolicy = "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+
+// Config is what the page shows besides the renderer's own state.
+type Config struct {
+	Health *render.Health
+	Status *render.Status
+	// Registry is the registry's URL; user info and query are never shown.
+	Registry string
+	// Account names who the renderer signs in as: a username, or a note
+	// that a token is used. Never a secret.
+	Account string
+	// Refresh is how often the page reloads itself; 5s if zero.
+	Refresh time.Duration
+	Logger  *slog.Logger
+}
+
+// Handler serves the page at "/" and its style sheet at "/status.css".
+func Handler(c Config) http.Handler {
+	if c.Refresh == 0 {
+		c.Refresh = 5 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	reg := PublicURL(c.Registry)
+	return ui.ReadOnly(ContentSecurityPolicy, "no-store", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/":
+			var buf bytes.Buffer
+			if err := page.Execute(&buf, build(c, reg)); err != nil {
+				c.Logger.Error("status page", "err", err)
+				http.Error(w, "the status page failed; see the log", http.StatusInternalServerError)
+				return
+			}
+			w.Header().Set("Content-Type", "text/html; charset=utf-8")
+			w.Write(buf.Bytes())
+		case "/status.css":
+			w.Header().Set("Content-Type", "text/css; charset=utf-8")
+			w.Write(styleCSS)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+}
+
+// PublicURL is u without user info, query or fragment, which could hold
+// credentials; "" if u does not parse.
+func PublicURL(u string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		return ""
+	}
+	p.User, p.RawQuery, p.ForceQuery, p.Fragment, p.RawFragment = nil, "", false, "", ""
+	return p.String()
+}
+
+type view struct {
+	Now      time.Time
+	Refresh  int
+	Registry string
+	Account  string
+	Health   render.Report
+	Status   render.StatusReport
+	Groups   []groupView
+	Renders  plot
+	Latency  plot
+}
+
+type groupView struct {
+	Name  string
+	Steps []stepView
+	render.GroupStatus
+	Refused []render.Refusal
+}
+
+type stepView struct {
+	Name   string
+	Result *render.StepResult
+}
+
+func build(c Config, registry string) view {
+	v := view{Now: time.Now(), Refresh: int(c.Refresh / time.Second), Registry: registry, Account: c.Account}
+	if v.Refresh < 1 {
+		v.Refresh = 1
+	}
+	if c.Health != nil {
+		v.Health = c.Health.Report(0)
+	}
+	if c.Status != nil {
+		v.Status = c.Status.Report()
+		v.Now = v.Status.At
+	}
+	byName := map[string]render.GroupStatus{}
+	var names []string
+	for _, g := range v.Status.Groups {
+		byName[g.Name] = g
+		names = append(names, g.Name)
+	}
+	var extra []string
+	for name := range v.Health.Groups {
+		if _, ok := byName[name]; !ok {
+			extra = append(extra, name)
+		}
+	}
+	slices.Sort(extra)
+	for _, name := range append(names, extra...) {
+		gv := groupView{Name: name, GroupStatus: byName[name]}
+		if gh := v.Health.Groups[name]; gh != nil {
+			gv.Steps = []stepView{{"render", gh.Render}, {"check", gh.Check}, {"install", gh.Install}, {"reload", gh.Reload}}
+			gv.Refused = gh.Refused
+		}
+		v.Groups = append(v.Groups, gv)
+	}
+	v.Renders = rendersPlot(v.Now, v.Status.Renders)
+	v.Latency = latencyPlot(v.Now, v.Status.Installs)
+	return v
+}
+
+// when shows a time as UTC and how long ago it was.
+func when(t time.Time, now time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	ago := now.Sub(t).Round(time.Second)
+	if ago < 0 {
+		ago = 0
+	}
+	return t.UTC().Format("15:04:05 UTC") + " (" + ago.String() + " ago)"
+}

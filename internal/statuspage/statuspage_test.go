@@ -1,0 +1,128 @@
+package statuspage
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/svcreg/svcreg/registry"
+	"github.com/svcreg/svcreg/render"
+	"github.com/svcreg/svcreg/watcher"
+)
+
+const hostile = `<script>alert(1)</script>`
+
+// renderer runs one real pass: group "lb" installs a file holding hostile
+// registry data; group "broken" fails its check with hostile text.
+func renderer(t *testing.T) (*render.Health, *render.Status) {
+	t.Helper()
+	dir := t.TempDir()
+	c := render.Config{Templates: []render.TemplateConfig{
+		{Contents: "{{ range services }}# {{ .Metadata.note }}\n{{ end }}", Destination: filepath.Join(dir, "lb.conf"), ReloadGroup: "lb"},
+		{Contents: "x", Destination: filepath.Join(dir, "broken.conf"), ReloadGroup: "broken", Check: "echo '<img src=x onerror=alert(2)>' >&2; false"},
+	}}
+	if err := c.Normalize(); err != nil {
+		t.Fatal(err)
+	}
+	set, err := render.NewSet(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	health, status := render.NewHealth(), render.NewStatus()
+	r := render.NewRenderer(nil, nil, health)
+	r.Status = status
+	snap := watcher.NewSnapshot([]registry.Service{{ID: "web-1", Metadata: map[string]string{"note": hostile}, HeartbeatTimeout: 30}}, nil, "m", time.Now())
+	r.Pass(context.Background(), set, snap)
+	return health, status
+}
+
+func get(t *testing.T, h http.Handler, method, path string) (*http.Response, string) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(method, path, nil))
+	b, _ := io.ReadAll(rec.Result().Body)
+	return rec.Result(), string(b)
+}
+
+func TestPageShowsStepsAndDiffAsTextAndNoSecret(t *testing.T) {
+	t.Parallel()
+	health, status := renderer(t)
+	h := Handler(Config{Health: health, Status: status, Account: "renderer",
+		Registry: "https://renderer:s3cret-key@registry.example:8420/v1.0?x-auth-token=tok-123#tok-456"})
+	resp, body := get(t, h, "GET", "/")
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Security-Policy") != ContentSecurityPolicy {
+		t.Fatalf("status %d, CSP %q", resp.StatusCode, resp.Header.Get("Content-Security-Policy"))
+	}
+	for _, secret := range []string{"s3cret-key", "tok-123", "tok-456"} {
+		if strings.Contains(body, secret) {
+			t.Errorf("the page shows the secret %q", secret)
+		}
+	}
+	for _, want := range []string{
+		`<dd class="mono" id="registry-url">https://registry.example:8420/v1.0</dd>`,
+		`<dd id="account">renderer</dd>`,
+		`<section class="card group" data-group="lb">`,
+		`&#43;# &lt;script&gt;alert(1)&lt;/script&gt;`,
+		`&lt;img src=x onerror=alert(2)&gt;`,
+		`<td class="result failed">failed</td>`,
+		"2 renders in the last hour",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the page lacks %q", want)
+		}
+	}
+	for _, bad := range []string{"<script", "<img"} {
+		if strings.Contains(body, bad) {
+			t.Errorf("registry or command text became markup: %q in the page", bad)
+		}
+	}
+}
+
+func TestPageBeforeTheFirstPass(t *testing.T) {
+	t.Parallel()
+	h := Handler(Config{Health: render.NewHealth(), Status: render.NewStatus(), Registry: "http://r/v1.0", Account: "a token (tenant 7)"})
+	resp, body := get(t, h, "GET", "/")
+	if resp.StatusCode != 200 || !strings.Contains(body, "No group has been rendered yet") || !strings.Contains(body, ">unsynced<") ||
+		strings.Count(body, ">nothing in the last hour</text>") != 2 {
+		t.Fatalf("%d\n%s", resp.StatusCode, body)
+	}
+}
+
+func TestPageRoutes(t *testing.T) {
+	t.Parallel()
+	h := Handler(Config{Health: render.NewHealth(), Status: render.NewStatus()})
+	for _, c := range []struct {
+		method, path string
+		code         int
+		ctype        string
+	}{
+		{"GET", "/status.css", 200, "text/css; charset=utf-8"},
+		{"HEAD", "/", 200, "text/html; charset=utf-8"},
+		{"GET", "/nope", 404, "text/plain; charset=utf-8"},
+		{"POST", "/", 405, "text/plain; charset=utf-8"},
+	} {
+		resp, _ := get(t, h, c.method, c.path)
+		if resp.StatusCode != c.code || resp.Header.Get("Content-Type") != c.ctype || resp.Header.Get("X-Frame-Options") != "DENY" {
+			t.Errorf("%s %s: %d %q", c.method, c.path, resp.StatusCode, resp.Header.Get("Content-Type"))
+		}
+	}
+}
+
+func TestPublicURL(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"http://u:p@h:1/v1.0?x-auth-token=t#f": "http://h:1/v1.0",
+		"http://h/v1.0":                        "http://h/v1.0",
+		"http://h/v1.0?":                       "http://h/v1.0",
+		"://bad":                               "",
+	} {
+		if got := PublicURL(in); got != want {
+			t.Errorf("PublicURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -1,0 +1,669 @@
+// svcreg dashboard. Talks only to the public API of the server that served
+// it: POST/DELETE /v2.0/tokens and /v1.0/{tenant}/... with X-Auth-Token.
+// Registry data is untrusted: it only ever reaches the page as text
+// (textContent / createTextNode), never as markup.
+'use strict';
+
+(function () {
+  var SESSION_KEY = 'svcreg.session';
+  var EVENT_TYPES = ['service.join', 'service.remove', 'service.timeout',
+    'configuration_value.update', 'configuration_value.remove'];
+  var FEED_KEEP = 500;   // events kept in the feed view (and held while paused)
+  var SEEN_KEEP = 5000;  // event ids remembered to drop repeats
+  var LONG_POLL = '50s'; // under the server's 60s write timeout
+
+  var $ = function (id) { return document.getElementById(id); };
+
+  // el builds an element; children are nodes or strings (added as text).
+  function el(tag, cls, children) {
+    var e = document.createElement(tag);
+    if (cls) e.className = cls;
+    (children || []).forEach(function (c) {
+      if (c === null || c === undefined) return;
+      e.appendChild(typeof c === 'string' ? document.createTextNode(c) : c);
+    });
+    return e;
+  }
+  function text(tag, cls, s) { return el(tag, cls, [String(s)]); }
+  function clear(e) { while (e.firstChild) e.removeChild(e.firstChild); }
+
+  // ---- session ---------------------------------------------------------
+
+  var session = null; // {token, tenant, user, expires}
+  var run = null;     // per-session state; replaced on every sign-in
+
+  function loadSession() {
+    try {
+      var s = JSON.parse(sessionStorage.getItem(SESSION_KEY) || 'null');
+      if (s && typeof s.token === 'string' && /^[0-9]+$/.test(s.tenant)) return s;
+    } catch (e) { /* ignore a damaged entry */ }
+    return null;
+  }
+
+  function AuthError() { this.message = 'signed out'; }
+
+  function endSession(message) {
+    if (run) run.stop();
+    run = null;
+    session = null;
+    sessionStorage.removeItem(SESSION_KEY);
+    showSignIn(message);
+  }
+
+  function signIn(user, secret, kind) {
+    var cred = kind === 'password'
+      ? { passwordCredentials: { username: user, password: secret } }
+      : { 'RAX-KSKEY:apiKeyCredentials': { username: user, apiKey: secret } };
+    return fetch('/v2.0/tokens', {
+      method: 'POST', cache: 'no-store', credentials: 'omit',
+      headers: { 'Content-Type': 'application/json', 'Accept': 'application/json' },
+      body: JSON.stringify({ auth: cred })
+    }).then(function (r) {
+      return r.json().catch(function () { return {}; }).then(function (b) {
+        if (!r.ok) {
+          var f = b && typeof b === 'object' ? b[Object.keys(b)[0]] : null;
+          var msg = f && typeof f.message === 'string' ? f.message : 'Sign-in failed (' + r.status + ')';
+          if (r.status === 429) msg = 'Too many attempts; try again later.';
+          throw new Error(msg);
+        }
+        var t = b.access && b.access.token;
+        if (!t || typeof t.id !== 'string' || !t.tenant || !/^[0-9]+$/.test(String(t.tenant.id))) {
+          throw new Error('The identity endpoint gave an unexpected answer.');
+        }
+        return { token: t.id, tenant: String(t.tenant.id), user: user, expires: t.expires || '' };
+      });
+    });
+  }
+
+  function signOut() {
+    var s = session;
+    endSession('Signed out.');
+    if (!s) return;
+    fetch('/v2.0/tokens/' + encodeURIComponent(s.token), {
+      method: 'DELETE', cache: 'no-store', credentials: 'omit',
+      headers: { 'X-Auth-Token': s.token }
+    }).catch(function () { /* the token expires anyway */ });
+  }
+
+  // api calls /v1.0/{tenant}{path}. A 401 ends the session: the token
+  // expired or was revoked, and the user signs in again.
+  function api(path, signal) {
+    var s = session;
+    if (!s) return Promise.reject(new AuthError());
+    return fetch('/v1.0/' + s.tenant + path, {
+      cache: 'no-store', credentials: 'omit', signal: signal,
+      headers: { 'X-Auth-Token': s.token, 'Accept': 'application/json' }
+    }).then(function (r) {
+      if (r.status === 401) {
+        if (session === s) endSession('Your session has expired or was revoked. Sign in again.');
+        throw new AuthError();
+      }
+      return r.json().catch(function () { return null; }).then(function (b) {
+        if (!r.ok) {
+          var e = new Error((b && b.message) || ('HTTP ' + r.status));
+          e.status = r.status;
+          e.type = b && b.type;
+          throw e;
+        }
+        return { body: b, headers: r.headers };
+      });
+    });
+  }
+
+  // list follows next_marker and returns every value and the first page's
+  // X-Registry-Marker.
+  function list(path, signal) {
+    var values = [], feed = null;
+    function page(marker) {
+      var sep = path.indexOf('?') < 0 ? '?' : '&';
+      var q = path + sep + 'limit=1000' + (marker ? '&marker=' + encodeURIComponent(marker) : '');
+      return api(q, signal).then(function (res) {
+        if (feed === null) feed = res.headers.get('X-Registry-Marker');
+        values = values.concat(res.body.values || []);
+        var next = res.body.metadata && res.body.metadata.next_marker;
+        return next ? page(next) : { values: values, marker: feed };
+      });
+    }
+    return page('');
+  }
+
+  // ---- views -----------------------------------------------------------
+
+  var VIEWS = ['services', 'service', 'events', 'config', 'limits'];
+
+  function showSignIn(message) {
+    VIEWS.forEach(function (v) { $('view-' + v).hidden = true; });
+    $('nav').hidden = true;
+    $('who').hidden = true;
+    $('signin').hidden = false;
+    notice(message || '');
+    $('signin-secret').value = '';
+    $('signin-user').focus();
+  }
+
+  function notice(msg) {
+    $('notice').textContent = msg;
+    $('notice').hidden = !msg;
+  }
+
+  function route() {
+    if (!session) return showSignIn();
+    var h = location.hash.replace(/^#/, '');
+    var view = h.split('/')[0] || 'services';
+    if (VIEWS.indexOf(view) < 0) view = 'services';
+    $('signin').hidden = true;
+    $('nav').hidden = false;
+    $('who').hidden = false;
+    VIEWS.forEach(function (v) { $('view-' + v).hidden = v !== view; });
+    Array.prototype.forEach.call(document.querySelectorAll('#nav a'), function (a) {
+      var on = a.getAttribute('data-view') === (view === 'service' ? 'services' : view);
+      a.classList.toggle('active', on);
+      if (on) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
+    });
+    if (view === 'service') {
+      var id = '';
+      try { id = decodeURIComponent(h.slice('service/'.length)); } catch (e) { id = ''; }
+      run.showService(id);
+    }
+    if (view === 'limits') run.loadLimits();
+  }
+
+  // ---- one signed-in session ---------------------------------------------
+
+  function Run() {
+    var self = this;
+    var ctrl = new AbortController();
+    var stopped = false;
+    var services = new Map();  // id → service
+    var joined = new Map();    // id → join time (ms), from the feed
+    var seen = new Set();      // event ids taken, the last SEEN_KEEP
+    var seenOrder = [];
+    var events = [];           // newest last
+    var held = [];             // events that arrived while paused (the last FEED_KEEP)
+    var heldCount = 0;
+    var paused = false;
+    var skew = 0;              // server clock − browser clock, ms
+    var sortKey = 'id', sortDir = 1;
+    var detailId = null;
+    var timers = [];
+    var relistAt = 0;
+
+    this.stop = function () {
+      stopped = true;
+      ctrl.abort();
+      timers.forEach(clearInterval);
+      clear($('svc-body'));
+      clear($('ev-list'));
+      clear($('cfg-tree'));
+      clear($('limits'));
+    };
+
+    function failed(e) {
+      if (e instanceof AuthError || stopped || (e && e.name === 'AbortError')) return;
+      notice('The registry did not answer: ' + e.message);
+    }
+
+    function serverNow() { return Date.now() + skew; }
+    function noteClock(headers) {
+      var d = Date.parse(headers.get('Date') || '');
+      // The Date header has whole seconds: only a larger difference counts.
+      if (!isNaN(d) && Math.abs(d - Date.now()) > 2000) skew = d - Date.now();
+    }
+
+    // -- services --
+    // latest makes a loader that runs one request at a time. A call while
+    // one is under way (which may have read the registry before the change
+    // that prompted the call) loads once more after it.
+    function latest(load) {
+      var running = null, again = false;
+      return function run() {
+        if (running) { again = true; return running; }
+        running = load().then(function (v) {
+          running = null;
+          if (again) { again = false; run().catch(failed); }
+          return v;
+        }, function (e) { running = null; again = false; throw e; });
+        return running;
+      };
+    }
+
+    var loadServices = latest(function () {
+      return list('/services', ctrl.signal).then(function (res) {
+        services = new Map();
+        res.values.forEach(function (s) { services.set(s.id, s); });
+        // Join times matter until the first heartbeat: 120s at most.
+        joined.forEach(function (at, id) { if (!services.has(id) && serverNow() - at > 130000) joined.delete(id); });
+        relistAt = Date.now();
+        renderServices();
+        if (detailId !== null) renderDetail();
+        notice('');
+        return res.marker;
+      });
+    });
+    var relistTimer = null;
+    function relistSoon() {
+      if (relistTimer) return;
+      relistTimer = setTimeout(function () { relistTimer = null; loadServices().catch(failed); }, 150);
+    }
+
+    function deadline(s) {
+      var from = typeof s.last_seen === 'number' ? s.last_seen : joined.get(s.id);
+      return typeof from === 'number' ? from + s.heartbeat_timeout * 1000 : null;
+    }
+    function left(s) {
+      var d = deadline(s);
+      return d === null ? null : Math.max(0, Math.ceil((d - serverNow()) / 1000));
+    }
+    function fmtLeft(n) {
+      if (n === null) return 'no heartbeat yet';
+      if (n >= 120) return Math.floor(n / 60) + 'm ' + ('0' + (n % 60)).slice(-2) + 's';
+      return n + 's';
+    }
+    function metaText(s) {
+      return Object.keys(s.metadata || {}).sort().map(function (k) { return k + '=' + s.metadata[k]; }).join(' ');
+    }
+
+    function visibleServices() {
+      var q = $('svc-filter').value.trim().toLowerCase();
+      var tag = $('svc-tag').value;
+      var out = [];
+      services.forEach(function (s) {
+        if (tag && (s.tags || []).indexOf(tag) < 0) return;
+        if (q) {
+          var hay = (s.id + ' ' + (s.tags || []).join(' ') + ' ' + metaText(s)).toLowerCase();
+          if (hay.indexOf(q) < 0) return;
+        }
+        out.push(s);
+      });
+      var key = {
+        id: function (s) { return s.id; },
+        tags: function (s) { return (s.tags || []).join(','); },
+        metadata: metaText,
+        timeout: function (s) { return s.heartbeat_timeout; },
+        left: function (s) { var n = left(s); return n === null ? Infinity : n; }
+      }[sortKey];
+      out.sort(function (a, b) {
+        var x = key(a), y = key(b);
+        if (x < y) return -sortDir;
+        if (x > y) return sortDir;
+        return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+      });
+      return out;
+    }
+
+    function tagList(tags) {
+      return el('span', 'tags', (tags || []).map(function (t) { return text('span', 'tag', t); }));
+    }
+    function metaList(m) {
+      var keys = Object.keys(m || {}).sort();
+      return el('span', 'meta', keys.map(function (k) {
+        return el('span', 'kv', [text('span', 'k', k), text('span', 'v', m[k])]);
+      }));
+    }
+
+    function renderServices() {
+      var sel = $('svc-tag'), current = sel.value, tags = new Set();
+      services.forEach(function (s) { (s.tags || []).forEach(function (t) { tags.add(t); }); });
+      while (sel.options.length > 1) sel.remove(1);
+      Array.from(tags).sort().forEach(function (t) {
+        var o = document.createElement('option');
+        o.value = t;
+        o.textContent = t;
+        sel.appendChild(o);
+      });
+      sel.value = tags.has(current) ? current : '';
+
+      var body = $('svc-body');
+      clear(body);
+      var rows = visibleServices();
+      rows.forEach(function (s) {
+        var a = text('a', 'mono', s.id);
+        a.href = '#service/' + encodeURIComponent(s.id);
+        var tr = el('tr', null, [
+          el('td', 'id', [a]),
+          el('td', null, [tagList(s.tags)]),
+          el('td', null, [metaList(s.metadata)]),
+          text('td', 'num', s.heartbeat_timeout + 's'),
+          text('td', 'num countdown', fmtLeft(left(s)))
+        ]);
+        tr.dataset.id = s.id;
+        body.appendChild(tr);
+      });
+      $('svc-count').textContent = String(services.size);
+      $('svc-empty').hidden = rows.length > 0;
+      $('svc-empty').textContent = services.size ? 'No service matches the filter.' : 'No services registered.';
+      Array.prototype.forEach.call(document.querySelectorAll('#svc-table th button'), function (b) {
+        var k = b.getAttribute('data-sort');
+        b.parentNode.setAttribute('aria-sort', k === sortKey ? (sortDir > 0 ? 'ascending' : 'descending') : 'none');
+      });
+    }
+
+    // tick updates the countdowns in place once a second. When one reaches
+    // zero the list is read again: the service was heartbeated (no event
+    // says so) or it is about to time out (an event will say so).
+    function tick() {
+      var due = false;
+      Array.prototype.forEach.call($('svc-body').rows, function (tr) {
+        var s = services.get(tr.dataset.id);
+        if (!s) return;
+        var n = left(s);
+        if (n === 0) due = true;
+        var cell = tr.cells[4];
+        var t = fmtLeft(n);
+        if (cell.textContent !== t) cell.textContent = t;
+        cell.classList.toggle('warn', n !== null && n <= Math.max(3, s.heartbeat_timeout * 0.2));
+      });
+      if (due && Date.now() - relistAt > 2000) loadServices().catch(failed);
+      if (detailId !== null) {
+        var s = services.get(detailId);
+        var dd = $('detail-left');
+        if (s && dd) dd.textContent = fmtLeft(left(s));
+      }
+    }
+
+    this.showService = function (id) {
+      detailId = id;
+      renderDetail();
+    };
+    function renderDetail() {
+      var s = services.get(detailId);
+      $('detail-id').textContent = detailId;
+      var dl = $('detail-summary');
+      clear(dl);
+      var pre = $('detail-json');
+      if (!s) {
+        dl.appendChild(text('dd', 'muted', 'Not registered (removed, timed out, or never seen by this account).'));
+        pre.textContent = '';
+        return;
+      }
+      function row(k, v) { dl.appendChild(text('dt', null, k)); dl.appendChild(el('dd', null, [v])); }
+      row('Tags', tagList(s.tags));
+      row('Metadata', metaList(s.metadata));
+      row('Heartbeat timeout', s.heartbeat_timeout + 's');
+      row('Last heartbeat', typeof s.last_seen === 'number' ? new Date(s.last_seen).toISOString() : 'none yet');
+      var d = text('span', 'countdown', fmtLeft(left(s)));
+      d.id = 'detail-left';
+      row('Times out in', d);
+      pre.textContent = JSON.stringify(s, null, 2);
+    }
+
+    // -- events --
+    function evSummary(ev) {
+      var p = ev.payload || {};
+      if (ev.type.indexOf('service.') === 0) return String(p.id);
+      if (ev.type === 'configuration_value.update') return String(p.configuration_value_id) + ' = ' + String(p.new_value);
+      return String(p.configuration_value_id);
+    }
+    function evNode(ev) {
+      var d = new Date(ev.timestamp);
+      var sum = el('summary', null, [
+        text('time', 'mono', d.toLocaleTimeString()),
+        text('span', 'type type-' + ev.type.replace(/[^a-z_]/g, '-'), ev.type),
+        text('span', 'mono what', evSummary(ev))
+      ]);
+      var det = el('details', null, [sum, text('pre', 'json', JSON.stringify(ev, null, 2))]);
+      var li = el('li', null, [det]);
+      li.dataset.type = ev.type;
+      return li;
+    }
+    function filterEvents() {
+      var t = $('ev-type').value;
+      Array.prototype.forEach.call($('ev-list').children, function (li) {
+        li.hidden = !!t && li.dataset.type !== t;
+      });
+    }
+    function show(evs) {
+      var ol = $('ev-list');
+      evs.forEach(function (ev) {
+        events.push(ev);
+        ol.insertBefore(evNode(ev), ol.firstChild);
+      });
+      while (events.length > FEED_KEEP) { events.shift(); ol.removeChild(ol.lastChild); }
+      $('ev-empty').hidden = events.length > 0;
+      filterEvents();
+    }
+    // take handles new events from the feed: keeps the original five types
+    // for the feed view, and re-reads what they changed.
+    function take(evs) {
+      var fresh = [];
+      var svc = false;
+      evs.forEach(function (ev) {
+        if (!ev || typeof ev.id !== 'string' || seen.has(ev.id)) return;
+        seen.add(ev.id);
+        seenOrder.push(ev.id);
+        if (seenOrder.length > SEEN_KEEP) seen.delete(seenOrder.shift());
+        if (typeof ev.type !== 'string') return;
+        if (ev.type.indexOf('service.') === 0) {
+          svc = true;
+          if (ev.type === 'service.join' && ev.payload) joined.set(String(ev.payload.id), ev.timestamp);
+        }
+        if (EVENT_TYPES.indexOf(ev.type) >= 0) fresh.push(ev);
+      });
+      if (svc) relistSoon();
+      if (fresh.some(function (ev) { return ev.type.indexOf('configuration_value.') === 0; })) loadConfig().catch(failed);
+      if (!$('view-limits').hidden && fresh.length) self.loadLimits();
+      if (!fresh.length) return;
+      if (paused) {
+        heldCount += fresh.length;
+        held = held.concat(fresh).slice(-FEED_KEEP);
+        updatePause();
+        return;
+      }
+      show(fresh);
+    }
+    function updatePause() {
+      $('ev-pause').textContent = paused ? 'Resume' + (heldCount ? ' (' + heldCount + ' new)' : '') : 'Pause';
+      $('ev-pause').setAttribute('aria-pressed', paused ? 'true' : 'false');
+      setState(paused ? 'paused' : 'live');
+    }
+    function setState(s) {
+      var e = $('ev-state');
+      e.textContent = s;
+      e.className = 'state state-' + s;
+    }
+    this.togglePause = function () {
+      paused = !paused;
+      if (!paused && held.length) { var h = held; held = []; show(h); }
+      heldCount = 0;
+      updatePause();
+    };
+    this.filterEvents = filterEvents;
+
+    function sleep(ms) {
+      return new Promise(function (resolve) {
+        var t = setTimeout(resolve, ms);
+        ctrl.signal.addEventListener('abort', function () { clearTimeout(t); resolve(); });
+      });
+    }
+
+    // follow reads the feed from marker with long-polls (wait=), forever.
+    function follow(marker) {
+      var backoff = 1000;
+      var last = marker;
+      var probe = false; // after a failure, ask without waiting: live again at once
+      if (!paused) setState('live');
+      function once() {
+        if (stopped) return;
+        var q = '/events?limit=1000' + (probe ? '' : '&wait=' + LONG_POLL) + '&marker=' + encodeURIComponent(last);
+        api(q, ctrl.signal).then(function (res) {
+          backoff = 1000;
+          probe = false;
+          if (!paused) setState('live');
+          var vals = res.body.values || [];
+          take(vals);
+          var next = res.body.metadata && res.body.metadata.next_marker;
+          if (next) { last = next; return; }
+          if (vals.length) last = vals[vals.length - 1].id;
+          // 0s: the server did not wait (busy or shutting down); poll gently.
+          if (!probe && res.headers.get('X-Registry-Wait') === '0s') return sleep(5000);
+        }, function (e) {
+          if (e instanceof AuthError || stopped || e.name === 'AbortError') { stopped = stopped || e instanceof AuthError; return; }
+          if (e.status === 410) { // markerExpired: list again and follow from there
+            return loadServices().then(function (m) { last = m; loadConfig().catch(failed); });
+          }
+          setState('reconnecting');
+          probe = true;
+          var d = backoff / 2 + Math.random() * backoff / 2;
+          backoff = Math.min(backoff * 2, 30000);
+          return sleep(d);
+        }).then(once, failed);
+      }
+      once();
+    }
+
+    // history shows the last hour's events (the server's default start).
+    function history() {
+      var out = [];
+      function page(marker, n) {
+        var q = '/events?limit=1000' + (marker ? '&marker=' + encodeURIComponent(marker) : '');
+        return api(q, ctrl.signal).then(function (res) {
+          out = out.concat(res.body.values || []);
+          var next = res.body.metadata && res.body.metadata.next_marker;
+          return next && n < 10 ? page(next, n + 1) : out;
+        });
+      }
+      return page('', 0);
+    }
+
+    // -- configuration --
+    var loadConfig = latest(function () {
+      return list('/configuration', ctrl.signal).then(function (res) { renderConfig(res.values); });
+    });
+    function renderConfig(values) {
+      var root = { kids: new Map(), values: [] };
+      values.forEach(function (v) {
+        var parts = String(v.id).split('/');
+        var key = parts.pop();
+        var node = root;
+        parts.forEach(function (p) {
+          if (p === '') return;
+          if (!node.kids.has(p)) node.kids.set(p, { kids: new Map(), values: [] });
+          node = node.kids.get(p);
+        });
+        node.values.push({ key: key, id: v.id, value: v.value });
+      });
+      function build(node) {
+        var ul = el('ul');
+        Array.from(node.kids.keys()).sort().forEach(function (name) {
+          var d = el('details', null, [text('summary', 'ns', '/' + name), build(node.kids.get(name))]);
+          d.open = true;
+          ul.appendChild(el('li', null, [d]));
+        });
+        node.values.sort(function (a, b) { return a.key < b.key ? -1 : 1; }).forEach(function (v) {
+          var li = el('li', 'leaf', [text('span', 'k mono', v.key), text('span', 'v mono', v.value)]);
+          li.title = v.id;
+          ul.appendChild(li);
+        });
+        return ul;
+      }
+      var tree = $('cfg-tree');
+      clear(tree);
+      tree.appendChild(build(root));
+      $('cfg-count').textContent = String(values.length);
+      $('cfg-empty').hidden = values.length > 0;
+    }
+
+    // -- limits --
+    this.loadLimits = function () {
+      api('/limits', ctrl.signal).then(function (res) {
+        var b = res.body || {}, box = $('limits');
+        clear(box);
+        var used = { service: services.size, configuration_value: Number($('cfg-count').textContent) || 0 };
+        var names = { service: 'Services', configuration_value: 'Configuration values' };
+        var res = b.resource || {};
+        Object.keys(res).sort(function (x, y) { return (names[x] ? 0 : 1) - (names[y] ? 0 : 1) || (x === 'service' ? -1 : y === 'service' ? 1 : 0); }).forEach(function (k) {
+          box.appendChild(meter(names[k] || k, used[k], res[k]));
+        });
+        Object.keys(b.rate || {}).forEach(function (k) {
+          var r = b.rate[k];
+          box.appendChild(meter('Requests (GET) per ' + r.window, r.used, r.limit));
+        });
+      }).catch(failed);
+    };
+    function meter(label, used, limit) {
+      var bar = el('div', 'bar', [el('span')]);
+      var pct = limit > 0 ? Math.min(100, 100 * used / limit) : 0;
+      bar.firstChild.style.width = pct.toFixed(1) + '%';
+      return el('div', 'card meter', [
+        text('div', 'label', label),
+        text('div', 'figure', used + ' / ' + limit),
+        bar
+      ]);
+    }
+
+    this.sortBy = function (k) {
+      if (sortKey === k) sortDir = -sortDir; else { sortKey = k; sortDir = 1; }
+      renderServices();
+    };
+    this.renderServices = renderServices;
+
+    // Start: the services (their answer's marker is where the feed is
+    // followed from), the last hour's events, the configuration.
+    setState('connecting');
+    loadServices().then(function (marker) {
+      api('/limits', ctrl.signal).then(function (res) { noteClock(res.headers); renderServices(); }).catch(failed);
+      loadConfig().catch(failed);
+      return history().then(function (evs) {
+        take(evs);
+        $('ev-empty').hidden = events.length > 0;
+        follow(marker);
+      });
+    }).catch(failed);
+    timers.push(setInterval(tick, 1000));
+  }
+
+  function start() {
+    $('who-name').textContent = session.user;
+    $('who-tenant').textContent = session.tenant;
+    run = new Run();
+    route();
+    // The token's expiry is known: sign out then, instead of at the next
+    // refused request.
+    var left = Date.parse(session.expires) - Date.now();
+    if (!isNaN(left)) {
+      var s = session;
+      setTimeout(function () {
+        if (session === s) endSession('Your session has expired. Sign in again.');
+      }, Math.max(0, Math.min(left, 2147483647)));
+    }
+  }
+
+  document.addEventListener('DOMContentLoaded', function () {
+    $('signin-form').addEventListener('submit', function (e) {
+      e.preventDefault();
+      var user = $('signin-user').value.trim();
+      var kind = document.querySelector('input[name=kind]:checked').value;
+      var err = $('signin-error');
+      err.hidden = true;
+      $('signin-submit').disabled = true;
+      signIn(user, $('signin-secret').value, kind).then(function (s) {
+        session = s;
+        sessionStorage.setItem(SESSION_KEY, JSON.stringify(s));
+        $('signin-secret').value = '';
+        notice('');
+        if (!location.hash || location.hash === '#signin') location.hash = '#services';
+        start();
+      }, function (e) {
+        err.textContent = e.message;
+        err.hidden = false;
+      }).then(function () { $('signin-submit').disabled = false; });
+    });
+    Array.prototype.forEach.call(document.querySelectorAll('input[name=kind]'), function (r) {
+      r.addEventListener('change', function () {
+        $('signin-secret-label').textContent = r.value === 'password' ? 'Password' : 'API key';
+      });
+    });
+    $('signout').addEventListener('click', signOut);
+    $('svc-filter').addEventListener('input', function () { if (run) run.renderServices(); });
+    $('svc-tag').addEventListener('change', function () { if (run) run.renderServices(); });
+    Array.prototype.forEach.call(document.querySelectorAll('#svc-table th button'), function (b) {
+      b.addEventListener('click', function () { if (run) run.sortBy(b.getAttribute('data-sort')); });
+    });
+    $('ev-type').addEventListener('change', function () { if (run) run.filterEvents(); });
+    $('ev-pause').addEventListener('click', function () { if (run) run.togglePause(); });
+    window.addEventListener('hashchange', route);
+
+    session = loadSession();
+    if (session) start(); else showSignIn();
+  });
+})();

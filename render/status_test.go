@@ -1,0 +1,96 @@
+package render
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/svcreg/svcreg/registry"
+)
+
+func TestStatusRecordsRendersInstallsReloadsAndDiff(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, upstreams)
+	g.r.Status = NewStatus()
+	set := g.set(t, TemplateConfig{Reload: "echo reload >> " + g.log})
+	ctx := context.Background()
+	snap := snapshot(svc("a", []string{"www"}, map[string]string{"ip": "10.0.0.1"}))
+
+	g.r.Pass(ctx, set, snap)
+	g.r.Pass(ctx, set, snap) // rendered, unchanged: no install
+	changed := time.Now().Add(-time.Second)
+	snap2, _, err := snap.Apply([]registry.Event{joinEvent(t, svc("b", []string{"www"}, map[string]string{"ip": "10.0.0.2"}))}, changed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := g.r.Pass(ctx, set, snap2); res.Installed != 1 {
+		t.Fatalf("changed pass: %+v", res)
+	}
+
+	rep := g.r.Status.Report()
+	if len(rep.Renders) != 3 || len(rep.Installs) != 2 || rep.Services != 2 || rep.ConfigValues != 4 {
+		t.Fatalf("renders %d, installs %d, services %d, values %d; want 3, 2, 2, 4", len(rep.Renders), len(rep.Installs), rep.Services, rep.ConfigValues)
+	}
+	if rep.Installs[1].Latency < time.Second {
+		t.Fatalf("latency %v of an install reflecting a change a second old", rep.Installs[1].Latency)
+	}
+	if len(rep.Groups) != 1 {
+		t.Fatalf("groups: %+v", rep.Groups)
+	}
+	gs := rep.Groups[0]
+	if gs.Reloads != 2 || len(gs.Templates) != 1 || gs.Templates[0].Bytes != len("server 10.0.0.1;\nserver 10.0.0.2;\n") ||
+		gs.Templates[0].InstalledAt.IsZero() || gs.Templates[0].Destination != g.dest {
+		t.Fatalf("group status: %+v", gs)
+	}
+	wantDiff := "--- " + g.dest + "\n+++ " + g.dest + "\n@@ -1,1 +1,2 @@\n server 10.0.0.1;\n+server 10.0.0.2;\n"
+	if gs.Diff != wantDiff {
+		t.Fatalf("diff:\n%s\nwant:\n%s", gs.Diff, wantDiff)
+	}
+
+	// An hour later, the counts have gone; the last diff stays.
+	g.r.Status.now = func() time.Time { return time.Now().Add(StatusWindow + time.Minute) }
+	rep = g.r.Status.Report()
+	if len(rep.Renders) != 0 || len(rep.Installs) != 0 || rep.Groups[0].Reloads != 0 || rep.Groups[0].Diff != wantDiff {
+		t.Fatalf("an hour later: %+v", rep)
+	}
+}
+
+func TestStatusCutsALargeDiff(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, `{{ range services }}{{ .Metadata.blob }}{{ end }}`)
+	g.r.Status = NewStatus()
+	set := g.set(t, TemplateConfig{})
+	blob := strings.Repeat("é", 50000) // 100 KB of two-byte runes
+	if res := g.r.Pass(context.Background(), set, snapshot(svc("a", nil, map[string]string{"blob": blob}))); res.Installed != 1 {
+		t.Fatalf("pass: %+v", res)
+	}
+	d := g.r.Status.Report().Groups[0].Diff
+	if len(d) > maxStatusDiff+100 || !strings.HasSuffix(d, "[diff cut at 64 KiB]\n") || !strings.Contains(d, "é") {
+		t.Fatalf("diff of %d bytes, ending %q", len(d), d[len(d)-40:])
+	}
+}
+
+func TestStatusSummarisesATooLargeChange(t *testing.T) {
+	t.Parallel()
+	many := strings.Repeat("line\n", statusDiffEdits+1)
+	for _, c := range []struct{ a, b, want string }{
+		{"", many, fmt.Sprintf("@@ 0 lines, 0 bytes -> %d lines, %d bytes @@ (too large a change to show)\n", statusDiffEdits+1, len(many))},
+		{"x\n", strings.Repeat("y", statusDiffBytes), fmt.Sprintf("@@ 1 lines, 2 bytes -> 0 lines, %d bytes @@ (too large a change to show)\n", statusDiffBytes)},
+		{"a\nb\n", "a\nc\n", "@@ -1,2 +1,2 @@\n a\n-b\n+c\n"},
+	} {
+		if got := statusDiff([]byte(c.a), []byte(c.b)); got != c.want {
+			t.Errorf("statusDiff(%.20q, %.20q) = %q, want %q", c.a, c.b, got, c.want)
+		}
+	}
+}
+
+func TestNilStatusRecordsNothing(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, upstreams)
+	set := g.set(t, TemplateConfig{})
+	if res := g.r.Pass(context.Background(), set, snapshot(svc("a", []string{"www"}, map[string]string{"ip": "10.0.0.1"}))); res.Installed != 1 {
+		t.Fatalf("pass without a Status: %+v", res)
+	}
+}
