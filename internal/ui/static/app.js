@@ -6,8 +6,11 @@
 
 (function () {
   var SESSION_KEY = 'svcreg.session';
-  var EVENT_TYPES = ['service.join', 'service.remove', 'service.timeout',
+  // The page opts in to service.update (a change of a service's tags,
+  // metadata or timeout), which the feed shows only to clients that ask.
+  var EVENT_TYPES = ['service.join', 'service.update', 'service.remove', 'service.timeout',
     'configuration_value.update', 'configuration_value.remove'];
+  var FEED = '/events?limit=1000&include=service.update';
   var FEED_KEEP = 500;   // events kept in the feed view (and held while paused)
   var SEEN_KEEP = 5000;  // event ids remembered to drop repeats
   var LONG_POLL = '50s'; // under the server's 60s write timeout
@@ -422,8 +425,8 @@
       $('ev-empty').hidden = events.length > 0;
       filterEvents();
     }
-    // take handles new events from the feed: keeps the original five types
-    // for the feed view, and re-reads what they changed.
+    // take handles new events from the feed: keeps the known types for the
+    // feed view, and re-reads what they changed.
     function take(evs) {
       var fresh = [];
       var svc = false;
@@ -484,7 +487,7 @@
       if (!paused) setState('live');
       function once() {
         if (stopped) return;
-        var q = '/events?limit=1000' + (probe ? '' : '&wait=' + LONG_POLL) + '&marker=' + encodeURIComponent(last);
+        var q = FEED + (probe ? '' : '&wait=' + LONG_POLL) + '&marker=' + encodeURIComponent(last);
         api(q, ctrl.signal).then(function (res) {
           backoff = 1000;
           probe = false;
@@ -515,7 +518,7 @@
     function history() {
       var out = [];
       function page(marker, n) {
-        var q = '/events?limit=1000' + (marker ? '&marker=' + encodeURIComponent(marker) : '');
+        var q = FEED + (marker ? '&marker=' + encodeURIComponent(marker) : '');
         return api(q, ctrl.signal).then(function (res) {
           out = out.concat(res.body.values || []);
           var next = res.body.metadata && res.body.metadata.next_marker;
