@@ -44,7 +44,9 @@ type renderGuard struct {
 	ctx           context.Context
 	maxOutput     int
 	failOnRefused bool
-	refused       []Refusal
+	// allowHostnames lets an address be a host name (allow_hostnames).
+	allowHostnames bool
+	refused        []Refusal
 }
 
 func (g *renderGuard) alive(fn string) error {
@@ -278,7 +280,8 @@ func (t *Template) execute(ctx context.Context, snap *watcher.Snapshot) ([]byte,
 	go func() {
 		st := t.state
 		st.reset(snap)
-		st.renderGuard = renderGuard{ctx: ctx, maxOutput: int(t.MaxOutput), failOnRefused: t.OnRefused == RefusedFail}
+		st.renderGuard = renderGuard{ctx: ctx, maxOutput: int(t.MaxOutput), failOnRefused: t.OnRefused == RefusedFail,
+			allowHostnames: t.AllowHostnames}
 		buf := &limitedBuffer{ctx: ctx, max: int(t.MaxOutput)}
 		err := t.tmpl.Execute(buf, snap)
 		if err != nil && ctx.Err() != nil {

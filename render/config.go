@@ -98,6 +98,11 @@ type TemplateConfig struct {
 	// OnRefused is what a service whose data a safe function refused does:
 	// "skip" (default) leaves it out of the render, "fail" fails the render.
 	OnRefused string `toml:"on_refused"`
+	// AllowHostnames lets endpoints and addr take a host name; without it
+	// they take IP addresses only. A name nginx cannot resolve fails the
+	// whole config (nginx -t, nginx -s reload), so one service would stop
+	// every update of the group.
+	AllowHostnames bool `toml:"allow_hostnames"`
 }
 
 // What on_refused may say.

@@ -20,7 +20,7 @@ import (
 
 // The metadata keys an Endpoint is read from.
 const (
-	MetaIP     = "ip"     // the address: an IPv4 or IPv6 address, or a host name
+	MetaIP     = "ip"     // the address: an IPv4 or IPv6 address (or a host name, with allow_hostnames)
 	MetaHost   = "host"   // the address when there is no "ip"
 	MetaPort   = "port"   // 1..65535
 	MetaWeight = "weight" // optional: 1..256
@@ -117,9 +117,10 @@ func refuse(field, value, reason string, args ...any) *RefusedError {
 }
 
 // parseAddress checks an address: an IPv4 address in dotted decimal, an
-// IPv6 address without a zone, or a host name of letters, digits and
-// hyphens in dot-separated labels.
-func parseAddress(field, s string) (Address, error) {
+// IPv6 address without a zone, or, when hostnames is true, a host name of
+// letters, digits and hyphens in dot-separated labels. See checkIP for the
+// addresses refused.
+func parseAddress(field, s string, hostnames bool) (Address, error) {
 	if s == "" {
 		return Address{}, refuse(field, s, "empty")
 	}
@@ -131,27 +132,63 @@ func parseAddress(field, s string) (Address, error) {
 		if ip.Zone() != "" {
 			return Address{}, refuse(field, s, "an IPv6 zone is not allowed")
 		}
+		if err := checkIP(field, s, ip); err != nil {
+			return Address{}, err
+		}
 		return Address{ip: ip}, nil
 	}
+	if err := checkHostName(field, s); err != nil {
+		return Address{}, err
+	}
+	if !hostnames {
+		return Address{}, refuse(field, s, "a host name, and the template takes IP addresses only (allow_hostnames = true takes names: one nginx cannot resolve fails the whole group)")
+	}
+	return Address{host: strings.ToLower(s)}, nil
+}
+
+// checkIP refuses the addresses a load balancer treats specially or that
+// reach the renderer's own host network rather than a service: the
+// unspecified address (0.0.0.0, ::, and 0.0.0.0/8; HAProxy forwards to the
+// client's own destination), broadcast (255.255.255.255), multicast, and
+// link-local (169.254.0.0/16 with the cloud metadata service
+// 169.254.169.254, fe80::/10). IPv4-mapped IPv6 addresses are checked as
+// the IPv4 address they carry. Loopback is allowed.
+func checkIP(field, s string, ip netip.Addr) error {
+	ip = ip.Unmap()
+	switch {
+	case ip.IsUnspecified() || (ip.Is4() && ip.As4()[0] == 0):
+		return refuse(field, s, "the unspecified address (HAProxy would forward to the client's own destination)")
+	case ip == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return refuse(field, s, "the broadcast address")
+	case ip.IsMulticast():
+		return refuse(field, s, "a multicast address")
+	case ip.IsLinkLocalUnicast():
+		return refuse(field, s, "a link-local address (169.254.169.254 is the cloud metadata service)")
+	}
+	return nil
+}
+
+// checkHostName checks a host name's form.
+func checkHostName(field, s string) error {
 	if len(s) > maxHostName {
-		return Address{}, refuse(field, s, "longer than %d characters", maxHostName)
+		return refuse(field, s, "longer than %d characters", maxHostName)
 	}
 	for _, label := range strings.Split(s, ".") {
 		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return Address{}, refuse(field, s, "not an IP address or a host name")
+			return refuse(field, s, "not an IP address or a host name")
 		}
 		for i := 0; i < len(label); i++ {
 			if c := label[i]; !isAlnum(c) && c != '-' {
-				return Address{}, refuse(field, s, "not an IP address or a host name (only a-z, 0-9, '-' and '.')")
+				return refuse(field, s, "not an IP address or a host name (only a-z, 0-9, '-' and '.')")
 			}
 		}
 	}
 	// A resolver reads "0x50" or "10.1" as an IPv4 address (inet_aton);
 	// a top-level label starts with a letter (RFC 3696 §2).
 	if last := s[strings.LastIndexByte(s, '.')+1:]; !isLetter(last[0]) {
-		return Address{}, refuse(field, s, "not an IP address or a host name (the last label must start with a letter)")
+		return refuse(field, s, "not an IP address or a host name (the last label must start with a letter)")
 	}
-	return Address{host: strings.ToLower(s)}, nil
+	return nil
 }
 
 func isLetter(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
@@ -250,7 +287,7 @@ func haproxyString(s string) (string, error) {
 }
 
 // toEndpoint checks and parses a service's id, address, port and weight.
-func toEndpoint(s registry.Service) (Endpoint, *RefusedError) {
+func toEndpoint(s registry.Service, hostnames bool) (Endpoint, *RefusedError) {
 	e := Endpoint{Service: s}
 	var err error
 	if e.Name, err = parseIdent("id", s.ID); err != nil {
@@ -263,7 +300,7 @@ func toEndpoint(s registry.Service) (Endpoint, *RefusedError) {
 	if addr == "" {
 		return e, refuse(MetaIP, "", "missing (set metadata %q or %q)", MetaIP, MetaHost)
 	}
-	if e.Address, err = parseAddress(field, addr); err != nil {
+	if e.Address, err = parseAddress(field, addr, hostnames); err != nil {
 		return e, err.(*RefusedError)
 	}
 	port, ok := s.Metadata[MetaPort]
@@ -300,7 +337,7 @@ func (st *execState) safeFuncs() map[string]any {
 			return parseInt("number", s, lo, hi)
 		},
 		"addr": func(s string) (Address, error) {
-			return parseAddress("address", s)
+			return parseAddress("address", s, st.allowHostnames)
 		},
 		"port":          func(s string) (int, error) { return parseInt("port", s, 1, 65535) },
 		"weight":        func(s string) (int, error) { return parseInt("weight", s, 1, maxWeight) },
@@ -372,7 +409,7 @@ func (st *execState) endpoint(s any) (*Endpoint, error) {
 	default:
 		return nil, fmt.Errorf("endpoint: %T is not a service", s)
 	}
-	e, refused := toEndpoint(svc)
+	e, refused := toEndpoint(svc, st.allowHostnames)
 	if refused == nil {
 		return &e, nil
 	}
