@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -443,25 +445,58 @@ func (r *Renderer) render(ctx context.Context, g *Group, t *Template, snap *watc
 	if err != nil {
 		return nil, err
 	}
-	for _, ref := range refused {
+	fresh := r.Health.recordRefused(g.Name, t.Name(), refused)
+	for i, ref := range fresh {
+		if i == maxLoggedRefused {
+			r.Log.Warn("more services left out of the render: their data was refused (see /healthz)", "template", t.Name(), "group", g.Name,
+				"more", len(fresh)-i)
+			break
+		}
 		r.Log.Warn("service left out of the render: its data was refused", "template", ref.Template, "group", g.Name,
 			"service", ref.Service, "field", ref.Field, "reason", ref.Reason)
+	}
+	for _, ref := range refused {
 		r.Metrics.refused.WithLabelValues(ref.Template, ref.Field).Inc()
 	}
-	r.Health.recordRefused(g.Name, t.Name(), refused)
 	return out, nil
 }
 
-// recordRefused replaces a template's refusals in its group's health.
-func (h *Health) recordRefused(group, template string, refused []Refusal) {
+// maxLoggedRefused caps the refusals one render logs one by one.
+const maxLoggedRefused = 100
+
+// recordRefused replaces a template's refusals in its group's health, and
+// returns those its previous render did not have: only they are logged, so
+// that a service refused render after render is logged once.
+func (h *Health) recordRefused(group, template string, refused []Refusal) []Refusal {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	g := h.group(group)
-	var list []Refusal
-	for _, ref := range g.Refused {
-		if ref.Template != template {
-			list = append(list, ref)
+	if g.refused == nil {
+		g.refused = map[string][]Refusal{}
+	}
+	before := make(map[Refusal]bool, len(g.refused[template]))
+	for _, ref := range g.refused[template] {
+		before[ref] = true
+	}
+	var fresh []Refusal
+	for _, ref := range refused {
+		if !before[ref] {
+			fresh = append(fresh, ref)
 		}
 	}
-	g.Refused = append(list, refused...)
+	if len(refused) == 0 {
+		delete(g.refused, template)
+	} else {
+		g.refused[template] = refused
+	}
+	// The list /healthz shows: the first maxHealthRefused, by template.
+	g.Refused, g.RefusedCount = nil, 0
+	for _, name := range slices.Sorted(maps.Keys(g.refused)) {
+		list := g.refused[name]
+		g.RefusedCount += len(list)
+		if room := maxHealthRefused - len(g.Refused); room > 0 {
+			g.Refused = append(g.Refused, list[:min(room, len(list))]...)
+		}
+	}
+	return fresh
 }

@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/svcreg/svcreg/registry"
 )
 
 // hostile are values registry data may carry to break out of the token a
@@ -327,5 +329,49 @@ func TestAddressPolicy(t *testing.T) {
 	set = newSet(t, TemplateConfig{Contents: `{{addr "Web.internal"}}`, Destination: filepath.Join(t.TempDir(), "out"), AllowHostnames: true})
 	if out, err := set.Groups[0].Templates[0].Render(snap); err != nil || string(out) != "web.internal" {
 		t.Errorf("addr of a host name with allow_hostnames: %q, %v", out, err)
+	}
+}
+
+// A refused service is logged when its render first refuses it, not again
+// while it stays refused; /healthz lists the first 100 and counts them all.
+func TestRefusalsLoggedOnceAndHealthCapped(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, endpointsTemplate)
+	var logs bytes.Buffer
+	g.r = NewRenderer(slog.New(slog.NewTextHandler(&logs, nil)), nil, nil)
+	set := g.set(t, TemplateConfig{})
+	services := []registry.Service{svc("web-1", []string{"www"}, map[string]string{"ip": "10.0.0.1", "port": "80"})}
+	for i := 0; i < 150; i++ {
+		services = append(services, svc(fmt.Sprintf("evil-%03d", i), []string{"www"}, map[string]string{"ip": "10.0.0.2", "port": "80;"}))
+	}
+	pass := func(services []registry.Service) (lines, more int) {
+		t.Helper()
+		logs.Reset()
+		if res := g.r.Pass(context.Background(), set, snapshot(services...)); len(res.Failures) != 0 {
+			t.Fatal(res.Failures)
+		}
+		return strings.Count(logs.String(), "service left out of the render"), strings.Count(logs.String(), "more services left out")
+	}
+	if lines, more := pass(services); lines != 100 || more != 1 {
+		t.Errorf("first render: %d log lines and %d summaries; want 100 and 1:\n%s", lines, more, logs.String())
+	}
+	rep := g.r.Health.Report(0).Groups[g.dest]
+	if len(rep.Refused) != 100 || rep.RefusedCount != 150 || rep.Refused[0].Service != "evil-000" {
+		t.Errorf("/healthz lists %d refusals (from %+v), counts %d; want 100 and 150", len(rep.Refused), rep.Refused[0], rep.RefusedCount)
+	}
+	if lines, more := pass(services); lines != 0 || more != 0 {
+		t.Errorf("the same refusals again: %d log lines; want none:\n%s", lines, logs.String())
+	}
+	services = append(services, svc("evil-new", []string{"www"}, map[string]string{"ip": "0.0.0.0", "port": "80"}))
+	if lines, _ := pass(services); lines != 1 || !strings.Contains(logs.String(), "service=evil-new") {
+		t.Errorf("one new refusal: %d log lines; want one, naming it:\n%s", lines, logs.String())
+	}
+	if rep := g.r.Health.Report(0).Groups[g.dest]; len(rep.Refused) != 100 || rep.RefusedCount != 151 {
+		t.Errorf("/healthz lists %d refusals, counts %d; want 100 and 151", len(rep.Refused), rep.RefusedCount)
+	}
+	// Fixed, then refused again: logged again.
+	pass(services[:1])
+	if lines, _ := pass(services[:3]); lines != 2 {
+		t.Errorf("refused again after a fix: %d log lines; want 2:\n%s", lines, logs.String())
 	}
 }
