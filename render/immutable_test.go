@@ -56,3 +56,30 @@ func TestTemplatesCannotMutateSnapshot(t *testing.T) {
 		}
 	}
 }
+
+// A method with a pointer receiver can be called on the elements of a
+// slice a template ranges over: {{.UnmarshalJSON}} would overwrite a
+// shared service. A template that names one fails to load.
+func TestTemplatesCannotCallMutatingMethods(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []string{
+		`{{range services}}{{.UnmarshalJSON ((service "b").MarshalJSON)}}{{end}}`,
+		`{{range $s := services}}{{$s.UnmarshalJSON ((service "b").MarshalJSON)}}{{end}}`,
+		`{{(index services 0).UnmarshalJSON ((service "b").MarshalJSON)}}`,
+		`{{define "x"}}{{if .}}{{else}}{{with services}}{{range .}}{{call .UnmarshalJSON nil}}{{end}}{{end}}{{end}}{{end}}{{template "x" 0}}`,
+	} {
+		c := Config{Templates: []TemplateConfig{{Contents: tc, Destination: filepath.Join(t.TempDir(), "x")}}}
+		if err := c.Normalize(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := NewSet(c); err == nil || !strings.Contains(err.Error(), "UnmarshalJSON would change the registry snapshot") {
+			t.Errorf("%s: err = %v; want the template refused", tc, err)
+		}
+	}
+	// What a template may call stays callable.
+	snap := snapshot(svc("a", []string{"x"}, map[string]string{"ip": "10.0.0.1", "port": "80"}))
+	set := newSet(t, TemplateConfig{Contents: `{{range services}}{{.HasTag "x"}} {{printf "%s" .MarshalJSON}}{{end}}`, Destination: filepath.Join(t.TempDir(), "x")})
+	if out, err := set.Groups[0].Templates[0].Render(snap); err != nil || !strings.HasPrefix(string(out), `true {"id":"a"`) {
+		t.Errorf("got %q, %v", out, err)
+	}
+}
