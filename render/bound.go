@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -16,8 +17,10 @@ import (
 
 // A template is trusted (the operator writes it) but bounded: a render has
 // a deadline and a most bytes it may write, and the functions that build
-// large values from a small input (until, seq, repeat, indent) are capped
-// and watch the deadline.
+// large values from a small input (until, untilStep, seq, repeat, indent,
+// nindent, replace, the rand functions) are capped and watch the deadline.
+// Other functions are not: a template's memory is bounded by each call, not
+// as a whole.
 //
 // text/template cannot be stopped from outside. A render runs in its own
 // goroutine, writing to a writer that fails once the deadline passed or the
@@ -41,7 +44,9 @@ type renderGuard struct {
 	ctx           context.Context
 	maxOutput     int
 	failOnRefused bool
-	refused       []Refusal
+	// allowHostnames lets an address be a host name (allow_hostnames).
+	allowHostnames bool
+	refused        []Refusal
 }
 
 func (g *renderGuard) alive(fn string) error {
@@ -76,48 +81,25 @@ func (b *limitedBuffer) Write(p []byte) (int, error) {
 }
 
 // guardedFuncs replaces sprig's functions that can build arbitrarily large
-// values or read the renderer's credentials.
+// values or read the renderer's credentials. until, untilStep and seq are
+// reimplemented with sprig's results: sprig's count with int arithmetic
+// that overflows (untilStep near the int limits never ends).
 func (g *renderGuard) guardedFuncs() map[string]any {
 	sp := sprig.TxtFuncMap()
-	until := sp["until"].(func(int) []int)
-	untilStep := sp["untilStep"].(func(int, int, int) []int)
-	seq := sp["seq"].(func(...int) string)
-	return map[string]any{
+	replace := sp["replace"].(func(string, string, string) string)
+	randBytes := sp["randBytes"].(func(int) (string, error))
+	fm := map[string]any{
 		"until": func(n int) ([]int, error) {
-			if err := g.items("until", n); err != nil {
-				return nil, err
+			step := 1
+			if n < 0 {
+				step = -1
 			}
-			return until(n), nil
+			return g.untilStep("until", 0, n, step)
 		},
 		"untilStep": func(start, stop, step int) ([]int, error) {
-			if err := g.alive("untilStep"); err != nil {
-				return nil, err
-			}
-			if step != 0 && (stop-start)/step > maxItems {
-				return nil, fmt.Errorf("untilStep: more than %d items", maxItems)
-			}
-			return untilStep(start, stop, step), nil
+			return g.untilStep("untilStep", start, stop, step)
 		},
-		"seq": func(args ...int) (string, error) {
-			if err := g.alive("seq"); err != nil {
-				return "", err
-			}
-			n := 0
-			switch len(args) {
-			case 1:
-				n = args[0]
-			case 2:
-				n = args[1] - args[0]
-			case 3:
-				if args[1] != 0 {
-					n = (args[2] - args[0]) / args[1]
-				}
-			}
-			if n > maxItems || -n > maxItems {
-				return "", fmt.Errorf("seq: more than %d items", maxItems)
-			}
-			return seq(args...), nil
-		},
+		"seq": g.seq,
 		"repeat": func(count int, s string) (string, error) {
 			if err := g.size("repeat", count, len(s)); err != nil {
 				return "", err
@@ -138,20 +120,117 @@ func (g *renderGuard) guardedFuncs() map[string]any {
 			pad := strings.Repeat(" ", spaces)
 			return "\n" + pad + strings.ReplaceAll(s, "\n", "\n"+pad), nil
 		},
+		"replace": func(old, new, s string) (string, error) {
+			if err := g.alive("replace"); err != nil {
+				return "", err
+			}
+			if grow := len(new) - len(old); grow > 0 {
+				n := strings.Count(s, old) // utf8.RuneCountInString(s)+1 for ""
+				if n > 0 && (len(s) > g.maxOutput || n > (g.maxOutput-len(s))/grow) {
+					return "", fmt.Errorf("replace: the result would be larger than max_output (%d bytes)", g.maxOutput)
+				}
+			}
+			return replace(old, new, s), nil
+		},
+		"randBytes": func(count int) (string, error) {
+			// base64: 4 bytes for every 3
+			if err := g.size("randBytes", count, 1); err != nil {
+				return "", err
+			}
+			if err := g.size("randBytes", count/3+1, 4); err != nil {
+				return "", err
+			}
+			return randBytes(count)
+		},
 		"env":       templateEnv,
 		"expandenv": func(s string) string { return os.Expand(s, templateEnv) },
 	}
+	for _, name := range []string{"randAlphaNum", "randAlpha", "randAscii", "randNumeric"} {
+		rand := sp[name].(func(int) string)
+		fm[name] = func(count int) (string, error) {
+			if err := g.size(name, count, 1); err != nil {
+				return "", err
+			}
+			return rand(count), nil
+		}
+	}
+	return fm
 }
 
-// items checks a list of n items may be made.
-func (g *renderGuard) items(fn string, n int) error {
+// untilStep is sprig's untilStep (start, start+step, ... short of stop) of
+// at most maxItems items, counted without overflow.
+func (g *renderGuard) untilStep(fn string, start, stop, step int) ([]int, error) {
 	if err := g.alive(fn); err != nil {
-		return err
+		return nil, err
 	}
-	if n > maxItems {
-		return fmt.Errorf("%s: %d items are more than %d", fn, n, maxItems)
+	var span, stride uint64 // distance to stop and step, both positive
+	switch {
+	case step > 0 && start < stop:
+		span, stride = uint64(stop)-uint64(start)-1, uint64(step)
+	case step < 0 && start > stop:
+		span, stride = uint64(start)-uint64(stop)-1, -uint64(step)
+	default:
+		return []int{}, nil
 	}
-	return nil
+	return g.steps(fn, start, step, span/stride)
+}
+
+// seq is sprig's seq: seq END counts from 1, seq START END, seq START STEP
+// END; END is included when a step reaches it.
+func (g *renderGuard) seq(args ...int) (string, error) {
+	if err := g.alive("seq"); err != nil {
+		return "", err
+	}
+	var start, end, step int
+	switch len(args) {
+	case 1:
+		start, end = 1, args[0]
+	case 2:
+		start, end = args[0], args[1]
+	case 3:
+		start, step, end = args[0], args[1], args[2]
+	default:
+		return "", nil
+	}
+	if len(args) < 3 {
+		step = 1
+		if end < start {
+			step = -1
+		}
+	}
+	var span, stride uint64
+	switch {
+	case step > 0 && end >= start:
+		span, stride = uint64(end)-uint64(start), uint64(step)
+	case step < 0 && end < start:
+		span, stride = uint64(start)-uint64(end), -uint64(step)
+	default:
+		return "", nil
+	}
+	list, err := g.steps("seq", start, step, span/stride)
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	for i, v := range list {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(strconv.Itoa(v))
+	}
+	return b.String(), nil
+}
+
+// steps is start, start+step, ... : last+1 items, refused beyond maxItems.
+func (g *renderGuard) steps(fn string, start, step int, last uint64) ([]int, error) {
+	if last >= maxItems {
+		return nil, fmt.Errorf("%s: more than %d items", fn, maxItems)
+	}
+	out := make([]int, last+1)
+	for i := range out {
+		out[i] = start + i*step
+	}
+	return out, nil
 }
 
 // size checks that count copies of n bytes fit in max_output.
@@ -201,7 +280,8 @@ func (t *Template) execute(ctx context.Context, snap *watcher.Snapshot) ([]byte,
 	go func() {
 		st := t.state
 		st.reset(snap)
-		st.renderGuard = renderGuard{ctx: ctx, maxOutput: int(t.MaxOutput), failOnRefused: t.OnRefused == RefusedFail}
+		st.renderGuard = renderGuard{ctx: ctx, maxOutput: int(t.MaxOutput), failOnRefused: t.OnRefused == RefusedFail,
+			allowHostnames: t.AllowHostnames}
 		buf := &limitedBuffer{ctx: ctx, max: int(t.MaxOutput)}
 		err := t.tmpl.Execute(buf, snap)
 		if err != nil && ctx.Err() != nil {

@@ -5,9 +5,12 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/Masterminds/sprig/v3"
 )
 
 // eventually polls cond; the bound only stops a broken test.
@@ -78,8 +81,19 @@ func TestMaxOutput(t *testing.T) {
 	for _, tc := range []struct{ name, tmpl, want string }{
 		{"repeat builds nothing larger than max_output", `{{repeat 1000000000 "x"}}`, "repeat: the result would be larger than max_output"},
 		{"indent", `{{indent 1000000000 "x"}}`, "indent: the result would be larger than max_output"},
-		{"until is capped", `{{len (until 2000000)}}`, "until: 2000000 items are more than 1000000"},
+		{"until is capped", `{{len (until 2000000)}}`, "until: more than 1000000 items"},
+		{"until is capped below zero", `{{len (until -2000000)}}`, "until: more than 1000000 items"},
+		{"untilStep counts without overflow", `{{len (untilStep -9000000000000000000 9000000000000000000 10000000000000)}}`, "untilStep: more than 1000000 items"},
+		{"untilStep over the whole int range", `{{len (untilStep -9223372036854775808 9223372036854775807 1)}}`, "untilStep: more than 1000000 items"},
 		{"seq is capped", `{{seq 2000000}}`, "seq: more than 1000000 items"},
+		{"seq counts without overflow", `{{seq -9223372036854775808 9223372036854775807}}`, "seq: more than 1000000 items"},
+		{"seq with a step", `{{seq 9223372036854775807 -1 -9223372036854775808}}`, "seq: more than 1000000 items"},
+		{"randAlphaNum", `{{len (randAlphaNum 50000000)}}`, "randAlphaNum: the result would be larger than max_output"},
+		{"randAlpha", `{{len (randAlpha 50000000)}}`, "randAlpha: the result would be larger than max_output"},
+		{"randAscii", `{{len (randAscii 50000000)}}`, "randAscii: the result would be larger than max_output"},
+		{"randNumeric", `{{len (randNumeric 50000000)}}`, "randNumeric: the result would be larger than max_output"},
+		{"randBytes", `{{len (randBytes 1000000)}}`, "randBytes: the result would be larger than max_output"},
+		{"replace that multiplies", `{{len (replace "" (repeat 5000 "b") (repeat 5000 "a"))}}`, "replace: the result would be larger than max_output"},
 		{"output", `{{range until 100000}}0123456789abcdef{{end}}`, "max_output reached: the output is larger than 1048576 bytes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -94,10 +108,49 @@ func TestMaxOutput(t *testing.T) {
 	}
 	// Within the bounds the functions work as sprig's.
 	dir := t.TempDir()
-	set := newSet(t, TemplateConfig{Contents: `{{repeat 3 "ab"}} {{until 3}} {{seq 2 4}} {{indent 2 "a\nb"}}|{{nindent 1 "c"}}`, Destination: filepath.Join(dir, "out")})
+	set := newSet(t, TemplateConfig{Contents: `{{repeat 3 "ab"}} {{until 3}} {{seq 2 4}} {{indent 2 "a\nb"}}|{{nindent 1 "c"}}` +
+		`|{{len (randAlphaNum 5)}} {{len (randBytes 6)}} {{replace "a" "xy" "banana"}}` +
+		`|{{untilStep 9223372036854775800 9223372036854775807 5}} {{seq 9223372036854775806 9223372036854775807}} {{len (until 1000000)}}`,
+		Destination: filepath.Join(dir, "out")})
 	out, err := set.Groups[0].Templates[0].Render(snapshot())
-	if want := "ababab [0 1 2] 2 3 4   a\n  b|\n c"; err != nil || string(out) != want {
+	if want := "ababab [0 1 2] 2 3 4   a\n  b|\n c|5 8 bxynxynxy|[9223372036854775800 9223372036854775805] 9223372036854775806 9223372036854775807 1000000"; err != nil || string(out) != want {
 		t.Fatalf("got %q, %v; want %q", out, err, want)
+	}
+}
+
+// until, untilStep and seq give sprig's results wherever sprig's are
+// right (no overflow).
+func TestSequencesMatchSprig(t *testing.T) {
+	t.Parallel()
+	sp := sprig.TxtFuncMap()
+	until := sp["until"].(func(int) []int)
+	untilStep := sp["untilStep"].(func(int, int, int) []int)
+	seq := sp["seq"].(func(...int) string)
+	g := &renderGuard{ctx: context.Background(), maxOutput: DefaultMaxOutput}
+	guardedUntil := g.guardedFuncs()["until"].(func(int) ([]int, error))
+	for a := -7; a <= 7; a++ {
+		if got, err := guardedUntil(a); err != nil || !slices.Equal(got, until(a)) {
+			t.Errorf("until %d = %v, %v; sprig's %v", a, got, err, until(a))
+		}
+		if got, err := g.seq(a); err != nil || got != seq(a) {
+			t.Errorf("seq %d = %q, %v; sprig's %q", a, got, err, seq(a))
+		}
+		for b := -7; b <= 7; b++ {
+			if got, err := g.seq(a, b); err != nil || got != seq(a, b) {
+				t.Errorf("seq %d %d = %q, %v; sprig's %q", a, b, got, err, seq(a, b))
+			}
+			for c := -4; c <= 4; c++ {
+				if got, err := g.untilStep("untilStep", a, b, c); err != nil || !slices.Equal(got, untilStep(a, b, c)) {
+					t.Errorf("untilStep %d %d %d = %v, %v; sprig's %v", a, b, c, got, err, untilStep(a, b, c))
+				}
+				if got, err := g.seq(a, c, b); err != nil || got != seq(a, c, b) {
+					t.Errorf("seq %d %d %d = %q, %v; sprig's %q", a, c, b, got, err, seq(a, c, b))
+				}
+			}
+		}
+	}
+	if got, err := g.seq(); err != nil || got != seq() {
+		t.Errorf("seq = %q, %v; sprig's %q", got, err, seq())
 	}
 }
 

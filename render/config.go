@@ -112,6 +112,11 @@ type TemplateConfig struct {
 	RuntimeSocket string `toml:"runtime_socket"`
 	// RuntimeDrainTimeout bounds the drain of a removed server.
 	RuntimeDrainTimeout Duration `toml:"runtime_drain_timeout"`
+	// AllowHostnames lets endpoints and addr take a host name; without it
+	// they take IP addresses only. A name nginx cannot resolve fails the
+	// whole config (nginx -t, nginx -s reload), so one service would stop
+	// every update of the group.
+	AllowHostnames bool `toml:"allow_hostnames"`
 }
 
 // What on_refused may say.

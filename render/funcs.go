@@ -53,11 +53,28 @@ func (st *execState) funcMap() template.FuncMap {
 		"config":          st.config,
 		"configOr":        st.configOr,
 		"configNamespace": st.configNamespace,
+		"sortAlpha":       sortAlpha,
 	} {
 		fm[name] = fn
 	}
 	return fm
 }
+
+// sortAlpha is sprig's sortAlpha on a copy. Sprig's sorts a []string in
+// place, and a service's Tags are the snapshot's own, shared by every
+// template and read by the watcher. It is the only sprig function (v3.3.0)
+// that writes to its argument: set, unset, merge, mergeOverwrite and the
+// other dict functions take a map[string]interface{}, which a service's
+// Metadata (a map[string]string) is not, and the list functions (append,
+// prepend, reverse, slice, …) build new lists.
+func sortAlpha(list any) []string {
+	if l, ok := list.([]string); ok {
+		list = slices.Clone(l)
+	}
+	return sprigSortAlpha(list)
+}
+
+var sprigSortAlpha = sprig.TxtFuncMap()["sortAlpha"].(func(any) []string)
 
 // services returns every live service, sorted by id.
 func (st *execState) services() []registry.Service {

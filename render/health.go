@@ -27,11 +27,19 @@ type GroupHealth struct {
 	Check    *StepResult `json:"check,omitempty"`
 	Install  *StepResult `json:"install,omitempty"`
 	Reload   *StepResult `json:"reload,omitempty"`
-	// Refused are the services the last render left out, and why.
-	Refused []Refusal `json:"refused,omitempty"`
+	// Refused are the services the group's last renders left out, and
+	// why: the first maxHealthRefused of them; RefusedCount is how many
+	// there are in all.
+	Refused      []Refusal `json:"refused,omitempty"`
+	RefusedCount int       `json:"refused_count,omitempty"`
+	// refused is every refusal, by template.
+	refused map[string][]Refusal
 	// Runtime is set for groups with a runtime API.
 	Runtime *RuntimeHealth `json:"runtime,omitempty"`
 }
+
+// maxHealthRefused caps the refusals /healthz lists for a group.
+const maxHealthRefused = 100
 
 // PassStatus is the outcome of a group's last pass.
 type PassStatus struct {

@@ -44,9 +44,15 @@ func ownerOf(t TemplateConfig) (fileOwner, error) {
 }
 
 // writeStaged writes data to path (replacing it), with the destination's
-// mode and owner, and syncs it.
+// mode and owner, and syncs it. The name is predictable and the directory
+// may be writable by others: a stale file or symlink there is removed and
+// the file is created anew (O_EXCL, O_NOFOLLOW), so that the chmod and
+// chown below never reach another file through a symlink.
 func writeStaged(path string, data []byte, mode os.FileMode, owner fileOwner) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, mode&^0o077)
 	if err != nil {
 		return err
 	}

@@ -135,6 +135,7 @@ splay = "5s"
 render_timeout = "2s"
 max_output = "1MiB"
 on_refused = "fail"
+allow_hostnames = true
 [[template]]
 contents = "x"
 destination = "out2.conf"
@@ -146,10 +147,10 @@ max_output = 4096
 	}
 	t0, t1 := c.Templates[0], c.Templates[1]
 	if !t0.ErrorOnMissingKey || t0.LeftDelimiter != "[[" || !t0.CreateDestDirs || t0.Splay.D() != 5*time.Second ||
-		t0.RenderTimeout.D() != 2*time.Second || t0.MaxOutput != 1<<20 || t0.OnRefused != RefusedFail || len(c.FunctionDenylist) != 2 {
+		t0.RenderTimeout.D() != 2*time.Second || t0.MaxOutput != 1<<20 || t0.OnRefused != RefusedFail || !t0.AllowHostnames || len(c.FunctionDenylist) != 2 {
 		t.Fatalf("template 1: %+v", t0)
 	}
-	if t1.MaxOutput != 4096 || t1.RenderTimeout.D() != DefaultRenderTimeout || t1.OnRefused != RefusedSkip {
+	if t1.MaxOutput != 4096 || t1.RenderTimeout.D() != DefaultRenderTimeout || t1.OnRefused != RefusedSkip || t1.AllowHostnames {
 		t.Fatalf("template 2 defaults: %+v", t1)
 	}
 	for _, bad := range []string{`max_output = "lots"`, `max_output = -1`, `on_refused = "ignore"`} {

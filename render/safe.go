@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -20,7 +22,7 @@ import (
 
 // The metadata keys an Endpoint is read from.
 const (
-	MetaIP     = "ip"     // the address: an IPv4 or IPv6 address, or a host name
+	MetaIP     = "ip"     // the address: an IPv4 or IPv6 address (or a host name, with allow_hostnames)
 	MetaHost   = "host"   // the address when there is no "ip"
 	MetaPort   = "port"   // 1..65535
 	MetaWeight = "weight" // optional: 1..256
@@ -117,9 +119,10 @@ func refuse(field, value, reason string, args ...any) *RefusedError {
 }
 
 // parseAddress checks an address: an IPv4 address in dotted decimal, an
-// IPv6 address without a zone, or a host name of letters, digits and
-// hyphens in dot-separated labels.
-func parseAddress(field, s string) (Address, error) {
+// IPv6 address without a zone, or, when hostnames is true, a host name of
+// letters, digits and hyphens in dot-separated labels. See checkIP for the
+// addresses refused.
+func parseAddress(field, s string, hostnames bool) (Address, error) {
 	if s == "" {
 		return Address{}, refuse(field, s, "empty")
 	}
@@ -131,27 +134,63 @@ func parseAddress(field, s string) (Address, error) {
 		if ip.Zone() != "" {
 			return Address{}, refuse(field, s, "an IPv6 zone is not allowed")
 		}
+		if err := checkIP(field, s, ip); err != nil {
+			return Address{}, err
+		}
 		return Address{ip: ip}, nil
 	}
+	if err := checkHostName(field, s); err != nil {
+		return Address{}, err
+	}
+	if !hostnames {
+		return Address{}, refuse(field, s, "a host name, and the template takes IP addresses only (allow_hostnames = true takes names: one nginx cannot resolve fails the whole group)")
+	}
+	return Address{host: strings.ToLower(s)}, nil
+}
+
+// checkIP refuses the addresses a load balancer treats specially or that
+// reach the renderer's own host network rather than a service: the
+// unspecified address (0.0.0.0, ::, and 0.0.0.0/8; HAProxy forwards to the
+// client's own destination), broadcast (255.255.255.255), multicast, and
+// link-local (169.254.0.0/16 with the cloud metadata service
+// 169.254.169.254, fe80::/10). IPv4-mapped IPv6 addresses are checked as
+// the IPv4 address they carry. Loopback is allowed.
+func checkIP(field, s string, ip netip.Addr) error {
+	ip = ip.Unmap()
+	switch {
+	case ip.IsUnspecified() || (ip.Is4() && ip.As4()[0] == 0):
+		return refuse(field, s, "the unspecified address (HAProxy would forward to the client's own destination)")
+	case ip == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return refuse(field, s, "the broadcast address")
+	case ip.IsMulticast():
+		return refuse(field, s, "a multicast address")
+	case ip.IsLinkLocalUnicast():
+		return refuse(field, s, "a link-local address (169.254.169.254 is the cloud metadata service)")
+	}
+	return nil
+}
+
+// checkHostName checks a host name's form.
+func checkHostName(field, s string) error {
 	if len(s) > maxHostName {
-		return Address{}, refuse(field, s, "longer than %d characters", maxHostName)
+		return refuse(field, s, "longer than %d characters", maxHostName)
 	}
 	for _, label := range strings.Split(s, ".") {
 		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return Address{}, refuse(field, s, "not an IP address or a host name")
+			return refuse(field, s, "not an IP address or a host name")
 		}
 		for i := 0; i < len(label); i++ {
 			if c := label[i]; !isAlnum(c) && c != '-' {
-				return Address{}, refuse(field, s, "not an IP address or a host name (only a-z, 0-9, '-' and '.')")
+				return refuse(field, s, "not an IP address or a host name (only a-z, 0-9, '-' and '.')")
 			}
 		}
 	}
 	// A resolver reads "0x50" or "10.1" as an IPv4 address (inet_aton);
 	// a top-level label starts with a letter (RFC 3696 §2).
 	if last := s[strings.LastIndexByte(s, '.')+1:]; !isLetter(last[0]) {
-		return Address{}, refuse(field, s, "not an IP address or a host name (the last label must start with a letter)")
+		return refuse(field, s, "not an IP address or a host name (the last label must start with a letter)")
 	}
-	return Address{host: strings.ToLower(s)}, nil
+	return nil
 }
 
 func isLetter(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
@@ -250,7 +289,7 @@ func haproxyString(s string) (string, error) {
 }
 
 // toEndpoint checks and parses a service's id, address, port and weight.
-func toEndpoint(s registry.Service) (Endpoint, *RefusedError) {
+func toEndpoint(s registry.Service, hostnames bool) (Endpoint, *RefusedError) {
 	e := Endpoint{Service: s}
 	var err error
 	if e.Name, err = parseIdent("id", s.ID); err != nil {
@@ -263,7 +302,7 @@ func toEndpoint(s registry.Service) (Endpoint, *RefusedError) {
 	if addr == "" {
 		return e, refuse(MetaIP, "", "missing (set metadata %q or %q)", MetaIP, MetaHost)
 	}
-	if e.Address, err = parseAddress(field, addr); err != nil {
+	if e.Address, err = parseAddress(field, addr, hostnames); err != nil {
 		return e, err.(*RefusedError)
 	}
 	port, ok := s.Metadata[MetaPort]
@@ -300,7 +339,7 @@ func (st *execState) safeFuncs() map[string]any {
 			return parseInt("number", s, lo, hi)
 		},
 		"addr": func(s string) (Address, error) {
-			return parseAddress("address", s)
+			return parseAddress("address", s, st.allowHostnames)
 		},
 		"port":          func(s string) (int, error) { return parseInt("port", s, 1, 65535) },
 		"weight":        func(s string) (int, error) { return parseInt("weight", s, 1, maxWeight) },
@@ -372,7 +411,7 @@ func (st *execState) endpoint(s any) (*Endpoint, error) {
 	default:
 		return nil, fmt.Errorf("endpoint: %T is not a service", s)
 	}
-	e, refused := toEndpoint(svc)
+	e, refused := toEndpoint(svc, st.allowHostnames)
 	if refused == nil {
 		return &e, nil
 	}
@@ -406,25 +445,58 @@ func (r *Renderer) render(ctx context.Context, g *Group, t *Template, snap *watc
 	if err != nil {
 		return nil, err
 	}
-	for _, ref := range refused {
+	fresh := r.Health.recordRefused(g.Name, t.Name(), refused)
+	for i, ref := range fresh {
+		if i == maxLoggedRefused {
+			r.Log.Warn("more services left out of the render: their data was refused (see /healthz)", "template", t.Name(), "group", g.Name,
+				"more", len(fresh)-i)
+			break
+		}
 		r.Log.Warn("service left out of the render: its data was refused", "template", ref.Template, "group", g.Name,
 			"service", ref.Service, "field", ref.Field, "reason", ref.Reason)
+	}
+	for _, ref := range refused {
 		r.Metrics.refused.WithLabelValues(ref.Template, ref.Field).Inc()
 	}
-	r.Health.recordRefused(g.Name, t.Name(), refused)
 	return out, nil
 }
 
-// recordRefused replaces a template's refusals in its group's health.
-func (h *Health) recordRefused(group, template string, refused []Refusal) {
+// maxLoggedRefused caps the refusals one render logs one by one.
+const maxLoggedRefused = 100
+
+// recordRefused replaces a template's refusals in its group's health, and
+// returns those its previous render did not have: only they are logged, so
+// that a service refused render after render is logged once.
+func (h *Health) recordRefused(group, template string, refused []Refusal) []Refusal {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	g := h.group(group)
-	var list []Refusal
-	for _, ref := range g.Refused {
-		if ref.Template != template {
-			list = append(list, ref)
+	if g.refused == nil {
+		g.refused = map[string][]Refusal{}
+	}
+	before := make(map[Refusal]bool, len(g.refused[template]))
+	for _, ref := range g.refused[template] {
+		before[ref] = true
+	}
+	var fresh []Refusal
+	for _, ref := range refused {
+		if !before[ref] {
+			fresh = append(fresh, ref)
 		}
 	}
-	g.Refused = append(list, refused...)
+	if len(refused) == 0 {
+		delete(g.refused, template)
+	} else {
+		g.refused[template] = refused
+	}
+	// The list /healthz shows: the first maxHealthRefused, by template.
+	g.Refused, g.RefusedCount = nil, 0
+	for _, name := range slices.Sorted(maps.Keys(g.refused)) {
+		list := g.refused[name]
+		g.RefusedCount += len(list)
+		if room := maxHealthRefused - len(g.Refused); room > 0 {
+			g.Refused = append(g.Refused, list[:min(room, len(list))]...)
+		}
+	}
+	return fresh
 }

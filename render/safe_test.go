@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/svcreg/svcreg/registry"
 )
 
 // hostile are values registry data may carry to break out of the token a
@@ -63,7 +65,7 @@ func TestSafeFunctionsRefuseHostileValues(t *testing.T) {
 		if _, err := parseIdent("id", v); err == nil && !fine["ident"][v] {
 			t.Errorf("ident %q accepted", v)
 		}
-		if a, err := parseAddress("ip", v); err == nil && !fine["address"][v] {
+		if a, err := parseAddress("ip", v, true); err == nil && !fine["address"][v] {
 			t.Errorf("address %q accepted as %q", v, a)
 		}
 	}
@@ -82,7 +84,7 @@ func TestSafeFunctionsAccept(t *testing.T) {
 		{"Web-1.internal", "web-1.internal", "web-1.internal"},
 		{"localhost", "localhost", "localhost"},
 	} {
-		a, err := parseAddress("ip", tc.in)
+		a, err := parseAddress("ip", tc.in, true)
 		if err != nil || a.String() != tc.str || a.Bracketed() != tc.bracketed {
 			t.Errorf("address %q = %q, %q, %v; want %q, %q", tc.in, a.String(), a.Bracketed(), err, tc.str, tc.bracketed)
 		}
@@ -130,7 +132,7 @@ func TestEndpointsLeaveOutAndReportRefusedServices(t *testing.T) {
 	var logs bytes.Buffer
 	reg := prometheus.NewRegistry()
 	g.r = NewRenderer(slog.New(slog.NewTextHandler(&logs, nil)), NewMetrics(reg), nil)
-	set := g.set(t, TemplateConfig{})
+	set := g.set(t, TemplateConfig{AllowHostnames: true})
 	snap := snapshot(
 		svc("web-1", []string{"www"}, map[string]string{"ip": "10.0.0.1", "port": "80", "weight": "3"}),
 		svc("web-2", []string{"www"}, map[string]string{"ip": "2001:db8::2", "port": "8080"}),
@@ -265,5 +267,111 @@ func TestMinInstancesCountsEndpoints(t *testing.T) {
 	var guard *GuardError
 	if w := res.Worst(); w == nil || !errors.As(w.Err, &guard) || !strings.Contains(guard.Call, "endpoints") {
 		t.Fatalf("worst = %v; want min_instances to refuse the endpoints list", w)
+	}
+}
+
+// Addresses a load balancer treats specially, or that reach the
+// renderer's own host network, are refused always; host names are refused
+// unless the template sets allow_hostnames (one nginx cannot resolve fails
+// the whole group); loopback is allowed.
+func TestAddressPolicy(t *testing.T) {
+	t.Parallel()
+	for _, v := range []string{
+		"0.0.0.0", "::", "[::]", "0.1.2.3", "::ffff:0.0.0.0",
+		"255.255.255.255", "::ffff:255.255.255.255",
+		"224.0.0.1", "239.255.255.250", "ff02::1", "ff05::2",
+		"169.254.169.254", "169.254.0.1", "fe80::1", "::ffff:169.254.169.254",
+	} {
+		if a, err := parseAddress("ip", v, true); err == nil {
+			t.Errorf("address %q accepted as %q", v, a)
+		}
+	}
+	for _, v := range []string{"127.0.0.1", "::1", "10.0.0.1", "192.168.1.1", "255.255.255.254", "2001:db8::1"} {
+		if _, err := parseAddress("ip", v, false); err != nil {
+			t.Errorf("address %q refused: %v", v, err)
+		}
+	}
+	if _, err := parseAddress("host", "web.internal", false); err == nil || !strings.Contains(err.Error(), "allow_hostnames") {
+		t.Errorf("a host name without allow_hostnames: %v; want it refused", err)
+	}
+
+	snap := snapshot(
+		svc("web-1", []string{"www"}, map[string]string{"ip": "127.0.0.1", "port": "80"}),
+		svc("named", []string{"www"}, map[string]string{"host": "nonexistent-host.invalid", "port": "80"}),
+		svc("metadata", []string{"www"}, map[string]string{"ip": "169.254.169.254", "port": "80"}),
+		svc("any", []string{"www"}, map[string]string{"ip": "0.0.0.0", "port": "80"}),
+	)
+	for _, tc := range []struct {
+		allow            bool
+		want             string
+		refusedByService map[string]string
+	}{
+		{false, "server 127.0.0.1:80; # web-1\n", map[string]string{"named": "host", "metadata": "ip", "any": "ip"}},
+		{true, "server nonexistent-host.invalid:80; # named\nserver 127.0.0.1:80; # web-1\n", map[string]string{"metadata": "ip", "any": "ip"}},
+	} {
+		set := newSet(t, TemplateConfig{Contents: endpointsTemplate, Destination: filepath.Join(t.TempDir(), "out"), AllowHostnames: tc.allow})
+		out, refused, err := set.Groups[0].Templates[0].execute(context.Background(), snap)
+		if err != nil || string(out) != tc.want {
+			t.Errorf("allow_hostnames = %v: got %q, %v; want %q", tc.allow, out, err, tc.want)
+		}
+		got := map[string]string{}
+		for _, r := range refused {
+			got[r.Service] = r.Field
+		}
+		if fmt.Sprint(got) != fmt.Sprint(tc.refusedByService) {
+			t.Errorf("allow_hostnames = %v: refused %v; want %v", tc.allow, got, tc.refusedByService)
+		}
+	}
+	set := newSet(t, TemplateConfig{Contents: `{{addr "web.internal"}}`, Destination: filepath.Join(t.TempDir(), "out")})
+	if _, err := set.Groups[0].Templates[0].Render(snap); err == nil || !strings.Contains(err.Error(), "allow_hostnames") {
+		t.Errorf("addr of a host name without allow_hostnames: %v", err)
+	}
+	set = newSet(t, TemplateConfig{Contents: `{{addr "Web.internal"}}`, Destination: filepath.Join(t.TempDir(), "out"), AllowHostnames: true})
+	if out, err := set.Groups[0].Templates[0].Render(snap); err != nil || string(out) != "web.internal" {
+		t.Errorf("addr of a host name with allow_hostnames: %q, %v", out, err)
+	}
+}
+
+// A refused service is logged when its render first refuses it, not again
+// while it stays refused; /healthz lists the first 100 and counts them all.
+func TestRefusalsLoggedOnceAndHealthCapped(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, endpointsTemplate)
+	var logs bytes.Buffer
+	g.r = NewRenderer(slog.New(slog.NewTextHandler(&logs, nil)), nil, nil)
+	set := g.set(t, TemplateConfig{})
+	services := []registry.Service{svc("web-1", []string{"www"}, map[string]string{"ip": "10.0.0.1", "port": "80"})}
+	for i := 0; i < 150; i++ {
+		services = append(services, svc(fmt.Sprintf("evil-%03d", i), []string{"www"}, map[string]string{"ip": "10.0.0.2", "port": "80;"}))
+	}
+	pass := func(services []registry.Service) (lines, more int) {
+		t.Helper()
+		logs.Reset()
+		if res := g.r.Pass(context.Background(), set, snapshot(services...)); len(res.Failures) != 0 {
+			t.Fatal(res.Failures)
+		}
+		return strings.Count(logs.String(), "service left out of the render"), strings.Count(logs.String(), "more services left out")
+	}
+	if lines, more := pass(services); lines != 100 || more != 1 {
+		t.Errorf("first render: %d log lines and %d summaries; want 100 and 1:\n%s", lines, more, logs.String())
+	}
+	rep := g.r.Health.Report(0).Groups[g.dest]
+	if len(rep.Refused) != 100 || rep.RefusedCount != 150 || rep.Refused[0].Service != "evil-000" {
+		t.Errorf("/healthz lists %d refusals (from %+v), counts %d; want 100 and 150", len(rep.Refused), rep.Refused[0], rep.RefusedCount)
+	}
+	if lines, more := pass(services); lines != 0 || more != 0 {
+		t.Errorf("the same refusals again: %d log lines; want none:\n%s", lines, logs.String())
+	}
+	services = append(services, svc("evil-new", []string{"www"}, map[string]string{"ip": "0.0.0.0", "port": "80"}))
+	if lines, _ := pass(services); lines != 1 || !strings.Contains(logs.String(), "service=evil-new") {
+		t.Errorf("one new refusal: %d log lines; want one, naming it:\n%s", lines, logs.String())
+	}
+	if rep := g.r.Health.Report(0).Groups[g.dest]; len(rep.Refused) != 100 || rep.RefusedCount != 151 {
+		t.Errorf("/healthz lists %d refusals, counts %d; want 100 and 151", len(rep.Refused), rep.RefusedCount)
+	}
+	// Fixed, then refused again: logged again.
+	pass(services[:1])
+	if lines, _ := pass(services[:3]); lines != 2 {
+		t.Errorf("refused again after a fix: %d log lines; want 2:\n%s", lines, logs.String())
 	}
 }

@@ -102,6 +102,9 @@ func parseTemplate(tc TemplateConfig, denied []string) (*Template, error) {
 	if err != nil {
 		return nil, explainDenied(err, denied)
 	}
+	if err := checkImmutable(tmpl); err != nil {
+		return nil, err
+	}
 	return &Template{TemplateConfig: tc, tmpl: tmpl, state: st, busy: make(chan struct{}, 1)}, nil
 }
 

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/svcreg/svcreg/registry"
 )
@@ -97,7 +99,7 @@ func writeEventTable(w io.Writer, events []registry.Event) error {
 	row(tw, "ID", "TIME", "TYPE", "SUBJECT", "DETAIL")
 	for _, ev := range events {
 		subject, detail := describeEvent(ev)
-		row(tw, ev.ID, eventTime(ev), string(ev.Type), cell(subject), detail)
+		row(tw, ev.ID, eventTime(ev), string(ev.Type), cell(termSafe(subject)), detail)
 	}
 	return tw.Flush()
 }
@@ -212,7 +214,7 @@ var eventHeader = strings.TrimRight(fmt.Sprintf(eventFormat, "ID", "TIME", "TYPE
 // configuration key it is about, and what changed.
 func eventLine(ev registry.Event) string {
 	subject, detail := describeEvent(ev)
-	return strings.TrimRight(fmt.Sprintf(eventFormat, ev.ID, eventTime(ev), ev.Type, cell(subject), detail), " ")
+	return strings.TrimRight(fmt.Sprintf(eventFormat, ev.ID, eventTime(ev), ev.Type, cell(termSafe(subject)), detail), " ")
 }
 
 // describeEvent returns what an event is about and what changed.
@@ -225,10 +227,10 @@ func describeEvent(ev registry.Event) (subject, detail string) {
 		}
 		parts := []string{"timeout=" + strconv.Itoa(s.HeartbeatTimeout)}
 		if len(s.Tags) > 0 {
-			parts = append(parts, "tags="+joinTags(s.Tags))
+			parts = append(parts, "tags="+termSafe(joinTags(s.Tags)))
 		}
 		if len(s.Metadata) > 0 {
-			parts = append(parts, "metadata="+joinMetadata(s.Metadata))
+			parts = append(parts, "metadata="+termSafe(joinMetadata(s.Metadata)))
 		}
 		return s.ID, strings.Join(parts, " ")
 	case registry.ConfigValueUpdate, registry.ConfigValueRemove:
@@ -248,7 +250,17 @@ func describeEvent(ev registry.Event) (subject, detail string) {
 	}
 	var b bytes.Buffer
 	if json.Compact(&b, ev.Payload) != nil {
-		return "", string(ev.Payload)
+		return "", termSafe(string(ev.Payload))
 	}
-	return "", b.String()
+	return "", termSafe(b.String())
+}
+
+// termSafe is registry text as it may reach a terminal: quoted, with
+// escapes, when it holds anything but printable characters and spaces (an
+// escape sequence, a C1 control, a bidi override, invalid UTF-8).
+func termSafe(s string) string {
+	if !utf8.ValidString(s) || strings.IndexFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0 {
+		return strconv.QuoteToASCII(s)
+	}
+	return s
 }

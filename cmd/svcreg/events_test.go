@@ -188,3 +188,33 @@ func TestEventTableAligns(t *testing.T) {
 		}
 	}
 }
+
+// Registry text never reaches the terminal raw: events list and tail
+// quote tags and metadata holding escape sequences, C1 controls or bidi
+// overrides.
+func TestEventsQuoteHostileMetadata(t *testing.T) {
+	t.Parallel()
+	srv, c := tailEnv(t, "events-hostile")
+	hostile := map[string]string{"esc": "\x1b]0;owned\x07\x1b[2J", "c1": "a\u009b31mb", "bidi": "x\u202ey"}
+	if _, err := c.CreateService(context.Background(), registry.Service{ID: "hostile-1", HeartbeatTimeout: 120, Metadata: hostile}); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	code := Main(context.Background(), []string{"events", "list",
+		"--url", srv.APIURL, "--username", "events-hostile", "--api-key", "dev"}, strings.NewReader(""), &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("events list: exit status %d; stderr:\n%s", code, stderr.String())
+	}
+	out := stdout.String()
+	if !strings.Contains(out, "hostile-1") {
+		t.Fatalf("events list does not show the service:\n%s", out)
+	}
+	for _, bad := range []string{"\x1b", "\u009b", "\u202e", "\a"} {
+		if strings.Contains(out, bad) {
+			t.Errorf("events list prints %q raw:\n%q", bad, out)
+		}
+	}
+	if !strings.Contains(out, `\x1b]0;owned`) {
+		t.Errorf("events list does not show the escaped metadata:\n%q", out)
+	}
+}

@@ -440,7 +440,7 @@ func startHAProxy(t *testing.T) *haproxy {
 	t.Helper()
 	h := newHAProxy(t)
 	// Until svcreg renders it, the backend points at a closed port.
-	os.WriteFile(h.backends, []byte("backend api\n    server placeholder 127.0.0.1:1\n"), 0o644)
+	os.WriteFile(h.backends, []byte("backend svc_api\n    server placeholder 127.0.0.1:1\n"), 0o644)
 	if out, err := exec.Command(h.bin, "-W", "-D", "-f", h.main, "-f", h.backends, "-p", h.pid).CombinedOutput(); err != nil {
 		t.Fatalf("start haproxy: %v: %s", err, out)
 	}
@@ -467,7 +467,10 @@ defaults
     timeout server 10s
 frontend web
     bind 127.0.0.1:%d
-    default_backend api
+    default_backend svc_api
+# The operator's own section, whose name registry data must not take.
+backend stats
+    server stats 127.0.0.1:1
 `, h.pid, h.port)
 	os.WriteFile(h.main, []byte(main), 0o644)
 	return h

@@ -66,6 +66,32 @@ func hostileServices(t *testing.T, c *registry.Client, tag string, md map[string
 	return ids
 }
 
+// unsafeAddressServices registers services whose address one registry
+// writer could use to stop every update of a group or to reach what is
+// not a service: a host name that does not resolve (nginx fails the whole
+// config), the unspecified address, broadcast, multicast and the cloud
+// metadata address. It returns the ids registered.
+func unsafeAddressServices(t *testing.T, c *registry.Client, tag string, md map[string]string) []string {
+	t.Helper()
+	var ids []string
+	for i, addr := range []map[string]string{
+		{"host": "nonexistent-host.invalid"}, {"ip": "0.0.0.0"}, {"ip": "::"}, {"ip": "255.255.255.255"},
+		{"ip": "224.0.0.1"}, {"ip": "169.254.169.254"}, {"ip": "::ffff:169.254.169.254"},
+	} {
+		m := map[string]string{}
+		for k, v := range md {
+			m[k] = v
+		}
+		for k, v := range addr {
+			m[k] = v
+		}
+		id := fmt.Sprintf("unsafe-address-%d", i)
+		createService(t, c, id, 120, []string{tag}, m)
+		ids = append(ids, id)
+	}
+	return ids
+}
+
 // healthz is the renderer's /healthz report.
 func healthz(url string) render.Report {
 	var rep render.Report
@@ -120,6 +146,7 @@ func TestNginxExampleRefusesHostileData(t *testing.T) {
 	createService(t, c, "web-a", 120, []string{"www"}, map[string]string{"ip": ipA, "port": portA})
 	createService(t, c, "web-b", 120, []string{"www"}, map[string]string{"ip": ipB, "port": portB, "weight": "2"})
 	evil := hostileServices(t, c, "www", map[string]string{"ip": ipA, "port": portA}, "ip", "port", "weight")
+	evil = append(evil, unsafeAddressServices(t, c, "www", map[string]string{"port": portA})...)
 	hp := freePort(t)
 	config := shippedConfig(t, "examples/nginx/render.toml",
 		`listen = "127.0.0.1:8421"`, fmt.Sprintf("listen = %q", "127.0.0.1:"+strconv.Itoa(hp)),
@@ -164,6 +191,9 @@ func TestHAProxyExampleRefusesHostileData(t *testing.T) {
 	createService(t, c, "api-1", 120, []string{"http"}, map[string]string{"ip": ip1, "port": port1, "backend": "api"})
 	createService(t, c, "api-2", 120, []string{"http"}, map[string]string{"ip": ip2, "port": port2, "backend": "api"})
 	evil := hostileServices(t, c, "http", map[string]string{"ip": ip1, "port": port1, "backend": "api"}, "ip", "port", "weight", "backend")
+	evil = append(evil, unsafeAddressServices(t, c, "http", map[string]string{"port": port1, "backend": "api"})...)
+	// A backend name of haproxy.cfg's own: the prefix keeps it apart.
+	createService(t, c, "stats-1", 120, []string{"http"}, map[string]string{"ip": ip2, "port": port2, "backend": "stats"})
 	hp := freePort(t)
 	config := h.shippedConfig(t, env, filepath.Join(h.dir, "reloads"))
 	startDaemon(t, env, "--config", config, "--listen", "127.0.0.1:"+strconv.Itoa(hp))
@@ -171,9 +201,11 @@ func TestHAProxyExampleRefusesHostileData(t *testing.T) {
 	url := "http://127.0.0.1:" + strconv.Itoa(h.port) + "/"
 
 	eventuallyTrue(t, "api-1 and api-2 rendered", func() bool { return strings.Contains(readString(h.backends), "server api-2") })
-	want := []string{"backend api", "balance roundrobin", "option httpchk GET '/'",
+	want := []string{"backend svc_api", "default-server init-addr last,libc,none", "balance roundrobin", "option httpchk GET '/'",
 		"server api-1 " + ip1 + ":" + port1 + " check",
-		"server api-2 " + ip2 + ":" + port2 + " check"}
+		"server api-2 " + ip2 + ":" + port2 + " check",
+		"backend svc_stats", "default-server init-addr last,libc,none", "balance roundrobin", "option httpchk GET '/'",
+		"server stats-1 " + ip2 + ":" + port2 + " check"}
 	checkSafeInstall(t, h.backends, "examples/haproxy/backends.tmpl", want, url, []string{"api-1", "api-2"}, health, evil)
 }
 
@@ -203,14 +235,25 @@ func checkSafeInstall(t *testing.T, file, tmpl string, want []string, url string
 		}
 		return len(seen) == len(backends)
 	})
-	refused := refusedIDs(healthz(health))
+	// /healthz lists the first 100 of a group's refusals and counts them
+	// all.
+	rep := healthz(health)
+	isEvil := map[string]bool{}
 	for _, id := range evil {
-		if !refused[id] {
-			t.Errorf("/healthz does not report %s as refused", id)
+		isEvil[id] = true
+	}
+	refused := refusedIDs(rep)
+	for id := range refused {
+		if !isEvil[id] {
+			t.Errorf("/healthz reports %s as refused", id)
 		}
 	}
-	if len(refused) != len(evil) {
-		t.Errorf("/healthz reports %d refused services; want %d", len(refused), len(evil))
+	count := 0
+	for _, g := range rep.Groups {
+		count += g.RefusedCount
+	}
+	if len(refused) != min(len(evil), 100) || count != len(evil) {
+		t.Errorf("/healthz lists %d refused services and counts %d; want %d and %d", len(refused), count, min(len(evil), 100), len(evil))
 	}
 }
 
