@@ -33,13 +33,11 @@ const includeParam = "include"
 // handleEvents is GET /events (spec §7.11), with the long-poll extension
 // (design item 2): with wait, the request is held while the answer would
 // hold no event newer than the marker.
-func (s *Server) handleEvents(w http.ResponseWriter, rq *request) {
+func (s *Server) handleEvents(w http.ResponseWriter, rq *request) error {
 	limit, f := parseLimit(rq.query)
 	if f != nil {
-		s.writeFault(w, rq, f)
-		return
+		return f
 	}
-	rq.limit = limit
 	ctx := rq.r.Context()
 	acct := rq.account
 	now := s.now()
@@ -49,8 +47,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, rq *request) {
 	if hasMarker {
 		var err error
 		if from, err = timeuuid.Parse(marker); err != nil {
-			s.writeFault(w, rq, badRequest(err.Error()))
-			return
+			return badRequest(err.Error())
 		}
 		// Event ids may run a tick ahead of the clock (design item 5), so
 		// "now" is at least just after the newest event.
@@ -63,20 +60,17 @@ func (s *Server) handleEvents(w http.ResponseWriter, rq *request) {
 			// committed; ask for the newest before refusing.
 			head, err := s.store.Head(ctx, rq.tenant)
 			if err != nil {
-				s.writeFault(w, rq, s.faultFor(rq.txnID, err))
-				return
+				return err
 			}
 			if !head.IsZero() {
 				latest = max(latest, head.Ticks()+1)
 			}
 		}
 		if millis(from.Ticks()) > millis(latest) {
-			s.writeFault(w, rq, badRequest("from parameter must be smaller than the current time"))
-			return
+			return badRequest("from parameter must be smaller than the current time")
 		}
 		if millis(from.Ticks()) < millis(timeuuid.Ticks(acct.CreatedAt)) {
-			s.writeFault(w, rq, badRequest("from parameter must be greater than or equal to the account creation date"))
-			return
+			return badRequest("from parameter must be greater than or equal to the account creation date")
 		}
 	} else {
 		start := now.Add(-defaultWindow)
@@ -88,32 +82,37 @@ func (s *Server) handleEvents(w http.ResponseWriter, rq *request) {
 	types := originalTypes
 	if v, ok := rq.query.get(includeParam); ok {
 		if v != string(registry.ServiceUpdate) {
-			s.writeFault(w, rq, invalidParam(includeParam, "Include must be service.update"))
-			return
+			return invalidParam(includeParam, "Include must be service.update")
 		}
 		types = nil // every type
 	}
 	if v, ok := rq.query.get("type"); ok {
 		t, valid := eventType(v)
 		if !valid {
-			s.writeFault(w, rq, badRequest("Invalid type: "+v+". Valid types are: "+validTypesMessage))
-			return
+			return badRequest("Invalid type: " + v + ". Valid types are: " + validTypesMessage)
 		}
 		types = []registry.EventType{t}
 	}
 	wait, f := s.parseWait(rq.query)
 	if f != nil {
-		s.writeFault(w, rq, f)
-		return
+		return f
 	}
 
 	q := store.EventQuery{From: from, CheckExpired: hasMarker, Limit: limit, Types: types}
 	if wait > 0 {
-		s.longPoll(w, rq, q, wait)
-		return
+		return s.longPoll(w, rq, q, wait)
 	}
-	page, err := s.readEvents(ctx, rq.tenant, q)
-	s.writeEvents(w, rq, page, err)
+	return s.serveEvents(w, rq, q)
+}
+
+// serveEvents answers the request with the page q reads now.
+func (s *Server) serveEvents(w http.ResponseWriter, rq *request, q store.EventQuery) error {
+	page, err := s.readEvents(rq.r.Context(), rq.tenant, q)
+	if err != nil {
+		return err
+	}
+	writeEvents(w, rq, q.Limit, page)
+	return nil
 }
 
 // millis is a UUID time in milliseconds: the original compared a marker's
@@ -122,13 +121,10 @@ func (s *Server) handleEvents(w http.ResponseWriter, rq *request) {
 // future (spec §7.11 steps 4 and 5).
 func millis(ticks uint64) uint64 { return ticks / 10000 }
 
-// writeEvents writes an events answer, or the fault for err.
-func (s *Server) writeEvents(w http.ResponseWriter, rq *request, page store.EventPage, err error) {
-	if err != nil {
-		s.writeFault(w, rq, s.faultFor(rq.txnID, err))
-		return
-	}
-	writeRawJSON(w, http.StatusOK, eventsJSON(page, rq.limit, rq.hrefPrefix(), rq.query))
+// writeEvents writes an events page of the request, which asked for limit
+// events.
+func writeEvents(w http.ResponseWriter, rq *request, limit int, page store.EventPage) {
+	writeRawJSON(w, http.StatusOK, eventsJSON(page, limit, rq.hrefPrefix(), rq.query))
 }
 
 // eventsJSON is the list envelope of an events page; metadata.marker is

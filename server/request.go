@@ -32,8 +32,6 @@ type request struct {
 	query     query
 	body      body
 	route     *route
-	// limit is the page size of a list request.
-	limit int
 	// rateUsed is how many requests the rate-limit rule counted in its
 	// window before this one.
 	rateUsed int
