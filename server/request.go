@@ -31,7 +31,6 @@ type request struct {
 	params    []string // raw route parameters, percent-decoded by the handler
 	query     query
 	body      body
-	route     *route
 	// rateUsed is how many requests the rate-limit rule counted in its
 	// window before this one.
 	rateUsed int

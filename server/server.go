@@ -269,8 +269,8 @@ func (s *Server) handleAPI(w http.ResponseWriter, rq *request, path string) (str
 	if rt == nil {
 		return "unmatched", notFoundPage(r.RequestURI)
 	}
-	rq.route, rq.params, rq.routePath = rt, params, routePath
-	if f := s.limitWrite(w, rq); f != nil {
+	rq.params, rq.routePath = params, routePath
+	if f := s.limitWrite(w, rq, rt.name); f != nil {
 		return rt.name, f
 	}
 	return rt.name, rt.handle(w, rq)
