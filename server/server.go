@@ -164,7 +164,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		name = s.serveAPI(sw, r, path[len("/v1.0"):])
 	case hasPathPrefixFold(path, "/v2.0/tokens"):
 		name = "identity"
-		s.auth.ServeHTTP(sw, r, path[len("/v2.0/tokens"):])
+		s.auth.ServeTokens(sw, r, path[len("/v2.0/tokens"):])
 	case path == "/healthz":
 		name = "healthz"
 		s.serveHealth(sw, r)
