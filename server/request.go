@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"io"
 	"mime"
 	"net/http"
@@ -103,7 +104,7 @@ func parseBody(data []byte) (body, *fault) {
 	if err := dec.Decode(&raw); err != nil {
 		return body{}, badRequest("Failed to parse request body: " + err.Error())
 	}
-	if _, err := dec.Token(); err != io.EOF {
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return body{}, badRequest("Failed to parse request body: unexpected data after the JSON value")
 	}
 	b := body{raw: raw, fields: map[string]json.RawMessage{}}
