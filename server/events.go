@@ -38,60 +38,13 @@ func (s *Server) handleEvents(w http.ResponseWriter, rq *request) error {
 	if f != nil {
 		return f
 	}
-	ctx := rq.r.Context()
-	acct := rq.account
-	now := s.now()
-	marker, hasMarker := rq.query.get("marker")
-	hasMarker = hasMarker && marker != ""
-	var from timeuuid.UUID
-	if hasMarker {
-		var err error
-		if from, err = timeuuid.Parse(marker); err != nil {
-			return badRequest(err.Error())
-		}
-		// Event ids may run a tick ahead of the clock (design item 5), so
-		// "now" is at least just after the newest event.
-		latest := timeuuid.Ticks(now)
-		if !acct.Head.IsZero() {
-			latest = max(latest, acct.Head.Ticks()+1)
-		}
-		if millis(from.Ticks()) > millis(latest) {
-			// The account's head may lag events another server node
-			// committed; ask for the newest before refusing.
-			head, err := s.store.Head(ctx, rq.tenant)
-			if err != nil {
-				return err
-			}
-			if !head.IsZero() {
-				latest = max(latest, head.Ticks()+1)
-			}
-		}
-		if millis(from.Ticks()) > millis(latest) {
-			return badRequest("from parameter must be smaller than the current time")
-		}
-		if millis(from.Ticks()) < millis(timeuuid.Ticks(acct.CreatedAt)) {
-			return badRequest("from parameter must be greater than or equal to the account creation date")
-		}
-	} else {
-		start := now.Add(-defaultWindow)
-		if start.Before(acct.CreatedAt) {
-			start = acct.CreatedAt
-		}
-		from = timeuuid.Low(start)
+	from, hasMarker, err := s.feedStart(rq)
+	if err != nil {
+		return err
 	}
-	types := originalTypes
-	if v, ok := rq.query.get(includeParam); ok {
-		if v != string(registry.ServiceUpdate) {
-			return invalidParam(includeParam, "Include must be service.update")
-		}
-		types = nil // every type
-	}
-	if v, ok := rq.query.get("type"); ok {
-		t, valid := eventType(v)
-		if !valid {
-			return badRequest("Invalid type: " + v + ". Valid types are: " + validTypesMessage)
-		}
-		types = []registry.EventType{t}
+	types, f := eventTypes(rq.query)
+	if f != nil {
+		return f
 	}
 	wait, f := s.parseWait(rq.query)
 	if f != nil {
@@ -103,6 +56,71 @@ func (s *Server) handleEvents(w http.ResponseWriter, rq *request) error {
 		return s.longPoll(w, rq, q, wait)
 	}
 	return s.serveEvents(w, rq, q)
+}
+
+// feedStart is where the read starts, and whether a marker says so: the
+// marker, checked against the current time and the account's creation
+// (spec §7.11 steps 2-5), or defaultWindow ago without one.
+func (s *Server) feedStart(rq *request) (timeuuid.UUID, bool, error) {
+	acct := rq.account
+	now := s.now()
+	marker, ok := rq.query.get("marker")
+	if !ok || marker == "" {
+		start := now.Add(-defaultWindow)
+		if start.Before(acct.CreatedAt) {
+			start = acct.CreatedAt
+		}
+		return timeuuid.Low(start), false, nil
+	}
+	from, err := timeuuid.Parse(marker)
+	if err != nil {
+		return from, true, badRequest(err.Error())
+	}
+	// Event ids may run a tick ahead of the clock (design item 5), so
+	// "now" is at least just after the newest event.
+	latest := timeuuid.Ticks(now)
+	if !acct.Head.IsZero() {
+		latest = max(latest, acct.Head.Ticks()+1)
+	}
+	if millis(from.Ticks()) > millis(latest) {
+		// The account's head may lag events another server node
+		// committed; ask for the newest before refusing.
+		head, err := s.store.Head(rq.r.Context(), rq.tenant)
+		if err != nil {
+			return from, true, err
+		}
+		if !head.IsZero() {
+			latest = max(latest, head.Ticks()+1)
+		}
+	}
+	if millis(from.Ticks()) > millis(latest) {
+		return from, true, badRequest("from parameter must be smaller than the current time")
+	}
+	if millis(from.Ticks()) < millis(timeuuid.Ticks(acct.CreatedAt)) {
+		return from, true, badRequest("from parameter must be greater than or equal to the account creation date")
+	}
+	return from, true, nil
+}
+
+// eventTypes is the type filter of a feed read: the original types, every
+// type with include=service.update, or the one of ?type= (spec §7.11 step
+// 6).
+func eventTypes(q query) ([]registry.EventType, *fault) {
+	types := originalTypes
+	if v, ok := q.get(includeParam); ok {
+		if v != string(registry.ServiceUpdate) {
+			return nil, invalidParam(includeParam, "Include must be service.update")
+		}
+		types = nil // every type
+	}
+	if v, ok := q.get("type"); ok {
+		t, valid := eventType(v)
+		if !valid {
+			return nil, badRequest("Invalid type: " + v + ". Valid types are: " + validTypesMessage)
+		}
+		types = []registry.EventType{t}
+	}
+	return types, nil
 }
 
 // serveEvents answers the request with the page q reads now.
