@@ -411,9 +411,9 @@ func keystoneFault(w http.ResponseWriter, status int, kind, msg string) {
 	writeJSON(w, status, map[string]any{kind: map[string]any{"code": status, "message": msg}})
 }
 
-// ServeHTTP serves /v2.0/tokens: POST issues a token (or validates one, as
+// ServeTokens serves /v2.0/tokens: POST issues a token (or validates one, as
 // the original's proxy asked), DELETE /v2.0/tokens/{token} revokes one.
-func (a *Auth) ServeHTTP(w http.ResponseWriter, r *http.Request, rest string) {
+func (a *Auth) ServeTokens(w http.ResponseWriter, r *http.Request, rest string) {
 	rest = strings.TrimPrefix(rest, "/")
 	switch {
 	case r.Method == http.MethodPost && rest == "":

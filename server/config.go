@@ -21,89 +21,81 @@ func configIDParam(rq *request) (string, *fault) {
 }
 
 // handleConfigList is GET /configuration (spec §7.8, list all).
-func (s *Server) handleConfigList(w http.ResponseWriter, rq *request) {
+func (s *Server) handleConfigList(w http.ResponseWriter, rq *request) error {
 	limit, marker, f := parsePage(rq.query)
 	if f != nil {
-		s.writeFault(w, rq, f)
-		return
+		return f
 	}
-	s.listConfig(w, rq, "", limit, marker)
+	return s.listConfig(w, rq, "", limit, marker)
 }
 
 // handleConfigGet is GET /configuration/{rest}: list all when rest is
 // empty, a namespace list when it ends in "/", else a single get
 // (spec §7.8).
-func (s *Server) handleConfigGet(w http.ResponseWriter, rq *request) {
+func (s *Server) handleConfigGet(w http.ResponseWriter, rq *request) error {
 	limit, marker, f := parsePage(rq.query)
 	if f != nil {
-		s.writeFault(w, rq, f)
-		return
+		return f
 	}
 	rest, f := decodeParam(rq.params[0])
 	if f != nil {
-		s.writeFault(w, rq, f)
-		return
+		return f
 	}
 	switch {
 	case rest == "":
-		s.listConfig(w, rq, "", limit, marker)
+		return s.listConfig(w, rq, "", limit, marker)
 	case strings.HasSuffix(rest, "/"):
 		// The namespace is a plain string prefix, not validated (spec §7.8).
-		s.listConfig(w, rq, strings.TrimSuffix("/"+rest, "/"), limit, marker)
-	default:
-		if msg := checkConfigID(rest); msg != "" {
-			s.writeFault(w, rq, invalidParam("configurationId", msg))
-			return
-		}
-		cv, err := s.store.Config(rq.r.Context(), rq.tenant, rest)
-		if err != nil {
-			s.writeFault(w, rq, s.faultFor(rq.txnID, err))
-			return
-		}
-		writeJSON(w, http.StatusOK, cv)
+		return s.listConfig(w, rq, strings.TrimSuffix("/"+rest, "/"), limit, marker)
 	}
+	if msg := checkConfigID(rest); msg != "" {
+		return invalidParam("configurationId", msg)
+	}
+	cv, err := s.store.Config(rq.r.Context(), rq.tenant, rest)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, cv)
+	return nil
 }
 
-func (s *Server) listConfig(w http.ResponseWriter, rq *request, prefix string, limit int, marker string) {
+func (s *Server) listConfig(w http.ResponseWriter, rq *request, prefix string, limit int, marker string) error {
 	page, err := s.store.Configs(rq.r.Context(), rq.tenant, store.ConfigQuery{Prefix: prefix, Marker: marker, Limit: limit})
 	if err != nil {
-		s.writeFault(w, rq, s.faultFor(rq.txnID, err))
-		return
+		return err
 	}
 	setFeedMarker(w, page.Marker)
 	writeList[registry.ConfigValue](w, rq, page.Values, limit, marker, page.Next)
+	return nil
 }
 
 // handleConfigSet is PUT /configuration/{id} (spec §7.9).
-func (s *Server) handleConfigSet(w http.ResponseWriter, rq *request) {
+func (s *Server) handleConfigSet(w http.ResponseWriter, rq *request) error {
 	id, f := configIDParam(rq)
 	if f != nil {
-		s.writeFault(w, rq, f)
-		return
+		return f
 	}
 	value, f := validateConfigBody(rq.body)
 	if f != nil {
-		s.writeFault(w, rq, f)
-		return
+		return f
 	}
 	if err := s.store.SetConfig(rq.r.Context(), rq.tenant, id, value); err != nil {
-		s.writeFault(w, rq, s.faultFor(rq.txnID, err))
-		return
+		return err
 	}
 	w.Header().Set("Location", rq.objectURL("/configuration/"+id))
 	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
 // handleConfigDelete is DELETE /configuration/{id} (spec §7.10).
-func (s *Server) handleConfigDelete(w http.ResponseWriter, rq *request) {
+func (s *Server) handleConfigDelete(w http.ResponseWriter, rq *request) error {
 	id, f := configIDParam(rq)
 	if f != nil {
-		s.writeFault(w, rq, f)
-		return
+		return f
 	}
 	if err := s.store.DeleteConfig(rq.r.Context(), rq.tenant, id); err != nil {
-		s.writeFault(w, rq, s.faultFor(rq.txnID, err))
-		return
+		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
+	return nil
 }

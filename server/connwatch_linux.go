@@ -1,6 +1,7 @@
 package server
 
 import (
+	"errors"
 	"slices"
 	"sync"
 	"syscall"
@@ -71,7 +72,7 @@ func (w *connWatcher) add(p *parkedPoll) {
 		// until it is parked again (or closed, which unregisters it).
 		ev := unix.EpollEvent{Events: unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(fd), Pad: gen}
 		err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_MOD, int(fd), &ev)
-		if err == unix.ENOENT {
+		if errors.Is(err, unix.ENOENT) {
 			err = unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev)
 		}
 		if err == nil {
@@ -99,7 +100,7 @@ func (w *connWatcher) run() {
 	events := make([]unix.EpollEvent, 256)
 	for {
 		n, err := unix.EpollWait(w.epfd, events, -1)
-		if err == unix.EINTR {
+		if errors.Is(err, unix.EINTR) {
 			continue
 		}
 		if err != nil {

@@ -33,87 +33,104 @@ const includeParam = "include"
 // handleEvents is GET /events (spec §7.11), with the long-poll extension
 // (design item 2): with wait, the request is held while the answer would
 // hold no event newer than the marker.
-func (s *Server) handleEvents(w http.ResponseWriter, rq *request) {
+func (s *Server) handleEvents(w http.ResponseWriter, rq *request) error {
 	limit, f := parseLimit(rq.query)
 	if f != nil {
-		s.writeFault(w, rq, f)
-		return
+		return f
 	}
-	rq.limit = limit
-	ctx := rq.r.Context()
-	acct := rq.account
-	now := s.now()
-	marker, hasMarker := rq.query.get("marker")
-	hasMarker = hasMarker && marker != ""
-	var from timeuuid.UUID
-	if hasMarker {
-		var err error
-		if from, err = timeuuid.Parse(marker); err != nil {
-			s.writeFault(w, rq, badRequest(err.Error()))
-			return
-		}
-		// Event ids may run a tick ahead of the clock (design item 5), so
-		// "now" is at least just after the newest event.
-		latest := timeuuid.Ticks(now)
-		if !acct.Head.IsZero() {
-			latest = max(latest, acct.Head.Ticks()+1)
-		}
-		if millis(from.Ticks()) > millis(latest) {
-			// The account's head may lag events another server node
-			// committed; ask for the newest before refusing.
-			head, err := s.store.Head(ctx, rq.tenant)
-			if err != nil {
-				s.writeFault(w, rq, s.faultFor(rq.txnID, err))
-				return
-			}
-			if !head.IsZero() {
-				latest = max(latest, head.Ticks()+1)
-			}
-		}
-		if millis(from.Ticks()) > millis(latest) {
-			s.writeFault(w, rq, badRequest("from parameter must be smaller than the current time"))
-			return
-		}
-		if millis(from.Ticks()) < millis(timeuuid.Ticks(acct.CreatedAt)) {
-			s.writeFault(w, rq, badRequest("from parameter must be greater than or equal to the account creation date"))
-			return
-		}
-	} else {
-		start := now.Add(-defaultWindow)
-		if start.Before(acct.CreatedAt) {
-			start = acct.CreatedAt
-		}
-		from = timeuuid.Low(start)
+	from, hasMarker, err := s.feedStart(rq)
+	if err != nil {
+		return err
 	}
-	types := originalTypes
-	if v, ok := rq.query.get(includeParam); ok {
-		if v != string(registry.ServiceUpdate) {
-			s.writeFault(w, rq, invalidParam(includeParam, "Include must be service.update"))
-			return
-		}
-		types = nil // every type
-	}
-	if v, ok := rq.query.get("type"); ok {
-		t, valid := eventType(v)
-		if !valid {
-			s.writeFault(w, rq, badRequest("Invalid type: "+v+". Valid types are: "+validTypesMessage))
-			return
-		}
-		types = []registry.EventType{t}
+	types, f := eventTypes(rq.query)
+	if f != nil {
+		return f
 	}
 	wait, f := s.parseWait(rq.query)
 	if f != nil {
-		s.writeFault(w, rq, f)
-		return
+		return f
 	}
 
 	q := store.EventQuery{From: from, CheckExpired: hasMarker, Limit: limit, Types: types}
 	if wait > 0 {
-		s.longPoll(w, rq, q, wait)
-		return
+		return s.longPoll(w, rq, q, wait)
 	}
-	page, err := s.readEvents(ctx, rq.tenant, q)
-	s.writeEvents(w, rq, page, err)
+	return s.serveEvents(w, rq, q)
+}
+
+// feedStart is where the read starts, and whether a marker says so: the
+// marker, checked against the current time and the account's creation
+// (spec §7.11 steps 2-5), or defaultWindow ago without one.
+func (s *Server) feedStart(rq *request) (timeuuid.UUID, bool, error) {
+	acct := rq.account
+	now := s.now()
+	marker, ok := rq.query.get("marker")
+	if !ok || marker == "" {
+		start := now.Add(-defaultWindow)
+		if start.Before(acct.CreatedAt) {
+			start = acct.CreatedAt
+		}
+		return timeuuid.Low(start), false, nil
+	}
+	from, err := timeuuid.Parse(marker)
+	if err != nil {
+		return from, true, badRequest(err.Error())
+	}
+	// Event ids may run a tick ahead of the clock (design item 5), so
+	// "now" is at least just after the newest event.
+	latest := timeuuid.Ticks(now)
+	if !acct.Head.IsZero() {
+		latest = max(latest, acct.Head.Ticks()+1)
+	}
+	if millis(from.Ticks()) > millis(latest) {
+		// The account's head may lag events another server node
+		// committed; ask for the newest before refusing.
+		head, err := s.store.Head(rq.r.Context(), rq.tenant)
+		if err != nil {
+			return from, true, err
+		}
+		if !head.IsZero() {
+			latest = max(latest, head.Ticks()+1)
+		}
+	}
+	if millis(from.Ticks()) > millis(latest) {
+		return from, true, badRequest("from parameter must be smaller than the current time")
+	}
+	if millis(from.Ticks()) < millis(timeuuid.Ticks(acct.CreatedAt)) {
+		return from, true, badRequest("from parameter must be greater than or equal to the account creation date")
+	}
+	return from, true, nil
+}
+
+// eventTypes is the type filter of a feed read: the original types, every
+// type with include=service.update, or the one of ?type= (spec §7.11 step
+// 6).
+func eventTypes(q query) ([]registry.EventType, *fault) {
+	types := originalTypes
+	if v, ok := q.get(includeParam); ok {
+		if v != string(registry.ServiceUpdate) {
+			return nil, invalidParam(includeParam, "Include must be service.update")
+		}
+		types = nil // every type
+	}
+	if v, ok := q.get("type"); ok {
+		t, valid := eventType(v)
+		if !valid {
+			return nil, badRequest("Invalid type: " + v + ". Valid types are: " + validTypesMessage)
+		}
+		types = []registry.EventType{t}
+	}
+	return types, nil
+}
+
+// serveEvents answers the request with the page q reads now.
+func (s *Server) serveEvents(w http.ResponseWriter, rq *request, q store.EventQuery) error {
+	page, err := s.readEvents(rq.r.Context(), rq.tenant, q)
+	if err != nil {
+		return err
+	}
+	writeEvents(w, rq, q.Limit, page)
+	return nil
 }
 
 // millis is a UUID time in milliseconds: the original compared a marker's
@@ -122,13 +139,10 @@ func (s *Server) handleEvents(w http.ResponseWriter, rq *request) {
 // future (spec §7.11 steps 4 and 5).
 func millis(ticks uint64) uint64 { return ticks / 10000 }
 
-// writeEvents writes an events answer, or the fault for err.
-func (s *Server) writeEvents(w http.ResponseWriter, rq *request, page store.EventPage, err error) {
-	if err != nil {
-		s.writeFault(w, rq, s.faultFor(rq.txnID, err))
-		return
-	}
-	writeRawJSON(w, http.StatusOK, eventsJSON(page, rq.limit, rq.hrefPrefix(), rq.query))
+// writeEvents writes an events page of the request, which asked for limit
+// events.
+func writeEvents(w http.ResponseWriter, rq *request, limit int, page store.EventPage) {
+	writeRawJSON(w, http.StatusOK, eventsJSON(page, limit, rq.hrefPrefix(), rq.query))
 }
 
 // eventsJSON is the list envelope of an events page; metadata.marker is

@@ -67,8 +67,9 @@ func notFoundPage(requestedPath string) *fault {
 		Details: map[string]string{"requested_path": requestedPath}}
 }
 
-// faultFor maps an error from the store to its fault. Anything unexpected
-// is a masked 500, logged with the transaction id.
+// faultFor maps an error to its fault: a *fault is itself, a store error
+// its fault. Anything unexpected is a masked 500, logged with the
+// transaction id.
 func (s *Server) faultFor(txnID string, err error) *fault {
 	var f *fault
 	var nf *store.NotFoundError
@@ -111,8 +112,10 @@ func faultJSON(f *fault, txnID string) []byte {
 	return data
 }
 
-// writeFault writes f.
-func (s *Server) writeFault(w http.ResponseWriter, rq *request, f *fault) {
+// writeFault writes the fault for err (see faultFor). Every fault answer
+// is written here.
+func (s *Server) writeFault(w http.ResponseWriter, rq *request, err error) {
+	f := s.faultFor(rq.txnID, err)
 	if f.Status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Keystone uri="`+rq.baseURL()+`/v2.0"`)
 	}

@@ -19,7 +19,7 @@ type rateRule struct {
 
 // handleLimits is GET /limits, and POST /limits as the original's proxy
 // sent it: with an array of rate-limit rules as the body (spec §7.1, §6.6).
-func (s *Server) handleLimits(w http.ResponseWriter, rq *request) {
+func (s *Server) handleLimits(w http.ResponseWriter, rq *request) error {
 	acct := rq.account
 	rules := []rateRule{{Method: "GET", PathRegex: "/.*", Limit: s.cfg.RateLimit, Used: rq.rateUsed, Period: 86400}}
 	if rq.r.Method == http.MethodPost {
@@ -37,4 +37,5 @@ func (s *Server) handleLimits(w http.ResponseWriter, rq *request) {
 		out.Rate[r.PathRegex] = registry.RateLimit{Limit: r.Limit, Used: r.Used, Window: fmt.Sprintf("%.1f hours", float64(r.Period)/3600)}
 	}
 	writeJSON(w, http.StatusOK, out)
+	return nil
 }

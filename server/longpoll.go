@@ -18,14 +18,12 @@ import (
 // Serve or Listener) does a long-poll wait on its own goroutine.
 
 // longPoll answers GET /events with wait.
-func (s *Server) longPoll(w http.ResponseWriter, rq *request, q store.EventQuery, wait time.Duration) {
-	ctx := rq.r.Context()
+func (s *Server) longPoll(w http.ResponseWriter, rq *request, q store.EventQuery, wait time.Duration) error {
 	if rq.r.Method != http.MethodGet || !s.poller.addWaiter(rq.tenant) {
 		w.Header().Set("X-Registry-Wait", "0s")
-		page, err := s.readEvents(ctx, rq.tenant, q)
-		s.writeEvents(w, rq, page, err)
-		return
+		return s.serveEvents(w, rq, q)
 	}
+	ctx := rq.r.Context()
 	owned := true // this goroutine still owns the waiter count
 	defer func() {
 		if owned {
@@ -40,20 +38,22 @@ func (s *Server) longPoll(w http.ResponseWriter, rq *request, q store.EventQuery
 		// Take the channel before reading, so no commit slips between.
 		changed, err := s.store.Changed(ctx, rq.tenant)
 		if err != nil {
-			s.writeEvents(w, rq, store.EventPage{}, err)
-			return
+			return err
 		}
 		page, err := s.readEvents(ctx, rq.tenant, q)
-		if err != nil || hasNewer(page, q.From) || !time.Now().Before(deadline) {
-			s.writeEvents(w, rq, page, err)
-			return
+		if err != nil {
+			return err
+		}
+		if hasNewer(page, q.From) || !time.Now().Before(deadline) {
+			writeEvents(w, rq, q.Limit, page)
+			return nil
 		}
 		if isClosed(changed) {
 			continue
 		}
 		if s.poller.park(w, rq, q, time.Until(deadline), changed) {
 			owned = false
-			return
+			return nil
 		}
 		if timer == nil {
 			timer = time.NewTimer(time.Until(deadline))
@@ -68,8 +68,8 @@ func (s *Server) longPoll(w http.ResponseWriter, rq *request, q store.EventQuery
 		case <-ctx.Done():
 		case <-s.closing:
 		}
-		s.writeEvents(w, rq, page, nil)
-		return
+		writeEvents(w, rq, q.Limit, page)
+		return nil
 	}
 }
 

@@ -96,7 +96,7 @@ func (p *parkedPoll) request() *request {
 	if p.proto != "" {
 		r.Header.Set("X-Forwarded-Proto", p.proto)
 	}
-	return &request{r: r, txnID: p.txnID, tenant: p.tenant, routePath: p.routePath, query: p.query, limit: p.q.Limit}
+	return &request{r: r, txnID: p.txnID, tenant: p.tenant, routePath: p.routePath, query: p.query}
 }
 
 // pollSet holds a tenant's parked polls.
@@ -425,7 +425,7 @@ type answerBatch struct {
 	ok     prometheus.Counter
 }
 
-// answer writes p's answer with the handlers' code (writeEvents, and so
+// answer writes p's answer with the handlers' code (writeEvents, or
 // writeFault). A connection to keep is appended to back; an answer that
 // does not fit in the connection's send buffer at once is finished on a
 // goroutine of its own.
@@ -433,10 +433,13 @@ func (pl *poller) answer(p *parkedPoll, a *answerBatch, back *[]net.Conn) {
 	// The headers serveAPI and longPoll set before the poll parked.
 	h := http.Header{"X-Response-Id": {p.txnID}, "X-Registry-Wait": {p.wait}, "Date": {a.date}}
 	rw := &rawResponse{header: h, keepAlive: p.keepAlive}
-	if a.shared != nil {
+	switch {
+	case a.shared != nil:
 		writeRawJSON(rw, http.StatusOK, a.shared)
-	} else {
-		pl.s.writeEvents(rw, p.request(), a.page, a.err)
+	case a.err != nil:
+		pl.s.writeFault(rw, p.request(), a.err)
+	default:
+		writeEvents(rw, p.request(), p.q.Limit, a.page)
 	}
 	if rw.status == http.StatusOK {
 		a.ok.Inc()

@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"crypto/tls"
+	"errors"
 	"net"
 	"net/http"
 	"strconv"
@@ -35,10 +36,10 @@ func writeNow(c net.Conn, b []byte) ([]byte, error) {
 			if n > 0 {
 				b = b[n:]
 			}
-			if err == syscall.EINTR {
+			if errors.Is(err, syscall.EINTR) {
 				continue
 			}
-			if err != nil && err != syscall.EAGAIN {
+			if err != nil && !errors.Is(err, syscall.EAGAIN) {
 				werr = err
 			}
 			if err != nil || n == 0 {

@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"io"
 	"mime"
 	"net/http"
@@ -31,9 +32,6 @@ type request struct {
 	params    []string // raw route parameters, percent-decoded by the handler
 	query     query
 	body      body
-	route     *route
-	// limit is the page size of a list request.
-	limit int
 	// rateUsed is how many requests the rate-limit rule counted in its
 	// window before this one.
 	rateUsed int
@@ -106,7 +104,7 @@ func parseBody(data []byte) (body, *fault) {
 	if err := dec.Decode(&raw); err != nil {
 		return body{}, badRequest("Failed to parse request body: " + err.Error())
 	}
-	if _, err := dec.Token(); err != io.EOF {
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return body{}, badRequest("Failed to parse request body: unexpected data after the JSON value")
 	}
 	b := body{raw: raw, fields: map[string]json.RawMessage{}}

@@ -10,7 +10,9 @@ type route struct {
 	method  string
 	pattern string
 	name    string // the route's label in logs and metrics
-	handle  func(w http.ResponseWriter, rq *request)
+	// handle answers the request, or returns the error to answer with: a
+	// *fault as it is, any other error as faultFor maps it.
+	handle func(w http.ResponseWriter, rq *request) error
 }
 
 // router matches raw paths the way the original's Express 3 routes did

@@ -166,7 +166,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		name = s.serveAPI(sw, r, path[len("/v1.0"):])
 	case hasPathPrefixFold(path, "/v2.0/tokens"):
 		name = "identity"
-		s.auth.ServeHTTP(sw, r, path[len("/v2.0/tokens"):])
+		s.auth.ServeTokens(sw, r, path[len("/v2.0/tokens"):])
 	case path == "/healthz":
 		name = "healthz"
 		s.serveHealth(sw, r)
@@ -222,63 +222,67 @@ func hasPathPrefixFold(path, prefix string) bool {
 	return len(path) == len(prefix) || path[len(prefix)] == '/'
 }
 
-// serveAPI runs the /v1.0 pipeline: body checks, authentication, account,
-// rate limit, routing, handler. It returns the route's name.
+// serveAPI runs the /v1.0 pipeline and writes the fault of any step that
+// fails. It returns the route's name.
 func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, path string) string {
 	rq := &request{r: r, txnID: s.nextTxnID()}
 	w.Header().Set("X-Response-Id", rq.txnID)
+	name, err := s.handleAPI(w, rq, path)
+	if err != nil {
+		s.writeFault(w, rq, err)
+	}
+	return name
+}
 
+// handleAPI runs the steps of the /v1.0 pipeline: body checks,
+// authentication, account, rate limit, routing, handler. It returns the
+// route's name, and the error to answer with when a step fails.
+func (s *Server) handleAPI(w http.ResponseWriter, rq *request, path string) (string, error) {
+	r := rq.r
 	b, f, tooLarge := readBody(r)
 	if tooLarge {
 		// spec §2.3: 413 with an empty body, and the connection closed.
 		w.Header().Set("Connection", "close")
 		w.WriteHeader(http.StatusRequestEntityTooLarge)
-		return "none"
+		return "none", nil
 	}
 	if f != nil {
-		s.writeFault(w, rq, f)
-		return "none"
+		return "none", f
 	}
 	rq.body = b
 	rq.query = parseQuery(r.URL.RawQuery)
 
-	if f := s.authenticate(rq); f != nil {
-		s.writeFault(w, rq, f)
-		return "none"
+	if err := s.authenticate(rq); err != nil {
+		return "none", err
 	}
 	s.conns.authenticated(r.Context(), rq.tenant)
 	acct, err := s.store.Account(r.Context(), rq.tenant)
 	if err != nil {
-		s.writeFault(w, rq, s.faultFor(rq.txnID, err))
-		return "none"
+		return "none", err
 	}
 	rq.account = acct
 	if r.Method == http.MethodGet || r.Method == http.MethodHead {
 		used, ok := s.rate.take(rq.tenant)
 		rq.rateUsed = used
 		if !ok {
-			s.writeFault(w, rq, &fault{Status: http.StatusBadRequest, Type: faultRateLimit,
+			return "none", &fault{Status: http.StatusBadRequest, Type: faultRateLimit,
 				Message: "Rate limit has been reached.",
-				Details: "Limit of " + strconv.Itoa(s.cfg.RateLimit) + " requests in 86400 seconds for path \"/.*\" has been reached"})
-			return "none"
+				Details: "Limit of " + strconv.Itoa(s.cfg.RateLimit) + " requests in 86400 seconds for path \"/.*\" has been reached"}
 		}
 	}
 	rt, params, routePath := s.router.match(r.Method, path)
 	if rt == nil {
-		s.writeFault(w, rq, notFoundPage(r.RequestURI))
-		return "unmatched"
+		return "unmatched", notFoundPage(r.RequestURI)
 	}
-	rq.route, rq.params, rq.routePath = rt, params, routePath
-	if f := s.limitWrite(w, rq); f != nil {
-		s.writeFault(w, rq, f)
-		return rt.name
+	rq.params, rq.routePath = params, routePath
+	if f := s.limitWrite(w, rq, rt.name); f != nil {
+		return rt.name, f
 	}
-	rt.handle(w, rq)
-	return rt.name
+	return rt.name, rt.handle(w, rq)
 }
 
 // authenticate resolves the tenant and checks the token (spec §3.2, §3.3).
-func (s *Server) authenticate(rq *request) *fault {
+func (s *Server) authenticate(rq *request) error {
 	r := rq.r
 	tenant := r.Header.Get("X-Tenant-Id")
 	if tenant == "" {
@@ -296,7 +300,7 @@ func (s *Server) authenticate(rq *request) *fault {
 	}
 	valid, err := s.auth.Valid(r.Context(), token, tenant)
 	if err != nil {
-		return s.faultFor(rq.txnID, err)
+		return err
 	}
 	if !valid {
 		return unauthorized("Invalid or expired authentication token")

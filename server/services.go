@@ -1,6 +1,7 @@
 package server
 
 import (
+	"errors"
 	"net/http"
 	"strings"
 	"unicode"
@@ -50,53 +51,48 @@ func checkTagQuery(q query) (string, *fault) {
 }
 
 // handleServicesList is GET /services[?tag=T] (spec §7.2).
-func (s *Server) handleServicesList(w http.ResponseWriter, rq *request) {
+func (s *Server) handleServicesList(w http.ResponseWriter, rq *request) error {
 	limit, marker, f := parsePage(rq.query)
 	if f != nil {
-		s.writeFault(w, rq, f)
-		return
+		return f
 	}
 	q := store.ServiceQuery{Marker: marker, Limit: limit}
 	if _, ok := rq.query.get("tag"); ok {
 		tag, f := checkTagQuery(rq.query)
 		if f != nil {
-			s.writeFault(w, rq, f)
-			return
+			return f
 		}
 		q.Tag = &tag
 	}
 	ctx := rq.r.Context()
 	if err := s.store.Rectify(ctx, rq.tenant); err != nil {
-		s.writeFault(w, rq, s.faultFor(rq.txnID, err))
-		return
+		return err
 	}
 	page, err := s.store.Services(ctx, rq.tenant, q)
 	if err != nil {
-		s.writeFault(w, rq, s.faultFor(rq.txnID, err))
-		return
+		return err
 	}
 	setFeedMarker(w, page.Marker)
 	writeList(w, rq, page.Values, limit, marker, page.Next)
+	return nil
 }
 
 // handleServiceGet is GET /services/{id} (spec §7.3).
-func (s *Server) handleServiceGet(w http.ResponseWriter, rq *request) {
+func (s *Server) handleServiceGet(w http.ResponseWriter, rq *request) error {
 	id, f := serviceIDParam(rq)
 	if f != nil {
-		s.writeFault(w, rq, f)
-		return
+		return f
 	}
 	ctx := rq.r.Context()
 	if err := s.store.Rectify(ctx, rq.tenant); err != nil {
-		s.writeFault(w, rq, s.faultFor(rq.txnID, err))
-		return
+		return err
 	}
 	svc, err := s.store.Service(ctx, rq.tenant, id)
 	if err != nil {
-		s.writeFault(w, rq, s.faultFor(rq.txnID, err))
-		return
+		return err
 	}
 	writeJSON(w, http.StatusOK, svc)
+	return nil
 }
 
 type tokenBody struct {
@@ -104,78 +100,71 @@ type tokenBody struct {
 }
 
 // handleServiceCreate is POST /services (spec §7.4).
-func (s *Server) handleServiceCreate(w http.ResponseWriter, rq *request) {
+func (s *Server) handleServiceCreate(w http.ResponseWriter, rq *request) error {
 	ns, f := validateNewService(rq.body)
 	if f != nil {
-		s.writeFault(w, rq, f)
-		return
+		return f
 	}
 	token, err := s.store.CreateService(rq.r.Context(), rq.tenant, ns)
-	if err == store.ErrServiceExists {
+	if errors.Is(err, store.ErrServiceExists) {
 		msg := "Service with id " + ns.ID + " already exists."
-		s.writeFault(w, rq, &fault{Status: http.StatusBadRequest, Type: faultServiceExists, Message: msg, Details: msg})
-		return
+		return &fault{Status: http.StatusBadRequest, Type: faultServiceExists, Message: msg, Details: msg}
 	}
 	if err != nil {
-		s.writeFault(w, rq, s.faultFor(rq.txnID, err))
-		return
+		return err
 	}
 	w.Header().Set("Location", rq.objectURL(servicePath(ns.ID)))
 	writeJSON(w, http.StatusCreated, tokenBody{token})
+	return nil
 }
 
 // handleServiceUpdate is PUT /services/{id} (spec §7.5).
-func (s *Server) handleServiceUpdate(w http.ResponseWriter, rq *request) {
+func (s *Server) handleServiceUpdate(w http.ResponseWriter, rq *request) error {
 	id, f := serviceIDParam(rq)
 	if f != nil {
-		s.writeFault(w, rq, f)
-		return
+		return f
 	}
 	u, f := validateServiceUpdate(rq.body, id)
 	if f != nil {
-		s.writeFault(w, rq, f)
-		return
+		return f
 	}
 	if err := s.store.UpdateService(rq.r.Context(), rq.tenant, id, u); err != nil {
-		s.writeFault(w, rq, s.faultFor(rq.txnID, err))
-		return
+		return err
 	}
 	w.Header().Set("Location", rq.objectURL(servicePath(id)))
 	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
 // handleServiceDelete is DELETE /services/{id} (spec §7.6).
-func (s *Server) handleServiceDelete(w http.ResponseWriter, rq *request) {
+func (s *Server) handleServiceDelete(w http.ResponseWriter, rq *request) error {
 	id, f := serviceIDParam(rq)
 	if f != nil {
-		s.writeFault(w, rq, f)
-		return
+		return f
 	}
 	if err := s.store.DeleteService(rq.r.Context(), rq.tenant, id); err != nil {
-		s.writeFault(w, rq, s.faultFor(rq.txnID, err))
-		return
+		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
 // handleHeartbeat is POST /services/{id}/heartbeat (spec §7.7). The path id
 // is not validated: an unknown id is a 404.
-func (s *Server) handleHeartbeat(w http.ResponseWriter, rq *request) {
+func (s *Server) handleHeartbeat(w http.ResponseWriter, rq *request) error {
 	token, f := validateHeartbeat(rq.body)
 	if f != nil {
-		s.writeFault(w, rq, f)
-		return
+		return f
 	}
 	id, f := decodeParam(rq.params[0])
 	if f != nil {
-		s.writeFault(w, rq, f)
-		return
+		return f
 	}
 	next, err := s.store.Heartbeat(rq.r.Context(), rq.tenant, id, token)
 	if err != nil {
-		s.writeFault(w, rq, s.faultFor(rq.txnID, err))
-		return
+		return err
 	}
 	s.metrics.heartbeats.Inc()
 	writeJSON(w, http.StatusOK, tokenBody{next})
+	return nil
 }

@@ -58,8 +58,8 @@ func (l *writeLimiter) take(tenant string) (wait time.Duration, ok bool) {
 
 // limitWrite refuses a write beyond the tenant's write rate with the
 // rate-limit fault (spec §3.3) and a Retry-After header.
-func (s *Server) limitWrite(w http.ResponseWriter, rq *request) *fault {
-	if s.writes == nil || !writeRoutes[rq.route.name] {
+func (s *Server) limitWrite(w http.ResponseWriter, rq *request, routeName string) *fault {
+	if s.writes == nil || !writeRoutes[routeName] {
 		return nil
 	}
 	wait, ok := s.writes.take(rq.tenant)

@@ -1,0 +1,121 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/svcreg/svcreg/server"
+	"github.com/svcreg/svcreg/server/store"
+)
+
+// brokenStore fails one kind of read with err: "account" the account read
+// of every API request, "events" every read of the feed, "parked events" the
+// reads of the feed once a long-poll has parked (once its dispatcher
+// watches the feed: the second call of Changed).
+type brokenStore struct {
+	store.Store
+	err     error
+	broken  string
+	watches atomic.Int32
+}
+
+func (b *brokenStore) Account(ctx context.Context, tenant string) (store.Account, error) {
+	if b.broken == "account" {
+		return store.Account{}, b.err
+	}
+	return b.Store.Account(ctx, tenant)
+}
+
+func (b *brokenStore) Changed(ctx context.Context, tenant string) (<-chan struct{}, error) {
+	b.watches.Add(1)
+	return b.Store.Changed(ctx, tenant)
+}
+
+func (b *brokenStore) Events(ctx context.Context, tenant string, q store.EventQuery) (store.EventPage, error) {
+	if b.broken == "events" || b.broken == "parked events" && b.watches.Load() >= 2 {
+		return store.EventPage{}, b.err
+	}
+	return b.Store.Events(ctx, tenant, q)
+}
+
+// logBuffer collects a server's JSON log lines.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// count is how many records have the message msg and the transaction id
+// txn.
+func (l *logBuffer) count(t *testing.T, msg, txn string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, line := range bytes.Split(bytes.TrimSpace(l.buf.Bytes()), []byte("\n")) {
+		var rec struct{ Msg, Txn string }
+		if err := json.Unmarshal(line, &rec); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		if rec.Msg == msg && rec.Txn == txn {
+			n++
+		}
+	}
+	return n
+}
+
+// A store failure at any step of a request, in a handler, before routing,
+// or while a long-poll is parked, is answered with the masked 5xx fault of
+// spec §4.1 and logged once with the request's transaction id.
+func TestStoreFailureLoggedOnce(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, broken, path string
+		err                error
+		code               int
+		typ, logged        string
+	}{
+		{"handler", "events", "/events", errors.New("disk on fire"), 500, "internalError", "request failed"},
+		{"before routing", "account", "/services", errors.New("disk on fire"), 500, "internalError", "request failed"},
+		{"waiting long-poll", "events", "/events?wait=30", errors.New("disk on fire"), 500, "internalError", "request failed"},
+		{"parked long-poll", "parked events", "/events?wait=30", errors.New("disk on fire"), 500, "internalError", "request failed"},
+		{"unavailable", "events", "/events", store.ErrUnavailable, 503, "systemFailureError", "store unavailable"},
+		{"parked unavailable", "parked events", "/events?wait=30", store.ErrUnavailable, 503, "systemFailureError", "store unavailable"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var logs logBuffer
+			var broken *brokenStore
+			base := startCustom(t, func(st store.Store) server.Config {
+				broken = &brokenStore{Store: st, err: tc.err, broken: tc.broken}
+				return server.Config{Store: broken, Logger: slog.New(slog.NewJSONHandler(&logs, nil))}
+			})
+			c := devLogin(t, base, "broken")
+			r := c.do("GET", tc.path, nil)
+			r.fault(tc.code, tc.typ, "Internal Error", "Internal Error")
+			if tc.broken == "parked events" && broken.watches.Load() < 2 {
+				t.Fatalf("the long-poll was answered before it parked")
+			}
+			txn := r.header.Get("X-Response-Id")
+			if n := logs.count(t, tc.logged, txn); n != 1 {
+				t.Errorf("%d log records %q with txn %s, want 1; log:\n%v", n, tc.logged, txn, &logs)
+			}
+		})
+	}
+}
