@@ -174,7 +174,19 @@ func (c *Config) normalizeExec() error {
 func (g *Group) reloads() bool { return g.Reload != "" || g.ReloadSignal != 0 }
 
 // reload runs the group's reload command, or signals the --exec command.
+// With a runtime API, the reload counts once a new process answers it.
 func (r *Renderer) reload(ctx context.Context, g *Group) error {
+	var ws []reloadWatch
+	if g.ReloadSignal == 0 || r.Child.running() {
+		ws = r.watchReload(ctx, g)
+	}
+	if err := r.sendReload(ctx, g); err != nil {
+		return err
+	}
+	return r.confirmReload(ctx, g, ws)
+}
+
+func (r *Renderer) sendReload(ctx context.Context, g *Group) error {
 	if g.ReloadSignal == 0 {
 		_, err := runCommand(ctx, g.Reload, g.ReloadTimeout)
 		return err
@@ -290,6 +302,17 @@ func (e *Exec) Reload(ctx context.Context, sig syscall.Signal) error {
 	case <-ctx.Done():
 	}
 	return nil
+}
+
+// running reports whether the command runs and is not being stopped: a
+// reload signal reaches it.
+func (e *Exec) running() bool {
+	if e == nil {
+		return false
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.child != nil && !e.stopping
 }
 
 // Run waits for the first pass without a failure, starts the command and

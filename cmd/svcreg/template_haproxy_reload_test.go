@@ -1,0 +1,79 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/svcreg/svcreg/internal/haproxytest"
+	"github.com/svcreg/svcreg/internal/testserver"
+)
+
+// slowStartLua makes HAProxy take 3 s to start after it has read the
+// backends (a large configuration, or one that resolves names, takes as
+// long), except in a check (-c).
+const slowStartLua = `local f = io.open("/proc/self/cmdline", "rb")
+local args = f:read("*a")
+f:close()
+if not args:find("\0-c\0", 1, true) then os.execute("sleep 3") end
+`
+
+// liveBackends lists the backends the HAProxy answering socket runs.
+func liveBackends(socket string) string {
+	out, _ := haproxytest.Command(socket, "show backend")
+	return out
+}
+
+// A master-worker HAProxy that is still starting after a SIGUSR2 ignores
+// the next one: a reload min_reload_interval lets through 1 s later is
+// lost. examples/haproxy/render.toml's reload (kill -USR2, min_reload_interval
+// 1s) with its runtime API: the renderer sees that no new worker answers
+// the runtime socket, so the reload is not taken for done, and the new
+// backend goes live.
+func TestTemplateHAProxyReloadWhileStarting(t *testing.T) {
+	t.Parallel()
+	h := haproxytest.Start(t, "# svcreg\nbackend api\n    balance roundrobin\n    option httpchk GET /\n", true)
+	_, c, env := registryEnv(t, testserver.Options{}, "e2e-haproxy-lost-reload")
+	dir := t.TempDir()
+	lua := filepath.Join(dir, "slow.lua")
+	tmpl := filepath.Join(dir, "backends.tmpl")
+	reloads := filepath.Join(dir, "reloads")
+	os.WriteFile(lua, []byte(slowStartLua), 0o644)
+	os.WriteFile(tmpl, []byte(runtimeTemplate+"\nglobal\n    lua-load "+lua+"\n"), 0o644)
+	config := filepath.Join(dir, "render.toml")
+	os.WriteFile(config, fmt.Appendf(nil, `[wait]
+min = "10ms"
+max = "100ms"
+[[template]]
+source = %q
+destination = %q
+check = %q
+reload = "echo reload >> %s && %s"
+reload_timeout = "30s"
+min_reload_interval = "1s"
+runtime = "haproxy"
+runtime_socket = %q
+`, tmpl, h.Backends, h.CheckCommand(), reloads, h.ReloadCommand(), h.Socket), 0o644)
+	startDaemon(t, env, "--config", config)
+
+	// The first render adds the slow global section: a reload.
+	eventuallyTrue(t, "the first reload", func() bool { return lines(reloads) == 1 })
+	eventuallyTrue(t, "HAProxy to run the rendered file", func() bool { return strings.Contains(liveBackends(h.Socket), "api") && h.Worker(t) != "" })
+	worker := h.Worker(t)
+
+	// A new backend reloads; another one right after it is due 1 s later,
+	// while HAProxy is still starting.
+	createService(t, c, "admin-x", 120, []string{"admin"}, map[string]string{"ip": "127.0.0.1", "port": "1"})
+	eventuallyTrue(t, "the reload for admin-x", func() bool { return lines(reloads) == 2 })
+	createService(t, c, "admin-y", 120, []string{"admin"}, map[string]string{"ip": "127.0.0.1", "port": "2"})
+	eventuallyTrue(t, "admin-y installed", func() bool { return strings.Contains(readString(h.Backends), "backend admin-y") })
+	eventuallyTrue(t, "HAProxy to run admin-x and admin-y", func() bool {
+		live := liveBackends(h.Socket)
+		return strings.Contains(live, "admin-x") && strings.Contains(live, "admin-y")
+	})
+	if h.Worker(t) == worker {
+		t.Fatal("no new worker")
+	}
+}
