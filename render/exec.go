@@ -177,8 +177,11 @@ func (g *Group) reloads() bool { return g.Reload != "" || g.ReloadSignal != 0 }
 // With a runtime API, the reload counts once a new process answers it.
 func (r *Renderer) reload(ctx context.Context, g *Group) error {
 	var ws []reloadWatch
-	if g.ReloadSignal == 0 || r.Child.running() {
-		ws = r.watchReload(ctx, g)
+	switch {
+	case g.ReloadSignal == 0:
+		ws = r.watchReload(ctx, g, nil)
+	case r.Child.running() != nil:
+		ws = r.watchReload(ctx, g, r.Child.running())
 	}
 	if err := r.sendReload(ctx, g); err != nil {
 		return err
@@ -304,15 +307,18 @@ func (e *Exec) Reload(ctx context.Context, sig syscall.Signal) error {
 	return nil
 }
 
-// running reports whether the command runs and is not being stopped: a
-// reload signal reaches it.
-func (e *Exec) running() bool {
+// running is closed when the command exits; nil when it has not started
+// or is being stopped (a reload does not signal it then).
+func (e *Exec) running() <-chan struct{} {
 	if e == nil {
-		return false
+		return nil
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.child != nil && !e.stopping
+	if e.child == nil || e.stopping {
+		return nil
+	}
+	return e.child.Done()
 }
 
 // Run waits for the first pass without a failure, starts the command and

@@ -2,6 +2,7 @@ package render
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -23,7 +24,11 @@ const reloadPoll = 50 * time.Millisecond
 // watchReload asks the runtime APIs of the group's templates which process
 // answers them, before a reload. A runtime API nothing answers (the load
 // balancer is not running yet) is left out: there is nothing to compare.
-func (r *Renderer) watchReload(ctx context.Context, g *Group) []reloadWatch {
+// With a running --exec command (child is closed when it exits), a socket
+// that does not answer yet is the command's, still starting: HAProxy
+// ignores a SIGUSR2 then, or dies of it before it has set up its handlers.
+// The reload waits until the socket answers, for up to reload_timeout.
+func (r *Renderer) watchReload(ctx context.Context, g *Group, child <-chan struct{}) []reloadWatch {
 	var ws []reloadWatch
 	seen := map[string]bool{}
 	for _, t := range g.Templates {
@@ -40,6 +45,9 @@ func (r *Renderer) watchReload(ctx context.Context, g *Group) []reloadWatch {
 			continue
 		}
 		before, err := api.Instance(ctx)
+		if err != nil && child != nil {
+			before, err = r.awaitRuntime(ctx, g, api, t.RuntimeSocket, child)
+		}
 		if err != nil {
 			r.Log.Debug("no process answers the runtime API; the reload is not confirmed", "group", g.Name, "socket", t.RuntimeSocket, "err", err)
 			continue
@@ -47,6 +55,38 @@ func (r *Renderer) watchReload(ctx context.Context, g *Group) []reloadWatch {
 		ws = append(ws, reloadWatch{api: api, socket: t.RuntimeSocket, before: before})
 	}
 	return ws
+}
+
+// awaitRuntime waits until the runtime API of a command that is starting
+// answers, for up to the group's reload_timeout.
+func (r *Renderer) awaitRuntime(ctx context.Context, g *Group, api runtime.Instances, socket string, child <-chan struct{}) (string, error) {
+	r.Log.Info("the command's runtime API does not answer yet; the reload waits until it has started", "group", g.Name, "socket", socket)
+	deadline := time.NewTimer(reloadTimeout(g))
+	defer deadline.Stop()
+	tick := time.NewTicker(reloadPoll)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-child:
+			return "", errors.New("the command has exited")
+		case <-deadline.C:
+			r.Log.Warn("the command's runtime API does not answer; signalling it without waiting for it to start", "group", g.Name, "socket", socket, "waited", reloadTimeout(g))
+			return "", fmt.Errorf("no answer within %s", reloadTimeout(g))
+		case <-tick.C:
+		}
+		if id, err := api.Instance(ctx); err == nil {
+			return id, nil
+		}
+	}
+}
+
+func reloadTimeout(g *Group) time.Duration {
+	if g.ReloadTimeout <= 0 {
+		return DefaultReloadTimeout
+	}
+	return g.ReloadTimeout
 }
 
 // confirmReload waits until a new process answers each runtime API that
@@ -59,10 +99,7 @@ func (r *Renderer) confirmReload(ctx context.Context, g *Group, ws []reloadWatch
 	if len(ws) == 0 {
 		return nil
 	}
-	timeout := g.ReloadTimeout
-	if timeout <= 0 {
-		timeout = DefaultReloadTimeout
-	}
+	timeout := reloadTimeout(g)
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	tick := time.NewTicker(reloadPoll)

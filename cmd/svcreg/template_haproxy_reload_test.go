@@ -77,3 +77,51 @@ runtime_socket = %q
 		t.Fatal("no new worker")
 	}
 }
+
+// The same with HAProxy as svcreg's child (--exec, reload_signal), whose
+// start takes 3 s: a SIGUSR2 during its first start would kill it (its
+// handlers are not set up yet), and one during a later start would be
+// lost. The reload waits until the child's master CLI answers, which it
+// does once the master has started.
+func TestExecHAProxyReloadWhileStarting(t *testing.T) {
+	t.Parallel()
+	h := newExecHAProxy(t)
+	_, c, env := registryEnv(t, testserver.Options{}, "exec-haproxy-slow-start")
+	dir := t.TempDir()
+	lua := filepath.Join(dir, "slow.lua")
+	tmpl := filepath.Join(dir, "backends.tmpl")
+	os.WriteFile(lua, []byte(slowStartLua), 0o644)
+	os.WriteFile(tmpl, []byte(runtimeTemplate+"\nglobal\n    lua-load "+lua+"\n"), 0o644)
+	config := filepath.Join(dir, "render.toml")
+	os.WriteFile(config, fmt.Appendf(nil, `[wait]
+min = "10ms"
+max = "100ms"
+[exec]
+command = [%q, "-W", "-S", %q, "-f", %q, "-f", %q]
+[[template]]
+source = %q
+destination = %q
+check = "%s -c -f %s -f {{.Staged}}"
+reload_signal = "SIGUSR2"
+min_reload_interval = "1s"
+runtime = "haproxy"
+runtime_socket = "master:%s"
+`, h.bin, h.master, h.main, h.backends, tmpl, h.backends, h.bin, h.main, h.master), 0o644)
+	d := startDaemon(t, env, "--config", config)
+	signals := func() int { return strings.Count(d.output(), "sent the reload signal") }
+	backends := func() string { out, _ := haproxytest.Command(h.master, "@1 show backend"); return out }
+
+	// A new backend while HAProxy starts, and another one right after its
+	// reload signal, while HAProxy starts again.
+	eventuallyTrue(t, "HAProxy to be started", func() bool { return strings.Contains(d.output(), `msg="command started"`) })
+	createService(t, c, "admin-x", 120, []string{"admin"}, map[string]string{"ip": "127.0.0.1", "port": "1"})
+	eventuallyTrue(t, "the reload signal for admin-x", func() bool { return signals() == 1 })
+	createService(t, c, "admin-y", 120, []string{"admin"}, map[string]string{"ip": "127.0.0.1", "port": "2"})
+	eventuallyTrue(t, "HAProxy to run admin-x and admin-y", func() bool {
+		live := backends()
+		return strings.Contains(live, "admin-x") && strings.Contains(live, "admin-y")
+	})
+	if d.cmd.ProcessState != nil || strings.Contains(d.output(), "command exited") {
+		t.Fatalf("HAProxy exited:\n%s", d.output())
+	}
+}
