@@ -20,6 +20,18 @@ f:close()
 if not args:find("\0-c\0", 1, true) then os.execute("sleep 3") end
 `
 
+// slowTemplate writes, in a scratch directory, runtimeTemplate followed
+// by a global section that loads slowStartLua.
+func slowTemplate(t *testing.T) (dir, tmpl string) {
+	t.Helper()
+	dir = t.TempDir()
+	lua := filepath.Join(dir, "slow.lua")
+	tmpl = filepath.Join(dir, "backends.tmpl")
+	os.WriteFile(lua, []byte(slowStartLua), 0o644)
+	os.WriteFile(tmpl, []byte(runtimeTemplate+"\nglobal\n    lua-load "+lua+"\n"), 0o644)
+	return dir, tmpl
+}
+
 // liveBackends lists the backends the HAProxy answering socket runs.
 func liveBackends(socket string) string {
 	out, _ := haproxytest.Command(socket, "show backend")
@@ -36,12 +48,8 @@ func TestTemplateHAProxyReloadWhileStarting(t *testing.T) {
 	t.Parallel()
 	h := haproxytest.Start(t, "# svcreg\nbackend api\n    balance roundrobin\n    option httpchk GET /\n", true)
 	_, c, env := registryEnv(t, testserver.Options{}, "e2e-haproxy-lost-reload")
-	dir := t.TempDir()
-	lua := filepath.Join(dir, "slow.lua")
-	tmpl := filepath.Join(dir, "backends.tmpl")
+	dir, tmpl := slowTemplate(t)
 	reloads := filepath.Join(dir, "reloads")
-	os.WriteFile(lua, []byte(slowStartLua), 0o644)
-	os.WriteFile(tmpl, []byte(runtimeTemplate+"\nglobal\n    lua-load "+lua+"\n"), 0o644)
 	config := filepath.Join(dir, "render.toml")
 	os.WriteFile(config, fmt.Appendf(nil, `[wait]
 min = "10ms"
@@ -87,11 +95,7 @@ func TestExecHAProxyReloadWhileStarting(t *testing.T) {
 	t.Parallel()
 	h := newExecHAProxy(t)
 	_, c, env := registryEnv(t, testserver.Options{}, "exec-haproxy-slow-start")
-	dir := t.TempDir()
-	lua := filepath.Join(dir, "slow.lua")
-	tmpl := filepath.Join(dir, "backends.tmpl")
-	os.WriteFile(lua, []byte(slowStartLua), 0o644)
-	os.WriteFile(tmpl, []byte(runtimeTemplate+"\nglobal\n    lua-load "+lua+"\n"), 0o644)
+	dir, tmpl := slowTemplate(t)
 	config := filepath.Join(dir, "render.toml")
 	os.WriteFile(config, fmt.Appendf(nil, `[wait]
 min = "10ms"
