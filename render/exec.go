@@ -307,6 +307,16 @@ func (e *Exec) Reload(ctx context.Context, sig syscall.Signal) error {
 	return nil
 }
 
+// started reports whether the command has been started.
+func (e *Exec) started() bool {
+	if e == nil {
+		return false
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.child != nil
+}
+
 // running is closed when the command exits; nil when it has not started
 // or is being stopped (a reload does not signal it then).
 func (e *Exec) running() <-chan struct{} {
