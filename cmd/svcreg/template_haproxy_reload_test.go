@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/svcreg/svcreg/internal/haproxytest"
@@ -32,6 +34,20 @@ func slowTemplate(t *testing.T) (dir, tmpl string) {
 	return dir, tmpl
 }
 
+// reloadConfig writes a renderer config in dir: tmpl into h's backends
+// file, reloaded by the command reload, with h's stats socket as runtime
+// API, and the template settings in extra.
+func reloadConfig(t *testing.T, dir, tmpl string, h *haproxytest.HAProxy, reload, extra string) string {
+	t.Helper()
+	config := filepath.Join(dir, "render.toml")
+	toml := fmt.Sprintf("[wait]\nmin = \"10ms\"\nmax = \"100ms\"\n[[template]]\nsource = %q\ndestination = %q\ncheck = %q\nreload = %q\nruntime = \"haproxy\"\nruntime_socket = %q\n%s\n",
+		tmpl, h.Backends, h.CheckCommand(), reload, h.Socket, extra)
+	if err := os.WriteFile(config, []byte(toml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return config
+}
+
 // liveBackends lists the backends the HAProxy answering socket runs.
 func liveBackends(socket string) string {
 	out, _ := haproxytest.Command(socket, "show backend")
@@ -50,20 +66,7 @@ func TestTemplateHAProxyReloadWhileStarting(t *testing.T) {
 	_, c, env := registryEnv(t, testserver.Options{}, "e2e-haproxy-lost-reload")
 	dir, tmpl := slowTemplate(t)
 	reloads := filepath.Join(dir, "reloads")
-	config := filepath.Join(dir, "render.toml")
-	os.WriteFile(config, fmt.Appendf(nil, `[wait]
-min = "10ms"
-max = "100ms"
-[[template]]
-source = %q
-destination = %q
-check = %q
-reload = "echo reload >> %s && %s"
-reload_timeout = "30s"
-min_reload_interval = "1s"
-runtime = "haproxy"
-runtime_socket = %q
-`, tmpl, h.Backends, h.CheckCommand(), reloads, h.ReloadCommand(), h.Socket), 0o644)
+	config := reloadConfig(t, dir, tmpl, h, "echo reload >> "+reloads+" && "+h.ReloadCommand(), `reload_timeout = "30s"`+"\n"+`min_reload_interval = "1s"`)
 	startDaemon(t, env, "--config", config)
 
 	// The first render adds the slow global section: a reload.
@@ -128,4 +131,45 @@ runtime_socket = "master:%s"
 	if d.cmd.ProcessState != nil || strings.Contains(d.output(), "command exited") {
 		t.Fatalf("HAProxy exited:\n%s", d.output())
 	}
+}
+
+// A reload that does not take (here HAProxy's master is stopped, so its
+// SIGUSR2 waits) fails the pass after reload_timeout: the previous file is
+// restored, the log says why, and the next change, once the master runs
+// again, goes live.
+func TestTemplateHAProxyReloadNotTaken(t *testing.T) {
+	t.Parallel()
+	h := haproxytest.Start(t, "# svcreg\nbackend api\n    balance roundrobin\n    option httpchk GET /\n", true)
+	_, c, env := registryEnv(t, testserver.Options{}, "e2e-haproxy-reload-not-taken")
+	dir := t.TempDir()
+	tmpl := filepath.Join(dir, "backends.tmpl")
+	os.WriteFile(tmpl, []byte(runtimeTemplate), 0o644)
+	config := reloadConfig(t, dir, tmpl, h, h.ReloadCommand(), `reload_timeout = "2s"`)
+	d := startDaemon(t, env, "--config", config)
+	eventuallyTrue(t, "the first sync", func() bool { return strings.Contains(d.output(), "synced with the registry") })
+	master, err := strconv.Atoi(strings.TrimSpace(readString(h.PidFile)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	worker := h.Worker(t)
+	syscall.Kill(master, syscall.SIGSTOP)
+	t.Cleanup(func() { syscall.Kill(master, syscall.SIGCONT) })
+
+	createService(t, c, "admin-x", 120, []string{"admin"}, map[string]string{"ip": "127.0.0.1", "port": "1"})
+	eventuallyTrue(t, "the reload to fail", func() bool { return strings.Contains(d.output(), "step=reload") })
+	out := d.output()
+	if !strings.Contains(out, "the reload did not take") || !strings.Contains(out, "restored the previous files") {
+		t.Fatalf("the failed reload is not reported:\n%s", out)
+	}
+	if strings.Contains(readString(h.Backends), "admin-x") {
+		t.Fatalf("the file HAProxy did not load stayed installed:\n%s", readString(h.Backends))
+	}
+
+	syscall.Kill(master, syscall.SIGCONT)
+	eventuallyTrue(t, "the master to reload", func() bool { return h.Worker(t) != worker })
+	createService(t, c, "admin-z", 120, []string{"admin"}, map[string]string{"ip": "127.0.0.1", "port": "2"})
+	eventuallyTrue(t, "HAProxy to run admin-x and admin-z", func() bool {
+		live := liveBackends(h.Socket)
+		return strings.Contains(live, "admin-x") && strings.Contains(live, "admin-z")
+	})
 }
