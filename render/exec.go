@@ -177,11 +177,11 @@ func (g *Group) reloads() bool { return g.Reload != "" || g.ReloadSignal != 0 }
 // With a runtime API, the reload counts once a new process answers it.
 func (r *Renderer) reload(ctx context.Context, g *Group) error {
 	var ws []reloadWatch
-	switch {
-	case g.ReloadSignal == 0:
+	switch child := r.Child.running(); {
+	case g.ReloadSignal == 0: // a command: the load balancer is not the child
 		ws = r.watchReload(ctx, g, nil)
-	case r.Child.running() != nil:
-		ws = r.watchReload(ctx, g, r.Child.running())
+	case child != nil:
+		ws = r.watchReload(ctx, g, child)
 	}
 	if err := r.sendReload(ctx, g); err != nil {
 		return err
