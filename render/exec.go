@@ -174,7 +174,22 @@ func (c *Config) normalizeExec() error {
 func (g *Group) reloads() bool { return g.Reload != "" || g.ReloadSignal != 0 }
 
 // reload runs the group's reload command, or signals the --exec command.
+// With a runtime API, the reload counts once a new process answers it.
 func (r *Renderer) reload(ctx context.Context, g *Group) error {
+	var ws []reloadWatch
+	switch child := r.Child.running(); {
+	case g.ReloadSignal == 0: // a command: the load balancer is not the child
+		ws = r.watchReload(ctx, g, nil)
+	case child != nil:
+		ws = r.watchReload(ctx, g, child)
+	}
+	if err := r.sendReload(ctx, g); err != nil {
+		return err
+	}
+	return r.confirmReload(ctx, g, ws)
+}
+
+func (r *Renderer) sendReload(ctx context.Context, g *Group) error {
 	if g.ReloadSignal == 0 {
 		_, err := runCommand(ctx, g.Reload, g.ReloadTimeout)
 		return err
@@ -290,6 +305,30 @@ func (e *Exec) Reload(ctx context.Context, sig syscall.Signal) error {
 	case <-ctx.Done():
 	}
 	return nil
+}
+
+// started reports whether the command has been started.
+func (e *Exec) started() bool {
+	if e == nil {
+		return false
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.child != nil
+}
+
+// running is closed when the command exits; nil when it has not started
+// or is being stopped (a reload does not signal it then).
+func (e *Exec) running() <-chan struct{} {
+	if e == nil {
+		return nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.child == nil || e.stopping {
+		return nil
+	}
+	return e.child.Done()
 }
 
 // Run waits for the first pass without a failure, starts the command and

@@ -137,6 +137,11 @@ func (r *Renderer) applyRuntime(ctx context.Context, g *Group, rp *runtimePass) 
 	if rp == nil {
 		return false
 	}
+	if g.ReloadSignal != 0 && !r.Child.started() {
+		// Its runtime API is the command's: nothing answers it yet.
+		r.Log.Info("the command has not started yet; it reads the installed files when it starts", "group", g.Name)
+		return false
+	}
 	if rp.reload != nil {
 		r.Log.Info("the change needs a reload", "group", g.Name, "why", rp.reload)
 		r.Metrics.runtime.passes.WithLabelValues(g.Name, "reload").Inc()

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/svcreg/svcreg/internal/haproxytest"
 	"github.com/svcreg/svcreg/internal/testserver"
 	"github.com/svcreg/svcreg/registry"
 	"github.com/svcreg/svcreg/render"
@@ -276,25 +277,54 @@ func TestExecCommandDiesWithTheRenderer(t *testing.T) {
 }
 
 // execHAProxy is HAProxy in master-worker mode in the foreground, as
-// svcreg's child; svcreg renders its backends before it starts.
-type execHAProxy struct{ haproxy }
+// svcreg's child, with a master CLI; svcreg renders its backends before it
+// starts.
+type execHAProxy struct {
+	haproxy
+	master string
+}
 
 func newExecHAProxy(t *testing.T) *execHAProxy {
 	t.Helper()
-	return &execHAProxy{*newHAProxy(t)}
+	h := &execHAProxy{haproxy: *newHAProxy(t)}
+	h.master = filepath.Join(h.dir, "master.sock")
+	return h
 }
 
 func (h *execHAProxy) url() string { return "http://127.0.0.1:" + strconv.Itoa(h.port) + "/" }
 
+// worker is the pid of HAProxy's current worker.
+func (h *execHAProxy) worker(t *testing.T) string {
+	t.Helper()
+	return (&haproxytest.HAProxy{Master: h.master, MasterWorker: true}).Worker(t)
+}
+
+// serves reports whether a few requests through HAProxy are all answered
+// by one of want, and each of want answers one.
+func (h *execHAProxy) serves(want ...string) bool {
+	seen := map[string]bool{}
+	for range 3 * len(want) {
+		got := get(h.url())
+		if !slices.Contains(want, got) {
+			return false
+		}
+		seen[got] = true
+	}
+	return len(seen) == len(want)
+}
+
 var exitedCode = regexp.MustCompile(`msg="command exited" .*code=(\d+)`)
 
+// examples/haproxy/exec.toml: HAProxy is svcreg's child; server changes go
+// through its runtime API (the child's master CLI) without a signal, a new
+// backend reloads it by SIGUSR2.
 func TestExecHAProxy(t *testing.T) {
 	t.Parallel()
 	h := newExecHAProxy(t)
 	_, c, env := registryEnv(t, testserver.Options{}, "exec-haproxy")
+	ctx := context.Background()
 	ip, port := backend(t, "api-1")
 	createService(t, c, "api-1", 120, []string{"http"}, map[string]string{"ip": ip, "port": port, "backend": "api"})
-	// examples/haproxy/exec.toml: HAProxy's reload is SIGUSR2 to its master.
 	config := shippedConfig(t, "examples/haproxy/exec.toml",
 		`source = "backends.tmpl"`, fmt.Sprintf("source = %q", repoFile("examples/haproxy/backends.tmpl")),
 		`url = "http://registry:8420/v1.0"`, fmt.Sprintf("url = %q", envValue(env, "SVCREG_URL")),
@@ -303,40 +333,63 @@ func TestExecHAProxy(t *testing.T) {
 		`check = "haproxy -c`, `check = "`+h.bin+` -c`,
 		"/usr/local/etc/haproxy/haproxy.cfg", h.main,
 		"/usr/local/etc/haproxy/svcreg-backends.cfg", h.backends,
+		"/run/haproxy/master.sock", h.master,
 		`min = "200ms"`, `min = "100ms"`,
 	)
+	// The file of an earlier run (a container restarted on the same
+	// volume): the change is one the runtime API could make, but HAProxy
+	// is not running yet; it reads the file when it starts.
+	os.WriteFile(h.backends, []byte("backend api\n    balance roundrobin\n    option httpchk GET '/'\n    server api-0 127.0.0.1:1 check\n"), 0o644)
 	d := startDaemon(t, env, "--config", config)
 	eventuallyTrue(t, "api-1 behind haproxy", func() bool { return get(h.url()) == "api-1" })
+	if out := d.output(); strings.Contains(out, "runtime API failed") || !strings.Contains(out, "not started yet") {
+		t.Fatalf("the first pass used the runtime API of a command not started yet:\n%s", out)
+	}
+	worker := h.worker(t)
+	signals := func() int { return strings.Count(d.output(), "sent the reload signal") }
+	applied := func() int { return strings.Count(d.output(), "applied through the runtime API") }
 
+	// Servers added, moved and removed: through the runtime API, with no
+	// signal to HAProxy (the same worker serves), and traffic follows.
 	ip2, port2 := backend(t, "api-2")
 	createService(t, c, "api-2", 120, []string{"http"}, map[string]string{"ip": ip2, "port": port2, "backend": "api"})
-	eventuallyTrue(t, "haproxy to reach api-2", func() bool {
-		for range 4 {
-			if get(h.url()) == "api-2" {
-				return true
-			}
-		}
-		return false
-	})
-	if !strings.Contains(d.output(), "sent the reload signal to the command") || !strings.Contains(d.output(), "signal=SIGUSR2") {
-		t.Fatalf("HAProxy was not reloaded by SIGUSR2:\n%s", d.output())
+	eventuallyTrue(t, "haproxy to reach api-2", func() bool { return h.serves("api-1", "api-2") })
+	ip3, port3 := backend(t, "api-2-moved")
+	if err := c.UpdateService(ctx, "api-2", registry.ServicePatch{Metadata: map[string]string{"ip": ip3, "port": port3, "backend": "api"}}); err != nil {
+		t.Fatal(err)
 	}
+	eventuallyTrue(t, "haproxy to follow api-2's move", func() bool { return h.serves("api-1", "api-2-moved") })
+	if err := c.DeleteService(ctx, "api-1"); err != nil {
+		t.Fatal(err)
+	}
+	eventuallyTrue(t, "haproxy to drop api-1", func() bool { return h.serves("api-2-moved") })
+	if n := applied(); n != 3 || signals() != 0 || h.worker(t) != worker {
+		t.Fatalf("server changes: %d applied through the runtime API (want 3), %d reload signals (want 0), worker %s (was %s):\n%s", n, signals(), h.worker(t), worker, d.output())
+	}
+
+	// A new backend: reloaded by SIGUSR2, a new worker runs it, and
+	// traffic goes on.
+	createService(t, c, "other-1", 120, []string{"http"}, map[string]string{"ip": ip, "port": port, "backend": "other"})
+	eventuallyTrue(t, "a new worker with backend other", func() bool {
+		out, err := haproxytest.Command(h.master, "@1 show backend")
+		return err == nil && strings.Contains(out, "other") && h.worker(t) != worker
+	})
+	if n := signals(); n != 1 || !strings.Contains(d.output(), "signal=SIGUSR2") {
+		t.Fatalf("%d reload signals for a new backend; want one SIGUSR2:\n%s", n, d.output())
+	}
+	eventuallyTrue(t, "the new worker to serve api-2-moved", func() bool { return h.serves("api-2-moved") })
 
 	// A config HAProxy refuses (no backend "api" for the frontend): the
 	// check fails and the master is not signalled.
-	signals := strings.Count(d.output(), "sent the reload signal")
 	before := readString(h.backends)
-	createService(t, c, "other-1", 120, []string{"http"}, map[string]string{"ip": ip, "port": port, "backend": "other"})
-	for _, id := range []string{"api-1", "api-2"} {
-		if err := c.DeleteService(context.Background(), id); err != nil {
-			t.Fatal(err)
-		}
+	if err := c.DeleteService(ctx, "api-2"); err != nil {
+		t.Fatal(err)
 	}
 	eventuallyTrue(t, "HAProxy's reason in the log", func() bool { return strings.Contains(d.output(), "unable to find required default_backend") })
 	if got := readString(h.backends); got != before {
 		t.Fatalf("a config HAProxy refused was installed:\n%s", got)
 	}
-	if got := strings.Count(d.output(), "sent the reload signal"); got != signals {
+	if signals() != 1 {
 		t.Fatal("HAProxy was signalled after a failed check")
 	}
 
