@@ -97,6 +97,11 @@ func TestTemplateHAProxyReloadWhileStarting(t *testing.T) {
 func TestExecHAProxyReloadWhileStarting(t *testing.T) {
 	t.Parallel()
 	h := newExecHAProxy(t)
+	// runtimeTemplate's backend is "api", not the shipped example's svc_api.
+	main := strings.Replace(readString(h.main), "default_backend svc_api", "default_backend api", 1)
+	if err := os.WriteFile(h.main, []byte(main), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	_, c, env := registryEnv(t, testserver.Options{}, "exec-haproxy-slow-start")
 	dir, tmpl := slowTemplate(t)
 	config := filepath.Join(dir, "render.toml")
