@@ -51,7 +51,7 @@ func TestRenderTimeoutStopsLoopAndOtherGroupsRender(t *testing.T) {
 	// until watched the deadline: the execution ended, and the template
 	// may run again.
 	tmpl := set.Groups[0].Templates[0]
-	eventually(t, "the stopped execution to end", func() bool { return len(tmpl.busy) == 0 })
+	eventually(t, "the stopped execution to end", func() bool { return tmpl.abandoned.Load() == 0 })
 }
 
 // A loop that calls nothing and writes nothing cannot be stopped: it is
@@ -73,7 +73,10 @@ func TestRenderTimeoutAbandonsPureLoop(t *testing.T) {
 	if _, err := tmpl.Render(snapshot()); err == nil || !strings.Contains(err.Error(), "still running") {
 		t.Fatalf("second render: err = %v; want it refused while the first runs", err)
 	}
-	eventually(t, "the abandoned loop to end", func() bool { return len(tmpl.busy) == 0 })
+	eventually(t, "the abandoned loop to end", func() bool { return tmpl.abandoned.Load() == 0 })
+	if _, err := tmpl.Render(snapshot()); err == nil || !strings.Contains(err.Error(), "render_timeout reached") {
+		t.Fatalf("render after the loop ended: err = %v; want it run (and abandoned) again", err)
+	}
 }
 
 func TestMaxOutput(t *testing.T) {

@@ -3,6 +3,7 @@ package render
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -14,9 +15,10 @@ import (
 	"github.com/svcreg/svcreg/watcher"
 )
 
-// execState is what a template's functions see while it executes: the
-// snapshot, and the sizes of the service lists it read (for min_instances).
-// A template executes once at a time (Template.busy).
+// execState is what a template's functions see during one execution: the
+// snapshot, the bounds, the services refused and the sizes of the service
+// lists read (for min_instances). Each execution has its own, so a
+// Template holds no state and renders on several snapshots at once.
 type execState struct {
 	renderGuard
 	snap    *watcher.Snapshot
@@ -29,10 +31,6 @@ type watchedList struct {
 	n    int
 }
 
-func (st *execState) reset(snap *watcher.Snapshot) {
-	st.snap, st.watched = snap, st.watched[:0]
-}
-
 func (st *execState) watch(call string, list []registry.Service) []registry.Service {
 	st.watched = append(st.watched, watchedList{call, len(list)})
 	return list
@@ -43,21 +41,29 @@ func (st *execState) watch(call string, list []registry.Service) []registry.Serv
 func (st *execState) funcMap() template.FuncMap {
 	fm := sprig.TxtFuncMap()
 	for name, fn := range map[string]any{
+		"sortByMeta":  sortByMeta,
+		"groupByMeta": groupByMeta,
+		"meta":        meta,
+		"sortAlpha":   sortAlpha,
+	} {
+		fm[name] = fn
+	}
+	maps.Copy(fm, st.snapshotFuncs())
+	return fm
+}
+
+// snapshotFuncs are the snapshot functions that read the execution's
+// state.
+func (st *execState) snapshotFuncs() map[string]any {
+	return map[string]any{
 		"services":        st.services,
 		"servicesWithTag": st.servicesWithTag,
 		"service":         st.service,
 		"whereMeta":       st.whereMeta,
-		"sortByMeta":      sortByMeta,
-		"groupByMeta":     groupByMeta,
-		"meta":            meta,
 		"config":          st.config,
 		"configOr":        st.configOr,
 		"configNamespace": st.configNamespace,
-		"sortAlpha":       sortAlpha,
-	} {
-		fm[name] = fn
 	}
-	return fm
 }
 
 // sortAlpha is sprig's sortAlpha on a copy. Sprig's sorts a []string in
