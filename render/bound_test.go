@@ -36,7 +36,7 @@ func TestRenderTimeoutStopsLoopAndOtherGroupsRender(t *testing.T) {
 	set := newSet(t, slow, fast)
 	r := NewRenderer(nil, nil, nil)
 	res := r.Pass(context.Background(), set, snapshot())
-	if len(res.Failures) != 1 || res.Failures[0].Kind != RenderFailed || !strings.Contains(res.Failures[0].Error(), "render_timeout") {
+	if len(res.Failures) != 1 || res.Failures[0].Step != StepRender || !strings.Contains(res.Failures[0].Error(), "render_timeout") {
 		t.Fatalf("failures = %v; want the slow template's render_timeout", res.Failures)
 	}
 	if res.Installed != 1 || readFile(t, fast.Destination) != "0" {

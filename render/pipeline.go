@@ -15,39 +15,14 @@ import (
 	"github.com/svcreg/svcreg/watcher"
 )
 
-// FailureKind says which step of a pass failed.
-type FailureKind int
-
-// The kinds, in the order of the steps; a worse failure has a higher kind.
-const (
-	RenderFailed FailureKind = iota + 1
-	CheckFailed
-	InstallFailed
-	ReloadFailed
-)
-
-func (k FailureKind) String() string {
-	switch k {
-	case RenderFailed:
-		return "render"
-	case CheckFailed:
-		return "check"
-	case InstallFailed:
-		return "install"
-	case ReloadFailed:
-		return "reload"
-	}
-	return "unknown"
-}
-
 // Failure is one group's failed step.
 type Failure struct {
 	Group string
-	Kind  FailureKind
+	Step  Step
 	Err   error
 }
 
-func (f Failure) Error() string { return fmt.Sprintf("%s %s: %v", f.Kind, f.Group, f.Err) }
+func (f Failure) Error() string { return fmt.Sprintf("%s %s: %v", f.Step, f.Group, f.Err) }
 
 // PassResult is what a pass did.
 type PassResult struct {
@@ -59,11 +34,11 @@ type PassResult struct {
 	RetryAt time.Time
 }
 
-// Worst returns the failure of the highest kind, or nil.
+// Worst returns the failure of the latest step, or nil.
 func (r PassResult) Worst() *Failure {
 	var w *Failure
 	for i := range r.Failures {
-		if w == nil || r.Failures[i].Kind > w.Kind {
+		if w == nil || r.Failures[i].Step > w.Step {
 			w = &r.Failures[i]
 		}
 	}
@@ -150,10 +125,11 @@ type file struct {
 }
 
 func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapshot) (installed bool, retryAt time.Time, _ *Failure) {
-	fail := func(kind FailureKind, err error) (bool, time.Time, *Failure) {
-		r.Health.record(g.Name, kind, err, r.now())
-		r.Log.Error("template group failed", "group", g.Name, "step", kind.String(), "err", err)
-		return false, time.Time{}, &Failure{Group: g.Name, Kind: kind, Err: err}
+	fail := func(step Step, err error) (bool, time.Time, *Failure) {
+		f := Failure{Group: g.Name, Step: step, Err: err}
+		r.Health.stepFailed(f, r.now())
+		r.Log.Error("template group failed", "group", g.Name, "step", step.String(), "err", err)
+		return false, time.Time{}, &f
 	}
 
 	files := make([]*file, len(g.Templates))
@@ -161,22 +137,22 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 	for i, t := range g.Templates {
 		out, err := r.render(ctx, g, t, snap)
 		if err != nil {
-			return fail(RenderFailed, err)
+			return fail(StepRender, err)
 		}
 		f := &file{t: t, out: out}
 		if f.info, err = os.Stat(t.Destination); err == nil {
 			f.existed = true
 			if f.old, err = os.ReadFile(t.Destination); err != nil {
-				return fail(InstallFailed, fmt.Errorf("read %s: %w", t.Destination, err))
+				return fail(StepInstall, fmt.Errorf("read %s: %w", t.Destination, err))
 			}
 		} else if !errors.Is(err, fs.ErrNotExist) {
-			return fail(InstallFailed, fmt.Errorf("stat %s: %w", t.Destination, err))
+			return fail(StepInstall, fmt.Errorf("stat %s: %w", t.Destination, err))
 		}
 		f.changed = !f.existed || !bytes.Equal(f.old, f.out) || attrsDiffer(t.TemplateConfig, f.info)
 		anyChanged = anyChanged || f.changed
 		files[i] = f
 	}
-	r.Health.record(g.Name, RenderFailed, nil, r.now())
+	r.Health.stepOK(g.Name, StepRender, r.now())
 	r.Status.rendered(g.Name, files, snap, r.now())
 	if !anyChanged {
 		return false, time.Time{}, nil
@@ -214,14 +190,14 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 		}
 		var err error
 		if f.mode, f.owner, err = destinationMode(f.t.TemplateConfig, f.info); err != nil {
-			return fail(InstallFailed, fmt.Errorf("%s: %w", f.t.Destination, err))
+			return fail(StepInstall, fmt.Errorf("%s: %w", f.t.Destination, err))
 		}
 		if err := destinationDir(f.t.TemplateConfig); err != nil {
-			return fail(InstallFailed, err)
+			return fail(StepInstall, err)
 		}
 		f.staged = stagedName(f.t.Destination)
 		if err := writeStaged(f.staged, f.out, f.mode, f.owner); err != nil {
-			return fail(InstallFailed, fmt.Errorf("stage %s: %w", f.t.Destination, err))
+			return fail(StepInstall, fmt.Errorf("stage %s: %w", f.t.Destination, err))
 		}
 	}
 
@@ -232,9 +208,9 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 		}
 		r.Metrics.checks.WithLabelValues(g.Name, result(err)).Inc()
 		if err != nil {
-			return fail(CheckFailed, err)
+			return fail(StepCheck, err)
 		}
-		r.Health.record(g.Name, CheckFailed, nil, r.now())
+		r.Health.stepOK(g.Name, StepCheck, r.now())
 	}
 
 	for _, f := range files {
@@ -244,13 +220,13 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 		if f.t.Backup && f.existed {
 			if err := replace(f.t.Destination+".bak", f.old, f.mode, f.owner); err != nil {
 				r.restore(files, false)
-				return fail(InstallFailed, fmt.Errorf("back up %s: %w", f.t.Destination, err))
+				return fail(StepInstall, fmt.Errorf("back up %s: %w", f.t.Destination, err))
 			}
 		}
 		inPlace, err := install(f.staged, f.t.Destination)
 		if err != nil {
 			r.restore(files, false)
-			return fail(InstallFailed, fmt.Errorf("install %s: %w", f.t.Destination, err))
+			return fail(StepInstall, fmt.Errorf("install %s: %w", f.t.Destination, err))
 		}
 		if inPlace {
 			r.Log.Warn("destination cannot be replaced by rename (bind-mounted?); rewrote it in place, which is not atomic", "destination", f.t.Destination)
@@ -259,7 +235,7 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 		r.Metrics.installs.WithLabelValues(f.t.Name()).Inc()
 		r.Log.Info("installed", "destination", f.t.Destination, "bytes", len(f.out), "group", g.Name)
 	}
-	r.Health.record(g.Name, InstallFailed, nil, r.now())
+	r.Health.stepOK(g.Name, StepInstall, r.now())
 	r.Status.installed(g.Name, files, snap.ChangedAt, r.now())
 	if !snap.ChangedAt.IsZero() {
 		r.Metrics.eventToInstall.Observe(r.now().Sub(snap.ChangedAt).Seconds())
@@ -293,9 +269,9 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 					err = fmt.Errorf("%w; kept the new, checked files %s", err, strings.Join(kept, ", "))
 				}
 			}
-			return fail(ReloadFailed, err)
+			return fail(StepReload, err)
 		}
-		r.Health.record(g.Name, ReloadFailed, nil, r.now())
+		r.Health.stepOK(g.Name, StepReload, r.now())
 		r.Log.Info("reloaded", "group", g.Name)
 	}
 	return true, time.Time{}, nil
