@@ -381,7 +381,7 @@ func dedupeRefusals(list []Refusal, template string) []Refusal {
 // functions, sprig's (the unbounded ones and env replaced), the safe
 // functions, less the ones the configuration's function_denylist names.
 func (st *execState) templateFuncs(denied []string) map[string]any {
-	fm := st.funcMap()
+	fm := statelessFuncs()
 	maps.Copy(fm, st.boundFuncs())
 	for _, name := range denied {
 		delete(fm, name)

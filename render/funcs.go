@@ -3,7 +3,6 @@ package render
 import (
 	"cmp"
 	"fmt"
-	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -36,24 +35,11 @@ func (st *execState) watch(call string, list []registry.Service) []registry.Serv
 	return list
 }
 
-// funcMap is sprig's functions plus the snapshot functions, whose names are
-// part of the user interface (design "Template data and functions").
-func (st *execState) funcMap() template.FuncMap {
-	fm := sprig.TxtFuncMap()
-	for name, fn := range map[string]any{
-		"sortByMeta":  sortByMeta,
-		"groupByMeta": groupByMeta,
-		"meta":        meta,
-		"sortAlpha":   sortAlpha,
-	} {
-		fm[name] = fn
-	}
-	maps.Copy(fm, st.snapshotFuncs())
-	return fm
-}
+// The snapshot functions' names are part of the user interface (design
+// "Template data and functions"): snapshotFuncs are those that read the
+// execution's state, statelessFuncs the others, with sprig's.
 
-// snapshotFuncs are the snapshot functions that read the execution's
-// state.
+// snapshotFuncs are the snapshot functions that read st.
 func (st *execState) snapshotFuncs() map[string]any {
 	return map[string]any{
 		"services":        st.services,
@@ -64,6 +50,17 @@ func (st *execState) snapshotFuncs() map[string]any {
 		"configOr":        st.configOr,
 		"configNamespace": st.configNamespace,
 	}
+}
+
+// statelessFuncs are sprig's functions and the snapshot functions that
+// read no state.
+func statelessFuncs() template.FuncMap {
+	fm := sprig.TxtFuncMap()
+	fm["sortByMeta"] = sortByMeta
+	fm["groupByMeta"] = groupByMeta
+	fm["meta"] = meta
+	fm["sortAlpha"] = sortAlpha
+	return fm
 }
 
 // sortAlpha is sprig's sortAlpha on a copy. Sprig's sorts a []string in
