@@ -74,9 +74,6 @@ func TestRenderTimeoutAbandonsPureLoop(t *testing.T) {
 		t.Fatalf("second render: err = %v; want it refused while the first runs", err)
 	}
 	eventually(t, "the abandoned loop to end", func() bool { return tmpl.abandoned.Load() == 0 })
-	if _, err := tmpl.Render(snapshot()); err == nil || !strings.Contains(err.Error(), "render_timeout reached") {
-		t.Fatalf("render after the loop ended: err = %v; want it run (and abandoned) again", err)
-	}
 }
 
 func TestMaxOutput(t *testing.T) {
