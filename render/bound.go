@@ -5,9 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"text/template"
 	"time"
 
 	"github.com/Masterminds/sprig/v3"
@@ -38,8 +41,8 @@ const (
 	maxItems = 1_000_000
 )
 
-// renderGuard is the part of a template's execution state that bounds it
-// and collects the services it refused.
+// renderGuard is the part of an execution's state that bounds it and
+// collects the services it refused.
 type renderGuard struct {
 	ctx           context.Context
 	maxOutput     int
@@ -85,9 +88,6 @@ func (b *limitedBuffer) Write(p []byte) (int, error) {
 // reimplemented with sprig's results: sprig's count with int arithmetic
 // that overflows (untilStep near the int limits never ends).
 func (g *renderGuard) guardedFuncs() map[string]any {
-	sp := sprig.TxtFuncMap()
-	replace := sp["replace"].(func(string, string, string) string)
-	randBytes := sp["randBytes"].(func(int) (string, error))
 	fm := map[string]any{
 		"until": func(n int) ([]int, error) {
 			step := 1
@@ -130,7 +130,7 @@ func (g *renderGuard) guardedFuncs() map[string]any {
 					return "", fmt.Errorf("replace: the result would be larger than max_output (%d bytes)", g.maxOutput)
 				}
 			}
-			return replace(old, new, s), nil
+			return sprigReplace(old, new, s), nil
 		},
 		"randBytes": func(count int) (string, error) {
 			// base64: 4 bytes for every 3
@@ -140,13 +140,12 @@ func (g *renderGuard) guardedFuncs() map[string]any {
 			if err := g.size("randBytes", count/3+1, 4); err != nil {
 				return "", err
 			}
-			return randBytes(count)
+			return sprigRandBytes(count)
 		},
 		"env":       templateEnv,
 		"expandenv": func(s string) string { return os.Expand(s, templateEnv) },
 	}
-	for _, name := range []string{"randAlphaNum", "randAlpha", "randAscii", "randNumeric"} {
-		rand := sp[name].(func(int) string)
+	for name, rand := range sprigRand {
 		fm[name] = func(count int) (string, error) {
 			if err := g.size(name, count, 1); err != nil {
 				return "", err
@@ -156,6 +155,20 @@ func (g *renderGuard) guardedFuncs() map[string]any {
 	}
 	return fm
 }
+
+// The sprig functions guardedFuncs wraps, looked up once: sprig builds its
+// whole map on every call, and an execution binds its guard afresh.
+var (
+	sprigReplace   = sprig.TxtFuncMap()["replace"].(func(string, string, string) string)
+	sprigRandBytes = sprig.TxtFuncMap()["randBytes"].(func(int) (string, error))
+	sprigRand      = func() map[string]func(int) string {
+		m := map[string]func(int) string{}
+		for _, name := range []string{"randAlphaNum", "randAlpha", "randAscii", "randNumeric"} {
+			m[name] = sprig.TxtFuncMap()[name].(func(int) string)
+		}
+		return m
+	}()
+)
 
 // untilStep is sprig's untilStep (start, start+step, ... short of stop) of
 // at most maxItems items, counted without overflow.
@@ -261,15 +274,21 @@ func templateEnv(name string) string {
 }
 
 // execute runs the template on snap within the template's bounds, in its
-// own goroutine; it returns the output and the services refused.
+// own goroutine; it returns the output and the services refused. Each
+// execution runs a clone of the parsed template whose functions are bound
+// to a state of its own.
 func (t *Template) execute(ctx context.Context, snap *watcher.Snapshot) ([]byte, []Refusal, error) {
-	select {
-	case t.busy <- struct{}{}:
-	default:
+	if t.abandoned.Load() > 0 {
 		return nil, nil, fmt.Errorf("template %s: an earlier render that passed render_timeout is still running; it is not rendered again until that one ends (reload the templates after fixing it)", t.Name())
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil) // an abandoned render's next write fails
+	st := &execState{snap: snap, renderGuard: renderGuard{ctx: ctx, maxOutput: int(t.MaxOutput),
+		failOnRefused: t.OnRefused == RefusedFail, allowHostnames: t.AllowHostnames}}
+	tmpl, err := t.bind(st)
+	if err != nil {
+		return nil, nil, err
+	}
 	timeout := time.AfterFunc(t.RenderTimeout.D(), func() { cancel(errRenderTimeout) })
 	type result struct {
 		out     []byte
@@ -277,24 +296,25 @@ func (t *Template) execute(ctx context.Context, snap *watcher.Snapshot) ([]byte,
 		err     error
 	}
 	done := make(chan result, 1)
+	var state atomic.Int32 // running, finished or abandoned
+	const (
+		running = iota
+		finished
+		abandoned
+	)
 	go func() {
-		st := t.state
-		st.reset(snap)
-		st.renderGuard = renderGuard{ctx: ctx, maxOutput: int(t.MaxOutput), failOnRefused: t.OnRefused == RefusedFail,
-			allowHostnames: t.AllowHostnames}
 		buf := &limitedBuffer{ctx: ctx, max: int(t.MaxOutput)}
-		err := t.tmpl.Execute(buf, snap)
+		err := tmpl.Execute(buf, snap)
 		if err != nil && ctx.Err() != nil {
 			err = fmt.Errorf("template %s: %w (%v)", t.Name(), context.Cause(ctx), err)
 		}
 		if err == nil {
-			err = t.checkMinInstances()
+			err = t.checkMinInstances(st.watched)
 		}
-		res := result{buf.buf.Bytes(), dedupeRefusals(st.refused, t.Name()), err}
-		st.reset(nil)
-		st.renderGuard = renderGuard{}
-		<-t.busy // before the result, so the next render finds it free
-		done <- res
+		if !state.CompareAndSwap(running, finished) {
+			t.abandoned.Add(-1) // before the result, so the next render finds none
+		}
+		done <- result{buf.buf.Bytes(), dedupeRefusals(st.refused, t.Name()), err}
 	}()
 	select {
 	case res := <-done:
@@ -313,10 +333,29 @@ func (t *Template) execute(ctx context.Context, snap *watcher.Snapshot) ([]byte,
 		return res.out, res.refused, res.err
 	case <-grace.C:
 	}
+	t.abandoned.Add(1)
+	if !state.CompareAndSwap(running, abandoned) { // it finished meanwhile
+		t.abandoned.Add(-1)
+		res := <-done
+		return res.out, res.refused, res.err
+	}
 	if cause := context.Cause(ctx); errors.Is(cause, errRenderTimeout) {
 		return nil, nil, fmt.Errorf("template %s: %w after %s; the render was abandoned and uses a CPU until its loop ends", t.Name(), cause, t.RenderTimeout.D())
 	}
 	return nil, nil, fmt.Errorf("template %s: render stopped: %w", t.Name(), context.Cause(ctx))
+}
+
+// bind returns a clone of the parsed template whose functions read st.
+func (t *Template) bind(st *execState) (*template.Template, error) {
+	tmpl, err := t.tmpl.Clone()
+	if err != nil {
+		return nil, fmt.Errorf("template %s: %w", t.Name(), err)
+	}
+	fm := st.boundFuncs()
+	for _, name := range t.denied {
+		delete(fm, name)
+	}
+	return tmpl.Funcs(fm), nil
 }
 
 // stopGrace is how long a stopped render has to end before it is
@@ -342,15 +381,21 @@ func dedupeRefusals(list []Refusal, template string) []Refusal {
 // functions, sprig's (the unbounded ones and env replaced), the safe
 // functions, less the ones the configuration's function_denylist names.
 func (st *execState) templateFuncs(denied []string) map[string]any {
-	fm := st.funcMap()
-	for _, more := range []map[string]any{st.renderGuard.guardedFuncs(), st.safeFuncs()} {
-		for name, fn := range more {
-			fm[name] = fn
-		}
-	}
+	fm := statelessFuncs()
+	maps.Copy(fm, st.boundFuncs())
 	for _, name := range denied {
 		delete(fm, name)
 	}
+	return fm
+}
+
+// boundFuncs are the functions that read an execution's state: a template
+// is parsed with them bound to an empty state, and each execution binds
+// them to its own.
+func (st *execState) boundFuncs() map[string]any {
+	fm := st.snapshotFuncs()
+	maps.Copy(fm, st.renderGuard.guardedFuncs())
+	maps.Copy(fm, st.safeFuncs())
 	return fm
 }
 

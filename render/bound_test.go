@@ -36,7 +36,7 @@ func TestRenderTimeoutStopsLoopAndOtherGroupsRender(t *testing.T) {
 	set := newSet(t, slow, fast)
 	r := NewRenderer(nil, nil, nil)
 	res := r.Pass(context.Background(), set, snapshot())
-	if len(res.Failures) != 1 || res.Failures[0].Kind != RenderFailed || !strings.Contains(res.Failures[0].Error(), "render_timeout") {
+	if len(res.Failures) != 1 || res.Failures[0].Step != StepRender || !strings.Contains(res.Failures[0].Error(), "render_timeout") {
 		t.Fatalf("failures = %v; want the slow template's render_timeout", res.Failures)
 	}
 	if res.Installed != 1 || readFile(t, fast.Destination) != "0" {
@@ -51,7 +51,7 @@ func TestRenderTimeoutStopsLoopAndOtherGroupsRender(t *testing.T) {
 	// until watched the deadline: the execution ended, and the template
 	// may run again.
 	tmpl := set.Groups[0].Templates[0]
-	eventually(t, "the stopped execution to end", func() bool { return len(tmpl.busy) == 0 })
+	eventually(t, "the stopped execution to end", func() bool { return tmpl.abandoned.Load() == 0 })
 }
 
 // A loop that calls nothing and writes nothing cannot be stopped: it is
@@ -73,7 +73,7 @@ func TestRenderTimeoutAbandonsPureLoop(t *testing.T) {
 	if _, err := tmpl.Render(snapshot()); err == nil || !strings.Contains(err.Error(), "still running") {
 		t.Fatalf("second render: err = %v; want it refused while the first runs", err)
 	}
-	eventually(t, "the abandoned loop to end", func() bool { return len(tmpl.busy) == 0 })
+	eventually(t, "the abandoned loop to end", func() bool { return tmpl.abandoned.Load() == 0 })
 }
 
 func TestMaxOutput(t *testing.T) {

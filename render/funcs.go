@@ -14,9 +14,10 @@ import (
 	"github.com/svcreg/svcreg/watcher"
 )
 
-// execState is what a template's functions see while it executes: the
-// snapshot, and the sizes of the service lists it read (for min_instances).
-// A template executes once at a time (Template.busy).
+// execState is what a template's functions see during one execution: the
+// snapshot, the bounds, the services refused and the sizes of the service
+// lists read (for min_instances). Each execution has its own, so a
+// Template holds no state and renders on several snapshots at once.
 type execState struct {
 	renderGuard
 	snap    *watcher.Snapshot
@@ -29,34 +30,36 @@ type watchedList struct {
 	n    int
 }
 
-func (st *execState) reset(snap *watcher.Snapshot) {
-	st.snap, st.watched = snap, st.watched[:0]
-}
-
 func (st *execState) watch(call string, list []registry.Service) []registry.Service {
 	st.watched = append(st.watched, watchedList{call, len(list)})
 	return list
 }
 
-// funcMap is sprig's functions plus the snapshot functions, whose names are
-// part of the user interface (design "Template data and functions").
-func (st *execState) funcMap() template.FuncMap {
-	fm := sprig.TxtFuncMap()
-	for name, fn := range map[string]any{
+// The snapshot functions' names are part of the user interface (design
+// "Template data and functions"): snapshotFuncs are those that read the
+// execution's state, statelessFuncs the others, with sprig's.
+
+// snapshotFuncs are the snapshot functions that read st.
+func (st *execState) snapshotFuncs() map[string]any {
+	return map[string]any{
 		"services":        st.services,
 		"servicesWithTag": st.servicesWithTag,
 		"service":         st.service,
 		"whereMeta":       st.whereMeta,
-		"sortByMeta":      sortByMeta,
-		"groupByMeta":     groupByMeta,
-		"meta":            meta,
 		"config":          st.config,
 		"configOr":        st.configOr,
 		"configNamespace": st.configNamespace,
-		"sortAlpha":       sortAlpha,
-	} {
-		fm[name] = fn
 	}
+}
+
+// statelessFuncs are sprig's functions and the snapshot functions that
+// read no state.
+func statelessFuncs() template.FuncMap {
+	fm := sprig.TxtFuncMap()
+	fm["sortByMeta"] = sortByMeta
+	fm["groupByMeta"] = groupByMeta
+	fm["meta"] = meta
+	fm["sortAlpha"] = sortAlpha
 	return fm
 }
 

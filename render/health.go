@@ -68,22 +68,54 @@ func NewHealth() *Health {
 	return &Health{groups: map[string]*GroupHealth{}, now: time.Now}
 }
 
-func (h *Health) record(group string, step FailureKind, err error, at time.Time) {
-	r := &StepResult{At: at, OK: err == nil}
-	if err != nil {
-		r.Error = err.Error()
+// Step is a step of a group's pass, as /healthz and a Failure name it;
+// staging a file is part of install.
+type Step int
+
+// The steps, in their order; a failure of a later step is the worse one.
+const (
+	StepRender Step = iota + 1
+	StepCheck
+	StepInstall
+	StepReload
+)
+
+func (s Step) String() string {
+	switch s {
+	case StepRender:
+		return "render"
+	case StepCheck:
+		return "check"
+	case StepInstall:
+		return "install"
+	case StepReload:
+		return "reload"
 	}
+	return "unknown"
+}
+
+// stepOK records that a group's step succeeded.
+func (h *Health) stepOK(group string, s Step, at time.Time) {
+	h.setStep(group, s, &StepResult{At: at, OK: true})
+}
+
+// stepFailed records a group's failed step.
+func (h *Health) stepFailed(f Failure, at time.Time) {
+	h.setStep(f.Group, f.Step, &StepResult{At: at, Error: f.Err.Error()})
+}
+
+func (h *Health) setStep(group string, s Step, r *StepResult) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	g := h.group(group)
-	switch step {
-	case RenderFailed:
+	switch s {
+	case StepRender:
 		g.Render = r
-	case CheckFailed:
+	case StepCheck:
 		g.Check = r
-	case InstallFailed:
+	case StepInstall:
 		g.Install = r
-	case ReloadFailed:
+	case StepReload:
 		g.Reload = r
 	}
 }
@@ -105,7 +137,7 @@ func (h *Health) passed(group string, f *Failure, at time.Time) {
 	g := h.group(group)
 	p := &PassStatus{At: at, OK: f == nil}
 	if f != nil {
-		p.Step, p.Error, p.FailingSince = f.Kind.String(), f.Err.Error(), at
+		p.Step, p.Error, p.FailingSince = f.Step.String(), f.Err.Error(), at
 		if g.LastPass != nil && !g.LastPass.OK {
 			p.FailingSince = g.LastPass.FailingSince
 		}

@@ -71,7 +71,7 @@ func TestCreateDestDirs(t *testing.T) {
 	r := NewRenderer(nil, nil, nil)
 	set := newSet(t, TemplateConfig{Contents: "x", Destination: dest})
 	res := r.Pass(context.Background(), set, snapshot())
-	if w := res.Worst(); w == nil || w.Kind != InstallFailed || !strings.Contains(w.Error(), "does not exist (create it, or set create_dest_dirs = true)") {
+	if w := res.Worst(); w == nil || w.Step != StepInstall || !strings.Contains(w.Error(), "does not exist (create it, or set create_dest_dirs = true)") {
 		t.Fatalf("worst = %v; want a clear install failure", w)
 	}
 	set = newSet(t, TemplateConfig{Contents: "x", Destination: dest, CreateDestDirs: true})

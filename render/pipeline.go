@@ -9,45 +9,21 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/svcreg/svcreg/watcher"
 )
 
-// FailureKind says which step of a pass failed.
-type FailureKind int
-
-// The kinds, in the order of the steps; a worse failure has a higher kind.
-const (
-	RenderFailed FailureKind = iota + 1
-	CheckFailed
-	InstallFailed
-	ReloadFailed
-)
-
-func (k FailureKind) String() string {
-	switch k {
-	case RenderFailed:
-		return "render"
-	case CheckFailed:
-		return "check"
-	case InstallFailed:
-		return "install"
-	case ReloadFailed:
-		return "reload"
-	}
-	return "unknown"
-}
-
 // Failure is one group's failed step.
 type Failure struct {
 	Group string
-	Kind  FailureKind
+	Step  Step
 	Err   error
 }
 
-func (f Failure) Error() string { return fmt.Sprintf("%s %s: %v", f.Kind, f.Group, f.Err) }
+func (f Failure) Error() string { return fmt.Sprintf("%s %s: %v", f.Step, f.Group, f.Err) }
 
 // PassResult is what a pass did.
 type PassResult struct {
@@ -59,11 +35,11 @@ type PassResult struct {
 	RetryAt time.Time
 }
 
-// Worst returns the failure of the highest kind, or nil.
+// Worst returns the failure of the latest step, or nil.
 func (r PassResult) Worst() *Failure {
 	var w *Failure
 	for i := range r.Failures {
-		if w == nil || r.Failures[i].Kind > w.Kind {
+		if w == nil || r.Failures[i].Step > w.Step {
 			w = &r.Failures[i]
 		}
 	}
@@ -149,36 +125,17 @@ type file struct {
 	replaced bool // installed over the old content
 }
 
+// passGroup takes one group through the steps of a pass: render, then,
+// when the output changed, stage, check, install and reload. A step that
+// fails ends the group's pass.
 func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapshot) (installed bool, retryAt time.Time, _ *Failure) {
-	fail := func(kind FailureKind, err error) (bool, time.Time, *Failure) {
-		r.Health.record(g.Name, kind, err, r.now())
-		r.Log.Error("template group failed", "group", g.Name, "step", kind.String(), "err", err)
-		return false, time.Time{}, &Failure{Group: g.Name, Kind: kind, Err: err}
+	files, f := r.renderGroup(ctx, g, snap)
+	if f != nil {
+		return false, time.Time{}, r.failed(f)
 	}
-
-	files := make([]*file, len(g.Templates))
-	anyChanged := false
-	for i, t := range g.Templates {
-		out, err := r.render(ctx, g, t, snap)
-		if err != nil {
-			return fail(RenderFailed, err)
-		}
-		f := &file{t: t, out: out}
-		if f.info, err = os.Stat(t.Destination); err == nil {
-			f.existed = true
-			if f.old, err = os.ReadFile(t.Destination); err != nil {
-				return fail(InstallFailed, fmt.Errorf("read %s: %w", t.Destination, err))
-			}
-		} else if !errors.Is(err, fs.ErrNotExist) {
-			return fail(InstallFailed, fmt.Errorf("stat %s: %w", t.Destination, err))
-		}
-		f.changed = !f.existed || !bytes.Equal(f.old, f.out) || attrsDiffer(t.TemplateConfig, f.info)
-		anyChanged = anyChanged || f.changed
-		files[i] = f
-	}
-	r.Health.record(g.Name, RenderFailed, nil, r.now())
+	r.Health.stepOK(g.Name, StepRender, r.now())
 	r.Status.rendered(g.Name, files, snap, r.now())
-	if !anyChanged {
+	if !slices.ContainsFunc(files, func(f *file) bool { return f.changed }) {
 		return false, time.Time{}, nil
 	}
 	// A change a runtime API can make is applied without a reload, after
@@ -189,54 +146,131 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 		rt.printDry(r.DryOut)
 		return false, time.Time{}, nil
 	}
-	if last, ok := r.lastReload[g.Name]; ok && !rt.applies() && g.reloads() && g.MinReloadInterval > 0 {
-		if next := last.Add(g.MinReloadInterval); r.now().Before(next) {
-			r.Log.Debug("reload held back by min_reload_interval", "group", g.Name, "until", next)
-			return false, next, nil
-		}
+	if next, held := r.heldBack(g, rt); held {
+		return false, next, nil
 	}
-
 	if err := r.splay(ctx, g); err != nil {
 		return false, time.Time{}, nil // stopping
 	}
 
-	// Stage every changed file next to its destination.
-	defer func() {
-		for _, f := range files {
-			if f.staged != "" {
-				os.Remove(f.staged)
-			}
+	defer removeStaged(files)
+	if f := stage(g, files); f != nil {
+		return false, time.Time{}, r.failed(f)
+	}
+	if f := r.check(ctx, g, files); f != nil {
+		return false, time.Time{}, r.failed(f)
+	}
+	if f := r.installStaged(g, files); f != nil {
+		return false, time.Time{}, r.failed(f)
+	}
+	r.Health.stepOK(g.Name, StepInstall, r.now())
+	r.Status.installed(g.Name, files, snap.ChangedAt, r.now())
+	if !snap.ChangedAt.IsZero() {
+		r.Metrics.eventToInstall.Observe(r.now().Sub(snap.ChangedAt).Seconds())
+	}
+	if f := r.reloadGroup(ctx, g, files, rt); f != nil {
+		return false, time.Time{}, r.failed(f)
+	}
+	return true, time.Time{}, nil
+}
+
+// failed reports a group's failed step: in its health and in the log.
+func (r *Renderer) failed(f *Failure) *Failure {
+	r.Health.stepFailed(*f, r.now())
+	r.Log.Error("template group failed", "group", f.Group, "step", f.Step.String(), "err", f.Err)
+	return f
+}
+
+// renderGroup is the render step: it renders every template of g, reads
+// the file each would replace, and says which changed.
+func (r *Renderer) renderGroup(ctx context.Context, g *Group, snap *watcher.Snapshot) ([]*file, *Failure) {
+	files := make([]*file, len(g.Templates))
+	for i, t := range g.Templates {
+		out, err := r.render(ctx, g, t, snap)
+		if err != nil {
+			return nil, &Failure{g.Name, StepRender, err}
 		}
-	}()
+		f := &file{t: t, out: out}
+		if f.info, err = os.Stat(t.Destination); err == nil {
+			f.existed = true
+			if f.old, err = os.ReadFile(t.Destination); err != nil {
+				return nil, &Failure{g.Name, StepInstall, fmt.Errorf("read %s: %w", t.Destination, err)}
+			}
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return nil, &Failure{g.Name, StepInstall, fmt.Errorf("stat %s: %w", t.Destination, err)}
+		}
+		f.changed = !f.existed || !bytes.Equal(f.old, f.out) || attrsDiffer(t.TemplateConfig, f.info)
+		files[i] = f
+	}
+	return files, nil
+}
+
+// heldBack says whether g's min_reload_interval holds its reload back,
+// and until when. A change applied through runtime APIs is not held back.
+func (r *Renderer) heldBack(g *Group, rt *runtimePass) (time.Time, bool) {
+	last, ok := r.lastReload[g.Name]
+	if !ok || rt.applies() || !g.reloads() || g.MinReloadInterval <= 0 {
+		return time.Time{}, false
+	}
+	if next := last.Add(g.MinReloadInterval); r.now().Before(next) {
+		r.Log.Debug("reload held back by min_reload_interval", "group", g.Name, "until", next)
+		return next, true
+	}
+	return time.Time{}, false
+}
+
+// stage writes every changed file next to its destination, with the
+// destination's mode and owner; its failure is the install step's.
+func stage(g *Group, files []*file) *Failure {
 	for _, f := range files {
 		if !f.changed {
 			continue
 		}
 		var err error
 		if f.mode, f.owner, err = destinationMode(f.t.TemplateConfig, f.info); err != nil {
-			return fail(InstallFailed, fmt.Errorf("%s: %w", f.t.Destination, err))
+			return &Failure{g.Name, StepInstall, fmt.Errorf("%s: %w", f.t.Destination, err)}
 		}
 		if err := destinationDir(f.t.TemplateConfig); err != nil {
-			return fail(InstallFailed, err)
+			return &Failure{g.Name, StepInstall, err}
 		}
 		f.staged = stagedName(f.t.Destination)
 		if err := writeStaged(f.staged, f.out, f.mode, f.owner); err != nil {
-			return fail(InstallFailed, fmt.Errorf("stage %s: %w", f.t.Destination, err))
+			return &Failure{g.Name, StepInstall, fmt.Errorf("stage %s: %w", f.t.Destination, err)}
 		}
 	}
+	return nil
+}
 
-	if g.check != nil {
-		cmd, err := g.checkCommand(checkDataFor(files))
-		if err == nil {
-			_, err = runCommand(ctx, cmd, g.CheckTimeout)
+// removeStaged removes the staged files that were not installed.
+func removeStaged(files []*file) {
+	for _, f := range files {
+		if f.staged != "" {
+			os.Remove(f.staged)
 		}
-		r.Metrics.checks.WithLabelValues(g.Name, result(err)).Inc()
-		if err != nil {
-			return fail(CheckFailed, err)
-		}
-		r.Health.record(g.Name, CheckFailed, nil, r.now())
 	}
+}
 
+// check is the check step: it runs g's check command, if any, on the
+// staged files.
+func (r *Renderer) check(ctx context.Context, g *Group, files []*file) *Failure {
+	if g.check == nil {
+		return nil
+	}
+	cmd, err := g.checkCommand(checkDataFor(files))
+	if err == nil {
+		_, err = runCommand(ctx, cmd, g.CheckTimeout)
+	}
+	r.Metrics.checks.WithLabelValues(g.Name, result(err)).Inc()
+	if err != nil {
+		return &Failure{g.Name, StepCheck, err}
+	}
+	r.Health.stepOK(g.Name, StepCheck, r.now())
+	return nil
+}
+
+// installStaged is the install step: it backs up (with backup) and installs
+// every staged file; when one fails, the ones installed are restored.
+func (r *Renderer) installStaged(g *Group, files []*file) *Failure {
 	for _, f := range files {
 		if !f.changed {
 			continue
@@ -244,13 +278,13 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 		if f.t.Backup && f.existed {
 			if err := replace(f.t.Destination+".bak", f.old, f.mode, f.owner); err != nil {
 				r.restore(files, false)
-				return fail(InstallFailed, fmt.Errorf("back up %s: %w", f.t.Destination, err))
+				return &Failure{g.Name, StepInstall, fmt.Errorf("back up %s: %w", f.t.Destination, err)}
 			}
 		}
 		inPlace, err := install(f.staged, f.t.Destination)
 		if err != nil {
 			r.restore(files, false)
-			return fail(InstallFailed, fmt.Errorf("install %s: %w", f.t.Destination, err))
+			return &Failure{g.Name, StepInstall, fmt.Errorf("install %s: %w", f.t.Destination, err)}
 		}
 		if inPlace {
 			r.Log.Warn("destination cannot be replaced by rename (bind-mounted?); rewrote it in place, which is not atomic", "destination", f.t.Destination)
@@ -259,46 +293,47 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 		r.Metrics.installs.WithLabelValues(f.t.Name()).Inc()
 		r.Log.Info("installed", "destination", f.t.Destination, "bytes", len(f.out), "group", g.Name)
 	}
-	r.Health.record(g.Name, InstallFailed, nil, r.now())
-	r.Status.installed(g.Name, files, snap.ChangedAt, r.now())
-	if !snap.ChangedAt.IsZero() {
-		r.Metrics.eventToInstall.Observe(r.now().Sub(snap.ChangedAt).Seconds())
-	}
+	return nil
+}
 
-	if !r.NoReload && r.applyRuntime(ctx, g, rt) {
-		return true, time.Time{}, nil
+// reloadGroup is the reload step: the installed change goes through the
+// runtime APIs, or g reloads (unless NoReload). When the reload fails, the
+// previous files are restored and reloaded.
+func (r *Renderer) reloadGroup(ctx context.Context, g *Group, files []*file, rt *runtimePass) *Failure {
+	if r.NoReload || r.applyRuntime(ctx, g, rt) || !g.reloads() {
+		return nil
 	}
-	if g.reloads() && !r.NoReload {
-		err := r.reload(ctx, g)
-		r.lastReload[g.Name] = r.now()
-		r.Status.reloaded(g.Name, r.now())
-		r.Metrics.reloads.WithLabelValues(g.Name, result(err)).Inc()
-		if err != nil {
-			// A file that did not exist before and passed the check stays:
-			// removing it cannot help the running load balancer, and would
-			// keep one that is not running yet (a first deploy) from
-			// starting with a config that includes it.
-			restored, kept := r.restore(files, g.check != nil)
-			switch {
-			case restored == 0 && len(kept) > 0:
-				err = fmt.Errorf("%w; kept the new, checked files (%s): there was nothing to restore (a first install: start the load balancer, or use --no-reload)", err, strings.Join(kept, ", "))
-			default:
-				rerr := r.reload(ctx, g)
-				if rerr != nil {
-					err = fmt.Errorf("%w; restored the previous files, and reloading them failed too: %v", err, rerr)
-				} else {
-					err = fmt.Errorf("%w; restored the previous files and reloaded them", err)
-				}
-				if len(kept) > 0 {
-					err = fmt.Errorf("%w; kept the new, checked files %s", err, strings.Join(kept, ", "))
-				}
-			}
-			return fail(ReloadFailed, err)
-		}
-		r.Health.record(g.Name, ReloadFailed, nil, r.now())
-		r.Log.Info("reloaded", "group", g.Name)
+	err := r.reload(ctx, g)
+	r.lastReload[g.Name] = r.now()
+	r.Status.reloaded(g.Name, r.now())
+	r.Metrics.reloads.WithLabelValues(g.Name, result(err)).Inc()
+	if err != nil {
+		return &Failure{g.Name, StepReload, r.rollBack(ctx, g, files, err)}
 	}
-	return true, time.Time{}, nil
+	r.Health.stepOK(g.Name, StepReload, r.now())
+	r.Log.Info("reloaded", "group", g.Name)
+	return nil
+}
+
+// rollBack restores the previous files after a failed reload and reloads
+// them; it returns the reload's error, saying what it did. A file that did
+// not exist before and passed the check stays: removing it cannot help the
+// running load balancer, and would keep one that is not running yet (a
+// first deploy) from starting with a config that includes it.
+func (r *Renderer) rollBack(ctx context.Context, g *Group, files []*file, err error) error {
+	restored, kept := r.restore(files, g.check != nil)
+	if restored == 0 && len(kept) > 0 {
+		return fmt.Errorf("%w; kept the new, checked files (%s): there was nothing to restore (a first install: start the load balancer, or use --no-reload)", err, strings.Join(kept, ", "))
+	}
+	if rerr := r.reload(ctx, g); rerr != nil {
+		err = fmt.Errorf("%w; restored the previous files, and reloading them failed too: %v", err, rerr)
+	} else {
+		err = fmt.Errorf("%w; restored the previous files and reloaded them", err)
+	}
+	if len(kept) > 0 {
+		err = fmt.Errorf("%w; kept the new, checked files %s", err, strings.Join(kept, ", "))
+	}
+	return err
 }
 
 // restore puts back the previous content of every file installed in this

@@ -303,7 +303,7 @@ func TestCheckFailureKeepsOldFile(t *testing.T) {
 	// Now every www service is gone: the output has no "server" line and
 	// the check refuses it.
 	res := g.r.Pass(ctx, good, snapshot())
-	if w := res.Worst(); w == nil || w.Kind != CheckFailed {
+	if w := res.Worst(); w == nil || w.Step != StepCheck {
 		t.Fatalf("pass = %+v; want a check failure", res)
 	}
 	if got := readFile(t, g.dest); got != "server 10.0.0.1;\n" {
@@ -330,7 +330,7 @@ func TestReloadFailureRestoresAndReloadsAgain(t *testing.T) {
 	}
 	res := g.r.Pass(ctx, set, snapshot(svc("b", []string{"www"}, map[string]string{"ip": "10.0.0.2"})))
 	w := res.Worst()
-	if w == nil || w.Kind != ReloadFailed || !strings.Contains(w.Err.Error(), "restored the previous files and reloaded them") {
+	if w == nil || w.Step != StepReload || !strings.Contains(w.Err.Error(), "restored the previous files and reloaded them") {
 		t.Fatalf("pass = %+v; want a reload failure, restored", res)
 	}
 	if got := readFile(t, g.dest); got != "server 10.0.0.1;\n" {
@@ -349,7 +349,7 @@ func TestReloadFailureOfNewFileRemovesIt(t *testing.T) {
 	g := newGroup(t, "x\n")
 	set := g.set(t, TemplateConfig{Reload: "exit 3"})
 	res := g.r.Pass(context.Background(), set, snapshot())
-	if w := res.Worst(); w == nil || w.Kind != ReloadFailed {
+	if w := res.Worst(); w == nil || w.Step != StepReload {
 		t.Fatalf("pass = %+v; want a reload failure", res)
 	}
 	if _, err := os.Stat(g.dest); !errors.Is(err, os.ErrNotExist) {
@@ -367,7 +367,7 @@ func TestMinInstancesGuard(t *testing.T) {
 	}
 	res := g.r.Pass(ctx, set, snapshot())
 	var guard *GuardError
-	if w := res.Worst(); w == nil || w.Kind != RenderFailed || !errors.As(w.Err, &guard) {
+	if w := res.Worst(); w == nil || w.Step != StepRender || !errors.As(w.Err, &guard) {
 		t.Fatalf("pass = %+v; want the guard to refuse the render", res)
 	}
 	if guard.Call != `servicesWithTag "www"` || guard.Got != 0 || guard.Min != 1 {
@@ -425,7 +425,7 @@ func TestReloadTimeoutKillsProcessGroup(t *testing.T) {
 	// The reload starts a child that would outlive it, then hangs.
 	set := g.set(t, TemplateConfig{Reload: "sleep 300 & echo $! > " + pidFile + "; wait", ReloadTimeout: Duration(300 * time.Millisecond)})
 	res := g.r.Pass(context.Background(), set, snapshot())
-	if w := res.Worst(); w == nil || w.Kind != ReloadFailed || !strings.Contains(w.Err.Error(), "killed") {
+	if w := res.Worst(); w == nil || w.Step != StepReload || !strings.Contains(w.Err.Error(), "killed") {
 		t.Fatalf("pass = %+v; want the reload killed", res)
 	}
 	pid := strings.TrimSpace(readFile(t, pidFile))
@@ -471,7 +471,7 @@ func TestReloadFailureKeepsNewCheckedFile(t *testing.T) {
 	set := g.set(t, TemplateConfig{Check: "grep -q x {{.Staged}}", Reload: "echo reload >> " + g.log + "; exit 1"})
 	res := g.r.Pass(context.Background(), set, snapshot())
 	w := res.Worst()
-	if w == nil || w.Kind != ReloadFailed || !strings.Contains(w.Err.Error(), "kept the new, checked files") {
+	if w == nil || w.Step != StepReload || !strings.Contains(w.Err.Error(), "kept the new, checked files") {
 		t.Fatalf("pass = %+v; want a reload failure that keeps the new file", res)
 	}
 	if got := readFile(t, g.dest); got != "x\n" {

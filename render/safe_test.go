@@ -203,7 +203,7 @@ func TestOnRefusedFailKeepsTheOldFile(t *testing.T) {
 	before := readFile(t, g.dest)
 	bad := svc("web-2", []string{"www"}, map[string]string{"ip": "10.0.0.2", "port": "80;"})
 	res := g.r.Pass(context.Background(), set, snapshot(good, bad))
-	if w := res.Worst(); w == nil || w.Kind != RenderFailed || !strings.Contains(w.Error(), `service "web-2": port "80;" refused`) {
+	if w := res.Worst(); w == nil || w.Step != StepRender || !strings.Contains(w.Error(), `service "web-2": port "80;" refused`) {
 		t.Fatalf("worst = %v; want a render failure naming the service and field", w)
 	}
 	if readFile(t, g.dest) != before {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"text/template"
 	"time"
@@ -37,12 +38,15 @@ type Group struct {
 	check             *template.Template // the check command, with placeholders
 }
 
-// Template is one parsed template.
+// Template is one parsed template. It holds no execution state: renders
+// of one template may run at once.
 type Template struct {
 	TemplateConfig
-	tmpl  *template.Template
-	state *execState
-	busy  chan struct{} // held while an execution (maybe abandoned) runs
+	tmpl   *template.Template // never executed itself: see bind
+	denied []string           // function_denylist
+	// abandoned counts the executions abandoned at render_timeout that
+	// still run; while there is one, the template is not rendered.
+	abandoned atomic.Int32
 }
 
 // NewSet parses every template of c (which must be normalized).
@@ -92,20 +96,19 @@ func parseTemplate(tc TemplateConfig, denied []string) (*Template, error) {
 		}
 		text = string(b)
 	}
-	st := &execState{}
 	missing := "missingkey=zero"
 	if tc.ErrorOnMissingKey {
 		missing = "missingkey=error"
 	}
 	tmpl, err := template.New(tc.Name()).Option(missing).Delims(tc.LeftDelimiter, tc.RightDelimiter).
-		Funcs(st.templateFuncs(denied)).Parse(text)
+		Funcs((&execState{}).templateFuncs(denied)).Parse(text)
 	if err != nil {
 		return nil, explainDenied(err, denied)
 	}
 	if err := checkImmutable(tmpl); err != nil {
 		return nil, err
 	}
-	return &Template{TemplateConfig: tc, tmpl: tmpl, state: st, busy: make(chan struct{}, 1)}, nil
+	return &Template{TemplateConfig: tc, tmpl: tmpl, denied: denied}, nil
 }
 
 // Render executes the template on snap, within its render_timeout and
@@ -117,10 +120,10 @@ func (t *Template) Render(snap *watcher.Snapshot) ([]byte, error) {
 }
 
 // checkMinInstances refuses a render in which a list of services the
-// template read holds fewer than MinInstances services.
-func (t *Template) checkMinInstances() error {
+// template read (watched) holds fewer than MinInstances services.
+func (t *Template) checkMinInstances(watched []watchedList) error {
 	if t.MinInstances > 0 {
-		for _, w := range t.state.watched {
+		for _, w := range watched {
 			if w.n < t.MinInstances {
 				return &GuardError{Template: t.Name(), Call: w.call, Got: w.n, Min: t.MinInstances}
 			}

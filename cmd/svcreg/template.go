@@ -332,8 +332,8 @@ func runOnce(ctx context.Context, log *slog.Logger, w *watcher.Watcher, loop *re
 		return syncError(err, w)
 	}
 	if worst := res.Worst(); worst != nil {
-		code := map[render.FailureKind]int{render.RenderFailed: exitRender, render.CheckFailed: exitCheck,
-			render.InstallFailed: exitInstall, render.ReloadFailed: exitReload}[worst.Kind]
+		code := map[render.Step]int{render.StepRender: exitRender, render.StepCheck: exitCheck,
+			render.StepInstall: exitInstall, render.StepReload: exitReload}[worst.Step]
 		return exitCodeError{code, worst}
 	}
 	log.Info("rendered once", "groups_installed", res.Installed)
