@@ -11,7 +11,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/svcreg/svcreg/internal/timeuuid"
-	"github.com/svcreg/svcreg/registry"
 	"github.com/svcreg/svcreg/server/store"
 )
 
@@ -92,23 +91,11 @@ func (s *Store) events(ctx context.Context, tenantID string, q store.EventQuery)
 
 func (s *Store) decodeEvent(tenantID string, kv *mvccpb.KeyValue) (store.Event, error) {
 	id, ok := s.k.parseEventID(tenantID, string(kv.Key))
-	v := kv.Value
-	if !ok || len(v) < 1 || len(v) < 1+int(v[0]) {
+	typ, raw, valid := store.DecodeStoredEvent(kv.Value)
+	if !ok || !valid {
 		return store.Event{}, fmt.Errorf("corrupt event %q", kv.Key)
 	}
-	n := int(v[0])
-	return store.Event{ID: id, Type: registryEventType(v[1 : 1+n]), JSON: json.RawMessage(v[1+n:])}, nil
-}
-
-// registryEventType returns the event type named by b without allocating
-// for the known types.
-func registryEventType(b []byte) registry.EventType {
-	for _, t := range registry.EventTypes {
-		if string(b) == string(t) {
-			return t
-		}
-	}
-	return registry.EventType(b)
+	return store.Event{ID: id, Type: typ, JSON: json.RawMessage(raw)}, nil
 }
 
 // watchAccounts keeps this node's one etcd watch, on the account keys: every
