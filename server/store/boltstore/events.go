@@ -12,11 +12,10 @@ import (
 	"github.com/svcreg/svcreg/server/store"
 )
 
-// Events implements store.Store (spec §7.11 step 8, design items 4 and 9).
-// The caller rectifies first.
+// Events implements store.Store (spec §7.11 steps 7-8, design items 4 and 9).
 func (s *Store) Events(ctx context.Context, tenantID string, q store.EventQuery) (store.EventPage, error) {
 	var page store.EventPage
-	t, err := s.tenantFor(tenantID)
+	t, err := s.rectified(tenantID)
 	if err != nil {
 		return page, err
 	}

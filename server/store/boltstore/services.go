@@ -146,9 +146,9 @@ func (s *Store) DeleteService(ctx context.Context, tenantID, id string) error {
 	return nil
 }
 
-// Service implements store.Store. The caller rectifies first.
+// Service implements store.Store.
 func (s *Store) Service(ctx context.Context, tenantID, id string) (registry.Service, error) {
-	t, err := s.tenantFor(tenantID)
+	t, err := s.rectified(tenantID)
 	if err != nil {
 		return registry.Service{}, err
 	}
@@ -178,10 +178,10 @@ func (t *tenant) lastSeen(rec store.ServiceRecord) time.Time {
 	return time.Time{}
 }
 
-// Services implements store.Store (spec §7.2). The caller rectifies first.
+// Services implements store.Store (spec §7.2).
 func (s *Store) Services(ctx context.Context, tenantID string, q store.ServiceQuery) (store.Page[registry.Service], error) {
 	var page store.Page[registry.Service]
-	t, err := s.tenantFor(tenantID)
+	t, err := s.rectified(tenantID)
 	if err != nil {
 		return page, err
 	}

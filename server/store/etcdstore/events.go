@@ -17,9 +17,9 @@ import (
 // Events implements store.Store (spec §7.11 step 8, design items 4 and 9):
 // a range read of the tenant's event keys from q.From, at one revision with
 // the account, whose pruned mark says whether retention deleted events the
-// marker asks for. The caller rectifies first.
+// marker asks for. It rectifies first (spec §7.11 step 7).
 func (s *Store) Events(ctx context.Context, tenantID string, q store.EventQuery) (store.EventPage, error) {
-	if _, err := s.tenantFor(ctx, tenantID); err != nil {
+	if err := s.rectify(ctx, tenantID); err != nil {
 		return store.EventPage{}, err
 	}
 	for {

@@ -56,7 +56,7 @@ func (s *Store) CreateService(ctx context.Context, tenantID string, ns store.New
 	}
 	// An expired service holding the id is timed out first, so the create
 	// succeeds (spec §7.4 step 3, §11.3).
-	if err := s.Rectify(ctx, tenantID); err != nil {
+	if err := s.rectify(ctx, tenantID); err != nil {
 		return "", err
 	}
 	t.wmu.Lock()
@@ -104,7 +104,7 @@ func (s *Store) UpdateService(ctx context.Context, tenantID, id string, u store.
 	if err != nil {
 		return err
 	}
-	if err := s.Rectify(ctx, tenantID); err != nil {
+	if err := s.rectify(ctx, tenantID); err != nil {
 		return err
 	}
 	svcKey, hbKey := s.k.service(tenantID, id), s.k.heartbeat(tenantID, id)
@@ -227,7 +227,7 @@ func (s *Store) DeleteService(ctx context.Context, tenantID, id string) error {
 	if err != nil {
 		return err
 	}
-	if err := s.Rectify(ctx, tenantID); err != nil {
+	if err := s.rectify(ctx, tenantID); err != nil {
 		return err
 	}
 	svcKey, hbKey := s.k.service(tenantID, id), s.k.heartbeat(tenantID, id)
@@ -263,9 +263,9 @@ func (s *Store) DeleteService(ctx context.Context, tenantID, id string) error {
 	})
 }
 
-// Service implements store.Store. The caller rectifies first.
+// Service implements store.Store.
 func (s *Store) Service(ctx context.Context, tenantID, id string) (registry.Service, error) {
-	if _, err := s.tenantFor(ctx, tenantID); err != nil {
+	if err := s.rectify(ctx, tenantID); err != nil {
 		return registry.Service{}, err
 	}
 	resp, err := s.read(ctx, "read service", clientv3.OpGet(s.k.service(tenantID, id)), clientv3.OpGet(s.k.heartbeat(tenantID, id)))
@@ -304,9 +304,9 @@ func (s *Store) lastSeen(tenantID string, rec store.ServiceRecord, hb hbRecord) 
 
 // Services implements store.Store (spec §7.2): the services and their
 // heartbeat state, read at the revision of the account that gives the
-// page's feed marker. The caller rectifies first.
+// page's feed marker.
 func (s *Store) Services(ctx context.Context, tenantID string, q store.ServiceQuery) (store.Page[registry.Service], error) {
-	if _, err := s.tenantFor(ctx, tenantID); err != nil {
+	if err := s.rectify(ctx, tenantID); err != nil {
 		return store.Page[registry.Service]{}, err
 	}
 	for {
