@@ -20,9 +20,12 @@ import (
 //
 // Services past their deadline are timed out by the store itself: lazily,
 // by the reads and writes spec §8.3 lists (Service, Services, Events and the
-// service writes), before they read, and by the reaper, run by Run. Every
-// method that takes a tenant creates its account on first use (spec §3.4:
-// no request sees a tenant that does not exist).
+// service writes), before they read, and by the reaper, run by Run.
+//
+// Account creates the tenant's account on first use, and the server calls
+// it for every request (spec §3.4: no request sees a tenant that does not
+// exist). The other methods that take a tenant create it too, except
+// Heartbeat: a heartbeat to a tenant without an account finds no service.
 type Store interface {
 	// Account returns the tenant's account, creating it on first use
 	// (spec §3.4). With several server nodes its Head may lag behind events

@@ -194,6 +194,8 @@ func testAccount(t *testing.T, e *env) {
 	if _, err := s.Service(ctx, "2", "a"); err == nil {
 		t.Error("tenant 2 sees tenant 1's service")
 	}
+	_, err := s.Heartbeat(ctx, "3", "a", "00000000-0000-1000-8000-000000000000")
+	wantNotFound(t, err, store.KindService, "a")
 }
 
 // Services are created, read, updated and deleted with one event each;
