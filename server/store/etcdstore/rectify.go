@@ -78,6 +78,14 @@ func (s *Store) rectify(ctx context.Context, tenantID string) error {
 	}
 }
 
+// rectified returns the tenant's state after rectify.
+func (s *Store) rectified(ctx context.Context, tenantID string) (*tenant, error) {
+	if err := s.rectify(ctx, tenantID); err != nil {
+		return nil, err
+	}
+	return s.tenantFor(ctx, tenantID)
+}
+
 // timeoutsPerTxn is how many timeouts fit in one transaction: four write
 // operations each and the account.
 func (s *Store) timeoutsPerTxn() int { return max(1, (s.opts.MaxTxnOps-1)/4) }

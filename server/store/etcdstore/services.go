@@ -50,13 +50,10 @@ func (h hbRecord) lastSeen() time.Time {
 
 // CreateService implements store.Store (spec §7.4).
 func (s *Store) CreateService(ctx context.Context, tenantID string, ns store.NewService) (string, error) {
-	t, err := s.tenantFor(ctx, tenantID)
-	if err != nil {
-		return "", err
-	}
 	// An expired service holding the id is timed out first, so the create
 	// succeeds (spec §7.4 step 3, §11.3).
-	if err := s.rectify(ctx, tenantID); err != nil {
+	t, err := s.rectified(ctx, tenantID)
+	if err != nil {
 		return "", err
 	}
 	t.wmu.Lock()
@@ -100,11 +97,8 @@ func (s *Store) CreateService(ctx context.Context, tenantID string, ns store.New
 // its condition on the record's mod revision fails after this write, and a
 // node that held the service hands it back first.
 func (s *Store) UpdateService(ctx context.Context, tenantID, id string, u store.ServiceUpdate) error {
-	t, err := s.tenantFor(ctx, tenantID)
+	t, err := s.rectified(ctx, tenantID)
 	if err != nil {
-		return err
-	}
-	if err := s.rectify(ctx, tenantID); err != nil {
 		return err
 	}
 	svcKey, hbKey := s.k.service(tenantID, id), s.k.heartbeat(tenantID, id)
@@ -223,11 +217,8 @@ func (w *writer) unheld(hbKey string, rev int64) error {
 // no node answers a heartbeat of the deleted service from memory, and the
 // deadline index entry deleted is the current one.
 func (s *Store) DeleteService(ctx context.Context, tenantID, id string) error {
-	t, err := s.tenantFor(ctx, tenantID)
+	t, err := s.rectified(ctx, tenantID)
 	if err != nil {
-		return err
-	}
-	if err := s.rectify(ctx, tenantID); err != nil {
 		return err
 	}
 	svcKey, hbKey := s.k.service(tenantID, id), s.k.heartbeat(tenantID, id)
