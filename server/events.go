@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 	"strconv"
@@ -125,7 +124,7 @@ func eventTypes(q query) ([]registry.EventType, *fault) {
 
 // serveEvents answers the request with the page q reads now.
 func (s *Server) serveEvents(w http.ResponseWriter, rq *request, q store.EventQuery) error {
-	page, err := s.readEvents(rq.r.Context(), rq.tenant, q)
+	page, err := s.store.Events(rq.r.Context(), rq.tenant, q)
 	if err != nil {
 		return err
 	}
@@ -191,12 +190,4 @@ func (s *Server) parseWait(q query) (time.Duration, *fault) {
 		return 0, invalidParam("wait", "Wait must not be negative")
 	}
 	return min(d, s.cfg.MaxWait), nil
-}
-
-// readEvents rectifies, then reads a page (spec §7.11 steps 7-8).
-func (s *Server) readEvents(ctx context.Context, tenant string, q store.EventQuery) (store.EventPage, error) {
-	if err := s.store.Rectify(ctx, tenant); err != nil {
-		return store.EventPage{}, err
-	}
-	return s.store.Events(ctx, tenant, q)
 }

@@ -40,7 +40,7 @@ func (s *Server) longPoll(w http.ResponseWriter, rq *request, q store.EventQuery
 		if err != nil {
 			return err
 		}
-		page, err := s.readEvents(ctx, rq.tenant, q)
+		page, err := s.store.Events(ctx, rq.tenant, q)
 		if err != nil {
 			return err
 		}

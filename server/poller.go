@@ -271,7 +271,7 @@ func (pl *poller) expire(p *parkedPoll) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	page, err := pl.s.readEvents(ctx, p.tenant, p.q)
+	page, err := pl.s.store.Events(ctx, p.tenant, p.q)
 	pl.handBack(pl.answerAll([]*parkedPoll{p}, page, err))
 }
 
@@ -344,14 +344,9 @@ func (pl *poller) wake(ctx context.Context, tenant string, ps *pollSet, all bool
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	rerr := pl.s.store.Rectify(ctx, tenant)
 	var back []net.Conn
 	for k, polls := range groups {
-		var page store.EventPage
-		err := rerr
-		if err == nil {
-			page, err = pl.s.store.Events(ctx, tenant, polls[0].q)
-		}
+		page, err := pl.s.store.Events(ctx, tenant, polls[0].q)
 		if err == nil && !all && !hasNewer(page, k.from) {
 			continue
 		}

@@ -64,11 +64,7 @@ func (s *Server) handleServicesList(w http.ResponseWriter, rq *request) error {
 		}
 		q.Tag = &tag
 	}
-	ctx := rq.r.Context()
-	if err := s.store.Rectify(ctx, rq.tenant); err != nil {
-		return err
-	}
-	page, err := s.store.Services(ctx, rq.tenant, q)
+	page, err := s.store.Services(rq.r.Context(), rq.tenant, q)
 	if err != nil {
 		return err
 	}
@@ -83,11 +79,7 @@ func (s *Server) handleServiceGet(w http.ResponseWriter, rq *request) error {
 	if f != nil {
 		return f
 	}
-	ctx := rq.r.Context()
-	if err := s.store.Rectify(ctx, rq.tenant); err != nil {
-		return err
-	}
-	svc, err := s.store.Service(ctx, rq.tenant, id)
+	svc, err := s.store.Service(rq.r.Context(), rq.tenant, id)
 	if err != nil {
 		return err
 	}

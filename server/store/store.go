@@ -18,8 +18,14 @@ import (
 // the change and its event together, durably, before it returns. Methods are
 // safe for concurrent use.
 //
-// Services are timed out by Rectify (lazily, before the reads spec §8.3
-// lists) and by the store's own reaper, run by Run.
+// Services past their deadline are timed out by the store itself: lazily,
+// by the reads and writes spec §8.3 lists (Service, Services, Events and the
+// service writes), before they read, and by the reaper, run by Run.
+//
+// Account creates the tenant's account on first use, and the server calls
+// it for every request (spec §3.4: no request sees a tenant that does not
+// exist). The other methods that take a tenant create it too, except
+// Heartbeat: a heartbeat to a tenant without an account finds no service.
 type Store interface {
 	// Account returns the tenant's account, creating it on first use
 	// (spec §3.4). With several server nodes its Head may lag behind events
@@ -42,9 +48,11 @@ type Store interface {
 	// Heartbeat consumes token and returns the service's next token.
 	// Repeating the token just consumed returns the same next token again.
 	Heartbeat(ctx context.Context, tenant, id, token string) (string, error)
-	// Service returns one service.
+	// Service returns one service, after timing out the tenant's services
+	// past their deadline.
 	Service(ctx context.Context, tenant, id string) (registry.Service, error)
-	// Services returns a page of services ordered by id in byte order.
+	// Services returns a page of services ordered by id in byte order,
+	// after timing out the tenant's services past their deadline.
 	Services(ctx context.Context, tenant string, q ServiceQuery) (Page[registry.Service], error)
 
 	// SetConfig stores a value and, if it changed, appends
@@ -58,15 +66,13 @@ type Store interface {
 	// by id in byte order.
 	Configs(ctx context.Context, tenant string, q ConfigQuery) (Page[registry.ConfigValue], error)
 
-	// Events returns events at or after q.From in commit order.
+	// Events returns events at or after q.From in commit order, after
+	// timing out the tenant's services past their deadline (one
+	// service.timeout each, exactly once however many readers race).
 	Events(ctx context.Context, tenant string, q EventQuery) (EventPage, error)
 	// Changed returns a channel that is closed when an event is next
 	// committed for the tenant. Take it before reading, then wait on it.
 	Changed(ctx context.Context, tenant string) (<-chan struct{}, error)
-
-	// Rectify times out every service of the tenant whose deadline has
-	// passed, appending one service.timeout each, before it returns.
-	Rectify(ctx context.Context, tenant string) error
 
 	// Ping reports whether the store can serve requests.
 	Ping(ctx context.Context) error

@@ -37,7 +37,7 @@ func TestEventBytesCap(t *testing.T) {
 		}
 		var size int
 		for _, ev := range page.Values {
-			size += len(encodeStoredEvent(ev))
+			size += len(store.EncodeStoredEvent(ev))
 		}
 		if size > maxBytes || size < maxBytes-1000 || len(page.Values) == 0 {
 			t.Errorf("%s: %d events of %d bytes kept, want just under %d bytes", when, len(page.Values), size, maxBytes)

@@ -4,19 +4,18 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/svcreg/svcreg/internal/timeuuid"
-	"github.com/svcreg/svcreg/registry"
 	"github.com/svcreg/svcreg/server/store"
 )
 
-// Events implements store.Store (spec §7.11 step 8, design items 4 and 9).
-// The caller rectifies first.
+// Events implements store.Store (spec §7.11 steps 7-8, design items 4 and 9).
 func (s *Store) Events(ctx context.Context, tenantID string, q store.EventQuery) (store.EventPage, error) {
 	var page store.EventPage
-	t, err := s.tenantFor(tenantID)
+	t, err := s.rectified(tenantID)
 	if err != nil {
 		return page, err
 	}
@@ -32,9 +31,9 @@ func (s *Store) Events(ctx context.Context, tenantID string, q store.EventQuery)
 		from := q.From.Key()
 		c := b.Bucket(bEvents).Cursor()
 		for k, v := c.Seek(from[:]); k != nil; k, v = c.Next() {
-			typ, err := storedEventType(k, v)
-			if err != nil {
-				return err
+			typ, raw, ok := store.DecodeStoredEvent(v)
+			if !ok {
+				return fmt.Errorf("corrupt event %x", k)
 			}
 			if !store.Matches(q.Types, typ) {
 				continue
@@ -44,22 +43,11 @@ func (s *Store) Events(ctx context.Context, tenantID string, q store.EventQuery)
 				break
 			}
 			page.Values = append(page.Values, store.Event{ID: timeuuid.FromKey(k), Type: typ,
-				JSON: append(json.RawMessage(nil), v[1+len(typ):]...)})
+				JSON: append(json.RawMessage(nil), raw...)})
 		}
 		return nil
 	})
 	return page, err
-}
-
-// registryEventType returns the event type named by b without allocating
-// for the known types.
-func registryEventType(b []byte) registry.EventType {
-	for _, t := range registry.EventTypes {
-		if string(b) == string(t) {
-			return t
-		}
-	}
-	return registry.EventType(b)
 }
 
 // pruneBatch is the most events one retention transaction deletes.

@@ -2,20 +2,20 @@ package boltstore
 
 import (
 	"container/heap"
-	"context"
 
 	"github.com/svcreg/svcreg/internal/timeuuid"
 	"github.com/svcreg/svcreg/registry"
 	"github.com/svcreg/svcreg/server/store"
 )
 
-// Rectify implements store.Store (spec §8.3).
-func (s *Store) Rectify(ctx context.Context, tenantID string) error {
+// rectified returns the tenant's state after timing out its services past
+// their deadline: the reads spec §8.3 lists see their results.
+func (s *Store) rectified(tenantID string) (*tenant, error) {
 	t, err := s.tenantFor(tenantID)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return s.rectify(t)
+	return t, s.rectify(t)
 }
 
 // rectify times out every service of t whose deadline has passed. Each

@@ -17,13 +17,10 @@ import (
 
 // CreateService implements store.Store (spec §7.4).
 func (s *Store) CreateService(ctx context.Context, tenantID string, ns store.NewService) (string, error) {
-	t, err := s.tenantFor(tenantID)
-	if err != nil {
-		return "", err
-	}
 	// An expired service holding the id is timed out first, so the create
 	// succeeds (spec §7.4 step 3, §11.3).
-	if err := s.rectify(t); err != nil {
+	t, err := s.rectified(tenantID)
+	if err != nil {
 		return "", err
 	}
 	t.wmu.Lock()
@@ -63,11 +60,8 @@ func (s *Store) CreateService(ctx context.Context, tenantID string, ns store.New
 
 // UpdateService implements store.Store (spec §7.5, design item 1).
 func (s *Store) UpdateService(ctx context.Context, tenantID, id string, u store.ServiceUpdate) error {
-	t, err := s.tenantFor(tenantID)
+	t, err := s.rectified(tenantID)
 	if err != nil {
-		return err
-	}
-	if err := s.rectify(t); err != nil {
 		return err
 	}
 	t.wmu.Lock()
@@ -107,11 +101,8 @@ func (s *Store) UpdateService(ctx context.Context, tenantID, id string, u store.
 // DeleteService implements store.Store (spec §7.6); the outstanding token
 // goes with the service.
 func (s *Store) DeleteService(ctx context.Context, tenantID, id string) error {
-	t, err := s.tenantFor(tenantID)
+	t, err := s.rectified(tenantID)
 	if err != nil {
-		return err
-	}
-	if err := s.rectify(t); err != nil {
 		return err
 	}
 	t.wmu.Lock()
@@ -146,9 +137,9 @@ func (s *Store) DeleteService(ctx context.Context, tenantID, id string) error {
 	return nil
 }
 
-// Service implements store.Store. The caller rectifies first.
+// Service implements store.Store.
 func (s *Store) Service(ctx context.Context, tenantID, id string) (registry.Service, error) {
-	t, err := s.tenantFor(tenantID)
+	t, err := s.rectified(tenantID)
 	if err != nil {
 		return registry.Service{}, err
 	}
@@ -178,10 +169,10 @@ func (t *tenant) lastSeen(rec store.ServiceRecord) time.Time {
 	return time.Time{}
 }
 
-// Services implements store.Store (spec §7.2). The caller rectifies first.
+// Services implements store.Store (spec §7.2).
 func (s *Store) Services(ctx context.Context, tenantID string, q store.ServiceQuery) (store.Page[registry.Service], error) {
 	var page store.Page[registry.Service]
-	t, err := s.tenantFor(tenantID)
+	t, err := s.rectified(tenantID)
 	if err != nil {
 		return page, err
 	}

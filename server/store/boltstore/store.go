@@ -27,7 +27,6 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/svcreg/svcreg/internal/timeuuid"
-	"github.com/svcreg/svcreg/registry"
 	"github.com/svcreg/svcreg/server/store"
 )
 
@@ -104,21 +103,8 @@ var _ store.Identity = (*Store)(nil)
 
 // Open opens (or creates) the store in dir.
 func Open(dir string, opts Options) (*Store, error) {
-	if opts.Clock == nil {
-		opts.Clock = time.Now
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.DiscardHandler)
-	}
-	if opts.DefaultLimits == (store.Limits{}) {
-		opts.DefaultLimits = store.DefaultLimits
-	}
-	if opts.Retention == 0 {
-		opts.Retention = 30 * 24 * time.Hour
-	}
-	if opts.MaxEvents == 0 {
-		opts.MaxEvents = store.DefaultMaxEvents
-	}
+	c := store.Options{Clock: opts.Clock, Logger: opts.Logger, DefaultLimits: opts.DefaultLimits, Retention: opts.Retention, MaxEvents: opts.MaxEvents}.WithDefaults()
+	opts.Clock, opts.Logger, opts.DefaultLimits, opts.Retention, opts.MaxEvents = c.Clock, c.Logger, c.DefaultLimits, c.Retention, c.MaxEvents
 	if opts.MaxEventBytes == 0 {
 		opts.MaxEventBytes = DefaultMaxEventBytes
 	}
@@ -423,7 +409,7 @@ func (w *writer) appendEvent(build func(id timeuuid.UUID) store.Event) error {
 	id := store.NextEventID(w.acct.Head, w.now, w.s.tail)
 	ev := build(id)
 	k := id.Key()
-	v := encodeStoredEvent(ev)
+	v := store.EncodeStoredEvent(ev)
 	if err := w.bucket(bEvents).Put(k[:], v); err != nil {
 		return err
 	}
@@ -475,21 +461,4 @@ func (s *Store) write(t *tenant, fn func(w *writer) error) error {
 		t.mu.Unlock()
 	}
 	return nil
-}
-
-// encodeStoredEvent prefixes the event's JSON with its type, so that type
-// filters need not decode it.
-func encodeStoredEvent(ev store.Event) []byte {
-	b := make([]byte, 0, 1+len(ev.Type)+len(ev.JSON))
-	b = append(b, byte(len(ev.Type)))
-	b = append(b, ev.Type...)
-	return append(b, ev.JSON...)
-}
-
-// storedEventType reads the type a stored event begins with.
-func storedEventType(k, v []byte) (registry.EventType, error) {
-	if len(v) < 1 || len(v) < 1+int(v[0]) {
-		return "", fmt.Errorf("corrupt event %x", k)
-	}
-	return registryEventType(v[1 : 1+int(v[0])]), nil
 }

@@ -11,16 +11,15 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/svcreg/svcreg/internal/timeuuid"
-	"github.com/svcreg/svcreg/registry"
 	"github.com/svcreg/svcreg/server/store"
 )
 
 // Events implements store.Store (spec §7.11 step 8, design items 4 and 9):
 // a range read of the tenant's event keys from q.From, at one revision with
 // the account, whose pruned mark says whether retention deleted events the
-// marker asks for. The caller rectifies first.
+// marker asks for. It rectifies first (spec §7.11 step 7).
 func (s *Store) Events(ctx context.Context, tenantID string, q store.EventQuery) (store.EventPage, error) {
-	if _, err := s.tenantFor(ctx, tenantID); err != nil {
+	if err := s.rectify(ctx, tenantID); err != nil {
 		return store.EventPage{}, err
 	}
 	for {
@@ -92,23 +91,11 @@ func (s *Store) events(ctx context.Context, tenantID string, q store.EventQuery)
 
 func (s *Store) decodeEvent(tenantID string, kv *mvccpb.KeyValue) (store.Event, error) {
 	id, ok := s.k.parseEventID(tenantID, string(kv.Key))
-	v := kv.Value
-	if !ok || len(v) < 1 || len(v) < 1+int(v[0]) {
+	typ, raw, valid := store.DecodeStoredEvent(kv.Value)
+	if !ok || !valid {
 		return store.Event{}, fmt.Errorf("corrupt event %q", kv.Key)
 	}
-	n := int(v[0])
-	return store.Event{ID: id, Type: registryEventType(v[1 : 1+n]), JSON: json.RawMessage(v[1+n:])}, nil
-}
-
-// registryEventType returns the event type named by b without allocating
-// for the known types.
-func registryEventType(b []byte) registry.EventType {
-	for _, t := range registry.EventTypes {
-		if string(b) == string(t) {
-			return t
-		}
-	}
-	return registry.EventType(b)
+	return store.Event{ID: id, Type: typ, JSON: json.RawMessage(raw)}, nil
 }
 
 // watchAccounts keeps this node's one etcd watch, on the account keys: every

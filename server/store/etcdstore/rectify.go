@@ -50,11 +50,12 @@ func (s *Store) dueEntries(ctx context.Context, now time.Time, tenant string) ([
 	}
 }
 
-// Rectify implements store.Store (spec §8.3): it times out every service
-// of the tenant whose deadline had passed when it was called, and returns
-// only when they are gone — timed out by this call, by another caller on
-// this node, or by any other node (read-your-rectification across nodes).
-func (s *Store) Rectify(ctx context.Context, tenantID string) error {
+// rectify times out every service of the tenant whose deadline had passed
+// when it was called, and returns only when they are gone — timed out by
+// this call, by another caller on this node, or by any other node
+// (read-your-rectification across nodes). The reads and writes spec §8.3
+// lists call it first.
+func (s *Store) rectify(ctx context.Context, tenantID string) error {
 	t, err := s.tenantFor(ctx, tenantID)
 	if err != nil {
 		return err
@@ -75,6 +76,14 @@ func (s *Store) Rectify(ctx context.Context, tenantID string) error {
 			return err
 		}
 	}
+}
+
+// rectified returns the tenant's state after rectify.
+func (s *Store) rectified(ctx context.Context, tenantID string) (*tenant, error) {
+	if err := s.rectify(ctx, tenantID); err != nil {
+		return nil, err
+	}
+	return s.tenantFor(ctx, tenantID)
 }
 
 // timeoutsPerTxn is how many timeouts fit in one transaction: four write

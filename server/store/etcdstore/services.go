@@ -50,13 +50,10 @@ func (h hbRecord) lastSeen() time.Time {
 
 // CreateService implements store.Store (spec §7.4).
 func (s *Store) CreateService(ctx context.Context, tenantID string, ns store.NewService) (string, error) {
-	t, err := s.tenantFor(ctx, tenantID)
-	if err != nil {
-		return "", err
-	}
 	// An expired service holding the id is timed out first, so the create
 	// succeeds (spec §7.4 step 3, §11.3).
-	if err := s.Rectify(ctx, tenantID); err != nil {
+	t, err := s.rectified(ctx, tenantID)
+	if err != nil {
 		return "", err
 	}
 	t.wmu.Lock()
@@ -100,11 +97,8 @@ func (s *Store) CreateService(ctx context.Context, tenantID string, ns store.New
 // its condition on the record's mod revision fails after this write, and a
 // node that held the service hands it back first.
 func (s *Store) UpdateService(ctx context.Context, tenantID, id string, u store.ServiceUpdate) error {
-	t, err := s.tenantFor(ctx, tenantID)
+	t, err := s.rectified(ctx, tenantID)
 	if err != nil {
-		return err
-	}
-	if err := s.Rectify(ctx, tenantID); err != nil {
 		return err
 	}
 	svcKey, hbKey := s.k.service(tenantID, id), s.k.heartbeat(tenantID, id)
@@ -223,11 +217,8 @@ func (w *writer) unheld(hbKey string, rev int64) error {
 // no node answers a heartbeat of the deleted service from memory, and the
 // deadline index entry deleted is the current one.
 func (s *Store) DeleteService(ctx context.Context, tenantID, id string) error {
-	t, err := s.tenantFor(ctx, tenantID)
+	t, err := s.rectified(ctx, tenantID)
 	if err != nil {
-		return err
-	}
-	if err := s.Rectify(ctx, tenantID); err != nil {
 		return err
 	}
 	svcKey, hbKey := s.k.service(tenantID, id), s.k.heartbeat(tenantID, id)
@@ -263,9 +254,9 @@ func (s *Store) DeleteService(ctx context.Context, tenantID, id string) error {
 	})
 }
 
-// Service implements store.Store. The caller rectifies first.
+// Service implements store.Store.
 func (s *Store) Service(ctx context.Context, tenantID, id string) (registry.Service, error) {
-	if _, err := s.tenantFor(ctx, tenantID); err != nil {
+	if err := s.rectify(ctx, tenantID); err != nil {
 		return registry.Service{}, err
 	}
 	resp, err := s.read(ctx, "read service", clientv3.OpGet(s.k.service(tenantID, id)), clientv3.OpGet(s.k.heartbeat(tenantID, id)))
@@ -304,9 +295,9 @@ func (s *Store) lastSeen(tenantID string, rec store.ServiceRecord, hb hbRecord) 
 
 // Services implements store.Store (spec §7.2): the services and their
 // heartbeat state, read at the revision of the account that gives the
-// page's feed marker. The caller rectifies first.
+// page's feed marker.
 func (s *Store) Services(ctx context.Context, tenantID string, q store.ServiceQuery) (store.Page[registry.Service], error) {
-	if _, err := s.tenantFor(ctx, tenantID); err != nil {
+	if err := s.rectify(ctx, tenantID); err != nil {
 		return store.Page[registry.Service]{}, err
 	}
 	for {

@@ -139,21 +139,8 @@ func Open(ctx context.Context, cli *clientv3.Client, opts Options) (*Store, erro
 	if !strings.HasSuffix(opts.Prefix, "/") {
 		opts.Prefix += "/"
 	}
-	if opts.Clock == nil {
-		opts.Clock = time.Now
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.DiscardHandler)
-	}
-	if opts.DefaultLimits == (store.Limits{}) {
-		opts.DefaultLimits = store.DefaultLimits
-	}
-	if opts.Retention == 0 {
-		opts.Retention = 30 * 24 * time.Hour
-	}
-	if opts.MaxEvents == 0 {
-		opts.MaxEvents = store.DefaultMaxEvents
-	}
+	c := store.Options{Clock: opts.Clock, Logger: opts.Logger, DefaultLimits: opts.DefaultLimits, Retention: opts.Retention, MaxEvents: opts.MaxEvents}.WithDefaults()
+	opts.Clock, opts.Logger, opts.DefaultLimits, opts.Retention, opts.MaxEvents = c.Clock, c.Logger, c.DefaultLimits, c.Retention, c.MaxEvents
 	if opts.ReapInterval == 0 {
 		opts.ReapInterval = 500 * time.Millisecond
 	}
@@ -562,7 +549,7 @@ type writer struct {
 func (w *writer) appendEvent(build func(id timeuuid.UUID) store.Event) {
 	id := store.NextEventID(w.acct.Head, w.now, w.s.tail)
 	ev := build(id)
-	w.ops = append(w.ops, clientv3.OpPut(w.s.k.event(w.t.id, id), string(encodeStoredEvent(ev))))
+	w.ops = append(w.ops, clientv3.OpPut(w.s.k.event(w.t.id, id), string(store.EncodeStoredEvent(ev))))
 	w.acct.Head = id
 	w.events = append(w.events, ev)
 }
@@ -675,13 +662,4 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
-}
-
-// encodeStoredEvent prefixes the event's JSON with its type, so that type
-// filters need not decode it.
-func encodeStoredEvent(ev store.Event) []byte {
-	b := make([]byte, 0, 1+len(ev.Type)+len(ev.JSON))
-	b = append(b, byte(len(ev.Type)))
-	b = append(b, ev.Type...)
-	return append(b, ev.JSON...)
 }

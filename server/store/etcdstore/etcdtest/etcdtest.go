@@ -57,11 +57,12 @@ func Start(t testing.TB, opts Options) *Cluster {
 		opts.Members = 1
 	}
 	c := &Cluster{t: t, opts: opts}
+	addrs := freeAddrs(t, 2*opts.Members)
 	for i := range opts.Members {
 		c.Members = append(c.Members, &Member{
 			Name:      fmt.Sprintf("m%d", i),
-			ClientURL: "http://" + freeAddr(t),
-			peerURL:   "http://" + freeAddr(t),
+			ClientURL: "http://" + addrs[2*i],
+			peerURL:   "http://" + addrs[2*i+1],
 			dir:       t.TempDir(),
 			cluster:   c,
 		})
@@ -209,12 +210,18 @@ func (m *Member) start() error {
 	return nil
 }
 
-// freeAddr returns a loopback address with a port nothing listens on now.
-func freeAddr(t testing.TB) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("etcdtest: %v", err)
+// freeAddrs returns n distinct loopback addresses with ports nothing
+// listens on now: each port is held until all are picked, so that the
+// system cannot hand out one port twice.
+func freeAddrs(t testing.TB, n int) []string {
+	addrs := make([]string, n)
+	for i := range addrs {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("etcdtest: %v", err)
+		}
+		defer ln.Close()
+		addrs[i] = ln.Addr().String()
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addrs
 }

@@ -1,0 +1,45 @@
+package store
+
+import (
+	"log/slog"
+	"time"
+)
+
+// DefaultRetention is how long events are kept by default.
+const DefaultRetention = 30 * 24 * time.Hour
+
+// Options are the options every store takes. Each store's own options
+// carry these fields and apply WithDefaults to them once, in Open.
+type Options struct {
+	// Clock returns the current time; time.Now by default.
+	Clock func() time.Time
+	// Logger receives the store's logs; nothing is logged if nil.
+	Logger *slog.Logger
+	// DefaultLimits are given to new accounts; DefaultLimits if zero.
+	DefaultLimits Limits
+	// Retention is how long events are kept; DefaultRetention if zero.
+	Retention time.Duration
+	// MaxEvents is the most events an account keeps; DefaultMaxEvents if
+	// zero, negative keeps every event for the whole retention window.
+	MaxEvents int
+}
+
+// WithDefaults returns o with its zero fields set to their defaults.
+func (o Options) WithDefaults() Options {
+	if o.Clock == nil {
+		o.Clock = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.DefaultLimits == (Limits{}) {
+		o.DefaultLimits = DefaultLimits
+	}
+	if o.Retention == 0 {
+		o.Retention = DefaultRetention
+	}
+	if o.MaxEvents == 0 {
+		o.MaxEvents = DefaultMaxEvents
+	}
+	return o
+}
