@@ -5,6 +5,8 @@ import (
 	"iter"
 	"sync"
 	"time"
+
+	"github.com/svcreg/svcreg/internal/retry"
 )
 
 // WatchOptions configure a Watcher.
@@ -53,8 +55,8 @@ type Watcher struct {
 	queue     []Event
 	next      string // a next_marker to follow at once; "" if none
 	pollDelay time.Duration
-	errBo     backoff
-	quickBo   backoff
+	errBo     retry.Backoff
+	quickBo   retry.Backoff
 	err       error // terminal
 
 	mu          sync.Mutex
@@ -83,8 +85,8 @@ func (c *Client) NewWatcher(marker string, opts WatchOptions) *Watcher {
 		c:       c,
 		opts:    opts,
 		marker:  marker,
-		errBo:   backoff{min: opts.MinBackoff, max: max(opts.MinBackoff, opts.MaxBackoff)},
-		quickBo: backoff{min: opts.MinBackoff, max: max(opts.MinBackoff, opts.PollInterval)},
+		errBo:   retry.Backoff{Min: opts.MinBackoff, Max: max(opts.MinBackoff, opts.MaxBackoff)},
+		quickBo: retry.Backoff{Min: opts.MinBackoff, Max: max(opts.MinBackoff, opts.PollInterval)},
 	}
 }
 
@@ -166,7 +168,7 @@ func (w *Watcher) Next(ctx context.Context) (Event, error) {
 // only ctx's error or a permanent one; other errors are retried by the
 // next poll, after a backoff.
 func (w *Watcher) poll(ctx context.Context) error {
-	if err := sleep(ctx, w.pollDelay); err != nil {
+	if err := retry.Sleep(ctx, w.pollDelay); err != nil {
 		return err
 	}
 	w.pollDelay = 0
@@ -191,18 +193,18 @@ func (w *Watcher) poll(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if !temporary(err) {
+		if !Temporary(err) {
 			w.err = err
 			return err
 		}
-		w.pollDelay = w.errBo.next()
+		w.pollDelay = w.errBo.Next()
 		if w.opts.OnError != nil {
 			w.opts.OnError(err, w.pollDelay)
 		}
 		return nil
 	}
 	now := time.Now()
-	w.errBo.reset()
+	w.errBo.Reset()
 	w.mu.Lock()
 	w.lastSuccess = now
 	w.mu.Unlock()
@@ -218,21 +220,21 @@ func (w *Watcher) poll(ctx context.Context) error {
 		w.next = "" // a marker that does not move would loop
 	}
 	if len(events) > 0 || w.next != "" || opts.Wait == 0 {
-		w.quickBo.reset()
+		w.quickBo.Reset()
 		return nil
 	}
 	// Nothing new, and a long-poll was asked for.
 	switch {
 	case page.Wait <= 0:
 		// The registry does not long-poll, or refused to wait: poll.
-		w.pollDelay = jitter(w.opts.PollInterval, 0.2)
+		w.pollDelay = retry.Jitter(w.opts.PollInterval, 0.2)
 	case now.Sub(start) < page.Wait/2:
 		// It said it waited but answered early with nothing (it is
 		// shutting down, or something between cuts long requests): do
 		// not spin.
-		w.pollDelay = w.quickBo.next()
+		w.pollDelay = w.quickBo.Next()
 	default:
-		w.quickBo.reset()
+		w.quickBo.Reset()
 	}
 	return nil
 }
