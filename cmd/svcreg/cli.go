@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"strings"
+
+	"github.com/svcreg/svcreg/internal/logging"
 )
 
 // version is set at build time with -ldflags "-X main.version=…"; otherwise
@@ -220,18 +222,11 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 
 // newLogger builds the logger for --log-format and --log-level.
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, usagef("--log-level %q: use debug, info, warn or error", level)
+	log, err := logging.New(w, format, level)
+	if err != nil {
+		return nil, usageError{err.Error()}
 	}
-	opts := &slog.HandlerOptions{Level: lv}
-	switch format {
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	}
-	return nil, usagef("--log-format %q: use text or json", format)
+	return log, nil
 }
 
 func versionString() string {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -97,17 +96,7 @@ func runDemo(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	defer cancel()
 	var g run.Group
 	g.Add(func() error { return st.Run(ctx) }, func(error) { cancel() })
-	g.Add(func() error {
-		if err := api.Serve(hs, ln); !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-		return nil
-	}, func(error) {
-		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer scancel()
-		api.Drain(sctx)
-		hs.Shutdown(sctx)
-	})
+	addHTTPServer(&g, log, hs, func() error { return api.Serve(hs, ln) }, api.Drain, 5*time.Second)
 	g.Add(func() error { return w.Run(ctx) }, func(error) { cancel() })
 	g.Add(func() error { return loop.Run(ctx, set) }, func(error) { cancel() })
 	g.Add(func() error { printChanges(ctx, stdout, dest); return nil }, func(error) { cancel() })

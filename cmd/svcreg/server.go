@@ -293,20 +293,7 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	var g run.Group
 	g.Add(func() error { return st.Run(ctx) }, func(error) { cancel() })
 	g.Add(func() error { return auth.Run(ctx) }, func(error) { cancel() })
-	g.Add(func() error {
-		if err := api.Serve(httpServer, ln); !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-		return nil
-	}, func(error) {
-		sctx, scancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer scancel()
-		api.Drain(sctx)
-		if err := httpServer.Shutdown(sctx); err != nil {
-			log.Warn("shutdown: closing connections still busy", "err", err)
-			httpServer.Close()
-		}
-	})
+	addHTTPServer(&g, log, httpServer, func() error { return api.Serve(httpServer, ln) }, api.Drain, 15*time.Second)
 	g.Add(func() error { return stopOrReload(ctx, log, sigs, reload) }, func(error) { cancel() })
 	if err := g.Run(); !errors.Is(err, errStopped) {
 		return err

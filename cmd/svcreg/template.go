@@ -231,16 +231,7 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 			Registry: settings.URL, Account: accountName(settings), Logger: log}))
 		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
 		log.Info("serving the status page, /healthz, /readyz and /metrics", "url", "http://"+ln.Addr().String())
-		g.Add(func() error {
-			if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-				return err
-			}
-			return nil
-		}, func(error) {
-			sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer scancel()
-			hs.Shutdown(sctx)
-		})
+		addHTTPServer(&g, log, hs, func() error { return hs.Serve(ln) }, nil, 5*time.Second)
 	}
 	log.Info("svcreg template started", "templates", len(set.Sources()), "registry", settings.URL, "dry", f.dry)
 	err = g.Run()
