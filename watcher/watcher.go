@@ -53,7 +53,7 @@ type Watcher struct {
 
 	mu     sync.Mutex
 	status Status
-	feed   *registry.Watcher // the feed being followed, nil while listing
+	feed   *registry.Feed // the feed being followed, nil while listing
 }
 
 // New returns a Watcher; Run starts it.
@@ -214,7 +214,7 @@ func (w *Watcher) follow(ctx context.Context, marker string) string {
 	defer cancel()
 	outage := ""
 	var failingSince time.Time
-	feed := w.cfg.Client.NewWatcher(marker, registry.WatchOptions{
+	feed := w.cfg.Client.NewFeed(marker, registry.WatchOptions{
 		Wait:       w.cfg.Wait,
 		MaxBackoff: w.cfg.MaxBackoff,
 		OnError: func(err error, retryIn time.Duration) {
