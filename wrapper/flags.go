@@ -11,7 +11,7 @@ import (
 	"time"
 	"unicode/utf16"
 
-	"github.com/svcreg/svcreg/internal/conn"
+	"github.com/svcreg/svcreg/internal/registryflags"
 	"github.com/svcreg/svcreg/registry"
 )
 
@@ -53,8 +53,8 @@ type Config struct {
 	GracePeriod time.Duration
 	// Command is the program to run and its arguments.
 	Command []string
-	// Conn says how to reach the registry.
-	Conn conn.Settings
+	// Registry says how to reach the registry.
+	Registry registry.Config
 	// LogFormat (text or json) and LogLevel configure the wrapper's logs.
 	LogFormat, LogLevel string
 }
@@ -120,7 +120,7 @@ func ParseArgs(prog string, args []string, help io.Writer) (Config, error) {
 	fs.BoolVar(&cfg.NoDeregister, "no-deregister", false, "when COMMAND exits, let the service time out instead of deleting it")
 	fs.BoolVar(&cfg.NoParentDeathSignal, "no-parent-death-signal", false, "let COMMAND keep running if the wrapper is killed with SIGKILL\n(by default, on Linux, the kernel then kills COMMAND too)")
 	fs.DurationVar(&cfg.GracePeriod, "grace-period", 10*time.Second, "time COMMAND has to exit after SIGTERM before SIGKILL")
-	cfg.Conn.Register(fs)
+	registryflags.Register(fs, &cfg.Registry)
 	fs.StringVar(&cfg.LogFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&cfg.LogLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 

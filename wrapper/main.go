@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/svcreg/svcreg/internal/logging"
+	"github.com/svcreg/svcreg/internal/registryflags"
 	"github.com/svcreg/svcreg/internal/supervise"
 	"github.com/svcreg/svcreg/registry"
 )
@@ -57,8 +58,8 @@ func Main(ctx context.Context, prog string, args []string, stdin io.Reader, stdo
 	if err != nil {
 		return usage(err)
 	}
-	rc, err := cfg.Conn.Config()
-	if err != nil {
+	rc := cfg.Registry
+	if err := registryflags.Check(rc); err != nil {
 		return usage(err)
 	}
 	transport := http.DefaultTransport.(*http.Transport).Clone()

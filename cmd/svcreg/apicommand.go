@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/svcreg/svcreg/internal/conn"
+	"github.com/svcreg/svcreg/internal/registryflags"
 	"github.com/svcreg/svcreg/registry"
 )
 
@@ -93,7 +93,7 @@ func (o *outputFormat) Set(v string) error {
 // connection settings.
 type apiFlags struct {
 	fs     *flag.FlagSet
-	conn   conn.Settings
+	conn   registry.Config
 	output outputFormat
 	// connNames are the connection flags, listed apart in --help.
 	connNames map[string]bool
@@ -106,7 +106,7 @@ type apiFlags struct {
 func newAPIFlags(name, synopsis, description string, help io.Writer) *apiFlags {
 	a := &apiFlags{fs: flag.NewFlagSet(name, flag.ContinueOnError), output: "text", connNames: map[string]bool{}}
 	a.fs.SetOutput(io.Discard)
-	a.conn.Register(a.fs)
+	registryflags.Register(a.fs, &a.conn)
 	a.fs.VisitAll(func(f *flag.Flag) { a.connNames[f.Name] = true })
 	a.fs.Var(&a.output, "output", "output `format`: text (tables) or json (the API's shapes)")
 	a.fs.Var(&a.output, "o", "short for --output")
@@ -199,7 +199,7 @@ func twoDashes(msg string) string {
 // client builds the registry client from the connection settings. A
 // missing or contradictory setting is a usage error.
 func (a *apiFlags) client() (*registry.Client, error) {
-	c, err := a.conn.Client()
+	c, err := registryflags.NewClient(a.conn)
 	if err != nil {
 		return nil, usageError{err.Error()}
 	}
