@@ -10,6 +10,7 @@ import (
 	"runtime/debug"
 	"strings"
 
+	"github.com/svcreg/svcreg/internal/cliflags"
 	"github.com/svcreg/svcreg/internal/logging"
 )
 
@@ -125,19 +126,18 @@ func printMainUsage(w io.Writer) {
 	fmt.Fprintf(w, "\nRun 'svcreg <command> --help' for a command's flags.\n")
 }
 
-// newFlagSet returns a flag set whose usage shows flags with two dashes
-// (both "--flag value" and "--flag=value" work). --help prints the usage
-// to help (stdout: help asked for is the command's output).
+// newFlagSet returns the flag set of a command that takes flags only.
+// --help prints the usage to help (stdout: help asked for is the
+// command's output).
 func newFlagSet(name, synopsis, description string, help io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
+	fs := cliflags.New(name)
 	fs.Usage = func() {
 		fmt.Fprintf(help, "Usage:\n  %s\n\n", synopsis)
 		if description != "" {
 			fmt.Fprintf(help, "%s\n\n", strings.TrimSpace(description))
 		}
 		fmt.Fprintf(help, "Flags:\n")
-		printFlags(help, fs)
+		cliflags.Print(help, fs, cliflags.Listing{})
 	}
 	return fs
 }
@@ -182,40 +182,20 @@ func editDistance(a, b string) int {
 	return prev[len(b)]
 }
 
-// secretFlags never show their default, which may come from the
-// environment.
-var secretFlags = map[string]bool{"token": true, "api-key": true, "password": true}
-
-func printFlags(w io.Writer, fs *flag.FlagSet) {
-	fs.VisitAll(func(f *flag.Flag) {
-		name, usage := flag.UnquoteUsage(f)
-		line := "  --" + f.Name
-		if name != "" {
-			line += " " + name
-		}
-		fmt.Fprintln(w, line)
-		usage = strings.ReplaceAll(usage, "\n", "\n      ")
-		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" && f.DefValue != "[]" && !secretFlags[f.Name] {
-			usage += fmt.Sprintf(" (default %s)", f.DefValue)
-		}
-		fmt.Fprintf(w, "      %s\n", usage)
-	})
-}
-
-// parseFlags parses args. --help prints the usage and returns
-// flag.ErrHelp; another mistake is a usage error naming it, without the
-// whole usage text.
+// parseFlags parses args, which hold flags only. --help prints the usage
+// and returns flag.ErrHelp; another mistake is a usage error naming it,
+// without the whole usage text.
 func parseFlags(fs *flag.FlagSet, args []string) error {
-	usage := fs.Usage
-	fs.Usage = func() {}
-	err := fs.Parse(args)
-	fs.Usage = usage
+	pos, err := cliflags.Parse(fs, args, false)
 	if errors.Is(err, flag.ErrHelp) {
-		usage()
+		fs.Usage()
 		return err
 	}
 	if err != nil {
 		return usageError{err.Error()}
+	}
+	if len(pos) > 0 {
+		return usagef("unexpected argument %q", pos[0])
 	}
 	return nil
 }

@@ -139,9 +139,6 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected argument %q", fs.Arg(0))
-	}
 	if f.hashPassword {
 		return printPasswordHash(stdin, stdout)
 	}

@@ -136,9 +136,6 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected argument %q", fs.Arg(0))
-	}
 	if f.noReload && !f.once {
 		return usagef("--no-reload goes with --once")
 	}
