@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -56,6 +57,7 @@ before a user's api_key or password_hash changed.`
 
 type serverFlags struct {
 	listen, dataDir, users string
+	readyFile              string
 	dev                    bool
 	tlsCert, tlsKey        string
 	logFormat, logLevel    string
@@ -96,6 +98,7 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	var f serverFlags
 	fs := newFlagSet("server", "svcreg server [--dev | --users FILE] [flags]", serverDescription, stdout)
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:8420", "`address` to listen on")
+	fs.StringVar(&f.readyFile, "ready-file", "", "`file` to write the server's base URL to once it listens (with --listen 127.0.0.1:0,\nhow a script or test learns the port); removed when the server stops")
 	fs.StringVar(&f.dataDir, "data-dir", "./svcreg-data", "`directory` holding the database")
 	fs.BoolVar(&f.dev, "dev", false, "development mode: any username authenticates with API key \"dev\"")
 	fs.StringVar(&f.users, "users", "", "users `file` (TOML) for the identity endpoint")
@@ -245,6 +248,12 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	if f.readyFile != "" {
+		// A file an earlier run left must not pass for this run's.
+		if err := os.Remove(f.readyFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("--ready-file: %w", err)
+		}
+	}
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", f.listen, err)
@@ -271,6 +280,13 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	sigs := notifyStopOrReload()
 	defer signal.Stop(sigs)
 	log.Info("svcreg server listening", append(append([]any{"url", base}, where...), "dev", f.dev, "users", len(users), "ui", f.ui, "version", versionString())...)
+	if f.readyFile != "" {
+		if err := writeReadyFile(f.readyFile, base); err != nil {
+			ln.Close()
+			return err
+		}
+		defer os.Remove(f.readyFile)
+	}
 	log.Info("connection limits", "descriptors", server.DescriptorLimit(), "max_conns", cfg.MaxConns,
 		"max_waiters_total", cfg.MaxWaiters, "max_waiters", cfg.MaxWaitersPerTenant,
 		"max_idle_conns", cfg.MaxIdleConns, "max_idle_conns_per_tenant", cfg.MaxIdleConnsPerTenant,
@@ -438,4 +454,25 @@ func uiHandler(on bool) http.Handler {
 		return nil
 	}
 	return ui.Handler("/ui")
+}
+
+// writeReadyFile writes url and a newline to path, atomically (a temporary
+// file renamed into place): whoever waits for path reads the whole URL.
+func writeReadyFile(path, url string) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("--ready-file: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.WriteString(url + "\n"); err != nil {
+		tmp.Close()
+		return fmt.Errorf("--ready-file: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("--ready-file: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("--ready-file: %w", err)
+	}
+	return nil
 }
