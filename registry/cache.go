@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/svcreg/svcreg/internal/retry"
 )
 
 // CacheOptions configure a ServicesCache.
@@ -47,7 +49,7 @@ type ServicesCache struct {
 	cur     CachedServices // FetchedAt zero until the first success
 	lastErr error
 	retryAt time.Time // no fetch before this after a failure
-	bo      backoff
+	bo      retry.Backoff
 }
 
 // NewServicesCache returns an empty cache; the first Get fetches.
@@ -58,7 +60,7 @@ func NewServicesCache(c *Client, opts CacheOptions) *ServicesCache {
 	if opts.FetchTimeout <= 0 {
 		opts.FetchTimeout = 10 * time.Second
 	}
-	return &ServicesCache{c: c, opts: opts, bo: backoff{min: 100 * time.Millisecond, max: max(opts.RefreshInterval, 100*time.Millisecond)}}
+	return &ServicesCache{c: c, opts: opts, bo: retry.Backoff{Min: 100 * time.Millisecond, Max: max(opts.RefreshInterval, 100*time.Millisecond)}}
 }
 
 // Get returns the services list: the cached one if it is younger than the
@@ -103,7 +105,7 @@ func (sc *ServicesCache) fetch(ctx context.Context) (CachedServices, error) {
 		p, err := sc.c.ListServicesPage(ctx, ServiceListOptions{Tag: sc.opts.Tag, Marker: marker, Limit: 1000})
 		if err != nil {
 			sc.mu.Lock()
-			sc.lastErr, sc.retryAt = err, time.Now().Add(sc.bo.next())
+			sc.lastErr, sc.retryAt = err, time.Now().Add(sc.bo.Next())
 			sc.mu.Unlock()
 			return CachedServices{}, err
 		}
@@ -119,7 +121,7 @@ func (sc *ServicesCache) fetch(ctx context.Context) (CachedServices, error) {
 	cs.FetchedAt = time.Now()
 	sc.mu.Lock()
 	sc.cur, sc.lastErr, sc.retryAt = cs, nil, time.Time{}
-	sc.bo.reset()
+	sc.bo.Reset()
 	sc.mu.Unlock()
 	return cs, nil
 }

@@ -19,40 +19,45 @@ const DefaultURL = "https://dfw.registry.api.rackspacecloud.com/v1.0"
 
 // Config configures a Client. Give either a static Token and its Tenant, or
 // Keystone credentials: Username with APIKey or Password.
+// Its TOML tags name the keys of a config file's table that holds it
+// (svcreg template's [registry]); the HTTP client and user agent are not
+// configuration a file gives.
 type Config struct {
 	// URL is the API base URL, ending in /v1.0; DefaultURL if empty. A
 	// URL without a path (http://host:8420) means its /v1.0. Requests go
 	// to URL + "/" + tenant + path (spec §11.1, Node).
-	URL string
+	URL string `toml:"url"`
 
 	// Token is a static API token; it is never refreshed, and a 401 is
 	// returned as is. It needs Tenant.
-	Token string
+	Token string `toml:"token"`
 	// Tenant is the account's tenant id. With credentials it overrides the
 	// tenant the identity service names.
-	Tenant string
+	Tenant string `toml:"tenant"`
 
 	// Username and APIKey (RAX-KSKEY:apiKeyCredentials) or Password
 	// (passwordCredentials) authenticate with the Keystone v2 identity
 	// service (spec §3.1). APIKey wins if both are set.
-	Username, APIKey, Password string
+	Username string `toml:"username"`
+	APIKey   string `toml:"api_key"`
+	Password string `toml:"password"`
 	// AuthURL is the identity service's base URL, ending in /v2.0. If
 	// empty, credentials go to the identity endpoint of the registry at
 	// URL (same scheme and host, /v2.0), unless Region asks for a hosted
 	// one. They never go to a host the configuration does not name: with
 	// neither URL, AuthURL nor Region, New fails.
-	AuthURL string
+	AuthURL string `toml:"auth_url"`
 	// Region asks for the Rackspace-hosted identity service of a region:
 	// "us" or "uk". AuthURL overrides it.
-	Region string
+	Region string `toml:"region"`
 
 	// HTTPClient sends the requests. If nil, the Client makes its own with
 	// a transport of its own that keeps connections alive, so heartbeats
 	// and event polls reuse one connection. Its Timeout must be zero or
 	// longer than the long-polls you make.
-	HTTPClient *http.Client
+	HTTPClient *http.Client `toml:"-"`
 	// UserAgent replaces the default "svcreg/<version>".
-	UserAgent string
+	UserAgent string `toml:"-"`
 }
 
 // Client calls the Service Registry API. It is safe for concurrent use.

@@ -24,6 +24,6 @@
 //     spec's schedule and retries failures with a capped backoff.
 //   - ServicesCache keeps the last good services list for when the
 //     registry fails.
-//   - Watcher (and Watch) follows the events feed with long-polls, and
+//   - Feed (and Watch) follows the events feed with long-polls, and
 //     says when a re-list is needed (ErrMarkerExpired).
 package registry

@@ -135,11 +135,11 @@ func (e *Error) Is(target error) bool {
 	return false
 }
 
-// temporary reports whether a request that failed with err may succeed if
+// Temporary reports whether a request that failed with err may succeed if
 // sent again unchanged: network errors, 5xx, 401 (credentials may be
 // fixed, tokens re-issued), 408, 429 and rateLimitReached. Other faults
 // will fail the same way again.
-func temporary(err error) bool {
+func Temporary(err error) bool {
 	var e *Error
 	if !errors.As(err, &e) {
 		return true

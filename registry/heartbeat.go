@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"sync"
 	"time"
+
+	"github.com/svcreg/svcreg/internal/retry"
 )
 
 // HeartbeatOptions configure a Heartbeater. The zero value follows the
@@ -159,7 +161,7 @@ func (h *Heartbeater) Err() error {
 func (h *Heartbeater) run(ctx context.Context) {
 	defer close(h.done)
 	defer h.cancel()
-	bo := backoff{min: h.opts.MinBackoff, max: max(h.opts.MinBackoff, min(h.opts.MaxBackoff, h.timeout/10))}
+	bo := retry.Backoff{Min: h.opts.MinBackoff, Max: max(h.opts.MinBackoff, min(h.opts.MaxBackoff, h.timeout/10))}
 	attemptTimeout := min(max(h.timeout/4, 500*time.Millisecond), 10*time.Second)
 	failures := 0
 	for {
@@ -178,7 +180,7 @@ func (h *Heartbeater) run(ctx context.Context) {
 		b := Beat{Time: now, Err: err, Overdue: !now.Before(h.deadline)}
 		if err == nil {
 			failures = 0
-			bo.reset()
+			bo.Reset()
 			h.token, h.lastSuccess, h.deadline = next, now, sent.Add(h.timeout)
 			b.Token = next
 			wait = h.interval()
@@ -187,7 +189,7 @@ func (h *Heartbeater) run(ctx context.Context) {
 			// then back off; repeating a token is idempotent (design item 6).
 			failures++
 			if failures > 1 {
-				wait = bo.next()
+				wait = bo.Next()
 			}
 		}
 		b.Failures, b.Deadline = failures, h.deadline
@@ -202,7 +204,7 @@ func (h *Heartbeater) run(ctx context.Context) {
 		if gone {
 			return
 		}
-		if sleep(ctx, wait) != nil {
+		if retry.Sleep(ctx, wait) != nil {
 			h.setErr(h.parent.Err())
 			return
 		}
@@ -218,7 +220,7 @@ func (h *Heartbeater) setErr(err error) {
 // interval is the wait after a successful heartbeat.
 func (h *Heartbeater) interval() time.Duration {
 	if h.opts.Interval > 0 {
-		return jitter(h.opts.Interval, 0.1)
+		return retry.Jitter(h.opts.Interval, 0.1)
 	}
 	return heartbeatInterval(int(h.timeout/time.Second), rand.IntN)
 }

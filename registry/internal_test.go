@@ -50,22 +50,6 @@ func TestHeartbeatInterval(t *testing.T) {
 	}
 }
 
-func TestBackoff(t *testing.T) {
-	t.Parallel()
-	b := backoff{min: 50 * time.Millisecond, max: 300 * time.Millisecond}
-	want := []time.Duration{50, 100, 200, 300, 300, 300}
-	for i, w := range want {
-		w *= time.Millisecond
-		if d := b.next(); d < w/2 || d > w {
-			t.Errorf("delay %d: %v, want %v..%v", i, d, w/2, w)
-		}
-	}
-	b.reset()
-	if d := b.next(); d > 50*time.Millisecond {
-		t.Errorf("after reset: %v, want at most 50ms", d)
-	}
-}
-
 func TestParseExpires(t *testing.T) {
 	t.Parallel()
 	want := time.Date(2013, 5, 21, 17, 0, 0, 0, time.UTC)

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/svcreg/svcreg/internal/retry"
 )
 
 // RegisterOptions configure Register.
@@ -84,7 +86,7 @@ func (c *Client) Register(ctx context.Context, s Service, opts RegisterOptions) 
 		if opts.OnTaken != nil {
 			opts.OnTaken(until)
 		}
-		if err := sleep(ctx, jitter(delay, 0.2)); err != nil {
+		if err := retry.Sleep(ctx, retry.Jitter(delay, 0.2)); err != nil {
 			return nil, fmt.Errorf("register %s: %w", s.ID, err)
 		}
 	}

@@ -5,9 +5,11 @@ import (
 	"iter"
 	"sync"
 	"time"
+
+	"github.com/svcreg/svcreg/internal/retry"
 )
 
-// WatchOptions configure a Watcher.
+// WatchOptions configure a Feed.
 type WatchOptions struct {
 	// Wait is how long each long-poll asks the registry to hold the request
 	// while nothing happens; 30s if 0.
@@ -29,32 +31,32 @@ type WatchOptions struct {
 	OnError func(err error, retryIn time.Duration)
 }
 
-// Watcher follows the events feed from a marker: it long-polls the
+// Feed follows the events feed from a marker: it long-polls the
 // registry for events newer than the last one it returned, falls back to
 // polling every PollInterval when the registry answers at once, follows
 // next_marker pages, and retries network errors, 5xx and 401 with a capped,
 // jittered backoff, so it survives registry restarts.
 //
 // Next returns the events one by one in commit order. After an event, the
-// Watcher's Marker is that event's id: a later Watcher started from it
+// Feed's Marker is that event's id: a later Feed started from it
 // goes on with the event after it. When the marker has expired (the
 // registry no longer holds the events after it), Next returns an error
 // matching ErrMarkerExpired: list services and configuration again and
-// start a new Watcher from the FeedMarker of that list. Any other error
+// start a new Feed from the FeedMarker of that list. Any other error
 // but the context's is permanent too (the registry refused the marker),
 // and calls for the same re-list.
 //
 // Next must not be called concurrently; Marker and LastSuccess may be
 // called from any goroutine.
-type Watcher struct {
+type Feed struct {
 	c    *Client
 	opts WatchOptions
 
 	queue     []Event
 	next      string // a next_marker to follow at once; "" if none
 	pollDelay time.Duration
-	errBo     backoff
-	quickBo   backoff
+	errBo     retry.Backoff
+	quickBo   retry.Backoff
 	err       error // terminal
 
 	mu          sync.Mutex
@@ -62,11 +64,11 @@ type Watcher struct {
 	lastSuccess time.Time
 }
 
-// NewWatcher returns a Watcher that starts after marker: the id of the
+// NewFeed returns a Feed that starts after marker: the id of the
 // last event already seen, or a FeedMarker from a list. An event whose id
 // is marker is not returned again (the registry's marker is inclusive). An
 // empty marker starts at the registry's default window, the last hour.
-func (c *Client) NewWatcher(marker string, opts WatchOptions) *Watcher {
+func (c *Client) NewFeed(marker string, opts WatchOptions) *Feed {
 	if opts.Wait <= 0 {
 		opts.Wait = 30 * time.Second
 	}
@@ -79,17 +81,17 @@ func (c *Client) NewWatcher(marker string, opts WatchOptions) *Watcher {
 	if opts.MaxBackoff <= 0 {
 		opts.MaxBackoff = 15 * time.Second
 	}
-	return &Watcher{
+	return &Feed{
 		c:       c,
 		opts:    opts,
 		marker:  marker,
-		errBo:   backoff{min: opts.MinBackoff, max: max(opts.MinBackoff, opts.MaxBackoff)},
-		quickBo: backoff{min: opts.MinBackoff, max: max(opts.MinBackoff, opts.PollInterval)},
+		errBo:   retry.Backoff{Min: opts.MinBackoff, Max: max(opts.MinBackoff, opts.MaxBackoff)},
+		quickBo: retry.Backoff{Min: opts.MinBackoff, Max: max(opts.MinBackoff, opts.PollInterval)},
 	}
 }
 
 // Watch returns the events after marker as they happen, as a sequence;
-// see Watcher for what it does. Errors it retries go to opts.OnError; the
+// see Feed for what it does. Errors it retries go to opts.OnError; the
 // sequence ends with a yielded error matching ErrMarkerExpired (re-list,
 // then watch again), another permanent fault, or ctx's error. An event's
 // ID is the marker to resume from after it.
@@ -99,12 +101,12 @@ func (c *Client) NewWatcher(marker string, opts WatchOptions) *Watcher {
 //		…
 //	}
 func (c *Client) Watch(ctx context.Context, marker string, opts WatchOptions) iter.Seq2[Event, error] {
-	return c.NewWatcher(marker, opts).All(ctx)
+	return c.NewFeed(marker, opts).All(ctx)
 }
 
-// All returns the Watcher's events as a sequence that ends with a yielded
+// All returns the Feed's events as a sequence that ends with a yielded
 // error (see Watch).
-func (w *Watcher) All(ctx context.Context) iter.Seq2[Event, error] {
+func (w *Feed) All(ctx context.Context) iter.Seq2[Event, error] {
 	return func(yield func(Event, error) bool) {
 		for {
 			ev, err := w.Next(ctx)
@@ -121,7 +123,7 @@ func (w *Watcher) All(ctx context.Context) iter.Seq2[Event, error] {
 
 // Marker returns the id of the last event Next returned, or the starting
 // marker before the first: where to resume watching.
-func (w *Watcher) Marker() string {
+func (w *Feed) Marker() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.marker
@@ -130,7 +132,7 @@ func (w *Watcher) Marker() string {
 // LastSuccess returns when the registry last answered a poll; zero before
 // the first answer. A watcher whose LastSuccess falls far behind is cut
 // off from the registry.
-func (w *Watcher) LastSuccess() time.Time {
+func (w *Feed) LastSuccess() time.Time {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.lastSuccess
@@ -139,13 +141,13 @@ func (w *Watcher) LastSuccess() time.Time {
 // Buffered returns how many events Next can return without asking the
 // registry: the rest of the page last fetched. A caller that applies events
 // in batches takes that many more after the first.
-func (w *Watcher) Buffered() int { return len(w.queue) }
+func (w *Feed) Buffered() int { return len(w.queue) }
 
 // Next returns the next event, waiting for it as long as ctx allows. It
-// returns ctx's error when ctx ends (the Watcher can then be used again),
+// returns ctx's error when ctx ends (the Feed can then be used again),
 // and a permanent error (one matching ErrMarkerExpired, or another fault
 // that repeating the poll cannot cure) for this and every later call.
-func (w *Watcher) Next(ctx context.Context) (Event, error) {
+func (w *Feed) Next(ctx context.Context) (Event, error) {
 	for len(w.queue) == 0 {
 		if w.err != nil {
 			return Event{}, w.err
@@ -165,8 +167,8 @@ func (w *Watcher) Next(ctx context.Context) (Event, error) {
 // poll makes one request for events and queues what is new. It returns
 // only ctx's error or a permanent one; other errors are retried by the
 // next poll, after a backoff.
-func (w *Watcher) poll(ctx context.Context) error {
-	if err := sleep(ctx, w.pollDelay); err != nil {
+func (w *Feed) poll(ctx context.Context) error {
+	if err := retry.Sleep(ctx, w.pollDelay); err != nil {
 		return err
 	}
 	w.pollDelay = 0
@@ -191,18 +193,18 @@ func (w *Watcher) poll(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if !temporary(err) {
+		if !Temporary(err) {
 			w.err = err
 			return err
 		}
-		w.pollDelay = w.errBo.next()
+		w.pollDelay = w.errBo.Next()
 		if w.opts.OnError != nil {
 			w.opts.OnError(err, w.pollDelay)
 		}
 		return nil
 	}
 	now := time.Now()
-	w.errBo.reset()
+	w.errBo.Reset()
 	w.mu.Lock()
 	w.lastSuccess = now
 	w.mu.Unlock()
@@ -218,21 +220,21 @@ func (w *Watcher) poll(ctx context.Context) error {
 		w.next = "" // a marker that does not move would loop
 	}
 	if len(events) > 0 || w.next != "" || opts.Wait == 0 {
-		w.quickBo.reset()
+		w.quickBo.Reset()
 		return nil
 	}
 	// Nothing new, and a long-poll was asked for.
 	switch {
 	case page.Wait <= 0:
 		// The registry does not long-poll, or refused to wait: poll.
-		w.pollDelay = jitter(w.opts.PollInterval, 0.2)
+		w.pollDelay = retry.Jitter(w.opts.PollInterval, 0.2)
 	case now.Sub(start) < page.Wait/2:
 		// It said it waited but answered early with nothing (it is
 		// shutting down, or something between cuts long requests): do
 		// not spin.
-		w.pollDelay = w.quickBo.next()
+		w.pollDelay = w.quickBo.Next()
 	default:
-		w.quickBo.reset()
+		w.quickBo.Reset()
 	}
 	return nil
 }

@@ -32,7 +32,7 @@ func describe(t *testing.T, ev registry.Event) string {
 }
 
 // watchN reads n events from w.
-func watchN(t *testing.T, ctx context.Context, w *registry.Watcher, n int) []string {
+func watchN(t *testing.T, ctx context.Context, w *registry.Feed, n int) []string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -76,7 +76,7 @@ func TestWatch(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			w := c.NewWatcher(page.FeedMarker, tt.opts)
+			w := c.NewFeed(page.FeedMarker, tt.opts)
 			if w.Marker() != page.FeedMarker {
 				t.Errorf("Marker() = %q before any event, want the start marker", w.Marker())
 			}
@@ -136,7 +136,7 @@ func TestWatch(t *testing.T) {
 			if got := watchN(t, ctx, w, 1); got[0] != "service.join after" {
 				t.Errorf("after idling: %v", got)
 			}
-			if got := watchN(t, ctx, c.NewWatcher(marker, tt.opts), 1); got[0] != "service.join after" {
+			if got := watchN(t, ctx, c.NewFeed(marker, tt.opts), 1); got[0] != "service.join after" {
 				t.Errorf("a new watcher from %s: %v", marker, got)
 			}
 		})
@@ -160,7 +160,7 @@ func TestWatchDropsMarkerEvent(t *testing.T) {
 		t.Fatalf("%d events, want 5", len(events))
 	}
 	for _, limit := range []int{0, 1, 2} {
-		w := c.NewWatcher(events[1].ID, registry.WatchOptions{Limit: limit})
+		w := c.NewFeed(events[1].ID, registry.WatchOptions{Limit: limit})
 		got := watchN(t, ctx, w, 3)
 		want := []string{"service.join svc-2", "service.join svc-3", "service.join svc-4"}
 		if !slices.Equal(got, want) {
@@ -194,7 +194,7 @@ func TestWatchRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	var retried atomic.Int32
-	w := c.NewWatcher(page.FeedMarker, registry.WatchOptions{
+	w := c.NewFeed(page.FeedMarker, registry.WatchOptions{
 		Wait: 5 * time.Second, PollInterval: 100 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
 		OnError: func(err error, retryIn time.Duration) {
 			if retryIn <= 0 {
@@ -261,7 +261,7 @@ func TestWatchMarkerExpired(t *testing.T) {
 	if n != 1 {
 		t.Errorf("%d values, want the one error", n)
 	}
-	w := c.NewWatcher(old, registry.WatchOptions{})
+	w := c.NewFeed(old, registry.WatchOptions{})
 	for range 2 { // and again: the error stays
 		if _, err := w.Next(ctx); !errors.Is(err, registry.ErrMarkerExpired) {
 			t.Fatalf("Next: %v", err)
@@ -273,7 +273,7 @@ func TestWatchMarkerExpired(t *testing.T) {
 	if err != nil || len(page.Values) != 1 {
 		t.Fatalf("re-list: %+v, %v", page, err)
 	}
-	w = c.NewWatcher(page.FeedMarker, registry.WatchOptions{})
+	w = c.NewFeed(page.FeedMarker, registry.WatchOptions{})
 	if err := c.DeleteService(ctx, "gone-1"); err != nil {
 		t.Fatal(err)
 	}

@@ -15,7 +15,6 @@ import (
 // Config is the renderer's configuration, as read from its TOML file or
 // built from --template flags. Defaults are applied by Normalize.
 type Config struct {
-	Registry  RegistryConfig   `toml:"registry"`
 	Wait      WaitConfig       `toml:"wait"`
 	Templates []TemplateConfig `toml:"template"`
 	// Listen is the address of /healthz, /readyz and /metrics; empty for none.
@@ -28,18 +27,6 @@ type Config struct {
 	FunctionDenylist []string `toml:"function_denylist"`
 	// Exec runs the load balancer as the renderer's child; see exec.go.
 	Exec ExecConfig `toml:"exec"`
-}
-
-// RegistryConfig says how to reach the registry. Empty fields fall back to
-// the SVCREG_* environment variables.
-type RegistryConfig struct {
-	URL      string `toml:"url"`
-	AuthURL  string `toml:"auth_url"`
-	Username string `toml:"username"`
-	APIKey   string `toml:"api_key"`
-	Password string `toml:"password"`
-	Token    string `toml:"token"`
-	Tenant   string `toml:"tenant"`
 }
 
 // WaitConfig debounces renders: a render waits until no change arrived for
@@ -209,16 +196,25 @@ func LoadConfig(path string) (Config, error) {
 // that add to it first.
 func ReadConfig(path string) (Config, error) {
 	var c Config
-	md, err := toml.DecodeFile(path, &c)
+	err := ReadConfigInto(path, &c, &c)
+	return c, err
+}
+
+// ReadConfigInto reads a TOML config file into file, the schema of the
+// program that reads it: a struct that embeds the renderer's Config c
+// beside tables of its own (svcreg template's [registry]). A key neither
+// knows is an error. Like ReadConfig, it does not normalize c.
+func ReadConfigInto(path string, file any, c *Config) error {
+	md, err := toml.DecodeFile(path, file)
 	if err != nil {
-		return c, fmt.Errorf("config %s: %w", path, err)
+		return fmt.Errorf("config %s: %w", path, err)
 	}
 	if undec := md.Undecoded(); len(undec) > 0 {
 		keys := make([]string, len(undec))
 		for i, k := range undec {
 			keys[i] = k.String()
 		}
-		return c, fmt.Errorf("config %s: unknown key(s) %s", path, strings.Join(keys, ", "))
+		return fmt.Errorf("config %s: unknown key(s) %s", path, strings.Join(keys, ", "))
 	}
 	if !md.IsDefined("wait") {
 		c.Wait = DefaultWait()
@@ -233,7 +229,7 @@ func ReadConfig(path string) (Config, error) {
 			t.Destination = filepath.Join(dir, t.Destination)
 		}
 	}
-	return c, nil
+	return nil
 }
 
 // ParseTemplateFlag parses --template "in.tmpl:out.conf[:reload command]".

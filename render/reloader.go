@@ -17,11 +17,10 @@ import (
 // list across reloads: the newest list always wins, however close together
 // reloads come.
 type Reloader struct {
-	log      *slog.Logger
-	load     func() (Config, error)
-	sets     chan<- *Set
-	registry RegistryConfig // as started: a change needs a restart
-	quiet    time.Duration
+	log   *slog.Logger
+	load  func() (Config, error)
+	sets  chan<- *Set
+	quiet time.Duration
 
 	mu      sync.Mutex // one reload at a time
 	current *Set
@@ -29,13 +28,12 @@ type Reloader struct {
 }
 
 // NewReloader returns a Reloader that starts from current, loads new
-// configurations with load, and sends new Sets on sets. registry is the
-// connection configuration the daemon started with.
-func NewReloader(log *slog.Logger, load func() (Config, error), sets chan<- *Set, current *Set, registry RegistryConfig) *Reloader {
+// configurations with load, and sends new Sets on sets.
+func NewReloader(log *slog.Logger, load func() (Config, error), sets chan<- *Set, current *Set) *Reloader {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Reloader{log: log, load: load, sets: sets, current: current, registry: registry,
+	return &Reloader{log: log, load: load, sets: sets, current: current,
 		quiet: 200 * time.Millisecond, sources: mailbox.New[[]string]()}
 }
 
@@ -52,9 +50,6 @@ func (r *Reloader) Reload(ctx context.Context, why string) {
 	if err != nil {
 		r.log.Error("reload failed; keeping the current templates", "why", why, "err", err)
 		return
-	}
-	if cfg.Registry != r.registry {
-		r.log.Warn("the [registry] settings changed; they take effect at the next restart")
 	}
 	old := r.current.Sources()
 	r.current = set

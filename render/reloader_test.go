@@ -33,7 +33,7 @@ func TestReloaderFollowsTheNewestFiles(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	sets := make(chan *Set)
-	r := NewReloader(nil, load, sets, first, RegistryConfig{})
+	r := NewReloader(nil, load, sets, first)
 	var wg sync.WaitGroup
 	defer func() { cancel(); wg.Wait() }()
 	wg.Go(func() { r.WatchFiles(ctx) })

@@ -133,10 +133,6 @@ func TestConfigFile(t *testing.T) {
 	writeFile(t, dir, "a.tmpl", "a")
 	path := writeFile(t, dir, "render.toml", `
 listen = "127.0.0.1:0"
-[registry]
-url = "http://127.0.0.1:8420/v1.0"
-username = "dev"
-api_key = "dev"
 [wait]
 min = "50ms"
 max = "1s"

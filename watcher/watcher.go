@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/svcreg/svcreg/internal/retry"
 	"github.com/svcreg/svcreg/registry"
 )
 
@@ -53,7 +53,7 @@ type Watcher struct {
 
 	mu     sync.Mutex
 	status Status
-	feed   *registry.Watcher // the feed being followed, nil while listing
+	feed   *registry.Feed // the feed being followed, nil while listing
 }
 
 // New returns a Watcher; Run starts it.
@@ -116,7 +116,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 		if err != nil {
 			w.failed(err)
 			w.log.Warn("list the registry", "err", err, "retry_in", backoff)
-			if !sleep(ctx, jitter(backoff)) {
+			if retry.Sleep(ctx, retry.Jitter(backoff, 0.2)) != nil {
 				return nil
 			}
 			backoff = min(2*backoff, w.cfg.MaxBackoff)
@@ -135,7 +135,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 		}
 		// The registry lists but refuses the feed, or sends what cannot be
 		// decoded: do not spin.
-		if !sleep(ctx, jitter(backoff)) {
+		if retry.Sleep(ctx, retry.Jitter(backoff, 0.2)) != nil {
 			return nil
 		}
 		backoff = min(2*backoff, w.cfg.MaxBackoff)
@@ -210,11 +210,11 @@ func (w *Watcher) publishList(snap *Snapshot) {
 func (w *Watcher) follow(ctx context.Context, marker string) string {
 	// The feed is followed until the next resync, or until it has failed
 	// for longer than Outage.
-	fctx, cancel := context.WithTimeout(ctx, jitter(w.cfg.Resync))
+	fctx, cancel := context.WithTimeout(ctx, retry.Jitter(w.cfg.Resync, 0.2))
 	defer cancel()
 	outage := ""
 	var failingSince time.Time
-	feed := w.cfg.Client.NewWatcher(marker, registry.WatchOptions{
+	feed := w.cfg.Client.NewFeed(marker, registry.WatchOptions{
 		Wait:       w.cfg.Wait,
 		MaxBackoff: w.cfg.MaxBackoff,
 		OnError: func(err error, retryIn time.Duration) {
@@ -275,7 +275,7 @@ func (w *Watcher) follow(ctx context.Context, marker string) string {
 			return "undecodable-event"
 		}
 		if w.cfg.Coalesce > 0 {
-			sleep(fctx, w.cfg.Coalesce)
+			_ = retry.Sleep(fctx, w.cfg.Coalesce)
 		}
 	}
 }
@@ -318,22 +318,6 @@ func sameContent(a, b *Snapshot) bool {
 		}
 	})
 	return same
-}
-
-// jitter returns d less up to a fifth, at random.
-func jitter(d time.Duration) time.Duration {
-	return d - time.Duration(rand.Int64N(int64(d)/5+1))
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 type watcherMetrics struct {

@@ -11,7 +11,8 @@ import (
 	"time"
 	"unicode/utf16"
 
-	"github.com/svcreg/svcreg/internal/conn"
+	"github.com/svcreg/svcreg/internal/cliflags"
+	"github.com/svcreg/svcreg/internal/registryflags"
 	"github.com/svcreg/svcreg/registry"
 )
 
@@ -53,8 +54,8 @@ type Config struct {
 	GracePeriod time.Duration
 	// Command is the program to run and its arguments.
 	Command []string
-	// Conn says how to reach the registry.
-	Conn conn.Settings
+	// Registry says how to reach the registry.
+	Registry registry.Config
 	// LogFormat (text or json) and LogLevel configure the wrapper's logs.
 	LogFormat, LogLevel string
 }
@@ -102,16 +103,12 @@ func ParseArgs(prog string, args []string, help io.Writer) (Config, error) {
 	cfg := Config{Interval: 10 * time.Second}
 	var tags listFlag
 	var metadata listFlag
-	fs := flag.NewFlagSet(prog, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
+	fs := cliflags.New(prog)
 	usage := func() {
 		fmt.Fprintf(help, "Usage:\n  %s --id=ID [--tags=a,b] [--metadata=k=v,...] [--interval=SECONDS] [--abort-on-failure] [flags] [--] COMMAND [ARGS...]\n\n", prog)
 		fmt.Fprintf(help, "%s\n\nFlags:\n", strings.TrimSpace(description))
-		printFlags(help, fs)
+		cliflags.Print(help, fs, cliflags.Listing{})
 	}
-	// The flag package calls Usage itself on --help (and on every
-	// mistake); the usage is printed here, once, for --help only.
-	fs.Usage = func() {}
 	fs.StringVar(&cfg.Service.ID, "id", "", "service `id` to register (3..65 characters of a-z A-Z 0-9 _ . -)")
 	fs.Var(&tags, "tags", "comma separated `list` of tags (repeatable)")
 	fs.Var(&metadata, "metadata", "comma separated `list` of key=value pairs (repeatable)")
@@ -120,20 +117,20 @@ func ParseArgs(prog string, args []string, help io.Writer) (Config, error) {
 	fs.BoolVar(&cfg.NoDeregister, "no-deregister", false, "when COMMAND exits, let the service time out instead of deleting it")
 	fs.BoolVar(&cfg.NoParentDeathSignal, "no-parent-death-signal", false, "let COMMAND keep running if the wrapper is killed with SIGKILL\n(by default, on Linux, the kernel then kills COMMAND too)")
 	fs.DurationVar(&cfg.GracePeriod, "grace-period", 10*time.Second, "time COMMAND has to exit after SIGTERM before SIGKILL")
-	cfg.Conn.Register(fs)
+	registryflags.Register(fs, &cfg.Registry)
 	fs.StringVar(&cfg.LogFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&cfg.LogLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			usage()
-			return Config{}, err
-		}
-		msg := strings.NewReplacer("flag -", "flag --", ": -", ": --").Replace(err.Error())
-		return Config{}, &UsageError{msg}
+	// The first argument that is not a flag starts the command.
+	command, err := cliflags.Parse(fs, args, false)
+	if errors.Is(err, flag.ErrHelp) {
+		usage()
+		return Config{}, err
 	}
-	cfg.Command = fs.Args()
-	var err error
+	if err != nil {
+		return Config{}, &UsageError{err.Error()}
+	}
+	cfg.Command = command
 	if cfg.Service.Tags, err = parseTags(tags); err != nil {
 		return Config{}, err
 	}
@@ -268,23 +265,4 @@ func parseMetadata(values []string) (map[string]string, error) {
 		return nil, usagef("--metadata: %d keys given; a service carries at most 20", len(md))
 	}
 	return md, nil
-}
-
-// printFlags lists the flags with two dashes, as the documentation writes
-// them (both --flag=value and --flag value work).
-func printFlags(w io.Writer, fs *flag.FlagSet) {
-	fs.VisitAll(func(f *flag.Flag) {
-		name, usage := flag.UnquoteUsage(f)
-		line := "  --" + f.Name
-		if name != "" {
-			line += " " + name
-		}
-		fmt.Fprintln(w, line)
-		// The connection flags default to $SVCREG_*: keep secrets off the screen.
-		secret := f.Name == "api-key" || f.Name == "password" || f.Name == "token"
-		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" && !secret {
-			usage += fmt.Sprintf(" (default %s)", f.DefValue)
-		}
-		fmt.Fprintf(w, "      %s\n", usage)
-	})
 }

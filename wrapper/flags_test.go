@@ -71,8 +71,8 @@ func TestParseArgs(t *testing.T) {
 			if !reflect.DeepEqual(cfg.Command, tc.want.Command) {
 				t.Errorf("command %q, want %q", cfg.Command, tc.want.Command)
 			}
-			if cfg.Conn.URL != "http://registry.example/v1.0" {
-				t.Errorf("--url from $SVCREG_URL = %q", cfg.Conn.URL)
+			if cfg.Registry.URL != "http://registry.example/v1.0" {
+				t.Errorf("--url from $SVCREG_URL = %q", cfg.Registry.URL)
 			}
 		})
 	}

@@ -4,11 +4,10 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"math/rand/v2"
-	"net/http"
 	"sync"
 	"time"
 
+	"github.com/svcreg/svcreg/internal/retry"
 	"github.com/svcreg/svcreg/registry"
 )
 
@@ -97,7 +96,7 @@ func (k *keeper) run(ctx context.Context) {
 		}
 	}
 	defer settle()
-	bo := backoff{min: minRetry, max: k.interval}
+	bo := retry.Backoff{Min: minRetry, Max: k.interval}
 	var failures int
 	var remind throttle
 	for {
@@ -133,8 +132,8 @@ func (k *keeper) run(ctx context.Context) {
 			k.log.Warn("the registry forgot the service (heartbeat answered 404); registering it again", "err", hb.Err())
 			// Register again at once, unless the registry keeps forgetting.
 			if time.Since(registered) >= k.interval {
-				bo.reset()
-			} else if !sleep(ctx, bo.next()) {
+				bo.Reset()
+			} else if retry.Sleep(ctx, bo.Next()) != nil {
 				return
 			}
 			continue
@@ -155,7 +154,7 @@ func (k *keeper) run(ctx context.Context) {
 			k.fatal <- err
 			return
 		}
-		wait := bo.next()
+		wait := bo.Next()
 		if permanent {
 			wait = permanentRetry
 		}
@@ -168,7 +167,7 @@ func (k *keeper) run(ctx context.Context) {
 			k.log.Debug("registration failed", "err", err, "attempts", failures)
 		}
 		settle()
-		if !sleep(ctx, wait) {
+		if retry.Sleep(ctx, wait) != nil {
 			return
 		}
 	}
@@ -207,40 +206,12 @@ func (k *keeper) onBeat() func(registry.Beat) {
 }
 
 // retryable reports whether a registration that failed with err may
-// succeed if tried again unchanged: network errors and timeouts, 5xx,
-// 408, rate limits. A refused service (bad request, limit reached, an id
-// still held after the old instance's timeout) or refused credentials
-// need someone to act.
+// succeed if tried again unchanged: what the client counts as temporary,
+// except refused credentials, which need someone to act, as a refused
+// service does.
 func retryable(err error) bool {
-	if errors.Is(err, registry.ErrServiceExists) {
-		return false // Register waited out the old instance's timeout: it is alive
-	}
-	var e *registry.Error
-	if !errors.As(err, &e) {
-		return true
-	}
-	return e.StatusCode >= 500 ||
-		e.StatusCode == http.StatusRequestTimeout ||
-		errors.Is(err, registry.ErrRateLimited)
+	return registry.Temporary(err) && !errors.Is(err, registry.ErrUnauthorized)
 }
-
-// backoff is a capped exponential delay with jitter: each delay is drawn
-// from [d/2, d], where d doubles from min up to max.
-type backoff struct {
-	min, max time.Duration
-	d        time.Duration
-}
-
-func (b *backoff) next() time.Duration {
-	if b.d < b.min {
-		b.d = b.min
-	}
-	d := min(b.d, b.max)
-	b.d = min(2*d, b.max)
-	return d/2 + rand.N(d/2+1)
-}
-
-func (b *backoff) reset() { b.d = 0 }
 
 // throttle lets a repeated log line through once per reminderEvery.
 type throttle struct{ last time.Time }
@@ -251,16 +222,4 @@ func (t *throttle) allow(now time.Time) bool {
 		return true
 	}
 	return false
-}
-
-// sleep waits for d; false if ctx ended first.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

@@ -15,6 +15,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/svcreg/svcreg/internal/logging"
+	"github.com/svcreg/svcreg/internal/registryflags"
 	"github.com/svcreg/svcreg/internal/supervise"
 	"github.com/svcreg/svcreg/registry"
 )
@@ -56,8 +58,8 @@ func Main(ctx context.Context, prog string, args []string, stdin io.Reader, stdo
 	if err != nil {
 		return usage(err)
 	}
-	rc, err := cfg.Conn.Config()
-	if err != nil {
+	rc := cfg.Registry
+	if err := registryflags.Check(rc); err != nil {
 		return usage(err)
 	}
 	transport := http.DefaultTransport.(*http.Transport).Clone()
@@ -78,19 +80,9 @@ func Main(ctx context.Context, prog string, args []string, stdin io.Reader, stdo
 // Every record carries prog=<prog>, so that the wrapper's lines stand out
 // from the command's output on the same stderr.
 func newLogger(w io.Writer, format, level, prog string) (*slog.Logger, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, usagef("--log-level %q: use debug, info, warn or error", level)
+	log, err := logging.New(w, format, level)
+	if err != nil {
+		return nil, usagef("%v", err)
 	}
-	opts := &slog.HandlerOptions{Level: lv}
-	var h slog.Handler
-	switch format {
-	case "text":
-		h = slog.NewTextHandler(w, opts)
-	case "json":
-		h = slog.NewJSONHandler(w, opts)
-	default:
-		return nil, usagef("--log-format %q: use text or json", format)
-	}
-	return slog.New(h).With("prog", prog), nil
+	return log.With("prog", prog), nil
 }

@@ -8,11 +8,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"regexp"
 	"strings"
 	"time"
 
-	"github.com/svcreg/svcreg/internal/conn"
+	"github.com/svcreg/svcreg/internal/cliflags"
+	"github.com/svcreg/svcreg/internal/registryflags"
 	"github.com/svcreg/svcreg/registry"
 )
 
@@ -93,7 +93,7 @@ func (o *outputFormat) Set(v string) error {
 // connection settings.
 type apiFlags struct {
 	fs     *flag.FlagSet
-	conn   conn.Settings
+	conn   registry.Config
 	output outputFormat
 	// connNames are the connection flags, listed apart in --help.
 	connNames map[string]bool
@@ -104,102 +104,44 @@ type apiFlags struct {
 // subcommand's own flags to fs, then call parse. --help prints the usage
 // to help (stdout).
 func newAPIFlags(name, synopsis, description string, help io.Writer) *apiFlags {
-	a := &apiFlags{fs: flag.NewFlagSet(name, flag.ContinueOnError), output: "text", connNames: map[string]bool{}}
-	a.fs.SetOutput(io.Discard)
-	a.conn.Register(a.fs)
+	a := &apiFlags{fs: cliflags.New(name), output: "text", connNames: map[string]bool{}}
+	registryflags.Register(a.fs, &a.conn)
 	a.fs.VisitAll(func(f *flag.Flag) { a.connNames[f.Name] = true })
 	a.fs.Var(&a.output, "output", "output `format`: text (tables) or json (the API's shapes)")
 	a.fs.Var(&a.output, "o", "short for --output")
-	// The flag package shows the usage on every mistake; only --help should.
-	a.fs.Usage = func() {}
 	a.usage = func() {
 		fmt.Fprintf(help, "Usage:\n  %s\n\n%s\n\nFlags:\n", synopsis, strings.TrimSpace(description))
-		a.printFlags(help, false)
+		cliflags.Print(help, a.fs, cliflags.Listing{
+			Only:  func(f *flag.Flag) bool { return !a.connNames[f.Name] },
+			Short: map[string]string{"output": "o"},
+		})
+		// The connection flags' defaults come from the environment and may
+		// be secret, so they are not shown.
 		fmt.Fprintf(help, "\nConnection flags (each falls back to the environment variable named):\n")
-		a.printFlags(help, true)
+		cliflags.Print(help, a.fs, cliflags.Listing{Only: func(f *flag.Flag) bool { return a.connNames[f.Name] }, NoDefaults: true})
 	}
 	return a
 }
 
-// printFlags lists the command's own flags, or the connection flags. The
-// connection flags' defaults come from the environment and may be secret,
-// so they are not shown.
-func (a *apiFlags) printFlags(w io.Writer, connFlags bool) {
-	a.fs.VisitAll(func(f *flag.Flag) {
-		if a.connNames[f.Name] != connFlags || f.Name == "o" {
-			return
-		}
-		name, usage := flag.UnquoteUsage(f)
-		line := "  --" + f.Name
-		if f.Name == "output" {
-			line = "  -o, --output"
-		}
-		if name != "" {
-			line += " " + name
-		}
-		fmt.Fprintln(w, line)
-		usage = strings.ReplaceAll(usage, "\n", "\n      ")
-		if !connFlags && f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" {
-			usage += fmt.Sprintf(" (default %s)", f.DefValue)
-		}
-		fmt.Fprintf(w, "      %s\n", usage)
-	})
-}
-
 // parse parses args, in which flags may come before, between and after
-// the positional arguments (Go's flag package stops at the first
-// positional one); "--" ends the flags. It returns the positional
-// arguments.
+// the positional arguments; "--" ends the flags. It returns the
+// positional arguments.
 func (a *apiFlags) parse(args []string) ([]string, error) {
-	var flags, positional []string
-	for i := 0; i < len(args); i++ {
-		arg := args[i]
-		if arg == "--" {
-			positional = append(positional, args[i+1:]...)
-			break
-		}
-		if len(arg) < 2 || arg[0] != '-' {
-			positional = append(positional, arg)
-			continue
-		}
-		flags = append(flags, arg)
-		name, _, hasValue := strings.Cut(strings.TrimPrefix(arg[1:], "-"), "=")
-		f := a.fs.Lookup(name)
-		if f == nil || hasValue || isBoolFlag(f) || i+1 == len(args) {
-			continue
-		}
-		i++
-		flags = append(flags, args[i])
-	}
-	err := a.fs.Parse(flags)
+	pos, err := cliflags.Parse(a.fs, args, true)
 	if errors.Is(err, flag.ErrHelp) {
 		a.usage()
 		return nil, err
 	}
 	if err != nil {
-		return nil, usageError{twoDashes(err.Error())}
+		return nil, usageError{err.Error()}
 	}
-	return positional, nil
-}
-
-func isBoolFlag(f *flag.Flag) bool {
-	b, ok := f.Value.(interface{ IsBoolFlag() bool })
-	return ok && b.IsBoolFlag()
-}
-
-var oneDashFlag = regexp.MustCompile(`(flag |for |: )-([A-Za-z0-9][A-Za-z0-9_.-]+)`)
-
-// twoDashes rewrites the flag package's messages ("flag provided but not
-// defined: -tag") to name flags the way the usage does ("--tag").
-func twoDashes(msg string) string {
-	msg = strings.Replace(msg, "flag provided but not defined: ", "unknown flag ", 1)
-	return oneDashFlag.ReplaceAllString(msg, "$1--$2")
+	return pos, nil
 }
 
 // client builds the registry client from the connection settings. A
 // missing or contradictory setting is a usage error.
 func (a *apiFlags) client() (*registry.Client, error) {
-	c, err := a.conn.Client()
+	c, err := registryflags.NewClient(a.conn)
 	if err != nil {
 		return nil, usageError{err.Error()}
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -55,6 +56,11 @@ func BenchmarkBcryptAttack(b *testing.B) {
 		}
 	})
 }
+
+// anyListenLog finds the server's URL in its log: the benchmark may run
+// an older binary (SVCREG_BENCH_BINARY, for a baseline) that has no
+// --ready-file.
+var anyListenLog = regexp.MustCompile(`url=(https?://[0-9.:]+)`)
 
 // bcryptAttack runs the server with args and measures; the 16 attackers
 // send wrong passwords (target /v2.0/tokens) or GET target.

@@ -9,6 +9,9 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"strings"
+
+	"github.com/svcreg/svcreg/internal/cliflags"
+	"github.com/svcreg/svcreg/internal/logging"
 )
 
 // version is set at build time with -ldflags "-X main.version=…"; otherwise
@@ -123,19 +126,18 @@ func printMainUsage(w io.Writer) {
 	fmt.Fprintf(w, "\nRun 'svcreg <command> --help' for a command's flags.\n")
 }
 
-// newFlagSet returns a flag set whose usage shows flags with two dashes
-// (both "--flag value" and "--flag=value" work). --help prints the usage
-// to help (stdout: help asked for is the command's output).
+// newFlagSet returns the flag set of a command that takes flags only.
+// --help prints the usage to help (stdout: help asked for is the
+// command's output).
 func newFlagSet(name, synopsis, description string, help io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
+	fs := cliflags.New(name)
 	fs.Usage = func() {
 		fmt.Fprintf(help, "Usage:\n  %s\n\n", synopsis)
 		if description != "" {
 			fmt.Fprintf(help, "%s\n\n", strings.TrimSpace(description))
 		}
 		fmt.Fprintf(help, "Flags:\n")
-		printFlags(help, fs)
+		cliflags.Print(help, fs, cliflags.Listing{})
 	}
 	return fs
 }
@@ -180,58 +182,31 @@ func editDistance(a, b string) int {
 	return prev[len(b)]
 }
 
-// secretFlags never show their default, which may come from the
-// environment.
-var secretFlags = map[string]bool{"token": true, "api-key": true, "password": true}
-
-func printFlags(w io.Writer, fs *flag.FlagSet) {
-	fs.VisitAll(func(f *flag.Flag) {
-		name, usage := flag.UnquoteUsage(f)
-		line := "  --" + f.Name
-		if name != "" {
-			line += " " + name
-		}
-		fmt.Fprintln(w, line)
-		usage = strings.ReplaceAll(usage, "\n", "\n      ")
-		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" && f.DefValue != "[]" && !secretFlags[f.Name] {
-			usage += fmt.Sprintf(" (default %s)", f.DefValue)
-		}
-		fmt.Fprintf(w, "      %s\n", usage)
-	})
-}
-
-// parseFlags parses args. --help prints the usage and returns
-// flag.ErrHelp; another mistake is a usage error naming it, without the
-// whole usage text.
+// parseFlags parses args, which hold flags only. --help prints the usage
+// and returns flag.ErrHelp; another mistake is a usage error naming it,
+// without the whole usage text.
 func parseFlags(fs *flag.FlagSet, args []string) error {
-	usage := fs.Usage
-	fs.Usage = func() {}
-	err := fs.Parse(args)
-	fs.Usage = usage
+	pos, err := cliflags.Parse(fs, args, false)
 	if errors.Is(err, flag.ErrHelp) {
-		usage()
+		fs.Usage()
 		return err
 	}
 	if err != nil {
 		return usageError{err.Error()}
+	}
+	if len(pos) > 0 {
+		return usagef("unexpected argument %q", pos[0])
 	}
 	return nil
 }
 
 // newLogger builds the logger for --log-format and --log-level.
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, usagef("--log-level %q: use debug, info, warn or error", level)
+	log, err := logging.New(w, format, level)
+	if err != nil {
+		return nil, usageError{err.Error()}
 	}
-	opts := &slog.HandlerOptions{Level: lv}
-	switch format {
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	}
-	return nil, usagef("--log-format %q: use text or json", format)
+	return log, nil
 }
 
 func versionString() string {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,6 +17,7 @@ import (
 	"github.com/oklog/run"
 
 	"github.com/svcreg/svcreg/examples"
+	"github.com/svcreg/svcreg/internal/retry"
 	"github.com/svcreg/svcreg/registry"
 	"github.com/svcreg/svcreg/render"
 	"github.com/svcreg/svcreg/server"
@@ -96,17 +96,7 @@ func runDemo(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	defer cancel()
 	var g run.Group
 	g.Add(func() error { return st.Run(ctx) }, func(error) { cancel() })
-	g.Add(func() error {
-		if err := api.Serve(hs, ln); !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-		return nil
-	}, func(error) {
-		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer scancel()
-		api.Drain(sctx)
-		hs.Shutdown(sctx)
-	})
+	addHTTPServer(&g, log, hs, func() error { return api.Serve(hs, ln) }, api.Drain, 5*time.Second)
 	g.Add(func() error { return w.Run(ctx) }, func(error) { cancel() })
 	g.Add(func() error { return loop.Run(ctx, set) }, func(error) { cancel() })
 	g.Add(func() error { printChanges(ctx, stdout, dest); return nil }, func(error) { cancel() })
@@ -159,7 +149,7 @@ func demoSteps(ctx context.Context, stdout io.Writer, client *registry.Client, s
 		},
 	}
 	for _, s := range steps {
-		if err := sleepCtx(ctx, step); err != nil {
+		if err := retry.Sleep(ctx, step); err != nil {
 			return nil
 		}
 		if err := s(); err != nil {
@@ -169,7 +159,7 @@ func demoSteps(ctx context.Context, stdout io.Writer, client *registry.Client, s
 			return fmt.Errorf("demo step: %w", err)
 		}
 	}
-	if err := sleepCtx(ctx, step+4*time.Second); err != nil {
+	if err := retry.Sleep(ctx, step+4*time.Second); err != nil {
 		return nil
 	}
 	fmt.Fprintf(stdout, "\ndone: that was `svcreg template` keeping an nginx upstream in step with the registry.\n")
@@ -184,20 +174,9 @@ func printChanges(ctx context.Context, w io.Writer, path string) {
 			last = string(b)
 			fmt.Fprintf(w, "--- %s rendered at %s:\n%s", filepath.Base(path), time.Now().Format("15:04:05.000"), last)
 		}
-		if sleepCtx(ctx, 50*time.Millisecond) != nil {
+		if retry.Sleep(ctx, 50*time.Millisecond) != nil {
 			return
 		}
-	}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }
 

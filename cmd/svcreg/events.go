@@ -150,7 +150,7 @@ restarts. With --output json, one JSON object per line.`, stdout)
 		}
 	}
 	fmt.Fprintf(stderr, "svcreg events tail: following the events after %s (interrupt to stop)\n", cmp.Or(start, "now"))
-	w := c.NewWatcher(start, registry.WatchOptions{
+	w := c.NewFeed(start, registry.WatchOptions{
 		Type: et,
 		OnError: func(err error, retryIn time.Duration) {
 			fmt.Fprintf(stderr, "svcreg events tail: %v; retrying in %s\n", describeFault(err), retryIn.Round(time.Millisecond))

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -9,7 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"regexp"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -31,34 +30,39 @@ func (s *serverProcess) kill() {
 	})
 }
 
-var listenLog = regexp.MustCompile(`url=(http://[0-9.:]+)`)
-
 // startServerProcess runs `svcreg server --dev` on a loopback port, with
 // args, and waits until it listens. kill sends it SIGKILL.
 func startServerProcess(t *testing.T, args ...string) *serverProcess {
 	t.Helper()
-	args = append([]string{"server", "--dev", "--listen", "127.0.0.1:0"}, args...)
+	ready := filepath.Join(t.TempDir(), "ready")
+	args = append([]string{"server", "--dev", "--listen", "127.0.0.1:0", "--ready-file", ready}, args...)
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), execEnv+"=1")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
+	out := newOutput()
+	cmd.Stdout, cmd.Stderr = io.Discard, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	srv := &serverProcess{cmd: cmd}
 	t.Cleanup(srv.kill)
-	lines := bufio.NewScanner(stderr)
-	for lines.Scan() {
-		if m := listenLog.FindStringSubmatch(lines.Text()); m != nil {
-			go io.Copy(io.Discard, stderr)
-			srv.url = m[1]
-			return srv
+	srv.url = waitReadyFile(t, ready, out)
+	return srv
+}
+
+// waitReadyFile waits for a server's --ready-file and returns the base URL
+// it holds; out is the server's output, for the failure message.
+func waitReadyFile(t testing.TB, path string, out *output) string {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if b, err := os.ReadFile(path); err == nil {
+			return strings.TrimSpace(string(b))
 		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the server wrote no %s in 30s; its output:\n%s", path, out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	t.Fatalf("server exited before listening: %v", lines.Err())
-	return nil
 }
 
 // api is a minimal raw client of one tenant at one server.

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/svcreg/svcreg/internal/testserver"
-	"github.com/svcreg/svcreg/render"
 )
 
 // readmeBlock returns the lines of the first fenced code block of the
@@ -130,11 +129,11 @@ func TestREADMEConfigurationReference(t *testing.T) {
 	if err := os.WriteFile(path, []byte(strings.Join(readmeBlock(t, "### Configuration", "toml"), "\n")), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	c, err := render.LoadConfig(path)
+	c, err := loadTemplateConfig(path)
 	if err != nil {
 		t.Fatalf("the README's configuration reference: %v", err)
 	}
-	if len(c.Templates) != 2 || c.Templates[1].Contents == "" || len(c.FunctionDenylist) == 0 {
+	if len(c.Templates) != 2 || c.Templates[1].Contents == "" || len(c.FunctionDenylist) == 0 || c.Registry.URL == "" {
 		t.Fatalf("read the wrong block? %+v", c)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -56,6 +57,7 @@ before a user's api_key or password_hash changed.`
 
 type serverFlags struct {
 	listen, dataDir, users string
+	readyFile              string
 	dev                    bool
 	tlsCert, tlsKey        string
 	logFormat, logLevel    string
@@ -96,6 +98,7 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	var f serverFlags
 	fs := newFlagSet("server", "svcreg server [--dev | --users FILE] [flags]", serverDescription, stdout)
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:8420", "`address` to listen on")
+	fs.StringVar(&f.readyFile, "ready-file", "", "`file` to write the server's base URL to once it listens (with --listen 127.0.0.1:0,\nhow a script or test learns the port); removed when the server stops")
 	fs.StringVar(&f.dataDir, "data-dir", "./svcreg-data", "`directory` holding the database")
 	fs.BoolVar(&f.dev, "dev", false, "development mode: any username authenticates with API key \"dev\"")
 	fs.StringVar(&f.users, "users", "", "users `file` (TOML) for the identity endpoint")
@@ -138,9 +141,6 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.StringVar(&f.etcd.password, "etcd-password", "", "etcd user's `password`")
 	if err := parseFlags(fs, args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected argument %q", fs.Arg(0))
 	}
 	if f.hashPassword {
 		return printPasswordHash(stdin, stdout)
@@ -248,6 +248,12 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	if f.readyFile != "" {
+		// A file an earlier run left must not pass for this run's.
+		if err := os.Remove(f.readyFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("--ready-file: %w", err)
+		}
+	}
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", f.listen, err)
@@ -274,6 +280,13 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	sigs := notifyStopOrReload()
 	defer signal.Stop(sigs)
 	log.Info("svcreg server listening", append(append([]any{"url", base}, where...), "dev", f.dev, "users", len(users), "ui", f.ui, "version", versionString())...)
+	if f.readyFile != "" {
+		if err := writeReadyFile(f.readyFile, base); err != nil {
+			ln.Close()
+			return err
+		}
+		defer os.Remove(f.readyFile)
+	}
 	log.Info("connection limits", "descriptors", server.DescriptorLimit(), "max_conns", cfg.MaxConns,
 		"max_waiters_total", cfg.MaxWaiters, "max_waiters", cfg.MaxWaitersPerTenant,
 		"max_idle_conns", cfg.MaxIdleConns, "max_idle_conns_per_tenant", cfg.MaxIdleConnsPerTenant,
@@ -293,20 +306,7 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	var g run.Group
 	g.Add(func() error { return st.Run(ctx) }, func(error) { cancel() })
 	g.Add(func() error { return auth.Run(ctx) }, func(error) { cancel() })
-	g.Add(func() error {
-		if err := api.Serve(httpServer, ln); !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-		return nil
-	}, func(error) {
-		sctx, scancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer scancel()
-		api.Drain(sctx)
-		if err := httpServer.Shutdown(sctx); err != nil {
-			log.Warn("shutdown: closing connections still busy", "err", err)
-			httpServer.Close()
-		}
-	})
+	addHTTPServer(&g, log, httpServer, func() error { return api.Serve(httpServer, ln) }, api.Drain, 15*time.Second)
 	g.Add(func() error { return stopOrReload(ctx, log, sigs, reload) }, func(error) { cancel() })
 	if err := g.Run(); !errors.Is(err, errStopped) {
 		return err
@@ -454,4 +454,25 @@ func uiHandler(on bool) http.Handler {
 		return nil
 	}
 	return ui.Handler("/ui")
+}
+
+// writeReadyFile writes url and a newline to path, atomically (a temporary
+// file renamed into place): whoever waits for path reads the whole URL.
+func writeReadyFile(path, url string) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("--ready-file: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.WriteString(url + "\n"); err != nil {
+		tmp.Close()
+		return fmt.Errorf("--ready-file: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("--ready-file: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("--ready-file: %w", err)
+	}
+	return nil
 }

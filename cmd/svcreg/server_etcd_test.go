@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/svcreg/svcreg/server/store/etcdstore/etcdtest"
+	"github.com/svcreg/svcreg/internal/etcdtest"
 )
 
 // TestServerOverEtcd runs two `svcreg server --etcd-endpoints` processes

@@ -31,11 +31,10 @@ type usersProcess struct {
 	url string
 }
 
-var anyListenLog = regexp.MustCompile(`url=(https?://[0-9.:]+)`)
-
 func startUsersServer(t *testing.T, args ...string) *usersProcess {
 	t.Helper()
-	args = append([]string{"server", "--listen", "127.0.0.1:0", "--data-dir", t.TempDir()}, args...)
+	ready := filepath.Join(t.TempDir(), "ready")
+	args = append([]string{"server", "--listen", "127.0.0.1:0", "--ready-file", ready, "--data-dir", t.TempDir()}, args...)
 	p := &usersProcess{cmd: exec.Command(os.Args[0], args...), out: newOutput()}
 	p.cmd.Env = append(os.Environ(), execEnv+"=1")
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
@@ -46,8 +45,7 @@ func startUsersServer(t *testing.T, args ...string) *usersProcess {
 		p.cmd.Process.Kill()
 		p.cmd.Wait()
 	})
-	p.out.waitFor(t, "svcreg server listening")
-	p.url = anyListenLog.FindStringSubmatch(p.out.String())[1]
+	p.url = waitReadyFile(t, ready, p.out)
 	return p
 }
 

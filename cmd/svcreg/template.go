@@ -18,8 +18,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/svcreg/svcreg/internal/conn"
+	"github.com/svcreg/svcreg/internal/registryflags"
 	"github.com/svcreg/svcreg/internal/statuspage"
+	"github.com/svcreg/svcreg/registry"
 	"github.com/svcreg/svcreg/render"
 	"github.com/svcreg/svcreg/watcher"
 )
@@ -106,7 +107,7 @@ type templateFlags struct {
 	listen      string
 	logFormat   string
 	logLevel    string
-	conn        conn.Settings
+	registry    registry.Config // the connection flags as parsed
 }
 
 // stringList is a repeatable flag.
@@ -131,12 +132,9 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	fs.StringVar(&f.listen, "listen", "", "`address` for the status page (/), /healthz, /readyz and /metrics (default: the config's listen, or none)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
-	f.conn.Register(fs)
+	registryflags.Register(fs, &f.registry)
 	if err := parseFlags(fs, args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected argument %q", fs.Arg(0))
 	}
 	if f.noReload && !f.once {
 		return usagef("--no-reload goes with --once")
@@ -153,20 +151,18 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	if err != nil {
 		return err
 	}
-	load := func() (render.Config, error) { return f.loadConfig(fs) }
-	cfg, err := load()
+	cfg, err := f.loadConfig(fs)
 	if err != nil {
 		return exitCodeError{exitConfig, err}
 	}
-	if err := f.checkExecMode(cfg); err != nil {
+	if err := f.checkExecMode(cfg.Config); err != nil {
 		return err
 	}
-	set, err := render.NewSet(cfg)
+	set, err := render.NewSet(cfg.Config)
 	if err != nil {
 		return exitCodeError{exitConfig, err}
 	}
-	settings := connSettings(cfg.Registry, fs, f.conn)
-	client, err := settings.Client()
+	client, err := registryflags.NewClient(cfg.Registry)
 	if err != nil {
 		return usageError{err.Error()}
 	}
@@ -197,7 +193,13 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 
 	sets := make(chan *render.Set)
 	loop.Sets = sets
-	rl := render.NewReloader(log, load, sets, set, cfg.Registry)
+	rl := render.NewReloader(log, func() (render.Config, error) {
+		c, err := f.loadConfig(fs)
+		if err == nil && c.Registry != cfg.Registry {
+			log.Warn("the [registry] settings changed; they take effect at the next restart")
+		}
+		return c.Config, err
+	}, sets, set)
 	var g run.Group
 	var ex *render.Exec
 	execCode := 0
@@ -228,21 +230,12 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 		mux.Handle("/readyz", health.Ready())
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		mux.Handle("/", statuspage.Handler(statuspage.Config{Health: health, Status: renderer.Status,
-			Registry: settings.URL, Account: accountName(settings), Logger: log}))
+			Registry: cfg.Registry.URL, Account: accountName(cfg.Registry), Logger: log}))
 		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
 		log.Info("serving the status page, /healthz, /readyz and /metrics", "url", "http://"+ln.Addr().String())
-		g.Add(func() error {
-			if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-				return err
-			}
-			return nil
-		}, func(error) {
-			sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer scancel()
-			hs.Shutdown(sctx)
-		})
+		addHTTPServer(&g, log, hs, func() error { return hs.Serve(ln) }, nil, 5*time.Second)
 	}
-	log.Info("svcreg template started", "templates", len(set.Sources()), "registry", settings.URL, "dry", f.dry)
+	log.Info("svcreg template started", "templates", len(set.Sources()), "registry", cfg.Registry.URL, "dry", f.dry)
 	err = g.Run()
 	if errors.Is(err, errStopped) {
 		if ex != nil {
@@ -253,16 +246,17 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	return err
 }
 
-// loadConfig reads --config (if any), adds the --template flags, and
-// applies --wait and --listen.
-func (f *templateFlags) loadConfig(fs *flag.FlagSet) (render.Config, error) {
-	c := render.Config{Wait: render.DefaultWait()}
+// loadConfig reads --config (if any), adds the --template flags, applies
+// --wait and --listen, and puts the connection flags given over the
+// file's [registry].
+func (f *templateFlags) loadConfig(fs *flag.FlagSet) (templateConfig, error) {
+	c := templateConfig{Config: render.Config{Wait: render.DefaultWait()}}
 	if f.config != "" {
-		var err error
-		if c, err = render.ReadConfig(f.config); err != nil {
+		if err := render.ReadConfigInto(f.config, &c, &c.Config); err != nil {
 			return c, err
 		}
 	}
+	c.Registry = registryflags.Over(c.Registry, fs, f.registry)
 	for _, t := range f.templates {
 		tc, err := render.ParseTemplateFlag(t)
 		if err != nil {
@@ -287,7 +281,7 @@ func (f *templateFlags) loadConfig(fs *flag.FlagSet) (render.Config, error) {
 	if isSet(fs, "listen") {
 		c.Listen = f.listen
 	}
-	if err := f.applyExec(&c, func(name string) bool { return isSet(fs, name) }); err != nil {
+	if err := f.applyExec(&c.Config, func(name string) bool { return isSet(fs, name) }); err != nil {
 		return c, err
 	}
 	if err := c.Normalize(); err != nil {
@@ -303,23 +297,6 @@ func isSet(fs *flag.FlagSet, name string) bool {
 	set := false
 	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
 	return set
-}
-
-// connSettings merges the connection settings: flags given on the command
-// line, then the config file's [registry], then the environment.
-func connSettings(rc render.RegistryConfig, fs *flag.FlagSet, flags conn.Settings) conn.Settings {
-	s := conn.Settings{URL: rc.URL, AuthURL: rc.AuthURL, Token: rc.Token, Tenant: rc.Tenant,
-		Username: rc.Username, APIKey: rc.APIKey, Password: rc.Password}
-	for name, pair := range map[string][2]*string{
-		"url": {&s.URL, &flags.URL}, "auth-url": {&s.AuthURL, &flags.AuthURL}, "token": {&s.Token, &flags.Token},
-		"tenant": {&s.Tenant, &flags.Tenant}, "username": {&s.Username, &flags.Username}, "api-key": {&s.APIKey, &flags.APIKey},
-		"password": {&s.Password, &flags.Password}, "region": {&s.Region, &flags.Region},
-	} {
-		if isSet(fs, name) {
-			*pair[0] = *pair[1]
-		}
-	}
-	return s.FromEnv()
 }
 
 // runOnce is --once: sync, one pass, exit with the code of the worst
@@ -342,7 +319,7 @@ func runOnce(ctx context.Context, log *slog.Logger, w *watcher.Watcher, loop *re
 
 // accountName says who the renderer signs in as, for the status page:
 // the username, never a secret.
-func accountName(s conn.Settings) string {
+func accountName(s registry.Config) string {
 	switch {
 	case s.Username != "":
 		return s.Username

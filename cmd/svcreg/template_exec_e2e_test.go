@@ -630,11 +630,11 @@ func TestREADMEExecExample(t *testing.T) {
 	if err := os.WriteFile(path, []byte(strings.Join(readmeBlock(t, "### Running in a container", "toml"), "\n")), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	c, err := render.LoadConfig(path)
+	c, err := loadTemplateConfig(path)
 	if err != nil {
 		t.Fatalf("the README's [exec] example: %v", err)
 	}
-	set, err := render.NewSet(c)
+	set, err := render.NewSet(c.Config)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,11 +26,11 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/svcreg/svcreg/internal/etcdtest"
 	"github.com/svcreg/svcreg/server"
 	"github.com/svcreg/svcreg/server/store"
 	"github.com/svcreg/svcreg/server/store/boltstore"
 	"github.com/svcreg/svcreg/server/store/etcdstore"
-	"github.com/svcreg/svcreg/server/store/etcdstore/etcdtest"
 )
 
 // StoreEnv names the environment variable that picks the store: "bolt"

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/svcreg/svcreg/internal/etcdtest"
 	"github.com/svcreg/svcreg/server/store/etcdstore"
-	"github.com/svcreg/svcreg/server/store/etcdstore/etcdtest"
 )
 
 // Any node answers any request: state, heartbeat tokens (design item 6

@@ -17,9 +17,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/svcreg/svcreg/internal/etcdtest"
 	"github.com/svcreg/svcreg/server"
 	"github.com/svcreg/svcreg/server/store/etcdstore"
-	"github.com/svcreg/svcreg/server/store/etcdstore/etcdtest"
 )
 
 // node is one svcreg server node over an etcd cluster, served on loopback

@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/svcreg/svcreg/internal/etcdtest"
 	"github.com/svcreg/svcreg/internal/timeuuid"
 	"github.com/svcreg/svcreg/server/store/etcdstore"
-	"github.com/svcreg/svcreg/server/store/etcdstore/etcdtest"
 )
 
 // TestRandomHistory runs many clients against three nodes over a

@@ -9,8 +9,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/svcreg/svcreg/internal/etcdtest"
 	"github.com/svcreg/svcreg/server/store/etcdstore"
-	"github.com/svcreg/svcreg/server/store/etcdstore/etcdtest"
 )
 
 // etcdRevision is the cluster's current revision: it moves with every

@@ -1,0 +1,77 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/svcreg/svcreg/internal/testserver"
+)
+
+// loadTemplateConfig reads a config file as svcreg template --config
+// does, with no other flag.
+func loadTemplateConfig(path string) (templateConfig, error) {
+	f := templateFlags{config: path}
+	return f.loadConfig(flag.NewFlagSet("template", flag.ContinueOnError))
+}
+
+// The config file's [registry] says how to reach the registry; a flag
+// given on the command line wins over it, and it over the SVCREG_*
+// environment. A key [registry] does not know is a config error.
+func TestTemplateConfigRegistryTable(t *testing.T) {
+	srv, c, _ := registryEnv(t, testserver.Options{}, "file-user")
+	createService(t, c, "from-file", 60, nil, nil)
+	for _, name := range []string{"SVCREG_URL", "SVCREG_AUTH_URL", "SVCREG_TOKEN", "SVCREG_TENANT", "SVCREG_USERNAME", "SVCREG_API_KEY", "SVCREG_PASSWORD", "SVCREG_REGION"} {
+		t.Setenv(name, "")
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "ids.tmpl"), []byte("{{ range services }}{{ .ID }}\n{{ end }}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	config := func(name, registryTable string) string {
+		p := filepath.Join(dir, name+".toml")
+		body := "[registry]\n" + registryTable + "\n[[template]]\nsource = \"ids.tmpl\"\ndestination = \"" + name + ".out\"\n"
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	for _, tc := range []struct {
+		name, table string
+		env, args   []string
+		code        int
+		stderr      string
+	}{
+		{"file only", `url = "` + srv.APIURL + `"` + "\nusername = \"file-user\"\napi_key = \"dev\"", nil, nil, 0, ""},
+		// The file's URL leads nowhere: --url wins; the API key comes
+		// from the environment, which the file leaves empty.
+		{"flag over file over environment", "url = \"http://127.0.0.1:1/v1.0\"\nusername = \"file-user\"",
+			[]string{"SVCREG_API_KEY", "dev", "SVCREG_USERNAME", "env-user"}, []string{"--url", srv.APIURL}, 0, ""},
+		{"unknown key", `url = "` + srv.APIURL + `"` + "\nusername = \"file-user\"\napi_key = \"dev\"\nuser_agent = \"x\"", nil, nil, exitConfig, "unknown key(s) registry.user_agent"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for i := 0; i < len(tc.env); i += 2 {
+				t.Setenv(tc.env[i], tc.env[i+1])
+			}
+			name := strings.ReplaceAll(tc.name, " ", "-")
+			args := append([]string{"template", "--once", "--config", config(name, tc.table)}, tc.args...)
+			var stdout, stderr bytes.Buffer
+			if code := Main(context.Background(), args, nil, &stdout, &stderr); code != tc.code {
+				t.Fatalf("exit %d, want %d: %s", code, tc.code, stderr.String())
+			}
+			if tc.code != 0 {
+				if !strings.Contains(stderr.String(), tc.stderr) {
+					t.Fatalf("stderr %q, want %q", stderr.String(), tc.stderr)
+				}
+				return
+			}
+			if got := readString(filepath.Join(dir, name+".out")); got != "from-file\n" {
+				t.Fatalf("rendered %q, want the service the file's account sees", got)
+			}
+		})
+	}
+}

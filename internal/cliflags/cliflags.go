@@ -1,0 +1,131 @@
+// Package cliflags parses the command lines of svcreg and the wrapper with
+// the standard flag package's FlagSets, written the way the documentation
+// writes them: --name value or --name=value (one dash works too), and
+// lists them the same way in --help.
+package cliflags
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// New returns an empty flag set that prints nothing by itself: Parse
+// returns the mistakes, and the command prints its usage on flag.ErrHelp.
+func New(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	return fs
+}
+
+// Parse sets fs's flags from args and returns the positional arguments.
+// "--" ends the flags. With interspersed, flags may also come between and
+// after the positional arguments; without, the first positional argument
+// ends them (it starts a command to run). --help and -h, unless fs
+// defines them, return flag.ErrHelp. A mistake is an error that names the
+// flag as the usage does (Name).
+func Parse(fs *flag.FlagSet, args []string, interspersed bool) ([]string, error) {
+	var positional []string
+	for i := 0; i < len(args); i++ {
+		arg := args[i]
+		if arg == "--" {
+			return append(positional, args[i+1:]...), nil
+		}
+		if len(arg) < 2 || arg[0] != '-' {
+			if !interspersed {
+				return append(positional, args[i:]...), nil
+			}
+			positional = append(positional, arg)
+			continue
+		}
+		name, value, hasValue := strings.Cut(strings.TrimPrefix(arg[1:], "-"), "=")
+		if name == "" || name[0] == '-' || name[0] == '=' {
+			return nil, fmt.Errorf("bad flag syntax: %s", arg)
+		}
+		f := fs.Lookup(name)
+		if f == nil {
+			if name == "help" || name == "h" {
+				return nil, flag.ErrHelp
+			}
+			return nil, fmt.Errorf("unknown flag %s", Name(name))
+		}
+		if !hasValue {
+			if isBool(f) {
+				value = "true"
+			} else if i+1 < len(args) {
+				i++
+				value = args[i]
+			} else {
+				return nil, fmt.Errorf("flag needs an argument: %s", Name(name))
+			}
+		}
+		if err := fs.Set(name, value); err != nil {
+			return nil, fmt.Errorf("invalid value %q for flag %s: %w", value, Name(name), err)
+		}
+	}
+	return positional, nil
+}
+
+// Name is how usage and messages write a flag: --name, or -n for a
+// one-letter one.
+func Name(name string) string {
+	if len(name) == 1 {
+		return "-" + name
+	}
+	return "--" + name
+}
+
+func isBool(f *flag.Flag) bool {
+	b, ok := f.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
+}
+
+// Secret names the flags whose values are secrets: their defaults, which
+// may come from the environment, are never shown.
+var Secret = map[string]bool{"token": true, "api-key": true, "password": true}
+
+// Listing says which flags Print lists, and how.
+type Listing struct {
+	// Only keeps the flags it returns true for; nil keeps them all.
+	Only func(*flag.Flag) bool
+	// Short maps a flag to its one-letter alias; both are listed on one
+	// line ("-o, --output"), and the alias is not listed apart.
+	Short map[string]string
+	// NoDefaults lists no defaults (they come from the environment).
+	NoDefaults bool
+}
+
+// Print lists fs's flags in alphabetical order as the documentation
+// writes them, each with its usage and, unless it is empty, false, zero or
+// secret, its default.
+func Print(w io.Writer, fs *flag.FlagSet, l Listing) {
+	alias := map[string]bool{}
+	for _, s := range l.Short {
+		alias[s] = true
+	}
+	fs.VisitAll(func(f *flag.Flag) {
+		if alias[f.Name] || (l.Only != nil && !l.Only(f)) {
+			return
+		}
+		name, usage := flag.UnquoteUsage(f)
+		line := "  " + Name(f.Name)
+		if s, ok := l.Short[f.Name]; ok {
+			line = "  " + Name(s) + ", " + Name(f.Name)
+		}
+		if name != "" {
+			line += " " + name
+		}
+		fmt.Fprintln(w, line)
+		usage = strings.ReplaceAll(usage, "\n", "\n      ")
+		if !l.NoDefaults && !Secret[f.Name] {
+			switch f.DefValue {
+			case "", "false", "0", "[]":
+			default:
+				usage += fmt.Sprintf(" (default %s)", f.DefValue)
+			}
+		}
+		fmt.Fprintf(w, "      %s\n", usage)
+	})
+}

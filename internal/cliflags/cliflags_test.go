@@ -1,0 +1,98 @@
+package cliflags
+
+import (
+	"errors"
+	"flag"
+	"slices"
+	"strings"
+	"testing"
+)
+
+type parsed struct {
+	name  string
+	count int
+	dry   bool
+	pos   []string
+}
+
+func parse(args []string, interspersed bool) (parsed, error) {
+	var p parsed
+	fs := New("x")
+	fs.StringVar(&p.name, "name", "", "")
+	fs.IntVar(&p.count, "count", 0, "")
+	fs.BoolVar(&p.dry, "dry", false, "")
+	fs.StringVar(&p.name, "n", "", "")
+	pos, err := Parse(fs, args, interspersed)
+	p.pos = pos
+	return p, err
+}
+
+func TestParse(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		args         string
+		interspersed bool
+		want         parsed
+	}{
+		{"--name a --count=3 --dry", false, parsed{name: "a", count: 3, dry: true}},
+		{"-name=a -count 3 -dry=false", false, parsed{name: "a", count: 3}},
+		{"--name -a", false, parsed{name: "-a"}},
+		{"--dry cmd --name a", false, parsed{dry: true, pos: []string{"cmd", "--name", "a"}}},
+		{"--dry -- --name a", false, parsed{dry: true, pos: []string{"--name", "a"}}},
+		{"one --name a two --dry", true, parsed{name: "a", dry: true, pos: []string{"one", "two"}}},
+		{"one -- --dry", true, parsed{pos: []string{"one", "--dry"}}},
+		{"- --dry", true, parsed{dry: true, pos: []string{"-"}}},
+		{"-n b", true, parsed{name: "b"}},
+	} {
+		got, err := parse(strings.Fields(tt.args), tt.interspersed)
+		if err != nil || got.name != tt.want.name || got.count != tt.want.count || got.dry != tt.want.dry || !slices.Equal(got.pos, tt.want.pos) {
+			t.Errorf("Parse(%q, %v) = %+v, %v; want %+v", tt.args, tt.interspersed, got, err, tt.want)
+		}
+	}
+}
+
+// Mistakes name the flag as --help lists it.
+func TestParseErrors(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct{ args, want string }{
+		{"--nope", "unknown flag --nope"},
+		{"-nope=1", "unknown flag --nope"},
+		{"-x", "unknown flag -x"},
+		{"--name", "flag needs an argument: --name"},
+		{"--count three", `invalid value "three" for flag --count: parse error`},
+		{"--dry=maybe", `invalid value "maybe" for flag --dry: parse error`},
+		{"-n", "flag needs an argument: -n"},
+		{"---name", "bad flag syntax: ---name"},
+		{"--=x", "bad flag syntax: --=x"},
+	} {
+		if _, err := parse(strings.Fields(tt.args), true); err == nil || err.Error() != tt.want {
+			t.Errorf("Parse(%q) = %v, want %q", tt.args, err, tt.want)
+		}
+	}
+	for _, help := range []string{"--help", "-h", "-help"} {
+		if _, err := parse([]string{"--dry", help, "--nope"}, true); !errors.Is(err, flag.ErrHelp) {
+			t.Errorf("Parse(%s) = %v, want flag.ErrHelp", help, err)
+		}
+	}
+}
+
+func TestPrint(t *testing.T) {
+	t.Parallel()
+	fs := New("x")
+	fs.String("output", "text", "output `format`")
+	fs.String("o", "text", "short for --output")
+	fs.String("token", "from-env", "a `token`")
+	fs.Bool("dry", false, "print only,\nwrite nothing")
+	fs.String("url", "http://env", "the `URL`")
+	var b strings.Builder
+	Print(&b, fs, Listing{Only: func(f *flag.Flag) bool { return f.Name != "url" }, Short: map[string]string{"output": "o"}})
+	want := "  --dry\n      print only,\n      write nothing\n  -o, --output format\n      output format (default text)\n  --token token\n      a token\n"
+	if b.String() != want {
+		t.Errorf("Print:\n%s\nwant:\n%s", b.String(), want)
+	}
+	b.Reset()
+	Print(&b, fs, Listing{Only: func(f *flag.Flag) bool { return f.Name == "url" }, NoDefaults: true})
+	if want := "  --url URL\n      the URL\n"; b.String() != want {
+		t.Errorf("Print without defaults:\n%s\nwant:\n%s", b.String(), want)
+	}
+}

@@ -1,0 +1,93 @@
+// Package registryflags holds the command-line flags that say how to reach
+// the registry (--url, --username, …), their SVCREG_* environment
+// fallbacks, and the checks that make a registry.Config of them.
+package registryflags
+
+import (
+	"errors"
+	"flag"
+	"os"
+
+	"github.com/svcreg/svcreg/registry"
+)
+
+// flags lists each connection flag once: its name, its environment
+// variable, its usage, and the registry.Config field it sets.
+var flags = []struct {
+	name, env, usage string
+	field            func(*registry.Config) *string
+}{
+	{"url", "SVCREG_URL", "registry API `URL`, e.g. http://127.0.0.1:8420/v1.0", func(c *registry.Config) *string { return &c.URL }},
+	{"auth-url", "SVCREG_AUTH_URL", "identity `URL` (Keystone v2); default: the registry's own, the scheme and host of --url with /v2.0", func(c *registry.Config) *string { return &c.AuthURL }},
+	{"token", "SVCREG_TOKEN", "static API `token` (with --tenant) instead of credentials", func(c *registry.Config) *string { return &c.Token }},
+	{"tenant", "SVCREG_TENANT", "tenant `id`", func(c *registry.Config) *string { return &c.Tenant }},
+	{"username", "SVCREG_USERNAME", "`user` name for the identity endpoint", func(c *registry.Config) *string { return &c.Username }},
+	{"api-key", "SVCREG_API_KEY", "API `key` of --username", func(c *registry.Config) *string { return &c.APIKey }},
+	{"password", "SVCREG_PASSWORD", "`password` of --username (instead of --api-key)", func(c *registry.Config) *string { return &c.Password }},
+	{"region", "SVCREG_REGION", "us or uk: use the Rackspace identity endpoint of that region", func(c *registry.Config) *string { return &c.Region }},
+}
+
+// Register adds the connection flags to fs: --url, --auth-url, --token,
+// --tenant, --username, --api-key, --password, --region. They set c's
+// fields; each defaults to its SVCREG_* environment variable.
+func Register(fs *flag.FlagSet, c *registry.Config) {
+	for _, f := range flags {
+		fs.StringVar(f.field(c), f.name, os.Getenv(f.env), f.usage+" ($"+f.env+")")
+	}
+}
+
+// Over returns base (a config file's settings) with the connection flags
+// given on fs's command line, as parsed into given, put over it, and its
+// empty fields then filled from the environment: a flag wins over the
+// file, and the file over the environment.
+func Over(base registry.Config, fs *flag.FlagSet, given registry.Config) registry.Config {
+	fs.Visit(func(fl *flag.Flag) {
+		for _, f := range flags {
+			if f.name == fl.Name {
+				*f.field(&base) = *f.field(&given)
+			}
+		}
+	})
+	return FromEnv(base)
+}
+
+// FromEnv fills c's empty connection fields from the SVCREG_* environment.
+func FromEnv(c registry.Config) registry.Config {
+	for _, f := range flags {
+		if p := f.field(&c); *p == "" {
+			*p = os.Getenv(f.env)
+		}
+	}
+	return c
+}
+
+// Check says what is missing or conflicting in c, in the flags' and the
+// variables' names. It leaves AuthURL alone: without --auth-url or
+// --region, credentials go to the identity endpoint of the registry
+// itself (see registry.Config.AuthURL), never to another host.
+func Check(c registry.Config) error {
+	switch {
+	case c.URL == "":
+		return errors.New("no registry URL: give --url or set SVCREG_URL (e.g. http://127.0.0.1:8420/v1.0)")
+	case c.Token != "" && c.Tenant == "":
+		return errors.New("--token needs --tenant (or SVCREG_TENANT)")
+	case c.Token == "" && c.Username == "":
+		return errors.New("no credentials: give --username with --api-key or --password, or --token with --tenant (or the SVCREG_* variables)")
+	case c.Token == "" && c.APIKey == "" && c.Password == "":
+		return errors.New("--username needs --api-key or --password")
+	case c.APIKey != "" && c.Password != "":
+		// Either would be ignored without a word: refuse instead.
+		return errors.New("conflicting credentials: an API key (--api-key or SVCREG_API_KEY) and a password (--password or SVCREG_PASSWORD) are both set; give one")
+	case c.Token != "" && (c.APIKey != "" || c.Password != ""):
+		return errors.New("conflicting credentials: a static token (--token or SVCREG_TOKEN) and an API key or password are both set; give one")
+	}
+	return nil
+}
+
+// NewClient checks c and returns a client for it.
+func NewClient(c registry.Config) (*registry.Client, error) {
+	if err := Check(c); err != nil {
+		return nil, err
+	}
+	return registry.New(c)
+}

@@ -1,0 +1,51 @@
+package retry
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+)
+
+func TestBackoff(t *testing.T) {
+	t.Parallel()
+	b := Backoff{Min: 50 * time.Millisecond, Max: 300 * time.Millisecond}
+	want := []time.Duration{50, 100, 200, 300, 300, 300}
+	for i, w := range want {
+		w *= time.Millisecond
+		if d := b.Next(); d < w/2 || d > w {
+			t.Errorf("delay %d: %v, want %v..%v", i, d, w/2, w)
+		}
+	}
+	b.Reset()
+	if d := b.Next(); d > 50*time.Millisecond {
+		t.Errorf("after reset: %v, want at most 50ms", d)
+	}
+}
+
+func TestJitter(t *testing.T) {
+	t.Parallel()
+	for range 1000 {
+		if d := Jitter(time.Second, 0.2); d < 800*time.Millisecond || d > time.Second {
+			t.Fatalf("Jitter(1s, 0.2) = %v, want 800ms..1s", d)
+		}
+	}
+	if d := Jitter(time.Second, 0); d != time.Second {
+		t.Errorf("Jitter(1s, 0) = %v, want 1s", d)
+	}
+}
+
+func TestSleepStopsWithContext(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := Sleep(ctx, time.Hour); !errors.Is(err, context.Canceled) {
+		t.Errorf("Sleep on a cancelled context = %v, want context.Canceled", err)
+	}
+	if err := Sleep(ctx, 0); !errors.Is(err, context.Canceled) {
+		t.Errorf("Sleep(0) on a cancelled context = %v, want context.Canceled", err)
+	}
+	if err := Sleep(context.Background(), time.Millisecond); err != nil {
+		t.Errorf("Sleep(1ms) = %v, want nil", err)
+	}
+}
