@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/svcreg/svcreg/internal/etcdtest"
 	"github.com/svcreg/svcreg/server/store"
 	"github.com/svcreg/svcreg/server/store/etcdstore"
-	"github.com/svcreg/svcreg/server/store/etcdstore/etcdtest"
 	"github.com/svcreg/svcreg/server/store/storetest"
 )
 
