@@ -250,7 +250,13 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 // --wait and --listen, and puts the connection flags given over the
 // file's [registry].
 func (f *templateFlags) loadConfig(fs *flag.FlagSet) (templateConfig, error) {
-	c := templateConfig{Config: render.Config{Wait: render.DefaultWait()}}
+	// Without a file, the default wait; a file's [wait] replaces it whole
+	// (a min without a max then waits at most four times min), and a file
+	// without [wait] gets the default from ReadConfigInto.
+	c := templateConfig{}
+	if f.config == "" {
+		c.Wait = render.DefaultWait()
+	}
 	if f.config != "" {
 		if err := render.ReadConfigInto(f.config, &c, &c.Config); err != nil {
 			return c, err

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/svcreg/svcreg/internal/testserver"
 )
@@ -73,5 +74,31 @@ func TestTemplateConfigRegistryTable(t *testing.T) {
 				t.Fatalf("rendered %q, want the service the file's account sees", got)
 			}
 		})
+	}
+}
+
+// A file's [wait] with a min and no max waits at most four times min, as
+// in a render config; without [wait] the default applies.
+func TestTemplateConfigWait(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct{ wait, min, max string }{
+		{"[wait]\nmin = \"5s\"\n", "5s", "20s"},
+		{"", "100ms", "2s"},
+	} {
+		p := filepath.Join(dir, "render.toml")
+		body := tc.wait + "[[template]]\nsource = \"a.tmpl\"\ndestination = \"a.out\"\n"
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		c, err := loadTemplateConfig(p)
+		if err == nil {
+			err = c.Config.Normalize()
+		}
+		if err != nil {
+			t.Fatalf("%q: %v", tc.wait, err)
+		}
+		if got := time.Duration(c.Wait.Min).String() + ":" + time.Duration(c.Wait.Max).String(); got != tc.min+":"+tc.max {
+			t.Errorf("%q: wait %s, want %s:%s", tc.wait, got, tc.min, tc.max)
+		}
 	}
 }

@@ -155,16 +155,6 @@ func dynamicBalance(algo string, lines []string) bool {
 	return false
 }
 
-// section returns the section with the header, or nil.
-func (c *config) section(header string) *section {
-	for _, s := range c.sections {
-		if s.header == header {
-			return s
-		}
-	}
-	return nil
-}
-
 func (s *section) server(name string) *server {
 	for _, sv := range s.servers {
 		if sv.name == name {
