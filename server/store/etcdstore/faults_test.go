@@ -143,7 +143,22 @@ func TestEtcdUnavailable(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	u.do(n[1], "GET", "/services", nil, 200)
-	u.heartbeat(n[0], "svc-1", tok)
+	// Node 1 now holds svc-1; a heartbeat at node 0 asks it to hand the
+	// service back, which waits for node 1's watch, itself reconnecting
+	// after the outage: the first tries may get a 503 (docs/etcd.md), and
+	// a heartbeat client retries with the same token.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		r, err := u.try(n[0], "POST", "/services/svc-1/heartbeat", map[string]string{"token": tok})
+		if err == nil && r.code == 200 {
+			break
+		}
+		if err != nil && time.Now().After(deadline) {
+			t.Fatalf("heartbeat at the other node after the outage: %v", err)
+		}
+		if err == nil && (r.code != 503 || time.Now().After(deadline)) {
+			t.Fatalf("heartbeat at the other node after the outage: %d %s", r.code, r.body)
+		}
+	}
 	u.create(n[0], "svc-2", 30)
 	// The heartbeat sent while etcd was down was not committed, or the
 	// retry above would have got the same token as before: no harm either
