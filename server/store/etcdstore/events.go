@@ -10,6 +10,7 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/svcreg/svcreg/internal/retry"
 	"github.com/svcreg/svcreg/internal/timeuuid"
 	"github.com/svcreg/svcreg/server/store"
 )
@@ -149,7 +150,7 @@ func (s *Store) watchAccounts(ready chan struct{}) {
 		if healthy {
 			backoff = 50 * time.Millisecond
 		}
-		if sleep(s.ctx, backoff) != nil {
+		if retry.Sleep(s.ctx, backoff) != nil {
 			return
 		}
 		backoff = min(2*backoff, 2*time.Second)

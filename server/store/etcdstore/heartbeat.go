@@ -13,6 +13,7 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/svcreg/svcreg/internal/retry"
 	"github.com/svcreg/svcreg/internal/timeuuid"
 	"github.com/svcreg/svcreg/server/store"
 )
@@ -392,7 +393,7 @@ func (s *Store) handOver(ctx context.Context, tenantID, id string, hb hbRecord) 
 		s.txn(dctx, "withdraw a hand-over request", nil, []clientv3.Op{clientv3.OpDelete(rel)}, nil)
 	}()
 	for delay := 2 * time.Millisecond; ; delay = min(2*delay, 100*time.Millisecond) {
-		if err := sleep(ctx, delay); err != nil {
+		if err := retry.Sleep(ctx, delay); err != nil {
 			return fmt.Errorf("%w: node %s did not hand over service %s: %w", store.ErrUnavailable, hb.Holder, id, err)
 		}
 		resp, err := s.read(ctx, "wait for a hand-over", clientv3.OpGet(s.k.heartbeat(tenantID, id)), clientv3.OpGet(s.k.node(hb.Holder)))
@@ -547,7 +548,7 @@ func (s *Store) watchReleases() {
 			}
 			cancel()
 		}
-		if sleep(s.ctx, backoff) != nil {
+		if retry.Sleep(s.ctx, backoff) != nil {
 			return
 		}
 		backoff = min(2*backoff, 2*time.Second)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/svcreg/svcreg/internal/retry"
 	"sync"
 	"time"
 
@@ -101,7 +102,7 @@ func (s *Store) registryWasDown(ctx context.Context) (bool, error) {
 			// Cannot be: a lease not renewed expires within its TTL.
 			return false, nil
 		}
-		if err := sleep(ctx, 200*time.Millisecond); err != nil {
+		if err := retry.Sleep(ctx, 200*time.Millisecond); err != nil {
 			return false, err
 		}
 		resp, err := s.read(ctx, "list nodes", clientv3.OpGet(s.k.nodes(), clientv3.WithPrefix()))
@@ -137,7 +138,7 @@ func (s *Store) register(ctx context.Context) error {
 // registers again, on a new lease.
 func (s *Store) keepRegistered() {
 	every := s.opts.NodeTTL / 3
-	for sleep(s.ctx, every) == nil {
+	for retry.Sleep(s.ctx, every) == nil {
 		id, _ := s.lease.get()
 		asked := time.Now()
 		cctx, cancel := context.WithTimeout(s.ctx, every)
@@ -161,7 +162,7 @@ func (s *Store) keepRegistered() {
 				break
 			}
 			s.log.Warn("register node", "err", err)
-			if sleep(s.ctx, time.Second) != nil {
+			if retry.Sleep(s.ctx, time.Second) != nil {
 				return
 			}
 		}

@@ -39,6 +39,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/svcreg/svcreg/internal/retry"
 	"github.com/svcreg/svcreg/internal/timeuuid"
 	"github.com/svcreg/svcreg/server/store"
 )
@@ -595,7 +596,7 @@ func (s *Store) write(ctx context.Context, t *tenant, what string, reads []strin
 		if attempt > 0 {
 			s.metrics.conflicts.Inc()
 			if attempt > 2 {
-				if err := sleep(ctx, time.Duration(mrand.Int64N(int64(attempt)*int64(time.Millisecond)))); err != nil {
+				if err := retry.Sleep(ctx, time.Duration(mrand.Int64N(int64(attempt)*int64(time.Millisecond)))); err != nil {
 					return 0, err
 				}
 			}
@@ -650,16 +651,5 @@ func (s *Store) write(ctx context.Context, t *tenant, what string, reads []strin
 			t.observe(w.acct, cresp.Header.Revision)
 		}
 		return cresp.Header.Revision, nil
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }
