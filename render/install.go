@@ -3,6 +3,7 @@ package render
 import (
 	"errors"
 	"fmt"
+	"github.com/svcreg/svcreg/internal/fsync"
 	"io/fs"
 	"os"
 	"os/user"
@@ -135,7 +136,7 @@ func attrsDiffer(t TemplateConfig, current fs.FileInfo) bool {
 func install(staged, dest string) (inPlace bool, err error) {
 	err = os.Rename(staged, dest)
 	if err == nil {
-		return false, syncDir(filepath.Dir(dest))
+		return false, fsync.Dir(filepath.Dir(dest))
 	}
 	if !errors.Is(err, syscall.EBUSY) && !errors.Is(err, syscall.EXDEV) {
 		return false, err
@@ -158,15 +159,6 @@ func install(staged, dest string) (inPlace bool, err error) {
 		return true, serr
 	}
 	return true, f.Close()
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // replace writes data over dest the way a render does: staged, synced,

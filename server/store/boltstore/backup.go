@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/svcreg/svcreg/internal/fsync"
 	"io"
 	"io/fs"
 	"net"
@@ -85,7 +86,7 @@ func Backup(dir, dst string) (int64, error) {
 	if err := os.Rename(tmp, dst); err != nil {
 		return 0, err
 	}
-	return n, syncDir(filepath.Dir(dst))
+	return n, fsync.Dir(filepath.Dir(dst))
 }
 
 func writeBackup(dir string, w io.Writer) (int64, error) {
@@ -156,7 +157,7 @@ func Restore(dir, src string) (replaced string, err error) {
 	if err := os.Rename(tmp, path); err != nil {
 		return "", err
 	}
-	return replaced, syncDir(dir)
+	return replaced, fsync.Dir(dir)
 }
 
 func copyFile(src, dst string) error {
@@ -220,7 +221,7 @@ func Compact(dir string) (before, after int64, err error) {
 	if err := os.Rename(tmp, path); err != nil {
 		return 0, 0, err
 	}
-	return fi.Size(), nfi.Size(), syncDir(dir)
+	return fi.Size(), nfi.Size(), fsync.Dir(dir)
 }
 
 // backupStall is how long a backup may go without its reader taking

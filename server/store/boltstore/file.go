@@ -3,6 +3,7 @@ package boltstore
 import (
 	"errors"
 	"fmt"
+	"github.com/svcreg/svcreg/internal/fsync"
 	"io"
 	"io/fs"
 	"os"
@@ -82,16 +83,7 @@ func createFile(path string) error {
 	if err := os.Rename(tmp, path); err != nil {
 		return err
 	}
-	return syncDir(filepath.Dir(path))
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return fsync.Dir(filepath.Dir(path))
 }
 
 // openBolt opens the file with bbolt, turning its errors and panics on a
