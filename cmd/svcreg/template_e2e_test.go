@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/svcreg/svcreg/internal/haproxytest"
 	"github.com/svcreg/svcreg/internal/testserver"
 	"github.com/svcreg/svcreg/registry"
 	"github.com/svcreg/svcreg/server/store"
@@ -57,15 +58,7 @@ func inCI() bool {
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+func freePort(t *testing.T) int { return haproxytest.FreePort(t) }
 
 // backend is an HTTP server that answers its name.
 func backend(t *testing.T, name string) (ip, port string) {
