@@ -14,13 +14,14 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/svcreg/svcreg/internal/testprog"
 
 	"github.com/svcreg/svcreg/server"
 )
@@ -40,13 +41,7 @@ type browser struct {
 // `make test` installs chromium.
 func newBrowser(t *testing.T) *browser {
 	t.Helper()
-	bin, err := exec.LookPath("chromium")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("chromium is not installed; `make deps` installs it (apt-get install chromium)")
-		}
-		t.Skip("chromium is not installed; `make deps` installs it")
-	}
+	bin := testprog.Find(t, "chromium", "the browser tests drive Debian's chromium; `make deps` installs it (apt-get install chromium)")
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(bin),
 		chromedp.Headless,

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/svcreg/svcreg/internal/haproxytest"
+	"github.com/svcreg/svcreg/internal/testprog"
 	"github.com/svcreg/svcreg/internal/testserver"
 	"github.com/svcreg/svcreg/registry"
 	"github.com/svcreg/svcreg/server/store"
@@ -33,27 +34,8 @@ import (
 // end-to-end tests silently.
 func program(t *testing.T, name string) string {
 	t.Helper()
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	for _, dir := range []string{"/usr/sbin", "/usr/local/sbin", "/sbin"} {
-		if p := filepath.Join(dir, name); fileExists(p) {
-			return p
-		}
-	}
-	msg := fmt.Sprintf("%s needs %s, which is not installed: the renderer's end-to-end tests run against the real nginx and HAProxy. "+
-		"Install them with `make deps` (Debian/Ubuntu: apt-get install nginx haproxy; macOS: brew install nginx haproxy)", t.Name(), name)
-	if inCI() {
-		t.Fatal(msg + "; CI runs every test")
-	}
-	t.Skip(msg)
-	return ""
-}
-
-// inCI reports whether the tests run in CI: CI is set, and not to false.
-func inCI() bool {
-	v := strings.ToLower(os.Getenv("CI"))
-	return v != "" && v != "false" && v != "0"
+	return testprog.Find(t, name, "the renderer's end-to-end tests run against the real nginx and HAProxy. "+
+		"Install them with `make deps` (Debian/Ubuntu: apt-get install nginx haproxy; macOS: brew install nginx haproxy)")
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }

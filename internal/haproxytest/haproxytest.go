@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/svcreg/svcreg/internal/testprog"
 )
 
 // HAProxy is one HAProxy: a master and its worker (MasterWorker), or a
@@ -32,20 +34,11 @@ type HAProxy struct {
 	MasterWorker   bool
 }
 
-// Bin finds haproxy; the test fails (not skips) without it, since CI must
-// run it: `make deps` installs it.
+// Bin finds haproxy: without it the test is skipped, or fails in CI
+// (testprog).
 func Bin(t testing.TB) string {
 	t.Helper()
-	if p, err := exec.LookPath("haproxy"); err == nil {
-		return p
-	}
-	for _, p := range []string{"/usr/sbin/haproxy", "/usr/local/sbin/haproxy"} {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	t.Fatal("haproxy is not installed; this test runs against it (make deps installs it)")
-	return ""
+	return testprog.Find(t, "haproxy", "this test runs against the real HAProxy; `make deps` installs it (apt-get install haproxy)")
 }
 
 // FreePort returns a loopback port that was free a moment ago.

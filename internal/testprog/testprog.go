@@ -1,0 +1,42 @@
+// Package testprog finds the real programs the end-to-end tests run
+// against (nginx, HAProxy, chromium): without one, a test is skipped,
+// saying which program it needs and how to get it; in CI (CI set, as
+// .ci/run sets it) it fails instead, so CI never skips those tests.
+package testprog
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// Find returns the path of the program name, looked up in PATH and the
+// sbin directories. why says what the test needs it for and how to
+// install it.
+func Find(t testing.TB, name, why string) string {
+	t.Helper()
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	for _, dir := range []string{"/usr/sbin", "/usr/local/sbin", "/sbin"} {
+		p := filepath.Join(dir, name)
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	msg := fmt.Sprintf("%s needs %s, which is not installed: %s", t.Name(), name, why)
+	if InCI() {
+		t.Fatal(msg + "; CI runs every test")
+	}
+	t.Skip(msg)
+	return ""
+}
+
+// InCI reports whether the tests run in CI: CI is set, and not to false.
+func InCI() bool {
+	v := strings.ToLower(os.Getenv("CI"))
+	return v != "" && v != "false" && v != "0"
+}
