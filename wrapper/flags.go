@@ -131,6 +131,7 @@ func ParseArgs(prog string, args []string, help io.Writer) (Config, error) {
 		return Config{}, &UsageError{err.Error()}
 	}
 	cfg.Command = command
+	cfg.Registry = registryflags.Resolve(registry.Config{}, fs, cfg.Registry)
 	if cfg.Service.Tags, err = parseTags(tags); err != nil {
 		return Config{}, err
 	}

@@ -141,7 +141,7 @@ func (a *apiFlags) parse(args []string) ([]string, error) {
 // client builds the registry client from the connection settings. A
 // missing or contradictory setting is a usage error.
 func (a *apiFlags) client() (*registry.Client, error) {
-	c, err := registryflags.NewClient(a.conn)
+	c, err := registryflags.NewClient(registryflags.Resolve(registry.Config{}, a.fs, a.conn))
 	if err != nil {
 		return nil, usageError{err.Error()}
 	}

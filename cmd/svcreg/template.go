@@ -262,7 +262,7 @@ func (f *templateFlags) loadConfig(fs *flag.FlagSet) (templateConfig, error) {
 			return c, err
 		}
 	}
-	c.Registry = registryflags.Over(c.Registry, fs, f.registry)
+	c.Registry = registryflags.Resolve(c.Registry, fs, f.registry)
 	for _, t := range f.templates {
 		tc, err := render.ParseTemplateFlag(t)
 		if err != nil {

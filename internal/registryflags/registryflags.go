@@ -12,49 +12,70 @@ import (
 )
 
 // flags lists each connection flag once: its name, its environment
-// variable, its usage, and the registry.Config field it sets.
+// variable, its usage, the registry.Config field it sets, and whether it is
+// a secret (the proof of identity: a token, an API key or a password).
 var flags = []struct {
 	name, env, usage string
 	field            func(*registry.Config) *string
+	secret           bool
 }{
-	{"url", "SVCREG_URL", "registry API `URL`, e.g. http://127.0.0.1:8420/v1.0", func(c *registry.Config) *string { return &c.URL }},
-	{"auth-url", "SVCREG_AUTH_URL", "identity `URL` (Keystone v2); default: the registry's own, the scheme and host of --url with /v2.0", func(c *registry.Config) *string { return &c.AuthURL }},
-	{"token", "SVCREG_TOKEN", "static API `token` (with --tenant) instead of credentials", func(c *registry.Config) *string { return &c.Token }},
-	{"tenant", "SVCREG_TENANT", "tenant `id`", func(c *registry.Config) *string { return &c.Tenant }},
-	{"username", "SVCREG_USERNAME", "`user` name for the identity endpoint", func(c *registry.Config) *string { return &c.Username }},
-	{"api-key", "SVCREG_API_KEY", "API `key` of --username", func(c *registry.Config) *string { return &c.APIKey }},
-	{"password", "SVCREG_PASSWORD", "`password` of --username (instead of --api-key)", func(c *registry.Config) *string { return &c.Password }},
-	{"region", "SVCREG_REGION", "us or uk: use the Rackspace identity endpoint of that region", func(c *registry.Config) *string { return &c.Region }},
+	{"url", "SVCREG_URL", "registry API `URL`, e.g. http://127.0.0.1:8420/v1.0", func(c *registry.Config) *string { return &c.URL }, false},
+	{"auth-url", "SVCREG_AUTH_URL", "identity `URL` (Keystone v2); default: the registry's own, the scheme and host of --url with /v2.0", func(c *registry.Config) *string { return &c.AuthURL }, false},
+	{"token", "SVCREG_TOKEN", "static API `token` (with --tenant) instead of credentials", func(c *registry.Config) *string { return &c.Token }, true},
+	{"tenant", "SVCREG_TENANT", "tenant `id`", func(c *registry.Config) *string { return &c.Tenant }, false},
+	{"username", "SVCREG_USERNAME", "`user` name for the identity endpoint", func(c *registry.Config) *string { return &c.Username }, false},
+	{"api-key", "SVCREG_API_KEY", "API `key` of --username", func(c *registry.Config) *string { return &c.APIKey }, true},
+	{"password", "SVCREG_PASSWORD", "`password` of --username (instead of --api-key)", func(c *registry.Config) *string { return &c.Password }, true},
+	{"region", "SVCREG_REGION", "us or uk: use the Rackspace identity endpoint of that region", func(c *registry.Config) *string { return &c.Region }, false},
 }
 
 // Register adds the connection flags to fs: --url, --auth-url, --token,
-// --tenant, --username, --api-key, --password, --region. They set c's
-// fields; each defaults to its SVCREG_* environment variable.
+// --tenant, --username, --api-key, --password, --region. Parsing sets the
+// fields of c that are given on the command line; Resolve then puts them
+// over a config file's settings and the SVCREG_* environment.
 func Register(fs *flag.FlagSet, c *registry.Config) {
 	for _, f := range flags {
-		fs.StringVar(f.field(c), f.name, os.Getenv(f.env), f.usage+" ($"+f.env+")")
+		fs.StringVar(f.field(c), f.name, "", f.usage+" ($"+f.env+")")
 	}
 }
 
-// Over returns base (a config file's settings) with the connection flags
-// given on fs's command line, as parsed into given, put over it, and its
-// empty fields then filled from the environment: a flag wins over the
-// file, and the file over the environment.
-func Over(base registry.Config, fs *flag.FlagSet, given registry.Config) registry.Config {
-	fs.Visit(func(fl *flag.Flag) {
-		for _, f := range flags {
-			if f.name == fl.Name {
-				*f.field(&base) = *f.field(&given)
-			}
+// Resolve returns base (a config file's settings, or the zero Config) with
+// the connection flags given on fs's command line, as parsed into given,
+// put over it, and its empty fields then filled from the environment: a
+// flag wins over the file, and the file over the environment.
+//
+// The secrets (token, API key, password) go together: a source that gives
+// one of them replaces the secrets of the weaker sources, so that
+// --password on the command line wins over an api_key in the file or
+// SVCREG_API_KEY instead of conflicting with it. Two secrets from one
+// source still conflict (Check says so).
+func Resolve(base registry.Config, fs *flag.FlagSet, given registry.Config) registry.Config {
+	visited := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { visited[fl.Name] = true })
+	secretGiven := false
+	for _, f := range flags {
+		secretGiven = secretGiven || (f.secret && visited[f.name])
+	}
+	for _, f := range flags {
+		switch {
+		case visited[f.name]:
+			*f.field(&base) = *f.field(&given)
+		case f.secret && secretGiven:
+			*f.field(&base) = ""
 		}
-	})
+	}
 	return FromEnv(base)
 }
 
 // FromEnv fills c's empty connection fields from the SVCREG_* environment.
+// The secrets are taken from the environment only when c has none.
 func FromEnv(c registry.Config) registry.Config {
+	hasSecret := false
 	for _, f := range flags {
-		if p := f.field(&c); *p == "" {
+		hasSecret = hasSecret || (f.secret && *f.field(&c) != "")
+	}
+	for _, f := range flags {
+		if p := f.field(&c); *p == "" && !(f.secret && hasSecret) {
 			*p = os.Getenv(f.env)
 		}
 	}

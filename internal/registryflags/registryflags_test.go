@@ -47,7 +47,8 @@ func TestCheck(t *testing.T) {
 	}
 }
 
-func TestFlagsDefaultToEnvironment(t *testing.T) {
+func TestFlagsFallBackToEnvironment(t *testing.T) {
+	clearEnv(t)
 	t.Setenv("SVCREG_URL", "http://env/v1.0")
 	t.Setenv("SVCREG_USERNAME", "env-user")
 	var c registry.Config
@@ -56,8 +57,8 @@ func TestFlagsDefaultToEnvironment(t *testing.T) {
 	if err := fs.Parse([]string{"--username", "flag-user"}); err != nil {
 		t.Fatal(err)
 	}
-	if c.URL != "http://env/v1.0" || c.Username != "flag-user" {
-		t.Fatalf("config %+v: want the URL from the environment and the user from the flag", c)
+	if got := Resolve(registry.Config{}, fs, c); got.URL != "http://env/v1.0" || got.Username != "flag-user" {
+		t.Fatalf("config %+v: want the URL from the environment and the user from the flag", got)
 	}
 	t.Setenv("SVCREG_API_KEY", "k")
 	if got := FromEnv(registry.Config{}); got.APIKey != "k" || got.URL != "http://env/v1.0" {
@@ -65,25 +66,98 @@ func TestFlagsDefaultToEnvironment(t *testing.T) {
 	}
 }
 
-// A flag given on the command line wins over the config file, and the
-// file over the environment.
-func TestOverPrecedence(t *testing.T) {
+func clearEnv(t *testing.T) {
 	for _, f := range flags {
 		t.Setenv(f.env, "")
 	}
-	t.Setenv("SVCREG_URL", "http://env/v1.0")
-	t.Setenv("SVCREG_TENANT", "env-tenant")
-	t.Setenv("SVCREG_USERNAME", "env-user")
-	var given registry.Config
-	fs := flag.NewFlagSet("x", flag.ContinueOnError)
-	Register(fs, &given)
-	if err := fs.Parse([]string{"--username", "flag-user", "--region", "uk"}); err != nil {
-		t.Fatal(err)
-	}
-	file := registry.Config{URL: "http://file/v1.0", Username: "file-user", APIKey: "file-key"}
-	got := Over(file, fs, given)
-	want := registry.Config{URL: "http://file/v1.0", Username: "flag-user", APIKey: "file-key", Region: "uk", Tenant: "env-tenant"}
-	if got != want {
-		t.Fatalf("Over = %+v, want %+v", got, want)
+}
+
+// A flag given on the command line wins over the config file, and the
+// file over the environment; secrets (token, API key, password) go
+// together, so a stronger source's secret replaces a weaker one's instead
+// of conflicting with it.
+func TestResolvePrecedence(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		file  registry.Config
+		env   map[string]string
+		args  []string
+		want  registry.Config
+		check string // what Check says, if anything
+	}{
+		{
+			name: "flag over file over environment",
+			file: registry.Config{URL: "http://file/v1.0", Username: "file-user", APIKey: "file-key"},
+			env:  map[string]string{"SVCREG_URL": "http://env/v1.0", "SVCREG_TENANT": "env-tenant", "SVCREG_USERNAME": "env-user"},
+			args: []string{"--username", "flag-user", "--region", "uk"},
+			want: registry.Config{URL: "http://file/v1.0", Username: "flag-user", APIKey: "file-key", Region: "uk", Tenant: "env-tenant"},
+		},
+		{
+			name: "--password replaces the file's api_key",
+			file: registry.Config{URL: "http://file/v1.0", Username: "u", APIKey: "file-key"},
+			args: []string{"--password", "pw"},
+			want: registry.Config{URL: "http://file/v1.0", Username: "u", Password: "pw"},
+		},
+		{
+			name: "--password replaces SVCREG_API_KEY",
+			env:  map[string]string{"SVCREG_URL": "http://env/v1.0", "SVCREG_USERNAME": "u", "SVCREG_API_KEY": "env-key"},
+			args: []string{"--password", "pw"},
+			want: registry.Config{URL: "http://env/v1.0", Username: "u", Password: "pw"},
+		},
+		{
+			name: "--token replaces the file's password",
+			file: registry.Config{URL: "http://file/v1.0", Username: "u", Password: "file-pw", Tenant: "7"},
+			args: []string{"--token", "tok"},
+			want: registry.Config{URL: "http://file/v1.0", Username: "u", Token: "tok", Tenant: "7"},
+		},
+		{
+			name: "the file's password wins over SVCREG_API_KEY",
+			file: registry.Config{URL: "http://file/v1.0", Username: "u", Password: "file-pw"},
+			env:  map[string]string{"SVCREG_API_KEY": "env-key", "SVCREG_TOKEN": "env-token"},
+			want: registry.Config{URL: "http://file/v1.0", Username: "u", Password: "file-pw"},
+		},
+		{
+			name: "environment secrets when neither flags nor file give one",
+			file: registry.Config{URL: "http://file/v1.0", Username: "u"},
+			env:  map[string]string{"SVCREG_API_KEY": "env-key"},
+			want: registry.Config{URL: "http://file/v1.0", Username: "u", APIKey: "env-key"},
+		},
+		{
+			name:  "two secrets on the command line still conflict",
+			file:  registry.Config{URL: "http://file/v1.0", Username: "u"},
+			args:  []string{"--api-key", "k", "--password", "pw"},
+			want:  registry.Config{URL: "http://file/v1.0", Username: "u", APIKey: "k", Password: "pw"},
+			check: "conflicting credentials: an API key",
+		},
+		{
+			name:  "two secrets in the environment still conflict",
+			env:   map[string]string{"SVCREG_URL": "http://env/v1.0", "SVCREG_USERNAME": "u", "SVCREG_API_KEY": "k", "SVCREG_PASSWORD": "pw"},
+			want:  registry.Config{URL: "http://env/v1.0", Username: "u", APIKey: "k", Password: "pw"},
+			check: "conflicting credentials: an API key",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clearEnv(t)
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			var given registry.Config
+			fs := flag.NewFlagSet("x", flag.ContinueOnError)
+			Register(fs, &given)
+			if err := fs.Parse(tc.args); err != nil {
+				t.Fatal(err)
+			}
+			got := Resolve(tc.file, fs, given)
+			if got != tc.want {
+				t.Fatalf("Resolve = %+v, want %+v", got, tc.want)
+			}
+			err := Check(got)
+			switch {
+			case tc.check == "" && err != nil:
+				t.Fatalf("Check: %v", err)
+			case tc.check != "" && (err == nil || !strings.Contains(err.Error(), tc.check)):
+				t.Fatalf("Check = %v, want %q", err, tc.check)
+			}
+		})
 	}
 }
