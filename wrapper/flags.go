@@ -9,10 +9,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf16"
 
 	"github.com/svcreg/svcreg/internal/cliflags"
 	"github.com/svcreg/svcreg/internal/registryflags"
+	"github.com/svcreg/svcreg/internal/svcflags"
 	"github.com/svcreg/svcreg/registry"
 )
 
@@ -101,8 +101,7 @@ Exit codes: COMMAND's; 2 usage; 69 aborted (--abort-on-failure);
 // mistakes are *UsageError.
 func ParseArgs(prog string, args []string, help io.Writer) (Config, error) {
 	cfg := Config{Interval: 10 * time.Second}
-	var tags listFlag
-	var metadata listFlag
+	var tags, metadata svcflags.List
 	fs := cliflags.New(prog)
 	usage := func() {
 		fmt.Fprintf(help, "Usage:\n  %s --id=ID [--tags=a,b] [--metadata=k=v,...] [--interval=SECONDS] [--abort-on-failure] [flags] [--] COMMAND [ARGS...]\n\n", prog)
@@ -132,11 +131,11 @@ func ParseArgs(prog string, args []string, help io.Writer) (Config, error) {
 	}
 	cfg.Command = command
 	cfg.Registry = registryflags.Resolve(registry.Config{}, fs, cfg.Registry)
-	if cfg.Service.Tags, err = parseTags(tags); err != nil {
-		return Config{}, err
+	if cfg.Service.Tags, err = tags.Tags(); err != nil {
+		return Config{}, &UsageError{err.Error()}
 	}
-	if cfg.Service.Metadata, err = parseMetadata(metadata); err != nil {
-		return Config{}, err
+	if cfg.Service.Metadata, err = metadata.Metadata(); err != nil {
+		return Config{}, &UsageError{err.Error()}
 	}
 	if err := checkID(cfg.Service.ID); err != nil {
 		return Config{}, err
@@ -155,16 +154,6 @@ func ParseArgs(prog string, args []string, help io.Writer) (Config, error) {
 		return Config{}, usagef("no command to run: give it after the flags, e.g. %s --id=web1 -- python3 -m http.server", prog)
 	}
 	return cfg, nil
-}
-
-// listFlag collects the values of a repeatable flag.
-type listFlag []string
-
-func (l *listFlag) String() string { return strings.Join(*l, ",") }
-
-func (l *listFlag) Set(v string) error {
-	*l = append(*l, v)
-	return nil
 }
 
 // secondsFlag is a duration given in seconds ("5", "2.5") or as a Go
@@ -189,9 +178,6 @@ func (s *secondsFlag) Set(v string) error {
 	return nil
 }
 
-// utf16Len is the length the registry checks: UTF-16 code units.
-func utf16Len(s string) int { return len(utf16.Encode([]rune(s))) }
-
 // checkID applies the registry's rule for service ids (docs/api.md,
 // validation rules), so that a bad id is a usage error and not a
 // registration that fails forever.
@@ -208,62 +194,4 @@ func checkID(id string) error {
 		}
 	}
 	return nil
-}
-
-// parseTags splits the --tags values at commas; blanks around a tag are
-// dropped, and so are empty tags.
-func parseTags(values []string) ([]string, error) {
-	tags := []string{}
-	for _, v := range values {
-		for _, t := range strings.Split(v, ",") {
-			t = strings.TrimSpace(t)
-			if t == "" {
-				continue
-			}
-			if n := utf16Len(t); n > 55 {
-				return nil, usagef("--tags: tag %q is longer than 55 characters", t)
-			}
-			for _, r := range t {
-				if r < 0x20 || r == 0x7f {
-					return nil, usagef("--tags: tag %q holds a control character", t)
-				}
-			}
-			tags = append(tags, t)
-		}
-	}
-	if len(tags) > 10 {
-		return nil, usagef("--tags: %d tags given; a service carries at most 10", len(tags))
-	}
-	return tags, nil
-}
-
-// parseMetadata splits the --metadata values at commas into key=value
-// pairs; the value is everything after the first "=".
-func parseMetadata(values []string) (map[string]string, error) {
-	md := map[string]string{}
-	for _, v := range values {
-		for _, pair := range strings.Split(v, ",") {
-			if strings.TrimSpace(pair) == "" {
-				continue
-			}
-			key, value, ok := strings.Cut(pair, "=")
-			key = strings.TrimSpace(key)
-			switch {
-			case !ok:
-				return nil, usagef("--metadata: %q is not a key=value pair", pair)
-			case key == "" || utf16Len(key) > 255:
-				return nil, usagef("--metadata: in %q the key must have 1..255 characters", pair)
-			case value == "" || utf16Len(value) > 255:
-				return nil, usagef("--metadata: in %q the value must have 1..255 characters", pair)
-			}
-			if _, dup := md[key]; dup {
-				return nil, usagef("--metadata: key %q is given twice", key)
-			}
-			md[key] = value
-		}
-	}
-	if len(md) > 20 {
-		return nil, usagef("--metadata: %d keys given; a service carries at most 20", len(md))
-	}
-	return md, nil
 }

@@ -7,8 +7,8 @@ import (
 	"maps"
 	"slices"
 	"strconv"
-	"strings"
 
+	"github.com/svcreg/svcreg/internal/svcflags"
 	"github.com/svcreg/svcreg/registry"
 )
 
@@ -25,49 +25,6 @@ func runServices(ctx context.Context, args []string, stdin io.Reader, stdout, st
 		{"update", "change a service's tags, metadata or heartbeat timeout", runServicesUpdate},
 		{"delete", "delete a service", runServicesDelete},
 	}, args, stdin, stdout, stderr)
-}
-
-// listFlag is a repeatable flag of comma-separated items (--tags a,b
-// --tags c). It remembers whether it was given, so that --tags "" can
-// mean "no tags".
-type listFlag struct {
-	items []string
-	set   bool
-}
-
-func (l *listFlag) String() string { return strings.Join(l.items, ",") }
-
-func (l *listFlag) Set(v string) error {
-	l.set = true
-	for item := range strings.SplitSeq(v, ",") {
-		if item = strings.TrimSpace(item); item != "" {
-			l.items = append(l.items, item)
-		}
-	}
-	return nil
-}
-
-// tags returns the tags given; an empty, non-nil slice if the flag was
-// given empty.
-func (l *listFlag) tags() []string {
-	if l.items == nil {
-		return []string{}
-	}
-	return l.items
-}
-
-// metadata returns the key=value items as a map; an empty, non-nil map if
-// the flag was given empty.
-func (l *listFlag) metadata() (map[string]string, error) {
-	m := make(map[string]string, len(l.items))
-	for _, item := range l.items {
-		k, v, ok := strings.Cut(item, "=")
-		if !ok || k == "" {
-			return nil, usagef("--metadata %q: write each item as key=value", item)
-		}
-		m[k] = v
-	}
-	return m, nil
 }
 
 func runServicesList(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
@@ -144,7 +101,7 @@ POST /services/ID/heartbeat with the token (see docs/api.md), or let
 'svcreg wrap' register and heartbeat a process. With --output json,
 {"token": "…"}.`, stdout)
 	timeout := f.fs.Int("timeout", 0, "heartbeat timeout in `seconds` (3..120); required")
-	var tags, metadata listFlag
+	var tags, metadata svcflags.List
 	f.fs.Var(&tags, "tags", "comma-separated `tags`; may be repeated")
 	f.fs.Var(&metadata, "metadata", "comma-separated `key=value` pairs; may be repeated")
 	id, err := f.parseOne(args, "service ID")
@@ -157,9 +114,13 @@ POST /services/ID/heartbeat with the token (see docs/api.md), or let
 	if err := checkTimeout(*timeout); err != nil {
 		return err
 	}
-	meta, err := metadata.metadata()
+	svcTags, err := tags.Tags()
 	if err != nil {
-		return err
+		return usagef("%v", err)
+	}
+	meta, err := metadata.Metadata()
+	if err != nil {
+		return usagef("%v", err)
 	}
 	ctx, c, done, err := f.connect(ctx)
 	if err != nil {
@@ -167,7 +128,7 @@ POST /services/ID/heartbeat with the token (see docs/api.md), or let
 	}
 	defer done()
 
-	token, err := c.CreateService(ctx, registry.Service{ID: id, HeartbeatTimeout: *timeout, Tags: tags.tags(), Metadata: meta})
+	token, err := c.CreateService(ctx, registry.Service{ID: id, HeartbeatTimeout: *timeout, Tags: svcTags, Metadata: meta})
 	if err != nil {
 		return err
 	}
@@ -184,7 +145,7 @@ Changes a service. Only the flags given are sent, and each replaces what
 the service had: --tags "" removes every tag, --metadata "" all metadata.
 A new --timeout applies from the next heartbeat. Prints nothing.`, stdout)
 	timeout := f.fs.Int("timeout", 0, "new heartbeat timeout in `seconds` (3..120)")
-	var tags, metadata listFlag
+	var tags, metadata svcflags.List
 	f.fs.Var(&tags, "tags", "comma-separated `tags` that replace the service's; may be repeated")
 	f.fs.Var(&metadata, "metadata", "comma-separated `key=value` pairs that replace the service's; may be repeated")
 	id, err := f.parseOne(args, "service ID")
@@ -192,16 +153,18 @@ A new --timeout applies from the next heartbeat. Prints nothing.`, stdout)
 		return err
 	}
 	var patch registry.ServicePatch
-	if tags.set {
-		patch.Tags = tags.tags()
+	if tags.Given() {
+		if patch.Tags, err = tags.Tags(); err != nil {
+			return usagef("%v", err)
+		}
 	}
-	if metadata.set {
-		if patch.Metadata, err = metadata.metadata(); err != nil {
-			return err
+	if metadata.Given() {
+		if patch.Metadata, err = metadata.Metadata(); err != nil {
+			return usagef("%v", err)
 		}
 	}
 	patch.HeartbeatTimeout = *timeout
-	if !tags.set && !metadata.set && *timeout == 0 {
+	if !tags.Given() && !metadata.Given() && *timeout == 0 {
 		return usagef("nothing to change: give --tags, --metadata or --timeout")
 	}
 	if *timeout != 0 {
