@@ -106,7 +106,7 @@ func (w *Watcher) lastContact() float64 {
 // registry that is down is retried with capped, jittered backoff, and the
 // last snapshot stays published meanwhile.
 func (w *Watcher) Run(ctx context.Context) error {
-	backoff := 100 * time.Millisecond
+	backoff := retry.Backoff{Min: 100 * time.Millisecond, Max: w.cfg.MaxBackoff}
 	reason := "start"
 	for {
 		snap, err := w.list(ctx)
@@ -115,11 +115,11 @@ func (w *Watcher) Run(ctx context.Context) error {
 		}
 		if err != nil {
 			w.failed(err)
-			w.log.Warn("list the registry", "err", err, "retry_in", backoff)
-			if retry.Sleep(ctx, retry.Jitter(backoff, 0.2)) != nil {
+			d := backoff.Next()
+			w.log.Warn("list the registry", "err", err, "retry_in", d)
+			if retry.Sleep(ctx, d) != nil {
 				return nil
 			}
-			backoff = min(2*backoff, w.cfg.MaxBackoff)
 			continue
 		}
 		w.metrics.resyncs.WithLabelValues(reason).Inc()
@@ -130,15 +130,14 @@ func (w *Watcher) Run(ctx context.Context) error {
 			return nil
 		}
 		if reason != "feed-error" && reason != "undecodable-event" {
-			backoff = 100 * time.Millisecond
+			backoff.Reset()
 			continue
 		}
 		// The registry lists but refuses the feed, or sends what cannot be
 		// decoded: do not spin.
-		if retry.Sleep(ctx, retry.Jitter(backoff, 0.2)) != nil {
+		if retry.Sleep(ctx, backoff.Next()) != nil {
 			return nil
 		}
-		backoff = min(2*backoff, w.cfg.MaxBackoff)
 	}
 }
 
