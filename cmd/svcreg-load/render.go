@@ -165,8 +165,8 @@ func benchRender(o options) error {
 					return fmt.Errorf("%s, %d services: %w", r.name, s.services, err)
 				}
 				runs[key(s.services, r)] = append(runs[key(s.services, r)], run)
-				fmt.Printf("  trial %d  N=%-6d %-16s  CPU %6.2f s (%5.1f µs/change)  installs %3.0f  last-change lag %-8s  RSS %5.1f MB (peak %5.1f)\n",
-					trial+1, s.services, r.name, run.cpu, run.cpu/float64(s.changes)*1e6, run.installs, run.lag.Round(time.Millisecond), run.rssMB, run.hwmMB)
+				fmt.Printf("  trial %d  N=%-6d %-16s  CPU %6.2f s (%5.1f µs/change)  installs %3.0f  last-change lag %-8s  RSS %5.1f MB (peak %5.1f)  load %s\n",
+					trial+1, s.services, r.name, run.cpu, run.cpu/float64(s.changes)*1e6, run.installs, run.lag.Round(time.Millisecond), run.rssMB, run.hwmMB, loadAverage())
 			}
 		}
 	}
@@ -495,6 +495,16 @@ func svcregRenderer(name, bin, server string, data map[int]string) renderer {
 			stop:     func() { tmpl.stop(); srv.stop() },
 		}, nil
 	}}
+}
+
+// loadAverage is the machine's load average over the last minute, as
+// uptime shows it, to print next to figures measured on a shared machine.
+func loadAverage() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(data)); err == nil && len(f) > 0 {
+		return f[0]
+	}
+	return "?"
 }
 
 func countLines(b []byte) int { return strings.Count(string(b), "\n") }
