@@ -311,7 +311,7 @@ func preload(o options, n, changes int) (string, error) {
 		return "", err
 	}
 	srv, err := startChild(o.svcreg, "server", "--dev", "--listen", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "data"),
-		"--service-limit", strconv.Itoa(n+changes+100))
+		"--service-limit", strconv.Itoa(n+changes+100), "--write-rate", "0")
 	if err != nil {
 		return "", err
 	}
@@ -466,7 +466,8 @@ func svcregRenderer(name, bin, server string, data map[int]string) renderer {
 		if err := os.CopyFS(dir, os.DirFS(data[step.services])); err != nil {
 			return nil, err
 		}
-		srv, err := startChild(server, "server", "--dev", "--listen", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "data"))
+		// No write rate limit: the burst is faster than a tenant's default.
+		srv, err := startChild(server, "server", "--dev", "--listen", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "data"), "--write-rate", "0")
 		if err != nil {
 			return nil, err
 		}
