@@ -305,11 +305,16 @@ func lineDiff(a, b []byte) (missing, extra []string) {
 
 // preload starts a server on a new data directory, creates n services
 // (room for the burst's) and stops it; every run starts from a copy.
-func preload(o options, n, changes int) (string, error) {
+func preload(o options, n, changes int) (_ string, err error) {
 	dir, err := os.MkdirTemp("", "svcreg-load-render-")
 	if err != nil {
 		return "", err
 	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(dir)
+		}
+	}()
 	srv, err := startChild(o.svcreg, "server", "--dev", "--listen", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "data"),
 		"--service-limit", strconv.Itoa(n+changes+100), "--write-rate", "0")
 	if err != nil {
