@@ -2,12 +2,14 @@
 // throughput against a trivial Go handler serving the same load on the
 // same machine, the memory of idle long-polls, and the fan-out latency of
 // one event to many waiting long-polls; and the renderer's CPU time per
-// registry change (render), against an older svcreg with --baseline.
+// registry change (render), against an older svcreg with --baseline and
+// against confd watching etcd with --confd.
 //
 // It starts the servers it measures as child processes:
 //
 //	go build -o bin/ ./cmd/... && bin/svcreg-load --svcreg bin/svcreg all
 //	bin/svcreg-load --svcreg bin/svcreg --baseline /tmp/svcreg-old render
+//	bin/svcreg-load --svcreg bin/svcreg --confd /tmp/confd/confd --etcd /usr/bin/etcd render
 package main
 
 import (
@@ -52,10 +54,13 @@ type options struct {
 	warmup   time.Duration
 	waiters  string
 	services string
-	rate     float64
+	rate     string
+	changes  string
 	burst    time.Duration
 	trials   int
 	baseline string
+	confd    string
+	etcd     string
 	client   string
 }
 
@@ -68,10 +73,13 @@ func run(args []string) error {
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured load before each heartbeat run")
 	fs.StringVar(&o.waiters, "waiters", "1000,10000", "comma-separated long-poll counts for the fan-out runs")
 	fs.StringVar(&o.services, "services", "1000,5000,10000", "render: comma-separated counts of preloaded services")
-	fs.Float64Var(&o.rate, "rate", 250, "render: changes per second during the burst")
-	fs.DurationVar(&o.burst, "burst", 20*time.Second, "render: how long the burst of changes lasts")
+	fs.StringVar(&o.rate, "rate", "250", "render: changes per second during the burst; one rate, or one per --services count")
+	fs.StringVar(&o.changes, "changes", "", "render: changes in the burst; one count, or one per --services count (default: rate × --burst)")
+	fs.DurationVar(&o.burst, "burst", 20*time.Second, "render: how long the burst of changes lasts, unless --changes says")
 	fs.IntVar(&o.trials, "trials", 3, "render: trials per service count and renderer, interleaved")
 	fs.StringVar(&o.baseline, "baseline", "", "render: other svcreg `binaries` (comma-separated) whose renderers run the same trials, for comparison")
+	fs.StringVar(&o.confd, "confd", "", "render: a confd `binary` (0.16, etcdv3 backend) to run the same trials, watching an etcd\nthat holds the same services; needs --etcd")
+	fs.StringVar(&o.etcd, "etcd", "", "render: the etcd `binary` (v3 API) for --confd, started on loopback ports in a temporary directory")
 	fs.StringVar(&o.client, "client", "raw", "long-poll clients: raw (one goroutine reading a plain TCP connection each, so that\nthe client's own cost weighs little in the fan-out latency) or http (net/http's client)")
 	fs.Usage = func() {
 		fmt.Fprintf(os.Stderr, "Usage: svcreg-load [flags] heartbeat|longpoll|render|all\n\nall runs heartbeat and longpoll.\n\nFlags:\n")
