@@ -12,7 +12,8 @@ import (
 )
 
 // Adapter changes a running load balancer to match a rendered file.
-// Adapters are used by one render pass at a time.
+// The renderer keeps an Adapter from pass to pass (with the work its
+// plans leave running); one pass at a time uses it.
 type Adapter interface {
 	// Plan compares the installed file with the new one. When every
 	// difference can be applied through the runtime API it returns a Plan;
