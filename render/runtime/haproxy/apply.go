@@ -300,11 +300,11 @@ func (a *Adapter) verify(ctx context.Context, s *section) error {
 // reloads).
 func (a *Adapter) drainAll(ctx context.Context) error {
 	err := a.drainLoop(ctx)
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.draining = false
 	if err != nil {
-		clear(a.drains)
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		a.draining = false
+		clear(a.drains) // the caller reloads
 	}
 	return err
 }
@@ -318,11 +318,14 @@ func (a *Adapter) drainLoop(ctx context.Context) error {
 				ids = append(ids, id)
 			}
 		}
-		n := len(a.drains)
-		a.mu.Unlock()
-		if n == 0 {
+		if len(a.drains) == 0 {
+			// Under mu: an Apply that adds a drain from now on starts
+			// the loop again.
+			a.draining = false
+			a.mu.Unlock()
 			return nil
 		}
+		a.mu.Unlock()
 		busy, err := a.busy(ctx, ids)
 		if err != nil {
 			return err
