@@ -297,6 +297,9 @@ func (r *Renderer) runtimeFailed(g *Group, destination, rt string, err error) {
 	r.Health.recordRuntime(g.Name, RuntimeHealth{At: r.now(), Outcome: "fallback", Reason: err.Error()})
 }
 
+// revertOnStop bounds a revert after the stop cut a pass short.
+const revertOnStop = 10 * time.Second
+
 // revertRuntime takes the live state back to the installed files after
 // the pass applied a change through the runtime APIs and then failed
 // (check or install: the new files are not installed). When that fails
@@ -304,6 +307,12 @@ func (r *Renderer) runtimeFailed(g *Group, destination, rt string, err error) {
 func (r *Renderer) revertRuntime(ctx context.Context, g *Group, rp *runtimePass, why *Failure) {
 	if rp == nil || len(rp.tried) == 0 {
 		return
+	}
+	if ctx.Err() != nil {
+		// Stopping cut the check short: the live state still goes back.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), revertOnStop)
+		defer cancel()
 	}
 	for _, p := range rp.tried {
 		if err := p.Revert(ctx); err != nil {

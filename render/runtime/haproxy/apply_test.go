@@ -415,3 +415,35 @@ func TestApplyRejoinWhileDrainingAndRevert(t *testing.T) {
 		t.Fatalf("after the revert the live servers are %+v, want v1's s and o, ready", live)
 	}
 }
+
+// A server that moves again while its last move still drains gets a new
+// stand-in; when the drains are done it is at its last address, and the
+// stand-ins are gone.
+func TestApplyMoveAgainWhileDraining(t *testing.T) {
+	t.Parallel()
+	sl, h, v1, _, done := drainSetup(t)
+	bg := newBackground()
+	a, err := New(runtime.Settings{Socket: h.Socket, DrainTimeout: time.Minute, Go: bg.goFn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2, s3 := newCounter(t, "s2"), newCounter(t, "s3")
+	at := func(c *counter) string {
+		return strings.Replace(v1, fmt.Sprintf("server s 127.0.0.1:%d", sl.port), fmt.Sprintf("server s 127.0.0.1:%d", c.port), 1)
+	}
+	if err := planApply(t, a, h, v1, at(s2)); err != nil {
+		t.Fatal(err)
+	}
+	if err := planApply(t, a, h, at(s2), at(s3)); err != nil {
+		t.Fatalf("a second move while the first drains: %v", err)
+	}
+	sl.release <- struct{}{}
+	if err := <-done; err != nil {
+		t.Fatalf("the in-flight request failed: %v", err)
+	}
+	bg.wait(t)
+	live := liveState(t, h)
+	if l := live["s"]; len(live) != 2 || l.port != s3.port || l.drain() || l.maint() {
+		t.Fatalf("after the moves the live servers are %+v, want s at %d, ready, and o", live, s3.port)
+	}
+}

@@ -196,9 +196,13 @@ func script(cur []*section, known knownFunc, lives []map[string]liveServer, pend
 			}
 			d := &drain{id: id, server: sv, then: []string{fmt.Sprintf("set server %s addr %s port %d", id, sv.addr, sv.port), "set server " + id + " state " + state}}
 			if !sv.disabled {
+				// A stand-in of an earlier move may still drain.
 				standin := standinName(sv.name)
-				if s.server(standin) != nil || lives[i][standin] != (liveServer{}) {
-					return out, fmt.Errorf("server %s/%s is in the way of the stand-in for %s", s.name, standin, id)
+				for n := 2; s.server(standin) != nil || lives[i][standin] != (liveServer{}); n++ {
+					if n > maxStandins {
+						return out, fmt.Errorf("servers %s/%s… are in the way of a stand-in for %s", s.name, standinName(sv.name), id)
+					}
+					standin = fmt.Sprintf("%s-%d", standinName(sv.name), n)
 				}
 				moved := *sv
 				moved.name = standin
@@ -222,8 +226,11 @@ func script(cur []*section, known knownFunc, lives []map[string]liveServer, pend
 }
 
 // standinName names the temporary server that takes a moving server's
-// requests at its new address.
+// requests at its new address; while the stand-in of an earlier move
+// still drains, a later one gets a number (-2, -3, …), up to maxStandins.
 func standinName(name string) string { return "svcreg-standin-" + name }
+
+const maxStandins = 16
 
 // changes take a backend from its live state to the file's: updates are
 // commands (adds and changed weights and states), moves the servers whose
@@ -278,16 +285,13 @@ func steps(s *section, known knownFunc, live map[string]liveServer, pending map[
 		}
 		if d != nil {
 			c.cancel = append(c.cancel, id)
-			if d.next != nil { // moving elsewhere: back where it is, and its stand-in goes
-				if _, ok := live[standinName(sv.name)]; ok {
-					c.removals = append(c.removals, standinName(sv.name))
+			if d.next != nil { // moving elsewhere: its stand-in goes
+				if _, name, _ := strings.Cut(d.next.id, "/"); live[name] != (liveServer{}) {
+					c.removals = append(c.removals, name)
 				}
 			}
 		}
 		if l.addr != sv.addr || l.port != sv.port {
-			if d != nil && d.next != nil {
-				return c, fmt.Errorf("server %s moves again while its last move is under way", id)
-			}
 			c.moves = append(c.moves, sv)
 			continue
 		}
