@@ -535,9 +535,9 @@ func TestTemplateHAProxyRuntimeFallbacks(t *testing.T) {
 
 // TestTemplateHAProxyRuntimeCheckFails: a server change is applied
 // through the runtime API before the check has run; when the check then
-// fails, the live state is taken back to the installed file (the new
-// server deleted, the removed one restored), without a reload, and the
-// next change goes through again.
+// fails, the live state is taken back to the installed file (the drained
+// server made ready again, the stand-in that was added deleted), without a
+// reload, and the next change goes through again.
 func TestTemplateHAProxyRuntimeCheckFails(t *testing.T) {
 	t.Parallel()
 	s := newRuntimeSetup(t, "e2e-runtime-checkfails", runtimeOptions{runtime: true, check: `! grep -q failcheck "$1"`})
@@ -552,16 +552,20 @@ func TestTemplateHAProxyRuntimeCheckFails(t *testing.T) {
 	})
 	installed := readString(s.h.Backends)
 
-	// One change: b leaves and a server whose line fails the check joins.
-	// The runtime API sees a server it can add, and applies both before
-	// the check fails.
-	if err := s.c.DeleteService(ctx, "srv-b"); err != nil {
-		t.Fatal(err)
+	// b moves to c's port, and its line gets what fails the check. The
+	// runtime API sees a move it can make, and starts it (a stand-in at
+	// the new port, b drained) before the check fails.
+	move := func(extra string) {
+		t.Helper()
+		md := map[string]string{"ip": "127.0.0.1", "port": c.port, "extra": extra}
+		if err := s.c.UpdateService(ctx, "srv-b", registry.ServicePatch{Metadata: md}); err != nil {
+			t.Fatal(err)
+		}
 	}
-	createService(t, s.c, "srv-bad", 120, []string{"http"}, map[string]string{"ip": "127.0.0.1", "port": c.port, "extra": "# failcheck"})
+	move("# failcheck")
 	eventuallyTrue(t, "the revert", func() bool { return strings.Contains(d.output(), "the live state is the installed files' again") })
-	if !strings.Contains(d.output(), "applied through the runtime API") {
-		t.Fatal("the change was not applied before the check")
+	if n := strings.Count(d.output(), "applied through the runtime API"); n < 2 {
+		t.Fatal("the move was not applied before the check")
 	}
 	eventuallyTrue(t, "HAProxy's live servers to be the installed file's", func() bool {
 		st := s.liveServers(t)
@@ -570,18 +574,22 @@ func TestTemplateHAProxyRuntimeCheckFails(t *testing.T) {
 	if got := readString(s.h.Backends); got != installed {
 		t.Fatalf("the file that failed its check was installed:\n%s", got)
 	}
-	if out, _ := haproxytest.Command(s.h.Socket, "show servers state api"); strings.Contains(out, "srv-bad") {
-		t.Fatalf("the server of the failed change is live:\n%s", out)
+	out, _ := haproxytest.Command(s.h.Socket, "show servers state api")
+	for _, l := range strings.Split(out, "\n")[2:] {
+		if f := strings.Fields(l); len(f) > 6 && f[3] == "srv-b" && f[6] != "0" {
+			t.Fatalf("srv-b has admin state %s after the revert, want 0 (ready):\n%s", f[6], out)
+		}
 	}
 	if h := get("http://" + s.listen(t) + "/healthz"); !strings.Contains(h, `"outcome": "reverted"`) {
 		t.Errorf("/healthz does not show the revert:\n%s", h)
 	}
 
-	// The bad service goes: the change (b leaves) goes through.
-	if err := s.c.DeleteService(ctx, "srv-bad"); err != nil {
-		t.Fatal(err)
-	}
-	eventuallyTrue(t, "b gone", func() bool { st := s.liveServers(t); return len(st) == 1 && st["srv-a"] == a.port })
+	// The same move without what fails the check goes through.
+	move("# ok")
+	eventuallyTrue(t, "b at c's port", func() bool {
+		st := s.liveServers(t)
+		return len(st) == 2 && st["srv-b"] == c.port
+	})
 	if n := lines(s.reloads); n != 0 {
 		t.Errorf("%d reloads; the revert and the next change need none", n)
 	}
