@@ -447,3 +447,33 @@ func TestApplyMoveAgainWhileDraining(t *testing.T) {
 		t.Fatalf("after the moves the live servers are %+v, want s at %d, ready, and o", live, s3.port)
 	}
 }
+
+// A drain that loses the runtime API ends with a failure (the renderer
+// then reloads), and drops its drains.
+func TestApplyDrainFailure(t *testing.T) {
+	t.Parallel()
+	_, h, v1, v2, _ := drainSetup(t)
+	bg := newBackground()
+	a, err := New(runtime.Settings{Socket: h.Socket, DrainTimeout: time.Minute, Go: bg.goFn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := planApply(t, a, h, v1, v2); err != nil {
+		t.Fatal(err)
+	}
+	os.Rename(h.Socket, h.Socket+".moved")
+	defer os.Rename(h.Socket+".moved", h.Socket)
+	bg.wg.Wait()
+	var f *runtime.Failure
+	select {
+	case err := <-bg.errs:
+		if !errors.As(err, &f) || f.Step != "connect" {
+			t.Fatalf("the drain failed with %v; want a connect failure", err)
+		}
+	default:
+		t.Fatal("the drain that lost the runtime API did not fail")
+	}
+	if n := len(a.(*Adapter).drains); n != 0 {
+		t.Fatalf("%d drains left after the failure", n)
+	}
+}
