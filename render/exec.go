@@ -176,6 +176,7 @@ func (g *Group) reloads() bool { return g.Reload != "" || g.ReloadSignal != 0 }
 // reload runs the group's reload command, or signals the --exec command.
 // With a runtime API, the reload counts once a new process answers it.
 func (r *Renderer) reload(ctx context.Context, g *Group) error {
+	r.runtimes.reset(g) // the reload makes the live state the files'
 	var ws []reloadWatch
 	switch child := r.Child.running(); {
 	case g.ReloadSignal == 0: // a command: the load balancer is not the child

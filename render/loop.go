@@ -40,6 +40,10 @@ func (l *Loop) Run(ctx context.Context, set *Set) error {
 	)
 	timer.Stop()
 	defer timer.Stop()
+	// The drains the passes leave running stop with the loop.
+	ctx, cancel := context.WithCancel(ctx)
+	defer l.Renderer.runtimes.wg.Wait()
+	defer cancel()
 	schedule := func(at time.Time) { timer.Reset(time.Until(at)) }
 	pass := func() {
 		deadline = time.Time{}
@@ -74,6 +78,8 @@ func (l *Loop) Run(ctx context.Context, set *Set) error {
 				deadline = now.Add(set.Config.Wait.Max.D())
 			}
 			schedule(minTime(now.Add(set.Config.Wait.Min.D()), deadline))
+		case <-l.Renderer.RuntimeFailed():
+			l.Renderer.Fallback(ctx, set)
 		case next := <-l.Sets:
 			set = next
 			if snap != nil && snap.Synced {
@@ -96,6 +102,7 @@ func (l *Loop) RunOnce(ctx context.Context, set *Set, timeout time.Duration) (Pa
 		return PassResult{}, err
 	}
 	res := l.Renderer.Pass(ctx, set, snap)
+	res.Failures = append(res.Failures, l.Renderer.Settle(ctx, set)...)
 	l.Renderer.Health.setRendered(snap)
 	return res, nil
 }

@@ -67,6 +67,7 @@ type Renderer struct {
 	now        func() time.Time
 	lastReload map[string]time.Time // by group
 	splayDelay func(max time.Duration) time.Duration
+	runtimes   runtimes
 }
 
 // NewRenderer returns a Renderer; nil fields get working defaults.
@@ -80,7 +81,7 @@ func NewRenderer(log *slog.Logger, m *Metrics, h *Health) *Renderer {
 	if h == nil {
 		h = NewHealth()
 	}
-	return &Renderer{Log: log, Metrics: m, Health: h, DryOut: os.Stdout, now: time.Now, lastReload: map[string]time.Time{}}
+	return &Renderer{Log: log, Metrics: m, Health: h, DryOut: os.Stdout, now: time.Now, lastReload: map[string]time.Time{}, runtimes: newRuntimes()}
 }
 
 // Pass renders every template of set on snap and, for each group whose
@@ -138,8 +139,9 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 	if !slices.ContainsFunc(files, func(f *file) bool { return f.changed }) {
 		return false, time.Time{}, nil
 	}
-	// A change a runtime API can make is applied without a reload, after
-	// the files are installed.
+	// A change a runtime API can make is applied without a reload, before
+	// the check: the new servers take requests at once, and a failed
+	// check or install reverts the live state to the installed file.
 	rt := r.planRuntime(g, files)
 	if r.Dry {
 		r.printDry(files)
@@ -152,15 +154,18 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 	if err := r.splay(ctx, g); err != nil {
 		return false, time.Time{}, nil // stopping
 	}
+	applied := !r.NoReload && r.applyRuntime(ctx, g, rt)
 
 	defer removeStaged(files)
-	if f := stage(g, files); f != nil {
-		return false, time.Time{}, r.failed(f)
+	f = stage(g, files)
+	if f == nil {
+		f = r.check(ctx, g, files)
 	}
-	if f := r.check(ctx, g, files); f != nil {
-		return false, time.Time{}, r.failed(f)
+	if f == nil {
+		f = r.installStaged(g, files)
 	}
-	if f := r.installStaged(g, files); f != nil {
+	if f != nil {
+		r.revertRuntime(ctx, g, rt, f)
 		return false, time.Time{}, r.failed(f)
 	}
 	r.Health.stepOK(g.Name, StepInstall, r.now())
@@ -168,7 +173,7 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 	if !snap.ChangedAt.IsZero() {
 		r.Metrics.eventToInstall.Observe(r.now().Sub(snap.ChangedAt).Seconds())
 	}
-	if f := r.reloadGroup(ctx, g, files, rt); f != nil {
+	if f := r.reloadGroup(ctx, g, files, applied); f != nil {
 		return false, time.Time{}, r.failed(f)
 	}
 	return true, time.Time{}, nil
@@ -296,11 +301,11 @@ func (r *Renderer) installStaged(g *Group, files []*file) *Failure {
 	return nil
 }
 
-// reloadGroup is the reload step: the installed change goes through the
-// runtime APIs, or g reloads (unless NoReload). When the reload fails, the
-// previous files are restored and reloaded.
-func (r *Renderer) reloadGroup(ctx context.Context, g *Group, files []*file, rt *runtimePass) *Failure {
-	if r.NoReload || r.applyRuntime(ctx, g, rt) || !g.reloads() {
+// reloadGroup is the reload step: unless the change went through the
+// runtime APIs (applied), g reloads (unless NoReload). When the reload
+// fails, the previous files are restored and reloaded.
+func (r *Renderer) reloadGroup(ctx context.Context, g *Group, files []*file, applied bool) *Failure {
+	if r.NoReload || applied || !g.reloads() {
 		return nil
 	}
 	err := r.reload(ctx, g)

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -60,14 +61,133 @@ func runtimeNames() []string {
 }
 
 func (t TemplateConfig) runtimeAdapter(log *slog.Logger) (runtime.Adapter, error) {
-	return runtimeAdapters[t.Runtime](runtime.Settings{Socket: t.RuntimeSocket, DrainTimeout: t.RuntimeDrainTimeout.D(), Log: log})
+	return t.runtimeAdapterGo(log, nil)
+}
+
+func (t TemplateConfig) runtimeAdapterGo(log *slog.Logger, goFn func(context.Context, func(context.Context) error)) (runtime.Adapter, error) {
+	return runtimeAdapters[t.Runtime](runtime.Settings{Socket: t.RuntimeSocket, DrainTimeout: t.RuntimeDrainTimeout.D(), Log: log, Go: goFn})
+}
+
+// runtimes are the runtime adapters of the templates, kept from pass to
+// pass with the work they leave running (drains), and that work's
+// failures.
+type runtimes struct {
+	adapters map[string]runtime.Adapter // by group, destination and settings
+	wg       sync.WaitGroup
+	mu       sync.Mutex
+	failures []backgroundFailure
+	// failed is signalled when a failure is added.
+	failed chan struct{}
+}
+
+// backgroundFailure is a runtime API failure in the work a pass left
+// running: the group reloads.
+type backgroundFailure struct {
+	group, destination, runtime string
+	err                         error
+}
+
+func newRuntimes() runtimes {
+	return runtimes{adapters: map[string]runtime.Adapter{}, failed: make(chan struct{}, 1)}
+}
+
+// adapter returns the adapter of t in group g.
+func (r *Renderer) adapter(g *Group, t *Template) (runtime.Adapter, error) {
+	key := strings.Join([]string{g.Name, t.Destination, t.Runtime, t.RuntimeSocket, t.RuntimeDrainTimeout.D().String()}, "\x00")
+	if a := r.runtimes.adapters[key]; a != nil {
+		return a, nil
+	}
+	rs := &r.runtimes
+	a, err := t.runtimeAdapterGo(r.Log.With("group", g.Name), func(ctx context.Context, run func(context.Context) error) {
+		rs.wg.Go(func() {
+			if err := run(ctx); err != nil && ctx.Err() == nil {
+				rs.mu.Lock()
+				rs.failures = append(rs.failures, backgroundFailure{g.Name, t.Destination, t.Runtime, err})
+				rs.mu.Unlock()
+				select {
+				case rs.failed <- struct{}{}:
+				default:
+				}
+			}
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	r.runtimes.adapters[key] = a
+	return a, nil
+}
+
+// reset drops the work the adapters of g left running: a reload makes
+// the live state the files'.
+func (rs *runtimes) reset(g *Group) {
+	prefix := g.Name + "\x00"
+	for k, a := range rs.adapters {
+		if b, ok := a.(runtime.Background); ok && strings.HasPrefix(k, prefix) {
+			b.Reset()
+		}
+	}
+}
+
+// takeFailures returns the failures of the background work since the last
+// call.
+func (rs *runtimes) takeFailures() []backgroundFailure {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	f := rs.failures
+	rs.failures = nil
+	return f
+}
+
+// RuntimeFailed is signalled when work a pass left running (a drain)
+// failed; the loop then calls Fallback.
+func (r *Renderer) RuntimeFailed() <-chan struct{} { return r.runtimes.failed }
+
+// Settle waits until the work the passes left running (drains) is done,
+// then falls back from its failures; --once calls it before it exits.
+func (r *Renderer) Settle(ctx context.Context, set *Set) []Failure {
+	r.runtimes.wg.Wait()
+	return r.Fallback(ctx, set)
+}
+
+// Fallback reloads the groups whose background runtime work failed: their
+// live state may not be their installed files'. The files were checked
+// and installed by the pass that started the work.
+func (r *Renderer) Fallback(ctx context.Context, set *Set) []Failure {
+	var failures []Failure
+	for _, bf := range r.runtimes.takeFailures() {
+		i := slices.IndexFunc(set.Groups, func(g *Group) bool { return g.Name == bf.group })
+		if i < 0 {
+			continue // gone with a new configuration
+		}
+		g := set.Groups[i]
+		r.runtimeFailed(g, bf.destination, bf.runtime, bf.err)
+		if r.NoReload || !g.reloads() {
+			continue
+		}
+		err := r.reload(ctx, g)
+		r.lastReload[g.Name] = r.now()
+		r.Status.reloaded(g.Name, r.now())
+		r.Metrics.reloads.WithLabelValues(g.Name, result(err)).Inc()
+		var f *Failure
+		if err != nil {
+			f = r.failed(&Failure{g.Name, StepReload, err})
+			failures = append(failures, *f)
+		} else {
+			r.Health.stepOK(g.Name, StepReload, r.now())
+			r.Log.Info("reloaded", "group", g.Name)
+		}
+		r.Health.passed(g.Name, f, r.now())
+	}
+	return failures
 }
 
 // runtimePass is how a group's change goes through runtime APIs: plans
 // to apply, or why the change needs a reload.
 type runtimePass struct {
 	plans  []runtimePlan
-	reload error // the change needs a reload: why
+	reload error         // the change needs a reload: why
+	tried  []runtimePlan // the plans Apply was called for
 }
 
 type runtimePlan struct {
@@ -95,7 +215,7 @@ func (r *Renderer) planRuntime(g *Group, files []*file) *runtimePass {
 			rp.reload = runtime.Reloadf("%s is new", f.t.Destination)
 			return rp
 		}
-		a, err := f.t.runtimeAdapter(r.Log.With("group", g.Name))
+		a, err := r.adapter(g, f.t)
 		var p runtime.Plan
 		if err == nil {
 			p, err = a.Plan(f.old, f.out)
@@ -129,10 +249,11 @@ func (rp *runtimePass) printDry(w io.Writer) {
 	}
 }
 
-// applyRuntime applies the installed files through their runtime APIs. It
-// reports false when the group must reload: there is no runtime, the
-// change needs a reload, or a runtime API failed (then the reload makes
-// the load balancer's live state the installed files').
+// applyRuntime applies the new files through their runtime APIs, before
+// they are checked and installed. It reports false when the group must
+// reload: there is no runtime, the change needs a reload, or a runtime API
+// failed (then the reload makes the load balancer's live state the
+// installed files').
 func (r *Renderer) applyRuntime(ctx context.Context, g *Group, rp *runtimePass) bool {
 	if rp == nil {
 		return false
@@ -150,16 +271,9 @@ func (r *Renderer) applyRuntime(ctx context.Context, g *Group, rp *runtimePass) 
 	}
 	start := time.Now()
 	for _, p := range rp.plans {
+		rp.tried = append(rp.tried, p)
 		if err := p.Apply(ctx); err != nil {
-			step := "other"
-			var f *runtime.Failure
-			if errors.As(err, &f) {
-				step = f.Step
-			}
-			r.Log.Warn("runtime API failed; reloading instead", "group", g.Name, "destination", p.t.Destination, "runtime", p.t.Runtime, "err", err)
-			r.Metrics.runtime.passes.WithLabelValues(g.Name, "fallback").Inc()
-			r.Metrics.runtime.failures.WithLabelValues(g.Name, step).Inc()
-			r.Health.recordRuntime(g.Name, RuntimeHealth{At: r.now(), Outcome: "fallback", Reason: err.Error()})
+			r.runtimeFailed(g, p.t.Destination, p.t.Runtime, err)
 			return false
 		}
 	}
@@ -169,13 +283,65 @@ func (r *Renderer) applyRuntime(ctx context.Context, g *Group, rp *runtimePass) 
 	return true
 }
 
+// runtimeFailed records a runtime API failure, after which the group
+// reloads.
+func (r *Renderer) runtimeFailed(g *Group, destination, rt string, err error) {
+	step := "other"
+	var f *runtime.Failure
+	if errors.As(err, &f) {
+		step = f.Step
+	}
+	r.Log.Warn("runtime API failed; reloading instead", "group", g.Name, "destination", destination, "runtime", rt, "err", err)
+	r.Metrics.runtime.passes.WithLabelValues(g.Name, "fallback").Inc()
+	r.Metrics.runtime.failures.WithLabelValues(g.Name, step).Inc()
+	r.Health.recordRuntime(g.Name, RuntimeHealth{At: r.now(), Outcome: "fallback", Reason: err.Error()})
+}
+
+// revertOnStop bounds a revert after the stop cut a pass short.
+const revertOnStop = 10 * time.Second
+
+// revertRuntime takes the live state back to the installed files after
+// the pass applied a change through the runtime APIs and then failed
+// (check or install: the new files are not installed). When that fails
+// too, the group reloads the installed files.
+func (r *Renderer) revertRuntime(ctx context.Context, g *Group, rp *runtimePass, why *Failure) {
+	if rp == nil || len(rp.tried) == 0 {
+		return
+	}
+	if ctx.Err() != nil {
+		// Stopping cut the check short: the live state still goes back.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), revertOnStop)
+		defer cancel()
+	}
+	for _, p := range rp.tried {
+		if err := p.Revert(ctx); err != nil {
+			r.Log.Warn("the change went through the runtime API and then failed; restoring the live state failed too, so the installed files are reloaded", "group", g.Name, "destination", p.t.Destination, "failed", why.Step.String(), "err", err)
+			r.runtimeFailed(g, p.t.Destination, p.t.Runtime, err)
+			rerr := r.reload(ctx, g)
+			if rerr != nil {
+				r.Log.Error("reload of the installed files failed", "group", g.Name, "err", rerr)
+			}
+			r.lastReload[g.Name] = r.now()
+			r.Status.reloaded(g.Name, r.now())
+			r.Metrics.reloads.WithLabelValues(g.Name, result(rerr)).Inc()
+			return
+		}
+	}
+	r.Log.Warn("the change went through the runtime API and then failed; the live state is the installed files' again", "group", g.Name, "failed", why.Step.String())
+	r.Health.recordRuntime(g.Name, RuntimeHealth{At: r.now(), Outcome: "reverted", Reason: why.Error()})
+	r.Metrics.runtime.passes.WithLabelValues(g.Name, "reverted").Inc()
+}
+
 // RuntimeHealth is how a group's last change went through its runtime
 // API.
 type RuntimeHealth struct {
 	At time.Time `json:"at"`
 	// Outcome is applied (through the runtime API, without a reload),
-	// reload (the change needed a reload) or fallback (the runtime API
-	// failed, so the group reloaded).
+	// reload (the change needed a reload), fallback (the runtime API
+	// failed, so the group reloaded) or reverted (the change was applied,
+	// then its check or install failed, and the live state was taken back
+	// to the installed files).
 	Outcome string `json:"outcome"`
 	Reason  string `json:"reason,omitempty"`
 	// Fallbacks counts the fallbacks since the start.
@@ -212,7 +378,7 @@ func newRuntimeMetrics(r prometheus.Registerer) *runtimeMetrics {
 	m := &runtimeMetrics{
 		passes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "svcreg_template_runtime_passes_total",
-			Help: "Changes of templates with a runtime, by reload group and outcome: applied (through the runtime API, no reload), reload (the change needed one), fallback (the runtime API failed; reloaded).",
+			Help: "Changes of templates with a runtime, by reload group and outcome: applied (through the runtime API, no reload), reload (the change needed one), fallback (the runtime API failed; reloaded), reverted (applied, then the check or install failed; the live state was taken back to the installed files).",
 		}, []string{"group", "outcome"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "svcreg_template_runtime_failures_total",

@@ -55,9 +55,20 @@ type runtimeSetup struct {
 	reloads string // one line per reload command run
 }
 
-// newRuntimeSetup writes the renderer config; runtime is whether the
-// template uses the runtime API (else every change reloads).
-func newRuntimeSetup(t testing.TB, user string, runtime bool, extra string) *runtimeSetup {
+// runtimeOptions vary the renderer config of a runtimeSetup.
+type runtimeOptions struct {
+	// runtime is whether the template uses the runtime API (else every
+	// change reloads).
+	runtime bool
+	// waitMin is [wait]'s min (max is 100ms); "" is 10ms.
+	waitMin string
+	// check, if set, runs before HAProxy's check: a shell command given
+	// the staged file as $1, which fails the check when it fails.
+	check string
+}
+
+// newRuntimeSetup writes the renderer config.
+func newRuntimeSetup(t testing.TB, user string, o runtimeOptions) *runtimeSetup {
 	t.Helper()
 	s := &runtimeSetup{h: haproxytest.Start(t, "# svcreg\nbackend api\n    balance roundrobin\n    option httpchk GET /\n", false)}
 	_, s.c, s.env = registryEnv(t, testserver.Options{}, user)
@@ -65,21 +76,27 @@ func newRuntimeSetup(t testing.TB, user string, runtime bool, extra string) *run
 	tmpl := filepath.Join(dir, "backends.tmpl")
 	os.WriteFile(tmpl, []byte(runtimeTemplate), 0o644)
 	s.reloads = filepath.Join(dir, "reloads")
-	rt := ""
-	if runtime {
+	rt, check := "", s.h.CheckCommand()
+	if o.runtime {
 		rt = fmt.Sprintf("runtime = \"haproxy\"\nruntime_socket = %q\nruntime_drain_timeout = \"5s\"\n", s.h.Socket)
+	}
+	if o.check != "" {
+		check = fmt.Sprintf("sh -c '%s' check {{.Staged}} && %s", o.check, check)
+	}
+	if o.waitMin == "" {
+		o.waitMin = "10ms"
 	}
 	s.config = filepath.Join(dir, "render.toml")
 	toml := fmt.Sprintf(`listen = "127.0.0.1:%d"
 [wait]
-min = "10ms"
+min = %q
 max = "100ms"
 [[template]]
 source = %q
 destination = %q
 check = %q
 reload = "echo reload >> %s && %s"
-%s%s`, haproxytest.FreePort(t), tmpl, s.h.Backends, s.h.CheckCommand(), s.reloads, s.h.ReloadCommand(), rt, extra)
+%s`, haproxytest.FreePort(t), o.waitMin, tmpl, s.h.Backends, check, s.reloads, s.h.ReloadCommand(), rt)
 	if err := os.WriteFile(s.config, []byte(toml), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -403,7 +420,7 @@ func TestTemplateHAProxyRuntimeChurn(t *testing.T) {
 	if testing.Short() {
 		t.Skip("20 s of load")
 	}
-	s := newRuntimeSetup(t, "e2e-runtime-churn", true, "")
+	s := newRuntimeSetup(t, "e2e-runtime-churn", runtimeOptions{runtime: true})
 	d := startDaemon(t, s.env, "--config", s.config)
 	const clients = 100
 	r := churn(t, s, 20*time.Second, clients)
@@ -444,7 +461,7 @@ func TestTemplateHAProxyRuntimeChurn(t *testing.T) {
 // file in every case.
 func TestTemplateHAProxyRuntimeFallbacks(t *testing.T) {
 	t.Parallel()
-	s := newRuntimeSetup(t, "e2e-runtime-fallback", true, "")
+	s := newRuntimeSetup(t, "e2e-runtime-fallback", runtimeOptions{runtime: true})
 	d := startDaemon(t, s.env, "--config", s.config)
 	ctx := context.Background()
 	a, b := startInstance(t, "a"), startInstance(t, "b")
@@ -516,6 +533,68 @@ func TestTemplateHAProxyRuntimeFallbacks(t *testing.T) {
 	}
 }
 
+// TestTemplateHAProxyRuntimeCheckFails: a server change is applied
+// through the runtime API before the check has run; when the check then
+// fails, the live state is taken back to the installed file (the drained
+// server made ready again, the stand-in that was added deleted), without a
+// reload, and the next change goes through again.
+func TestTemplateHAProxyRuntimeCheckFails(t *testing.T) {
+	t.Parallel()
+	s := newRuntimeSetup(t, "e2e-runtime-checkfails", runtimeOptions{runtime: true, check: `! grep -q failcheck "$1"`})
+	d := startDaemon(t, s.env, "--config", s.config)
+	ctx := context.Background()
+	a, b, c := startInstance(t, "a"), startInstance(t, "b"), startInstance(t, "c")
+	createService(t, s.c, "srv-a", 120, []string{"http"}, map[string]string{"ip": "127.0.0.1", "port": a.port})
+	createService(t, s.c, "srv-b", 120, []string{"http"}, map[string]string{"ip": "127.0.0.1", "port": b.port})
+	// The runtime API goes ahead of the install: wait for both.
+	eventuallyTrue(t, "a and b in HAProxy and the file", func() bool {
+		return len(s.liveServers(t)) == 2 && strings.Contains(readString(s.h.Backends), "srv-b")
+	})
+	installed := readString(s.h.Backends)
+
+	// b moves to c's port, and its line gets what fails the check. The
+	// runtime API sees a move it can make, and starts it (a stand-in at
+	// the new port, b drained) before the check fails.
+	move := func(extra string) {
+		t.Helper()
+		md := map[string]string{"ip": "127.0.0.1", "port": c.port, "extra": extra}
+		if err := s.c.UpdateService(ctx, "srv-b", registry.ServicePatch{Metadata: md}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	move("# failcheck")
+	eventuallyTrue(t, "the revert", func() bool { return strings.Contains(d.output(), "the live state is the installed files' again") })
+	if n := strings.Count(d.output(), "applied through the runtime API"); n < 2 {
+		t.Fatal("the move was not applied before the check")
+	}
+	eventuallyTrue(t, "HAProxy's live servers to be the installed file's", func() bool {
+		st := s.liveServers(t)
+		return len(st) == 2 && st["srv-a"] == a.port && st["srv-b"] == b.port
+	})
+	if got := readString(s.h.Backends); got != installed {
+		t.Fatalf("the file that failed its check was installed:\n%s", got)
+	}
+	out, _ := haproxytest.Command(s.h.Socket, "show servers state api")
+	for _, l := range strings.Split(out, "\n")[2:] {
+		if f := strings.Fields(l); len(f) > 6 && f[3] == "srv-b" && f[6] != "0" {
+			t.Fatalf("srv-b has admin state %s after the revert, want 0 (ready):\n%s", f[6], out)
+		}
+	}
+	if h := get("http://" + s.listen(t) + "/healthz"); !strings.Contains(h, `"outcome": "reverted"`) {
+		t.Errorf("/healthz does not show the revert:\n%s", h)
+	}
+
+	// The same move without what fails the check goes through.
+	move("# ok")
+	eventuallyTrue(t, "b at c's port", func() bool {
+		st := s.liveServers(t)
+		return len(st) == 2 && st["srv-b"] == c.port
+	})
+	if n := lines(s.reloads); n != 0 {
+		t.Errorf("%d reloads; the revert and the next change need none", n)
+	}
+}
+
 // runTemplateChild runs `svcreg template ARGS` as a child process to its
 // end.
 func runTemplateChild(t *testing.T, env []string, args ...string) string {
@@ -534,7 +613,7 @@ func runTemplateChild(t *testing.T, env []string, args ...string) string {
 // commands and sends none.
 func TestTemplateHAProxyRuntimeOnceAndDry(t *testing.T) {
 	t.Parallel()
-	s := newRuntimeSetup(t, "e2e-runtime-once", true, "")
+	s := newRuntimeSetup(t, "e2e-runtime-once", runtimeOptions{runtime: true})
 	a, b := startInstance(t, "a"), startInstance(t, "b")
 	createService(t, s.c, "srv-a", 120, []string{"http"}, map[string]string{"ip": "127.0.0.1", "port": a.port})
 	worker, file := s.h.Worker(t), readString(s.h.Backends)
@@ -575,41 +654,52 @@ func TestTemplateHAProxyRuntimeOnceAndDry(t *testing.T) {
 
 // BenchmarkHAProxyRuntimeVsReload runs the churn of
 // TestTemplateHAProxyRuntimeChurn (100 keep-alive clients, a join, leave or
-// move every 200 ms, 20 s) once with every change reloaded and once through
-// the runtime API, and reports, for each, the time from the registry write
-// to the first request served by the new instance, and the failed
-// requests. Run it with -benchtime 1x.
+// move every 200 ms, 20 s) with every change reloaded and through the
+// runtime API, each with [wait] min 10ms (the tests' setting) and 0 (a
+// pass as soon as a change arrives; changes that arrive during a pass are
+// coalesced into the next), and reports, for each, the time from the
+// registry write to the first request served by the new instance, and the
+// failed requests. Run it with -benchtime 1x.
 func BenchmarkHAProxyRuntimeVsReload(b *testing.B) {
 	for _, mode := range []struct {
 		name    string
 		runtime bool
 	}{{"reload", false}, {"runtime", true}} {
-		b.Run(mode.name, func(b *testing.B) {
-			for i := 0; i < b.N; i++ {
-				s := newRuntimeSetup(b, "bench-"+mode.name, mode.runtime, "")
-				d := startDaemon(b, s.env, "--config", s.config)
-				r := churn(b, s, 20*time.Second, 100)
-				b.ReportMetric(percentile(r.latencies, 0.5), "p50-ms")
-				b.ReportMetric(percentile(r.latencies, 0.99), "p99-ms")
-				if mode.runtime {
-					// How long the runtime API part of a pass took (drains
-					// included), from the renderer's log.
-					var took []time.Duration
-					for _, m := range regexp.MustCompile(`runtime API, no reload".* took=(\S+)`).FindAllStringSubmatch(d.output(), -1) {
-						if v, err := time.ParseDuration(m[1]); err == nil {
-							took = append(took, v)
-						}
+		for _, wait := range []string{"10ms", "0s"} {
+			b.Run(mode.name+"/wait-min-"+wait, func(b *testing.B) {
+				benchChurn(b, mode.name, runtimeOptions{runtime: mode.runtime, waitMin: wait})
+			})
+		}
+	}
+}
+
+func benchChurn(b *testing.B, mode string, o runtimeOptions) {
+	for i := 0; i < b.N; i++ {
+		{
+			s := newRuntimeSetup(b, "bench-"+mode, o)
+			d := startDaemon(b, s.env, "--config", s.config)
+			r := churn(b, s, 20*time.Second, 100)
+			b.ReportMetric(percentile(r.latencies, 0.5), "p50-ms")
+			b.ReportMetric(percentile(r.latencies, 0.99), "p99-ms")
+			if o.runtime {
+				// How long the runtime API part of a pass took (the drains
+				// finish after it, in the background), from the
+				// renderer's log.
+				var took []time.Duration
+				for _, m := range regexp.MustCompile(`runtime API, no reload".* took=(\S+)`).FindAllStringSubmatch(d.output(), -1) {
+					if v, err := time.ParseDuration(m[1]); err == nil {
+						took = append(took, v)
 					}
-					b.ReportMetric(percentile(took, 0.5), "apply-p50-ms")
-					b.ReportMetric(percentile(took, 0.99), "apply-p99-ms")
 				}
-				b.ReportMetric(float64(r.failed), "failed")
-				b.ReportMetric(float64(r.ok+r.failed), "requests")
-				b.ReportMetric(float64(r.cut), "cut-conns")
-				b.ReportMetric(float64(r.reloads), "reloads")
-				b.ReportMetric(float64(len(r.latencies)), "changes")
+				b.ReportMetric(percentile(took, 0.5), "apply-p50-ms")
+				b.ReportMetric(percentile(took, 0.99), "apply-p99-ms")
 			}
-		})
+			b.ReportMetric(float64(r.failed), "failed")
+			b.ReportMetric(float64(r.ok+r.failed), "requests")
+			b.ReportMetric(float64(r.cut), "cut-conns")
+			b.ReportMetric(float64(r.reloads), "reloads")
+			b.ReportMetric(float64(len(r.latencies)), "changes")
+		}
 	}
 }
 

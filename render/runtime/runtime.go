@@ -12,7 +12,8 @@ import (
 )
 
 // Adapter changes a running load balancer to match a rendered file.
-// Adapters are used by one render pass at a time.
+// The renderer keeps an Adapter from pass to pass (with the work its
+// plans leave running); one pass at a time uses it.
 type Adapter interface {
 	// Plan compares the installed file with the new one. When every
 	// difference can be applied through the runtime API it returns a Plan;
@@ -27,8 +28,23 @@ type Plan interface {
 	Commands() []string
 	// Apply makes the load balancer's live state match the new file, then
 	// reads the live state back and checks it. An error (a *Failure) means
-	// the live state may not match the file: the caller reloads.
+	// the live state may not match the file: the caller reloads. Work that
+	// waits (draining a removed server) is left to Settings.Go and done
+	// after Apply returns; until then the live state is in a transition
+	// that Apply and Revert know about.
 	Apply(ctx context.Context) error
+	// Revert makes the live state the installed file's again, after Apply
+	// went ahead of a new file that then failed its check or install. An
+	// error means the live state may match neither: the caller reloads the
+	// installed file.
+	Revert(ctx context.Context) error
+}
+
+// Background is an Adapter that finishes changes after Apply returns.
+type Background interface {
+	// Reset drops the work still pending: the load balancer is about to
+	// reload, which makes its live state the installed file's.
+	Reset()
 }
 
 // Settings configure an Adapter; they come from a template's runtime_*
@@ -42,6 +58,11 @@ type Settings struct {
 	// Timeout bounds one exchange with the runtime API.
 	Timeout time.Duration
 	Log     *slog.Logger
+	// Go runs the work an Apply leaves behind (drains) in the background;
+	// run returns when it is done or ctx, Apply's, is done. An error from
+	// run is a runtime failure (a *Failure): the caller reloads. With no
+	// Go, that work is done within Apply.
+	Go func(ctx context.Context, run func(context.Context) error)
 }
 
 // Factory makes an Adapter; it checks the settings.

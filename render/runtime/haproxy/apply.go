@@ -1,9 +1,9 @@
 // Package haproxy is the runtime adapter for HAProxy 2.6 and later: it
 // applies changes of server lines (servers added or removed, address,
 // port, weight, disabled) through HAProxy's runtime API ("add server",
-// "set server", "del server"), drains a removed server before deleting it,
-// and reads "show servers state" back to check that the live state
-// matches the file.
+// "set server", "del server"), drains a removed server in the background
+// before deleting it, and reads "show servers state" back to check that
+// the live state matches the file.
 package haproxy
 
 import (
@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/svcreg/svcreg/render/runtime"
@@ -27,14 +28,23 @@ const (
 	DefaultTimeout      = 5 * time.Second
 )
 
-// Adapter is the HAProxy runtime adapter.
+// Adapter is the HAProxy runtime adapter. It keeps the drains under way
+// between passes: a pass puts the servers that leave or move in drain
+// state and returns; the drains finish in the background (Settings.Go).
 type Adapter struct {
 	cli          *cli
 	drainTimeout time.Duration
 	log          *slog.Logger
+	goFn         func(context.Context, func(context.Context) error)
 	// poll is how often a drain looks at the sessions of the servers it
 	// drains.
 	poll time.Duration
+
+	// mu serialises the changes of live state: an Apply or Revert, and
+	// each step of a drain.
+	mu       sync.Mutex
+	drains   map[string]*drain // by "backend/server"
+	draining bool              // the drain loop runs
 }
 
 // New returns an Adapter for the socket in s.
@@ -52,67 +62,87 @@ func New(s runtime.Settings) (runtime.Adapter, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Adapter{cli: c, drainTimeout: s.DrainTimeout, log: s.Log, poll: 5 * time.Millisecond}, nil
+	return &Adapter{cli: c, drainTimeout: s.DrainTimeout, log: s.Log, goFn: s.Go, poll: 5 * time.Millisecond, drains: map[string]*drain{}}, nil
 }
 
-// Apply reads the live state of every backend of the new file, runs the
-// script that takes it to the file's, then reads the state back.
+// Apply takes the live state of every backend of the new file to the
+// file's and checks it; the drains it starts finish in the background.
 func (p *plan) Apply(ctx context.Context) error {
-	a := p.a
-	cur, old := p.backends()
-	lives := make([]map[string]liveServer, len(cur))
-	for i, s := range cur {
+	cur, _ := p.backends()
+	return p.a.apply(ctx, cur, knownIn(p.old))
+}
+
+// Revert takes the live state back to the installed file's.
+func (p *plan) Revert(ctx context.Context) error {
+	_, old := p.backends()
+	return p.a.apply(ctx, old, knownIn(p.old, p.cur))
+}
+
+// Reset drops the drains under way: a reload makes the live state the
+// file's, and a drain must not act on the new process's servers.
+func (a *Adapter) Reset() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	clear(a.drains)
+}
+
+// apply reads the live state of the backends, runs the script that takes
+// it to theirs, then reads the state back and checks it.
+func (a *Adapter) apply(ctx context.Context, target []*section, known knownFunc) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	lives := make([]map[string]liveServer, len(target))
+	for i, s := range target {
 		var err error
 		if lives[i], err = a.state(ctx, s.name); err != nil {
 			return err
 		}
 	}
-	ops, err := script(cur, old, lives)
+	sc, err := script(target, known, lives, a.drains)
 	if err != nil {
 		return &runtime.Failure{Step: "verify", Err: err}
 	}
-	for _, o := range ops {
-		if o.wait != nil {
-			err = a.drain(ctx, o.wait)
-		} else {
-			err = a.send(ctx, o.cmd)
-		}
-		if err != nil {
+	for _, id := range sc.cancel {
+		delete(a.drains, id)
+	}
+	for _, c := range sc.cmds {
+		if err := a.send(ctx, c); err != nil {
 			return err
 		}
 	}
-	for _, s := range cur {
+	for _, d := range sc.drains {
+		d.deadline = time.Now().Add(a.drainTimeout)
+		a.drains[d.id] = d
+	}
+	for _, s := range target {
 		if err := a.verify(ctx, s); err != nil {
 			return err
 		}
 	}
+	if len(a.drains) == 0 || a.draining {
+		return nil
+	}
+	a.draining = true
+	if a.goFn == nil {
+		a.mu.Unlock()
+		defer a.mu.Lock()
+		return a.drainAll(ctx)
+	}
+	a.goFn(ctx, a.drainAll)
 	return nil
 }
 
 // send runs a command that changes state and checks HAProxy's answer.
-// HAProxy refuses to delete a server while connections are still attached
-// to it (idle ones close shortly after maintenance begins), so a deletion
-// is tried again for a while.
 func (a *Adapter) send(ctx context.Context, cmd string) error {
-	deadline := time.Now().Add(deleteRetry)
-	for {
-		out, err := a.cli.run(ctx, cmd)
-		if err != nil {
-			return err
-		}
-		if accepted(cmd, out) {
-			a.log.Debug("HAProxy runtime API", "command", cmd, "answer", out)
-			return nil
-		}
-		if !strings.HasPrefix(cmd, "del server ") || !strings.Contains(out, "connection") || time.Now().After(deadline) {
-			return &runtime.Failure{Step: "command", Err: fmt.Errorf("HAProxy refused %q: %s", cmd, firstLine(out))}
-		}
-		select {
-		case <-ctx.Done():
-			return &runtime.Failure{Step: "command", Err: ctx.Err()}
-		case <-time.After(a.poll):
-		}
+	out, err := a.cli.run(ctx, cmd)
+	if err != nil {
+		return err
 	}
+	if !accepted(cmd, out) {
+		return &runtime.Failure{Step: "command", Err: fmt.Errorf("HAProxy refused %q: %s", cmd, firstLine(out))}
+	}
+	a.log.Debug("HAProxy runtime API", "command", cmd, "answer", out)
+	return nil
 }
 
 // accepted says whether an answer is HAProxy 2.6's success answer for the
@@ -216,16 +246,30 @@ func parseState(out string) (map[string]liveServer, error) {
 	return live, nil
 }
 
-// verify checks that a backend's live servers are the file's.
+// verify checks that a backend's live servers are the file's, apart from
+// the drains under way: a server that leaves may still be live, and one
+// that moves is still at its old address while its stand-in takes its
+// requests.
 func (a *Adapter) verify(ctx context.Context, s *section) error {
 	live, err := a.state(ctx, s.name)
 	if err != nil {
 		return err
 	}
 	var diffs []string
+	for _, d := range a.drains {
+		if b, name, _ := strings.Cut(d.id, "/"); b == s.name {
+			delete(live, name)
+			if d.next != nil {
+				delete(live, strings.TrimPrefix(d.next.id, b+"/"))
+			}
+		}
+	}
 	for _, sv := range s.servers {
 		l, ok := live[sv.name]
 		delete(live, sv.name)
+		if d := a.drains[s.name+"/"+sv.name]; d != nil && d.next != nil {
+			continue // moving
+		}
 		switch {
 		case !ok:
 			diffs = append(diffs, sv.name+" is missing")
@@ -249,19 +293,52 @@ func (a *Adapter) verify(ctx context.Context, s *section) error {
 	return nil
 }
 
-// drain waits until the servers ("backend/server"), which are in drain
-// state, have no sessions left; at the drain timeout it cuts the sessions
-// of those still busy.
-func (a *Adapter) drain(ctx context.Context, ids []string) error {
-	pending := ids
-	deadline := time.Now().Add(a.drainTimeout)
+// drainAll finishes the drains under way: while there are any, it looks
+// at their servers' sessions every poll and takes each drain a step when
+// its server has none left, or at the drain timeout. It returns when no
+// drain is left, or at the first failure (after which the caller
+// reloads).
+func (a *Adapter) drainAll(ctx context.Context) error {
+	err := a.drainLoop(ctx)
+	if err != nil {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		a.draining = false
+		clear(a.drains) // the caller reloads
+	}
+	return err
+}
+
+func (a *Adapter) drainLoop(ctx context.Context) error {
 	for {
-		var err error
-		if pending, err = a.busy(ctx, pending); err != nil || len(pending) == 0 {
+		a.mu.Lock()
+		var ids []string
+		for id, d := range a.drains {
+			if d.deleting.IsZero() {
+				ids = append(ids, id)
+			}
+		}
+		if len(a.drains) == 0 {
+			// Under mu: an Apply that adds a drain from now on starts
+			// the loop again.
+			a.draining = false
+			a.mu.Unlock()
+			return nil
+		}
+		a.mu.Unlock()
+		busy, err := a.busy(ctx, ids)
+		if err != nil {
 			return err
 		}
-		if time.Now().After(deadline) {
-			break
+		a.mu.Lock()
+		for _, id := range sortedKeys(a.drains) {
+			if err = a.step(ctx, a.drains[id], slices.Contains(ids, id), slices.Contains(busy, id)); err != nil {
+				break
+			}
+		}
+		a.mu.Unlock()
+		if err != nil {
+			return err
 		}
 		select {
 		case <-ctx.Done():
@@ -269,11 +346,61 @@ func (a *Adapter) drain(ctx context.Context, ids []string) error {
 		case <-time.After(a.poll):
 		}
 	}
-	for _, id := range pending {
-		a.log.Warn("drain timeout passed; cutting the server's remaining sessions", "server", id, "drain_timeout", a.drainTimeout)
-		if err := a.send(ctx, "shutdown sessions server "+id); err != nil {
+}
+
+// step takes a drain a step: its server has no sessions left (looked is
+// whether busy was asked, busy its answer), or is past the drain timeout.
+// It is called with mu held; a drain that an Apply ended or replaced
+// since is not in a.drains any more.
+func (a *Adapter) step(ctx context.Context, d *drain, looked, busy bool) error {
+	if !d.deleting.IsZero() {
+		return a.deleteStep(ctx, d)
+	}
+	if !looked || (busy && time.Now().Before(d.deadline)) {
+		return nil
+	}
+	if busy {
+		a.log.Warn("drain timeout passed; cutting the server's remaining sessions", "server", d.id, "drain_timeout", a.drainTimeout)
+		if err := a.send(ctx, "shutdown sessions server "+d.id); err != nil {
 			return err
 		}
+	}
+	for _, c := range d.then {
+		if err := a.send(ctx, c); err != nil {
+			return err
+		}
+	}
+	if d.del {
+		d.deleting = time.Now().Add(deleteRetry)
+		return a.deleteStep(ctx, d)
+	}
+	delete(a.drains, d.id)
+	if n := d.next; n != nil {
+		if err := a.send(ctx, "set server "+n.id+" state drain"); err != nil {
+			return err
+		}
+		n.deadline = time.Now().Add(a.drainTimeout)
+		a.drains[n.id] = n
+	}
+	return nil
+}
+
+// deleteStep tries to delete a drained server. HAProxy refuses to while
+// connections are still attached to it (idle ones close shortly after
+// maintenance begins): the next step tries again, until deleteRetry.
+func (a *Adapter) deleteStep(ctx context.Context, d *drain) error {
+	cmd := "del server " + d.id
+	out, err := a.cli.run(ctx, cmd)
+	if err != nil {
+		return err
+	}
+	if accepted(cmd, out) {
+		a.log.Debug("HAProxy runtime API", "command", cmd, "answer", out)
+		delete(a.drains, d.id)
+		return nil
+	}
+	if !strings.Contains(out, "connection") || time.Now().After(d.deleting) {
+		return &runtime.Failure{Step: "command", Err: fmt.Errorf("HAProxy refused %q: %s", cmd, firstLine(out))}
 	}
 	return nil
 }

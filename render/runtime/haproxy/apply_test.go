@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -270,5 +271,209 @@ func TestApplyDrainTimeout(t *testing.T) {
 	}
 	if err := <-done; err == nil {
 		t.Fatal("the request on the removed server was not cut")
+	}
+}
+
+// background runs the work an Apply leaves behind as the renderer does, and
+// collects its errors.
+type background struct {
+	wg   sync.WaitGroup
+	errs chan error
+}
+
+func newBackground() *background { return &background{errs: make(chan error, 16)} }
+
+func (b *background) goFn(ctx context.Context, run func(context.Context) error) {
+	b.wg.Go(func() {
+		if err := run(ctx); err != nil {
+			b.errs <- err
+		}
+	})
+}
+
+// wait waits until the background work is done and fails on its errors.
+func (b *background) wait(t *testing.T) {
+	t.Helper()
+	b.wg.Wait()
+	select {
+	case err := <-b.errs:
+		t.Fatalf("background drain: %v", err)
+	default:
+	}
+}
+
+// planApply plans old -> new on a, installs new and applies it.
+func planApply(t *testing.T, a runtime.Adapter, h *haproxytest.HAProxy, old, new string) error {
+	t.Helper()
+	p, err := a.Plan([]byte(old), []byte(new))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(h.Backends, []byte(new), 0o644)
+	return p.Apply(context.Background())
+}
+
+func liveState(t *testing.T, h *haproxytest.HAProxy) map[string]liveServer {
+	t.Helper()
+	c, _ := newCLI(h.Socket, DefaultTimeout)
+	live, err := (&Adapter{cli: c}).state(context.Background(), "api")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return live
+}
+
+// A server that leaves is drained in the background: the Apply that
+// removes it returns while its request is in flight, and the next change
+// (a join) is applied and served at once, not held behind the drain. The
+// drain then finishes and deletes the server.
+func TestApplyJoinNotHeldBehindDrain(t *testing.T) {
+	t.Parallel()
+	sl, h, v1, v2, done := drainSetup(t)
+	bg := newBackground()
+	a, err := New(runtime.Settings{Socket: h.Socket, DrainTimeout: time.Minute, Go: bg.goFn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := planApply(t, a, h, v1, v2); err != nil {
+		t.Fatal(err)
+	}
+	if l := liveState(t, h)["s"]; !l.drain() {
+		t.Fatalf("the leaving server is not draining: %+v", l)
+	}
+	c := newCounter(t, "c")
+	v3 := v2 + srvLine("c", c, "")
+	if err := planApply(t, a, h, v2, v3); err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{}
+	for i := 0; c.n.Load() == 0; i++ {
+		if i == 10 {
+			t.Fatal("the new server got no request while the old one drained")
+		}
+		if got := hit(t, client, h.URL()); got == "slow" {
+			t.Fatal("the draining server got a new request")
+		}
+	}
+	if _, ok := liveState(t, h)["s"]; !ok {
+		t.Fatal("the draining server was deleted with a request in flight")
+	}
+	sl.release <- struct{}{}
+	if err := <-done; err != nil {
+		t.Fatalf("the in-flight request failed: %v", err)
+	}
+	bg.wait(t)
+	if _, ok := liveState(t, h)["s"]; ok {
+		t.Fatal("the drained server was not deleted")
+	}
+}
+
+// A server that comes back while it drains is restored, not deleted; and
+// a change that Revert takes back leaves the live state the installed
+// file's.
+func TestApplyRejoinWhileDrainingAndRevert(t *testing.T) {
+	t.Parallel()
+	sl, h, v1, v2, done := drainSetup(t)
+	bg := newBackground()
+	a, err := New(runtime.Settings{Socket: h.Socket, DrainTimeout: time.Minute, Go: bg.goFn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := planApply(t, a, h, v1, v2); err != nil {
+		t.Fatal(err)
+	}
+	if err := planApply(t, a, h, v2, v1); err != nil {
+		t.Fatalf("re-join while draining: %v", err)
+	}
+	sl.release <- struct{}{}
+	if err := <-done; err != nil {
+		t.Fatalf("the in-flight request failed: %v", err)
+	}
+	bg.wait(t)
+	if l, ok := liveState(t, h)["s"]; !ok || l.drain() || l.maint() {
+		t.Fatalf("the server that came back is %+v (live: %t), want ready", l, ok)
+	}
+
+	// A change applied ahead of its file (a new server and a removed one),
+	// then reverted: the live state is v1 again, the removed server
+	// restored and the added one gone.
+	c := newCounter(t, "c")
+	v3 := strings.Replace(v1, fmt.Sprintf("    server s 127.0.0.1:%d\n", sl.port), "", 1) + srvLine("c", c, "")
+	p, err := a.Plan([]byte(v1), []byte(v3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Apply(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Revert(context.Background()); err != nil {
+		t.Fatalf("revert: %v", err)
+	}
+	bg.wait(t)
+	live := liveState(t, h)
+	if _, ok := live["c"]; ok || len(live) != 2 || live["s"].drain() || live["s"].maint() {
+		t.Fatalf("after the revert the live servers are %+v, want v1's s and o, ready", live)
+	}
+}
+
+// A server that moves again while its last move still drains gets a new
+// stand-in; when the drains are done it is at its last address, and the
+// stand-ins are gone.
+func TestApplyMoveAgainWhileDraining(t *testing.T) {
+	t.Parallel()
+	sl, h, v1, _, done := drainSetup(t)
+	bg := newBackground()
+	a, err := New(runtime.Settings{Socket: h.Socket, DrainTimeout: time.Minute, Go: bg.goFn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2, s3 := newCounter(t, "s2"), newCounter(t, "s3")
+	at := func(c *counter) string {
+		return strings.Replace(v1, fmt.Sprintf("server s 127.0.0.1:%d", sl.port), fmt.Sprintf("server s 127.0.0.1:%d", c.port), 1)
+	}
+	if err := planApply(t, a, h, v1, at(s2)); err != nil {
+		t.Fatal(err)
+	}
+	if err := planApply(t, a, h, at(s2), at(s3)); err != nil {
+		t.Fatalf("a second move while the first drains: %v", err)
+	}
+	sl.release <- struct{}{}
+	if err := <-done; err != nil {
+		t.Fatalf("the in-flight request failed: %v", err)
+	}
+	bg.wait(t)
+	live := liveState(t, h)
+	if l := live["s"]; len(live) != 2 || l.port != s3.port || l.drain() || l.maint() {
+		t.Fatalf("after the moves the live servers are %+v, want s at %d, ready, and o", live, s3.port)
+	}
+}
+
+// A drain that loses the runtime API ends with a failure (the renderer
+// then reloads), and drops its drains.
+func TestApplyDrainFailure(t *testing.T) {
+	t.Parallel()
+	_, h, v1, v2, _ := drainSetup(t)
+	bg := newBackground()
+	a, err := New(runtime.Settings{Socket: h.Socket, DrainTimeout: time.Minute, Go: bg.goFn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := planApply(t, a, h, v1, v2); err != nil {
+		t.Fatal(err)
+	}
+	os.Rename(h.Socket, h.Socket+".moved")
+	defer os.Rename(h.Socket+".moved", h.Socket)
+	bg.wg.Wait()
+	var f *runtime.Failure
+	select {
+	case err := <-bg.errs:
+		if !errors.As(err, &f) || f.Step != "connect" {
+			t.Fatalf("the drain failed with %v; want a connect failure", err)
+		}
+	default:
+		t.Fatal("the drain that lost the runtime API did not fail")
+	}
+	if n := len(a.(*Adapter).drains); n != 0 {
+		t.Fatalf("%d drains left after the failure", n)
 	}
 }

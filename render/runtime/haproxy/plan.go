@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/svcreg/svcreg/render/runtime"
 )
@@ -75,42 +76,85 @@ func (p *plan) backends() (cur, old []*section) {
 }
 
 // Commands returns what Apply would send if the live state were the
-// installed file.
+// installed file, and what the drains do after it.
 func (p *plan) Commands() []string {
 	cur, old := p.backends()
 	lives := make([]map[string]liveServer, len(old))
 	for i, s := range old {
 		lives[i] = liveFromFile(s)
 	}
-	ops, err := script(cur, old, lives)
+	sc, err := script(cur, knownIn(p.old), lives, nil)
 	if err != nil {
 		return []string{"# " + err.Error()}
 	}
-	var out []string
-	for _, o := range ops {
-		if o.cmd != "" {
-			out = append(out, o.cmd)
-			continue
-		}
-		out = append(out, fmt.Sprintf("# wait until no sessions are left on %s (at most %s)", strings.Join(o.wait, ", "), p.a.drainTimeout))
+	out := sc.cmds
+	for _, j := range sc.drains {
+		out = append(out, j.describe(p.a.drainTimeout)...)
 	}
 	return out
 }
 
-// op is one step of a script: a command, or a wait until the servers in
-// wait ("backend/server") have no sessions, cutting those still busy at
-// the drain timeout.
-type op struct {
-	cmd  string
-	wait []string
+// knownIn returns what the files say of a server. Apply knows what the
+// installed file says (what is live was loaded from it or applied to
+// match it); Revert also what the new file says, which Apply went ahead
+// of. A server in both has the same settings (Plan checked).
+func knownIn(files ...*config) knownFunc {
+	return func(backend, name string) *server {
+		for _, c := range files {
+			for _, s := range c.sections {
+				if s.name == backend && (s.kind == "backend" || s.kind == "listen") {
+					if sv := s.server(name); sv != nil {
+						return sv
+					}
+				}
+			}
+		}
+		return nil
+	}
 }
 
-func cmds(cs ...string) []op {
-	ops := make([]op, len(cs))
-	for i, c := range cs {
-		ops[i] = op{cmd: c}
+// drain is a server ("backend/server") in drain state, and what is done
+// once no sessions are left on it (or at the drain timeout, after cutting
+// them): commands, then, with del, "del server"; then next, a stand-in to
+// drain in turn.
+type drain struct {
+	id     string
+	server *server // its line, for a restore
+	then   []string
+	del    bool
+	next   *drain
+	// set when the drain is under way
+	deadline time.Time // of the wait for sessions
+	deleting time.Time // when set: the deletion is being retried until then
+}
+
+// describe says what d does, for --dry.
+func (d *drain) describe(timeout time.Duration) []string {
+	var out []string
+	for ; d != nil; d = d.next {
+		then := slices.Clone(d.then)
+		if d.del {
+			then = append(then, "del server "+d.id)
+		}
+		out = append(out, fmt.Sprintf("# in the background, once no sessions are left on %s (at most %s): %s", d.id, timeout, strings.Join(then, "; ")))
+		if d.next != nil {
+			out = append(out, "# then: set server "+d.next.id+" state drain")
+		}
 	}
-	return ops
+	return out
+}
+
+// knownFunc says what a file says of a live server, or nil.
+type knownFunc func(backend, name string) *server
+
+// scriptOut is what takes the backends to the file's: commands to send
+// now, drains to start (their servers are put in drain state by cmds) and
+// drains under way that the change ends (their servers are back in the
+// file).
+type scriptOut struct {
+	cmds   []string
+	drains []*drain
+	cancel []string
 }
 
 // script is what takes the backends from their live state to the file's:
@@ -118,92 +162,100 @@ func cmds(cs ...string) []op {
 //  1. servers added and settings changed, so new capacity is there before
 //     old capacity goes; a server that moves to another address gets a
 //     stand-in at the new address;
-//  2. the servers that leave or move are drained together: no new
-//     requests, and the script waits until their requests are done;
-//  3. the moved servers get their new address (which closes their idle
-//     connections: with none in use, none to the old address is left) and
-//     take requests again; the servers that leave are deleted;
-//  4. the stand-ins are drained and deleted.
+//  2. the servers that leave or move are put in drain state: no new
+//     requests;
+//  3. in the background, once their requests are done, the moved servers
+//     get their new address (which closes their idle connections: with
+//     none in use, none to the old address is left) and take requests
+//     again, and their stand-ins are drained and deleted; the servers that
+//     leave are deleted.
 //
 // Changing the address of a server in use would be quicker, but
 // connections busy at that moment go back to the server's idle pool
-// afterwards and carry later requests to the old address.
-func script(cur, old []*section, lives []map[string]liveServer) ([]op, error) {
-	var updates, finish, standins []op
-	var drain, standinIDs []string
+// afterwards and carry later requests to the old address. pending are the
+// drains under way, by id: a server drained or deleted in the background
+// that the file has again is restored, and the drain ended.
+func script(cur []*section, known knownFunc, lives []map[string]liveServer, pending map[string]*drain) (scriptOut, error) {
+	var out scriptOut
+	var drains []string
 	for i, s := range cur {
-		c, err := steps(s, old[i], lives[i])
+		c, err := steps(s, known, lives[i], pending)
 		if err != nil {
-			return nil, err
+			return out, err
 		}
 		if s.unsupported != "" && (len(c.updates) > 0 || len(c.moves) > 0 || len(c.removals) > 0) {
-			return nil, fmt.Errorf("backend %s differs from the file, and %s", s.name, s.unsupported)
+			return out, fmt.Errorf("backend %s differs from the file, and %s", s.name, s.unsupported)
 		}
-		updates = append(updates, cmds(c.updates...)...)
+		out.cmds = append(out.cmds, c.updates...)
+		out.cancel = append(out.cancel, c.cancel...)
 		for _, sv := range c.moves {
 			id := s.name + "/" + sv.name
-			if !sv.disabled {
-				standin := standinName(sv.name)
-				if s.server(standin) != nil || lives[i][standin] != (liveServer{}) {
-					return nil, fmt.Errorf("server %s/%s is in the way of the stand-in for %s", s.name, standin, id)
-				}
-				moved := *sv
-				moved.name = standin
-				updates = append(updates, cmds(addCommands(s.name, &moved)...)...)
-				standinIDs = append(standinIDs, s.name+"/"+standin)
-			}
-			drain = append(drain, id)
 			state := "ready"
 			if sv.disabled {
 				state = "maint"
 			}
-			finish = append(finish, cmds(fmt.Sprintf("set server %s addr %s port %d", id, sv.addr, sv.port), "set server "+id+" state "+state)...)
+			d := &drain{id: id, server: sv, then: []string{fmt.Sprintf("set server %s addr %s port %d", id, sv.addr, sv.port), "set server " + id + " state " + state}}
+			if !sv.disabled {
+				// A stand-in of an earlier move may still drain.
+				standin := standinName(sv.name)
+				for n := 2; s.server(standin) != nil || lives[i][standin] != (liveServer{}); n++ {
+					if n > maxStandins {
+						return out, fmt.Errorf("servers %s/%s… are in the way of a stand-in for %s", s.name, standinName(sv.name), id)
+					}
+					standin = fmt.Sprintf("%s-%d", standinName(sv.name), n)
+				}
+				moved := *sv
+				moved.name = standin
+				out.cmds = append(out.cmds, addCommands(s.name, &moved)...)
+				sid := s.name + "/" + standin
+				d.next = &drain{id: sid, server: &moved, then: []string{"set server " + sid + " state maint"}, del: true}
+			}
+			drains = append(drains, id)
+			out.drains = append(out.drains, d)
 		}
 		for _, name := range c.removals {
 			id := s.name + "/" + name
-			drain = append(drain, id)
-			finish = append(finish, cmds("set server "+id+" state maint", "del server "+id)...)
+			drains = append(drains, id)
+			out.drains = append(out.drains, &drain{id: id, server: known(s.name, name), then: []string{"set server " + id + " state maint"}, del: true})
 		}
 	}
-	ops := updates
-	ops = append(ops, drainOps(drain)...)
-	ops = append(ops, finish...)
-	ops = append(ops, drainOps(standinIDs)...)
-	for _, id := range standinIDs {
-		standins = append(standins, cmds("set server "+id+" state maint", "del server "+id)...)
+	for _, id := range drains {
+		out.cmds = append(out.cmds, "set server "+id+" state drain")
 	}
-	return append(ops, standins...), nil
-}
-
-func drainOps(ids []string) []op {
-	if len(ids) == 0 {
-		return nil
-	}
-	var ops []op
-	for _, id := range ids {
-		ops = append(ops, op{cmd: "set server " + id + " state drain"})
-	}
-	return append(ops, op{wait: ids})
+	return out, nil
 }
 
 // standinName names the temporary server that takes a moving server's
-// requests at its new address.
+// requests at its new address; while the stand-in of an earlier move
+// still drains, a later one gets a number (-2, -3, …), up to maxStandins.
 func standinName(name string) string { return "svcreg-standin-" + name }
+
+const maxStandins = 16
 
 // changes take a backend from its live state to the file's: updates are
 // commands (adds and changed weights and states), moves the servers whose
-// address changes, removals the names of the servers that leave.
+// address changes, removals the names of the servers that leave, cancel
+// the drains that end.
 type changes struct {
 	updates  []string
 	moves    []*server
 	removals []string
+	cancel   []string
 }
 
-// steps computes the changes for one backend. old is the section in the
-// installed file: a server that is live but not there has settings the
+// steps computes the changes for one backend. A server that is live but
+// that neither file describes (nor a drain under way) has settings the
 // adapter cannot see, so the backend is reloaded.
-func steps(s, old *section, live map[string]liveServer) (changes, error) {
+func steps(s *section, known knownFunc, live map[string]liveServer, pending map[string]*drain) (changes, error) {
 	var c changes
+	// The servers a drain under way will change: a moved server and its
+	// stand-in.
+	moving := map[string]*drain{}
+	for _, d := range pending {
+		if d.next != nil {
+			moving[d.next.id] = d
+		}
+	}
 	for _, sv := range s.servers {
 		id := s.name + "/" + sv.name
 		l, ok := live[sv.name]
@@ -214,7 +266,11 @@ func steps(s, old *section, live map[string]liveServer) (changes, error) {
 			c.updates = append(c.updates, addCommands(s.name, sv)...)
 			continue
 		}
-		ov := old.server(sv.name)
+		ov := known(s.name, sv.name)
+		d := pending[id]
+		if d != nil && d.server != nil {
+			ov = d.server
+		}
 		if ov == nil || !sameOptions(ov, sv) {
 			return c, fmt.Errorf("server %s is live but not as the installed file describes it", id)
 		}
@@ -223,6 +279,17 @@ func steps(s, old *section, live map[string]liveServer) (changes, error) {
 		}
 		if l.weight != sv.weight {
 			c.updates = append(c.updates, fmt.Sprintf("set weight %s %d", id, sv.weight))
+		}
+		if d != nil && d.next != nil && d.server.addr == sv.addr && d.server.port == sv.port && d.server.disabled == sv.disabled {
+			continue // moving there already
+		}
+		if d != nil {
+			c.cancel = append(c.cancel, id)
+			if d.next != nil { // moving elsewhere: its stand-in goes
+				if _, name, _ := strings.Cut(d.next.id, "/"); live[name] != (liveServer{}) {
+					c.removals = append(c.removals, name)
+				}
+			}
 		}
 		if l.addr != sv.addr || l.port != sv.port {
 			c.moves = append(c.moves, sv)
@@ -236,9 +303,17 @@ func steps(s, old *section, live map[string]liveServer) (changes, error) {
 		}
 	}
 	for _, name := range sortedKeys(live) {
-		if s.server(name) == nil {
-			c.removals = append(c.removals, name)
+		id := s.name + "/" + name
+		if s.server(name) != nil || slices.Contains(c.removals, name) {
+			continue
 		}
+		if _, ok := pending[id]; ok {
+			continue // leaving already
+		}
+		if m := moving[id]; m != nil && !slices.Contains(c.cancel, m.id) {
+			continue // a stand-in of a move under way
+		}
+		c.removals = append(c.removals, name)
 	}
 	return c, nil
 }

@@ -41,14 +41,15 @@ func TestPlanServerChanges(t *testing.T) {
 		{"add ipv6", base + "    server c ::1:8003\n", []string{"add server api/c ipv6@::1:8003", "set server api/c state ready"}},
 		{"port", strings.Replace(base, ":8002", ":9002", 1), []string{
 			"add server api/svcreg-standin-b 127.0.0.1:9002 check weight 5", "enable health api/svcreg-standin-b", "set server api/svcreg-standin-b state ready",
-			"set server api/b state drain", "# wait until no sessions are left on api/b (at most 10s)",
-			"set server api/b addr 127.0.0.1 port 9002", "set server api/b state ready",
-			"set server api/svcreg-standin-b state drain", "# wait until no sessions are left on api/svcreg-standin-b (at most 10s)",
-			"set server api/svcreg-standin-b state maint", "del server api/svcreg-standin-b"}},
+			"set server api/b state drain",
+			"# in the background, once no sessions are left on api/b (at most 10s): set server api/b addr 127.0.0.1 port 9002; set server api/b state ready",
+			"# then: set server api/svcreg-standin-b state drain",
+			"# in the background, once no sessions are left on api/svcreg-standin-b (at most 10s): set server api/svcreg-standin-b state maint; del server api/svcreg-standin-b"}},
 		{"weight", strings.Replace(base, "weight 5", "weight 7", 1), []string{"set weight api/b 7"}},
 		{"disable", strings.Replace(base, "weight 5", "weight 5 disabled", 1), []string{"set server api/b state maint"}},
 		{"remove", strings.Replace(base, "    server a 127.0.0.1:8001 check\n", "", 1), []string{
-			"set server api/a state drain", "# wait until no sessions are left on api/a (at most 10s)", "set server api/a state maint", "del server api/a"}},
+			"set server api/a state drain",
+			"# in the background, once no sessions are left on api/a (at most 10s): set server api/a state maint; del server api/a"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p, err := planOf(t, base, tc.new)
