@@ -4,6 +4,7 @@ package server_test
 // items 1–9) decided.
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -419,5 +420,64 @@ func TestParkedAnswerHeaders(t *testing.T) {
 	}
 	if parked.header.Get("X-Response-Id") == "" || parked.header.Get("X-Response-Id") == now.header.Get("X-Response-Id") {
 		t.Errorf("parked answer's X-Response-Id %q", parked.header.Get("X-Response-Id"))
+	}
+}
+
+// The long-polls one commit answers with the same body share its bytes, but
+// each answer has its own X-Response-Id, its own X-Registry-Wait, and
+// Connection: close where its client asked for it.
+func TestParkedAnswersShareBody(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	c := newAPI(t, srv)
+	c.create("svc-1", 30)
+	query := "/events?marker=" + c.events("")[0].ID
+	polls := []struct {
+		wait  string
+		close bool
+	}{{"30", false}, {"30", false}, {"20", false}, {"30", true}, {"20", true}}
+	chs := make([]chan polled, len(polls))
+	for i, p := range polls {
+		chs[i] = make(chan polled, 1)
+		header := []string{"X-Auth-Token", c.token}
+		if p.close {
+			header = append(header, "Connection", "close")
+		}
+		go func() {
+			r, err := trySend(t, c.base, "GET", "/v1.0/"+c.tenant+query+"&wait="+p.wait, nil, header...)
+			chs[i] <- polled{r, err}
+		}()
+	}
+	for _, ch := range chs {
+		stillWaiting(t, ch)
+	}
+	c.create("svc-2", 30)
+	ids := map[string]bool{}
+	var body []byte
+	for i, ch := range chs {
+		p := <-ch
+		if p.err != nil {
+			t.Fatal(p.err)
+		}
+		r := p.r.want(200)
+		if i == 0 {
+			body = r.body
+		}
+		if !bytes.Equal(r.body, body) || !bytes.Contains(body, []byte("svc-2")) {
+			t.Errorf("poll %d answered %s, want the first's %s, with svc-2", i, r.body, body)
+		}
+		id := r.header.Get("X-Response-Id")
+		if id == "" || ids[id] {
+			t.Errorf("poll %d: X-Response-Id %q, want one of its own", i, id)
+		}
+		ids[id] = true
+		// The wait is jittered by up to a sixteenth, down.
+		asked, _ := time.ParseDuration(polls[i].wait + "s")
+		if w, err := time.ParseDuration(r.header.Get("X-Registry-Wait")); err != nil || w > asked || w < asked-asked/16 {
+			t.Errorf("poll %d: X-Registry-Wait %q, want within a sixteenth under %s", i, r.header.Get("X-Registry-Wait"), asked)
+		}
+		if r.close != polls[i].close {
+			t.Errorf("poll %d: Connection: close %v, want %v", i, r.close, polls[i].close)
+		}
 	}
 }

@@ -16,8 +16,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/svcreg/svcreg/internal/timeuuid"
 	"github.com/svcreg/svcreg/registry"
 	"github.com/svcreg/svcreg/server/store"
@@ -378,34 +376,46 @@ func (pl *poller) takeAll(polls []*parkedPoll) []*parkedPoll {
 const answerChunk = 512
 
 // answerAll answers polls of one query with page (or err) and returns the
-// connections to hand back. An answer without a next page is the same for
-// every poll and is built once.
+// connections to hand back. An answer without a next page has the same body
+// for every poll: it is built once (twice if some clients keep their
+// connection and some do not), and each poll's answer is those bytes with
+// its own X-Registry-Wait and X-Response-Id.
 func (pl *poller) answerAll(polls []*parkedPoll, page store.EventPage, err error) []net.Conn {
 	if len(polls) == 0 {
 		return nil
 	}
-	a := answerBatch{page: page, err: err, date: time.Now().UTC().Format(http.TimeFormat),
-		ok: pl.s.metrics.requests.WithLabelValues("events.list", "200")}
+	a := answerBatch{page: page, err: err, date: time.Now().UTC().Format(http.TimeFormat)}
 	if err == nil && page.Next.IsZero() {
-		a.shared = eventsJSON(page, polls[0].q.Limit, "", nil) // no next_href
+		body := eventsJSON(page, polls[0].q.Limit, "", nil) // no next_href
+		a.shared = map[bool]*rawResponse{}
+		for _, p := range polls {
+			if a.shared[p.keepAlive] == nil {
+				rw := a.response(p)
+				writeRawJSON(rw, http.StatusOK, body)
+				a.shared[p.keepAlive] = rw
+			}
+		}
 	}
 	n := min(runtime.GOMAXPROCS(0), (len(polls)+answerChunk-1)/answerChunk)
-	if n <= 1 {
-		var back []net.Conn
-		for _, p := range polls {
-			pl.answer(p, &a, &back)
-		}
-		return back
-	}
 	backs := make([][]net.Conn, n)
+	answer := func(i int, chunk []*parkedPoll) {
+		var buf []byte
+		ok := 0
+		for _, p := range chunk {
+			if pl.answer(p, &a, &buf, &backs[i]) == http.StatusOK {
+				ok++
+			}
+		}
+		pl.s.metrics.requests.WithLabelValues("events.list", "200").Add(float64(ok))
+	}
+	if n <= 1 {
+		answer(0, polls)
+		return backs[0]
+	}
 	var wg sync.WaitGroup
 	for i := range n {
 		chunk := polls[i*len(polls)/n : (i+1)*len(polls)/n]
-		wg.Go(func() {
-			for _, p := range chunk {
-				pl.answer(p, &a, &backs[i])
-			}
-		})
+		wg.Go(func() { answer(i, chunk) })
 	}
 	wg.Wait()
 	return slices.Concat(backs...)
@@ -415,41 +425,56 @@ func (pl *poller) answerAll(polls []*parkedPoll, page store.EventPage, err error
 type answerBatch struct {
 	page   store.EventPage
 	err    error
-	shared []byte // the body, when it is the same for every poll
 	date   string
-	ok     prometheus.Counter
+	shared map[bool]*rawResponse // by keep-alive, when the body is the same for every poll
 }
 
-// answer writes p's answer with the handlers' code (writeEvents, or
-// writeFault). A connection to keep is appended to back; an answer that
-// does not fit in the connection's send buffer at once is finished on a
-// goroutine of its own.
-func (pl *poller) answer(p *parkedPoll, a *answerBatch, back *[]net.Conn) {
-	// The headers serveAPI and longPoll set before the poll parked.
+// response is the writer of p's answer, with the headers serveAPI and
+// longPoll set before the poll parked.
+func (a *answerBatch) response(p *parkedPoll) *rawResponse {
 	h := http.Header{"X-Response-Id": {p.txnID}, "X-Registry-Wait": {p.wait}, "Date": {a.date}}
-	rw := &rawResponse{header: h, keepAlive: p.keepAlive}
-	switch {
-	case a.shared != nil:
-		writeRawJSON(rw, http.StatusOK, a.shared)
-	case a.err != nil:
-		pl.s.writeFault(rw, p.request(), a.err)
-	default:
-		writeEvents(rw, p.request(), p.q.Limit, a.page)
-	}
-	if rw.status == http.StatusOK {
-		a.ok.Inc()
+	return &rawResponse{header: h, keepAlive: p.keepAlive}
+}
+
+// answer writes p's answer, the batch's shared answer with p's own
+// X-Registry-Wait and X-Response-Id or else one built with the handlers'
+// code (writeEvents, or writeFault), and returns its status; buf is scratch
+// space for the bytes. A connection to keep is appended to back; an answer
+// that does not fit in the connection's send buffer at once is finished on
+// a goroutine of its own.
+func (pl *poller) answer(p *parkedPoll, a *answerBatch, buf *[]byte, back *[]net.Conn) int {
+	var b []byte
+	rw := a.shared[p.keepAlive]
+	if rw != nil {
+		*buf = rw.answerFor((*buf)[:0], p.wait, p.txnID)
+		b = *buf
 	} else {
-		pl.s.metrics.requests.WithLabelValues("events.list", strconv.Itoa(rw.status)).Inc()
+		rw = a.response(p)
+		if a.err != nil {
+			pl.s.writeFault(rw, p.request(), a.err)
+		} else {
+			writeEvents(rw, p.request(), p.q.Limit, a.page)
+		}
+		if rw.status != http.StatusOK {
+			pl.s.metrics.requests.WithLabelValues("events.list", strconv.Itoa(rw.status)).Inc()
+		}
+		b = rw.buf
 	}
-	rest, err := writeNow(p.conn, rw.buf)
-	if err == nil && len(rest) == 0 {
-		pl.written(p, back)
-		return
-	}
-	if err != nil {
+	rest, err := writeNow(p.conn, b)
+	switch {
+	case err != nil:
 		pl.written(p, nil)
-		return
+	case len(rest) == 0:
+		pl.written(p, back)
+	default:
+		pl.finish(p, slices.Clone(rest))
 	}
+	return rw.status
+}
+
+// finish writes the rest of p's answer on a goroutine of its own, and hands
+// the connection back.
+func (pl *poller) finish(p *parkedPoll, rest []byte) {
 	pl.writers <- struct{}{}
 	go func() {
 		defer func() { <-pl.writers }()

@@ -70,13 +70,21 @@ func netConn(c net.Conn) net.Conn {
 
 // rawResponse is the http.ResponseWriter of a parked poll's answer: the
 // handlers' code sets its headers and writes it, and it builds the HTTP/1.1
-// bytes the poller writes on the connection.
+// bytes the poller writes on the connection. The headers that differ from
+// poll to poll come last, from pollAt to bodyAt in buf, so that polls whose
+// answers have the same body share the rest of the bytes.
 type rawResponse struct {
 	header    http.Header
 	keepAlive bool
 	status    int
 	buf       []byte
+	pollAt    int
+	bodyAt    int
 }
+
+// pollHeaders are the headers of a parked poll's answer that differ from
+// poll to poll: its jittered wait, and its transaction id.
+var pollHeaders = map[string]bool{"X-Registry-Wait": true, "X-Response-Id": true}
 
 func (rw *rawResponse) Header() http.Header { return rw.header }
 
@@ -98,9 +106,33 @@ func (rw *rawResponse) WriteHeader(status int) {
 	b.WriteByte(' ')
 	b.WriteString(http.StatusText(status))
 	b.WriteString("\r\n")
-	h.Write(b)
+	h.WriteSubset(b, pollHeaders)
+	rw.pollAt = b.Len()
+	b.Write(appendPollHeaders(nil, h.Get("X-Registry-Wait"), h.Get("X-Response-Id")))
 	b.WriteString("\r\n")
+	rw.bodyAt = b.Len()
 	rw.buf = b.Bytes()
+}
+
+// appendPollHeaders appends the pollHeaders, in the order Header.Write
+// sorts them; X-Registry-Wait only if set, as only a long-poll has it.
+func appendPollHeaders(dst []byte, wait, id string) []byte {
+	if wait != "" {
+		dst = append(dst, "X-Registry-Wait: "...)
+		dst = append(dst, wait...)
+		dst = append(dst, "\r\n"...)
+	}
+	dst = append(dst, "X-Response-Id: "...)
+	dst = append(dst, id...)
+	return append(dst, "\r\n"...)
+}
+
+// answerFor appends to dst the answer rw built, with the given
+// X-Registry-Wait and X-Response-Id instead of its own.
+func (rw *rawResponse) answerFor(dst []byte, wait, id string) []byte {
+	dst = append(dst, rw.buf[:rw.pollAt]...)
+	dst = appendPollHeaders(dst, wait, id)
+	return append(dst, rw.buf[rw.bodyAt-2:]...) // from the blank line
 }
 
 func (rw *rawResponse) Write(p []byte) (int, error) {

@@ -415,8 +415,14 @@ func benchLongPolls(o options) error {
 		}
 		marker := resp.Header.Get("X-Registry-Marker")
 		received := make([]time.Time, n)
+		arrived := make([]time.Time, n) // raw clients, where the kernel stamps arrivals
 		var wg sync.WaitGroup
 		errs := make(chan error, n)
+		// A raw client keeps its connection until every client has its
+		// answer: closing it costs both the client and the server more than
+		// reading the answer, work that clients on other machines would not
+		// add to the fan-out.
+		allAnswered := make(chan struct{})
 		for i := 0; i < n; i++ {
 			wg.Add(1)
 			go func(i int) {
@@ -425,7 +431,12 @@ func benchLongPolls(o options) error {
 				var data []byte
 				var err error
 				if o.client == "raw" {
-					code, data, err = rawGet(s, "/events?wait=5m&marker="+marker)
+					var a rawAnswer
+					a, err = rawGet(s, "/events?wait=5m&marker="+marker)
+					if a.conn != nil {
+						defer func() { go func() { <-allAnswered; a.conn.Close() }() }()
+					}
+					code, data, arrived[i] = a.code, a.body, a.arrived
 				} else {
 					var resp *http.Response
 					if resp, data, err = s.request(ctx, client, "GET", "/events?wait=5m&marker="+marker, nil); err == nil {
@@ -465,31 +476,43 @@ func benchLongPolls(o options) error {
 		if err != nil {
 			return err
 		}
+		own0 := ownCPU()
 		sent := time.Now()
 		resp, data, err := s.request(ctx, newClient(1), "PUT", "/configuration/fanout-"+strconv.Itoa(round), []byte(`{"value":"x"}`))
 		if err != nil || resp.StatusCode != http.StatusNoContent {
 			return fmt.Errorf("write the event: %v %s", err, data)
 		}
 		wg.Wait()
+		own1 := ownCPU()
+		cpu1, err := srv.cpu()
+		close(allAnswered)
+		if err != nil {
+			return err
+		}
 		select {
 		case err := <-errs:
 			return err
 		default:
 		}
-		cpu1, err := srv.cpu()
-		if err != nil {
-			return err
+		fmt.Printf("  %6d waiters (%s clients): RSS %.1f MB (%.1f KB per waiter)   fan-out %s   server CPU %-6s clients' CPU %s\n",
+			n, o.client, rss, (rss-idle)*1024/float64(n), percentiles(received, sent), cpu1-cpu0, (own1 - own0).Round(time.Millisecond))
+		if !slices.Contains(arrived, time.Time{}) {
+			fmt.Printf("  %6d waiters, arrival at the clients' sockets: %s\n", n, percentiles(arrived, sent))
 		}
-		lat := make([]time.Duration, n)
-		for i, t := range received {
-			lat[i] = t.Sub(sent)
-		}
-		slices.Sort(lat)
-		fmt.Printf("  %6d waiters (%s clients): RSS %.1f MB (%.1f KB per waiter)   fan-out p50 %-10s p99 %-10s max %-10s server CPU %s\n",
-			n, o.client, rss, (rss-idle)*1024/float64(n), lat[n/2].Round(time.Microsecond), lat[n*99/100].Round(time.Microsecond), lat[n-1].Round(time.Microsecond), cpu1-cpu0)
 		client.CloseIdleConnections()
 	}
 	return nil
+}
+
+// percentiles are the p50, p99 and max of times since start.
+func percentiles(times []time.Time, start time.Time) string {
+	lat := make([]time.Duration, len(times))
+	for i, t := range times {
+		lat[i] = t.Sub(start)
+	}
+	slices.Sort(lat)
+	n := len(lat)
+	return fmt.Sprintf("p50 %-10s p99 %-10s max %-10s", lat[n/2].Round(time.Microsecond), lat[n*99/100].Round(time.Microsecond), lat[n-1].Round(time.Microsecond))
 }
 
 // hasFlag reports whether svcreg server's usage mentions flag (an older
@@ -499,24 +522,46 @@ func hasFlag(svcreg, flag string) bool {
 	return bytes.Contains(out, []byte(flag))
 }
 
+// rawAnswer is what rawGet read, on the connection it leaves open.
+type rawAnswer struct {
+	code    int
+	body    []byte
+	arrived time.Time // when the kernel received the answer's last bytes, if known
+	conn    net.Conn
+}
+
 // rawGet sends GET path on a connection of its own and reads the answer with
 // as little work as an HTTP/1.1 client can do: a status line, headers up to
-// Content-Length, the body.
-func rawGet(s session, path string) (int, []byte, error) {
+// Content-Length, the body. The caller closes the connection.
+func rawGet(s session, path string) (rawAnswer, error) {
 	u, err := url.Parse(s.base + path)
 	if err != nil {
-		return 0, nil, err
+		return rawAnswer{}, err
 	}
 	c, err := net.Dial("tcp", u.Host)
 	if err != nil {
-		return 0, nil, err
+		return rawAnswer{}, err
 	}
-	defer c.Close()
+	a := rawAnswer{conn: c}
+	rd := io.Reader(c)
+	ac, stamped := withArrival(c)
+	if stamped {
+		rd = ac
+	}
 	req := "GET " + u.RequestURI() + " HTTP/1.1\r\nHost: " + u.Host + "\r\nX-Auth-Token: " + s.token + "\r\n\r\n"
+	a.code, a.body, err = exchange(c, rd, req)
+	if stamped {
+		a.arrived = ac.arrived
+	}
+	return a, err
+}
+
+// exchange writes req on c and reads the answer from rd.
+func exchange(c net.Conn, rd io.Reader, req string) (int, []byte, error) {
 	if _, err := io.WriteString(c, req); err != nil {
 		return 0, nil, err
 	}
-	br := bufio.NewReaderSize(c, 1024)
+	br := bufio.NewReaderSize(rd, 1024)
 	status, err := br.ReadString('\n')
 	if err != nil {
 		return 0, nil, err
