@@ -159,6 +159,7 @@ func (b *browser) noInjection() {
 }
 
 func TestUIDashboardInBrowser(t *testing.T) {
+	t.Parallel()
 	b := newBrowser(t)
 	srv := startServerProcess(t, "--data-dir", t.TempDir())
 	a := login(t, srv.url, "dev")
@@ -333,6 +334,7 @@ func TestUIDashboardInBrowser(t *testing.T) {
 
 // A revoked or expired token sends the page back to sign-in.
 func TestUISessionEndsInBrowser(t *testing.T) {
+	t.Parallel()
 	b := newBrowser(t)
 	dir, addr := t.TempDir(), fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	srv := startServerProcess(t, "--data-dir", dir, "--listen", addr)
@@ -398,6 +400,7 @@ func TestUISessionEndsInBrowser(t *testing.T) {
 // The renderer's status page shows a group whose check fails and a group
 // installed and reloaded after a registry change, with its diff and plots.
 func TestTemplateStatusPageInBrowser(t *testing.T) {
+	t.Parallel()
 	b := newBrowser(t)
 	srv := startServerProcess(t, "--data-dir", t.TempDir())
 	a := login(t, srv.url, "dev")

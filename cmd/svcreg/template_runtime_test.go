@@ -403,6 +403,7 @@ func TestTemplateHAProxyRuntimeChurn(t *testing.T) {
 	if testing.Short() {
 		t.Skip("20 s of load")
 	}
+	t.Parallel()
 	s := newRuntimeSetup(t, "e2e-runtime-churn", true, "")
 	d := startDaemon(t, s.env, "--config", s.config)
 	const clients = 100
