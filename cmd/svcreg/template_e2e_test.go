@@ -102,6 +102,15 @@ func (d *daemon) output() string {
 	return d.logs.String()
 }
 
+// reloaded reports whether the daemon has logged as many reloads as
+// installs (for a config whose groups hold one file each): a test that
+// waited for a file's new content waits with it for the reload that
+// follows the install, before it counts reloads.
+func (d *daemon) reloaded() bool {
+	out := d.output()
+	return strings.Count(out, "msg=reloaded ") == strings.Count(out, "msg=installed ")
+}
+
 func startDaemon(t testing.TB, env []string, args ...string) *daemon {
 	t.Helper()
 	d := &daemon{}
@@ -251,7 +260,7 @@ func TestTemplateNginxEndToEnd(t *testing.T) {
 	createService(t, c, "web-a", 120, []string{"www"}, map[string]string{"ip": ipA, "port": portA})
 	failFlag := filepath.Join(t.TempDir(), "fail-reload")
 	config, reloads := writeRenderConfig(t, n, n.reloadCommand()+" && test ! -e "+failFlag, "")
-	startDaemon(t, env, "--config", config)
+	d := startDaemon(t, env, "--config", config)
 
 	// The first sync: the upstream gets backend A and nginx reaches it.
 	eventuallyTrue(t, "backend A behind nginx", func() bool { return get(n.url()) == "backend-a" })
@@ -274,6 +283,7 @@ func TestTemplateNginxEndToEnd(t *testing.T) {
 
 	// web-b gets no heartbeats: it times out and leaves the upstream.
 	eventuallyTrue(t, "web-b to time out of the upstream", func() bool { return !strings.Contains(readString(n.upstreams), "web-b") })
+	eventuallyTrue(t, "the reload without web-b", d.reloaded)
 
 	// A service whose metadata makes an invalid config: nginx -t refuses
 	// the staged file, the old file stays, nginx keeps serving.
