@@ -441,7 +441,8 @@ check = "echo 'syntax error in {{ .Staged }}' >&2; false"
 	eventuallyTrue(t, "web-1 installed", func() bool { return strings.Contains(readString(www), "server web-1:80;") })
 	must(t, a, "POST", "/services", map[string]any{"id": "web-2", "heartbeat_timeout": 120, "tags": []string{"www"}}, 201)
 	eventuallyTrue(t, "web-2 installed", func() bool { return strings.Contains(readString(www), "server web-2:80;") })
-	eventuallyTrue(t, "web-2's reload", d.reloaded)
+	// The install comes before its reload: the page is to show both.
+	eventuallyTrue(t, "web-2's reload", func() bool { return strings.Count(d.output(), "msg=reloaded group=www-upstreams") == 2 })
 
 	b.do(chromedp.Navigate(fmt.Sprintf("http://127.0.0.1:%d/", port)))
 	b.wait("the status page", `!!document.getElementById('state')`)
