@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/svcreg/svcreg/registry"
@@ -47,31 +48,37 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Fatalf("timed out waiting for %s", what)
 }
 
+// The loop runs in a synctest bubble: its timers run on the bubble's clock,
+// which moves only when every goroutine of the bubble waits, so the quiet
+// spells take no real time and "nothing more is due" is exact.
 func TestBurstIsDebounced(t *testing.T) {
 	t.Parallel()
-	g := newGroup(t, `{{len services}}`)
-	set := g.set(t, TemplateConfig{Reload: "echo reload >> " + g.log})
-	set.Config.Wait = WaitConfig{Min: Duration(200 * time.Millisecond), Max: Duration(time.Hour)}
-	src, _ := startLoop(t, g, set)
+	synctest.Test(t, func(t *testing.T) {
+		g := newGroup(t, `{{len services}}`)
+		set := g.set(t, TemplateConfig{Reload: "echo reload >> " + g.log})
+		set.Config.Wait = WaitConfig{Min: Duration(200 * time.Millisecond), Max: Duration(time.Hour)}
+		src, _ := startLoop(t, g, set)
 
-	src.Put(counting(0))
-	waitFor(t, "the first render", func() bool { return g.reloads(t) == 1 })
-	// 500 changes in a burst: the loop waits for a quiet spell, then
-	// renders the newest snapshot.
-	for i := 1; i <= 500; i++ {
-		s := counting(0)
-		s.Version = uint64(i)
-		if i == 500 {
-			s = counting(500)
-			s.Version = 500
+		src.Put(counting(0))
+		waitFor(t, "the first render", func() bool { return g.reloads(t) == 1 })
+		// 500 changes in a burst: the loop waits for a quiet spell, then
+		// renders the newest snapshot.
+		for i := 1; i <= 500; i++ {
+			s := counting(0)
+			s.Version = uint64(i)
+			if i == 500 {
+				s = counting(500)
+				s.Version = 500
+			}
+			src.Put(s)
 		}
-		src.Put(s)
-	}
-	waitFor(t, "the burst's render", func() bool { return contents(g.dest) == "500" })
-	time.Sleep(400 * time.Millisecond) // two quiet spells: nothing more is due
-	if n := g.reloads(t); n != 2 {
-		t.Fatalf("%d reloads for the first render and a burst of 500 changes; want 2", n)
-	}
+		waitFor(t, "the burst's render", func() bool { return contents(g.dest) == "500" })
+		time.Sleep(400 * time.Millisecond) // two quiet spells: nothing more is due
+		synctest.Wait()
+		if n := g.reloads(t); n != 2 {
+			t.Fatalf("%d reloads for the first render and a burst of 500 changes; want 2", n)
+		}
+	})
 }
 
 func TestMaxWaitBoundsDebounce(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/svcreg/svcreg/internal/testprog"
 	"github.com/svcreg/svcreg/internal/testserver"
 	"github.com/svcreg/svcreg/registry"
 	"github.com/svcreg/svcreg/wrapper"
@@ -27,6 +28,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv(execEnv) == "1" {
 		os.Exit(wrapper.Main(context.Background(), "service-registry-wrapper", os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 	}
+	testprog.ChildProcessTests()
 	os.Exit(m.Run())
 }
 
@@ -130,8 +132,7 @@ func startWrapperStdin(t *testing.T, dir string, stdin io.Reader, env []string, 
 	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Stdin = stdin
-	// A -race binary sleeps a second before it exits, by default.
-	cmd.Env = append(os.Environ(), execEnv+"=1", "GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
+	cmd.Env = append(os.Environ(), execEnv+"=1")
 	cmd.Env = append(cmd.Env, env...)
 	stdout, err := os.CreateTemp(dir, "wrapper-stdout-")
 	if err != nil {

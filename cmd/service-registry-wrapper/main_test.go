@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/svcreg/svcreg/internal/testprog"
 	"github.com/svcreg/svcreg/internal/testserver"
 	"github.com/svcreg/svcreg/registry"
 )
@@ -20,6 +21,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv(execEnv) == "1" {
 		main()
 	}
+	testprog.ChildProcessTests()
 	os.Exit(m.Run())
 }
 
@@ -27,7 +29,7 @@ func TestMain(m *testing.M) {
 func run(t *testing.T, env []string, args ...string) (int, string) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), execEnv+"=1", "GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
+	cmd.Env = append(os.Environ(), execEnv+"=1")
 	cmd.Env = append(cmd.Env, env...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr

@@ -159,6 +159,7 @@ func (b *browser) noInjection() {
 }
 
 func TestUIDashboardInBrowser(t *testing.T) {
+	t.Parallel()
 	b := newBrowser(t)
 	srv := startServerProcess(t, "--data-dir", t.TempDir())
 	a := login(t, srv.url, "dev")
@@ -177,7 +178,9 @@ func TestUIDashboardInBrowser(t *testing.T) {
 	b.do(chromedp.Evaluate[chromedp.Void](`window.sameDocument = true`))
 
 	// A service registered through the API appears, and its countdown runs.
-	must(t, a, "POST", "/services", map[string]any{"id": "web-1", "heartbeat_timeout": 30,
+	// The services get no heartbeats: their timeouts (but beat-1's) outlast
+	// the test on a loaded machine.
+	must(t, a, "POST", "/services", map[string]any{"id": "web-1", "heartbeat_timeout": 110,
 		"tags": []string{"www", "eu"}, "metadata": map[string]string{"ip": "10.0.0.7", "port": "8080"}}, 201)
 	b.wait("web-1 in the table", `!!document.querySelector('#svc-body tr[data-id="web-1"]')`)
 	b.wait("the countdown", `(() => {
@@ -187,7 +190,7 @@ func TestUIDashboardInBrowser(t *testing.T) {
 	})()`)
 	must(t, a, "POST", "/services", map[string]any{"id": "db-1", "heartbeat_timeout": 120,
 		"tags": []string{"db"}, "metadata": map[string]string{"ip": "10.0.0.9", "port": "5432", "role": "primary"}}, 201)
-	must(t, a, "POST", "/services", map[string]any{"id": "api-2", "heartbeat_timeout": 20,
+	must(t, a, "POST", "/services", map[string]any{"id": "api-2", "heartbeat_timeout": 100,
 		"tags": []string{"www", "api"}, "metadata": map[string]string{"ip": "10.0.1.2", "port": "9000"}}, 201)
 	b.wait("three services", `document.querySelectorAll('#svc-body tr').length === 3`)
 
@@ -239,7 +242,7 @@ func TestUIDashboardInBrowser(t *testing.T) {
 	b.do(chromedp.Click(chromedp.CSS(`th button[data-sort="id"]`)))
 
 	// Hostile data is text.
-	must(t, a, "POST", "/services", map[string]any{"id": hostileID, "heartbeat_timeout": 60,
+	must(t, a, "POST", "/services", map[string]any{"id": hostileID, "heartbeat_timeout": 120,
 		"tags": []string{hostileTag}, "metadata": map[string]string{hostileKey: hostileValue, "__proto__": "x"}}, 201)
 	b.wait("the hostile service", `!!document.querySelector('#svc-body tr[data-id="__proto__"]')`)
 	row := `document.querySelector('#svc-body tr[data-id="__proto__"]')`
@@ -333,6 +336,7 @@ func TestUIDashboardInBrowser(t *testing.T) {
 
 // A revoked or expired token sends the page back to sign-in.
 func TestUISessionEndsInBrowser(t *testing.T) {
+	t.Parallel()
 	b := newBrowser(t)
 	dir, addr := t.TempDir(), fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	srv := startServerProcess(t, "--data-dir", dir, "--listen", addr)
@@ -398,6 +402,7 @@ func TestUISessionEndsInBrowser(t *testing.T) {
 // The renderer's status page shows a group whose check fails and a group
 // installed and reloaded after a registry change, with its diff and plots.
 func TestTemplateStatusPageInBrowser(t *testing.T) {
+	t.Parallel()
 	b := newBrowser(t)
 	srv := startServerProcess(t, "--data-dir", t.TempDir())
 	a := login(t, srv.url, "dev")
@@ -436,6 +441,8 @@ check = "echo 'syntax error in {{ .Staged }}' >&2; false"
 	eventuallyTrue(t, "web-1 installed", func() bool { return strings.Contains(readString(www), "server web-1:80;") })
 	must(t, a, "POST", "/services", map[string]any{"id": "web-2", "heartbeat_timeout": 120, "tags": []string{"www"}}, 201)
 	eventuallyTrue(t, "web-2 installed", func() bool { return strings.Contains(readString(www), "server web-2:80;") })
+	// The install comes before its reload: the page is to show both.
+	eventuallyTrue(t, "web-2's reload", func() bool { return strings.Count(d.output(), "msg=reloaded group=www-upstreams") == 2 })
 
 	b.do(chromedp.Navigate(fmt.Sprintf("http://127.0.0.1:%d/", port)))
 	b.wait("the status page", `!!document.getElementById('state')`)

@@ -132,7 +132,7 @@ func TestEventsTailInterrupt(t *testing.T) {
 	t.Parallel()
 	srv, c := tailEnv(t, "tail-sigint")
 	cmd := exec.Command(os.Args[0], "events", "tail", "-o", "json")
-	cmd.Env = append(os.Environ(), execEnv+"=1", "GORACE="+os.Getenv("GORACE")+" atexit_sleep_ms=0",
+	cmd.Env = append(os.Environ(), execEnv+"=1",
 		"SVCREG_URL="+srv.APIURL, "SVCREG_USERNAME=tail-sigint", "SVCREG_API_KEY=dev",
 		"SVCREG_TOKEN=", "SVCREG_TENANT=", "SVCREG_AUTH_URL=", "SVCREG_PASSWORD=", "SVCREG_REGION=")
 	stdout, stderr := newOutput(), newOutput()

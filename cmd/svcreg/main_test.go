@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/svcreg/svcreg/internal/testprog"
 )
 
 // execEnv makes the test binary run the svcreg command line instead of the
@@ -16,6 +18,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv(execEnv) == "1" {
 		os.Exit(svcregMain())
 	}
+	testprog.ChildProcessTests()
 	// testscript.Main runs the tests, with the command "svcreg" (this
 	// binary under that name) on the scripts' PATH.
 	testscript.Main(m, map[string]func(){

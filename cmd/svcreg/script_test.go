@@ -38,8 +38,8 @@ func TestScripts(t *testing.T) {
 		RequireExplicitExec: true,
 		Setup: func(env *testscript.Env) error {
 			user := filepath.Base(env.WorkDir) // "script-<name>"
-			// A -race binary sleeps a second before it exits, by default.
-			env.Setenv("GORACE", strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
+			// Scripts do not inherit the environment: TestMain's GORACE.
+			env.Setenv("GORACE", os.Getenv("GORACE"))
 			env.Setenv("SVCREG_URL", srv.APIURL)
 			env.Setenv("SVCREG_USERNAME", user)
 			env.Setenv("SVCREG_API_KEY", "dev")

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/svcreg/svcreg/internal/etcdtest"
 )
@@ -30,6 +29,7 @@ func TestServerOverEtcd(t *testing.T) {
 		mu     sync.Mutex
 		tokens = map[string]string{} // service id -> latest acknowledged token
 		config = map[string]string{}
+		beats  int // heartbeats acknowledged
 	)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -63,7 +63,7 @@ func TestServerOverEtcd(t *testing.T) {
 				}
 				if code == 200 {
 					mu.Lock()
-					tokens[id] = out["token"].(string)
+					tokens[id], beats = out["token"].(string), beats+1
 					mu.Unlock()
 				}
 				key := fmt.Sprintf("key-%d", w)
@@ -75,7 +75,13 @@ func TestServerOverEtcd(t *testing.T) {
 			}
 		})
 	}
-	time.Sleep(1500 * time.Millisecond)
+	// Every service created, every key written, heartbeats flowing: then
+	// the kill, however long a loaded machine took to get there.
+	eventuallyTrue(t, "the stream of writes and heartbeats", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(tokens) == 20 && len(config) == 4 && beats >= 20
+	})
 	nodeA.kill()
 	close(stop)
 	wg.Wait()

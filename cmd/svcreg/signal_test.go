@@ -16,7 +16,7 @@ import (
 func stopBySignal(t *testing.T, sig syscall.Signal, ready string, env []string, args ...string) (int, string) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(append(os.Environ(), execEnv+"=1", "GORACE="+os.Getenv("GORACE")+" atexit_sleep_ms=0"), env...)
+	cmd.Env = append(append(os.Environ(), execEnv+"=1"), env...)
 	out := newOutput()
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {

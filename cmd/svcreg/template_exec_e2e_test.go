@@ -435,6 +435,7 @@ func TestExecReloadSignalKillsTheCommand(t *testing.T) {
 // namespace, as in a container) are reaped, while its check commands
 // still report their own status.
 func TestExecReapsOrphans(t *testing.T) {
+	t.Parallel()
 	for _, pid1 := range []bool{false, true} {
 		t.Run(map[bool]string{false: "subreaper", true: "pid1"}[pid1], func(t *testing.T) {
 			t.Parallel()

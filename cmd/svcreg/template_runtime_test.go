@@ -262,7 +262,9 @@ type churnResult struct {
 
 // churn runs clients against HAProxy for d while, every 200 ms, a service
 // joins, leaves, or moves to a new port (a new instance; the old one is
-// retired once HAProxy no longer routes to it).
+// retired once HAProxy no longer routes to it). On a loaded machine a step
+// takes longer than 200 ms: the churn goes on past d until it has made the
+// d/200ms steps, so that what it shows does not shrink with the load.
 func churn(t testing.TB, s *runtimeSetup, d time.Duration, clients int) churnResult {
 	t.Helper()
 	ctx := context.Background()
@@ -328,9 +330,10 @@ func churn(t testing.TB, s *runtimeSetup, d time.Duration, clients int) churnRes
 
 	l := startLoad(s.h.URL(), clients)
 	rng := rand.New(rand.NewPCG(1, 2))
+	const step = 200 * time.Millisecond
 	end := time.Now().Add(d)
-	for time.Now().Before(end) {
-		time.Sleep(200 * time.Millisecond)
+	for steps := 0; steps < int(d/step) || time.Now().Before(end); steps++ {
+		time.Sleep(step)
 		mu.Lock()
 		// Services that have served a request may leave or move.
 		var served []string
@@ -420,6 +423,7 @@ func TestTemplateHAProxyRuntimeChurn(t *testing.T) {
 	if testing.Short() {
 		t.Skip("20 s of load")
 	}
+	t.Parallel()
 	s := newRuntimeSetup(t, "e2e-runtime-churn", runtimeOptions{runtime: true})
 	d := startDaemon(t, s.env, "--config", s.config)
 	const clients = 100

@@ -29,7 +29,7 @@ type wrapProcess struct {
 func runWrapProcess(t *testing.T, env []string, args ...string) *wrapProcess {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], append([]string{"wrap"}, args...)...)
-	cmd.Env = append(os.Environ(), execEnv+"=1", "GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
+	cmd.Env = append(os.Environ(), execEnv+"=1")
 	cmd.Env = append(cmd.Env, env...)
 	stderr, err := os.Create(filepath.Join(t.TempDir(), "stderr"))
 	if err != nil {

@@ -1,0 +1,28 @@
+package testprog
+
+import (
+	"flag"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+)
+
+// waitingTestsPerCPU is how many tests run at once per CPU in a test
+// binary set up by ChildProcessTests, unless -parallel says otherwise.
+const waitingTestsPerCPU = 4
+
+// ChildProcessTests sets up a test binary whose tests spend their time
+// waiting on child processes (the binary itself run as the real program,
+// nginx, HAProxy, chromium) rather than computing. TestMain calls it before
+// it runs the tests.
+//
+// A -race binary sleeps a second before it exits, by default: the children,
+// which inherit this environment, do not. And go test runs one parallel
+// test per CPU by default, which leaves the machine idle while those tests
+// wait: several per CPU run at once instead. A -parallel on the command
+// line, parsed later, still decides.
+func ChildProcessTests() {
+	os.Setenv("GORACE", strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
+	flag.Set("test.parallel", strconv.Itoa(waitingTestsPerCPU*runtime.GOMAXPROCS(0)))
+}
