@@ -47,7 +47,9 @@ func testRestartKeepsTokensAndServices(t *testing.T, kind string) {
 	token, tenant := srv.Token("restart")
 	base := srv.APIURL + "/" + tenant
 
-	code, out := call(t, "POST", base+"/services", token, map[string]any{"id": "steady", "heartbeat_timeout": 3})
+	// A long timeout, so that the service surely lives past the restart
+	// however slowly the server starts; the clock passes it.
+	code, out := call(t, "POST", base+"/services", token, map[string]any{"id": "steady", "heartbeat_timeout": 30})
 	if code != http.StatusCreated {
 		t.Fatalf("create: %d %v", code, out)
 	}
@@ -58,7 +60,7 @@ func testRestartKeepsTokensAndServices(t *testing.T, kind string) {
 	hb := out["token"]
 
 	srv.Stop()
-	clock.Advance(4 * time.Second) // past the service's deadline
+	clock.Advance(31 * time.Second) // past the service's deadline
 	srv.Restart()
 
 	code, out = call(t, "GET", base+"/services/steady", token, nil)
