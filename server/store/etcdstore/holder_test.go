@@ -151,8 +151,10 @@ func TestHoldingNodeCrash(t *testing.T) {
 	if ts := evs[2].Timestamp; ts < quietDeadline || ts > quietDeadline+slack.Milliseconds()+1 {
 		t.Errorf("quiet timed out at %d; its last token's deadline was %d, the slack %v", ts, quietDeadline, slack)
 	}
+	// The client keeps heartbeating while node 0 starts again.
+	hb := keepHeartbeating(u, n[1], "steady", steady)
 	n[0].restart()
-	u.heartbeat(n[0], "steady", steady)
+	u.heartbeat(n[0], "steady", hb())
 }
 
 // A node cut off from etcd stops answering heartbeats from memory before
