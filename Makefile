@@ -2,16 +2,16 @@
 # against the real programs) and chromium (the dashboard's and status page's
 # browser tests); `make test` installs them from Debian packages when they are
 # missing. Without them those tests skip, saying so, unless CI is set
-# (.ci/run sets it): then they fail. The server's conformance suite runs
-# twice: on the embedded store, and on the etcd store over an etcd run
-# in-process.
+# (.ci/run sets it): then they fail. The server's conformance suite runs on
+# both stores in the one `go test` run, each test as the subtests bolt and
+# etcd (the etcd store over an etcd run in-process); SVCREG_TEST_STORE=bolt
+# or =etcd narrows it to one.
 GO ?= go
 
 .PHONY: test deps build
 
 test: deps
 	$(GO) test -race -timeout 30m ./...
-	SVCREG_TEST_STORE=etcd $(GO) test -race -timeout 30m ./server/
 
 deps:
 	@command -v nginx >/dev/null 2>&1 && command -v haproxy >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1 || \

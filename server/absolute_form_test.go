@@ -9,9 +9,11 @@ import (
 // An absolute-form request line (GET http://host/v1.0/{tenant}/…, as sent
 // to a proxy) routes on its path: the tenant is the path's, never digits of
 // the host.
-func TestAbsoluteFormRequestLine(t *testing.T) {
+func TestAbsoluteFormRequestLine(t *testing.T) { onEachStore(t, testAbsoluteFormRequestLine) }
+
+func testAbsoluteFormRequestLine(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	c := newAPI(t, srv)
 	c.create("absolute-form", 30)
 	r := c.raw("GET", srv.URL+"/v1.0/"+c.tenant+"/services?limit=5", nil).want(200)

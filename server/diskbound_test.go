@@ -13,9 +13,11 @@ import (
 // are deleted as retention deletes them, and a marker from before them gets
 // 410 markerExpired (design item 4), which the watcher answers by
 // re-listing. The etcd store enforces the cap within seconds of the writes.
-func TestEventCapKeepsTheNewest(t *testing.T) {
+func TestEventCapKeepsTheNewest(t *testing.T) { onEachStore(t, testEventCapKeepsTheNewest) }
+
+func testEventCapKeepsTheNewest(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{MaxEvents: 5})
+	srv := testserver.Start(t, testserver.Options{Store: kind, MaxEvents: 5})
 	c := newAPI(t, srv)
 	other := newUser(t, srv, t.Name()+"-other")
 	other.setConfig("mine", "v")
@@ -64,9 +66,11 @@ func TestEventCapKeepsTheNewest(t *testing.T) {
 // Writes are limited per account, as a token bucket: a burst, then a
 // steady rate. Beyond it a write gets the rate-limit fault (spec §3.3) with
 // Retry-After; heartbeats, reads and other accounts are not held back.
-func TestWriteRateLimit(t *testing.T) {
+func TestWriteRateLimit(t *testing.T) { onEachStore(t, testWriteRateLimit) }
+
+func testWriteRateLimit(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{WriteRate: 0.001, WriteBurst: 4})
+	srv := testserver.Start(t, testserver.Options{Store: kind, WriteRate: 0.001, WriteBurst: 4})
 	c := newAPI(t, srv)
 	tok := c.create("svc-1", 30)
 	c.setConfig("key-1", "v")

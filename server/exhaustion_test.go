@@ -28,10 +28,10 @@ import (
 
 // startLimited runs a server served as in production, with cfg's limits
 // and a metrics registry the test reads.
-func startLimited(t *testing.T, cfg server.Config) (string, *prometheus.Registry) {
+func startLimited(t *testing.T, kind string, cfg server.Config) (string, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	base := startCustom(t, func(st store.Store) server.Config {
+	base := startCustom(t, kind, func(st store.Store) server.Config {
 		cfg.Store, cfg.Registerer = st, reg
 		return cfg
 	})
@@ -136,9 +136,11 @@ func (rc *rawConn) closedByServer() bool {
 
 // A parked long-poll whose client hangs up is freed at once, not when its
 // wait ends: 300 polls waiting 40 s whose clients close leave no waiter.
-func TestLongPollClientGoneIsFreed(t *testing.T) {
+func TestLongPollClientGoneIsFreed(t *testing.T) { onEachStore(t, testLongPollClientGoneIsFreed) }
+
+func testLongPollClientGoneIsFreed(t *testing.T, kind string) {
 	t.Parallel()
-	base, reg := startLimited(t, server.Config{})
+	base, reg := startLimited(t, kind, server.Config{})
 	c := devLogin(t, base, "gone")
 	const n = 300
 	conns := make([]*rawConn, n)
@@ -174,9 +176,11 @@ func TestLongPollClientGoneIsFreed(t *testing.T) {
 
 // Long-polls are capped per tenant and in all: past either cap a long-poll
 // answers at once, so one tenant cannot take every waiting slot.
-func TestLongPollGlobalCap(t *testing.T) {
+func TestLongPollGlobalCap(t *testing.T) { onEachStore(t, testLongPollGlobalCap) }
+
+func testLongPollGlobalCap(t *testing.T, kind string) {
 	t.Parallel()
-	base, reg := startLimited(t, server.Config{MaxWaiters: 5, MaxWaitersPerTenant: 3})
+	base, reg := startLimited(t, kind, server.Config{MaxWaiters: 5, MaxWaitersPerTenant: 3})
 	a, b := devLogin(t, base, "cap-a"), devLogin(t, base, "cap-b")
 	for range 3 {
 		a.longPoll("?wait=30")
@@ -202,7 +206,9 @@ func TestLongPollGlobalCap(t *testing.T) {
 
 // Idle keep-alive connections are capped per tenant and in all; past a
 // cap the longest-idle one is closed.
-func TestIdleConnectionCaps(t *testing.T) {
+func TestIdleConnectionCaps(t *testing.T) { onEachStore(t, testIdleConnectionCaps) }
+
+func testIdleConnectionCaps(t *testing.T, kind string) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name   string
@@ -215,7 +221,7 @@ func TestIdleConnectionCaps(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			base, reg := startLimited(t, tc.cfg)
+			base, reg := startLimited(t, kind, tc.cfg)
 			c := devLogin(t, base, "idle")
 			httpClient.CloseIdleConnections()
 			eventually(t, "no connection open", func() bool { return metric(t, reg, "svcreg_connections_open") == 0 })
@@ -251,9 +257,11 @@ func TestIdleConnectionCaps(t *testing.T) {
 
 // A keep-alive connection that never authenticated is closed after a short
 // idle time; one that did stays.
-func TestUnauthenticatedIdleTimeout(t *testing.T) {
+func TestUnauthenticatedIdleTimeout(t *testing.T) { onEachStore(t, testUnauthenticatedIdleTimeout) }
+
+func testUnauthenticatedIdleTimeout(t *testing.T, kind string) {
 	t.Parallel()
-	base, reg := startLimited(t, server.Config{UnauthIdleTimeout: 200 * time.Millisecond})
+	base, reg := startLimited(t, kind, server.Config{UnauthIdleTimeout: 200 * time.Millisecond})
 	c := devLogin(t, base, "unauth")
 	anon, authed := dialRaw(t, base), dialRaw(t, base)
 	if resp, _ := anon.get("/healthz", ""); resp.StatusCode != 200 {
@@ -276,9 +284,11 @@ func TestUnauthenticatedIdleTimeout(t *testing.T) {
 // A commit that lands just as a tenant's long-poll parks, before the
 // poll's dispatcher watches the feed, still answers it. Each round commits
 // as soon as the poll counts as waiting.
-func TestLongPollCommitWhileParking(t *testing.T) {
+func TestLongPollCommitWhileParking(t *testing.T) { onEachStore(t, testLongPollCommitWhileParking) }
+
+func testLongPollCommitWhileParking(t *testing.T, kind string) {
 	t.Parallel()
-	base, reg := startLimited(t, server.Config{})
+	base, reg := startLimited(t, kind, server.Config{})
 	c := devLogin(t, base, "parking")
 	c.create("svc-0", 30)
 	for i := range 40 {
@@ -301,7 +311,9 @@ func TestLongPollCommitWhileParking(t *testing.T) {
 
 // Over TLS a long-poll parks too: it is answered when an event commits,
 // and freed when its client hangs up.
-func TestLongPollOverTLS(t *testing.T) {
+func TestLongPollOverTLS(t *testing.T) { onEachStore(t, testLongPollOverTLS) }
+
+func testLongPollOverTLS(t *testing.T, kind string) {
 	t.Parallel()
 	// httptest's certificate and a client that trusts it.
 	certs := httptest.NewUnstartedServer(nil)
@@ -310,7 +322,7 @@ func TestLongPollOverTLS(t *testing.T) {
 	certs.Close()
 	cfg.NextProtos = []string{"http/1.1"}
 
-	st := testserver.NewStore(t, testserver.Options{ReapInterval: -1})
+	st := testserver.NewStore(t, testserver.Options{Store: kind, ReapInterval: -1})
 	reg := prometheus.NewRegistry()
 	h := server.New(server.Config{Store: st, Auth: server.NewAuth(server.AuthConfig{Store: st, Dev: true}), Registerer: reg})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -19,9 +19,11 @@ import (
 
 // Design item 1: PUT /services/{id} that changes something writes
 // service.update with the service as stored after the update.
-func TestServiceUpdateEvent(t *testing.T) {
+func TestServiceUpdateEvent(t *testing.T) { onEachStore(t, testServiceUpdateEvent) }
+
+func testServiceUpdateEvent(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	c := newAPI(t, srv)
 	c.createBody(map[string]any{"id": "svc-1", "tags": []string{"a"}, "metadata": map[string]string{"k": "v"}, "heartbeat_timeout": 30})
 	c.do("PUT", "/services/svc-1", map[string]any{"metadata": map[string]string{"k": "w"}}).want(204)
@@ -54,9 +56,11 @@ func TestServiceUpdateEvent(t *testing.T) {
 // would without wait. It runs on the testserver, served as in production,
 // where a long-poll parks, and on a server given to an http.Server without
 // Server.Serve, where a long-poll waits on its goroutine.
-func TestLongPoll(t *testing.T) {
+func TestLongPoll(t *testing.T) { onEachStore(t, testLongPoll) }
+
+func testLongPoll(t *testing.T, kind string) {
 	t.Parallel()
-	for _, s := range pollModes(t) {
+	for _, s := range pollModes(t, kind) {
 		t.Run(s.name+": answers when an event arrives; the marker event does not count", func(t *testing.T) {
 			t.Parallel()
 			c := s.login(t, t.Name())
@@ -122,9 +126,11 @@ func TestLongPoll(t *testing.T) {
 
 // Design item 3: list answers carry X-Registry-Marker M, and every change
 // committed after the read is in GET /events?marker=M.
-func TestRegistryMarker(t *testing.T) {
+func TestRegistryMarker(t *testing.T) { onEachStore(t, testRegistryMarker) }
+
+func testRegistryMarker(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 
 	// feedMarker checks that r carries a v1 UUID in X-Registry-Marker.
 	feedMarker := func(t *testing.T, r *reply) string {
@@ -183,18 +189,23 @@ func TestRegistryMarker(t *testing.T) {
 
 // Design item 4: a marker from before events that retention removed gets
 // 410 markerExpired instead of a feed with a silent gap.
-func TestMarkerExpired(t *testing.T) {
+func TestMarkerExpired(t *testing.T) { onEachStore(t, testMarkerExpired) }
+
+func testMarkerExpired(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{Retention: 2 * time.Second})
+	clock := new(testserver.Clock)
+	srv := testserver.Start(t, testserver.Options{Store: kind, Clock: clock, Retention: 2 * time.Second})
 	c := newAPI(t, srv)
 	old := c.do("GET", "/services", nil).want(200).header.Get("X-Registry-Marker")
 	c.setConfig("key-1", "v")
 	if got := summary(c.events("?marker=" + old)); len(got) != 1 {
 		t.Fatalf("events before retention ran: %q", got)
 	}
-	// Retention removes the event a few seconds from now; poll for it.
+	// Past the retention window, the next retention run (every second)
+	// removes the event; poll for it.
+	clock.Advance(3 * time.Second)
 	var r *reply
-	for end := time.Now().Add(20 * time.Second); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+	for end := time.Now().Add(20 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
 		if r = c.do("GET", "/events?marker="+old, nil); r.code != 200 {
 			break
 		}
@@ -212,9 +223,11 @@ func TestMarkerExpired(t *testing.T) {
 
 // Design item 5: event ids have strictly increasing times in commit order,
 // even for writes at once.
-func TestEventIDsStrictlyIncrease(t *testing.T) {
+func TestEventIDsStrictlyIncrease(t *testing.T) { onEachStore(t, testEventIDsStrictlyIncrease) }
+
+func testEventIDsStrictlyIncrease(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	c := newAPI(t, srv)
 	const n = 40
 	errs := make([]error, n)
@@ -246,12 +259,15 @@ func TestEventIDsStrictlyIncrease(t *testing.T) {
 // Design item 5 and spec §8.3: a timeout committed after a later write
 // comes after it in the feed, though its timestamp is the earlier
 // deadline, so a poller holding the write's id does not miss it.
-func TestTimeoutAfterLaterWrite(t *testing.T) {
+func TestTimeoutAfterLaterWrite(t *testing.T) { onEachStore(t, testTimeoutAfterLaterWrite) }
+
+func testTimeoutAfterLaterWrite(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{ReapInterval: -1})
+	clock := new(testserver.Clock)
+	srv := testserver.Start(t, testserver.Options{Store: kind, Clock: clock, ReapInterval: -1})
 	c := newAPI(t, srv)
 	c.create("svc-1", 3)
-	time.Sleep(3500 * time.Millisecond)
+	clock.Advance(3500 * time.Millisecond)
 	c.setConfig("key-1", "v") // configuration writes do not rectify
 	write := c.events("?type=configuration_value.update")
 	if len(write) != 1 {
@@ -268,9 +284,11 @@ func TestTimeoutAfterLaterWrite(t *testing.T) {
 
 // Design item 6: repeating the token just used returns the same new token;
 // older tokens stay used up.
-func TestHeartbeatRetryIsIdempotent(t *testing.T) {
+func TestHeartbeatRetryIsIdempotent(t *testing.T) { onEachStore(t, testHeartbeatRetryIsIdempotent) }
+
+func testHeartbeatRetryIsIdempotent(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	c := newAPI(t, srv)
 	t0 := c.create("svc-1", 30)
 	t1 := c.nextToken("svc-1", t0)
@@ -286,9 +304,11 @@ func TestHeartbeatRetryIsIdempotent(t *testing.T) {
 }
 
 // Design item 6 (spec §13 item 5): a token is bound to its service.
-func TestTokenBoundToService(t *testing.T) {
+func TestTokenBoundToService(t *testing.T) { onEachStore(t, testTokenBoundToService) }
+
+func testTokenBoundToService(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	c := newAPI(t, srv)
 	ta := c.create("svc-a", 30)
 	tb := c.create("svc-b", 30)
@@ -299,16 +319,19 @@ func TestTokenBoundToService(t *testing.T) {
 
 // Design item 6 (spec §13 item 6): DELETE invalidates the outstanding
 // token, and the old deadline never times out a new service of that id.
-func TestDeleteInvalidatesToken(t *testing.T) {
+func TestDeleteInvalidatesToken(t *testing.T) { onEachStore(t, testDeleteInvalidatesToken) }
+
+func testDeleteInvalidatesToken(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	clock := new(testserver.Clock)
+	srv := testserver.Start(t, testserver.Options{Store: kind, Clock: clock})
 	c := newAPI(t, srv)
 	old := c.create("svc-1", 3)
 	c.do("DELETE", "/services/svc-1", nil).want(204)
 	c.heartbeat("svc-1", old).notFound("Service", "svc-1")
 	current := c.create("svc-1", 30)
 	c.heartbeat("svc-1", old).notFound("HeartbeatMarker", old)
-	time.Sleep(3500 * time.Millisecond) // past the old deadline
+	clock.Advance(3500 * time.Millisecond) // past the old deadline
 	c.service("svc-1")
 	c.nextToken("svc-1", current)
 	if got, want := summary(c.events("")), []string{"service.join svc-1", "service.remove svc-1", "service.join svc-1"}; !slices.Equal(got, want) {
@@ -319,14 +342,18 @@ func TestDeleteInvalidatesToken(t *testing.T) {
 // Design item 7: the background reaper times a service out with no read at
 // all. Heartbeats do not rectify, so a heartbeat with an unknown token
 // tells whether the service is still there.
-func TestReaperWithoutReads(t *testing.T) {
+func TestReaperWithoutReads(t *testing.T) { onEachStore(t, testReaperWithoutReads) }
+
+func testReaperWithoutReads(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	clock := new(testserver.Clock)
+	srv := testserver.Start(t, testserver.Options{Store: kind, Clock: clock})
 	c := newAPI(t, srv)
 	token := c.create("svc-1", 3)
 	unknown := "6ba7b810-9dad-11d1-80b4-00c04fd430c8"
+	clock.Advance(3500 * time.Millisecond)
 	var r *reply
-	for end := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+	for end := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		r = c.heartbeat("svc-1", unknown)
 		var f struct {
 			Details string `json:"details"`
@@ -344,9 +371,11 @@ func TestReaperWithoutReads(t *testing.T) {
 }
 
 // Design item 8: ?tag= finds any tag a service may carry.
-func TestTagQueryAnyTag(t *testing.T) {
+func TestTagQueryAnyTag(t *testing.T) { onEachStore(t, testTagQueryAnyTag) }
+
+func testTagQueryAnyTag(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	c := newAPI(t, srv)
 	c.createBody(map[string]any{"id": "db-1", "tags": []string{"db", "web server", "'", "ünï", "x"}, "heartbeat_timeout": 30})
 	c.createBody(map[string]any{"id": "web-1", "tags": []string{"web"}, "heartbeat_timeout": 30})
@@ -360,9 +389,11 @@ func TestTagQueryAnyTag(t *testing.T) {
 
 // Design item 9: the type filter is applied before paging, so pages are
 // full and next_marker is the next event of that type.
-func TestTypeFilterBeforePaging(t *testing.T) {
+func TestTypeFilterBeforePaging(t *testing.T) { onEachStore(t, testTypeFilterBeforePaging) }
+
+func testTypeFilterBeforePaging(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	c := newAPI(t, srv)
 	c.create("svc-a", 30)
 	c.create("svc-b", 30)
@@ -395,9 +426,11 @@ func TestTypeFilterBeforePaging(t *testing.T) {
 // A parked long-poll's answer is written by the same code as any other:
 // the same headers as an immediate answer of GET /events, with
 // X-Registry-Wait.
-func TestParkedAnswerHeaders(t *testing.T) {
+func TestParkedAnswerHeaders(t *testing.T) { onEachStore(t, testParkedAnswerHeaders) }
+
+func testParkedAnswerHeaders(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	c := newAPI(t, srv)
 	c.create("svc-1", 30)
 	now := c.do("GET", "/events", nil).want(200)

@@ -83,7 +83,9 @@ func (l *logBuffer) count(t *testing.T, msg, txn string) int {
 // A store failure at any step of a request, in a handler, before routing,
 // or while a long-poll is parked, is answered with the masked 5xx fault of
 // spec §4.1 and logged once with the request's transaction id.
-func TestStoreFailureLoggedOnce(t *testing.T) {
+func TestStoreFailureLoggedOnce(t *testing.T) { onEachStore(t, testStoreFailureLoggedOnce) }
+
+func testStoreFailureLoggedOnce(t *testing.T, kind string) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name, broken, path string
@@ -102,7 +104,7 @@ func TestStoreFailureLoggedOnce(t *testing.T) {
 			t.Parallel()
 			var logs logBuffer
 			var broken *brokenStore
-			base := startCustom(t, func(st store.Store) server.Config {
+			base := startCustom(t, kind, func(st store.Store) server.Config {
 				broken = &brokenStore{Store: st, err: tc.err, broken: tc.broken}
 				return server.Config{Store: broken, Logger: slog.New(slog.NewJSONHandler(&logs, nil))}
 			})

@@ -40,6 +40,16 @@ type api struct {
 	tenant string
 }
 
+// onEachStore runs a conformance test, in parallel, on each store the
+// suite checks (testserver.StoreKinds), as the subtests bolt and etcd: the
+// test gives kind to the servers it starts.
+func onEachStore(t *testing.T, test func(t *testing.T, kind string)) {
+	t.Parallel()
+	for _, kind := range testserver.StoreKinds() {
+		t.Run(kind, func(t *testing.T) { test(t, kind) })
+	}
+}
+
 // newAPI logs in a --dev user named after the test. Every test and subtest
 // therefore works in a tenant of its own.
 func newAPI(t *testing.T, srv *testserver.Server) *api {
@@ -437,12 +447,11 @@ func parallel(n int, fn func(i int)) {
 
 // startCustom runs a server as cmd/svcreg serves it (server.Serve, so
 // long-polls park) for what testserver does not offer: cfg gets its Store
-// from configure, given a store of the kind the suite runs against
-// (testserver.StoreKind) with the reaper off, and --dev authentication. It
-// returns the server's root URL.
-func startCustom(t *testing.T, configure func(store.Store) server.Config) string {
+// from configure, given a store of the kind the test runs on with the
+// reaper off, and --dev authentication. It returns the server's root URL.
+func startCustom(t *testing.T, kind string, configure func(store.Store) server.Config) string {
 	t.Helper()
-	st := testserver.NewStore(t, testserver.Options{ReapInterval: -1})
+	st := testserver.NewStore(t, testserver.Options{Store: kind, ReapInterval: -1})
 	cfg := configure(st)
 	cfg.Auth = server.NewAuth(server.AuthConfig{Store: st, Dev: true})
 	h := server.New(cfg)
@@ -470,9 +479,9 @@ func startCustom(t *testing.T, configure func(store.Store) server.Config) string
 // startUnparked runs a server behind a plain http.Server, without
 // Server.Serve or its Listener, as a program embedding the handler may: a
 // long-poll then waits on its goroutine. It returns the root URL.
-func startUnparked(t *testing.T) string {
+func startUnparked(t *testing.T, kind string) string {
 	t.Helper()
-	st := testserver.NewStore(t, testserver.Options{ReapInterval: -1})
+	st := testserver.NewStore(t, testserver.Options{Store: kind, ReapInterval: -1})
 	h := server.New(server.Config{Store: st, Auth: server.NewAuth(server.AuthConfig{Store: st, Dev: true})})
 	hs := httptest.NewServer(h)
 	t.Cleanup(func() {
@@ -521,9 +530,9 @@ type pollMode struct {
 // pollModes are a testserver, served as in production, where a long-poll
 // parks, and a server without Server.Serve, where it waits on its
 // goroutine.
-func pollModes(t *testing.T) []pollMode {
-	srv := testserver.Start(t, testserver.Options{})
-	waiting := startUnparked(t)
+func pollModes(t *testing.T, kind string) []pollMode {
+	srv := testserver.Start(t, testserver.Options{Store: kind})
+	waiting := startUnparked(t, kind)
 	return []pollMode{
 		{"parked", func(t *testing.T, username string) *api { return newUser(t, srv, username) }},
 		{"waiting", func(t *testing.T, username string) *api { return devLogin(t, waiting, username) }},

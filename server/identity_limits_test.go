@@ -42,9 +42,9 @@ type identity struct {
 	auth  *server.Auth
 }
 
-func startIdentity(t *testing.T, users []server.User, limits server.AuthLimits) *identity {
+func startIdentity(t *testing.T, kind string, users []server.User, limits server.AuthLimits) *identity {
 	t.Helper()
-	st := testserver.NewStore(t, testserver.Options{ReapInterval: -1})
+	st := testserver.NewStore(t, testserver.Options{Store: kind, ReapInterval: -1})
 	id := &identity{t: t, reg: prometheus.NewRegistry(), clock: &manualClock{now: time.Now()}}
 	id.auth = server.NewAuth(server.AuthConfig{Store: st, Users: users, Dev: users == nil, Limits: limits,
 		Clock: id.clock.Now, Registerer: id.reg})
@@ -117,9 +117,13 @@ func testUsers(t *testing.T) []server.User {
 // time does not tell a known user from an unknown one; the answers are the
 // same 401.
 func TestLoginUnknownUserSpendsTheSameBcryptWork(t *testing.T) {
+	onEachStore(t, testLoginUnknownUserSpendsTheSameBcryptWork)
+}
+
+func testLoginUnknownUserSpendsTheSameBcryptWork(t *testing.T, kind string) {
 	t.Parallel()
 	off := server.AuthLimits{FailuresPerAddress: -1, FailuresPerUser: -1}
-	id := startIdentity(t, testUsers(t), off)
+	id := startIdentity(t, kind, testUsers(t), off)
 	var bodies []string
 	for _, user := range []string{"alice", "nobody", "carol"} { // known, unknown, known without a password
 		before := id.passwordChecks()
@@ -138,9 +142,11 @@ func TestLoginUnknownUserSpendsTheSameBcryptWork(t *testing.T) {
 // Failed token requests from one client address are limited: once spent,
 // the address is refused with 429 and Retry-After, even with the right
 // password, until the budget refills.
-func TestLoginFailuresPerAddress(t *testing.T) {
+func TestLoginFailuresPerAddress(t *testing.T) { onEachStore(t, testLoginFailuresPerAddress) }
+
+func testLoginFailuresPerAddress(t *testing.T, kind string) {
 	t.Parallel()
-	id := startIdentity(t, testUsers(t), server.AuthLimits{FailuresPerAddress: 3, FailuresPerUser: -1})
+	id := startIdentity(t, kind, testUsers(t), server.AuthLimits{FailuresPerAddress: 3, FailuresPerUser: -1})
 	for i := range 3 {
 		id.login([]string{"alice", "bob", "nobody"}[i], "wrong", false).want(401)
 	}
@@ -159,9 +165,11 @@ func TestLoginFailuresPerAddress(t *testing.T) {
 // Failed requests naming one username are limited, whatever their address:
 // the username is then refused without a password check, while other users
 // still get in.
-func TestLoginFailuresPerUser(t *testing.T) {
+func TestLoginFailuresPerUser(t *testing.T) { onEachStore(t, testLoginFailuresPerUser) }
+
+func testLoginFailuresPerUser(t *testing.T, kind string) {
 	t.Parallel()
-	id := startIdentity(t, testUsers(t), server.AuthLimits{FailuresPerAddress: -1, FailuresPerUser: 2})
+	id := startIdentity(t, kind, testUsers(t), server.AuthLimits{FailuresPerAddress: -1, FailuresPerUser: 2})
 	id.login("alice", "wrong", false).want(401)
 	id.login("alice", "guess", false).want(401)
 	checks := id.passwordChecks()
@@ -177,9 +185,11 @@ func TestLoginFailuresPerUser(t *testing.T) {
 
 // Tokens are stored until they expire, so one user's token issues are
 // limited; other users are not affected.
-func TestTokenIssuesPerUser(t *testing.T) {
+func TestTokenIssuesPerUser(t *testing.T) { onEachStore(t, testTokenIssuesPerUser) }
+
+func testTokenIssuesPerUser(t *testing.T, kind string) {
 	t.Parallel()
-	id := startIdentity(t, nil, server.AuthLimits{IssuesPerUser: 3})
+	id := startIdentity(t, kind, nil, server.AuthLimits{IssuesPerUser: 3})
 	for range 3 {
 		id.token("fleet", "dev", true)
 	}
@@ -192,9 +202,11 @@ func TestTokenIssuesPerUser(t *testing.T) {
 
 // A username is bounded and free of control characters: a 32 KB --dev
 // username is a 400, not a store error and a 60 KB log line.
-func TestLoginUsernameBound(t *testing.T) {
+func TestLoginUsernameBound(t *testing.T) { onEachStore(t, testLoginUsernameBound) }
+
+func testLoginUsernameBound(t *testing.T, kind string) {
 	t.Parallel()
-	id := startIdentity(t, nil, server.AuthLimits{})
+	id := startIdentity(t, kind, nil, server.AuthLimits{})
 	for name, user := range map[string]string{
 		"32 KB":   strings.Repeat("u", 32<<10),
 		"256 B":   strings.Repeat("u", 256),
@@ -212,13 +224,17 @@ func TestLoginUsernameBound(t *testing.T) {
 // a removed user's issued and static tokens stop working, a changed tenant
 // invalidates the old tenant's tokens, new users get in.
 func TestSetUsersSwitchesUsersAndTheirTokens(t *testing.T) {
+	onEachStore(t, testSetUsersSwitchesUsersAndTheirTokens)
+}
+
+func testSetUsersSwitchesUsersAndTheirTokens(t *testing.T, kind string) {
 	t.Parallel()
 	users := []server.User{
 		{Name: "stays", Tenant: "2001", APIKey: "k1"},
 		{Name: "leaves", Tenant: "2002", APIKey: "k2", Tokens: []string{"static-leaves"}},
 		{Name: "moves", Tenant: "2003", APIKey: "k3"},
 	}
-	id := startIdentity(t, users, server.AuthLimits{})
+	id := startIdentity(t, kind, users, server.AuthLimits{})
 	tokens := map[string]string{}
 	for _, u := range users {
 		tokens[u.Name] = id.token(u.Name, u.APIKey, true)
@@ -257,9 +273,11 @@ func TestSetUsersSwitchesUsersAndTheirTokens(t *testing.T) {
 }
 
 // --dev accepts anyone, so it has no users file to switch to.
-func TestDevExcludesUsers(t *testing.T) {
+func TestDevExcludesUsers(t *testing.T) { onEachStore(t, testDevExcludesUsers) }
+
+func testDevExcludesUsers(t *testing.T, kind string) {
 	t.Parallel()
-	id := startIdentity(t, nil, server.AuthLimits{})
+	id := startIdentity(t, kind, nil, server.AuthLimits{})
 	if err := id.auth.SetUsers(testUsers(t)); err == nil {
 		t.Error("SetUsers in --dev mode succeeded")
 	}

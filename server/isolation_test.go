@@ -11,9 +11,12 @@ import (
 
 // spec §3.4: tenants never see each other's services, configuration,
 // events or long-polls, and each has limits of its own.
-func TestTenantIsolation(t *testing.T) {
+func TestTenantIsolation(t *testing.T) { onEachStore(t, testTenantIsolation) }
+
+func testTenantIsolation(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{Limits: store.Limits{Services: 2, ConfigValues: 2}})
+	clock := new(testserver.Clock)
+	srv := testserver.Start(t, testserver.Options{Store: kind, Clock: clock, Limits: store.Limits{Services: 2, ConfigValues: 2}})
 
 	t.Run("services", func(t *testing.T) {
 		t.Parallel()
@@ -73,7 +76,7 @@ func TestTenantIsolation(t *testing.T) {
 		a.create("svc-a", 3)
 		a.setConfig("key-a", "v")
 		b.create("svc-b", 30)
-		time.Sleep(3500 * time.Millisecond) // svc-a times out
+		clock.Advance(3500 * time.Millisecond) // svc-a times out
 		if got, want := summary(b.events("")), []string{"service.join svc-b"}; !slices.Equal(got, want) {
 			t.Errorf("b's events %q, want %q", got, want)
 		}

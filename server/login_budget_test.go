@@ -34,6 +34,10 @@ func (id *identity) burst(n int, user func(i int) string, apiKey bool) map[int]i
 // checked: of 60 concurrent wrong passwords, only as many are checked as the
 // budget holds, and the rest are refused with 429 before any bcrypt work.
 func TestLoginConcurrentGuessesSpendTheBudget(t *testing.T) {
+	onEachStore(t, testLoginConcurrentGuessesSpendTheBudget)
+}
+
+func testLoginConcurrentGuessesSpendTheBudget(t *testing.T, kind string) {
 	t.Parallel()
 	// A slower hash and one check at a time keep the guesses in flight
 	// together, as a burst against a real server is.
@@ -54,7 +58,7 @@ func TestLoginConcurrentGuessesSpendTheBudget(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			id := startIdentity(t, users, tc.limits)
+			id := startIdentity(t, kind, users, tc.limits)
 			codes := id.burst(60, tc.user, false)
 			if codes[401] > 10 || id.passwordChecks() > 10 || codes[429] < 50 {
 				t.Errorf("60 concurrent wrong passwords against a budget of 10: answers %v, %v password checks; want at most 10 checked (401), the rest 429",
@@ -67,8 +71,12 @@ func TestLoginConcurrentGuessesSpendTheBudget(t *testing.T) {
 // A login that succeeds gives back the failure it reserved: successes alone
 // never spend a budget.
 func TestLoginSuccessesDoNotSpendTheBudget(t *testing.T) {
+	onEachStore(t, testLoginSuccessesDoNotSpendTheBudget)
+}
+
+func testLoginSuccessesDoNotSpendTheBudget(t *testing.T, kind string) {
 	t.Parallel()
-	id := startIdentity(t, testUsers(t), server.AuthLimits{FailuresPerUser: 2, FailuresPerAddress: 2})
+	id := startIdentity(t, kind, testUsers(t), server.AuthLimits{FailuresPerUser: 2, FailuresPerAddress: 2})
 	for range 5 {
 		id.token("alice", "alice-pw", false)
 		id.token("carol", "carol-key", true)
@@ -81,8 +89,12 @@ func TestLoginSuccessesDoNotSpendTheBudget(t *testing.T) {
 // right key still gets a token, and wrong API keys neither spend nor are
 // refused by the username's budget. They spend the address's.
 func TestLoginAPIKeyIsNotLockedOutByPasswordFailures(t *testing.T) {
+	onEachStore(t, testLoginAPIKeyIsNotLockedOutByPasswordFailures)
+}
+
+func testLoginAPIKeyIsNotLockedOutByPasswordFailures(t *testing.T, kind string) {
 	t.Parallel()
-	id := startIdentity(t, testUsers(t), server.AuthLimits{FailuresPerUser: 3, FailuresPerAddress: -1})
+	id := startIdentity(t, kind, testUsers(t), server.AuthLimits{FailuresPerUser: 3, FailuresPerAddress: -1})
 	for range 3 {
 		id.login("bob", "wrong", false).want(401)
 	}
@@ -93,7 +105,7 @@ func TestLoginAPIKeyIsNotLockedOutByPasswordFailures(t *testing.T) {
 	}
 	id.token("carol", "carol-key", true)
 
-	byAddress := startIdentity(t, testUsers(t), server.AuthLimits{FailuresPerUser: -1, FailuresPerAddress: 3})
+	byAddress := startIdentity(t, kind, testUsers(t), server.AuthLimits{FailuresPerUser: -1, FailuresPerAddress: 3})
 	for range 3 {
 		byAddress.login("carol", "wrong", true).want(401)
 	}
@@ -106,6 +118,10 @@ func TestLoginAPIKeyIsNotLockedOutByPasswordFailures(t *testing.T) {
 // credentials work, and users whose credentials did not change, or only
 // gained one, keep theirs.
 func TestSetUsersRevokesTokensIssuedBeforeACredentialChange(t *testing.T) {
+	onEachStore(t, testSetUsersRevokesTokensIssuedBeforeACredentialChange)
+}
+
+func testSetUsersRevokesTokensIssuedBeforeACredentialChange(t *testing.T, kind string) {
 	t.Parallel()
 	pw, newPW := testHash(t, "pw"), testHash(t, "new-pw")
 	users := []server.User{
@@ -116,7 +132,7 @@ func TestSetUsersRevokesTokensIssuedBeforeACredentialChange(t *testing.T) {
 		{Name: "drops-its-key", Tenant: "3005", APIKey: "k", PasswordHash: pw},
 		{Name: "leaves-and-returns", Tenant: "3006", APIKey: "k"},
 	}
-	id := startIdentity(t, users, server.AuthLimits{})
+	id := startIdentity(t, kind, users, server.AuthLimits{})
 	get := func(token, tenant string) int {
 		return sendRequest(t, id.base, "GET", "/v1.0/"+tenant+"/services", nil, "X-Auth-Token", token).code
 	}

@@ -15,9 +15,11 @@ import (
 // an update. A client that sends include=service.update (or type=) sees it,
 // and next_href keeps asking for it. Checked on both the waiting and the
 // parked long-poll paths.
-func TestServiceUpdateOptIn(t *testing.T) {
+func TestServiceUpdateOptIn(t *testing.T) { onEachStore(t, testServiceUpdateOptIn) }
+
+func testServiceUpdateOptIn(t *testing.T, kind string) {
 	t.Parallel()
-	for _, s := range pollModes(t) {
+	for _, s := range pollModes(t, kind) {
 		t.Run(s.name+": pages and markers", func(t *testing.T) {
 			t.Parallel()
 			c := s.login(t, t.Name())
@@ -108,9 +110,11 @@ func TestServiceUpdateOptIn(t *testing.T) {
 }
 
 // The opt-in parameter takes one value.
-func TestServiceUpdateOptInInvalid(t *testing.T) {
+func TestServiceUpdateOptInInvalid(t *testing.T) { onEachStore(t, testServiceUpdateOptInInvalid) }
+
+func testServiceUpdateOptInInvalid(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	c := newAPI(t, srv)
 	for _, q := range []string{"?include=service.join", "?include=", "?include=service.update&include=service.update"} {
 		r := c.do("GET", "/events"+q, nil)

@@ -37,12 +37,19 @@ func call(t *testing.T, method, url, token string, body any) (int, map[string]an
 // timeout again, so a service whose deadline passed while the server was
 // down is still there, and no timeout is emitted for it.
 func TestRestartKeepsTokensAndServices(t *testing.T) {
+	onEachStore(t, testRestartKeepsTokensAndServices)
+}
+
+func testRestartKeepsTokensAndServices(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	clock := new(testserver.Clock)
+	srv := testserver.Start(t, testserver.Options{Store: kind, Clock: clock})
 	token, tenant := srv.Token("restart")
 	base := srv.APIURL + "/" + tenant
 
-	code, out := call(t, "POST", base+"/services", token, map[string]any{"id": "steady", "heartbeat_timeout": 3})
+	// A long timeout, so that the service surely lives past the restart
+	// however slowly the server starts; the clock passes it.
+	code, out := call(t, "POST", base+"/services", token, map[string]any{"id": "steady", "heartbeat_timeout": 30})
 	if code != http.StatusCreated {
 		t.Fatalf("create: %d %v", code, out)
 	}
@@ -53,7 +60,7 @@ func TestRestartKeepsTokensAndServices(t *testing.T) {
 	hb := out["token"]
 
 	srv.Stop()
-	time.Sleep(4 * time.Second) // past the service's deadline
+	clock.Advance(31 * time.Second) // past the service's deadline
 	srv.Restart()
 
 	code, out = call(t, "GET", base+"/services/steady", token, nil)
@@ -75,16 +82,19 @@ func TestRestartKeepsTokensAndServices(t *testing.T) {
 
 // TestRestartThenTimeout: after a restart a service that gets no heartbeat
 // still times out, once, a full timeout after the restart.
-func TestRestartThenTimeout(t *testing.T) {
+func TestRestartThenTimeout(t *testing.T) { onEachStore(t, testRestartThenTimeout) }
+
+func testRestartThenTimeout(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	clock := new(testserver.Clock)
+	srv := testserver.Start(t, testserver.Options{Store: kind, Clock: clock})
 	token, tenant := srv.Token("restart-timeout")
 	base := srv.APIURL + "/" + tenant
 	if code, out := call(t, "POST", base+"/services", token, map[string]any{"id": "quiet", "heartbeat_timeout": 3}); code != http.StatusCreated {
 		t.Fatalf("create: %d %v", code, out)
 	}
 	srv.Restart()
-	time.Sleep(4500 * time.Millisecond)
+	clock.Advance(4500 * time.Millisecond)
 	code, out := call(t, "GET", base+"/services/quiet", token, nil)
 	if code != http.StatusNotFound {
 		t.Fatalf("service without heartbeats a full timeout after restart: %d %v; want 404", code, out)
@@ -98,9 +108,11 @@ func TestRestartThenTimeout(t *testing.T) {
 // TestShutdownAnswersLongPolls: a graceful stop (SIGTERM) answers the
 // long-polls waiting on it, with what the feed holds, instead of dropping
 // their connections.
-func TestShutdownAnswersLongPolls(t *testing.T) {
+func TestShutdownAnswersLongPolls(t *testing.T) { onEachStore(t, testShutdownAnswersLongPolls) }
+
+func testShutdownAnswersLongPolls(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	token, tenant := srv.Token("shutdown")
 	base := srv.APIURL + "/" + tenant
 	type result struct {

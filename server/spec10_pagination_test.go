@@ -13,9 +13,11 @@ import (
 
 // spec §10.1: limit must be all digits and then 1..1000, on every list
 // (and on a single configuration get); 100 by default.
-func TestLimitParameter(t *testing.T) {
+func TestLimitParameter(t *testing.T) { onEachStore(t, testLimitParameter) }
+
+func testLimitParameter(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	paths := []string{"/services", "/services?tag=db&", "/configuration", "/configuration/ns/", "/configuration/key-1", "/events"}
 	for _, tc := range []struct {
 		limit   string // the query text after "limit="
@@ -72,9 +74,11 @@ func TestLimitParameter(t *testing.T) {
 // spec §10.1: a services or configuration marker must match
 // ^[a-z0-9\-:_\.\/]{0,255}$/i; empty counts as absent; it is echoed in
 // metadata.marker.
-func TestMarkerParameter(t *testing.T) {
+func TestMarkerParameter(t *testing.T) { onEachStore(t, testMarkerParameter) }
+
+func testMarkerParameter(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	const details = `Marker contains invalid characters. Valid characters are: /^[a-z0-9\-:_\.\/]{0,255}$/i`
 	for _, tc := range []struct {
 		name, marker string
@@ -122,9 +126,11 @@ func TestMarkerParameter(t *testing.T) {
 
 // spec §10.1: limit is checked before marker, and both before the
 // handler's own checks (tag, id).
-func TestPagingCheckOrder(t *testing.T) {
+func TestPagingCheckOrder(t *testing.T) { onEachStore(t, testPagingCheckOrder) }
+
+func testPagingCheckOrder(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	c := newAPI(t, srv)
 	const markerMsg = "Invalid value for 'marker' query string parameter"
 	c.do("GET", "/services?marker=%20&limit=x", nil).fault(400, "invalidLimit", "Invalid limit", "Limit must be a number")
@@ -136,9 +142,11 @@ func TestPagingCheckOrder(t *testing.T) {
 // spec §6.5: next_marker is the first id left out; next_href is the
 // request's own URL with marker replaced in place or appended, on the
 // request's scheme and host.
-func TestNextMarkerAndHref(t *testing.T) {
+func TestNextMarkerAndHref(t *testing.T) { onEachStore(t, testNextMarkerAndHref) }
+
+func testNextMarkerAndHref(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	c := newAPI(t, srv)
 	for _, id := range []string{"svc-1", "svc-2", "svc-3"} {
 		c.createBody(map[string]any{"id": id, "tags": []string{"db"}, "heartbeat_timeout": 30})
@@ -197,9 +205,12 @@ func TestNextMarkerAndHref(t *testing.T) {
 
 // spec §10.2: object-count limits count live objects: a delete or a
 // timeout frees a slot, and changing a value takes none.
-func TestResourceLimits(t *testing.T) {
+func TestResourceLimits(t *testing.T) { onEachStore(t, testResourceLimits) }
+
+func testResourceLimits(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{ReapInterval: -1, Limits: store.Limits{Services: 2, ConfigValues: 2}})
+	clock := new(testserver.Clock)
+	srv := testserver.Start(t, testserver.Options{Store: kind, Clock: clock, ReapInterval: -1, Limits: store.Limits{Services: 2, ConfigValues: 2}})
 	const resourceMsg = "Resource limit has been reached"
 
 	t.Run("limits", func(t *testing.T) {
@@ -228,7 +239,7 @@ func TestResourceLimits(t *testing.T) {
 		c.do("DELETE", "/services/svc-1", nil).want(204)
 		c.create("svc-3", 30)
 		full()
-		time.Sleep(3500 * time.Millisecond) // svc-2 is due
+		clock.Advance(3500 * time.Millisecond) // svc-2 is due
 		c.create("svc-4", 30)
 		full()
 	})
@@ -255,9 +266,11 @@ func TestResourceLimits(t *testing.T) {
 
 // spec §7.1 and §6.6: GET /limits gives the account's resource limits and
 // the rate rule with its use so far; POST /limits takes the proxy's rules.
-func TestLimitsEndpoint(t *testing.T) {
+func TestLimitsEndpoint(t *testing.T) { onEachStore(t, testLimitsEndpoint) }
+
+func testLimitsEndpoint(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	c := newAPI(t, srv)
 	var got map[string]any
 	c.do("GET", "/limits", nil).want(200).json(&got)

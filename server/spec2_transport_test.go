@@ -14,9 +14,11 @@ import (
 // spec §2.1: routes are served with and without the tenant prefix, match
 // case-insensitively with an optional trailing slash, and are matched on
 // the raw path, so "//" in a configuration id is never cleaned.
-func TestRouting(t *testing.T) {
+func TestRouting(t *testing.T) { onEachStore(t, testRouting) }
+
+func testRouting(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	c := newAPI(t, srv)
 	c.create("svc-1", 30)
 	c.setConfig("/production/cassandra", "10.0.0.1")
@@ -73,9 +75,11 @@ func TestRouting(t *testing.T) {
 
 // spec §2.1: anything else, including a known path with the wrong method,
 // is a 404 whose details object names the request URL, query included.
-func TestUnknownRoute(t *testing.T) {
+func TestUnknownRoute(t *testing.T) { onEachStore(t, testUnknownRoute) }
+
+func testUnknownRoute(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	c := newAPI(t, srv)
 	c.create("svc-1", 30)
 	for _, tc := range []struct{ method, path string }{
@@ -104,9 +108,11 @@ func TestUnknownRoute(t *testing.T) {
 // spec §2.1: a bad percent escape in a path parameter is 400 "URI
 // malformed", with details like every other fault (the original left the
 // key out, and the official Python client fails on that).
-func TestBadPercentEscape(t *testing.T) {
+func TestBadPercentEscape(t *testing.T) { onEachStore(t, testBadPercentEscape) }
+
+func testBadPercentEscape(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	token := map[string]string{"token": "6ba7b810-9dad-11d1-80b4-00c04fd430c8"}
 	for _, tc := range []struct {
 		method, path string
@@ -133,9 +139,11 @@ func TestBadPercentEscape(t *testing.T) {
 // net/http while it reads the request line, before any handler runs: the
 // answer is still a 400, but net/http's plain one (a documented departure,
 // docs/api.md "Paths").
-func TestNotAnEscapeIsRefusedByHTTP(t *testing.T) {
+func TestNotAnEscapeIsRefusedByHTTP(t *testing.T) { onEachStore(t, testNotAnEscapeIsRefusedByHTTP) }
+
+func testNotAnEscapeIsRefusedByHTTP(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	for _, path := range []string{"/services/abc%zz", "/configuration//ns/%8", "/services/abc%E0%A4%A"} {
 		t.Run(path, func(t *testing.T) {
 			t.Parallel()
@@ -148,9 +156,11 @@ func TestNotAnEscapeIsRefusedByHTTP(t *testing.T) {
 // case-insensitively before ";"; a missing Content-Type counts as JSON. The
 // check runs on every request, GET included, before authentication and
 // routing; the message holds the type lower-cased.
-func TestContentType(t *testing.T) {
+func TestContentType(t *testing.T) { onEachStore(t, testContentType) }
+
+func testContentType(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	for _, tc := range []struct {
 		contentType string
 		unsupported string // the type the fault names; "" when accepted
@@ -188,9 +198,11 @@ func TestContentType(t *testing.T) {
 // spec §2.3 step 3: an empty body is {}, a body that is not JSON is 400
 // "Failed to parse request body: …", and JSON null is 400 "Empty Request
 // Body"; the parse runs before authentication and routing.
-func TestRequestBodyParsing(t *testing.T) {
+func TestRequestBodyParsing(t *testing.T) { onEachStore(t, testRequestBodyParsing) }
+
+func testRequestBodyParsing(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	c := newAPI(t, srv)
 	token := c.create("svc-1", 30)
 
@@ -220,9 +232,11 @@ func TestRequestBodyParsing(t *testing.T) {
 // spec §2.3 step 1: a body of 5000 bytes or more (by Content-Length or as
 // streamed) is 413 with an empty body and Connection: close, before
 // authentication and routing.
-func TestBodySizeLimit(t *testing.T) {
+func TestBodySizeLimit(t *testing.T) { onEachStore(t, testBodySizeLimit) }
+
+func testBodySizeLimit(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	// createBody is a valid create body of exactly n bytes.
 	createBody := func(id string, n int) string {
 		head, tail := `{"id":"`+id+`","heartbeat_timeout":30,"pad":"`, `"}`
@@ -268,9 +282,11 @@ func TestBodySizeLimit(t *testing.T) {
 // spec §2.4: X-Response-Id on every response, different for each; JSON
 // answers are application/json; 204 answers have no body and no
 // Content-Length.
-func TestResponseHeaders(t *testing.T) {
+func TestResponseHeaders(t *testing.T) { onEachStore(t, testResponseHeaders) }
+
+func testResponseHeaders(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	c := newAPI(t, srv)
 	seen := map[string]string{}
 	for _, tc := range []struct {
@@ -328,9 +344,11 @@ func TestResponseHeaders(t *testing.T) {
 // spec §2.5: Location on 201 create service and on the 204s of update
 // service and set value, never on DELETE; it names the effective tenant and
 // the id unchanged, and its last segment is what clients read.
-func TestLocationHeader(t *testing.T) {
+func TestLocationHeader(t *testing.T) { onEachStore(t, testLocationHeader) }
+
+func testLocationHeader(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 
 	// location parses r's Location and checks its scheme, host and path.
 	location := func(t *testing.T, r *reply, scheme, host, path string) {

@@ -15,9 +15,11 @@ import (
 // spec §3.3: the three 401s, each with WWW-Authenticate naming the identity
 // endpoint. They come before routing, so an unknown /v1.0 path is 401, not
 // 404, when the request is not authenticated.
-func TestAuthenticationErrors(t *testing.T) {
+func TestAuthenticationErrors(t *testing.T) { onEachStore(t, testAuthenticationErrors) }
+
+func testAuthenticationErrors(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	me := newUser(t, srv, "me")
 	other := newUser(t, srv, "other")
 	for _, tc := range []struct {
@@ -52,20 +54,25 @@ func TestAuthenticationErrors(t *testing.T) {
 }
 
 // spec §3.2 step 4: an expired token is refused like an unknown one.
-func TestAuthenticationExpiredToken(t *testing.T) {
+func TestAuthenticationExpiredToken(t *testing.T) { onEachStore(t, testAuthenticationExpiredToken) }
+
+func testAuthenticationExpiredToken(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{TokenTTL: time.Second})
+	clock := new(testserver.Clock)
+	srv := testserver.Start(t, testserver.Options{Store: kind, Clock: clock, TokenTTL: time.Second})
 	c := newAPI(t, srv)
 	c.do("GET", "/services", nil).want(200)
-	time.Sleep(1500 * time.Millisecond)
+	clock.Advance(1500 * time.Millisecond)
 	c.do("GET", "/services", nil).fault(401, "unauthorizedError", "forbidden", "Invalid or expired authentication token")
 }
 
 // spec §3.2: the tenant is X-Tenant-Id if sent, else the URL's; the token
 // is X-Auth-Token or the x-auth-token query parameter, which wins.
-func TestTenantAndTokenResolution(t *testing.T) {
+func TestTenantAndTokenResolution(t *testing.T) { onEachStore(t, testTenantAndTokenResolution) }
+
+func testTenantAndTokenResolution(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	me := newUser(t, srv, "me")
 	other := newUser(t, srv, "other")
 	me.create("mine", 30)
@@ -104,9 +111,11 @@ func TestTenantAndTokenResolution(t *testing.T) {
 
 // spec §3.4: the account is created on the first authenticated request,
 // with the default limits, and it bounds the events feed.
-func TestAccountAutoCreation(t *testing.T) {
+func TestAccountAutoCreation(t *testing.T) { onEachStore(t, testAccountAutoCreation) }
+
+func testAccountAutoCreation(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	c := newAPI(t, srv)
 	before := time.Now()
 
@@ -133,9 +142,11 @@ func TestAccountAutoCreation(t *testing.T) {
 // spec §3.3 and §10.3: past the rate limit, GET requests get 400
 // rateLimitReached; other methods are not counted, and authentication comes
 // first (spec §13 item 26).
-func TestRateLimit(t *testing.T) {
+func TestRateLimit(t *testing.T) { onEachStore(t, testRateLimit) }
+
+func testRateLimit(t *testing.T, kind string) {
 	t.Parallel()
-	base := startCustom(t, func(st store.Store) server.Config {
+	base := startCustom(t, kind, func(st store.Store) server.Config {
 		return server.Config{Store: st, RateLimit: 3}
 	})
 	c := devLogin(t, base, "limited")

@@ -18,9 +18,11 @@ import (
 // message and details, code equal to the status and txnId equal to
 // X-Response-Id. Each case runs in a tenant of its own on a server whose
 // accounts may hold one service and one value.
-func TestFaultCatalogue(t *testing.T) {
+func TestFaultCatalogue(t *testing.T) { onEachStore(t, testFaultCatalogue) }
+
+func testFaultCatalogue(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{Limits: store.Limits{Services: 1, ConfigValues: 1}})
+	srv := testserver.Start(t, testserver.Options{Store: kind, Limits: store.Limits{Services: 1, ConfigValues: 1}})
 	const markerChars = `Marker contains invalid characters. Valid characters are: /^[a-z0-9\-:_\.\/]{0,255}$/i`
 	const validTypes = "service.join,service.remove,service.timeout,configuration_value.update,configuration_value.remove"
 	unknownToken := "6ba7b810-9dad-11d1-80b4-00c04fd430c8"
@@ -124,7 +126,9 @@ func (f failingStore) Services(context.Context, string, store.ServiceQuery) (sto
 
 // spec §4.1 and §4.3 "anything unexpected": a 5xx has message and details
 // masked as "Internal Error".
-func TestServerErrorsAreMasked(t *testing.T) {
+func TestServerErrorsAreMasked(t *testing.T) { onEachStore(t, testServerErrorsAreMasked) }
+
+func testServerErrorsAreMasked(t *testing.T, kind string) {
 	t.Parallel()
 	for _, tc := range []struct {
 		err  error
@@ -136,7 +140,7 @@ func TestServerErrorsAreMasked(t *testing.T) {
 	} {
 		t.Run(tc.typ, func(t *testing.T) {
 			t.Parallel()
-			base := startCustom(t, func(st store.Store) server.Config {
+			base := startCustom(t, kind, func(st store.Store) server.Config {
 				return server.Config{Store: failingStore{Store: st, err: tc.err}}
 			})
 			c := devLogin(t, base, "failing")

@@ -30,9 +30,11 @@ func manyItems(n int, object bool) string {
 // spec §5.1 and §5.2: a create body is checked key by key in the order id,
 // tags, metadata, heartbeat_timeout, each along its chain, and the first
 // failure is reported.
-func TestCreateServiceValidation(t *testing.T) {
+func TestCreateServiceValidation(t *testing.T) { onEachStore(t, testCreateServiceValidation) }
+
+func testCreateServiceValidation(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	a := strings.Repeat
 	for _, tc := range []struct {
 		name, body   string // body without its braces
@@ -105,9 +107,11 @@ func TestCreateServiceValidation(t *testing.T) {
 // spec §5.1: what a create accepts, and how it is stored: integer strings
 // and integer-valued numbers as numbers, null tags and metadata as [] and
 // {}, keys not in the schema dropped, last_seen not writable.
-func TestCreateServiceAccepted(t *testing.T) {
+func TestCreateServiceAccepted(t *testing.T) { onEachStore(t, testCreateServiceAccepted) }
+
+func testCreateServiceAccepted(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	a := strings.Repeat
 	tenTags := `["1","2","3","4","5","6","7","8","9","10"]`
 	twentyMeta := manyItems(20, true)
@@ -165,9 +169,11 @@ func TestCreateServiceAccepted(t *testing.T) {
 
 // spec §5.1 and §7.5: an update checks only the keys present, in schema
 // order; an id equal to the path's is fine, another one is refused.
-func TestUpdateServiceValidation(t *testing.T) {
+func TestUpdateServiceValidation(t *testing.T) { onEachStore(t, testUpdateServiceValidation) }
+
+func testUpdateServiceValidation(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	for _, tc := range []struct {
 		name, body   string
 		key, details string // "" when accepted
@@ -212,9 +218,11 @@ func TestUpdateServiceValidation(t *testing.T) {
 
 // spec §5.1: the service id in the URL of GET, PUT and DELETE follows the
 // id rule; the heartbeat route does not check it.
-func TestServiceIDInPath(t *testing.T) {
+func TestServiceIDInPath(t *testing.T) { onEachStore(t, testServiceIDInPath) }
+
+func testServiceIDInPath(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	for _, tc := range []struct {
 		name, id, details string // details "" when the id is valid
 	}{
@@ -251,9 +259,11 @@ func TestServiceIDInPath(t *testing.T) {
 
 // spec §5.1 (heartbeat) and §5.3: token is required, a string, and a v1
 // UUID; the body is checked before the service is looked up.
-func TestHeartbeatValidation(t *testing.T) {
+func TestHeartbeatValidation(t *testing.T) { onEachStore(t, testHeartbeatValidation) }
+
+func testHeartbeatValidation(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	for _, tc := range []struct {
 		name, body, details string
 	}{
@@ -277,9 +287,11 @@ func TestHeartbeatValidation(t *testing.T) {
 
 // spec §5.3: the v1 UUID rule, as applied to heartbeat tokens and to
 // events markers.
-func TestUUIDRule(t *testing.T) {
+func TestUUIDRule(t *testing.T) { onEachStore(t, testUUIDRule) }
+
+func testUUIDRule(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	c := newAPI(t, srv)
 	c.create("svc-1", 30)
 	// base is a valid v1 UUID at a time the events feed accepts.
@@ -325,9 +337,11 @@ func TestUUIDRule(t *testing.T) {
 
 // spec §5.1: a set-value body has an optional id (checked, then ignored)
 // and a value of 1..1024 characters, checked in that order.
-func TestConfigValueValidation(t *testing.T) {
+func TestConfigValueValidation(t *testing.T) { onEachStore(t, testConfigValueValidation) }
+
+func testConfigValueValidation(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	for _, tc := range []struct {
 		name, body   string
 		key, details string // "" when accepted
@@ -377,9 +391,11 @@ func TestConfigValueValidation(t *testing.T) {
 
 // spec §5.1: the configuration id rule, as applied to the URL of PUT,
 // DELETE and a single GET.
-func TestConfigIDRule(t *testing.T) {
+func TestConfigIDRule(t *testing.T) { onEachStore(t, testConfigIDRule) }
+
+func testConfigIDRule(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	a := strings.Repeat
 	for _, tc := range []struct {
 		name, id string
@@ -434,9 +450,11 @@ func TestConfigIDRule(t *testing.T) {
 
 // spec §5.1 and design item 8: the tag query parameter takes any tag a
 // service may carry, 1..55 characters without control characters.
-func TestTagQueryRule(t *testing.T) {
+func TestTagQueryRule(t *testing.T) { onEachStore(t, testTagQueryRule) }
+
+func testTagQueryRule(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	for _, tc := range []struct {
 		name, query, details string // details "" when valid
 	}{

@@ -21,9 +21,11 @@ func configIDs(vals []configValue) []string {
 // spec §7.8: list all, namespace lists (a plain string prefix, spec §13
 // item 14) and single gets, told apart by the trailing slash; "//" in the
 // URL reaches keys that begin with "/".
-func TestConfigurationReads(t *testing.T) {
+func TestConfigurationReads(t *testing.T) { onEachStore(t, testConfigurationReads) }
+
+func testConfigurationReads(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	c := newAPI(t, srv)
 	values := map[string]string{
 		"/production/cassandra":                 "c",
@@ -97,9 +99,11 @@ func TestConfigurationReads(t *testing.T) {
 
 // spec §7.8: namespace lists page like the others; following next_href
 // from /production/cassandra/ with limit=1 reaches every value once.
-func TestConfigurationNamespacePaging(t *testing.T) {
+func TestConfigurationNamespacePaging(t *testing.T) { onEachStore(t, testConfigurationNamespacePaging) }
+
+func testConfigurationNamespacePaging(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	c := newAPI(t, srv)
 	for _, id := range []string{"/production/cassandra", "/production/cassandra/listen_ip", "/production/cassandra/listen_port", "/production/zookeeper/xyz"} {
 		c.setConfig(id, "v")
@@ -133,9 +137,11 @@ func TestConfigurationNamespacePaging(t *testing.T) {
 
 // spec §7.9, §7.10 and §6.3: a set is 204 whether it creates or updates;
 // an unchanged value writes no event; delete is 204 and then 404.
-func TestConfigurationWrites(t *testing.T) {
+func TestConfigurationWrites(t *testing.T) { onEachStore(t, testConfigurationWrites) }
+
+func testConfigurationWrites(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	c := newAPI(t, srv)
 	c.setConfig("/app/key", "one")
 	c.setConfig("/app/key", "one")
@@ -171,8 +177,12 @@ func TestConfigurationWrites(t *testing.T) {
 // spec §7.8: every configuration read runs the pagination checks, a single
 // get included, and they come before the id check.
 func TestConfigurationReadsCheckPaging(t *testing.T) {
+	onEachStore(t, testConfigurationReadsCheckPaging)
+}
+
+func testConfigurationReadsCheckPaging(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	c := newAPI(t, srv)
 	c.setConfig("key-1", "v")
 	for _, path := range []string{"/configuration", "/configuration/", "/configuration/ns/", "/configuration/key-1", "/configuration/ab"} {

@@ -15,9 +15,11 @@ import (
 // spec §6.3 and §9: what each change writes to the feed, with its payload;
 // heartbeats and unchanged values write nothing. Ids are v1 UUIDs in UUID
 // time order.
-func TestEventsFeed(t *testing.T) {
+func TestEventsFeed(t *testing.T) { onEachStore(t, testEventsFeed) }
+
+func testEventsFeed(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	c := newAPI(t, srv)
 	before := time.Now().UnixMilli()
 	token := c.createBody(map[string]any{"id": "svc-1", "tags": []string{"db"}, "metadata": map[string]string{"port": "3306"}, "heartbeat_timeout": 30})
@@ -76,9 +78,11 @@ func TestEventsFeed(t *testing.T) {
 
 // spec §9.3: the marker is inclusive and any v1 UUID will do; the metadata
 // marker is always null on /events.
-func TestEventsMarker(t *testing.T) {
+func TestEventsMarker(t *testing.T) { onEachStore(t, testEventsMarker) }
+
+func testEventsMarker(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	c := newAPI(t, srv)
 	c.do("GET", "/events", nil).want(200) // creates the account
 	start := time.Now()
@@ -114,9 +118,11 @@ func TestEventsMarker(t *testing.T) {
 
 // spec §7.11 and §9: limit pages the feed, next_marker is the first event
 // left out, next_href keeps the other parameters.
-func TestEventsPaging(t *testing.T) {
+func TestEventsPaging(t *testing.T) { onEachStore(t, testEventsPaging) }
+
+func testEventsPaging(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	c := newAPI(t, srv)
 	for _, id := range []string{"svc-1", "svc-2", "svc-3", "svc-4", "svc-5"} {
 		c.create(id, 30)
@@ -154,9 +160,11 @@ func TestEventsPaging(t *testing.T) {
 
 // spec §7.11: limit is checked first, then the marker (as a UUID, not by
 // the marker character rule), its time, and then type.
-func TestEventsParameterOrder(t *testing.T) {
+func TestEventsParameterOrder(t *testing.T) { onEachStore(t, testEventsParameterOrder) }
+
+func testEventsParameterOrder(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	c := newAPI(t, srv)
 	c.create("svc-1", 30)
 	future := lowUUID(time.Now().Add(time.Hour))
@@ -171,9 +179,11 @@ func TestEventsParameterOrder(t *testing.T) {
 
 // spec §9.4 and §7.11: type keeps only events of that type, and count is
 // counted after the filter.
-func TestEventsTypeFilter(t *testing.T) {
+func TestEventsTypeFilter(t *testing.T) { onEachStore(t, testEventsTypeFilter) }
+
+func testEventsTypeFilter(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	c := newAPI(t, srv)
 	c.create("svc-1", 30)
 	c.do("PUT", "/services/svc-1", map[string]any{"tags": []string{"x"}}).want(204)
@@ -196,9 +206,12 @@ func TestEventsTypeFilter(t *testing.T) {
 
 // spec §8.3: a service.timeout event carries the deadline (the time in the
 // expired token) as its timestamp, and the service as stored as payload.
-func TestTimeoutEvent(t *testing.T) {
+func TestTimeoutEvent(t *testing.T) { onEachStore(t, testTimeoutEvent) }
+
+func testTimeoutEvent(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{ReapInterval: -1})
+	clock := new(testserver.Clock)
+	srv := testserver.Start(t, testserver.Options{Store: kind, Clock: clock, ReapInterval: -1})
 	c := newAPI(t, srv)
 	token := c.create("svc-1", 3)
 	token = c.nextToken("svc-1", token)
@@ -207,7 +220,7 @@ func TestTimeoutEvent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(3500 * time.Millisecond)
+	clock.Advance(3500 * time.Millisecond)
 	evs := c.events("?type=service.timeout")
 	if len(evs) != 1 {
 		t.Fatalf("timeout events %q, want one", summary(evs))

@@ -13,9 +13,11 @@ import (
 // spec §6.1: a service has exactly id, tags, metadata, heartbeat_timeout
 // and last_seen; tags and metadata are never null, last_seen is null until
 // the first heartbeat.
-func TestServiceShape(t *testing.T) {
+func TestServiceShape(t *testing.T) { onEachStore(t, testServiceShape) }
+
+func testServiceShape(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	c := newAPI(t, srv)
 	c.create("svc-1", 30)
 	check := func(t *testing.T, body []byte, raw map[string]any) {
@@ -42,9 +44,11 @@ func TestServiceShape(t *testing.T) {
 }
 
 // spec §7.2–§7.6: create, get, list, update and delete one service.
-func TestServiceLifecycle(t *testing.T) {
+func TestServiceLifecycle(t *testing.T) { onEachStore(t, testServiceLifecycle) }
+
+func testServiceLifecycle(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	c := newAPI(t, srv)
 	token := c.createBody(map[string]any{"id": "dfw1-db1", "tags": []string{"database", "mysql"},
 		"metadata": map[string]string{"region": "dfw", "port": "3306"}, "heartbeat_timeout": 30})
@@ -95,9 +99,11 @@ func TestServiceLifecycle(t *testing.T) {
 // case), the marker is inclusive and need not exist, and ?tag= matches a
 // tag exactly; a tag list shows the real last_seen and a plain next_marker
 // (spec §13 item 11).
-func TestServicesList(t *testing.T) {
+func TestServicesList(t *testing.T) { onEachStore(t, testServicesList) }
+
+func testServicesList(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	c := newAPI(t, srv)
 	ids := []string{"abc", "Abc", "_ab", "0ab", "-ab", ".ab", "abd"}
 	tokens := map[string]string{}
@@ -147,9 +153,11 @@ func TestServicesList(t *testing.T) {
 
 // spec §7.4: of 10 parallel creates of one id exactly one succeeds; ids that
 // are prefixes of each other are independent.
-func TestCreateSameIDInParallel(t *testing.T) {
+func TestCreateSameIDInParallel(t *testing.T) { onEachStore(t, testCreateSameIDInParallel) }
+
+func testCreateSameIDInParallel(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	c := newAPI(t, srv)
 	replies := make([]*reply, 10)
 	errs := make([]error, 10)
@@ -188,12 +196,15 @@ func TestCreateSameIDInParallel(t *testing.T) {
 
 // spec §7.4 step 3 and §11.3: a create rectifies first, so an id held by a
 // service past its deadline can be taken at once (register() relies on it).
-func TestCreateOverDeadService(t *testing.T) {
+func TestCreateOverDeadService(t *testing.T) { onEachStore(t, testCreateOverDeadService) }
+
+func testCreateOverDeadService(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{ReapInterval: -1})
+	clock := new(testserver.Clock)
+	srv := testserver.Start(t, testserver.Options{Store: kind, Clock: clock, ReapInterval: -1})
 	c := newAPI(t, srv)
 	c.create("svc-1", 3)
-	time.Sleep(3500 * time.Millisecond)
+	clock.Advance(3500 * time.Millisecond)
 	c.createBody(map[string]any{"id": "svc-1", "tags": []string{"srv2"}, "heartbeat_timeout": 10})
 	if got := c.service("svc-1"); !slices.Equal(got.Tags, []string{"srv2"}) || got.HeartbeatTimeout != 10 {
 		t.Errorf("service after the second create: %+v", got)
@@ -206,24 +217,31 @@ func TestCreateOverDeadService(t *testing.T) {
 // spec §7.5: a new heartbeat_timeout applies from the next heartbeat; the
 // deadline of the outstanding token does not move.
 func TestUpdateTimeoutAppliesFromNextHeartbeat(t *testing.T) {
+	onEachStore(t, testUpdateTimeoutAppliesFromNextHeartbeat)
+}
+
+func testUpdateTimeoutAppliesFromNextHeartbeat(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{ReapInterval: -1})
+	clock := new(testserver.Clock)
+	srv := testserver.Start(t, testserver.Options{Store: kind, Clock: clock, ReapInterval: -1})
 	c := newAPI(t, srv)
 	c.create("not-heartbeated", 3)
 	token := c.create("heartbeated", 3)
 	c.do("PUT", "/services/not-heartbeated", map[string]any{"heartbeat_timeout": 120}).want(204)
 	c.do("PUT", "/services/heartbeated", map[string]any{"heartbeat_timeout": 120}).want(204)
 	c.nextToken("heartbeated", token)
-	time.Sleep(3500 * time.Millisecond)
+	clock.Advance(3500 * time.Millisecond)
 	c.do("GET", "/services/not-heartbeated", nil).notFound("Service", "not-heartbeated")
 	c.service("heartbeated")
 }
 
 // spec §6.1: last_seen is the server time of the latest heartbeat, and a
 // delete clears it.
-func TestLastSeen(t *testing.T) {
+func TestLastSeen(t *testing.T) { onEachStore(t, testLastSeen) }
+
+func testLastSeen(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	c := newAPI(t, srv)
 	token := c.create("svc-1", 30)
 	if s := c.service("svc-1"); s.LastSeen != nil {
@@ -246,9 +264,11 @@ func TestLastSeen(t *testing.T) {
 }
 
 // spec §7.5 and §13 item 16: an update never renames a service.
-func TestUpdateNeverRenames(t *testing.T) {
+func TestUpdateNeverRenames(t *testing.T) { onEachStore(t, testUpdateNeverRenames) }
+
+func testUpdateNeverRenames(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	c := newAPI(t, srv)
 	c.create("svc-1", 30)
 	c.do("PUT", "/services/svc-1", map[string]any{"id": "svc-1", "heartbeat_timeout": 20}).want(204)

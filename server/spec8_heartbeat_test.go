@@ -29,9 +29,11 @@ func checkToken(t *testing.T, token string, before, after time.Time, timeout tim
 // spec §7.7 and §8.1: every heartbeat consumes the outstanding token and
 // returns a new one whose time is the new deadline, computed with the
 // service's current timeout.
-func TestHeartbeatTokens(t *testing.T) {
+func TestHeartbeatTokens(t *testing.T) { onEachStore(t, testHeartbeatTokens) }
+
+func testHeartbeatTokens(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	c := newAPI(t, srv)
 	before := time.Now()
 	token := c.create("svc-1", 30)
@@ -56,9 +58,11 @@ func TestHeartbeatTokens(t *testing.T) {
 
 // spec §7.7 steps 3 and 4: the service is checked before the token; an
 // unknown, used or re-cased token is a 404 naming the token as sent.
-func TestHeartbeatNotFound(t *testing.T) {
+func TestHeartbeatNotFound(t *testing.T) { onEachStore(t, testHeartbeatNotFound) }
+
+func testHeartbeatNotFound(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	c := newAPI(t, srv)
 	t0 := c.create("svc-1", 30)
 	t1 := c.nextToken("svc-1", t0)
@@ -79,9 +83,11 @@ func TestHeartbeatNotFound(t *testing.T) {
 
 // spec §13 item 4 and design item 6: concurrent heartbeats with one token
 // all get the same next token, so a service never has two outstanding.
-func TestHeartbeatSameTokenInParallel(t *testing.T) {
+func TestHeartbeatSameTokenInParallel(t *testing.T) { onEachStore(t, testHeartbeatSameTokenInParallel) }
+
+func testHeartbeatSameTokenInParallel(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	c := newAPI(t, srv)
 	t0 := c.create("svc-1", 30)
 	replies := make([]*reply, 10)
@@ -111,13 +117,16 @@ func TestHeartbeatSameTokenInParallel(t *testing.T) {
 // spec §8.2: with the reaper off, a heartbeat after the deadline but before
 // any rectifying read succeeds and the service lives on without an event.
 // Configuration reads and writes and /limits do not rectify (spec §8.3).
-func TestLateHeartbeat(t *testing.T) {
+func TestLateHeartbeat(t *testing.T) { onEachStore(t, testLateHeartbeat) }
+
+func testLateHeartbeat(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{ReapInterval: -1})
+	clock := new(testserver.Clock)
+	srv := testserver.Start(t, testserver.Options{Store: kind, Clock: clock, ReapInterval: -1})
 	c := newAPI(t, srv)
 	token := c.create("svc-1", 3)
 	token = c.nextToken("svc-1", token)
-	time.Sleep(4 * time.Second)
+	clock.Advance(4 * time.Second)
 	c.do("GET", "/configuration", nil).want(200)
 	c.setConfig("key-1", "v")
 	c.do("GET", "/configuration/key-1", nil).want(200)
@@ -133,7 +142,9 @@ func TestLateHeartbeat(t *testing.T) {
 // after the deadline, 149 parallel GET /events each see exactly join, join,
 // timeout, timeout. With the reaper off the reads race to rectify; with it
 // on they race the reaper.
-func TestTimeoutsExactlyOnce(t *testing.T) {
+func TestTimeoutsExactlyOnce(t *testing.T) { onEachStore(t, testTimeoutsExactlyOnce) }
+
+func testTimeoutsExactlyOnce(t *testing.T, kind string) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name   string
@@ -141,11 +152,12 @@ func TestTimeoutsExactlyOnce(t *testing.T) {
 	}{{"reaper off", -1}, {"reaper on", 0}} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			srv := testserver.Start(t, testserver.Options{ReapInterval: tc.reaper})
+			clock := new(testserver.Clock)
+			srv := testserver.Start(t, testserver.Options{Store: kind, Clock: clock, ReapInterval: tc.reaper})
 			c := newAPI(t, srv)
 			c.create("svc-0", 3)
 			c.create("svc-1", 3)
-			time.Sleep(4 * time.Second)
+			clock.Advance(4 * time.Second)
 			const n = 149
 			replies := make([]*reply, n)
 			errs := make([]error, n)
@@ -172,15 +184,18 @@ func TestTimeoutsExactlyOnce(t *testing.T) {
 
 // spec §8.3 "read-your-rectification": every one of 12 parallel GETs of a
 // due service is 404, and lists leave due services out (reaper off).
-func TestDueServiceReads(t *testing.T) {
+func TestDueServiceReads(t *testing.T) { onEachStore(t, testDueServiceReads) }
+
+func testDueServiceReads(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{ReapInterval: -1})
+	clock := new(testserver.Clock)
+	srv := testserver.Start(t, testserver.Options{Store: kind, Clock: clock, ReapInterval: -1})
 
 	t.Run("parallel gets", func(t *testing.T) {
 		t.Parallel()
 		c := newAPI(t, srv)
 		c.create("svc-1", 3)
-		time.Sleep(3500 * time.Millisecond)
+		clock.Advance(3500 * time.Millisecond)
 		replies := make([]*reply, 12)
 		errs := make([]error, 12)
 		parallel(12, func(i int) { replies[i], errs[i] = c.try("GET", "/services/svc-1", nil) })
@@ -200,7 +215,7 @@ func TestDueServiceReads(t *testing.T) {
 		c.create("due-1", 3)
 		c.createBody(map[string]any{"id": "due-2", "tags": []string{"x"}, "heartbeat_timeout": 3})
 		c.createBody(map[string]any{"id": "live", "tags": []string{"x"}, "heartbeat_timeout": 60})
-		time.Sleep(3500 * time.Millisecond)
+		clock.Advance(3500 * time.Millisecond)
 		svcs, _ := list[service](c.do("GET", "/services?tag=x", nil))
 		if len(svcs) != 1 || svcs[0].ID != "live" {
 			t.Errorf("tag list %+v, want live alone", svcs)
@@ -215,7 +230,7 @@ func TestDueServiceReads(t *testing.T) {
 		c := newAPI(t, srv)
 		c.create("svc-1", 3)
 		c.create("svc-2", 3)
-		time.Sleep(3500 * time.Millisecond)
+		clock.Advance(3500 * time.Millisecond)
 		c.do("PUT", "/services/svc-1", map[string]any{}).notFound("Service", "svc-1")
 		c.do("DELETE", "/services/svc-2", nil).notFound("Service", "svc-2")
 	})

@@ -12,8 +12,12 @@ import (
 // may carry can be queried with ?tag=, and a tag ?tag= refuses (a control
 // character) cannot be stored by create or update either.
 func TestOneTagRuleForServicesAndQueries(t *testing.T) {
+	onEachStore(t, testOneTagRuleForServicesAndQueries)
+}
+
+func testOneTagRuleForServicesAndQueries(t *testing.T, kind string) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	srv := testserver.Start(t, testserver.Options{Store: kind})
 	c := newAPI(t, srv)
 	c.create("tag-base", 30)
 	for _, tag := range []string{"a\x01b", "web\tserver", "line\nbreak", "del\x7f", "c1\u0085"} {

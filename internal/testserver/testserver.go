@@ -4,10 +4,10 @@
 // svcreg server does (server.Serve), so waiting long-polls park as they do
 // in production.
 //
-// The store is the embedded one in a temporary directory, or, when the
-// environment variable SVCREG_TEST_STORE is "etcd", the etcd store over a
-// single-member etcd run in-process for the server (under a key prefix of
-// its own), so that one suite checks both stores.
+// The store is the embedded one in a temporary directory, or the etcd store
+// over a single-member etcd run in-process for the server (under a key
+// prefix of its own), so that one suite checks both stores. A Clock lets a
+// test move the server's time forward instead of sleeping out a timeout.
 package testserver
 
 import (
@@ -33,16 +33,56 @@ import (
 	"github.com/svcreg/svcreg/server/store/etcdstore"
 )
 
-// StoreEnv names the environment variable that picks the store: "bolt"
-// (the default) or "etcd".
+// StoreEnv names the environment variable that picks the store of a
+// server whose Options name none: "bolt" (the default) or "etcd". Set, it
+// also narrows StoreKinds to that store.
 const StoreEnv = "SVCREG_TEST_STORE"
 
-// StoreKind returns the store the tests run against: "bolt" or "etcd".
+// The stores a test server runs on.
+const (
+	Bolt = "bolt" // the embedded store
+	Etcd = "etcd" // the etcd store
+)
+
+// StoreKind returns the store of a server whose Options name none: Bolt,
+// or Etcd if StoreEnv says so.
 func StoreKind() string {
-	if os.Getenv(StoreEnv) == "etcd" {
-		return "etcd"
+	if os.Getenv(StoreEnv) == Etcd {
+		return Etcd
 	}
-	return "bolt"
+	return Bolt
+}
+
+// StoreKinds returns the stores a suite that checks every store runs on:
+// both, or only the one StoreEnv names.
+func StoreKinds() []string {
+	switch os.Getenv(StoreEnv) {
+	case Bolt, Etcd:
+		return []string{os.Getenv(StoreEnv)}
+	}
+	return []string{Bolt, Etcd}
+}
+
+// Clock is a server's clock that runs with real time and that a test moves
+// forward, so that a heartbeat deadline or a token's expiry passes without
+// the test waiting for it. The zero value reads the real time.
+type Clock struct {
+	mu     sync.Mutex
+	offset time.Duration
+}
+
+// Now returns the real time plus every Advance so far.
+func (c *Clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.offset)
+}
+
+// Advance moves the clock forward by d.
+func (c *Clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.offset += d
 }
 
 // Store is what a server needs of its store: the registry's state and the
@@ -55,6 +95,11 @@ type Store interface {
 // Options configure a test server. The zero value is a --dev server with
 // the default reaper.
 type Options struct {
+	// Store is Bolt or Etcd; StoreKind() if empty.
+	Store string
+	// Clock, if set, is the time of the server, its store and its
+	// authentication; the real time if nil.
+	Clock *Clock
 	// DataDir holds the embedded store; a new temporary directory if
 	// empty. The etcd store keeps its data in its etcd.
 	DataDir string
@@ -143,12 +188,13 @@ func (s *Server) start(ln net.Listener) {
 	if limits == (server.AuthLimits{}) {
 		limits = server.AuthLimits{FailuresPerAddress: -1, FailuresPerUser: -1, IssuesPerUser: -1}
 	}
-	auth := server.NewAuth(server.AuthConfig{Store: st, Users: s.opts.Users, Dev: s.opts.Users == nil, TokenTTL: s.opts.TokenTTL, Limits: limits})
+	now := s.opts.now()
+	auth := server.NewAuth(server.AuthConfig{Store: st, Users: s.opts.Users, Dev: s.opts.Users == nil, TokenTTL: s.opts.TokenTTL, Limits: limits, Clock: now})
 	writeRate := s.opts.WriteRate
 	if writeRate == 0 {
 		writeRate = -1
 	}
-	api := server.New(server.Config{Store: st, Auth: auth, WriteRate: writeRate, WriteBurst: s.opts.WriteBurst})
+	api := server.New(server.Config{Store: st, Auth: auth, WriteRate: writeRate, WriteBurst: s.opts.WriteBurst, Clock: now})
 	var h http.Handler = api
 	if s.opts.Wrap != nil {
 		h = s.opts.Wrap(h)
@@ -247,7 +293,15 @@ func quote(s string) string {
 	return string(b)
 }
 
-// NewStore opens a store of the kind StoreKind names, as Start would, and
+// now is the clock the options give: Clock.Now, or time.Now.
+func (o Options) now() func() time.Time {
+	if o.Clock == nil {
+		return time.Now
+	}
+	return o.Clock.Now
+}
+
+// NewStore opens a store of the kind opts names, as Start would, and
 // closes it when the test ends. Its background work (reaper, retention)
 // does not run.
 func NewStore(t testing.TB, opts Options) Store {
@@ -269,7 +323,10 @@ type backend struct {
 
 func newBackend(t testing.TB, opts *Options) *backend {
 	t.Helper()
-	if StoreKind() != "etcd" {
+	if opts.Store == "" {
+		opts.Store = StoreKind()
+	}
+	if opts.Store != Etcd {
 		if opts.DataDir == "" {
 			opts.DataDir = t.TempDir()
 		}
@@ -289,6 +346,7 @@ func newBackend(t testing.TB, opts *Options) *backend {
 func (b *backend) open(opts Options) (Store, error) {
 	if b.cli == nil {
 		return boltstore.Open(opts.DataDir, boltstore.Options{
+			Clock:         opts.now(),
 			ReapInterval:  opts.ReapInterval,
 			DefaultLimits: opts.Limits,
 			Retention:     opts.Retention,
@@ -298,10 +356,14 @@ func (b *backend) open(opts Options) (Store, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	return etcdstore.Open(ctx, b.cli, etcdstore.Options{
-		Prefix:        b.prefix,
-		ReapInterval:  opts.ReapInterval,
-		DefaultLimits: opts.Limits,
-		Retention:     opts.Retention,
-		MaxEvents:     opts.MaxEvents,
+		Prefix: b.prefix,
+		Clock:  opts.now(),
+		// The embedded store caps events as it writes them; the etcd
+		// store soon after.
+		EventCapInterval: 100 * time.Millisecond,
+		ReapInterval:     opts.ReapInterval,
+		DefaultLimits:    opts.Limits,
+		Retention:        opts.Retention,
+		MaxEvents:        opts.MaxEvents,
 	})
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/svcreg/svcreg/internal/etcdtest"
+	"github.com/svcreg/svcreg/internal/testserver"
 	"github.com/svcreg/svcreg/server/store/etcdstore"
 )
 
@@ -124,14 +125,16 @@ func TestLongPollsWakeOnEveryNode(t *testing.T) {
 func TestTimeoutsExactlyOnceAcrossNodes(t *testing.T) {
 	t.Parallel()
 	c := etcdtest.Start(t, etcdtest.Options{Members: 3})
-	n := startNodes(t, c, 3, etcdstore.Options{ReapInterval: 100 * time.Millisecond})
+	clock := new(testserver.Clock)
+	n := startNodes(t, c, 3, etcdstore.Options{Clock: clock.Now, ReapInterval: 100 * time.Millisecond})
 	u := login(t, n[0], "reapers")
 	const services = 24
 	for i := range services {
 		u.create(n[i%3], fmt.Sprintf("svc-%02d", i), 3)
 	}
-	time.Sleep(2500 * time.Millisecond)
-	// Readers on every node rectify while the reapers run.
+	clock.Advance(2500 * time.Millisecond)
+	// Readers on every node rectify while the reapers run, from before
+	// the deadlines to after.
 	var wg sync.WaitGroup
 	stop := time.Now().Add(2 * time.Second)
 	for _, x := range n {
@@ -183,10 +186,11 @@ func TestTimeoutsExactlyOnceAcrossNodes(t *testing.T) {
 func TestReadYourRectificationAcrossNodes(t *testing.T) {
 	t.Parallel()
 	c := etcdtest.Start(t, etcdtest.Options{})
-	n := startNodes(t, c, 2, etcdstore.Options{ReapInterval: -1})
+	clock := new(testserver.Clock)
+	n := startNodes(t, c, 2, etcdstore.Options{Clock: clock.Now, ReapInterval: -1})
 	u := login(t, n[0], "lazy")
 	u.create(n[0], "svc-1", 3)
-	time.Sleep(3500 * time.Millisecond)
+	clock.Advance(3500 * time.Millisecond)
 	var wg sync.WaitGroup
 	for i := range 8 {
 		wg.Go(func() {
@@ -211,7 +215,8 @@ func TestReadYourRectificationAcrossNodes(t *testing.T) {
 func TestNodeCrash(t *testing.T) {
 	t.Parallel()
 	c := etcdtest.Start(t, etcdtest.Options{Members: 3})
-	n := startNodes(t, c, 2, etcdstore.Options{NodeTTL: 2 * time.Second, ReapInterval: 100 * time.Millisecond})
+	clock := new(testserver.Clock)
+	n := startNodes(t, c, 2, etcdstore.Options{Clock: clock.Now, NodeTTL: 2 * time.Second, ReapInterval: 100 * time.Millisecond})
 	u := login(t, n[0], "crash")
 	tok := u.create(n[0], "steady", 3)
 	tok = u.heartbeat(n[0], "steady", tok)
@@ -223,10 +228,11 @@ func TestNodeCrash(t *testing.T) {
 	u.do(n[1], "GET", "/configuration/key-1", nil, 200)
 	hb := keepHeartbeating(u, n[1], "steady", tok)
 	n[0].restart()
+	tok = hb()
 	// "quiet" gets no heartbeat: it times out on its deadline from before
 	// the crash, whichever node's reaper gets there.
-	time.Sleep(3500 * time.Millisecond)
-	tok = u.heartbeat(n[0], "steady", hb())
+	tok = beatThrough(u, n[1], clock, 3500*time.Millisecond, "steady", tok)
+	tok = u.heartbeat(n[0], "steady", tok)
 	u.do(n[0], "GET", "/services/quiet", nil, 404)
 	got := summary(u.events(n[1], ""))
 	want := []string{"service.join steady", "service.join quiet", "configuration_value.update key-1", "service.timeout quiet"}
@@ -249,14 +255,15 @@ func TestWholeRegistryRestart(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			c := etcdtest.Start(t, etcdtest.Options{})
-			n := startNodes(t, c, 2, etcdstore.Options{NodeTTL: 2 * time.Second})
+			clock := new(testserver.Clock)
+			n := startNodes(t, c, 2, etcdstore.Options{Clock: clock.Now, NodeTTL: 2 * time.Second})
 			u := login(t, n[0], "restart")
 			tok := u.create(n[0], "steady", 3)
 			tok = u.heartbeat(n[1], "steady", tok)
 			for _, x := range n {
 				tc.down(x)
 			}
-			time.Sleep(3500 * time.Millisecond) // past the deadline
+			clock.Advance(3500 * time.Millisecond) // past the deadline
 			n[1].restart()
 			u.do(n[1], "GET", "/services/steady", nil, 200)
 			hb := keepHeartbeating(u, n[1], "steady", u.heartbeat(n[1], "steady", tok))
@@ -267,6 +274,21 @@ func TestWholeRegistryRestart(t *testing.T) {
 			}
 		})
 	}
+}
+
+// beatThrough moves clock forward by d in steps of half a second, each
+// after a heartbeat of id at n and followed by a pause in which the
+// reapers run: the service stays alive while the others' deadlines pass.
+// It returns the outstanding token.
+func beatThrough(u *user, n *node, clock *testserver.Clock, d time.Duration, id, tok string) string {
+	u.t.Helper()
+	const step = 500 * time.Millisecond
+	for passed := time.Duration(0); passed < d; passed += step {
+		tok = u.heartbeat(n, id, tok)
+		clock.Advance(step)
+		time.Sleep(100 * time.Millisecond)
+	}
+	return u.heartbeat(n, id, tok)
 }
 
 // keepHeartbeating heartbeats id at n every 700ms until the returned func

@@ -14,6 +14,7 @@ import (
 )
 
 func TestContract(t *testing.T) {
+	t.Parallel()
 	c := etcdtest.Start(t, etcdtest.Options{})
 	var n atomic.Int64
 	storetest.Run(t, func(t *testing.T, o store.Options) store.Store {
@@ -27,7 +28,7 @@ func TestContract(t *testing.T) {
 		s, err := etcdstore.Open(ctx, cli, etcdstore.Options{
 			Prefix: fmt.Sprintf("%s%d/", testPrefix, n.Add(1)),
 			Clock:  o.Clock, DefaultLimits: o.DefaultLimits, Retention: o.Retention, MaxEvents: o.MaxEvents,
-			ReapInterval: -1,
+			ReapInterval: -1, EventCapInterval: 100 * time.Millisecond,
 		})
 		if err != nil {
 			cli.Close()

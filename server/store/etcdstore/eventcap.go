@@ -3,14 +3,9 @@ package etcdstore
 import (
 	"context"
 	"fmt"
-	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
-
-// eventCapEvery is how often each node enforces Options.MaxEvents on the
-// tenants it appended events to.
-const eventCapEvery = 5 * time.Second
 
 // capEvents deletes, for every tenant this node appended events to since
 // its last run, the oldest events beyond Options.MaxEvents, through the

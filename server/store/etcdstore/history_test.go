@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/svcreg/svcreg/internal/etcdtest"
+	"github.com/svcreg/svcreg/internal/testserver"
 	"github.com/svcreg/svcreg/internal/timeuuid"
 	"github.com/svcreg/svcreg/server/store/etcdstore"
 )
@@ -42,7 +43,8 @@ func TestRandomHistory(t *testing.T) {
 	t.Logf("seed %d", seed)
 	c := etcdtest.Start(t, etcdtest.Options{Members: 3})
 	const slack = 1500 * time.Millisecond
-	opts := etcdstore.Options{ReapInterval: 200 * time.Millisecond, NodeTTL: 2 * time.Second, RequestTimeout: time.Second, HeartbeatSlack: slack}
+	clock := new(testserver.Clock)
+	opts := etcdstore.Options{Clock: clock.Now, ReapInterval: 200 * time.Millisecond, NodeTTL: 2 * time.Second, RequestTimeout: time.Second, HeartbeatSlack: slack}
 	part := newPartition(t, c.Endpoints())
 	nodes := []*node{startNode(t, part.Endpoints, opts), startNode(t, c.Endpoints(), opts), startNode(t, c.Endpoints(), opts)}
 	u := login(t, nodes[1], "history")
@@ -102,9 +104,19 @@ func TestRandomHistory(t *testing.T) {
 	time.Sleep(runFor - 4*step)
 	close(stop)
 	actors.Wait()
-	// Abandoned services time out within their timeout, the slack and a
-	// reap.
-	time.Sleep(3*time.Second + slack + time.Second)
+	// Abandoned services time out within their timeout and the slack:
+	// past that, the reapers and the reads time every service out.
+	clock.Advance(3*time.Second + slack + time.Second)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		var svcs page[struct{ ID string }]
+		u.do(nodes[1], "GET", "/services?limit=1000", nil, 200).json(&svcs)
+		if len(svcs.Values) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d services left after every timeout passed", len(svcs.Values))
+		}
+	}
 
 	feed := u.events(nodes[1], start)
 	if len(feed) == 0 {

@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/svcreg/svcreg/internal/etcdtest"
+	"github.com/svcreg/svcreg/internal/testserver"
 	"github.com/svcreg/svcreg/server/store/etcdstore"
 )
 
@@ -124,7 +125,8 @@ func TestHoldingNodeCrash(t *testing.T) {
 	t.Parallel()
 	c := etcdtest.Start(t, etcdtest.Options{Members: 3})
 	const slack = 2 * time.Second
-	n := startNodes(t, c, 2, etcdstore.Options{NodeTTL: 2 * time.Second, ReapInterval: 100 * time.Millisecond, HeartbeatSlack: slack})
+	clock := new(testserver.Clock)
+	n := startNodes(t, c, 2, etcdstore.Options{Clock: clock.Now, NodeTTL: 2 * time.Second, ReapInterval: 100 * time.Millisecond, HeartbeatSlack: slack})
 	u := login(t, n[0], "holder-crash")
 	steady := u.create(n[0], "steady", 3)
 	quiet := u.create(n[0], "quiet", 3)
@@ -139,9 +141,7 @@ func TestHoldingNodeCrash(t *testing.T) {
 	n[0].crash()
 
 	steady = u.heartbeat(n[1], "steady", steady)
-	hb := keepHeartbeating(u, n[1], "steady", steady)
-	time.Sleep(3*time.Second + slack + time.Second)
-	steady = u.heartbeat(n[1], "steady", hb())
+	steady = beatThrough(u, n[1], clock, 3*time.Second+slack+time.Second, "steady", steady)
 	u.do(n[1], "GET", "/services/quiet", nil, 404)
 	evs := u.events(n[1], "")
 	want := []string{"service.join steady", "service.join quiet", "service.timeout quiet"}
@@ -151,8 +151,10 @@ func TestHoldingNodeCrash(t *testing.T) {
 	if ts := evs[2].Timestamp; ts < quietDeadline || ts > quietDeadline+slack.Milliseconds()+1 {
 		t.Errorf("quiet timed out at %d; its last token's deadline was %d, the slack %v", ts, quietDeadline, slack)
 	}
+	// The client keeps heartbeating while node 0 starts again.
+	hb := keepHeartbeating(u, n[1], "steady", steady)
 	n[0].restart()
-	u.heartbeat(n[0], "steady", steady)
+	u.heartbeat(n[0], "steady", hb())
 }
 
 // A node cut off from etcd stops answering heartbeats from memory before
@@ -163,7 +165,8 @@ func TestHoldingNodePartitioned(t *testing.T) {
 	t.Parallel()
 	c := etcdtest.Start(t, etcdtest.Options{Members: 3})
 	const slack = 2 * time.Second
-	opts := etcdstore.Options{NodeTTL: 2 * time.Second, ReapInterval: 100 * time.Millisecond, HeartbeatSlack: slack, RequestTimeout: time.Second}
+	clock := new(testserver.Clock)
+	opts := etcdstore.Options{Clock: clock.Now, NodeTTL: 2 * time.Second, ReapInterval: 100 * time.Millisecond, HeartbeatSlack: slack, RequestTimeout: time.Second}
 	part := newPartition(t, c.Endpoints())
 	cut, other := startNode(t, part.Endpoints, opts), startNode(t, c.Endpoints(), opts)
 	u := login(t, other, "partition")
@@ -198,10 +201,8 @@ func TestHoldingNodePartitioned(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	hb := keepHeartbeating(u, other, "steady", steady)
-	time.Sleep(3*time.Second + slack)
+	steady = beatThrough(u, other, clock, 3*time.Second+slack, "steady", steady)
 	part.Heal()
-	steady = hb()
 	for attempt := 0; ; attempt++ {
 		r, err := u.try(cut, "POST", "/services/steady/heartbeat", map[string]string{"token": steady})
 		if err == nil && r.code == 200 {

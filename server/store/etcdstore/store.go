@@ -63,10 +63,13 @@ type Options struct {
 	// Retention is how long events are kept; 30 days if zero.
 	Retention time.Duration
 	// MaxEvents is the most events an account keeps: past it the oldest are
-	// deleted, as retention does, within about eventCapEvery of the writes.
+	// deleted, as retention does, within about EventCapInterval of the writes.
 	// store.DefaultMaxEvents if zero; negative keeps every event for the
 	// whole retention window.
 	MaxEvents int
+	// EventCapInterval is how often this node enforces MaxEvents on the
+	// tenants it appended events to; 5s if zero.
+	EventCapInterval time.Duration
 	// ReapInterval is how often this node's reaper looks for services past
 	// their deadline (jittered); 500ms if zero. Negative turns the reaper
 	// off, leaving only the lazy rectification on reads (spec §8.4).
@@ -144,6 +147,9 @@ func Open(ctx context.Context, cli *clientv3.Client, opts Options) (*Store, erro
 	opts.Clock, opts.Logger, opts.DefaultLimits, opts.Retention, opts.MaxEvents = c.Clock, c.Logger, c.DefaultLimits, c.Retention, c.MaxEvents
 	if opts.ReapInterval == 0 {
 		opts.ReapInterval = 500 * time.Millisecond
+	}
+	if opts.EventCapInterval <= 0 {
+		opts.EventCapInterval = 5 * time.Second
 	}
 	if opts.RequestTimeout <= 0 {
 		opts.RequestTimeout = 5 * time.Second
@@ -302,7 +308,7 @@ func (s *Store) Run(ctx context.Context) error {
 	retentionEvery := min(time.Hour, max(s.opts.Retention/16, time.Second))
 	loop("retention", retentionEvery, s.prune)
 	if s.opts.MaxEvents > 0 {
-		loop("event cap", eventCapEvery, s.capEvents)
+		loop("event cap", s.opts.EventCapInterval, s.capEvents)
 	}
 	loop("heartbeat cache", time.Minute, func(context.Context) error { s.hb.sweep(s.now()); return nil })
 	wg.Wait()
