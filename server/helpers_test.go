@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"reflect"
 	"strings"
 	"sync"
@@ -538,3 +539,7 @@ func pollModes(t *testing.T, kind string) []pollMode {
 		{"waiting", func(t *testing.T, username string) *api { return devLogin(t, waiting, username) }},
 	}
 }
+
+// TestMain shares one etcd member among the etcd-store servers of the
+// conformance suite (each works under its own key prefix).
+func TestMain(m *testing.M) { os.Exit(testserver.Main(m)) }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -57,7 +58,10 @@ func Start(t testing.TB, opts Options) *Cluster {
 		opts.Members = 1
 	}
 	c := &Cluster{t: t, opts: opts}
-	addrs := freeAddrs(t, 2*opts.Members)
+	addrs, err := freeAddrs(2 * opts.Members)
+	if err != nil {
+		t.Fatalf("etcdtest: %v", err)
+	}
 	for i := range opts.Members {
 		c.Members = append(c.Members, &Member{
 			Name:      fmt.Sprintf("m%d", i),
@@ -210,18 +214,43 @@ func (m *Member) start() error {
 	return nil
 }
 
+// StartShared starts a single member that outlives the tests, for a test
+// binary whose tests share it, each under a key prefix of its own (starting
+// a member per test costs more than the tests). It is not bound to a test:
+// call stop, which also removes its data, once the tests are done (from
+// TestMain, after m.Run).
+func StartShared(opts Options) (c *Cluster, stop func(), err error) {
+	opts.Members = 1
+	dir, err := os.MkdirTemp("", "etcdtest-shared-")
+	if err != nil {
+		return nil, nil, fmt.Errorf("etcdtest: %w", err)
+	}
+	addrs, err := freeAddrs(2)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, nil, fmt.Errorf("etcdtest: %w", err)
+	}
+	c = &Cluster{opts: opts}
+	c.Members = []*Member{{Name: "m0", ClientURL: "http://" + addrs[0], peerURL: "http://" + addrs[1], dir: dir, cluster: c}}
+	if err := c.Members[0].start(); err != nil {
+		os.RemoveAll(dir)
+		return nil, nil, fmt.Errorf("etcdtest: %w", err)
+	}
+	return c, func() { c.Stop(); os.RemoveAll(dir) }, nil
+}
+
 // freeAddrs returns n distinct loopback addresses with ports nothing
 // listens on now: each port is held until all are picked, so that the
 // system cannot hand out one port twice.
-func freeAddrs(t testing.TB, n int) []string {
+func freeAddrs(n int) ([]string, error) {
 	addrs := make([]string, n)
 	for i := range addrs {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
-			t.Fatalf("etcdtest: %v", err)
+			return nil, err
 		}
 		defer ln.Close()
 		addrs[i] = ln.Addr().String()
 	}
-	return addrs
+	return addrs, nil
 }

@@ -314,6 +314,53 @@ func NewStore(t testing.TB, opts Options) Store {
 	return st
 }
 
+// Main runs a test binary's tests with one etcd member shared by all its
+// etcd-store servers, each under its own key prefix, instead of a member
+// started and stopped for each; the member starts with the first such
+// server and is stopped, its data removed, once the tests are done. Call it
+// from TestMain: os.Exit(testserver.Main(m)). Without it, each etcd-store
+// server gets an etcd of its own.
+func Main(m *testing.M) int {
+	sharedEtcd.mu.Lock()
+	sharedEtcd.enabled = true
+	sharedEtcd.mu.Unlock()
+	code := m.Run()
+	sharedEtcd.mu.Lock()
+	defer sharedEtcd.mu.Unlock()
+	if sharedEtcd.stop != nil {
+		sharedEtcd.stop()
+	}
+	return code
+}
+
+// sharedEtcd is the member Main shares.
+var sharedEtcd shared
+
+type shared struct {
+	mu      sync.Mutex
+	enabled bool
+	cluster *etcdtest.Cluster
+	stop    func()
+	err     error
+}
+
+// endpoints returns the shared member's endpoints, starting it on first
+// use, or nil when the tests do not share one.
+func (sh *shared) endpoints() ([]string, error) {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if !sh.enabled {
+		return nil, nil
+	}
+	if sh.cluster == nil && sh.err == nil {
+		sh.cluster, sh.stop, sh.err = etcdtest.StartShared(etcdtest.Options{})
+	}
+	if sh.err != nil {
+		return nil, sh.err
+	}
+	return sh.cluster.Endpoints(), nil
+}
+
 // backend is where a server's state lives across its restarts: a data
 // directory, or an etcd with a key prefix.
 type backend struct {
@@ -332,8 +379,14 @@ func newBackend(t testing.TB, opts *Options) *backend {
 		}
 		return &backend{}
 	}
-	cluster := etcdtest.Start(t, etcdtest.Options{})
-	cli, err := etcdstore.NewClient(etcdstore.ClientConfig{Endpoints: cluster.Endpoints()})
+	endpoints, err := sharedEtcd.endpoints()
+	if err != nil {
+		t.Fatalf("testserver: %v", err)
+	}
+	if endpoints == nil {
+		endpoints = etcdtest.Start(t, etcdtest.Options{}).Endpoints()
+	}
+	cli, err := etcdstore.NewClient(etcdstore.ClientConfig{Endpoints: endpoints})
 	if err != nil {
 		t.Fatalf("testserver: etcd client: %v", err)
 	}
