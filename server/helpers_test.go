@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/svcreg/svcreg/internal/testprog"
 	"github.com/svcreg/svcreg/internal/testserver"
 	"github.com/svcreg/svcreg/internal/timeuuid"
 	"github.com/svcreg/svcreg/server"
@@ -541,5 +542,9 @@ func pollModes(t *testing.T, kind string) []pollMode {
 }
 
 // TestMain shares one etcd member among the etcd-store servers of the
-// conformance suite (each works under its own key prefix).
-func TestMain(m *testing.M) { os.Exit(testserver.Main(m)) }
+// conformance suite (each works under its own key prefix), and runs two
+// tests per CPU at once: most of them wait on long-polls, timers and etcd.
+func TestMain(m *testing.M) {
+	testprog.ParallelPerCPU(2)
+	os.Exit(testserver.Main(m))
+}

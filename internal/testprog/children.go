@@ -24,5 +24,14 @@ const waitingTestsPerCPU = 4
 // line, parsed later, still decides.
 func ChildProcessTests() {
 	os.Setenv("GORACE", strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
-	flag.Set("test.parallel", strconv.Itoa(waitingTestsPerCPU*runtime.GOMAXPROCS(0)))
+	ParallelPerCPU(waitingTestsPerCPU)
+}
+
+// ParallelPerCPU makes a test binary run n parallel tests per CPU at once
+// instead of go test's one, for tests that mostly wait (on an etcd's
+// elections and leases, on long-polls, on timers) rather than compute.
+// TestMain calls it before it runs the tests; a -parallel on the command
+// line, parsed later, still decides.
+func ParallelPerCPU(n int) {
+	flag.Set("test.parallel", strconv.Itoa(n*runtime.GOMAXPROCS(0)))
 }
