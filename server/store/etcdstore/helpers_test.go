@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -19,17 +18,9 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/svcreg/svcreg/internal/etcdtest"
-	"github.com/svcreg/svcreg/internal/testprog"
 	"github.com/svcreg/svcreg/server"
 	"github.com/svcreg/svcreg/server/store/etcdstore"
 )
-
-// TestMain runs two tests per CPU at once: they mostly wait on etcd's
-// elections and leases, node TTLs and reapers, not on the processors.
-func TestMain(m *testing.M) {
-	testprog.ParallelPerCPU(2)
-	os.Exit(m.Run())
-}
 
 // node is one svcreg server node over an etcd cluster, served on loopback
 // as cmd/svcreg serves it (parked long-polls included). It can be stopped
