@@ -308,16 +308,23 @@ func (r *Renderer) reloadGroup(ctx context.Context, g *Group, files []*file, app
 	if r.NoReload || applied || !g.reloads() {
 		return nil
 	}
-	err := r.reload(ctx, g)
-	r.lastReload[g.Name] = r.now()
-	r.Status.reloaded(g.Name, r.now())
-	r.Metrics.reloads.WithLabelValues(g.Name, result(err)).Inc()
-	if err != nil {
+	if err := r.reloadCounted(ctx, g); err != nil {
 		return &Failure{g.Name, StepReload, r.rollBack(ctx, g, files, err)}
 	}
 	r.Health.stepOK(g.Name, StepReload, r.now())
 	r.Log.Info("reloaded", "group", g.Name)
 	return nil
+}
+
+// reloadCounted reloads g as a pass's reload step does: the time of the
+// reload (for min_reload_interval), the status page and the reloads metric
+// count it.
+func (r *Renderer) reloadCounted(ctx context.Context, g *Group) error {
+	err := r.reload(ctx, g)
+	r.lastReload[g.Name] = r.now()
+	r.Status.reloaded(g.Name, r.now())
+	r.Metrics.reloads.WithLabelValues(g.Name, result(err)).Inc()
+	return err
 }
 
 // rollBack restores the previous files after a failed reload and reloads

@@ -165,10 +165,7 @@ func (r *Renderer) Fallback(ctx context.Context, set *Set) []Failure {
 		if r.NoReload || !g.reloads() {
 			continue
 		}
-		err := r.reload(ctx, g)
-		r.lastReload[g.Name] = r.now()
-		r.Status.reloaded(g.Name, r.now())
-		r.Metrics.reloads.WithLabelValues(g.Name, result(err)).Inc()
+		err := r.reloadCounted(ctx, g)
 		var f *Failure
 		if err != nil {
 			f = r.failed(&Failure{g.Name, StepReload, err})
@@ -318,13 +315,9 @@ func (r *Renderer) revertRuntime(ctx context.Context, g *Group, rp *runtimePass,
 		if err := p.Revert(ctx); err != nil {
 			r.Log.Warn("the change went through the runtime API and then failed; restoring the live state failed too, so the installed files are reloaded", "group", g.Name, "destination", p.t.Destination, "failed", why.Step.String(), "err", err)
 			r.runtimeFailed(g, p.t.Destination, p.t.Runtime, err)
-			rerr := r.reload(ctx, g)
-			if rerr != nil {
+			if rerr := r.reloadCounted(ctx, g); rerr != nil {
 				r.Log.Error("reload of the installed files failed", "group", g.Name, "err", rerr)
 			}
-			r.lastReload[g.Name] = r.now()
-			r.Status.reloaded(g.Name, r.now())
-			r.Metrics.reloads.WithLabelValues(g.Name, result(rerr)).Inc()
 			return
 		}
 	}
