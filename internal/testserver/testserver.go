@@ -16,11 +16,15 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -152,6 +156,8 @@ type Server struct {
 	cancel  context.CancelFunc
 	done    chan struct{}
 	running bool
+	// hold keeps the address while the server is stopped (see holdPort).
+	hold io.Closer
 }
 
 // Start starts a server and stops it when the test ends.
@@ -166,7 +172,15 @@ func Start(t testing.TB, opts Options) *Server {
 	s.URL = "http://" + s.addr
 	s.APIURL, s.AuthURL = s.URL+"/v1.0", s.URL+"/v2.0"
 	s.start(ln)
-	t.Cleanup(s.Stop)
+	t.Cleanup(func() {
+		s.Stop()
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.hold != nil {
+			s.hold.Close()
+			s.hold = nil
+		}
+	})
 	return s
 }
 
@@ -218,9 +232,9 @@ func (s *Server) start(ln net.Listener) {
 }
 
 // Stop stops the server gracefully, as SIGTERM does: long-polls are
-// answered, heartbeat state is written, the store is closed. The address
-// stays reserved for Restart only in the sense that nothing else in the
-// test should take it.
+// answered, heartbeat state is written, the store is closed. Until
+// Restart, connections to its address are refused and no other listener
+// can take the address.
 func (s *Server) Stop() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -239,12 +253,45 @@ func (s *Server) Stop() {
 	if err := s.store.Close(); err != nil {
 		s.t.Errorf("testserver: close store: %v", err)
 	}
+	var err error
+	if s.hold, err = holdPort(s.addr); err != nil {
+		s.t.Logf("testserver: %v; another listener may take the stopped server's port", err)
+	}
+}
+
+// holdPort binds a socket to addr without listening on it, so that while
+// the server is stopped, connections to addr are refused as they are by a
+// registry that is down, and no other listener (a parallel test's server
+// on an ephemeral port) can take the address: a client that should find
+// the registry down would otherwise reach another test's server.
+func holdPort(addr string) (io.Closer, error) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("hold %s: %w", addr, err)
+	}
+	f := os.NewFile(uintptr(fd), "hold "+addr)
+	sa := &syscall.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
+	if err := syscall.Bind(fd, sa); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("hold %s: %w", addr, err)
+	}
+	return f, nil
 }
 
 // Restart starts the server again on the same address and data directory.
 func (s *Server) Restart() {
 	s.t.Helper()
 	s.Stop()
+	s.mu.Lock()
+	if s.hold != nil {
+		s.hold.Close()
+		s.hold = nil
+	}
+	s.mu.Unlock()
 	var ln net.Listener
 	var err error
 	for i := 0; i < 50; i++ { // the port may linger for a moment
