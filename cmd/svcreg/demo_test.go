@@ -3,9 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
+	"runtime/pprof"
 	"strings"
 	"testing"
 	"time"
@@ -36,17 +37,20 @@ func TestDemo(t *testing.T) {
 
 // Stopped midway, the demo returns only after everything it started has
 // stopped: no goroutine it started outlives it, and its store is closed
-// after its users. (Not parallel: it reads every goroutine's stack.)
+// after its users. Each round runs the demo under a pprof label of its
+// own, which every goroutine it starts inherits, so the check sees only
+// this demo's goroutines and the test runs beside the others.
 func TestDemoStopsEverythingItStarts(t *testing.T) {
-	before := demoGoroutines()
+	t.Parallel()
 	for round := range 5 {
+		label := fmt.Sprintf("%s-%d", t.Name(), round)
 		out := filepath.Join(t.TempDir(), "upstreams.conf")
 		ctx, cancel := context.WithCancel(context.Background())
 		var stdout, stderr bytes.Buffer
 		done := make(chan int, 1)
-		go func() {
+		go pprof.Do(ctx, pprof.Labels("demo", label), func(ctx context.Context) {
 			done <- Main(ctx, []string{"demo", "--step", "100ms", "--out", out}, nil, &lockedWriter{w: &stdout}, &stderr)
-		}()
+		})
 		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 			if b, _ := os.ReadFile(out); strings.Contains(string(b), "web-1") {
 				break
@@ -55,28 +59,48 @@ func TestDemoStopsEverythingItStarts(t *testing.T) {
 				t.Fatal("the demo did not render web-1")
 			}
 		}
+		if n := labelled(label); n == 0 {
+			t.Fatal("no goroutine of the running demo carries its label; the check below would see nothing")
+		}
 		cancel()
 		if code := <-done; code != 0 {
 			t.Fatalf("exit %d: %s", code, stderr.String())
 		}
-		if after := demoGoroutines(); len(after) > len(before) {
-			t.Fatalf("round %d: goroutines of the demo outlive it:\n%s", round, strings.Join(after, "\n\n"))
+		// The goroutine that ran Main carries the label too, and may not
+		// have ended yet.
+		for deadline := time.Now().Add(time.Second); labelled(label) > 0 && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if n := labelled(label); n > 0 {
+			t.Fatalf("round %d: %d goroutines of the demo outlive it:\n%s", round, n, goroutinesLabelled(label))
 		}
 	}
 }
 
-// demoGoroutines returns the stacks of the goroutines running a part of
-// the demo.
-func demoGoroutines() []string {
-	buf := make([]byte, 4<<20)
-	var out []string
-	for g := range strings.SplitSeq(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
-		for _, f := range []string{"main.runDemo", "main.printChanges", "main.demoSteps", "(*Watcher).Run", "(*Loop).Run", "(*Store).Run", "(*Heartbeater)", "(*Server).Serve"} {
-			if strings.Contains(g, f) {
-				out = append(out, g)
-				break
-			}
+// labelled counts the goroutines that carry the pprof label demo=label.
+func labelled(label string) int {
+	n := 0
+	for _, g := range strings.Split(goroutinesLabelled(label), "\n\n") {
+		var count int
+		if _, err := fmt.Sscanf(g, "%d @", &count); err == nil {
+			n += count
 		}
 	}
-	return out
+	return n
+}
+
+// goroutinesLabelled returns the goroutine profile's records (a count and
+// a stack each, blank-line separated) of the goroutines that carry the
+// pprof label demo=label.
+func goroutinesLabelled(label string) string {
+	var buf bytes.Buffer
+	pprof.Lookup("goroutine").WriteTo(&buf, 1)
+	want := fmt.Sprintf("# labels: {%q:%q}", "demo", label)
+	var out []string
+	for g := range strings.SplitSeq(buf.String(), "\n\n") {
+		if strings.Contains(g, want) {
+			out = append(out, g)
+		}
+	}
+	return strings.Join(out, "\n\n")
 }
