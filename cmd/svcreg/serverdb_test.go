@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -34,9 +35,38 @@ func dbWithData(t *testing.T, n int) string {
 func putConfig(t *testing.T, a *api, prefix string, n int) {
 	t.Helper()
 	value := strings.Repeat("x", 600)
-	for i := range n {
+	concurrently(t, n, func(i int) error {
 		if code, body, err := a.do("PUT", fmt.Sprintf("/configuration/%s%d", prefix, i), map[string]string{"value": value}); err != nil || code != http.StatusNoContent {
-			t.Fatalf("set %s%d: %d %s %v", prefix, i, code, body, err)
+			return fmt.Errorf("set %s%d: %d %s %v", prefix, i, code, body, err)
+		}
+		return nil
+	})
+}
+
+// concurrently runs do(0) … do(n-1), 16 at a time (the server commits
+// concurrent writes together, where one at a time each waits for its own
+// fsync), and fails the test with the first error.
+func concurrently(t *testing.T, n int, do func(i int) error) {
+	t.Helper()
+	errs := make(chan error, n)
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(16, n) {
+		wg.Go(func() {
+			for i := range next {
+				errs <- do(i)
+			}
+		})
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
 		}
 	}
 }
@@ -200,11 +230,12 @@ func TestCompactGivesSpaceBack(t *testing.T) {
 	srv := startServerProcess(t, "--data-dir", dir, "--max-events", "10")
 	a := login(t, srv.url, "dev")
 	putConfig(t, a, "gone", 500)
-	for i := range 500 {
+	concurrently(t, 500, func(i int) error {
 		if code, body, err := a.do("DELETE", fmt.Sprintf("/configuration/gone%d", i), nil); err != nil || code != http.StatusNoContent {
-			t.Fatalf("delete gone%d: %d %s %v", i, code, body, err)
+			return fmt.Errorf("delete gone%d: %d %s %v", i, code, body, err)
 		}
-	}
+		return nil
+	})
 	putConfig(t, a, "kept", 1)
 	if code, _, stderr := runSvcreg(t, "server", "--compact", "--data-dir", dir); code != exitError || !strings.Contains(stderr, "another process holds it") {
 		t.Errorf("--compact of a running server's database: exit %d, %s; want it refused", code, stderr)
