@@ -261,9 +261,9 @@ func (s *Server) Stop() {
 
 // holdPort binds a socket to addr without listening on it, so that while
 // the server is stopped, connections to addr are refused as they are by a
-// registry that is down, and no other listener (a parallel test's server
-// on an ephemeral port) can take the address: a client that should find
-// the registry down would otherwise reach another test's server.
+// registry that is down, and no listener on port 0 (a parallel test's
+// server) is given the address: a client that should find the registry
+// down would otherwise reach another test's server.
 func holdPort(addr string) (io.Closer, error) {
 	ap, err := netip.ParseAddrPort(addr)
 	if err != nil {
@@ -274,6 +274,15 @@ func holdPort(addr string) (io.Closer, error) {
 		return nil, fmt.Errorf("hold %s: %w", addr, err)
 	}
 	f := os.NewFile(uintptr(fd), "hold "+addr)
+	// The server's closed connections linger in TIME_WAIT on the port,
+	// which a bind without SO_REUSEADDR refuses. With it, the port is
+	// still never handed out to a bind to port 0 while another port is
+	// free: the kernel's first pass over the ephemeral range treats a
+	// bound socket as a conflict even when both sides allow reuse.
+	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("hold %s: %w", addr, err)
+	}
 	sa := &syscall.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
 	if err := syscall.Bind(fd, sa); err != nil {
 		f.Close()
