@@ -22,6 +22,9 @@ type Config struct {
 	// Resync is how often the watcher lists everything again as a safety
 	// net; 10m if zero.
 	Resync Duration `toml:"resync"`
+	// Outage is how long the events feed may fail before the watcher
+	// gives it up and lists everything again; 10s if zero.
+	Outage Duration `toml:"outage"`
 	// FunctionDenylist names template functions no template may call
 	// (a template calling one fails to load).
 	FunctionDenylist []string `toml:"function_denylist"`
@@ -177,6 +180,7 @@ const (
 	DefaultReloadTimeout = 30 * time.Second
 	DefaultCheckTimeout  = 30 * time.Second
 	DefaultResync        = 10 * time.Minute
+	DefaultOutage        = 10 * time.Second
 )
 
 // LoadConfig reads a TOML config file and normalizes it. Relative template
@@ -262,6 +266,9 @@ func (c *Config) Normalize() error {
 	}
 	if c.Resync == 0 {
 		c.Resync = Duration(DefaultResync)
+	}
+	if c.Outage == 0 {
+		c.Outage = Duration(DefaultOutage)
 	}
 	if len(c.Templates) == 0 {
 		return errors.New("no templates: add a [[template]] or give --template SOURCE:DESTINATION")

@@ -173,7 +173,7 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	// A pass waits for [wait] min without changes anyway: fetching a
 	// stream of changes in batches a quarter of that apart costs it little
 	// latency and saves a long-poll per change.
-	w := watcher.New(watcher.Config{Client: client, Resync: cfg.Resync.D(), Logger: log, Registerer: reg,
+	w := watcher.New(watcher.Config{Client: client, Resync: cfg.Resync.D(), Outage: cfg.Outage.D(), Logger: log, Registerer: reg,
 		Coalesce: min(cfg.Wait.Min.D()/4, 25*time.Millisecond)})
 	health := render.NewHealth()
 	health.Watch = w.Status

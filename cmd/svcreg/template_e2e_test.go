@@ -325,18 +325,26 @@ func TestTemplateSurvivesRegistryOutage(t *testing.T) {
 	ipA, portA := backend(t, "backend-a")
 	createService(t, c, "web-a", 120, []string{"www"}, map[string]string{"ip": ipA, "port": portA})
 	config, _ := writeRenderConfig(t, n, n.reloadCommand(), "")
+	// outage (default 10s) before the rest: a top-level key.
+	b, err := os.ReadFile(config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(config, append([]byte("outage = \"2s\"\n"), b...), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	hp := freePort(t)
 	d := startDaemon(t, env, "--config", config, "--listen", "127.0.0.1:"+strconv.Itoa(hp))
 	health := "http://127.0.0.1:" + strconv.Itoa(hp) + "/healthz"
 	eventuallyTrue(t, "the first render", func() bool { return get(n.url()) == "backend-a" })
 
 	srv.Stop()
-	// Past the watcher's outage threshold (10s): it gives up on the feed
-	// and lists again, which fails and says so.
+	// Past the watcher's outage threshold (outage, 2s here): it gives up
+	// on the feed and lists again, which fails and says so.
 	eventuallyTrue(t, "the watcher to give up on the feed and list again", func() bool {
 		return strings.Contains(d.output(), "list the registry")
 	})
-	if got := get(health + "?max_stale=5s"); !strings.Contains(got, `"status": "stale"`) || !strings.Contains(got, `"last_error"`) {
+	if got := get(health + "?max_stale=1s"); !strings.Contains(got, `"status": "stale"`) || !strings.Contains(got, `"last_error"`) {
 		t.Fatalf("healthz during the outage does not say it is stale: %s", got)
 	}
 	if d.cmd.ProcessState != nil {
