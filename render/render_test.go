@@ -133,6 +133,7 @@ func TestConfigFile(t *testing.T) {
 	writeFile(t, dir, "a.tmpl", "a")
 	path := writeFile(t, dir, "render.toml", `
 listen = "127.0.0.1:0"
+outage = "2s"
 [wait]
 min = "50ms"
 max = "1s"
@@ -154,13 +155,16 @@ min_instances = 1
 	if tc.Source != filepath.Join(dir, "a.tmpl") || tc.Destination != filepath.Join(dir, "out/a.conf") {
 		t.Fatalf("paths not relative to the config file: %+v", tc)
 	}
-	if c.Wait.Min.D() != 50*time.Millisecond || c.Wait.Max.D() != time.Second || tc.ReloadTimeout.D() != 5*time.Second || tc.MinInstances != 1 {
+	if c.Wait.Min.D() != 50*time.Millisecond || c.Wait.Max.D() != time.Second || tc.ReloadTimeout.D() != 5*time.Second || tc.MinInstances != 1 || c.Outage.D() != 2*time.Second {
 		t.Fatalf("decoded %+v", c)
 	}
 
 	noWait, err := LoadConfig(writeFile(t, dir, "nowait.toml", "[[template]]\nsource='a.tmpl'\ndestination='b'\n"))
 	if err != nil || noWait.Wait != DefaultWait() {
 		t.Fatalf("a config without [wait] has wait %+v (%v); want the default", noWait.Wait, err)
+	}
+	if noWait.Outage.D() != DefaultOutage || noWait.Resync.D() != DefaultResync {
+		t.Fatalf("a config without outage and resync has %v and %v; want the defaults", noWait.Outage.D(), noWait.Resync.D())
 	}
 	zero, err := LoadConfig(writeFile(t, dir, "zero.toml", "[wait]\nmin='0s'\n[[template]]\nsource='a.tmpl'\ndestination='b'\n"))
 	if err != nil || zero.Wait != (WaitConfig{}) {
