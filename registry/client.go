@@ -197,6 +197,11 @@ func (c *Client) send(ctx context.Context, method, u, token string, body []byte,
 		return nil, fmt.Errorf("registry: %w", err)
 	}
 	defer closeBody(resp.Body)
+	if resp.Close {
+		// The transport takes Connection out of the header and sets
+		// Close; callers read the header (see ListEventsPage).
+		resp.Header.Set("Connection", "close")
+	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 		return resp.Header, newError(resp, data)

@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"iter"
+	"strings"
 	"time"
 )
 
@@ -35,6 +36,11 @@ type EventPage struct {
 	// Wait is the wait the registry applied (X-Registry-Wait); 0 if it
 	// answered without waiting: it refused to wait or does not long-poll.
 	Wait time.Duration
+	// Closing is set when the registry answered without waiting and
+	// closed the connection (Connection: close): it is shutting down, and
+	// a new connection soon reaches the next server, or this one
+	// restarted.
+	Closing bool
 }
 
 // ListEvents returns the events from opts.Marker on, in commit order,
@@ -72,5 +78,6 @@ func (c *Client) ListEventsPage(ctx context.Context, opts EventListOptions) (Eve
 	if w, err := time.ParseDuration(h.Get("X-Registry-Wait")); err == nil && w > 0 {
 		p.Wait = w
 	}
+	p.Closing = p.Wait == 0 && opts.Wait > 0 && strings.EqualFold(h.Get("Connection"), "close")
 	return p, nil
 }

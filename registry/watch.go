@@ -225,6 +225,9 @@ func (w *Feed) poll(ctx context.Context) error {
 	}
 	// Nothing new, and a long-poll was asked for.
 	switch {
+	case page.Closing:
+		// It is shutting down: ask again soon, on a new connection.
+		w.pollDelay = w.quickBo.Next()
 	case page.Wait <= 0:
 		// The registry does not long-poll, or refused to wait: poll.
 		w.pollDelay = retry.Jitter(w.opts.PollInterval, 0.2)

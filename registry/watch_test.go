@@ -5,7 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -226,6 +230,72 @@ func TestWatchRestart(t *testing.T) {
 	}
 	if retried.Load() == 0 {
 		t.Error("no error was reported while the registry was down")
+	}
+}
+
+// TestWatchAsksAgainWhenTheRegistryStops: a registry that is shutting
+// down answers a long-poll at once (X-Registry-Wait: 0s) and closes the
+// connection; the feed asks again soon on a new connection rather than
+// falling back to polling at PollInterval (an hour here, so the test
+// would time out). A proxy plays the stopping registry for the first
+// long-poll.
+func TestWatchAsksAgainWhenTheRegistryStops(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	target, err := url.Parse(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var polls atomic.Int32
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	proxy.ModifyResponse = func(resp *http.Response) error {
+		if resp.Request.Header.Get("X-Stopping") != "" {
+			resp.Header.Set("X-Registry-Wait", "0s")
+			resp.Header.Set("Connection", "close")
+		}
+		return nil
+	}
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/events") && r.URL.Query().Get("wait") != "" && polls.Add(1) == 1 {
+			// The stopping registry does not wait.
+			q := r.URL.Query()
+			q.Del("wait")
+			r.URL.RawQuery = q.Encode()
+			r.Header.Set("X-Stopping", "1")
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(front.Close)
+	c, err := registry.New(registry.Config{URL: front.URL + "/v1.0", AuthURL: front.URL + "/v2.0", Username: "watch-stopping", APIKey: "dev"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	ctx := testContext(t)
+	page, err := c.ListServicesPage(ctx, registry.ServiceListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := c.NewFeed(page.FeedMarker, registry.WatchOptions{Wait: 5 * time.Second, PollInterval: time.Hour})
+	// The join is made once the feed has asked again after the stopping
+	// registry's empty answer.
+	created := make(chan error, 1)
+	go func() {
+		for polls.Load() < 2 {
+			if ctx.Err() != nil {
+				created <- ctx.Err()
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		_, err := c.CreateService(ctx, registry.Service{ID: "one", HeartbeatTimeout: 120})
+		created <- err
+	}()
+	if got := watchN(t, ctx, w, 1); got[0] != "service.join one" {
+		t.Fatalf("got %v", got)
+	}
+	if err := <-created; err != nil {
+		t.Fatal(err)
 	}
 }
 

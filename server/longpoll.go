@@ -21,6 +21,12 @@ import (
 func (s *Server) longPoll(w http.ResponseWriter, rq *request, q store.EventQuery, wait time.Duration) error {
 	if rq.r.Method != http.MethodGet || !s.poller.addWaiter(rq.tenant) {
 		w.Header().Set("X-Registry-Wait", "0s")
+		if isClosed(s.closing) {
+			// Shutting down: the client asks again on a new connection,
+			// which reaches the next server (or this one restarted),
+			// rather than polling this one at an interval.
+			w.Header().Set("Connection", "close")
+		}
 		return s.serveEvents(w, rq, q)
 	}
 	ctx := rq.r.Context()

@@ -2,13 +2,16 @@ package server_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"testing"
 	"time"
 
 	"github.com/svcreg/svcreg/internal/testserver"
+	"github.com/svcreg/svcreg/server"
 )
 
 // call is a one-off authenticated JSON request for the restart tests.
@@ -152,4 +155,44 @@ func markerOf(t *testing.T, base, token string) string {
 	}
 	resp.Body.Close()
 	return resp.Header.Get("X-Registry-Marker")
+}
+
+// TestDrainingServerSendsLongPollsElsewhere: once a graceful stop has
+// begun, a new long-poll is answered at once (X-Registry-Wait: 0s) and its
+// connection closed, so the client asks again on a new connection, which
+// reaches the next server or this one restarted, instead of polling a
+// server that is going away at an interval.
+func TestDrainingServerSendsLongPollsElsewhere(t *testing.T) {
+	onEachStore(t, testDrainingServerSendsLongPollsElsewhere)
+}
+
+func testDrainingServerSendsLongPollsElsewhere(t *testing.T, kind string) {
+	t.Parallel()
+	st := testserver.NewStore(t, testserver.Options{Store: kind, ReapInterval: -1})
+	h := server.New(server.Config{Store: st, Auth: server.NewAuth(server.AuthConfig{Store: st, Dev: true})})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{ReadHeaderTimeout: 10 * time.Second}
+	go h.Serve(hs, ln)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		hs.Shutdown(ctx)
+	})
+	c := devLogin(t, "http://"+ln.Addr().String(), "draining")
+	marker := c.do("GET", "/services", nil).want(200).header.Get("X-Registry-Marker")
+
+	r := c.do("GET", "/events?wait=0.2&marker="+marker, nil).want(200)
+	if r.close || r.header.Get("X-Registry-Wait") == "0s" {
+		t.Fatalf("before the stop: close %t, X-Registry-Wait %q; want a kept connection and a wait", r.close, r.header.Get("X-Registry-Wait"))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	h.Drain(ctx)
+	r = c.do("GET", "/events?wait=5m&marker="+marker, nil).want(200)
+	if !r.close || r.header.Get("X-Registry-Wait") != "0s" {
+		t.Fatalf("while stopping: close %t, X-Registry-Wait %q; want Connection: close and 0s", r.close, r.header.Get("X-Registry-Wait"))
+	}
 }
