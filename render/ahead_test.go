@@ -42,6 +42,7 @@ type aheadSetup struct {
 	r       *Renderer
 	set     *Set
 	gate    string
+	started string // one line per check started
 	checked string // one line per check: the number of backends
 	reloads string // one line per reload
 }
@@ -51,8 +52,9 @@ func newAheadSetup(t *testing.T) *aheadSetup {
 	s := &aheadSetup{h: haproxytest.Start(t, "backend api\n    balance roundrobin\n", false)}
 	dir := t.TempDir()
 	s.gate, s.checked, s.reloads = filepath.Join(dir, "gate"), filepath.Join(dir, "checked"), filepath.Join(dir, "reloads")
-	check := fmt.Sprintf(`while [ ! -e %s ]; do sleep 0.01; done; grep -c ^backend {{.Staged}} >> %s; ! grep -q failcheck {{.Staged}} && %s`,
-		s.gate, s.checked, s.h.CheckCommand())
+	s.started = filepath.Join(dir, "started")
+	check := fmt.Sprintf(`echo started >> %s; while [ ! -e %s ]; do sleep 0.01; done; grep -c ^backend {{.Staged}} >> %s; ! grep -q failcheck {{.Staged}} && %s`,
+		s.started, s.gate, s.checked, s.h.CheckCommand())
 	s.set = newSet(t, TemplateConfig{
 		Contents:      aheadTemplate,
 		Destination:   s.h.Backends,
@@ -107,13 +109,16 @@ func TestAheadCheckFailsRevertsEveryAppliedChange(t *testing.T) {
 	s := newAheadSetup(t)
 	ctx := context.Background()
 	installed := readFile(t, s.h.Backends)
-	for _, snap := range []*watcher.Snapshot{
+	for i, snap := range []*watcher.Snapshot{
 		snapshot(httpSvc("a", "9001", "")),
 		snapshot(httpSvc("a", "9001", ""), httpSvc("b", "9002", "# failcheck")),
 		snapshot(httpSvc("a", "9001", "weight 5"), httpSvc("b", "9002", "# failcheck"), httpSvc("c", "9003", "")),
 	} {
 		if res := s.r.Pass(ctx, s.set, snap); len(res.Failures) > 0 || res.Installed > 0 {
 			t.Fatalf("a pass that goes through the runtime API: %+v", res)
+		}
+		if i == 0 {
+			waitFor(t, "the first check", func() bool { return len(lineCount(s.started)) == 1 })
 		}
 	}
 	if got := s.live(t); !slices.Equal(got, []string{"a", "b", "c"}) {

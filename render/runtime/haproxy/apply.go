@@ -79,11 +79,13 @@ func (p *plan) Revert(ctx context.Context) error {
 }
 
 // Reset drops the drains under way: a reload makes the live state the
-// file's, and a drain must not act on the new process's servers.
+// file's, and a drain must not act on the new process's servers. The
+// connection goes too: it may be with the process the reload replaces.
 func (a *Adapter) Reset() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	clear(a.drains)
+	a.cli.fresh()
 }
 
 // apply reads the live state of the backends, runs the script that takes
@@ -91,6 +93,8 @@ func (a *Adapter) Reset() {
 func (a *Adapter) apply(ctx context.Context, target []*section, known knownFunc) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	// The process that answers the socket now is the one to change.
+	a.cli.fresh()
 	lives := make([]map[string]liveServer, len(target))
 	for i, s := range target {
 		var err error
@@ -105,10 +109,8 @@ func (a *Adapter) apply(ctx context.Context, target []*section, known knownFunc)
 	for _, id := range sc.cancel {
 		delete(a.drains, id)
 	}
-	for _, c := range sc.cmds {
-		if err := a.send(ctx, c); err != nil {
-			return err
-		}
+	if err := a.send(ctx, sc.cmds...); err != nil {
+		return err
 	}
 	for _, d := range sc.drains {
 		d.deadline = time.Now().Add(a.drainTimeout)
@@ -132,16 +134,22 @@ func (a *Adapter) apply(ctx context.Context, target []*section, known knownFunc)
 	return nil
 }
 
-// send runs a command that changes state and checks HAProxy's answer.
-func (a *Adapter) send(ctx context.Context, cmd string) error {
-	out, err := a.cli.run(ctx, cmd)
+// send runs commands that change state, several to a round trip, and
+// checks HAProxy's answers.
+func (a *Adapter) send(ctx context.Context, cmds ...string) error {
+	if len(cmds) == 0 {
+		return nil
+	}
+	outs, err := a.cli.runAll(ctx, cmds)
 	if err != nil {
 		return err
 	}
-	if !accepted(cmd, out) {
-		return &runtime.Failure{Step: "command", Err: fmt.Errorf("HAProxy refused %q: %s", cmd, firstLine(out))}
+	for i, cmd := range cmds {
+		if !accepted(cmd, outs[i]) {
+			return &runtime.Failure{Step: "command", Err: fmt.Errorf("HAProxy refused %q: %s", cmd, firstLine(outs[i]))}
+		}
+		a.log.Debug("HAProxy runtime API", "command", cmd, "answer", outs[i])
 	}
-	a.log.Debug("HAProxy runtime API", "command", cmd, "answer", out)
 	return nil
 }
 

@@ -461,8 +461,10 @@ func TestApplyDrainFailure(t *testing.T) {
 	if err := planApply(t, a, h, v1, v2); err != nil {
 		t.Fatal(err)
 	}
+	// The socket goes, and with it the connection the adapter keeps.
 	os.Rename(h.Socket, h.Socket+".moved")
 	defer os.Rename(h.Socket+".moved", h.Socket)
+	a.(*Adapter).cli.fresh()
 	bg.wg.Wait()
 	var f *runtime.Failure
 	select {
