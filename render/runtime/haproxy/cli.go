@@ -158,10 +158,15 @@ func (c *cli) try(ctx context.Context, commands []string) (_ []string, got bool,
 			c.close()
 		}
 	}()
+	// A new connection is switched to prompt mode in the same round
+	// trip: "prompt" goes first, and its answer (an empty one) is read
+	// first.
+	prompt := ""
 	if c.conn == nil {
 		if err := c.connect(ctx); err != nil {
 			return nil, false, err
 		}
+		prompt = "prompt\n"
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		c.conn.SetDeadline(dl)
@@ -174,8 +179,13 @@ func (c *cli) try(ctx context.Context, commands []string) (_ []string, got bool,
 		line = "@1 " + strings.Join(commands, ";@1 ")
 	}
 	what := fmt.Sprintf("%q", line)
-	if _, err := io.WriteString(c.conn, line+"\n"); err != nil {
+	if _, err := io.WriteString(c.conn, prompt+line+"\n"); err != nil {
 		return nil, false, &runtime.Failure{Step: "connect", Err: fmt.Errorf("send %s to %s: %w", what, c, err)}
+	}
+	if prompt != "" {
+		if _, err := c.answer(maxAnswer); err != nil {
+			return nil, false, &runtime.Failure{Step: "connect", Err: fmt.Errorf("HAProxy runtime API at %s: switch to prompt mode: %w", c, err)}
+		}
 	}
 	answers := make([]string, len(commands))
 	total := 0
@@ -190,24 +200,14 @@ func (c *cli) try(ctx context.Context, commands []string) (_ []string, got bool,
 	return answers, true, nil
 }
 
-// connect dials and switches the CLI to prompt mode; c.mu is held.
+// connect dials; c.mu is held.
 func (c *cli) connect(ctx context.Context) error {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, c.network, c.address)
 	if err != nil {
 		return &runtime.Failure{Step: "connect", Err: fmt.Errorf("HAProxy runtime API at %s: %w", c, err)}
 	}
-	if dl, ok := ctx.Deadline(); ok {
-		conn.SetDeadline(dl)
-	}
 	c.conn = conn
-	if _, err := io.WriteString(conn, "prompt\n"); err != nil {
-		return &runtime.Failure{Step: "connect", Err: fmt.Errorf("HAProxy runtime API at %s: %w", c, err)}
-	}
-	// The answer to "prompt" is an empty line and the prompt.
-	if _, err := c.answer(maxAnswer); err != nil {
-		return &runtime.Failure{Step: "connect", Err: fmt.Errorf("HAProxy runtime API at %s: switch to prompt mode: %w", c, err)}
-	}
 	return nil
 }
 
