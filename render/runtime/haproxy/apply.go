@@ -32,7 +32,10 @@ const (
 // between passes: a pass puts the servers that leave or move in drain
 // state and returns; the drains finish in the background (Settings.Go).
 type Adapter struct {
-	cli          *cli
+	// cli changes the live state and reads it back; watch is the drains'
+	// look at their servers' sessions, on a connection of its own, so
+	// that a change does not wait behind it.
+	cli, watch   *cli
 	drainTimeout time.Duration
 	log          *slog.Logger
 	goFn         func(context.Context, func(context.Context) error)
@@ -62,7 +65,8 @@ func New(s runtime.Settings) (runtime.Adapter, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Adapter{cli: c, drainTimeout: s.DrainTimeout, log: s.Log, goFn: s.Go, poll: 5 * time.Millisecond, drains: map[string]*drain{}}, nil
+	watch := &cli{network: c.network, address: c.address, master: c.master, timeout: c.timeout}
+	return &Adapter{cli: c, watch: watch, drainTimeout: s.DrainTimeout, log: s.Log, goFn: s.Go, poll: 5 * time.Millisecond, drains: map[string]*drain{}}, nil
 }
 
 // Apply takes the live state of every backend of the new file to the
@@ -86,6 +90,7 @@ func (a *Adapter) Reset() {
 	defer a.mu.Unlock()
 	clear(a.drains)
 	a.cli.fresh()
+	a.watch.fresh()
 }
 
 // apply reads the live state of the backends, runs the script that takes
@@ -93,8 +98,10 @@ func (a *Adapter) Reset() {
 func (a *Adapter) apply(ctx context.Context, target []*section, known knownFunc) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	// The process that answers the socket now is the one to change.
+	// The process that answers the socket now is the one to change, and
+	// the one whose sessions the drains look at.
 	a.cli.fresh()
+	a.watch.fresh()
 	lives := make([]map[string]liveServer, len(target))
 	for i, s := range target {
 		var err error
@@ -423,7 +430,7 @@ func (a *Adapter) busy(ctx context.Context, ids []string) ([]string, error) {
 	}
 	var out []string
 	for _, b := range slices.Sorted(maps.Keys(byBackend)) {
-		answer, err := a.cli.run(ctx, "show stat "+b+" 4 -1")
+		answer, err := a.watch.run(ctx, "show stat "+b+" 4 -1")
 		if err != nil {
 			return nil, err
 		}

@@ -465,6 +465,7 @@ func TestApplyDrainFailure(t *testing.T) {
 	os.Rename(h.Socket, h.Socket+".moved")
 	defer os.Rename(h.Socket+".moved", h.Socket)
 	a.(*Adapter).cli.fresh()
+	a.(*Adapter).watch.fresh()
 	bg.wg.Wait()
 	var f *runtime.Failure
 	select {

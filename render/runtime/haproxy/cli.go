@@ -9,6 +9,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/svcreg/svcreg/render/runtime"
@@ -24,9 +25,10 @@ type cli struct {
 	master           bool
 	timeout          time.Duration
 
-	mu   sync.Mutex // one exchange at a time on conn
-	conn net.Conn   // nil: not connected
-	buf  []byte     // read from conn, not yet returned
+	mu    sync.Mutex // one exchange at a time on conn
+	conn  net.Conn   // nil: not connected
+	buf   []byte     // read from conn, not yet returned
+	stale atomic.Bool
 }
 
 // newCLI parses a runtime_socket setting: "/path", "unix:/path",
@@ -92,6 +94,9 @@ func (c *cli) runAll(ctx context.Context, commands []string) ([]string, error) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.stale.Swap(false) {
+		c.close()
+	}
 	var out []string
 	for len(commands) > 0 {
 		n, size := 0, 0
@@ -109,16 +114,14 @@ func (c *cli) runAll(ctx context.Context, commands []string) ([]string, error) {
 	return out, nil
 }
 
-// fresh closes the connection: the next exchange connects again, and so
-// talks to the process that answers the socket then. A connection to a
-// stats socket stays with the process it was accepted by, even after a
-// reload replaced it; the master CLI's "@1" always reaches the current
-// worker.
+// fresh makes the next exchange connect again, and so talk to the
+// process that answers the socket then: a connection to a stats socket
+// stays with the process that accepted it, even after a reload replaced
+// it; the master CLI's "@1" always reaches the current worker. It does
+// not wait for an exchange under way.
 func (c *cli) fresh() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	if !c.master {
-		c.close()
+		c.stale.Store(true)
 	}
 }
 
