@@ -94,7 +94,7 @@ func (a *Adapter) Reset() {
 }
 
 // apply reads the live state of the backends, runs the script that takes
-// it to theirs, then reads the state back and checks it.
+// it to theirs, then reads the state back and checks it: two round trips.
 func (a *Adapter) apply(ctx context.Context, target []*section, known knownFunc) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -102,12 +102,17 @@ func (a *Adapter) apply(ctx context.Context, target []*section, known knownFunc)
 	// the one whose sessions the drains look at.
 	a.cli.fresh()
 	a.watch.fresh()
-	lives := make([]map[string]liveServer, len(target))
+	show := make([]string, len(target))
 	for i, s := range target {
-		var err error
-		if lives[i], err = a.state(ctx, s.name); err != nil {
-			return err
-		}
+		show[i] = "show servers state " + s.name
+	}
+	outs, err := a.cli.runAll(ctx, show)
+	if err != nil {
+		return err
+	}
+	lives, err := parseStates(target, outs)
+	if err != nil {
+		return err
 	}
 	sc, err := script(target, known, lives, a.drains)
 	if err != nil {
@@ -116,15 +121,23 @@ func (a *Adapter) apply(ctx context.Context, target []*section, known knownFunc)
 	for _, id := range sc.cancel {
 		delete(a.drains, id)
 	}
-	if err := a.send(ctx, sc.cmds...); err != nil {
+	// The commands, then the live state read back, in one round trip.
+	outs, err = a.cli.runAll(ctx, append(slices.Clip(sc.cmds), show...))
+	if err != nil {
+		return err
+	}
+	if err := a.accepted(sc.cmds, outs); err != nil {
 		return err
 	}
 	for _, d := range sc.drains {
 		d.deadline = time.Now().Add(a.drainTimeout)
 		a.drains[d.id] = d
 	}
-	for _, s := range target {
-		if err := a.verify(ctx, s); err != nil {
+	if lives, err = parseStates(target, outs[len(sc.cmds):]); err != nil {
+		return err
+	}
+	for i, s := range target {
+		if err := a.verify(s, lives[i]); err != nil {
 			return err
 		}
 	}
@@ -151,6 +164,11 @@ func (a *Adapter) send(ctx context.Context, cmds ...string) error {
 	if err != nil {
 		return err
 	}
+	return a.accepted(cmds, outs)
+}
+
+// accepted checks HAProxy's answers to commands that change state.
+func (a *Adapter) accepted(cmds, outs []string) error {
 	for i, cmd := range cmds {
 		if !accepted(cmd, outs[i]) {
 			return &runtime.Failure{Step: "command", Err: fmt.Errorf("HAProxy refused %q: %s", cmd, firstLine(outs[i]))}
@@ -205,17 +223,17 @@ func (l liveServer) maint() bool {
 }
 func (l liveServer) drain() bool { return l.admin&adminForcedDrain != 0 }
 
-// state reads a backend's servers with "show servers state BACKEND".
-func (a *Adapter) state(ctx context.Context, backend string) (map[string]liveServer, error) {
-	out, err := a.cli.run(ctx, "show servers state "+backend)
-	if err != nil {
-		return nil, err
+// parseStates reads the answers to "show servers state BACKEND" for each
+// backend of target.
+func parseStates(target []*section, outs []string) ([]map[string]liveServer, error) {
+	lives := make([]map[string]liveServer, len(target))
+	for i, s := range target {
+		var err error
+		if lives[i], err = parseState(outs[i]); err != nil {
+			return nil, &runtime.Failure{Step: "verify", Err: fmt.Errorf("show servers state %s: %w", s.name, err)}
+		}
 	}
-	live, err := parseState(out)
-	if err != nil {
-		return nil, &runtime.Failure{Step: "verify", Err: fmt.Errorf("show servers state %s: %w", backend, err)}
-	}
-	return live, nil
+	return lives, nil
 }
 
 // parseState reads format 1 of "show servers state": a version line, a
@@ -265,11 +283,7 @@ func parseState(out string) (map[string]liveServer, error) {
 // the drains under way: a server that leaves may still be live, and one
 // that moves is still at its old address while its stand-in takes its
 // requests.
-func (a *Adapter) verify(ctx context.Context, s *section) error {
-	live, err := a.state(ctx, s.name)
-	if err != nil {
-		return err
-	}
+func (a *Adapter) verify(s *section, live map[string]liveServer) error {
 	var diffs []string
 	for _, d := range a.drains {
 		if b, name, _ := strings.Cut(d.id, "/"); b == s.name {

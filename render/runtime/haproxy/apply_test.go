@@ -231,12 +231,8 @@ func TestApplyDrainWaitsForInFlight(t *testing.T) {
 
 	// While the request is in flight, s is drained, not deleted, and new
 	// requests go elsewhere.
-	c, _ := newCLI(h.Socket, DefaultTimeout)
 	for {
-		live, err := (&Adapter{cli: c}).state(context.Background(), "api")
-		if err != nil {
-			t.Fatal(err)
-		}
+		live := liveState(t, h)
 		if live["s"].drain() {
 			break
 		}
@@ -316,7 +312,12 @@ func planApply(t *testing.T, a runtime.Adapter, h *haproxytest.HAProxy, old, new
 func liveState(t *testing.T, h *haproxytest.HAProxy) map[string]liveServer {
 	t.Helper()
 	c, _ := newCLI(h.Socket, DefaultTimeout)
-	live, err := (&Adapter{cli: c}).state(context.Background(), "api")
+	defer c.close()
+	out, err := c.run(context.Background(), "show servers state api")
+	if err != nil {
+		t.Fatal(err)
+	}
+	live, err := parseState(out)
 	if err != nil {
 		t.Fatal(err)
 	}
