@@ -394,10 +394,8 @@ func (a *Adapter) step(ctx context.Context, d *drain, looked, busy bool) error {
 			return err
 		}
 	}
-	for _, c := range d.then {
-		if err := a.send(ctx, c); err != nil {
-			return err
-		}
+	if err := a.send(ctx, d.then...); err != nil {
+		return err
 	}
 	if d.del {
 		d.deleting = time.Now().Add(deleteRetry)
