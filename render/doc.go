@@ -14,7 +14,10 @@
 // destinations, run the group's check command on them, install them
 // atomically, and reload (through a runtime API, a signal to the --exec
 // command, or the reload command), restoring the previous files when the
-// reload fails. It never installs from an unsynced snapshot. [Health]
+// reload fails. A change a runtime API can make is applied at once and
+// checked and installed behind the loop, on the latest file applied (its
+// live state reverted when that fails). It never installs from an
+// unsynced snapshot. [Health]
 // answers /healthz and /readyz with each group's last result of every
 // [Step]; [Status] feeds the status page; [Loop] runs passes as snapshots
 // arrive, debounced.

@@ -40,7 +40,8 @@ func (l *Loop) Run(ctx context.Context, set *Set) error {
 	)
 	timer.Stop()
 	defer timer.Stop()
-	// The drains the passes leave running stop with the loop.
+	// The drains the passes leave running, and the checks of the files
+	// they applied ahead, stop with the loop.
 	ctx, cancel := context.WithCancel(ctx)
 	defer l.Renderer.runtimes.wg.Wait()
 	defer cancel()
@@ -81,6 +82,9 @@ func (l *Loop) Run(ctx context.Context, set *Set) error {
 		case <-l.Renderer.RuntimeFailed():
 			l.Renderer.Fallback(ctx, set)
 		case next := <-l.Sets:
+			// The new set renders on the installed files: the checks of
+			// the files applied ahead of them finish first.
+			l.Renderer.WaitAhead(ctx)
 			set = next
 			if snap != nil && snap.Synced {
 				pass()
@@ -102,7 +106,9 @@ func (l *Loop) RunOnce(ctx context.Context, set *Set, timeout time.Duration) (Pa
 		return PassResult{}, err
 	}
 	res := l.Renderer.Pass(ctx, set, snap)
-	res.Failures = append(res.Failures, l.Renderer.Settle(ctx, set)...)
+	settled := l.Renderer.Settle(ctx, set)
+	res.Installed += settled.Installed
+	res.Failures = append(res.Failures, settled.Failures...)
 	l.Renderer.Health.setRendered(snap)
 	return res, nil
 }

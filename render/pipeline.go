@@ -11,6 +11,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/svcreg/svcreg/watcher"
@@ -128,9 +129,18 @@ type file struct {
 
 // passGroup takes one group through the steps of a pass: render, then,
 // when the output changed, stage, check, install and reload. A step that
-// fails ends the group's pass.
+// fails ends the group's pass. A change its runtime APIs can make is
+// applied and handed to the group's checker, which checks and installs it
+// after the pass (ahead.go).
 func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapshot) (installed bool, retryAt time.Time, _ *Failure) {
-	files, f := r.renderGroup(ctx, g, snap)
+	// The files applied ahead of their check are what the live state is,
+	// and what a change applies on: they stay so while the pass renders
+	// and applies.
+	ah := r.ahead(g)
+	ah.mu.Lock()
+	unlock := sync.OnceFunc(ah.mu.Unlock)
+	defer unlock()
+	files, f := r.renderGroup(ctx, g, snap, ah.applied)
 	if f != nil {
 		return false, time.Time{}, r.failed(f)
 	}
@@ -155,6 +165,27 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 		return false, time.Time{}, nil // stopping
 	}
 	applied := !r.NoReload && r.applyRuntime(ctx, g, rt)
+	if applied {
+		r.handAhead(ctx, g, ah, rt, files, snap)
+		return false, time.Time{}, nil
+	}
+	// The change reloads: it comes after the changes applied before it,
+	// on the files installed for them.
+	failedApply := len(rt.tried()) > 0
+	unlock()
+	if r.waitAhead(ctx, g) {
+		if ctx.Err() != nil {
+			return false, time.Time{}, nil // stopping
+		}
+		for _, fl := range files {
+			if f := readInstalled(g, fl); f != nil {
+				return false, time.Time{}, r.failed(f)
+			}
+		}
+		if !failedApply && !slices.ContainsFunc(files, func(f *file) bool { return f.changed }) {
+			return false, time.Time{}, nil
+		}
+	}
 
 	defer removeStaged(files)
 	f = stage(g, files)
@@ -165,7 +196,13 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 		f = r.installStaged(g, files)
 	}
 	if f != nil {
-		r.revertRuntime(ctx, g, rt, f)
+		if failedApply && !r.NoReload && g.reloads() {
+			// The live state is what the failed apply left: the installed
+			// files are reloaded.
+			if err := r.reloadCounted(ctx, g); err != nil {
+				r.Log.Error("reload of the installed files failed", "group", g.Name, "err", err)
+			}
+		}
 		return false, time.Time{}, r.failed(f)
 	}
 	r.Health.stepOK(g.Name, StepInstall, r.now())
@@ -173,7 +210,7 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 	if !snap.ChangedAt.IsZero() {
 		r.Metrics.eventToInstall.Observe(r.now().Sub(snap.ChangedAt).Seconds())
 	}
-	if f := r.reloadGroup(ctx, g, files, applied); f != nil {
+	if f := r.reloadGroup(ctx, g, files); f != nil {
 		return false, time.Time{}, r.failed(f)
 	}
 	return true, time.Time{}, nil
@@ -187,27 +224,43 @@ func (r *Renderer) failed(f *Failure) *Failure {
 }
 
 // renderGroup is the render step: it renders every template of g, reads
-// the file each would replace, and says which changed.
-func (r *Renderer) renderGroup(ctx context.Context, g *Group, snap *watcher.Snapshot) ([]*file, *Failure) {
+// the file each would replace, and says which changed. With applied
+// (files applied ahead of their check), a change is one from them.
+func (r *Renderer) renderGroup(ctx context.Context, g *Group, snap *watcher.Snapshot, applied []*file) ([]*file, *Failure) {
 	files := make([]*file, len(g.Templates))
 	for i, t := range g.Templates {
 		out, err := r.render(ctx, g, t, snap)
 		if err != nil {
 			return nil, &Failure{g.Name, StepRender, err}
 		}
-		f := &file{t: t, out: out}
-		if f.info, err = os.Stat(t.Destination); err == nil {
-			f.existed = true
-			if f.old, err = os.ReadFile(t.Destination); err != nil {
-				return nil, &Failure{g.Name, StepInstall, fmt.Errorf("read %s: %w", t.Destination, err)}
-			}
-		} else if !errors.Is(err, fs.ErrNotExist) {
-			return nil, &Failure{g.Name, StepInstall, fmt.Errorf("stat %s: %w", t.Destination, err)}
+		files[i] = &file{t: t, out: out}
+		if f := readInstalled(g, files[i]); f != nil {
+			return nil, f
 		}
-		f.changed = !f.existed || !bytes.Equal(f.old, f.out) || attrsDiffer(t.TemplateConfig, f.info)
-		files[i] = f
+		if applied != nil {
+			files[i].old = applied[i].out
+			files[i].changed = !bytes.Equal(files[i].old, out)
+		}
 	}
 	return files, nil
+}
+
+// readInstalled reads the file f would replace, and says whether f
+// changes it.
+func readInstalled(g *Group, f *file) *Failure {
+	t := f.t
+	f.existed, f.old, f.info = false, nil, nil
+	var err error
+	if f.info, err = os.Stat(t.Destination); err == nil {
+		f.existed = true
+		if f.old, err = os.ReadFile(t.Destination); err != nil {
+			return &Failure{g.Name, StepInstall, fmt.Errorf("read %s: %w", t.Destination, err)}
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return &Failure{g.Name, StepInstall, fmt.Errorf("stat %s: %w", t.Destination, err)}
+	}
+	f.changed = !f.existed || !bytes.Equal(f.old, f.out) || attrsDiffer(t.TemplateConfig, f.info)
+	return nil
 }
 
 // heldBack says whether g's min_reload_interval holds its reload back,
@@ -301,11 +354,10 @@ func (r *Renderer) installStaged(g *Group, files []*file) *Failure {
 	return nil
 }
 
-// reloadGroup is the reload step: unless the change went through the
-// runtime APIs (applied), g reloads (unless NoReload). When the reload
-// fails, the previous files are restored and reloaded.
-func (r *Renderer) reloadGroup(ctx context.Context, g *Group, files []*file, applied bool) *Failure {
-	if r.NoReload || applied || !g.reloads() {
+// reloadGroup is the reload step: g reloads (unless NoReload). When the
+// reload fails, the previous files are restored and reloaded.
+func (r *Renderer) reloadGroup(ctx context.Context, g *Group, files []*file) *Failure {
+	if r.NoReload || !g.reloads() {
 		return nil
 	}
 	if err := r.reloadCounted(ctx, g); err != nil {

@@ -69,10 +69,11 @@ func (t TemplateConfig) runtimeAdapterGo(log *slog.Logger, goFn func(context.Con
 }
 
 // runtimes are the runtime adapters of the templates, kept from pass to
-// pass with the work they leave running (drains), and that work's
-// failures.
+// pass with the work they leave running (drains, and the checks and
+// installs of the files applied ahead of them), and that work's failures.
 type runtimes struct {
 	adapters map[string]runtime.Adapter // by group, destination and settings
+	ahead    map[string]*ahead          // by group; used by the loop only
 	wg       sync.WaitGroup
 	mu       sync.Mutex
 	failures []backgroundFailure
@@ -81,14 +82,15 @@ type runtimes struct {
 }
 
 // backgroundFailure is a runtime API failure in the work a pass left
-// running: the group reloads.
+// running (a drain, or the revert after a failed check of files applied
+// ahead of it): the group reloads.
 type backgroundFailure struct {
 	group, destination, runtime string
 	err                         error
 }
 
 func newRuntimes() runtimes {
-	return runtimes{adapters: map[string]runtime.Adapter{}, failed: make(chan struct{}, 1)}
+	return runtimes{adapters: map[string]runtime.Adapter{}, ahead: map[string]*ahead{}, failed: make(chan struct{}, 1)}
 }
 
 // adapter returns the adapter of t in group g.
@@ -101,13 +103,7 @@ func (r *Renderer) adapter(g *Group, t *Template) (runtime.Adapter, error) {
 	a, err := t.runtimeAdapterGo(r.Log.With("group", g.Name), func(ctx context.Context, run func(context.Context) error) {
 		rs.wg.Go(func() {
 			if err := run(ctx); err != nil && ctx.Err() == nil {
-				rs.mu.Lock()
-				rs.failures = append(rs.failures, backgroundFailure{g.Name, t.Destination, t.Runtime, err})
-				rs.mu.Unlock()
-				select {
-				case rs.failed <- struct{}{}:
-				default:
-				}
+				rs.fail(backgroundFailure{g.Name, t.Destination, t.Runtime, err})
 			}
 		})
 	})
@@ -116,6 +112,18 @@ func (r *Renderer) adapter(g *Group, t *Template) (runtime.Adapter, error) {
 	}
 	r.runtimes.adapters[key] = a
 	return a, nil
+}
+
+// fail records a failure of background work and signals the loop, whose
+// Fallback reloads the group.
+func (rs *runtimes) fail(bf backgroundFailure) {
+	rs.mu.Lock()
+	rs.failures = append(rs.failures, bf)
+	rs.mu.Unlock()
+	select {
+	case rs.failed <- struct{}{}:
+	default:
+	}
 }
 
 // reset drops the work the adapters of g left running: a reload makes
@@ -143,16 +151,22 @@ func (rs *runtimes) takeFailures() []backgroundFailure {
 // failed; the loop then calls Fallback.
 func (r *Renderer) RuntimeFailed() <-chan struct{} { return r.runtimes.failed }
 
-// Settle waits until the work the passes left running (drains) is done,
-// then falls back from its failures; --once calls it before it exits.
-func (r *Renderer) Settle(ctx context.Context, set *Set) []Failure {
+// Settle waits until the work the passes left running is done (drains;
+// the checks and installs of the files applied ahead of them), then falls
+// back from its failures; --once calls it before it exits. It returns the
+// groups the background work installed and the failures.
+func (r *Renderer) Settle(ctx context.Context, set *Set) PassResult {
 	r.runtimes.wg.Wait()
-	return r.Fallback(ctx, set)
+	var res PassResult
+	res.Installed, res.Failures = r.runtimes.settledAhead()
+	res.Failures = append(res.Failures, r.Fallback(ctx, set)...)
+	return res
 }
 
 // Fallback reloads the groups whose background runtime work failed: their
-// live state may not be their installed files'. The files were checked
-// and installed by the pass that started the work.
+// live state may not be their installed files'. The installed files were
+// checked; a group whose files applied ahead are still being checked
+// reloads once they are installed (or the live state reverted).
 func (r *Renderer) Fallback(ctx context.Context, set *Set) []Failure {
 	var failures []Failure
 	for _, bf := range r.runtimes.takeFailures() {
@@ -161,6 +175,7 @@ func (r *Renderer) Fallback(ctx context.Context, set *Set) []Failure {
 			continue // gone with a new configuration
 		}
 		g := set.Groups[i]
+		r.waitAhead(ctx, g)
 		r.runtimeFailed(g, bf.destination, bf.runtime, bf.err)
 		if r.NoReload || !g.reloads() {
 			continue
@@ -183,13 +198,23 @@ func (r *Renderer) Fallback(ctx context.Context, set *Set) []Failure {
 // to apply, or why the change needs a reload.
 type runtimePass struct {
 	plans  []runtimePlan
-	reload error         // the change needs a reload: why
-	tried  []runtimePlan // the plans Apply was called for
+	reload error // the change needs a reload: why
+	// applied counts the plans Apply was called for.
+	applied int
+}
+
+// tried returns the plans Apply was called for.
+func (rp *runtimePass) tried() []runtimePlan {
+	if rp == nil {
+		return nil
+	}
+	return rp.plans[:rp.applied]
 }
 
 type runtimePlan struct {
 	t *Template
 	runtime.Plan
+	adapter runtime.Adapter
 }
 
 // applies says whether the pass goes through runtime APIs only.
@@ -221,7 +246,7 @@ func (r *Renderer) planRuntime(g *Group, files []*file) *runtimePass {
 			rp.reload = fmt.Errorf("%s: %w", f.t.Destination, err)
 			return rp
 		}
-		rp.plans = append(rp.plans, runtimePlan{f.t, p})
+		rp.plans = append(rp.plans, runtimePlan{f.t, p, a})
 	}
 	if len(rp.plans) == 0 {
 		return nil
@@ -268,7 +293,7 @@ func (r *Renderer) applyRuntime(ctx context.Context, g *Group, rp *runtimePass) 
 	}
 	start := time.Now()
 	for _, p := range rp.plans {
-		rp.tried = append(rp.tried, p)
+		rp.applied++
 		if err := p.Apply(ctx); err != nil {
 			r.runtimeFailed(g, p.t.Destination, p.t.Runtime, err)
 			return false
@@ -298,12 +323,12 @@ func (r *Renderer) runtimeFailed(g *Group, destination, rt string, err error) {
 const revertOnStop = 10 * time.Second
 
 // revertRuntime takes the live state back to the installed files after
-// the pass applied a change through the runtime APIs and then failed
-// (check or install: the new files are not installed). When that fails
-// too, the group reloads the installed files.
-func (r *Renderer) revertRuntime(ctx context.Context, g *Group, rp *runtimePass, why *Failure) {
-	if rp == nil || len(rp.tried) == 0 {
-		return
+// plans were applied through the runtime APIs ahead of files whose check
+// or install then failed (why). When that fails too, it returns the
+// failure: the caller reloads the installed files.
+func (r *Renderer) revertRuntime(ctx context.Context, g *Group, plans []runtimePlan, why *Failure) *backgroundFailure {
+	if len(plans) == 0 {
+		return nil
 	}
 	if ctx.Err() != nil {
 		// Stopping cut the check short: the live state still goes back.
@@ -311,19 +336,16 @@ func (r *Renderer) revertRuntime(ctx context.Context, g *Group, rp *runtimePass,
 		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), revertOnStop)
 		defer cancel()
 	}
-	for _, p := range rp.tried {
+	for _, p := range plans {
 		if err := p.Revert(ctx); err != nil {
 			r.Log.Warn("the change went through the runtime API and then failed; restoring the live state failed too, so the installed files are reloaded", "group", g.Name, "destination", p.t.Destination, "failed", why.Step.String(), "err", err)
-			r.runtimeFailed(g, p.t.Destination, p.t.Runtime, err)
-			if rerr := r.reloadCounted(ctx, g); rerr != nil {
-				r.Log.Error("reload of the installed files failed", "group", g.Name, "err", rerr)
-			}
-			return
+			return &backgroundFailure{g.Name, p.t.Destination, p.t.Runtime, err}
 		}
 	}
 	r.Log.Warn("the change went through the runtime API and then failed; the live state is the installed files' again", "group", g.Name, "failed", why.Step.String())
 	r.Health.recordRuntime(g.Name, RuntimeHealth{At: r.now(), Outcome: "reverted", Reason: why.Error()})
 	r.Metrics.runtime.passes.WithLabelValues(g.Name, "reverted").Inc()
+	return nil
 }
 
 // RuntimeHealth is how a group's last change went through its runtime

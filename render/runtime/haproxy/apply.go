@@ -32,7 +32,10 @@ const (
 // between passes: a pass puts the servers that leave or move in drain
 // state and returns; the drains finish in the background (Settings.Go).
 type Adapter struct {
-	cli          *cli
+	// cli changes the live state and reads it back; watch is the drains'
+	// look at their servers' sessions, on a connection of its own, so
+	// that a change does not wait behind it.
+	cli, watch   *cli
 	drainTimeout time.Duration
 	log          *slog.Logger
 	goFn         func(context.Context, func(context.Context) error)
@@ -62,7 +65,8 @@ func New(s runtime.Settings) (runtime.Adapter, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Adapter{cli: c, drainTimeout: s.DrainTimeout, log: s.Log, goFn: s.Go, poll: 5 * time.Millisecond, drains: map[string]*drain{}}, nil
+	watch := &cli{network: c.network, address: c.address, master: c.master, timeout: c.timeout}
+	return &Adapter{cli: c, watch: watch, drainTimeout: s.DrainTimeout, log: s.Log, goFn: s.Go, poll: 5 * time.Millisecond, drains: map[string]*drain{}}, nil
 }
 
 // Apply takes the live state of every backend of the new file to the
@@ -79,24 +83,36 @@ func (p *plan) Revert(ctx context.Context) error {
 }
 
 // Reset drops the drains under way: a reload makes the live state the
-// file's, and a drain must not act on the new process's servers.
+// file's, and a drain must not act on the new process's servers. The
+// connection goes too: it may be with the process the reload replaces.
 func (a *Adapter) Reset() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	clear(a.drains)
+	a.cli.fresh()
+	a.watch.fresh()
 }
 
 // apply reads the live state of the backends, runs the script that takes
-// it to theirs, then reads the state back and checks it.
+// it to theirs, then reads the state back and checks it: two round trips.
 func (a *Adapter) apply(ctx context.Context, target []*section, known knownFunc) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	lives := make([]map[string]liveServer, len(target))
+	// The process that answers the socket now is the one to change, and
+	// the one whose sessions the drains look at.
+	a.cli.fresh()
+	a.watch.fresh()
+	show := make([]string, len(target))
 	for i, s := range target {
-		var err error
-		if lives[i], err = a.state(ctx, s.name); err != nil {
-			return err
-		}
+		show[i] = "show servers state " + s.name
+	}
+	outs, err := a.cli.runAll(ctx, show)
+	if err != nil {
+		return err
+	}
+	lives, err := parseStates(target, outs)
+	if err != nil {
+		return err
 	}
 	sc, err := script(target, known, lives, a.drains)
 	if err != nil {
@@ -105,17 +121,23 @@ func (a *Adapter) apply(ctx context.Context, target []*section, known knownFunc)
 	for _, id := range sc.cancel {
 		delete(a.drains, id)
 	}
-	for _, c := range sc.cmds {
-		if err := a.send(ctx, c); err != nil {
-			return err
-		}
+	// The commands, then the live state read back, in one round trip.
+	outs, err = a.cli.runAll(ctx, append(slices.Clip(sc.cmds), show...))
+	if err != nil {
+		return err
+	}
+	if err := a.accepted(sc.cmds, outs); err != nil {
+		return err
 	}
 	for _, d := range sc.drains {
 		d.deadline = time.Now().Add(a.drainTimeout)
 		a.drains[d.id] = d
 	}
-	for _, s := range target {
-		if err := a.verify(ctx, s); err != nil {
+	if lives, err = parseStates(target, outs[len(sc.cmds):]); err != nil {
+		return err
+	}
+	for i, s := range target {
+		if err := a.verify(s, lives[i]); err != nil {
 			return err
 		}
 	}
@@ -132,16 +154,27 @@ func (a *Adapter) apply(ctx context.Context, target []*section, known knownFunc)
 	return nil
 }
 
-// send runs a command that changes state and checks HAProxy's answer.
-func (a *Adapter) send(ctx context.Context, cmd string) error {
-	out, err := a.cli.run(ctx, cmd)
+// send runs commands that change state, several to a round trip, and
+// checks HAProxy's answers.
+func (a *Adapter) send(ctx context.Context, cmds ...string) error {
+	if len(cmds) == 0 {
+		return nil
+	}
+	outs, err := a.cli.runAll(ctx, cmds)
 	if err != nil {
 		return err
 	}
-	if !accepted(cmd, out) {
-		return &runtime.Failure{Step: "command", Err: fmt.Errorf("HAProxy refused %q: %s", cmd, firstLine(out))}
+	return a.accepted(cmds, outs)
+}
+
+// accepted checks HAProxy's answers to commands that change state.
+func (a *Adapter) accepted(cmds, outs []string) error {
+	for i, cmd := range cmds {
+		if !accepted(cmd, outs[i]) {
+			return &runtime.Failure{Step: "command", Err: fmt.Errorf("HAProxy refused %q: %s", cmd, firstLine(outs[i]))}
+		}
+		a.log.Debug("HAProxy runtime API", "command", cmd, "answer", outs[i])
 	}
-	a.log.Debug("HAProxy runtime API", "command", cmd, "answer", out)
 	return nil
 }
 
@@ -190,17 +223,17 @@ func (l liveServer) maint() bool {
 }
 func (l liveServer) drain() bool { return l.admin&adminForcedDrain != 0 }
 
-// state reads a backend's servers with "show servers state BACKEND".
-func (a *Adapter) state(ctx context.Context, backend string) (map[string]liveServer, error) {
-	out, err := a.cli.run(ctx, "show servers state "+backend)
-	if err != nil {
-		return nil, err
+// parseStates reads the answers to "show servers state BACKEND" for each
+// backend of target.
+func parseStates(target []*section, outs []string) ([]map[string]liveServer, error) {
+	lives := make([]map[string]liveServer, len(target))
+	for i, s := range target {
+		var err error
+		if lives[i], err = parseState(outs[i]); err != nil {
+			return nil, &runtime.Failure{Step: "verify", Err: fmt.Errorf("show servers state %s: %w", s.name, err)}
+		}
 	}
-	live, err := parseState(out)
-	if err != nil {
-		return nil, &runtime.Failure{Step: "verify", Err: fmt.Errorf("show servers state %s: %w", backend, err)}
-	}
-	return live, nil
+	return lives, nil
 }
 
 // parseState reads format 1 of "show servers state": a version line, a
@@ -250,11 +283,7 @@ func parseState(out string) (map[string]liveServer, error) {
 // the drains under way: a server that leaves may still be live, and one
 // that moves is still at its old address while its stand-in takes its
 // requests.
-func (a *Adapter) verify(ctx context.Context, s *section) error {
-	live, err := a.state(ctx, s.name)
-	if err != nil {
-		return err
-	}
+func (a *Adapter) verify(s *section, live map[string]liveServer) error {
 	var diffs []string
 	for _, d := range a.drains {
 		if b, name, _ := strings.Cut(d.id, "/"); b == s.name {
@@ -365,10 +394,8 @@ func (a *Adapter) step(ctx context.Context, d *drain, looked, busy bool) error {
 			return err
 		}
 	}
-	for _, c := range d.then {
-		if err := a.send(ctx, c); err != nil {
-			return err
-		}
+	if err := a.send(ctx, d.then...); err != nil {
+		return err
 	}
 	if d.del {
 		d.deleting = time.Now().Add(deleteRetry)
@@ -415,7 +442,7 @@ func (a *Adapter) busy(ctx context.Context, ids []string) ([]string, error) {
 	}
 	var out []string
 	for _, b := range slices.Sorted(maps.Keys(byBackend)) {
-		answer, err := a.cli.run(ctx, "show stat "+b+" 4 -1")
+		answer, err := a.watch.run(ctx, "show stat "+b+" 4 -1")
 		if err != nil {
 			return nil, err
 		}

@@ -231,12 +231,8 @@ func TestApplyDrainWaitsForInFlight(t *testing.T) {
 
 	// While the request is in flight, s is drained, not deleted, and new
 	// requests go elsewhere.
-	c, _ := newCLI(h.Socket, DefaultTimeout)
 	for {
-		live, err := (&Adapter{cli: c}).state(context.Background(), "api")
-		if err != nil {
-			t.Fatal(err)
-		}
+		live := liveState(t, h)
 		if live["s"].drain() {
 			break
 		}
@@ -316,7 +312,12 @@ func planApply(t *testing.T, a runtime.Adapter, h *haproxytest.HAProxy, old, new
 func liveState(t *testing.T, h *haproxytest.HAProxy) map[string]liveServer {
 	t.Helper()
 	c, _ := newCLI(h.Socket, DefaultTimeout)
-	live, err := (&Adapter{cli: c}).state(context.Background(), "api")
+	defer c.close()
+	out, err := c.run(context.Background(), "show servers state api")
+	if err != nil {
+		t.Fatal(err)
+	}
+	live, err := parseState(out)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -461,8 +462,11 @@ func TestApplyDrainFailure(t *testing.T) {
 	if err := planApply(t, a, h, v1, v2); err != nil {
 		t.Fatal(err)
 	}
+	// The socket goes, and with it the connection the adapter keeps.
 	os.Rename(h.Socket, h.Socket+".moved")
 	defer os.Rename(h.Socket+".moved", h.Socket)
+	a.(*Adapter).cli.fresh()
+	a.(*Adapter).watch.fresh()
 	bg.wg.Wait()
 	var f *runtime.Failure
 	select {

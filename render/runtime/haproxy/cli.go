@@ -1,12 +1,15 @@
 package haproxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/svcreg/svcreg/render/runtime"
@@ -14,11 +17,18 @@ import (
 
 // cli sends commands to HAProxy's runtime API: a stats socket at level
 // admin, or the master CLI, which forwards each command to the current
-// worker ("@1").
+// worker ("@1"). It keeps one connection in prompt mode, so that a change
+// costs round trips, not connections; an exchange that fails closes it,
+// and the next one connects again.
 type cli struct {
 	network, address string
 	master           bool
 	timeout          time.Duration
+
+	mu    sync.Mutex // one exchange at a time on conn
+	conn  net.Conn   // nil: not connected
+	buf   []byte     // read from conn, not yet returned
+	stale atomic.Bool
 }
 
 // newCLI parses a runtime_socket setting: "/path", "unix:/path",
@@ -60,37 +70,206 @@ func (c *cli) String() string {
 // a few thousand servers is well under it).
 const maxAnswer = 16 << 20
 
-// run sends one command on its own connection and returns the answer. The
-// CLI answers and closes the connection once the client has closed its
-// side.
+// maxLine bounds a line of commands sent at once: HAProxy's CLI reads a
+// line into one buffer (tune.bufsize, 16 kB by default).
+const maxLine = 4 << 10
+
+// run sends one command and returns the answer.
 func (c *cli) run(ctx context.Context, command string) (string, error) {
-	if strings.ContainsAny(command, "\n;") {
-		return "", fmt.Errorf("command %q holds a newline or ';'", command)
+	out, err := c.runAll(ctx, []string{command})
+	if err != nil {
+		return "", err
 	}
+	return out[0], nil
+}
+
+// runAll sends commands, several to a line (separated by ';'), and returns
+// their answers. In prompt mode, HAProxy ends every command's answer with
+// its prompt, which is how the answers of a line are told apart.
+func (c *cli) runAll(ctx context.Context, commands []string) ([]string, error) {
+	for _, cmd := range commands {
+		if strings.ContainsAny(cmd, "\n;\\") {
+			return nil, fmt.Errorf("command %q holds a newline, ';' or '\\'", cmd)
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stale.Swap(false) {
+		c.close()
+	}
+	var out []string
+	for len(commands) > 0 {
+		n, size := 0, 0
+		for n < len(commands) && (n == 0 || size+len(commands[n])+5 <= maxLine) {
+			size += len(commands[n]) + 5
+			n++
+		}
+		answers, err := c.exchange(ctx, commands[:n])
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, answers...)
+		commands = commands[n:]
+	}
+	return out, nil
+}
+
+// fresh makes the next exchange connect again, and so talk to the
+// process that answers the socket then: a connection to a stats socket
+// stays with the process that accepted it, even after a reload replaced
+// it; the master CLI's "@1" always reaches the current worker. It does
+// not wait for an exchange under way.
+func (c *cli) fresh() {
+	if !c.master {
+		c.stale.Store(true)
+	}
+}
+
+// runOnce sends one command on a connection of its own.
+func (c *cli) runOnce(ctx context.Context, command string) (string, error) {
+	own := &cli{network: c.network, address: c.address, master: c.master, timeout: c.timeout}
+	defer own.close()
+	return own.run(ctx, command)
+}
+
+// close closes the connection; c.mu is held.
+func (c *cli) close() {
+	if c.conn != nil {
+		c.conn.Close()
+		c.conn, c.buf = nil, nil
+	}
+}
+
+// exchange sends one line of commands and reads their answers; c.mu is
+// held. A connection kept from before that HAProxy closed meanwhile (its
+// CLI timeout) is replaced once: it answered nothing, so it ran nothing.
+func (c *cli) exchange(ctx context.Context, commands []string) ([]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
+	kept := c.conn != nil
+	answers, got, err := c.try(ctx, commands)
+	if err != nil && kept && !got && ctx.Err() == nil {
+		answers, _, err = c.try(ctx, commands)
+	}
+	return answers, err
+}
+
+// try is one attempt of exchange; got says whether any answer came.
+func (c *cli) try(ctx context.Context, commands []string) (_ []string, got bool, err error) {
+	defer func() {
+		if err != nil {
+			c.close()
+		}
+	}()
+	// A new connection is switched to prompt mode in the same round
+	// trip: "prompt" goes first, and its answer (an empty one) is read
+	// first.
+	prompt := ""
+	if c.conn == nil {
+		if err := c.connect(ctx); err != nil {
+			return nil, false, err
+		}
+		prompt = "prompt\n"
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		c.conn.SetDeadline(dl)
+	}
+	conn := c.conn
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	line := strings.Join(commands, ";")
+	if c.master {
+		line = "@1 " + strings.Join(commands, ";@1 ")
+	}
+	what := fmt.Sprintf("%q", line)
+	if _, err := io.WriteString(c.conn, prompt+line+"\n"); err != nil {
+		return nil, false, &runtime.Failure{Step: "connect", Err: fmt.Errorf("send %s to %s: %w", what, c, err)}
+	}
+	if prompt != "" {
+		if _, err := c.answer(maxAnswer); err != nil {
+			return nil, false, &runtime.Failure{Step: "connect", Err: fmt.Errorf("HAProxy runtime API at %s: switch to prompt mode: %w", c, err)}
+		}
+	}
+	answers := make([]string, len(commands))
+	total := 0
+	for i := range answers {
+		a, err := c.answer(maxAnswer - total)
+		if err != nil {
+			return nil, i > 0 || a != "", &runtime.Failure{Step: "connect", Err: fmt.Errorf("read the answer to %s from %s: %w", what, c, err)}
+		}
+		total += len(a)
+		answers[i] = strings.TrimRight(a, "\n")
+	}
+	return answers, true, nil
+}
+
+// connect dials; c.mu is held.
+func (c *cli) connect(ctx context.Context) error {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, c.network, c.address)
 	if err != nil {
-		return "", &runtime.Failure{Step: "connect", Err: fmt.Errorf("HAProxy runtime API at %s: %w", c, err)}
+		return &runtime.Failure{Step: "connect", Err: fmt.Errorf("HAProxy runtime API at %s: %w", c, err)}
 	}
-	defer conn.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		conn.SetDeadline(dl)
+	c.conn = conn
+	return nil
+}
+
+// answer reads up to the next prompt and returns what came before it. A
+// prompt starts a line and is "> ", or on the master CLI "master> " (with
+// flags in brackets after "master" on later versions); it is not followed
+// by a newline, and no answer has a line that starts like one. What
+// follows it (the next answer of the line) stays in c.buf.
+func (c *cli) answer(limit int) (string, error) {
+	scanned := 0 // c.buf[:scanned] holds no prompt
+	for {
+		for i := scanned; i < len(c.buf); i++ {
+			if i > 0 && c.buf[i-1] != '\n' {
+				continue
+			}
+			if p := c.promptAt(c.buf[i:]); p > 0 {
+				a := string(c.buf[:i])
+				c.buf = c.buf[i+p:]
+				return a, nil
+			}
+		}
+		// A prompt may have begun on the last line: look at it again.
+		scanned = max(0, bytes.LastIndexByte(c.buf, '\n')+1)
+		if len(c.buf) > limit {
+			return "", fmt.Errorf("the answer is longer than %d bytes", maxAnswer)
+		}
+		chunk := make([]byte, 32<<10)
+		n, err := c.conn.Read(chunk)
+		c.buf = append(c.buf, chunk[:n]...)
+		if err != nil && n == 0 {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return string(c.buf), err
+		}
 	}
-	line := command
-	if c.master {
-		line = "@1 " + command
+}
+
+// promptAt returns the length of the prompt b starts with, or 0.
+func (c *cli) promptAt(b []byte) int {
+	if !c.master {
+		if bytes.HasPrefix(b, []byte("> ")) {
+			return 2
+		}
+		return 0
 	}
-	if _, err := io.WriteString(conn, line+"\n"); err != nil {
-		return "", &runtime.Failure{Step: "connect", Err: fmt.Errorf("send %q to %s: %w", command, c, err)}
+	rest, ok := bytes.CutPrefix(b, []byte("master"))
+	if !ok {
+		return 0
 	}
-	if cw, ok := conn.(interface{ CloseWrite() error }); ok {
-		cw.CloseWrite()
+	if bytes.HasPrefix(rest, []byte("[")) {
+		end := bytes.IndexByte(rest, ']')
+		if end < 0 || bytes.IndexByte(rest[:end], '\n') >= 0 {
+			return 0
+		}
+		rest = rest[end+1:]
 	}
-	b, err := io.ReadAll(io.LimitReader(conn, maxAnswer))
-	if err != nil {
-		return "", &runtime.Failure{Step: "connect", Err: fmt.Errorf("read the answer to %q from %s: %w", command, c, err)}
+	if !bytes.HasPrefix(rest, []byte("> ")) {
+		return 0
 	}
-	return strings.TrimRight(string(b), "\n"), nil
+	return len(b) - len(rest) + 2
 }

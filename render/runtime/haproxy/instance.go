@@ -10,9 +10,10 @@ import (
 
 // Instance is the pid of the HAProxy process that answers the socket: the
 // current worker (through the master CLI too), or a daemon. A reload
-// replaces it.
+// replaces it. It asks on a connection of its own: the adapter's may be
+// with a process a reload replaced.
 func (a *Adapter) Instance(ctx context.Context) (string, error) {
-	out, err := a.cli.run(ctx, "show info")
+	out, err := a.cli.runOnce(ctx, "show info")
 	if err != nil {
 		return "", err
 	}

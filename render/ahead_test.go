@@ -1,0 +1,268 @@
+package render
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/svcreg/svcreg/internal/haproxytest"
+	"github.com/svcreg/svcreg/registry"
+	"github.com/svcreg/svcreg/watcher"
+)
+
+// The checks and installs of the files applied through the runtime API,
+// which run behind the render loop, against the real HAProxy.
+
+// aheadTemplate renders backend api from the services tagged http, and a
+// backend of its own for each service tagged admin (a change that
+// reloads).
+const aheadTemplate = `backend api
+    balance roundrobin
+{{- range servicesWithTag "http" }}
+    server {{ .ID }} 127.0.0.1:{{ .Metadata.port }}{{ with .Metadata.extra }} {{ . }}{{ end }}
+{{- end }}
+{{- range servicesWithTag "admin" }}
+
+backend {{ .ID }}
+    server {{ .ID }} 127.0.0.1:{{ .Metadata.port }}
+{{- end }}
+`
+
+// aheadSetup is HAProxy, a renderer with a runtime template for it, and a
+// check that waits for a gate to open, logs what it checked (the number of
+// backends) and fails a file that holds "failcheck".
+type aheadSetup struct {
+	h       *haproxytest.HAProxy
+	r       *Renderer
+	set     *Set
+	gate    string
+	started string // one line per check started
+	checked string // one line per check: the number of backends
+	reloads string // one line per reload
+}
+
+func newAheadSetup(t *testing.T) *aheadSetup {
+	t.Helper()
+	s := &aheadSetup{h: haproxytest.Start(t, "backend api\n    balance roundrobin\n", false)}
+	dir := t.TempDir()
+	s.gate, s.checked, s.reloads = filepath.Join(dir, "gate"), filepath.Join(dir, "checked"), filepath.Join(dir, "reloads")
+	s.started = filepath.Join(dir, "started")
+	check := fmt.Sprintf(`echo started >> %s; while [ ! -e %s ]; do sleep 0.01; done; grep -c ^backend {{.Staged}} >> %s; ! grep -q failcheck {{.Staged}} && %s`,
+		s.started, s.gate, s.checked, s.h.CheckCommand())
+	s.set = newSet(t, TemplateConfig{
+		Contents:      aheadTemplate,
+		Destination:   s.h.Backends,
+		Check:         check,
+		Reload:        fmt.Sprintf("echo reload >> %s && %s", s.reloads, s.h.ReloadCommand()),
+		Runtime:       "haproxy",
+		RuntimeSocket: s.h.Socket,
+	})
+	s.r = NewRenderer(nil, nil, nil)
+	return s
+}
+
+func (s *aheadSetup) open(t *testing.T) {
+	t.Helper()
+	if err := os.WriteFile(s.gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// live returns HAProxy's servers of backend api.
+func (s *aheadSetup) live(t *testing.T) []string {
+	t.Helper()
+	out, err := haproxytest.Command(s.h.Socket, "show servers state api")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n")[2:] {
+		if f := strings.Fields(l); len(f) > 3 {
+			names = append(names, f[3])
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+func httpSvc(id, port, extra string) registry.Service {
+	return svc(id, []string{"http"}, map[string]string{"port": port, "extra": extra})
+}
+
+func lineCount(path string) []string {
+	b, _ := os.ReadFile(path)
+	return strings.Fields(string(b))
+}
+
+// Changes applied one after the other while the check of the first runs
+// are checked as one (the latest): the first is installed, the second
+// never checked; when the latest fails its check, the live state goes
+// back from it to the installed file (the first), without a reload.
+func TestAheadCheckFailsRevertsEveryAppliedChange(t *testing.T) {
+	t.Parallel()
+	s := newAheadSetup(t)
+	ctx := context.Background()
+	installed := readFile(t, s.h.Backends)
+	for i, snap := range []*watcher.Snapshot{
+		snapshot(httpSvc("a", "9001", "")),
+		snapshot(httpSvc("a", "9001", ""), httpSvc("b", "9002", "# failcheck")),
+		snapshot(httpSvc("a", "9001", "weight 5"), httpSvc("b", "9002", "# failcheck"), httpSvc("c", "9003", "")),
+	} {
+		if res := s.r.Pass(ctx, s.set, snap); len(res.Failures) > 0 || res.Installed > 0 {
+			t.Fatalf("a pass that goes through the runtime API: %+v", res)
+		}
+		if i == 0 {
+			waitFor(t, "the first check", func() bool { return len(lineCount(s.started)) == 1 })
+		}
+	}
+	if got := s.live(t); !slices.Equal(got, []string{"a", "b", "c"}) {
+		t.Fatalf("live servers before the check %v, want a, b, c", got)
+	}
+	s.open(t)
+	res := s.r.Settle(ctx, s.set)
+	if w := res.Worst(); w == nil || w.Step != StepCheck {
+		t.Fatalf("Settle: %+v, want the check's failure", res)
+	}
+	if got := s.live(t); !slices.Equal(got, []string{"a"}) {
+		t.Errorf("live servers after the revert %v, want a (the installed file's)", got)
+	}
+	if out, _ := haproxytest.Command(s.h.Socket, "show servers state api"); !strings.Contains(out, " a 127.0.0.1 2 0 1 1 ") {
+		t.Errorf("a is not back at weight 1, ready:\n%s", out)
+	}
+	if got := readFile(t, s.h.Backends); got == installed || strings.Contains(got, "failcheck") || !strings.Contains(got, "server a 127.0.0.1:9001\n") {
+		t.Errorf("the installed file is not the first change's:\n%s", got)
+	}
+	// The first file was replaced while it was checked: only it and the
+	// latest were checked.
+	if got := lineCount(s.checked); len(got) != 2 {
+		t.Errorf("%d checks, want 2 (the first file, then the latest)", len(got))
+	}
+	if n := lineCount(s.reloads); len(n) != 0 {
+		t.Errorf("%d reloads; the revert needs none", len(n))
+	}
+	if rt := s.r.Health.Report(time.Hour).Groups[s.set.Groups[0].Name].Runtime; rt == nil || rt.Outcome != "reverted" {
+		t.Errorf("health's runtime outcome is %+v, want reverted", rt)
+	}
+
+	// The next change goes through again, and is installed.
+	s.r.Pass(ctx, s.set, snapshot(httpSvc("d", "9004", "")))
+	if res := s.r.Settle(ctx, s.set); len(res.Failures) > 0 || res.Installed != 1 {
+		t.Fatalf("Settle after a good change: %+v", res)
+	}
+	if got := s.live(t); !slices.Equal(got, []string{"d"}) {
+		t.Errorf("live servers %v, want d", got)
+	}
+	if got := readFile(t, s.h.Backends); !strings.Contains(got, "server d 127.0.0.1:9004") {
+		t.Errorf("the checked file was not installed:\n%s", got)
+	}
+}
+
+// A change that reloads, made while the check of a change applied before
+// it runs, waits for that change to be installed, then is checked,
+// installed and reloaded: the installed files follow the changes in their
+// order.
+func TestAheadStructuralChangeWaitsForTheCheck(t *testing.T) {
+	t.Parallel()
+	s := newAheadSetup(t)
+	ctx := context.Background()
+	s.r.Pass(ctx, s.set, snapshot(httpSvc("a", "9001", "")))
+	var wg sync.WaitGroup
+	var res PassResult
+	wg.Go(func() {
+		res = s.r.Pass(ctx, s.set, snapshot(httpSvc("a", "9001", ""), svc("admin-x", []string{"admin"}, map[string]string{"port": "9005"})))
+	})
+	s.open(t)
+	wg.Wait()
+	if len(res.Failures) > 0 || res.Installed != 1 {
+		t.Fatalf("the structural pass: %+v", res)
+	}
+	if got := lineCount(s.checked); !slices.Equal(got, []string{"1", "2"}) {
+		t.Errorf("checked files with %v backends, want the runtime change's (1) then the new backend's (2)", got)
+	}
+	if n := lineCount(s.reloads); len(n) != 1 {
+		t.Errorf("%d reloads, want 1", len(n))
+	}
+	if got := readFile(t, s.h.Backends); !strings.Contains(got, "backend admin-x") || !strings.Contains(got, "server a ") {
+		t.Errorf("installed file:\n%s", got)
+	}
+	if got := s.live(t); !slices.Equal(got, []string{"a"}) {
+		t.Errorf("live servers %v, want a", got)
+	}
+	if res := s.r.Settle(ctx, s.set); len(res.Failures) > 0 {
+		t.Errorf("Settle: %+v", res)
+	}
+}
+
+// Stopping the loop joins the check under way: the stop cuts it short,
+// so the change is not installed and the live state goes back to the
+// installed file before Run returns (the server added is drained: it
+// takes no requests; the stop may cut its deletion short).
+func TestAheadStopJoinsTheCheck(t *testing.T) {
+	t.Parallel()
+	s := newAheadSetup(t)
+	installed := readFile(t, s.h.Backends)
+	src := watcher.NewLatest()
+	src.Put(snapshot())
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &Loop{Renderer: s.r, Source: src}
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx, s.set) }()
+	src.Put(snapshot(httpSvc("a", "9001", "")))
+	waitFor(t, "a applied", func() bool { return slices.Equal(s.live(t), []string{"a"}) })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	out, _ := haproxytest.Command(s.h.Socket, "show servers state api")
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n")[2:] {
+		if f := strings.Fields(l); len(f) > 6 && f[6] == "0" {
+			t.Errorf("server %s takes requests after the stop:\n%s", f[3], out)
+		}
+	}
+	if got := readFile(t, s.h.Backends); got != installed {
+		t.Errorf("a file whose check the stop cut short was installed:\n%s", got)
+	}
+	if _, err := os.Stat(stagedName(s.h.Backends)); err == nil {
+		t.Error("the staged file was left behind")
+	}
+}
+
+// --once (RunOnce) returns once the check and install of the change it
+// applied are done, with their outcome.
+func TestAheadOnceSettles(t *testing.T) {
+	t.Parallel()
+	s := newAheadSetup(t)
+	s.open(t)
+	src := watcher.NewLatest()
+	l := &Loop{Renderer: s.r, Source: src}
+	for _, tc := range []struct {
+		snap      *watcher.Snapshot
+		installed int
+		failed    bool
+		live      []string
+	}{
+		{snapshot(httpSvc("a", "9001", "")), 1, false, []string{"a"}},
+		{snapshot(httpSvc("a", "9001", ""), httpSvc("b", "9002", "# failcheck")), 0, true, []string{"a"}},
+	} {
+		src.Put(tc.snap)
+		res, err := l.RunOnce(context.Background(), s.set, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Installed != tc.installed || (res.Worst() != nil) != tc.failed {
+			t.Errorf("RunOnce: %+v, want %d installed, failed %t", res, tc.installed, tc.failed)
+		}
+		if got := s.live(t); !slices.Equal(got, tc.live) {
+			t.Errorf("live servers %v, want %v", got, tc.live)
+		}
+	}
+	if got := readFile(t, s.h.Backends); !strings.Contains(got, "server a ") || strings.Contains(got, "server b ") {
+		t.Errorf("installed file:\n%s", got)
+	}
+}
