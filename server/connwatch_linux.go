@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -85,13 +86,15 @@ func (w *connWatcher) add(p *parkedPoll) {
 	})
 }
 
-// remove stops reporting p; its registration stays until the descriptor is
-// closed or registered again, and is ignored meanwhile.
-func (w *connWatcher) remove(p *parkedPoll) {
+// remove stops reporting polls; their registration stays until the
+// descriptor is closed or registered again, and is ignored meanwhile.
+func (w *connWatcher) remove(polls ...*parkedPoll) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if p.gen != 0 && int(p.fd) < len(w.polls) && w.polls[p.fd] == p {
-		w.polls[p.fd] = nil
+	for _, p := range polls {
+		if p.gen != 0 && int(p.fd) < len(w.polls) && w.polls[p.fd] == p {
+			w.polls[p.fd] = nil
+		}
 	}
 }
 
@@ -141,4 +144,32 @@ func (w *connWatcher) close() {
 	<-w.done
 	unix.Close(w.epfd)
 	unix.Close(w.wakeFD)
+}
+
+// writeWatched writes as much of b as the connection of p, a parked poll
+// the caller took, takes without waiting, and returns what is left; ok is
+// false, and nothing written, where the watcher has no descriptor for it
+// (or the connection is TLS). It writes on the descriptor the watcher
+// registered, with no lock or system call of the runtime's around it: a
+// write to a non-blocking socket does not wait, and the poll's taker owns
+// its connection until it is answered.
+func writeWatched(p *parkedPoll, b []byte) (rest []byte, ok bool, err error) {
+	if p.gen == 0 || p.overTLS {
+		return b, false, nil
+	}
+	for len(b) > 0 {
+		n, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(p.fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+		switch {
+		case errno == syscall.EINTR:
+			continue
+		case errno == syscall.EAGAIN:
+			return b, true, nil
+		case errno != 0:
+			return b, true, errno
+		case n == 0:
+			return b, true, nil
+		}
+		b = b[n:]
+	}
+	return b, true, nil
 }

@@ -97,10 +97,23 @@ func (p *parkedPoll) request() *request {
 	return &request{r: r, txnID: p.txnID, tenant: p.tenant, routePath: p.routePath, query: p.query}
 }
 
-// pollSet holds a tenant's parked polls.
+// pollSet holds a tenant's parked polls, grouped by query: a wake-up
+// reads the feed once per group, and takes a group that has news out of
+// the set as a whole.
 type pollSet struct {
+	groups map[pollKey]*pollGroup
+	n      int           // parked polls in the groups
+	kick   chan struct{} // asks the dispatcher to look at the polls now
+}
+
+// pollGroup is the parked polls of a tenant that ask the same query.
+type pollGroup struct {
+	q     store.EventQuery
 	polls map[*parkedPoll]struct{}
-	kick  chan struct{} // asks the dispatcher to look at the polls now
+}
+
+func keyOf(q store.EventQuery) pollKey {
+	return pollKey{from: q.From, limit: q.Limit, types: typesKey(q.Types)}
 }
 
 // pollWriters bounds the goroutines finishing answers that did not fit in
@@ -150,12 +163,15 @@ func (pl *poller) removeWaiter(tenant string) {
 	pl.removeWaiterLocked(tenant)
 }
 
-func (pl *poller) removeWaiterLocked(tenant string) {
-	if pl.waiting[tenant]--; pl.waiting[tenant] == 0 {
+func (pl *poller) removeWaiterLocked(tenant string) { pl.removeWaitersLocked(tenant, 1) }
+
+// removeWaitersLocked counts n of tenant's waiting polls as answered.
+func (pl *poller) removeWaitersLocked(tenant string, n int) {
+	if pl.waiting[tenant] -= n; pl.waiting[tenant] <= 0 {
 		delete(pl.waiting, tenant)
 	}
-	pl.total--
-	pl.s.metrics.waiting.Dec()
+	pl.total -= n
+	pl.s.metrics.waiting.Sub(float64(n))
 }
 
 // parkedCount is how many parked polls hold a connection.
@@ -185,16 +201,23 @@ func (pl *poller) park(w http.ResponseWriter, rq *request, q store.EventQuery, w
 		conn = &prefixConn{Conn: conn, r: io.MultiReader(bytes.NewReader(slices.Clone(pending)), conn)}
 	}
 	p := newParkedPoll(conn, w, rq, q)
+	key := keyOf(q)
 	watch := pl.watcher()
 	pl.mu.Lock()
 	pl.parked.Add(1)
 	ps := pl.sets[rq.tenant]
 	if ps == nil {
-		ps = &pollSet{polls: map[*parkedPoll]struct{}{}, kick: make(chan struct{}, 1)}
+		ps = &pollSet{groups: map[pollKey]*pollGroup{}, kick: make(chan struct{}, 1)}
 		pl.sets[rq.tenant] = ps
 		go pl.dispatch(rq.tenant, ps)
 	}
-	ps.polls[p] = struct{}{}
+	g := ps.groups[key]
+	if g == nil {
+		g = &pollGroup{q: q, polls: map[*parkedPoll]struct{}{}}
+		ps.groups[key] = g
+	}
+	g.polls[p] = struct{}{}
+	ps.n++
 	p.timer = time.AfterFunc(wait, func() { pl.expire(p) })
 	if watch != nil {
 		watch.add(p)
@@ -227,28 +250,65 @@ func (pl *poller) watcher() *connWatcher {
 	return pl.watch
 }
 
-// take removes p from its poll set and its waiter count; only the caller
-// that gets true answers it.
+// take removes p from its poll set and its waiter count, and stops its
+// timer and its watch; only the caller that gets true answers it.
 func (pl *poller) take(p *parkedPoll) bool {
 	pl.mu.Lock()
-	defer pl.mu.Unlock()
-	return pl.takeLocked(p)
+	ps := pl.sets[p.tenant]
+	var g *pollGroup
+	if ps != nil {
+		g = ps.groups[keyOf(p.q)]
+	}
+	if g == nil {
+		pl.mu.Unlock()
+		return false
+	}
+	if _, ok := g.polls[p]; !ok {
+		pl.mu.Unlock()
+		return false
+	}
+	delete(g.polls, p)
+	if len(g.polls) == 0 {
+		delete(ps.groups, keyOf(p.q))
+	}
+	ps.n--
+	pl.removeWaitersLocked(p.tenant, 1)
+	w := pl.watch
+	pl.mu.Unlock()
+	pl.release([]*parkedPoll{p}, w)
+	return true
 }
 
-func (pl *poller) takeLocked(p *parkedPoll) bool {
-	ps := pl.sets[p.tenant]
-	if ps == nil {
-		return false
+// takeGroup removes the group of polls g from its poll set and its
+// polls from the waiter count, if g is still in the set; only the caller
+// answers them, once it released them.
+func (pl *poller) takeGroup(tenant string, ps *pollSet, key pollKey, g *pollGroup) []*parkedPoll {
+	pl.mu.Lock()
+	if ps.groups[key] != g {
+		pl.mu.Unlock()
+		return nil
 	}
-	if _, ok := ps.polls[p]; !ok {
-		return false
+	delete(ps.groups, key)
+	ps.n -= len(g.polls)
+	pl.removeWaitersLocked(tenant, len(g.polls))
+	pl.mu.Unlock()
+	// The group is out of the set: nobody else finds its polls.
+	polls := make([]*parkedPoll, 0, len(g.polls))
+	for p := range g.polls {
+		polls = append(polls, p)
 	}
-	delete(ps.polls, p)
-	if pl.watch != nil {
-		pl.watch.remove(p)
+	return polls
+}
+
+// release stops the timers of taken polls and their registration with the
+// watcher w (if any).
+func (pl *poller) release(polls []*parkedPoll, w *connWatcher) {
+	for _, p := range polls {
+		p.timer.Stop()
 	}
-	pl.removeWaiterLocked(p.tenant)
-	return true
+	if w != nil {
+		w.remove(polls...)
+	}
 }
 
 // hangup frees p: its client closed the connection.
@@ -256,7 +316,6 @@ func (pl *poller) hangup(p *parkedPoll) {
 	if !pl.take(p) {
 		return
 	}
-	p.timer.Stop()
 	pl.s.metrics.gone.Inc()
 	pl.parked.Add(-1)
 	p.conn.Close()
@@ -285,7 +344,7 @@ func (pl *poller) dispatch(tenant string, ps *pollSet) {
 		changed := pl.changed(ctx, tenant)
 		pl.wake(ctx, tenant, ps, isClosed(pl.s.closing))
 		pl.mu.Lock()
-		if len(ps.polls) == 0 {
+		if ps.n == 0 {
 			delete(pl.sets, tenant)
 			pl.mu.Unlock()
 			return
@@ -325,16 +384,19 @@ type pollKey struct {
 	types string // the query's type filter, joined
 }
 
-// wake reads the feed once per distinct query of the tenant's parked polls
-// and answers those that have news (all of them when all is set). The
+// wake reads the feed once per group of the tenant's parked polls and
+// answers the groups that have news (all of them when all is set). The
 // answered connections go back to the http.Server once every answer is
 // written, so that serving them does not delay the answers.
 func (pl *poller) wake(ctx context.Context, tenant string, ps *pollSet, all bool) {
+	type group struct {
+		key pollKey
+		g   *pollGroup
+	}
 	pl.mu.Lock()
-	groups := map[pollKey][]*parkedPoll{}
-	for p := range ps.polls {
-		k := pollKey{from: p.q.From, limit: p.q.Limit, types: typesKey(p.q.Types)}
-		groups[k] = append(groups[k], p)
+	groups := make([]group, 0, len(ps.groups))
+	for k, g := range ps.groups {
+		groups = append(groups, group{k, g})
 	}
 	pl.mu.Unlock()
 	if len(groups) == 0 {
@@ -343,31 +405,16 @@ func (pl *poller) wake(ctx context.Context, tenant string, ps *pollSet, all bool
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	var back []net.Conn
-	for k, polls := range groups {
-		page, err := pl.s.store.Events(ctx, tenant, polls[0].q)
-		if err == nil && !all && !hasNewer(page, k.from) {
+	for _, g := range groups {
+		// A poll that joins the group meanwhile asked the same query, so
+		// that page answers it too.
+		page, err := pl.s.store.Events(ctx, tenant, g.g.q)
+		if err == nil && !all && !hasNewer(page, g.key.from) {
 			continue
 		}
-		back = append(back, pl.answerAll(pl.takeAll(polls), page, err)...)
+		back = append(back, pl.answerAll(pl.takeGroup(tenant, ps, g.key, g.g), page, err)...)
 	}
 	pl.handBack(back)
-}
-
-// takeAll removes from their poll set those of polls that are still
-// parked, and returns them; only the caller answers them.
-func (pl *poller) takeAll(polls []*parkedPoll) []*parkedPoll {
-	pl.mu.Lock()
-	taken := polls[:0]
-	for _, p := range polls {
-		if pl.takeLocked(p) {
-			taken = append(taken, p)
-		}
-	}
-	pl.mu.Unlock()
-	for _, p := range taken {
-		p.timer.Stop()
-	}
-	return taken
 }
 
 // answerChunk is how many answers one goroutine writes when a wake-up
@@ -375,8 +422,8 @@ func (pl *poller) takeAll(polls []*parkedPoll) []*parkedPoll {
 // processors, and a small one stays on the dispatcher.
 const answerChunk = 512
 
-// answerAll answers polls of one query with page (or err) and returns the
-// connections to hand back. An answer without a next page has the same body
+// answerAll answers polls of one query with page (or err), releasing
+// those still registered, and returns the connections to hand back. An answer without a next page has the same body
 // for every poll: it is built once (twice if some clients keep their
 // connection and some do not), and each poll's answer is those bytes with
 // its own X-Registry-Wait and X-Response-Id.
@@ -398,7 +445,11 @@ func (pl *poller) answerAll(polls []*parkedPoll, page store.EventPage, err error
 	}
 	n := min(runtime.GOMAXPROCS(0), (len(polls)+answerChunk-1)/answerChunk)
 	backs := make([][]net.Conn, n)
+	pl.mu.Lock()
+	w := pl.watch
+	pl.mu.Unlock()
 	answer := func(i int, chunk []*parkedPoll) {
+		pl.release(chunk, w)
 		var buf []byte
 		ok := 0
 		for _, p := range chunk {
@@ -460,7 +511,10 @@ func (pl *poller) answer(p *parkedPoll, a *answerBatch, buf *[]byte, back *[]net
 		}
 		b = rw.buf
 	}
-	rest, err := writeNow(p.conn, b)
+	rest, ok, err := writeWatched(p, b)
+	if !ok {
+		rest, err = writeNow(p.conn, b)
+	}
 	switch {
 	case err != nil:
 		pl.written(p, nil)
