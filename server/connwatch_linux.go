@@ -86,6 +86,40 @@ func (w *connWatcher) add(p *parkedPoll) {
 	})
 }
 
+// keep watches the connection of p, answered and kept by the poller, for
+// its next request or a hang-up, whichever comes first; false if it cannot.
+func (w *connWatcher) keep(p *parkedPoll) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed || p.gen == 0 {
+		return false
+	}
+	if w.gen++; w.gen <= 0 {
+		w.gen = 1
+	}
+	// The descriptor stays registered from its parking: modify it.
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: p.fd, Pad: w.gen}
+	if unix.EpollCtl(w.epfd, unix.EPOLL_CTL_MOD, int(p.fd), &ev) != nil {
+		return false
+	}
+	p.gen = w.gen
+	w.polls[p.fd] = p
+	return true
+}
+
+// keptPolls are the polls whose kept connections it watches.
+func (w *connWatcher) keptPolls() []*parkedPoll {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var kept []*parkedPoll
+	for _, p := range w.polls {
+		if p != nil && p.kept.Load() {
+			kept = append(kept, p)
+		}
+	}
+	return kept
+}
+
 // remove stops reporting polls; their registration stays until the
 // descriptor is closed or registered again, and is ignored meanwhile.
 func (w *connWatcher) remove(polls ...*parkedPoll) {

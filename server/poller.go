@@ -38,6 +38,8 @@ type poller struct {
 	ln      *listener
 	sets    map[string]*pollSet // parked polls, by tenant
 	parked  atomic.Int64        // parked polls not yet answered
+	kept    atomic.Int64        // answered connections kept until their next request
+	keepFor atomic.Int64        // how long they are kept (a time.Duration); 0: not at all
 	waiting map[string]int      // waiting polls (parked or not), by tenant
 	total   int                 // waiting polls of all tenants
 	watch   *connWatcher        // nil until the first park, or if unavailable
@@ -54,6 +56,7 @@ type parkedPoll struct {
 	conn      net.Conn
 	keepAlive bool
 	overTLS   bool
+	kept      atomic.Bool // answered, and kept until its next request (see keep)
 	host      string
 	proto     string // X-Forwarded-Proto
 	txnID     string
@@ -174,8 +177,15 @@ func (pl *poller) removeWaitersLocked(tenant string, n int) {
 	pl.s.metrics.waiting.Sub(float64(n))
 }
 
-// parkedCount is how many parked polls hold a connection.
-func (pl *poller) parkedCount() int { return int(pl.parked.Load()) }
+// parkedCount is how many connections the poller holds: those of parked
+// polls, and answered ones it keeps until their next request.
+func (pl *poller) parkedCount() int { return int(pl.parked.Load() + pl.kept.Load()) }
+
+// setKeep sets how long an answered connection is kept, waiting for its
+// client's next request, before it is closed; 0 hands every answered
+// connection back at once. Serve sets it to what the http.Server allows a
+// new connection for its first request's headers.
+func (pl *poller) setKeep(d time.Duration) { pl.keepFor.Store(int64(d)) }
 
 // park takes the connection over and parks the poll, which keeps its
 // waiter count. It reports false when the connection cannot be taken over.
@@ -311,8 +321,15 @@ func (pl *poller) release(polls []*parkedPoll, w *connWatcher) {
 	}
 }
 
-// hangup frees p: its client closed the connection.
+// hangup frees p, whose client closed the connection; or, if p's
+// connection is kept (see keep), hands it back to the http.Server, which
+// reads its next request or sees its end.
 func (pl *poller) hangup(p *parkedPoll) {
+	if pl.unkeep(p) {
+		p.timer.Stop()
+		pl.handBack([]net.Conn{p.conn})
+		return
+	}
 	if !pl.take(p) {
 		return
 	}
@@ -321,8 +338,13 @@ func (pl *poller) hangup(p *parkedPoll) {
 	p.conn.Close()
 }
 
-// expire answers p when its wait is over.
+// expire answers p when its wait is over, or closes p's connection when
+// it was kept for as long as it may be.
 func (pl *poller) expire(p *parkedPoll) {
+	if pl.unkeep(p) {
+		p.conn.Close()
+		return
+	}
 	if !pl.take(p) {
 		return
 	}
@@ -431,7 +453,10 @@ func (pl *poller) answerAll(polls []*parkedPoll, page store.EventPage, err error
 	if len(polls) == 0 {
 		return nil
 	}
-	a := answerBatch{page: page, err: err, date: time.Now().UTC().Format(http.TimeFormat)}
+	pl.mu.Lock()
+	w := pl.watch
+	pl.mu.Unlock()
+	a := answerBatch{page: page, err: err, date: time.Now().UTC().Format(http.TimeFormat), watch: w}
 	if err == nil && page.Next.IsZero() {
 		body := eventsJSON(page, polls[0].q.Limit, "", nil) // no next_href
 		a.shared = map[bool]*rawResponse{}
@@ -445,9 +470,6 @@ func (pl *poller) answerAll(polls []*parkedPoll, page store.EventPage, err error
 	}
 	n := min(runtime.GOMAXPROCS(0), (len(polls)+answerChunk-1)/answerChunk)
 	backs := make([][]net.Conn, n)
-	pl.mu.Lock()
-	w := pl.watch
-	pl.mu.Unlock()
 	answer := func(i int, chunk []*parkedPoll) {
 		pl.release(chunk, w)
 		var buf []byte
@@ -478,6 +500,7 @@ type answerBatch struct {
 	err    error
 	date   string
 	shared map[bool]*rawResponse // by keep-alive, when the body is the same for every poll
+	watch  *connWatcher          // or nil
 }
 
 // response is the writer of p's answer, with the headers serveAPI and
@@ -517,9 +540,9 @@ func (pl *poller) answer(p *parkedPoll, a *answerBatch, buf *[]byte, back *[]net
 	}
 	switch {
 	case err != nil:
-		pl.written(p, nil)
+		pl.written(p, nil, nil)
 	case len(rest) == 0:
-		pl.written(p, back)
+		pl.written(p, back, a.watch)
 	default:
 		pl.finish(p, slices.Clone(rest))
 	}
@@ -535,26 +558,67 @@ func (pl *poller) finish(p *parkedPoll, rest []byte) {
 		p.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
 		_, err := p.conn.Write(rest)
 		p.conn.SetWriteDeadline(time.Time{})
+		pl.mu.Lock()
+		w := pl.watch
+		pl.mu.Unlock()
 		var back []net.Conn
 		if err == nil {
-			pl.written(p, &back)
+			pl.written(p, &back, w)
 		} else {
-			pl.written(p, nil)
+			pl.written(p, nil, nil)
 		}
 		pl.handBack(back)
 	}()
 }
 
 // written finishes a parked poll whose answer was written: its connection
-// goes to back to be handed back, or is closed when back is nil or the
-// client asked for it.
-func (pl *poller) written(p *parkedPoll, back *[]net.Conn) {
-	if back != nil && p.keepAlive {
-		*back = append(*back, p.conn)
-	} else {
+// is kept until its next request (see keep), or goes to back to be handed
+// back, or is closed when back is nil or the client asked for it.
+func (pl *poller) written(p *parkedPoll, back *[]net.Conn, w *connWatcher) {
+	switch {
+	case back == nil || !p.keepAlive:
 		p.conn.Close()
+	case !pl.keep(p, w):
+		*back = append(*back, p.conn)
 	}
 	pl.parked.Add(-1)
+}
+
+// keep holds p's answered connection, with the watcher w, until its
+// client sends the next request or hangs up (then hands it back to the
+// http.Server), or closes it once it has waited keepFor. Handing 10,000
+// connections back at once, right after a fan-out, starts 10,000 of the
+// http.Server's connection goroutines, each with its buffers, and most
+// then wait for a request with nothing to do; a kept connection costs its
+// parked poll's record only. It reports false, and keeps nothing, when p
+// cannot be kept: no watcher, TLS (whose reader may hold bytes already),
+// pipelined bytes already read, or a draining server.
+func (pl *poller) keep(p *parkedPoll, w *connWatcher) bool {
+	d := time.Duration(pl.keepFor.Load())
+	if d <= 0 || w == nil || p.gen == 0 || p.overTLS || isClosed(pl.s.closing) {
+		return false
+	}
+	if _, ok := p.conn.(*prefixConn); ok {
+		return false
+	}
+	pl.kept.Add(1)
+	p.kept.Store(true)
+	p.timer.Reset(d)
+	if !w.keep(p) && pl.unkeep(p) {
+		p.timer.Stop()
+		return false
+	}
+	return true
+}
+
+// unkeep takes p's kept connection; only the caller that gets true hands
+// it back or closes it.
+func (pl *poller) unkeep(p *parkedPoll) bool {
+	if !p.kept.CompareAndSwap(true, false) {
+		return false
+	}
+	pl.kept.Add(-1)
+	return true
 }
 
 // handBack returns answered connections to the http.Server.
@@ -573,7 +637,7 @@ func (pl *poller) handBack(conns []net.Conn) {
 func (pl *poller) drain(ctx context.Context) {
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
-	for pl.parkedCount() > 0 {
+	for pl.parked.Load() > 0 {
 		select {
 		case <-ctx.Done():
 			return
@@ -585,6 +649,14 @@ func (pl *poller) drain(ctx context.Context) {
 	pl.watch, pl.noWatch = nil, true
 	pl.mu.Unlock()
 	if w != nil {
+		// Kept connections are idle between requests: close them, as the
+		// http.Server's Shutdown closes its idle ones.
+		for _, p := range w.keptPolls() {
+			if pl.unkeep(p) {
+				p.timer.Stop()
+				p.conn.Close()
+			}
+		}
 		w.close()
 	}
 }
