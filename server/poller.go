@@ -342,6 +342,12 @@ func (pl *poller) hangup(p *parkedPoll) {
 // it was kept for as long as it may be.
 func (pl *poller) expire(p *parkedPoll) {
 	if pl.unkeep(p) {
+		pl.mu.Lock()
+		w := pl.watch
+		pl.mu.Unlock()
+		if w != nil {
+			w.remove(p)
+		}
 		p.conn.Close()
 		return
 	}
@@ -473,12 +479,16 @@ func (pl *poller) answerAll(polls []*parkedPoll, page store.EventPage, err error
 	answer := func(i int, chunk []*parkedPoll) {
 		pl.release(chunk, w)
 		var buf []byte
+		var answered []*parkedPoll
 		ok := 0
 		for _, p := range chunk {
-			if pl.answer(p, &a, &buf, &backs[i]) == http.StatusOK {
+			if pl.answer(p, &a, &buf, &answered) == http.StatusOK {
 				ok++
 			}
 		}
+		// Only once its share of the answers is written: keeping a
+		// connection is a system call too.
+		backs[i] = pl.settle(answered, w)
 		pl.s.metrics.requests.WithLabelValues("events.list", "200").Add(float64(ok))
 	}
 	if n <= 1 {
@@ -513,10 +523,10 @@ func (a *answerBatch) response(p *parkedPoll) *rawResponse {
 // answer writes p's answer, the batch's shared answer with p's own
 // X-Registry-Wait and X-Response-Id or else one built with the handlers'
 // code (writeEvents, or writeFault), and returns its status; buf is scratch
-// space for the bytes. A connection to keep is appended to back; an answer
-// that does not fit in the connection's send buffer at once is finished on
-// a goroutine of its own.
-func (pl *poller) answer(p *parkedPoll, a *answerBatch, buf *[]byte, back *[]net.Conn) int {
+// space for the bytes. A poll whose connection stays open is appended to
+// answered, for settle; an answer that does not fit in the connection's
+// send buffer at once is finished on a goroutine of its own.
+func (pl *poller) answer(p *parkedPoll, a *answerBatch, buf *[]byte, answered *[]*parkedPoll) int {
 	var b []byte
 	rw := a.shared[p.keepAlive]
 	if rw != nil {
@@ -540,9 +550,9 @@ func (pl *poller) answer(p *parkedPoll, a *answerBatch, buf *[]byte, back *[]net
 	}
 	switch {
 	case err != nil:
-		pl.written(p, nil, nil)
+		pl.written(p, nil)
 	case len(rest) == 0:
-		pl.written(p, back, a.watch)
+		pl.written(p, answered)
 	default:
 		pl.finish(p, slices.Clone(rest))
 	}
@@ -561,27 +571,40 @@ func (pl *poller) finish(p *parkedPoll, rest []byte) {
 		pl.mu.Lock()
 		w := pl.watch
 		pl.mu.Unlock()
-		var back []net.Conn
+		var answered []*parkedPoll
 		if err == nil {
-			pl.written(p, &back, w)
+			pl.written(p, &answered)
 		} else {
-			pl.written(p, nil, nil)
+			pl.written(p, nil)
 		}
-		pl.handBack(back)
+		pl.handBack(pl.settle(answered, w))
 	}()
 }
 
-// written finishes a parked poll whose answer was written: its connection
-// is kept until its next request (see keep), or goes to back to be handed
-// back, or is closed when back is nil or the client asked for it.
-func (pl *poller) written(p *parkedPoll, back *[]net.Conn, w *connWatcher) {
-	switch {
-	case back == nil || !p.keepAlive:
-		p.conn.Close()
-	case !pl.keep(p, w):
-		*back = append(*back, p.conn)
+// written finishes a parked poll whose answer was written: it goes to
+// answered, for settle, or its connection is closed when answered is nil
+// or the client asked for it.
+func (pl *poller) written(p *parkedPoll, answered *[]*parkedPoll) {
+	if answered != nil && p.keepAlive {
+		*answered = append(*answered, p)
+		return
 	}
+	p.conn.Close()
 	pl.parked.Add(-1)
+}
+
+// settle keeps the connections of answered polls until their next request
+// (see keep), with the watcher w, and returns those it cannot keep, to be
+// handed back.
+func (pl *poller) settle(answered []*parkedPoll, w *connWatcher) []net.Conn {
+	var back []net.Conn
+	for _, p := range answered {
+		if !pl.keep(p, w) {
+			back = append(back, p.conn)
+		}
+		pl.parked.Add(-1)
+	}
+	return back
 }
 
 // keep holds p's answered connection, with the watcher w, until its
