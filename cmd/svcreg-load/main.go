@@ -693,7 +693,7 @@ func startPerf(dir, name string, server int) (*perfRecording, error) {
 		}
 		rec.cmds = append(rec.cmds, cmd)
 	}
-	time.Sleep(time.Second) // perf attaches to every thread
+	time.Sleep(2 * time.Second) // perf attaches to every thread
 	return rec, nil
 }
 
