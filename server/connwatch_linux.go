@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -85,13 +86,49 @@ func (w *connWatcher) add(p *parkedPoll) {
 	})
 }
 
-// remove stops reporting p; its registration stays until the descriptor is
-// closed or registered again, and is ignored meanwhile.
-func (w *connWatcher) remove(p *parkedPoll) {
+// keep watches the connection of p, answered and kept by the poller, for
+// its next request or a hang-up, whichever comes first; false if it cannot.
+func (w *connWatcher) keep(p *parkedPoll) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if p.gen != 0 && int(p.fd) < len(w.polls) && w.polls[p.fd] == p {
-		w.polls[p.fd] = nil
+	if w.closed || p.gen == 0 {
+		return false
+	}
+	if w.gen++; w.gen <= 0 {
+		w.gen = 1
+	}
+	// The descriptor stays registered from its parking: modify it.
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: p.fd, Pad: w.gen}
+	if unix.EpollCtl(w.epfd, unix.EPOLL_CTL_MOD, int(p.fd), &ev) != nil {
+		return false
+	}
+	p.gen = w.gen
+	w.polls[p.fd] = p
+	return true
+}
+
+// keptPolls are the polls whose kept connections it watches.
+func (w *connWatcher) keptPolls() []*parkedPoll {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var kept []*parkedPoll
+	for _, p := range w.polls {
+		if p != nil && p.kept.Load() {
+			kept = append(kept, p)
+		}
+	}
+	return kept
+}
+
+// remove stops reporting polls; their registration stays until the
+// descriptor is closed or registered again, and is ignored meanwhile.
+func (w *connWatcher) remove(polls ...*parkedPoll) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, p := range polls {
+		if p.gen != 0 && int(p.fd) < len(w.polls) && w.polls[p.fd] == p {
+			w.polls[p.fd] = nil
+		}
 	}
 }
 
@@ -141,4 +178,32 @@ func (w *connWatcher) close() {
 	<-w.done
 	unix.Close(w.epfd)
 	unix.Close(w.wakeFD)
+}
+
+// writeWatched writes as much of b as the connection of p, a parked poll
+// the caller took, takes without waiting, and returns what is left; ok is
+// false, and nothing written, where the watcher has no descriptor for it
+// (or the connection is TLS). It writes on the descriptor the watcher
+// registered, with no lock or system call of the runtime's around it: a
+// write to a non-blocking socket does not wait, and the poll's taker owns
+// its connection until it is answered.
+func writeWatched(p *parkedPoll, b []byte) (rest []byte, ok bool, err error) {
+	if p.gen == 0 || p.overTLS {
+		return b, false, nil
+	}
+	for len(b) > 0 {
+		n, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(p.fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+		switch {
+		case errno == syscall.EINTR:
+			continue
+		case errno == syscall.EAGAIN:
+			return b, true, nil
+		case errno != 0:
+			return b, true, errno
+		case n == 0:
+			return b, true, nil
+		}
+		b = b[n:]
+	}
+	return b, true, nil
 }

@@ -12,6 +12,10 @@ func newConnWatcher(func(*parkedPoll)) (*connWatcher, error) {
 	return nil, errors.New("not supported on this system")
 }
 
-func (*connWatcher) add(*parkedPoll)    {}
-func (*connWatcher) remove(*parkedPoll) {}
-func (*connWatcher) close()             {}
+func (*connWatcher) add(*parkedPoll)          {}
+func (*connWatcher) remove(...*parkedPoll)    {}
+func (*connWatcher) close()                   {}
+func (*connWatcher) keep(*parkedPoll) bool    { return false }
+func (*connWatcher) keptPolls() []*parkedPoll { return nil }
+
+func writeWatched(_ *parkedPoll, b []byte) ([]byte, bool, error) { return b, false, nil }

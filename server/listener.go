@@ -12,7 +12,9 @@ import (
 
 // Serve serves the API on ln with hs until hs is shut down, as svcreg
 // server runs it in production: through the server's Listener (so waiting
-// long-polls park) and with its connection hooks (the limits on idle
+// long-polls park, and their answered connections wait for their next
+// request without a goroutine, for hs's ReadHeaderTimeout or else its
+// ReadTimeout) and with its connection hooks (the limits on idle
 // connections). hs.Handler is set to the server if nil; hs's own ConnState
 // and ConnContext hooks, if any, still run.
 //
@@ -22,6 +24,14 @@ func (s *Server) Serve(hs *http.Server, ln net.Listener) error {
 		hs.Handler = s
 	}
 	s.conns.install(hs)
+	// An answered long-poll's connection is kept by the poller until its
+	// next request for as long as the http.Server would wait for the first
+	// request of a new connection, which it is to the http.Server.
+	keep := hs.ReadHeaderTimeout
+	if keep <= 0 {
+		keep = hs.ReadTimeout
+	}
+	s.poller.setKeep(keep)
 	return hs.Serve(s.Listener(ln))
 }
 

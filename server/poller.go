@@ -38,6 +38,8 @@ type poller struct {
 	ln      *listener
 	sets    map[string]*pollSet // parked polls, by tenant
 	parked  atomic.Int64        // parked polls not yet answered
+	kept    atomic.Int64        // answered connections kept until their next request
+	keepFor atomic.Int64        // how long they are kept (a time.Duration); 0: not at all
 	waiting map[string]int      // waiting polls (parked or not), by tenant
 	total   int                 // waiting polls of all tenants
 	watch   *connWatcher        // nil until the first park, or if unavailable
@@ -54,6 +56,7 @@ type parkedPoll struct {
 	conn      net.Conn
 	keepAlive bool
 	overTLS   bool
+	kept      atomic.Bool // answered, and kept until its next request (see keep)
 	host      string
 	proto     string // X-Forwarded-Proto
 	txnID     string
@@ -97,10 +100,23 @@ func (p *parkedPoll) request() *request {
 	return &request{r: r, txnID: p.txnID, tenant: p.tenant, routePath: p.routePath, query: p.query}
 }
 
-// pollSet holds a tenant's parked polls.
+// pollSet holds a tenant's parked polls, grouped by query: a wake-up
+// reads the feed once per group, and takes a group that has news out of
+// the set as a whole.
 type pollSet struct {
+	groups map[pollKey]*pollGroup
+	n      int           // parked polls in the groups
+	kick   chan struct{} // asks the dispatcher to look at the polls now
+}
+
+// pollGroup is the parked polls of a tenant that ask the same query.
+type pollGroup struct {
+	q     store.EventQuery
 	polls map[*parkedPoll]struct{}
-	kick  chan struct{} // asks the dispatcher to look at the polls now
+}
+
+func keyOf(q store.EventQuery) pollKey {
+	return pollKey{from: q.From, limit: q.Limit, types: typesKey(q.Types)}
 }
 
 // pollWriters bounds the goroutines finishing answers that did not fit in
@@ -150,16 +166,26 @@ func (pl *poller) removeWaiter(tenant string) {
 	pl.removeWaiterLocked(tenant)
 }
 
-func (pl *poller) removeWaiterLocked(tenant string) {
-	if pl.waiting[tenant]--; pl.waiting[tenant] == 0 {
+func (pl *poller) removeWaiterLocked(tenant string) { pl.removeWaitersLocked(tenant, 1) }
+
+// removeWaitersLocked counts n of tenant's waiting polls as answered.
+func (pl *poller) removeWaitersLocked(tenant string, n int) {
+	if pl.waiting[tenant] -= n; pl.waiting[tenant] <= 0 {
 		delete(pl.waiting, tenant)
 	}
-	pl.total--
-	pl.s.metrics.waiting.Dec()
+	pl.total -= n
+	pl.s.metrics.waiting.Sub(float64(n))
 }
 
-// parkedCount is how many parked polls hold a connection.
-func (pl *poller) parkedCount() int { return int(pl.parked.Load()) }
+// parkedCount is how many connections the poller holds: those of parked
+// polls, and answered ones it keeps until their next request.
+func (pl *poller) parkedCount() int { return int(pl.parked.Load() + pl.kept.Load()) }
+
+// setKeep sets how long an answered connection is kept, waiting for its
+// client's next request, before it is closed; 0 hands every answered
+// connection back at once. Serve sets it to what the http.Server allows a
+// new connection for its first request's headers.
+func (pl *poller) setKeep(d time.Duration) { pl.keepFor.Store(int64(d)) }
 
 // park takes the connection over and parks the poll, which keeps its
 // waiter count. It reports false when the connection cannot be taken over.
@@ -185,16 +211,23 @@ func (pl *poller) park(w http.ResponseWriter, rq *request, q store.EventQuery, w
 		conn = &prefixConn{Conn: conn, r: io.MultiReader(bytes.NewReader(slices.Clone(pending)), conn)}
 	}
 	p := newParkedPoll(conn, w, rq, q)
+	key := keyOf(q)
 	watch := pl.watcher()
 	pl.mu.Lock()
 	pl.parked.Add(1)
 	ps := pl.sets[rq.tenant]
 	if ps == nil {
-		ps = &pollSet{polls: map[*parkedPoll]struct{}{}, kick: make(chan struct{}, 1)}
+		ps = &pollSet{groups: map[pollKey]*pollGroup{}, kick: make(chan struct{}, 1)}
 		pl.sets[rq.tenant] = ps
 		go pl.dispatch(rq.tenant, ps)
 	}
-	ps.polls[p] = struct{}{}
+	g := ps.groups[key]
+	if g == nil {
+		g = &pollGroup{q: q, polls: map[*parkedPoll]struct{}{}}
+		ps.groups[key] = g
+	}
+	g.polls[p] = struct{}{}
+	ps.n++
 	p.timer = time.AfterFunc(wait, func() { pl.expire(p) })
 	if watch != nil {
 		watch.add(p)
@@ -227,43 +260,97 @@ func (pl *poller) watcher() *connWatcher {
 	return pl.watch
 }
 
-// take removes p from its poll set and its waiter count; only the caller
-// that gets true answers it.
+// take removes p from its poll set and its waiter count, and stops its
+// timer and its watch; only the caller that gets true answers it.
 func (pl *poller) take(p *parkedPoll) bool {
 	pl.mu.Lock()
-	defer pl.mu.Unlock()
-	return pl.takeLocked(p)
-}
-
-func (pl *poller) takeLocked(p *parkedPoll) bool {
 	ps := pl.sets[p.tenant]
-	if ps == nil {
+	var g *pollGroup
+	if ps != nil {
+		g = ps.groups[keyOf(p.q)]
+	}
+	if g == nil {
+		pl.mu.Unlock()
 		return false
 	}
-	if _, ok := ps.polls[p]; !ok {
+	if _, ok := g.polls[p]; !ok {
+		pl.mu.Unlock()
 		return false
 	}
-	delete(ps.polls, p)
-	if pl.watch != nil {
-		pl.watch.remove(p)
+	delete(g.polls, p)
+	if len(g.polls) == 0 {
+		delete(ps.groups, keyOf(p.q))
 	}
-	pl.removeWaiterLocked(p.tenant)
+	ps.n--
+	pl.removeWaitersLocked(p.tenant, 1)
+	w := pl.watch
+	pl.mu.Unlock()
+	pl.release([]*parkedPoll{p}, w)
 	return true
 }
 
-// hangup frees p: its client closed the connection.
+// takeGroup removes the group of polls g from its poll set and its
+// polls from the waiter count, if g is still in the set; only the caller
+// answers them, once it released them.
+func (pl *poller) takeGroup(tenant string, ps *pollSet, key pollKey, g *pollGroup) []*parkedPoll {
+	pl.mu.Lock()
+	if ps.groups[key] != g {
+		pl.mu.Unlock()
+		return nil
+	}
+	delete(ps.groups, key)
+	ps.n -= len(g.polls)
+	pl.removeWaitersLocked(tenant, len(g.polls))
+	pl.mu.Unlock()
+	// The group is out of the set: nobody else finds its polls.
+	polls := make([]*parkedPoll, 0, len(g.polls))
+	for p := range g.polls {
+		polls = append(polls, p)
+	}
+	return polls
+}
+
+// release stops the timers of taken polls and their registration with the
+// watcher w (if any).
+func (pl *poller) release(polls []*parkedPoll, w *connWatcher) {
+	for _, p := range polls {
+		p.timer.Stop()
+	}
+	if w != nil {
+		w.remove(polls...)
+	}
+}
+
+// hangup frees p, whose client closed the connection; or, if p's
+// connection is kept (see keep), hands it back to the http.Server, which
+// reads its next request or sees its end.
 func (pl *poller) hangup(p *parkedPoll) {
+	if pl.unkeep(p) {
+		p.timer.Stop()
+		pl.handBack([]net.Conn{p.conn})
+		return
+	}
 	if !pl.take(p) {
 		return
 	}
-	p.timer.Stop()
 	pl.s.metrics.gone.Inc()
 	pl.parked.Add(-1)
 	p.conn.Close()
 }
 
-// expire answers p when its wait is over.
+// expire answers p when its wait is over, or closes p's connection when
+// it was kept for as long as it may be.
 func (pl *poller) expire(p *parkedPoll) {
+	if pl.unkeep(p) {
+		pl.mu.Lock()
+		w := pl.watch
+		pl.mu.Unlock()
+		if w != nil {
+			w.remove(p)
+		}
+		p.conn.Close()
+		return
+	}
 	if !pl.take(p) {
 		return
 	}
@@ -285,7 +372,7 @@ func (pl *poller) dispatch(tenant string, ps *pollSet) {
 		changed := pl.changed(ctx, tenant)
 		pl.wake(ctx, tenant, ps, isClosed(pl.s.closing))
 		pl.mu.Lock()
-		if len(ps.polls) == 0 {
+		if ps.n == 0 {
 			delete(pl.sets, tenant)
 			pl.mu.Unlock()
 			return
@@ -325,16 +412,19 @@ type pollKey struct {
 	types string // the query's type filter, joined
 }
 
-// wake reads the feed once per distinct query of the tenant's parked polls
-// and answers those that have news (all of them when all is set). The
+// wake reads the feed once per group of the tenant's parked polls and
+// answers the groups that have news (all of them when all is set). The
 // answered connections go back to the http.Server once every answer is
 // written, so that serving them does not delay the answers.
 func (pl *poller) wake(ctx context.Context, tenant string, ps *pollSet, all bool) {
+	type group struct {
+		key pollKey
+		g   *pollGroup
+	}
 	pl.mu.Lock()
-	groups := map[pollKey][]*parkedPoll{}
-	for p := range ps.polls {
-		k := pollKey{from: p.q.From, limit: p.q.Limit, types: typesKey(p.q.Types)}
-		groups[k] = append(groups[k], p)
+	groups := make([]group, 0, len(ps.groups))
+	for k, g := range ps.groups {
+		groups = append(groups, group{k, g})
 	}
 	pl.mu.Unlock()
 	if len(groups) == 0 {
@@ -343,31 +433,16 @@ func (pl *poller) wake(ctx context.Context, tenant string, ps *pollSet, all bool
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	var back []net.Conn
-	for k, polls := range groups {
-		page, err := pl.s.store.Events(ctx, tenant, polls[0].q)
-		if err == nil && !all && !hasNewer(page, k.from) {
+	for _, g := range groups {
+		// A poll that joins the group meanwhile asked the same query, so
+		// that page answers it too.
+		page, err := pl.s.store.Events(ctx, tenant, g.g.q)
+		if err == nil && !all && !hasNewer(page, g.key.from) {
 			continue
 		}
-		back = append(back, pl.answerAll(pl.takeAll(polls), page, err)...)
+		back = append(back, pl.answerAll(pl.takeGroup(tenant, ps, g.key, g.g), page, err)...)
 	}
 	pl.handBack(back)
-}
-
-// takeAll removes from their poll set those of polls that are still
-// parked, and returns them; only the caller answers them.
-func (pl *poller) takeAll(polls []*parkedPoll) []*parkedPoll {
-	pl.mu.Lock()
-	taken := polls[:0]
-	for _, p := range polls {
-		if pl.takeLocked(p) {
-			taken = append(taken, p)
-		}
-	}
-	pl.mu.Unlock()
-	for _, p := range taken {
-		p.timer.Stop()
-	}
-	return taken
 }
 
 // answerChunk is how many answers one goroutine writes when a wake-up
@@ -375,8 +450,8 @@ func (pl *poller) takeAll(polls []*parkedPoll) []*parkedPoll {
 // processors, and a small one stays on the dispatcher.
 const answerChunk = 512
 
-// answerAll answers polls of one query with page (or err) and returns the
-// connections to hand back. An answer without a next page has the same body
+// answerAll answers polls of one query with page (or err), releasing
+// those still registered, and returns the connections to hand back. An answer without a next page has the same body
 // for every poll: it is built once (twice if some clients keep their
 // connection and some do not), and each poll's answer is those bytes with
 // its own X-Registry-Wait and X-Response-Id.
@@ -384,7 +459,10 @@ func (pl *poller) answerAll(polls []*parkedPoll, page store.EventPage, err error
 	if len(polls) == 0 {
 		return nil
 	}
-	a := answerBatch{page: page, err: err, date: time.Now().UTC().Format(http.TimeFormat)}
+	pl.mu.Lock()
+	w := pl.watch
+	pl.mu.Unlock()
+	a := answerBatch{page: page, err: err, date: time.Now().UTC().Format(http.TimeFormat), watch: w}
 	if err == nil && page.Next.IsZero() {
 		body := eventsJSON(page, polls[0].q.Limit, "", nil) // no next_href
 		a.shared = map[bool]*rawResponse{}
@@ -399,13 +477,18 @@ func (pl *poller) answerAll(polls []*parkedPoll, page store.EventPage, err error
 	n := min(runtime.GOMAXPROCS(0), (len(polls)+answerChunk-1)/answerChunk)
 	backs := make([][]net.Conn, n)
 	answer := func(i int, chunk []*parkedPoll) {
+		pl.release(chunk, w)
 		var buf []byte
+		var answered []*parkedPoll
 		ok := 0
 		for _, p := range chunk {
-			if pl.answer(p, &a, &buf, &backs[i]) == http.StatusOK {
+			if pl.answer(p, &a, &buf, &answered) == http.StatusOK {
 				ok++
 			}
 		}
+		// Only once its share of the answers is written: keeping a
+		// connection is a system call too.
+		backs[i] = pl.settle(answered, w)
 		pl.s.metrics.requests.WithLabelValues("events.list", "200").Add(float64(ok))
 	}
 	if n <= 1 {
@@ -427,6 +510,7 @@ type answerBatch struct {
 	err    error
 	date   string
 	shared map[bool]*rawResponse // by keep-alive, when the body is the same for every poll
+	watch  *connWatcher          // or nil
 }
 
 // response is the writer of p's answer, with the headers serveAPI and
@@ -439,10 +523,10 @@ func (a *answerBatch) response(p *parkedPoll) *rawResponse {
 // answer writes p's answer, the batch's shared answer with p's own
 // X-Registry-Wait and X-Response-Id or else one built with the handlers'
 // code (writeEvents, or writeFault), and returns its status; buf is scratch
-// space for the bytes. A connection to keep is appended to back; an answer
-// that does not fit in the connection's send buffer at once is finished on
-// a goroutine of its own.
-func (pl *poller) answer(p *parkedPoll, a *answerBatch, buf *[]byte, back *[]net.Conn) int {
+// space for the bytes. A poll whose connection stays open is appended to
+// answered, for settle; an answer that does not fit in the connection's
+// send buffer at once is finished on a goroutine of its own.
+func (pl *poller) answer(p *parkedPoll, a *answerBatch, buf *[]byte, answered *[]*parkedPoll) int {
 	var b []byte
 	rw := a.shared[p.keepAlive]
 	if rw != nil {
@@ -460,12 +544,15 @@ func (pl *poller) answer(p *parkedPoll, a *answerBatch, buf *[]byte, back *[]net
 		}
 		b = rw.buf
 	}
-	rest, err := writeNow(p.conn, b)
+	rest, ok, err := writeWatched(p, b)
+	if !ok {
+		rest, err = writeNow(p.conn, b)
+	}
 	switch {
 	case err != nil:
 		pl.written(p, nil)
 	case len(rest) == 0:
-		pl.written(p, back)
+		pl.written(p, answered)
 	default:
 		pl.finish(p, slices.Clone(rest))
 	}
@@ -481,26 +568,80 @@ func (pl *poller) finish(p *parkedPoll, rest []byte) {
 		p.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
 		_, err := p.conn.Write(rest)
 		p.conn.SetWriteDeadline(time.Time{})
-		var back []net.Conn
+		pl.mu.Lock()
+		w := pl.watch
+		pl.mu.Unlock()
+		var answered []*parkedPoll
 		if err == nil {
-			pl.written(p, &back)
+			pl.written(p, &answered)
 		} else {
 			pl.written(p, nil)
 		}
-		pl.handBack(back)
+		pl.handBack(pl.settle(answered, w))
 	}()
 }
 
-// written finishes a parked poll whose answer was written: its connection
-// goes to back to be handed back, or is closed when back is nil or the
-// client asked for it.
-func (pl *poller) written(p *parkedPoll, back *[]net.Conn) {
-	if back != nil && p.keepAlive {
-		*back = append(*back, p.conn)
-	} else {
-		p.conn.Close()
+// written finishes a parked poll whose answer was written: it goes to
+// answered, for settle, or its connection is closed when answered is nil
+// or the client asked for it.
+func (pl *poller) written(p *parkedPoll, answered *[]*parkedPoll) {
+	if answered != nil && p.keepAlive {
+		*answered = append(*answered, p)
+		return
 	}
+	p.conn.Close()
 	pl.parked.Add(-1)
+}
+
+// settle keeps the connections of answered polls until their next request
+// (see keep), with the watcher w, and returns those it cannot keep, to be
+// handed back.
+func (pl *poller) settle(answered []*parkedPoll, w *connWatcher) []net.Conn {
+	var back []net.Conn
+	for _, p := range answered {
+		if !pl.keep(p, w) {
+			back = append(back, p.conn)
+		}
+		pl.parked.Add(-1)
+	}
+	return back
+}
+
+// keep holds p's answered connection, with the watcher w, until its
+// client sends the next request or hangs up (then hands it back to the
+// http.Server), or closes it once it has waited keepFor. Handing 10,000
+// connections back at once, right after a fan-out, starts 10,000 of the
+// http.Server's connection goroutines, each with its buffers, and most
+// then wait for a request with nothing to do; a kept connection costs its
+// parked poll's record only. It reports false, and keeps nothing, when p
+// cannot be kept: no watcher, TLS (whose reader may hold bytes already),
+// pipelined bytes already read, or a draining server.
+func (pl *poller) keep(p *parkedPoll, w *connWatcher) bool {
+	d := time.Duration(pl.keepFor.Load())
+	if d <= 0 || w == nil || p.gen == 0 || p.overTLS || isClosed(pl.s.closing) {
+		return false
+	}
+	if _, ok := p.conn.(*prefixConn); ok {
+		return false
+	}
+	pl.kept.Add(1)
+	p.kept.Store(true)
+	p.timer.Reset(d)
+	if !w.keep(p) && pl.unkeep(p) {
+		p.timer.Stop()
+		return false
+	}
+	return true
+}
+
+// unkeep takes p's kept connection; only the caller that gets true hands
+// it back or closes it.
+func (pl *poller) unkeep(p *parkedPoll) bool {
+	if !p.kept.CompareAndSwap(true, false) {
+		return false
+	}
+	pl.kept.Add(-1)
+	return true
 }
 
 // handBack returns answered connections to the http.Server.
@@ -519,7 +660,7 @@ func (pl *poller) handBack(conns []net.Conn) {
 func (pl *poller) drain(ctx context.Context) {
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
-	for pl.parkedCount() > 0 {
+	for pl.parked.Load() > 0 {
 		select {
 		case <-ctx.Done():
 			return
@@ -531,6 +672,14 @@ func (pl *poller) drain(ctx context.Context) {
 	pl.watch, pl.noWatch = nil, true
 	pl.mu.Unlock()
 	if w != nil {
+		// Kept connections are idle between requests: close them, as the
+		// http.Server's Shutdown closes its idle ones.
+		for _, p := range w.keptPolls() {
+			if pl.unkeep(p) {
+				p.timer.Stop()
+				p.conn.Close()
+			}
+		}
 		w.close()
 	}
 }

@@ -62,6 +62,7 @@ type options struct {
 	confd    string
 	etcd     string
 	client   string
+	perf     string
 }
 
 func run(args []string) error {
@@ -81,6 +82,7 @@ func run(args []string) error {
 	fs.StringVar(&o.confd, "confd", "", "render: a confd `binary` (0.16, etcdv3 backend) to run the same trials, watching an etcd\nthat holds the same services; needs --etcd")
 	fs.StringVar(&o.etcd, "etcd", "", "render: the etcd `binary` (v3 API) for --confd, started on loopback ports in a temporary directory")
 	fs.StringVar(&o.client, "client", "raw", "long-poll clients: raw (one goroutine reading a plain TCP connection each, so that\nthe client's own cost weighs little in the fan-out latency) or http (net/http's client)")
+	fs.StringVar(&o.perf, "perf", "", "longpoll: record each fan-out with `perf record -g` into this directory, one file for the\nserver and one for the load tool (its clients), from just before the write to the last answer")
 	fs.Usage = func() {
 		fmt.Fprintf(os.Stderr, "Usage: svcreg-load [flags] heartbeat|longpoll|render|all\n\nall runs heartbeat and longpoll.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -421,8 +423,8 @@ func benchLongPolls(o options) error {
 		// A raw client keeps its connection until every client has its
 		// answer: closing it costs both the client and the server more than
 		// reading the answer, work that clients on other machines would not
-		// add to the fan-out.
-		allAnswered := make(chan struct{})
+		// add to the fan-out. The load tool closes them all afterwards.
+		conns := make([]net.Conn, n)
 		for i := 0; i < n; i++ {
 			wg.Add(1)
 			go func(i int) {
@@ -433,10 +435,7 @@ func benchLongPolls(o options) error {
 				if o.client == "raw" {
 					var a rawAnswer
 					a, err = rawGet(s, "/events?wait=5m&marker="+marker)
-					if a.conn != nil {
-						defer func() { go func() { <-allAnswered; a.conn.Close() }() }()
-					}
-					code, data, arrived[i] = a.code, a.body, a.arrived
+					code, data, arrived[i], conns[i] = a.code, a.body, a.arrived, a.conn
 				} else {
 					var resp *http.Response
 					if resp, data, err = s.request(ctx, client, "GET", "/events?wait=5m&marker="+marker, nil); err == nil {
@@ -472,11 +471,19 @@ func benchLongPolls(o options) error {
 				}
 			}
 		}
+		var rec *perfRecording
+		if o.perf != "" {
+			if rec, err = startPerf(o.perf, fmt.Sprintf("%s-%d", filepath.Base(o.svcreg), n), srv.cmd.Process.Pid); err != nil {
+				return err
+			}
+		}
 		cpu0, err := srv.cpu()
 		if err != nil {
 			return err
 		}
+		sched0 := schedStats(srv.cmd.Process.Pid)
 		own0 := ownCPU()
+		ownSched0 := schedStats(os.Getpid())
 		sent := time.Now()
 		resp, data, err := s.request(ctx, newClient(1), "PUT", "/configuration/fanout-"+strconv.Itoa(round), []byte(`{"value":"x"}`))
 		if err != nil || resp.StatusCode != http.StatusNoContent {
@@ -484,8 +491,10 @@ func benchLongPolls(o options) error {
 		}
 		wg.Wait()
 		own1 := ownCPU()
+		ownSched1 := schedStats(os.Getpid())
+		sched1 := schedStats(srv.cmd.Process.Pid)
+		rec.stop()
 		cpu1, err := srv.cpu()
-		close(allAnswered)
 		if err != nil {
 			return err
 		}
@@ -499,12 +508,22 @@ func benchLongPolls(o options) error {
 		if !slices.Contains(arrived, time.Time{}) {
 			fmt.Printf("  %6d waiters, arrival at the clients' sockets: %s\n", n, percentiles(arrived, sent))
 		}
+		if sched0.ok && sched1.ok && ownSched0.ok && ownSched1.ok {
+			fmt.Printf("  %6d waiters, scheduler: server ran %s and waited for a core %s, clients ran %s and waited %s\n", n,
+				(sched1.run - sched0.run).Round(time.Millisecond), (sched1.wait - sched0.wait).Round(time.Millisecond),
+				(ownSched1.run - ownSched0.run).Round(time.Millisecond), (ownSched1.wait - ownSched0.wait).Round(time.Millisecond))
+		}
 		client.CloseIdleConnections()
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
 	}
 	return nil
 }
 
-// percentiles are the p50, p99 and max of times since start.
+// percentiles are the min, p50, p99 and max of times since start.
 func percentiles(times []time.Time, start time.Time) string {
 	lat := make([]time.Duration, len(times))
 	for i, t := range times {
@@ -512,7 +531,7 @@ func percentiles(times []time.Time, start time.Time) string {
 	}
 	slices.Sort(lat)
 	n := len(lat)
-	return fmt.Sprintf("p50 %-10s p99 %-10s max %-10s", lat[n/2].Round(time.Microsecond), lat[n*99/100].Round(time.Microsecond), lat[n-1].Round(time.Microsecond))
+	return fmt.Sprintf("min %-10s p50 %-10s p99 %-10s max %-10s", lat[0].Round(time.Microsecond), lat[n/2].Round(time.Microsecond), lat[n*99/100].Round(time.Microsecond), lat[n-1].Round(time.Microsecond))
 }
 
 // hasFlag reports whether svcreg server's usage mentions flag (an older
@@ -556,41 +575,52 @@ func rawGet(s session, path string) (rawAnswer, error) {
 	return a, err
 }
 
-// exchange writes req on c and reads the answer from rd.
+// exchange writes req on c and reads the answer from rd: a status line,
+// headers up to Content-Length, the body, into one buffer (the body is a
+// slice of it), as cheaply as a client can that checks what it reads.
 func exchange(c net.Conn, rd io.Reader, req string) (int, []byte, error) {
 	if _, err := io.WriteString(c, req); err != nil {
 		return 0, nil, err
 	}
-	br := bufio.NewReaderSize(rd, 1024)
-	status, err := br.ReadString('\n')
-	if err != nil {
-		return 0, nil, err
+	buf := make([]byte, 0, 2048)
+	end, length := -1, -1
+	for end < 0 || len(buf) < end+length {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, len(buf))
+		}
+		n, err := rd.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if end < 0 {
+			if end = bytes.Index(buf, []byte("\r\n\r\n")); end >= 0 {
+				end += 4
+				if length = contentLength(buf[:end]); length < 0 {
+					return 0, nil, errors.New("answer without Content-Length")
+				}
+			}
+		}
+		if err != nil && (end < 0 || len(buf) < end+length) {
+			return 0, nil, err
+		}
 	}
-	f := strings.Fields(status)
+	status, _, _ := bytes.Cut(buf, []byte("\r\n"))
+	f := bytes.Fields(status)
 	if len(f) < 2 {
 		return 0, nil, fmt.Errorf("bad status line %q", status)
 	}
-	code, _ := strconv.Atoi(f[1])
-	length := -1
-	for {
-		line, err := br.ReadString('\n')
-		if err != nil {
-			return 0, nil, err
-		}
-		line = strings.TrimRight(line, "\r\n")
-		if line == "" {
-			break
-		}
-		if k, v, ok := strings.Cut(line, ":"); ok && strings.EqualFold(k, "Content-Length") {
-			length, _ = strconv.Atoi(strings.TrimSpace(v))
+	code, _ := strconv.Atoi(string(f[1]))
+	return code, buf[end : end+length], nil
+}
+
+// contentLength is the Content-Length of an answer's head, or -1.
+func contentLength(head []byte) int {
+	for line := range bytes.SplitSeq(head, []byte("\r\n")) {
+		if k, v, ok := bytes.Cut(line, []byte(":")); ok && bytes.EqualFold(k, []byte("Content-Length")) {
+			if n, err := strconv.Atoi(string(bytes.TrimSpace(v))); err == nil && n >= 0 {
+				return n
+			}
 		}
 	}
-	if length < 0 {
-		return 0, nil, errors.New("answer without Content-Length")
-	}
-	body := make([]byte, length)
-	_, err = io.ReadFull(br, body)
-	return code, body, err
+	return -1
 }
 
 var waitingMetric = regexp.MustCompile(`(?m)^svcreg_longpolls_waiting ([0-9.e+]+)$`)
@@ -612,4 +642,69 @@ func waitForWaiters(url string, n int) error {
 		time.Sleep(100 * time.Millisecond)
 	}
 	return fmt.Errorf("%d long-polls never all waited", n)
+}
+
+// schedStat is the time a process's threads ran and waited on a run queue
+// (from /proc/<pid>/task/*/schedstat), summed; ok is false where there is no
+// such file. A thread that exits takes its figures with it.
+type schedStat struct {
+	run, wait time.Duration
+	ok        bool
+}
+
+func schedStats(pid int) schedStat {
+	files, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	var st schedStat
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		var run, wait int64
+		if _, err := fmt.Sscan(string(data), &run, &wait); err != nil {
+			continue
+		}
+		st.run += time.Duration(run)
+		st.wait += time.Duration(wait)
+		st.ok = true
+	}
+	return st
+}
+
+// perfRecording is `perf record` of the server and of the load tool itself,
+// one file each, for one fan-out.
+type perfRecording struct{ cmds []*exec.Cmd }
+
+func startPerf(dir, name string, server int) (*perfRecording, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	rec := &perfRecording{}
+	for _, p := range []struct {
+		who string
+		pid int
+	}{{"server", server}, {"clients", os.Getpid()}} {
+		out := filepath.Join(dir, name+"-"+p.who+".data")
+		cmd := exec.Command("perf", "record", "-q", "-g", "-F", "4999", "-p", strconv.Itoa(p.pid), "-o", out)
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Start(); err != nil {
+			rec.stop()
+			return nil, fmt.Errorf("perf: %w", err)
+		}
+		rec.cmds = append(rec.cmds, cmd)
+	}
+	time.Sleep(2 * time.Second) // perf attaches to every thread
+	return rec, nil
+}
+
+func (rec *perfRecording) stop() {
+	if rec == nil {
+		return
+	}
+	for _, cmd := range rec.cmds {
+		cmd.Process.Signal(os.Interrupt)
+	}
+	for _, cmd := range rec.cmds {
+		cmd.Wait()
+	}
 }
