@@ -89,6 +89,7 @@ func TestRandomHistory(t *testing.T) {
 	nodes[killed].crash()
 	time.Sleep(step)
 	nodes[killed].restart()
+	h.back(killed)
 	// Lose the etcd leader, then get it back.
 	lead := c.Members[leader(t, c)]
 	lead.Stop()
@@ -101,6 +102,7 @@ func TestRandomHistory(t *testing.T) {
 	part.Cut()
 	time.Sleep(step)
 	part.Heal()
+	h.back(0)
 	time.Sleep(runFor - 4*step)
 	close(stop)
 	actors.Wait()
@@ -151,31 +153,44 @@ type history struct {
 	configs  []*configLog
 	// lastNode is the node that answered the latest heartbeat.
 	lastNode atomic.Int32
-	// outages are when each node was killed or cut off from etcd.
+	// outages are when each node was killed or cut off from etcd, until
+	// it was back.
 	mu      sync.Mutex
-	outages map[int][]time.Time
+	outages map[int][]outage
 }
+
+type outage struct{ from, to time.Time }
 
 // outage records that node i is killed or cut off now.
 func (h *history) outage(i int) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.outages == nil {
-		h.outages = map[int][]time.Time{}
+		h.outages = map[int][]outage{}
 	}
-	h.outages[i] = append(h.outages[i], time.Now())
+	h.outages[i] = append(h.outages[i], outage{from: time.Now()})
+}
+
+// back records that node i is back now.
+func (h *history) back(i int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.outages[i][len(h.outages[i])-1].to = time.Now()
 }
 
 // exposed reports whether the node that answered a life's last heartbeat
-// went down after that and before the life was due and reaped (within a
-// second of its deadline): the deadline it handed out may have died with
-// it.
+// was down at some time from that answer until the life was due and
+// reaped (within a second of its deadline): the deadline it handed out may
+// have died with it. A node cut off from etcd is down for the whole cut:
+// it answers heartbeats from memory meanwhile (until its lease might have
+// expired) but cannot time a service out, and the other nodes take its
+// services over at their stored deadlines.
 func (h *history) exposed(l *life) bool {
 	if l.lastNode < 0 {
 		return false
 	}
-	for _, at := range h.outages[l.lastNode] {
-		if at.After(l.lastAckAt) && at.UnixMilli() <= l.lastDeadline+1000 {
+	for _, o := range h.outages[l.lastNode] {
+		if (o.to.IsZero() || o.to.After(l.lastAckAt)) && o.from.UnixMilli() <= l.lastDeadline+1000 {
 			return true
 		}
 	}
