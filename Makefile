@@ -6,18 +6,12 @@
 # both stores in the one `go test` run, each test as the subtests bolt and
 # etcd (the etcd store over an etcd run in-process); SVCREG_TEST_STORE=bolt
 # or =etcd narrows it to one.
-#
-# go test runs two packages at a time, in the order given. The two longest
-# (cmd/svcreg and the etcd store, about a minute and a half each) go first,
-# so they run beside each other and the short packages fill in after them,
-# instead of the etcd store starting last, after everything else.
 GO ?= go
-SLOW_PACKAGES = ./server/store/etcdstore ./cmd/svcreg
 
 .PHONY: test deps build
 
 test: deps
-	$(GO) test -race -timeout 30m $(SLOW_PACKAGES) ./...
+	$(GO) test -race -timeout 30m ./...
 
 deps:
 	@command -v nginx >/dev/null 2>&1 && command -v haproxy >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1 || \
