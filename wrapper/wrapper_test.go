@@ -351,6 +351,10 @@ func TestStartsTheCommandWhileTheRegistryIsDown(t *testing.T) {
 	w.waitLog("cannot register the service")
 	f.srv.Restart()
 	f.waitRegistered("failopen")
+	// The wrapper knows once the answer is in, a moment after the registry
+	// has the service: a command exiting in between leaves the service to
+	// time out (its registration's outcome is unknown to the wrapper).
+	w.waitLog("service registered")
 	touch(t, f.path("stop"))
 	if code := w.wait(); code != 0 {
 		t.Errorf("exit code %d, want 0", code)
