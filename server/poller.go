@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/svcreg/svcreg/internal/retry"
 	"github.com/svcreg/svcreg/internal/timeuuid"
 	"github.com/svcreg/svcreg/registry"
 	"github.com/svcreg/svcreg/server/store"
@@ -364,13 +365,14 @@ func (pl *poller) expire(p *parkedPoll) {
 // left, or answers them all when the server drains.
 func (pl *poller) dispatch(tenant string, ps *pollSet) {
 	ctx := context.Background()
+	bo := retry.Backoff{Min: 50 * time.Millisecond, Max: 5 * time.Second}
 	for {
 		// Take the channel before reading: a commit after this point closes
 		// it, one before is seen by the read. The first read also sees a
 		// commit that landed after the first poll parked and before this
 		// dispatcher started.
 		changed := pl.changed(ctx, tenant)
-		pl.wake(ctx, tenant, ps, isClosed(pl.s.closing))
+		failed := pl.wake(ctx, tenant, ps, isClosed(pl.s.closing))
 		pl.mu.Lock()
 		if ps.n == 0 {
 			delete(pl.sets, tenant)
@@ -378,10 +380,24 @@ func (pl *poller) dispatch(tenant string, ps *pollSet) {
 			return
 		}
 		pl.mu.Unlock()
+		var again *time.Timer
+		var againC <-chan time.Time
+		if failed {
+			// The polls stay parked (their timers answer them if the
+			// store stays unavailable); read again after a backoff.
+			again = time.NewTimer(bo.Next())
+			againC = again.C
+		} else {
+			bo.Reset()
+		}
 		select {
 		case <-changed:
 		case <-ps.kick:
 		case <-pl.s.closing:
+		case <-againC:
+		}
+		if again != nil {
+			again.Stop()
 		}
 	}
 }
@@ -416,7 +432,7 @@ type pollKey struct {
 // answers the groups that have news (all of them when all is set). The
 // answered connections go back to the http.Server once every answer is
 // written, so that serving them does not delay the answers.
-func (pl *poller) wake(ctx context.Context, tenant string, ps *pollSet, all bool) {
+func (pl *poller) wake(ctx context.Context, tenant string, ps *pollSet, all bool) (failed bool) {
 	type group struct {
 		key pollKey
 		g   *pollGroup
@@ -428,7 +444,7 @@ func (pl *poller) wake(ctx context.Context, tenant string, ps *pollSet, all bool
 	}
 	pl.mu.Unlock()
 	if len(groups) == 0 {
-		return
+		return false
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -437,12 +453,21 @@ func (pl *poller) wake(ctx context.Context, tenant string, ps *pollSet, all bool
 		// A poll that joins the group meanwhile asked the same query, so
 		// that page answers it too.
 		page, err := pl.s.store.Events(ctx, tenant, g.g.q)
+		if err != nil && !all {
+			// A store that failed a read (an etcd member lost, say) ends
+			// no long-poll early: the polls wait on, and the dispatcher
+			// reads again.
+			pl.s.log.Warn("long-poll dispatcher: read the feed; the long-polls wait on", "tenant", tenant, "err", err)
+			failed = true
+			continue
+		}
 		if err == nil && !all && !hasNewer(page, g.key.from) {
 			continue
 		}
 		back = append(back, pl.answerAll(pl.takeGroup(tenant, ps, g.key, g.g), page, err)...)
 	}
 	pl.handBack(back)
+	return failed
 }
 
 // answerChunk is how many answers one goroutine writes when a wake-up

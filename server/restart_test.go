@@ -4,14 +4,17 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/svcreg/svcreg/internal/testserver"
 	"github.com/svcreg/svcreg/server"
+	"github.com/svcreg/svcreg/server/store"
 )
 
 // call is a one-off authenticated JSON request for the restart tests.
@@ -194,5 +197,49 @@ func testDrainingServerSendsLongPollsElsewhere(t *testing.T, kind string) {
 	r = c.do("GET", "/events?wait=5m&marker="+marker, nil).want(200)
 	if !r.close || r.header.Get("X-Registry-Wait") != "0s" {
 		t.Fatalf("while stopping: close %t, X-Registry-Wait %q; want Connection: close and 0s", r.close, r.header.Get("X-Registry-Wait"))
+	}
+}
+
+// flakyStore fails the feed reads while fail is set.
+type flakyStore struct {
+	store.Store
+	fail   atomic.Bool
+	failed atomic.Int32
+}
+
+func (f *flakyStore) Events(ctx context.Context, tenant string, q store.EventQuery) (store.EventPage, error) {
+	if f.fail.Load() {
+		f.failed.Add(1)
+		return store.EventPage{}, errors.New("flaky store: unavailable")
+	}
+	return f.Store.Events(ctx, tenant, q)
+}
+
+// TestLongPollOutlivesAFailedRead: when the store fails the read that a
+// commit wakes the parked long-polls for (an etcd member lost, say), they
+// wait on and are answered once a read succeeds, instead of ending early
+// with a 5xx.
+func TestLongPollOutlivesAFailedRead(t *testing.T) { onEachStore(t, testLongPollOutlivesAFailedRead) }
+
+func testLongPollOutlivesAFailedRead(t *testing.T, kind string) {
+	t.Parallel()
+	var fs *flakyStore
+	base := startCustom(t, kind, func(st store.Store) server.Config {
+		fs = &flakyStore{Store: st}
+		return server.Config{Store: fs}
+	})
+	c := devLogin(t, base, "flaky-read")
+	marker := c.do("GET", "/services", nil).want(200).header.Get("X-Registry-Marker")
+	ch := c.longPoll("?wait=60&marker=" + marker)
+	stillWaiting(t, ch) // parked
+	fs.fail.Store(true)
+	c.create("svc-1", 30)
+	stillWaiting(t, ch)
+	if fs.failed.Load() == 0 {
+		t.Fatal("the commit woke no read of the feed")
+	}
+	fs.fail.Store(false)
+	if got := summary(answer(t, ch)); len(got) == 0 || got[len(got)-1] != "service.join svc-1" {
+		t.Fatalf("long-poll answered %q, want the join", got)
 	}
 }
