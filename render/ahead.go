@@ -162,9 +162,22 @@ func (r *Renderer) installAhead(ctx context.Context, g *Group, ah *ahead, af *ah
 // applied before it. It reports whether it waited.
 func (r *Renderer) waitAhead(ctx context.Context, g *Group) bool {
 	ah := r.runtimes.ahead[g.Name]
-	if ah == nil {
-		return false
+	return ah != nil && ah.wait(ctx)
+}
+
+// WaitAhead waits until the checkers of every group are done: a new
+// template set renders on the installed files.
+func (r *Renderer) WaitAhead(ctx context.Context) {
+	for _, ah := range r.runtimes.ahead {
+		if ah.wait(ctx); ctx.Err() != nil {
+			return
+		}
 	}
+}
+
+// wait waits until the checker is done, or ctx is; it reports whether a
+// checker was running.
+func (ah *ahead) wait(ctx context.Context) bool {
 	ah.mu.Lock()
 	idle := ah.idle
 	ah.mu.Unlock()
@@ -176,23 +189,6 @@ func (r *Renderer) waitAhead(ctx context.Context, g *Group) bool {
 	case <-ctx.Done():
 	}
 	return true
-}
-
-// WaitAhead waits until the checkers of every group are done: a new
-// template set renders on the installed files.
-func (r *Renderer) WaitAhead(ctx context.Context) {
-	for _, ah := range r.runtimes.ahead {
-		ah.mu.Lock()
-		idle := ah.idle
-		ah.mu.Unlock()
-		if idle != nil {
-			select {
-			case <-idle:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}
 }
 
 // settledAhead returns, once the checkers are done, how many groups they
