@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -237,9 +238,12 @@ func (c *cli) answer(limit int) (string, error) {
 		if len(c.buf) > limit {
 			return "", fmt.Errorf("the answer is longer than %d bytes", maxAnswer)
 		}
-		chunk := make([]byte, 32<<10)
-		n, err := c.conn.Read(chunk)
-		c.buf = append(c.buf, chunk[:n]...)
+		// Read into c.buf's spare room, growing it only when little is left.
+		if cap(c.buf)-len(c.buf) < 4<<10 {
+			c.buf = slices.Grow(c.buf, 32<<10)
+		}
+		n, err := c.conn.Read(c.buf[len(c.buf):cap(c.buf)])
+		c.buf = c.buf[:len(c.buf)+n]
 		if err != nil && n == 0 {
 			if errors.Is(err, io.EOF) {
 				err = io.ErrUnexpectedEOF
