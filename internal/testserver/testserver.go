@@ -269,6 +269,9 @@ func holdPort(addr string) (io.Closer, error) {
 	if err != nil {
 		return nil, err
 	}
+	if !ap.Addr().Is4() {
+		return nil, fmt.Errorf("hold %s: not an IPv4 address", addr)
+	}
 	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("hold %s: %w", addr, err)
