@@ -244,6 +244,14 @@ func (pl *poller) park(w http.ResponseWriter, rq *request, q store.EventQuery, w
 	return true
 }
 
+// currentWatch returns the connection watcher as it is now (nil if none
+// runs), without starting it.
+func (pl *poller) currentWatch() *connWatcher {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	return pl.watch
+}
+
 // watcher returns the connection watcher, started on first use; nil where
 // there is none.
 func (pl *poller) watcher() *connWatcher {
@@ -264,11 +272,12 @@ func (pl *poller) watcher() *connWatcher {
 // take removes p from its poll set and its waiter count, and stops its
 // timer and its watch; only the caller that gets true answers it.
 func (pl *poller) take(p *parkedPoll) bool {
+	key := keyOf(p.q)
 	pl.mu.Lock()
 	ps := pl.sets[p.tenant]
 	var g *pollGroup
 	if ps != nil {
-		g = ps.groups[keyOf(p.q)]
+		g = ps.groups[key]
 	}
 	if g == nil {
 		pl.mu.Unlock()
@@ -280,7 +289,7 @@ func (pl *poller) take(p *parkedPoll) bool {
 	}
 	delete(g.polls, p)
 	if len(g.polls) == 0 {
-		delete(ps.groups, keyOf(p.q))
+		delete(ps.groups, key)
 	}
 	ps.n--
 	pl.removeWaitersLocked(p.tenant, 1)
@@ -343,9 +352,7 @@ func (pl *poller) hangup(p *parkedPoll) {
 // it was kept for as long as it may be.
 func (pl *poller) expire(p *parkedPoll) {
 	if pl.unkeep(p) {
-		pl.mu.Lock()
-		w := pl.watch
-		pl.mu.Unlock()
+		w := pl.currentWatch()
 		if w != nil {
 			w.remove(p)
 		}
@@ -484,9 +491,7 @@ func (pl *poller) answerAll(polls []*parkedPoll, page store.EventPage, err error
 	if len(polls) == 0 {
 		return nil
 	}
-	pl.mu.Lock()
-	w := pl.watch
-	pl.mu.Unlock()
+	w := pl.currentWatch()
 	a := answerBatch{page: page, err: err, date: time.Now().UTC().Format(http.TimeFormat), watch: w}
 	if err == nil && page.Next.IsZero() {
 		body := eventsJSON(page, polls[0].q.Limit, "", nil) // no next_href
@@ -593,9 +598,7 @@ func (pl *poller) finish(p *parkedPoll, rest []byte) {
 		p.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
 		_, err := p.conn.Write(rest)
 		p.conn.SetWriteDeadline(time.Time{})
-		pl.mu.Lock()
-		w := pl.watch
-		pl.mu.Unlock()
+		w := pl.currentWatch()
 		var answered []*parkedPoll
 		if err == nil {
 			pl.written(p, &answered)
