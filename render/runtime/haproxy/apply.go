@@ -48,6 +48,13 @@ type Adapter struct {
 	mu       sync.Mutex
 	drains   map[string]*drain // by "backend/server"
 	draining bool              // the drain loop runs
+	// lives is each backend's live state as last read back, after the
+	// commands that changed it: what the next Apply starts from, so that
+	// it takes one round trip (its commands and the read-back) instead
+	// of two. It may be stale (HAProxy restarted, or its state changed
+	// by hand); the read-back finds that out, and the Apply starts over
+	// from a fresh read.
+	lives map[string]map[string]liveServer
 }
 
 // New returns an Adapter for the socket in s.
@@ -66,7 +73,8 @@ func New(s runtime.Settings) (runtime.Adapter, error) {
 		return nil, err
 	}
 	watch := &cli{network: c.network, address: c.address, master: c.master, timeout: c.timeout}
-	return &Adapter{cli: c, watch: watch, drainTimeout: s.DrainTimeout, log: s.Log, goFn: s.Go, poll: 5 * time.Millisecond, drains: map[string]*drain{}}, nil
+	return &Adapter{cli: c, watch: watch, drainTimeout: s.DrainTimeout, log: s.Log, goFn: s.Go, poll: 5 * time.Millisecond,
+		drains: map[string]*drain{}, lives: map[string]map[string]liveServer{}}, nil
 }
 
 // Apply takes the live state of every backend of the new file to the
@@ -89,12 +97,17 @@ func (a *Adapter) Reset() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	clear(a.drains)
+	clear(a.lives)
 	a.cli.fresh()
 	a.watch.fresh()
 }
 
-// apply reads the live state of the backends, runs the script that takes
-// it to theirs, then reads the state back and checks it: two round trips.
+// apply takes the live state of the backends to theirs: it runs the
+// script from the live state read last, with the state read back in the
+// same round trip, and checks it. When the state read last is missing or
+// was stale (a command refused, or the state read back is not the
+// target), it reads the live state and runs the script from that: two
+// round trips.
 func (a *Adapter) apply(ctx context.Context, target []*section, known knownFunc) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -102,11 +115,35 @@ func (a *Adapter) apply(ctx context.Context, target []*section, known knownFunc)
 	// the one whose sessions the drains look at.
 	a.cli.fresh()
 	a.watch.fresh()
-	show := make([]string, len(target))
-	for i, s := range target {
-		show[i] = "show servers state " + s.name
+	if lives := a.cached(target); lives != nil {
+		drains := maps.Clone(a.drains)
+		added, err := a.applyFrom(ctx, target, known, lives)
+		var f *runtime.Failure
+		if err == nil || !errors.As(err, &f) || (f.Step != "command" && f.Step != "verify") {
+			return a.drained(ctx, err)
+		}
+		a.log.Debug("the live state read last was stale; reading it again", "err", err)
+		a.drains = drains
+		// The servers of the file that the attempt added are live with
+		// the file's settings.
+		prev := known
+		known = func(backend, name string) *server {
+			if sv := prev(backend, name); sv != nil {
+				return sv
+			}
+			if !slices.Contains(added, backend+"/"+name) {
+				return nil
+			}
+			for _, s := range target {
+				if s.name == backend {
+					return s.server(name)
+				}
+			}
+			return nil
+		}
 	}
-	outs, err := a.cli.runAll(ctx, show)
+	clear(a.lives)
+	outs, err := a.cli.runAll(ctx, showCommands(target))
 	if err != nil {
 		return err
 	}
@@ -114,35 +151,80 @@ func (a *Adapter) apply(ctx context.Context, target []*section, known knownFunc)
 	if err != nil {
 		return err
 	}
+	_, err = a.applyFrom(ctx, target, known, lives)
+	return a.drained(ctx, err)
+}
+
+// cached returns the live state of the backends as read last, or nil if
+// one of them was not read since the last failure.
+func (a *Adapter) cached(target []*section) []map[string]liveServer {
+	lives := make([]map[string]liveServer, len(target))
+	for i, s := range target {
+		l, ok := a.lives[s.name]
+		if !ok {
+			return nil
+		}
+		lives[i] = maps.Clone(l)
+	}
+	return lives
+}
+
+func showCommands(target []*section) []string {
+	show := make([]string, len(target))
+	for i, s := range target {
+		show[i] = "show servers state " + s.name
+	}
+	return show
+}
+
+// applyFrom runs the script that takes the backends from lives to
+// target, then reads the state back and checks it: one round trip. It
+// keeps what it read back as the state the next apply starts from, and
+// returns the servers ("backend/server") it added.
+func (a *Adapter) applyFrom(ctx context.Context, target []*section, known knownFunc, lives []map[string]liveServer) (added []string, err error) {
+	clear(a.lives)
 	sc, err := script(target, known, lives, a.drains)
 	if err != nil {
-		return &runtime.Failure{Step: "verify", Err: err}
+		return nil, &runtime.Failure{Step: "verify", Err: err}
+	}
+	for _, cmd := range sc.cmds {
+		if rest, ok := strings.CutPrefix(cmd, "add server "); ok {
+			id, _, _ := strings.Cut(rest, " ")
+			added = append(added, id)
+		}
 	}
 	for _, id := range sc.cancel {
 		delete(a.drains, id)
 	}
-	// The commands, then the live state read back, in one round trip.
-	outs, err = a.cli.runAll(ctx, append(slices.Clip(sc.cmds), show...))
+	outs, err := a.cli.runAll(ctx, append(slices.Clip(sc.cmds), showCommands(target)...))
 	if err != nil {
-		return err
+		return added, err
 	}
 	if err := a.accepted(sc.cmds, outs); err != nil {
-		return err
+		return added, err
 	}
 	for _, d := range sc.drains {
 		d.deadline = time.Now().Add(a.drainTimeout)
 		a.drains[d.id] = d
 	}
 	if lives, err = parseStates(target, outs[len(sc.cmds):]); err != nil {
-		return err
+		return added, err
 	}
 	for i, s := range target {
+		read := maps.Clone(lives[i])
 		if err := a.verify(s, lives[i]); err != nil {
-			return err
+			return added, err
 		}
+		a.lives[s.name] = read
 	}
-	if len(a.drains) == 0 || a.draining {
-		return nil
+	return added, nil
+}
+
+// drained starts the drain loop after a successful apply, if drains are
+// waiting and it does not run.
+func (a *Adapter) drained(ctx context.Context, err error) error {
+	if err != nil || len(a.drains) == 0 || a.draining {
+		return err
 	}
 	a.draining = true
 	if a.goFn == nil {
@@ -154,17 +236,33 @@ func (a *Adapter) apply(ctx context.Context, target []*section, known knownFunc)
 	return nil
 }
 
-// send runs commands that change state, several to a round trip, and
-// checks HAProxy's answers.
-func (a *Adapter) send(ctx context.Context, cmds ...string) error {
+// send runs commands that change the state of a backend, several to a
+// round trip, checks HAProxy's answers, and reads the backend's state
+// back in the same round trip for the next apply to start from.
+func (a *Adapter) send(ctx context.Context, backend string, cmds ...string) error {
 	if len(cmds) == 0 {
 		return nil
 	}
-	outs, err := a.cli.runAll(ctx, cmds)
+	outs, err := a.exchange(ctx, backend, cmds)
 	if err != nil {
 		return err
 	}
 	return a.accepted(cmds, outs)
+}
+
+// exchange runs commands that change the state of a backend and reads
+// the backend's state back: the answers to the commands, and the state
+// kept as the one the next apply starts from (forgotten if unreadable).
+func (a *Adapter) exchange(ctx context.Context, backend string, cmds []string) ([]string, error) {
+	delete(a.lives, backend)
+	outs, err := a.cli.runAll(ctx, append(slices.Clip(cmds), "show servers state "+backend))
+	if err != nil {
+		return nil, err
+	}
+	if live, err := parseState(outs[len(cmds)]); err == nil {
+		a.lives[backend] = live
+	}
+	return outs[:len(cmds)], nil
 }
 
 // accepted checks HAProxy's answers to commands that change state.
@@ -334,6 +432,7 @@ func (a *Adapter) drainAll(ctx context.Context) error {
 		defer a.mu.Unlock()
 		a.draining = false
 		clear(a.drains) // the caller reloads
+		clear(a.lives)
 	}
 	return err
 }
@@ -390,11 +489,11 @@ func (a *Adapter) step(ctx context.Context, d *drain, looked, busy bool) error {
 	}
 	if busy {
 		a.log.Warn("drain timeout passed; cutting the server's remaining sessions", "server", d.id, "drain_timeout", a.drainTimeout)
-		if err := a.send(ctx, "shutdown sessions server "+d.id); err != nil {
+		if err := a.send(ctx, d.backend(), "shutdown sessions server "+d.id); err != nil {
 			return err
 		}
 	}
-	if err := a.send(ctx, d.then...); err != nil {
+	if err := a.send(ctx, d.backend(), d.then...); err != nil {
 		return err
 	}
 	if d.del {
@@ -403,7 +502,7 @@ func (a *Adapter) step(ctx context.Context, d *drain, looked, busy bool) error {
 	}
 	delete(a.drains, d.id)
 	if n := d.next; n != nil {
-		if err := a.send(ctx, "set server "+n.id+" state drain"); err != nil {
+		if err := a.send(ctx, n.backend(), "set server "+n.id+" state drain"); err != nil {
 			return err
 		}
 		n.deadline = time.Now().Add(a.drainTimeout)
@@ -417,10 +516,11 @@ func (a *Adapter) step(ctx context.Context, d *drain, looked, busy bool) error {
 // maintenance begins): the next step tries again, until deleteRetry.
 func (a *Adapter) deleteStep(ctx context.Context, d *drain) error {
 	cmd := "del server " + d.id
-	out, err := a.cli.run(ctx, cmd)
+	outs, err := a.exchange(ctx, d.backend(), []string{cmd})
 	if err != nil {
 		return err
 	}
+	out := outs[0]
 	if accepted(cmd, out) {
 		a.log.Debug("HAProxy runtime API", "command", cmd, "answer", out)
 		delete(a.drains, d.id)

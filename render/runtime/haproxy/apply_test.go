@@ -481,3 +481,54 @@ func TestApplyDrainFailure(t *testing.T) {
 		t.Fatalf("%d drains left after the failure", n)
 	}
 }
+
+// An apply starts from the state the last one read back: one round trip
+// (its commands and the read-back). When that state went stale behind the
+// adapter's back (a hand-made change, a restart from the file), the
+// apply finds out, reads the live state and gets there all the same.
+func TestApplyFromStateReadBack(t *testing.T) {
+	t.Parallel()
+	a1, b, c := newCounter(t, "a"), newCounter(t, "b"), newCounter(t, "c")
+	v1 := backendsFile(srvLine("a", a1, ""))
+	h := haproxytest.Start(t, v1, true)
+	ad, err := New(runtime.Settings{Socket: h.Socket, DrainTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli := ad.(*Adapter).cli
+	step := func(old, new string, trips int64) {
+		t.Helper()
+		before := cli.exchanges.Load()
+		if err := planApply(t, ad, h, old, new); err != nil {
+			t.Fatal(err)
+		}
+		if got := cli.exchanges.Load() - before; got != trips {
+			t.Fatalf("the apply took %d round trips, want %d", got, trips)
+		}
+		live := liveState(t, h)
+		cfg := parseConfig([]byte(new))
+		if err := ad.(*Adapter).verify(cfg.sections[len(cfg.sections)-1], live); err != nil {
+			t.Fatalf("after the apply: %v", err)
+		}
+	}
+	v2 := backendsFile(srvLine("a", a1, ""), srvLine("b", b, ""))
+	step(v1, v2, 2) // nothing read yet: read, then change
+	v3 := backendsFile(srvLine("a", a1, ""), srvLine("b", b, " weight 3"))
+	step(v2, v3, 1)
+
+	// Changed by hand: the read-back does not match; read and redo.
+	if _, err := haproxytest.Command(h.Socket, "set weight api/a 7"); err != nil {
+		t.Fatal(err)
+	}
+	v4 := backendsFile(srvLine("a", a1, ""), srvLine("b", b, " weight 2"))
+	step(v3, v4, 3)
+	step(v4, v3, 1)
+
+	// Restarted from an older file: a command is refused (b's weight,
+	// b being gone); read and redo.
+	os.WriteFile(h.Backends, []byte(v1), 0o644)
+	h.Stop(t)
+	h.Run(t)
+	v5 := backendsFile(srvLine("a", a1, ""), srvLine("b", b, ""), srvLine("c", c, ""))
+	step(v3, v5, 3)
+}

@@ -30,6 +30,8 @@ type cli struct {
 	conn  net.Conn   // nil: not connected
 	buf   []byte     // read from conn, not yet returned
 	stale atomic.Bool
+	// exchanges counts the lines of commands sent: the round trips.
+	exchanges atomic.Int64
 }
 
 // newCLI parses a runtime_socket setting: "/path", "unix:/path",
@@ -147,6 +149,7 @@ func (c *cli) close() {
 func (c *cli) exchange(ctx context.Context, commands []string) ([]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
+	c.exchanges.Add(1)
 	kept := c.conn != nil
 	answers, got, err := c.try(ctx, commands)
 	if err != nil && kept && !got && ctx.Err() == nil {

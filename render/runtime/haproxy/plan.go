@@ -128,6 +128,12 @@ type drain struct {
 	deleting time.Time // when set: the deletion is being retried until then
 }
 
+// backend is the name of d's server's backend.
+func (d *drain) backend() string {
+	b, _, _ := strings.Cut(d.id, "/")
+	return b
+}
+
 // describe says what d does, for --dry.
 func (d *drain) describe(timeout time.Duration) []string {
 	var out []string
