@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +24,7 @@ import (
 
 	"github.com/svcreg/svcreg/internal/haproxytest"
 	"github.com/svcreg/svcreg/internal/testserver"
+	"github.com/svcreg/svcreg/internal/timeuuid"
 	"github.com/svcreg/svcreg/registry"
 )
 
@@ -137,9 +140,12 @@ type instance struct {
 	port     string
 	started  atomic.Int64
 	finished atomic.Int64
-	// registered is when the registry was told about this instance;
-	// first is when it first served a request.
+	// registered is when the registry was told about this instance (the
+	// write call began); event is when the registry made the event of
+	// that write (the time in its id); first is when it first served a
+	// request.
 	registered time.Time
+	event      time.Time
 	firstOnce  sync.Once
 	first      atomic.Int64 // unix nanoseconds
 	moved      bool         // retired by a move, not a leave
@@ -173,19 +179,71 @@ func startInstance(t testing.TB, id string) *instance {
 }
 
 // load is clients sending POST requests (which Go's client never retries,
-// so every failure is seen) on keep-alive connections.
+// so every failure is seen) on keep-alive connections. They run in a
+// process of their own, as clients do: sharing the test's process, their
+// goroutines would delay its backends' first requests, which the churn
+// measures.
 type load struct {
-	ok, failed atomic.Int64
-	// cut counts connections the load balancer closed.
-	cut  atomic.Int64
-	mu   sync.Mutex
-	errs []string
-	stop chan struct{}
-	wg   sync.WaitGroup
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	stdout bytes.Buffer
+	loadResult
 }
 
-func startLoad(url string, clients int) *load {
-	l := &load{stop: make(chan struct{})}
+// loadResult is what the clients saw: cut counts connections the load
+// balancer closed.
+type loadResult struct {
+	OK, Failed, Cut int64
+	Errs            []string
+}
+
+// loadEnv makes the test binary run clients (loadMain): "URL CLIENTS".
+const loadEnv = "SVCREG_TEST_LOAD"
+
+func startLoad(t testing.TB, url string, clients int) *load {
+	t.Helper()
+	l := &load{cmd: exec.Command(os.Args[0])}
+	l.cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %d", loadEnv, url, clients))
+	l.cmd.Stdout, l.cmd.Stderr = &l.stdout, os.Stderr
+	var err error
+	if l.stdin, err = l.cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.stdin.Close(); l.cmd.Wait() })
+	return l
+}
+
+// halt stops the clients and reads what they saw.
+func (l *load) halt(t testing.TB) {
+	t.Helper()
+	l.stdin.Close()
+	if err := l.cmd.Wait(); err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	if err := json.Unmarshal(l.stdout.Bytes(), &l.loadResult); err != nil {
+		t.Fatalf("load: %v: %q", err, l.stdout.String())
+	}
+}
+
+// loadMain runs the clients of loadEnv until its standard input closes,
+// then prints what they saw.
+func loadMain(spec string) int {
+	var url string
+	var clients int
+	if _, err := fmt.Sscan(spec, &url, &clients); err != nil {
+		fmt.Fprintln(os.Stderr, "load:", err)
+		return 2
+	}
+	var (
+		ok, failed, cut atomic.Int64
+		mu              sync.Mutex
+		errs            []string
+		wg              sync.WaitGroup
+		stop            = make(chan struct{})
+	)
 	for i := 0; i < clients; i++ {
 		tr := &http.Transport{MaxIdleConnsPerHost: 1, DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			var d net.Dialer
@@ -193,14 +251,14 @@ func startLoad(url string, clients int) *load {
 			if err != nil {
 				return nil, err
 			}
-			return &watchedConn{Conn: c, closed: &l.cut}, nil
+			return &watchedConn{Conn: c, closed: &cut}, nil
 		}}
 		client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-		l.wg.Go(func() {
+		wg.Go(func() {
 			defer tr.CloseIdleConnections()
 			for {
 				select {
-				case <-l.stop:
+				case <-stop:
 					return
 				case <-time.After(20 * time.Millisecond):
 				}
@@ -215,22 +273,24 @@ func startLoad(url string, clients int) *load {
 					}
 				}
 				if err != nil {
-					l.failed.Add(1)
-					l.mu.Lock()
-					if len(l.errs) < 5 {
-						l.errs = append(l.errs, err.Error())
+					failed.Add(1)
+					mu.Lock()
+					if len(errs) < 5 {
+						errs = append(errs, err.Error())
 					}
-					l.mu.Unlock()
+					mu.Unlock()
 					continue
 				}
-				l.ok.Add(1)
+				ok.Add(1)
 			}
 		})
 	}
-	return l
+	io.Copy(io.Discard, os.Stdin)
+	close(stop)
+	wg.Wait()
+	json.NewEncoder(os.Stdout).Encode(loadResult{OK: ok.Load(), Failed: failed.Load(), Cut: cut.Load(), Errs: errs})
+	return 0
 }
-
-func (l *load) halt() { close(l.stop); l.wg.Wait() }
 
 // watchedConn counts a connection the other side closed (or broke).
 type watchedConn struct {
@@ -252,12 +312,14 @@ type churnResult struct {
 	ok, failed, cut int64
 	errs            []string
 	// latencies are, for every instance that joined or moved, the time
-	// from the registry write to its first request.
-	latencies []time.Duration
-	instances []*instance
-	retired   []*instance
-	workers   int // HAProxy workers started
-	reloads   int
+	// from the registry's event of it to its first request; fromWrite,
+	// from the start of the write call that made the event (the client's
+	// request, authentication and the committed write on top).
+	latencies, fromWrite []time.Duration
+	instances            []*instance
+	retired              []*instance
+	workers              int // HAProxy workers started
+	reloads              int
 }
 
 // churn runs clients against HAProxy for d while, every 200 ms, a service
@@ -328,7 +390,7 @@ func churn(t testing.TB, s *runtimeSetup, d time.Duration, clients int) churnRes
 		}
 	}()
 
-	l := startLoad(s.h.URL(), clients)
+	l := startLoad(t, s.h.URL(), clients)
 	rng := rand.New(rand.NewPCG(1, 2))
 	const step = 200 * time.Millisecond
 	end := time.Now().Add(d)
@@ -397,21 +459,52 @@ func churn(t testing.TB, s *runtimeSetup, d time.Duration, clients int) churnRes
 		}
 		return true
 	})
-	l.halt()
+	l.halt(t)
 	close(watchStop)
 	<-watchDone
 
-	r := churnResult{ok: l.ok.Load(), failed: l.failed.Load(), cut: l.cut.Load(), errs: l.errs,
+	r := churnResult{ok: l.OK, failed: l.Failed, cut: l.Cut, errs: l.Errs,
 		instances: all, retired: retired, reloads: lines(s.reloads)}
 	if w := s.h.Worker(t); w != startWorkers {
 		r.workers = 1
 	}
+	eventTimes(t, s.c, all)
 	for _, in := range all[4:] { // the first four were there before the load
-		if f := in.first.Load(); f > 0 {
-			r.latencies = append(r.latencies, time.Unix(0, f).Sub(in.registered))
+		if f := in.first.Load(); f > 0 && !in.event.IsZero() {
+			r.latencies = append(r.latencies, time.Unix(0, f).Sub(in.event))
+			r.fromWrite = append(r.fromWrite, time.Unix(0, f).Sub(in.registered))
 		}
 	}
 	return r
+}
+
+// eventTimes sets each instance's event: the time in the id of the
+// service.join or service.update event that gave its service its port.
+func eventTimes(t testing.TB, c *registry.Client, all []*instance) {
+	t.Helper()
+	byKey := map[[2]string]*instance{}
+	for _, in := range all {
+		byKey[[2]string{in.id, in.port}] = in
+	}
+	for ev, err := range c.ListEvents(context.Background(), registry.EventListOptions{Limit: 1000}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Type != registry.ServiceJoin && ev.Type != registry.ServiceUpdate {
+			continue
+		}
+		svc, err := ev.Service()
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, err := timeuuid.Parse(ev.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if in := byKey[[2]string{svc.ID, svc.Metadata["port"]}]; in != nil {
+			in.event = id.Time()
+		}
+	}
 }
 
 // TestTemplateHAProxyRuntimeChurn: 100 keep-alive clients through HAProxy
@@ -685,6 +778,8 @@ func benchChurn(b *testing.B, mode string, o runtimeOptions) {
 			r := churn(b, s, 20*time.Second, 100)
 			b.ReportMetric(percentile(r.latencies, 0.5), "p50-ms")
 			b.ReportMetric(percentile(r.latencies, 0.99), "p99-ms")
+			b.ReportMetric(percentile(r.fromWrite, 0.5), "write-p50-ms")
+			b.ReportMetric(percentile(r.fromWrite, 0.99), "write-p99-ms")
 			if o.runtime {
 				// How long the runtime API part of a pass took (the drains
 				// finish after it, in the background), from the
