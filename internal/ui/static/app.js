@@ -239,6 +239,7 @@
         relistAt = Date.now();
         renderServices();
         if (detailId !== null) renderDetail();
+        limitsChanged();
         notice('');
         return res.marker;
       });
@@ -444,7 +445,6 @@
       });
       if (svc) relistSoon();
       if (fresh.some(function (ev) { return ev.type.indexOf('configuration_value.') === 0; })) loadConfig().catch(failed);
-      if (!$('view-limits').hidden && fresh.length) self.loadLimits();
       if (!fresh.length) return;
       if (paused) {
         heldCount += fresh.length;
@@ -530,7 +530,7 @@
 
     // -- configuration --
     var loadConfig = latest(function () {
-      return list('/configuration', ctrl.signal).then(function (res) { renderConfig(res.values); });
+      return list('/configuration', ctrl.signal).then(function (res) { renderConfig(res.values); limitsChanged(); });
     });
     function renderConfig(values) {
       var root = { kids: new Map(), values: [] };
@@ -567,6 +567,11 @@
     }
 
     // -- limits --
+    // The usage shown is counted from the lists: it is refreshed when a
+    // list was read again, not when an event only announced a change.
+    function limitsChanged() {
+      if (!$('view-limits').hidden) self.loadLimits();
+    }
     this.loadLimits = function () {
       api('/limits', ctrl.signal).then(function (res) {
         var b = res.body || {}, box = $('limits');
