@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -192,8 +194,18 @@ func (c *Client) send(ctx context.Context, method, u, token string, body []byte,
 	req.Header.Set("User-Agent", c.userAgent)
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
+	var wrote atomic.Bool
+	if method != http.MethodGet {
+		// Whether a change that got no answer was sent (ErrOutcomeUnknown).
+		req = req.WithContext(httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+			WroteRequest: func(i httptrace.WroteRequestInfo) { wrote.Store(i.Err == nil) },
+		}))
+	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
+		if wrote.Load() {
+			return nil, &outcomeUnknown{fmt.Errorf("registry: %w", err)}
+		}
 		return nil, fmt.Errorf("registry: %w", err)
 	}
 	defer closeBody(resp.Body)

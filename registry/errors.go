@@ -31,6 +31,12 @@ var (
 	// retention (410 markerExpired); list services and configuration again
 	// and watch from the X-Registry-Marker of that answer.
 	ErrMarkerExpired = errors.New("registry: events marker expired")
+	// ErrOutcomeUnknown: a change (a POST, PUT or DELETE) was sent but
+	// no answer said how it went: the connection broke or the context
+	// ended after the request was written, or the registry answered 5xx
+	// (it may have committed the change before failing). The change may
+	// or may not have been made. It is matched together with the cause.
+	ErrOutcomeUnknown = errors.New("registry: no answer to a change that was sent; it may have been made")
 )
 
 // Fault types the API sends (spec §4.2, design "Wire compatibility").
@@ -131,8 +137,18 @@ func (e *Error) Is(target error) bool {
 		return e.StatusCode == http.StatusUnauthorized
 	case ErrMarkerExpired:
 		return e.Type == FaultMarkerExpired || e.StatusCode == http.StatusGone
+	case ErrOutcomeUnknown:
+		return e.StatusCode >= 500 && e.Method != http.MethodGet
 	}
 	return false
+}
+
+// outcomeUnknown is a change that was sent and got no answer.
+type outcomeUnknown struct{ err error }
+
+func (e *outcomeUnknown) Error() string { return e.err.Error() }
+func (e *outcomeUnknown) Unwrap() []error {
+	return []error{e.err, ErrOutcomeUnknown}
 }
 
 // Temporary reports whether a request that failed with err may succeed if

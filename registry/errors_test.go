@@ -1,9 +1,12 @@
 package registry_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"testing"
 
 	"github.com/svcreg/svcreg/registry"
@@ -33,6 +36,73 @@ func TestTemporary(t *testing.T) {
 	} {
 		if got := registry.Temporary(tt.err); got != tt.want {
 			t.Errorf("%s: Temporary(%v) = %v, want %v", tt.name, tt.err, got, tt.want)
+		}
+	}
+}
+
+// ErrOutcomeUnknown: a change that was sent and got no answer, or a 5xx;
+// not a request that never left, nor a read, nor a refusal.
+func TestOutcomeUnknown(t *testing.T) {
+	t.Parallel()
+	// hangUp reads the request and closes the connection without an
+	// answer; status answers with a status.
+	hangUp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		c, _, err := w.(http.Hijacker).Hijack()
+		if err == nil {
+			c.Close()
+		}
+	}))
+	defer hangUp.Close()
+	status := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer status.Close()
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closed.Close() // nothing listens: a request never leaves
+
+	ctx := context.Background()
+	create := func(base string) error {
+		c, err := registry.New(registry.Config{URL: base + "/v1.0", Token: "t", Tenant: "1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_, err = c.CreateService(ctx, registry.Service{ID: "a", HeartbeatTimeout: 10})
+		return err
+	}
+	get := func(base string) error {
+		c, _ := registry.New(registry.Config{URL: base + "/v1.0", Token: "t", Tenant: "1"})
+		defer c.Close()
+		_, err := c.GetService(ctx, "a")
+		return err
+	}
+	for _, tt := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"create, connection closed after the request", create(hangUp.URL), true},
+		{"create, not connected", create(closed.URL), false},
+		{"create, 503", create(status.URL), true},
+		{"get, 503", get(status.URL), false},
+		{"get, connection closed after the request", get(hangUp.URL), false},
+	} {
+		if tt.err == nil {
+			t.Fatalf("%s: no error", tt.name)
+		}
+		if got := errors.Is(tt.err, registry.ErrOutcomeUnknown); got != tt.want {
+			t.Errorf("%s: errors.Is(%v, ErrOutcomeUnknown) = %t, want %t", tt.name, tt.err, got, tt.want)
+		}
+	}
+	for _, tt := range []struct {
+		method string
+		status int
+		want   bool
+	}{{"POST", 503, true}, {"PUT", 500, true}, {"DELETE", 502, true}, {"GET", 503, false}, {"POST", 409, false}, {"POST", 429, false}} {
+		err := fmt.Errorf("x: %w", &registry.Error{Method: tt.method, StatusCode: tt.status})
+		if got := errors.Is(err, registry.ErrOutcomeUnknown); got != tt.want {
+			t.Errorf("%s answered %d: ErrOutcomeUnknown %t, want %t", tt.method, tt.status, got, tt.want)
 		}
 	}
 }

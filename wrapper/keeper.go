@@ -45,8 +45,12 @@ type keeper struct {
 	// not fix; the keeper has stopped then.
 	fatal chan error
 
-	mu       sync.Mutex
-	held     bool      // a heartbeater holds the service
+	mu   sync.Mutex
+	held bool // a heartbeater holds the service
+	// maybe: a registration was sent and no answer said how it went, so
+	// the registry may hold the service without the wrapper knowing; it
+	// was not one that found the id held by another instance.
+	maybe    bool
 	deadline time.Time // when the registry times the service out unless heartbeated
 	lastErr  error     // why the last registration or heartbeat failed; nil if it succeeded
 }
@@ -70,6 +74,16 @@ func (k *keeper) Held() bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return k.held
+}
+
+// MaybeHeld reports whether the registry may hold the service although
+// no registration was seen to succeed: one was sent and got no answer
+// (the wrapper stopped while it was under way, the connection broke, or
+// the registry answered 5xx), and no other instance held the id.
+func (k *keeper) MaybeHeld() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.maybe
 }
 
 // Deadline is when the registry times the service out unless a heartbeat
@@ -101,9 +115,11 @@ func (k *keeper) run(ctx context.Context) {
 	var remind throttle
 	for {
 		var logged time.Time
+		taken := false
 		hb, err := k.client.Register(ctx, k.service, registry.RegisterOptions{
 			Heartbeat: registry.HeartbeatOptions{Interval: k.interval, OnBeat: k.onBeat()},
 			OnTaken: func(until time.Time) {
+				taken = true
 				// This lasts up to the old instance's heartbeat timeout
 				// (two minutes at most): say so, and now and then how long.
 				if now := time.Now(); now.Sub(logged) >= waitingLogEvery {
@@ -115,7 +131,7 @@ func (k *keeper) run(ctx context.Context) {
 		})
 		if err == nil {
 			k.mu.Lock()
-			k.held, k.deadline, k.lastErr = true, hb.Deadline(), nil
+			k.held, k.maybe, k.deadline, k.lastErr = true, false, hb.Deadline(), nil
 			k.mu.Unlock()
 			k.log.Info("service registered", "heartbeat_timeout", k.service.HeartbeatTimeout, "interval", k.interval, "failed_attempts", failures)
 			settle()
@@ -137,6 +153,14 @@ func (k *keeper) run(ctx context.Context) {
 				return
 			}
 			continue
+		}
+		if errors.Is(err, registry.ErrOutcomeUnknown) && !taken {
+			// After an answer that another instance holds the id, a
+			// create that got no answer may have failed the same way:
+			// only one before that counts.
+			k.mu.Lock()
+			k.maybe = true
+			k.mu.Unlock()
 		}
 		if ctx.Err() != nil {
 			return

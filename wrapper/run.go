@@ -185,7 +185,8 @@ func (s *supervisor) abort(err error) int {
 // service at once rather than letting it time out.
 func (s *supervisor) finish() {
 	s.stopKeeper()
-	if !s.keeper.Held() {
+	maybe := s.keeper.MaybeHeld() && !s.keeper.Held()
+	if !s.keeper.Held() && !maybe {
 		return
 	}
 	timeout := s.cfg.Service.HeartbeatTimeout
@@ -197,8 +198,12 @@ func (s *supervisor) finish() {
 	defer cancel()
 	err := s.client.DeleteService(ctx, s.cfg.Service.ID)
 	switch {
+	case err == nil && maybe:
+		s.log.Info("service deregistered (a registration had got no answer, and had been made)")
 	case err == nil:
 		s.log.Info("service deregistered")
+	case errors.Is(err, registry.ErrNotFound) && maybe:
+		s.log.Info("the registration that got no answer had not been made; nothing to deregister")
 	case errors.Is(err, registry.ErrNotFound):
 		s.log.Info("service already gone from the registry")
 	default:

@@ -2,8 +2,13 @@ package wrapper_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"reflect"
 	"strconv"
@@ -541,5 +546,52 @@ func TestBadCommandLine(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Errorf("a bad command line registered %s", s.ID)
+	}
+}
+
+// A wrapper stopped while its registration is under way (sent, committed,
+// no answer yet) deletes the service as it exits, rather than leaving a
+// service that nothing runs to time out.
+func TestStoppedWhileRegistering(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	// A proxy in front of the registry that sends creates on and holds
+	// their answers until the client gives up.
+	target, err := url.Parse(f.srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	created := make(chan struct{}, 1)
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || !strings.HasSuffix(r.URL.Path, "/services") {
+			rp.ServeHTTP(w, r)
+			return
+		}
+		out := r.Clone(context.WithoutCancel(r.Context()))
+		out.URL.Scheme, out.URL.Host, out.Host, out.RequestURI = target.Scheme, target.Host, target.Host, ""
+		resp, err := http.DefaultTransport.RoundTrip(out)
+		if err == nil {
+			resp.Body.Close()
+		}
+		created <- struct{}{}
+		<-r.Context().Done()
+	}))
+	t.Cleanup(proxy.Close)
+	env := []string{"SVCREG_URL=" + proxy.URL + "/v1.0", "SVCREG_USERNAME=" + f.user, "SVCREG_API_KEY=dev"}
+	w := startWrapper(t, f.dir, env, append([]string{"--id=pending", "--interval=1"}, sh(untilStop, f.dir)...)...)
+	select {
+	case <-created:
+	case <-time.After(waitLimit):
+		t.Fatal("the wrapper sent no registration")
+	}
+	f.waitRegistered("pending")
+	w.signal(syscall.SIGTERM)
+	if code := w.wait(); code != 128+15 {
+		t.Errorf("exit code %d, want %d", code, 128+15)
+	}
+	f.assertGone("pending")
+	if logs := w.logs(); !strings.Contains(logs, "had got no answer") {
+		t.Errorf("the wrapper did not say why it deleted the service:\n%s", logs)
 	}
 }
