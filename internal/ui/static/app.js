@@ -484,6 +484,7 @@
       var backoff = 1000;
       var last = marker;
       var probe = false; // after a failure, ask without waiting: live again at once
+      var unwaited = 0; // answers in a row the server did not wait for
       if (!paused) setState('live');
       function once() {
         if (stopped) return;
@@ -497,8 +498,12 @@
           var next = res.body.metadata && res.body.metadata.next_marker;
           if (next) { last = next; return; }
           if (vals.length) last = vals[vals.length - 1].id;
-          // 0s: the server did not wait (busy or shutting down); poll gently.
-          if (!probe && res.headers.get('X-Registry-Wait') === '0s') return sleep(5000);
+          // 0s: the server did not wait. A server shutting down says so
+          // once (the next request reaches the next server, or this one
+          // restarted): ask again soon. A busy one says it again: poll
+          // gently.
+          if (!probe && res.headers.get('X-Registry-Wait') === '0s') return sleep(unwaited++ ? 5000 : 500 + Math.random() * 500);
+          unwaited = 0;
         }, function (e) {
           if (e instanceof AuthError || stopped || e.name === 'AbortError') { stopped = stopped || e instanceof AuthError; return; }
           if (e.status === 410) { // markerExpired: list again and follow from there
