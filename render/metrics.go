@@ -9,6 +9,7 @@ type Metrics struct {
 	checks         *prometheus.CounterVec
 	reloads        *prometheus.CounterVec
 	eventToInstall prometheus.Histogram
+	eventToLive    *prometheus.HistogramVec
 	passSeconds    prometheus.Histogram
 	refused        *prometheus.CounterVec
 	runtime        *runtimeMetrics
@@ -38,6 +39,11 @@ func NewMetrics(r prometheus.Registerer) *Metrics {
 			Help:    "Time from the watcher applying a change to the rendered files being installed.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
 		}),
+		eventToLive: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "svcreg_template_event_to_live_seconds",
+			Help:    "Time from the watcher applying a change to the load balancer having it, by how: runtime (its runtime API's commands answered) or reload (the reload command done).",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}, []string{"how"}),
 		passSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "svcreg_template_pass_seconds",
 			Help:    "Time of one render pass over every template, commands included.",
@@ -49,7 +55,7 @@ func NewMetrics(r prometheus.Registerer) *Metrics {
 		}, []string{"template", "field"}),
 	}
 	if r != nil {
-		r.MustRegister(m.renders, m.installs, m.checks, m.reloads, m.eventToInstall, m.passSeconds, m.refused)
+		r.MustRegister(m.renders, m.installs, m.checks, m.reloads, m.eventToInstall, m.eventToLive, m.passSeconds, m.refused)
 	}
 	m.runtime = newRuntimeMetrics(r)
 	return m

@@ -166,6 +166,7 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 	}
 	applied := !r.NoReload && r.applyRuntime(ctx, g, rt)
 	if applied {
+		r.observeLive(snap, "runtime")
 		r.handAhead(ctx, g, ah, rt, files, snap)
 		return false, time.Time{}, nil
 	}
@@ -213,7 +214,18 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 	if f := r.reloadGroup(ctx, g, files); f != nil {
 		return false, time.Time{}, r.failed(f)
 	}
+	if !r.NoReload && g.reloads() {
+		r.observeLive(snap, "reload")
+	}
 	return true, time.Time{}, nil
+}
+
+// observeLive records how long a change took from the watcher to the
+// load balancer.
+func (r *Renderer) observeLive(snap *watcher.Snapshot, how string) {
+	if !snap.ChangedAt.IsZero() {
+		r.Metrics.eventToLive.WithLabelValues(how).Observe(r.now().Sub(snap.ChangedAt).Seconds())
+	}
 }
 
 // failed reports a group's failed step: in its health and in the log.

@@ -610,6 +610,13 @@ func TestTemplateHAProxyRuntimeFallbacks(t *testing.T) {
 	if m := get(strings.TrimSuffix(health, "healthz") + "metrics"); !strings.Contains(m, `svcreg_template_runtime_failures_total{group=`) ||
 		!strings.Contains(m, `step="connect"} 1`) {
 		t.Errorf("/metrics does not count the fallback")
+	} else {
+		// Both ways a change reached HAProxy are timed.
+		for _, how := range []string{"runtime", "reload"} {
+			if !regexp.MustCompile(`svcreg_template_event_to_live_seconds_count\{how="` + how + `"\} [1-9]`).MatchString(m) {
+				t.Errorf("/metrics does not time the changes applied by %s:\n%s", how, m)
+			}
+		}
 	}
 
 	// HAProxy restarted behind svcreg's back: it loads the installed file,
