@@ -117,30 +117,20 @@ func (a *Adapter) apply(ctx context.Context, target []*section, known knownFunc)
 	a.watch.fresh()
 	if lives := a.cached(target); lives != nil {
 		drains := maps.Clone(a.drains)
-		added, err := a.applyFrom(ctx, target, known, lives)
+		at := a.applyFrom(ctx, target, known, lives)
 		var f *runtime.Failure
-		if err == nil || !errors.As(err, &f) || (f.Step != "command" && f.Step != "verify") {
-			return a.drained(ctx, err)
+		if at.err == nil || !errors.As(at.err, &f) || (f.Step != "command" && f.Step != "verify") {
+			return a.drained(ctx, at.err)
 		}
-		a.log.Debug("the live state read last was stale; reading it again", "err", err)
+		a.log.Debug("the live state read last was stale; applying the change again from the live state", "err", at.err)
+		known = addedKnown(known, target, at.added)
+		if at.read != nil {
+			// HAProxy took every command, and the state it read back
+			// is the live one: the change goes on from there, with the
+			// drains the attempt started.
+			return a.drained(ctx, a.applyFrom(ctx, target, known, at.read).err)
+		}
 		a.drains = drains
-		// The servers of the file that the attempt added are live with
-		// the file's settings.
-		prev := known
-		known = func(backend, name string) *server {
-			if sv := prev(backend, name); sv != nil {
-				return sv
-			}
-			if !slices.Contains(added, backend+"/"+name) {
-				return nil
-			}
-			for _, s := range target {
-				if s.name == backend {
-					return s.server(name)
-				}
-			}
-			return nil
-		}
 	}
 	clear(a.lives)
 	outs, err := a.cli.runAll(ctx, showCommands(target))
@@ -151,8 +141,29 @@ func (a *Adapter) apply(ctx context.Context, target []*section, known knownFunc)
 	if err != nil {
 		return err
 	}
-	_, err = a.applyFrom(ctx, target, known, lives)
-	return a.drained(ctx, err)
+	return a.drained(ctx, a.applyFrom(ctx, target, known, lives).err)
+}
+
+// addedKnown extends known with the servers of the target that an
+// attempt added: they are live with the file's settings.
+func addedKnown(known knownFunc, target []*section, added []string) knownFunc {
+	if len(added) == 0 {
+		return known
+	}
+	return func(backend, name string) *server {
+		if sv := known(backend, name); sv != nil {
+			return sv
+		}
+		if !slices.Contains(added, backend+"/"+name) {
+			return nil
+		}
+		for _, s := range target {
+			if s.name == backend {
+				return s.server(name)
+			}
+		}
+		return nil
+	}
 }
 
 // cached returns the live state of the backends as read last, or nil if
@@ -177,47 +188,62 @@ func showCommands(target []*section) []string {
 	return show
 }
 
+// attempt is what applyFrom did: the servers ("backend/server") HAProxy
+// added, and, when it took every command, the live state it read back
+// after them.
+type attempt struct {
+	added []string
+	read  []map[string]liveServer
+	err   error
+}
+
 // applyFrom runs the script that takes the backends from lives to
 // target, then reads the state back and checks it: one round trip. It
-// keeps what it read back as the state the next apply starts from, and
-// returns the servers ("backend/server") it added.
-func (a *Adapter) applyFrom(ctx context.Context, target []*section, known knownFunc, lives []map[string]liveServer) (added []string, err error) {
+// keeps what it read back as the state the next apply starts from.
+func (a *Adapter) applyFrom(ctx context.Context, target []*section, known knownFunc, lives []map[string]liveServer) (at attempt) {
 	clear(a.lives)
 	sc, err := script(target, known, lives, a.drains)
 	if err != nil {
-		return nil, &runtime.Failure{Step: "verify", Err: err}
-	}
-	for _, cmd := range sc.cmds {
-		if rest, ok := strings.CutPrefix(cmd, "add server "); ok {
-			id, _, _ := strings.Cut(rest, " ")
-			added = append(added, id)
-		}
+		return attempt{err: &runtime.Failure{Step: "verify", Err: err}}
 	}
 	for _, id := range sc.cancel {
 		delete(a.drains, id)
 	}
 	outs, err := a.cli.runAll(ctx, append(slices.Clip(sc.cmds), showCommands(target)...))
 	if err != nil {
-		return added, err
+		return attempt{err: err}
 	}
-	if err := a.accepted(sc.cmds, outs); err != nil {
-		return added, err
+	for i, cmd := range sc.cmds {
+		if rest, ok := strings.CutPrefix(cmd, "add server "); ok && accepted(cmd, outs[i]) {
+			id, _, _ := strings.Cut(rest, " ")
+			at.added = append(at.added, id)
+		}
+	}
+	if at.err = a.accepted(sc.cmds, outs); at.err != nil {
+		return at
 	}
 	for _, d := range sc.drains {
 		d.deadline = time.Now().Add(a.drainTimeout)
 		a.drains[d.id] = d
 	}
-	if lives, err = parseStates(target, outs[len(sc.cmds):]); err != nil {
-		return added, err
+	read, err := parseStates(target, outs[len(sc.cmds):])
+	if err != nil {
+		at.err = err
+		return at
+	}
+	at.read = make([]map[string]liveServer, len(read))
+	for i := range read {
+		at.read[i] = maps.Clone(read[i])
 	}
 	for i, s := range target {
-		read := maps.Clone(lives[i])
-		if err := a.verify(s, lives[i]); err != nil {
-			return added, err
+		if at.err = a.verify(s, read[i]); at.err != nil {
+			return at
 		}
-		a.lives[s.name] = read
 	}
-	return added, nil
+	for i, s := range target {
+		a.lives[s.name] = maps.Clone(at.read[i])
+	}
+	return at
 }
 
 // drained starts the drain loop after a successful apply, if drains are

@@ -516,12 +516,13 @@ func TestApplyFromStateReadBack(t *testing.T) {
 	v3 := backendsFile(srvLine("a", a1, ""), srvLine("b", b, " weight 3"))
 	step(v2, v3, 1)
 
-	// Changed by hand: the read-back does not match; read and redo.
+	// Changed by hand: HAProxy takes the commands, but the state read
+	// back does not match; the change goes on from that state.
 	if _, err := haproxytest.Command(h.Socket, "set weight api/a 7"); err != nil {
 		t.Fatal(err)
 	}
 	v4 := backendsFile(srvLine("a", a1, ""), srvLine("b", b, " weight 2"))
-	step(v3, v4, 3)
+	step(v3, v4, 2)
 	step(v4, v3, 1)
 
 	// Restarted from an older file: a command is refused (b's weight,
@@ -531,4 +532,18 @@ func TestApplyFromStateReadBack(t *testing.T) {
 	h.Run(t)
 	v5 := backendsFile(srvLine("a", a1, ""), srvLine("b", b, ""), srvLine("c", c, ""))
 	step(v3, v5, 3)
+
+	// A server added by hand with settings of its own, which the file
+	// adds: HAProxy refuses the add, and the server's settings are not
+	// the file's, so the adapter gives up (and the renderer reloads)
+	// rather than take it as the file's.
+	d := newCounter(t, "d")
+	if _, err := haproxytest.Command(h.Socket, fmt.Sprintf("add server api/d 127.0.0.1:%d maxconn 5", d.port)); err != nil {
+		t.Fatal(err)
+	}
+	v6 := backendsFile(srvLine("a", a1, ""), srvLine("b", b, ""), srvLine("c", c, ""), srvLine("d", d, ""))
+	var f *runtime.Failure
+	if err := planApply(t, ad, h, v5, v6); !errors.As(err, &f) || f.Step != "verify" || !strings.Contains(err.Error(), "api/d") {
+		t.Fatalf("a server added by hand that the file adds: got %v, want a verify failure naming api/d", err)
+	}
 }
