@@ -194,10 +194,14 @@ func (c *Client) send(ctx context.Context, method, u, token string, body []byte,
 	req.Header.Set("User-Agent", c.userAgent)
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
+	change := method != http.MethodGet
 	var wrote atomic.Bool
-	if method != http.MethodGet {
+	if change {
 		// Whether a change that got no answer was sent (ErrOutcomeUnknown).
+		// The transport may send it again on another connection when the
+		// first broke before anything left: each connection starts over.
 		req = req.WithContext(httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+			GotConn:      func(httptrace.GotConnInfo) { wrote.Store(false) },
 			WroteRequest: func(i httptrace.WroteRequestInfo) { wrote.Store(i.Err == nil) },
 		}))
 	}
@@ -216,6 +220,10 @@ func (c *Client) send(ctx context.Context, method, u, token string, body []byte,
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		if change && resp.StatusCode >= 500 {
+			// The registry may have committed the change before failing.
+			return resp.Header, &outcomeUnknown{newError(resp, data)}
+		}
 		return resp.Header, newError(resp, data)
 	}
 	if out != nil && resp.StatusCode != http.StatusNoContent {

@@ -137,8 +137,6 @@ func (e *Error) Is(target error) bool {
 		return e.StatusCode == http.StatusUnauthorized
 	case ErrMarkerExpired:
 		return e.Type == FaultMarkerExpired || e.StatusCode == http.StatusGone
-	case ErrOutcomeUnknown:
-		return e.StatusCode >= 500 && e.Method != http.MethodGet
 	}
 	return false
 }

@@ -58,6 +58,11 @@ func TestOutcomeUnknown(t *testing.T) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}))
 	defer status.Close()
+	conflict := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusConflict)
+		io.WriteString(w, `{"type":"serviceWithThisIdExists","code":409,"message":"exists"}`)
+	}))
+	defer conflict.Close()
 	closed := httptest.NewServer(http.NotFoundHandler())
 	closed.Close() // nothing listens: a request never leaves
 
@@ -86,6 +91,12 @@ func TestOutcomeUnknown(t *testing.T) {
 		{"create, not connected", create(closed.URL), false},
 		{"create, 503", create(status.URL), true},
 		{"get, 503", get(status.URL), false},
+		{"create, 409", func() error {
+			c, _ := registry.New(registry.Config{URL: conflict.URL + "/v1.0", Token: "t", Tenant: "1"})
+			defer c.Close()
+			_, err := c.CreateService(ctx, registry.Service{ID: "a", HeartbeatTimeout: 10})
+			return err
+		}(), false},
 		{"get, connection closed after the request", get(hangUp.URL), false},
 	} {
 		if tt.err == nil {
@@ -95,14 +106,22 @@ func TestOutcomeUnknown(t *testing.T) {
 			t.Errorf("%s: errors.Is(%v, ErrOutcomeUnknown) = %t, want %t", tt.name, tt.err, got, tt.want)
 		}
 	}
-	for _, tt := range []struct {
-		method string
-		status int
-		want   bool
-	}{{"POST", 503, true}, {"PUT", 500, true}, {"DELETE", 502, true}, {"GET", 503, false}, {"POST", 409, false}, {"POST", 429, false}} {
-		err := fmt.Errorf("x: %w", &registry.Error{Method: tt.method, StatusCode: tt.status})
-		if got := errors.Is(err, registry.ErrOutcomeUnknown); got != tt.want {
-			t.Errorf("%s answered %d: ErrOutcomeUnknown %t, want %t", tt.method, tt.status, got, tt.want)
-		}
+	// The 5xx is still the registry's error, and temporary.
+	var e *registry.Error
+	if err := create(status.URL); !errors.As(err, &e) || e.StatusCode != 503 || !registry.Temporary(err) {
+		t.Errorf("create, 503: %v: not a temporary *registry.Error", err)
+	}
+	// A 5xx of the identity service is no change of the registry's.
+	auth := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer auth.Close()
+	c, err := registry.New(registry.Config{URL: hangUp.URL + "/v1.0", AuthURL: auth.URL + "/v2.0", Username: "u", APIKey: "k"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.CreateService(ctx, registry.Service{ID: "a", HeartbeatTimeout: 10}); err == nil || errors.Is(err, registry.ErrOutcomeUnknown) {
+		t.Errorf("create after the identity service answered 503: %v; want an error, not ErrOutcomeUnknown", err)
 	}
 }

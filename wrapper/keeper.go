@@ -113,9 +113,12 @@ func (k *keeper) run(ctx context.Context) {
 	bo := retry.Backoff{Min: minRetry, Max: k.interval}
 	var failures int
 	var remind throttle
+	// taken: the registry said another instance holds the id, and no
+	// registration succeeded since; a create without an answer may then
+	// have failed the same way, and does not make the service maybe held.
+	taken := false
 	for {
 		var logged time.Time
-		taken := false
 		hb, err := k.client.Register(ctx, k.service, registry.RegisterOptions{
 			Heartbeat: registry.HeartbeatOptions{Interval: k.interval, OnBeat: k.onBeat()},
 			OnTaken: func(until time.Time) {
@@ -132,6 +135,7 @@ func (k *keeper) run(ctx context.Context) {
 		if err == nil {
 			k.mu.Lock()
 			k.held, k.maybe, k.deadline, k.lastErr = true, false, hb.Deadline(), nil
+			taken = false
 			k.mu.Unlock()
 			k.log.Info("service registered", "heartbeat_timeout", k.service.HeartbeatTimeout, "interval", k.interval, "failed_attempts", failures)
 			settle()
@@ -155,9 +159,6 @@ func (k *keeper) run(ctx context.Context) {
 			continue
 		}
 		if errors.Is(err, registry.ErrOutcomeUnknown) && !taken {
-			// After an answer that another instance holds the id, a
-			// create that got no answer may have failed the same way:
-			// only one before that counts.
 			k.mu.Lock()
 			k.maybe = true
 			k.mu.Unlock()
