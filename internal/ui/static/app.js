@@ -502,7 +502,7 @@
           // once (the next request reaches the next server, or this one
           // restarted): ask again soon. A busy one says it again: poll
           // gently.
-          if (!probe && res.headers.get('X-Registry-Wait') === '0s') return sleep(unwaited++ ? 5000 : 500 + Math.random() * 500);
+          if (res.headers.get('X-Registry-Wait') === '0s') return sleep(unwaited++ ? 5000 : 500 + Math.random() * 500);
           unwaited = 0;
         }, function (e) {
           if (e instanceof AuthError || stopped || e.name === 'AbortError') { stopped = stopped || e instanceof AuthError; return; }
@@ -577,8 +577,9 @@
     function limitsChanged() {
       if (!$('view-limits').hidden) self.loadLimits();
     }
-    this.loadLimits = function () {
-      api('/limits', ctrl.signal).then(function (res) {
+    // One read at a time, so that an older answer never lands last.
+    var loadLimits = latest(function () {
+      return api('/limits', ctrl.signal).then(function (res) {
         var b = res.body || {}, box = $('limits');
         clear(box);
         var used = { service: services.size, configuration_value: Number($('cfg-count').textContent) || 0 };
@@ -591,8 +592,9 @@
           var r = b.rate[k];
           box.appendChild(meter('Requests (GET) per ' + r.window, r.used, r.limit));
         });
-      }).catch(failed);
-    };
+      });
+    });
+    this.loadLimits = function () { loadLimits().catch(failed); };
     function meter(label, used, limit) {
       var bar = el('div', 'bar', [el('span')]);
       var pct = limit > 0 ? Math.min(100, 100 * used / limit) : 0;
