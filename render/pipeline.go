@@ -161,8 +161,12 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 	if next, held := r.heldBack(g, rt); held {
 		return false, next, nil
 	}
-	if err := r.splay(ctx, g); err != nil {
-		return false, time.Time{}, nil // stopping
+	// The splay spreads a fleet's reloads; a change applied through a
+	// runtime API reloads nothing, and is not held back.
+	if !rt.applies() {
+		if err := r.splay(ctx, g); err != nil {
+			return false, time.Time{}, nil // stopping
+		}
 	}
 	applied := !r.NoReload && r.applyRuntime(ctx, g, rt)
 	if applied {

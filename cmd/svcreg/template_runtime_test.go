@@ -68,6 +68,8 @@ type runtimeOptions struct {
 	// check, if set, runs before HAProxy's check: a shell command given
 	// the staged file as $1, which fails the check when it fails.
 	check string
+	// splay is the template's splay; "" is none.
+	splay string
 }
 
 // newRuntimeSetup writes the renderer config.
@@ -88,6 +90,9 @@ func newRuntimeSetup(t testing.TB, user string, o runtimeOptions) *runtimeSetup 
 	}
 	if o.waitMin == "" {
 		o.waitMin = "10ms"
+	}
+	if o.splay != "" {
+		rt += fmt.Sprintf("splay = %q\n", o.splay)
 	}
 	s.config = filepath.Join(dir, "render.toml")
 	toml := fmt.Sprintf(`listen = "127.0.0.1:%d"
@@ -550,6 +555,20 @@ func TestTemplateHAProxyRuntimeChurn(t *testing.T) {
 	}
 	if !strings.Contains(d.output(), "applied through the runtime API") {
 		t.Error("no runtime API pass was logged")
+	}
+}
+
+// TestTemplateHAProxyRuntimeNoSplay: a splay spreads reloads; a change
+// applied through the runtime API is not held back by it.
+func TestTemplateHAProxyRuntimeNoSplay(t *testing.T) {
+	t.Parallel()
+	s := newRuntimeSetup(t, "e2e-runtime-splay", runtimeOptions{runtime: true, splay: "1h"})
+	startDaemon(t, s.env, "--config", s.config)
+	a := startInstance(t, "a")
+	createService(t, s.c, "srv-a", 120, []string{"http"}, map[string]string{"ip": "127.0.0.1", "port": a.port})
+	eventuallyTrue(t, "a in HAProxy", func() bool { return s.liveServers(t)["srv-a"] == a.port })
+	if n := lines(s.reloads); n != 0 {
+		t.Fatalf("a server change reloaded (%d)", n)
 	}
 }
 
