@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -54,20 +55,36 @@ type Member struct {
 // Start starts a cluster and stops it when the test ends.
 func Start(t testing.TB, opts Options) *Cluster {
 	t.Helper()
-	if opts.Members == 0 {
-		opts.Members = 1
-	}
-	c := &Cluster{t: t, opts: opts}
-	addrs, err := freeAddrs(2 * opts.Members)
+	c, err := start(opts, func() (string, error) { return t.TempDir(), nil })
 	if err != nil {
 		t.Fatalf("etcdtest: %v", err)
 	}
+	c.t = t
+	t.Cleanup(c.Stop)
+	return c
+}
+
+// start starts a cluster whose members keep their data in directories dir
+// makes.
+func start(opts Options, dir func() (string, error)) (*Cluster, error) {
+	if opts.Members == 0 {
+		opts.Members = 1
+	}
+	c := &Cluster{opts: opts}
+	addrs, err := freeAddrs(2 * opts.Members)
+	if err != nil {
+		return nil, err
+	}
 	for i := range opts.Members {
+		d, err := dir()
+		if err != nil {
+			return nil, err
+		}
 		c.Members = append(c.Members, &Member{
 			Name:      fmt.Sprintf("m%d", i),
 			ClientURL: "http://" + addrs[2*i],
 			peerURL:   "http://" + addrs[2*i+1],
-			dir:       t.TempDir(),
+			dir:       d,
 			cluster:   c,
 		})
 	}
@@ -78,11 +95,10 @@ func Start(t testing.TB, opts Options) *Cluster {
 	for range c.Members {
 		if err := <-errs; err != nil {
 			c.Stop()
-			t.Fatalf("etcdtest: %v", err)
+			return nil, err
 		}
 	}
-	t.Cleanup(c.Stop)
-	return c
+	return c, nil
 }
 
 // Endpoints returns the members' client URLs.
@@ -94,11 +110,31 @@ func (c *Cluster) Endpoints() []string {
 	return eps
 }
 
-// Stop stops every member.
+// Stop stops every member: the followers together, then the leader. One by
+// one each takes a second or more: a member waits for its peers'
+// connections to close, and a leader stopped while followers run first
+// hands its leadership over.
 func (c *Cluster) Stop() {
+	var lead []*Member
+	var wg sync.WaitGroup
 	for _, m := range c.Members {
+		if m.leads() {
+			lead = append(lead, m)
+			continue
+		}
+		wg.Go(m.Stop)
+	}
+	wg.Wait()
+	for _, m := range lead {
 		m.Stop()
 	}
+}
+
+// leads reports whether the member runs and is the cluster's leader.
+func (m *Member) leads() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.etcd != nil && m.etcd.Server.Leader() == m.etcd.Server.MemberID()
 }
 
 // Restart starts every stopped member again and waits until they serve.
@@ -214,25 +250,23 @@ func (m *Member) start() error {
 	return nil
 }
 
-// StartShared starts a single member that outlives the tests, for a test
-// binary whose tests share it, each under a key prefix of its own (starting
-// a member per test costs more than the tests). It is not bound to a test:
-// call stop, which also removes its data, once the tests are done (from
-// TestMain, after m.Run).
+// StartShared starts a cluster (a single member unless opts say otherwise)
+// that outlives the tests, for a test binary whose tests share it, each
+// under a key prefix of its own (starting a cluster per test costs more
+// than the tests). It is not bound to a test: call stop, which also removes
+// its data, once the tests are done (from TestMain, after m.Run).
 func StartShared(opts Options) (c *Cluster, stop func(), err error) {
-	opts.Members = 1
 	dir, err := os.MkdirTemp("", "etcdtest-shared-")
 	if err != nil {
 		return nil, nil, fmt.Errorf("etcdtest: %w", err)
 	}
-	addrs, err := freeAddrs(2)
+	n := 0
+	c, err = start(opts, func() (string, error) {
+		n++
+		d := filepath.Join(dir, fmt.Sprint(n))
+		return d, os.Mkdir(d, 0o700)
+	})
 	if err != nil {
-		os.RemoveAll(dir)
-		return nil, nil, fmt.Errorf("etcdtest: %w", err)
-	}
-	c = &Cluster{opts: opts}
-	c.Members = []*Member{{Name: "m0", ClientURL: "http://" + addrs[0], peerURL: "http://" + addrs[1], dir: dir, cluster: c}}
-	if err := c.Members[0].start(); err != nil {
 		os.RemoveAll(dir)
 		return nil, nil, fmt.Errorf("etcdtest: %w", err)
 	}
