@@ -5,6 +5,7 @@ package etcdtest
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os"
@@ -41,8 +42,13 @@ type Cluster struct {
 
 // Member is one etcd member.
 type Member struct {
-	Name      string
+	Name string
+	// ClientURL is where clients reach the member: a proxy in front of it,
+	// which drops their connections when the member stops, as a crash
+	// would (etcd's own stop waits seconds for clients' watch streams).
 	ClientURL string
+	listenURL string // the member's own client URL, behind the proxy
+	proxy     *Proxy
 	peerURL   string
 	dir       string
 	cluster   *Cluster
@@ -60,7 +66,7 @@ func Start(t testing.TB, opts Options) *Cluster {
 		t.Fatalf("etcdtest: %v", err)
 	}
 	c.t = t
-	t.Cleanup(c.Stop)
+	t.Cleanup(c.close)
 	return c
 }
 
@@ -78,11 +84,19 @@ func start(opts Options, dir func() (string, error)) (*Cluster, error) {
 	for i := range opts.Members {
 		d, err := dir()
 		if err != nil {
+			c.close()
+			return nil, err
+		}
+		p, err := NewProxy(addrs[2*i])
+		if err != nil {
+			c.close()
 			return nil, err
 		}
 		c.Members = append(c.Members, &Member{
 			Name:      fmt.Sprintf("m%d", i),
-			ClientURL: "http://" + addrs[2*i],
+			ClientURL: "http://" + p.Addr(),
+			listenURL: "http://" + addrs[2*i],
+			proxy:     p,
 			peerURL:   "http://" + addrs[2*i+1],
 			dir:       d,
 			cluster:   c,
@@ -94,11 +108,19 @@ func start(opts Options, dir func() (string, error)) (*Cluster, error) {
 	}
 	for range c.Members {
 		if err := <-errs; err != nil {
-			c.Stop()
+			c.close()
 			return nil, err
 		}
 	}
 	return c, nil
+}
+
+// close stops every member and closes the proxies.
+func (c *Cluster) close() {
+	c.Stop()
+	for _, m := range c.Members {
+		m.proxy.Close()
+	}
 }
 
 // Endpoints returns the members' client URLs.
@@ -166,6 +188,7 @@ func (m *Member) Stop() {
 	m.etcd = nil
 	m.mu.Unlock()
 	if e != nil {
+		m.proxy.Cut()
 		e.Close()
 	}
 }
@@ -195,9 +218,10 @@ func (m *Member) start() error {
 	cfg := embed.NewConfig()
 	cfg.Name = m.Name
 	cfg.Dir = m.dir
+	lu, _ := url.Parse(m.listenURL)
 	cu, _ := url.Parse(m.ClientURL)
 	pu, _ := url.Parse(m.peerURL)
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*lu}, []url.URL{*cu}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
 	cfg.InitialCluster = m.cluster.initialCluster()
 	cfg.InitialClusterToken = "etcdtest"
@@ -247,6 +271,7 @@ func (m *Member) start() error {
 	m.mu.Lock()
 	m.etcd, m.started = e, true
 	m.mu.Unlock()
+	m.proxy.Heal()
 	return nil
 }
 
@@ -270,7 +295,7 @@ func StartShared(opts Options) (c *Cluster, stop func(), err error) {
 		os.RemoveAll(dir)
 		return nil, nil, fmt.Errorf("etcdtest: %w", err)
 	}
-	return c, func() { c.Stop(); os.RemoveAll(dir) }, nil
+	return c, func() { c.close(); os.RemoveAll(dir) }, nil
 }
 
 // freeAddrs returns n distinct loopback addresses with ports nothing
@@ -287,4 +312,88 @@ func freeAddrs(n int) ([]string, error) {
 		addrs[i] = ln.Addr().String()
 	}
 	return addrs, nil
+}
+
+// Proxy passes TCP connections to a target address until cut: then it
+// closes every connection it passes and each new one at once, until
+// healed, as a crash of the target or a network partition would.
+type Proxy struct {
+	ln     net.Listener
+	target string
+
+	mu    sync.Mutex
+	cut   bool
+	conns map[net.Conn]bool
+}
+
+// NewProxy starts a proxy to target on a loopback port. Close stops it.
+func NewProxy(target string) (*Proxy, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]bool{}}
+	go p.serve()
+	return p, nil
+}
+
+// Addr is the proxy's address.
+func (p *Proxy) Addr() string { return p.ln.Addr().String() }
+
+func (p *Proxy) serve() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		if p.cut {
+			p.mu.Unlock()
+			c.Close()
+			continue
+		}
+		up, err := net.Dial("tcp", p.target)
+		if err != nil {
+			p.mu.Unlock()
+			c.Close()
+			continue
+		}
+		p.conns[c], p.conns[up] = true, true
+		p.mu.Unlock()
+		go p.pipe(c, up)
+		go p.pipe(up, c)
+	}
+}
+
+func (p *Proxy) pipe(dst, src net.Conn) {
+	io.Copy(dst, src)
+	dst.Close()
+	src.Close()
+	p.mu.Lock()
+	delete(p.conns, dst)
+	delete(p.conns, src)
+	p.mu.Unlock()
+}
+
+// Cut closes every connection and each new one.
+func (p *Proxy) Cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = true
+	for c := range p.conns {
+		c.Close()
+	}
+}
+
+// Heal passes new connections again.
+func (p *Proxy) Heal() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = false
+}
+
+// Close stops the proxy and closes its connections.
+func (p *Proxy) Close() {
+	p.ln.Close()
+	p.Cut()
 }
