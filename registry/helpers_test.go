@@ -4,15 +4,24 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/svcreg/svcreg/internal/testprog"
 	"github.com/svcreg/svcreg/internal/testserver"
 	"github.com/svcreg/svcreg/registry"
 )
+
+// TestMain runs two tests per CPU at once: the client's tests wait on
+// heartbeat intervals, timeouts and long-polls, not on the processors.
+func TestMain(m *testing.M) {
+	testprog.ParallelPerCPU(2)
+	os.Exit(m.Run())
+}
 
 // newClient returns a client that authenticates user with the --dev API
 // key against srv.

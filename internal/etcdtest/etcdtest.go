@@ -5,9 +5,11 @@ package etcdtest
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -40,8 +42,13 @@ type Cluster struct {
 
 // Member is one etcd member.
 type Member struct {
-	Name      string
+	Name string
+	// ClientURL is where clients reach the member: a proxy in front of it,
+	// which drops their connections when the member stops, as a crash
+	// would (etcd's own stop waits seconds for clients' watch streams).
 	ClientURL string
+	listenURL string // the member's own client URL, behind the proxy
+	proxy     *Proxy
 	peerURL   string
 	dir       string
 	cluster   *Cluster
@@ -54,20 +61,44 @@ type Member struct {
 // Start starts a cluster and stops it when the test ends.
 func Start(t testing.TB, opts Options) *Cluster {
 	t.Helper()
-	if opts.Members == 0 {
-		opts.Members = 1
-	}
-	c := &Cluster{t: t, opts: opts}
-	addrs, err := freeAddrs(2 * opts.Members)
+	c, err := start(opts, func() (string, error) { return t.TempDir(), nil })
 	if err != nil {
 		t.Fatalf("etcdtest: %v", err)
 	}
+	c.t = t
+	t.Cleanup(c.close)
+	return c
+}
+
+// start starts a cluster whose members keep their data in directories dir
+// makes.
+func start(opts Options, dir func() (string, error)) (*Cluster, error) {
+	if opts.Members == 0 {
+		opts.Members = 1
+	}
+	c := &Cluster{opts: opts}
+	addrs, err := freeAddrs(2 * opts.Members)
+	if err != nil {
+		return nil, err
+	}
 	for i := range opts.Members {
+		d, err := dir()
+		if err != nil {
+			c.close()
+			return nil, err
+		}
+		p, err := NewProxy(addrs[2*i])
+		if err != nil {
+			c.close()
+			return nil, err
+		}
 		c.Members = append(c.Members, &Member{
 			Name:      fmt.Sprintf("m%d", i),
-			ClientURL: "http://" + addrs[2*i],
+			ClientURL: "http://" + p.Addr(),
+			listenURL: "http://" + addrs[2*i],
+			proxy:     p,
 			peerURL:   "http://" + addrs[2*i+1],
-			dir:       t.TempDir(),
+			dir:       d,
 			cluster:   c,
 		})
 	}
@@ -77,12 +108,19 @@ func Start(t testing.TB, opts Options) *Cluster {
 	}
 	for range c.Members {
 		if err := <-errs; err != nil {
-			c.Stop()
-			t.Fatalf("etcdtest: %v", err)
+			c.close()
+			return nil, err
 		}
 	}
-	t.Cleanup(c.Stop)
-	return c
+	return c, nil
+}
+
+// close stops every member and closes the proxies.
+func (c *Cluster) close() {
+	c.Stop()
+	for _, m := range c.Members {
+		m.proxy.Close()
+	}
 }
 
 // Endpoints returns the members' client URLs.
@@ -94,11 +132,31 @@ func (c *Cluster) Endpoints() []string {
 	return eps
 }
 
-// Stop stops every member.
+// Stop stops every member: the followers together, then the leader. One by
+// one each takes a second or more: a member waits for its peers'
+// connections to close, and a leader stopped while followers run first
+// hands its leadership over.
 func (c *Cluster) Stop() {
+	var lead []*Member
+	var wg sync.WaitGroup
 	for _, m := range c.Members {
+		if m.leads() {
+			lead = append(lead, m)
+			continue
+		}
+		wg.Go(m.Stop)
+	}
+	wg.Wait()
+	for _, m := range lead {
 		m.Stop()
 	}
+}
+
+// leads reports whether the member runs and is the cluster's leader.
+func (m *Member) leads() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.etcd != nil && m.etcd.Server.Leader() == m.etcd.Server.MemberID()
 }
 
 // Restart starts every stopped member again and waits until they serve.
@@ -130,6 +188,7 @@ func (m *Member) Stop() {
 	m.etcd = nil
 	m.mu.Unlock()
 	if e != nil {
+		m.proxy.Cut()
 		e.Close()
 	}
 }
@@ -159,9 +218,10 @@ func (m *Member) start() error {
 	cfg := embed.NewConfig()
 	cfg.Name = m.Name
 	cfg.Dir = m.dir
+	lu, _ := url.Parse(m.listenURL)
 	cu, _ := url.Parse(m.ClientURL)
 	pu, _ := url.Parse(m.peerURL)
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*lu}, []url.URL{*cu}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
 	cfg.InitialCluster = m.cluster.initialCluster()
 	cfg.InitialClusterToken = "etcdtest"
@@ -211,32 +271,31 @@ func (m *Member) start() error {
 	m.mu.Lock()
 	m.etcd, m.started = e, true
 	m.mu.Unlock()
+	m.proxy.Heal()
 	return nil
 }
 
-// StartShared starts a single member that outlives the tests, for a test
-// binary whose tests share it, each under a key prefix of its own (starting
-// a member per test costs more than the tests). It is not bound to a test:
-// call stop, which also removes its data, once the tests are done (from
-// TestMain, after m.Run).
+// StartShared starts a cluster (a single member unless opts say otherwise)
+// that outlives the tests, for a test binary whose tests share it, each
+// under a key prefix of its own (starting a cluster per test costs more
+// than the tests). It is not bound to a test: call stop, which also removes
+// its data, once the tests are done (from TestMain, after m.Run).
 func StartShared(opts Options) (c *Cluster, stop func(), err error) {
-	opts.Members = 1
 	dir, err := os.MkdirTemp("", "etcdtest-shared-")
 	if err != nil {
 		return nil, nil, fmt.Errorf("etcdtest: %w", err)
 	}
-	addrs, err := freeAddrs(2)
+	n := 0
+	c, err = start(opts, func() (string, error) {
+		n++
+		d := filepath.Join(dir, fmt.Sprint(n))
+		return d, os.Mkdir(d, 0o700)
+	})
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, nil, fmt.Errorf("etcdtest: %w", err)
 	}
-	c = &Cluster{opts: opts}
-	c.Members = []*Member{{Name: "m0", ClientURL: "http://" + addrs[0], peerURL: "http://" + addrs[1], dir: dir, cluster: c}}
-	if err := c.Members[0].start(); err != nil {
-		os.RemoveAll(dir)
-		return nil, nil, fmt.Errorf("etcdtest: %w", err)
-	}
-	return c, func() { c.Stop(); os.RemoveAll(dir) }, nil
+	return c, func() { c.close(); os.RemoveAll(dir) }, nil
 }
 
 // freeAddrs returns n distinct loopback addresses with ports nothing
@@ -253,4 +312,88 @@ func freeAddrs(n int) ([]string, error) {
 		addrs[i] = ln.Addr().String()
 	}
 	return addrs, nil
+}
+
+// Proxy passes TCP connections to a target address until cut: then it
+// closes every connection it passes and each new one at once, until
+// healed, as a crash of the target or a network partition would.
+type Proxy struct {
+	ln     net.Listener
+	target string
+
+	mu    sync.Mutex
+	cut   bool
+	conns map[net.Conn]bool
+}
+
+// NewProxy starts a proxy to target on a loopback port. Close stops it.
+func NewProxy(target string) (*Proxy, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]bool{}}
+	go p.serve()
+	return p, nil
+}
+
+// Addr is the proxy's address.
+func (p *Proxy) Addr() string { return p.ln.Addr().String() }
+
+func (p *Proxy) serve() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		if p.cut {
+			p.mu.Unlock()
+			c.Close()
+			continue
+		}
+		up, err := net.Dial("tcp", p.target)
+		if err != nil {
+			p.mu.Unlock()
+			c.Close()
+			continue
+		}
+		p.conns[c], p.conns[up] = true, true
+		p.mu.Unlock()
+		go p.pipe(c, up)
+		go p.pipe(up, c)
+	}
+}
+
+func (p *Proxy) pipe(dst, src net.Conn) {
+	io.Copy(dst, src)
+	dst.Close()
+	src.Close()
+	p.mu.Lock()
+	delete(p.conns, dst)
+	delete(p.conns, src)
+	p.mu.Unlock()
+}
+
+// Cut closes every connection and each new one.
+func (p *Proxy) Cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = true
+	for c := range p.conns {
+		c.Close()
+	}
+}
+
+// Heal passes new connections again.
+func (p *Proxy) Heal() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = false
+}
+
+// Close stops the proxy and closes its connections.
+func (p *Proxy) Close() {
+	p.ln.Close()
+	p.Cut()
 }

@@ -18,7 +18,7 @@ import (
 // across nodes), identity tokens and --dev tenants are shared.
 func TestNodesShareState(t *testing.T) {
 	t.Parallel()
-	c := etcdtest.Start(t, etcdtest.Options{Members: 3})
+	c := sharedCluster(t)
 	n := startNodes(t, c, 3, etcdstore.Options{})
 	a, b, cc := n[0], n[1], n[2]
 	u := login(t, a, "shared")
@@ -80,7 +80,7 @@ func TestNodesShareState(t *testing.T) {
 // across nodes), through each node's one etcd watch.
 func TestLongPollsWakeOnEveryNode(t *testing.T) {
 	t.Parallel()
-	c := etcdtest.Start(t, etcdtest.Options{Members: 3})
+	c := sharedCluster(t)
 	n := startNodes(t, c, 3, etcdstore.Options{})
 	u := login(t, n[0], "longpoll")
 	marker := u.listMarker(n[0])
@@ -124,7 +124,7 @@ func TestLongPollsWakeOnEveryNode(t *testing.T) {
 // once, and every node's feed is the same.
 func TestTimeoutsExactlyOnceAcrossNodes(t *testing.T) {
 	t.Parallel()
-	c := etcdtest.Start(t, etcdtest.Options{Members: 3})
+	c := sharedCluster(t)
 	clock := new(testserver.Clock)
 	n := startNodes(t, c, 3, etcdstore.Options{Clock: clock.Now, ReapInterval: 100 * time.Millisecond})
 	u := login(t, n[0], "reapers")
@@ -214,7 +214,7 @@ func TestReadYourRectificationAcrossNodes(t *testing.T) {
 // (design item 10 is for restarts of the whole registry).
 func TestNodeCrash(t *testing.T) {
 	t.Parallel()
-	c := etcdtest.Start(t, etcdtest.Options{Members: 3})
+	c := sharedCluster(t)
 	clock := new(testserver.Clock)
 	n := startNodes(t, c, 2, etcdstore.Options{Clock: clock.Now, NodeTTL: 2 * time.Second, ReapInterval: 100 * time.Millisecond})
 	u := login(t, n[0], "crash")

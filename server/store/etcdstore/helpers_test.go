@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -43,43 +44,123 @@ type node struct {
 	reg     *prometheus.Registry
 }
 
-// testPrefix is the key prefix of the tests' registries: not the default,
-// so that the prefix is honoured everywhere.
+// testPrefix begins the key prefix of the tests' registries: not the
+// default, so that the prefix is honoured everywhere. Each test's registry
+// is under a prefix of its own (testPrefix, the test's name and a number
+// that -count does not repeat), so that tests can share a cluster.
 const testPrefix = "/svcreg-test/"
+
+// prefixes are the tests' key prefixes, by test.
+var prefixes struct {
+	sync.Mutex
+	n  int
+	of map[testing.TB]string
+}
+
+// registryPrefix returns the key prefix of t's registry.
+func registryPrefix(t testing.TB) string {
+	prefixes.Lock()
+	defer prefixes.Unlock()
+	if p, ok := prefixes.of[t]; ok {
+		return p
+	}
+	if prefixes.of == nil {
+		prefixes.of = map[testing.TB]string{}
+	}
+	prefixes.n++
+	p := fmt.Sprintf("%s%s-%d/", testPrefix, strings.ReplaceAll(t.Name(), "/", "-"), prefixes.n)
+	prefixes.of[t] = p
+	return p
+}
+
+// shared is the three-member cluster that the tests which leave etcd alone
+// (they stop no member, compact nothing, read no revision) share: starting
+// and stopping one takes seconds, longer than most tests.
+var shared struct {
+	once sync.Once
+	c    *etcdtest.Cluster
+	stop func()
+	err  error
+}
+
+// sharedCluster returns the shared cluster, starting it on first use.
+func sharedCluster(t *testing.T) *etcdtest.Cluster {
+	t.Helper()
+	shared.once.Do(func() { shared.c, shared.stop, shared.err = etcdtest.StartShared(etcdtest.Options{Members: 3}) })
+	if shared.err != nil {
+		t.Fatal(shared.err)
+	}
+	return shared.c
+}
+
+// TestMain stops the shared cluster once the tests are done.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if shared.stop != nil {
+		shared.stop()
+	}
+	os.Exit(code)
+}
 
 // startNodes starts n nodes over the cluster's endpoints.
 func startNodes(t testing.TB, c *etcdtest.Cluster, n int, opts etcdstore.Options) []*node {
 	t.Helper()
-	nodes := make([]*node, n)
-	for i := range nodes {
-		nodes[i] = startNode(t, c.Endpoints(), opts)
+	endpoints := make([][]string, n)
+	for i := range endpoints {
+		endpoints[i] = c.Endpoints()
 	}
-	return nodes
+	return startNodesAt(t, opts, endpoints...)
 }
 
 func startNode(t testing.TB, endpoints []string, opts etcdstore.Options) *node {
 	t.Helper()
-	if opts.Prefix == "" {
-		opts.Prefix = testPrefix
-	}
-	n := &node{t: t, endpoints: endpoints, opts: opts}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n.addr = ln.Addr().String()
-	n.URL = "http://" + n.addr
-	n.start(ln)
-	t.Cleanup(n.stop)
-	return n
+	return startNodesAt(t, opts, endpoints)[0]
 }
 
-func (n *node) start(ln net.Listener) {
-	n.t.Helper()
+// startNodesAt starts a node over each list of endpoints, all at once: a
+// node that finds another already running waits, as in production, until it
+// sees that node renew its lease (a second or two), and the nodes a test
+// starts together need not wait for each other.
+func startNodesAt(t testing.TB, opts etcdstore.Options, endpoints ...[]string) []*node {
+	t.Helper()
+	if opts.Prefix == "" {
+		opts.Prefix = registryPrefix(t)
+	}
+	nodes := make([]*node, len(endpoints))
+	lns := make([]net.Listener, len(endpoints))
+	for i, eps := range endpoints {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			for _, ln := range lns[:i] {
+				ln.Close()
+			}
+			t.Fatal(err)
+		}
+		lns[i] = ln
+		nodes[i] = &node{t: t, endpoints: eps, opts: opts, addr: ln.Addr().String(), URL: "http://" + ln.Addr().String()}
+	}
+	errs := make([]error, len(nodes))
+	var wg sync.WaitGroup
+	for i, n := range nodes {
+		wg.Go(func() { errs[i] = n.start(lns[i]) })
+	}
+	wg.Wait()
+	for i, n := range nodes {
+		if errs[i] == nil {
+			t.Cleanup(n.stop)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	return nodes
+}
+
+func (n *node) start(ln net.Listener) error {
 	cli, err := etcdstore.NewClient(etcdstore.ClientConfig{Endpoints: n.endpoints, DialTimeout: 10 * time.Second})
 	if err != nil {
 		ln.Close()
-		n.t.Fatalf("etcd client: %v", err)
+		return fmt.Errorf("etcd client: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -90,7 +171,7 @@ func (n *node) start(ln net.Listener) {
 	if err != nil {
 		ln.Close()
 		cli.Close()
-		n.t.Fatalf("open store: %v", err)
+		return fmt.Errorf("open store: %w", err)
 	}
 	auth := server.NewAuth(server.AuthConfig{Store: st, Dev: true})
 	api := server.New(server.Config{Store: st, Auth: auth, Registerer: reg})
@@ -109,6 +190,7 @@ func (n *node) start(ln net.Listener) {
 	n.mu.Lock()
 	n.cli, n.st, n.api, n.hs, n.cancel, n.done, n.running, n.reg = cli, st, api, hs, rcancel, done, true, reg
 	n.mu.Unlock()
+	return nil
 }
 
 // stop stops the node gracefully, as SIGTERM does.
@@ -119,6 +201,9 @@ func (n *node) stop() {
 		return
 	}
 	n.running = false
+	// A connection the client dialled but never used holds up the
+	// graceful stop for seconds.
+	httpClient.CloseIdleConnections()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	n.api.Drain(ctx)
@@ -163,7 +248,9 @@ func (n *node) restart() {
 	if err != nil {
 		n.t.Fatalf("listen again on %s: %v", n.addr, err)
 	}
-	n.start(ln)
+	if err := n.start(ln); err != nil {
+		n.t.Fatal(err)
+	}
 }
 
 // httpClient is shared by the tests; no redirects are followed.

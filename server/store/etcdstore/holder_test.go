@@ -74,7 +74,7 @@ func TestHeartbeatsWithoutEtcdWrites(t *testing.T) {
 // answers a heartbeat of a deleted service, and applies the new timeout.
 func TestHeartbeatsMoveBetweenNodes(t *testing.T) {
 	t.Parallel()
-	c := etcdtest.Start(t, etcdtest.Options{Members: 3})
+	c := sharedCluster(t)
 	n := startNodes(t, c, 2, etcdstore.Options{})
 	u := login(t, n[0], "move")
 	t0 := u.create(n[0], "svc-1", 30)
@@ -123,7 +123,7 @@ func TestHeartbeatsMoveBetweenNodes(t *testing.T) {
 // and at most the slack later.
 func TestHoldingNodeCrash(t *testing.T) {
 	t.Parallel()
-	c := etcdtest.Start(t, etcdtest.Options{Members: 3})
+	c := sharedCluster(t)
 	const slack = 2 * time.Second
 	clock := new(testserver.Clock)
 	n := startNodes(t, c, 2, etcdstore.Options{Clock: clock.Now, NodeTTL: 2 * time.Second, ReapInterval: 100 * time.Millisecond, HeartbeatSlack: slack})
@@ -163,7 +163,7 @@ func TestHoldingNodeCrash(t *testing.T) {
 // serves again.
 func TestHoldingNodePartitioned(t *testing.T) {
 	t.Parallel()
-	c := etcdtest.Start(t, etcdtest.Options{Members: 3})
+	c := sharedCluster(t)
 	const slack = 2 * time.Second
 	clock := new(testserver.Clock)
 	opts := etcdstore.Options{Clock: clock.Now, NodeTTL: 2 * time.Second, ReapInterval: 100 * time.Millisecond, HeartbeatSlack: slack, RequestTimeout: time.Second}
