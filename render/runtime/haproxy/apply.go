@@ -226,22 +226,18 @@ func (a *Adapter) applyFrom(ctx context.Context, target []*section, known knownF
 		d.deadline = time.Now().Add(a.drainTimeout)
 		a.drains[d.id] = d
 	}
-	read, err := parseStates(target, outs[len(sc.cmds):])
-	if err != nil {
-		at.err = err
+	if at.read, at.err = parseStates(target, outs[len(sc.cmds):]); at.err != nil {
+		at.read = nil
 		return at
 	}
-	at.read = make([]map[string]liveServer, len(read))
-	for i := range read {
-		at.read[i] = maps.Clone(read[i])
-	}
 	for i, s := range target {
-		if at.err = a.verify(s, read[i]); at.err != nil {
+		// verify takes out of the map what it has checked.
+		if at.err = a.verify(s, maps.Clone(at.read[i])); at.err != nil {
 			return at
 		}
 	}
 	for i, s := range target {
-		a.lives[s.name] = maps.Clone(at.read[i])
+		a.lives[s.name] = at.read[i]
 	}
 	return at
 }
