@@ -215,11 +215,8 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 	if !snap.ChangedAt.IsZero() {
 		r.Metrics.eventToInstall.Observe(r.now().Sub(snap.ChangedAt).Seconds())
 	}
-	if f := r.reloadGroup(ctx, g, files); f != nil {
+	if f := r.reloadGroup(ctx, g, files, snap); f != nil {
 		return false, time.Time{}, r.failed(f)
-	}
-	if !r.NoReload && g.reloads() {
-		r.observeLive(snap, "reload")
 	}
 	return true, time.Time{}, nil
 }
@@ -372,7 +369,7 @@ func (r *Renderer) installStaged(g *Group, files []*file) *Failure {
 
 // reloadGroup is the reload step: g reloads (unless NoReload). When the
 // reload fails, the previous files are restored and reloaded.
-func (r *Renderer) reloadGroup(ctx context.Context, g *Group, files []*file) *Failure {
+func (r *Renderer) reloadGroup(ctx context.Context, g *Group, files []*file, snap *watcher.Snapshot) *Failure {
 	if r.NoReload || !g.reloads() {
 		return nil
 	}
@@ -380,6 +377,7 @@ func (r *Renderer) reloadGroup(ctx context.Context, g *Group, files []*file) *Fa
 		return &Failure{g.Name, StepReload, r.rollBack(ctx, g, files, err)}
 	}
 	r.Health.stepOK(g.Name, StepReload, r.now())
+	r.observeLive(snap, "reload")
 	r.Log.Info("reloaded", "group", g.Name)
 	return nil
 }
