@@ -45,12 +45,9 @@ type keeper struct {
 	// not fix; the keeper has stopped then.
 	fatal chan error
 
-	mu   sync.Mutex
-	held bool // a heartbeater holds the service
-	// maybe: a registration was sent and no answer said how it went, so
-	// the registry may hold the service without the wrapper knowing; it
-	// was not one that found the id held by another instance.
-	maybe    bool
+	mu       sync.Mutex
+	held     bool      // a heartbeater holds the service
+	maybe    bool      // see Holding; never set while held
 	deadline time.Time // when the registry times the service out unless heartbeated
 	lastErr  error     // why the last registration or heartbeat failed; nil if it succeeded
 }
@@ -68,22 +65,16 @@ func newKeeper(c *registry.Client, cfg Config, log *slog.Logger) *keeper {
 	}
 }
 
-// Held reports whether the wrapper holds the service in the registry: it
-// registered it, and the registry has not forgotten it since.
-func (k *keeper) Held() bool {
+// Holding reports whether the wrapper holds the service in the registry
+// (it registered it, and the registry has not forgotten it since), and,
+// when it does not, whether the registry may hold it all the same: a
+// registration was sent and got no answer (the wrapper stopped while it
+// was under way, the connection broke, or the registry answered 5xx), and
+// no other instance held the id.
+func (k *keeper) Holding() (held, maybe bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return k.held
-}
-
-// MaybeHeld reports whether the registry may hold the service although
-// no registration was seen to succeed: one was sent and got no answer
-// (the wrapper stopped while it was under way, the connection broke, or
-// the registry answered 5xx), and no other instance held the id.
-func (k *keeper) MaybeHeld() bool {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return k.maybe
+	return k.held, k.maybe
 }
 
 // Deadline is when the registry times the service out unless a heartbeat

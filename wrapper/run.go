@@ -185,8 +185,8 @@ func (s *supervisor) abort(err error) int {
 // service at once rather than letting it time out.
 func (s *supervisor) finish() {
 	s.stopKeeper()
-	maybe := s.keeper.MaybeHeld() && !s.keeper.Held()
-	if !s.keeper.Held() && !maybe {
+	held, maybe := s.keeper.Holding()
+	if !held && !maybe {
 		return
 	}
 	timeout := s.cfg.Service.HeartbeatTimeout
