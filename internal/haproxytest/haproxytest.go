@@ -6,6 +6,7 @@ package haproxytest
 import (
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -41,15 +42,25 @@ func Bin(t testing.TB) string {
 	return testprog.Find(t, "haproxy", "this test runs against the real HAProxy; `make deps` installs it (apt-get install haproxy)")
 }
 
-// FreePort returns a loopback port that was free a moment ago.
+// FreePort returns a loopback port that was free a moment ago, taken from
+// below Linux's ephemeral range (32768 and up): a port the kernel hands
+// out for ":0" or for an outgoing connection can be taken again by another
+// test before the program the port is meant for binds it.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	const lo, n = 10000, 22000
+	start := rand.IntN(n)
+	for i := 0; i < n; i++ {
+		port := lo + (start+i)%n
+		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		return port
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free loopback port in 10000-31999")
+	return 0
 }
 
 // Start starts HAProxy with backends as its second file and stops it when
@@ -79,7 +90,25 @@ frontend web
 	if err := os.WriteFile(h.Backends, []byte(backends), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	h.Run(t)
+	// A port free a moment ago can still be taken by another test's
+	// program before HAProxy binds it: then HAProxy is started again on
+	// another.
+	for try := 0; ; try++ {
+		out, err := exec.Command(h.Bin, h.args()...).CombinedOutput()
+		if err == nil {
+			break
+		}
+		if try == 4 || !strings.Contains(string(out), "Address already in use") {
+			t.Fatalf("start haproxy: %v: %s", err, out)
+		}
+		old := ":" + strconv.Itoa(h.Port) + "\n"
+		h.Port = FreePort(t)
+		main = strings.Replace(main, old, ":"+strconv.Itoa(h.Port)+"\n", 1)
+		if err := os.WriteFile(h.Main, []byte(main), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.Worker(t)
 	t.Cleanup(func() { h.signal(syscall.SIGTERM) })
 	return h
 }
