@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -202,13 +203,14 @@ type loadResult struct {
 	Errs            []string
 }
 
-// loadEnv makes the test binary run clients (loadMain): "URL CLIENTS".
+// loadEnv makes the test binary run clients (loadMain): "URL CLIENTS
+// PAUSE", each client pausing PAUSE (a duration) after each request.
 const loadEnv = "SVCREG_TEST_LOAD"
 
-func startLoad(t testing.TB, url string, clients int) *load {
+func startLoad(t testing.TB, url string, clients int, pause time.Duration) *load {
 	t.Helper()
 	l := &load{cmd: exec.Command(os.Args[0])}
-	l.cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %d", loadEnv, url, clients))
+	l.cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %d %s", loadEnv, url, clients, pause))
 	l.cmd.Stdout, l.cmd.Stderr = &l.stdout, os.Stderr
 	var err error
 	if l.stdin, err = l.cmd.StdinPipe(); err != nil {
@@ -236,9 +238,11 @@ func (l *load) halt(t testing.TB) {
 // loadMain runs the clients of loadEnv until its standard input closes,
 // then prints what they saw.
 func loadMain(spec string) int {
-	var url string
+	var url, p string
 	var clients int
-	if _, err := fmt.Sscan(spec, &url, &clients); err != nil {
+	_, err := fmt.Sscan(spec, &url, &clients, &p)
+	pause, perr := time.ParseDuration(p)
+	if err = cmp.Or(err, perr); err != nil {
 		fmt.Fprintln(os.Stderr, "load:", err)
 		return 2
 	}
@@ -265,7 +269,7 @@ func loadMain(spec string) int {
 				select {
 				case <-stop:
 					return
-				case <-time.After(20 * time.Millisecond):
+				case <-time.After(pause):
 				}
 				resp, err := client.Post(url, "text/plain", strings.NewReader("ping"))
 				if err == nil {
@@ -312,6 +316,13 @@ func (c *watchedConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// loadShape is the churn's clients: how many, and how long each pauses
+// after a request.
+type loadShape struct {
+	clients int
+	pause   time.Duration
+}
+
 // churnResult is what a churn run saw.
 type churnResult struct {
 	ok, failed, cut int64
@@ -332,7 +343,7 @@ type churnResult struct {
 // retired once HAProxy no longer routes to it). On a loaded machine a step
 // takes longer than 200 ms: the churn goes on past d until it has made the
 // d/200ms steps, so that what it shows does not shrink with the load.
-func churn(t testing.TB, s *runtimeSetup, d time.Duration, clients int) churnResult {
+func churn(t testing.TB, s *runtimeSetup, d time.Duration, l loadShape) churnResult {
 	t.Helper()
 	ctx := context.Background()
 	var (
@@ -395,7 +406,7 @@ func churn(t testing.TB, s *runtimeSetup, d time.Duration, clients int) churnRes
 		}
 	}()
 
-	l := startLoad(t, s.h.URL(), clients)
+	ld := startLoad(t, s.h.URL(), l.clients, l.pause)
 	rng := rand.New(rand.NewPCG(1, 2))
 	const step = 200 * time.Millisecond
 	end := time.Now().Add(d)
@@ -464,11 +475,11 @@ func churn(t testing.TB, s *runtimeSetup, d time.Duration, clients int) churnRes
 		}
 		return true
 	})
-	l.halt(t)
+	ld.halt(t)
 	close(watchStop)
 	<-watchDone
 
-	r := churnResult{ok: l.OK, failed: l.Failed, cut: l.Cut, errs: l.Errs,
+	r := churnResult{ok: ld.OK, failed: ld.Failed, cut: ld.Cut, errs: ld.Errs,
 		instances: all, retired: retired, reloads: lines(s.reloads)}
 	if w := s.h.Worker(t); w != startWorkers {
 		r.workers = 1
@@ -524,8 +535,10 @@ func TestTemplateHAProxyRuntimeChurn(t *testing.T) {
 	t.Parallel()
 	s := newRuntimeSetup(t, "e2e-runtime-churn", runtimeOptions{runtime: true})
 	d := startDaemon(t, s.env, "--config", s.config)
-	const clients = 100
-	r := churn(t, s, 20*time.Second, clients)
+	// 100 clients at about 1,000 requests/s: a new instance gets its
+	// first request within a few ms of HAProxy taking it, and the test
+	// leaves CPU to the rest of the suite (the benchmark sends 4×).
+	r := churn(t, s, 20*time.Second, loadShape{clients: 100, pause: 100 * time.Millisecond})
 
 	t.Logf("%d requests, %d instances, %d retired", r.ok, len(r.instances), len(r.retired))
 	if r.failed > 0 {
@@ -801,7 +814,7 @@ func benchChurn(b *testing.B, mode string, o runtimeOptions) {
 		{
 			s := newRuntimeSetup(b, "bench-"+mode, o)
 			d := startDaemon(b, s.env, "--config", s.config)
-			r := churn(b, s, 20*time.Second, 100)
+			r := churn(b, s, 20*time.Second, loadShape{clients: 100, pause: 20 * time.Millisecond})
 			b.ReportMetric(percentile(r.latencies, 0.5), "p50-ms")
 			b.ReportMetric(percentile(r.latencies, 0.99), "p99-ms")
 			b.ReportMetric(percentile(r.fromWrite, 0.5), "write-p50-ms")
