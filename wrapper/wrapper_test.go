@@ -13,6 +13,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -593,5 +594,57 @@ func TestStoppedWhileRegistering(t *testing.T) {
 	f.assertGone("pending")
 	if logs := w.logs(); !strings.Contains(logs, "had got no answer") {
 		t.Errorf("the wrapper did not say why it deleted the service:\n%s", logs)
+	}
+}
+
+// TestTakenThenNoAnswerLeavesTheHolder: once the registry said another
+// instance holds the id, a later registration that gets no usable answer
+// (here a 502 from a proxy, after the registry refused the create again)
+// did not make the service this wrapper's: stopped, it deletes nothing.
+func TestTakenThenNoAnswerLeavesTheHolder(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	if _, err := f.client.CreateService(t.Context(), registry.Service{ID: "held", HeartbeatTimeout: 120}); err != nil {
+		t.Fatal(err)
+	}
+	target, err := url.Parse(f.srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	var creates atomic.Int32
+	failed := make(chan struct{}, 1)
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || !strings.HasSuffix(r.URL.Path, "/services") || creates.Add(1) == 1 {
+			rp.ServeHTTP(w, r) // the first create: the registry says the id is taken
+			return
+		}
+		out := r.Clone(r.Context())
+		out.URL.Scheme, out.URL.Host, out.Host, out.RequestURI = target.Scheme, target.Host, target.Host, ""
+		resp, err := http.DefaultTransport.RoundTrip(out)
+		if err == nil {
+			resp.Body.Close()
+		}
+		http.Error(w, "bad gateway", http.StatusBadGateway)
+		select {
+		case failed <- struct{}{}:
+		default:
+		}
+	}))
+	t.Cleanup(proxy.Close)
+	env := []string{"SVCREG_URL=" + proxy.URL + "/v1.0", "SVCREG_USERNAME=" + f.user, "SVCREG_API_KEY=dev"}
+	w := startWrapper(t, f.dir, env, append([]string{"--id=held", "--interval=1"}, sh(untilStop, f.dir)...)...)
+	w.waitLog("another instance holds the id")
+	select {
+	case <-failed:
+	case <-time.After(waitLimit):
+		t.Fatal("the wrapper sent no second registration")
+	}
+	w.signal(syscall.SIGTERM)
+	if code := w.wait(); code != 128+15 {
+		t.Errorf("exit code %d, want %d", code, 128+15)
+	}
+	if _, err := f.service("held"); err != nil {
+		t.Errorf("the other instance's service: %v; a registration without an answer after the id was taken must not make the wrapper delete it", err)
 	}
 }
