@@ -569,12 +569,7 @@ func TestStoppedWhileRegistering(t *testing.T) {
 			rp.ServeHTTP(w, r)
 			return
 		}
-		out := r.Clone(context.WithoutCancel(r.Context()))
-		out.URL.Scheme, out.URL.Host, out.Host, out.RequestURI = target.Scheme, target.Host, target.Host, ""
-		resp, err := http.DefaultTransport.RoundTrip(out)
-		if err == nil {
-			resp.Body.Close()
-		}
+		forward(context.WithoutCancel(r.Context()), r, target)
 		created <- struct{}{}
 		<-r.Context().Done()
 	}))
@@ -619,12 +614,7 @@ func TestTakenThenNoAnswerLeavesTheHolder(t *testing.T) {
 			rp.ServeHTTP(w, r) // the first create: the registry says the id is taken
 			return
 		}
-		out := r.Clone(r.Context())
-		out.URL.Scheme, out.URL.Host, out.Host, out.RequestURI = target.Scheme, target.Host, target.Host, ""
-		resp, err := http.DefaultTransport.RoundTrip(out)
-		if err == nil {
-			resp.Body.Close()
-		}
+		forward(r.Context(), r, target)
 		http.Error(w, "bad gateway", http.StatusBadGateway)
 		select {
 		case failed <- struct{}{}:
@@ -646,5 +636,15 @@ func TestTakenThenNoAnswerLeavesTheHolder(t *testing.T) {
 	}
 	if _, err := f.service("held"); err != nil {
 		t.Errorf("the other instance's service: %v; a registration without an answer after the id was taken must not make the wrapper delete it", err)
+	}
+}
+
+// forward sends r on to target (the registry) under ctx and drops the
+// answer: the registry acts on it, and the client is told something else.
+func forward(ctx context.Context, r *http.Request, target *url.URL) {
+	out := r.Clone(ctx)
+	out.URL.Scheme, out.URL.Host, out.Host, out.RequestURI = target.Scheme, target.Host, target.Host, ""
+	if resp, err := http.DefaultTransport.RoundTrip(out); err == nil {
+		resp.Body.Close()
 	}
 }
