@@ -42,21 +42,41 @@ func Bin(t testing.TB) string {
 	return testprog.Find(t, "haproxy", "this test runs against the real HAProxy; `make deps` installs it (apt-get install haproxy)")
 }
 
-// FreePort returns a loopback port that was free a moment ago, taken from
-// below Linux's ephemeral range (32768 and up): a port the kernel hands
-// out for ":0" or for an outgoing connection can be taken again by another
-// test before the program the port is meant for binds it.
+// FreePort returns a loopback port that was free a moment ago, reserved
+// for the test: taken from below Linux's ephemeral range (32768 and up),
+// since a port the kernel hands out for ":0" or for an outgoing connection
+// can be taken again by another test before the program the port is meant
+// for binds it; and locked (flock on a file per port, released when the
+// test ends or its process dies) against every other test process on the
+// machine, since two HAProxies bind one port without an error (SO_REUSEPORT)
+// and share its connections.
 func FreePort(t testing.TB) int {
 	t.Helper()
+	dir := filepath.Join(os.TempDir(), "svcreg-test-ports")
+	if err := os.MkdirAll(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
 	const lo, n = 10000, 22000
 	start := rand.IntN(n)
 	for i := 0; i < n; i++ {
 		port := lo + (start+i)%n
+		// The files stay: removing one could let two processes lock
+		// different files of one name.
+		f, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(port)), os.O_CREATE|os.O_RDWR, 0o666)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
+			f.Close()
+			continue
+		}
 		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
 		if err != nil {
+			f.Close()
 			continue
 		}
 		ln.Close()
+		t.Cleanup(func() { f.Close() })
 		return port
 	}
 	t.Fatal("no free loopback port in 10000-31999")
@@ -172,6 +192,9 @@ func (h *HAProxy) Stop(t testing.TB) {
 	syscall.Kill(pid, syscall.SIGTERM)
 	for i := 0; i < 1000; i++ {
 		if syscall.Kill(pid, 0) != nil {
+			// The test's cleanup signals the pid in the file: not a
+			// process that got this pid since.
+			os.Remove(h.PidFile)
 			return
 		}
 		time.Sleep(10 * time.Millisecond)
