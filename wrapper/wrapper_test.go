@@ -630,6 +630,7 @@ func TestTakenThenNoAnswerLeavesTheHolder(t *testing.T) {
 	case <-time.After(waitLimit):
 		t.Fatal("the wrapper sent no second registration")
 	}
+	w.waitLog("502") // the answer reached the wrapper before the stop
 	w.signal(syscall.SIGTERM)
 	if code := w.wait(); code != 128+15 {
 		t.Errorf("exit code %d, want %d", code, 128+15)
