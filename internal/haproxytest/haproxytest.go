@@ -47,13 +47,13 @@ func Bin(t testing.TB) string {
 // since a port the kernel hands out for ":0" or for an outgoing connection
 // can be taken again by another test before the program the port is meant
 // for binds it; and locked (flock on a file per port, released when the
-// test ends or its process dies) against every other test process on the
-// machine, since two HAProxies bind one port without an error (SO_REUSEPORT)
-// and share its connections.
+// test ends or its process dies) against the user's other test processes,
+// since two HAProxies bind one port without an error (SO_REUSEPORT) and
+// share its connections.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	dir := filepath.Join(os.TempDir(), "svcreg-test-ports")
-	if err := os.MkdirAll(dir, 0o777); err != nil {
+	dir := filepath.Join(os.TempDir(), "svcreg-test-ports-"+strconv.Itoa(os.Getuid()))
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
 	const lo, n = 10000, 22000
@@ -62,7 +62,7 @@ func FreePort(t testing.TB) int {
 		port := lo + (start+i)%n
 		// The files stay: removing one could let two processes lock
 		// different files of one name.
-		f, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(port)), os.O_CREATE|os.O_RDWR, 0o666)
+		f, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(port)), os.O_CREATE|os.O_RDWR, 0o600)
 		if err != nil {
 			t.Fatal(err)
 		}
