@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -254,6 +255,57 @@ func TestApplyDrainWaitsForInFlight(t *testing.T) {
 	}
 	if err := <-applied; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// An operator reloads HAProxy while a server that left, or moved, drains:
+// the new worker loaded the file (no such server, or the server at its new
+// address and no stand-in), and the old one, stopping, refuses commands
+// ("Proxy is disabled.") and exits once the request in flight is done.
+// The drain ends without an error (which would make the renderer reload
+// again), long before its timeout, and the live servers are the file's.
+func TestApplyDrainEndsWhenAReloadRemovedTheServer(t *testing.T) {
+	t.Parallel()
+	for _, move := range []bool{false, true} {
+		t.Run(map[bool]string{false: "removed", true: "moved"}[move], func(t *testing.T) {
+			t.Parallel()
+			sl, h, v1, v2, done := drainSetup(t)
+			var s2 *counter
+			if move {
+				s2 = newCounter(t, "s2")
+				v2 = strings.Replace(v1, fmt.Sprintf("server s 127.0.0.1:%d", sl.port), fmt.Sprintf("server s 127.0.0.1:%d", s2.port), 1)
+			}
+			applied := make(chan error, 1)
+			go func() { applied <- applyDrain(t, h, h.Socket, v1, v2, time.Minute) }()
+			for !liveState(t, h)["s"].drain() {
+			}
+			old := h.Worker(t)
+			if out, err := exec.Command("sh", "-c", h.ReloadCommand()).CombinedOutput(); err != nil {
+				t.Fatalf("reload: %v %s", err, out)
+			}
+			for h.Worker(t) == old {
+				time.Sleep(10 * time.Millisecond)
+			}
+			sl.release <- struct{}{}
+			if err := <-done; err != nil {
+				t.Fatalf("the in-flight request failed: %v", err)
+			}
+			select {
+			case err := <-applied:
+				if err != nil {
+					t.Fatalf("the drain failed after the reload: %v", err)
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatal("the drain still waits, 20 s after the request it waited for finished")
+			}
+			live := liveState(t, h)
+			switch l, ok := live["s"]; {
+			case !move && (ok || len(live) != 1):
+				t.Errorf("live servers %+v, want o alone", live)
+			case move && (len(live) != 2 || l.port != s2.port || l.drain() || l.maint()):
+				t.Errorf("live servers %+v, want s at %d, ready, and o", live, s2.port)
+			}
+		})
 	}
 }
 
