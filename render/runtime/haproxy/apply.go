@@ -313,6 +313,10 @@ func accepted(cmd, out string) bool {
 	return out == ""
 }
 
+// proxyDisabled is how a process that a reload replaced, and that is
+// stopping, answers a command that would change one of its servers.
+const proxyDisabled = "Proxy is disabled."
+
 func firstLine(s string) string {
 	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
 	if s == "" {
@@ -514,7 +518,26 @@ func (a *Adapter) step(ctx context.Context, d *drain, looked, busy bool) error {
 		a.log.Warn("drain timeout passed; cutting the server's remaining sessions", "server", d.id, "drain_timeout", a.drainTimeout)
 		cmds = append([]string{"shutdown sessions server " + d.id}, cmds...)
 	}
-	if gone, err := a.sendDrain(ctx, d, cmds...); gone || err != nil {
+	outs, err := a.exchange(ctx, d.backend(), cmds)
+	if err != nil {
+		return err
+	}
+	if slices.Contains(outs, proxyDisabled) {
+		// The process that answered is stopping: a reload replaced it
+		// (an operator's, since the renderer's own reload ends the
+		// drains). Its sessions end as it stops, and the process that
+		// replaced it loaded the installed file, in which this server
+		// has left (or is at its new address, with no stand-in). The
+		// drain is over; nothing is sent to the new process, and the
+		// next apply reads its state.
+		a.log.Info("HAProxy was reloaded while a server drained; the drain ends, the new process has the installed file's servers", "server", d.id)
+		delete(a.drains, d.id)
+		delete(a.lives, d.backend())
+		a.cli.fresh()
+		a.watch.fresh()
+		return nil
+	}
+	if err := a.accepted(cmds, outs); err != nil {
 		return err
 	}
 	if d.del {
@@ -523,51 +546,13 @@ func (a *Adapter) step(ctx context.Context, d *drain, looked, busy bool) error {
 	}
 	delete(a.drains, d.id)
 	if n := d.next; n != nil {
-		if gone, err := a.sendDrain(ctx, n, "set server "+n.id+" state drain"); gone || err != nil {
+		if err := a.send(ctx, n.backend(), "set server "+n.id+" state drain"); err != nil {
 			return err
 		}
 		n.deadline = time.Now().Add(a.drainTimeout)
 		a.drains[n.id] = n
 	}
 	return nil
-}
-
-// sendDrain sends a step of d's drain. When HAProxy refuses it because
-// the process that answered is stopping ("Proxy is disabled.": a reload
-// replaced it) or has no such server, the step is sent again to the
-// process that answers the socket now. If that one has no such server
-// either and d was to delete it, the drain is over: a reload loaded the
-// installed file, which no longer has the server; gone reports that, and
-// the drain is ended. A server the file still has (a moved one) that is
-// missing is an error, after which the group reloads.
-func (a *Adapter) sendDrain(ctx context.Context, d *drain, cmds ...string) (gone bool, err error) {
-	outs, err := a.exchange(ctx, d.backend(), cmds)
-	if err != nil {
-		return false, err
-	}
-	if i := slices.IndexFunc(outs, movedOn); i >= 0 {
-		a.cli.fresh()
-		a.watch.fresh()
-		if outs, err = a.exchange(ctx, d.backend(), cmds); err != nil {
-			return false, err
-		}
-		if d.del && slices.ContainsFunc(outs, noSuchServer) {
-			a.log.Info("the drained server is no longer in HAProxy (a reload loaded the installed file); its drain ends", "server", d.id)
-			delete(a.drains, d.id)
-			return true, nil
-		}
-	}
-	return false, a.accepted(cmds, outs)
-}
-
-// movedOn says whether an answer comes from a process a reload replaced,
-// or one without the server.
-func movedOn(out string) bool {
-	return strings.HasPrefix(out, "Proxy is disabled.") || noSuchServer(out)
-}
-
-func noSuchServer(out string) bool {
-	return strings.HasPrefix(out, "No such server.") || strings.HasPrefix(out, "No such backend.")
 }
 
 // deleteStep tries to delete a drained server. HAProxy refuses to while
@@ -580,13 +565,6 @@ func (a *Adapter) deleteStep(ctx context.Context, d *drain) error {
 		return err
 	}
 	out := outs[0]
-	if movedOn(out) {
-		gone, err := a.sendDrain(ctx, d, cmd)
-		if gone || err != nil {
-			return err
-		}
-		out = "Server deleted."
-	}
 	if accepted(cmd, out) {
 		a.log.Debug("HAProxy runtime API", "command", cmd, "answer", out)
 		delete(a.drains, d.id)
@@ -617,10 +595,8 @@ func (a *Adapter) busy(ctx context.Context, ids []string) ([]string, error) {
 			return nil, &runtime.Failure{Step: "drain", Err: fmt.Errorf("show stat %s: %w", b, err)}
 		}
 		for _, id := range byBackend[b] {
-			// A server the process does not have has no sessions there:
-			// its drain's next step finds out why (sendDrain).
 			_, name, _ := strings.Cut(id, "/")
-			if sessions[name] > 0 {
+			if n, ok := sessions[name]; !ok || n > 0 {
 				out = append(out, id)
 			}
 		}

@@ -261,9 +261,9 @@ func TestApplyDrainWaitsForInFlight(t *testing.T) {
 // An operator reloads HAProxy while a server that left, or moved, drains:
 // the new worker loaded the file (no such server, or the server at its new
 // address and no stand-in), and the old one, stopping, refuses commands
-// ("Proxy is disabled.") and exits once the request in flight is done.
-// The drain ends without an error (which would make the renderer reload
-// again), long before its timeout, and the live servers are the file's.
+// ("Proxy is disabled.") once the request in flight is done. The drain
+// ends without an error (which would make the renderer reload again) and
+// long before its timeout, and the live servers are the file's.
 func TestApplyDrainEndsWhenAReloadRemovedTheServer(t *testing.T) {
 	t.Parallel()
 	for _, move := range []bool{false, true} {
@@ -278,6 +278,7 @@ func TestApplyDrainEndsWhenAReloadRemovedTheServer(t *testing.T) {
 			applied := make(chan error, 1)
 			go func() { applied <- applyDrain(t, h, h.Socket, v1, v2, time.Minute) }()
 			for !liveState(t, h)["s"].drain() {
+				time.Sleep(5 * time.Millisecond)
 			}
 			old := h.Worker(t)
 			if out, err := exec.Command("sh", "-c", h.ReloadCommand()).CombinedOutput(); err != nil {
