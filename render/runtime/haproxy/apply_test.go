@@ -260,25 +260,34 @@ func TestApplyDrainWaitsForInFlight(t *testing.T) {
 
 // An operator reloads HAProxy while a server that left, or moved, drains:
 // the new worker loaded the file (no such server, or the server at its new
-// address and no stand-in), and the old one, stopping, refuses commands
-// ("Proxy is disabled.") once the request in flight is done. The drain
-// ends without an error (which would make the renderer reload again) and
-// long before its timeout, and the live servers are the file's.
+// address and no stand-in). Either the drain's connection stays with the
+// old worker, which, stopping, refuses commands ("Proxy is disabled.")
+// once the request in flight is done; or it moves to the new worker (an
+// apply makes it connect again), where the server is missing, or there
+// but not draining. Either way the drain ends without an error (which
+// would make the renderer reload again), long before its timeout, without
+// cutting the new worker's sessions, and the live servers are the file's.
 func TestApplyDrainEndsWhenAReloadRemovedTheServer(t *testing.T) {
 	t.Parallel()
-	for _, move := range []bool{false, true} {
-		t.Run(map[bool]string{false: "removed", true: "moved"}[move], func(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		move, watch bool
+	}{{"removed", false, false}, {"moved", true, false}, {"removed-watch-on-new-worker", false, true}, {"moved-watch-on-new-worker", true, true}} {
+		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			sl, h, v1, v2, done := drainSetup(t)
 			var s2 *counter
-			if move {
+			if tc.move {
 				s2 = newCounter(t, "s2")
 				v2 = strings.Replace(v1, fmt.Sprintf("server s 127.0.0.1:%d", sl.port), fmt.Sprintf("server s 127.0.0.1:%d", s2.port), 1)
 			}
-			applied := make(chan error, 1)
-			go func() { applied <- applyDrain(t, h, h.Socket, v1, v2, time.Minute) }()
-			for !liveState(t, h)["s"].drain() {
-				time.Sleep(5 * time.Millisecond)
+			bg := newBackground()
+			a, err := New(runtime.Settings{Socket: h.Socket, DrainTimeout: time.Minute, Go: bg.goFn})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := planApply(t, a, h, v1, v2); err != nil {
+				t.Fatal(err)
 			}
 			old := h.Worker(t)
 			if out, err := exec.Command("sh", "-c", h.ReloadCommand()).CombinedOutput(); err != nil {
@@ -287,23 +296,29 @@ func TestApplyDrainEndsWhenAReloadRemovedTheServer(t *testing.T) {
 			for h.Worker(t) == old {
 				time.Sleep(10 * time.Millisecond)
 			}
-			sl.release <- struct{}{}
+			if tc.watch {
+				a.(*Adapter).watch.fresh()
+			} else {
+				sl.release <- struct{}{}
+			}
+			ended := make(chan struct{})
+			go func() { bg.wait(t); close(ended) }()
+			select {
+			case <-ended:
+			case <-time.After(20 * time.Second):
+				t.Fatal("the drain still waits after 20 s")
+			}
+			if tc.watch {
+				sl.release <- struct{}{}
+			}
 			if err := <-done; err != nil {
 				t.Fatalf("the in-flight request failed: %v", err)
 			}
-			select {
-			case err := <-applied:
-				if err != nil {
-					t.Fatalf("the drain failed after the reload: %v", err)
-				}
-			case <-time.After(20 * time.Second):
-				t.Fatal("the drain still waits, 20 s after the request it waited for finished")
-			}
 			live := liveState(t, h)
 			switch l, ok := live["s"]; {
-			case !move && (ok || len(live) != 1):
+			case !tc.move && (ok || len(live) != 1):
 				t.Errorf("live servers %+v, want o alone", live)
-			case move && (len(live) != 2 || l.port != s2.port || l.drain() || l.maint()):
+			case tc.move && (len(live) != 2 || l.port != s2.port || l.drain() || l.maint()):
 				t.Errorf("live servers %+v, want s at %d, ready, and o", live, s2.port)
 			}
 		})
