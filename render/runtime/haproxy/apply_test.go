@@ -281,11 +281,7 @@ func TestApplyDrainEndsWhenAReloadRemovedTheServer(t *testing.T) {
 				s2 = newCounter(t, "s2")
 				v2 = strings.Replace(v1, fmt.Sprintf("server s 127.0.0.1:%d", sl.port), fmt.Sprintf("server s 127.0.0.1:%d", s2.port), 1)
 			}
-			bg := newBackground()
-			a, err := New(runtime.Settings{Socket: h.Socket, DrainTimeout: time.Minute, Go: bg.goFn})
-			if err != nil {
-				t.Fatal(err)
-			}
+			a, bg := drainingAdapter(t, h)
 			if err := planApply(t, a, h, v1, v2); err != nil {
 				t.Fatal(err)
 			}
@@ -336,6 +332,18 @@ func TestApplyDrainTimeout(t *testing.T) {
 	if err := <-done; err == nil {
 		t.Fatal("the request on the removed server was not cut")
 	}
+}
+
+// drainingAdapter is an adapter for h with a drain timeout of a minute,
+// whose drains run in the background, as the renderer runs them.
+func drainingAdapter(t *testing.T, h *haproxytest.HAProxy) (runtime.Adapter, *background) {
+	t.Helper()
+	bg := newBackground()
+	a, err := New(runtime.Settings{Socket: h.Socket, DrainTimeout: time.Minute, Go: bg.goFn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, bg
 }
 
 // background runs the work an Apply leaves behind as the renderer does, and
@@ -399,11 +407,7 @@ func liveState(t *testing.T, h *haproxytest.HAProxy) map[string]liveServer {
 func TestApplyJoinNotHeldBehindDrain(t *testing.T) {
 	t.Parallel()
 	sl, h, v1, v2, done := drainSetup(t)
-	bg := newBackground()
-	a, err := New(runtime.Settings{Socket: h.Socket, DrainTimeout: time.Minute, Go: bg.goFn})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, bg := drainingAdapter(t, h)
 	if err := planApply(t, a, h, v1, v2); err != nil {
 		t.Fatal(err)
 	}
@@ -443,11 +447,7 @@ func TestApplyJoinNotHeldBehindDrain(t *testing.T) {
 func TestApplyRejoinWhileDrainingAndRevert(t *testing.T) {
 	t.Parallel()
 	sl, h, v1, v2, done := drainSetup(t)
-	bg := newBackground()
-	a, err := New(runtime.Settings{Socket: h.Socket, DrainTimeout: time.Minute, Go: bg.goFn})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, bg := drainingAdapter(t, h)
 	if err := planApply(t, a, h, v1, v2); err != nil {
 		t.Fatal(err)
 	}
@@ -491,11 +491,7 @@ func TestApplyRejoinWhileDrainingAndRevert(t *testing.T) {
 func TestApplyMoveAgainWhileDraining(t *testing.T) {
 	t.Parallel()
 	sl, h, v1, _, done := drainSetup(t)
-	bg := newBackground()
-	a, err := New(runtime.Settings{Socket: h.Socket, DrainTimeout: time.Minute, Go: bg.goFn})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, bg := drainingAdapter(t, h)
 	s2, s3 := newCounter(t, "s2"), newCounter(t, "s3")
 	at := func(c *counter) string {
 		return strings.Replace(v1, fmt.Sprintf("server s 127.0.0.1:%d", sl.port), fmt.Sprintf("server s 127.0.0.1:%d", c.port), 1)
@@ -522,11 +518,7 @@ func TestApplyMoveAgainWhileDraining(t *testing.T) {
 func TestApplyDrainFailure(t *testing.T) {
 	t.Parallel()
 	_, h, v1, v2, _ := drainSetup(t)
-	bg := newBackground()
-	a, err := New(runtime.Settings{Socket: h.Socket, DrainTimeout: time.Minute, Go: bg.goFn})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, bg := drainingAdapter(t, h)
 	if err := planApply(t, a, h, v1, v2); err != nil {
 		t.Fatal(err)
 	}
