@@ -313,19 +313,6 @@ func accepted(cmd, out string) bool {
 	return out == ""
 }
 
-// endDrain ends d without a command: a reload replaced the process it
-// was made on, and the new process loaded the installed file, in which
-// d's server has left (or is at its new address, with no stand-in).
-// Nothing is sent to the new process; the next apply reads its state.
-// mu is held.
-func (a *Adapter) endDrain(d *drain) {
-	a.log.Info("HAProxy was reloaded while a server drained; the drain ends, the new process has the installed file's servers", "server", d.id)
-	delete(a.drains, d.id)
-	delete(a.lives, d.backend())
-	a.cli.fresh()
-	a.watch.fresh()
-}
-
 // proxyDisabled is how a process that a reload replaced, and that is
 // stopping, answers a command that would change one of its servers.
 const proxyDisabled = "Proxy is disabled."
@@ -480,11 +467,9 @@ func (a *Adapter) drainLoop(ctx context.Context) error {
 	for {
 		a.mu.Lock()
 		var ids []string
-		looked := map[string]*drain{}
 		for id, d := range a.drains {
 			if d.deleting.IsZero() {
 				ids = append(ids, id)
-				looked[id] = d
 			}
 		}
 		if len(a.drains) == 0 {
@@ -495,26 +480,11 @@ func (a *Adapter) drainLoop(ctx context.Context) error {
 			return nil
 		}
 		a.mu.Unlock()
-		busy, moot, err := a.busy(ctx, ids)
+		busy, err := a.busy(ctx, ids)
 		if err != nil {
 			return err
 		}
 		a.mu.Lock()
-		for _, id := range sortedKeys(moot) {
-			// The process that answers now has the server, not in
-			// drain state, or has no server to delete: a reload loaded
-			// the installed file since the drain began (an operator's,
-			// as the renderer's own reload ends the drains), and the
-			// watch is on the new process. A server that was to move is
-			// there at its new address with sessions of its own, which
-			// a drain timeout must not cut. One that was to move and is
-			// missing is not the file's state: its drain goes on, and
-			// fails (the group reloads). An Apply may have replaced the
-			// drain since it was looked at: that one goes on.
-			if d := a.drains[id]; d != nil && d == looked[id] && (moot[id] || d.del) {
-				a.endDrain(d)
-			}
-		}
 		for _, id := range sortedKeys(a.drains) {
 			if err = a.step(ctx, a.drains[id], slices.Contains(ids, id), slices.Contains(busy, id)); err != nil {
 				break
@@ -555,8 +525,16 @@ func (a *Adapter) step(ctx context.Context, d *drain, looked, busy bool) error {
 	if slices.Contains(outs, proxyDisabled) {
 		// The process that answered is stopping: a reload replaced it
 		// (an operator's, since the renderer's own reload ends the
-		// drains). Its sessions end as it stops.
-		a.endDrain(d)
+		// drains). Its sessions end as it stops, and the process that
+		// replaced it loaded the installed file, in which this server
+		// has left (or is at its new address, with no stand-in). The
+		// drain is over; nothing is sent to the new process, and the
+		// next apply reads its state.
+		a.log.Info("HAProxy was reloaded while a server drained; the drain ends, the new process has the installed file's servers", "server", d.id)
+		delete(a.drains, d.id)
+		delete(a.lives, d.backend())
+		a.cli.fresh()
+		a.watch.fresh()
 		return nil
 	}
 	if err := a.accepted(cmds, outs); err != nil {
@@ -599,44 +577,31 @@ func (a *Adapter) deleteStep(ctx context.Context, d *drain) error {
 }
 
 // busy returns the servers among ids that still have sessions or queued
-// requests, and moot those the process that answers does not have in
-// drain state, by whether it has them at all. That process is not the one
-// the drains were made on: a reload loaded the installed file since (see
-// drainLoop).
-func (a *Adapter) busy(ctx context.Context, ids []string) (busy []string, moot map[string]bool, err error) {
+// requests.
+func (a *Adapter) busy(ctx context.Context, ids []string) ([]string, error) {
 	byBackend := map[string][]string{}
 	for _, id := range ids {
 		b, _, _ := strings.Cut(id, "/")
 		byBackend[b] = append(byBackend[b], id)
 	}
-	moot = map[string]bool{}
+	var out []string
 	for _, b := range slices.Sorted(maps.Keys(byBackend)) {
-		// "show stat" finds a frontend of the same name first, and then
-		// lists no server: a server it does not list counts as busy.
-		// "show servers state" looks for a backend only.
-		answers, err := a.watch.runAll(ctx, []string{"show stat " + b + " 4 -1", "show servers state " + b})
+		answer, err := a.watch.run(ctx, "show stat "+b+" 4 -1")
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
-		sessions, err := parseSessions(answers[0])
+		sessions, err := parseSessions(answer)
 		if err != nil {
-			return nil, nil, &runtime.Failure{Step: "drain", Err: fmt.Errorf("show stat %s: %w", b, err)}
-		}
-		states, err := parseState(answers[1])
-		if err != nil {
-			return nil, nil, &runtime.Failure{Step: "drain", Err: fmt.Errorf("show servers state %s: %w", b, err)}
+			return nil, &runtime.Failure{Step: "drain", Err: fmt.Errorf("show stat %s: %w", b, err)}
 		}
 		for _, id := range byBackend[b] {
 			_, name, _ := strings.Cut(id, "/")
-			if st, ok := states[name]; !ok || !st.drain() {
-				moot[id] = ok
-			}
 			if n, ok := sessions[name]; !ok || n > 0 {
-				busy = append(busy, id)
+				out = append(out, id)
 			}
 		}
 	}
-	return busy, moot, nil
+	return out, nil
 }
 
 // parseSessions reads the CSV of "show stat": current sessions plus
