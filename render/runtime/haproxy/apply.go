@@ -577,35 +577,30 @@ func (a *Adapter) deleteStep(ctx context.Context, d *drain) error {
 }
 
 // busy returns the servers among ids that still have sessions or queued
-// requests.
+// requests. It reads the servers of every backend ("show stat -1 4 -1")
+// and keeps those of the drains' backends by name: "show stat NAME" finds
+// a frontend of the same name first, and then lists no server. A server
+// missing from the answer counts as busy.
 func (a *Adapter) busy(ctx context.Context, ids []string) ([]string, error) {
-	byBackend := map[string][]string{}
-	for _, id := range ids {
-		b, _, _ := strings.Cut(id, "/")
-		byBackend[b] = append(byBackend[b], id)
+	answer, err := a.watch.run(ctx, "show stat -1 4 -1")
+	if err != nil {
+		return nil, err
+	}
+	sessions, err := parseSessions(answer)
+	if err != nil {
+		return nil, &runtime.Failure{Step: "drain", Err: fmt.Errorf("show stat: %w", err)}
 	}
 	var out []string
-	for _, b := range slices.Sorted(maps.Keys(byBackend)) {
-		answer, err := a.watch.run(ctx, "show stat "+b+" 4 -1")
-		if err != nil {
-			return nil, err
-		}
-		sessions, err := parseSessions(answer)
-		if err != nil {
-			return nil, &runtime.Failure{Step: "drain", Err: fmt.Errorf("show stat %s: %w", b, err)}
-		}
-		for _, id := range byBackend[b] {
-			_, name, _ := strings.Cut(id, "/")
-			if n, ok := sessions[name]; !ok || n > 0 {
-				out = append(out, id)
-			}
+	for _, id := range ids {
+		if n, ok := sessions[id]; !ok || n > 0 {
+			out = append(out, id)
 		}
 	}
 	return out, nil
 }
 
 // parseSessions reads the CSV of "show stat": current sessions plus
-// queued requests, by server.
+// queued requests, by server id (backend/server).
 func parseSessions(out string) (map[string]int, error) {
 	lines := strings.Split(out, "\n")
 	if len(lines) == 0 || !strings.HasPrefix(lines[0], "# ") {
@@ -615,19 +610,22 @@ func parseSessions(out string) (map[string]int, error) {
 	for i, name := range strings.Split(strings.TrimPrefix(lines[0], "# "), ",") {
 		col[name] = i
 	}
-	sv, scur, qcur := col["svname"], col["scur"], col["qcur"]
-	if scur == 0 || qcur == 0 {
-		return nil, errors.New("no scur or qcur column")
+	px, okp := col["pxname"]
+	sv, oks := col["svname"]
+	scur, okc := col["scur"]
+	qcur, okq := col["qcur"]
+	if !okp || !oks || !okc || !okq {
+		return nil, errors.New("no pxname, svname, scur or qcur column")
 	}
 	m := map[string]int{}
 	for _, line := range lines[1:] {
 		f := strings.Split(line, ",")
-		if len(f) <= max(sv, scur, qcur) {
+		if len(f) <= max(px, sv, scur, qcur) {
 			continue
 		}
 		s, _ := strconv.Atoi(f[scur])
 		q, _ := strconv.Atoi(f[qcur])
-		m[f[sv]] = s + q
+		m[f[px]+"/"+f[sv]] = s + q
 	}
 	return m, nil
 }

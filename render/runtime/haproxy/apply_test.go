@@ -193,9 +193,14 @@ func newSlow(t *testing.T) *slow {
 // request is in flight on s when it returns; done tells how it ended (nil:
 // answered by s).
 func drainSetup(t *testing.T) (sl *slow, h *haproxytest.HAProxy, v1, v2 string, done <-chan error) {
+	return drainSetupWith(t, "")
+}
+
+// drainSetupWith is drainSetup with sections before the backend.
+func drainSetupWith(t *testing.T, before string) (sl *slow, h *haproxytest.HAProxy, v1, v2 string, done <-chan error) {
 	sl, other := newSlow(t), newCounter(t, "other")
-	v1 = backendsFile(fmt.Sprintf("    server s 127.0.0.1:%d\n", sl.port), srvLine("o", other, ""))
-	v2 = backendsFile(srvLine("o", other, ""))
+	v1 = before + backendsFile(fmt.Sprintf("    server s 127.0.0.1:%d\n", sl.port), srvLine("o", other, ""))
+	v2 = before + backendsFile(srvLine("o", other, ""))
 	h = haproxytest.Start(t, v1, true)
 	ch := make(chan error, 1)
 	go func() {
@@ -309,6 +314,35 @@ func TestApplyDrainEndsWhenAReloadRemovedTheServer(t *testing.T) {
 				t.Errorf("live servers %+v, want s at %d, ready, and o", live, s2.port)
 			}
 		})
+	}
+}
+
+// A frontend named as the backend: "show stat api" would list its
+// frontend alone. The drain still sees the server's request end, and
+// deletes the server then, not at its timeout.
+func TestApplyDrainWithAFrontendOfTheSameName(t *testing.T) {
+	t.Parallel()
+	front := fmt.Sprintf("frontend api\n    bind 127.0.0.1:%d\n    default_backend api\n", haproxytest.FreePort(t))
+	sl, h, v1, v2, done := drainSetupWith(t, front)
+	applied := make(chan error, 1)
+	go func() { applied <- applyDrain(t, h, h.Socket, v1, v2, time.Minute) }()
+	for !liveState(t, h)["s"].drain() {
+		time.Sleep(5 * time.Millisecond)
+	}
+	sl.release <- struct{}{}
+	if err := <-done; err != nil {
+		t.Fatalf("the in-flight request failed: %v", err)
+	}
+	select {
+	case err := <-applied:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the drain still waits, 20 s after the request it waited for finished")
+	}
+	if _, ok := liveState(t, h)["s"]; ok {
+		t.Error("the drained server was not deleted")
 	}
 }
 
