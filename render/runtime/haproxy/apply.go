@@ -363,28 +363,12 @@ func parseStates(target []*section, outs []string) ([]map[string]liveServer, err
 // parseState reads format 1 of "show servers state": a version line, a
 // header line naming the columns, then one line per server.
 func parseState(out string) (map[string]liveServer, error) {
-	lines := strings.Split(out, "\n")
-	if len(lines) < 2 || strings.TrimSpace(lines[0]) != "1" || !strings.HasPrefix(lines[1], "# ") {
-		return nil, fmt.Errorf("unexpected answer: %s", firstLine(out))
-	}
-	col := map[string]int{}
-	for i, name := range strings.Fields(strings.TrimPrefix(lines[1], "# ")) {
-		col[name] = i
-	}
-	for _, need := range []string{"srv_name", "srv_addr", "srv_port", "srv_admin_state", "srv_uweight"} {
-		if _, ok := col[need]; !ok {
-			return nil, fmt.Errorf("no column %s in the answer", need)
-		}
+	col, rows, err := stateRows(out, "srv_name", "srv_addr", "srv_port", "srv_admin_state", "srv_uweight")
+	if err != nil {
+		return nil, err
 	}
 	live := map[string]liveServer{}
-	for _, line := range lines[2:] {
-		f := strings.Fields(line)
-		if len(f) == 0 || strings.HasPrefix(f[0], "#") {
-			continue
-		}
-		if len(f) < len(col) {
-			return nil, fmt.Errorf("short line %q", line)
-		}
+	for _, f := range rows {
 		var l liveServer
 		var err error
 		l.name = f[col["srv_name"]]
@@ -401,6 +385,37 @@ func parseState(out string) (map[string]liveServer, error) {
 		live[l.name] = l
 	}
 	return live, nil
+}
+
+// stateRows splits format 1 of "show servers state" into its columns, by
+// name, and its server lines, split into fields; the columns in need
+// must be there.
+func stateRows(out string, need ...string) (map[string]int, [][]string, error) {
+	lines := strings.Split(out, "\n")
+	if len(lines) < 2 || strings.TrimSpace(lines[0]) != "1" || !strings.HasPrefix(lines[1], "# ") {
+		return nil, nil, fmt.Errorf("unexpected answer: %s", firstLine(out))
+	}
+	col := map[string]int{}
+	for i, name := range strings.Fields(strings.TrimPrefix(lines[1], "# ")) {
+		col[name] = i
+	}
+	for _, c := range need {
+		if _, ok := col[c]; !ok {
+			return nil, nil, fmt.Errorf("no column %s in the answer", c)
+		}
+	}
+	var rows [][]string
+	for _, line := range lines[2:] {
+		f := strings.Fields(line)
+		if len(f) == 0 || strings.HasPrefix(f[0], "#") {
+			continue
+		}
+		if len(f) < len(col) {
+			return nil, nil, fmt.Errorf("short line %q", line)
+		}
+		rows = append(rows, f)
+	}
+	return col, rows, nil
 }
 
 // verify checks that a backend's live servers are the file's, apart from
@@ -464,6 +479,7 @@ func (a *Adapter) drainAll(ctx context.Context) error {
 }
 
 func (a *Adapter) drainLoop(ctx context.Context) error {
+	iids := map[string]string{} // backends' numeric ids, for busy
 	for {
 		a.mu.Lock()
 		var ids []string
@@ -480,7 +496,7 @@ func (a *Adapter) drainLoop(ctx context.Context) error {
 			return nil
 		}
 		a.mu.Unlock()
-		busy, err := a.busy(ctx, ids)
+		busy, err := a.busy(ctx, ids, iids)
 		if err != nil {
 			return err
 		}
@@ -577,18 +593,22 @@ func (a *Adapter) deleteStep(ctx context.Context, d *drain) error {
 }
 
 // busy returns the servers among ids that still have sessions or queued
-// requests. It reads the servers of every backend ("show stat -1 4 -1")
-// and keeps those of the drains' backends by name: "show stat NAME" finds
-// a frontend of the same name first, and then lists no server. A server
-// missing from the answer counts as busy.
-func (a *Adapter) busy(ctx context.Context, ids []string) ([]string, error) {
-	answer, err := a.watch.run(ctx, "show stat -1 4 -1")
-	if err != nil {
-		return nil, err
+// requests; a server missing from HAProxy's answer counts as busy. It asks
+// "show stat" by the backend's numeric id, not its name: by name, a
+// frontend of the same name is found first, and no server is listed.
+// iids holds the ids found so far, by backend name; it is the drain
+// loop's own.
+func (a *Adapter) busy(ctx context.Context, ids []string, iids map[string]string) ([]string, error) {
+	backends := map[string]bool{}
+	for _, id := range ids {
+		b, _, _ := strings.Cut(id, "/")
+		backends[b] = true
 	}
-	sessions, err := parseSessions(answer)
-	if err != nil {
-		return nil, &runtime.Failure{Step: "drain", Err: fmt.Errorf("show stat: %w", err)}
+	sessions := map[string]int{}
+	for _, b := range slices.Sorted(maps.Keys(backends)) {
+		if err := a.sessions(ctx, b, iids, sessions); err != nil {
+			return nil, err
+		}
 	}
 	var out []string
 	for _, id := range ids {
@@ -597,6 +617,49 @@ func (a *Adapter) busy(ctx context.Context, ids []string) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// sessions adds backend b's servers' sessions to into, by server id. b's
+// numeric id is read from "show servers state b" the first time, and
+// again when the id lists no server of b (a reload numbered the proxies
+// anew).
+func (a *Adapter) sessions(ctx context.Context, b string, iids map[string]string, into map[string]int) error {
+	for again := false; ; again = true {
+		iid, ok := iids[b]
+		if !ok || again {
+			answer, err := a.watch.run(ctx, "show servers state "+b)
+			if err != nil {
+				return err
+			}
+			col, rows, err := stateRows(answer, "be_id", "be_name")
+			if err != nil {
+				return &runtime.Failure{Step: "drain", Err: fmt.Errorf("show servers state %s: %w", b, err)}
+			}
+			i := slices.IndexFunc(rows, func(f []string) bool { return f[col["be_name"]] == b })
+			if i < 0 {
+				return nil // no server: every drained one is missing
+			}
+			iid = rows[i][col["be_id"]]
+			iids[b] = iid
+		}
+		answer, err := a.watch.run(ctx, "show stat "+iid+" 4 -1")
+		if err != nil {
+			return err
+		}
+		m, err := parseSessions(answer)
+		if err != nil {
+			return &runtime.Failure{Step: "drain", Err: fmt.Errorf("show stat %s (backend %s): %w", iid, b, err)}
+		}
+		found := false
+		for id, n := range m {
+			if strings.HasPrefix(id, b+"/") {
+				into[id], found = n, true
+			}
+		}
+		if found || again {
+			return nil
+		}
+	}
 }
 
 // parseSessions reads the CSV of "show stat": current sessions plus
