@@ -151,9 +151,7 @@ func (r *Renderer) installAhead(ctx context.Context, g *Group, ah *ahead, af *ah
 	ah.installed++
 	r.Health.stepOK(g.Name, StepInstall, r.now())
 	r.Status.installed(g.Name, files, af.changedAt, r.now())
-	if !af.changedAt.IsZero() {
-		r.Metrics.eventToInstall.Observe(r.now().Sub(af.changedAt).Seconds())
-	}
+	r.observeSince(r.Metrics.eventToInstall, af.changedAt)
 	r.Health.passed(g.Name, nil, r.now())
 }
 

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/svcreg/svcreg/watcher"
 )
 
@@ -170,7 +172,7 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 	}
 	applied := !r.NoReload && r.applyRuntime(ctx, g, rt)
 	if applied {
-		r.observeLive(snap, "runtime")
+		r.observeSince(r.Metrics.eventToLive.WithLabelValues("runtime"), snap.ChangedAt)
 		r.handAhead(ctx, g, ah, rt, files, snap)
 		return false, time.Time{}, nil
 	}
@@ -212,20 +214,18 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 	}
 	r.Health.stepOK(g.Name, StepInstall, r.now())
 	r.Status.installed(g.Name, files, snap.ChangedAt, r.now())
-	if !snap.ChangedAt.IsZero() {
-		r.Metrics.eventToInstall.Observe(r.now().Sub(snap.ChangedAt).Seconds())
-	}
-	if f := r.reloadGroup(ctx, g, files, snap); f != nil {
+	r.observeSince(r.Metrics.eventToInstall, snap.ChangedAt)
+	if f := r.reloadGroup(ctx, g, files, snap.ChangedAt); f != nil {
 		return false, time.Time{}, r.failed(f)
 	}
 	return true, time.Time{}, nil
 }
 
-// observeLive records how long a change took from the watcher to the
-// load balancer.
-func (r *Renderer) observeLive(snap *watcher.Snapshot, how string) {
-	if !snap.ChangedAt.IsZero() {
-		r.Metrics.eventToLive.WithLabelValues(how).Observe(r.now().Sub(snap.ChangedAt).Seconds())
+// observeSince records the time since the watcher applied a change (at;
+// zero when no change is known, and nothing is recorded).
+func (r *Renderer) observeSince(o prometheus.Observer, at time.Time) {
+	if !at.IsZero() {
+		o.Observe(r.now().Sub(at).Seconds())
 	}
 }
 
@@ -368,8 +368,9 @@ func (r *Renderer) installStaged(g *Group, files []*file) *Failure {
 }
 
 // reloadGroup is the reload step: g reloads (unless NoReload). When the
-// reload fails, the previous files are restored and reloaded.
-func (r *Renderer) reloadGroup(ctx context.Context, g *Group, files []*file, snap *watcher.Snapshot) *Failure {
+// reload fails, the previous files are restored and reloaded. changedAt is
+// the snapshot's, for the time to live.
+func (r *Renderer) reloadGroup(ctx context.Context, g *Group, files []*file, changedAt time.Time) *Failure {
 	if r.NoReload || !g.reloads() {
 		return nil
 	}
@@ -377,7 +378,7 @@ func (r *Renderer) reloadGroup(ctx context.Context, g *Group, files []*file, sna
 		return &Failure{g.Name, StepReload, r.rollBack(ctx, g, files, err)}
 	}
 	r.Health.stepOK(g.Name, StepReload, r.now())
-	r.observeLive(snap, "reload")
+	r.observeSince(r.Metrics.eventToLive.WithLabelValues("reload"), changedAt)
 	r.Log.Info("reloaded", "group", g.Name)
 	return nil
 }
