@@ -114,7 +114,7 @@ frontend web
 	// program before HAProxy binds it: then HAProxy is started again on
 	// another.
 	for try := 0; ; try++ {
-		out, err := exec.Command(h.Bin, h.args()...).CombinedOutput()
+		out, err := h.start()
 		if err == nil {
 			break
 		}
@@ -136,10 +136,15 @@ frontend web
 // Run starts HAProxy from its files and waits until it answers.
 func (h *HAProxy) Run(t testing.TB) {
 	t.Helper()
-	if out, err := exec.Command(h.Bin, h.args()...).CombinedOutput(); err != nil {
+	if out, err := h.start(); err != nil {
 		t.Fatalf("start haproxy: %v: %s", err, out)
 	}
 	h.Worker(t)
+}
+
+// start runs HAProxy from its files; it daemonizes, and returns its output.
+func (h *HAProxy) start() ([]byte, error) {
+	return exec.Command(h.Bin, h.args()...).CombinedOutput()
 }
 
 func (h *HAProxy) args() []string {
