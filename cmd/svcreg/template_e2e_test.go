@@ -85,9 +85,10 @@ func lines(path string) int { return strings.Count(readString(path), "\n") }
 
 // daemon is `svcreg template` running as a child process.
 type daemon struct {
-	cmd  *exec.Cmd
-	mu   sync.Mutex
-	logs bytes.Buffer
+	cmd      *exec.Cmd
+	stopOnce sync.Once
+	mu       sync.Mutex
+	logs     bytes.Buffer
 }
 
 func (d *daemon) Write(p []byte) (int, error) {
@@ -112,6 +113,18 @@ func startDaemon(t testing.TB, env []string, args ...string) *daemon {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
+		d.stop()
+		if t.Failed() {
+			t.Logf("svcreg template output:\n%s", d.output())
+		}
+	})
+	return d
+}
+
+// stop interrupts the daemon and waits for it to exit, killing it after
+// 10 s. A second stop finds it gone.
+func (d *daemon) stop() {
+	d.stopOnce.Do(func() {
 		d.cmd.Process.Signal(os.Interrupt)
 		done := make(chan struct{})
 		go func() { d.cmd.Wait(); close(done) }()
@@ -121,11 +134,7 @@ func startDaemon(t testing.TB, env []string, args ...string) *daemon {
 			d.cmd.Process.Kill()
 			<-done
 		}
-		if t.Failed() {
-			t.Logf("svcreg template output:\n%s", d.output())
-		}
 	})
-	return d
 }
 
 // registryEnv starts a registry and returns a client and the environment

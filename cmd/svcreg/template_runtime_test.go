@@ -857,8 +857,7 @@ func benchChurn(b *testing.B, mode string, o runtimeOptions) {
 			}
 		}
 		// The next run starts on an idle machine.
-		d.cmd.Process.Signal(os.Interrupt)
-		d.cmd.Wait()
+		d.stop()
 		s.h.Stop(b)
 	}
 	b.ReportMetric(percentile(all.latencies, 0.5), "p50-ms")
