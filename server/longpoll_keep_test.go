@@ -40,6 +40,9 @@ func testLongPollKeptConnection(t *testing.T, kind string) {
 	k = startKeeping(t, kind, time.Hour)
 	rc = dialRaw(t, k.base)
 	k.poll(rc, "third")
+	eventually(t, "the answered connection kept by the poller", func() bool {
+		return metric(t, k.reg, "svcreg_longpolls_waiting") == 0 && metric(t, k.reg, "svcreg_connections_parked") == 1
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	k.h.Drain(ctx)
@@ -94,7 +97,8 @@ func (k *keeping) poll(rc *rawConn, id string) {
 		t.Fatal(err)
 	}
 	eventually(t, "the long-poll parked", func() bool {
-		return metric(t, k.reg, "svcreg_longpolls_waiting") == 1 && metric(t, k.reg, "svcreg_connections_open") == 0
+		return metric(t, k.reg, "svcreg_longpolls_waiting") == 1 && metric(t, k.reg, "svcreg_connections_open") == 0 &&
+			metric(t, k.reg, "svcreg_connections_parked") == 1
 	})
 	k.c.setConfig(id, "v")
 	resp, err := http.ReadResponse(rc.br, nil)

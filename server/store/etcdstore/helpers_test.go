@@ -474,3 +474,37 @@ func (n *node) histogram(name string) (count, sum float64) {
 	}
 	return 0, 0
 }
+
+// longPoll starts GET /events?wait=…&marker=from at n and returns once n
+// has parked it (its first read done), so a test changes the cluster only
+// under a parked poll. The channel gets the summary of the answer's events,
+// or a fault that says why there were none to read.
+func (u *user) longPoll(ctx context.Context, n *node, from string, wait int) <-chan longPollResult {
+	u.t.Helper()
+	before := n.metric("svcreg_connections_parked")
+	got := make(chan longPollResult, 1)
+	go func() {
+		r, err := u.tryCtx(ctx, n, "GET", fmt.Sprintf("/events?wait=%d&marker=%s", wait, from), nil)
+		switch {
+		case err != nil:
+			got <- longPollResult{err: err}
+		case r.code != http.StatusOK:
+			got <- longPollResult{err: fmt.Errorf("status %d: %s", r.code, r.body)}
+		default:
+			var p page[event]
+			r.json(&p)
+			got <- longPollResult{events: summary(p.Values)}
+		}
+	}()
+	for deadline := time.Now().Add(10 * time.Second); n.metric("svcreg_connections_parked") <= before; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			u.t.Fatalf("the long-poll at %s never parked", n.addr)
+		}
+	}
+	return got
+}
+
+type longPollResult struct {
+	events []string
+	err    error
+}
