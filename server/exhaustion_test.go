@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/svcreg/svcreg/internal/testserver"
 	"github.com/svcreg/svcreg/server"
@@ -38,38 +37,11 @@ func startLimited(t *testing.T, kind string, cfg server.Config) (string, *promet
 	return base, reg
 }
 
-// metric is the value of the metric name (with the label value, if any)
-// in reg; 0 if absent.
-func metric(t *testing.T, reg *prometheus.Registry, name string, label ...string) float64 {
+// metric is the value of the metric name in reg (of the series with the
+// label name and value pairs, if any); 0 if absent.
+func metric(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			if len(label) > 0 && !hasLabel(m, label[0]) {
-				continue
-			}
-			if g := m.GetGauge(); g != nil {
-				return g.GetValue()
-			}
-			return m.GetCounter().GetValue()
-		}
-	}
-	return 0
-}
-
-func hasLabel(m *dto.Metric, value string) bool {
-	for _, l := range m.GetLabel() {
-		if l.GetValue() == value {
-			return true
-		}
-	}
-	return false
+	return testserver.Metric(t, reg, name, labels...)
 }
 
 // eventually fails the test unless cond holds within a generous time. It
@@ -198,7 +170,7 @@ func testLongPollGlobalCap(t *testing.T, kind string) {
 	if w := r.header.Get("X-Registry-Wait"); w != "0s" {
 		t.Errorf("past the global cap: X-Registry-Wait %q, want 0s", w)
 	}
-	if got := metric(t, reg, "svcreg_longpolls_refused_total", "total"); got != 1 {
+	if got := metric(t, reg, "svcreg_longpolls_refused_total", "limit", "total"); got != 1 {
 		t.Errorf("refused for the global cap: %v, want 1", got)
 	}
 	sendRequest(t, base, "GET", "/healthz", nil).want(200)
@@ -234,7 +206,7 @@ func testIdleConnectionCaps(t *testing.T, kind string) {
 				// Each connection is idle (or closed) before the next
 				// opens, so that "longest idle" is the order of opening.
 				eventually(t, "the connection idle", func() bool {
-					return metric(t, reg, "svcreg_connections_idle")+metric(t, reg, "svcreg_connections_closed_total", tc.reason) == float64(i+1)
+					return metric(t, reg, "svcreg_connections_idle")+metric(t, reg, "svcreg_connections_closed_total", "reason", tc.reason) == float64(i+1)
 				})
 			}
 			// The three longest idle are closed, the two last stay.
@@ -248,7 +220,7 @@ func testIdleConnectionCaps(t *testing.T, kind string) {
 					t.Errorf("connection %d: %d", i+3, resp.StatusCode)
 				}
 			}
-			if got := metric(t, reg, "svcreg_connections_closed_total", tc.reason); got != 3 {
+			if got := metric(t, reg, "svcreg_connections_closed_total", "reason", tc.reason); got != 3 {
 				t.Errorf("closed for %s: %v, want 3", tc.reason, got)
 			}
 		})
@@ -273,7 +245,7 @@ func testUnauthenticatedIdleTimeout(t *testing.T, kind string) {
 	if !anon.closedByServer() {
 		t.Fatal("an unauthenticated idle connection stayed open")
 	}
-	if got := metric(t, reg, "svcreg_connections_closed_total", "unauthenticated"); got < 1 {
+	if got := metric(t, reg, "svcreg_connections_closed_total", "reason", "unauthenticated"); got < 1 {
 		t.Errorf("closed unauthenticated: %v, want at least 1", got)
 	}
 	if resp, _ := authed.get("/v1.0/"+c.tenant+"/limits", c.token); resp.StatusCode != 200 {

@@ -272,30 +272,7 @@ func TestWatcherListsAgainAfterUndecodableEvent(t *testing.T) {
 // pairs; 0 if there is none.
 func counter(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			want := map[string]string{}
-			for i := 0; i+1 < len(labels); i += 2 {
-				want[labels[i]] = labels[i+1]
-			}
-			for _, l := range m.GetLabel() {
-				if want[l.GetName()] == l.GetValue() {
-					delete(want, l.GetName())
-				}
-			}
-			if len(want) == 0 {
-				return m.GetCounter().GetValue()
-			}
-		}
-	}
-	return 0
+	return testserver.Metric(t, reg, name, labels...)
 }
 
 // syncBuffer is a bytes.Buffer a logger may write to while a test reads it.

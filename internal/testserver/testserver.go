@@ -22,12 +22,15 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/svcreg/svcreg/internal/etcdtest"
@@ -152,6 +155,7 @@ type Server struct {
 	mu      sync.Mutex
 	store   Store
 	api     *server.Server
+	reg     *prometheus.Registry // the running server's metrics
 	http    *http.Server
 	cancel  context.CancelFunc
 	done    chan struct{}
@@ -184,6 +188,53 @@ func Start(t testing.TB, opts Options) *Server {
 	return s
 }
 
+// Metric returns the value of the running server's counter or gauge
+// name (see Metric).
+func (s *Server) Metric(name string, labels ...string) float64 {
+	s.t.Helper()
+	s.mu.Lock()
+	reg := s.reg
+	s.mu.Unlock()
+	return Metric(s.t, reg, name, labels...)
+}
+
+// Metric returns the value of the counter or gauge name that g gathers,
+// of its first series with the given label name and value pairs; 0 if there
+// is none.
+func Metric(t testing.TB, g prometheus.Gatherer, name string, labels ...string) float64 {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if !hasLabels(m, labels) {
+				continue
+			}
+			if g := m.GetGauge(); g != nil {
+				return g.GetValue()
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	return 0
+}
+
+func hasLabels(m *dto.Metric, pairs []string) bool {
+	for i := 0; i+1 < len(pairs); i += 2 {
+		if !slices.ContainsFunc(m.GetLabel(), func(l *dto.LabelPair) bool {
+			return l.GetName() == pairs[i] && l.GetValue() == pairs[i+1]
+		}) {
+			return false
+		}
+	}
+	return true
+}
+
 // Store returns the running server's store.
 func (s *Server) Store() Store {
 	s.mu.Lock()
@@ -208,7 +259,8 @@ func (s *Server) start(ln net.Listener) {
 	if writeRate == 0 {
 		writeRate = -1
 	}
-	api := server.New(server.Config{Store: st, Auth: auth, WriteRate: writeRate, WriteBurst: s.opts.WriteBurst, Clock: now})
+	reg := prometheus.NewRegistry()
+	api := server.New(server.Config{Store: st, Auth: auth, WriteRate: writeRate, WriteBurst: s.opts.WriteBurst, Clock: now, Registerer: reg})
 	var h http.Handler = api
 	if s.opts.Wrap != nil {
 		h = s.opts.Wrap(h)
@@ -227,7 +279,7 @@ func (s *Server) start(ln net.Listener) {
 		wg.Wait()
 	}()
 	s.mu.Lock()
-	s.store, s.api, s.http, s.cancel, s.done, s.running = st, api, hs, cancel, done, true
+	s.store, s.api, s.reg, s.http, s.cancel, s.done, s.running = st, api, reg, hs, cancel, done, true
 	s.mu.Unlock()
 }
 

@@ -19,6 +19,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/svcreg/svcreg/internal/etcdtest"
+	"github.com/svcreg/svcreg/internal/testserver"
 	"github.com/svcreg/svcreg/server"
 	"github.com/svcreg/svcreg/server/store/etcdstore"
 )
@@ -442,19 +443,7 @@ func (n *node) metric(name string) float64 {
 	n.mu.Lock()
 	reg := n.reg
 	n.mu.Unlock()
-	mfs, err := reg.Gather()
-	if err != nil {
-		n.t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name && len(mf.Metric) > 0 {
-			if c := mf.Metric[0].GetCounter(); c != nil {
-				return c.GetValue()
-			}
-			return mf.Metric[0].GetGauge().GetValue()
-		}
-	}
-	return 0
+	return testserver.Metric(n.t, reg, name)
 }
 
 // histogram returns the count and sum of a histogram the node exports.
