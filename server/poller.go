@@ -491,6 +491,15 @@ func (pl *poller) answerAll(polls []*parkedPoll, page store.EventPage, err error
 	if len(polls) == 0 {
 		return nil
 	}
+	if isClosed(pl.s.closing) {
+		// Draining: each answer says Connection: close and its connection
+		// is closed once written. Handed back, it would wait for a next
+		// request that never comes, and http.Server.Shutdown waits 5 s
+		// for a connection that has not sent one before it closes it.
+		for _, p := range polls {
+			p.keepAlive = false
+		}
+	}
 	w := pl.currentWatch()
 	a := answerBatch{page: page, err: err, date: time.Now().UTC().Format(http.TimeFormat), watch: w}
 	if err == nil && page.Next.IsZero() {

@@ -122,24 +122,40 @@ func testShutdownAnswersLongPolls(t *testing.T, kind string) {
 	token, tenant := srv.Token("shutdown")
 	base := srv.APIURL + "/" + tenant
 	type result struct {
-		code int
-		body map[string]any
+		code  int
+		body  string
+		close bool // the answer said Connection: close
+		err   error
 	}
 	answered := make(chan result, 3)
 	marker := markerOf(t, base, token)
-	for i := 0; i < 3; i++ {
+	for range 3 {
 		go func() {
-			code, body := call(t, "GET", base+"/events?wait=5m&marker="+marker, token, nil)
-			answered <- result{code, body}
+			req, _ := http.NewRequest("GET", base+"/events?wait=5m&marker="+marker, nil)
+			req.Header.Set("X-Auth-Token", token)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				answered <- result{err: err}
+				return
+			}
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			answered <- result{resp.StatusCode, string(body), resp.Close, err}
 		}()
 	}
-	time.Sleep(500 * time.Millisecond) // let them park
+	eventually(t, "the long-polls parked", func() bool { return srv.Metric("svcreg_connections_parked") == 3 })
 	srv.Stop()
-	for i := 0; i < 3; i++ {
+	for range 3 {
 		select {
 		case r := <-answered:
-			if r.code != http.StatusOK || len(r.body["values"].([]any)) != 0 {
-				t.Fatalf("long-poll answered %d %v at shutdown; want 200 with no events", r.code, r.body)
+			var page struct{ Values []any }
+			if r.err != nil || r.code != http.StatusOK || json.Unmarshal([]byte(r.body), &page) != nil || len(page.Values) != 0 {
+				t.Fatalf("long-poll answered %d %s (%v) at shutdown; want 200 with no events", r.code, r.body, r.err)
+			}
+			// Kept open, the connection would wait for a request that
+			// never comes, and the server's stop with it.
+			if !r.close {
+				t.Error("a long-poll answered at shutdown did not say Connection: close")
 			}
 		case <-time.After(10 * time.Second):
 			t.Fatal("a waiting long-poll was not answered by the graceful stop")
