@@ -235,22 +235,23 @@ func (n *node) crash() {
 	n.cli.Close()
 }
 
-// restart starts a stopped or crashed node again on its address.
+// restart starts a stopped or crashed node again on its address. A start
+// that fails (its store's first etcd requests can time out on a loaded
+// machine) is tried again, as a supervisor would, for up to 30 s.
 func (n *node) restart() {
 	n.t.Helper()
 	var ln net.Listener
 	var err error
-	for range 100 {
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		if ln, err = net.Listen("tcp", n.addr); err == nil {
-			break
+			if err = n.start(ln); err == nil {
+				return
+			}
+			n.t.Logf("start node %s again: %v", n.addr, err)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		n.t.Fatalf("listen again on %s: %v", n.addr, err)
-	}
-	if err := n.start(ln); err != nil {
-		n.t.Fatal(err)
+		if time.Now().After(deadline) {
+			n.t.Fatalf("start node %s again: %v", n.addr, err)
+		}
 	}
 }
 

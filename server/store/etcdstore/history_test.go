@@ -50,7 +50,7 @@ func TestRandomHistory(t *testing.T) {
 	u := login(t, nodes[1], "history")
 	start := u.listMarker(nodes[1])
 
-	h := &history{t: t, u: u, nodes: nodes, slack: slack}
+	h := &history{t: t, u: u, nodes: nodes, slack: slack, quit: make(chan struct{})}
 	const owners, idsPerOwner, configWriters = 6, 3, 2
 	runFor := 10 * time.Second
 	if testing.Short() {
@@ -79,6 +79,14 @@ func TestRandomHistory(t *testing.T) {
 		watchers[i] = &watcher{last: start, target: make(chan string, 1)}
 		watching.Go(func() { h.watch(i, watchers[i]) })
 	}
+	// A test that fails early stops its clients before it ends: a client
+	// that reported after the end would panic the whole package.
+	stopActors := sync.OnceFunc(func() { close(stop); actors.Wait() })
+	t.Cleanup(func() {
+		stopActors()
+		close(h.quit)
+		watching.Wait()
+	})
 
 	step := runFor / 5
 	time.Sleep(step)
@@ -104,8 +112,7 @@ func TestRandomHistory(t *testing.T) {
 	part.Heal()
 	h.back(0)
 	time.Sleep(runFor - 4*step)
-	close(stop)
-	actors.Wait()
+	stopActors()
 	// Abandoned services time out within their timeout and the slack:
 	// past that, the reapers and the reads time every service out.
 	clock.Advance(3*time.Second + slack + time.Second)
@@ -151,6 +158,7 @@ type history struct {
 	slack    time.Duration
 	services []*svcLog
 	configs  []*configLog
+	quit     chan struct{} // closed: the watchers stop
 	// lastNode is the node that answered the latest heartbeat.
 	lastNode atomic.Int32
 	// outages are when each node was killed or cut off from etcd, until
@@ -439,6 +447,8 @@ func (h *history) watch(i int, w *watcher) {
 		select {
 		case target = <-w.target:
 			deadline = time.Now().Add(30 * time.Second)
+		case <-h.quit:
+			return
 		default:
 		}
 		if target != "" && lastID == target {
