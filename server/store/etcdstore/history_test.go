@@ -35,8 +35,9 @@ import (
 //   - no service timed out while its owner heartbeated it, and every
 //     timeout's timestamp is the deadline of the last heartbeat token its
 //     owner was given — or, if the node that answered that heartbeat was
-//     killed or cut off before the service was due, no earlier and at most
-//     the heartbeat slack later: no acknowledged heartbeat was lost.
+//     killed, cut off or lost its lease before the service was due, no
+//     earlier and at most the heartbeat slack later: no acknowledged
+//     heartbeat was lost.
 func TestRandomHistory(t *testing.T) {
 	t.Parallel()
 	seed := uint64(time.Now().UnixNano())
@@ -50,7 +51,7 @@ func TestRandomHistory(t *testing.T) {
 	u := login(t, nodes[1], "history")
 	start := u.listMarker(nodes[1])
 
-	h := &history{t: t, u: u, nodes: nodes, slack: slack, quit: make(chan struct{})}
+	h := &history{t: t, u: u, nodes: nodes, slack: slack, quit: make(chan struct{}), quitLeases: make(chan struct{})}
 	const owners, idsPerOwner, configWriters = 6, 3, 2
 	runFor := 10 * time.Second
 	if testing.Short() {
@@ -79,11 +80,18 @@ func TestRandomHistory(t *testing.T) {
 		watchers[i] = &watcher{last: start, target: make(chan string, 1)}
 		watching.Go(func() { h.watch(i, watchers[i]) })
 	}
+	// A node whose lease expires (a loaded machine can starve its renewals
+	// for longer than the TTL) is dead to the others as if killed: that is
+	// an outage too, from when the lease may have been last renewed.
+	var monitoring sync.WaitGroup
+	monitoring.Go(func() { h.watchLeases(opts.NodeTTL) })
 	// A test that fails early stops its clients before it ends: a client
 	// that reported after the end would panic the whole package.
 	stopActors := sync.OnceFunc(func() { close(stop); actors.Wait() })
+	stopMonitor := sync.OnceFunc(func() { close(h.quitLeases); monitoring.Wait() })
 	t.Cleanup(func() {
 		stopActors()
+		stopMonitor()
 		close(h.quit)
 		watching.Wait()
 	})
@@ -127,6 +135,7 @@ func TestRandomHistory(t *testing.T) {
 		}
 	}
 
+	stopMonitor()
 	feed := u.events(nodes[1], start)
 	if len(feed) == 0 {
 		t.Fatal("empty feed")
@@ -147,7 +156,7 @@ func TestRandomHistory(t *testing.T) {
 	for _, n := range nodes {
 		inMemory += n.metric("svcreg_store_heartbeats_in_memory_total")
 	}
-	t.Logf("%d events; %d timeouts; killed node %d; %v heartbeats answered from memory since the restart", len(feed), count(feed, "service.timeout"), killed, inMemory)
+	t.Logf("%d events; %d timeouts; killed node %d; %v heartbeats answered from memory since the restart; %d node leases lost", len(feed), count(feed, "service.timeout"), killed, inMemory, h.leaseLosses)
 }
 
 // history is the run's shared setup and what the clients logged.
@@ -159,12 +168,15 @@ type history struct {
 	services []*svcLog
 	configs  []*configLog
 	quit     chan struct{} // closed: the watchers stop
+	// quitLeases closed: watchLeases stops.
+	quitLeases chan struct{}
 	// lastNode is the node that answered the latest heartbeat.
 	lastNode atomic.Int32
-	// outages are when each node was killed or cut off from etcd, until
-	// it was back.
-	mu      sync.Mutex
-	outages map[int][]outage
+	// outages are when each node was killed, cut off from etcd or without
+	// a lease, until it was back.
+	mu          sync.Mutex
+	outages     map[int][]outage
+	leaseLosses int
 }
 
 type outage struct{ from, to time.Time }
@@ -184,6 +196,36 @@ func (h *history) back(i int) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.outages[i][len(h.outages[i])-1].to = time.Now()
+}
+
+// watchLeases records an outage of each node whose lease expired, as its
+// svcreg_store_node_lease_lost_total shows, from two TTLs before the node
+// saw it (the lease may have been last renewed then) until it did.
+func (h *history) watchLeases(ttl time.Duration) {
+	seen := make([]float64, len(h.nodes))
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-h.quitLeases:
+			return
+		case <-tick.C:
+		}
+		for i, n := range h.nodes {
+			lost := n.metric("svcreg_store_node_lease_lost_total")
+			if lost > seen[i] {
+				now := time.Now()
+				h.mu.Lock()
+				if h.outages == nil {
+					h.outages = map[int][]outage{}
+				}
+				h.outages[i] = append(h.outages[i], outage{from: now.Add(-2 * ttl), to: now})
+				h.leaseLosses++
+				h.mu.Unlock()
+			}
+			seen[i] = lost // a restarted node counts from 0 again
+		}
+	}
 }
 
 // exposed reports whether the node that answered a life's last heartbeat

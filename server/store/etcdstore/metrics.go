@@ -14,6 +14,7 @@ type metrics struct {
 	hbBatch    prometheus.Histogram
 	conflicts  prometheus.Counter
 	rewatches  prometheus.Counter
+	leaseLost  prometheus.Counter
 }
 
 func newMetrics(r prometheus.Registerer) metrics {
@@ -44,10 +45,14 @@ func newMetrics(r prometheus.Registerer) metrics {
 			Name: "svcreg_store_watch_restarts_total",
 			Help: "Times the etcd watch on the accounts was set up again.",
 		}),
+		leaseLost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "svcreg_store_node_lease_lost_total",
+			Help: "Times this node's lease in etcd expired before the node renewed it (etcd out of its reach, or the node too slow, for longer than the node TTL). The other nodes then count the node dead: a service it held times out at its stored deadline, up to the heartbeat slack late, unless this node reaches etcd first.",
+		}),
 	}
 	if r != nil {
 		r.MustRegister(m.Collectors()...)
-		r.MustRegister(m.heartbeats, m.inMemory, m.handovers, m.hbBatch, m.conflicts, m.rewatches)
+		r.MustRegister(m.heartbeats, m.inMemory, m.handovers, m.hbBatch, m.conflicts, m.rewatches, m.leaseLost)
 	}
 	return m
 }

@@ -156,6 +156,7 @@ func (s *Store) keepRegistered() {
 			continue
 		}
 		s.log.Warn("node lease lost; registering again")
+		s.metrics.leaseLost.Inc()
 		for {
 			err := s.register(s.ctx)
 			if err == nil {
