@@ -263,3 +263,63 @@ func TestRegisterFailures(t *testing.T) {
 		}
 	})
 }
+
+// TestRegisterCreateGrace: a create already sent when Register's context
+// ends gets CreateGrace to be answered, and its answer is Register's; with
+// no grace its outcome is unknown.
+func TestRegisterCreateGrace(t *testing.T) {
+	t.Parallel()
+	arrived := make(chan struct{}, 1)
+	release := make(chan struct{})
+	wrap := func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/services") {
+				arrived <- struct{}{}
+				<-release
+			}
+			h.ServeHTTP(w, r)
+		})
+	}
+	srv := testserver.Start(t, testserver.Options{Wrap: wrap})
+	c := newClient(t, srv, "register-grace")
+	register := func(id string, grace time.Duration) (*registry.Heartbeater, error) {
+		ctx, cancel := context.WithCancel(testContext(t))
+		defer cancel()
+		type result struct {
+			hb  *registry.Heartbeater
+			err error
+		}
+		done := make(chan result, 1)
+		go func() {
+			hb, err := c.Register(ctx, registry.Service{ID: id, HeartbeatTimeout: 30}, registry.RegisterOptions{CreateGrace: grace})
+			done <- result{hb, err}
+		}()
+		<-arrived
+		cancel()
+		if grace == 0 {
+			r := <-done // given up with the context, before the answer
+			release <- struct{}{}
+			return r.hb, r.err
+		}
+		release <- struct{}{}
+		r := <-done
+		return r.hb, r.err
+	}
+
+	hb, err := register("graced", 30*time.Second)
+	if err != nil {
+		t.Fatalf("Register with a grace, answered after its context ended: %v", err)
+	}
+	select {
+	case <-hb.Done():
+	case <-time.After(10 * time.Second):
+		t.Error("the heartbeater of a Register whose context ended runs on")
+	}
+	if _, err := c.GetService(testContext(t), "graced"); err != nil {
+		t.Errorf("the service the late answer created: %v", err)
+	}
+
+	if _, err := register("abandoned", 0); !errors.Is(err, registry.ErrOutcomeUnknown) {
+		t.Errorf("Register without a grace, cancelled under way: %v, want ErrOutcomeUnknown", err)
+	}
+}

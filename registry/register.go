@@ -20,6 +20,13 @@ type RegisterOptions struct {
 	// with the time until which Register keeps trying: a waiting caller
 	// can say what it is waiting for.
 	OnTaken func(until time.Time)
+	// CreateGrace is how long a create already sent when ctx ends may
+	// still take to be answered, so that the caller learns whether it
+	// holds the service: created (Register returns a Heartbeater, stopped
+	// with ctx, and the caller may delete the service) or taken by another
+	// instance (an error matching ErrServiceExists). 0 abandons it with
+	// ctx: its outcome is then unknown (ErrOutcomeUnknown).
+	CreateGrace time.Duration
 }
 
 const (
@@ -54,14 +61,17 @@ func (c *Client) Register(ctx context.Context, s Service, opts RegisterOptions) 
 	}
 	var until time.Time
 	for {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("register %s: %w", s.ID, err)
+		}
 		sent := time.Now()
-		actx, cancel := context.WithTimeout(ctx, registerAttemptTimeout)
+		actx, cancel := createContext(ctx, opts.CreateGrace)
 		token, err := c.CreateService(actx, s)
 		cancel()
 		if err == nil {
 			return c.startHeartbeat(ctx, s.ID, token, s.HeartbeatTimeout, sent, opts.Heartbeat), nil
 		}
-		if !errors.Is(err, ErrServiceExists) {
+		if !errors.Is(err, ErrServiceExists) || ctx.Err() != nil {
 			return nil, fmt.Errorf("register %s: %w", s.ID, err)
 		}
 		if until.IsZero() {
@@ -89,5 +99,19 @@ func (c *Client) Register(ctx context.Context, s Service, opts RegisterOptions) 
 		if err := retry.Sleep(ctx, retry.Jitter(delay, 0.2)); err != nil {
 			return nil, fmt.Errorf("register %s: %w", s.ID, err)
 		}
+	}
+}
+
+// createContext bounds one create of Register: registerAttemptTimeout
+// from now, and grace after ctx ends (at once if grace is 0).
+func createContext(ctx context.Context, grace time.Duration) (context.Context, context.CancelFunc) {
+	if grace <= 0 {
+		return context.WithTimeout(ctx, registerAttemptTimeout)
+	}
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), registerAttemptTimeout)
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(grace, cancel) })
+	return actx, func() {
+		stop()
+		cancel()
 	}
 }

@@ -25,6 +25,11 @@ const (
 	// waitingLogEvery is how often the wrapper says it still waits for an
 	// old instance to time out.
 	waitingLogEvery = 15 * time.Second
+	// createGrace is how long a registration under way when the wrapper
+	// stops may still take to be answered: created, the wrapper deletes
+	// the service; refused because another instance holds the id, it
+	// leaves that instance's service alone.
+	createGrace = 3 * time.Second
 )
 
 // keeper keeps the service in the registry: it registers it, heartbeats it
@@ -111,7 +116,8 @@ func (k *keeper) run(ctx context.Context) {
 	for {
 		var logged time.Time
 		hb, err := k.client.Register(ctx, k.service, registry.RegisterOptions{
-			Heartbeat: registry.HeartbeatOptions{Interval: k.interval, OnBeat: k.onBeat()},
+			Heartbeat:   registry.HeartbeatOptions{Interval: k.interval, OnBeat: k.onBeat()},
+			CreateGrace: createGrace,
 			OnTaken: func(until time.Time) {
 				taken = true
 				// This lasts up to the old instance's heartbeat timeout

@@ -203,7 +203,7 @@ func (s *supervisor) finish() {
 	case err == nil:
 		s.log.Info("service deregistered")
 	case errors.Is(err, registry.ErrNotFound) && maybe:
-		s.log.Info("the registration that got no answer had not been made; nothing to deregister")
+		s.log.Info("the registration that got no answer is not in the registry (not made, or timed out since); nothing to deregister")
 	case errors.Is(err, registry.ErrNotFound):
 		s.log.Info("service already gone from the registry")
 	default:

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -558,13 +560,8 @@ func TestStoppedWhileRegistering(t *testing.T) {
 	f := newFixture(t)
 	// A proxy in front of the registry that sends creates on and holds
 	// their answers until the client gives up.
-	target, err := url.Parse(f.srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rp := httputil.NewSingleHostReverseProxy(target)
 	created := make(chan struct{}, 1)
-	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	env := f.proxied(func(w http.ResponseWriter, r *http.Request, rp *httputil.ReverseProxy, target *url.URL) {
 		if r.Method != http.MethodPost || !strings.HasSuffix(r.URL.Path, "/services") {
 			rp.ServeHTTP(w, r)
 			return
@@ -572,10 +569,10 @@ func TestStoppedWhileRegistering(t *testing.T) {
 		forward(context.WithoutCancel(r.Context()), r, target)
 		created <- struct{}{}
 		<-r.Context().Done()
-	}))
-	t.Cleanup(proxy.Close)
-	env := []string{"SVCREG_URL=" + proxy.URL + "/v1.0", "SVCREG_USERNAME=" + f.user, "SVCREG_API_KEY=dev"}
-	w := startWrapper(t, f.dir, env, append([]string{"--id=pending", "--interval=1"}, sh(untilStop, f.dir)...)...)
+	})
+	// A heartbeat timeout longer than the wait for the answer that never
+	// comes, so the registry still holds the service to delete.
+	w := startWrapper(t, f.dir, env, append([]string{"--id=pending", "--interval=5"}, sh(untilStop, f.dir)...)...)
 	select {
 	case <-created:
 	case <-time.After(waitLimit):
@@ -592,6 +589,57 @@ func TestStoppedWhileRegistering(t *testing.T) {
 	}
 }
 
+// TestStoppedWhileTheAnswerIsLate: a registration under way when the
+// wrapper stops gets its answer (here held back until the stop), and the
+// answer decides: created, the wrapper deletes the service; refused
+// because another instance holds the id, it leaves that one alone.
+func TestStoppedWhileTheAnswerIsLate(t *testing.T) {
+	t.Parallel()
+	for _, taken := range []bool{false, true} {
+		t.Run(fmt.Sprintf("taken=%t", taken), func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t)
+			if taken {
+				if _, err := f.client.CreateService(t.Context(), registry.Service{ID: "late", HeartbeatTimeout: 120}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			arrived, stopped := make(chan struct{}, 1), make(chan struct{})
+			env := f.proxied(func(w http.ResponseWriter, r *http.Request, rp *httputil.ReverseProxy, _ *url.URL) {
+				if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/services") {
+					select {
+					case arrived <- struct{}{}:
+					default:
+					}
+					<-stopped // the registry gets the create only once the wrapper is stopping
+				}
+				rp.ServeHTTP(w, r)
+			})
+			w := startWrapper(t, f.dir, env, append([]string{"--id=late", "--interval=5"}, sh(untilStop, f.dir)...)...)
+			select {
+			case <-arrived:
+			case <-time.After(waitLimit):
+				t.Fatal("the wrapper sent no registration")
+			}
+			w.signal(syscall.SIGTERM)
+			w.waitLog("signal before the command started")
+			close(stopped)
+			if code := w.wait(); code != 128+15 {
+				t.Errorf("exit code %d, want %d", code, 128+15)
+			}
+			_, err := f.service("late")
+			switch {
+			case taken && err != nil:
+				t.Errorf("the other instance's service: %v; the wrapper must not delete what it does not hold", err)
+			case !taken && !errors.Is(err, registry.ErrNotFound):
+				t.Errorf("the service the late answer created: %v; want it deleted", err)
+			case !taken && !strings.Contains(w.logs(), `msg="service deregistered"`):
+				t.Errorf("the wrapper did not deregister the service as its own:\n%s", w.logs())
+			}
+		})
+	}
+}
+
 // TestTakenThenNoAnswerLeavesTheHolder: once the registry said another
 // instance holds the id, a later registration that gets no usable answer
 // (here a 502 from a proxy, after the registry refused the create again)
@@ -602,14 +650,9 @@ func TestTakenThenNoAnswerLeavesTheHolder(t *testing.T) {
 	if _, err := f.client.CreateService(t.Context(), registry.Service{ID: "held", HeartbeatTimeout: 120}); err != nil {
 		t.Fatal(err)
 	}
-	target, err := url.Parse(f.srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rp := httputil.NewSingleHostReverseProxy(target)
 	var creates atomic.Int32
 	failed := make(chan struct{}, 1)
-	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	env := f.proxied(func(w http.ResponseWriter, r *http.Request, rp *httputil.ReverseProxy, target *url.URL) {
 		if r.Method != http.MethodPost || !strings.HasSuffix(r.URL.Path, "/services") || creates.Add(1) == 1 {
 			rp.ServeHTTP(w, r) // the first create: the registry says the id is taken
 			return
@@ -620,9 +663,7 @@ func TestTakenThenNoAnswerLeavesTheHolder(t *testing.T) {
 		case failed <- struct{}{}:
 		default:
 		}
-	}))
-	t.Cleanup(proxy.Close)
-	env := []string{"SVCREG_URL=" + proxy.URL + "/v1.0", "SVCREG_USERNAME=" + f.user, "SVCREG_API_KEY=dev"}
+	})
 	w := startWrapper(t, f.dir, env, append([]string{"--id=held", "--interval=1"}, sh(untilStop, f.dir)...)...)
 	w.waitLog("another instance holds the id")
 	select {
@@ -638,6 +679,21 @@ func TestTakenThenNoAnswerLeavesTheHolder(t *testing.T) {
 	if _, err := f.service("held"); err != nil {
 		t.Errorf("the other instance's service: %v; a registration without an answer after the id was taken must not make the wrapper delete it", err)
 	}
+}
+
+// proxied starts a proxy in front of the fixture's registry, in which
+// handle answers each request (rp passes it on to the registry at target),
+// and returns the wrapper's environment to reach the registry through it.
+func (f *fixture) proxied(handle func(w http.ResponseWriter, r *http.Request, rp *httputil.ReverseProxy, target *url.URL)) []string {
+	f.t.Helper()
+	target, err := url.Parse(f.srv.URL)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { handle(w, r, rp, target) }))
+	f.t.Cleanup(proxy.Close)
+	return []string{"SVCREG_URL=" + proxy.URL + "/v1.0", "SVCREG_USERNAME=" + f.user, "SVCREG_API_KEY=dev"}
 }
 
 // forward sends r on to target (the registry) under ctx and drops the
