@@ -143,7 +143,7 @@ func startNodesAt(t testing.TB, opts etcdstore.Options, endpoints ...[]string) [
 	errs := make([]error, len(nodes))
 	var wg sync.WaitGroup
 	for i, n := range nodes {
-		wg.Go(func() { errs[i] = n.start(lns[i]) })
+		wg.Go(func() { errs[i] = n.startRetrying(lns[i]) })
 	}
 	wg.Wait()
 	for i, n := range nodes {
@@ -235,22 +235,45 @@ func (n *node) crash() {
 	n.cli.Close()
 }
 
-// restart starts a stopped or crashed node again on its address. A start
-// that fails (its store's first etcd requests can time out on a loaded
-// machine) is tried again, as a supervisor would, for up to 30 s.
+// restart starts a stopped or crashed node again on its address.
 func (n *node) restart() {
 	n.t.Helper()
 	var ln net.Listener
 	var err error
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	for range 100 {
 		if ln, err = net.Listen("tcp", n.addr); err == nil {
-			if err = n.start(ln); err == nil {
-				return
-			}
-			n.t.Logf("start node %s again: %v", n.addr, err)
+			break
 		}
-		if time.Now().After(deadline) {
-			n.t.Fatalf("start node %s again: %v", n.addr, err)
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		n.t.Fatalf("listen again on %s: %v", n.addr, err)
+	}
+	if err := n.startRetrying(ln); err != nil {
+		n.t.Fatal(err)
+	}
+}
+
+// startRetrying starts the node on ln; a start that fails (its store's
+// first etcd requests can time out on a loaded machine) is tried again on
+// the same address, as a supervisor would, for up to 30 s.
+func (n *node) startRetrying(ln net.Listener) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := n.start(ln) // closes ln if it fails
+		if err == nil {
+			return nil
+		}
+		n.t.Logf("start node %s: %v", n.addr, err)
+		for {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("start node %s: %w", n.addr, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+			var lerr error
+			if ln, lerr = net.Listen("tcp", n.addr); lerr == nil {
+				break
+			}
 		}
 	}
 }
