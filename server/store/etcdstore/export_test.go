@@ -8,3 +8,7 @@ func Crash(s *Store) {
 		s.wg.Wait()
 	})
 }
+
+// LoseNextHeartbeatAnswer makes s's next heartbeat batch fail after it
+// committed, as if etcd's answer was lost on the way back.
+func LoseNextHeartbeatAnswer(s *Store) { s.loseAnswer.Store(true) }

@@ -91,9 +91,20 @@ type hbEntry struct {
 	verify bool
 	// view is what reads and the reaper see of mem while mine.
 	view atomic.Pointer[heldView]
+	// lost is this node's last commit of a heartbeat that made it the
+	// holder and whose answer it did not get: it may have landed. Kept
+	// across forget, until read back (landed) or overtaken.
+	lost *lostCommit
 
 	used time.Time // guarded by hbState.mu
 }
+
+// lostCommit is a heartbeat commit whose answer was lost: the record it
+// wrote (stored, naming this node as holder) and the exact state the node
+// would have held (mem). Without it, a record read back that names this
+// node would be handed over loosely, and the service time out at the
+// stored deadline, the slack late, though no node died.
+type lostCommit struct{ stored, mem hbRecord }
 
 // heldView is a held service's state for readers that do not lock it.
 type heldView struct {
@@ -190,6 +201,34 @@ func (e *hbEntry) setFrom(svc, hb *mvccpb.KeyValue) error {
 	return nil
 }
 
+// load refreshes the entry from the service and heartbeat keys (setFrom),
+// and takes the service back if the record is the one of this node's
+// commit whose answer was lost (see lostCommit).
+func (s *Store) load(e *hbEntry, svc, hb *mvccpb.KeyValue) error {
+	if err := e.setFrom(svc, hb); err != nil || e.mine || !e.exists {
+		return err
+	}
+	if mem, ok := s.landed(e, e.hb); ok {
+		e.setMem(mem, true)
+	}
+	return nil
+}
+
+// landed reports whether hb is the record of e's lost commit, written with
+// this node as holder on its current lease, and returns the exact state to
+// hold it with.
+func (s *Store) landed(e *hbEntry, hb hbRecord) (hbRecord, bool) {
+	l := e.lost
+	if l == nil || hb.Cur != l.stored.Cur || hb.Holder != s.nodeID || hb.HolderLease != l.stored.HolderLease {
+		return hbRecord{}, false
+	}
+	if lease, _ := s.lease.get(); int64(lease) != l.stored.HolderLease {
+		return hbRecord{}, false
+	}
+	e.lost = nil
+	return l.mem, true
+}
+
 // setMem sets the entry's memory state and whether this node holds it.
 func (e *hbEntry) setMem(m hbRecord, mine bool) {
 	was := e.mine
@@ -250,7 +289,7 @@ func (s *Store) Heartbeat(ctx context.Context, tenantID, id, token string) (stri
 			return err
 		}
 		fresh = true
-		return e.setFrom(first(resp.Responses[0]), first(resp.Responses[1]))
+		return s.load(e, first(resp.Responses[0]), first(resp.Responses[1]))
 	}
 	if !e.loaded {
 		if err := reload(); err != nil {
@@ -427,8 +466,9 @@ func (s *Store) askHandOver(ctx context.Context, tenantID, id string, hb hbRecor
 
 // release hands a service this node holds back to etcd: its exact state,
 // the precise deadline, no holder. If this node lost its memory of a
-// service the record says it holds, it hands it back loosely. Either way
-// the hand-over request, if any, is deleted.
+// service the record says it holds, it hands it back loosely, or exactly
+// if the record is that of its commit whose answer was lost (landed).
+// Either way the hand-over request, if any, is deleted.
 func (s *Store) release(ctx context.Context, tenantID, id string) error {
 	e := s.hb.lock(tenantID, id, s.now())
 	defer e.mu.Unlock()
@@ -470,8 +510,13 @@ func (s *Store) release(ctx context.Context, tenantID, id string) error {
 			return fmt.Errorf("heartbeat state of %s: %w", id, err)
 		}
 		if hb.Holder == s.nodeID {
-			next := hb
-			next.Holder, next.HolderLease, next.Loose = "", 0, true
+			// The record of a commit whose answer was lost gives the
+			// exact state; any other, loosely.
+			next, exact := s.landed(e, hb)
+			if !exact {
+				next = hb
+			}
+			next.Holder, next.HolderLease, next.Loose = "", 0, !exact
 			_, err := put("hand over a service", hb, kv.ModRevision, next)
 			return err
 		}
@@ -611,17 +656,24 @@ func (s *Store) commitHeartbeat(tenantID, id string, e *hbEntry, next hbRecord) 
 		// The batch may or may not have committed; read again next time.
 		// A client that retries with this token gets the same answer
 		// either way (design item 6). If it did not commit and this node
-		// held the service, its memory is still the truth.
+		// held the service, its memory is still the truth. If it did and
+		// made this node the holder, the node takes the service back
+		// when it reads the record (landed).
+		e.lost = nil
+		if alive {
+			e.lost = &lostCommit{stored: stored, mem: next}
+		}
 		e.unsure()
 		return false, res.err
 	case res.ok:
+		e.lost = nil
 		e.hb, e.hbRev = stored, res.rev
 		e.setMem(next, alive)
 		s.metrics.heartbeats.Inc()
 		return true, nil
 	default:
 		e.mine = false
-		return false, e.setFrom(res.svc, res.hb)
+		return false, s.load(e, res.svc, res.hb)
 	}
 }
 
@@ -683,6 +735,9 @@ func (s *Store) commitBatch(batch []*hbReq) {
 		s.metrics.Commit.Observe(time.Since(start).Seconds())
 		if len(resp.Responses) != len(batch) {
 			err = fmt.Errorf("etcd answered %d of %d heartbeats", len(resp.Responses), len(batch))
+		}
+		if s.loseAnswer.CompareAndSwap(true, false) {
+			err = fmt.Errorf("%w: etcd: commit heartbeats: the answer was lost", store.ErrUnavailable)
 		}
 	}
 	for i, r := range batch {

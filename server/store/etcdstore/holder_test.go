@@ -2,6 +2,7 @@ package etcdstore_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -215,5 +216,53 @@ func TestHoldingNodePartitioned(t *testing.T) {
 	}
 	if got, want := summary(u.events(other, "")), []string{"service.join steady"}; !slices.Equal(got, want) {
 		t.Errorf("events %q, want %q", got, want)
+	}
+}
+
+// TestHeartbeatWhoseAnswerWasLost: a heartbeat whose commit made the node
+// the service's holder, but whose answer the node lost (it answered 503),
+// is taken back when the client retries the token: at the same node, which
+// holds the service again with the exact deadline, or at another, to which
+// the node hands the exact state. Either way the service times out at the
+// deadline of the token the retry returned, not the heartbeat slack later.
+func TestHeartbeatWhoseAnswerWasLost(t *testing.T) {
+	t.Parallel()
+	for _, retryAt := range []int{0, 1} {
+		t.Run(fmt.Sprintf("retry at node %d", retryAt), func(t *testing.T) {
+			t.Parallel()
+			clock := new(testserver.Clock)
+			nodes := startNodes(t, sharedCluster(t), 2, etcdstore.Options{Clock: clock.Now, ReapInterval: 100 * time.Millisecond, HeartbeatSlack: time.Minute})
+			u := login(t, nodes[0], "lost-answer")
+			marker := u.listMarker(nodes[0])
+			tok := u.create(nodes[0], "svc", 3)
+			nodes[0].mu.Lock()
+			etcdstore.LoseNextHeartbeatAnswer(nodes[0].st)
+			nodes[0].mu.Unlock()
+			if r, err := u.try(nodes[0], "POST", "/services/svc/heartbeat", map[string]string{"token": tok}); err != nil || r.code != 503 {
+				t.Fatalf("heartbeat whose answer was lost: %v %d %s; want 503", err, r.code, r.body)
+			}
+			next := u.heartbeat(nodes[retryAt], "svc", tok)
+			// Past the deadline of the retry's token, and a minute before
+			// the stored one.
+			clock.Advance(3500 * time.Millisecond)
+			for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+				r, err := u.try(nodes[1-retryAt], "GET", "/services/svc", nil)
+				if err == nil && r.code == 404 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("the service is still there past its deadline: %v %d %s", err, r.code, r.body)
+				}
+			}
+			var timeouts []event
+			for _, e := range u.events(nodes[0], marker) {
+				if e.Type == "service.timeout" {
+					timeouts = append(timeouts, e)
+				}
+			}
+			if len(timeouts) != 1 || timeouts[0].Timestamp != tokenDeadline(next) {
+				t.Errorf("timeouts %+v; want one at %d, the deadline of the token the retry returned", timeouts, tokenDeadline(next))
+			}
+		})
 	}
 }

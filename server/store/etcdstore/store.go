@@ -121,6 +121,9 @@ type Store struct {
 
 	hb          hbState
 	tokenLeases tokenLeases
+	// loseAnswer (tests) makes the next heartbeat batch fail after it
+	// committed, as an answer lost on the way back would.
+	loseAnswer atomic.Bool
 
 	ctx    context.Context // background work; cancelled by Close
 	cancel context.CancelFunc
