@@ -10,10 +10,11 @@ GO ?= go
 
 .PHONY: test deps build
 
-# The longest packages come first: go test builds and runs packages in the
-# order given, two at a time on two cores, so they start at once instead of
-# after every other package's build.
-SLOW = ./cmd/svcreg ./server/store/etcdstore ./server
+# The longest packages come first, longest first: go test builds and runs
+# packages in the order given, two at a time on two cores, so they start at
+# once instead of after every other package's build, and the suite does not
+# end on one long package that started late.
+SLOW = ./cmd/svcreg ./server/store/etcdstore ./server ./watcher ./registry ./wrapper ./render
 
 # A program built with -race sleeps a second before it exits (the race
 # detector's atexit_sleep_ms, 1000 by default): every test binary, and every
