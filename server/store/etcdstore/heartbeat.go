@@ -205,11 +205,19 @@ func (e *hbEntry) setFrom(svc, hb *mvccpb.KeyValue) error {
 // and takes the service back if the record is the one of this node's
 // commit whose answer was lost (see lostCommit).
 func (s *Store) load(e *hbEntry, svc, hb *mvccpb.KeyValue) error {
-	if err := e.setFrom(svc, hb); err != nil || e.mine || !e.exists {
+	err := e.setFrom(svc, hb)
+	if err != nil || !e.exists {
+		e.lost = nil
 		return err
 	}
-	if mem, ok := s.landed(e, e.hb); ok {
+	mem, ok := s.landed(e, e.hb)
+	switch {
+	case ok && !e.mine:
 		e.setMem(mem, true)
+	case !ok:
+		// Not landed (yet): if it lands later, after this node may have
+		// answered from memory again, its record is handled loosely.
+		e.lost = nil
 	}
 	return nil
 }
@@ -227,6 +235,37 @@ func (s *Store) landed(e *hbEntry, hb hbRecord) (hbRecord, bool) {
 	}
 	e.lost = nil
 	return l.mem, true
+}
+
+// readBack reads the record of the lost commit l soon after, and twice,
+// so that if it landed the node holds the service again (landed) even when
+// no retry or hand-over asks for it before its deadline.
+func (s *Store) readBack(tenantID, id string, l *lostCommit) {
+	for _, wait := range []time.Duration{100 * time.Millisecond, time.Second} {
+		if retry.Sleep(s.ctx, wait) != nil {
+			return
+		}
+		e := s.hb.lock(tenantID, id, s.now())
+		if e.lost != l {
+			e.mu.Unlock()
+			return
+		}
+		resp, err := s.read(s.ctx, "read back a heartbeat whose answer was lost",
+			clientv3.OpGet(s.k.service(tenantID, id)), clientv3.OpGet(s.k.heartbeat(tenantID, id)))
+		if err == nil {
+			svc, hkv := first(resp.Responses[0]), first(resp.Responses[1])
+			var hb hbRecord
+			if svc != nil && hkv != nil && json.Unmarshal(hkv.Value, &hb) == nil && hb.Cur == l.stored.Cur {
+				err = s.load(e, svc, hkv)
+				e.mu.Unlock()
+				if err != nil {
+					s.log.Warn("read back a heartbeat whose answer was lost", "tenant", tenantID, "id", id, "err", err)
+				}
+				return
+			}
+		}
+		e.mu.Unlock()
+	}
 }
 
 // setMem sets the entry's memory state and whether this node holds it.
@@ -309,6 +348,7 @@ func (s *Store) Heartbeat(ctx context.Context, tenantID, id, token string) (stri
 			case valid && token == e.mem.Cur:
 				next := s.nextBeat(tenantID, id, e, token, e.mem.Seq)
 				if held && next.Deadline <= e.hb.Deadline {
+					e.lost = nil // a newer token is out: a record of it is stale
 					e.setMem(next, true)
 					s.metrics.inMemory.Inc()
 					return next.Cur, nil
@@ -661,7 +701,9 @@ func (s *Store) commitHeartbeat(tenantID, id string, e *hbEntry, next hbRecord) 
 		// when it reads the record (landed).
 		e.lost = nil
 		if alive {
-			e.lost = &lostCommit{stored: stored, mem: next}
+			l := &lostCommit{stored: stored, mem: next}
+			e.lost = l
+			s.wg.Go(func() { s.readBack(tenantID, id, l) })
 		}
 		e.unsure()
 		return false, res.err
@@ -672,7 +714,7 @@ func (s *Store) commitHeartbeat(tenantID, id string, e *hbEntry, next hbRecord) 
 		s.metrics.heartbeats.Inc()
 		return true, nil
 	default:
-		e.mine = false
+		e.setMem(e.mem, false)
 		return false, s.load(e, res.svc, res.hb)
 	}
 }
