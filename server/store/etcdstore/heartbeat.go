@@ -703,7 +703,9 @@ func (s *Store) commitHeartbeat(tenantID, id string, e *hbEntry, next hbRecord) 
 		if alive {
 			l := &lostCommit{stored: stored, mem: next}
 			e.lost = l
-			s.wg.Go(func() { s.readBack(tenantID, id, l) })
+			// Not in s.wg: a handler may get here while Close waits on
+			// it. readBack ends with s.ctx.
+			go s.readBack(tenantID, id, l)
 		}
 		e.unsure()
 		return false, res.err
