@@ -58,6 +58,9 @@ type hbState struct {
 	entries map[hbKey]*hbEntry
 	// holding are the entries this node holds, by tenant and id.
 	holding map[string]map[string]*hbEntry
+	// lost are the entries with a lost commit, and its exact deadline
+	// (ns): the reaper reads their records back once it has passed.
+	lost map[*hbEntry]int64
 	// queue is unbuffered: a heartbeat is handed to a committer, which
 	// then always answers it, or not queued at all.
 	queue chan *hbReq
@@ -93,7 +96,8 @@ type hbEntry struct {
 	view atomic.Pointer[heldView]
 	// lost is this node's last commit of a heartbeat that made it the
 	// holder and whose answer it did not get: it may have landed. Kept
-	// across forget, until read back (landed) or overtaken.
+	// across forget, until read back (landed) or overtaken. Set with
+	// setLost, which keeps hbState.lost.
 	lost *lostCommit
 
 	used time.Time // guarded by hbState.mu
@@ -116,6 +120,7 @@ type heldView struct {
 func (h *hbState) init() {
 	h.entries = map[hbKey]*hbEntry{}
 	h.holding = map[string]map[string]*hbEntry{}
+	h.lost = map[*hbEntry]int64{}
 	h.queue = make(chan *hbReq)
 }
 
@@ -151,7 +156,8 @@ func (h *hbState) held(tenant, id string) *heldView {
 }
 
 // sweep drops entries not used for ten minutes, longer than any heartbeat
-// interval (spec: at most 120 s), unless this node holds them.
+// interval (spec: at most 120 s), unless this node holds them or has yet to
+// read a lost commit of theirs back.
 func (h *hbState) sweep(now time.Time) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -159,7 +165,7 @@ func (h *hbState) sweep(now time.Time) {
 		if now.Sub(e.used) < 10*time.Minute || !e.mu.TryLock() {
 			continue
 		}
-		if e.mine {
+		if e.mine || e.lost != nil { // the reaper has yet to read a lost commit back
 			e.mu.Unlock()
 			continue
 		}
@@ -207,7 +213,7 @@ func (e *hbEntry) setFrom(svc, hb *mvccpb.KeyValue) error {
 func (s *Store) load(e *hbEntry, svc, hb *mvccpb.KeyValue) error {
 	err := e.setFrom(svc, hb)
 	if err != nil || !e.exists {
-		e.lost = nil
+		e.setLost(nil)
 		return err
 	}
 	mem, ok := s.landed(e, e.hb)
@@ -217,7 +223,7 @@ func (s *Store) load(e *hbEntry, svc, hb *mvccpb.KeyValue) error {
 	case !ok:
 		// Not landed (yet): if it lands later, after this node may have
 		// answered from memory again, its record is handled loosely.
-		e.lost = nil
+		e.setLost(nil)
 	}
 	return nil
 }
@@ -233,39 +239,67 @@ func (s *Store) landed(e *hbEntry, hb hbRecord) (hbRecord, bool) {
 	if lease, _ := s.lease.get(); int64(lease) != l.stored.HolderLease {
 		return hbRecord{}, false
 	}
-	e.lost = nil
+	e.setLost(nil)
 	return l.mem, true
 }
 
-// readBack reads the record of the lost commit l soon after, and twice,
-// so that if it landed the node holds the service again (landed) even when
-// no retry or hand-over asks for it before its deadline.
-func (s *Store) readBack(tenantID, id string, l *lostCommit) {
-	for _, wait := range []time.Duration{100 * time.Millisecond, time.Second} {
-		if retry.Sleep(s.ctx, wait) != nil {
-			return
+// setLost sets (nil: clears) the entry's lost commit, and its place in
+// hbState.lost.
+func (e *hbEntry) setLost(l *lostCommit) {
+	if e.lost == nil && l == nil {
+		return
+	}
+	e.lost = l
+	if e.h == nil {
+		return
+	}
+	e.h.mu.Lock()
+	defer e.h.mu.Unlock()
+	if l == nil {
+		delete(e.h.lost, e)
+	} else {
+		e.h.lost[e] = l.mem.Deadline
+	}
+}
+
+// lostDue returns the entries whose lost commit's deadline has passed.
+func (h *hbState) lostDue(now int64) []*hbEntry {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []*hbEntry
+	for e, deadline := range h.lost {
+		if deadline <= now {
+			out = append(out, e)
 		}
-		e := s.hb.lock(tenantID, id, s.now())
-		if e.lost != l {
+	}
+	return out
+}
+
+// readBackLost reads back the records of lost commits whose deadline has
+// passed, so that one that landed is held again (landed) and timed out by
+// reapHeld at its exact deadline, when no retry or hand-over read it
+// before. An entry busy with a heartbeat is left for the next round.
+func (s *Store) readBackLost(ctx context.Context) error {
+	now := s.now().UnixNano()
+	for _, e := range s.hb.lostDue(now) {
+		if !e.mu.TryLock() {
+			continue
+		}
+		if e.dead || e.lost == nil || e.lost.mem.Deadline > now {
 			e.mu.Unlock()
-			return
+			continue
 		}
-		resp, err := s.read(s.ctx, "read back a heartbeat whose answer was lost",
-			clientv3.OpGet(s.k.service(tenantID, id)), clientv3.OpGet(s.k.heartbeat(tenantID, id)))
+		resp, err := s.read(ctx, "read back a heartbeat whose answer was lost",
+			clientv3.OpGet(s.k.service(e.k.tenant, e.k.id)), clientv3.OpGet(s.k.heartbeat(e.k.tenant, e.k.id)))
 		if err == nil {
-			svc, hkv := first(resp.Responses[0]), first(resp.Responses[1])
-			var hb hbRecord
-			if svc != nil && hkv != nil && json.Unmarshal(hkv.Value, &hb) == nil && hb.Cur == l.stored.Cur {
-				err = s.load(e, svc, hkv)
-				e.mu.Unlock()
-				if err != nil {
-					s.log.Warn("read back a heartbeat whose answer was lost", "tenant", tenantID, "id", id, "err", err)
-				}
-				return
-			}
+			err = s.load(e, first(resp.Responses[0]), first(resp.Responses[1]))
 		}
 		e.mu.Unlock()
+		if err != nil {
+			return err
+		}
 	}
+	return nil
 }
 
 // setMem sets the entry's memory state and whether this node holds it.
@@ -348,7 +382,7 @@ func (s *Store) Heartbeat(ctx context.Context, tenantID, id, token string) (stri
 			case valid && token == e.mem.Cur:
 				next := s.nextBeat(tenantID, id, e, token, e.mem.Seq)
 				if held && next.Deadline <= e.hb.Deadline {
-					e.lost = nil // a newer token is out: a record of it is stale
+					e.setLost(nil) // a newer token is out: a record of it is stale
 					e.setMem(next, true)
 					s.metrics.inMemory.Inc()
 					return next.Cur, nil
@@ -698,19 +732,17 @@ func (s *Store) commitHeartbeat(tenantID, id string, e *hbEntry, next hbRecord) 
 		// either way (design item 6). If it did not commit and this node
 		// held the service, its memory is still the truth. If it did and
 		// made this node the holder, the node takes the service back
-		// when it reads the record (landed).
-		e.lost = nil
+		// when it reads the record (landed): on a retry, a hand-over, or
+		// the reaper's read once the deadline passed (readBackLost).
 		if alive {
-			l := &lostCommit{stored: stored, mem: next}
-			e.lost = l
-			// Not in s.wg: a handler may get here while Close waits on
-			// it. readBack ends with s.ctx.
-			go s.readBack(tenantID, id, l)
+			e.setLost(&lostCommit{stored: stored, mem: next})
+		} else {
+			e.setLost(nil)
 		}
 		e.unsure()
 		return false, res.err
 	case res.ok:
-		e.lost = nil
+		e.setLost(nil)
 		e.hb, e.hbRev = stored, res.rev
 		e.setMem(next, alive)
 		s.metrics.heartbeats.Inc()

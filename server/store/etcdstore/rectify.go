@@ -3,6 +3,7 @@ package etcdstore
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -229,7 +230,7 @@ func (s *Store) unheldDue(ctx context.Context, t *tenant, due []dueEntry, wait b
 // node runs it about once per ReapInterval; the conditions in timeOut make
 // the reapers' races harmless.
 func (s *Store) reap(ctx context.Context) error {
-	heldErr := s.reapHeld(ctx, "")
+	heldErr := errors.Join(s.readBackLost(ctx), s.reapHeld(ctx, ""))
 	due, err := s.dueEntries(ctx, s.now(), "")
 	if err != nil {
 		return err
