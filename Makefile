@@ -18,8 +18,9 @@ SLOW = ./cmd/svcreg ./server/store/etcdstore ./server ./watcher ./registry ./wra
 
 # A program built with -race sleeps a second before it exits (the race
 # detector's atexit_sleep_ms, 1000 by default): every test binary, and every
-# svcreg, wrapper and helper process the tests start from one. That is idle
-# wall time, a minute of it over the suite. A GORACE of your own wins.
+# svcreg, wrapper and helper process the tests start from one: a second of
+# idle wall time per test binary, some of it on the suite's critical path.
+# A GORACE of your own wins.
 export GORACE ?= atexit_sleep_ms=0
 
 test: deps

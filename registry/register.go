@@ -21,12 +21,12 @@ type RegisterOptions struct {
 	// can say what it is waiting for.
 	OnTaken func(until time.Time)
 	// CreateGrace is how long a create under way when ctx ends (sent, or
-	// still being sent: a login first, say) may still take to be
-	// answered, so that the caller learns whether it
-	// holds the service: created (Register returns a Heartbeater, stopped
-	// with ctx, and the caller may delete the service) or taken by another
-	// instance (an error matching ErrServiceExists). 0 abandons it with
-	// ctx: its outcome is then unknown (ErrOutcomeUnknown).
+	// still being sent: a login first, say) may still take to be answered,
+	// so that the caller learns whether it holds the service: created
+	// (Register returns a Heartbeater, stopped with ctx, and the caller may
+	// delete the service) or taken by another instance (an error matching
+	// ErrServiceExists). 0 abandons it with ctx: its outcome is then
+	// unknown (ErrOutcomeUnknown).
 	CreateGrace time.Duration
 }
 

@@ -851,7 +851,7 @@ func benchChurn(b *testing.B, mode string, o runtimeOptions) {
 		all.ok, all.failed, all.cut, all.reloads = all.ok+r.ok, all.failed+r.failed, all.cut+r.cut, all.reloads+r.reloads
 		// How long the runtime API part of a pass took (the drains
 		// finish after it, in the background), from the renderer's log.
-		for _, m := range regexp.MustCompile(`runtime API, no reload".* took=(\S+)`).FindAllStringSubmatch(d.output(), -1) {
+		for _, m := range applyTook.FindAllStringSubmatch(d.output(), -1) {
 			if v, err := time.ParseDuration(m[1]); err == nil {
 				took = append(took, v)
 			}
@@ -874,6 +874,9 @@ func benchChurn(b *testing.B, mode string, o runtimeOptions) {
 	b.ReportMetric(float64(all.reloads), "reloads")
 	b.ReportMetric(float64(len(all.latencies)), "changes")
 }
+
+// applyTook finds how long each runtime API pass took in the renderer's log.
+var applyTook = regexp.MustCompile(`runtime API, no reload".* took=(\S+)`)
 
 // haproxyAlone adds a server to HAProxy through its runtime API every
 // 200 ms for d, with l's clients sending requests, keeping the last six
