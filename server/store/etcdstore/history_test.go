@@ -51,7 +51,7 @@ func TestRandomHistory(t *testing.T) {
 	u := login(t, nodes[1], "history")
 	start := u.listMarker(nodes[1])
 
-	h := &history{t: t, u: u, nodes: nodes, slack: slack, quit: make(chan struct{}), quitLeases: make(chan struct{})}
+	h := &history{t: t, u: u, nodes: nodes, slack: slack, quit: make(chan struct{}), quitLeases: make(chan struct{}), outages: map[int][]outage{}}
 	const owners, idsPerOwner, configWriters = 6, 3, 2
 	runFor := 10 * time.Second
 	if testing.Short() {
@@ -185,9 +185,6 @@ type outage struct{ from, to time.Time }
 func (h *history) outage(i int) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.outages == nil {
-		h.outages = map[int][]outage{}
-	}
 	h.outages[i] = append(h.outages[i], outage{from: time.Now()})
 }
 
@@ -216,9 +213,6 @@ func (h *history) watchLeases(ttl time.Duration) {
 			if lost > seen[i] {
 				now := time.Now()
 				h.mu.Lock()
-				if h.outages == nil {
-					h.outages = map[int][]outage{}
-				}
 				h.outages[i] = append(h.outages[i], outage{from: now.Add(-2 * ttl), to: now})
 				h.leaseLosses++
 				h.mu.Unlock()
