@@ -16,6 +16,12 @@ GO ?= go
 # end on one long package that started late.
 SLOW = ./cmd/svcreg ./server/store/etcdstore ./server ./watcher ./registry ./wrapper ./render
 
+# Packages run at once: one more than the CPUs. The three longest spend a
+# good part of their time waiting (on etcd's elections and leases, on child
+# processes), so a third package keeps two cores busy where go test's
+# default, one per CPU, left them idle. PARALLEL=N of your own wins.
+PARALLEL ?= $(shell echo $$(( $$(nproc) + 1 )))
+
 # A program built with -race sleeps a second before it exits (the race
 # detector's atexit_sleep_ms, 1000 by default): every test binary, and every
 # svcreg, wrapper and helper process the tests start from one: a second of
@@ -24,7 +30,7 @@ SLOW = ./cmd/svcreg ./server/store/etcdstore ./server ./watcher ./registry ./wra
 export GORACE ?= atexit_sleep_ms=0
 
 test: deps
-	$(GO) test -race -timeout 30m $(SLOW) ./...
+	$(GO) test -race -p $(PARALLEL) -timeout 30m $(SLOW) ./...
 
 deps:
 	@command -v nginx >/dev/null 2>&1 && command -v haproxy >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1 || \
