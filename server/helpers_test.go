@@ -22,6 +22,7 @@ import (
 
 	"github.com/svcreg/svcreg/internal/testprog"
 	"github.com/svcreg/svcreg/internal/testserver"
+	"github.com/svcreg/svcreg/internal/testserver/etcdserver"
 	"github.com/svcreg/svcreg/internal/timeuuid"
 	"github.com/svcreg/svcreg/server"
 	"github.com/svcreg/svcreg/server/store"
@@ -546,5 +547,5 @@ func pollModes(t *testing.T, kind string) []pollMode {
 // tests per CPU at once: most of them wait on long-polls, timers and etcd.
 func TestMain(m *testing.M) {
 	testprog.ParallelPerCPU(2)
-	os.Exit(testserver.Main(m))
+	os.Exit(etcdserver.Main(m))
 }

@@ -8,6 +8,9 @@ import (
 	"github.com/rogpeppe/go-internal/testscript"
 
 	"github.com/svcreg/svcreg/internal/testprog"
+	// This binary links etcd anyway (the etcd store's end-to-end tests):
+	// SVCREG_TEST_STORE=etcd runs its servers on the etcd store too.
+	_ "github.com/svcreg/svcreg/internal/testserver/etcdserver"
 )
 
 // execEnv makes the test binary run the svcreg command line instead of the

@@ -5,15 +5,16 @@
 // in production.
 //
 // The store is the embedded one in a temporary directory, or the etcd store
-// over a single-member etcd run in-process for the server (under a key
-// prefix of its own), so that one suite checks both stores. A Clock lets a
-// test move the server's time forward instead of sleeping out a timeout.
+// over an etcd run in-process (under a key prefix of its own), so that one
+// suite checks both stores. The etcd store is in a test binary that imports
+// internal/testserver/etcdserver: the others link no etcd, which halves
+// their link time. A Clock lets a test move the server's time forward
+// instead of sleeping out a timeout.
 package testserver
 
 import (
+	"cmp"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,19 +26,17 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
-	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/svcreg/svcreg/internal/etcdtest"
 	"github.com/svcreg/svcreg/server"
 	"github.com/svcreg/svcreg/server/store"
 	"github.com/svcreg/svcreg/server/store/boltstore"
-	"github.com/svcreg/svcreg/server/store/etcdstore"
 )
 
 // StoreEnv names the environment variable that picks the store of a
@@ -61,13 +60,34 @@ func StoreKind() string {
 }
 
 // StoreKinds returns the stores a suite that checks every store runs on:
-// both, or only the one StoreEnv names.
+// both (the etcd store only in a test binary that imports
+// internal/testserver/etcdserver), or only the one StoreEnv names.
 func StoreKinds() []string {
 	switch os.Getenv(StoreEnv) {
 	case Bolt, Etcd:
 		return []string{os.Getenv(StoreEnv)}
 	}
+	if etcdBackends.Load() == nil {
+		return []string{Bolt}
+	}
 	return []string{Bolt, Etcd}
+}
+
+// A Backend is where a test server's state lives across its restarts: it
+// opens the server's store, again on each start.
+type Backend interface {
+	Open(Options) (Store, error)
+}
+
+// etcdBackends makes the backend of an etcd-store server; nil unless
+// internal/testserver/etcdserver is linked in.
+var etcdBackends atomic.Pointer[func(testing.TB) Backend]
+
+// RegisterEtcd makes etcd-store servers available: newBackend makes the
+// backend of one. internal/testserver/etcdserver calls it as it is
+// initialized.
+func RegisterEtcd(newBackend func(testing.TB) Backend) {
+	etcdBackends.Store(&newBackend)
 }
 
 // Clock is a server's clock that runs with real time and that a test moves
@@ -150,7 +170,7 @@ type Server struct {
 	addr string
 
 	// backend opens the store again on each start.
-	backend *backend
+	backend Backend
 
 	mu      sync.Mutex
 	store   Store
@@ -167,7 +187,7 @@ type Server struct {
 // Start starts a server and stops it when the test ends.
 func Start(t testing.TB, opts Options) *Server {
 	t.Helper()
-	s := &Server{t: t, opts: opts, backend: newBackend(t, &opts)}
+	s := &Server{t: t, opts: opts, backend: newBackend(t, opts)}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("testserver: listen: %v", err)
@@ -244,7 +264,7 @@ func (s *Server) Store() Store {
 
 func (s *Server) start(ln net.Listener) {
 	s.t.Helper()
-	st, err := s.backend.open(s.opts)
+	st, err := s.backend.Open(s.opts)
 	if err != nil {
 		ln.Close()
 		s.t.Fatalf("testserver: open store: %v", err)
@@ -253,7 +273,7 @@ func (s *Server) start(ln net.Listener) {
 	if limits == (server.AuthLimits{}) {
 		limits = server.AuthLimits{FailuresPerAddress: -1, FailuresPerUser: -1, IssuesPerUser: -1}
 	}
-	now := s.opts.now()
+	now := s.opts.Now()
 	auth := server.NewAuth(server.AuthConfig{Store: st, Users: s.opts.Users, Dev: s.opts.Users == nil, TokenTTL: s.opts.TokenTTL, Limits: limits, Clock: now})
 	writeRate := s.opts.WriteRate
 	if writeRate == 0 {
@@ -404,8 +424,8 @@ func quote(s string) string {
 	return string(b)
 }
 
-// now is the clock the options give: Clock.Now, or time.Now.
-func (o Options) now() func() time.Time {
+// Now is the clock the options give: Clock.Now, or time.Now.
+func (o Options) Now() func() time.Time {
 	if o.Clock == nil {
 		return time.Now
 	}
@@ -417,7 +437,7 @@ func (o Options) now() func() time.Time {
 // does not run.
 func NewStore(t testing.TB, opts Options) Store {
 	t.Helper()
-	st, err := newBackend(t, &opts).open(opts)
+	st, err := newBackend(t, opts).Open(opts)
 	if err != nil {
 		t.Fatalf("testserver: open store: %v", err)
 	}
@@ -425,109 +445,31 @@ func NewStore(t testing.TB, opts Options) Store {
 	return st
 }
 
-// Main runs a test binary's tests with one etcd member shared by all its
-// etcd-store servers, each under its own key prefix, instead of a member
-// started and stopped for each; the member starts with the first such
-// server and is stopped, its data removed, once the tests are done. Call it
-// from TestMain: os.Exit(testserver.Main(m)). Without it, each etcd-store
-// server gets an etcd of its own.
-func Main(m *testing.M) int {
-	sharedEtcd.mu.Lock()
-	sharedEtcd.enabled = true
-	sharedEtcd.mu.Unlock()
-	code := m.Run()
-	sharedEtcd.mu.Lock()
-	defer sharedEtcd.mu.Unlock()
-	if sharedEtcd.stop != nil {
-		sharedEtcd.stop()
-	}
-	return code
-}
+// boltBackend keeps an embedded store's data directory.
+type boltBackend struct{ dir string }
 
-// sharedEtcd is the member Main shares.
-var sharedEtcd shared
-
-type shared struct {
-	mu      sync.Mutex
-	enabled bool
-	cluster *etcdtest.Cluster
-	stop    func()
-	err     error
-}
-
-// endpoints returns the shared member's endpoints, starting it on first
-// use, or nil when the tests do not share one.
-func (sh *shared) endpoints() ([]string, error) {
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	if !sh.enabled {
-		return nil, nil
-	}
-	if sh.cluster == nil && sh.err == nil {
-		sh.cluster, sh.stop, sh.err = etcdtest.StartShared(etcdtest.Options{})
-	}
-	if sh.err != nil {
-		return nil, sh.err
-	}
-	return sh.cluster.Endpoints(), nil
-}
-
-// backend is where a server's state lives across its restarts: a data
-// directory, or an etcd with a key prefix.
-type backend struct {
-	cli    *clientv3.Client
-	prefix string
-}
-
-func newBackend(t testing.TB, opts *Options) *backend {
-	t.Helper()
-	if opts.Store == "" {
-		opts.Store = StoreKind()
-	}
-	if opts.Store != Etcd {
-		if opts.DataDir == "" {
-			opts.DataDir = t.TempDir()
-		}
-		return &backend{}
-	}
-	endpoints, err := sharedEtcd.endpoints()
-	if err != nil {
-		t.Fatalf("testserver: %v", err)
-	}
-	if endpoints == nil {
-		endpoints = etcdtest.Start(t, etcdtest.Options{}).Endpoints()
-	}
-	cli, err := etcdstore.NewClient(etcdstore.ClientConfig{Endpoints: endpoints})
-	if err != nil {
-		t.Fatalf("testserver: etcd client: %v", err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	var b [4]byte
-	rand.Read(b[:])
-	return &backend{cli: cli, prefix: "/svcreg-test-" + hex.EncodeToString(b[:]) + "/"}
-}
-
-func (b *backend) open(opts Options) (Store, error) {
-	if b.cli == nil {
-		return boltstore.Open(opts.DataDir, boltstore.Options{
-			Clock:         opts.now(),
-			ReapInterval:  opts.ReapInterval,
-			DefaultLimits: opts.Limits,
-			Retention:     opts.Retention,
-			MaxEvents:     opts.MaxEvents,
-		})
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	return etcdstore.Open(ctx, b.cli, etcdstore.Options{
-		Prefix: b.prefix,
-		Clock:  opts.now(),
-		// The embedded store caps events as it writes them; the etcd
-		// store soon after.
-		EventCapInterval: 100 * time.Millisecond,
-		ReapInterval:     opts.ReapInterval,
-		DefaultLimits:    opts.Limits,
-		Retention:        opts.Retention,
-		MaxEvents:        opts.MaxEvents,
+func (b boltBackend) Open(opts Options) (Store, error) {
+	return boltstore.Open(b.dir, boltstore.Options{
+		Clock:         opts.Now(),
+		ReapInterval:  opts.ReapInterval,
+		DefaultLimits: opts.Limits,
+		Retention:     opts.Retention,
+		MaxEvents:     opts.MaxEvents,
 	})
+}
+
+// newBackend returns the backend of a server of opts.
+func newBackend(t testing.TB, opts Options) Backend {
+	t.Helper()
+	if cmp.Or(opts.Store, StoreKind()) == Etcd {
+		newEtcd := etcdBackends.Load()
+		if newEtcd == nil {
+			t.Fatalf("testserver: this test binary has no etcd store: import github.com/svcreg/svcreg/internal/testserver/etcdserver in its tests")
+		}
+		return (*newEtcd)(t)
+	}
+	if opts.DataDir == "" {
+		opts.DataDir = t.TempDir()
+	}
+	return boltBackend{dir: opts.DataDir}
 }
