@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/svcreg/svcreg/internal/etcdtest"
 )
@@ -108,9 +109,61 @@ func TestServerOverEtcd(t *testing.T) {
 	}
 }
 
+// --etcd-heartbeat-slack bounds how late a service is timed out whose
+// client died with the node holding it: here 1 s, where the default would
+// be a minute.
+func TestServerEtcdHeartbeatSlack(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.Start(t, etcdtest.Options{})
+	args := []string{"--etcd-endpoints", strings.Join(c.Endpoints(), ","), "--etcd-heartbeat-slack", "1s", "--reap-interval", "100ms"}
+	nodeA, nodeB := startServerProcess(t, args...), startServerProcess(t, args...)
+	a := login(t, nodeA.url, "etcd-slack")
+	b := a.at(nodeB.url)
+	const timeout = 3 * time.Second
+	code, out, err := a.doJSON("POST", "/services", map[string]any{"id": "lost", "heartbeat_timeout": timeout.Seconds()})
+	if err != nil || code != 201 {
+		t.Fatalf("create: %v %d %v", err, code, out)
+	}
+	// The heartbeat makes node A the holder; then A dies, and so does the
+	// client (it sends nothing more).
+	before := time.Now()
+	code, out, err = a.doJSON("POST", "/services/lost/heartbeat", map[string]any{"token": out["token"]})
+	after := time.Now()
+	if err != nil || code != 200 {
+		t.Fatalf("heartbeat: %v %d %v", err, code, out)
+	}
+	nodeA.kill()
+
+	var timeouts []float64 // the timestamps (ms) of the timeout events
+	eventuallyTrue(t, "node B to time the service out", func() bool {
+		code, out, err := b.doJSON("GET", "/events?type=service.timeout", nil)
+		if err != nil || code != 200 {
+			return false
+		}
+		timeouts = timeouts[:0]
+		values, _ := out["values"].([]any)
+		for _, v := range values {
+			ev, _ := v.(map[string]any)
+			if ts, ok := ev["timestamp"].(float64); ok {
+				timeouts = append(timeouts, ts)
+			}
+		}
+		return len(timeouts) > 0
+	})
+	if len(timeouts) != 1 {
+		t.Fatalf("%d timeout events, want 1", len(timeouts))
+	}
+	at := time.UnixMilli(int64(timeouts[0]))
+	if early, late := before.Add(timeout).Truncate(time.Millisecond), after.Add(timeout+time.Second); at.Before(early) || at.After(late) {
+		t.Errorf("timed out at %s, want between the deadline %s and the slack (1s) after it, %s", at.Format(time.StampMilli), early.Format(time.StampMilli), late.Format(time.StampMilli))
+	}
+}
+
 func TestServerEtcdFlags(t *testing.T) {
 	t.Parallel()
 	for _, args := range [][]string{
+		{"--dev", "--etcd-heartbeat-slack", "5s"},
+		{"--dev", "--etcd-endpoints", "http://127.0.0.1:1", "--etcd-heartbeat-slack", "-1s"},
 		{"--dev", "--etcd-cert", "c.pem", "--etcd-key", "k.pem"},
 		{"--dev", "--etcd-endpoints", "http://127.0.0.1:1", "--etcd-cert", "c.pem"},
 		{"--dev", "--etcd-endpoints", "http://127.0.0.1:1", "--etcd-username", "u"},

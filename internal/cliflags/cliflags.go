@@ -121,7 +121,7 @@ func Print(w io.Writer, fs *flag.FlagSet, l Listing) {
 		usage = strings.ReplaceAll(usage, "\n", "\n      ")
 		if !l.NoDefaults && !Secret[f.Name] {
 			switch f.DefValue {
-			case "", "false", "0", "[]":
+			case "", "false", "0", "0s", "[]":
 			default:
 				usage += fmt.Sprintf(" (default %s)", f.DefValue)
 			}
