@@ -140,7 +140,7 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.StringVar(&f.etcd.cacert, "etcd-cacert", "", "CA certificate `file` (PEM) that signed the etcd members' certificates")
 	fs.StringVar(&f.etcd.username, "etcd-username", "", "etcd `user`, with --etcd-password")
 	fs.StringVar(&f.etcd.password, "etcd-password", "", "etcd user's `password`")
-	fs.DurationVar(&f.etcd.heartbeatSlack, "etcd-heartbeat-slack", 0, "how far past a heartbeat's deadline a node stores it in etcd; the node answers\nthe service's next heartbeats from memory while their deadlines fall within it.\nIt bounds how late a service is timed out whose client and holding node both\ndied; smaller costs more etcd writes (default twice the service's timeout, at\nleast 1m)")
+	fs.DurationVar(&f.etcd.heartbeatSlack, "etcd-heartbeat-slack", 0, "how far past a heartbeat's deadline a node stores it in etcd; the node answers\nthe service's next heartbeats from memory while their deadlines fall within it.\nIt bounds how late a service is timed out whose client and holding node both\ndied; smaller costs more etcd writes. 15s to 24h (default twice the service's\ntimeout, at least 1m)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -186,8 +186,8 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if f.maxWaiters < 0 || f.conns.maxWaiters < 0 || f.conns.maxConns < 0 || f.conns.maxIdle < 0 || f.conns.maxIdlePerTenant < 0 || f.conns.unauthIdleTimeout < 0 {
 		return usagef("--max-waiters, --max-waiters-total, --max-conns, --max-idle-conns, --max-idle-conns-per-tenant and --unauth-idle-timeout must not be negative")
 	}
-	if f.etcd.heartbeatSlack < 0 {
-		return usagef("--etcd-heartbeat-slack must not be negative (0 is the default: twice the timeout, at least 1m)")
+	if least := etcdstore.MinHeartbeatSlack(etcdstore.Options{}); f.etcd.heartbeatSlack != 0 && (f.etcd.heartbeatSlack < least || f.etcd.heartbeatSlack > etcdstore.MaxHeartbeatSlack) {
+		return usagef("--etcd-heartbeat-slack must be from %v to %v (or 0, the default: twice the timeout, at least 1m): a heartbeat that moves to another node when its holder dies may wait %v before it is written, and a smaller slack could time out its live service", least, etcdstore.MaxHeartbeatSlack, least)
 	}
 	if f.etcd.endpoints == "" && (f.etcd.cert != "" || f.etcd.key != "" || f.etcd.cacert != "" || f.etcd.username != "" || f.etcd.password != "" || f.etcd.heartbeatSlack != 0) {
 		return usagef("the --etcd-* flags need --etcd-endpoints")

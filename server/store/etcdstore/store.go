@@ -98,7 +98,9 @@ type Options struct {
 	// service cost no etcd write while their deadlines are within it. It
 	// bounds how late a service is timed out whose client and holding
 	// node both died. If zero, twice the service's timeout and at least
-	// a minute.
+	// a minute. Below MinHeartbeatSlack it can time out a live service
+	// whose heartbeat moved to another node when its holder died; above
+	// MaxHeartbeatSlack, Open refuses it.
 	HeartbeatSlack time.Duration
 	// MaxTxnOps is the cluster's --max-txn-ops; 128 if zero.
 	MaxTxnOps int
@@ -135,11 +137,34 @@ type Store struct {
 var _ store.Store = (*Store)(nil)
 var _ store.Identity = (*Store)(nil)
 
+// MaxHeartbeatSlack is the largest HeartbeatSlack Open takes.
+const MaxHeartbeatSlack = 24 * time.Hour
+
+// MinHeartbeatSlack is the least HeartbeatSlack that is safe with opts. A
+// heartbeat that reaches another node after the service's holder died
+// waits for the dead node's lease to expire (NodeTTL) and then for its
+// etcd calls (RequestTimeout each) before it is written; if the stored
+// deadline, the token's plus the slack, passed meanwhile, a reaper could
+// time out the service although its client heartbeated in time.
+func MinHeartbeatSlack(opts Options) time.Duration {
+	ttl, req := opts.NodeTTL, opts.RequestTimeout
+	if ttl <= 0 {
+		ttl = 5 * time.Second
+	}
+	if req <= 0 {
+		req = 5 * time.Second
+	}
+	return ttl + 2*req
+}
+
 // Open opens the store on cli, creating the shared secrets on first use. It
 // registers this node; if no other node is alive (the whole registry was
 // down), it first gives every live service its full timeout again (design
 // item 10). The caller keeps cli and closes it after Close.
 func Open(ctx context.Context, cli *clientv3.Client, opts Options) (*Store, error) {
+	if opts.HeartbeatSlack > MaxHeartbeatSlack {
+		return nil, fmt.Errorf("etcd store: heartbeat slack %v is more than %v", opts.HeartbeatSlack, MaxHeartbeatSlack)
+	}
 	if opts.Prefix == "" {
 		opts.Prefix = DefaultPrefix
 	}

@@ -1,0 +1,24 @@
+package etcdstore_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/svcreg/svcreg/server/store/etcdstore"
+)
+
+// The least safe slack covers the dead holder's lease and two etcd
+// requests; a slack past the largest is refused before etcd is asked.
+func TestHeartbeatSlackBounds(t *testing.T) {
+	if got := etcdstore.MinHeartbeatSlack(etcdstore.Options{}); got != 15*time.Second {
+		t.Errorf("MinHeartbeatSlack with the defaults = %v, want 15s", got)
+	}
+	if got := etcdstore.MinHeartbeatSlack(etcdstore.Options{NodeTTL: 2 * time.Second, RequestTimeout: time.Second}); got != 4*time.Second {
+		t.Errorf("MinHeartbeatSlack(NodeTTL 2s, RequestTimeout 1s) = %v, want 4s", got)
+	}
+	_, err := etcdstore.Open(t.Context(), nil, etcdstore.Options{HeartbeatSlack: etcdstore.MaxHeartbeatSlack + time.Second})
+	if err == nil || !strings.Contains(err.Error(), "heartbeat slack") {
+		t.Errorf("Open with a slack past MaxHeartbeatSlack: %v, want it refused", err)
+	}
+}
