@@ -5,13 +5,14 @@
 # (.ci/run sets it): then they fail. The server's conformance suite runs on
 # both stores in the one `go test` run, each test as the subtests bolt and
 # etcd (the etcd store over an etcd run in-process); SVCREG_TEST_STORE=bolt
-# or =etcd narrows it to one.
+# or =etcd narrows it to one, and =etcd runs every package's test servers on
+# the etcd store (it builds the tests with -tags etcd).
 GO ?= go
 
 .PHONY: test deps build
 
 # The longest packages come first, longest first: go test builds and runs
-# packages in the order given, two at a time on two cores, so they start at
+# packages in the order given, PARALLEL at a time, so they start at
 # once instead of after every other package's build, and the suite does not
 # end on one long package that started late.
 SLOW = ./cmd/svcreg ./server/store/etcdstore ./server ./watcher ./registry ./wrapper ./render
@@ -20,7 +21,12 @@ SLOW = ./cmd/svcreg ./server/store/etcdstore ./server ./watcher ./registry ./wra
 # good part of their time waiting (on etcd's elections and leases, on child
 # processes), so a third package keeps two cores busy where go test's
 # default, one per CPU, left them idle. PARALLEL=N of your own wins.
-PARALLEL ?= $(shell echo $$(( $$(nproc) + 1 )))
+PARALLEL ?= $(shell n=$$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2); echo $$((n + 1)))
+# nproc counts the CPUs this process may run on, not a container's CPU
+# quota: where a quota is far below that, give PARALLEL yourself.
+
+# SVCREG_TEST_STORE=etcd: every package's test servers on the etcd store.
+TAGS = $(if $(filter etcd,$(SVCREG_TEST_STORE)),-tags etcd)
 
 # A program built with -race sleeps a second before it exits (the race
 # detector's atexit_sleep_ms, 1000 by default): every test binary, and every
@@ -30,7 +36,7 @@ PARALLEL ?= $(shell echo $$(( $$(nproc) + 1 )))
 export GORACE ?= atexit_sleep_ms=0
 
 test: deps
-	$(GO) test -race -p $(PARALLEL) -timeout 30m $(SLOW) ./...
+	$(GO) test -race -p $(PARALLEL) $(TAGS) -timeout 30m $(SLOW) ./...
 
 deps:
 	@command -v nginx >/dev/null 2>&1 && command -v haproxy >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1 || \

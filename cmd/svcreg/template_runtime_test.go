@@ -540,7 +540,7 @@ func TestTemplateHAProxyRuntimeChurn(t *testing.T) {
 	// 100 clients at about 500 requests/s: enough that every instance
 	// is served within tens of ms of HAProxy taking it, and a retired one
 	// would be sent requests it must not get; the rest of the CPU is left
-	// to the rest of the suite (the benchmark sends 10×).
+	// to the rest of the suite (the benchmark sends about 8×).
 	r := churn(t, s, 20*time.Second, loadShape{clients: 100, pause: 200 * time.Millisecond})
 
 	t.Logf("%d requests, %d instances, %d retired", r.ok, len(r.instances), len(r.retired))

@@ -7,8 +7,9 @@
 // The store is the embedded one in a temporary directory, or the etcd store
 // over an etcd run in-process (under a key prefix of its own), so that one
 // suite checks both stores. The etcd store is in a test binary that imports
-// internal/testserver/etcdserver: the others link no etcd, which halves
-// their link time. A Clock lets a test move the server's time forward
+// internal/testserver/etcdserver (the server's and cmd/svcreg's always;
+// the other packages' with -tags etcd): the others link no etcd, which
+// halves their link time. A Clock lets a test move the server's time forward
 // instead of sleeping out a timeout.
 package testserver
 
@@ -61,7 +62,8 @@ func StoreKind() string {
 
 // StoreKinds returns the stores a suite that checks every store runs on:
 // both (the etcd store only in a test binary that imports
-// internal/testserver/etcdserver), or only the one StoreEnv names.
+// internal/testserver/etcdserver; the server's suite does), or only the one
+// StoreEnv names.
 func StoreKinds() []string {
 	switch os.Getenv(StoreEnv) {
 	case Bolt, Etcd:
@@ -464,7 +466,7 @@ func newBackend(t testing.TB, opts Options) Backend {
 	if cmp.Or(opts.Store, StoreKind()) == Etcd {
 		newEtcd := etcdBackends.Load()
 		if newEtcd == nil {
-			t.Fatalf("testserver: this test binary has no etcd store: import github.com/svcreg/svcreg/internal/testserver/etcdserver in its tests")
+			t.Fatalf("testserver: this test binary has no etcd store: build it with -tags etcd (SVCREG_TEST_STORE=etcd go test -tags etcd ./...), or import github.com/svcreg/svcreg/internal/testserver/etcdserver in its tests")
 		}
 		return (*newEtcd)(t)
 	}
