@@ -43,9 +43,12 @@ func TestRandomHistory(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	c := etcdtest.Start(t, etcdtest.Options{Members: 3})
-	const slack = 1500 * time.Millisecond
 	clock := new(testserver.Clock)
-	opts := etcdstore.Options{Clock: clock.Now, ReapInterval: 200 * time.Millisecond, NodeTTL: 2 * time.Second, RequestTimeout: time.Second, HeartbeatSlack: slack}
+	opts := etcdstore.Options{Clock: clock.Now, ReapInterval: 200 * time.Millisecond, NodeTTL: 2 * time.Second, RequestTimeout: time.Second}
+	// The least slack that is safe: owners move their heartbeats to
+	// another node when theirs dies.
+	slack := etcdstore.MinHeartbeatSlack(opts)
+	opts.HeartbeatSlack = slack
 	part := newPartition(t, c.Endpoints())
 	nodes := []*node{startNode(t, part.Endpoints, opts), startNode(t, c.Endpoints(), opts), startNode(t, c.Endpoints(), opts)}
 	u := login(t, nodes[1], "history")

@@ -125,9 +125,13 @@ func TestHeartbeatsMoveBetweenNodes(t *testing.T) {
 func TestHoldingNodeCrash(t *testing.T) {
 	t.Parallel()
 	c := sharedCluster(t)
-	const slack = 2 * time.Second
 	clock := new(testserver.Clock)
-	n := startNodes(t, c, 2, etcdstore.Options{Clock: clock.Now, NodeTTL: 2 * time.Second, ReapInterval: 100 * time.Millisecond, HeartbeatSlack: slack})
+	opts := etcdstore.Options{Clock: clock.Now, NodeTTL: 2 * time.Second, ReapInterval: 100 * time.Millisecond}
+	// The least slack that is safe: the heartbeat at node 1 right after
+	// the crash waits for node 0's lease.
+	slack := etcdstore.MinHeartbeatSlack(opts)
+	opts.HeartbeatSlack = slack
+	n := startNodes(t, c, 2, opts)
 	u := login(t, n[0], "holder-crash")
 	steady := u.create(n[0], "steady", 3)
 	quiet := u.create(n[0], "quiet", 3)
@@ -165,9 +169,10 @@ func TestHoldingNodeCrash(t *testing.T) {
 func TestHoldingNodePartitioned(t *testing.T) {
 	t.Parallel()
 	c := sharedCluster(t)
-	const slack = 2 * time.Second
 	clock := new(testserver.Clock)
-	opts := etcdstore.Options{Clock: clock.Now, NodeTTL: 2 * time.Second, ReapInterval: 100 * time.Millisecond, HeartbeatSlack: slack, RequestTimeout: time.Second}
+	opts := etcdstore.Options{Clock: clock.Now, NodeTTL: 2 * time.Second, ReapInterval: 100 * time.Millisecond, RequestTimeout: time.Second}
+	slack := etcdstore.MinHeartbeatSlack(opts)
+	opts.HeartbeatSlack = slack
 	part := newPartition(t, c.Endpoints())
 	cut, other := startNode(t, part.Endpoints, opts), startNode(t, c.Endpoints(), opts)
 	u := login(t, other, "partition")
