@@ -226,21 +226,23 @@ func testResourceLimits(t *testing.T, kind string) {
 	t.Run("services", func(t *testing.T) {
 		t.Parallel()
 		c := newAPI(t, srv)
-		c.create("svc-1", 30)
-		c.create("svc-2", 3)
+		// svc-2 is due only once the clock is moved: a loaded machine
+		// can take seconds of real time over these steps.
+		c.create("svc-1", 120)
+		c.create("svc-2", 30)
 		full := func() {
 			t.Helper()
-			c.do("POST", "/services", map[string]any{"id": "svc-x", "heartbeat_timeout": 30}).
+			c.do("POST", "/services", map[string]any{"id": "svc-x", "heartbeat_timeout": 120}).
 				fault(400, "limitReached", resourceMsg, "Limit for resource service has been reached. Maximum allowed objects: 2")
 		}
 		full()
 		c.do("PUT", "/services/svc-1", map[string]any{"tags": []string{"a"}}).want(204)
 		full()
 		c.do("DELETE", "/services/svc-1", nil).want(204)
-		c.create("svc-3", 30)
+		c.create("svc-3", 120)
 		full()
-		clock.Advance(3500 * time.Millisecond) // svc-2 is due
-		c.create("svc-4", 30)
+		clock.Advance(31 * time.Second) // svc-2 is due
+		c.create("svc-4", 120)
 		full()
 	})
 	t.Run("configuration values", func(t *testing.T) {
