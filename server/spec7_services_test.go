@@ -225,12 +225,14 @@ func testUpdateTimeoutAppliesFromNextHeartbeat(t *testing.T, kind string) {
 	clock := new(testserver.Clock)
 	srv := testserver.Start(t, testserver.Options{Store: kind, Clock: clock, ReapInterval: -1})
 	c := newAPI(t, srv)
-	c.create("not-heartbeated", 3)
-	token := c.create("heartbeated", 3)
+	// 30 s, so that only the moved clock can make them due, however long a
+	// loaded machine takes over the steps before it.
+	c.create("not-heartbeated", 30)
+	token := c.create("heartbeated", 30)
 	c.do("PUT", "/services/not-heartbeated", map[string]any{"heartbeat_timeout": 120}).want(204)
 	c.do("PUT", "/services/heartbeated", map[string]any{"heartbeat_timeout": 120}).want(204)
 	c.nextToken("heartbeated", token)
-	clock.Advance(3500 * time.Millisecond)
+	clock.Advance(31 * time.Second)
 	c.do("GET", "/services/not-heartbeated", nil).notFound("Service", "not-heartbeated")
 	c.service("heartbeated")
 }
