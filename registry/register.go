@@ -104,13 +104,17 @@ func (c *Client) Register(ctx context.Context, s Service, opts RegisterOptions) 
 }
 
 // createContext bounds one create of Register: registerAttemptTimeout
-// from now, and grace after ctx ends (at once if grace is 0).
+// from now, and grace after ctx ends (at once if grace is 0). Its cancel
+// also stops the grace timer.
 func createContext(ctx context.Context, grace time.Duration) (context.Context, context.CancelFunc) {
 	if grace <= 0 {
 		return context.WithTimeout(ctx, registerAttemptTimeout)
 	}
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), registerAttemptTimeout)
-	stop := context.AfterFunc(ctx, func() { time.AfterFunc(grace, cancel) })
+	stop := context.AfterFunc(ctx, func() {
+		t := time.AfterFunc(grace, cancel)
+		context.AfterFunc(actx, func() { t.Stop() })
+	})
 	return actx, func() {
 		stop()
 		cancel()
