@@ -82,16 +82,7 @@ func (id *identity) token(user, secret string, apiKey bool) string {
 // passwordChecks is how many bcrypt comparisons the server has run.
 func (id *identity) passwordChecks() float64 {
 	id.t.Helper()
-	mfs, err := id.reg.Gather()
-	if err != nil {
-		id.t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == "svcreg_identity_password_checks_total" {
-			return mf.GetMetric()[0].GetCounter().GetValue()
-		}
-	}
-	return 0
+	return testserver.Metric(id.t, id.reg, "svcreg_identity_password_checks_total")
 }
 
 // testHash is a bcrypt hash of password at the lowest cost, so that tests

@@ -28,24 +28,8 @@ func TestQuietRegistryIsContact(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	st := w.Status()
-	metric := gauge(t, reg, "svcreg_watcher_last_contact_timestamp_seconds")
+	metric := testserver.Metric(t, reg, "svcreg_watcher_last_contact_timestamp_seconds")
 	if metric < float64(st.LastContact.Unix()) || metric <= float64(listed.UnixNano())/1e9 {
 		t.Errorf("last_contact metric %f, want the status's %v (after the list at %v)", metric, st.LastContact, listed)
 	}
-}
-
-// gauge returns the value of a registered gauge.
-func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			return mf.GetMetric()[0].GetGauge().GetValue()
-		}
-	}
-	t.Fatalf("no metric %s", name)
-	return 0
 }

@@ -216,7 +216,7 @@ func TestWatcherListsAgainWhenMarkerExpires(t *testing.T) {
 // lists reads svcreg_watcher_lists_total for a reason.
 func lists(t *testing.T, reg *prometheus.Registry, reason string) float64 {
 	t.Helper()
-	return counter(t, reg, "svcreg_watcher_lists_total", "reason", reason)
+	return testserver.Metric(t, reg, "svcreg_watcher_lists_total", "reason", reason)
 }
 
 // TestWatcherListsAgainAfterUndecodableEvent garbles the payload of one
@@ -260,19 +260,12 @@ func TestWatcherListsAgainAfterUndecodableEvent(t *testing.T) {
 	if n := lists(t, reg, "undecodable-event"); n != 1 {
 		t.Fatalf("lists after an undecodable event: %v, want 1", n)
 	}
-	if n := counter(t, reg, "svcreg_watcher_undecodable_events_total"); n != 1 {
+	if n := testserver.Metric(t, reg, "svcreg_watcher_undecodable_events_total"); n != 1 {
 		t.Fatalf("svcreg_watcher_undecodable_events_total = %v, want 1", n)
 	}
 	if !strings.Contains(logs.String(), "could not be decoded") {
 		t.Fatalf("no log line about the event:\n%s", logs.String())
 	}
-}
-
-// counter reads a counter, the one with the given label name and value
-// pairs; 0 if there is none.
-func counter(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
-	t.Helper()
-	return testserver.Metric(t, reg, name, labels...)
 }
 
 // syncBuffer is a bytes.Buffer a logger may write to while a test reads it.
