@@ -54,6 +54,18 @@ func newServerMetrics(r prometheus.Registerer) serverMetrics {
 	return m
 }
 
+// registerParked registers the gauge of the connections the long-poll
+// poller holds (count), which are not in svcreg_connections_open.
+func registerParked(r prometheus.Registerer, count func() int) {
+	if r == nil {
+		return
+	}
+	r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "svcreg_connections_parked",
+		Help: "Client connections the long-poll poller holds instead of the HTTP server: parked long-polls, and answered ones kept until their next request. Not in svcreg_connections_open.",
+	}, func() float64 { return float64(count()) }))
+}
+
 type authMetrics struct {
 	tokenRequests  *prometheus.CounterVec
 	passwordChecks prometheus.Counter

@@ -138,12 +138,7 @@ func New(cfg Config) *Server {
 		s.writes = newWriteLimiter(cfg.WriteRate, cfg.WriteBurst, cfg.Clock)
 	}
 	s.poller = newPoller(s)
-	if cfg.Registerer != nil {
-		cfg.Registerer.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "svcreg_connections_parked",
-			Help: "Client connections the long-poll poller holds instead of the HTTP server: parked long-polls, and answered ones kept until their next request. Not in svcreg_connections_open.",
-		}, func() float64 { return float64(s.poller.parkedCount()) }))
-	}
+	registerParked(cfg.Registerer, s.poller.parkedCount)
 	s.conns = newConnTracker(s)
 	s.router = newRouter(s.routes())
 	return s
