@@ -21,12 +21,7 @@ import (
 func (s *Server) longPoll(w http.ResponseWriter, rq *request, q store.EventQuery, wait time.Duration) error {
 	if rq.r.Method != http.MethodGet || !s.poller.addWaiter(rq.tenant) {
 		w.Header().Set("X-Registry-Wait", "0s")
-		if isClosed(s.closing) {
-			// Shutting down: the client asks again on a new connection,
-			// which reaches the next server (or this one restarted),
-			// rather than polling this one at an interval.
-			w.Header().Set("Connection", "close")
-		}
+		s.closeWhileDraining(w)
 		return s.serveEvents(w, rq, q)
 	}
 	ctx := rq.r.Context()
@@ -74,8 +69,21 @@ func (s *Server) longPoll(w http.ResponseWriter, rq *request, q store.EventQuery
 		case <-ctx.Done():
 		case <-s.closing:
 		}
+		s.closeWhileDraining(w)
 		writeEvents(w, rq, q.Limit, page)
 		return nil
+	}
+}
+
+// closeWhileDraining makes a long-poll answered while the server shuts
+// down close its connection (over HTTP/2, the connection ends gracefully):
+// the client asks again on a new one, which reaches the next server (or
+// this one restarted), rather than polling this one at an interval, and
+// the stop does not wait for a request that never comes. Parked polls get
+// the same from the poller (answerAll).
+func (s *Server) closeWhileDraining(w http.ResponseWriter) {
+	if isClosed(s.closing) {
+		w.Header().Set("Connection", "close")
 	}
 }
 

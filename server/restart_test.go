@@ -8,9 +8,12 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/svcreg/svcreg/internal/testserver"
 	"github.com/svcreg/svcreg/server"
@@ -119,61 +122,37 @@ func TestShutdownAnswersLongPolls(t *testing.T) { onEachStore(t, testShutdownAns
 func testShutdownAnswersLongPolls(t *testing.T, kind string) {
 	t.Parallel()
 	srv := testserver.Start(t, testserver.Options{Store: kind})
-	token, tenant := srv.Token("shutdown")
-	base := srv.APIURL + "/" + tenant
+	c := newUser(t, srv, "shutdown")
 	type result struct {
-		code  int
-		body  string
-		close bool // the answer said Connection: close
-		err   error
+		r   *reply
+		err error
 	}
 	answered := make(chan result, 3)
-	marker := markerOf(t, base, token)
+	marker := c.do("GET", "/services", nil).want(200).header.Get("X-Registry-Marker")
 	for range 3 {
 		go func() {
-			req, _ := http.NewRequest("GET", base+"/events?wait=5m&marker="+marker, nil)
-			req.Header.Set("X-Auth-Token", token)
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				answered <- result{err: err}
-				return
-			}
-			defer resp.Body.Close()
-			body, err := io.ReadAll(resp.Body)
-			answered <- result{resp.StatusCode, string(body), resp.Close, err}
+			r, err := c.try("GET", "/events?wait=5m&marker="+marker, nil)
+			answered <- result{r, err}
 		}()
 	}
 	eventually(t, "the long-polls parked", func() bool { return srv.Metric("svcreg_connections_parked") == 3 })
 	srv.Stop()
 	for range 3 {
 		select {
-		case r := <-answered:
+		case a := <-answered:
 			var page struct{ Values []any }
-			if r.err != nil || r.code != http.StatusOK || json.Unmarshal([]byte(r.body), &page) != nil || len(page.Values) != 0 {
-				t.Fatalf("long-poll answered %d %s (%v) at shutdown; want 200 with no events", r.code, r.body, r.err)
+			if a.err != nil || a.r.code != http.StatusOK || json.Unmarshal(a.r.body, &page) != nil || len(page.Values) != 0 {
+				t.Fatalf("long-poll answered %+v (%v) at shutdown; want 200 with no events", a.r, a.err)
 			}
 			// Kept open, the connection would wait for a request that
 			// never comes, and the server's stop with it.
-			if !r.close {
+			if !a.r.close {
 				t.Error("a long-poll answered at shutdown did not say Connection: close")
 			}
 		case <-time.After(10 * time.Second):
 			t.Fatal("a waiting long-poll was not answered by the graceful stop")
 		}
 	}
-}
-
-// markerOf returns the X-Registry-Marker of a services list.
-func markerOf(t *testing.T, base, token string) string {
-	t.Helper()
-	req, _ := http.NewRequest("GET", base+"/services", nil)
-	req.Header.Set("X-Auth-Token", token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	return resp.Header.Get("X-Registry-Marker")
 }
 
 // TestDrainingServerSendsLongPollsElsewhere: once a graceful stop has
@@ -213,6 +192,48 @@ func testDrainingServerSendsLongPollsElsewhere(t *testing.T, kind string) {
 	r = c.do("GET", "/events?wait=5m&marker="+marker, nil).want(200)
 	if !r.close || r.header.Get("X-Registry-Wait") != "0s" {
 		t.Fatalf("while stopping: close %t, X-Registry-Wait %q; want Connection: close and 0s", r.close, r.header.Get("X-Registry-Wait"))
+	}
+}
+
+// TestShutdownAnswersUnparkedLongPolls: a long-poll waiting on its
+// goroutine (the handler served by a plain http.Server, without Serve) is
+// answered by the stop as a parked one is, with Connection: close.
+func TestShutdownAnswersUnparkedLongPolls(t *testing.T) {
+	onEachStore(t, testShutdownAnswersUnparkedLongPolls)
+}
+
+func testShutdownAnswersUnparkedLongPolls(t *testing.T, kind string) {
+	t.Parallel()
+	st := testserver.NewStore(t, testserver.Options{Store: kind, ReapInterval: -1})
+	reg := prometheus.NewRegistry()
+	h := server.New(server.Config{Store: st, Auth: server.NewAuth(server.AuthConfig{Store: st, Dev: true}), Registerer: reg})
+	hs := httptest.NewServer(h)
+	t.Cleanup(hs.Close)
+	c := devLogin(t, hs.URL, "unparked")
+	marker := c.do("GET", "/services", nil).want(200).header.Get("X-Registry-Marker")
+	type result struct {
+		r   *reply
+		err error
+	}
+	answered := make(chan result, 1)
+	go func() {
+		r, err := c.try("GET", "/events?wait=5m&marker="+marker, nil)
+		answered <- result{r, err}
+	}()
+	eventually(t, "the long-poll waiting", func() bool { return testserver.Metric(t, reg, "svcreg_longpolls_waiting") == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	h.Drain(ctx)
+	select {
+	case a := <-answered:
+		if a.err != nil || a.r.code != http.StatusOK {
+			t.Fatalf("long-poll answered %+v (%v) at shutdown; want 200", a.r, a.err)
+		}
+		if !a.r.close {
+			t.Error("a long-poll answered at shutdown did not say Connection: close")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a waiting long-poll was not answered by the stop")
 	}
 }
 
