@@ -611,7 +611,13 @@ func TestStoppedWhileTheAnswerIsLate(t *testing.T) {
 					case arrived <- struct{}{}:
 					default:
 					}
-					<-stopped // the registry gets the create only once the wrapper is stopping
+					// The registry gets the create only once the wrapper
+					// is stopping (or the test has failed and gone).
+					select {
+					case <-stopped:
+					case <-r.Context().Done():
+						return
+					}
 				}
 				rp.ServeHTTP(w, r)
 			})
