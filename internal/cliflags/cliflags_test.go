@@ -84,9 +84,10 @@ func TestPrint(t *testing.T) {
 	fs.String("token", "from-env", "a `token`")
 	fs.Bool("dry", false, "print only,\nwrite nothing")
 	fs.String("url", "http://env", "the `URL`")
+	fs.Duration("wait", 0, "how long; 0 means the default")
 	var b strings.Builder
 	Print(&b, fs, Listing{Only: func(f *flag.Flag) bool { return f.Name != "url" }, Short: map[string]string{"output": "o"}})
-	want := "  --dry\n      print only,\n      write nothing\n  -o, --output format\n      output format (default text)\n  --token token\n      a token\n"
+	want := "  --dry\n      print only,\n      write nothing\n  -o, --output format\n      output format (default text)\n  --token token\n      a token\n  --wait duration\n      how long; 0 means the default\n"
 	if b.String() != want {
 		t.Errorf("Print:\n%s\nwant:\n%s", b.String(), want)
 	}

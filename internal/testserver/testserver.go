@@ -27,7 +27,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -61,16 +60,12 @@ func StoreKind() string {
 }
 
 // StoreKinds returns the stores a suite that checks every store runs on:
-// both (the etcd store only in a test binary that imports
-// internal/testserver/etcdserver; the server's suite does), or only the one
-// StoreEnv names.
+// both, or only the one StoreEnv names. An etcd-store server needs
+// internal/testserver/etcdserver in the test binary.
 func StoreKinds() []string {
 	switch os.Getenv(StoreEnv) {
 	case Bolt, Etcd:
 		return []string{os.Getenv(StoreEnv)}
-	}
-	if etcdBackends.Load() == nil {
-		return []string{Bolt}
 	}
 	return []string{Bolt, Etcd}
 }
@@ -81,15 +76,15 @@ type Backend interface {
 	Open(Options) (Store, error)
 }
 
-// etcdBackends makes the backend of an etcd-store server; nil unless
-// internal/testserver/etcdserver is linked in.
-var etcdBackends atomic.Pointer[func(testing.TB) Backend]
+// newEtcdBackend makes the backend of an etcd-store server; nil unless
+// internal/testserver/etcdserver is linked in. Set only while packages are
+// initialized, before any test runs.
+var newEtcdBackend func(testing.TB) Backend
 
 // RegisterEtcd makes etcd-store servers available: newBackend makes the
-// backend of one. internal/testserver/etcdserver calls it as it is
-// initialized.
+// backend of one. internal/testserver/etcdserver calls it from its init.
 func RegisterEtcd(newBackend func(testing.TB) Backend) {
-	etcdBackends.Store(&newBackend)
+	newEtcdBackend = newBackend
 }
 
 // Clock is a server's clock that runs with real time and that a test moves
@@ -211,7 +206,7 @@ func Start(t testing.TB, opts Options) *Server {
 }
 
 // Metric returns the value of the running server's counter or gauge
-// name (see Metric).
+// name, as the function Metric does.
 func (s *Server) Metric(name string, labels ...string) float64 {
 	s.t.Helper()
 	s.mu.Lock()
@@ -255,13 +250,6 @@ func hasLabels(m *dto.Metric, pairs []string) bool {
 		}
 	}
 	return true
-}
-
-// Store returns the running server's store.
-func (s *Server) Store() Store {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.store
 }
 
 func (s *Server) start(ln net.Listener) {
@@ -464,11 +452,10 @@ func (b boltBackend) Open(opts Options) (Store, error) {
 func newBackend(t testing.TB, opts Options) Backend {
 	t.Helper()
 	if cmp.Or(opts.Store, StoreKind()) == Etcd {
-		newEtcd := etcdBackends.Load()
-		if newEtcd == nil {
+		if newEtcdBackend == nil {
 			t.Fatalf("testserver: this test binary has no etcd store: build it with -tags etcd (SVCREG_TEST_STORE=etcd go test -tags etcd ./...), or import github.com/svcreg/svcreg/internal/testserver/etcdserver in its tests")
 		}
-		return (*newEtcd)(t)
+		return newEtcdBackend(t)
 	}
 	if opts.DataDir == "" {
 		opts.DataDir = t.TempDir()
