@@ -186,8 +186,10 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if f.maxWaiters < 0 || f.conns.maxWaiters < 0 || f.conns.maxConns < 0 || f.conns.maxIdle < 0 || f.conns.maxIdlePerTenant < 0 || f.conns.unauthIdleTimeout < 0 {
 		return usagef("--max-waiters, --max-waiters-total, --max-conns, --max-idle-conns, --max-idle-conns-per-tenant and --unauth-idle-timeout must not be negative")
 	}
-	if least := etcdstore.MinHeartbeatSlack(etcdstore.Options{}); f.etcd.heartbeatSlack != 0 && (f.etcd.heartbeatSlack < least || f.etcd.heartbeatSlack > etcdstore.MaxHeartbeatSlack) {
-		return usagef("--etcd-heartbeat-slack must be from %v to %v (or 0, the default: twice the timeout, at least 1m): a heartbeat that moves to another node when its holder dies may wait %v before it is written, and a smaller slack could time out its live service", least, etcdstore.MaxHeartbeatSlack, least)
+	// The store's own bounds, checked before anything starts, as a usage
+	// error; openStore leaves NodeTTL and RequestTimeout at their defaults.
+	if err := etcdstore.CheckHeartbeatSlack(etcdstore.Options{HeartbeatSlack: f.etcd.heartbeatSlack}); err != nil {
+		return usagef("--etcd-heartbeat-slack: %v (0 is the default: twice the timeout, at least 1m)", err)
 	}
 	if f.etcd.endpoints == "" && (f.etcd.cert != "" || f.etcd.key != "" || f.etcd.cacert != "" || f.etcd.username != "" || f.etcd.password != "" || f.etcd.heartbeatSlack != 0) {
 		return usagef("the --etcd-* flags need --etcd-endpoints")

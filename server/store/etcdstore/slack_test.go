@@ -9,7 +9,7 @@ import (
 )
 
 // The least safe slack covers the dead holder's lease and two etcd
-// requests; a slack past the largest is refused before etcd is asked.
+// requests; a slack outside the bounds is refused before etcd is asked.
 func TestHeartbeatSlackBounds(t *testing.T) {
 	if got := etcdstore.MinHeartbeatSlack(etcdstore.Options{}); got != 15*time.Second {
 		t.Errorf("MinHeartbeatSlack with the defaults = %v, want 15s", got)
@@ -17,8 +17,15 @@ func TestHeartbeatSlackBounds(t *testing.T) {
 	if got := etcdstore.MinHeartbeatSlack(etcdstore.Options{NodeTTL: 2 * time.Second, RequestTimeout: time.Second}); got != 4*time.Second {
 		t.Errorf("MinHeartbeatSlack(NodeTTL 2s, RequestTimeout 1s) = %v, want 4s", got)
 	}
-	_, err := etcdstore.Open(t.Context(), nil, etcdstore.Options{HeartbeatSlack: etcdstore.MaxHeartbeatSlack + time.Second})
-	if err == nil || !strings.Contains(err.Error(), "heartbeat slack") {
-		t.Errorf("Open with a slack past MaxHeartbeatSlack: %v, want it refused", err)
+	for _, slack := range []time.Duration{14 * time.Second, etcdstore.MaxHeartbeatSlack + time.Second} {
+		_, err := etcdstore.Open(t.Context(), nil, etcdstore.Options{HeartbeatSlack: slack})
+		if err == nil || !strings.Contains(err.Error(), "heartbeat slack") {
+			t.Errorf("Open with a slack of %v: %v, want it refused", slack, err)
+		}
+	}
+	for _, slack := range []time.Duration{0, 15 * time.Second, etcdstore.MaxHeartbeatSlack} {
+		if err := etcdstore.CheckHeartbeatSlack(etcdstore.Options{HeartbeatSlack: slack}); err != nil {
+			t.Errorf("CheckHeartbeatSlack(%v): %v", slack, err)
+		}
 	}
 }

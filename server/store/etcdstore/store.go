@@ -98,9 +98,9 @@ type Options struct {
 	// service cost no etcd write while their deadlines are within it. It
 	// bounds how late a service is timed out whose client and holding
 	// node both died. If zero, twice the service's timeout and at least
-	// a minute. Below MinHeartbeatSlack it can time out a live service
-	// whose heartbeat moved to another node when its holder died; above
-	// MaxHeartbeatSlack, Open refuses it.
+	// a minute; otherwise from MinHeartbeatSlack (a smaller one could
+	// time out a live service whose heartbeat moved to another node when
+	// its holder died) to MaxHeartbeatSlack (CheckHeartbeatSlack).
 	HeartbeatSlack time.Duration
 	// MaxTxnOps is the cluster's --max-txn-ops; 128 if zero.
 	MaxTxnOps int
@@ -137,6 +137,17 @@ type Store struct {
 var _ store.Store = (*Store)(nil)
 var _ store.Identity = (*Store)(nil)
 
+// CheckHeartbeatSlack returns an error unless opts.HeartbeatSlack is 0
+// (the default) or from MinHeartbeatSlack(opts) to MaxHeartbeatSlack. Open
+// calls it first.
+func CheckHeartbeatSlack(opts Options) error {
+	least := MinHeartbeatSlack(opts)
+	if d := opts.HeartbeatSlack; d != 0 && (d < least || d > MaxHeartbeatSlack) {
+		return fmt.Errorf("heartbeat slack %v is not from %v to %v: a heartbeat that moves to another node when its holder dies may wait %v before it is written, and a smaller slack could time out its live service", d, least, MaxHeartbeatSlack, least)
+	}
+	return nil
+}
+
 // MaxHeartbeatSlack is the largest HeartbeatSlack Open takes.
 const MaxHeartbeatSlack = 24 * time.Hour
 
@@ -162,8 +173,8 @@ func MinHeartbeatSlack(opts Options) time.Duration {
 // down), it first gives every live service its full timeout again (design
 // item 10). The caller keeps cli and closes it after Close.
 func Open(ctx context.Context, cli *clientv3.Client, opts Options) (*Store, error) {
-	if opts.HeartbeatSlack > MaxHeartbeatSlack {
-		return nil, fmt.Errorf("etcd store: heartbeat slack %v is more than %v", opts.HeartbeatSlack, MaxHeartbeatSlack)
+	if err := CheckHeartbeatSlack(opts); err != nil {
+		return nil, fmt.Errorf("etcd store: %w", err)
 	}
 	if opts.Prefix == "" {
 		opts.Prefix = DefaultPrefix
