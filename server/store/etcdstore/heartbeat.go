@@ -156,8 +156,10 @@ func (h *hbState) held(tenant, id string) *heldView {
 }
 
 // sweep drops entries not used for ten minutes, longer than any heartbeat
-// interval (spec: at most 120 s), unless this node holds them or has yet to
-// read a lost commit of theirs back.
+// interval (spec: at most 120 s), unless this node holds them or may yet
+// read a lost commit of theirs back: until its stored deadline, past which
+// any node times the service out (and with the reaper off, nothing reads
+// it back).
 func (h *hbState) sweep(now time.Time) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -165,9 +167,13 @@ func (h *hbState) sweep(now time.Time) {
 		if now.Sub(e.used) < 10*time.Minute || !e.mu.TryLock() {
 			continue
 		}
-		if e.mine || e.lost != nil { // the reaper has yet to read a lost commit back
+		if e.mine || e.lost != nil && now.UnixNano() < e.lost.stored.Deadline {
 			e.mu.Unlock()
 			continue
+		}
+		if e.lost != nil {
+			delete(h.lost, e) // setLost would take h.mu, held here
+			e.lost = nil
 		}
 		e.dead = true
 		delete(h.entries, k)
