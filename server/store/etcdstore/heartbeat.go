@@ -388,7 +388,6 @@ func (s *Store) Heartbeat(ctx context.Context, tenantID, id, token string) (stri
 			case valid && token == e.mem.Cur:
 				next := s.nextBeat(tenantID, id, e, token, e.mem.Seq)
 				if held && next.Deadline <= e.hb.Deadline {
-					e.setLost(nil) // a newer token is out: a record of it is stale
 					e.setMem(next, true)
 					s.metrics.inMemory.Inc()
 					return next.Cur, nil
@@ -818,7 +817,7 @@ func (s *Store) commitBatch(batch []*hbReq) {
 		if len(resp.Responses) != len(batch) {
 			err = fmt.Errorf("etcd answered %d of %d heartbeats", len(resp.Responses), len(batch))
 		}
-		if s.loseAnswer.CompareAndSwap(true, false) {
+		if s.loseAnswer.Load() && s.loseAnswer.CompareAndSwap(true, false) {
 			err = fmt.Errorf("%w: etcd: commit heartbeats: the answer was lost", store.ErrUnavailable)
 		}
 	}

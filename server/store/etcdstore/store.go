@@ -148,6 +148,12 @@ func CheckHeartbeatSlack(opts Options) error {
 	return nil
 }
 
+// The defaults of Options.RequestTimeout and Options.NodeTTL.
+const (
+	defaultRequestTimeout = 5 * time.Second
+	defaultNodeTTL        = 5 * time.Second
+)
+
 // MaxHeartbeatSlack is the largest HeartbeatSlack Open takes.
 const MaxHeartbeatSlack = 24 * time.Hour
 
@@ -160,10 +166,10 @@ const MaxHeartbeatSlack = 24 * time.Hour
 func MinHeartbeatSlack(opts Options) time.Duration {
 	ttl, req := opts.NodeTTL, opts.RequestTimeout
 	if ttl <= 0 {
-		ttl = 5 * time.Second
+		ttl = defaultNodeTTL
 	}
 	if req <= 0 {
-		req = 5 * time.Second
+		req = defaultRequestTimeout
 	}
 	return ttl + 2*req
 }
@@ -191,10 +197,10 @@ func Open(ctx context.Context, cli *clientv3.Client, opts Options) (*Store, erro
 		opts.EventCapInterval = 5 * time.Second
 	}
 	if opts.RequestTimeout <= 0 {
-		opts.RequestTimeout = 5 * time.Second
+		opts.RequestTimeout = defaultRequestTimeout
 	}
 	if opts.NodeTTL <= 0 {
-		opts.NodeTTL = 5 * time.Second
+		opts.NodeTTL = defaultNodeTTL
 	}
 	if opts.MaxTxnOps <= 0 {
 		opts.MaxTxnOps = 128
