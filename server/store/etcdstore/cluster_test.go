@@ -232,13 +232,17 @@ func TestNodeCrash(t *testing.T) {
 	// "quiet" gets no heartbeat: it times out on its deadline from before
 	// the crash, whichever node's reaper gets there.
 	tok = beatThrough(u, n[1], clock, 3500*time.Millisecond, "steady", tok)
-	tok = u.heartbeat(n[0], "steady", tok)
 	u.do(n[0], "GET", "/services/quiet", nil, 404)
 	got := summary(u.events(n[1], ""))
 	want := []string{"service.join steady", "service.join quiet", "configuration_value.update key-1", "service.timeout quiet"}
 	if !slices.Equal(got, want) {
 		t.Errorf("events %q, want %q", got, want)
 	}
+	// The hand-overs between the nodes take real time, seconds on a loaded
+	// machine: a longer timeout keeps them from timing steady out.
+	u.do(n[1], "PUT", "/services/steady", map[string]any{"heartbeat_timeout": 60}, 204)
+	tok = u.heartbeat(n[1], "steady", tok)
+	tok = u.heartbeat(n[0], "steady", tok)
 	u.heartbeat(n[1], "steady", tok)
 }
 
@@ -258,12 +262,14 @@ func TestWholeRegistryRestart(t *testing.T) {
 			clock := new(testserver.Clock)
 			n := startNodes(t, c, 2, etcdstore.Options{Clock: clock.Now, NodeTTL: 2 * time.Second})
 			u := login(t, n[0], "restart")
-			tok := u.create(n[0], "steady", 3)
+			// Long enough for a node to start and a hand-over on a
+			// loaded machine, in real time, after the restart.
+			tok := u.create(n[0], "steady", 20)
 			tok = u.heartbeat(n[1], "steady", tok)
 			for _, x := range n {
 				tc.down(x)
 			}
-			clock.Advance(3500 * time.Millisecond) // past the deadline
+			clock.Advance(21 * time.Second) // past the deadline
 			n[1].restart()
 			u.do(n[1], "GET", "/services/steady", nil, 200)
 			hb := keepHeartbeating(u, n[1], "steady", u.heartbeat(n[1], "steady", tok))
