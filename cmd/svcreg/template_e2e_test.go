@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/svcreg/svcreg/internal/haproxytest"
+	"github.com/svcreg/svcreg/internal/freeport"
 	"github.com/svcreg/svcreg/internal/testprog"
 	"github.com/svcreg/svcreg/internal/testserver"
 	"github.com/svcreg/svcreg/registry"
@@ -40,7 +40,7 @@ func program(t *testing.T, name string) string {
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
-func freePort(t *testing.T) int { return haproxytest.FreePort(t) }
+func freePort(t *testing.T) int { return freeport.Port(t) }
 
 // backend is an HTTP server that answers its name.
 func backend(t *testing.T, name string) (ip, port string) {

@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/svcreg/svcreg/internal/freeport"
 	"github.com/svcreg/svcreg/internal/haproxytest"
 	"github.com/svcreg/svcreg/internal/testserver"
 	"github.com/svcreg/svcreg/internal/timeuuid"
@@ -105,7 +106,7 @@ source = %q
 destination = %q
 check = %q
 reload = "echo reload >> %s && %s"
-%s`, haproxytest.FreePort(t), o.waitMin, tmpl, s.h.Backends, check, s.reloads, s.h.ReloadCommand(), rt)
+%s`, freeport.Port(t), o.waitMin, tmpl, s.h.Backends, check, s.reloads, s.h.ReloadCommand(), rt)
 	if err := os.WriteFile(s.config, []byte(toml), 0o644); err != nil {
 		t.Fatal(err)
 	}

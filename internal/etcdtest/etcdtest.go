@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +18,8 @@ import (
 
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
+
+	"github.com/svcreg/svcreg/internal/freeport"
 )
 
 // Options configure a cluster. The zero value is one member without fsync.
@@ -38,6 +41,7 @@ type Cluster struct {
 	Members []*Member
 	t       testing.TB
 	opts    Options
+	ports   []func() // releases the members' reserved ports
 }
 
 // Member is one etcd member.
@@ -77,8 +81,9 @@ func start(opts Options, dir func() (string, error)) (*Cluster, error) {
 		opts.Members = 1
 	}
 	c := &Cluster{opts: opts}
-	addrs, err := freeAddrs(2 * opts.Members)
+	addrs, err := c.reserveAddrs(2 * opts.Members)
 	if err != nil {
+		c.close()
 		return nil, err
 	}
 	for i := range opts.Members {
@@ -120,6 +125,9 @@ func (c *Cluster) close() {
 	c.Stop()
 	for _, m := range c.Members {
 		m.proxy.Close()
+	}
+	for _, release := range c.ports {
+		release()
 	}
 }
 
@@ -298,18 +306,19 @@ func StartShared(opts Options) (c *Cluster, stop func(), err error) {
 	return c, func() { c.close(); os.RemoveAll(dir) }, nil
 }
 
-// freeAddrs returns n distinct loopback addresses with ports nothing
-// listens on now: each port is held until all are picked, so that the
-// system cannot hand out one port twice.
-func freeAddrs(n int) ([]string, error) {
+// reserveAddrs returns n loopback addresses on ports reserved for the
+// cluster's members until it is closed (freeport): a member stopped and
+// started again binds its ports again, and a port from the ephemeral range
+// could meanwhile be the local port of another test's connection.
+func (c *Cluster) reserveAddrs(n int) ([]string, error) {
 	addrs := make([]string, n)
 	for i := range addrs {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		port, release, err := freeport.Reserve()
 		if err != nil {
 			return nil, err
 		}
-		defer ln.Close()
-		addrs[i] = ln.Addr().String()
+		c.ports = append(c.ports, release)
+		addrs[i] = "127.0.0.1:" + strconv.Itoa(port)
 	}
 	return addrs, nil
 }

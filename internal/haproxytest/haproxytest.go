@@ -6,7 +6,6 @@ package haproxytest
 import (
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -17,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/svcreg/svcreg/internal/freeport"
 	"github.com/svcreg/svcreg/internal/testprog"
 )
 
@@ -42,53 +42,12 @@ func Bin(t testing.TB) string {
 	return testprog.Find(t, "haproxy", "this test runs against the real HAProxy; `make deps` installs it (apt-get install haproxy)")
 }
 
-// FreePort returns a loopback port that was free a moment ago, reserved
-// for the test: taken from below Linux's ephemeral range (32768 and up),
-// since a port the kernel hands out for ":0" or for an outgoing connection
-// can be taken again by another test before the program the port is meant
-// for binds it; and locked (flock on a file per port, released when the
-// test ends or its process dies) against the user's other test processes,
-// since two HAProxies bind one port without an error (SO_REUSEPORT) and
-// share its connections.
-func FreePort(t testing.TB) int {
-	t.Helper()
-	dir := filepath.Join(os.TempDir(), "svcreg-test-ports-"+strconv.Itoa(os.Getuid()))
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	const lo, n = 10000, 22000
-	start := rand.IntN(n)
-	for i := 0; i < n; i++ {
-		port := lo + (start+i)%n
-		// The files stay: removing one could let two processes lock
-		// different files of one name.
-		f, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(port)), os.O_CREATE|os.O_RDWR, 0o600)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
-			f.Close()
-			continue
-		}
-		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
-		if err != nil {
-			f.Close()
-			continue
-		}
-		ln.Close()
-		t.Cleanup(func() { f.Close() })
-		return port
-	}
-	t.Fatal("no free loopback port in 10000-31999")
-	return 0
-}
-
 // Start starts HAProxy with backends as its second file and stops it when
 // the test ends: in master-worker mode with a master CLI, or as a single
 // daemon process, which a reload replaces ("-sf").
 func Start(t testing.TB, backends string, masterWorker bool) *HAProxy {
 	t.Helper()
-	h := &HAProxy{Bin: Bin(t), Dir: t.TempDir(), Port: FreePort(t), MasterWorker: masterWorker}
+	h := &HAProxy{Bin: Bin(t), Dir: t.TempDir(), Port: freeport.Port(t), MasterWorker: masterWorker}
 	h.Main, h.Backends = filepath.Join(h.Dir, "haproxy.cfg"), filepath.Join(h.Dir, "backends.cfg")
 	h.PidFile = filepath.Join(h.Dir, "haproxy.pid")
 	h.Socket, h.Master = filepath.Join(h.Dir, "admin.sock"), filepath.Join(h.Dir, "master.sock")
@@ -122,7 +81,7 @@ frontend web
 			t.Fatalf("start haproxy: %v: %s", err, out)
 		}
 		old := ":" + strconv.Itoa(h.Port) + "\n"
-		h.Port = FreePort(t)
+		h.Port = freeport.Port(t)
 		main = strings.Replace(main, old, ":"+strconv.Itoa(h.Port)+"\n", 1)
 		if err := os.WriteFile(h.Main, []byte(main), 0o644); err != nil {
 			t.Fatal(err)

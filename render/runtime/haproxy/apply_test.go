@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/svcreg/svcreg/internal/freeport"
 	"github.com/svcreg/svcreg/internal/haproxytest"
 	"github.com/svcreg/svcreg/render/runtime"
 )
@@ -322,7 +323,7 @@ func TestApplyDrainEndsWhenAReloadRemovedTheServer(t *testing.T) {
 // deletes the server then, not at its timeout.
 func TestApplyDrainWithAFrontendOfTheSameName(t *testing.T) {
 	t.Parallel()
-	front := fmt.Sprintf("frontend api\n    bind 127.0.0.1:%d\n    default_backend api\n", haproxytest.FreePort(t))
+	front := fmt.Sprintf("frontend api\n    bind 127.0.0.1:%d\n    default_backend api\n", freeport.Port(t))
 	sl, h, v1, v2, done := drainSetupWith(t, front)
 	applied := make(chan error, 1)
 	go func() { applied <- applyDrain(t, h, h.Socket, v1, v2, time.Minute) }()

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/svcreg/svcreg/internal/etcdtest"
+	"github.com/svcreg/svcreg/internal/freeport"
 	"github.com/svcreg/svcreg/internal/testserver"
 	"github.com/svcreg/svcreg/server"
 	"github.com/svcreg/svcreg/server/store/etcdstore"
@@ -130,7 +132,10 @@ func startNodesAt(t testing.TB, opts etcdstore.Options, endpoints ...[]string) [
 	nodes := make([]*node, len(endpoints))
 	lns := make([]net.Listener, len(endpoints))
 	for i, eps := range endpoints {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		// A port reserved below the ephemeral range: a restart binds it
+		// again, which another test's connection could otherwise take
+		// meanwhile.
+		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(freeport.Port(t)))
 		if err != nil {
 			for _, ln := range lns[:i] {
 				ln.Close()
