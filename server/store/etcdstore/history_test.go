@@ -225,20 +225,19 @@ func (h *history) watchLeases(ttl time.Duration) {
 	}
 }
 
-// exposed reports whether the node that answered a life's last heartbeat
-// was down at some time from that answer until the life was due and
-// reaped (within a second of its deadline): the deadline it handed out may
+// exposed reports whether a node that may have taken a life's last
+// heartbeat (lastNodes) was down at some time from its answer until the
+// life was due and reaped (within a second of its deadline): the deadline it handed out may
 // have died with it. A node cut off from etcd is down for the whole cut:
 // it answers heartbeats from memory meanwhile (until its lease might have
 // expired) but cannot time a service out, and the other nodes take its
 // services over at their stored deadlines.
 func (h *history) exposed(l *life) bool {
-	if l.lastNode < 0 {
-		return false
-	}
-	for _, o := range h.outages[l.lastNode] {
-		if (o.to.IsZero() || o.to.After(l.lastAckAt)) && o.from.UnixMilli() <= l.lastDeadline+1000 {
-			return true
+	for _, n := range l.lastNodes {
+		for _, o := range h.outages[n] {
+			if (o.to.IsZero() || o.to.After(l.lastAckAt)) && o.from.UnixMilli() <= l.lastDeadline+1000 {
+				return true
+			}
 		}
 	}
 	return false
@@ -272,8 +271,13 @@ type life struct {
 	lastDeadline int64 // ms
 	abandoned    bool
 	deleted      bool
-	// lastNode answered the last heartbeat (-1: none yet), at lastAckAt.
-	lastNode  int
+	// lastNodes are the nodes the last heartbeat's token was sent to
+	// (none yet: empty), the last of which answered, at lastAckAt. Any of
+	// them may have taken the heartbeat: a node that committed it and died
+	// before its answer got out leaves the retry at another node to answer
+	// with the committed token, whose deadline then died with the node
+	// that committed it.
+	lastNodes []int
 	lastAckAt time.Time
 }
 
@@ -357,7 +361,7 @@ func (h *history) create(rng *rand.Rand, s *svcLog) {
 		r.json(&out)
 		s.creates++
 		s.alive, s.token, s.lastBeat = true, out.Token, time.Now()
-		s.lives = append(s.lives, &life{lastDeadline: tokenDeadline(out.Token), lastNode: -1})
+		s.lives = append(s.lives, &life{lastDeadline: tokenDeadline(out.Token)})
 	case r.code == 400 && r.faultType() == "serviceWithThisIdExists":
 		if !s.ambiguous {
 			h.t.Errorf("create %s: exists, though its owner deleted it or saw it time out", s.id)
@@ -374,10 +378,14 @@ func (h *history) create(rng *rand.Rand, s *svcLog) {
 // beat heartbeats s, mostly at its home node, retrying the same token at
 // other nodes on transport errors (design item 6: the retry is safe).
 func (h *history) beat(rng *rand.Rand, s *svcLog) {
+	var tried []int
 	for attempt := 0; ; attempt++ {
 		i := s.home
 		if attempt > 0 || rng.IntN(5) == 0 {
 			i = rng.IntN(len(h.nodes))
+		}
+		if !slices.Contains(tried, i) {
+			tried = append(tried, i)
 		}
 		r, err := h.u.try(h.nodes[i], "POST", "/services/"+s.id+"/heartbeat", map[string]string{"token": s.token})
 		if (err != nil || r.code >= 500) && attempt < 40 {
@@ -393,7 +401,7 @@ func (h *history) beat(rng *rand.Rand, s *svcLog) {
 			r.json(&out)
 			s.token, s.lastBeat = out.Token, time.Now()
 			l.lastDeadline = tokenDeadline(out.Token)
-			l.lastNode, l.lastAckAt = i, time.Now()
+			l.lastNodes, l.lastAckAt = tried, time.Now()
 			h.lastNode.Store(int32(i))
 		case h.late(s, r):
 		default:
