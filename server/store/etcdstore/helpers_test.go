@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -45,6 +46,42 @@ type node struct {
 	cancel  context.CancelFunc
 	done    chan struct{}
 	reg     *prometheus.Registry
+
+	// log is the node's store log, at debug level, across restarts;
+	// printed if the test fails.
+	log *lockedBuffer
+}
+
+// lockedBuffer is a bytes.Buffer for concurrent writers.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// logger is the node's store logger: the test prints what it logged if the
+// test fails.
+func (n *node) logger() *slog.Logger {
+	if n.log == nil {
+		n.log = new(lockedBuffer)
+		n.t.Cleanup(func() {
+			if n.t.Failed() {
+				n.t.Logf("store log of node %s:\n%s", n.addr, n.log)
+			}
+		})
+	}
+	return slog.New(slog.NewTextHandler(n.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 // testPrefix begins the key prefix of the tests' registries: not the
@@ -173,6 +210,7 @@ func (n *node) start(ln net.Listener) error {
 	reg := prometheus.NewRegistry()
 	opts := n.opts
 	opts.Registerer = reg
+	opts.Logger = n.logger()
 	st, err := etcdstore.Open(ctx, cli, opts)
 	if err != nil {
 		ln.Close()

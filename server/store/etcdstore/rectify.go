@@ -108,9 +108,9 @@ func (s *Store) timeOut(ctx context.Context, t *tenant, due []dueEntry, wait boo
 	}
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
-	timedOut := 0
+	var timedOut []timedOutService
 	_, err = s.write(ctx, t, "time out services", reads, func(w *writer) error {
-		timedOut = 0
+		timedOut = timedOut[:0]
 		for _, d := range due {
 			dkv := w.got[d.key]
 			if dkv == nil {
@@ -136,11 +136,19 @@ func (s *Store) timeOut(ctx context.Context, t *tenant, due []dueEntry, wait boo
 			}
 			w.cmps = append(w.cmps, clientv3.Compare(clientv3.ModRevision(hbKey), "=", hkv.ModRevision))
 			w.timeOut(rec, svcKey, hbKey, d.key, hb.Deadline)
-			timedOut++
+			timedOut = append(timedOut, timedOutService{d.id, hb.Deadline, hb.Holder, hb.Loose})
 		}
 		return nil
 	})
-	return s.timedOut(t, timedOut, err)
+	return s.timedOut(t, "stored deadline", timedOut, err)
+}
+
+// timedOutService is a timeout committed, for the debug log.
+type timedOutService struct {
+	id       string
+	deadline int64 // the event's timestamp
+	holder   string
+	loose    bool
 }
 
 // timeOut deletes a service, its heartbeat state and its deadline index
@@ -157,13 +165,20 @@ func (w *writer) timeOut(rec store.ServiceRecord, svcKey, hbKey, dueKey string, 
 	})
 }
 
-// timedOut counts n committed timeouts, or wraps the error that kept them
-// from being committed.
-func (s *Store) timedOut(t *tenant, n int, err error) error {
+// timedOut counts and logs (at debug level) the committed timeouts, or
+// wraps the error that kept them from being committed. how says which
+// deadline they were timed out at: the stored one, which any node reads
+// (at most the heartbeat slack past the precise one when the holder died),
+// or the precise one in the holder's memory.
+func (s *Store) timedOut(t *tenant, how string, done []timedOutService, err error) error {
 	if err != nil {
 		return fmt.Errorf("time out services of %s: %w", t.id, err)
 	}
-	s.metrics.Timeouts.Add(float64(n))
+	s.metrics.Timeouts.Add(float64(len(done)))
+	for _, d := range done {
+		s.log.Debug("service timed out", "tenant", t.id, "id", d.id, "at", how,
+			"deadline", time.Unix(0, d.deadline).UTC(), "dead_holder", d.holder, "loose", d.loose)
+	}
 	return nil
 }
 
@@ -341,13 +356,18 @@ func (s *Store) timeOutHeld(ctx context.Context, t *tenant, due []heldDue) error
 	}
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
-	timedOut := 0
+	var timedOut []timedOutService
 	_, err = s.write(ctx, t, "time out held services", reads, func(w *writer) error {
-		timedOut = 0
+		timedOut = timedOut[:0]
 		for _, d := range locked {
 			svcKey, hbKey := s.k.service(t.id, d.id), s.k.heartbeat(t.id, d.id)
 			skv, hkv := w.got[svcKey], w.got[hbKey]
 			if skv == nil || hkv == nil || hkv.ModRevision != d.e.hbRev {
+				// Written since this node last read or wrote it (a commit
+				// of its own whose answer was lost, or another node's):
+				// its memory is stale, and forgotten below.
+				s.log.Debug("held service changed in etcd since this node wrote it; not timed out from memory",
+					"tenant", t.id, "id", d.id, "gone", skv == nil || hkv == nil)
 				continue
 			}
 			rec, _, err := decodeService(skv, nil)
@@ -359,9 +379,9 @@ func (s *Store) timeOutHeld(ctx context.Context, t *tenant, due []heldDue) error
 			}
 			w.cmps = append(w.cmps, clientv3.Compare(clientv3.ModRevision(hbKey), "=", d.e.hbRev))
 			w.timeOut(rec, svcKey, hbKey, s.k.due(d.e.hb.Deadline, t.id, d.id), d.e.mem.Deadline)
-			timedOut++
+			timedOut = append(timedOut, timedOutService{id: d.id, deadline: d.e.mem.Deadline})
 		}
 		return nil
 	})
-	return s.timedOut(t, timedOut, err)
+	return s.timedOut(t, "held deadline", timedOut, err)
 }
