@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -236,7 +235,7 @@ func TestWatcherListsAgainAfterUndecodableEvent(t *testing.T) {
 	})
 	c := client(t, srv, "watch-undecodable")
 	reg := prometheus.NewRegistry()
-	var logs syncBuffer
+	var logs testserver.Buffer
 	w := start(t, watcher.Config{Client: c, Wait: time.Second, Registerer: reg, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	eventually(t, w, "the first sync", func(s *watcher.Snapshot) bool { return s.Synced })
 	ctx := context.Background()
@@ -266,24 +265,6 @@ func TestWatcherListsAgainAfterUndecodableEvent(t *testing.T) {
 	if !strings.Contains(logs.String(), "could not be decoded") {
 		t.Fatalf("no log line about the event:\n%s", logs.String())
 	}
-}
-
-// syncBuffer is a bytes.Buffer a logger may write to while a test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // TestWatcherCoalescesAStreamOfChanges: changes made while the watcher

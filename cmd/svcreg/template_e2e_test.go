@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -87,28 +86,17 @@ func lines(path string) int { return strings.Count(readString(path), "\n") }
 type daemon struct {
 	cmd      *exec.Cmd
 	stopOnce sync.Once
-	mu       sync.Mutex
-	logs     bytes.Buffer
+	logs     testserver.Buffer
 }
 
-func (d *daemon) Write(p []byte) (int, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.logs.Write(p)
-}
-
-func (d *daemon) output() string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.logs.String()
-}
+func (d *daemon) output() string { return d.logs.String() }
 
 func startDaemon(t testing.TB, env []string, args ...string) *daemon {
 	t.Helper()
 	d := &daemon{}
 	d.cmd = exec.Command(os.Args[0], append([]string{"template"}, args...)...)
 	d.cmd.Env = append(append(os.Environ(), execEnv+"=1"), env...)
-	d.cmd.Stdout, d.cmd.Stderr = d, d
+	d.cmd.Stdout, d.cmd.Stderr = &d.logs, &d.logs
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

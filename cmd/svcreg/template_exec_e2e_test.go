@@ -459,7 +459,7 @@ func TestExecReapsOrphans(t *testing.T) {
 			}
 			d := &daemon{cmd: exec.Command(name, args...)}
 			d.cmd.Env = append(append(os.Environ(), execEnv+"=1"), env...)
-			d.cmd.Stdout, d.cmd.Stderr = d, d
+			d.cmd.Stdout, d.cmd.Stderr = &d.logs, &d.logs
 			if err := d.cmd.Start(); err != nil {
 				t.Fatal(err)
 			}

@@ -49,32 +49,14 @@ type node struct {
 
 	// log is the node's store log, at debug level, across restarts;
 	// printed if the test fails.
-	log *lockedBuffer
-}
-
-// lockedBuffer is a bytes.Buffer for concurrent writers.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	log *testserver.Buffer
 }
 
 // logger is the node's store logger: the test prints what it logged if the
 // test fails.
 func (n *node) logger() *slog.Logger {
 	if n.log == nil {
-		n.log = new(lockedBuffer)
+		n.log = new(testserver.Buffer)
 		n.t.Cleanup(func() {
 			if n.t.Failed() {
 				n.t.Logf("store log of node %s:\n%s", n.addr, n.log)
