@@ -104,13 +104,16 @@ func TestRandomHistory(t *testing.T) {
 	// Kill the node that answered the last heartbeat, and start it again
 	// while the others serve.
 	killed := int(h.lastNode.Load())
+	t.Logf("nodes %s, %s, %s; node %d crashes at %s", nodes[0].addr, nodes[1].addr, nodes[2].addr, killed, time.Now().UTC().Format("15:04:05.000"))
 	h.outage(killed)
 	nodes[killed].crash()
 	time.Sleep(step)
 	nodes[killed].restart()
+	t.Logf("node %d back at %s", killed, time.Now().UTC().Format("15:04:05.000"))
 	h.back(killed)
 	// Lose the etcd leader, then get it back.
 	lead := c.Members[leader(t, c)]
+	t.Logf("etcd leader %s stops at %s", lead.Name, time.Now().UTC().Format("15:04:05.000"))
 	lead.Stop()
 	time.Sleep(step)
 	if err := lead.Start(); err != nil {
@@ -118,9 +121,11 @@ func TestRandomHistory(t *testing.T) {
 	}
 	// Cut node 0 off from etcd, then let it back.
 	h.outage(0)
+	t.Logf("node 0 cut off from etcd at %s", time.Now().UTC().Format("15:04:05.000"))
 	part.Cut()
 	time.Sleep(step)
 	part.Heal()
+	t.Logf("node 0 let back at %s", time.Now().UTC().Format("15:04:05.000"))
 	h.back(0)
 	time.Sleep(runFor - 4*step)
 	stopActors()
@@ -405,7 +410,8 @@ func (h *history) beat(rng *rand.Rand, s *svcLog) {
 			h.lastNode.Store(int32(i))
 		case h.late(s, r):
 		default:
-			h.t.Errorf("heartbeat %s %v after the last: %d %s", s.id, time.Since(s.lastBeat), r.code, r.body)
+			h.t.Errorf("heartbeat %s at node %d (%s), %v after the last (answered by node %v, its deadline %s): %d %s",
+				s.id, i, h.nodes[i].addr, time.Since(s.lastBeat), l.lastNodes, time.UnixMilli(l.lastDeadline).UTC().Format("15:04:05.000"), r.code, r.body)
 			s.alive, s.ambiguous = false, true
 		}
 		return
