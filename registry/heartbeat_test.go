@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -262,6 +263,45 @@ func TestRegisterFailures(t *testing.T) {
 			t.Errorf("Register until the context ends: %v", err)
 		}
 	})
+}
+
+// TestRegisterContextEndsWhileTaken: a create answered "exists" after
+// Register's context ended (its CreateGrace let it finish) ends Register
+// with the context's error, as the context ending between creates does;
+// ErrServiceExists is for an old instance outliving its timeout.
+func TestRegisterContextEndsWhileTaken(t *testing.T) {
+	t.Parallel()
+	var hold atomic.Bool
+	arrived := make(chan struct{}, 1)
+	release := make(chan struct{})
+	wrap := func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == "POST" && strings.HasSuffix(r.URL.Path, "/services") && hold.Load() {
+				arrived <- struct{}{}
+				<-release
+			}
+			h.ServeHTTP(w, r)
+		})
+	}
+	srv := testserver.Start(t, testserver.Options{Wrap: wrap})
+	c := newClient(t, srv, "register-ctx-taken")
+	ctx := testContext(t)
+	if _, err := c.CreateService(ctx, registry.Service{ID: "held-2", HeartbeatTimeout: 120}); err != nil {
+		t.Fatal(err)
+	}
+	hold.Store(true)
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Register(rctx, registry.Service{ID: "held-2", HeartbeatTimeout: 10}, registry.RegisterOptions{CreateGrace: time.Minute})
+		done <- err
+	}()
+	<-arrived
+	cancel()
+	close(release)
+	if err := <-done; !errors.Is(err, context.Canceled) || errors.Is(err, registry.ErrServiceExists) {
+		t.Errorf("Register whose context ended while the id was taken: %v; want context.Canceled alone", err)
+	}
 }
 
 // TestRegisterCreateGrace: a create already sent when Register's context

@@ -72,8 +72,13 @@ func (c *Client) Register(ctx context.Context, s Service, opts RegisterOptions) 
 		if err == nil {
 			return c.startHeartbeat(ctx, s.ID, token, s.HeartbeatTimeout, sent, opts.Heartbeat), nil
 		}
-		if !errors.Is(err, ErrServiceExists) || ctx.Err() != nil {
+		if !errors.Is(err, ErrServiceExists) {
 			return nil, fmt.Errorf("register %s: %w", s.ID, err)
+		}
+		if ctx.Err() != nil {
+			// ctx ended while the id was still taken: ctx's error, as
+			// when it ends between creates, not the old instance's.
+			return nil, fmt.Errorf("register %s: %w (the id was still taken)", s.ID, ctx.Err())
 		}
 		if until.IsZero() {
 			timeout := maxHeartbeatTimeout
