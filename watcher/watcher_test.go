@@ -162,12 +162,14 @@ func TestWatcherConvergesAfterOutage(t *testing.T) {
 func TestWatcherListsAgainWhenMarkerExpires(t *testing.T) {
 	t.Parallel()
 	var blocked atomic.Bool
+	var refused atomic.Int32
 	srv := testserver.Start(t, testserver.Options{
 		Retention: time.Second,
 		Wrap: func(h http.Handler) http.Handler {
 			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				// Only the watcher long-polls.
 				if blocked.Load() && strings.Contains(r.URL.Path, "/events") && r.URL.Query().Has("wait") {
+					refused.Add(1)
 					http.Error(w, "blocked by the test", http.StatusServiceUnavailable)
 					return
 				}
@@ -181,6 +183,14 @@ func TestWatcherListsAgainWhenMarkerExpires(t *testing.T) {
 	eventually(t, w, "the first sync", func(s *watcher.Snapshot) bool { return s.Synced })
 
 	blocked.Store(true)
+	// The long-poll already waiting at the server would be answered with
+	// the creates below: they are made once it has ended and the next one
+	// was refused.
+	for deadline := time.Now().Add(20 * time.Second); refused.Load() == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the watcher sent no long-poll after the block")
+		}
+	}
 	ctx := context.Background()
 	for _, id := range []string{"missed-1", "missed-2"} {
 		if _, err := c.CreateService(ctx, registry.Service{ID: id, HeartbeatTimeout: 120}); err != nil {
