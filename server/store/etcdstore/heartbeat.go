@@ -568,10 +568,13 @@ func (s *Store) release(ctx context.Context, tenantID, id string) error {
 		next.Holder, next.HolderLease, next.Loose = "", 0, false
 		resp, err := put("hand over a service", e.hb, e.hbRev, next)
 		if err != nil {
+			s.log.Debug("hand-over write failed; it may still land", "tenant", tenantID, "id", id,
+				"deadline", time.Unix(0, next.Deadline).UTC(), "err", err)
 			e.unsure()
 			return err
 		}
 		if resp.Succeeded {
+			s.log.Debug("handed a service back", "tenant", tenantID, "id", id, "deadline", time.Unix(0, next.Deadline).UTC())
 			e.hb, e.hbRev = next, resp.Header.Revision
 			e.setMem(next, false)
 			s.metrics.handovers.Inc()
@@ -597,6 +600,8 @@ func (s *Store) release(ctx context.Context, tenantID, id string) error {
 			}
 			next.Holder, next.HolderLease, next.Loose = "", 0, !exact
 			_, err := put("hand over a service", hb, kv.ModRevision, next)
+			s.log.Debug("handed back a service this node had no memory of", "tenant", tenantID, "id", id,
+				"deadline", time.Unix(0, next.Deadline).UTC(), "exact", exact, "err", err)
 			return err
 		}
 	}
@@ -744,6 +749,8 @@ func (s *Store) commitHeartbeat(tenantID, id string, e *hbEntry, next hbRecord) 
 		} else {
 			e.setLost(nil)
 		}
+		s.log.Debug("heartbeat commit failed; it may still land", "tenant", tenantID, "id", id,
+			"deadline", time.Unix(0, next.Deadline).UTC(), "held", alive, "err", res.err)
 		e.unsure()
 		return false, res.err
 	case res.ok:
