@@ -599,9 +599,10 @@ func (s *Store) release(ctx context.Context, tenantID, id string) error {
 				next = hb
 			}
 			next.Holder, next.HolderLease, next.Loose = "", 0, !exact
-			_, err := put("hand over a service", hb, kv.ModRevision, next)
-			s.log.Debug("handed back a service this node had no memory of", "tenant", tenantID, "id", id,
-				"deadline", time.Unix(0, next.Deadline).UTC(), "exact", exact, "err", err)
+			resp, err := put("hand over a service", hb, kv.ModRevision, next)
+			s.log.Debug("hand back a service this node had no memory of", "tenant", tenantID, "id", id,
+				"deadline", time.Unix(0, next.Deadline).UTC(), "exact", exact,
+				"written", err == nil && resp.Succeeded, "err", err)
 			return err
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -175,6 +176,9 @@ func (s *Store) timedOut(t *tenant, how string, done []timedOutService, err erro
 		return fmt.Errorf("time out services of %s: %w", t.id, err)
 	}
 	s.metrics.Timeouts.Add(float64(len(done)))
+	if !s.log.Enabled(context.Background(), slog.LevelDebug) {
+		return nil
+	}
 	for _, d := range done {
 		s.log.Debug("service timed out", "tenant", t.id, "id", d.id, "at", how,
 			"deadline", time.Unix(0, d.deadline).UTC(), "dead_holder", d.holder, "loose", d.loose)
