@@ -3,6 +3,7 @@ package etcdstore_test
 import (
 	"context"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -35,9 +36,10 @@ import (
 //   - no service timed out while its owner heartbeated it, and every
 //     timeout's timestamp is the deadline of the last heartbeat token its
 //     owner was given — or, if the node that answered that heartbeat was
-//     killed, cut off or lost its lease before the service was due, no
-//     earlier and at most the heartbeat slack later: no acknowledged
-//     heartbeat was lost.
+//     killed, cut off or lost its lease before the service was due (or
+//     before etcd was back, when the deadline fell while etcd had lost its
+//     leader), no earlier and at most the heartbeat slack later: no
+//     acknowledged heartbeat was lost.
 func TestRandomHistory(t *testing.T) {
 	t.Parallel()
 	seed := uint64(time.Now().UnixNano())
@@ -114,11 +116,14 @@ func TestRandomHistory(t *testing.T) {
 	// Lose the etcd leader, then get it back.
 	lead := c.Members[leader(t, c)]
 	t.Logf("etcd leader %s stops at %s", lead.Name, time.Now().UTC().Format("15:04:05.000"))
+	h.etcdOutage()
 	lead.Stop()
 	time.Sleep(step)
 	if err := lead.Start(); err != nil {
 		t.Fatal(err)
 	}
+	h.etcdBack()
+	t.Logf("etcd leader %s back at %s", lead.Name, time.Now().UTC().Format("15:04:05.000"))
 	// Cut node 0 off from etcd, then let it back.
 	h.outage(0)
 	t.Logf("node 0 cut off from etcd at %s", time.Now().UTC().Format("15:04:05.000"))
@@ -185,6 +190,10 @@ type history struct {
 	mu          sync.Mutex
 	outages     map[int][]outage
 	leaseLosses int
+	// etcdOutages are when etcd was without its leader, until the old
+	// leader was back: every node's writes may stall meanwhile, the
+	// reapers' too.
+	etcdOutages []outage
 }
 
 type outage struct{ from, to time.Time }
@@ -201,6 +210,20 @@ func (h *history) back(i int) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.outages[i][len(h.outages[i])-1].to = time.Now()
+}
+
+// etcdOutage records that etcd loses its leader now.
+func (h *history) etcdOutage() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.etcdOutages = append(h.etcdOutages, outage{from: time.Now()})
+}
+
+// etcdBack records that the member that was etcd's leader is back now.
+func (h *history) etcdBack() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.etcdOutages[len(h.etcdOutages)-1].to = time.Now()
 }
 
 // watchLeases records an outage of each node whose lease expired, as its
@@ -232,15 +255,29 @@ func (h *history) watchLeases(ttl time.Duration) {
 
 // exposed reports whether a node that may have taken a life's last
 // heartbeat (lastNodes) was down at some time from its answer until the
-// life was due and reaped (within a second of its deadline): the deadline it handed out may
-// have died with it. A node cut off from etcd is down for the whole cut:
+// life was due and reaped (within a second of its deadline): the deadline
+// it handed out may have died with it. A node cut off from etcd is down for the whole cut:
 // it answers heartbeats from memory meanwhile (until its lease might have
 // expired) but cannot time a service out, and the other nodes take its
 // services over at their stored deadlines.
+//
+// A holder can time a service out only through etcd: while etcd is
+// without its leader no node can, and the second in which the life is
+// reaped starts when etcd is back, if that is later than the deadline.
 func (h *history) exposed(l *life) bool {
+	reapedBy := l.lastDeadline + 1000
+	for _, o := range h.etcdOutages {
+		if o.from.UnixMilli() <= reapedBy && (o.to.IsZero() || o.to.UnixMilli() > l.lastDeadline) {
+			if o.to.IsZero() {
+				reapedBy = math.MaxInt64
+			} else {
+				reapedBy = max(reapedBy, o.to.UnixMilli()+1000)
+			}
+		}
+	}
 	for _, n := range l.lastNodes {
 		for _, o := range h.outages[n] {
-			if (o.to.IsZero() || o.to.After(l.lastAckAt)) && o.from.UnixMilli() <= l.lastDeadline+1000 {
+			if (o.to.IsZero() || o.to.After(l.lastAckAt)) && o.from.UnixMilli() <= reapedBy {
 				return true
 			}
 		}
