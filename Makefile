@@ -4,7 +4,8 @@
 # missing. Without them those tests skip, saying so, unless CI is set
 # (.ci/run sets it): then they fail. The server's conformance suite runs on
 # both stores in the one `go test` run, each test as the subtests bolt and
-# etcd (the etcd store over an etcd run in-process); SVCREG_TEST_STORE=bolt
+# etcd (the etcd store over a real etcd member, a process of its own that
+# internal/etcdtest builds without -race); SVCREG_TEST_STORE=bolt
 # or =etcd narrows it to one, and =etcd runs every package's test servers on
 # the etcd store (it builds the tests with -tags etcd).
 GO ?= go

@@ -1,25 +1,34 @@
-// Package etcdtest runs a real etcd in-process for tests: a single member or
-// a cluster of several on loopback, whose members can be stopped and started
-// again on the same ports and data.
+// Package etcdtest runs a real etcd for tests: a single member or a cluster
+// of several on loopback, whose members can be stopped and started again on
+// the same ports and data. Each member is a process of its own (the
+// etcdmember program, built without the race detector: etcd's server is not
+// the code under test, and instrumented it cost several times the CPU of
+// the tests around it).
 package etcdtest
 
 import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
-	"go.etcd.io/etcd/server/v3/embed"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
 	"github.com/svcreg/svcreg/internal/freeport"
+	"github.com/svcreg/svcreg/internal/testprog"
 )
 
 // Options configure a cluster. The zero value is one member without fsync.
@@ -58,8 +67,8 @@ type Member struct {
 	cluster   *Cluster
 
 	mu      sync.Mutex
-	etcd    *embed.Etcd
-	started bool // bootstrapped once: later starts join the existing cluster
+	proc    *memberProc // nil: stopped
+	started bool        // bootstrapped once: later starts join the existing cluster
 }
 
 // Start starts a cluster and stops it when the test ends.
@@ -160,11 +169,21 @@ func (c *Cluster) Stop() {
 	}
 }
 
-// leads reports whether the member runs and is the cluster's leader.
+// leads reports whether the member runs and is the cluster's leader, as
+// far as it can tell within a couple of seconds.
 func (m *Member) leads() bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.etcd != nil && m.etcd.Server.Leader() == m.etcd.Server.MemberID()
+	if !m.Running() {
+		return false
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{m.listenURL}, DialTimeout: 2 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return false
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	st, err := cli.Status(ctx, m.listenURL)
+	return err == nil && st.Leader == st.Header.MemberId
 }
 
 // Restart starts every stopped member again and waits until they serve.
@@ -189,22 +208,23 @@ func (c *Cluster) initialCluster() string {
 	return strings.Join(parts, ",")
 }
 
-// Stop stops the member, as a crash of its process would (its data stays).
+// Stop stops the member, and its clients lose their connections at once,
+// as at a crash of its process (its data stays).
 func (m *Member) Stop() {
 	m.mu.Lock()
-	e := m.etcd
-	m.etcd = nil
+	p := m.proc
+	m.proc = nil
 	m.mu.Unlock()
-	if e != nil {
+	if p != nil {
 		m.proxy.Cut()
-		e.Close()
+		p.stop()
 	}
 }
 
 // Start starts a stopped member again on its ports and data.
 func (m *Member) Start() error {
 	m.mu.Lock()
-	running := m.etcd != nil
+	running := m.proc != nil
 	m.mu.Unlock()
 	if running {
 		return nil
@@ -216,46 +236,47 @@ func (m *Member) Start() error {
 func (m *Member) Running() bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.etcd != nil
+	return m.proc != nil
 }
 
 func (m *Member) start() error {
+	bin, err := memberBinary()
+	if err != nil {
+		return err
+	}
 	m.mu.Lock()
 	first := !m.started
 	m.mu.Unlock()
-	cfg := embed.NewConfig()
-	cfg.Name = m.Name
-	cfg.Dir = m.dir
-	lu, _ := url.Parse(m.listenURL)
-	cu, _ := url.Parse(m.ClientURL)
-	pu, _ := url.Parse(m.peerURL)
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*lu}, []url.URL{*cu}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
-	cfg.InitialCluster = m.cluster.initialCluster()
-	cfg.InitialClusterToken = "etcdtest"
-	if !first {
-		cfg.ClusterState = embed.ClusterStateFlagExisting
+	args := []string{
+		"-name", m.Name,
+		"-data-dir", m.dir,
+		"-listen-client-url", m.listenURL,
+		"-advertise-client-url", m.ClientURL,
+		"-peer-url", m.peerURL,
+		"-initial-cluster", m.cluster.initialCluster(),
 	}
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
-	cfg.UnsafeNoFsync = !m.cluster.opts.Fsync
-	if m.cluster.opts.MaxTxnOps != 0 {
-		cfg.MaxTxnOps = m.cluster.opts.MaxTxnOps
+	if !first {
+		args = append(args, "-existing")
+	}
+	if m.cluster.opts.Fsync {
+		args = append(args, "-fsync")
+	}
+	if n := m.cluster.opts.MaxTxnOps; n != 0 {
+		args = append(args, "-max-txn-ops", fmt.Sprint(n))
 	}
 	if n := m.cluster.opts.AutoCompactionRevisions; n > 0 {
-		cfg.AutoCompactionMode = embed.CompactorModeRevision
-		cfg.AutoCompactionRetention = fmt.Sprint(n)
+		args = append(args, "-auto-compaction-revisions", fmt.Sprint(n))
 	}
 	if len(m.cluster.Members) == 1 {
-		cfg.TickMs, cfg.ElectionMs = 20, 200
+		args = append(args, "-tick-ms", "20", "-election-ms", "200")
 	} else {
-		// Slow enough that a loaded test machine (race detector, two
-		// cores) does not lose its leader to a missed tick.
-		cfg.TickMs, cfg.ElectionMs = 50, 1000
+		// Slow enough that a loaded test machine (two cores, the tests'
+		// processes beside it) does not lose its leader to a missed tick.
+		args = append(args, "-tick-ms", "50", "-election-ms", "1000")
 	}
-	var e *embed.Etcd
-	var err error
+	var p *memberProc
 	for attempt := 0; ; attempt++ {
-		e, err = embed.StartEtcd(cfg)
+		p, err = startMember(bin, args)
 		if err == nil {
 			break
 		}
@@ -266,22 +287,96 @@ func (m *Member) start() error {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	select {
-	case <-e.Server.ReadyNotify():
-	case err := <-e.Err():
-		e.Close()
-		return fmt.Errorf("member %s: %w", m.Name, err)
-	case <-time.After(60 * time.Second):
-		e.Server.Stop()
-		e.Close()
-		return fmt.Errorf("member %s did not become ready", m.Name)
-	}
 	m.mu.Lock()
-	m.etcd, m.started = e, true
+	m.proc, m.started = p, true
 	m.mu.Unlock()
 	m.proxy.Heal()
 	return nil
 }
+
+// memberProc is a running etcdmember process.
+type memberProc struct {
+	cmd    *exec.Cmd
+	stdin  io.Closer // closed: the member stops
+	exited chan struct{}
+	stderr *bytes.Buffer // read once exited is closed
+}
+
+// startMember starts etcdmember with args and waits until it serves.
+func startMember(bin string, args []string) (*memberProc, error) {
+	cmd := exec.Command(bin, args...)
+	p := &memberProc{cmd: cmd, exited: make(chan struct{}), stderr: new(bytes.Buffer)}
+	cmd.Stderr = p.stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	p.stdin = stdin
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	ready := make(chan bool, 1)
+	go func() {
+		line, _ := bufio.NewReader(stdout).ReadString('\n')
+		ready <- line == "ready\n"
+		io.Copy(io.Discard, stdout)
+		cmd.Wait()
+		close(p.exited)
+	}()
+	select {
+	case ok := <-ready:
+		if ok {
+			return p, nil
+		}
+		<-p.exited
+	case <-time.After(60 * time.Second):
+		p.kill()
+		return nil, errors.New("did not become ready within 60s")
+	}
+	msg := strings.TrimSpace(strings.TrimPrefix(p.stderr.String(), "etcdmember: "))
+	if msg == "" {
+		msg = cmd.ProcessState.String()
+	}
+	return nil, errors.New(msg)
+}
+
+// stop stops the member as etcd stops (SIGTERM) and waits for its process
+// to end; one that takes longer than 30s is killed.
+func (p *memberProc) stop() {
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(30 * time.Second):
+		p.kill()
+	}
+}
+
+func (p *memberProc) kill() {
+	p.cmd.Process.Kill()
+	p.stdin.Close()
+	<-p.exited
+}
+
+// memberBinary returns the path of the etcdmember program, built without
+// the race detector once per test binary. SVCREG_ETCD_MEMBER names a built
+// one to use instead.
+var memberBinary = sync.OnceValues(func() (string, error) {
+	if bin := os.Getenv("SVCREG_ETCD_MEMBER"); bin != "" {
+		return bin, nil
+	}
+	dir, err := testprog.SourceDir("etcdmember")
+	if err == nil {
+		var bin string
+		if bin, err = testprog.Build(dir); err == nil {
+			return bin, nil
+		}
+	}
+	return "", fmt.Errorf("etcdtest: %w (SVCREG_ETCD_MEMBER may name a built etcdmember instead)", err)
+})
 
 // StartShared starts a cluster (a single member unless opts say otherwise)
 // that outlives the tests, for a test binary whose tests share it, each

@@ -1,7 +1,9 @@
 // Package testprog finds the real programs the end-to-end tests run
 // against (nginx, HAProxy, chromium): without one, a test is skipped,
 // saying which program it needs and how to get it; in CI (CI set, as
-// .ci/run sets it) it fails instead, so CI never skips those tests.
+// .ci/run sets it) it fails instead, so CI never skips those tests. It also
+// builds the tests' own helper programs (Build) and sets up test binaries
+// whose tests wait on child processes (ChildProcessTests).
 package testprog
 
 import (

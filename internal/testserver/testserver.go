@@ -5,11 +5,11 @@
 // in production.
 //
 // The store is the embedded one in a temporary directory, or the etcd store
-// over an etcd run in-process (under a key prefix of its own), so that one
-// suite checks both stores. The etcd store is in a test binary that imports
-// internal/testserver/etcdserver (the server's and cmd/svcreg's always;
-// the other packages' with -tags etcd): the others link no etcd, which
-// halves their link time. A Clock lets a test move the server's time forward
+// over an etcd member of internal/etcdtest (under a key prefix of its own),
+// so that one suite checks both stores. The etcd store is in a test binary
+// that imports internal/testserver/etcdserver (the server's and
+// cmd/svcreg's always; the other packages' with -tags etcd): the others
+// link no etcd client, which halves their link time. A Clock lets a test move the server's time forward
 // instead of sleeping out a timeout.
 package testserver
 

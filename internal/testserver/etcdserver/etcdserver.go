@@ -1,8 +1,8 @@
 // Package etcdserver gives internal/testserver its etcd store: a test
 // binary that imports it can start servers with Store: testserver.Etcd
 // (and its suites that check every store run on etcd too). Each such
-// server keeps its data under a key prefix of its own, in an etcd run
-// in-process: one member per server, or one shared by all of a test
+// server keeps its data under a key prefix of its own, in an etcd of
+// internal/etcdtest: one member per server, or one shared by all of a test
 // binary's servers when its TestMain calls Main.
 package etcdserver
 
