@@ -21,9 +21,6 @@ func TestMain(m *testing.M) {
 	if os.Getenv(execEnv) == "1" {
 		os.Exit(svcregMain())
 	}
-	if spec := os.Getenv(loadEnv); spec != "" {
-		os.Exit(loadMain(spec))
-	}
 	testprog.ChildProcessTests()
 	// testscript.Main runs the tests, with the command "svcreg" (this
 	// binary under that name) on the scripts' PATH.

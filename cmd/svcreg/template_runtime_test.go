@@ -5,7 +5,6 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -25,6 +24,7 @@ import (
 
 	"github.com/svcreg/svcreg/internal/freeport"
 	"github.com/svcreg/svcreg/internal/haproxytest"
+	"github.com/svcreg/svcreg/internal/testprog"
 	"github.com/svcreg/svcreg/internal/testserver"
 	"github.com/svcreg/svcreg/internal/timeuuid"
 	"github.com/svcreg/svcreg/registry"
@@ -185,11 +185,11 @@ func startInstance(t testing.TB, id string) *instance {
 	return in
 }
 
-// load is clients sending POST requests (which Go's client never retries,
-// so every failure is seen) on keep-alive connections. They run in a
-// process of their own, as clients do: sharing the test's process, their
-// goroutines would delay its backends' first requests, which the churn
-// measures.
+// load is the loadclients program (internal/testprog/loadclients): clients
+// sending POST requests on keep-alive connections, in a process of their
+// own, as clients are (sharing the test's process, their goroutines would
+// delay its backends' first requests, which the churn measures), built
+// without the race detector.
 type load struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
@@ -204,16 +204,22 @@ type loadResult struct {
 	Errs            []string
 }
 
-// loadEnv makes the test binary run clients (loadMain): "URL CLIENTS
-// PAUSE", each client pausing PAUSE (a duration) after each request.
-const loadEnv = "SVCREG_TEST_LOAD"
+var loadClients = sync.OnceValues(func() (string, error) {
+	dir, err := testprog.SourceDir("..", "..", "internal", "testprog", "loadclients")
+	if err != nil {
+		return "", err
+	}
+	return testprog.Build(dir)
+})
 
 func startLoad(t testing.TB, url string, clients int, pause time.Duration) *load {
 	t.Helper()
-	l := &load{cmd: exec.Command(os.Args[0])}
-	l.cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %d %s", loadEnv, url, clients, pause))
+	bin, err := loadClients()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &load{cmd: exec.Command(bin, "-url", url, "-clients", fmt.Sprint(clients), "-pause", pause.String())}
 	l.cmd.Stdout, l.cmd.Stderr = &l.stdout, os.Stderr
-	var err error
 	if l.stdin, err = l.cmd.StdinPipe(); err != nil {
 		t.Fatal(err)
 	}
@@ -234,87 +240,6 @@ func (l *load) halt(t testing.TB) {
 	if err := json.Unmarshal(l.stdout.Bytes(), &l.loadResult); err != nil {
 		t.Fatalf("load: %v: %q", err, l.stdout.String())
 	}
-}
-
-// loadMain runs the clients of loadEnv until its standard input closes,
-// then prints what they saw.
-func loadMain(spec string) int {
-	var url, p string
-	var clients int
-	_, err := fmt.Sscan(spec, &url, &clients, &p)
-	pause, perr := time.ParseDuration(p)
-	if err = cmp.Or(err, perr); err != nil {
-		fmt.Fprintln(os.Stderr, "load:", err)
-		return 2
-	}
-	var (
-		ok, failed, cut atomic.Int64
-		mu              sync.Mutex
-		errs            []string
-		wg              sync.WaitGroup
-		stop            = make(chan struct{})
-	)
-	for i := 0; i < clients; i++ {
-		tr := &http.Transport{MaxIdleConnsPerHost: 1, DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var d net.Dialer
-			c, err := d.DialContext(ctx, network, addr)
-			if err != nil {
-				return nil, err
-			}
-			return &watchedConn{Conn: c, closed: &cut}, nil
-		}}
-		client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-		wg.Go(func() {
-			defer tr.CloseIdleConnections()
-			for {
-				select {
-				case <-stop:
-					return
-				case <-time.After(pause):
-				}
-				resp, err := client.Post(url, "text/plain", strings.NewReader("ping"))
-				if err == nil {
-					body, rerr := io.ReadAll(resp.Body)
-					resp.Body.Close()
-					if rerr != nil {
-						err = rerr
-					} else if resp.StatusCode != 200 || !strings.Contains(string(body), "@") {
-						err = fmt.Errorf("status %d: %.80s", resp.StatusCode, body)
-					}
-				}
-				if err != nil {
-					failed.Add(1)
-					mu.Lock()
-					if len(errs) < 5 {
-						errs = append(errs, err.Error())
-					}
-					mu.Unlock()
-					continue
-				}
-				ok.Add(1)
-			}
-		})
-	}
-	io.Copy(io.Discard, os.Stdin)
-	close(stop)
-	wg.Wait()
-	json.NewEncoder(os.Stdout).Encode(loadResult{OK: ok.Load(), Failed: failed.Load(), Cut: cut.Load(), Errs: errs})
-	return 0
-}
-
-// watchedConn counts a connection the other side closed (or broke).
-type watchedConn struct {
-	net.Conn
-	closed *atomic.Int64
-	once   sync.Once
-}
-
-func (c *watchedConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	if err != nil && !errors.Is(err, net.ErrClosed) {
-		c.once.Do(func() { c.closed.Add(1) })
-	}
-	return n, err
 }
 
 // loadShape is the churn's clients: how many, and how long each pauses
