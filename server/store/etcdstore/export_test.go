@@ -12,3 +12,19 @@ func Crash(s *Store) {
 // LoseNextHeartbeatAnswer makes s's next heartbeat batch fail after it
 // committed, as if etcd's answer was lost on the way back.
 func LoseNextHeartbeatAnswer(s *Store) { s.loseAnswer.Store(true) }
+
+// LandNextLate makes s's next write called what (as its error messages
+// name it) fail at once, as a request that timed out, and returns the
+// write's commit, for the test to run when etcd should commit it after
+// all.
+func LandNextLate(s *Store, what string) <-chan func() (succeeded bool, err error) {
+	l := &lateWrite{what: what, commit: make(chan func() (bool, error), 1)}
+	s.late.Store(l)
+	return l.commit
+}
+
+// Release makes s hand the service back to etcd, as it does when another
+// node asks for it.
+func Release(s *Store, tenantID, id string) error {
+	return s.release(s.ctx, tenantID, id)
+}

@@ -92,6 +92,14 @@ type hbEntry struct {
 	// mem is the truth only if the heartbeat key is still at hbRev, so
 	// the next heartbeat reads it before answering from memory.
 	verify bool
+	// mayLand, if not 0, is the heartbeat key's revision that the
+	// condition of a write of this node's was on, a write that failed and
+	// may yet commit (etcd can commit a proposal after its caller timed
+	// out). Until the key is seen past that revision, by a write of this
+	// node's or a read, the node answers no heartbeat from memory: a
+	// memory answer does not move the key, so the write could still land
+	// and overwrite a deadline handed out since with an older one.
+	mayLand int64
 	// view is what reads and the reaper see of mem while mine.
 	view atomic.Pointer[heldView]
 	// lost is this node's last commit of a heartbeat that made it the
@@ -186,6 +194,9 @@ func (h *hbState) sweep(now time.Time) {
 func (e *hbEntry) setFrom(svc, hb *mvccpb.KeyValue) error {
 	keep := e.mine && e.loaded && svc != nil && hb != nil && hb.ModRevision == e.hbRev
 	e.loaded, e.exists, e.verify = true, svc != nil, false
+	if hb == nil || hb.ModRevision != e.mayLand {
+		e.mayLand = 0 // the write's condition can no longer hold
+	}
 	e.svcRev = 0
 	e.rec = store.ServiceRecord{}
 	if !keep {
@@ -351,6 +362,15 @@ func (e *hbEntry) unsure() {
 	}
 }
 
+// failedWrite is unsure after a write conditioned on the heartbeat key
+// being at rev failed: it may still land (mayLand).
+func (e *hbEntry) failedWrite(rev int64) {
+	if rev != 0 {
+		e.mayLand = rev
+	}
+	e.unsure()
+}
+
 // Heartbeat implements store.Store: spec §7.7 steps 3–6, the service
 // checked before the token, tokens bound to their service (and incarnation),
 // and an idempotent retry (design item 6), across nodes.
@@ -383,7 +403,7 @@ func (s *Store) Heartbeat(ctx context.Context, tenantID, id, token string) (stri
 		}
 		if e.mine {
 			lease, alive := s.lease.get()
-			held := alive && e.hb.HolderLease == int64(lease) && !e.verify
+			held := alive && e.hb.HolderLease == int64(lease) && !e.verify && e.mayLand == 0
 			switch {
 			case valid && token == e.mem.Cur:
 				next := s.nextBeat(tenantID, id, e, token, e.mem.Seq)
@@ -570,12 +590,12 @@ func (s *Store) release(ctx context.Context, tenantID, id string) error {
 		if err != nil {
 			s.log.Debug("hand-over write failed; it may still land", "tenant", tenantID, "id", id,
 				"deadline", time.Unix(0, next.Deadline).UTC(), "err", err)
-			e.unsure()
+			e.failedWrite(e.hbRev)
 			return err
 		}
 		if resp.Succeeded {
 			s.log.Debug("handed a service back", "tenant", tenantID, "id", id, "deadline", time.Unix(0, next.Deadline).UTC())
-			e.hb, e.hbRev = next, resp.Header.Revision
+			e.hb, e.hbRev, e.mayLand = next, resp.Header.Revision, 0
 			e.setMem(next, false)
 			s.metrics.handovers.Inc()
 			return nil
@@ -752,11 +772,11 @@ func (s *Store) commitHeartbeat(tenantID, id string, e *hbEntry, next hbRecord) 
 		}
 		s.log.Debug("heartbeat commit failed; it may still land", "tenant", tenantID, "id", id,
 			"deadline", time.Unix(0, next.Deadline).UTC(), "held", alive, "err", res.err)
-		e.unsure()
+		e.failedWrite(e.hbRev)
 		return false, res.err
 	case res.ok:
 		e.setLost(nil)
-		e.hb, e.hbRev = stored, res.rev
+		e.hb, e.hbRev, e.mayLand = stored, res.rev, 0
 		e.setMem(next, alive)
 		s.metrics.heartbeats.Inc()
 		return true, nil

@@ -290,3 +290,52 @@ func TestHeartbeatWhoseAnswerWasLost(t *testing.T) {
 		})
 	}
 }
+
+// TestLateLandingHandOver: a hand-over write that failed as far as the
+// holder knew (a timeout) may be committed by etcd later. Its condition is
+// the heartbeat key's revision, which heartbeats answered from memory do
+// not move; so until the holder has written the key itself, it answers no
+// heartbeat from memory, even after a read showed the key unchanged (here,
+// the read for a retry with the token before the current one). Otherwise
+// the late write would land with the older deadline and no holder, and the
+// service would time out before the deadline of the token its owner holds.
+func TestLateLandingHandOver(t *testing.T) {
+	t.Parallel()
+	clock := new(testserver.Clock)
+	nodes := startNodes(t, sharedCluster(t), 2, etcdstore.Options{Clock: clock.Now, ReapInterval: 100 * time.Millisecond, HeartbeatSlack: time.Minute})
+	u := login(t, nodes[0], "late-hand-over")
+	marker := u.listMarker(nodes[0])
+	prev := u.heartbeat(nodes[0], "svc", u.create(nodes[0], "svc", 10))
+	clock.Advance(time.Second)
+	tok := u.heartbeat(nodes[0], "svc", prev)
+
+	nodes[0].mu.Lock()
+	late := etcdstore.LandNextLate(nodes[0].st, "hand over a service")
+	err := etcdstore.Release(nodes[0].st, u.tenant, "svc")
+	nodes[0].mu.Unlock()
+	if err == nil {
+		t.Fatal("the hand-over held back succeeded")
+	}
+	land := <-late
+	// A retry of the heartbeat before: answered with the current token.
+	if got := u.heartbeat(nodes[0], "svc", prev); got != tok {
+		t.Fatalf("a retry with the token before the current one got %s; want the current one, %s", got, tok)
+	}
+	clock.Advance(5 * time.Second)
+	tok = u.heartbeat(nodes[0], "svc", tok)
+	if landed, err := land(); err != nil || landed {
+		t.Errorf("the failed hand-over landed after a heartbeat was answered (%v, %v); it must not", landed, err)
+	}
+
+	// Past the deadline the hand-over carried, before the last token's.
+	clock.Advance(7 * time.Second)
+	for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		u.do(nodes[1], "GET", "/services/svc", nil, 200)
+	}
+	u.heartbeat(nodes[1], "svc", tok)
+	for _, e := range u.events(nodes[0], marker) {
+		if e.Type == "service.timeout" {
+			t.Errorf("timed out at %d, before the deadline %d of its last token", e.Timestamp, tokenDeadline(tok))
+		}
+	}
+}

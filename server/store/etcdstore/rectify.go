@@ -342,9 +342,10 @@ func (s *Store) timeOutHeld(ctx context.Context, t *tenant, due []heldDue) error
 	defer func() {
 		for _, d := range locked {
 			if err != nil {
-				// The transaction may have committed: read etcd before
-				// answering from memory; the reaper tries again.
-				d.e.unsure()
+				// The transaction may have committed, or commit yet:
+				// no answer from memory until etcd shows which; the
+				// reaper tries again.
+				d.e.failedWrite(d.e.hbRev)
 			} else {
 				d.e.forget()
 			}

@@ -126,6 +126,10 @@ type Store struct {
 	// loseAnswer (tests) makes the next heartbeat batch fail after it
 	// committed, as an answer lost on the way back would.
 	loseAnswer atomic.Bool
+	// late (tests) makes the next write it names fail at once, as one
+	// that timed out, and sends its commit to the test, which runs it
+	// later: a write that etcd committed after its caller gave up.
+	late atomic.Pointer[lateWrite]
 
 	ctx    context.Context // background work; cancelled by Close
 	cancel context.CancelFunc
@@ -362,6 +366,14 @@ func (s *Store) Run(ctx context.Context) error {
 
 // txn runs one etcd transaction, bounded by RequestTimeout.
 func (s *Store) txn(ctx context.Context, what string, cmps []clientv3.Cmp, then, els []clientv3.Op) (*clientv3.TxnResponse, error) {
+	if l := s.late.Load(); l != nil && l.what == what && s.late.CompareAndSwap(l, nil) {
+		txn := s.cli.Txn(s.ctx).If(cmps...).Then(then...).Else(els...)
+		l.commit <- func() (bool, error) {
+			resp, err := txn.Commit()
+			return err == nil && resp.Succeeded, err
+		}
+		return nil, s.fail(ctx, what, context.DeadlineExceeded)
+	}
 	cctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
 	defer cancel()
 	resp, err := s.cli.Txn(cctx).If(cmps...).Then(then...).Else(els...).Commit()
@@ -369,6 +381,12 @@ func (s *Store) txn(ctx context.Context, what string, cmps []clientv3.Cmp, then,
 		return nil, s.fail(ctx, what, err)
 	}
 	return resp, nil
+}
+
+// lateWrite is a write held back by a test (Store.late).
+type lateWrite struct {
+	what   string
+	commit chan func() (succeeded bool, err error)
 }
 
 // read runs read-only operations at one revision (a linearizable read).
