@@ -116,15 +116,21 @@ func start(opts Options, dir func() (string, error)) (*Cluster, error) {
 			cluster:   c,
 		})
 	}
+	// Every start ends before a failure closes the cluster: a member that
+	// started after the close would be left running.
 	errs := make(chan error, len(c.Members))
 	for _, m := range c.Members {
 		go func() { errs <- m.start() }()
 	}
+	var first error
 	for range c.Members {
-		if err := <-errs; err != nil {
-			c.close()
-			return nil, err
+		if err := <-errs; err != nil && first == nil {
+			first = err
 		}
+	}
+	if first != nil {
+		c.close()
+		return nil, first
 	}
 	return c, nil
 }
@@ -193,10 +199,14 @@ func (c *Cluster) Restart() {
 	for _, m := range c.Members {
 		go func() { errs <- m.Start() }()
 	}
+	var first error
 	for range c.Members {
-		if err := <-errs; err != nil {
-			c.t.Fatalf("etcdtest: %v", err)
+		if err := <-errs; err != nil && first == nil {
+			first = err
 		}
+	}
+	if first != nil {
+		c.t.Fatalf("etcdtest: %v", first)
 	}
 }
 
@@ -305,6 +315,10 @@ type memberProc struct {
 // startMember starts etcdmember with args and waits until it serves.
 func startMember(bin string, args []string) (*memberProc, error) {
 	cmd := exec.Command(bin, args...)
+	// A group of its own, killed whole: nothing the member started
+	// outlives it holding its output open. (A member whose test binary
+	// dies stops when its stdin closes.)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	p := &memberProc{cmd: cmd, exited: make(chan struct{}), stderr: new(bytes.Buffer)}
 	cmd.Stderr = p.stderr
 	stdin, err := cmd.StdinPipe()
@@ -319,29 +333,31 @@ func startMember(bin string, args []string) (*memberProc, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	ready := make(chan bool, 1)
+	ready := make(chan string, 1)
 	go func() {
 		line, _ := bufio.NewReader(stdout).ReadString('\n')
-		ready <- line == "ready\n"
+		ready <- line
 		io.Copy(io.Discard, stdout)
 		cmd.Wait()
 		close(p.exited)
 	}()
 	select {
-	case ok := <-ready:
-		if ok {
+	case line := <-ready:
+		if line == "ready\n" {
 			return p, nil
 		}
-		<-p.exited
+		// Exited, or wrote something else first: then it may be
+		// running still.
+		p.kill()
+		msg := strings.TrimSpace(strings.TrimPrefix(p.stderr.String(), "etcdmember: "))
+		if msg == "" {
+			msg = fmt.Sprintf("%s, having written %q instead of \"ready\"", cmd.ProcessState, line)
+		}
+		return nil, errors.New(msg)
 	case <-time.After(60 * time.Second):
 		p.kill()
 		return nil, errors.New("did not become ready within 60s")
 	}
-	msg := strings.TrimSpace(strings.TrimPrefix(p.stderr.String(), "etcdmember: "))
-	if msg == "" {
-		msg = cmd.ProcessState.String()
-	}
-	return nil, errors.New(msg)
 }
 
 // stop stops the member as etcd stops (SIGTERM) and waits for its process
@@ -356,7 +372,7 @@ func (p *memberProc) stop() {
 }
 
 func (p *memberProc) kill() {
-	p.cmd.Process.Kill()
+	syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 	p.stdin.Close()
 	<-p.exited
 }
@@ -366,6 +382,10 @@ func (p *memberProc) kill() {
 // one to use instead.
 var memberBinary = sync.OnceValues(func() (string, error) {
 	if bin := os.Getenv("SVCREG_ETCD_MEMBER"); bin != "" {
+		if !filepath.IsAbs(bin) {
+			// Each package's tests run in its own directory.
+			return "", fmt.Errorf("etcdtest: SVCREG_ETCD_MEMBER=%s: give an absolute path", bin)
+		}
 		return bin, nil
 	}
 	dir, err := testprog.SourceDir("etcdmember")

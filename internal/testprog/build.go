@@ -22,8 +22,7 @@ import (
 // binaries at once): after the first build, go build finds it up to date in
 // a fraction of a second.
 func Build(dir string) (string, error) {
-	sum := sha256.Sum256([]byte(dir))
-	out := filepath.Join(os.TempDir(), fmt.Sprintf("svcreg-testprog-%d-%x", os.Getuid(), sum[:6]))
+	out := buildDir(dir)
 	if err := os.MkdirAll(out, 0o700); err != nil {
 		return "", err
 	}
@@ -46,6 +45,12 @@ func Build(dir string) (string, error) {
 		return "", fmt.Errorf("build %s: %v\n%s", dir, err, out)
 	}
 	return bin, nil
+}
+
+// buildDir is where Build keeps the program built from dir.
+func buildDir(dir string) string {
+	sum := sha256.Sum256([]byte(dir))
+	return filepath.Join(os.TempDir(), fmt.Sprintf("svcreg-testprog-%d-%x", os.Getuid(), sum[:6]))
 }
 
 // SourceDir returns the directory of the source file that calls it, joined

@@ -19,6 +19,7 @@ func writeProgram(t *testing.T, main string) string {
 			t.Fatal(err)
 		}
 	}
+	t.Cleanup(func() { os.RemoveAll(buildDir(dir)) })
 	return dir
 }
 
@@ -28,7 +29,6 @@ func TestBuild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(filepath.Dir(bin)) })
 	out, err := exec.Command(bin).Output()
 	if err != nil || string(out) != "hello\n" {
 		t.Fatalf("the built program: %q, %v", out, err)
@@ -41,10 +41,7 @@ func TestBuild(t *testing.T) {
 
 func TestBuildFails(t *testing.T) {
 	dir := writeProgram(t, "package main\n\nfunc main() { undefined() }\n")
-	bin, err := Build(dir)
-	if err == nil {
-		os.RemoveAll(filepath.Dir(bin))
-	}
+	_, err := Build(dir)
 	if err == nil || !strings.Contains(err.Error(), dir) || !strings.Contains(err.Error(), "undefined") {
 		t.Fatalf("Build of a program that does not compile: %v; want an error naming the directory and the compiler's message", err)
 	}
