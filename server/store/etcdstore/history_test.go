@@ -36,10 +36,10 @@ import (
 //   - no service timed out while its owner heartbeated it, and every
 //     timeout's timestamp is the deadline of the last heartbeat token its
 //     owner was given — or, if the node that answered that heartbeat was
-//     killed, cut off or lost its lease before the service was due (or
-//     before etcd was back, when the deadline fell while etcd had lost its
-//     leader), no earlier and at most the heartbeat slack later: no
-//     acknowledged heartbeat was lost.
+//     killed, cut off or lost its lease before the service was due (or,
+//     for a deadline that fell while etcd's leader member was stopped,
+//     before that member was back), no earlier and at most the heartbeat
+//     slack later: no acknowledged heartbeat was lost.
 func TestRandomHistory(t *testing.T) {
 	t.Parallel()
 	seed := uint64(time.Now().UnixNano())
@@ -190,9 +190,10 @@ type history struct {
 	mu          sync.Mutex
 	outages     map[int][]outage
 	leaseLosses int
-	// etcdOutages are when etcd was without its leader, until the old
-	// leader was back: every node's writes may stall meanwhile, the
-	// reapers' too.
+	// etcdOutages are from when etcd's leader member was stopped until
+	// it was back: leadership moves and the nodes' clients fail over from
+	// the stopped member meanwhile, and a node's etcd calls, its reaper's
+	// too, can stall for seconds on a loaded machine.
 	etcdOutages []outage
 }
 
@@ -261,9 +262,10 @@ func (h *history) watchLeases(ttl time.Duration) {
 // expired) but cannot time a service out, and the other nodes take its
 // services over at their stored deadlines.
 //
-// A holder can time a service out only through etcd: while etcd is
-// without its leader no node can, and the second in which the life is
-// reaped starts when etcd is back, if that is later than the deadline.
+// A holder can time a service out only through etcd: while etcd's leader
+// member is stopped its calls may stall (see etcdOutages), so the second
+// in which the life is reaped starts when that member is back, if that is
+// later than the deadline.
 func (h *history) exposed(l *life) bool {
 	reapedBy := l.lastDeadline + 1000
 	for _, o := range h.etcdOutages {
