@@ -116,11 +116,20 @@ func start(opts Options, dir func() (string, error)) (*Cluster, error) {
 			cluster:   c,
 		})
 	}
-	// Every start ends before a failure closes the cluster: a member that
-	// started after the close would be left running.
+	if err := c.startMembers(); err != nil {
+		c.close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// startMembers starts every stopped member at once and returns the first
+// error, once every start has ended: a member that started after a failure
+// closed the cluster would be left running.
+func (c *Cluster) startMembers() error {
 	errs := make(chan error, len(c.Members))
 	for _, m := range c.Members {
-		go func() { errs <- m.start() }()
+		go func() { errs <- m.Start() }()
 	}
 	var first error
 	for range c.Members {
@@ -128,11 +137,7 @@ func start(opts Options, dir func() (string, error)) (*Cluster, error) {
 			first = err
 		}
 	}
-	if first != nil {
-		c.close()
-		return nil, first
-	}
-	return c, nil
+	return first
 }
 
 // close stops every member and closes the proxies.
@@ -195,18 +200,8 @@ func (m *Member) leads() bool {
 // Restart starts every stopped member again and waits until they serve.
 func (c *Cluster) Restart() {
 	c.t.Helper()
-	errs := make(chan error, len(c.Members))
-	for _, m := range c.Members {
-		go func() { errs <- m.Start() }()
-	}
-	var first error
-	for range c.Members {
-		if err := <-errs; err != nil && first == nil {
-			first = err
-		}
-	}
-	if first != nil {
-		c.t.Fatalf("etcdtest: %v", first)
+	if err := c.startMembers(); err != nil {
+		c.t.Fatalf("etcdtest: %v", err)
 	}
 }
 

@@ -12,7 +12,6 @@
 package main
 
 import (
-	"bufio"
 	"flag"
 	"fmt"
 	"io"
@@ -105,7 +104,7 @@ func run() error {
 
 	stdinClosed := make(chan struct{})
 	go func() {
-		io.Copy(io.Discard, bufio.NewReader(os.Stdin))
+		io.Copy(io.Discard, os.Stdin)
 		close(stdinClosed)
 	}()
 	term := make(chan os.Signal, 1)
