@@ -363,11 +363,9 @@ func (e *hbEntry) unsure() {
 }
 
 // failedWrite is unsure after a write conditioned on the heartbeat key
-// being at rev failed: it may still land (mayLand).
-func (e *hbEntry) failedWrite(rev int64) {
-	if rev != 0 {
-		e.mayLand = rev
-	}
+// being at hbRev failed: it may still land (mayLand).
+func (e *hbEntry) failedWrite() {
+	e.mayLand = e.hbRev
 	e.unsure()
 }
 
@@ -590,7 +588,7 @@ func (s *Store) release(ctx context.Context, tenantID, id string) error {
 		if err != nil {
 			s.log.Debug("hand-over write failed; it may still land", "tenant", tenantID, "id", id,
 				"deadline", time.Unix(0, next.Deadline).UTC(), "err", err)
-			e.failedWrite(e.hbRev)
+			e.failedWrite()
 			return err
 		}
 		if resp.Succeeded {
@@ -772,7 +770,7 @@ func (s *Store) commitHeartbeat(tenantID, id string, e *hbEntry, next hbRecord) 
 		}
 		s.log.Debug("heartbeat commit failed; it may still land", "tenant", tenantID, "id", id,
 			"deadline", time.Unix(0, next.Deadline).UTC(), "held", alive, "err", res.err)
-		e.failedWrite(e.hbRev)
+		e.failedWrite()
 		return false, res.err
 	case res.ok:
 		e.setLost(nil)

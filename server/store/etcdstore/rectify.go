@@ -345,7 +345,7 @@ func (s *Store) timeOutHeld(ctx context.Context, t *tenant, due []heldDue) error
 				// The transaction may have committed, or commit yet:
 				// no answer from memory until etcd shows which; the
 				// reaper tries again.
-				d.e.failedWrite(d.e.hbRev)
+				d.e.failedWrite()
 			} else {
 				d.e.forget()
 			}
