@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/svcreg/svcreg/internal/testprog"
 	"github.com/svcreg/svcreg/internal/testserver"
 )
 
@@ -103,9 +104,19 @@ func TestREADMEExamplesShareAnAccount(t *testing.T) {
 func TestREADMEWrapperExample(t *testing.T) {
 	t.Parallel()
 	program(t, "python3")
-	bin := t.TempDir()
-	if out, err := exec.Command("go", "build", "-o", bin, "./", "../service-registry-wrapper").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v: %s", err, out)
+	// The programs as a user builds them (go build, no -race): built once
+	// and kept by testprog, not linked again on every run.
+	var path []string
+	for _, dir := range []string{".", "../service-registry-wrapper"} {
+		src, err := testprog.SourceDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		prog, err := testprog.Build(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		path = append(path, filepath.Dir(prog))
 	}
 	srv := testserver.Start(t, testserver.Options{})
 	port := strconv.Itoa(freePort(t))
@@ -114,7 +125,7 @@ func TestREADMEWrapperExample(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second) // stops a broken test only
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "sh", "-c", script)
-	cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"))
+	cmd.Env = append(os.Environ(), "PATH="+strings.Join(append(path, os.Getenv("PATH")), ":"))
 	out, _ := cmd.CombinedOutput()
 	if !regexp.MustCompile(`(?m)^http-` + port + `\s+www\s`).Match(out) {
 		t.Fatalf("the listing lacks the wrapped service:\n%s", out)
