@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/svcreg/svcreg/internal/freeport"
+	"github.com/svcreg/svcreg/internal/haproxytest"
 	"github.com/svcreg/svcreg/internal/testprog"
 	"github.com/svcreg/svcreg/internal/testserver"
 	"github.com/svcreg/svcreg/registry"
@@ -450,7 +451,7 @@ func newHAProxy(t *testing.T) *haproxy {
 	main := fmt.Sprintf(`global
     master-worker
     pidfile %s
-defaults
+%sdefaults
     mode http
     timeout connect 2s
     timeout client 10s
@@ -461,7 +462,7 @@ frontend web
 # The operator's own section, whose name registry data must not take.
 backend stats
     server stats 127.0.0.1:1
-`, h.pid, h.port)
+`, h.pid, haproxytest.FastStart, h.port)
 	os.WriteFile(h.main, []byte(main), 0o644)
 	return h
 }
