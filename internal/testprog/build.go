@@ -2,11 +2,14 @@ package testprog
 
 import (
 	"crypto/sha256"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"syscall"
 )
 
@@ -20,7 +23,8 @@ import (
 // The program is kept in the temporary directory, one per source directory
 // and user, and built by one process at a time (go test runs several test
 // binaries at once): after the first build, go build finds it up to date in
-// a fraction of a second.
+// a fraction of a second. Each Build removes the programs of source
+// directories that are gone (pruneGone).
 func Build(dir string) (string, error) {
 	out := buildDir(dir)
 	if err := os.MkdirAll(out, 0o700); err != nil {
@@ -35,16 +39,59 @@ func Build(dir string) (string, error) {
 		return "", fmt.Errorf("lock %s: %w", lock.Name(), err)
 	}
 	bin := filepath.Join(out, filepath.Base(dir))
-	goCmd := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goCmd); err != nil {
-		goCmd = "go"
-	}
-	cmd := exec.Command(goCmd, "build", "-race=false", "-o", bin, ".")
+	cmd := exec.Command(goCommand(), "build", "-race=false", "-o", bin, ".")
 	cmd.Dir = dir
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("build %s: %v\n%s", dir, err, out)
 	}
+	if err := os.WriteFile(filepath.Join(out, sourceRecord), []byte(dir), 0o600); err != nil {
+		return "", err
+	}
+	pruneGone(out)
 	return bin, nil
+}
+
+// sourceRecord, in a program's build directory, names the source directory
+// it was built from.
+const sourceRecord = "source"
+
+// pruneGone removes the build directories, other than keep, of this user's
+// programs whose source directory is gone, a deleted checkout's: each holds
+// a program of tens of megabytes, and a CI machine that tests a fresh clone
+// every time would gather one per clone. A directory without a source
+// record, or whose lock another process holds, is left alone.
+func pruneGone(keep string) {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), fmt.Sprintf("svcreg-testprog-%d-*", os.Getuid())))
+	for _, d := range dirs {
+		if d == keep {
+			continue
+		}
+		src, err := os.ReadFile(filepath.Join(d, sourceRecord))
+		if err != nil || len(src) == 0 {
+			continue
+		}
+		if _, err := os.Stat(string(src)); !errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		lock, err := os.Open(filepath.Join(d, "lock"))
+		if err != nil {
+			continue
+		}
+		if syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
+			os.RemoveAll(d)
+		}
+		lock.Close()
+	}
+}
+
+// goCommand is the go command of the toolchain that built the test, or the
+// one on PATH.
+func goCommand() string {
+	goCmd := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := os.Stat(goCmd); err != nil {
+		return "go"
+	}
+	return goCmd
 }
 
 // buildDir is where Build keeps the program built from dir.
@@ -60,5 +107,26 @@ func SourceDir(elem ...string) (string, error) {
 	if !ok {
 		return "", fmt.Errorf("testprog: cannot tell where the calling source file is")
 	}
-	return filepath.Join(append([]string{filepath.Dir(file)}, elem...)...), nil
+	return sourceDir(file, elem...)
+}
+
+// sourceDir is SourceDir for the source file named file. A binary built
+// with -trimpath names its files by their package's import path instead of
+// where they are: go list finds that package's directory (the test runs
+// inside the module).
+func sourceDir(file string, elem ...string) (string, error) {
+	dir := filepath.Dir(file)
+	if !filepath.IsAbs(dir) {
+		cmd := exec.Command(goCommand(), "list", "-f", "{{.Dir}}", filepath.ToSlash(dir))
+		out, err := cmd.Output()
+		if err != nil {
+			var stderr []byte
+			if ee, ok := err.(*exec.ExitError); ok {
+				stderr = ee.Stderr
+			}
+			return "", fmt.Errorf("testprog: find the sources of %s: %v\n%s", dir, err, stderr)
+		}
+		dir = strings.TrimSpace(string(out))
+	}
+	return filepath.Join(append([]string{dir}, elem...)...), nil
 }

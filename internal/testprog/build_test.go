@@ -1,6 +1,8 @@
 package testprog
 
 import (
+	"errors"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -44,5 +46,50 @@ func TestBuildFails(t *testing.T) {
 	_, err := Build(dir)
 	if err == nil || !strings.Contains(err.Error(), dir) || !strings.Contains(err.Error(), "undefined") {
 		t.Fatalf("Build of a program that does not compile: %v; want an error naming the directory and the compiler's message", err)
+	}
+}
+
+// TestBuildPrunesGoneSources: the program of a source directory that is
+// gone (a deleted checkout's) is removed by the next Build; one whose
+// source is there stays.
+func TestBuildPrunesGoneSources(t *testing.T) {
+	const hello = "package main\n\nfunc main() {}\n"
+	gone, kept := writeProgram(t, hello), writeProgram(t, hello)
+	for _, dir := range []string{gone, kept} {
+		if _, err := Build(dir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.RemoveAll(gone); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Build(writeProgram(t, hello)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(buildDir(gone)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the program of a deleted source directory is still there: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(buildDir(kept), filepath.Base(kept))); err != nil {
+		t.Errorf("the program of a source directory that is there was removed: %v", err)
+	}
+}
+
+// TestSourceDir: the caller's directory, also in a binary built with
+// -trimpath, which names a source file by its package's import path (go
+// test runs a package's tests in its directory).
+func TestSourceDir(t *testing.T) {
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := filepath.Join(wd, "loadclients")
+	if got, err := SourceDir("loadclients"); err != nil || got != want {
+		t.Errorf("SourceDir: %q, %v; want %q", got, err, want)
+	}
+	if got, err := sourceDir("github.com/svcreg/svcreg/internal/testprog/build_test.go", "loadclients"); err != nil || got != want {
+		t.Errorf("sourceDir of a -trimpath file name: %q, %v; want %q", got, err, want)
+	}
+	if _, err := sourceDir("example.com/nowhere/x.go"); err == nil || !strings.Contains(err.Error(), "example.com/nowhere") {
+		t.Errorf("sourceDir of a package go list cannot find: %v, want an error naming it", err)
 	}
 }
