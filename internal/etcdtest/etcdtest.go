@@ -229,19 +229,24 @@ func (m *Member) Stop() {
 // Start starts a stopped member again on its ports and data.
 func (m *Member) Start() error {
 	m.mu.Lock()
-	running := m.proc != nil
+	old := m.proc
 	m.mu.Unlock()
-	if running {
-		return nil
+	if old != nil {
+		if !old.ended() {
+			return nil
+		}
+		old.stdin.Close() // it died by itself
 	}
 	return m.start()
 }
 
-// Running reports whether the member is started.
+// Running reports whether the member is started and its process has not
+// ended: a member that died by itself (or was killed behind etcdtest's
+// back) is stopped, and Start starts it again.
 func (m *Member) Running() bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.proc != nil
+	return m.proc != nil && !m.proc.ended()
 }
 
 func (m *Member) start() error {
@@ -352,6 +357,16 @@ func startMember(bin string, args []string) (*memberProc, error) {
 	case <-time.After(60 * time.Second):
 		p.kill()
 		return nil, errors.New("did not become ready within 60s")
+	}
+}
+
+// ended reports whether the member's process has ended.
+func (p *memberProc) ended() bool {
+	select {
+	case <-p.exited:
+		return true
+	default:
+		return false
 	}
 }
 
