@@ -55,43 +55,68 @@ func Build(dir string) (string, error) {
 // it was built from.
 const sourceRecord = "source"
 
-// pruneGone removes the build directories, other than keep, of this user's
-// programs whose source directory is gone, a deleted checkout's: each holds
-// a program of tens of megabytes, and a CI machine that tests a fresh clone
-// every time would gather one per clone. A directory without a source
-// record, or whose lock another process holds, is left alone.
+// pruneGone removes the programs, other than keep's, of this user's build
+// directories whose source directory is gone, a deleted checkout's: each
+// is tens of megabytes, and a CI machine that tests a fresh clone every
+// time would gather one per clone. It decides under the directory's lock
+// (one another process holds is left alone), and keeps the directory and
+// its lock file: a Build of a source that came back at the same path (a
+// workspace cloned again) may be waiting on that lock, and then builds
+// there as usual. A directory without a source record is left alone.
 func pruneGone(keep string) {
 	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), fmt.Sprintf("svcreg-testprog-%d-*", os.Getuid())))
 	for _, d := range dirs {
-		if d == keep {
-			continue
+		if d != keep && sourceGone(d) {
+			pruneLocked(d)
 		}
-		src, err := os.ReadFile(filepath.Join(d, sourceRecord))
-		if err != nil || len(src) == 0 {
-			continue
+	}
+}
+
+// sourceGone reports whether d's source record names a directory that does
+// not exist.
+func sourceGone(d string) bool {
+	src, err := os.ReadFile(filepath.Join(d, sourceRecord))
+	if err != nil || len(src) == 0 {
+		return false
+	}
+	_, err = os.Stat(string(src))
+	return errors.Is(err, fs.ErrNotExist)
+}
+
+// pruneLocked removes everything in d but its lock file, if it can take the
+// lock at once and the source is still gone once it holds it.
+func pruneLocked(d string) {
+	lock, err := os.Open(filepath.Join(d, "lock"))
+	if err != nil {
+		return
+	}
+	defer lock.Close()
+	if syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil || !sourceGone(d) {
+		return
+	}
+	entries, _ := os.ReadDir(d)
+	for _, e := range entries {
+		if e.Name() != "lock" {
+			os.RemoveAll(filepath.Join(d, e.Name()))
 		}
-		if _, err := os.Stat(string(src)); !errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		lock, err := os.Open(filepath.Join(d, "lock"))
-		if err != nil {
-			continue
-		}
-		if syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
-			os.RemoveAll(d)
-		}
-		lock.Close()
 	}
 }
 
 // goCommand is the go command of the toolchain that built the test, or the
-// one on PATH.
+// one on PATH (also when the test binary was built with -trimpath, which
+// leaves it no GOROOT).
 func goCommand() string {
-	goCmd := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goCmd); err != nil {
-		return "go"
+	if root := runtime.GOROOT(); root != "" {
+		if goCmd := filepath.Join(root, "bin", "go"); fileExists(goCmd) {
+			return goCmd
+		}
 	}
-	return goCmd
+	return "go"
+}
+
+func fileExists(name string) bool {
+	_, err := os.Stat(name)
+	return err == nil
 }
 
 // buildDir is where Build keeps the program built from dir.

@@ -66,8 +66,25 @@ func TestBuildPrunesGoneSources(t *testing.T) {
 	if _, err := Build(writeProgram(t, hello)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(buildDir(gone)); !errors.Is(err, fs.ErrNotExist) {
+	if _, err := os.Stat(filepath.Join(buildDir(gone), filepath.Base(gone))); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("the program of a deleted source directory is still there: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(buildDir(gone), "lock")); err != nil {
+		t.Errorf("the lock file of a pruned directory was removed (a Build may be waiting on it): %v", err)
+	}
+	// The same source directory back (a workspace cloned again at its
+	// path): built there again.
+	if err := os.MkdirAll(gone, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(gone, "go.mod"), []byte("module example.com/hello\n\ngo 1.22\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(gone, "main.go"), []byte(hello), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if bin, err := Build(gone); err != nil || !fileExists(bin) {
+		t.Errorf("Build of a source directory that came back: %q, %v", bin, err)
 	}
 	if _, err := os.Stat(filepath.Join(buildDir(kept), filepath.Base(kept))); err != nil {
 		t.Errorf("the program of a source directory that is there was removed: %v", err)
