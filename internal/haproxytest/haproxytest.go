@@ -45,8 +45,8 @@ func Bin(t testing.TB) string {
 // FastStart is a line for a test configuration's global section. At every
 // start, each check (-c) and each reload, HAProxy 2.6 loads the system's CA
 // certificates for its internal HTTP client (Lua's httpclient; nothing in
-// these tests uses it): about 35 ms of CPU each time, most of what a check
-// of a small configuration costs, and the suite runs hundreds. Without
+// these tests uses it): about 20 ms of CPU each time, two thirds of what a
+// check of a small configuration costs, and the suite runs hundreds. Without
 // verification it loads none. Test configurations only: a production
 // configuration that uses the HTTP client wants its peers verified.
 const FastStart = "    httpclient.ssl.verify none\n"
