@@ -16,8 +16,7 @@ GO ?= go
 # packages in the order given, PARALLEL at a time, so they start at
 # once instead of after every other package's build, and the suite does not
 # end on one long package that started late.
-SLOW = ./cmd/svcreg ./server/store/etcdstore ./server ./watcher ./registry ./wrapper ./render \
-	./render/runtime/haproxy ./server/store/boltstore
+SLOW = ./cmd/svcreg ./server/store/etcdstore ./server ./watcher ./registry ./wrapper ./render
 
 # Packages run at once: one more than the CPUs. The three longest spend a
 # good part of their time waiting (on etcd's elections and leases, on child
