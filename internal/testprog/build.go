@@ -30,7 +30,7 @@ func Build(dir string) (string, error) {
 	if err := os.MkdirAll(out, 0o700); err != nil {
 		return "", err
 	}
-	lock, err := os.OpenFile(filepath.Join(out, "lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	lock, err := os.OpenFile(filepath.Join(out, lockFile), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return "", err
 	}
@@ -51,9 +51,13 @@ func Build(dir string) (string, error) {
 	return bin, nil
 }
 
-// sourceRecord, in a program's build directory, names the source directory
-// it was built from.
-const sourceRecord = "source"
+// In a program's build directory: lockFile, which one Build at a time
+// holds, and sourceRecord, which names the source directory the program
+// was built from.
+const (
+	lockFile     = "lock"
+	sourceRecord = "source"
+)
 
 // pruneGone removes the programs, other than keep's, of this user's build
 // directories whose source directory is gone, a deleted checkout's: each
@@ -86,7 +90,7 @@ func sourceGone(d string) bool {
 // pruneLocked removes everything in d but its lock file, if it can take the
 // lock at once and the source is still gone once it holds it.
 func pruneLocked(d string) {
-	lock, err := os.Open(filepath.Join(d, "lock"))
+	lock, err := os.Open(filepath.Join(d, lockFile))
 	if err != nil {
 		return
 	}
@@ -96,7 +100,7 @@ func pruneLocked(d string) {
 	}
 	entries, _ := os.ReadDir(d)
 	for _, e := range entries {
-		if e.Name() != "lock" {
+		if e.Name() != lockFile {
 			os.RemoveAll(filepath.Join(d, e.Name()))
 		}
 	}

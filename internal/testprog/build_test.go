@@ -13,6 +13,14 @@ import (
 func writeProgram(t *testing.T, main string) string {
 	t.Helper()
 	dir := t.TempDir()
+	writeSources(t, dir, main)
+	t.Cleanup(func() { os.RemoveAll(buildDir(dir)) })
+	return dir
+}
+
+// writeSources writes a module whose main package is main into dir.
+func writeSources(t *testing.T, dir, main string) {
+	t.Helper()
 	for name, text := range map[string]string{
 		"go.mod":  "module example.com/hello\n\ngo 1.22\n",
 		"main.go": main,
@@ -21,8 +29,6 @@ func writeProgram(t *testing.T, main string) string {
 			t.Fatal(err)
 		}
 	}
-	t.Cleanup(func() { os.RemoveAll(buildDir(dir)) })
-	return dir
 }
 
 func TestBuild(t *testing.T) {
@@ -69,7 +75,7 @@ func TestBuildPrunesGoneSources(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(buildDir(gone), filepath.Base(gone))); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("the program of a deleted source directory is still there: %v", err)
 	}
-	if _, err := os.Stat(filepath.Join(buildDir(gone), "lock")); err != nil {
+	if _, err := os.Stat(filepath.Join(buildDir(gone), lockFile)); err != nil {
 		t.Errorf("the lock file of a pruned directory was removed (a Build may be waiting on it): %v", err)
 	}
 	// The same source directory back (a workspace cloned again at its
@@ -77,12 +83,7 @@ func TestBuildPrunesGoneSources(t *testing.T) {
 	if err := os.MkdirAll(gone, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(gone, "go.mod"), []byte("module example.com/hello\n\ngo 1.22\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(gone, "main.go"), []byte(hello), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	writeSources(t, gone, hello)
 	if bin, err := Build(gone); err != nil || !fileExists(bin) {
 		t.Errorf("Build of a source directory that came back: %q, %v", bin, err)
 	}
