@@ -93,6 +93,8 @@ type etcdFlags struct {
 	cert, key, cacert  string
 	username, password string
 	heartbeatSlack     time.Duration
+	peerListen         string
+	peerAdvertise      string
 }
 
 func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
@@ -140,6 +142,8 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.StringVar(&f.etcd.cacert, "etcd-cacert", "", "CA certificate `file` (PEM) that signed the etcd members' certificates")
 	fs.StringVar(&f.etcd.username, "etcd-username", "", "etcd `user`, with --etcd-password")
 	fs.StringVar(&f.etcd.password, "etcd-password", "", "etcd user's `password`")
+	fs.StringVar(&f.etcd.peerListen, "etcd-peer-listen", "127.0.0.1:0", "`address` (host:port; port 0 picks a free one) on which this node takes the other\nnodes' copies of the heartbeats they answer from memory, so that a service\nwhose client and holding node both die still times out within a second of\nits deadline. Nodes on other machines must reach it: give an address on\ntheir network (and --etcd-peer-advertise if they reach it by another).\n\"off\" turns copies off: such a service then times out up to\n--etcd-heartbeat-slack late")
+	fs.StringVar(&f.etcd.peerAdvertise, "etcd-peer-advertise", "", "`host:port` at which the other nodes reach --etcd-peer-listen (default its own\naddress)")
 	fs.DurationVar(&f.etcd.heartbeatSlack, "etcd-heartbeat-slack", 0, "how far past a heartbeat's deadline a node stores it in etcd; the node answers\nthe service's next heartbeats from memory while their deadlines fall within it.\nIt bounds how late a service is timed out whose client and holding node both\ndied; smaller costs more etcd writes. 15s to 24h (default twice the service's\ntimeout, at least 1m)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -191,7 +195,21 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if err := etcdstore.CheckHeartbeatSlack(etcdstore.Options{HeartbeatSlack: f.etcd.heartbeatSlack}); err != nil {
 		return usagef("--etcd-heartbeat-slack: %v (0 is the default: twice the timeout, at least 1m)", err)
 	}
-	if f.etcd.endpoints == "" && (f.etcd.cert != "" || f.etcd.key != "" || f.etcd.cacert != "" || f.etcd.username != "" || f.etcd.password != "" || f.etcd.heartbeatSlack != 0) {
+	if f.etcd.peerListen != "off" {
+		if _, port, err := net.SplitHostPort(f.etcd.peerListen); err != nil || port == "" {
+			return usagef("--etcd-peer-listen %q: want host:port (port 0 picks a free one), or off", f.etcd.peerListen)
+		}
+	}
+	if a := f.etcd.peerAdvertise; a != "" {
+		if host, port, err := net.SplitHostPort(a); err != nil || host == "" || port == "" || port == "0" {
+			return usagef("--etcd-peer-advertise %q: want the host:port other nodes reach this one at", a)
+		}
+		if f.etcd.peerListen == "off" {
+			return usagef("--etcd-peer-advertise needs --etcd-peer-listen")
+		}
+	}
+	if f.etcd.endpoints == "" && (f.etcd.cert != "" || f.etcd.key != "" || f.etcd.cacert != "" || f.etcd.username != "" || f.etcd.password != "" || f.etcd.heartbeatSlack != 0 ||
+		f.etcd.peerListen != "127.0.0.1:0" || f.etcd.peerAdvertise != "") {
 		return usagef("the --etcd-* flags need --etcd-endpoints")
 	}
 	if (f.etcd.cert == "") != (f.etcd.key == "") {
@@ -403,6 +421,10 @@ func openStore(ctx context.Context, f serverFlags, log *slog.Logger, reg prometh
 	}
 	octx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
+	peerListen := f.etcd.peerListen
+	if peerListen == "off" {
+		peerListen = ""
+	}
 	st, err := etcdstore.Open(octx, cli, etcdstore.Options{
 		Prefix:         f.etcd.prefix,
 		Logger:         log,
@@ -412,6 +434,8 @@ func openStore(ctx context.Context, f serverFlags, log *slog.Logger, reg prometh
 		MaxEvents:      f.maxEvents,
 		ReapInterval:   reap,
 		HeartbeatSlack: f.etcd.heartbeatSlack,
+		PeerListen:     peerListen,
+		PeerAdvertise:  f.etcd.peerAdvertise,
 	})
 	if err != nil {
 		cli.Close()

@@ -109,34 +109,37 @@ func TestServerOverEtcd(t *testing.T) {
 	}
 }
 
-// --etcd-heartbeat-slack bounds how late a service is timed out whose
-// client died with the node holding it: here 15 s (the least it takes),
-// where the default would be a minute. The timeout is stamped with the
-// stored deadline: the heartbeat's plus the slack.
-func TestServerEtcdHeartbeatSlack(t *testing.T) {
-	t.Parallel()
+// killHolder starts two nodes with args, makes the first hold a service
+// with a 3 s timeout (a heartbeat there), and kills it with SIGKILL: the
+// client dies with it. It returns the timeout events' timestamps as the
+// second node gives them, once it timed the service out, and when the
+// heartbeat was sent and answered.
+func killHolder(t *testing.T, tenant string, args ...string) (timeouts []float64, before, after time.Time) {
+	t.Helper()
 	c := etcdtest.Start(t, etcdtest.Options{})
-	const slack = 15 * time.Second
-	args := []string{"--etcd-endpoints", strings.Join(c.Endpoints(), ","), "--etcd-heartbeat-slack", slack.String(), "--reap-interval", "100ms"}
+	args = append([]string{"--etcd-endpoints", strings.Join(c.Endpoints(), ","), "--reap-interval", "100ms"}, args...)
 	nodeA, nodeB := startServerProcess(t, args...), startServerProcess(t, args...)
-	a := login(t, nodeA.url, "etcd-slack")
+	a := login(t, nodeA.url, tenant)
 	b := a.at(nodeB.url)
-	const timeout = 3 * time.Second
-	code, out, err := a.doJSON("POST", "/services", map[string]any{"id": "lost", "heartbeat_timeout": timeout.Seconds()})
+	code, out, err := a.doJSON("POST", "/services", map[string]any{"id": "lost", "heartbeat_timeout": 3})
 	if err != nil || code != 201 {
 		t.Fatalf("create: %v %d %v", err, code, out)
 	}
-	// The heartbeat makes node A the holder; then A dies, and so does the
+	// The first heartbeat makes node A the holder (an etcd write); the
+	// second is answered from its memory. Then A dies, and so does the
 	// client (it sends nothing more).
-	before := time.Now()
 	code, out, err = a.doJSON("POST", "/services/lost/heartbeat", map[string]any{"token": out["token"]})
-	after := time.Now()
+	if err != nil || code != 200 {
+		t.Fatalf("heartbeat: %v %d %v", err, code, out)
+	}
+	before = time.Now()
+	code, out, err = a.doJSON("POST", "/services/lost/heartbeat", map[string]any{"token": out["token"]})
+	after = time.Now()
 	if err != nil || code != 200 {
 		t.Fatalf("heartbeat: %v %d %v", err, code, out)
 	}
 	nodeA.kill()
 
-	var timeouts []float64 // the timestamps (ms) of the timeout events
 	eventuallyTrue(t, "node B to time the service out", func() bool {
 		code, out, err := b.doJSON("GET", "/events?type=service.timeout", nil)
 		if err != nil || code != 200 {
@@ -155,9 +158,34 @@ func TestServerEtcdHeartbeatSlack(t *testing.T) {
 	if len(timeouts) != 1 {
 		t.Fatalf("%d timeout events, want 1", len(timeouts))
 	}
+	return timeouts, before, after
+}
+
+// A service whose client died with the node holding it times out at the
+// deadline of the last token that node handed out: node B has a copy of
+// it (--etcd-peer-listen's default).
+func TestServerEtcdHolderKilled(t *testing.T) {
+	t.Parallel()
+	const timeout = 3 * time.Second
+	timeouts, before, after := killHolder(t, "etcd-holder-killed")
 	at := time.UnixMilli(int64(timeouts[0]))
-	if early, late := before.Add(timeout+slack).Truncate(time.Millisecond), after.Add(timeout+slack); at.Before(early) || at.After(late) {
-		t.Errorf("timed out at %s, want the deadline plus the slack: from %s to %s", at.Format(time.StampMilli), early.Format(time.StampMilli), late.Format(time.StampMilli))
+	if early, late := before.Add(timeout).Truncate(time.Millisecond), after.Add(timeout); at.Before(early) || at.After(late) {
+		t.Errorf("timed out at %s, want the last token's deadline: from %s to %s", at.Format(time.StampMilli), early.Format(time.StampMilli), late.Format(time.StampMilli))
+	}
+}
+
+// Without copies (--etcd-peer-listen off), --etcd-heartbeat-slack bounds
+// how late such a service is timed out: here 15 s (the least it takes),
+// where the default would be a minute. The timeout is stamped with the
+// stored deadline: the first heartbeat's (the write) plus the slack.
+func TestServerEtcdHeartbeatSlack(t *testing.T) {
+	t.Parallel()
+	const timeout, slack = 3 * time.Second, 15 * time.Second
+	start := time.Now()
+	timeouts, before, _ := killHolder(t, "etcd-slack", "--etcd-heartbeat-slack", slack.String(), "--etcd-peer-listen", "off")
+	at := time.UnixMilli(int64(timeouts[0]))
+	if early, late := start.Add(timeout+slack).Truncate(time.Millisecond), before.Add(timeout+slack); at.Before(early) || at.After(late) {
+		t.Errorf("timed out at %s, want the stored deadline: from %s to %s", at.Format(time.StampMilli), early.Format(time.StampMilli), late.Format(time.StampMilli))
 	}
 }
 
@@ -171,6 +199,11 @@ func TestServerEtcdFlags(t *testing.T) {
 		{"--dev", "--etcd-cert", "c.pem", "--etcd-key", "k.pem"},
 		{"--dev", "--etcd-endpoints", "http://127.0.0.1:1", "--etcd-cert", "c.pem"},
 		{"--dev", "--etcd-endpoints", "http://127.0.0.1:1", "--etcd-username", "u"},
+		{"--dev", "--etcd-peer-listen", "10.0.0.1:7380"}, // no etcd
+		{"--dev", "--etcd-endpoints", "http://127.0.0.1:1", "--etcd-peer-listen", "10.0.0.1"},
+		{"--dev", "--etcd-endpoints", "http://127.0.0.1:1", "--etcd-peer-advertise", "10.0.0.1:0"},
+		{"--dev", "--etcd-endpoints", "http://127.0.0.1:1", "--etcd-peer-advertise", ":7380"},
+		{"--dev", "--etcd-endpoints", "http://127.0.0.1:1", "--etcd-peer-listen", "off", "--etcd-peer-advertise", "10.0.0.1:7380"},
 	} {
 		var stdout, stderr bytes.Buffer
 		if code := Main(t.Context(), append([]string{"server"}, args...), strings.NewReader(""), &stdout, &stderr); code != exitUsage {

@@ -133,7 +133,13 @@ func BenchmarkHeartbeats(b *testing.B) {
 	// The embedded store runs again last, so that the etcd runs are
 	// bracketed by two baselines: the machine's load drifts.
 	again := setup{"store=bolt/again", setups[0].start}
-	for _, su := range append(slices.Clone(setups), again) {
+	// Three nodes without copies of held heartbeat state between them:
+	// what the copies cost.
+	noCopies := setup{"store=etcd/nodes=3/copies=off", func(b *testing.B, limits store.Limits) []*node {
+		c := etcdtest.Start(b, etcdtest.Options{Members: 3, Fsync: true})
+		return startNodes(b, c, 3, etcdstore.Options{DefaultLimits: limits, PeerListen: "off"})
+	}}
+	for _, su := range append(slices.Clone(setups), noCopies, again) {
 		b.Run(su.name, func(b *testing.B) {
 			nodes := su.start(b, store.Limits{Services: clients * perClient, ConfigValues: 10})
 			u := login(b, nodes[0], "bench-heartbeats")
@@ -164,10 +170,12 @@ func BenchmarkHeartbeats(b *testing.B) {
 			if err := os.WriteFile(spec, raw, 0o600); err != nil {
 				b.Fatal(err)
 			}
-			var commits0 float64
+			var commits0, copies0 float64
 			for _, n := range nodes {
 				c, _ := n.histogram("svcreg_store_heartbeat_batch_size")
 				commits0 += c
+				c, _ = n.histogram("svcreg_store_heartbeat_copy_batch_size")
+				copies0 += c
 			}
 			cmd := exec.Command(os.Args[0], "-test.run", "^TestHeartbeatLoad$")
 			cmd.Env = append(os.Environ(), "SVCREG_HEARTBEAT_LOAD="+spec)
@@ -184,13 +192,16 @@ func BenchmarkHeartbeats(b *testing.B) {
 			cpuPer1000 := float64(cpu.Milliseconds()) * 1000 / float64(b.N)
 			b.ReportMetric(rate, "heartbeats/s")
 			b.ReportMetric(cpuPer1000, "cpu-ms/1000hb")
-			var commits float64
+			var commits, copies float64
 			for _, n := range nodes {
 				c, _ := n.histogram("svcreg_store_heartbeat_batch_size")
 				commits += c
+				c, _ = n.histogram("svcreg_store_heartbeat_copy_batch_size")
+				copies += c
 			}
 			if su.name != "store=bolt" && su.name != again.name {
 				b.ReportMetric((commits-commits0)/float64(b.N), "txn/hb")
+				b.ReportMetric((copies-copies0)/float64(b.N), "copyreq/hb")
 			}
 			reportRatio(b, "heartbeats", su.name, rate, true)
 			if v, ok := baseline.Load("heartbeat-cpu"); ok && su.name != "store=bolt" && v.(float64) > 0 {

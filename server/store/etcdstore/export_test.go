@@ -28,3 +28,13 @@ func LandNextLate(s *Store, what string) <-chan func() (succeeded bool, err erro
 func Release(s *Store, tenantID, id string) error {
 	return s.release(s.ctx, tenantID, id)
 }
+
+// NodeID is s's node id.
+func NodeID(s *Store) string { return s.nodeID }
+
+// PeerOf is the node id and address of s's peer for heartbeat copies
+// ("" if none).
+func PeerOf(s *Store) (id, addr string) {
+	p := s.peer()
+	return p.id, p.addr
+}

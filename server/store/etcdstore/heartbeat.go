@@ -42,7 +42,9 @@ import (
 // state, accepting any token minted for the service after the stored one
 // (the MAC tells; design item 10's rule), so no heartbeat the dead node
 // answered is lost, and the service times out at the stored deadline at
-// the latest.
+// the latest — or, with copies on (copies.go), at the precise deadline,
+// timed out or handed over by the holder's peer, which has a copy of every
+// deadline the holder answered from memory.
 //
 // Writes are group-committed: each node queues them, and a few committers
 // each take what is queued, up to HeartbeatBatch, into one transaction: a
@@ -405,7 +407,7 @@ func (s *Store) Heartbeat(ctx context.Context, tenantID, id, token string) (stri
 			switch {
 			case valid && token == e.mem.Cur:
 				next := s.nextBeat(tenantID, id, e, token, e.mem.Seq)
-				if held && next.Deadline <= e.hb.Deadline {
+				if held && next.Deadline <= e.hb.Deadline && s.copyTo(ctx, e, next) {
 					e.setMem(next, true)
 					s.metrics.inMemory.Inc()
 					return next.Cur, nil
@@ -676,23 +678,49 @@ func (s *Store) watchReleases() {
 			}
 		})
 	}
-	backoff := 50 * time.Millisecond
-	for s.ctx.Err() == nil {
-		// Requests made while this node was not watching come first.
-		resp, err := s.read(s.ctx, "list hand-over requests", clientv3.OpGet(prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly()))
-		if err == nil {
-			for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
+	// Requests made while this node was not watching come first.
+	list, events := eachPut(handle)
+	s.follow("list hand-over requests", prefix, true, list, events)
+}
+
+// eachPut makes follow's callbacks for a caller that wants the key of
+// every key listed and of every put.
+func eachPut(handle func(key []byte)) (func([]*mvccpb.KeyValue), func([]*clientv3.Event)) {
+	return func(kvs []*mvccpb.KeyValue) {
+			for _, kv := range kvs {
 				handle(kv.Key)
 			}
+		}, func(evs []*clientv3.Event) {
+			for _, ev := range evs {
+				if ev.Type == clientv3.EventTypePut {
+					handle(ev.Kv.Key)
+				}
+			}
+		}
+}
+
+// follow reads the keys under prefix and then follows them with a watch
+// from the next revision: list gets what the read found, and events each
+// batch of changes. A watch that ends (etcd cancelled it, a member went
+// away, or the revision was compacted) starts over with a read, after a
+// backoff, until the store closes. With keysOnly, values are left out.
+func (s *Store) follow(what, prefix string, keysOnly bool, list func([]*mvccpb.KeyValue), events func([]*clientv3.Event)) {
+	opts := []clientv3.OpOption{clientv3.WithPrefix()}
+	if keysOnly {
+		opts = append(opts, clientv3.WithKeysOnly())
+	}
+	backoff := 50 * time.Millisecond
+	for s.ctx.Err() == nil {
+		resp, err := s.read(s.ctx, what, clientv3.OpGet(prefix, opts...))
+		if err == nil {
+			list(resp.Responses[0].GetResponseRange().Kvs)
 			ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(s.ctx))
-			for wr := range s.cli.Watch(ctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1), clientv3.WithFilterDelete()) {
+			for wr := range s.cli.Watch(ctx, prefix, append(opts, clientv3.WithRev(resp.Header.Revision+1))...) {
 				if wr.Err() != nil || wr.CompactRevision != 0 {
 					break
 				}
 				backoff = 50 * time.Millisecond
-				for _, ev := range wr.Events {
-					handle(ev.Kv.Key)
-				}
+				events(wr.Events)
 			}
 			cancel()
 		}
@@ -777,6 +805,7 @@ func (s *Store) commitHeartbeat(tenantID, id string, e *hbEntry, next hbRecord) 
 		e.hb, e.hbRev, e.mayLand = stored, res.rev, 0
 		e.setMem(next, alive)
 		s.metrics.heartbeats.Inc()
+		s.copyHeld(e)
 		return true, nil
 	default:
 		e.setMem(e.mem, false)

@@ -148,6 +148,12 @@ func startNodesAt(t testing.TB, opts etcdstore.Options, endpoints ...[]string) [
 	if opts.Prefix == "" {
 		opts.Prefix = registryPrefix(t)
 	}
+	switch opts.PeerListen {
+	case "":
+		opts.PeerListen = "127.0.0.1:0" // copies on, as svcreg server has them
+	case "off":
+		opts.PeerListen = ""
+	}
 	nodes := make([]*node, len(endpoints))
 	lns := make([]net.Listener, len(endpoints))
 	for i, eps := range endpoints {

@@ -95,8 +95,9 @@ func TestHeartbeatsMoveBetweenNodes(t *testing.T) {
 		}
 	}
 	t4 := u.heartbeat(n[1], "svc-1", t3)
-	if n[0].metric("svcreg_store_heartbeat_handovers_total") < 1 {
-		t.Error("node 0 handed nothing over")
+	// Node 0 hands it over, or node 1 from its copy if node 0 was slow.
+	if n[0].metric("svcreg_store_heartbeat_handovers_total")+n[1].metric("svcreg_store_heartbeat_handovers_total") < 1 {
+		t.Error("nothing was handed over")
 	}
 
 	// A timeout change at node 0 reaches the holder, node 1.

@@ -15,6 +15,10 @@ type metrics struct {
 	conflicts  prometheus.Counter
 	rewatches  prometheus.Counter
 	leaseLost  prometheus.Counter
+
+	copyBatch    prometheus.Histogram
+	copyFailures prometheus.Counter
+	copyRefusals *prometheus.CounterVec
 }
 
 func newMetrics(r prometheus.Registerer) metrics {
@@ -49,10 +53,23 @@ func newMetrics(r prometheus.Registerer) metrics {
 			Name: "svcreg_store_node_lease_lost_total",
 			Help: "Times this node's lease in etcd expired before the node renewed it (etcd out of its reach, or the node too slow, for longer than the node TTL). The other nodes then count the node dead: a service it held times out at its stored deadline, up to the heartbeat slack late, unless this node reaches etcd first.",
 		}),
+		copyBatch: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "svcreg_store_heartbeat_copy_batch_size",
+			Help:    "Copies of held heartbeat state per request to this node's peer.",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256},
+		}),
+		copyFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "svcreg_store_heartbeat_copy_failures_total",
+			Help: "Requests carrying heartbeat copies to this node's peer that failed (the peer out of reach, or not taking them); the heartbeats they carried were written to etcd instead.",
+		}),
+		copyRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "svcreg_store_heartbeat_copy_refusals_total",
+			Help: "Requests carrying heartbeat copies that this node refused, by reason: mac (not signed with the registry's secret), lease (meant for another lease of this node, or this node's lease may have expired).",
+		}, []string{"reason"}),
 	}
 	if r != nil {
 		r.MustRegister(m.Collectors()...)
-		r.MustRegister(m.heartbeats, m.inMemory, m.handovers, m.hbBatch, m.conflicts, m.rewatches, m.leaseLost)
+		r.MustRegister(m.heartbeats, m.inMemory, m.handovers, m.hbBatch, m.conflicts, m.rewatches, m.leaseLost, m.copyBatch, m.copyFailures, m.copyRefusals)
 	}
 	return m
 }

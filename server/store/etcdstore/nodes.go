@@ -126,7 +126,11 @@ func (s *Store) register(ctx context.Context) error {
 	if err != nil {
 		return s.fail(ctx, "grant node lease", err)
 	}
-	if _, err := s.cli.Put(cctx, s.k.node(s.nodeID), s.now().UTC().Format(time.RFC3339), clientv3.WithLease(lease.ID)); err != nil {
+	value, err := json.Marshal(nodeValue{Started: s.now().UTC().Format(time.RFC3339), Peer: s.peerAddr})
+	if err != nil {
+		return err
+	}
+	if _, err := s.cli.Put(cctx, s.k.node(s.nodeID), string(value), clientv3.WithLease(lease.ID)); err != nil {
 		return s.fail(ctx, "register node", err)
 	}
 	s.lease.set(lease.ID, asked, lease.TTL)

@@ -249,7 +249,7 @@ func (s *Store) unheldDue(ctx context.Context, t *tenant, due []dueEntry, wait b
 // node runs it about once per ReapInterval; the conditions in timeOut make
 // the reapers' races harmless.
 func (s *Store) reap(ctx context.Context) error {
-	heldErr := errors.Join(s.readBackLost(ctx), s.reapHeld(ctx, ""))
+	heldErr := errors.Join(s.readBackLost(ctx), s.reapHeld(ctx, ""), s.reapCopies(ctx, ""))
 	due, err := s.dueEntries(ctx, s.now(), "")
 	if err != nil {
 		return err

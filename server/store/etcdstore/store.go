@@ -18,7 +18,9 @@ package etcdstore
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
@@ -26,6 +28,7 @@ import (
 	"fmt"
 	"log/slog"
 	mrand "math/rand/v2"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -97,13 +100,24 @@ type Options struct {
 	// writes it stores the deadline; the node's next heartbeats of the
 	// service cost no etcd write while their deadlines are within it. It
 	// bounds how late a service is timed out whose client and holding
-	// node both died. If zero, twice the service's timeout and at least
+	// node both died, when no peer has a copy of its deadline (see
+	// PeerListen). If zero, twice the service's timeout and at least
 	// a minute; otherwise from MinHeartbeatSlack (a smaller one could
 	// time out a live service whose heartbeat moved to another node when
 	// its holder died) to MaxHeartbeatSlack (CheckHeartbeatSlack).
 	HeartbeatSlack time.Duration
 	// MaxTxnOps is the cluster's --max-txn-ops; 128 if zero.
 	MaxTxnOps int
+	// PeerListen is the address (host:port; port 0 picks a free one) on
+	// which this node takes copies of the heartbeat state other nodes
+	// answer from memory (copies.go). Empty turns copies off: a service
+	// whose client and holding node both die then times out at its stored
+	// deadline, up to the slack late, instead of within ReapInterval of
+	// its precise one.
+	PeerListen string
+	// PeerAdvertise is the host:port other nodes reach PeerListen at; the
+	// listener's own address if empty.
+	PeerAdvertise string
 }
 
 // Store is the etcd store. Open it with Open.
@@ -123,6 +137,16 @@ type Store struct {
 
 	hb          hbState
 	tokenLeases tokenLeases
+
+	// Copies of held heartbeat state (copies.go): those this node keeps
+	// for others, its view of the nodes and its peer, and its senders'
+	// queue (nil: copies are off).
+	copies     copies
+	peers      peers
+	copyQueue  chan *copyReq
+	peerClient *http.Client
+	peerKey    []byte
+	peerAddr   string
 	// loseAnswer (tests) makes the next heartbeat batch fail after it
 	// committed, as an answer lost on the way back would.
 	loseAnswer atomic.Bool
@@ -233,6 +257,12 @@ func Open(ctx context.Context, cli *clientv3.Client, opts Options) (*Store, erro
 		s.cancel()
 		return nil, err
 	}
+	addr, err := s.startPeer()
+	if err != nil {
+		s.shutdown()
+		return nil, err
+	}
+	s.peerAddr = addr
 	// The watch starts before anything is read, so that no commit after
 	// the first read is missed.
 	watching := make(chan struct{})
@@ -256,6 +286,10 @@ func Open(ctx context.Context, cli *clientv3.Client, opts Options) (*Store, erro
 		s.wg.Go(s.commitHeartbeats)
 	}
 	s.wg.Go(s.watchReleases)
+	if s.copyQueue != nil {
+		s.wg.Go(s.watchNodes)
+		s.wg.Go(s.watchCopiedReleases)
+	}
 	return s, nil
 }
 
@@ -282,6 +316,9 @@ func (s *Store) loadSecrets(ctx context.Context) error {
 		secret, tail = sk.Value, tk.Value
 	}
 	s.minter = store.NewMinter(secret)
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte("svcreg etcd store: heartbeat copies between nodes"))
+	s.peerKey = m.Sum(nil)
 	s.tail = binary.BigEndian.Uint64(tail)
 	return nil
 }

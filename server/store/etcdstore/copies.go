@@ -1,0 +1,754 @@
+package etcdstore
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/svcreg/svcreg/internal/retry"
+	"github.com/svcreg/svcreg/server/store"
+)
+
+// Copies of held heartbeat state at a peer node.
+//
+// A node answers a heartbeat of a service it holds from memory only once
+// another live node, its peer, has a copy of the new state (the deadline
+// and tokens, under the heartbeat key's revision): the copy is sent over
+// HTTP, batched, and acknowledged before the client gets its token. The
+// peer times the service out at that deadline, as the holder does, each
+// timeout conditional on the heartbeat key's revision and on the peer's
+// own node key being on the lease it took the copy under; and it answers
+// hand-over requests for the service when the holder does not. So when
+// the holder dies with its clients, its services still time out within
+// the reap interval of their precise deadlines, not at the stored ones
+// (up to the heartbeat slack later), and a client that moves to another
+// node gets its service handed over in milliseconds, without waiting for
+// the dead holder's lease.
+//
+// Safety rests on three rules:
+//
+//   - a holder answers from memory only after the peer it copies to
+//     acknowledged the copy, and only if that peer is still its peer
+//     afterwards; if the copy fails, it writes the heartbeat to etcd,
+//     which moves the key's revision and makes every copy stale;
+//   - a holder keeps its peer while the peer's node key is there on the
+//     same lease; it moves to another only once that key is gone, after
+//     which no timeout or hand-over of the old peer's can commit (they are
+//     conditional on that key's lease);
+//   - a peer that starts timing a copy out or handing it over refuses
+//     every later copy of that service under the same revision (the
+//     holder then writes to etcd, conditional on that revision: one of
+//     the two wins), and ignores a copy older than the one it has.
+//
+// With no other live node (or none this node can reach, before it ever
+// copied to it), the holder answers from memory as it did without copies:
+// a service whose holder dies with its client then times out at its
+// stored deadline.
+
+// copyPath is the peer endpoint's path.
+const copyPath = "/v1/heartbeat-copies"
+
+// copySenders is how many batches of copies may be on their way at once.
+var copySenders = 2
+
+// copyTimeout bounds a copy's round trip; a heartbeat waits for it.
+const copyTimeout = time.Second
+
+// copyBatch is one request from a holder to its peer.
+type copyBatch struct {
+	From      string     `json:"from"`
+	FromLease int64      `json:"from_lease"`
+	To        string     `json:"to"`
+	ToLease   int64      `json:"to_lease"`
+	Items     []copyItem `json:"items"`
+}
+
+// copyItem is the state of one held service.
+type copyItem struct {
+	Tenant string `json:"tenant"`
+	ID     string `json:"id"`
+	// HBRev is the heartbeat key's mod revision the state is valid at;
+	// Stored the deadline stored there (its deadline index entry).
+	HBRev  int64    `json:"hb_rev"`
+	Stored int64    `json:"stored"`
+	State  hbRecord `json:"state"`
+}
+
+// copyAnswer is the peer's answer: for each item, whether it took it.
+type copyAnswer struct {
+	OK []bool `json:"ok"`
+}
+
+// peerInfo is a live node as its node key says.
+type peerInfo struct {
+	id    string
+	lease int64
+	addr  string
+}
+
+// nodeValue is the value of a node key.
+type nodeValue struct {
+	Started string `json:"started"`
+	// Peer is where the node takes copies of held heartbeat state.
+	Peer string `json:"peer,omitempty"`
+}
+
+// peers is this node's view of the live nodes and its choice of peer.
+type peers struct {
+	mu     sync.Mutex
+	nodes  map[string]peerInfo
+	target peerInfo // zero: none
+	// acked: the target acknowledged a copy; this node then keeps it
+	// while its node key lives. One that never did may be left for
+	// another when it cannot be reached (unreachable, until then).
+	acked       bool
+	unreachable map[string]time.Time
+	// warned: until when failed copies to the target go unlogged.
+	warned time.Time
+	// failed: when a copy to the target last failed. For a second after,
+	// heartbeats go to etcd without trying it, rather than each waiting
+	// up to copyTimeout for a peer that does not answer.
+	failed time.Time
+}
+
+// copyReq is one copy waiting for its batch.
+type copyReq struct {
+	item copyItem
+	done chan copyResult
+}
+
+type copyResult struct {
+	ok     bool
+	target peerInfo
+	err    error
+}
+
+// copyEntry is a copy this node keeps for a holder.
+type copyEntry struct {
+	from      string
+	fromLease int64
+	lease     int64 // this node's lease it was taken under
+	hbRev     int64
+	stored    int64
+	state     hbRecord
+	// fenced: being timed out or handed over, or done; copies under
+	// hbRev are refused. pending: fenced by a write whose outcome is
+	// unknown; the reaper tries the timeout again.
+	fenced, pending bool
+}
+
+// copies are the copies this node keeps, by service.
+type copies struct {
+	mu sync.Mutex
+	m  map[hbKey]*copyEntry
+}
+
+// startPeer listens for copies and starts the node view and the copy
+// senders. It returns the address to advertise; "" if copies are off.
+func (s *Store) startPeer() (string, error) {
+	s.copies.m = map[hbKey]*copyEntry{}
+	s.peers.nodes = map[string]peerInfo{}
+	s.peers.unreachable = map[string]time.Time{}
+	if s.opts.PeerListen == "" {
+		return "", nil
+	}
+	ln, err := net.Listen("tcp", s.opts.PeerListen)
+	if err != nil {
+		return "", fmt.Errorf("listen for peer copies on %s: %w", s.opts.PeerListen, err)
+	}
+	addr := s.opts.PeerAdvertise
+	if addr == "" {
+		addr = ln.Addr().String()
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(s.servePeer), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute}
+	s.wg.Go(func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && s.ctx.Err() == nil {
+			s.log.Error("serve peer copies", "err", err)
+		}
+	})
+	s.wg.Go(func() {
+		<-s.ctx.Done()
+		srv.Close()
+	})
+	s.copyQueue = make(chan *copyReq)
+	tr := &http.Transport{MaxIdleConnsPerHost: 8, IdleConnTimeout: time.Minute, ResponseHeaderTimeout: copyTimeout}
+	s.peerClient = &http.Client{Transport: tr, Timeout: copyTimeout}
+	s.wg.Go(func() {
+		<-s.ctx.Done()
+		tr.CloseIdleConnections()
+	})
+	for range copySenders {
+		s.wg.Go(s.sendCopies)
+	}
+	return addr, nil
+}
+
+// peerMAC authenticates peer traffic with a key derived from the shared
+// secret: a forged copy could time a live service out.
+func (s *Store) peerMAC(parts ...[]byte) []byte {
+	m := hmac.New(sha256.New, s.peerKey)
+	for _, p := range parts {
+		m.Write(p)
+	}
+	return m.Sum(nil)
+}
+
+// servePeer takes a batch of copies from a holder.
+func (s *Store) servePeer(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != copyPath {
+		http.NotFound(w, r)
+		return
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 8<<20))
+	if err != nil {
+		http.Error(w, "request too large", http.StatusRequestEntityTooLarge)
+		return
+	}
+	mac, err := hex.DecodeString(r.Header.Get("Svcreg-Mac"))
+	if err != nil || !hmac.Equal(mac, s.peerMAC(body)) {
+		s.metrics.copyRefusals.WithLabelValues("mac").Inc()
+		http.Error(w, "bad or missing Svcreg-Mac", http.StatusForbidden)
+		return
+	}
+	var b copyBatch
+	if err := json.Unmarshal(body, &b); err != nil {
+		http.Error(w, "undecodable batch", http.StatusBadRequest)
+		return
+	}
+	lease, alive := s.lease.get()
+	if b.To != s.nodeID || b.ToLease != int64(lease) || !alive {
+		// Meant for this node on another lease, or this node may be dead
+		// to the others: it takes nothing it might not be able to honour.
+		s.metrics.copyRefusals.WithLabelValues("lease").Inc()
+		http.Error(w, "not this node's current lease", http.StatusConflict)
+		return
+	}
+	ans := copyAnswer{OK: make([]bool, len(b.Items))}
+	s.copies.mu.Lock()
+	for i, it := range b.Items {
+		ans.OK[i] = s.copies.take(b.From, b.FromLease, int64(lease), it)
+	}
+	s.copies.mu.Unlock()
+	raw, _ := json.Marshal(ans)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Svcreg-Mac", hex.EncodeToString(s.peerMAC(mac, raw)))
+	w.Write(raw)
+}
+
+// take keeps a copy, and reports whether the holder may count on it.
+// Called with c.mu held.
+func (c *copies) take(from string, fromLease, lease int64, it copyItem) bool {
+	k := hbKey{it.Tenant, it.ID}
+	e := c.m[k]
+	switch {
+	case e == nil || it.HBRev > e.hbRev:
+		c.m[k] = &copyEntry{from: from, fromLease: fromLease, lease: lease, hbRev: it.HBRev, stored: it.Stored, state: it.State}
+		return true
+	case it.HBRev < e.hbRev || e.fenced:
+		return false
+	case store.SeqAtOrAfter(it.State.Seq, e.state.Seq):
+		e.from, e.fromLease, e.lease, e.stored, e.state = from, fromLease, lease, it.Stored, it.State
+		return true
+	default:
+		return true // an older copy of what it has: nothing to do
+	}
+}
+
+// copyTo sends e's state next to this node's peer and waits for its
+// answer. It reports whether the node may answer from memory: the peer
+// took it and is still the peer, or there is no peer to copy to. Called
+// with e locked.
+func (s *Store) copyTo(ctx context.Context, e *hbEntry, next hbRecord) bool {
+	if s.copyQueue == nil {
+		return true
+	}
+	target, failing := s.peerState()
+	if target.id == "" {
+		return true
+	}
+	if failing {
+		return false
+	}
+	res := s.sendCopy(ctx, copyItem{Tenant: e.k.tenant, ID: e.k.id, HBRev: e.hbRev, Stored: e.hb.Deadline, State: next})
+	if res.err != nil || !res.ok {
+		return false
+	}
+	return s.peer() == res.target
+}
+
+// copyHeld sends e's state to the peer after a commit made this node its
+// holder, so that the peer knows its deadline before the next heartbeat.
+// Its outcome does not matter: the next answer from memory needs a copy.
+func (s *Store) copyHeld(e *hbEntry) {
+	if s.copyQueue == nil || !e.mine {
+		return
+	}
+	if target, failing := s.peerState(); target.id == "" || failing {
+		return
+	}
+	s.sendCopy(s.ctx, copyItem{Tenant: e.k.tenant, ID: e.k.id, HBRev: e.hbRev, Stored: e.hb.Deadline, State: e.mem})
+}
+
+// sendCopy queues one copy and waits for its batch's answer.
+func (s *Store) sendCopy(ctx context.Context, it copyItem) copyResult {
+	req := &copyReq{item: it, done: make(chan copyResult, 1)}
+	select {
+	case s.copyQueue <- req:
+	case <-ctx.Done():
+		return copyResult{err: ctx.Err()}
+	case <-s.ctx.Done():
+		return copyResult{err: fmt.Errorf("%w: store closed", store.ErrUnavailable)}
+	}
+	return <-req.done
+}
+
+// sendCopies is one sender: it takes the queued copies, up to 256, and
+// sends them to the peer in one request. Every request taken is answered.
+func (s *Store) sendCopies() {
+	batch := make([]*copyReq, 0, 256)
+	for {
+		batch = batch[:0]
+		select {
+		case r := <-s.copyQueue:
+			batch = append(batch, r)
+		case <-s.ctx.Done():
+			return
+		}
+	collect:
+		for len(batch) < cap(batch) {
+			select {
+			case r := <-s.copyQueue:
+				batch = append(batch, r)
+			default:
+				break collect
+			}
+		}
+		target := s.peer()
+		oks, err := s.postCopies(target, batch)
+		s.metrics.copyBatch.Observe(float64(len(batch)))
+		for i, r := range batch {
+			if err != nil {
+				r.done <- copyResult{err: err, target: target}
+			} else {
+				r.done <- copyResult{ok: oks[i], target: target}
+			}
+		}
+	}
+}
+
+// postCopies sends a batch to target.
+func (s *Store) postCopies(target peerInfo, batch []*copyReq) ([]bool, error) {
+	if target.id == "" {
+		return nil, errors.New("no peer")
+	}
+	lease, _ := s.lease.get()
+	b := copyBatch{From: s.nodeID, FromLease: int64(lease), To: target.id, ToLease: target.lease, Items: make([]copyItem, len(batch))}
+	for i, r := range batch {
+		b.Items[i] = r.item
+	}
+	body, err := json.Marshal(b)
+	if err != nil {
+		return nil, err
+	}
+	oks, err := s.post(target, body, len(batch))
+	if err != nil {
+		s.metrics.copyFailures.Inc()
+		s.peerFailed(target, err)
+		return nil, err
+	}
+	s.peerAcked(target)
+	return oks, nil
+}
+
+func (s *Store) post(target peerInfo, body []byte, n int) ([]bool, error) {
+	ctx, cancel := context.WithTimeout(s.ctx, copyTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+target.addr+copyPath, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	mac := s.peerMAC(body)
+	req.Header.Set("Svcreg-Mac", hex.EncodeToString(mac))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := s.peerClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("peer %s answered %s: %s", target.id, resp.Status, strings.TrimSpace(string(raw)))
+	}
+	got, err := hex.DecodeString(resp.Header.Get("Svcreg-Mac"))
+	if err != nil || !hmac.Equal(got, s.peerMAC(mac, raw)) {
+		return nil, fmt.Errorf("peer %s: the answer's Svcreg-Mac does not match", target.id)
+	}
+	var a copyAnswer
+	if err := json.Unmarshal(raw, &a); err != nil || len(a.OK) != n {
+		return nil, fmt.Errorf("peer %s: undecodable answer", target.id)
+	}
+	return a.OK, nil
+}
+
+// peer returns this node's peer (zero: none).
+func (s *Store) peer() peerInfo {
+	s.peers.mu.Lock()
+	defer s.peers.mu.Unlock()
+	return s.peers.target
+}
+
+// peerState returns this node's peer, and whether a copy to it failed
+// within the last second.
+func (s *Store) peerState() (peerInfo, bool) {
+	s.peers.mu.Lock()
+	defer s.peers.mu.Unlock()
+	return s.peers.target, time.Since(s.peers.failed) < time.Second
+}
+
+func (s *Store) peerAcked(target peerInfo) {
+	s.peers.mu.Lock()
+	defer s.peers.mu.Unlock()
+	if s.peers.target == target {
+		s.peers.acked = true
+	}
+}
+
+// peerFailed notes a failed copy. A peer that never took one is left for
+// another for a while; one that did stays this node's peer while it lives.
+func (s *Store) peerFailed(target peerInfo, err error) {
+	s.peers.mu.Lock()
+	defer s.peers.mu.Unlock()
+	if s.peers.target != target {
+		return
+	}
+	s.peers.failed = time.Now()
+	if s.peers.acked {
+		// Said once per peer, then once a minute while it lasts.
+		if now := time.Now(); now.After(s.peers.warned) {
+			s.log.Warn("copy heartbeat state to peer node; writing heartbeats to etcd meanwhile", "peer", target.id, "addr", target.addr, "err", err)
+			s.peers.warned = now.Add(time.Minute)
+		}
+		return
+	}
+	s.log.Warn("cannot reach peer node for heartbeat copies; trying another (check --etcd-peer-advertise)", "peer", target.id, "addr", target.addr, "err", err)
+	s.peers.unreachable[target.id] = time.Now().Add(30 * time.Second)
+	s.choosePeer()
+}
+
+// choosePeer keeps this node's peer while its node key lives on the same
+// lease, and otherwise takes the next live node after this one (by id)
+// that takes copies, then sends it every held service. Called with
+// peers.mu held.
+func (s *Store) choosePeer() {
+	p := &s.peers
+	if t := p.target; t.id != "" {
+		if cur, ok := p.nodes[t.id]; ok && cur.lease == t.lease && (p.acked || p.unreachable[t.id].IsZero()) {
+			return
+		}
+	}
+	now := time.Now()
+	var ids []string
+	for id, n := range p.nodes {
+		if id != s.nodeID && n.addr != "" && !now.Before(p.unreachable[id]) {
+			ids = append(ids, id)
+		}
+	}
+	for id, until := range p.unreachable {
+		if !now.Before(until) {
+			delete(p.unreachable, id)
+		}
+	}
+	slices.Sort(ids)
+	next := peerInfo{}
+	if len(ids) > 0 {
+		i, _ := slices.BinarySearch(ids, s.nodeID)
+		next = p.nodes[ids[i%len(ids)]]
+	}
+	if next == p.target {
+		return
+	}
+	old := p.target
+	p.target, p.acked, p.warned, p.failed = next, false, time.Time{}, time.Time{}
+	s.log.Debug("peer for heartbeat copies", "peer", next.id, "addr", next.addr, "was", old.id)
+	if next.id != "" && s.ctx.Err() == nil {
+		s.wg.Go(s.copyAllHeld)
+	}
+}
+
+// copyAllHeld sends the state of every held service to a new peer.
+func (s *Store) copyAllHeld() {
+	for _, e := range s.hb.heldBy("") {
+		e.mu.Lock()
+		var it copyItem
+		ok := !e.dead && e.mine
+		if ok {
+			it = copyItem{Tenant: e.k.tenant, ID: e.k.id, HBRev: e.hbRev, Stored: e.hb.Deadline, State: e.mem}
+		}
+		e.mu.Unlock()
+		if ok {
+			if res := s.sendCopy(s.ctx, it); res.err != nil {
+				return
+			}
+		}
+	}
+}
+
+// watchNodes keeps the view of live nodes (and so the choice of peer)
+// until the store closes.
+func (s *Store) watchNodes() {
+	prefix := s.k.nodes()
+	set := func(key string, value []byte, lease int64) {
+		id := strings.TrimPrefix(key, prefix)
+		var v nodeValue
+		if json.Unmarshal(value, &v) != nil {
+			v = nodeValue{} // a node key from before copies: no peer address
+		}
+		s.peers.nodes[id] = peerInfo{id: id, lease: lease, addr: v.Peer}
+	}
+	s.follow("list nodes", prefix, false,
+		func(kvs []*mvccpb.KeyValue) {
+			s.peers.mu.Lock()
+			defer s.peers.mu.Unlock()
+			clear(s.peers.nodes)
+			for _, kv := range kvs {
+				set(string(kv.Key), kv.Value, kv.Lease)
+			}
+			s.choosePeer()
+		},
+		func(evs []*clientv3.Event) {
+			s.peers.mu.Lock()
+			defer s.peers.mu.Unlock()
+			for _, ev := range evs {
+				if ev.Type == clientv3.EventTypeDelete {
+					delete(s.peers.nodes, strings.TrimPrefix(string(ev.Kv.Key), prefix))
+				} else {
+					set(string(ev.Kv.Key), ev.Kv.Value, ev.Kv.Lease)
+				}
+			}
+			s.choosePeer()
+		})
+}
+
+// nodeAlive reports whether the view has node id on lease.
+func (s *Store) nodeAlive(id string, lease int64) bool {
+	s.peers.mu.Lock()
+	defer s.peers.mu.Unlock()
+	n, ok := s.peers.nodes[id]
+	return ok && n.lease == lease
+}
+
+// copyDue is a copy whose deadline has passed, or whose timeout is pending.
+type copyDue struct {
+	k hbKey
+	e copyEntry
+}
+
+// reapCopies times out the services of tenant (all if empty) whose copies
+// here are past their deadline, fencing each first, and forgets the
+// copies no holder can send again (past their stored deadline).
+func (s *Store) reapCopies(ctx context.Context, tenant string) error {
+	if s.copyQueue == nil {
+		return nil
+	}
+	now := s.now().UnixNano()
+	byTenant := map[string][]copyDue{}
+	s.copies.mu.Lock()
+	for k, e := range s.copies.m {
+		if tenant != "" && k.tenant != tenant {
+			continue
+		}
+		switch {
+		case e.fenced && !e.pending:
+			if e.stored+int64(time.Minute) < now {
+				delete(s.copies.m, k)
+			}
+		case e.pending || e.state.Deadline <= now:
+			e.fenced, e.pending = true, true
+			byTenant[k.tenant] = append(byTenant[k.tenant], copyDue{k, *e})
+		}
+	}
+	s.copies.mu.Unlock()
+	var firstErr error
+	for id, due := range byTenant {
+		t, err := s.tenantFor(ctx, id)
+		for err == nil && len(due) > 0 {
+			n := min(len(due), s.timeoutsPerTxn())
+			err = s.timeOutCopies(ctx, t, due[:n])
+			due = due[n:]
+		}
+		if err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	return firstErr
+}
+
+// timeOutCopies commits the timeouts of due copies in one transaction,
+// each conditional on its heartbeat key being at the copy's revision and
+// on this node's key being on the lease the copy was taken under. A copy
+// found stale is done with; a failed write leaves them pending.
+func (s *Store) timeOutCopies(ctx context.Context, t *tenant, due []copyDue) error {
+	nodeKey := s.k.node(s.nodeID)
+	reads := []string{nodeKey}
+	for _, d := range due {
+		reads = append(reads, s.k.service(t.id, d.k.id), s.k.heartbeat(t.id, d.k.id))
+	}
+	t.wmu.Lock()
+	var timedOut []timedOutService
+	_, err := s.write(ctx, t, "time out copied services", reads, func(w *writer) error {
+		timedOut = timedOut[:0]
+		nkv := w.got[nodeKey]
+		for _, d := range due {
+			svcKey, hbKey := s.k.service(t.id, d.k.id), s.k.heartbeat(t.id, d.k.id)
+			skv, hkv := w.got[svcKey], w.got[hbKey]
+			if nkv == nil || nkv.Lease != d.e.lease || skv == nil || hkv == nil || hkv.ModRevision != d.e.hbRev {
+				continue // moved, gone, or this node was dead to the others since
+			}
+			rec, _, err := decodeService(skv, nil)
+			if err != nil {
+				return err
+			}
+			if rec.Incarnation != d.e.state.Incarnation {
+				continue
+			}
+			w.cmps = append(w.cmps,
+				clientv3.Compare(clientv3.ModRevision(hbKey), "=", d.e.hbRev),
+				clientv3.Compare(clientv3.LeaseValue(nodeKey), "=", d.e.lease))
+			w.timeOut(rec, svcKey, hbKey, s.k.due(d.e.stored, t.id, d.k.id), d.e.state.Deadline)
+			timedOut = append(timedOut, timedOutService{id: d.k.id, deadline: d.e.state.Deadline, holder: d.e.from})
+		}
+		return nil
+	})
+	t.wmu.Unlock()
+	if err == nil {
+		s.copies.mu.Lock()
+		for _, d := range due {
+			if e := s.copies.m[d.k]; e != nil && e.hbRev == d.e.hbRev {
+				e.pending = false
+			}
+		}
+		s.copies.mu.Unlock()
+	}
+	return s.timedOut(t, "copied deadline", timedOut, err)
+}
+
+// watchCopiedReleases answers hand-over requests to other nodes for the
+// services this node has copies of, when their holders do not: a holder
+// that died hands nothing over, and without this the node asking would
+// wait for its lease to expire (up to the node TTL), while this node
+// could time the service out at its deadline meanwhile.
+func (s *Store) watchCopiedReleases() {
+	prefix := s.k.p + "rel/"
+	handle := func(key []byte) {
+		node, _, ok := strings.Cut(strings.TrimPrefix(string(key), prefix), "/")
+		if !ok || node == s.nodeID {
+			return
+		}
+		tenant, id, ok := s.k.parseRelease(node, string(key))
+		if !ok {
+			return
+		}
+		k := hbKey{tenant, id}
+		s.copies.mu.Lock()
+		e := s.copies.m[k]
+		has := e != nil && e.from == node && !e.fenced
+		s.copies.mu.Unlock()
+		if has {
+			s.wg.Go(func() { s.releaseCopy(k, node, string(key)) })
+		}
+	}
+	list, events := eachPut(handle)
+	s.follow("list hand-over requests", prefix, true, list, events)
+}
+
+// copyReleaseDelay is how long a live holder gets to answer a hand-over
+// request itself before this node answers it from its copy.
+const copyReleaseDelay = 250 * time.Millisecond
+
+// releaseCopy hands a service back to etcd from this node's copy, as its
+// holder would: the exact state, no holder.
+func (s *Store) releaseCopy(k hbKey, holder, relKey string) {
+	ctx, cancel := context.WithTimeout(s.ctx, copyReleaseDelay+s.opts.RequestTimeout)
+	defer cancel()
+	s.copies.mu.Lock()
+	e := s.copies.m[k]
+	var c copyEntry
+	if e != nil {
+		c = *e
+	}
+	s.copies.mu.Unlock()
+	if e == nil || c.from != holder || c.fenced {
+		return
+	}
+	// A live holder answers at once; a dead one never. The peer waits for
+	// the holder only if the deadline is not near: it would otherwise time
+	// the service out meanwhile, though a client's heartbeat is waiting.
+	near := c.state.Deadline < s.now().Add(copyReleaseDelay+time.Second).UnixNano()
+	if !near && s.nodeAlive(holder, c.fromLease) {
+		if retry.Sleep(ctx, copyReleaseDelay) != nil {
+			return
+		}
+		resp, err := s.read(ctx, "read a hand-over request", clientv3.OpGet(relKey, clientv3.WithCountOnly()))
+		if err != nil || resp.Responses[0].GetResponseRange().Count == 0 {
+			return // the holder answered
+		}
+	}
+	s.copies.mu.Lock()
+	e = s.copies.m[k]
+	if e == nil || e.hbRev != c.hbRev || e.fenced {
+		s.copies.mu.Unlock()
+		return
+	}
+	e.fenced = true // from here no copy under hbRev is taken
+	c = *e
+	s.copies.mu.Unlock()
+
+	next := c.state
+	next.Holder, next.HolderLease, next.Loose = "", 0, false
+	raw, err := json.Marshal(next)
+	if err != nil {
+		return
+	}
+	hbKey, nodeKey := s.k.heartbeat(k.tenant, k.id), s.k.node(s.nodeID)
+	ops := []clientv3.Op{clientv3.OpPut(hbKey, string(raw)), clientv3.OpDelete(relKey)}
+	if oldDue, newDue := s.k.due(c.stored, k.tenant, k.id), s.k.due(next.Deadline, k.tenant, k.id); oldDue != newDue {
+		ops = append(ops, clientv3.OpDelete(oldDue), clientv3.OpPut(newDue, ""))
+	}
+	resp, err := s.txn(ctx, "hand over a copied service", []clientv3.Cmp{
+		clientv3.Compare(clientv3.ModRevision(hbKey), "=", c.hbRev),
+		clientv3.Compare(clientv3.LeaseValue(nodeKey), "=", c.lease),
+	}, ops, nil)
+	switch {
+	case err != nil:
+		// It may land yet: the copy stays fenced, so the holder's next
+		// heartbeat of it goes to etcd, on the same condition.
+		s.log.Debug("hand-over from a copy failed; it may still land", "tenant", k.tenant, "id", k.id, "holder", holder, "err", err)
+	case resp.Succeeded:
+		s.log.Debug("handed a service back from its copy", "tenant", k.tenant, "id", k.id, "holder", holder,
+			"deadline", time.Unix(0, next.Deadline).UTC())
+		s.metrics.handovers.Inc()
+	}
+}

@@ -1,0 +1,204 @@
+package etcdstore_test
+
+import (
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/svcreg/svcreg/internal/testserver"
+	"github.com/svcreg/svcreg/server/store/etcdstore"
+)
+
+// peerOf returns the node among ns that n copies held heartbeat state to,
+// once n has chosen one.
+func peerOf(t *testing.T, n *node, ns []*node) *node {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if id, _ := etcdstore.PeerOf(n.st); id != "" {
+			for _, p := range ns {
+				if p.running && etcdstore.NodeID(p.st) == id {
+					return p
+				}
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("node %s chose no live peer", n.addr)
+	return nil
+}
+
+// waitGone waits, without moving the clock, until id is gone at n.
+func waitGone(t *testing.T, u *user, n *node, id string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		r, err := u.try(n, "GET", "/services/"+id, nil)
+		if err == nil && r.code == 404 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%s is still there at %s", id, n.addr)
+}
+
+// A service whose holder dies with its client times out at its precise
+// deadline, within the reap interval, not at the stored one (the slack
+// later): the holder's peer has a copy of every deadline the holder
+// answered from memory.
+func TestCopiesTimeOutADeadHoldersServices(t *testing.T) {
+	t.Parallel()
+	c := sharedCluster(t)
+	clock := new(testserver.Clock)
+	opts := etcdstore.Options{Clock: clock.Now, ReapInterval: 100 * time.Millisecond, HeartbeatSlack: time.Hour}
+	n := startNodes(t, c, 3, opts)
+	u := login(t, n[0], "copies-dead-holder")
+	quiet := u.create(n[0], "quiet", 10)
+	for range 5 {
+		clock.Advance(time.Second)
+		quiet = u.heartbeat(n[0], "quiet", quiet)
+	}
+	if n[0].metric("svcreg_store_heartbeats_in_memory_total") < 4 {
+		t.Fatal("node 0 answered no heartbeats from memory")
+	}
+	peer := peerOf(t, n[0], n)
+	deadline := tokenDeadline(quiet)
+	n[0].crash()
+
+	// Before the deadline nothing happens (the clock runs on with real
+	// time: a check that ends past the deadline tells nothing); once it
+	// has passed, the peer times the service out. The stored deadline is
+	// an hour away.
+	clock.Advance(time.UnixMilli(deadline - 2000).Sub(clock.Now()))
+	time.Sleep(300 * time.Millisecond)
+	r, err := u.try(peer, "GET", "/services/quiet", nil)
+	if err != nil || r.code != 200 && clock.Now().UnixMilli() < deadline {
+		t.Fatalf("before its deadline, quiet: %v %d %s", err, r.code, r.body)
+	}
+	clock.Advance(time.UnixMilli(deadline + 1).Sub(clock.Now()))
+	for _, m := range n[1:] {
+		waitGone(t, u, m, "quiet")
+	}
+	evs := u.events(n[1], "")
+	want := []string{"service.join quiet", "service.timeout quiet"}
+	if got := summary(evs); !slices.Equal(got, want) {
+		t.Fatalf("events %q, want %q", got, want)
+	}
+	if ts := evs[1].Timestamp; ts != deadline {
+		t.Errorf("quiet timed out at %d; its last token's deadline was %d", ts, deadline)
+	}
+	if !strings.Contains(peer.log.String(), `at="copied deadline"`) {
+		t.Errorf("the peer did not time quiet out from its copy")
+	}
+}
+
+// A client whose service's holder died goes on at another node: the
+// holder's peer hands the service over from its copy when the dead holder
+// does not, so the heartbeat does not wait for the dead node's lease (here
+// 20 s) to expire, and the newest token works.
+func TestCopiesHandOverADeadHoldersServices(t *testing.T) {
+	t.Parallel()
+	c := sharedCluster(t)
+	opts := etcdstore.Options{ReapInterval: 100 * time.Millisecond, NodeTTL: 20 * time.Second, RequestTimeout: 2 * time.Second}
+	n := startNodes(t, c, 3, opts)
+	u := login(t, n[0], "copies-hand-over")
+	tok := u.create(n[0], "svc", 60)
+	for range 3 {
+		tok = u.heartbeat(n[0], "svc", tok)
+	}
+	peer := peerOf(t, n[0], n)
+	other := n[1]
+	if other == peer {
+		other = n[2]
+	}
+	n[0].crash()
+	// At the node that is not the peer: it asks the dead holder, and the
+	// peer answers for it.
+	tok = u.heartbeat(other, "svc", tok)
+	u.heartbeat(other, "svc", tok)
+	if !strings.Contains(peer.log.String(), "handed a service back from its copy") {
+		t.Errorf("the peer did not hand the service over")
+	}
+	if got := peer.metric("svcreg_store_heartbeat_handovers_total"); got != 1 {
+		t.Errorf("the peer counts %v hand-overs, want 1", got)
+	}
+}
+
+// When a holder's peer dies, the holder takes the next node as its peer,
+// and sends it what it holds: a service whose holder then dies too times
+// out at its precise deadline.
+func TestCopiesMoveToAnotherPeer(t *testing.T) {
+	t.Parallel()
+	c := sharedCluster(t)
+	clock := new(testserver.Clock)
+	opts := etcdstore.Options{Clock: clock.Now, ReapInterval: 100 * time.Millisecond, NodeTTL: 2 * time.Second, HeartbeatSlack: time.Hour}
+	n := startNodes(t, c, 3, opts)
+	u := login(t, n[0], "copies-peer-dies")
+	tok := u.create(n[0], "svc", 10)
+	tok = u.heartbeat(n[0], "svc", tok)
+	first := peerOf(t, n[0], n)
+	first.crash()
+	// Heartbeats go on while the dead peer's lease runs out: written to
+	// etcd while copies fail, from memory again once the next peer has
+	// them.
+	var second *node
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		clock.Advance(100 * time.Millisecond)
+		tok = u.heartbeat(n[0], "svc", tok)
+		if id, _ := etcdstore.PeerOf(n[0].st); id != "" && id != etcdstore.NodeID(first.st) {
+			second = peerOf(t, n[0], n)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("node 0 kept its dead peer")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n[0].metric("svcreg_store_heartbeat_copy_failures_total") == 0 {
+		t.Error("no copy to the dead peer failed")
+	}
+	inMem := n[0].metric("svcreg_store_heartbeats_in_memory_total")
+	tok = u.heartbeat(n[0], "svc", tok)
+	tok = u.heartbeat(n[0], "svc", tok)
+	if n[0].metric("svcreg_store_heartbeats_in_memory_total") != inMem+2 {
+		t.Fatal("node 0 does not answer from memory with its new peer")
+	}
+	deadline := tokenDeadline(tok)
+	n[0].crash()
+	clock.Advance(time.UnixMilli(deadline + 1).Sub(clock.Now()))
+	waitGone(t, u, second, "svc")
+	evs := u.events(second, "")
+	if got := summary(evs); !slices.Equal(got, []string{"service.join svc", "service.timeout svc"}) || evs[1].Timestamp != deadline {
+		t.Fatalf("events %q, the last at %d; want the timeout at %d", got, evs[len(evs)-1].Timestamp, deadline)
+	}
+}
+
+// The peer endpoint takes only what is signed with the registry's secret:
+// a forged copy could time a live service out.
+func TestCopiesNeedTheSecret(t *testing.T) {
+	t.Parallel()
+	c := sharedCluster(t)
+	n := startNodes(t, c, 2, etcdstore.Options{})
+	peer := peerOf(t, n[0], n)
+	_, addr := etcdstore.PeerOf(n[0].st)
+	body := `{"from":"x","to":"y","items":[{"tenant":"t","id":"svc","hb_rev":1,"stored":1,"state":{"deadline":1}}]}`
+	for _, mac := range []string{"", "00", strings.Repeat("ab", 32)} {
+		req, _ := http.NewRequest("POST", "http://"+addr+"/v1/heartbeat-copies", strings.NewReader(body))
+		if mac != "" {
+			req.Header.Set("Svcreg-Mac", mac)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Errorf("Svcreg-Mac %q: %s, want 403", mac, resp.Status)
+		}
+	}
+	if got := testserver.Metric(t, peer.reg, "svcreg_store_heartbeat_copy_refusals_total", "reason", "mac"); got != 3 {
+		t.Errorf("the peer counts %v refusals for the MAC, want 3", got)
+	}
+}
