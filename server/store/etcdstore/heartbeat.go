@@ -407,7 +407,7 @@ func (s *Store) Heartbeat(ctx context.Context, tenantID, id, token string) (stri
 			switch {
 			case valid && token == e.mem.Cur:
 				next := s.nextBeat(tenantID, id, e, token, e.mem.Seq)
-				if held && next.Deadline <= e.hb.Deadline && s.copyTo(ctx, e, next) {
+				if held && next.Deadline <= e.hb.Deadline && s.copyTo(ctx, e, next) && s.leaseStill(lease) {
 					e.setMem(next, true)
 					s.metrics.inMemory.Inc()
 					return next.Cur, nil
@@ -429,6 +429,16 @@ func (s *Store) Heartbeat(ctx context.Context, tenantID, id, token string) (stri
 				continue
 			case valid && token == e.mem.Prev:
 				return e.mem.Cur, nil
+			case !fresh:
+				// A token this node did not hand out may be a newer one:
+				// the holder's peer hands the service over from its copy
+				// when this node does not answer (cut off from etcd, or
+				// slow), and another node goes on from there. Only etcd
+				// can tell.
+				if err := reload(); err != nil {
+					return "", err
+				}
+				continue
 			default:
 				return "", notFound
 			}
@@ -801,8 +811,10 @@ func (s *Store) commitHeartbeat(tenantID, id string, e *hbEntry, next hbRecord) 
 		e.failedWrite()
 		return false, res.err
 	case res.ok:
+		// The write was conditional on the keys being as this node last
+		// saw them: its memory is etcd's now (verify no longer needed).
 		e.setLost(nil)
-		e.hb, e.hbRev, e.mayLand = stored, res.rev, 0
+		e.hb, e.hbRev, e.mayLand, e.verify = stored, res.rev, 0, false
 		e.setMem(next, alive)
 		s.metrics.heartbeats.Inc()
 		s.copyHeld(e)

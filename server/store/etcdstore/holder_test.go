@@ -220,16 +220,7 @@ func TestHoldingNodePartitioned(t *testing.T) {
 	u.do(other, "PUT", "/services/steady", map[string]any{"heartbeat_timeout": 60}, 204)
 	steady = u.heartbeat(other, "steady", steady)
 	part.Heal()
-	for attempt := 0; ; attempt++ {
-		r, err := u.try(cut, "POST", "/services/steady/heartbeat", map[string]string{"token": steady})
-		if err == nil && r.code == 200 {
-			break
-		}
-		if err == nil && r.code < 500 || attempt == 100 {
-			t.Fatalf("heartbeat at the node let back: %v %d %s", err, r.code, r.body)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	heartbeatWhenBack(t, u, cut, "steady", steady)
 	if got, want := summary(u.events(other, "")), []string{"service.join steady", "service.update steady"}; !slices.Equal(got, want) {
 		t.Errorf("events %q, want %q", got, want)
 	}
@@ -338,5 +329,21 @@ func TestLateLandingHandOver(t *testing.T) {
 		if e.Type == "service.timeout" {
 			t.Errorf("timed out at %d, before the deadline %d of its last token", e.Timestamp, tokenDeadline(tok))
 		}
+	}
+}
+
+// heartbeatWhenBack heartbeats id at a node let back to etcd, through the
+// 503s it may answer for seconds on a loaded machine before it serves.
+func heartbeatWhenBack(t *testing.T, u *user, n *node, id, tok string) {
+	t.Helper()
+	for attempt := 0; ; attempt++ {
+		r, err := u.try(n, "POST", "/services/"+id+"/heartbeat", map[string]string{"token": tok})
+		if err == nil && r.code == 200 {
+			return
+		}
+		if err == nil && r.code < 500 || attempt == 100 {
+			t.Fatalf("heartbeat at the node let back: %v %d %s", err, r.code, r.body)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

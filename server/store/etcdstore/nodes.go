@@ -201,6 +201,14 @@ func (l *nodeLease) get() (clientv3.LeaseID, bool) {
 	return l.id, l.id != 0 && time.Now().Before(l.until)
 }
 
+// leaseStill reports whether lease is this node's lease and surely alive:
+// checked again after a wait (a copy to the peer) before answering from
+// memory.
+func (s *Store) leaseStill(lease clientv3.LeaseID) bool {
+	cur, alive := s.lease.get()
+	return alive && cur == lease
+}
+
 // extendDeadlines gives every live service its full timeout from now
 // (design item 10), each conditional on its heartbeat key, so that a
 // heartbeat committed meanwhile (it set a fresh deadline) is left alone.

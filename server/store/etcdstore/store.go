@@ -28,7 +28,6 @@ import (
 	"fmt"
 	"log/slog"
 	mrand "math/rand/v2"
-	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -141,12 +140,11 @@ type Store struct {
 	// Copies of held heartbeat state (copies.go): those this node keeps
 	// for others, its view of the nodes and its peer, and its senders'
 	// queue (nil: copies are off).
-	copies     copies
-	peers      peers
-	copyQueue  chan *copyReq
-	peerClient *http.Client
-	peerKey    []byte
-	peerAddr   string
+	copies    copies
+	peers     peers
+	copyQueue chan *copyReq
+	peerKey   []byte
+	peerAddr  string
 	// loseAnswer (tests) makes the next heartbeat batch fail after it
 	// committed, as an answer lost on the way back would.
 	loseAnswer atomic.Bool

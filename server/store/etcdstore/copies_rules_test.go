@@ -1,0 +1,148 @@
+package etcdstore
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+)
+
+// The rules by which a peer takes copies: newer revisions replace older
+// ones (and what was fenced at them), an older revision is refused, a copy
+// at a fenced revision is refused (the holder must write to etcd), and an
+// older copy at the same revision changes nothing.
+func TestCopyRules(t *testing.T) {
+	c := copies{m: map[hbKey]*copyEntry{}}
+	item := func(rev int64, seq uint32, deadline int64) copyItem {
+		return copyItem{Tenant: "t", ID: "svc", HBRev: rev, Stored: deadline + 100, State: hbRecord{Seq: seq, Deadline: deadline}}
+	}
+	k := hbKey{"t", "svc"}
+	steps := []struct {
+		what    string
+		it      copyItem
+		fence   bool // fence the entry before this step
+		ok      bool
+		wantSeq uint32
+	}{
+		{what: "first copy", it: item(10, 1, 1000), ok: true, wantSeq: 1},
+		{what: "next heartbeat", it: item(10, 2, 2000), ok: true, wantSeq: 2},
+		{what: "an older copy, late", it: item(10, 1, 1000), ok: true, wantSeq: 2},
+		{what: "an older revision", it: item(9, 7, 9000), ok: false, wantSeq: 2},
+		{what: "fenced", it: item(10, 3, 3000), fence: true, ok: false, wantSeq: 2},
+		{what: "a newer revision after the fence", it: item(11, 4, 4000), ok: true, wantSeq: 4},
+	}
+	for _, st := range steps {
+		if st.fence {
+			c.m[k].fenced = true
+		}
+		if got := c.take("holder", 1, 2, st.it); got != st.ok {
+			t.Errorf("%s: took %v, want %v", st.what, got, st.ok)
+		}
+		if e := c.m[k]; e.state.Seq != st.wantSeq {
+			t.Errorf("%s: the copy is at seq %d, want %d", st.what, e.state.Seq, st.wantSeq)
+		}
+	}
+	if e := c.m[k]; e.fenced || e.hbRev != 11 || e.state.Deadline != 4000 {
+		t.Errorf("after a newer revision: %+v", e)
+	}
+}
+
+// A peer that a request reached keeps being the peer even if the request
+// failed (it may have taken the copy, and would time the service out at
+// its deadline while this node answered from memory); only a peer that
+// could not be reached at all is passed over.
+func TestPeerKeptOnceReached(t *testing.T) {
+	newStore := func() *Store {
+		s := &Store{nodeID: "b", log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		s.ctx, s.cancel = context.WithCancel(context.Background())
+		t.Cleanup(func() { s.cancel(); s.wg.Wait() })
+		s.peers.nodes = map[string]peerInfo{
+			"a": {id: "a", lease: 1, addr: "127.0.0.1:1"},
+			"c": {id: "c", lease: 3, addr: "127.0.0.1:3"},
+			"d": {id: "d", lease: 4, addr: "127.0.0.1:4"},
+		}
+		s.peers.unreachable = map[string]time.Time{}
+		s.peers.mu.Lock()
+		s.choosePeer()
+		s.peers.mu.Unlock()
+		if got := s.peer().id; got != "c" {
+			t.Fatalf("node b chose %q, want c (the next id)", got)
+		}
+		return s
+	}
+
+	s := newStore()
+	s.peerFailed(s.peer(), &dialError{errors.New("connection refused")})
+	if got := s.peer().id; got != "d" {
+		t.Errorf("after a failed connect the peer is %q, want d", got)
+	}
+
+	s = newStore()
+	s.peerFailed(s.peer(), errors.New("read: i/o timeout"))
+	if got := s.peer().id; got != "c" {
+		t.Errorf("after a request that may have arrived the peer is %q, want c still", got)
+	}
+	s.peerFailed(s.peer(), &dialError{errors.New("connection refused")})
+	if got := s.peer().id; got != "c" {
+		t.Errorf("a peer that may have a copy was passed over for %q", got)
+	}
+	// Once its node key is gone, the next one after it.
+	s.peers.mu.Lock()
+	delete(s.peers.nodes, "c")
+	s.choosePeer()
+	s.peers.mu.Unlock()
+	if got := s.peer().id; got != "d" {
+		t.Errorf("with c gone the peer is %q, want d", got)
+	}
+	// The same id on a new lease is another node as far as copies go.
+	s.peers.mu.Lock()
+	s.peers.nodes["d"] = peerInfo{id: "d", lease: 5, addr: "127.0.0.1:4"}
+	s.choosePeer()
+	s.peers.mu.Unlock()
+	if got := s.peer(); got.id != "d" || got.lease != 5 {
+		t.Errorf("after d's new lease the peer is %+v", got)
+	}
+}
+
+// When the peer changes, the old peer's fences go with it: every held
+// service is marked to be read from etcd again before it is answered from
+// memory, and none is answered from memory until that is done.
+func TestPeerChangeRereadsHeld(t *testing.T) {
+	s := &Store{nodeID: "b", log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	t.Cleanup(func() { s.cancel(); s.wg.Wait() })
+	s.hb.init()
+	s.copyQueue = make(chan *copyReq) // copies on; nothing sends them here
+	s.peers.nodes = map[string]peerInfo{"c": {id: "c", lease: 3, addr: "127.0.0.1:3"}}
+	s.peers.unreachable = map[string]time.Time{}
+	e := s.hb.lock("t", "svc", time.Now())
+	e.loaded, e.exists = true, true
+	e.setMem(hbRecord{Seq: 1, Deadline: 1}, true)
+	// The change waits for the entry: no answer from memory meanwhile.
+	s.peers.mu.Lock()
+	s.choosePeer()
+	s.peers.mu.Unlock()
+	if _, _, ready := s.peerState(); ready {
+		t.Error("ready before the held services were marked")
+	}
+	if s.copyTo(context.Background(), e, hbRecord{Seq: 2}) {
+		t.Error("answered from memory before the held services were marked")
+	}
+	e.mu.Unlock()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if _, _, ready := s.peerState(); ready {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("never ready")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.verify {
+		t.Error("the held service was not marked to be read again")
+	}
+}

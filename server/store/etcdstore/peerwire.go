@@ -1,0 +1,198 @@
+package etcdstore
+
+import (
+	"bufio"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"github.com/svcreg/svcreg/internal/retry"
+)
+
+// The peer protocol: a node keeps a TCP connection to its peer per sender
+// (copySenders), and sends batches of copies over it one at a time; the peer
+// answers each on the same connection. Each message is a frame: a 4-byte
+// big-endian length of the rest, a 32-byte HMAC-SHA256 with the peer key
+// (a request's over its payload; an answer's over the request's MAC and
+// its own payload), and the payload, JSON (copyBatch, copyAnswer). A frame
+// whose MAC does not match is answered with an error, unsigned, and the
+// connection closed. A plain framed stream rather than HTTP: a copy goes
+// with every heartbeat answered from memory, and HTTP's per-request work
+// (headers, the client's connection goroutines) cost more than the copy.
+
+const (
+	macSize  = sha256.Size
+	maxFrame = 8 << 20
+	// peerIdle is how long the peer keeps a connection with nothing on it.
+	peerIdle = 5 * time.Minute
+)
+
+var errFrameSize = errors.New("peer frame too large or too small")
+
+// dialError is a connection to the peer that could not be made: nothing
+// was sent. Any other failure may have happened after the peer took the
+// batch.
+type dialError struct{ err error }
+
+func (e *dialError) Error() string { return "connect: " + e.err.Error() }
+func (e *dialError) Unwrap() error { return e.err }
+
+// writeFrame writes one frame and flushes it.
+func writeFrame(w *bufio.Writer, mac, payload []byte) error {
+	var n [4]byte
+	binary.BigEndian.PutUint32(n[:], uint32(len(mac)+len(payload)))
+	w.Write(n[:])
+	w.Write(mac)
+	w.Write(payload)
+	return w.Flush()
+}
+
+// readFrame reads one frame.
+func readFrame(r *bufio.Reader) (mac, payload []byte, err error) {
+	var n [4]byte
+	if _, err := io.ReadFull(r, n[:]); err != nil {
+		return nil, nil, err
+	}
+	size := binary.BigEndian.Uint32(n[:])
+	if size < macSize || size > maxFrame {
+		return nil, nil, errFrameSize
+	}
+	buf := make([]byte, size)
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return nil, nil, err
+	}
+	return buf[:macSize], buf[macSize:], nil
+}
+
+// servePeers accepts peer connections until the store closes.
+func (s *Store) servePeers(ln net.Listener) {
+	backoff := 5 * time.Millisecond
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if s.ctx.Err() != nil {
+				return
+			}
+			s.log.Warn("accept a peer connection", "err", err)
+			if retry.Sleep(s.ctx, backoff) != nil {
+				return
+			}
+			backoff = min(2*backoff, time.Second)
+			continue
+		}
+		backoff = 5 * time.Millisecond
+		s.wg.Go(func() { s.servePeerConn(c) })
+	}
+}
+
+// servePeerConn answers the batches of copies on one connection.
+func (s *Store) servePeerConn(c net.Conn) {
+	defer c.Close()
+	stop := context.AfterFunc(s.ctx, func() { c.Close() })
+	defer stop()
+	r, w := bufio.NewReader(c), bufio.NewWriter(c)
+	for {
+		c.SetReadDeadline(time.Now().Add(peerIdle))
+		mac, payload, err := readFrame(r)
+		if err != nil {
+			return
+		}
+		ans, signed := s.takeCopies(mac, payload)
+		raw, err := json.Marshal(ans)
+		if err != nil {
+			return
+		}
+		answerMAC := make([]byte, macSize)
+		if signed {
+			answerMAC = s.peerMAC(mac, raw)
+		}
+		c.SetWriteDeadline(time.Now().Add(copyTimeout))
+		if writeFrame(w, answerMAC, raw) != nil || !signed {
+			return
+		}
+	}
+}
+
+// peerConn is one sender's connection to its peer.
+type peerConn struct {
+	to   peerInfo
+	c    net.Conn
+	r    *bufio.Reader
+	w    *bufio.Writer
+	used bool // a batch went over it before
+}
+
+func (pc *peerConn) close() {
+	if pc.c != nil {
+		pc.c.Close()
+		*pc = peerConn{}
+	}
+}
+
+// roundTrip sends one batch to target and returns its answer. A
+// connection that was used before and fails is dialled again once: the
+// peer may have closed it while it was idle.
+func (s *Store) roundTrip(pc *peerConn, target peerInfo, payload []byte) (copyAnswer, error) {
+	for attempt := 0; ; attempt++ {
+		a, err := s.tryRoundTrip(pc, target, payload)
+		if err == nil {
+			return a, nil
+		}
+		retry := pc.used && attempt == 0 && s.ctx.Err() == nil
+		pc.close()
+		if !retry {
+			if attempt > 0 {
+				// The first attempt may have delivered the batch.
+				var de *dialError
+				if errors.As(err, &de) {
+					err = de.err
+				}
+			}
+			return copyAnswer{}, err
+		}
+	}
+}
+
+func (s *Store) tryRoundTrip(pc *peerConn, target peerInfo, payload []byte) (copyAnswer, error) {
+	deadline := time.Now().Add(copyTimeout)
+	if pc.c == nil || pc.to != target {
+		pc.close()
+		d := net.Dialer{Deadline: deadline}
+		c, err := d.DialContext(s.ctx, "tcp", target.addr)
+		if err != nil {
+			return copyAnswer{}, &dialError{err}
+		}
+		*pc = peerConn{to: target, c: c, r: bufio.NewReader(c), w: bufio.NewWriter(c)}
+	}
+	pc.c.SetDeadline(deadline)
+	mac := s.peerMAC(payload)
+	if err := writeFrame(pc.w, mac, payload); err != nil {
+		return copyAnswer{}, err
+	}
+	got, raw, err := readFrame(pc.r)
+	if err != nil {
+		return copyAnswer{}, err
+	}
+	pc.used = true
+	var a copyAnswer
+	if err := json.Unmarshal(raw, &a); err != nil {
+		return copyAnswer{}, fmt.Errorf("peer %s: undecodable answer", target.id)
+	}
+	if !hmac.Equal(got, s.peerMAC(mac, raw)) {
+		if a.Err != "" {
+			return copyAnswer{}, fmt.Errorf("peer %s refused the copies: %s", target.id, a.Err)
+		}
+		return copyAnswer{}, fmt.Errorf("peer %s: the answer's MAC does not match", target.id)
+	}
+	if a.Err != "" {
+		return copyAnswer{}, fmt.Errorf("peer %s refused the copies: %s", target.id, a.Err)
+	}
+	return a, nil
+}
