@@ -261,20 +261,22 @@ func (s *Store) copyTo(ctx context.Context, e *hbEntry, next hbRecord) bool {
 	if s.copyQueue == nil {
 		return true
 	}
-	target, failing, ready := s.peerState()
+	p := s.peerState()
 	switch {
-	case !ready:
+	case !p.ready:
 		return false
-	case target.id == "":
+	case p.target.id == "":
 		return true
-	case failing:
+	case p.failing:
 		return false
 	}
 	res := s.sendCopy(ctx, copyItem{Tenant: e.k.tenant, ID: e.k.id, HBRev: e.hbRev, Stored: e.hb.Deadline, State: next})
-	if res.err != nil || !res.ok {
+	if res.err != nil || !res.ok || res.target != p.target {
 		return false
 	}
-	return s.peer() == res.target
+	// The peer did not change meanwhile: a new one has no fence against
+	// this node's memory, which may be stale (afterPeerChange).
+	return s.peerState().gen == p.gen
 }
 
 // copyHeld sends e's state to the peer after a commit made this node its
@@ -284,7 +286,7 @@ func (s *Store) copyHeld(e *hbEntry) {
 	if s.copyQueue == nil || !e.mine {
 		return
 	}
-	if target, failing, ready := s.peerState(); target.id == "" || failing || !ready {
+	if p := s.peerState(); p.target.id == "" || p.failing || !p.ready {
 		return
 	}
 	s.sendCopy(s.ctx, copyItem{Tenant: e.k.tenant, ID: e.k.id, HBRev: e.hbRev, Stored: e.hb.Deadline, State: e.mem})
@@ -373,13 +375,22 @@ func (s *Store) peer() peerInfo {
 	return s.peers.target
 }
 
-// peerState returns this node's peer, whether a copy to it failed within
-// the last second, and whether the held services were marked since it
-// became the peer (afterPeerChange).
-func (s *Store) peerState() (target peerInfo, failing, ready bool) {
+// peerSnapshot is this node's peer as peerState saw it.
+type peerSnapshot struct {
+	target peerInfo
+	// failing: a copy to it failed within the last second. ready: the
+	// held services were marked since it became the peer
+	// (afterPeerChange). gen: the change of peer it came with.
+	failing, ready bool
+	gen            uint64
+}
+
+// peerState returns this node's peer and its state.
+func (s *Store) peerState() peerSnapshot {
 	s.peers.mu.Lock()
 	defer s.peers.mu.Unlock()
-	return s.peers.target, time.Since(s.peers.failed) < time.Second, s.peers.ready == s.peers.gen
+	p := &s.peers
+	return peerSnapshot{target: p.target, failing: time.Since(p.failed) < time.Second, ready: p.ready == p.gen, gen: p.gen}
 }
 
 func (s *Store) peerAcked(target peerInfo) {
@@ -584,7 +595,9 @@ func (s *Store) reapCopies(ctx context.Context, tenant string) error {
 			if e.stored+int64(time.Minute) < now {
 				delete(s.copies.m, k)
 			}
-		case e.pending || e.state.Deadline <= now:
+		case e.state.Deadline <= now:
+			// Due; or fenced by a hand-over whose write failed (pending),
+			// which is timed out at its deadline, not before.
 			due = append(due, copyDue{k, *e})
 		}
 	}
@@ -694,11 +707,7 @@ func (s *Store) watchCopiedReleases() {
 		has := e != nil && e.from == node && !e.fenced
 		s.copies.mu.Unlock()
 		if has {
-			sem <- struct{}{}
-			s.wg.Go(func() {
-				defer func() { <-sem }()
-				s.releaseCopy(k, node, string(key))
-			})
+			s.wg.Go(func() { s.releaseCopy(k, node, string(key), sem) })
 		}
 	}
 	list, events := eachPut(handle)
@@ -711,8 +720,8 @@ const copyReleaseDelay = 250 * time.Millisecond
 
 // releaseCopy hands a service back to etcd from this node's copy, as its
 // holder would: the exact state, no holder.
-func (s *Store) releaseCopy(k hbKey, holder, relKey string) {
-	ctx, cancel := context.WithTimeout(s.ctx, copyReleaseDelay+s.opts.RequestTimeout)
+func (s *Store) releaseCopy(k hbKey, holder, relKey string, sem chan struct{}) {
+	ctx, cancel := context.WithTimeout(s.ctx, copyReleaseDelay+2*s.opts.RequestTimeout)
 	defer cancel()
 	s.copies.mu.Lock()
 	e := s.copies.m[k]
@@ -728,10 +737,19 @@ func (s *Store) releaseCopy(k hbKey, holder, relKey string) {
 	// the holder only if the deadline is not near: it would otherwise time
 	// the service out meanwhile, though a client's heartbeat is waiting.
 	near := c.state.Deadline < s.now().Add(copyReleaseDelay+time.Second).UnixNano()
-	if !near && s.nodeAlive(holder, c.fromLease) {
-		if retry.Sleep(ctx, copyReleaseDelay) != nil {
-			return
-		}
+	wait := !near && s.nodeAlive(holder, c.fromLease)
+	if wait && retry.Sleep(ctx, copyReleaseDelay) != nil {
+		return
+	}
+	// The waits above are many at once (a dead holder's services); the
+	// etcd work is a few at a time.
+	select {
+	case sem <- struct{}{}:
+		defer func() { <-sem }()
+	case <-ctx.Done():
+		return
+	}
+	if wait {
 		resp, err := s.read(ctx, "read a hand-over request", clientv3.OpGet(relKey, clientv3.WithCountOnly()))
 		if err != nil || resp.Responses[0].GetResponseRange().Count == 0 {
 			return // the holder answered

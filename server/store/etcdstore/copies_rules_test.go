@@ -1,7 +1,10 @@
 package etcdstore
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"io"
 	"log/slog"
@@ -124,7 +127,7 @@ func TestPeerChangeRereadsHeld(t *testing.T) {
 	s.peers.mu.Lock()
 	s.choosePeer()
 	s.peers.mu.Unlock()
-	if _, _, ready := s.peerState(); ready {
+	if s.peerState().ready {
 		t.Error("ready before the held services were marked")
 	}
 	if s.copyTo(context.Background(), e, hbRecord{Seq: 2}) {
@@ -132,7 +135,7 @@ func TestPeerChangeRereadsHeld(t *testing.T) {
 	}
 	e.mu.Unlock()
 	for deadline := time.Now().Add(10 * time.Second); ; {
-		if _, _, ready := s.peerState(); ready {
+		if s.peerState().ready {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -144,5 +147,26 @@ func TestPeerChangeRereadsHeld(t *testing.T) {
 	defer e.mu.Unlock()
 	if !e.verify {
 		t.Error("the held service was not marked to be read again")
+	}
+}
+
+// A frame's length is checked before anything is read, and a frame cut
+// short is an error, not a short payload.
+func TestReadFrameBounds(t *testing.T) {
+	frame := func(n uint32, body []byte) *bufio.Reader {
+		return bufio.NewReader(bytes.NewReader(append(binary.BigEndian.AppendUint32(nil, n), body...)))
+	}
+	if _, _, err := readFrame(frame(maxFrame+1, nil), nil); !errors.Is(err, errFrameSize) {
+		t.Errorf("a frame over the limit: %v", err)
+	}
+	if _, _, err := readFrame(frame(macSize-1, make([]byte, macSize-1)), nil); !errors.Is(err, errFrameSize) {
+		t.Errorf("a frame shorter than its MAC: %v", err)
+	}
+	if _, _, err := readFrame(frame(maxFrame, make([]byte, 100)), nil); err == nil {
+		t.Error("a frame cut short was read")
+	}
+	mac, payload, err := readFrame(frame(macSize+2, append(make([]byte, macSize), 'o', 'k')), nil)
+	if err != nil || len(mac) != macSize || string(payload) != "ok" {
+		t.Errorf("a good frame: %q %q %v", mac, payload, err)
 	}
 }

@@ -429,12 +429,12 @@ func (s *Store) Heartbeat(ctx context.Context, tenantID, id, token string) (stri
 				continue
 			case valid && token == e.mem.Prev:
 				return e.mem.Cur, nil
-			case !fresh:
-				// A token this node did not hand out may be a newer one:
-				// the holder's peer hands the service over from its copy
-				// when this node does not answer (cut off from etcd, or
-				// slow), and another node goes on from there. Only etcd
-				// can tell.
+			case valid && !fresh:
+				// A token this node did not hand out may be a newer one
+				// (of this incarnation or a later one): the holder's peer
+				// hands the service over from its copy when this node
+				// does not answer (cut off from etcd, or slow), and
+				// another node goes on from there. Only etcd can tell.
 				if err := reload(); err != nil {
 					return "", err
 				}

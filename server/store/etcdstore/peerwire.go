@@ -28,10 +28,16 @@ import (
 // (headers, the client's connection goroutines) cost more than the copy.
 
 const (
-	macSize  = sha256.Size
-	maxFrame = 8 << 20
-	// peerIdle is how long the peer keeps a connection with nothing on it.
+	macSize = sha256.Size
+	// maxFrame bounds a frame: a batch of 256 copies is about 100 kB.
+	maxFrame = 1 << 20
+	// peerIdle is how long the peer keeps a connection with nothing on it;
+	// a frame, once its length has arrived, must arrive within copyTimeout.
 	peerIdle = 5 * time.Minute
+	// maxPeerConns bounds the connections the peer serves at once: each
+	// node keeps copySenders to its peer, and nothing is read before the
+	// MAC is checked but the frame itself.
+	maxPeerConns = 256
 )
 
 var errFrameSize = errors.New("peer frame too large or too small")
@@ -54,26 +60,36 @@ func writeFrame(w *bufio.Writer, mac, payload []byte) error {
 	return w.Flush()
 }
 
-// readFrame reads one frame.
-func readFrame(r *bufio.Reader) (mac, payload []byte, err error) {
+// readFrame reads one frame. started, if not nil, is called once its
+// length has arrived (to set a deadline for the rest). The buffer grows
+// with what arrives, so a length alone reserves no memory.
+func readFrame(r *bufio.Reader, started func()) (mac, payload []byte, err error) {
 	var n [4]byte
 	if _, err := io.ReadFull(r, n[:]); err != nil {
 		return nil, nil, err
+	}
+	if started != nil {
+		started()
 	}
 	size := binary.BigEndian.Uint32(n[:])
 	if size < macSize || size > maxFrame {
 		return nil, nil, errFrameSize
 	}
-	buf := make([]byte, size)
-	if _, err := io.ReadFull(r, buf); err != nil {
+	buf, err := io.ReadAll(io.LimitReader(r, int64(size)))
+	if err != nil {
 		return nil, nil, err
+	}
+	if len(buf) != int(size) {
+		return nil, nil, io.ErrUnexpectedEOF
 	}
 	return buf[:macSize], buf[macSize:], nil
 }
 
-// servePeers accepts peer connections until the store closes.
+// servePeers accepts peer connections until the store closes; past
+// maxPeerConns at once, new ones are closed at once.
 func (s *Store) servePeers(ln net.Listener) {
 	backoff := 5 * time.Millisecond
+	conns := make(chan struct{}, maxPeerConns)
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -88,7 +104,17 @@ func (s *Store) servePeers(ln net.Listener) {
 			continue
 		}
 		backoff = 5 * time.Millisecond
-		s.wg.Go(func() { s.servePeerConn(c) })
+		select {
+		case conns <- struct{}{}:
+		default:
+			s.log.Warn("too many peer connections; closing one", "from", c.RemoteAddr().String())
+			c.Close()
+			continue
+		}
+		s.wg.Go(func() {
+			defer func() { <-conns }()
+			s.servePeerConn(c)
+		})
 	}
 }
 
@@ -100,7 +126,7 @@ func (s *Store) servePeerConn(c net.Conn) {
 	r, w := bufio.NewReader(c), bufio.NewWriter(c)
 	for {
 		c.SetReadDeadline(time.Now().Add(peerIdle))
-		mac, payload, err := readFrame(r)
+		mac, payload, err := readFrame(r, func() { c.SetReadDeadline(time.Now().Add(copyTimeout)) })
 		if err != nil {
 			return
 		}
@@ -176,11 +202,10 @@ func (s *Store) tryRoundTrip(pc *peerConn, target peerInfo, payload []byte) (cop
 	if err := writeFrame(pc.w, mac, payload); err != nil {
 		return copyAnswer{}, err
 	}
-	got, raw, err := readFrame(pc.r)
+	got, raw, err := readFrame(pc.r, nil)
 	if err != nil {
 		return copyAnswer{}, err
 	}
-	pc.used = true
 	var a copyAnswer
 	if err := json.Unmarshal(raw, &a); err != nil {
 		return copyAnswer{}, fmt.Errorf("peer %s: undecodable answer", target.id)
@@ -194,5 +219,6 @@ func (s *Store) tryRoundTrip(pc *peerConn, target peerInfo, payload []byte) (cop
 	if a.Err != "" {
 		return copyAnswer{}, fmt.Errorf("peer %s refused the copies: %s", target.id, a.Err)
 	}
+	pc.used = true
 	return a, nil
 }
