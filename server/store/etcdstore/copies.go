@@ -157,9 +157,12 @@ type copyEntry struct {
 	stored    int64
 	state     hbRecord
 	// fenced: being timed out or handed over, or done; copies under
-	// hbRev are refused. pending: fenced by a write whose outcome is
-	// unknown; the reaper tries the timeout again.
+	// hbRev are refused. pending: fenced by a timeout whose outcome is
+	// unknown; the reaper tries it again. pendingRel: fenced by a
+	// hand-over (of this request key) whose outcome is unknown; the
+	// reaper tries the hand-over again, never a timeout instead.
 	fenced, pending bool
+	pendingRel      string
 }
 
 // copies are the copies this node keeps, by service.
@@ -465,30 +468,40 @@ func (s *Store) choosePeer() {
 	}
 	old := p.target
 	p.target, p.acked, p.warned, p.failed = next, false, time.Time{}, time.Time{}
+	// Leaving a peer takes its fences with it: the held services are
+	// marked before any is answered from memory again. Coming from none
+	// (once the last change was done with) needs no marking.
+	mark := old.id != "" || p.ready != p.gen
 	p.gen++
+	if !mark {
+		p.ready = p.gen
+	}
 	s.log.Debug("peer for heartbeat copies", "peer", next.id, "addr", next.addr, "was", old.id)
 	if s.ctx.Err() == nil {
 		gen := p.gen
-		s.wg.Go(func() { s.afterPeerChange(gen) })
+		s.wg.Go(func() { s.afterPeerChange(gen, mark) })
 	}
 }
 
-// afterPeerChange readies this node for its new peer (or none). The old
-// peer may have handed services over from its copies while this node did
-// not answer (cut off from etcd, or slow), and this node's memory of them
-// is then stale; the old peer's fence against it is gone with the old
-// peer. So every held service is marked to be read from etcd before its
-// next answer from memory, and until they are, no heartbeat is answered
-// from memory. Then the new peer gets a copy of each, many at once so that
-// they go in batches, until the peer changes again.
-func (s *Store) afterPeerChange(gen uint64) {
+// afterPeerChange readies this node for its new peer (or none). If mark
+// (it left a peer), it first marks every held service to go to etcd before
+// its next answer from memory, and until they are marked, no heartbeat is
+// answered from memory: the old peer may have handed services over from
+// its copies while this node did not answer (cut off from etcd, or slow),
+// so that this node's memory of them is stale, and the old peer's fence
+// against that memory is gone with it. Then the new peer gets a copy of
+// each held service, many at once so that they go in batches, until the
+// peer changes again.
+func (s *Store) afterPeerChange(gen uint64, mark bool) {
 	held := s.hb.heldBy("")
-	for _, e := range held {
-		e.mu.Lock()
-		if e.mine {
-			e.verify = true
+	if mark {
+		for _, e := range held {
+			e.mu.Lock()
+			if e.mine {
+				e.verify = true
+			}
+			e.mu.Unlock()
 		}
-		e.mu.Unlock()
 	}
 	s.peers.mu.Lock()
 	current := s.peers.gen == gen
@@ -584,24 +597,27 @@ func (s *Store) reapCopies(ctx context.Context, tenant string) error {
 	}
 	now := s.now().UnixNano()
 	byTenant := map[string][]copyDue{}
-	var due []copyDue
+	var due, rels []copyDue
 	s.copies.mu.Lock()
 	for k, e := range s.copies.m {
 		if tenant != "" && k.tenant != tenant {
 			continue
 		}
 		switch {
+		case e.pendingRel != "":
+			rels = append(rels, copyDue{k, *e})
 		case e.fenced && !e.pending:
 			if e.stored+int64(time.Minute) < now {
 				delete(s.copies.m, k)
 			}
 		case e.state.Deadline <= now:
-			// Due; or fenced by a hand-over whose write failed (pending),
-			// which is timed out at its deadline, not before.
 			due = append(due, copyDue{k, *e})
 		}
 	}
 	s.copies.mu.Unlock()
+	for _, d := range rels {
+		s.handOverCopy(ctx, d.k, d.e, d.e.pendingRel)
+	}
 	// A live holder times its services out itself, within its reap
 	// interval: the peer leaves them that long, so that the two do not
 	// both write (one would only find the other's timeout).
@@ -765,6 +781,15 @@ func (s *Store) releaseCopy(k hbKey, holder, relKey string, sem chan struct{}) {
 	c = *e
 	s.copies.mu.Unlock()
 
+	s.handOverCopy(ctx, k, c, relKey)
+}
+
+// handOverCopy writes a fenced copy's state as its holder's hand-over
+// would. If the write fails it may land yet: the copy stays fenced, so
+// the holder's next heartbeat of it goes to etcd, on the same condition;
+// and the reaper tries the hand-over again (pendingRel), on the same
+// condition too: a heartbeat waiting for it must not lose to a timeout.
+func (s *Store) handOverCopy(ctx context.Context, k hbKey, c copyEntry, relKey string) {
 	next := c.state
 	next.Holder, next.HolderLease, next.Loose = "", 0, false
 	raw, err := json.Marshal(next)
@@ -780,20 +805,19 @@ func (s *Store) releaseCopy(k hbKey, holder, relKey string, sem chan struct{}) {
 		clientv3.Compare(clientv3.ModRevision(hbKey), "=", c.hbRev),
 		clientv3.Compare(clientv3.LeaseValue(nodeKey), "=", c.lease),
 	}, ops, nil)
+	s.copies.mu.Lock()
+	if e := s.copies.m[k]; e != nil && e.hbRev == c.hbRev {
+		e.pendingRel = ""
+		if err != nil {
+			e.pendingRel = relKey
+		}
+	}
+	s.copies.mu.Unlock()
 	switch {
 	case err != nil:
-		// It may land yet: the copy stays fenced, so the holder's next
-		// heartbeat of it goes to etcd, on the same condition; and the
-		// reaper times it out at its deadline if it did not land (the
-		// same condition again: one of the two commits).
-		s.log.Debug("hand-over from a copy failed; it may still land", "tenant", k.tenant, "id", k.id, "holder", holder, "err", err)
-		s.copies.mu.Lock()
-		if e := s.copies.m[k]; e != nil && e.hbRev == c.hbRev {
-			e.pending = true
-		}
-		s.copies.mu.Unlock()
+		s.log.Debug("hand-over from a copy failed; it may still land", "tenant", k.tenant, "id", k.id, "holder", c.from, "err", err)
 	case resp.Succeeded:
-		s.log.Debug("handed a service back from its copy", "tenant", k.tenant, "id", k.id, "holder", holder,
+		s.log.Debug("handed a service back from its copy", "tenant", k.tenant, "id", k.id, "holder", c.from,
 			"deadline", time.Unix(0, next.Deadline).UTC())
 		s.metrics.handovers.Inc()
 	}

@@ -110,8 +110,8 @@ func TestPeerKeptOnceReached(t *testing.T) {
 }
 
 // When the peer changes, the old peer's fences go with it: every held
-// service is marked to be read from etcd again before it is answered from
-// memory, and none is answered from memory until that is done.
+// service is marked to go to etcd before it is answered from memory again,
+// and none is answered from memory until that is done.
 func TestPeerChangeRereadsHeld(t *testing.T) {
 	s := &Store{nodeID: "b", log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -120,6 +120,8 @@ func TestPeerChangeRereadsHeld(t *testing.T) {
 	s.copyQueue = make(chan *copyReq) // copies on; nothing sends them here
 	s.peers.nodes = map[string]peerInfo{"c": {id: "c", lease: 3, addr: "127.0.0.1:3"}}
 	s.peers.unreachable = map[string]time.Time{}
+	// Node b had peer a, which is gone; c is next.
+	s.peers.target, s.peers.acked = peerInfo{id: "a", lease: 1, addr: "127.0.0.1:1"}, true
 	e := s.hb.lock("t", "svc", time.Now())
 	e.loaded, e.exists = true, true
 	e.setMem(hbRecord{Seq: 1, Deadline: 1}, true)
@@ -127,6 +129,9 @@ func TestPeerChangeRereadsHeld(t *testing.T) {
 	s.peers.mu.Lock()
 	s.choosePeer()
 	s.peers.mu.Unlock()
+	if got := s.peer().id; got != "c" {
+		t.Fatalf("the peer is %q, want c", got)
+	}
 	if s.peerState().ready {
 		t.Error("ready before the held services were marked")
 	}
@@ -168,5 +173,32 @@ func TestReadFrameBounds(t *testing.T) {
 	mac, payload, err := readFrame(frame(macSize+2, append(make([]byte, macSize), 'o', 'k')), nil)
 	if err != nil || len(mac) != macSize || string(payload) != "ok" {
 		t.Errorf("a good frame: %q %q %v", mac, payload, err)
+	}
+}
+
+// A node that had no peer (alone, or at its start) takes its first one
+// without marking what it holds: no peer had copies to hand over from.
+func TestFirstPeerNeedsNoReread(t *testing.T) {
+	s := &Store{nodeID: "b", log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	t.Cleanup(func() { s.cancel(); s.wg.Wait() })
+	s.hb.init()
+	s.copyQueue = make(chan *copyReq)
+	s.peers.nodes = map[string]peerInfo{"c": {id: "c", lease: 3, addr: "127.0.0.1:3"}}
+	s.peers.unreachable = map[string]time.Time{}
+	e := s.hb.lock("t", "svc", time.Now())
+	e.loaded, e.exists = true, true
+	e.setMem(hbRecord{Seq: 1, Deadline: 1}, true)
+	e.mu.Unlock()
+	s.peers.mu.Lock()
+	s.choosePeer()
+	s.peers.mu.Unlock()
+	if p := s.peerState(); p.target.id != "c" || !p.ready {
+		t.Fatalf("after the first peer: %+v, want c and ready", p)
+	}
+	s.cancel()
+	s.wg.Wait()
+	if e.verify {
+		t.Error("a held service was marked to be read again")
 	}
 }

@@ -102,25 +102,34 @@ func TestCopiesTimeOutADeadHoldersServices(t *testing.T) {
 	}
 }
 
+// heldWithPeer starts three nodes (a node lease of 20 s) and makes node 0
+// hold a service "svc" (60 s timeout) with copies at its peer; other is the
+// third node. It returns the service's outstanding token.
+func heldWithPeer(t *testing.T, tenant string) (n []*node, peer, other *node, u *user, tok string) {
+	t.Helper()
+	c := sharedCluster(t)
+	opts := etcdstore.Options{ReapInterval: 100 * time.Millisecond, NodeTTL: 20 * time.Second, RequestTimeout: 2 * time.Second}
+	n = startNodes(t, c, 3, opts)
+	peer = peerOf(t, n[0], n)
+	other = n[1]
+	if other == peer {
+		other = n[2]
+	}
+	u = login(t, n[0], tenant)
+	tok = u.create(n[0], "svc", 60)
+	for range 3 {
+		tok = u.heartbeat(n[0], "svc", tok)
+	}
+	return n, peer, other, u, tok
+}
+
 // A client whose service's holder died goes on at another node: the
 // holder's peer hands the service over from its copy when the dead holder
 // does not, so the heartbeat does not wait for the dead node's lease (here
 // 20 s) to expire, and the newest token works.
 func TestCopiesHandOverADeadHoldersServices(t *testing.T) {
 	t.Parallel()
-	c := sharedCluster(t)
-	opts := etcdstore.Options{ReapInterval: 100 * time.Millisecond, NodeTTL: 20 * time.Second, RequestTimeout: 2 * time.Second}
-	n := startNodes(t, c, 3, opts)
-	peer := peerOf(t, n[0], n)
-	u := login(t, n[0], "copies-hand-over")
-	tok := u.create(n[0], "svc", 60)
-	for range 3 {
-		tok = u.heartbeat(n[0], "svc", tok)
-	}
-	other := n[1]
-	if other == peer {
-		other = n[2]
-	}
+	n, peer, other, u, tok := heldWithPeer(t, "copies-hand-over")
 	n[0].crash()
 	// At the node that is not the peer: it asks the dead holder, and the
 	// peer answers for it.
@@ -259,6 +268,29 @@ func TestCopiesOvertakenHolder(t *testing.T) {
 	}
 	part.Heal()
 	heartbeatWhenBack(t, u, cut, "svc", tok)
+	if got, want := summary(u.events(other, "")), []string{"service.join svc"}; !slices.Equal(got, want) {
+		t.Errorf("events %q, want %q", got, want)
+	}
+}
+
+// A hand-over from a copy whose write fails (and does not land) is tried
+// again by the peer's reaper, never replaced by a timeout: the heartbeat
+// that asked for it goes on without waiting for the dead holder's lease.
+func TestCopiesHandOverRetried(t *testing.T) {
+	t.Parallel()
+	n, peer, other, u, tok := heldWithPeer(t, "copies-hand-over-retried")
+	late := etcdstore.LandNextLate(peer.st, "hand over a copied service")
+	n[0].crash()
+	tok = u.heartbeat(other, "svc", tok)
+	u.heartbeat(other, "svc", tok)
+	logged := peer.log.String()
+	if !strings.Contains(logged, "hand-over from a copy failed") || !strings.Contains(logged, "handed a service back from its copy") {
+		t.Errorf("the peer did not try the hand-over again after its write failed")
+	}
+	// The failed write, landing now, finds the key moved on.
+	if ok, err := (<-late)(); ok || err != nil {
+		t.Errorf("the late hand-over: landed %v, err %v; want it refused by its condition", ok, err)
+	}
 	if got, want := summary(u.events(other, "")), []string{"service.join svc"}; !slices.Equal(got, want) {
 		t.Errorf("events %q, want %q", got, want)
 	}

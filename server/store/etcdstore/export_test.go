@@ -32,9 +32,12 @@ func Release(s *Store, tenantID, id string) error {
 // NodeID is s's node id.
 func NodeID(s *Store) string { return s.nodeID }
 
-// PeerOf is the node id and address of s's peer for heartbeat copies
-// ("" if none).
+// PeerOf is the node id and address of s's peer for heartbeat copies,
+// once s is ready to copy to it ("" until then, or if none).
 func PeerOf(s *Store) (id, addr string) {
-	p := s.peer()
-	return p.id, p.addr
+	p := s.peerState()
+	if !p.ready {
+		return "", ""
+	}
+	return p.target.id, p.target.addr
 }

@@ -40,6 +40,8 @@ func TestHeartbeatsWithoutEtcdWrites(t *testing.T) {
 	t.Parallel()
 	c := etcdtest.Start(t, etcdtest.Options{})
 	n := startNodes(t, c, 2, etcdstore.Options{})
+	// Until a node has its peer for copies, its heartbeats may write.
+	peerOf(t, n[0], n)
 	u := login(t, n[0], "in-memory")
 	tok := u.create(n[0], "svc-1", 30)
 	tok = u.heartbeat(n[0], "svc-1", tok)

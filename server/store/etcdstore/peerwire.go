@@ -29,11 +29,15 @@ import (
 
 const (
 	macSize = sha256.Size
-	// maxFrame bounds a frame: a batch of 256 copies is about 100 kB.
-	maxFrame = 1 << 20
-	// peerIdle is how long the peer keeps a connection with nothing on it;
-	// a frame, once its length has arrived, must arrive within copyTimeout.
-	peerIdle = 5 * time.Minute
+	// maxFrame bounds a frame: a batch of 256 copies is about 100 kB,
+	// with the longest service ids about 150 kB.
+	maxFrame = 512 << 10
+	// peerIdle is how long the peer keeps a connection with nothing on it
+	// once a frame on it was signed with the secret; before, its first
+	// frame must arrive within peerFirst. A frame, once its length has
+	// arrived, must arrive within copyTimeout.
+	peerIdle  = 5 * time.Minute
+	peerFirst = 5 * time.Second
 	// maxPeerConns bounds the connections the peer serves at once: each
 	// node keeps copySenders to its peer, and nothing is read before the
 	// MAC is checked but the frame itself.
@@ -90,6 +94,7 @@ func readFrame(r *bufio.Reader, started func()) (mac, payload []byte, err error)
 func (s *Store) servePeers(ln net.Listener) {
 	backoff := 5 * time.Millisecond
 	conns := make(chan struct{}, maxPeerConns)
+	var warned time.Time // until when a full house goes unlogged
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -107,7 +112,10 @@ func (s *Store) servePeers(ln net.Listener) {
 		select {
 		case conns <- struct{}{}:
 		default:
-			s.log.Warn("too many peer connections; closing one", "from", c.RemoteAddr().String())
+			if now := time.Now(); now.After(warned) {
+				s.log.Warn("too many peer connections; closing new ones", "max", maxPeerConns, "from", c.RemoteAddr().String())
+				warned = now.Add(time.Minute)
+			}
 			c.Close()
 			continue
 		}
@@ -124,8 +132,9 @@ func (s *Store) servePeerConn(c net.Conn) {
 	stop := context.AfterFunc(s.ctx, func() { c.Close() })
 	defer stop()
 	r, w := bufio.NewReader(c), bufio.NewWriter(c)
+	idle := peerFirst
 	for {
-		c.SetReadDeadline(time.Now().Add(peerIdle))
+		c.SetReadDeadline(time.Now().Add(idle))
 		mac, payload, err := readFrame(r, func() { c.SetReadDeadline(time.Now().Add(copyTimeout)) })
 		if err != nil {
 			return
@@ -143,6 +152,7 @@ func (s *Store) servePeerConn(c net.Conn) {
 		if writeFrame(w, answerMAC, raw) != nil || !signed {
 			return
 		}
+		idle = peerIdle
 	}
 }
 
