@@ -32,7 +32,7 @@ import (
 // own node key being on the lease it took the copy under; and it answers
 // hand-over requests for the service when the holder does not. So when
 // the holder dies with its clients, its services still time out within
-// the reap interval of their precise deadlines, not at the stored ones
+// two reap intervals of their precise deadlines, not at the stored ones
 // (up to the heartbeat slack later), and a client that moves to another
 // node gets its service handed over within a fraction of a second,
 // without waiting for the dead holder's lease.
