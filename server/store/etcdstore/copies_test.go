@@ -225,6 +225,9 @@ func TestCopiesNeedTheSecret(t *testing.T) {
 	if got := testserver.Metric(t, peer.reg, "svcreg_store_heartbeat_copy_refusals_total", "reason", "mac"); got != 2 {
 		t.Errorf("the peer counts %v refusals for the MAC, want 2", got)
 	}
+	if got := n[0].metric("svcreg_store_heartbeat_copy_peer"); got != 1 {
+		t.Errorf("svcreg_store_heartbeat_copy_peer is %v at a node with a peer, want 1", got)
+	}
 	// Copies still flow between the nodes.
 	u := login(t, n[0], "copies-secret")
 	tok := u.create(n[0], "svc", 30)
@@ -293,5 +296,21 @@ func TestCopiesHandOverRetried(t *testing.T) {
 	}
 	if got, want := summary(u.events(other, "")), []string{"service.join svc"}; !slices.Equal(got, want) {
 		t.Errorf("events %q, want %q", got, want)
+	}
+}
+
+// svcreg_store_heartbeat_copy_peer tells an operator whether a node's
+// held services are covered by copies: not when it is alone, nor with
+// copies off.
+func TestCopyPeerGauge(t *testing.T) {
+	t.Parallel()
+	c := sharedCluster(t)
+	alone := startNodes(t, c, 1, etcdstore.Options{})[0]
+	if got := alone.metric("svcreg_store_heartbeat_copy_peer"); got != 0 {
+		t.Errorf("a node alone: %v, want 0", got)
+	}
+	n := startNodes(t, c, 2, etcdstore.Options{PeerListen: "off"})
+	if got := n[0].metric("svcreg_store_heartbeat_copy_peer"); got != 0 {
+		t.Errorf("copies off: %v, want 0", got)
 	}
 }
