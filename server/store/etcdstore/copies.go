@@ -41,26 +41,29 @@ import (
 //
 //   - a holder answers from memory only after the peer it copies to
 //     acknowledged the copy, and only if that peer is still its peer
-//     afterwards; if the copy fails, it writes the heartbeat to etcd,
-//     which moves the key's revision and makes every copy stale;
+//     afterwards (no change of peer meanwhile); if the copy fails, it
+//     writes the heartbeat to etcd, which moves the key's revision and
+//     makes every copy stale;
 //   - a holder keeps its peer while the peer's node key is there on the
-//     same lease; it moves to another only once that key is gone, after
-//     which no timeout or hand-over of the old peer's can commit (they are
-//     conditional on that key's lease);
+//     same lease (unless no request ever reached it); it moves to another
+//     only once that key is gone, after which no timeout or hand-over of
+//     the old peer's can commit (they are conditional on that key's
+//     lease);
 //   - a peer that starts timing a copy out or handing it over refuses
 //     every later copy of that service under the same revision (the
 //     holder then writes to etcd, conditional on that revision: one of
 //     the two wins), and ignores a copy older than the one it has;
 //   - a holder whose memory may be stale reads etcd before it answers:
 //     a token it did not hand out may be one minted after its peer
-//     handed the service over; and when its peer changes, the old peer's
-//     fences go with it, so every held service is read again before its
-//     next answer from memory.
+//     handed the service over; and when it leaves a peer, the old peer's
+//     fences go with it, so every held service goes to etcd (conditional
+//     on the revision it knows) before its next answer from memory;
+//   - a failed hand-over from a copy is tried again, never replaced by a
+//     timeout: a heartbeat may be waiting for it.
 //
-// With no other live node (or none this node can reach, before it ever
-// copied to it), the holder answers from memory as it did without copies:
-// a service whose holder dies with its client then times out at its
-// stored deadline.
+// With no other live node (or none this node could ever connect to), the
+// holder answers from memory as it did without copies: a service whose
+// holder dies with its client then times out at its stored deadline.
 
 // copySenders is how many batches of copies may be on their way at once,
 // each on its own connection. One: the copies that arrive while a batch is
