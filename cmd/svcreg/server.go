@@ -87,6 +87,10 @@ type connFlags struct {
 	unauthIdleTimeout         time.Duration
 }
 
+// defaultPeerListen is --etcd-peer-listen's default: a free port on
+// loopback, enough for nodes on one machine.
+const defaultPeerListen = "127.0.0.1:0"
+
 // etcdFlags are the --etcd-* flags: where the etcd store's cluster is.
 type etcdFlags struct {
 	endpoints, prefix  string
@@ -142,7 +146,7 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.StringVar(&f.etcd.cacert, "etcd-cacert", "", "CA certificate `file` (PEM) that signed the etcd members' certificates")
 	fs.StringVar(&f.etcd.username, "etcd-username", "", "etcd `user`, with --etcd-password")
 	fs.StringVar(&f.etcd.password, "etcd-password", "", "etcd user's `password`")
-	fs.StringVar(&f.etcd.peerListen, "etcd-peer-listen", "127.0.0.1:0", "`address` (host:port; port 0 picks a free one) on which this node takes the other\nnodes' copies of the heartbeats they answer from memory, so that a service\nwhose client and holding node both die still times out within a second of\nits deadline. Nodes on other machines must reach it: give an address on\ntheir network (and --etcd-peer-advertise if they reach it by another).\n\"off\" turns copies off: such a service then times out up to\n--etcd-heartbeat-slack late")
+	fs.StringVar(&f.etcd.peerListen, "etcd-peer-listen", defaultPeerListen, "`address` (host:port; port 0 picks a free one) on which this node takes the other\nnodes' copies of the heartbeats they answer from memory, so that a service\nwhose client and holding node both die still times out within a second of\nits deadline. Nodes on other machines must reach it: give an address on\ntheir network (and --etcd-peer-advertise if they reach it by another).\n\"off\" turns copies off: such a service then times out up to\n--etcd-heartbeat-slack late")
 	fs.StringVar(&f.etcd.peerAdvertise, "etcd-peer-advertise", "", "`host:port` at which the other nodes reach --etcd-peer-listen (default its own\naddress)")
 	fs.DurationVar(&f.etcd.heartbeatSlack, "etcd-heartbeat-slack", 0, "how far past a heartbeat's deadline a node stores it in etcd; the node answers\nthe service's next heartbeats from memory while their deadlines fall within it.\nIt bounds how late a service is timed out whose client and holding node both\ndied; smaller costs more etcd writes. 15s to 24h (default twice the service's\ntimeout, at least 1m)")
 	if err := parseFlags(fs, args); err != nil {
@@ -209,7 +213,7 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		}
 	}
 	if f.etcd.endpoints == "" && (f.etcd.cert != "" || f.etcd.key != "" || f.etcd.cacert != "" || f.etcd.username != "" || f.etcd.password != "" || f.etcd.heartbeatSlack != 0 ||
-		f.etcd.peerListen != "127.0.0.1:0" || f.etcd.peerAdvertise != "") {
+		f.etcd.peerListen != defaultPeerListen || f.etcd.peerAdvertise != "") {
 		return usagef("the --etcd-* flags need --etcd-endpoints")
 	}
 	if (f.etcd.cert == "") != (f.etcd.key == "") {

@@ -276,7 +276,7 @@ func (s *Store) copyTo(ctx context.Context, e *hbEntry, next hbRecord) bool {
 	case p.failing:
 		return false
 	}
-	res := s.sendCopy(ctx, copyItem{Tenant: e.k.tenant, ID: e.k.id, HBRev: e.hbRev, Stored: e.hb.Deadline, State: next})
+	res := s.sendCopy(ctx, e.copyOf(next))
 	if res.err != nil || !res.ok || res.target != p.target {
 		return false
 	}
@@ -295,7 +295,13 @@ func (s *Store) copyHeld(e *hbEntry) {
 	if p := s.peerState(); p.target.id == "" || p.failing || !p.ready {
 		return
 	}
-	s.sendCopy(s.ctx, copyItem{Tenant: e.k.tenant, ID: e.k.id, HBRev: e.hbRev, Stored: e.hb.Deadline, State: e.mem})
+	s.sendCopy(s.ctx, e.copyOf(e.mem))
+}
+
+// copyOf is the copy of state, a state of the service e holds at the
+// revision e knows. Called with e locked.
+func (e *hbEntry) copyOf(state hbRecord) copyItem {
+	return copyItem{Tenant: e.k.tenant, ID: e.k.id, HBRev: e.hbRev, Stored: e.hb.Deadline, State: state}
 }
 
 // sendCopy queues one copy and waits for its batch's answer.
@@ -334,7 +340,7 @@ func (s *Store) sendCopies() {
 				break collect
 			}
 		}
-		target := s.peer()
+		target := s.peerState().target
 		oks, err := s.postCopies(&pc, target, batch)
 		s.metrics.copyBatch.Observe(float64(len(batch)))
 		for i, r := range batch {
@@ -374,13 +380,6 @@ func (s *Store) postCopies(pc *peerConn, target peerInfo, batch []*copyReq) ([]b
 	return a.OK, nil
 }
 
-// peer returns this node's peer (zero: none).
-func (s *Store) peer() peerInfo {
-	s.peers.mu.Lock()
-	defer s.peers.mu.Unlock()
-	return s.peers.target
-}
-
 // peerSnapshot is this node's peer as peerState saw it.
 type peerSnapshot struct {
 	target peerInfo
@@ -389,6 +388,13 @@ type peerSnapshot struct {
 	// (afterPeerChange). gen: the change of peer it came with.
 	failing, ready bool
 	gen            uint64
+}
+
+// hasPeer reports whether copies are on and this node has a peer ready to
+// take them.
+func (s *Store) hasPeer() bool {
+	p := s.peerState()
+	return s.copyQueue != nil && p.target.id != "" && p.ready
 }
 
 // peerState returns this node's peer and its state.
@@ -520,14 +526,14 @@ func (s *Store) afterPeerChange(gen uint64, mark bool) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for _, e := range held {
-		if s.peer() != target || s.ctx.Err() != nil {
+		if s.peerState().target != target || s.ctx.Err() != nil {
 			return
 		}
 		e.mu.Lock()
 		var it copyItem
 		ok := !e.dead && e.mine
 		if ok {
-			it = copyItem{Tenant: e.k.tenant, ID: e.k.id, HBRev: e.hbRev, Stored: e.hb.Deadline, State: e.mem}
+			it = e.copyOf(e.mem)
 		}
 		e.mu.Unlock()
 		if !ok {
@@ -553,7 +559,7 @@ func (s *Store) watchNodes() {
 		}
 		s.peers.nodes[id] = peerInfo{id: id, lease: lease, addr: v.Peer}
 	}
-	s.follow("list nodes", prefix, false,
+	s.follow("list nodes", prefix, nil, nil,
 		func(kvs []*mvccpb.KeyValue) {
 			s.peers.mu.Lock()
 			defer s.peers.mu.Unlock()
@@ -659,38 +665,12 @@ func (s *Store) reapCopies(ctx context.Context, tenant string) error {
 // on this node's key being on the lease the copy was taken under. A copy
 // found stale is done with; a failed write leaves them pending.
 func (s *Store) timeOutCopies(ctx context.Context, t *tenant, due []copyDue) error {
-	nodeKey := s.k.node(s.nodeID)
-	reads := []string{nodeKey}
-	for _, d := range due {
-		reads = append(reads, s.k.service(t.id, d.k.id), s.k.heartbeat(t.id, d.k.id))
+	exact := make([]exactTimeout, len(due))
+	for i, d := range due {
+		exact[i] = exactTimeout{id: d.k.id, hbRev: d.e.hbRev, stored: d.e.stored, deadline: d.e.state.Deadline,
+			incarnation: d.e.state.Incarnation, nodeLease: d.e.lease, holder: d.e.from}
 	}
-	t.wmu.Lock()
-	var timedOut []timedOutService
-	_, err := s.write(ctx, t, "time out copied services", reads, func(w *writer) error {
-		timedOut = timedOut[:0]
-		nkv := w.got[nodeKey]
-		for _, d := range due {
-			svcKey, hbKey := s.k.service(t.id, d.k.id), s.k.heartbeat(t.id, d.k.id)
-			skv, hkv := w.got[svcKey], w.got[hbKey]
-			if nkv == nil || nkv.Lease != d.e.lease || skv == nil || hkv == nil || hkv.ModRevision != d.e.hbRev {
-				continue // moved, gone, or this node was dead to the others since
-			}
-			rec, _, err := decodeService(skv, nil)
-			if err != nil {
-				return err
-			}
-			if rec.Incarnation != d.e.state.Incarnation {
-				continue
-			}
-			w.cmps = append(w.cmps,
-				clientv3.Compare(clientv3.ModRevision(hbKey), "=", d.e.hbRev),
-				clientv3.Compare(clientv3.LeaseValue(nodeKey), "=", d.e.lease))
-			w.timeOut(rec, svcKey, hbKey, s.k.due(d.e.stored, t.id, d.k.id), d.e.state.Deadline)
-			timedOut = append(timedOut, timedOutService{id: d.k.id, deadline: d.e.state.Deadline, holder: d.e.from})
-		}
-		return nil
-	})
-	t.wmu.Unlock()
+	err := s.commitExactTimeouts(ctx, t, "time out copied services", "copied deadline", exact, nil)
 	if err == nil {
 		s.copies.mu.Lock()
 		for _, d := range due {
@@ -700,7 +680,7 @@ func (s *Store) timeOutCopies(ctx context.Context, t *tenant, due []copyDue) err
 		}
 		s.copies.mu.Unlock()
 	}
-	return s.timedOut(t, "copied deadline", timedOut, err)
+	return err
 }
 
 // watchCopiedReleases answers hand-over requests to other nodes for the
@@ -729,8 +709,7 @@ func (s *Store) watchCopiedReleases() {
 			s.wg.Go(func() { s.releaseCopy(k, node, string(key), sem) })
 		}
 	}
-	list, events := eachPut(handle)
-	s.follow("list hand-over requests", prefix, true, list, events)
+	s.followPuts("list hand-over requests", prefix, handle)
 }
 
 // copyReleaseDelay is how long a live holder gets to answer a hand-over
@@ -795,19 +774,8 @@ func (s *Store) releaseCopy(k hbKey, holder, relKey string, sem chan struct{}) {
 func (s *Store) handOverCopy(ctx context.Context, k hbKey, c copyEntry, relKey string) {
 	next := c.state
 	next.Holder, next.HolderLease, next.Loose = "", 0, false
-	raw, err := json.Marshal(next)
-	if err != nil {
-		return
-	}
-	hbKey, nodeKey := s.k.heartbeat(k.tenant, k.id), s.k.node(s.nodeID)
-	ops := []clientv3.Op{clientv3.OpPut(hbKey, string(raw)), clientv3.OpDelete(relKey)}
-	if oldDue, newDue := s.k.due(c.stored, k.tenant, k.id), s.k.due(next.Deadline, k.tenant, k.id); oldDue != newDue {
-		ops = append(ops, clientv3.OpDelete(oldDue), clientv3.OpPut(newDue, ""))
-	}
-	resp, err := s.txn(ctx, "hand over a copied service", []clientv3.Cmp{
-		clientv3.Compare(clientv3.ModRevision(hbKey), "=", c.hbRev),
-		clientv3.Compare(clientv3.LeaseValue(nodeKey), "=", c.lease),
-	}, ops, nil)
+	resp, err := s.writeHandOver(ctx, "hand over a copied service", k.tenant, k.id, c.stored, c.hbRev, next, relKey,
+		clientv3.Compare(clientv3.LeaseValue(s.k.node(s.nodeID)), "=", c.lease))
 	s.copies.mu.Lock()
 	if e := s.copies.m[k]; e != nil && e.hbRev == c.hbRev {
 		e.pendingRel = ""

@@ -70,25 +70,25 @@ func TestPeerKeptOnceReached(t *testing.T) {
 		s.peers.mu.Lock()
 		s.choosePeer()
 		s.peers.mu.Unlock()
-		if got := s.peer().id; got != "c" {
+		if got := s.peerState().target.id; got != "c" {
 			t.Fatalf("node b chose %q, want c (the next id)", got)
 		}
 		return s
 	}
 
 	s := newStore()
-	s.peerFailed(s.peer(), &dialError{errors.New("connection refused")})
-	if got := s.peer().id; got != "d" {
+	s.peerFailed(s.peerState().target, &dialError{errors.New("connection refused")})
+	if got := s.peerState().target.id; got != "d" {
 		t.Errorf("after a failed connect the peer is %q, want d", got)
 	}
 
 	s = newStore()
-	s.peerFailed(s.peer(), errors.New("read: i/o timeout"))
-	if got := s.peer().id; got != "c" {
+	s.peerFailed(s.peerState().target, errors.New("read: i/o timeout"))
+	if got := s.peerState().target.id; got != "c" {
 		t.Errorf("after a request that may have arrived the peer is %q, want c still", got)
 	}
-	s.peerFailed(s.peer(), &dialError{errors.New("connection refused")})
-	if got := s.peer().id; got != "c" {
+	s.peerFailed(s.peerState().target, &dialError{errors.New("connection refused")})
+	if got := s.peerState().target.id; got != "c" {
 		t.Errorf("a peer that may have a copy was passed over for %q", got)
 	}
 	// Once its node key is gone, the next one after it.
@@ -96,7 +96,7 @@ func TestPeerKeptOnceReached(t *testing.T) {
 	delete(s.peers.nodes, "c")
 	s.choosePeer()
 	s.peers.mu.Unlock()
-	if got := s.peer().id; got != "d" {
+	if got := s.peerState().target.id; got != "d" {
 		t.Errorf("with c gone the peer is %q, want d", got)
 	}
 	// The same id on a new lease is another node as far as copies go.
@@ -104,7 +104,7 @@ func TestPeerKeptOnceReached(t *testing.T) {
 	s.peers.nodes["d"] = peerInfo{id: "d", lease: 5, addr: "127.0.0.1:4"}
 	s.choosePeer()
 	s.peers.mu.Unlock()
-	if got := s.peer(); got.id != "d" || got.lease != 5 {
+	if got := s.peerState().target; got.id != "d" || got.lease != 5 {
 		t.Errorf("after d's new lease the peer is %+v", got)
 	}
 }
@@ -129,7 +129,7 @@ func TestPeerChangeRereadsHeld(t *testing.T) {
 	s.peers.mu.Lock()
 	s.choosePeer()
 	s.peers.mu.Unlock()
-	if got := s.peer().id; got != "c" {
+	if got := s.peerState().target.id; got != "c" {
 		t.Fatalf("the peer is %q, want c", got)
 	}
 	if s.peerState().ready {

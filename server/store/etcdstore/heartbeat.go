@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -582,21 +583,10 @@ func (s *Store) release(ctx context.Context, tenantID, id string) error {
 	e := s.hb.lock(tenantID, id, s.now())
 	defer e.mu.Unlock()
 	rel, hbKey := s.k.release(s.nodeID, tenantID, id), s.k.heartbeat(tenantID, id)
-	put := func(what string, old hbRecord, rev int64, next hbRecord) (*clientv3.TxnResponse, error) {
-		raw, err := json.Marshal(next)
-		if err != nil {
-			return nil, err
-		}
-		ops := []clientv3.Op{clientv3.OpPut(hbKey, string(raw)), clientv3.OpDelete(rel)}
-		if oldDue, newDue := s.k.due(old.Deadline, tenantID, id), s.k.due(next.Deadline, tenantID, id); oldDue != newDue {
-			ops = append(ops, clientv3.OpDelete(oldDue), clientv3.OpPut(newDue, ""))
-		}
-		return s.txn(ctx, what, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(hbKey), "=", rev)}, ops, nil)
-	}
 	if e.loaded && e.mine {
 		next := e.mem
 		next.Holder, next.HolderLease, next.Loose = "", 0, false
-		resp, err := put("hand over a service", e.hb, e.hbRev, next)
+		resp, err := s.writeHandOver(ctx, "hand over a service", tenantID, id, e.hb.Deadline, e.hbRev, next, rel)
 		if err != nil {
 			s.log.Debug("hand-over write failed; it may still land", "tenant", tenantID, "id", id,
 				"deadline", time.Unix(0, next.Deadline).UTC(), "err", err)
@@ -629,7 +619,7 @@ func (s *Store) release(ctx context.Context, tenantID, id string) error {
 				next = hb
 			}
 			next.Holder, next.HolderLease, next.Loose = "", 0, !exact
-			resp, err := put("hand over a service", hb, kv.ModRevision, next)
+			resp, err := s.writeHandOver(ctx, "hand over a service", tenantID, id, hb.Deadline, kv.ModRevision, next, rel)
 			s.log.Debug("hand back a service this node had no memory of", "tenant", tenantID, "id", id,
 				"deadline", time.Unix(0, next.Deadline).UTC(), "exact", exact,
 				"written", err == nil && resp.Succeeded, "err", err)
@@ -638,6 +628,22 @@ func (s *Store) release(ctx context.Context, tenantID, id string) error {
 	}
 	_, err = s.txn(ctx, "delete a hand-over request", nil, []clientv3.Op{clientv3.OpDelete(rel)}, nil)
 	return err
+}
+
+// writeHandOver writes next, a service's state without a holder, over its
+// heartbeat key if that is still at rev (and the extra conditions hold),
+// moves its deadline index entry from stored, and deletes the hand-over
+// request relKey: a holder's hand-over (release) or its peer's on its
+// behalf (handOverCopy).
+func (s *Store) writeHandOver(ctx context.Context, what, tenantID, id string, stored, rev int64, next hbRecord, relKey string, extra ...clientv3.Cmp) (*clientv3.TxnResponse, error) {
+	raw, err := json.Marshal(next)
+	if err != nil {
+		return nil, err
+	}
+	hbKey := s.k.heartbeat(tenantID, id)
+	ops := append([]clientv3.Op{clientv3.OpPut(hbKey, string(raw)), clientv3.OpDelete(relKey)}, s.k.moveDue(stored, next.Deadline, tenantID, id)...)
+	cmps := append([]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(hbKey), "=", rev)}, extra...)
+	return s.txn(ctx, what, cmps, ops, nil)
 }
 
 // releaseAll hands back every service this node holds (a graceful stop).
@@ -689,43 +695,41 @@ func (s *Store) watchReleases() {
 		})
 	}
 	// Requests made while this node was not watching come first.
-	list, events := eachPut(handle)
-	s.follow("list hand-over requests", prefix, true, list, events)
+	s.followPuts("list hand-over requests", prefix, handle)
 }
 
-// eachPut makes follow's callbacks for a caller that wants the key of
-// every key listed and of every put.
-func eachPut(handle func(key []byte)) (func([]*mvccpb.KeyValue), func([]*clientv3.Event)) {
-	return func(kvs []*mvccpb.KeyValue) {
-			for _, kv := range kvs {
-				handle(kv.Key)
-			}
-		}, func(evs []*clientv3.Event) {
-			for _, ev := range evs {
-				if ev.Type == clientv3.EventTypePut {
-					handle(ev.Kv.Key)
-				}
-			}
+// followPuts calls handle with every key under prefix, then with every
+// key put there (follow), values left out.
+func (s *Store) followPuts(what, prefix string, handle func(key []byte)) {
+	each := func(kvs []*mvccpb.KeyValue) {
+		for _, kv := range kvs {
+			handle(kv.Key)
 		}
+	}
+	s.follow(what, prefix, []clientv3.OpOption{clientv3.WithKeysOnly()}, []clientv3.OpOption{clientv3.WithFilterDelete()},
+		each, func(evs []*clientv3.Event) {
+			for _, ev := range evs {
+				handle(ev.Kv.Key)
+			}
+		})
 }
 
 // follow reads the keys under prefix and then follows them with a watch
 // from the next revision: list gets what the read found, and events each
 // batch of changes. A watch that ends (etcd cancelled it, a member went
 // away, or the revision was compacted) starts over with a read, after a
-// backoff, until the store closes. With keysOnly, values are left out.
-func (s *Store) follow(what, prefix string, keysOnly bool, list func([]*mvccpb.KeyValue), events func([]*clientv3.Event)) {
-	opts := []clientv3.OpOption{clientv3.WithPrefix()}
-	if keysOnly {
-		opts = append(opts, clientv3.WithKeysOnly())
-	}
+// backoff, until the store closes. opts go with both the read and the
+// watch, watchOpts with the watch only.
+func (s *Store) follow(what, prefix string, opts, watchOpts []clientv3.OpOption, list func([]*mvccpb.KeyValue), events func([]*clientv3.Event)) {
+	opts = append([]clientv3.OpOption{clientv3.WithPrefix()}, opts...)
+	watchOpts = append(slices.Clone(opts), watchOpts...)
 	backoff := 50 * time.Millisecond
 	for s.ctx.Err() == nil {
 		resp, err := s.read(s.ctx, what, clientv3.OpGet(prefix, opts...))
 		if err == nil {
 			list(resp.Responses[0].GetResponseRange().Kvs)
 			ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(s.ctx))
-			for wr := range s.cli.Watch(ctx, prefix, append(opts, clientv3.WithRev(resp.Header.Revision+1))...) {
+			for wr := range s.cli.Watch(ctx, prefix, append(watchOpts, clientv3.WithRev(resp.Header.Revision+1))...) {
 				if wr.Err() != nil || wr.CompactRevision != 0 {
 					break
 				}
@@ -770,10 +774,7 @@ func (s *Store) commitHeartbeat(tenantID, id string, e *hbEntry, next hbRecord) 
 		return false, err
 	}
 	svcKey, hbKey := s.k.service(tenantID, id), s.k.heartbeat(tenantID, id)
-	then := []clientv3.Op{clientv3.OpPut(hbKey, string(raw))}
-	if oldDue, newDue := s.k.due(e.hb.Deadline, tenantID, id), s.k.due(stored.Deadline, tenantID, id); oldDue != newDue {
-		then = append(then, clientv3.OpDelete(oldDue), clientv3.OpPut(newDue, ""))
-	}
+	then := append([]clientv3.Op{clientv3.OpPut(hbKey, string(raw))}, s.k.moveDue(e.hb.Deadline, stored.Deadline, tenantID, id)...)
 	req := &hbReq{
 		op: clientv3.OpTxn(
 			[]clientv3.Cmp{

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/svcreg/svcreg/internal/timeuuid"
 )
 
@@ -53,6 +55,15 @@ func (k keys) dues() string          { return k.p + "due/" }
 // due is the deadline index entry of a service; deadlines sort as keys.
 func (k keys) due(deadline int64, t, id string) string {
 	return fmt.Sprintf("%sdue/%016x/%s/%s", k.p, uint64(deadline), esc(t), id)
+}
+
+// moveDue is the operations that move a service's deadline index entry
+// from one deadline to another (none if the entry stays).
+func (k keys) moveDue(from, to int64, t, id string) []clientv3.Op {
+	if oldDue, newDue := k.due(from, t, id), k.due(to, t, id); oldDue != newDue {
+		return []clientv3.Op{clientv3.OpDelete(oldDue), clientv3.OpPut(newDue, "")}
+	}
+	return nil
 }
 
 // dueThrough is the end of the range of index entries with deadlines at

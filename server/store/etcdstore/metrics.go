@@ -21,7 +21,9 @@ type metrics struct {
 	copyRefusals *prometheus.CounterVec
 }
 
-func newMetrics(r prometheus.Registerer) metrics {
+// newMetrics makes the store's metrics and registers them with r (if not
+// nil); hasPeer reports whether the node has a peer for its copies.
+func newMetrics(r prometheus.Registerer, hasPeer func() bool) metrics {
 	m := metrics{
 		Metrics: store.NewMetrics(),
 		heartbeats: prometheus.NewCounter(prometheus.CounterOpts{
@@ -70,6 +72,15 @@ func newMetrics(r prometheus.Registerer) metrics {
 	if r != nil {
 		r.MustRegister(m.Collectors()...)
 		r.MustRegister(m.heartbeats, m.inMemory, m.handovers, m.hbBatch, m.conflicts, m.rewatches, m.leaseLost, m.copyBatch, m.copyFailures, m.copyRefusals)
+		r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "svcreg_store_heartbeat_copy_peer",
+			Help: "1 while this node has a peer to copy the heartbeats it answers from memory to; 0 with copies off, no other node, or none reachable: a service whose client dies with this node then times out up to the heartbeat slack late.",
+		}, func() float64 {
+			if hasPeer() {
+				return 1
+			}
+			return 0
+		}))
 	}
 	return m
 }

@@ -267,11 +267,8 @@ func (s *Store) extendDeadlines(ctx context.Context) (int, error) {
 			}
 			ops = append(ops, clientv3.OpTxn(
 				[]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(string(kv.Key)), "=", kv.ModRevision)},
-				[]clientv3.Op{
-					clientv3.OpPut(string(kv.Key), string(raw)),
-					clientv3.OpDelete(s.k.due(hb.Deadline, tenant, id)),
-					clientv3.OpPut(s.k.due(next.Deadline, tenant, id), ""),
-				}, nil))
+				append([]clientv3.Op{clientv3.OpPut(string(kv.Key), string(raw))}, s.k.moveDue(hb.Deadline, next.Deadline, tenant, id)...),
+				nil))
 		}
 		if len(ops) > 0 {
 			resp, err := s.txn(ctx, "extend deadlines", nil, ops, nil)

@@ -174,26 +174,25 @@ func (pc *peerConn) close() {
 
 // roundTrip sends one batch to target and returns its answer. A
 // connection that was used before and fails is dialled again once: the
-// peer may have closed it while it was idle.
+// peer may have closed it while it was idle. A dial error of that retry is
+// not reported as one: the first attempt may have delivered the batch.
 func (s *Store) roundTrip(pc *peerConn, target peerInfo, payload []byte) (copyAnswer, error) {
-	for attempt := 0; ; attempt++ {
-		a, err := s.tryRoundTrip(pc, target, payload)
-		if err == nil {
-			return a, nil
-		}
-		retry := pc.used && attempt == 0 && s.ctx.Err() == nil
+	a, err := s.tryRoundTrip(pc, target, payload)
+	if err == nil {
+		return a, nil
+	}
+	reused := pc.used
+	pc.close()
+	if !reused || s.ctx.Err() != nil {
+		return copyAnswer{}, err
+	}
+	if a, err = s.tryRoundTrip(pc, target, payload); err != nil {
 		pc.close()
-		if !retry {
-			if attempt > 0 {
-				// The first attempt may have delivered the batch.
-				var de *dialError
-				if errors.As(err, &de) {
-					err = de.err
-				}
-			}
-			return copyAnswer{}, err
+		if de := (*dialError)(nil); errors.As(err, &de) {
+			err = de.err
 		}
 	}
+	return a, err
 }
 
 func (s *Store) tryRoundTrip(pc *peerConn, target peerInfo, payload []byte) (copyAnswer, error) {
@@ -217,17 +216,13 @@ func (s *Store) tryRoundTrip(pc *peerConn, target peerInfo, payload []byte) (cop
 		return copyAnswer{}, err
 	}
 	var a copyAnswer
-	if err := json.Unmarshal(raw, &a); err != nil {
+	switch {
+	case json.Unmarshal(raw, &a) != nil:
 		return copyAnswer{}, fmt.Errorf("peer %s: undecodable answer", target.id)
-	}
-	if !hmac.Equal(got, s.peerMAC(mac, raw)) {
-		if a.Err != "" {
-			return copyAnswer{}, fmt.Errorf("peer %s refused the copies: %s", target.id, a.Err)
-		}
-		return copyAnswer{}, fmt.Errorf("peer %s: the answer's MAC does not match", target.id)
-	}
-	if a.Err != "" {
+	case a.Err != "": // a refusal, signed or not (a bad MAC's is not)
 		return copyAnswer{}, fmt.Errorf("peer %s refused the copies: %s", target.id, a.Err)
+	case !hmac.Equal(got, s.peerMAC(mac, raw)):
+		return copyAnswer{}, fmt.Errorf("peer %s: the answer's MAC does not match", target.id)
 	}
 	pc.used = true
 	return a, nil

@@ -355,38 +355,80 @@ func (s *Store) timeOutHeld(ctx context.Context, t *tenant, due []heldDue) error
 	if len(locked) == 0 {
 		return nil
 	}
-	reads := make([]string, 0, 2*len(locked))
-	for _, d := range locked {
+	exact := make([]exactTimeout, len(locked))
+	for i, d := range locked {
+		exact[i] = exactTimeout{id: d.id, hbRev: d.e.hbRev, stored: d.e.hb.Deadline, deadline: d.e.mem.Deadline, incarnation: d.e.mem.Incarnation}
+	}
+	err = s.commitExactTimeouts(ctx, t, "time out held services", "held deadline", exact, func(id string, gone bool) {
+		// Written since this node last read or wrote it (a commit of its
+		// own whose answer was lost, or another node's): its memory is
+		// stale, and forgotten below.
+		s.log.Debug("held service changed in etcd since this node wrote it; not timed out from memory",
+			"tenant", t.id, "id", id, "gone", gone)
+	})
+	return err
+}
+
+// exactTimeout is a timeout at a deadline known exactly, from the memory of
+// the node holding the service or from its peer's copy of it: valid while
+// the service's heartbeat key is at hbRev, whose stored deadline (and index
+// entry) is stored.
+type exactTimeout struct {
+	id          string
+	hbRev       int64
+	stored      int64
+	deadline    int64 // the event's timestamp
+	incarnation uint64
+	// nodeLease, if not 0: the timeout also needs this node's key to be
+	// on that lease (a peer's copy: see copies.go).
+	nodeLease int64
+	holder    string // whose memory it came from, for the log ("" this node's)
+}
+
+// commitExactTimeouts commits the timeouts in one transaction, each
+// conditional on its heartbeat key being at its revision (and on this
+// node's lease, if it names one). A service written or gone since is left
+// out, and stale, if not nil, told about it. how names the deadline in the
+// log (timedOut).
+func (s *Store) commitExactTimeouts(ctx context.Context, t *tenant, what, how string, due []exactTimeout, stale func(id string, gone bool)) error {
+	nodeKey := s.k.node(s.nodeID)
+	reads := []string{nodeKey}
+	for _, d := range due {
 		reads = append(reads, s.k.service(t.id, d.id), s.k.heartbeat(t.id, d.id))
 	}
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
 	var timedOut []timedOutService
-	_, err = s.write(ctx, t, "time out held services", reads, func(w *writer) error {
+	_, err := s.write(ctx, t, what, reads, func(w *writer) error {
 		timedOut = timedOut[:0]
-		for _, d := range locked {
+		nkv := w.got[nodeKey]
+		for _, d := range due {
 			svcKey, hbKey := s.k.service(t.id, d.id), s.k.heartbeat(t.id, d.id)
 			skv, hkv := w.got[svcKey], w.got[hbKey]
-			if skv == nil || hkv == nil || hkv.ModRevision != d.e.hbRev {
-				// Written since this node last read or wrote it (a commit
-				// of its own whose answer was lost, or another node's):
-				// its memory is stale, and forgotten below.
-				s.log.Debug("held service changed in etcd since this node wrote it; not timed out from memory",
-					"tenant", t.id, "id", d.id, "gone", skv == nil || hkv == nil)
+			if skv == nil || hkv == nil || hkv.ModRevision != d.hbRev {
+				if stale != nil {
+					stale(d.id, skv == nil || hkv == nil)
+				}
 				continue
+			}
+			if d.nodeLease != 0 && (nkv == nil || nkv.Lease != d.nodeLease) {
+				continue // this node was dead to the others since
 			}
 			rec, _, err := decodeService(skv, nil)
 			if err != nil {
 				return err
 			}
-			if rec.Incarnation != d.e.mem.Incarnation {
+			if rec.Incarnation != d.incarnation {
 				continue
 			}
-			w.cmps = append(w.cmps, clientv3.Compare(clientv3.ModRevision(hbKey), "=", d.e.hbRev))
-			w.timeOut(rec, svcKey, hbKey, s.k.due(d.e.hb.Deadline, t.id, d.id), d.e.mem.Deadline)
-			timedOut = append(timedOut, timedOutService{id: d.id, deadline: d.e.mem.Deadline})
+			w.cmps = append(w.cmps, clientv3.Compare(clientv3.ModRevision(hbKey), "=", d.hbRev))
+			if d.nodeLease != 0 {
+				w.cmps = append(w.cmps, clientv3.Compare(clientv3.LeaseValue(nodeKey), "=", d.nodeLease))
+			}
+			w.timeOut(rec, svcKey, hbKey, s.k.due(d.stored, t.id, d.id), d.deadline)
+			timedOut = append(timedOut, timedOutService{id: d.id, deadline: d.deadline, holder: d.holder})
 		}
 		return nil
 	})
-	return s.timedOut(t, "held deadline", timedOut, err)
+	return s.timedOut(t, how, timedOut, err)
 }

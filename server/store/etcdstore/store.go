@@ -111,8 +111,8 @@ type Options struct {
 	// which this node takes copies of the heartbeat state other nodes
 	// answer from memory (copies.go). Empty turns copies off: a service
 	// whose client and holding node both die then times out at its stored
-	// deadline, up to the slack late, instead of within ReapInterval of
-	// its precise one.
+	// deadline, up to the slack late, instead of within two ReapIntervals
+	// of its precise one.
 	PeerListen string
 	// PeerAdvertise is the host:port other nodes reach PeerListen at; the
 	// listener's own address if empty.
@@ -248,21 +248,7 @@ func Open(ctx context.Context, cli *clientv3.Client, opts Options) (*Store, erro
 		tenants: map[string]*tenant{},
 		nodeID:  hex.EncodeToString(id[:]),
 	}
-	s.metrics = newMetrics(opts.Registerer)
-	if opts.Registerer != nil {
-		opts.Registerer.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "svcreg_store_heartbeat_copy_peer",
-			Help: "1 while this node has a peer to copy the heartbeats it answers from memory to; 0 with copies off, no other node, or none reachable: a service whose client dies with this node then times out up to the heartbeat slack late.",
-		}, func() float64 {
-			if s.copyQueue == nil {
-				return 0
-			}
-			if p := s.peerState(); p.target.id != "" && p.ready {
-				return 1
-			}
-			return 0
-		}))
-	}
+	s.metrics = newMetrics(opts.Registerer, s.hasPeer)
 	s.hb.init()
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	if err := s.loadSecrets(ctx); err != nil {
