@@ -39,23 +39,25 @@ import (
 // each sub-benchmark in a row, so the baseline would no longer be measured
 // next to what it is compared with.
 
-// setup is one way of running the registry for a benchmark.
+// setup is one way of running the registry for a benchmark. start
+// returns its nodes, and the etcd cluster under them (nil for the
+// embedded store).
 type setup struct {
 	name  string
-	start func(b *testing.B, limits store.Limits) []*node
+	start func(b *testing.B, limits store.Limits) ([]*node, *etcdtest.Cluster)
 }
 
 var setups = []setup{
-	{"store=bolt", func(b *testing.B, limits store.Limits) []*node {
-		return []*node{startBoltNode(b, limits)}
+	{"store=bolt", func(b *testing.B, limits store.Limits) ([]*node, *etcdtest.Cluster) {
+		return []*node{startBoltNode(b, limits)}, nil
 	}},
-	{"store=etcd/nodes=1", func(b *testing.B, limits store.Limits) []*node {
+	{"store=etcd/nodes=1", func(b *testing.B, limits store.Limits) ([]*node, *etcdtest.Cluster) {
 		c := etcdtest.Start(b, etcdtest.Options{Fsync: true})
-		return startNodes(b, c, 1, etcdstore.Options{DefaultLimits: limits})
+		return startNodes(b, c, 1, etcdstore.Options{DefaultLimits: limits}), c
 	}},
-	{"store=etcd/nodes=3", func(b *testing.B, limits store.Limits) []*node {
+	{"store=etcd/nodes=3", func(b *testing.B, limits store.Limits) ([]*node, *etcdtest.Cluster) {
 		c := etcdtest.Start(b, etcdtest.Options{Members: 3, Fsync: true})
-		return startNodes(b, c, 3, etcdstore.Options{DefaultLimits: limits})
+		return startNodes(b, c, 3, etcdstore.Options{DefaultLimits: limits}), c
 	}},
 }
 
@@ -122,9 +124,9 @@ func reportRatio(b *testing.B, bench, setupName string, value float64, higherIsB
 // nodes (client c always at node c mod nodes), after one heartbeat of each
 // service (on the etcd store, the write by which its node takes hold of
 // it; the run counts the writes it still makes). The clients run in a child
-// process (this test binary, TestHeartbeatLoad), so that this process's
-// CPU time over the run is the deployment's alone: the svcreg nodes and
-// the etcd members. It reports heartbeats/s, CPU milliseconds per 1,000
+// process (this test binary, TestHeartbeatLoad), so that the CPU time
+// counted over the run is the deployment's alone: this process's (the
+// svcreg nodes) and the etcd members' processes'. It reports heartbeats/s, CPU milliseconds per 1,000
 // heartbeats, etcd transactions per heartbeat, and the ratios to the
 // embedded store's (x-bolt: heartbeats/s over bolt's; cpu-x-bolt: CPU per
 // heartbeat over bolt's, so 2 is twice bolt's cost).
@@ -135,13 +137,13 @@ func BenchmarkHeartbeats(b *testing.B) {
 	again := setup{"store=bolt/again", setups[0].start}
 	// Three nodes without copies of held heartbeat state between them:
 	// what the copies cost.
-	noCopies := setup{"store=etcd/nodes=3/copies=off", func(b *testing.B, limits store.Limits) []*node {
+	noCopies := setup{"store=etcd/nodes=3/copies=off", func(b *testing.B, limits store.Limits) ([]*node, *etcdtest.Cluster) {
 		c := etcdtest.Start(b, etcdtest.Options{Members: 3, Fsync: true})
-		return startNodes(b, c, 3, etcdstore.Options{DefaultLimits: limits, PeerListen: "off"})
+		return startNodes(b, c, 3, etcdstore.Options{DefaultLimits: limits, PeerListen: "off"}), c
 	}}
 	for _, su := range append(slices.Clone(setups), noCopies, again) {
 		b.Run(su.name, func(b *testing.B) {
-			nodes := su.start(b, store.Limits{Services: clients * perClient, ConfigValues: 10})
+			nodes, cluster := su.start(b, store.Limits{Services: clients * perClient, ConfigValues: 10})
 			u := login(b, nodes[0], "bench-heartbeats")
 			load := hbLoad{Token: u.token, Tenant: u.tenant, N: b.N}
 			for c := range clients {
@@ -180,13 +182,13 @@ func BenchmarkHeartbeats(b *testing.B) {
 			cmd := exec.Command(os.Args[0], "-test.run", "^TestHeartbeatLoad$")
 			cmd.Env = append(os.Environ(), "SVCREG_HEARTBEAT_LOAD="+spec)
 			b.ResetTimer()
-			cpu0 := cpuTime(b)
+			cpu0 := deploymentCPU(b, cluster)
 			start := time.Now()
 			if out, err := cmd.CombinedOutput(); err != nil {
 				b.Fatalf("load: %v\n%s", err, out)
 			}
 			elapsed := time.Since(start)
-			cpu := cpuTime(b) - cpu0
+			cpu := deploymentCPU(b, cluster) - cpu0
 			b.StopTimer()
 			rate := float64(b.N) / elapsed.Seconds()
 			cpuPer1000 := float64(cpu.Milliseconds()) * 1000 / float64(b.N)
@@ -213,13 +215,23 @@ func BenchmarkHeartbeats(b *testing.B) {
 	}
 }
 
-// cpuTime is the user and system CPU time this process has used.
-func cpuTime(b *testing.B) time.Duration {
+// deploymentCPU is the user and system CPU time the deployment has used:
+// this process's (the svcreg nodes run in it) and the etcd members'
+// processes' (cluster, if not nil).
+func deploymentCPU(b *testing.B, cluster *etcdtest.Cluster) time.Duration {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		b.Fatal(err)
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	d := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	if cluster != nil {
+		members, err := cluster.CPUTime()
+		if err != nil {
+			b.Fatal(err)
+		}
+		d += members
+	}
+	return d
 }
 
 // hbLoad is what the heartbeat benchmark's child process is to do: N
@@ -282,7 +294,7 @@ func BenchmarkEventFanout(b *testing.B) {
 	const waiters = 600
 	for _, su := range setups {
 		b.Run(su.name, func(b *testing.B) {
-			nodes := su.start(b, store.Limits{Services: 10, ConfigValues: 10})
+			nodes, _ := su.start(b, store.Limits{Services: 10, ConfigValues: 10})
 			u := login(b, nodes[0], "bench-fanout")
 			b.ResetTimer()
 			var total time.Duration
