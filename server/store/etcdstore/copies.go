@@ -76,31 +76,32 @@ const copySenders = 1
 // copyTimeout bounds a copy's round trip; a heartbeat waits for it.
 const copyTimeout = time.Second
 
-// copyBatch is one request from a holder to its peer.
+// copyBatch is one request from a holder to its peer (its encoding is in
+// peercodec.go).
 type copyBatch struct {
-	From      string     `json:"from"`
-	FromLease int64      `json:"from_lease"`
-	To        string     `json:"to"`
-	ToLease   int64      `json:"to_lease"`
-	Items     []copyItem `json:"items"`
+	From      string
+	FromLease int64
+	To        string
+	ToLease   int64
+	Items     []copyItem
 }
 
 // copyItem is the state of one held service.
 type copyItem struct {
-	Tenant string `json:"tenant"`
-	ID     string `json:"id"`
+	Tenant string
+	ID     string
 	// HBRev is the heartbeat key's mod revision the state is valid at;
 	// Stored the deadline stored there (its deadline index entry).
-	HBRev  int64    `json:"hb_rev"`
-	Stored int64    `json:"stored"`
-	State  hbRecord `json:"state"`
+	HBRev  int64
+	Stored int64
+	State  hbRecord
 }
 
 // copyAnswer is the peer's answer: for each item, whether it took it; or
 // why it took none.
 type copyAnswer struct {
-	OK  []bool `json:"ok,omitempty"`
-	Err string `json:"err,omitempty"`
+	OK  []bool
+	Err string
 }
 
 // peerInfo is a live node as its node key says.
@@ -221,8 +222,9 @@ func (s *Store) takeCopies(mac, payload []byte) (copyAnswer, bool) {
 		return copyAnswer{Err: "not signed with this registry's secret"}, false
 	}
 	var b copyBatch
-	if err := json.Unmarshal(payload, &b); err != nil {
-		return copyAnswer{Err: "undecodable batch"}, true
+	if err := b.decode(payload); err != nil {
+		s.metrics.copyRefusals.WithLabelValues("undecodable").Inc()
+		return copyAnswer{Err: "undecodable batch (a node of another version?)"}, true
 	}
 	lease, alive := s.lease.get()
 	if b.To != s.nodeID || b.ToLease != int64(lease) || !alive {
@@ -363,11 +365,7 @@ func (s *Store) postCopies(pc *peerConn, target peerInfo, batch []*copyReq) ([]b
 	for i, r := range batch {
 		b.Items[i] = r.item
 	}
-	body, err := json.Marshal(b)
-	if err != nil {
-		return nil, err
-	}
-	a, err := s.roundTrip(pc, target, body)
+	a, err := s.roundTrip(pc, target, b.appendTo(nil))
 	if err == nil && len(a.OK) != len(batch) {
 		err = fmt.Errorf("peer %s answered %d of %d copies", target.id, len(a.OK), len(batch))
 	}

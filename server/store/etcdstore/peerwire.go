@@ -6,7 +6,6 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -21,7 +20,8 @@ import (
 // answers each on the same connection. Each message is a frame: a 4-byte
 // big-endian length of the rest, a 32-byte HMAC-SHA256 with the peer key
 // (a request's over its payload; an answer's over the request's MAC and
-// its own payload), and the payload, JSON (copyBatch, copyAnswer). A frame
+// its own payload), and the payload (copyBatch, copyAnswer; their encoding
+// is in peercodec.go). A frame
 // whose MAC does not match is answered with an error, unsigned, and the
 // connection closed. A plain framed stream rather than HTTP: a copy goes
 // with every heartbeat answered from memory, and HTTP's per-request work
@@ -140,10 +140,7 @@ func (s *Store) servePeerConn(c net.Conn) {
 			return
 		}
 		ans, signed := s.takeCopies(mac, payload)
-		raw, err := json.Marshal(ans)
-		if err != nil {
-			return
-		}
+		raw := ans.appendTo(nil)
 		answerMAC := make([]byte, macSize)
 		if signed {
 			answerMAC = s.peerMAC(mac, raw)
@@ -217,7 +214,7 @@ func (s *Store) tryRoundTrip(pc *peerConn, target peerInfo, payload []byte) (cop
 	}
 	var a copyAnswer
 	switch {
-	case json.Unmarshal(raw, &a) != nil:
+	case a.decode(raw) != nil:
 		return copyAnswer{}, fmt.Errorf("peer %s: undecodable answer", target.id)
 	case a.Err != "": // a refusal, signed or not (a bad MAC's is not)
 		return copyAnswer{}, fmt.Errorf("peer %s refused the copies: %s", target.id, a.Err)
