@@ -22,19 +22,7 @@ func TestPeerCodec(t *testing.T) {
 		}},
 	}
 	for _, cb := range batches {
-		raw := cb.appendTo(nil)
-		var got copyBatch
-		if err := got.decode(raw); err != nil || !reflect.DeepEqual(got, cb) {
-			t.Fatalf("batch round trip: %+v, %v; want %+v", got, err, cb)
-		}
-		for n := range len(raw) {
-			if err := got.decode(raw[:n]); !errors.Is(err, errUndecodable) {
-				t.Fatalf("a batch cut to %d of %d bytes: %v", n, len(raw), err)
-			}
-		}
-		if err := got.decode(append(raw, 0)); !errors.Is(err, errUndecodable) {
-			t.Errorf("a batch with a byte over: %v", err)
-		}
+		roundTrip(t, &cb, new(copyBatch))
 	}
 	bad := map[string][]byte{
 		"another version":          append([]byte{2}, batches[0].appendTo(nil)[1:]...),
@@ -57,18 +45,32 @@ func TestPeerCodec(t *testing.T) {
 	}
 
 	for _, a := range []copyAnswer{{}, {OK: []bool{true, false, true}}, {Err: "not this node's current lease"}} {
-		raw := a.appendTo(nil)
-		var got copyAnswer
-		if err := got.decode(raw); err != nil || !reflect.DeepEqual(got, a) {
-			t.Errorf("answer round trip: %+v, %v; want %+v", got, err, a)
-		}
-		for n := range len(raw) {
-			if err := got.decode(raw[:n]); !errors.Is(err, errUndecodable) {
-				t.Errorf("an answer cut to %d of %d bytes: %v", n, len(raw), err)
-			}
-		}
+		roundTrip(t, &a, new(copyAnswer))
 	}
 	if err := new(copyAnswer).decode([]byte{peerWireVersion, 1, 0}); !errors.Is(err, errUndecodable) {
 		t.Errorf("a refusal without a reason: %v", err)
+	}
+}
+
+// roundTrip checks that v decodes into got as it was, and that every
+// strict prefix of its encoding, and the encoding with a byte over, do not
+// decode.
+func roundTrip[T any, P interface {
+	*T
+	appendTo([]byte) []byte
+	decode([]byte) error
+}](t *testing.T, v P, got P) {
+	t.Helper()
+	raw := v.appendTo(nil)
+	if err := got.decode(raw); err != nil || !reflect.DeepEqual(got, v) {
+		t.Fatalf("round trip: %+v, %v; want %+v", *got, err, *v)
+	}
+	for n := range len(raw) {
+		if err := got.decode(raw[:n]); !errors.Is(err, errUndecodable) {
+			t.Fatalf("%+v cut to %d of %d bytes: %v", *v, n, len(raw), err)
+		}
+	}
+	if err := got.decode(append(raw, 0)); !errors.Is(err, errUndecodable) {
+		t.Errorf("%+v with a byte over: %v", *v, err)
 	}
 }
