@@ -1,0 +1,96 @@
+package etcdstore
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// BenchmarkCopyRoundTrip measures the copy path alone, both ends in this
+// process over loopback TCP: a holder's sendCopy to its peer, with
+// concurrent heartbeats (writers) sharing each batch, as in
+// BenchmarkHeartbeats. It reports the CPU per copy (both ends together)
+// and the copies per batch. Run it with
+//
+//	go test -run '^$' -bench CopyRoundTrip ./server/store/etcdstore/
+func BenchmarkCopyRoundTrip(b *testing.B) {
+	for _, writers := range []int{1, 4, 16} {
+		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
+			peer := benchPeerStore(b, "b", 2, "127.0.0.1:0")
+			holder := benchPeerStore(b, "a", 1, "off")
+			holder.copyQueue = make(chan *copyReq)
+			holder.wg.Go(holder.sendCopies)
+			addr := peer.peerAddr
+			holder.peers.mu.Lock()
+			holder.peers.nodes["b"] = peerInfo{id: "b", lease: 2, addr: addr}
+			holder.choosePeer()
+			holder.peers.mu.Unlock()
+
+			var cpu0 syscall.Rusage
+			syscall.Getrusage(syscall.RUSAGE_SELF, &cpu0)
+			batches0 := sampleCount(b, holder.metrics.copyBatch)
+			b.ResetTimer()
+			var wg sync.WaitGroup
+			per := max(1, b.N/writers)
+			for w := range writers {
+				wg.Go(func() {
+					for i := range per {
+						it := copyItem{Tenant: "tenant-0123456789", ID: fmt.Sprintf("svc-%02d-%d", w, i%8), HBRev: 10, Stored: 1e18,
+							State: hbRecord{Incarnation: 1, Seq: uint32(i + 1), Cur: "0123456789abcdef0123456789abcdef-1", Prev: "0123456789abcdef0123456789abcdef-0", Deadline: 1e18, LastSeen: 1e12, Holder: "a", HolderLease: 1}}
+						if r := holder.sendCopy(context.Background(), it); r.err != nil || !r.ok {
+							b.Errorf("copy: %+v", r)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			b.StopTimer()
+			var cpu1 syscall.Rusage
+			syscall.Getrusage(syscall.RUSAGE_SELF, &cpu1)
+			n := float64(per * writers)
+			cpu := time.Duration(cpu1.Utime.Nano() + cpu1.Stime.Nano() - cpu0.Utime.Nano() - cpu0.Stime.Nano())
+			b.ReportMetric(float64(cpu.Nanoseconds())/n/1000, "cpu-µs/copy")
+			b.ReportMetric(n/(sampleCount(b, holder.metrics.copyBatch)-batches0), "copies/batch")
+		})
+	}
+}
+
+// benchPeerStore is a Store with just what copies need: its node id, a
+// live lease, the peer key, and, unless listen is "off", a peer listener.
+func benchPeerStore(b *testing.B, id string, lease clientv3.LeaseID, listen string) *Store {
+	s := &Store{nodeID: id, log: slog.New(slog.NewTextHandler(io.Discard, nil)), peerKey: []byte("0123456789abcdef0123456789abcdef")}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.metrics = newMetrics(nil, func() bool { return true })
+	s.hb.init()
+	s.lease.set(lease, time.Now(), 3600)
+	s.opts.PeerListen = listen
+	if listen == "off" {
+		s.opts.PeerListen = ""
+	}
+	addr, err := s.startPeer()
+	if err != nil {
+		b.Fatal(err)
+	}
+	s.peerAddr = addr
+	b.Cleanup(func() { s.cancel(); s.wg.Wait() })
+	return s
+}
+
+// sampleCount is how many observations h has had.
+func sampleCount(b *testing.B, h prometheus.Histogram) float64 {
+	var m dto.Metric
+	if err := h.Write(&m); err != nil {
+		b.Fatal(err)
+	}
+	return float64(m.GetHistogram().GetSampleCount())
+}
