@@ -2,8 +2,6 @@ package etcdstore
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,7 +23,7 @@ import (
 // A node answers a heartbeat of a service it holds from memory only once
 // another live node, its peer, has a copy of the new state (the deadline
 // and tokens, under the heartbeat key's revision): the copy is sent over
-// TCP (peerwire.go), batched, signed with a key derived from the
+// TCP (peerwire.go), batched, sealed with a key derived from the
 // registry's secret, and acknowledged before the client gets its token. The
 // peer times the service out at that deadline, as the holder does, each
 // timeout conditional on the heartbeat key's revision and on the peer's
@@ -204,34 +202,20 @@ func (s *Store) startPeer() (string, error) {
 	return addr, nil
 }
 
-// peerMAC authenticates peer traffic with a key derived from the shared
-// secret: a forged copy could time a live service out.
-func (s *Store) peerMAC(parts ...[]byte) []byte {
-	m := hmac.New(sha256.New, s.peerKey)
-	for _, p := range parts {
-		m.Write(p)
-	}
-	return m.Sum(nil)
-}
-
-// takeCopies takes a batch of copies from a holder, and returns the
-// answer and whether to sign it (not if the batch's MAC did not match).
-func (s *Store) takeCopies(mac, payload []byte) (copyAnswer, bool) {
-	if !hmac.Equal(mac, s.peerMAC(payload)) {
-		s.metrics.copyRefusals.WithLabelValues("mac").Inc()
-		return copyAnswer{Err: "not signed with this registry's secret"}, false
-	}
+// takeCopies takes a batch of copies from a holder (opened with the
+// registry's secret) and returns the answer.
+func (s *Store) takeCopies(payload []byte) copyAnswer {
 	var b copyBatch
 	if err := b.decode(payload); err != nil {
 		s.metrics.copyRefusals.WithLabelValues("undecodable").Inc()
-		return copyAnswer{Err: "undecodable batch (a node of another version?)"}, true
+		return copyAnswer{Err: "undecodable batch (a node of another version?)"}
 	}
 	lease, alive := s.lease.get()
 	if b.To != s.nodeID || b.ToLease != int64(lease) || !alive {
 		// Meant for this node on another lease, or this node may be dead
 		// to the others: it takes nothing it might not be able to honour.
 		s.metrics.copyRefusals.WithLabelValues("lease").Inc()
-		return copyAnswer{Err: "not this node's current lease"}, true
+		return copyAnswer{Err: "not this node's current lease"}
 	}
 	ans := copyAnswer{OK: make([]bool, len(b.Items))}
 	s.copies.mu.Lock()
@@ -239,7 +223,7 @@ func (s *Store) takeCopies(mac, payload []byte) (copyAnswer, bool) {
 		ans.OK[i] = s.copies.take(b.From, b.FromLease, int64(lease), it)
 	}
 	s.copies.mu.Unlock()
-	return ans, true
+	return ans
 }
 
 // take keeps a copy, and reports whether the holder may count on it.

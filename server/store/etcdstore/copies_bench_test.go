@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/crypto/chacha20poly1305"
 )
 
 // BenchmarkCopyRoundTrip measures the copy path alone, both ends in this
@@ -25,15 +26,7 @@ import (
 func BenchmarkCopyRoundTrip(b *testing.B) {
 	for _, writers := range []int{1, 4, 16} {
 		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
-			peer := benchPeerStore(b, "b", 2, "127.0.0.1:0")
-			holder := benchPeerStore(b, "a", 1, "off")
-			holder.copyQueue = make(chan *copyReq)
-			holder.wg.Go(holder.sendCopies)
-			addr := peer.peerAddr
-			holder.peers.mu.Lock()
-			holder.peers.nodes["b"] = peerInfo{id: "b", lease: 2, addr: addr}
-			holder.choosePeer()
-			holder.peers.mu.Unlock()
+			holder, _ := peerPair(b, testPeerKey, testPeerKey, "")
 
 			var cpu0 syscall.Rusage
 			syscall.Getrusage(syscall.RUSAGE_SELF, &cpu0)
@@ -65,24 +58,47 @@ func BenchmarkCopyRoundTrip(b *testing.B) {
 	}
 }
 
-// benchPeerStore is a Store with just what copies need: its node id, a
-// live lease, the peer key, and, unless listen is "off", a peer listener.
-func benchPeerStore(b *testing.B, id string, lease clientv3.LeaseID, listen string) *Store {
-	s := &Store{nodeID: id, log: slog.New(slog.NewTextHandler(io.Discard, nil)), peerKey: []byte("0123456789abcdef0123456789abcdef")}
+var testPeerKey = []byte("0123456789abcdef0123456789abcdef")
+
+// peerPair starts two Stores with just what copies need (a node id, a live
+// lease, the peer key, a peer listener at the peer): a holder "a" whose
+// peer is "b", with holderKey and peerKey. The holder reaches the peer at
+// via if not "" (a relay), else at its own address.
+func peerPair(t testing.TB, holderKey, peerKey []byte, via string) (holder, peer *Store) {
+	peer = peerStore(t, "b", 2, peerKey)
+	holder = peerStore(t, "a", 1, holderKey)
+	addr, err := peer.startPeer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer.peerAddr = addr
+	if via != "" {
+		addr = via
+	}
+	holder.copyQueue = make(chan *copyReq)
+	holder.wg.Go(holder.sendCopies)
+	holder.peers.mu.Lock()
+	holder.peers.nodes["b"] = peerInfo{id: "b", lease: 2, addr: addr}
+	holder.choosePeer()
+	holder.peers.mu.Unlock()
+	return holder, peer
+}
+
+func peerStore(t testing.TB, id string, lease clientv3.LeaseID, key []byte) *Store {
+	aead, err := chacha20poly1305.NewX(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Store{nodeID: id, log: slog.New(slog.NewTextHandler(io.Discard, nil)), peerAEAD: aead}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.metrics = newMetrics(nil, func() bool { return true })
 	s.hb.init()
 	s.lease.set(lease, time.Now(), 3600)
-	s.opts.PeerListen = listen
-	if listen == "off" {
-		s.opts.PeerListen = ""
-	}
-	addr, err := s.startPeer()
-	if err != nil {
-		b.Fatal(err)
-	}
-	s.peerAddr = addr
-	b.Cleanup(func() { s.cancel(); s.wg.Wait() })
+	s.copies.m = map[hbKey]*copyEntry{}
+	s.peers.nodes = map[string]peerInfo{}
+	s.peers.unreachable = map[string]time.Time{}
+	s.opts.PeerListen = "127.0.0.1:0"
+	t.Cleanup(func() { s.cancel(); s.wg.Wait() })
 	return s
 }
 

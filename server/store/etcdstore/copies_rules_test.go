@@ -8,6 +8,10 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -164,15 +168,16 @@ func TestReadFrameBounds(t *testing.T) {
 	if _, _, err := readFrame(frame(maxFrame+1, nil), nil); !errors.Is(err, errFrameSize) {
 		t.Errorf("a frame over the limit: %v", err)
 	}
-	if _, _, err := readFrame(frame(macSize-1, make([]byte, macSize-1)), nil); !errors.Is(err, errFrameSize) {
-		t.Errorf("a frame shorter than its MAC: %v", err)
+	if _, _, err := readFrame(frame(minFrame-1, make([]byte, minFrame-1)), nil); !errors.Is(err, errFrameSize) {
+		t.Errorf("a frame shorter than a nonce and a tag: %v", err)
 	}
 	if _, _, err := readFrame(frame(maxFrame, make([]byte, 100)), nil); err == nil {
 		t.Error("a frame cut short was read")
 	}
-	mac, payload, err := readFrame(frame(macSize+2, append(make([]byte, macSize), 'o', 'k')), nil)
-	if err != nil || len(mac) != macSize || string(payload) != "ok" {
-		t.Errorf("a good frame: %q %q %v", mac, payload, err)
+	body := append(make([]byte, minFrame-nonceSize), 'o', 'k')
+	nonce, got, err := readFrame(frame(uint32(nonceSize+len(body)), append(make([]byte, nonceSize), body...)), nil)
+	if err != nil || len(nonce) != nonceSize || !bytes.Equal(got, body) {
+		t.Errorf("a good frame: %q %q %v", nonce, got, err)
 	}
 }
 
@@ -200,5 +205,85 @@ func TestFirstPeerNeedsNoReread(t *testing.T) {
 	s.wg.Wait()
 	if e.verify {
 		t.Error("a held service was marked to be read again")
+	}
+}
+
+// Peer traffic is sealed: the tokens and ids in a copy do not cross the
+// wire in the clear, and a holder without the registry's secret is refused
+// (and told why) rather than taken.
+func TestPeerFramesSealed(t *testing.T) {
+	var (
+		mu     sync.Mutex
+		wire   bytes.Buffer
+		target atomic.Value // the peer's address
+	)
+	relay, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { relay.Close() })
+	go func() {
+		for {
+			c, err := relay.Accept()
+			if err != nil {
+				return
+			}
+			p, err := net.Dial("tcp", target.Load().(string))
+			if err != nil {
+				c.Close()
+				continue
+			}
+			record := func(dst, src net.Conn) {
+				defer dst.Close()
+				buf := make([]byte, 4096)
+				for {
+					n, err := src.Read(buf)
+					mu.Lock()
+					wire.Write(buf[:n])
+					mu.Unlock()
+					if err != nil || func() error { _, err := dst.Write(buf[:n]); return err }() != nil {
+						return
+					}
+				}
+			}
+			go record(p, c)
+			go record(c, p)
+		}
+	}()
+	holder, peer := peerPair(t, testPeerKey, testPeerKey, relay.Addr().String())
+	target.Store(peer.peerAddr)
+	it := copyItem{Tenant: "tenant-in-the-clear", ID: "svc-in-the-clear", HBRev: 3, Stored: 9e18,
+		State: hbRecord{Seq: 4, Cur: "token-in-the-clear", Deadline: 9e18, Holder: "a", HolderLease: 1}}
+	if r := holder.sendCopy(context.Background(), it); r.err != nil || !r.ok {
+		t.Fatalf("copy through the relay: %+v", r)
+	}
+	peer.copies.mu.Lock()
+	got := peer.copies.m[hbKey{it.Tenant, it.ID}]
+	peer.copies.mu.Unlock()
+	if got == nil || got.state != it.State {
+		t.Fatalf("the peer has %+v, want the copied state", got)
+	}
+	mu.Lock()
+	seen := wire.String()
+	mu.Unlock()
+	if len(seen) < 2*minFrame {
+		t.Fatalf("the relay saw %d bytes", len(seen))
+	}
+	for _, s := range []string{it.Tenant, it.ID, it.State.Cur} {
+		if strings.Contains(seen, s) {
+			t.Errorf("%q crossed the wire in the clear", s)
+		}
+	}
+
+	forger, peer2 := peerPair(t, []byte("another registry's key, 32 bytes"), testPeerKey, "")
+	r := forger.sendCopy(context.Background(), it)
+	if r.ok || r.err == nil || !strings.Contains(r.err.Error(), "not sealed with this registry's secret") {
+		t.Errorf("a copy sealed with another key: %+v", r)
+	}
+	peer2.copies.mu.Lock()
+	n := len(peer2.copies.m)
+	peer2.copies.mu.Unlock()
+	if n != 0 {
+		t.Errorf("the peer took %d copies sealed with another key", n)
 	}
 }

@@ -196,7 +196,7 @@ func TestCopiesMoveToAnotherPeer(t *testing.T) {
 	}
 }
 
-// The peer endpoint takes only what is signed with the registry's secret:
+// The peer endpoint takes only what is sealed with the registry's secret:
 // a forged copy could time a live service out.
 func TestCopiesNeedTheSecret(t *testing.T) {
 	t.Parallel()
@@ -204,8 +204,10 @@ func TestCopiesNeedTheSecret(t *testing.T) {
 	n := startNodes(t, c, 2, etcdstore.Options{})
 	peer := peerOf(t, n[0], n)
 	_, addr := etcdstore.PeerOf(n[0].st)
-	body := "a batch of copies" // never decoded: the MAC is checked first
-	for _, mac := range [][]byte{make([]byte, 32), bytes.Repeat([]byte{0xab}, 32)} {
+	// A 24-byte nonce and a body that no key sealed: all zeros, and
+	// anything else.
+	body := "a batch of copies, with no tag that opens"
+	for _, mac := range [][]byte{make([]byte, 24), bytes.Repeat([]byte{0xab}, 24)} {
 		conn, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
@@ -218,12 +220,12 @@ func TestCopiesNeedTheSecret(t *testing.T) {
 		}
 		answer, err := io.ReadAll(conn) // the peer answers, then closes
 		conn.Close()
-		if err != nil || len(answer) < 36 || !strings.Contains(string(answer[36:]), "not signed with this registry's secret") {
+		if err != nil || !strings.Contains(string(answer), "not sealed with this registry's secret") {
 			t.Errorf("a copy signed %x: answered %q (%v), want a refusal", mac[:2], answer, err)
 		}
 	}
-	if got := testserver.Metric(t, peer.reg, "svcreg_store_heartbeat_copy_refusals_total", "reason", "mac"); got != 2 {
-		t.Errorf("the peer counts %v refusals for the MAC, want 2", got)
+	if got := testserver.Metric(t, peer.reg, "svcreg_store_heartbeat_copy_refusals_total", "reason", "secret"); got != 2 {
+		t.Errorf("the peer counts %v refusals for the secret, want 2", got)
 	}
 	if got := n[0].metric("svcreg_store_heartbeat_copy_peer"); got != 1 {
 		t.Errorf("svcreg_store_heartbeat_copy_peer is %v at a node with a peer, want 1", got)

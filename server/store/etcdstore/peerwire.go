@@ -2,15 +2,18 @@ package etcdstore
 
 import (
 	"bufio"
+	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"time"
+
+	"golang.org/x/crypto/chacha20poly1305"
 
 	"github.com/svcreg/svcreg/internal/retry"
 )
@@ -18,33 +21,72 @@ import (
 // The peer protocol: a node keeps a TCP connection to its peer per sender
 // (copySenders), and sends batches of copies over it one at a time; the peer
 // answers each on the same connection. Each message is a frame: a 4-byte
-// big-endian length of the rest, a 32-byte HMAC-SHA256 with the peer key
-// (a request's over its payload; an answer's over the request's MAC and
-// its own payload), and the payload (copyBatch, copyAnswer; their encoding
-// is in peercodec.go). A frame
-// whose MAC does not match is answered with an error, unsigned, and the
+// big-endian length of the rest, a 24-byte nonce, and the payload
+// (copyBatch, copyAnswer; their encoding is in peercodec.go) sealed with
+// XChaCha20-Poly1305 under the peer key, derived from the registry's
+// secret: encrypted, because copies carry the services' heartbeat tokens,
+// and authenticated, because a forged copy could time a live service out.
+// A request's additional data says it is one; an answer's says it is one
+// and holds the request's nonce, binding it to that request. Each end of a
+// connection makes its nonces from a random prefix of its own and a count,
+// so none repeats under the key. A frame that does not open is answered
+// with a refusal in the clear (an all-zero nonce, then the reason) and the
 // connection closed. A plain framed stream rather than HTTP: a copy goes
 // with every heartbeat answered from memory, and HTTP's per-request work
 // (headers, the client's connection goroutines) cost more than the copy.
 
 const (
-	macSize = sha256.Size
+	nonceSize = chacha20poly1305.NonceSizeX
+	// minFrame is the shortest frame: a nonce and an empty payload sealed.
+	minFrame = nonceSize + chacha20poly1305.Overhead
 	// maxFrame bounds a frame: a batch of 256 copies is about 100 kB,
 	// with the longest service ids about 150 kB.
 	maxFrame = 512 << 10
 	// peerIdle is how long the peer keeps a connection with nothing on it
-	// once a frame on it was signed with the secret; before, its first
+	// once a frame on it opened with the secret; before, its first
 	// frame must arrive within peerFirst. A frame, once its length has
 	// arrived, must arrive within copyTimeout.
 	peerIdle  = 5 * time.Minute
 	peerFirst = 5 * time.Second
 	// maxPeerConns bounds the connections the peer serves at once: each
 	// node keeps copySenders to its peer, and nothing is read before the
-	// MAC is checked but the frame itself.
+	// frame opens but the frame itself.
 	maxPeerConns = 256
 )
 
 var errFrameSize = errors.New("peer frame too large or too small")
+
+// requestAD and answerAD are the additional data a request and (followed
+// by its request's nonce) an answer are sealed with.
+var (
+	requestAD = []byte("svcreg heartbeat copies: request")
+	answerAD  = []byte("svcreg heartbeat copies: answer")
+)
+
+func answerData(requestNonce []byte) []byte {
+	return append(answerAD[:len(answerAD):len(answerAD)], requestNonce...)
+}
+
+// nonces makes the nonces of one end of one connection.
+type nonces struct {
+	prefix [nonceSize - 8]byte
+	n      uint64
+}
+
+func newNonces() *nonces {
+	ns := new(nonces)
+	rand.Read(ns.prefix[:])
+	return ns
+}
+
+func (ns *nonces) next() []byte {
+	ns.n++
+	b := make([]byte, 0, nonceSize)
+	return binary.BigEndian.AppendUint64(append(b, ns.prefix[:]...), ns.n)
+}
+
+// refusalNonce marks a refusal sent in the clear.
+var refusalNonce = make([]byte, nonceSize)
 
 // dialError is a connection to the peer that could not be made: nothing
 // was sent. Any other failure may have happened after the peer took the
@@ -55,19 +97,19 @@ func (e *dialError) Error() string { return "connect: " + e.err.Error() }
 func (e *dialError) Unwrap() error { return e.err }
 
 // writeFrame writes one frame and flushes it.
-func writeFrame(w *bufio.Writer, mac, payload []byte) error {
+func writeFrame(w *bufio.Writer, nonce, body []byte) error {
 	var n [4]byte
-	binary.BigEndian.PutUint32(n[:], uint32(len(mac)+len(payload)))
+	binary.BigEndian.PutUint32(n[:], uint32(len(nonce)+len(body)))
 	w.Write(n[:])
-	w.Write(mac)
-	w.Write(payload)
+	w.Write(nonce)
+	w.Write(body)
 	return w.Flush()
 }
 
 // readFrame reads one frame. started, if not nil, is called once its
 // length has arrived (to set a deadline for the rest). The buffer grows
 // with what arrives, so a length alone reserves no memory.
-func readFrame(r *bufio.Reader, started func()) (mac, payload []byte, err error) {
+func readFrame(r *bufio.Reader, started func()) (nonce, body []byte, err error) {
 	var n [4]byte
 	if _, err := io.ReadFull(r, n[:]); err != nil {
 		return nil, nil, err
@@ -76,7 +118,7 @@ func readFrame(r *bufio.Reader, started func()) (mac, payload []byte, err error)
 		started()
 	}
 	size := binary.BigEndian.Uint32(n[:])
-	if size < macSize || size > maxFrame {
+	if size < minFrame || size > maxFrame {
 		return nil, nil, errFrameSize
 	}
 	buf, err := io.ReadAll(io.LimitReader(r, int64(size)))
@@ -86,7 +128,7 @@ func readFrame(r *bufio.Reader, started func()) (mac, payload []byte, err error)
 	if len(buf) != int(size) {
 		return nil, nil, io.ErrUnexpectedEOF
 	}
-	return buf[:macSize], buf[macSize:], nil
+	return buf[:nonceSize], buf[nonceSize:], nil
 }
 
 // servePeers accepts peer connections until the store closes; past
@@ -132,21 +174,25 @@ func (s *Store) servePeerConn(c net.Conn) {
 	stop := context.AfterFunc(s.ctx, func() { c.Close() })
 	defer stop()
 	r, w := bufio.NewReader(c), bufio.NewWriter(c)
+	ns := newNonces()
 	idle := peerFirst
 	for {
 		c.SetReadDeadline(time.Now().Add(idle))
-		mac, payload, err := readFrame(r, func() { c.SetReadDeadline(time.Now().Add(copyTimeout)) })
+		nonce, sealed, err := readFrame(r, func() { c.SetReadDeadline(time.Now().Add(copyTimeout)) })
 		if err != nil {
 			return
 		}
-		ans, signed := s.takeCopies(mac, payload)
-		raw := ans.appendTo(nil)
-		answerMAC := make([]byte, macSize)
-		if signed {
-			answerMAC = s.peerMAC(mac, raw)
+		payload, err := s.peerAEAD.Open(nil, nonce, sealed, requestAD)
+		if err != nil {
+			s.metrics.copyRefusals.WithLabelValues("secret").Inc()
+			c.SetWriteDeadline(time.Now().Add(copyTimeout))
+			writeFrame(w, refusalNonce, []byte("not sealed with this registry's secret"))
+			return
 		}
+		ans := s.takeCopies(payload)
+		an := ns.next()
 		c.SetWriteDeadline(time.Now().Add(copyTimeout))
-		if writeFrame(w, answerMAC, raw) != nil || !signed {
+		if writeFrame(w, an, s.peerAEAD.Seal(nil, an, ans.appendTo(nil), answerData(nonce))) != nil {
 			return
 		}
 		idle = peerIdle
@@ -160,6 +206,8 @@ type peerConn struct {
 	r    *bufio.Reader
 	w    *bufio.Writer
 	used bool // a batch went over it before
+	// nonces: this end's, for the requests it seals.
+	nonces *nonces
 }
 
 func (pc *peerConn) close() {
@@ -201,25 +249,31 @@ func (s *Store) tryRoundTrip(pc *peerConn, target peerInfo, payload []byte) (cop
 		if err != nil {
 			return copyAnswer{}, &dialError{err}
 		}
-		*pc = peerConn{to: target, c: c, r: bufio.NewReader(c), w: bufio.NewWriter(c)}
+		*pc = peerConn{to: target, c: c, r: bufio.NewReader(c), w: bufio.NewWriter(c), nonces: newNonces()}
 	}
 	pc.c.SetDeadline(deadline)
-	mac := s.peerMAC(payload)
-	if err := writeFrame(pc.w, mac, payload); err != nil {
+	nonce := pc.nonces.next()
+	if err := writeFrame(pc.w, nonce, s.peerAEAD.Seal(nil, nonce, payload, requestAD)); err != nil {
 		return copyAnswer{}, err
 	}
-	got, raw, err := readFrame(pc.r, nil)
+	an, sealed, err := readFrame(pc.r, nil)
 	if err != nil {
 		return copyAnswer{}, err
+	}
+	if bytes.Equal(an, refusalNonce) { // in the clear: say what it says, briefly
+		reason := sealed[:min(len(sealed), 200)]
+		return copyAnswer{}, fmt.Errorf("peer %s refused the copies: %s", target.id, strconv.QuoteToASCII(string(reason)))
+	}
+	raw, err := s.peerAEAD.Open(nil, an, sealed, answerData(nonce))
+	if err != nil {
+		return copyAnswer{}, fmt.Errorf("peer %s: its answer does not open with this registry's secret", target.id)
 	}
 	var a copyAnswer
 	switch {
 	case a.decode(raw) != nil:
 		return copyAnswer{}, fmt.Errorf("peer %s: undecodable answer", target.id)
-	case a.Err != "": // a refusal, signed or not (a bad MAC's is not)
+	case a.Err != "":
 		return copyAnswer{}, fmt.Errorf("peer %s refused the copies: %s", target.id, a.Err)
-	case !hmac.Equal(got, s.peerMAC(mac, raw)):
-		return copyAnswer{}, fmt.Errorf("peer %s: the answer's MAC does not match", target.id)
 	}
 	pc.used = true
 	return a, nil

@@ -18,6 +18,7 @@ package etcdstore
 
 import (
 	"context"
+	"crypto/cipher"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -38,6 +39,7 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/crypto/chacha20poly1305"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -143,8 +145,10 @@ type Store struct {
 	copies    copies
 	peers     peers
 	copyQueue chan *copyReq
-	peerKey   []byte
-	peerAddr  string
+	// peerAEAD seals peer traffic (peerwire.go), with a key derived from
+	// the registry's secret.
+	peerAEAD cipher.AEAD
+	peerAddr string
 	// loseAnswer (tests) makes the next heartbeat batch fail after it
 	// committed, as an answer lost on the way back would.
 	loseAnswer atomic.Bool
@@ -315,8 +319,11 @@ func (s *Store) loadSecrets(ctx context.Context) error {
 	}
 	s.minter = store.NewMinter(secret)
 	m := hmac.New(sha256.New, secret)
-	m.Write([]byte("svcreg etcd store: heartbeat copies between nodes"))
-	s.peerKey = m.Sum(nil)
+	m.Write([]byte("svcreg etcd store: heartbeat copies between nodes, sealed"))
+	s.peerAEAD, err = chacha20poly1305.NewX(m.Sum(nil))
+	if err != nil {
+		return err
+	}
 	s.tail = binary.BigEndian.Uint64(tail)
 	return nil
 }
