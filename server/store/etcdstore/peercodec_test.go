@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"golang.org/x/crypto/chacha20poly1305"
 )
 
 // Batches and answers decode to what was encoded, edge values included;
@@ -28,6 +30,7 @@ func TestPeerCodec(t *testing.T) {
 		"another version":          append([]byte{2}, batches[0].appendTo(nil)[1:]...),
 		"JSON":                     []byte(`{"from":"a","items":[]}`),
 		"a count it cannot hold":   append([]byte{peerWireVersion, 0, 0, 0, 0}, 0xff, 0xff, 0xff, 0xff, 0x0f),
+		"one item more than fits":  append([]byte{peerWireVersion, 0, 0, 0, 0, 2}, make([]byte, 25)...),
 		"a string past its end":    {peerWireVersion, 5, 'a'},
 		"a sequence over 32 bits":  append(append([]byte{peerWireVersion, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0}, 0x80, 0x80, 0x80, 0x80, 0x10), 0, 0, 0, 0, 0, 0, 0),
 		"a flag other than 0 or 1": {peerWireVersion, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2},
@@ -72,5 +75,41 @@ func roundTrip[T any, P interface {
 	}
 	if err := got.decode(append(raw, 0)); !errors.Is(err, errUndecodable) {
 		t.Errorf("%+v with a byte over: %v", *v, err)
+	}
+}
+
+// Nonces never repeat: each end of each connection counts up from a random
+// prefix of its own. An answer opens only with its own request's nonce, and
+// a request never opens as an answer.
+func TestPeerNoncesAndBinding(t *testing.T) {
+	a, b := newNonces(), newNonces()
+	seen := map[string]bool{}
+	for range 100 {
+		for _, ns := range []*nonces{a, b} {
+			n := ns.next()
+			if len(n) != nonceSize || seen[string(n)] {
+				t.Fatalf("nonce %x repeated or of the wrong size", n)
+			}
+			seen[string(n)] = true
+		}
+	}
+	if a.prefix == b.prefix {
+		t.Error("two connections drew the same nonce prefix")
+	}
+	aead, err := chacha20poly1305.NewX(testPeerKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req1, req2, an := a.next(), a.next(), b.next()
+	answer := aead.Seal(nil, an, []byte("ok"), answerData(req1))
+	if _, err := aead.Open(nil, an, answer, answerData(req1)); err != nil {
+		t.Fatalf("the answer does not open for its request: %v", err)
+	}
+	if _, err := aead.Open(nil, an, answer, answerData(req2)); err == nil {
+		t.Error("an answer opened as the answer to another request")
+	}
+	request := aead.Seal(nil, req1, []byte("batch"), requestAD)
+	if _, err := aead.Open(nil, req1, request, answerData(req1)); err == nil {
+		t.Error("a request opened as an answer")
 	}
 }

@@ -262,7 +262,7 @@ func (s *Store) tryRoundTrip(pc *peerConn, target peerInfo, payload []byte) (cop
 	}
 	if bytes.Equal(an, refusalNonce) { // in the clear: say what it says, briefly
 		reason := sealed[:min(len(sealed), 200)]
-		return copyAnswer{}, fmt.Errorf("peer %s refused the copies: %s", target.id, strconv.QuoteToASCII(string(reason)))
+		return copyAnswer{}, fmt.Errorf("a refusal in the clear (unauthenticated), said to be from peer %s: %s", target.id, strconv.QuoteToASCII(string(reason)))
 	}
 	raw, err := s.peerAEAD.Open(nil, an, sealed, answerData(nonce))
 	if err != nil {
