@@ -215,6 +215,7 @@ func TestPeerFramesSealed(t *testing.T) {
 	var (
 		mu     sync.Mutex
 		wire   bytes.Buffer
+		dirs   [2]bytes.Buffer // requests, answers
 		target atomic.Value // the peer's address
 	)
 	relay, err := net.Listen("tcp", "127.0.0.1:0")
@@ -233,21 +234,22 @@ func TestPeerFramesSealed(t *testing.T) {
 				c.Close()
 				continue
 			}
-			record := func(dst, src net.Conn) {
+			record := func(dst, src net.Conn, dir *bytes.Buffer) {
 				defer dst.Close()
 				buf := make([]byte, 4096)
 				for {
 					n, err := src.Read(buf)
 					mu.Lock()
 					wire.Write(buf[:n])
+					dir.Write(buf[:n])
 					mu.Unlock()
 					if err != nil || func() error { _, err := dst.Write(buf[:n]); return err }() != nil {
 						return
 					}
 				}
 			}
-			go record(p, c)
-			go record(c, p)
+			go record(p, c, &dirs[0])
+			go record(c, p, &dirs[1])
 		}
 	}()
 	holder, peer := peerPair(t, testPeerKey, testPeerKey, relay.Addr().String())
@@ -263,9 +265,31 @@ func TestPeerFramesSealed(t *testing.T) {
 	if got == nil || got.state != it.State {
 		t.Fatalf("the peer has %+v, want the copied state", got)
 	}
+	// A second copy on the same connection: no nonce repeats, either way.
+	it.State.Seq++
+	if r := holder.sendCopy(context.Background(), it); r.err != nil || !r.ok {
+		t.Fatalf("second copy through the relay: %+v", r)
+	}
 	mu.Lock()
 	seen := wire.String()
+	nonces := map[string]bool{}
+	for _, d := range dirs {
+		r := bufio.NewReader(bytes.NewReader(d.Bytes()))
+		for {
+			nonce, _, err := readFrame(r, nil)
+			if err != nil {
+				break
+			}
+			if nonces[string(nonce)] {
+				t.Errorf("nonce %x used twice", nonce)
+			}
+			nonces[string(nonce)] = true
+		}
+	}
 	mu.Unlock()
+	if len(nonces) != 4 {
+		t.Errorf("the relay saw %d frames, want 2 requests and 2 answers", len(nonces))
+	}
 	if len(seen) < 2*minFrame {
 		t.Fatalf("the relay saw %d bytes", len(seen))
 	}
