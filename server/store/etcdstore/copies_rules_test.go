@@ -216,7 +216,7 @@ func TestPeerFramesSealed(t *testing.T) {
 		mu     sync.Mutex
 		wire   bytes.Buffer
 		dirs   [2]bytes.Buffer // requests, answers
-		target atomic.Value // the peer's address
+		target atomic.Value    // the peer's address
 	)
 	relay, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
