@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/svcreg/svcreg/internal/proccpu"
 )
 
 // arrivalConn reads a TCP connection and keeps the time the kernel received
@@ -73,9 +75,6 @@ func (c *arrivalConn) Read(p []byte) (int, error) {
 // fan-out, nearly all of it is the long-poll clients reading their answers,
 // on the same cores as the server.
 func ownCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	d, _ := proccpu.Self()
+	return d
 }

@@ -34,6 +34,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/svcreg/svcreg/internal/proccpu"
 )
 
 func main() {
@@ -152,21 +154,7 @@ func (c *child) stop() {
 }
 
 // cpu is the CPU time (user and system) the child has used.
-func (c *child) cpu() (time.Duration, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", c.cmd.Process.Pid))
-	if err != nil {
-		return 0, err
-	}
-	// The fields after the command name, which is in parentheses.
-	f := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:]))
-	if len(f) < 13 {
-		return 0, errors.New("short /proc stat")
-	}
-	utime, _ := strconv.ParseInt(f[11], 10, 64)
-	stime, _ := strconv.ParseInt(f[12], 10, 64)
-	const clockTick = 100 // USER_HZ on Linux
-	return time.Duration(utime+stime) * time.Second / clockTick, nil
-}
+func (c *child) cpu() (time.Duration, error) { return proccpu.Of(c.cmd.Process.Pid) }
 
 // rssMB is the child's resident set size in MB.
 func (c *child) rssMB() (float64, error) { return c.statusMB("VmRSS:") }

@@ -28,6 +28,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/svcreg/svcreg/internal/freeport"
+	"github.com/svcreg/svcreg/internal/proccpu"
 	"github.com/svcreg/svcreg/internal/testprog"
 )
 
@@ -200,8 +201,8 @@ func (m *Member) leads() bool {
 // CPUTime returns the CPU time, user and system, that the running members'
 // processes have used since they started: with the nodes' own, what a
 // deployment costs (a benchmark takes it before and after its run; a
-// member restarted in between counts from its restart). It reads
-// /proc/<pid>/stat, so it works on Linux only.
+// member restarted in between counts from its restart). Linux only
+// (proccpu.Of).
 func (c *Cluster) CPUTime() (time.Duration, error) {
 	var total time.Duration
 	for _, m := range c.Members {
@@ -211,42 +212,13 @@ func (c *Cluster) CPUTime() (time.Duration, error) {
 		if p == nil || p.ended() {
 			continue
 		}
-		d, err := procCPU(p.cmd.Process.Pid)
+		d, err := proccpu.Of(p.cmd.Process.Pid)
 		if err != nil {
 			return 0, fmt.Errorf("etcdtest: CPU time of member %s: %w", m.Name, err)
 		}
 		total += d
 	}
 	return total, nil
-}
-
-// procCPU returns the user and system CPU time of process pid, from
-// /proc/<pid>/stat: its 14th and 15th fields, in clock ticks of USER_HZ,
-// which Linux fixes at 100 a second for user space.
-func procCPU(pid int) (time.Duration, error) {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// The command name, field 2, is in parentheses and may hold spaces:
-	// count the fields after its closing one (field 3 onwards).
-	i := bytes.LastIndexByte(raw, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("unexpected /proc/%d/stat: %q", pid, raw)
-	}
-	f := strings.Fields(string(raw[i+1:]))
-	if len(f) < 13 {
-		return 0, fmt.Errorf("unexpected /proc/%d/stat: %q", pid, raw)
-	}
-	var ticks int64
-	for _, v := range f[11:13] {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("unexpected /proc/%d/stat: %q", pid, raw)
-		}
-		ticks += n
-	}
-	return time.Duration(ticks) * (time.Second / 100), nil
 }
 
 // Restart starts every stopped member again and waits until they serve.

@@ -13,13 +13,13 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/svcreg/svcreg/internal/etcdtest"
+	"github.com/svcreg/svcreg/internal/proccpu"
 	"github.com/svcreg/svcreg/server"
 	"github.com/svcreg/svcreg/server/store"
 	"github.com/svcreg/svcreg/server/store/boltstore"
@@ -219,11 +219,10 @@ func BenchmarkHeartbeats(b *testing.B) {
 // this process's (the svcreg nodes run in it) and the etcd members'
 // processes' (cluster, if not nil).
 func deploymentCPU(b *testing.B, cluster *etcdtest.Cluster) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+	d, err := proccpu.Self()
+	if err != nil {
 		b.Fatal(err)
 	}
-	d := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 	if cluster != nil {
 		members, err := cluster.CPUTime()
 		if err != nil {

@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -14,6 +13,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/crypto/chacha20poly1305"
+
+	"github.com/svcreg/svcreg/internal/proccpu"
 )
 
 // BenchmarkCopyRoundTrip measures the copy path alone, both ends in this
@@ -28,8 +29,10 @@ func BenchmarkCopyRoundTrip(b *testing.B) {
 		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
 			holder, _ := peerPair(b, testPeerKey, testPeerKey, "")
 
-			var cpu0 syscall.Rusage
-			syscall.Getrusage(syscall.RUSAGE_SELF, &cpu0)
+			cpu0, err := proccpu.Self()
+			if err != nil {
+				b.Fatal(err)
+			}
 			batches0 := sampleCount(b, holder.metrics.copyBatch)
 			b.ResetTimer()
 			var wg sync.WaitGroup
@@ -48,10 +51,12 @@ func BenchmarkCopyRoundTrip(b *testing.B) {
 			}
 			wg.Wait()
 			b.StopTimer()
-			var cpu1 syscall.Rusage
-			syscall.Getrusage(syscall.RUSAGE_SELF, &cpu1)
+			cpu1, err := proccpu.Self()
+			if err != nil {
+				b.Fatal(err)
+			}
 			n := float64(per * writers)
-			cpu := time.Duration(cpu1.Utime.Nano() + cpu1.Stime.Nano() - cpu0.Utime.Nano() - cpu0.Stime.Nano())
+			cpu := cpu1 - cpu0
 			b.ReportMetric(float64(cpu.Nanoseconds())/n/1000, "cpu-µs/copy")
 			b.ReportMetric(n/(sampleCount(b, holder.metrics.copyBatch)-batches0), "copies/batch")
 		})
