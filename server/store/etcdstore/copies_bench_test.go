@@ -66,22 +66,16 @@ func BenchmarkCopyRoundTrip(b *testing.B) {
 var testPeerKey = []byte("0123456789abcdef0123456789abcdef")
 
 // peerPair starts two Stores with just what copies need (a node id, a live
-// lease, the peer key, a peer listener at the peer): a holder "a" whose
-// peer is "b", with holderKey and peerKey. The holder reaches the peer at
-// via if not "" (a relay), else at its own address.
+// lease, the peer key, startPeer's listener and sender): a holder "a"
+// whose peer is "b", with holderKey and peerKey. The holder reaches the
+// peer at via if not "" (a relay), else at its own address.
 func peerPair(t testing.TB, holderKey, peerKey []byte, via string) (holder, peer *Store) {
 	peer = peerStore(t, "b", 2, peerKey)
 	holder = peerStore(t, "a", 1, holderKey)
-	addr, err := peer.startPeer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer.peerAddr = addr
+	addr := peer.peerAddr
 	if via != "" {
 		addr = via
 	}
-	holder.copyQueue = make(chan *copyReq)
-	holder.wg.Go(holder.sendCopies)
 	holder.peers.mu.Lock()
 	holder.peers.nodes["b"] = peerInfo{id: "b", lease: 2, addr: addr}
 	holder.choosePeer()
@@ -96,14 +90,14 @@ func peerStore(t testing.TB, id string, lease clientv3.LeaseID, key []byte) *Sto
 	}
 	s := &Store{nodeID: id, log: slog.New(slog.NewTextHandler(io.Discard, nil)), peerAEAD: aead}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	t.Cleanup(func() { s.cancel(); s.wg.Wait() })
 	s.metrics = newMetrics(nil, func() bool { return true })
 	s.hb.init()
 	s.lease.set(lease, time.Now(), 3600)
-	s.copies.m = map[hbKey]*copyEntry{}
-	s.peers.nodes = map[string]peerInfo{}
-	s.peers.unreachable = map[string]time.Time{}
 	s.opts.PeerListen = "127.0.0.1:0"
-	t.Cleanup(func() { s.cancel(); s.wg.Wait() })
+	if s.peerAddr, err = s.startPeer(); err != nil {
+		t.Fatal(err)
+	}
 	return s
 }
 
