@@ -32,13 +32,17 @@ import (
 	"github.com/svcreg/svcreg/internal/testprog"
 )
 
-// Options configure a cluster. The zero value is one member without fsync.
+// Options configure a cluster. The zero value is one member configured for
+// tests (no fsync, quick elections).
 type Options struct {
 	// Members is the cluster's size; 1 if zero.
 	Members int
-	// Fsync makes the members sync their log as etcd does in production
+	// Production runs the members as etcd runs by default: syncing their
+	// log to disk, with its default heartbeat interval (100 ms) and
+	// election timeout (1 s). For benchmarks: tests run without, so that
+	// they neither wait on the disk nor, with one member, on an election.
 	// (benchmarks); tests run without it.
-	Fsync bool
+	Production bool
 	// MaxTxnOps as etcd's --max-txn-ops; etcd's default (128) if zero.
 	MaxTxnOps uint
 	// AutoCompactionRevisions, if set, compacts history to keep about that
@@ -292,7 +296,7 @@ func (m *Member) start() error {
 	if !first {
 		args = append(args, "-existing")
 	}
-	if m.cluster.opts.Fsync {
+	if m.cluster.opts.Production {
 		args = append(args, "-fsync")
 	}
 	if n := m.cluster.opts.MaxTxnOps; n != 0 {
@@ -301,9 +305,12 @@ func (m *Member) start() error {
 	if n := m.cluster.opts.AutoCompactionRevisions; n > 0 {
 		args = append(args, "-auto-compaction-revisions", fmt.Sprint(n))
 	}
-	if len(m.cluster.Members) == 1 {
+	switch {
+	case m.cluster.opts.Production:
+		args = append(args, "-tick-ms", "100", "-election-ms", "1000")
+	case len(m.cluster.Members) == 1:
 		args = append(args, "-tick-ms", "20", "-election-ms", "200")
-	} else {
+	default:
 		// Slow enough that a loaded test machine (two cores, the tests'
 		// processes beside it) does not lose its leader to a missed tick.
 		args = append(args, "-tick-ms", "50", "-election-ms", "1000")
