@@ -2,6 +2,7 @@ package etcdstore
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"reflect"
 	"strings"
@@ -23,6 +24,12 @@ func TestPeerCodec(t *testing.T) {
 			{Tenant: "", ID: strings.Repeat("é", 40), HBRev: math.MinInt64, State: hbRecord{Deadline: -5}},
 		}},
 	}
+	// Every field set, each to a value of its own: a field added to a
+	// batch, an item or a state and left out of the encoding fails here.
+	var full copyBatch
+	full.Items = make([]copyItem, 2)
+	fillFields(t, reflect.ValueOf(&full).Elem(), new(int))
+	batches = append(batches, full)
 	for _, cb := range batches {
 		roundTrip(t, &cb, new(copyBatch))
 	}
@@ -47,11 +54,47 @@ func TestPeerCodec(t *testing.T) {
 		t.Errorf("a minimal item: %v", err)
 	}
 
-	for _, a := range []copyAnswer{{}, {OK: []bool{true, false, true}}, {Err: "not this node's current lease"}} {
+	var fullAnswer copyAnswer
+	fullAnswer.OK = make([]bool, 1)
+	fillFields(t, reflect.ValueOf(&fullAnswer).Elem(), new(int))
+	fullAnswer.Err = "" // an answer is either its flags or a refusal
+	for _, a := range []copyAnswer{{}, {OK: []bool{true, false, true}}, {Err: "not this node's current lease"}, fullAnswer} {
 		roundTrip(t, &a, new(copyAnswer))
 	}
 	if err := new(copyAnswer).decode([]byte{peerWireVersion, 1, 0}); !errors.Is(err, errUndecodable) {
 		t.Errorf("a refusal without a reason: %v", err)
+	}
+}
+
+// fillFields sets every field of v, through structs and the elements of
+// slices already made, to a value of its own that is not the zero value
+// (n counts the values given out). A kind it does not know fails the test,
+// so that a new field's kind is added here rather than left zero.
+func fillFields(t *testing.T, v reflect.Value, n *int) {
+	t.Helper()
+	*n++
+	switch v.Kind() {
+	case reflect.Struct:
+		for i := range v.NumField() {
+			fillFields(t, v.Field(i), n)
+		}
+	case reflect.Slice:
+		if v.Len() == 0 {
+			t.Fatalf("fillFields: make the %s slice's elements first", v.Type())
+		}
+		for i := range v.Len() {
+			fillFields(t, v.Index(i), n)
+		}
+	case reflect.String:
+		v.SetString(fmt.Sprintf("value-%d", *n))
+	case reflect.Bool:
+		v.SetBool(true)
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		v.SetInt(int64(*n) << 40)
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		v.SetUint(uint64(*n) << (v.Type().Bits() - 8))
+	default:
+		t.Fatalf("fillFields: no value for a %s", v.Type())
 	}
 }
 
