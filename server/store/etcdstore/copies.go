@@ -63,14 +63,6 @@ import (
 // holder answers from memory as it did without copies: a service whose
 // holder dies with its client then times out at its stored deadline.
 
-// copySenders is how many batches of copies may be on their way at once,
-// each on its own connection. One: the copies that arrive while a batch is
-// on its way go together in the next, so each round trip (about 0.1 ms of
-// CPU at both ends together, on a loaded two-core machine) carries more of
-// them: about five heartbeats a request in the benchmark, three with two
-// senders (whose CPU per heartbeat was no lower).
-const copySenders = 1
-
 // copyTimeout bounds a copy's round trip; a heartbeat waits for it.
 const copyTimeout = time.Second
 
@@ -195,10 +187,8 @@ func (s *Store) startPeer() (string, error) {
 		<-s.ctx.Done()
 		ln.Close()
 	})
-	s.copyQueue = make(chan *copyReq)
-	for range copySenders {
-		s.wg.Go(s.sendCopies)
-	}
+	s.copyQueue = newCopyQueue()
+	s.wg.Go(s.sendCopies)
 	return addr, nil
 }
 
@@ -249,7 +239,7 @@ func (c *copies) take(from string, fromLease, lease int64, it copyItem) bool {
 // answer. It reports whether the node may answer from memory: the peer
 // took it and is still the peer, or there is no peer to copy to. Called
 // with e locked.
-func (s *Store) copyTo(ctx context.Context, e *hbEntry, next hbRecord) bool {
+func (s *Store) copyTo(e *hbEntry, next hbRecord) bool {
 	if s.copyQueue == nil {
 		return true
 	}
@@ -262,7 +252,7 @@ func (s *Store) copyTo(ctx context.Context, e *hbEntry, next hbRecord) bool {
 	case p.failing:
 		return false
 	}
-	res := s.sendCopy(ctx, e.copyOf(next))
+	res := s.sendCopy(e.copyOf(next))
 	if res.err != nil || !res.ok || res.target != p.target {
 		return false
 	}
@@ -281,7 +271,7 @@ func (s *Store) copyHeld(e *hbEntry) {
 	if p := s.peerState(); p.target.id == "" || p.failing || !p.ready {
 		return
 	}
-	s.sendCopy(s.ctx, e.copyOf(e.mem))
+	s.sendCopy(e.copyOf(e.mem))
 }
 
 // copyOf is the copy of state, a state of the service e holds at the
@@ -290,51 +280,122 @@ func (e *hbEntry) copyOf(state hbRecord) copyItem {
 	return copyItem{Tenant: e.k.tenant, ID: e.k.id, HBRev: e.hbRev, Stored: e.hb.Deadline, State: state}
 }
 
-// sendCopy queues one copy and waits for its batch's answer.
-func (s *Store) sendCopy(ctx context.Context, it copyItem) copyResult {
-	req := &copyReq{item: it, done: make(chan copyResult, 1)}
-	select {
-	case s.copyQueue <- req:
-	case <-ctx.Done():
-		return copyResult{err: ctx.Err()}
-	case <-s.ctx.Done():
-		return copyResult{err: fmt.Errorf("%w: store closed", store.ErrUnavailable)}
-	}
-	return <-req.done
+// copyQueue holds the copies waiting for the sender, one a node, on one
+// connection to the peer, with one batch on its way at a time: the copies
+// that arrive meanwhile go together in the next, so each round trip (about
+// 0.1 ms of CPU at both ends together, on a loaded two-core machine)
+// carries more of them. Two senders gave smaller batches and no lower CPU
+// per heartbeat. Heartbeats append to
+// it without blocking and wait for their own answer; the sender, woken by
+// the bell when the queue stops being empty, takes what has gathered. So a
+// heartbeat is woken once, by its answer, and a batch costs the sender one
+// wake-up at most.
+type copyQueue struct {
+	mu      sync.Mutex
+	pending []*copyReq
+	stopped bool          // the sender has stopped: nothing is queued
+	bell    chan struct{} // a token when copies may be pending
 }
 
-// sendCopies is one sender: it takes the queued copies, up to 256, and
-// sends them to the peer in one request. Every request taken is answered.
+func newCopyQueue() *copyQueue { return &copyQueue{bell: make(chan struct{}, 1)} }
+
+// add queues r, reporting false if the sender has stopped.
+func (q *copyQueue) add(r *copyReq) bool {
+	q.mu.Lock()
+	if q.stopped {
+		q.mu.Unlock()
+		return false
+	}
+	q.pending = append(q.pending, r)
+	first := len(q.pending) == 1
+	q.mu.Unlock()
+	if first {
+		select {
+		case q.bell <- struct{}{}:
+		default:
+		}
+	}
+	return true
+}
+
+// take moves up to max of the queued copies, oldest first, to batch.
+func (q *copyQueue) take(batch []*copyReq, max int) []*copyReq {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	n := min(len(q.pending), max)
+	batch = append(batch, q.pending[:n]...)
+	rest := copy(q.pending, q.pending[n:])
+	clear(q.pending[rest:])
+	q.pending = q.pending[:rest]
+	return batch
+}
+
+// stop refuses copies from now on and returns those still queued.
+func (q *copyQueue) stop() []*copyReq {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.stopped = true
+	left := q.pending
+	q.pending = nil
+	return left
+}
+
+// maxCopyBatch bounds the copies in one request.
+const maxCopyBatch = 256
+
+// errCopiesStopped answers the copies of a store that is closing.
+var errCopiesStopped = fmt.Errorf("%w: store closed", store.ErrUnavailable)
+
+// sendCopy queues one copy and waits for its batch's answer, or for the
+// store to close.
+func (s *Store) sendCopy(it copyItem) copyResult {
+	req := &copyReq{item: it, done: make(chan copyResult, 1)}
+	if !s.copyQueue.add(req) {
+		return copyResult{err: errCopiesStopped}
+	}
+	select {
+	case r := <-req.done:
+		return r
+	case <-s.ctx.Done():
+		return copyResult{err: errCopiesStopped}
+	}
+}
+
+// sendCopies is the sender: it takes the queued copies, up to
+// maxCopyBatch at a time, and sends them to the peer in one request. Every
+// copy queued is answered, the last ones with errCopiesStopped when the
+// store closes.
 func (s *Store) sendCopies() {
-	batch := make([]*copyReq, 0, 256)
+	q := s.copyQueue
+	defer func() {
+		for _, r := range q.stop() {
+			r.done <- copyResult{err: errCopiesStopped}
+		}
+	}()
+	batch := make([]*copyReq, 0, maxCopyBatch)
 	var pc peerConn
 	defer pc.close()
 	for {
-		batch = batch[:0]
 		select {
-		case r := <-s.copyQueue:
-			batch = append(batch, r)
+		case <-q.bell:
 		case <-s.ctx.Done():
 			return
 		}
-	collect:
-		for len(batch) < cap(batch) {
-			select {
-			case r := <-s.copyQueue:
-				batch = append(batch, r)
-			default:
-				break collect
+		for {
+			if batch = q.take(batch[:0], maxCopyBatch); len(batch) == 0 {
+				break
 			}
-		}
-		target := s.peerState().target
-		oks, err := s.postCopies(&pc, target, batch)
-		s.metrics.copyBatch.Observe(float64(len(batch)))
-		for i, r := range batch {
-			if err != nil {
-				r.done <- copyResult{err: err, target: target}
-			} else {
-				r.done <- copyResult{ok: oks[i], target: target}
+			target := s.peerState().target
+			oks, err := s.postCopies(&pc, target, batch)
+			s.metrics.copyBatch.Observe(float64(len(batch)))
+			for i, r := range batch {
+				if err != nil {
+					r.done <- copyResult{err: err, target: target}
+				} else {
+					r.done <- copyResult{ok: oks[i], target: target}
+				}
 			}
+			clear(batch)
 		}
 	}
 }
@@ -524,7 +585,7 @@ func (s *Store) afterPeerChange(gen uint64, mark bool) {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			s.sendCopy(s.ctx, it)
+			s.sendCopy(it)
 		})
 	}
 }

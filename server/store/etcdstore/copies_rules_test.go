@@ -121,7 +121,7 @@ func TestPeerChangeRereadsHeld(t *testing.T) {
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	t.Cleanup(func() { s.cancel(); s.wg.Wait() })
 	s.hb.init()
-	s.copyQueue = make(chan *copyReq) // copies on; nothing sends them here
+	s.copyQueue = newCopyQueue() // copies on; nothing sends them here
 	s.peers.nodes = map[string]peerInfo{"c": {id: "c", lease: 3, addr: "127.0.0.1:3"}}
 	s.peers.unreachable = map[string]time.Time{}
 	// Node b had peer a, which is gone; c is next.
@@ -139,7 +139,7 @@ func TestPeerChangeRereadsHeld(t *testing.T) {
 	if s.peerState().ready {
 		t.Error("ready before the held services were marked")
 	}
-	if s.copyTo(context.Background(), e, hbRecord{Seq: 2}) {
+	if s.copyTo(e, hbRecord{Seq: 2}) {
 		t.Error("answered from memory before the held services were marked")
 	}
 	e.mu.Unlock()
@@ -188,7 +188,7 @@ func TestFirstPeerNeedsNoReread(t *testing.T) {
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	t.Cleanup(func() { s.cancel(); s.wg.Wait() })
 	s.hb.init()
-	s.copyQueue = make(chan *copyReq)
+	s.copyQueue = newCopyQueue()
 	s.peers.nodes = map[string]peerInfo{"c": {id: "c", lease: 3, addr: "127.0.0.1:3"}}
 	s.peers.unreachable = map[string]time.Time{}
 	e := s.hb.lock("t", "svc", time.Now())
@@ -256,7 +256,7 @@ func TestPeerFramesSealed(t *testing.T) {
 	target.Store(peer.peerAddr)
 	it := copyItem{Tenant: "tenant-in-the-clear", ID: "svc-in-the-clear", HBRev: 3, Stored: 9e18,
 		State: hbRecord{Seq: 4, Cur: "token-in-the-clear", Deadline: 9e18, Holder: "a", HolderLease: 1}}
-	if r := holder.sendCopy(context.Background(), it); r.err != nil || !r.ok {
+	if r := holder.sendCopy(it); r.err != nil || !r.ok {
 		t.Fatalf("copy through the relay: %+v", r)
 	}
 	peer.copies.mu.Lock()
@@ -267,7 +267,7 @@ func TestPeerFramesSealed(t *testing.T) {
 	}
 	// A second copy on the same connection: no nonce repeats, either way.
 	it.State.Seq++
-	if r := holder.sendCopy(context.Background(), it); r.err != nil || !r.ok {
+	if r := holder.sendCopy(it); r.err != nil || !r.ok {
 		t.Fatalf("second copy through the relay: %+v", r)
 	}
 	mu.Lock()
@@ -300,7 +300,7 @@ func TestPeerFramesSealed(t *testing.T) {
 	}
 
 	forger, peer2 := peerPair(t, []byte("another registry's key, 32 bytes"), testPeerKey, "")
-	r := forger.sendCopy(context.Background(), it)
+	r := forger.sendCopy(it)
 	if r.ok || r.err == nil || !strings.Contains(r.err.Error(), "not sealed with this registry's secret") {
 		t.Errorf("a copy sealed with another key: %+v", r)
 	}
@@ -309,5 +309,71 @@ func TestPeerFramesSealed(t *testing.T) {
 	peer2.copies.mu.Unlock()
 	if n != 0 {
 		t.Errorf("the peer took %d copies sealed with another key", n)
+	}
+}
+
+// Copies queued while a batch is on its way go together in the next; a
+// store that closes answers every copy still waiting, queued or on its
+// way, and takes no more.
+func TestCopyQueue(t *testing.T) {
+	// A peer that takes the connection and answers nothing until told.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	arrived, release := make(chan struct{}), make(chan struct{})
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		if _, err := c.Read(make([]byte, 1)); err == nil {
+			close(arrived)
+		}
+		<-release
+	}()
+	holder, _ := peerPair(t, testPeerKey, testPeerKey, ln.Addr().String())
+	it := copyItem{Tenant: "t", ID: "svc", HBRev: 1, State: hbRecord{Seq: 1}}
+	results := make(chan copyResult, 5)
+	go func() { results <- holder.sendCopy(it) }()
+	select { // the first copy's batch is on its way
+	case <-arrived:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first copy did not reach the peer")
+	}
+	for range 4 {
+		go func() { results <- holder.sendCopy(it) }()
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		holder.copyQueue.mu.Lock()
+		queued := len(holder.copyQueue.pending)
+		holder.copyQueue.mu.Unlock()
+		if queued == 4 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d copies queued behind the one on its way, want 4", queued)
+		}
+	}
+	holder.cancel()
+	close(release)
+	for range 5 {
+		select {
+		case r := <-results:
+			if r.ok || r.err == nil {
+				t.Errorf("a copy of a closed store: %+v", r)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a copy waits on after the store closed")
+		}
+	}
+	holder.wg.Wait()
+	if !holder.copyQueue.stopped {
+		t.Error("the queue still takes copies")
+	}
+	if r := holder.sendCopy(it); r.err == nil {
+		t.Errorf("a copy queued after the store closed: %+v", r)
 	}
 }

@@ -18,8 +18,8 @@ import (
 	"github.com/svcreg/svcreg/internal/retry"
 )
 
-// The peer protocol: a node keeps a TCP connection to its peer per sender
-// (copySenders), and sends batches of copies over it one at a time; the peer
+// The peer protocol: a node keeps one TCP connection to its peer (its copy
+// sender's), and sends batches of copies over it one at a time; the peer
 // answers each on the same connection. Each message is a frame: a 4-byte
 // big-endian length of the rest, a 24-byte nonce, and the payload
 // (copyBatch, copyAnswer; their encoding is in peercodec.go) sealed with
@@ -49,7 +49,7 @@ const (
 	peerIdle  = 5 * time.Minute
 	peerFirst = 5 * time.Second
 	// maxPeerConns bounds the connections the peer serves at once: each
-	// node keeps copySenders to its peer, and nothing is read before the
+	// node keeps one to its peer, and nothing is read before the
 	// frame opens but the frame itself.
 	maxPeerConns = 256
 )

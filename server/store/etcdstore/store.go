@@ -144,7 +144,7 @@ type Store struct {
 	// queue (nil: copies are off).
 	copies    copies
 	peers     peers
-	copyQueue chan *copyReq
+	copyQueue *copyQueue
 	// peerAEAD seals peer traffic (peerwire.go), with a key derived from
 	// the registry's secret.
 	peerAEAD cipher.AEAD
