@@ -72,6 +72,13 @@ func TestCopiesTimeOutADeadHoldersServices(t *testing.T) {
 	if p := peerOf(t, n[0], n); p != peer {
 		t.Fatal("node 0 changed its peer")
 	}
+	// Each request to the peer is timed: as many times as batches, taking
+	// some time and less than the copy timeout each.
+	batches, _ := n[0].histogram("svcreg_store_heartbeat_copy_batch_size")
+	timed, took := n[0].histogram("svcreg_store_heartbeat_copy_seconds")
+	if batches < 4 || timed != batches || took <= 0 || took >= timed {
+		t.Errorf("%v copy requests timed, %v s in all, for %v batches", timed, took, batches)
+	}
 	deadline := tokenDeadline(quiet)
 	n[0].crash()
 

@@ -17,6 +17,7 @@ type metrics struct {
 	leaseLost  prometheus.Counter
 
 	copyBatch    prometheus.Histogram
+	copyTime     prometheus.Histogram
 	copyFailures prometheus.Counter
 	copyRefusals *prometheus.CounterVec
 }
@@ -60,6 +61,11 @@ func newMetrics(r prometheus.Registerer, hasPeer func() bool) metrics {
 			Help:    "Copies of held heartbeat state per request to this node's peer.",
 			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256},
 		}),
+		copyTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "svcreg_store_heartbeat_copy_seconds",
+			Help:    "Time of each request carrying heartbeat copies to this node's peer, from its sending to its answer or failure: what a heartbeat answered from memory waits for, besides the batch before it.",
+			Buckets: []float64{50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3, 1, 2},
+		}),
 		copyFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "svcreg_store_heartbeat_copy_failures_total",
 			Help: "Requests carrying heartbeat copies to this node's peer that failed (the peer out of reach, or not taking them); the heartbeats they carried were written to etcd instead.",
@@ -71,7 +77,7 @@ func newMetrics(r prometheus.Registerer, hasPeer func() bool) metrics {
 	}
 	if r != nil {
 		r.MustRegister(m.Collectors()...)
-		r.MustRegister(m.heartbeats, m.inMemory, m.handovers, m.hbBatch, m.conflicts, m.rewatches, m.leaseLost, m.copyBatch, m.copyFailures, m.copyRefusals)
+		r.MustRegister(m.heartbeats, m.inMemory, m.handovers, m.hbBatch, m.conflicts, m.rewatches, m.leaseLost, m.copyBatch, m.copyTime, m.copyFailures, m.copyRefusals)
 		r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "svcreg_store_heartbeat_copy_peer",
 			Help: "1 while this node has a peer to copy the heartbeats it answers from memory to; 0 with copies off, no other node, or none reachable: a service whose client dies with this node then times out up to the heartbeat slack late.",
