@@ -239,7 +239,7 @@ func (c *copies) take(from string, fromLease, lease int64, it copyItem) bool {
 // answer. It reports whether the node may answer from memory: the peer
 // took it and is still the peer, or there is no peer to copy to. Called
 // with e locked.
-func (s *Store) copyTo(e *hbEntry, next hbRecord) bool {
+func (s *Store) copyTo(ctx context.Context, e *hbEntry, next hbRecord) bool {
 	if s.copyQueue == nil {
 		return true
 	}
@@ -252,7 +252,7 @@ func (s *Store) copyTo(e *hbEntry, next hbRecord) bool {
 	case p.failing:
 		return false
 	}
-	res := s.sendCopy(e.copyOf(next))
+	res := s.sendCopy(ctx, e.copyOf(next))
 	if res.err != nil || !res.ok || res.target != p.target {
 		return false
 	}
@@ -271,7 +271,7 @@ func (s *Store) copyHeld(e *hbEntry) {
 	if p := s.peerState(); p.target.id == "" || p.failing || !p.ready {
 		return
 	}
-	s.sendCopy(e.copyOf(e.mem))
+	s.sendCopy(s.ctx, e.copyOf(e.mem))
 }
 
 // copyOf is the copy of state, a state of the service e holds at the
@@ -330,6 +330,19 @@ func (q *copyQueue) take(batch []*copyReq, max int) []*copyReq {
 	return batch
 }
 
+// withdraw takes r out of the queue, reporting false if the sender has
+// taken it already (it will be answered).
+func (q *copyQueue) withdraw(r *copyReq) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	i := slices.Index(q.pending, r)
+	if i < 0 {
+		return false
+	}
+	q.pending = slices.Delete(q.pending, i, i+1)
+	return true
+}
+
 // stop refuses copies from now on and returns those still queued.
 func (q *copyQueue) stop() []*copyReq {
 	q.mu.Lock()
@@ -346,11 +359,26 @@ const maxCopyBatch = 256
 // errCopiesStopped answers the copies of a store that is closing.
 var errCopiesStopped = fmt.Errorf("%w: store closed", store.ErrUnavailable)
 
-// sendCopy queues one copy and waits for its batch's answer, or for the
-// store to close.
-func (s *Store) sendCopy(it copyItem) copyResult {
+// sendCopy queues one copy and waits for its batch's answer. A copy whose
+// ctx ends while it is still queued is withdrawn, never sent; one already
+// on its way is waited for (a round trip is bounded by copyTimeout). A
+// closing store answers at once.
+func (s *Store) sendCopy(ctx context.Context, it copyItem) copyResult {
+	if s.ctx.Err() != nil {
+		return copyResult{err: errCopiesStopped}
+	}
 	req := &copyReq{item: it, done: make(chan copyResult, 1)}
 	if !s.copyQueue.add(req) {
+		return copyResult{err: errCopiesStopped}
+	}
+	select {
+	case r := <-req.done:
+		return r
+	case <-ctx.Done():
+		if s.copyQueue.withdraw(req) {
+			return copyResult{err: ctx.Err()}
+		}
+	case <-s.ctx.Done():
 		return copyResult{err: errCopiesStopped}
 	}
 	select {
@@ -363,8 +391,9 @@ func (s *Store) sendCopy(it copyItem) copyResult {
 
 // sendCopies is the sender: it takes the queued copies, up to
 // maxCopyBatch at a time, and sends them to the peer in one request. Every
-// copy queued is answered, the last ones with errCopiesStopped when the
-// store closes.
+// copy taken is answered; when the store closes, the sender stops after
+// the batch on its way and answers those still queued with
+// errCopiesStopped.
 func (s *Store) sendCopies() {
 	q := s.copyQueue
 	defer func() {
@@ -381,7 +410,7 @@ func (s *Store) sendCopies() {
 		case <-s.ctx.Done():
 			return
 		}
-		for {
+		for s.ctx.Err() == nil {
 			if batch = q.take(batch[:0], maxCopyBatch); len(batch) == 0 {
 				break
 			}
@@ -587,7 +616,7 @@ func (s *Store) afterPeerChange(gen uint64, mark bool) {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			s.sendCopy(it)
+			s.sendCopy(s.ctx, it)
 		})
 	}
 }

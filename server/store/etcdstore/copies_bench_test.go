@@ -42,7 +42,7 @@ func BenchmarkCopyRoundTrip(b *testing.B) {
 					for i := range per {
 						it := copyItem{Tenant: "tenant-0123456789", ID: fmt.Sprintf("svc-%02d-%d", w, i%8), HBRev: 10, Stored: 1e18,
 							State: hbRecord{Incarnation: 1, Seq: uint32(i + 1), Cur: "0123456789abcdef0123456789abcdef-1", Prev: "0123456789abcdef0123456789abcdef-0", Deadline: 1e18, LastSeen: 1e12, Holder: "a", HolderLease: 1}}
-						if r := holder.sendCopy(it); r.err != nil || !r.ok {
+						if r := holder.sendCopy(context.Background(), it); r.err != nil || !r.ok {
 							b.Errorf("copy: %+v", r)
 							return
 						}

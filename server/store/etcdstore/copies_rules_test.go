@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -14,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
 )
 
 // The rules by which a peer takes copies: newer revisions replace older
@@ -139,7 +142,7 @@ func TestPeerChangeRereadsHeld(t *testing.T) {
 	if s.peerState().ready {
 		t.Error("ready before the held services were marked")
 	}
-	if s.copyTo(e, hbRecord{Seq: 2}) {
+	if s.copyTo(context.Background(), e, hbRecord{Seq: 2}) {
 		t.Error("answered from memory before the held services were marked")
 	}
 	e.mu.Unlock()
@@ -256,7 +259,7 @@ func TestPeerFramesSealed(t *testing.T) {
 	target.Store(peer.peerAddr)
 	it := copyItem{Tenant: "tenant-in-the-clear", ID: "svc-in-the-clear", HBRev: 3, Stored: 9e18,
 		State: hbRecord{Seq: 4, Cur: "token-in-the-clear", Deadline: 9e18, Holder: "a", HolderLease: 1}}
-	if r := holder.sendCopy(it); r.err != nil || !r.ok {
+	if r := holder.sendCopy(context.Background(), it); r.err != nil || !r.ok {
 		t.Fatalf("copy through the relay: %+v", r)
 	}
 	peer.copies.mu.Lock()
@@ -267,7 +270,7 @@ func TestPeerFramesSealed(t *testing.T) {
 	}
 	// A second copy on the same connection: no nonce repeats, either way.
 	it.State.Seq++
-	if r := holder.sendCopy(it); r.err != nil || !r.ok {
+	if r := holder.sendCopy(context.Background(), it); r.err != nil || !r.ok {
 		t.Fatalf("second copy through the relay: %+v", r)
 	}
 	mu.Lock()
@@ -300,7 +303,7 @@ func TestPeerFramesSealed(t *testing.T) {
 	}
 
 	forger, peer2 := peerPair(t, []byte("another registry's key, 32 bytes"), testPeerKey, "")
-	r := forger.sendCopy(it)
+	r := forger.sendCopy(context.Background(), it)
 	if r.ok || r.err == nil || !strings.Contains(r.err.Error(), "not sealed with this registry's secret") {
 		t.Errorf("a copy sealed with another key: %+v", r)
 	}
@@ -312,68 +315,168 @@ func TestPeerFramesSealed(t *testing.T) {
 	}
 }
 
-// Copies queued while a batch is on its way go together in the next; a
-// store that closes answers every copy still waiting, queued or on its
-// way, and takes no more.
-func TestCopyQueue(t *testing.T) {
-	// A peer that takes the connection and answers nothing until told.
+// gatedRelay forwards connections to the address target returns, holding
+// what the holder sends until gate is closed; arrived is closed once the
+// first bytes from a holder are held.
+func gatedRelay(t *testing.T, target func() string, gate <-chan struct{}, arrived chan<- struct{}) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	arrived, release := make(chan struct{}), make(chan struct{})
+	t.Cleanup(func() { ln.Close() })
+	var once sync.Once
 	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p, err := net.Dial("tcp", target())
+			if err != nil {
+				c.Close()
+				continue
+			}
+			t.Cleanup(func() { c.Close(); p.Close() })
+			go io.Copy(c, p)
+			go func() {
+				buf := make([]byte, 64<<10)
+				for held := false; ; held = true {
+					n, err := c.Read(buf)
+					if !held && n > 0 {
+						once.Do(func() { close(arrived) })
+						<-gate
+					}
+					if n > 0 {
+						if _, werr := p.Write(buf[:n]); werr != nil {
+							return
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
 		}
-		defer c.Close()
-		if _, err := c.Read(make([]byte, 1)); err == nil {
-			close(arrived)
-		}
-		<-release
 	}()
-	holder, _ := peerPair(t, testPeerKey, testPeerKey, ln.Addr().String())
-	it := copyItem{Tenant: "t", ID: "svc", HBRev: 1, State: hbRecord{Seq: 1}}
-	results := make(chan copyResult, 5)
-	go func() { results <- holder.sendCopy(it) }()
-	select { // the first copy's batch is on its way
+	return ln.Addr().String()
+}
+
+// Copies queued while a batch is on its way go together in the next ones,
+// up to maxCopyBatch each, with no new wake-up; a copy whose request ends
+// while it is queued is withdrawn and never sent. When the store closes,
+// the sender stops after the batch on its way, answers every copy still
+// queued and takes no more.
+func TestCopyQueue(t *testing.T) {
+	var peerAddr atomic.Value
+	gate, arrived := make(chan struct{}), make(chan struct{})
+	relay := gatedRelay(t, func() string { return peerAddr.Load().(string) }, gate, arrived)
+	holder, peer := peerPair(t, testPeerKey, testPeerKey, relay)
+	peerAddr.Store(peer.peerAddr)
+	item := func(id string) copyItem {
+		return copyItem{Tenant: "t", ID: id, HBRev: 1, Stored: 9e18, State: hbRecord{Seq: 1, Deadline: 9e18}}
+	}
+	waitQueued := func(want int) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+			holder.copyQueue.mu.Lock()
+			n := len(holder.copyQueue.pending)
+			holder.copyQueue.mu.Unlock()
+			if n == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d copies queued, want %d", n, want)
+			}
+		}
+	}
+	const queued = maxCopyBatch + 44
+	results := make(chan copyResult, 1+queued)
+	go func() { results <- holder.sendCopy(context.Background(), item("first")) }()
+	select { // the first batch is on its way, held by the relay
 	case <-arrived:
 	case <-time.After(10 * time.Second):
-		t.Fatal("the first copy did not reach the peer")
+		t.Fatal("the first copy did not reach the relay")
 	}
-	for range 4 {
-		go func() { results <- holder.sendCopy(it) }()
+	for i := range queued {
+		go func() { results <- holder.sendCopy(context.Background(), item(fmt.Sprint("svc-", i))) }()
 	}
+	waitQueued(queued)
+	ctx, cancel := context.WithCancel(context.Background())
+	withdrawn := make(chan copyResult, 1)
+	go func() { withdrawn <- holder.sendCopy(ctx, item("withdrawn")) }()
+	waitQueued(queued + 1)
+	cancel()
+	if r := <-withdrawn; !errors.Is(r.err, context.Canceled) {
+		t.Fatalf("a copy whose request ended while queued: %+v", r)
+	}
+	waitQueued(queued)
+
+	close(gate)
+	for i := range 1 + queued {
+		select {
+		case r := <-results:
+			if r.err != nil || !r.ok {
+				t.Fatalf("a copy: %+v", r)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d of %d copies answered", i, 1+queued)
+		}
+	}
+	var m dto.Metric
+	if err := holder.metrics.copyBatch.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	if n, sum := m.GetHistogram().GetSampleCount(), m.GetHistogram().GetSampleSum(); n != 3 || sum != 1+queued {
+		t.Errorf("%d batches carrying %v copies, want 3 (1, %d, 44) carrying %d", n, sum, maxCopyBatch, 1+queued)
+	}
+	peer.copies.mu.Lock()
+	kept, sent := len(peer.copies.m), peer.copies.m[hbKey{"t", "withdrawn"}] != nil
+	peer.copies.mu.Unlock()
+	if kept != 1+queued || sent {
+		t.Errorf("the peer keeps %d copies (the withdrawn one: %v), want %d", kept, sent, 1+queued)
+	}
+
+	// Closing: copies queued behind a batch on its way are answered by
+	// the sender itself.
+	holder2, _ := peerPair(t, testPeerKey, testPeerKey, gatedRelay(t, func() string { return peerAddr.Load().(string) }, make(chan struct{}), make(chan struct{})))
+	first := &copyReq{item: item("first"), done: make(chan copyResult, 1)}
+	holder2.copyQueue.add(first)
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
-		holder.copyQueue.mu.Lock()
-		queued := len(holder.copyQueue.pending)
-		holder.copyQueue.mu.Unlock()
-		if queued == 4 {
+		holder2.copyQueue.mu.Lock()
+		n := len(holder2.copyQueue.pending)
+		holder2.copyQueue.mu.Unlock()
+		if n == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d copies queued behind the one on its way, want 4", queued)
+			t.Fatal("the sender did not take the first copy")
 		}
 	}
-	holder.cancel()
-	close(release)
-	for range 5 {
+	var behind []*copyReq
+	for i := range 5 {
+		r := &copyReq{item: item(fmt.Sprint("behind-", i)), done: make(chan copyResult, 1)}
+		holder2.copyQueue.add(r)
+		behind = append(behind, r)
+	}
+	holder2.cancel()
+	holder2.wg.Wait() // the batch on its way fails at copyTimeout
+	if r := <-first.done; r.err == nil {
+		t.Errorf("the batch on its way when the store closed: %+v", r)
+	}
+	for _, r := range behind {
 		select {
-		case r := <-results:
-			if r.ok || r.err == nil {
-				t.Errorf("a copy of a closed store: %+v", r)
+		case res := <-r.done:
+			if !errors.Is(res.err, errCopiesStopped) {
+				t.Errorf("a copy queued when the store closed: %+v", res)
 			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("a copy waits on after the store closed")
+		default:
+			t.Fatal("a copy queued when the store closed was not answered")
 		}
 	}
-	holder.wg.Wait()
-	if !holder.copyQueue.stopped {
-		t.Error("the queue still takes copies")
+	if holder2.copyQueue.add(&copyReq{done: make(chan copyResult, 1)}) {
+		t.Error("the queue takes copies after the sender stopped")
 	}
-	if r := holder.sendCopy(it); r.err == nil {
-		t.Errorf("a copy queued after the store closed: %+v", r)
+	if r := holder2.sendCopy(context.Background(), item("late")); !errors.Is(r.err, errCopiesStopped) {
+		t.Errorf("a copy sent after the store closed: %+v", r)
 	}
 }

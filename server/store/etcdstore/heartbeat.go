@@ -408,7 +408,7 @@ func (s *Store) Heartbeat(ctx context.Context, tenantID, id, token string) (stri
 			switch {
 			case valid && token == e.mem.Cur:
 				next := s.nextBeat(tenantID, id, e, token, e.mem.Seq)
-				if held && next.Deadline <= e.hb.Deadline && s.copyTo(e, next) && s.leaseStill(lease) {
+				if held && next.Deadline <= e.hb.Deadline && s.copyTo(ctx, e, next) && s.leaseStill(lease) {
 					e.setMem(next, true)
 					s.metrics.inMemory.Inc()
 					return next.Cur, nil
