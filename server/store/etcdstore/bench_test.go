@@ -129,7 +129,8 @@ func reportRatio(b *testing.B, bench, setupName string, value float64, higherIsB
 // svcreg nodes) and the etcd members' processes'. It reports
 // heartbeats/s, CPU milliseconds per 1,000 heartbeats (cpu-ms/1000hb; the
 // etcd members' part of it, etcd-cpu-ms/1000hb), etcd transactions and
-// copy requests per heartbeat, and the ratios to the
+// copy requests per heartbeat, a copy request's mean round trip
+// (copy-µs/req, wall time), and the ratios to the
 // embedded store's (x-bolt: heartbeats/s over bolt's; cpu-x-bolt: CPU per
 // heartbeat over bolt's, so 2 is twice bolt's cost).
 func BenchmarkHeartbeats(b *testing.B) {
@@ -174,13 +175,18 @@ func BenchmarkHeartbeats(b *testing.B) {
 			if err := os.WriteFile(spec, raw, 0o600); err != nil {
 				b.Fatal(err)
 			}
-			var commits0, copies0 float64
-			for _, n := range nodes {
-				c, _ := n.histogram("svcreg_store_heartbeat_batch_size")
-				commits0 += c
-				c, _ = n.histogram("svcreg_store_heartbeat_copy_batch_size")
-				copies0 += c
+			counts := func() (commits, copies, copySeconds float64) {
+				for _, n := range nodes {
+					c, _ := n.histogram("svcreg_store_heartbeat_batch_size")
+					commits += c
+					c, _ = n.histogram("svcreg_store_heartbeat_copy_batch_size")
+					copies += c
+					_, sec := n.histogram("svcreg_store_heartbeat_copy_seconds")
+					copySeconds += sec
+				}
+				return commits, copies, copySeconds
 			}
+			commits0, copies0, copySeconds0 := counts()
 			cmd := exec.Command(os.Args[0], "-test.run", "^TestHeartbeatLoad$")
 			cmd.Env = append(os.Environ(), "SVCREG_HEARTBEAT_LOAD="+spec)
 			b.ResetTimer()
@@ -200,16 +206,13 @@ func BenchmarkHeartbeats(b *testing.B) {
 			if cluster != nil {
 				b.ReportMetric(per1000(members1-members0), "etcd-cpu-ms/1000hb")
 			}
-			var commits, copies float64
-			for _, n := range nodes {
-				c, _ := n.histogram("svcreg_store_heartbeat_batch_size")
-				commits += c
-				c, _ = n.histogram("svcreg_store_heartbeat_copy_batch_size")
-				copies += c
-			}
+			commits, copies, copySeconds := counts()
 			if su.name != "store=bolt" && su.name != again.name {
 				b.ReportMetric((commits-commits0)/float64(b.N), "txn/hb")
 				b.ReportMetric((copies-copies0)/float64(b.N), "copyreq/hb")
+				if copies > copies0 {
+					b.ReportMetric((copySeconds-copySeconds0)/(copies-copies0)*1e6, "copy-µs/req")
+				}
 			}
 			reportRatio(b, "heartbeats", su.name, rate, true)
 			if v, ok := baseline.Load("heartbeat-cpu"); ok && su.name != "store=bolt" && v.(float64) > 0 {
