@@ -1,5 +1,7 @@
 package etcdstore
 
+import "time"
+
 // Crash stops s as a killed process would stop: its background work ends
 // where it is, and its node key is left for its lease to expire.
 func Crash(s *Store) {
@@ -28,6 +30,10 @@ func LandNextLate(s *Store, what string) <-chan func() (succeeded bool, err erro
 func Release(s *Store, tenantID, id string) error {
 	return s.release(s.ctx, tenantID, id)
 }
+
+// SetHandBackTime sets how long s, stopping gracefully, spends handing its
+// services back.
+func SetHandBackTime(s *Store, d time.Duration) { s.handBackTime = d }
 
 // NodeID is s's node id.
 func NodeID(s *Store) string { return s.nodeID }

@@ -646,15 +646,53 @@ func (s *Store) writeHandOver(ctx context.Context, what, tenantID, id string, st
 	return s.txn(ctx, what, cmps, ops, nil)
 }
 
-// releaseAll hands back every service this node holds (a graceful stop).
-func (s *Store) releaseAll(ctx context.Context) error {
-	var firstErr error
-	for _, e := range s.hb.heldBy("") {
-		if err := s.release(ctx, e.k.tenant, e.k.id); err != nil && firstErr == nil {
-			firstErr = err
+// releaseAll hands back every service this node holds (a graceful stop),
+// handBackConcurrency at a time, until ctx ends; it returns how many went
+// back and how many did not.
+func (s *Store) releaseAll(ctx context.Context) (back, left int, err error) {
+	held := s.hb.heldBy("")
+	var (
+		mu   sync.Mutex
+		wg   sync.WaitGroup
+		errs error
+	)
+	sem := make(chan struct{}, handBackConcurrency)
+	for i, e := range held {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			wg.Wait()
+			return back, len(held) - back, errors.Join(errs, fmt.Errorf("%d services not tried: %w", len(held)-i, ctx.Err()))
 		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			err := s.release(ctx, e.k.tenant, e.k.id)
+			mu.Lock()
+			defer mu.Unlock()
+			if err == nil {
+				back++
+			} else if errs == nil {
+				errs = err // the first says why; the count says how many
+			}
+		})
 	}
-	return firstErr
+	wg.Wait()
+	return back, len(held) - back, errs
+}
+
+// handBackConcurrency is how many hand-backs a stopping node has on their
+// way at once: each is an etcd transaction (a raft commit), and etcd
+// commits concurrent ones together, so a node holding tens of thousands of
+// services hands them back in seconds rather than one commit after another.
+const handBackConcurrency = 64
+
+// handBackBudget is how long a stopping node spends handing its services
+// back: twice the request timeout.
+func (s *Store) handBackBudget() time.Duration {
+	if s.handBackTime > 0 {
+		return s.handBackTime
+	}
+	return 2 * s.opts.RequestTimeout
 }
 
 // heldBy returns the entries this node holds of tenant (of every tenant if

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -347,5 +349,70 @@ func heartbeatWhenBack(t *testing.T, u *user, n *node, id, tok string) {
 			t.Fatalf("heartbeat at the node let back: %v %d %s", err, r.code, r.body)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// A node stopping gracefully hands every service it holds back to etcd,
+// many at once; one that runs out of time for it still leaves the cluster
+// (its node key revoked on a timeout of its own), and the services it
+// kept move on at once, as from a node that died.
+func TestGracefulStopHandsBack(t *testing.T) {
+	t.Parallel()
+	c := sharedCluster(t)
+	n := startNodes(t, c, 2, etcdstore.Options{})
+	u := login(t, n[0], "graceful-stop")
+	const held = 200 // an account's default limit
+	tokens := make([]string, held)
+	var wg sync.WaitGroup
+	for w := range 10 {
+		wg.Go(func() {
+			for i := w; i < held; i += 10 {
+				id := fmt.Sprint("svc-", i)
+				tokens[i] = u.heartbeat(n[0], id, u.create(n[0], id, 120))
+			}
+		})
+	}
+	wg.Wait()
+	before := n[0].metric("svcreg_store_heartbeat_handovers_total")
+	n[0].stop()
+	if got := n[0].metric("svcreg_store_heartbeat_handovers_total") - before; got != held {
+		t.Errorf("%v of %d held services handed back at a graceful stop", got, held)
+	}
+	if strings.Contains(n[0].log.String(), "hand back held services") {
+		t.Errorf("the stop did not hand everything back:\n%s", n[0].log.String())
+	}
+
+	// Node 1 takes the services over (each heartbeat a write, as the
+	// stored state has no holder), then stops with no time to hand back.
+	for i := range held {
+		id := fmt.Sprint("svc-", i)
+		tokens[i] = u.heartbeat(n[1], id, tokens[i])
+	}
+	n[1].mu.Lock()
+	etcdstore.SetHandBackTime(n[1].st, time.Nanosecond)
+	n[1].mu.Unlock()
+	n[1].stop() // fails the test if the node cannot leave the cluster
+	if !strings.Contains(n[1].log.String(), "hand back held services") {
+		t.Error("a stop without time to hand back logged nothing")
+	}
+	// Its node key is gone, so another node takes its services on without
+	// waiting out its lease; and they do move on.
+	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := cli.Get(ctx, n[1].opts.Prefix+"node/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Kvs) != 0 {
+		t.Errorf("node keys left after both nodes stopped: %s", resp.Kvs)
+	}
+	n[0].restart()
+	for i := range held {
+		u.heartbeat(n[0], fmt.Sprint("svc-", i), tokens[i])
 	}
 }

@@ -149,6 +149,8 @@ type Store struct {
 	// the registry's secret.
 	peerAEAD cipher.AEAD
 	peerAddr string
+	// handBackTime (tests), if set, replaces handBackBudget's.
+	handBackTime time.Duration
 	// loseAnswer (tests) makes the next heartbeat batch fail after it
 	// committed, as an answer lost on the way back would.
 	loseAnswer atomic.Bool
@@ -356,13 +358,18 @@ func (s *Store) shutdown() error {
 	if lease == 0 {
 		return nil
 	}
+	// The services this node holds go back to etcd with their exact
+	// state, so a graceful stop loses no deadline's precision. What is
+	// not back within the budget stays held by this node, whose key goes
+	// below: the other nodes take those services on from their stored
+	// state (or its peer's copies) as from a node that died.
+	rctx, rcancel := context.WithTimeout(context.Background(), s.handBackBudget())
+	if back, left, err := s.releaseAll(rctx); err != nil {
+		s.log.Warn("hand back held services", "handed_back", back, "left", left, "err", err)
+	}
+	rcancel()
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.RequestTimeout)
 	defer cancel()
-	// The services this node holds go back to etcd with their exact
-	// state, so a graceful stop loses no deadline's precision.
-	if err := s.releaseAll(ctx); err != nil {
-		s.log.Warn("hand back held services", "err", err)
-	}
 	if _, err := s.cli.Revoke(ctx, lease); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
 		return s.fail(context.Background(), "leave the cluster", err)
 	}
