@@ -21,6 +21,12 @@ import (
 // write to etcd.
 func etcdRevision(t *testing.T, c *etcdtest.Cluster) int64 {
 	t.Helper()
+	return etcdGet(t, c, "/nothing").Header.Revision
+}
+
+// etcdGet reads key (with opts) from c, as a client of its own.
+func etcdGet(t *testing.T, c *etcdtest.Cluster, key string, opts ...clientv3.OpOption) *clientv3.GetResponse {
+	t.Helper()
 	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		t.Fatal(err)
@@ -28,11 +34,11 @@ func etcdRevision(t *testing.T, c *etcdtest.Cluster) int64 {
 	defer cli.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	resp, err := cli.Get(ctx, "/nothing")
+	resp, err := cli.Get(ctx, key, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return resp.Header.Revision
+	return resp
 }
 
 // A node's heartbeats of a service it holds cost no etcd write: after the
@@ -397,18 +403,7 @@ func TestGracefulStopHandsBack(t *testing.T) {
 	}
 	// Its node key is gone, so another node takes its services on without
 	// waiting out its lease; and they do move on.
-	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	resp, err := cli.Get(ctx, n[1].opts.Prefix+"node/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(resp.Kvs) != 0 {
+	if resp := etcdGet(t, c, n[1].opts.Prefix+"node/", clientv3.WithPrefix(), clientv3.WithKeysOnly()); len(resp.Kvs) != 0 {
 		t.Errorf("node keys left after both nodes stopped: %s", resp.Kvs)
 	}
 	n[0].restart()
