@@ -1,6 +1,7 @@
 package etcdstore_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -241,18 +243,25 @@ func deploymentCPU(b *testing.B, cluster *etcdtest.Cluster) (self, members time.
 }
 
 // hbLoad is what the heartbeat benchmark's child process is to do: N
-// heartbeats between the clients.
+// heartbeats between the clients, as fast as they are answered; or, if
+// Interval is set, each client's services created (Timeout) and then
+// heartbeated each every Interval, for Duration.
 type hbLoad struct {
 	Token, Tenant string
 	N             int
 	Clients       []hbClient
+	Interval      time.Duration
+	Duration      time.Duration
+	Timeout       int
 }
 
-// hbClient heartbeats its services, at one node, in turn.
+// hbClient heartbeats its services, at one node, in turn; in an account
+// of its own if Tenant is set.
 type hbClient struct {
-	URL    string
-	IDs    []string
-	Tokens []string
+	URL           string
+	IDs           []string
+	Tokens        []string
+	Token, Tenant string
 }
 
 // TestHeartbeatLoad is BenchmarkHeartbeats' client process; it does
@@ -271,6 +280,10 @@ func TestHeartbeatLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	u := &user{t: t, token: load.Token, tenant: load.Tenant}
+	if load.Interval > 0 {
+		pacedLoad(t, u, load)
+		return
+	}
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	for _, cl := range load.Clients {
@@ -290,6 +303,201 @@ func TestHeartbeatLoad(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// pacedLoad runs a paced load: each client creates its services, says
+// "paced" on stdout once all have, then heartbeats each service every
+// load.Interval, its heartbeats spread evenly over the interval, until
+// load.Duration has passed since then.
+func pacedLoad(t *testing.T, u *user, load hbLoad) {
+	users := make([]*user, len(load.Clients))
+	var created sync.WaitGroup
+	for c, cl := range load.Clients {
+		users[c] = u
+		if cl.Tenant != "" {
+			users[c] = &user{t: t, token: cl.Token, tenant: cl.Tenant}
+		}
+		created.Go(func() {
+			// Created with a long timeout, then given the load's: it
+			// applies from the next heartbeat (the first of the pace), so
+			// that none times out while the others are created.
+			n := &node{t: t, URL: cl.URL}
+			for i, id := range cl.IDs {
+				cl.Tokens[i] = users[c].create(n, id, 120)
+				users[c].do(n, "PUT", "/services/"+id, map[string]any{"heartbeat_timeout": load.Timeout}, 204)
+			}
+		})
+	}
+	created.Wait()
+	if t.Failed() {
+		return
+	}
+	start := time.Now()
+	fmt.Println("paced")
+	end := start.Add(load.Duration)
+	var wg sync.WaitGroup
+	for c, cl := range load.Clients {
+		wg.Go(func() {
+			n := &node{URL: cl.URL}
+			slot := load.Interval / time.Duration(len(cl.IDs))
+			offset := slot * time.Duration(c) / time.Duration(len(load.Clients))
+			for k := 0; ; k++ {
+				at := start.Add(offset + slot*time.Duration(k))
+				if at.After(end) {
+					return
+				}
+				time.Sleep(time.Until(at))
+				i := k % len(cl.IDs)
+				r, err := users[c].try(n, "POST", "/services/"+cl.IDs[i]+"/heartbeat", map[string]string{"token": cl.Tokens[i]})
+				if err != nil || r.code != 200 {
+					t.Errorf("heartbeat %d of %s at %s (token %s): %v %d %s", k/len(cl.IDs), cl.IDs[i], time.Now().UTC().Format("15:04:05.000"), cl.Tokens[i], err, r.code, r.body)
+					return
+				}
+				var out struct{ Token string }
+				r.json(&out)
+				cl.Tokens[i] = out.Token
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// BenchmarkHeartbeatsPaced measures heartbeats at a pace like production's,
+// where BenchmarkHeartbeats' services heartbeat tens of times a second:
+// 64 clients, each with an account of its own and 64 services with a 3 s
+// timeout, at one node (client c at node c mod nodes), heartbeating each
+// service once a second (a third of its timeout), its heartbeats spread
+// evenly: about 4,100 heartbeats a second. The etcd store's slack is twice
+// the timeout (its default rule without the minute's floor), so that a
+// service's deadline passes its stored one every seventh to tenth
+// heartbeat, which is then written to etcd, as it would be at a 30 s
+// timeout and a heartbeat every 10 s. After 8 s (past the first slack) it
+// counts 12 s: heartbeats a second (under the pace if the deployment falls
+// behind), the deployment's CPU milliseconds per 1,000 heartbeats, the
+// etcd members' part of it, heartbeats written to etcd and the etcd
+// transactions that wrote them per heartbeat, copy requests per
+// heartbeat, and the ratio to the embedded store's CPU per heartbeat
+// (cpu-x-bolt). One run each:
+//
+//	go test -run '^$' -bench HeartbeatsPaced -benchtime 1x ./server/store/etcdstore/
+func BenchmarkHeartbeatsPaced(b *testing.B) {
+	const clients, perClient, timeout = 64, 64, 3
+	const interval, warmup, window = time.Second, 8 * time.Second, 12 * time.Second
+	etcdOpts := func(limits store.Limits, peer string) etcdstore.Options {
+		// The slack's floor is the node TTL and two request timeouts
+		// (MinHeartbeatSlack): shortened to fit twice the timeout.
+		return etcdstore.Options{DefaultLimits: limits, PeerListen: peer,
+			NodeTTL: 2 * time.Second, RequestTimeout: 2 * time.Second, HeartbeatSlack: 2 * timeout * time.Second}
+	}
+	setups := []setup{
+		setups[0],
+		{"store=etcd/nodes=3", func(b *testing.B, limits store.Limits) ([]*node, *etcdtest.Cluster) {
+			c := etcdtest.Start(b, etcdtest.Options{Members: 3, Production: true})
+			return startNodes(b, c, 3, etcdOpts(limits, "")), c
+		}},
+		{"store=etcd/nodes=3/copies=off", func(b *testing.B, limits store.Limits) ([]*node, *etcdtest.Cluster) {
+			c := etcdtest.Start(b, etcdtest.Options{Members: 3, Production: true})
+			return startNodes(b, c, 3, etcdOpts(limits, "off")), c
+		}},
+		// Ten times the slack: no heartbeat passes its stored deadline in
+		// the counted 12 s (the first would at 30 s), so this is the cost
+		// of copies without writes.
+		{"store=etcd/nodes=3/slack=10x", func(b *testing.B, limits store.Limits) ([]*node, *etcdtest.Cluster) {
+			c := etcdtest.Start(b, etcdtest.Options{Members: 3, Production: true})
+			opts := etcdOpts(limits, "")
+			opts.HeartbeatSlack = 10 * timeout * time.Second
+			return startNodes(b, c, 3, opts), c
+		}},
+		{"store=bolt/again", setups[0].start},
+	}
+	for _, su := range setups {
+		b.Run(su.name, func(b *testing.B) {
+			// An account a client: one account's writes are limited to a
+			// burst of 1,000 (then 20 a second), and are serialized.
+			nodes, cluster := su.start(b, store.Limits{Services: perClient, ConfigValues: 10})
+			load := hbLoad{Interval: interval, Duration: warmup + window + time.Second, Timeout: timeout}
+			for c := range clients {
+				u := login(b, nodes[0], fmt.Sprint("bench-paced-", c))
+				cl := hbClient{URL: nodes[c%len(nodes)].URL, Tokens: make([]string, perClient), Token: u.token, Tenant: u.tenant}
+				for i := range perClient {
+					cl.IDs = append(cl.IDs, fmt.Sprintf("svc-%02d-%d", c, i))
+				}
+				load.Clients = append(load.Clients, cl)
+			}
+			spec := filepath.Join(b.TempDir(), "load.json")
+			raw, _ := json.Marshal(load)
+			if err := os.WriteFile(spec, raw, 0o600); err != nil {
+				b.Fatal(err)
+			}
+			cmd := exec.Command(os.Args[0], "-test.run", "^TestHeartbeatLoad$", "-test.v")
+			cmd.Env = append(os.Environ(), "SVCREG_HEARTBEAT_LOAD="+spec)
+			out, err := cmd.StdoutPipe()
+			if err != nil {
+				b.Fatal(err)
+			}
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			if err := cmd.Start(); err != nil {
+				b.Fatal(err)
+			}
+			lines := bufio.NewScanner(out)
+			var log strings.Builder
+			for lines.Scan() && lines.Text() != "paced" {
+				log.WriteString(lines.Text() + "\n")
+			}
+			drained := make(chan struct{})
+			go func() {
+				defer close(drained)
+				for lines.Scan() {
+					log.WriteString(lines.Text() + "\n")
+				}
+			}()
+			type sample struct {
+				self, members              time.Duration
+				beats, written, txns, reqs float64
+			}
+			take := func() (sm sample) {
+				sm.self, sm.members = deploymentCPU(b, cluster)
+				for _, n := range nodes {
+					sm.beats += n.metric("svcreg_heartbeats_total")
+					sm.written += n.metric("svcreg_store_heartbeats_committed_total")
+					c, _ := n.histogram("svcreg_store_heartbeat_batch_size")
+					sm.txns += c
+					c, _ = n.histogram("svcreg_store_heartbeat_copy_batch_size")
+					sm.reqs += c
+				}
+				return sm
+			}
+			b.ResetTimer()
+			time.Sleep(warmup)
+			s0 := take()
+			time.Sleep(window)
+			s1 := take()
+			b.StopTimer()
+			<-drained
+			if err := cmd.Wait(); err != nil {
+				b.Fatalf("load: %v\n%s%s", err, log.String(), stderr.String())
+			}
+			beats := s1.beats - s0.beats
+			if beats == 0 {
+				b.Fatal("no heartbeats counted")
+			}
+			cpuPer1000 := float64((s1.self - s0.self + s1.members - s0.members).Microseconds()) / beats
+			b.ReportMetric(beats/window.Seconds(), "heartbeats/s")
+			b.ReportMetric(cpuPer1000, "cpu-ms/1000hb")
+			if cluster != nil {
+				b.ReportMetric(float64((s1.members-s0.members).Microseconds())/beats, "etcd-cpu-ms/1000hb")
+				b.ReportMetric((s1.written-s0.written)/beats, "written/hb")
+				b.ReportMetric((s1.txns-s0.txns)/beats, "txn/hb")
+				b.ReportMetric((s1.reqs-s0.reqs)/beats, "copyreq/hb")
+			}
+			if strings.HasPrefix(su.name, "store=bolt") && su.name != "store=bolt/again" {
+				baseline.Store("paced-cpu", cpuPer1000)
+			} else if v, ok := baseline.Load("paced-cpu"); ok && v.(float64) > 0 {
+				b.ReportMetric(cpuPer1000/v.(float64), "cpu-x-bolt")
+			}
+		})
+	}
 }
 
 // BenchmarkEventFanout measures how long one write takes to reach 600
