@@ -41,7 +41,6 @@ type Options struct {
 	// log to disk, with its default heartbeat interval (100 ms) and
 	// election timeout (1 s). For benchmarks: tests run without, so that
 	// they neither wait on the disk nor, with one member, on an election.
-	// (benchmarks); tests run without it.
 	Production bool
 	// MaxTxnOps as etcd's --max-txn-ops; etcd's default (128) if zero.
 	MaxTxnOps uint
