@@ -177,18 +177,7 @@ func BenchmarkHeartbeats(b *testing.B) {
 			if err := os.WriteFile(spec, raw, 0o600); err != nil {
 				b.Fatal(err)
 			}
-			counts := func() (commits, copies, copySeconds float64) {
-				for _, n := range nodes {
-					c, _ := n.histogram("svcreg_store_heartbeat_batch_size")
-					commits += c
-					c, _ = n.histogram("svcreg_store_heartbeat_copy_batch_size")
-					copies += c
-					_, sec := n.histogram("svcreg_store_heartbeat_copy_seconds")
-					copySeconds += sec
-				}
-				return commits, copies, copySeconds
-			}
-			commits0, copies0, copySeconds0 := counts()
+			t0 := heartbeatTotals(nodes)
 			cmd := exec.Command(os.Args[0], "-test.run", "^TestHeartbeatLoad$")
 			cmd.Env = append(os.Environ(), "SVCREG_HEARTBEAT_LOAD="+spec)
 			b.ResetTimer()
@@ -208,12 +197,12 @@ func BenchmarkHeartbeats(b *testing.B) {
 			if cluster != nil {
 				b.ReportMetric(per1000(members1-members0), "etcd-cpu-ms/1000hb")
 			}
-			commits, copies, copySeconds := counts()
+			t1 := heartbeatTotals(nodes)
 			if su.name != "store=bolt" && su.name != again.name {
-				b.ReportMetric((commits-commits0)/float64(b.N), "txn/hb")
-				b.ReportMetric((copies-copies0)/float64(b.N), "copyreq/hb")
-				if copies > copies0 {
-					b.ReportMetric((copySeconds-copySeconds0)/(copies-copies0)*1e6, "copy-µs/req")
+				b.ReportMetric((t1.txns-t0.txns)/float64(b.N), "txn/hb")
+				b.ReportMetric((t1.copyReqs-t0.copyReqs)/float64(b.N), "copyreq/hb")
+				if t1.copyReqs > t0.copyReqs {
+					b.ReportMetric((t1.copySeconds-t0.copySeconds)/(t1.copyReqs-t0.copyReqs)*1e6, "copy-µs/req")
 				}
 			}
 			reportRatio(b, "heartbeats", su.name, rate, true)
@@ -242,6 +231,29 @@ func deploymentCPU(b *testing.B, cluster *etcdtest.Cluster) (self, members time.
 	return self, members
 }
 
+// hbTotals are the heartbeat counters of a set of nodes, summed.
+type hbTotals struct {
+	beats       float64 // heartbeats accepted
+	written     float64 // heartbeats written to etcd
+	txns        float64 // etcd transactions that wrote them
+	copyReqs    float64 // requests carrying copies to a peer
+	copySeconds float64 // their round trips, in all
+}
+
+func heartbeatTotals(nodes []*node) (t hbTotals) {
+	for _, n := range nodes {
+		t.beats += n.metric("svcreg_heartbeats_total")
+		t.written += n.metric("svcreg_store_heartbeats_committed_total")
+		c, _ := n.histogram("svcreg_store_heartbeat_batch_size")
+		t.txns += c
+		c, _ = n.histogram("svcreg_store_heartbeat_copy_batch_size")
+		t.copyReqs += c
+		_, sec := n.histogram("svcreg_store_heartbeat_copy_seconds")
+		t.copySeconds += sec
+	}
+	return t
+}
+
 // hbLoad is what the heartbeat benchmark's child process is to do: N
 // heartbeats between the clients, as fast as they are answered; or, if
 // Interval is set, each client's services created (Timeout) and then
@@ -255,8 +267,8 @@ type hbLoad struct {
 	Timeout       int
 }
 
-// hbClient heartbeats its services, at one node, in turn; in an account
-// of its own if Tenant is set.
+// hbClient heartbeats its services, at one node, in turn; in a paced load,
+// in the account of its own Token and Tenant.
 type hbClient struct {
 	URL           string
 	IDs           []string
@@ -279,44 +291,49 @@ func TestHeartbeatLoad(t *testing.T) {
 	if err := json.Unmarshal(raw, &load); err != nil {
 		t.Fatal(err)
 	}
-	u := &user{t: t, token: load.Token, tenant: load.Tenant}
 	if load.Interval > 0 {
-		pacedLoad(t, u, load)
+		pacedLoad(t, load)
 		return
 	}
+	u := &user{t: t, token: load.Token, tenant: load.Tenant}
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	for _, cl := range load.Clients {
 		wg.Go(func() {
 			n := &node{URL: cl.URL}
 			for k := 0; next.Add(1) <= int64(load.N); k++ {
-				i := k % len(cl.IDs)
-				r, err := u.try(n, "POST", "/services/"+cl.IDs[i]+"/heartbeat", map[string]string{"token": cl.Tokens[i]})
-				if err != nil || r.code != 200 {
-					t.Errorf("heartbeat: %v %d %s", err, r.code, r.body)
+				if err := cl.beat(u, n, k%len(cl.IDs)); err != nil {
+					t.Error(err)
 					return
 				}
-				var out struct{ Token string }
-				r.json(&out)
-				cl.Tokens[i] = out.Token
 			}
 		})
 	}
 	wg.Wait()
 }
 
-// pacedLoad runs a paced load: each client creates its services, says
-// "paced" on stdout once all have, then heartbeats each service every
-// load.Interval, its heartbeats spread evenly over the interval, until
-// load.Duration has passed since then.
-func pacedLoad(t *testing.T, u *user, load hbLoad) {
+// beat sends the heartbeat of cl's service i at n, with its token, and
+// keeps the next token.
+func (cl hbClient) beat(u *user, n *node, i int) error {
+	r, err := u.try(n, "POST", "/services/"+cl.IDs[i]+"/heartbeat", map[string]string{"token": cl.Tokens[i]})
+	if err != nil || r.code != 200 {
+		return fmt.Errorf("heartbeat of %s (token %s) at %s: %v %d %s", cl.IDs[i], cl.Tokens[i], time.Now().UTC().Format("15:04:05.000"), err, r.code, r.body)
+	}
+	var out struct{ Token string }
+	r.json(&out)
+	cl.Tokens[i] = out.Token
+	return nil
+}
+
+// pacedLoad runs a paced load, each client in its own account: each
+// client creates its services, says "paced" on stdout once all have, then
+// heartbeats each service every load.Interval, its heartbeats spread
+// evenly over the interval, until load.Duration has passed since then.
+func pacedLoad(t *testing.T, load hbLoad) {
 	users := make([]*user, len(load.Clients))
 	var created sync.WaitGroup
 	for c, cl := range load.Clients {
-		users[c] = u
-		if cl.Tenant != "" {
-			users[c] = &user{t: t, token: cl.Token, tenant: cl.Tenant}
-		}
+		users[c] = &user{t: t, token: cl.Token, tenant: cl.Tenant}
 		created.Go(func() {
 			// Created with a long timeout, then given the load's: it
 			// applies from the next heartbeat (the first of the pace), so
@@ -348,14 +365,10 @@ func pacedLoad(t *testing.T, u *user, load hbLoad) {
 				}
 				time.Sleep(time.Until(at))
 				i := k % len(cl.IDs)
-				r, err := users[c].try(n, "POST", "/services/"+cl.IDs[i]+"/heartbeat", map[string]string{"token": cl.Tokens[i]})
-				if err != nil || r.code != 200 {
-					t.Errorf("heartbeat %d of %s at %s (token %s): %v %d %s", k/len(cl.IDs), cl.IDs[i], time.Now().UTC().Format("15:04:05.000"), cl.Tokens[i], err, r.code, r.body)
+				if err := cl.beat(users[c], n, i); err != nil {
+					t.Errorf("round %d: %v", k/len(cl.IDs), err)
 					return
 				}
-				var out struct{ Token string }
-				r.json(&out)
-				cl.Tokens[i] = out.Token
 			}
 		})
 	}
@@ -452,46 +465,32 @@ func BenchmarkHeartbeatsPaced(b *testing.B) {
 					log.WriteString(lines.Text() + "\n")
 				}
 			}()
-			type sample struct {
-				self, members              time.Duration
-				beats, written, txns, reqs float64
-			}
-			take := func() (sm sample) {
-				sm.self, sm.members = deploymentCPU(b, cluster)
-				for _, n := range nodes {
-					sm.beats += n.metric("svcreg_heartbeats_total")
-					sm.written += n.metric("svcreg_store_heartbeats_committed_total")
-					c, _ := n.histogram("svcreg_store_heartbeat_batch_size")
-					sm.txns += c
-					c, _ = n.histogram("svcreg_store_heartbeat_copy_batch_size")
-					sm.reqs += c
-				}
-				return sm
-			}
 			b.ResetTimer()
 			time.Sleep(warmup)
-			s0 := take()
+			self0, members0 := deploymentCPU(b, cluster)
+			t0 := heartbeatTotals(nodes)
 			time.Sleep(window)
-			s1 := take()
+			self1, members1 := deploymentCPU(b, cluster)
+			t1 := heartbeatTotals(nodes)
 			b.StopTimer()
 			<-drained
 			if err := cmd.Wait(); err != nil {
 				b.Fatalf("load: %v\n%s%s", err, log.String(), stderr.String())
 			}
-			beats := s1.beats - s0.beats
+			beats := t1.beats - t0.beats
 			if beats == 0 {
 				b.Fatal("no heartbeats counted")
 			}
-			cpuPer1000 := float64((s1.self - s0.self + s1.members - s0.members).Microseconds()) / beats
+			cpuPer1000 := float64((self1 - self0 + members1 - members0).Microseconds()) / beats
 			b.ReportMetric(beats/window.Seconds(), "heartbeats/s")
 			b.ReportMetric(cpuPer1000, "cpu-ms/1000hb")
 			if cluster != nil {
-				b.ReportMetric(float64((s1.members-s0.members).Microseconds())/beats, "etcd-cpu-ms/1000hb")
-				b.ReportMetric((s1.written-s0.written)/beats, "written/hb")
-				b.ReportMetric((s1.txns-s0.txns)/beats, "txn/hb")
-				b.ReportMetric((s1.reqs-s0.reqs)/beats, "copyreq/hb")
+				b.ReportMetric(float64((members1-members0).Microseconds())/beats, "etcd-cpu-ms/1000hb")
+				b.ReportMetric((t1.written-t0.written)/beats, "written/hb")
+				b.ReportMetric((t1.txns-t0.txns)/beats, "txn/hb")
+				b.ReportMetric((t1.copyReqs-t0.copyReqs)/beats, "copyreq/hb")
 			}
-			if strings.HasPrefix(su.name, "store=bolt") && su.name != "store=bolt/again" {
+			if su.name == "store=bolt" {
 				baseline.Store("paced-cpu", cpuPer1000)
 			} else if v, ok := baseline.Load("paced-cpu"); ok && v.(float64) > 0 {
 				b.ReportMetric(cpuPer1000/v.(float64), "cpu-x-bolt")
