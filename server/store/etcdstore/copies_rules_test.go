@@ -375,20 +375,6 @@ func TestCopyQueue(t *testing.T) {
 	item := func(id string) copyItem {
 		return copyItem{Tenant: "t", ID: id, HBRev: 1, Stored: 9e18, State: hbRecord{Seq: 1, Deadline: 9e18}}
 	}
-	waitQueued := func(want int) {
-		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
-			holder.copyQueue.mu.Lock()
-			n := len(holder.copyQueue.pending)
-			holder.copyQueue.mu.Unlock()
-			if n == want {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%d copies queued, want %d", n, want)
-			}
-		}
-	}
 	const queued = maxCopyBatch + 44
 	results := make(chan copyResult, 1+queued)
 	go func() { results <- holder.sendCopy(context.Background(), item("first")) }()
@@ -400,16 +386,16 @@ func TestCopyQueue(t *testing.T) {
 	for i := range queued {
 		go func() { results <- holder.sendCopy(context.Background(), item(fmt.Sprint("svc-", i))) }()
 	}
-	waitQueued(queued)
+	waitQueued(t, holder.copyQueue, queued)
 	ctx, cancel := context.WithCancel(context.Background())
 	withdrawn := make(chan copyResult, 1)
 	go func() { withdrawn <- holder.sendCopy(ctx, item("withdrawn")) }()
-	waitQueued(queued + 1)
+	waitQueued(t, holder.copyQueue, queued+1)
 	cancel()
 	if r := <-withdrawn; !errors.Is(r.err, context.Canceled) {
 		t.Fatalf("a copy whose request ended while queued: %+v", r)
 	}
-	waitQueued(queued)
+	waitQueued(t, holder.copyQueue, queued)
 
 	close(gate)
 	for i := range 1 + queued {
@@ -441,17 +427,7 @@ func TestCopyQueue(t *testing.T) {
 	holder2, _ := peerPair(t, testPeerKey, testPeerKey, gatedRelay(t, func() string { return peerAddr.Load().(string) }, make(chan struct{}), make(chan struct{})))
 	first := &copyReq{item: item("first"), done: make(chan copyResult, 1)}
 	holder2.copyQueue.add(first)
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
-		holder2.copyQueue.mu.Lock()
-		n := len(holder2.copyQueue.pending)
-		holder2.copyQueue.mu.Unlock()
-		if n == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the sender did not take the first copy")
-		}
-	}
+	waitQueued(t, holder2.copyQueue, 0) // taken by the sender
 	var behind []*copyReq
 	for i := range 5 {
 		r := &copyReq{item: item(fmt.Sprint("behind-", i)), done: make(chan copyResult, 1)}
@@ -478,5 +454,21 @@ func TestCopyQueue(t *testing.T) {
 	}
 	if r := holder2.sendCopy(context.Background(), item("late")); !errors.Is(r.err, errCopiesStopped) {
 		t.Errorf("a copy sent after the store closed: %+v", r)
+	}
+}
+
+// waitQueued waits until q holds want copies.
+func waitQueued(t *testing.T, q *copyQueue, want int) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		q.mu.Lock()
+		n := len(q.pending)
+		q.mu.Unlock()
+		if n == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d copies queued, want %d", n, want)
+		}
 	}
 }

@@ -35,6 +35,9 @@ func Release(s *Store, tenantID, id string) error {
 // services back.
 func SetHandBackTime(s *Store, d time.Duration) { s.handBackTime = d }
 
+// NodeKeys is the prefix of the nodes' liveness keys in s's registry.
+func NodeKeys(s *Store) string { return s.k.nodes() }
+
 // NodeID is s's node id.
 func NodeID(s *Store) string { return s.nodeID }
 

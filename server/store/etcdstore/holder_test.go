@@ -396,6 +396,7 @@ func TestGracefulStopHandsBack(t *testing.T) {
 	}
 	n[1].mu.Lock()
 	etcdstore.SetHandBackTime(n[1].st, time.Nanosecond)
+	nodeKeys := etcdstore.NodeKeys(n[1].st)
 	n[1].mu.Unlock()
 	n[1].stop() // fails the test if the node cannot leave the cluster
 	if !strings.Contains(n[1].log.String(), "hand back held services") {
@@ -403,7 +404,7 @@ func TestGracefulStopHandsBack(t *testing.T) {
 	}
 	// Its node key is gone, so another node takes its services on without
 	// waiting out its lease; and they do move on.
-	if resp := etcdGet(t, c, n[1].opts.Prefix+"node/", clientv3.WithPrefix(), clientv3.WithKeysOnly()); len(resp.Kvs) != 0 {
+	if resp := etcdGet(t, c, nodeKeys, clientv3.WithPrefix(), clientv3.WithKeysOnly()); len(resp.Kvs) != 0 {
 		t.Errorf("node keys left after both nodes stopped: %s", resp.Kvs)
 	}
 	n[0].restart()
