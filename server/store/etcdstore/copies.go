@@ -295,9 +295,15 @@ type copyQueue struct {
 	pending []*copyReq
 	stopped bool          // the sender has stopped: nothing is queued
 	bell    chan struct{} // a token when copies may be pending
+	// want, if not 0, is how many pending copies ring enough: the
+	// sender is lingering for them (gather).
+	want   int
+	enough chan struct{}
 }
 
-func newCopyQueue() *copyQueue { return &copyQueue{bell: make(chan struct{}, 1)} }
+func newCopyQueue() *copyQueue {
+	return &copyQueue{bell: make(chan struct{}, 1), enough: make(chan struct{}, 1)}
+}
 
 // add queues r, reporting false if the sender has stopped.
 func (q *copyQueue) add(r *copyReq) bool {
@@ -308,6 +314,10 @@ func (q *copyQueue) add(r *copyReq) bool {
 	}
 	q.pending = append(q.pending, r)
 	first := len(q.pending) == 1
+	enough := q.want > 0 && len(q.pending) >= q.want
+	if enough {
+		q.want = 0
+	}
 	q.mu.Unlock()
 	if first {
 		select {
@@ -315,7 +325,37 @@ func (q *copyQueue) add(r *copyReq) bool {
 		default:
 		}
 	}
+	if enough {
+		select {
+		case q.enough <- struct{}{}:
+		default:
+		}
+	}
 	return true
+}
+
+// gather waits until n copies are pending, linger has passed, or done is
+// closed.
+func (q *copyQueue) gather(n int, linger *time.Timer, done <-chan struct{}) {
+	select {
+	case <-q.enough: // left from an earlier gather that ended otherwise
+	default:
+	}
+	q.mu.Lock()
+	if len(q.pending) >= n {
+		q.mu.Unlock()
+		return
+	}
+	q.want = n
+	q.mu.Unlock()
+	select {
+	case <-q.enough:
+	case <-linger.C:
+	case <-done:
+	}
+	q.mu.Lock()
+	q.want = 0
+	q.mu.Unlock()
 }
 
 // take moves up to max of the queued copies, oldest first, to batch.
@@ -356,6 +396,10 @@ func (q *copyQueue) stop() []*copyReq {
 // maxCopyBatch bounds the copies in one request.
 const maxCopyBatch = 256
 
+// copyGather is how many copies end the sender's linger (CopyLinger):
+// beyond it, a batch's round trip is shared thinly enough.
+const copyGather = 16
+
 // errCopiesStopped answers the copies of a store that is closing.
 var errCopiesStopped = fmt.Errorf("%w: store closed", store.ErrUnavailable)
 
@@ -390,7 +434,10 @@ func (s *Store) sendCopy(ctx context.Context, it copyItem) copyResult {
 }
 
 // sendCopies is the sender: it takes the queued copies, up to
-// maxCopyBatch at a time, and sends them to the peer in one request. Every
+// maxCopyBatch at a time, and sends them to the peer in one request. A
+// copy that finds it idle waits up to CopyLinger for copyGather copies to
+// go with; those that arrive while a batch is on its way go at once after
+// it. Every
 // copy taken is answered; when the store closes, the sender stops after
 // the batch on its way and answers those still queued with
 // errCopiesStopped.
@@ -404,11 +451,22 @@ func (s *Store) sendCopies() {
 	batch := make([]*copyReq, 0, maxCopyBatch)
 	var pc peerConn
 	defer pc.close()
+	var linger *time.Timer
 	for {
 		select {
 		case <-q.bell:
 		case <-s.ctx.Done():
 			return
+		}
+		if d := s.opts.CopyLinger; d > 0 {
+			// The queue was empty: let others join the first.
+			if linger == nil {
+				linger = time.NewTimer(d)
+			} else {
+				linger.Reset(d)
+			}
+			q.gather(copyGather, linger, s.ctx.Done())
+			linger.Stop()
 		}
 		for s.ctx.Err() == nil {
 			if batch = q.take(batch[:0], maxCopyBatch); len(batch) == 0 {

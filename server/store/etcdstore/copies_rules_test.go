@@ -472,3 +472,82 @@ func waitQueued(t *testing.T, q *copyQueue, want int) {
 		}
 	}
 }
+
+// A copy that finds the sender idle waits for others to share its round
+// trip: up to CopyLinger, or until copyGather copies are queued.
+func TestCopyLinger(t *testing.T) {
+	holder, peer := peerPair(t, testPeerKey, testPeerKey, "")
+	item := func(id string) copyItem {
+		return copyItem{Tenant: "t", ID: id, HBRev: 1, Stored: 9e18, State: hbRecord{Seq: 1, Deadline: 9e18}}
+	}
+	batches := func() (n, copies float64) {
+		var m dto.Metric
+		if err := holder.metrics.copyBatch.Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		return float64(m.GetHistogram().GetSampleCount()), m.GetHistogram().GetSampleSum()
+	}
+	// Set before the first copy rings the sender's bell, which reads it.
+	holder.opts.CopyLinger = time.Hour
+	results := make(chan copyResult, copyGather)
+	for i := range copyGather - 1 {
+		go func() { results <- holder.sendCopy(context.Background(), item(fmt.Sprint("svc-", i))) }()
+		waitQueued(t, holder.copyQueue, i+1)
+	}
+	select {
+	case r := <-results:
+		t.Fatalf("a copy was sent before copyGather were queued, within the linger: %+v", r)
+	case <-time.After(100 * time.Millisecond):
+	}
+	go func() { results <- holder.sendCopy(context.Background(), item("last")) }()
+	for i := range copyGather {
+		select {
+		case r := <-results:
+			if r.err != nil || !r.ok {
+				t.Fatalf("a copy: %+v", r)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d of %d copies answered once copyGather were queued", i, copyGather)
+		}
+	}
+	if n, copies := batches(); n != 1 || copies != copyGather {
+		t.Errorf("%v batches carrying %v copies, want 1 carrying %d", n, copies, copyGather)
+	}
+
+	// Alone, a copy goes once the linger has passed.
+	holder.opts.CopyLinger = 20 * time.Millisecond
+	if r := holder.sendCopy(context.Background(), item("alone")); r.err != nil || !r.ok {
+		t.Fatalf("a copy alone: %+v", r)
+	}
+	if n, copies := batches(); n != 2 || copies != copyGather+1 {
+		t.Errorf("%v batches carrying %v copies, want 2 carrying %d", n, copies, copyGather+1)
+	}
+	peer.copies.mu.Lock()
+	kept := len(peer.copies.m)
+	peer.copies.mu.Unlock()
+	if kept != copyGather+1 {
+		t.Errorf("the peer keeps %d copies, want %d", kept, copyGather+1)
+	}
+
+	// A closing store answers a lingering copy at once.
+	holder.opts.CopyLinger = time.Hour
+	lingering := make(chan copyResult, 1)
+	go func() { lingering <- holder.sendCopy(context.Background(), item("lingering")) }()
+	waitQueued(t, holder.copyQueue, 1)
+	holder.cancel()
+	select {
+	case r := <-lingering:
+		if !errors.Is(r.err, errCopiesStopped) {
+			t.Errorf("a lingering copy when the store closed: %+v", r)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a lingering copy was not answered when the store closed")
+	}
+	stopped := make(chan struct{})
+	go func() { holder.wg.Wait(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the sender did not stop while it lingered")
+	}
+}

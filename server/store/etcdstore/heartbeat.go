@@ -47,8 +47,9 @@ import (
 // timed out or handed over by the holder's peer, which has a copy of every
 // deadline the holder answered from memory.
 //
-// Writes are group-committed: each node queues them, and a few committers
-// each take what is queued, up to HeartbeatBatch, into one transaction: a
+// Writes are group-committed: each node queues them, gathers a batch (what
+// arrives within HeartbeatLinger of its first, then until a committer is
+// free, up to HeartbeatBatch), and commits it in one transaction: a
 // nested transaction per heartbeat, conditional on the mod revisions of
 // the service record (a deleted, re-created or updated service is never
 // written from a stale cache) and of the heartbeat key (another node or a
@@ -864,48 +865,85 @@ func (s *Store) commitHeartbeat(tenantID, id string, e *hbEntry, next hbRecord) 
 	}
 }
 
-// commitHeartbeats is one committer: it takes a queued heartbeat, then as
-// many more as are waiting (or arrive within HeartbeatLinger), up to
-// HeartbeatBatch, and commits them in one transaction.
+// commitHeartbeats gathers the queued heartbeats into batches and hands
+// each to one of HeartbeatCommitters committers, which commit a batch in
+// one transaction. A batch starts with the first heartbeat queued; it then
+// gathers what arrives within HeartbeatLinger, and after that what arrives
+// until a committer is free, up to HeartbeatBatch. So writes share
+// transactions at any rate: at a low one by the linger, at a high one
+// because earlier batches are still committing. Every heartbeat taken is
+// committed and answered, also when the store closes meanwhile.
 func (s *Store) commitHeartbeats() {
-	batch := make([]*hbReq, 0, s.opts.HeartbeatBatch)
+	free := make(chan struct{}, s.opts.HeartbeatCommitters)
+	for range cap(free) {
+		free <- struct{}{}
+	}
+	var committing sync.WaitGroup
+	defer committing.Wait()
+	var linger *time.Timer
 	for {
-		batch = batch[:0]
+		var batch []*hbReq
 		select {
 		case r := <-s.hb.queue:
-			batch = append(batch, r)
+			batch = append(make([]*hbReq, 0, s.opts.HeartbeatBatch), r)
+			s.metrics.hbWaiting.Inc()
 		case <-s.ctx.Done():
 			return
 		}
-		var linger <-chan time.Time
-		var timer *time.Timer
+		var lingering <-chan time.Time
 		if s.opts.HeartbeatLinger > 0 {
-			timer = time.NewTimer(s.opts.HeartbeatLinger)
-			linger = timer.C
-		}
-	collect:
-		for len(batch) < s.opts.HeartbeatBatch {
 			if linger == nil {
-				select {
-				case r := <-s.hb.queue:
-					batch = append(batch, r)
-				default:
-					break collect
-				}
-				continue
+				linger = time.NewTimer(s.opts.HeartbeatLinger)
+			} else {
+				linger.Reset(s.opts.HeartbeatLinger)
 			}
+			lingering = linger.C
+		}
+		haveCommitter := false
+	gather:
+		for len(batch) < s.opts.HeartbeatBatch {
 			select {
 			case r := <-s.hb.queue:
 				batch = append(batch, r)
-			case <-linger:
-				break collect
+				s.metrics.hbWaiting.Inc()
+			case <-lingering:
+				lingering = nil
+			case <-s.ctx.Done():
+				// Close: commit what was taken, at once.
+				if lingering != nil {
+					linger.Stop()
+					lingering = nil
+				}
+				if !haveCommitter {
+					<-free
+				}
+				haveCommitter = true
+				break gather
+			case <-chanIf(lingering == nil, free):
+				haveCommitter = true
+				break gather
 			}
 		}
-		if timer != nil {
-			timer.Stop()
+		if lingering != nil {
+			linger.Stop()
 		}
-		s.commitBatch(batch)
+		if !haveCommitter {
+			<-free
+		}
+		committing.Go(func() {
+			s.commitBatch(batch)
+			s.metrics.hbWaiting.Sub(float64(len(batch)))
+			free <- struct{}{}
+		})
 	}
+}
+
+// chanIf is c if cond holds and nil (a case that never fires) if not.
+func chanIf[T any](cond bool, c chan T) chan T {
+	if cond {
+		return c
+	}
+	return nil
 }
 
 // commitBatch commits one batch and answers each heartbeat in it. It is not

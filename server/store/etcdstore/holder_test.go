@@ -412,3 +412,67 @@ func TestGracefulStopHandsBack(t *testing.T) {
 		u.heartbeat(n[0], fmt.Sprint("svc-", i), tokens[i])
 	}
 }
+
+// Heartbeats that write share an etcd commit at a rate where none would be
+// in flight together: a batch waits HeartbeatLinger after its first for
+// more, unless it fills first; a store that closes commits what waits.
+func TestHeartbeatWritesLinger(t *testing.T) {
+	t.Parallel()
+	c := sharedCluster(t)
+	n := startNodes(t, c, 1, etcdstore.Options{HeartbeatLinger: time.Hour, HeartbeatBatch: 3})
+	u := login(t, n[0], "linger")
+	toks := make([]string, 4)
+	for i := range toks {
+		toks[i] = u.create(n[0], fmt.Sprint("svc-", i), 30)
+	}
+	type answer struct {
+		i    int
+		code int
+		err  error
+	}
+	answers := make(chan answer, len(toks))
+	beat := func(i int) { // the service's first heartbeat at the node: a write
+		r, err := u.try(n[0], "POST", fmt.Sprint("/services/svc-", i, "/heartbeat"), map[string]string{"token": toks[i]})
+		answers <- answer{i, r.code, err}
+	}
+	expect := func(k int, what string) {
+		t.Helper()
+		for range k {
+			select {
+			case a := <-answers:
+				if a.err != nil || a.code != 200 {
+					t.Fatalf("%s: svc-%d's heartbeat: %d %v", what, a.i, a.code, a.err)
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatalf("%s: a heartbeat was not answered", what)
+			}
+		}
+	}
+	go beat(0)
+	go beat(1)
+	select {
+	case a := <-answers:
+		t.Fatalf("svc-%d's heartbeat was committed in a batch of less than 3 within the linger: %+v", a.i, a)
+	case <-time.After(200 * time.Millisecond):
+	}
+	go beat(2)
+	expect(3, "a full batch")
+	if count, sum := n[0].histogram("svcreg_store_heartbeat_batch_size"); count != 1 || sum != 3 {
+		t.Errorf("%v heartbeat batches carrying %v, want 1 carrying 3", count, sum)
+	}
+	if w := n[0].metric("svcreg_store_heartbeat_writes_waiting"); w != 0 {
+		t.Errorf("%v heartbeat writes waiting after their answers", w)
+	}
+
+	go beat(3)
+	for deadline := time.Now().Add(20 * time.Second); n[0].metric("svcreg_store_heartbeat_writes_waiting") != 1; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("svc-3's heartbeat did not reach the commit queue")
+		}
+	}
+	n[0].st.Close()
+	expect(1, "a store closing while a batch lingered")
+	if count, sum := n[0].histogram("svcreg_store_heartbeat_batch_size"); count != 2 || sum != 4 {
+		t.Errorf("%v heartbeat batches carrying %v, want 2 carrying 4", count, sum)
+	}
+}

@@ -12,6 +12,7 @@ type metrics struct {
 	inMemory   prometheus.Counter
 	handovers  prometheus.Counter
 	hbBatch    prometheus.Histogram
+	hbWaiting  prometheus.Gauge
 	conflicts  prometheus.Counter
 	rewatches  prometheus.Counter
 	leaseLost  prometheus.Counter
@@ -43,6 +44,10 @@ func newMetrics(r prometheus.Registerer, hasPeer func() bool) metrics {
 			Name:    "svcreg_store_heartbeat_batch_size",
 			Help:    "Heartbeats per group-commit transaction.",
 			Buckets: []float64{1, 2, 4, 8, 16, 32, 64},
+		}),
+		hbWaiting: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "svcreg_store_heartbeat_writes_waiting",
+			Help: "Heartbeat writes taken for a group commit and not yet answered: gathering (up to the heartbeat linger), waiting for a committer, or committing. Staying high means etcd commits slower than heartbeats need writing.",
 		}),
 		conflicts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "svcreg_store_txn_conflicts_total",
@@ -77,7 +82,7 @@ func newMetrics(r prometheus.Registerer, hasPeer func() bool) metrics {
 	}
 	if r != nil {
 		r.MustRegister(m.Collectors()...)
-		r.MustRegister(m.heartbeats, m.inMemory, m.handovers, m.hbBatch, m.conflicts, m.rewatches, m.leaseLost, m.copyBatch, m.copyTime, m.copyFailures, m.copyRefusals)
+		r.MustRegister(m.heartbeats, m.inMemory, m.handovers, m.hbBatch, m.hbWaiting, m.conflicts, m.rewatches, m.leaseLost, m.copyBatch, m.copyTime, m.copyFailures, m.copyRefusals)
 		r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "svcreg_store_heartbeat_copy_peer",
 			Help: "1 while this node has a peer to copy the heartbeats it answers from memory to; 0 with copies off, no other node, or none reachable: a service whose client dies with this node then times out up to the heartbeat slack late.",

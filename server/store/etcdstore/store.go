@@ -92,10 +92,14 @@ type Options struct {
 	// HeartbeatCommitters is how many heartbeat batches may be committing
 	// at once; 4 if zero.
 	HeartbeatCommitters int
-	// HeartbeatLinger is how long a heartbeat committer waits for more
-	// heartbeats before it commits a batch that is not full; 0 commits at
-	// once (batches then grow with load by themselves, while earlier
-	// batches commit).
+	// HeartbeatLinger is how long a batch of heartbeat writes waits for
+	// more after its first before it commits, if it is not full by then:
+	// heartbeats that write (a service's first at a node, one whose
+	// deadline passes the stored one, one that moved) then share etcd
+	// commits, each a raft round with a disk sync on a quorum, at a rate
+	// where none would be in flight together. DefaultHeartbeatLinger if
+	// zero; negative commits at once (batches then grow with load only
+	// while earlier batches commit).
 	HeartbeatLinger time.Duration
 	// HeartbeatSlack is how far past a heartbeat's deadline a node that
 	// writes it stores the deadline; the node's next heartbeats of the
@@ -119,6 +123,14 @@ type Options struct {
 	// PeerAdvertise is the host:port other nodes reach PeerListen at; the
 	// listener's own address if empty.
 	PeerAdvertise string
+	// CopyLinger is how long a copy that finds the sender idle waits for
+	// others to share its round trip to the peer, unless enough arrive
+	// sooner (copyGather): a round trip costs both nodes tens of
+	// microseconds of CPU whatever it carries, and a heartbeat answered
+	// from memory waits for its copy. Copies that arrive while a batch is
+	// on its way go in the next batch without waiting.
+	// DefaultCopyLinger if zero; negative sends at once.
+	CopyLinger time.Duration
 }
 
 // Store is the etcd store. Open it with Open.
@@ -186,6 +198,12 @@ const (
 	defaultNodeTTL        = 5 * time.Second
 )
 
+// DefaultHeartbeatLinger is Options.HeartbeatLinger's default.
+const DefaultHeartbeatLinger = 20 * time.Millisecond
+
+// DefaultCopyLinger is Options.CopyLinger's default.
+const DefaultCopyLinger = 2 * time.Millisecond
+
 // MaxHeartbeatSlack is the largest HeartbeatSlack Open takes.
 const MaxHeartbeatSlack = 24 * time.Hour
 
@@ -244,6 +262,12 @@ func Open(ctx context.Context, cli *clientv3.Client, opts Options) (*Store, erro
 	if opts.HeartbeatCommitters <= 0 {
 		opts.HeartbeatCommitters = 4
 	}
+	if opts.HeartbeatLinger == 0 {
+		opts.HeartbeatLinger = DefaultHeartbeatLinger
+	}
+	if opts.CopyLinger == 0 {
+		opts.CopyLinger = DefaultCopyLinger
+	}
 	var id [8]byte
 	rand.Read(id[:])
 	s := &Store{
@@ -286,9 +310,7 @@ func Open(ctx context.Context, cli *clientv3.Client, opts Options) (*Store, erro
 		s.shutdown()
 		return nil, err
 	}
-	for range opts.HeartbeatCommitters {
-		s.wg.Go(s.commitHeartbeats)
-	}
+	s.wg.Go(s.commitHeartbeats)
 	s.wg.Go(s.watchReleases)
 	if s.copyQueue != nil {
 		s.wg.Go(s.watchNodes)
