@@ -146,7 +146,13 @@ func BenchmarkHeartbeats(b *testing.B) {
 		c := etcdtest.Start(b, etcdtest.Options{Members: 3, Production: true})
 		return startNodes(b, c, 3, etcdstore.Options{DefaultLimits: limits, PeerListen: "off"}), c
 	}}
-	for _, su := range append(slices.Clone(setups), noCopies, again) {
+	// Three nodes sending each copy at once, sharing a round trip only
+	// with those in flight together: what the copy linger does here.
+	noLinger := setup{"store=etcd/nodes=3/linger=off", func(b *testing.B, limits store.Limits) ([]*node, *etcdtest.Cluster) {
+		c := etcdtest.Start(b, etcdtest.Options{Members: 3, Production: true})
+		return startNodes(b, c, 3, etcdstore.Options{DefaultLimits: limits, HeartbeatLinger: -1, CopyLinger: -1}), c
+	}}
+	for _, su := range append(slices.Clone(setups), noCopies, noLinger, again) {
 		b.Run(su.name, func(b *testing.B) {
 			nodes, cluster := su.start(b, store.Limits{Services: clients * perClient, ConfigValues: 10})
 			u := login(b, nodes[0], "bench-heartbeats")
@@ -438,6 +444,15 @@ func BenchmarkHeartbeatsPaced(b *testing.B) {
 			c := etcdtest.Start(b, etcdtest.Options{Members: 3, Production: true})
 			opts := etcdOpts(limits, "")
 			opts.HeartbeatSlack = 10 * timeout * time.Second
+			return startNodes(b, c, 3, opts), c
+		}},
+		// Without the lingers: each heartbeat write and each copy goes
+		// at once, sharing a commit or a round trip only with those in
+		// flight together.
+		{"store=etcd/nodes=3/linger=off", func(b *testing.B, limits store.Limits) ([]*node, *etcdtest.Cluster) {
+			c := etcdtest.Start(b, etcdtest.Options{Members: 3, Production: true})
+			opts := etcdOpts(limits, "")
+			opts.HeartbeatLinger, opts.CopyLinger = -1, -1
 			return startNodes(b, c, 3, opts), c
 		}},
 		{"store=bolt/again", setups[0].start},
