@@ -883,9 +883,11 @@ func (s *Store) commitHeartbeats() {
 	var linger *time.Timer
 	for {
 		var batch []*hbReq
+		var taken time.Time
 		select {
 		case r := <-s.hb.queue:
 			batch = append(make([]*hbReq, 0, s.opts.HeartbeatBatch), r)
+			taken = time.Now()
 			s.metrics.hbWaiting.Inc()
 		case <-s.ctx.Done():
 			return
@@ -931,7 +933,13 @@ func (s *Store) commitHeartbeats() {
 			<-free
 		}
 		committing.Go(func() {
-			s.commitBatch(batch)
+			// The linger and the wait for a committer count against
+			// the commit's request timeout: a heartbeat that moved
+			// after its holder died is written within the time
+			// MinHeartbeatSlack allows for it.
+			ctx, cancel := context.WithDeadline(context.Background(), taken.Add(s.opts.RequestTimeout))
+			s.commitBatch(ctx, batch)
+			cancel()
 			s.metrics.hbWaiting.Sub(float64(len(batch)))
 			free <- struct{}{}
 		})
@@ -946,15 +954,16 @@ func chanIf[T any](cond bool, c chan T) chan T {
 	return nil
 }
 
-// commitBatch commits one batch and answers each heartbeat in it. It is not
-// cut short by Close: every request taken gets its answer.
-func (s *Store) commitBatch(batch []*hbReq) {
+// commitBatch commits one batch by ctx's deadline and answers each
+// heartbeat in it. It is not cut short by Close: every request taken gets
+// its answer.
+func (s *Store) commitBatch(ctx context.Context, batch []*hbReq) {
 	ops := make([]clientv3.Op, len(batch))
 	for i, r := range batch {
 		ops[i] = r.op
 	}
 	start := time.Now()
-	resp, err := s.txn(context.Background(), "commit heartbeats", nil, ops, nil)
+	resp, err := s.txn(ctx, "commit heartbeats", nil, ops, nil)
 	s.metrics.hbBatch.Observe(float64(len(batch)))
 	if err == nil {
 		s.metrics.Commit.Observe(time.Since(start).Seconds())

@@ -419,7 +419,9 @@ func TestGracefulStopHandsBack(t *testing.T) {
 func TestHeartbeatWritesLinger(t *testing.T) {
 	t.Parallel()
 	c := sharedCluster(t)
-	n := startNodes(t, c, 1, etcdstore.Options{HeartbeatLinger: time.Hour, HeartbeatBatch: 3})
+	// The linger is at most half the request timeout (10 s here), which
+	// bounds a write from the start of its batch.
+	n := startNodes(t, c, 1, etcdstore.Options{HeartbeatLinger: time.Hour, RequestTimeout: 20 * time.Second, HeartbeatBatch: 3})
 	u := login(t, n[0], "linger")
 	toks := make([]string, 4)
 	for i := range toks {
@@ -474,5 +476,14 @@ func TestHeartbeatWritesLinger(t *testing.T) {
 	expect(1, "a store closing while a batch lingered")
 	if count, sum := n[0].histogram("svcreg_store_heartbeat_batch_size"); count != 2 || sum != 4 {
 		t.Errorf("%v heartbeat batches carrying %v, want 2 carrying 4", count, sum)
+	}
+
+	// A linger longer than half the request timeout is cut to it, so the
+	// commit has the other half: a lone write is committed.
+	short := startNodes(t, c, 1, etcdstore.Options{HeartbeatLinger: time.Hour, RequestTimeout: 2 * time.Second})
+	v := login(t, short[0], "linger-cut")
+	v.heartbeat(short[0], "alone", v.create(short[0], "alone", 30))
+	if count, sum := short[0].histogram("svcreg_store_heartbeat_batch_size"); count != 1 || sum != 1 {
+		t.Errorf("%v heartbeat batches carrying %v, want 1 carrying 1", count, sum)
 	}
 }

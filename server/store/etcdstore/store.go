@@ -98,8 +98,10 @@ type Options struct {
 	// deadline passes the stored one, one that moved) then share etcd
 	// commits, each a raft round with a disk sync on a quorum, at a rate
 	// where none would be in flight together. DefaultHeartbeatLinger if
-	// zero; negative commits at once (batches then grow with load only
-	// while earlier batches commit).
+	// zero, at most half of RequestTimeout (which bounds a write from the
+	// start of its batch's linger to its answer); negative commits at
+	// once (batches then grow with load only while earlier batches
+	// commit).
 	HeartbeatLinger time.Duration
 	// HeartbeatSlack is how far past a heartbeat's deadline a node that
 	// writes it stores the deadline; the node's next heartbeats of the
@@ -265,6 +267,7 @@ func Open(ctx context.Context, cli *clientv3.Client, opts Options) (*Store, erro
 	if opts.HeartbeatLinger == 0 {
 		opts.HeartbeatLinger = DefaultHeartbeatLinger
 	}
+	opts.HeartbeatLinger = min(opts.HeartbeatLinger, opts.RequestTimeout/2)
 	if opts.CopyLinger == 0 {
 		opts.CopyLinger = DefaultCopyLinger
 	}
