@@ -516,8 +516,12 @@ func TestCopyLinger(t *testing.T) {
 
 	// Alone, a copy goes once the linger has passed.
 	holder.opts.CopyLinger = 20 * time.Millisecond
+	start := time.Now()
 	if r := holder.sendCopy(context.Background(), item("alone")); r.err != nil || !r.ok {
 		t.Fatalf("a copy alone: %+v", r)
+	}
+	if took := time.Since(start); took < holder.opts.CopyLinger {
+		t.Errorf("a copy alone was answered in %v, before its linger (%v) had passed", took, holder.opts.CopyLinger)
 	}
 	if n, copies := batches(); n != 2 || copies != copyGather+1 {
 		t.Errorf("%v batches carrying %v copies, want 2 carrying %d", n, copies, copyGather+1)

@@ -788,6 +788,9 @@ func (s *Store) follow(what, prefix string, opts, watchOpts []clientv3.OpOption,
 type hbReq struct {
 	op   clientv3.Op
 	done chan hbResult
+	// queued is when the heartbeat was handed to the collector: its
+	// batch must commit within RequestTimeout of its earliest.
+	queued time.Time
 }
 
 type hbResult struct {
@@ -822,7 +825,8 @@ func (s *Store) commitHeartbeat(tenantID, id string, e *hbEntry, next hbRecord) 
 			},
 			then,
 			[]clientv3.Op{clientv3.OpGet(svcKey), clientv3.OpGet(hbKey)}),
-		done: make(chan hbResult, 1),
+		done:   make(chan hbResult, 1),
+		queued: time.Now(),
 	}
 	select {
 	case s.hb.queue <- req:
@@ -883,11 +887,9 @@ func (s *Store) commitHeartbeats() {
 	var linger *time.Timer
 	for {
 		var batch []*hbReq
-		var taken time.Time
 		select {
 		case r := <-s.hb.queue:
 			batch = append(make([]*hbReq, 0, s.opts.HeartbeatBatch), r)
-			taken = time.Now()
 			s.metrics.hbWaiting.Inc()
 		case <-s.ctx.Done():
 			return
@@ -912,14 +914,6 @@ func (s *Store) commitHeartbeats() {
 				lingering = nil
 			case <-s.ctx.Done():
 				// Close: commit what was taken, at once.
-				if lingering != nil {
-					linger.Stop()
-					lingering = nil
-				}
-				if !haveCommitter {
-					<-free
-				}
-				haveCommitter = true
 				break gather
 			case <-chanIf(lingering == nil, free):
 				haveCommitter = true
@@ -933,14 +927,7 @@ func (s *Store) commitHeartbeats() {
 			<-free
 		}
 		committing.Go(func() {
-			// The linger and the wait for a committer count against
-			// the commit's request timeout: a heartbeat that moved
-			// after its holder died is written within the time
-			// MinHeartbeatSlack allows for it.
-			ctx, cancel := context.WithDeadline(context.Background(), taken.Add(s.opts.RequestTimeout))
-			s.commitBatch(ctx, batch)
-			cancel()
-			s.metrics.hbWaiting.Sub(float64(len(batch)))
+			s.commitBatch(batch)
 			free <- struct{}{}
 		})
 	}
@@ -954,17 +941,32 @@ func chanIf[T any](cond bool, c chan T) chan T {
 	return nil
 }
 
-// commitBatch commits one batch by ctx's deadline and answers each
-// heartbeat in it. It is not cut short by Close: every request taken gets
-// its answer.
-func (s *Store) commitBatch(ctx context.Context, batch []*hbReq) {
+// commitBatch commits one batch and answers each heartbeat in it, within
+// RequestTimeout of the earliest's queueing: the wait to be taken, the
+// linger and the wait for a committer count against the commit's time, so
+// that a heartbeat that moved after its holder died is written within
+// what MinHeartbeatSlack allows for it. It is not cut short by Close:
+// every request taken gets its answer.
+func (s *Store) commitBatch(batch []*hbReq) {
 	ops := make([]clientv3.Op, len(batch))
+	earliest := batch[0].queued
 	for i, r := range batch {
 		ops[i] = r.op
+		if r.queued.Before(earliest) {
+			earliest = r.queued
+		}
 	}
+	ctx, cancel := context.WithDeadline(context.Background(), earliest.Add(s.opts.RequestTimeout))
+	defer cancel()
 	start := time.Now()
 	resp, err := s.txn(ctx, "commit heartbeats", nil, ops, nil)
+	if err != nil && ctx.Err() != nil {
+		// Out of time (txn answers such an error unwrapped, as the
+		// caller's own): unavailable, as a request timeout is.
+		err = fmt.Errorf("%w: %w", store.ErrUnavailable, err)
+	}
 	s.metrics.hbBatch.Observe(float64(len(batch)))
+	s.metrics.hbWaiting.Sub(float64(len(batch)))
 	if err == nil {
 		s.metrics.Commit.Observe(time.Since(start).Seconds())
 		if len(resp.Responses) != len(batch) {

@@ -419,9 +419,10 @@ func TestGracefulStopHandsBack(t *testing.T) {
 func TestHeartbeatWritesLinger(t *testing.T) {
 	t.Parallel()
 	c := sharedCluster(t)
-	// The linger is at most half the request timeout (10 s here), which
-	// bounds a write from the start of its batch.
-	n := startNodes(t, c, 1, etcdstore.Options{HeartbeatLinger: time.Hour, RequestTimeout: 20 * time.Second, HeartbeatBatch: 3})
+	// The linger is at most half the request timeout (a minute here),
+	// which bounds a write from its queueing: longer than this test waits
+	// for any answer.
+	n := startNodes(t, c, 1, etcdstore.Options{HeartbeatLinger: time.Hour, RequestTimeout: 2 * time.Minute, HeartbeatBatch: 3})
 	u := login(t, n[0], "linger")
 	toks := make([]string, 4)
 	for i := range toks {
@@ -480,7 +481,7 @@ func TestHeartbeatWritesLinger(t *testing.T) {
 
 	// A linger longer than half the request timeout is cut to it, so the
 	// commit has the other half: a lone write is committed.
-	short := startNodes(t, c, 1, etcdstore.Options{HeartbeatLinger: time.Hour, RequestTimeout: 2 * time.Second})
+	short := startNodes(t, c, 1, etcdstore.Options{HeartbeatLinger: time.Hour, RequestTimeout: 4 * time.Second})
 	v := login(t, short[0], "linger-cut")
 	v.heartbeat(short[0], "alone", v.create(short[0], "alone", 30))
 	if count, sum := short[0].histogram("svcreg_store_heartbeat_batch_size"); count != 1 || sum != 1 {
