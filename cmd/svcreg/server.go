@@ -97,6 +97,8 @@ type etcdFlags struct {
 	cert, key, cacert  string
 	username, password string
 	heartbeatSlack     time.Duration
+	heartbeatLinger    time.Duration
+	copyLinger         time.Duration
 	peerListen         string
 	peerAdvertise      string
 }
@@ -149,6 +151,8 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.StringVar(&f.etcd.peerListen, "etcd-peer-listen", defaultPeerListen, "`address` (host:port; port 0 picks a free one) on which this node takes the other\nnodes' copies of the heartbeats they answer from memory, so that a service\nwhose client and holding node both die still times out within a second of\nits deadline. Nodes on other machines must reach it: give an address on\ntheir network (and --etcd-peer-advertise if they reach it by another).\n\"off\" turns copies off: such a service then times out up to\n--etcd-heartbeat-slack late")
 	fs.StringVar(&f.etcd.peerAdvertise, "etcd-peer-advertise", "", "`host:port` at which the other nodes reach --etcd-peer-listen (default its own\naddress)")
 	fs.DurationVar(&f.etcd.heartbeatSlack, "etcd-heartbeat-slack", 0, "how far past a heartbeat's deadline a node stores it in etcd; the node answers\nthe service's next heartbeats from memory while their deadlines fall within it.\nIt bounds how late a service is timed out whose client and holding node both\ndied; smaller costs more etcd writes. 15s to 24h (default twice the service's\ntimeout, at least 1m)")
+	fs.DurationVar(&f.etcd.heartbeatLinger, "etcd-heartbeat-linger", etcdstore.DefaultHeartbeatLinger, "how long a heartbeat that must be written to etcd (a first at a node, one past\nits stored deadline, one that moved) waits for others to share its etcd\ncommit; a commit is a raft round with a disk sync on a quorum. 0 commits at\nonce; at most 1s")
+	fs.DurationVar(&f.etcd.copyLinger, "etcd-copy-linger", etcdstore.DefaultCopyLinger, "how long a heartbeat's copy to the peer node waits for others (up to 16) to\nshare its round trip, when none is on its way; the heartbeat waits for it.\n0 sends at once; at most 100ms")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -199,6 +203,12 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if err := etcdstore.CheckHeartbeatSlack(etcdstore.Options{HeartbeatSlack: f.etcd.heartbeatSlack}); err != nil {
 		return usagef("--etcd-heartbeat-slack: %v (0 is the default: twice the timeout, at least 1m)", err)
 	}
+	if f.etcd.heartbeatLinger < 0 || f.etcd.heartbeatLinger > time.Second {
+		return usagef("--etcd-heartbeat-linger %v: want 0 (commit at once) to 1s", f.etcd.heartbeatLinger)
+	}
+	if f.etcd.copyLinger < 0 || f.etcd.copyLinger > 100*time.Millisecond {
+		return usagef("--etcd-copy-linger %v: want 0 (send at once) to 100ms", f.etcd.copyLinger)
+	}
 	if f.etcd.peerListen != "off" {
 		if _, port, err := net.SplitHostPort(f.etcd.peerListen); err != nil || port == "" {
 			return usagef("--etcd-peer-listen %q: want host:port (port 0 picks a free one), or off", f.etcd.peerListen)
@@ -213,7 +223,8 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		}
 	}
 	if f.etcd.endpoints == "" && (f.etcd.cert != "" || f.etcd.key != "" || f.etcd.cacert != "" || f.etcd.username != "" || f.etcd.password != "" || f.etcd.heartbeatSlack != 0 ||
-		f.etcd.peerListen != defaultPeerListen || f.etcd.peerAdvertise != "") {
+		f.etcd.peerListen != defaultPeerListen || f.etcd.peerAdvertise != "" ||
+		f.etcd.heartbeatLinger != etcdstore.DefaultHeartbeatLinger || f.etcd.copyLinger != etcdstore.DefaultCopyLinger) {
 		return usagef("the --etcd-* flags need --etcd-endpoints")
 	}
 	if (f.etcd.cert == "") != (f.etcd.key == "") {
@@ -440,6 +451,9 @@ func openStore(ctx context.Context, f serverFlags, log *slog.Logger, reg prometh
 		HeartbeatSlack: f.etcd.heartbeatSlack,
 		PeerListen:     peerListen,
 		PeerAdvertise:  f.etcd.peerAdvertise,
+		// 0 on the command line is at once; in Options, the default.
+		HeartbeatLinger: lingerOption(f.etcd.heartbeatLinger),
+		CopyLinger:      lingerOption(f.etcd.copyLinger),
 	})
 	if err != nil {
 		cli.Close()
@@ -511,4 +525,14 @@ func writeReadyFile(path, url string) error {
 		return fmt.Errorf("--ready-file: %w", err)
 	}
 	return nil
+}
+
+// lingerOption is a linger flag's value as the etcd store's option: the
+// flag's 0 (at once) is the option's negative; the option's 0 would be
+// its default.
+func lingerOption(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }

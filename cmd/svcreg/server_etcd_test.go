@@ -167,7 +167,9 @@ func killHolder(t *testing.T, tenant string, args ...string) (timeouts []float64
 func TestServerEtcdHolderKilled(t *testing.T) {
 	t.Parallel()
 	const timeout = 3 * time.Second
-	timeouts, before, after := killHolder(t, "etcd-holder-killed")
+	// Lingers other than the defaults: a copy that waits longer for
+	// others still reaches the peer before the heartbeat is answered.
+	timeouts, before, after := killHolder(t, "etcd-holder-killed", "--etcd-copy-linger", "20ms", "--etcd-heartbeat-linger", "0")
 	at := time.UnixMilli(int64(timeouts[0]))
 	if early, late := before.Add(timeout).Truncate(time.Millisecond), after.Add(timeout); at.Before(early) || at.After(late) {
 		t.Errorf("timed out at %s, want the last token's deadline: from %s to %s", at.Format(time.StampMilli), early.Format(time.StampMilli), late.Format(time.StampMilli))
@@ -204,6 +206,12 @@ func TestServerEtcdFlags(t *testing.T) {
 		{"--dev", "--etcd-endpoints", "http://127.0.0.1:1", "--etcd-peer-advertise", "10.0.0.1:0"},
 		{"--dev", "--etcd-endpoints", "http://127.0.0.1:1", "--etcd-peer-advertise", ":7380"},
 		{"--dev", "--etcd-endpoints", "http://127.0.0.1:1", "--etcd-peer-listen", "off", "--etcd-peer-advertise", "10.0.0.1:7380"},
+		{"--dev", "--etcd-heartbeat-linger", "5ms"}, // no etcd
+		{"--dev", "--etcd-copy-linger", "0"},        // no etcd
+		{"--dev", "--etcd-endpoints", "http://127.0.0.1:1", "--etcd-heartbeat-linger", "-1ms"},
+		{"--dev", "--etcd-endpoints", "http://127.0.0.1:1", "--etcd-heartbeat-linger", "2s"},
+		{"--dev", "--etcd-endpoints", "http://127.0.0.1:1", "--etcd-copy-linger", "-1ms"},
+		{"--dev", "--etcd-endpoints", "http://127.0.0.1:1", "--etcd-copy-linger", "200ms"},
 	} {
 		var stdout, stderr bytes.Buffer
 		if code := Main(t.Context(), append([]string{"server"}, args...), strings.NewReader(""), &stdout, &stderr); code != exitUsage {
