@@ -474,19 +474,27 @@ func waitQueued(t *testing.T, q *copyQueue, want int) {
 }
 
 // A copy that finds the sender idle waits for others to share its round
-// trip: up to CopyLinger, or until copyGather copies are queued.
+// trip: up to CopyLinger, or until copyGather copies are queued. Each part
+// has a holder of its own, whose sender is idle: one that just answered a
+// batch takes what arrived meanwhile at once, without a linger.
 func TestCopyLinger(t *testing.T) {
-	holder, peer := peerPair(t, testPeerKey, testPeerKey, "")
 	item := func(id string) copyItem {
 		return copyItem{Tenant: "t", ID: id, HBRev: 1, Stored: 9e18, State: hbRecord{Seq: 1, Deadline: 9e18}}
 	}
-	batches := func() (n, copies float64) {
+	batches := func(holder *Store) (n, copies float64) {
 		var m dto.Metric
 		if err := holder.metrics.copyBatch.Write(&m); err != nil {
 			t.Fatal(err)
 		}
 		return float64(m.GetHistogram().GetSampleCount()), m.GetHistogram().GetSampleSum()
 	}
+	kept := func(peer *Store) int {
+		peer.copies.mu.Lock()
+		defer peer.copies.mu.Unlock()
+		return len(peer.copies.m)
+	}
+
+	holder, peer := peerPair(t, testPeerKey, testPeerKey, "")
 	// Set before the first copy rings the sender's bell, which reads it.
 	holder.opts.CopyLinger = time.Hour
 	results := make(chan copyResult, copyGather)
@@ -510,35 +518,37 @@ func TestCopyLinger(t *testing.T) {
 			t.Fatalf("%d of %d copies answered once copyGather were queued", i, copyGather)
 		}
 	}
-	if n, copies := batches(); n != 1 || copies != copyGather {
+	if n, copies := batches(holder); n != 1 || copies != copyGather {
 		t.Errorf("%v batches carrying %v copies, want 1 carrying %d", n, copies, copyGather)
+	}
+	if n := kept(peer); n != copyGather {
+		t.Errorf("the peer keeps %d copies, want %d", n, copyGather)
 	}
 
 	// Alone, a copy goes once the linger has passed.
-	holder.opts.CopyLinger = 20 * time.Millisecond
+	alone, peer := peerPair(t, testPeerKey, testPeerKey, "")
+	alone.opts.CopyLinger = 20 * time.Millisecond
 	start := time.Now()
-	if r := holder.sendCopy(context.Background(), item("alone")); r.err != nil || !r.ok {
+	if r := alone.sendCopy(context.Background(), item("alone")); r.err != nil || !r.ok {
 		t.Fatalf("a copy alone: %+v", r)
 	}
-	if took := time.Since(start); took < holder.opts.CopyLinger {
-		t.Errorf("a copy alone was answered in %v, before its linger (%v) had passed", took, holder.opts.CopyLinger)
+	if took := time.Since(start); took < alone.opts.CopyLinger {
+		t.Errorf("a copy alone was answered in %v, before its linger (%v) had passed", took, alone.opts.CopyLinger)
 	}
-	if n, copies := batches(); n != 2 || copies != copyGather+1 {
-		t.Errorf("%v batches carrying %v copies, want 2 carrying %d", n, copies, copyGather+1)
+	if n, copies := batches(alone); n != 1 || copies != 1 {
+		t.Errorf("%v batches carrying %v copies, want 1 carrying 1", n, copies)
 	}
-	peer.copies.mu.Lock()
-	kept := len(peer.copies.m)
-	peer.copies.mu.Unlock()
-	if kept != copyGather+1 {
-		t.Errorf("the peer keeps %d copies, want %d", kept, copyGather+1)
+	if n := kept(peer); n != 1 {
+		t.Errorf("the peer keeps %d copies, want 1", n)
 	}
 
 	// A closing store answers a lingering copy at once.
-	holder.opts.CopyLinger = time.Hour
+	closing, _ := peerPair(t, testPeerKey, testPeerKey, "")
+	closing.opts.CopyLinger = time.Hour
 	lingering := make(chan copyResult, 1)
-	go func() { lingering <- holder.sendCopy(context.Background(), item("lingering")) }()
-	waitQueued(t, holder.copyQueue, 1)
-	holder.cancel()
+	go func() { lingering <- closing.sendCopy(context.Background(), item("lingering")) }()
+	waitQueued(t, closing.copyQueue, 1)
+	closing.cancel()
 	select {
 	case r := <-lingering:
 		if !errors.Is(r.err, errCopiesStopped) {
@@ -548,7 +558,7 @@ func TestCopyLinger(t *testing.T) {
 		t.Fatal("a lingering copy was not answered when the store closed")
 	}
 	stopped := make(chan struct{})
-	go func() { holder.wg.Wait(); close(stopped) }()
+	go func() { closing.wg.Wait(); close(stopped) }()
 	select {
 	case <-stopped:
 	case <-time.After(10 * time.Second):
