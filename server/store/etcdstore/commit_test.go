@@ -24,13 +24,20 @@ func TestHeartbeatBatchOutOfTime(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cli.Close()
-	s := &Store{cli: cli, opts: Options{RequestTimeout: time.Minute}}
+	// An hour from the later heartbeat's queueing: the batch must go by
+	// the earlier's, long past.
+	s := &Store{cli: cli, opts: Options{RequestTimeout: time.Hour}}
 	s.metrics = newMetrics(nil, func() bool { return false })
-	late := &hbReq{op: clientv3.OpGet("k"), done: make(chan hbResult, 1), queued: time.Now().Add(-2 * time.Minute)}
+	late := &hbReq{op: clientv3.OpGet("k"), done: make(chan hbResult, 1), queued: time.Now().Add(-2 * time.Hour)}
 	fresh := &hbReq{op: clientv3.OpGet("k"), done: make(chan hbResult, 1), queued: time.Now()}
-	s.commitBatch([]*hbReq{fresh, late})
+	go s.commitBatch([]*hbReq{fresh, late})
 	for _, r := range []*hbReq{fresh, late} {
-		res := <-r.done
+		var res hbResult
+		select {
+		case res = <-r.done:
+		case <-time.After(30 * time.Second):
+			t.Fatal("a batch out of time was not answered: its time counted from its later heartbeat")
+		}
 		if !errors.Is(res.err, store.ErrUnavailable) || !errors.Is(res.err, context.DeadlineExceeded) {
 			t.Errorf("a heartbeat of a batch out of time: %v, want unavailable (deadline exceeded)", res.err)
 		}

@@ -956,15 +956,8 @@ func (s *Store) commitBatch(batch []*hbReq) {
 			earliest = r.queued
 		}
 	}
-	ctx, cancel := context.WithDeadline(context.Background(), earliest.Add(s.opts.RequestTimeout))
-	defer cancel()
 	start := time.Now()
-	resp, err := s.txn(ctx, "commit heartbeats", nil, ops, nil)
-	if err != nil && ctx.Err() != nil {
-		// Out of time (txn answers such an error unwrapped, as the
-		// caller's own): unavailable, as a request timeout is.
-		err = fmt.Errorf("%w: %w", store.ErrUnavailable, err)
-	}
+	resp, err := s.txnWithin(context.Background(), time.Until(earliest.Add(s.opts.RequestTimeout)), "commit heartbeats", nil, ops, nil)
 	s.metrics.hbBatch.Observe(float64(len(batch)))
 	s.metrics.hbWaiting.Sub(float64(len(batch)))
 	if err == nil {

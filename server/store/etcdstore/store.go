@@ -440,6 +440,13 @@ func (s *Store) Run(ctx context.Context) error {
 
 // txn runs one etcd transaction, bounded by RequestTimeout.
 func (s *Store) txn(ctx context.Context, what string, cmps []clientv3.Cmp, then, els []clientv3.Op) (*clientv3.TxnResponse, error) {
+	return s.txnWithin(ctx, s.opts.RequestTimeout, what, cmps, then, els)
+}
+
+// txnWithin is txn bounded by timeout instead. Running out of it is
+// unavailability (ErrUnavailable), as for RequestTimeout; only ctx's own
+// end is the caller's.
+func (s *Store) txnWithin(ctx context.Context, timeout time.Duration, what string, cmps []clientv3.Cmp, then, els []clientv3.Op) (*clientv3.TxnResponse, error) {
 	if l := s.late.Load(); l != nil && l.what == what && s.late.CompareAndSwap(l, nil) {
 		txn := s.cli.Txn(s.ctx).If(cmps...).Then(then...).Else(els...)
 		l.commit <- func() (bool, error) {
@@ -448,7 +455,7 @@ func (s *Store) txn(ctx context.Context, what string, cmps []clientv3.Cmp, then,
 		}
 		return nil, s.fail(ctx, what, context.DeadlineExceeded)
 	}
-	cctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
+	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	resp, err := s.cli.Txn(cctx).If(cmps...).Then(then...).Else(els...).Commit()
 	if err != nil {
