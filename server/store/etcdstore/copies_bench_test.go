@@ -33,7 +33,7 @@ func BenchmarkCopyRoundTrip(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			batches0 := sampleCount(b, holder.metrics.copyBatch)
+			batches0, _ := observed(b, holder.metrics.copyBatch)
 			b.ResetTimer()
 			var wg sync.WaitGroup
 			per := max(1, b.N/writers)
@@ -58,7 +58,8 @@ func BenchmarkCopyRoundTrip(b *testing.B) {
 			n := float64(per * writers)
 			cpu := cpu1 - cpu0
 			b.ReportMetric(float64(cpu.Nanoseconds())/n/1000, "cpu-µs/copy")
-			b.ReportMetric(n/(sampleCount(b, holder.metrics.copyBatch)-batches0), "copies/batch")
+			batches, _ := observed(b, holder.metrics.copyBatch)
+			b.ReportMetric(n/(batches-batches0), "copies/batch")
 		})
 	}
 }
@@ -101,11 +102,19 @@ func peerStore(t testing.TB, id string, lease clientv3.LeaseID, key []byte) *Sto
 	return s
 }
 
-// sampleCount is how many observations h has had.
-func sampleCount(b *testing.B, h prometheus.Histogram) float64 {
+// observed is how many observations h has had, and their sum.
+func observed(tb testing.TB, h prometheus.Histogram) (count, sum float64) {
+	tb.Helper()
 	var m dto.Metric
 	if err := h.Write(&m); err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	return float64(m.GetHistogram().GetSampleCount())
+	return float64(m.GetHistogram().GetSampleCount()), m.GetHistogram().GetSampleSum()
+}
+
+// keptCopies is how many copies s keeps for other nodes.
+func keptCopies(s *Store) int {
+	s.copies.mu.Lock()
+	defer s.copies.mu.Unlock()
+	return len(s.copies.m)
 }

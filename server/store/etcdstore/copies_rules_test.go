@@ -15,8 +15,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	dto "github.com/prometheus/client_model/go"
 )
 
 // The rules by which a peer takes copies: newer revisions replace older
@@ -307,10 +305,7 @@ func TestPeerFramesSealed(t *testing.T) {
 	if r.ok || r.err == nil || !strings.Contains(r.err.Error(), "not sealed with this registry's secret") {
 		t.Errorf("a copy sealed with another key: %+v", r)
 	}
-	peer2.copies.mu.Lock()
-	n := len(peer2.copies.m)
-	peer2.copies.mu.Unlock()
-	if n != 0 {
+	if n := keptCopies(peer2); n != 0 {
 		t.Errorf("the peer took %d copies sealed with another key", n)
 	}
 }
@@ -372,24 +367,21 @@ func TestCopyQueue(t *testing.T) {
 	relay := gatedRelay(t, func() string { return peerAddr.Load().(string) }, gate, arrived)
 	holder, peer := peerPair(t, testPeerKey, testPeerKey, relay)
 	peerAddr.Store(peer.peerAddr)
-	item := func(id string) copyItem {
-		return copyItem{Tenant: "t", ID: id, HBRev: 1, Stored: 9e18, State: hbRecord{Seq: 1, Deadline: 9e18}}
-	}
 	const queued = maxCopyBatch + 44
 	results := make(chan copyResult, 1+queued)
-	go func() { results <- holder.sendCopy(context.Background(), item("first")) }()
+	go func() { results <- holder.sendCopy(context.Background(), queuedItem("first")) }()
 	select { // the first batch is on its way, held by the relay
 	case <-arrived:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the first copy did not reach the relay")
 	}
 	for i := range queued {
-		go func() { results <- holder.sendCopy(context.Background(), item(fmt.Sprint("svc-", i))) }()
+		go func() { results <- holder.sendCopy(context.Background(), queuedItem(fmt.Sprint("svc-", i))) }()
 	}
 	waitQueued(t, holder.copyQueue, queued)
 	ctx, cancel := context.WithCancel(context.Background())
 	withdrawn := make(chan copyResult, 1)
-	go func() { withdrawn <- holder.sendCopy(ctx, item("withdrawn")) }()
+	go func() { withdrawn <- holder.sendCopy(ctx, queuedItem("withdrawn")) }()
 	waitQueued(t, holder.copyQueue, queued+1)
 	cancel()
 	if r := <-withdrawn; !errors.Is(r.err, context.Canceled) {
@@ -408,29 +400,25 @@ func TestCopyQueue(t *testing.T) {
 			t.Fatalf("%d of %d copies answered", i, 1+queued)
 		}
 	}
-	var m dto.Metric
-	if err := holder.metrics.copyBatch.Write(&m); err != nil {
-		t.Fatal(err)
-	}
-	if n, sum := m.GetHistogram().GetSampleCount(), m.GetHistogram().GetSampleSum(); n != 3 || sum != 1+queued {
-		t.Errorf("%d batches carrying %v copies, want 3 (1, %d, 44) carrying %d", n, sum, maxCopyBatch, 1+queued)
+	if n, sum := observed(t, holder.metrics.copyBatch); n != 3 || sum != 1+queued {
+		t.Errorf("%v batches carrying %v copies, want 3 (1, %d, 44) carrying %d", n, sum, maxCopyBatch, 1+queued)
 	}
 	peer.copies.mu.Lock()
-	kept, sent := len(peer.copies.m), peer.copies.m[hbKey{"t", "withdrawn"}] != nil
+	sent := peer.copies.m[hbKey{"t", "withdrawn"}] != nil
 	peer.copies.mu.Unlock()
-	if kept != 1+queued || sent {
+	if kept := keptCopies(peer); kept != 1+queued || sent {
 		t.Errorf("the peer keeps %d copies (the withdrawn one: %v), want %d", kept, sent, 1+queued)
 	}
 
 	// Closing: copies queued behind a batch on its way are answered by
 	// the sender itself.
 	holder2, _ := peerPair(t, testPeerKey, testPeerKey, gatedRelay(t, func() string { return peerAddr.Load().(string) }, make(chan struct{}), make(chan struct{})))
-	first := &copyReq{item: item("first"), done: make(chan copyResult, 1)}
+	first := &copyReq{item: queuedItem("first"), done: make(chan copyResult, 1)}
 	holder2.copyQueue.add(first)
 	waitQueued(t, holder2.copyQueue, 0) // taken by the sender
 	var behind []*copyReq
 	for i := range 5 {
-		r := &copyReq{item: item(fmt.Sprint("behind-", i)), done: make(chan copyResult, 1)}
+		r := &copyReq{item: queuedItem(fmt.Sprint("behind-", i)), done: make(chan copyResult, 1)}
 		holder2.copyQueue.add(r)
 		behind = append(behind, r)
 	}
@@ -452,9 +440,14 @@ func TestCopyQueue(t *testing.T) {
 	if holder2.copyQueue.add(&copyReq{done: make(chan copyResult, 1)}) {
 		t.Error("the queue takes copies after the sender stopped")
 	}
-	if r := holder2.sendCopy(context.Background(), item("late")); !errors.Is(r.err, errCopiesStopped) {
+	if r := holder2.sendCopy(context.Background(), queuedItem("late")); !errors.Is(r.err, errCopiesStopped) {
 		t.Errorf("a copy sent after the store closed: %+v", r)
 	}
+}
+
+// queuedItem is a copy of service id, for the queue's tests.
+func queuedItem(id string) copyItem {
+	return copyItem{Tenant: "t", ID: id, HBRev: 1, Stored: 9e18, State: hbRecord{Seq: 1, Deadline: 9e18}}
 }
 
 // waitQueued waits until q holds want copies.
@@ -478,28 +471,12 @@ func waitQueued(t *testing.T, q *copyQueue, want int) {
 // has a holder of its own, whose sender is idle: one that just answered a
 // batch takes what arrived meanwhile at once, without a linger.
 func TestCopyLinger(t *testing.T) {
-	item := func(id string) copyItem {
-		return copyItem{Tenant: "t", ID: id, HBRev: 1, Stored: 9e18, State: hbRecord{Seq: 1, Deadline: 9e18}}
-	}
-	batches := func(holder *Store) (n, copies float64) {
-		var m dto.Metric
-		if err := holder.metrics.copyBatch.Write(&m); err != nil {
-			t.Fatal(err)
-		}
-		return float64(m.GetHistogram().GetSampleCount()), m.GetHistogram().GetSampleSum()
-	}
-	kept := func(peer *Store) int {
-		peer.copies.mu.Lock()
-		defer peer.copies.mu.Unlock()
-		return len(peer.copies.m)
-	}
-
 	holder, peer := peerPair(t, testPeerKey, testPeerKey, "")
 	// Set before the first copy rings the sender's bell, which reads it.
 	holder.opts.CopyLinger = time.Hour
 	results := make(chan copyResult, copyGather)
 	for i := range copyGather - 1 {
-		go func() { results <- holder.sendCopy(context.Background(), item(fmt.Sprint("svc-", i))) }()
+		go func() { results <- holder.sendCopy(context.Background(), queuedItem(fmt.Sprint("svc-", i))) }()
 		waitQueued(t, holder.copyQueue, i+1)
 	}
 	select {
@@ -507,7 +484,7 @@ func TestCopyLinger(t *testing.T) {
 		t.Fatalf("a copy was sent before copyGather were queued, within the linger: %+v", r)
 	case <-time.After(100 * time.Millisecond):
 	}
-	go func() { results <- holder.sendCopy(context.Background(), item("last")) }()
+	go func() { results <- holder.sendCopy(context.Background(), queuedItem("last")) }()
 	for i := range copyGather {
 		select {
 		case r := <-results:
@@ -518,10 +495,10 @@ func TestCopyLinger(t *testing.T) {
 			t.Fatalf("%d of %d copies answered once copyGather were queued", i, copyGather)
 		}
 	}
-	if n, copies := batches(holder); n != 1 || copies != copyGather {
+	if n, copies := observed(t, holder.metrics.copyBatch); n != 1 || copies != copyGather {
 		t.Errorf("%v batches carrying %v copies, want 1 carrying %d", n, copies, copyGather)
 	}
-	if n := kept(peer); n != copyGather {
+	if n := keptCopies(peer); n != copyGather {
 		t.Errorf("the peer keeps %d copies, want %d", n, copyGather)
 	}
 
@@ -529,16 +506,16 @@ func TestCopyLinger(t *testing.T) {
 	alone, peer := peerPair(t, testPeerKey, testPeerKey, "")
 	alone.opts.CopyLinger = 20 * time.Millisecond
 	start := time.Now()
-	if r := alone.sendCopy(context.Background(), item("alone")); r.err != nil || !r.ok {
+	if r := alone.sendCopy(context.Background(), queuedItem("alone")); r.err != nil || !r.ok {
 		t.Fatalf("a copy alone: %+v", r)
 	}
 	if took := time.Since(start); took < alone.opts.CopyLinger {
 		t.Errorf("a copy alone was answered in %v, before its linger (%v) had passed", took, alone.opts.CopyLinger)
 	}
-	if n, copies := batches(alone); n != 1 || copies != 1 {
+	if n, copies := observed(t, alone.metrics.copyBatch); n != 1 || copies != 1 {
 		t.Errorf("%v batches carrying %v copies, want 1 carrying 1", n, copies)
 	}
-	if n := kept(peer); n != 1 {
+	if n := keptCopies(peer); n != 1 {
 		t.Errorf("the peer keeps %d copies, want 1", n)
 	}
 
@@ -546,7 +523,7 @@ func TestCopyLinger(t *testing.T) {
 	closing, _ := peerPair(t, testPeerKey, testPeerKey, "")
 	closing.opts.CopyLinger = time.Hour
 	lingering := make(chan copyResult, 1)
-	go func() { lingering <- closing.sendCopy(context.Background(), item("lingering")) }()
+	go func() { lingering <- closing.sendCopy(context.Background(), queuedItem("lingering")) }()
 	waitQueued(t, closing.copyQueue, 1)
 	closing.cancel()
 	select {
