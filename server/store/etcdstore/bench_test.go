@@ -53,14 +53,21 @@ var setups = []setup{
 	{"store=bolt", func(b *testing.B, limits store.Limits) ([]*node, *etcdtest.Cluster) {
 		return []*node{startBoltNode(b, limits)}, nil
 	}},
-	{"store=etcd/nodes=1", func(b *testing.B, limits store.Limits) ([]*node, *etcdtest.Cluster) {
-		c := etcdtest.Start(b, etcdtest.Options{Production: true})
-		return startNodes(b, c, 1, etcdstore.Options{DefaultLimits: limits}), c
-	}},
-	{"store=etcd/nodes=3", func(b *testing.B, limits store.Limits) ([]*node, *etcdtest.Cluster) {
-		c := etcdtest.Start(b, etcdtest.Options{Members: 3, Production: true})
-		return startNodes(b, c, 3, etcdstore.Options{DefaultLimits: limits}), c
-	}},
+	etcdSetup("store=etcd/nodes=1", 1, func(limits store.Limits) etcdstore.Options {
+		return etcdstore.Options{DefaultLimits: limits}
+	}),
+	etcdSetup("store=etcd/nodes=3", 3, func(limits store.Limits) etcdstore.Options {
+		return etcdstore.Options{DefaultLimits: limits}
+	}),
+}
+
+// etcdSetup is n svcreg nodes over n etcd members run as in production,
+// the nodes opened with opts.
+func etcdSetup(name string, n int, opts func(store.Limits) etcdstore.Options) setup {
+	return setup{name, func(b *testing.B, limits store.Limits) ([]*node, *etcdtest.Cluster) {
+		c := etcdtest.Start(b, etcdtest.Options{Members: n, Production: true})
+		return startNodes(b, c, n, opts(limits)), c
+	}}
 }
 
 // startBoltNode serves the embedded store as a node (it cannot be crashed
@@ -142,16 +149,14 @@ func BenchmarkHeartbeats(b *testing.B) {
 	again := setup{"store=bolt/again", setups[0].start}
 	// Three nodes without copies of held heartbeat state between them:
 	// what the copies cost.
-	noCopies := setup{"store=etcd/nodes=3/copies=off", func(b *testing.B, limits store.Limits) ([]*node, *etcdtest.Cluster) {
-		c := etcdtest.Start(b, etcdtest.Options{Members: 3, Production: true})
-		return startNodes(b, c, 3, etcdstore.Options{DefaultLimits: limits, PeerListen: "off"}), c
-	}}
+	noCopies := etcdSetup("store=etcd/nodes=3/copies=off", 3, func(limits store.Limits) etcdstore.Options {
+		return etcdstore.Options{DefaultLimits: limits, PeerListen: "off"}
+	})
 	// Three nodes sending each copy at once, sharing a round trip only
 	// with those in flight together: what the copy linger does here.
-	noLinger := setup{"store=etcd/nodes=3/linger=off", func(b *testing.B, limits store.Limits) ([]*node, *etcdtest.Cluster) {
-		c := etcdtest.Start(b, etcdtest.Options{Members: 3, Production: true})
-		return startNodes(b, c, 3, etcdstore.Options{DefaultLimits: limits, HeartbeatLinger: -1, CopyLinger: -1}), c
-	}}
+	noLinger := etcdSetup("store=etcd/nodes=3/linger=off", 3, func(limits store.Limits) etcdstore.Options {
+		return etcdstore.Options{DefaultLimits: limits, HeartbeatLinger: -1, CopyLinger: -1}
+	})
 	for _, su := range append(slices.Clone(setups), noCopies, noLinger, again) {
 		b.Run(su.name, func(b *testing.B) {
 			nodes, cluster := su.start(b, store.Limits{Services: clients * perClient, ConfigValues: 10})
@@ -421,40 +426,30 @@ func pacedLoad(t *testing.T, load hbLoad) {
 func BenchmarkHeartbeatsPaced(b *testing.B) {
 	const clients, perClient, timeout = 64, 64, 3
 	const interval, warmup, window = time.Second, 8 * time.Second, 12 * time.Second
-	etcdOpts := func(limits store.Limits, peer string) etcdstore.Options {
-		// The slack's floor is the node TTL and two request timeouts
-		// (MinHeartbeatSlack): shortened to fit twice the timeout.
-		return etcdstore.Options{DefaultLimits: limits, PeerListen: peer,
-			NodeTTL: 2 * time.Second, RequestTimeout: 2 * time.Second, HeartbeatSlack: 2 * timeout * time.Second}
+	// Three nodes, with the node options changed by change.
+	threeNodes := func(name string, change func(*etcdstore.Options)) setup {
+		return etcdSetup(name, 3, func(limits store.Limits) etcdstore.Options {
+			// The slack's floor is the node TTL and two request
+			// timeouts (MinHeartbeatSlack): shortened to fit twice the
+			// timeout.
+			opts := etcdstore.Options{DefaultLimits: limits,
+				NodeTTL: 2 * time.Second, RequestTimeout: 2 * time.Second, HeartbeatSlack: 2 * timeout * time.Second}
+			change(&opts)
+			return opts
+		})
 	}
 	setups := []setup{
 		setups[0],
-		{"store=etcd/nodes=3", func(b *testing.B, limits store.Limits) ([]*node, *etcdtest.Cluster) {
-			c := etcdtest.Start(b, etcdtest.Options{Members: 3, Production: true})
-			return startNodes(b, c, 3, etcdOpts(limits, "")), c
-		}},
-		{"store=etcd/nodes=3/copies=off", func(b *testing.B, limits store.Limits) ([]*node, *etcdtest.Cluster) {
-			c := etcdtest.Start(b, etcdtest.Options{Members: 3, Production: true})
-			return startNodes(b, c, 3, etcdOpts(limits, "off")), c
-		}},
+		threeNodes("store=etcd/nodes=3", func(*etcdstore.Options) {}),
+		threeNodes("store=etcd/nodes=3/copies=off", func(o *etcdstore.Options) { o.PeerListen = "off" }),
 		// Ten times the slack: no heartbeat passes its stored deadline in
 		// the counted 12 s (the first would at 30 s), so this is the cost
 		// of copies without writes.
-		{"store=etcd/nodes=3/slack=10x", func(b *testing.B, limits store.Limits) ([]*node, *etcdtest.Cluster) {
-			c := etcdtest.Start(b, etcdtest.Options{Members: 3, Production: true})
-			opts := etcdOpts(limits, "")
-			opts.HeartbeatSlack = 10 * timeout * time.Second
-			return startNodes(b, c, 3, opts), c
-		}},
+		threeNodes("store=etcd/nodes=3/slack=10x", func(o *etcdstore.Options) { o.HeartbeatSlack = 10 * timeout * time.Second }),
 		// Without the lingers: each heartbeat write and each copy goes
 		// at once, sharing a commit or a round trip only with those in
 		// flight together.
-		{"store=etcd/nodes=3/linger=off", func(b *testing.B, limits store.Limits) ([]*node, *etcdtest.Cluster) {
-			c := etcdtest.Start(b, etcdtest.Options{Members: 3, Production: true})
-			opts := etcdOpts(limits, "")
-			opts.HeartbeatLinger, opts.CopyLinger = -1, -1
-			return startNodes(b, c, 3, opts), c
-		}},
+		threeNodes("store=etcd/nodes=3/linger=off", func(o *etcdstore.Options) { o.HeartbeatLinger, o.CopyLinger = -1, -1 }),
 		{"store=bolt/again", setups[0].start},
 	}
 	for _, su := range setups {
