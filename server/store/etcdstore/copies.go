@@ -336,7 +336,7 @@ func (q *copyQueue) add(r *copyReq) bool {
 
 // gather waits until n copies are pending, linger has passed, or done is
 // closed.
-func (q *copyQueue) gather(n int, linger *time.Timer, done <-chan struct{}) {
+func (q *copyQueue) gather(n int, linger time.Duration, done <-chan struct{}) {
 	select {
 	case <-q.enough: // left from an earlier gather that ended otherwise
 	default:
@@ -348,11 +348,13 @@ func (q *copyQueue) gather(n int, linger *time.Timer, done <-chan struct{}) {
 	}
 	q.want = n
 	q.mu.Unlock()
+	t := time.NewTimer(linger)
 	select {
 	case <-q.enough:
-	case <-linger.C:
+	case <-t.C:
 	case <-done:
 	}
+	t.Stop()
 	q.mu.Lock()
 	q.want = 0
 	q.mu.Unlock()
@@ -451,7 +453,6 @@ func (s *Store) sendCopies() {
 	batch := make([]*copyReq, 0, maxCopyBatch)
 	var pc peerConn
 	defer pc.close()
-	var linger *time.Timer
 	for {
 		select {
 		case <-q.bell:
@@ -460,13 +461,7 @@ func (s *Store) sendCopies() {
 		}
 		if d := s.opts.CopyLinger; d > 0 {
 			// The queue was empty: let others join the first.
-			if linger == nil {
-				linger = time.NewTimer(d)
-			} else {
-				linger.Reset(d)
-			}
-			q.gather(copyGather, linger, s.ctx.Done())
-			linger.Stop()
+			q.gather(copyGather, d, s.ctx.Done())
 		}
 		for s.ctx.Err() == nil {
 			if batch = q.take(batch[:0], maxCopyBatch); len(batch) == 0 {

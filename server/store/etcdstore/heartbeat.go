@@ -884,7 +884,6 @@ func (s *Store) commitHeartbeats() {
 	}
 	var committing sync.WaitGroup
 	defer committing.Wait()
-	var linger *time.Timer
 	for {
 		var batch []*hbReq
 		select {
@@ -894,14 +893,9 @@ func (s *Store) commitHeartbeats() {
 		case <-s.ctx.Done():
 			return
 		}
-		var lingering <-chan time.Time
+		var lingering <-chan time.Time // nil once the linger is over
 		if s.opts.HeartbeatLinger > 0 {
-			if linger == nil {
-				linger = time.NewTimer(s.opts.HeartbeatLinger)
-			} else {
-				linger.Reset(s.opts.HeartbeatLinger)
-			}
-			lingering = linger.C
+			lingering = time.After(s.opts.HeartbeatLinger)
 		}
 		haveCommitter := false
 	gather:
@@ -919,9 +913,6 @@ func (s *Store) commitHeartbeats() {
 				haveCommitter = true
 				break gather
 			}
-		}
-		if lingering != nil {
-			linger.Stop()
 		}
 		if !haveCommitter {
 			<-free
