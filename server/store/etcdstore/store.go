@@ -126,8 +126,8 @@ type Options struct {
 	// listener's own address if empty.
 	PeerAdvertise string
 	// CopyLinger is how long a copy that finds the sender idle waits for
-	// others to share its round trip to the peer, unless enough arrive
-	// sooner (copyGather): a round trip costs both nodes tens of
+	// others to share its round trip to the peer, unless 16 are queued
+	// sooner: a round trip costs both nodes tens of
 	// microseconds of CPU whatever it carries, and a heartbeat answered
 	// from memory waits for its copy. Copies that arrive while a batch is
 	// on its way go in the next batch without waiting.
