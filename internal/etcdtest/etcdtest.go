@@ -276,6 +276,17 @@ func (m *Member) Running() bool {
 	return m.proc != nil && !m.proc.ended()
 }
 
+// Pid returns the process id of the member's running process, 0 if it is
+// not running.
+func (m *Member) Pid() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.proc == nil || m.proc.ended() {
+		return 0
+	}
+	return m.proc.cmd.Process.Pid
+}
+
 func (m *Member) start() error {
 	bin, err := memberBinary()
 	if err != nil {
