@@ -143,7 +143,6 @@ func reportRatio(b *testing.B, bench, setupName string, value float64, higherIsB
 // embedded store's (x-bolt: heartbeats/s over bolt's; cpu-x-bolt: CPU per
 // heartbeat over bolt's, so 2 is twice bolt's cost).
 func BenchmarkHeartbeats(b *testing.B) {
-	const clients, perClient = 64, 8
 	// The embedded store runs again last, so that the etcd runs are
 	// bracketed by two baselines: the machine's load drifts.
 	again := setup{"store=bolt/again", setups[0].start}
@@ -159,38 +158,13 @@ func BenchmarkHeartbeats(b *testing.B) {
 	})
 	for _, su := range append(slices.Clone(setups), noCopies, noLinger, again) {
 		b.Run(su.name, func(b *testing.B) {
-			nodes, cluster := su.start(b, store.Limits{Services: clients * perClient, ConfigValues: 10})
-			u := login(b, nodes[0], "bench-heartbeats")
-			load := hbLoad{Token: u.token, Tenant: u.tenant, N: b.N}
-			for c := range clients {
-				n := nodes[c%len(nodes)]
-				cl := hbClient{URL: n.URL}
-				for i := range perClient {
-					id := fmt.Sprintf("svc-%02d-%d", c, i)
-					cl.IDs = append(cl.IDs, id)
-					cl.Tokens = append(cl.Tokens, u.create(n, id, 120))
-				}
-				load.Clients = append(load.Clients, cl)
+			nodes, cluster := su.start(b, store.Limits{Services: clientsPerRun * perClientRun, ConfigValues: 10})
+			urls := make([]string, len(nodes))
+			for i, n := range nodes {
+				urls[i] = n.URL
 			}
-			// Each service's first heartbeat at its node is a write (the
-			// node takes hold of it); the run measures the ones after.
-			var warm sync.WaitGroup
-			for _, cl := range load.Clients {
-				warm.Go(func() {
-					for i, id := range cl.IDs {
-						cl.Tokens[i] = u.heartbeat(&node{t: b, URL: cl.URL}, id, cl.Tokens[i])
-					}
-				})
-			}
-			warm.Wait()
-			spec := filepath.Join(b.TempDir(), "load.json")
-			raw, _ := json.Marshal(load)
-			if err := os.WriteFile(spec, raw, 0o600); err != nil {
-				b.Fatal(err)
-			}
+			cmd := closedLoad(b, urls, "bench-heartbeats")
 			t0 := heartbeatTotals(nodes)
-			cmd := exec.Command(os.Args[0], "-test.run", "^TestHeartbeatLoad$")
-			cmd.Env = append(os.Environ(), "SVCREG_HEARTBEAT_LOAD="+spec)
 			b.ResetTimer()
 			self0, members0 := deploymentCPU(b, cluster)
 			start := time.Now()
@@ -224,6 +198,49 @@ func BenchmarkHeartbeats(b *testing.B) {
 			}
 		})
 	}
+}
+
+// The closed loop's clients, and the services each heartbeats in turn.
+const clientsPerRun, perClientRun = 64, 8
+
+// closedLoad prepares the closed loop at the nodes at urls: an account
+// (logged in as name) with clientsPerRun×perClientRun services, client c
+// creating its own at urls[c mod len(urls)] and heartbeating each once
+// there (on the etcd store, the write by which its node takes hold of it:
+// the run measures the heartbeats after). It returns the command that
+// runs b.N heartbeats between the clients in a child process (this test
+// binary, TestHeartbeatLoad), as fast as they are answered.
+func closedLoad(b *testing.B, urls []string, name string) *exec.Cmd {
+	b.Helper()
+	u := login(b, &node{t: b, URL: urls[0]}, name)
+	load := hbLoad{Token: u.token, Tenant: u.tenant, N: b.N}
+	for c := range clientsPerRun {
+		n := &node{t: b, URL: urls[c%len(urls)]}
+		cl := hbClient{URL: n.URL}
+		for i := range perClientRun {
+			id := fmt.Sprintf("svc-%02d-%d", c, i)
+			cl.IDs = append(cl.IDs, id)
+			cl.Tokens = append(cl.Tokens, u.create(n, id, 120))
+		}
+		load.Clients = append(load.Clients, cl)
+	}
+	var warm sync.WaitGroup
+	for _, cl := range load.Clients {
+		warm.Go(func() {
+			for i, id := range cl.IDs {
+				cl.Tokens[i] = u.heartbeat(&node{t: b, URL: cl.URL}, id, cl.Tokens[i])
+			}
+		})
+	}
+	warm.Wait()
+	spec := filepath.Join(b.TempDir(), "load.json")
+	raw, _ := json.Marshal(load)
+	if err := os.WriteFile(spec, raw, 0o600); err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run", "^TestHeartbeatLoad$")
+	cmd.Env = append(os.Environ(), "SVCREG_HEARTBEAT_LOAD="+spec)
+	return cmd
 }
 
 // deploymentCPU is the user and system CPU time the deployment has used:

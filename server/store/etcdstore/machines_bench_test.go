@@ -1,0 +1,304 @@
+package etcdstore_test
+
+import (
+	"bufio"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/svcreg/svcreg/internal/cpucap"
+	"github.com/svcreg/svcreg/internal/etcdtest"
+	"github.com/svcreg/svcreg/internal/proccpu"
+	"github.com/svcreg/svcreg/internal/testprog"
+)
+
+// BenchmarkHeartbeatsMachines measures what nodes add: BenchmarkHeartbeats'
+// closed loop (64 clients, 8 services each, client c at node c mod nodes),
+// with each svcreg server (the program, svcreg server --dev) on a machine
+// of its own: a control group allowed a quarter of a core
+// (SVCREG_BENCH_MACHINE_CORES to change it; see internal/cpucap). An etcd
+// member runs on each node's machine and shares its quarter, as where
+// each machine runs a node and a member. So the embedded store's server
+// has one machine, the etcd store's n nodes have n, and the clients run
+// outside them on the rest of this machine. A fourth setup, three nodes
+// with copies off, is what the copies cost. It reports heartbeats/s and
+// the ratio to the embedded store's (x-bolt); the machines' CPU per 1,000
+// heartbeats (cpu-ms/1000hb, members included; etcd-cpu-ms/1000hb, the
+// members' part) and its ratio (cpu-x-bolt); how much of their allowance
+// the machines used (allowance-used, 1 when the CPU is what limits them);
+// and etcd transactions and copy requests per heartbeat. It needs root
+// (a cgroup CPU controller to write). Run it with
+//
+//	go test -run '^$' -bench HeartbeatsMachines -benchtime 40000x ./server/store/etcdstore/
+func BenchmarkHeartbeatsMachines(b *testing.B) {
+	cores := 0.25
+	if v := os.Getenv("SVCREG_BENCH_MACHINE_CORES"); v != "" {
+		var err error
+		if cores, err = strconv.ParseFloat(v, 64); err != nil || cores <= 0 {
+			b.Fatalf("SVCREG_BENCH_MACHINE_CORES=%q: want a positive number of cores, e.g. 0.5", v)
+		}
+	}
+	if g, err := cpucap.New("svcreg-bench-probe", cores); err != nil {
+		b.Skipf("servers on machines of their own need CPU-limited control groups: %v", err)
+	} else if err := g.Close(); err != nil {
+		b.Fatal(err)
+	}
+	src, err := testprog.SourceDir("..", "..", "..", "cmd", "svcreg")
+	if err != nil {
+		b.Fatal(err)
+	}
+	bin, err := testprog.Build(src)
+	if err != nil {
+		b.Fatal(err)
+	}
+	type machinesSetup struct {
+		name  string
+		nodes int
+		etcd  bool
+		args  []string // more flags of svcreg server
+	}
+	for _, su := range []machinesSetup{
+		{"store=bolt", 1, false, nil},
+		{"store=etcd/nodes=1", 1, true, nil},
+		{"store=etcd/nodes=3", 3, true, nil},
+		// What the copies of held heartbeats cost here.
+		{"store=etcd/nodes=3/copies=off", 3, true, []string{"--etcd-peer-listen", "off"}},
+		// Last again, so that the etcd runs are bracketed by two
+		// baselines: the machine's load drifts.
+		{"store=bolt/again", 1, false, nil},
+	} {
+		b.Run(su.name, func(b *testing.B) {
+			// The machines first: their cleanup, which needs them empty,
+			// then runs after the processes in them have stopped.
+			machines := make([]*cpucap.Group, su.nodes)
+			for i := range machines {
+				g, err := cpucap.New(fmt.Sprintf("svcreg-bench-machine-%d", i), cores)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.Cleanup(func() {
+					if err := g.Close(); err != nil {
+						b.Error(err)
+					}
+				})
+				machines[i] = g
+			}
+			var cluster *etcdtest.Cluster
+			if su.etcd {
+				cluster = etcdtest.Start(b, etcdtest.Options{Members: su.nodes, Production: true})
+			}
+			servers := startServers(b, bin, su.nodes, cluster, clientsPerRun*perClientRun, su.args...)
+			var nodePids, memberPids []int
+			for i, s := range servers {
+				nodePids = append(nodePids, s.pid)
+				if err := machines[i].Add(s.pid); err != nil {
+					b.Fatal(err)
+				}
+				if cluster != nil {
+					pid := cluster.Members[i].Pid()
+					if err := machines[i].Add(pid); err != nil {
+						b.Fatal(err)
+					}
+					memberPids = append(memberPids, pid)
+				}
+			}
+			urls := make([]string, len(servers))
+			for i, s := range servers {
+				urls[i] = s.url
+			}
+			if su.nodes > 1 && su.args == nil {
+				// Copies go only once each node has chosen its peer.
+				for _, s := range servers {
+					s.waitMetric(b, "svcreg_store_heartbeat_copy_peer", 1)
+				}
+			}
+			cmd := closedLoad(b, urls, "bench-machines")
+			t0 := scrapeTotals(b, servers)
+			b.ResetTimer()
+			nodes0, members0 := cpuOf(b, nodePids), cpuOf(b, memberPids)
+			start := time.Now()
+			if out, err := cmd.CombinedOutput(); err != nil {
+				b.Fatalf("load: %v\n%s", err, out)
+			}
+			elapsed := time.Since(start)
+			nodes1, members1 := cpuOf(b, nodePids), cpuOf(b, memberPids)
+			b.StopTimer()
+			cpu := nodes1 - nodes0 + members1 - members0
+			t1 := scrapeTotals(b, servers)
+			rate := float64(b.N) / elapsed.Seconds()
+			per1000 := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(b.N) }
+			cpuPer1000 := per1000(cpu)
+			b.ReportMetric(rate, "heartbeats/s")
+			b.ReportMetric(cpuPer1000, "cpu-ms/1000hb")
+			b.ReportMetric(cpu.Seconds()/elapsed.Seconds()/(cores*float64(su.nodes)), "allowance-used")
+			if su.etcd {
+				b.ReportMetric(per1000(members1-members0), "etcd-cpu-ms/1000hb")
+				b.ReportMetric((t1.txns-t0.txns)/float64(b.N), "txn/hb")
+				b.ReportMetric((t1.copyReqs-t0.copyReqs)/float64(b.N), "copyreq/hb")
+			}
+			reportRatio(b, "machines", su.name, rate, true)
+			if su.name == "store=bolt" {
+				baseline.Store("machines-cpu", cpuPer1000)
+			} else if v, ok := baseline.Load("machines-cpu"); ok && v.(float64) > 0 {
+				b.ReportMetric(cpuPer1000/v.(float64), "cpu-x-bolt")
+			}
+		})
+	}
+}
+
+// cpuOf is the CPU time processes pids have used, in all.
+func cpuOf(b *testing.B, pids []int) time.Duration {
+	var total time.Duration
+	for _, pid := range pids {
+		d, err := proccpu.Of(pid)
+		if err != nil {
+			b.Fatal(err)
+		}
+		total += d
+	}
+	return total
+}
+
+// serverProc is a running svcreg server process.
+type serverProc struct {
+	url string
+	pid int
+}
+
+// startServers starts n svcreg server processes (the program bin) with
+// --dev and the flags more, each allowing services services an account: over the etcd
+// cluster if not nil, else the embedded store (n must then be 1). It
+// returns once each answers /healthz, and stops them when the benchmark
+// ends.
+func startServers(b *testing.B, bin string, n int, cluster *etcdtest.Cluster, services int, more ...string) []*serverProc {
+	b.Helper()
+	servers := make([]*serverProc, n)
+	for i := range servers {
+		dir := b.TempDir()
+		ready := filepath.Join(dir, "ready")
+		args := []string{"server", "--dev", "--listen", "127.0.0.1:0", "--ready-file", ready, "--ui=false",
+			"--service-limit", strconv.Itoa(services), "--log-level", "warn"}
+		if cluster != nil {
+			args = append(args, "--etcd-endpoints", strings.Join(cluster.Endpoints(), ","), "--etcd-prefix", "/bench/")
+		} else {
+			if n != 1 {
+				b.Fatal("startServers: several servers need etcd")
+			}
+			args = append(args, "--data-dir", filepath.Join(dir, "data"))
+		}
+		cmd := exec.Command(bin, append(args, more...)...)
+		logFile, err := os.Create(filepath.Join(dir, "log"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		cmd.Stdout, cmd.Stderr = logFile, logFile
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		exited := make(chan struct{})
+		go func() {
+			cmd.Wait()
+			logFile.Close()
+			close(exited)
+		}()
+		b.Cleanup(func() {
+			cmd.Process.Signal(os.Interrupt)
+			select {
+			case <-exited:
+			case <-time.After(10 * time.Second):
+				cmd.Process.Kill()
+				<-exited
+			}
+			if b.Failed() {
+				log, _ := os.ReadFile(logFile.Name())
+				b.Logf("log of server %d:\n%s", i, log)
+			}
+		})
+		servers[i] = &serverProc{pid: cmd.Process.Pid}
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if raw, err := os.ReadFile(ready); err == nil && len(raw) > 0 {
+				servers[i].url = strings.TrimSpace(string(raw))
+				break
+			}
+			select {
+			case <-exited:
+				b.Fatalf("server %d exited before it listened", i)
+			default:
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("server %d did not listen within 30s", i)
+			}
+		}
+	}
+	for i, s := range servers {
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			resp, err := httpClient.Get(s.url + "/healthz")
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("server %d not healthy within 30s: %v", i, err)
+			}
+		}
+	}
+	return servers
+}
+
+// scrape returns the sum of the samples named name (any labels) that the
+// server's /metrics shows.
+func (s *serverProc) scrape(b *testing.B, name string) float64 {
+	b.Helper()
+	resp, err := httpClient.Get(s.url + "/metrics")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var sum float64
+	lines := bufio.NewScanner(resp.Body)
+	for lines.Scan() {
+		line := lines.Text()
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok || rest == "" || (rest[0] != ' ' && rest[0] != '{') {
+			continue
+		}
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err != nil {
+			b.Fatalf("metrics of %s: %q: %v", s.url, line, err)
+		}
+		sum += v
+	}
+	if err := lines.Err(); err != nil {
+		b.Fatal(err)
+	}
+	return sum
+}
+
+// waitMetric waits up to 30 s until the server's metric name is want.
+func (s *serverProc) waitMetric(b *testing.B, name string, want float64) {
+	b.Helper()
+	for deadline := time.Now().Add(30 * time.Second); s.scrape(b, name) != want; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			b.Fatalf("%s of %s is not %v after 30s", name, s.url, want)
+		}
+	}
+}
+
+// scrapeTotals are the heartbeat counters of a set of servers, summed (those
+// of hbTotals the benchmark reports).
+func scrapeTotals(b *testing.B, servers []*serverProc) (t hbTotals) {
+	for _, s := range servers {
+		t.txns += s.scrape(b, "svcreg_store_heartbeat_batch_size_count")
+		t.copyReqs += s.scrape(b, "svcreg_store_heartbeat_copy_batch_size_count")
+	}
+	return t
+}
