@@ -37,9 +37,10 @@ type Group struct {
 	dir string
 }
 
-// New creates a group named name (unique to this process: its pid is
-// added) allowed cores CPUs' worth of time, e.g. 0.25 for a quarter of
-// one. Close removes it.
+// New creates a group allowed cores CPUs' worth of time, e.g. 0.25 for a
+// quarter of one, named "cpucap-" + name + "-" + this process's pid. Close
+// removes it. New also removes the empty groups it left behind for
+// processes that are gone (killed before they closed their groups).
 func New(name string, cores float64) (*Group, error) {
 	if cores <= 0 {
 		return nil, fmt.Errorf("cpucap: cores must be positive, got %v", cores)
@@ -49,9 +50,11 @@ func New(name string, cores float64) (*Group, error) {
 		// The kernel refuses a quota under 1 ms.
 		return nil, fmt.Errorf("cpucap: %v cores is under the smallest quota (1ms in each %v)", cores, Period)
 	}
-	name = fmt.Sprintf("%s-%d", name, os.Getpid())
+	name = fmt.Sprintf("%s%s-%d", prefix, name, os.Getpid())
 	period := strconv.FormatInt(Period.Microseconds(), 10)
 	var errs []error
+	pruneGone(v2Root)
+	pruneGone(v1Root)
 	if v2, err := v2Group(name, quota, period); err == nil {
 		return v2, nil
 	} else {
@@ -63,6 +66,33 @@ func New(name string, cores float64) (*Group, error) {
 		errs = append(errs, fmt.Errorf("cgroup v1 at %s: %w", v1Root, err))
 	}
 	return nil, fmt.Errorf("cpucap: cannot create a CPU-limited control group (needs root and a cgroup CPU controller): %w", errors.Join(errs...))
+}
+
+// prefix begins the name of every group New creates.
+const prefix = "cpucap-"
+
+// pruneGone removes the groups under root that New created for a process
+// that no longer runs. The kernel refuses to remove a group that still
+// has processes, so a group whose processes outlived the one that made it
+// stays.
+func pruneGone(root string) {
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if !e.IsDir() || !strings.HasPrefix(name, prefix) {
+			continue
+		}
+		pid, err := strconv.Atoi(name[strings.LastIndexByte(name, '-')+1:])
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); errors.Is(err, os.ErrNotExist) {
+			os.Remove(filepath.Join(root, name))
+		}
+	}
 }
 
 // v2Group creates the group under the unified hierarchy, whose root must

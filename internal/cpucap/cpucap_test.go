@@ -1,8 +1,11 @@
 package cpucap
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -74,5 +77,31 @@ func TestNewRefusesTooSmall(t *testing.T) {
 			g.Close()
 			t.Errorf("New(%v) succeeded", cores)
 		}
+	}
+}
+
+// pruneGone removes the groups of processes that are gone, and only those.
+func TestPruneGone(t *testing.T) {
+	root := t.TempDir()
+	gone := "cpucap-bench-99999999" // over any pid_max
+	mine := fmt.Sprintf("cpucap-bench-%d", os.Getpid())
+	running := "cpucap-bench-1" // init, which runs
+	other := "other-99999999"
+	for _, d := range []string{gone, mine, running, other} {
+		if err := os.Mkdir(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pruneGone(root)
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	for _, e := range entries {
+		left = append(left, e.Name())
+	}
+	if want := []string{running, mine, other}; !slices.Equal(left, want) {
+		t.Errorf("left %q, want %q", left, want)
 	}
 }
