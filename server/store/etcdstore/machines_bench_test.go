@@ -1,3 +1,5 @@
+//go:build linux
+
 package etcdstore_test
 
 import (
@@ -9,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -193,6 +196,8 @@ func startServers(b *testing.B, bin string, n int, cluster *etcdtest.Cluster, se
 			args = append(args, "--data-dir", filepath.Join(dir, "data"))
 		}
 		cmd := exec.Command(bin, append(args, more...)...)
+		// Killed with the benchmark, if it dies before its cleanup.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		logFile, err := os.Create(filepath.Join(dir, "log"))
 		if err != nil {
 			b.Fatal(err)
