@@ -185,8 +185,10 @@ func startServers(b *testing.B, bin string, n int, cluster *etcdtest.Cluster, se
 	for i := range servers {
 		dir := b.TempDir()
 		ready := filepath.Join(dir, "ready")
+		// No write rate limit: the benchmark creates every service in
+		// one account at once.
 		args := []string{"server", "--dev", "--listen", "127.0.0.1:0", "--ready-file", ready, "--ui=false",
-			"--service-limit", strconv.Itoa(services), "--log-level", "warn"}
+			"--service-limit", strconv.Itoa(services), "--write-rate", "0", "--log-level", "warn"}
 		if cluster != nil {
 			args = append(args, "--etcd-endpoints", strings.Join(cluster.Endpoints(), ","), "--etcd-prefix", "/bench/")
 		} else {
