@@ -6,14 +6,19 @@
 //
 // Creating a group needs write access to the cgroup file system's CPU
 // controller, which in practice means root; New says what is missing
-// otherwise.
+// otherwise. On cgroup v2, New enables the cpu controller for the root's
+// children if it is not (it stays enabled), and fails where the root
+// holds processes of its own and so cannot (inside a container's cgroup
+// namespace).
 package cpucap
 
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -26,7 +31,7 @@ import (
 const Period = 10 * time.Millisecond
 
 // Roots of the cgroup v2 (unified) and v1 CPU hierarchies, where a group
-// is created; variables for the tests.
+// is created; the tests point them at directories of their own.
 var (
 	v2Root = "/sys/fs/cgroup"
 	v1Root = "/sys/fs/cgroup/cpu"
@@ -38,34 +43,33 @@ type Group struct {
 }
 
 // New creates a group allowed cores CPUs' worth of time, e.g. 0.25 for a
-// quarter of one, named "cpucap-" + name + "-" + this process's pid. Close
-// removes it. New also removes the empty groups it left behind for
-// processes that are gone (killed before they closed their groups).
+// quarter of one, named "cpucap-" + name + "-" + this process's pid: name
+// must be unique among the process's open groups. Close removes it. New
+// also removes the empty groups it left behind for processes that are
+// gone (killed before they closed their groups).
 func New(name string, cores float64) (*Group, error) {
-	if cores <= 0 {
-		return nil, fmt.Errorf("cpucap: cores must be positive, got %v", cores)
+	if !(cores > 0) || math.IsInf(cores, 0) {
+		return nil, fmt.Errorf("cpucap: cores must be a positive number, got %v", cores)
 	}
-	quota := int64(cores * float64(Period.Microseconds()))
+	quota := int64(math.Round(cores * float64(Period.Microseconds())))
 	if quota < 1000 {
 		// The kernel refuses a quota under 1 ms.
 		return nil, fmt.Errorf("cpucap: %v cores is under the smallest quota (1ms in each %v)", cores, Period)
 	}
 	name = fmt.Sprintf("%s%s-%d", prefix, name, os.Getpid())
 	period := strconv.FormatInt(Period.Microseconds(), 10)
-	var errs []error
 	pruneGone(v2Root)
 	pruneGone(v1Root)
-	if v2, err := v2Group(name, quota, period); err == nil {
-		return v2, nil
-	} else {
-		errs = append(errs, fmt.Errorf("cgroup v2 at %s: %w", v2Root, err))
+	g, err2 := v2Group(name, quota, period)
+	if err2 == nil {
+		return g, nil
 	}
-	if v1, err := v1Group(name, quota, period); err == nil {
-		return v1, nil
-	} else {
-		errs = append(errs, fmt.Errorf("cgroup v1 at %s: %w", v1Root, err))
+	g, err1 := v1Group(name, quota, period)
+	if err1 == nil {
+		return g, nil
 	}
-	return nil, fmt.Errorf("cpucap: cannot create a CPU-limited control group (needs root and a cgroup CPU controller): %w", errors.Join(errs...))
+	return nil, fmt.Errorf("cpucap: cannot create a CPU-limited control group (needs root and a cgroup CPU controller): %w",
+		errors.Join(fmt.Errorf("cgroup v2 at %s: %w", v2Root, err2), fmt.Errorf("cgroup v1 at %s: %w", v1Root, err1)))
 }
 
 // prefix begins the name of every group New creates.
@@ -102,7 +106,7 @@ func v2Group(name string, quota int64, period string) (*Group, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !hasWord(string(controllers), "cpu") {
+	if !slices.Contains(strings.Fields(string(controllers)), "cpu") {
 		return nil, errors.New("no cpu controller")
 	}
 	subtree := filepath.Join(v2Root, "cgroup.subtree_control")
@@ -110,8 +114,8 @@ func v2Group(name string, quota int64, period string) (*Group, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !hasWord(string(enabled), "cpu") {
-		if err := os.WriteFile(subtree, []byte("+cpu"), 0); err != nil {
+	if !slices.Contains(strings.Fields(string(enabled)), "cpu") {
+		if err := os.WriteFile(subtree, []byte("+cpu"), 0o644); err != nil {
 			return nil, err
 		}
 	}
@@ -119,7 +123,7 @@ func v2Group(name string, quota int64, period string) (*Group, error) {
 	if err := os.Mkdir(g.dir, 0o755); err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(g.dir, "cpu.max"), fmt.Appendf(nil, "%d %s", quota, period), 0); err != nil {
+	if err := os.WriteFile(filepath.Join(g.dir, "cpu.max"), fmt.Appendf(nil, "%d %s", quota, period), 0o644); err != nil {
 		g.Close()
 		return nil, err
 	}
@@ -140,7 +144,7 @@ func v1Group(name string, quota int64, period string) (*Group, error) {
 		{"cpu.cfs_period_us", period},
 		{"cpu.cfs_quota_us", strconv.FormatInt(quota, 10)},
 	} {
-		if err := os.WriteFile(filepath.Join(g.dir, w.file), []byte(w.value), 0); err != nil {
+		if err := os.WriteFile(filepath.Join(g.dir, w.file), []byte(w.value), 0o644); err != nil {
 			g.Close()
 			return nil, err
 		}
@@ -148,19 +152,14 @@ func v1Group(name string, quota int64, period string) (*Group, error) {
 	return g, nil
 }
 
-func hasWord(s, w string) bool {
-	for _, f := range strings.Fields(s) {
-		if f == w {
-			return true
-		}
-	}
-	return false
-}
-
 // Add moves process pid, all its threads, into the group; the threads and
 // children it starts later are in it too.
 func (g *Group) Add(pid int) error {
-	if err := os.WriteFile(filepath.Join(g.dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0); err != nil {
+	if pid <= 0 {
+		// The kernel takes 0 as the writing process: this one.
+		return fmt.Errorf("cpucap: add process %d to %s: not a process id", pid, g.dir)
+	}
+	if err := os.WriteFile(filepath.Join(g.dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644); err != nil {
 		return fmt.Errorf("cpucap: add process %d to %s: %w", pid, g.dir, err)
 	}
 	return nil
