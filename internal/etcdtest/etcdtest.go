@@ -164,6 +164,19 @@ func (c *Cluster) Endpoints() []string {
 	return eps
 }
 
+// DirectEndpoints returns the members' own client URLs, not the proxies
+// in front of them: for a benchmark whose clients are to cost only
+// themselves and the members (a proxy runs in the test process). A
+// member that stops then does not drop its clients' connections as a
+// crash would.
+func (c *Cluster) DirectEndpoints() []string {
+	eps := make([]string, len(c.Members))
+	for i, m := range c.Members {
+		eps[i] = m.listenURL
+	}
+	return eps
+}
+
 // Stop stops every member: the followers together, then the leader. One by
 // one each takes a second or more: a member waits for its peers'
 // connections to close, and a leader stopped while followers run first
