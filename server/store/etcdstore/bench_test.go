@@ -224,15 +224,23 @@ func closedLoad(b *testing.B, urls []string, name string) *exec.Cmd {
 		}
 		load.Clients = append(load.Clients, cl)
 	}
+	// A goroutine a client; each says what failed rather than calling
+	// Fatal, which must not be called off the benchmark's goroutine.
 	var warm sync.WaitGroup
-	for _, cl := range load.Clients {
+	errs := make([]error, len(load.Clients))
+	for c, cl := range load.Clients {
 		warm.Go(func() {
-			for i, id := range cl.IDs {
-				cl.Tokens[i] = u.heartbeat(&node{t: b, URL: cl.URL}, id, cl.Tokens[i])
+			for i := range cl.IDs {
+				if errs[c] = cl.beat(u, &node{URL: cl.URL}, i); errs[c] != nil {
+					return
+				}
 			}
 		})
 	}
 	warm.Wait()
+	if err := errors.Join(errs...); err != nil {
+		b.Fatal(err)
+	}
 	spec := filepath.Join(b.TempDir(), "load.json")
 	raw, _ := json.Marshal(load)
 	if err := os.WriteFile(spec, raw, 0o600); err != nil {

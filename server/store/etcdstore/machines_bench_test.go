@@ -29,14 +29,18 @@ import (
 // member runs on each node's machine and shares its quarter, as where
 // each machine runs a node and a member. So the embedded store's server
 // has one machine, the etcd store's n nodes have n, and the clients run
-// outside them on the rest of this machine. A fourth setup, three nodes
-// with copies off, is what the copies cost. It reports heartbeats/s and
-// the ratio to the embedded store's (x-bolt); the machines' CPU per 1,000
-// heartbeats (cpu-ms/1000hb, members included; etcd-cpu-ms/1000hb, the
-// members' part) and its ratio (cpu-x-bolt); how much of their allowance
-// the machines used (allowance-used, 1 when the CPU is what limits them);
-// and etcd transactions and copy requests per heartbeat. It needs root
-// (a cgroup CPU controller to write). Run it with
+// outside them on the rest of this machine. Every process keeps Go's
+// default GOMAXPROCS (the machine's CPUs, at least 2): a limit of a
+// quarter core spreads it over more than one thread. A fourth setup,
+// three nodes with copies off, is what the copies cost. It reports
+// heartbeats/s and the ratio to the embedded store's (x-bolt); the
+// machines' CPU per 1,000 heartbeats (cpu-ms/1000hb, members included;
+// etcd-cpu-ms/1000hb, the members' part) and its ratio (cpu-x-bolt); how
+// much of their allowance the machines used (allowance-used, 1 when the
+// CPU is what limits them); the cores the clients used (client-cores: the
+// rest of the machine must not be what limits the rate); and etcd
+// transactions and copy requests per heartbeat. It needs root (a cgroup
+// CPU controller to write). Run it with
 //
 //	go test -run '^$' -bench HeartbeatsMachines -benchtime 40000x ./server/store/etcdstore/
 func BenchmarkHeartbeatsMachines(b *testing.B) {
@@ -61,20 +65,20 @@ func BenchmarkHeartbeatsMachines(b *testing.B) {
 		b.Fatal(err)
 	}
 	type machinesSetup struct {
-		name  string
-		nodes int
-		etcd  bool
-		args  []string // more flags of svcreg server
+		name   string
+		nodes  int
+		etcd   bool
+		copies bool // copies of held heartbeats between the nodes
 	}
 	for _, su := range []machinesSetup{
-		{"store=bolt", 1, false, nil},
-		{"store=etcd/nodes=1", 1, true, nil},
-		{"store=etcd/nodes=3", 3, true, nil},
-		// What the copies of held heartbeats cost here.
-		{"store=etcd/nodes=3/copies=off", 3, true, []string{"--etcd-peer-listen", "off"}},
+		{"store=bolt", 1, false, false},
+		{"store=etcd/nodes=1", 1, true, false},
+		{"store=etcd/nodes=3", 3, true, true},
+		// What the copies cost here.
+		{"store=etcd/nodes=3/copies=off", 3, true, false},
 		// Last again, so that the etcd runs are bracketed by two
 		// baselines: the machine's load drifts.
-		{"store=bolt/again", 1, false, nil},
+		{"store=bolt/again", 1, false, false},
 	} {
 		b.Run(su.name, func(b *testing.B) {
 			// The machines first: their cleanup, which needs them empty,
@@ -96,7 +100,11 @@ func BenchmarkHeartbeatsMachines(b *testing.B) {
 			if su.etcd {
 				cluster = etcdtest.Start(b, etcdtest.Options{Members: su.nodes, Production: true})
 			}
-			servers := startServers(b, bin, su.nodes, cluster, clientsPerRun*perClientRun, su.args...)
+			var more []string
+			if su.etcd && !su.copies {
+				more = []string{"--etcd-peer-listen", "off"}
+			}
+			servers := startServers(b, bin, su.nodes, cluster, clientsPerRun*perClientRun, more...)
 			var nodePids, memberPids []int
 			for i, s := range servers {
 				nodePids = append(nodePids, s.pid)
@@ -105,6 +113,9 @@ func BenchmarkHeartbeatsMachines(b *testing.B) {
 				}
 				if cluster != nil {
 					pid := cluster.Members[i].Pid()
+					if pid == 0 {
+						b.Fatalf("etcd member %d is not running", i)
+					}
 					if err := machines[i].Add(pid); err != nil {
 						b.Fatal(err)
 					}
@@ -115,7 +126,7 @@ func BenchmarkHeartbeatsMachines(b *testing.B) {
 			for i, s := range servers {
 				urls[i] = s.url
 			}
-			if su.nodes > 1 && su.args == nil {
+			if su.copies {
 				// Copies go only once each node has chosen its peer.
 				for _, s := range servers {
 					s.waitMetric(b, "svcreg_store_heartbeat_copy_peer", 1)
@@ -135,7 +146,11 @@ func BenchmarkHeartbeatsMachines(b *testing.B) {
 			cpu := nodes1 - nodes0 + members1 - members0
 			t1 := scrapeTotals(b, servers)
 			rate := float64(b.N) / elapsed.Seconds()
+			// CPU milliseconds per 1,000 heartbeats: microseconds per one.
 			per1000 := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(b.N) }
+			// The clients' cores: they must not be what limits the rate.
+			clients := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+			b.ReportMetric(clients.Seconds()/elapsed.Seconds(), "client-cores")
 			cpuPer1000 := per1000(cpu)
 			b.ReportMetric(rate, "heartbeats/s")
 			b.ReportMetric(cpuPer1000, "cpu-ms/1000hb")
@@ -174,11 +189,12 @@ type serverProc struct {
 	pid int
 }
 
-// startServers starts n svcreg server processes (the program bin) with
-// --dev and the flags more, each allowing services services an account: over the etcd
-// cluster if not nil, else the embedded store (n must then be 1). It
-// returns once each answers /healthz, and stops them when the benchmark
-// ends.
+// startServers starts n svcreg server processes (the program bin), with
+// --dev, a limit of services services an account and the flags more: over
+// the etcd cluster (its members' own URLs, not etcdtest's proxies, which
+// run in this process) if not nil, else the embedded store (n must then be
+// 1). It returns once each answers /healthz, and stops them when the
+// benchmark ends.
 func startServers(b *testing.B, bin string, n int, cluster *etcdtest.Cluster, services int, more ...string) []*serverProc {
 	b.Helper()
 	servers := make([]*serverProc, n)
@@ -190,7 +206,7 @@ func startServers(b *testing.B, bin string, n int, cluster *etcdtest.Cluster, se
 		args := []string{"server", "--dev", "--listen", "127.0.0.1:0", "--ready-file", ready, "--ui=false",
 			"--service-limit", strconv.Itoa(services), "--write-rate", "0", "--log-level", "warn"}
 		if cluster != nil {
-			args = append(args, "--etcd-endpoints", strings.Join(cluster.Endpoints(), ","), "--etcd-prefix", "/bench/")
+			args = append(args, "--etcd-endpoints", strings.Join(cluster.DirectEndpoints(), ","), "--etcd-prefix", "/bench/")
 		} else {
 			if n != 1 {
 				b.Fatal("startServers: several servers need etcd")
@@ -198,7 +214,8 @@ func startServers(b *testing.B, bin string, n int, cluster *etcdtest.Cluster, se
 			args = append(args, "--data-dir", filepath.Join(dir, "data"))
 		}
 		cmd := exec.Command(bin, append(args, more...)...)
-		// Killed with the benchmark, if it dies before its cleanup.
+		// Killed with the benchmark, if it dies before its cleanup
+		// (strictly, with the thread that started it: Go keeps it).
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		logFile, err := os.Create(filepath.Join(dir, "log"))
 		if err != nil {
@@ -206,6 +223,7 @@ func startServers(b *testing.B, bin string, n int, cluster *etcdtest.Cluster, se
 		}
 		cmd.Stdout, cmd.Stderr = logFile, logFile
 		if err := cmd.Start(); err != nil {
+			logFile.Close()
 			b.Fatal(err)
 		}
 		exited := make(chan struct{})
@@ -261,7 +279,8 @@ func startServers(b *testing.B, bin string, n int, cluster *etcdtest.Cluster, se
 }
 
 // scrape returns the sum of the samples named name (any labels) that the
-// server's /metrics shows.
+// server's /metrics shows, in Prometheus' text format: name, labels in
+// braces, the value, perhaps a timestamp.
 func (s *serverProc) scrape(b *testing.B, name string) float64 {
 	b.Helper()
 	resp, err := httpClient.Get(s.url + "/metrics")
@@ -269,6 +288,9 @@ func (s *serverProc) scrape(b *testing.B, name string) float64 {
 		b.Fatal(err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b.Fatalf("metrics of %s: status %d", s.url, resp.StatusCode)
+	}
 	var sum float64
 	lines := bufio.NewScanner(resp.Body)
 	for lines.Scan() {
@@ -277,8 +299,18 @@ func (s *serverProc) scrape(b *testing.B, name string) float64 {
 		if !ok || rest == "" || (rest[0] != ' ' && rest[0] != '{') {
 			continue
 		}
-		f := strings.Fields(line)
-		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if rest[0] == '{' {
+			i := strings.LastIndexByte(rest, '}')
+			if i < 0 {
+				b.Fatalf("metrics of %s: %q", s.url, line)
+			}
+			rest = rest[i+1:]
+		}
+		f := strings.Fields(rest)
+		if len(f) == 0 {
+			b.Fatalf("metrics of %s: %q", s.url, line)
+		}
+		v, err := strconv.ParseFloat(f[0], 64)
 		if err != nil {
 			b.Fatalf("metrics of %s: %q: %v", s.url, line, err)
 		}
