@@ -38,8 +38,10 @@ import (
 // etcd-cpu-ms/1000hb, the members' part) and its ratio (cpu-x-bolt); how
 // much of their allowance the machines used (allowance-used, 1 when the
 // CPU is what limits them); the cores the clients used (client-cores: the
-// rest of the machine must not be what limits the rate); and etcd
-// transactions and copy requests per heartbeat. It needs root (a cgroup
+// rest of the machine must not be what limits the rate); the times the
+// nodes' threads slept to wait (sleeps/hb, voluntary context switches: a
+// node that waits pays for waking); and etcd transactions and copy
+// requests per heartbeat. It needs root (a cgroup
 // CPU controller to write). Run it with
 //
 //	go test -run '^$' -bench HeartbeatsMachines -benchtime 40000x ./server/store/etcdstore/
@@ -136,13 +138,16 @@ func BenchmarkHeartbeatsMachines(b *testing.B) {
 			t0 := scrapeTotals(b, servers)
 			b.ResetTimer()
 			nodes0, members0 := cpuOf(b, nodePids), cpuOf(b, memberPids)
+			sleeps0 := threadSleeps(b, nodePids)
 			start := time.Now()
 			if out, err := cmd.CombinedOutput(); err != nil {
 				b.Fatalf("load: %v\n%s", err, out)
 			}
 			elapsed := time.Since(start)
 			nodes1, members1 := cpuOf(b, nodePids), cpuOf(b, memberPids)
+			sleeps1 := threadSleeps(b, nodePids)
 			b.StopTimer()
+			b.ReportMetric(float64(sleeps1-sleeps0)/float64(b.N), "sleeps/hb")
 			cpu := nodes1 - nodes0 + members1 - members0
 			t1 := scrapeTotals(b, servers)
 			rate := float64(b.N) / elapsed.Seconds()
@@ -179,6 +184,36 @@ func cpuOf(b *testing.B, pids []int) time.Duration {
 			b.Fatal(err)
 		}
 		total += d
+	}
+	return total
+}
+
+// threadSleeps is how many times the threads of processes pids have
+// given up their CPU to wait (voluntary context switches, summed over
+// /proc/<pid>/task/*/status): each is a sleep and a wake-up to pay for.
+func threadSleeps(b *testing.B, pids []int) int64 {
+	var total int64
+	for _, pid := range pids {
+		tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
+		if err != nil || len(tasks) == 0 {
+			b.Fatalf("threads of process %d: %v", pid, err)
+		}
+		for _, task := range tasks {
+			raw, err := os.ReadFile(task)
+			if err != nil {
+				// A thread that ended since the Glob.
+				continue
+			}
+			for line := range strings.Lines(string(raw)) {
+				if v, ok := strings.CutPrefix(line, "voluntary_ctxt_switches:"); ok {
+					n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+					if err != nil {
+						b.Fatalf("%s: %q", task, line)
+					}
+					total += n
+				}
+			}
+		}
 	}
 	return total
 }
