@@ -154,11 +154,11 @@ func TestNewWritesLimit(t *testing.T) {
 	})
 	t.Run("v1", func(t *testing.T) {
 		fakeRoots(t, nil, map[string]string{"cpu.cfs_quota_us": "-1", "cpu.cfs_period_us": "100000"})
-		g, err := New("test", 0.29)
+		g, err := New("test", 0.57)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for file, want := range map[string]string{"cpu.cfs_period_us": "10000", "cpu.cfs_quota_us": "2900"} {
+		for file, want := range map[string]string{"cpu.cfs_period_us": "10000", "cpu.cfs_quota_us": "5700"} {
 			if got, _ := os.ReadFile(filepath.Join(g.dir, file)); string(got) != want {
 				t.Errorf("%s: %q, want %q", file, got, want)
 			}
