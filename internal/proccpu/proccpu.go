@@ -1,11 +1,13 @@
 // Package proccpu reads the CPU time (user and system) processes have
-// used, for benchmarks and load tools that report what a deployment cost.
+// used, and how often their threads slept, for benchmarks and load tools
+// that report what a deployment cost.
 package proccpu
 
 import (
 	"bytes"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -38,4 +40,35 @@ func Of(pid int) (time.Duration, error) {
 		ticks += n
 	}
 	return time.Duration(ticks) * (time.Second / 100), nil
+}
+
+// Sleeps returns how many times the threads of process pid have given up
+// their CPU to wait, each a sleep and a wake-up to pay for: the sum of
+// voluntary_ctxt_switches over /proc/<pid>/task/*/status (Linux only).
+// Threads that have ended no longer count.
+func Sleeps(pid int) (int64, error) {
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	if len(tasks) == 0 {
+		return 0, fmt.Errorf("no threads of process %d in /proc", pid)
+	}
+	var total int64
+	for _, task := range tasks {
+		raw, err := os.ReadFile(task)
+		if err != nil {
+			continue // a thread that ended since the Glob
+		}
+		for line := range strings.Lines(string(raw)) {
+			if v, ok := strings.CutPrefix(line, "voluntary_ctxt_switches:"); ok {
+				n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				if err != nil {
+					return 0, fmt.Errorf("unexpected %s: %q", task, line)
+				}
+				total += n
+			}
+		}
+	}
+	return total, nil
 }

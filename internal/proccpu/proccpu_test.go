@@ -38,3 +38,24 @@ func TestOfAgreesWithSelf(t *testing.T) {
 		t.Error("no error for a process that cannot exist")
 	}
 }
+
+// A process that sleeps has its threads' sleeps counted.
+func TestSleeps(t *testing.T) {
+	s0, err := Sleeps(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	s1, err := Sleeps(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s1 <= s0 {
+		t.Errorf("sleeps went from %d to %d over five sleeps", s0, s1)
+	}
+	if _, err := Sleeps(1 << 30); err == nil {
+		t.Error("Sleeps of a process that does not exist succeeded")
+	}
+}
