@@ -22,6 +22,7 @@ import (
 
 	"github.com/svcreg/svcreg/internal/etcdtest"
 	"github.com/svcreg/svcreg/internal/proccpu"
+	"github.com/svcreg/svcreg/internal/testserver"
 	"github.com/svcreg/svcreg/server"
 	"github.com/svcreg/svcreg/server/store"
 	"github.com/svcreg/svcreg/server/store/boltstore"
@@ -128,6 +129,20 @@ func reportRatio(b *testing.B, bench, setupName string, value float64, higherIsB
 	}
 }
 
+// reportCPURatio reports a setup's CPU per heartbeat over the embedded
+// store's, as "cpu-x-bolt" (2 is twice its cost), once the embedded
+// store's of the same benchmark is known.
+func reportCPURatio(b *testing.B, bench, setupName string, cpu float64) {
+	key := bench + "/cpu"
+	if setupName == "store=bolt" {
+		baseline.Store(key, cpu)
+		return
+	}
+	if v, ok := baseline.Load(key); ok && v.(float64) > 0 {
+		b.ReportMetric(cpu/v.(float64), "cpu-x-bolt")
+	}
+}
+
 // BenchmarkHeartbeats measures heartbeat throughput and cost: 64 clients,
 // each heartbeating its own 8 services in turn over HTTP, spread over the
 // nodes (client c always at node c mod nodes), after one heartbeat of each
@@ -164,7 +179,7 @@ func BenchmarkHeartbeats(b *testing.B) {
 				urls[i] = n.URL
 			}
 			cmd := closedLoad(b, urls, "bench-heartbeats")
-			t0 := heartbeatTotals(nodes)
+			t0 := heartbeatTotals(b, gatherers(nodes)...)
 			b.ResetTimer()
 			self0, members0 := deploymentCPU(b, cluster)
 			start := time.Now()
@@ -182,7 +197,7 @@ func BenchmarkHeartbeats(b *testing.B) {
 			if cluster != nil {
 				b.ReportMetric(per1000(members1-members0), "etcd-cpu-ms/1000hb")
 			}
-			t1 := heartbeatTotals(nodes)
+			t1 := heartbeatTotals(b, gatherers(nodes)...)
 			if su.name != "store=bolt" && su.name != again.name {
 				b.ReportMetric((t1.txns-t0.txns)/float64(b.N), "txn/hb")
 				b.ReportMetric((t1.copyReqs-t0.copyReqs)/float64(b.N), "copyreq/hb")
@@ -191,11 +206,7 @@ func BenchmarkHeartbeats(b *testing.B) {
 				}
 			}
 			reportRatio(b, "heartbeats", su.name, rate, true)
-			if v, ok := baseline.Load("heartbeat-cpu"); ok && su.name != "store=bolt" && v.(float64) > 0 {
-				b.ReportMetric(cpuPer1000/v.(float64), "cpu-x-bolt")
-			} else if su.name == "store=bolt" {
-				baseline.Store("heartbeat-cpu", cpuPer1000)
-			}
+			reportCPURatio(b, "heartbeats", su.name, cpuPer1000)
 		})
 	}
 }
@@ -276,18 +287,30 @@ type hbTotals struct {
 	copySeconds float64 // their round trips, in all
 }
 
-func heartbeatTotals(nodes []*node) (t hbTotals) {
-	for _, n := range nodes {
-		t.beats += n.metric("svcreg_heartbeats_total")
-		t.written += n.metric("svcreg_store_heartbeats_committed_total")
-		c, _ := n.histogram("svcreg_store_heartbeat_batch_size")
-		t.txns += c
-		c, _ = n.histogram("svcreg_store_heartbeat_copy_batch_size")
-		t.copyReqs += c
-		_, sec := n.histogram("svcreg_store_heartbeat_copy_seconds")
-		t.copySeconds += sec
+// heartbeatTotals sums the heartbeat counters of the nodes whose metrics
+// gs gather.
+func heartbeatTotals(t testing.TB, gs ...prometheus.Gatherer) (tot hbTotals) {
+	t.Helper()
+	for _, g := range gs {
+		tot.beats += testserver.Metric(t, g, "svcreg_heartbeats_total")
+		tot.written += testserver.Metric(t, g, "svcreg_store_heartbeats_committed_total")
+		c, _ := histogram(t, g, "svcreg_store_heartbeat_batch_size")
+		tot.txns += c
+		c, _ = histogram(t, g, "svcreg_store_heartbeat_copy_batch_size")
+		tot.copyReqs += c
+		_, sec := histogram(t, g, "svcreg_store_heartbeat_copy_seconds")
+		tot.copySeconds += sec
 	}
-	return t
+	return tot
+}
+
+// gatherers are the nodes' metrics, for heartbeatTotals.
+func gatherers(nodes []*node) []prometheus.Gatherer {
+	gs := make([]prometheus.Gatherer, len(nodes))
+	for i, n := range nodes {
+		gs[i] = n.gatherer()
+	}
+	return gs
 }
 
 // hbLoad is what the heartbeat benchmark's child process is to do: N
@@ -522,10 +545,10 @@ func BenchmarkHeartbeatsPaced(b *testing.B) {
 			b.ResetTimer()
 			time.Sleep(warmup)
 			self0, members0 := deploymentCPU(b, cluster)
-			t0 := heartbeatTotals(nodes)
+			t0 := heartbeatTotals(b, gatherers(nodes)...)
 			time.Sleep(window)
 			self1, members1 := deploymentCPU(b, cluster)
-			t1 := heartbeatTotals(nodes)
+			t1 := heartbeatTotals(b, gatherers(nodes)...)
 			b.StopTimer()
 			<-drained
 			if err := cmd.Wait(); err != nil {
@@ -544,11 +567,7 @@ func BenchmarkHeartbeatsPaced(b *testing.B) {
 				b.ReportMetric((t1.txns-t0.txns)/beats, "txn/hb")
 				b.ReportMetric((t1.copyReqs-t0.copyReqs)/beats, "copyreq/hb")
 			}
-			if su.name == "store=bolt" {
-				baseline.Store("paced-cpu", cpuPer1000)
-			} else if v, ok := baseline.Load("paced-cpu"); ok && v.(float64) > 0 {
-				b.ReportMetric(cpuPer1000/v.(float64), "cpu-x-bolt")
-			}
+			reportCPURatio(b, "paced", su.name, cpuPer1000)
 		})
 	}
 }

@@ -495,20 +495,28 @@ func (u *user) listMarker(n *node) string {
 // metric returns the value of a gauge or counter the node's server or
 // store exports.
 func (n *node) metric(name string) float64 {
-	n.mu.Lock()
-	reg := n.reg
-	n.mu.Unlock()
-	return testserver.Metric(n.t, reg, name)
+	return testserver.Metric(n.t, n.gatherer(), name)
 }
 
 // histogram returns the count and sum of a histogram the node exports.
 func (n *node) histogram(name string) (count, sum float64) {
+	return histogram(n.t, n.gatherer(), name)
+}
+
+// gatherer gathers the metrics of the node's current run.
+func (n *node) gatherer() prometheus.Gatherer {
 	n.mu.Lock()
-	reg := n.reg
-	n.mu.Unlock()
-	mfs, err := reg.Gather()
+	defer n.mu.Unlock()
+	return n.reg
+}
+
+// histogram returns the count and sum of the histogram name that g
+// gathers (its first series); 0, 0 if there is none.
+func histogram(t testing.TB, g prometheus.Gatherer, name string) (count, sum float64) {
+	t.Helper()
+	mfs, err := g.Gather()
 	if err != nil {
-		n.t.Fatal(err)
+		t.Fatal(err)
 	}
 	for _, mf := range mfs {
 		if mf.GetName() == name && len(mf.Metric) > 0 {

@@ -3,22 +3,29 @@
 package etcdstore_test
 
 import (
-	"bufio"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
 	"github.com/svcreg/svcreg/internal/cpucap"
 	"github.com/svcreg/svcreg/internal/etcdtest"
 	"github.com/svcreg/svcreg/internal/proccpu"
 	"github.com/svcreg/svcreg/internal/testprog"
+	"github.com/svcreg/svcreg/internal/testserver"
 )
 
 // BenchmarkHeartbeatsMachines measures what nodes add: BenchmarkHeartbeats'
@@ -125,8 +132,9 @@ func BenchmarkHeartbeatsMachines(b *testing.B) {
 				}
 			}
 			urls := make([]string, len(servers))
+			gs := make([]prometheus.Gatherer, len(servers))
 			for i, s := range servers {
-				urls[i] = s.url
+				urls[i], gs[i] = s.url, s
 			}
 			if su.copies {
 				// Copies go only once each node has chosen its peer.
@@ -135,21 +143,21 @@ func BenchmarkHeartbeatsMachines(b *testing.B) {
 				}
 			}
 			cmd := closedLoad(b, urls, "bench-machines")
-			t0 := scrapeTotals(b, servers)
+			t0 := heartbeatTotals(b, gs...)
 			b.ResetTimer()
-			nodes0, members0 := cpuOf(b, nodePids), cpuOf(b, memberPids)
-			sleeps0 := threadSleeps(b, nodePids)
+			nodes0, members0 := sumOf(b, nodePids, proccpu.Of), sumOf(b, memberPids, proccpu.Of)
+			sleeps0 := sumOf(b, nodePids, proccpu.Sleeps)
 			start := time.Now()
 			if out, err := cmd.CombinedOutput(); err != nil {
 				b.Fatalf("load: %v\n%s", err, out)
 			}
 			elapsed := time.Since(start)
-			nodes1, members1 := cpuOf(b, nodePids), cpuOf(b, memberPids)
-			sleeps1 := threadSleeps(b, nodePids)
+			nodes1, members1 := sumOf(b, nodePids, proccpu.Of), sumOf(b, memberPids, proccpu.Of)
+			sleeps1 := sumOf(b, nodePids, proccpu.Sleeps)
 			b.StopTimer()
 			b.ReportMetric(float64(sleeps1-sleeps0)/float64(b.N), "sleeps/hb")
 			cpu := nodes1 - nodes0 + members1 - members0
-			t1 := scrapeTotals(b, servers)
+			t1 := heartbeatTotals(b, gs...)
 			rate := float64(b.N) / elapsed.Seconds()
 			// CPU milliseconds per 1,000 heartbeats: microseconds per one.
 			per1000 := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(b.N) }
@@ -166,54 +174,21 @@ func BenchmarkHeartbeatsMachines(b *testing.B) {
 				b.ReportMetric((t1.copyReqs-t0.copyReqs)/float64(b.N), "copyreq/hb")
 			}
 			reportRatio(b, "machines", su.name, rate, true)
-			if su.name == "store=bolt" {
-				baseline.Store("machines-cpu", cpuPer1000)
-			} else if v, ok := baseline.Load("machines-cpu"); ok && v.(float64) > 0 {
-				b.ReportMetric(cpuPer1000/v.(float64), "cpu-x-bolt")
-			}
+			reportCPURatio(b, "machines", su.name, cpuPer1000)
 		})
 	}
 }
 
-// cpuOf is the CPU time processes pids have used, in all.
-func cpuOf(b *testing.B, pids []int) time.Duration {
-	var total time.Duration
+// sumOf is what f reads of each of processes pids, in all: their CPU time
+// (proccpu.Of), or their threads' sleeps (proccpu.Sleeps).
+func sumOf[T time.Duration | int64](b *testing.B, pids []int, f func(pid int) (T, error)) T {
+	var total T
 	for _, pid := range pids {
-		d, err := proccpu.Of(pid)
+		v, err := f(pid)
 		if err != nil {
 			b.Fatal(err)
 		}
-		total += d
-	}
-	return total
-}
-
-// threadSleeps is how many times the threads of processes pids have
-// given up their CPU to wait (voluntary context switches, summed over
-// /proc/<pid>/task/*/status): each is a sleep and a wake-up to pay for.
-func threadSleeps(b *testing.B, pids []int) int64 {
-	var total int64
-	for _, pid := range pids {
-		tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
-		if err != nil || len(tasks) == 0 {
-			b.Fatalf("threads of process %d: %v", pid, err)
-		}
-		for _, task := range tasks {
-			raw, err := os.ReadFile(task)
-			if err != nil {
-				// A thread that ended since the Glob.
-				continue
-			}
-			for line := range strings.Lines(string(raw)) {
-				if v, ok := strings.CutPrefix(line, "voluntary_ctxt_switches:"); ok {
-					n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-					if err != nil {
-						b.Fatalf("%s: %q", task, line)
-					}
-					total += n
-				}
-			}
-		}
+		total += v
 	}
 	return total
 }
@@ -313,66 +288,31 @@ func startServers(b *testing.B, bin string, n int, cluster *etcdtest.Cluster, se
 	return servers
 }
 
-// scrape returns the sum of the samples named name (any labels) that the
-// server's /metrics shows, in Prometheus' text format: name, labels in
-// braces, the value, perhaps a timestamp.
-func (s *serverProc) scrape(b *testing.B, name string) float64 {
-	b.Helper()
+// Gather reads the server's /metrics (Prometheus' text format), so that
+// the helpers that read a node's metrics read the server's.
+func (s *serverProc) Gather() ([]*dto.MetricFamily, error) {
 	resp, err := httpClient.Get(s.url + "/metrics")
 	if err != nil {
-		b.Fatal(err)
+		return nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		b.Fatalf("metrics of %s: status %d", s.url, resp.StatusCode)
+		return nil, fmt.Errorf("metrics of %s: status %d", s.url, resp.StatusCode)
 	}
-	var sum float64
-	lines := bufio.NewScanner(resp.Body)
-	for lines.Scan() {
-		line := lines.Text()
-		rest, ok := strings.CutPrefix(line, name)
-		if !ok || rest == "" || (rest[0] != ' ' && rest[0] != '{') {
-			continue
-		}
-		if rest[0] == '{' {
-			i := strings.LastIndexByte(rest, '}')
-			if i < 0 {
-				b.Fatalf("metrics of %s: %q", s.url, line)
-			}
-			rest = rest[i+1:]
-		}
-		f := strings.Fields(rest)
-		if len(f) == 0 {
-			b.Fatalf("metrics of %s: %q", s.url, line)
-		}
-		v, err := strconv.ParseFloat(f[0], 64)
-		if err != nil {
-			b.Fatalf("metrics of %s: %q: %v", s.url, line, err)
-		}
-		sum += v
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	byName, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("metrics of %s: %w", s.url, err)
 	}
-	if err := lines.Err(); err != nil {
-		b.Fatal(err)
-	}
-	return sum
+	return slices.Collect(maps.Values(byName)), nil
 }
 
 // waitMetric waits up to 30 s until the server's metric name is want.
 func (s *serverProc) waitMetric(b *testing.B, name string, want float64) {
 	b.Helper()
-	for deadline := time.Now().Add(30 * time.Second); s.scrape(b, name) != want; time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(30 * time.Second); testserver.Metric(b, s, name) != want; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			b.Fatalf("%s of %s is not %v after 30s", name, s.url, want)
 		}
 	}
-}
-
-// scrapeTotals are the heartbeat counters of a set of servers, summed (those
-// of hbTotals the benchmark reports).
-func scrapeTotals(b *testing.B, servers []*serverProc) (t hbTotals) {
-	for _, s := range servers {
-		t.txns += s.scrape(b, "svcreg_store_heartbeat_batch_size_count")
-		t.copyReqs += s.scrape(b, "svcreg_store_heartbeat_copy_batch_size_count")
-	}
-	return t
 }
