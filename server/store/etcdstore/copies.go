@@ -193,9 +193,9 @@ func (s *Store) startPeer() (string, error) {
 }
 
 // takeCopies takes a batch of copies from a holder (opened with the
-// registry's secret) and returns the answer.
-func (s *Store) takeCopies(payload []byte) copyAnswer {
-	var b copyBatch
+// registry's secret) and returns the answer; b is where the batch is
+// decoded, reused from one to the next.
+func (s *Store) takeCopies(payload []byte, b *copyBatch) copyAnswer {
 	if err := b.decode(payload); err != nil {
 		s.metrics.copyRefusals.WithLabelValues("undecodable").Inc()
 		return copyAnswer{Err: "undecodable batch (a node of another version?)"}
@@ -299,6 +299,7 @@ type copyQueue struct {
 	// sender is lingering for them (gather).
 	want   int
 	enough chan struct{}
+	timer  *time.Timer // the linger's, reused (gather is the sender's alone)
 }
 
 func newCopyQueue() *copyQueue {
@@ -348,13 +349,17 @@ func (q *copyQueue) gather(n int, linger time.Duration, done <-chan struct{}) {
 	}
 	q.want = n
 	q.mu.Unlock()
-	t := time.NewTimer(linger)
+	if q.timer == nil {
+		q.timer = time.NewTimer(linger)
+	} else {
+		q.timer.Reset(linger)
+	}
 	select {
 	case <-q.enough:
-	case <-t.C:
+	case <-q.timer.C:
 	case <-done:
 	}
-	t.Stop()
+	q.timer.Stop()
 	q.mu.Lock()
 	q.want = 0
 	q.mu.Unlock()
@@ -413,26 +418,42 @@ func (s *Store) sendCopy(ctx context.Context, it copyItem) copyResult {
 	if s.ctx.Err() != nil {
 		return copyResult{err: errCopiesStopped}
 	}
-	req := &copyReq{item: it, done: make(chan copyResult, 1)}
+	req := copyReqs.Get().(*copyReq)
+	req.item = it
 	if !s.copyQueue.add(req) {
+		putCopyReq(req)
 		return copyResult{err: errCopiesStopped}
 	}
 	select {
 	case r := <-req.done:
+		putCopyReq(req)
 		return r
 	case <-ctx.Done():
 		if s.copyQueue.withdraw(req) {
+			putCopyReq(req)
 			return copyResult{err: ctx.Err()}
 		}
 	case <-s.ctx.Done():
-		return copyResult{err: errCopiesStopped}
+		return copyResult{err: errCopiesStopped} // req may still be answered: not reused
 	}
 	select {
 	case r := <-req.done:
+		putCopyReq(req)
 		return r
 	case <-s.ctx.Done():
 		return copyResult{err: errCopiesStopped}
 	}
+}
+
+// copyReqs are copy requests (and their answer channels) to reuse: one is
+// taken for every heartbeat answered from memory. A request goes back only
+// once its answer was received, or it was withdrawn unsent, so nothing
+// can answer it afterwards.
+var copyReqs = sync.Pool{New: func() any { return &copyReq{done: make(chan copyResult, 1)} }}
+
+func putCopyReq(r *copyReq) {
+	r.item = copyItem{}
+	copyReqs.Put(r)
 }
 
 // sendCopies is the sender: it takes the queued copies, up to
@@ -488,12 +509,20 @@ func (s *Store) postCopies(pc *peerConn, target peerInfo, batch []*copyReq) ([]b
 		return nil, errors.New("no peer")
 	}
 	lease, _ := s.lease.get()
-	b := copyBatch{From: s.nodeID, FromLease: int64(lease), To: target.id, ToLease: target.lease, Items: make([]copyItem, len(batch))}
-	for i, r := range batch {
-		b.Items[i] = r.item
+	b := copyBatch{From: s.nodeID, FromLease: int64(lease), To: target.id, ToLease: target.lease, Items: pc.items[:0]}
+	for _, r := range batch {
+		b.Items = append(b.Items, r.item)
 	}
+	pc.payload = b.appendTo(pc.payload[:0])
+	pc.items = b.Items
+	defer func() {
+		clear(pc.items)
+		if cap(pc.payload) > keptFrameBuf {
+			pc.payload = nil
+		}
+	}()
 	start := time.Now()
-	a, err := s.roundTrip(pc, target, b.appendTo(nil))
+	a, err := s.roundTrip(pc, target, pc.payload)
 	s.metrics.copyTime.Observe(time.Since(start).Seconds())
 	if err == nil && len(a.OK) != len(batch) {
 		err = fmt.Errorf("peer %s answered %d of %d copies", target.id, len(a.OK), len(batch))

@@ -166,19 +166,36 @@ func TestReadFrameBounds(t *testing.T) {
 	frame := func(n uint32, body []byte) *bufio.Reader {
 		return bufio.NewReader(bytes.NewReader(append(binary.BigEndian.AppendUint32(nil, n), body...)))
 	}
-	if _, _, err := readFrame(frame(maxFrame+1, nil), nil); !errors.Is(err, errFrameSize) {
+	if _, _, err := new(frameBuf).read(frame(maxFrame+1, nil), nil); !errors.Is(err, errFrameSize) {
 		t.Errorf("a frame over the limit: %v", err)
 	}
-	if _, _, err := readFrame(frame(minFrame-1, make([]byte, minFrame-1)), nil); !errors.Is(err, errFrameSize) {
+	if _, _, err := new(frameBuf).read(frame(minFrame-1, make([]byte, minFrame-1)), nil); !errors.Is(err, errFrameSize) {
 		t.Errorf("a frame shorter than a nonce and a tag: %v", err)
 	}
-	if _, _, err := readFrame(frame(maxFrame, make([]byte, 100)), nil); err == nil {
+	if _, _, err := new(frameBuf).read(frame(maxFrame, make([]byte, 100)), nil); err == nil {
 		t.Error("a frame cut short was read")
 	}
-	body := append(make([]byte, minFrame-nonceSize), 'o', 'k')
-	nonce, got, err := readFrame(frame(uint32(nonceSize+len(body)), append(make([]byte, nonceSize), body...)), nil)
-	if err != nil || len(nonce) != nonceSize || !bytes.Equal(got, body) {
-		t.Errorf("a good frame: %q %q %v", nonce, got, err)
+	// One buffer reads frame after frame, as a connection's end does: each
+	// read gives that frame, of whatever size; one past keptFrameBuf is not
+	// kept for the next.
+	var stream []byte
+	var bodies [][]byte
+	for i, n := range []int{2, keptFrameBuf + 1, 1, 300} {
+		body := append(make([]byte, minFrame-nonceSize), bytes.Repeat([]byte{byte('a' + i)}, n)...)
+		bodies = append(bodies, body)
+		stream = binary.BigEndian.AppendUint32(stream, uint32(nonceSize+len(body)))
+		stream = append(append(stream, bytes.Repeat([]byte{byte(i)}, nonceSize)...), body...)
+	}
+	r := bufio.NewReader(bytes.NewReader(stream))
+	var f frameBuf
+	for i, want := range bodies {
+		nonce, got, err := f.read(r, nil)
+		if err != nil || !bytes.Equal(nonce, bytes.Repeat([]byte{byte(i)}, nonceSize)) || !bytes.Equal(got, want) {
+			t.Fatalf("frame %d: nonce %x, %d bytes, %v", i, nonce, len(got), err)
+		}
+		if i == 2 && cap(f.b) > keptFrameBuf {
+			t.Errorf("a %d-byte frame was read into the %d bytes kept from a large one", len(want), cap(f.b))
+		}
 	}
 }
 
@@ -277,7 +294,7 @@ func TestPeerFramesSealed(t *testing.T) {
 	for _, d := range dirs {
 		r := bufio.NewReader(bytes.NewReader(d.Bytes()))
 		for {
-			nonce, _, err := readFrame(r, nil)
+			nonce, _, err := new(frameBuf).read(r, nil)
 			if err != nil {
 				break
 			}

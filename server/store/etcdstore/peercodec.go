@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 )
 
 // The payloads of peer frames (peerwire.go) are binary: a version byte,
@@ -73,16 +75,18 @@ func (cb *copyBatch) decode(p []byte) error {
 	if d.byte() != peerWireVersion {
 		return fmt.Errorf("%w: not version %d", errUndecodable, peerWireVersion)
 	}
+	items := cb.Items[:0] // reused: a peer decodes a batch a round trip
+	clear(items[:cap(items)])
 	*cb = copyBatch{From: d.string(), FromLease: d.varint(), To: d.string(), ToLease: d.varint()}
 	// Each item takes at least 13 bytes: no count the payload cannot
 	// hold reserves memory.
 	n := d.count(13)
 	if n > 0 {
-		cb.Items = make([]copyItem, n)
+		cb.Items = slices.Grow(items, n)[:n]
 	}
 	for i := range cb.Items {
 		it := &cb.Items[i]
-		it.Tenant, it.ID = d.string(), d.string()
+		tenant, id := d.bytes(), d.bytes()
 		it.HBRev, it.Stored = d.varint(), d.varint()
 		st := &it.State
 		st.Incarnation = d.uvarint()
@@ -91,12 +95,33 @@ func (cb *copyBatch) decode(p []byte) error {
 			d.err = errUndecodable
 		}
 		st.Seq = uint32(seq)
-		st.Cur, st.Prev = d.string(), d.string()
+		cur, prev := d.bytes(), d.bytes()
 		st.Deadline, st.LastSeen = d.varint(), d.varint()
-		st.Holder, st.HolderLease = d.string(), d.varint()
+		holder := d.bytes()
+		st.HolderLease = d.varint()
 		st.Loose = d.bool()
+		joinStrings([]*string{&it.Tenant, &it.ID, &st.Cur, &st.Prev, &st.Holder}, tenant, id, cur, prev, holder)
 	}
 	return d.end()
+}
+
+// joinStrings sets *dst[i] to string(raw[i]) with one allocation for all:
+// an item's strings are kept together (the peer's copy of a service), and
+// an allocation each was most of what decoding a copy cost.
+func joinStrings(dst []*string, raw ...[]byte) {
+	var sb strings.Builder
+	n := 0
+	for _, r := range raw {
+		n += len(r)
+	}
+	sb.Grow(n)
+	for _, r := range raw {
+		sb.Write(r)
+	}
+	all := sb.String()
+	for i, r := range raw {
+		*dst[i], all = all[:len(r)], all[len(r):]
+	}
 }
 
 // appendTo appends the answer's encoding to b.
@@ -118,11 +143,12 @@ func (a *copyAnswer) decode(p []byte) error {
 	if d.byte() != peerWireVersion {
 		return fmt.Errorf("%w: not version %d", errUndecodable, peerWireVersion)
 	}
+	ok := a.OK[:0] // reused: a holder decodes an answer a round trip
 	*a = copyAnswer{}
 	switch d.byte() {
 	case 0:
 		if n := d.count(1); n > 0 {
-			a.OK = make([]bool, n)
+			a.OK = slices.Grow(ok, n)[:n]
 		}
 		for i := range a.OK {
 			a.OK[i] = d.bool()
@@ -183,15 +209,18 @@ func readVarint[T uint64 | int64](d *decoder, read func([]byte) (T, int)) T {
 	return v
 }
 
-func (d *decoder) string() string {
+func (d *decoder) string() string { return string(d.bytes()) }
+
+// bytes reads a string's bytes; they are the payload's.
+func (d *decoder) bytes() []byte {
 	n := d.uvarint()
 	if d.err != nil || n > uint64(len(d.p)) {
 		d.fail()
-		return ""
+		return nil
 	}
-	s := string(d.p[:n])
+	b := d.p[:n:n]
 	d.p = d.p[n:]
-	return s
+	return b
 }
 
 // count reads a number of elements of at least min bytes each, refusing

@@ -33,6 +33,15 @@ func TestPeerCodec(t *testing.T) {
 	for _, cb := range batches {
 		roundTrip(t, &cb, new(copyBatch))
 	}
+	// A value decoded into again and again, as a peer's connection and a
+	// holder's sender do, holds what was encoded each time, nothing left
+	// from before.
+	var reused copyBatch
+	for _, cb := range []copyBatch{full, batches[1], batches[0], full, batches[1]} {
+		if err := reused.decode(cb.appendTo(nil)); err != nil || !reflect.DeepEqual(reused, cb) {
+			t.Fatalf("decoded again: %+v, %v; want %+v", reused, err, cb)
+		}
+	}
 	bad := map[string][]byte{
 		"another version":          append([]byte{2}, batches[0].appendTo(nil)[1:]...),
 		"JSON":                     []byte(`{"from":"a","items":[]}`),
@@ -58,8 +67,13 @@ func TestPeerCodec(t *testing.T) {
 	fullAnswer.OK = make([]bool, 1)
 	fillFields(t, reflect.ValueOf(&fullAnswer).Elem(), new(int))
 	fullAnswer.Err = "" // an answer is either its flags or a refusal
-	for _, a := range []copyAnswer{{}, {OK: []bool{true, false, true}}, {Err: "not this node's current lease"}, fullAnswer} {
+	answers := []copyAnswer{{}, {OK: []bool{true, false, true}}, {Err: "not this node's current lease"}, fullAnswer}
+	var reusedAnswer copyAnswer
+	for _, a := range append(answers, answers...) {
 		roundTrip(t, &a, new(copyAnswer))
+		if err := reusedAnswer.decode(a.appendTo(nil)); err != nil || !reflect.DeepEqual(reusedAnswer, a) {
+			t.Fatalf("decoded again: %+v, %v; want %+v", reusedAnswer, err, a)
+		}
 	}
 	if err := new(copyAnswer).decode([]byte{peerWireVersion, 1, 0}); !errors.Is(err, errUndecodable) {
 		t.Errorf("a refusal without a reason: %v", err)
@@ -129,7 +143,7 @@ func TestPeerNoncesAndBinding(t *testing.T) {
 	seen := map[string]bool{}
 	for range 100 {
 		for _, ns := range []*nonces{a, b} {
-			n := ns.next()
+			n := ns.next(nil)
 			if len(n) != nonceSize || seen[string(n)] {
 				t.Fatalf("nonce %x repeated or of the wrong size", n)
 			}
@@ -143,16 +157,16 @@ func TestPeerNoncesAndBinding(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req1, req2, an := a.next(), a.next(), b.next()
-	answer := aead.Seal(nil, an, []byte("ok"), answerData(req1))
-	if _, err := aead.Open(nil, an, answer, answerData(req1)); err != nil {
+	req1, req2, an := a.next(nil), a.next(nil), b.next(nil)
+	answer := aead.Seal(nil, an, []byte("ok"), answerData(nil, req1))
+	if _, err := aead.Open(nil, an, answer, answerData(nil, req1)); err != nil {
 		t.Fatalf("the answer does not open for its request: %v", err)
 	}
-	if _, err := aead.Open(nil, an, answer, answerData(req2)); err == nil {
+	if _, err := aead.Open(nil, an, answer, answerData(nil, req2)); err == nil {
 		t.Error("an answer opened as the answer to another request")
 	}
 	request := aead.Seal(nil, req1, []byte("batch"), requestAD)
-	if _, err := aead.Open(nil, req1, request, answerData(req1)); err == nil {
+	if _, err := aead.Open(nil, req1, request, answerData(nil, req1)); err == nil {
 		t.Error("a request opened as an answer")
 	}
 }

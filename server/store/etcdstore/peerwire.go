@@ -63,8 +63,10 @@ var (
 	answerAD  = []byte("svcreg heartbeat copies: answer")
 )
 
-func answerData(requestNonce []byte) []byte {
-	return append(answerAD[:len(answerAD):len(answerAD)], requestNonce...)
+// answerData appends the additional data of the answer to the request
+// with requestNonce to dst.
+func answerData(dst, requestNonce []byte) []byte {
+	return append(append(dst, answerAD...), requestNonce...)
 }
 
 // nonces makes the nonces of one end of one connection.
@@ -79,10 +81,10 @@ func newNonces() *nonces {
 	return ns
 }
 
-func (ns *nonces) next() []byte {
+// next appends the next nonce to dst.
+func (ns *nonces) next(dst []byte) []byte {
 	ns.n++
-	b := make([]byte, 0, nonceSize)
-	return binary.BigEndian.AppendUint64(append(b, ns.prefix[:]...), ns.n)
+	return binary.BigEndian.AppendUint64(append(dst, ns.prefix[:]...), ns.n)
 }
 
 // refusalNonce marks a refusal sent in the clear.
@@ -106,10 +108,21 @@ func writeFrame(w *bufio.Writer, nonce, body []byte) error {
 	return w.Flush()
 }
 
-// readFrame reads one frame. started, if not nil, is called once its
-// length has arrived (to set a deadline for the rest). The buffer grows
-// with what arrives, so a length alone reserves no memory.
-func readFrame(r *bufio.Reader, started func()) (nonce, body []byte, err error) {
+// frameBuf is the memory one end of a connection reads its frames into,
+// kept from one frame to the next: a copy goes with every heartbeat
+// answered from memory, and a buffer a frame was most of the garbage the
+// copies made.
+type frameBuf struct{ b []byte }
+
+// keptFrameBuf is the most a frameBuf keeps between frames; one that grew
+// past it for a large batch is let go.
+const keptFrameBuf = 64 << 10
+
+// read reads one frame. started, if not nil, is called once its length
+// has arrived (to set a deadline for the rest). The buffer grows with what
+// arrives, so a length alone reserves no memory. nonce and body are valid
+// until the next read.
+func (f *frameBuf) read(r *bufio.Reader, started func()) (nonce, body []byte, err error) {
 	var n [4]byte
 	if _, err := io.ReadFull(r, n[:]); err != nil {
 		return nil, nil, err
@@ -117,17 +130,29 @@ func readFrame(r *bufio.Reader, started func()) (nonce, body []byte, err error) 
 	if started != nil {
 		started()
 	}
-	size := binary.BigEndian.Uint32(n[:])
+	size := int(binary.BigEndian.Uint32(n[:]))
 	if size < minFrame || size > maxFrame {
 		return nil, nil, errFrameSize
 	}
-	buf, err := io.ReadAll(io.LimitReader(r, int64(size)))
-	if err != nil {
-		return nil, nil, err
+	if cap(f.b) > keptFrameBuf {
+		f.b = nil
 	}
-	if len(buf) != int(size) {
-		return nil, nil, io.ErrUnexpectedEOF
+	buf := f.b[:0]
+	for len(buf) < size {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)] // grows by what arrived so far
+		}
+		n, err := r.Read(buf[len(buf):min(cap(buf), size)])
+		buf = buf[:len(buf)+n]
+		if err != nil && len(buf) < size {
+			f.b = buf
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, nil, err
+		}
 	}
+	f.b = buf
 	return buf[:nonceSize], buf[nonceSize:], nil
 }
 
@@ -175,31 +200,46 @@ func (s *Store) servePeerConn(c net.Conn) {
 	defer stop()
 	r, w := bufio.NewReader(c), bufio.NewWriter(c)
 	ns := newNonces()
+	// Kept from one batch to the next: the frame read, the batch decoded
+	// from it, and the answer's nonce, additional data and sealed body.
+	var (
+		in          frameBuf
+		batch       copyBatch
+		an, ad, out []byte
+	)
+	started := func() { c.SetReadDeadline(time.Now().Add(copyTimeout)) }
 	idle := peerFirst
 	for {
 		c.SetReadDeadline(time.Now().Add(idle))
-		nonce, sealed, err := readFrame(r, func() { c.SetReadDeadline(time.Now().Add(copyTimeout)) })
+		nonce, sealed, err := in.read(r, started)
 		if err != nil {
 			return
 		}
-		payload, err := s.peerAEAD.Open(nil, nonce, sealed, requestAD)
+		ad = answerData(ad[:0], nonce)
+		payload, err := s.peerAEAD.Open(sealed[:0], nonce, sealed, requestAD)
 		if err != nil {
 			s.metrics.copyRefusals.WithLabelValues("secret").Inc()
 			c.SetWriteDeadline(time.Now().Add(copyTimeout))
 			writeFrame(w, refusalNonce, []byte("not sealed with this registry's secret"))
 			return
 		}
-		ans := s.takeCopies(payload)
-		an := ns.next()
+		ans := s.takeCopies(payload, &batch)
+		an = ns.next(an[:0])
+		out = ans.appendTo(out[:0])
+		out = s.peerAEAD.Seal(out[:0], an, out, ad)
 		c.SetWriteDeadline(time.Now().Add(copyTimeout))
-		if writeFrame(w, an, s.peerAEAD.Seal(nil, an, ans.appendTo(nil), answerData(nonce))) != nil {
+		if writeFrame(w, an, out) != nil {
 			return
+		}
+		if cap(out) > keptFrameBuf {
+			out = nil
 		}
 		idle = peerIdle
 	}
 }
 
-// peerConn is one sender's connection to its peer.
+// peerConn is one sender's connection to its peer, and the memory its
+// round trips reuse.
 type peerConn struct {
 	to   peerInfo
 	c    net.Conn
@@ -208,12 +248,22 @@ type peerConn struct {
 	used bool // a batch went over it before
 	// nonces: this end's, for the requests it seals.
 	nonces *nonces
+	// Kept from one round trip to the next, over connections: a batch's
+	// items, its encoding, the request's nonce and sealed body, the answer
+	// read, its additional data and what it says.
+	items      []copyItem
+	payload    []byte
+	nonce, out []byte
+	in         frameBuf
+	ad         []byte
+	ans        copyAnswer
 }
 
+// close closes the connection; the memory stays for the next one.
 func (pc *peerConn) close() {
 	if pc.c != nil {
 		pc.c.Close()
-		*pc = peerConn{}
+		pc.to, pc.c, pc.r, pc.w, pc.used, pc.nonces = peerInfo{}, nil, nil, nil, false, nil
 	}
 }
 
@@ -249,14 +299,18 @@ func (s *Store) tryRoundTrip(pc *peerConn, target peerInfo, payload []byte) (cop
 		if err != nil {
 			return copyAnswer{}, &dialError{err}
 		}
-		*pc = peerConn{to: target, c: c, r: bufio.NewReader(c), w: bufio.NewWriter(c), nonces: newNonces()}
+		pc.to, pc.c, pc.r, pc.w, pc.nonces = target, c, bufio.NewReader(c), bufio.NewWriter(c), newNonces()
 	}
 	pc.c.SetDeadline(deadline)
-	nonce := pc.nonces.next()
-	if err := writeFrame(pc.w, nonce, s.peerAEAD.Seal(nil, nonce, payload, requestAD)); err != nil {
+	pc.nonce = pc.nonces.next(pc.nonce[:0])
+	pc.out = s.peerAEAD.Seal(pc.out[:0], pc.nonce, payload, requestAD)
+	if cap(pc.out) > keptFrameBuf {
+		defer func() { pc.out = nil }()
+	}
+	if err := writeFrame(pc.w, pc.nonce, pc.out); err != nil {
 		return copyAnswer{}, err
 	}
-	an, sealed, err := readFrame(pc.r, nil)
+	an, sealed, err := pc.in.read(pc.r, nil)
 	if err != nil {
 		return copyAnswer{}, err
 	}
@@ -264,11 +318,12 @@ func (s *Store) tryRoundTrip(pc *peerConn, target peerInfo, payload []byte) (cop
 		reason := sealed[:min(len(sealed), 200)]
 		return copyAnswer{}, fmt.Errorf("a refusal in the clear (unauthenticated), said to be from peer %s: %s", target.id, strconv.QuoteToASCII(string(reason)))
 	}
-	raw, err := s.peerAEAD.Open(nil, an, sealed, answerData(nonce))
+	pc.ad = answerData(pc.ad[:0], pc.nonce)
+	raw, err := s.peerAEAD.Open(sealed[:0], an, sealed, pc.ad)
 	if err != nil {
 		return copyAnswer{}, fmt.Errorf("peer %s: its answer does not open with this registry's secret", target.id)
 	}
-	var a copyAnswer
+	a := &pc.ans
 	switch {
 	case a.decode(raw) != nil:
 		return copyAnswer{}, fmt.Errorf("peer %s: undecodable answer", target.id)
@@ -276,5 +331,5 @@ func (s *Store) tryRoundTrip(pc *peerConn, target peerInfo, payload []byte) (cop
 		return copyAnswer{}, fmt.Errorf("peer %s refused the copies: %s", target.id, a.Err)
 	}
 	pc.used = true
-	return a, nil
+	return *a, nil
 }
