@@ -173,12 +173,12 @@ func BenchmarkHeartbeats(b *testing.B) {
 	})
 	for _, su := range append(slices.Clone(setups), noCopies, noLinger, again) {
 		b.Run(su.name, func(b *testing.B) {
-			nodes, cluster := su.start(b, store.Limits{Services: clientsPerRun * perClientRun, ConfigValues: 10})
+			nodes, cluster := su.start(b, store.Limits{Services: heartbeatClients * servicesEach, ConfigValues: 10})
 			urls := make([]string, len(nodes))
 			for i, n := range nodes {
 				urls[i] = n.URL
 			}
-			cmd := closedLoad(b, urls, "bench-heartbeats")
+			cmd := closedLoad(b, urls, "bench-heartbeats", heartbeatClients)
 			t0 := heartbeatTotals(b, gatherers(nodes)...)
 			b.ResetTimer()
 			self0, members0 := deploymentCPU(b, cluster)
@@ -211,24 +211,25 @@ func BenchmarkHeartbeats(b *testing.B) {
 	}
 }
 
-// The closed loop's clients, and the services each heartbeats in turn.
-const clientsPerRun, perClientRun = 64, 8
+// BenchmarkHeartbeats' clients, and the services each client of the
+// closed loop heartbeats in turn.
+const heartbeatClients, servicesEach = 64, 8
 
-// closedLoad prepares the closed loop at the nodes at urls: an account
-// (logged in as name) with clientsPerRun×perClientRun services, client c
+// closedLoad prepares the closed loop of clients at the nodes at urls: an
+// account (logged in as name) with clients×servicesEach services, client c
 // creating its own at urls[c mod len(urls)] and heartbeating each once
 // there (on the etcd store, the write by which its node takes hold of it:
 // the run measures the heartbeats after). It returns the command that
 // runs b.N heartbeats between the clients in a child process (this test
 // binary, TestHeartbeatLoad), as fast as they are answered.
-func closedLoad(b *testing.B, urls []string, name string) *exec.Cmd {
+func closedLoad(b *testing.B, urls []string, name string, clients int) *exec.Cmd {
 	b.Helper()
 	u := login(b, &node{t: b, URL: urls[0]}, name)
 	load := hbLoad{Token: u.token, Tenant: u.tenant, N: b.N}
-	for c := range clientsPerRun {
+	for c := range clients {
 		n := &node{t: b, URL: urls[c%len(urls)]}
 		cl := hbClient{URL: n.URL}
-		for i := range perClientRun {
+		for i := range servicesEach {
 			id := fmt.Sprintf("svc-%02d-%d", c, i)
 			cl.IDs = append(cl.IDs, id)
 			cl.Tokens = append(cl.Tokens, u.create(n, id, 120))

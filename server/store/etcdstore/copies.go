@@ -282,7 +282,7 @@ func (e *hbEntry) copyOf(state hbRecord) copyItem {
 
 // copyQueue holds the copies waiting for the sender, one a node, on one
 // connection to the peer, with one batch on its way at a time: the copies
-// that arrive meanwhile go together in the next, so each round trip (40–60
+// that arrive meanwhile go together in the next, so each round trip (30–40
 // µs of CPU at both ends together on a two-core virtual machine, most of
 // it the two writes) carries more of them. Two senders gave smaller
 // batches and no lower CPU per heartbeat. Heartbeats append to the queue

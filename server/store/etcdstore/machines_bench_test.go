@@ -29,8 +29,9 @@ import (
 )
 
 // BenchmarkHeartbeatsMachines measures what nodes add: BenchmarkHeartbeats'
-// closed loop (64 clients, 8 services each, client c at node c mod nodes),
-// with each svcreg server (the program, svcreg server --dev) on a machine
+// closed loop (8 services a client, client c at node c mod nodes), with
+// 192 clients (SVCREG_BENCH_MACHINE_CLIENTS to change it), and with each
+// svcreg server (the program, svcreg server --dev) on a machine
 // of its own: a control group allowed a quarter of a core
 // (SVCREG_BENCH_MACHINE_CORES to change it; see internal/cpucap). An etcd
 // member runs on each node's machine and shares its quarter, as where
@@ -39,7 +40,16 @@ import (
 // outside them on the rest of this machine. Every process keeps Go's
 // default GOMAXPROCS (the machine's CPUs, at least 2): a limit of a
 // quarter core spreads it over more than one thread. A fourth setup,
-// three nodes with copies off, is what the copies cost. It reports
+// three nodes with copies off, is what the copies cost.
+//
+// 192 clients are 64 a node for three nodes, as many as
+// BenchmarkHeartbeats gives its one embedded node. A capacity needs the
+// heartbeats in flight to keep every machine busy, and with copies a node
+// answers a heartbeat only a round trip to its peer later (2 ms here,
+// where the peer may be waiting out its limit): 21 clients a node, each
+// waiting for its answer before the next heartbeat, leave the node idle
+// and waking between requests, which the services of a real deployment,
+// each heartbeating on its own clock, do not. It reports
 // heartbeats/s and the ratio to the embedded store's (x-bolt); the
 // machines' CPU per 1,000 heartbeats (cpu-ms/1000hb, members included;
 // etcd-cpu-ms/1000hb, the members' part) and its ratio (cpu-x-bolt); how
@@ -47,9 +57,9 @@ import (
 // CPU is what limits them); the cores the clients used (client-cores: the
 // rest of the machine must not be what limits the rate); the times the
 // nodes' threads slept to wait (sleeps/hb, voluntary context switches: a
-// node that waits pays for waking); and etcd transactions and copy
-// requests per heartbeat. It needs root (a cgroup
-// CPU controller to write). Run it with
+// node that waits pays for waking); etcd transactions and copy requests
+// per heartbeat, and a copy request's mean round trip (copy-µs/req, wall
+// time). It needs root (a cgroup CPU controller to write). Run it with
 //
 //	go test -run '^$' -bench HeartbeatsMachines -benchtime 40000x ./server/store/etcdstore/
 func BenchmarkHeartbeatsMachines(b *testing.B) {
@@ -58,6 +68,13 @@ func BenchmarkHeartbeatsMachines(b *testing.B) {
 		var err error
 		if cores, err = strconv.ParseFloat(v, 64); err != nil || cores <= 0 {
 			b.Fatalf("SVCREG_BENCH_MACHINE_CORES=%q: want a positive number of cores, e.g. 0.5", v)
+		}
+	}
+	clients := 3 * heartbeatClients
+	if v := os.Getenv("SVCREG_BENCH_MACHINE_CLIENTS"); v != "" {
+		var err error
+		if clients, err = strconv.Atoi(v); err != nil || clients <= 0 {
+			b.Fatalf("SVCREG_BENCH_MACHINE_CLIENTS=%q: want a positive number of clients, e.g. 64", v)
 		}
 	}
 	if g, err := cpucap.New("svcreg-bench-probe", cores); err != nil {
@@ -113,7 +130,7 @@ func BenchmarkHeartbeatsMachines(b *testing.B) {
 			if su.etcd && !su.copies {
 				more = []string{"--etcd-peer-listen", "off"}
 			}
-			servers := startServers(b, bin, su.nodes, cluster, clientsPerRun*perClientRun, more...)
+			servers := startServers(b, bin, su.nodes, cluster, clients*servicesEach, more...)
 			var nodePids, memberPids []int
 			for i, s := range servers {
 				nodePids = append(nodePids, s.pid)
@@ -142,7 +159,7 @@ func BenchmarkHeartbeatsMachines(b *testing.B) {
 					s.waitMetric(b, "svcreg_store_heartbeat_copy_peer", 1)
 				}
 			}
-			cmd := closedLoad(b, urls, "bench-machines")
+			cmd := closedLoad(b, urls, "bench-machines", clients)
 			t0 := heartbeatTotals(b, gs...)
 			b.ResetTimer()
 			nodes0, members0 := sumOf(b, nodePids, proccpu.Of), sumOf(b, memberPids, proccpu.Of)
@@ -172,6 +189,9 @@ func BenchmarkHeartbeatsMachines(b *testing.B) {
 				b.ReportMetric(per1000(members1-members0), "etcd-cpu-ms/1000hb")
 				b.ReportMetric((t1.txns-t0.txns)/float64(b.N), "txn/hb")
 				b.ReportMetric((t1.copyReqs-t0.copyReqs)/float64(b.N), "copyreq/hb")
+				if t1.copyReqs > t0.copyReqs {
+					b.ReportMetric((t1.copySeconds-t0.copySeconds)/(t1.copyReqs-t0.copyReqs)*1e6, "copy-µs/req")
+				}
 			}
 			reportRatio(b, "machines", su.name, rate, true)
 			reportCPURatio(b, "machines", su.name, cpuPer1000)
