@@ -100,14 +100,18 @@ func (cb *copyBatch) decode(p []byte) error {
 		holder := d.bytes()
 		st.HolderLease = d.varint()
 		st.Loose = d.bool()
-		joinStrings([]*string{&it.Tenant, &it.ID, &st.Cur, &st.Prev, &st.Holder}, tenant, id, cur, prev, holder)
+		// Two allocations, not five (an allocation a string was most of
+		// what decoding a copy cost), split by how long they live: the
+		// peer keeps the service's key for as long as it keeps a copy,
+		// and the state's strings until the next copy replaces them.
+		joinStrings([]*string{&it.Tenant, &it.ID}, tenant, id)
+		joinStrings([]*string{&st.Cur, &st.Prev, &st.Holder}, cur, prev, holder)
 	}
 	return d.end()
 }
 
 // joinStrings sets *dst[i] to string(raw[i]) with one allocation for all:
-// an item's strings are kept together (the peer's copy of a service), and
-// an allocation each was most of what decoding a copy cost.
+// strings that are kept, and let go, together.
 func joinStrings(dst []*string, raw ...[]byte) {
 	var sb strings.Builder
 	n := 0

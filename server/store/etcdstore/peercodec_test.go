@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"golang.org/x/crypto/chacha20poly1305"
 )
@@ -168,5 +169,28 @@ func TestPeerNoncesAndBinding(t *testing.T) {
 	request := aead.Seal(nil, req1, []byte("batch"), requestAD)
 	if _, err := aead.Open(nil, req1, request, answerData(nil, req1)); err == nil {
 		t.Error("a request opened as an answer")
+	}
+}
+
+// A copy's key strings (tenant, id) and its state's strings are decoded
+// into separate allocations: the peer keeps a service's key for as long as
+// it keeps its copy, and would otherwise keep the first copy's tokens with
+// it, long after later copies replaced them.
+func TestPeerCodecKeyApart(t *testing.T) {
+	cb := copyBatch{From: "a", To: "b", Items: []copyItem{{Tenant: "tenant-0123456789", ID: "svc-0123456789",
+		State: hbRecord{Cur: "0123456789abcdef0123456789abcdef-2", Prev: "0123456789abcdef0123456789abcdef-1", Holder: "a"}}}}
+	var got copyBatch
+	if err := got.decode(cb.appendTo(nil)); err != nil {
+		t.Fatal(err)
+	}
+	it := got.Items[0]
+	// The key's strings are decoded next to each other: the tenant's
+	// allocation, if they share one, runs to the end of the id.
+	key := uintptr(unsafe.Pointer(unsafe.StringData(it.Tenant)))
+	keyEnd := uintptr(unsafe.Pointer(unsafe.StringData(it.ID))) + uintptr(len(it.ID))
+	for _, s := range []string{it.State.Cur, it.State.Prev, it.State.Holder} {
+		if p := uintptr(unsafe.Pointer(unsafe.StringData(s))); p >= key && p <= keyEnd {
+			t.Errorf("state string %q shares the key's allocation", s)
+		}
 	}
 }

@@ -234,6 +234,9 @@ func (s *Store) servePeerConn(c net.Conn) {
 		if cap(out) > keptFrameBuf {
 			out = nil
 		}
+		if cap(batch.Items) > maxCopyBatch { // more than a holder sends
+			batch.Items = nil
+		}
 		idle = peerIdle
 	}
 }
