@@ -134,9 +134,6 @@ func (f *frameBuf) read(r *bufio.Reader, started func()) (nonce, body []byte, er
 	if size < minFrame || size > maxFrame {
 		return nil, nil, errFrameSize
 	}
-	if cap(f.b) > keptFrameBuf {
-		f.b = nil
-	}
 	buf := f.b[:0]
 	for len(buf) < size {
 		if len(buf) == cap(buf) {
@@ -154,6 +151,14 @@ func (f *frameBuf) read(r *bufio.Reader, started func()) (nonce, body []byte, er
 	}
 	f.b = buf
 	return buf[:nonceSize], buf[nonceSize:], nil
+}
+
+// done ends the use of the frame read last: a buffer that grew past
+// keptFrameBuf for it is let go.
+func (f *frameBuf) done() {
+	if cap(f.b) > keptFrameBuf {
+		f.b = nil
+	}
 }
 
 // servePeers accepts peer connections until the store closes; past
@@ -231,6 +236,7 @@ func (s *Store) servePeerConn(c net.Conn) {
 		if writeFrame(w, an, out) != nil {
 			return
 		}
+		in.done()
 		if cap(out) > keptFrameBuf {
 			out = nil
 		}
@@ -314,6 +320,7 @@ func (s *Store) tryRoundTrip(pc *peerConn, target peerInfo, payload []byte) (cop
 		return copyAnswer{}, err
 	}
 	an, sealed, err := pc.in.read(pc.r, nil)
+	defer pc.in.done()
 	if err != nil {
 		return copyAnswer{}, err
 	}
