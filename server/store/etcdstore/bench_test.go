@@ -199,11 +199,7 @@ func BenchmarkHeartbeats(b *testing.B) {
 			}
 			t1 := heartbeatTotals(b, gatherers(nodes)...)
 			if su.name != "store=bolt" && su.name != again.name {
-				b.ReportMetric((t1.txns-t0.txns)/float64(b.N), "txn/hb")
-				b.ReportMetric((t1.copyReqs-t0.copyReqs)/float64(b.N), "copyreq/hb")
-				if t1.copyReqs > t0.copyReqs {
-					b.ReportMetric((t1.copySeconds-t0.copySeconds)/(t1.copyReqs-t0.copyReqs)*1e6, "copy-µs/req")
-				}
+				t1.reportSince(b, t0, float64(b.N))
 			}
 			reportRatio(b, "heartbeats", su.name, rate, true)
 			reportCPURatio(b, "heartbeats", su.name, cpuPer1000)
@@ -286,6 +282,17 @@ type hbTotals struct {
 	txns        float64 // etcd transactions that wrote them
 	copyReqs    float64 // requests carrying copies to a peer
 	copySeconds float64 // their round trips, in all
+}
+
+// reportSince reports the etcd transactions and copy requests per
+// heartbeat (txn/hb, copyreq/hb) from t0 to t, over beats heartbeats, and
+// a copy request's mean round trip (copy-µs/req, wall time) if any went.
+func (t hbTotals) reportSince(b *testing.B, t0 hbTotals, beats float64) {
+	b.ReportMetric((t.txns-t0.txns)/beats, "txn/hb")
+	b.ReportMetric((t.copyReqs-t0.copyReqs)/beats, "copyreq/hb")
+	if reqs := t.copyReqs - t0.copyReqs; reqs > 0 {
+		b.ReportMetric((t.copySeconds-t0.copySeconds)/reqs*1e6, "copy-µs/req")
+	}
 }
 
 // heartbeatTotals sums the heartbeat counters of the nodes whose metrics
@@ -468,7 +475,7 @@ func pacedLoad(t *testing.T, load hbLoad) {
 // behind), the deployment's CPU milliseconds per 1,000 heartbeats, the
 // etcd members' part of it, heartbeats written to etcd and the etcd
 // transactions that wrote them per heartbeat, copy requests per
-// heartbeat, and the ratio to the embedded store's CPU per heartbeat
+// heartbeat and their mean round trip, and the ratio to the embedded store's CPU per heartbeat
 // (cpu-x-bolt). One run each:
 //
 //	go test -run '^$' -bench HeartbeatsPaced -benchtime 1x ./server/store/etcdstore/
@@ -565,8 +572,7 @@ func BenchmarkHeartbeatsPaced(b *testing.B) {
 			if cluster != nil {
 				b.ReportMetric(float64((members1-members0).Microseconds())/beats, "etcd-cpu-ms/1000hb")
 				b.ReportMetric((t1.written-t0.written)/beats, "written/hb")
-				b.ReportMetric((t1.txns-t0.txns)/beats, "txn/hb")
-				b.ReportMetric((t1.copyReqs-t0.copyReqs)/beats, "copyreq/hb")
+				t1.reportSince(b, t0, beats)
 			}
 			reportCPURatio(b, "paced", su.name, cpuPer1000)
 		})

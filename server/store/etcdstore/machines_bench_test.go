@@ -63,20 +63,10 @@ import (
 //
 //	go test -run '^$' -bench HeartbeatsMachines -benchtime 40000x ./server/store/etcdstore/
 func BenchmarkHeartbeatsMachines(b *testing.B) {
-	cores := 0.25
-	if v := os.Getenv("SVCREG_BENCH_MACHINE_CORES"); v != "" {
-		var err error
-		if cores, err = strconv.ParseFloat(v, 64); err != nil || cores <= 0 {
-			b.Fatalf("SVCREG_BENCH_MACHINE_CORES=%q: want a positive number of cores, e.g. 0.5", v)
-		}
-	}
-	clients := 3 * heartbeatClients
-	if v := os.Getenv("SVCREG_BENCH_MACHINE_CLIENTS"); v != "" {
-		var err error
-		if clients, err = strconv.Atoi(v); err != nil || clients <= 0 {
-			b.Fatalf("SVCREG_BENCH_MACHINE_CLIENTS=%q: want a positive number of clients, e.g. 64", v)
-		}
-	}
+	cores := positiveEnv(b, "SVCREG_BENCH_MACHINE_CORES", 0.25, func(v string) (float64, error) {
+		return strconv.ParseFloat(v, 64)
+	}, "cores, e.g. 0.5")
+	clients := positiveEnv(b, "SVCREG_BENCH_MACHINE_CLIENTS", 3*heartbeatClients, strconv.Atoi, "clients, e.g. 64")
 	if g, err := cpucap.New("svcreg-bench-probe", cores); err != nil {
 		b.Skipf("servers on machines of their own need CPU-limited control groups: %v", err)
 	} else if err := g.Close(); err != nil {
@@ -187,16 +177,27 @@ func BenchmarkHeartbeatsMachines(b *testing.B) {
 			b.ReportMetric(cpu.Seconds()/elapsed.Seconds()/(cores*float64(su.nodes)), "allowance-used")
 			if su.etcd {
 				b.ReportMetric(per1000(members1-members0), "etcd-cpu-ms/1000hb")
-				b.ReportMetric((t1.txns-t0.txns)/float64(b.N), "txn/hb")
-				b.ReportMetric((t1.copyReqs-t0.copyReqs)/float64(b.N), "copyreq/hb")
-				if t1.copyReqs > t0.copyReqs {
-					b.ReportMetric((t1.copySeconds-t0.copySeconds)/(t1.copyReqs-t0.copyReqs)*1e6, "copy-µs/req")
-				}
+				t1.reportSince(b, t0, float64(b.N))
 			}
 			reportRatio(b, "machines", su.name, rate, true)
 			reportCPURatio(b, "machines", su.name, cpuPer1000)
 		})
 	}
+}
+
+// positiveEnv is the number in the environment variable name (parsed by
+// parse), def if it is unset; anything but a positive number fails the
+// benchmark, saying it wants a positive number of what.
+func positiveEnv[T int | float64](b *testing.B, name string, def T, parse func(string) (T, error), what string) T {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := parse(v)
+	if err != nil || n <= 0 {
+		b.Fatalf("%s=%q: want a positive number of %s", name, v, what)
+	}
+	return n
 }
 
 // sumOf is what f reads of each of processes pids, in all: their CPU time
