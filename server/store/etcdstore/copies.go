@@ -299,7 +299,6 @@ type copyQueue struct {
 	// sender is lingering for them (gather).
 	want   int
 	enough chan struct{}
-	timer  *time.Timer // the linger's, reused (gather is the sender's alone)
 }
 
 func newCopyQueue() *copyQueue {
@@ -349,17 +348,13 @@ func (q *copyQueue) gather(n int, linger time.Duration, done <-chan struct{}) {
 	}
 	q.want = n
 	q.mu.Unlock()
-	if q.timer == nil {
-		q.timer = time.NewTimer(linger)
-	} else {
-		q.timer.Reset(linger)
-	}
+	t := time.NewTimer(linger)
 	select {
 	case <-q.enough:
-	case <-q.timer.C:
+	case <-t.C:
 	case <-done:
 	}
-	q.timer.Stop()
+	t.Stop()
 	q.mu.Lock()
 	q.want = 0
 	q.mu.Unlock()
@@ -513,14 +508,8 @@ func (s *Store) postCopies(pc *peerConn, target peerInfo, batch []*copyReq) ([]b
 	for _, r := range batch {
 		b.Items = append(b.Items, r.item)
 	}
-	pc.payload = b.appendTo(pc.payload[:0])
-	pc.items = b.Items
-	defer func() {
-		clear(pc.items)
-		if cap(pc.payload) > keptFrameBuf {
-			pc.payload = nil
-		}
-	}()
+	pc.items, pc.payload = b.Items, b.appendTo(pc.payload[:0])
+	defer pc.reuse()
 	start := time.Now()
 	a, err := s.roundTrip(pc, target, pc.payload)
 	s.metrics.copyTime.Observe(time.Since(start).Seconds())

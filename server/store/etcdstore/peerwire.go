@@ -155,10 +155,15 @@ func (f *frameBuf) read(r *bufio.Reader, started func()) (nonce, body []byte, er
 
 // done ends the use of the frame read last: a buffer that grew past
 // keptFrameBuf for it is let go.
-func (f *frameBuf) done() {
-	if cap(f.b) > keptFrameBuf {
-		f.b = nil
+func (f *frameBuf) done() { f.b = kept(f.b, keptFrameBuf) }
+
+// kept is s emptied for the next batch, or nil if it grew past max
+// elements for a large one.
+func kept[S ~[]E, E any](s S, max int) S {
+	if cap(s) > max {
+		return nil
 	}
+	return s[:0]
 }
 
 // servePeers accepts peer connections until the store closes; past
@@ -237,12 +242,8 @@ func (s *Store) servePeerConn(c net.Conn) {
 			return
 		}
 		in.done()
-		if cap(out) > keptFrameBuf {
-			out = nil
-		}
-		if cap(batch.Items) > maxCopyBatch { // more than a holder sends
-			batch.Items = nil
-		}
+		out = kept(out, keptFrameBuf)
+		batch.Items = kept(batch.Items, maxCopyBatch) // more than a holder sends
 		idle = peerIdle
 	}
 }
@@ -266,6 +267,15 @@ type peerConn struct {
 	in         frameBuf
 	ad         []byte
 	ans        copyAnswer
+}
+
+// reuse readies pc's memory for the next round trip: the copies it held
+// let go, and what grew past keptFrameBuf for a large batch dropped.
+func (pc *peerConn) reuse() {
+	clear(pc.items)
+	pc.items = pc.items[:0]
+	pc.payload, pc.out = kept(pc.payload, keptFrameBuf), kept(pc.out, keptFrameBuf)
+	pc.in.done()
 }
 
 // close closes the connection; the memory stays for the next one.
@@ -313,14 +323,10 @@ func (s *Store) tryRoundTrip(pc *peerConn, target peerInfo, payload []byte) (cop
 	pc.c.SetDeadline(deadline)
 	pc.nonce = pc.nonces.next(pc.nonce[:0])
 	pc.out = s.peerAEAD.Seal(pc.out[:0], pc.nonce, payload, requestAD)
-	if cap(pc.out) > keptFrameBuf {
-		defer func() { pc.out = nil }()
-	}
 	if err := writeFrame(pc.w, pc.nonce, pc.out); err != nil {
 		return copyAnswer{}, err
 	}
 	an, sealed, err := pc.in.read(pc.r, nil)
-	defer pc.in.done()
 	if err != nil {
 		return copyAnswer{}, err
 	}
