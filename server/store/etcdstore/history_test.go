@@ -35,11 +35,14 @@ import (
 //   - every acknowledged create and delete is in the feed;
 //   - no service timed out while its owner heartbeated it, and every
 //     timeout's timestamp is the deadline of the last heartbeat token its
-//     owner was given — or, if the node that answered that heartbeat was
-//     killed, cut off or lost its lease before the service was due (or,
-//     for a deadline that fell while etcd's leader member was stopped,
-//     before that member was back), no earlier and at most the heartbeat
-//     slack later: no acknowledged heartbeat was lost.
+//     owner was given, also when the node that answered that heartbeat was
+//     killed before the service was due while the other nodes and etcd
+//     were up (its peer had a copy of that deadline); or, if that node
+//     was cut off, lost its lease or failed to copy to its peer, another
+//     node was cut off or lost its lease, or a deadline fell while etcd's
+//     leader member was stopped (or before that member was back), no
+//     earlier and at most the heartbeat slack later: no acknowledged
+//     heartbeat was lost.
 func TestRandomHistory(t *testing.T) {
 	t.Parallel()
 	seed := uint64(time.Now().UnixNano())
@@ -56,7 +59,8 @@ func TestRandomHistory(t *testing.T) {
 	u := login(t, nodes[1], "history")
 	start := u.listMarker(nodes[1])
 
-	h := &history{t: t, u: u, nodes: nodes, slack: slack, quit: make(chan struct{}), quitLeases: make(chan struct{}), outages: map[int][]outage{}}
+	h := &history{t: t, u: u, nodes: nodes, slack: slack, quit: make(chan struct{}), quitLeases: make(chan struct{}), outages: map[int][]outage{},
+		copyFailures: make([]float64, len(nodes)), copiesSeen: make([]time.Time, len(nodes))}
 	const owners, idsPerOwner, configWriters = 6, 3, 2
 	runFor := 10 * time.Second
 	if testing.Short() {
@@ -89,7 +93,7 @@ func TestRandomHistory(t *testing.T) {
 	// for longer than the TTL) is dead to the others as if killed: that is
 	// an outage too, from when the lease may have been last renewed.
 	var monitoring sync.WaitGroup
-	monitoring.Go(func() { h.watchLeases(opts.NodeTTL) })
+	monitoring.Go(func() { h.watchNodes(opts.NodeTTL) })
 	// A test that fails early stops its clients before it ends: a client
 	// that reported after the end would panic the whole package.
 	stopActors := sync.OnceFunc(func() { close(stop); actors.Wait() })
@@ -107,12 +111,18 @@ func TestRandomHistory(t *testing.T) {
 	// while the others serve.
 	killed := int(h.lastNode.Load())
 	t.Logf("nodes %s, %s, %s; node %d crashes at %s", nodes[0].addr, nodes[1].addr, nodes[2].addr, killed, time.Now().UTC().Format("15:04:05.000"))
-	h.outage(killed)
+	h.noteCopyFailures(killed) // the last look at its failures
+	h.outage(killed, killedOutage)
+	killedAt := time.Now()
 	nodes[killed].crash()
 	time.Sleep(step)
 	nodes[killed].restart()
 	t.Logf("node %d back at %s", killed, time.Now().UTC().Format("15:04:05.000"))
 	h.back(killed)
+	// The services the killed node held are due by a timeout after it
+	// died: let its peer time them out before etcd loses its leader, so
+	// that their timeouts show the peer's copies (see exposed).
+	time.Sleep(time.Until(killedAt.Add(historyTimeout + 1500*time.Millisecond)))
 	// Lose the etcd leader, then get it back.
 	lead := c.Members[leader(t, c)]
 	t.Logf("etcd leader %s stops at %s", lead.Name, time.Now().UTC().Format("15:04:05.000"))
@@ -125,7 +135,7 @@ func TestRandomHistory(t *testing.T) {
 	h.etcdBack()
 	t.Logf("etcd leader %s back at %s", lead.Name, time.Now().UTC().Format("15:04:05.000"))
 	// Cut node 0 off from etcd, then let it back.
-	h.outage(0)
+	h.outage(0, cutOutage)
 	t.Logf("node 0 cut off from etcd at %s", time.Now().UTC().Format("15:04:05.000"))
 	part.Cut()
 	time.Sleep(step)
@@ -136,7 +146,7 @@ func TestRandomHistory(t *testing.T) {
 	stopActors()
 	// Abandoned services time out within their timeout and the slack:
 	// past that, the reapers and the reads time every service out.
-	clock.Advance(3*time.Second + slack + time.Second)
+	clock.Advance(historyTimeout + slack + time.Second)
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		var svcs page[struct{ ID string }]
 		u.do(nodes[1], "GET", "/services?limit=1000", nil, 200).json(&svcs)
@@ -169,8 +179,11 @@ func TestRandomHistory(t *testing.T) {
 	for _, n := range nodes {
 		inMemory += n.metric("svcreg_store_heartbeats_in_memory_total")
 	}
-	t.Logf("%d events; %d timeouts; killed node %d; %v heartbeats answered from memory since the restart; %d node leases lost", len(feed), count(feed, "service.timeout"), killed, inMemory, h.leaseLosses)
+	t.Logf("%d events; %d timeouts; killed node %d; %v heartbeats answered from memory since the restart; %d node leases lost; %d failed copy requests seen", len(feed), count(feed, "service.timeout"), killed, inMemory, h.leaseLosses, h.copyTroubles)
 }
+
+// historyTimeout is the heartbeat timeout of TestRandomHistory's services.
+const historyTimeout = 3 * time.Second
 
 // history is the run's shared setup and what the clients logged.
 type history struct {
@@ -181,15 +194,20 @@ type history struct {
 	services []*svcLog
 	configs  []*configLog
 	quit     chan struct{} // closed: the watchers stop
-	// quitLeases closed: watchLeases stops.
+	// quitLeases closed: watchNodes stops.
 	quitLeases chan struct{}
 	// lastNode is the node that answered the latest heartbeat.
 	lastNode atomic.Int32
-	// outages are when each node was killed, cut off from etcd or without
-	// a lease, until it was back.
-	mu          sync.Mutex
-	outages     map[int][]outage
-	leaseLosses int
+	// outages are when each node was killed, cut off from etcd, without a
+	// lease or failing to copy to its peer, until it was back.
+	mu           sync.Mutex
+	outages      map[int][]outage
+	leaseLosses  int
+	copyTroubles int
+	// copyFailures are each node's failed copy requests as last seen, and
+	// when (noteCopyFailures).
+	copyFailures []float64
+	copiesSeen   []time.Time
 	// etcdOutages are from when etcd's leader member was stopped until
 	// it was back: leadership moves and the nodes' clients fail over from
 	// the stopped member meanwhile, and a node's etcd calls, its reaper's
@@ -197,13 +215,46 @@ type history struct {
 	etcdOutages []outage
 }
 
-type outage struct{ from, to time.Time }
+type outage struct {
+	from, to time.Time
+	kind     outageKind
+}
+
+type outageKind int
+
+const (
+	// killedOutage: the node crashed. Its peer has a copy of every
+	// deadline it handed out, and times its services out at them.
+	killedOutage outageKind = iota
+	// cutOutage: the node was cut off from etcd; leaseOutage: its lease
+	// expired. The node's copies are refused, and it may have been some
+	// node's peer.
+	cutOutage
+	leaseOutage
+	// copyOutage: a request carrying the node's copies to its peer failed:
+	// for a second it answers heartbeats written to etcd and not copied.
+	copyOutage
+)
 
 // outage records that node i is killed or cut off now.
-func (h *history) outage(i int) {
+func (h *history) outage(i int, kind outageKind) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.outages[i] = append(h.outages[i], outage{from: time.Now()})
+	h.outages[i] = append(h.outages[i], outage{from: time.Now(), kind: kind})
+}
+
+// noteCopyFailures records an outage of node i if a copy request of its
+// failed since the last look: from then until a second after now.
+func (h *history) noteCopyFailures(i int) {
+	failed := h.nodes[i].metric("svcreg_store_heartbeat_copy_failures_total")
+	now := time.Now()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if failed > h.copyFailures[i] {
+		h.outages[i] = append(h.outages[i], outage{from: h.copiesSeen[i], to: now.Add(time.Second), kind: copyOutage})
+		h.copyTroubles++
+	}
+	h.copyFailures[i], h.copiesSeen[i] = failed, now // a restarted node counts from 0 again
 }
 
 // back records that node i is back now.
@@ -227,10 +278,12 @@ func (h *history) etcdBack() {
 	h.etcdOutages[len(h.etcdOutages)-1].to = time.Now()
 }
 
-// watchLeases records an outage of each node whose lease expired, as its
+// watchNodes records an outage of each node whose lease expired, as its
 // svcreg_store_node_lease_lost_total shows, from two TTLs before the node
-// saw it (the lease may have been last renewed then) until it did.
-func (h *history) watchLeases(ttl time.Duration) {
+// saw it (the lease may have been last renewed then) until it did; and of
+// each node whose copy request failed (svcreg_store_heartbeat_copy_failures_total),
+// from the last look until a second after it saw it.
+func (h *history) watchNodes(ttl time.Duration) {
 	seen := make([]float64, len(h.nodes))
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
@@ -245,11 +298,12 @@ func (h *history) watchLeases(ttl time.Duration) {
 			if lost > seen[i] {
 				now := time.Now()
 				h.mu.Lock()
-				h.outages[i] = append(h.outages[i], outage{from: now.Add(-2 * ttl), to: now})
+				h.outages[i] = append(h.outages[i], outage{from: now.Add(-2 * ttl), to: now, kind: leaseOutage})
 				h.leaseLosses++
 				h.mu.Unlock()
 			}
 			seen[i] = lost // a restarted node counts from 0 again
+			h.noteCopyFailures(i)
 		}
 	}
 }
@@ -266,7 +320,48 @@ func (h *history) watchLeases(ttl time.Duration) {
 // member is stopped its calls may stall (see etcdOutages), so the second
 // in which the life is reaped starts when that member is back, if that is
 // later than the deadline.
-func (h *history) exposed(l *life) bool {
+//
+// A node that was killed, and only that, does not expose the life
+// (copied reports true instead): it answered a heartbeat from memory only
+// once its peer had taken a copy of the deadline, or else wrote it to etcd
+// and copied it after, and the peer times the service out at that
+// deadline. Unless, from a second before the answer (a node whose copy
+// failed writes to etcd without copying for a second) until the life was
+// reaped, etcd's leader member was stopped, or any node was cut off or
+// lost its lease (the peer then refuses copies, or cannot time out), or
+// the killed node's copies failed.
+func (h *history) exposed(l *life) (exposed, copied bool) {
+	reapedBy := h.reapedBy(l)
+	for _, n := range l.lastNodes {
+		for _, o := range h.outages[n] {
+			if (o.to.IsZero() || o.to.After(l.lastAckAt)) && o.from.UnixMilli() <= reapedBy {
+				exposed = true
+			}
+		}
+	}
+	if !exposed {
+		return false, false
+	}
+	from := l.lastAckAt.Add(-time.Second).UnixMilli()
+	overlaps := func(o outage) bool {
+		return o.from.UnixMilli() <= reapedBy && (o.to.IsZero() || o.to.UnixMilli() > from)
+	}
+	if slices.ContainsFunc(h.etcdOutages, overlaps) {
+		return true, false
+	}
+	for n, os := range h.outages {
+		for _, o := range os {
+			if overlaps(o) && o.kind != killedOutage && (o.kind != copyOutage || slices.Contains(l.lastNodes, n)) {
+				return true, false
+			}
+		}
+	}
+	return false, true
+}
+
+// reapedBy is when, in ms, a life is surely reaped: a second after its
+// deadline, or after the etcd leader member stopped meanwhile is back.
+func (h *history) reapedBy(l *life) int64 {
 	reapedBy := l.lastDeadline + 1000
 	for _, o := range h.etcdOutages {
 		if o.from.UnixMilli() <= reapedBy && (o.to.IsZero() || o.to.UnixMilli() > l.lastDeadline) {
@@ -277,14 +372,7 @@ func (h *history) exposed(l *life) bool {
 			}
 		}
 	}
-	for _, n := range l.lastNodes {
-		for _, o := range h.outages[n] {
-			if (o.to.IsZero() || o.to.After(l.lastAckAt)) && o.from.UnixMilli() <= reapedBy {
-				return true
-			}
-		}
-	}
-	return false
+	return reapedBy
 }
 
 // svcLog is what one owner did to one service id, as it saw it.
@@ -396,7 +484,7 @@ func (h *history) owner(rng *rand.Rand, ids []*svcLog, stop chan struct{}) {
 }
 
 func (h *history) create(rng *rand.Rand, s *svcLog) {
-	r, err := h.u.try(h.pick(rng), "POST", "/services", map[string]any{"id": s.id, "heartbeat_timeout": 3, "tags": []string{"t0"}})
+	r, err := h.u.try(h.pick(rng), "POST", "/services", map[string]any{"id": s.id, "heartbeat_timeout": historyTimeout / time.Second, "tags": []string{"t0"}})
 	switch {
 	case err != nil || r.code >= 500:
 		s.ambiguous = true // it may be there: find out next time
@@ -678,8 +766,10 @@ func (h *history) checkReplay(feed []event) {
 		}
 	}
 
-	exposed := 0
-	defer func() { t.Logf("%d timeouts of services whose last heartbeat's node went down", exposed) }()
+	exposedN, copiedN := 0, 0
+	defer func() {
+		t.Logf("%d timeouts of services whose last heartbeat's node went down; %d more at their exact deadline from a killed node's peer", exposedN, copiedN)
+	}()
 	for _, s := range h.services {
 		if s.ambiguous {
 			if joins[s.id] < s.creates || removes[s.id] < s.deletes {
@@ -699,20 +789,23 @@ func (h *history) checkReplay(feed []event) {
 				continue
 			}
 			end := ends[s.id][k]
+			exposed, copied := h.exposed(l)
 			switch {
 			case l.deleted && end.Type != "service.remove":
 				t.Errorf("%s: incarnation %d ended by %s; its owner deleted it", s.id, k, end.Type)
 			case !l.deleted && end.Type != "service.timeout":
 				t.Errorf("%s: incarnation %d ended by %s; its owner did not delete it", s.id, k, end.Type)
-			case end.Type == "service.timeout" && h.exposed(l) &&
+			case end.Type == "service.timeout" && exposed &&
 				(end.Timestamp < l.lastDeadline || end.Timestamp > l.lastDeadline+h.slack.Milliseconds()+1):
 				t.Errorf("%s: incarnation %d timed out at %d, not within the slack after the deadline %d of the last token its owner got (its node went down)", s.id, k, end.Timestamp, l.lastDeadline)
-			case end.Type == "service.timeout" && !h.exposed(l) && end.Timestamp != l.lastDeadline:
-				t.Errorf("%s: incarnation %d timed out at %d, not at the deadline %d of the last token its owner got", s.id, k, end.Timestamp, l.lastDeadline)
+			case end.Type == "service.timeout" && !exposed && end.Timestamp != l.lastDeadline:
+				t.Errorf("%s: incarnation %d timed out at %d, not at the deadline %d of the last token its owner got (killed node's peer's copy: %v)", s.id, k, end.Timestamp, l.lastDeadline, copied)
 			case end.Type == "service.timeout" && !l.abandoned:
 				t.Errorf("%s: incarnation %d timed out while its owner heartbeated it", s.id, k)
-			case end.Type == "service.timeout" && h.exposed(l):
-				exposed++
+			case end.Type == "service.timeout" && exposed:
+				exposedN++
+			case end.Type == "service.timeout" && copied:
+				copiedN++
 			}
 		}
 	}
