@@ -99,6 +99,8 @@ type etcdFlags struct {
 	heartbeatSlack     time.Duration
 	heartbeatLinger    time.Duration
 	copyLinger         time.Duration
+	nodeTTL            time.Duration
+	requestTimeout     time.Duration
 	peerListen         string
 	peerAdvertise      string
 }
@@ -150,8 +152,10 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.StringVar(&f.etcd.password, "etcd-password", "", "etcd user's `password`")
 	fs.StringVar(&f.etcd.peerListen, "etcd-peer-listen", defaultPeerListen, "`address` (host:port; port 0 picks a free one) on which this node takes the other\nnodes' copies of the heartbeats they answer from memory, so that a service\nwhose client and holding node both die still times out within a second of\nits deadline. Nodes on other machines must reach it: give an address on\ntheir network (and --etcd-peer-advertise if they reach it by another).\n\"off\" turns copies off: such a service then times out up to\n--etcd-heartbeat-slack late")
 	fs.StringVar(&f.etcd.peerAdvertise, "etcd-peer-advertise", "", "`host:port` at which the other nodes reach --etcd-peer-listen (default its own\naddress)")
-	fs.DurationVar(&f.etcd.heartbeatSlack, "etcd-heartbeat-slack", 0, "how far past a heartbeat's deadline a node stores it in etcd; the node answers\nthe service's next heartbeats from memory while their deadlines fall within it.\nIt bounds how late a service is timed out whose client and holding node both\ndied; smaller costs more etcd writes. 15s to 24h (default twice the service's\ntimeout, at least 1m)")
+	fs.DurationVar(&f.etcd.heartbeatSlack, "etcd-heartbeat-slack", 0, "how far past a heartbeat's deadline a node stores it in etcd; the node answers\nthe service's next heartbeats from memory while their deadlines fall within it.\nIt bounds how late a service is timed out whose client and holding node both\ndied; smaller costs more etcd writes. From --etcd-node-ttl plus twice\n--etcd-request-timeout (15s with their defaults) to 24h (default twice the\nservice's timeout, at least 1m, and never below that)")
 	fs.DurationVar(&f.etcd.heartbeatLinger, "etcd-heartbeat-linger", etcdstore.DefaultHeartbeatLinger, "how long a heartbeat that must be written to etcd (a first at a node, one past\nits stored deadline, one that moved) waits for others to share its etcd\ncommit; a commit is a raft round with a disk sync on a quorum. 0 commits at\nonce; at most 1s")
+	fs.DurationVar(&f.etcd.nodeTTL, "etcd-node-ttl", etcdstore.DefaultNodeTTL, "lease of this node's key in etcd, whole seconds from 2s to 30s: how long the\nother nodes take to count this node dead once it is (they then go on from what\nit held: without a live peer node, a heartbeat of a service it held waits for\nthat), and how long it may be cut off from etcd, or starved of CPU, without\ncounting as dead. Longer rides out longer pauses; shorter fails over sooner")
+	fs.DurationVar(&f.etcd.requestTimeout, "etcd-request-timeout", etcdstore.DefaultRequestTimeout, "how long each etcd call may take before the request it serves fails with 503,\n1s to 30s")
 	fs.DurationVar(&f.etcd.copyLinger, "etcd-copy-linger", etcdstore.DefaultCopyLinger, "how long a heartbeat's copy to the peer node waits for others (up to 16) to\nshare its round trip, when none is on its way; the heartbeat waits for it.\n0 sends at once; at most 100ms")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -199,9 +203,16 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		return usagef("--max-waiters, --max-waiters-total, --max-conns, --max-idle-conns, --max-idle-conns-per-tenant and --unauth-idle-timeout must not be negative")
 	}
 	// The store's own bounds, checked before anything starts, as a usage
-	// error; openStore leaves NodeTTL and RequestTimeout at their defaults.
-	if err := etcdstore.CheckHeartbeatSlack(etcdstore.Options{HeartbeatSlack: f.etcd.heartbeatSlack}); err != nil {
-		return usagef("--etcd-heartbeat-slack: %v (0 is the default: twice the timeout, at least 1m)", err)
+	// error.
+	if d := f.etcd.nodeTTL; d < 2*time.Second || d > 30*time.Second || d%time.Second != 0 {
+		return usagef("--etcd-node-ttl %v: want whole seconds from 2s to 30s", d)
+	}
+	if d := f.etcd.requestTimeout; d < time.Second || d > 30*time.Second {
+		return usagef("--etcd-request-timeout %v: want 1s to 30s", d)
+	}
+	slackOpts := etcdstore.Options{HeartbeatSlack: f.etcd.heartbeatSlack, NodeTTL: f.etcd.nodeTTL, RequestTimeout: f.etcd.requestTimeout}
+	if err := etcdstore.CheckHeartbeatSlack(slackOpts); err != nil {
+		return usagef("--etcd-heartbeat-slack: %v (0 is the default: twice the timeout, at least 1m and at least --etcd-node-ttl plus twice --etcd-request-timeout)", err)
 	}
 	if f.etcd.heartbeatLinger < 0 || f.etcd.heartbeatLinger > time.Second {
 		return usagef("--etcd-heartbeat-linger %v: want 0 (commit at once) to 1s", f.etcd.heartbeatLinger)
@@ -224,7 +235,8 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	}
 	if f.etcd.endpoints == "" && (f.etcd.cert != "" || f.etcd.key != "" || f.etcd.cacert != "" || f.etcd.username != "" || f.etcd.password != "" || f.etcd.heartbeatSlack != 0 ||
 		f.etcd.peerListen != defaultPeerListen || f.etcd.peerAdvertise != "" ||
-		f.etcd.heartbeatLinger != etcdstore.DefaultHeartbeatLinger || f.etcd.copyLinger != etcdstore.DefaultCopyLinger) {
+		f.etcd.heartbeatLinger != etcdstore.DefaultHeartbeatLinger || f.etcd.copyLinger != etcdstore.DefaultCopyLinger ||
+		f.etcd.nodeTTL != etcdstore.DefaultNodeTTL || f.etcd.requestTimeout != etcdstore.DefaultRequestTimeout) {
 		return usagef("the --etcd-* flags need --etcd-endpoints")
 	}
 	if (f.etcd.cert == "") != (f.etcd.key == "") {
@@ -449,6 +461,8 @@ func openStore(ctx context.Context, f serverFlags, log *slog.Logger, reg prometh
 		MaxEvents:      f.maxEvents,
 		ReapInterval:   reap,
 		HeartbeatSlack: f.etcd.heartbeatSlack,
+		NodeTTL:        f.etcd.nodeTTL,
+		RequestTimeout: f.etcd.requestTimeout,
 		PeerListen:     peerListen,
 		PeerAdvertise:  f.etcd.peerAdvertise,
 		// 0 on the command line is at once; in Options, the default.

@@ -2,12 +2,17 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/svcreg/svcreg/internal/etcdtest"
 )
@@ -21,7 +26,12 @@ func TestServerOverEtcd(t *testing.T) {
 	t.Parallel()
 	c := etcdtest.Start(t, etcdtest.Options{})
 	nodeA := startServerProcess(t, "--etcd-endpoints", strings.Join(c.Endpoints(), ","), "--etcd-prefix", "/cmd-test/")
-	nodeB := startServerProcess(t, "--etcd-endpoints", strings.Join(c.Endpoints(), ","), "--etcd-prefix", "/cmd-test/")
+	nodeB := startServerProcess(t, "--etcd-endpoints", strings.Join(c.Endpoints(), ","), "--etcd-prefix", "/cmd-test/",
+		"--etcd-node-ttl", "7s", "--etcd-request-timeout", "3s")
+	// Each node's key is on a lease of its --etcd-node-ttl.
+	if got, want := nodeLeaseTTLs(t, c.Endpoints(), "/cmd-test/"), []int64{5, 7}; !slices.Equal(got, want) {
+		t.Errorf("node leases granted for %v seconds, want %v", got, want)
+	}
 	a := login(t, nodeA.url, "etcd-crash")
 	// A token issued by one node works at the other.
 	b := a.at(nodeB.url)
@@ -212,12 +222,48 @@ func TestServerEtcdFlags(t *testing.T) {
 		{"--dev", "--etcd-endpoints", "http://127.0.0.1:1", "--etcd-heartbeat-linger", "2s"},
 		{"--dev", "--etcd-endpoints", "http://127.0.0.1:1", "--etcd-copy-linger", "-1ms"},
 		{"--dev", "--etcd-endpoints", "http://127.0.0.1:1", "--etcd-copy-linger", "200ms"},
+		{"--dev", "--etcd-node-ttl", "10s"},       // no etcd
+		{"--dev", "--etcd-request-timeout", "2s"}, // no etcd
+		{"--dev", "--etcd-endpoints", "http://127.0.0.1:1", "--etcd-node-ttl", "1s"},
+		{"--dev", "--etcd-endpoints", "http://127.0.0.1:1", "--etcd-node-ttl", "31s"},
+		{"--dev", "--etcd-endpoints", "http://127.0.0.1:1", "--etcd-node-ttl", "2500ms"},
+		{"--dev", "--etcd-endpoints", "http://127.0.0.1:1", "--etcd-request-timeout", "500ms"},
+		{"--dev", "--etcd-endpoints", "http://127.0.0.1:1", "--etcd-request-timeout", "31s"},
+		// 30s + 2×16s is more than 61s.
+		{"--dev", "--etcd-endpoints", "http://127.0.0.1:1", "--etcd-node-ttl", "30s", "--etcd-request-timeout", "16s", "--etcd-heartbeat-slack", "61s"},
 	} {
 		var stdout, stderr bytes.Buffer
 		if code := Main(t.Context(), append([]string{"server"}, args...), strings.NewReader(""), &stdout, &stderr); code != exitUsage {
 			t.Errorf("svcreg server %q: exit %d, want %d (usage); stderr %s", args, code, exitUsage, stderr.String())
 		}
 	}
+}
+
+// nodeLeaseTTLs returns the TTLs, in seconds and in order, that etcd
+// granted the leases of the node keys under prefix.
+func nodeLeaseTTLs(t *testing.T, endpoints []string, prefix string) []int64 {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	resp, err := cli.Get(ctx, prefix+"node/", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ttls []int64
+	for _, kv := range resp.Kvs {
+		lease, err := cli.TimeToLive(ctx, clientv3.LeaseID(kv.Lease))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ttls = append(ttls, lease.GrantedTTL)
+	}
+	slices.Sort(ttls)
+	return ttls
 }
 
 func configValueNumber(s string) int {

@@ -511,7 +511,14 @@ func (s *Store) slack(timeout int) time.Duration {
 	if s.opts.HeartbeatSlack > 0 {
 		return s.opts.HeartbeatSlack
 	}
-	return max(time.Minute, 2*time.Duration(timeout)*time.Second)
+	return DefaultHeartbeatSlack(s.opts, timeout)
+}
+
+// DefaultHeartbeatSlack is the slack of a service whose heartbeat timeout
+// is timeout seconds when opts.HeartbeatSlack is 0: twice the timeout, at
+// least MinDefaultHeartbeatSlack and MinHeartbeatSlack(opts).
+func DefaultHeartbeatSlack(opts Options, timeout int) time.Duration {
+	return max(MinDefaultHeartbeatSlack, MinHeartbeatSlack(opts), 2*time.Duration(timeout)*time.Second)
 }
 
 // holderAlive reports whether the node holding a service per hb is alive:

@@ -9,7 +9,8 @@ import (
 )
 
 // The least safe slack covers the dead holder's lease and two etcd
-// requests; a slack outside the bounds is refused before etcd is asked.
+// requests; a slack outside the bounds is refused before etcd is asked, and
+// the default one is never less.
 func TestHeartbeatSlackBounds(t *testing.T) {
 	if got := etcdstore.MinHeartbeatSlack(etcdstore.Options{}); got != 15*time.Second {
 		t.Errorf("MinHeartbeatSlack with the defaults = %v, want 15s", got)
@@ -27,5 +28,33 @@ func TestHeartbeatSlackBounds(t *testing.T) {
 		if err := etcdstore.CheckHeartbeatSlack(etcdstore.Options{HeartbeatSlack: slack}); err != nil {
 			t.Errorf("CheckHeartbeatSlack(%v): %v", slack, err)
 		}
+	}
+	// A node TTL is granted in whole seconds.
+	if got := etcdstore.MinHeartbeatSlack(etcdstore.Options{NodeTTL: 2500 * time.Millisecond, RequestTimeout: time.Second}); got != 5*time.Second {
+		t.Errorf("MinHeartbeatSlack(NodeTTL 2.5s, RequestTimeout 1s) = %v, want 5s", got)
+	}
+	// The default slack is twice the timeout, at least a minute, and at
+	// least the least safe one.
+	long := etcdstore.Options{NodeTTL: 30 * time.Second, RequestTimeout: 16 * time.Second}
+	for _, c := range []struct {
+		opts    etcdstore.Options
+		timeout int
+		want    time.Duration
+	}{
+		{etcdstore.Options{}, 10, time.Minute},
+		{etcdstore.Options{}, 45, 90 * time.Second},
+		{long, 10, 62 * time.Second},
+		{long, 40, 80 * time.Second},
+	} {
+		if got := etcdstore.DefaultHeartbeatSlack(c.opts, c.timeout); got != c.want {
+			t.Errorf("DefaultHeartbeatSlack(NodeTTL %v, RequestTimeout %v, timeout %ds) = %v, want %v", c.opts.NodeTTL, c.opts.RequestTimeout, c.timeout, got, c.want)
+		}
+	}
+	if err := etcdstore.CheckHeartbeatSlack(long); err != nil {
+		t.Errorf("CheckHeartbeatSlack(NodeTTL 30s, RequestTimeout 16s, default slack): %v", err)
+	}
+	long.HeartbeatSlack = 61 * time.Second
+	if err := etcdstore.CheckHeartbeatSlack(long); err == nil {
+		t.Errorf("CheckHeartbeatSlack(NodeTTL 30s, RequestTimeout 16s, slack 61s): accepted, want it refused")
 	}
 }

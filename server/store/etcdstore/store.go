@@ -78,12 +78,16 @@ type Options struct {
 	// their deadline (jittered); 500ms if zero. Negative turns the reaper
 	// off, leaving only the lazy rectification on reads (spec §8.4).
 	ReapInterval time.Duration
-	// RequestTimeout bounds every etcd call; 5s if zero. A call that runs
-	// out of it fails with store.ErrUnavailable.
+	// RequestTimeout bounds every etcd call; DefaultRequestTimeout if
+	// zero. A call that runs out of it fails with store.ErrUnavailable.
 	RequestTimeout time.Duration
-	// NodeTTL is the lease of this node's liveness key; 5s if zero. It
-	// bounds how long a node starting after a crash of every node waits to
-	// tell whether another node is alive (design item 10).
+	// NodeTTL is the lease of this node's liveness key, rounded up to
+	// whole seconds (etcd may grant more); DefaultNodeTTL if zero. The
+	// other nodes count the node dead once it has expired; the node
+	// counts on it only until three quarters of it after each renewal it
+	// asked for. It also bounds how long a node starting after a crash of
+	// every node waits to tell whether another node is alive (design item
+	// 10).
 	NodeTTL time.Duration
 	// HeartbeatBatch caps the heartbeats committed in one transaction; 40
 	// if zero (three write operations each, under etcd's default
@@ -108,8 +112,9 @@ type Options struct {
 	// service cost no etcd write while their deadlines are within it. It
 	// bounds how late a service is timed out whose client and holding
 	// node both died, when no peer has a copy of its deadline (see
-	// PeerListen). If zero, twice the service's timeout and at least
-	// a minute; otherwise from MinHeartbeatSlack (a smaller one could
+	// PeerListen). If zero, DefaultHeartbeatSlack: twice the service's
+	// timeout, at least a minute and MinHeartbeatSlack; otherwise from
+	// MinHeartbeatSlack (a smaller one could
 	// time out a live service whose heartbeat moved to another node when
 	// its holder died) to MaxHeartbeatSlack (CheckHeartbeatSlack).
 	HeartbeatSlack time.Duration
@@ -196,9 +201,13 @@ func CheckHeartbeatSlack(opts Options) error {
 
 // The defaults of Options.RequestTimeout and Options.NodeTTL.
 const (
-	defaultRequestTimeout = 5 * time.Second
-	defaultNodeTTL        = 5 * time.Second
+	DefaultRequestTimeout = 5 * time.Second
+	DefaultNodeTTL        = 5 * time.Second
 )
+
+// MinDefaultHeartbeatSlack is the least of the default heartbeat slack:
+// twice a service's timeout, at least this and at least MinHeartbeatSlack.
+const MinDefaultHeartbeatSlack = time.Minute
 
 // DefaultHeartbeatLinger is Options.HeartbeatLinger's default.
 const DefaultHeartbeatLinger = 20 * time.Millisecond
@@ -216,14 +225,22 @@ const MaxHeartbeatSlack = 24 * time.Hour
 // deadline, the token's plus the slack, passed meanwhile, a reaper could
 // time out the service although its client heartbeated in time.
 func MinHeartbeatSlack(opts Options) time.Duration {
-	ttl, req := opts.NodeTTL, opts.RequestTimeout
-	if ttl <= 0 {
-		ttl = defaultNodeTTL
+	ttl := (ttlOrDefault(opts) + time.Second - 1).Truncate(time.Second) // as granted
+	return ttl + 2*timeoutOrDefault(opts)
+}
+
+func ttlOrDefault(opts Options) time.Duration {
+	if opts.NodeTTL <= 0 {
+		return DefaultNodeTTL
 	}
-	if req <= 0 {
-		req = defaultRequestTimeout
+	return opts.NodeTTL
+}
+
+func timeoutOrDefault(opts Options) time.Duration {
+	if opts.RequestTimeout <= 0 {
+		return DefaultRequestTimeout
 	}
-	return ttl + 2*req
+	return opts.RequestTimeout
 }
 
 // Open opens the store on cli, creating the shared secrets on first use. It
@@ -248,12 +265,7 @@ func Open(ctx context.Context, cli *clientv3.Client, opts Options) (*Store, erro
 	if opts.EventCapInterval <= 0 {
 		opts.EventCapInterval = 5 * time.Second
 	}
-	if opts.RequestTimeout <= 0 {
-		opts.RequestTimeout = defaultRequestTimeout
-	}
-	if opts.NodeTTL <= 0 {
-		opts.NodeTTL = defaultNodeTTL
-	}
+	opts.RequestTimeout, opts.NodeTTL = timeoutOrDefault(opts), ttlOrDefault(opts)
 	if opts.MaxTxnOps <= 0 {
 		opts.MaxTxnOps = 128
 	}
