@@ -280,6 +280,23 @@ func TestWholeRegistryRestart(t *testing.T) {
 			}
 		})
 	}
+	// A node whose own TTL is shorter than a crashed node's lease waits
+	// for that lease before it tells that the registry was down.
+	t.Run("crashed with longer leases", func(t *testing.T) {
+		t.Parallel()
+		c := etcdtest.Start(t, etcdtest.Options{})
+		clock := new(testserver.Clock)
+		long := startNode(t, c.Endpoints(), etcdstore.Options{Clock: clock.Now, NodeTTL: 10 * time.Second})
+		short := startNode(t, c.Endpoints(), etcdstore.Options{Clock: clock.Now, NodeTTL: 2 * time.Second})
+		u := login(t, long, "restart-ttls")
+		tok := u.create(long, "steady", 20)
+		long.crash()
+		short.crash()
+		clock.Advance(21 * time.Second) // past the deadline
+		short.restart()
+		u.do(short, "GET", "/services/steady", nil, 200)
+		u.heartbeat(short, "steady", tok)
+	})
 }
 
 // beatThrough moves clock forward by d in steps of half a second, each

@@ -71,6 +71,8 @@ func (s *Store) registryWasDown(ctx context.Context) (bool, error) {
 		seen[string(kv.Key)] = true
 		firstLook[clientv3.LeaseID(kv.Lease)] = nil
 	}
+	// A lease not renewed expires within its TTL: this node's, or, for a
+	// node given another --etcd-node-ttl, what etcd granted it.
 	deadline := time.Now().Add(2*s.opts.NodeTTL + time.Second)
 	for {
 		for lease, first := range firstLook {
@@ -87,12 +89,18 @@ func (s *Store) registryWasDown(ctx context.Context) (bool, error) {
 			}
 			if first == nil {
 				firstLook[lease] = &look{ttl: ttl.TTL, at: time.Now()}
+				if d := time.Now().Add(time.Duration(ttl.GrantedTTL+1) * time.Second); d.After(deadline) {
+					deadline = d
+				}
 				continue
 			}
 			// Not renewed, the lease has less than first.ttl+1 seconds
 			// left at the first look, and at least asked-first.at fewer
-			// now; anything more means its node renewed it.
-			if float64(ttl.TTL) >= float64(first.ttl)+1-asked.Sub(first.at).Seconds() {
+			// now; anything more means its node renewed it. A TTL of 0
+			// tells nothing: etcd reports a lease that expired and is
+			// not yet revoked (it revokes them on a ticker) as 0, not as
+			// gone, however long ago it expired.
+			if ttl.TTL > 0 && float64(ttl.TTL) >= float64(first.ttl)+1-asked.Sub(first.at).Seconds() {
 				return false, nil
 			}
 		}
