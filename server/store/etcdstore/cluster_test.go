@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
 	"github.com/svcreg/svcreg/internal/etcdtest"
 	"github.com/svcreg/svcreg/internal/testserver"
 	"github.com/svcreg/svcreg/server/store/etcdstore"
@@ -284,19 +287,77 @@ func TestWholeRegistryRestart(t *testing.T) {
 	// for that lease before it tells that the registry was down.
 	t.Run("crashed with longer leases", func(t *testing.T) {
 		t.Parallel()
-		c := etcdtest.Start(t, etcdtest.Options{})
-		clock := new(testserver.Clock)
-		long := startNode(t, c.Endpoints(), etcdstore.Options{Clock: clock.Now, NodeTTL: 10 * time.Second})
-		short := startNode(t, c.Endpoints(), etcdstore.Options{Clock: clock.Now, NodeTTL: 2 * time.Second})
-		u := login(t, long, "restart-ttls")
-		tok := u.create(long, "steady", 20)
-		long.crash()
-		short.crash()
-		clock.Advance(21 * time.Second) // past the deadline
-		short.restart()
-		u.do(short, "GET", "/services/steady", nil, 200)
-		u.heartbeat(short, "steady", tok)
+		restartAfterCrash(t, etcdtest.Options{}, 10*time.Second, false)
 	})
+	// etcd restarted while every node was down gives the dead nodes'
+	// leases their full TTL again, and more: a node starting then waits
+	// for that, and does not take the new leader's refresh for a renewal.
+	// (An election timeout of a second, as etcd's default: the new leader
+	// adds it to every lease.)
+	t.Run("crashed, then etcd restarted", func(t *testing.T) {
+		t.Parallel()
+		restartAfterCrash(t, etcdtest.Options{Production: true}, 6*time.Second, true)
+	})
+}
+
+// restartAfterCrash crashes two nodes, one on a lease of longTTL and one
+// of 2s, the service they know past its deadline, restarts etcd too if
+// restartEtcd, and starts the short-lived one again: it must find the
+// registry was down, and give the service its full timeout again.
+func restartAfterCrash(t *testing.T, copts etcdtest.Options, longTTL time.Duration, restartEtcd bool) {
+	c := etcdtest.Start(t, copts)
+	clock := new(testserver.Clock)
+	long := startNode(t, c.Endpoints(), etcdstore.Options{Clock: clock.Now, NodeTTL: longTTL})
+	short := startNode(t, c.Endpoints(), etcdstore.Options{Clock: clock.Now, NodeTTL: 2 * time.Second})
+	u := login(t, long, "restart-crashed")
+	tok := u.create(long, "steady", 20)
+	long.crash()
+	short.crash()
+	if restartEtcd {
+		c.Stop()
+	}
+	clock.Advance(21 * time.Second) // past the deadline
+	if restartEtcd {
+		c.Restart()
+	}
+	short.restart()
+	u.do(short, "GET", "/services/steady", nil, 200)
+	u.heartbeat(short, "steady", tok)
+}
+
+// A node extending every deadline because no node was running leaves
+// alone what a node that started meanwhile wrote (it extended first, and
+// may hold the service now): only state as of when it found no node
+// registered is extended.
+func TestRestartExtensionLeavesLaterState(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.Start(t, etcdtest.Options{})
+	n := startNodes(t, c, 2, etcdstore.Options{})
+	u := login(t, n[0], "restart-later")
+	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	before, err := cli.Get(t.Context(), "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := u.create(n[0], "held", 60)
+	tok = u.heartbeat(n[0], "held", tok) // n[0] holds it now
+	got, err := etcdstore.ExtendDeadlines(n[1].st, before.Header.Revision)
+	if err != nil || got != 0 {
+		t.Fatalf("extension as of before the service was written: %d extended, %v; want 0", got, err)
+	}
+	u.heartbeat(n[0], "held", tok)
+	now, err := cli.Get(t.Context(), "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// As of now, the same call extends it: the revision is what left it.
+	if got, err := etcdstore.ExtendDeadlines(n[1].st, now.Header.Revision); err != nil || got != 1 {
+		t.Errorf("extension as of now: %d extended, %v; want 1", got, err)
+	}
 }
 
 // beatThrough moves clock forward by d in steps of half a second, each

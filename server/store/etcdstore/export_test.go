@@ -50,3 +50,8 @@ func PeerOf(s *Store) (id, addr string) {
 	}
 	return p.target.id, p.target.addr
 }
+
+// ExtendDeadlines gives every live service whose heartbeat state is at
+// revision asOf or before its full timeout again, as s does on starting a
+// registry that was down.
+func ExtendDeadlines(s *Store, asOf int64) (int, error) { return s.extendDeadlines(s.ctx, asOf) }

@@ -12,6 +12,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/svcreg/svcreg/internal/retry"
+	"github.com/svcreg/svcreg/server/store"
 )
 
 // Design item 10 across nodes. Each running node keeps a key under P node/
@@ -26,12 +27,12 @@ import (
 // join registers this node, first extending every deadline if the registry
 // was down.
 func (s *Store) join(ctx context.Context) error {
-	down, err := s.registryWasDown(ctx)
+	down, asOf, err := s.registryWasDown(ctx)
 	if err != nil {
 		return err
 	}
 	if down {
-		n, err := s.extendDeadlines(ctx)
+		n, err := s.extendDeadlines(ctx, asOf)
 		if err != nil {
 			return fmt.Errorf("give live services their full timeout again: %w", err)
 		}
@@ -46,33 +47,39 @@ func (s *Store) join(ctx context.Context) error {
 	return nil
 }
 
-// registryWasDown reports whether no other node is alive. Another node's
+// registryWasDown reports whether no other node is alive, and the etcd
+// revision it last found none registered since at. Another node's
 // key may outlive a crash by up to its lease's TTL, so while keys are
 // there it watches their leases: one that is renewed belongs to a live
-// node; if every key expires, the registry was down.
-func (s *Store) registryWasDown(ctx context.Context) (bool, error) {
+// node; if every key expires, the registry was down. A lease that neither
+// expires nor is renewed in time (etcd cannot revoke it) is an error, not
+// a live node: taking it for one would leave the deadlines that passed
+// while the registry was down to time services out.
+func (s *Store) registryWasDown(ctx context.Context) (down bool, asOf int64, err error) {
 	resp, err := s.read(ctx, "list nodes", clientv3.OpGet(s.k.nodes(), clientv3.WithPrefix()))
 	if err != nil {
-		return false, err
+		return false, 0, err
 	}
+	asOf = resp.Header.GetRevision()
 	kvs := resp.Responses[0].GetResponseRange().Kvs
 	if len(kvs) == 0 {
-		return true, nil
+		return true, asOf, nil
 	}
-	seen := map[string]bool{}
+	seen := map[string]int64{} // node key -> its lease
 	// Of each lease: the TTL etcd reported first (whole seconds, rounded
-	// down) and when that answer arrived.
+	// down), when that answer arrived, and the etcd leader's term then.
 	type look struct {
-		ttl int64
-		at  time.Time
+		ttl  int64
+		at   time.Time
+		term uint64
 	}
 	firstLook := map[clientv3.LeaseID]*look{}
 	for _, kv := range kvs {
-		seen[string(kv.Key)] = true
+		seen[string(kv.Key)] = kv.Lease
 		firstLook[clientv3.LeaseID(kv.Lease)] = nil
 	}
-	// A lease not renewed expires within its TTL: this node's, or, for a
-	// node given another --etcd-node-ttl, what etcd granted it.
+	// A lease not renewed expires within what etcd last said was left of
+	// it (at least this node's TTL), and is revoked a moment later.
 	deadline := time.Now().Add(2*s.opts.NodeTTL + time.Second)
 	for {
 		for lease, first := range firstLook {
@@ -81,17 +88,20 @@ func (s *Store) registryWasDown(ctx context.Context) (bool, error) {
 			ttl, err := s.cli.TimeToLive(cctx, lease)
 			cancel()
 			if err != nil {
-				return false, s.fail(ctx, "check a node's lease", err)
+				return false, 0, s.fail(ctx, "check a node's lease", err)
 			}
 			if ttl.TTL < 0 { // expired: that node is gone
 				delete(firstLook, lease)
 				continue
 			}
-			if first == nil {
-				firstLook[lease] = &look{ttl: ttl.TTL, at: time.Now()}
-				if d := time.Now().Add(time.Duration(ttl.GrantedTTL+1) * time.Second); d.After(deadline) {
-					deadline = d
-				}
+			if d := time.Now().Add(time.Duration(ttl.TTL+2) * time.Second); ttl.TTL > 0 && d.After(deadline) {
+				deadline = d
+			}
+			// A new etcd leader gives every lease its full TTL again
+			// (and more): compare only looks of one term.
+			term := ttl.GetRaftTerm()
+			if first == nil || first.term != term {
+				firstLook[lease] = &look{ttl: ttl.TTL, at: time.Now(), term: term}
 				continue
 			}
 			// Not renewed, the lease has less than first.ttl+1 seconds
@@ -99,30 +109,30 @@ func (s *Store) registryWasDown(ctx context.Context) (bool, error) {
 			// now; anything more means its node renewed it. A TTL of 0
 			// tells nothing: etcd reports a lease that expired and is
 			// not yet revoked (it revokes them on a ticker) as 0, not as
-			// gone, however long ago it expired.
+			// gone.
 			if ttl.TTL > 0 && float64(ttl.TTL) >= float64(first.ttl)+1-asked.Sub(first.at).Seconds() {
-				return false, nil
+				return false, 0, nil
 			}
 		}
 		if len(firstLook) == 0 {
-			return true, nil
+			return true, asOf, nil
 		}
 		if time.Now().After(deadline) {
-			// Cannot be: a lease not renewed expires within its TTL.
-			return false, nil
+			return false, 0, fmt.Errorf("%w: etcd: %d node lease(s) neither renewed nor revoked after they expired; cannot tell whether another node is running", store.ErrUnavailable, len(firstLook))
 		}
 		if err := retry.Sleep(ctx, 200*time.Millisecond); err != nil {
-			return false, err
+			return false, 0, err
 		}
 		resp, err := s.read(ctx, "list nodes", clientv3.OpGet(s.k.nodes(), clientv3.WithPrefix()))
 		if err != nil {
-			return false, err
+			return false, 0, err
 		}
 		for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
-			if !seen[string(kv.Key)] {
-				return false, nil // a node registered since: it is alive
+			if lease, ok := seen[string(kv.Key)]; !ok || lease != kv.Lease {
+				return false, 0, nil // a node registered since: it is alive
 			}
 		}
+		asOf = resp.Header.GetRevision()
 	}
 }
 
@@ -221,8 +231,11 @@ func (s *Store) leaseStill(lease clientv3.LeaseID) bool {
 // extendDeadlines gives every live service its full timeout from now
 // (design item 10), each conditional on its heartbeat key, so that a
 // heartbeat committed meanwhile (it set a fresh deadline) is left alone.
-// It returns how many it extended.
-func (s *Store) extendDeadlines(ctx context.Context) (int, error) {
+// Heartbeat state written after revision asOf, when no node was yet
+// registered, is left alone too: a node that started at the same time
+// wrote it, after extending it, and may hold it now. It returns how many
+// it extended.
+func (s *Store) extendDeadlines(ctx context.Context, asOf int64) (int, error) {
 	now := s.now()
 	start, end := s.k.allHeartbeats(), prefixEnd(s.k.allHeartbeats())
 	page := int64(s.opts.HeartbeatBatch)
@@ -251,7 +264,7 @@ func (s *Store) extendDeadlines(ctx context.Context) (int, error) {
 		var ops []clientv3.Op
 		for i, kv := range rr.Kvs {
 			skv := first(svcs.Responses[i])
-			if skv == nil {
+			if skv == nil || kv.ModRevision > asOf {
 				continue
 			}
 			tenant, id, _ := s.k.parseHeartbeat(string(kv.Key))
