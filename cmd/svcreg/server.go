@@ -204,8 +204,8 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	}
 	// The store's own bounds, checked before anything starts, as a usage
 	// error.
-	if d := f.etcd.nodeTTL; d < 2*time.Second || d > 30*time.Second || d%time.Second != 0 {
-		return usagef("--etcd-node-ttl %v: want whole seconds from 2s to 30s", d)
+	if d := f.etcd.nodeTTL; d < 2*time.Second || d > etcdstore.MaxNodeTTL || d%time.Second != 0 {
+		return usagef("--etcd-node-ttl %v: want whole seconds from 2s to %v", d, etcdstore.MaxNodeTTL)
 	}
 	if d := f.etcd.requestTimeout; d < time.Second || d > 30*time.Second {
 		return usagef("--etcd-request-timeout %v: want 1s to 30s", d)

@@ -535,10 +535,15 @@ func (s *Store) holderAlive(ctx context.Context, hb hbRecord) (bool, error) {
 // handOver asks the live node holding a service per hb to hand it back to
 // etcd, and waits until it did, the service is gone, or the node died.
 func (s *Store) handOver(ctx context.Context, tenantID, id string, hb hbRecord) error {
-	// A holder that died hands nothing over: its lease ends at most NodeTTL
-	// after its last keep-alive, and etcd notices within a moment more.
-	// Waiting that long answers the heartbeat instead of a 503.
-	ctx, cancel := context.WithTimeout(ctx, s.opts.NodeTTL+s.opts.RequestTimeout)
+	// A holder that died hands nothing over: its lease ends at most its
+	// TTL after its last keep-alive, and etcd notices within a moment
+	// more. Waiting that long answers the heartbeat instead of a 503. The
+	// wait starts at this node's TTL; a holder whose lease outlasts it (a
+	// node given a longer TTL) is waited for as long as etcd says its
+	// lease has left, up to the longest TTL a node may have.
+	start := time.Now()
+	until := start.Add(s.opts.NodeTTL + s.opts.RequestTimeout)
+	ctx, cancel := context.WithDeadline(ctx, start.Add(max(s.opts.NodeTTL, MaxNodeTTL)+s.opts.RequestTimeout))
 	defer cancel()
 	if err := s.askHandOver(ctx, tenantID, id, hb); err != nil {
 		return err
@@ -550,6 +555,13 @@ func (s *Store) handOver(ctx context.Context, tenantID, id string, hb hbRecord) 
 		s.txn(dctx, "withdraw a hand-over request", nil, []clientv3.Op{clientv3.OpDelete(rel)}, nil)
 	}()
 	for delay := 2 * time.Millisecond; ; delay = min(2*delay, 100*time.Millisecond) {
+		if time.Now().After(until) {
+			left, err := s.leaseLeft(ctx, hb.HolderLease)
+			if err != nil {
+				return fmt.Errorf("%w: node %s did not hand over service %s: %w", store.ErrUnavailable, hb.Holder, id, err)
+			}
+			until = time.Now().Add(max(left, time.Second)) // gone: its key goes with it
+		}
 		if err := retry.Sleep(ctx, delay); err != nil {
 			return fmt.Errorf("%w: node %s did not hand over service %s: %w", store.ErrUnavailable, hb.Holder, id, err)
 		}
@@ -569,6 +581,21 @@ func (s *Store) handOver(ctx context.Context, tenantID, id string, hb hbRecord) 
 			return nil
 		}
 	}
+}
+
+// leaseLeft is how long lease has left, as etcd tells it (whole seconds,
+// rounded up, and a second for etcd to revoke it), or 0 if it is gone.
+func (s *Store) leaseLeft(ctx context.Context, lease int64) (time.Duration, error) {
+	cctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
+	defer cancel()
+	ttl, err := s.cli.TimeToLive(cctx, clientv3.LeaseID(lease))
+	if err != nil {
+		return 0, err
+	}
+	if ttl.TTL < 0 {
+		return 0, nil
+	}
+	return time.Duration(ttl.TTL+2) * time.Second, nil
 }
 
 // askHandOver asks the node holding a service per hb to hand it back.

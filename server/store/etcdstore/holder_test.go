@@ -488,3 +488,23 @@ func TestHeartbeatWritesLinger(t *testing.T) {
 		t.Errorf("%v heartbeat batches carrying %v, want 1 carrying 1", count, sum)
 	}
 }
+
+// A heartbeat at a node whose TTL is shorter than the dead holder's waits
+// for the holder's lease, not its own TTL, and is answered in one request.
+func TestHandOverWaitsForALongerLease(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.Start(t, etcdtest.Options{})
+	opts := etcdstore.Options{RequestTimeout: time.Second, PeerListen: "off"}
+	opts.NodeTTL = 8 * time.Second
+	long := startNode(t, c.Endpoints(), opts)
+	opts.NodeTTL = 2 * time.Second
+	short := startNode(t, c.Endpoints(), opts)
+	u := login(t, long, "longer-lease")
+	tok := u.create(long, "svc", 60)
+	tok = u.heartbeat(long, "svc", tok) // long holds it
+	long.crash()
+	r, err := u.try(short, "POST", "/services/svc/heartbeat", map[string]string{"token": tok})
+	if err != nil || r.code != 200 {
+		t.Fatalf("heartbeat at the other node after the holder died: %v %d %s, want 200", err, r.code, r.body)
+	}
+}

@@ -205,6 +205,11 @@ const (
 	DefaultNodeTTL        = 5 * time.Second
 )
 
+// MaxNodeTTL is the longest node TTL svcreg server takes: a node waiting
+// for another's lease to expire waits at most that (or its own TTL, if
+// longer).
+const MaxNodeTTL = 30 * time.Second
+
 // MinDefaultHeartbeatSlack is the least of the default heartbeat slack:
 // twice a service's timeout, at least this and at least MinHeartbeatSlack.
 const MinDefaultHeartbeatSlack = time.Minute
