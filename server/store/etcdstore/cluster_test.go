@@ -405,3 +405,22 @@ func keepHeartbeating(u *user, n *node, id, tok string) func() string {
 		return <-out
 	}
 }
+
+// A node starting with other etcd settings than a running node's says so:
+// the heartbeat slack's safety rests on every node's sharing them.
+func TestNodeSettingsDiffer(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.Start(t, etcdtest.Options{})
+	const warning = "another node runs with other etcd settings"
+	first := startNode(t, c.Endpoints(), etcdstore.Options{})
+	same := startNode(t, c.Endpoints(), etcdstore.Options{})
+	other := startNode(t, c.Endpoints(), etcdstore.Options{NodeTTL: 3 * time.Second})
+	for _, n := range []*node{first, same} {
+		if strings.Contains(n.log.String(), warning) {
+			t.Errorf("node %s, with the first node's settings, warned:\n%s", n.addr, n.log.String())
+		}
+	}
+	if got := other.log.String(); !strings.Contains(got, warning) || !strings.Contains(got, "its_node_ttl=5s") || !strings.Contains(got, "node_ttl=3s") {
+		t.Errorf("node %s, with another node TTL, did not warn of it:\n%s", other.addr, got)
+	}
+}

@@ -106,6 +106,11 @@ type nodeValue struct {
 	Started string `json:"started"`
 	// Peer is where the node takes copies of held heartbeat state.
 	Peer string `json:"peer,omitempty"`
+	// The node's settings that every node must share (checkSettings):
+	// NodeTTL, RequestTimeout, and HeartbeatSlack ("0s": the default).
+	NodeTTL        string `json:"node_ttl,omitempty"`
+	RequestTimeout string `json:"request_timeout,omitempty"`
+	HeartbeatSlack string `json:"heartbeat_slack,omitempty"`
 }
 
 // peers is this node's view of the live nodes and its choice of peer.

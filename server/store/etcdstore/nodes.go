@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -65,6 +67,7 @@ func (s *Store) registryWasDown(ctx context.Context) (down bool, asOf int64, err
 	if len(kvs) == 0 {
 		return true, asOf, nil
 	}
+	s.checkSettings(kvs)
 	seen := map[string]int64{} // node key -> its lease
 	// Of each lease: the TTL etcd reported first (whole seconds, rounded
 	// down), when that answer arrived, and the etcd leader's term then.
@@ -136,6 +139,33 @@ func (s *Store) registryWasDown(ctx context.Context) (down bool, asOf int64, err
 	}
 }
 
+// nodeValue is what this node's key says of it.
+func (s *Store) nodeValue() nodeValue {
+	return nodeValue{
+		Started: s.now().UTC().Format(time.RFC3339), Peer: s.peerAddr,
+		NodeTTL: s.opts.NodeTTL.String(), RequestTimeout: s.opts.RequestTimeout.String(), HeartbeatSlack: s.opts.HeartbeatSlack.String(),
+	}
+}
+
+// checkSettings warns of each node among kvs (node keys) whose settings
+// differ from this node's: the safety of the heartbeat slack rests on
+// every node's sharing them (see MinHeartbeatSlack).
+func (s *Store) checkSettings(kvs []*mvccpb.KeyValue) {
+	mine := s.nodeValue()
+	for _, kv := range kvs {
+		var v nodeValue
+		if json.Unmarshal(kv.Value, &v) != nil || v.NodeTTL == "" { // a node of a release before settings were shown
+			continue
+		}
+		if v.NodeTTL != mine.NodeTTL || v.RequestTimeout != mine.RequestTimeout || v.HeartbeatSlack != mine.HeartbeatSlack {
+			s.log.Warn("another node runs with other etcd settings; give every node the same --etcd-node-ttl, --etcd-request-timeout and --etcd-heartbeat-slack",
+				"node", strings.TrimPrefix(string(kv.Key), s.k.nodes()),
+				"its_node_ttl", v.NodeTTL, "its_request_timeout", v.RequestTimeout, "its_heartbeat_slack", v.HeartbeatSlack,
+				"node_ttl", mine.NodeTTL, "request_timeout", mine.RequestTimeout, "heartbeat_slack", mine.HeartbeatSlack)
+		}
+	}
+}
+
 // register puts this node's key on a new lease.
 func (s *Store) register(ctx context.Context) error {
 	cctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
@@ -145,7 +175,7 @@ func (s *Store) register(ctx context.Context) error {
 	if err != nil {
 		return s.fail(ctx, "grant node lease", err)
 	}
-	value, err := json.Marshal(nodeValue{Started: s.now().UTC().Format(time.RFC3339), Peer: s.peerAddr})
+	value, err := json.Marshal(s.nodeValue())
 	if err != nil {
 		return err
 	}
