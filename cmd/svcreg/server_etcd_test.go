@@ -25,11 +25,11 @@ import (
 func TestServerOverEtcd(t *testing.T) {
 	t.Parallel()
 	c := etcdtest.Start(t, etcdtest.Options{})
-	nodeA := startServerProcess(t, "--etcd-endpoints", strings.Join(c.Endpoints(), ","), "--etcd-prefix", "/cmd-test/")
-	nodeB := startServerProcess(t, "--etcd-endpoints", strings.Join(c.Endpoints(), ","), "--etcd-prefix", "/cmd-test/",
-		"--etcd-node-ttl", "7s", "--etcd-request-timeout", "3s")
-	// Each node's key is on a lease of its --etcd-node-ttl.
-	if got, want := nodeLeaseTTLs(t, c.Endpoints(), "/cmd-test/"), []int64{5, 7}; !slices.Equal(got, want) {
+	args := []string{"--etcd-endpoints", strings.Join(c.Endpoints(), ","), "--etcd-prefix", "/cmd-test/", "--etcd-node-ttl", "7s", "--etcd-request-timeout", "3s"}
+	nodeA := startServerProcess(t, args...)
+	nodeB := startServerProcess(t, args...)
+	// Each node's key is on a lease of --etcd-node-ttl (5s by default).
+	if got, want := nodeLeaseTTLs(t, c.Endpoints(), "/cmd-test/"), []int64{7, 7}; !slices.Equal(got, want) {
 		t.Errorf("node leases granted for %v seconds, want %v", got, want)
 	}
 	a := login(t, nodeA.url, "etcd-crash")

@@ -323,6 +323,9 @@ func restartAfterCrash(t *testing.T, copts etcdtest.Options, longTTL time.Durati
 	short.restart()
 	u.do(short, "GET", "/services/steady", nil, 200)
 	u.heartbeat(short, "steady", tok)
+	if log := short.log.String(); strings.Contains(log, "neither renewed nor revoked") {
+		t.Errorf("the node failed to start once, unsure whether another was running:\n%s", log)
+	}
 }
 
 // A node extending every deadline because no node was running leaves
@@ -411,7 +414,7 @@ func keepHeartbeating(u *user, n *node, id, tok string) func() string {
 func TestNodeSettingsDiffer(t *testing.T) {
 	t.Parallel()
 	c := etcdtest.Start(t, etcdtest.Options{})
-	const warning = "another node runs with other etcd settings"
+	const warning = "has other etcd settings"
 	first := startNode(t, c.Endpoints(), etcdstore.Options{})
 	same := startNode(t, c.Endpoints(), etcdstore.Options{})
 	other := startNode(t, c.Endpoints(), etcdstore.Options{NodeTTL: 3 * time.Second})

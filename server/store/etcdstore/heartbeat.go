@@ -538,11 +538,12 @@ func (s *Store) handOver(ctx context.Context, tenantID, id string, hb hbRecord) 
 	// A holder that died hands nothing over: its lease ends at most its
 	// TTL after its last keep-alive, and etcd notices within a moment
 	// more. Waiting that long answers the heartbeat instead of a 503. The
-	// wait starts at this node's TTL; a holder whose lease outlasts it (a
-	// node given a longer TTL) is waited for as long as etcd says its
-	// lease has left, up to the longest TTL a node may have.
+	// wait is this node's TTL; if the holder's lease is still there then
+	// (a node given a longer TTL, or a live holder that does not hand
+	// over), it is lengthened once by what etcd says that lease has left,
+	// up to the longest TTL a node may have.
 	start := time.Now()
-	until := start.Add(s.opts.NodeTTL + s.opts.RequestTimeout)
+	until, lengthened := start.Add(s.opts.NodeTTL+s.opts.RequestTimeout), false
 	ctx, cancel := context.WithDeadline(ctx, start.Add(max(s.opts.NodeTTL, MaxNodeTTL)+s.opts.RequestTimeout))
 	defer cancel()
 	if err := s.askHandOver(ctx, tenantID, id, hb); err != nil {
@@ -556,11 +557,14 @@ func (s *Store) handOver(ctx context.Context, tenantID, id string, hb hbRecord) 
 	}()
 	for delay := 2 * time.Millisecond; ; delay = min(2*delay, 100*time.Millisecond) {
 		if time.Now().After(until) {
+			if lengthened {
+				return fmt.Errorf("%w: node %s did not hand over service %s, and its lease did not expire", store.ErrUnavailable, hb.Holder, id)
+			}
 			left, err := s.leaseLeft(ctx, hb.HolderLease)
 			if err != nil {
 				return fmt.Errorf("%w: node %s did not hand over service %s: %w", store.ErrUnavailable, hb.Holder, id, err)
 			}
-			until = time.Now().Add(max(left, time.Second)) // gone: its key goes with it
+			until, lengthened = time.Now().Add(max(left, time.Second)), true // gone: its key goes with it
 		}
 		if err := retry.Sleep(ctx, delay); err != nil {
 			return fmt.Errorf("%w: node %s did not hand over service %s: %w", store.ErrUnavailable, hb.Holder, id, err)
@@ -584,7 +588,8 @@ func (s *Store) handOver(ctx context.Context, tenantID, id string, hb hbRecord) 
 }
 
 // leaseLeft is how long lease has left, as etcd tells it (whole seconds,
-// rounded up, and a second for etcd to revoke it), or 0 if it is gone.
+// rounded up, and a second for etcd to revoke it), or 0 if it is gone or
+// expired.
 func (s *Store) leaseLeft(ctx context.Context, lease int64) (time.Duration, error) {
 	cctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
 	defer cancel()

@@ -35,9 +35,11 @@ import (
 //   - every acknowledged create and delete is in the feed;
 //   - no service timed out while its owner heartbeated it, and every
 //     timeout's timestamp is the deadline of the last heartbeat token its
-//     owner was given, also when the node that answered that heartbeat was
+//     owner was given; if the node that answered that heartbeat was
 //     killed before the service was due while the other nodes and etcd
-//     were up (its peer had a copy of that deadline); or, if that node
+//     were up, within two reap intervals after it (its peer had a copy of
+//     that deadline; another node's reaper may find the stored deadline,
+//     just after it, passing first); or, if that node
 //     was cut off, lost its lease or failed to copy to its peer, another
 //     node was cut off or lost its lease, or a deadline fell while etcd's
 //     leader member was stopped (or before that member was back), no
@@ -59,7 +61,7 @@ func TestRandomHistory(t *testing.T) {
 	u := login(t, nodes[1], "history")
 	start := u.listMarker(nodes[1])
 
-	h := &history{t: t, u: u, nodes: nodes, slack: slack, quit: make(chan struct{}), quitLeases: make(chan struct{}), outages: map[int][]outage{},
+	h := &history{t: t, u: u, nodes: nodes, slack: slack, reap: opts.ReapInterval, quit: make(chan struct{}), quitLeases: make(chan struct{}), outages: map[int][]outage{},
 		copyFailures: make([]float64, len(nodes)), copiesSeen: make([]time.Time, len(nodes))}
 	const owners, idsPerOwner, configWriters = 6, 3, 2
 	runFor := 10 * time.Second
@@ -191,6 +193,7 @@ type history struct {
 	u        *user
 	nodes    []*node
 	slack    time.Duration
+	reap     time.Duration // the nodes' ReapInterval
 	services []*svcLog
 	configs  []*configLog
 	quit     chan struct{} // closed: the watchers stop
@@ -766,9 +769,9 @@ func (h *history) checkReplay(feed []event) {
 		}
 	}
 
-	exposedN, copiedN := 0, 0
+	exposedN, copiedN, copiedExact := 0, 0, 0
 	defer func() {
-		t.Logf("%d timeouts of services whose last heartbeat's node went down; %d more at their exact deadline from a killed node's peer", exposedN, copiedN)
+		t.Logf("%d timeouts of services whose last heartbeat's node went down; %d more of a killed node's services, %d of them at the exact deadline", exposedN, copiedN, copiedExact)
 	}()
 	for _, s := range h.services {
 		if s.ambiguous {
@@ -798,14 +801,20 @@ func (h *history) checkReplay(feed []event) {
 			case end.Type == "service.timeout" && exposed &&
 				(end.Timestamp < l.lastDeadline || end.Timestamp > l.lastDeadline+h.slack.Milliseconds()+1):
 				t.Errorf("%s: incarnation %d timed out at %d, not within the slack after the deadline %d of the last token its owner got (its node went down)", s.id, k, end.Timestamp, l.lastDeadline)
-			case end.Type == "service.timeout" && !exposed && end.Timestamp != l.lastDeadline:
-				t.Errorf("%s: incarnation %d timed out at %d, not at the deadline %d of the last token its owner got (killed node's peer's copy: %v)", s.id, k, end.Timestamp, l.lastDeadline, copied)
+			case end.Type == "service.timeout" && !exposed && !copied && end.Timestamp != l.lastDeadline:
+				t.Errorf("%s: incarnation %d timed out at %d, not at the deadline %d of the last token its owner got", s.id, k, end.Timestamp, l.lastDeadline)
+			case end.Type == "service.timeout" && copied &&
+				(end.Timestamp < l.lastDeadline || end.Timestamp > l.lastDeadline+2*h.reap.Milliseconds()):
+				t.Errorf("%s: incarnation %d timed out at %d, not within two reap intervals of the deadline %d of the last token its owner got (its node was killed; its peer had that deadline)", s.id, k, end.Timestamp, l.lastDeadline)
 			case end.Type == "service.timeout" && !l.abandoned:
 				t.Errorf("%s: incarnation %d timed out while its owner heartbeated it", s.id, k)
 			case end.Type == "service.timeout" && exposed:
 				exposedN++
 			case end.Type == "service.timeout" && copied:
 				copiedN++
+				if end.Timestamp == l.lastDeadline {
+					copiedExact++
+				}
 			}
 		}
 	}

@@ -97,7 +97,9 @@ func (s *Store) registryWasDown(ctx context.Context) (down bool, asOf int64, err
 				delete(firstLook, lease)
 				continue
 			}
-			if d := time.Now().Add(time.Duration(ttl.TTL+2) * time.Second); ttl.TTL > 0 && d.After(deadline) {
+			// etcd answers for a lease that expired with a TTL of 0 for
+			// a second, then -1, revoked or not.
+			if d := time.Now().Add(time.Duration(ttl.TTL+3)*time.Second + s.opts.RequestTimeout); ttl.TTL > 0 && d.After(deadline) {
 				deadline = d
 			}
 			// A new etcd leader gives every lease its full TTL again
@@ -110,9 +112,8 @@ func (s *Store) registryWasDown(ctx context.Context) (down bool, asOf int64, err
 			// Not renewed, the lease has less than first.ttl+1 seconds
 			// left at the first look, and at least asked-first.at fewer
 			// now; anything more means its node renewed it. A TTL of 0
-			// tells nothing: etcd reports a lease that expired and is
-			// not yet revoked (it revokes them on a ticker) as 0, not as
-			// gone.
+			// tells nothing: it may be a lease that expired in the last
+			// second.
 			if ttl.TTL > 0 && float64(ttl.TTL) >= float64(first.ttl)+1-asked.Sub(first.at).Seconds() {
 				return false, 0, nil
 			}
@@ -158,7 +159,7 @@ func (s *Store) checkSettings(kvs []*mvccpb.KeyValue) {
 			continue
 		}
 		if v.NodeTTL != mine.NodeTTL || v.RequestTimeout != mine.RequestTimeout || v.HeartbeatSlack != mine.HeartbeatSlack {
-			s.log.Warn("another node runs with other etcd settings; give every node the same --etcd-node-ttl, --etcd-request-timeout and --etcd-heartbeat-slack",
+			s.log.Warn("a node registered in etcd (running, or stopped within its lease) has other etcd settings; give every node the same --etcd-node-ttl, --etcd-request-timeout and --etcd-heartbeat-slack",
 				"node", strings.TrimPrefix(string(kv.Key), s.k.nodes()),
 				"its_node_ttl", v.NodeTTL, "its_request_timeout", v.RequestTimeout, "its_heartbeat_slack", v.HeartbeatSlack,
 				"node_ttl", mine.NodeTTL, "request_timeout", mine.RequestTimeout, "heartbeat_slack", mine.HeartbeatSlack)
