@@ -52,6 +52,12 @@ type node struct {
 	log *testserver.Buffer
 }
 
+// logBuffer is where the node's store log goes (logger).
+func (n *node) logBuffer() *testserver.Buffer {
+	n.logger()
+	return n.log
+}
+
 // logger is the node's store logger: the test prints what it logged if the
 // test fails.
 func (n *node) logger() *slog.Logger {
@@ -296,6 +302,7 @@ func (n *node) startRetrying(ln net.Listener) error {
 			return nil
 		}
 		n.t.Logf("start node %s: %v", n.addr, err)
+		fmt.Fprintf(n.logBuffer(), "start failed: %v\n", err) // for tests that count on a first start
 		for {
 			if time.Now().After(deadline) {
 				return fmt.Errorf("start node %s: %w", n.addr, err)
