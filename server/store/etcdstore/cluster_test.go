@@ -427,3 +427,45 @@ func TestNodeSettingsDiffer(t *testing.T) {
 		t.Errorf("node %s, with another node TTL, did not warn of it:\n%s", other.addr, got)
 	}
 }
+
+// A node that registers again on a new lease, under the key a starting
+// node found it on, is alive: the starting node extends nothing, though
+// the lease it was watching is gone.
+func TestRestartSeesANodeRegisteredAgain(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.Start(t, etcdtest.Options{})
+	a := startNode(t, c.Endpoints(), etcdstore.Options{})
+	u := login(t, a, "registered-again")
+	u.create(a, "steady", 60)
+	keys := etcdstore.NodeKeys(a.st)
+	a.stop() // its key goes: no node is registered
+	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	// A node of the registry, as far as the starting one can tell, on a
+	// lease that then goes while the node registers again on another.
+	old, err := cli.Grant(t.Context(), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(t.Context(), keys+"other", `{"started":"2026-01-01T00:00:00Z"}`, clientv3.WithLease(old.ID)); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		time.Sleep(2 * time.Second) // the starting node has looked at the old lease
+		ctx := context.Background()
+		if again, err := cli.Grant(ctx, 10); err == nil {
+			cli.KeepAlive(ctx, again.ID)
+			// The key moves to the new lease before the old one goes: it
+			// is there throughout.
+			cli.Put(ctx, keys+"other", `{"started":"2026-01-01T00:00:00Z"}`, clientv3.WithLease(again.ID))
+		}
+		cli.Revoke(ctx, old.ID)
+	}()
+	b := startNode(t, c.Endpoints(), etcdstore.Options{})
+	if log := b.log.String(); strings.Contains(log, "full timeout again") {
+		t.Errorf("the starting node took the registry for down:\n%s", log)
+	}
+}
