@@ -106,8 +106,13 @@ type nodeValue struct {
 	Started string `json:"started"`
 	// Peer is where the node takes copies of held heartbeat state.
 	Peer string `json:"peer,omitempty"`
-	// The node's settings that every node must share (checkSettings):
-	// NodeTTL, RequestTimeout, and HeartbeatSlack ("0s": the default).
+	nodeSettings
+}
+
+// nodeSettings are a node's settings that every node must share
+// (checkSettings), as its key shows them: NodeTTL, RequestTimeout, and
+// HeartbeatSlack ("0s": the default).
+type nodeSettings struct {
 	NodeTTL        string `json:"node_ttl,omitempty"`
 	RequestTimeout string `json:"request_timeout,omitempty"`
 	HeartbeatSlack string `json:"heartbeat_slack,omitempty"`

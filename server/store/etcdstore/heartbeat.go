@@ -591,9 +591,7 @@ func (s *Store) handOver(ctx context.Context, tenantID, id string, hb hbRecord) 
 // rounded up, and a second for etcd to revoke it), or 0 if it is gone or
 // expired.
 func (s *Store) leaseLeft(ctx context.Context, lease int64) (time.Duration, error) {
-	cctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
-	defer cancel()
-	ttl, err := s.cli.TimeToLive(cctx, clientv3.LeaseID(lease))
+	ttl, err := s.timeToLive(ctx, clientv3.LeaseID(lease))
 	if err != nil {
 		return 0, err
 	}

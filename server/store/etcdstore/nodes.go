@@ -87,9 +87,7 @@ func (s *Store) registryWasDown(ctx context.Context) (down bool, asOf int64, err
 	for {
 		for lease, first := range firstLook {
 			asked := time.Now()
-			cctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
-			ttl, err := s.cli.TimeToLive(cctx, lease)
-			cancel()
+			ttl, err := s.timeToLive(ctx, lease)
 			if err != nil {
 				return false, 0, s.fail(ctx, "check a node's lease", err)
 			}
@@ -140,25 +138,34 @@ func (s *Store) registryWasDown(ctx context.Context) (down bool, asOf int64, err
 	}
 }
 
+// timeToLive asks etcd what is left of lease, within the request timeout.
+func (s *Store) timeToLive(ctx context.Context, lease clientv3.LeaseID) (*clientv3.LeaseTimeToLiveResponse, error) {
+	cctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
+	defer cancel()
+	return s.cli.TimeToLive(cctx, lease)
+}
+
+// settings are this node's settings that every node must share.
+func (s *Store) settings() nodeSettings {
+	return nodeSettings{NodeTTL: s.opts.NodeTTL.String(), RequestTimeout: s.opts.RequestTimeout.String(), HeartbeatSlack: s.opts.HeartbeatSlack.String()}
+}
+
 // nodeValue is what this node's key says of it.
 func (s *Store) nodeValue() nodeValue {
-	return nodeValue{
-		Started: s.now().UTC().Format(time.RFC3339), Peer: s.peerAddr,
-		NodeTTL: s.opts.NodeTTL.String(), RequestTimeout: s.opts.RequestTimeout.String(), HeartbeatSlack: s.opts.HeartbeatSlack.String(),
-	}
+	return nodeValue{Started: s.now().UTC().Format(time.RFC3339), Peer: s.peerAddr, nodeSettings: s.settings()}
 }
 
 // checkSettings warns of each node among kvs (node keys) whose settings
 // differ from this node's: the safety of the heartbeat slack rests on
 // every node's sharing them (see MinHeartbeatSlack).
 func (s *Store) checkSettings(kvs []*mvccpb.KeyValue) {
-	mine := s.nodeValue()
+	mine := s.settings()
 	for _, kv := range kvs {
 		var v nodeValue
 		if json.Unmarshal(kv.Value, &v) != nil || v.NodeTTL == "" { // a node of a release before settings were shown
 			continue
 		}
-		if v.NodeTTL != mine.NodeTTL || v.RequestTimeout != mine.RequestTimeout || v.HeartbeatSlack != mine.HeartbeatSlack {
+		if v.nodeSettings != mine {
 			s.log.Warn("a node registered in etcd (running, or stopped within its lease) has other etcd settings; give every node the same --etcd-node-ttl, --etcd-request-timeout and --etcd-heartbeat-slack",
 				"node", strings.TrimPrefix(string(kv.Key), s.k.nodes()),
 				"its_node_ttl", v.NodeTTL, "its_request_timeout", v.RequestTimeout, "its_heartbeat_slack", v.HeartbeatSlack,
@@ -172,7 +179,7 @@ func (s *Store) register(ctx context.Context) error {
 	cctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
 	defer cancel()
 	asked := time.Now()
-	lease, err := s.cli.Grant(cctx, int64((s.opts.NodeTTL+time.Second-1)/time.Second))
+	lease, err := s.cli.Grant(cctx, leaseSeconds(s.opts.NodeTTL))
 	if err != nil {
 		return s.fail(ctx, "grant node lease", err)
 	}

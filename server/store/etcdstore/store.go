@@ -230,9 +230,12 @@ const MaxHeartbeatSlack = 24 * time.Hour
 // deadline, the token's plus the slack, passed meanwhile, a reaper could
 // time out the service although its client heartbeated in time.
 func MinHeartbeatSlack(opts Options) time.Duration {
-	ttl := (ttlOrDefault(opts) + time.Second - 1).Truncate(time.Second) // as granted
-	return ttl + 2*timeoutOrDefault(opts)
+	return time.Duration(leaseSeconds(ttlOrDefault(opts)))*time.Second + 2*timeoutOrDefault(opts)
 }
+
+// leaseSeconds is the TTL in whole seconds that a node asks etcd for, for
+// a lease of ttl: rounded up.
+func leaseSeconds(ttl time.Duration) int64 { return int64((ttl + time.Second - 1) / time.Second) }
 
 func ttlOrDefault(opts Options) time.Duration {
 	if opts.NodeTTL <= 0 {
