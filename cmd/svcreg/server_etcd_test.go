@@ -12,7 +12,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/svcreg/svcreg/internal/etcdtest"
 )
@@ -203,35 +202,47 @@ func TestServerEtcdHeartbeatSlack(t *testing.T) {
 
 func TestServerEtcdFlags(t *testing.T) {
 	t.Parallel()
-	for _, args := range [][]string{
-		{"--dev", "--etcd-heartbeat-slack", "30s"}, // in range, but no etcd
-		{"--dev", "--etcd-endpoints", "http://127.0.0.1:1", "--etcd-heartbeat-slack", "-1s"},
-		{"--dev", "--etcd-endpoints", "http://127.0.0.1:1", "--etcd-heartbeat-slack", "14s"},
-		{"--dev", "--etcd-endpoints", "http://127.0.0.1:1", "--etcd-heartbeat-slack", "25h"},
-		{"--dev", "--etcd-cert", "c.pem", "--etcd-key", "k.pem"},
-		{"--dev", "--etcd-endpoints", "http://127.0.0.1:1", "--etcd-cert", "c.pem"},
-		{"--dev", "--etcd-endpoints", "http://127.0.0.1:1", "--etcd-username", "u"},
-		{"--dev", "--etcd-peer-listen", "10.0.0.1:7380"}, // no etcd
-		{"--dev", "--etcd-endpoints", "http://127.0.0.1:1", "--etcd-peer-listen", "10.0.0.1"},
-		{"--dev", "--etcd-endpoints", "http://127.0.0.1:1", "--etcd-peer-advertise", "10.0.0.1:0"},
-		{"--dev", "--etcd-endpoints", "http://127.0.0.1:1", "--etcd-peer-advertise", ":7380"},
-		{"--dev", "--etcd-endpoints", "http://127.0.0.1:1", "--etcd-peer-listen", "off", "--etcd-peer-advertise", "10.0.0.1:7380"},
-		{"--dev", "--etcd-heartbeat-linger", "5ms"}, // no etcd
-		{"--dev", "--etcd-copy-linger", "0"},        // no etcd
-		{"--dev", "--etcd-endpoints", "http://127.0.0.1:1", "--etcd-heartbeat-linger", "-1ms"},
-		{"--dev", "--etcd-endpoints", "http://127.0.0.1:1", "--etcd-heartbeat-linger", "2s"},
-		{"--dev", "--etcd-endpoints", "http://127.0.0.1:1", "--etcd-copy-linger", "-1ms"},
-		{"--dev", "--etcd-endpoints", "http://127.0.0.1:1", "--etcd-copy-linger", "200ms"},
-		{"--dev", "--etcd-node-ttl", "10s"},       // no etcd
-		{"--dev", "--etcd-request-timeout", "2s"}, // no etcd
-		{"--dev", "--etcd-endpoints", "http://127.0.0.1:1", "--etcd-node-ttl", "1s"},
-		{"--dev", "--etcd-endpoints", "http://127.0.0.1:1", "--etcd-node-ttl", "31s"},
-		{"--dev", "--etcd-endpoints", "http://127.0.0.1:1", "--etcd-node-ttl", "2500ms"},
-		{"--dev", "--etcd-endpoints", "http://127.0.0.1:1", "--etcd-request-timeout", "500ms"},
-		{"--dev", "--etcd-endpoints", "http://127.0.0.1:1", "--etcd-request-timeout", "31s"},
+	// Flags of the etcd store without --etcd-endpoints, each in range.
+	noEtcd := [][]string{
+		{"--etcd-heartbeat-slack", "30s"},
+		{"--etcd-cert", "c.pem", "--etcd-key", "k.pem"},
+		{"--etcd-peer-listen", "10.0.0.1:7380"},
+		{"--etcd-heartbeat-linger", "5ms"},
+		{"--etcd-copy-linger", "0"},
+		{"--etcd-node-ttl", "10s"},
+		{"--etcd-request-timeout", "2s"},
+	}
+	// Flags out of range, or missing their pair, with --etcd-endpoints.
+	withEtcd := [][]string{
+		{"--etcd-heartbeat-slack", "-1s"},
+		{"--etcd-heartbeat-slack", "14s"},
+		{"--etcd-heartbeat-slack", "25h"},
+		{"--etcd-cert", "c.pem"},
+		{"--etcd-username", "u"},
+		{"--etcd-peer-listen", "10.0.0.1"},
+		{"--etcd-peer-advertise", "10.0.0.1:0"},
+		{"--etcd-peer-advertise", ":7380"},
+		{"--etcd-peer-listen", "off", "--etcd-peer-advertise", "10.0.0.1:7380"},
+		{"--etcd-heartbeat-linger", "-1ms"},
+		{"--etcd-heartbeat-linger", "2s"},
+		{"--etcd-copy-linger", "-1ms"},
+		{"--etcd-copy-linger", "200ms"},
+		{"--etcd-node-ttl", "1s"},
+		{"--etcd-node-ttl", "31s"},
+		{"--etcd-node-ttl", "2500ms"},
+		{"--etcd-request-timeout", "500ms"},
+		{"--etcd-request-timeout", "31s"},
 		// 30s + 2×16s is more than 61s.
-		{"--dev", "--etcd-endpoints", "http://127.0.0.1:1", "--etcd-node-ttl", "30s", "--etcd-request-timeout", "16s", "--etcd-heartbeat-slack", "61s"},
-	} {
+		{"--etcd-node-ttl", "30s", "--etcd-request-timeout", "16s", "--etcd-heartbeat-slack", "61s"},
+	}
+	var cases [][]string
+	for _, args := range noEtcd {
+		cases = append(cases, append([]string{"--dev"}, args...))
+	}
+	for _, args := range withEtcd {
+		cases = append(cases, append([]string{"--dev", "--etcd-endpoints", "http://127.0.0.1:1"}, args...))
+	}
+	for _, args := range cases {
 		var stdout, stderr bytes.Buffer
 		if code := Main(t.Context(), append([]string{"server"}, args...), strings.NewReader(""), &stdout, &stderr); code != exitUsage {
 			t.Errorf("svcreg server %q: exit %d, want %d (usage); stderr %s", args, code, exitUsage, stderr.String())
@@ -243,11 +254,7 @@ func TestServerEtcdFlags(t *testing.T) {
 // granted the leases of the node keys under prefix.
 func nodeLeaseTTLs(t *testing.T, endpoints []string, prefix string) []int64 {
 	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	cli := etcdtest.Client(t, endpoints...)
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	resp, err := cli.Get(ctx, prefix+"node/", clientv3.WithPrefix())

@@ -164,6 +164,18 @@ func (c *Cluster) Endpoints() []string {
 	return eps
 }
 
+// Client returns a client of endpoints (c.Endpoints(), say), closed when
+// t ends.
+func Client(t testing.TB, endpoints ...string) *clientv3.Client {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatalf("etcdtest: client of %v: %v", endpoints, err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
 // DirectEndpoints returns the members' own client URLs, not the proxies
 // in front of them: for a benchmark whose clients are to cost only
 // themselves and the members (a proxy runs in the test process). A

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/svcreg/svcreg/internal/etcdtest"
 	"github.com/svcreg/svcreg/internal/testserver"
@@ -287,7 +286,7 @@ func TestWholeRegistryRestart(t *testing.T) {
 	// for that lease before it tells that the registry was down.
 	t.Run("crashed with longer leases", func(t *testing.T) {
 		t.Parallel()
-		restartAfterCrash(t, etcdtest.Options{}, 10*time.Second, false)
+		restartAfterCrash(t, etcdtest.Options{}, 10*time.Second, nil)
 	})
 	// etcd restarted while every node was down gives the dead nodes'
 	// leases their full TTL again, and more: a node starting then waits
@@ -296,51 +295,43 @@ func TestWholeRegistryRestart(t *testing.T) {
 	// adds it to every lease.)
 	t.Run("crashed, then etcd restarted", func(t *testing.T) {
 		t.Parallel()
-		restartAfterCrash(t, etcdtest.Options{Production: true}, 6*time.Second, true)
+		restartAfterCrash(t, etcdtest.Options{Production: true}, 6*time.Second, func(c *etcdtest.Cluster) func() {
+			c.Stop()
+			c.Restart()
+			return func() {}
+		})
 	})
 	// A new etcd leader while the starting node watches the leases
 	// refreshes them too: not a renewal.
 	t.Run("crashed, etcd's leader moved meanwhile", func(t *testing.T) {
 		t.Parallel()
-		c := etcdtest.Start(t, etcdtest.Options{Members: 3})
-		clock := new(testserver.Clock)
-		long := startNode(t, c.Endpoints(), etcdstore.Options{Clock: clock.Now, NodeTTL: 8 * time.Second})
-		short := startNode(t, c.Endpoints(), etcdstore.Options{Clock: clock.Now, NodeTTL: 2 * time.Second})
-		u := login(t, long, "restart-moved")
-		tok := u.create(long, "steady", 20)
-		long.crash()
-		short.crash()
-		clock.Advance(21 * time.Second) // past the deadline
-		from := c.Members[leader(t, c)].ClientURL
-		moved := make(chan error, 1)
-		go func() {
-			time.Sleep(2 * time.Second) // the starting node has looked at the leases
-			var err error
-			for range 3 {
-				if err = moveLeader(from); err == nil {
-					break
+		restartAfterCrash(t, etcdtest.Options{Members: 3}, 8*time.Second, func(c *etcdtest.Cluster) func() {
+			from := c.Members[leader(t, c)].ClientURL
+			cli := etcdtest.Client(t, from)
+			moved := make(chan error, 1)
+			go func() {
+				time.Sleep(2 * time.Second) // the starting node has looked at the leases
+				var err error
+				for range 3 {
+					if err = moveLeader(cli, from); err == nil {
+						break
+					}
+				}
+				moved <- err
+			}()
+			return func() {
+				if err := <-moved; err != nil {
+					// Not the case meant, but still a restart to check.
+					t.Logf("etcd's leader did not move: %v", err)
 				}
 			}
-			moved <- err
-		}()
-		short.restart()
-		if err := <-moved; err != nil {
-			// Not the case meant, but still a restart to check.
-			t.Logf("etcd's leader did not move: %v", err)
-		}
-		u.do(short, "GET", "/services/steady", nil, 200)
-		u.heartbeat(short, "steady", tok)
+		})
 	})
 }
 
-// moveLeader hands etcd's leadership from the member at leaderURL to
-// another member.
-func moveLeader(leaderURL string) error {
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{leaderURL}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		return err
-	}
-	defer cli.Close()
+// moveLeader hands etcd's leadership from the member at leaderURL, which
+// cli is a client of, to another member.
+func moveLeader(cli *clientv3.Client, leaderURL string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	st, err := cli.Status(ctx, leaderURL)
@@ -361,10 +352,11 @@ func moveLeader(leaderURL string) error {
 }
 
 // restartAfterCrash crashes two nodes, one on a lease of longTTL and one
-// of 2s, the service they know past its deadline, restarts etcd too if
-// restartEtcd, and starts the short-lived one again: it must find the
-// registry was down, and give the service its full timeout again.
-func restartAfterCrash(t *testing.T, copts etcdtest.Options, longTTL time.Duration, restartEtcd bool) {
+// of 2s, the service they know past its deadline, runs meanwhile (if not
+// nil) on the cluster, starts the short-lived one again, and then runs
+// what meanwhile returned: the node must find the registry was down, at
+// its first start, and give the service its full timeout again.
+func restartAfterCrash(t *testing.T, copts etcdtest.Options, longTTL time.Duration, meanwhile func(*etcdtest.Cluster) (after func())) {
 	c := etcdtest.Start(t, copts)
 	clock := new(testserver.Clock)
 	long := startNode(t, c.Endpoints(), etcdstore.Options{Clock: clock.Now, NodeTTL: longTTL})
@@ -373,14 +365,13 @@ func restartAfterCrash(t *testing.T, copts etcdtest.Options, longTTL time.Durati
 	tok := u.create(long, "steady", 20)
 	long.crash()
 	short.crash()
-	if restartEtcd {
-		c.Stop()
-	}
 	clock.Advance(21 * time.Second) // past the deadline
-	if restartEtcd {
-		c.Restart()
+	after := func() {}
+	if meanwhile != nil {
+		after = meanwhile(c)
 	}
 	short.restart()
+	after()
 	u.do(short, "GET", "/services/steady", nil, 200)
 	u.heartbeat(short, "steady", tok)
 	if log := short.log.String(); strings.Contains(log, "neither renewed nor revoked") {
@@ -397,28 +388,16 @@ func TestRestartExtensionLeavesLaterState(t *testing.T) {
 	c := etcdtest.Start(t, etcdtest.Options{})
 	n := startNodes(t, c, 2, etcdstore.Options{})
 	u := login(t, n[0], "restart-later")
-	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	before, err := cli.Get(t.Context(), "/")
-	if err != nil {
-		t.Fatal(err)
-	}
+	before := etcdRevision(t, c)
 	tok := u.create(n[0], "held", 60)
 	tok = u.heartbeat(n[0], "held", tok) // n[0] holds it now
-	got, err := etcdstore.ExtendDeadlines(n[1].st, before.Header.Revision)
+	got, err := etcdstore.ExtendDeadlines(n[1].st, before)
 	if err != nil || got != 0 {
 		t.Fatalf("extension as of before the service was written: %d extended, %v; want 0", got, err)
 	}
 	u.heartbeat(n[0], "held", tok)
-	now, err := cli.Get(t.Context(), "/")
-	if err != nil {
-		t.Fatal(err)
-	}
 	// As of now, the same call extends it: the revision is what left it.
-	if got, err := etcdstore.ExtendDeadlines(n[1].st, now.Header.Revision); err != nil || got != 1 {
+	if got, err := etcdstore.ExtendDeadlines(n[1].st, etcdRevision(t, c)); err != nil || got != 1 {
 		t.Errorf("extension as of now: %d extended, %v; want 1", got, err)
 	}
 }
@@ -499,11 +478,7 @@ func TestRestartSeesANodeRegisteredAgain(t *testing.T) {
 	u.create(a, "steady", 60)
 	keys := etcdstore.NodeKeys(a.st)
 	a.stop() // its key goes: no node is registered
-	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	cli := etcdtest.Client(t, c.Endpoints()...)
 	// A node of the registry, as far as the starting one can tell, on a
 	// lease that then goes while the node registers again on another.
 	old, err := cli.Grant(t.Context(), 10)

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/svcreg/svcreg/internal/etcdtest"
 	"github.com/svcreg/svcreg/server/store/etcdstore"
@@ -17,11 +16,7 @@ import (
 // leader returns the index of the cluster's leader.
 func leader(t *testing.T, c *etcdtest.Cluster) int {
 	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	cli := etcdtest.Client(t, c.Endpoints()...)
 	for i, m := range c.Members {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		st, err := cli.Status(ctx, m.ClientURL)
@@ -184,11 +179,7 @@ func TestCompaction(t *testing.T) {
 	for i := range 20 {
 		u.do(n1, "PUT", "/configuration/key-2", map[string]string{"value": string(rune('a' + i))}, 204)
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints()[1:], DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	cli := etcdtest.Client(t, c.Endpoints()[1:]...)
 	resp, err := cli.Get(ctx, "compaction-probe")
 	if err != nil {
 		t.Fatal(err)

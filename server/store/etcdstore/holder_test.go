@@ -10,7 +10,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/svcreg/svcreg/internal/etcdtest"
 	"github.com/svcreg/svcreg/internal/testserver"
@@ -27,11 +26,7 @@ func etcdRevision(t *testing.T, c *etcdtest.Cluster) int64 {
 // etcdGet reads key (with opts) from c, as a client of its own.
 func etcdGet(t *testing.T, c *etcdtest.Cluster, key string, opts ...clientv3.OpOption) *clientv3.GetResponse {
 	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	cli := etcdtest.Client(t, c.Endpoints()...)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	resp, err := cli.Get(ctx, key, opts...)
