@@ -69,58 +69,27 @@ func (s *Store) registryWasDown(ctx context.Context) (down bool, asOf int64, err
 	}
 	s.checkSettings(kvs)
 	seen := map[string]int64{} // node key -> its lease
-	// Of each lease: the TTL etcd reported first (whole seconds, rounded
-	// down), when that answer arrived, and the etcd leader's term then.
-	type look struct {
-		ttl  int64
-		at   time.Time
-		term uint64
-	}
-	firstLook := map[clientv3.LeaseID]*look{}
+	w := newLeaseWatch(time.Now(), s.opts.NodeTTL, s.opts.RequestTimeout)
 	for _, kv := range kvs {
 		seen[string(kv.Key)] = kv.Lease
-		firstLook[clientv3.LeaseID(kv.Lease)] = nil
+		w.add(clientv3.LeaseID(kv.Lease))
 	}
-	// A lease not renewed expires within what etcd last said was left of
-	// it (at least this node's TTL), and is revoked a moment later.
-	deadline := time.Now().Add(2*s.opts.NodeTTL + time.Second)
 	for {
-		for lease, first := range firstLook {
+		for lease := range w.leases {
 			asked := time.Now()
 			ttl, err := s.timeToLive(ctx, lease)
 			if err != nil {
 				return false, 0, s.fail(ctx, "check a node's lease", err)
 			}
-			if ttl.TTL < 0 { // expired: that node is gone
-				delete(firstLook, lease)
-				continue
-			}
-			// etcd answers for a lease that expired with a TTL of 0 for
-			// a second, then -1, revoked or not.
-			if d := time.Now().Add(time.Duration(ttl.TTL+3)*time.Second + s.opts.RequestTimeout); ttl.TTL > 0 && d.After(deadline) {
-				deadline = d
-			}
-			// A new etcd leader gives every lease its full TTL again
-			// (and more): compare only looks of one term.
-			term := ttl.GetRaftTerm()
-			if first == nil || first.term != term {
-				firstLook[lease] = &look{ttl: ttl.TTL, at: time.Now(), term: term}
-				continue
-			}
-			// Not renewed, the lease has less than first.ttl+1 seconds
-			// left at the first look, and at least asked-first.at fewer
-			// now; anything more means its node renewed it. A TTL of 0
-			// tells nothing: it may be a lease that expired in the last
-			// second.
-			if ttl.TTL > 0 && float64(ttl.TTL) >= float64(first.ttl)+1-asked.Sub(first.at).Seconds() {
+			if w.see(lease, ttl.TTL, ttl.GetRaftTerm(), asked, time.Now()) {
 				return false, 0, nil
 			}
 		}
-		if len(firstLook) == 0 {
+		if len(w.leases) == 0 {
 			return true, asOf, nil
 		}
-		if time.Now().After(deadline) {
-			return false, 0, fmt.Errorf("%w: etcd: %d node lease(s) neither renewed nor revoked after they expired; cannot tell whether another node is running", store.ErrUnavailable, len(firstLook))
+		if time.Now().After(w.deadline) {
+			return false, 0, fmt.Errorf("%w: etcd: %d node lease(s) neither renewed nor revoked after they expired; cannot tell whether another node is running", store.ErrUnavailable, len(w.leases))
 		}
 		if err := retry.Sleep(ctx, 200*time.Millisecond); err != nil {
 			return false, 0, err
@@ -136,6 +105,70 @@ func (s *Store) registryWasDown(ctx context.Context) (down bool, asOf int64, err
 		}
 		asOf = resp.Header.GetRevision()
 	}
+}
+
+// leaseWatch tells, from what etcd says is left of the leases of the node
+// keys a starting node found, looked at again and again, whether one of
+// them is renewed (its node is alive), and how long to go on looking
+// before a lease that neither expires nor is renewed is an error.
+//
+// A lease not renewed has less than t+1 seconds left when etcd says t
+// (whole seconds, rounded down), and that much less a moment later;
+// anything more means its node renewed it. Two answers are compared only
+// within one raft term: a new etcd leader gives every lease its full TTL
+// again, and more. And not the first answer of a term: etcd fills in an
+// answer's term at the member that answers, while a follower asks the
+// leader for the TTL, so the first answer a follower gives after it
+// learns of a new term may still carry the old leader's TTL, and the new
+// leader's refreshed one after it would look like a renewal. A TTL of 0
+// tells nothing: etcd gives it for a second after a lease expires, then
+// -1, revoked or not.
+type leaseWatch struct {
+	// leases are those still watched: not yet expired.
+	leases  map[clientv3.LeaseID]*leaseLooks
+	timeout time.Duration
+	// deadline is when to stop waiting for the leases to expire: at
+	// first twice this node's TTL and a second, lengthened by what etcd
+	// says is left of a lease, its second of TTL 0, and a request's time.
+	deadline time.Time
+}
+
+// leaseLooks are the answers about one lease that count.
+type leaseLooks struct {
+	term uint64 // of the last answer
+	// first is the first answer of term after the one that showed it;
+	// zero until then.
+	firstTTL int64
+	firstAt  time.Time
+}
+
+func newLeaseWatch(now time.Time, nodeTTL, timeout time.Duration) *leaseWatch {
+	return &leaseWatch{leases: map[clientv3.LeaseID]*leaseLooks{}, timeout: timeout, deadline: now.Add(2*nodeTTL + time.Second)}
+}
+
+func (w *leaseWatch) add(lease clientv3.LeaseID) { w.leases[lease] = nil }
+
+// see takes etcd's answer about lease, asked for at asked and arrived at
+// at: ttl left in whole seconds (-1: expired), in raft term. It reports
+// whether the lease was renewed; an expired one is watched no more.
+func (w *leaseWatch) see(lease clientv3.LeaseID, ttl int64, term uint64, asked, at time.Time) (renewed bool) {
+	if ttl < 0 {
+		delete(w.leases, lease)
+		return false
+	}
+	if d := at.Add(time.Duration(ttl+3)*time.Second + w.timeout); ttl > 0 && d.After(w.deadline) {
+		w.deadline = d
+	}
+	l := w.leases[lease]
+	switch {
+	case l == nil || l.term != term:
+		w.leases[lease] = &leaseLooks{term: term}
+	case l.firstAt.IsZero():
+		l.firstTTL, l.firstAt = ttl, at
+	default:
+		return ttl > 0 && float64(ttl) >= float64(l.firstTTL)+1-asked.Sub(l.firstAt).Seconds()
+	}
+	return false
 }
 
 // timeToLive asks etcd what is left of lease, within the request timeout.
