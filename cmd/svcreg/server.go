@@ -91,6 +91,11 @@ type connFlags struct {
 // loopback, enough for nodes on one machine.
 const defaultPeerListen = "127.0.0.1:0"
 
+// maxEtcdRequestTimeout is the longest --etcd-request-timeout: a request
+// waits for its etcd calls, and a heartbeat at a node that takes over a
+// dead node's services waits two of them.
+const maxEtcdRequestTimeout = 30 * time.Second
+
 // etcdFlags are the --etcd-* flags: where the etcd store's cluster is.
 type etcdFlags struct {
 	endpoints, prefix  string
@@ -155,7 +160,7 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.DurationVar(&f.etcd.heartbeatSlack, "etcd-heartbeat-slack", 0, "how far past a heartbeat's deadline a node stores it in etcd; the node answers\nthe service's next heartbeats from memory while their deadlines fall within it.\nIt bounds how late a service is timed out whose client and holding node both\ndied; smaller costs more etcd writes. From --etcd-node-ttl plus twice\n--etcd-request-timeout (15s with their defaults) to 24h (default twice the\nservice's timeout, at least 1m, and never below that)")
 	fs.DurationVar(&f.etcd.heartbeatLinger, "etcd-heartbeat-linger", etcdstore.DefaultHeartbeatLinger, "how long a heartbeat that must be written to etcd (a first at a node, one past\nits stored deadline, one that moved) waits for others to share its etcd\ncommit; a commit is a raft round with a disk sync on a quorum. 0 commits at\nonce; at most 1s")
 	fs.DurationVar(&f.etcd.nodeTTL, "etcd-node-ttl", etcdstore.DefaultNodeTTL, "lease of this node's key in etcd, whole seconds from 2s to 30s: how long the\nother nodes take to count this node dead once it is (they then go on from what\nit held: without a live peer node, a heartbeat of a service it held waits for\nthat), and how long it may be cut off from etcd, or starved of CPU, without\ncounting as dead. Longer rides out longer pauses; shorter fails over sooner.\nGive every node the same value")
-	fs.DurationVar(&f.etcd.requestTimeout, "etcd-request-timeout", etcdstore.DefaultRequestTimeout, "how long each etcd call may take before the request it serves fails with 503,\n1s to 30s. Give every node the same value")
+	fs.DurationVar(&f.etcd.requestTimeout, "etcd-request-timeout", etcdstore.DefaultRequestTimeout, "how long each etcd call may take before the request it serves fails with 503,\n1s to "+maxEtcdRequestTimeout.String()+". Give every node the same value")
 	fs.DurationVar(&f.etcd.copyLinger, "etcd-copy-linger", etcdstore.DefaultCopyLinger, "how long a heartbeat's copy to the peer node waits for others (up to 16) to\nshare its round trip, when none is on its way; the heartbeat waits for it.\n0 sends at once; at most 100ms")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -207,8 +212,8 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if d := f.etcd.nodeTTL; d < 2*time.Second || d > etcdstore.MaxNodeTTL || d%time.Second != 0 {
 		return usagef("--etcd-node-ttl %v: want whole seconds from 2s to %v", d, etcdstore.MaxNodeTTL)
 	}
-	if d := f.etcd.requestTimeout; d < time.Second || d > 30*time.Second {
-		return usagef("--etcd-request-timeout %v: want 1s to 30s", d)
+	if d := f.etcd.requestTimeout; d < time.Second || d > maxEtcdRequestTimeout {
+		return usagef("--etcd-request-timeout %v: want 1s to %v", d, maxEtcdRequestTimeout)
 	}
 	slackOpts := etcdstore.Options{HeartbeatSlack: f.etcd.heartbeatSlack, NodeTTL: f.etcd.nodeTTL, RequestTimeout: f.etcd.requestTimeout}
 	if err := etcdstore.CheckHeartbeatSlack(slackOpts); err != nil {
