@@ -791,7 +791,10 @@ func (s *Store) reapCopies(ctx context.Context, tenant string) error {
 		}
 		s.copies.mu.Lock()
 		e := s.copies.m[d.k]
-		if e == nil || e.hbRev != d.e.hbRev || e.fenced && !e.pending {
+		// A copy taken since it was found due (a late heartbeat the
+		// holder answered once this node took it) waits for the next
+		// pass: its deadline may not have passed.
+		if e == nil || e.hbRev != d.e.hbRev || e.fenced && !e.pending || e.state != d.e.state {
 			s.copies.mu.Unlock()
 			continue
 		}
