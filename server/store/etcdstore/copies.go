@@ -246,29 +246,30 @@ func (c *copies) take(from string, fromLease, lease int64, it copyItem) bool {
 }
 
 // copyTo sends e's state next to this node's peer and waits for its
-// answer. It reports whether the node may answer from memory: the peer
-// took it and is still the peer, or there is no peer to copy to. Called
-// with e locked.
-func (s *Store) copyTo(ctx context.Context, e *hbEntry, next hbRecord) bool {
+// answer. It reports whether the node may answer from memory (ok): the
+// peer took it and is still the peer (copied), or there is no peer to copy
+// to. Called with e locked.
+func (s *Store) copyTo(ctx context.Context, e *hbEntry, next hbRecord) (ok, copied bool) {
 	if s.copyQueue == nil {
-		return true
+		return true, false
 	}
 	p := s.peerState()
 	switch {
 	case !p.ready:
-		return false
+		return false, false
 	case p.target.id == "":
-		return true
+		return true, false
 	case p.failing:
-		return false
+		return false, false
 	}
 	res := s.sendCopy(ctx, e.copyOf(next))
 	if res.err != nil || !res.ok || res.target != p.target {
-		return false
+		return false, false
 	}
 	// The peer did not change meanwhile: a new one has no fence against
 	// this node's memory, which may be stale (afterPeerChange).
-	return s.peerState().gen == p.gen
+	ok = s.peerState().gen == p.gen
+	return ok, ok
 }
 
 // copyHeld sends e's state to the peer after a commit made this node its

@@ -140,7 +140,7 @@ func TestPeerChangeRereadsHeld(t *testing.T) {
 	if s.peerState().ready {
 		t.Error("ready before the held services were marked")
 	}
-	if s.copyTo(context.Background(), e, hbRecord{Seq: 2}) {
+	if ok, _ := s.copyTo(context.Background(), e, hbRecord{Seq: 2}); ok {
 		t.Error("answered from memory before the held services were marked")
 	}
 	e.mu.Unlock()

@@ -409,7 +409,7 @@ func (s *Store) Heartbeat(ctx context.Context, tenantID, id, token string) (stri
 			switch {
 			case valid && token == e.mem.Cur:
 				next := s.nextBeat(tenantID, id, e, token, e.mem.Seq)
-				if held && next.Deadline <= e.hb.Deadline && s.copyTo(ctx, e, next) && s.leaseStill(lease) {
+				if held && s.answerable(ctx, e, next) && s.leaseStill(lease) {
 					e.setMem(next, true)
 					s.metrics.inMemory.Inc()
 					return next.Cur, nil
@@ -512,6 +512,22 @@ func (s *Store) slack(timeout int) time.Duration {
 		return s.opts.HeartbeatSlack
 	}
 	return DefaultHeartbeatSlack(s.opts, timeout)
+}
+
+// answerable reports whether this node, holding e, may answer the
+// heartbeat whose state is next from memory: its deadline is within the
+// stored one, and a peer took its copy. Without a peer's copy, only while
+// the stored deadline is MinHeartbeatSlack past it: should this node die,
+// a heartbeat of the service that reaches another node in time waits for
+// this node's lease to expire, then makes its etcd calls, and nothing but
+// the stored deadline keeps the reapers from timing the service out
+// meanwhile. Called with e locked.
+func (s *Store) answerable(ctx context.Context, e *hbEntry, next hbRecord) bool {
+	if next.Deadline > e.hb.Deadline {
+		return false
+	}
+	ok, copied := s.copyTo(ctx, e, next)
+	return ok && (copied || next.Deadline+int64(MinHeartbeatSlack(s.opts)) <= e.hb.Deadline)
 }
 
 // DefaultHeartbeatSlack is the slack of a service whose heartbeat timeout

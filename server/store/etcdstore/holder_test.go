@@ -138,6 +138,9 @@ func TestHoldingNodeCrash(t *testing.T) {
 	slack := etcdstore.MinHeartbeatSlack(opts)
 	opts.HeartbeatSlack = slack
 	n := startNodes(t, c, 2, opts)
+	// At the least slack a node answers from memory only once its peer
+	// takes the copies.
+	peerOf(t, n[0], n)
 	u := login(t, n[0], "holder-crash")
 	steady := u.create(n[0], "steady", 3)
 	quiet := u.create(n[0], "quiet", 3)

@@ -1,10 +1,13 @@
 package etcdstore_test
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/svcreg/svcreg/internal/etcdtest"
+	"github.com/svcreg/svcreg/internal/testserver"
 	"github.com/svcreg/svcreg/server/store/etcdstore"
 )
 
@@ -56,5 +59,52 @@ func TestHeartbeatSlackBounds(t *testing.T) {
 	long.HeartbeatSlack = 61 * time.Second
 	if err := etcdstore.CheckHeartbeatSlack(long); err == nil {
 		t.Errorf("CheckHeartbeatSlack(NodeTTL 30s, RequestTimeout 16s, slack 61s): accepted, want it refused")
+	}
+}
+
+// A holder without a peer to copy to (copies off here) answers from memory
+// only while the stored deadline is at least MinHeartbeatSlack past the
+// token's: should it die, the client's next heartbeat, sent in time to
+// another node, waits there for the holder's lease to expire and then
+// makes its etcd calls, and only the stored deadline keeps the reapers
+// from timing the service out meanwhile. Before this rule the holder
+// answered up to the stored deadline itself, and a reaper timed the
+// service out while the heartbeat waited.
+func TestHolderWithoutPeerKeepsTheSlackAhead(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.Start(t, etcdtest.Options{})
+	clock := new(testserver.Clock)
+	opts := etcdstore.Options{Clock: clock.Now, NodeTTL: 8 * time.Second, RequestTimeout: time.Second,
+		ReapInterval: 20 * time.Millisecond, PeerListen: "off"}
+	margin := etcdstore.MinHeartbeatSlack(opts) // 10 s
+	opts.HeartbeatSlack = margin + 5*time.Second
+	n := startNodes(t, c, 2, opts)
+	u := login(t, n[0], "slack-ahead")
+	tok := u.create(n[0], "svc", 3)
+	tok = u.heartbeat(n[0], "svc", tok) // written: node 0 holds it; stored deadline 18 s from now
+	// Heartbeats 2, 4, 8, 12 and 14.9 s later: the first two, and the
+	// fourth, within the stored deadline less the margin, are answered
+	// from memory; the others are written, each moving the stored
+	// deadline to 18 s from then. (Without the margin, all five were
+	// answered from memory, the last 0.1 s inside the stored deadline.)
+	for _, step := range []time.Duration{2 * time.Second, 2 * time.Second, 4 * time.Second, 4 * time.Second, 2900 * time.Millisecond} {
+		clock.Advance(step)
+		tok = u.heartbeat(n[0], "svc", tok)
+	}
+	if got := n[0].metric("svcreg_store_heartbeats_in_memory_total"); got != 3 {
+		t.Errorf("node 0 answered %v heartbeats from memory, want 3", got)
+	}
+	n[0].crash()
+	// The client's next heartbeat, 3 s before its token's deadline, at the
+	// other node: it waits for node 0's lease (up to 8 s).
+	r, err := u.try(n[1], "POST", "/services/svc/heartbeat", map[string]string{"token": tok})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.code != 200 {
+		t.Errorf("a heartbeat sent in time after its holder died: %d %s, want 200", r.code, r.body)
+	}
+	if got := summary(u.events(n[1], "")); !slices.Equal(got, []string{"service.join svc"}) {
+		t.Errorf("events %q, want the join alone", got)
 	}
 }

@@ -228,7 +228,9 @@ const MaxHeartbeatSlack = 24 * time.Hour
 // waits for the dead node's lease to expire (NodeTTL) and then for its
 // etcd calls (RequestTimeout each) before it is written; if the stored
 // deadline, the token's plus the slack, passed meanwhile, a reaper could
-// time out the service although its client heartbeated in time.
+// time out the service although its client heartbeated in time. A holder
+// without a peer's copy of a heartbeat answers it from memory only while
+// the stored deadline is this much past its token's, for the same reason.
 func MinHeartbeatSlack(opts Options) time.Duration {
 	return time.Duration(leaseSeconds(ttlOrDefault(opts)))*time.Second + 2*timeoutOrDefault(opts)
 }
