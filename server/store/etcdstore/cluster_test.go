@@ -248,6 +248,47 @@ func TestNodeCrash(t *testing.T) {
 	u.heartbeat(n[1], "steady", tok)
 }
 
+// A request to hand a service over that its holder never answered (the
+// reaper asks a live holder without waiting; the holder, crashed, never
+// answers) goes with the service's timeout: nothing else deletes it, and
+// it would stay in etcd for as long as the node that asked lives.
+func TestTimeoutDeletesADeadHoldersRequest(t *testing.T) {
+	t.Parallel()
+	c := sharedCluster(t)
+	clock := new(testserver.Clock)
+	n := startNodes(t, c, 2, etcdstore.Options{Clock: clock.Now, ReapInterval: 100 * time.Millisecond, PeerListen: "off"})
+	u := login(t, n[0], "dead-holder-request")
+	tok := u.create(n[0], "abandoned", 3)
+	u.heartbeat(n[0], "abandoned", tok) // node 0 holds it
+	rel := etcdstore.ReleaseKey(n[1].st, etcdstore.NodeID(n[0].st), u.tenant, "abandoned")
+	cli := etcdtest.Client(t, c.Endpoints()...)
+	asked := func() bool {
+		resp, err := cli.Get(t.Context(), rel)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(resp.Kvs) > 0
+	}
+	n[0].crash()
+	clock.Advance(time.Hour) // past the stored deadline
+	// Node 1's reaper asks node 0, whose lease lives on for up to 5 s.
+	for deadline := time.Now().Add(5 * time.Second); !asked(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("node 1's reaper did not ask the dead holder to hand the service over")
+		}
+	}
+	// Then, the lease expired, it times the service out at the stored
+	// deadline.
+	for deadline := time.Now().Add(30 * time.Second); n[1].metric("svcreg_service_timeouts_total") < 1; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("node 1 did not time the service out")
+		}
+	}
+	if asked() {
+		t.Errorf("the hand-over request %s is still there after the service timed out", rel)
+	}
+}
+
 // Design item 10 for the whole registry: when every node was down, the
 // first node to start gives every live service its full timeout again, and
 // outstanding tokens stay valid; after a crash of every node it first waits

@@ -55,3 +55,9 @@ func PeerOf(s *Store) (id, addr string) {
 // revision asOf or before its full timeout again, as s does on starting a
 // registry that was down.
 func ExtendDeadlines(s *Store, asOf int64) (int, error) { return s.extendDeadlines(s.ctx, asOf) }
+
+// ReleaseKey is the key of a request to node holder to hand service id of
+// tenantID over, in s's registry.
+func ReleaseKey(s *Store, holder, tenantID, id string) string {
+	return s.k.release(holder, tenantID, id)
+}

@@ -88,9 +88,9 @@ func (s *Store) rectified(ctx context.Context, tenantID string) (*tenant, error)
 	return s.tenantFor(ctx, tenantID)
 }
 
-// timeoutsPerTxn is how many timeouts fit in one transaction: four write
-// operations each and the account.
-func (s *Store) timeoutsPerTxn() int { return max(1, (s.opts.MaxTxnOps-1)/4) }
+// timeoutsPerTxn is how many timeouts fit in one transaction: five write
+// operations each (timeOut) and the account.
+func (s *Store) timeoutsPerTxn() int { return max(1, (s.opts.MaxTxnOps-1)/5) }
 
 // timeOut commits the timeouts of due services of t in one transaction,
 // conditional on the account and on the heartbeat and index keys being as
@@ -136,12 +136,24 @@ func (s *Store) timeOut(ctx context.Context, t *tenant, due []dueEntry, wait boo
 				continue // a node took hold of it since unheldDue looked
 			}
 			w.cmps = append(w.cmps, clientv3.Compare(clientv3.ModRevision(hbKey), "=", hkv.ModRevision))
-			w.timeOut(rec, svcKey, hbKey, d.key, hb.Deadline)
+			w.timeOut(rec, svcKey, hbKey, d.key, hb.Deadline, s.releaseOf(hb.Holder, t.id, d.id))
 			timedOut = append(timedOut, timedOutService{d.id, hb.Deadline, hb.Holder, hb.Loose})
 		}
 		return nil
 	})
 	return s.timedOut(t, "stored deadline", timedOut, err)
+}
+
+// releaseOf is the key of a request to holder, a dead node or one overtaken
+// (another's memory, "" if none), to hand a service over: a reaper asks a
+// live holder without waiting (unheldDue), and a holder that then dies
+// never deletes the request, which would stay for as long as the node
+// that asked lives. A timeout deletes it.
+func (s *Store) releaseOf(holder, tenantID, id string) string {
+	if holder == "" || holder == s.nodeID {
+		return ""
+	}
+	return s.k.release(holder, tenantID, id)
 }
 
 // timedOutService is a timeout committed, for the debug log.
@@ -152,13 +164,17 @@ type timedOutService struct {
 	loose    bool
 }
 
-// timeOut deletes a service, its heartbeat state and its deadline index
-// entry, and appends its service.timeout event: its timestamp the deadline
-// (spec §8.3), its id the next in commit order (design item 5).
-func (w *writer) timeOut(rec store.ServiceRecord, svcKey, hbKey, dueKey string, deadline int64) {
+// timeOut deletes a service, its heartbeat state, its deadline index
+// entry and, if relKey is not "", the request to its dead holder to hand
+// it over, and appends its service.timeout event: its timestamp the
+// deadline (spec §8.3), its id the next in commit order (design item 5).
+func (w *writer) timeOut(rec store.ServiceRecord, svcKey, hbKey, dueKey string, deadline int64, relKey string) {
 	w.del(svcKey)
 	w.del(hbKey)
 	w.del(dueKey)
+	if relKey != "" {
+		w.del(relKey)
+	}
 	w.acct.Services--
 	at := time.Unix(0, deadline)
 	w.appendEvent(func(id timeuuid.UUID) store.Event {
@@ -425,7 +441,7 @@ func (s *Store) commitExactTimeouts(ctx context.Context, t *tenant, what, how st
 			if d.nodeLease != 0 {
 				w.cmps = append(w.cmps, clientv3.Compare(clientv3.LeaseValue(nodeKey), "=", d.nodeLease))
 			}
-			w.timeOut(rec, svcKey, hbKey, s.k.due(d.stored, t.id, d.id), d.deadline)
+			w.timeOut(rec, svcKey, hbKey, s.k.due(d.stored, t.id, d.id), d.deadline, s.releaseOf(d.holder, t.id, d.id))
 			timedOut = append(timedOut, timedOutService{id: d.id, deadline: d.deadline, holder: d.holder})
 		}
 		return nil
