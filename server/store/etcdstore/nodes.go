@@ -81,7 +81,7 @@ func (s *Store) registryWasDown(ctx context.Context) (down bool, asOf int64, err
 			if err != nil {
 				return false, 0, s.fail(ctx, "check a node's lease", err)
 			}
-			if w.see(lease, ttl.TTL, ttl.GetRaftTerm(), asked, time.Now()) {
+			if w.see(lease, ttl.TTL, ttl.GetRaftTerm(), ttl.GetMemberId(), asked, time.Now()) {
 				return false, 0, nil
 			}
 		}
@@ -115,25 +115,30 @@ func (s *Store) registryWasDown(ctx context.Context) (down bool, asOf int64, err
 // A lease not renewed has less than t+1 seconds left when etcd says t
 // (whole seconds, rounded down), and that much less a moment later;
 // anything more means its node renewed it. Two answers are compared only
-// within one raft term: a new etcd leader gives every lease its full TTL
-// again, and more. And not the first answer of a term: etcd fills in an
-// answer's term at the member that answers, while a follower asks the
-// leader for the TTL, so the first answer a follower gives after it
-// learns of a new term may still carry the old leader's TTL, and the new
-// leader's refreshed one after it would look like a renewal. A TTL of 0
-// tells nothing: etcd gives it for a second after a lease expires, then
-// -1, revoked or not.
+// if one etcd member gave both, within one raft term: a new etcd leader
+// gives every lease its full TTL again, and more. And not the first
+// answer a member gives in a term: a member fills in an answer's term
+// itself, while a follower asks the leader for the TTL, so the first
+// answer a follower gives after it learns of a new term may still carry
+// the old leader's TTL, and the new leader's refreshed one after it would
+// look like a renewal (the client spreads its requests over the members:
+// each may give one such answer). A TTL of 0 tells nothing: etcd gives it
+// for a second after a lease expires, then -1, revoked or not. Nor does
+// one past any node's TTL and a minute (an old leader that lost its
+// leadership reports every lease as never expiring).
 type leaseWatch struct {
-	// leases are those still watched: not yet expired.
-	leases  map[clientv3.LeaseID]*leaseLooks
+	// leases are those still watched (not yet expired), and of each the
+	// answers that count, by the member that gave them.
+	leases  map[clientv3.LeaseID]map[uint64]*leaseLooks
 	timeout time.Duration
+	maxTTL  int64 // seconds: an answer above it tells nothing
 	// deadline is when to stop waiting for the leases to expire: at
 	// first twice this node's TTL and a second, lengthened by what etcd
 	// says is left of a lease, its second of TTL 0, and a request's time.
 	deadline time.Time
 }
 
-// leaseLooks are the answers about one lease that count.
+// leaseLooks are the answers about one lease from one member that count.
 type leaseLooks struct {
 	term uint64 // of the last answer
 	// first is the first answer of term after the one that showed it;
@@ -143,26 +148,36 @@ type leaseLooks struct {
 }
 
 func newLeaseWatch(now time.Time, nodeTTL, timeout time.Duration) *leaseWatch {
-	return &leaseWatch{leases: map[clientv3.LeaseID]*leaseLooks{}, timeout: timeout, deadline: now.Add(2*nodeTTL + time.Second)}
+	return &leaseWatch{
+		leases:   map[clientv3.LeaseID]map[uint64]*leaseLooks{},
+		timeout:  timeout,
+		maxTTL:   int64((max(nodeTTL, MaxNodeTTL) + time.Minute) / time.Second),
+		deadline: now.Add(2*nodeTTL + time.Second),
+	}
 }
 
-func (w *leaseWatch) add(lease clientv3.LeaseID) { w.leases[lease] = nil }
+func (w *leaseWatch) add(lease clientv3.LeaseID) { w.leases[lease] = map[uint64]*leaseLooks{} }
 
 // see takes etcd's answer about lease, asked for at asked and arrived at
-// at: ttl left in whole seconds (-1: expired), in raft term. It reports
-// whether the lease was renewed; an expired one is watched no more.
-func (w *leaseWatch) see(lease clientv3.LeaseID, ttl int64, term uint64, asked, at time.Time) (renewed bool) {
-	if ttl < 0 {
+// at: ttl left in whole seconds (-1: expired), in raft term, from member.
+// It reports whether the lease was renewed; an expired one is watched no
+// more.
+func (w *leaseWatch) see(lease clientv3.LeaseID, ttl int64, term, member uint64, asked, at time.Time) (renewed bool) {
+	looks, ok := w.leases[lease]
+	switch {
+	case !ok || ttl > w.maxTTL:
+		return false
+	case ttl < 0:
 		delete(w.leases, lease)
 		return false
 	}
 	if d := at.Add(time.Duration(ttl+3)*time.Second + w.timeout); ttl > 0 && d.After(w.deadline) {
 		w.deadline = d
 	}
-	l := w.leases[lease]
+	l := looks[member]
 	switch {
 	case l == nil || l.term != term:
-		w.leases[lease] = &leaseLooks{term: term}
+		looks[member] = &leaseLooks{term: term}
 	case l.firstAt.IsZero():
 		l.firstTTL, l.firstAt = ttl, at
 	default:
