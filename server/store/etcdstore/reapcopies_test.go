@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,8 +25,10 @@ func TestReapCopiesLeavesACopyTakenMeanwhile(t *testing.T) {
 	c := etcdtest.Start(t, etcdtest.Options{})
 	cli := etcdtest.Client(t, c.Endpoints()...)
 	ctx := t.Context()
-	reap := 100 * time.Millisecond
-	s, err := Open(ctx, cli, Options{Prefix: "/reap-copies/", PeerListen: "127.0.0.1:0", ReapInterval: reap})
+	gate := &heldTxns{KV: cli.KV, arrived: make(chan struct{}), release: make(chan struct{})}
+	gated := &clientv3.Client{KV: gate, Lease: cli.Lease, Watcher: cli.Watcher, Cluster: cli.Cluster, Maintenance: cli.Maintenance, Auth: cli.Auth}
+	// No reaper of its own: the test runs the pass.
+	s, err := Open(ctx, gated, Options{Prefix: "/reap-copies/", PeerListen: "127.0.0.1:0", ReapInterval: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +53,7 @@ func TestReapCopiesLeavesACopyTakenMeanwhile(t *testing.T) {
 	lease, _ := s.lease.get()
 
 	// A live holder whose own reaper is late: its copy's deadline passed
-	// more than a reap interval ago. And a hand-over of another of its
+	// a while ago. And a hand-over of another of its
 	// services, whose outcome is unknown: the reaper tries it again first.
 	const holder, holderLease = "holder", 77
 	s.peers.mu.Lock()
@@ -58,14 +61,13 @@ func TestReapCopiesLeavesACopyTakenMeanwhile(t *testing.T) {
 	s.peers.mu.Unlock()
 	relKey := s.k.release(holder, "t", "handed-over")
 	due := hb
-	due.Seq, due.Deadline = 5, time.Now().Add(-2*reap).UnixNano()
+	due.Seq, due.Deadline = 5, time.Now().Add(-time.Second).UnixNano()
 	s.copies.mu.Lock()
 	s.copies.m[hbKey{"t", "late"}] = &copyEntry{from: holder, fromLease: holderLease, lease: int64(lease), hbRev: rev, stored: hb.Deadline, state: due}
 	s.copies.m[hbKey{"t", "handed-over"}] = &copyEntry{from: holder, fromLease: holderLease, lease: int64(lease), hbRev: relRev, stored: relHB.Deadline, state: relHB, fenced: true, pendingRel: relKey}
 	s.copies.mu.Unlock()
 
-	gate := &heldTxns{KV: cli.KV, key: relKey, arrived: make(chan struct{}), release: make(chan struct{})}
-	s.cli = &clientv3.Client{KV: gate, Lease: cli.Lease, Watcher: cli.Watcher, Cluster: cli.Cluster, Maintenance: cli.Maintenance, Auth: cli.Auth}
+	gate.key.Store(&relKey)
 	done := make(chan error, 1)
 	go func() { done <- s.reapCopies(ctx, "") }()
 	<-gate.arrived // the reaper has found "late" due
@@ -88,11 +90,11 @@ func TestReapCopiesLeavesACopyTakenMeanwhile(t *testing.T) {
 	}
 }
 
-// heldTxns holds back the first transaction that writes key until the
-// test closes release; arrived is closed when it is held.
+// heldTxns holds back the first transaction that writes key, once it is
+// set, until the test closes release; arrived is closed when it is held.
 type heldTxns struct {
 	clientv3.KV
-	key     string
+	key     atomic.Pointer[string]
 	once    sync.Once
 	arrived chan struct{}
 	release chan struct{}
@@ -115,9 +117,11 @@ func (t *heldTxn) Else(ops ...clientv3.Op) clientv3.Txn {
 }
 
 func (t *heldTxn) Then(ops ...clientv3.Op) clientv3.Txn {
-	for _, op := range ops {
-		if string(op.KeyBytes()) == t.h.key {
-			t.writes = true
+	if key := t.h.key.Load(); key != nil {
+		for _, op := range ops {
+			if string(op.KeyBytes()) == *key {
+				t.writes = true
+			}
 		}
 	}
 	t.Txn = t.Txn.Then(ops...)
