@@ -118,7 +118,8 @@ type Options struct {
 	// time out a live service whose heartbeat moved to another node when
 	// its holder died) to MaxHeartbeatSlack (CheckHeartbeatSlack).
 	HeartbeatSlack time.Duration
-	// MaxTxnOps is the cluster's --max-txn-ops; 128 if zero.
+	// MaxTxnOps is the cluster's --max-txn-ops; 128 if zero, at least
+	// MinTxnOps.
 	MaxTxnOps int
 	// PeerListen is the address (host:port; port 0 picks a free one) on
 	// which this node takes copies of the heartbeat state other nodes
@@ -205,6 +206,11 @@ const (
 	DefaultNodeTTL        = 5 * time.Second
 )
 
+// MinTxnOps is the least Options.MaxTxnOps: a change takes a handful of
+// operations (a timeout five and the account), and the batches of
+// heartbeats and timeouts are sized to fit MaxTxnOps.
+const MinTxnOps = 16
+
 // MaxNodeTTL is the longest node TTL svcreg server takes: a node waiting
 // for another's lease to expire waits at most that (or its own TTL, if
 // longer).
@@ -260,6 +266,9 @@ func timeoutOrDefault(opts Options) time.Duration {
 func Open(ctx context.Context, cli *clientv3.Client, opts Options) (*Store, error) {
 	if err := CheckHeartbeatSlack(opts); err != nil {
 		return nil, fmt.Errorf("etcd store: %w", err)
+	}
+	if opts.MaxTxnOps != 0 && opts.MaxTxnOps < MinTxnOps {
+		return nil, fmt.Errorf("etcd store: MaxTxnOps %d: want at least %d (etcd's --max-txn-ops, 128 by default)", opts.MaxTxnOps, MinTxnOps)
 	}
 	if opts.Prefix == "" {
 		opts.Prefix = DefaultPrefix
