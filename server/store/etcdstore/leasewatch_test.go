@@ -8,7 +8,7 @@ import (
 // TestLeaseWatch drives the decision a starting node makes from etcd's
 // answers about the leases of the node keys it found, answer by answer.
 func TestLeaseWatch(t *testing.T) {
-	const lease = 7
+	const lease, ms = 7, time.Millisecond
 	type answer struct {
 		at     time.Duration // since the watch began; asked 10 ms before
 		ttl    int64
@@ -124,5 +124,3 @@ func TestLeaseWatchDeadline(t *testing.T) {
 		t.Errorf("after a TTL no lease has: deadline %v, want %v", w.deadline, want)
 	}
 }
-
-const ms = time.Millisecond

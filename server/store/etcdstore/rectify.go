@@ -144,11 +144,11 @@ func (s *Store) timeOut(ctx context.Context, t *tenant, due []dueEntry, wait boo
 	return s.timedOut(t, "stored deadline", timedOut, err)
 }
 
-// releaseOf is the key of a request to holder, a dead node or one overtaken
-// (another's memory, "" if none), to hand a service over: a reaper asks a
-// live holder without waiting (unheldDue), and a holder that then dies
-// never deletes the request, which would stay for as long as the node
-// that asked lives. A timeout deletes it.
+// releaseOf is the key of the request to holder to hand a service over,
+// for a timeout to delete; "" if there is no holder or it is this node (it
+// deletes its own requests). A reaper asks a live holder without waiting
+// (unheldDue); a holder that then dies never deletes the request, which
+// would stay for as long as the node that asked lives.
 func (s *Store) releaseOf(holder, tenantID, id string) string {
 	if holder == "" || holder == s.nodeID {
 		return ""

@@ -27,9 +27,6 @@ func TestHeartbeatSlackBounds(t *testing.T) {
 			t.Errorf("Open with a slack of %v: %v, want it refused", slack, err)
 		}
 	}
-	if _, err := etcdstore.Open(t.Context(), nil, etcdstore.Options{MaxTxnOps: etcdstore.MinTxnOps - 1}); err == nil || !strings.Contains(err.Error(), "MaxTxnOps") {
-		t.Errorf("Open with MaxTxnOps %d: %v, want it refused", etcdstore.MinTxnOps-1, err)
-	}
 	for _, slack := range []time.Duration{0, 15 * time.Second, etcdstore.MaxHeartbeatSlack} {
 		if err := etcdstore.CheckHeartbeatSlack(etcdstore.Options{HeartbeatSlack: slack}); err != nil {
 			t.Errorf("CheckHeartbeatSlack(%v): %v", slack, err)
@@ -62,6 +59,14 @@ func TestHeartbeatSlackBounds(t *testing.T) {
 	long.HeartbeatSlack = 61 * time.Second
 	if err := etcdstore.CheckHeartbeatSlack(long); err == nil {
 		t.Errorf("CheckHeartbeatSlack(NodeTTL 30s, RequestTimeout 16s, slack 61s): accepted, want it refused")
+	}
+}
+
+// Open refuses a MaxTxnOps the transactions it sizes from it would not
+// fit, before etcd is asked.
+func TestOpenRefusesFewTxnOps(t *testing.T) {
+	if _, err := etcdstore.Open(t.Context(), nil, etcdstore.Options{MaxTxnOps: etcdstore.MinTxnOps - 1}); err == nil || !strings.Contains(err.Error(), "MaxTxnOps") {
+		t.Errorf("Open with MaxTxnOps %d: %v, want it refused", etcdstore.MinTxnOps-1, err)
 	}
 }
 
