@@ -222,10 +222,26 @@ func (s *Store) checkSettings(kvs []*mvccpb.KeyValue) {
 	}
 }
 
-// register puts this node's key on a new lease.
+// register puts this node's key on a new lease. The write is
+// conditional on the key's revision as read just before, so that an
+// earlier attempt's write, which timed out here but may still land
+// (etcd commits a request whose caller gave up, e.g. once a member that
+// stopped answering is back), cannot overwrite a later registration and
+// leave the key on a lease nobody renews: the late write fails its
+// condition instead, and if it lands first this attempt fails and the
+// next one registers over it.
 func (s *Store) register(ctx context.Context) error {
 	cctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
 	defer cancel()
+	key := s.k.node(s.nodeID)
+	cur, err := s.cli.Get(cctx, key)
+	if err != nil {
+		return s.fail(ctx, "read node key", err)
+	}
+	var rev int64
+	if len(cur.Kvs) > 0 {
+		rev = cur.Kvs[0].ModRevision
+	}
 	asked := time.Now()
 	lease, err := s.cli.Grant(cctx, leaseSeconds(s.opts.NodeTTL))
 	if err != nil {
@@ -235,33 +251,47 @@ func (s *Store) register(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.cli.Put(cctx, s.k.node(s.nodeID), string(value), clientv3.WithLease(lease.ID)); err != nil {
+	resp, err := s.cli.Txn(cctx).
+		If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
+		Then(clientv3.OpPut(key, string(value), clientv3.WithLease(lease.ID))).
+		Commit()
+	if err != nil {
 		return s.fail(ctx, "register node", err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("%w: etcd: register node: its key changed since read (an earlier registration landed late)", store.ErrUnavailable)
 	}
 	s.lease.set(lease.ID, asked, lease.TTL)
 	return nil
 }
 
-// keepRegistered renews the node's lease every third of its TTL; if the
-// lease is lost (etcd was out of reach for longer than its TTL), it
-// registers again, on a new lease.
+// keepRegistered renews the node's lease a third of its TTL after the last
+// renewal that succeeded (see renew for one attempt, given a quarter of
+// the TTL). An attempt that fails is made again at once, after a short
+// jittered pause. If the lease
+// is lost (etcd was out of reach for longer than its TTL), it registers
+// again, on a new lease.
 func (s *Store) keepRegistered() {
 	every := s.opts.NodeTTL / 3
-	for retry.Sleep(s.ctx, every) == nil {
+	limit := max(s.opts.NodeTTL/4, 100*time.Millisecond)
+	pause := retry.Backoff{Min: 50 * time.Millisecond, Max: limit}
+	wait := every
+	for retry.Sleep(s.ctx, wait) == nil {
 		id, _ := s.lease.get()
 		asked := time.Now()
-		cctx, cancel := context.WithTimeout(s.ctx, every)
-		resp, err := s.cli.KeepAliveOnce(cctx, id)
-		cancel()
+		resp, err := s.renew(id, limit)
 		switch {
 		case err == nil && resp.TTL > 0:
 			s.lease.set(id, asked, resp.TTL)
+			pause.Reset()
+			wait = every
 			continue
 		case err == nil || errors.Is(err, rpctypes.ErrLeaseNotFound):
 		default:
 			if s.ctx.Err() == nil {
 				s.log.Debug("renew node lease", "err", err)
 			}
+			wait = pause.Next()
 			continue
 		}
 		s.log.Warn("node lease lost; registering again")
@@ -272,11 +302,48 @@ func (s *Store) keepRegistered() {
 				break
 			}
 			s.log.Warn("register node", "err", err)
-			if retry.Sleep(s.ctx, time.Second) != nil {
+			if retry.Sleep(s.ctx, retry.Jitter(time.Second, 0.5)) != nil {
 				return
 			}
 		}
+		pause.Reset()
+		wait = every
 	}
+}
+
+// renewRequests is how many requests one attempt to renew the node's
+// lease sends at once.
+const renewRequests = 3
+
+// renew is one attempt to renew the node's lease, within limit: it sends
+// renewRequests renewals at once and the first answer counts. The client
+// sends each request to the next etcd member in turn, so requests sent
+// together reach different members, and a member that stopped answering
+// without closing its connections (which the client notices only once
+// its pings go unanswered, 13 s) holds up one of them, not the lease. One
+// at a time, the node's other requests in between could send each to that
+// member.
+func (s *Store) renew(id clientv3.LeaseID, limit time.Duration) (*clientv3.LeaseKeepAliveResponse, error) {
+	ctx, cancel := context.WithTimeout(s.ctx, limit)
+	defer cancel()
+	type answer struct {
+		resp *clientv3.LeaseKeepAliveResponse
+		err  error
+	}
+	answers := make(chan answer, renewRequests) // each answers without a reader
+	for range renewRequests {
+		go func() {
+			resp, err := s.cli.KeepAliveOnce(ctx, id)
+			answers <- answer{resp, err}
+		}()
+	}
+	var a answer
+	for range renewRequests {
+		if a = <-answers; a.err == nil || errors.Is(a.err, rpctypes.ErrLeaseNotFound) {
+			return a.resp, a.err
+		}
+	}
+	return a.resp, a.err
 }
 
 // nodeLease is this node's lease, and until when this node can be sure it
