@@ -524,6 +524,11 @@ func (s *Store) slack(timeout int) time.Duration {
 // meanwhile. Called with e locked.
 func (s *Store) answerable(ctx context.Context, e *hbEntry, next hbRecord) bool {
 	if next.Deadline > e.hb.Deadline {
+		// It must be written. The peer learns of it first: it gives a
+		// live holder only a reap interval past the deadline it knows
+		// before it times the service out, and the write may wait on etcd
+		// longer (an election, a member that stopped answering).
+		s.copyTo(ctx, e, next)
 		return false
 	}
 	ok, copied := s.copyTo(ctx, e, next)

@@ -92,8 +92,11 @@ func TestReapCopiesLeavesACopyTakenMeanwhile(t *testing.T) {
 
 // heldTxns holds back the first transaction that writes key, once it is
 // set, until the test closes release; arrived is closed when it is held.
+// With nested, a write inside a nested transaction counts too (heartbeat
+// batches write each heartbeat in one).
 type heldTxns struct {
 	clientv3.KV
+	nested  bool
 	key     atomic.Pointer[string]
 	once    sync.Once
 	arrived chan struct{}
@@ -117,15 +120,28 @@ func (t *heldTxn) Else(ops ...clientv3.Op) clientv3.Txn {
 }
 
 func (t *heldTxn) Then(ops ...clientv3.Op) clientv3.Txn {
-	if key := t.h.key.Load(); key != nil {
-		for _, op := range ops {
-			if string(op.KeyBytes()) == *key {
-				t.writes = true
-			}
-		}
+	if key := t.h.key.Load(); key != nil && writesKey(ops, *key, t.h.nested) {
+		t.writes = true
 	}
 	t.Txn = t.Txn.Then(ops...)
 	return t
+}
+
+// writesKey reports whether one of ops writes key, looking into nested
+// transactions' branches if nested.
+func writesKey(ops []clientv3.Op, key string, nested bool) bool {
+	for _, op := range ops {
+		if op.IsTxn() {
+			if _, then, els := op.Txn(); nested && (writesKey(then, key, true) || writesKey(els, key, true)) {
+				return true
+			}
+			continue
+		}
+		if string(op.KeyBytes()) == key {
+			return true
+		}
+	}
+	return false
 }
 
 func (t *heldTxn) Commit() (*clientv3.TxnResponse, error) {
