@@ -268,6 +268,7 @@ func (c *Cluster) initialCluster() string {
 // Stop stops the member, and its clients lose their connections at once,
 // as at a crash of its process (its data stays).
 func (m *Member) Stop() {
+	m.Resume() // a paused process would not stop
 	m.mu.Lock()
 	p := m.proc
 	m.proc = nil
@@ -275,6 +276,21 @@ func (m *Member) Stop() {
 	if p != nil {
 		m.proxy.Cut()
 		p.stop()
+	}
+}
+
+// Pause freezes the member's process (SIGSTOP) and leaves its connections
+// open: requests reach it and nothing answers, as with a host powered off
+// or a partition that drops packets. Resume lets it go on. Both do nothing
+// to a member not running.
+func (m *Member) Pause() { m.signal(syscall.SIGSTOP) }
+
+// Resume lets a paused member go on (SIGCONT).
+func (m *Member) Resume() { m.signal(syscall.SIGCONT) }
+
+func (m *Member) signal(sig syscall.Signal) {
+	if pid := m.Pid(); pid != 0 {
+		syscall.Kill(pid, sig)
 	}
 }
 

@@ -57,7 +57,16 @@ func NewClient(cfg ClientConfig) (*clientv3.Client, error) {
 		Password:         cfg.Password,
 		DialTimeout:      cfg.DialTimeout,
 		AutoSyncInterval: time.Minute,
-		Logger:           zap.NewNop(),
+		// A member that stops answering without closing its connections
+		// (a host powered off, a partition that drops packets) would
+		// otherwise hold every request the client sends it, about one in
+		// as many as there are members, until the request times out, for
+		// as long as it is gone: with pings, a connection silent for 10 s
+		// (gRPC's least) while a request waits on it is closed 3 s later,
+		// and the requests go to the other members.
+		DialKeepAliveTime:    10 * time.Second,
+		DialKeepAliveTimeout: 3 * time.Second,
+		Logger:               zap.NewNop(),
 		// gRPC backs off reconnecting for up to two minutes by default;
 		// a registry should be back within seconds of etcd.
 		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{

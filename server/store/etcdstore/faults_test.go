@@ -2,8 +2,11 @@ package etcdstore_test
 
 import (
 	"context"
+	"fmt"
+	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -203,4 +206,112 @@ func TestCompaction(t *testing.T) {
 			t.Fatal("node 0 never watched again")
 		}
 	}
+}
+
+// An etcd member that stops answering without closing its connections (a
+// host powered off, a partition that drops packets; paused here), a
+// follower, for longer than the etcd client takes to give up on it: the
+// nodes keep their leases and every client that goes on heartbeating on
+// the Go client's schedule (every 0.6 of the timeout, each attempt given a
+// quarter of it, the retry at the other node) keeps its service.
+func TestSilentEtcdMember(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.Start(t, etcdtest.Options{Members: 3})
+	n := startNodes(t, c, 2, etcdstore.Options{})
+	u := login(t, n[0], "silent-member")
+	const services, timeout = 30, 3 * time.Second
+	toks := make([]string, services)
+	for i := range toks {
+		toks[i] = u.create(n[0], fmt.Sprintf("svc-%d", i), int(timeout/time.Second))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var gone []string
+	var failed atomic.Int64
+	for i := range services {
+		wg.Go(func() {
+			id, tok, at := fmt.Sprintf("svc-%d", i), toks[i], 0
+			for ctx.Err() == nil {
+				actx, acancel := context.WithTimeout(ctx, timeout/4)
+				r, err := u.tryCtx(actx, n[at], "POST", "/services/"+id+"/heartbeat", map[string]string{"token": tok})
+				acancel()
+				switch {
+				case ctx.Err() != nil:
+					return
+				case err == nil && r.code == http.StatusOK:
+					var out struct{ Token string }
+					r.json(&out)
+					tok = out.Token
+					time.Sleep(timeout * 6 / 10)
+					continue
+				case err == nil && r.code == http.StatusNotFound:
+					mu.Lock()
+					gone = append(gone, fmt.Sprintf("%s at node %d: %s", id, at, r.body))
+					mu.Unlock()
+					return
+				}
+				failed.Add(1)
+				at = 1 - at // a balancer sends the retry to the other node
+			}
+		})
+	}
+	time.Sleep(2 * time.Second)
+	m := c.Members[(leader(t, c)+1)%len(c.Members)]
+	m.Pause()
+	t.Cleanup(m.Resume)
+	time.Sleep(20 * time.Second) // past the client's 13 s to give up on it
+	m.Resume()
+	time.Sleep(3 * time.Second)
+	cancel()
+	wg.Wait()
+	for _, g := range gone {
+		t.Errorf("timed out, its client heartbeating all along: %s", g)
+	}
+	for i, x := range n {
+		if v := x.metric("svcreg_store_node_lease_lost_total"); v > 0 {
+			t.Errorf("node %d lost its lease %v times, with two etcd members of three answering", i, v)
+		}
+	}
+	t.Logf("heartbeat attempts that failed (then tried at the other node): %d", failed.Load())
+}
+
+// The etcd client gives up on a member that stopped answering without
+// closing its connections, and sends its requests to the others: one it
+// went on using would hold every request it sends it, about one in three,
+// for as long as the member is silent (a host powered off: until TCP gives
+// up, many minutes).
+func TestClientLeavesASilentMember(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.Start(t, etcdtest.Options{Members: 3})
+	cli, err := etcdstore.NewClient(etcdstore.ClientConfig{Endpoints: c.Endpoints()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	for range 9 { // connected to every member
+		if _, err := cli.Get(t.Context(), "k"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := c.Members[(leader(t, c)+1)%len(c.Members)]
+	m.Pause()
+	t.Cleanup(m.Resume)
+	// Each request given 2 s; nine in a row that all answer went to the
+	// two members that answer, three times round.
+	paused, inRow := time.Now(), 0
+	for inRow < 9 {
+		if time.Since(paused) > time.Minute {
+			t.Fatalf("a minute after a member fell silent, the client still sends it requests")
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := cli.Get(ctx, "k")
+		cancel()
+		if err != nil {
+			inRow = 0
+			continue
+		}
+		inRow++
+	}
+	t.Logf("the client left the silent member %v after it fell silent", time.Since(paused).Round(time.Second))
 }

@@ -26,7 +26,7 @@ func TestReapCopiesLeavesACopyTakenMeanwhile(t *testing.T) {
 	cli := etcdtest.Client(t, c.Endpoints()...)
 	ctx := t.Context()
 	gate := &heldTxns{KV: cli.KV, arrived: make(chan struct{}), release: make(chan struct{})}
-	gated := &clientv3.Client{KV: gate, Lease: cli.Lease, Watcher: cli.Watcher, Cluster: cli.Cluster, Maintenance: cli.Maintenance, Auth: cli.Auth}
+	gated := swapped(cli, gate, nil)
 	// No reaper of its own: the test runs the pass.
 	s, err := Open(ctx, gated, Options{Prefix: "/reap-copies/", PeerListen: "127.0.0.1:0", ReapInterval: -1})
 	if err != nil {

@@ -13,6 +13,19 @@ import (
 	"github.com/svcreg/svcreg/internal/etcdtest"
 )
 
+// swapped returns a client that is cli but for its KV and Lease, replaced
+// by kv and lease unless nil: a test's way to hold or fail etcd calls.
+func swapped(cli *clientv3.Client, kv clientv3.KV, lease clientv3.Lease) *clientv3.Client {
+	c := &clientv3.Client{KV: cli.KV, Lease: cli.Lease, Watcher: cli.Watcher, Cluster: cli.Cluster, Maintenance: cli.Maintenance, Auth: cli.Auth}
+	if kv != nil {
+		c.KV = kv
+	}
+	if lease != nil {
+		c.Lease = lease
+	}
+	return c
+}
+
 // lateWrites makes the first write of key (a Put, or a transaction that
 // puts it) once armed fail when its context ends without reaching etcd, as
 // a request to a member that stopped answering does, and hands the test
@@ -110,7 +123,7 @@ func TestLateRegistrationCannotTakeTheNodeKey(t *testing.T) {
 	cli := etcdtest.Client(t, c.Endpoints()...)
 	ctx := t.Context()
 	late := &lateWrites{KV: cli.KV, held: make(chan func() error, 1)}
-	gated := &clientv3.Client{KV: late, Lease: cli.Lease, Watcher: cli.Watcher, Cluster: cli.Cluster, Maintenance: cli.Maintenance, Auth: cli.Auth}
+	gated := swapped(cli, late, nil)
 	s, err := Open(ctx, gated, Options{Prefix: "/late-registration/", NodeTTL: 2 * time.Second, RequestTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -161,7 +174,7 @@ func TestRenewalGetsPastASilentMember(t *testing.T) {
 	c := etcdtest.Start(t, etcdtest.Options{})
 	cli := etcdtest.Client(t, c.Endpoints()...)
 	silent := &silentFirsts{Lease: cli.Lease}
-	gated := &clientv3.Client{KV: cli.KV, Lease: silent, Watcher: cli.Watcher, Cluster: cli.Cluster, Maintenance: cli.Maintenance, Auth: cli.Auth}
+	gated := swapped(cli, nil, silent)
 	s, err := Open(t.Context(), gated, Options{Prefix: "/silent-member/", NodeTTL: 2 * time.Second, RequestTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)

@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/svcreg/svcreg/internal/etcdtest"
 	"github.com/svcreg/svcreg/server/store"
 )
@@ -27,7 +25,7 @@ func TestPeerWaitsForAHeartbeatBeingWritten(t *testing.T) {
 	cli := etcdtest.Client(t, c.Endpoints()...)
 	ctx := t.Context()
 	gate := &heldTxns{KV: cli.KV, nested: true, arrived: make(chan struct{}), release: make(chan struct{})}
-	gated := &clientv3.Client{KV: gate, Lease: cli.Lease, Watcher: cli.Watcher, Cluster: cli.Cluster, Maintenance: cli.Maintenance, Auth: cli.Auth}
+	gated := swapped(cli, gate, nil)
 	const timeout = 3 * time.Second
 	opts := Options{Prefix: "/slow-heartbeat-write/", PeerListen: "127.0.0.1:0", ReapInterval: 250 * time.Millisecond,
 		NodeTTL: 2 * time.Second, RequestTimeout: 2 * time.Second}
