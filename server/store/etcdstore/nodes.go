@@ -350,11 +350,16 @@ func (s *Store) renew(id clientv3.LeaseID, limit time.Duration) (*clientv3.Lease
 // is alive: a renewal asked at time a makes etcd keep the lease until at
 // least a+TTL by etcd's clock; this node counts on a quarter of the TTL
 // less, for clock rates and scheduling. While it is sure, no other node
-// takes over the services it holds (see heartbeat.go).
+// takes over the services it holds (see heartbeat.go). It goes by both
+// clocks: the monotonic one does not advance while the machine is
+// suspended (nor, under some hypervisors, while a virtual machine is
+// paused), and the wall clock may be stepped back; a pause past the lease
+// shows on the wall clock, a step back not on the monotonic one.
 type nodeLease struct {
-	mu    sync.Mutex
-	id    clientv3.LeaseID
-	until time.Time
+	mu        sync.Mutex
+	id        clientv3.LeaseID
+	until     time.Time // by the monotonic clock
+	untilWall int64     // the same, by the wall clock (Unix ns)
 }
 
 func (l *nodeLease) set(id clientv3.LeaseID, asked time.Time, ttl int64) {
@@ -362,7 +367,7 @@ func (l *nodeLease) set(id clientv3.LeaseID, asked time.Time, ttl int64) {
 	defer l.mu.Unlock()
 	until := asked.Add(time.Duration(ttl) * time.Second * 3 / 4)
 	if id != l.id || until.After(l.until) {
-		l.id, l.until = id, until
+		l.id, l.until, l.untilWall = id, until, until.UnixNano()
 	}
 }
 
@@ -370,7 +375,8 @@ func (l *nodeLease) set(id clientv3.LeaseID, asked time.Time, ttl int64) {
 func (l *nodeLease) get() (clientv3.LeaseID, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.id, l.id != 0 && time.Now().Before(l.until)
+	now := time.Now()
+	return l.id, l.id != 0 && now.Before(l.until) && now.UnixNano() < l.untilWall
 }
 
 // leaseStill reports whether lease is this node's lease and surely alive:

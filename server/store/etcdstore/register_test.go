@@ -220,3 +220,23 @@ func (l *silentFirsts) KeepAliveOnce(ctx context.Context, id clientv3.LeaseID) (
 	}
 	return l.Lease.KeepAliveOnce(ctx, id)
 }
+
+// TestNodeLeaseGoesByBothClocks: the node counts on its lease only while
+// both clocks say so. A machine suspended past the lease (the monotonic
+// clock stood still, the wall clock went on) no longer does; nor one whose
+// wall clock was stepped back.
+func TestNodeLeaseGoesByBothClocks(t *testing.T) {
+	var l nodeLease
+	l.set(1, time.Now(), 60)
+	if _, alive := l.get(); !alive {
+		t.Fatal("a lease renewed now with a TTL of a minute is not alive")
+	}
+	suspended := nodeLease{id: 1, until: time.Now().Add(time.Minute), untilWall: time.Now().Add(-time.Second).UnixNano()}
+	if _, alive := suspended.get(); alive {
+		t.Error("alive by the monotonic clock, expired by the wall clock: counted alive")
+	}
+	steppedBack := nodeLease{id: 1, until: time.Now().Add(-time.Second), untilWall: time.Now().Add(time.Minute).UnixNano()}
+	if _, alive := steppedBack.get(); alive {
+		t.Error("expired by the monotonic clock, alive by the wall clock: counted alive")
+	}
+}
