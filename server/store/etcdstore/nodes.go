@@ -268,9 +268,8 @@ func (s *Store) register(ctx context.Context) error {
 // keepRegistered renews the node's lease a third of its TTL after the last
 // renewal that succeeded (see renew for one attempt, given a quarter of
 // the TTL). An attempt that fails is made again at once, after a short
-// jittered pause. If the lease
-// is lost (etcd was out of reach for longer than its TTL), it registers
-// again, on a new lease.
+// jittered pause. If the lease is lost (etcd was out of reach for longer
+// than its TTL), it registers again, on a new lease.
 func (s *Store) keepRegistered() {
 	every := s.opts.NodeTTL / 3
 	limit := max(s.opts.NodeTTL/4, 100*time.Millisecond)
