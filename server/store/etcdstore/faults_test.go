@@ -211,13 +211,14 @@ func TestCompaction(t *testing.T) {
 // An etcd member that stops answering without closing its connections (a
 // host powered off, a partition that drops packets; paused here), a
 // follower, for longer than the etcd client takes to give up on it: the
-// nodes keep their leases (the renewals sent one at a time lost them),
-// and every client that goes on heartbeating on the Go client's schedule
-// (every 0.6 of the timeout, each attempt given a quarter of it, the
-// retry at the other node) keeps its service. Its heartbeats are answered
-// from memory meanwhile (the default slack writes one about once a
-// minute); a heartbeat write the member holds is another matter (see the
-// Failures table in docs/etcd.md).
+// nodes keep their leases (the renewal loop that waited a third of the
+// TTL after a failed renewal lost them), and every client that goes on
+// heartbeating on the Go client's schedule (every 0.6 of the timeout,
+// each attempt given a quarter of it, the retry at the other node) keeps
+// its service. Its heartbeats are answered from memory meanwhile (the
+// default slack writes one about once a minute); a heartbeat write the
+// member holds is another matter (see the Failures table in
+// docs/etcd.md).
 func TestSilentEtcdMember(t *testing.T) {
 	t.Parallel()
 	c := etcdtest.Start(t, etcdtest.Options{Members: 3})

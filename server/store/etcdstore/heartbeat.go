@@ -414,6 +414,13 @@ func (s *Store) Heartbeat(ctx context.Context, tenantID, id, token string) (stri
 					s.metrics.inMemory.Inc()
 					return next.Cur, nil
 				}
+				if !held {
+					// Written (after a write that failed, say, whose
+					// retry this is): the peer learns of it first, as
+					// in answerable. A copy at a revision the key has
+					// left commits nothing at the peer.
+					s.copyTo(ctx, e, next)
+				}
 				ok, err := s.commitHeartbeat(tenantID, id, e, next)
 				if err != nil {
 					return "", err
