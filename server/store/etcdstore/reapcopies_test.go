@@ -1,14 +1,9 @@
 package etcdstore
 
 import (
-	"context"
 	"encoding/json"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
-
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/svcreg/svcreg/internal/etcdtest"
 	"github.com/svcreg/svcreg/server/store"
@@ -25,7 +20,7 @@ func TestReapCopiesLeavesACopyTakenMeanwhile(t *testing.T) {
 	c := etcdtest.Start(t, etcdtest.Options{})
 	cli := etcdtest.Client(t, c.Endpoints()...)
 	ctx := t.Context()
-	gate := &heldTxns{KV: cli.KV, arrived: make(chan struct{}), release: make(chan struct{})}
+	gate := holdFirstWrite(cli.KV, false)
 	gated := swapped(cli, gate, nil)
 	// No reaper of its own: the test runs the pass.
 	s, err := Open(ctx, gated, Options{Prefix: "/reap-copies/", PeerListen: "127.0.0.1:0", ReapInterval: -1})
@@ -88,68 +83,4 @@ func TestReapCopiesLeavesACopyTakenMeanwhile(t *testing.T) {
 		t.Errorf("the peer timed the service out although its copy's deadline is %v away: %v",
 			time.Until(time.Unix(0, next.Deadline)).Round(time.Millisecond), err)
 	}
-}
-
-// heldTxns holds back the first transaction that writes key, once it is
-// set, until the test closes release; arrived is closed when it is held.
-// With nested, a write inside a nested transaction counts too (heartbeat
-// batches write each heartbeat in one).
-type heldTxns struct {
-	clientv3.KV
-	nested  bool
-	key     atomic.Pointer[string]
-	once    sync.Once
-	arrived chan struct{}
-	release chan struct{}
-}
-
-func (h *heldTxns) Txn(ctx context.Context) clientv3.Txn {
-	return &heldTxn{Txn: h.KV.Txn(ctx), h: h}
-}
-
-type heldTxn struct {
-	clientv3.Txn
-	h      *heldTxns
-	writes bool
-}
-
-func (t *heldTxn) If(cs ...clientv3.Cmp) clientv3.Txn { t.Txn = t.Txn.If(cs...); return t }
-func (t *heldTxn) Else(ops ...clientv3.Op) clientv3.Txn {
-	t.Txn = t.Txn.Else(ops...)
-	return t
-}
-
-func (t *heldTxn) Then(ops ...clientv3.Op) clientv3.Txn {
-	if key := t.h.key.Load(); key != nil && writesKey(ops, *key, t.h.nested) {
-		t.writes = true
-	}
-	t.Txn = t.Txn.Then(ops...)
-	return t
-}
-
-// writesKey reports whether one of ops writes key, looking into nested
-// transactions' branches if nested.
-func writesKey(ops []clientv3.Op, key string, nested bool) bool {
-	for _, op := range ops {
-		if op.IsTxn() {
-			if _, then, els := op.Txn(); nested && (writesKey(then, key, true) || writesKey(els, key, true)) {
-				return true
-			}
-			continue
-		}
-		if string(op.KeyBytes()) == key {
-			return true
-		}
-	}
-	return false
-}
-
-func (t *heldTxn) Commit() (*clientv3.TxnResponse, error) {
-	if t.writes {
-		t.h.once.Do(func() {
-			close(t.h.arrived)
-			<-t.h.release
-		})
-	}
-	return t.Txn.Commit()
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,34 +12,30 @@ import (
 	"github.com/svcreg/svcreg/internal/etcdtest"
 )
 
-// swapped returns a client that is cli but for its KV and Lease, replaced
-// by kv and lease unless nil: a test's way to hold or fail etcd calls.
-func swapped(cli *clientv3.Client, kv clientv3.KV, lease clientv3.Lease) *clientv3.Client {
-	c := &clientv3.Client{KV: cli.KV, Lease: cli.Lease, Watcher: cli.Watcher, Cluster: cli.Cluster, Maintenance: cli.Maintenance, Auth: cli.Auth}
-	if kv != nil {
-		c.KV = kv
-	}
-	if lease != nil {
-		c.Lease = lease
-	}
-	return c
-}
-
 // lateWrites makes the first write of key (a Put, or a transaction that
-// puts it) once armed fail when its context ends without reaching etcd, as
-// a request to a member that stopped answering does, and hands the test
-// the write, to land later, as that member would when it is back.
+// writes it) once armed fail when its context ends without reaching etcd,
+// as a request to a member that stopped answering does, and hands the
+// test the write, to land later, as that member would when it is back.
 type lateWrites struct {
-	clientv3.KV
-	key   atomic.Pointer[string]
-	taken atomic.Bool
-	held  chan func() error
+	*gatedKV
+	held chan func() error
 }
 
-// hold reports whether a write of k is the one to hold back.
-func (l *lateWrites) hold(k string) bool {
-	key := l.key.Load()
-	return key != nil && *key == k && l.taken.CompareAndSwap(false, true)
+func newLateWrites(kv clientv3.KV) *lateWrites {
+	l := &lateWrites{held: make(chan func() error, 1)}
+	l.gatedKV = &gatedKV{KV: kv, gate: func(n int32, ctx context.Context, send sendTxn) (*clientv3.TxnResponse, error) {
+		if n > 1 {
+			return send(ctx)
+		}
+		return nil, l.fail(ctx, func() error {
+			resp, err := send(context.Background())
+			if err == nil && resp.Succeeded {
+				return errLandedLate
+			}
+			return err
+		})
+	}}
+	return l
 }
 
 // fail hands land to the test and fails once ctx ends.
@@ -51,59 +46,13 @@ func (l *lateWrites) fail(ctx context.Context, land func() error) error {
 }
 
 func (l *lateWrites) Put(ctx context.Context, key, val string, opts ...clientv3.OpOption) (*clientv3.PutResponse, error) {
-	if l.hold(key) {
+	if k := l.key.Load(); k != nil && *k == key && l.n.Add(1) == 1 {
 		return nil, l.fail(ctx, func() error {
 			_, err := l.KV.Put(context.Background(), key, val, opts...)
 			return err
 		})
 	}
 	return l.KV.Put(ctx, key, val, opts...)
-}
-
-func (l *lateWrites) Txn(ctx context.Context) clientv3.Txn {
-	return &lateTxn{l: l, ctx: ctx}
-}
-
-// lateTxn gathers a transaction, to commit it now or later.
-type lateTxn struct {
-	l          *lateWrites
-	ctx        context.Context
-	cmps       []clientv3.Cmp
-	then, els  []clientv3.Op
-	writesHeld bool
-}
-
-func (t *lateTxn) If(cs ...clientv3.Cmp) clientv3.Txn { t.cmps = append(t.cmps, cs...); return t }
-func (t *lateTxn) Else(ops ...clientv3.Op) clientv3.Txn {
-	t.els = append(t.els, ops...)
-	return t
-}
-
-func (t *lateTxn) Then(ops ...clientv3.Op) clientv3.Txn {
-	for _, op := range ops {
-		if op.IsPut() && t.l.hold(string(op.KeyBytes())) {
-			t.writesHeld = true
-		}
-	}
-	t.then = append(t.then, ops...)
-	return t
-}
-
-func (t *lateTxn) commit(ctx context.Context) (*clientv3.TxnResponse, error) {
-	return t.l.KV.Txn(ctx).If(t.cmps...).Then(t.then...).Else(t.els...).Commit()
-}
-
-func (t *lateTxn) Commit() (*clientv3.TxnResponse, error) {
-	if t.writesHeld {
-		return nil, t.l.fail(t.ctx, func() error {
-			resp, err := t.commit(context.Background())
-			if err == nil && resp.Succeeded {
-				return errLandedLate
-			}
-			return err
-		})
-	}
-	return t.commit(t.ctx)
 }
 
 // errLandedLate says a held-back conditional write succeeded when it
@@ -122,7 +71,7 @@ func TestLateRegistrationCannotTakeTheNodeKey(t *testing.T) {
 	c := etcdtest.Start(t, etcdtest.Options{})
 	cli := etcdtest.Client(t, c.Endpoints()...)
 	ctx := t.Context()
-	late := &lateWrites{KV: cli.KV, held: make(chan func() error, 1)}
+	late := newLateWrites(cli.KV)
 	gated := swapped(cli, late, nil)
 	s, err := Open(ctx, gated, Options{Prefix: "/late-registration/", NodeTTL: 2 * time.Second, RequestTimeout: time.Second})
 	if err != nil {

@@ -3,7 +3,6 @@ package etcdstore
 import (
 	"context"
 	"encoding/json"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,47 +25,16 @@ func TestPeerWaitsForAHeartbeatBeingWritten(t *testing.T) {
 	t.Parallel()
 	c := etcdtest.Start(t, etcdtest.Options{})
 	cli := etcdtest.Client(t, c.Endpoints()...)
-	ctx := t.Context()
-	gate := &heldTxns{KV: cli.KV, nested: true, arrived: make(chan struct{}), release: make(chan struct{})}
-	gated := swapped(cli, gate, nil)
+	gate := holdFirstWrite(cli.KV, true)
 	const timeout = 3 * time.Second
 	opts := Options{Prefix: "/slow-heartbeat-write/", PeerListen: "127.0.0.1:0", ReapInterval: 250 * time.Millisecond,
 		NodeTTL: 2 * time.Second, RequestTimeout: 2 * time.Second}
 	opts.HeartbeatSlack = MinHeartbeatSlack(opts)
-	h := holderAndPeer(t, c, gated, opts)
-	tok, err := h.CreateService(ctx, "t", store.NewService{ID: "s", HeartbeatTimeout: int(timeout / time.Second)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The first heartbeat is written: h holds the service from now on.
-	if tok, err = h.Heartbeat(ctx, "t", "s", tok); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := cli.Get(ctx, h.k.heartbeat("t", "s"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var hb hbRecord
-	if err := json.Unmarshal(resp.Kvs[0].Value, &hb); err != nil {
-		t.Fatal(err)
-	}
-	stored := time.Unix(0, hb.Deadline)
-	// Heartbeats a second and a half apart, answered from memory (copied
-	// to p), until the next one, half a second before the deadline, would
-	// pass the stored deadline.
-	var deadline time.Time
-	for {
-		sent := time.Now()
-		if tok, err = h.Heartbeat(ctx, "t", "s", tok); err != nil {
-			t.Fatal(err)
-		}
-		deadline = sent.Add(timeout)
-		if deadline.Add(-500 * time.Millisecond).Add(timeout).After(stored.Add(50 * time.Millisecond)) {
-			break
-		}
-		time.Sleep(1500 * time.Millisecond)
-	}
-	time.Sleep(time.Until(deadline.Add(-500 * time.Millisecond)))
+	h := holderAndPeer(t, c, swapped(cli, gate, nil), opts)
+	// The next heartbeat, half a second before the deadline, must be
+	// written: its deadline passes the stored one.
+	tok, deadline, next := beatsToTheStoredDeadline(t, h, cli, timeout, timeout-500*time.Millisecond)
+	time.Sleep(time.Until(next))
 	key := h.k.heartbeat("t", "s")
 	gate.key.Store(&key)
 	sent := time.Now()
@@ -91,23 +59,72 @@ func TestPeerWaitsForARetriedHeartbeatBeingWritten(t *testing.T) {
 	t.Parallel()
 	c := etcdtest.Start(t, etcdtest.Options{})
 	cli := etcdtest.Client(t, c.Endpoints()...)
-	ctx := t.Context()
-	gate := &scriptedWrites{KV: cli.KV, second: make(chan struct{}), release: make(chan struct{})}
+	// The first write of the service's heartbeat key never reaches etcd
+	// (it fails when its context ends); the second is held back until
+	// release is closed.
+	second, release := make(chan struct{}), make(chan struct{})
+	gate := &gatedKV{KV: cli.KV, nested: true, gate: func(n int32, ctx context.Context, send sendTxn) (*clientv3.TxnResponse, error) {
+		switch n {
+		case 1:
+			<-ctx.Done()
+			return nil, ctx.Err()
+		case 2:
+			close(second)
+			<-release
+		}
+		return send(ctx)
+	}}
 	const timeout = 8 * time.Second
 	opts := Options{Prefix: "/slow-retried-write/", PeerListen: "127.0.0.1:0", ReapInterval: 250 * time.Millisecond,
 		NodeTTL: 2 * time.Second, RequestTimeout: 5 * time.Second}
 	opts.HeartbeatSlack = MinHeartbeatSlack(opts)
 	h := holderAndPeer(t, c, swapped(cli, gate, nil), opts)
+	// The next heartbeat, a second and a half after the last, must be
+	// written.
+	tok, deadline, next := beatsToTheStoredDeadline(t, h, cli, timeout, 1500*time.Millisecond)
+	time.Sleep(time.Until(next))
+	key := h.k.heartbeat("t", "s")
+	gate.key.Store(&key)
+	failed := time.Now()
+	if _, err := h.Heartbeat(t.Context(), "t", "s", tok); err == nil {
+		t.Fatal("the heartbeat whose write never reached etcd was answered")
+	}
+	retried := time.Now()
+	if !retried.Before(deadline) {
+		t.Fatalf("the retry comes %v after the deadline: the test's timing is off", retried.Sub(deadline))
+	}
+	done := heartbeatHeld(t, h, tok, second)
+	// etcd commits it a second past the deadline the peer has a copy of
+	// (the failed heartbeat's), within the retry's request timeout.
+	time.Sleep(time.Until(failed.Add(timeout + time.Second)))
+	close(release)
+	if err := <-done; err != nil {
+		t.Errorf("a retry that reached the holder %v before its deadline failed: %v", deadline.Sub(retried).Round(time.Millisecond), err)
+	}
+}
+
+// beatsToTheStoredDeadline creates service "s" of tenant "t" at h with
+// timeout, heartbeats it once (written: h holds it from then on), then
+// every second and a half (answered from memory, copied to the peer)
+// until the next one, gap after the last, would pass the stored deadline
+// (read from etcd with cli). It returns the token, the last heartbeat's
+// deadline and when that next heartbeat is due.
+func beatsToTheStoredDeadline(t *testing.T, h *Store, cli *clientv3.Client, timeout, gap time.Duration) (tok string, deadline, next time.Time) {
+	t.Helper()
+	ctx := t.Context()
 	tok, err := h.CreateService(ctx, "t", store.NewService{ID: "s", HeartbeatTimeout: int(timeout / time.Second)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tok, err = h.Heartbeat(ctx, "t", "s", tok); err != nil { // written: h holds it
+	if tok, err = h.Heartbeat(ctx, "t", "s", tok); err != nil {
 		t.Fatal(err)
 	}
-	key := h.k.heartbeat("t", "s")
-	stored := func() time.Time {
-		resp, err := cli.Get(ctx, key)
+	for {
+		sent := time.Now()
+		if tok, err = h.Heartbeat(ctx, "t", "s", tok); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := cli.Get(ctx, h.k.heartbeat("t", "s"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -115,39 +132,10 @@ func TestPeerWaitsForARetriedHeartbeatBeingWritten(t *testing.T) {
 		if err := json.Unmarshal(resp.Kvs[0].Value, &hb); err != nil {
 			t.Fatal(err)
 		}
-		return time.Unix(0, hb.Deadline)
-	}
-	// Heartbeats a second and a half apart, until the next would pass the
-	// stored deadline.
-	var deadline time.Time
-	for {
-		sent := time.Now()
-		if tok, err = h.Heartbeat(ctx, "t", "s", tok); err != nil {
-			t.Fatal(err)
-		}
-		deadline = sent.Add(timeout)
-		if sent.Add(1500 * time.Millisecond).Add(timeout).After(stored().Add(50 * time.Millisecond)) {
-			break
+		if next = sent.Add(gap); next.Add(timeout).After(time.Unix(0, hb.Deadline).Add(50 * time.Millisecond)) {
+			return tok, sent.Add(timeout), next
 		}
 		time.Sleep(1500 * time.Millisecond)
-	}
-	time.Sleep(1500 * time.Millisecond)
-	gate.key.Store(&key)
-	failed := time.Now()
-	if _, err := h.Heartbeat(ctx, "t", "s", tok); err == nil {
-		t.Fatal("the heartbeat whose write never reached etcd was answered")
-	}
-	retried := time.Now()
-	if !retried.Before(deadline) {
-		t.Fatalf("the retry comes %v after the deadline: the test's timing is off", retried.Sub(deadline))
-	}
-	done := heartbeatHeld(t, h, tok, gate.second)
-	// etcd commits it a second past the deadline the peer has a copy of
-	// (the failed heartbeat's), within the retry's request timeout.
-	time.Sleep(time.Until(failed.Add(timeout + time.Second)))
-	close(gate.release)
-	if err := <-done; err != nil {
-		t.Errorf("a retry that reached the holder %v before its deadline failed: %v", deadline.Sub(retried).Round(time.Millisecond), err)
 	}
 }
 
@@ -192,55 +180,4 @@ func holderAndPeer(t *testing.T, c *etcdtest.Cluster, cli *clientv3.Client, opts
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// scriptedWrites fails the first transaction that writes key (nested
-// ones looked into) once key is set, when its context ends, without
-// sending it; and holds back the second until release is closed (second
-// is closed when it is held).
-type scriptedWrites struct {
-	clientv3.KV
-	key     atomic.Pointer[string]
-	n       atomic.Int32
-	second  chan struct{}
-	release chan struct{}
-}
-
-func (w *scriptedWrites) Txn(ctx context.Context) clientv3.Txn {
-	return &scriptedTxn{Txn: w.KV.Txn(ctx), w: w, ctx: ctx}
-}
-
-type scriptedTxn struct {
-	clientv3.Txn
-	w      *scriptedWrites
-	ctx    context.Context
-	writes bool
-}
-
-func (t *scriptedTxn) If(cs ...clientv3.Cmp) clientv3.Txn { t.Txn = t.Txn.If(cs...); return t }
-func (t *scriptedTxn) Else(ops ...clientv3.Op) clientv3.Txn {
-	t.Txn = t.Txn.Else(ops...)
-	return t
-}
-
-func (t *scriptedTxn) Then(ops ...clientv3.Op) clientv3.Txn {
-	if key := t.w.key.Load(); key != nil && writesKey(ops, *key, true) {
-		t.writes = true
-	}
-	t.Txn = t.Txn.Then(ops...)
-	return t
-}
-
-func (t *scriptedTxn) Commit() (*clientv3.TxnResponse, error) {
-	if t.writes {
-		switch t.w.n.Add(1) {
-		case 1:
-			<-t.ctx.Done()
-			return nil, t.ctx.Err()
-		case 2:
-			close(t.w.second)
-			<-t.w.release
-		}
-	}
-	return t.Txn.Commit()
 }
