@@ -414,11 +414,15 @@ func (s *Store) Heartbeat(ctx context.Context, tenantID, id, token string) (stri
 					s.metrics.inMemory.Inc()
 					return next.Cur, nil
 				}
-				if !held {
-					// Written (after a write that failed, say, whose
-					// retry this is): the peer learns of it first, as
-					// in answerable. A copy at a revision the key has
-					// left commits nothing at the peer.
+				if !held || next.Deadline > e.hb.Deadline {
+					// Written, and not copied yet (answerable copies
+					// only what may be answered from memory): the peer
+					// learns of it first. It gives a live holder only a
+					// reap interval past the deadline it knows before
+					// it times the service out, and the write may wait
+					// on etcd longer (an election, a member that
+					// stopped answering). A copy at a revision the key
+					// has left commits nothing at the peer.
 					s.copyTo(ctx, e, next)
 				}
 				ok, err := s.commitHeartbeat(tenantID, id, e, next)
@@ -531,12 +535,7 @@ func (s *Store) slack(timeout int) time.Duration {
 // meanwhile. Called with e locked.
 func (s *Store) answerable(ctx context.Context, e *hbEntry, next hbRecord) bool {
 	if next.Deadline > e.hb.Deadline {
-		// It must be written. The peer learns of it first: it gives a
-		// live holder only a reap interval past the deadline it knows
-		// before it times the service out, and the write may wait on etcd
-		// longer (an election, a member that stopped answering).
-		s.copyTo(ctx, e, next)
-		return false
+		return false // it must be written
 	}
 	ok, copied := s.copyTo(ctx, e, next)
 	return ok && (copied || next.Deadline+int64(MinHeartbeatSlack(s.opts)) <= e.hb.Deadline)
