@@ -231,19 +231,19 @@ func (s *Store) checkSettings(kvs []*mvccpb.KeyValue) {
 // condition instead, and if it lands first this attempt fails and the
 // next one registers over it.
 func (s *Store) register(ctx context.Context) error {
-	cctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
-	defer cancel()
 	key := s.k.node(s.nodeID)
-	cur, err := s.cli.Get(cctx, key)
+	cur, err := s.read(ctx, "read node key", clientv3.OpGet(key))
 	if err != nil {
-		return s.fail(ctx, "read node key", err)
+		return err
 	}
 	var rev int64
-	if len(cur.Kvs) > 0 {
-		rev = cur.Kvs[0].ModRevision
+	if kv := first(cur.Responses[0]); kv != nil {
+		rev = kv.ModRevision
 	}
 	asked := time.Now()
+	cctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
 	lease, err := s.cli.Grant(cctx, leaseSeconds(s.opts.NodeTTL))
+	cancel()
 	if err != nil {
 		return s.fail(ctx, "grant node lease", err)
 	}
@@ -251,12 +251,11 @@ func (s *Store) register(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	resp, err := s.cli.Txn(cctx).
-		If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
-		Then(clientv3.OpPut(key, string(value), clientv3.WithLease(lease.ID))).
-		Commit()
+	resp, err := s.txn(ctx, "register node",
+		[]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", rev)},
+		[]clientv3.Op{clientv3.OpPut(key, string(value), clientv3.WithLease(lease.ID))}, nil)
 	if err != nil {
-		return s.fail(ctx, "register node", err)
+		return err
 	}
 	if !resp.Succeeded {
 		return fmt.Errorf("%w: etcd: register node: its key changed since read (an earlier registration landed late)", store.ErrUnavailable)

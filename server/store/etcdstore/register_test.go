@@ -2,7 +2,6 @@ package etcdstore
 
 import (
 	"context"
-	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -11,53 +10,6 @@ import (
 
 	"github.com/svcreg/svcreg/internal/etcdtest"
 )
-
-// lateWrites makes the first write of key (a Put, or a transaction that
-// writes it) once armed fail when its context ends without reaching etcd,
-// as a request to a member that stopped answering does, and hands the
-// test the write, to land later, as that member would when it is back.
-type lateWrites struct {
-	*gatedKV
-	held chan func() error
-}
-
-func newLateWrites(kv clientv3.KV) *lateWrites {
-	l := &lateWrites{held: make(chan func() error, 1)}
-	l.gatedKV = &gatedKV{KV: kv, gate: func(n int32, ctx context.Context, send sendTxn) (*clientv3.TxnResponse, error) {
-		if n > 1 {
-			return send(ctx)
-		}
-		return nil, l.fail(ctx, func() error {
-			resp, err := send(context.Background())
-			if err == nil && resp.Succeeded {
-				return errLandedLate
-			}
-			return err
-		})
-	}}
-	return l
-}
-
-// fail hands land to the test and fails once ctx ends.
-func (l *lateWrites) fail(ctx context.Context, land func() error) error {
-	l.held <- land
-	<-ctx.Done()
-	return ctx.Err()
-}
-
-func (l *lateWrites) Put(ctx context.Context, key, val string, opts ...clientv3.OpOption) (*clientv3.PutResponse, error) {
-	if k := l.key.Load(); k != nil && *k == key && l.n.Add(1) == 1 {
-		return nil, l.fail(ctx, func() error {
-			_, err := l.KV.Put(context.Background(), key, val, opts...)
-			return err
-		})
-	}
-	return l.KV.Put(ctx, key, val, opts...)
-}
-
-// errLandedLate says a held-back conditional write succeeded when it
-// landed.
-var errLandedLate = errors.New("the held-back registration succeeded when it landed")
 
 // TestLateRegistrationCannotTakeTheNodeKey: a node that lost its lease
 // registers again; the first attempt's write of its node key times out
@@ -71,20 +23,23 @@ func TestLateRegistrationCannotTakeTheNodeKey(t *testing.T) {
 	c := etcdtest.Start(t, etcdtest.Options{})
 	cli := etcdtest.Client(t, c.Endpoints()...)
 	ctx := t.Context()
-	late := newLateWrites(cli.KV)
-	gated := swapped(cli, late, nil)
-	s, err := Open(ctx, gated, Options{Prefix: "/late-registration/", NodeTTL: 2 * time.Second, RequestTimeout: time.Second})
+	s, err := Open(ctx, cli, Options{Prefix: "/late-registration/", NodeTTL: 2 * time.Second, RequestTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
 	nodeKey := s.k.node(s.nodeID)
-	late.key.Store(&nodeKey)
+	late := LandNextLate(s, "register node")
 	first, _ := s.lease.get()
 	if _, err := cli.Revoke(ctx, first); err != nil { // the lease is lost
 		t.Fatal(err)
 	}
-	land := <-late.held
+	var land func() (bool, error)
+	select {
+	case land = <-late:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the node did not write its key again through a transaction")
+	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		if cur, alive := s.lease.get(); cur != first && alive {
@@ -95,7 +50,7 @@ func TestLateRegistrationCannotTakeTheNodeKey(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	landErr := land()
+	landed, landErr := land()
 	cur, alive := s.lease.get()
 	resp, err := cli.Get(ctx, nodeKey)
 	if err != nil {
@@ -107,7 +62,7 @@ func TestLateRegistrationCannotTakeTheNodeKey(t *testing.T) {
 	case resp.Kvs[0].Lease != int64(cur):
 		t.Errorf("the late registration put the node key on lease %x; the node renews %x (landing: %v)", resp.Kvs[0].Lease, cur, landErr)
 	}
-	if errors.Is(landErr, errLandedLate) {
+	if landed {
 		t.Errorf("the late registration succeeded when it landed")
 	}
 }
