@@ -8,9 +8,11 @@ import (
 )
 
 // swapped returns a client that is cli but for its KV and Lease, replaced
-// by kv and lease unless nil: a test's way to hold or fail etcd calls.
+// by kv and lease unless nil: a test's way to hold or fail etcd calls. It
+// knows no endpoints, so the store sends no hedges past kv.
 func swapped(cli *clientv3.Client, kv clientv3.KV, lease clientv3.Lease) *clientv3.Client {
-	c := &clientv3.Client{KV: cli.KV, Lease: cli.Lease, Watcher: cli.Watcher, Cluster: cli.Cluster, Maintenance: cli.Maintenance, Auth: cli.Auth}
+	c := clientv3.NewCtxClient(context.Background())
+	c.KV, c.Lease, c.Watcher, c.Cluster, c.Maintenance, c.Auth = cli.KV, cli.Lease, cli.Watcher, cli.Cluster, cli.Maintenance, cli.Auth
 	if kv != nil {
 		c.KV = kv
 	}

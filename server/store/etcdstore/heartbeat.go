@@ -1,6 +1,7 @@
 package etcdstore
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -918,11 +919,15 @@ func (s *Store) commitHeartbeat(tenantID, id string, e *hbEntry, next hbRecord) 
 			"deadline", time.Unix(0, next.Deadline).UTC(), "held", alive, "err", res.err)
 		e.failedWrite()
 		return false, res.err
-	case res.ok:
+	case res.ok || ownWrite(res, e.svcRev, raw):
 		// The write was conditional on the keys being as this node last
 		// saw them: its memory is etcd's now (verify no longer needed).
+		rev := res.rev
+		if !res.ok {
+			rev = res.hb.ModRevision
+		}
 		e.setLost(nil)
-		e.hb, e.hbRev, e.mayLand, e.verify = stored, res.rev, 0, false
+		e.hb, e.hbRev, e.mayLand, e.verify = stored, rev, 0, false
 		e.setMem(next, alive)
 		s.metrics.heartbeats.Inc()
 		s.copyHeld(e)
@@ -931,6 +936,14 @@ func (s *Store) commitHeartbeat(tenantID, id string, e *hbEntry, next hbRecord) 
 		e.setMem(e.mem, false)
 		return false, s.load(e, res.svc, res.hb)
 	}
+}
+
+// ownWrite reports whether a heartbeat write whose condition failed found
+// itself: the heartbeat key holds raw (which has a token minted for it),
+// and the service key is as the write expected. So it is when the batch
+// was sent twice (hedged) and the other send committed first.
+func ownWrite(res hbResult, svcRev int64, raw []byte) bool {
+	return res.svc != nil && res.hb != nil && res.svc.ModRevision == svcRev && bytes.Equal(res.hb.Value, raw)
 }
 
 // commitHeartbeats gathers the queued heartbeats into batches and hands
@@ -1012,7 +1025,7 @@ func (s *Store) commitBatch(batch []*hbReq) {
 		}
 	}
 	start := time.Now()
-	resp, err := s.txnWithin(context.Background(), time.Until(earliest.Add(s.opts.RequestTimeout)), "commit heartbeats", nil, ops, nil)
+	resp, err := s.txnWithin(context.Background(), time.Until(earliest.Add(s.opts.RequestTimeout)), true, "commit heartbeats", nil, ops, nil)
 	s.metrics.hbBatch.Observe(float64(len(batch)))
 	s.metrics.hbWaiting.Sub(float64(len(batch)))
 	if err == nil {

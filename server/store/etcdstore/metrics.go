@@ -16,6 +16,7 @@ type metrics struct {
 	conflicts  prometheus.Counter
 	rewatches  prometheus.Counter
 	leaseLost  prometheus.Counter
+	hedges     prometheus.Counter
 
 	copyBatch    prometheus.Histogram
 	copyTime     prometheus.Histogram
@@ -61,6 +62,10 @@ func newMetrics(r prometheus.Registerer, hasPeer func() bool) metrics {
 			Name: "svcreg_store_node_lease_lost_total",
 			Help: "Times this node's lease in etcd expired before the node renewed it (etcd out of its reach, or the node too slow, for longer than the node TTL). The other nodes then count the node dead: a service it held times out at its stored deadline, up to the heartbeat slack late, unless this node reaches etcd first.",
 		}),
+		hedges: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "svcreg_store_etcd_hedges_total",
+			Help: "Reads and heartbeat writes sent again, to another etcd member, because the first send had no answer within a tenth of the request timeout (a member that stopped answering, an election, a slow disk).",
+		}),
 		copyBatch: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "svcreg_store_heartbeat_copy_batch_size",
 			Help:    "Copies of held heartbeat state per request to this node's peer.",
@@ -82,7 +87,7 @@ func newMetrics(r prometheus.Registerer, hasPeer func() bool) metrics {
 	}
 	if r != nil {
 		r.MustRegister(m.Collectors()...)
-		r.MustRegister(m.heartbeats, m.inMemory, m.handovers, m.hbBatch, m.hbWaiting, m.conflicts, m.rewatches, m.leaseLost, m.copyBatch, m.copyTime, m.copyFailures, m.copyRefusals)
+		r.MustRegister(m.heartbeats, m.inMemory, m.handovers, m.hbBatch, m.hbWaiting, m.conflicts, m.rewatches, m.leaseLost, m.hedges, m.copyBatch, m.copyTime, m.copyFailures, m.copyRefusals)
 		r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "svcreg_store_heartbeat_copy_peer",
 			Help: "1 while this node has a peer to copy the heartbeats it answers from memory to; 0 with copies off, no other node, or none reachable: a service whose client dies with this node then times out up to the heartbeat slack late.",

@@ -179,6 +179,11 @@ type Store struct {
 	// later: a write that etcd committed after its caller gave up.
 	late atomic.Pointer[lateWrite]
 
+	// memberConns are connections to single members, for hedged
+	// requests (hedge.go); hedgeTo (tests), if set, replaces them.
+	memberConns memberConns
+	hedgeTo     atomic.Pointer[[]clientv3.KV]
+
 	ctx    context.Context // background work; cancelled by Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -410,6 +415,7 @@ func (s *Store) Close() error {
 func (s *Store) shutdown() error {
 	s.cancel()
 	s.wg.Wait()
+	defer s.closeMembers()
 	lease, _ := s.lease.get()
 	if lease == 0 {
 		return nil
@@ -471,13 +477,14 @@ func (s *Store) Run(ctx context.Context) error {
 
 // txn runs one etcd transaction, bounded by RequestTimeout.
 func (s *Store) txn(ctx context.Context, what string, cmps []clientv3.Cmp, then, els []clientv3.Op) (*clientv3.TxnResponse, error) {
-	return s.txnWithin(ctx, s.opts.RequestTimeout, what, cmps, then, els)
+	return s.txnWithin(ctx, s.opts.RequestTimeout, false, what, cmps, then, els)
 }
 
-// txnWithin is txn bounded by timeout instead. Running out of it is
-// unavailability (ErrUnavailable), as for RequestTimeout; only ctx's own
-// end is the caller's.
-func (s *Store) txnWithin(ctx context.Context, timeout time.Duration, what string, cmps []clientv3.Cmp, then, els []clientv3.Op) (*clientv3.TxnResponse, error) {
+// txnWithin is txn bounded by timeout instead, and sent again to other
+// members while it has no answer if hedged (hedge.go). Running out of
+// timeout is unavailability (ErrUnavailable), as for RequestTimeout; only
+// ctx's own end is the caller's.
+func (s *Store) txnWithin(ctx context.Context, timeout time.Duration, hedged bool, what string, cmps []clientv3.Cmp, then, els []clientv3.Op) (*clientv3.TxnResponse, error) {
 	if l := s.late.Load(); l != nil && l.what == what && s.late.CompareAndSwap(l, nil) {
 		txn := s.cli.Txn(s.ctx).If(cmps...).Then(then...).Else(els...)
 		l.commit <- func() (bool, error) {
@@ -488,7 +495,13 @@ func (s *Store) txnWithin(ctx context.Context, timeout time.Duration, what strin
 	}
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	resp, err := s.cli.Txn(cctx).If(cmps...).Then(then...).Else(els...).Commit()
+	var resp *clientv3.TxnResponse
+	var err error
+	if hedged {
+		resp, err = s.hedgedTxn(cctx, cmps, then, els)
+	} else {
+		resp, err = s.cli.Txn(cctx).If(cmps...).Then(then...).Else(els...).Commit()
+	}
 	if err != nil {
 		return nil, s.fail(ctx, what, err)
 	}
@@ -501,9 +514,10 @@ type lateWrite struct {
 	commit chan func() (succeeded bool, err error)
 }
 
-// read runs read-only operations at one revision (a linearizable read).
+// read runs read-only operations at one revision (a linearizable read),
+// hedged.
 func (s *Store) read(ctx context.Context, what string, ops ...clientv3.Op) (*clientv3.TxnResponse, error) {
-	return s.txn(ctx, what, nil, ops, nil)
+	return s.txnWithin(ctx, s.opts.RequestTimeout, true, what, nil, ops, nil)
 }
 
 // errCompacted is what a read at a revision etcd compacted away returns.

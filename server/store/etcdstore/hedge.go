@@ -1,0 +1,205 @@
+package etcdstore
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+)
+
+// A member that stops answering without closing its connections (a host
+// powered off, a partition that drops packets, a stalled VM) holds every
+// request the etcd client sends it, about one in as many as there are
+// members, until the client gives up on the connection (13 s, client.go).
+// Heartbeat writes and reads cannot wait that long: a service whose
+// timeout is a few seconds would time out meanwhile. So they are hedged:
+// one that has no answer within hedgeAfter goes again, on a connection of
+// its own, to one member after another, and the first answer is taken.
+//
+// A read may be answered by any member. A heartbeat batch is a list of
+// writes each conditioned on its keys' revisions, so at most one of its
+// sends commits any of them; a write whose condition failed because
+// another send of it committed first is recognised by its value
+// (commitHeartbeat), and a send that commits after another was answered
+// commits nothing. Other writes are not hedged: a create sent twice would
+// find its own key.
+
+// hedgeAfter is how long a hedged request waits for an answer before it
+// is sent to another member: a tenth of the request timeout, 500 ms by
+// default, which a commit of a healthy cluster takes far less than.
+func (s *Store) hedgeAfter() time.Duration {
+	return max(s.opts.RequestTimeout/10, 10*time.Millisecond)
+}
+
+// maxHedges bounds the hedges on their way at once, so that when every
+// member is slow (an election, a slow disk) hedging adds a bounded load.
+const maxHedges = 32
+
+// memberConns are the store's connections to single members, for hedges,
+// made when first needed and kept in step with the client's endpoints.
+type memberConns struct {
+	mu     sync.Mutex
+	conns  map[string]*memberConn
+	closed bool
+	next   atomic.Uint32
+	slots  chan struct{}
+}
+
+type memberConn struct {
+	conn *grpc.ClientConn
+	kv   clientv3.KV
+}
+
+// members returns a KV for each member the client knows, or none if it
+// knows fewer than two (or is a test's stand-in that knows none).
+func (s *Store) members() []clientv3.KV {
+	if kvs := s.hedgeTo.Load(); kvs != nil {
+		return *kvs
+	}
+	eps := s.cli.Endpoints()
+	if len(eps) < 2 {
+		return nil
+	}
+	m := &s.memberConns
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil
+	}
+	if m.conns == nil {
+		m.conns = make(map[string]*memberConn)
+	}
+	kvs := make([]clientv3.KV, 0, len(eps))
+	known := make(map[string]bool, len(eps))
+	for _, ep := range eps {
+		known[ep] = true
+		c := m.conns[ep]
+		if c == nil {
+			conn, err := s.cli.Dial(ep)
+			if err != nil {
+				s.log.Warn("connect to an etcd member for hedged requests", "endpoint", ep, "err", err)
+				continue
+			}
+			c = &memberConn{conn: conn, kv: clientv3.NewKVFromKVClient(pb.NewKVClient(conn), s.cli)}
+			m.conns[ep] = c
+		}
+		kvs = append(kvs, c.kv)
+	}
+	for ep, c := range m.conns {
+		if !known[ep] { // the member left the cluster
+			c.conn.Close()
+			delete(m.conns, ep)
+		}
+	}
+	return kvs
+}
+
+// closeMembers closes the connections to single members.
+func (s *Store) closeMembers() {
+	m := &s.memberConns
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.closed = true
+	for ep, c := range m.conns {
+		c.conn.Close()
+		delete(m.conns, ep)
+	}
+}
+
+// hedgedTxn sends a transaction through the client and, while it has no
+// answer, again every hedgeAfter to the next member, each at most once;
+// it returns the first answer, or the last error once every send failed or
+// ctx ended. The sends still on their way are cancelled.
+func (s *Store) hedgedTxn(ctx context.Context, cmps []clientv3.Cmp, then, els []clientv3.Op) (*clientv3.TxnResponse, error) {
+	type answer struct {
+		resp *clientv3.TxnResponse
+		err  error
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	answers := make(chan answer, 1)
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		go func() { wg.Wait(); close(answers) }()
+		for range answers { // let every send end
+		}
+	}()
+	send := func(kv clientv3.KV, release func()) {
+		wg.Go(func() {
+			defer release()
+			resp, err := kv.Txn(ctx).If(cmps...).Then(then...).Else(els...).Commit()
+			answers <- answer{resp, err}
+		})
+	}
+	send(s.cli.KV, func() {})
+	pending := 1
+	var members []clientv3.KV // loaded at the first hedge
+	loaded, tried, first := false, 0, 0
+	hedge := time.NewTimer(s.hedgeAfter())
+	defer hedge.Stop()
+	slots := s.hedgeSlots()
+	var last error
+	for {
+		select {
+		case a := <-answers:
+			pending--
+			if a.err == nil {
+				return a.resp, nil
+			}
+			last = a.err
+			if ctx.Err() != nil || !retryable(a.err) {
+				return nil, a.err
+			}
+			hedge.Reset(0) // a send that failed at once: the next now
+		case <-hedge.C:
+			if !loaded {
+				members, first, loaded = s.members(), int(s.memberConns.next.Add(1)), true
+			}
+			if tried == len(members) {
+				break
+			}
+			select {
+			case slots <- struct{}{}:
+				kv := members[(first+tried)%len(members)]
+				tried++
+				pending++
+				s.metrics.hedges.Inc()
+				send(kv, func() { <-slots })
+			default: // hedging at its bound: try again later
+			}
+			hedge.Reset(s.hedgeAfter())
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if pending == 0 && loaded && tried == len(members) {
+			return nil, last
+		}
+	}
+}
+
+func (s *Store) hedgeSlots() chan struct{} {
+	m := &s.memberConns
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.slots == nil {
+		m.slots = make(chan struct{}, maxHedges)
+	}
+	return m.slots
+}
+
+// retryable reports whether a send that failed with err may get an
+// answer from another member: one that timed out, found no leader or no
+// connection, not one etcd refused as such.
+func retryable(err error) bool {
+	switch grpcCode(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Unknown, codes.Canceled:
+		return true
+	}
+	return false
+}
