@@ -254,14 +254,29 @@ func (s *Store) register(ctx context.Context) error {
 	resp, err := s.txn(ctx, "register node",
 		[]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", rev)},
 		[]clientv3.Op{clientv3.OpPut(key, string(value), clientv3.WithLease(lease.ID))}, nil)
-	if err != nil {
-		return err
+	if err == nil && !resp.Succeeded {
+		err = fmt.Errorf("%w: etcd: register node: its key changed since read (an earlier registration landed late)", store.ErrUnavailable)
 	}
-	if !resp.Succeeded {
-		return fmt.Errorf("%w: etcd: register node: its key changed since read (an earlier registration landed late)", store.ErrUnavailable)
+	if err != nil {
+		// The lease is nobody's: revoked, it cannot keep a write of this
+		// attempt that lands later (etcd refuses a put on a lease it no
+		// longer has, and drops the key if it was put already).
+		s.revokeUnused(lease.ID)
+		return err
 	}
 	s.lease.set(lease.ID, asked, lease.TTL)
 	return nil
+}
+
+// revokeUnused revokes a lease granted for a registration that failed,
+// within the request timeout; if that fails too, the lease expires a TTL
+// later.
+func (s *Store) revokeUnused(id clientv3.LeaseID) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.RequestTimeout)
+	defer cancel()
+	if _, err := s.cli.Revoke(ctx, id); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		s.log.Debug("revoke the lease of a failed registration", "lease", fmt.Sprintf("%x", int64(id)), "err", err)
+	}
 }
 
 // keepRegistered renews the node's lease a third of its TTL after the last

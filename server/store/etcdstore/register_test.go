@@ -17,7 +17,8 @@ import (
 // write lands (etcd commits requests whose callers gave up). The node key
 // must stay on the lease the node renews: on the first attempt's, which
 // nobody renews, it would vanish a TTL later while the node went on
-// answering heartbeats from memory, dead to every other node.
+// answering heartbeats from memory, dead to every other node. And the
+// first attempt's lease, which nobody uses, is revoked.
 func TestLateRegistrationCannotTakeTheNodeKey(t *testing.T) {
 	t.Parallel()
 	c := etcdtest.Start(t, etcdtest.Options{})
@@ -52,6 +53,15 @@ func TestLateRegistrationCannotTakeTheNodeKey(t *testing.T) {
 	}
 	landed, landErr := land()
 	cur, alive := s.lease.get()
+	leases, err := cli.Leases(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range leases.Leases {
+		if l.ID != cur {
+			t.Errorf("lease %x is left in etcd besides the node's %x: a failed registration's lease is revoked", l.ID, cur)
+		}
+	}
 	resp, err := cli.Get(ctx, nodeKey)
 	if err != nil {
 		t.Fatal(err)
