@@ -148,7 +148,7 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.BoolVar(&f.db.compact, "compact", false, "rewrite the database under --data-dir without its free pages, and exit\n(the server must be stopped)")
 	fs.StringVar(&f.db.backup, "backup", "", "write a consistent copy of the database under --data-dir to `file`, and exit;\nworks while the server runs")
 	fs.StringVar(&f.db.restore, "restore", "", "make the backup `file` the database under --data-dir, and exit\n(the server must be stopped; the database replaced is kept beside it)")
-	fs.StringVar(&f.etcd.endpoints, "etcd-endpoints", "", "comma-separated etcd client `URLs`; keeps state in etcd instead of --data-dir,\nshared by every server given the same endpoints and --etcd-prefix")
+	fs.StringVar(&f.etcd.endpoints, "etcd-endpoints", "", "comma-separated etcd client `URLs`; keeps state in etcd instead of --data-dir,\nshared by every server given the same endpoints and --etcd-prefix; replaced once a minute\nby the client URLs the members advertise")
 	fs.StringVar(&f.etcd.prefix, "etcd-prefix", etcdstore.DefaultPrefix, "`prefix` of every etcd key the server uses")
 	fs.StringVar(&f.etcd.cert, "etcd-cert", "", "client certificate `file` (PEM) for etcd, with --etcd-key")
 	fs.StringVar(&f.etcd.key, "etcd-key", "", "client private key `file` (PEM) for etcd")

@@ -51,12 +51,15 @@ func NewClient(cfg ClientConfig) (*clientv3.Client, error) {
 		}
 	}
 	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:        cfg.Endpoints,
-		TLS:              tlsConfig,
-		Username:         cfg.Username,
-		Password:         cfg.Password,
-		DialTimeout:      cfg.DialTimeout,
-		AutoSyncInterval: time.Minute,
+		Endpoints:   cfg.Endpoints,
+		TLS:         tlsConfig,
+		Username:    cfg.Username,
+		Password:    cfg.Password,
+		DialTimeout: cfg.DialTimeout,
+		// No AutoSyncInterval: the store keeps the endpoints in step with
+		// etcd's membership itself (syncEndpoints), in step with its
+		// connections to single members.
+
 		// A member that stops answering without closing its connections
 		// (a host powered off, a partition that drops packets) would
 		// otherwise hold every request the client sends it, about one in

@@ -8,6 +8,7 @@ func Crash(s *Store) {
 	s.closeOnce.Do(func() {
 		s.cancel()
 		s.wg.Wait()
+		s.closeMembers()
 	})
 }
 

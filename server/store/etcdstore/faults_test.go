@@ -218,9 +218,9 @@ func TestCompaction(t *testing.T) {
 // each attempt given a quarter of it, the retry at the other node) keeps
 // its service. With the least slack, each service's heartbeat is written
 // every few seconds, and about one write in three is sent to the silent
-// member: it is answered by another (hedged), well within the timeout;
-// a write that waited for the request timeout failed, and its services
-// timed out.
+// member: it is answered by another (hedged), well within the timeout.
+// A write that waited for the request timeout failed, its client's
+// attempt with it, and some services timed out.
 func TestSilentEtcdMember(t *testing.T) {
 	t.Parallel()
 	for _, role := range []string{"follower", "leader"} {

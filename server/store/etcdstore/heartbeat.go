@@ -933,6 +933,12 @@ func (s *Store) commitHeartbeat(tenantID, id string, e *hbEntry, next hbRecord) 
 		s.copyHeld(e)
 		return true, nil
 	default:
+		if alive && res.hb != nil && bytes.Equal(res.hb.Value, raw) {
+			// This write landed (another send of the batch committed
+			// it), but the service changed since (an update that needs
+			// no hand-over): load takes the service back exactly.
+			e.setLost(&lostCommit{stored: stored, mem: next})
+		}
 		e.setMem(e.mem, false)
 		return false, s.load(e, res.svc, res.hb)
 	}
@@ -1025,7 +1031,7 @@ func (s *Store) commitBatch(batch []*hbReq) {
 		}
 	}
 	start := time.Now()
-	resp, err := s.txnWithin(context.Background(), time.Until(earliest.Add(s.opts.RequestTimeout)), true, "commit heartbeats", nil, ops, nil)
+	resp, err := s.txnWithin(context.Background(), time.Until(earliest.Add(s.opts.RequestTimeout)), hedgedWrite, "commit heartbeats", nil, ops, nil)
 	s.metrics.hbBatch.Observe(float64(len(batch)))
 	s.metrics.hbWaiting.Sub(float64(len(batch)))
 	if err == nil {

@@ -1,7 +1,9 @@
 package etcdstore
 
 import (
+	"cmp"
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,6 +31,15 @@ import (
 // commits nothing. Other writes are not hedged: a create sent twice would
 // find its own key.
 
+// hedging says whether a transaction is hedged, and as what.
+type hedging int
+
+const (
+	notHedged   hedging = iota
+	hedgedRead          // its hedges count against maxReadHedges
+	hedgedWrite         // a heartbeat batch
+)
+
 // hedgeAfter is how long a hedged request waits for an answer before it
 // is sent to another member: a tenth of the request timeout, 500 ms by
 // default, which a commit of a healthy cluster takes far less than.
@@ -36,12 +47,15 @@ func (s *Store) hedgeAfter() time.Duration {
 	return max(s.opts.RequestTimeout/10, 10*time.Millisecond)
 }
 
-// maxHedges bounds the hedges on their way at once, so that when every
-// member is slow (an election, a slow disk) hedging adds a bounded load.
-const maxHedges = 32
+// maxReadHedges bounds the hedged reads on their way at once, so that
+// when every member is slow (an election, a slow disk) hedging adds a
+// bounded load. Heartbeat batches are bounded by the committers already.
+const maxReadHedges = 32
 
 // memberConns are the store's connections to single members, for hedges,
-// made when first needed and kept in step with the client's endpoints.
+// made when first needed and kept in step with the client's endpoints,
+// which syncEndpoints keeps in step with etcd's membership: both under mu,
+// as the client reads its endpoints unguarded when it dials.
 type memberConns struct {
 	mu     sync.Mutex
 	conns  map[string]*memberConn
@@ -53,28 +67,42 @@ type memberConns struct {
 type memberConn struct {
 	conn *grpc.ClientConn
 	kv   clientv3.KV
+	// waiting counts the hedges on their way to the member, and answered
+	// is when it last answered one (unix nanoseconds): a member with
+	// hedges waiting and no answer for hedgeAfter is tried last.
+	waiting  atomic.Int32
+	answered atomic.Int64
 }
 
-// members returns a KV for each member the client knows, or none if it
-// knows fewer than two (or is a test's stand-in that knows none).
-func (s *Store) members() []clientv3.KV {
+// hedgeTarget is where a hedge goes: a member's connection, or (tests) a
+// stand-in KV.
+type hedgeTarget struct {
+	kv clientv3.KV
+	m  *memberConn
+}
+
+// members returns the members the client knows, those that answer first,
+// or none if it knows fewer than two (or is a test's stand-in that knows
+// none).
+func (s *Store) members() []hedgeTarget {
 	if kvs := s.hedgeTo.Load(); kvs != nil {
-		return *kvs
-	}
-	eps := s.cli.Endpoints()
-	if len(eps) < 2 {
-		return nil
+		out := make([]hedgeTarget, len(*kvs))
+		for i, kv := range *kvs {
+			out[i] = hedgeTarget{kv: kv}
+		}
+		return out
 	}
 	m := &s.memberConns
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.closed {
+	eps := s.cli.Endpoints()
+	if len(eps) < 2 || m.closed {
 		return nil
 	}
 	if m.conns == nil {
 		m.conns = make(map[string]*memberConn)
 	}
-	kvs := make([]clientv3.KV, 0, len(eps))
+	out := make([]hedgeTarget, 0, len(eps))
 	known := make(map[string]bool, len(eps))
 	for _, ep := range eps {
 		known[ep] = true
@@ -88,7 +116,7 @@ func (s *Store) members() []clientv3.KV {
 			c = &memberConn{conn: conn, kv: clientv3.NewKVFromKVClient(pb.NewKVClient(conn), s.cli)}
 			m.conns[ep] = c
 		}
-		kvs = append(kvs, c.kv)
+		out = append(out, hedgeTarget{kv: c.kv, m: c})
 	}
 	for ep, c := range m.conns {
 		if !known[ep] { // the member left the cluster
@@ -96,7 +124,61 @@ func (s *Store) members() []clientv3.KV {
 			delete(m.conns, ep)
 		}
 	}
-	return kvs
+	// In turn from a point that moves on with each request, those that
+	// seem to hang last.
+	first := int(m.next.Add(1) % uint32(len(out)))
+	out = append(out[first:], out[:first]...)
+	stale := time.Now().Add(-s.hedgeAfter()).UnixNano()
+	slices.SortStableFunc(out, func(a, b hedgeTarget) int {
+		return cmp.Compare(a.m.hangs(stale), b.m.hangs(stale))
+	})
+	return out
+}
+
+// hangs is 1 if the member has hedges waiting and answered none since
+// stale, 0 if not.
+func (c *memberConn) hangs(stale int64) int {
+	if c != nil && c.waiting.Load() > 0 && c.answered.Load() < stale {
+		return 1
+	}
+	return 0
+}
+
+// syncEndpoints sets the client's endpoints to the members' client URLs,
+// as etcd lists them, so that members added later are used and removed
+// ones are not.
+func (s *Store) syncEndpoints(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
+	defer cancel()
+	resp, err := s.cli.MemberList(ctx)
+	if err != nil {
+		return s.fail(ctx, "list the etcd members", err)
+	}
+	var eps []string
+	for _, m := range resp.Members {
+		if m.Name != "" && !m.IsLearner { // a learner answers no requests
+			eps = append(eps, m.ClientURLs...)
+		}
+	}
+	if len(eps) == 0 {
+		return nil
+	}
+	m := &s.memberConns
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if cur := s.cli.Endpoints(); len(cur) > 0 && !sameSet(cur, eps) { // none: a test's stand-in
+		s.log.Info("etcd members changed", "endpoints", eps, "were", cur)
+		s.cli.SetEndpoints(eps...)
+	}
+	return nil
+}
+
+// sameSet reports whether a and b hold the same strings.
+func sameSet(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(slices.Compact(a), slices.Compact(b))
 }
 
 // closeMembers closes the connections to single members.
@@ -115,7 +197,7 @@ func (s *Store) closeMembers() {
 // answer, again every hedgeAfter to the next member, each at most once;
 // it returns the first answer, or the last error once every send failed or
 // ctx ended. The sends still on their way are cancelled.
-func (s *Store) hedgedTxn(ctx context.Context, cmps []clientv3.Cmp, then, els []clientv3.Op) (*clientv3.TxnResponse, error) {
+func (s *Store) hedgedTxn(ctx context.Context, as hedging, cmps []clientv3.Cmp, then, els []clientv3.Op) (*clientv3.TxnResponse, error) {
 	type answer struct {
 		resp *clientv3.TxnResponse
 		err  error
@@ -130,20 +212,32 @@ func (s *Store) hedgedTxn(ctx context.Context, cmps []clientv3.Cmp, then, els []
 		for range answers { // let every send end
 		}
 	}()
-	send := func(kv clientv3.KV, release func()) {
+	send := func(kv clientv3.KV, m *memberConn, release func()) {
+		if m != nil {
+			m.waiting.Add(1)
+		}
 		wg.Go(func() {
 			defer release()
 			resp, err := kv.Txn(ctx).If(cmps...).Then(then...).Else(els...).Commit()
+			if m != nil {
+				m.waiting.Add(-1)
+				if ctx.Err() == nil {
+					m.answered.Store(time.Now().UnixNano())
+				}
+			}
 			answers <- answer{resp, err}
 		})
 	}
-	send(s.cli.KV, func() {})
+	send(s.cli.KV, nil, func() {})
 	pending := 1
-	var members []clientv3.KV // loaded at the first hedge
-	loaded, tried, first := false, 0, 0
+	var members []hedgeTarget // loaded at the first hedge
+	loaded, tried := false, 0
 	hedge := time.NewTimer(s.hedgeAfter())
 	defer hedge.Stop()
-	slots := s.hedgeSlots()
+	var slots chan struct{}
+	if as == hedgedRead {
+		slots = s.hedgeSlots()
+	}
 	var last error
 	for {
 		select {
@@ -159,20 +253,26 @@ func (s *Store) hedgedTxn(ctx context.Context, cmps []clientv3.Cmp, then, els []
 			hedge.Reset(0) // a send that failed at once: the next now
 		case <-hedge.C:
 			if !loaded {
-				members, first, loaded = s.members(), int(s.memberConns.next.Add(1)), true
+				members, loaded = s.members(), true
 			}
 			if tried == len(members) {
 				break
 			}
-			select {
-			case slots <- struct{}{}:
-				kv := members[(first+tried)%len(members)]
-				tried++
-				pending++
-				s.metrics.hedges.Inc()
-				send(kv, func() { <-slots })
-			default: // hedging at its bound: try again later
+			release := func() {}
+			if slots != nil {
+				select {
+				case slots <- struct{}{}:
+					release = func() { <-slots }
+				default: // hedging at its bound: try again later
+					hedge.Reset(s.hedgeAfter())
+					continue
+				}
 			}
+			target := members[tried]
+			tried++
+			pending++
+			s.metrics.hedges.Inc()
+			send(target.kv, target.m, release)
 			hedge.Reset(s.hedgeAfter())
 		case <-ctx.Done():
 			return nil, ctx.Err()
@@ -188,7 +288,7 @@ func (s *Store) hedgeSlots() chan struct{} {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.slots == nil {
-		m.slots = make(chan struct{}, maxHedges)
+		m.slots = make(chan struct{}, maxReadHedges)
 	}
 	return m.slots
 }

@@ -3,10 +3,14 @@ package etcdstore
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/svcreg/svcreg/internal/etcdtest"
 	"github.com/svcreg/svcreg/server/store"
@@ -17,21 +21,54 @@ import (
 // member meanwhile, finds the keys changed (by the batch itself) and is
 // answered first. The node must take the write for its own: it holds the
 // service and times it out at its deadline, not at the stored one, a
-// slack later, as it would a service it does not hold.
+// slack later, as it would a service it does not hold. Also when another
+// node updated the service between the sends (its metadata: no
+// hand-over), so that the service key is not as the write expected.
 func TestHedgedHeartbeatFindsItsOwnWrite(t *testing.T) {
 	t.Parallel()
+	for _, updated := range []bool{false, true} {
+		name := "keys as written"
+		if updated {
+			name = "service updated between the sends"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			hedgedFindsOwnWrite(t, updated)
+		})
+	}
+}
+
+func hedgedFindsOwnWrite(t *testing.T, updated bool) {
 	c := etcdtest.Start(t, etcdtest.Options{})
 	cli := etcdtest.Client(t, c.Endpoints()...)
 	ctx := t.Context()
-	// The first send commits at once and answers only when it is no
-	// longer waited for: once the hedge's answer was taken.
-	slow := &gatedKV{KV: cli.KV, nested: true, gate: func(_ int32, ctx context.Context, send sendTxn) (*clientv3.TxnResponse, error) {
+	svcKey := "" // set once the service exists
+	// The heartbeat write's first send commits at once and answers only
+	// when it is no longer waited for: once the hedge's answer was taken.
+	// Later writes (the timeout) go as they come.
+	slow := &gatedKV{KV: cli.KV, nested: true, gate: func(n int32, ctx context.Context, send sendTxn) (*clientv3.TxnResponse, error) {
 		resp, err := send(ctx)
+		if n > 1 {
+			return resp, err
+		}
+		if updated {
+			// Another node's update of the service's metadata.
+			if g, err := cli.Get(context.Background(), svcKey); err != nil || len(g.Kvs) != 1 {
+				t.Errorf("read the service key: %v", err)
+			} else if _, err := cli.Put(context.Background(), svcKey, string(g.Kvs[0].Value)); err != nil {
+				t.Error(err)
+			}
+		}
 		<-ctx.Done()
 		return resp, err
 	}}
+	var hedgeCommitted atomic.Bool
 	hedge := &gatedKV{KV: cli.KV, nested: true, gate: func(_ int32, ctx context.Context, send sendTxn) (*clientv3.TxnResponse, error) {
-		return send(ctx)
+		resp, err := send(ctx)
+		if err == nil && len(resp.Responses) == 1 && resp.Responses[0].GetResponseTxn().GetSucceeded() {
+			hedgeCommitted.Store(true)
+		}
+		return resp, err
 	}}
 	opts := Options{Prefix: "/hedged-own-write/", ReapInterval: 100 * time.Millisecond, NodeTTL: 2 * time.Second, RequestTimeout: 2 * time.Second}
 	opts.HeartbeatSlack = MinHeartbeatSlack(opts)
@@ -47,6 +84,7 @@ func TestHedgedHeartbeatFindsItsOwnWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	svcKey = s.k.service("t", "s")
 	// The first heartbeat makes the node the holder; with the least
 	// slack, the next must be written too.
 	if tok, err = s.Heartbeat(ctx, "t", "s", tok); err != nil {
@@ -59,8 +97,12 @@ func TestHedgedHeartbeatFindsItsOwnWrite(t *testing.T) {
 	if _, err := s.Heartbeat(ctx, "t", "s", tok); err != nil {
 		t.Fatal(err)
 	}
-	if slow.n.Load() != 1 || hedge.n.Load() != 1 {
-		t.Fatalf("sends of the heartbeat write: %d through the client, %d hedged; want 1 and 1", slow.n.Load(), hedge.n.Load())
+	if n, h := slow.n.Load(), hedge.n.Load(); n != 1 || h != 1 || hedgeCommitted.Load() {
+		t.Fatalf("sends of the heartbeat write: %d through the client, %d hedged (which committed: %v); want 1 and 1, the hedge finding the first's write",
+			n, h, hedgeCommitted.Load())
+	}
+	if s.hb.held("t", "s") == nil {
+		t.Error("the node does not hold the service it wrote the heartbeat of")
 	}
 	// Not heartbeated again, the service times out at its deadline,
 	// within the reaper's interval.
@@ -78,5 +120,80 @@ func TestHedgedHeartbeatFindsItsOwnWrite(t *testing.T) {
 			t.Fatalf("the service is still there %v past its deadline: the node does not hold it", time.Since(deadline).Round(time.Millisecond))
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// standIn is a KV whose transactions succeed, fail with err, or (hang)
+// wait until their context ends.
+type standIn struct {
+	clientv3.KV
+	hang  bool
+	err   error
+	sends atomic.Int32
+}
+
+func (k *standIn) Txn(ctx context.Context) clientv3.Txn { return &standInTxn{k: k, ctx: ctx} }
+
+type standInTxn struct {
+	clientv3.Txn
+	k   *standIn
+	ctx context.Context
+}
+
+func (t *standInTxn) If(...clientv3.Cmp) clientv3.Txn  { return t }
+func (t *standInTxn) Then(...clientv3.Op) clientv3.Txn { return t }
+func (t *standInTxn) Else(...clientv3.Op) clientv3.Txn { return t }
+func (t *standInTxn) Commit() (*clientv3.TxnResponse, error) {
+	t.k.sends.Add(1)
+	if t.k.hang {
+		<-t.ctx.Done()
+		return nil, t.ctx.Err()
+	}
+	if t.k.err != nil {
+		return nil, t.k.err
+	}
+	return &clientv3.TxnResponse{Succeeded: true}, nil
+}
+
+// TestHedgedTxn: a send that hangs is sent again to each member in turn
+// until one answers; sends that fail at once are sent on at once, and the
+// last error is the answer once every member had one; a store whose client
+// knows one member sends nothing more.
+func TestHedgedTxn(t *testing.T) {
+	t.Parallel()
+	unavailable := status.Error(codes.Unavailable, "etcdserver: no leader")
+	for _, tc := range []struct {
+		name     string
+		first    *standIn
+		members  []*standIn
+		answered bool
+		sends    int
+	}{
+		{"first hangs, then a member", &standIn{hang: true}, []*standIn{{hang: true}, {}, {}}, true, 3},
+		{"all fail at once", &standIn{err: unavailable}, []*standIn{{err: unavailable}, {err: unavailable}}, false, 3},
+		{"refused, not sent again", &standIn{err: status.Error(codes.InvalidArgument, "bad")}, []*standIn{{}}, false, 1},
+		{"one member", &standIn{hang: true}, nil, false, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := &Store{cli: swapped(clientv3.NewCtxClient(t.Context()), tc.first, nil), opts: Options{RequestTimeout: time.Second}, metrics: newMetrics(nil, func() bool { return false })}
+			if tc.members != nil {
+				kvs := make([]clientv3.KV, len(tc.members))
+				for i, m := range tc.members {
+					kvs[i] = m
+				}
+				s.hedgeTo.Store(&kvs)
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), s.opts.RequestTimeout)
+			defer cancel()
+			_, err := s.hedgedTxn(ctx, hedgedWrite, nil, nil, nil)
+			sends := int(tc.first.sends.Load())
+			for _, m := range tc.members {
+				sends += int(m.sends.Load())
+			}
+			if (err == nil) != tc.answered || sends != tc.sends {
+				t.Errorf("answered: %v (%v), sends %d; want answered %v, %d sends", err == nil, err, sends, tc.answered, tc.sends)
+			}
+		})
 	}
 }

@@ -267,7 +267,9 @@ func timeoutOrDefault(opts Options) time.Duration {
 // Open opens the store on cli, creating the shared secrets on first use. It
 // registers this node; if no other node is alive (the whole registry was
 // down), it first gives every live service its full timeout again (design
-// item 10). The caller keeps cli and closes it after Close.
+// item 10). The caller keeps cli and closes it after Close. Leave cli's
+// AutoSyncInterval zero: the store keeps its endpoints in step with etcd's
+// membership itself, once a minute.
 func Open(ctx context.Context, cli *clientv3.Client, opts Options) (*Store, error) {
 	if err := CheckHeartbeatSlack(opts); err != nil {
 		return nil, fmt.Errorf("etcd store: %w", err)
@@ -470,6 +472,7 @@ func (s *Store) Run(ctx context.Context) error {
 	if s.opts.MaxEvents > 0 {
 		loop("event cap", s.opts.EventCapInterval, s.capEvents)
 	}
+	loop("etcd members", time.Minute, s.syncEndpoints)
 	loop("heartbeat cache", time.Minute, func(context.Context) error { s.hb.sweep(s.now()); return nil })
 	wg.Wait()
 	return nil
@@ -477,14 +480,14 @@ func (s *Store) Run(ctx context.Context) error {
 
 // txn runs one etcd transaction, bounded by RequestTimeout.
 func (s *Store) txn(ctx context.Context, what string, cmps []clientv3.Cmp, then, els []clientv3.Op) (*clientv3.TxnResponse, error) {
-	return s.txnWithin(ctx, s.opts.RequestTimeout, false, what, cmps, then, els)
+	return s.txnWithin(ctx, s.opts.RequestTimeout, notHedged, what, cmps, then, els)
 }
 
 // txnWithin is txn bounded by timeout instead, and sent again to other
-// members while it has no answer if hedged (hedge.go). Running out of
+// members while it has no answer unless notHedged (hedge.go). Running out of
 // timeout is unavailability (ErrUnavailable), as for RequestTimeout; only
 // ctx's own end is the caller's.
-func (s *Store) txnWithin(ctx context.Context, timeout time.Duration, hedged bool, what string, cmps []clientv3.Cmp, then, els []clientv3.Op) (*clientv3.TxnResponse, error) {
+func (s *Store) txnWithin(ctx context.Context, timeout time.Duration, as hedging, what string, cmps []clientv3.Cmp, then, els []clientv3.Op) (*clientv3.TxnResponse, error) {
 	if l := s.late.Load(); l != nil && l.what == what && s.late.CompareAndSwap(l, nil) {
 		txn := s.cli.Txn(s.ctx).If(cmps...).Then(then...).Else(els...)
 		l.commit <- func() (bool, error) {
@@ -497,8 +500,8 @@ func (s *Store) txnWithin(ctx context.Context, timeout time.Duration, hedged boo
 	defer cancel()
 	var resp *clientv3.TxnResponse
 	var err error
-	if hedged {
-		resp, err = s.hedgedTxn(cctx, cmps, then, els)
+	if as != notHedged {
+		resp, err = s.hedgedTxn(cctx, as, cmps, then, els)
 	} else {
 		resp, err = s.cli.Txn(cctx).If(cmps...).Then(then...).Else(els...).Commit()
 	}
@@ -517,7 +520,7 @@ type lateWrite struct {
 // read runs read-only operations at one revision (a linearizable read),
 // hedged.
 func (s *Store) read(ctx context.Context, what string, ops ...clientv3.Op) (*clientv3.TxnResponse, error) {
-	return s.txnWithin(ctx, s.opts.RequestTimeout, true, what, nil, ops, nil)
+	return s.txnWithin(ctx, s.opts.RequestTimeout, hedgedRead, what, nil, ops, nil)
 }
 
 // errCompacted is what a read at a revision etcd compacted away returns.
