@@ -197,3 +197,34 @@ func TestHedgedTxn(t *testing.T) {
 		})
 	}
 }
+
+// TestSyncEndpoints: a store given one member's URL learns the others'
+// from etcd, and hedges to them.
+func TestSyncEndpoints(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.Start(t, etcdtest.Options{Members: 3})
+	cli := etcdtest.Client(t, c.Endpoints()[0])
+	s, err := Open(t.Context(), cli, Options{Prefix: "/sync-endpoints/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if m := s.members(); len(m) != 0 {
+		t.Fatalf("%d members to hedge to, knowing one endpoint", len(m))
+	}
+	if err := s.syncEndpoints(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if eps := cli.Endpoints(); len(eps) != 3 {
+		t.Fatalf("endpoints after a sync: %v, want the three members'", eps)
+	}
+	m := s.members()
+	if len(m) != 3 {
+		t.Fatalf("%d members to hedge to, want 3", len(m))
+	}
+	for i, h := range m {
+		if _, err := h.kv.Get(t.Context(), "k"); err != nil {
+			t.Errorf("member %d: %v", i, err)
+		}
+	}
+}
