@@ -82,7 +82,7 @@ func writesKey(ops []clientv3.Op, key string, nested bool) bool {
 			}
 			continue
 		}
-		if string(op.KeyBytes()) == key {
+		if (op.IsPut() || op.IsDelete()) && string(op.KeyBytes()) == key {
 			return true
 		}
 	}

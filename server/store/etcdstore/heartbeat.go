@@ -1031,7 +1031,7 @@ func (s *Store) commitBatch(batch []*hbReq) {
 		}
 	}
 	start := time.Now()
-	resp, err := s.txnWithin(context.Background(), time.Until(earliest.Add(s.opts.RequestTimeout)), hedgedWrite, "commit heartbeats", nil, ops, nil)
+	resp, err := s.txnWithin(context.Background(), time.Until(earliest.Add(s.opts.RequestTimeout)), hedgedBatch, "commit heartbeats", nil, ops, nil)
 	s.metrics.hbBatch.Observe(float64(len(batch)))
 	s.metrics.hbWaiting.Sub(float64(len(batch)))
 	if err == nil {

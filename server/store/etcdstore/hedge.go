@@ -18,26 +18,30 @@ import (
 // powered off, a partition that drops packets, a stalled VM) holds every
 // request the etcd client sends it, about one in as many as there are
 // members, until the client gives up on the connection (13 s, client.go).
-// Heartbeat writes and reads cannot wait that long: a service whose
-// timeout is a few seconds would time out meanwhile. So they are hedged:
-// one that has no answer within hedgeAfter goes again, on a connection of
-// its own, to one member after another, and the first answer is taken.
+// Heartbeats, reads and writes cannot wait that long: a service whose
+// timeout is a few seconds would time out meanwhile, and a client's
+// request would fail. So they are hedged: one that has no answer within
+// hedgeAfter goes again, on a connection of its own, to one member after
+// another, and the first answer is taken.
 //
 // A read may be answered by any member. A heartbeat batch is a list of
 // writes each conditioned on its keys' revisions, so at most one of its
 // sends commits any of them; a write whose condition failed because
 // another send of it committed first is recognised by its value
 // (commitHeartbeat), and a send that commits after another was answered
-// commits nothing. Other writes are not hedged: a create sent twice would
-// find its own key.
+// commits nothing. A write through Store.write that appends events is
+// conditioned on the account's revision and moves it, so the same holds;
+// its first event's key, new, tells whether one of its sends committed.
+// Other writes are not hedged: sent twice, a write conditioned on nothing
+// that it changes could commit twice, the second time over a later write.
 
 // hedging says whether a transaction is hedged, and as what.
 type hedging int
 
 const (
 	notHedged   hedging = iota
-	hedgedRead          // its hedges count against maxReadHedges
-	hedgedWrite         // a heartbeat batch
+	hedged              // its hedges count against maxHedges
+	hedgedBatch         // a heartbeat batch: the committers bound them
 )
 
 // hedgeAfter is how long a hedged request waits for an answer before it
@@ -47,10 +51,11 @@ func (s *Store) hedgeAfter() time.Duration {
 	return max(s.opts.RequestTimeout/10, 10*time.Millisecond)
 }
 
-// maxReadHedges bounds the hedged reads on their way at once, so that
-// when every member is slow (an election, a slow disk) hedging adds a
-// bounded load. Heartbeat batches are bounded by the committers already.
-const maxReadHedges = 32
+// maxHedges bounds the hedges of reads and API writes on their way at
+// once, so that when every member is slow (an election, a slow disk)
+// hedging adds a bounded load. Heartbeat batches are bounded by the
+// committers already.
+const maxHedges = 32
 
 // memberConns are the store's connections to single members, for hedges,
 // made when first needed and kept in step with the client's endpoints,
@@ -235,7 +240,7 @@ func (s *Store) hedgedTxn(ctx context.Context, as hedging, cmps []clientv3.Cmp, 
 	hedge := time.NewTimer(s.hedgeAfter())
 	defer hedge.Stop()
 	var slots chan struct{}
-	if as == hedgedRead {
+	if as == hedged {
 		slots = s.hedgeSlots()
 	}
 	var last error
@@ -288,7 +293,7 @@ func (s *Store) hedgeSlots() chan struct{} {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.slots == nil {
-		m.slots = make(chan struct{}, maxReadHedges)
+		m.slots = make(chan struct{}, maxHedges)
 	}
 	return m.slots
 }

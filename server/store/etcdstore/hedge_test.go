@@ -186,7 +186,7 @@ func TestHedgedTxn(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(t.Context(), s.opts.RequestTimeout)
 			defer cancel()
-			_, err := s.hedgedTxn(ctx, hedgedWrite, nil, nil, nil)
+			_, err := s.hedgedTxn(ctx, hedgedBatch, nil, nil, nil)
 			sends := int(tc.first.sends.Load())
 			for _, m := range tc.members {
 				sends += int(m.sends.Load())
@@ -226,5 +226,59 @@ func TestSyncEndpoints(t *testing.T) {
 		if _, err := h.kv.Get(t.Context(), "k"); err != nil {
 			t.Errorf("member %d: %v", i, err)
 		}
+	}
+}
+
+// TestHedgedWriteFindsItsOwnCommit: a create's first send commits but
+// answers late; the hedge finds the account moved on (by the create) and
+// answers first. The create must succeed, with a token that works, not
+// fail as a service that exists already.
+func TestHedgedWriteFindsItsOwnCommit(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.Start(t, etcdtest.Options{})
+	cli := etcdtest.Client(t, c.Endpoints()...)
+	ctx := t.Context()
+	slow := &gatedKV{KV: cli.KV, gate: func(n int32, ctx context.Context, send sendTxn) (*clientv3.TxnResponse, error) {
+		resp, err := send(ctx)
+		if n == 1 {
+			<-ctx.Done()
+		}
+		return resp, err
+	}}
+	var hedgeCommitted atomic.Bool
+	hedge := &gatedKV{KV: cli.KV, gate: func(_ int32, ctx context.Context, send sendTxn) (*clientv3.TxnResponse, error) {
+		resp, err := send(ctx)
+		hedgeCommitted.Store(err == nil && resp.Succeeded)
+		return resp, err
+	}}
+	s, err := Open(ctx, swapped(cli, slow, nil), Options{Prefix: "/hedged-write/", RequestTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	s.hedgeTo.Store(&[]clientv3.KV{hedge})
+	go s.Run(ctx)
+	if _, err := s.CreateService(ctx, "t", store.NewService{ID: "other", HeartbeatTimeout: 10}); err != nil {
+		t.Fatal(err) // the tenant's account exists
+	}
+	key := s.k.service("t", "s")
+	slow.key.Store(&key)
+	hedge.key.Store(&key)
+	tok, err := s.CreateService(ctx, "t", store.NewService{ID: "s", HeartbeatTimeout: 10})
+	if err != nil {
+		t.Fatalf("a create whose hedge found it committed failed: %v", err)
+	}
+	if n, h := slow.n.Load(), hedge.n.Load(); n != 1 || h != 1 || hedgeCommitted.Load() {
+		t.Fatalf("sends of the create: %d through the client, %d hedged (which committed: %v); want 1 and 1, the hedge finding the first's commit", n, h, hedgeCommitted.Load())
+	}
+	if _, err := s.Heartbeat(ctx, "t", "s", tok); err != nil {
+		t.Errorf("the create's token: %v", err)
+	}
+	page, err := s.Events(ctx, "t", store.EventQuery{Limit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Values) != 2 {
+		t.Errorf("%d events, want 2 (two creates)", len(page.Values))
 	}
 }
