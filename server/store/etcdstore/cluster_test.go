@@ -3,6 +3,7 @@ package etcdstore_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -74,6 +75,38 @@ func TestNodesShareState(t *testing.T) {
 	for _, x := range n {
 		if got := summary(u.events(x, "")); !slices.Equal(got, want) {
 			t.Errorf("events at %s: %q, want %q", x.URL, got, want)
+		}
+	}
+}
+
+// Nodes whose clocks are behind the account's head (a node whose clock
+// is ahead wrote last) give their events the same next id; the one whose
+// write loses the account's condition starts over, and every write
+// answered 204 is stored.
+func TestWritesOfNodesBehindTheHead(t *testing.T) {
+	t.Parallel()
+	c := sharedCluster(t)
+	ahead := new(testserver.Clock)
+	ahead.Advance(5 * time.Second)
+	a := startNodes(t, c, 1, etcdstore.Options{Clock: ahead.Now})[0]
+	n := startNodes(t, c, 2, etcdstore.Options{})
+	u := login(t, a, "behind-the-head")
+	u.do(a, "PUT", "/configuration/seed", map[string]string{"value": "v"}, 204)
+	const each = 30
+	var wg sync.WaitGroup
+	for i, x := range n {
+		wg.Go(func() {
+			for j := range each {
+				u.do(x, "PUT", fmt.Sprintf("/configuration/k-%d-%d", i, j), map[string]string{"value": "v"}, 204)
+			}
+		})
+	}
+	wg.Wait()
+	for i := range n {
+		for j := range each {
+			if r, err := u.try(a, "GET", fmt.Sprintf("/configuration/k-%d-%d", i, j), nil); err != nil || r.code != http.StatusOK {
+				t.Errorf("k-%d-%d, answered 204: %v %v", i, j, r.code, err)
+			}
 		}
 	}
 }

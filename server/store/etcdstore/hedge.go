@@ -18,22 +18,21 @@ import (
 // powered off, a partition that drops packets, a stalled VM) holds every
 // request the etcd client sends it, about one in as many as there are
 // members, until the client gives up on the connection (13 s, client.go).
-// Heartbeats, reads and writes cannot wait that long: a service whose
-// timeout is a few seconds would time out meanwhile, and a client's
-// request would fail. So they are hedged: one that has no answer within
-// hedgeAfter goes again, on a connection of its own, to one member after
-// another, and the first answer is taken.
+// Heartbeat writes and reads cannot wait that long: a service whose
+// timeout is a few seconds would time out meanwhile. So they are hedged:
+// one that has no answer within hedgeAfter goes again, on a connection of
+// its own, to one member after another, and the first answer is taken.
 //
 // A read may be answered by any member. A heartbeat batch is a list of
 // writes each conditioned on its keys' revisions, so at most one of its
 // sends commits any of them; a write whose condition failed because
-// another send of it committed first is recognised by its value
+// another send of it committed first is recognised by its value, which
+// names this node as holder and holds a token minted for it
 // (commitHeartbeat), and a send that commits after another was answered
-// commits nothing. A write through Store.write that appends events is
-// conditioned on the account's revision and moves it, so the same holds;
-// its first event's key, new, tells whether one of its sends committed.
-// Other writes are not hedged: sent twice, a write conditioned on nothing
-// that it changes could commit twice, the second time over a later write.
+// commits nothing. Other writes are not hedged: a write sent twice must be
+// told from another node's with certainty, and an API write's first event
+// id is not unique across nodes (two nodes whose clocks are behind the
+// account's head both take the next id).
 
 // hedging says whether a transaction is hedged, and as what.
 type hedging int
@@ -51,8 +50,7 @@ func (s *Store) hedgeAfter() time.Duration {
 	return max(s.opts.RequestTimeout/10, 10*time.Millisecond)
 }
 
-// maxHedges bounds the hedges of reads and API writes on their way at
-// once, so that when every member is slow (an election, a slow disk)
+// maxHedges bounds the hedged reads on their way at once, so that when every member is slow (an election, a slow disk)
 // hedging adds a bounded load. Heartbeat batches are bounded by the
 // committers already.
 const maxHedges = 32

@@ -833,41 +833,21 @@ func (s *Store) write(ctx context.Context, t *tenant, what string, reads []strin
 			w.ops = append(w.ops, clientv3.OpPut(acctKey, string(raw)))
 		}
 		cmps := append([]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(acctKey), "=", akv.ModRevision)}, w.cmps...)
-		// A write with events moves the account's head, so at most one
-		// of its sends commits, and its first event's key, new, tells
-		// whether one did: it may be hedged.
-		as := notHedged
-		if len(w.events) > 0 {
-			as = hedged
-		}
 		start := time.Now()
-		cresp, err := s.txnWithin(ctx, s.opts.RequestTimeout, as, what, cmps, w.ops, nil)
+		cresp, err := s.txn(ctx, what, cmps, w.ops, nil)
 		if err != nil {
 			return 0, err
 		}
-		rev := cresp.Header.Revision
 		if !cresp.Succeeded {
-			if as == notHedged {
-				continue
-			}
-			// Another node's write, or this one's other send.
-			r, err := s.read(ctx, what, clientv3.OpGet(s.k.event(t.id, w.events[0].ID), clientv3.WithKeysOnly()))
-			if err != nil {
-				return 0, err
-			}
-			kv := first(r.Responses[0])
-			if kv == nil {
-				continue
-			}
-			rev = kv.ModRevision
+			continue
 		}
 		s.metrics.Committed(time.Since(start).Seconds(), w.events)
 		if len(w.events) > 0 {
 			t.appended.Store(true)
 		}
 		if acctChanged {
-			t.observe(w.acct, rev)
+			t.observe(w.acct, cresp.Header.Revision)
 		}
-		return rev, nil
+		return cresp.Header.Revision, nil
 	}
 }
