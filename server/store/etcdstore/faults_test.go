@@ -294,7 +294,16 @@ func silentEtcdMember(t *testing.T, leaderSilent bool) {
 		t.Errorf("timed out, its client heartbeating all along: %s", g)
 	}
 	for i, x := range n {
-		if v := x.metric("svcreg_store_node_lease_lost_total"); v > 0 {
+		switch v := x.metric("svcreg_store_node_lease_lost_total"); {
+		case v > 0 && leaderSilent:
+			// etcd's old leader, back, may revoke the leases that
+			// expired in its view before it learns it lost the lead
+			// (etcd-io/etcd#15247: its check of its leadership is
+			// skipped when its raft has just ticked, as on waking).
+			// The nodes register again at once; no service may time
+			// out for it.
+			t.Logf("node %d lost its lease %v times, revoked by the old leader", i, v)
+		case v > 0:
 			t.Errorf("node %d lost its lease %v times, with two etcd members of three answering", i, v)
 		}
 	}

@@ -1,7 +1,6 @@
 package etcdstore
 
 import (
-	"cmp"
 	"context"
 	"slices"
 	"sync"
@@ -70,11 +69,10 @@ type memberConns struct {
 type memberConn struct {
 	conn *grpc.ClientConn
 	kv   clientv3.KV
-	// waiting counts the hedges on their way to the member, and answered
-	// is when it last answered one (unix nanoseconds): a member with
-	// hedges waiting and no answer for hedgeAfter is tried last.
-	waiting  atomic.Int32
-	answered atomic.Int64
+	// answered is when the member last answered a hedge, and hung when a
+	// hedge to it last went unanswered for hedgeAfter or more (unix
+	// nanoseconds): one that hung since it last answered is tried last.
+	answered, hung atomic.Int64
 }
 
 // hedgeTarget is where a hedge goes: a member's connection, or (tests) a
@@ -127,24 +125,33 @@ func (s *Store) members() []hedgeTarget {
 			delete(m.conns, ep)
 		}
 	}
-	// In turn from a point that moves on with each request, those that
-	// seem to hang last.
-	first := int(m.next.Add(1) % uint32(len(out)))
-	out = append(out[first:], out[:first]...)
-	stale := time.Now().Add(-s.hedgeAfter()).UnixNano()
-	slices.SortStableFunc(out, func(a, b hedgeTarget) int {
-		return cmp.Compare(a.m.hangs(stale), b.m.hangs(stale))
-	})
-	return out
+	if len(out) == 0 {
+		return nil
+	}
+	return hedgeOrder(out, int(m.next.Add(1)%uint32(len(out))))
 }
 
-// hangs is 1 if the member has hedges waiting and answered none since
-// stale, 0 if not.
-func (c *memberConn) hangs(stale int64) int {
-	if c != nil && c.waiting.Load() > 0 && c.answered.Load() < stale {
-		return 1
+// hedgeOrder is the order to hedge to members in: in turn from first (a
+// point that moves on with each request), those that hung since they last
+// answered last.
+func hedgeOrder(members []hedgeTarget, first int) []hedgeTarget {
+	answering := make([]hedgeTarget, 0, len(members))
+	var hanging []hedgeTarget
+	for i := range members {
+		t := members[(first+i)%len(members)]
+		if t.m.hangs() {
+			hanging = append(hanging, t)
+		} else {
+			answering = append(answering, t)
+		}
 	}
-	return 0
+	return append(answering, hanging...)
+}
+
+// hangs reports whether a hedge to the member went unanswered since it
+// last answered one.
+func (c *memberConn) hangs() bool {
+	return c != nil && c.hung.Load() > c.answered.Load()
 }
 
 // syncEndpoints sets the client's endpoints to the members' client URLs,
@@ -216,16 +223,17 @@ func (s *Store) hedgedTxn(ctx context.Context, as hedging, cmps []clientv3.Cmp, 
 		}
 	}()
 	send := func(kv clientv3.KV, m *memberConn, release func()) {
-		if m != nil {
-			m.waiting.Add(1)
-		}
 		wg.Go(func() {
 			defer release()
+			sent := time.Now()
 			resp, err := kv.Txn(ctx).If(cmps...).Then(then...).Else(els...).Commit()
 			if m != nil {
-				m.waiting.Add(-1)
-				if ctx.Err() == nil {
-					m.answered.Store(time.Now().UnixNano())
+				now := time.Now()
+				switch {
+				case ctx.Err() == nil:
+					m.answered.Store(now.UnixNano())
+				case now.Sub(sent) >= s.hedgeAfter():
+					m.hung.Store(now.UnixNano())
 				}
 			}
 			answers <- answer{resp, err}

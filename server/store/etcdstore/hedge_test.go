@@ -46,11 +46,13 @@ func hedgedFindsOwnWrite(t *testing.T, updated bool) {
 	// The heartbeat write's first send commits at once and answers only
 	// when it is no longer waited for: once the hedge's answer was taken.
 	// Later writes (the timeout) go as they come.
+	committed := make(chan struct{}) // the first send's commit is in
 	slow := &gatedKV{KV: cli.KV, nested: true, gate: func(n int32, ctx context.Context, send sendTxn) (*clientv3.TxnResponse, error) {
 		resp, err := send(ctx)
 		if n > 1 {
 			return resp, err
 		}
+		close(committed)
 		if updated {
 			// Another node's update of the service's metadata.
 			if g, err := cli.Get(context.Background(), svcKey); err != nil || len(g.Kvs) != 1 {
@@ -63,7 +65,10 @@ func hedgedFindsOwnWrite(t *testing.T, updated bool) {
 		return resp, err
 	}}
 	var hedgeCommitted atomic.Bool
-	hedge := &gatedKV{KV: cli.KV, nested: true, gate: func(_ int32, ctx context.Context, send sendTxn) (*clientv3.TxnResponse, error) {
+	hedge := &gatedKV{KV: cli.KV, nested: true, gate: func(n int32, ctx context.Context, send sendTxn) (*clientv3.TxnResponse, error) {
+		if n == 1 {
+			<-committed
+		}
 		resp, err := send(ctx)
 		if err == nil && len(resp.Responses) == 1 && resp.Responses[0].GetResponseTxn().GetSucceeded() {
 			hedgeCommitted.Store(true)
@@ -225,6 +230,28 @@ func TestSyncEndpoints(t *testing.T) {
 	for i, h := range m {
 		if _, err := h.kv.Get(t.Context(), "k"); err != nil {
 			t.Errorf("member %d: %v", i, err)
+		}
+	}
+}
+
+// TestHedgeOrder: members in turn from the given one, those that hung
+// since they last answered last.
+func TestHedgeOrder(t *testing.T) {
+	t.Parallel()
+	ms := make([]hedgeTarget, 4)
+	for i := range ms {
+		ms[i] = hedgeTarget{m: &memberConn{}}
+	}
+	ms[1].m.hung.Store(2) // hung, never answered since
+	ms[3].m.answered.Store(1)
+	ms[3].m.hung.Store(2)
+	ms[2].m.hung.Store(1) // answered since it hung
+	ms[2].m.answered.Store(3)
+	got := hedgeOrder(ms, 2)
+	want := []hedgeTarget{ms[2], ms[0], ms[3], ms[1]}
+	for i := range want {
+		if got[i].m != want[i].m {
+			t.Fatalf("order from member 2: position %d is not member %d", i, []int{2, 0, 3, 1}[i])
 		}
 	}
 }
