@@ -70,9 +70,27 @@ type memberConn struct {
 	conn *grpc.ClientConn
 	kv   clientv3.KV
 	// answered is when the member last answered a hedge, and hung when a
-	// hedge to it last went unanswered for hedgeAfter or more (unix
-	// nanoseconds): one that hung since it last answered is tried last.
+	// hedge to it was last overtaken, a send made after it answered first
+	// (monoNow): one that hung since it last answered is tried last. A
+	// slow cluster (an election) overtakes no send with a later one.
 	answered, hung atomic.Int64
+}
+
+// monoStart anchors monoNow.
+var monoStart = time.Now()
+
+// monoNow is the monotonic time since the process started, which a step
+// of the wall clock leaves alone.
+func monoNow() int64 { return int64(time.Since(monoStart)) }
+
+// storeLater stores t in v unless v holds a later time.
+func storeLater(v *atomic.Int64, t int64) {
+	for {
+		cur := v.Load()
+		if cur >= t || v.CompareAndSwap(cur, t) {
+			return
+		}
+	}
 }
 
 // hedgeTarget is where a hedge goes: a member's connection, or (tests) a
@@ -211,6 +229,7 @@ func (s *Store) hedgedTxn(ctx context.Context, as hedging, cmps []clientv3.Cmp, 
 	type answer struct {
 		resp *clientv3.TxnResponse
 		err  error
+		sent int64 // monoNow
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -222,21 +241,22 @@ func (s *Store) hedgedTxn(ctx context.Context, as hedging, cmps []clientv3.Cmp, 
 		for range answers { // let every send end
 		}
 	}()
+	// won is when the send whose answer was taken was made (monoNow).
+	var won atomic.Int64
 	send := func(kv clientv3.KV, m *memberConn, release func()) {
+		sent := monoNow()
 		wg.Go(func() {
 			defer release()
-			sent := time.Now()
 			resp, err := kv.Txn(ctx).If(cmps...).Then(then...).Else(els...).Commit()
 			if m != nil {
-				now := time.Now()
 				switch {
-				case ctx.Err() == nil:
-					m.answered.Store(now.UnixNano())
-				case now.Sub(sent) >= s.hedgeAfter():
-					m.hung.Store(now.UnixNano())
+				case err == nil:
+					storeLater(&m.answered, monoNow())
+				case ctx.Err() != nil && won.Load() > sent:
+					storeLater(&m.hung, monoNow())
 				}
 			}
-			answers <- answer{resp, err}
+			answers <- answer{resp, err, sent}
 		})
 	}
 	send(s.cli.KV, nil, func() {})
@@ -255,6 +275,7 @@ func (s *Store) hedgedTxn(ctx context.Context, as hedging, cmps []clientv3.Cmp, 
 		case a := <-answers:
 			pending--
 			if a.err == nil {
+				won.Store(a.sent)
 				return a.resp, nil
 			}
 			last = a.err

@@ -52,7 +52,6 @@ func hedgedFindsOwnWrite(t *testing.T, updated bool) {
 		if n > 1 {
 			return resp, err
 		}
-		close(committed)
 		if updated {
 			// Another node's update of the service's metadata.
 			if g, err := cli.Get(context.Background(), svcKey); err != nil || len(g.Kvs) != 1 {
@@ -61,6 +60,7 @@ func hedgedFindsOwnWrite(t *testing.T, updated bool) {
 				t.Error(err)
 			}
 		}
+		close(committed)
 		<-ctx.Done()
 		return resp, err
 	}}
