@@ -49,9 +49,9 @@ func (s *Store) hedgeAfter() time.Duration {
 	return max(s.opts.RequestTimeout/10, 10*time.Millisecond)
 }
 
-// maxHedges bounds the hedged reads on their way at once, so that when every member is slow (an election, a slow disk)
-// hedging adds a bounded load. Heartbeat batches are bounded by the
-// committers already.
+// maxHedges bounds the hedged reads on their way at once, so that when
+// every member is slow (an election, a slow disk) hedging adds a bounded
+// load. Heartbeat batches are bounded by the committers already.
 const maxHedges = 32
 
 // memberConns are the store's connections to single members, for hedges,
