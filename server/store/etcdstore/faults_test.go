@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -277,6 +278,25 @@ func silentEtcdMember(t *testing.T, leaderSilent bool) {
 			}
 		})
 	}
+	// A configuration writer, one node after the other: a write the
+	// silent member holds would fail with 503 at the request timeout,
+	// were it not sent again to another member.
+	var writes, failedWrites atomic.Int64
+	wg.Go(func() {
+		for i := 0; ctx.Err() == nil; i++ {
+			actx, acancel := context.WithTimeout(ctx, 3*opts.RequestTimeout)
+			r, err := u.tryCtx(actx, n[i%2], "PUT", fmt.Sprintf("/configuration/key-%d", i%5), map[string]string{"value": strconv.Itoa(i)})
+			acancel()
+			if ctx.Err() != nil {
+				return
+			}
+			writes.Add(1)
+			if err != nil || r.code != http.StatusNoContent {
+				failedWrites.Add(1)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
 	time.Sleep(2 * time.Second)
 	silent := (leader(t, c) + 1) % len(c.Members)
 	if leaderSilent { // the others elect a new leader meanwhile
@@ -317,10 +337,14 @@ func silentEtcdMember(t *testing.T, leaderSilent bool) {
 	if f := failed.Load(); f > services/10 {
 		t.Errorf("%d heartbeat attempts failed or took more than %v (a write waiting on the silent member until the request timeout)", f, timeout/4)
 	}
+	if f := failedWrites.Load(); f > 0 {
+		t.Errorf("%d configuration writes of %d failed", f, writes.Load())
+	}
 	if hedges == 0 {
 		t.Error("no request was sent again to another member: none waited on the silent one?")
 	}
-	t.Logf("heartbeat attempts that failed (then tried at the other node): %d; hedged requests: %v", failed.Load(), hedges)
+	t.Logf("heartbeat attempts that failed (then tried at the other node): %d; configuration writes that failed: %d of %d; hedged requests: %v",
+		failed.Load(), failedWrites.Load(), writes.Load(), hedges)
 }
 
 // The etcd client gives up on a member that stopped answering without

@@ -17,10 +17,11 @@ import (
 // powered off, a partition that drops packets, a stalled VM) holds every
 // request the etcd client sends it, about one in as many as there are
 // members, until the client gives up on the connection (13 s, client.go).
-// Heartbeat writes and reads cannot wait that long: a service whose
-// timeout is a few seconds would time out meanwhile. So they are hedged:
-// one that has no answer within hedgeAfter goes again, on a connection of
-// its own, to one member after another, and the first answer is taken.
+// Heartbeats, reads and writes cannot wait that long: a service whose
+// timeout is a few seconds would time out meanwhile, and a client's
+// request would fail. So they are hedged: one that has no answer within
+// hedgeAfter goes again, on a connection of its own, to one member after
+// another, and the first answer is taken.
 //
 // A read may be answered by any member. A heartbeat batch is a list of
 // writes each conditioned on its keys' revisions, so at most one of its
@@ -28,10 +29,13 @@ import (
 // another send of it committed first is recognised by its value, which
 // names this node as holder and holds a token minted for it
 // (commitHeartbeat), and a send that commits after another was answered
-// commits nothing. Other writes are not hedged: a write sent twice must be
-// told from another node's with certainty, and an API write's first event
-// id is not unique across nodes (two nodes whose clocks are behind the
-// account's head both take the next id).
+// commits nothing. A write through Store.write that appends events is
+// conditioned on the account's revision and moves it, so the same holds;
+// the account's value at its first event's revision, which holds a nonce
+// of the write, tells whether one of its sends committed (committedAs:
+// the event alone does not, as two nodes whose clocks are behind the
+// account's head give their events the same id). Other writes are not
+// hedged.
 
 // hedging says whether a transaction is hedged, and as what.
 type hedging int
@@ -49,9 +53,10 @@ func (s *Store) hedgeAfter() time.Duration {
 	return max(s.opts.RequestTimeout/10, 10*time.Millisecond)
 }
 
-// maxHedges bounds the hedged reads on their way at once, so that when
-// every member is slow (an election, a slow disk) hedging adds a bounded
-// load. Heartbeat batches are bounded by the committers already.
+// maxHedges bounds the hedged reads and API writes on their way at once,
+// so that when every member is slow (an election, a slow disk) hedging
+// adds a bounded load. Heartbeat batches are bounded by the committers
+// already.
 const maxHedges = 32
 
 // memberConns are the store's connections to single members, for hedges,

@@ -2,6 +2,7 @@ package etcdstore
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"sync/atomic"
 	"testing"
@@ -253,5 +254,86 @@ func TestHedgeOrder(t *testing.T) {
 		if got[i].m != want[i].m {
 			t.Fatalf("order from member 2: position %d is not member %d", i, []int{2, 0, 3, 1}[i])
 		}
+	}
+}
+
+// TestHedgedWriteFindsItsOwnCommit: a create's first send commits but
+// answers late; the hedge finds the account moved on (by the create) and
+// answers first. The create must succeed, with a token that works, not
+// fail as a service that exists already.
+func TestHedgedWriteFindsItsOwnCommit(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.Start(t, etcdtest.Options{})
+	cli := etcdtest.Client(t, c.Endpoints()...)
+	ctx := t.Context()
+	committed := make(chan struct{}) // the first send's commit is in
+	slow := &gatedKV{KV: cli.KV, gate: func(n int32, ctx context.Context, send sendTxn) (*clientv3.TxnResponse, error) {
+		resp, err := send(ctx)
+		if n == 1 {
+			close(committed)
+			<-ctx.Done()
+		}
+		return resp, err
+	}}
+	var hedgeCommitted atomic.Bool
+	hedge := &gatedKV{KV: cli.KV, gate: func(n int32, ctx context.Context, send sendTxn) (*clientv3.TxnResponse, error) {
+		if n == 1 {
+			<-committed
+		}
+		resp, err := send(ctx)
+		hedgeCommitted.Store(err == nil && resp.Succeeded)
+		return resp, err
+	}}
+	s, err := Open(ctx, swapped(cli, slow, nil), Options{Prefix: "/hedged-write/", RequestTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	s.hedgeTo.Store(&[]clientv3.KV{hedge})
+	go s.Run(ctx)
+	if _, err := s.CreateService(ctx, "t", store.NewService{ID: "other", HeartbeatTimeout: 10}); err != nil {
+		t.Fatal(err) // the tenant's account exists
+	}
+	key := s.k.service("t", "s")
+	slow.key.Store(&key)
+	hedge.key.Store(&key)
+	tok, err := s.CreateService(ctx, "t", store.NewService{ID: "s", HeartbeatTimeout: 10})
+	if err != nil {
+		t.Fatalf("a create whose hedge found it committed failed: %v", err)
+	}
+	if n, h := slow.n.Load(), hedge.n.Load(); n != 1 || h != 1 || hedgeCommitted.Load() {
+		t.Fatalf("sends of the create: %d through the client, %d hedged (which committed: %v); want 1 and 1, the hedge finding the first's commit", n, h, hedgeCommitted.Load())
+	}
+	if _, err := s.Heartbeat(ctx, "t", "s", tok); err != nil {
+		t.Errorf("the create's token: %v", err)
+	}
+	page, err := s.Events(ctx, "t", store.EventQuery{Limit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Values) != 2 {
+		t.Errorf("%d events, want 2 (two creates)", len(page.Values))
+	}
+}
+
+// TestAccountNonce: two encodings of one account differ (each write's is
+// its own), and each decodes as the account.
+func TestAccountNonce(t *testing.T) {
+	t.Parallel()
+	acct := store.AccountRecord{CreatedAt: 1, Services: 2}
+	a, err := withNonce(acct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := withNonce(acct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(a) == string(b) {
+		t.Errorf("two writes of an account encode alike: %s", a)
+	}
+	var got store.AccountRecord
+	if err := json.Unmarshal(a, &got); err != nil || got != acct {
+		t.Errorf("%s decodes as %+v (%v), want %+v", a, got, err, acct)
 	}
 }

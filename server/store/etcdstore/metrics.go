@@ -64,7 +64,7 @@ func newMetrics(r prometheus.Registerer, hasPeer func() bool) metrics {
 		}),
 		hedges: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "svcreg_store_etcd_hedges_total",
-			Help: "Reads and heartbeat writes sent again, to another etcd member, because the first send had no answer within a tenth of the request timeout (a member that stopped answering, an election, a slow disk).",
+			Help: "Reads, heartbeat batches and API writes sent again, to another etcd member, because the first send had no answer within a tenth of the request timeout (a member that stopped answering, an election, a slow disk).",
 		}),
 		copyBatch: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "svcreg_store_heartbeat_copy_batch_size",

@@ -17,6 +17,7 @@
 package etcdstore
 
 import (
+	"bytes"
 	"context"
 	"crypto/cipher"
 	"crypto/hmac"
@@ -825,29 +826,89 @@ func (s *Store) write(ctx context.Context, t *tenant, what string, reads []strin
 			return 0, nil
 		}
 		acctChanged := len(w.events) > 0 || w.acctDirty
+		var rawAcct []byte
 		if acctChanged {
-			raw, err := json.Marshal(w.acct)
-			if err != nil {
+			// The nonce makes this attempt's account value its own.
+			if rawAcct, err = withNonce(w.acct); err != nil {
 				return 0, err
 			}
-			w.ops = append(w.ops, clientv3.OpPut(acctKey, string(raw)))
+			w.ops = append(w.ops, clientv3.OpPut(acctKey, string(rawAcct)))
 		}
 		cmps := append([]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(acctKey), "=", akv.ModRevision)}, w.cmps...)
+		// A write with events moves the account, so at most one of its
+		// sends commits: it may be hedged (hedge.go).
+		as := notHedged
+		if len(w.events) > 0 {
+			as = hedged
+		}
 		start := time.Now()
-		cresp, err := s.txn(ctx, what, cmps, w.ops, nil)
+		cresp, err := s.txnWithin(ctx, s.opts.RequestTimeout, as, what, cmps, w.ops, nil)
 		if err != nil {
 			return 0, err
 		}
+		rev := cresp.Header.Revision
 		if !cresp.Succeeded {
-			continue
+			if as == notHedged {
+				continue
+			}
+			// Another node's write, or this one's other send.
+			mine, err := s.committedAs(ctx, what, s.k.event(t.id, w.events[0].ID), acctKey, rawAcct)
+			if err != nil {
+				return 0, err
+			}
+			if mine == 0 {
+				continue
+			}
+			rev = mine
 		}
 		s.metrics.Committed(time.Since(start).Seconds(), w.events)
 		if len(w.events) > 0 {
 			t.appended.Store(true)
 		}
 		if acctChanged {
-			t.observe(w.acct, cresp.Header.Revision)
+			t.observe(w.acct, rev)
 		}
-		return cresp.Header.Revision, nil
+		return rev, nil
 	}
+}
+
+// withNonce encodes an account as Store.write writes it: with a nonce of
+// the attempt ("write"), which no other write's value has; decoding an
+// account ignores it.
+func withNonce(acct store.AccountRecord) ([]byte, error) {
+	raw, err := json.Marshal(acct)
+	if err != nil {
+		return nil, err
+	}
+	if len(raw) < 2 || raw[len(raw)-1] != '}' {
+		return nil, fmt.Errorf("account encoded as %q", raw)
+	}
+	sep := ","
+	if len(raw) == 2 {
+		sep = ""
+	}
+	return fmt.Appendf(raw[:len(raw)-1], `%s"write":%d}`, sep, mrand.Uint64()), nil
+}
+
+// committedAs returns the revision at which a write that put eventKey and
+// rawAcct at acctKey committed, or 0 if it did not (yet): the event's key
+// may be another node's, whose events got the same id, but the account's
+// value at the event's revision is this write's only if it committed it.
+func (s *Store) committedAs(ctx context.Context, what, eventKey, acctKey string, rawAcct []byte) (int64, error) {
+	r, err := s.read(ctx, what, clientv3.OpGet(eventKey, clientv3.WithKeysOnly()))
+	if err != nil {
+		return 0, err
+	}
+	ev := first(r.Responses[0])
+	if ev == nil {
+		return 0, nil
+	}
+	r, err = s.read(ctx, what, clientv3.OpGet(acctKey, clientv3.WithRev(ev.ModRevision)))
+	if err != nil {
+		return 0, err
+	}
+	if a := first(r.Responses[0]); a != nil && a.ModRevision == ev.ModRevision && bytes.Equal(a.Value, rawAcct) {
+		return ev.ModRevision, nil
+	}
+	return 0, nil
 }
