@@ -904,6 +904,11 @@ func (s *Store) committedAs(ctx context.Context, what, eventKey, acctKey string,
 		return 0, nil
 	}
 	r, err = s.read(ctx, what, clientv3.OpGet(acctKey, clientv3.WithRev(ev.ModRevision)))
+	if errors.Is(err, errCompacted) {
+		// Compacted at once: whether this write committed is not known,
+		// as when its answer is lost.
+		return 0, fmt.Errorf("%w: %w", store.ErrUnavailable, err)
+	}
 	if err != nil {
 		return 0, err
 	}
