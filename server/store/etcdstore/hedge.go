@@ -34,8 +34,8 @@ import (
 // the account's value at its first event's revision, which holds a nonce
 // of the write, tells whether one of its sends committed (committedAs:
 // the event alone does not, as two nodes whose clocks are behind the
-// account's head give their events the same id). Other writes are not
-// hedged.
+// account's head give their events the same id). Writes that append no
+// event are not hedged.
 
 // hedging says whether a transaction is hedged, and as what.
 type hedging int
@@ -275,6 +275,7 @@ func (s *Store) hedgedTxn(ctx context.Context, as hedging, cmps []clientv3.Cmp, 
 		slots = s.hedgeSlots()
 	}
 	var last error
+	refused := false // by etcd: no more sends
 	for {
 		select {
 		case a := <-answers:
@@ -284,11 +285,22 @@ func (s *Store) hedgedTxn(ctx context.Context, as hedging, cmps []clientv3.Cmp, 
 				return a.resp, nil
 			}
 			last = a.err
-			if ctx.Err() != nil || !retryable(a.err) {
+			switch {
+			case ctx.Err() != nil:
 				return nil, a.err
+			case !retryable(a.err):
+				// Final once no send is left: one on its way may have
+				// committed (a member falling behind refuses at once
+				// while the first send's answer is late).
+				refused = true
+				hedge.Stop()
+			default:
+				hedge.Reset(0) // a send that failed at once: the next now
 			}
-			hedge.Reset(0) // a send that failed at once: the next now
 		case <-hedge.C:
+			if refused {
+				break
+			}
 			if !loaded {
 				members, loaded = s.members(), true
 			}
@@ -314,7 +326,7 @@ func (s *Store) hedgedTxn(ctx context.Context, as hedging, cmps []clientv3.Cmp, 
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
-		if pending == 0 && loaded && tried == len(members) {
+		if pending == 0 && (refused || loaded && tried == len(members)) {
 			return nil, last
 		}
 	}

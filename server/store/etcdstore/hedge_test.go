@@ -130,10 +130,11 @@ func hedgedFindsOwnWrite(t *testing.T, updated bool) {
 }
 
 // standIn is a KV whose transactions succeed, fail with err, or (hang)
-// wait until their context ends.
+// wait until their context ends, after delay.
 type standIn struct {
 	clientv3.KV
 	hang  bool
+	delay time.Duration // before it answers
 	err   error
 	sends atomic.Int32
 }
@@ -151,6 +152,11 @@ func (t *standInTxn) Then(...clientv3.Op) clientv3.Txn { return t }
 func (t *standInTxn) Else(...clientv3.Op) clientv3.Txn { return t }
 func (t *standInTxn) Commit() (*clientv3.TxnResponse, error) {
 	t.k.sends.Add(1)
+	select {
+	case <-time.After(t.k.delay):
+	case <-t.ctx.Done():
+		return nil, t.ctx.Err()
+	}
 	if t.k.hang {
 		<-t.ctx.Done()
 		return nil, t.ctx.Err()
@@ -163,8 +169,9 @@ func (t *standInTxn) Commit() (*clientv3.TxnResponse, error) {
 
 // TestHedgedTxn: a send that hangs is sent again to each member in turn
 // until one answers; sends that fail at once are sent on at once, and the
-// last error is the answer once every member had one; a store whose client
-// knows one member sends nothing more.
+// last error is the answer once every member had one; a refusal sends
+// nothing more, but a send on its way may still answer; a store whose
+// client knows one member sends nothing more.
 func TestHedgedTxn(t *testing.T) {
 	t.Parallel()
 	unavailable := status.Error(codes.Unavailable, "etcdserver: no leader")
@@ -178,6 +185,8 @@ func TestHedgedTxn(t *testing.T) {
 		{"first hangs, then a member", &standIn{hang: true}, []*standIn{{hang: true}, {}, {}}, true, 3},
 		{"all fail at once", &standIn{err: unavailable}, []*standIn{{err: unavailable}, {err: unavailable}}, false, 3},
 		{"refused, not sent again", &standIn{err: status.Error(codes.InvalidArgument, "bad")}, []*standIn{{}}, false, 1},
+		// The first send's answer comes after the hedge's refusal.
+		{"refused while another is on its way", &standIn{delay: 300 * time.Millisecond}, []*standIn{{err: status.Error(codes.ResourceExhausted, "etcdserver: too many requests")}, {}}, true, 2},
 		{"one member", &standIn{hang: true}, nil, false, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -887,7 +887,7 @@ func withNonce(acct store.AccountRecord) ([]byte, error) {
 	if len(raw) == 2 {
 		sep = ""
 	}
-	return fmt.Appendf(raw[:len(raw)-1], `%s"write":%d}`, sep, mrand.Uint64()), nil
+	return fmt.Appendf(raw[:len(raw)-1], `%s"write":"%016x"}`, sep, mrand.Uint64()), nil
 }
 
 // committedAs returns the revision at which a write that put eventKey and
