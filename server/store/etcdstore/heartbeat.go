@@ -901,6 +901,10 @@ func (s *Store) commitHeartbeat(tenantID, id string, e *hbEntry, next hbRecord) 
 	// A committer took the request and always answers it, within the
 	// request timeout.
 	res := <-req.done
+	// A write whose condition failed may have found itself: the batch was
+	// sent twice (hedged) and the other send committed it first. Its
+	// value holds a token minted for it.
+	own := res.hb != nil && bytes.Equal(res.hb.Value, raw)
 	switch {
 	case res.err != nil:
 		// The batch may or may not have committed; read again next time.
@@ -919,7 +923,7 @@ func (s *Store) commitHeartbeat(tenantID, id string, e *hbEntry, next hbRecord) 
 			"deadline", time.Unix(0, next.Deadline).UTC(), "held", alive, "err", res.err)
 		e.failedWrite()
 		return false, res.err
-	case res.ok || ownWrite(res, e.svcRev, raw):
+	case res.ok || own && res.svc != nil && res.svc.ModRevision == e.svcRev:
 		// The write was conditional on the keys being as this node last
 		// saw them: its memory is etcd's now (verify no longer needed).
 		rev := res.rev
@@ -933,23 +937,15 @@ func (s *Store) commitHeartbeat(tenantID, id string, e *hbEntry, next hbRecord) 
 		s.copyHeld(e)
 		return true, nil
 	default:
-		if alive && res.hb != nil && bytes.Equal(res.hb.Value, raw) {
-			// This write landed (another send of the batch committed
-			// it), but the service changed since (an update that needs
-			// no hand-over): load takes the service back exactly.
+		if own && alive {
+			// This write landed, but the service changed since (an
+			// update that needs no hand-over): load takes the service
+			// back exactly.
 			e.setLost(&lostCommit{stored: stored, mem: next})
 		}
 		e.setMem(e.mem, false)
 		return false, s.load(e, res.svc, res.hb)
 	}
-}
-
-// ownWrite reports whether a heartbeat write whose condition failed found
-// itself: the heartbeat key holds raw (which has a token minted for it),
-// and the service key is as the write expected. So it is when the batch
-// was sent twice (hedged) and the other send committed first.
-func ownWrite(res hbResult, svcRev int64, raw []byte) bool {
-	return res.svc != nil && res.hb != nil && res.svc.ModRevision == svcRev && bytes.Equal(res.hb.Value, raw)
 }
 
 // commitHeartbeats gathers the queued heartbeats into batches and hands
