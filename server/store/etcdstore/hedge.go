@@ -68,7 +68,9 @@ type memberConns struct {
 	conns  map[string]*memberConn
 	closed bool
 	next   atomic.Uint32
-	slots  chan struct{}
+	// slots bound the hedges of reads and API writes (maxHedges); made
+	// by Open.
+	slots chan struct{}
 }
 
 type memberConn struct {
@@ -229,28 +231,29 @@ func (s *Store) closeMembers() {
 // hedgedTxn sends a transaction through the client and, while it has no
 // answer, again every hedgeAfter to the next member, each at most once;
 // it returns the first answer, or the last error once every send failed or
-// ctx ended. The sends still on their way are cancelled.
-func (s *Store) hedgedTxn(ctx context.Context, as hedging, cmps []clientv3.Cmp, then, els []clientv3.Op) (*clientv3.TxnResponse, error) {
+// ctx ended, and how many sends it made. The sends still on their way are
+// cancelled, and it returns once they ended.
+func (s *Store) hedgedTxn(ctx context.Context, as hedging, cmps []clientv3.Cmp, then, els []clientv3.Op) (*clientv3.TxnResponse, int, error) {
 	type answer struct {
 		resp *clientv3.TxnResponse
 		err  error
 		sent int64 // monoNow
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	answers := make(chan answer, 1)
-	var wg sync.WaitGroup
+	answers := make(chan answer)
+	pending := 0 // sends whose answer was not taken
 	defer func() {
 		cancel()
-		go func() { wg.Wait(); close(answers) }()
-		for range answers { // let every send end
+		for ; pending > 0; pending-- {
+			<-answers
 		}
 	}()
 	// won is when the send whose answer was taken was made (monoNow).
 	var won atomic.Int64
 	send := func(kv clientv3.KV, m *memberConn, release func()) {
+		pending++
 		sent := monoNow()
-		wg.Go(func() {
+		go func() {
 			defer release()
 			resp, err := kv.Txn(ctx).If(cmps...).Then(then...).Else(els...).Commit()
 			if m != nil {
@@ -262,17 +265,16 @@ func (s *Store) hedgedTxn(ctx context.Context, as hedging, cmps []clientv3.Cmp, 
 				}
 			}
 			answers <- answer{resp, err, sent}
-		})
+		}()
 	}
 	send(s.cli.KV, nil, func() {})
-	pending := 1
 	var members []hedgeTarget // loaded at the first hedge
 	loaded, tried := false, 0
 	hedge := time.NewTimer(s.hedgeAfter())
 	defer hedge.Stop()
-	var slots chan struct{}
+	var slots chan struct{} // nil: not bounded
 	if as == hedged {
-		slots = s.hedgeSlots()
+		slots = s.memberConns.slots
 	}
 	var last error
 	refused := false // by etcd: no more sends
@@ -282,12 +284,12 @@ func (s *Store) hedgedTxn(ctx context.Context, as hedging, cmps []clientv3.Cmp, 
 			pending--
 			if a.err == nil {
 				won.Store(a.sent)
-				return a.resp, nil
+				return a.resp, 1 + tried, nil
 			}
 			last = a.err
 			switch {
 			case ctx.Err() != nil:
-				return nil, a.err
+				return nil, 1 + tried, a.err
 			case !retryable(a.err):
 				// Final once no send is left: one on its way may have
 				// committed (a member falling behind refuses at once
@@ -319,27 +321,16 @@ func (s *Store) hedgedTxn(ctx context.Context, as hedging, cmps []clientv3.Cmp, 
 			}
 			target := members[tried]
 			tried++
-			pending++
 			s.metrics.hedges.Inc()
 			send(target.kv, target.m, release)
 			hedge.Reset(s.hedgeAfter())
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, 1 + tried, ctx.Err()
 		}
 		if pending == 0 && (refused || loaded && tried == len(members)) {
-			return nil, last
+			return nil, 1 + tried, last
 		}
 	}
-}
-
-func (s *Store) hedgeSlots() chan struct{} {
-	m := &s.memberConns
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.slots == nil {
-		m.slots = make(chan struct{}, maxHedges)
-	}
-	return m.slots
 }
 
 // retryable reports whether a send that failed with err may get an

@@ -44,47 +44,20 @@ func hedgedFindsOwnWrite(t *testing.T, updated bool) {
 	cli := etcdtest.Client(t, c.Endpoints()...)
 	ctx := t.Context()
 	svcKey := "" // set once the service exists
-	// The heartbeat write's first send commits at once and answers only
-	// when it is no longer waited for: once the hedge's answer was taken.
-	// Later writes (the timeout) go as they come.
-	committed := make(chan struct{}) // the first send's commit is in
-	slow := &gatedKV{KV: cli.KV, nested: true, gate: func(n int32, ctx context.Context, send sendTxn) (*clientv3.TxnResponse, error) {
-		resp, err := send(ctx)
-		if n > 1 {
-			return resp, err
-		}
-		if updated {
-			// Another node's update of the service's metadata.
+	var between func()
+	if updated {
+		between = func() { // another node's update of the service's metadata
 			if g, err := cli.Get(context.Background(), svcKey); err != nil || len(g.Kvs) != 1 {
 				t.Errorf("read the service key: %v", err)
 			} else if _, err := cli.Put(context.Background(), svcKey, string(g.Kvs[0].Value)); err != nil {
 				t.Error(err)
 			}
 		}
-		close(committed)
-		<-ctx.Done()
-		return resp, err
-	}}
-	var hedgeCommitted atomic.Bool
-	hedge := &gatedKV{KV: cli.KV, nested: true, gate: func(n int32, ctx context.Context, send sendTxn) (*clientv3.TxnResponse, error) {
-		if n == 1 {
-			<-committed
-		}
-		resp, err := send(ctx)
-		if err == nil && len(resp.Responses) == 1 && resp.Responses[0].GetResponseTxn().GetSucceeded() {
-			hedgeCommitted.Store(true)
-		}
-		return resp, err
-	}}
+	}
+	w := newTwinSends(cli.KV, true, between)
 	opts := Options{Prefix: "/hedged-own-write/", ReapInterval: 100 * time.Millisecond, NodeTTL: 2 * time.Second, RequestTimeout: 2 * time.Second}
 	opts.HeartbeatSlack = MinHeartbeatSlack(opts)
-	s, err := Open(ctx, swapped(cli, slow, nil), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	s.hedgeTo.Store(&[]clientv3.KV{hedge})
-	go s.Run(ctx)
+	s := w.open(t, cli, opts)
 	const timeout = 3 * time.Second
 	tok, err := s.CreateService(ctx, "t", store.NewService{ID: "s", HeartbeatTimeout: int(timeout / time.Second)})
 	if err != nil {
@@ -96,17 +69,12 @@ func hedgedFindsOwnWrite(t *testing.T, updated bool) {
 	if tok, err = s.Heartbeat(ctx, "t", "s", tok); err != nil {
 		t.Fatal(err)
 	}
-	key := s.k.heartbeat("t", "s")
-	slow.key.Store(&key)
-	hedge.key.Store(&key)
+	w.gate(s.k.heartbeat("t", "s"))
 	sent := time.Now()
 	if _, err := s.Heartbeat(ctx, "t", "s", tok); err != nil {
 		t.Fatal(err)
 	}
-	if n, h := slow.n.Load(), hedge.n.Load(); n != 1 || h != 1 || hedgeCommitted.Load() {
-		t.Fatalf("sends of the heartbeat write: %d through the client, %d hedged (which committed: %v); want 1 and 1, the hedge finding the first's write",
-			n, h, hedgeCommitted.Load())
-	}
+	w.check(t, "the heartbeat write")
 	if s.hb.held("t", "s") == nil {
 		t.Error("the node does not hold the service it wrote the heartbeat of")
 	}
@@ -126,6 +94,79 @@ func hedgedFindsOwnWrite(t *testing.T, updated bool) {
 			t.Fatalf("the service is still there %v past its deadline: the node does not hold it", time.Since(deadline).Round(time.Millisecond))
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// twinSends are the two sends of one write, each through a gatedKV over
+// kv (nested as gatedKV's) once gate sets the key it writes: the first
+// commits at once, calls between (if not nil), and answers only when it
+// is no longer waited for, once the hedge's answer was taken; the hedge
+// goes once the first committed, so it finds the keys changed. Later
+// writes of the key go as they come.
+type twinSends struct {
+	slow, hedge    *gatedKV
+	hedgeCommitted atomic.Bool
+}
+
+func newTwinSends(kv clientv3.KV, nested bool, between func()) *twinSends {
+	w := &twinSends{}
+	committed := make(chan struct{}) // the first send's commit is in
+	w.slow = &gatedKV{KV: kv, nested: nested, gate: func(n int32, ctx context.Context, send sendTxn) (*clientv3.TxnResponse, error) {
+		resp, err := send(ctx)
+		if n > 1 {
+			return resp, err
+		}
+		if between != nil {
+			between()
+		}
+		close(committed)
+		<-ctx.Done()
+		return resp, err
+	}}
+	w.hedge = &gatedKV{KV: kv, nested: nested, gate: func(n int32, ctx context.Context, send sendTxn) (*clientv3.TxnResponse, error) {
+		if n == 1 {
+			<-committed
+		}
+		resp, err := send(ctx)
+		if err == nil {
+			ok := resp.Succeeded
+			if nested { // a heartbeat batch of one
+				ok = len(resp.Responses) == 1 && resp.Responses[0].GetResponseTxn().GetSucceeded()
+			}
+			w.hedgeCommitted.Store(ok)
+		}
+		return resp, err
+	}}
+	return w
+}
+
+// open opens and runs a store with opts whose transactions go through
+// the first send's gate and whose hedges through the hedge's.
+func (w *twinSends) open(t *testing.T, cli *clientv3.Client, opts Options) *Store {
+	t.Helper()
+	s, err := Open(t.Context(), swapped(cli, w.slow, nil), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	s.hedgeTo.Store(&[]clientv3.KV{w.hedge})
+	go s.Run(t.Context())
+	return s
+}
+
+// gate makes the next write of key go through the two sends.
+func (w *twinSends) gate(key string) {
+	w.slow.key.Store(&key)
+	w.hedge.key.Store(&key)
+}
+
+// check fails the test unless what was sent once through the client and
+// once hedged, the hedge finding the first's commit.
+func (w *twinSends) check(t *testing.T, what string) {
+	t.Helper()
+	if n, h := w.slow.n.Load(), w.hedge.n.Load(); n != 1 || h != 1 || w.hedgeCommitted.Load() {
+		t.Fatalf("sends of %s: %d through the client, %d hedged (which committed: %v); want 1 and 1, the hedge finding the first's commit",
+			what, n, h, w.hedgeCommitted.Load())
 	}
 }
 
@@ -201,13 +242,13 @@ func TestHedgedTxn(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(t.Context(), s.opts.RequestTimeout)
 			defer cancel()
-			_, err := s.hedgedTxn(ctx, hedgedBatch, nil, nil, nil)
+			_, made, err := s.hedgedTxn(ctx, hedgedBatch, nil, nil, nil)
 			sends := int(tc.first.sends.Load())
 			for _, m := range tc.members {
 				sends += int(m.sends.Load())
 			}
-			if (err == nil) != tc.answered || sends != tc.sends {
-				t.Errorf("answered: %v (%v), sends %d; want answered %v, %d sends", err == nil, err, sends, tc.answered, tc.sends)
+			if (err == nil) != tc.answered || sends != tc.sends || made != sends {
+				t.Errorf("answered: %v (%v), sends %d (%d reported); want answered %v, %d sends", err == nil, err, sends, made, tc.answered, tc.sends)
 			}
 		})
 	}
@@ -275,44 +316,17 @@ func TestHedgedWriteFindsItsOwnCommit(t *testing.T) {
 	c := etcdtest.Start(t, etcdtest.Options{})
 	cli := etcdtest.Client(t, c.Endpoints()...)
 	ctx := t.Context()
-	committed := make(chan struct{}) // the first send's commit is in
-	slow := &gatedKV{KV: cli.KV, gate: func(n int32, ctx context.Context, send sendTxn) (*clientv3.TxnResponse, error) {
-		resp, err := send(ctx)
-		if n == 1 {
-			close(committed)
-			<-ctx.Done()
-		}
-		return resp, err
-	}}
-	var hedgeCommitted atomic.Bool
-	hedge := &gatedKV{KV: cli.KV, gate: func(n int32, ctx context.Context, send sendTxn) (*clientv3.TxnResponse, error) {
-		if n == 1 {
-			<-committed
-		}
-		resp, err := send(ctx)
-		hedgeCommitted.Store(err == nil && resp.Succeeded)
-		return resp, err
-	}}
-	s, err := Open(ctx, swapped(cli, slow, nil), Options{Prefix: "/hedged-write/", RequestTimeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	s.hedgeTo.Store(&[]clientv3.KV{hedge})
-	go s.Run(ctx)
+	w := newTwinSends(cli.KV, false, nil)
+	s := w.open(t, cli, Options{Prefix: "/hedged-write/", RequestTimeout: 2 * time.Second})
 	if _, err := s.CreateService(ctx, "t", store.NewService{ID: "other", HeartbeatTimeout: 10}); err != nil {
 		t.Fatal(err) // the tenant's account exists
 	}
-	key := s.k.service("t", "s")
-	slow.key.Store(&key)
-	hedge.key.Store(&key)
+	w.gate(s.k.service("t", "s"))
 	tok, err := s.CreateService(ctx, "t", store.NewService{ID: "s", HeartbeatTimeout: 10})
 	if err != nil {
 		t.Fatalf("a create whose hedge found it committed failed: %v", err)
 	}
-	if n, h := slow.n.Load(), hedge.n.Load(); n != 1 || h != 1 || hedgeCommitted.Load() {
-		t.Fatalf("sends of the create: %d through the client, %d hedged (which committed: %v); want 1 and 1, the hedge finding the first's commit", n, h, hedgeCommitted.Load())
-	}
+	w.check(t, "the create")
 	if _, err := s.Heartbeat(ctx, "t", "s", tok); err != nil {
 		t.Errorf("the create's token: %v", err)
 	}
@@ -344,5 +358,47 @@ func TestAccountNonce(t *testing.T) {
 	var got store.AccountRecord
 	if err := json.Unmarshal(a, &got); err != nil || got != acct {
 		t.Errorf("%s decodes as %+v (%v), want %+v", a, got, err, acct)
+	}
+}
+
+// TestCommittedAs: a write whose condition failed finds its own commit
+// only by the account's value at its first event's revision, not by the
+// event's key, which another node's write may have taken (both nodes'
+// clocks behind the account's head give the same next id).
+func TestCommittedAs(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.Start(t, etcdtest.Options{})
+	cli := etcdtest.Client(t, c.Endpoints()...)
+	ctx := t.Context()
+	s, err := Open(ctx, cli, Options{Prefix: "/committed-as/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	acct := store.AccountRecord{CreatedAt: 1}
+	mine, err := withNonce(acct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	theirs, err := withNonce(acct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acctKey, eventKey := s.k.account("t"), s.k.event("t", store.NextEventID(acct.Head, time.Now(), 1))
+	if rev, err := s.committedAs(ctx, "test", eventKey, acctKey, mine); err != nil || rev != 0 {
+		t.Errorf("no write committed: %d, %v; want 0", rev, err)
+	}
+	resp, err := cli.Txn(ctx).Then(clientv3.OpPut(eventKey, "e"), clientv3.OpPut(acctKey, string(theirs))).Commit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(ctx, acctKey, string(mine)); err != nil { // a later write: the account moved on
+		t.Fatal(err)
+	}
+	if rev, err := s.committedAs(ctx, "test", eventKey, acctKey, mine); err != nil || rev != 0 {
+		t.Errorf("another node's write with the same event: %d, %v; want 0", rev, err)
+	}
+	if rev, err := s.committedAs(ctx, "test", eventKey, acctKey, theirs); err != nil || rev != resp.Header.Revision {
+		t.Errorf("its own write: %d, %v; want %d", rev, err, resp.Header.Revision)
 	}
 }

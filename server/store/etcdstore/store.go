@@ -320,6 +320,7 @@ func Open(ctx context.Context, cli *clientv3.Client, opts Options) (*Store, erro
 		tenants: map[string]*tenant{},
 		nodeID:  hex.EncodeToString(id[:]),
 	}
+	s.memberConns.slots = make(chan struct{}, maxHedges)
 	s.metrics = newMetrics(opts.Registerer, s.hasPeer)
 	s.hb.init()
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -489,27 +490,34 @@ func (s *Store) txn(ctx context.Context, what string, cmps []clientv3.Cmp, then,
 // timeout is unavailability (ErrUnavailable), as for RequestTimeout; only
 // ctx's own end is the caller's.
 func (s *Store) txnWithin(ctx context.Context, timeout time.Duration, as hedging, what string, cmps []clientv3.Cmp, then, els []clientv3.Op) (*clientv3.TxnResponse, error) {
+	resp, _, err := s.txnSends(ctx, timeout, as, what, cmps, then, els)
+	return resp, err
+}
+
+// txnSends is txnWithin, and how many times it sent the transaction
+// (more than once only if hedged).
+func (s *Store) txnSends(ctx context.Context, timeout time.Duration, as hedging, what string, cmps []clientv3.Cmp, then, els []clientv3.Op) (*clientv3.TxnResponse, int, error) {
 	if l := s.late.Load(); l != nil && l.what == what && s.late.CompareAndSwap(l, nil) {
 		txn := s.cli.Txn(s.ctx).If(cmps...).Then(then...).Else(els...)
 		l.commit <- func() (bool, error) {
 			resp, err := txn.Commit()
 			return err == nil && resp.Succeeded, err
 		}
-		return nil, s.fail(ctx, what, context.DeadlineExceeded)
+		return nil, 1, s.fail(ctx, what, context.DeadlineExceeded)
 	}
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var resp *clientv3.TxnResponse
-	var err error
+	sends, err := 1, error(nil)
 	if as != notHedged {
-		resp, err = s.hedgedTxn(cctx, as, cmps, then, els)
+		resp, sends, err = s.hedgedTxn(cctx, as, cmps, then, els)
 	} else {
 		resp, err = s.cli.Txn(cctx).If(cmps...).Then(then...).Else(els...).Commit()
 	}
 	if err != nil {
-		return nil, s.fail(ctx, what, err)
+		return nil, sends, s.fail(ctx, what, err)
 	}
-	return resp, nil
+	return resp, sends, nil
 }
 
 // lateWrite is a write held back by a test (Store.late).
@@ -842,14 +850,14 @@ func (s *Store) write(ctx context.Context, t *tenant, what string, reads []strin
 			as = hedged
 		}
 		start := time.Now()
-		cresp, err := s.txnWithin(ctx, s.opts.RequestTimeout, as, what, cmps, w.ops, nil)
+		cresp, sends, err := s.txnSends(ctx, s.opts.RequestTimeout, as, what, cmps, w.ops, nil)
 		if err != nil {
 			return 0, err
 		}
 		rev := cresp.Header.Revision
 		if !cresp.Succeeded {
-			if as == notHedged {
-				continue
+			if sends == 1 {
+				continue // another node's write
 			}
 			// Another node's write, or this one's other send.
 			mine, err := s.committedAs(ctx, what, s.k.event(t.id, w.events[0].ID), acctKey, rawAcct)
