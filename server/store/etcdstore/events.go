@@ -104,8 +104,9 @@ func (s *Store) decodeEvent(tenantID string, kv *mvccpb.KeyValue) (store.Event, 
 // on any node arrives here once and wakes the tenant's long-polls (closes
 // its Changed channel). ready is closed once the first watch is set up.
 //
-// A watch that etcd cancels (compaction, lost leader, a member going away)
-// is set up again from the next revision; if that revision is gone, from
+// A watch that etcd cancels (compaction, lost leader, a member going away),
+// or whose member stops answering (watch.go), is set up again from the
+// next revision; if that revision is gone, from
 // now on, after waking every tenant, whose long-polls then read the feed
 // again and so miss nothing.
 func (s *Store) watchAccounts(ready chan struct{}) {
@@ -118,7 +119,7 @@ func (s *Store) watchAccounts(ready chan struct{}) {
 			opts = append(opts, clientv3.WithRev(next))
 		}
 		healthy := false
-		for resp := range s.cli.Watch(ctx, s.k.accounts(), opts...) {
+		for resp := range s.watch(ctx, "accounts", s.k.accounts(), opts...) {
 			if resp.Created && ready != nil {
 				close(ready)
 				ready = nil

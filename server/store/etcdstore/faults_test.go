@@ -386,3 +386,46 @@ func TestClientLeavesASilentMember(t *testing.T) {
 	}
 	t.Logf("the client left the silent member %v after it fell silent", time.Since(paused).Round(time.Second))
 }
+
+// A long-poll at one node wakes on another node's write while an etcd
+// member holds the node's watch without answering: each member is made
+// silent in turn (as a follower), so one of the rounds silences the member the node's
+// watch of the accounts is on. The etcd client gives up on a silent
+// connection only after 13 s, longer than the long-polls' clients wait
+// here (8 s); the
+// node asks an idle watch's member for a key and watches at another
+// member when it does not answer.
+func TestWatchLeavesSilentMember(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.Start(t, etcdtest.Options{Members: 3})
+	n := startNodes(t, c, 2, etcdstore.Options{RequestTimeout: 2 * time.Second})
+	u := login(t, n[0], "silent-watch")
+	for i, m := range c.Members {
+		// A follower: a silent leader delays the write by an election.
+		if leader(t, c) == i {
+			if err := moveLeader(etcdtest.Client(t, m.ClientURL), m.ClientURL); err != nil {
+				t.Fatalf("move etcd's leadership off member %d: %v", i, err)
+			}
+		}
+		from := u.listMarker(n[1])
+		// The poll would wait a minute; ending it at 8 s, as its client
+		// gives up, fails the round.
+		ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+		got := u.longPoll(ctx, n[1], from, 60)
+		m.Pause()
+		key := fmt.Sprintf("key-%d", i)
+		u.do(n[0], "PUT", "/configuration/"+key, map[string]string{"value": "v"}, 204)
+		if r := <-got; r.err != nil || !slices.Equal(r.events, []string{"configuration_value.update " + key}) {
+			t.Errorf("long-poll with member %d silent: %q, %v; want the write at the other node", i, r.events, r.err)
+		}
+		cancel()
+		m.Resume()
+		// The member answers again before the next is silenced.
+		if _, err := etcdtest.Client(t, m.ClientURL).Get(context.Background(), "catch-up"); err != nil {
+			t.Fatalf("member %d after it was silent: %v", i, err)
+		}
+	}
+	if v := n[1].metric("svcreg_store_etcd_watch_stalls_total"); v == 0 {
+		t.Error("no watch of node 1 left a silent member")
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -821,9 +822,9 @@ func (s *Store) followPuts(what, prefix string, handle func(key []byte)) {
 // follow reads the keys under prefix and then follows them with a watch
 // from the next revision: list gets what the read found, and events each
 // batch of changes. A watch that ends (etcd cancelled it, a member went
-// away, or the revision was compacted) starts over with a read, after a
-// backoff, until the store closes. opts go with both the read and the
-// watch, watchOpts with the watch only.
+// away or stopped answering, or the revision was compacted) starts over
+// with a read, after a backoff, until the store closes. opts go with both
+// the read and the watch, watchOpts with the watch only.
 func (s *Store) follow(what, prefix string, opts, watchOpts []clientv3.OpOption, list func([]*mvccpb.KeyValue), events func([]*clientv3.Event)) {
 	opts = append([]clientv3.OpOption{clientv3.WithPrefix()}, opts...)
 	watchOpts = append(slices.Clone(opts), watchOpts...)
@@ -833,9 +834,12 @@ func (s *Store) follow(what, prefix string, opts, watchOpts []clientv3.OpOption,
 		if err == nil {
 			list(resp.Responses[0].GetResponseRange().Kvs)
 			ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(s.ctx))
-			for wr := range s.cli.Watch(ctx, prefix, append(watchOpts, clientv3.WithRev(resp.Header.Revision+1))...) {
+			for wr := range s.watch(ctx, strings.TrimPrefix(what, "list "), prefix, append(watchOpts, clientv3.WithRev(resp.Header.Revision+1))...) {
 				if wr.Err() != nil || wr.CompactRevision != 0 {
 					break
+				}
+				if wr.Created {
+					continue
 				}
 				backoff = 50 * time.Millisecond
 				events(wr.Events)

@@ -74,6 +74,7 @@ type memberConns struct {
 }
 
 type memberConn struct {
+	ep   string
 	conn *grpc.ClientConn
 	kv   clientv3.KV
 	// answered is when the member last answered a hedge, and hung when a
@@ -139,7 +140,7 @@ func (s *Store) members() []hedgeTarget {
 				s.log.Warn("connect to an etcd member for hedged requests", "endpoint", ep, "err", err)
 				continue
 			}
-			c = &memberConn{conn: conn, kv: clientv3.NewKVFromKVClient(pb.NewKVClient(conn), s.cli)}
+			c = &memberConn{ep: ep, conn: conn, kv: clientv3.NewKVFromKVClient(pb.NewKVClient(conn), s.cli)}
 			m.conns[ep] = c
 		}
 		out = append(out, hedgeTarget{kv: c.kv, m: c})

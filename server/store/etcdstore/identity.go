@@ -71,7 +71,9 @@ func (s *Store) DevTenant(ctx context.Context, username string) (string, error) 
 	for {
 		tenant := strconv.Itoa(100000 + int(n))
 		tenantKey := s.k.devTenant(tenant)
-		resp, err := s.txn(ctx, "claim dev tenant",
+		// Hedged: a claim that committed at one send is found by the
+		// others' read of the user's key.
+		resp, err := s.txnWithin(ctx, s.opts.RequestTimeout, hedged, "claim dev tenant",
 			[]clientv3.Cmp{
 				clientv3.Compare(clientv3.CreateRevision(userKey), "=", 0),
 				clientv3.Compare(clientv3.CreateRevision(tenantKey), "=", 0),

@@ -8,15 +8,16 @@ import (
 
 type metrics struct {
 	store.Metrics
-	heartbeats prometheus.Counter
-	inMemory   prometheus.Counter
-	handovers  prometheus.Counter
-	hbBatch    prometheus.Histogram
-	hbWaiting  prometheus.Gauge
-	conflicts  prometheus.Counter
-	rewatches  prometheus.Counter
-	leaseLost  prometheus.Counter
-	hedges     prometheus.Counter
+	heartbeats  prometheus.Counter
+	inMemory    prometheus.Counter
+	handovers   prometheus.Counter
+	hbBatch     prometheus.Histogram
+	hbWaiting   prometheus.Gauge
+	conflicts   prometheus.Counter
+	rewatches   prometheus.Counter
+	watchStalls prometheus.Counter
+	leaseLost   prometheus.Counter
+	hedges      prometheus.Counter
 
 	copyBatch    prometheus.Histogram
 	copyTime     prometheus.Histogram
@@ -58,6 +59,10 @@ func newMetrics(r prometheus.Registerer, hasPeer func() bool) metrics {
 			Name: "svcreg_store_watch_restarts_total",
 			Help: "Times the etcd watch on the accounts was set up again.",
 		}),
+		watchStalls: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "svcreg_store_etcd_watch_stalls_total",
+			Help: "Watches ended and set up again at another etcd member because theirs did not answer a probe while they were idle (a member that stopped answering without closing its connection).",
+		}),
 		leaseLost: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "svcreg_store_node_lease_lost_total",
 			Help: "Times this node's lease in etcd expired before the node renewed it (etcd out of its reach, or the node too slow, for longer than the node TTL). The other nodes then count the node dead: a service it held times out at its stored deadline, up to the heartbeat slack late, unless this node reaches etcd first.",
@@ -87,7 +92,7 @@ func newMetrics(r prometheus.Registerer, hasPeer func() bool) metrics {
 	}
 	if r != nil {
 		r.MustRegister(m.Collectors()...)
-		r.MustRegister(m.heartbeats, m.inMemory, m.handovers, m.hbBatch, m.hbWaiting, m.conflicts, m.rewatches, m.leaseLost, m.hedges, m.copyBatch, m.copyTime, m.copyFailures, m.copyRefusals)
+		r.MustRegister(m.heartbeats, m.inMemory, m.handovers, m.hbBatch, m.hbWaiting, m.conflicts, m.rewatches, m.watchStalls, m.leaseLost, m.hedges, m.copyBatch, m.copyTime, m.copyFailures, m.copyRefusals)
 		r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "svcreg_store_heartbeat_copy_peer",
 			Help: "1 while this node has a peer to copy the heartbeats it answers from memory to; 0 with copies off, no other node, or none reachable: a service whose client dies with this node then times out up to the heartbeat slack late.",

@@ -678,7 +678,9 @@ func (s *Store) tenantFor(ctx context.Context, id string) (*tenant, error) {
 		return nil, err
 	}
 	key := s.k.account(id)
-	resp, err := s.txn(ctx, "create account",
+	// Hedged: whichever send commits, or another node's create, the
+	// account is then the one in etcd.
+	resp, err := s.txnWithin(ctx, s.opts.RequestTimeout, hedged, "create account",
 		[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)},
 		[]clientv3.Op{clientv3.OpPut(key, string(raw))},
 		[]clientv3.Op{clientv3.OpGet(key)})
