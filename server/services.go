@@ -141,8 +141,10 @@ func (s *Server) handleServiceDelete(w http.ResponseWriter, rq *request) error {
 	return nil
 }
 
-// handleHeartbeat is POST /services/{id}/heartbeat (spec §7.7). The path id
-// is not validated: an unknown id is a 404.
+// handleHeartbeat is POST /services/{id}/heartbeat (spec §7.7). An id no
+// service can have (spec §5's rule) is a 404, as an unknown one, without
+// asking the store: heartbeats count against no rate limit, and the store
+// would keep what it learned of each (the etcd store's cache).
 func (s *Server) handleHeartbeat(w http.ResponseWriter, rq *request) error {
 	token, f := validateHeartbeat(rq.body)
 	if f != nil {
@@ -151,6 +153,9 @@ func (s *Server) handleHeartbeat(w http.ResponseWriter, rq *request) error {
 	id, f := decodeParam(rq.params[0])
 	if f != nil {
 		return f
+	}
+	if checkServiceID(id) != "" {
+		return &store.NotFoundError{Kind: store.KindService, Key: id}
 	}
 	next, err := s.store.Heartbeat(rq.r.Context(), rq.tenant, id, token)
 	if err != nil {

@@ -62,3 +62,10 @@ func ExtendDeadlines(s *Store, asOf int64) (int, error) { return s.extendDeadlin
 func ReleaseKey(s *Store, holder, tenantID, id string) string {
 	return s.k.release(holder, tenantID, id)
 }
+
+// HeartbeatEntries is how many services s's heartbeat cache has entries for.
+func HeartbeatEntries(s *Store) int {
+	s.hb.mu.Lock()
+	defer s.hb.mu.Unlock()
+	return len(s.hb.entries)
+}

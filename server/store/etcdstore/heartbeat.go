@@ -158,6 +158,16 @@ func (h *hbState) lock(tenant, id string, now time.Time) *hbEntry {
 	}
 }
 
+// drop forgets e, locked, as sweep does.
+func (h *hbState) drop(e *hbEntry) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.entries[e.k] == e {
+		delete(h.entries, e.k)
+	}
+	e.dead = true
+}
+
 // held returns the state of a service this node holds, or nil.
 func (h *hbState) held(tenant, id string) *heldView {
 	h.mu.Lock()
@@ -403,6 +413,11 @@ func (s *Store) Heartbeat(ctx context.Context, tenantID, id, token string) (stri
 	for range 20 {
 		if !e.exists { // only ever seen on a fresh read
 			e.loaded = false
+			if !e.mine && e.lost == nil && e.mayLand == 0 {
+				// Nothing to keep: heartbeats for ids that never
+				// existed leave no entry behind.
+				s.hb.drop(e)
+			}
 			return "", &store.NotFoundError{Kind: store.KindService, Key: id}
 		}
 		if e.mine {

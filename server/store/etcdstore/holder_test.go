@@ -506,3 +506,25 @@ func TestHandOverWaitsForALongerLease(t *testing.T) {
 		t.Fatalf("heartbeat at the other node after the holder died: %v %d %s, want 200", err, r.code, r.body)
 	}
 }
+
+// Heartbeats for services that do not exist leave nothing in the node's
+// cache: they count against no rate limit, and each would otherwise stay
+// for ten minutes (ids up to the header limit, at any rate).
+func TestHeartbeatsOfUnknownServicesLeaveNoEntry(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, sharedCluster(t).Endpoints(), etcdstore.Options{})
+	u := login(t, n, "unknown-heartbeats")
+	tok := u.create(n, "real", 30)
+	u.heartbeat(n, "real", tok)
+	for i := range 50 {
+		u.do(n, "POST", fmt.Sprintf("/services/ghost-%d/heartbeat", i), map[string]string{"token": tok}, 404)
+	}
+	// A deleted service's entry goes too, at its next heartbeat.
+	gone := u.create(n, "gone", 30)
+	gone = u.heartbeat(n, "gone", gone)
+	u.do(n, "DELETE", "/services/gone", nil, 204)
+	u.do(n, "POST", "/services/gone/heartbeat", map[string]string{"token": gone}, 404)
+	if got := etcdstore.HeartbeatEntries(n.st); got != 1 {
+		t.Errorf("the heartbeat cache has %d entries after 51 heartbeats of unknown services, want 1 (the live one)", got)
+	}
+}
