@@ -176,6 +176,36 @@ func testLongPollGlobalCap(t *testing.T, kind string) {
 	sendRequest(t, base, "GET", "/healthz", nil).want(200)
 }
 
+// A waiting long-poll keeps its query (for next_href), Host and
+// X-Forwarded-Proto; padded past 4096 bytes together, which takes
+// parameters the API does not use, the poll is refused before it waits, so
+// one account's polls cannot each pin the header limit. The same request
+// without wait is answered.
+func TestLongPollKeepsABoundedRequest(t *testing.T) {
+	onEachStore(t, testLongPollKeepsABoundedRequest)
+}
+
+func testLongPollKeepsABoundedRequest(t *testing.T, kind string) {
+	t.Parallel()
+	base, reg := startLimited(t, kind, server.Config{})
+	c := devLogin(t, base, "padded")
+	pad := "&pad=" + strings.Repeat("a", 4096)
+	var f struct{ Type, Message string }
+	c.do("GET", "/events?wait=30"+pad, nil).want(400).json(&f)
+	if want := "A long-poll's query string, Host and X-Forwarded-Proto may be 4096 bytes at most together"; f.Type != "badRequest" || !strings.HasPrefix(f.Message, want) {
+		t.Errorf("padded long-poll: %s %q, want badRequest %q…", f.Type, f.Message, want)
+	}
+	c.do("GET", "/events?limit=5"+pad, nil).want(200)
+	if got := metric(t, reg, "svcreg_longpolls_waiting"); got != 0 {
+		t.Errorf("%v long-polls waiting after the refusal", got)
+	}
+	// A long query of the API's own parameters still waits.
+	ch := c.longPoll("?wait=30&include=service.update&type=configuration_value.update&limit=100")
+	stillWaiting(t, ch)
+	c.setConfig("key", "v")
+	answer(t, ch)
+}
+
 // Idle keep-alive connections are capped per tenant and in all; past a
 // cap the longest-idle one is closed.
 func TestIdleConnectionCaps(t *testing.T) { onEachStore(t, testIdleConnectionCaps) }
