@@ -214,7 +214,8 @@ func NewAuth(cfg AuthConfig) *Auth {
 }
 
 // minSecretLen is the shortest API key or static token not warned about.
-// Guessing either is bounded by the per-address limit only, which holds
+// Guessing either is bounded by the per-address limit only (issue,
+// admitToken), which holds
 // against a key of 128 random bits (32 hex digits, 22 base64 characters),
 // not against a short one guessed from many addresses.
 const minSecretLen = 20
@@ -294,11 +295,15 @@ func (a *Auth) current(ti store.TokenInfo) bool {
 	return !revoked || !ti.Expires.Add(-a.cfg.TokenTTL).Before(at)
 }
 
-// Valid reports whether token is a live token of tenant.
+// Valid reports whether token is a live token of tenant. A token that is
+// not static and not of the issued form is not looked up in the store.
 func (a *Auth) Valid(ctx context.Context, token, tenant string) (bool, error) {
 	h := sha256.Sum256([]byte(token))
 	if ti, ok := a.users.Load().static[h]; ok {
 		return ti.Tenant == tenant, nil
+	}
+	if !issuedForm(token) {
+		return false, nil
 	}
 	now := a.cfg.Clock()
 	if v, ok := a.cache.Load(h); ok {
@@ -320,6 +325,43 @@ func (a *Auth) Valid(ctx context.Context, token, tenant string) (bool, error) {
 	}
 	a.cache.Store(h, cachedToken{TokenInfo: ti, until: minTime(ti.Expires, now.Add(tokenRecheck))})
 	return ti.Tenant == tenant && a.current(ti), nil
+}
+
+// issuedForm reports whether token has the form of the tokens Auth
+// issues: 64 lower-case hex digits.
+func issuedForm(token string) bool {
+	if len(token) != 64 {
+		return false
+	}
+	for i := range len(token) {
+		if c := token[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// admitToken counts a token check against the address's budget of
+// failures, as a login is counted (issue), unless the token has the
+// issued form: guessing one of those is hopeless (256 random bits), and an
+// expired one is a client that should log in again, not a guess. Every
+// other token is a static token of the users file or a guess at one,
+// which may be short. done gives the failure back unless the check
+// failed (found the token invalid); ok false means the budget is spent:
+// refuse the request, and retry is when to come back.
+func (a *Auth) admitToken(r *http.Request, token string) (done func(failed bool), retry time.Duration, ok bool) {
+	if issuedForm(token) {
+		return func(bool) {}, 0, true
+	}
+	addr := clientAddress(r)
+	if ok, retry := a.addrFailures.reserve(addr); !ok {
+		return nil, retry, false
+	}
+	return func(failed bool) {
+		if !failed {
+			a.addrFailures.refund(addr)
+		}
+	}, 0, true
 }
 
 func minTime(a, b time.Time) time.Time {
@@ -592,7 +634,13 @@ func (a *Auth) checkCredentials(ctx context.Context, user, secret string, passwo
 // serveValidate answers a token-validation request: the token's access if
 // it is live and, when a tenant is named, of that tenant.
 func (a *Auth) serveValidate(w http.ResponseWriter, r *http.Request, token, tenant string) {
+	done, retry, ok := a.admitToken(r, token)
+	if !ok {
+		tooManyRequests(retry, "Too many checks of unknown tokens from this address; retry later.").write(w)
+		return
+	}
 	ti, err := a.lookup(r.Context(), token)
+	done(errors.Is(err, store.ErrTokenUnknown))
 	if err != nil || (tenant != "" && ti.Tenant != tenant) {
 		keystoneFault(w, http.StatusUnauthorized, "unauthorized", "The token is invalid or has expired.")
 		return
@@ -605,6 +653,9 @@ func (a *Auth) lookup(ctx context.Context, token string) (store.TokenInfo, error
 	if ti, ok := a.users.Load().static[h]; ok {
 		ti.Expires = a.cfg.Clock().Add(a.cfg.TokenTTL)
 		return ti, nil
+	}
+	if !issuedForm(token) {
+		return store.TokenInfo{}, store.ErrTokenUnknown
 	}
 	ti, err := a.cfg.Store.Token(ctx, h)
 	if err != nil {

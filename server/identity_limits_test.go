@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"fmt"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -278,4 +279,50 @@ func testDevExcludesUsers(t *testing.T, kind string) {
 		}
 	}()
 	server.NewAuth(server.AuthConfig{Dev: true, Users: testUsers(t)})
+}
+
+// A static token of the users file may be short, and is checked on every
+// API request and by token validation: a wrong one counts against the
+// address's failure budget there too, so that guessing one is bounded as
+// guessing an API key is. Tokens of the issued form (64 hex digits) are
+// not counted: guessing one is hopeless, and an expired one is a client
+// that logs in again, which must not be refused for it.
+func TestStaticTokenGuessesPerAddress(t *testing.T) { onEachStore(t, testStaticTokenGuessesPerAddress) }
+
+func testStaticTokenGuessesPerAddress(t *testing.T, kind string) {
+	t.Parallel()
+	users := []server.User{{Name: "deploy", Tenant: "123456", Tokens: []string{"s3cr3t-0999"}}}
+	id := startIdentity(t, kind, users, server.AuthLimits{FailuresPerAddress: 3, FailuresPerUser: -1})
+	get := func(token string) *reply {
+		return sendRequest(t, id.base, "GET", "/v1.0/123456/services", nil, "X-Auth-Token", token)
+	}
+	validate := func(token string) *reply {
+		return sendRequest(t, id.base, "POST", "/v2.0/tokens", map[string]any{"auth": map[string]any{"token": map[string]string{"id": token}}})
+	}
+	for range 5 {
+		get("s3cr3t-0999").want(200)
+	}
+	for i := range 5 {
+		get(fmt.Sprintf("%064x", i)).want(401)
+		validate(fmt.Sprintf("%064x", i)).want(401)
+	}
+	for i := range 3 {
+		get(fmt.Sprintf("s3cr3t-%04d", i)).want(401)
+	}
+	// The budget is spent: the right token is refused too, without a check.
+	r := get("s3cr3t-0999")
+	r.fault(400, "rateLimitReached", "Rate limit has been reached.", "Too many requests with unknown tokens from this address; retry later.")
+	if r.header.Get("Retry-After") == "" {
+		t.Error("no Retry-After")
+	}
+	if r := validate("s3cr3t-0999"); r.code != 429 || r.header.Get("Retry-After") == "" {
+		t.Errorf("validation past the budget: %d %s %s, want 429 with Retry-After", r.code, r.header, r.body)
+	}
+	get(fmt.Sprintf("%064x", 7)).want(401) // issued form: still checked
+	id.clock.Add(time.Minute)
+	get("s3cr3t-0999").want(200)
+	for i := range 3 {
+		validate(fmt.Sprintf("guess-%d", i)).want(401)
+	}
+	get("s3cr3t-0999").want(400)
 }
