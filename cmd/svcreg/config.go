@@ -61,7 +61,7 @@ namespace as a plain prefix, so /production/cassandra also holds
 	tw := newTable(stdout)
 	row(tw, "KEY", "VALUE")
 	for _, v := range values {
-		row(tw, v.ID, cell(v.Value))
+		row(tw, cell(v.ID), cell(v.Value))
 	}
 	return tw.Flush()
 }

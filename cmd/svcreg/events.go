@@ -99,7 +99,7 @@ func writeEventTable(w io.Writer, events []registry.Event) error {
 	row(tw, "ID", "TIME", "TYPE", "SUBJECT", "DETAIL")
 	for _, ev := range events {
 		subject, detail := describeEvent(ev)
-		row(tw, ev.ID, eventTime(ev), string(ev.Type), cell(termSafe(subject)), detail)
+		row(tw, ev.ID, eventTime(ev), string(ev.Type), cell(subject), detail)
 	}
 	return tw.Flush()
 }

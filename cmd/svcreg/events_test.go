@@ -218,3 +218,34 @@ func TestEventsQuoteHostileMetadata(t *testing.T) {
 		t.Errorf("events list does not show the escaped metadata:\n%q", out)
 	}
 }
+
+// So do services get and list, and configuration list, in metadata keys
+// and values, tags and configuration values.
+func TestTablesQuoteHostileRegistryText(t *testing.T) {
+	t.Parallel()
+	srv, c := tailEnv(t, "tables-hostile")
+	ctx := context.Background()
+	meta := map[string]string{"k\x1b]0;owned\x07\x1b[2J": "v", "c1": "a\u009b31mb", "bidi\u202e": "x\u202ey"}
+	if _, err := c.CreateService(ctx, registry.Service{ID: "hostile-1", HeartbeatTimeout: 120, Tags: []string{"t\u202eag"}, Metadata: meta}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetConfig(ctx, "hostile.key", "\x1b[2Jvalue"); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"services", "get", "hostile-1"}, {"services", "list"}, {"config", "list"}} {
+		var stdout, stderr bytes.Buffer
+		code := Main(ctx, append(args, "--url", srv.APIURL, "--username", "tables-hostile", "--api-key", "dev"), strings.NewReader(""), &stdout, &stderr)
+		if code != 0 {
+			t.Fatalf("%s: exit status %d; stderr:\n%s", args, code, stderr.String())
+		}
+		out := stdout.String()
+		if !strings.Contains(out, "hostile") {
+			t.Errorf("%s does not show the service or value:\n%s", args, out)
+		}
+		for _, bad := range []string{"\x1b", "\u009b", "\u202e", "\a"} {
+			if strings.Contains(out, bad) {
+				t.Errorf("%s prints %q raw:\n%q", args, bad, out)
+			}
+		}
+	}
+}

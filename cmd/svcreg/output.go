@@ -5,11 +5,9 @@ import (
 	"io"
 	"maps"
 	"slices"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
-	"unicode"
 )
 
 // How the API commands print: tables for people (text/tabwriter), and
@@ -35,15 +33,14 @@ func row(w io.Writer, cells ...string) {
 }
 
 // cell makes s safe for a table cell: empty becomes "-", and a value with
-// tabs, newlines or other control characters is quoted.
+// tabs, newlines, other control characters, characters that do not
+// print (bidirectional overrides) or bytes that are not UTF-8 is quoted
+// (termSafe), so that registry data cannot drive the terminal.
 func cell(s string) string {
 	if s == "" {
 		return "-"
 	}
-	if strings.IndexFunc(s, unicode.IsControl) >= 0 {
-		return strconv.Quote(s)
-	}
-	return s
+	return termSafe(s)
 }
 
 // joinTags writes tags as --tags takes them: a,b.

@@ -55,7 +55,7 @@ a JSON array of services as the API shows them.`, stdout)
 	tw := newTable(stdout)
 	row(tw, "ID", "TAGS", "TIMEOUT", "LAST SEEN", "METADATA")
 	for _, s := range services {
-		row(tw, s.ID, cell(joinTags(s.Tags)), strconv.Itoa(s.HeartbeatTimeout), formatTime(s.LastSeen), cell(joinMetadata(s.Metadata)))
+		row(tw, cell(s.ID), cell(joinTags(s.Tags)), strconv.Itoa(s.HeartbeatTimeout), formatTime(s.LastSeen), cell(joinMetadata(s.Metadata)))
 	}
 	return tw.Flush()
 }
@@ -83,12 +83,12 @@ shows it. Exits 1 if there is no such service.`, stdout)
 		return writeJSON(stdout, s)
 	}
 	tw := newTable(stdout)
-	row(tw, "id", s.ID)
+	row(tw, "id", cell(s.ID))
 	row(tw, "tags", cell(joinTags(s.Tags)))
 	row(tw, "heartbeat_timeout", strconv.Itoa(s.HeartbeatTimeout))
 	row(tw, "last_seen", formatTime(s.LastSeen))
 	for _, k := range slices.Sorted(maps.Keys(s.Metadata)) {
-		row(tw, "metadata."+k, cell(s.Metadata[k]))
+		row(tw, "metadata."+termSafe(k), cell(s.Metadata[k]))
 	}
 	return tw.Flush()
 }
