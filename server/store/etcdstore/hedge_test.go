@@ -402,3 +402,71 @@ func TestCommittedAs(t *testing.T) {
 		t.Errorf("its own write: %d, %v; want %d", rev, err, resp.Header.Revision)
 	}
 }
+
+// TestHedgedTokenPut: a token's put is hedged. A hedge that finds the key
+// put by the first send takes it for its own; and a first send that hung,
+// and that its member carries out only after the hedge's commit was
+// answered and the token revoked, commits nothing: the token stays
+// revoked.
+func TestHedgedTokenPut(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.Start(t, etcdtest.Options{})
+	cli := etcdtest.Client(t, c.Endpoints()...)
+	opts := Options{Prefix: "/hedged-token/", RequestTimeout: 2 * time.Second}
+	info := store.TokenInfo{User: "u", Tenant: "123", Expires: time.Now().Add(time.Hour)}
+	t.Run("hedge finds the first send's commit", func(t *testing.T) {
+		w := newTwinSends(cli.KV, false, nil)
+		s := w.open(t, cli, opts)
+		hash := [32]byte{1}
+		w.gate(s.k.token(hash))
+		if err := s.PutToken(t.Context(), hash, info); err != nil {
+			t.Fatalf("put token: %v", err)
+		}
+		w.check(t, "the token's put")
+		if got, err := s.Token(t.Context(), hash); err != nil || got.User != "u" {
+			t.Errorf("token after its put: %+v, %v", got, err)
+		}
+	})
+	t.Run("first send lands after the revoke", func(t *testing.T) {
+		revoked := make(chan struct{})
+		late := make(chan bool, 1) // whether the late send committed
+		slow := &gatedKV{KV: cli.KV, gate: func(n int32, ctx context.Context, send sendTxn) (*clientv3.TxnResponse, error) {
+			if n > 1 { // the revoke
+				return send(ctx)
+			}
+			<-ctx.Done() // the hedge was answered first
+			go func() {
+				<-revoked
+				resp, err := send(context.Background())
+				late <- err == nil && resp.Succeeded
+			}()
+			return nil, ctx.Err()
+		}}
+		hedge := &gatedKV{KV: cli.KV, gate: func(n int32, ctx context.Context, send sendTxn) (*clientv3.TxnResponse, error) {
+			return send(ctx)
+		}}
+		s, err := Open(t.Context(), swapped(cli, slow, nil), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		s.hedgeTo.Store(&[]clientv3.KV{hedge})
+		go s.Run(t.Context())
+		hash := [32]byte{2}
+		slow.key.Store(new(s.k.token(hash)))
+		hedge.key.Store(new(s.k.token(hash)))
+		if err := s.PutToken(t.Context(), hash, info); err != nil {
+			t.Fatalf("put token: %v", err)
+		}
+		if err := s.DeleteToken(t.Context(), hash); err != nil {
+			t.Fatalf("revoke token: %v", err)
+		}
+		close(revoked)
+		if <-late {
+			t.Error("the put's late send committed after the revoke")
+		}
+		if got, err := s.Token(t.Context(), hash); !errors.Is(err, store.ErrTokenUnknown) {
+			t.Errorf("revoked token after its put's late send: %+v, %v; want it unknown", got, err)
+		}
+	})
+}

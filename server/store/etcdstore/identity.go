@@ -18,23 +18,42 @@ import (
 // PutToken implements store.Identity. The token's key lives on a lease that
 // ends a little after the token expires, so etcd deletes expired tokens by
 // itself; tokens expiring in the same ten minutes share a lease.
+//
+// The put is hedged (hedge.go), and conditional on the key being new: a
+// token's key is its hash, which no other token has, so a send that finds
+// the key there found its twin's commit, and one that lands late, after
+// the token was revoked (DeleteToken leaves a tombstone for as long as
+// the lease lives) or its lease ended, commits nothing.
 func (s *Store) PutToken(ctx context.Context, hash [32]byte, t store.TokenInfo) error {
 	raw, err := json.Marshal(t)
 	if err != nil {
 		return err
 	}
+	key := s.k.token(hash)
 	for attempt := 0; ; attempt++ {
 		lease, err := s.tokenLeases.get(ctx, s, t.Expires)
 		if err != nil {
 			return err
 		}
-		_, err = s.txn(ctx, "store token", nil, []clientv3.Op{clientv3.OpPut(s.k.token(hash), string(raw), clientv3.WithLease(lease))}, nil)
+		_, err = s.txnWithin(ctx, s.opts.RequestTimeout, hedged, "store token",
+			[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)},
+			[]clientv3.Op{clientv3.OpPut(key, string(raw), clientv3.WithLease(lease))}, nil)
 		if err == nil || attempt > 0 || !isLeaseNotFound(err) {
 			return err
 		}
 		s.tokenLeases.drop(lease)
 	}
 }
+
+// revokedToken is a revoked token's tombstone: a token that expired long
+// ago, which a node of any version refuses.
+var revokedToken = func() string {
+	raw, err := json.Marshal(store.TokenInfo{})
+	if err != nil {
+		panic(err)
+	}
+	return string(raw)
+}()
 
 // Token implements store.Identity.
 func (s *Store) Token(ctx context.Context, hash [32]byte) (store.TokenInfo, error) {
@@ -44,15 +63,21 @@ func (s *Store) Token(ctx context.Context, hash [32]byte) (store.TokenInfo, erro
 		return t, err
 	}
 	kv := first(resp.Responses[0])
-	if kv == nil {
+	if kv == nil || string(kv.Value) == revokedToken {
 		return t, store.ErrTokenUnknown
 	}
 	return t, json.Unmarshal(kv.Value, &t)
 }
 
-// DeleteToken implements store.Identity.
+// DeleteToken implements store.Identity. It replaces the token with a
+// tombstone on the token's lease rather than delete its key, so that a
+// send of the token's put that lands late finds the key and commits
+// nothing (PutToken); etcd deletes the tombstone with the lease.
 func (s *Store) DeleteToken(ctx context.Context, hash [32]byte) error {
-	_, err := s.txn(ctx, "revoke token", nil, []clientv3.Op{clientv3.OpDelete(s.k.token(hash))}, nil)
+	key := s.k.token(hash)
+	_, err := s.txn(ctx, "revoke token",
+		[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), ">", 0)},
+		[]clientv3.Op{clientv3.OpPut(key, revokedToken, clientv3.WithIgnoreLease())}, nil)
 	return err
 }
 
