@@ -139,7 +139,10 @@ func (s *Store) watchAccounts(ready chan struct{}) {
 			for _, ev := range resp.Events {
 				s.observeAccount(ev.Kv)
 			}
-			if resp.Header.Revision > 0 {
+			// A watch's created notification carries the member's
+			// revision, not the one the watch starts from: events
+			// before it may still come.
+			if resp.Header.Revision > 0 && (!resp.Created || next == 0) {
 				next = resp.Header.Revision + 1
 			}
 		}

@@ -415,9 +415,11 @@ func TestWatchLeavesSilentMember(t *testing.T) {
 		m.Pause()
 		key := fmt.Sprintf("key-%d", i)
 		u.do(n[0], "PUT", "/configuration/"+key, map[string]string{"value": "v"}, 204)
+		written := time.Now()
 		if r := <-got; r.err != nil || !slices.Equal(r.events, []string{"configuration_value.update " + key}) {
 			t.Errorf("long-poll with member %d silent: %q, %v; want the write at the other node", i, r.events, r.err)
 		}
+		t.Logf("member %d silent: the long-poll answered %v after the write", i, time.Since(written).Round(time.Millisecond))
 		cancel()
 		m.Resume()
 		// The member answers again before the next is silenced.

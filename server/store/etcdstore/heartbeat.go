@@ -853,10 +853,10 @@ func (s *Store) follow(what, prefix string, opts, watchOpts []clientv3.OpOption,
 				if wr.Err() != nil || wr.CompactRevision != 0 {
 					break
 				}
+				backoff = 50 * time.Millisecond
 				if wr.Created {
 					continue
 				}
-				backoff = 50 * time.Millisecond
 				events(wr.Events)
 			}
 			cancel()

@@ -77,10 +77,12 @@ type memberConn struct {
 	ep   string
 	conn *grpc.ClientConn
 	kv   clientv3.KV
-	// answered is when the member last answered a hedge, and hung when a
-	// hedge to it was last overtaken, a send made after it answered first
-	// (monoNow): one that hung since it last answered is tried last. A
-	// slow cluster (an election) overtakes no send with a later one.
+	// answered is when the member last answered a hedge or a watch's
+	// probe, and hung when a hedge to it was last overtaken, a send made
+	// after it answered first, or a watch's probe went unanswered
+	// (monoNow): one that hung since it last answered is tried last, for
+	// a while (hangs). A slow cluster (an election) overtakes no send with
+	// a later one.
 	answered, hung atomic.Int64
 }
 
@@ -174,11 +176,20 @@ func hedgeOrder(members []hedgeTarget, first int) []hedgeTarget {
 	return append(answering, hanging...)
 }
 
-// hangs reports whether a hedge to the member went unanswered since it
-// last answered one.
+// hangs reports whether a hedge or a watch's probe to the member went
+// unanswered since it last answered one, within hungFor.
 func (c *memberConn) hangs() bool {
-	return c != nil && c.hung.Load() > c.answered.Load()
+	if c == nil {
+		return false
+	}
+	h := c.hung.Load()
+	return h > c.answered.Load() && monoNow()-h < int64(hungFor)
 }
+
+// hungFor is how long a member that hung is tried last: the requests that
+// would tell it answers again go to the others meanwhile (an election or a
+// defragmentation passes, and the member is as good as any).
+const hungFor = time.Minute
 
 // syncEndpoints sets the client's endpoints to the members' client URLs,
 // as etcd lists them, so that members added later are used and removed

@@ -286,23 +286,25 @@ func TestSyncEndpoints(t *testing.T) {
 }
 
 // TestHedgeOrder: members in turn from the given one, those that hung
-// since they last answered last.
+// since they last answered last, for a minute.
 func TestHedgeOrder(t *testing.T) {
 	t.Parallel()
-	ms := make([]hedgeTarget, 4)
+	ms := make([]hedgeTarget, 5)
 	for i := range ms {
 		ms[i] = hedgeTarget{m: &memberConn{}}
 	}
-	ms[1].m.hung.Store(2) // hung, never answered since
-	ms[3].m.answered.Store(1)
-	ms[3].m.hung.Store(2)
-	ms[2].m.hung.Store(1) // answered since it hung
-	ms[2].m.answered.Store(3)
+	now := monoNow()
+	ms[1].m.hung.Store(now - 2) // hung, never answered since
+	ms[3].m.answered.Store(now - 3)
+	ms[3].m.hung.Store(now - 2)
+	ms[2].m.hung.Store(now - 3) // answered since it hung
+	ms[2].m.answered.Store(now - 1)
+	ms[4].m.hung.Store(now - int64(hungFor) - 1) // hung over a minute ago
 	got := hedgeOrder(ms, 2)
-	want := []hedgeTarget{ms[2], ms[0], ms[3], ms[1]}
-	for i := range want {
-		if got[i].m != want[i].m {
-			t.Fatalf("order from member 2: position %d is not member %d", i, []int{2, 0, 3, 1}[i])
+	order := []int{2, 4, 0, 3, 1}
+	for i, m := range order {
+		if got[i].m != ms[m].m {
+			t.Fatalf("order from member 2: position %d is not member %d", i, m)
 		}
 	}
 }

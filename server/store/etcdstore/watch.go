@@ -7,6 +7,7 @@ import (
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/metadata"
 )
 
 // A watch is a stream on which etcd sends only when something changed, so
@@ -70,7 +71,9 @@ func (s *Store) watch(ctx context.Context, what, key string, opts ...clientv3.Op
 			case <-idle.C:
 				probing = true
 				go func() {
-					pctx, pcancel := context.WithTimeout(ctx, every)
+					// Without the watch's leader requirement: a
+					// member answers a local read during an election.
+					pctx, pcancel := context.WithTimeout(metadata.NewOutgoingContext(ctx, nil), every)
 					defer pcancel()
 					_, err := m.kv.Get(pctx, key, clientv3.WithSerializable(), clientv3.WithKeysOnly())
 					probed <- err
