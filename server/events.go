@@ -53,27 +53,27 @@ func (s *Server) handleEvents(w http.ResponseWriter, rq *request) error {
 
 	q := store.EventQuery{From: from, CheckExpired: hasMarker, Limit: limit, Types: types}
 	if wait > 0 {
-		if n := rq.keptSize(); n > maxKeptRequest {
-			return badRequest(fmt.Sprintf("A long-poll's query string, Host and X-Forwarded-Proto may be %d bytes at most together (a waiting poll keeps them to write its answer); these are %d: leave out the parameters the API does not use.", maxKeptRequest, n))
+		if n := rq.keptSize(); n > maxKeptRequest || len(rq.query) > maxKeptParams {
+			return badRequest(fmt.Sprintf("A long-poll's query string, Host and X-Forwarded-Proto may be %d bytes at most together, and its query %d parameters (a waiting poll keeps them to write its answer); these are %d bytes and %d parameters: leave out the parameters the API does not use.", maxKeptRequest, maxKeptParams, n, len(rq.query)))
 		}
 		return s.longPoll(w, rq, q, wait)
 	}
 	return s.serveEvents(w, rq, q)
 }
 
-// maxKeptRequest bounds what a waiting long-poll keeps of its request to
-// write its answer (its query, for next_href, its Host and
-// X-Forwarded-Proto): tens of bytes for a client, up to the header limit
-// for one that pads them, times the polls an account may park.
-const maxKeptRequest = 4096
+// maxKeptRequest and maxKeptParams bound what a waiting long-poll keeps
+// of its request to write its answer (its query, for next_href, its Host
+// and X-Forwarded-Proto; copies, newParkedPoll): tens of bytes and a few
+// parameters for a client, up to the header limit for one that pads them,
+// times the polls an account may park.
+const (
+	maxKeptRequest = 4096
+	maxKeptParams  = 32
+)
 
-// keptSize is how much of rq a waiting long-poll keeps.
+// keptSize is how many bytes of rq a waiting long-poll keeps, as sent.
 func (rq *request) keptSize() int {
-	n := len(rq.r.Host) + len(rq.r.Header.Get("X-Forwarded-Proto"))
-	for _, p := range rq.query {
-		n += len(p.key) + len(p.value)
-	}
-	return n
+	return len(rq.r.URL.RawQuery) + len(rq.r.Host) + len(rq.r.Header.Get("X-Forwarded-Proto"))
 }
 
 // feedStart is where the read starts, and whether a marker says so: the

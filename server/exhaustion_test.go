@@ -177,10 +177,10 @@ func testLongPollGlobalCap(t *testing.T, kind string) {
 }
 
 // A waiting long-poll keeps its query (for next_href), Host and
-// X-Forwarded-Proto; padded past 4096 bytes together, which takes
-// parameters the API does not use, the poll is refused before it waits, so
-// one account's polls cannot each pin the header limit. The same request
-// without wait is answered.
+// X-Forwarded-Proto; padded past 4096 bytes together as sent, or 32
+// parameters, which takes parameters the API does not use, the poll is
+// refused before it waits, so one account's polls cannot each pin the
+// header limit. The same request without wait is answered.
 func TestLongPollKeepsABoundedRequest(t *testing.T) {
 	onEachStore(t, testLongPollKeepsABoundedRequest)
 }
@@ -189,13 +189,19 @@ func testLongPollKeepsABoundedRequest(t *testing.T, kind string) {
 	t.Parallel()
 	base, reg := startLimited(t, kind, server.Config{})
 	c := devLogin(t, base, "padded")
-	pad := "&pad=" + strings.Repeat("a", 4096)
-	var f struct{ Type, Message string }
-	c.do("GET", "/events?wait=30"+pad, nil).want(400).json(&f)
-	if want := "A long-poll's query string, Host and X-Forwarded-Proto may be 4096 bytes at most together"; f.Type != "badRequest" || !strings.HasPrefix(f.Message, want) {
-		t.Errorf("padded long-poll: %s %q, want badRequest %q…", f.Type, f.Message, want)
+	for _, pad := range []string{
+		"&pad=" + strings.Repeat("a", 4096),
+		strings.Repeat("&=", 2000),  // empty pairs: nothing decoded, 2000 pairs
+		strings.Repeat("&", 4100),   // nothing parsed at all
+		strings.Repeat("&p=1", 100), // short, but many
+	} {
+		var f struct{ Type, Message string }
+		c.do("GET", "/events?wait=30"+pad, nil).want(400).json(&f)
+		if want := "A long-poll's query string, Host and X-Forwarded-Proto may be 4096 bytes at most together, and its query 32 parameters"; f.Type != "badRequest" || !strings.HasPrefix(f.Message, want) {
+			t.Errorf("padded long-poll (%.20s…): %s %q, want badRequest %q…", pad, f.Type, f.Message, want)
+		}
+		c.do("GET", "/events?limit=5"+pad, nil).want(200)
 	}
-	c.do("GET", "/events?limit=5"+pad, nil).want(200)
 	if got := metric(t, reg, "svcreg_longpolls_waiting"); got != 0 {
 		t.Errorf("%v long-polls waiting after the refusal", got)
 	}

@@ -72,17 +72,24 @@ type parkedPoll struct {
 	gen int32
 }
 
+// newParkedPoll keeps what answering rq needs, as copies: a string of the
+// request (a parameter, the Host) keeps the whole request line or header
+// block it was cut from.
 func newParkedPoll(conn net.Conn, w http.ResponseWriter, rq *request, q store.EventQuery) *parkedPoll {
+	query := make(query, len(rq.query))
+	for i, p := range rq.query {
+		query[i] = queryPair{strings.Clone(p.key), strings.Clone(p.value)}
+	}
 	p := &parkedPoll{
 		conn:      conn,
 		keepAlive: rq.r.ProtoAtLeast(1, 1) && !rq.r.Close,
 		overTLS:   rq.r.TLS != nil,
-		host:      rq.r.Host,
-		proto:     rq.r.Header.Get("X-Forwarded-Proto"),
+		host:      strings.Clone(rq.r.Host),
+		proto:     strings.Clone(rq.r.Header.Get("X-Forwarded-Proto")),
 		txnID:     rq.txnID,
-		tenant:    rq.tenant,
-		routePath: rq.routePath,
-		query:     rq.query,
+		tenant:    strings.Clone(rq.tenant),
+		routePath: strings.Clone(rq.routePath),
+		query:     query,
 		wait:      w.Header().Get("X-Registry-Wait"),
 		q:         q,
 	}
