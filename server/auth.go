@@ -54,7 +54,7 @@ type usersFile struct {
 //	tenant = "123456"
 //	api_key = "…"                   # and/or
 //	password_hash = "$2a$10$…"       # bcrypt; and/or
-//	tokens = ["…"]                   # static tokens
+//	tokens = ["…"]                   # static tokens, 20 characters or more
 func LoadUsers(path string) ([]User, error) {
 	var f usersFile
 	md, err := toml.DecodeFile(path, &f)
@@ -76,6 +76,11 @@ func LoadUsers(path string) ([]User, error) {
 			return nil, fmt.Errorf("%s (%s): tenant %q must be a number from 1 to 2147483647", where, u.Name, u.Tenant)
 		case u.APIKey == "" && u.PasswordHash == "" && len(u.Tokens) == 0:
 			return nil, fmt.Errorf("%s (%s): give it an api_key, a password_hash or tokens", where, u.Name)
+		}
+		for i, t := range u.Tokens {
+			if len(t) < minSecretLen {
+				return nil, fmt.Errorf("%s (%s): static token %d is %d characters; give each at least %d random ones (openssl rand -hex 16): a static token is checked on every API request, where no limit bounds guessing it", where, u.Name, i+1, len(t), minSecretLen)
+			}
 		}
 		if u.PasswordHash != "" {
 			if _, err := bcrypt.Cost([]byte(u.PasswordHash)); err != nil {
@@ -213,9 +218,9 @@ func NewAuth(cfg AuthConfig) *Auth {
 	return a
 }
 
-// minSecretLen is the shortest API key or static token not warned about.
-// Guessing either is bounded by the per-address limit only (issue,
-// admitToken), which holds
+// minSecretLen is the shortest API key not warned about, and the shortest
+// static token a users file may give. Guessing an API key is bounded by
+// the per-address limit of logins only, which holds
 // against a key of 128 random bits (32 hex digits, 22 base64 characters),
 // not against a short one guessed from many addresses.
 const minSecretLen = 20
@@ -339,29 +344,6 @@ func issuedForm(token string) bool {
 		}
 	}
 	return true
-}
-
-// admitToken counts a token check against the address's budget of
-// failures, as a login is counted (issue), unless the token has the
-// issued form: guessing one of those is hopeless (256 random bits), and an
-// expired one is a client that should log in again, not a guess. Every
-// other token is a static token of the users file or a guess at one,
-// which may be short. done gives the failure back unless the check
-// failed (found the token invalid); ok false means the budget is spent:
-// refuse the request, and retry is when to come back.
-func (a *Auth) admitToken(r *http.Request, token string) (done func(failed bool), retry time.Duration, ok bool) {
-	if issuedForm(token) {
-		return func(bool) {}, 0, true
-	}
-	addr := clientAddress(r)
-	if ok, retry := a.addrFailures.reserve(addr); !ok {
-		return nil, retry, false
-	}
-	return func(failed bool) {
-		if !failed {
-			a.addrFailures.refund(addr)
-		}
-	}, 0, true
 }
 
 func minTime(a, b time.Time) time.Time {
@@ -634,13 +616,7 @@ func (a *Auth) checkCredentials(ctx context.Context, user, secret string, passwo
 // serveValidate answers a token-validation request: the token's access if
 // it is live and, when a tenant is named, of that tenant.
 func (a *Auth) serveValidate(w http.ResponseWriter, r *http.Request, token, tenant string) {
-	done, retry, ok := a.admitToken(r, token)
-	if !ok {
-		tooManyRequests(retry, "Too many checks of unknown tokens from this address; retry later.").write(w)
-		return
-	}
 	ti, err := a.lookup(r.Context(), token)
-	done(errors.Is(err, store.ErrTokenUnknown))
 	if err != nil || (tenant != "" && ti.Tenant != tenant) {
 		keystoneFault(w, http.StatusUnauthorized, "unauthorized", "The token is invalid or has expired.")
 		return

@@ -9,7 +9,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
-	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -254,7 +253,7 @@ func (s *Server) handleAPI(w http.ResponseWriter, rq *request, path string) (str
 	rq.body = b
 	rq.query = parseQuery(r.URL.RawQuery)
 
-	if err := s.authenticate(w, rq); err != nil {
+	if err := s.authenticate(rq); err != nil {
 		return "none", err
 	}
 	s.conns.authenticated(r.Context(), rq.tenant)
@@ -284,7 +283,7 @@ func (s *Server) handleAPI(w http.ResponseWriter, rq *request, path string) (str
 }
 
 // authenticate resolves the tenant and checks the token (spec §3.2, §3.3).
-func (s *Server) authenticate(w http.ResponseWriter, rq *request) error {
+func (s *Server) authenticate(rq *request) error {
 	r := rq.r
 	tenant := r.Header.Get("X-Tenant-Id")
 	if tenant == "" {
@@ -300,15 +299,7 @@ func (s *Server) authenticate(w http.ResponseWriter, rq *request) error {
 	if token == "" {
 		return unauthorized("No authentication token provided")
 	}
-	done, retry, ok := s.auth.admitToken(r, token)
-	if !ok {
-		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(retry.Seconds()))))
-		return &fault{Status: http.StatusBadRequest, Type: faultRateLimit,
-			Message: "Rate limit has been reached.",
-			Details: "Too many requests with unknown tokens from this address; retry later."}
-	}
 	valid, err := s.auth.Valid(r.Context(), token, tenant)
-	done(err == nil && !valid)
 	if err != nil {
 		return err
 	}
