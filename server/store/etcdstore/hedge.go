@@ -241,10 +241,13 @@ func (s *Store) closeMembers() {
 }
 
 // hedgedTxn sends a transaction through the client and, while it has no
-// answer, again every hedgeAfter to the next member, each at most once;
-// it returns the first answer, or the last error once every send failed or
-// ctx ended, and how many sends it made. The sends still on their way are
-// cancelled, and it returns once they ended.
+// answer, again every hedgeAfter to the next member until each had it,
+// then once more to each, every other hedgeAfter (a leader that fell
+// silent holds every send made before the others elected another, which
+// a send made after that reaches); it returns the first answer, or the
+// last error once every send failed or ctx ended, and how many sends it
+// made. The sends still on their way are cancelled, and it returns once
+// they ended.
 func (s *Store) hedgedTxn(ctx context.Context, as hedging, cmps []clientv3.Cmp, then, els []clientv3.Op) (*clientv3.TxnResponse, int, error) {
 	type answer struct {
 		resp *clientv3.TxnResponse
@@ -308,6 +311,10 @@ func (s *Store) hedgedTxn(ctx context.Context, as hedging, cmps []clientv3.Cmp, 
 				// while the first send's answer is late).
 				refused = true
 				hedge.Stop()
+			case loaded && tried >= len(members):
+				// The second round keeps its pace: a cluster that
+				// fails every send at once (no leader yet) is given
+				// time to elect one.
 			default:
 				hedge.Reset(0) // a send that failed at once: the next now
 			}
@@ -318,7 +325,7 @@ func (s *Store) hedgedTxn(ctx context.Context, as hedging, cmps []clientv3.Cmp, 
 			if !loaded {
 				members, loaded = s.members(), true
 			}
-			if tried == len(members) {
+			if tried == 2*len(members) {
 				break
 			}
 			release := func() {}
@@ -331,15 +338,19 @@ func (s *Store) hedgedTxn(ctx context.Context, as hedging, cmps []clientv3.Cmp, 
 					continue
 				}
 			}
-			target := members[tried]
+			target := members[tried%len(members)]
 			tried++
 			s.metrics.hedges.Inc()
 			send(target.kv, target.m, release)
-			hedge.Reset(s.hedgeAfter())
+			next := s.hedgeAfter()
+			if tried >= len(members) {
+				next *= 2
+			}
+			hedge.Reset(next)
 		case <-ctx.Done():
 			return nil, 1 + tried, ctx.Err()
 		}
-		if pending == 0 && (refused || loaded && tried == len(members)) {
+		if pending == 0 && (refused || loaded && tried == 2*len(members)) {
 			return nil, 1 + tried, last
 		}
 	}

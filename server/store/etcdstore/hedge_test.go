@@ -170,14 +170,15 @@ func (w *twinSends) check(t *testing.T, what string) {
 	}
 }
 
-// standIn is a KV whose transactions succeed, fail with err, or (hang)
-// wait until their context ends, after delay.
+// standIn is a KV whose transactions succeed, fail with err, or (hang, or
+// the first hangFirst of them) wait until their context ends, after delay.
 type standIn struct {
 	clientv3.KV
-	hang  bool
-	delay time.Duration // before it answers
-	err   error
-	sends atomic.Int32
+	hang      bool
+	hangFirst int32
+	delay     time.Duration // before it answers
+	err       error
+	sends     atomic.Int32
 }
 
 func (k *standIn) Txn(ctx context.Context) clientv3.Txn { return &standInTxn{k: k, ctx: ctx} }
@@ -192,13 +193,13 @@ func (t *standInTxn) If(...clientv3.Cmp) clientv3.Txn  { return t }
 func (t *standInTxn) Then(...clientv3.Op) clientv3.Txn { return t }
 func (t *standInTxn) Else(...clientv3.Op) clientv3.Txn { return t }
 func (t *standInTxn) Commit() (*clientv3.TxnResponse, error) {
-	t.k.sends.Add(1)
+	n := t.k.sends.Add(1)
 	select {
 	case <-time.After(t.k.delay):
 	case <-t.ctx.Done():
 		return nil, t.ctx.Err()
 	}
-	if t.k.hang {
+	if t.k.hang || n <= t.k.hangFirst {
 		<-t.ctx.Done()
 		return nil, t.ctx.Err()
 	}
@@ -209,10 +210,12 @@ func (t *standInTxn) Commit() (*clientv3.TxnResponse, error) {
 }
 
 // TestHedgedTxn: a send that hangs is sent again to each member in turn
-// until one answers; sends that fail at once are sent on at once, and the
-// last error is the answer once every member had one; a refusal sends
-// nothing more, but a send on its way may still answer; a store whose
-// client knows one member sends nothing more.
+// until one answers, then once more to each (as to a cluster whose leader
+// fell silent, whose members answer only once they elected another); sends
+// that fail at once are sent on at once, then at a pace, and the last
+// error is the answer once every member had two; a refusal sends nothing
+// more, but a send on its way may still answer; a store whose client knows
+// one member sends nothing more.
 func TestHedgedTxn(t *testing.T) {
 	t.Parallel()
 	unavailable := status.Error(codes.Unavailable, "etcdserver: no leader")
@@ -224,7 +227,8 @@ func TestHedgedTxn(t *testing.T) {
 		sends    int
 	}{
 		{"first hangs, then a member", &standIn{hang: true}, []*standIn{{hang: true}, {}, {}}, true, 3},
-		{"all fail at once", &standIn{err: unavailable}, []*standIn{{err: unavailable}, {err: unavailable}}, false, 3},
+		{"every member hangs, then answers", &standIn{hang: true}, []*standIn{{hangFirst: 1}, {hangFirst: 1}}, true, 4},
+		{"all fail at once", &standIn{err: unavailable}, []*standIn{{err: unavailable}, {err: unavailable}}, false, 5},
 		{"refused, not sent again", &standIn{err: status.Error(codes.InvalidArgument, "bad")}, []*standIn{{}}, false, 1},
 		// The first send's answer comes after the hedge's refusal.
 		{"refused while another is on its way", &standIn{delay: 300 * time.Millisecond}, []*standIn{{err: status.Error(codes.ResourceExhausted, "etcdserver: too many requests")}, {}}, true, 2},
