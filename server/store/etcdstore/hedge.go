@@ -104,7 +104,7 @@ func storeLater(v *atomic.Int64, t int64) {
 }
 
 // hedgeTarget is where a hedge goes: a member's connection, or (tests) a
-// stand-in KV.
+// stand-in KV, with a memberConn of its own but no connection.
 type hedgeTarget struct {
 	kv clientv3.KV
 	m  *memberConn
@@ -117,7 +117,8 @@ func (s *Store) members() []hedgeTarget {
 	if kvs := s.hedgeTo.Load(); kvs != nil {
 		out := make([]hedgeTarget, len(*kvs))
 		for i, kv := range *kvs {
-			out[i] = hedgeTarget{kv: kv}
+			m, _ := s.standIns.LoadOrStore(kv, &memberConn{kv: kv})
+			out[i] = hedgeTarget{kv: kv, m: m.(*memberConn)}
 		}
 		return out
 	}
@@ -253,6 +254,7 @@ func (s *Store) hedgedTxn(ctx context.Context, as hedging, cmps []clientv3.Cmp, 
 		resp *clientv3.TxnResponse
 		err  error
 		sent int64 // monoNow
+		m    *memberConn
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	answers := make(chan answer)
@@ -263,8 +265,10 @@ func (s *Store) hedgedTxn(ctx context.Context, as hedging, cmps []clientv3.Cmp, 
 			<-answers
 		}
 	}()
-	// won is when the send whose answer was taken was made (monoNow).
+	// won is when the send whose answer was taken was made (monoNow), and
+	// wonAt the member it went to (stored first).
 	var won atomic.Int64
+	var wonAt atomic.Pointer[memberConn]
 	send := func(kv clientv3.KV, m *memberConn, release func()) {
 		pending++
 		sent := monoNow()
@@ -275,11 +279,13 @@ func (s *Store) hedgedTxn(ctx context.Context, as hedging, cmps []clientv3.Cmp, 
 				switch {
 				case err == nil:
 					storeLater(&m.answered, monoNow())
-				case ctx.Err() != nil && won.Load() > sent:
+				case ctx.Err() != nil && won.Load() > sent && wonAt.Load() != m:
+					// Overtaken by another member (not by a later
+					// send to this one).
 					storeLater(&m.hung, monoNow())
 				}
 			}
-			answers <- answer{resp, err, sent}
+			answers <- answer{resp, err, sent, m}
 		}()
 	}
 	send(s.cli.KV, nil, func() {})
@@ -291,25 +297,30 @@ func (s *Store) hedgedTxn(ctx context.Context, as hedging, cmps []clientv3.Cmp, 
 	if as == hedged {
 		slots = s.memberConns.slots
 	}
-	var last error
-	refused := false // by etcd: no more sends
+	// last is the answer once no send is left: the last error, or etcd's
+	// refusal (no more sends then).
+	var last, refusal error
 	for {
 		select {
 		case a := <-answers:
 			pending--
 			if a.err == nil {
+				wonAt.Store(a.m)
 				won.Store(a.sent)
 				return a.resp, 1 + tried, nil
 			}
-			last = a.err
+			if refusal == nil {
+				last = a.err
+			}
 			switch {
 			case ctx.Err() != nil:
-				return nil, 1 + tried, a.err
+				return nil, 1 + tried, last
 			case !retryable(a.err):
 				// Final once no send is left: one on its way may have
 				// committed (a member falling behind refuses at once
-				// while the first send's answer is late).
-				refused = true
+				// while the first send's answer is late). It is the
+				// answer, not a later send's timeout: etcd's own.
+				refusal, last = a.err, a.err
 				hedge.Stop()
 			case loaded && tried >= len(members):
 				// The second round keeps its pace: a cluster that
@@ -319,7 +330,7 @@ func (s *Store) hedgedTxn(ctx context.Context, as hedging, cmps []clientv3.Cmp, 
 				hedge.Reset(0) // a send that failed at once: the next now
 			}
 		case <-hedge.C:
-			if refused {
+			if refusal != nil {
 				break
 			}
 			if !loaded {
@@ -348,9 +359,12 @@ func (s *Store) hedgedTxn(ctx context.Context, as hedging, cmps []clientv3.Cmp, 
 			}
 			hedge.Reset(next)
 		case <-ctx.Done():
+			if refusal != nil {
+				return nil, 1 + tried, refusal
+			}
 			return nil, 1 + tried, ctx.Err()
 		}
-		if pending == 0 && (refused || loaded && tried == 2*len(members)) {
+		if pending == 0 && (refusal != nil || loaded && tried == 2*len(members)) {
 			return nil, 1 + tried, last
 		}
 	}

@@ -214,8 +214,8 @@ func (t *standInTxn) Commit() (*clientv3.TxnResponse, error) {
 // fell silent, whose members answer only once they elected another); sends
 // that fail at once are sent on at once, then at a pace, and the last
 // error is the answer once every member had two; a refusal sends nothing
-// more, but a send on its way may still answer; a store whose client knows
-// one member sends nothing more.
+// more, but a send on its way may still answer, and is the answer
+// otherwise; a store whose client knows one member sends nothing more.
 func TestHedgedTxn(t *testing.T) {
 	t.Parallel()
 	unavailable := status.Error(codes.Unavailable, "etcdserver: no leader")
@@ -225,14 +225,20 @@ func TestHedgedTxn(t *testing.T) {
 		members  []*standIn
 		answered bool
 		sends    int
+		hung     []bool // per member, if given: tried last from now on
 	}{
-		{"first hangs, then a member", &standIn{hang: true}, []*standIn{{hang: true}, {}, {}}, true, 3},
-		{"every member hangs, then answers", &standIn{hang: true}, []*standIn{{hangFirst: 1}, {hangFirst: 1}}, true, 4},
-		{"all fail at once", &standIn{err: unavailable}, []*standIn{{err: unavailable}, {err: unavailable}}, false, 5},
-		{"refused, not sent again", &standIn{err: status.Error(codes.InvalidArgument, "bad")}, []*standIn{{}}, false, 1},
+		{"first hangs, then a member", &standIn{hang: true}, []*standIn{{hang: true}, {}, {}}, true, 3, nil},
+		// The first member answers its second send: its first, which
+		// that overtook, does not count against it.
+		{"every member hangs, then answers", &standIn{hang: true}, []*standIn{{hangFirst: 1}, {hangFirst: 1}}, true, 4, []bool{false, true}},
+		{"all fail at once", &standIn{err: unavailable}, []*standIn{{err: unavailable}, {err: unavailable}}, false, 5, nil},
+		{"refused, not sent again", &standIn{err: status.Error(codes.InvalidArgument, "bad")}, []*standIn{{}}, false, 1, nil},
 		// The first send's answer comes after the hedge's refusal.
-		{"refused while another is on its way", &standIn{delay: 300 * time.Millisecond}, []*standIn{{err: status.Error(codes.ResourceExhausted, "etcdserver: too many requests")}, {}}, true, 2},
-		{"one member", &standIn{hang: true}, nil, false, 1},
+		{"refused while another is on its way", &standIn{delay: 300 * time.Millisecond}, []*standIn{{err: status.Error(codes.ResourceExhausted, "etcdserver: too many requests")}, {}}, true, 2, nil},
+		{"one member", &standIn{hang: true}, nil, false, 1, nil},
+		// The refusal is the answer, not the hanging send's timeout
+		// (a token's put refused for its lease tries another lease).
+		{"refused while another hangs", &standIn{hang: true}, []*standIn{{err: status.Error(codes.NotFound, "etcdserver: requested lease not found")}, {}}, false, 2, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -253,6 +259,14 @@ func TestHedgedTxn(t *testing.T) {
 			}
 			if (err == nil) != tc.answered || sends != tc.sends || made != sends {
 				t.Errorf("answered: %v (%v), sends %d (%d reported); want answered %v, %d sends", err == nil, err, sends, made, tc.answered, tc.sends)
+			}
+			for i, want := range tc.hung {
+				if m, _ := s.standIns.Load(tc.members[i]); m == nil || m.(*memberConn).hangs() != want {
+					t.Errorf("member %d hangs: %v, want %v", i, m != nil && m.(*memberConn).hangs(), want)
+				}
+			}
+			if refusal := tc.members; err != nil && len(refusal) > 0 && refusal[0].err != nil && status.Code(err) != status.Code(refusal[0].err) {
+				t.Errorf("error %v, want the refusal %v", err, refusal[0].err)
 			}
 		})
 	}

@@ -184,6 +184,7 @@ type Store struct {
 	// requests (hedge.go); hedgeTo (tests), if set, replaces them.
 	memberConns memberConns
 	hedgeTo     atomic.Pointer[[]clientv3.KV]
+	standIns    sync.Map // hedgeTo's KVs' memberConns, by KV
 
 	ctx    context.Context // background work; cancelled by Close
 	cancel context.CancelFunc

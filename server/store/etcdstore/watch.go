@@ -2,12 +2,13 @@ package etcdstore
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"google.golang.org/grpc/metadata"
 )
 
 // A watch is a stream on which etcd sends only when something changed, so
@@ -19,9 +20,10 @@ import (
 // members, each watch goes to one of them over a connection of its own
 // (the memberConns, in turn, those that hung last), and while the watch
 // is idle the node asks that member for a key by a local read
-// (serializable: no leader needed, the member alone answers) every
+// (serializable: the member answers alone, if it knows a leader) every
 // watchProbe; a member that does not answer within watchProbe, or cannot
-// be reached, ends the watch, and its loop sets it up again, at another
+// be reached, or that has no leader (cut off from the others, or an
+// election), ends the watch, and its loop sets it up again, at another
 // member. A slow answer costs only that: the watch resumes from its next
 // revision, and the member is tried last for a while.
 
@@ -36,7 +38,7 @@ func (s *Store) watchProbe() time.Duration { return 2 * s.hedgeAfter() }
 func (s *Store) watch(ctx context.Context, what, key string, opts ...clientv3.OpOption) clientv3.WatchChan {
 	opts = append(opts, clientv3.WithCreatedNotify())
 	members := s.members()
-	if len(members) == 0 || members[0].m == nil {
+	if len(members) == 0 || members[0].m == nil || members[0].m.conn == nil { // none, or a test's stand-ins
 		return s.cli.Watch(ctx, key, opts...)
 	}
 	m := members[0].m
@@ -71,9 +73,10 @@ func (s *Store) watch(ctx context.Context, what, key string, opts ...clientv3.Op
 			case <-idle.C:
 				probing = true
 				go func() {
-					// Without the watch's leader requirement: a
-					// member answers a local read during an election.
-					pctx, pcancel := context.WithTimeout(metadata.NewOutgoingContext(ctx, nil), every)
+					// With the watch's leader requirement: a member
+					// cut off from the others (it has no leader) sees
+					// no commit either.
+					pctx, pcancel := context.WithTimeout(ctx, every)
 					defer pcancel()
 					_, err := m.kv.Get(pctx, key, clientv3.WithSerializable(), clientv3.WithKeysOnly())
 					probed <- err
@@ -82,14 +85,18 @@ func (s *Store) watch(ctx context.Context, what, key string, opts ...clientv3.Op
 				probing = false
 				if err != nil && ctx.Err() == nil && retryable(err) {
 					// Said once while a member stays silent (or etcd is
-					// down: every member in turn).
-					level := slog.LevelWarn
+					// down: every member in turn), and not at all for
+					// an election (no leader: every member briefly).
+					msg, level := "etcd member does not answer; watching at another", slog.LevelWarn
+					if errors.Is(err, rpctypes.ErrNoLeader) {
+						msg, level = "etcd member has no leader; watching at another", slog.LevelDebug
+					}
 					if m.hangs() {
 						level = slog.LevelDebug
 					}
 					storeLater(&m.hung, monoNow())
 					s.metrics.watchStalls.Inc()
-					s.log.Log(s.ctx, level, "etcd member does not answer; watching at another", "watch", what, "endpoint", m.ep, "err", err)
+					s.log.Log(s.ctx, level, msg, "watch", what, "endpoint", m.ep, "err", err)
 					return
 				}
 				if err == nil {
