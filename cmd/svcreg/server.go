@@ -38,7 +38,8 @@ svcreg server processes over the same cluster (and --etcd-prefix) serve one
 registry: any of them answers any request. See docs/etcd.md.
 
 Authenticate with users from --users (a TOML file of [[user]] entries with
-name, tenant, api_key, password_hash, tokens), or start with --dev, in which
+name, tenant, api_key, password_hash, tokens; static tokens are at least 20
+characters, openssl rand -hex 16), or start with --dev, in which
 any username authenticates with the API key "dev" and gets a tenant of its own
 ("dev" gets 7777). --dev accepts anyone: never use it where others can reach
 the server, and never together with --users (refused).
