@@ -10,11 +10,14 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
 )
 
 // The rules by which a peer takes copies: newer revisions replace older
@@ -558,5 +561,48 @@ func TestCopyLinger(t *testing.T) {
 	case <-stopped:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the sender did not stop while it lingered")
+	}
+}
+
+// Anyone who reaches a node's peer port can open connections that send
+// nothing; once they fill its slots, a new one takes the slot of the
+// oldest that has not opened a frame with the secret, so a holder still
+// gets its copies through, and a holder's connection, whose frames
+// opened, keeps its slot however many come after it.
+func TestPeerSlotsGoToHolders(t *testing.T) {
+	holder, peer := peerPair(t, testPeerKey, testPeerKey, "")
+	flood := func(n int) []net.Conn {
+		conns := make([]net.Conn, n)
+		for i := range conns {
+			c, err := net.Dial("tcp", peer.peerAddr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Close() })
+			conns[i] = c
+		}
+		return conns
+	}
+	closed := func(c net.Conn) bool { // well before peerFirst closes it
+		c.SetReadDeadline(time.Now().Add(peerFirst / 2))
+		_, err := c.Read(make([]byte, 1))
+		return err != nil && !errors.Is(err, os.ErrDeadlineExceeded)
+	}
+	idle := flood(maxPeerConns + 1)
+	if !closed(idle[0]) {
+		t.Fatal("the oldest idle connection kept its slot past the bound")
+	}
+	for i := range 3 {
+		if r := holder.sendCopy(context.Background(), queuedItem(fmt.Sprint("svc-", i))); r.err != nil || !r.ok {
+			t.Fatalf("copy %d with the peer's slots full of idle connections: %+v", i, r)
+		}
+		flood(maxPeerConns + 1)
+	}
+	var m dto.Metric
+	if err := holder.metrics.copyFailures.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	if f := m.GetCounter().GetValue(); f != 0 {
+		t.Errorf("%v copy round trips failed: the holder's connection lost its slot", f)
 	}
 }

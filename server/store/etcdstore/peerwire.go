@@ -3,6 +3,7 @@ package etcdstore
 import (
 	"bufio"
 	"bytes"
+	"container/list"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -11,6 +12,7 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"sync"
 	"time"
 
 	"golang.org/x/crypto/chacha20poly1305"
@@ -50,7 +52,7 @@ const (
 	peerFirst = 5 * time.Second
 	// maxPeerConns bounds the connections the peer serves at once: each
 	// node keeps one to its peer, and nothing is read before the
-	// frame opens but the frame itself.
+	// frame opens but the frame itself (peerSlots).
 	maxPeerConns = 256
 )
 
@@ -166,11 +168,76 @@ func kept[S ~[]E, E any](s S, max int) S {
 	return s[:0]
 }
 
+// peerSlots are the peer connections served at once, at most
+// maxPeerConns. Those whose first frame has not opened with the secret yet
+// (anyone who reaches the port can open them) are kept oldest first: a new
+// connection past the bound takes the slot of the oldest of those, so
+// that connections that send nothing cannot keep a node's holders out;
+// one that opened a frame keeps its slot.
+type peerSlots struct {
+	mu      sync.Mutex
+	n       int
+	waiting *list.List // of *peerSlot, oldest first
+}
+
+type peerSlot struct {
+	c    net.Conn
+	wait *list.Element // in waiting; nil once opened, or taken
+}
+
+// take gives c a slot, taking the oldest waiting connection's if they
+// are all in use (and closing that one), or reports none is free.
+func (p *peerSlots) take(c net.Conn) (*peerSlot, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.n == maxPeerConns {
+		oldest := p.waiting.Front()
+		if oldest == nil {
+			return nil, false
+		}
+		old := p.waiting.Remove(oldest).(*peerSlot)
+		old.wait = nil
+		old.c.Close()
+		p.n-- // its goroutine leaves without giving the slot back
+	}
+	p.n++
+	slot := &peerSlot{c: c}
+	slot.wait = p.waiting.PushBack(slot)
+	return slot, true
+}
+
+// opened marks slot's connection as one whose frame opened: it keeps
+// its slot. It reports false if the slot was taken meanwhile.
+func (p *peerSlots) opened(slot *peerSlot) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if slot.wait == nil {
+		return false
+	}
+	p.waiting.Remove(slot.wait)
+	slot.wait = nil
+	return true
+}
+
+// done gives slot back, unless it was taken for another connection.
+func (p *peerSlots) done(slot *peerSlot, opened bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if slot.wait != nil {
+		p.waiting.Remove(slot.wait)
+		slot.wait = nil
+	} else if !opened {
+		return // taken: its slot went to the connection that took it
+	}
+	p.n--
+}
+
 // servePeers accepts peer connections until the store closes; past
-// maxPeerConns at once, new ones are closed at once.
+// maxPeerConns at once, a new one takes the slot of the oldest that has
+// not opened a frame yet, or is closed at once if none.
 func (s *Store) servePeers(ln net.Listener) {
 	backoff := 5 * time.Millisecond
-	conns := make(chan struct{}, maxPeerConns)
+	slots := &peerSlots{waiting: list.New()}
 	var warned time.Time // until when a full house goes unlogged
 	for {
 		c, err := ln.Accept()
@@ -186,9 +253,8 @@ func (s *Store) servePeers(ln net.Listener) {
 			continue
 		}
 		backoff = 5 * time.Millisecond
-		select {
-		case conns <- struct{}{}:
-		default:
+		slot, ok := slots.take(c)
+		if !ok {
 			if now := time.Now(); now.After(warned) {
 				s.log.Warn("too many peer connections; closing new ones", "max", maxPeerConns, "from", c.RemoteAddr().String())
 				warned = now.Add(time.Minute)
@@ -197,14 +263,20 @@ func (s *Store) servePeers(ln net.Listener) {
 			continue
 		}
 		s.wg.Go(func() {
-			defer func() { <-conns }()
-			s.servePeerConn(c)
+			opened := false
+			defer func() { slots.done(slot, opened) }()
+			s.servePeerConn(c, func() bool {
+				opened = slots.opened(slot)
+				return opened
+			})
 		})
 	}
 }
 
-// servePeerConn answers the batches of copies on one connection.
-func (s *Store) servePeerConn(c net.Conn) {
+// servePeerConn answers the batches of copies on one connection; opened
+// is called once its first frame opened with the secret, and the
+// connection ends if it says false (another took its slot).
+func (s *Store) servePeerConn(c net.Conn, opened func() bool) {
 	defer c.Close()
 	stop := context.AfterFunc(s.ctx, func() { c.Close() })
 	defer stop()
@@ -231,6 +303,9 @@ func (s *Store) servePeerConn(c net.Conn) {
 			s.metrics.copyRefusals.WithLabelValues("secret").Inc()
 			c.SetWriteDeadline(time.Now().Add(copyTimeout))
 			writeFrame(w, refusalNonce, []byte("not sealed with this registry's secret"))
+			return
+		}
+		if idle == peerFirst && !opened() {
 			return
 		}
 		ans := s.takeCopies(payload, &batch)
