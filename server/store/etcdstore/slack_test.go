@@ -90,13 +90,16 @@ func TestHolderWithoutPeerKeepsTheSlackAhead(t *testing.T) {
 	u := login(t, n[0], "slack-ahead")
 	tok := u.create(n[0], "svc", 3)
 	tok = u.heartbeat(n[0], "svc", tok) // written: node 0 holds it; stored deadline 18 s from now
-	// Heartbeats 2, 4, 8, 12 and 14.9 s later: the first two, and the
-	// fourth, within the stored deadline less the margin, are answered
-	// from memory; the others are written, each moving the stored
-	// deadline to 18 s from then. (Without the margin, all five were
-	// answered from memory, the last 0.1 s inside the stored deadline.)
-	for _, step := range []time.Duration{2 * time.Second, 2 * time.Second, 4 * time.Second, 4 * time.Second, 2900 * time.Millisecond} {
-		clock.Advance(step)
+	// Heartbeats every 2.9 s, within the timeout (a longer step lets the
+	// holder's reaper time the service out before the heartbeat arrives):
+	// the first, third and fifth (2.9, 8.7 and 14.5 s), whose tokens'
+	// deadlines are within the stored deadline less the margin, are
+	// answered from memory; the second and fourth (5.8 and 11.6 s) are
+	// written, each moving the stored deadline to 18 s from then.
+	// (Without the margin, all five were answered from memory, the last
+	// 0.5 s inside the stored deadline of 18 s.)
+	for range 5 {
+		clock.Advance(2900 * time.Millisecond)
 		tok = u.heartbeat(n[0], "svc", tok)
 	}
 	if got := n[0].metric("svcreg_store_heartbeats_in_memory_total"); got != 3 {
