@@ -3,6 +3,7 @@ package etcdstore
 import (
 	"bufio"
 	"bytes"
+	"container/list"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -565,10 +566,10 @@ func TestCopyLinger(t *testing.T) {
 }
 
 // Anyone who reaches a node's peer port can open connections that send
-// nothing; once they fill its slots, a new one takes the slot of the
-// oldest that has not opened a frame with the secret, so a holder still
-// gets its copies through, and a holder's connection, whose frames
-// opened, keeps its slot however many come after it.
+// nothing; once they fill its slots, a new one takes the slot of one that
+// has not opened a frame with the secret, so a holder still gets its
+// copies through, and a holder's connection, whose frames opened, keeps
+// its slot however many come after it.
 func TestPeerSlotsGoToHolders(t *testing.T) {
 	holder, peer := peerPair(t, testPeerKey, testPeerKey, "")
 	flood := func(n int) []net.Conn {
@@ -604,5 +605,73 @@ func TestPeerSlotsGoToHolders(t *testing.T) {
 	}
 	if f := m.GetCounter().GetValue(); f != 0 {
 		t.Errorf("%v copy round trips failed: the holder's connection lost its slot", f)
+	}
+
+}
+
+// slotConn is a connection that only has a client address and a close.
+type slotConn struct {
+	net.Conn
+	from   string
+	closed bool
+}
+
+func (c *slotConn) RemoteAddr() net.Addr {
+	return &net.TCPAddr{IP: net.ParseIP(c.from), Port: 40000}
+}
+
+func (c *slotConn) Close() error { c.closed = true; return nil }
+
+// Connections that have not opened a frame give up their slots by
+// address: a flood from one address, however fast, takes only its own
+// connections' slots, and a holder connecting from another address while
+// it goes on (its first frame not read yet) keeps its slot; among
+// addresses as busy, the one waiting longest goes. An IPv6 address counts
+// by its /64.
+func TestPeerSlotsByAddress(t *testing.T) {
+	p := &peerSlots{waiting: map[string]*list.List{}}
+	take := func(from string) (*slotConn, *peerSlot) {
+		c := &slotConn{from: from}
+		slot, ok := p.take(c)
+		if !ok {
+			t.Fatalf("no slot for a connection from %s", from)
+		}
+		return c, slot
+	}
+	var flood []*slotConn
+	for range maxPeerConns {
+		c, _ := take("192.0.2.66")
+		flood = append(flood, c)
+	}
+	holder, hs := take("10.0.0.1")
+	if !flood[0].closed {
+		t.Error("the flood's oldest connection kept its slot")
+	}
+	for range 10 * maxPeerConns {
+		take("192.0.2.66")
+	}
+	if holder.closed {
+		t.Fatal("a holder's waiting connection lost its slot to a flood from another address")
+	}
+	if !p.opened(hs) {
+		t.Fatal("the holder's first frame found its slot taken")
+	}
+	// Many addresses, one connection each: the one waiting longest goes.
+	p = &peerSlots{waiting: map[string]*list.List{}}
+	var each []*slotConn
+	for i := range maxPeerConns {
+		c, _ := take(fmt.Sprintf("2001:db8:%x::1", i))
+		each = append(each, c)
+	}
+	take("2001:db8:0::2") // the /64 of the first: two waiting there
+	if !each[0].closed || each[1].closed {
+		t.Errorf("past the bound with one address waiting twice: first closed %v, second %v; want only the first", each[0].closed, each[1].closed)
+	}
+	take("2001:db8:ffff::1")
+	if !each[1].closed {
+		t.Error("among addresses waiting once each, the one waiting longest kept its slot")
+	}
+	if p.n != maxPeerConns {
+		t.Errorf("%d slots in use, want %d", p.n, maxPeerConns)
 	}
 }

@@ -170,40 +170,75 @@ func kept[S ~[]E, E any](s S, max int) S {
 
 // peerSlots are the peer connections served at once, at most
 // maxPeerConns. Those whose first frame has not opened with the secret yet
-// (anyone who reaches the port can open them) are kept oldest first: a new
-// connection past the bound takes the slot of the oldest of those, so
-// that connections that send nothing cannot keep a node's holders out;
-// one that opened a frame keeps its slot.
+// (anyone who reaches the port can open them) wait, by client address,
+// oldest first: a new connection past the bound takes the slot of the
+// oldest waiting one of the address with the most waiting (of those, the
+// one waiting longest), so that connections that send nothing, however
+// fast they come from one address, cannot keep the other addresses'
+// holders out; one that opened a frame keeps its slot.
 type peerSlots struct {
 	mu      sync.Mutex
 	n       int
-	waiting *list.List // of *peerSlot, oldest first
+	seq     uint64
+	waiting map[string]*list.List // of *peerSlot, by address, oldest first
 }
 
 type peerSlot struct {
 	c    net.Conn
-	wait *list.Element // in waiting; nil once opened, or taken
+	addr string
+	seq  uint64
+	wait *list.Element // in waiting[addr]; nil once opened, or taken
 }
 
-// take gives c a slot, taking the oldest waiting connection's if they
-// are all in use (and closing that one), or reports none is free.
+// take gives c a slot, taking a waiting connection's (and closing that
+// one) if they are all in use, or reports none is free.
 func (p *peerSlots) take(c net.Conn) (*peerSlot, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.n == maxPeerConns {
-		oldest := p.waiting.Front()
-		if oldest == nil {
+		old := p.victim()
+		if old == nil {
 			return nil, false
 		}
-		old := p.waiting.Remove(oldest).(*peerSlot)
-		old.wait = nil
+		p.unwait(old)
 		old.c.Close()
 		p.n-- // its goroutine leaves without giving the slot back
 	}
 	p.n++
-	slot := &peerSlot{c: c}
-	slot.wait = p.waiting.PushBack(slot)
+	p.seq++
+	slot := &peerSlot{c: c, addr: peerClient(c), seq: p.seq}
+	l := p.waiting[slot.addr]
+	if l == nil {
+		l = list.New()
+		p.waiting[slot.addr] = l
+	}
+	slot.wait = l.PushBack(slot)
 	return slot, true
+}
+
+// victim is the connection whose slot a new one takes: the oldest
+// waiting one of the address with the most waiting, the longest waiting
+// of those; nil if none waits.
+func (p *peerSlots) victim() *peerSlot {
+	var v *peerSlot
+	most := 0
+	for _, l := range p.waiting {
+		oldest := l.Front().Value.(*peerSlot)
+		if l.Len() > most || l.Len() == most && oldest.seq < v.seq {
+			v, most = oldest, l.Len()
+		}
+	}
+	return v
+}
+
+// unwait takes slot out of the waiting connections.
+func (p *peerSlots) unwait(slot *peerSlot) {
+	l := p.waiting[slot.addr]
+	l.Remove(slot.wait)
+	slot.wait = nil
+	if l.Len() == 0 {
+		delete(p.waiting, slot.addr)
+	}
 }
 
 // opened marks slot's connection as one whose frame opened: it keeps
@@ -214,8 +249,7 @@ func (p *peerSlots) opened(slot *peerSlot) bool {
 	if slot.wait == nil {
 		return false
 	}
-	p.waiting.Remove(slot.wait)
-	slot.wait = nil
+	p.unwait(slot)
 	return true
 }
 
@@ -224,20 +258,32 @@ func (p *peerSlots) done(slot *peerSlot, opened bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if slot.wait != nil {
-		p.waiting.Remove(slot.wait)
-		slot.wait = nil
+		p.unwait(slot)
 	} else if !opened {
 		return // taken: its slot went to the connection that took it
 	}
 	p.n--
 }
 
+// peerClient is the address a peer connection comes from: its IP, an
+// IPv6 one by its /64.
+func peerClient(c net.Conn) string {
+	a, ok := c.RemoteAddr().(*net.TCPAddr)
+	if !ok {
+		return c.RemoteAddr().String()
+	}
+	if a.IP.To4() == nil {
+		return a.IP.Mask(net.CIDRMask(64, 128)).String()
+	}
+	return a.IP.String()
+}
+
 // servePeers accepts peer connections until the store closes; past
-// maxPeerConns at once, a new one takes the slot of the oldest that has
-// not opened a frame yet, or is closed at once if none.
+// maxPeerConns at once, a new one takes the slot of one that has not
+// opened a frame yet (peerSlots), or is closed at once if none.
 func (s *Store) servePeers(ln net.Listener) {
 	backoff := 5 * time.Millisecond
-	slots := &peerSlots{waiting: list.New()}
+	slots := &peerSlots{waiting: map[string]*list.List{}}
 	var warned time.Time // until when a full house goes unlogged
 	for {
 		c, err := ln.Accept()
@@ -290,7 +336,7 @@ func (s *Store) servePeerConn(c net.Conn, opened func() bool) {
 		an, ad, out []byte
 	)
 	started := func() { c.SetReadDeadline(time.Now().Add(copyTimeout)) }
-	idle := peerFirst
+	idle, first := peerFirst, true
 	for {
 		c.SetReadDeadline(time.Now().Add(idle))
 		nonce, sealed, err := in.read(r, started)
@@ -305,9 +351,10 @@ func (s *Store) servePeerConn(c net.Conn, opened func() bool) {
 			writeFrame(w, refusalNonce, []byte("not sealed with this registry's secret"))
 			return
 		}
-		if idle == peerFirst && !opened() {
+		if first && !opened() {
 			return
 		}
+		first = false
 		ans := s.takeCopies(payload, &batch)
 		an = ns.next(an[:0])
 		out = ans.appendTo(out[:0])
