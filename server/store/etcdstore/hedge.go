@@ -103,24 +103,12 @@ func storeLater(v *atomic.Int64, t int64) {
 	}
 }
 
-// hedgeTarget is where a hedge goes: a member's connection, or (tests) a
-// stand-in KV, with a memberConn of its own but no connection.
-type hedgeTarget struct {
-	kv clientv3.KV
-	m  *memberConn
-}
-
 // members returns the members the client knows, those that answer first,
-// or none if it knows fewer than two (or is a test's stand-in that knows
-// none).
-func (s *Store) members() []hedgeTarget {
-	if kvs := s.hedgeTo.Load(); kvs != nil {
-		out := make([]hedgeTarget, len(*kvs))
-		for i, kv := range *kvs {
-			m, _ := s.standIns.LoadOrStore(kv, &memberConn{kv: kv})
-			out[i] = hedgeTarget{kv: kv, m: m.(*memberConn)}
-		}
-		return out
+// or none if it knows fewer than two; or (tests) the stand-ins hedgeTo
+// holds, as they are.
+func (s *Store) members() []*memberConn {
+	if standIns := s.hedgeTo.Load(); standIns != nil {
+		return *standIns
 	}
 	m := &s.memberConns
 	m.mu.Lock()
@@ -132,7 +120,7 @@ func (s *Store) members() []hedgeTarget {
 	if m.conns == nil {
 		m.conns = make(map[string]*memberConn)
 	}
-	out := make([]hedgeTarget, 0, len(eps))
+	out := make([]*memberConn, 0, len(eps))
 	known := make(map[string]bool, len(eps))
 	for _, ep := range eps {
 		known[ep] = true
@@ -146,7 +134,7 @@ func (s *Store) members() []hedgeTarget {
 			c = &memberConn{ep: ep, conn: conn, kv: clientv3.NewKVFromKVClient(pb.NewKVClient(conn), s.cli)}
 			m.conns[ep] = c
 		}
-		out = append(out, hedgeTarget{kv: c.kv, m: c})
+		out = append(out, c)
 	}
 	for ep, c := range m.conns {
 		if !known[ep] { // the member left the cluster
@@ -163,15 +151,15 @@ func (s *Store) members() []hedgeTarget {
 // hedgeOrder is the order to hedge to members in: in turn from first (a
 // point that moves on with each request), those that hung since they last
 // answered last.
-func hedgeOrder(members []hedgeTarget, first int) []hedgeTarget {
-	answering := make([]hedgeTarget, 0, len(members))
-	var hanging []hedgeTarget
+func hedgeOrder(members []*memberConn, first int) []*memberConn {
+	answering := make([]*memberConn, 0, len(members))
+	var hanging []*memberConn
 	for i := range members {
-		t := members[(first+i)%len(members)]
-		if t.m.hangs() {
-			hanging = append(hanging, t)
+		m := members[(first+i)%len(members)]
+		if m.hangs() {
+			hanging = append(hanging, m)
 		} else {
-			answering = append(answering, t)
+			answering = append(answering, m)
 		}
 	}
 	return append(answering, hanging...)
@@ -180,9 +168,6 @@ func hedgeOrder(members []hedgeTarget, first int) []hedgeTarget {
 // hangs reports whether a hedge or a watch's probe to the member went
 // unanswered since it last answered one, within hungFor.
 func (c *memberConn) hangs() bool {
-	if c == nil {
-		return false
-	}
 	h := c.hung.Load()
 	return h > c.answered.Load() && monoNow()-h < int64(hungFor)
 }
@@ -289,7 +274,7 @@ func (s *Store) hedgedTxn(ctx context.Context, as hedging, cmps []clientv3.Cmp, 
 		}()
 	}
 	send(s.cli.KV, nil, func() {})
-	var members []hedgeTarget // loaded at the first hedge
+	var members []*memberConn // loaded at the first hedge
 	loaded, tried := false, 0
 	hedge := time.NewTimer(s.hedgeAfter())
 	defer hedge.Stop()
@@ -349,10 +334,10 @@ func (s *Store) hedgedTxn(ctx context.Context, as hedging, cmps []clientv3.Cmp, 
 					continue
 				}
 			}
-			target := members[tried%len(members)]
+			m := members[tried%len(members)]
 			tried++
 			s.metrics.hedges.Inc()
-			send(target.kv, target.m, release)
+			send(m.kv, m, release)
 			next := s.hedgeAfter()
 			if tried >= len(members) {
 				next *= 2

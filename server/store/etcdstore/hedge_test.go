@@ -149,7 +149,7 @@ func (w *twinSends) open(t *testing.T, cli *clientv3.Client, opts Options) *Stor
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	s.hedgeTo.Store(&[]clientv3.KV{w.hedge})
+	hedgeTo(s, w.hedge)
 	go s.Run(t.Context())
 	return s
 }
@@ -168,6 +168,17 @@ func (w *twinSends) check(t *testing.T, what string) {
 		t.Fatalf("sends of %s: %d through the client, %d hedged (which committed: %v); want 1 and 1, the hedge finding the first's commit",
 			what, n, h, w.hedgeCommitted.Load())
 	}
+}
+
+// hedgeTo makes s hedge to kvs, stand-ins for members, in that order, and
+// returns their memberConns.
+func hedgeTo(s *Store, kvs ...clientv3.KV) []*memberConn {
+	members := make([]*memberConn, len(kvs))
+	for i, kv := range kvs {
+		members[i] = &memberConn{kv: kv}
+	}
+	s.hedgeTo.Store(&members)
+	return members
 }
 
 // standIn is a KV whose transactions succeed, fail with err, or (hang, or
@@ -243,12 +254,13 @@ func TestHedgedTxn(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			s := &Store{cli: swapped(clientv3.NewCtxClient(t.Context()), tc.first, nil), opts: Options{RequestTimeout: time.Second}, metrics: newMetrics(nil, func() bool { return false })}
+			var members []*memberConn
 			if tc.members != nil {
 				kvs := make([]clientv3.KV, len(tc.members))
 				for i, m := range tc.members {
 					kvs[i] = m
 				}
-				s.hedgeTo.Store(&kvs)
+				members = hedgeTo(s, kvs...)
 			}
 			ctx, cancel := context.WithTimeout(t.Context(), s.opts.RequestTimeout)
 			defer cancel()
@@ -261,8 +273,8 @@ func TestHedgedTxn(t *testing.T) {
 				t.Errorf("answered: %v (%v), sends %d (%d reported); want answered %v, %d sends", err == nil, err, sends, made, tc.answered, tc.sends)
 			}
 			for i, want := range tc.hung {
-				if m, _ := s.standIns.Load(tc.members[i]); m == nil || m.(*memberConn).hangs() != want {
-					t.Errorf("member %d hangs: %v, want %v", i, m != nil && m.(*memberConn).hangs(), want)
+				if got := members[i].hangs(); got != want {
+					t.Errorf("member %d hangs: %v, want %v", i, got, want)
 				}
 			}
 			if refusal := tc.members; err != nil && len(refusal) > 0 && refusal[0].err != nil && status.Code(err) != status.Code(refusal[0].err) {
@@ -307,21 +319,21 @@ func TestSyncEndpoints(t *testing.T) {
 // since they last answered last, for a minute.
 func TestHedgeOrder(t *testing.T) {
 	t.Parallel()
-	ms := make([]hedgeTarget, 5)
+	ms := make([]*memberConn, 5)
 	for i := range ms {
-		ms[i] = hedgeTarget{m: &memberConn{}}
+		ms[i] = &memberConn{}
 	}
 	now := monoNow()
-	ms[1].m.hung.Store(now - 2) // hung, never answered since
-	ms[3].m.answered.Store(now - 3)
-	ms[3].m.hung.Store(now - 2)
-	ms[2].m.hung.Store(now - 3) // answered since it hung
-	ms[2].m.answered.Store(now - 1)
-	ms[4].m.hung.Store(now - int64(hungFor) - 1) // hung over a minute ago
+	ms[1].hung.Store(now - 2) // hung, never answered since
+	ms[3].answered.Store(now - 3)
+	ms[3].hung.Store(now - 2)
+	ms[2].hung.Store(now - 3) // answered since it hung
+	ms[2].answered.Store(now - 1)
+	ms[4].hung.Store(now - int64(hungFor) - 1) // hung over a minute ago
 	got := hedgeOrder(ms, 2)
 	order := []int{2, 4, 0, 3, 1}
 	for i, m := range order {
-		if got[i].m != ms[m].m {
+		if got[i] != ms[m] {
 			t.Fatalf("order from member 2: position %d is not member %d", i, m)
 		}
 	}
@@ -470,7 +482,7 @@ func TestHedgedTokenPut(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { s.Close() })
-		s.hedgeTo.Store(&[]clientv3.KV{hedge})
+		hedgeTo(s, hedge)
 		go s.Run(t.Context())
 		hash := [32]byte{2}
 		slow.key.Store(new(s.k.token(hash)))

@@ -181,10 +181,10 @@ type Store struct {
 	late atomic.Pointer[lateWrite]
 
 	// memberConns are connections to single members, for hedged
-	// requests (hedge.go); hedgeTo (tests), if set, replaces them.
+	// requests (hedge.go); hedgeTo (tests), if set, replaces them with
+	// stand-ins that have a KV and no connection.
 	memberConns memberConns
-	hedgeTo     atomic.Pointer[[]clientv3.KV]
-	standIns    sync.Map // hedgeTo's KVs' memberConns, by KV
+	hedgeTo     atomic.Pointer[[]*memberConn]
 
 	ctx    context.Context // background work; cancelled by Close
 	cancel context.CancelFunc

@@ -38,10 +38,10 @@ func (s *Store) watchProbe() time.Duration { return 2 * s.hedgeAfter() }
 func (s *Store) watch(ctx context.Context, what, key string, opts ...clientv3.OpOption) clientv3.WatchChan {
 	opts = append(opts, clientv3.WithCreatedNotify())
 	members := s.members()
-	if len(members) == 0 || members[0].m == nil || members[0].m.conn == nil { // none, or a test's stand-ins
+	if len(members) == 0 || members[0].conn == nil { // none, or a test's stand-ins
 		return s.cli.Watch(ctx, key, opts...)
 	}
-	m := members[0].m
+	m := members[0]
 	ctx, cancel := context.WithCancel(ctx)
 	w := clientv3.NewWatchFromWatchClient(pb.NewWatchClient(m.conn), s.cli)
 	in := w.Watch(ctx, key, opts...)
