@@ -261,22 +261,25 @@ func (s *Store) register(ctx context.Context) error {
 		// The lease is nobody's: revoked, it cannot keep a write of this
 		// attempt that lands later (etcd refuses a put on a lease it no
 		// longer has, and drops the key if it was put already).
-		s.revokeUnused(lease.ID)
+		if rerr := s.revoke(lease.ID); rerr != nil {
+			s.log.Debug("revoke the lease of a failed registration", "lease", fmt.Sprintf("%x", int64(lease.ID)), "err", rerr)
+		}
 		return err
 	}
 	s.lease.set(lease.ID, asked, lease.TTL)
 	return nil
 }
 
-// revokeUnused revokes a lease granted for a registration that failed,
-// within the request timeout; if that fails too, the lease expires a TTL
+// revoke revokes a lease within the request timeout; one etcd no longer
+// has is revoked already. One that fails to be revoked expires a TTL
 // later.
-func (s *Store) revokeUnused(id clientv3.LeaseID) {
+func (s *Store) revoke(id clientv3.LeaseID) error {
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.RequestTimeout)
 	defer cancel()
 	if _, err := s.cli.Revoke(ctx, id); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
-		s.log.Debug("revoke the lease of a failed registration", "lease", fmt.Sprintf("%x", int64(id)), "err", err)
+		return err
 	}
+	return nil
 }
 
 // keepRegistered renews the node's lease a third of its TTL after the last

@@ -435,9 +435,7 @@ func (s *Store) shutdown() error {
 		s.log.Warn("hand back held services", "handed_back", back, "left", left, "err", err)
 	}
 	rcancel()
-	ctx, cancel := context.WithTimeout(context.Background(), s.opts.RequestTimeout)
-	defer cancel()
-	if _, err := s.cli.Revoke(ctx, lease); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+	if err := s.revoke(lease); err != nil {
 		return s.fail(context.Background(), "leave the cluster", err)
 	}
 	return nil
