@@ -376,14 +376,7 @@ func TestHedgedWriteFindsItsOwnCommit(t *testing.T) {
 func TestAccountNonce(t *testing.T) {
 	t.Parallel()
 	acct := store.AccountRecord{CreatedAt: 1, Services: 2}
-	a, err := withNonce(acct)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := withNonce(acct)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, b := nonced(t, acct), nonced(t, acct)
 	if string(a) == string(b) {
 		t.Errorf("two writes of an account encode alike: %s", a)
 	}
@@ -391,6 +384,16 @@ func TestAccountNonce(t *testing.T) {
 	if err := json.Unmarshal(a, &got); err != nil || got != acct {
 		t.Errorf("%s decodes as %+v (%v), want %+v", a, got, err, acct)
 	}
+}
+
+// nonced is withNonce(acct), failing the test on an error.
+func nonced(t *testing.T, acct store.AccountRecord) []byte {
+	t.Helper()
+	raw, err := withNonce(acct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
 }
 
 // TestCommittedAs: a write whose condition failed finds its own commit
@@ -408,14 +411,7 @@ func TestCommittedAs(t *testing.T) {
 	}
 	t.Cleanup(func() { s.Close() })
 	acct := store.AccountRecord{CreatedAt: 1}
-	mine, err := withNonce(acct)
-	if err != nil {
-		t.Fatal(err)
-	}
-	theirs, err := withNonce(acct)
-	if err != nil {
-		t.Fatal(err)
-	}
+	mine, theirs := nonced(t, acct), nonced(t, acct)
 	acctKey, eventKey := s.k.account("t"), s.k.event("t", store.NextEventID(acct.Head, time.Now(), 1))
 	if rev, err := s.committedAs(ctx, "test", eventKey, acctKey, mine); err != nil || rev != 0 {
 		t.Errorf("no write committed: %d, %v; want 0", rev, err)
