@@ -45,10 +45,25 @@ func checkServiceID(s string) string {
 	if m := lengthMessage(s, 3, 65); m != "" {
 		return m
 	}
-	if !serviceIDPattern.MatchString(s) {
+	if !plainID(s) && !serviceIDPattern.MatchString(s) {
 		return "Invalid characters"
 	}
 	return ""
+}
+
+// plainID reports whether s is all ASCII letters, digits, '_', '-' and
+// '.', which serviceIDPattern matches (at its length) without running:
+// every heartbeat checks its id. The pattern decides the rest (its case
+// folding also takes the Kelvin sign and the long s).
+func plainID(s string) bool {
+	for i := range len(s) {
+		switch c := s[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '_', c == '-', c == '.':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // checkConfigID is the configuration id rule: length 3..500, then the
