@@ -3,11 +3,12 @@ package server
 import (
 	"context"
 	"errors"
-	"net"
 	"net/http"
 	"runtime"
 	"sync"
 	"time"
+
+	"github.com/svcreg/svcreg/internal/clientaddr"
 )
 
 // AuthLimits bound what the identity endpoint spends on one client address,
@@ -183,21 +184,8 @@ func (l *keyedLimiter) pruneAll() {
 }
 
 // clientAddress is the key of a request's client for FailuresPerAddress:
-// its IP, or for IPv6 its /64, which one host usually holds whole.
-func clientAddress(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	ip := net.ParseIP(host)
-	if ip == nil {
-		return host
-	}
-	if ip.To4() == nil {
-		return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
-	}
-	return ip.String()
-}
+// its IP, or for IPv6 its /64.
+func clientAddress(r *http.Request) string { return clientaddr.Key(r.RemoteAddr) }
 
 // errBusy is a password check refused because too many wait for a turn.
 var errBusy = errors.New("too many password checks waiting")

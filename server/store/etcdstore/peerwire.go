@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/crypto/chacha20poly1305"
 
+	"github.com/svcreg/svcreg/internal/clientaddr"
 	"github.com/svcreg/svcreg/internal/retry"
 )
 
@@ -206,7 +207,7 @@ func (p *peerSlots) take(c net.Conn) (*peerSlot, bool) {
 	}
 	p.n++
 	p.seq++
-	slot := &peerSlot{c: c, addr: peerClient(c), seq: p.seq}
+	slot := &peerSlot{c: c, addr: clientaddr.Key(c.RemoteAddr().String()), seq: p.seq}
 	l := p.waiting[slot.addr]
 	if l == nil {
 		l = list.New()
@@ -263,19 +264,6 @@ func (p *peerSlots) done(slot *peerSlot, opened bool) {
 		return // taken: its slot went to the connection that took it
 	}
 	p.n--
-}
-
-// peerClient is the address a peer connection comes from: its IP, an
-// IPv6 one by its /64.
-func peerClient(c net.Conn) string {
-	a, ok := c.RemoteAddr().(*net.TCPAddr)
-	if !ok {
-		return c.RemoteAddr().String()
-	}
-	if a.IP.To4() == nil {
-		return a.IP.Mask(net.CIDRMask(64, 128)).String()
-	}
-	return a.IP.String()
 }
 
 // servePeers accepts peer connections until the store closes; past
