@@ -933,7 +933,7 @@ func (s *Store) releaseCopy(k hbKey, holder, relKey string, sem chan struct{}) {
 func (s *Store) handOverCopy(ctx context.Context, k hbKey, c copyEntry, relKey string) {
 	next := c.state
 	next.Holder, next.HolderLease, next.Loose = "", 0, false
-	resp, err := s.writeHandOver(ctx, "hand over a copied service", k.tenant, k.id, c.stored, c.hbRev, next, relKey,
+	written, _, err := s.writeHandOver(ctx, "hand over a copied service", k.tenant, k.id, c.stored, c.hbRev, next, relKey,
 		clientv3.Compare(clientv3.LeaseValue(s.k.node(s.nodeID)), "=", c.lease))
 	s.copies.mu.Lock()
 	if e := s.copies.m[k]; e != nil && e.hbRev == c.hbRev {
@@ -946,7 +946,7 @@ func (s *Store) handOverCopy(ctx context.Context, k hbKey, c copyEntry, relKey s
 	switch {
 	case err != nil:
 		s.log.Debug("hand-over from a copy failed; it may still land", "tenant", k.tenant, "id", k.id, "holder", c.from, "err", err)
-	case resp.Succeeded:
+	case written:
 		s.log.Debug("handed a service back from its copy", "tenant", k.tenant, "id", k.id, "holder", c.from,
 			"deadline", time.Unix(0, next.Deadline).UTC())
 		s.metrics.handovers.Inc()

@@ -14,6 +14,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/svcreg/svcreg/internal/etcdtest"
+	"github.com/svcreg/svcreg/server/store"
 	"github.com/svcreg/svcreg/server/store/etcdstore"
 )
 
@@ -347,6 +348,66 @@ func silentEtcdMember(t *testing.T, leaderSilent bool) {
 		failed.Load(), failedWrites.Load(), writes.Load(), hedges)
 }
 
+// TestTokensWhileAMemberIsSilent: identity tokens are stored (each on a
+// lease granted for its ten minutes of expiry) and revoked while an etcd
+// member holds what it is sent without answering: a grant, put or revoke
+// sent to it goes to another member too, and each token is stored and
+// revoked within half the request timeout. Sent only to the member the
+// client's balancer picks, one in three waited for the timeout.
+func TestTokensWhileAMemberIsSilent(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.Start(t, etcdtest.Options{Members: 3})
+	cli := clientOfAll(t, c)
+	const timeout = 2 * time.Second
+	s, err := etcdstore.Open(t.Context(), cli, etcdstore.Options{Prefix: registryPrefix(t), RequestTimeout: timeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	silenceFollower(t, c)
+	now := time.Now()
+	for i := range 12 {
+		hash := [32]byte{byte(i + 1)}
+		// Each in a ten-minute bucket of its own: a lease for each.
+		info := store.TokenInfo{User: "u", Tenant: "123", Expires: now.Add(time.Duration(i)*10*time.Minute + 5*time.Minute)}
+		ctx, cancel := context.WithTimeout(t.Context(), timeout/2)
+		err := s.PutToken(ctx, hash, info)
+		if err == nil {
+			err = s.DeleteToken(ctx, hash)
+		}
+		cancel()
+		if err != nil {
+			t.Errorf("token %d, a member silent: %v", i, err)
+		}
+	}
+}
+
+// clientOfAll is a store's etcd client of every member of c, connected to
+// each.
+func clientOfAll(t *testing.T, c *etcdtest.Cluster) *clientv3.Client {
+	t.Helper()
+	cli, err := etcdstore.NewClient(etcdstore.ClientConfig{Endpoints: c.Endpoints()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	for range 9 {
+		if _, err := cli.Get(t.Context(), "k"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return cli
+}
+
+// silenceFollower makes a follower of c stop answering, without closing
+// its connections, until the test ends.
+func silenceFollower(t *testing.T, c *etcdtest.Cluster) {
+	t.Helper()
+	m := c.Members[(leader(t, c)+1)%len(c.Members)]
+	m.Pause()
+	t.Cleanup(m.Resume)
+}
+
 // The etcd client gives up on a member that stopped answering without
 // closing its connections, and sends its requests to the others: one it
 // went on using would hold every request it sends it, about one in three,
@@ -355,22 +416,12 @@ func silentEtcdMember(t *testing.T, leaderSilent bool) {
 func TestClientLeavesASilentMember(t *testing.T) {
 	t.Parallel()
 	c := etcdtest.Start(t, etcdtest.Options{Members: 3})
-	cli, err := etcdstore.NewClient(etcdstore.ClientConfig{Endpoints: c.Endpoints()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	for range 9 { // connected to every member
-		if _, err := cli.Get(t.Context(), "k"); err != nil {
-			t.Fatal(err)
-		}
-	}
-	m := c.Members[(leader(t, c)+1)%len(c.Members)]
-	m.Pause()
-	t.Cleanup(m.Resume)
+	cli := clientOfAll(t, c)
+	silenceFollower(t, c)
+	paused := time.Now()
 	// Each request given 2 s; nine in a row that all answer went to the
 	// two members that answer, three times round.
-	paused, inRow := time.Now(), 0
+	inRow := 0
 	for inRow < 9 {
 		if time.Since(paused) > time.Minute {
 			t.Fatalf("a minute after a member fell silent, the client still sends it requests")

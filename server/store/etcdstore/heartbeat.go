@@ -597,7 +597,7 @@ func (s *Store) handOver(ctx context.Context, tenantID, id string, hb hbRecord) 
 	defer func() {
 		dctx, dcancel := context.WithTimeout(context.Background(), s.opts.RequestTimeout)
 		defer dcancel()
-		s.txn(dctx, "withdraw a hand-over request", nil, []clientv3.Op{clientv3.OpDelete(rel)}, nil)
+		s.again(dctx, "withdraw a hand-over request", nil, clientv3.OpDelete(rel))
 	}()
 	for delay := 2 * time.Millisecond; ; delay = min(2*delay, 100*time.Millisecond) {
 		if time.Now().After(until) {
@@ -652,8 +652,7 @@ func (s *Store) askHandOver(ctx context.Context, tenantID, id string, hb hbRecor
 	if lease, alive := s.lease.get(); alive {
 		opts = append(opts, clientv3.WithLease(lease))
 	}
-	_, err := s.txn(ctx, "ask for a hand-over", nil, []clientv3.Op{clientv3.OpPut(s.k.release(hb.Holder, tenantID, id), "", opts...)}, nil)
-	return err
+	return s.again(ctx, "ask for a hand-over", nil, clientv3.OpPut(s.k.release(hb.Holder, tenantID, id), "", opts...))
 }
 
 // release hands a service this node holds back to etcd: its exact state,
@@ -668,16 +667,16 @@ func (s *Store) release(ctx context.Context, tenantID, id string) error {
 	if e.loaded && e.mine {
 		next := e.mem
 		next.Holder, next.HolderLease, next.Loose = "", 0, false
-		resp, err := s.writeHandOver(ctx, "hand over a service", tenantID, id, e.hb.Deadline, e.hbRev, next, rel)
+		written, rev, err := s.writeHandOver(ctx, "hand over a service", tenantID, id, e.hb.Deadline, e.hbRev, next, rel)
 		if err != nil {
 			s.log.Debug("hand-over write failed; it may still land", "tenant", tenantID, "id", id,
 				"deadline", time.Unix(0, next.Deadline).UTC(), "err", err)
 			e.failedWrite()
 			return err
 		}
-		if resp.Succeeded {
+		if written {
 			s.log.Debug("handed a service back", "tenant", tenantID, "id", id, "deadline", time.Unix(0, next.Deadline).UTC())
-			e.hb, e.hbRev, e.mayLand = next, resp.Header.Revision, 0
+			e.hb, e.hbRev, e.mayLand = next, rev, 0
 			e.setMem(next, false)
 			s.metrics.handovers.Inc()
 			return nil
@@ -701,31 +700,47 @@ func (s *Store) release(ctx context.Context, tenantID, id string) error {
 				next = hb
 			}
 			next.Holder, next.HolderLease, next.Loose = "", 0, !exact
-			resp, err := s.writeHandOver(ctx, "hand over a service", tenantID, id, hb.Deadline, kv.ModRevision, next, rel)
+			written, _, err := s.writeHandOver(ctx, "hand over a service", tenantID, id, hb.Deadline, kv.ModRevision, next, rel)
 			s.log.Debug("hand back a service this node had no memory of", "tenant", tenantID, "id", id,
 				"deadline", time.Unix(0, next.Deadline).UTC(), "exact", exact,
-				"written", err == nil && resp.Succeeded, "err", err)
+				"written", written, "err", err)
 			return err
 		}
 	}
-	_, err = s.txn(ctx, "delete a hand-over request", nil, []clientv3.Op{clientv3.OpDelete(rel)}, nil)
-	return err
+	return s.again(ctx, "delete a hand-over request", nil, clientv3.OpDelete(rel))
 }
 
 // writeHandOver writes next, a service's state without a holder, over its
 // heartbeat key if that is still at rev (and the extra conditions hold),
 // moves its deadline index entry from stored, and deletes the hand-over
 // request relKey: a holder's hand-over (release) or its peer's on its
-// behalf (handOverCopy).
-func (s *Store) writeHandOver(ctx context.Context, what, tenantID, id string, stored, rev int64, next hbRecord, relKey string, extra ...clientv3.Cmp) (*clientv3.TxnResponse, error) {
+// behalf (handOverCopy). It reports whether it wrote, and the revision it
+// wrote at. The write is hedged: of its sends, at most one commits (they
+// are conditional on rev), and one whose condition failed reads the key,
+// so that it finds a value another of its sends wrote.
+func (s *Store) writeHandOver(ctx context.Context, what, tenantID, id string, stored, rev int64, next hbRecord, relKey string, extra ...clientv3.Cmp) (bool, int64, error) {
 	raw, err := json.Marshal(next)
 	if err != nil {
-		return nil, err
+		return false, 0, err
 	}
 	hbKey := s.k.heartbeat(tenantID, id)
 	ops := append([]clientv3.Op{clientv3.OpPut(hbKey, string(raw)), clientv3.OpDelete(relKey)}, s.k.moveDue(stored, next.Deadline, tenantID, id)...)
 	cmps := append([]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(hbKey), "=", rev)}, extra...)
-	return s.txn(ctx, what, cmps, ops, nil)
+	resp, sends, err := s.txnSends(ctx, s.opts.RequestTimeout, hedged, what, cmps, ops, []clientv3.Op{clientv3.OpGet(hbKey)})
+	switch {
+	case err != nil:
+		return false, 0, err
+	case resp.Succeeded:
+		return true, resp.Header.Revision, nil
+	}
+	// Sent more than once, the same value written after rev is this
+	// write's, by another send. (The holder and its peer may hand over
+	// the same state at once; either's write leaves what the other's
+	// would have.)
+	if kv := first(resp.Responses[0]); sends > 1 && kv != nil && kv.ModRevision > rev && string(kv.Value) == string(raw) {
+		return true, kv.ModRevision, nil
+	}
+	return false, 0, nil
 }
 
 // releaseAll hands back every service this node holds (a graceful stop),

@@ -226,7 +226,39 @@ func (s *Store) closeMembers() {
 	}
 }
 
-// hedgedTxn sends a transaction through the client and, while it has no
+// hedgedTxn sends a transaction as hedgedCall does.
+func (s *Store) hedgedTxn(ctx context.Context, as hedging, cmps []clientv3.Cmp, then, els []clientv3.Op) (*clientv3.TxnResponse, int, error) {
+	return hedgedCall(ctx, s, as, func(ctx context.Context, m *memberConn) (*clientv3.TxnResponse, error) {
+		kv := s.cli.KV
+		if m != nil {
+			kv = m.kv
+		}
+		return kv.Txn(ctx).If(cmps...).Then(then...).Else(els...).Commit()
+	})
+}
+
+// hedgedGrant grants a lease of ttl seconds as hedgedCall does. A send
+// whose answer is not taken may grant a lease too; it holds no key and
+// expires with its TTL.
+func (s *Store) hedgedGrant(ctx context.Context, ttl int64) (clientv3.LeaseID, error) {
+	id, _, err := hedgedCall(ctx, s, hedged, func(ctx context.Context, m *memberConn) (clientv3.LeaseID, error) {
+		if m == nil {
+			resp, err := s.cli.Grant(ctx, ttl)
+			if err != nil {
+				return 0, err
+			}
+			return resp.ID, nil
+		}
+		resp, err := pb.NewLeaseClient(m.conn).LeaseGrant(ctx, &pb.LeaseGrantRequest{TTL: ttl})
+		if err != nil {
+			return 0, err
+		}
+		return clientv3.LeaseID(resp.ID), nil
+	})
+	return id, err
+}
+
+// hedgedCall makes call through the client (m nil) and, while it has no
 // answer, again every hedgeAfter to the next member until each had it,
 // then once more to each, every other hedgeAfter (a leader that fell
 // silent holds every send made before the others elected another, which
@@ -234,13 +266,14 @@ func (s *Store) closeMembers() {
 // last error once every send failed or ctx ended, and how many sends it
 // made. The sends still on their way are cancelled, and it returns once
 // they ended.
-func (s *Store) hedgedTxn(ctx context.Context, as hedging, cmps []clientv3.Cmp, then, els []clientv3.Op) (*clientv3.TxnResponse, int, error) {
+func hedgedCall[T any](ctx context.Context, s *Store, as hedging, call func(ctx context.Context, m *memberConn) (T, error)) (T, int, error) {
 	type answer struct {
-		resp *clientv3.TxnResponse
+		resp T
 		err  error
 		sent int64 // monoNow
 		m    *memberConn
 	}
+	var none T
 	ctx, cancel := context.WithCancel(ctx)
 	answers := make(chan answer)
 	pending := 0 // sends whose answer was not taken
@@ -254,12 +287,14 @@ func (s *Store) hedgedTxn(ctx context.Context, as hedging, cmps []clientv3.Cmp, 
 	// wonAt the member it went to (stored first).
 	var won atomic.Int64
 	var wonAt atomic.Pointer[memberConn]
-	send := func(kv clientv3.KV, m *memberConn, release func()) {
+	sends := 0
+	send := func(m *memberConn, release func()) {
+		sends++
 		pending++
 		sent := monoNow()
 		go func() {
 			defer release()
-			resp, err := kv.Txn(ctx).If(cmps...).Then(then...).Else(els...).Commit()
+			resp, err := call(ctx, m)
 			if m != nil {
 				switch {
 				case err == nil:
@@ -273,9 +308,9 @@ func (s *Store) hedgedTxn(ctx context.Context, as hedging, cmps []clientv3.Cmp, 
 			answers <- answer{resp, err, sent, m}
 		}()
 	}
-	send(s.cli.KV, nil, func() {})
 	var members []*memberConn // loaded at the first hedge
 	loaded, tried := false, 0
+	send(nil, func() {})
 	hedge := time.NewTimer(s.hedgeAfter())
 	defer hedge.Stop()
 	var slots chan struct{} // nil: not bounded
@@ -292,14 +327,14 @@ func (s *Store) hedgedTxn(ctx context.Context, as hedging, cmps []clientv3.Cmp, 
 			if a.err == nil {
 				wonAt.Store(a.m)
 				won.Store(a.sent)
-				return a.resp, 1 + tried, nil
+				return a.resp, sends, nil
 			}
 			if refusal == nil {
 				last = a.err
 			}
 			switch {
 			case ctx.Err() != nil:
-				return nil, 1 + tried, last
+				return none, sends, last
 			case !retryable(a.err):
 				// Final once no send is left: one on its way may have
 				// committed (a member falling behind refuses at once
@@ -337,7 +372,7 @@ func (s *Store) hedgedTxn(ctx context.Context, as hedging, cmps []clientv3.Cmp, 
 			m := members[tried%len(members)]
 			tried++
 			s.metrics.hedges.Inc()
-			send(m.kv, m, release)
+			send(m, release)
 			next := s.hedgeAfter()
 			if tried >= len(members) {
 				next *= 2
@@ -345,12 +380,12 @@ func (s *Store) hedgedTxn(ctx context.Context, as hedging, cmps []clientv3.Cmp, 
 			hedge.Reset(next)
 		case <-ctx.Done():
 			if refusal != nil {
-				return nil, 1 + tried, refusal
+				return none, sends, refusal
 			}
-			return nil, 1 + tried, ctx.Err()
+			return none, sends, ctx.Err()
 		}
 		if pending == 0 && (refusal != nil || loaded && tried == 2*len(members)) {
-			return nil, 1 + tried, last
+			return none, sends, last
 		}
 	}
 }

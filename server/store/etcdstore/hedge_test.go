@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"google.golang.org/grpc/codes"
@@ -94,6 +95,60 @@ func hedgedFindsOwnWrite(t *testing.T, updated bool) {
 			t.Fatalf("the service is still there %v past its deadline: the node does not hold it", time.Since(deadline).Round(time.Millisecond))
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestHedgedHandOverFindsItsOwnWrite: a holder's hand-over whose first
+// send committed unanswered, its hedge then finding the heartbeat key
+// changed, is its own: the node hands the service over once, and knows
+// the revision it wrote at (the next write is conditional on it).
+func TestHedgedHandOverFindsItsOwnWrite(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.Start(t, etcdtest.Options{})
+	cli := etcdtest.Client(t, c.Endpoints()...)
+	ctx := t.Context()
+	w := newTwinSends(cli.KV, false, nil)
+	s := w.open(t, cli, Options{Prefix: "/hedged-hand-over/", RequestTimeout: 2 * time.Second})
+	tok, err := s.CreateService(ctx, "t", store.NewService{ID: "s", HeartbeatTimeout: 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok, err = s.Heartbeat(ctx, "t", "s", tok); err != nil { // the node holds it
+		t.Fatal(err)
+	}
+	hbKey := s.k.heartbeat("t", "s")
+	w.gate(hbKey)
+	if err := s.release(ctx, "t", "s"); err != nil {
+		t.Fatal(err)
+	}
+	w.check(t, "the hand-over")
+	g, err := cli.Get(ctx, hbKey)
+	if err != nil || len(g.Kvs) != 1 {
+		t.Fatalf("read the heartbeat key: %v", err)
+	}
+	var hb hbRecord
+	if err := json.Unmarshal(g.Kvs[0].Value, &hb); err != nil {
+		t.Fatal(err)
+	}
+	if hb.Holder != "" || hb.Loose {
+		t.Errorf("heartbeat state after the hand-over: holder %q, loose %v; want the exact state, no holder", hb.Holder, hb.Loose)
+	}
+	e := s.hb.lock("t", "s", s.now())
+	rev, mine := e.hbRev, e.mine
+	e.mu.Unlock()
+	if rev != g.Kvs[0].ModRevision || mine {
+		t.Errorf("the node's memory: revision %d, holds it %v; want the key's %d, not held", rev, mine, g.Kvs[0].ModRevision)
+	}
+	var m dto.Metric
+	if err := s.metrics.handovers.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	if n := m.GetCounter().GetValue(); n != 1 {
+		t.Errorf("hand-overs counted: %v, want 1", n)
+	}
+	// The token handed back works at the next heartbeat.
+	if _, err := s.Heartbeat(ctx, "t", "s", tok); err != nil {
+		t.Errorf("heartbeat after the hand-over: %v", err)
 	}
 }
 

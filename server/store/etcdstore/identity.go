@@ -75,10 +75,9 @@ func (s *Store) Token(ctx context.Context, hash [32]byte) (store.TokenInfo, erro
 // nothing (PutToken); etcd deletes the tombstone with the lease.
 func (s *Store) DeleteToken(ctx context.Context, hash [32]byte) error {
 	key := s.k.token(hash)
-	_, err := s.txn(ctx, "revoke token",
+	return s.again(ctx, "revoke token",
 		[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), ">", 0)},
-		[]clientv3.Op{clientv3.OpPut(key, revokedToken, clientv3.WithIgnoreLease())}, nil)
-	return err
+		clientv3.OpPut(key, revokedToken, clientv3.WithIgnoreLease()))
 }
 
 // DevTenant implements store.Identity as the embedded store does: "dev"
@@ -144,15 +143,15 @@ func (l *tokenLeases) get(ctx context.Context, s *Store, expires time.Time) (cli
 	ttl := bucket - now + 60
 	cctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
 	defer cancel()
-	resp, err := s.cli.Grant(cctx, max(ttl, 60))
+	id, err := s.hedgedGrant(cctx, max(ttl, 60))
 	if err != nil {
 		return 0, s.fail(ctx, "grant token lease", err)
 	}
 	if l.leases == nil {
 		l.leases = map[int64]clientv3.LeaseID{}
 	}
-	l.leases[bucket] = resp.ID
-	return resp.ID, nil
+	l.leases[bucket] = id
+	return id, nil
 }
 
 func (l *tokenLeases) drop(id clientv3.LeaseID) {

@@ -484,6 +484,14 @@ func (s *Store) txn(ctx context.Context, what string, cmps []clientv3.Cmp, then,
 	return s.txnWithin(ctx, s.opts.RequestTimeout, notHedged, what, cmps, then, els)
 }
 
+// again runs a write that changes nothing when it commits a second time
+// (a put of the same value, a delete), hedged: bounded by RequestTimeout,
+// sent again to other members while it has no answer (hedge.go).
+func (s *Store) again(ctx context.Context, what string, cmps []clientv3.Cmp, then ...clientv3.Op) error {
+	_, err := s.txnWithin(ctx, s.opts.RequestTimeout, hedged, what, cmps, then, nil)
+	return err
+}
+
 // txnWithin is txn bounded by timeout instead, and sent again to other
 // members while it has no answer unless notHedged (hedge.go). Running out of
 // timeout is unavailability (ErrUnavailable), as for RequestTimeout; only
