@@ -222,18 +222,25 @@ func TestCompaction(t *testing.T) {
 // every few seconds, and about one write in three is sent to the silent
 // member: it is answered by another (hedged), well within the timeout.
 // A write that waited for the request timeout failed, its client's
-// attempt with it, and some services timed out.
+// attempt with it, and some services timed out. In "moving", each client's
+// heartbeats go to the two nodes in turn (a balancer that picks a node per
+// request), so every heartbeat takes its service over from the other node:
+// a hand-over request, the holder's hand-over and the new holder's write,
+// each of which may be sent to the silent member.
 func TestSilentEtcdMember(t *testing.T) {
 	t.Parallel()
-	for _, role := range []string{"follower", "leader"} {
-		t.Run(role, func(t *testing.T) {
+	for _, tc := range []struct {
+		name                 string
+		leaderSilent, moving bool
+	}{{"follower", false, false}, {"leader", true, false}, {"moving", false, true}} {
+		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			silentEtcdMember(t, role == "leader")
+			silentEtcdMember(t, tc.leaderSilent, tc.moving)
 		})
 	}
 }
 
-func silentEtcdMember(t *testing.T, leaderSilent bool) {
+func silentEtcdMember(t *testing.T, leaderSilent, moving bool) {
 	c := etcdtest.Start(t, etcdtest.Options{Members: 3})
 	opts := etcdstore.Options{NodeTTL: 5 * time.Second, RequestTimeout: 2 * time.Second}
 	opts.HeartbeatSlack = etcdstore.MinHeartbeatSlack(opts)
@@ -248,7 +255,7 @@ func silentEtcdMember(t *testing.T, leaderSilent bool) {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var gone []string
-	var failed atomic.Int64
+	var failed, heartbeats atomic.Int64
 	for i := range services {
 		wg.Go(func() {
 			id, tok, at := fmt.Sprintf("svc-%d", i), toks[i], 0
@@ -266,6 +273,10 @@ func silentEtcdMember(t *testing.T, leaderSilent bool) {
 					var out struct{ Token string }
 					r.json(&out)
 					tok = out.Token
+					heartbeats.Add(1)
+					if moving {
+						at = 1 - at
+					}
 					time.Sleep(timeout * 6 / 10)
 					continue
 				case err == nil && r.code == http.StatusNotFound:
@@ -275,6 +286,7 @@ func silentEtcdMember(t *testing.T, leaderSilent bool) {
 					return
 				}
 				failed.Add(1)
+				t.Logf("%s: heartbeat of %s at node %d failed: %v %d %s", time.Now().Format("15:04:05.000"), id, at, err, r.code, r.body)
 				at = 1 - at // a balancer sends the retry to the other node
 			}
 		})
@@ -305,6 +317,7 @@ func silentEtcdMember(t *testing.T, leaderSilent bool) {
 	}
 	m := c.Members[silent]
 	m.Pause()
+	t.Logf("%s: etcd member %d falls silent", time.Now().Format("15:04:05.000"), silent)
 	t.Cleanup(m.Resume)
 	time.Sleep(20 * time.Second) // past the client's 13 s to give up on it
 	lostPaused := make([]float64, len(n))
@@ -341,11 +354,14 @@ func silentEtcdMember(t *testing.T, leaderSilent bool) {
 	if f := failedWrites.Load(); f > 0 {
 		t.Errorf("%d configuration writes of %d failed", f, writes.Load())
 	}
-	if hedges == 0 {
-		t.Error("no request was sent again to another member: none waited on the silent one?")
+	// Once a hedge or a watch found the member silent, requests go to
+	// the others first: few are hedged.
+	stalls := n[0].metric("svcreg_store_etcd_watch_stalls_total") + n[1].metric("svcreg_store_etcd_watch_stalls_total")
+	if hedges+stalls == 0 {
+		t.Error("no request was sent again to another member, and no watch left the silent one: none waited on it?")
 	}
-	t.Logf("heartbeat attempts that failed (then tried at the other node): %d; configuration writes that failed: %d of %d; hedged requests: %v",
-		failed.Load(), failedWrites.Load(), writes.Load(), hedges)
+	t.Logf("heartbeats: %d; attempts that failed (then tried at the other node): %d; configuration writes that failed: %d of %d; hedged requests: %v; watches that left a member: %v",
+		heartbeats.Load(), failed.Load(), failedWrites.Load(), writes.Load(), hedges, stalls)
 }
 
 // TestTokensWhileAMemberIsSilent: identity tokens are stored (each on a

@@ -71,6 +71,8 @@ type memberConns struct {
 	// slots bound the hedges of reads and API writes (maxHedges); made
 	// by Open.
 	slots chan struct{}
+	// hungAt is when a member was last marked hung (monoNow; 0: never).
+	hungAt atomic.Int64
 }
 
 type memberConn struct {
@@ -163,6 +165,20 @@ func hedgeOrder(members []*memberConn, first int) []*memberConn {
 		}
 	}
 	return append(answering, hanging...)
+}
+
+// markHung marks m as hung now.
+func (s *Store) markHung(m *memberConn) {
+	now := monoNow()
+	storeLater(&m.hung, now)
+	storeLater(&s.memberConns.hungAt, now)
+}
+
+// someHang reports whether a member may hang (one was marked hung within
+// hungFor).
+func (s *Store) someHang() bool {
+	h := s.memberConns.hungAt.Load()
+	return h != 0 && monoNow()-h < int64(hungFor)
 }
 
 // hangs reports whether a hedge or a watch's probe to the member went
@@ -258,7 +274,8 @@ func (s *Store) hedgedGrant(ctx context.Context, ttl int64) (clientv3.LeaseID, e
 	return id, err
 }
 
-// hedgedCall makes call through the client (m nil) and, while it has no
+// hedgedCall makes call through the client (m nil; while a member hangs,
+// to the first of the others instead) and, while it has no
 // answer, again every hedgeAfter to the next member until each had it,
 // then once more to each, every other hedgeAfter (a leader that fell
 // silent holds every send made before the others elected another, which
@@ -302,7 +319,7 @@ func hedgedCall[T any](ctx context.Context, s *Store, as hedging, call func(ctx 
 				case ctx.Err() != nil && won.Load() > sent && wonAt.Load() != m:
 					// Overtaken by another member (not by a later
 					// send to this one).
-					storeLater(&m.hung, monoNow())
+					s.markHung(m)
 				}
 			}
 			answers <- answer{resp, err, sent, m}
@@ -310,7 +327,17 @@ func hedgedCall[T any](ctx context.Context, s *Store, as hedging, call func(ctx 
 	}
 	var members []*memberConn // loaded at the first hedge
 	loaded, tried := false, 0
-	send(nil, func() {})
+	// The client's balancer sends to every member in turn, one that hangs
+	// too, until it gives up on it (13 s); meanwhile the first send goes
+	// to a member that answers.
+	var first *memberConn
+	if s.someHang() {
+		members, loaded = s.members(), true
+		if len(members) > 0 && !members[0].hangs() {
+			first, tried = members[0], 1
+		}
+	}
+	send(first, func() {})
 	hedge := time.NewTimer(s.hedgeAfter())
 	defer hedge.Stop()
 	var slots chan struct{} // nil: not bounded

@@ -281,7 +281,9 @@ func (t *standInTxn) Commit() (*clientv3.TxnResponse, error) {
 // that fail at once are sent on at once, then at a pace, and the last
 // error is the answer once every member had two; a refusal sends nothing
 // more, but a send on its way may still answer, and is the answer
-// otherwise; a store whose client knows one member sends nothing more.
+// otherwise; a store whose client knows one member sends nothing more;
+// while a member hangs, the first send goes to another member, not
+// through the client.
 func TestHedgedTxn(t *testing.T) {
 	t.Parallel()
 	unavailable := status.Error(codes.Unavailable, "etcdserver: no leader")
@@ -292,19 +294,22 @@ func TestHedgedTxn(t *testing.T) {
 		answered bool
 		sends    int
 		hung     []bool // per member, if given: tried last from now on
+		hungWas  int    // a member (counted from 1) marked hung before
 	}{
-		{"first hangs, then a member", &standIn{hang: true}, []*standIn{{hang: true}, {}, {}}, true, 3, nil},
+		{"first hangs, then a member", &standIn{hang: true}, []*standIn{{hang: true}, {}, {}}, true, 3, nil, 0},
 		// The first member answers its second send: its first, which
 		// that overtook, does not count against it.
-		{"every member hangs, then answers", &standIn{hang: true}, []*standIn{{hangFirst: 1}, {hangFirst: 1}}, true, 4, []bool{false, true}},
-		{"all fail at once", &standIn{err: unavailable}, []*standIn{{err: unavailable}, {err: unavailable}}, false, 5, nil},
-		{"refused, not sent again", &standIn{err: status.Error(codes.InvalidArgument, "bad")}, []*standIn{{}}, false, 1, nil},
+		{"every member hangs, then answers", &standIn{hang: true}, []*standIn{{hangFirst: 1}, {hangFirst: 1}}, true, 4, []bool{false, true}, 0},
+		{"all fail at once", &standIn{err: unavailable}, []*standIn{{err: unavailable}, {err: unavailable}}, false, 5, nil, 0},
+		{"refused, not sent again", &standIn{err: status.Error(codes.InvalidArgument, "bad")}, []*standIn{{}}, false, 1, nil, 0},
 		// The first send's answer comes after the hedge's refusal.
-		{"refused while another is on its way", &standIn{delay: 300 * time.Millisecond}, []*standIn{{err: status.Error(codes.ResourceExhausted, "etcdserver: too many requests")}, {}}, true, 2, nil},
-		{"one member", &standIn{hang: true}, nil, false, 1, nil},
+		{"refused while another is on its way", &standIn{delay: 300 * time.Millisecond}, []*standIn{{err: status.Error(codes.ResourceExhausted, "etcdserver: too many requests")}, {}}, true, 2, nil, 0},
+		{"one member", &standIn{hang: true}, nil, false, 1, nil, 0},
 		// The refusal is the answer, not the hanging send's timeout
 		// (a token's put refused for its lease tries another lease).
-		{"refused while another hangs", &standIn{hang: true}, []*standIn{{err: status.Error(codes.NotFound, "etcdserver: requested lease not found")}, {}}, false, 2, nil},
+		{"refused while another hangs", &standIn{hang: true}, []*standIn{{err: status.Error(codes.NotFound, "etcdserver: requested lease not found")}, {}}, false, 2, nil, 0},
+		// The client's balancer would send it to the member that hangs.
+		{"a member hangs: the first send to another", &standIn{hang: true}, []*standIn{{}, {hang: true}}, true, 1, nil, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -317,6 +322,9 @@ func TestHedgedTxn(t *testing.T) {
 				}
 				members = hedgeTo(s, kvs...)
 			}
+			if tc.hungWas > 0 {
+				s.markHung(members[tc.hungWas-1])
+			}
 			ctx, cancel := context.WithTimeout(t.Context(), s.opts.RequestTimeout)
 			defer cancel()
 			_, made, err := s.hedgedTxn(ctx, hedgedBatch, nil, nil, nil)
@@ -326,6 +334,9 @@ func TestHedgedTxn(t *testing.T) {
 			}
 			if (err == nil) != tc.answered || sends != tc.sends || made != sends {
 				t.Errorf("answered: %v (%v), sends %d (%d reported); want answered %v, %d sends", err == nil, err, sends, made, tc.answered, tc.sends)
+			}
+			if tc.hungWas > 0 && tc.first.sends.Load() != 0 {
+				t.Errorf("a member marked hung, the first send went through the client")
 			}
 			for i, want := range tc.hung {
 				if got := members[i].hangs(); got != want {

@@ -94,7 +94,7 @@ func (s *Store) watch(ctx context.Context, what, key string, opts ...clientv3.Op
 					if m.hangs() {
 						level = slog.LevelDebug
 					}
-					storeLater(&m.hung, monoNow())
+					s.markHung(m)
 					s.metrics.watchStalls.Inc()
 					s.log.Log(s.ctx, level, msg, "watch", what, "endpoint", m.ep, "err", err)
 					return
