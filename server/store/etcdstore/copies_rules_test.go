@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -310,8 +311,8 @@ func TestPeerFramesSealed(t *testing.T) {
 		}
 	}
 	mu.Unlock()
-	if len(nonces) != 4 {
-		t.Errorf("the relay saw %d frames, want 2 requests and 2 answers", len(nonces))
+	if len(nonces) != 6 {
+		t.Errorf("the relay saw %d frames, want a hello, 2 requests and their 3 answers", len(nonces))
 	}
 	if len(seen) < 2*minFrame {
 		t.Fatalf("the relay saw %d bytes", len(seen))
@@ -322,14 +323,74 @@ func TestPeerFramesSealed(t *testing.T) {
 		}
 	}
 
+	// What the holder sent, sent again on a connection of its own: the
+	// hello is answered (with another challenge), the request is not.
+	mu.Lock()
+	sent := slices.Clone(dirs[0].Bytes())
+	mu.Unlock()
+	replay, err := net.Dial("tcp", peer.peerAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer replay.Close()
+	replay.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := replay.Write(sent); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(replay)
+	if nonce, _, err := new(frameBuf).read(r, nil); err != nil || bytes.Equal(nonce, refusalNonce) {
+		t.Fatalf("the hello sent again: %v (refused: %v), want its challenge", err, err == nil)
+	}
+	nonce, body, err := new(frameBuf).read(r, nil)
+	if err != nil || !bytes.Equal(nonce, refusalNonce) || !strings.Contains(string(body), "for this connection") {
+		t.Errorf("a request sent again on another connection: %q, %v; want a refusal", body, err)
+	}
+	if _, err := r.ReadByte(); err == nil {
+		t.Error("the connection of a request sent again stays open")
+	}
+	if n := refusals(t, peer, "secret"); n != 1 {
+		t.Errorf("refusals counted: %v, want 1", n)
+	}
+
 	forger, peer2 := peerPair(t, []byte("another registry's key, 32 bytes"), testPeerKey, "")
-	r := forger.sendCopy(context.Background(), it)
-	if r.ok || r.err == nil || !strings.Contains(r.err.Error(), "not sealed with this registry's secret") {
-		t.Errorf("a copy sealed with another key: %+v", r)
+	res := forger.sendCopy(context.Background(), it)
+	if res.ok || res.err == nil || !strings.Contains(res.err.Error(), "not sealed with this registry's secret") {
+		t.Errorf("a copy sealed with another key: %+v", res)
 	}
 	if n := keptCopies(peer2); n != 0 {
 		t.Errorf("the peer took %d copies sealed with another key", n)
 	}
+
+	// A node of the version before sends a request first, sealed without
+	// a challenge: refused as such.
+	old, err := net.Dial("tcp", peer2.peerAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	old.SetDeadline(time.Now().Add(10 * time.Second))
+	payload := (&copyBatch{From: "a", FromLease: 1, To: "b", ToLease: 2, Items: []copyItem{it}}).appendTo(nil)
+	on := newNonces().next(nil)
+	w := bufio.NewWriter(old)
+	if err := writeFrame(w, on, peer2.peerAEAD.Seal(nil, on, payload, requestAD)); err != nil {
+		t.Fatal(err)
+	}
+	if nonce, body, err := new(frameBuf).read(bufio.NewReader(old), nil); err != nil || !bytes.Equal(nonce, refusalNonce) || !strings.Contains(string(body), "earlier version") {
+		t.Errorf("copies of a node of the version before: %q, %v; want a refusal", body, err)
+	}
+	if n := refusals(t, peer2, "version"); n != 1 || keptCopies(peer2) != 0 {
+		t.Errorf("refusals for the version counted: %v, copies taken: %d; want 1 and none", n, keptCopies(peer2))
+	}
+}
+
+// refusals is how many requests s refused for reason.
+func refusals(t *testing.T, s *Store, reason string) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := s.metrics.copyRefusals.WithLabelValues(reason).Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
 }
 
 // gatedRelay forwards connections to the address target returns, holding

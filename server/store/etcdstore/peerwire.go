@@ -29,12 +29,18 @@ import (
 // XChaCha20-Poly1305 under the peer key, derived from the registry's
 // secret: encrypted, because copies carry the services' heartbeat tokens,
 // and authenticated, because a forged copy could time a live service out.
-// A request's additional data says it is one; an answer's says it is one
-// and holds the request's nonce, binding it to that request. Each end of a
+// A connection opens with a hello (a request with nothing in it), which the
+// peer answers with a challenge, random bytes of the connection's own. A
+// request's additional data says it is one and holds the challenge, so a
+// request seen on the wire does not open on another connection, and an
+// eavesdropper cannot send it again to take one of the peer's slots as a
+// holder (peerSlots); an answer's says it is one and holds the request's
+// nonce, binding it to that request. Each end of a
 // connection makes its nonces from a random prefix of its own and a count,
 // so none repeats under the key. A frame that does not open is answered
 // with a refusal in the clear (an all-zero nonce, then the reason) and the
-// connection closed. A plain framed stream rather than HTTP: a copy goes
+// connection closed. A node of the version before, which sends no hello,
+// is refused so: its heartbeats are written to etcd until it is upgraded. A plain framed stream rather than HTTP: a copy goes
 // with every heartbeat answered from memory, and HTTP's per-request work
 // (headers, the client's connection goroutines) cost more than the copy.
 
@@ -59,12 +65,23 @@ const (
 
 var errFrameSize = errors.New("peer frame too large or too small")
 
-// requestAD and answerAD are the additional data a request and (followed
-// by its request's nonce) an answer are sealed with.
+// helloAD, requestAD (followed by the connection's challenge) and
+// answerAD (followed by its request's nonce) are the additional data a
+// hello, a request and an answer are sealed with.
 var (
+	helloAD   = []byte("svcreg heartbeat copies: hello")
 	requestAD = []byte("svcreg heartbeat copies: request")
 	answerAD  = []byte("svcreg heartbeat copies: answer")
 )
+
+// challengeSize is the size of a connection's challenge.
+const challengeSize = 24
+
+// requestData appends the additional data of a request on the connection
+// with challenge to dst.
+func requestData(dst, challenge []byte) []byte {
+	return append(append(dst, requestAD...), challenge...)
+}
 
 // answerData appends the additional data of the answer to the request
 // with requestNonce to dst.
@@ -323,7 +340,15 @@ func (s *Store) servePeerConn(c net.Conn, opened func() bool) {
 		batch       copyBatch
 		an, ad, out []byte
 	)
+	// reqAD is the additional data of the connection's requests, once its
+	// hello was answered with a challenge.
+	var reqAD []byte
 	started := func() { c.SetReadDeadline(time.Now().Add(copyTimeout)) }
+	refuse := func(reason, says string) {
+		s.metrics.copyRefusals.WithLabelValues(reason).Inc()
+		c.SetWriteDeadline(time.Now().Add(copyTimeout))
+		writeFrame(w, refusalNonce, []byte(says))
+	}
 	idle, first := peerFirst, true
 	for {
 		c.SetReadDeadline(time.Now().Add(idle))
@@ -332,11 +357,32 @@ func (s *Store) servePeerConn(c net.Conn, opened func() bool) {
 			return
 		}
 		ad = answerData(ad[:0], nonce)
-		payload, err := s.peerAEAD.Open(sealed[:0], nonce, sealed, requestAD)
-		if err != nil {
-			s.metrics.copyRefusals.WithLabelValues("secret").Inc()
+		if reqAD == nil {
+			if _, err := s.peerAEAD.Open(nil, nonce, sealed, helloAD); err != nil {
+				if _, old := s.peerAEAD.Open(nil, nonce, sealed, requestAD); old == nil {
+					refuse("version", "copies without a hello, from a node of an earlier version")
+				} else {
+					refuse("secret", "not sealed with this registry's secret")
+				}
+				return
+			}
+			// Answered, a hello proves nothing (one seen on the wire
+			// opens again): the slot waits for a request.
+			challenge := make([]byte, challengeSize)
+			rand.Read(challenge)
+			reqAD = requestData(nil, challenge)
+			an = ns.next(an[:0])
+			out = s.peerAEAD.Seal(out[:0], an, challenge, ad)
 			c.SetWriteDeadline(time.Now().Add(copyTimeout))
-			writeFrame(w, refusalNonce, []byte("not sealed with this registry's secret"))
+			if writeFrame(w, an, out) != nil {
+				return
+			}
+			in.done()
+			continue
+		}
+		payload, err := s.peerAEAD.Open(sealed[:0], nonce, sealed, reqAD)
+		if err != nil {
+			refuse("secret", "not sealed with this registry's secret for this connection")
 			return
 		}
 		if first && !opened() {
@@ -366,8 +412,10 @@ type peerConn struct {
 	r    *bufio.Reader
 	w    *bufio.Writer
 	used bool // a batch went over it before
-	// nonces: this end's, for the requests it seals.
+	// nonces: this end's, for the requests it seals; reqAD the additional
+	// data they are sealed with (holding the peer's challenge).
 	nonces *nonces
+	reqAD  []byte
 	// Kept from one round trip to the next, over connections: a batch's
 	// items, its encoding, the request's nonce and sealed body, the answer
 	// read, its additional data and what it says.
@@ -392,7 +440,7 @@ func (pc *peerConn) reuse() {
 func (pc *peerConn) close() {
 	if pc.c != nil {
 		pc.c.Close()
-		pc.to, pc.c, pc.r, pc.w, pc.used, pc.nonces = peerInfo{}, nil, nil, nil, false, nil
+		pc.to, pc.c, pc.r, pc.w, pc.used, pc.nonces, pc.reqAD = peerInfo{}, nil, nil, nil, false, nil, pc.reqAD[:0]
 	}
 }
 
@@ -429,25 +477,17 @@ func (s *Store) tryRoundTrip(pc *peerConn, target peerInfo, payload []byte) (cop
 			return copyAnswer{}, &dialError{err}
 		}
 		pc.to, pc.c, pc.r, pc.w, pc.nonces = target, c, bufio.NewReader(c), bufio.NewWriter(c), newNonces()
+		c.SetDeadline(deadline)
+		// No copy was sent yet: a hello that fails is as a connection
+		// that could not be made.
+		if err := s.hello(pc); err != nil {
+			return copyAnswer{}, &dialError{err}
+		}
 	}
 	pc.c.SetDeadline(deadline)
-	pc.nonce = pc.nonces.next(pc.nonce[:0])
-	pc.out = s.peerAEAD.Seal(pc.out[:0], pc.nonce, payload, requestAD)
-	if err := writeFrame(pc.w, pc.nonce, pc.out); err != nil {
-		return copyAnswer{}, err
-	}
-	an, sealed, err := pc.in.read(pc.r, nil)
+	raw, err := s.exchange(pc, payload, pc.reqAD)
 	if err != nil {
 		return copyAnswer{}, err
-	}
-	if bytes.Equal(an, refusalNonce) { // in the clear: say what it says, briefly
-		reason := sealed[:min(len(sealed), 200)]
-		return copyAnswer{}, fmt.Errorf("a refusal in the clear (unauthenticated), said to be from peer %s: %s", target.id, strconv.QuoteToASCII(string(reason)))
-	}
-	pc.ad = answerData(pc.ad[:0], pc.nonce)
-	raw, err := s.peerAEAD.Open(sealed[:0], an, sealed, pc.ad)
-	if err != nil {
-		return copyAnswer{}, fmt.Errorf("peer %s: its answer does not open with this registry's secret", target.id)
 	}
 	a := &pc.ans
 	switch {
@@ -458,4 +498,44 @@ func (s *Store) tryRoundTrip(pc *peerConn, target peerInfo, payload []byte) (cop
 	}
 	pc.used = true
 	return *a, nil
+}
+
+// hello opens a new connection: it sends the peer a hello and keeps the
+// challenge the peer answers with, which every request on the connection
+// is sealed with.
+func (s *Store) hello(pc *peerConn) error {
+	challenge, err := s.exchange(pc, nil, helloAD)
+	if err != nil {
+		return err
+	}
+	if len(challenge) != challengeSize {
+		return fmt.Errorf("peer %s: a challenge of %d bytes, not %d", pc.to.id, len(challenge), challengeSize)
+	}
+	pc.reqAD = requestData(pc.reqAD[:0], challenge)
+	return nil
+}
+
+// exchange sends payload to pc's peer, sealed with the additional data
+// reqAD, and returns the peer's answer, opened (valid until the next
+// exchange).
+func (s *Store) exchange(pc *peerConn, payload, reqAD []byte) ([]byte, error) {
+	pc.nonce = pc.nonces.next(pc.nonce[:0])
+	pc.out = s.peerAEAD.Seal(pc.out[:0], pc.nonce, payload, reqAD)
+	if err := writeFrame(pc.w, pc.nonce, pc.out); err != nil {
+		return nil, err
+	}
+	an, sealed, err := pc.in.read(pc.r, nil)
+	if err != nil {
+		return nil, err
+	}
+	if bytes.Equal(an, refusalNonce) { // in the clear: say what it says, briefly
+		reason := sealed[:min(len(sealed), 200)]
+		return nil, fmt.Errorf("a refusal in the clear (unauthenticated), said to be from peer %s: %s", pc.to.id, strconv.QuoteToASCII(string(reason)))
+	}
+	pc.ad = answerData(pc.ad[:0], pc.nonce)
+	raw, err := s.peerAEAD.Open(sealed[:0], an, sealed, pc.ad)
+	if err != nil {
+		return nil, fmt.Errorf("peer %s: its answer does not open with this registry's secret", pc.to.id)
+	}
+	return raw, nil
 }
