@@ -147,24 +147,29 @@ func (s *Store) members() []*memberConn {
 	if len(out) == 0 {
 		return nil
 	}
-	return hedgeOrder(out, int(m.next.Add(1)%uint32(len(out))))
+	return hedgeOrder(out, int(m.next.Add(1)))
 }
 
-// hedgeOrder is the order to hedge to members in: in turn from first (a
-// point that moves on with each request), those that hung since they last
-// answered last.
-func hedgeOrder(members []*memberConn, first int) []*memberConn {
-	answering := make([]*memberConn, 0, len(members))
-	var hanging []*memberConn
-	for i := range members {
-		m := members[(first+i)%len(members)]
+// hedgeOrder is the order to hedge to members in: those that answer, then
+// those that hung since they last answered, each in turn from the n-th
+// (n moves on with each request, so that each of them comes first as
+// often as the others).
+func hedgeOrder(members []*memberConn, n int) []*memberConn {
+	var answering, hanging []*memberConn
+	for _, m := range members {
 		if m.hangs() {
 			hanging = append(hanging, m)
 		} else {
 			answering = append(answering, m)
 		}
 	}
-	return append(answering, hanging...)
+	out := make([]*memberConn, 0, len(members))
+	for _, l := range [][]*memberConn{answering, hanging} {
+		for i := range l {
+			out = append(out, l[(n+i)%len(l)])
+		}
+	}
+	return out
 }
 
 // markHung marks m as hung now.

@@ -310,6 +310,9 @@ func TestHedgedTxn(t *testing.T) {
 		{"refused while another hangs", &standIn{hang: true}, []*standIn{{err: status.Error(codes.NotFound, "etcdserver: requested lease not found")}, {}}, false, 2, nil, 0},
 		// The client's balancer would send it to the member that hangs.
 		{"a member hangs: the first send to another", &standIn{hang: true}, []*standIn{{}, {hang: true}}, true, 1, nil, 2},
+		// No member first in order answers (as hedgeOrder puts them,
+		// every one hangs): through the client, as before.
+		{"the first member hangs: through the client", &standIn{}, []*standIn{{hang: true}, {}}, true, 1, nil, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -335,8 +338,10 @@ func TestHedgedTxn(t *testing.T) {
 			if (err == nil) != tc.answered || sends != tc.sends || made != sends {
 				t.Errorf("answered: %v (%v), sends %d (%d reported); want answered %v, %d sends", err == nil, err, sends, made, tc.answered, tc.sends)
 			}
-			if tc.hungWas > 0 && tc.first.sends.Load() != 0 {
-				t.Errorf("a member marked hung, the first send went through the client")
+			// The first send skips the client unless the member marked
+			// is the first in order.
+			if skipped := tc.first.sends.Load() == 0; tc.hungWas > 0 && skipped != (tc.hungWas > 1) {
+				t.Errorf("a member marked hung (%d), the first send through the client: %v", tc.hungWas, !skipped)
 			}
 			for i, want := range tc.hung {
 				if got := members[i].hangs(); got != want {
@@ -381,8 +386,9 @@ func TestSyncEndpoints(t *testing.T) {
 	}
 }
 
-// TestHedgeOrder: members in turn from the given one, those that hung
-// since they last answered last, for a minute.
+// TestHedgeOrder: the members that answer in turn from the n-th, each
+// first as often as the others, then those that hung since they last
+// answered (for a minute), in turn too.
 func TestHedgeOrder(t *testing.T) {
 	t.Parallel()
 	ms := make([]*memberConn, 5)
@@ -397,10 +403,19 @@ func TestHedgeOrder(t *testing.T) {
 	ms[2].answered.Store(now - 1)
 	ms[4].hung.Store(now - int64(hungFor) - 1) // hung over a minute ago
 	got := hedgeOrder(ms, 2)
-	order := []int{2, 4, 0, 3, 1}
+	order := []int{4, 0, 2, 1, 3}
 	for i, m := range order {
 		if got[i] != ms[m] {
-			t.Fatalf("order from member 2: position %d is not member %d", i, m)
+			t.Fatalf("order at 2: position %d is not member %d", i, m)
+		}
+	}
+	firsts := map[*memberConn]int{}
+	for n := range 6 {
+		firsts[hedgeOrder(ms, n)[0]]++
+	}
+	for _, i := range []int{0, 2, 4} {
+		if firsts[ms[i]] != 2 {
+			t.Errorf("member %d first %d times in 6, want 2 (each answering member as often)", i, firsts[ms[i]])
 		}
 	}
 }

@@ -94,7 +94,14 @@ func (s *Store) watch(ctx context.Context, what, key string, opts ...clientv3.Op
 					if m.hangs() {
 						level = slog.LevelDebug
 					}
-					s.markHung(m)
+					if errors.Is(err, rpctypes.ErrNoLeader) {
+						// In an election every member says so for a
+						// moment: tried last, but the others' requests
+						// still go through the client.
+						storeLater(&m.hung, monoNow())
+					} else {
+						s.markHung(m)
+					}
 					s.metrics.watchStalls.Inc()
 					s.log.Log(s.ctx, level, msg, "watch", what, "endpoint", m.ep, "err", err)
 					return
