@@ -2,6 +2,7 @@ package etcdstore
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -258,24 +259,40 @@ func (s *Store) hedgedTxn(ctx context.Context, as hedging, cmps []clientv3.Cmp, 
 	})
 }
 
-// hedgedGrant grants a lease of ttl seconds as hedgedCall does. A send
-// whose answer is not taken may grant a lease too; it holds no key and
-// expires with its TTL.
+// hedgedGrant grants a lease of ttl seconds as hedgedCall does. The
+// leases that sends whose answer was not taken granted are revoked.
 func (s *Store) hedgedGrant(ctx context.Context, ttl int64) (clientv3.LeaseID, error) {
+	var mu sync.Mutex
+	var granted []clientv3.LeaseID
 	id, _, err := hedgedCall(ctx, s, hedged, func(ctx context.Context, m *memberConn) (clientv3.LeaseID, error) {
+		var id clientv3.LeaseID
 		if m == nil {
 			resp, err := s.cli.Grant(ctx, ttl)
 			if err != nil {
 				return 0, err
 			}
-			return resp.ID, nil
+			id = resp.ID
+		} else {
+			resp, err := pb.NewLeaseClient(m.conn).LeaseGrant(ctx, &pb.LeaseGrantRequest{TTL: ttl})
+			if err != nil {
+				return 0, err
+			}
+			id = clientv3.LeaseID(resp.ID)
 		}
-		resp, err := pb.NewLeaseClient(m.conn).LeaseGrant(ctx, &pb.LeaseGrantRequest{TTL: ttl})
-		if err != nil {
-			return 0, err
-		}
-		return clientv3.LeaseID(resp.ID), nil
+		mu.Lock()
+		granted = append(granted, id)
+		mu.Unlock()
+		return id, nil
 	})
+	// Every send ended: the others' leases are nobody's (seldom any: a
+	// send not taken is cancelled).
+	for _, g := range granted {
+		if err != nil || g != id {
+			if rerr := s.revoke(g); rerr != nil {
+				s.log.Debug("revoke a lease a hedged grant made twice", "lease", fmt.Sprintf("%x", int64(g)), "err", rerr)
+			}
+		}
+	}
 	return id, err
 }
 
