@@ -627,12 +627,25 @@ func TestCopyLinger(t *testing.T) {
 }
 
 // Anyone who reaches a node's peer port can open connections that send
-// nothing; once they fill its slots, a new one takes the slot of one that
-// has not opened a frame with the secret, so a holder still gets its
-// copies through, and a holder's connection, whose frames opened, keeps
-// its slot however many come after it.
+// nothing, or a hello seen on the wire (answered, it proves nothing); once
+// they fill its slots, a new one takes the slot of one on which no request
+// has opened with the secret, so a holder still gets its copies through,
+// and a holder's connection, whose requests opened, keeps its slot however
+// many come after it.
 func TestPeerSlotsGoToHolders(t *testing.T) {
+	for _, hello := range []bool{false, true} {
+		name := "idle"
+		if hello {
+			name = "hellos seen on the wire"
+		}
+		t.Run(name, func(t *testing.T) { peerSlotsGoToHolders(t, hello) })
+	}
+}
+
+func peerSlotsGoToHolders(t *testing.T, hello bool) {
 	holder, peer := peerPair(t, testPeerKey, testPeerKey, "")
+	nonce := newNonces().next(nil)
+	helloFrame := peer.peerAEAD.Seal(nil, nonce, nil, helloAD)
 	flood := func(n int) []net.Conn {
 		conns := make([]net.Conn, n)
 		for i := range conns {
@@ -642,6 +655,17 @@ func TestPeerSlotsGoToHolders(t *testing.T) {
 			}
 			t.Cleanup(func() { c.Close() })
 			conns[i] = c
+			if !hello {
+				continue
+			}
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			if err := writeFrame(bufio.NewWriter(c), nonce, helloFrame); err != nil {
+				t.Fatal(err)
+			}
+			// Its answer, unless a later one took its slot first.
+			if an, _, err := new(frameBuf).read(bufio.NewReader(c), nil); err == nil && bytes.Equal(an, refusalNonce) {
+				t.Fatal("a hello seen on the wire was refused")
+			}
 		}
 		return conns
 	}
@@ -652,11 +676,11 @@ func TestPeerSlotsGoToHolders(t *testing.T) {
 	}
 	idle := flood(maxPeerConns + 1)
 	if !closed(idle[0]) {
-		t.Fatal("the oldest idle connection kept its slot past the bound")
+		t.Fatal("the oldest connection kept its slot past the bound")
 	}
 	for i := range 3 {
 		if r := holder.sendCopy(context.Background(), queuedItem(fmt.Sprint("svc-", i))); r.err != nil || !r.ok {
-			t.Fatalf("copy %d with the peer's slots full of idle connections: %+v", i, r)
+			t.Fatalf("copy %d with the peer's slots full: %+v", i, r)
 		}
 		flood(maxPeerConns + 1)
 	}
@@ -667,7 +691,6 @@ func TestPeerSlotsGoToHolders(t *testing.T) {
 	if f := m.GetCounter().GetValue(); f != 0 {
 		t.Errorf("%v copy round trips failed: the holder's connection lost its slot", f)
 	}
-
 }
 
 // slotConn is a connection that only has a client address and a close.

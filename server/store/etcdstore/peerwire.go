@@ -52,9 +52,10 @@ const (
 	// with the longest service ids about 150 kB.
 	maxFrame = 512 << 10
 	// peerIdle is how long the peer keeps a connection with nothing on it
-	// once a frame on it opened with the secret; before, its first
-	// frame must arrive within peerFirst. A frame, once its length has
-	// arrived, must arrive within copyTimeout.
+	// once a request on it opened with the secret; before, a request must
+	// arrive within peerFirst of the connection's start (a hello does not
+	// give it longer). A frame, once its length has arrived, must arrive
+	// within copyTimeout.
 	peerIdle  = 5 * time.Minute
 	peerFirst = 5 * time.Second
 	// maxPeerConns bounds the connections the peer serves at once: each
@@ -349,21 +350,33 @@ func (s *Store) servePeerConn(c net.Conn, opened func() bool) {
 		c.SetWriteDeadline(time.Now().Add(copyTimeout))
 		writeFrame(w, refusalNonce, []byte(says))
 	}
-	idle, first := peerFirst, true
+	// Until a request opened, the connection must have one by firstBy,
+	// hello or not; then it may idle for peerIdle between frames.
+	firstBy, first := time.Now().Add(peerFirst), true
 	for {
-		c.SetReadDeadline(time.Now().Add(idle))
+		if first {
+			c.SetReadDeadline(firstBy)
+		} else {
+			c.SetReadDeadline(time.Now().Add(peerIdle))
+		}
 		nonce, sealed, err := in.read(r, started)
 		if err != nil {
 			return
 		}
 		ad = answerData(ad[:0], nonce)
 		if reqAD == nil {
-			if _, err := s.peerAEAD.Open(nil, nonce, sealed, helloAD); err != nil {
-				if _, old := s.peerAEAD.Open(nil, nonce, sealed, requestAD); old == nil {
+			// A hello is an empty payload sealed; anything else is
+			// opened once, in place, only to say why it is refused.
+			if len(sealed) != chacha20poly1305.Overhead {
+				if _, err := s.peerAEAD.Open(sealed[:0], nonce, sealed, requestAD); err == nil {
 					refuse("version", "copies without a hello, from a node of an earlier version")
 				} else {
 					refuse("secret", "not sealed with this registry's secret")
 				}
+				return
+			}
+			if _, err := s.peerAEAD.Open(sealed[:0], nonce, sealed, helloAD); err != nil {
+				refuse("secret", "not sealed with this registry's secret")
 				return
 			}
 			// Answered, a hello proves nothing (one seen on the wire
@@ -400,7 +413,6 @@ func (s *Store) servePeerConn(c net.Conn, opened func() bool) {
 		in.done()
 		out = kept(out, keptFrameBuf)
 		batch.Items = kept(batch.Items, maxCopyBatch) // more than a holder sends
-		idle = peerIdle
 	}
 }
 
