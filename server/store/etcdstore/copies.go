@@ -129,6 +129,7 @@ type peers struct {
 	// for another (unreachable, until then).
 	acked       bool
 	unreachable map[string]time.Time
+	passOver    time.Duration // see passOverFor
 	// warned: until when failed copies to the target go unlogged.
 	warned time.Time
 	// failed: when a copy to the target last failed. For a second after,
@@ -595,8 +596,26 @@ func (s *Store) peerFailed(target peerInfo, err error) {
 		return
 	}
 	s.log.Warn("cannot reach peer node for heartbeat copies; trying another (check its --etcd-peer-listen and --etcd-peer-advertise)", "peer", target.id, "addr", target.addr, "err", err)
-	s.peers.unreachable[target.id] = time.Now().Add(30 * time.Second)
+	s.peers.unreachable[target.id] = time.Now().Add(s.peers.passOverFor())
 	s.choosePeer()
+	// Then it is a candidate again: a node left with no peer chooses
+	// anew.
+	time.AfterFunc(s.peers.passOverFor(), func() {
+		s.peers.mu.Lock()
+		defer s.peers.mu.Unlock()
+		if s.ctx.Err() == nil {
+			s.choosePeer()
+		}
+	})
+}
+
+// passOverFor is how long a peer that could not be reached is passed
+// over: 30 s, or passOver if set.
+func (p *peers) passOverFor() time.Duration {
+	if p.passOver > 0 {
+		return p.passOver
+	}
+	return 30 * time.Second
 }
 
 // choosePeer keeps this node's peer while its node key lives on the same

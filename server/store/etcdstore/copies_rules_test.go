@@ -117,6 +117,23 @@ func TestPeerKeptOnceReached(t *testing.T) {
 	if got := s.peerState().target; got.id != "d" || got.lease != 5 {
 		t.Errorf("after d's new lease the peer is %+v", got)
 	}
+
+	// The only other node, not reached, is passed over; once that ends it
+	// is the peer again, though no node came or went.
+	s = newStore()
+	s.peers.mu.Lock()
+	s.peers.passOver = 50 * time.Millisecond
+	s.peers.nodes = map[string]peerInfo{"c": {id: "c", lease: 3, addr: "127.0.0.1:3"}}
+	s.peers.mu.Unlock()
+	s.peerFailed(s.peerState().target, &dialError{errors.New("connection refused")})
+	if got := s.peerState().target.id; got != "" {
+		t.Errorf("after a failed connect to the only other node the peer is %q, want none", got)
+	}
+	for deadline := time.Now().Add(10 * time.Second); s.peerState().target.id != "c"; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the node passed over is not the peer again once its time is over")
+		}
+	}
 }
 
 // When the peer changes, the old peer's fences go with it: every held
@@ -359,6 +376,15 @@ func TestPeerFramesSealed(t *testing.T) {
 	}
 	if n := keptCopies(peer2); n != 0 {
 		t.Errorf("the peer took %d copies sealed with another key", n)
+	}
+	// The peer refused the hello in the clear: a node that answered (of
+	// another secret or version) stays the peer, its copies written to
+	// etcd, rather than being passed over for one that may not answer.
+	forger.peers.mu.Lock()
+	peerID, acked := forger.peers.target.id, forger.peers.acked
+	forger.peers.mu.Unlock()
+	if peerID != "b" || !acked {
+		t.Errorf("after its hello was refused the holder's peer is %q (reached: %v), want b, reached", peerID, acked)
 	}
 
 	// A node of the version before sends a request first, sealed without

@@ -111,6 +111,13 @@ func (ns *nonces) next(dst []byte) []byte {
 // refusalNonce marks a refusal sent in the clear.
 var refusalNonce = make([]byte, nonceSize)
 
+// refusedError is a refusal in the clear, said to be from a peer.
+type refusedError struct{ peer, says string }
+
+func (e *refusedError) Error() string {
+	return fmt.Sprintf("a refusal in the clear (unauthenticated), said to be from peer %s: %s", e.peer, e.says)
+}
+
 // dialError is a connection to the peer that could not be made: nothing
 // was sent. Any other failure may have happened after the peer took the
 // batch.
@@ -491,12 +498,18 @@ func (s *Store) tryRoundTrip(pc *peerConn, target peerInfo, payload []byte) (cop
 		pc.to, pc.c, pc.r, pc.w, pc.nonces = target, c, bufio.NewReader(c), bufio.NewWriter(c), newNonces()
 		c.SetDeadline(deadline)
 		// No copy was sent yet: a hello that fails is as a connection
-		// that could not be made.
+		// that could not be made, unless the peer refused it (a node of
+		// another version or secret): that one stays the peer, and the
+		// heartbeats go to etcd, as for any refused copy.
 		if err := s.hello(pc); err != nil {
+			if errors.As(err, new(*refusedError)) {
+				return copyAnswer{}, err
+			}
 			return copyAnswer{}, &dialError{err}
 		}
+	} else {
+		pc.c.SetDeadline(deadline)
 	}
-	pc.c.SetDeadline(deadline)
 	raw, err := s.exchange(pc, payload, pc.reqAD)
 	if err != nil {
 		return copyAnswer{}, err
@@ -542,7 +555,7 @@ func (s *Store) exchange(pc *peerConn, payload, reqAD []byte) ([]byte, error) {
 	}
 	if bytes.Equal(an, refusalNonce) { // in the clear: say what it says, briefly
 		reason := sealed[:min(len(sealed), 200)]
-		return nil, fmt.Errorf("a refusal in the clear (unauthenticated), said to be from peer %s: %s", pc.to.id, strconv.QuoteToASCII(string(reason)))
+		return nil, &refusedError{pc.to.id, strconv.QuoteToASCII(string(reason))}
 	}
 	pc.ad = answerData(pc.ad[:0], pc.nonce)
 	raw, err := s.peerAEAD.Open(sealed[:0], an, sealed, pc.ad)
