@@ -4,11 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"log/slog"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"google.golang.org/grpc/codes"
@@ -383,6 +386,24 @@ func TestSyncEndpoints(t *testing.T) {
 		if _, err := h.kv.Get(t.Context(), "k"); err != nil {
 			t.Errorf("member %d: %v", i, err)
 		}
+	}
+}
+
+// TestProbeFailed: a watch's member that does not answer its probe is
+// tried last, and requests go first to the others for a while; one that
+// says it has no leader (every member does, for a moment, in an election)
+// is tried last, but requests still go through the client.
+func TestProbeFailed(t *testing.T) {
+	t.Parallel()
+	s := &Store{ctx: t.Context(), log: slog.New(slog.NewTextHandler(io.Discard, nil)), metrics: newMetrics(nil, func() bool { return false })}
+	election, silent := &memberConn{ep: "a"}, &memberConn{ep: "b"}
+	s.probeFailed(election, "accounts", rpctypes.ErrNoLeader)
+	if !election.hangs() || s.someHang() {
+		t.Errorf("no leader: the member tried last %v, requests redirected %v; want true, false", election.hangs(), s.someHang())
+	}
+	s.probeFailed(silent, "accounts", context.DeadlineExceeded)
+	if !silent.hangs() || !s.someHang() {
+		t.Errorf("no answer: the member tried last %v, requests redirected %v; want both", silent.hangs(), s.someHang())
 	}
 }
 

@@ -84,26 +84,7 @@ func (s *Store) watch(ctx context.Context, what, key string, opts ...clientv3.Op
 			case err := <-probed:
 				probing = false
 				if err != nil && ctx.Err() == nil && retryable(err) {
-					// Said once while a member stays silent (or etcd is
-					// down: every member in turn), and not at all for
-					// an election (no leader: every member briefly).
-					msg, level := "etcd member does not answer; watching at another", slog.LevelWarn
-					if errors.Is(err, rpctypes.ErrNoLeader) {
-						msg, level = "etcd member has no leader; watching at another", slog.LevelDebug
-					}
-					if m.hangs() {
-						level = slog.LevelDebug
-					}
-					if errors.Is(err, rpctypes.ErrNoLeader) {
-						// In an election every member says so for a
-						// moment: tried last, but the others' requests
-						// still go through the client.
-						storeLater(&m.hung, monoNow())
-					} else {
-						s.markHung(m)
-					}
-					s.metrics.watchStalls.Inc()
-					s.log.Log(s.ctx, level, msg, "watch", what, "endpoint", m.ep, "err", err)
+					s.probeFailed(m, what, err)
 					return
 				}
 				if err == nil {
@@ -116,4 +97,26 @@ func (s *Store) watch(ctx context.Context, what, key string, opts ...clientv3.Op
 		}
 	})
 	return out
+}
+
+// probeFailed notes that m did not answer an idle watch's probe (err):
+// it is tried last from now on, and unless it said it has no leader,
+// which every member says for a moment in an election, requests go
+// first to the others for a while (someHang). Said once while a member
+// stays silent (or etcd is down: every member in turn), and not at all
+// for an election.
+func (s *Store) probeFailed(m *memberConn, what string, err error) {
+	msg, level := "etcd member does not answer; watching at another", slog.LevelWarn
+	noLeader := errors.Is(err, rpctypes.ErrNoLeader)
+	if noLeader || m.hangs() {
+		level = slog.LevelDebug
+	}
+	if noLeader {
+		msg = "etcd member has no leader; watching at another"
+		storeLater(&m.hung, monoNow())
+	} else {
+		s.markHung(m)
+	}
+	s.metrics.watchStalls.Inc()
+	s.log.Log(s.ctx, level, msg, "watch", what, "endpoint", m.ep, "err", err)
 }
