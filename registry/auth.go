@@ -215,7 +215,7 @@ func (a *authenticator) authenticate(ctx context.Context) (AuthToken, error) {
 		return AuthToken{}, newError(resp, data)
 	}
 	var acc keystoneAccess
-	if err := json.NewDecoder(resp.Body).Decode(&acc); err != nil {
+	if err := json.NewDecoder(capped(resp.Body, maxAnswer)).Decode(&acc); err != nil {
 		return AuthToken{}, fmt.Errorf("registry: authenticate %s: decode the identity service's answer: %w", a.username, err)
 	}
 	tok := AuthToken{ID: acc.Access.Token.ID, Tenant: a.tenant, Expires: parseExpires(acc.Access.Token.Expires)}

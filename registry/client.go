@@ -100,6 +100,11 @@ func New(cfg Config) (*Client, error) {
 		c.transport = newTransport()
 		c.hc = &http.Client{Transport: c.transport}
 	}
+	if c.hc.CheckRedirect == nil {
+		hc := *c.hc // the caller's, with its transport, jar and timeout
+		hc.CheckRedirect = sameHostRedirect
+		c.hc = &hc
+	}
 	auth.client = c
 	return c, nil
 }
@@ -227,11 +232,52 @@ func (c *Client) send(ctx context.Context, method, u, token string, body []byte,
 		return resp.Header, newError(resp, data)
 	}
 	if out != nil && resp.StatusCode != http.StatusNoContent {
-		if err := json.NewDecoder(resp.Body).Decode(out); err != nil && !errors.Is(err, io.EOF) {
+		if err := json.NewDecoder(capped(resp.Body, maxAnswer)).Decode(out); err != nil && !errors.Is(err, io.EOF) {
 			return resp.Header, fmt.Errorf("registry: %s %s: decode answer: %w", method, u, err)
 		}
 	}
 	return resp.Header, nil
+}
+
+// maxAnswer bounds an answer the client decodes: a page of the largest
+// services the registry keeps is a few megabytes. A registry (or something
+// in front of it) that sends more cannot run the client out of memory.
+const maxAnswer = 64 << 20
+
+// errAnswerTooLarge is an answer that went past its bound.
+var errAnswerTooLarge = errors.New("answer larger than the client takes")
+
+// capped reads r up to n bytes, then fails with errAnswerTooLarge.
+func capped(r io.Reader, n int64) io.Reader { return &cappedReader{r, n, n} }
+
+type cappedReader struct {
+	r           io.Reader
+	limit, left int64
+}
+
+func (c *cappedReader) Read(p []byte) (int, error) {
+	if c.left <= 0 {
+		return 0, fmt.Errorf("%w (%d bytes)", errAnswerTooLarge, c.limit)
+	}
+	if int64(len(p)) > c.left {
+		p = p[:c.left]
+	}
+	n, err := c.r.Read(p)
+	c.left -= int64(n)
+	return n, err
+}
+
+// sameHostRedirect follows a redirect only to the host the request went
+// to: the token and credentials travel in headers and bodies that Go
+// would otherwise send to whatever host a redirect names.
+func sameHostRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) >= 10 {
+		return errors.New("stopped after 10 redirects")
+	}
+	if from := via[0].URL; req.URL.Host != from.Host || req.URL.Scheme != from.Scheme && !(from.Scheme == "http" && req.URL.Scheme == "https") {
+		return fmt.Errorf("not following a redirect from %s://%s to %s://%s: credentials go only to the host configured", from.Scheme, from.Host, req.URL.Scheme, req.URL.Host)
+	}
+	return nil
 }
 
 // closeBody reads what is left of a body, so that the connection can carry

@@ -1,0 +1,88 @@
+package registry_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/svcreg/svcreg/registry"
+)
+
+// A registry, or whatever answers in its place, that sends an answer
+// without end does not run the client out of memory: the client stops
+// reading at its bound and says so.
+func TestEndlessAnswer(t *testing.T) {
+	t.Parallel()
+	endless := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"id":"`)
+		chunk := strings.Repeat("A", 64<<10)
+		for range 2 << 10 { // 128 MiB, twice the bound
+			if _, err := io.WriteString(w, chunk); err != nil {
+				return
+			}
+		}
+		io.WriteString(w, `"}`)
+	}))
+	defer endless.Close()
+	c, err := registry.New(registry.Config{URL: endless.URL + "/v1.0", Token: "t", Tenant: "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, err = c.GetService(context.Background(), "a")
+	if err == nil || !strings.Contains(err.Error(), "larger than the client takes") {
+		t.Fatalf("an endless answer: %v, want it refused at the bound", err)
+	}
+}
+
+// The client follows a redirect only to the host it was given: the token
+// (a header Go keeps on redirects to other hosts) and credentials (a
+// body a 307 sends again) go nowhere else.
+func TestRedirectsStayOnTheHost(t *testing.T) {
+	t.Parallel()
+	var elsewhere atomic.Int32
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		elsewhere.Add(1)
+		io.WriteString(w, `{"id":"a"}`)
+	}))
+	defer other.Close()
+	var moved atomic.Int32
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.HasSuffix(r.URL.Path, "/services/away"):
+			http.Redirect(w, r, other.URL+r.URL.Path, http.StatusTemporaryRedirect)
+		case strings.HasSuffix(r.URL.Path, "/services/moved"):
+			http.Redirect(w, r, strings.TrimSuffix(r.URL.Path, "moved")+"here", http.StatusTemporaryRedirect)
+		case strings.HasSuffix(r.URL.Path, "/services/here"):
+			if r.Header.Get("X-Auth-Token") == "t" {
+				moved.Add(1)
+			}
+			io.WriteString(w, `{"id":"here"}`)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer api.Close()
+	for _, hc := range []*http.Client{nil, {}} { // the client's own, and one given to it
+		c, err := registry.New(registry.Config{URL: api.URL + "/v1.0", Token: "t", Tenant: "1", HTTPClient: hc})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.GetService(context.Background(), "away")
+		if err == nil || !strings.Contains(err.Error(), "not following a redirect") || elsewhere.Load() != 0 {
+			t.Errorf("a redirect to another host (given a client: %v): %v, %d requests reached it", hc != nil, err, elsewhere.Load())
+		}
+		if s, err := c.GetService(context.Background(), "moved"); err != nil || s.ID != "here" {
+			t.Errorf("a redirect on the same host (given a client: %v): %+v, %v", hc != nil, s, err)
+		}
+		c.Close()
+	}
+	if moved.Load() != 2 {
+		t.Errorf("redirects on the same host that arrived with the token: %d, want 2", moved.Load())
+	}
+}
