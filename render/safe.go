@@ -276,14 +276,20 @@ func nginxString(s string) (string, error) {
 }
 
 // haproxyString quotes s as one HAProxy word: in single quotes, inside
-// which HAProxy interprets nothing (no '#' comment, no backslash escape, no
-// environment variable). A single quote in s is refused.
+// which HAProxy's parser interprets nothing (no '#' comment, no backslash
+// escape, no environment variable). A single quote in s is refused, and so
+// is a '%': many arguments (set-header, return, redirect, set-var-fmt) are
+// log-format strings, which expand %[...] however quoted, into a request's
+// headers or the process's environment.
 func haproxyString(s string) (string, error) {
 	if err := checkQuotable("string", s); err != nil {
 		return "", err
 	}
 	if strings.Contains(s, "'") {
 		return "", refuse("string", s, "a single quote cannot be quoted for HAProxy")
+	}
+	if strings.Contains(s, "%") {
+		return "", refuse("string", s, "'%%' would be expanded in HAProxy's log-format arguments")
 	}
 	return "'" + s + "'", nil
 }

@@ -113,7 +113,7 @@ func TestSafeFunctionsAccept(t *testing.T) {
 			t.Errorf("nginxString %q accepted as %s", bad, got)
 		}
 	}
-	for _, bad := range []string{"a\nb", "a\x00", "it's", "\u2028"} {
+	for _, bad := range []string{"a\nb", "a\x00", "it's", "\u2028", "%[env(SECRET)]", "100%"} {
 		if got, err := haproxyString(bad); err == nil {
 			t.Errorf("haproxyString %q accepted as %s", bad, got)
 		}
