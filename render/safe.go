@@ -373,8 +373,11 @@ func (st *execState) endpoints(list []registry.Service) ([]Endpoint, error) {
 }
 
 // endpointsBy groups the endpoints of a list by a metadata key whose value
-// is checked by ident (a backend name, say). A service without the key is
-// left out silently, one whose value or data is refused is reported.
+// is checked by ident (a backend name, say), in lowercase: nginx compares
+// upstream names without case, so "api" and "API" as two upstreams fail
+// its whole config, and a service could so freeze every other's. A
+// service without the key is left out silently, one whose value or data
+// is refused is reported.
 func (st *execState) endpointsBy(key string, list []registry.Service) (map[string][]Endpoint, error) {
 	out := map[string][]Endpoint{}
 	n := 0
@@ -394,7 +397,8 @@ func (st *execState) endpointsBy(key string, list []registry.Service) (map[strin
 			return nil, err
 		}
 		if e != nil {
-			out[v] = append(out[v], *e)
+			name := strings.ToLower(v)
+			out[name] = append(out[name], *e)
 			n++
 		}
 	}

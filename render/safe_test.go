@@ -220,6 +220,9 @@ func TestValueFunctionsAndEndpoint(t *testing.T) {
 		svc("web-2", []string{"www"}, map[string]string{"ip": "10.0.0.2", "port": "x"}),
 		svc("web-3", nil, map[string]string{"ip": "10.0.0.3", "port": "80", "backend": "api"}),
 		svc("web-4", nil, map[string]string{"ip": "10.0.0.4", "port": "80", "backend": "api\nfrontend x"}),
+		// Its backend only differs in case: nginx would take it for a
+		// second upstream of the same name.
+		svc("web-5", nil, map[string]string{"ip": "10.0.0.5", "port": "80", "backend": "API"}),
 	)
 	for _, tc := range []struct{ name, tmpl, want, err string }{
 		{"port", `{{port "8080"}}`, "8080", ""},
@@ -232,11 +235,11 @@ func TestValueFunctionsAndEndpoint(t *testing.T) {
 		{"ident refused", `{{ident "api v2"}}`, "", `identifier "api v2" refused`},
 		{"nginxString", `{{nginxString (service "web-1").Metadata.path}}`, `"/a b"`, ""},
 		{"haproxyString", `{{haproxyString (service "web-1").Metadata.path}}`, `'/a b'`, ""},
-		{"endpoint", `{{range services}}{{with endpoint .}}{{.HostPort}} {{end}}{{end}}`, "10.0.0.1:80 10.0.0.3:80 10.0.0.4:80 ", ""},
+		{"endpoint", `{{range services}}{{with endpoint .}}{{.HostPort}} {{end}}{{end}}`, "10.0.0.1:80 10.0.0.3:80 10.0.0.4:80 10.0.0.5:80 ", ""},
 		{"endpoint of a pointer", `{{(endpoint (service "web-1")).Port}}`, "80", ""},
 		{"number", `{{configOr "/lb/port" "1" | number 1 65535}}`, "8080", ""},
 		{"number refused", `{{number 1 10 "11"}}`, "", `number "11" refused: not a number in 1..10`},
-		{"endpointsBy", `{{range $b, $eps := endpointsBy "backend" services}}{{$b}}:{{range $eps}}{{.Name}}{{end}} {{end}}`, "api:web-3 ", ""},
+		{"endpointsBy", `{{range $b, $eps := endpointsBy "backend" services}}{{$b}}:{{range $eps}}{{.Name}} {{end}}{{end}}`, "api:web-3 web-5 ", ""},
 		{"endpoint raw service", `{{range endpoints services}}{{.Service.Metadata.path}}{{end}}`, "/a b", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
