@@ -3,6 +3,7 @@ package render
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -60,11 +61,19 @@ func TestRenderTimeoutStopsLoopAndOtherGroupsRender(t *testing.T) {
 func TestRenderTimeoutAbandonsPureLoop(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	// A million empty iterations: about a second, far longer than the
-	// millisecond of render_timeout and the second call below however
+	// Empty iterations for about a second: far longer than the millisecond
+	// of render_timeout, its grace and the second call below however
 	// loaded the machine, and over soon so the test leaves no goroutine
-	// spinning (the CPU it burns slows every other test).
-	spin := TemplateConfig{Contents: `{{range 1000}}{{range 1000}}{{end}}{{end}}`,
+	// spinning (the CPU it burns slows every other test). How many that
+	// is, measured first: the race detector makes them ten times slower.
+	probe := TemplateConfig{Contents: `{{range 100}}{{range 1000}}{{end}}{{end}}`,
+		Destination: filepath.Join(dir, "probe.conf"), RenderTimeout: Duration(time.Minute)}
+	start := time.Now()
+	if _, err := newSet(t, probe).Groups[0].Templates[0].Render(snapshot()); err != nil {
+		t.Fatal(err)
+	}
+	outer := max(100, int(100*time.Second/time.Since(start)))
+	spin := TemplateConfig{Contents: fmt.Sprintf(`{{range %d}}{{range 1000}}{{end}}{{end}}`, outer),
 		Destination: filepath.Join(dir, "spin.conf"), RenderTimeout: Duration(time.Millisecond)}
 	set := newSet(t, spin)
 	tmpl := set.Groups[0].Templates[0]
