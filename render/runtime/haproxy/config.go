@@ -65,11 +65,7 @@ func parseConfig(text []byte) *config {
 	cur := &section{header: "", kind: ""} // lines before any section
 	c.sections = append(c.sections, cur)
 	for _, raw := range strings.Split(string(text), "\n") {
-		line := raw
-		if i := strings.IndexByte(line, '#'); i >= 0 {
-			line = line[:i]
-		}
-		words := strings.Fields(line)
+		words := strings.Fields(uncommented(raw))
 		if len(words) == 0 {
 			continue
 		}
@@ -116,6 +112,32 @@ func parseConfig(text []byte) *config {
 		}
 	}
 	return c
+}
+
+// uncommented is line without its comment: from the first '#' that is
+// neither quoted (in '…' or "…") nor escaped with a backslash, as HAProxy
+// reads it. A quoted '#' is part of its argument: a change after it is a
+// change of the line.
+func uncommented(line string) string {
+	var quote byte
+	for i := 0; i < len(line); i++ {
+		switch c := line[i]; {
+		case quote == '\'' && c == '\'':
+			quote = 0
+		case quote == '\'':
+		case c == '\\':
+			i++ // escaped, inside double quotes too
+		case c == '"' || c == '\'':
+			if quote == 0 {
+				quote = c
+			} else if quote == c {
+				quote = 0
+			}
+		case c == '#' && quote == 0:
+			return line[:i]
+		}
+	}
+	return line
 }
 
 // balanceOf returns the algorithm of the last "balance" line, or def.

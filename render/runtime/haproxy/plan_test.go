@@ -78,6 +78,11 @@ func TestPlanNeedsReload(t *testing.T) {
 		{"name the CLI would split", base, base + "    server c;del 127.0.0.1:8003\n", "characters"},
 		{"quotes", base, base + "    server c 127.0.0.1:8003 sni \"x\"\n", "quotes"},
 		{"comment only", base, base + "# more\n", "nothing but comments"},
+		// A quoted '#' starts no comment: what follows it is the line's
+		// (and the server added beside it does not make it runtime only).
+		{"quoted #", strings.Replace(base, "GET /", "GET '/health#a'", 1),
+			strings.Replace(base, "GET /", "GET '/health#b'", 1) + "    server c 127.0.0.1:8003\n", "changed apart from its server lines"},
+		{"escaped #", strings.Replace(base, "GET /", `GET /a\#1`, 1), strings.Replace(base, "GET /", `GET /a\#2`, 1), "changed apart from its server lines"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := planOf(t, tc.old, tc.new)
