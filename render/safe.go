@@ -151,13 +151,21 @@ func parseAddress(field, s string, hostnames bool) (Address, error) {
 // checkIP refuses the addresses a load balancer treats specially or that
 // reach the renderer's own host network rather than a service: the
 // unspecified address (0.0.0.0, ::, and 0.0.0.0/8; HAProxy forwards to the
-// client's own destination), broadcast (255.255.255.255), multicast, and
+// client's own destination), broadcast (255.255.255.255), multicast,
 // link-local (169.254.0.0/16 with the cloud metadata service
-// 169.254.169.254, fe80::/10). IPv4-mapped IPv6 addresses are checked as
-// the IPv4 address they carry. Loopback is allowed.
+// 169.254.169.254, fe80::/10) and the cloud metadata services elsewhere
+// (AWS's fd00:ec2::254, Alibaba's 100.100.100.200). IPv4-mapped IPv6
+// addresses, and NAT64 ones (64:ff9b::/96), are checked as the IPv4
+// address they carry. Loopback is allowed.
 func checkIP(field, s string, ip netip.Addr) error {
 	ip = ip.Unmap()
+	if nat64.Contains(ip) {
+		b := ip.As16()
+		ip = netip.AddrFrom4([4]byte(b[12:]))
+	}
 	switch {
+	case metadataServices[ip]:
+		return refuse(field, s, "a cloud metadata service")
 	case ip.IsUnspecified() || (ip.Is4() && ip.As4()[0] == 0):
 		return refuse(field, s, "the unspecified address (HAProxy would forward to the client's own destination)")
 	case ip == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
@@ -168,6 +176,16 @@ func checkIP(field, s string, ip netip.Addr) error {
 		return refuse(field, s, "a link-local address (169.254.169.254 is the cloud metadata service)")
 	}
 	return nil
+}
+
+// nat64 is the well-known NAT64 prefix, whose addresses reach the IPv4
+// address in their last four bytes.
+var nat64 = netip.MustParsePrefix("64:ff9b::/96")
+
+// metadataServices are the cloud metadata services outside link-local.
+var metadataServices = map[netip.Addr]bool{
+	netip.MustParseAddr("fd00:ec2::254"):   true,
+	netip.MustParseAddr("100.100.100.200"): true,
 }
 
 // checkHostName checks a host name's form.
