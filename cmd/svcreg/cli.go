@@ -110,11 +110,12 @@ func reportError(stderr io.Writer, prefix string, err error) int {
 	var ce exitCodeError
 	if errors.As(err, &ce) {
 		if ce.err != nil {
-			fmt.Fprintf(stderr, "%s: %s\n", prefix, ce.err)
+			fmt.Fprintf(stderr, "%s: %s\n", prefix, termText(ce.err.Error()))
 		}
 		return ce.code
 	}
-	fmt.Fprintf(stderr, "%s: %s\n", prefix, err)
+	// A registry's fault message is its own text.
+	fmt.Fprintf(stderr, "%s: %s\n", prefix, termText(err.Error()))
 	return exitError
 }
 

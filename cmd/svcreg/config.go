@@ -69,8 +69,10 @@ namespace as a plain prefix, so /production/cassandra also holds
 func runConfigGet(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	f := newAPIFlags("config get", "svcreg config get KEY [flags]", `
 Prints one configuration value as it is stored, followed by a newline, so
-that $(svcreg config get KEY) is the value. With --output json,
-{"id", "value"}. Exits 1 if there is no such value.`, stdout)
+that $(svcreg config get KEY) is the value. On a terminal, a value with
+control characters, escape sequences or bidi overrides (anyone who can
+write the account's configuration chooses them) is shown quoted instead.
+With --output json, {"id", "value"}. Exits 1 if there is no such value.`, stdout)
 	key, err := f.parseOne(args, "configuration KEY")
 	if err != nil {
 		return err
@@ -88,7 +90,11 @@ that $(svcreg config get KEY) is the value. With --output json,
 	if f.json() {
 		return writeJSON(stdout, v)
 	}
-	_, err = fmt.Fprintln(stdout, v.Value)
+	value := v.Value
+	if isTerminal(stdout) {
+		value = termSafe(value)
+	}
+	_, err = fmt.Fprintln(stdout, value)
 	return err
 }
 

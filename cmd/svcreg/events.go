@@ -99,7 +99,7 @@ func writeEventTable(w io.Writer, events []registry.Event) error {
 	row(tw, "ID", "TIME", "TYPE", "SUBJECT", "DETAIL")
 	for _, ev := range events {
 		subject, detail := describeEvent(ev)
-		row(tw, ev.ID, eventTime(ev), string(ev.Type), cell(subject), detail)
+		row(tw, termSafe(ev.ID), eventTime(ev), termSafe(string(ev.Type)), cell(subject), detail)
 	}
 	return tw.Flush()
 }
@@ -153,7 +153,7 @@ restarts. With --output json, one JSON object per line.`, stdout)
 	w := c.NewFeed(start, registry.WatchOptions{
 		Type: et,
 		OnError: func(err error, retryIn time.Duration) {
-			fmt.Fprintf(stderr, "svcreg events tail: %v; retrying in %s\n", describeFault(err), retryIn.Round(time.Millisecond))
+			fmt.Fprintf(stderr, "svcreg events tail: %s; retrying in %s\n", termText(describeFault(err).Error()), retryIn.Round(time.Millisecond))
 		},
 	})
 	if !f.json() {
@@ -214,7 +214,7 @@ var eventHeader = strings.TrimRight(fmt.Sprintf(eventFormat, "ID", "TIME", "TYPE
 // configuration key it is about, and what changed.
 func eventLine(ev registry.Event) string {
 	subject, detail := describeEvent(ev)
-	return strings.TrimRight(fmt.Sprintf(eventFormat, ev.ID, eventTime(ev), ev.Type, cell(termSafe(subject)), detail), " ")
+	return strings.TrimRight(fmt.Sprintf(eventFormat, termSafe(ev.ID), eventTime(ev), termSafe(string(ev.Type)), cell(termSafe(subject)), detail), " ")
 }
 
 // describeEvent returns what an event is about and what changed.
