@@ -182,7 +182,8 @@ func TestRenderStopsWithContext(t *testing.T) {
 	}
 }
 
-// The renderer's credentials are not in a template's reach.
+// The renderer's credentials are not in a template's reach, nor in its
+// commands'.
 func TestTemplatesCannotReadCredentials(t *testing.T) {
 	t.Setenv("SVCREG_API_KEY", "secret-key")
 	t.Setenv("SVCREG_PASSWORD", "secret-pw")
@@ -194,6 +195,12 @@ func TestTemplatesCannotReadCredentials(t *testing.T) {
 	out, err := set.Groups[0].Templates[0].Render(snapshot())
 	if err != nil || string(out) != "| |visible" {
 		t.Fatalf("got %q, %v; want the credentials hidden", out, err)
+	}
+	// Nor in a check's or reload's (their output goes to logs and
+	// /healthz).
+	got, err := runCommand(context.Background(), `echo "[$SVCREG_API_KEY|$SVCREG_PASSWORD|$SVCREG_TOKEN|$SVCREG_TEST_VISIBLE]"`, 10*time.Second)
+	if err != nil || strings.TrimSpace(got) != "[|||visible]" {
+		t.Fatalf("a command's environment: %q, %v; want the credentials hidden", got, err)
 	}
 }
 

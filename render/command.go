@@ -40,6 +40,9 @@ func runCommand(ctx context.Context, command string, timeout time.Duration) (str
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cmd := exec.Command("/bin/sh", "-c", command)
+	// The renderer's credentials stay with it: a check's output goes to
+	// logs, /healthz and the status page (and HAProxy expands ${VAR}).
+	cmd.Env = childEnv()
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
