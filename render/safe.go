@@ -30,7 +30,7 @@ const (
 
 // Limits of the checks.
 const (
-	maxIdentifier = 64  // an HAProxy server name or nginx upstream name
+	maxIdentifier = 65  // the longest service id (spec: 3..65); a fine HAProxy server and nginx upstream name
 	maxHostName   = 253 // RFC 1035
 	maxWeight     = 256 // HAProxy's maximum; nginx has none below it
 	maxQuoted     = 1024
@@ -244,7 +244,7 @@ func parseInt(field, s string, lo, hi int) (int, error) {
 	return n, nil
 }
 
-// parseIdent checks an identifier: 1..64 of a-z A-Z 0-9 _ . - , starting
+// parseIdent checks an identifier: 1..65 of a-z A-Z 0-9 _ . - , starting
 // with a letter or digit. It is a valid HAProxy server or backend name and
 // nginx upstream name, and is the same token quoted or not.
 func parseIdent(field, s string) (string, error) {

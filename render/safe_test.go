@@ -69,8 +69,12 @@ func TestSafeFunctionsRefuseHostileValues(t *testing.T) {
 			t.Errorf("address %q accepted as %q", v, a)
 		}
 	}
-	if _, err := parseIdent("id", strings.Repeat("a", 65)); err == nil {
-		t.Error("a 65-character identifier accepted")
+	// The longest service id is one, and no longer one.
+	if _, err := parseIdent("id", strings.Repeat("a", 65)); err != nil {
+		t.Errorf("a 65-character identifier (the longest service id) refused: %v", err)
+	}
+	if _, err := parseIdent("id", strings.Repeat("a", 66)); err == nil {
+		t.Error("a 66-character identifier accepted")
 	}
 }
 
