@@ -11,6 +11,12 @@ import (
 const (
 	defaultLimit = 100
 	maxLimit     = 1000
+	// maxEventsPage bounds an events page by its events' JSON: a thousand
+	// updates of services with the largest metadata would be about 30 MB,
+	// held in memory until its client reads it. A page ended by it is
+	// short, with next_marker set, as a page the type filter thins is
+	// (spec §7.11).
+	maxEventsPage = 1 << 20
 )
 
 // parseLimit reads the limit parameter: digits only, then 1..1000.

@@ -1,7 +1,9 @@
 package server_test
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"slices"
 	"strings"
@@ -232,5 +234,42 @@ func testTimeoutEvent(t *testing.T, kind string) {
 	json.Unmarshal(evs[0].Payload, &p)
 	if want := map[string]any{"id": "svc-1", "heartbeat_timeout": 3.0, "tags": []any{"late"}, "metadata": map[string]any{"k": "v"}}; !reflect.DeepEqual(p, want) {
 		t.Errorf("timeout payload %s, want %v", evs[0].Payload, want)
+	}
+}
+
+// An events page ends before its events' JSON passes 1 MiB: a thousand
+// updates of services with the largest metadata would otherwise be about
+// 30 MB in memory, per request, until the client read it. The short page
+// has next_marker set, and following it gives the rest.
+func TestEventsPageBoundedInBytes(t *testing.T) { onEachStore(t, testEventsPageBoundedInBytes) }
+
+func testEventsPageBoundedInBytes(t *testing.T, kind string) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{Store: kind})
+	c := newAPI(t, srv)
+	c.create("big", 60)
+	// 18 values of 250 '<' (a body under 5,000 bytes) are stored escaped,
+	// six bytes each: an update event of about 27 kB.
+	meta := map[string]string{}
+	for i := range 18 {
+		meta[fmt.Sprintf("k%02d", i)] = strings.Repeat("<", 250)
+	}
+	const updates = 60
+	for i := range updates {
+		meta["k00"] = strings.Repeat("<", 249) + fmt.Sprint(i%10)
+		var body bytes.Buffer
+		enc := json.NewEncoder(&body)
+		enc.SetEscapeHTML(false) // as sent, one byte each
+		enc.Encode(map[string]any{"metadata": meta})
+		c.do("PUT", "/services/big", body.Bytes()).want(204)
+	}
+	r := c.do("GET", "/events?limit=1000&include=service.update", nil)
+	evs, m := list[event](r)
+	if len(r.body) > 1<<20+4096 || m.NextMarker == nil || len(evs) >= updates+1 || len(evs) == 0 {
+		t.Fatalf("a page of %d bytes, %d events, next_marker %v; want at most 1 MiB of events and a next_marker", len(r.body), len(evs), m.NextMarker)
+	}
+	rest, m2 := list[event](c.do("GET", "/events?limit=1000&include=service.update&marker="+*m.NextMarker, nil))
+	if len(evs)+len(rest) != updates+1 || m2.NextMarker != nil || rest[0].ID != *m.NextMarker {
+		t.Errorf("pages of %d and %d events (next %v); want the %d events", len(evs), len(rest), m2.NextMarker, updates+1)
 	}
 }

@@ -176,8 +176,17 @@ type EventQuery struct {
 	// event after From; the default window does not ask.
 	CheckExpired bool
 	Limit        int
+	// MaxBytes, if not zero, ends the page before the event that would
+	// take its events' JSON past it (a page holds at least one event).
+	MaxBytes int
 	// Types keeps only events of these types (before paging); nil keeps all.
 	Types []registry.EventType
+}
+
+// Full reports whether a page of q holding n events of size bytes
+// between them is full before an event of next bytes.
+func (q EventQuery) Full(n, size, next int) bool {
+	return n == q.Limit || q.MaxBytes > 0 && n > 0 && size+next > q.MaxBytes
 }
 
 // Event is a stored event: its id, its type and its wire JSON.
@@ -192,6 +201,9 @@ type EventPage struct {
 	Values []Event
 	// Next is the id of the first matching event not included, zero if none.
 	Next timeuuid.UUID
+	// Head is the id of the newest event in the feed when it was read
+	// (zero if none): events appended later have higher ids.
+	Head timeuuid.UUID
 }
 
 // Errors the stores return; the server maps them to faults.

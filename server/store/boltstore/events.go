@@ -28,7 +28,9 @@ func (s *Store) Events(ctx context.Context, tenantID string, q store.EventQuery)
 		if q.CheckExpired && acct.Expired(q.From) {
 			return store.ErrMarkerExpired
 		}
+		page.Head = acct.Head
 		from := q.From.Key()
+		size := 0
 		c := b.Bucket(bEvents).Cursor()
 		for k, v := c.Seek(from[:]); k != nil; k, v = c.Next() {
 			typ, raw, ok := store.DecodeStoredEvent(v)
@@ -38,10 +40,11 @@ func (s *Store) Events(ctx context.Context, tenantID string, q store.EventQuery)
 			if !store.Matches(q.Types, typ) {
 				continue
 			}
-			if len(page.Values) == q.Limit {
+			if q.Full(len(page.Values), size, len(raw)) {
 				page.Next = timeuuid.FromKey(k)
 				break
 			}
+			size += len(raw)
 			page.Values = append(page.Values, store.Event{ID: timeuuid.FromKey(k), Type: typ,
 				JSON: append(json.RawMessage(nil), raw...)})
 		}

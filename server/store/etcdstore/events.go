@@ -41,6 +41,7 @@ func (s *Store) events(ctx context.Context, tenantID string, q store.EventQuery)
 		batch = max(batch, 256)
 	}
 	var rev int64
+	size := 0
 	for {
 		var kvs []*mvccpb.KeyValue
 		var more bool
@@ -57,6 +58,7 @@ func (s *Store) events(ctx context.Context, tenantID string, q store.EventQuery)
 			if q.CheckExpired && acct.Expired(q.From) {
 				return page, store.ErrMarkerExpired
 			}
+			page.Head = acct.Head
 			rev = resp.Header.Revision
 			rr := resp.Responses[1].GetResponseRange()
 			kvs, more = rr.Kvs, rr.More
@@ -77,10 +79,11 @@ func (s *Store) events(ctx context.Context, tenantID string, q store.EventQuery)
 			if !store.Matches(q.Types, ev.Type) {
 				continue
 			}
-			if len(page.Values) == q.Limit {
+			if q.Full(len(page.Values), size, len(ev.JSON)) {
 				page.Next = ev.ID
 				return page, nil
 			}
+			size += len(ev.JSON)
 			page.Values = append(page.Values, ev)
 		}
 		if !more || len(kvs) == 0 {

@@ -348,6 +348,17 @@ func testEvents(t *testing.T, e *env) {
 	if len(page.Values) != 1 || page.Values[0].ID != all.Values[2].ID || page.Next != all.Values[4].ID {
 		t.Errorf("joins from event 1: %+v next %v, want event 2 and next event 4", page.Values, page.Next)
 	}
+	// MaxBytes ends a page before the event that would pass it, after one
+	// event at least; Head is the newest event.
+	two := len(all.Values[0].JSON) + len(all.Values[1].JSON)
+	page = must(s.Events(ctx, tenant, store.EventQuery{Limit: 100, MaxBytes: two + len(all.Values[2].JSON) - 1}))(t)
+	if len(page.Values) != 2 || page.Next != all.Values[2].ID || page.Head != all.Values[5].ID {
+		t.Errorf("a page of %d bytes at most: %d events next %v head %v, want 2, next event 2, head event 5", two+len(all.Values[2].JSON)-1, len(page.Values), page.Next, page.Head)
+	}
+	page = must(s.Events(ctx, tenant, store.EventQuery{Limit: 100, MaxBytes: 1}))(t)
+	if len(page.Values) != 1 || page.Next != all.Values[1].ID {
+		t.Errorf("a page of 1 byte at most: %d events next %v, want the first event alone", len(page.Values), page.Next)
+	}
 	changed := must(s.Changed(ctx, tenant))(t)
 	select {
 	case <-changed:
