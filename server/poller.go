@@ -121,6 +121,11 @@ type pollSet struct {
 type pollGroup struct {
 	q     store.EventQuery
 	polls map[*parkedPoll]struct{}
+	// scanned, once a read of q found nothing new, is where news for the
+	// group would start: events are appended after the feed's head, so
+	// none before it can turn up later. Only the tenant's dispatcher
+	// touches it.
+	scanned timeuuid.UUID
 }
 
 func keyOf(q store.EventQuery) pollKey {
@@ -196,8 +201,9 @@ func (pl *poller) parkedCount() int { return int(pl.parked.Load() + pl.kept.Load
 func (pl *poller) setKeep(d time.Duration) { pl.keepFor.Store(int64(d)) }
 
 // park takes the connection over and parks the poll, which keeps its
-// waiter count. It reports false when the connection cannot be taken over.
-func (pl *poller) park(w http.ResponseWriter, rq *request, q store.EventQuery, wait time.Duration, changed <-chan struct{}) bool {
+// waiter count; head is the feed's head as of the read that found nothing
+// new for it. It reports false when the connection cannot be taken over.
+func (pl *poller) park(w http.ResponseWriter, rq *request, q store.EventQuery, head timeuuid.UUID, wait time.Duration, changed <-chan struct{}) bool {
 	pl.mu.Lock()
 	ln := pl.ln
 	pl.mu.Unlock()
@@ -231,7 +237,8 @@ func (pl *poller) park(w http.ResponseWriter, rq *request, q store.EventQuery, w
 	}
 	g := ps.groups[key]
 	if g == nil {
-		g = &pollGroup{q: q, polls: map[*parkedPoll]struct{}{}}
+		// The read that found nothing for the poll ran to head.
+		g = &pollGroup{q: q, polls: map[*parkedPoll]struct{}{}, scanned: later(q.From, head)}
 		ps.groups[key] = g
 	}
 	g.polls[p] = struct{}{}
@@ -442,19 +449,19 @@ type pollKey struct {
 	types string // the query's type filter, joined
 }
 
-// wake reads the feed once per group of the tenant's parked polls and
-// answers the groups that have news (all of them when all is set). The
-// answered connections go back to the http.Server once every answer is
+// wake answers the groups of the tenant's parked polls that have news
+// (all of them when all is set). A group read before is checked against
+// one read of the feed from the oldest place such a group would find news
+// at (only what was appended since, as a rule), so that a commit costs one
+// read however many groups wait, and however far back their markers are;
+// a group that has news, or that was not read before, reads its own page.
+// The answered connections go back to the http.Server once every answer is
 // written, so that serving them does not delay the answers.
 func (pl *poller) wake(ctx context.Context, tenant string, ps *pollSet, all bool) (failed bool) {
-	type group struct {
-		key pollKey
-		g   *pollGroup
-	}
 	pl.mu.Lock()
-	groups := make([]group, 0, len(ps.groups))
+	groups := make([]keyedGroup, 0, len(ps.groups))
 	for k, g := range ps.groups {
-		groups = append(groups, group{k, g})
+		groups = append(groups, keyedGroup{k, g})
 	}
 	pl.mu.Unlock()
 	if len(groups) == 0 {
@@ -462,8 +469,30 @@ func (pl *poller) wake(ctx context.Context, tenant string, ps *pollSet, all bool
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	var shared *store.EventPage
+	if !all {
+		var from timeuuid.UUID
+		for _, g := range groups {
+			if s := g.g.scanned; !s.IsZero() && (from.IsZero() || timeuuid.Compare(s, from) < 0) {
+				from = s
+			}
+		}
+		if !from.IsZero() {
+			// A failed read leaves each group to its own, which says so.
+			if page, err := pl.s.store.Events(ctx, tenant, store.EventQuery{From: from, Limit: maxLimit, MaxBytes: maxEventsPage}); err == nil {
+				shared = &page
+			}
+		}
+	}
 	var back []net.Conn
 	for _, g := range groups {
+		if shared != nil && !g.g.scanned.IsZero() {
+			news, known := g.newsIn(*shared)
+			if !news && known {
+				g.g.scanned = later(g.g.scanned, shared.Head)
+				continue
+			}
+		}
 		// A poll that joins the group meanwhile asked the same query, so
 		// that page answers it too.
 		page, err := pl.s.store.Events(ctx, tenant, g.g.q)
@@ -476,12 +505,44 @@ func (pl *poller) wake(ctx context.Context, tenant string, ps *pollSet, all bool
 			continue
 		}
 		if err == nil && !all && !hasNewer(page, g.key.from) {
+			// The page ran to the head: nothing before it is news.
+			g.g.scanned = later(g.key.from, page.Head)
 			continue
 		}
 		back = append(back, pl.answerAll(pl.takeGroup(tenant, ps, g.key, g.g), page, err)...)
 	}
 	pl.handBack(back)
 	return failed
+}
+
+// keyedGroup is a group of parked polls with its key.
+type keyedGroup struct {
+	key pollKey
+	g   *pollGroup
+}
+
+// newsIn reports whether page, read from at or before the group's
+// scanned, holds an event the group would answer with; known is false
+// when it does not, but the page was cut before the feed's head.
+func (g keyedGroup) newsIn(page store.EventPage) (news, known bool) {
+	for _, ev := range page.Values {
+		if timeuuid.Compare(ev.ID, g.g.scanned) >= 0 && ev.ID != g.key.from && store.Matches(g.g.q.Types, ev.Type) {
+			return true, true
+		}
+	}
+	return false, page.Next.IsZero()
+}
+
+// later is where news starts after a read that saw the feed up to head:
+// just after head, or from if that is later (a head of zero: no event).
+func later(from, head timeuuid.UUID) timeuuid.UUID {
+	if head.IsZero() {
+		return from
+	}
+	if next := head.Next(); timeuuid.Compare(next, from) > 0 {
+		return next
+	}
+	return from
 }
 
 // answerChunk is how many answers one goroutine writes when a wake-up

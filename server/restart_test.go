@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -279,4 +280,81 @@ func testLongPollOutlivesAFailedRead(t *testing.T, kind string) {
 	if got := summary(answer(t, ch)); len(got) == 0 || got[len(got)-1] != "service.join svc-1" {
 		t.Fatalf("long-poll answered %q, want the join", got)
 	}
+}
+
+// readCounter counts the feed reads a server makes.
+type readCounter struct {
+	store.Store
+	reads atomic.Int32
+}
+
+func (c *readCounter) Events(ctx context.Context, tenant string, q store.EventQuery) (store.EventPage, error) {
+	c.reads.Add(1)
+	return c.Store.Events(ctx, tenant, q)
+}
+
+// A commit costs the long-poll dispatcher one read of the feed however
+// many groups of polls wait, once each group has read its page: groups of
+// their own (each its own marker, far back in the feed, asking for a type
+// that never comes) were each read again from their marker on every
+// commit, so that one account's polls made every write of it cost a scan
+// of its feed per poll.
+func TestLongPollWakeReadsOnce(t *testing.T) { onEachStore(t, testLongPollWakeReadsOnce) }
+
+func testLongPollWakeReadsOnce(t *testing.T, kind string) {
+	t.Parallel()
+	var cs *readCounter
+	base := startCustom(t, kind, func(st store.Store) server.Config {
+		cs = &readCounter{Store: st}
+		return server.Config{Store: cs}
+	})
+	c := devLogin(t, base, "wake-once")
+	const groups = 30
+	for i := range groups {
+		c.setConfig(fmt.Sprintf("key-%02d", i), "v")
+	}
+	evs := c.events("?limit=100")
+	if len(evs) != groups {
+		t.Fatalf("%d events, want %d", len(evs), groups)
+	}
+	var waiting []<-chan polled
+	for _, ev := range evs {
+		ch := c.longPoll("?wait=60&type=service.timeout&marker=" + ev.ID)
+		waiting = append(waiting, ch)
+	}
+	stillParked := func() {
+		t.Helper()
+		time.Sleep(time.Second)
+		for i, ch := range waiting {
+			select {
+			case p := <-ch:
+				t.Fatalf("poll %d answered with no event of its type: %+v", i, p)
+			default:
+			}
+		}
+	}
+	stillParked() // parked, each group read once
+	before := cs.reads.Load()
+	const writes = 5
+	for i := range writes - 1 {
+		c.setConfig(fmt.Sprintf("more-%d", i), "v")
+	}
+	// One more poll, of every type from the head, parked: the last
+	// commit's wake-up answers it.
+	marker := c.do("GET", "/services", nil).want(200).header.Get("X-Registry-Marker")
+	last := c.longPoll("?wait=60&marker=" + marker)
+	stillWaiting(t, last)
+	c.setConfig("last", "v")
+	if got := answer(t, last); len(got) == 0 {
+		t.Fatal("the poll of every type was not answered")
+	}
+	time.Sleep(500 * time.Millisecond) // the wake-up's other groups
+	// Each wake-up: the shared read, and the page of the poll it answers
+	// (the last one's), and the last poll's own read before it parked.
+	n := cs.reads.Load() - before
+	if n > 3*writes {
+		t.Errorf("%d feed reads for %d commits with %d groups of polls waiting; want about one a commit", n, writes, groups)
+	}
+	t.Logf("%d feed reads for %d commits with %d groups of polls waiting", n, writes, groups)
+	stillParked()
 }
