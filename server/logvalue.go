@@ -1,6 +1,10 @@
 package server
 
-import "strconv"
+import (
+	"net/url"
+	"strconv"
+	"strings"
+)
 
 // maxLogValue bounds a value from a request or from registry data in a log
 // line, so that no client can write long lines into the server's log.
@@ -12,4 +16,22 @@ func logValue(s string) string {
 		return s
 	}
 	return s[:maxLogValue] + "…(" + strconv.Itoa(len(s)) + " bytes)"
+}
+
+// withoutToken is a request URI as logged: an x-auth-token in its query
+// (the API takes one there as well as in the header) is a credential, and
+// is replaced by "REDACTED".
+func withoutToken(uri string) string {
+	path, query, ok := strings.Cut(uri, "?")
+	if !ok || !strings.Contains(strings.ToLower(query), "x-auth-token") && !strings.Contains(query, "%") {
+		return uri
+	}
+	params := strings.Split(query, "&")
+	for i, p := range params {
+		name, _, _ := strings.Cut(p, "=")
+		if n, err := url.QueryUnescape(name); strings.EqualFold(name, "x-auth-token") || err == nil && strings.EqualFold(n, "x-auth-token") {
+			params[i] = name + "=REDACTED"
+		}
+	}
+	return path + "?" + strings.Join(params, "&")
 }

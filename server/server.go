@@ -188,7 +188,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.metrics.requests.WithLabelValues(name, strconv.Itoa(sw.status)).Inc()
 	s.log.LogAttrs(r.Context(), slog.LevelDebug, "request",
-		slog.String("method", r.Method), slog.String("uri", logValue(r.RequestURI)), slog.String("route", name),
+		slog.String("method", r.Method), slog.String("uri", logValue(withoutToken(r.RequestURI))), slog.String("route", name),
 		slog.Int("status", sw.status), slog.Duration("duration", d), slog.String("remote", r.RemoteAddr))
 }
 
