@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -12,8 +11,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/svcreg/svcreg/internal/testserver"
 	"github.com/svcreg/svcreg/registry"
@@ -253,54 +250,21 @@ func TestTablesQuoteHostileRegistryText(t *testing.T) {
 		}
 	}
 
-	// config get prints the value as stored for scripts, and quoted on
-	// a terminal.
 	run := func(stdout io.Writer, args ...string) (int, string) {
 		var stderr bytes.Buffer
 		code := Main(ctx, append(args, "--url", srv.APIURL, "--username", "tables-hostile", "--api-key", "dev"), strings.NewReader(""), stdout, &stderr)
 		return code, stderr.String()
 	}
+	// config get prints the value as stored for scripts (quoted on a
+	// terminal: TestConfigGetOnATerminal).
 	var piped bytes.Buffer
 	if code, errs := run(&piped, "config", "get", "hostile.key"); code != 0 || piped.String() != "\x1b[2Jvalue\n" {
 		t.Errorf("config get, piped: %q (exit %d, %s); want the value as stored", piped.String(), code, errs)
-	}
-	pty, tty := openPTY(t)
-	if code, errs := run(tty, "config", "get", "hostile.key"); code != 0 {
-		t.Fatalf("config get on a terminal: exit %d, %s", code, errs)
-	}
-	tty.Close()
-	shown, _ := io.ReadAll(pty)
-	if strings.Contains(string(shown), "\x1b") || !strings.Contains(string(shown), `"\x1b[2Jvalue"`) {
-		t.Errorf("config get on a terminal shows %q; want the value quoted", shown)
 	}
 	// A registry's fault message, which echoes the id asked for.
 	if code, errs := run(io.Discard, "services", "get", "x\x1b]0;owned\a\u202e"); code == 0 || strings.ContainsAny(errs, "\x1b\a\u202e") {
 		t.Errorf("an error about a hostile id (exit %d) prints it raw: %q", code, errs)
 	}
-}
-
-// openPTY opens a pseudo-terminal: what is written to tty is read from
-// pty (with the terminal's line discipline: "\n" becomes "\r\n").
-func openPTY(t *testing.T) (pty, tty *os.File) {
-	t.Helper()
-	pty, err := os.OpenFile("/dev/ptmx", os.O_RDWR, 0)
-	if err != nil {
-		t.Fatalf("open a pseudo-terminal: %v", err)
-	}
-	t.Cleanup(func() { pty.Close() })
-	if err := unix.IoctlSetPointerInt(int(pty.Fd()), unix.TIOCSPTLCK, 0); err != nil {
-		t.Fatal(err)
-	}
-	n, err := unix.IoctlGetInt(int(pty.Fd()), unix.TIOCGPTN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tty, err = os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tty.Close() })
-	return pty, tty
 }
 
 func TestTermText(t *testing.T) {

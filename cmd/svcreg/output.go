@@ -12,8 +12,6 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
-
-	"golang.org/x/sys/unix"
 )
 
 // How the API commands print: tables for people (text/tabwriter), and
@@ -77,11 +75,7 @@ func formatTime(t time.Time) string {
 // isTerminal reports whether w is a terminal.
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
+	return ok && isTTY(f.Fd())
 }
 
 // termText is a message that may hold registry text (a registry's fault
