@@ -11,6 +11,7 @@ import (
 	"net/http/httptrace"
 	"net/url"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -223,6 +224,12 @@ func (c *Client) send(ctx context.Context, method, u, token string, body []byte,
 		// Close; callers read the header (see ListEventsPage).
 		resp.Header.Set("Connection", "close")
 	}
+	if resp.StatusCode >= 300 && resp.StatusCode <= 399 {
+		// A redirect to another host, not followed (sameHostRedirect).
+		e := newError(resp, nil)
+		e.Message = fmt.Sprintf("redirected to %s; not following a redirect to another host: credentials go only to the host configured", strconv.QuoteToASCII(resp.Header.Get("Location")))
+		return resp.Header, e
+	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 		if change && resp.StatusCode >= 500 {
@@ -269,13 +276,15 @@ func (c *cappedReader) Read(p []byte) (int, error) {
 
 // sameHostRedirect follows a redirect only to the host the request went
 // to: the token and credentials travel in headers and bodies that Go
-// would otherwise send to whatever host a redirect names.
+// would otherwise send to whatever host a redirect names. A redirect
+// elsewhere is the answer (send reports it as a refusal: nothing was
+// applied).
 func sameHostRedirect(req *http.Request, via []*http.Request) error {
 	if len(via) >= 10 {
 		return errors.New("stopped after 10 redirects")
 	}
 	if from := via[0].URL; req.URL.Host != from.Host || req.URL.Scheme != from.Scheme && !(from.Scheme == "http" && req.URL.Scheme == "https") {
-		return fmt.Errorf("not following a redirect from %s://%s to %s://%s: credentials go only to the host configured", from.Scheme, from.Host, req.URL.Scheme, req.URL.Host)
+		return http.ErrUseLastResponse
 	}
 	return nil
 }

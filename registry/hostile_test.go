@@ -2,6 +2,7 @@ package registry_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -54,7 +55,7 @@ func TestRedirectsStayOnTheHost(t *testing.T) {
 	var moved atomic.Int32
 	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
-		case strings.HasSuffix(r.URL.Path, "/services/away"):
+		case strings.HasSuffix(r.URL.Path, "/services/away"), strings.Contains(r.URL.Path, "/configuration/away"):
 			http.Redirect(w, r, other.URL+r.URL.Path, http.StatusTemporaryRedirect)
 		case strings.HasSuffix(r.URL.Path, "/services/moved"):
 			http.Redirect(w, r, strings.TrimSuffix(r.URL.Path, "moved")+"here", http.StatusTemporaryRedirect)
@@ -76,6 +77,11 @@ func TestRedirectsStayOnTheHost(t *testing.T) {
 		_, err = c.GetService(context.Background(), "away")
 		if err == nil || !strings.Contains(err.Error(), "not following a redirect") || elsewhere.Load() != 0 {
 			t.Errorf("a redirect to another host (given a client: %v): %v, %d requests reached it", hc != nil, err, elsewhere.Load())
+		}
+		// A change redirected elsewhere was not applied: a refusal, not
+		// an outcome to find out by retrying.
+		if err := c.SetConfig(context.Background(), "away-k", "v"); err == nil || errors.Is(err, registry.ErrOutcomeUnknown) || !strings.Contains(err.Error(), "not following a redirect") {
+			t.Errorf("a change redirected to another host (given a client: %v): %v; want a refusal", hc != nil, err)
 		}
 		if s, err := c.GetService(context.Background(), "moved"); err != nil || s.ID != "here" {
 			t.Errorf("a redirect on the same host (given a client: %v): %+v, %v", hc != nil, s, err)
