@@ -202,6 +202,11 @@ func TestTemplatesCannotReadCredentials(t *testing.T) {
 	if err != nil || strings.TrimSpace(got) != "[|||visible]" {
 		t.Fatalf("a command's environment: %q, %v; want the credentials hidden", got, err)
 	}
+	// An environment of nothing but credentials leaves an empty one, not
+	// nil (which exec takes for the parent's).
+	if env := withoutCredentials([]string{"SVCREG_API_KEY=k", "SVCREG_TOKEN=t"}); env == nil || len(env) != 0 {
+		t.Errorf("environment without credentials: %q (nil: %v), want empty", env, env == nil)
+	}
 }
 
 func TestFunctionDenylist(t *testing.T) {

@@ -436,9 +436,13 @@ func (e *Exec) onHUP() {
 }
 
 // childEnv is the renderer's environment without its credentials.
-func childEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
+func childEnv() []string { return withoutCredentials(os.Environ()) }
+
+// withoutCredentials is environ without the renderer's credentials; never
+// nil, as a nil exec.Cmd.Env is the parent's whole environment.
+func withoutCredentials(environ []string) []string {
+	env := []string{}
+	for _, kv := range environ {
 		name, _, _ := strings.Cut(kv, "=")
 		if !slices.Contains(hiddenEnv, name) {
 			env = append(env, kv)
