@@ -69,9 +69,10 @@ namespace as a plain prefix, so /production/cassandra also holds
 func runConfigGet(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	f := newAPIFlags("config get", "svcreg config get KEY [flags]", `
 Prints one configuration value as it is stored, followed by a newline, so
-that $(svcreg config get KEY) is the value. On a terminal, a value with
-control characters, escape sequences or bidi overrides (anyone who can
-write the account's configuration chooses them) is shown quoted instead.
+that $(svcreg config get KEY) is the value. On a terminal, control
+characters, escape sequences and bidi overrides in it (anyone who can
+write the account's configuration chooses them) are shown as escapes;
+its lines and tabs stay.
 With --output json, {"id", "value"}. Exits 1 if there is no such value.`, stdout)
 	key, err := f.parseOne(args, "configuration KEY")
 	if err != nil {
@@ -92,7 +93,7 @@ With --output json, {"id", "value"}. Exits 1 if there is no such value.`, stdout
 	}
 	value := v.Value
 	if isTerminal(stdout) {
-		value = termSafe(value)
+		value = termText(value)
 	}
 	_, err = fmt.Fprintln(stdout, value)
 	return err

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"maps"
 	"os"
@@ -93,7 +94,7 @@ func termText(s string) string {
 		r, n = utf8.DecodeRuneInString(s[i:])
 		switch {
 		case r == utf8.RuneError && n == 1:
-			b.WriteString(`\x` + strconv.FormatUint(uint64(s[i]), 16))
+			fmt.Fprintf(&b, `\x%02x`, s[i])
 		case ok(r):
 			b.WriteString(s[i : i+n])
 		default:

@@ -30,8 +30,8 @@ func TestConfigGetOnATerminal(t *testing.T) {
 	}
 	tty.Close()
 	shown, _ := io.ReadAll(pty)
-	if strings.Contains(string(shown), "\x1b") || !strings.Contains(string(shown), `"\x1b[2Jvalue"`) {
-		t.Errorf("config get on a terminal shows %q; want the value quoted", shown)
+	if strings.Contains(string(shown), "\x1b") || !strings.Contains(string(shown), `\x1b[2Jvalue`) {
+		t.Errorf("config get on a terminal shows %q; want the escape sequence as an escape", shown)
 	}
 }
 
