@@ -391,12 +391,25 @@ func (st *execState) endpoints(list []registry.Service) ([]Endpoint, error) {
 }
 
 // endpointsBy groups the endpoints of a list by a metadata key whose value
-// is checked by ident (a backend name, say), in lowercase: nginx compares
-// upstream names without case, so "api" and "API" as two upstreams fail
-// its whole config, and a service could so freeze every other's. A
-// service without the key is left out silently, one whose value or data
-// is refused is reported.
+// is checked by ident (a backend name, say). A service without the key is
+// left out silently, one whose value or data is refused is reported. Names
+// that differ only in case are one name to nginx, whose whole config two
+// such upstreams fail (a service could so freeze every other's): of such
+// spellings the all-lowercase one is kept (else the first in the list),
+// and the services of the others are refused and reported.
 func (st *execState) endpointsBy(key string, list []registry.Service) (map[string][]Endpoint, error) {
+	// The spelling kept for each name in lowercase.
+	kept := map[string]string{}
+	for _, s := range list {
+		v, ok := s.Metadata[key]
+		if _, err := parseIdent(key, v); !ok || err != nil {
+			continue
+		}
+		folded := strings.ToLower(v)
+		if k, seen := kept[folded]; !seen || k != folded && v == folded {
+			kept[folded] = v
+		}
+	}
 	out := map[string][]Endpoint{}
 	n := 0
 	for _, s := range list {
@@ -404,7 +417,11 @@ func (st *execState) endpointsBy(key string, list []registry.Service) (map[strin
 		if !ok {
 			continue
 		}
-		if _, err := parseIdent(key, v); err != nil {
+		_, err := parseIdent(key, v)
+		if k := kept[strings.ToLower(v)]; err == nil && k != v {
+			err = refuse(key, v, "differs from %q only in case, which nginx does not tell apart", k)
+		}
+		if err != nil {
 			if err := st.report(s, err.(*RefusedError)); err != nil {
 				return nil, err
 			}
@@ -415,8 +432,7 @@ func (st *execState) endpointsBy(key string, list []registry.Service) (map[strin
 			return nil, err
 		}
 		if e != nil {
-			name := strings.ToLower(v)
-			out[name] = append(out[name], *e)
+			out[v] = append(out[v], *e)
 			n++
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -243,7 +244,7 @@ func TestValueFunctionsAndEndpoint(t *testing.T) {
 		{"endpoint of a pointer", `{{(endpoint (service "web-1")).Port}}`, "80", ""},
 		{"number", `{{configOr "/lb/port" "1" | number 1 65535}}`, "8080", ""},
 		{"number refused", `{{number 1 10 "11"}}`, "", `number "11" refused: not a number in 1..10`},
-		{"endpointsBy", `{{range $b, $eps := endpointsBy "backend" services}}{{$b}}:{{range $eps}}{{.Name}} {{end}}{{end}}`, "api:web-3 web-5 ", ""},
+		{"endpointsBy", `{{range $b, $eps := endpointsBy "backend" services}}{{$b}}:{{range $eps}}{{.Name}} {{end}}{{end}}`, "api:web-3 ", ""},
 		{"endpoint raw service", `{{range endpoints services}}{{.Service.Metadata.path}}{{end}}`, "/a b", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -381,5 +382,39 @@ func TestRefusalsLoggedOnceAndHealthCapped(t *testing.T) {
 	pass(services[:1])
 	if lines, _ := pass(services[:3]); lines != 2 {
 		t.Errorf("refused again after a fix: %d log lines; want 2:\n%s", lines, logs.String())
+	}
+}
+
+// endpointsBy keeps names as given (HAProxy tells API from api), but of
+// names that differ only in case, which nginx takes for one, it keeps the
+// all-lowercase spelling (else the first) and reports the others'
+// services: two such upstreams would fail nginx's whole config.
+func TestEndpointsByCase(t *testing.T) {
+	t.Parallel()
+	tmpl := `{{range $b, $eps := endpointsBy "backend" services}}{{$b}}:{{range $eps}}{{.Name}} {{end}}{{end}}`
+	ep := func(id, backend string) registry.Service {
+		return svc(id, nil, map[string]string{"ip": "10.0.0.1", "port": "80", "backend": backend})
+	}
+	for _, tc := range []struct {
+		name     string
+		services []registry.Service
+		want     string
+		refused  []string
+	}{
+		{"one spelling, kept as given", []registry.Service{ep("a-1", "API"), ep("a-2", "API")}, "API:a-1 a-2 ", nil},
+		{"the lowercase one kept", []registry.Service{ep("a-1", "API"), ep("a-2", "api"), ep("a-3", "Api")}, "api:a-2 ", []string{"a-1", "a-3"}},
+		{"else the first", []registry.Service{ep("a-1", "Api"), ep("a-2", "API")}, "Api:a-1 ", []string{"a-2"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			set := newSet(t, TemplateConfig{Contents: tmpl, Destination: filepath.Join(t.TempDir(), "out")})
+			out, refused, err := set.Groups[0].Templates[0].execute(context.Background(), snapshot(tc.services...))
+			var got []string
+			for _, r := range refused {
+				got = append(got, r.Service)
+			}
+			if err != nil || string(out) != tc.want || !slices.Equal(got, tc.refused) {
+				t.Errorf("got %q, refused %q, %v; want %q, refused %q", out, got, err, tc.want, tc.refused)
+			}
+		})
 	}
 }
