@@ -450,11 +450,12 @@ type pollKey struct {
 }
 
 // wake answers the groups of the tenant's parked polls that have news
-// (all of them when all is set). A group read before is checked against
-// one read of the feed from the oldest place such a group would find news
-// at (only what was appended since, as a rule), so that a commit costs one
-// read however many groups wait, and however far back their markers are;
-// a group that has news, or that was not read before, reads its own page.
+// (all of them when all is set). The groups read before are checked
+// against one read of the feed from the oldest place such a group would
+// find news at (only what was appended since: a page or a few after a
+// burst, checkShared), so that a commit costs one read however many groups
+// wait, and however far back their markers are; a group that has news, or
+// that was not read before, reads its own page.
 // The answered connections go back to the http.Server once every answer is
 // written, so that serving them does not delay the answers.
 func (pl *poller) wake(ctx context.Context, tenant string, ps *pollSet, all bool) (failed bool) {
@@ -469,29 +470,15 @@ func (pl *poller) wake(ctx context.Context, tenant string, ps *pollSet, all bool
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	var shared *store.EventPage
+	// quiet: the groups the shared reads found nothing new for.
+	quiet := map[*pollGroup]bool{}
 	if !all {
-		var from timeuuid.UUID
-		for _, g := range groups {
-			if s := g.g.scanned; !s.IsZero() && (from.IsZero() || timeuuid.Compare(s, from) < 0) {
-				from = s
-			}
-		}
-		if !from.IsZero() {
-			// A failed read leaves each group to its own, which says so.
-			if page, err := pl.s.store.Events(ctx, tenant, store.EventQuery{From: from, Limit: maxLimit, MaxBytes: maxEventsPage}); err == nil {
-				shared = &page
-			}
-		}
+		pl.checkShared(ctx, tenant, groups, quiet)
 	}
 	var back []net.Conn
 	for _, g := range groups {
-		if shared != nil && !g.g.scanned.IsZero() {
-			news, known := g.newsIn(*shared)
-			if !news && known {
-				g.g.scanned = later(g.g.scanned, shared.Head)
-				continue
-			}
+		if quiet[g.g] {
+			continue
 		}
 		// A poll that joins the group meanwhile asked the same query, so
 		// that page answers it too.
@@ -506,13 +493,59 @@ func (pl *poller) wake(ctx context.Context, tenant string, ps *pollSet, all bool
 		}
 		if err == nil && !all && !hasNewer(page, g.key.from) {
 			// The page ran to the head: nothing before it is news.
-			g.g.scanned = later(g.key.from, page.Head)
+			g.g.scanned = latest(g.g.scanned, later(g.key.from, page.Head))
 			continue
 		}
 		back = append(back, pl.answerAll(pl.takeGroup(tenant, ps, g.key, g.g), page, err)...)
 	}
 	pl.handBack(back)
 	return failed
+}
+
+// checkShared reads the feed once from the earliest place a group read
+// before would find news at, and on page by page while groups are left
+// that it found nothing for (a burst of commits between two wake-ups),
+// up to the head; each group it finds nothing new for goes in quiet, with
+// its scanned moved on. A group it finds news for, or that was not read
+// before, or that a failed read leaves unsure, reads its own page.
+func (pl *poller) checkShared(ctx context.Context, tenant string, groups []keyedGroup, quiet map[*pollGroup]bool) {
+	var pending []keyedGroup
+	var from timeuuid.UUID
+	for _, g := range groups {
+		if s := g.g.scanned; !s.IsZero() {
+			pending = append(pending, g)
+			if from.IsZero() || timeuuid.Compare(s, from) < 0 {
+				from = s
+			}
+		}
+	}
+	for len(pending) > 0 {
+		page, err := pl.s.store.Events(ctx, tenant, store.EventQuery{From: from, Limit: maxLimit, MaxBytes: maxEventsPage})
+		if err != nil {
+			return // each group its own read, which says so
+		}
+		left := pending[:0]
+		for _, g := range pending {
+			switch news, known := g.newsIn(page); {
+			case news:
+			case known: // the page ran to the head
+				g.g.scanned = later(g.g.scanned, page.Head)
+				quiet[g.g] = true
+			default: // nothing before the page's end is news
+				g.g.scanned = latest(g.g.scanned, page.Next)
+				left = append(left, g)
+			}
+		}
+		pending, from = left, page.Next
+	}
+}
+
+// latest is the later of two feed positions.
+func latest(a, b timeuuid.UUID) timeuuid.UUID {
+	if timeuuid.Compare(b, a) > 0 {
+		return b
+	}
+	return a
 }
 
 // keyedGroup is a group of parked polls with its key.

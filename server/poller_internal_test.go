@@ -1,0 +1,75 @@
+package server
+
+import (
+	"context"
+	"testing"
+
+	"github.com/svcreg/svcreg/internal/timeuuid"
+	"github.com/svcreg/svcreg/registry"
+	"github.com/svcreg/svcreg/server/store"
+)
+
+// feedStore is a feed in memory, paged as the stores page it, that
+// counts its reads.
+type feedStore struct {
+	store.Store
+	events []store.Event
+	reads  int
+}
+
+func (f *feedStore) Events(ctx context.Context, tenant string, q store.EventQuery) (store.EventPage, error) {
+	f.reads++
+	var page store.EventPage
+	if n := len(f.events); n > 0 {
+		page.Head = f.events[n-1].ID
+	}
+	size := 0
+	for _, ev := range f.events {
+		if timeuuid.Compare(ev.ID, q.From) < 0 || !store.Matches(q.Types, ev.Type) {
+			continue
+		}
+		if q.Full(len(page.Values), size, len(ev.JSON)) {
+			page.Next = ev.ID
+			break
+		}
+		size += len(ev.JSON)
+		page.Values = append(page.Values, ev)
+	}
+	return page, nil
+}
+
+// A burst of commits between two wake-ups, more than one page of the
+// feed: the groups read before are checked page by page, once for all of
+// them, up to the head; one with news is left to read its own page.
+func TestCheckSharedPagesThroughABurst(t *testing.T) {
+	f := &feedStore{}
+	for i := range 2500 {
+		f.events = append(f.events, store.Event{ID: timeuuid.New(uint64(1000+i), 0), Type: registry.ConfigValueUpdate, JSON: []byte(`{}`)})
+	}
+	timeouts := []registry.EventType{registry.ServiceTimeout}
+	group := func(from, scanned int, types []registry.EventType) keyedGroup {
+		q := store.EventQuery{From: timeuuid.New(uint64(from), 0), Limit: 100, Types: types}
+		return keyedGroup{keyOf(q), &pollGroup{q: q, scanned: timeuuid.New(uint64(scanned), 0)}}
+	}
+	groups := []keyedGroup{
+		group(10, 1000, timeouts),
+		group(20, 1500, timeouts),
+		group(30, 2200, timeouts),
+		group(40, 3400, nil), // every type: the last events are news to it
+	}
+	pl := &poller{s: &Server{store: f}}
+	quiet := map[*pollGroup]bool{}
+	pl.checkShared(context.Background(), "t", groups, quiet)
+	if f.reads != 3 {
+		t.Errorf("%d reads of a burst of 2,500 events for %d groups; want 3, a page of 1,000 each", f.reads, len(groups))
+	}
+	head := f.events[len(f.events)-1].ID.Next()
+	for i, g := range groups[:3] {
+		if !quiet[g.g] || g.g.scanned != head {
+			t.Errorf("group %d: quiet %v, scanned %v; want quiet, scanned past the head", i, quiet[g.g], g.g.scanned)
+		}
+	}
+	if quiet[groups[3].g] {
+		t.Error("the group with news was taken for quiet")
+	}
+}
