@@ -246,7 +246,11 @@ func silentEtcdMember(t *testing.T, leaderSilent, moving bool) {
 	opts.HeartbeatSlack = etcdstore.MinHeartbeatSlack(opts)
 	n := startNodes(t, c, 2, opts)
 	u := login(t, n[0], "silent-member")
-	const services, timeout = 30, 3 * time.Second
+	const timeout = 3 * time.Second
+	services := 30
+	if moving {
+		services = 12 // every heartbeat a hand-over: fewer, on CI's shared cores
+	}
 	toks := make([]string, services)
 	for i := range toks {
 		toks[i] = u.create(n[0], fmt.Sprintf("svc-%d", i), int(timeout/time.Second))
@@ -261,7 +265,7 @@ func silentEtcdMember(t *testing.T, leaderSilent, moving bool) {
 			id, tok, at := fmt.Sprintf("svc-%d", i), toks[i], 0
 			// Spread over the heartbeat interval, the services' writes
 			// go in batches of their own, each sent to any member.
-			time.Sleep(time.Duration(i) * timeout * 6 / 10 / services)
+			time.Sleep(time.Duration(i) * timeout * 6 / 10 / time.Duration(services))
 			for ctx.Err() == nil {
 				actx, acancel := context.WithTimeout(ctx, timeout/4)
 				r, err := u.tryCtx(actx, n[at], "POST", "/services/"+id+"/heartbeat", map[string]string{"token": tok})
@@ -348,7 +352,7 @@ func silentEtcdMember(t *testing.T, leaderSilent, moving bool) {
 	hedges := n[0].metric("svcreg_store_etcd_hedges_total") + n[1].metric("svcreg_store_etcd_hedges_total")
 	// Each attempt is given a quarter of the timeout (750 ms); a hedged
 	// write is answered within a few hundred.
-	if f := failed.Load(); f > services/10 {
+	if f := failed.Load(); f > int64(max(3, services/10)) {
 		t.Errorf("%d heartbeat attempts failed or took more than %v (a write waiting on the silent member until the request timeout)", f, timeout/4)
 	}
 	if f := failedWrites.Load(); f > 0 {
