@@ -57,7 +57,9 @@ type Config struct {
 	// HTTPClient sends the requests. If nil, the Client makes its own with
 	// a transport of its own that keeps connections alive, so heartbeats
 	// and event polls reuse one connection. Its Timeout must be zero or
-	// longer than the long-polls you make.
+	// longer than the long-polls you make. The Client uses a copy, which
+	// follows redirects only on the host of the request, unless its
+	// CheckRedirect is set (then that decides).
 	HTTPClient *http.Client `toml:"-"`
 	// UserAgent replaces the default "svcreg/<version>".
 	UserAgent string `toml:"-"`
