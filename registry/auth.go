@@ -210,6 +210,9 @@ func (a *authenticator) authenticate(ctx context.Context) (AuthToken, error) {
 		return AuthToken{}, fmt.Errorf("registry: authenticate %s: %w", a.username, err)
 	}
 	defer closeBody(resp.Body)
+	if e := crossHostRedirect(resp); e != nil {
+		return AuthToken{}, e
+	}
 	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusNonAuthoritativeInfo {
 		data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 		return AuthToken{}, newError(resp, data)

@@ -226,10 +226,7 @@ func (c *Client) send(ctx context.Context, method, u, token string, body []byte,
 		// Close; callers read the header (see ListEventsPage).
 		resp.Header.Set("Connection", "close")
 	}
-	if resp.StatusCode >= 300 && resp.StatusCode <= 399 {
-		// A redirect to another host, not followed (sameHostRedirect).
-		e := newError(resp, nil)
-		e.Message = fmt.Sprintf("redirected to %s; not following a redirect to another host: credentials go only to the host configured", strconv.QuoteToASCII(resp.Header.Get("Location")))
+	if e := crossHostRedirect(resp); e != nil {
 		return resp.Header, e
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
@@ -276,6 +273,43 @@ func (c *cappedReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// RedirectError is an answer that redirects to another host, which the
+// client does not follow: the token and credentials go only to the host
+// configured. Nothing was applied. Temporary takes it for a failure that
+// may pass (a load balancer may redirect to a maintenance page for a
+// while), so a watch or heartbeat goes on trying, with its backoff.
+type RedirectError struct {
+	Method, URL string
+	StatusCode  int
+	Location    string
+}
+
+func (e *RedirectError) Error() string {
+	return fmt.Sprintf("registry: %s %s: %d redirect to %s: not following a redirect to another host (credentials go only to the host configured)",
+		e.Method, e.URL, e.StatusCode, strconv.QuoteToASCII(e.Location))
+}
+
+// crossHostRedirect is the RedirectError of an answer that redirects to
+// another host (sameHostRedirect left it unfollowed), or nil.
+func crossHostRedirect(resp *http.Response) *RedirectError {
+	if resp.StatusCode < 300 || resp.StatusCode > 399 || resp.Request == nil {
+		return nil
+	}
+	loc := resp.Header.Get("Location")
+	to, err := resp.Request.URL.Parse(loc)
+	if loc == "" || err != nil || sameHost(resp.Request.URL, to) {
+		return nil
+	}
+	return &RedirectError{Method: resp.Request.Method, URL: resp.Request.URL.String(), StatusCode: resp.StatusCode, Location: loc}
+}
+
+// sameHost reports whether a request may go from from to to with the
+// client's credentials: the same host, and the same scheme or http to
+// https.
+func sameHost(from, to *url.URL) bool {
+	return to.Host == from.Host && (to.Scheme == from.Scheme || from.Scheme == "http" && to.Scheme == "https")
+}
+
 // sameHostRedirect follows a redirect only to the host the request went
 // to: the token and credentials travel in headers and bodies that Go
 // would otherwise send to whatever host a redirect names. A redirect
@@ -285,7 +319,7 @@ func sameHostRedirect(req *http.Request, via []*http.Request) error {
 	if len(via) >= 10 {
 		return errors.New("stopped after 10 redirects")
 	}
-	if from := via[0].URL; req.URL.Host != from.Host || req.URL.Scheme != from.Scheme && !(from.Scheme == "http" && req.URL.Scheme == "https") {
+	if !sameHost(via[0].URL, req.URL) {
 		return http.ErrUseLastResponse
 	}
 	return nil

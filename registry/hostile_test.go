@@ -59,6 +59,8 @@ func TestRedirectsStayOnTheHost(t *testing.T) {
 			http.Redirect(w, r, other.URL+r.URL.Path, http.StatusTemporaryRedirect)
 		case strings.HasSuffix(r.URL.Path, "/services/moved"):
 			http.Redirect(w, r, strings.TrimSuffix(r.URL.Path, "moved")+"here", http.StatusTemporaryRedirect)
+		case strings.HasSuffix(r.URL.Path, "/services/choices"):
+			w.WriteHeader(http.StatusMultipleChoices)
 		case strings.HasSuffix(r.URL.Path, "/services/here"):
 			if r.Header.Get("X-Auth-Token") == "t" {
 				moved.Add(1)
@@ -80,8 +82,14 @@ func TestRedirectsStayOnTheHost(t *testing.T) {
 		}
 		// A change redirected elsewhere was not applied: a refusal, not
 		// an outcome to find out by retrying.
-		if err := c.SetConfig(context.Background(), "away-k", "v"); err == nil || errors.Is(err, registry.ErrOutcomeUnknown) || !strings.Contains(err.Error(), "not following a redirect") {
+		var re *registry.RedirectError
+		if err := c.SetConfig(context.Background(), "away-k", "v"); !errors.As(err, &re) || errors.Is(err, registry.ErrOutcomeUnknown) || !strings.Contains(err.Error(), "not following a redirect") {
 			t.Errorf("a change redirected to another host (given a client: %v): %v; want a refusal", hc != nil, err)
+		}
+		// A 3xx that redirects nowhere else is the registry's answer.
+		var e *registry.Error
+		if _, err := c.GetService(context.Background(), "choices"); !errors.As(err, &e) || e.StatusCode != http.StatusMultipleChoices {
+			t.Errorf("a 300 on the same host (given a client: %v): %v; want it as an answer", hc != nil, err)
 		}
 		if s, err := c.GetService(context.Background(), "moved"); err != nil || s.ID != "here" {
 			t.Errorf("a redirect on the same host (given a client: %v): %+v, %v", hc != nil, s, err)
