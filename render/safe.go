@@ -155,13 +155,15 @@ func parseAddress(field, s string, hostnames bool) (Address, error) {
 // link-local (169.254.0.0/16 with the cloud metadata service
 // 169.254.169.254, fe80::/10) and the cloud metadata services elsewhere
 // (AWS's fd00:ec2::254, Alibaba's 100.100.100.200). IPv4-mapped IPv6
-// addresses, NAT64 ones (64:ff9b::/96, 64:ff9b:1::/48) and 6to4 ones
-// (2002::/16) are checked as the IPv4 address they carry. Loopback is
-// allowed.
+// addresses, NAT64 ones (64:ff9b::/96) and 6to4 ones (2002::/16) are
+// checked as the IPv4 address they carry; local-use NAT64 (64:ff9b:1::/48)
+// is refused. Loopback is allowed.
 func checkIP(field, s string, ip netip.Addr) error {
 	ip = ip.Unmap()
 	switch b := ip.As16(); {
-	case nat64.Contains(ip), nat64Local.Contains(ip):
+	case nat64Local.Contains(ip):
+		return refuse(field, s, "a local-use NAT64 address (its IPv4 address may be at any of several places in it)")
+	case nat64.Contains(ip):
 		ip = netip.AddrFrom4([4]byte(b[12:]))
 	case sixToFour.Contains(ip):
 		ip = netip.AddrFrom4([4]byte(b[2:6]))
@@ -181,9 +183,11 @@ func checkIP(field, s string, ip netip.Addr) error {
 	return nil
 }
 
-// nat64 and nat64Local are the NAT64 prefixes (well-known, and for local
-// use), whose addresses reach the IPv4 address in their last four bytes;
-// a 6to4 address (sixToFour) reaches the one in its bytes 2 to 5.
+// nat64 is the well-known NAT64 prefix, whose addresses reach the IPv4
+// address in their last four bytes; nat64Local the local-use one, whose
+// operators may put it at any of several places (RFC 6052), so it is
+// refused whole; a 6to4 address (sixToFour) reaches the IPv4 address in
+// its bytes 2 to 5.
 var (
 	nat64      = netip.MustParsePrefix("64:ff9b::/96")
 	nat64Local = netip.MustParsePrefix("64:ff9b:1::/48")

@@ -290,7 +290,7 @@ func TestAddressPolicy(t *testing.T) {
 		"224.0.0.1", "239.255.255.250", "ff02::1", "ff05::2",
 		"169.254.169.254", "169.254.0.1", "fe80::1", "::ffff:169.254.169.254",
 		"fd00:ec2::254", "100.100.100.200", "64:ff9b::a9fe:a9fe", "64:ff9b::0.0.0.0",
-		"64:ff9b:1::a9fe:a9fe", "2002:a9fe:a9fe::1", "2002:e000:1::",
+		"64:ff9b:1::a9fe:a9fe", "64:ff9b:1:a9fe:a9:fe00:a00:1", "2002:a9fe:a9fe::1", "2002:e000:1::",
 	} {
 		if a, err := parseAddress("ip", v, true); err == nil {
 			t.Errorf("address %q accepted as %q", v, a)
