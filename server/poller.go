@@ -519,7 +519,7 @@ func (pl *poller) checkShared(ctx context.Context, tenant string, groups []keyed
 			}
 		}
 	}
-	for len(pending) > 0 {
+	for pages := 0; len(pending) > 0 && pages < maxSharedPages; pages++ {
 		page, err := pl.s.store.Events(ctx, tenant, store.EventQuery{From: from, Limit: maxLimit, MaxBytes: maxEventsPage})
 		if err != nil {
 			return // each group its own read, which says so
@@ -536,9 +536,16 @@ func (pl *poller) checkShared(ctx context.Context, tenant string, groups []keyed
 				left = append(left, g)
 			}
 		}
+		if timeuuid.Compare(page.Next, from) <= 0 {
+			return // a page that does not move on: each group its own read
+		}
 		pending, from = left, page.Next
 	}
 }
+
+// maxSharedPages bounds the shared reads of a wake-up: past a burst that
+// long, the groups left read their own pages.
+const maxSharedPages = 16
 
 // latest is the later of two feed positions.
 func latest(a, b timeuuid.UUID) timeuuid.UUID {
