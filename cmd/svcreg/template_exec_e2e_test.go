@@ -363,6 +363,8 @@ func TestExecHAProxy(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventuallyTrue(t, "haproxy to drop api-1", func() bool { return h.serves("api-2-moved") })
+	// HAProxy drains api-1 before the renderer says the change is applied.
+	eventuallyTrue(t, "the removal applied", func() bool { return applied() >= 3 })
 	if n := applied(); n != 3 || signals() != 0 || h.worker(t) != worker {
 		t.Fatalf("server changes: %d applied through the runtime API (want 3), %d reload signals (want 0), worker %s (was %s):\n%s", n, signals(), h.worker(t), worker, d.output())
 	}
