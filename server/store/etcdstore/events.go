@@ -40,14 +40,29 @@ func (s *Store) events(ctx context.Context, tenantID string, q store.EventQuery)
 	if q.Types != nil {
 		batch = max(batch, 256)
 	}
-	var rev int64
+	// A page's bytes bound each range read too, which holds its events at
+	// once (a thousand of the largest are 30 MB): the first reads 64,
+	// each later one, at the mean size of the events read so far, about
+	// what is left of MaxBytes (at least 16).
+	var read, readBytes int
 	size := 0
+	limit := func() int64 {
+		switch {
+		case q.MaxBytes <= 0:
+			return batch
+		case read == 0:
+			return min(batch, 64)
+		}
+		left := max(q.MaxBytes-size, 0)
+		return min(batch, int64(max(left/max(readBytes/read, 1)+1, 16)))
+	}
+	var rev int64
 	for {
 		var kvs []*mvccpb.KeyValue
 		var more bool
 		if rev == 0 {
 			resp, err := s.read(ctx, "read events", clientv3.OpGet(s.k.account(tenantID)),
-				clientv3.OpGet(start, clientv3.WithRange(end), clientv3.WithLimit(batch)))
+				clientv3.OpGet(start, clientv3.WithRange(end), clientv3.WithLimit(limit())))
 			if err != nil {
 				return page, err
 			}
@@ -64,7 +79,7 @@ func (s *Store) events(ctx context.Context, tenantID string, q store.EventQuery)
 			kvs, more = rr.Kvs, rr.More
 		} else {
 			resp, err := s.read(ctx, "read events",
-				clientv3.OpGet(start, clientv3.WithRange(end), clientv3.WithLimit(batch), clientv3.WithRev(rev)))
+				clientv3.OpGet(start, clientv3.WithRange(end), clientv3.WithLimit(limit()), clientv3.WithRev(rev)))
 			if err != nil {
 				return page, err
 			}
@@ -72,6 +87,7 @@ func (s *Store) events(ctx context.Context, tenantID string, q store.EventQuery)
 			kvs, more = rr.Kvs, rr.More
 		}
 		for _, kv := range kvs {
+			read, readBytes = read+1, readBytes+len(kv.Value)
 			ev, err := s.decodeEvent(tenantID, kv)
 			if err != nil {
 				return page, err

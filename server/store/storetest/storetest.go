@@ -374,6 +374,22 @@ func testEvents(t *testing.T, e *env) {
 	if h := must(s.Head(ctx, tenant))(t); timeuuid.Compare(h, all.Values[5].ID) <= 0 {
 		t.Errorf("head %v is not past the earlier events", h)
 	}
+	// Past the events a store may read at first, a page bounded in bytes
+	// still runs to its limit or its bytes.
+	for i := range 150 {
+		check(t, s.SetConfig(ctx, tenant, fmt.Sprint("many-", i), "v"))
+	}
+	every := must(s.Events(ctx, tenant, store.EventQuery{Limit: 1000}))(t)
+	if got := must(s.Events(ctx, tenant, store.EventQuery{Limit: 1000, MaxBytes: 1 << 20}))(t); len(got.Values) != len(every.Values) || !got.Next.IsZero() {
+		t.Errorf("%d of %d events in a page of 1 MiB at most (next %v); want them all", len(got.Values), len(every.Values), got.Next)
+	}
+	bytes := 0
+	for _, ev := range every.Values[:120] {
+		bytes += len(ev.JSON)
+	}
+	if got := must(s.Events(ctx, tenant, store.EventQuery{Limit: 1000, MaxBytes: bytes}))(t); len(got.Values) != 120 || got.Next != every.Values[120].ID {
+		t.Errorf("a page of the first 120 events' bytes: %d events next %v; want 120, next event 120", len(got.Values), got.Next)
+	}
 }
 
 // A heartbeat consumes its token and returns the next; repeating the
