@@ -187,9 +187,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return // a parked long-poll, counted when it is answered
 	}
 	s.metrics.requests.WithLabelValues(name, strconv.Itoa(sw.status)).Inc()
-	s.log.LogAttrs(r.Context(), slog.LevelDebug, "request",
-		slog.String("method", r.Method), slog.String("uri", logValue(withoutToken(r.RequestURI))), slog.String("route", name),
-		slog.Int("status", sw.status), slog.Duration("duration", d), slog.String("remote", r.RemoteAddr))
+	// Its attributes are built only for a log that takes the line: every
+	// request passes here.
+	if s.log.Enabled(r.Context(), slog.LevelDebug) {
+		s.log.LogAttrs(r.Context(), slog.LevelDebug, "request",
+			slog.String("method", r.Method), slog.String("uri", logValue(withoutToken(r.RequestURI))), slog.String("route", name),
+			slog.Int("status", sw.status), slog.Duration("duration", d), slog.String("remote", r.RemoteAddr))
+	}
 }
 
 // rawPath is the request path exactly as sent (spec §2.1: never cleaned).
