@@ -6,7 +6,6 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/svcreg/svcreg/server"
 	"github.com/svcreg/svcreg/server/store"
 )
 
@@ -29,11 +28,7 @@ func TestHeartbeatOfAnImpossibleID(t *testing.T) { onEachStore(t, testHeartbeatO
 
 func testHeartbeatOfAnImpossibleID(t *testing.T, kind string) {
 	t.Parallel()
-	var st *countingStore
-	base := startCustom(t, kind, func(s store.Store) server.Config {
-		st = &countingStore{Store: s}
-		return server.Config{Store: st}
-	})
+	base, st := startWrapped(t, kind, func(s store.Store) *countingStore { return &countingStore{Store: s} })
 	c := devLogin(t, base, "impossible")
 	body := map[string]string{"token": "8b2e6c2c-0b6b-11ee-8000-000000000000"}
 	c.do("POST", "/services/never-created/heartbeat", body).fault(404, "notFoundError", "object does not exist", unspecified{})

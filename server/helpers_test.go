@@ -479,6 +479,18 @@ func startCustom(t *testing.T, kind string, configure func(store.Store) server.C
 	return "http://" + ln.Addr().String()
 }
 
+// startWrapped runs a server over wrap's wrapper of the test store, as
+// startCustom, and returns its root URL and the wrapper.
+func startWrapped[S store.Store](t *testing.T, kind string, wrap func(store.Store) S) (string, S) {
+	t.Helper()
+	var w S
+	base := startCustom(t, kind, func(st store.Store) server.Config {
+		w = wrap(st)
+		return server.Config{Store: w}
+	})
+	return base, w
+}
+
 // startUnparked runs a server behind a plain http.Server, without
 // Server.Serve or its Listener, as a program embedding the handler may: a
 // long-poll then waits on its goroutine. It returns the root URL.

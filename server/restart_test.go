@@ -261,11 +261,7 @@ func TestLongPollOutlivesAFailedRead(t *testing.T) { onEachStore(t, testLongPoll
 
 func testLongPollOutlivesAFailedRead(t *testing.T, kind string) {
 	t.Parallel()
-	var fs *flakyStore
-	base := startCustom(t, kind, func(st store.Store) server.Config {
-		fs = &flakyStore{Store: st}
-		return server.Config{Store: fs}
-	})
+	base, fs := startWrapped(t, kind, func(st store.Store) *flakyStore { return &flakyStore{Store: st} })
 	c := devLogin(t, base, "flaky-read")
 	marker := c.do("GET", "/services", nil).want(200).header.Get("X-Registry-Marker")
 	ch := c.longPoll("?wait=60&marker=" + marker)
@@ -303,11 +299,7 @@ func TestLongPollWakeReadsOnce(t *testing.T) { onEachStore(t, testLongPollWakeRe
 
 func testLongPollWakeReadsOnce(t *testing.T, kind string) {
 	t.Parallel()
-	var cs *readCounter
-	base := startCustom(t, kind, func(st store.Store) server.Config {
-		cs = &readCounter{Store: st}
-		return server.Config{Store: cs}
-	})
+	base, cs := startWrapped(t, kind, func(st store.Store) *readCounter { return &readCounter{Store: st} })
 	c := devLogin(t, base, "wake-once")
 	const groups = 30
 	for i := range groups {

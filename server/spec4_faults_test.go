@@ -10,7 +10,6 @@ import (
 
 	"github.com/svcreg/svcreg/internal/testserver"
 	"github.com/svcreg/svcreg/registry"
-	"github.com/svcreg/svcreg/server"
 	"github.com/svcreg/svcreg/server/store"
 )
 
@@ -140,9 +139,7 @@ func testServerErrorsAreMasked(t *testing.T, kind string) {
 	} {
 		t.Run(tc.typ, func(t *testing.T) {
 			t.Parallel()
-			base := startCustom(t, kind, func(st store.Store) server.Config {
-				return server.Config{Store: failingStore{Store: st, err: tc.err}}
-			})
+			base, _ := startWrapped(t, kind, func(st store.Store) failingStore { return failingStore{Store: st, err: tc.err} })
 			c := devLogin(t, base, "failing")
 			c.do("GET", "/services", nil).fault(tc.code, tc.typ, "Internal Error", "Internal Error")
 			c.do("GET", "/configuration", nil).want(200)
