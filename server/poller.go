@@ -573,16 +573,14 @@ func (g keyedGroup) newsIn(page store.EventPage) (news, known bool) {
 	return false, page.Next.IsZero()
 }
 
-// later is where news starts after a read that saw the feed up to head:
-// just after head, or from if that is later (a head of zero: no event).
+// later is where news starts for a query from from after a read that saw
+// the feed up to head (zero: no event yet): just after head, unless from
+// is later.
 func later(from, head timeuuid.UUID) timeuuid.UUID {
 	if head.IsZero() {
 		return from
 	}
-	if next := head.Next(); timeuuid.Compare(next, from) > 0 {
-		return next
-	}
-	return from
+	return latest(from, head.Next())
 }
 
 // answerChunk is how many answers one goroutine writes when a wake-up

@@ -40,9 +40,10 @@ import (
 // so none repeats under the key. A frame that does not open is answered
 // with a refusal in the clear (an all-zero nonce, then the reason) and the
 // connection closed. A node of the version before, which sends no hello,
-// is refused so: its heartbeats are written to etcd until it is upgraded. A plain framed stream rather than HTTP: a copy goes
-// with every heartbeat answered from memory, and HTTP's per-request work
-// (headers, the client's connection goroutines) cost more than the copy.
+// is refused so: its heartbeats are written to etcd until it is upgraded.
+// A plain framed stream rather than HTTP: a copy goes with every heartbeat
+// answered from memory, and HTTP's per-request work (headers, the
+// client's connection goroutines) cost more than the copy.
 
 const (
 	nonceSize = chacha20poly1305.NonceSizeX
