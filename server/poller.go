@@ -738,11 +738,18 @@ func (pl *poller) written(p *parkedPoll, answered *[]*parkedPoll) {
 
 // settle keeps the connections of answered polls until their next request
 // (see keep), with the watcher w, and returns those it cannot keep, to be
-// handed back.
+// handed back. While the server drains it closes them instead, as drain
+// closes the kept ones and the http.Server's Shutdown its idle ones: one
+// handed back after drain has looked would wait for a next request that
+// Shutdown does not see coming.
 func (pl *poller) settle(answered []*parkedPoll, w *connWatcher) []net.Conn {
 	var back []net.Conn
 	for _, p := range answered {
-		if !pl.keep(p, w) {
+		switch {
+		case pl.keep(p, w):
+		case isClosed(pl.s.closing):
+			p.conn.Close()
+		default:
 			back = append(back, p.conn)
 		}
 		pl.parked.Add(-1)

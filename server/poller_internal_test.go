@@ -2,7 +2,11 @@ package server
 
 import (
 	"context"
+	"errors"
+	"io"
+	"net"
 	"testing"
+	"time"
 
 	"github.com/svcreg/svcreg/internal/timeuuid"
 	"github.com/svcreg/svcreg/registry"
@@ -71,5 +75,37 @@ func TestCheckSharedPagesThroughABurst(t *testing.T) {
 	}
 	if quiet[groups[3].g] {
 		t.Error("the group with news was taken for quiet")
+	}
+}
+
+// An answered poll whose connection cannot be kept goes back to the
+// http.Server, but not while the server drains: then it is closed, as
+// the kept ones are, rather than left waiting for a next request.
+func TestSettleWhileDraining(t *testing.T) {
+	for _, draining := range []bool{false, true} {
+		s := &Server{closing: make(chan struct{})}
+		if draining {
+			close(s.closing)
+		}
+		pl := &poller{s: s}
+		pl.keepFor.Store(int64(time.Hour))
+		server, client := net.Pipe()
+		t.Cleanup(func() { server.Close(); client.Close() })
+		pl.parked.Add(1)
+		// No watcher: it cannot be kept.
+		back := pl.settle([]*parkedPoll{{conn: server, keepAlive: true}}, nil)
+		if pl.parked.Load() != 0 {
+			t.Errorf("draining %v: %d parked after settle; want 0", draining, pl.parked.Load())
+		}
+		if !draining {
+			if len(back) != 1 || back[0] != server {
+				t.Errorf("serving: %d handed back; want the connection", len(back))
+			}
+			continue
+		}
+		client.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := client.Read(make([]byte, 1)); len(back) != 0 || !errors.Is(err, io.EOF) {
+			t.Errorf("draining: %d handed back, read %v; want none handed back and the connection closed", len(back), err)
+		}
 	}
 }
