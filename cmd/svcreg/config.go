@@ -71,8 +71,9 @@ func runConfigGet(ctx context.Context, args []string, stdin io.Reader, stdout, s
 Prints one configuration value as it is stored, followed by a newline, so
 that $(svcreg config get KEY) is the value. On a terminal, control
 characters, escape sequences and bidi overrides in it (anyone who can
-write the account's configuration chooses them) are shown as escapes;
-its lines and tabs stay.
+write the account's configuration chooses them) are shown as escapes,
+its backslashes doubled and a line on standard error saying so; its
+lines and tabs stay.
 With --output json, {"id", "value"}. Exits 1 if there is no such value.`, stdout)
 	key, err := f.parseOne(args, "configuration KEY")
 	if err != nil {
@@ -93,7 +94,9 @@ With --output json, {"id", "value"}. Exits 1 if there is no such value.`, stdout
 	}
 	value := v.Value
 	if isTerminal(stdout) {
-		value = termText(value)
+		if value = termText(value); value != v.Value {
+			fmt.Fprintf(stderr, "svcreg config get: %s holds characters a terminal would act on; shown escaped, with each backslash doubled (piped or with --output json, it is written as stored)\n", cell(key))
+		}
 	}
 	_, err = fmt.Fprintln(stdout, value)
 	return err

@@ -272,6 +272,10 @@ func TestTermText(t *testing.T) {
 	for in, want := range map[string]string{
 		"plain text, tabs\tand\nlines": "plain text, tabs\tand\nlines",
 		"a\x1b[2Jb\u009bc\u202ed\xffe": `a\x1b[2Jb\u009bc\u202ed\xffe`,
+		// A backslash is kept where nothing is escaped, doubled where
+		// something is: the text "\x1b" is not shown as ESC would be.
+		`C:\dir\x1b`: `C:\dir\x1b`,
+		"\\x1b\x1b":  `\\x1b\x1b`,
 	} {
 		if got := termText(in); got != want {
 			t.Errorf("termText(%q) = %q, want %q", in, got, want)

@@ -82,7 +82,9 @@ func isTerminal(w io.Writer) bool {
 // termText is a message that may hold registry text (a registry's fault
 // message, say) as it may reach a terminal: its lines and tabs kept, any
 // other character that is not printable (an escape sequence, a C1
-// control, a bidi override, invalid UTF-8) written as an escape.
+// control, a bidi override, invalid UTF-8) written as an escape, and then
+// a backslash doubled, so that an escape shown is never the value's own
+// text. A message with nothing to escape is returned as it is.
 func termText(s string) string {
 	ok := func(r rune) bool { return r == '\n' || r == '\t' || unicode.IsPrint(r) }
 	if utf8.ValidString(s) && strings.IndexFunc(s, func(r rune) bool { return !ok(r) }) < 0 {
@@ -95,6 +97,8 @@ func termText(s string) string {
 		switch {
 		case r == utf8.RuneError && n == 1:
 			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case r == '\\':
+			b.WriteString(`\\`)
 		case ok(r):
 			b.WriteString(s[i : i+n])
 		default:

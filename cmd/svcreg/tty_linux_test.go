@@ -20,18 +20,29 @@ func TestConfigGetOnATerminal(t *testing.T) {
 	t.Parallel()
 	srv, c := tailEnv(t, "config-tty")
 	ctx := context.Background()
-	if err := c.SetConfig(ctx, "hostile.key", "\x1b[2Jvalue"); err != nil {
+	// The text \x1b after the escape sequence must not read as a second one.
+	if err := c.SetConfig(ctx, "hostile.key", "\x1b[2Jvalue\\x1b"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetConfig(ctx, "plain.key", `C:\dir`); err != nil {
 		t.Fatal(err)
 	}
 	pty, tty := openPTY(t)
-	var stderr bytes.Buffer
-	if code := Main(ctx, []string{"config", "get", "hostile.key", "--url", srv.APIURL, "--username", "config-tty", "--api-key", "dev"}, strings.NewReader(""), tty, &stderr); code != 0 {
-		t.Fatalf("config get on a terminal: exit %d, %s", code, stderr.String())
+	get := func(key string) string {
+		var stderr bytes.Buffer
+		if code := Main(ctx, []string{"config", "get", key, "--url", srv.APIURL, "--username", "config-tty", "--api-key", "dev"}, strings.NewReader(""), tty, &stderr); code != 0 {
+			t.Fatalf("config get on a terminal: exit %d, %s", code, stderr.String())
+		}
+		return stderr.String()
 	}
+	hostileNote, plainNote := get("hostile.key"), get("plain.key")
 	tty.Close()
 	shown, _ := io.ReadAll(pty)
-	if strings.Contains(string(shown), "\x1b") || !strings.Contains(string(shown), `\x1b[2Jvalue`) {
-		t.Errorf("config get on a terminal shows %q; want the escape sequence as an escape", shown)
+	if want := "\\x1b[2Jvalue\\\\x1b\r\nC:\\dir\r\n"; string(shown) != want {
+		t.Errorf("config get on a terminal shows %q; want %q: the escape sequence as an escape, a backslash doubled only in the value that has one", shown, want)
+	}
+	if !strings.Contains(hostileNote, "shown escaped") || plainNote != "" {
+		t.Errorf("standard error %q for the escaped value, %q for the plain one; want a note for the first only", hostileNote, plainNote)
 	}
 }
 
