@@ -47,7 +47,8 @@ func runCommand(ctx context.Context, command string, timeout time.Duration) (str
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	// A command that leaves a background child holding its output open
-	// does not hold us up.
+	// (nohup, a daemon that does not close its descriptors) holds us up a
+	// second, then its output is closed; it succeeded if it exited 0.
 	cmd.WaitDelay = time.Second
 	// Owned: a reaper of an --exec command leaves it to cmd.Wait.
 	release, err := supervise.StartOwned(cmd)
@@ -59,6 +60,9 @@ func runCommand(ctx context.Context, command string, timeout time.Duration) (str
 	go func() { done <- cmd.Wait() }()
 	select {
 	case err = <-done:
+		if errors.Is(err, exec.ErrWaitDelay) {
+			err = nil
+		}
 	case <-ctx.Done():
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		<-done

@@ -443,6 +443,25 @@ func TestReloadTimeoutKillsProcessGroup(t *testing.T) {
 	}
 }
 
+// A reload that starts a daemon which keeps the reload's output open
+// (nohup with output to a pipe) succeeded when it exited 0: its pass does
+// not fail, nor restore the old file.
+func TestReloadLeavingABackgroundChild(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, "x\n")
+	set := g.set(t, TemplateConfig{Reload: "sleep 3 & echo started"})
+	res := g.r.Pass(context.Background(), set, snapshot())
+	if len(res.Failures) != 0 || res.Installed != 1 || contents(g.dest) != "x\n" {
+		t.Fatalf("pass = %+v, file %q; want it installed and reloaded", res, contents(g.dest))
+	}
+	// One that fails is still a failure.
+	g = newGroup(t, "x\n")
+	set = g.set(t, TemplateConfig{Reload: "sleep 3 & exit 1"})
+	if w := g.r.Pass(context.Background(), set, snapshot()).Worst(); w == nil || w.Step != StepReload {
+		t.Fatalf("failed reload with a background child: %+v; want a reload failure", w)
+	}
+}
+
 func TestDryPrintsDiffAndWritesNothing(t *testing.T) {
 	t.Parallel()
 	g := newGroup(t, upstreams)
