@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/svcreg/svcreg/internal/retry"
 	"github.com/svcreg/svcreg/watcher"
 )
 
@@ -25,13 +26,22 @@ type Loop struct {
 	Sets <-chan *Set
 	// Passed, if set, is told the result of each pass (Exec.Passed).
 	Passed func(PassResult)
+	// Retry spaces the passes that follow a failed one, with nothing new
+	// from the registry: a check or reload that failed (the load balancer
+	// restarting, a check timing out) is tried again on the same
+	// snapshot. Zero: from 1s, doubling up to 1m, with jitter.
+	Retry retry.Backoff
 }
 
 // Run renders until ctx is done. The first synced snapshot is rendered at
 // once; after that, changes are debounced by the set's [wait]: a pass runs
 // when no change came for min, and at the latest max after the first
-// change. A group held back by min_reload_interval is retried when allowed.
+// change. A group held back by min_reload_interval is retried when allowed;
+// a pass that failed is run again after a backoff (Retry) until one passes.
 func (l *Loop) Run(ctx context.Context, set *Set) error {
+	if l.Retry.Min <= 0 || l.Retry.Max <= 0 {
+		l.Retry = retry.Backoff{Min: time.Second, Max: time.Minute}
+	}
 	var (
 		snap     *watcher.Snapshot
 		rendered *watcher.Snapshot // the snapshot of the last pass
@@ -54,8 +64,14 @@ func (l *Loop) Run(ctx context.Context, set *Set) error {
 		if l.Passed != nil {
 			l.Passed(res)
 		}
-		if !res.RetryAt.IsZero() {
-			schedule(res.RetryAt)
+		retryAt := res.RetryAt
+		if len(res.Failures) == 0 {
+			l.Retry.Reset()
+		} else if at := time.Now().Add(l.Retry.Next()); retryAt.IsZero() || at.Before(retryAt) {
+			retryAt = at
+		}
+		if !retryAt.IsZero() {
+			schedule(retryAt)
 		}
 	}
 	for {

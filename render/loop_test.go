@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -134,4 +135,51 @@ func TestRunOnceTimesOutWithoutSync(t *testing.T) {
 func contents(path string) string {
 	b, _ := os.ReadFile(path)
 	return string(b)
+}
+
+// A pass that failed is run again on the same snapshot, without a change
+// from the registry: a reload that failed once (the load balancer was
+// restarting) is followed by one that installs the change.
+func TestFailedPassIsRetried(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		g := newGroup(t, `{{len services}}`)
+		failed := filepath.Join(g.dir, "failed-once")
+		// The first reload passes, the second fails, the others pass.
+		set := g.set(t, TemplateConfig{Reload: "if [ -e " + g.log + " ] && [ ! -e " + failed + " ]; then touch " + failed + "; exit 1; fi; echo reload >> " + g.log})
+		set.Config.Wait = WaitConfig{Min: Duration(10 * time.Millisecond), Max: Duration(50 * time.Millisecond)}
+		src, _ := startLoop(t, g, set)
+		src.Put(counting(1))
+		waitFor(t, "the first render", func() bool { return g.reloads(t) == 1 })
+		s := counting(2)
+		s.Version = 1
+		src.Put(s)
+		// The first reload, the restored file's, the retry's.
+		waitFor(t, "the change's reload retried", func() bool { return g.reloads(t) == 3 })
+		if got := contents(g.dest); got != "2" {
+			t.Errorf("after the retry the file holds %q; want the change, 2", got)
+		}
+	})
+}
+
+// Passes that keep failing are spaced by a doubling backoff, from 1s up
+// to 1m with jitter: in 180 seconds, 8 to 12 checks (each delay is drawn
+// from [d/2, d]).
+func TestFailedPassBacksOff(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		g := newGroup(t, `{{len services}}`)
+		set := g.set(t, TemplateConfig{Check: "echo check >> " + g.log + "; exit 1"})
+		src, _ := startLoop(t, g, set)
+		src.Put(counting(1))
+		waitFor(t, "the first check", func() bool { return g.reloads(t) == 1 })
+		time.Sleep(180 * time.Second)
+		synctest.Wait()
+		if n := g.reloads(t); n < 8 || n > 12 {
+			t.Errorf("%d checks in 180 s; want 8 to 12", n)
+		}
+		if contents(g.dest) != "" {
+			t.Errorf("a file that failed its check was installed: %q", contents(g.dest))
+		}
+	})
 }
