@@ -144,7 +144,12 @@ func (w *Watcher) Run(ctx context.Context) error {
 // list reads every service and configuration value. The marker is the
 // first services page's X-Registry-Marker: every change after that read is
 // in the feed from it, and replaying one the lists already hold is
-// harmless (Snapshot.Apply is idempotent).
+// harmless (Snapshot.Apply is idempotent). The pages are read one after
+// the other, so together they may show a state the registry never had (a
+// service deleted before a later page read a configuration value written
+// after the deletion): the feed is replayed from the marker to its head
+// before the snapshot is returned, which makes it the registry's state at
+// that head.
 func (w *Watcher) list(ctx context.Context) (*Snapshot, error) {
 	c := w.cfg.Client
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
@@ -176,7 +181,20 @@ func (w *Watcher) list(ctx context.Context) (*Snapshot, error) {
 	if marker == "" {
 		return nil, errors.New("the registry gave no X-Registry-Marker: it cannot be watched (is it an svcreg server?)")
 	}
-	return NewSnapshot(services, config, marker, time.Now()), nil
+	var events []registry.Event
+	for ev, err := range c.ListEvents(ctx, registry.EventListOptions{Marker: marker, Limit: 1000}) {
+		if err != nil {
+			return nil, fmt.Errorf("read the feed's changes made while listing: %w", err)
+		}
+		events = append(events, ev)
+	}
+	now := time.Now()
+	snap, _, err := NewSnapshot(services, config, marker, now).Apply(events, now)
+	if err != nil {
+		w.metrics.undecodable.Inc()
+		return nil, fmt.Errorf("read the feed's changes made while listing: %w", err)
+	}
+	return snap, nil
 }
 
 // publishList publishes a freshly listed snapshot, keeping the version of

@@ -329,3 +329,47 @@ func longPolls(f func(body []byte) []byte) func(http.Handler) http.Handler {
 		})
 	}
 }
+
+// The services and the configuration are read one after the other: a
+// change made between the two reads (the service deleted, then the value
+// written) must not give a first snapshot holding both, a state the
+// registry never had. --once renders that snapshot, and the loop's first
+// pass does so at once.
+func TestWatcherFirstSnapshotIsOneState(t *testing.T) {
+	t.Parallel()
+	var c *registry.Client
+	var once atomic.Bool
+	srv := testserver.Start(t, testserver.Options{
+		Wrap: func(h http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Method == "GET" && strings.HasSuffix(r.URL.Path, "/configuration") && once.CompareAndSwap(false, true) {
+					ctx := context.Background()
+					if err := c.DeleteService(ctx, "aaa"); err != nil {
+						t.Error(err)
+					}
+					if err := c.SetConfig(ctx, "/proxy/key", "v2"); err != nil {
+						t.Error(err)
+					}
+				}
+				if strings.Contains(r.URL.Path, "/events") && r.URL.Query().Has("wait") {
+					time.Sleep(500 * time.Millisecond) // a slow feed: the list would stay as it was read
+				}
+				h.ServeHTTP(w, r)
+			})
+		},
+	})
+	c = client(t, srv, "watch-torn")
+	ctx := context.Background()
+	if _, err := c.CreateService(ctx, registry.Service{ID: "aaa", Metadata: map[string]string{"ip": "10.0.0.1", "port": "80"}, HeartbeatTimeout: 120}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetConfig(ctx, "/proxy/key", "v1"); err != nil {
+		t.Fatal(err)
+	}
+	w := start(t, watcher.Config{Client: c, Wait: 5 * time.Second})
+	first := eventually(t, w, "the first sync", func(s *watcher.Snapshot) bool { return s.Synced })
+	_, hasA := first.Service("aaa")
+	if k, _ := first.Config("/proxy/key"); hasA || k != "v2" {
+		t.Fatalf("first synced snapshot: service aaa %v, /proxy/key %q; want the registry's state after both changes (no aaa, v2)", hasA, k)
+	}
+}
