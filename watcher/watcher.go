@@ -230,14 +230,17 @@ func (w *Watcher) follow(ctx context.Context, marker string) string {
 	fctx, cancel := context.WithTimeout(ctx, retry.Jitter(w.cfg.Resync, 0.2))
 	defer cancel()
 	outage := ""
+	// failingSince is when the feed began failing: the first error after
+	// an answer (a long-poll answered with nothing new counts).
 	var failingSince time.Time
-	feed := w.cfg.Client.NewFeed(marker, registry.WatchOptions{
+	var feed *registry.Feed
+	feed = w.cfg.Client.NewFeed(marker, registry.WatchOptions{
 		Wait:       w.cfg.Wait,
 		MaxBackoff: w.cfg.MaxBackoff,
 		OnError: func(err error, retryIn time.Duration) {
 			w.failed(err)
 			w.log.Warn("follow the registry's feed", "err", err, "retry_in", retryIn)
-			if failingSince.IsZero() {
+			if failingSince.IsZero() || feed.LastSuccess().After(failingSince) {
 				failingSince = time.Now()
 			}
 			if time.Since(failingSince) > w.cfg.Outage {

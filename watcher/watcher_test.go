@@ -373,3 +373,33 @@ func TestWatcherFirstSnapshotIsOneState(t *testing.T) {
 		t.Fatalf("first synced snapshot: service aaa %v, /proxy/key %q; want the registry's state after both changes (no aaa, v2)", hasA, k)
 	}
 }
+
+// Two failed long-polls far apart, with the feed answering in between
+// (nothing new), are not an outage: only a feed failing for longer than
+// Outage without an answer is listed again.
+func TestWatcherTwoBlipsAreNotAnOutage(t *testing.T) {
+	t.Parallel()
+	var fail atomic.Int32
+	srv := testserver.Start(t, testserver.Options{
+		Wrap: func(h http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if strings.Contains(r.URL.Path, "/events") && r.URL.Query().Has("wait") && fail.Add(-1) >= 0 {
+					http.Error(w, "blip", http.StatusServiceUnavailable)
+					return
+				}
+				h.ServeHTTP(w, r)
+			})
+		},
+	})
+	c := client(t, srv, "watch-blips")
+	reg := prometheus.NewRegistry()
+	w := start(t, watcher.Config{Client: c, Wait: 100 * time.Millisecond, Outage: time.Second, MaxBackoff: 50 * time.Millisecond, Registerer: reg})
+	eventually(t, w, "the first sync", func(s *watcher.Snapshot) bool { return s.Synced })
+	fail.Store(1)
+	time.Sleep(2 * time.Second) // empty long-polls answered meanwhile
+	fail.Store(1)
+	time.Sleep(500 * time.Millisecond)
+	if n := lists(t, reg, "outage"); n != 0 {
+		t.Fatalf("%v lists for an outage; want none: two failed polls 2 s apart, the feed answering in between, are not a 1 s outage", n)
+	}
+}
