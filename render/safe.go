@@ -408,13 +408,28 @@ func (st *execState) endpoints(list []registry.Service) ([]Endpoint, error) {
 // that differ only in case are one name to nginx, whose whole config two
 // such upstreams fail (a service could so freeze every other's): of such
 // spellings the all-lowercase one is kept (else the first in the list),
-// and the services of the others are refused and reported.
+// and the services of the others are refused and reported. Only services
+// whose data is good choose the spelling: one with a refused address
+// cannot take its name away from the others.
 func (st *execState) endpointsBy(key string, list []registry.Service) (map[string][]Endpoint, error) {
+	type checked struct {
+		e       Endpoint
+		refused *RefusedError
+	}
+	checks := make([]checked, len(list))
 	// The spelling kept for each name in lowercase.
 	kept := map[string]string{}
-	for _, s := range list {
+	for i, s := range list {
 		v, ok := s.Metadata[key]
-		if _, err := parseIdent(key, v); !ok || err != nil {
+		if !ok {
+			continue
+		}
+		c := &checks[i]
+		if _, err := parseIdent(key, v); err != nil {
+			c.refused = err.(*RefusedError)
+			continue
+		}
+		if c.e, c.refused = toEndpoint(s, st.allowHostnames); c.refused != nil {
 			continue
 		}
 		folded := strings.ToLower(v)
@@ -424,29 +439,23 @@ func (st *execState) endpointsBy(key string, list []registry.Service) (map[strin
 	}
 	out := map[string][]Endpoint{}
 	n := 0
-	for _, s := range list {
+	for i, s := range list {
 		v, ok := s.Metadata[key]
 		if !ok {
 			continue
 		}
-		_, err := parseIdent(key, v)
-		if k := kept[strings.ToLower(v)]; err == nil && k != v {
-			err = refuse(key, v, "differs from %q only in case, which nginx does not tell apart", k)
+		refused := checks[i].refused
+		if k := kept[strings.ToLower(v)]; refused == nil && k != v {
+			refused = refuse(key, v, "differs from %q only in case, which nginx does not tell apart", k)
 		}
-		if err != nil {
-			if err := st.report(s, err.(*RefusedError)); err != nil {
+		if refused != nil {
+			if err := st.report(s, refused); err != nil {
 				return nil, err
 			}
 			continue
 		}
-		e, err := st.endpoint(s)
-		if err != nil {
-			return nil, err
-		}
-		if e != nil {
-			out[v] = append(out[v], *e)
-			n++
-		}
+		out[v] = append(out[v], checks[i].e)
+		n++
 	}
 	st.watched = append(st.watched, watchedList{fmt.Sprintf("endpointsBy %q (refused services left out)", key), n})
 	return out, nil

@@ -405,6 +405,10 @@ func TestEndpointsByCase(t *testing.T) {
 		{"one spelling, kept as given", []registry.Service{ep("a-1", "API"), ep("a-2", "API")}, "API:a-1 a-2 ", nil},
 		{"the lowercase one kept", []registry.Service{ep("a-1", "API"), ep("a-2", "api"), ep("a-3", "Api")}, "api:a-2 ", []string{"a-1", "a-3"}},
 		{"else the first", []registry.Service{ep("a-1", "Api"), ep("a-2", "API")}, "Api:a-1 ", []string{"a-2"}},
+		// A service with a refused address does not choose the spelling:
+		// it would leave its name with no server at all.
+		{"not by a service whose data is refused", []registry.Service{ep("a-1", "API"), ep("a-2", "API"),
+			svc("a-3", nil, map[string]string{"ip": "10.0.0.1", "backend": "api"})}, "API:a-1 a-2 ", []string{"a-3"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			set := newSet(t, TemplateConfig{Contents: tmpl, Destination: filepath.Join(t.TempDir(), "out")})
