@@ -46,7 +46,14 @@ type poller struct {
 	watch   *connWatcher        // nil until the first park, or if unavailable
 	noWatch bool                // the watcher could not be made
 
-	writers chan struct{} // bounds the goroutines finishing slow writes
+	writers chan struct{}             // bounds the goroutines finishing slow writes
+	writing map[string]*tenantWriters // and those of each tenant (under mu)
+}
+
+// tenantWriters bounds one tenant's goroutines finishing slow writes.
+type tenantWriters struct {
+	slots chan struct{}
+	users int // finish calls holding or waiting for a slot (under poller.mu)
 }
 
 // parkedPoll is a long-poll whose connection the poller took over. It
@@ -133,8 +140,15 @@ func keyOf(q store.EventQuery) pollKey {
 }
 
 // pollWriters bounds the goroutines finishing answers that did not fit in
-// a connection's send buffer at once.
-const pollWriters = 64
+// a connection's send buffer at once (every answer over TLS), each holding
+// its answer's bytes (up to a page, 1 MiB) for up to 30 s; a tenant's
+// take at most pollWritersPerTenant of them. A client that does not read
+// its answers so holds its own tenant's share and no more: the answers of
+// the others go on being written.
+const (
+	pollWriters          = 256
+	pollWritersPerTenant = 16
+)
 
 func newPoller(s *Server) *poller {
 	return &poller{
@@ -142,6 +156,7 @@ func newPoller(s *Server) *poller {
 		sets:    map[string]*pollSet{},
 		waiting: map[string]int{},
 		writers: make(chan struct{}, pollWriters),
+		writing: map[string]*tenantWriters{},
 	}
 }
 
@@ -705,11 +720,29 @@ func (pl *poller) answer(p *parkedPoll, a *answerBatch, buf *[]byte, answered *[
 }
 
 // finish writes the rest of p's answer on a goroutine of its own, and hands
-// the connection back.
+// the connection back. It waits for a writer of p's tenant first, so that
+// a tenant whose clients do not read makes only its own answers wait.
 func (pl *poller) finish(p *parkedPoll, rest []byte) {
+	pl.mu.Lock()
+	tw := pl.writing[p.tenant]
+	if tw == nil {
+		tw = &tenantWriters{slots: make(chan struct{}, pollWritersPerTenant)}
+		pl.writing[p.tenant] = tw
+	}
+	tw.users++
+	pl.mu.Unlock()
+	tw.slots <- struct{}{}
 	pl.writers <- struct{}{}
 	go func() {
-		defer func() { <-pl.writers }()
+		defer func() {
+			<-pl.writers
+			<-tw.slots
+			pl.mu.Lock()
+			if tw.users--; tw.users == 0 {
+				delete(pl.writing, p.tenant)
+			}
+			pl.mu.Unlock()
+		}()
 		p.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
 		_, err := p.conn.Write(rest)
 		p.conn.SetWriteDeadline(time.Time{})

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -107,5 +108,78 @@ func TestSettleWhileDraining(t *testing.T) {
 		if _, err := client.Read(make([]byte, 1)); len(back) != 0 || !errors.Is(err, io.EOF) {
 			t.Errorf("draining: %d handed back, read %v; want none handed back and the connection closed", len(back), err)
 		}
+	}
+}
+
+// A tenant whose clients do not read their answers holds its own share
+// of the writers that finish slow answers, and no more: another tenant's
+// answer is written meanwhile.
+func TestSlowReadersHoldTheirTenantsWritersOnly(t *testing.T) {
+	pl := newPoller(&Server{closing: make(chan struct{})})
+	var mu sync.Mutex
+	var clients []net.Conn
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for range pollWriters + 10 { // more than every writer
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			server, client := net.Pipe()
+			mu.Lock()
+			clients = append(clients, client)
+			mu.Unlock()
+			pl.parked.Add(1)
+			pl.finish(&parkedPoll{conn: server, tenant: "unread"}, []byte("answer"))
+		}
+	}()
+	t.Cleanup(func() {
+		close(stop)
+		for {
+			mu.Lock()
+			for _, c := range clients {
+				c.Close() // the writes fail, the writers end
+			}
+			mu.Unlock()
+			select {
+			case <-done:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	})
+	// Until the loop waits: one answer more handed to finish than it
+	// writes, for a while.
+	blocked := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(clients) == len(pl.writers)+1
+	}
+	for still := 0; still < 5; {
+		if blocked() {
+			still++
+		} else {
+			still = 0
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	server, client := net.Pipe()
+	defer client.Close()
+	pl.parked.Add(1)
+	go pl.finish(&parkedPoll{conn: server, tenant: "other"}, []byte("answer"))
+	// Unfixed, the other tenant's answer waits for the unread ones' write
+	// deadline (30 s).
+	client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got := make([]byte, len("answer"))
+	if _, err := io.ReadFull(client, got); err != nil || string(got) != "answer" {
+		t.Fatalf("the other tenant's answer: %q, %v; want it written while the first tenant's clients read nothing", got, err)
+	}
+	pl.mu.Lock()
+	n := len(pl.writing["unread"].slots)
+	pl.mu.Unlock()
+	if n != pollWritersPerTenant {
+		t.Errorf("%d writers busy with the unread answers; want the tenant's share, %d", n, pollWritersPerTenant)
 	}
 }
