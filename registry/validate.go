@@ -20,7 +20,9 @@ a-z, 0-9, _, - and . (letters in any case). Examples: cassandra.port,
 	MaxHeartbeatTimeout = 120 // seconds
 )
 
-var configIDPattern = regexp.MustCompile(`(?i)^(\/[a-z0-9_\-]{3,50}\/?){0,10}([a-z0-9_\-\.]{3,170})?$`)
+// configIDPattern is the spec's JavaScript pattern with /i: ASCII letters
+// in either case (Go's (?i) would also take the Kelvin sign and the long s).
+var configIDPattern = regexp.MustCompile(`^(\/[a-zA-Z0-9_\-]{3,50}\/?){0,10}([a-zA-Z0-9_\-\.]{3,170})?$`)
 
 // CheckConfigID returns nil if id is a valid configuration id, else an
 // error that says which rule it breaks.

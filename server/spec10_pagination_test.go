@@ -137,6 +137,7 @@ func testPagingCheckOrder(t *testing.T, kind string) {
 	c.do("GET", "/services?tag=&marker=%20", nil).fault(400, "badRequest", markerMsg, `Marker contains invalid characters. Valid characters are: /^[a-z0-9\-:_\.\/]{0,255}$/i`)
 	c.do("GET", "/services?tag=&limit=0", nil).fault(400, "invalidLimit", "Invalid limit", "Invalid limit 0. Minimum limit is 1 and maximum limit is 1000.")
 	c.do("GET", "/configuration/ab?marker=%20", nil).fault(400, "badRequest", markerMsg, `Marker contains invalid characters. Valid characters are: /^[a-z0-9\-:_\.\/]{0,255}$/i`)
+	c.do("GET", "/services?marker=%E2%84%AA", nil).fault(400, "badRequest", markerMsg, `Marker contains invalid characters. Valid characters are: /^[a-z0-9\-:_\.\/]{0,255}$/i`)
 }
 
 // spec §6.5: next_marker is the first id left out; next_href is the

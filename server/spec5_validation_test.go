@@ -53,6 +53,9 @@ func testCreateServiceValidation(t *testing.T, kind string) {
 		{"id with a slash", `"id":"a/b","heartbeat_timeout":30`, "id", "Invalid characters"},
 		{"id with a colon", `"id":"a:b","heartbeat_timeout":30`, "id", "Invalid characters"},
 		{"id non-ASCII", `"id":"abé","heartbeat_timeout":30`, "id", "Invalid characters"},
+		// JavaScript's /i does not fold them to k and s, as Go's (?i) does.
+		{"id with the Kelvin sign", `"id":"\u212aab","heartbeat_timeout":30`, "id", "Invalid characters"},
+		{"id with the long s", `"id":"\u017fab","heartbeat_timeout":30`, "id", "Invalid characters"},
 		{"id before tags", `"id":"ab","tags":5,"heartbeat_timeout":30`, "id", "String is not in range (3..65)"},
 
 		{"tags 11 items", `"id":"svc-1","tags":` + manyItems(11, false) + `,"heartbeat_timeout":30`, "tags", "Object needs to have between 0 and 10 items"},
@@ -231,6 +234,7 @@ func testServiceIDInPath(t *testing.T, kind string) {
 		{"encoded space", "a%20b%20c", "Invalid characters"},
 		{"encoded slash", "abc%2Fdef", "Invalid characters"},
 		{"star", "a*b", "Invalid characters"},
+		{"Kelvin sign", "%E2%84%AAab", "Invalid characters"},
 		{"encoded short", "%61b", "String is not in range (3..65)"},
 		{"valid, upper case", "ABC-1.x_y", ""},
 		{"valid, encoded", "%61bc", ""},
@@ -423,6 +427,7 @@ func testConfigIDRule(t *testing.T, kind string) {
 		{"slash without a leading slash", "production/cassandra", `Invalid key "production/cassandra": a namespaced key begins with / (as in /production/cassandra)`, true},
 		{"trailing slash after a dotted key", "/production/test.x/", `Invalid characters in the namespace segment "test.x": a-z, 0-9, _ and - only`, true},
 		{"space", "my%20value", `Invalid characters in the key name "my value": a-z, 0-9, _, - and . only`, false},
+		{"Kelvin sign", "%E2%84%AAey", "Invalid characters in the key name \"\u212aey\": a-z, 0-9, _, - and . only", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -18,8 +18,11 @@ import (
 // validator's message ("details"), or "" when the value passes.
 
 var (
-	serviceIDPattern = regexp.MustCompile(`(?i)^[a-z0-9_\-\.]{3,65}$`)
-	markerPattern    = regexp.MustCompile(`(?i)^[a-z0-9\-:_\.\/]{0,255}$`)
+	// The spec's patterns are JavaScript's, with /i: ASCII letters in
+	// either case. Go's (?i) would also take the Kelvin sign (U+212A) for
+	// k and the long s (U+017F) for s.
+	serviceIDPattern = regexp.MustCompile(`^[a-zA-Z0-9_\-\.]{3,65}$`)
+	markerPattern    = regexp.MustCompile(`^[a-zA-Z0-9\-:_\.\/]{0,255}$`)
 	intPattern       = regexp.MustCompile(`^-?(?:0|[1-9][0-9]*)$`)
 )
 
@@ -53,8 +56,7 @@ func checkServiceID(s string) string {
 
 // plainID reports whether s is all ASCII letters, digits, '_', '-' and
 // '.', which serviceIDPattern matches (at its length) without running:
-// every heartbeat checks its id. The pattern decides the rest (its case
-// folding also takes the Kelvin sign and the long s).
+// every heartbeat checks its id. The pattern decides the rest.
 func plainID(s string) bool {
 	for i := range len(s) {
 		switch c := s[i]; {
