@@ -2,7 +2,9 @@ package server
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -199,13 +201,22 @@ func (s *Server) parseWait(q query) (time.Duration, *fault) {
 	if !ok || v == "" {
 		return 0, nil
 	}
+	const notANumber = "Wait must be a number of seconds or a duration such as 30s"
 	var d time.Duration
-	if secs, err := strconv.ParseFloat(v, 64); err == nil {
+	if secs, err := strconv.ParseFloat(v, 64); err == nil || errors.Is(err, strconv.ErrRange) {
+		switch {
+		case math.IsNaN(secs):
+			return 0, invalidParam("wait", notANumber)
+		case math.Signbit(secs): // -0 too
+			return 0, invalidParam("wait", "Wait must not be negative")
+		case secs >= s.cfg.MaxWait.Seconds():
+			// 1e10 seconds, Inf and 1e400 too, past what a duration holds.
+			return s.cfg.MaxWait, nil
+		}
 		d = time.Duration(secs * float64(time.Second))
 	} else if d, err = time.ParseDuration(v); err != nil {
-		return 0, invalidParam("wait", "Wait must be a number of seconds or a duration such as 30s")
-	}
-	if d < 0 || strings.Contains(v, "-") {
+		return 0, invalidParam("wait", notANumber)
+	} else if d < 0 || strings.Contains(v, "-") { // -0s too
 		return 0, invalidParam("wait", "Wait must not be negative")
 	}
 	return min(d, s.cfg.MaxWait), nil

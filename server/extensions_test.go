@@ -514,3 +514,41 @@ func TestParkedAnswersShareBody(t *testing.T) {
 		}
 	}
 }
+
+// wait is seconds or a Go duration, capped at 10 minutes: so is a wait too
+// large for a duration (it had overflowed to a negative one); NaN is not a
+// number of seconds.
+func TestWaitParameter(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	c := newAPI(t, srv)
+	c.create("svc-1", 30) // an event: every poll answers at once
+	for _, tc := range []struct{ wait, applied, details string }{
+		{"30", "30s", ""},
+		{"1.5", "1.5s", ""},
+		{"2m", "2m0s", ""},
+		{"3600", "10m0s", ""},
+		{"1e10", "10m0s", ""},
+		{"1e400", "10m0s", ""},
+		{"Inf", "10m0s", ""},
+		{"1e-400", "", ""}, // no wait: not a long-poll
+		{"-1", "", "Wait must not be negative"},
+		{"-0", "", "Wait must not be negative"},
+		{"-Inf", "", "Wait must not be negative"},
+		{"NaN", "", "Wait must be a number of seconds or a duration such as 30s"},
+		{"soon", "", "Wait must be a number of seconds or a duration such as 30s"},
+	} {
+		r := c.do("GET", "/events?wait="+tc.wait, nil)
+		if tc.details != "" {
+			r.fault(400, "badRequest", "Invalid value for 'wait' query string parameter", tc.details)
+			continue
+		}
+		// The wait applied is up to a sixteenth shorter (jitter).
+		got := r.want(200).header.Get("X-Registry-Wait")
+		d, err := time.ParseDuration(got)
+		want, _ := time.ParseDuration(tc.applied)
+		if tc.applied == "" && got != "" || tc.applied != "" && (err != nil || d > want || d < want-want/16) {
+			t.Errorf("wait=%s: X-Registry-Wait %q, want %q less up to a sixteenth", tc.wait, got, tc.applied)
+		}
+	}
+}
