@@ -120,6 +120,12 @@ func (k *keeper) run(ctx context.Context) {
 			CreateGrace: createGrace,
 			OnTaken: func(until time.Time) {
 				taken = true
+				// A create that got no answer before may have failed the
+				// same way: the id is not known to be ours, and deleting
+				// it at exit would delete the other instance's service.
+				k.mu.Lock()
+				k.maybe = false
+				k.mu.Unlock()
 				// This lasts up to the old instance's heartbeat timeout
 				// (two minutes at most): say so, and now and then how long.
 				if now := time.Now(); now.Sub(logged) >= waitingLogEvery {

@@ -687,6 +687,36 @@ func TestTakenThenNoAnswerLeavesTheHolder(t *testing.T) {
 	}
 }
 
+// TestNoAnswerThenTakenLeavesTheHolder: the other order. A registration
+// that got no answer (a 502 from a proxy that never passed it on), then one
+// the registry refuses because another instance holds the id: the first
+// was not made either, as far as anyone knows, and stopped, the wrapper
+// deletes nothing.
+func TestNoAnswerThenTakenLeavesTheHolder(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	if _, err := f.client.CreateService(t.Context(), registry.Service{ID: "held2", HeartbeatTimeout: 120}); err != nil {
+		t.Fatal(err)
+	}
+	var creates atomic.Int32
+	env := f.proxied(func(w http.ResponseWriter, r *http.Request, rp *httputil.ReverseProxy, _ *url.URL) {
+		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/services") && creates.Add(1) == 1 {
+			http.Error(w, "bad gateway", http.StatusBadGateway) // not passed on
+			return
+		}
+		rp.ServeHTTP(w, r)
+	})
+	w := startWrapper(t, f.dir, env, append([]string{"--id=held2", "--interval=1"}, sh(untilStop, f.dir)...)...)
+	w.waitLog("another instance holds the id")
+	w.signal(syscall.SIGTERM)
+	if code := w.wait(); code != 128+15 {
+		t.Errorf("exit code %d, want %d", code, 128+15)
+	}
+	if _, err := f.service("held2"); err != nil {
+		t.Errorf("the other instance's service: %v; the wrapper deleted a service it never held\n%s", err, w.logs())
+	}
+}
+
 // proxied starts a proxy in front of the fixture's registry, in which
 // handle answers each request (rp passes it on to the registry at target),
 // and returns the wrapper's environment to reach the registry through it.
