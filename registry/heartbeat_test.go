@@ -104,6 +104,43 @@ func TestHeartbeaterRetries(t *testing.T) {
 	}
 }
 
+// TestTokenlessAnswers: a 2xx answer without a token (a proxy's page, an
+// empty body) is no heartbeat's answer. The heartbeater keeps its token and
+// sends it again: had it taken "", every later heartbeat would be refused
+// (400, never 404) and the service time out while it ran on. A create so
+// answered may have been made.
+func TestTokenlessAnswers(t *testing.T) {
+	t.Parallel()
+	p := &proxy{}
+	srv := testserver.Start(t, testserver.Options{Wrap: p.wrap})
+	c := newClient(t, srv, "hb-tokenless")
+	ctx := testContext(t)
+	token, err := c.CreateService(ctx, registry.Service{ID: "hb-1", HeartbeatTimeout: 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.fail(rule{match: "/heartbeat", n: 1, status: http.StatusOK, after: true})
+	opts, ch := beats(registry.HeartbeatOptions{Interval: 20 * time.Millisecond})
+	hb := c.StartHeartbeat(ctx, "hb-1", token, 30, opts)
+	defer hb.Stop()
+	if b := nextBeat(t, ch); b.Err == nil || !strings.Contains(b.Err.Error(), "without a heartbeat token") || !registry.Temporary(b.Err) || b.Token != "" {
+		t.Fatalf("beat 1: %+v; want a temporary failure: no token", b)
+	}
+	if hb.Token() != token {
+		t.Fatalf("token after a tokenless answer %q; want the create's, %q", hb.Token(), token)
+	}
+	for i := 2; i <= 3; i++ {
+		if b := nextBeat(t, ch); b.Err != nil || b.Token == "" {
+			t.Fatalf("beat %d: %+v; want a success with a token", i, b)
+		}
+	}
+	hb.Stop() // the create is then the one API request sent
+	p.fail(rule{match: "POST /v1.0/", n: 1, status: http.StatusOK, after: true})
+	if token, err := c.CreateService(ctx, registry.Service{ID: "hb-2", HeartbeatTimeout: 30}); !errors.Is(err, registry.ErrOutcomeUnknown) || token != "" {
+		t.Errorf("create answered without a token: %q, %v; want ErrOutcomeUnknown", token, err)
+	}
+}
+
 // TestHeartbeaterOverdue: while heartbeats fail past the deadline the
 // heartbeater keeps retrying and says the deadline has passed; a late
 // heartbeat the registry still accepts puts it back on schedule.

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"errors"
 	"iter"
 )
 
@@ -82,8 +83,18 @@ func (c *Client) CreateService(ctx context.Context, s Service) (token string, er
 	if _, err := c.do(ctx, call{method: "POST", path: "/services", body: b}, &out); err != nil {
 		return "", err
 	}
+	if out.Token == "" {
+		// A success without a token (a proxy's page, an empty body): the
+		// service may have been made, and cannot be heartbeated.
+		return "", &outcomeUnknown{errNoToken}
+	}
 	return out.Token, nil
 }
+
+// errNoToken is a successful answer to a create or a heartbeat that holds
+// no heartbeat token. Temporary: the heartbeat is sent again with the same
+// token, which the registry answers with the same next token.
+var errNoToken = errors.New("registry: a successful answer without a heartbeat token (a proxy's page or an empty body?)")
 
 // ServicePatch is a change to a service (spec §7.5): the fields set are
 // replaced, the others left alone.
@@ -131,5 +142,8 @@ func (c *Client) DeleteService(ctx context.Context, id string) error {
 func (c *Client) Heartbeat(ctx context.Context, id, token string) (next string, err error) {
 	var out tokenBody
 	_, err = c.do(ctx, call{method: "POST", path: "/services/" + pathEscapeID(id) + "/heartbeat", body: tokenBody{token}}, &out)
+	if err == nil && out.Token == "" {
+		err = errNoToken
+	}
 	return out.Token, err
 }
