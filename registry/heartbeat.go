@@ -50,7 +50,8 @@ type Beat struct {
 	Overdue bool
 	// Deadline is the heartbeater's estimate of when the registry times
 	// the service out unless a heartbeat succeeds before: the send time of
-	// the last successful heartbeat plus the timeout (before the first
+	// the last successful heartbeat (or of an attempt before it with the
+	// same token that got no answer) plus the timeout (before the first
 	// success: the create's send time for Register, the start for
 	// StartHeartbeat).
 	Deadline time.Time
@@ -162,19 +163,45 @@ func (h *Heartbeater) run(ctx context.Context) {
 	defer close(h.done)
 	defer h.cancel()
 	bo := retry.Backoff{Min: h.opts.MinBackoff, Max: max(h.opts.MinBackoff, min(h.opts.MaxBackoff, h.timeout/10))}
-	attemptTimeout := min(max(h.timeout/4, 500*time.Millisecond), 10*time.Second)
+	// An attempt with no answer in attemptTimeout is given up and sent
+	// again (on another connection, if its own died). A registry that
+	// answers slowly but answers is waited for: the timeout doubles after
+	// each attempt given up, up to the heartbeat timeout, and after an
+	// answer is three times what it took, at least the base (base is at
+	// most the heartbeat timeout, 3 s at least).
+	base := min(max(h.timeout/4, 500*time.Millisecond), 10*time.Second)
+	attemptTimeout := base
 	failures := 0
+	// givenUp is when the first attempt with the outstanding token that was
+	// given up without an answer was sent; zero if none was. The registry
+	// may have taken it and set the deadline then: a later attempt with
+	// the same token gets the same next token and moves nothing. (An
+	// attempt answered with an error is taken not to have reached it.)
+	var givenUp time.Time
 	for {
 		token := h.Token()
 		sent := time.Now()
 		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
 		next, err := h.c.Heartbeat(actx, h.id, token)
+		gaveUp := errors.Is(actx.Err(), context.DeadlineExceeded)
 		cancel()
 		if ctx.Err() != nil {
 			h.setErr(h.parent.Err())
 			return
 		}
 		now := time.Now()
+		switch {
+		case err == nil:
+			attemptTimeout = min(max(3*now.Sub(sent), base), h.timeout)
+			if !givenUp.IsZero() {
+				sent, givenUp = givenUp, time.Time{}
+			}
+		case gaveUp:
+			attemptTimeout = min(2*attemptTimeout, h.timeout)
+			if givenUp.IsZero() {
+				givenUp = sent
+			}
+		}
 		var wait time.Duration
 		h.mu.Lock()
 		b := Beat{Time: now, Err: err, Overdue: !now.Before(h.deadline)}
@@ -183,7 +210,10 @@ func (h *Heartbeater) run(ctx context.Context) {
 			bo.Reset()
 			h.token, h.lastSuccess, h.deadline = next, now, sent.Add(h.timeout)
 			b.Token = next
-			wait = h.interval()
+			// The interval runs from the send that set the deadline: an
+			// answer that came late, or after attempts given up, leaves
+			// less of it.
+			wait = max(h.interval()-now.Sub(sent), 0)
 		} else {
 			// spec §11.2 and §13 item 23: retry the same token at once,
 			// then back off; repeating a token is idempotent (design item 6).
@@ -217,7 +247,8 @@ func (h *Heartbeater) setErr(err error) {
 	h.err = err
 }
 
-// interval is the wait after a successful heartbeat.
+// interval is the time from the send of a successful heartbeat (see
+// Beat.Deadline) to the next heartbeat.
 func (h *Heartbeater) interval() time.Duration {
 	if h.opts.Interval > 0 {
 		return retry.Jitter(h.opts.Interval, 0.1)

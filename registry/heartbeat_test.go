@@ -3,7 +3,9 @@ package registry_test
 import (
 	"context"
 	"errors"
+	"maps"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -138,6 +140,57 @@ func TestTokenlessAnswers(t *testing.T) {
 	p.fail(rule{match: "POST /v1.0/", n: 1, status: http.StatusOK, after: true})
 	if token, err := c.CreateService(ctx, registry.Service{ID: "hb-2", HeartbeatTimeout: 30}); !errors.Is(err, registry.ErrOutcomeUnknown) || token != "" {
 		t.Errorf("create answered without a token: %q, %v; want ErrOutcomeUnknown", token, err)
+	}
+}
+
+// TestHeartbeaterWaitsForASlowRegistry: a registry that answers every
+// heartbeat in a second, a third of the 3 s timeout, keeps the service.
+// An attempt is given up after a quarter of the timeout at first (a dead
+// connection), but the next waits twice as long, and once answers come
+// the attempts wait three times what they took.
+func TestHeartbeaterWaitsForASlowRegistry(t *testing.T) {
+	t.Parallel()
+	var slow atomic.Bool
+	srv := testserver.Start(t, testserver.Options{Wrap: func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !slow.Load() || !strings.HasSuffix(r.URL.Path, "/heartbeat") {
+				h.ServeHTTP(w, r)
+				return
+			}
+			// The registry acts at once; its answer arrives a second later.
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, r.WithContext(context.WithoutCancel(r.Context())))
+			select {
+			case <-time.After(time.Second):
+			case <-r.Context().Done():
+				return
+			}
+			maps.Copy(w.Header(), rec.Header())
+			w.WriteHeader(rec.Code)
+			w.Write(rec.Body.Bytes())
+		})
+	}})
+	c := newClient(t, srv, "hb-slow")
+	ctx := testContext(t)
+	token, err := c.CreateService(ctx, registry.Service{ID: "hb-1", HeartbeatTimeout: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow.Store(true)
+	opts, ch := beats(registry.HeartbeatOptions{Interval: time.Second})
+	hb := c.StartHeartbeat(ctx, "hb-1", token, 3, opts)
+	defer hb.Stop()
+	ok := 0
+	for i := 0; ok < 3; i++ {
+		b := nextBeat(t, ch)
+		switch {
+		case errors.Is(b.Err, registry.ErrNotFound):
+			t.Fatalf("beat %d: the service timed out", i)
+		case i == 30:
+			t.Fatalf("%d heartbeats answered of 30 sent; want every answer after the first taken", ok)
+		case b.Err == nil:
+			ok++
+		}
 	}
 }
 
