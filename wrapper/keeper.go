@@ -55,6 +55,7 @@ type keeper struct {
 	maybe    bool      // see Holding; never set while held
 	deadline time.Time // when the registry times the service out unless heartbeated
 	lastErr  error     // why the last registration or heartbeat failed; nil if it succeeded
+	token    string    // the outstanding heartbeat token while held
 }
 
 func newKeeper(c *registry.Client, cfg Config, log *slog.Logger) *keeper {
@@ -80,6 +81,14 @@ func (k *keeper) Holding() (held, maybe bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return k.held, k.maybe
+}
+
+// Token is the outstanding heartbeat token of the service the keeper
+// holds, or of the last it held.
+func (k *keeper) Token() string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.token
 }
 
 // Deadline is when the registry times the service out unless a heartbeat
@@ -137,7 +146,7 @@ func (k *keeper) run(ctx context.Context) {
 		})
 		if err == nil {
 			k.mu.Lock()
-			k.held, k.maybe, k.deadline, k.lastErr = true, false, hb.Deadline(), nil
+			k.held, k.maybe, k.deadline, k.lastErr, k.token = true, false, hb.Deadline(), nil, hb.Token()
 			taken = false
 			k.mu.Unlock()
 			k.log.Info("service registered", "heartbeat_timeout", k.service.HeartbeatTimeout, "interval", k.interval, "failed_attempts", failures)
@@ -211,6 +220,9 @@ func (k *keeper) onBeat() func(registry.Beat) {
 	return func(b registry.Beat) {
 		k.mu.Lock()
 		k.deadline, k.lastErr = b.Deadline, b.Err
+		if b.Token != "" {
+			k.token = b.Token
+		}
 		k.mu.Unlock()
 		switch {
 		case b.Err == nil && failing > 0:

@@ -196,6 +196,19 @@ func (s *supervisor) finish() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), deregisterTimeout)
 	defer cancel()
+	if deadline, _ := s.keeper.Deadline(); held && !time.Now().Before(deadline) {
+		// Heartbeats failed past the deadline: the registry may have timed
+		// the service out, and another instance registered the id since.
+		// Only a heartbeat with this instance's token shows it is ours.
+		if _, err := s.client.Heartbeat(ctx, s.cfg.Service.ID, s.keeper.Token()); err != nil {
+			if errors.Is(err, registry.ErrNotFound) {
+				s.log.Info("the service timed out while heartbeats failed (the id may be another instance's now); nothing to deregister")
+			} else {
+				s.log.Warn("cannot tell whether the registry still holds this instance's service after heartbeats failed past the deadline; leaving it to time out", "heartbeat_timeout", timeout, "err", err)
+			}
+			return
+		}
+	}
 	err := s.client.DeleteService(ctx, s.cfg.Service.ID)
 	switch {
 	case err == nil && maybe:

@@ -717,6 +717,47 @@ func TestNoAnswerThenTakenLeavesTheHolder(t *testing.T) {
 	}
 }
 
+// TestTimedOutWhileHeartbeatsFailedLeavesTheNewHolder: heartbeats fail
+// (a proxy answers 502) until the registry times the service out, and
+// another instance registers the id. When the command exits, the wrapper
+// does not delete that instance's service: past the deadline it deletes
+// only once a heartbeat with its own token shows the service is its own.
+func TestTimedOutWhileHeartbeatsFailedLeavesTheNewHolder(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	var failing atomic.Bool
+	env := f.proxied(func(w http.ResponseWriter, r *http.Request, rp *httputil.ReverseProxy, _ *url.URL) {
+		if failing.Load() && strings.HasSuffix(r.URL.Path, "/heartbeat") {
+			http.Error(w, "bad gateway", http.StatusBadGateway)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	})
+	w := startWrapper(t, f.dir, env, append([]string{"--id=shared", "--interval=1"}, sh(untilStop, f.dir)...)...)
+	f.waitRegistered("shared")
+	waitFile(t, f.path("pid"))
+	failing.Store(true)
+	waitFor(t, "the registry to time the service out", func() bool {
+		_, err := f.service("shared")
+		return err != nil
+	})
+	// Another instance (another host) registers the id and heartbeats it.
+	hb, err := f.client.Register(t.Context(), registry.Service{ID: "shared", HeartbeatTimeout: 30, Tags: []string{"B"}}, registry.RegisterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hb.Stop()
+	touch(t, f.path("stop"))
+	w.wait()
+	if s, err := f.service("shared"); err != nil || !s.HasTag("B") {
+		t.Errorf("the other instance's service after this one exited: %+v, %v; want it kept\n%s", s, err, w.logs())
+	}
+	// Its heartbeat fails too (502): it cannot tell, and deletes nothing.
+	if logs := w.logs(); !strings.Contains(logs, "leaving it to time out") {
+		t.Errorf("the wrapper did not say why it deleted nothing:\n%s", logs)
+	}
+}
+
 // proxied starts a proxy in front of the fixture's registry, in which
 // handle answers each request (rp passes it on to the registry at target),
 // and returns the wrapper's environment to reach the registry through it.
