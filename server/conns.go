@@ -16,13 +16,21 @@ import (
 // past MaxConns closes the longest-idle one to make room. Over the cap, the
 // longest-idle connection goes first. It sees connections through the
 // http.Server's ConnContext and ConnState hooks (see Server.Serve).
+//
+// The connections the poller keeps after answering their long-polls (see
+// poller.keep) are idle connections of their tenant too, on the same
+// lists: evicting one has the poller close it. And a connection the poller
+// hands back to the http.Server starts as an idle connection of its
+// tenant, until its next request.
 type connTracker struct {
 	s *Server
 
-	mu       sync.Mutex
-	open     map[net.Conn]*connInfo // held by the http.Server
-	idle     connList               // idle, longest idle first
-	byTenant map[string]*connList   // idle, by tenant; "" for unauthenticated
+	mu        sync.Mutex
+	installed bool                   // its hooks see the http.Server's connections
+	open      map[net.Conn]*connInfo // held by the http.Server
+	idle      connList               // idle, longest idle first
+	byTenant  map[string]*connList   // idle, by tenant; "" for unauthenticated
+	back      map[net.Conn]string    // handed back by the poller, not yet seen again: their tenants
 }
 
 // connInfo is the tracker's record of a connection.
@@ -30,6 +38,8 @@ type connInfo struct {
 	conn   net.Conn
 	tenant string // of its last authenticated request
 	idle   bool
+	back   bool        // handed back by the poller: idle from StateNew
+	evict  func()      // closes a connection the poller keeps; nil for the http.Server's
 	timer  *time.Timer // closes it if it stays idle unauthenticated
 	all    connLinks   // in connTracker.idle
 	own    connLinks   // in its tenant's list
@@ -81,11 +91,15 @@ func newConnTracker(s *Server) *connTracker {
 		open:     map[net.Conn]*connInfo{},
 		idle:     connList{links: allLinks},
 		byTenant: map[string]*connList{},
+		back:     map[net.Conn]string{},
 	}
 }
 
 // install sets hs's connection hooks, keeping any it has.
 func (ct *connTracker) install(hs *http.Server) {
+	ct.mu.Lock()
+	ct.installed = true
+	ct.mu.Unlock()
 	connContext, connState := hs.ConnContext, hs.ConnState
 	hs.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
 		if connContext != nil {
@@ -104,6 +118,10 @@ func (ct *connTracker) install(hs *http.Server) {
 func (ct *connTracker) add(c net.Conn) *connInfo {
 	ci := &connInfo{conn: c}
 	ct.mu.Lock()
+	if tenant, ok := ct.back[c]; ok {
+		delete(ct.back, c)
+		ci.tenant, ci.back = tenant, true
+	}
 	ct.open[c] = ci
 	ct.s.metrics.connsOpen.Set(float64(len(ct.open)))
 	ct.mu.Unlock()
@@ -123,6 +141,12 @@ func (ct *connTracker) setState(c net.Conn, state http.ConnState) {
 	}
 	switch state {
 	case http.StateNew:
+		if ci.back {
+			// Waiting for its next request, as a kept one does; it was
+			// counted among the parked.
+			ct.setIdle(ci)
+			return
+		}
 		if len(ct.open)+parked > ct.s.cfg.MaxConns && ct.idle.head != nil {
 			ct.evict(ct.idle.head, "conns")
 		}
@@ -186,11 +210,52 @@ func (ct *connTracker) unidle(ci *connInfo) {
 	ct.s.metrics.connsIdle.Dec()
 }
 
-// evict closes an idle connection; the http.Server then forgets it.
+// evict closes an idle connection; the http.Server then forgets it, or the
+// poller, for one it keeps.
 func (ct *connTracker) evict(ci *connInfo, reason string) {
 	ct.unidle(ci)
 	ct.s.metrics.connsClosed.WithLabelValues(reason).Inc()
+	if ci.evict != nil {
+		ci.evict()
+		return
+	}
 	ci.conn.Close()
+}
+
+// kept records a connection the poller keeps for tenant, idle from now,
+// and applies the caps; evict closes it (called with ct.mu held: it must
+// not call the tracker).
+func (ct *connTracker) kept(c net.Conn, tenant string, evict func()) *connInfo {
+	ci := &connInfo{conn: c, tenant: tenant, evict: evict}
+	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	ct.setIdle(ci)
+	return ci
+}
+
+// unkept forgets a kept connection the poller no longer keeps.
+func (ct *connTracker) unkept(ci *connInfo) {
+	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	ct.unidle(ci)
+}
+
+// handedBack records the tenant of a connection the poller hands back to
+// the http.Server, for add.
+func (ct *connTracker) handedBack(c net.Conn, tenant string) {
+	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	if ct.installed {
+		ct.back[c] = tenant
+	}
+}
+
+// dropBack forgets a connection handed back that the http.Server will not
+// see (its listener closed).
+func (ct *connTracker) dropBack(c net.Conn) {
+	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	delete(ct.back, c)
 }
 
 // authenticated records the tenant of a request on its connection.

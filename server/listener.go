@@ -146,15 +146,15 @@ func (l *listener) Close() error {
 
 // handBack returns connections to the http.Server, which serves their next
 // requests as if they had just been accepted; it never blocks. After Close
-// it closes them.
-func (l *listener) handBack(conns ...net.Conn) {
+// it closes them, and reports false.
+func (l *listener) handBack(conns ...net.Conn) (taken bool) {
 	l.mu.Lock()
 	if isClosed(l.done) {
 		l.mu.Unlock()
 		for _, c := range conns {
 			c.Close()
 		}
-		return
+		return false
 	}
 	l.back = append(l.back, conns...)
 	l.mu.Unlock()
@@ -162,6 +162,7 @@ func (l *listener) handBack(conns ...net.Conn) {
 	case l.handedBack <- struct{}{}:
 	default:
 	}
+	return true
 }
 
 // prefixConn is a connection whose first bytes were already read from it

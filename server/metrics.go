@@ -41,7 +41,7 @@ func newServerMetrics(r prometheus.Registerer) serverMetrics {
 		}),
 		connsIdle: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "svcreg_connections_idle",
-			Help: "Keep-alive client connections idle between requests.",
+			Help: "Keep-alive client connections idle between requests, those of answered long-polls waiting for their next request included.",
 		}),
 		connsClosed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "svcreg_connections_closed_total",

@@ -65,6 +65,7 @@ type parkedPoll struct {
 	keepAlive bool
 	overTLS   bool
 	kept      atomic.Bool // answered, and kept until its next request (see keep)
+	idle      *connInfo   // while kept: its record among the tenant's idle connections
 	host      string
 	proto     string // X-Forwarded-Proto
 	txnID     string
@@ -366,7 +367,7 @@ func (pl *poller) release(polls []*parkedPoll, w *connWatcher) {
 func (pl *poller) hangup(p *parkedPoll) {
 	if pl.unkeep(p) {
 		p.timer.Stop()
-		pl.handBack([]net.Conn{p.conn})
+		pl.handBack([]*parkedPoll{p})
 		return
 	}
 	if !pl.take(p) {
@@ -490,7 +491,7 @@ func (pl *poller) wake(ctx context.Context, tenant string, ps *pollSet, all bool
 	if !all {
 		pl.checkShared(ctx, tenant, groups, quiet)
 	}
-	var back []net.Conn
+	var back []*parkedPoll
 	for _, g := range groups {
 		if quiet[g.g] {
 			continue
@@ -604,11 +605,12 @@ func later(from, head timeuuid.UUID) timeuuid.UUID {
 const answerChunk = 512
 
 // answerAll answers polls of one query with page (or err), releasing
-// those still registered, and returns the connections to hand back. An answer without a next page has the same body
-// for every poll: it is built once (twice if some clients keep their
+// those still registered, and returns the polls whose connections go back
+// to the http.Server. An answer without a next page has the same body for
+// every poll: it is built once (twice if some clients keep their
 // connection and some do not), and each poll's answer is those bytes with
 // its own X-Registry-Wait and X-Response-Id.
-func (pl *poller) answerAll(polls []*parkedPoll, page store.EventPage, err error) []net.Conn {
+func (pl *poller) answerAll(polls []*parkedPoll, page store.EventPage, err error) []*parkedPoll {
 	if len(polls) == 0 {
 		return nil
 	}
@@ -635,7 +637,7 @@ func (pl *poller) answerAll(polls []*parkedPoll, page store.EventPage, err error
 		}
 	}
 	n := min(runtime.GOMAXPROCS(0), (len(polls)+answerChunk-1)/answerChunk)
-	backs := make([][]net.Conn, n)
+	backs := make([][]*parkedPoll, n)
 	answer := func(i int, chunk []*parkedPoll) {
 		pl.release(chunk, w)
 		var buf []byte
@@ -775,15 +777,15 @@ func (pl *poller) written(p *parkedPoll, answered *[]*parkedPoll) {
 // closes the kept ones and the http.Server's Shutdown its idle ones: one
 // handed back after drain has looked would wait for a next request that
 // Shutdown does not see coming.
-func (pl *poller) settle(answered []*parkedPoll, w *connWatcher) []net.Conn {
-	var back []net.Conn
+func (pl *poller) settle(answered []*parkedPoll, w *connWatcher) []*parkedPoll {
+	var back []*parkedPoll
 	for _, p := range answered {
 		switch {
 		case pl.keep(p, w):
 		case isClosed(pl.s.closing):
 			p.conn.Close()
 		default:
-			back = append(back, p.conn)
+			back = append(back, p)
 		}
 		pl.parked.Add(-1)
 	}
@@ -809,6 +811,9 @@ func (pl *poller) keep(p *parkedPoll, w *connWatcher) bool {
 	}
 	pl.kept.Add(1)
 	p.kept.Store(true)
+	// Among the tenant's idle connections: its caps, and MaxConns, may
+	// close it (evicted).
+	p.idle = pl.s.conns.kept(p.conn, p.tenant, func() { pl.evicted(p) })
 	p.timer.Reset(d)
 	if !w.keep(p) && pl.unkeep(p) {
 		p.timer.Stop()
@@ -824,18 +829,44 @@ func (pl *poller) unkeep(p *parkedPoll) bool {
 		return false
 	}
 	pl.kept.Add(-1)
+	pl.s.conns.unkept(p.idle)
 	return true
 }
 
-// handBack returns answered connections to the http.Server.
-func (pl *poller) handBack(conns []net.Conn) {
-	if len(conns) == 0 {
+// evicted closes p's kept connection, which the connection tracker chose
+// to close (its tenant or the server has too many idle); called with the
+// tracker's lock held, which it had taken p off its lists under.
+func (pl *poller) evicted(p *parkedPoll) {
+	if !p.kept.CompareAndSwap(true, false) {
+		return
+	}
+	pl.kept.Add(-1)
+	p.timer.Stop()
+	if w := pl.currentWatch(); w != nil {
+		w.remove(p)
+	}
+	p.conn.Close()
+}
+
+// handBack returns the connections of answered polls to the http.Server,
+// each as an idle connection of its poll's tenant until its next request.
+func (pl *poller) handBack(polls []*parkedPoll) {
+	if len(polls) == 0 {
 		return
 	}
 	pl.mu.Lock()
 	ln := pl.ln
 	pl.mu.Unlock()
-	ln.handBack(conns...)
+	conns := make([]net.Conn, len(polls))
+	for i, p := range polls {
+		conns[i] = p.conn
+		pl.s.conns.handedBack(p.conn, p.tenant)
+	}
+	if !ln.handBack(conns...) {
+		for _, c := range conns {
+			pl.s.conns.dropBack(c)
+		}
+	}
 }
 
 // drain waits until every parked poll has been answered, or ctx is done,

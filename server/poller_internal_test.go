@@ -99,7 +99,7 @@ func TestSettleWhileDraining(t *testing.T) {
 			t.Errorf("draining %v: %d parked after settle; want 0", draining, pl.parked.Load())
 		}
 		if !draining {
-			if len(back) != 1 || back[0] != server {
+			if len(back) != 1 || back[0].conn != server {
 				t.Errorf("serving: %d handed back; want the connection", len(back))
 			}
 			continue
