@@ -8,6 +8,7 @@ type serverMetrics struct {
 	waiting     prometheus.Gauge
 	refused     *prometheus.CounterVec
 	gone        prometheus.Counter
+	dropped     prometheus.Counter
 	connsOpen   prometheus.Gauge
 	connsIdle   prometheus.Gauge
 	connsClosed *prometheus.CounterVec
@@ -35,6 +36,10 @@ func newServerMetrics(r prometheus.Registerer) serverMetrics {
 			Name: "svcreg_longpolls_client_gone_total",
 			Help: "Waiting long-polls freed because their client closed the connection.",
 		}),
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "svcreg_longpolls_answers_dropped_total",
+			Help: "Long-poll answers not written, their connections closed, because the tenant already had as many waiting to be written as it may (its clients do not read them).",
+		}),
 		connsOpen: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "svcreg_connections_open",
 			Help: "Client connections the HTTP server holds (waiting long-polls not included).",
@@ -49,7 +54,7 @@ func newServerMetrics(r prometheus.Registerer) serverMetrics {
 		}, []string{"reason"}),
 	}
 	if r != nil {
-		r.MustRegister(m.requests, m.heartbeats, m.waiting, m.refused, m.gone, m.connsOpen, m.connsIdle, m.connsClosed)
+		r.MustRegister(m.requests, m.heartbeats, m.waiting, m.refused, m.gone, m.dropped, m.connsOpen, m.connsIdle, m.connsClosed)
 	}
 	return m
 }

@@ -146,9 +146,15 @@ func keyOf(q store.EventQuery) pollKey {
 // take at most pollWritersPerTenant of them. A client that does not read
 // its answers so holds its own tenant's share and no more: the answers of
 // the others go on being written.
+//
+// Past pollWritersQueued of a tenant's answers waiting for its writers (a
+// timer's answer waits on a goroutine of its own, holding its bytes and
+// its connection; a dispatcher waits itself), a further one is dropped and
+// its connection closed.
 const (
 	pollWriters          = 256
 	pollWritersPerTenant = 16
+	pollWritersQueued    = 64
 )
 
 func newPoller(s *Server) *poller {
@@ -730,6 +736,14 @@ func (pl *poller) finish(p *parkedPoll, rest []byte) {
 	if tw == nil {
 		tw = &tenantWriters{slots: make(chan struct{}, pollWritersPerTenant)}
 		pl.writing[p.tenant] = tw
+	}
+	if tw.users >= pollWritersPerTenant+pollWritersQueued {
+		// Its clients read nothing and keep parking: the answer is
+		// dropped, not held. The client reconnects and polls again.
+		pl.mu.Unlock()
+		pl.s.metrics.dropped.Inc()
+		pl.written(p, nil)
+		return
 	}
 	tw.users++
 	pl.mu.Unlock()

@@ -115,7 +115,7 @@ func TestSettleWhileDraining(t *testing.T) {
 // of the writers that finish slow answers, and no more: another tenant's
 // answer is written meanwhile.
 func TestSlowReadersHoldTheirTenantsWritersOnly(t *testing.T) {
-	pl := newPoller(&Server{closing: make(chan struct{})})
+	pl := newPoller(&Server{closing: make(chan struct{}), metrics: newServerMetrics(nil)})
 	var mu sync.Mutex
 	var clients []net.Conn
 	stop, done := make(chan struct{}), make(chan struct{})
@@ -181,5 +181,47 @@ func TestSlowReadersHoldTheirTenantsWritersOnly(t *testing.T) {
 	pl.mu.Unlock()
 	if n != pollWritersPerTenant {
 		t.Errorf("%d writers busy with the unread answers; want the tenant's share, %d", n, pollWritersPerTenant)
+	}
+}
+
+// Past its writers and pollWritersQueued answers waiting for them, a
+// tenant's further answer is dropped and its connection closed, rather
+// than held (with its bytes and its descriptor) on a goroutine of its own.
+func TestUnreadAnswersQueueBounded(t *testing.T) {
+	pl := newPoller(&Server{closing: make(chan struct{}), metrics: newServerMetrics(nil)})
+	var clients []net.Conn
+	t.Cleanup(func() {
+		for _, c := range clients {
+			c.Close() // the writes fail, the writers and waiters end
+		}
+	})
+	finish := func() net.Conn {
+		server, client := net.Pipe()
+		clients = append(clients, client)
+		pl.parked.Add(1)
+		go pl.finish(&parkedPoll{conn: server, tenant: "unread"}, []byte("answer"))
+		return client
+	}
+	users := func() int {
+		pl.mu.Lock()
+		defer pl.mu.Unlock()
+		if tw := pl.writing["unread"]; tw != nil {
+			return tw.users
+		}
+		return 0
+	}
+	for range pollWritersPerTenant + pollWritersQueued {
+		finish()
+	}
+	for users() < pollWritersPerTenant+pollWritersQueued {
+		time.Sleep(time.Millisecond)
+	}
+	client := finish()
+	client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := client.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Errorf("an answer past the queue: read %v; want its connection closed", err)
+	}
+	if n := users(); n != pollWritersPerTenant+pollWritersQueued {
+		t.Errorf("%d answers writing or waiting; want %d", n, pollWritersPerTenant+pollWritersQueued)
 	}
 }
