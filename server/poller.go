@@ -149,8 +149,8 @@ func keyOf(q store.EventQuery) pollKey {
 //
 // Past pollWritersQueued of a tenant's answers waiting for its writers (a
 // timer's answer waits on a goroutine of its own, holding its bytes and
-// its connection; a dispatcher waits itself), a further one is dropped and
-// its connection closed.
+// its connection; a dispatcher waits itself, on each of its goroutines),
+// a further one is dropped and its connection closed.
 const (
 	pollWriters          = 256
 	pollWritersPerTenant = 16
@@ -737,7 +737,9 @@ func (pl *poller) finish(p *parkedPoll, rest []byte) {
 		tw = &tenantWriters{slots: make(chan struct{}, pollWritersPerTenant)}
 		pl.writing[p.tenant] = tw
 	}
-	if tw.users >= pollWritersPerTenant+pollWritersQueued {
+	// A dispatcher answers on up to GOMAXPROCS goroutines, each waiting
+	// in turn: those waits are never dropped.
+	if tw.users >= pollWritersPerTenant+pollWritersQueued+runtime.GOMAXPROCS(0) {
 		// Its clients read nothing and keep parking: the answer is
 		// dropped, not held. The client reconnects and polls again.
 		pl.mu.Unlock()
