@@ -222,15 +222,22 @@ func (ct *connTracker) evict(ci *connInfo, reason string) {
 	ci.conn.Close()
 }
 
-// kept records a connection the poller keeps for tenant, idle from now,
-// and applies the caps; evict closes it (called with ct.mu held: it must
-// not call the tracker).
-func (ct *connTracker) kept(c net.Conn, tenant string, evict func()) *connInfo {
-	ci := &connInfo{conn: c, tenant: tenant, evict: evict}
+// newKeptInfo is the record of a connection the poller keeps for tenant;
+// evict closes it (called with the tracker's lock held: it must not call
+// the tracker).
+func newKeptInfo(c net.Conn, tenant string, evict func()) *connInfo {
+	return &connInfo{conn: c, tenant: tenant, evict: evict}
+}
+
+// listKept puts a connection the poller keeps on the idle lists, idle from
+// now, and applies the caps; unless stillKept reports that the poller let
+// it go meanwhile (its unkept then came first, or comes after this).
+func (ct *connTracker) listKept(ci *connInfo, stillKept func() bool) {
 	ct.mu.Lock()
 	defer ct.mu.Unlock()
-	ct.setIdle(ci)
-	return ci
+	if stillKept() {
+		ct.setIdle(ci)
+	}
 }
 
 // unkept forgets a kept connection the poller no longer keeps.

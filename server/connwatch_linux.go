@@ -113,7 +113,7 @@ func (w *connWatcher) keptPolls() []*parkedPoll {
 	defer w.mu.Unlock()
 	var kept []*parkedPoll
 	for _, p := range w.polls {
-		if p != nil && p.kept.Load() {
+		if p != nil && p.kept.Load() == isKept {
 			kept = append(kept, p)
 		}
 	}

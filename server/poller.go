@@ -52,8 +52,9 @@ type poller struct {
 
 // tenantWriters bounds one tenant's goroutines finishing slow writes.
 type tenantWriters struct {
-	slots chan struct{}
-	users int // finish calls holding or waiting for a slot (under poller.mu)
+	slots  chan struct{}
+	users  int // finish calls holding or waiting for a slot (under poller.mu)
+	timers int // those of wait timers (fromTimer)
 }
 
 // parkedPoll is a long-poll whose connection the poller took over. It
@@ -64,8 +65,8 @@ type parkedPoll struct {
 	conn      net.Conn
 	keepAlive bool
 	overTLS   bool
-	kept      atomic.Bool // answered, and kept until its next request (see keep)
-	idle      *connInfo   // while kept: its record among the tenant's idle connections
+	kept      atomic.Int32 // notKept, keeping or isKept (see keep)
+	idle      *connInfo    // while kept: its record among the tenant's idle connections
 	host      string
 	proto     string // X-Forwarded-Proto
 	txnID     string
@@ -147,10 +148,8 @@ func keyOf(q store.EventQuery) pollKey {
 // its answers so holds its own tenant's share and no more: the answers of
 // the others go on being written.
 //
-// Past pollWritersQueued of a tenant's answers waiting for its writers (a
-// timer's answer waits on a goroutine of its own, holding its bytes and
-// its connection; a dispatcher waits itself, on each of its goroutines),
-// a further one is dropped and its connection closed.
+// Past pollWritersQueued of a tenant's timers' answers waiting for its
+// writers, a further one is dropped (see finish).
 const (
 	pollWriters          = 256
 	pollWritersPerTenant = 16
@@ -401,7 +400,7 @@ func (pl *poller) expire(p *parkedPoll) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	page, err := pl.s.store.Events(ctx, p.tenant, p.q)
-	pl.handBack(pl.answerAll([]*parkedPoll{p}, page, err))
+	pl.handBack(pl.answerAll([]*parkedPoll{p}, page, err, true))
 }
 
 // dispatch wakes the tenant's parked polls on every commit until none is
@@ -518,7 +517,7 @@ func (pl *poller) wake(ctx context.Context, tenant string, ps *pollSet, all bool
 			g.g.scanned = latest(g.g.scanned, later(g.key.from, page.Head))
 			continue
 		}
-		back = append(back, pl.answerAll(pl.takeGroup(tenant, ps, g.key, g.g), page, err)...)
+		back = append(back, pl.answerAll(pl.takeGroup(tenant, ps, g.key, g.g), page, err, false)...)
 	}
 	pl.handBack(back)
 	return failed
@@ -616,7 +615,10 @@ const answerChunk = 512
 // every poll: it is built once (twice if some clients keep their
 // connection and some do not), and each poll's answer is those bytes with
 // its own X-Registry-Wait and X-Response-Id.
-func (pl *poller) answerAll(polls []*parkedPoll, page store.EventPage, err error) []*parkedPoll {
+//
+// fromTimer says the caller is a poll's wait timer, on a goroutine of its
+// own, rather than the tenant's dispatcher (see finish).
+func (pl *poller) answerAll(polls []*parkedPoll, page store.EventPage, err error, fromTimer bool) []*parkedPoll {
 	if len(polls) == 0 {
 		return nil
 	}
@@ -630,7 +632,7 @@ func (pl *poller) answerAll(polls []*parkedPoll, page store.EventPage, err error
 		}
 	}
 	w := pl.currentWatch()
-	a := answerBatch{page: page, err: err, date: time.Now().UTC().Format(http.TimeFormat), watch: w}
+	a := answerBatch{page: page, err: err, date: time.Now().UTC().Format(http.TimeFormat), watch: w, fromTimer: fromTimer}
 	if err == nil && page.Next.IsZero() {
 		body := eventsJSON(page, polls[0].q.Limit, "", nil) // no next_href
 		a.shared = map[bool]*rawResponse{}
@@ -674,11 +676,12 @@ func (pl *poller) answerAll(polls []*parkedPoll, page store.EventPage, err error
 
 // answerBatch is what the answers of one wake-up share.
 type answerBatch struct {
-	page   store.EventPage
-	err    error
-	date   string
-	shared map[bool]*rawResponse // by keep-alive, when the body is the same for every poll
-	watch  *connWatcher          // or nil
+	page      store.EventPage
+	err       error
+	date      string
+	shared    map[bool]*rawResponse // by keep-alive, when the body is the same for every poll
+	watch     *connWatcher          // or nil
+	fromTimer bool                  // see answerAll
 }
 
 // response is the writer of p's answer, with the headers serveAPI and
@@ -722,7 +725,7 @@ func (pl *poller) answer(p *parkedPoll, a *answerBatch, buf *[]byte, answered *[
 	case len(rest) == 0:
 		pl.written(p, answered)
 	default:
-		pl.finish(p, slices.Clone(rest))
+		pl.finish(p, slices.Clone(rest), a.fromTimer)
 	}
 	return rw.status
 }
@@ -730,24 +733,31 @@ func (pl *poller) answer(p *parkedPoll, a *answerBatch, buf *[]byte, answered *[
 // finish writes the rest of p's answer on a goroutine of its own, and hands
 // the connection back. It waits for a writer of p's tenant first, so that
 // a tenant whose clients do not read makes only its own answers wait.
-func (pl *poller) finish(p *parkedPoll, rest []byte) {
+//
+// A poll's wait timer (fromTimer) calls it on a goroutine of its own, which
+// holds the answer's bytes and the connection while it waits: past
+// pollWritersQueued of those waiting for the tenant's writers (counting
+// those writing, as if they held every writer), the answer is dropped and
+// its connection closed (the client polls again). A
+// dispatcher waits itself, on each of the goroutines it answers on, and is
+// never dropped.
+func (pl *poller) finish(p *parkedPoll, rest []byte, fromTimer bool) {
 	pl.mu.Lock()
 	tw := pl.writing[p.tenant]
 	if tw == nil {
 		tw = &tenantWriters{slots: make(chan struct{}, pollWritersPerTenant)}
 		pl.writing[p.tenant] = tw
 	}
-	// A dispatcher answers on up to GOMAXPROCS goroutines, each waiting
-	// in turn: those waits are never dropped.
-	if tw.users >= pollWritersPerTenant+pollWritersQueued+runtime.GOMAXPROCS(0) {
-		// Its clients read nothing and keep parking: the answer is
-		// dropped, not held. The client reconnects and polls again.
+	if fromTimer && tw.timers >= pollWritersPerTenant+pollWritersQueued {
 		pl.mu.Unlock()
 		pl.s.metrics.dropped.Inc()
 		pl.written(p, nil)
 		return
 	}
 	tw.users++
+	if fromTimer {
+		tw.timers++
+	}
 	pl.mu.Unlock()
 	tw.slots <- struct{}{}
 	pl.writers <- struct{}{}
@@ -756,6 +766,9 @@ func (pl *poller) finish(p *parkedPoll, rest []byte) {
 			<-pl.writers
 			<-tw.slots
 			pl.mu.Lock()
+			if fromTimer {
+				tw.timers--
+			}
 			if tw.users--; tw.users == 0 {
 				delete(pl.writing, p.tenant)
 			}
@@ -817,6 +830,12 @@ func (pl *poller) settle(answered []*parkedPoll, w *connWatcher) []*parkedPoll {
 // parked poll's record only. It reports false, and keeps nothing, when p
 // cannot be kept: no watcher, TLS (whose reader may hold bytes already),
 // pipelined bytes already read, or a draining server.
+//
+// While it is keeping p, nothing else takes the connection: the poll's
+// wait timer, if it fired as the poll was answered, finds it neither
+// parked nor kept; a hang-up or next request the watcher reports meanwhile
+// waits for it (unkeep); the connection tracker lists it, and may evict
+// it, only once it is kept.
 func (pl *poller) keep(p *parkedPoll, w *connWatcher) bool {
 	d := time.Duration(pl.keepFor.Load())
 	if d <= 0 || w == nil || p.gen == 0 || p.overTLS || isClosed(pl.s.closing) {
@@ -825,35 +844,53 @@ func (pl *poller) keep(p *parkedPoll, w *connWatcher) bool {
 	if _, ok := p.conn.(*prefixConn); ok {
 		return false
 	}
-	pl.kept.Add(1)
-	p.kept.Store(true)
-	// Among the tenant's idle connections: its caps, and MaxConns, may
-	// close it (evicted).
-	p.idle = pl.s.conns.kept(p.conn, p.tenant, func() { pl.evicted(p) })
-	p.timer.Reset(d)
-	if !w.keep(p) && pl.unkeep(p) {
-		p.timer.Stop()
+	// Among the tenant's idle connections once kept: its caps, and
+	// MaxConns, may close it (evicted).
+	p.idle = newKeptInfo(p.conn, p.tenant, func() { pl.evicted(p) })
+	p.kept.Store(keeping)
+	if !w.keep(p) {
+		p.kept.Store(notKept)
 		return false
 	}
+	pl.kept.Add(1)
+	p.timer.Reset(d)
+	p.kept.Store(isKept)
+	pl.s.conns.listKept(p.idle, func() bool { return p.kept.Load() == isKept })
 	return true
 }
 
+// The states of a parked poll's connection after its answer.
+const (
+	notKept int32 = iota
+	keeping       // keep is registering it
+	isKept
+)
+
 // unkeep takes p's kept connection; only the caller that gets true hands
-// it back or closes it.
+// it back or closes it. One that keep is still registering is waited for.
 func (pl *poller) unkeep(p *parkedPoll) bool {
-	if !p.kept.CompareAndSwap(true, false) {
+	for {
+		switch p.kept.Load() {
+		case keeping:
+			runtime.Gosched()
+			continue
+		case isKept:
+			if !p.kept.CompareAndSwap(isKept, notKept) {
+				continue
+			}
+			pl.kept.Add(-1)
+			pl.s.conns.unkept(p.idle)
+			return true
+		}
 		return false
 	}
-	pl.kept.Add(-1)
-	pl.s.conns.unkept(p.idle)
-	return true
 }
 
 // evicted closes p's kept connection, which the connection tracker chose
 // to close (its tenant or the server has too many idle); called with the
 // tracker's lock held, which it had taken p off its lists under.
 func (pl *poller) evicted(p *parkedPoll) {
-	if !p.kept.CompareAndSwap(true, false) {
+	if !p.kept.CompareAndSwap(isKept, notKept) {
 		return
 	}
 	pl.kept.Add(-1)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -133,7 +132,7 @@ func TestSlowReadersHoldTheirTenantsWritersOnly(t *testing.T) {
 			clients = append(clients, client)
 			mu.Unlock()
 			pl.parked.Add(1)
-			pl.finish(&parkedPoll{conn: server, tenant: "unread"}, []byte("answer"))
+			pl.finish(&parkedPoll{conn: server, tenant: "unread"}, []byte("answer"), false)
 		}
 	}()
 	t.Cleanup(func() {
@@ -169,7 +168,7 @@ func TestSlowReadersHoldTheirTenantsWritersOnly(t *testing.T) {
 	server, client := net.Pipe()
 	defer client.Close()
 	pl.parked.Add(1)
-	go pl.finish(&parkedPoll{conn: server, tenant: "other"}, []byte("answer"))
+	go pl.finish(&parkedPoll{conn: server, tenant: "other"}, []byte("answer"), false)
 	// Unfixed, the other tenant's answer waits for the unread ones' write
 	// deadline (30 s).
 	client.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -185,9 +184,11 @@ func TestSlowReadersHoldTheirTenantsWritersOnly(t *testing.T) {
 	}
 }
 
-// Past its writers and pollWritersQueued answers waiting for them, a
-// tenant's further answer is dropped and its connection closed, rather
-// than held (with its bytes and its descriptor) on a goroutine of its own.
+// Past its writers and pollWritersQueued of its wait timers' answers
+// waiting for them, a tenant's further timer answer is dropped and its
+// connection closed, rather than held (with its bytes and its descriptor)
+// on a goroutine of its own. A dispatcher's answer is never dropped: it
+// waits.
 func TestUnreadAnswersQueueBounded(t *testing.T) {
 	pl := newPoller(&Server{closing: make(chan struct{}), metrics: newServerMetrics(nil)})
 	var clients []net.Conn
@@ -196,11 +197,11 @@ func TestUnreadAnswersQueueBounded(t *testing.T) {
 			c.Close() // the writes fail, the writers and waiters end
 		}
 	})
-	finish := func() net.Conn {
+	finish := func(fromTimer bool) net.Conn {
 		server, client := net.Pipe()
 		clients = append(clients, client)
 		pl.parked.Add(1)
-		go pl.finish(&parkedPoll{conn: server, tenant: "unread"}, []byte("answer"))
+		go pl.finish(&parkedPoll{conn: server, tenant: "unread"}, []byte("answer"), fromTimer)
 		return client
 	}
 	users := func() int {
@@ -211,19 +212,63 @@ func TestUnreadAnswersQueueBounded(t *testing.T) {
 		}
 		return 0
 	}
-	most := pollWritersPerTenant + pollWritersQueued + runtime.GOMAXPROCS(0)
+	most := pollWritersPerTenant + pollWritersQueued
 	for range most {
-		finish()
+		finish(true)
 	}
 	for users() < most {
 		time.Sleep(time.Millisecond)
 	}
-	client := finish()
+	dropped := finish(true)
+	dropped.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := dropped.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Errorf("a timer's answer past the queue: read %v; want its connection closed", err)
+	}
+	waits := finish(false)
+	for users() < most+1 {
+		time.Sleep(time.Millisecond)
+	}
+	waits.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if _, err := waits.Read(make([]byte, 1)); errors.Is(err, io.EOF) {
+		t.Error("the dispatcher's answer past the queue was dropped; want it waiting for a writer")
+	}
+}
+
+// The poll's wait timer may fire as the dispatcher answers the poll. Its
+// expire, while keep is registering the answered connection, waits for
+// keep, then closes the kept connection and takes it off the idle lists.
+// It had found the connection kept before its idle record was made, and
+// crashed the server.
+func TestExpireWhileKeeping(t *testing.T) {
+	s := &Server{closing: make(chan struct{}), metrics: newServerMetrics(nil)}
+	s.conns = newConnTracker(s)
+	pl := newPoller(s)
+	s.poller = pl
+	server, client := net.Pipe()
+	defer client.Close()
+	p := &parkedPoll{conn: server, tenant: "t", keepAlive: true, timer: time.AfterFunc(time.Hour, func() {})}
+	// keep, registered with the watcher, not yet kept:
+	p.idle = newKeptInfo(server, "t", func() { pl.evicted(p) })
+	p.kept.Store(keeping)
+	expired := make(chan struct{})
+	go func() {
+		defer close(expired)
+		pl.expire(p)
+	}()
+	select {
+	case <-expired:
+		t.Fatal("expire took a connection that keep had not finished keeping")
+	case <-time.After(50 * time.Millisecond):
+	}
+	pl.kept.Add(1)
+	p.kept.Store(isKept)
+	s.conns.listKept(p.idle, func() bool { return p.kept.Load() == isKept })
+	<-expired
 	client.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if _, err := client.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
-		t.Errorf("an answer past the queue: read %v; want its connection closed", err)
+		t.Errorf("the kept connection after its expiry: read %v; want it closed", err)
 	}
-	if n := users(); n != most {
-		t.Errorf("%d answers writing or waiting; want %d", n, most)
+	if s.conns.idle.n != 0 || pl.kept.Load() != 0 {
+		t.Errorf("%d idle connections, %d kept after the expiry; want none", s.conns.idle.n, pl.kept.Load())
 	}
 }
