@@ -3,6 +3,8 @@ package render
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -264,5 +266,44 @@ func TestAheadOnceSettles(t *testing.T) {
 	}
 	if got := readFile(t, s.h.Backends); !strings.Contains(got, "server a ") || strings.Contains(got, "server b ") {
 		t.Errorf("installed file:\n%s", got)
+	}
+}
+
+// A stop does not wait for the drains under way: a server removed while
+// it holds a busy session drains for up to runtime_drain_timeout, and the
+// loop stopped meanwhile returns at once. The drain had run on the
+// apply's context, which a stop never ends.
+func TestStopEndsTheDrains(t *testing.T) {
+	t.Parallel()
+	s := newAheadSetup(t)
+	s.open(t)
+	s.set.Groups[0].Templates[0].RuntimeDrainTimeout = Duration(5 * time.Minute)
+	block := make(chan struct{})
+	busy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-block }))
+	t.Cleanup(busy.Close)
+	t.Cleanup(func() { close(block) })
+	port := busy.URL[strings.LastIndexByte(busy.URL, ':')+1:]
+
+	src := watcher.NewLatest()
+	src.Put(snapshot())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- (&Loop{Renderer: s.r, Source: src}).Run(ctx, s.set) }()
+	src.Put(snapshot(httpSvc("a", port, "")))
+	waitFor(t, "a applied", func() bool { return slices.Equal(s.live(t), []string{"a"}) })
+	go http.Get(s.h.URL()) // a session on a, which lasts
+	time.Sleep(300 * time.Millisecond)
+	src.Put(snapshot())
+	time.Sleep(500 * time.Millisecond) // a drains
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		// The session, and so the drain, would last until HAProxy's
+		// timeout server (30 s).
+		t.Fatal("the loop did not return after the stop: it waits for the drain")
 	}
 }

@@ -292,15 +292,15 @@ func (r *Renderer) applyRuntime(ctx context.Context, g *Group, rp *runtimePass) 
 		return false
 	}
 	start := time.Now()
-	// A stop does not cut an apply short (it takes milliseconds, and the
-	// adapter bounds it): cut between a command and its read-back, it
+	// A stop does not cut an apply's commands short (the adapter runs
+	// them to the end: cut between a command and its read-back, an apply
 	// would leave a live change that neither the checker reverts nor a
-	// reload undoes. The checker, which the stop does cut short, then
-	// takes the live state back to the installed files.
-	actx := context.WithoutCancel(ctx)
+	// reload undoes), but ends the drains it leaves. The checker, which
+	// the stop cuts short too, then takes the live state back to the
+	// installed files.
 	for _, p := range rp.plans {
 		rp.applied++
-		if err := p.Apply(actx); err != nil {
+		if err := p.Apply(ctx); err != nil {
 			r.runtimeFailed(g, p.t.Destination, p.t.Runtime, err)
 			return false
 		}

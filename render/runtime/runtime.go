@@ -31,7 +31,8 @@ type Plan interface {
 	// the live state may not match the file: the caller reloads. Work that
 	// waits (draining a removed server) is left to Settings.Go and done
 	// after Apply returns; until then the live state is in a transition
-	// that Apply and Revert know about.
+	// that Apply and Revert know about. ctx's end does not cut Apply's
+	// own commands short; it ends the work left to Settings.Go.
 	Apply(ctx context.Context) error
 	// Revert makes the live state the installed file's again, after Apply
 	// went ahead of a new file that then failed its check or install. An

@@ -55,6 +55,9 @@ type Adapter struct {
 	// by hand); the read-back finds that out, and the Apply starts over
 	// from a fresh read.
 	lives map[string]map[string]liveServer
+	// stop is the last Apply's context: its end ends the drains, not
+	// the Apply's own commands.
+	stop context.Context
 }
 
 // New returns an Adapter for the socket in s.
@@ -111,6 +114,10 @@ func (a *Adapter) Reset() {
 func (a *Adapter) apply(ctx context.Context, target []*section, known knownFunc) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	// Cut between a command and its read-back, an apply would leave a
+	// change that neither a revert nor a reload knows of: its commands
+	// run to the end (each bounded). The drains it leaves stop with ctx.
+	a.stop, ctx = ctx, context.WithoutCancel(ctx)
 	// The process that answers the socket now is the one to change, and
 	// the one whose sessions the drains look at.
 	a.cli.fresh()
@@ -254,7 +261,7 @@ func (a *Adapter) drained(ctx context.Context, err error) error {
 		defer a.mu.Lock()
 		return a.drainAll(ctx)
 	}
-	a.goFn(ctx, a.drainAll)
+	a.goFn(a.stop, a.drainAll)
 	return nil
 }
 
