@@ -38,10 +38,10 @@ type ahead struct {
 }
 
 // aheadFiles are a pass's files, applied through the runtime APIs, with
-// the adapters that applied them (for a revert).
+// the adapters of the files that have a runtime API (for a revert).
 type aheadFiles struct {
 	files     []*file
-	adapters  []runtime.Adapter // by file; nil for an unchanged file
+	adapters  []runtime.Adapter // by file; nil for a file without a runtime API
 	changedAt time.Time         // the snapshot's
 }
 
@@ -63,6 +63,11 @@ func (r *Renderer) handAhead(ctx context.Context, g *Group, ah *ahead, rp *runti
 		af.files[i] = &file{t: f.t, out: f.out}
 		if p := slices.IndexFunc(rp.plans, func(p runtimePlan) bool { return p.t == f.t }); p >= 0 {
 			af.adapters[i] = rp.plans[p].adapter
+		} else if f.t.Runtime != "" {
+			// Unchanged by this pass, but an earlier one may have applied
+			// a change to it that is not installed yet: a revert covers
+			// it too.
+			af.adapters[i], _ = r.adapter(g, f.t)
 		}
 	}
 	ah.applied, ah.next = af.files, af

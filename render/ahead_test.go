@@ -307,3 +307,46 @@ func TestStopEndsTheDrains(t *testing.T) {
 		t.Fatal("the loop did not return after the stop: it waits for the drain")
 	}
 }
+
+// In a group of two runtime files, a change to the first fails its check
+// while a later pass changes only the second: the revert covers the first
+// too, whose change an earlier pass applied. It had covered only the
+// files the last pass changed, leaving the refused server live.
+func TestAheadRevertCoversEarlierPasses(t *testing.T) {
+	t.Parallel()
+	h := haproxytest.Start(t, "backend api\n    balance roundrobin\nbackend api2\n    balance roundrobin\n", false)
+	dir := t.TempDir()
+	second := filepath.Join(dir, "backends2.cfg")
+	for path, backend := range map[string]string{h.Backends: "api", second: "api2"} {
+		if err := os.WriteFile(path, []byte("backend "+backend+"\n    balance roundrobin\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gate, started, reloads := filepath.Join(dir, "gate"), filepath.Join(dir, "started"), filepath.Join(dir, "reloads")
+	check := fmt.Sprintf(`echo started >> %s; while [ ! -e %s ]; do sleep 0.01; done; ! grep -q failcheck {{range .Files}}{{.Staged}} {{end}}`, started, gate)
+	template := func(backend, tag, dest string) TemplateConfig {
+		return TemplateConfig{Destination: dest, Check: check, ReloadGroup: "hap", Reload: "echo reload >> " + reloads,
+			Runtime: "haproxy", RuntimeSocket: h.Socket, Contents: "backend " + backend + "\n    balance roundrobin\n" +
+				`{{- range servicesWithTag "` + tag + `" }}` + "\n    server {{ .ID }} 127.0.0.1:{{ .Metadata.port }}{{ with .Metadata.extra }} {{ . }}{{ end }}\n{{- end }}\n"}
+	}
+	set := newSet(t, template("api", "one", h.Backends), template("api2", "two", second))
+	r := NewRenderer(nil, nil, nil)
+	ctx := context.Background()
+	bad := svc("bad", []string{"one"}, map[string]string{"port": "9001", "extra": "# failcheck"})
+	r.Pass(ctx, set, snapshot(bad))
+	waitFor(t, "the first check", func() bool { return len(lineCount(started)) == 1 })
+	r.Pass(ctx, set, snapshot(bad, svc("b", []string{"two"}, map[string]string{"port": "9002"})))
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if w := r.Settle(ctx, set).Worst(); w == nil || w.Step != StepCheck {
+		t.Fatalf("Settle: %+v; want the check's failure", w)
+	}
+	out, err := haproxytest.Command(h.Socket, "show servers state api")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out, " bad ") && !strings.Contains(readFile(t, h.Backends), "server bad") && len(lineCount(reloads)) == 0 {
+		t.Errorf("the refused server is live, the installed file has none, and nothing reloaded:\n%s", out)
+	}
+}
