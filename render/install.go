@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/svcreg/svcreg/internal/fsync"
+	"io"
 	"io/fs"
 	"os"
 	"os/user"
@@ -146,7 +147,7 @@ func install(staged, dest string) (inPlace bool, err error) {
 		return true, rerr
 	}
 	defer os.Remove(staged)
-	f, oerr := os.OpenFile(dest, os.O_WRONLY|os.O_TRUNC, 0)
+	f, oerr := os.OpenFile(dest, os.O_WRONLY|os.O_TRUNC|syscall.O_NOFOLLOW, 0)
 	if oerr != nil {
 		return true, fmt.Errorf("rename failed (%v), and so did rewriting in place: %w", err, oerr)
 	}
@@ -159,6 +160,31 @@ func install(staged, dest string) (inPlace bool, err error) {
 		return true, serr
 	}
 	return true, f.Close()
+}
+
+// readNoFollow reads the file at path, refusing a symbolic link.
+func readNoFollow(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(f)
+}
+
+// relink puts the symbolic link dest -> target back in place of the file
+// that replaced it (a restore), by rename.
+func relink(dest, target string) error {
+	staged := stagedName(dest)
+	os.Remove(staged)
+	if err := os.Symlink(target, staged); err != nil {
+		return err
+	}
+	if err := os.Rename(staged, dest); err != nil {
+		os.Remove(staged)
+		return err
+	}
+	return fsync.Dir(filepath.Dir(dest))
 }
 
 // replace writes data over dest the way a render does: staged, synced,

@@ -121,6 +121,7 @@ type file struct {
 	out      []byte
 	old      []byte
 	existed  bool
+	link     string // the destination was a symbolic link to this (see readInstalled)
 	info     fs.FileInfo
 	changed  bool
 	mode     os.FileMode
@@ -259,17 +260,27 @@ func (r *Renderer) renderGroup(ctx context.Context, g *Group, snap *watcher.Snap
 }
 
 // readInstalled reads the file f would replace, and says whether f
-// changes it.
+// changes it. A destination that is a symbolic link is not followed: its
+// target is neither read (into a diff, the status page or a backup, for
+// anyone who can write the directory to point it at a file of root's) nor
+// written; the rendered file replaces the link, as a new file would.
 func readInstalled(g *Group, f *file) *Failure {
 	t := f.t
-	f.existed, f.old, f.info = false, nil, nil
-	var err error
-	if f.info, err = os.Stat(t.Destination); err == nil {
-		f.existed = true
-		if f.old, err = os.ReadFile(t.Destination); err != nil {
+	f.existed, f.old, f.info, f.link = false, nil, nil, ""
+	info, err := os.Lstat(t.Destination)
+	switch {
+	case err == nil && info.Mode()&fs.ModeSymlink != 0:
+		if f.link, err = os.Readlink(t.Destination); err != nil {
+			return &Failure{g.Name, StepInstall, fmt.Errorf("read the link %s: %w", t.Destination, err)}
+		}
+	case err == nil && !info.Mode().IsRegular():
+		return &Failure{g.Name, StepInstall, fmt.Errorf("%s is not a regular file (%s): it cannot be replaced by a rendered file", t.Destination, info.Mode().Type())}
+	case err == nil:
+		f.existed, f.info = true, info
+		if f.old, err = readNoFollow(t.Destination); err != nil {
 			return &Failure{g.Name, StepInstall, fmt.Errorf("read %s: %w", t.Destination, err)}
 		}
-	} else if !errors.Is(err, fs.ErrNotExist) {
+	case !errors.Is(err, fs.ErrNotExist):
 		return &Failure{g.Name, StepInstall, fmt.Errorf("stat %s: %w", t.Destination, err)}
 	}
 	f.changed = !f.existed || !bytes.Equal(f.old, f.out) || attrsDiffer(t.TemplateConfig, f.info)
@@ -360,6 +371,10 @@ func (r *Renderer) installStaged(g *Group, files []*file) *Failure {
 		if inPlace {
 			r.Log.Warn("destination cannot be replaced by rename (bind-mounted?); rewrote it in place, which is not atomic", "destination", f.t.Destination)
 		}
+		if f.link != "" {
+			r.Log.Warn("destination was a symbolic link; the rendered file replaced it (a link's target is never read or written: set destination to the target to write it)",
+				"destination", f.t.Destination, "link_target", f.link)
+		}
 		f.staged, f.replaced = "", true
 		r.Metrics.installs.WithLabelValues(f.t.Name()).Inc()
 		r.Log.Info("installed", "destination", f.t.Destination, "bytes", len(f.out), "group", g.Name)
@@ -428,9 +443,12 @@ func (r *Renderer) restore(files []*file, keepNew bool) (restored int, kept []st
 			continue
 		}
 		var err error
-		if f.existed {
+		switch {
+		case f.existed:
 			err = replace(f.t.Destination, f.old, f.mode, f.owner)
-		} else {
+		case f.link != "":
+			err = relink(f.t.Destination, f.link)
+		default:
 			err = os.Remove(f.t.Destination)
 		}
 		if err != nil {

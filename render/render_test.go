@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -354,6 +355,62 @@ func TestReloadFailureOfNewFileRemovesIt(t *testing.T) {
 	}
 	if _, err := os.Stat(g.dest); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("a new file whose reload failed is still installed: %v", err)
+	}
+}
+
+// A destination that is a symbolic link is not followed: the link's
+// target (a file only the renderer may read, pointed at by someone who
+// may write the directory) reaches neither the status page's diff nor the
+// backup, nor gets written; the rendered file replaces the link, and a
+// failed reload puts the link back.
+func TestSymlinkedDestination(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, upstreams)
+	g.r.Status = NewStatus()
+	ctx := context.Background()
+	secret := filepath.Join(t.TempDir(), "shadow")
+	if err := os.WriteFile(secret, []byte("root:$6$SECRETHASH:19000:0:99999:7:::\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(secret, g.dest); err != nil {
+		t.Fatal(err)
+	}
+	failing := g.set(t, TemplateConfig{Reload: "exit 3", Backup: true})
+	if w := g.r.Pass(ctx, failing, snapshot(svc("a", []string{"www"}, map[string]string{"ip": "10.0.0.1"}))).Worst(); w == nil || w.Step != StepReload {
+		t.Fatalf("pass: %+v; want the reload's failure", w)
+	}
+	if target, err := os.Readlink(g.dest); err != nil || target != secret {
+		t.Errorf("after the failed reload the destination links to %q (%v); want the link put back", target, err)
+	}
+	set := g.set(t, TemplateConfig{Reload: "true", Backup: true})
+	if res := g.r.Pass(ctx, set, snapshot(svc("a", []string{"www"}, map[string]string{"ip": "10.0.0.2"}))); len(res.Failures) > 0 || res.Installed != 1 {
+		t.Fatalf("pass: %+v; want the file installed", res)
+	}
+	diff := g.r.Status.Report().Groups[0].Diff
+	bak, _ := os.ReadFile(g.dest + ".bak")
+	if strings.Contains(diff, "SECRETHASH") || strings.Contains(string(bak), "SECRETHASH") {
+		t.Errorf("the link's target reached the status page or the backup:\ndiff:\n%s\nbackup: %q", diff, bak)
+	}
+	if info, err := os.Lstat(g.dest); err != nil || !info.Mode().IsRegular() || readFile(t, g.dest) != "server 10.0.0.2;\n" {
+		t.Errorf("the destination is %v (%v); want the rendered file", info, err)
+	}
+	if got := readFile(t, secret); !strings.Contains(got, "SECRETHASH") {
+		t.Errorf("the link's target was written: %q", got)
+	}
+}
+
+// A destination that is not a regular file (a FIFO here, which reading
+// would block on) is refused, saying why.
+func TestDestinationNotARegularFile(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, upstreams)
+	if err := syscall.Mkfifo(g.dest, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	set := g.set(t, TemplateConfig{Reload: "true"})
+	w := g.r.Pass(context.Background(), set, snapshot()).Worst()
+	if w == nil || w.Step != StepInstall || !strings.Contains(w.Err.Error(), "not a regular file") {
+		t.Fatalf("pass: %+v; want the install step refused: not a regular file", w)
 	}
 }
 
