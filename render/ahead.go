@@ -2,6 +2,7 @@ package render
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"slices"
 	"sync"
@@ -43,6 +44,10 @@ type aheadFiles struct {
 	files     []*file
 	adapters  []runtime.Adapter // by file; nil for a file without a runtime API
 	changedAt time.Time         // the snapshot's
+	// instances are the processes the changes were applied to, by file
+	// ("" where the adapter cannot tell): one that is gone by the time the
+	// files are installed took the change with it (see installAhead).
+	instances []string
 }
 
 // ahead returns g's ahead, made on first use.
@@ -58,11 +63,15 @@ func (r *Renderer) ahead(g *Group) *ahead {
 // handAhead hands the files a pass applied to the group's checker, and
 // starts it if it is not running. ah.mu is held.
 func (r *Renderer) handAhead(ctx context.Context, g *Group, ah *ahead, rp *runtimePass, files []*file, snap *watcher.Snapshot) {
-	af := &aheadFiles{files: make([]*file, len(files)), adapters: make([]runtime.Adapter, len(files)), changedAt: snap.ChangedAt}
+	af := &aheadFiles{files: make([]*file, len(files)), adapters: make([]runtime.Adapter, len(files)), changedAt: snap.ChangedAt,
+		instances: make([]string, len(files))}
 	for i, f := range files {
 		af.files[i] = &file{t: f.t, out: f.out}
 		if p := slices.IndexFunc(rp.plans, func(p runtimePlan) bool { return p.t == f.t }); p >= 0 {
 			af.adapters[i] = rp.plans[p].adapter
+			if api, ok := af.adapters[i].(runtime.Instances); ok {
+				af.instances[i], _ = api.Instance(ctx)
+			}
 		} else if f.t.Runtime != "" {
 			// Unchanged by this pass, but an earlier one may have applied
 			// a change to it that is not installed yet: a revert covers
@@ -158,6 +167,30 @@ func (r *Renderer) installAhead(ctx context.Context, g *Group, ah *ahead, af *ah
 	r.Status.installed(g.Name, files, af.changedAt, r.now())
 	r.observeSince(r.Metrics.eventToInstall, af.changedAt)
 	r.Health.passed(g.Name, nil, r.now())
+	r.reloadedMeanwhile(ctx, g, af)
+}
+
+// reloadedMeanwhile has the group reloaded (by the loop's Fallback) when a
+// process a change was applied to no longer answers its runtime API once
+// the change is installed: the load balancer was reloaded meanwhile (by
+// an operator, a package upgrade, a signal passed on to an --exec child),
+// from the files installed before, and the live state lacks the change
+// while the installed file holds it; no later pass would see a
+// difference to apply.
+func (r *Renderer) reloadedMeanwhile(ctx context.Context, g *Group, af *aheadFiles) {
+	for i, before := range af.instances {
+		if before == "" {
+			continue
+		}
+		now, err := af.adapters[i].(runtime.Instances).Instance(ctx)
+		if err != nil || now == before {
+			continue
+		}
+		t := af.files[i].t
+		r.runtimes.fail(backgroundFailure{g.Name, t.Destination, t.Runtime,
+			fmt.Errorf("the change was applied through the runtime API to process %s, and %s answers now (reloaded meanwhile, from the files installed before): reloading, to load the installed file", before, now)})
+		return
+	}
 }
 
 // waitAhead waits until g's checker is done (its last files installed, or

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -348,5 +349,37 @@ func TestAheadRevertCoversEarlierPasses(t *testing.T) {
 	}
 	if strings.Contains(out, " bad ") && !strings.Contains(readFile(t, h.Backends), "server bad") && len(lineCount(reloads)) == 0 {
 		t.Errorf("the refused server is live, the installed file has none, and nothing reloaded:\n%s", out)
+	}
+}
+
+// HAProxy reloaded by someone else (an operator, a package upgrade, a
+// signal passed on to an --exec child) while a change applied through the
+// runtime API waits for its check: the new process loaded the files
+// installed before, without the change. Once the change is installed the
+// group reloads, and the live state is the installed file's again; no
+// later pass would have seen a difference to apply.
+func TestAheadReloadedMeanwhile(t *testing.T) {
+	t.Parallel()
+	s := newAheadSetup(t)
+	ctx := context.Background()
+	if res := s.r.Pass(ctx, s.set, snapshot(httpSvc("a", "9001", ""))); len(res.Failures) > 0 {
+		t.Fatalf("pass: %+v", res)
+	}
+	waitFor(t, "the check started", func() bool { return len(lineCount(s.started)) == 1 })
+	before := s.h.Worker(t)
+	if out, err := exec.Command("sh", "-c", s.h.ReloadCommand()).CombinedOutput(); err != nil {
+		t.Fatalf("someone else's reload: %v %s", err, out)
+	}
+	waitFor(t, "a new process", func() bool { return s.h.Worker(t) != before })
+	s.open(t)
+	res := s.r.Settle(ctx, s.set)
+	if res.Installed != 1 {
+		t.Fatalf("Settle: %+v; want the change installed", res)
+	}
+	if got := s.live(t); !slices.Equal(got, []string{"a"}) {
+		t.Errorf("live servers %v after the change was installed; want a, the installed file's", got)
+	}
+	if n := len(lineCount(s.reloads)); n != 1 {
+		t.Errorf("%d reloads by the renderer; want 1", n)
 	}
 }
