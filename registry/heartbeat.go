@@ -166,10 +166,11 @@ func (h *Heartbeater) run(ctx context.Context) {
 	// An attempt with no answer in attemptTimeout is given up and sent
 	// again (on another connection, if its own died). A registry that
 	// answers slowly but answers is waited for: the timeout doubles after
-	// each attempt given up, up to the heartbeat timeout, and after an
-	// answer is three times what it took, at least the base (base is at
-	// most the heartbeat timeout, 3 s at least).
+	// each attempt given up, up to half the heartbeat timeout (two
+	// attempts still fit in one), and after an answer is three times what
+	// it took, at least the base.
 	base := min(max(h.timeout/4, 500*time.Millisecond), 10*time.Second)
+	most := max(h.timeout/2, base)
 	attemptTimeout := base
 	failures := 0
 	// givenUp is when the first attempt with the outstanding token that was
@@ -192,12 +193,12 @@ func (h *Heartbeater) run(ctx context.Context) {
 		now := time.Now()
 		switch {
 		case err == nil:
-			attemptTimeout = min(max(3*now.Sub(sent), base), h.timeout)
+			attemptTimeout = min(max(3*now.Sub(sent), base), most)
 			if !givenUp.IsZero() {
 				sent, givenUp = givenUp, time.Time{}
 			}
 		case gaveUp:
-			attemptTimeout = min(2*attemptTimeout, h.timeout)
+			attemptTimeout = min(2*attemptTimeout, most)
 			if givenUp.IsZero() {
 				givenUp = sent
 			}
