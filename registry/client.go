@@ -300,7 +300,7 @@ func crossHostRedirect(resp *http.Response) *RedirectError {
 	if loc == "" || err != nil || sameHost(resp.Request.URL, to) {
 		return nil
 	}
-	return &RedirectError{Method: resp.Request.Method, URL: resp.Request.URL.String(), StatusCode: resp.StatusCode, Location: loc}
+	return &RedirectError{Method: resp.Request.Method, URL: shownURL(resp.Request.URL), StatusCode: resp.StatusCode, Location: loc}
 }
 
 // sameHost reports whether a request may go from from to to with the

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 )
@@ -185,7 +186,7 @@ func newError(resp *http.Response, body []byte) *Error {
 	e := &Error{
 		StatusCode: resp.StatusCode,
 		Method:     resp.Request.Method,
-		URL:        resp.Request.URL.String(),
+		URL:        shownURL(resp.Request.URL),
 		TxnID:      resp.Header.Get("X-Response-Id"),
 	}
 	var f faultBody
@@ -212,4 +213,15 @@ func newError(resp *http.Response, body []byte) *Error {
 		e.Message = text
 	}
 	return e
+}
+
+// shownURL is u as errors show it (they reach logs and status pages):
+// without the user and password a registry URL may carry.
+func shownURL(u *url.URL) string {
+	if u.User == nil {
+		return u.String()
+	}
+	c := *u
+	c.User = nil
+	return c.String()
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/svcreg/svcreg/registry"
@@ -123,5 +124,32 @@ func TestOutcomeUnknown(t *testing.T) {
 	defer c.Close()
 	if _, err := c.CreateService(ctx, registry.Service{ID: "a", HeartbeatTimeout: 10}); err == nil || errors.Is(err, registry.ErrOutcomeUnknown) {
 		t.Errorf("create after the identity service answered 503: %v; want an error, not ErrOutcomeUnknown", err)
+	}
+}
+
+// An error shows the request's URL without the user and password the
+// registry URL may carry: errors reach logs, /healthz and status pages.
+func TestErrorsHideURLCredentials(t *testing.T) {
+	t.Parallel()
+	status := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer status.Close()
+	other := httptest.NewServer(http.NotFoundHandler())
+	defer other.Close()
+	redirect := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, other.URL+r.URL.Path, http.StatusTemporaryRedirect)
+	}))
+	defer redirect.Close()
+	for _, base := range []string{status.URL, redirect.URL} {
+		c, err := registry.New(registry.Config{URL: strings.Replace(base, "http://", "http://renderer:s3cret-key@", 1) + "/v1.0", Token: "t", Tenant: "1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.GetService(context.Background(), "a")
+		c.Close()
+		if err == nil || strings.Contains(err.Error(), "s3cret") || strings.Contains(err.Error(), "renderer@") {
+			t.Errorf("error %v; want one without the URL's user and password", err)
+		}
 	}
 }
