@@ -19,10 +19,21 @@ func logValue(s string) string {
 }
 
 // withoutToken is a request URI as logged: an x-auth-token in its query
-// (the API takes one there as well as in the header) is a credential, and
-// is replaced by "REDACTED".
+// (the API takes one there as well as in the header), and the token in the
+// path of /v2.0/tokens/{token} (revoked, or validated), are credentials,
+// and are replaced by "REDACTED".
 func withoutToken(uri string) string {
 	path, query, ok := strings.Cut(uri, "?")
+	if len(path) > len(tokensPath) && hasPathPrefixFold(path, tokensPath[:len(tokensPath)-1]) && path[len(tokensPath)-1] == '/' {
+		_, rest, _ := strings.Cut(path[len(tokensPath):], "/")
+		if path = path[:len(tokensPath)] + "REDACTED"; rest != "" {
+			path += "/" + rest
+		}
+		uri = path
+		if ok {
+			uri += "?" + query
+		}
+	}
 	if !ok || !strings.Contains(strings.ToLower(query), "x-auth-token") && !strings.Contains(query, "%") {
 		return uri
 	}
@@ -35,3 +46,6 @@ func withoutToken(uri string) string {
 	}
 	return path + "?" + strings.Join(params, "&")
 }
+
+// tokensPath is the identity API's tokens collection; a token follows it.
+const tokensPath = "/v2.0/tokens/"

@@ -10,6 +10,14 @@ func TestWithoutToken(t *testing.T) {
 		"/v1.0/7777/services?X-Auth-Token=secret":               "/v1.0/7777/services?X-Auth-Token=REDACTED",
 		"/v1.0/7777/services?x-auth-%74oken=secret":             "/v1.0/7777/services?x-auth-%74oken=REDACTED",
 		"/v1.0/7777/services?limit=5%20":                        "/v1.0/7777/services?limit=5%20",
+		// Revoked (or validated) in the path.
+		"/v2.0/tokens/d02278a2-4367":                "/v2.0/tokens/REDACTED",
+		"/V2.0/Tokens/d02278a2-4367?belongsTo=1":    "/V2.0/Tokens/REDACTED?belongsTo=1",
+		"/v2.0/tokens/d02278a2-4367/endpoints":      "/v2.0/tokens/REDACTED/endpoints",
+		"/v2.0/tokens/d02278a2?x-auth-token=secret": "/v2.0/tokens/REDACTED?x-auth-token=REDACTED",
+		"/v2.0/tokens":      "/v2.0/tokens",
+		"/v2.0/tokens/":     "/v2.0/tokens/",
+		"/v2.0/tokensx/abc": "/v2.0/tokensx/abc",
 	} {
 		if got := withoutToken(in); got != want {
 			t.Errorf("withoutToken(%q) = %q, want %q", in, got, want)
