@@ -470,3 +470,42 @@ check = "echo 'syntax error in {{ .Staged }}' >&2; false"
 	}
 	b.screenshot("template-status", 1280)
 }
+
+// A session that ends leaves nothing of the account's registry data in
+// the page: not the service last opened (hidden, its metadata included),
+// nor the tag list, nor a count. The page is loaded afresh.
+func TestUISignOutLeavesNothing(t *testing.T) {
+	t.Parallel()
+	b := newBrowser(t)
+	srv := startServerProcess(t, "--data-dir", t.TempDir())
+	a := login(t, srv.url, "dev")
+	must(t, a, "POST", "/services", map[string]any{"id": "db-1", "heartbeat_timeout": 120,
+		"tags": []string{"tag-secret"}, "metadata": map[string]string{"password": "hunter2"}}, 201)
+	b.signIn(srv.url, "dev", "dev")
+	b.wait("the service", `!!document.querySelector('#svc-body tr[data-id="db-1"]')`)
+	// Clicked in the page: a live update may render the row again.
+	b.do(chromedp.Evaluate[chromedp.Void](`document.querySelector('#svc-body tr[data-id="db-1"] a').click()`))
+	b.wait("its details", `document.getElementById('detail-json').textContent.includes('hunter2')`)
+	b.do(chromedp.Click(chromedp.CSS("#signout")))
+	b.wait("the sign-in form", `!document.getElementById('signin').hidden && sessionStorage.length === 0 &&
+		document.getElementById('notice').textContent === 'Signed out.'`)
+	if location := b.text(`location.href`); strings.Contains(location, "db-1") {
+		t.Errorf("the address still names the service: %s", location)
+	}
+	if left := b.text(`document.body.textContent + Array.from(document.querySelectorAll('option')).map(o => o.value).join()`); strings.Contains(left, "hunter2") || strings.Contains(left, "tag-secret") || strings.Contains(left, "db-1") {
+		t.Errorf("the signed-out page still holds registry data:\n%s", left)
+	}
+}
+
+// A sign-out the server does not confirm (it cannot be reached) says so:
+// the token stays valid until it expires.
+func TestUISignOutUnconfirmed(t *testing.T) {
+	t.Parallel()
+	b := newBrowser(t)
+	srv := startServerProcess(t, "--data-dir", t.TempDir())
+	b.signIn(srv.url, "dev", "dev")
+	srv.kill()
+	b.do(chromedp.Click(chromedp.CSS("#signout")))
+	b.wait("the warning", `!document.getElementById('signin').hidden && sessionStorage.length === 0 &&
+		/did not confirm that it revoked the session, which stays valid until /.test(document.getElementById('notice').textContent)`)
+}

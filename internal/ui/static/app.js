@@ -32,8 +32,9 @@
 
   // ---- session ---------------------------------------------------------
 
-  var session = null; // {token, tenant, user, expires}
-  var run = null;     // per-session state; replaced on every sign-in
+  var session = null;  // {token, tenant, user, expires}
+  var run = null;      // per-session state; replaced on every sign-in
+  var pristine = null; // the page's body as served, before any data
 
   function loadSession() {
     try {
@@ -45,11 +46,19 @@
 
   function AuthError() { this.message = 'signed out'; }
 
+  // endSession forgets the session and puts the page back as it was
+  // served, so that nothing of the account's registry data stays in it
+  // (a hidden view, the tag list, a count; the session's state goes with
+  // its Run), nor in the address (a service's id in the route); the page
+  // then says message. It works with the server out of reach.
   function endSession(message) {
     if (run) run.stop();
     run = null;
     session = null;
     sessionStorage.removeItem(SESSION_KEY);
+    document.body.replaceWith(pristine.cloneNode(true));
+    bind();
+    if (location.hash) history.replaceState(null, '', location.pathname + location.search);
     showSignIn(message);
   }
 
@@ -78,14 +87,25 @@
     });
   }
 
+  // signOut revokes the session's token, then ends the session. The page
+  // says so if the server did not confirm the revocation: the token then
+  // stays valid until it expires.
   function signOut() {
     var s = session;
-    endSession('Signed out.');
-    if (!s) return;
+    if (!s) return endSession('Signed out.');
+    $('signout').disabled = true;
     fetch('/v2.0/tokens/' + encodeURIComponent(s.token), {
       method: 'DELETE', cache: 'no-store', credentials: 'omit',
       headers: { 'X-Auth-Token': s.token }
-    }).catch(function () { /* the token expires anyway */ });
+    }).then(function (r) {
+      // 401 and 404: the token was no longer valid.
+      return r.status === 204 || r.status === 401 || r.status === 404;
+    }, function () { return false; }).then(function (revoked) {
+      if (session !== s) return;
+      endSession(revoked ? 'Signed out.'
+        : 'Signed out of this page, but the server did not confirm that it revoked the session' +
+          (s.expires ? ', which stays valid until ' + s.expires : ', which stays valid until it expires') + '.');
+    });
   }
 
   // api calls /v1.0/{tenant}{path}. A 401 ends the session: the token
@@ -102,6 +122,9 @@
         throw new AuthError();
       }
       return r.json().catch(function () { return null; }).then(function (b) {
+        // An answer to a session that ended meanwhile is dropped: nothing
+        // of it reaches the page put back for sign-in.
+        if (session !== s) throw new AuthError();
         if (!r.ok) {
           var e = new Error((b && b.message) || ('HTTP ' + r.status));
           e.status = r.status;
@@ -643,7 +666,8 @@
     }
   }
 
-  document.addEventListener('DOMContentLoaded', function () {
+  // bind sets the page's controls' handlers (again after endSession).
+  function bind() {
     $('signin-form').addEventListener('submit', function (e) {
       e.preventDefault();
       var user = $('signin-user').value.trim();
@@ -676,8 +700,12 @@
     });
     $('ev-type').addEventListener('change', function () { if (run) run.filterEvents(); });
     $('ev-pause').addEventListener('click', function () { if (run) run.togglePause(); });
-    window.addEventListener('hashchange', route);
+  }
 
+  document.addEventListener('DOMContentLoaded', function () {
+    pristine = document.body.cloneNode(true);
+    bind();
+    window.addEventListener('hashchange', route);
     session = loadSession();
     if (session) start(); else showSignIn();
   });
