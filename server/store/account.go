@@ -20,6 +20,11 @@ type AccountRecord struct {
 	// stores that keep the counts with the account.
 	Services int `json:"services,omitempty"`
 	Configs  int `json:"configuration_values,omitempty"`
+	// EventBytes is the size of the events kept (those after Pruned), in
+	// stores that keep it with the account, for the cap on an account's
+	// events' bytes. An account written before a store kept it counts
+	// from then on.
+	EventBytes int64 `json:"event_bytes,omitempty"`
 }
 
 // Account returns the record as an Account.

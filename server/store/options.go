@@ -22,6 +22,10 @@ type Options struct {
 	// MaxEvents is the most events an account keeps; DefaultMaxEvents if
 	// zero, negative keeps every event for the whole retention window.
 	MaxEvents int
+	// MaxEventBytes caps the bytes of an account's events in the same way;
+	// the stores' own default (DefaultMaxEventBytes) if zero, no cap if
+	// negative. Only the stores' tests set it here.
+	MaxEventBytes int64
 }
 
 // WithDefaults returns o with its zero fields set to their defaults.

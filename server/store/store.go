@@ -127,6 +127,11 @@ var DefaultLimits = Limits{Services: 200, ConfigValues: 1000}
 // cannot fill the disk.
 const DefaultMaxEvents = 10000
 
+// DefaultMaxEventBytes is the most bytes of events an account keeps by
+// default: about 32,000 events of a typical 1 KB, or 1,200 of the largest
+// (a service with 5,000 bytes of metadata that JSON escapes six-fold).
+const DefaultMaxEventBytes = 32 << 20
+
 // NewService is a service to create.
 type NewService struct {
 	ID               string

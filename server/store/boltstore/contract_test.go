@@ -12,7 +12,8 @@ func TestContract(t *testing.T) {
 	storetest.Run(t, func(t *testing.T, o store.Options) store.Store {
 		s, err := boltstore.Open(t.TempDir(), boltstore.Options{
 			Clock: o.Clock, DefaultLimits: o.DefaultLimits, Retention: o.Retention, MaxEvents: o.MaxEvents,
-			ReapInterval: -1,
+			MaxEventBytes: o.MaxEventBytes,
+			ReapInterval:  -1,
 		})
 		if err != nil {
 			t.Fatal(err)

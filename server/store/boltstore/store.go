@@ -81,9 +81,8 @@ type Options struct {
 }
 
 // DefaultMaxEventBytes is the most bytes of events an account keeps by
-// default: about 32,000 events of a typical 1 KB, or 1,200 of the largest
-// (a service with 5,000 bytes of metadata that JSON escapes six-fold).
-const DefaultMaxEventBytes = 32 << 20
+// default (store.DefaultMaxEventBytes).
+const DefaultMaxEventBytes = store.DefaultMaxEventBytes
 
 // Store is the embedded store. Open it with Open.
 type Store struct {

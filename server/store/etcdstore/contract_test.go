@@ -28,7 +28,8 @@ func TestContract(t *testing.T) {
 		s, err := etcdstore.Open(ctx, cli, etcdstore.Options{
 			Prefix: fmt.Sprintf("%s%d/", testPrefix, n.Add(1)),
 			Clock:  o.Clock, DefaultLimits: o.DefaultLimits, Retention: o.Retention, MaxEvents: o.MaxEvents,
-			ReapInterval: -1, EventCapInterval: 100 * time.Millisecond,
+			MaxEventBytes: o.MaxEventBytes,
+			ReapInterval:  -1, EventCapInterval: 100 * time.Millisecond,
 		})
 		if err != nil {
 			cli.Close()

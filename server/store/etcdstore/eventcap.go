@@ -8,10 +8,12 @@ import (
 )
 
 // capEvents deletes, for every tenant this node appended events to since
-// its last run, the oldest events beyond Options.MaxEvents, through the
-// retention path: the account's pruned mark moves past them, so a marker
-// before them gets ErrMarkerExpired. Every node runs it for its own
-// appends, so every tenant written to is looked at.
+// its last run, the oldest events beyond Options.MaxEvents and
+// Options.MaxEventBytes, through the retention path: the account's pruned
+// mark moves past them, so a marker before them gets ErrMarkerExpired.
+// Every node runs it for its own appends, so every tenant written to is
+// looked at; the bytes are counted with the account, so a cap holds for
+// the writes of every node together.
 func (s *Store) capEvents(ctx context.Context) error {
 	for _, t := range s.allTenants() {
 		if !t.appended.Swap(false) {
@@ -28,28 +30,50 @@ func (s *Store) capEvents(ctx context.Context) error {
 func (s *Store) capTenant(ctx context.Context, id string) error {
 	prefix := s.k.events(id)
 	end := prefixEnd(prefix)
-	resp, err := s.read(ctx, "count events", clientv3.OpGet(prefix, clientv3.WithRange(end), clientv3.WithCountOnly()))
+	resp, err := s.read(ctx, "count events", clientv3.OpGet(s.k.account(id)),
+		clientv3.OpGet(prefix, clientv3.WithRange(end), clientv3.WithCountOnly()))
 	if err != nil {
 		return err
 	}
-	excess := resp.Responses[0].GetResponseRange().Count - int64(s.opts.MaxEvents)
-	if excess <= 0 {
+	acct, err := decodeAccount(id, first(resp.Responses[0]))
+	if err != nil {
+		return err
+	}
+	var excess, excessBytes int64
+	if s.opts.MaxEvents > 0 {
+		excess = resp.Responses[1].GetResponseRange().Count - int64(s.opts.MaxEvents)
+	}
+	if s.opts.MaxEventBytes > 0 {
+		excessBytes = acct.EventBytes - s.opts.MaxEventBytes
+	}
+	if excess <= 0 && excessBytes <= 0 {
 		return nil
 	}
-	// The first event kept is the one after the excess.
-	resp, err = s.read(ctx, "find the oldest events",
-		clientv3.OpGet(prefix, clientv3.WithRange(end), clientv3.WithKeysOnly(), clientv3.WithLimit(excess+1)))
-	if err != nil {
-		return err
+	// The oldest events go until both are within their caps; the first
+	// event kept is the one after them. The newest is always kept.
+	start := prefix
+	limit := int64(64)
+	for {
+		resp, err = s.read(ctx, "find the oldest events", clientv3.OpGet(start, clientv3.WithRange(end), clientv3.WithLimit(limit)))
+		if err != nil {
+			return err
+		}
+		rr := resp.Responses[0].GetResponseRange()
+		evs, total, err := s.sizedEvents(id, rr.Kvs)
+		if err != nil {
+			return err
+		}
+		for i, e := range evs {
+			if excess <= 0 && excessBytes <= 0 || i == len(evs)-1 && !rr.More {
+				return s.pruneTenant(ctx, id, e.id)
+			}
+			excess--
+			excessBytes -= e.bytes
+		}
+		if len(evs) == 0 {
+			return nil // deleted meanwhile
+		}
+		start = string(rr.Kvs[len(rr.Kvs)-1].Key) + "\x00"
+		limit = min(pruneBatch, max(16, pruneBytes/max(total/int64(len(evs)), 1)))
 	}
-	kvs := resp.Responses[0].GetResponseRange().Kvs
-	if int64(len(kvs)) <= excess {
-		return nil // deleted meanwhile
-	}
-	key := string(kvs[excess].Key)
-	keep, ok := s.k.parseEventID(id, key)
-	if !ok {
-		return fmt.Errorf("corrupt event key %q", key)
-	}
-	return s.pruneTenant(ctx, id, keep)
 }

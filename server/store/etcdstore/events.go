@@ -1,6 +1,7 @@
 package etcdstore
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -212,13 +213,17 @@ const pruneBatch = 1000
 // newest one deleted as the account's pruned mark, so that a marker before
 // it gets ErrMarkerExpired (design item 4). Every node runs it; the account
 // condition makes concurrent runs harmless.
+//
+// One account that fails does not hold up the others: the pass goes on,
+// and returns the first failure.
 func (s *Store) prune(ctx context.Context) error {
 	cutoff := timeuuid.Low(s.now().Add(-s.opts.Retention))
 	start, end := s.k.accounts(), prefixEnd(s.k.accounts())
+	var failed error
 	for {
 		resp, err := s.read(ctx, "list accounts", clientv3.OpGet(start, clientv3.WithRange(end), clientv3.WithKeysOnly(), clientv3.WithLimit(1000)))
 		if err != nil {
-			return err
+			return cmp.Or(failed, err)
 		}
 		rr := resp.Responses[0].GetResponseRange()
 		for _, kv := range rr.Kvs {
@@ -227,33 +232,43 @@ func (s *Store) prune(ctx context.Context) error {
 				continue
 			}
 			if err := s.pruneTenant(ctx, id, cutoff); err != nil {
-				return fmt.Errorf("retention of tenant %s: %w", id, err)
+				if ctx.Err() != nil {
+					return err
+				}
+				if failed == nil {
+					failed = fmt.Errorf("retention of tenant %s: %w", id, err)
+				}
 			}
 		}
 		if !rr.More || len(rr.Kvs) == 0 {
-			return nil
+			return failed
 		}
 		start = string(rr.Kvs[len(rr.Kvs)-1].Key) + "\x00"
 	}
 }
 
+// pruneTenant deletes the tenant's events before cutoff, in transactions
+// of at most pruneBatch events and about pruneBytes, and takes their bytes
+// off the account's count.
 func (s *Store) pruneTenant(ctx context.Context, id string, cutoff timeuuid.UUID) error {
 	prefix := s.k.events(id)
+	limit := int64(64)
 	for {
 		resp, err := s.read(ctx, "find expired events",
-			clientv3.OpGet(prefix, clientv3.WithRange(s.k.event(id, cutoff)), clientv3.WithKeysOnly(), clientv3.WithLimit(pruneBatch)))
+			clientv3.OpGet(prefix, clientv3.WithRange(s.k.event(id, cutoff)), clientv3.WithLimit(limit)))
 		if err != nil {
 			return err
 		}
-		kvs := resp.Responses[0].GetResponseRange().Kvs
-		if len(kvs) == 0 {
+		rr := resp.Responses[0].GetResponseRange()
+		if len(rr.Kvs) == 0 {
 			return nil
 		}
-		lastKey := string(kvs[len(kvs)-1].Key)
-		last, ok := s.k.parseEventID(id, lastKey)
-		if !ok {
-			return fmt.Errorf("corrupt event key %q", lastKey)
+		evs, total, err := s.sizedEvents(id, rr.Kvs)
+		if err != nil {
+			return err
 		}
+		last := evs[len(evs)-1].id
+		lastKey := string(rr.Kvs[len(rr.Kvs)-1].Key)
 		t := s.knownTenant(id)
 		t.wmu.Lock()
 		_, err = s.write(ctx, t, "prune events", nil, func(w *writer) error {
@@ -262,9 +277,17 @@ func (s *Store) pruneTenant(ctx context.Context, id string, cutoff timeuuid.UUID
 			}
 			// Events are only ever appended after the head, so the range
 			// up to last holds exactly the expired events read above
-			// (less any another node deleted meanwhile).
+			// (less any another node deleted meanwhile: those up to the
+			// pruned mark, whose bytes it took off).
+			var freed int64
+			for _, e := range evs {
+				if timeuuid.Compare(e.id, w.acct.Pruned) > 0 {
+					freed += e.bytes
+				}
+			}
 			w.ops = append(w.ops, clientv3.OpDelete(prefix, clientv3.WithRange(lastKey+"\x00")))
 			w.acct.Pruned = last
+			w.acct.EventBytes = max(w.acct.EventBytes-freed, 0)
 			w.acctDirty = true
 			return nil
 		})
@@ -272,8 +295,35 @@ func (s *Store) pruneTenant(ctx context.Context, id string, cutoff timeuuid.UUID
 		if err != nil {
 			return err
 		}
-		if len(kvs) < pruneBatch {
+		if !rr.More {
 			return nil
 		}
+		limit = min(pruneBatch, max(16, pruneBytes/max(total/int64(len(evs)), 1)))
 	}
+}
+
+// pruneBytes is about the most bytes of events one retention transaction
+// reads and deletes.
+const pruneBytes = 4 << 20
+
+// sizedEvent is an event's id and its stored size.
+type sizedEvent struct {
+	id    timeuuid.UUID
+	bytes int64
+}
+
+// sizedEvents are the ids and sizes of the tenant's event keys kvs, and
+// their total size.
+func (s *Store) sizedEvents(id string, kvs []*mvccpb.KeyValue) ([]sizedEvent, int64, error) {
+	evs := make([]sizedEvent, len(kvs))
+	var total int64
+	for i, kv := range kvs {
+		eid, ok := s.k.parseEventID(id, string(kv.Key))
+		if !ok {
+			return nil, 0, fmt.Errorf("corrupt event key %q", kv.Key)
+		}
+		evs[i] = sizedEvent{eid, int64(len(kv.Value))}
+		total += evs[i].bytes
+	}
+	return evs, total, nil
 }

@@ -72,8 +72,14 @@ type Options struct {
 	// store.DefaultMaxEvents if zero; negative keeps every event for the
 	// whole retention window.
 	MaxEvents int
-	// EventCapInterval is how often this node enforces MaxEvents on the
-	// tenants it appended events to; 5s if zero.
+	// MaxEventBytes caps the bytes of an account's events in the same way;
+	// store.DefaultMaxEventBytes (32 MiB) if zero, no cap if negative.
+	// Without it one account within its write rate could fill etcd's
+	// --quota-backend-bytes with large events, and etcd then refuses every
+	// account's writes until an operator frees space.
+	MaxEventBytes int64
+	// EventCapInterval is how often this node enforces MaxEvents and
+	// MaxEventBytes on the tenants it appended events to; 5s if zero.
 	EventCapInterval time.Duration
 	// ReapInterval is how often this node's reaper looks for services past
 	// their deadline (jittered); 500ms if zero. Negative turns the reaper
@@ -293,6 +299,9 @@ func Open(ctx context.Context, cli *clientv3.Client, opts Options) (*Store, erro
 	if opts.EventCapInterval <= 0 {
 		opts.EventCapInterval = 5 * time.Second
 	}
+	if opts.MaxEventBytes == 0 {
+		opts.MaxEventBytes = store.DefaultMaxEventBytes
+	}
 	opts.RequestTimeout, opts.NodeTTL = timeoutOrDefault(opts), ttlOrDefault(opts)
 	if opts.MaxTxnOps <= 0 {
 		opts.MaxTxnOps = 128
@@ -470,7 +479,7 @@ func (s *Store) Run(ctx context.Context) error {
 	}
 	retentionEvery := min(time.Hour, max(s.opts.Retention/16, time.Second))
 	loop("retention", retentionEvery, s.prune)
-	if s.opts.MaxEvents > 0 {
+	if s.opts.MaxEvents > 0 || s.opts.MaxEventBytes > 0 {
 		loop("event cap", s.opts.EventCapInterval, s.capEvents)
 	}
 	loop("etcd members", time.Minute, s.syncEndpoints)
@@ -762,12 +771,15 @@ type writer struct {
 	events    []store.Event
 }
 
-// appendEvent adds an event with the next id in commit order.
+// appendEvent adds an event with the next id in commit order, and counts
+// its bytes with the account's.
 func (w *writer) appendEvent(build func(id timeuuid.UUID) store.Event) {
 	id := store.NextEventID(w.acct.Head, w.now, w.s.tail)
 	ev := build(id)
-	w.ops = append(w.ops, clientv3.OpPut(w.s.k.event(w.t.id, id), string(store.EncodeStoredEvent(ev))))
+	raw := store.EncodeStoredEvent(ev)
+	w.ops = append(w.ops, clientv3.OpPut(w.s.k.event(w.t.id, id), string(raw)))
 	w.acct.Head = id
+	w.acct.EventBytes += int64(len(raw))
 	w.events = append(w.events, ev)
 }
 

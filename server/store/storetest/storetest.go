@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -38,6 +39,7 @@ func Run(t *testing.T, open Open) {
 		{"Heartbeats", testHeartbeats},
 		{"TimeoutsExactlyOnce", testTimeouts},
 		{"MaxEvents", testMaxEvents},
+		{"MaxEventBytes", testMaxEventBytes},
 		{"Retention", testRetention},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -513,6 +515,35 @@ func testMaxEvents(t *testing.T, e *env) {
 	}
 	if _, err := s.Events(ctx, tenant, store.EventQuery{From: page.Values[0].ID, CheckExpired: true, Limit: 10}); err != nil {
 		t.Errorf("a marker at the oldest event kept: %v", err)
+	}
+}
+
+// Past MaxEventBytes the oldest events go as past MaxEvents: an update
+// event holds the old and the new value, so 30 updates of 500-byte values
+// hold about 30 KB.
+func testMaxEventBytes(t *testing.T, e *env) {
+	const most = 8000
+	s := e.store(t, store.Options{MaxEvents: -1, MaxEventBytes: most})
+	run(t, s)
+	for i := range 30 {
+		check(t, s.SetConfig(ctx, tenant, "k", strings.Repeat(fmt.Sprint(i%10), 500)))
+	}
+	held := func() (n, size int) {
+		page := must(s.Events(ctx, tenant, store.EventQuery{Limit: 1000}))(t)
+		for _, ev := range page.Values {
+			size += len(ev.JSON)
+		}
+		return len(page.Values), size
+	}
+	eventually(t, "the cap on bytes", func() bool {
+		_, size := held()
+		return size <= most
+	})
+	if n, size := held(); n < 3 {
+		t.Errorf("%d events of %d bytes kept; want the newest that fit in %d", n, size, most)
+	}
+	if _, err := s.Events(ctx, tenant, store.EventQuery{CheckExpired: true, Limit: 10}); !errors.Is(err, store.ErrMarkerExpired) {
+		t.Errorf("a marker before the deleted events: %v, want ErrMarkerExpired", err)
 	}
 }
 
