@@ -20,11 +20,19 @@ type AccountRecord struct {
 	// stores that keep the counts with the account.
 	Services int `json:"services,omitempty"`
 	Configs  int `json:"configuration_values,omitempty"`
-	// EventBytes is the size of the events kept (those after Pruned), in
-	// stores that keep it with the account, for the cap on an account's
-	// events' bytes. An account written before a store kept it counts
-	// from then on.
-	EventBytes int64 `json:"event_bytes,omitempty"`
+	// EventBytes is the size of the events kept after Pruned and
+	// BytesFrom, in stores that keep it with the account (BytesCounted),
+	// for the cap on an account's events' bytes. An account made before
+	// its store counted them counts the events after BytesFrom, its head
+	// then: the events before go first when the cap deletes.
+	EventBytes   int64         `json:"event_bytes,omitempty"`
+	BytesCounted bool          `json:"event_bytes_counted,omitempty"`
+	BytesFrom    timeuuid.UUID `json:"event_bytes_from"`
+}
+
+// Counted reports whether the account's EventBytes counts the event id.
+func (a AccountRecord) Counted(id timeuuid.UUID) bool {
+	return a.BytesCounted && timeuuid.Compare(id, a.BytesFrom) > 0
 }
 
 // Account returns the record as an Account.
@@ -53,8 +61,9 @@ func (a *AccountRecord) UnmarshalJSON(b []byte) error {
 	type plain AccountRecord
 	var w struct {
 		plain
-		Head   string `json:"head"`
-		Pruned string `json:"pruned"`
+		Head      string `json:"head"`
+		Pruned    string `json:"pruned"`
+		BytesFrom string `json:"event_bytes_from"`
 	}
 	if err := json.Unmarshal(b, &w); err != nil {
 		return err
@@ -63,7 +72,7 @@ func (a *AccountRecord) UnmarshalJSON(b []byte) error {
 	for _, f := range []struct {
 		s   string
 		dst *timeuuid.UUID
-	}{{w.Head, &a.Head}, {w.Pruned, &a.Pruned}} {
+	}{{w.Head, &a.Head}, {w.Pruned, &a.Pruned}, {w.BytesFrom, &a.BytesFrom}} {
 		if f.s == "" {
 			continue
 		}
@@ -81,14 +90,18 @@ func (a AccountRecord) MarshalJSON() ([]byte, error) {
 	type plain AccountRecord
 	w := struct {
 		plain
-		Head   string `json:"head,omitempty"`
-		Pruned string `json:"pruned,omitempty"`
+		Head      string `json:"head,omitempty"`
+		Pruned    string `json:"pruned,omitempty"`
+		BytesFrom string `json:"event_bytes_from,omitempty"`
 	}{plain: plain(a)}
 	if !a.Head.IsZero() {
 		w.Head = a.Head.String()
 	}
 	if !a.Pruned.IsZero() {
 		w.Pruned = a.Pruned.String()
+	}
+	if !a.BytesFrom.IsZero() {
+		w.BytesFrom = a.BytesFrom.String()
 	}
 	return json.Marshal(w)
 }

@@ -43,14 +43,15 @@ func (s *Store) capTenant(ctx context.Context, id string) error {
 	if s.opts.MaxEvents > 0 {
 		excess = resp.Responses[1].GetResponseRange().Count - int64(s.opts.MaxEvents)
 	}
-	if s.opts.MaxEventBytes > 0 {
+	if s.opts.MaxEventBytes > 0 && acct.BytesCounted {
 		excessBytes = acct.EventBytes - s.opts.MaxEventBytes
 	}
 	if excess <= 0 && excessBytes <= 0 {
 		return nil
 	}
-	// The oldest events go until both are within their caps; the first
-	// event kept is the one after them. The newest is always kept.
+	// The oldest events go until both are within their caps (events not
+	// counted, older than the count, all go first); the first event kept
+	// is the one after them. The newest is always kept.
 	start := prefix
 	limit := int64(64)
 	for {
@@ -68,7 +69,9 @@ func (s *Store) capTenant(ctx context.Context, id string) error {
 				return s.pruneTenant(ctx, id, e.id)
 			}
 			excess--
-			excessBytes -= e.bytes
+			if acct.Counted(e.id) {
+				excessBytes -= e.bytes
+			}
 		}
 		if len(evs) == 0 {
 			return nil // deleted meanwhile

@@ -281,13 +281,13 @@ func (s *Store) pruneTenant(ctx context.Context, id string, cutoff timeuuid.UUID
 			// pruned mark, whose bytes it took off).
 			var freed int64
 			for _, e := range evs {
-				if timeuuid.Compare(e.id, w.acct.Pruned) > 0 {
+				if timeuuid.Compare(e.id, w.acct.Pruned) > 0 && w.acct.Counted(e.id) {
 					freed += e.bytes
 				}
 			}
 			w.ops = append(w.ops, clientv3.OpDelete(prefix, clientv3.WithRange(lastKey+"\x00")))
 			w.acct.Pruned = last
-			w.acct.EventBytes = max(w.acct.EventBytes-freed, 0)
+			w.acct.EventBytes -= freed
 			w.acctDirty = true
 			return nil
 		})

@@ -69,3 +69,6 @@ func HeartbeatEntries(s *Store) int {
 	defer s.hb.mu.Unlock()
 	return len(s.hb.entries)
 }
+
+// AccountKey is the key of the tenant's account in s's registry.
+func AccountKey(s *Store, tenant string) string { return s.k.account(tenant) }

@@ -688,7 +688,7 @@ func (s *Store) tenantFor(ctx context.Context, id string) (*tenant, error) {
 	if _, rev := t.account(); rev != 0 {
 		return t, nil
 	}
-	acct := store.AccountRecord{CreatedAt: s.now().UnixMilli(), Limits: s.opts.DefaultLimits}
+	acct := store.AccountRecord{CreatedAt: s.now().UnixMilli(), Limits: s.opts.DefaultLimits, BytesCounted: true}
 	raw, err := json.Marshal(acct)
 	if err != nil {
 		return nil, err
@@ -778,6 +778,10 @@ func (w *writer) appendEvent(build func(id timeuuid.UUID) store.Event) {
 	ev := build(id)
 	raw := store.EncodeStoredEvent(ev)
 	w.ops = append(w.ops, clientv3.OpPut(w.s.k.event(w.t.id, id), string(raw)))
+	if !w.acct.BytesCounted {
+		// Made before the store counted: the events so far are not.
+		w.acct.BytesCounted, w.acct.BytesFrom, w.acct.EventBytes = true, w.acct.Head, 0
+	}
 	w.acct.Head = id
 	w.acct.EventBytes += int64(len(raw))
 	w.events = append(w.events, ev)
