@@ -438,7 +438,7 @@ func (r *Renderer) restore(files []*file, keepNew bool) (restored int, kept []st
 		if !f.replaced {
 			continue
 		}
-		if !f.existed && keepNew {
+		if !f.existed && f.link == "" && keepNew {
 			kept = append(kept, f.t.Destination)
 			continue
 		}

@@ -375,12 +375,16 @@ func TestSymlinkedDestination(t *testing.T) {
 	if err := os.Symlink(secret, g.dest); err != nil {
 		t.Fatal(err)
 	}
-	failing := g.set(t, TemplateConfig{Reload: "exit 3", Backup: true})
-	if w := g.r.Pass(ctx, failing, snapshot(svc("a", []string{"www"}, map[string]string{"ip": "10.0.0.1"}))).Worst(); w == nil || w.Step != StepReload {
-		t.Fatalf("pass: %+v; want the reload's failure", w)
-	}
-	if target, err := os.Readlink(g.dest); err != nil || target != secret {
-		t.Errorf("after the failed reload the destination links to %q (%v); want the link put back", target, err)
+	// With a check too: a new file that passed it is kept after a failed
+	// reload, but a link replaced is not a new file.
+	for _, check := range []string{"", "true"} {
+		failing := g.set(t, TemplateConfig{Reload: "exit 3", Check: check, Backup: true})
+		if w := g.r.Pass(ctx, failing, snapshot(svc("a", []string{"www"}, map[string]string{"ip": "10.0.0.1"}))).Worst(); w == nil || w.Step != StepReload {
+			t.Fatalf("check %q: pass: %+v; want the reload's failure", check, w)
+		}
+		if target, err := os.Readlink(g.dest); err != nil || target != secret {
+			t.Errorf("check %q: after the failed reload the destination links to %q (%v); want the link put back", check, target, err)
+		}
 	}
 	set := g.set(t, TemplateConfig{Reload: "true", Backup: true})
 	if res := g.r.Pass(ctx, set, snapshot(svc("a", []string{"www"}, map[string]string{"ip": "10.0.0.2"}))); len(res.Failures) > 0 || res.Installed != 1 {
