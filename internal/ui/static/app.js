@@ -87,15 +87,18 @@
     });
   }
 
-  // signOut revokes the session's token, then ends the session. The page
-  // says so if the server did not confirm the revocation: the token then
-  // stays valid until it expires.
+  // signOut revokes the session's token, then ends the session, within
+  // REVOKE_WAIT. The page says so if the server did not confirm the
+  // revocation: the token then stays valid until it expires.
+  var REVOKE_WAIT = 5000;
   function signOut() {
     var s = session;
     if (!s) return endSession('Signed out.');
     $('signout').disabled = true;
+    var ctrl = new AbortController();
+    setTimeout(function () { ctrl.abort(); }, REVOKE_WAIT);
     fetch('/v2.0/tokens/' + encodeURIComponent(s.token), {
-      method: 'DELETE', cache: 'no-store', credentials: 'omit',
+      method: 'DELETE', cache: 'no-store', credentials: 'omit', signal: ctrl.signal,
       headers: { 'X-Auth-Token': s.token }
     }).then(function (r) {
       // 401 and 404: the token was no longer valid.
