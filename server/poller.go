@@ -832,9 +832,10 @@ func (pl *poller) settle(answered []*parkedPoll, w *connWatcher) []*parkedPoll {
 // pipelined bytes already read, or a draining server.
 //
 // While it is keeping p, nothing else takes the connection: the poll's
-// wait timer, if it fired as the poll was answered, finds it neither
-// parked nor kept; a hang-up or next request the watcher reports meanwhile
-// waits for it (unkeep); the connection tracker lists it, and may evict
+// wait timer, if it fired as the poll was answered, and a hang-up or next
+// request the watcher reports meanwhile, wait for it (unkeep), then take
+// the kept connection (the timer closes it: an idle keep-alive connection
+// the client opens again); the connection tracker lists it, and may evict
 // it, only once it is kept.
 func (pl *poller) keep(p *parkedPoll, w *connWatcher) bool {
 	d := time.Duration(pl.keepFor.Load())
