@@ -9,9 +9,12 @@ import (
 	_ "embed"
 	"html/template"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/svcreg/svcreg/internal/ui"
@@ -161,4 +164,28 @@ func when(t time.Time, now time.Time) string {
 		ago = 0
 	}
 	return t.UTC().Format("15:04:05 UTC") + " (" + ago.String() + " ago)"
+}
+
+// LoopbackOnly serves h for requests addressed to a loopback listener by
+// an IP address or localhost, when ln is one: a web page the operator's
+// browser opens elsewhere could otherwise read the status page (the
+// installed files' diffs, the refused services) by a DNS name it points
+// at 127.0.0.1 (DNS rebinding), with the page's origin. A request with
+// another Host gets 421. A listener on another address serves every Host.
+func LoopbackOnly(ln net.Addr, h http.Handler) http.Handler {
+	tcp, ok := ln.(*net.TCPAddr)
+	if !ok || !tcp.IP.IsLoopback() {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := r.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		if _, err := netip.ParseAddr(strings.Trim(host, "[]")); err != nil && !strings.EqualFold(host, "localhost") {
+			http.Error(w, "this listener is on loopback: address it by IP address or localhost", http.StatusMisdirectedRequest)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }

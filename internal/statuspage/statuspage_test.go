@@ -3,6 +3,7 @@ package statuspage
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -123,6 +124,36 @@ func TestPublicURL(t *testing.T) {
 	} {
 		if got := PublicURL(in); got != want {
 			t.Errorf("PublicURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// On a loopback listener only requests addressed by IP address or
+// localhost are served: a page that points a DNS name at 127.0.0.1 (DNS
+// rebinding) cannot read the status page by it.
+func TestLoopbackOnly(t *testing.T) {
+	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
+	loopback := LoopbackOnly(&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8421}, ok)
+	other := LoopbackOnly(&net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 8421}, ok)
+	for _, tc := range []struct {
+		h    http.Handler
+		host string
+		want int
+	}{
+		{loopback, "127.0.0.1:8421", http.StatusNoContent},
+		{loopback, "[::1]:8421", http.StatusNoContent},
+		{loopback, "localhost:8421", http.StatusNoContent},
+		{loopback, "LOCALHOST", http.StatusNoContent},
+		{loopback, "evil.example:8421", http.StatusMisdirectedRequest},
+		{loopback, "localhost.evil.example", http.StatusMisdirectedRequest},
+		{other, "lb1.example:8421", http.StatusNoContent},
+	} {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.Host = tc.host
+		w := httptest.NewRecorder()
+		tc.h.ServeHTTP(w, r)
+		if w.Code != tc.want {
+			t.Errorf("Host %s: %d, want %d", tc.host, w.Code, tc.want)
 		}
 	}
 }
