@@ -64,6 +64,11 @@ func LoadUsers(path string) ([]User, error) {
 	if undec := md.Undecoded(); len(undec) > 0 {
 		return nil, fmt.Errorf("users file %s: unknown key %q (a user has name, tenant, api_key, password_hash, tokens)", path, undec[0].String())
 	}
+	if len(f.Users) == 0 {
+		// A file being rewritten in place (an editor, cat >) is empty for a
+		// moment: taken, it would revoke every user's tokens.
+		return nil, fmt.Errorf("users file %s holds no [[user]]: give it at least one (and replace it whole: write the new file beside it, then mv it over)", path)
+	}
 	seen := map[string]bool{}
 	for i, u := range f.Users {
 		where := fmt.Sprintf("users file %s: user %d", path, i+1)

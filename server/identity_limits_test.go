@@ -313,6 +313,22 @@ func TestUsersFileRefusesShortStaticTokens(t *testing.T) {
 	}
 }
 
+// A users file with no user is refused: one being rewritten in place is
+// empty for a moment, and taken on a SIGHUP it would revoke every user's
+// tokens.
+func TestUsersFileRefusesNoUser(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "users.toml")
+	for _, content := range []string{"", "# users\n"} {
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := server.LoadUsers(path); err == nil || !strings.Contains(err.Error(), "holds no [[user]]") {
+			t.Errorf("users file %q: %v; want it refused: no user", content, err)
+		}
+	}
+}
+
 // tokenLookups counts the tokens looked up in the identity store.
 type tokenLookups struct {
 	store.Identity
