@@ -61,7 +61,13 @@ func (s *Store) serveBackups(ctx context.Context, path string) {
 // dst: from the running server through its socket, or from the file when
 // no server holds it. The copy is checked before it is renamed into place,
 // so dst is either a complete, sound database or left as it was.
+//
+// dst may not be in the data directory: renamed over the database, a
+// backup would leave the running server writing to a file no longer there.
 func Backup(dir, dst string) (int64, error) {
+	if inDir(dir, dst) {
+		return 0, fmt.Errorf("backup %s: that is in the data directory %s; write the backup elsewhere", dst, dir)
+	}
 	tmp := dst + ".tmp-" + strconv.Itoa(os.Getpid())
 	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
@@ -87,6 +93,25 @@ func Backup(dir, dst string) (int64, error) {
 		return 0, err
 	}
 	return n, fsync.Dir(filepath.Dir(dst))
+}
+
+// inDir reports whether the file path is in the directory dir, by its
+// resolved directory (links followed) or, when the two exist, as the same
+// directory.
+func inDir(dir, path string) bool {
+	d, err1 := filepath.EvalSymlinks(dir)
+	p, err2 := filepath.EvalSymlinks(filepath.Dir(path))
+	if err1 == nil && err2 == nil {
+		if d == p {
+			return true
+		}
+		di, err1 := os.Stat(d)
+		pi, err2 := os.Stat(p)
+		return err1 == nil && err2 == nil && os.SameFile(di, pi)
+	}
+	a, _ := filepath.Abs(dir)
+	b, _ := filepath.Abs(filepath.Dir(path))
+	return a == b
 }
 
 func writeBackup(dir string, w io.Writer) (int64, error) {
@@ -118,7 +143,8 @@ func writeBackup(dir string, w io.Writer) (int64, error) {
 
 // Restore makes the backup src the database under dir. The server must be
 // stopped. src is checked first; a database it replaces is kept beside it
-// as svcreg.db.replaced-TIME. It returns that name, "" if there was none.
+// as svcreg.db.replaced-TIME (never over a file of that name). It returns
+// that name, "" if there was none.
 func Restore(dir, src string) (replaced string, err error) {
 	db, err := openFile(src, true)
 	if err != nil {
@@ -136,7 +162,7 @@ func Restore(dir, src string) (replaced string, err error) {
 		if old != nil {
 			old.Close()
 		}
-		replaced = path + ".replaced-" + time.Now().UTC().Format("20060102T150405Z")
+		replaced = path + ".replaced-" + time.Now().UTC().Format("20060102T150405.000000000Z")
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return "", err
 	}
@@ -149,9 +175,12 @@ func Restore(dir, src string) (replaced string, err error) {
 		return "", err
 	}
 	if replaced != "" {
-		if err := os.Rename(path, replaced); err != nil {
+		// A link, not a rename: it fails rather than replace a file of
+		// that name, and the database stays in place until the restored
+		// one replaces it.
+		if err := os.Link(path, replaced); err != nil {
 			os.Remove(tmp)
-			return "", err
+			return "", fmt.Errorf("keep the database it replaces: %w", err)
 		}
 	}
 	if err := os.Rename(tmp, path); err != nil {
