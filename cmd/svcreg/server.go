@@ -155,7 +155,7 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.StringVar(&f.etcd.key, "etcd-key", "", "client private key `file` (PEM) for etcd")
 	fs.StringVar(&f.etcd.cacert, "etcd-cacert", "", "CA certificate `file` (PEM) that signed the etcd members' certificates")
 	fs.StringVar(&f.etcd.username, "etcd-username", "", "etcd `user`, with --etcd-password")
-	fs.StringVar(&f.etcd.password, "etcd-password", "", "etcd user's `password`")
+	fs.StringVar(&f.etcd.password, "etcd-password", "", "etcd user's `password`; or the environment's SVCREG_ETCD_PASSWORD, which\nunlike a flag other local users cannot read (ps, /proc)")
 	fs.StringVar(&f.etcd.peerListen, "etcd-peer-listen", defaultPeerListen, "`address` (host:port; port 0 picks a free one) on which this node takes the other\nnodes' copies of the heartbeats they answer from memory, so that a service\nwhose client and holding node both die still times out within a second of\nits deadline. Nodes on other machines must reach it: give an address on\ntheir network (and --etcd-peer-advertise if they reach it by another).\n\"off\" turns copies off: such a service then times out up to\n--etcd-heartbeat-slack late")
 	fs.StringVar(&f.etcd.peerAdvertise, "etcd-peer-advertise", "", "`host:port` at which the other nodes reach --etcd-peer-listen (default its own\naddress)")
 	fs.DurationVar(&f.etcd.heartbeatSlack, "etcd-heartbeat-slack", 0, "how far past a heartbeat's deadline a node stores it in etcd; the node answers\nthe service's next heartbeats from memory while their deadlines fall within it\n(without a peer's copy, within it less the least slack below). It bounds how\nlate a service is timed out whose client and holding node both died; smaller\ncosts more etcd writes. From --etcd-node-ttl plus twice --etcd-request-timeout\n(15s with their defaults) to 24h (default twice the service's timeout, at\nleast 1m, and never below that)")
@@ -248,8 +248,11 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if (f.etcd.cert == "") != (f.etcd.key == "") {
 		return usagef("--etcd-cert and --etcd-key go together")
 	}
+	if f.etcd.username != "" && f.etcd.password == "" {
+		f.etcd.password = os.Getenv(etcdPasswordEnv)
+	}
 	if (f.etcd.username == "") != (f.etcd.password == "") {
-		return usagef("--etcd-username and --etcd-password go together")
+		return usagef("--etcd-username and --etcd-password (or " + etcdPasswordEnv + ") go together")
 	}
 	log, err := newLogger(stderr, f.logFormat, f.logLevel)
 	if err != nil {
@@ -557,3 +560,7 @@ func lingerOption(d time.Duration) time.Duration {
 	}
 	return d
 }
+
+// etcdPasswordEnv holds the etcd user's password when --etcd-password does
+// not: a flag is in the command line, which every local user can read.
+const etcdPasswordEnv = "SVCREG_ETCD_PASSWORD"

@@ -283,3 +283,16 @@ func configValueNumber(s string) int {
 	}
 	return n
 }
+
+// The etcd user's password may come from SVCREG_ETCD_PASSWORD, which
+// other local users cannot read as they can a command line.
+func TestServerEtcdPasswordFromEnvironment(t *testing.T) {
+	t.Setenv("SVCREG_ETCD_PASSWORD", "from-the-environment")
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	code := Main(ctx, []string{"server", "--dev", "--etcd-endpoints", "http://127.0.0.1:1", "--etcd-username", "u"}, strings.NewReader(""), &stdout, &stderr)
+	if code == exitUsage || strings.Contains(stderr.String(), "go together") {
+		t.Errorf("--etcd-username with SVCREG_ETCD_PASSWORD: exit %d, %s; want the password taken", code, stderr.String())
+	}
+}
