@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/svcreg/svcreg/internal/retry"
 )
 
 // The Keystone v2 identity services of the two regions (spec §3.1).
@@ -121,17 +123,33 @@ func identityURL(cfg Config) (string, error) {
 func (a *authenticator) canRenew() bool { return !a.static }
 
 // token returns a live token, authenticating first if the cached one is
-// missing or due for refresh.
+// missing or due for refresh. A refresh that fails while the cached token
+// has not expired yet (refreshes come early) returns that token, and the
+// next refresh is tried a little later: an identity service's hiccup then
+// interrupts nothing.
 func (a *authenticator) token(ctx context.Context) (AuthToken, error) {
 	a.mu.Lock()
-	if a.static || (a.tok.ID != "" && time.Now().Before(a.refreshAt)) {
-		t := a.tok
+	cached := a.tok
+	if a.static || (cached.ID != "" && time.Now().Before(a.refreshAt)) {
 		a.mu.Unlock()
-		return t, nil
+		return cached, nil
 	}
 	a.mu.Unlock()
-	return a.flight.do(ctx, authTimeout, a.authenticate)
+	t, err := a.flight.do(ctx, authTimeout, a.authenticate)
+	left := time.Until(cached.Expires)
+	if err == nil || cached.ID == "" || cached.Expires.IsZero() || left <= 0 || ctx.Err() != nil {
+		return t, err
+	}
+	a.mu.Lock()
+	if a.tok.ID == cached.ID {
+		a.refreshAt = time.Now().Add(retry.Jitter(min(refreshRetry, left/2), 0.5))
+	}
+	a.mu.Unlock()
+	return cached, nil
 }
+
+// refreshRetry is how soon, at most, a failed early refresh is tried again.
+const refreshRetry = 5 * time.Second
 
 // invalidate drops the cached token if it is still id, after the API
 // refused it.
@@ -215,7 +233,9 @@ func (a *authenticator) authenticate(ctx context.Context) (AuthToken, error) {
 	}
 	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusNonAuthoritativeInfo {
 		data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		return AuthToken{}, newError(resp, data)
+		e := newError(resp, data)
+		e.Identity = true
+		return AuthToken{}, e
 	}
 	var acc keystoneAccess
 	if err := json.NewDecoder(capped(resp.Body, maxAnswer)).Decode(&acc); err != nil {

@@ -76,6 +76,12 @@ type Error struct {
 	// TxnID is the transaction id of the answer (X-Response-Id), to quote
 	// when asking the registry's operators about a request.
 	TxnID string
+	// Identity is set for an answer of the identity service (a login):
+	// it then stands for no API fault (ErrNotFound, ErrMarkerExpired, …),
+	// only for ErrUnauthorized and ErrRateLimited, and a 4xx other than
+	// 401 and 403 is temporary (a proxy's or the service's error, not a
+	// refusal of the API call the login was for).
+	Identity bool
 }
 
 // Error returns e.g. `registry: GET https://…/services/x: 404 notFoundError:
@@ -125,6 +131,9 @@ func (e *Error) detailsText() string {
 
 // Is reports whether e is the fault a sentinel error stands for.
 func (e *Error) Is(target error) bool {
+	if e.Identity && target != ErrUnauthorized && target != ErrRateLimited {
+		return false
+	}
 	switch target {
 	case ErrNotFound:
 		return e.StatusCode == http.StatusNotFound
@@ -157,6 +166,9 @@ func (e *outcomeUnknown) Unwrap() []error {
 func Temporary(err error) bool {
 	var e *Error
 	if !errors.As(err, &e) {
+		return true
+	}
+	if e.Identity && e.StatusCode != http.StatusUnauthorized && e.StatusCode != http.StatusForbidden {
 		return true
 	}
 	switch {

@@ -1,11 +1,13 @@
 package registry_test
 
 import (
+	"errors"
 	"net/http"
 	"net/url"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/svcreg/svcreg/internal/testserver"
 	"github.com/svcreg/svcreg/registry"
@@ -75,5 +77,62 @@ func TestIdentityNeedsAHost(t *testing.T) {
 		if _, err := registry.New(registry.Config{Username: "u", APIKey: "k", Region: region}); err != nil {
 			t.Errorf("region %q: %v", region, err)
 		}
+	}
+}
+
+// A token is refreshed a tenth of its life before it expires; a refresh
+// that fails then (the identity service down a moment) leaves the calls
+// on the token, which is still valid.
+func TestRefreshFailureKeepsTheValidToken(t *testing.T) {
+	t.Parallel()
+	p := &proxy{}
+	srv := testserver.Start(t, testserver.Options{Wrap: p.wrap, TokenTTL: 2 * time.Second})
+	c := newClient(t, srv, "refresh-fail")
+	ctx := testContext(t)
+	tok, err := c.Authenticate(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Past the refresh time (0.2 s before the expiry), before the expiry.
+	time.Sleep(time.Until(tok.Expires.Add(-150 * time.Millisecond)))
+	p.fail(rule{match: "POST /v2.0/tokens", n: 100, status: http.StatusServiceUnavailable})
+	if _, err := c.Limits(ctx); err != nil && time.Now().Before(tok.Expires) {
+		t.Errorf("a call %v before the token expires, its refresh failing: %v", time.Until(tok.Expires), err)
+	}
+}
+
+// An error answer of the identity service is not an API fault: a login
+// answered 404 (a proxy's) is not the registry forgetting the service,
+// and a heartbeater goes on.
+func TestIdentityErrorsAreNotAPIFaults(t *testing.T) {
+	t.Parallel()
+	p := &proxy{}
+	srv := testserver.Start(t, testserver.Options{Wrap: p.wrap, TokenTTL: 2 * time.Second})
+	c := newClient(t, srv, "hb-identity")
+	ctx := testContext(t)
+	hb, err := c.Register(ctx, registry.Service{ID: "alive-1", HeartbeatTimeout: 30}, registry.RegisterOptions{
+		Heartbeat: registry.HeartbeatOptions{Interval: 100 * time.Millisecond},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hb.Stop()
+	p.fail(rule{match: "POST /v2.0/tokens", n: 3, status: http.StatusNotFound})
+	// The token expires within 2 s: every login then is answered 404 until
+	// the rule is spent, and heartbeats go on after.
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-hb.Done():
+			t.Fatalf("the heartbeater stopped: %v (ErrNotFound: %v); the 404 was the identity service's", hb.Err(), errors.Is(hb.Err(), registry.ErrNotFound))
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if p.count("POST /v2.0/tokens", http.StatusNotFound) == 0 {
+		t.Fatal("no login was answered 404: the test tested nothing")
+	}
+	e := &registry.Error{StatusCode: http.StatusNotFound, Identity: true}
+	if errors.Is(e, registry.ErrNotFound) || !registry.Temporary(e) {
+		t.Errorf("an identity service's 404: ErrNotFound %v, Temporary %v; want false, true", errors.Is(e, registry.ErrNotFound), registry.Temporary(e))
 	}
 }
