@@ -50,8 +50,7 @@ type Beat struct {
 	Overdue bool
 	// Deadline is the heartbeater's estimate of when the registry times
 	// the service out unless a heartbeat succeeds before: the send time of
-	// the last successful heartbeat (or of an attempt before it with the
-	// same token that got no answer) plus the timeout (before the first
+	// the last successful heartbeat plus the timeout (before the first
 	// success: the create's send time for Register, the start for
 	// StartHeartbeat).
 	Deadline time.Time
@@ -176,8 +175,12 @@ func (h *Heartbeater) run(ctx context.Context) {
 	// givenUp is when the first attempt with the outstanding token that was
 	// given up without an answer was sent; zero if none was. The registry
 	// may have taken it and set the deadline then: a later attempt with
-	// the same token gets the same next token and moves nothing. (An
-	// attempt answered with an error is taken not to have reached it.)
+	// the same token gets the same next token and moves nothing, so the
+	// next heartbeat counts its interval from givenUp. (An attempt
+	// answered with an error is taken not to have reached it. The
+	// deadline is still counted from the attempt answered: the registry
+	// answered it, so the service was alive then, and one given up long
+	// before, say while the registry was down, says nothing more.)
 	var givenUp time.Time
 	for {
 		token := h.Token()
@@ -191,11 +194,12 @@ func (h *Heartbeater) run(ctx context.Context) {
 			return
 		}
 		now := time.Now()
+		counted := sent // what the next heartbeat's interval counts from
 		switch {
 		case err == nil:
 			attemptTimeout = min(max(3*now.Sub(sent), base), most)
 			if !givenUp.IsZero() {
-				sent, givenUp = givenUp, time.Time{}
+				counted, givenUp = givenUp, time.Time{}
 			}
 		case gaveUp:
 			attemptTimeout = min(2*attemptTimeout, most)
@@ -211,10 +215,10 @@ func (h *Heartbeater) run(ctx context.Context) {
 			bo.Reset()
 			h.token, h.lastSuccess, h.deadline = next, now, sent.Add(h.timeout)
 			b.Token = next
-			// The interval runs from the send that set the deadline: an
-			// answer that came late, or after attempts given up, leaves
-			// less of it.
-			wait = max(h.interval()-now.Sub(sent), 0)
+			// The interval runs from the send that may have set the
+			// registry's deadline: an answer that came late, or after
+			// attempts given up, leaves less of it.
+			wait = max(h.interval()-now.Sub(counted), 0)
 		} else {
 			// spec §11.2 and §13 item 23: retry the same token at once,
 			// then back off; repeating a token is idempotent (design item 6).
@@ -248,8 +252,8 @@ func (h *Heartbeater) setErr(err error) {
 	h.err = err
 }
 
-// interval is the time from the send of a successful heartbeat (see
-// Beat.Deadline) to the next heartbeat.
+// interval is the time from the send of a successful heartbeat (or of an
+// earlier attempt with its token that got no answer) to the next one.
 func (h *Heartbeater) interval() time.Duration {
 	if h.opts.Interval > 0 {
 		return retry.Jitter(h.opts.Interval, 0.1)

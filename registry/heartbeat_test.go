@@ -3,6 +3,7 @@ package registry_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -144,10 +145,12 @@ func TestTokenlessAnswers(t *testing.T) {
 }
 
 // TestHeartbeaterWaitsForASlowRegistry: a registry that answers every
-// heartbeat in a second, a third of the 3 s timeout, keeps the service.
+// heartbeat in 3.5 s, under a third of the 12 s timeout, keeps the service
+// (at this scale, a loaded machine's delays leave the margins whole).
 // An attempt is given up after a quarter of the timeout at first (a dead
 // connection), but the next waits twice as long, and once answers come
-// the attempts wait three times what they took.
+// the attempts wait three times what they took (at most half the
+// timeout).
 func TestHeartbeaterWaitsForASlowRegistry(t *testing.T) {
 	t.Parallel()
 	var slow atomic.Bool
@@ -157,11 +160,11 @@ func TestHeartbeaterWaitsForASlowRegistry(t *testing.T) {
 				h.ServeHTTP(w, r)
 				return
 			}
-			// The registry acts at once; its answer arrives a second later.
+			// The registry acts at once; its answer arrives 3.5 s later.
 			rec := httptest.NewRecorder()
 			h.ServeHTTP(rec, r.WithContext(context.WithoutCancel(r.Context())))
 			select {
-			case <-time.After(time.Second):
+			case <-time.After(3500 * time.Millisecond):
 			case <-r.Context().Done():
 				return
 			}
@@ -172,20 +175,22 @@ func TestHeartbeaterWaitsForASlowRegistry(t *testing.T) {
 	}})
 	c := newClient(t, srv, "hb-slow")
 	ctx := testContext(t)
-	token, err := c.CreateService(ctx, registry.Service{ID: "hb-1", HeartbeatTimeout: 3})
+	token, err := c.CreateService(ctx, registry.Service{ID: "hb-1", HeartbeatTimeout: 12})
 	if err != nil {
 		t.Fatal(err)
 	}
 	slow.Store(true)
 	opts, ch := beats(registry.HeartbeatOptions{Interval: time.Second})
-	hb := c.StartHeartbeat(ctx, "hb-1", token, 3, opts)
+	hb := c.StartHeartbeat(ctx, "hb-1", token, 12, opts)
 	defer hb.Stop()
 	ok := 0
+	var seen []string
 	for i := 0; ok < 3; i++ {
 		b := nextBeat(t, ch)
+		seen = append(seen, fmt.Sprintf("%s %v", b.Time.Format("15:04:05.000"), b.Err))
 		switch {
 		case errors.Is(b.Err, registry.ErrNotFound):
-			t.Fatalf("beat %d: the service timed out", i)
+			t.Fatalf("beat %d: the service timed out; beats:\n%s", i, strings.Join(seen, "\n"))
 		case i == 30:
 			t.Fatalf("%d heartbeats answered of 30 sent; want every answer after the first taken", ok)
 		case b.Err == nil:
@@ -229,8 +234,17 @@ func TestHeartbeaterOverdue(t *testing.T) {
 	if !b.Overdue {
 		t.Errorf("the late success is not marked Overdue: %+v", b)
 	}
-	if b := nextBeat(t, ch); b.Err != nil || b.Overdue {
-		t.Errorf("the beat after the late one: %+v, want on time", b)
+	// Back on schedule: a beat on time within the next three (a loaded
+	// machine may hold one past the 3 s deadline).
+	for i := 0; ; i++ {
+		b := nextBeat(t, ch)
+		if b.Err == nil && !b.Overdue {
+			break
+		}
+		if i == 2 {
+			t.Errorf("three beats after the late one, the last %+v; want one on time", b)
+			break
+		}
 	}
 }
 
@@ -326,12 +340,14 @@ func TestRegisterFailures(t *testing.T) {
 	})
 
 	t.Run("live instance", func(t *testing.T) {
-		live, err := c.Register(ctx, registry.Service{ID: "alive-1", HeartbeatTimeout: 3}, registry.RegisterOptions{})
+		// 5 s: a loaded machine may hold a heartbeat for a second or two,
+		// and the registry would time a 3 s service out meanwhile.
+		live, err := c.Register(ctx, registry.Service{ID: "alive-1", HeartbeatTimeout: 5}, registry.RegisterOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer live.Stop()
-		_, err = c.Register(ctx, registry.Service{ID: "alive-1", HeartbeatTimeout: 3}, registry.RegisterOptions{RetryDelay: 200 * time.Millisecond})
+		_, err = c.Register(ctx, registry.Service{ID: "alive-1", HeartbeatTimeout: 5}, registry.RegisterOptions{RetryDelay: 200 * time.Millisecond})
 		if !errors.Is(err, registry.ErrServiceExists) {
 			t.Errorf("Register while another instance heartbeats: %v, want ErrServiceExists", err)
 		}
