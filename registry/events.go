@@ -49,6 +49,11 @@ type EventPage struct {
 func (c *Client) ListEvents(ctx context.Context, opts EventListOptions) iter.Seq2[Event, error] {
 	return all(ctx, opts.Marker, func(ctx context.Context, marker string) (Page[Event], error) {
 		o := opts
+		if marker != opts.Marker {
+			// A later page starts at an event not seen yet, which a
+			// long-poll would not count as new: ask without waiting.
+			o.Wait = 0
+		}
 		o.Marker = marker
 		p, err := c.ListEventsPage(ctx, o)
 		return Page[Event]{Values: p.Values, NextMarker: p.NextMarker}, err
@@ -71,7 +76,10 @@ func (c *Client) ListEventsPage(ctx context.Context, opts EventListOptions) (Eve
 	if err != nil {
 		return EventPage{}, err
 	}
-	p := EventPage{Values: env.Values}
+	if env.Values == nil {
+		return EventPage{}, errNotAList("/events")
+	}
+	p := EventPage{Values: *env.Values}
 	if env.Metadata.NextMarker != nil {
 		p.NextMarker = *env.Metadata.NextMarker
 	}

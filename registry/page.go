@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"fmt"
 	"iter"
 	"net/url"
 	"strconv"
@@ -23,7 +24,9 @@ type Page[T any] struct {
 
 // listEnvelope is the wire form of a list answer.
 type listEnvelope[T any] struct {
-	Values   []T `json:"values"`
+	// Values is a pointer so that an answer without them (a proxy's page,
+	// an empty body) is told from an empty list.
+	Values   *[]T `json:"values"`
 	Metadata struct {
 		NextMarker *string `json:"next_marker"`
 	} `json:"metadata"`
@@ -48,18 +51,29 @@ func getPage[T any](ctx context.Context, c *Client, path string, q url.Values) (
 	if err != nil {
 		return Page[T]{}, err
 	}
-	p := Page[T]{Values: env.Values, FeedMarker: h.Get("X-Registry-Marker")}
+	if env.Values == nil {
+		return Page[T]{}, errNotAList(path)
+	}
+	p := Page[T]{Values: *env.Values, FeedMarker: h.Get("X-Registry-Marker")}
 	if env.Metadata.NextMarker != nil {
 		p.NextMarker = *env.Metadata.NextMarker
 	}
 	return p, nil
 }
 
+// errNotAList is a successful answer to a list request that holds no
+// list: taken for an empty list, it would empty a cache of the services.
+func errNotAList(path string) error {
+	return fmt.Errorf("registry: GET %s: a successful answer without a list (a proxy's page or an empty body?)", path)
+}
+
 // all yields the values of every page, fetching the next page with
 // fetch(marker) while the last one named a next marker. An error is
-// yielded once and ends the sequence.
+// yielded once and ends the sequence; so does a next marker that came
+// before (a registry that pages in a loop).
 func all[T any](ctx context.Context, marker string, fetch func(ctx context.Context, marker string) (Page[T], error)) iter.Seq2[T, error] {
 	return func(yield func(T, error) bool) {
+		seen := map[string]bool{marker: true}
 		for {
 			p, err := fetch(ctx, marker)
 			if err != nil {
@@ -72,10 +86,15 @@ func all[T any](ctx context.Context, marker string, fetch func(ctx context.Conte
 					return
 				}
 			}
-			// A marker that does not move would loop forever.
-			if p.NextMarker == "" || p.NextMarker == marker {
+			if p.NextMarker == "" {
 				return
 			}
+			if seen[p.NextMarker] {
+				var zero T
+				yield(zero, fmt.Errorf("registry: the list's next_marker %q came back: the registry pages in a loop", p.NextMarker))
+				return
+			}
+			seen[p.NextMarker] = true
 			marker = p.NextMarker
 		}
 	}
