@@ -157,6 +157,7 @@ func (w *Watcher) list(ctx context.Context) (*Snapshot, error) {
 	var services []registry.Service
 	marker := ""
 	opts := registry.ServiceListOptions{Limit: 1000}
+	seen := map[string]bool{"": true}
 	for {
 		page, err := c.ListServicesPage(ctx, opts)
 		if err != nil {
@@ -169,6 +170,10 @@ func (w *Watcher) list(ctx context.Context) (*Snapshot, error) {
 		if page.NextMarker == "" {
 			break
 		}
+		if seen[page.NextMarker] {
+			return nil, fmt.Errorf("list services: next_marker %q came back: the registry pages in a loop", page.NextMarker)
+		}
+		seen[page.NextMarker] = true
 		opts.Marker = page.NextMarker
 	}
 	var config []registry.ConfigValue

@@ -403,3 +403,33 @@ func TestWatcherTwoBlipsAreNotAnOutage(t *testing.T) {
 		t.Fatalf("%v lists for an outage; want none: two failed polls 2 s apart, the feed answering in between, are not a 1 s outage", n)
 	}
 }
+
+// A registry whose services list pages in a loop (its next_marker comes
+// back) fails the list, rather than growing it for ever.
+func TestWatcherListLoopingPages(t *testing.T) {
+	t.Parallel()
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next := "svc-b"
+		if r.URL.Query().Get("marker") == "svc-b" {
+			next = "svc-a"
+		}
+		w.Header().Set("X-Registry-Marker", "6ba7b810-9dad-11d1-80b4-00c04fd430c8")
+		fmt.Fprintf(w, `{"values":[{"id":"svc-x","heartbeat_timeout":30}],"metadata":{"next_marker":%q}}`, next)
+	}))
+	t.Cleanup(api.Close)
+	c, err := registry.New(registry.Config{URL: api.URL + "/v1.0", Token: "t", Tenant: "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := start(t, watcher.Config{Client: c})
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(w.Status().LastError, "pages in a loop") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the watcher's last error %q; want the loop's", w.Status().LastError)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if s := w.Snapshot(); s != nil && s.Synced {
+		t.Error("a list that paged in a loop was published")
+	}
+}
