@@ -40,12 +40,16 @@ func runDBCommand(d dbFlags, dataDir string, stdout io.Writer) error {
 		return usagef("give one of --check, --compact, --backup and --restore")
 	}
 	switch {
-	case d.check && os.Getenv(checkChildEnv) == "1":
-		size, err := boltstore.Check(dataDir)
+	case d.check && os.Getenv(checkChildEnv) != "":
+		path := filepath.Join(dataDir, boltstore.FileName)
+		if file := os.Getenv(checkChildEnv); file != "1" {
+			path = file // a backup to restore
+		}
+		size, err := boltstore.CheckFile(path)
 		if err != nil {
 			return explainStoreError(err)
 		}
-		fmt.Fprintf(stdout, "%s/%s: sound (%d bytes in use)\n", dataDir, boltstore.FileName, size)
+		fmt.Fprintf(stdout, "%s: sound (%d bytes in use)\n", path, size)
 	case d.check:
 		out, err := checkInChild(dataDir)
 		if err != nil {
@@ -53,18 +57,32 @@ func runDBCommand(d dbFlags, dataDir string, stdout io.Writer) error {
 		}
 		fmt.Fprint(stdout, out)
 	case d.compact:
+		// Checked in a child first, as at startup: the compaction's own
+		// read of a damaged file would crash this process.
+		if _, err := checkInChild(dataDir); err != nil {
+			return err
+		}
 		before, after, err := boltstore.Compact(dataDir)
 		if err != nil {
 			return explainStoreError(err)
 		}
 		fmt.Fprintf(stdout, "%s/%s: compacted from %d to %d bytes\n", dataDir, boltstore.FileName, before, after)
 	case d.backup != "":
+		if !boltstore.Held(dataDir) {
+			// No server: the backup reads the file, checked in a child first.
+			if _, err := checkInChild(dataDir); err != nil {
+				return fmt.Errorf("back up %s: %w", dataDir, err)
+			}
+		}
 		n, err := boltstore.Backup(dataDir, d.backup)
 		if err != nil {
 			return fmt.Errorf("back up %s: %w", dataDir, explainStoreError(err))
 		}
 		fmt.Fprintf(stdout, "backed up %s to %s (%d bytes)\n", dataDir, d.backup, n)
 	case d.restore != "":
+		if _, err := checkFileInChild(dataDir, d.restore); err != nil {
+			return fmt.Errorf("restore %s: the backup cannot be restored: %w", d.restore, err)
+		}
 		replaced, err := boltstore.Restore(dataDir, d.restore)
 		if err != nil {
 			return fmt.Errorf("restore %s: %w", d.restore, err)
@@ -106,6 +124,16 @@ func checkInChild(dataDir string) (string, error) {
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 		return "", nil
 	}
+	return checkFileInChild(dataDir, path)
+}
+
+// checkFileInChild is checkInChild of the database file at path.
+func checkFileInChild(dataDir, path string) (string, error) {
+	if path != filepath.Join(dataDir, boltstore.FileName) {
+		if abs, err := filepath.Abs(path); err == nil {
+			path = abs
+		}
+	}
 	exe, err := os.Executable()
 	if err != nil {
 		return "", fmt.Errorf("check %s: find this program to run the check: %w", path, err)
@@ -114,7 +142,11 @@ func checkInChild(dataDir string) (string, error) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, exe, "server", "--check", "--data-dir", dataDir)
 	cmd.Args[0] = os.Args[0] // the name this program was started under
-	cmd.Env = append(os.Environ(), checkChildEnv+"=1")
+	which := "1"
+	if path != filepath.Join(dataDir, boltstore.FileName) {
+		which = path
+	}
+	cmd.Env = append(os.Environ(), checkChildEnv+"="+which)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err = cmd.Run()

@@ -136,9 +136,14 @@ func TestDamagedDatabaseStopsStartup(t *testing.T) {
 			if err := os.WriteFile(path, tc.damage(bytes.Clone(data)), 0o600); err != nil {
 				t.Fatal(err)
 			}
+			// The maintenance commands too: each would read the file
+			// in-process, where a fault is past recovery.
 			for _, args := range [][]string{
 				{"server", "--dev", "--listen", "127.0.0.1:0", "--data-dir", dir},
 				{"server", "--check", "--data-dir", dir},
+				{"server", "--compact", "--data-dir", dir},
+				{"server", "--backup", filepath.Join(t.TempDir(), "backup.db"), "--data-dir", dir},
+				{"server", "--restore", path, "--data-dir", t.TempDir()},
 			} {
 				code, _, stderr := runSvcreg(t, args...)
 				if code != exitError {

@@ -142,7 +142,22 @@ func verify(db *bolt.DB) (err error) {
 // Check opens the database under dir read-only, checks it from end to end
 // and returns its size. It fails while a server holds the file.
 func Check(dir string) (size int64, err error) {
-	db, err := openFile(filepath.Join(dir, FileName), true)
+	return CheckFile(filepath.Join(dir, FileName))
+}
+
+// Held reports whether a server holds the database under dir (its lock).
+func Held(dir string) bool {
+	db, err := openBolt(filepath.Join(dir, FileName), true)
+	if db != nil {
+		db.Close()
+	}
+	var inUse *InUseError
+	return errors.As(err, &inUse)
+}
+
+// CheckFile is Check of the database file at path (a backup, say).
+func CheckFile(path string) (size int64, err error) {
+	db, err := openFile(path, true)
 	if err != nil {
 		return 0, err
 	}
