@@ -163,13 +163,32 @@ type userSet struct {
 	// are refused. Kept for a token lifetime, after which those tokens
 	// have expired anyway.
 	revoked map[string]time.Time
+	// prints are the users' credentials' prints, by name.
+	prints map[string]credPrints
+}
+
+// credPrints are the prints of a user's credentials (see
+// store.TokenInfo.KeyPrint).
+type credPrints struct{ key, password string }
+
+// credPrint is the print of one credential of user: 4 bytes of a SHA-256
+// of the user's name and the credential; "" for none. A credential
+// replaced keeps its print once in 2^32; and 4 bytes tell nothing useful
+// about a key of the 20 characters or more the users file asks for.
+func credPrint(user, cred string) string {
+	if cred == "" {
+		return ""
+	}
+	h := sha256.Sum256([]byte("svcreg credential print\x00" + user + "\x00" + cred))
+	return hex.EncodeToString(h[:4])
 }
 
 func newUserSet(users []User) *userSet {
-	s := &userSet{byName: map[string]User{}, static: map[[32]byte]store.TokenInfo{}}
+	s := &userSet{byName: map[string]User{}, static: map[[32]byte]store.TokenInfo{}, prints: map[string]credPrints{}}
 	cost := 0
 	for _, u := range users {
 		s.byName[u.Name] = u
+		s.prints[u.Name] = credPrints{credPrint(u.Name, u.APIKey), credPrint(u.Name, u.PasswordHash)}
 		for _, t := range u.Tokens {
 			s.static[sha256.Sum256([]byte(t))] = store.TokenInfo{User: u.Name, Tenant: u.Tenant}
 		}
@@ -299,6 +318,12 @@ func (a *Auth) current(ti store.TokenInfo) bool {
 	set := a.users.Load()
 	u, ok := set.byName[ti.User]
 	if !ok || u.Tenant != ti.Tenant {
+		return false
+	}
+	// A credential the token was issued with that was replaced or removed
+	// since (adding one revokes nothing).
+	p := set.prints[ti.User]
+	if ti.KeyPrint != "" && ti.KeyPrint != p.key || ti.PasswordPrint != "" && ti.PasswordPrint != p.password {
 		return false
 	}
 	at, revoked := set.revoked[ti.User]
@@ -545,6 +570,9 @@ func (a *Auth) issue(r *http.Request, user, secret string, password bool) (acces
 		return accessBody{}, tooManyRequests(retry, "Too many tokens issued to this user; reuse a token until it expires.")
 	}
 	issued := a.cfg.Clock() // before the check: see SetUsers
+	// The prints as of before the check too: credentials replaced during
+	// it leave the token refused, never one of the old taken for the new.
+	prints := a.users.Load().prints[user]
 	tenant, f := a.authenticate(r.Context(), user, secret, password)
 	if f != nil {
 		a.issues.refund(user)
@@ -559,7 +587,7 @@ func (a *Auth) issue(r *http.Request, user, secret string, password bool) (acces
 	var raw [32]byte
 	rand.Read(raw[:])
 	token := hex.EncodeToString(raw[:])
-	ti := store.TokenInfo{User: user, Tenant: tenant, Expires: issued.Add(a.cfg.TokenTTL)}
+	ti := store.TokenInfo{User: user, Tenant: tenant, Expires: issued.Add(a.cfg.TokenTTL), KeyPrint: prints.key, PasswordPrint: prints.password}
 	if err := a.cfg.Store.PutToken(r.Context(), sha256.Sum256([]byte(token)), ti); err != nil {
 		a.cfg.Logger.Error("store token", "user", logValue(user), "err", err)
 		return accessBody{}, faultIdentityUnavailable

@@ -42,6 +42,7 @@ func (c *manualClock) Add(d time.Duration) {
 // given login limits and a manual clock, whose metrics a test can read.
 type identity struct {
 	t     *testing.T
+	st    testserver.Store
 	base  string
 	reg   *prometheus.Registry
 	clock *manualClock
@@ -50,8 +51,14 @@ type identity struct {
 
 func startIdentity(t *testing.T, kind string, users []server.User, limits server.AuthLimits) *identity {
 	t.Helper()
-	st := testserver.NewStore(t, testserver.Options{Store: kind, ReapInterval: -1})
-	id := &identity{t: t, reg: prometheus.NewRegistry(), clock: &manualClock{now: time.Now()}}
+	return startIdentityOn(t, testserver.NewStore(t, testserver.Options{Store: kind, ReapInterval: -1}), users, limits)
+}
+
+// startIdentityOn is startIdentity on the store st (another server's, as
+// after a restart).
+func startIdentityOn(t *testing.T, st testserver.Store, users []server.User, limits server.AuthLimits) *identity {
+	t.Helper()
+	id := &identity{t: t, st: st, reg: prometheus.NewRegistry(), clock: &manualClock{now: time.Now()}}
 	id.auth = server.NewAuth(server.AuthConfig{Store: st, Users: users, Dev: users == nil, Limits: limits,
 		Clock: id.clock.Now, Registerer: id.reg})
 	hs := httptest.NewServer(server.New(server.Config{Store: st, Auth: id.auth}))

@@ -119,6 +119,47 @@ func testLoginAPIKeyIsNotLockedOutByPasswordFailures(t *testing.T, kind string) 
 // adding it back does not bring them back); tokens issued with the new
 // credentials work, and users whose credentials did not change, or only
 // gained one, keep theirs.
+// A restart forgets nothing of it: a token records which credentials it
+// was issued with, and a server started with the users file changed (after
+// a SIGHUP, or instead of one) refuses those of a credential replaced or
+// removed since; adding one revokes nothing.
+func TestCredentialChangesOutliveARestart(t *testing.T) {
+	onEachStore(t, testCredentialChangesOutliveARestart)
+}
+
+func testCredentialChangesOutliveARestart(t *testing.T, kind string) {
+	t.Parallel()
+	pw := testHash(t, "pw")
+	users := []server.User{
+		{Name: "rekeyed", Tenant: "3001", APIKey: "old-key"},
+		{Name: "unchanged", Tenant: "3003", APIKey: "k", PasswordHash: pw},
+		{Name: "gains-a-key", Tenant: "3004", PasswordHash: pw},
+		{Name: "drops-its-key", Tenant: "3005", APIKey: "k", PasswordHash: pw},
+	}
+	before := startIdentity(t, kind, users, server.AuthLimits{})
+	tokens := map[string]string{
+		"rekeyed":       before.token("rekeyed", "old-key", true),
+		"unchanged":     before.token("unchanged", "k", true),
+		"gains-a-key":   before.token("gains-a-key", "pw", false),
+		"drops-its-key": before.token("drops-its-key", "pw", false),
+	}
+	tenants := map[string]string{}
+	for _, u := range users {
+		tenants[u.Name] = u.Tenant
+	}
+	after := startIdentityOn(t, before.st, []server.User{
+		{Name: "rekeyed", Tenant: "3001", APIKey: "new-key"},
+		{Name: "unchanged", Tenant: "3003", APIKey: "k", PasswordHash: pw},
+		{Name: "gains-a-key", Tenant: "3004", APIKey: "k", PasswordHash: pw},
+		{Name: "drops-its-key", Tenant: "3005", PasswordHash: pw},
+	}, server.AuthLimits{})
+	for name, want := range map[string]int{"rekeyed": 401, "drops-its-key": 401, "unchanged": 200, "gains-a-key": 200} {
+		if got := sendRequest(t, after.base, "GET", "/v1.0/"+tenants[name]+"/services", nil, "X-Auth-Token", tokens[name]).code; got != want {
+			t.Errorf("%s's token, after a restart with the file changed: status %d, want %d", name, got, want)
+		}
+	}
+}
+
 func TestSetUsersRevokesTokensIssuedBeforeACredentialChange(t *testing.T) {
 	onEachStore(t, testSetUsersRevokesTokensIssuedBeforeACredentialChange)
 }

@@ -102,6 +102,13 @@ type TokenInfo struct {
 	User    string    `json:"user"`
 	Tenant  string    `json:"tenant"`
 	Expires time.Time `json:"expires"`
+	// KeyPrint and PasswordPrint identify the user's API key and password
+	// hash when the token was issued ("" for none): a token whose user's
+	// credential has since been replaced or removed is refused, restarts
+	// included. Short, and salted with the user's name: not a way to guess
+	// a key.
+	KeyPrint      string `json:"key_print,omitempty"`
+	PasswordPrint string `json:"password_print,omitempty"`
 }
 
 // Account is a tenant's account (spec §3.4).
