@@ -155,7 +155,9 @@ func checkFileInChild(dataDir, path string) (string, error) {
 	case err == nil:
 		return stdout.String(), nil
 	case ctx.Err() != nil:
-		return "", explainStoreError(&boltstore.DamagedError{Path: path, Reason: fmt.Sprintf("checking it did not finish within %v (its pages loop)", dbCheckTimeout)})
+		// Not said to be damaged, nor to be moved aside: a very large
+		// file on a slow disk could take this long too.
+		return "", fmt.Errorf("checking %s did not finish within %v: its pages may loop (damage), or it is very large on a slow disk; time svcreg server --check on it before you restore or move it", path, dbCheckTimeout)
 	case !errors.As(err, &exit):
 		return "", fmt.Errorf("check %s: %w", path, err)
 	case exit.ExitCode() == exitError:
