@@ -320,8 +320,9 @@ func (a *Auth) current(ti store.TokenInfo) bool {
 	if !ok || u.Tenant != ti.Tenant {
 		return false
 	}
-	// A credential the token was issued with that was replaced or removed
-	// since (adding one revokes nothing).
+	// The credential the token was issued with, replaced or removed since
+	// (a change of the user's other credential is remembered in revoked
+	// until a restart; adding one revokes nothing).
 	p := set.prints[ti.User]
 	if ti.KeyPrint != "" && ti.KeyPrint != p.key || ti.PasswordPrint != "" && ti.PasswordPrint != p.password {
 		return false
@@ -587,7 +588,14 @@ func (a *Auth) issue(r *http.Request, user, secret string, password bool) (acces
 	var raw [32]byte
 	rand.Read(raw[:])
 	token := hex.EncodeToString(raw[:])
-	ti := store.TokenInfo{User: user, Tenant: tenant, Expires: issued.Add(a.cfg.TokenTTL), KeyPrint: prints.key, PasswordPrint: prints.password}
+	// Only the credential it was issued with: a node whose users file has
+	// not yet gained another credential of the user still takes it.
+	ti := store.TokenInfo{User: user, Tenant: tenant, Expires: issued.Add(a.cfg.TokenTTL)}
+	if password {
+		ti.PasswordPrint = prints.password
+	} else {
+		ti.KeyPrint = prints.key
+	}
 	if err := a.cfg.Store.PutToken(r.Context(), sha256.Sum256([]byte(token)), ti); err != nil {
 		a.cfg.Logger.Error("store token", "user", logValue(user), "err", err)
 		return accessBody{}, faultIdentityUnavailable

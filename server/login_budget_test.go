@@ -119,10 +119,10 @@ func testLoginAPIKeyIsNotLockedOutByPasswordFailures(t *testing.T, kind string) 
 // adding it back does not bring them back); tokens issued with the new
 // credentials work, and users whose credentials did not change, or only
 // gained one, keep theirs.
-// A restart forgets nothing of it: a token records which credentials it
-// was issued with, and a server started with the users file changed (after
-// a SIGHUP, or instead of one) refuses those of a credential replaced or
-// removed since; adding one revokes nothing.
+// A restart keeps it for the credential a token was issued with: the token
+// records it, and a server started with the users file changed (after a
+// SIGHUP, or instead of one) refuses the tokens of a credential replaced
+// or removed since; adding one revokes nothing.
 func TestCredentialChangesOutliveARestart(t *testing.T) {
 	onEachStore(t, testCredentialChangesOutliveARestart)
 }
@@ -130,18 +130,23 @@ func TestCredentialChangesOutliveARestart(t *testing.T) {
 func testCredentialChangesOutliveARestart(t *testing.T, kind string) {
 	t.Parallel()
 	pw := testHash(t, "pw")
+	newPW := testHash(t, "new-pw")
 	users := []server.User{
 		{Name: "rekeyed", Tenant: "3001", APIKey: "old-key"},
+		{Name: "repassworded", Tenant: "3002", PasswordHash: pw},
 		{Name: "unchanged", Tenant: "3003", APIKey: "k", PasswordHash: pw},
 		{Name: "gains-a-key", Tenant: "3004", PasswordHash: pw},
 		{Name: "drops-its-key", Tenant: "3005", APIKey: "k", PasswordHash: pw},
+		{Name: "drops-the-other", Tenant: "3006", APIKey: "k", PasswordHash: pw},
 	}
 	before := startIdentity(t, kind, users, server.AuthLimits{})
 	tokens := map[string]string{
-		"rekeyed":       before.token("rekeyed", "old-key", true),
-		"unchanged":     before.token("unchanged", "k", true),
-		"gains-a-key":   before.token("gains-a-key", "pw", false),
-		"drops-its-key": before.token("drops-its-key", "pw", false),
+		"rekeyed":         before.token("rekeyed", "old-key", true),
+		"repassworded":    before.token("repassworded", "pw", false),
+		"unchanged":       before.token("unchanged", "k", true),
+		"gains-a-key":     before.token("gains-a-key", "pw", false),
+		"drops-its-key":   before.token("drops-its-key", "k", true),
+		"drops-the-other": before.token("drops-the-other", "pw", false),
 	}
 	tenants := map[string]string{}
 	for _, u := range users {
@@ -149,11 +154,17 @@ func testCredentialChangesOutliveARestart(t *testing.T, kind string) {
 	}
 	after := startIdentityOn(t, before.st, []server.User{
 		{Name: "rekeyed", Tenant: "3001", APIKey: "new-key"},
+		{Name: "repassworded", Tenant: "3002", PasswordHash: newPW},
 		{Name: "unchanged", Tenant: "3003", APIKey: "k", PasswordHash: pw},
 		{Name: "gains-a-key", Tenant: "3004", APIKey: "k", PasswordHash: pw},
 		{Name: "drops-its-key", Tenant: "3005", PasswordHash: pw},
+		{Name: "drops-the-other", Tenant: "3006", PasswordHash: pw},
 	}, server.AuthLimits{})
-	for name, want := range map[string]int{"rekeyed": 401, "drops-its-key": 401, "unchanged": 200, "gains-a-key": 200} {
+	// A change of the credential a token was not issued with is not kept
+	// past a restart: drops-the-other's token, issued with the password,
+	// works again.
+	for name, want := range map[string]int{"rekeyed": 401, "repassworded": 401, "drops-its-key": 401,
+		"unchanged": 200, "gains-a-key": 200, "drops-the-other": 200} {
 		if got := sendRequest(t, after.base, "GET", "/v1.0/"+tenants[name]+"/services", nil, "X-Auth-Token", tokens[name]).code; got != want {
 			t.Errorf("%s's token, after a restart with the file changed: status %d, want %d", name, got, want)
 		}

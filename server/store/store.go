@@ -102,11 +102,11 @@ type TokenInfo struct {
 	User    string    `json:"user"`
 	Tenant  string    `json:"tenant"`
 	Expires time.Time `json:"expires"`
-	// KeyPrint and PasswordPrint identify the user's API key and password
-	// hash when the token was issued ("" for none): a token whose user's
-	// credential has since been replaced or removed is refused, restarts
-	// included. Short, and salted with the user's name: not a way to guess
-	// a key.
+	// KeyPrint or PasswordPrint identifies the credential the token was
+	// issued with, the user's API key or password hash then ("" for the
+	// other): a token whose credential has since been replaced or removed
+	// is refused, restarts included. Short, and salted with the user's
+	// name: not a way to guess a key.
 	KeyPrint      string `json:"key_print,omitempty"`
 	PasswordPrint string `json:"password_print,omitempty"`
 }
