@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/svcreg/svcreg/internal/retry"
 )
@@ -68,6 +69,9 @@ func newAuthenticator(cfg Config) (*authenticator, error) {
 	}
 	if cfg.Username == "" || (cfg.APIKey == "" && cfg.Password == "") {
 		return nil, errors.New("registry: give a Token and Tenant, or a Username with an APIKey or Password")
+	}
+	if strings.ContainsFunc(cfg.Username, unicode.IsControl) {
+		return nil, fmt.Errorf("registry: Username %q holds a control character (a newline read with it from a file?)", cfg.Username)
 	}
 	a := &authenticator{tenant: cfg.Tenant, username: cfg.Username, authURL: strings.TrimRight(cfg.AuthURL, "/")}
 	if a.authURL == "" {

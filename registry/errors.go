@@ -79,8 +79,9 @@ type Error struct {
 	// Identity is set for an answer of the identity service (a login):
 	// it then stands for no API fault (ErrNotFound, ErrMarkerExpired, …),
 	// only for ErrUnauthorized and ErrRateLimited, and a 4xx other than
-	// 401 and 403 is temporary (a proxy's or the service's error, not a
-	// refusal of the API call the login was for).
+	// 400, 401 and 403 is temporary (a proxy's or the service's error,
+	// not a refusal of the API call the login was for); a 400 (a username
+	// the service refuses) is not.
 	Identity bool
 }
 
@@ -168,7 +169,7 @@ func Temporary(err error) bool {
 	if !errors.As(err, &e) {
 		return true
 	}
-	if e.Identity && e.StatusCode != http.StatusUnauthorized && e.StatusCode != http.StatusForbidden {
+	if e.Identity && e.StatusCode != http.StatusUnauthorized && e.StatusCode != http.StatusForbidden && e.StatusCode != http.StatusBadRequest {
 		return true
 	}
 	switch {

@@ -135,4 +135,17 @@ func TestIdentityErrorsAreNotAPIFaults(t *testing.T) {
 	if errors.Is(e, registry.ErrNotFound) || !registry.Temporary(e) {
 		t.Errorf("an identity service's 404: ErrNotFound %v, Temporary %v; want false, true", errors.Is(e, registry.ErrNotFound), registry.Temporary(e))
 	}
+	// A 400 (a username it refuses) does not pass by itself.
+	if e := (&registry.Error{StatusCode: http.StatusBadRequest, Identity: true}); registry.Temporary(e) {
+		t.Error("an identity service's 400 is temporary; want it final")
+	}
+}
+
+// A username with a control character (a newline read with it from a
+// file) is refused when the client is made, not retried at every login.
+func TestUsernameWithAControlCharacter(t *testing.T) {
+	t.Parallel()
+	if _, err := registry.New(registry.Config{URL: "http://127.0.0.1:1/v1.0", Username: "deploy\n", APIKey: "k"}); err == nil || !strings.Contains(err.Error(), "control character") {
+		t.Errorf("registry.New with the username %q: %v; want it refused", "deploy\n", err)
+	}
 }
