@@ -420,7 +420,7 @@ type serverStore interface {
 // client).
 func openStore(ctx context.Context, f serverFlags, log *slog.Logger, reg prometheus.Registerer, limits store.Limits, reap time.Duration) (serverStore, func() error, error) {
 	if f.etcd.endpoints == "" {
-		if _, err := checkInChild(f.dataDir); err != nil {
+		if _, err := checkInChild(f.dataDir, dbCheckTimeout); err != nil {
 			return nil, nil, err
 		}
 		st, err := boltstore.Open(f.dataDir, boltstore.Options{

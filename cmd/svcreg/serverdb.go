@@ -51,7 +51,7 @@ func runDBCommand(d dbFlags, dataDir string, stdout io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "%s: sound (%d bytes in use)\n", path, size)
 	case d.check:
-		out, err := checkInChild(dataDir)
+		out, err := checkInChild(dataDir, 0)
 		if err != nil {
 			return err
 		}
@@ -59,7 +59,7 @@ func runDBCommand(d dbFlags, dataDir string, stdout io.Writer) error {
 	case d.compact:
 		// Checked in a child first, as at startup: the compaction's own
 		// read of a damaged file would crash this process.
-		if _, err := checkInChild(dataDir); err != nil {
+		if _, err := checkInChild(dataDir, 0); err != nil {
 			return err
 		}
 		before, after, err := boltstore.Compact(dataDir)
@@ -70,7 +70,7 @@ func runDBCommand(d dbFlags, dataDir string, stdout io.Writer) error {
 	case d.backup != "":
 		if !boltstore.Held(dataDir) {
 			// No server: the backup reads the file, checked in a child first.
-			if _, err := checkInChild(dataDir); err != nil {
+			if _, err := checkInChild(dataDir, 0); err != nil {
 				return fmt.Errorf("back up %s: %w", dataDir, err)
 			}
 		}
@@ -80,7 +80,7 @@ func runDBCommand(d dbFlags, dataDir string, stdout io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "backed up %s to %s (%d bytes)\n", dataDir, d.backup, n)
 	case d.restore != "":
-		if _, err := checkFileInChild(dataDir, d.restore); err != nil {
+		if _, err := checkFileInChild(dataDir, d.restore, 0); err != nil {
 			return fmt.Errorf("restore %s: the backup cannot be restored: %w", d.restore, err)
 		}
 		replaced, err := boltstore.Restore(dataDir, d.restore)
@@ -119,16 +119,19 @@ const dbCheckTimeout = 2 * time.Minute
 // any recovery. A check that crashes or runs out of time is reported as a
 // damaged database, in one line; a missing file (a fresh data directory)
 // passes. It returns the child's report.
-func checkInChild(dataDir string) (string, error) {
+//
+// limit bounds the check (dbCheckTimeout at startup); 0 sets none, for a
+// command the operator runs, which Ctrl-C ends.
+func checkInChild(dataDir string, limit time.Duration) (string, error) {
 	path := filepath.Join(dataDir, boltstore.FileName)
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 		return "", nil
 	}
-	return checkFileInChild(dataDir, path)
+	return checkFileInChild(dataDir, path, limit)
 }
 
 // checkFileInChild is checkInChild of the database file at path.
-func checkFileInChild(dataDir, path string) (string, error) {
+func checkFileInChild(dataDir, path string, limit time.Duration) (string, error) {
 	if path != filepath.Join(dataDir, boltstore.FileName) {
 		if abs, err := filepath.Abs(path); err == nil {
 			path = abs
@@ -138,7 +141,10 @@ func checkFileInChild(dataDir, path string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("check %s: find this program to run the check: %w", path, err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), dbCheckTimeout)
+	ctx, cancel := context.Background(), context.CancelFunc(func() {})
+	if limit > 0 {
+		ctx, cancel = context.WithTimeout(ctx, limit)
+	}
 	defer cancel()
 	cmd := exec.CommandContext(ctx, exe, "server", "--check", "--data-dir", dataDir)
 	cmd.Args[0] = os.Args[0] // the name this program was started under
@@ -157,7 +163,7 @@ func checkFileInChild(dataDir, path string) (string, error) {
 	case ctx.Err() != nil:
 		// Not said to be damaged, nor to be moved aside: a very large
 		// file on a slow disk could take this long too.
-		return "", fmt.Errorf("checking %s did not finish within %v: its pages may loop (damage), or it is very large on a slow disk; time svcreg server --check on it before you restore or move it", path, dbCheckTimeout)
+		return "", fmt.Errorf("checking %s did not finish within %v: its pages may loop (damage), or it is very large on a slow disk; run svcreg server --check --data-dir %s (no time limit) before you restore or move it", path, limit, dataDir)
 	case !errors.As(err, &exit):
 		return "", fmt.Errorf("check %s: %w", path, err)
 	case exit.ExitCode() == exitError:
