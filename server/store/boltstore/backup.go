@@ -179,11 +179,16 @@ func Restore(dir, src string) (replaced string, err error) {
 		// that name, and the database stays in place until the restored
 		// one replaces it.
 		if err := os.Link(path, replaced); err != nil {
-			os.Remove(tmp)
-			return "", fmt.Errorf("keep the database it replaces: %w", err)
+			// A file system without hard links: a rename, once the name
+			// is seen free.
+			if _, serr := os.Lstat(replaced); !errors.Is(serr, fs.ErrNotExist) || os.Rename(path, replaced) != nil {
+				os.Remove(tmp)
+				return "", fmt.Errorf("keep the database it replaces: %w", err)
+			}
 		}
 	}
 	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
 		return "", err
 	}
 	return replaced, fsync.Dir(dir)
