@@ -72,12 +72,25 @@ func (b *browser) do(steps ...chromedp.Action[chromedp.Void]) {
 }
 
 // wait waits until the JavaScript expression is true.
+//
+// A poll that a navigation cut short (its page's context gone: a loaded
+// machine can let chromedp's Navigate return before the new page's
+// context is the one polled) polls again, within the same 20 s.
 func (b *browser) wait(what, expr string) {
 	b.t.Helper()
-	_, err := chromedp.Run(b.ctx, chromedp.Poll[bool](expr,
-		chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(20*time.Second)))
-	if err != nil {
-		b.t.Fatalf("waiting for %s: %v\n%s", what, err, b.text("document.body.innerText"))
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, err := chromedp.Run(b.ctx, chromedp.Poll[bool](expr,
+			chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(time.Until(deadline))))
+		if err == nil {
+			return
+		}
+		if s := err.Error(); time.Now().Before(deadline) && (strings.Contains(s, "Cannot find context") ||
+			strings.Contains(s, "context was destroyed") || strings.Contains(s, "navigated or closed")) {
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		b.t.Fatalf("waiting for %s: %v\n%s", what, err, b.text("document.body ? document.body.innerText : ''"))
 	}
 }
 
