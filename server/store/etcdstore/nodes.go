@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -273,13 +274,26 @@ func (s *Store) register(ctx context.Context) error {
 // revoke revokes a lease within the request timeout; one etcd no longer
 // has is revoked already. One that fails to be revoked expires a TTL
 // later.
+//
+// Hedged (hedge.go): a node let back after a partition, whose client still
+// waits on the member it lost, leaves the cluster through another.
 func (s *Store) revoke(id clientv3.LeaseID) error {
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.RequestTimeout)
 	defer cancel()
-	if _, err := s.cli.Revoke(ctx, id); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
-		return err
-	}
-	return nil
+	_, _, err := hedgedCall(ctx, s, hedged, func(ctx context.Context, m *memberConn) (struct{}, error) {
+		var err error
+		if m == nil {
+			_, err = s.cli.Revoke(ctx, id)
+		} else {
+			_, err = pb.NewLeaseClient(m.conn).LeaseRevoke(ctx, &pb.LeaseRevokeRequest{ID: int64(id)})
+			err = rpctypes.Error(err)
+		}
+		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			err = nil // revoked already (by another send, say)
+		}
+		return struct{}{}, err
+	})
+	return err
 }
 
 // keepRegistered renews the node's lease a third of its TTL after the last
