@@ -51,11 +51,11 @@ type keeper struct {
 	fatal chan error
 
 	mu       sync.Mutex
-	held     bool      // a heartbeater holds the service
-	maybe    bool      // see Holding; never set while held
-	deadline time.Time // when the registry times the service out unless heartbeated
-	lastErr  error     // why the last registration or heartbeat failed; nil if it succeeded
-	token    string    // the outstanding heartbeat token while held
+	held     bool                  // a heartbeater holds the service
+	maybe    bool                  // see Holding; never set while held
+	deadline time.Time             // when the registry times the service out unless heartbeated
+	lastErr  error                 // why the last registration or heartbeat failed; nil if it succeeded
+	hb       *registry.Heartbeater // the last registration's; nil before the first
 }
 
 func newKeeper(c *registry.Client, cfg Config, log *slog.Logger) *keeper {
@@ -88,7 +88,10 @@ func (k *keeper) Holding() (held, maybe bool) {
 func (k *keeper) Token() string {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return k.token
+	if k.hb == nil {
+		return ""
+	}
+	return k.hb.Token()
 }
 
 // Deadline is when the registry times the service out unless a heartbeat
@@ -146,7 +149,7 @@ func (k *keeper) run(ctx context.Context) {
 		})
 		if err == nil {
 			k.mu.Lock()
-			k.held, k.maybe, k.deadline, k.lastErr, k.token = true, false, hb.Deadline(), nil, hb.Token()
+			k.held, k.maybe, k.deadline, k.lastErr, k.hb = true, false, hb.Deadline(), nil, hb
 			taken = false
 			k.mu.Unlock()
 			k.log.Info("service registered", "heartbeat_timeout", k.service.HeartbeatTimeout, "interval", k.interval, "failed_attempts", failures)
@@ -220,9 +223,6 @@ func (k *keeper) onBeat() func(registry.Beat) {
 	return func(b registry.Beat) {
 		k.mu.Lock()
 		k.deadline, k.lastErr = b.Deadline, b.Err
-		if b.Token != "" {
-			k.token = b.Token
-		}
 		k.mu.Unlock()
 		switch {
 		case b.Err == nil && failing > 0:
