@@ -53,7 +53,7 @@ func (s *Store) capTenant(ctx context.Context, id string) error {
 	// counted, older than the count, all go first); the first event kept
 	// is the one after them. The newest is always kept.
 	start := prefix
-	limit := int64(64)
+	limit := sizedLimit(pruneBytes, 0, 0, pruneBatch)
 	for {
 		resp, err = s.read(ctx, "find the oldest events", clientv3.OpGet(start, clientv3.WithRange(end), clientv3.WithLimit(limit)))
 		if err != nil {
@@ -77,6 +77,6 @@ func (s *Store) capTenant(ctx context.Context, id string) error {
 			return nil // deleted meanwhile
 		}
 		start = string(rr.Kvs[len(rr.Kvs)-1].Key) + "\x00"
-		limit = min(pruneBatch, max(16, pruneBytes/max(total/int64(len(evs)), 1)))
+		limit = sizedLimit(pruneBytes, total, int64(len(evs)), pruneBatch)
 	}
 }

@@ -48,14 +48,10 @@ func (s *Store) events(ctx context.Context, tenantID string, q store.EventQuery)
 	var read, readBytes int
 	size := 0
 	limit := func() int64 {
-		switch {
-		case q.MaxBytes <= 0:
+		if q.MaxBytes <= 0 {
 			return batch
-		case read == 0:
-			return min(batch, 64)
 		}
-		left := max(q.MaxBytes-size, 0)
-		return min(batch, int64(max(left/max(readBytes/read, 1)+1, 16)))
+		return sizedLimit(int64(max(q.MaxBytes-size, 0)), int64(readBytes), int64(read), batch)
 	}
 	var rev int64
 	for {
@@ -252,7 +248,7 @@ func (s *Store) prune(ctx context.Context) error {
 // off the account's count.
 func (s *Store) pruneTenant(ctx context.Context, id string, cutoff timeuuid.UUID) error {
 	prefix := s.k.events(id)
-	limit := int64(64)
+	limit := sizedLimit(pruneBytes, 0, 0, pruneBatch)
 	for {
 		resp, err := s.read(ctx, "find expired events",
 			clientv3.OpGet(prefix, clientv3.WithRange(s.k.event(id, cutoff)), clientv3.WithLimit(limit)))
@@ -298,8 +294,19 @@ func (s *Store) pruneTenant(ctx context.Context, id string, cutoff timeuuid.UUID
 		if !rr.More {
 			return nil
 		}
-		limit = min(pruneBatch, max(16, pruneBytes/max(total/int64(len(evs)), 1)))
+		limit = sizedLimit(pruneBytes, total, int64(len(evs)), pruneBatch)
 	}
+}
+
+// sizedLimit is how many events a range read asks for to hold about want
+// bytes, at the mean size of the n events of total bytes read before: at
+// least 16 and at most most; before any, 64 (a thousand of the largest
+// events are 30 MB, and a range read holds them at once).
+func sizedLimit(want, total, n, most int64) int64 {
+	if n == 0 {
+		return min(most, 64)
+	}
+	return min(most, max(want/max(total/n, 1)+1, 16))
 }
 
 // pruneBytes is about the most bytes of events one retention transaction
