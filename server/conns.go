@@ -247,22 +247,27 @@ func (ct *connTracker) unkept(ci *connInfo) {
 	ct.unidle(ci)
 }
 
-// handedBack records the tenant of a connection the poller hands back to
-// the http.Server, for add.
-func (ct *connTracker) handedBack(c net.Conn, tenant string) {
+// handedBack records the tenants of the connections of polls the poller
+// hands back to the http.Server, for add: one lock for a fan-out's.
+func (ct *connTracker) handedBack(polls []*parkedPoll) {
 	ct.mu.Lock()
 	defer ct.mu.Unlock()
-	if ct.installed {
-		ct.back[c] = tenant
+	if !ct.installed {
+		return
+	}
+	for _, p := range polls {
+		ct.back[p.conn] = p.tenant
 	}
 }
 
-// dropBack forgets a connection handed back that the http.Server will not
+// dropBack forgets connections handed back that the http.Server will not
 // see (its listener closed).
-func (ct *connTracker) dropBack(c net.Conn) {
+func (ct *connTracker) dropBack(conns []net.Conn) {
 	ct.mu.Lock()
 	defer ct.mu.Unlock()
-	delete(ct.back, c)
+	for _, c := range conns {
+		delete(ct.back, c)
+	}
 }
 
 // authenticated records the tenant of a request on its connection.

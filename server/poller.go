@@ -914,12 +914,10 @@ func (pl *poller) handBack(polls []*parkedPoll) {
 	conns := make([]net.Conn, len(polls))
 	for i, p := range polls {
 		conns[i] = p.conn
-		pl.s.conns.handedBack(p.conn, p.tenant)
 	}
+	pl.s.conns.handedBack(polls)
 	if !ln.handBack(conns...) {
-		for _, c := range conns {
-			pl.s.conns.dropBack(c)
-		}
+		pl.s.conns.dropBack(conns)
 	}
 }
 
