@@ -238,14 +238,16 @@ func testShutdownAnswersUnparkedLongPolls(t *testing.T, kind string) {
 	}
 }
 
-// flakyStore fails the feed reads while fail is set.
-type flakyStore struct {
+// feedSpy counts the feed reads a server makes, and fails them while fail
+// is set (counting those too).
+type feedSpy struct {
 	store.Store
-	fail   atomic.Bool
-	failed atomic.Int32
+	fail          atomic.Bool
+	reads, failed atomic.Int32
 }
 
-func (f *flakyStore) Events(ctx context.Context, tenant string, q store.EventQuery) (store.EventPage, error) {
+func (f *feedSpy) Events(ctx context.Context, tenant string, q store.EventQuery) (store.EventPage, error) {
+	f.reads.Add(1)
 	if f.fail.Load() {
 		f.failed.Add(1)
 		return store.EventPage{}, errors.New("flaky store: unavailable")
@@ -261,7 +263,7 @@ func TestLongPollOutlivesAFailedRead(t *testing.T) { onEachStore(t, testLongPoll
 
 func testLongPollOutlivesAFailedRead(t *testing.T, kind string) {
 	t.Parallel()
-	base, fs := startWrapped(t, kind, func(st store.Store) *flakyStore { return &flakyStore{Store: st} })
+	base, fs := startWrapped(t, kind, func(st store.Store) *feedSpy { return &feedSpy{Store: st} })
 	c := devLogin(t, base, "flaky-read")
 	marker := c.do("GET", "/services", nil).want(200).header.Get("X-Registry-Marker")
 	ch := c.longPoll("?wait=60&marker=" + marker)
@@ -278,17 +280,6 @@ func testLongPollOutlivesAFailedRead(t *testing.T, kind string) {
 	}
 }
 
-// readCounter counts the feed reads a server makes.
-type readCounter struct {
-	store.Store
-	reads atomic.Int32
-}
-
-func (c *readCounter) Events(ctx context.Context, tenant string, q store.EventQuery) (store.EventPage, error) {
-	c.reads.Add(1)
-	return c.Store.Events(ctx, tenant, q)
-}
-
 // A commit costs the long-poll dispatcher one read of the feed however
 // many groups of polls wait, once each group has read its page: groups of
 // their own (each its own marker, far back in the feed, asking for a type
@@ -299,7 +290,7 @@ func TestLongPollWakeReadsOnce(t *testing.T) { onEachStore(t, testLongPollWakeRe
 
 func testLongPollWakeReadsOnce(t *testing.T, kind string) {
 	t.Parallel()
-	base, cs := startWrapped(t, kind, func(st store.Store) *readCounter { return &readCounter{Store: st} })
+	base, cs := startWrapped(t, kind, func(st store.Store) *feedSpy { return &feedSpy{Store: st} })
 	c := devLogin(t, base, "wake-once")
 	const groups = 30
 	for i := range groups {
