@@ -41,10 +41,7 @@ func runDBCommand(d dbFlags, dataDir string, stdout io.Writer) error {
 	}
 	switch {
 	case d.check && os.Getenv(checkChildEnv) != "":
-		path := filepath.Join(dataDir, boltstore.FileName)
-		if file := os.Getenv(checkChildEnv); file != "1" {
-			path = file // a backup to restore
-		}
+		path := os.Getenv(checkChildEnv) // the file to check (a backup to restore, say)
 		size, err := boltstore.CheckFile(path)
 		if err != nil {
 			return explainStoreError(err)
@@ -105,8 +102,8 @@ func explainStoreError(err error) error {
 	return err
 }
 
-// checkChildEnv marks the child process that checks the database (see
-// checkInChild).
+// checkChildEnv marks the child process that checks the database, and
+// names the file it checks (see checkInChild).
 const checkChildEnv = "SVCREG_CHECK_CHILD"
 
 // dbCheckTimeout bounds the check of a database: far above what a sound file
@@ -132,11 +129,6 @@ func checkInChild(dataDir string, limit time.Duration) (string, error) {
 
 // checkFileInChild is checkInChild of the database file at path.
 func checkFileInChild(dataDir, path string, limit time.Duration) (string, error) {
-	if path != filepath.Join(dataDir, boltstore.FileName) {
-		if abs, err := filepath.Abs(path); err == nil {
-			path = abs
-		}
-	}
 	exe, err := os.Executable()
 	if err != nil {
 		return "", fmt.Errorf("check %s: find this program to run the check: %w", path, err)
@@ -148,11 +140,8 @@ func checkFileInChild(dataDir, path string, limit time.Duration) (string, error)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, exe, "server", "--check", "--data-dir", dataDir)
 	cmd.Args[0] = os.Args[0] // the name this program was started under
-	which := "1"
-	if path != filepath.Join(dataDir, boltstore.FileName) {
-		which = path
-	}
-	cmd.Env = append(os.Environ(), checkChildEnv+"="+which)
+	// The child works in this one's directory: a relative path holds.
+	cmd.Env = append(os.Environ(), checkChildEnv+"="+path)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err = cmd.Run()
