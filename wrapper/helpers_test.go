@@ -3,9 +3,11 @@ package wrapper_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -24,7 +26,15 @@ import (
 // its children and signals as the installed binary does.
 const execEnv = "WRAPPER_TEST_EXEC"
 
+// recordSignalsArg as the first argument makes the test binary run as a
+// command that records the signals it gets (recordSignals), rather than as
+// the wrapper or the tests.
+const recordSignalsArg = "record-signals-command"
+
 func TestMain(m *testing.M) {
+	if len(os.Args) == 3 && os.Args[1] == recordSignalsArg {
+		os.Exit(recordSignals(os.Args[2]))
+	}
 	if os.Getenv(execEnv) == "1" {
 		os.Exit(wrapper.Main(context.Background(), "service-registry-wrapper", os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 	}
@@ -130,8 +140,22 @@ func startWrapper(t *testing.T, dir string, env []string, args ...string) *proc 
 // startWrapperStdin is startWrapper with stdin for the wrapper.
 func startWrapperStdin(t *testing.T, dir string, stdin io.Reader, env []string, args ...string) *proc {
 	t.Helper()
+	return startWrapperCmd(t, dir, stdin, nil, env, args...)
+}
+
+// startWrapperJob is startWrapper in a process group of its own, as a
+// shell starts a job: the group's id is the wrapper's pid.
+func startWrapperJob(t *testing.T, dir string, env []string, args ...string) *proc {
+	t.Helper()
+	return startWrapperCmd(t, dir, nil, &syscall.SysProcAttr{Setpgid: true}, env, args...)
+}
+
+// startWrapperCmd is startWrapper with stdin and the process attributes.
+func startWrapperCmd(t *testing.T, dir string, stdin io.Reader, attr *syscall.SysProcAttr, env []string, args ...string) *proc {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Stdin = stdin
+	cmd.SysProcAttr = attr
 	cmd.Env = append(os.Environ(), execEnv+"=1")
 	cmd.Env = append(cmd.Env, env...)
 	stdout, err := os.CreateTemp(dir, "wrapper-stdout-")
@@ -276,6 +300,58 @@ func procState(stat string) string {
 func procParent(stat string) string {
 	f := strings.Fields(stat[strings.LastIndexByte(stat, ')')+1:])
 	return f[1]
+}
+
+// stateOf is the state of process pid (procState), or "" once it is gone.
+func stateOf(pid string) string {
+	b, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return ""
+	}
+	return procState(string(b))
+}
+
+// recordedSignals are the signals recordSignals records, by name.
+var recordedSignals = map[os.Signal]string{
+	syscall.SIGINT: "INT", syscall.SIGQUIT: "QUIT", syscall.SIGWINCH: "WINCH",
+	syscall.SIGUSR1: "USR1", syscall.SIGCONT: "CONT",
+}
+
+// recordSignals is a command that writes its pid to dir/pid, appends the
+// name of each signal of recordedSignals it gets to dir/signals, a line
+// each, and exits 0 once dir/stop exists. Unlike a shell's traps, which
+// run once for signals that came while the shell waited, it records every
+// signal delivered to it.
+func recordSignals(dir string) int {
+	sigs := make(chan os.Signal, 64)
+	for s := range recordedSignals {
+		signal.Notify(sigs, s)
+	}
+	out, err := os.OpenFile(filepath.Join(dir, "signals"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer out.Close()
+	if err := os.WriteFile(filepath.Join(dir, "pid"), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case s := <-sigs:
+			if _, err := out.WriteString(recordedSignals[s] + "\n"); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+		case <-tick.C:
+			if _, err := os.Stat(filepath.Join(dir, "stop")); err == nil {
+				return 0
+			}
+		}
+	}
 }
 
 // zombieChildren lists the zombie processes whose parent is pid.

@@ -172,6 +172,70 @@ while :; do sleep 0.05; done
 	f.assertGone("sig1")
 }
 
+// A terminal sends Ctrl-C, Ctrl-\\, a new window size and Ctrl-Z to its
+// foreground process group: the shell's job, the wrapper's group. The
+// command, in a session of its own, gets each once, passed on by the
+// wrapper, not a second time from the terminal. Ctrl-Z stops the command
+// and the wrapper; fg (SIGCONT to the job) continues both.
+func TestTerminalSignalsReachTheCommandOnce(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	w := startWrapperJob(t, f.dir, f.env(), "--id=tty1", "--interval=1", "--grace-period=10m", "--", os.Args[0], recordSignalsArg, f.dir)
+	f.waitRegistered("tty1")
+	pid := waitFile(t, f.path("pid"))
+	toJob := func(sig syscall.Signal) {
+		t.Helper()
+		if err := syscall.Kill(-w.pid(), sig); err != nil {
+			t.Fatalf("signal the job: %v", err)
+		}
+	}
+	var want strings.Builder
+	// Each signal from the terminal is followed, once the command has it,
+	// by a SIGUSR1 to the wrapper alone, passed on after it: once the
+	// command has that too, it has had all it will get of the one before.
+	got := func(name string) {
+		t.Helper()
+		want.WriteString(name + "\n")
+		waitFor(t, "the command to get SIG"+name, func() bool {
+			b, _ := os.ReadFile(f.path("signals"))
+			return strings.Count(string(b), "\n") >= strings.Count(want.String(), "\n")
+		})
+	}
+	marked := func(name string) {
+		t.Helper()
+		got(name)
+		w.signal(syscall.SIGUSR1)
+		got("USR1")
+	}
+	for _, s := range []struct {
+		sig  syscall.Signal
+		name string
+	}{{syscall.SIGINT, "INT"}, {syscall.SIGQUIT, "QUIT"}, {syscall.SIGWINCH, "WINCH"}} {
+		toJob(s.sig)
+		marked(s.name)
+	}
+
+	toJob(syscall.SIGTSTP)
+	wrapperPID := strconv.Itoa(w.pid())
+	waitFor(t, "Ctrl-Z to stop the command and the wrapper", func() bool {
+		return stateOf(pid) == "T" && stateOf(wrapperPID) == "T"
+	})
+	toJob(syscall.SIGCONT)
+	waitFor(t, "fg to continue the command and the wrapper", func() bool {
+		return stateOf(pid) != "T" && stateOf(wrapperPID) != "T"
+	})
+	marked("CONT")
+
+	touch(t, f.path("stop"))
+	if code := w.wait(); code != 0 {
+		t.Errorf("exit code %d, want the command's 0", code)
+	}
+	if b, _ := os.ReadFile(f.path("signals")); string(b) != want.String() {
+		t.Errorf("signals the command got:\n%s\nwant each once:\n%s", b, want.String())
+	}
+	f.assertGone("tty1")
+}
+
 func TestSecondSignalAfterGracePeriodKills(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
