@@ -95,6 +95,32 @@ type Identity interface {
 	// DevTenant returns the numeric tenant of a --dev user, allocating one on
 	// first use; the same user always gets the same tenant.
 	DevTenant(ctx context.Context, username string) (string, error)
+	// RevokeUser records that the tokens issued to user before r.At are
+	// revoked, until r.Until (when they have all expired). A record kept
+	// for the user already is merged: the later At and the later Until.
+	RevokeUser(ctx context.Context, user string, r Revocation) error
+	// Revocations returns the users' revocations whose Until has not
+	// passed.
+	Revocations(ctx context.Context) (map[string]Revocation, error)
+}
+
+// Revocation is a user's tokens revoked: those issued before At, recorded
+// until Until.
+type Revocation struct {
+	At    time.Time `json:"at"`
+	Until time.Time `json:"until"`
+}
+
+// Merge is the revocation that covers both r and o: the later At and the
+// later Until.
+func (r Revocation) Merge(o Revocation) Revocation {
+	if o.At.After(r.At) {
+		r.At = o.At
+	}
+	if o.Until.After(r.Until) {
+		r.Until = o.Until
+	}
+	return r
 }
 
 // TokenInfo is what the identity endpoint knows of an issued token.

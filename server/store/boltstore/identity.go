@@ -3,6 +3,7 @@ package boltstore
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"hash/fnv"
 	"strconv"
 
@@ -78,7 +79,43 @@ func (s *Store) DevTenant(ctx context.Context, username string) (string, error) 
 	return tenant, err
 }
 
-// pruneTokens deletes the identity tokens that have expired.
+// RevokeUser implements store.Identity.
+func (s *Store) RevokeUser(ctx context.Context, user string, r store.Revocation) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bRevoked)
+		var was store.Revocation
+		if raw := b.Get([]byte(user)); raw != nil && json.Unmarshal(raw, &was) == nil {
+			r = r.Merge(was)
+		}
+		raw, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte(user), raw)
+	})
+}
+
+// Revocations implements store.Identity.
+func (s *Store) Revocations(ctx context.Context) (map[string]store.Revocation, error) {
+	now := s.now()
+	out := map[string]store.Revocation{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bRevoked).ForEach(func(k, v []byte) error {
+			var r store.Revocation
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("the revocation of user %q: %w", k, err)
+			}
+			if now.Before(r.Until) {
+				out[string(k)] = r
+			}
+			return nil
+		})
+	})
+	return out, err
+}
+
+// pruneTokens deletes the identity tokens that have expired, and the
+// users' revocations past their Until.
 func (s *Store) pruneTokens() error {
 	now := s.now()
 	return s.db.Update(func(tx *bolt.Tx) error {
@@ -86,6 +123,15 @@ func (s *Store) pruneTokens() error {
 		for k, v := c.First(); k != nil; k, v = c.Next() {
 			var t store.TokenInfo
 			if err := json.Unmarshal(v, &t); err != nil || !now.Before(t.Expires) {
+				if err := c.Delete(); err != nil {
+					return err
+				}
+			}
+		}
+		c = tx.Bucket(bRevoked).Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			var r store.Revocation
+			if err := json.Unmarshal(v, &r); err == nil && !now.Before(r.Until) {
 				if err := c.Delete(); err != nil {
 					return err
 				}

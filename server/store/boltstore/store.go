@@ -40,6 +40,7 @@ var (
 	bTenants    = []byte("tenants")
 	bTokens     = []byte("tokens")
 	bDevTenants = []byte("dev-tenants")
+	bRevoked    = []byte("user-revocations")
 	bServices   = []byte("services")
 	bHeartbeats = []byte("heartbeats")
 	bConfig     = []byte("config")
@@ -141,7 +142,7 @@ func (s *Store) now() time.Time { return s.opts.Clock() }
 func (s *Store) load() error {
 	var secret []byte
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bMeta, bTenants, bTokens, bDevTenants} {
+		for _, name := range [][]byte{bMeta, bTenants, bTokens, bDevTenants, bRevoked} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}

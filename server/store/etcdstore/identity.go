@@ -4,8 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"hash/fnv"
+	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -78,6 +81,79 @@ func (s *Store) DeleteToken(ctx context.Context, hash [32]byte) error {
 	return s.again(ctx, "revoke token",
 		[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), ">", 0)},
 		clientv3.OpPut(key, revokedToken, clientv3.WithIgnoreLease()))
+}
+
+// RevokeUser implements store.Identity. The record lives on the lease of
+// the tokens expiring at r.Until (PutToken's), so that etcd deletes it by
+// itself once they have. It is merged with the record there in a
+// transaction conditional on that record's revision, sent again if another
+// write came between.
+func (s *Store) RevokeUser(ctx context.Context, user string, r store.Revocation) error {
+	key := s.k.revocation(user)
+	for attempt := 0; ; attempt++ {
+		resp, err := s.read(ctx, "read user revocation", clientv3.OpGet(key))
+		if err != nil {
+			return err
+		}
+		merged, cmp := r, clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
+		if kv := first(resp.Responses[0]); kv != nil {
+			var was store.Revocation
+			if json.Unmarshal(kv.Value, &was) == nil {
+				if !r.At.After(was.At) && !r.Until.After(was.Until) {
+					return nil
+				}
+				merged = r.Merge(was)
+			}
+			cmp = clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)
+		}
+		raw, err := json.Marshal(merged)
+		if err != nil {
+			return err
+		}
+		lease, err := s.tokenLeases.get(ctx, s, merged.Until)
+		if err != nil {
+			return err
+		}
+		// Hedged: a send that commits makes its twins' compare fail, and
+		// the read again finds the record merged.
+		put, err := s.txnWithin(ctx, s.opts.RequestTimeout, hedged, "revoke user",
+			[]clientv3.Cmp{cmp}, []clientv3.Op{clientv3.OpPut(key, string(raw), clientv3.WithLease(lease))}, nil)
+		switch {
+		case err == nil && put.Succeeded:
+			return nil
+		case err != nil && isLeaseNotFound(err):
+			s.tokenLeases.drop(lease)
+		case err != nil:
+			return err
+		}
+		if attempt >= 8 {
+			return fmt.Errorf("revoke user %q: the record kept changing", user)
+		}
+	}
+}
+
+// Revocations implements store.Identity.
+func (s *Store) Revocations(ctx context.Context) (map[string]store.Revocation, error) {
+	resp, err := s.read(ctx, "read user revocations", clientv3.OpGet(s.k.revocations(), clientv3.WithPrefix()))
+	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	out := map[string]store.Revocation{}
+	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
+		user, err := url.PathUnescape(strings.TrimPrefix(string(kv.Key), s.k.revocations()))
+		if err != nil {
+			return nil, fmt.Errorf("revocation key %q: %w", kv.Key, err)
+		}
+		var r store.Revocation
+		if err := json.Unmarshal(kv.Value, &r); err != nil {
+			return nil, fmt.Errorf("the revocation of user %q: %w", user, err)
+		}
+		if now.Before(r.Until) {
+			out[user] = r
+		}
+	}
+	return out, nil
 }
 
 // DevTenant implements store.Identity as the embedded store does: "dev"

@@ -29,6 +29,7 @@ import (
 //	P tok/<hash>              an identity token (store.TokenInfo)
 //	P devuser/<user>          the tenant of a --dev user
 //	P devtenant/<tenant>      the --dev user holding a tenant
+//	P revoked/<user>          a user's tokens revoked (store.Revocation)
 //
 // Every write that appends an event also writes the account (its head), so
 // the account's mod revision orders a tenant's event-appending writes, and
@@ -139,6 +140,8 @@ func (k keys) events(t string) string         { return k.p + "ev/" + esc(t) + "/
 func (k keys) token(hash [32]byte) string     { return k.p + "tok/" + hex.EncodeToString(hash[:]) }
 func (k keys) devUser(user string) string     { return k.p + "devuser/" + esc(user) }
 func (k keys) devTenant(tenant string) string { return k.p + "devtenant/" + tenant }
+func (k keys) revocations() string            { return k.p + "revoked/" }
+func (k keys) revocation(user string) string  { return k.revocations() + esc(user) }
 
 // event is the key of an event: its id in the API's order.
 func (k keys) event(t string, id timeuuid.UUID) string {

@@ -41,6 +41,7 @@ func Run(t *testing.T, open Open) {
 		{"MaxEvents", testMaxEvents},
 		{"MaxEventBytes", testMaxEventBytes},
 		{"Retention", testRetention},
+		{"UserRevocations", testRevocations},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -563,5 +564,42 @@ func testRetention(t *testing.T, e *env) {
 	wantFeed(t, evs, "configuration_value.update new")
 	if _, err := s.Events(ctx, tenant, store.EventQuery{CheckExpired: true, Limit: 10}); !errors.Is(err, store.ErrMarkerExpired) {
 		t.Errorf("a marker before the deleted events: %v, want ErrMarkerExpired", err)
+	}
+}
+
+// testRevocations: a user's revocation is merged with the one recorded
+// (the later time, the later end), kept for users of any name, and left
+// out once its end has passed.
+func testRevocations(t *testing.T, e *env) {
+	s, ok := e.store(t, store.Options{}).(store.Identity)
+	if !ok {
+		t.Fatal("the store keeps no identity state (store.Identity)")
+	}
+	t0 := e.clock.Now()
+	odd := "ops/dé ploy%2F"
+	check(t, s.RevokeUser(ctx, "deploy", store.Revocation{At: t0, Until: t0.Add(time.Hour)}))
+	check(t, s.RevokeUser(ctx, "deploy", store.Revocation{At: t0.Add(-time.Minute), Until: t0.Add(2 * time.Hour)}))
+	check(t, s.RevokeUser(ctx, odd, store.Revocation{At: t0.Add(time.Second), Until: t0.Add(time.Hour)}))
+	check(t, s.RevokeUser(ctx, odd, store.Revocation{At: t0, Until: t0.Add(time.Minute)}))
+	got := must(s.Revocations(ctx))(t)
+	want := map[string]store.Revocation{
+		"deploy": {At: t0, Until: t0.Add(2 * time.Hour)},
+		odd:      {At: t0.Add(time.Second), Until: t0.Add(time.Hour)},
+	}
+	sameRevocations(t, "recorded", got, want)
+	e.clock.Add(90 * time.Minute)
+	delete(want, odd)
+	sameRevocations(t, "after the end of one", must(s.Revocations(ctx))(t), want)
+}
+
+func sameRevocations(t *testing.T, when string, got, want map[string]store.Revocation) {
+	t.Helper()
+	ok := len(got) == len(want)
+	for u, w := range want {
+		g, found := got[u]
+		ok = ok && found && g.At.Equal(w.At) && g.Until.Equal(w.Until)
+	}
+	if !ok {
+		t.Errorf("revocations %s: %v, want %v", when, got, want)
 	}
 }
