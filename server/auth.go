@@ -138,11 +138,14 @@ const maxUsernameLen = 255
 // Auth serves the Keystone-v2-compatible identity endpoint and checks the
 // tokens it issues.
 type Auth struct {
-	cfg     AuthConfig
-	users   atomic.Pointer[userSet]
-	setMu   sync.Mutex // serialises SetUsers
-	cache   sync.Map   // [32]byte -> cachedToken, valid tokens only
-	metrics authMetrics
+	cfg   AuthConfig
+	users atomic.Pointer[userSet]
+	setMu sync.Mutex // serialises SetUsers, LoadRevocations and the writes of unrecorded
+	// unrecorded are the revocations SetUsers could not record in the
+	// store; Run tries again. Guarded by setMu.
+	unrecorded map[string]store.Revocation
+	cache      sync.Map // [32]byte -> cachedToken, valid tokens only
+	metrics    authMetrics
 
 	addrFailures *keyedLimiter // by client address
 	userFailures *keyedLimiter // by username
@@ -161,7 +164,8 @@ type userSet struct {
 	// revoked is when each user was last removed, or had an API key or
 	// password hash replaced or removed: tokens issued to them before then
 	// are refused. Kept for a token lifetime, after which those tokens
-	// have expired anyway.
+	// have expired anyway, and recorded in the store (store.Revocation) so
+	// that a restart keeps it.
 	revoked map[string]time.Time
 	// prints are the users' credentials' prints, by name.
 	prints map[string]credPrints
@@ -238,6 +242,7 @@ func NewAuth(cfg AuthConfig) *Auth {
 		bcrypt:       newBcryptGate(cfg.Limits),
 	}
 	a.users.Store(newUserSet(cfg.Users))
+	a.unrecorded = map[string]store.Revocation{}
 	a.warnShortSecrets(cfg.Users)
 	return a
 }
@@ -302,9 +307,62 @@ func (a *Auth) SetUsers(users []User) error {
 		now := a.cfg.Clock().Round(0)
 		for _, name := range changed {
 			final.revoked[name] = now
+			a.unrecorded[name] = store.Revocation{At: now, Until: now.Add(a.cfg.TokenTTL)}.Merge(a.unrecorded[name])
 		}
 		a.users.Store(&final)
 	}
+	a.recordRevocations()
+	return nil
+}
+
+// recordTimeout bounds each try of recordRevocations.
+const recordTimeout = 10 * time.Second
+
+// recordRevocations records the revocations not yet in the store, so that
+// a restart keeps them; those it cannot record are kept for the next try
+// (Run), and hold in memory meanwhile. The caller holds setMu.
+func (a *Auth) recordRevocations() {
+	now := a.cfg.Clock()
+	ctx, cancel := context.WithTimeout(context.Background(), recordTimeout)
+	defer cancel()
+	for name, r := range a.unrecorded {
+		if !now.Before(r.Until) {
+			delete(a.unrecorded, name)
+			continue
+		}
+		if err := a.cfg.Store.RevokeUser(ctx, name, r); err != nil {
+			a.cfg.Logger.Error("cannot record a user's token revocation in the store; it holds until a restart, and is tried again in a minute",
+				"user", logValue(name), "err", err)
+			continue
+		}
+		delete(a.unrecorded, name)
+	}
+}
+
+// LoadRevocations reads the revocations recorded in the store (by SetUsers
+// before a restart, or by another node) and refuses the tokens they
+// cover. Call it once, before serving. It does nothing in Dev mode.
+func (a *Auth) LoadRevocations(ctx context.Context) error {
+	if a.cfg.Dev {
+		return nil
+	}
+	recorded, err := a.cfg.Store.Revocations(ctx)
+	if err != nil {
+		return fmt.Errorf("read the users' token revocations: %w", err)
+	}
+	a.setMu.Lock()
+	defer a.setMu.Unlock()
+	next := *a.users.Load()
+	next.revoked = maps.Clone(next.revoked)
+	if next.revoked == nil {
+		next.revoked = map[string]time.Time{}
+	}
+	for name, r := range recorded {
+		if at, ok := next.revoked[name]; !ok || r.At.After(at) {
+			next.revoked[name] = r.At
+		}
+	}
+	a.users.Store(&next)
 	return nil
 }
 
@@ -321,8 +379,8 @@ func (a *Auth) current(ti store.TokenInfo) bool {
 		return false
 	}
 	// The credential the token was issued with, replaced or removed since
-	// (a change of the user's other credential is remembered in revoked
-	// until a restart; adding one revokes nothing).
+	// (a change of the user's other credential is in revoked; adding one
+	// revokes nothing).
 	p := set.prints[ti.User]
 	if ti.KeyPrint != "" && ti.KeyPrint != p.key || ti.PasswordPrint != "" && ti.PasswordPrint != p.password {
 		return false
@@ -398,6 +456,9 @@ func (a *Auth) Run(ctx context.Context) error {
 		a.addrFailures.pruneAll()
 		a.userFailures.pruneAll()
 		a.issues.pruneAll()
+		a.setMu.Lock()
+		a.recordRevocations()
+		a.setMu.Unlock()
 		now := a.cfg.Clock()
 		a.cache.Range(func(k, v any) bool {
 			if !now.Before(v.(cachedToken).until) {

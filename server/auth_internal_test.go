@@ -2,11 +2,14 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"log/slog"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/svcreg/svcreg/server/store"
 )
 
 // Past maxLimiterKeys keys, a new key is still limited: it takes the place
@@ -42,7 +45,7 @@ func TestShortSecretsAreWarnedAbout(t *testing.T) {
 	t.Parallel()
 	var buf bytes.Buffer
 	long := strings.Repeat("0123456789abcdef", 2)
-	a := NewAuth(AuthConfig{Logger: slog.New(slog.NewTextHandler(&buf, nil)), Users: []User{
+	a := NewAuth(AuthConfig{Store: revocationSink{}, Logger: slog.New(slog.NewTextHandler(&buf, nil)), Users: []User{
 		{Name: "short-key", Tenant: "1", APIKey: "guessable"},
 		{Name: "short-token", Tenant: "2", APIKey: long, Tokens: []string{long, "tok"}},
 		{Name: "long", Tenant: "3", APIKey: long, Tokens: []string{long}},
@@ -62,3 +65,9 @@ func TestShortSecretsAreWarnedAbout(t *testing.T) {
 		}
 	}
 }
+
+// revocationSink is an identity store that takes users' revocations and
+// nothing else.
+type revocationSink struct{ store.Identity }
+
+func (revocationSink) RevokeUser(context.Context, string, store.Revocation) error { return nil }

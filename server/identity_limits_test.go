@@ -61,6 +61,9 @@ func startIdentityOn(t *testing.T, st testserver.Store, users []server.User, lim
 	id := &identity{t: t, st: st, reg: prometheus.NewRegistry(), clock: &manualClock{now: time.Now()}}
 	id.auth = server.NewAuth(server.AuthConfig{Store: st, Users: users, Dev: users == nil, Limits: limits,
 		Clock: id.clock.Now, Registerer: id.reg})
+	if err := id.auth.LoadRevocations(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	hs := httptest.NewServer(server.New(server.Config{Store: st, Auth: id.auth}))
 	t.Cleanup(hs.Close)
 	id.base = hs.URL

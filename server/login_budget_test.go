@@ -1,13 +1,19 @@
 package server_test
 
 import (
+	"context"
+	"crypto/sha256"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/svcreg/svcreg/internal/testserver"
 	"github.com/svcreg/svcreg/server"
+	"github.com/svcreg/svcreg/server/store"
 )
 
 // burst sends n wrong logins at once, the i-th naming user(i), and counts
@@ -237,5 +243,124 @@ func testSetUsersRevokesTokensIssuedBeforeACredentialChange(t *testing.T, kind s
 	}
 	if got := get(id.token("repassworded", "new-pw", false), "3002"); got != 200 {
 		t.Errorf("a token from the new password: status %d, want 200", got)
+	}
+}
+
+// A revocation by SetUsers (SIGHUP) is recorded in the store and outlives
+// a restart, also where the token's own credential did not change: a
+// change of the user's other credential, a user removed and added back
+// with the same credentials, and a token issued before tokens kept the
+// print of their credential.
+func TestRevocationsOutliveARestart(t *testing.T) {
+	onEachStore(t, testRevocationsOutliveARestart)
+}
+
+func testRevocationsOutliveARestart(t *testing.T, kind string) {
+	t.Parallel()
+	pw := testHash(t, "pw")
+	users := []server.User{
+		{Name: "drops-the-other", Tenant: "3001", APIKey: "k", PasswordHash: pw},
+		{Name: "leaves-and-returns", Tenant: "3002", APIKey: "k"},
+		{Name: "rekeyed-legacy", Tenant: "3003", APIKey: "old-key"},
+		{Name: "unchanged", Tenant: "3004", APIKey: "k"},
+	}
+	id := startIdentity(t, kind, users, server.AuthLimits{})
+	tokens := map[string]string{
+		"drops-the-other":    id.token("drops-the-other", "pw", false),
+		"leaves-and-returns": id.token("leaves-and-returns", "k", true),
+		"unchanged":          id.token("unchanged", "k", true),
+	}
+	// A token of the form the server issues, stored as a release without
+	// credential prints stored it.
+	legacy := strings.Repeat("ab", 32)
+	if err := id.st.PutToken(context.Background(), sha256.Sum256([]byte(legacy)),
+		store.TokenInfo{User: "rekeyed-legacy", Tenant: "3003", Expires: id.clock.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	tokens["rekeyed-legacy"] = legacy
+	tenants := map[string]string{}
+	for _, u := range users {
+		tenants[u.Name] = u.Tenant
+	}
+	get := func(id *identity, name string) int {
+		return sendRequest(t, id.base, "GET", "/v1.0/"+tenants[name]+"/services", nil, "X-Auth-Token", tokens[name]).code
+	}
+	for name := range tokens {
+		if code := get(id, name); code != 200 {
+			t.Fatalf("%s's token before the change: status %d", name, code)
+		}
+	}
+	id.clock.Add(time.Second)
+	changed := []server.User{
+		{Name: "drops-the-other", Tenant: "3001", PasswordHash: pw},
+		{Name: "rekeyed-legacy", Tenant: "3003", APIKey: "new-key"},
+		{Name: "unchanged", Tenant: "3004", APIKey: "k"},
+	}
+	for _, us := range [][]server.User{changed, append(changed, users[1])} {
+		if err := id.auth.SetUsers(us); err != nil {
+			t.Fatal(err)
+		}
+		id.clock.Add(time.Second)
+	}
+	// A token issued after the change is not revoked, now or later.
+	tokens["after"] = id.token("drops-the-other", "pw", false)
+	tenants["after"] = "3001"
+	want := map[string]int{"drops-the-other": 401, "leaves-and-returns": 401, "rekeyed-legacy": 401, "unchanged": 200, "after": 200}
+	for name, code := range want {
+		if got := get(id, name); got != code {
+			t.Errorf("%s's token after SIGHUP: status %d, want %d", name, got, code)
+		}
+	}
+	restarted := startIdentityOn(t, id.st, append(changed, users[1]), server.AuthLimits{})
+	for name, code := range want {
+		if got := get(restarted, name); got != code {
+			t.Errorf("%s's token after a restart: status %d, want %d", name, got, code)
+		}
+	}
+}
+
+// revokeRefuser is a store whose RevokeUser fails while refuse is set.
+type revokeRefuser struct {
+	testserver.Store
+	refuse atomic.Bool
+}
+
+func (r *revokeRefuser) RevokeUser(ctx context.Context, user string, rev store.Revocation) error {
+	if r.refuse.Load() {
+		return store.ErrUnavailable
+	}
+	return r.Store.RevokeUser(ctx, user, rev)
+}
+
+// A revocation the store could not record holds in memory, and is
+// recorded at the next try (SetUsers again here; Run each minute), so
+// that a restart after that keeps it.
+func TestUnrecordedRevocationIsTriedAgain(t *testing.T) {
+	t.Parallel()
+	st := &revokeRefuser{Store: testserver.NewStore(t, testserver.Options{Store: testserver.Bolt, ReapInterval: -1})}
+	users := []server.User{{Name: "rekeyed", Tenant: "3001", APIKey: "old-key"}, {Name: "drops-the-other", Tenant: "3002", APIKey: "k", PasswordHash: testHash(t, "pw")}}
+	id := startIdentityOn(t, st, users, server.AuthLimits{})
+	token := id.token("drops-the-other", "k", true)
+	get := func(id *identity) int {
+		return sendRequest(t, id.base, "GET", "/v1.0/3002/services", nil, "X-Auth-Token", token).code
+	}
+	id.clock.Add(time.Second)
+	changed := []server.User{users[0], {Name: "drops-the-other", Tenant: "3002", APIKey: "k"}}
+	st.refuse.Store(true)
+	if err := id.auth.SetUsers(changed); err != nil {
+		t.Fatal(err)
+	}
+	if code := get(id); code != 401 {
+		t.Fatalf("the token after SIGHUP, the revocation unrecorded: status %d, want 401", code)
+	}
+	if r, err := st.Revocations(context.Background()); err != nil || len(r) != 0 {
+		t.Fatalf("revocations recorded while the store refused them: %v, %v", r, err)
+	}
+	st.refuse.Store(false)
+	if err := id.auth.SetUsers(changed); err != nil {
+		t.Fatal(err)
+	}
+	if code := get(startIdentityOn(t, st, changed, server.AuthLimits{})); code != 401 {
+		t.Errorf("the token after a restart, the revocation recorded at the second try: status %d, want 401", code)
 	}
 }

@@ -282,6 +282,9 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		}
 	}()
 	auth := server.NewAuth(server.AuthConfig{Store: st, Users: users, Dev: f.dev, TokenTTL: f.tokenTTL, Limits: f.login, Logger: log, Registerer: reg})
+	if err := auth.LoadRevocations(ctx); err != nil {
+		return err
+	}
 	cfg := server.ConnLimits(server.Config{
 		Store:                 st,
 		Auth:                  auth,

@@ -265,6 +265,10 @@ func (s *Server) start(ln net.Listener) {
 	}
 	now := s.opts.Now()
 	auth := server.NewAuth(server.AuthConfig{Store: st, Users: s.opts.Users, Dev: s.opts.Users == nil, TokenTTL: s.opts.TokenTTL, Limits: limits, Clock: now})
+	if err := auth.LoadRevocations(context.Background()); err != nil {
+		ln.Close()
+		s.t.Fatalf("testserver: %v", err)
+	}
 	writeRate := s.opts.WriteRate
 	if writeRate == 0 {
 		writeRate = -1
