@@ -364,10 +364,10 @@ func (e *Exec) Run(ctx context.Context) int {
 		}
 	}
 
-	// The command gets a session of its own, and so a process group of its
-	// own (supervise.Start), so that what is left of it when it has exited
-	// (the workers of a killed master) can go too.
-	cmd := &exec.Cmd{Path: e.path, Args: e.Command, Stdin: e.Stdin, Stdout: e.Stdout, Stderr: e.Stderr, Env: childEnv()}
+	cmd := &exec.Cmd{Path: e.path, Args: e.Command, Stdin: e.Stdin, Stdout: e.Stdout, Stderr: e.Stderr, Env: childEnv(),
+		// Its own process group, so that what is left of it when it has
+		// exited (the workers of a killed master) can go too.
+		SysProcAttr: &syscall.SysProcAttr{Setpgid: true}}
 	e.mu.Lock()
 	child, err := e.sup.Start(cmd, supervise.Options{GracePeriod: e.GracePeriod, ParentDeathSignal: true})
 	e.child, e.startedAt = child, time.Now()

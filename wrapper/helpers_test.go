@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/svcreg/svcreg/internal/testprog"
 	"github.com/svcreg/svcreg/internal/testserver"
 	"github.com/svcreg/svcreg/registry"
@@ -143,11 +145,31 @@ func startWrapperStdin(t *testing.T, dir string, stdin io.Reader, env []string, 
 	return startWrapperCmd(t, dir, stdin, nil, env, args...)
 }
 
-// startWrapperJob is startWrapper in a process group of its own, as a
-// shell starts a job: the group's id is the wrapper's pid.
-func startWrapperJob(t *testing.T, dir string, env []string, args ...string) *proc {
+// startWrapperOnTerminal is startWrapper with a new terminal (a
+// pseudo-terminal) as its stdin and controlling terminal, whose foreground
+// process group is the wrapper's, as for a shell's foreground job; it
+// returns the terminal's master side, where the test types.
+func startWrapperOnTerminal(t *testing.T, dir string, env []string, args ...string) (*proc, *os.File) {
 	t.Helper()
-	return startWrapperCmd(t, dir, nil, &syscall.SysProcAttr{Setpgid: true}, env, args...)
+	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatalf("open a pseudo-terminal: %v", err)
+	}
+	t.Cleanup(func() { master.Close() })
+	fd := int(master.Fd())
+	if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatalf("unlock the pseudo-terminal: %v", err)
+	}
+	n, err := unix.IoctlGetInt(fd, unix.TIOCGPTN)
+	if err != nil {
+		t.Fatalf("the pseudo-terminal's number: %v", err)
+	}
+	terminal, err := os.OpenFile("/dev/pts/"+strconv.Itoa(n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatalf("open the pseudo-terminal: %v", err)
+	}
+	defer terminal.Close()
+	return startWrapperCmd(t, dir, terminal, &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}, env, args...), master
 }
 
 // startWrapperCmd is startWrapper with stdin and the process attributes.

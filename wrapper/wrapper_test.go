@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/svcreg/svcreg/registry"
 )
 
@@ -172,59 +174,46 @@ while :; do sleep 0.05; done
 	f.assertGone("sig1")
 }
 
-// A terminal sends Ctrl-C, Ctrl-\\, a new window size and Ctrl-Z to its
-// foreground process group: the shell's job, the wrapper's group. The
-// command, in a session of its own, gets each once, passed on by the
-// wrapper, not a second time from the terminal. Ctrl-Z stops the command
-// and the wrapper; fg (SIGCONT to the job) continues both.
+// A terminal sends Ctrl-C, Ctrl-\\ and a new window size to its
+// foreground process group: the shell's job, the wrapper and its command.
+// The command gets each once, from the terminal; the wrapper does not pass
+// it on a second time.
 func TestTerminalSignalsReachTheCommandOnce(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	w := startWrapperJob(t, f.dir, f.env(), "--id=tty1", "--interval=1", "--grace-period=10m", "--", os.Args[0], recordSignalsArg, f.dir)
+	w, terminal := startWrapperOnTerminal(t, f.dir, f.env(), "--id=tty1", "--interval=1", "--grace-period=10m", "--", os.Args[0], recordSignalsArg, f.dir)
 	f.waitRegistered("tty1")
-	pid := waitFile(t, f.path("pid"))
-	toJob := func(sig syscall.Signal) {
-		t.Helper()
-		if err := syscall.Kill(-w.pid(), sig); err != nil {
-			t.Fatalf("signal the job: %v", err)
-		}
-	}
+	waitFile(t, f.path("pid"))
 	var want strings.Builder
 	// Each signal from the terminal is followed, once the command has it,
 	// by a SIGUSR1 to the wrapper alone, passed on after it: once the
 	// command has that too, it has had all it will get of the one before.
-	got := func(name string) {
+	var got func(name string)
+	got = func(name string) {
 		t.Helper()
 		want.WriteString(name + "\n")
 		waitFor(t, "the command to get SIG"+name, func() bool {
 			b, _ := os.ReadFile(f.path("signals"))
 			return strings.Count(string(b), "\n") >= strings.Count(want.String(), "\n")
 		})
+		if name != "USR1" {
+			w.signal(syscall.SIGUSR1)
+			got("USR1")
+		}
 	}
-	marked := func(name string) {
-		t.Helper()
-		got(name)
-		w.signal(syscall.SIGUSR1)
-		got("USR1")
-	}
-	for _, s := range []struct {
-		sig  syscall.Signal
+	for _, key := range []struct {
+		b    string
 		name string
-	}{{syscall.SIGINT, "INT"}, {syscall.SIGQUIT, "QUIT"}, {syscall.SIGWINCH, "WINCH"}} {
-		toJob(s.sig)
-		marked(s.name)
+	}{{"\x03", "INT"}, {"\x1c", "QUIT"}} {
+		if _, err := terminal.WriteString(key.b); err != nil {
+			t.Fatal(err)
+		}
+		got(key.name)
 	}
-
-	toJob(syscall.SIGTSTP)
-	wrapperPID := strconv.Itoa(w.pid())
-	waitFor(t, "Ctrl-Z to stop the command and the wrapper", func() bool {
-		return stateOf(pid) == "T" && stateOf(wrapperPID) == "T"
-	})
-	toJob(syscall.SIGCONT)
-	waitFor(t, "fg to continue the command and the wrapper", func() bool {
-		return stateOf(pid) != "T" && stateOf(wrapperPID) != "T"
-	})
-	marked("CONT")
+	if err := unix.IoctlSetWinsize(int(terminal.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: 40, Col: 100}); err != nil {
+		t.Fatal(err)
+	}
+	got("WINCH")
 
 	touch(t, f.path("stop"))
 	if code := w.wait(); code != 0 {

@@ -2,13 +2,6 @@
 // signals passed on, orphaned descendants reaped, the exit status passed
 // back as a shell would (128+N for signal N), and a grace period between
 // SIGTERM and SIGKILL. The wrapper and svcreg template --exec share it.
-//
-// The command runs in a session of its own, as dumb-init runs it: a
-// terminal's signals (Ctrl-C, Ctrl-\, a new window size) go to the
-// program's process group only, and reach the command once, passed on,
-// rather than twice (once from the terminal, once from the program). Ctrl-Z
-// stops the command and then the program, so that the shell sees its job
-// stopped; fg or bg continues the program, which passes SIGCONT on.
 package supervise
 
 import (
@@ -20,7 +13,6 @@ import (
 	"os/signal"
 	"runtime"
 	"strconv"
-	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -51,53 +43,16 @@ type Supervisor struct {
 	log  *slog.Logger
 	sigs chan os.Signal
 	chld chan os.Signal
-	tstp chan os.Signal
-	// closed ends the goroutine that stops the program on SIGTSTP.
-	closed chan struct{}
-	// child is the command started last, if any: the one SIGTSTP stops.
-	child atomic.Pointer[Child]
 }
 
-// New subscribes to the signals that are passed on, to SIGCHLD and to
-// SIGTSTP (unless the program started with it ignored), and makes the
-// program a child subreaper.
+// New subscribes to the signals that are passed on and to SIGCHLD, and
+// makes the program a child subreaper.
 func New(log *slog.Logger) *Supervisor {
-	s := &Supervisor{log: log, sigs: make(chan os.Signal, 32), chld: make(chan os.Signal, 1),
-		tstp: make(chan os.Signal, 1), closed: make(chan struct{})}
+	s := &Supervisor{log: log, sigs: make(chan os.Signal, 32), chld: make(chan os.Signal, 1)}
 	signal.Notify(s.sigs, forwardedSignals()...)
 	signal.Notify(s.chld, syscall.SIGCHLD)
-	if !signal.Ignored(syscall.SIGTSTP) {
-		signal.Notify(s.tstp, syscall.SIGTSTP)
-		go s.stopOnTSTP()
-	}
 	becomeSubreaper(log)
 	return s
-}
-
-// stopOnTSTP does what the terminal's Ctrl-Z did before the command had a
-// session of its own: it stops the command's process group and then the
-// program, whose process group is the shell's job. It stops the command
-// with SIGSTOP: the kernel discards SIGTSTP's default action (and the stop
-// a handler of it would raise) in a session without its parent, as the
-// command's is. The shell's fg or bg continues the program with SIGCONT,
-// which goes on to the command's process group (Forward). Before the
-// command has started, it stops the program alone. (As PID 1 of a
-// container the program cannot be stopped, and only the command stops.)
-func (s *Supervisor) stopOnTSTP() {
-	for {
-		select {
-		case <-s.tstp:
-			if c := s.child.Load(); c != nil {
-				s.log.Info("stopping the command and the program", "signal", syscall.SIGTSTP)
-				c.signalGroup(syscall.SIGSTOP)
-			}
-			if err := syscall.Kill(os.Getpid(), syscall.SIGSTOP); err != nil {
-				s.log.Warn("cannot stop", "err", err)
-			}
-		case <-s.closed:
-			return
-		}
-	}
 }
 
 // Signals delivers the signals the program got that a command may want:
@@ -109,8 +64,6 @@ func (s *Supervisor) Signals() <-chan os.Signal { return s.sigs }
 func (s *Supervisor) Close() {
 	signal.Stop(s.sigs)
 	signal.Stop(s.chld)
-	signal.Stop(s.tstp)
-	close(s.closed)
 }
 
 // Options say how a command is run.
@@ -140,27 +93,16 @@ type Child struct {
 	termAt time.Time
 }
 
-// Start starts cmd in a session of its own (and so a process group of its
-// own, whose id is the command's pid; cmd.SysProcAttr's Setpgid and
-// Setctty are not for it) and reaps, from then on, every child of the
-// process except those started with StartOwned: the command's exit status
-// ends up in Done, and orphaned descendants re-parented to the program are
+// Start starts cmd and reaps, from then on, every child of the process
+// except those started with StartOwned: the command's exit status ends up
+// in Done, and orphaned descendants re-parented to the program are
 // collected so that they do not linger as zombies.
-//
-// In its own session the command has no controlling terminal: it reads
-// and writes a terminal that is its stdin or stdout as any file, and
-// cannot open /dev/tty.
 func (s *Supervisor) Start(cmd *exec.Cmd, opts Options) (*Child, error) {
-	if cmd.SysProcAttr == nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{}
-	}
-	cmd.SysProcAttr.Setsid = true
 	c := &Child{cmd: cmd, log: s.log, opts: opts, sigs: s.sigs, done: make(chan struct{}),
 		stop: make(chan struct{}), reaped: make(chan struct{}), release: make(chan struct{})}
 	if err := c.startCommand(); err != nil {
 		return nil, err
 	}
-	s.child.Store(c)
 	go func() {
 		defer close(c.reaped)
 		reap(s.chld, c.stop, cmd.Process.Pid, func(ws syscall.WaitStatus) {
@@ -224,30 +166,11 @@ func (c *Child) signal(sig os.Signal) {
 	}
 }
 
-// signalGroup sends sig to the command's process group, while the command
-// has not been reaped (after that its pid, the group's id, may be another
-// process's).
-func (c *Child) signalGroup(sig syscall.Signal) {
-	select {
-	case <-c.done:
-		return
-	default:
-	}
-	if err := syscall.Kill(-c.Pid(), sig); err != nil && err != syscall.ESRCH {
-		c.log.Warn("cannot signal the command's process group", "signal", sig, "err", err)
-	}
-}
-
-// Forward passes a signal the program got on to the command. A SIGINT or
-// SIGTERM that comes at least a grace period after the first one kills the
-// command: it had its chance to stop. SIGCONT goes to the command's
-// process group, all of which a Ctrl-Z stopped.
+// Forward passes a signal the program got on to the command, unless the
+// terminal sent it to the command too (fromTerminal). A SIGINT or SIGTERM
+// that comes at least a grace period after the first one kills the
+// command: it had its chance to stop.
 func (c *Child) Forward(sig os.Signal) {
-	if sig == syscall.SIGCONT {
-		c.log.Info("passing a signal on to the command's process group", "signal", sig)
-		c.signalGroup(syscall.SIGCONT)
-		return
-	}
 	if sig == syscall.SIGINT || sig == syscall.SIGTERM {
 		if !c.termAt.IsZero() && time.Since(c.termAt) >= c.opts.GracePeriod {
 			c.log.Warn("another signal after the grace period; killing the command", "signal", sig, "grace_period", c.opts.GracePeriod)
@@ -257,6 +180,10 @@ func (c *Child) Forward(sig os.Signal) {
 		if c.termAt.IsZero() {
 			c.termAt = time.Now()
 		}
+	}
+	if c.fromTerminal(sig) {
+		c.log.Info("not passing a signal on: the terminal sent it to the command too", "signal", sig)
+		return
 	}
 	c.log.Info("passing a signal on to the command", "signal", sig)
 	c.signal(sig)

@@ -6,9 +6,6 @@ import (
 	"sync"
 	"syscall"
 	"testing"
-	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // Children started with StartOwned report their own exit status to
@@ -58,27 +55,5 @@ func TestOwnedChildrenKeepTheirStatus(t *testing.T) {
 	var ws syscall.WaitStatus
 	if pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil); err != syscall.ECHILD {
 		t.Fatalf("a child was left behind: pid %d, err %v", pid, err)
-	}
-}
-
-// The command runs in a session of its own, whose process group is its
-// own too: a terminal's signals to the program's group do not reach it.
-func TestCommandHasASessionOfItsOwn(t *testing.T) {
-	sup := New(slog.New(slog.DiscardHandler))
-	defer sup.Close()
-	child, err := sup.Start(exec.Command("sh", "-c", "read line"), Options{GracePeriod: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pgid, pgErr := syscall.Getpgid(child.Pid())
-	sid, sidErr := unix.Getsid(child.Pid())
-	child.Signal(syscall.SIGKILL)
-	<-child.Done()
-	child.Close()
-	if pgErr != nil || sidErr != nil {
-		t.Fatalf("the command's process group and session: %v, %v", pgErr, sidErr)
-	}
-	if pgid != child.Pid() || sid != child.Pid() {
-		t.Errorf("the command (pid %d) is in process group %d, session %d; want its own", child.Pid(), pgid, sid)
 	}
 }
