@@ -111,6 +111,17 @@ type Revocation struct {
 	Until time.Time `json:"until"`
 }
 
+// Covers reports whether r revokes the token t: one issued before At, or,
+// for a token that does not record when it was issued, one expiring before
+// Until (the same while the token lifetime is the one Until was recorded
+// with, as it is for tokens of those releases).
+func (r Revocation) Covers(t TokenInfo) bool {
+	if !t.Issued.IsZero() {
+		return t.Issued.Before(r.At)
+	}
+	return t.Expires.Before(r.Until)
+}
+
 // Merge is the revocation that covers both r and o: the later At and the
 // later Until.
 func (r Revocation) Merge(o Revocation) Revocation {
@@ -135,6 +146,9 @@ type TokenInfo struct {
 	// name: not a way to guess a key.
 	KeyPrint      string `json:"key_print,omitempty"`
 	PasswordPrint string `json:"password_print,omitempty"`
+	// Issued is when the token was issued; zero for a token of a release
+	// that did not record it.
+	Issued time.Time `json:"issued,omitzero"`
 }
 
 // Account is a tenant's account (spec §3.4).

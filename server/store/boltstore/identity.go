@@ -103,7 +103,8 @@ func (s *Store) Revocations(ctx context.Context) (map[string]store.Revocation, e
 		return tx.Bucket(bRevoked).ForEach(func(k, v []byte) error {
 			var r store.Revocation
 			if err := json.Unmarshal(v, &r); err != nil {
-				return fmt.Errorf("the revocation of user %q: %w", k, err)
+				s.log.Warn("a user's token revocation does not decode; left out, and deleted with the expired ones", "user", fmt.Sprintf("%q", k), "err", err)
+				return nil
 			}
 			if now.Before(r.Until) {
 				out[string(k)] = r
@@ -131,7 +132,7 @@ func (s *Store) pruneTokens() error {
 		c = tx.Bucket(bRevoked).Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
 			var r store.Revocation
-			if err := json.Unmarshal(v, &r); err == nil && !now.Before(r.Until) {
+			if err := json.Unmarshal(v, &r); err != nil || !now.Before(r.Until) {
 				if err := c.Delete(); err != nil {
 					return err
 				}

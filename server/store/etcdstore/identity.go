@@ -142,12 +142,13 @@ func (s *Store) Revocations(ctx context.Context) (map[string]store.Revocation, e
 	out := map[string]store.Revocation{}
 	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
 		user, err := url.PathUnescape(strings.TrimPrefix(string(kv.Key), s.k.revocations()))
-		if err != nil {
-			return nil, fmt.Errorf("revocation key %q: %w", kv.Key, err)
-		}
 		var r store.Revocation
-		if err := json.Unmarshal(kv.Value, &r); err != nil {
-			return nil, fmt.Errorf("the revocation of user %q: %w", user, err)
+		if err == nil {
+			err = json.Unmarshal(kv.Value, &r)
+		}
+		if err != nil {
+			s.log.Warn("a user's token revocation does not decode; left out (its lease deletes it)", "key", fmt.Sprintf("%q", kv.Key), "err", err)
+			continue
 		}
 		if now.Before(r.Until) {
 			out[user] = r
