@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/svcreg/svcreg/internal/retry"
 	"github.com/svcreg/svcreg/server/store"
 )
 
@@ -122,8 +123,12 @@ type AuthConfig struct {
 	TokenTTL time.Duration
 	// Limits bound failed requests, token issues and password checks.
 	Limits AuthLimits
-	Clock  func() time.Time
-	Logger *slog.Logger
+	// SweepInterval is how often Run drops what has expired and tries
+	// again to record the revocations the store did not take; a minute if
+	// zero.
+	SweepInterval time.Duration
+	Clock         func() time.Time
+	Logger        *slog.Logger
 	// Registerer receives the identity endpoint's metrics; none if nil.
 	Registerer prometheus.Registerer
 }
@@ -140,11 +145,12 @@ const maxUsernameLen = 255
 type Auth struct {
 	cfg   AuthConfig
 	users atomic.Pointer[userSet]
-	setMu sync.Mutex // serialises SetUsers, LoadRevocations and the writes of unrecorded
-	// unrecorded are the revocations SetUsers could not record in the
-	// store; Run tries again. Guarded by setMu.
+	setMu sync.Mutex // serialises SetUsers and LoadRevocations; guards unrecorded
+	// unrecorded are the revocations of SetUsers not yet recorded in the
+	// store (recordRevocations).
 	unrecorded map[string]store.Revocation
-	cache      sync.Map // [32]byte -> cachedToken, valid tokens only
+	recordMu   sync.Mutex // one recordRevocations at a time
+	cache      sync.Map   // [32]byte -> cachedToken, valid tokens only
 	metrics    authMetrics
 
 	addrFailures *keyedLimiter // by client address
@@ -161,12 +167,11 @@ type userSet struct {
 	// with a password hash, so that an unknown user costs the same bcrypt
 	// work as a known one and the answer's time does not tell them apart.
 	dummyHash []byte
-	// revoked is when each user was last removed, or had an API key or
-	// password hash replaced or removed: tokens issued to them before then
-	// are refused. Kept for a token lifetime, after which those tokens
-	// have expired anyway, and recorded in the store (store.Revocation) so
-	// that a restart keeps it.
-	revoked map[string]time.Time
+	// revoked is, for each user removed, or whose API key or password hash
+	// was replaced or removed, the tokens refused: those issued before
+	// then. Kept until the tokens issued then have expired, and recorded
+	// in the store so that a restart keeps it.
+	revoked map[string]store.Revocation
 	// prints are the users' credentials' prints, by name.
 	prints map[string]credPrints
 }
@@ -226,6 +231,9 @@ func NewAuth(cfg AuthConfig) *Auth {
 	if cfg.TokenTTL == 0 {
 		cfg.TokenTTL = 24 * time.Hour
 	}
+	if cfg.SweepInterval == 0 {
+		cfg.SweepInterval = time.Minute
+	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
@@ -272,11 +280,21 @@ func (a *Auth) warnShortSecrets(users []User) {
 // SetUsers replaces the users (a users file read again): tokens of users
 // no longer there, or whose tenant changed, stop working, and so do the
 // tokens issued to a user before its API key or password hash was replaced
-// or removed. It is an error in Dev mode.
+// or removed. Those revocations are then recorded in the store. It is an
+// error in Dev mode.
 func (a *Auth) SetUsers(users []User) error {
 	if a.cfg.Dev {
 		return errors.New("--dev accepts anyone and has no users file")
 	}
+	a.setUsers(users)
+	a.recordRevocations()
+	return nil
+}
+
+// everything revokes every token of a user.
+var everything = store.Revocation{At: time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), Until: time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)}
+
+func (a *Auth) setUsers(users []User) {
 	a.setMu.Lock()
 	defer a.setMu.Unlock()
 	a.warnShortSecrets(users)
@@ -288,82 +306,106 @@ func (a *Auth) SetUsers(users []User) error {
 			changed = append(changed, name)
 		}
 	}
-	next.revoked = map[string]time.Time{}
-	for name, at := range old.revoked {
-		if a.cfg.Clock().Sub(at) <= a.cfg.TokenTTL {
-			next.revoked[name] = at
+	kept := map[string]store.Revocation{}
+	for name, r := range old.revoked {
+		if a.cfg.Clock().Before(r.Until) {
+			kept[name] = r
 		}
 	}
 	// A token is stamped before its credentials are checked (issue), so
 	// the revocation time is read once the old credentials can no longer
 	// be checked: until then, the changed users' tokens are all refused.
+	next.revoked = maps.Clone(kept)
 	for _, name := range changed {
-		next.revoked[name] = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+		next.revoked[name] = everything
 	}
 	a.users.Store(next)
 	if len(changed) > 0 {
 		final := *next
-		final.revoked = maps.Clone(next.revoked)
+		final.revoked = kept
 		now := a.cfg.Clock().Round(0)
 		for _, name := range changed {
-			final.revoked[name] = now
-			a.unrecorded[name] = store.Revocation{At: now, Until: now.Add(a.cfg.TokenTTL)}.Merge(a.unrecorded[name])
+			r := store.Revocation{At: now, Until: now.Add(a.cfg.TokenTTL)}.Merge(kept[name])
+			final.revoked[name] = r
+			a.unrecorded[name] = r.Merge(a.unrecorded[name])
 		}
 		a.users.Store(&final)
 	}
-	a.recordRevocations()
-	return nil
 }
 
 // recordTimeout bounds each try of recordRevocations.
 const recordTimeout = 10 * time.Second
 
 // recordRevocations records the revocations not yet in the store, so that
-// a restart keeps them; those it cannot record are kept for the next try
-// (Run), and hold in memory meanwhile. The caller holds setMu.
+// a restart keeps them. Those it cannot record hold in memory meanwhile,
+// and are tried again by the next SetUsers and by Run. It writes without
+// holding setMu, so that a SIGHUP meanwhile takes effect at once.
 func (a *Auth) recordRevocations() {
-	now := a.cfg.Clock()
+	a.recordMu.Lock()
+	defer a.recordMu.Unlock()
+	a.setMu.Lock()
+	pending := maps.Clone(a.unrecorded)
+	a.setMu.Unlock()
+	if len(pending) == 0 {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), recordTimeout)
 	defer cancel()
-	for name, r := range a.unrecorded {
-		if !now.Before(r.Until) {
+	now := a.cfg.Clock()
+	for name, r := range pending {
+		if now.Before(r.Until) {
+			if err := a.cfg.Store.RevokeUser(ctx, name, r); err != nil {
+				a.cfg.Logger.Error("cannot record a user's token revocation in the store; it holds in memory until a restart, and is tried again",
+					"user", logValue(name), "err", err, "retry_in", a.cfg.SweepInterval)
+				continue
+			}
+		}
+		// Recorded (or past its end), unless SetUsers revoked more
+		// meanwhile.
+		a.setMu.Lock()
+		if cur := a.unrecorded[name]; cur.At.Equal(r.At) && cur.Until.Equal(r.Until) {
 			delete(a.unrecorded, name)
-			continue
 		}
-		if err := a.cfg.Store.RevokeUser(ctx, name, r); err != nil {
-			a.cfg.Logger.Error("cannot record a user's token revocation in the store; it holds until a restart, and is tried again in a minute",
-				"user", logValue(name), "err", err)
-			continue
-		}
-		delete(a.unrecorded, name)
+		a.setMu.Unlock()
 	}
 }
 
+// loadTimeout bounds LoadRevocations' tries.
+const loadTimeout = time.Minute
+
 // LoadRevocations reads the revocations recorded in the store (by SetUsers
 // before a restart, or by another node) and refuses the tokens they
-// cover. Call it once, before serving. It does nothing in Dev mode.
+// cover. It tries for up to a minute; the server does not start without
+// them. Call it once, before serving. It does nothing in Dev mode.
 func (a *Auth) LoadRevocations(ctx context.Context) error {
 	if a.cfg.Dev {
 		return nil
 	}
-	recorded, err := a.cfg.Store.Revocations(ctx)
-	if err != nil {
-		return fmt.Errorf("read the users' token revocations: %w", err)
-	}
-	a.setMu.Lock()
-	defer a.setMu.Unlock()
-	next := *a.users.Load()
-	next.revoked = maps.Clone(next.revoked)
-	if next.revoked == nil {
-		next.revoked = map[string]time.Time{}
-	}
-	for name, r := range recorded {
-		if at, ok := next.revoked[name]; !ok || r.At.After(at) {
-			next.revoked[name] = r.At
+	ctx, cancel := context.WithTimeout(ctx, loadTimeout)
+	defer cancel()
+	backoff := retry.Backoff{Min: 250 * time.Millisecond, Max: 5 * time.Second}
+	for {
+		recorded, err := a.cfg.Store.Revocations(ctx)
+		if err == nil {
+			a.setMu.Lock()
+			defer a.setMu.Unlock()
+			next := *a.users.Load()
+			next.revoked = maps.Clone(next.revoked)
+			if next.revoked == nil {
+				next.revoked = map[string]store.Revocation{}
+			}
+			for name, r := range recorded {
+				next.revoked[name] = r.Merge(next.revoked[name])
+			}
+			a.users.Store(&next)
+			return nil
+		}
+		wait := backoff.Next()
+		a.cfg.Logger.Warn("cannot read the users' token revocations from the store; trying again", "err", err, "retry_in", wait)
+		if retry.Sleep(ctx, wait) != nil {
+			return fmt.Errorf("read the users' token revocations from the store (tried for %v): %w", loadTimeout, err)
 		}
 	}
-	a.users.Store(&next)
-	return nil
 }
 
 // current reports whether a token's user still exists with the token's
@@ -385,8 +427,8 @@ func (a *Auth) current(ti store.TokenInfo) bool {
 	if ti.KeyPrint != "" && ti.KeyPrint != p.key || ti.PasswordPrint != "" && ti.PasswordPrint != p.password {
 		return false
 	}
-	at, revoked := set.revoked[ti.User]
-	return !revoked || !ti.Expires.Add(-a.cfg.TokenTTL).Before(at)
+	r, revoked := set.revoked[ti.User]
+	return !revoked || !r.Covers(ti)
 }
 
 // Valid reports whether token is a live token of tenant. A token that is
@@ -443,9 +485,10 @@ func minTime(a, b time.Time) time.Time {
 }
 
 // Run drops expired tokens from the cache, and the limits' buckets that
-// are full again, now and then until ctx is done.
+// are full again, and tries again to record the revocations the store did
+// not take, every SweepInterval until ctx is done.
 func (a *Auth) Run(ctx context.Context) error {
-	t := time.NewTicker(time.Minute)
+	t := time.NewTicker(a.cfg.SweepInterval)
 	defer t.Stop()
 	for {
 		select {
@@ -456,9 +499,7 @@ func (a *Auth) Run(ctx context.Context) error {
 		a.addrFailures.pruneAll()
 		a.userFailures.pruneAll()
 		a.issues.pruneAll()
-		a.setMu.Lock()
 		a.recordRevocations()
-		a.setMu.Unlock()
 		now := a.cfg.Clock()
 		a.cache.Range(func(k, v any) bool {
 			if !now.Before(v.(cachedToken).until) {
@@ -651,7 +692,7 @@ func (a *Auth) issue(r *http.Request, user, secret string, password bool) (acces
 	token := hex.EncodeToString(raw[:])
 	// Only the credential it was issued with: a node whose users file has
 	// not yet gained another credential of the user still takes it.
-	ti := store.TokenInfo{User: user, Tenant: tenant, Expires: issued.Add(a.cfg.TokenTTL)}
+	ti := store.TokenInfo{User: user, Tenant: tenant, Expires: issued.Add(a.cfg.TokenTTL), Issued: issued.Round(0)}
 	if password {
 		ti.PasswordPrint = prints.password
 	} else {

@@ -58,9 +58,16 @@ func startIdentity(t *testing.T, kind string, users []server.User, limits server
 // after a restart).
 func startIdentityOn(t *testing.T, st testserver.Store, users []server.User, limits server.AuthLimits) *identity {
 	t.Helper()
+	return startIdentityWith(t, st, server.AuthConfig{Users: users, Dev: users == nil, Limits: limits})
+}
+
+// startIdentityWith is startIdentityOn with the rest of cfg: its Store,
+// Clock and Registerer are the identity's.
+func startIdentityWith(t *testing.T, st testserver.Store, cfg server.AuthConfig) *identity {
+	t.Helper()
 	id := &identity{t: t, st: st, reg: prometheus.NewRegistry(), clock: &manualClock{now: time.Now()}}
-	id.auth = server.NewAuth(server.AuthConfig{Store: st, Users: users, Dev: users == nil, Limits: limits,
-		Clock: id.clock.Now, Registerer: id.reg})
+	cfg.Store, cfg.Clock, cfg.Registerer = st, id.clock.Now, id.reg
+	id.auth = server.NewAuth(cfg)
 	if err := id.auth.LoadRevocations(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -333,13 +333,17 @@ func (r *revokeRefuser) RevokeUser(ctx context.Context, user string, rev store.R
 }
 
 // A revocation the store could not record holds in memory, and is
-// recorded at the next try (SetUsers again here; Run each minute), so
-// that a restart after that keeps it.
+// recorded by Run once the store takes it, so that a restart after that
+// keeps it.
 func TestUnrecordedRevocationIsTriedAgain(t *testing.T) {
 	t.Parallel()
 	st := &revokeRefuser{Store: testserver.NewStore(t, testserver.Options{Store: testserver.Bolt, ReapInterval: -1})}
 	users := []server.User{{Name: "rekeyed", Tenant: "3001", APIKey: "old-key"}, {Name: "drops-the-other", Tenant: "3002", APIKey: "k", PasswordHash: testHash(t, "pw")}}
-	id := startIdentityOn(t, st, users, server.AuthLimits{})
+	id := startIdentityWith(t, st, server.AuthConfig{Users: users, SweepInterval: 20 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- id.auth.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
 	token := id.token("drops-the-other", "k", true)
 	get := func(id *identity) int {
 		return sendRequest(t, id.base, "GET", "/v1.0/3002/services", nil, "X-Auth-Token", token).code
@@ -357,10 +361,98 @@ func TestUnrecordedRevocationIsTriedAgain(t *testing.T) {
 		t.Fatalf("revocations recorded while the store refused them: %v, %v", r, err)
 	}
 	st.refuse.Store(false)
-	if err := id.auth.SetUsers(changed); err != nil {
-		t.Fatal(err)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r, err := st.Revocations(context.Background())
+		if _, ok := r["drops-the-other"]; err == nil && ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("revocations recorded once the store takes them: %v, %v; want drops-the-other's", r, err)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	if code := get(startIdentityOn(t, st, changed, server.AuthLimits{})); code != 401 {
-		t.Errorf("the token after a restart, the revocation recorded at the second try: status %d, want 401", code)
+		t.Errorf("the token after a restart: status %d, want 401", code)
+	}
+}
+
+// A revocation holds across a restart with another --token-ttl: a shorter
+// one does not make a token from before it look issued after it, nor a
+// longer one a token from after it look issued before it.
+func TestRevocationsAcrossATokenLifetimeChange(t *testing.T) {
+	t.Parallel()
+	pw := testHash(t, "pw")
+	for _, tc := range []struct {
+		name       string
+		before     time.Duration
+		after      time.Duration
+		tokenFirst bool // the token is issued before the change
+		want       int
+	}{
+		{"shorter, a token from before", 24 * time.Hour, time.Hour, true, 401},
+		{"longer, a token from after", time.Hour, 24 * time.Hour, false, 200},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			st := testserver.NewStore(t, testserver.Options{Store: testserver.Bolt, ReapInterval: -1})
+			users := []server.User{{Name: "u", Tenant: "3001", APIKey: "k", PasswordHash: pw}}
+			id := startIdentityWith(t, st, server.AuthConfig{Users: users, TokenTTL: tc.before})
+			var token string
+			if tc.tokenFirst {
+				token = id.token("u", "k", true)
+			}
+			id.clock.Add(time.Second)
+			changed := []server.User{{Name: "u", Tenant: "3001", APIKey: "k"}}
+			if err := id.auth.SetUsers(changed); err != nil {
+				t.Fatal(err)
+			}
+			id.clock.Add(time.Second)
+			if !tc.tokenFirst {
+				token = id.token("u", "k", true)
+			}
+			restarted := startIdentityWith(t, st, server.AuthConfig{Users: changed, TokenTTL: tc.after})
+			if got := sendRequest(t, restarted.base, "GET", "/v1.0/3001/services", nil, "X-Auth-Token", token).code; got != tc.want {
+				t.Errorf("the token after a restart with --token-ttl %v (was %v): status %d, want %d", tc.after, tc.before, got, tc.want)
+			}
+		})
+	}
+}
+
+// revocationsUnread is a store whose Revocations fails the first n times.
+type revocationsUnread struct {
+	testserver.Store
+	n atomic.Int32
+}
+
+func (r *revocationsUnread) Revocations(ctx context.Context) (map[string]store.Revocation, error) {
+	if r.n.Add(-1) >= 0 {
+		return nil, store.ErrUnavailable
+	}
+	return r.Store.Revocations(ctx)
+}
+
+// A server whose store does not answer at first reads the revocations once
+// it does, before it serves.
+func TestRevocationsReadAgainAtStart(t *testing.T) {
+	t.Parallel()
+	st := testserver.NewStore(t, testserver.Options{Store: testserver.Bolt, ReapInterval: -1})
+	users := []server.User{{Name: "u", Tenant: "3001", APIKey: "old-key"}}
+	id := startIdentityOn(t, st, users, server.AuthLimits{})
+	token := id.token("u", "old-key", true)
+	id.clock.Add(time.Second)
+	// Only the record, not the key's print, revokes the token after the
+	// restart below: the restarted server has the old key again.
+	if err := id.auth.SetUsers([]server.User{{Name: "u", Tenant: "3001", APIKey: "new-key"}}); err != nil {
+		t.Fatal(err)
+	}
+	unread := &revocationsUnread{Store: st}
+	unread.n.Store(2)
+	restarted := startIdentityOn(t, unread, users, server.AuthLimits{})
+	if got := sendRequest(t, restarted.base, "GET", "/v1.0/3001/services", nil, "X-Auth-Token", token).code; got != 401 {
+		t.Errorf("the token after a restart whose first reads of the revocations failed: status %d, want 401", got)
+	}
+	if n := unread.n.Load(); n >= 0 {
+		t.Errorf("the revocations were read %d times fewer than 3", n+1)
 	}
 }
