@@ -3,7 +3,12 @@
 // that change survive a crash.
 package fsync
 
-import "os"
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
 
 // Dir syncs the directory dir.
 func Dir(dir string) error {
@@ -13,4 +18,31 @@ func Dir(dir string) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// MkdirAll is os.MkdirAll that makes the directories it creates durable:
+// it syncs the parent of each once it has created it, so that a crash
+// cannot take a new directory away, with the files synced in it.
+func MkdirAll(path string, perm os.FileMode) error {
+	path = filepath.Clean(path)
+	if fi, err := os.Stat(path); err == nil {
+		if fi.IsDir() {
+			return nil
+		}
+		return &fs.PathError{Op: "mkdir", Path: path, Err: errors.New("not a directory")}
+	}
+	parent := filepath.Dir(path)
+	if parent != path {
+		if err := MkdirAll(parent, perm); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(path, perm); err != nil {
+		// Made meanwhile by someone else, who syncs it.
+		if fi, serr := os.Stat(path); errors.Is(err, fs.ErrExist) && serr == nil && fi.IsDir() {
+			return nil
+		}
+		return err
+	}
+	return Dir(parent)
 }

@@ -166,7 +166,7 @@ func Restore(dir, src string) (replaced string, err error) {
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return "", err
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := fsync.MkdirAll(dir, 0o700); err != nil {
 		return "", err
 	}
 	tmp := path + ".new"
