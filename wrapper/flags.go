@@ -82,7 +82,9 @@ registry times the service out only after about three missed heartbeats.
 
 Signals (SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, ...)
 are passed on to COMMAND; a second SIGINT or SIGTERM after --grace-period
-kills it. Orphaned descendants of COMMAND are reaped. On Linux, if the
+kills it. While the wrapper is a terminal's foreground job (not PID 1),
+SIGINT and SIGWINCH are not passed on: the terminal sent them to COMMAND
+too (Ctrl-C, a new window size). Orphaned descendants of COMMAND are reaped. On Linux, if the
 wrapper itself is killed with SIGKILL, the kernel kills COMMAND too
 (parent-death signal), unless --no-parent-death-signal.
 

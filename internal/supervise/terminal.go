@@ -8,14 +8,20 @@ import (
 )
 
 // fromTerminal reports whether sig, which the program got, most likely
-// reached the command as well from the terminal: it is one the terminal
-// sends (SIGINT for Ctrl-C, SIGQUIT for Ctrl-\, SIGWINCH for a new window
-// size) to its foreground process group, and the command is in the
-// program's process group, which is that group. Passed on, the command
-// would get it twice. (Sent to the program alone with kill while it is the
-// terminal's foreground job, such a signal is not passed on either.)
+// reached the command as well from the terminal: it is one a terminal sends
+// to its foreground process group (SIGINT for Ctrl-C, SIGWINCH for a new
+// window size), the command is in the program's process group, and that
+// group is the foreground group of the program's controlling terminal.
+// Passed on, the command would get it twice.
+//
+// Go does not tell a signal from the terminal from one sent with kill, so
+// the same signal sent to the program alone is not passed on either then.
+// Hence only these two: SIGQUIT (Ctrl-\) is a container's stop signal as
+// often (the nginx image's), as is SIGINT, rarely; and never as PID 1,
+// which a container runtime with a terminal (docker run -t) makes the
+// foreground group and sends its stop signal to.
 func (c *Child) fromTerminal(sig os.Signal) bool {
-	if sig != syscall.SIGINT && sig != syscall.SIGQUIT && sig != syscall.SIGWINCH {
+	if sig != syscall.SIGINT && sig != syscall.SIGWINCH || os.Getpid() == 1 {
 		return false
 	}
 	group := unix.Getpgrp()
