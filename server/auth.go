@@ -119,7 +119,8 @@ type AuthConfig struct {
 	// Dev lets any username authenticate with the API key (or password)
 	// "dev"; each user gets a numeric tenant of its own, "dev" gets 7777.
 	Dev bool
-	// TokenTTL is how long an issued token lives; 24h if zero.
+	// TokenTTL is how long an issued token lives; 24h if zero, at most
+	// MaxTokenTTL.
 	TokenTTL time.Duration
 	// Limits bound failed requests, token issues and password checks.
 	Limits AuthLimits
@@ -132,6 +133,10 @@ type AuthConfig struct {
 	// Registerer receives the identity endpoint's metrics; none if nil.
 	Registerer prometheus.Registerer
 }
+
+// MaxTokenTTL is the longest TokenTTL. A revocation is kept that long, so
+// that it covers the tokens of any earlier run, whatever their lifetime.
+const MaxTokenTTL = 30 * 24 * time.Hour
 
 // DevAPIKey is the API key (and password) every user has in --dev mode.
 const DevAPIKey = "dev"
@@ -231,6 +236,9 @@ func NewAuth(cfg AuthConfig) *Auth {
 	if cfg.TokenTTL == 0 {
 		cfg.TokenTTL = 24 * time.Hour
 	}
+	if cfg.TokenTTL < 0 || cfg.TokenTTL > MaxTokenTTL {
+		panic("server.NewAuth: TokenTTL is past MaxTokenTTL, or negative")
+	}
 	if cfg.SweepInterval == 0 {
 		cfg.SweepInterval = time.Minute
 	}
@@ -287,9 +295,18 @@ func (a *Auth) SetUsers(users []User) error {
 		return errors.New("--dev accepts anyone and has no users file")
 	}
 	a.setUsers(users)
-	a.recordRevocations()
+	// Bounded, so that a SIGHUP while the store does not answer takes at
+	// most this long; and not at all while Run is recording: what is left
+	// waits for Run's next try.
+	if a.recordMu.TryLock() {
+		a.recordLocked(setUsersRecordTimeout)
+		a.recordMu.Unlock()
+	}
 	return nil
 }
+
+// setUsersRecordTimeout bounds SetUsers' try to record its revocations.
+const setUsersRecordTimeout = 2 * time.Second
 
 // everything revokes every token of a user.
 var everything = store.Revocation{At: time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), Until: time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)}
@@ -325,7 +342,7 @@ func (a *Auth) setUsers(users []User) {
 		final.revoked = kept
 		now := a.cfg.Clock().Round(0)
 		for _, name := range changed {
-			r := store.Revocation{At: now, Until: now.Add(a.cfg.TokenTTL)}.Merge(kept[name])
+			r := store.Revocation{At: now, Until: now.Add(MaxTokenTTL)}.Merge(kept[name])
 			final.revoked[name] = r
 			a.unrecorded[name] = r.Merge(a.unrecorded[name])
 		}
@@ -343,13 +360,19 @@ const recordTimeout = 10 * time.Second
 func (a *Auth) recordRevocations() {
 	a.recordMu.Lock()
 	defer a.recordMu.Unlock()
+	a.recordLocked(recordTimeout)
+}
+
+// recordLocked is recordRevocations within timeout; the caller holds
+// recordMu.
+func (a *Auth) recordLocked(timeout time.Duration) {
 	a.setMu.Lock()
 	pending := maps.Clone(a.unrecorded)
 	a.setMu.Unlock()
 	if len(pending) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), recordTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	now := a.cfg.Clock()
 	for name, r := range pending {

@@ -456,3 +456,34 @@ func TestRevocationsReadAgainAtStart(t *testing.T) {
 		t.Errorf("the revocations were read %d times fewer than 3", n+1)
 	}
 }
+
+// A revocation made after a restart with a shorter --token-ttl still
+// covers the longer-lived tokens of the run before, past the new lifetime.
+func TestRevocationAfterAShorterTokenLifetime(t *testing.T) {
+	t.Parallel()
+	st := testserver.NewStore(t, testserver.Options{Store: testserver.Bolt, ReapInterval: -1})
+	users := []server.User{{Name: "u", Tenant: "3001", APIKey: "k", PasswordHash: testHash(t, "pw")}}
+	token := startIdentityWith(t, st, server.AuthConfig{Users: users, TokenTTL: 24 * time.Hour}).token("u", "k", true)
+	id := startIdentityWith(t, st, server.AuthConfig{Users: users, TokenTTL: time.Hour})
+	get := func() int {
+		return sendRequest(t, id.base, "GET", "/v1.0/3001/services", nil, "X-Auth-Token", token).code
+	}
+	if code := get(); code != 200 {
+		t.Fatalf("the token of the run before: status %d, want 200", code)
+	}
+	id.clock.Add(time.Second)
+	changed := []server.User{{Name: "u", Tenant: "3001", APIKey: "k"}}
+	if err := id.auth.SetUsers(changed); err != nil {
+		t.Fatal(err)
+	}
+	id.clock.Add(2 * time.Hour)
+	if err := id.auth.SetUsers(changed); err != nil {
+		t.Fatal(err)
+	}
+	if code := get(); code != 401 {
+		t.Errorf("the token two hours after its user's revocation, past this run's token lifetime: status %d, want 401", code)
+	}
+	if code := sendRequest(t, startIdentityWith(t, st, server.AuthConfig{Users: changed, TokenTTL: time.Hour}).base, "GET", "/v1.0/3001/services", nil, "X-Auth-Token", token).code; code != 401 {
+		t.Errorf("the token after another restart: status %d, want 401", code)
+	}
+}

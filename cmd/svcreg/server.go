@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/oklog/run"
@@ -123,7 +124,7 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.StringVar(&f.tlsKey, "tls-key", "", "TLS private key `file` (PEM)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
-	fs.DurationVar(&f.tokenTTL, "token-ttl", 24*time.Hour, "how long an issued API token lives")
+	fs.DurationVar(&f.tokenTTL, "token-ttl", 24*time.Hour, "how long an issued API token lives (1s to 720h)")
 	fs.DurationVar(&f.reapInterval, "reap-interval", 250*time.Millisecond, "how often to time out services past their deadline;\n0 leaves only the lazy timeouts on reads")
 	fs.DurationVar(&f.retention, "retention", 30*24*time.Hour, "how long events are kept")
 	fs.IntVar(&f.maxWaiters, "max-waiters", 0, "most long-polls one tenant may have waiting\n(0: half of --max-waiters-total, at most 20000)")
@@ -192,6 +193,9 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	}
 	if f.reapInterval < 0 {
 		return usagef("--reap-interval must not be negative")
+	}
+	if f.tokenTTL < time.Second || f.tokenTTL > server.MaxTokenTTL {
+		return usagef("--token-ttl %v: want 1s to %v", f.tokenTTL, server.MaxTokenTTL)
 	}
 	if f.writeRate < 0 || f.writeBurst < 1 || f.maxEvents < 0 || f.maxEventBytes < 0 {
 		return usagef("--write-rate, --max-events and --max-event-bytes must not be negative, --write-burst at least 1")
@@ -264,6 +268,11 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 			return err
 		}
 	}
+	// A SIGHUP from here on is kept for once the server serves (the file
+	// may have changed since it was read), not the end of the process.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP)
+	defer signal.Stop(sigs)
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -339,10 +348,9 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if f.etcd.endpoints != "" {
 		where = []any{"etcd", f.etcd.endpoints, "etcd_prefix", f.etcd.prefix}
 	}
-	// Signals are caught from here on: a stop right after the "listening"
-	// line is still graceful.
-	sigs := notifyStopOrReload()
-	defer signal.Stop(sigs)
+	// SIGINT and SIGTERM are caught from here on: a stop right after the
+	// "listening" line is still graceful.
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	log.Info("svcreg server listening", append(append([]any{"url", base}, where...), "dev", f.dev, "users", len(users), "ui", f.ui, "version", versionString())...)
 	if f.readyFile != "" {
 		if err := writeReadyFile(f.readyFile, base); err != nil {
@@ -394,15 +402,15 @@ func reloadServer(f serverFlags, auth *server.Auth, cert *server.Certificate, lo
 			return err
 		}
 	}
-	if f.users != "" {
-		if err := auth.SetUsers(users); err != nil {
-			return err
-		}
-	}
 	attrs := []any{"users", len(users)}
 	if cert != nil {
 		cert.Set(newCert)
 		attrs = append(attrs, "tls_cert", f.tlsCert, "tls_not_after", cert.NotAfter())
+	}
+	if f.users != "" {
+		if err := auth.SetUsers(users); err != nil {
+			return err
+		}
 	}
 	if f.users == "" && cert == nil {
 		log.Info("SIGHUP: nothing to read again (no --users, no --tls-cert)")

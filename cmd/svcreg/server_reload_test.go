@@ -210,3 +210,16 @@ func TestServerDevExcludesUsers(t *testing.T) {
 	p := startUsersServer(t, "--dev")
 	p.out.waitFor(t, `level=WARN msg="--dev: ANY username authenticates`)
 }
+
+// A token lifetime past what a revocation is kept for, or below a second,
+// is a usage error.
+func TestServerTokenTTLBounds(t *testing.T) {
+	t.Parallel()
+	for _, ttl := range []string{"0s", "-1h", "500ms", "721h"} {
+		var stdout, stderr bytes.Buffer
+		code := Main(context.Background(), []string{"server", "--dev", "--token-ttl", ttl, "--data-dir", t.TempDir()}, nil, &stdout, &stderr)
+		if code != exitUsage || !strings.Contains(stderr.String(), "--token-ttl") {
+			t.Errorf("--token-ttl %s: exit %d, stderr %q; want a usage error naming --token-ttl", ttl, code, stderr.String())
+		}
+	}
+}
