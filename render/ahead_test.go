@@ -9,8 +9,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -92,6 +94,49 @@ func (s *aheadSetup) live(t *testing.T) []string {
 	}
 	slices.Sort(names)
 	return names
+}
+
+// sessions returns the sessions HAProxy counts on server of backend api
+// now (scur of "show stat").
+func (s *aheadSetup) sessions(t *testing.T, server string) int {
+	t.Helper()
+	out, err := haproxytest.Command(s.h.Socket, "show stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(out, "\n") {
+		if f := strings.Split(l, ","); len(f) > 4 && f[0] == "api" && f[1] == server {
+			n, err := strconv.Atoi(f[4])
+			if err != nil {
+				t.Fatalf("show stat: scur %q of api/%s", f[4], server)
+			}
+			return n
+		}
+	}
+	return 0
+}
+
+// adminDrain is the drain bit of a server's srv_admin_state.
+const adminDrain = 0x08
+
+// adminState returns server's srv_admin_state in backend api ("show
+// servers state"), or -1 if HAProxy has no such server.
+func (s *aheadSetup) adminState(t *testing.T, server string) int {
+	t.Helper()
+	out, err := haproxytest.Command(s.h.Socket, "show servers state api")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(out, "\n") {
+		if f := strings.Fields(l); len(f) > 6 && !strings.HasPrefix(l, "#") && f[3] == server {
+			n, err := strconv.Atoi(f[6])
+			if err != nil {
+				t.Fatalf("show servers state: srv_admin_state %q of api/%s", f[6], server)
+			}
+			return n
+		}
+	}
+	return -1
 }
 
 func httpSvc(id, port, extra string) registry.Service {
@@ -289,13 +334,21 @@ func TestStopEndsTheDrains(t *testing.T) {
 	src.Put(snapshot())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- (&Loop{Renderer: s.r, Source: src}).Run(ctx, s.set) }()
+	var passes atomic.Int32
+	loop := &Loop{Renderer: s.r, Source: src, Passed: func(PassResult) { passes.Add(1) }}
+	go func() { done <- loop.Run(ctx, s.set) }()
 	src.Put(snapshot(httpSvc("a", port, "")))
 	waitFor(t, "a applied", func() bool { return slices.Equal(s.live(t), []string{"a"}) })
 	go http.Get(s.h.URL()) // a session on a, which lasts
-	time.Sleep(300 * time.Millisecond)
+	// Counted by HAProxy before a goes, so that the drain has a session
+	// to wait for.
+	waitFor(t, "a session on a", func() bool { return s.sessions(t, "a") == 1 })
+	before := passes.Load()
 	src.Put(snapshot())
-	time.Sleep(500 * time.Millisecond) // a drains
+	// The pass that removes a has returned, a is draining, and the file
+	// is checked and installed: a's drain runs in the background.
+	waitFor(t, "a to drain", func() bool { return passes.Load() > before && s.adminState(t, "a")&adminDrain != 0 })
+	s.r.WaitAhead(context.Background())
 	cancel()
 	select {
 	case err := <-done:
