@@ -100,20 +100,8 @@ func (s *aheadSetup) live(t *testing.T) []string {
 // now (scur of "show stat").
 func (s *aheadSetup) sessions(t *testing.T, server string) int {
 	t.Helper()
-	out, err := haproxytest.Command(s.h.Socket, "show stat")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range strings.Split(out, "\n") {
-		if f := strings.Split(l, ","); len(f) > 4 && f[0] == "api" && f[1] == server {
-			n, err := strconv.Atoi(f[4])
-			if err != nil {
-				t.Fatalf("show stat: scur %q of api/%s", f[4], server)
-			}
-			return n
-		}
-	}
-	return 0
+	csv := func(l string) []string { return strings.Split(l, ",") }
+	return s.serverField(t, "show stat", csv, statFields{backend: 0, server: 1, value: 4}, server, 0)
 }
 
 // adminDrain is the drain bit of a server's srv_admin_state.
@@ -123,20 +111,33 @@ const adminDrain = 0x08
 // servers state"), or -1 if HAProxy has no such server.
 func (s *aheadSetup) adminState(t *testing.T, server string) int {
 	t.Helper()
-	out, err := haproxytest.Command(s.h.Socket, "show servers state api")
+	return s.serverField(t, "show servers state api", strings.Fields, statFields{backend: 1, server: 3, value: 6}, server, -1)
+}
+
+// statFields are the positions of the fields serverField reads.
+type statFields struct{ backend, server, value int }
+
+// serverField runs cmd and returns the number in field at.value of
+// server's line in backend api, or none if there is no such line. split
+// cuts a line into fields; lines starting with "#" are headers.
+func (s *aheadSetup) serverField(t *testing.T, cmd string, split func(string) []string, at statFields, server string, none int) int {
+	t.Helper()
+	out, err := haproxytest.Command(s.h.Socket, cmd)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, l := range strings.Split(out, "\n") {
-		if f := strings.Fields(l); len(f) > 6 && !strings.HasPrefix(l, "#") && f[3] == server {
-			n, err := strconv.Atoi(f[6])
-			if err != nil {
-				t.Fatalf("show servers state: srv_admin_state %q of api/%s", f[6], server)
-			}
-			return n
+		f := split(l)
+		if strings.HasPrefix(l, "#") || len(f) <= at.value || f[at.backend] != "api" || f[at.server] != server {
+			continue
 		}
+		n, err := strconv.Atoi(f[at.value])
+		if err != nil {
+			t.Fatalf("%s: field %d %q of api/%s is not a number", cmd, at.value, f[at.value], server)
+		}
+		return n
 	}
-	return -1
+	return none
 }
 
 func httpSvc(id, port, extra string) registry.Service {
