@@ -135,8 +135,10 @@ type AuthConfig struct {
 }
 
 // MaxTokenTTL is the longest TokenTTL. A revocation is kept that long, so
-// that it covers the tokens of any earlier run, whatever their lifetime.
-const MaxTokenTTL = 30 * 24 * time.Hour
+// that it covers the tokens of any earlier run, whatever their lifetime;
+// and a token expiring further ahead (issued by an earlier release under a
+// longer lifetime) is refused.
+const MaxTokenTTL = store.MaxTokenTTL
 
 // DevAPIKey is the API key (and password) every user has in --dev mode.
 const DevAPIKey = "dev"
@@ -172,10 +174,10 @@ type userSet struct {
 	// with a password hash, so that an unknown user costs the same bcrypt
 	// work as a known one and the answer's time does not tell them apart.
 	dummyHash []byte
-	// revoked is, for each user removed, or whose API key or password hash
-	// was replaced or removed, the tokens refused: those issued before
-	// then. Kept until the tokens issued then have expired, and recorded
-	// in the store so that a restart keeps it.
+	// revoked is, for each user removed or whose tenant, API key or
+	// password hash changed, the tokens that change revoked (setUsers).
+	// Kept until they have expired, and recorded in the store so that a
+	// restart keeps it.
 	revoked map[string]store.Revocation
 	// prints are the users' credentials' prints, by name.
 	prints map[string]credPrints
@@ -286,9 +288,10 @@ func (a *Auth) warnShortSecrets(users []User) {
 }
 
 // SetUsers replaces the users (a users file read again): tokens of users
-// no longer there, or whose tenant changed, stop working, and so do the
-// tokens issued to a user before its API key or password hash was replaced
-// or removed. Those revocations are then recorded in the store. It is an
+// no longer there, or whose tenant changed, stop working for good (a user
+// added back, or moved back, does not get them back), and so do the
+// tokens issued with an API key or password hash that was replaced or
+// removed. Those revocations are then recorded in the store. It is an
 // error in Dev mode.
 func (a *Auth) SetUsers(users []User) error {
 	if a.cfg.Dev {
@@ -308,41 +311,53 @@ func (a *Auth) SetUsers(users []User) error {
 // setUsersRecordTimeout bounds SetUsers' try to record its revocations.
 const setUsersRecordTimeout = 2 * time.Second
 
-// everything revokes every token of a user.
-var everything = store.Revocation{At: time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), Until: time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)}
+// forever is the time of a revocation that is not made yet: it revokes
+// every token it applies to, whenever issued.
+var forever = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
 
+// setUsers switches to users and works out what the changes revoke:
+// removing a user or changing its tenant revokes every token issued to it
+// before; replacing or removing a credential revokes the tokens issued
+// with it (by their print: current) and, of the tokens that do not record
+// their credential, those issued before.
 func (a *Auth) setUsers(users []User) {
 	a.setMu.Lock()
 	defer a.setMu.Unlock()
 	a.warnShortSecrets(users)
 	old, next := a.users.Load(), newUserSet(users)
-	changed := []string{}
+	changes := map[string]store.Revocation{} // the times are forever here
 	for name, was := range old.byName {
-		u, ok := next.byName[name]
-		if !ok || (was.APIKey != "" && was.APIKey != u.APIKey) || (was.PasswordHash != "" && was.PasswordHash != u.PasswordHash) {
-			changed = append(changed, name)
+		switch u, ok := next.byName[name]; {
+		case !ok || u.Tenant != was.Tenant:
+			changes[name] = store.Revocation{All: forever, Printless: forever}
+		case (was.APIKey != "" && was.APIKey != u.APIKey) || (was.PasswordHash != "" && was.PasswordHash != u.PasswordHash):
+			changes[name] = store.Revocation{Printless: forever}
 		}
 	}
 	kept := map[string]store.Revocation{}
 	for name, r := range old.revoked {
-		if a.cfg.Clock().Before(r.Until) {
+		if a.cfg.Clock().Before(r.Until()) {
 			kept[name] = r
 		}
 	}
 	// A token is stamped before its credentials are checked (issue), so
 	// the revocation time is read once the old credentials can no longer
-	// be checked: until then, the changed users' tokens are all refused.
+	// be checked: until then, the tokens it applies to are all refused.
 	next.revoked = maps.Clone(kept)
-	for _, name := range changed {
-		next.revoked[name] = everything
+	for name, c := range changes {
+		next.revoked[name] = c.Merge(kept[name])
 	}
 	a.users.Store(next)
-	if len(changed) > 0 {
+	if len(changes) > 0 {
 		final := *next
 		final.revoked = kept
 		now := a.cfg.Clock().Round(0)
-		for _, name := range changed {
-			r := store.Revocation{At: now, Until: now.Add(MaxTokenTTL)}.Merge(kept[name])
+		for name, c := range changes {
+			r := store.Revocation{Printless: now}
+			if !c.All.IsZero() {
+				r.All = now
+			}
+			r = r.Merge(kept[name])
 			final.revoked[name] = r
 			a.unrecorded[name] = r.Merge(a.unrecorded[name])
 		}
@@ -376,7 +391,7 @@ func (a *Auth) recordLocked(timeout time.Duration) {
 	defer cancel()
 	now := a.cfg.Clock()
 	for name, r := range pending {
-		if now.Before(r.Until) {
+		if now.Before(r.Until()) {
 			if err := a.cfg.Store.RevokeUser(ctx, name, r); err != nil {
 				a.cfg.Logger.Error("cannot record a user's token revocation in the store; it holds in memory until a restart, and is tried again",
 					"user", logValue(name), "err", err, "retry_in", a.cfg.SweepInterval)
@@ -386,7 +401,7 @@ func (a *Auth) recordLocked(timeout time.Duration) {
 		// Recorded (or past its end), unless SetUsers revoked more
 		// meanwhile.
 		a.setMu.Lock()
-		if cur := a.unrecorded[name]; cur.At.Equal(r.At) && cur.Until.Equal(r.Until) {
+		if cur := a.unrecorded[name]; cur.Equal(r) {
 			delete(a.unrecorded, name)
 		}
 		a.setMu.Unlock()
@@ -432,8 +447,8 @@ func (a *Auth) LoadRevocations(ctx context.Context) error {
 }
 
 // current reports whether a token's user still exists with the token's
-// tenant, and the token was issued after the user's credentials last
-// changed.
+// tenant, the credential it was issued with is still the user's, and no
+// change of the user revoked it (setUsers).
 func (a *Auth) current(ti store.TokenInfo) bool {
 	if a.cfg.Dev {
 		return true
@@ -444,10 +459,13 @@ func (a *Auth) current(ti store.TokenInfo) bool {
 		return false
 	}
 	// The credential the token was issued with, replaced or removed since
-	// (a change of the user's other credential is in revoked; adding one
-	// revokes nothing).
+	// (a change of the user's other credential, or adding one, revokes
+	// nothing: that credential still gets tokens).
 	p := set.prints[ti.User]
 	if ti.KeyPrint != "" && ti.KeyPrint != p.key || ti.PasswordPrint != "" && ti.PasswordPrint != p.password {
+		return false
+	}
+	if ti.Expires.After(a.cfg.Clock().Add(MaxTokenTTL)) {
 		return false
 	}
 	r, revoked := set.revoked[ti.User]
@@ -723,6 +741,7 @@ func (a *Auth) issue(r *http.Request, user, secret string, password bool) (acces
 	}
 	if err := a.cfg.Store.PutToken(r.Context(), sha256.Sum256([]byte(token)), ti); err != nil {
 		a.cfg.Logger.Error("store token", "user", logValue(user), "err", err)
+		a.issues.refund(user) // no token issued
 		return accessBody{}, faultIdentityUnavailable
 	}
 	return a.accessFor(r, token, ti), nil

@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"crypto/sha256"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -191,6 +192,7 @@ func testSetUsersRevokesTokensIssuedBeforeACredentialChange(t *testing.T, kind s
 		{Name: "gains-a-key", Tenant: "3004", PasswordHash: pw},
 		{Name: "drops-its-key", Tenant: "3005", APIKey: "k", PasswordHash: pw},
 		{Name: "leaves-and-returns", Tenant: "3006", APIKey: "k"},
+		{Name: "moves-and-returns", Tenant: "3007", APIKey: "k"},
 	}
 	id := startIdentity(t, kind, users, server.AuthLimits{})
 	get := func(token, tenant string) int {
@@ -201,14 +203,18 @@ func testSetUsersRevokesTokensIssuedBeforeACredentialChange(t *testing.T, kind s
 		"repassworded":       id.token("repassworded", "pw", false),
 		"unchanged":          id.token("unchanged", "k", true),
 		"gains-a-key":        id.token("gains-a-key", "pw", false),
-		"drops-its-key":      id.token("drops-its-key", "pw", false),
+		"drops-its-key":      id.token("drops-its-key", "k", true),
+		"keeps-the-other":    id.token("drops-its-key", "pw", false),
 		"leaves-and-returns": id.token("leaves-and-returns", "k", true),
+		"moves-and-returns":  id.token("moves-and-returns", "k", true),
 	}
-	tenants := map[string]string{}
+	tenants := map[string]string{"keeps-the-other": "3005"}
 	for _, u := range users {
 		tenants[u.Name] = u.Tenant
-		if get(old[u.Name], u.Tenant) != 200 {
-			t.Fatalf("%s's token does not work before the switch", u.Name)
+	}
+	for name, token := range old {
+		if get(token, tenants[name]) != 200 {
+			t.Fatalf("%s's token does not work before the switch", name)
 		}
 	}
 	id.clock.Add(time.Second)
@@ -225,11 +231,15 @@ func testSetUsersRevokesTokensIssuedBeforeACredentialChange(t *testing.T, kind s
 		{Name: "gains-a-key", Tenant: "3004", APIKey: "k", PasswordHash: pw},
 		{Name: "drops-its-key", Tenant: "3005", PasswordHash: pw},
 	}
-	set(changed)
-	set(append(changed, server.User{Name: "leaves-and-returns", Tenant: "3006", APIKey: "k"}))
+	set(append(changed, server.User{Name: "moves-and-returns", Tenant: "3008", APIKey: "k"}))
+	set(append(changed, users[5], users[6]))
+	// A token is revoked with the credential it was issued with; the
+	// user's other credential, which still gets tokens, keeps its tokens.
+	// A user removed or moved to another tenant loses every token it had,
+	// also once it is back.
 	for name, want := range map[string]int{
-		"rekeyed": 401, "repassworded": 401, "drops-its-key": 401, "leaves-and-returns": 401,
-		"unchanged": 200, "gains-a-key": 200,
+		"rekeyed": 401, "repassworded": 401, "drops-its-key": 401, "leaves-and-returns": 401, "moves-and-returns": 401,
+		"unchanged": 200, "gains-a-key": 200, "keeps-the-other": 200,
 	} {
 		if got := get(old[name], tenants[name]); got != want {
 			t.Errorf("%s's token from before the change: status %d, want %d", name, got, want)
@@ -247,10 +257,10 @@ func testSetUsersRevokesTokensIssuedBeforeACredentialChange(t *testing.T, kind s
 }
 
 // A revocation by SetUsers (SIGHUP) is recorded in the store and outlives
-// a restart, also where the token's own credential did not change: a
-// change of the user's other credential, a user removed and added back
-// with the same credentials, and a token issued before tokens kept the
-// print of their credential.
+// a restart where the token's credential print does not tell: a user
+// removed and added back with the same credentials, a user moved to
+// another tenant and back, and a token issued before tokens kept the print
+// of their credential. The user's other credential keeps its tokens.
 func TestRevocationsOutliveARestart(t *testing.T) {
 	onEachStore(t, testRevocationsOutliveARestart)
 }
@@ -263,12 +273,14 @@ func testRevocationsOutliveARestart(t *testing.T, kind string) {
 		{Name: "leaves-and-returns", Tenant: "3002", APIKey: "k"},
 		{Name: "rekeyed-legacy", Tenant: "3003", APIKey: "old-key"},
 		{Name: "unchanged", Tenant: "3004", APIKey: "k"},
+		{Name: "moves-and-returns", Tenant: "3005", APIKey: "k"},
 	}
 	id := startIdentity(t, kind, users, server.AuthLimits{})
 	tokens := map[string]string{
 		"drops-the-other":    id.token("drops-the-other", "pw", false),
 		"leaves-and-returns": id.token("leaves-and-returns", "k", true),
 		"unchanged":          id.token("unchanged", "k", true),
+		"moves-and-returns":  id.token("moves-and-returns", "k", true),
 	}
 	// A token of the form the server issues, stored as a release without
 	// credential prints stored it.
@@ -296,22 +308,24 @@ func testRevocationsOutliveARestart(t *testing.T, kind string) {
 		{Name: "rekeyed-legacy", Tenant: "3003", APIKey: "new-key"},
 		{Name: "unchanged", Tenant: "3004", APIKey: "k"},
 	}
-	for _, us := range [][]server.User{changed, append(changed, users[1])} {
+	final := append(slices.Clone(changed), users[1], users[4])
+	for _, us := range [][]server.User{append(slices.Clone(changed), server.User{Name: "moves-and-returns", Tenant: "3006", APIKey: "k"}), final} {
 		if err := id.auth.SetUsers(us); err != nil {
 			t.Fatal(err)
 		}
 		id.clock.Add(time.Second)
 	}
 	// A token issued after the change is not revoked, now or later.
-	tokens["after"] = id.token("drops-the-other", "pw", false)
-	tenants["after"] = "3001"
-	want := map[string]int{"drops-the-other": 401, "leaves-and-returns": 401, "rekeyed-legacy": 401, "unchanged": 200, "after": 200}
+	tokens["after"] = id.token("leaves-and-returns", "k", true)
+	tenants["after"] = "3002"
+	want := map[string]int{"leaves-and-returns": 401, "rekeyed-legacy": 401, "moves-and-returns": 401,
+		"drops-the-other": 200, "unchanged": 200, "after": 200}
 	for name, code := range want {
 		if got := get(id, name); got != code {
 			t.Errorf("%s's token after SIGHUP: status %d, want %d", name, got, code)
 		}
 	}
-	restarted := startIdentityOn(t, id.st, append(changed, users[1]), server.AuthLimits{})
+	restarted := startIdentityOn(t, id.st, final, server.AuthLimits{})
 	for name, code := range want {
 		if got := get(restarted, name); got != code {
 			t.Errorf("%s's token after a restart: status %d, want %d", name, got, code)
@@ -319,17 +333,25 @@ func testRevocationsOutliveARestart(t *testing.T, kind string) {
 	}
 }
 
-// revokeRefuser is a store whose RevokeUser fails while refuse is set.
-type revokeRefuser struct {
+// refusingStore is a store whose RevokeUser fails while revoke is set,
+// and whose PutToken while put is.
+type refusingStore struct {
 	testserver.Store
-	refuse atomic.Bool
+	revoke, put atomic.Bool
 }
 
-func (r *revokeRefuser) RevokeUser(ctx context.Context, user string, rev store.Revocation) error {
-	if r.refuse.Load() {
+func (r *refusingStore) RevokeUser(ctx context.Context, user string, rev store.Revocation) error {
+	if r.revoke.Load() {
 		return store.ErrUnavailable
 	}
 	return r.Store.RevokeUser(ctx, user, rev)
+}
+
+func (r *refusingStore) PutToken(ctx context.Context, hash [32]byte, ti store.TokenInfo) error {
+	if r.put.Load() {
+		return store.ErrUnavailable
+	}
+	return r.Store.PutToken(ctx, hash, ti)
 }
 
 // A revocation the store could not record holds in memory, and is
@@ -337,43 +359,56 @@ func (r *revokeRefuser) RevokeUser(ctx context.Context, user string, rev store.R
 // keeps it.
 func TestUnrecordedRevocationIsTriedAgain(t *testing.T) {
 	t.Parallel()
-	st := &revokeRefuser{Store: testserver.NewStore(t, testserver.Options{Store: testserver.Bolt, ReapInterval: -1})}
-	users := []server.User{{Name: "rekeyed", Tenant: "3001", APIKey: "old-key"}, {Name: "drops-the-other", Tenant: "3002", APIKey: "k", PasswordHash: testHash(t, "pw")}}
+	st := &refusingStore{Store: testserver.NewStore(t, testserver.Options{Store: testserver.Bolt, ReapInterval: -1})}
+	users := []server.User{{Name: "stays", Tenant: "3001", APIKey: "k"}, {Name: "leaves-and-returns", Tenant: "3002", APIKey: "k"}}
 	id := startIdentityWith(t, st, server.AuthConfig{Users: users, SweepInterval: 20 * time.Millisecond})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- id.auth.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	token := id.token("drops-the-other", "k", true)
+	token := id.token("leaves-and-returns", "k", true)
 	get := func(id *identity) int {
 		return sendRequest(t, id.base, "GET", "/v1.0/3002/services", nil, "X-Auth-Token", token).code
 	}
 	id.clock.Add(time.Second)
-	changed := []server.User{users[0], {Name: "drops-the-other", Tenant: "3002", APIKey: "k"}}
-	st.refuse.Store(true)
-	if err := id.auth.SetUsers(changed); err != nil {
-		t.Fatal(err)
+	st.revoke.Store(true)
+	for _, us := range [][]server.User{users[:1], users} {
+		if err := id.auth.SetUsers(us); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if code := get(id); code != 401 {
-		t.Fatalf("the token after SIGHUP, the revocation unrecorded: status %d, want 401", code)
+		t.Fatalf("the token of a user removed and added back, the revocation unrecorded: status %d, want 401", code)
 	}
 	if r, err := st.Revocations(context.Background()); err != nil || len(r) != 0 {
 		t.Fatalf("revocations recorded while the store refused them: %v, %v", r, err)
 	}
-	st.refuse.Store(false)
+	st.revoke.Store(false)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		r, err := st.Revocations(context.Background())
-		if _, ok := r["drops-the-other"]; err == nil && ok {
+		if _, ok := r["leaves-and-returns"]; err == nil && ok {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("revocations recorded once the store takes them: %v, %v; want drops-the-other's", r, err)
+			t.Fatalf("revocations recorded once the store takes them: %v, %v; want leaves-and-returns's", r, err)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if code := get(startIdentityOn(t, st, changed, server.AuthLimits{})); code != 401 {
+	if code := get(startIdentityOn(t, st, users, server.AuthLimits{})); code != 401 {
 		t.Errorf("the token after a restart: status %d, want 401", code)
+	}
+}
+
+// removeAndReturn removes user u and adds it back, as two SIGHUPs: every
+// token issued to it before is revoked.
+func (id *identity) removeAndReturn(users []server.User, u int) {
+	id.t.Helper()
+	others := slices.Delete(slices.Clone(users), u, u+1)
+	for _, us := range [][]server.User{others, users} {
+		if err := id.auth.SetUsers(us); err != nil {
+			id.t.Fatal(err)
+		}
 	}
 }
 
@@ -382,7 +417,6 @@ func TestUnrecordedRevocationIsTriedAgain(t *testing.T) {
 // longer one a token from after it look issued before it.
 func TestRevocationsAcrossATokenLifetimeChange(t *testing.T) {
 	t.Parallel()
-	pw := testHash(t, "pw")
 	for _, tc := range []struct {
 		name       string
 		before     time.Duration
@@ -396,22 +430,19 @@ func TestRevocationsAcrossATokenLifetimeChange(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			st := testserver.NewStore(t, testserver.Options{Store: testserver.Bolt, ReapInterval: -1})
-			users := []server.User{{Name: "u", Tenant: "3001", APIKey: "k", PasswordHash: pw}}
+			users := []server.User{{Name: "u", Tenant: "3001", APIKey: "k"}}
 			id := startIdentityWith(t, st, server.AuthConfig{Users: users, TokenTTL: tc.before})
 			var token string
 			if tc.tokenFirst {
 				token = id.token("u", "k", true)
 			}
 			id.clock.Add(time.Second)
-			changed := []server.User{{Name: "u", Tenant: "3001", APIKey: "k"}}
-			if err := id.auth.SetUsers(changed); err != nil {
-				t.Fatal(err)
-			}
+			id.removeAndReturn(users, 0)
 			id.clock.Add(time.Second)
 			if !tc.tokenFirst {
 				token = id.token("u", "k", true)
 			}
-			restarted := startIdentityWith(t, st, server.AuthConfig{Users: changed, TokenTTL: tc.after})
+			restarted := startIdentityWith(t, st, server.AuthConfig{Users: users, TokenTTL: tc.after})
 			if got := sendRequest(t, restarted.base, "GET", "/v1.0/3001/services", nil, "X-Auth-Token", token).code; got != tc.want {
 				t.Errorf("the token after a restart with --token-ttl %v (was %v): status %d, want %d", tc.after, tc.before, got, tc.want)
 			}
@@ -437,15 +468,11 @@ func (r *revocationsUnread) Revocations(ctx context.Context) (map[string]store.R
 func TestRevocationsReadAgainAtStart(t *testing.T) {
 	t.Parallel()
 	st := testserver.NewStore(t, testserver.Options{Store: testserver.Bolt, ReapInterval: -1})
-	users := []server.User{{Name: "u", Tenant: "3001", APIKey: "old-key"}}
+	users := []server.User{{Name: "u", Tenant: "3001", APIKey: "k"}}
 	id := startIdentityOn(t, st, users, server.AuthLimits{})
-	token := id.token("u", "old-key", true)
+	token := id.token("u", "k", true)
 	id.clock.Add(time.Second)
-	// Only the record, not the key's print, revokes the token after the
-	// restart below: the restarted server has the old key again.
-	if err := id.auth.SetUsers([]server.User{{Name: "u", Tenant: "3001", APIKey: "new-key"}}); err != nil {
-		t.Fatal(err)
-	}
+	id.removeAndReturn(users, 0)
 	unread := &revocationsUnread{Store: st}
 	unread.n.Store(2)
 	restarted := startIdentityOn(t, unread, users, server.AuthLimits{})
@@ -462,7 +489,7 @@ func TestRevocationsReadAgainAtStart(t *testing.T) {
 func TestRevocationAfterAShorterTokenLifetime(t *testing.T) {
 	t.Parallel()
 	st := testserver.NewStore(t, testserver.Options{Store: testserver.Bolt, ReapInterval: -1})
-	users := []server.User{{Name: "u", Tenant: "3001", APIKey: "k", PasswordHash: testHash(t, "pw")}}
+	users := []server.User{{Name: "u", Tenant: "3001", APIKey: "k"}}
 	token := startIdentityWith(t, st, server.AuthConfig{Users: users, TokenTTL: 24 * time.Hour}).token("u", "k", true)
 	id := startIdentityWith(t, st, server.AuthConfig{Users: users, TokenTTL: time.Hour})
 	get := func() int {
@@ -472,18 +499,109 @@ func TestRevocationAfterAShorterTokenLifetime(t *testing.T) {
 		t.Fatalf("the token of the run before: status %d, want 200", code)
 	}
 	id.clock.Add(time.Second)
-	changed := []server.User{{Name: "u", Tenant: "3001", APIKey: "k"}}
-	if err := id.auth.SetUsers(changed); err != nil {
-		t.Fatal(err)
-	}
+	id.removeAndReturn(users, 0)
 	id.clock.Add(2 * time.Hour)
-	if err := id.auth.SetUsers(changed); err != nil {
+	if err := id.auth.SetUsers(users); err != nil {
 		t.Fatal(err)
 	}
 	if code := get(); code != 401 {
 		t.Errorf("the token two hours after its user's revocation, past this run's token lifetime: status %d, want 401", code)
 	}
-	if code := sendRequest(t, startIdentityWith(t, st, server.AuthConfig{Users: changed, TokenTTL: time.Hour}).base, "GET", "/v1.0/3001/services", nil, "X-Auth-Token", token).code; code != 401 {
+	if code := sendRequest(t, startIdentityWith(t, st, server.AuthConfig{Users: users, TokenTTL: time.Hour}).base, "GET", "/v1.0/3001/services", nil, "X-Auth-Token", token).code; code != 401 {
 		t.Errorf("the token after another restart: status %d, want 401", code)
 	}
+}
+
+// Two nodes read the same users file at their own SIGHUP, a minute apart,
+// as an operator rotating a key does. A token issued at the first with the
+// new key, or with the user's other credential, in between, works at both
+// and goes on working after a restart: the second node's later reload does
+// not revoke it.
+func TestRollingReloadKeepsNewTokens(t *testing.T) {
+	onEachStore(t, testRollingReloadKeepsNewTokens)
+}
+
+func testRollingReloadKeepsNewTokens(t *testing.T, kind string) {
+	t.Parallel()
+	pw := testHash(t, "pw")
+	users := []server.User{{Name: "carol", Tenant: "3001", APIKey: "old-key", PasswordHash: pw}}
+	a := startIdentity(t, kind, users, server.AuthLimits{})
+	b := startIdentityOn(t, a.st, users, server.AuthLimits{})
+	rotated := []server.User{{Name: "carol", Tenant: "3001", APIKey: "new-key", PasswordHash: pw}}
+	if err := a.auth.SetUsers(rotated); err != nil {
+		t.Fatal(err)
+	}
+	a.clock.Add(time.Second)
+	tokens := map[string]string{"new key": a.token("carol", "new-key", true), "password": a.token("carol", "pw", false)}
+	b.clock.Add(time.Minute)
+	if err := b.auth.SetUsers(rotated); err != nil {
+		t.Fatal(err)
+	}
+	for what, token := range tokens {
+		for node, id := range map[string]*identity{"the first": a, "the second": b, "the first, restarted": startIdentityOn(t, a.st, rotated, server.AuthLimits{})} {
+			if got := sendRequest(t, id.base, "GET", "/v1.0/3001/services", nil, "X-Auth-Token", token).code; got != 200 {
+				t.Errorf("a token of the %s issued between the reloads, at %s node: status %d, want 200", what, node, got)
+			}
+		}
+	}
+}
+
+// A token that expires further ahead than the longest token lifetime was
+// issued by an earlier release under a longer --token-ttl: it is refused,
+// as no revocation would cover it. One within the lifetime is taken, and
+// covered by a revocation made after it.
+func TestTokensPastTheLongestLifetime(t *testing.T) {
+	t.Parallel()
+	st := testserver.NewStore(t, testserver.Options{Store: testserver.Bolt, ReapInterval: -1})
+	users := []server.User{{Name: "u", Tenant: "3001", APIKey: "k"}}
+	id := startIdentityOn(t, st, users, server.AuthLimits{})
+	put := func(text string, expires time.Duration) string {
+		token := strings.Repeat(text, 64/len(text))
+		if err := st.PutToken(context.Background(), sha256.Sum256([]byte(token)),
+			store.TokenInfo{User: "u", Tenant: "3001", Expires: id.clock.Now().Add(expires), KeyPrint: tokenKeyPrint(t, id, "u", "k")}); err != nil {
+			t.Fatal(err)
+		}
+		return token
+	}
+	long, within := put("ab", 365*24*time.Hour), put("cd", 20*24*time.Hour)
+	get := func(token string) int {
+		return sendRequest(t, id.base, "GET", "/v1.0/3001/services", nil, "X-Auth-Token", token).code
+	}
+	if got := get(long); got != 401 {
+		t.Errorf("a token expiring in a year: status %d, want 401", got)
+	}
+	if got := get(within); got != 200 {
+		t.Fatalf("a token expiring in 20 days: status %d, want 200", got)
+	}
+	id.clock.Add(time.Second)
+	id.removeAndReturn(users, 0)
+	if got := get(within); got != 401 {
+		t.Errorf("the token expiring in 20 days, its user removed and added back: status %d, want 401", got)
+	}
+}
+
+// tokenKeyPrint is the key print a token issued to user with key carries
+// at id, read from a token id issues.
+func tokenKeyPrint(t *testing.T, id *identity, user, key string) string {
+	t.Helper()
+	token := id.token(user, key, true)
+	ti, err := id.st.Token(context.Background(), sha256.Sum256([]byte(token)))
+	if err != nil || ti.KeyPrint == "" {
+		t.Fatalf("the issued token's record: %+v, %v; want a key print", ti, err)
+	}
+	return ti.KeyPrint
+}
+
+// A login answered 503 because the token could not be stored issued
+// nothing, and spends none of the user's token issues.
+func TestUnstoredTokenSpendsNoIssue(t *testing.T) {
+	t.Parallel()
+	st := &refusingStore{Store: testserver.NewStore(t, testserver.Options{Store: testserver.Bolt, ReapInterval: -1})}
+	id := startIdentityOn(t, st, []server.User{{Name: "u", Tenant: "3001", APIKey: "k"}}, server.AuthLimits{IssuesPerUser: 2})
+	st.put.Store(true)
+	for range 3 {
+		id.login("u", "k", true).want(503)
+	}
+	st.put.Store(false)
+	id.login("u", "k", true).want(200)
 }

@@ -95,43 +95,69 @@ type Identity interface {
 	// DevTenant returns the numeric tenant of a --dev user, allocating one on
 	// first use; the same user always gets the same tenant.
 	DevTenant(ctx context.Context, username string) (string, error)
-	// RevokeUser records that the tokens issued to user before r.At are
-	// revoked, until r.Until (when they have all expired). A record kept
-	// for the user already is merged: the later At and the later Until.
+	// RevokeUser records what a user's changes revoked, until r.Until()
+	// (when every token it covers has expired). A record kept for the user
+	// already is merged (Revocation.Merge).
 	RevokeUser(ctx context.Context, user string, r Revocation) error
 	// Revocations returns the users' revocations whose Until has not
 	// passed.
 	Revocations(ctx context.Context) (map[string]Revocation, error)
 }
 
-// Revocation is a user's tokens revoked: those issued before At, recorded
-// until Until.
+// MaxTokenTTL is the longest lifetime of an issued token. A revocation is
+// kept that long after it was made, so that it covers every token issued
+// before it.
+const MaxTokenTTL = 30 * 24 * time.Hour
+
+// Revocation is what a user's changes revoked: every token issued before
+// All (the user was removed, or its tenant changed), and the tokens issued
+// before Printless that do not record the credential they were issued with
+// (a credential of the user was replaced or removed; tokens that record it
+// are refused by their print instead). A zero time revokes nothing.
 type Revocation struct {
-	At    time.Time `json:"at"`
-	Until time.Time `json:"until"`
+	All       time.Time `json:"all,omitzero"`
+	Printless time.Time `json:"printless,omitzero"`
 }
 
-// Covers reports whether r revokes the token t: one issued before At, or,
-// for a token that does not record when it was issued, one expiring before
-// Until (the same while the token lifetime is the one Until was recorded
-// with, as it is for tokens of those releases).
+// Until is when the revocation may be forgotten: every token it covers
+// has expired by then.
+func (r Revocation) Until() time.Time {
+	return later(r.All, r.Printless).Add(MaxTokenTTL)
+}
+
+// Covers reports whether r revokes the token t. A token that does not
+// record when it was issued (of an earlier release) counts as issued
+// before a time if it expires before that time plus MaxTokenTTL.
 func (r Revocation) Covers(t TokenInfo) bool {
-	if !t.Issued.IsZero() {
-		return t.Issued.Before(r.At)
+	before := func(at time.Time) bool {
+		switch {
+		case at.IsZero():
+			return false
+		case !t.Issued.IsZero():
+			return t.Issued.Before(at)
+		default:
+			return t.Expires.Before(at.Add(MaxTokenTTL))
+		}
 	}
-	return t.Expires.Before(r.Until)
+	return before(r.All) || t.KeyPrint == "" && t.PasswordPrint == "" && before(r.Printless)
 }
 
-// Merge is the revocation that covers both r and o: the later At and the
-// later Until.
+// Merge is the revocation that covers both r and o: the later of each
+// time.
 func (r Revocation) Merge(o Revocation) Revocation {
-	if o.At.After(r.At) {
-		r.At = o.At
+	return Revocation{All: later(r.All, o.All), Printless: later(r.Printless, o.Printless)}
+}
+
+// Equal reports whether r and o are the same revocation.
+func (r Revocation) Equal(o Revocation) bool {
+	return r.All.Equal(o.All) && r.Printless.Equal(o.Printless)
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
 	}
-	if o.Until.After(r.Until) {
-		r.Until = o.Until
-	}
-	return r
+	return a
 }
 
 // TokenInfo is what the identity endpoint knows of an issued token.

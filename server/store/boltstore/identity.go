@@ -106,7 +106,7 @@ func (s *Store) Revocations(ctx context.Context) (map[string]store.Revocation, e
 				s.log.Warn("a user's token revocation does not decode; left out, and deleted with the expired ones", "user", fmt.Sprintf("%q", k), "err", err)
 				return nil
 			}
-			if now.Before(r.Until) {
+			if now.Before(r.Until()) {
 				out[string(k)] = r
 			}
 			return nil
@@ -132,7 +132,7 @@ func (s *Store) pruneTokens() error {
 		c = tx.Bucket(bRevoked).Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
 			var r store.Revocation
-			if err := json.Unmarshal(v, &r); err != nil || !now.Before(r.Until) {
+			if err := json.Unmarshal(v, &r); err != nil || !now.Before(r.Until()) {
 				if err := c.Delete(); err != nil {
 					return err
 				}

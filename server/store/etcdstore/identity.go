@@ -84,7 +84,7 @@ func (s *Store) DeleteToken(ctx context.Context, hash [32]byte) error {
 }
 
 // RevokeUser implements store.Identity. The record lives on the lease of
-// the tokens expiring at r.Until (PutToken's), so that etcd deletes it by
+// the tokens expiring at r.Until() (PutToken's), so that etcd deletes it by
 // itself once they have. It is merged with the record there in a
 // transaction conditional on that record's revision, sent again if another
 // write came between.
@@ -99,10 +99,9 @@ func (s *Store) RevokeUser(ctx context.Context, user string, r store.Revocation)
 		if kv := first(resp.Responses[0]); kv != nil {
 			var was store.Revocation
 			if json.Unmarshal(kv.Value, &was) == nil {
-				if !r.At.After(was.At) && !r.Until.After(was.Until) {
+				if merged = r.Merge(was); merged.Equal(was) {
 					return nil
 				}
-				merged = r.Merge(was)
 			}
 			cmp = clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)
 		}
@@ -110,7 +109,7 @@ func (s *Store) RevokeUser(ctx context.Context, user string, r store.Revocation)
 		if err != nil {
 			return err
 		}
-		lease, err := s.tokenLeases.get(ctx, s, merged.Until)
+		lease, err := s.tokenLeases.get(ctx, s, merged.Until())
 		if err != nil {
 			return err
 		}
@@ -150,7 +149,7 @@ func (s *Store) Revocations(ctx context.Context) (map[string]store.Revocation, e
 			s.log.Warn("a user's token revocation does not decode; left out (its lease deletes it)", "key", fmt.Sprintf("%q", kv.Key), "err", err)
 			continue
 		}
-		if now.Before(r.Until) {
+		if now.Before(r.Until()) {
 			out[user] = r
 		}
 	}
