@@ -315,11 +315,11 @@ const setUsersRecordTimeout = 2 * time.Second
 // every token it applies to, whenever issued.
 var forever = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
 
-// setUsers switches to users and works out what the changes revoke:
-// removing a user or changing its tenant revokes every token issued to it
-// before; replacing or removing a credential revokes the tokens issued
-// with it (by their print: current) and, of the tokens that do not record
-// their credential, those issued before.
+// setUsers switches to users and works out what the changes revoke
+// (store.Revocation): a user removed or moved to another tenant, every
+// token of the tenant it left; a credential replaced or removed, the
+// tokens carrying its print (which current refuses meanwhile anyway: the
+// print is no longer the user's) and the tokens that record no print.
 func (a *Auth) setUsers(users []User) {
 	a.setMu.Lock()
 	defer a.setMu.Unlock()
@@ -327,11 +327,25 @@ func (a *Auth) setUsers(users []User) {
 	old, next := a.users.Load(), newUserSet(users)
 	changes := map[string]store.Revocation{} // the times are forever here
 	for name, was := range old.byName {
-		switch u, ok := next.byName[name]; {
-		case !ok || u.Tenant != was.Tenant:
-			changes[name] = store.Revocation{All: forever, Printless: forever}
-		case (was.APIKey != "" && was.APIKey != u.APIKey) || (was.PasswordHash != "" && was.PasswordHash != u.PasswordHash):
-			changes[name] = store.Revocation{Printless: forever}
+		u, ok := next.byName[name]
+		var c store.Revocation
+		if !ok || u.Tenant != was.Tenant {
+			c.Tenants = map[string]time.Time{was.Tenant: forever}
+		}
+		if ok {
+			p := old.prints[name]
+			for _, cred := range []struct{ was, is, print string }{{was.APIKey, u.APIKey, p.key}, {was.PasswordHash, u.PasswordHash, p.password}} {
+				if cred.was != "" && cred.was != cred.is {
+					if c.Retired == nil {
+						c.Retired = map[string]time.Time{}
+					}
+					c.Retired[cred.print] = forever
+					c.Printless = forever
+				}
+			}
+		}
+		if !c.IsZero() {
+			changes[name] = c
 		}
 	}
 	kept := map[string]store.Revocation{}
@@ -353,16 +367,25 @@ func (a *Auth) setUsers(users []User) {
 		final.revoked = kept
 		now := a.cfg.Clock().Round(0)
 		for name, c := range changes {
-			r := store.Revocation{Printless: now}
-			if !c.All.IsZero() {
-				r.All = now
-			}
-			r = r.Merge(kept[name])
+			r := stamped(c, now).Merge(kept[name])
 			final.revoked[name] = r
 			a.unrecorded[name] = r.Merge(a.unrecorded[name])
 		}
 		a.users.Store(&final)
 	}
+}
+
+// stamped is c with each time (forever) replaced by now.
+func stamped(c store.Revocation, now time.Time) store.Revocation {
+	for _, m := range []map[string]time.Time{c.Tenants, c.Retired} {
+		for k := range m {
+			m[k] = now
+		}
+	}
+	if !c.Printless.IsZero() {
+		c.Printless = now
+	}
+	return c
 }
 
 // recordTimeout bounds each try of recordRevocations.
@@ -465,7 +488,11 @@ func (a *Auth) current(ti store.TokenInfo) bool {
 	if ti.KeyPrint != "" && ti.KeyPrint != p.key || ti.PasswordPrint != "" && ti.PasswordPrint != p.password {
 		return false
 	}
-	if ti.Expires.After(a.cfg.Clock().Add(MaxTokenTTL)) {
+	// Issued under a longer lifetime than any revocation is kept for (an
+	// earlier release's --token-ttl): no revocation would cover it. A
+	// token that records when it was issued is judged by its own clock.
+	if !ti.Issued.IsZero() && ti.Expires.Sub(ti.Issued) > MaxTokenTTL ||
+		ti.Issued.IsZero() && ti.Expires.After(a.cfg.Clock().Add(MaxTokenTTL)) {
 		return false
 	}
 	r, revoked := set.revoked[ti.User]
@@ -713,11 +740,11 @@ func (a *Auth) issue(r *http.Request, user, secret string, password bool) (acces
 		userFailures.refund(user)
 		return accessBody{}, tooManyRequests(retry, "Too many tokens issued to this user; reuse a token until it expires.")
 	}
-	issued := a.cfg.Clock() // before the check: see SetUsers
-	// The prints as of before the check too: credentials replaced during
-	// it leave the token refused, never one of the old taken for the new.
-	prints := a.users.Load().prints[user]
-	tenant, f := a.authenticate(r.Context(), user, secret, password)
+	issued := a.cfg.Clock() // before the check: see setUsers
+	// The print is of the credential checked (in the users it was checked
+	// against): credentials replaced during the check leave the token
+	// refused, never one of the old taken for the new.
+	tenant, cred, f := a.authenticate(r.Context(), user, secret, password)
 	if f != nil {
 		a.issues.refund(user)
 	}
@@ -735,9 +762,9 @@ func (a *Auth) issue(r *http.Request, user, secret string, password bool) (acces
 	// not yet gained another credential of the user still takes it.
 	ti := store.TokenInfo{User: user, Tenant: tenant, Expires: issued.Add(a.cfg.TokenTTL), Issued: issued.Round(0)}
 	if password {
-		ti.PasswordPrint = prints.password
+		ti.PasswordPrint = cred
 	} else {
-		ti.KeyPrint = prints.key
+		ti.KeyPrint = cred
 	}
 	if err := a.cfg.Store.PutToken(r.Context(), sha256.Sum256([]byte(token)), ti); err != nil {
 		a.cfg.Logger.Error("store token", "user", logValue(user), "err", err)
@@ -750,25 +777,26 @@ func (a *Auth) issue(r *http.Request, user, secret string, password bool) (acces
 // authenticate returns the user's tenant, or the fault to answer:
 // faultInvalidCredentials for wrong credentials, the only outcome that
 // counts as a failure.
-func (a *Auth) authenticate(ctx context.Context, user, secret string, password bool) (string, *authFault) {
-	tenant, ok, err := a.checkCredentials(ctx, user, secret, password)
+func (a *Auth) authenticate(ctx context.Context, user, secret string, password bool) (tenant, cred string, f *authFault) {
+	tenant, cred, ok, err := a.checkCredentials(ctx, user, secret, password)
 	switch {
 	case errors.Is(err, errBusy):
-		return "", &authFault{status: http.StatusServiceUnavailable, kind: "serviceUnavailable",
+		return "", "", &authFault{status: http.StatusServiceUnavailable, kind: "serviceUnavailable",
 			msg: "Too many password checks are waiting; try again.", retryAfter: time.Second}
 	case err != nil:
 		a.cfg.Logger.Error("authenticate", "user", logValue(user), "err", err)
-		return "", faultIdentityUnavailable
+		return "", "", faultIdentityUnavailable
 	case !ok:
-		return "", faultInvalidCredentials
+		return "", "", faultInvalidCredentials
 	}
-	return tenant, nil
+	return tenant, cred, nil
 }
 
-// checkCredentials returns the user's tenant if secret is its API key (or,
-// for a password, matches its hash). A password is always compared with a
-// bcrypt hash, the dummy one if the user has none, through the bcrypt gate.
-func (a *Auth) checkCredentials(ctx context.Context, user, secret string, password bool) (string, bool, error) {
+// checkCredentials returns the user's tenant, and the print of the
+// credential checked, if secret is its API key (or, for a password,
+// matches its hash). A password is always compared with a bcrypt hash, the
+// dummy one if the user has none, through the bcrypt gate.
+func (a *Auth) checkCredentials(ctx context.Context, user, secret string, password bool) (tenant, cred string, ok bool, err error) {
 	set := a.users.Load()
 	u, known := set.byName[user]
 	if password && (u.PasswordHash != "" || set.dummyHash != nil) {
@@ -781,21 +809,21 @@ func (a *Auth) checkCredentials(ctx context.Context, user, secret string, passwo
 			match = bcrypt.CompareHashAndPassword(hash, []byte(secret)) == nil
 		})
 		if err != nil || !match || u.PasswordHash == "" {
-			return "", false, err
+			return "", "", false, err
 		}
-		return u.Tenant, true, nil
+		return u.Tenant, set.prints[user].password, true, nil
 	}
 	if known {
 		if !password && u.APIKey != "" {
-			return u.Tenant, subtle.ConstantTimeCompare([]byte(u.APIKey), []byte(secret)) == 1, nil
+			return u.Tenant, set.prints[user].key, subtle.ConstantTimeCompare([]byte(u.APIKey), []byte(secret)) == 1, nil
 		}
-		return "", false, nil
+		return "", "", false, nil
 	}
 	if a.cfg.Dev && secret == DevAPIKey {
 		tenant, err := a.cfg.Store.DevTenant(ctx, user)
-		return tenant, err == nil, err
+		return tenant, "", err == nil, err
 	}
-	return "", false, nil
+	return "", "", false, nil
 }
 
 // serveValidate answers a token-validation request: the token's access if

@@ -605,3 +605,87 @@ func TestUnstoredTokenSpendsNoIssue(t *testing.T) {
 	st.put.Store(false)
 	id.login("u", "k", true).want(200)
 }
+
+// A key replaced and then put back does not bring back the tokens issued
+// with it before it was replaced (rotating a key is a way to end a leaked
+// token), before or after a restart; a token issued with it once it is
+// back works.
+func TestCredentialBackKeepsOldTokensRevoked(t *testing.T) {
+	onEachStore(t, testCredentialBackKeepsOldTokensRevoked)
+}
+
+func testCredentialBackKeepsOldTokensRevoked(t *testing.T, kind string) {
+	t.Parallel()
+	users := []server.User{{Name: "u", Tenant: "3001", APIKey: "k1"}}
+	id := startIdentity(t, kind, users, server.AuthLimits{})
+	old := id.token("u", "k1", true)
+	for _, us := range [][]server.User{{{Name: "u", Tenant: "3001", APIKey: "k2"}}, users} {
+		id.clock.Add(time.Second)
+		if err := id.auth.SetUsers(us); err != nil {
+			t.Fatal(err)
+		}
+	}
+	id.clock.Add(time.Second)
+	fresh := id.token("u", "k1", true)
+	for node, at := range map[string]*identity{"after the key is back": id, "after a restart": startIdentityOn(t, id.st, users, server.AuthLimits{})} {
+		for token, want := range map[string]int{old: 401, fresh: 200} {
+			if got := sendRequest(t, at.base, "GET", "/v1.0/3001/services", nil, "X-Auth-Token", token).code; got != want {
+				t.Errorf("%s, a token of k1 issued %s: status %d, want %d", node, map[bool]string{true: "before it was replaced", false: "once it was back"}[token == old], got, want)
+			}
+		}
+	}
+}
+
+// A user moved to another tenant node by node: a token of the new tenant
+// issued at the first node before the second reloads works at both, also
+// after a restart; the old tenant's tokens stay refused once the user is
+// moved back.
+func TestRollingTenantChange(t *testing.T) {
+	onEachStore(t, testRollingTenantChange)
+}
+
+func testRollingTenantChange(t *testing.T, kind string) {
+	t.Parallel()
+	users := []server.User{{Name: "carol", Tenant: "3001", APIKey: "k"}}
+	a := startIdentity(t, kind, users, server.AuthLimits{})
+	b := startIdentityOn(t, a.st, users, server.AuthLimits{})
+	oldToken := a.token("carol", "k", true)
+	moved := []server.User{{Name: "carol", Tenant: "3002", APIKey: "k"}}
+	a.clock.Add(time.Second)
+	if err := a.auth.SetUsers(moved); err != nil {
+		t.Fatal(err)
+	}
+	a.clock.Add(time.Second)
+	newToken := a.token("carol", "k", true)
+	b.clock.Add(time.Minute)
+	if err := b.auth.SetUsers(moved); err != nil {
+		t.Fatal(err)
+	}
+	for node, id := range map[string]*identity{"the first": a, "the second": b, "the first, restarted": startIdentityOn(t, a.st, moved, server.AuthLimits{})} {
+		if got := sendRequest(t, id.base, "GET", "/v1.0/3002/services", nil, "X-Auth-Token", newToken).code; got != 200 {
+			t.Errorf("a token of the new tenant issued between the reloads, at %s node: status %d, want 200", node, got)
+		}
+	}
+	if err := b.auth.SetUsers(users); err != nil { // moved back
+		t.Fatal(err)
+	}
+	if got := sendRequest(t, b.base, "GET", "/v1.0/3001/services", nil, "X-Auth-Token", oldToken).code; got != 401 {
+		t.Errorf("a token of the old tenant, the user moved back: status %d, want 401", got)
+	}
+}
+
+// At the longest token lifetime, a token issued at a node whose clock is
+// ahead works at a node whose clock is behind: a token that records when
+// it was issued is judged by its own lifetime, not by the other clock.
+func TestLongestLifetimeAcrossClocks(t *testing.T) {
+	t.Parallel()
+	st := testserver.NewStore(t, testserver.Options{Store: testserver.Bolt, ReapInterval: -1})
+	users := []server.User{{Name: "u", Tenant: "3001", APIKey: "k"}}
+	ahead := startIdentityWith(t, st, server.AuthConfig{Users: users, TokenTTL: server.MaxTokenTTL})
+	behind := startIdentityWith(t, st, server.AuthConfig{Users: users, TokenTTL: server.MaxTokenTTL})
+	ahead.clock.Add(time.Minute)
+	token := ahead.token("u", "k", true)
+	if got := sendRequest(t, behind.base, "GET", "/v1.0/3001/services", nil, "X-Auth-Token", token).code; got != 200 {
+		t.Errorf("a token of the longest lifetime from a node a minute ahead: status %d, want 200", got)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/svcreg/svcreg/internal/timeuuid"
@@ -109,20 +110,35 @@ type Identity interface {
 // before it.
 const MaxTokenTTL = 30 * 24 * time.Hour
 
-// Revocation is what a user's changes revoked: every token issued before
-// All (the user was removed, or its tenant changed), and the tokens issued
-// before Printless that do not record the credential they were issued with
-// (a credential of the user was replaced or removed; tokens that record it
-// are refused by their print instead). A zero time revokes nothing.
+// Revocation is what a user's changes revoked, each part the tokens
+// issued before (or at) a time. A zero time revokes nothing.
 type Revocation struct {
-	All       time.Time `json:"all,omitzero"`
+	// Tenants: for each tenant the user left (removed, or moved to
+	// another tenant), its tokens of that tenant.
+	Tenants map[string]time.Time `json:"tenants,omitempty"`
+	// Retired: for each credential print the user's API key or password
+	// hash had before it was replaced or removed, the tokens carrying it,
+	// so that the credential coming back does not bring them back.
+	Retired map[string]time.Time `json:"retired,omitempty"`
+	// Printless: the tokens that record no credential print (of earlier
+	// releases), when a credential of the user changed.
 	Printless time.Time `json:"printless,omitzero"`
+	// All: every token of the user (a record of an earlier version, which
+	// revoked so).
+	All time.Time `json:"at,omitzero"`
 }
 
 // Until is when the revocation may be forgotten: every token it covers
 // has expired by then.
 func (r Revocation) Until() time.Time {
-	return later(r.All, r.Printless).Add(MaxTokenTTL)
+	last := later(r.Printless, r.All)
+	for _, at := range r.Tenants {
+		last = later(last, at)
+	}
+	for _, at := range r.Retired {
+		last = later(last, at)
+	}
+	return last.Add(MaxTokenTTL)
 }
 
 // Covers reports whether r revokes the token t. A token that does not
@@ -134,23 +150,48 @@ func (r Revocation) Covers(t TokenInfo) bool {
 		case at.IsZero():
 			return false
 		case !t.Issued.IsZero():
-			return t.Issued.Before(at)
+			return !t.Issued.After(at)
 		default:
-			return t.Expires.Before(at.Add(MaxTokenTTL))
+			return !t.Expires.After(at.Add(MaxTokenTTL))
 		}
 	}
-	return before(r.All) || t.KeyPrint == "" && t.PasswordPrint == "" && before(r.Printless)
+	printless := t.KeyPrint == "" && t.PasswordPrint == ""
+	return before(r.All) || before(r.Tenants[t.Tenant]) || printless && before(r.Printless) ||
+		t.KeyPrint != "" && before(r.Retired[t.KeyPrint]) || t.PasswordPrint != "" && before(r.Retired[t.PasswordPrint])
 }
 
 // Merge is the revocation that covers both r and o: the later of each
-// time.
+// time. It shares no map with r or o.
 func (r Revocation) Merge(o Revocation) Revocation {
-	return Revocation{All: later(r.All, o.All), Printless: later(r.Printless, o.Printless)}
+	return Revocation{Tenants: mergeTimes(r.Tenants, o.Tenants), Retired: mergeTimes(r.Retired, o.Retired),
+		Printless: later(r.Printless, o.Printless), All: later(r.All, o.All)}
 }
 
 // Equal reports whether r and o are the same revocation.
 func (r Revocation) Equal(o Revocation) bool {
-	return r.All.Equal(o.All) && r.Printless.Equal(o.Printless)
+	same := func(a, b map[string]time.Time) bool {
+		return maps.EqualFunc(a, b, time.Time.Equal)
+	}
+	return r.Printless.Equal(o.Printless) && r.All.Equal(o.All) && same(r.Tenants, o.Tenants) && same(r.Retired, o.Retired)
+}
+
+// IsZero reports whether r revokes nothing.
+func (r Revocation) IsZero() bool { return r.Equal(Revocation{}) }
+
+// mergeTimes is the union of a and b, the later time for a key in both;
+// nil if both are empty.
+func mergeTimes(a, b map[string]time.Time) map[string]time.Time {
+	if len(a) == 0 && len(b) == 0 {
+		return nil
+	}
+	out := maps.Clone(a)
+	if out == nil {
+		out = map[string]time.Time{}
+	}
+	for k, at := range b {
+		out[k] = later(out[k], at)
+	}
+	return out
 }
 
 func later(a, b time.Time) time.Time {

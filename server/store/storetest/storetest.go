@@ -577,12 +577,13 @@ func testRevocations(t *testing.T, e *env) {
 	}
 	t0 := e.clock.Now()
 	odd := "ops/dé ploy%2F"
-	check(t, s.RevokeUser(ctx, "deploy", store.Revocation{All: t0}))
-	check(t, s.RevokeUser(ctx, "deploy", store.Revocation{All: t0.Add(-time.Minute), Printless: t0.Add(time.Hour)}))
+	check(t, s.RevokeUser(ctx, "deploy", store.Revocation{Tenants: map[string]time.Time{"1": t0}}))
+	check(t, s.RevokeUser(ctx, "deploy", store.Revocation{Tenants: map[string]time.Time{"1": t0.Add(-time.Minute), "2": t0},
+		Retired: map[string]time.Time{"0a1b2c3d": t0.Add(time.Hour)}, Printless: t0.Add(time.Hour)}))
 	check(t, s.RevokeUser(ctx, odd, store.Revocation{Printless: t0.Add(time.Second)}))
 	check(t, s.RevokeUser(ctx, odd, store.Revocation{Printless: t0}))
 	want := map[string]store.Revocation{
-		"deploy": {All: t0, Printless: t0.Add(time.Hour)},
+		"deploy": {Tenants: map[string]time.Time{"1": t0, "2": t0}, Retired: map[string]time.Time{"0a1b2c3d": t0.Add(time.Hour)}, Printless: t0.Add(time.Hour)},
 		odd:      {Printless: t0.Add(time.Second)},
 	}
 	sameRevocations(t, "recorded", must(s.Revocations(ctx))(t), want)

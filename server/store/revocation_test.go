@@ -1,0 +1,72 @@
+package store
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+)
+
+// What a revocation covers, part by part, for tokens that record their
+// issue time and print, and for tokens of earlier releases that do not.
+func TestRevocationCovers(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	r := Revocation{Tenants: map[string]time.Time{"1": t0}, Retired: map[string]time.Time{"old": t0}, Printless: t0}
+	issued := func(d time.Duration, tenant, key string) TokenInfo {
+		return TokenInfo{Tenant: tenant, KeyPrint: key, Issued: t0.Add(d), Expires: t0.Add(d + 24*time.Hour)}
+	}
+	for _, tc := range []struct {
+		name string
+		t    TokenInfo
+		want bool
+	}{
+		{"of the tenant left, before", issued(-time.Second, "1", "k"), true},
+		{"of the tenant left, at the same instant", issued(0, "1", "k"), true},
+		{"of the tenant left, after", issued(time.Second, "1", "k"), false},
+		{"of another tenant, before", issued(-time.Second, "2", "k"), false},
+		{"with a retired print, before", issued(-time.Second, "2", "old"), true},
+		{"with a retired print, after (the credential back)", issued(time.Second, "2", "old"), false},
+		{"printless, before", issued(-time.Second, "2", ""), true},
+		{"printless, after", issued(time.Second, "2", ""), false},
+		{"of an earlier release, expiring before the end", TokenInfo{Tenant: "2", Expires: t0.Add(MaxTokenTTL - time.Hour)}, true},
+		{"of an earlier release, expiring after the end", TokenInfo{Tenant: "2", Expires: t0.Add(MaxTokenTTL + time.Hour)}, false},
+	} {
+		if got := r.Covers(tc.t); got != tc.want {
+			t.Errorf("a token %s: covered %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	if (Revocation{}).Covers(issued(-time.Hour, "1", "")) {
+		t.Error("the zero revocation covers a token")
+	}
+}
+
+// A record of the version that kept one time for the whole user ("at",
+// "until") revokes every token of the user issued before that time.
+func TestRevocationOfAnEarlierVersion(t *testing.T) {
+	var r Revocation
+	if err := json.Unmarshal([]byte(`{"at":"2026-12-01T12:00:00Z","until":"2026-12-31T12:00:00Z"}`), &r); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	if !r.All.Equal(t0) || !r.Until().Equal(t0.Add(MaxTokenTTL)) {
+		t.Fatalf("decoded %+v (until %v); want All %v", r, r.Until(), t0)
+	}
+	if !r.Covers(TokenInfo{Tenant: "1", KeyPrint: "k", Issued: t0.Add(-time.Second)}) {
+		t.Error("a token issued before the time is not covered")
+	}
+}
+
+// Merge keeps the later time of each part and changes neither side.
+func TestRevocationMerge(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	a := Revocation{Tenants: map[string]time.Time{"1": t0}, Printless: t0}
+	b := Revocation{Tenants: map[string]time.Time{"1": t0.Add(time.Hour), "2": t0}, Retired: map[string]time.Time{"k": t0}}
+	got := a.Merge(b)
+	want := Revocation{Tenants: map[string]time.Time{"1": t0.Add(time.Hour), "2": t0}, Retired: map[string]time.Time{"k": t0}, Printless: t0}
+	if !got.Equal(want) {
+		t.Errorf("merged %+v, want %+v", got, want)
+	}
+	got.Tenants["3"] = t0
+	if len(a.Tenants) != 1 || len(b.Tenants) != 2 {
+		t.Errorf("the merge shares a map with its sides: %v, %v", a.Tenants, b.Tenants)
+	}
+}
