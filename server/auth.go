@@ -311,6 +311,10 @@ func (a *Auth) SetUsers(users []User) error {
 // setUsersRecordTimeout bounds SetUsers' try to record its revocations.
 const setUsersRecordTimeout = 2 * time.Second
 
+// clockAllowance is how far ahead of this node's clock another node's may
+// be for its tokens of the longest lifetime to be taken.
+const clockAllowance = 5 * time.Minute
+
 // forever is the time of a revocation that is not made yet: it revokes
 // every token it applies to, whenever issued.
 var forever = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -350,7 +354,7 @@ func (a *Auth) setUsers(users []User) {
 	}
 	kept := map[string]store.Revocation{}
 	for name, r := range old.revoked {
-		if a.cfg.Clock().Before(r.Until()) {
+		if r = r.Pruned(a.cfg.Clock()); !r.IsZero() {
 			kept[name] = r
 		}
 	}
@@ -489,10 +493,10 @@ func (a *Auth) current(ti store.TokenInfo) bool {
 		return false
 	}
 	// Issued under a longer lifetime than any revocation is kept for (an
-	// earlier release's --token-ttl): no revocation would cover it. A
-	// token that records when it was issued is judged by its own clock.
+	// earlier release's --token-ttl), or by a node whose clock is ahead:
+	// no revocation would cover it.
 	if !ti.Issued.IsZero() && ti.Expires.Sub(ti.Issued) > MaxTokenTTL ||
-		ti.Issued.IsZero() && ti.Expires.After(a.cfg.Clock().Add(MaxTokenTTL)) {
+		ti.Expires.After(a.cfg.Clock().Add(MaxTokenTTL+clockAllowance)) {
 		return false
 	}
 	r, revoked := set.revoked[ti.User]

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -687,5 +688,50 @@ func TestLongestLifetimeAcrossClocks(t *testing.T) {
 	token := ahead.token("u", "k", true)
 	if got := sendRequest(t, behind.base, "GET", "/v1.0/3001/services", nil, "X-Auth-Token", token).code; got != 200 {
 		t.Errorf("a token of the longest lifetime from a node a minute ahead: status %d, want 200", got)
+	}
+}
+
+// A token from a node whose clock is far ahead is refused: it would
+// expire past the longest lifetime here, and no revocation made here
+// would cover it.
+func TestTokenFromAClockFarAhead(t *testing.T) {
+	t.Parallel()
+	st := testserver.NewStore(t, testserver.Options{Store: testserver.Bolt, ReapInterval: -1})
+	users := []server.User{{Name: "u", Tenant: "3001", APIKey: "k"}}
+	ahead := startIdentityOn(t, st, users, server.AuthLimits{})
+	good := startIdentityOn(t, st, users, server.AuthLimits{})
+	ahead.clock.Add(365 * 24 * time.Hour)
+	token := ahead.token("u", "k", true)
+	if got := sendRequest(t, good.base, "GET", "/v1.0/3001/services", nil, "X-Auth-Token", token).code; got != 401 {
+		t.Errorf("a token from a node a year ahead: status %d, want 401", got)
+	}
+}
+
+// A user's key replaced every day keeps in its revocation only the prints
+// that may still be on a live token, those of the last token lifetime, in
+// memory and in the store.
+func TestRetiredPrintsArePruned(t *testing.T) {
+	t.Parallel()
+	var storeClock testserver.Clock
+	st := testserver.NewStore(t, testserver.Options{Store: testserver.Bolt, ReapInterval: -1, Clock: &storeClock})
+	users := func(d int) []server.User {
+		return []server.User{{Name: "u", Tenant: "3001", APIKey: "k" + strconv.Itoa(d)}}
+	}
+	id := startIdentityOn(t, st, users(0), server.AuthLimits{})
+	const days = 45
+	for d := 1; d <= days; d++ {
+		id.clock.Add(24 * time.Hour)
+		storeClock.Advance(24 * time.Hour)
+		if err := id.auth.SetUsers(users(d)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := st.Revocations(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The prints retired in the last 30 days, give or take the edge.
+	if n := len(r["u"].Retired); n < 29 || n > 31 {
+		t.Errorf("retired prints recorded after %d daily changes: %d, want about 30", days, n)
 	}
 }

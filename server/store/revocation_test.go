@@ -70,3 +70,38 @@ func TestRevocationMerge(t *testing.T) {
 		t.Errorf("the merge shares a map with its sides: %v, %v", a.Tenants, b.Tenants)
 	}
 }
+
+// A record of the version that named the All part "all" decodes with it.
+func TestRevocationAllNamedAll(t *testing.T) {
+	var r Revocation
+	if err := json.Unmarshal([]byte(`{"all":"2026-12-01T12:00:00Z","printless":"2026-12-01T12:00:00Z"}`), &r); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	if !r.All.Equal(t0) || !r.Printless.Equal(t0) {
+		t.Fatalf("decoded %+v; want All and Printless %v", r, t0)
+	}
+	raw, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var again Revocation
+	if err := json.Unmarshal(raw, &again); err != nil || !again.Equal(r) {
+		t.Errorf("round trip of %s: %+v, %v; want %+v", raw, again, err, r)
+	}
+}
+
+// Pruned drops the parts made a token lifetime or more ago, and keeps the
+// others.
+func TestRevocationPruned(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	old, recent := t0.Add(-MaxTokenTTL), t0.Add(-time.Hour)
+	r := Revocation{Tenants: map[string]time.Time{"1": old, "2": recent}, Retired: map[string]time.Time{"a": old}, Printless: old, All: recent}
+	want := Revocation{Tenants: map[string]time.Time{"2": recent}, All: recent}
+	if got := r.Pruned(t0); !got.Equal(want) {
+		t.Errorf("pruned %+v, want %+v", got, want)
+	}
+	if got := r.Pruned(t0.Add(MaxTokenTTL)); !got.IsZero() {
+		t.Errorf("pruned a lifetime later: %+v, want nothing", got)
+	}
+}

@@ -175,6 +175,48 @@ func (r Revocation) Equal(o Revocation) bool {
 	return r.Printless.Equal(o.Printless) && r.All.Equal(o.All) && same(r.Tenants, o.Tenants) && same(r.Retired, o.Retired)
 }
 
+// Pruned is r without the parts that can cover no live token at now:
+// those made MaxTokenTTL or more before it.
+func (r Revocation) Pruned(now time.Time) Revocation {
+	live := func(at time.Time) bool { return now.Before(at.Add(MaxTokenTTL)) }
+	keep := func(m map[string]time.Time) map[string]time.Time {
+		var out map[string]time.Time
+		for k, at := range m {
+			if live(at) {
+				if out == nil {
+					out = map[string]time.Time{}
+				}
+				out[k] = at
+			}
+		}
+		return out
+	}
+	out := Revocation{Tenants: keep(r.Tenants), Retired: keep(r.Retired)}
+	if live(r.Printless) {
+		out.Printless = r.Printless
+	}
+	if live(r.All) {
+		out.All = r.All
+	}
+	return out
+}
+
+// UnmarshalJSON decodes a revocation, also as recorded by a version that
+// named the All part "all".
+func (r *Revocation) UnmarshalJSON(b []byte) error {
+	type plain Revocation
+	var v struct {
+		plain
+		All time.Time `json:"all,omitzero"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*r = Revocation(v.plain)
+	r.All = later(r.All, v.All)
+	return nil
+}
+
 // IsZero reports whether r revokes nothing.
 func (r Revocation) IsZero() bool { return r.Equal(Revocation{}) }
 

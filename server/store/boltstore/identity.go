@@ -87,6 +87,7 @@ func (s *Store) RevokeUser(ctx context.Context, user string, r store.Revocation)
 		if raw := b.Get([]byte(user)); raw != nil && json.Unmarshal(raw, &was) == nil {
 			r = r.Merge(was)
 		}
+		r = r.Pruned(s.now())
 		raw, err := json.Marshal(r)
 		if err != nil {
 			return err
@@ -106,7 +107,7 @@ func (s *Store) Revocations(ctx context.Context) (map[string]store.Revocation, e
 				s.log.Warn("a user's token revocation does not decode; left out, and deleted with the expired ones", "user", fmt.Sprintf("%q", k), "err", err)
 				return nil
 			}
-			if now.Before(r.Until()) {
+			if r = r.Pruned(now); !r.IsZero() {
 				out[string(k)] = r
 			}
 			return nil

@@ -99,7 +99,7 @@ func (s *Store) RevokeUser(ctx context.Context, user string, r store.Revocation)
 		if kv := first(resp.Responses[0]); kv != nil {
 			var was store.Revocation
 			if json.Unmarshal(kv.Value, &was) == nil {
-				if merged = r.Merge(was); merged.Equal(was) {
+				if merged = r.Merge(was).Pruned(s.now()); merged.Equal(was) {
 					return nil
 				}
 			}
@@ -149,7 +149,7 @@ func (s *Store) Revocations(ctx context.Context) (map[string]store.Revocation, e
 			s.log.Warn("a user's token revocation does not decode; left out (its lease deletes it)", "key", fmt.Sprintf("%q", kv.Key), "err", err)
 			continue
 		}
-		if now.Before(r.Until()) {
+		if r = r.Pruned(now); !r.IsZero() {
 			out[user] = r
 		}
 	}

@@ -587,9 +587,12 @@ func testRevocations(t *testing.T, e *env) {
 		odd:      {Printless: t0.Add(time.Second)},
 	}
 	sameRevocations(t, "recorded", must(s.Revocations(ctx))(t), want)
-	e.clock.Add(store.MaxTokenTTL + 30*time.Minute) // past odd's Until, not deploy's
+	// A token lifetime and half an hour later: odd's record is past its
+	// Until, and deploy's parts made at t0 are dropped (Pruned).
+	e.clock.Add(store.MaxTokenTTL + 30*time.Minute)
 	delete(want, odd)
-	sameRevocations(t, "after the end of one", must(s.Revocations(ctx))(t), want)
+	want["deploy"] = store.Revocation{Retired: map[string]time.Time{"0a1b2c3d": t0.Add(time.Hour)}, Printless: t0.Add(time.Hour)}
+	sameRevocations(t, "a token lifetime later", must(s.Revocations(ctx))(t), want)
 }
 
 func sameRevocations(t *testing.T, when string, got, want map[string]store.Revocation) {
