@@ -76,6 +76,8 @@ func LoadUsers(path string) ([]User, error) {
 		switch {
 		case u.Name == "":
 			return nil, fmt.Errorf("%s: name is missing", where)
+		case len(u.Name) > maxUsernameLen || strings.ContainsFunc(u.Name, unicode.IsControl):
+			return nil, fmt.Errorf("%s: name %.40q… is not 1 to %d bytes without control characters, as a login's must be", where, u.Name, maxUsernameLen)
 		case seen[u.Name]:
 			return nil, fmt.Errorf("%s: name %q is used twice", where, u.Name)
 		case !validTenant(u.Tenant):
@@ -157,8 +159,13 @@ type Auth struct {
 	// store (recordRevocations).
 	unrecorded map[string]store.Revocation
 	recordMu   sync.Mutex // one recordRevocations at a time
-	cache      sync.Map   // [32]byte -> cachedToken, valid tokens only
-	metrics    authMetrics
+	// mark is the latest time this node gave a token or a revocation
+	// (stamp): its clock stepping back does not put a token issued after
+	// a revocation before it.
+	markMu  sync.Mutex
+	mark    time.Time
+	cache   sync.Map // [32]byte -> cachedToken: valid tokens, and those revoked here
+	metrics authMetrics
 
 	addrFailures *keyedLimiter // by client address
 	userFailures *keyedLimiter // by username
@@ -228,6 +235,10 @@ const tokenRecheck = 30 * time.Second
 type cachedToken struct {
 	store.TokenInfo
 	until time.Time // the earlier of Expires and the next recheck
+	// revoked marks a token revoked here (DELETE) until it expires: a
+	// request that read it from the store before the delete does not put
+	// it back in the cache.
+	revoked bool
 }
 
 // NewAuth returns an Auth. It panics if cfg has both Users and Dev.
@@ -311,6 +322,33 @@ func (a *Auth) SetUsers(users []User) error {
 // setUsersRecordTimeout bounds SetUsers' try to record its revocations.
 const setUsersRecordTimeout = 2 * time.Second
 
+// stamp returns the time to give a token or a revocation: the clock, or
+// just after the latest time given or loaded, if the clock is behind it.
+// A revocation's stamp is followed by a nanosecond no token gets, so every
+// token issued after it is after it.
+func (a *Auth) stamp(revocation bool) time.Time {
+	a.markMu.Lock()
+	defer a.markMu.Unlock()
+	t := a.cfg.Clock().Round(0)
+	if !t.After(a.mark) {
+		t = a.mark
+	}
+	a.mark = t
+	if revocation {
+		a.mark = t.Add(time.Nanosecond)
+	}
+	return t
+}
+
+// raiseMark makes every later stamp come after t.
+func (a *Auth) raiseMark(t time.Time) {
+	a.markMu.Lock()
+	defer a.markMu.Unlock()
+	if t = t.Add(time.Nanosecond); t.After(a.mark) {
+		a.mark = t
+	}
+}
+
 // clockAllowance is how far ahead of this node's clock another node's may
 // be for its tokens of the longest lifetime to be taken.
 const clockAllowance = 5 * time.Minute
@@ -369,7 +407,7 @@ func (a *Auth) setUsers(users []User) {
 	if len(changes) > 0 {
 		final := *next
 		final.revoked = kept
-		now := a.cfg.Clock().Round(0)
+		now := a.stamp(true)
 		for name, c := range changes {
 			r := stamped(c, now).Merge(kept[name])
 			final.revoked[name] = r
@@ -435,6 +473,31 @@ func (a *Auth) recordLocked(timeout time.Duration) {
 	}
 }
 
+// clamped is r with each time more than clockAllowance ahead of now (made
+// by a node whose clock was ahead) taken as now: such a time would refuse
+// the tokens issued here until then.
+func (a *Auth) clamped(user string, r store.Revocation, now time.Time) store.Revocation {
+	limit := now.Add(clockAllowance)
+	clamp := func(at time.Time) time.Time {
+		if at.After(limit) {
+			a.cfg.Logger.Warn("a user's token revocation was made by a clock ahead of this one; taken as made now",
+				"user", logValue(user), "made_at", at, "now", now)
+			return now
+		}
+		return at
+	}
+	out := store.Revocation{Printless: clamp(r.Printless), All: clamp(r.All)}
+	for _, m := range []struct{ from, to *map[string]time.Time }{{&r.Tenants, &out.Tenants}, {&r.Retired, &out.Retired}} {
+		for k, at := range *m.from {
+			if *m.to == nil {
+				*m.to = map[string]time.Time{}
+			}
+			(*m.to)[k] = clamp(at)
+		}
+	}
+	return out
+}
+
 // loadTimeout bounds LoadRevocations' tries.
 const loadTimeout = time.Minute
 
@@ -459,7 +522,10 @@ func (a *Auth) LoadRevocations(ctx context.Context) error {
 			if next.revoked == nil {
 				next.revoked = map[string]store.Revocation{}
 			}
+			now := a.cfg.Clock()
 			for name, r := range recorded {
+				r = a.clamped(name, r, now)
+				a.raiseMark(r.Until().Add(-MaxTokenTTL))
 				next.revoked[name] = r.Merge(next.revoked[name])
 			}
 			a.users.Store(&next)
@@ -517,9 +583,9 @@ func (a *Auth) Valid(ctx context.Context, token, tenant string) (bool, error) {
 	if v, ok := a.cache.Load(h); ok {
 		ct := v.(cachedToken)
 		if now.Before(ct.until) {
-			return ct.Tenant == tenant && a.current(ct.TokenInfo), nil
+			return !ct.revoked && ct.Tenant == tenant && a.current(ct.TokenInfo), nil
 		}
-		a.cache.Delete(h)
+		a.cache.CompareAndDelete(h, v)
 	}
 	ti, err := a.cfg.Store.Token(ctx, h)
 	if errors.Is(err, store.ErrTokenUnknown) {
@@ -531,7 +597,9 @@ func (a *Auth) Valid(ctx context.Context, token, tenant string) (bool, error) {
 	if !now.Before(ti.Expires) {
 		return false, nil
 	}
-	a.cache.Store(h, cachedToken{TokenInfo: ti, until: minTime(ti.Expires, now.Add(tokenRecheck))})
+	if v, loaded := a.cache.LoadOrStore(h, cachedToken{TokenInfo: ti, until: minTime(ti.Expires, now.Add(tokenRecheck))}); loaded && v.(cachedToken).revoked {
+		return false, nil
+	}
 	return ti.Tenant == tenant && a.current(ti), nil
 }
 
@@ -744,7 +812,7 @@ func (a *Auth) issue(r *http.Request, user, secret string, password bool) (acces
 		userFailures.refund(user)
 		return accessBody{}, tooManyRequests(retry, "Too many tokens issued to this user; reuse a token until it expires.")
 	}
-	issued := a.cfg.Clock() // before the check: see setUsers
+	issued := a.stamp(false) // before the check: see setUsers
 	// The print is of the credential checked (in the users it was checked
 	// against): credentials replaced during the check leave the token
 	// refused, never one of the old taken for the new.
@@ -883,7 +951,7 @@ func (a *Auth) serveRevoke(w http.ResponseWriter, r *http.Request, token string)
 		keystoneFault(w, http.StatusServiceUnavailable, "serviceUnavailable", "The identity store is unavailable; try again.")
 		return
 	}
-	a.cache.Delete(h)
+	a.cache.Store(h, cachedToken{TokenInfo: target, until: target.Expires, revoked: true})
 	w.WriteHeader(http.StatusNoContent)
 }
 

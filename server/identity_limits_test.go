@@ -389,3 +389,25 @@ func testWrongTokensLockNoOneOut(t *testing.T, kind string) {
 	}
 	get(static).want(200)
 }
+
+// A user name a login could not send (over 255 bytes, or with a control
+// character) is refused in the users file: its revocation could not be
+// recorded either (a bbolt key is at most 32 KiB).
+func TestUsersFileRefusesUnusableNames(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "users.toml")
+	for _, name := range []string{strings.Repeat("n", 256), "tab\\tname", "bell\\u0007"} {
+		if err := os.WriteFile(path, []byte("[[user]]\nname = \""+name+"\"\ntenant = \"123456\"\napi_key = \"0123456789abcdef0123\"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := server.LoadUsers(path); err == nil || !strings.Contains(err.Error(), "without control characters") {
+			t.Errorf("name %.20q…: %v, want it refused", name, err)
+		}
+	}
+	if err := os.WriteFile(path, []byte("[[user]]\nname = \""+strings.Repeat("n", 255)+"\"\ntenant = \"123456\"\napi_key = \"0123456789abcdef0123\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := server.LoadUsers(path); err != nil {
+		t.Errorf("a name of 255 bytes: %v", err)
+	}
+}

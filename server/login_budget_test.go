@@ -735,3 +735,77 @@ func TestRetiredPrintsArePruned(t *testing.T) {
 		t.Errorf("retired prints recorded after %d daily changes: %d, want about 30", days, n)
 	}
 }
+
+// A revocation recorded by a node whose clock was a year ahead is taken as
+// made when it is read, not a year on: tokens issued after it work.
+func TestRevocationFromAClockFarAhead(t *testing.T) {
+	t.Parallel()
+	st := testserver.NewStore(t, testserver.Options{Store: testserver.Bolt, ReapInterval: -1})
+	users := []server.User{{Name: "u", Tenant: "3001", APIKey: "k"}}
+	ahead := startIdentityOn(t, st, users, server.AuthLimits{})
+	ahead.clock.Add(365 * 24 * time.Hour)
+	ahead.removeAndReturn(users, 0)
+	id := startIdentityOn(t, st, users, server.AuthLimits{})
+	id.clock.Add(time.Hour)
+	token := id.token("u", "k", true)
+	if got := sendRequest(t, id.base, "GET", "/v1.0/3001/services", nil, "X-Auth-Token", token).code; got != 200 {
+		t.Errorf("a token issued after a revocation recorded a year ahead: status %d, want 200", got)
+	}
+}
+
+// A node's clock stepping back after a revocation does not put the
+// tokens it issues next before the revocation.
+func TestClockStepBackAfterARevocation(t *testing.T) {
+	t.Parallel()
+	users := []server.User{{Name: "u", Tenant: "3001", APIKey: "k1"}}
+	id := startIdentity(t, testserver.Bolt, users, server.AuthLimits{})
+	id.removeAndReturn(users, 0)
+	id.clock.Add(-10 * time.Second)
+	token := id.token("u", "k1", true)
+	if got := sendRequest(t, id.base, "GET", "/v1.0/3001/services", nil, "X-Auth-Token", token).code; got != 200 {
+		t.Errorf("a token issued after a revocation, the clock stepped back 10s: status %d, want 200", got)
+	}
+}
+
+// holdingStore holds the next Token read, once hold is set, after reading
+// the record: reached is closed then, and the read returns once release
+// is closed.
+type holdingStore struct {
+	testserver.Store
+	hold             atomic.Bool
+	reached, release chan struct{}
+}
+
+func (h *holdingStore) Token(ctx context.Context, hash [32]byte) (store.TokenInfo, error) {
+	ti, err := h.Store.Token(ctx, hash)
+	if h.hold.CompareAndSwap(true, false) {
+		close(h.reached)
+		<-h.release
+	}
+	return ti, err
+}
+
+// A request that read a token before it was revoked (DELETE) does not put
+// it in the cache after the revocation: the next request is refused.
+func TestRevokedTokenStaysOutOfTheCache(t *testing.T) {
+	t.Parallel()
+	st := &holdingStore{Store: testserver.NewStore(t, testserver.Options{Store: testserver.Bolt, ReapInterval: -1}),
+		reached: make(chan struct{}), release: make(chan struct{})}
+	id := startIdentityOn(t, st, []server.User{{Name: "u", Tenant: "3001", APIKey: "k"}}, server.AuthLimits{})
+	token := id.token("u", "k", true)
+	get := func() int {
+		return sendRequest(t, id.base, "GET", "/v1.0/3001/services", nil, "X-Auth-Token", token).code
+	}
+	st.hold.Store(true)
+	inFlight := make(chan int, 1)
+	go func() { inFlight <- get() }()
+	<-st.reached
+	if got := sendRequest(t, id.base, "DELETE", "/v2.0/tokens/"+token, nil, "X-Auth-Token", token).code; got != 204 {
+		t.Fatalf("DELETE: status %d, want 204", got)
+	}
+	close(st.release)
+	<-inFlight // read before the revocation: either answer
+	if got := get(); got != 401 {
+		t.Errorf("the token after its revocation, a request that read it before in flight: status %d, want 401", got)
+	}
+}

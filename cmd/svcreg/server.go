@@ -113,6 +113,11 @@ type etcdFlags struct {
 }
 
 func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	// A SIGHUP from here on (a reload just after the start) is kept for
+	// once the server serves, not the end of the process.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP)
+	defer signal.Stop(sigs)
 	var f serverFlags
 	fs := newFlagSet("server", "svcreg server [--dev | --users FILE] [flags]", serverDescription, stdout)
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:8420", "`address` to listen on")
@@ -268,12 +273,6 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 			return err
 		}
 	}
-	// A SIGHUP from here on is kept for once the server serves (the file
-	// may have changed since it was read), not the end of the process.
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP)
-	defer signal.Stop(sigs)
-
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reap := f.reapInterval
