@@ -515,20 +515,7 @@ func (a *Auth) LoadRevocations(ctx context.Context) error {
 	for {
 		recorded, err := a.cfg.Store.Revocations(ctx)
 		if err == nil {
-			a.setMu.Lock()
-			defer a.setMu.Unlock()
-			next := *a.users.Load()
-			next.revoked = maps.Clone(next.revoked)
-			if next.revoked == nil {
-				next.revoked = map[string]store.Revocation{}
-			}
-			now := a.cfg.Clock()
-			for name, r := range recorded {
-				r = a.clamped(name, r, now)
-				a.raiseMark(r.Until().Add(-MaxTokenTTL))
-				next.revoked[name] = r.Merge(next.revoked[name])
-			}
-			a.users.Store(&next)
+			a.mergeRevocations(recorded)
 			return nil
 		}
 		wait := backoff.Next()
@@ -537,6 +524,52 @@ func (a *Auth) LoadRevocations(ctx context.Context) error {
 			return fmt.Errorf("read the users' token revocations from the store (tried for %v): %w", loadTimeout, err)
 		}
 	}
+}
+
+// mergeRevocations adds the revocations read from the store to this
+// node's (the later time of each part).
+func (a *Auth) mergeRevocations(recorded map[string]store.Revocation) {
+	a.setMu.Lock()
+	defer a.setMu.Unlock()
+	set := a.users.Load()
+	now := a.cfg.Clock()
+	var next map[string]store.Revocation
+	for name, r := range recorded {
+		r = a.clamped(name, r, now)
+		a.raiseMark(r.Until().Add(-MaxTokenTTL))
+		merged := r.Merge(set.revoked[name])
+		if merged.Equal(set.revoked[name]) {
+			continue
+		}
+		if next == nil {
+			next = maps.Clone(set.revoked)
+			if next == nil {
+				next = map[string]store.Revocation{}
+			}
+		}
+		next[name] = merged
+	}
+	if next != nil {
+		changed := *set
+		changed.revoked = next
+		a.users.Store(&changed)
+	}
+}
+
+// refreshRevocations reads the revocations recorded in the store, other
+// nodes' among them, and adds them to this node's.
+func (a *Auth) refreshRevocations() {
+	if a.cfg.Dev {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), recordTimeout)
+	defer cancel()
+	recorded, err := a.cfg.Store.Revocations(ctx)
+	if err != nil {
+		a.cfg.Logger.Warn("cannot read the users' token revocations from the store; trying again", "err", err, "retry_in", a.cfg.SweepInterval)
+		return
+	}
+	a.mergeRevocations(recorded)
 }
 
 // current reports whether a token's user still exists with the token's
@@ -625,8 +658,9 @@ func minTime(a, b time.Time) time.Time {
 }
 
 // Run drops expired tokens from the cache, and the limits' buckets that
-// are full again, and tries again to record the revocations the store did
-// not take, every SweepInterval until ctx is done.
+// are full again, tries again to record the revocations the store did not
+// take, and reads those other nodes recorded, every SweepInterval until
+// ctx is done.
 func (a *Auth) Run(ctx context.Context) error {
 	t := time.NewTicker(a.cfg.SweepInterval)
 	defer t.Stop()
@@ -640,6 +674,7 @@ func (a *Auth) Run(ctx context.Context) error {
 		a.userFailures.pruneAll()
 		a.issues.pruneAll()
 		a.recordRevocations()
+		a.refreshRevocations()
 		now := a.cfg.Clock()
 		a.cache.Range(func(k, v any) bool {
 			if !now.Before(v.(cachedToken).until) {

@@ -809,3 +809,30 @@ func TestRevokedTokenStaysOutOfTheCache(t *testing.T) {
 		t.Errorf("the token after its revocation, a request that read it before in flight: status %d, want 401", got)
 	}
 }
+
+// A node refuses what another revoked by time within its sweep interval
+// (a minute by default), without a reload or a restart of its own.
+func TestRevocationsReachTheOtherNodes(t *testing.T) {
+	onEachStore(t, testRevocationsReachTheOtherNodes)
+}
+
+func testRevocationsReachTheOtherNodes(t *testing.T, kind string) {
+	t.Parallel()
+	users := []server.User{{Name: "u", Tenant: "3001", APIKey: "k"}}
+	a := startIdentity(t, kind, users, server.AuthLimits{})
+	b := startIdentityWith(t, a.st, server.AuthConfig{Users: users, SweepInterval: 20 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.auth.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	token := b.token("u", "k", true)
+	a.clock.Add(time.Second)
+	a.removeAndReturn(users, 0)
+	deadline := time.Now().Add(10 * time.Second)
+	for sendRequest(t, b.base, "GET", "/v1.0/3001/services", nil, "X-Auth-Token", token).code != 401 {
+		if time.Now().After(deadline) {
+			t.Fatal("the other node still takes the token 10 s after its user was removed and added back")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
