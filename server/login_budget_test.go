@@ -363,10 +363,7 @@ func TestUnrecordedRevocationIsTriedAgain(t *testing.T) {
 	st := &refusingStore{Store: testserver.NewStore(t, testserver.Options{Store: testserver.Bolt, ReapInterval: -1})}
 	users := []server.User{{Name: "stays", Tenant: "3001", APIKey: "k"}, {Name: "leaves-and-returns", Tenant: "3002", APIKey: "k"}}
 	id := startIdentityWith(t, st, server.AuthConfig{Users: users, SweepInterval: 20 * time.Millisecond})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- id.auth.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	id.run()
 	token := id.token("leaves-and-returns", "k", true)
 	get := func(id *identity) int {
 		return sendRequest(t, id.base, "GET", "/v1.0/3002/services", nil, "X-Auth-Token", token).code
@@ -821,10 +818,7 @@ func testRevocationsReachTheOtherNodes(t *testing.T, kind string) {
 	users := []server.User{{Name: "u", Tenant: "3001", APIKey: "k"}}
 	a := startIdentity(t, kind, users, server.AuthLimits{})
 	b := startIdentityWith(t, a.st, server.AuthConfig{Users: users, SweepInterval: 20 * time.Millisecond})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- b.auth.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	b.run()
 	token := b.token("u", "k", true)
 	a.clock.Add(time.Second)
 	a.removeAndReturn(users, 0)
@@ -835,4 +829,12 @@ func testRevocationsReachTheOtherNodes(t *testing.T, kind string) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// run runs the identity's background work (Auth.Run) until the test ends.
+func (id *identity) run() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- id.auth.Run(ctx) }()
+	id.t.Cleanup(func() { cancel(); <-done })
 }
