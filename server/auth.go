@@ -162,8 +162,12 @@ type Auth struct {
 	// mark is the latest time this node gave a token or a revocation
 	// (stamp): its clock stepping back does not put a token issued after
 	// a revocation before it.
-	markMu  sync.Mutex
-	mark    time.Time
+	markMu sync.Mutex
+	mark   time.Time
+	// clamps are the revocation times read from the store that were too
+	// far ahead, with the time each was first read here (clamped);
+	// guarded by setMu.
+	clamps  map[string]time.Time
 	cache   sync.Map // [32]byte -> cachedToken: valid tokens, and those revoked here
 	metrics authMetrics
 
@@ -474,25 +478,36 @@ func (a *Auth) recordLocked(timeout time.Duration) {
 }
 
 // clamped is r with each time more than clockAllowance ahead of now (made
-// by a node whose clock was ahead) taken as now: such a time would refuse
-// the tokens issued here until then.
-func (a *Auth) clamped(user string, r store.Revocation, now time.Time) store.Revocation {
+// by a node whose clock was ahead) taken as the time it was first read
+// here: such a time would refuse the tokens issued here until then. The
+// caller holds setMu; clamps is what mergeRevocations read before, and
+// seen what it reads now.
+func (a *Auth) clamped(user string, r store.Revocation, now time.Time, seen map[string]time.Time) store.Revocation {
 	limit := now.Add(clockAllowance)
-	clamp := func(at time.Time) time.Time {
-		if at.After(limit) {
+	clamp := func(part string, at time.Time) time.Time {
+		if !at.After(limit) {
+			return at
+		}
+		key := user + "\x00" + part + "\x00" + at.Format(time.RFC3339Nano)
+		first, ok := a.clamps[key]
+		if !ok {
+			first = now
 			a.cfg.Logger.Warn("a user's token revocation was made by a clock ahead of this one; taken as made now",
 				"user", logValue(user), "made_at", at, "now", now)
-			return now
 		}
-		return at
+		seen[key] = first
+		return first
 	}
-	out := store.Revocation{Printless: clamp(r.Printless), All: clamp(r.All)}
-	for _, m := range []struct{ from, to *map[string]time.Time }{{&r.Tenants, &out.Tenants}, {&r.Retired, &out.Retired}} {
+	out := store.Revocation{Printless: clamp("printless", r.Printless), All: clamp("all", r.All)}
+	for _, m := range []struct {
+		part     string
+		from, to *map[string]time.Time
+	}{{"tenant:", &r.Tenants, &out.Tenants}, {"retired:", &r.Retired, &out.Retired}} {
 		for k, at := range *m.from {
 			if *m.to == nil {
 				*m.to = map[string]time.Time{}
 			}
-			(*m.to)[k] = clamp(at)
+			(*m.to)[k] = clamp(m.part+k, at)
 		}
 	}
 	return out
@@ -534,8 +549,10 @@ func (a *Auth) mergeRevocations(recorded map[string]store.Revocation) {
 	set := a.users.Load()
 	now := a.cfg.Clock()
 	var next map[string]store.Revocation
+	seen := map[string]time.Time{}
+	defer func() { a.clamps = seen }() // only those still recorded
 	for name, r := range recorded {
-		r = a.clamped(name, r, now)
+		r = a.clamped(name, r, now, seen)
 		a.raiseMark(r.Until().Add(-MaxTokenTTL))
 		merged := r.Merge(set.revoked[name])
 		if merged.Equal(set.revoked[name]) {
@@ -678,7 +695,7 @@ func (a *Auth) Run(ctx context.Context) error {
 		now := a.cfg.Clock()
 		a.cache.Range(func(k, v any) bool {
 			if !now.Before(v.(cachedToken).until) {
-				a.cache.Delete(k)
+				a.cache.CompareAndDelete(k, v) // not a tombstone stored since
 			}
 			return true
 		})

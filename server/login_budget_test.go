@@ -441,7 +441,7 @@ func TestRevocationsAcrossATokenLifetimeChange(t *testing.T) {
 				token = id.token("u", "k", true)
 			}
 			restarted := startIdentityWith(t, st, server.AuthConfig{Users: users, TokenTTL: tc.after})
-			if got := sendRequest(t, restarted.base, "GET", "/v1.0/3001/services", nil, "X-Auth-Token", token).code; got != tc.want {
+			if got := restarted.services("3001", token); got != tc.want {
 				t.Errorf("the token after a restart with --token-ttl %v (was %v): status %d, want %d", tc.after, tc.before, got, tc.want)
 			}
 		})
@@ -465,8 +465,7 @@ func (r *revocationsUnread) Revocations(ctx context.Context) (map[string]store.R
 // it does, before it serves.
 func TestRevocationsReadAgainAtStart(t *testing.T) {
 	t.Parallel()
-	st := testserver.NewStore(t, testserver.Options{Store: testserver.Bolt, ReapInterval: -1})
-	users := []server.User{{Name: "u", Tenant: "3001", APIKey: "k"}}
+	st, users := oneUser(t)
 	id := startIdentityOn(t, st, users, server.AuthLimits{})
 	token := id.token("u", "k", true)
 	id.clock.Add(time.Second)
@@ -474,7 +473,7 @@ func TestRevocationsReadAgainAtStart(t *testing.T) {
 	unread := &revocationsUnread{Store: st}
 	unread.n.Store(2)
 	restarted := startIdentityOn(t, unread, users, server.AuthLimits{})
-	if got := sendRequest(t, restarted.base, "GET", "/v1.0/3001/services", nil, "X-Auth-Token", token).code; got != 401 {
+	if got := restarted.services("3001", token); got != 401 {
 		t.Errorf("the token after a restart whose first reads of the revocations failed: status %d, want 401", got)
 	}
 	if n := unread.n.Load(); n >= 0 {
@@ -486,12 +485,11 @@ func TestRevocationsReadAgainAtStart(t *testing.T) {
 // covers the longer-lived tokens of the run before, past the new lifetime.
 func TestRevocationAfterAShorterTokenLifetime(t *testing.T) {
 	t.Parallel()
-	st := testserver.NewStore(t, testserver.Options{Store: testserver.Bolt, ReapInterval: -1})
-	users := []server.User{{Name: "u", Tenant: "3001", APIKey: "k"}}
+	st, users := oneUser(t)
 	token := startIdentityWith(t, st, server.AuthConfig{Users: users, TokenTTL: 24 * time.Hour}).token("u", "k", true)
 	id := startIdentityWith(t, st, server.AuthConfig{Users: users, TokenTTL: time.Hour})
 	get := func() int {
-		return sendRequest(t, id.base, "GET", "/v1.0/3001/services", nil, "X-Auth-Token", token).code
+		return id.services("3001", token)
 	}
 	if code := get(); code != 200 {
 		t.Fatalf("the token of the run before: status %d, want 200", code)
@@ -537,7 +535,7 @@ func testRollingReloadKeepsNewTokens(t *testing.T, kind string) {
 	}
 	for what, token := range tokens {
 		for node, id := range map[string]*identity{"the first": a, "the second": b, "the first, restarted": startIdentityOn(t, a.st, rotated, server.AuthLimits{})} {
-			if got := sendRequest(t, id.base, "GET", "/v1.0/3001/services", nil, "X-Auth-Token", token).code; got != 200 {
+			if got := id.services("3001", token); got != 200 {
 				t.Errorf("a token of the %s issued between the reloads, at %s node: status %d, want 200", what, node, got)
 			}
 		}
@@ -550,8 +548,7 @@ func testRollingReloadKeepsNewTokens(t *testing.T, kind string) {
 // covered by a revocation made after it.
 func TestTokensPastTheLongestLifetime(t *testing.T) {
 	t.Parallel()
-	st := testserver.NewStore(t, testserver.Options{Store: testserver.Bolt, ReapInterval: -1})
-	users := []server.User{{Name: "u", Tenant: "3001", APIKey: "k"}}
+	st, users := oneUser(t)
 	id := startIdentityOn(t, st, users, server.AuthLimits{})
 	put := func(text string, expires time.Duration) string {
 		token := strings.Repeat(text, 64/len(text))
@@ -563,7 +560,7 @@ func TestTokensPastTheLongestLifetime(t *testing.T) {
 	}
 	long, within := put("ab", 365*24*time.Hour), put("cd", 20*24*time.Hour)
 	get := func(token string) int {
-		return sendRequest(t, id.base, "GET", "/v1.0/3001/services", nil, "X-Auth-Token", token).code
+		return id.services("3001", token)
 	}
 	if got := get(long); got != 401 {
 		t.Errorf("a token expiring in a year: status %d, want 401", got)
@@ -627,7 +624,7 @@ func testCredentialBackKeepsOldTokensRevoked(t *testing.T, kind string) {
 	fresh := id.token("u", "k1", true)
 	for node, at := range map[string]*identity{"after the key is back": id, "after a restart": startIdentityOn(t, id.st, users, server.AuthLimits{})} {
 		for token, want := range map[string]int{old: 401, fresh: 200} {
-			if got := sendRequest(t, at.base, "GET", "/v1.0/3001/services", nil, "X-Auth-Token", token).code; got != want {
+			if got := at.services("3001", token); got != want {
 				t.Errorf("%s, a token of k1 issued %s: status %d, want %d", node, map[bool]string{true: "before it was replaced", false: "once it was back"}[token == old], got, want)
 			}
 		}
@@ -667,7 +664,7 @@ func testRollingTenantChange(t *testing.T, kind string) {
 	if err := b.auth.SetUsers(users); err != nil { // moved back
 		t.Fatal(err)
 	}
-	if got := sendRequest(t, b.base, "GET", "/v1.0/3001/services", nil, "X-Auth-Token", oldToken).code; got != 401 {
+	if got := b.services("3001", oldToken); got != 401 {
 		t.Errorf("a token of the old tenant, the user moved back: status %d, want 401", got)
 	}
 }
@@ -677,13 +674,12 @@ func testRollingTenantChange(t *testing.T, kind string) {
 // it was issued is judged by its own lifetime, not by the other clock.
 func TestLongestLifetimeAcrossClocks(t *testing.T) {
 	t.Parallel()
-	st := testserver.NewStore(t, testserver.Options{Store: testserver.Bolt, ReapInterval: -1})
-	users := []server.User{{Name: "u", Tenant: "3001", APIKey: "k"}}
+	st, users := oneUser(t)
 	ahead := startIdentityWith(t, st, server.AuthConfig{Users: users, TokenTTL: server.MaxTokenTTL})
 	behind := startIdentityWith(t, st, server.AuthConfig{Users: users, TokenTTL: server.MaxTokenTTL})
 	ahead.clock.Add(time.Minute)
 	token := ahead.token("u", "k", true)
-	if got := sendRequest(t, behind.base, "GET", "/v1.0/3001/services", nil, "X-Auth-Token", token).code; got != 200 {
+	if got := behind.services("3001", token); got != 200 {
 		t.Errorf("a token of the longest lifetime from a node a minute ahead: status %d, want 200", got)
 	}
 }
@@ -693,13 +689,12 @@ func TestLongestLifetimeAcrossClocks(t *testing.T) {
 // would cover it.
 func TestTokenFromAClockFarAhead(t *testing.T) {
 	t.Parallel()
-	st := testserver.NewStore(t, testserver.Options{Store: testserver.Bolt, ReapInterval: -1})
-	users := []server.User{{Name: "u", Tenant: "3001", APIKey: "k"}}
+	st, users := oneUser(t)
 	ahead := startIdentityOn(t, st, users, server.AuthLimits{})
 	good := startIdentityOn(t, st, users, server.AuthLimits{})
 	ahead.clock.Add(365 * 24 * time.Hour)
 	token := ahead.token("u", "k", true)
-	if got := sendRequest(t, good.base, "GET", "/v1.0/3001/services", nil, "X-Auth-Token", token).code; got != 401 {
+	if got := good.services("3001", token); got != 401 {
 		t.Errorf("a token from a node a year ahead: status %d, want 401", got)
 	}
 }
@@ -733,20 +728,52 @@ func TestRetiredPrintsArePruned(t *testing.T) {
 	}
 }
 
+// revocationReads counts the reads of the recorded revocations.
+type revocationReads struct {
+	testserver.Store
+	n atomic.Int32
+}
+
+func (r *revocationReads) Revocations(ctx context.Context) (map[string]store.Revocation, error) {
+	r.n.Add(1)
+	return r.Store.Revocations(ctx)
+}
+
 // A revocation recorded by a node whose clock was a year ahead is taken as
-// made when it is read, not a year on: tokens issued after it work.
+// made when it is first read, not a year on, and stays so at each later
+// read: tokens issued after it work.
 func TestRevocationFromAClockFarAhead(t *testing.T) {
 	t.Parallel()
-	st := testserver.NewStore(t, testserver.Options{Store: testserver.Bolt, ReapInterval: -1})
+	st := &revocationReads{Store: testserver.NewStore(t, testserver.Options{Store: testserver.Bolt, ReapInterval: -1})}
 	users := []server.User{{Name: "u", Tenant: "3001", APIKey: "k"}}
 	ahead := startIdentityOn(t, st, users, server.AuthLimits{})
 	ahead.clock.Add(365 * 24 * time.Hour)
 	ahead.removeAndReturn(users, 0)
-	id := startIdentityOn(t, st, users, server.AuthLimits{})
+	id := startIdentityWith(t, st, server.AuthConfig{Users: users, SweepInterval: 10 * time.Millisecond})
+	id.run()
 	id.clock.Add(time.Hour)
 	token := id.token("u", "k", true)
-	if got := sendRequest(t, id.base, "GET", "/v1.0/3001/services", nil, "X-Auth-Token", token).code; got != 200 {
-		t.Errorf("a token issued after a revocation recorded a year ahead: status %d, want 200", got)
+	id.clock.Add(time.Minute)
+	reads := st.n.Load()
+	eventually(t, "three more reads of the revocations", func() bool { return st.n.Load() >= reads+3 })
+	if got := id.services("3001", token); got != 200 {
+		t.Errorf("a token issued after a revocation recorded a year ahead, read again since: status %d, want 200", got)
+	}
+}
+
+// A token issued at a node after it read a revocation made by a clock a
+// little ahead of its own (within the allowance) is after the
+// revocation.
+func TestTokenAfterARevocationFromAClockAhead(t *testing.T) {
+	t.Parallel()
+	st, users := oneUser(t)
+	ahead := startIdentityOn(t, st, users, server.AuthLimits{})
+	ahead.clock.Add(2 * time.Minute)
+	ahead.removeAndReturn(users, 0)
+	id := startIdentityOn(t, st, users, server.AuthLimits{}) // reads it at start
+	token := id.token("u", "k", true)
+	if got := id.services("3001", token); got != 200 {
+		t.Errorf("a token issued after reading a revocation made 2 minutes ahead: status %d, want 200", got)
 	}
 }
 
@@ -759,7 +786,7 @@ func TestClockStepBackAfterARevocation(t *testing.T) {
 	id.removeAndReturn(users, 0)
 	id.clock.Add(-10 * time.Second)
 	token := id.token("u", "k1", true)
-	if got := sendRequest(t, id.base, "GET", "/v1.0/3001/services", nil, "X-Auth-Token", token).code; got != 200 {
+	if got := id.services("3001", token); got != 200 {
 		t.Errorf("a token issued after a revocation, the clock stepped back 10s: status %d, want 200", got)
 	}
 }
@@ -791,7 +818,7 @@ func TestRevokedTokenStaysOutOfTheCache(t *testing.T) {
 	id := startIdentityOn(t, st, []server.User{{Name: "u", Tenant: "3001", APIKey: "k"}}, server.AuthLimits{})
 	token := id.token("u", "k", true)
 	get := func() int {
-		return sendRequest(t, id.base, "GET", "/v1.0/3001/services", nil, "X-Auth-Token", token).code
+		return id.services("3001", token)
 	}
 	st.hold.Store(true)
 	inFlight := make(chan int, 1)
@@ -823,7 +850,7 @@ func testRevocationsReachTheOtherNodes(t *testing.T, kind string) {
 	a.clock.Add(time.Second)
 	a.removeAndReturn(users, 0)
 	deadline := time.Now().Add(10 * time.Second)
-	for sendRequest(t, b.base, "GET", "/v1.0/3001/services", nil, "X-Auth-Token", token).code != 401 {
+	for b.services("3001", token) != 401 {
 		if time.Now().After(deadline) {
 			t.Fatal("the other node still takes the token 10 s after its user was removed and added back")
 		}
@@ -837,4 +864,16 @@ func (id *identity) run() {
 	done := make(chan error, 1)
 	go func() { done <- id.auth.Run(ctx) }()
 	id.t.Cleanup(func() { cancel(); <-done })
+}
+
+// services is the status of a request to tenant's services with token.
+func (id *identity) services(tenant, token string) int {
+	id.t.Helper()
+	return sendRequest(id.t, id.base, "GET", "/v1.0/"+tenant+"/services", nil, "X-Auth-Token", token).code
+}
+
+// oneUser returns an embedded store of its own and a users file of one
+// user, u of tenant 3001 with API key k.
+func oneUser(t *testing.T) (testserver.Store, []server.User) {
+	return testserver.NewStore(t, testserver.Options{Store: testserver.Bolt, ReapInterval: -1}), []server.User{{Name: "u", Tenant: "3001", APIKey: "k"}}
 }
