@@ -126,9 +126,9 @@ type AuthConfig struct {
 	TokenTTL time.Duration
 	// Limits bound failed requests, token issues and password checks.
 	Limits AuthLimits
-	// SweepInterval is how often Run drops what has expired and tries
-	// again to record the revocations the store did not take; a minute if
-	// zero.
+	// SweepInterval is how often Run drops what has expired, tries again
+	// to record the revocations the store did not take, and reads those
+	// other nodes recorded; a minute if zero.
 	SweepInterval time.Duration
 	Clock         func() time.Time
 	Logger        *slog.Logger
@@ -154,14 +154,15 @@ const maxUsernameLen = 255
 type Auth struct {
 	cfg   AuthConfig
 	users atomic.Pointer[userSet]
-	setMu sync.Mutex // serialises SetUsers and LoadRevocations; guards unrecorded
+	setMu sync.Mutex // serialises the changes of users (setUsers, mergeRevocations); guards unrecorded and clamps
 	// unrecorded are the revocations of SetUsers not yet recorded in the
 	// store (recordRevocations).
 	unrecorded map[string]store.Revocation
 	recordMu   sync.Mutex // one recordRevocations at a time
 	// mark is the latest time this node gave a token or a revocation
-	// (stamp): its clock stepping back does not put a token issued after
-	// a revocation before it.
+	// (stamp), or read in a revocation (raiseMark): its clock stepping
+	// back does not put a token issued after a revocation before it, nor
+	// a revocation made after a token before that.
 	markMu sync.Mutex
 	mark   time.Time
 	// clamps are the revocation times read from the store that were too
@@ -434,8 +435,8 @@ func stamped(c store.Revocation, now time.Time) store.Revocation {
 	return c
 }
 
-// recordTimeout bounds each try of recordRevocations.
-const recordTimeout = 10 * time.Second
+// storeTimeout bounds each try of recordRevocations and refreshRevocations.
+const storeTimeout = 10 * time.Second
 
 // recordRevocations records the revocations not yet in the store, so that
 // a restart keeps them. Those it cannot record hold in memory meanwhile,
@@ -444,7 +445,7 @@ const recordTimeout = 10 * time.Second
 func (a *Auth) recordRevocations() {
 	a.recordMu.Lock()
 	defer a.recordMu.Unlock()
-	a.recordLocked(recordTimeout)
+	a.recordLocked(storeTimeout)
 }
 
 // recordLocked is recordRevocations within timeout; the caller holds
@@ -485,12 +486,14 @@ func (a *Auth) recordLocked(timeout time.Duration) {
 func (a *Auth) clamped(user string, r store.Revocation, now time.Time, seen map[string]time.Time) store.Revocation {
 	limit := now.Add(clockAllowance)
 	clamp := func(part string, at time.Time) time.Time {
-		if !at.After(limit) {
-			return at
-		}
+		// Once clamped, for as long as the store holds that time, also
+		// once this clock has caught up with it.
 		key := user + "\x00" + part + "\x00" + at.Format(time.RFC3339Nano)
 		first, ok := a.clamps[key]
 		if !ok {
+			if !at.After(limit) {
+				return at
+			}
 			first = now
 			a.cfg.Logger.Warn("a user's token revocation was made by a clock ahead of this one; taken as made now",
 				"user", logValue(user), "made_at", at, "now", now)
@@ -498,7 +501,7 @@ func (a *Auth) clamped(user string, r store.Revocation, now time.Time, seen map[
 		seen[key] = first
 		return first
 	}
-	out := store.Revocation{Printless: clamp("printless", r.Printless), All: clamp("all", r.All)}
+	out := store.Revocation{Printless: clamp("printless", r.Printless)}
 	for _, m := range []struct {
 		part     string
 		from, to *map[string]time.Time
@@ -579,7 +582,7 @@ func (a *Auth) refreshRevocations() {
 	if a.cfg.Dev {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), recordTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
 	recorded, err := a.cfg.Store.Revocations(ctx)
 	if err != nil {
@@ -884,7 +887,7 @@ func (a *Auth) issue(r *http.Request, user, secret string, password bool) (acces
 	token := hex.EncodeToString(raw[:])
 	// Only the credential it was issued with: a node whose users file has
 	// not yet gained another credential of the user still takes it.
-	ti := store.TokenInfo{User: user, Tenant: tenant, Expires: issued.Add(a.cfg.TokenTTL), Issued: issued.Round(0)}
+	ti := store.TokenInfo{User: user, Tenant: tenant, Expires: issued.Add(a.cfg.TokenTTL), Issued: issued}
 	if password {
 		ti.PasswordPrint = cred
 	} else {

@@ -324,19 +324,10 @@ func procParent(stat string) string {
 	return f[1]
 }
 
-// stateOf is the state of process pid (procState), or "" once it is gone.
-func stateOf(pid string) string {
-	b, err := os.ReadFile("/proc/" + pid + "/stat")
-	if err != nil {
-		return ""
-	}
-	return procState(string(b))
-}
-
 // recordedSignals are the signals recordSignals records, by name.
 var recordedSignals = map[os.Signal]string{
 	syscall.SIGINT: "INT", syscall.SIGQUIT: "QUIT", syscall.SIGWINCH: "WINCH",
-	syscall.SIGUSR1: "USR1", syscall.SIGCONT: "CONT",
+	syscall.SIGUSR1: "USR1",
 }
 
 // recordSignals is a command that writes its pid to dir/pid, appends the

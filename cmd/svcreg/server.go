@@ -54,8 +54,10 @@ SIGTERM or SIGINT stops the server gracefully (exit status 0): waiting
 long-polls are answered, in-flight requests finish, heartbeat state is
 written. SIGHUP reads --users and --tls-cert/--tls-key again and switches to
 them only if they are all valid; otherwise it logs why and keeps the ones in
-use. Removed users' tokens stop working at once, and so do tokens issued
-before a user's api_key or password_hash changed.`
+use. The tokens of removed users, of users moved to another tenant, and
+those issued with an api_key or password_hash that was replaced or
+removed stop working at once, and stay refused after a restart and once
+the user (or the credential) is back; see docs/security.md.`
 
 type serverFlags struct {
 	listen, dataDir, users string

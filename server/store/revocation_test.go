@@ -39,22 +39,6 @@ func TestRevocationCovers(t *testing.T) {
 	}
 }
 
-// A record of the version that kept one time for the whole user ("at",
-// "until") revokes every token of the user issued before that time.
-func TestRevocationOfAnEarlierVersion(t *testing.T) {
-	var r Revocation
-	if err := json.Unmarshal([]byte(`{"at":"2026-12-01T12:00:00Z","until":"2026-12-31T12:00:00Z"}`), &r); err != nil {
-		t.Fatal(err)
-	}
-	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
-	if !r.All.Equal(t0) || !r.Until().Equal(t0.Add(MaxTokenTTL)) {
-		t.Fatalf("decoded %+v (until %v); want All %v", r, r.Until(), t0)
-	}
-	if !r.Covers(TokenInfo{Tenant: "1", KeyPrint: "k", Issued: t0.Add(-time.Second)}) {
-		t.Error("a token issued before the time is not covered")
-	}
-}
-
 // Merge keeps the later time of each part and changes neither side.
 func TestRevocationMerge(t *testing.T) {
 	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
@@ -71,37 +55,32 @@ func TestRevocationMerge(t *testing.T) {
 	}
 }
 
-// A record of the version that named the All part "all" decodes with it.
-func TestRevocationAllNamedAll(t *testing.T) {
-	var r Revocation
-	if err := json.Unmarshal([]byte(`{"all":"2026-12-01T12:00:00Z","printless":"2026-12-01T12:00:00Z"}`), &r); err != nil {
-		t.Fatal(err)
-	}
-	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
-	if !r.All.Equal(t0) || !r.Printless.Equal(t0) {
-		t.Fatalf("decoded %+v; want All and Printless %v", r, t0)
-	}
-	raw, err := json.Marshal(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var again Revocation
-	if err := json.Unmarshal(raw, &again); err != nil || !again.Equal(r) {
-		t.Errorf("round trip of %s: %+v, %v; want %+v", raw, again, err, r)
-	}
-}
-
 // Pruned drops the parts made a token lifetime or more ago, and keeps the
 // others.
 func TestRevocationPruned(t *testing.T) {
 	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
 	old, recent := t0.Add(-MaxTokenTTL), t0.Add(-time.Hour)
-	r := Revocation{Tenants: map[string]time.Time{"1": old, "2": recent}, Retired: map[string]time.Time{"a": old}, Printless: old, All: recent}
-	want := Revocation{Tenants: map[string]time.Time{"2": recent}, All: recent}
+	r := Revocation{Tenants: map[string]time.Time{"1": old, "2": recent}, Retired: map[string]time.Time{"a": old}, Printless: old}
+	want := Revocation{Tenants: map[string]time.Time{"2": recent}}
 	if got := r.Pruned(t0); !got.Equal(want) {
 		t.Errorf("pruned %+v, want %+v", got, want)
 	}
 	if got := r.Pruned(t0.Add(MaxTokenTTL)); !got.IsZero() {
 		t.Errorf("pruned a lifetime later: %+v, want nothing", got)
+	}
+}
+
+// A revocation comes back from its JSON record as it was.
+func TestRevocationJSON(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 12, 0, 0, 123456789, time.UTC)
+	for _, r := range []Revocation{{}, {Printless: t0}, {Tenants: map[string]time.Time{"1": t0}, Retired: map[string]time.Time{"0a1b2c3d": t0.Add(time.Hour)}, Printless: t0}} {
+		raw, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back Revocation
+		if err := json.Unmarshal(raw, &back); err != nil || !back.Equal(r) {
+			t.Errorf("%s: decoded %+v, %v; want %+v", raw, back, err, r)
+		}
 	}
 }

@@ -123,15 +123,12 @@ type Revocation struct {
 	// Printless: the tokens that record no credential print (of earlier
 	// releases), when a credential of the user changed.
 	Printless time.Time `json:"printless,omitzero"`
-	// All: every token of the user (a record of an earlier version, which
-	// revoked so).
-	All time.Time `json:"at,omitzero"`
 }
 
 // Until is when the revocation may be forgotten: every token it covers
 // has expired by then.
 func (r Revocation) Until() time.Time {
-	last := later(r.Printless, r.All)
+	last := r.Printless
 	for _, at := range r.Tenants {
 		last = later(last, at)
 	}
@@ -156,7 +153,7 @@ func (r Revocation) Covers(t TokenInfo) bool {
 		}
 	}
 	printless := t.KeyPrint == "" && t.PasswordPrint == ""
-	return before(r.All) || before(r.Tenants[t.Tenant]) || printless && before(r.Printless) ||
+	return before(r.Tenants[t.Tenant]) || printless && before(r.Printless) ||
 		t.KeyPrint != "" && before(r.Retired[t.KeyPrint]) || t.PasswordPrint != "" && before(r.Retired[t.PasswordPrint])
 }
 
@@ -164,7 +161,7 @@ func (r Revocation) Covers(t TokenInfo) bool {
 // time. It shares no map with r or o.
 func (r Revocation) Merge(o Revocation) Revocation {
 	return Revocation{Tenants: mergeTimes(r.Tenants, o.Tenants), Retired: mergeTimes(r.Retired, o.Retired),
-		Printless: later(r.Printless, o.Printless), All: later(r.All, o.All)}
+		Printless: later(r.Printless, o.Printless)}
 }
 
 // Equal reports whether r and o are the same revocation.
@@ -172,7 +169,7 @@ func (r Revocation) Equal(o Revocation) bool {
 	same := func(a, b map[string]time.Time) bool {
 		return maps.EqualFunc(a, b, time.Time.Equal)
 	}
-	return r.Printless.Equal(o.Printless) && r.All.Equal(o.All) && same(r.Tenants, o.Tenants) && same(r.Retired, o.Retired)
+	return r.Printless.Equal(o.Printless) && same(r.Tenants, o.Tenants) && same(r.Retired, o.Retired)
 }
 
 // Pruned is r without the parts that can cover no live token at now:
@@ -195,26 +192,7 @@ func (r Revocation) Pruned(now time.Time) Revocation {
 	if live(r.Printless) {
 		out.Printless = r.Printless
 	}
-	if live(r.All) {
-		out.All = r.All
-	}
 	return out
-}
-
-// UnmarshalJSON decodes a revocation, also as recorded by a version that
-// named the All part "all".
-func (r *Revocation) UnmarshalJSON(b []byte) error {
-	type plain Revocation
-	var v struct {
-		plain
-		All time.Time `json:"all,omitzero"`
-	}
-	if err := json.Unmarshal(b, &v); err != nil {
-		return err
-	}
-	*r = Revocation(v.plain)
-	r.All = later(r.All, v.All)
-	return nil
 }
 
 // IsZero reports whether r revokes nothing.
