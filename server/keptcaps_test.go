@@ -116,6 +116,23 @@ func testAnsweredLongPollConnsAreIdle(t *testing.T, overTLS bool) {
 			t.Fatalf("poll %d: %d, X-Registry-Wait %q; want it parked and answered", i, resp.StatusCode, resp.Header.Get("X-Registry-Wait"))
 		}
 	}
+	// The last answered connections go idle, and close the oldest past
+	// the cap, in the server's own time: wait for that before probing.
+	closed := func(rc *rawConn) bool {
+		rc.c.SetReadDeadline(time.Now().Add(5 * time.Millisecond))
+		_, err := rc.br.Peek(1)
+		rc.c.SetReadDeadline(time.Time{})
+		return err != nil && !isTimeout(err)
+	}
+	eventually(t, "the server to close all but its idle cap (2) of the tenant's answered connections", func() bool {
+		shut := 0
+		for _, rc := range conns {
+			if closed(rc) {
+				shut++
+			}
+		}
+		return shut >= n-2
+	})
 	open := 0
 	for _, rc := range conns {
 		rc.c.SetDeadline(time.Now().Add(10 * time.Second))
