@@ -355,7 +355,8 @@ func (a *Auth) raiseMark(t time.Time) {
 }
 
 // clockAllowance is how far ahead of this node's clock another node's may
-// be for its tokens of the longest lifetime to be taken.
+// be for its tokens of the longest lifetime to be taken, and for the times
+// of its revocations to be taken as they are (clamped).
 const clockAllowance = 5 * time.Minute
 
 // forever is the time of a revocation that is not made yet: it revokes
