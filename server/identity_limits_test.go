@@ -88,6 +88,12 @@ func (id *identity) login(user, secret string, apiKey bool) *reply {
 	return sendRequest(id.t, id.base, "POST", "/v2.0/tokens", map[string]any{"auth": creds})
 }
 
+// services is the status of a request to tenant's services with token.
+func (id *identity) services(tenant, token string) int {
+	id.t.Helper()
+	return sendRequest(id.t, id.base, "GET", "/v1.0/"+tenant+"/services", nil, "X-Auth-Token", token).code
+}
+
 // token logs in and returns the token, failing the test unless it got one.
 func (id *identity) token(user, secret string, apiKey bool) string {
 	id.t.Helper()
@@ -253,10 +259,7 @@ func testSetUsersSwitchesUsersAndTheirTokens(t *testing.T, kind string) {
 	for _, u := range users {
 		tokens[u.Name] = id.token(u.Name, u.APIKey, true)
 	}
-	get := func(token, tenant string) int {
-		return sendRequest(t, id.base, "GET", "/v1.0/"+tenant+"/services", nil, "X-Auth-Token", token).code
-	}
-	if get("static-leaves", "2002") != 200 || get(tokens["moves"], "2003") != 200 {
+	if id.services("2002", "static-leaves") != 200 || id.services("2003", tokens["moves"]) != 200 {
 		t.Fatal("tokens do not work before the switch")
 	}
 	if err := id.auth.SetUsers([]server.User{
@@ -276,12 +279,12 @@ func testSetUsersSwitchesUsersAndTheirTokens(t *testing.T, kind string) {
 		{tokens["moves"], "2003", 401},
 		{tokens["moves"], "2004", 401},
 	} {
-		if got := get(tc.token, tc.tenant); got != tc.want {
+		if got := id.services(tc.tenant, tc.token); got != tc.want {
 			t.Errorf("token %.8s… on tenant %s: status %d, want %d", tc.token, tc.tenant, got, tc.want)
 		}
 	}
 	id.login("leaves", "k2", true).want(401)
-	if get(id.token("joins", "k5", true), "2005") != 200 {
+	if id.services("2005", id.token("joins", "k5", true)) != 200 {
 		t.Error("a new user's token does not work")
 	}
 }

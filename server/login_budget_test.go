@@ -173,7 +173,7 @@ func testCredentialChangesOutliveARestart(t *testing.T, kind string) {
 	// works again.
 	for name, want := range map[string]int{"rekeyed": 401, "repassworded": 401, "drops-its-key": 401,
 		"unchanged": 200, "gains-a-key": 200, "drops-the-other": 200} {
-		if got := sendRequest(t, after.base, "GET", "/v1.0/"+tenants[name]+"/services", nil, "X-Auth-Token", tokens[name]).code; got != want {
+		if got := after.services(tenants[name], tokens[name]); got != want {
 			t.Errorf("%s's token, after a restart with the file changed: status %d, want %d", name, got, want)
 		}
 	}
@@ -196,9 +196,6 @@ func testSetUsersRevokesTokensIssuedBeforeACredentialChange(t *testing.T, kind s
 		{Name: "moves-and-returns", Tenant: "3007", APIKey: "k"},
 	}
 	id := startIdentity(t, kind, users, server.AuthLimits{})
-	get := func(token, tenant string) int {
-		return sendRequest(t, id.base, "GET", "/v1.0/"+tenant+"/services", nil, "X-Auth-Token", token).code
-	}
 	old := map[string]string{
 		"rekeyed":            id.token("rekeyed", "old-key", true),
 		"repassworded":       id.token("repassworded", "pw", false),
@@ -214,7 +211,7 @@ func testSetUsersRevokesTokensIssuedBeforeACredentialChange(t *testing.T, kind s
 		tenants[u.Name] = u.Tenant
 	}
 	for name, token := range old {
-		if get(token, tenants[name]) != 200 {
+		if id.services(tenants[name], token) != 200 {
 			t.Fatalf("%s's token does not work before the switch", name)
 		}
 	}
@@ -242,17 +239,17 @@ func testSetUsersRevokesTokensIssuedBeforeACredentialChange(t *testing.T, kind s
 		"rekeyed": 401, "repassworded": 401, "drops-its-key": 401, "leaves-and-returns": 401, "moves-and-returns": 401,
 		"unchanged": 200, "gains-a-key": 200, "keeps-the-other": 200,
 	} {
-		if got := get(old[name], tenants[name]); got != want {
+		if got := id.services(tenants[name], old[name]); got != want {
 			t.Errorf("%s's token from before the change: status %d, want %d", name, got, want)
 		}
 	}
 	id.login("rekeyed", "old-key", true).want(401)
 	for _, tc := range []struct{ user, secret string }{{"rekeyed", "new-key"}, {"leaves-and-returns", "k"}} {
-		if got := get(id.token(tc.user, tc.secret, true), tenants[tc.user]); got != 200 {
+		if got := id.services(tenants[tc.user], id.token(tc.user, tc.secret, true)); got != 200 {
 			t.Errorf("%s's token from after the change: status %d, want 200", tc.user, got)
 		}
 	}
-	if got := get(id.token("repassworded", "new-pw", false), "3002"); got != 200 {
+	if got := id.services("3002", id.token("repassworded", "new-pw", false)); got != 200 {
 		t.Errorf("a token from the new password: status %d, want 200", got)
 	}
 }
@@ -296,7 +293,7 @@ func testRevocationsOutliveARestart(t *testing.T, kind string) {
 		tenants[u.Name] = u.Tenant
 	}
 	get := func(id *identity, name string) int {
-		return sendRequest(t, id.base, "GET", "/v1.0/"+tenants[name]+"/services", nil, "X-Auth-Token", tokens[name]).code
+		return id.services(tenants[name], tokens[name])
 	}
 	for name := range tokens {
 		if code := get(id, name); code != 200 {
@@ -366,7 +363,7 @@ func TestUnrecordedRevocationIsTriedAgain(t *testing.T) {
 	id.run()
 	token := id.token("leaves-and-returns", "k", true)
 	get := func(id *identity) int {
-		return sendRequest(t, id.base, "GET", "/v1.0/3002/services", nil, "X-Auth-Token", token).code
+		return id.services("3002", token)
 	}
 	id.clock.Add(time.Second)
 	st.revoke.Store(true)
@@ -497,7 +494,7 @@ func TestRevocationAfterAShorterTokenLifetime(t *testing.T) {
 	if code := get(); code != 401 {
 		t.Errorf("the token two hours after its user's revocation, past this run's token lifetime: status %d, want 401", code)
 	}
-	if code := sendRequest(t, startIdentityWith(t, st, server.AuthConfig{Users: users, TokenTTL: time.Hour}).base, "GET", "/v1.0/3001/services", nil, "X-Auth-Token", token).code; code != 401 {
+	if code := startIdentityWith(t, st, server.AuthConfig{Users: users, TokenTTL: time.Hour}).services("3001", token); code != 401 {
 		t.Errorf("the token after another restart: status %d, want 401", code)
 	}
 }
@@ -651,7 +648,7 @@ func testRollingTenantChange(t *testing.T, kind string) {
 		t.Fatal(err)
 	}
 	for node, id := range map[string]*identity{"the first": a, "the second": b, "the first, restarted": startIdentityOn(t, a.st, moved, server.AuthLimits{})} {
-		if got := sendRequest(t, id.base, "GET", "/v1.0/3002/services", nil, "X-Auth-Token", newToken).code; got != 200 {
+		if got := id.services("3002", newToken); got != 200 {
 			t.Errorf("a token of the new tenant issued between the reloads, at %s node: status %d, want 200", node, got)
 		}
 	}
@@ -863,12 +860,6 @@ func (id *identity) run() {
 	done := make(chan error, 1)
 	go func() { done <- id.auth.Run(ctx) }()
 	id.t.Cleanup(func() { cancel(); <-done })
-}
-
-// services is the status of a request to tenant's services with token.
-func (id *identity) services(tenant, token string) int {
-	id.t.Helper()
-	return sendRequest(id.t, id.base, "GET", "/v1.0/"+tenant+"/services", nil, "X-Auth-Token", token).code
 }
 
 // oneUser returns an embedded store of its own and a users file of one
