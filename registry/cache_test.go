@@ -63,9 +63,7 @@ func TestServicesCacheOutage(t *testing.T) {
 
 func TestServicesCacheRefresh(t *testing.T) {
 	t.Parallel()
-	p := &proxy{}
-	srv := testserver.Start(t, testserver.Options{Wrap: p.wrap})
-	c := newClient(t, srv, "cache-refresh")
+	p, c := proxied(t, "cache-refresh", testserver.Options{})
 	ctx := testContext(t)
 
 	// Never fetched, registry failing: an error.

@@ -174,9 +174,7 @@ func TestFaults(t *testing.T) {
 
 func TestPagination(t *testing.T) {
 	t.Parallel()
-	p := &proxy{}
-	srv := testserver.Start(t, testserver.Options{Wrap: p.wrap})
-	c := newClient(t, srv, "pages")
+	p, c := proxied(t, "pages", testserver.Options{})
 	ctx := testContext(t)
 
 	var want []string
@@ -294,9 +292,7 @@ func configIDs(n int) []string {
 
 func TestConfiguration(t *testing.T) {
 	t.Parallel()
-	p := &proxy{}
-	srv := testserver.Start(t, testserver.Options{Wrap: p.wrap})
-	c := newClient(t, srv, "config")
+	p, c := proxied(t, "config", testserver.Options{})
 	ctx := testContext(t)
 
 	values := map[string]string{
@@ -604,9 +600,7 @@ func TestReauthenticateOn401(t *testing.T) {
 // them before they expire, so the registry never refuses one.
 func TestTokenRefresh(t *testing.T) {
 	t.Parallel()
-	p := &proxy{}
-	srv := testserver.Start(t, testserver.Options{Wrap: p.wrap, TokenTTL: 2 * time.Second})
-	c := newClient(t, srv, "refresh")
+	p, c := proxied(t, "refresh", testserver.Options{TokenTTL: 2 * time.Second})
 	ctx := testContext(t)
 	eventually(t, "three authentications", func() bool {
 		if _, err := c.Limits(ctx); err != nil {
@@ -623,9 +617,7 @@ func TestTokenRefresh(t *testing.T) {
 // share one authentication.
 func TestConcurrentAuthentication(t *testing.T) {
 	t.Parallel()
-	p := &proxy{}
-	srv := testserver.Start(t, testserver.Options{Wrap: p.wrap})
-	c := newClient(t, srv, "merge")
+	p, c := proxied(t, "merge", testserver.Options{})
 	ctx := testContext(t)
 	var wg sync.WaitGroup
 	for range 20 {

@@ -52,9 +52,7 @@ func TestHeartbeaterRetries(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			p := &proxy{}
-			srv := testserver.Start(t, testserver.Options{Wrap: p.wrap})
-			c := newClient(t, srv, "hb-retry")
+			p, c := proxied(t, "hb-retry", testserver.Options{})
 			ctx := testContext(t)
 			token, err := c.CreateService(ctx, registry.Service{ID: "hb-1", HeartbeatTimeout: 30})
 			if err != nil {
@@ -114,9 +112,7 @@ func TestHeartbeaterRetries(t *testing.T) {
 // answered may have been made.
 func TestTokenlessAnswers(t *testing.T) {
 	t.Parallel()
-	p := &proxy{}
-	srv := testserver.Start(t, testserver.Options{Wrap: p.wrap})
-	c := newClient(t, srv, "hb-tokenless")
+	p, c := proxied(t, "hb-tokenless", testserver.Options{})
 	ctx := testContext(t)
 	token, err := c.CreateService(ctx, registry.Service{ID: "hb-1", HeartbeatTimeout: 30})
 	if err != nil {
@@ -295,9 +291,7 @@ func TestHeartbeaterStop(t *testing.T) {
 // the old one out.
 func TestRegisterWaitsOutDeadInstance(t *testing.T) {
 	t.Parallel()
-	p := &proxy{}
-	srv := testserver.Start(t, testserver.Options{Wrap: p.wrap})
-	c := newClient(t, srv, "register")
+	p, c := proxied(t, "register", testserver.Options{})
 	ctx := testContext(t)
 	if _, err := c.CreateService(ctx, registry.Service{ID: "quick-death", HeartbeatTimeout: 3}); err != nil {
 		t.Fatal(err)
@@ -323,9 +317,7 @@ func TestRegisterWaitsOutDeadInstance(t *testing.T) {
 
 func TestRegisterFailures(t *testing.T) {
 	t.Parallel()
-	p := &proxy{}
-	srv := testserver.Start(t, testserver.Options{Wrap: p.wrap})
-	c := newClient(t, srv, "register-fail")
+	p, c := proxied(t, "register-fail", testserver.Options{})
 	ctx := testContext(t)
 
 	t.Run("other errors stop at once", func(t *testing.T) {

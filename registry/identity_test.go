@@ -85,9 +85,7 @@ func TestIdentityNeedsAHost(t *testing.T) {
 // on the token, which is still valid.
 func TestRefreshFailureKeepsTheValidToken(t *testing.T) {
 	t.Parallel()
-	p := &proxy{}
-	srv := testserver.Start(t, testserver.Options{Wrap: p.wrap, TokenTTL: 2 * time.Second})
-	c := newClient(t, srv, "refresh-fail")
+	p, c := proxied(t, "refresh-fail", testserver.Options{TokenTTL: 2 * time.Second})
 	ctx := testContext(t)
 	tok, err := c.Authenticate(ctx)
 	if err != nil {
@@ -106,9 +104,7 @@ func TestRefreshFailureKeepsTheValidToken(t *testing.T) {
 // and a heartbeater goes on.
 func TestIdentityErrorsAreNotAPIFaults(t *testing.T) {
 	t.Parallel()
-	p := &proxy{}
-	srv := testserver.Start(t, testserver.Options{Wrap: p.wrap, TokenTTL: 2 * time.Second})
-	c := newClient(t, srv, "hb-identity")
+	p, c := proxied(t, "hb-identity", testserver.Options{TokenTTL: 2 * time.Second})
 	ctx := testContext(t)
 	hb, err := c.Register(ctx, registry.Service{ID: "alive-1", HeartbeatTimeout: 30}, registry.RegisterOptions{
 		Heartbeat: registry.HeartbeatOptions{Interval: 100 * time.Millisecond},
@@ -148,4 +144,13 @@ func TestUsernameWithAControlCharacter(t *testing.T) {
 	if _, err := registry.New(registry.Config{URL: "http://127.0.0.1:1/v1.0", Username: "deploy\n", APIKey: "k"}); err == nil || !strings.Contains(err.Error(), "control character") {
 		t.Errorf("registry.New with the username %q: %v; want it refused", "deploy\n", err)
 	}
+}
+
+// proxied starts a registry with opts behind a proxy that a test can make
+// fail requests, and returns the proxy and a client of user.
+func proxied(t *testing.T, user string, opts testserver.Options) (*proxy, *registry.Client) {
+	t.Helper()
+	p := &proxy{}
+	opts.Wrap = p.wrap
+	return p, newClient(t, testserver.Start(t, opts), user)
 }

@@ -19,9 +19,7 @@ import (
 // stale, where it had served none.
 func TestNonListAnswerIsAnError(t *testing.T) {
 	t.Parallel()
-	p := &proxy{}
-	srv := testserver.Start(t, testserver.Options{Wrap: p.wrap})
-	c := newClient(t, srv, "cache-empty")
+	p, c := proxied(t, "cache-empty", testserver.Options{})
 	ctx := testContext(t)
 	for _, id := range []string{"www-1", "www-2"} {
 		if _, err := c.CreateService(ctx, registry.Service{ID: id, HeartbeatTimeout: 120}); err != nil {
@@ -92,9 +90,7 @@ func TestNextMarkerLoop(t *testing.T) {
 // new, and would wait its whole wait for.
 func TestListEventsWaitsOnTheFirstPageOnly(t *testing.T) {
 	t.Parallel()
-	p := &proxy{}
-	srv := testserver.Start(t, testserver.Options{Wrap: p.wrap})
-	c := newClient(t, srv, "listwait")
+	p, c := proxied(t, "listwait", testserver.Options{})
 	ctx := testContext(t)
 	page, err := c.ListServicesPage(ctx, registry.ServiceListOptions{})
 	if err != nil {
