@@ -1,14 +1,23 @@
 package server
 
-import "testing"
+import (
+	"regexp"
+	"testing"
+)
 
-// plainID, the fast path of the service id rule, never takes an id the
-// rule's pattern refuses, whatever byte is in it.
+// plainID takes exactly what the spec's service id pattern takes (at its
+// length), whatever byte is in the id.
 func TestPlainIDAgreesWithPattern(t *testing.T) {
+	pattern := regexp.MustCompile(`^[a-zA-Z0-9_\-\.]{3,65}$`)
 	for c := range 256 {
 		s := "ab" + string([]byte{byte(c)})
-		if plainID(s) && !serviceIDPattern.MatchString(s) {
-			t.Errorf("byte %#x: plainID takes %q, which the pattern refuses", c, s)
+		if plainID(s) != pattern.MatchString(s) {
+			t.Errorf("byte %#x: plainID(%q) = %v, the pattern %v", c, s, plainID(s), pattern.MatchString(s))
+		}
+	}
+	for _, s := range []string{"\u212Aab", "\u017Fab", "éab", "a/b"} {
+		if plainID(s) || pattern.MatchString(s) {
+			t.Errorf("%q taken", s)
 		}
 	}
 }
