@@ -65,12 +65,18 @@ func (r *Renderer) ahead(g *Group) *ahead {
 func (r *Renderer) handAhead(ctx context.Context, g *Group, ah *ahead, rp *runtimePass, files []*file, snap *watcher.Snapshot) {
 	af := &aheadFiles{files: make([]*file, len(files)), adapters: make([]runtime.Adapter, len(files)), changedAt: snap.ChangedAt,
 		instances: make([]string, len(files))}
+	bySocket := map[string]string{} // the process answering each socket, asked once
 	for i, f := range files {
 		af.files[i] = &file{t: f.t, out: f.out}
 		if p := slices.IndexFunc(rp.plans, func(p runtimePlan) bool { return p.t == f.t }); p >= 0 {
 			af.adapters[i] = rp.plans[p].adapter
 			if api, ok := af.adapters[i].(runtime.Instances); ok {
-				af.instances[i], _ = api.Instance(ctx)
+				instance, asked := bySocket[f.t.RuntimeSocket]
+				if !asked {
+					instance, _ = api.Instance(ctx)
+					bySocket[f.t.RuntimeSocket] = instance
+				}
+				af.instances[i] = instance
 			}
 		} else if f.t.Runtime != "" {
 			// Unchanged by this pass, but an earlier one may have applied
@@ -126,6 +132,14 @@ func (r *Renderer) installAhead(ctx context.Context, g *Group, ah *ahead, af *ah
 	if f == nil {
 		f = r.check(ctx, g, files)
 	}
+	installed := false
+	// After the unlock below: a round trip to the load balancer, which the
+	// next pass's apply need not wait for.
+	defer func() {
+		if installed {
+			r.reloadedMeanwhile(ctx, g, af)
+		}
+	}()
 	ah.mu.Lock()
 	defer ah.mu.Unlock()
 	if f == nil {
@@ -167,7 +181,7 @@ func (r *Renderer) installAhead(ctx context.Context, g *Group, ah *ahead, af *ah
 	r.Status.installed(g.Name, files, af.changedAt, r.now())
 	r.observeSince(r.Metrics.eventToInstall, af.changedAt)
 	r.Health.passed(g.Name, nil, r.now())
-	r.reloadedMeanwhile(ctx, g, af)
+	installed = true
 }
 
 // reloadedMeanwhile has the group reloaded (by the loop's Fallback) when a
@@ -178,10 +192,12 @@ func (r *Renderer) installAhead(ctx context.Context, g *Group, ah *ahead, af *ah
 // while the installed file holds it; no later pass would see a
 // difference to apply.
 func (r *Renderer) reloadedMeanwhile(ctx context.Context, g *Group, af *aheadFiles) {
+	asked := map[string]bool{}
 	for i, before := range af.instances {
-		if before == "" {
+		if before == "" || asked[af.files[i].t.RuntimeSocket] {
 			continue
 		}
+		asked[af.files[i].t.RuntimeSocket] = true
 		now, err := af.adapters[i].(runtime.Instances).Instance(ctx)
 		if err != nil || now == before {
 			continue
