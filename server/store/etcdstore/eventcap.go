@@ -54,8 +54,16 @@ func (s *Store) capTenant(ctx context.Context, id string) error {
 	// is the one after them. The newest is always kept.
 	start := prefix
 	limit := sizedLimit(pruneBytes, 0, 0, pruneBatch)
+	var keysOnly []clientv3.OpOption
+	if excessBytes <= 0 {
+		// Only the count is over: the keys tell which events go, in one
+		// read of the excess and the first event kept.
+		keysOnly = []clientv3.OpOption{clientv3.WithKeysOnly()}
+		limit = min(excess+1, pruneBatch)
+	}
 	for {
-		resp, err = s.read(ctx, "find the oldest events", clientv3.OpGet(start, clientv3.WithRange(end), clientv3.WithLimit(limit)))
+		resp, err = s.read(ctx, "find the oldest events",
+			clientv3.OpGet(start, append([]clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(limit)}, keysOnly...)...))
 		if err != nil {
 			return err
 		}

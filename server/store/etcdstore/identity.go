@@ -6,9 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"net/url"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -140,9 +138,10 @@ func (s *Store) Revocations(ctx context.Context) (map[string]store.Revocation, e
 	now := s.now()
 	out := map[string]store.Revocation{}
 	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
-		user, err := url.PathUnescape(strings.TrimPrefix(string(kv.Key), s.k.revocations()))
+		user, ok := s.k.parseRevocation(string(kv.Key))
 		var r store.Revocation
-		if err == nil {
+		err := errors.New("not a revocation key")
+		if ok {
 			err = json.Unmarshal(kv.Value, &r)
 		}
 		if err != nil {

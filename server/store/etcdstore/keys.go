@@ -104,6 +104,16 @@ func (k keys) parseAccount(key string) (string, bool) {
 	return t, err == nil
 }
 
+// parseRevocation returns the user of a revocation key.
+func (k keys) parseRevocation(key string) (string, bool) {
+	rest, found := strings.CutPrefix(key, k.revocations())
+	if !found {
+		return "", false
+	}
+	u, err := url.PathUnescape(rest)
+	return u, err == nil
+}
+
 // parseHeartbeat splits a heartbeat key.
 func (k keys) parseHeartbeat(key string) (tenant, id string, ok bool) {
 	return parseTenantID(key, k.p+"hb/")
