@@ -150,7 +150,7 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.Float64Var(&f.writeRate, "write-rate", server.DefaultWriteRate, "writes (service creates, updates, deletes; configuration sets, deletes) a tenant\nmay make per second after a burst of --write-burst; heartbeats do not count; 0: no limit")
 	fs.IntVar(&f.writeBurst, "write-burst", server.DefaultWriteBurst, "writes a tenant may make at once")
 	fs.IntVar(&f.maxEvents, "max-events", store.DefaultMaxEvents, "most events a tenant keeps; past it the oldest are deleted; 0: no limit\nbut --retention")
-	fs.Int64Var(&f.maxEventBytes, "max-event-bytes", boltstore.DefaultMaxEventBytes, "most `bytes` of events a tenant keeps; past it the oldest are deleted; 0: no\nlimit")
+	fs.Int64Var(&f.maxEventBytes, "max-event-bytes", store.DefaultMaxEventBytes, "most `bytes` of events a tenant keeps; past it the oldest are deleted; 0: no\nlimit")
 	fs.BoolVar(&f.ui, "ui", true, "serve the dashboard at /ui/ (sign-in with the same accounts as the API;\n--ui=false to turn it off)")
 	fs.BoolVar(&f.hashPassword, "hash-password", false, "read a password on stdin, print its bcrypt hash for --users, and exit")
 	fs.BoolVar(&f.db.check, "check", false, "check the database under --data-dir from end to end, and exit (the server must be stopped)")

@@ -23,8 +23,7 @@ type Options struct {
 	// zero, negative keeps every event for the whole retention window.
 	MaxEvents int
 	// MaxEventBytes caps the bytes of an account's events in the same way;
-	// the stores' own default (DefaultMaxEventBytes) if zero, no cap if
-	// negative. Only the stores' tests set it here.
+	// DefaultMaxEventBytes if zero, no cap if negative.
 	MaxEventBytes int64
 }
 
@@ -44,6 +43,9 @@ func (o Options) WithDefaults() Options {
 	}
 	if o.MaxEvents == 0 {
 		o.MaxEvents = DefaultMaxEvents
+	}
+	if o.MaxEventBytes == 0 {
+		o.MaxEventBytes = DefaultMaxEventBytes
 	}
 	return o
 }

@@ -103,11 +103,9 @@ var _ store.Identity = (*Store)(nil)
 
 // Open opens (or creates) the store in dir.
 func Open(dir string, opts Options) (*Store, error) {
-	c := store.Options{Clock: opts.Clock, Logger: opts.Logger, DefaultLimits: opts.DefaultLimits, Retention: opts.Retention, MaxEvents: opts.MaxEvents}.WithDefaults()
-	opts.Clock, opts.Logger, opts.DefaultLimits, opts.Retention, opts.MaxEvents = c.Clock, c.Logger, c.DefaultLimits, c.Retention, c.MaxEvents
-	if opts.MaxEventBytes == 0 {
-		opts.MaxEventBytes = DefaultMaxEventBytes
-	}
+	c := store.Options{Clock: opts.Clock, Logger: opts.Logger, DefaultLimits: opts.DefaultLimits, Retention: opts.Retention, MaxEvents: opts.MaxEvents,
+		MaxEventBytes: opts.MaxEventBytes}.WithDefaults()
+	opts.Clock, opts.Logger, opts.DefaultLimits, opts.Retention, opts.MaxEvents, opts.MaxEventBytes = c.Clock, c.Logger, c.DefaultLimits, c.Retention, c.MaxEvents, c.MaxEventBytes
 	if opts.ReapInterval == 0 {
 		opts.ReapInterval = 250 * time.Millisecond
 	}

@@ -291,16 +291,14 @@ func Open(ctx context.Context, cli *clientv3.Client, opts Options) (*Store, erro
 	if !strings.HasSuffix(opts.Prefix, "/") {
 		opts.Prefix += "/"
 	}
-	c := store.Options{Clock: opts.Clock, Logger: opts.Logger, DefaultLimits: opts.DefaultLimits, Retention: opts.Retention, MaxEvents: opts.MaxEvents}.WithDefaults()
-	opts.Clock, opts.Logger, opts.DefaultLimits, opts.Retention, opts.MaxEvents = c.Clock, c.Logger, c.DefaultLimits, c.Retention, c.MaxEvents
+	c := store.Options{Clock: opts.Clock, Logger: opts.Logger, DefaultLimits: opts.DefaultLimits, Retention: opts.Retention, MaxEvents: opts.MaxEvents,
+		MaxEventBytes: opts.MaxEventBytes}.WithDefaults()
+	opts.Clock, opts.Logger, opts.DefaultLimits, opts.Retention, opts.MaxEvents, opts.MaxEventBytes = c.Clock, c.Logger, c.DefaultLimits, c.Retention, c.MaxEvents, c.MaxEventBytes
 	if opts.ReapInterval == 0 {
 		opts.ReapInterval = 500 * time.Millisecond
 	}
 	if opts.EventCapInterval <= 0 {
 		opts.EventCapInterval = 5 * time.Second
-	}
-	if opts.MaxEventBytes == 0 {
-		opts.MaxEventBytes = store.DefaultMaxEventBytes
 	}
 	opts.RequestTimeout, opts.NodeTTL = timeoutOrDefault(opts), ttlOrDefault(opts)
 	if opts.MaxTxnOps <= 0 {
