@@ -387,11 +387,7 @@ func (pl *poller) hangup(p *parkedPoll) {
 // it was kept for as long as it may be.
 func (pl *poller) expire(p *parkedPoll) {
 	if pl.unkeep(p) {
-		w := pl.currentWatch()
-		if w != nil {
-			w.remove(p)
-		}
-		p.conn.Close()
+		pl.closeKept(p)
 		return
 	}
 	if !pl.take(p) {
@@ -895,6 +891,12 @@ func (pl *poller) evicted(p *parkedPoll) {
 		return
 	}
 	pl.kept.Add(-1)
+	pl.closeKept(p)
+}
+
+// closeKept closes the connection of p, whose keeping the caller ended:
+// its timer, its place with the connection watcher, the connection.
+func (pl *poller) closeKept(p *parkedPoll) {
 	p.timer.Stop()
 	if w := pl.currentWatch(); w != nil {
 		w.remove(p)
@@ -942,8 +944,7 @@ func (pl *poller) drain(ctx context.Context) {
 		// http.Server's Shutdown closes its idle ones.
 		for _, p := range w.keptPolls() {
 			if pl.unkeep(p) {
-				p.timer.Stop()
-				p.conn.Close()
+				pl.closeKept(p) // the watcher is gone: only the timer and the connection
 			}
 		}
 		w.close()
