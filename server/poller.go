@@ -46,8 +46,9 @@ type poller struct {
 	watch   *connWatcher        // nil until the first park, or if unavailable
 	noWatch bool                // the watcher could not be made
 
-	writers chan struct{}             // bounds the goroutines finishing slow writes
-	writing map[string]*tenantWriters // and those of each tenant (under mu)
+	writers   chan struct{}             // bounds the goroutines finishing slow writes
+	writingMu sync.Mutex                // guards writing, apart from mu: taken twice per slow write
+	writing   map[string]*tenantWriters // the writers of each tenant
 }
 
 // tenantWriters bounds one tenant's goroutines finishing slow writes.
@@ -738,14 +739,14 @@ func (pl *poller) answer(p *parkedPoll, a *answerBatch, buf *[]byte, answered *[
 // dispatcher waits itself, on each of the goroutines it answers on, and is
 // never dropped.
 func (pl *poller) finish(p *parkedPoll, rest []byte, fromTimer bool) {
-	pl.mu.Lock()
+	pl.writingMu.Lock()
 	tw := pl.writing[p.tenant]
 	if tw == nil {
 		tw = &tenantWriters{slots: make(chan struct{}, pollWritersPerTenant)}
 		pl.writing[p.tenant] = tw
 	}
 	if fromTimer && tw.timers >= pollWritersPerTenant+pollWritersQueued {
-		pl.mu.Unlock()
+		pl.writingMu.Unlock()
 		pl.s.metrics.dropped.Inc()
 		pl.written(p, nil)
 		return
@@ -754,21 +755,21 @@ func (pl *poller) finish(p *parkedPoll, rest []byte, fromTimer bool) {
 	if fromTimer {
 		tw.timers++
 	}
-	pl.mu.Unlock()
+	pl.writingMu.Unlock()
 	tw.slots <- struct{}{}
 	pl.writers <- struct{}{}
 	go func() {
 		defer func() {
 			<-pl.writers
 			<-tw.slots
-			pl.mu.Lock()
+			pl.writingMu.Lock()
 			if fromTimer {
 				tw.timers--
 			}
 			if tw.users--; tw.users == 0 {
 				delete(pl.writing, p.tenant)
 			}
-			pl.mu.Unlock()
+			pl.writingMu.Unlock()
 		}()
 		p.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
 		_, err := p.conn.Write(rest)

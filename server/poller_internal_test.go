@@ -176,9 +176,9 @@ func TestSlowReadersHoldTheirTenantsWritersOnly(t *testing.T) {
 	if _, err := io.ReadFull(client, got); err != nil || string(got) != "answer" {
 		t.Fatalf("the other tenant's answer: %q, %v; want it written while the first tenant's clients read nothing", got, err)
 	}
-	pl.mu.Lock()
+	pl.writingMu.Lock()
 	n := len(pl.writing["unread"].slots)
-	pl.mu.Unlock()
+	pl.writingMu.Unlock()
 	if n != pollWritersPerTenant {
 		t.Errorf("%d writers busy with the unread answers; want the tenant's share, %d", n, pollWritersPerTenant)
 	}
@@ -205,8 +205,8 @@ func TestUnreadAnswersQueueBounded(t *testing.T) {
 		return client
 	}
 	users := func() int {
-		pl.mu.Lock()
-		defer pl.mu.Unlock()
+		pl.writingMu.Lock()
+		defer pl.writingMu.Unlock()
 		if tw := pl.writing["unread"]; tw != nil {
 			return tw.users
 		}
