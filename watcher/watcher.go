@@ -154,27 +154,20 @@ func (w *Watcher) list(ctx context.Context) (*Snapshot, error) {
 	c := w.cfg.Client
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	var services []registry.Service
-	marker := ""
-	opts := registry.ServiceListOptions{Limit: 1000}
-	seen := map[string]bool{"": true}
-	for {
-		page, err := c.ListServicesPage(ctx, opts)
-		if err != nil {
-			return nil, fmt.Errorf("list services: %w", err)
+	// The first page by hand, for its marker; the rest through the
+	// client's pager, which stops a registry paging in a loop.
+	first, err := c.ListServicesPage(ctx, registry.ServiceListOptions{Limit: 1000})
+	if err != nil {
+		return nil, fmt.Errorf("list services: %w", err)
+	}
+	marker, services := first.FeedMarker, first.Values
+	if first.NextMarker != "" {
+		for s, err := range c.ListServices(ctx, registry.ServiceListOptions{Limit: 1000, Marker: first.NextMarker}) {
+			if err != nil {
+				return nil, fmt.Errorf("list services: %w", err)
+			}
+			services = append(services, s)
 		}
-		if marker == "" {
-			marker = page.FeedMarker
-		}
-		services = append(services, page.Values...)
-		if page.NextMarker == "" {
-			break
-		}
-		if seen[page.NextMarker] {
-			return nil, fmt.Errorf("list services: next_marker %q came back: the registry pages in a loop", page.NextMarker)
-		}
-		seen[page.NextMarker] = true
-		opts.Marker = page.NextMarker
 	}
 	var config []registry.ConfigValue
 	for cv, err := range c.ListConfig(ctx, registry.ConfigListOptions{Limit: 1000}) {
