@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"strings"
@@ -264,6 +266,38 @@ func TestTablesQuoteHostileRegistryText(t *testing.T) {
 	// A registry's fault message, which echoes the id asked for.
 	if code, errs := run(io.Discard, "services", "get", "x\x1b]0;owned\a\u202e"); code == 0 || strings.ContainsAny(errs, "\x1b\a\u202e") {
 		t.Errorf("an error about a hostile id (exit %d) prints it raw: %q", code, errs)
+	}
+}
+
+// The limits table shows what the server says, which a compromised or
+// impostor server could fill with escape sequences.
+func TestLimitsQuoteHostileServerText(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch r.URL.Path {
+		case "/v2.0/tokens":
+			io.WriteString(w, `{"access":{"token":{"id":"tok","expires":"2100-01-01T00:00:00Z","tenant":{"id":"123","name":"x"}}}}`)
+		case "/v1.0/123/limits":
+			io.WriteString(w, `{"resource":{"services\u001b[2J":200},"rate":{"/.*\u001b]0;owned\u0007":{"limit":1,"used":0,"window":"1d\u001b[1A\u202e"}}}`)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	var stdout, stderr bytes.Buffer
+	code := Main(context.Background(), []string{"limits", "--url", srv.URL, "--username", "x", "--api-key", "k"}, strings.NewReader(""), &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("limits: exit status %d; stderr:\n%s", code, stderr.String())
+	}
+	out := stdout.String()
+	for _, bad := range []string{"\x1b", "\a", "\u202e"} {
+		if strings.Contains(out, bad) {
+			t.Errorf("limits prints %q raw:\n%q", bad, out)
+		}
+	}
+	if !strings.Contains(out, `services\x1b[2J`) {
+		t.Errorf("limits does not show the escaped resource:\n%q", out)
 	}
 }
 

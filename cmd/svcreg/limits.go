@@ -34,13 +34,13 @@ registry and account.`, stdout)
 	tw := newTable(stdout)
 	row(tw, "RESOURCE", "LIMIT")
 	for _, k := range slices.Sorted(maps.Keys(l.Resource)) {
-		row(tw, k, strconv.Itoa(l.Resource[k]))
+		row(tw, cell(k), strconv.Itoa(l.Resource[k]))
 	}
 	row(tw)
 	row(tw, "RATE (PATH)", "LIMIT", "USED", "WINDOW")
 	for _, k := range slices.Sorted(maps.Keys(l.Rate)) {
 		r := l.Rate[k]
-		row(tw, k, strconv.Itoa(r.Limit), strconv.Itoa(r.Used), r.Window)
+		row(tw, cell(k), strconv.Itoa(r.Limit), strconv.Itoa(r.Used), cell(r.Window))
 	}
 	return tw.Flush()
 }
