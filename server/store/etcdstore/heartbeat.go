@@ -485,6 +485,20 @@ func (s *Store) Heartbeat(ctx context.Context, tenantID, id, token string) (stri
 				return "", err
 			}
 			if alive {
+				// Only for a token the holder may have handed out: the
+				// token is checked without it (its MAC and sequence
+				// number), and a move writes etcd, so it is paid for
+				// from the tenant's budget (store.MoveBudget).
+				known := valid && (token == e.hb.Cur || token == e.hb.Prev)
+				if valid && !known {
+					_, known = s.mintedSince(tenantID, id, e, tok)
+				}
+				if !known {
+					return "", notFound
+				}
+				if err := store.SpendMove(ctx, tenantID); err != nil {
+					return "", err
+				}
 				if err := s.handOver(ctx, tenantID, id, e.hb); err != nil {
 					return "", err
 				}
@@ -504,8 +518,8 @@ func (s *Store) Heartbeat(ctx context.Context, tenantID, id, token string) (stri
 		case valid && (e.hb.Loose || e.hb.Holder != ""):
 			// The holder is gone (or is this node, which lost its memory
 			// of the service): tokens it minted after Cur may be out.
-			seq, ok := s.minter.Check(store.TokenKey{Tenant: tenantID, ID: id, Incarnation: e.rec.Incarnation}, tok)
-			if !ok || !store.SeqAtOrAfter(seq, store.NextSeq(e.hb.Seq)) {
+			seq, ok := s.mintedSince(tenantID, id, e, tok)
+			if !ok {
 				return "", notFound
 			}
 			next = s.nextBeat(tenantID, id, e, token, seq)
@@ -521,6 +535,14 @@ func (s *Store) Heartbeat(ctx context.Context, tenantID, id, token string) (stri
 		}
 	}
 	return "", fmt.Errorf("%w: heartbeat of %s kept conflicting", store.ErrUnavailable, id)
+}
+
+// mintedSince returns the sequence number of tok if it is a token of the
+// service's incarnation minted after the stored one, as a holder answering
+// from memory mints them. Called with e locked.
+func (s *Store) mintedSince(tenantID, id string, e *hbEntry, tok timeuuid.UUID) (uint32, bool) {
+	seq, ok := s.minter.Check(store.TokenKey{Tenant: tenantID, ID: id, Incarnation: e.rec.Incarnation}, tok)
+	return seq, ok && store.SeqAtOrAfter(seq, store.NextSeq(e.hb.Seq))
 }
 
 // nextBeat is the heartbeat state after a heartbeat with token, whose
