@@ -310,10 +310,15 @@ func nginxString(s string) (string, error) {
 // escape, no environment variable). A single quote in s is refused, and so
 // is a '%': many arguments (set-header, return, redirect, set-var-fmt) are
 // log-format strings, which expand %[...] however quoted, into a request's
-// headers or the process's environment.
+// headers or the process's environment. The empty string is refused too:
+// HAProxy's keywords read an empty word as the end of their arguments, so
+// in an ACL's list of values it silently drops the values after it.
 func haproxyString(s string) (string, error) {
 	if err := checkQuotable("string", s); err != nil {
 		return "", err
+	}
+	if s == "" {
+		return "", refuse("string", s, "empty: HAProxy reads an empty word as the end of the arguments, dropping any after it")
 	}
 	if strings.Contains(s, "'") {
 		return "", refuse("string", s, "a single quote cannot be quoted for HAProxy")

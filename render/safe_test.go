@@ -3,16 +3,21 @@ package render
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/svcreg/svcreg/internal/haproxytest"
 	"github.com/svcreg/svcreg/registry"
 )
 
@@ -118,9 +123,42 @@ func TestSafeFunctionsAccept(t *testing.T) {
 			t.Errorf("nginxString %q accepted as %s", bad, got)
 		}
 	}
-	for _, bad := range []string{"a\nb", "a\x00", "it's", "\u2028", "%[env(SECRET)]", "100%"} {
+	for _, bad := range []string{"a\nb", "a\x00", "it's", "\u2028", "%[env(SECRET)]", "100%", ""} {
 		if got, err := haproxyString(bad); err == nil {
 			t.Errorf("haproxyString %q accepted as %s", bad, got)
+		}
+	}
+}
+
+// What haproxyString accepts, HAProxy reads as that value and nothing
+// else: each value alone (a return's body), and all of them as one ACL's
+// list of values, where an empty word would drop the values after it.
+func TestHAProxyStringRoundTrips(t *testing.T) {
+	t.Parallel()
+	var acl, accepted []string
+	var rules strings.Builder
+	for _, v := range []string{"alpha.example", "", "beta.example", "/a b", "#c", `back\slash\`, `"d"`, "$HOME", "${HOME}", "a;b {c}", "Grüße", "it's", "100%"} {
+		q, err := haproxyString(v)
+		if err != nil {
+			continue
+		}
+		acl = append(acl, q)
+		fmt.Fprintf(&rules, "    http-request return status 200 content-type text/plain string %s if known { req.hdr(x-i) -m str %d }\n", q, len(accepted))
+		accepted = append(accepted, v)
+	}
+	h := haproxytest.Start(t, "backend api\n    acl known req.hdr(x-v),b64dec -m str "+strings.Join(acl, " ")+"\n"+rules.String(), false)
+	for i, v := range accepted {
+		req, _ := http.NewRequest("GET", h.URL(), nil)
+		req.Header.Set("X-V", base64.StdEncoding.EncodeToString([]byte(v)))
+		req.Header.Set("X-I", strconv.Itoa(i))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || string(body) != v {
+			t.Errorf("%q: HAProxy answers %d %q; want 200 and the value (is it in the ACL's list?)", v, resp.StatusCode, body)
 		}
 	}
 }
