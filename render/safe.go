@@ -293,7 +293,10 @@ func checkQuotable(field, s string) error {
 
 // nginxString quotes s as one nginx string argument: in double quotes,
 // with " and \ escaped. A '$' is refused, since nginx expands variables
-// inside quotes too.
+// inside quotes too. It is for an argument's place only: nginx takes the
+// quotes off before it reads a map's source value or a server_name, so
+// there "default" is still a keyword and "~..." a regular expression
+// (nginxMapKey is for a map's keys; ident gives a server name).
 func nginxString(s string) (string, error) {
 	if err := checkQuotable("string", s); err != nil {
 		return "", err
@@ -301,8 +304,44 @@ func nginxString(s string) (string, error) {
 	if strings.Contains(s, "$") {
 		return "", refuse("string", s, "'$' would be expanded as an nginx variable")
 	}
+	return nginxQuoted(s), nil
+}
+
+// nginxQuoted is s in double quotes with " and \ escaped, which nginx's
+// config reader gives back as the token s.
+func nginxQuoted(s string) string {
 	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`)
-	return `"` + r.Replace(s) + `"`, nil
+	return `"` + r.Replace(s) + `"`
+}
+
+// nginxMapKey quotes s as a source value of an nginx map that matches the
+// string s and nothing else (without regard to case, as nginx compares a
+// map's strings). nginx takes the quotes off before the map reads the
+// token, so a quoted "default", "include", "hostnames" or "volatile" is
+// still that parameter and "~..." still a regular expression; a token that
+// starts with a backslash is none of them, and the map takes the backslash
+// off before it stores the string (ngx_http_map_module.c). So the key is
+// written "\\s", which the config reader gives back as \s. A map with
+// hostnames reads '*' and a leading '.' as wildcards (and refuses '..'), so
+// they are refused, and so is the empty string, which would match every
+// request whose source value is empty (no Host header). A '$' is allowed:
+// a map does not expand variables in its source values.
+func nginxMapKey(s string) (string, error) {
+	const field = "map key"
+	if err := checkQuotable(field, s); err != nil {
+		return "", err
+	}
+	switch {
+	case s == "":
+		return "", refuse(field, s, "empty (it would match every request whose source value is empty, one without a Host header say)")
+	case strings.Contains(s, "*"):
+		return "", refuse(field, s, "'*' is a wildcard in an nginx map with hostnames")
+	case strings.HasPrefix(s, "."):
+		return "", refuse(field, s, "a leading '.' is a wildcard in an nginx map with hostnames")
+	case strings.Contains(s, ".."):
+		return "", refuse(field, s, "'..' is refused by an nginx map with hostnames")
+	}
+	return nginxQuoted(`\` + s), nil
 }
 
 // haproxyString quotes s as one HAProxy word: in single quotes, inside
@@ -386,6 +425,7 @@ func (st *execState) safeFuncs() map[string]any {
 		"weight":        func(s string) (int, error) { return parseInt("weight", s, 1, maxWeight) },
 		"ident":         func(s string) (string, error) { return parseIdent("identifier", s) },
 		"nginxString":   nginxString,
+		"nginxMapKey":   nginxMapKey,
 		"haproxyString": haproxyString,
 	}
 }

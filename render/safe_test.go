@@ -9,6 +9,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -17,7 +19,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/svcreg/svcreg/internal/freeport"
 	"github.com/svcreg/svcreg/internal/haproxytest"
+	"github.com/svcreg/svcreg/internal/testprog"
 	"github.com/svcreg/svcreg/registry"
 )
 
@@ -126,6 +130,108 @@ func TestSafeFunctionsAccept(t *testing.T) {
 	for _, bad := range []string{"a\nb", "a\x00", "it's", "\u2028", "%[env(SECRET)]", "100%", ""} {
 		if got, err := haproxyString(bad); err == nil {
 			t.Errorf("haproxyString %q accepted as %s", bad, got)
+		}
+	}
+}
+
+// nginxMapKey writes a key as "\\…" (and " and \ escaped), which nginx
+// reads as \…, and its map as the string after the backslash; what a map
+// with hostnames reads as a wildcard (or refuses) is refused.
+func TestNginxMapKey(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"alpha.example": `"\\alpha.example"`,
+		"default":       `"\\default"`,
+		"~.":            `"\\~."`,
+		`\x`:            `"\\\\x"`,
+		`a"b`:           `"\\a\"b"`,
+		"$host":         `"\\$host"`,
+	} {
+		if got, err := nginxMapKey(in); err != nil || got != want {
+			t.Errorf("nginxMapKey %q = %s, %v; want %s", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "*.example", "www.example.*", "~*.", "a*b", ".example", "a..b", "a\nb", "a\x00", strings.Repeat("x", maxQuoted+1), "\xff"} {
+		if got, err := nginxMapKey(bad); err == nil {
+			t.Errorf("nginxMapKey %q accepted as %s", bad, got)
+		}
+	}
+}
+
+// startNginx runs nginx with http in its http block and a server on a
+// loopback port holding server, stops it when the test ends, and returns
+// the server's URL.
+func startNginx(t *testing.T, http, server string) string {
+	t.Helper()
+	bin := testprog.Find(t, "nginx", "this test runs against the real nginx; `make deps` installs it (apt-get install nginx)")
+	dir, port := t.TempDir(), freeport.Port(t)
+	if err := os.Mkdir(filepath.Join(dir, "logs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "nginx.conf")
+	text := fmt.Sprintf("pid %[1]s/nginx.pid;\nerror_log %[1]s/logs/error.log;\nevents { worker_connections 64; }\n"+
+		"http {\n    access_log off;\n%[2]s    server {\n        listen 127.0.0.1:%[3]d;\n%[4]s    }\n}\n", dir, http, port, server)
+	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"-p", dir, "-c", conf}
+	if out, err := exec.Command(bin, args...).CombinedOutput(); err != nil {
+		t.Fatalf("start nginx: %v: %s\n%s", err, out, text)
+	}
+	t.Cleanup(func() { exec.Command(bin, append(args, "-s", "quit")...).Run() })
+	return "http://127.0.0.1:" + strconv.Itoa(port) + "/"
+}
+
+// A map keyed by nginxMapKey, with hostnames or without, matches each key's
+// own string (in any case) and nothing else: no key is a parameter
+// (default, include, hostnames, volatile), a regular expression or a
+// wildcard.
+func TestNginxMapKeyIsLiteral(t *testing.T) {
+	t.Parallel()
+	var keys []string
+	var entries strings.Builder
+	for _, k := range []string{"alpha.example", "default", "include", "hostnames", "volatile", "~.", "~*.", "~^", "~*", `\x`, `\`, `x\`, `\"`, `\n`,
+		`a"b`, `"`, "$host", "${x}", "#c", "a;b {c}", "Grüße", "*.w", ".w", "w.*", ""} {
+		q, err := nginxMapKey(k)
+		if err != nil {
+			continue
+		}
+		fmt.Fprintf(&entries, "        %s k%d;\n", q, len(keys))
+		keys = append(keys, k)
+	}
+	url := startNginx(t, fmt.Sprintf("    map $http_x_key $exact {\n        default none;\n%[1]s    }\n"+
+		"    map $http_x_key $hostnames {\n        hostnames;\n        default none;\n%[1]s    }\n", entries.String()),
+		"        return 200 \"$exact $hostnames\";\n")
+	mapped := func(key string) string {
+		req, _ := http.NewRequest("GET", url, nil)
+		if key != "" {
+			req.Header.Set("X-Key", key)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return string(body)
+	}
+	for i, k := range keys {
+		want := fmt.Sprintf("k%d k%d", i, i)
+		if strings.HasSuffix(k, ".") {
+			// A map with hostnames looks a value up without its
+			// trailing dot.
+			want = fmt.Sprintf("k%d none", i)
+		}
+		if got := mapped(k); got != want {
+			t.Errorf("key %q: %q; want %q", k, got, want)
+		}
+	}
+	if got := mapped("ALPHA.Example"); got != "k0 k0" {
+		t.Errorf("ALPHA.Example: %q; want the key alpha.example's k0 k0", got)
+	}
+	for _, other := range []string{"", "other.example", "beta.example", "x", "~", "w", "a.w", "alpha"} {
+		if got := mapped(other); got != "none none" {
+			t.Errorf("%q, which is no key: %q; want the default, none none", other, got)
 		}
 	}
 }
@@ -278,6 +384,8 @@ func TestValueFunctionsAndEndpoint(t *testing.T) {
 		{"ident refused", `{{ident "api v2"}}`, "", `identifier "api v2" refused`},
 		{"nginxString", `{{nginxString (service "web-1").Metadata.path}}`, `"/a b"`, ""},
 		{"haproxyString", `{{haproxyString (service "web-1").Metadata.path}}`, `'/a b'`, ""},
+		{"nginxMapKey", `{{nginxMapKey "default"}}`, `"\\default"`, ""},
+		{"nginxMapKey refused", `{{nginxMapKey "*.example"}}`, "", `map key "*.example" refused`},
 		{"endpoint", `{{range services}}{{with endpoint .}}{{.HostPort}} {{end}}{{end}}`, "10.0.0.1:80 10.0.0.3:80 10.0.0.4:80 10.0.0.5:80 ", ""},
 		{"endpoint of a pointer", `{{(endpoint (service "web-1")).Port}}`, "80", ""},
 		{"number", `{{configOr "/lb/port" "1" | number 1 65535}}`, "8080", ""},

@@ -42,11 +42,11 @@ connection comes from the flags, the config file's [registry], or the SVCREG_*
 variables, in that order.
 
 Registry data is untrusted: templates should pass it through the safe
-functions (endpoints, addr, port, weight, ident, nginxString, haproxyString;
-see the README), which leave a service with refused data out of the render
-and report it in the log, /metrics and /healthz. A render is bounded by
-render_timeout and max_output; env and expandenv do not see SVCREG_API_KEY,
-SVCREG_PASSWORD or SVCREG_TOKEN.
+functions (endpoints, addr, port, weight, ident, nginxString, nginxMapKey,
+haproxyString; see the README), which leave a service with refused data out
+of the render and report it in the log, /metrics and /healthz. A render is
+bounded by render_timeout and max_output; env and expandenv do not see
+SVCREG_API_KEY, SVCREG_PASSWORD or SVCREG_TOKEN.
 
 --print renders every template for the registry's current state and prints
 each full output to stdout; it writes no file and runs no command.
