@@ -167,6 +167,8 @@ func checkIP(field, s string, ip netip.Addr) error {
 		ip = netip.AddrFrom4([4]byte(b[12:]))
 	case sixToFour.Contains(ip):
 		ip = netip.AddrFrom4([4]byte(b[2:6]))
+	case ipv4Compatible.Contains(ip) && ip != netip.IPv6Loopback() && !ip.IsUnspecified():
+		ip = netip.AddrFrom4([4]byte(b[12:]))
 	}
 	switch {
 	case metadataServices[ip]:
@@ -187,11 +189,14 @@ func checkIP(field, s string, ip netip.Addr) error {
 // address in their last four bytes; nat64Local the local-use one, whose
 // operators may put it at any of several places (RFC 6052), so it is
 // refused whole; a 6to4 address (sixToFour) reaches the IPv4 address in
-// its bytes 2 to 5.
+// its bytes 2 to 5; an IPv4-compatible address (deprecated, RFC 4291
+// 2.5.5.1, but still routed over a tunnel where one is set up) in its
+// last four, ::1 and :: aside.
 var (
-	nat64      = netip.MustParsePrefix("64:ff9b::/96")
-	nat64Local = netip.MustParsePrefix("64:ff9b:1::/48")
-	sixToFour  = netip.MustParsePrefix("2002::/16")
+	nat64          = netip.MustParsePrefix("64:ff9b::/96")
+	nat64Local     = netip.MustParsePrefix("64:ff9b:1::/48")
+	sixToFour      = netip.MustParsePrefix("2002::/16")
+	ipv4Compatible = netip.MustParsePrefix("::/96")
 )
 
 // metadataServices are the cloud metadata services outside link-local.
