@@ -245,6 +245,11 @@ func parseServer(raw string, words []string) *server {
 	if err != nil {
 		return bad("its address %q is not an IP address and port (names are resolved at start only)", words[2])
 	}
+	if addr.Zone() != "" {
+		// A zone may hold any character but a space, a ';' that the
+		// CLI reads as the end of a command included.
+		return bad("its address %q has an IPv6 zone", words[2])
+	}
 	p, err := strconv.Atoi(port)
 	if err != nil || p < 1 || p > 65535 {
 		return bad("its address %q has no port from 1 to 65535", words[2])
