@@ -74,6 +74,7 @@ func (s *Server) faultFor(txnID string, err error) *fault {
 	var f *fault
 	var nf *store.NotFoundError
 	var le *store.LimitError
+	var re *store.RateLimitError
 	switch {
 	case errors.As(err, &f):
 		return f
@@ -81,6 +82,8 @@ func (s *Server) faultFor(txnID string, err error) *fault {
 		return &fault{Status: http.StatusNotFound, Type: faultNotFound, Message: "object does not exist", Details: nf.Error()}
 	case errors.As(err, &le):
 		return &fault{Status: http.StatusBadRequest, Type: faultLimitReached, Message: "Resource limit has been reached", Details: le.Error()}
+	case errors.As(err, &re):
+		return rateLimited(re.Limit)
 	case errors.Is(err, store.ErrMarkerExpired):
 		return &fault{Status: http.StatusGone, Type: faultMarkerExpired,
 			Message: "Marker has expired",
@@ -116,6 +119,9 @@ func faultJSON(f *fault, txnID string) []byte {
 // is written here.
 func (s *Server) writeFault(w http.ResponseWriter, rq *request, err error) {
 	f := s.faultFor(rq.txnID, err)
+	if re := (*store.RateLimitError)(nil); errors.As(err, &re) {
+		setRetryAfter(w, re.Wait)
+	}
 	if f.Status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Keystone uri="`+rq.baseURL()+`/v2.0"`)
 	}

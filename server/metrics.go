@@ -3,16 +3,15 @@ package server
 import "github.com/prometheus/client_golang/prometheus"
 
 type serverMetrics struct {
-	requests     *prometheus.CounterVec
-	heartbeats   prometheus.Counter
-	waiting      prometheus.Gauge
-	refused      *prometheus.CounterVec
-	gone         prometheus.Counter
-	dropped      prometheus.Counter
-	movesRefused prometheus.Counter
-	connsOpen    prometheus.Gauge
-	connsIdle    prometheus.Gauge
-	connsClosed  *prometheus.CounterVec
+	requests    *prometheus.CounterVec
+	heartbeats  prometheus.Counter
+	waiting     prometheus.Gauge
+	refused     *prometheus.CounterVec
+	gone        prometheus.Counter
+	dropped     prometheus.Counter
+	connsOpen   prometheus.Gauge
+	connsIdle   prometheus.Gauge
+	connsClosed *prometheus.CounterVec
 }
 
 func newServerMetrics(r prometheus.Registerer) serverMetrics {
@@ -41,10 +40,6 @@ func newServerMetrics(r prometheus.Registerer) serverMetrics {
 			Name: "svcreg_longpolls_answers_dropped_total",
 			Help: "Long-poll answers not written, their connections closed, because the tenant already had as many waiting to be written as it may (its clients do not read them).",
 		}),
-		movesRefused: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "svcreg_heartbeat_moves_refused_total",
-			Help: "Heartbeats refused (rateLimitReached) because their tenant had moved services from other server nodes as fast as it may (the etcd store; --write-rate).",
-		}),
 		connsOpen: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "svcreg_connections_open",
 			Help: "Client connections the HTTP server holds (waiting long-polls not included).",
@@ -59,7 +54,7 @@ func newServerMetrics(r prometheus.Registerer) serverMetrics {
 		}, []string{"reason"}),
 	}
 	if r != nil {
-		r.MustRegister(m.requests, m.heartbeats, m.waiting, m.refused, m.gone, m.dropped, m.movesRefused, m.connsOpen, m.connsIdle, m.connsClosed)
+		r.MustRegister(m.requests, m.heartbeats, m.waiting, m.refused, m.gone, m.dropped, m.connsOpen, m.connsIdle, m.connsClosed)
 	}
 	return m
 }

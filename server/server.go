@@ -89,7 +89,6 @@ type Server struct {
 	metrics serverMetrics
 	rate    *rateLimiter
 	writes  *writeLimiter // nil: no limit
-	moves   *writeLimiter // heartbeats that move a service (moveBudget); nil: no limit
 
 	txnPrefix string
 	txnSeq    atomic.Uint64
@@ -137,7 +136,6 @@ func New(cfg Config) *Server {
 	}
 	if cfg.WriteRate > 0 {
 		s.writes = newWriteLimiter(cfg.WriteRate, cfg.WriteBurst, cfg.Clock)
-		s.moves = newWriteLimiter(cfg.WriteRate, cfg.WriteBurst, cfg.Clock)
 	}
 	s.poller = newPoller(s)
 	registerParked(cfg.Registerer, s.poller.parkedCount)

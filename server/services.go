@@ -144,9 +144,9 @@ func (s *Server) handleServiceDelete(w http.ResponseWriter, rq *request) error {
 // handleHeartbeat is POST /services/{id}/heartbeat (spec §7.7). An id no
 // service can have (spec §5's rule) is a 404, as an unknown one, without
 // asking the store: the store would keep what it learned of each (the etcd
-// store's cache). Heartbeats count against no rate limit, but one that moves
-// its service from another server node spends the tenant's move budget
-// (moveBudget).
+// store's cache). Heartbeats count against no rate limit of the server's;
+// the etcd store limits those that move a service from another node
+// (store.RateLimitError).
 func (s *Server) handleHeartbeat(w http.ResponseWriter, rq *request) error {
 	token, f := validateHeartbeat(rq.body)
 	if f != nil {
@@ -159,11 +159,7 @@ func (s *Server) handleHeartbeat(w http.ResponseWriter, rq *request) error {
 	if checkServiceID(id) != "" {
 		return &store.NotFoundError{Kind: store.KindService, Key: id}
 	}
-	ctx := rq.r.Context()
-	if s.moves != nil {
-		ctx = store.WithMoveBudget(ctx, &moveBudget{s: s, w: w, services: rq.account.Limits.Services})
-	}
-	next, err := s.store.Heartbeat(ctx, rq.tenant, id, token)
+	next, err := s.store.Heartbeat(rq.r.Context(), rq.tenant, id, token)
 	if err != nil {
 		return err
 	}

@@ -41,21 +41,14 @@ func newWriteLimiter(perSecond float64, burst int, now func() time.Time) *writeL
 // take counts one write of the tenant; if the bucket is empty it returns
 // how long until a write is allowed again.
 func (l *writeLimiter) take(tenant string) (wait time.Duration, ok bool) {
-	return l.takeBurst(tenant, l.burst)
-}
-
-// takeBurst is take with the tenant's bucket holding burst.
-func (l *writeLimiter) takeBurst(tenant string, burst int) (wait time.Duration, ok bool) {
-	now := l.now()
 	l.mu.Lock()
 	lim := l.tenants[tenant]
 	if lim == nil {
-		lim = rate.NewLimiter(l.rate, burst)
+		lim = rate.NewLimiter(l.rate, l.burst)
 		l.tenants[tenant] = lim
-	} else if lim.Burst() != burst {
-		lim.SetBurstAt(now, burst)
 	}
 	l.mu.Unlock()
+	now := l.now()
 	if lim.AllowN(now, 1) {
 		return 0, true
 	}
@@ -73,32 +66,16 @@ func (s *Server) limitWrite(w http.ResponseWriter, rq *request, routeName string
 	if ok {
 		return nil
 	}
-	return rateLimited(w, wait, fmt.Sprintf("Limit of %g write requests per second, in bursts of up to %d, has been reached", s.cfg.WriteRate, s.cfg.WriteBurst))
+	setRetryAfter(w, wait)
+	return rateLimited(fmt.Sprintf("Limit of %g write requests per second, in bursts of up to %d, has been reached", s.cfg.WriteRate, s.cfg.WriteBurst))
 }
 
-// rateLimited is the rate-limit fault (spec §3.3), with a Retry-After
-// header of wait.
-func rateLimited(w http.ResponseWriter, wait time.Duration, details string) *fault {
-	w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+// rateLimited is the rate-limit fault (spec §3.3).
+func rateLimited(details string) *fault {
 	return &fault{Status: http.StatusBadRequest, Type: faultRateLimit, Message: "Rate limit has been reached.", Details: details}
 }
 
-// moveBudget is a heartbeat's store.MoveBudget: a tenant's heartbeats may
-// move services from other nodes at the write rate, after a burst of the
-// write burst or the account's service limit, whichever is more, so that
-// every service of a node that stopped can move at once.
-type moveBudget struct {
-	s        *Server
-	w        http.ResponseWriter
-	services int
-}
-
-func (b *moveBudget) Move(tenant string) error {
-	burst := max(b.s.cfg.WriteBurst, b.services)
-	wait, ok := b.s.moves.takeBurst(tenant, burst)
-	if ok {
-		return nil
-	}
-	b.s.metrics.movesRefused.Inc()
-	return rateLimited(b.w, wait, fmt.Sprintf("Limit of %g heartbeats per second that move a service from another server node, in bursts of up to %d, has been reached", b.s.cfg.WriteRate, burst))
+// setRetryAfter tells the client to retry after wait, in whole seconds.
+func setRetryAfter(w http.ResponseWriter, wait time.Duration) {
+	w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
 }

@@ -357,6 +357,18 @@ var (
 	ErrUnavailable = errors.New("store unavailable")
 )
 
+// RateLimitError refuses a call past a rate the store keeps: the etcd
+// store's budget of heartbeats that move a service from another node
+// (heartbeats are outside the server's write limit, and a move writes).
+type RateLimitError struct {
+	// Wait is how long until a call would be allowed again.
+	Wait time.Duration
+	// Limit says which limit, for the fault's details.
+	Limit string
+}
+
+func (e *RateLimitError) Error() string { return e.Limit }
+
 // Object kinds named in NotFoundError, as the API names them.
 const (
 	KindService         = "Service"

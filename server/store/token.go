@@ -67,6 +67,9 @@ func SeqAtOrAfter(s, floor uint32) bool {
 	return (s-floor)&(1<<seqBits-1) < SeqWindow
 }
 
+// SeqSince returns how far s is past from, counting modulo 2^22.
+func SeqSince(s, from uint32) uint32 { return (s - from) & (1<<seqBits - 1) }
+
 // NextSeq returns the sequence number after s.
 func NextSeq(s uint32) uint32 { return (s + 1) & (1<<seqBits - 1) }
 

@@ -1,6 +1,10 @@
 package etcdstore
 
-import "time"
+import (
+	"time"
+
+	"github.com/svcreg/svcreg/server/store"
+)
 
 // Crash stops s as a killed process would stop: its background work ends
 // where it is, and its node key is left for its lease to expire.
@@ -72,3 +76,11 @@ func HeartbeatEntries(s *Store) int {
 
 // AccountKey is the key of the tenant's account in s's registry.
 func AccountKey(s *Store, tenant string) string { return s.k.account(tenant) }
+
+// AdvanceSeq moves the sequence number of the state s holds of a service n
+// ahead, as n heartbeats answered from memory would.
+func AdvanceSeq(s *Store, tenantID, id string, n uint32) {
+	e := s.hb.lock(tenantID, id, s.now())
+	defer e.mu.Unlock()
+	e.mem.Seq = store.NextSeq(e.mem.Seq + n - 1)
+}

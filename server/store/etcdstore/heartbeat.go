@@ -15,6 +15,7 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/time/rate"
 
 	"github.com/svcreg/svcreg/internal/retry"
 	"github.com/svcreg/svcreg/internal/timeuuid"
@@ -485,18 +486,14 @@ func (s *Store) Heartbeat(ctx context.Context, tenantID, id, token string) (stri
 				return "", err
 			}
 			if alive {
-				// Only for a token the holder may have handed out: the
-				// token is checked without it (its MAC and sequence
-				// number), and a move writes etcd, so it is paid for
-				// from the tenant's budget (store.MoveBudget).
-				known := valid && (token == e.hb.Cur || token == e.hb.Prev)
-				if valid && !known {
-					_, known = s.mintedSince(tenantID, id, e, tok)
-				}
-				if !known {
+				// A move writes etcd: only for a token minted for this
+				// service (its MAC; the holder tells after the move
+				// whether it is the newest), and paid for from the
+				// tenant's budget.
+				if !valid || token != e.hb.Cur && token != e.hb.Prev && !s.mintedFor(tenantID, id, e, tok) {
 					return "", notFound
 				}
-				if err := store.SpendMove(ctx, tenantID); err != nil {
+				if err := s.spendMove(tenantID); err != nil {
 					return "", err
 				}
 				if err := s.handOver(ctx, tenantID, id, e.hb); err != nil {
@@ -545,6 +542,47 @@ func (s *Store) mintedSince(tenantID, id string, e *hbEntry, tok timeuuid.UUID) 
 	return seq, ok && store.SeqAtOrAfter(seq, store.NextSeq(e.hb.Seq))
 }
 
+// mintedFor reports whether tok is a token minted for the service's
+// incarnation, at any sequence number. Called with e locked.
+func (s *Store) mintedFor(tenantID, id string, e *hbEntry, tok timeuuid.UUID) bool {
+	_, ok := s.minter.Check(store.TokenKey{Tenant: tenantID, ID: id, Incarnation: e.rec.Incarnation}, tok)
+	return ok
+}
+
+// spendMove takes one move of a service to this node from the tenant's
+// budget (Options.MoveRate), or says how long until one is allowed.
+func (s *Store) spendMove(tenantID string) error {
+	if s.opts.MoveRate < 0 {
+		return nil
+	}
+	t := s.knownTenant(tenantID)
+	acct, _ := t.account()
+	limit := rate.Limit(max(s.opts.MoveRate, float64(acct.Services)/MoveEvery))
+	burst := max(s.opts.MoveBurst, acct.Services)
+	now := s.now()
+	t.mu.Lock()
+	if t.moves == nil {
+		t.moves = rate.NewLimiter(limit, burst)
+	}
+	if t.moves.Limit() != limit {
+		t.moves.SetLimitAt(now, limit)
+	}
+	if t.moves.Burst() != burst {
+		t.moves.SetBurstAt(now, burst)
+	}
+	ok := t.moves.AllowN(now, 1)
+	missing := 1 - t.moves.TokensAt(now)
+	t.mu.Unlock()
+	if ok {
+		return nil
+	}
+	s.metrics.movesRefused.Inc()
+	return &store.RateLimitError{
+		Wait:  time.Duration(missing / float64(limit) * float64(time.Second)),
+		Limit: fmt.Sprintf("Limit of %g heartbeats per second that move a service from another server node, in bursts of up to %d, has been reached", float64(limit), burst),
+	}
+}
+
 // nextBeat is the heartbeat state after a heartbeat with token, whose
 // sequence number is seq, now.
 func (s *Store) nextBeat(tenantID, id string, e *hbEntry, token string, seq uint32) hbRecord {
@@ -573,8 +611,11 @@ func (s *Store) slack(timeout int) time.Duration {
 // the stored deadline keeps the reapers from timing the service out
 // meanwhile. Called with e locked.
 func (s *Store) answerable(ctx context.Context, e *hbEntry, next hbRecord) bool {
-	if next.Deadline > e.hb.Deadline {
-		return false // it must be written
+	if next.Deadline > e.hb.Deadline || store.SeqSince(next.Seq, e.hb.Seq) >= store.SeqWindow/2 {
+		// It must be written: past the stored deadline, or so far past
+		// the stored sequence number that another node would no longer
+		// take the token as newer after this node's death.
+		return false
 	}
 	ok, copied := s.copyTo(ctx, e, next)
 	return ok && (copied || next.Deadline+int64(MinHeartbeatSlack(s.opts)) <= e.hb.Deadline)

@@ -34,7 +34,6 @@ type node struct {
 	t         testing.TB
 	endpoints []string
 	opts      etcdstore.Options
-	api0      server.Config // the server's limits (Store, Auth, Registerer set at start)
 	URL       string
 	addr      string
 
@@ -152,12 +151,6 @@ func startNode(t testing.TB, endpoints []string, opts etcdstore.Options) *node {
 // starts together need not wait for each other.
 func startNodesAt(t testing.TB, opts etcdstore.Options, endpoints ...[]string) []*node {
 	t.Helper()
-	return startServersAt(t, opts, server.Config{}, endpoints...)
-}
-
-// startServersAt is startNodesAt with the servers' limits of cfg.
-func startServersAt(t testing.TB, opts etcdstore.Options, cfg server.Config, endpoints ...[]string) []*node {
-	t.Helper()
 	if opts.Prefix == "" {
 		opts.Prefix = registryPrefix(t)
 	}
@@ -181,7 +174,7 @@ func startServersAt(t testing.TB, opts etcdstore.Options, cfg server.Config, end
 			t.Fatal(err)
 		}
 		lns[i] = ln
-		nodes[i] = &node{t: t, endpoints: eps, opts: opts, api0: cfg, addr: ln.Addr().String(), URL: "http://" + ln.Addr().String()}
+		nodes[i] = &node{t: t, endpoints: eps, opts: opts, addr: ln.Addr().String(), URL: "http://" + ln.Addr().String()}
 	}
 	errs := make([]error, len(nodes))
 	var wg sync.WaitGroup
@@ -219,9 +212,7 @@ func (n *node) start(ln net.Listener) error {
 		return fmt.Errorf("open store: %w", err)
 	}
 	auth := server.NewAuth(server.AuthConfig{Store: st, Dev: true})
-	cfg := n.api0
-	cfg.Store, cfg.Auth, cfg.Registerer = st, auth, reg
-	api := server.New(cfg)
+	api := server.New(server.Config{Store: st, Auth: auth, Registerer: reg})
 	hs := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
 	rctx, rcancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

@@ -8,16 +8,17 @@ import (
 
 type metrics struct {
 	store.Metrics
-	heartbeats  prometheus.Counter
-	inMemory    prometheus.Counter
-	handovers   prometheus.Counter
-	hbBatch     prometheus.Histogram
-	hbWaiting   prometheus.Gauge
-	conflicts   prometheus.Counter
-	rewatches   prometheus.Counter
-	watchStalls prometheus.Counter
-	leaseLost   prometheus.Counter
-	hedges      prometheus.Counter
+	heartbeats   prometheus.Counter
+	inMemory     prometheus.Counter
+	handovers    prometheus.Counter
+	movesRefused prometheus.Counter
+	hbBatch      prometheus.Histogram
+	hbWaiting    prometheus.Gauge
+	conflicts    prometheus.Counter
+	rewatches    prometheus.Counter
+	watchStalls  prometheus.Counter
+	leaseLost    prometheus.Counter
+	hedges       prometheus.Counter
 
 	copyBatch    prometheus.Histogram
 	copyTime     prometheus.Histogram
@@ -41,6 +42,10 @@ func newMetrics(r prometheus.Registerer, hasPeer func() bool) metrics {
 		handovers: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "svcreg_store_heartbeat_handovers_total",
 			Help: "Services this node handed back to etcd because another node needed them.",
+		}),
+		movesRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "svcreg_store_heartbeat_moves_refused_total",
+			Help: "Heartbeats refused (rateLimitReached) because their tenant had moved services to this node from other live nodes as fast as it may.",
 		}),
 		hbBatch: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "svcreg_store_heartbeat_batch_size",
@@ -92,7 +97,7 @@ func newMetrics(r prometheus.Registerer, hasPeer func() bool) metrics {
 	}
 	if r != nil {
 		r.MustRegister(m.Collectors()...)
-		r.MustRegister(m.heartbeats, m.inMemory, m.handovers, m.hbBatch, m.hbWaiting, m.conflicts, m.rewatches, m.watchStalls, m.leaseLost, m.hedges, m.copyBatch, m.copyTime, m.copyFailures, m.copyRefusals)
+		r.MustRegister(m.heartbeats, m.inMemory, m.handovers, m.movesRefused, m.hbBatch, m.hbWaiting, m.conflicts, m.rewatches, m.watchStalls, m.leaseLost, m.hedges, m.copyBatch, m.copyTime, m.copyFailures, m.copyRefusals)
 		r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "svcreg_store_heartbeat_copy_peer",
 			Help: "1 while this node has a peer to copy the heartbeats it answers from memory to; 0 with copies off, no other node, or none reachable: a service whose client dies with this node then times out up to the heartbeat slack late.",

@@ -2,9 +2,9 @@ package etcdstore_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/svcreg/svcreg/internal/etcdtest"
-	"github.com/svcreg/svcreg/server"
 	"github.com/svcreg/svcreg/server/store"
 	"github.com/svcreg/svcreg/server/store/etcdstore"
 )
@@ -12,53 +12,56 @@ import (
 // A heartbeat that reaches a node other than its service's live holder
 // moves the service, which writes etcd (about three writes: the request,
 // the holder's hand-over, the new holder's commit). Heartbeats are outside
-// the write limit, so the moves are paid for from a budget of their own:
-// one account alternating its heartbeats between two nodes gets
-// rateLimitReached, with Retry-After, once it has moved as many services
-// as its burst allows at each node (each node counts its own), and etcd's
-// writes stay bounded by that, while
-// heartbeats at the holder stay answered from memory. The refused
-// heartbeat's token still works.
+// the write limit, so the moves are paid for from a budget of their own,
+// which each node keeps: one account alternating its heartbeats between
+// two nodes gets rateLimitReached, with Retry-After, once it has moved as
+// many services as its bursts allow, and etcd's writes stay bounded by
+// that, while heartbeats at the holder stay answered from memory. The
+// refused heartbeat's token still works.
 func TestMovesSpendTheTenantsBudget(t *testing.T) {
 	t.Parallel()
 	c := etcdtest.Start(t, etcdtest.Options{})
 	const burst = 5
-	endpoints := [][]string{c.Endpoints(), c.Endpoints()}
-	// The burst is the account's service limit, more than the write
-	// burst: every service of a node that stopped may move at once. A
-	// rate of one move in 1000 s: none comes back meanwhile.
-	n := startServersAt(t, etcdstore.Options{DefaultLimits: store.Limits{Services: burst, ConfigValues: 10}},
-		server.Config{WriteRate: 0.001, WriteBurst: 2}, endpoints...)
+	// The rate is the account's one live service over MoveEvery, a move
+	// every 5 s: a slow run may earn one or two more.
+	n := startNodes(t, c, 2, etcdstore.Options{MoveRate: 0.001, MoveBurst: burst})
 	peerOf(t, n[0], n)
 	peerOf(t, n[1], n)
 	u := login(t, n[0], "mover")
 	tok := u.create(n[0], "svc-1", 30)
 	tok = u.heartbeat(n[0], "svc-1", tok)
 
-	before := etcdRevision(t, c)
-	at := 0 // the node holding svc-1
-	for i := range 2 * burst {
-		at = 1 - at
-		tok = u.heartbeat(n[at], "svc-1", tok)
-		if i == 0 {
-			// The first move asks n[0] to hand over; etcd's revision
-			// tells what one move writes.
-			t.Logf("one move: %d etcd writes", etcdRevision(t, c)-before)
+	start, before := time.Now(), etcdRevision(t, c)
+	at, moves := 0, 0 // the node holding svc-1, and the moves made
+	var refused reply
+	for refused.code == 0 && moves < 100 {
+		r, err := u.try(n[1-at], "POST", "/services/svc-1/heartbeat", map[string]string{"token": tok})
+		switch {
+		case err != nil:
+			t.Fatal(err)
+		case r.code == 200:
+			var out struct{ Token string }
+			r.json(&out)
+			tok, at = out.Token, 1-at
+			moves++
+		default:
+			refused = r
 		}
 	}
-	moved := etcdRevision(t, c)
-	r, err := u.try(n[1-at], "POST", "/services/svc-1/heartbeat", map[string]string{"token": tok})
-	if err != nil {
-		t.Fatal(err)
+	earned := int(2*time.Since(start).Seconds()/etcdstore.MoveEvery) + 2
+	if refused.code != 400 || refused.faultType() != "rateLimitReached" || refused.header.Get("Retry-After") == "" {
+		t.Fatalf("after %d moves: %d %s (Retry-After %q); want 400 rateLimitReached with Retry-After",
+			moves, refused.code, refused.body, refused.header.Get("Retry-After"))
 	}
-	if r.code != 400 || r.faultType() != "rateLimitReached" || r.header.Get("Retry-After") == "" {
-		t.Fatalf("move past the budget of %d at each node: %d %s (Retry-After %q); want 400 rateLimitReached with Retry-After",
-			burst, r.code, r.body, r.header.Get("Retry-After"))
+	if moves < 2*burst || moves > 2*burst+earned {
+		t.Errorf("%d moves before the first refusal, want %d (a burst of %d at each of 2 nodes) to %d", moves, 2*burst, burst, 2*burst+earned)
 	}
-	if got := n[1-at].metric("svcreg_heartbeat_moves_refused_total"); got != 1 {
-		t.Errorf("svcreg_heartbeat_moves_refused_total = %v, want 1", got)
+	t.Logf("%d moves: %d etcd writes", moves, etcdRevision(t, c)-before)
+	if got := n[1-at].metric("svcreg_store_heartbeat_moves_refused_total"); got != 1 {
+		t.Errorf("svcreg_store_heartbeat_moves_refused_total = %v, want 1", got)
 	}
 	// The holder answers the same token, and many more, from memory.
+	moved := etcdRevision(t, c)
 	for range 20 {
 		tok = u.heartbeat(n[at], "svc-1", tok)
 	}
@@ -70,6 +73,28 @@ func TestMovesSpendTheTenantsBudget(t *testing.T) {
 	vtok := v.create(n[0], "svc-1", 30)
 	vtok = v.heartbeat(n[0], "svc-1", vtok)
 	v.heartbeat(n[1], "svc-1", vtok)
+}
+
+// The tokens a holder hands out from memory move the service to another
+// node, and a retry of the token just used, at the node the service left,
+// gets the same next token.
+func TestMovesTakeTokensFromMemory(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.Start(t, etcdtest.Options{})
+	n := startNodes(t, c, 2, etcdstore.Options{})
+	peerOf(t, n[0], n)
+	peerOf(t, n[1], n)
+	u := login(t, n[0], "memory-mover")
+	tok := u.heartbeat(n[0], "svc-1", u.create(n[0], "svc-1", 30))
+	for range 3 {
+		tok = u.heartbeat(n[0], "svc-1", tok) // from memory
+	}
+	used := tok
+	next := u.heartbeat(n[1], "svc-1", used)
+	if again := u.heartbeat(n[0], "svc-1", used); again != next {
+		t.Errorf("the retry of %s at the node the service left got %s, want %s", used, again, next)
+	}
+	u.heartbeat(n[1], "svc-1", next)
 }
 
 // A heartbeat at a node other than the holder, with a token the holder
@@ -118,4 +143,26 @@ func TestForgedTokenMovesNothing(t *testing.T) {
 	if after := etcdRevision(t, c); after != before {
 		t.Errorf("a heartbeat at the holder after them moved etcd from revision %d to %d", before, after)
 	}
+}
+
+// A holder writes a heartbeat, rather than answer it from memory, once the
+// token it would hand out is half the window of sequence numbers past the
+// stored one: should it die, another node takes a token as newer than the
+// stored one only within that window (services heartbeating tens of times
+// a second for a long slack come that far).
+func TestHolderWritesBeforeItsTokensLeaveTheWindow(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.Start(t, etcdtest.Options{})
+	n := startNodes(t, c, 2, etcdstore.Options{PeerListen: "off"})
+	u := login(t, n[0], "window")
+	tok := u.heartbeat(n[0], "svc-1", u.create(n[0], "svc-1", 30))
+	tok = u.heartbeat(n[0], "svc-1", tok) // from memory
+	etcdstore.AdvanceSeq(n[0].st, u.tenant, "svc-1", store.SeqWindow)
+	before := etcdRevision(t, c)
+	tok = u.heartbeat(n[0], "svc-1", tok)
+	if etcdRevision(t, c) == before {
+		t.Errorf("a heartbeat %d sequence numbers past the stored one was answered from memory", store.SeqWindow)
+	}
+	n[0].crash()
+	u.heartbeat(n[1], "svc-1", tok)
 }

@@ -41,6 +41,7 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/crypto/chacha20poly1305"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -146,6 +147,16 @@ type Options struct {
 	// on its way go in the next batch without waiting.
 	// DefaultCopyLinger if zero; negative sends at once.
 	CopyLinger time.Duration
+	// MoveRate is how many heartbeats a second may move a tenant's
+	// services to this node from other live nodes (a move writes etcd
+	// about three times, and heartbeats count against no other limit),
+	// or one for every MoveEvery of its live services if that is more,
+	// after a burst of MoveBurst or its live services, whichever is
+	// more. Past it a heartbeat gets a *store.RateLimitError.
+	// DefaultMoveRate if zero; no limit if negative.
+	MoveRate float64
+	// MoveBurst: DefaultMoveBurst if not positive.
+	MoveBurst int
 }
 
 // Store is the etcd store. Open it with Open.
@@ -239,6 +250,19 @@ const DefaultHeartbeatLinger = 20 * time.Millisecond
 // DefaultCopyLinger is Options.CopyLinger's default.
 const DefaultCopyLinger = 2 * time.Millisecond
 
+// Defaults of Options.MoveRate and MoveBurst, the server's write limit's.
+const (
+	DefaultMoveRate  = 20
+	DefaultMoveBurst = 1000
+)
+
+// MoveEvery is how many live services of a tenant earn it one move a
+// second beyond MoveRate: with the spec's shortest timeout (3 s) a client
+// heartbeats every 1.8 s (§11.2), so behind a balancer that picks a node per
+// request a service moves at most every 1.8 s, and each of two or more
+// nodes takes at most a quarter of those moves.
+const MoveEvery = 5
+
 // MaxHeartbeatSlack is the largest HeartbeatSlack Open takes.
 const MaxHeartbeatSlack = 24 * time.Hour
 
@@ -315,6 +339,12 @@ func Open(ctx context.Context, cli *clientv3.Client, opts Options) (*Store, erro
 		opts.HeartbeatLinger = DefaultHeartbeatLinger
 	}
 	opts.HeartbeatLinger = min(opts.HeartbeatLinger, opts.RequestTimeout/2)
+	if opts.MoveRate == 0 {
+		opts.MoveRate = DefaultMoveRate
+	}
+	if opts.MoveBurst <= 0 {
+		opts.MoveBurst = DefaultMoveBurst
+	}
 	if opts.CopyLinger == 0 {
 		opts.CopyLinger = DefaultCopyLinger
 	}
@@ -614,6 +644,9 @@ type tenant struct {
 	// appended says this node appended events since the event cap last
 	// looked at the tenant.
 	appended atomic.Bool
+	// moves is the tenant's budget of heartbeats that move a service to
+	// this node (spendMove); nil until the first. Under mu.
+	moves *rate.Limiter
 }
 
 // observe records an account value seen at mod revision rev (from a read,
