@@ -9,6 +9,17 @@ import (
 	"github.com/svcreg/svcreg/server/store/etcdstore"
 )
 
+// peered starts two nodes with opts over an etcd cluster of their own,
+// each the other's peer for copies, and logs name in.
+func peered(t *testing.T, opts etcdstore.Options, name string) (*etcdtest.Cluster, []*node, *user) {
+	t.Helper()
+	c := etcdtest.Start(t, etcdtest.Options{})
+	n := startNodes(t, c, 2, opts)
+	peerOf(t, n[0], n)
+	peerOf(t, n[1], n)
+	return c, n, login(t, n[0], name)
+}
+
 // A heartbeat that reaches a node other than its service's live holder
 // moves the service, which writes etcd (about three writes: the request,
 // the holder's hand-over, the new holder's commit). Heartbeats are outside
@@ -20,14 +31,10 @@ import (
 // refused heartbeat's token still works.
 func TestMovesSpendTheTenantsBudget(t *testing.T) {
 	t.Parallel()
-	c := etcdtest.Start(t, etcdtest.Options{})
 	const burst = 5
 	// The rate is the account's one live service over MoveEvery, a move
 	// every 5 s: a slow run may earn one or two more.
-	n := startNodes(t, c, 2, etcdstore.Options{MoveRate: 0.001, MoveBurst: burst})
-	peerOf(t, n[0], n)
-	peerOf(t, n[1], n)
-	u := login(t, n[0], "mover")
+	c, n, u := peered(t, etcdstore.Options{MoveRate: 0.001, MoveBurst: burst}, "mover")
 	tok := u.create(n[0], "svc-1", 30)
 	tok = u.heartbeat(n[0], "svc-1", tok)
 
@@ -80,11 +87,7 @@ func TestMovesSpendTheTenantsBudget(t *testing.T) {
 // gets the same next token.
 func TestMovesTakeTokensFromMemory(t *testing.T) {
 	t.Parallel()
-	c := etcdtest.Start(t, etcdtest.Options{})
-	n := startNodes(t, c, 2, etcdstore.Options{})
-	peerOf(t, n[0], n)
-	peerOf(t, n[1], n)
-	u := login(t, n[0], "memory-mover")
+	_, n, u := peered(t, etcdstore.Options{}, "memory-mover")
 	tok := u.heartbeat(n[0], "svc-1", u.create(n[0], "svc-1", 30))
 	for range 3 {
 		tok = u.heartbeat(n[0], "svc-1", tok) // from memory
@@ -103,11 +106,7 @@ func TestMovesTakeTokensFromMemory(t *testing.T) {
 // is.
 func TestForgedTokenMovesNothing(t *testing.T) {
 	t.Parallel()
-	c := etcdtest.Start(t, etcdtest.Options{})
-	n := startNodes(t, c, 2, etcdstore.Options{})
-	peerOf(t, n[0], n)
-	peerOf(t, n[1], n)
-	u := login(t, n[0], "forger")
+	c, n, u := peered(t, etcdstore.Options{}, "forger")
 	// A token of the service's earlier incarnation, and one of another
 	// service.
 	earlier := u.heartbeat(n[0], "svc-1", u.create(n[0], "svc-1", 30))
