@@ -79,6 +79,17 @@ func isTerminal(w io.Writer) bool {
 	return ok && isTTY(f.Fd())
 }
 
+// termWriter writes through termText, to a terminal: for output that
+// registry text may have written.
+type termWriter struct{ w io.Writer }
+
+func (t termWriter) Write(p []byte) (int, error) {
+	if _, err := io.WriteString(t.w, termText(string(p))); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
 // termText is a message that may hold registry text (a registry's fault
 // message, say) as it may reach a terminal: its lines and tabs kept, any
 // other character that is not printable (an escape sequence, a C1

@@ -49,7 +49,10 @@ bounded by render_timeout and max_output; env and expandenv do not see
 SVCREG_API_KEY, SVCREG_PASSWORD or SVCREG_TOKEN.
 
 --print renders every template for the registry's current state and prints
-each full output to stdout; it writes no file and runs no command.
+each full output to stdout; it writes no file and runs no command. On a
+terminal, --print and --dry show control characters and the like (which
+registry data may put in a template's output) as escapes, with backslashes
+doubled; piped, they write the output as rendered.
 
 With --listen (or the config's listen), / is a read-only status page: the
 sync state, each reload group's last render, check, install and reload, the
@@ -178,14 +181,21 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	health := render.NewHealth()
 	health.Watch = w.Status
 	renderer := render.NewRenderer(log, render.NewMetrics(reg), health)
-	renderer.Dry, renderer.DryOut, renderer.NoReload = f.dry, stdout, f.noReload
+	// --print and --dry show rendered text, which registry data may have
+	// written (a template may put metadata in raw): escaped on a terminal,
+	// as rendered when piped.
+	shown := stdout
+	if isTerminal(stdout) {
+		shown = termWriter{stdout}
+	}
+	renderer.Dry, renderer.DryOut, renderer.NoReload = f.dry, shown, f.noReload
 	renderer.Status = render.NewStatus()
 	loop := &render.Loop{Renderer: renderer, Source: w}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if f.print {
-		return runPrint(ctx, log, w, renderer, set, f.onceTimeout, stdout)
+		return runPrint(ctx, log, w, renderer, set, f.onceTimeout, shown)
 	}
 	if f.once {
 		return runOnce(ctx, log, w, loop, set, f.onceTimeout)

@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/svcreg/svcreg/internal/testserver"
 )
 
 // config get writes a value as stored when piped, and quoted, escapes
@@ -43,6 +46,38 @@ func TestConfigGetOnATerminal(t *testing.T) {
 	}
 	if !strings.Contains(hostileNote, "shown escaped") || plainNote != "" {
 		t.Errorf("standard error %q for the escaped value, %q for the plain one; want a note for the first only", hostileNote, plainNote)
+	}
+}
+
+// template --print shows on a terminal what a template rendered from
+// registry data, with escapes for what would drive the terminal, and
+// writes it as rendered when piped.
+func TestTemplatePrintOnATerminal(t *testing.T) {
+	t.Parallel()
+	srv, c, _ := registryEnv(t, testserver.Options{}, "print-tty")
+	createService(t, c, "web-1", 120, nil, map[string]string{"note": "\x1b]0;owned\a\x1b[2J"})
+	tmpl := filepath.Join(t.TempDir(), "raw.tmpl")
+	if err := os.WriteFile(tmpl, []byte(`{{range services}}{{.ID}} {{index .Metadata "note"}}{{end}}`+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	print := func(stdout io.Writer) {
+		var stderr bytes.Buffer
+		if code := Main(context.Background(), []string{"template", "--print", "--template", tmpl + ":" + tmpl + ".out",
+			"--url", srv.APIURL, "--username", "print-tty", "--api-key", "dev"}, nil, stdout, &stderr); code != 0 {
+			t.Fatalf("template --print: exit %d, %s", code, stderr.String())
+		}
+	}
+	pty, tty := openPTY(t)
+	print(tty)
+	tty.Close()
+	shown, _ := io.ReadAll(pty)
+	if want := `web-1 \x1b]0;owned\a\x1b[2J` + "\r\n"; !strings.HasSuffix(string(shown), want) {
+		t.Errorf("template --print on a terminal shows %q; want it to end in %q", shown, want)
+	}
+	var piped bytes.Buffer
+	print(&piped)
+	if want := "web-1 \x1b]0;owned\a\x1b[2J\n"; !strings.HasSuffix(piped.String(), want) {
+		t.Errorf("template --print, piped: %q; want it to end in %q, as rendered", piped.String(), want)
 	}
 }
 
