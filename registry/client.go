@@ -238,11 +238,24 @@ func (c *Client) send(ctx context.Context, method, u, token string, body []byte,
 		return resp.Header, newError(resp, data)
 	}
 	if out != nil && resp.StatusCode != http.StatusNoContent {
-		if err := json.NewDecoder(capped(resp.Body, maxAnswer)).Decode(out); err != nil && !errors.Is(err, io.EOF) {
+		dec := json.NewDecoder(capped(resp.Body, maxAnswer))
+		if s, ok := out.(streamDecoder); ok {
+			err = s.decodeStream(dec)
+		} else {
+			err = dec.Decode(out)
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
 			return resp.Header, fmt.Errorf("registry: %s %s: decode answer: %w", method, u, err)
 		}
 	}
 	return resp.Header, nil
+}
+
+// streamDecoder is an answer that decodes itself as it is read, such as a
+// list page, which stops at the values it may hold rather than decode
+// whatever a registry sends. An empty body is io.EOF, as for Decode.
+type streamDecoder interface {
+	decodeStream(dec *json.Decoder) error
 }
 
 // maxAnswer bounds an answer the client decodes: a page of the largest

@@ -39,7 +39,7 @@ func (c *Client) ListConfigPage(ctx context.Context, opts ConfigListOptions) (Pa
 		// As the Node client's listForNamespace: "/configuration/ns/".
 		path += "/" + pathEscapeID(ns) + "/"
 	}
-	return getPage[ConfigValue](ctx, c, path, pageQuery(opts.Marker, opts.Limit))
+	return getPage[ConfigValue](ctx, c, path, pageQuery(opts.Marker, opts.Limit), opts.Limit)
 }
 
 // configPath is the URL path of one value: "/configuration/" + id, so a

@@ -71,8 +71,8 @@ func (c *Client) ListEventsPage(ctx context.Context, opts EventListOptions) (Eve
 	if opts.Wait > 0 {
 		q.Set("wait", opts.Wait.String())
 	}
-	var env listEnvelope[Event]
-	h, err := c.do(ctx, call{method: "GET", path: "/events", query: q}, &env)
+	env := newListEnvelope[Event](opts.Limit)
+	h, err := c.do(ctx, call{method: "GET", path: "/events", query: q}, env)
 	if err != nil {
 		return EventPage{}, err
 	}

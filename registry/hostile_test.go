@@ -3,6 +3,7 @@ package registry_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -98,5 +99,76 @@ func TestRedirectsStayOnTheHost(t *testing.T) {
 	}
 	if moved.Load() != 2 {
 		t.Errorf("redirects on the same host that arrived with the token: %d, want 2", moved.Load())
+	}
+}
+
+// A registry that sends more values than a page's limit, such as 63 MiB
+// of {}, which decode to 22 million services, is refused at the first
+// value past the limit: the client neither decodes nor reads the rest. A
+// page of exactly the limit is a page.
+func TestPageLargerThanItsLimit(t *testing.T) {
+	t.Parallel()
+	var written atomic.Int64
+	done := make(chan struct{}, 1)
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if r.URL.Query().Get("limit") == "3" {
+			io.WriteString(w, `{"values":[{"id":"a"},{"id":"b"},{"id":"c"}],"metadata":{"next_marker":null}}`)
+			return
+		}
+		defer func() { done <- struct{}{} }()
+		io.WriteString(w, `{"values":[`)
+		chunk := strings.Repeat(`{},`, 64<<10)
+		for range 63 << 20 / len(chunk) {
+			n, err := io.WriteString(w, chunk)
+			written.Add(int64(n))
+			if err != nil {
+				return
+			}
+		}
+		io.WriteString(w, `{}],"metadata":{"next_marker":null}}`)
+	}))
+	defer api.Close()
+	c, err := registry.New(registry.Config{URL: api.URL + "/v1.0", Token: "t", Tenant: "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	if p, err := c.ListServicesPage(ctx, registry.ServiceListOptions{Limit: 3}); err != nil || len(p.Values) != 3 {
+		t.Fatalf("a page of its limit: %d values, %v", len(p.Values), err)
+	}
+	for _, tt := range []struct {
+		name  string
+		limit int
+		list  func(limit int) error
+	}{
+		{"services", 10, func(limit int) error {
+			_, err := c.ListServicesPage(ctx, registry.ServiceListOptions{Limit: limit})
+			return err
+		}},
+		{"configuration", 10, func(limit int) error {
+			_, err := c.ListConfigPage(ctx, registry.ConfigListOptions{Limit: limit})
+			return err
+		}},
+		{"events, without a limit (at most 1000)", 0, func(limit int) error {
+			_, err := c.ListEventsPage(ctx, registry.EventListOptions{Limit: limit})
+			return err
+		}},
+	} {
+		written.Store(0)
+		err := tt.list(tt.limit)
+		want := tt.limit
+		if want == 0 {
+			want = 1000
+		}
+		if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("a page of more than the %d values asked for", want)) {
+			t.Errorf("%s: a page of 22 million values: %v; want it refused past %d", tt.name, err, want)
+		}
+		<-done
+		// What the connection's buffers took, not the 63 MiB.
+		if n := written.Load(); n > 32<<20 {
+			t.Errorf("%s: the client read %d MiB of the page; want it to stop past the limit", tt.name, n>>20)
+		}
 	}
 }

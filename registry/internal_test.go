@@ -1,10 +1,13 @@
 package registry
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 )
@@ -124,5 +127,102 @@ func TestNewError(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// endlessList is a list answer whose values never end: {"values":[{},{},…
+// It counts the bytes read from it.
+type endlessList struct{ read int64 }
+
+func (r *endlessList) Read(p []byte) (int, error) {
+	const head, item = `{"values":[`, `{},`
+	for i := range p {
+		if at := r.read + int64(i); at < int64(len(head)) {
+			p[i] = head[at]
+		} else {
+			p[i] = item[(at-int64(len(head)))%int64(len(item))]
+		}
+	}
+	r.read += int64(len(p))
+	return len(p), nil
+}
+
+// A page is decoded value by value and refused at the first value past
+// its limit: what the registry sends after it is neither decoded nor read.
+func TestPageStopsAtItsLimit(t *testing.T) {
+	t.Parallel()
+	for _, limit := range []int{0, 1, 10, 1000} {
+		var r endlessList
+		env := newListEnvelope[Service](limit)
+		err := env.decodeStream(json.NewDecoder(capped(&r, maxAnswer)))
+		want := limit
+		if limit == 0 {
+			want = maxPageLimit
+		}
+		var tooLong errPageTooLong
+		if !errors.As(err, &tooLong) || tooLong.limit != want {
+			t.Errorf("limit %d: %v; want the page refused past %d values", limit, err, want)
+		}
+		// The decoder reads ahead by its buffer, a few KiB.
+		if read := r.read; read > 64<<10 {
+			t.Errorf("limit %d: %d bytes read; want decoding to stop past the limit", limit, read)
+		}
+	}
+}
+
+// A list answer cut short is an error, not a shorter list, and an empty
+// body or null holds no list (getPage says so).
+func TestPageDecodeStream(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		body   string
+		values int // -1: none
+		next   string
+		err    bool
+	}{
+		{``, -1, "", true},
+		{`null`, -1, "", false},
+		{`{}`, -1, "", false},
+		{`{"values":null}`, -1, "", false},
+		{`{"values":[]}`, 0, "", false},
+		{`{"metadata":{"next_marker":"b","count":2},"values":[{"id":"a"},{"id":"a2"}],"other":{"x":[1]}}`, 2, "b", false},
+		{`{"Values":[{"id":"a"}],"METADATA":{"next_marker":"b"}}`, 1, "b", false},
+		{`{"values":[{"id":"a"},`, 0, "", true},
+		{`{"values":[{"id":"a"}`, 0, "", true},
+		{`{"values":[{"id":"a"}]`, 0, "", true},
+		{`{"values":[{"id":"a"} {"id":"b"}]}`, 0, "", true},
+		{`{"values":{}}`, 0, "", true},
+		{`[]`, 0, "", true},
+		{`{"values":[],"values":[]}`, 0, "", true},
+		{`{"values":[1]}`, 0, "", true},
+	}
+	for _, tt := range tests {
+		env := newListEnvelope[Service](2)
+		err := env.decodeStream(json.NewDecoder(strings.NewReader(tt.body)))
+		if tt.body == `` {
+			// An empty body: io.EOF, which send takes for no answer.
+			if err != io.EOF {
+				t.Errorf("an empty body: %v, want io.EOF", err)
+			}
+			continue
+		}
+		if (err != nil) != tt.err {
+			t.Errorf("%s: error %v, want an error: %v", tt.body, err, tt.err)
+			continue
+		}
+		if err != nil {
+			continue
+		}
+		n := -1
+		if env.Values != nil {
+			n = len(*env.Values)
+		}
+		next := ""
+		if env.Metadata.NextMarker != nil {
+			next = *env.Metadata.NextMarker
+		}
+		if n != tt.values || next != tt.next {
+			t.Errorf("%s: %d values, next %q; want %d, %q", tt.body, n, next, tt.values, tt.next)
+		}
 	}
 }

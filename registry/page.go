@@ -2,10 +2,14 @@ package registry
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"iter"
 	"net/url"
 	"strconv"
+	"strings"
 )
 
 // Page is one page of a list (spec §6.5).
@@ -22,14 +26,117 @@ type Page[T any] struct {
 	FeedMarker string
 }
 
-// listEnvelope is the wire form of a list answer.
+// maxPageLimit is the largest page the API serves (spec §10.1): the most
+// values a page asked for without a limit may hold.
+const maxPageLimit = 1000
+
+// listEnvelope is the wire form of a list answer. It decodes itself from
+// the answer's stream (see decodeStream), holding at most the limit asked
+// for.
 type listEnvelope[T any] struct {
 	// Values is a pointer so that an answer without them (a proxy's page,
 	// an empty body) is told from an empty list.
-	Values   *[]T `json:"values"`
+	Values   *[]T
 	Metadata struct {
 		NextMarker *string `json:"next_marker"`
-	} `json:"metadata"`
+	}
+	// limit is the page size asked for; 0 for the registry's default.
+	limit int
+}
+
+// newListEnvelope returns the envelope of a page asked for with limit.
+func newListEnvelope[T any](limit int) *listEnvelope[T] { return &listEnvelope[T]{limit: limit} }
+
+// errPageTooLong is a page with more values than were asked for.
+type errPageTooLong struct{ limit int }
+
+func (e errPageTooLong) Error() string {
+	return fmt.Sprintf("the registry sent a page of more than the %d values asked for: a page holds at most its limit, so the registry is at fault (refused without decoding the rest)", e.limit)
+}
+
+// decodeStream decodes {"values":[…],"metadata":{…}} value by value and
+// fails at the first value past the limit asked for (or maxPageLimit), so
+// that a registry that sends more, millions of {} in 64 MiB, costs no
+// more than a full page. Keys match as encoding/json matches them; other
+// keys are skipped.
+func (e *listEnvelope[T]) decodeStream(dec *json.Decoder) error {
+	t, err := dec.Token()
+	if err != nil || t == nil {
+		return err // io.EOF for an empty body; null holds no list
+	}
+	if t != json.Delim('{') {
+		return fmt.Errorf("a list answer is a JSON object, not %v", t)
+	}
+	for {
+		t, err := nextToken(dec)
+		if err != nil {
+			return err
+		}
+		key, _ := t.(string) // an object's keys are strings
+		switch {
+		case t == json.Delim('}'):
+			return nil
+		case strings.EqualFold(key, "values"):
+			err = e.decodeValues(dec)
+		case strings.EqualFold(key, "metadata"):
+			err = dec.Decode(&e.Metadata)
+		default:
+			var skip json.RawMessage
+			err = dec.Decode(&skip)
+		}
+		if err != nil {
+			return unexpectedEOF(err)
+		}
+	}
+}
+
+// decodeValues decodes the values list, up to the page's limit.
+func (e *listEnvelope[T]) decodeValues(dec *json.Decoder) error {
+	if e.Values != nil {
+		return errors.New(`two "values" lists in one answer`)
+	}
+	t, err := nextToken(dec)
+	if err != nil || t == nil {
+		return err
+	}
+	if t != json.Delim('[') {
+		return fmt.Errorf(`"values" is a JSON list, not %v`, t)
+	}
+	limit := e.limit
+	if limit <= 0 {
+		limit = maxPageLimit
+	}
+	values := []T{}
+	for dec.More() {
+		if len(values) == limit {
+			return errPageTooLong{limit}
+		}
+		var zero T
+		values = append(values, zero) // decoded in place: no copy per value
+		if err := dec.Decode(&values[len(values)-1]); err != nil {
+			return err
+		}
+	}
+	if _, err := nextToken(dec); err != nil { // the closing ]
+		return err
+	}
+	e.Values = &values
+	return nil
+}
+
+// nextToken is dec.Token inside a value, where the input's end is a
+// truncated answer, not an empty one.
+func nextToken(dec *json.Decoder) (json.Token, error) {
+	t, err := dec.Token()
+	return t, unexpectedEOF(err)
+}
+
+// unexpectedEOF turns io.EOF into io.ErrUnexpectedEOF.
+func unexpectedEOF(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
 }
 
 // pageQuery is the query of a list request.
@@ -44,10 +151,10 @@ func pageQuery(marker string, limit int) url.Values {
 	return q
 }
 
-// getPage fetches one page of a list.
-func getPage[T any](ctx context.Context, c *Client, path string, q url.Values) (Page[T], error) {
-	var env listEnvelope[T]
-	h, err := c.do(ctx, call{method: "GET", path: path, query: q}, &env)
+// getPage fetches one page of a list, asked for with limit.
+func getPage[T any](ctx context.Context, c *Client, path string, q url.Values, limit int) (Page[T], error) {
+	env := newListEnvelope[T](limit)
+	h, err := c.do(ctx, call{method: "GET", path: path, query: q}, env)
 	if err != nil {
 		return Page[T]{}, err
 	}

@@ -41,7 +41,7 @@ func (c *Client) ListServicesPage(ctx context.Context, opts ServiceListOptions) 
 	if opts.Tag != "" {
 		q.Set("tag", opts.Tag)
 	}
-	return getPage[Service](ctx, c, "/services", q)
+	return getPage[Service](ctx, c, "/services", q, opts.Limit)
 }
 
 // GetService returns one service (spec §7.3); ErrNotFound if it does not
