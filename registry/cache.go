@@ -100,9 +100,10 @@ func (sc *ServicesCache) view(cs CachedServices, now time.Time, err error) Cache
 // fetch lists every page and records the result.
 func (sc *ServicesCache) fetch(ctx context.Context) (CachedServices, error) {
 	var cs CachedServices
-	marker, first := "", true
-	for {
-		p, err := sc.c.ListServicesPage(ctx, ServiceListOptions{Tag: sc.opts.Tag, Marker: marker, Limit: 1000})
+	first := true
+	for p, err := range pages(ctx, "", sc.c.maxListItems, func(ctx context.Context, marker string) (Page[Service], error) {
+		return sc.c.ListServicesPage(ctx, ServiceListOptions{Tag: sc.opts.Tag, Marker: marker, Limit: 1000})
+	}) {
 		if err != nil {
 			sc.mu.Lock()
 			sc.lastErr, sc.retryAt = err, time.Now().Add(sc.bo.Next())
@@ -113,10 +114,6 @@ func (sc *ServicesCache) fetch(ctx context.Context) (CachedServices, error) {
 			cs.FeedMarker, first = p.FeedMarker, false
 		}
 		cs.Services = append(cs.Services, p.Values...)
-		if p.NextMarker == "" || p.NextMarker == marker {
-			break
-		}
-		marker = p.NextMarker
 	}
 	cs.FetchedAt = time.Now()
 	sc.mu.Lock()

@@ -63,7 +63,20 @@ type Config struct {
 	HTTPClient *http.Client `toml:"-"`
 	// UserAgent replaces the default "svcreg/<version>".
 	UserAgent string `toml:"-"`
+	// MaxListItems bounds one list that follows next_marker from page to
+	// page (ListServices, ListConfig, ListEvents, a ServicesCache's
+	// fetch): past it, the list ends with an error rather than hold what
+	// a registry that pages without end sends. Each page counts as at
+	// least one item. DefaultMaxListItems if 0.
+	MaxListItems int `toml:"-"`
 }
+
+// DefaultMaxListItems is the default Config.MaxListItems: 500 times the
+// services an account holds by default (200; svcreg server
+// --service-limit), 100 times its configuration values (1000;
+// --config-limit) and 10 times the events it keeps (10000; --max-events),
+// which is some hundreds of megabytes of the largest services.
+const DefaultMaxListItems = 100000
 
 // Client calls the Service Registry API. It is safe for concurrent use.
 // Every method takes a context first; list methods return iterators that
@@ -75,6 +88,8 @@ type Client struct {
 	transport *http.Transport // ours, nil if the caller gave HTTPClient
 	userAgent string
 	auth      *authenticator
+	// maxListItems is Config.MaxListItems, defaulted.
+	maxListItems int
 }
 
 // New returns a Client. It checks the configuration but sends nothing;
@@ -95,7 +110,10 @@ func New(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{base: base, hc: cfg.HTTPClient, userAgent: cfg.UserAgent, auth: auth}
+	c := &Client{base: base, hc: cfg.HTTPClient, userAgent: cfg.UserAgent, auth: auth, maxListItems: cfg.MaxListItems}
+	if c.maxListItems <= 0 {
+		c.maxListItems = DefaultMaxListItems
+	}
 	if c.userAgent == "" {
 		c.userAgent = "svcreg/" + moduleVersion()
 	}

@@ -24,7 +24,7 @@ type ConfigListOptions struct {
 // ordered by id, following next_marker from page to page (spec §7.8). An
 // error ends the sequence.
 func (c *Client) ListConfig(ctx context.Context, opts ConfigListOptions) iter.Seq2[ConfigValue, error] {
-	return all(ctx, opts.Marker, func(ctx context.Context, marker string) (Page[ConfigValue], error) {
+	return all(ctx, opts.Marker, c.maxListItems, func(ctx context.Context, marker string) (Page[ConfigValue], error) {
 		o := opts
 		o.Marker = marker
 		return c.ListConfigPage(ctx, o)

@@ -13,8 +13,9 @@
 // only when Region asks for it: never to a host the Config does not name.
 //
 // Every call takes a context first. Lists are iterators that follow
-// next_marker through every page; the Page calls return one page with the
-// X-Registry-Marker to watch the feed from. Faults come back as *Error,
+// next_marker through every page, up to Config.MaxListItems values; the
+// Page calls return one page with the X-Registry-Marker to watch the feed
+// from. A page with more values than its limit is refused. Faults come back as *Error,
 // which matches ErrNotFound, ErrServiceExists, ErrLimitReached,
 // ErrRateLimited, ErrUnauthorized and ErrMarkerExpired with errors.Is.
 //

@@ -47,7 +47,7 @@ type EventPage struct {
 // following next_marker from page to page (spec §7.11). An error ends the
 // sequence. To follow the feed as it grows, use Watch.
 func (c *Client) ListEvents(ctx context.Context, opts EventListOptions) iter.Seq2[Event, error] {
-	return all(ctx, opts.Marker, func(ctx context.Context, marker string) (Page[Event], error) {
+	return all(ctx, opts.Marker, c.maxListItems, func(ctx context.Context, marker string) (Page[Event], error) {
 		o := opts
 		if marker != opts.Marker {
 			// A later page starts at an event not seen yet, which a

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -171,4 +172,82 @@ func TestPageLargerThanItsLimit(t *testing.T) {
 			t.Errorf("%s: the client read %d MiB of the page; want it to stop past the limit", tt.name, n>>20)
 		}
 	}
+}
+
+// A registry that pages without end, with a new next_marker on every page,
+// ends a list with an error once it passes Config.MaxListItems, rather
+// than grow it until memory runs out; empty pages count too, so that they
+// do not page for ever. Each list that follows pages: the three iterators
+// and a ServicesCache's fetch.
+func TestListWithoutEnd(t *testing.T) {
+	t.Parallel()
+	for _, perPage := range []int{10, 0} {
+		t.Run(fmt.Sprintf("%d per page", perPage), func(t *testing.T) {
+			t.Parallel()
+			var requests atomic.Int64
+			api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				n := requests.Add(1)
+				values := strings.TrimSuffix(strings.Repeat(`{"id":"x","type":"service.join","payload":{}},`, perPage), ",")
+				next := fmt.Sprintf("%q", fmt.Sprint("m", n))
+				if n > 1000 { // for ever, as far as the test goes
+					next = "null"
+				}
+				fmt.Fprintf(w, `{"values":[%s],"metadata":{"next_marker":%s}}`, values, next)
+			}))
+			defer api.Close()
+			const maxItems = 95
+			c, err := registry.New(registry.Config{URL: api.URL + "/v1.0", Token: "t", Tenant: "1", MaxListItems: maxItems})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			ctx := context.Background()
+			lists := map[string]func() (int, error){
+				"services": func() (int, error) {
+					return count(c.ListServices(ctx, registry.ServiceListOptions{Limit: 10}))
+				},
+				"configuration": func() (int, error) {
+					return count(c.ListConfig(ctx, registry.ConfigListOptions{Limit: 10}))
+				},
+				"events": func() (int, error) {
+					return count(c.ListEvents(ctx, registry.EventListOptions{Limit: 10}))
+				},
+			}
+			// A page that would take the list past the bound is refused whole.
+			wantItems, wantRequests := maxItems/10*10, int64(maxItems/10+1)
+			if perPage == 0 {
+				wantItems, wantRequests = 0, maxItems+1
+			}
+			for name, list := range lists {
+				requests.Store(0)
+				n, err := list()
+				if err == nil || !strings.Contains(err.Error(), "the list went past 95 values") || !strings.Contains(err.Error(), "pages without end") {
+					t.Errorf("%s: %d values, then %v; want the list refused past %d", name, n, err, maxItems)
+				}
+				if n != wantItems || requests.Load() != wantRequests {
+					t.Errorf("%s: %d values in %d requests; want %d in %d", name, n, requests.Load(), wantItems, wantRequests)
+				}
+			}
+			requests.Store(0)
+			cache := registry.NewServicesCache(c, registry.CacheOptions{})
+			if got, err := cache.Get(ctx); err == nil || !strings.Contains(err.Error(), "pages without end") {
+				t.Errorf("a cache's fetch: %d services, %v; want the list refused", len(got.Services), err)
+			}
+			if requests.Load() > wantRequests {
+				t.Errorf("a cache's fetch: %d requests; want at most %d", requests.Load(), wantRequests)
+			}
+		})
+	}
+}
+
+// count counts a list's values up to its first error.
+func count[T any](seq iter.Seq2[T, error]) (int, error) {
+	n := 0
+	for _, err := range seq {
+		if err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
 }

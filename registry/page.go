@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"iter"
 	"net/url"
@@ -174,15 +175,10 @@ func errNotAList(path string) error {
 	return fmt.Errorf("registry: GET %s: a successful answer without a list (a proxy's page or an empty body?)", path)
 }
 
-// all yields the values of every page, fetching the next page with
-// fetch(marker) while the last one named a next marker. An error is
-// yielded once and ends the sequence; so does a next marker that came
-// before (a registry that pages in a loop).
-func all[T any](ctx context.Context, marker string, fetch func(ctx context.Context, marker string) (Page[T], error)) iter.Seq2[T, error] {
+// all yields the values of every page (see pages).
+func all[T any](ctx context.Context, marker string, maxItems int, fetch func(ctx context.Context, marker string) (Page[T], error)) iter.Seq2[T, error] {
 	return func(yield func(T, error) bool) {
-		seen := map[string]bool{marker: true}
-		for {
-			p, err := fetch(ctx, marker)
+		for p, err := range pages(ctx, marker, maxItems, fetch) {
 			if err != nil {
 				var zero T
 				yield(zero, err)
@@ -193,15 +189,43 @@ func all[T any](ctx context.Context, marker string, fetch func(ctx context.Conte
 					return
 				}
 			}
-			if p.NextMarker == "" {
+		}
+	}
+}
+
+// pages yields every page of a list, fetching the next page with
+// fetch(marker) while the last one named a next marker. An error is
+// yielded once and ends the sequence: fetch's; a next marker that came
+// before (a registry that pages in a loop); or a page that takes the list
+// past maxItems values (a registry that pages without end, each time with
+// a new marker), where every page counts as at least one value, so that
+// empty pages end too. The markers seen are kept as hashes: a registry's
+// long markers do not add up.
+func pages[T any](ctx context.Context, marker string, maxItems int, fetch func(ctx context.Context, marker string) (Page[T], error)) iter.Seq2[Page[T], error] {
+	return func(yield func(Page[T], error) bool) {
+		seed := maphash.MakeSeed()
+		seen := map[uint64]bool{maphash.String(seed, marker): true}
+		items := 0
+		for {
+			p, err := fetch(ctx, marker)
+			if err == nil {
+				if items += max(len(p.Values), 1); items > maxItems {
+					err = fmt.Errorf("registry: the list went past %d values, the most a list takes (Config.MaxListItems): the registry pages without end", maxItems)
+				}
+			}
+			if err != nil {
+				yield(Page[T]{}, err)
 				return
 			}
-			if seen[p.NextMarker] {
-				var zero T
-				yield(zero, fmt.Errorf("registry: the list's next_marker %q came back: the registry pages in a loop", p.NextMarker))
+			if !yield(p, nil) || p.NextMarker == "" {
 				return
 			}
-			seen[p.NextMarker] = true
+			h := maphash.String(seed, p.NextMarker)
+			if seen[h] {
+				yield(Page[T]{}, fmt.Errorf("registry: the list's next_marker %q came back: the registry pages in a loop", p.NextMarker))
+				return
+			}
+			seen[h] = true
 			marker = p.NextMarker
 		}
 	}

@@ -25,7 +25,7 @@ type ServiceListOptions struct {
 //		…
 //	}
 func (c *Client) ListServices(ctx context.Context, opts ServiceListOptions) iter.Seq2[Service, error] {
-	return all(ctx, opts.Marker, func(ctx context.Context, marker string) (Page[Service], error) {
+	return all(ctx, opts.Marker, c.maxListItems, func(ctx context.Context, marker string) (Page[Service], error) {
 		o := opts
 		o.Marker = marker
 		return c.ListServicesPage(ctx, o)

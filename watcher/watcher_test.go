@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"net/http"
@@ -417,19 +418,55 @@ func TestWatcherListLoopingPages(t *testing.T) {
 		fmt.Fprintf(w, `{"values":[{"id":"svc-x","heartbeat_timeout":30}],"metadata":{"next_marker":%q}}`, next)
 	}))
 	t.Cleanup(api.Close)
-	c, err := registry.New(registry.Config{URL: api.URL + "/v1.0", Token: "t", Tenant: "1"})
+	listRefused(t, registry.Config{URL: api.URL + "/v1.0", Token: "t", Tenant: "1"}, "pages in a loop")
+}
+
+// listRefused runs a watcher of the registry cfg names, and waits for its
+// list to fail with an error that says want; nothing is published.
+func listRefused(t *testing.T, cfg registry.Config, want string) {
+	t.Helper()
+	c, err := registry.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	w := start(t, watcher.Config{Client: c})
 	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(w.Status().LastError, "pages in a loop") {
+	for !strings.Contains(w.Status().LastError, want) {
 		if time.Now().After(deadline) {
-			t.Fatalf("the watcher's last error %q; want the loop's", w.Status().LastError)
+			t.Fatalf("the watcher's last error %q; want one that says %q", w.Status().LastError, want)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	if s := w.Snapshot(); s != nil && s.Synced {
-		t.Error("a list that paged in a loop was published")
+		t.Errorf("a list that failed (%s) was published", want)
+	}
+}
+
+// A registry that pages without end, with a new next_marker on every
+// page, fails the list once it passes the client's bound, rather than
+// grow it until the list's timeout: the services after the first page,
+// the configuration, and the feed's changes made while listing.
+func TestWatcherListWithoutEnd(t *testing.T) {
+	t.Parallel()
+	for _, endless := range []string{"/services", "/configuration", "/events"} {
+		t.Run(endless, func(t *testing.T) {
+			t.Parallel()
+			var pages atomic.Int64 // a fresh next_marker on every page
+			api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("X-Registry-Marker", "6ba7b810-9dad-11d1-80b4-00c04fd430c8")
+				if !strings.HasSuffix(r.URL.Path, endless) {
+					io.WriteString(w, `{"values":[],"metadata":{"next_marker":null}}`)
+					return
+				}
+				n := pages.Add(1)
+				values := `{"id":"svc-x","heartbeat_timeout":30}`
+				if endless == "/events" {
+					values = `{"id":"6ba7b810-9dad-11d1-80b4-00c04fd430c8","type":"service.join","payload":{"id":"svc-x"}}`
+				}
+				fmt.Fprintf(w, `{"values":[%s],"metadata":{"next_marker":"m%d"}}`, values, n)
+			}))
+			t.Cleanup(api.Close)
+			listRefused(t, registry.Config{URL: api.URL + "/v1.0", Token: "t", Tenant: "1", MaxListItems: 500}, "pages without end")
+		})
 	}
 }
