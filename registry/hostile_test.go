@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/svcreg/svcreg/registry"
 )
@@ -250,4 +251,74 @@ func count[T any](seq iter.Seq2[T, error]) (int, error) {
 		n++
 	}
 	return n, nil
+}
+
+// A registry that answers the feed at once with nothing new is not polled
+// in a tight loop, however it says so: empty pages that name a fresh next
+// page, a long-poll answered at once with a wait it claims to have
+// applied, or both in turn. A long-poll that waited its wait (the one
+// asked for, or the registry's shorter cap) for nothing is followed by the
+// next at once.
+func TestFeedEmptyAnswers(t *testing.T) {
+	t.Parallel()
+	const empty = `{"values":[],"metadata":{"next_marker":null}}`
+	tests := []struct {
+		name     string
+		wait     time.Duration // the feed's Wait
+		answer   func(w http.ResponseWriter, r *http.Request, n int64)
+		min, max int64 // polls in 3 seconds
+	}{
+		{"empty pages naming a next one", 30 * time.Second, func(w http.ResponseWriter, r *http.Request, n int64) {
+			w.Header().Set("X-Registry-Wait", r.URL.Query().Get("wait"))
+			fmt.Fprintf(w, `{"values":[],"metadata":{"next_marker":"m%d"}}`, n)
+		}, 1, 5},
+		{"a wait of a nanosecond, claimed", 30 * time.Second, func(w http.ResponseWriter, r *http.Request, n int64) {
+			w.Header().Set("X-Registry-Wait", "1ns")
+			io.WriteString(w, empty)
+		}, 1, 5},
+		{"a long-poll answered at once naming a next page, which is empty", 30 * time.Second, func(w http.ResponseWriter, r *http.Request, n int64) {
+			if r.URL.Query().Get("wait") == "" {
+				io.WriteString(w, empty)
+				return
+			}
+			w.Header().Set("X-Registry-Wait", r.URL.Query().Get("wait"))
+			fmt.Fprintf(w, `{"values":[],"metadata":{"next_marker":"m%d"}}`, n)
+		}, 1, 5},
+		{"long-polls that wait", 150 * time.Millisecond, func(w http.ResponseWriter, r *http.Request, n int64) {
+			time.Sleep(150 * time.Millisecond)
+			w.Header().Set("X-Registry-Wait", "150ms")
+			io.WriteString(w, empty)
+		}, 12, 21},
+		{"long-polls that wait the registry's cap", 10 * time.Second, func(w http.ResponseWriter, r *http.Request, n int64) {
+			time.Sleep(1100 * time.Millisecond)
+			w.Header().Set("X-Registry-Wait", "1.1s")
+			io.WriteString(w, empty)
+		}, 3, 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var polls atomic.Int64
+			api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				tt.answer(w, r, polls.Add(1))
+			}))
+			defer api.Close()
+			c, err := registry.New(registry.Config{URL: api.URL + "/v1.0", Token: "t", Tenant: "1"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			// A long backoff, which shows as missing polls where the feed
+			// must ask again at once.
+			feed := c.NewFeed("", registry.WatchOptions{Wait: tt.wait, MinBackoff: time.Second, PollInterval: 5 * time.Second})
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			if ev, err := feed.Next(ctx); !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("Next = %+v, %v; want nothing until the deadline", ev, err)
+			}
+			if n := polls.Load(); n < tt.min || n > tt.max {
+				t.Errorf("%d polls in 3 seconds; want %d..%d", n, tt.min, tt.max)
+			}
+		})
+	}
 }

@@ -24,7 +24,12 @@ type WatchOptions struct {
 	// Type, if set, watches only events of this type.
 	Type EventType
 	// MinBackoff and MaxBackoff bound the jittered, doubling delay between
-	// polls after an error; 100ms and 15s if 0.
+	// polls after an error; 100ms and 15s if 0. An answer with nothing
+	// new that came at once (an empty page that names a next one, a
+	// long-poll answered well before its wait, a registry shutting down)
+	// is followed after a delay that doubles the same way from MinBackoff
+	// up to PollInterval; a long-poll that waited its wait, or brought
+	// events, is followed at once.
 	MinBackoff, MaxBackoff time.Duration
 	// OnError, if set, is told of every error the watcher retries, with
 	// the delay before the next poll. It is called from Next.
@@ -219,25 +224,34 @@ func (w *Feed) poll(ctx context.Context) error {
 	if page.NextMarker == opts.Marker {
 		w.next = "" // a marker that does not move would loop
 	}
-	if len(events) > 0 || w.next != "" || opts.Wait == 0 {
-		w.quickBo.Reset()
-		return nil
-	}
-	// Nothing new, and a long-poll was asked for.
 	switch {
-	case page.Closing:
-		// It is shutting down: ask again soon, on a new connection.
+	case len(events) > 0:
+		w.quickBo.Reset()
+	case w.next != "" || opts.Wait == 0 || page.Closing:
+		// Nothing new, answered at once: a page that names a next one, a
+		// next page (asked for without a wait), or a registry shutting
+		// down (ask again on a new connection). Ask again soon, but not in
+		// a tight loop should the registry answer so without end.
 		w.pollDelay = w.quickBo.Next()
 	case page.Wait <= 0:
 		// The registry does not long-poll, or refused to wait: poll.
 		w.pollDelay = retry.Jitter(w.opts.PollInterval, 0.2)
-	case now.Sub(start) < page.Wait/2:
+	case now.Sub(start) < min(opts.Wait, max(page.Wait, minTrustedWait))/2:
 		// It said it waited but answered early with nothing (it is
-		// shutting down, or something between cuts long requests): do
-		// not spin.
+		// shutting down, something between cuts long requests, or it
+		// claims a wait it did not apply): do not spin.
 		w.pollDelay = w.quickBo.Next()
 	default:
+		// A long-poll that waited its wait for nothing: the next one at
+		// once.
 		w.quickBo.Reset()
 	}
 	return nil
 }
+
+// minTrustedWait is the shortest wait a registry's X-Registry-Wait is
+// taken at when it tells whether a long-poll answered early: a registry
+// that says it waited a nanosecond and answers at once is not polled in a
+// tight loop. A registry that applies less than the wait asked for (its
+// cap) is otherwise trusted.
+const minTrustedWait = time.Second
