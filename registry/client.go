@@ -68,7 +68,7 @@ type Config struct {
 	// fetch): past it, the list ends with an error rather than hold what
 	// a registry that pages without end sends. Each page counts as at
 	// least one item. DefaultMaxListItems if 0.
-	MaxListItems int `toml:"-"`
+	MaxListItems int `toml:"max_list_items"`
 }
 
 // DefaultMaxListItems is the default Config.MaxListItems: 500 times the
