@@ -432,7 +432,7 @@ func (s *Store) Heartbeat(ctx context.Context, tenantID, id, token string) (stri
 					s.metrics.inMemory.Inc()
 					return next.Cur, nil
 				}
-				if !held || next.Deadline > e.hb.Deadline {
+				if !held || mustWrite(e, next) {
 					// Written, and not copied yet (answerable copies
 					// only what may be answered from memory): the peer
 					// learns of it first. It gives a live holder only a
@@ -556,11 +556,10 @@ func (s *Store) spendMove(tenantID string) error {
 		return nil
 	}
 	t := s.knownTenant(tenantID)
-	acct, _ := t.account()
-	limit := rate.Limit(max(s.opts.MoveRate, float64(acct.Services)/MoveEvery))
-	burst := max(s.opts.MoveBurst, acct.Services)
-	now := s.now()
 	t.mu.Lock()
+	now, live := s.now(), t.acct.Services
+	limit := rate.Limit(max(s.opts.MoveRate, float64(live)/MoveEvery))
+	burst := max(s.opts.MoveBurst, live)
 	if t.moves == nil {
 		t.moves = rate.NewLimiter(limit, burst)
 	}
@@ -602,6 +601,15 @@ func (s *Store) slack(timeout int) time.Duration {
 	return DefaultHeartbeatSlack(s.opts, timeout)
 }
 
+// mustWrite reports whether the heartbeat state next of a service this
+// node holds must be written, not answered from memory: its deadline is
+// past the stored one, or its sequence number so far past the stored one
+// that another node would no longer take its token as newer should this
+// node die. Called with e locked.
+func mustWrite(e *hbEntry, next hbRecord) bool {
+	return next.Deadline > e.hb.Deadline || store.SeqSince(next.Seq, e.hb.Seq) >= store.SeqWindow/2
+}
+
 // answerable reports whether this node, holding e, may answer the
 // heartbeat whose state is next from memory: its deadline is within the
 // stored one, and a peer took its copy. Without a peer's copy, only while
@@ -611,10 +619,7 @@ func (s *Store) slack(timeout int) time.Duration {
 // the stored deadline keeps the reapers from timing the service out
 // meanwhile. Called with e locked.
 func (s *Store) answerable(ctx context.Context, e *hbEntry, next hbRecord) bool {
-	if next.Deadline > e.hb.Deadline || store.SeqSince(next.Seq, e.hb.Seq) >= store.SeqWindow/2 {
-		// It must be written: past the stored deadline, or so far past
-		// the stored sequence number that another node would no longer
-		// take the token as newer after this node's death.
+	if mustWrite(e, next) {
 		return false
 	}
 	ok, copied := s.copyTo(ctx, e, next)

@@ -155,13 +155,21 @@ func TestHolderWritesBeforeItsTokensLeaveTheWindow(t *testing.T) {
 	n := startNodes(t, c, 2, etcdstore.Options{PeerListen: "off"})
 	u := login(t, n[0], "window")
 	tok := u.heartbeat(n[0], "svc-1", u.create(n[0], "svc-1", 30))
-	tok = u.heartbeat(n[0], "svc-1", tok) // from memory
-	etcdstore.AdvanceSeq(n[0].st, u.tenant, "svc-1", store.SeqWindow)
+	tok = u.heartbeat(n[0], "svc-1", tok) // from memory: the stored one's + 1
+	// The next token 2 + the advance past the stored one.
+	etcdstore.AdvanceSeq(n[0].st, u.tenant, "svc-1", store.SeqWindow/2-3)
 	before := etcdRevision(t, c)
 	tok = u.heartbeat(n[0], "svc-1", tok)
-	if etcdRevision(t, c) == before {
-		t.Errorf("a heartbeat %d sequence numbers past the stored one was answered from memory", store.SeqWindow)
+	if after := etcdRevision(t, c); after != before {
+		t.Errorf("a heartbeat %d sequence numbers past the stored one was written", store.SeqWindow/2-1)
 	}
+	tok = u.heartbeat(n[0], "svc-1", tok)
+	if etcdRevision(t, c) == before {
+		t.Errorf("a heartbeat %d sequence numbers past the stored one was answered from memory", store.SeqWindow/2)
+	}
+	// After the holder's death, another node takes the token it answered
+	// from memory last, one past the stored one.
+	tok = u.heartbeat(n[0], "svc-1", tok)
 	n[0].crash()
 	u.heartbeat(n[1], "svc-1", tok)
 }

@@ -257,11 +257,12 @@ const (
 )
 
 // MoveEvery is how many live services of a tenant earn it one move a
-// second beyond MoveRate: with the spec's shortest timeout (3 s) a client
-// heartbeats every 1.8 s (§11.2), so behind a balancer that picks a node per
-// request a service moves at most every 1.8 s, and each of two or more
-// nodes takes at most a quarter of those moves.
-const MoveEvery = 5
+// second beyond MoveRate. The official clients heartbeat every 1.8 s or
+// more on average (spec §11.2: 1.8 s at the shortest timeout, 3 s; 2.0 s
+// at 9 s, jittered), so even a balancer that sends a service's heartbeats
+// to two nodes in turn brings each one move every 3.6 s a service at most,
+// on average; the burst takes the jitter.
+const MoveEvery = 3
 
 // MaxHeartbeatSlack is the largest HeartbeatSlack Open takes.
 const MaxHeartbeatSlack = 24 * time.Hour
