@@ -78,6 +78,10 @@ type Config struct {
 // which is some hundreds of megabytes of the largest services.
 const DefaultMaxListItems = 100000
 
+// MaxListItems is Config.MaxListItems, defaulted: the most values one list
+// holds. A Watcher bounds its snapshot by it too.
+func (c *Client) MaxListItems() int { return c.maxListItems }
+
 // Client calls the Service Registry API. It is safe for concurrent use.
 // Every method takes a context first; list methods return iterators that
 // follow next_marker through every page; errors from the registry are

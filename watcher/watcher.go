@@ -285,10 +285,14 @@ func (w *Watcher) follow(ctx context.Context, marker string) string {
 			batch = append(batch, ev)
 		}
 		if err := w.apply(batch, feed.LastSuccess()); err != nil {
+			w.failed(err)
+			if errors.As(err, new(*tooManyError)) {
+				w.log.Error("the registry's events would hold more than a list may; listing again", "err", err)
+				return "too-many"
+			}
 			// Skipping the event would leave the snapshot silently apart
 			// from the registry until the next periodic list.
 			w.metrics.undecodable.Inc()
-			w.failed(err)
 			w.log.Error("an event from the registry could not be decoded; listing again", "err", err)
 			return "undecodable-event"
 		}
@@ -305,6 +309,12 @@ func (w *Watcher) apply(events []registry.Event, contact time.Time) error {
 	cur := w.Snapshot()
 	next, _, err := cur.Apply(events, time.Now())
 	w.metrics.events.Add(float64(len(events)))
+	if max := w.cfg.Client.MaxListItems(); next.services.len() > max || next.config.len() > max {
+		// A registry that sends new services without end (a list would
+		// have failed past the bound) would grow the snapshot until the
+		// next periodic list: it stays as it was.
+		return &tooManyError{max}
+	}
 	w.mu.Lock()
 	w.status.Marker = next.Marker
 	w.status.LastContact = contact
@@ -312,6 +322,14 @@ func (w *Watcher) apply(events []registry.Event, contact time.Time) error {
 	w.mu.Unlock()
 	w.Put(next)
 	return err
+}
+
+// tooManyError is a snapshot that events took past the client's
+// MaxListItems services or configuration values.
+type tooManyError struct{ max int }
+
+func (e *tooManyError) Error() string {
+	return fmt.Sprintf("the events took the snapshot past %d services or configuration values, the most a list takes (registry.Config.MaxListItems)", e.max)
 }
 
 // failed records an error talking to the registry.
@@ -355,7 +373,7 @@ func newWatcherMetrics(r prometheus.Registerer, lastContact func() float64) watc
 			Name: "svcreg_watcher_last_contact_timestamp_seconds", Help: "When the registry last answered the watcher (an empty long-poll counts)."},
 			lastContact),
 		resyncs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "svcreg_watcher_lists_total", Help: "Full lists of the registry, by reason (start, periodic, outage, marker-expired, feed-error, undecodable-event)."},
+			Name: "svcreg_watcher_lists_total", Help: "Full lists of the registry, by reason (start, periodic, outage, marker-expired, feed-error, undecodable-event, too-many)."},
 			[]string{"reason"}),
 		events: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "svcreg_watcher_events_total", Help: "Events applied from the feed."}),

@@ -442,6 +442,49 @@ func listRefused(t *testing.T, cfg registry.Config, want string) {
 	}
 }
 
+// A registry whose feed brings new services without end does not grow
+// the snapshot past the client's bound: the batch that would take it past
+// is not applied, and the watcher lists again (and again), its snapshot
+// never over the bound.
+func TestWatcherFeedWithoutEnd(t *testing.T) {
+	t.Parallel()
+	var joins atomic.Int64
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Registry-Marker", "6ba7b810-9dad-11d1-80b4-00c04fd430c8")
+		if !strings.HasSuffix(r.URL.Path, "/events") {
+			io.WriteString(w, `{"values":[],"metadata":{"next_marker":null}}`)
+			return
+		}
+		var b strings.Builder
+		for i := range 100 {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			fmt.Fprintf(&b, `{"id":"6ba7b810-9dad-11d1-80b4-00c04fd430c8","type":"service.join","payload":{"id":"svc-%d","heartbeat_timeout":30}}`, joins.Add(1))
+		}
+		fmt.Fprintf(w, `{"values":[%s],"metadata":{"next_marker":null}}`, b.String())
+	}))
+	t.Cleanup(api.Close)
+	c, err := registry.New(registry.Config{URL: api.URL + "/v1.0", Token: "t", Tenant: "1", MaxListItems: 500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := start(t, watcher.Config{Client: c})
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(w.Status().LastError, "past 500") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the watcher's last error %q after %d joins; want one that says the snapshot would pass 500", w.Status().LastError, joins.Load())
+		}
+		if s := w.Snapshot(); s != nil && len(s.Services()) > 500 {
+			t.Fatalf("the snapshot holds %d services, past the bound of 500", len(s.Services()))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if s := w.Snapshot(); s == nil || len(s.Services()) > 500 {
+		t.Errorf("the snapshot after the refusal: %v", s)
+	}
+}
+
 // A registry that pages without end, with a new next_marker on every
 // page, fails the list once it passes the client's bound, rather than
 // grow it until the list's timeout: the services after the first page,
