@@ -129,12 +129,12 @@ func (w *Watcher) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if reason != "feed-error" && reason != "undecodable-event" {
+		if reason != "feed-error" && reason != "undecodable-event" && reason != "too-many" {
 			backoff.Reset()
 			continue
 		}
-		// The registry lists but refuses the feed, or sends what cannot be
-		// decoded: do not spin.
+		// The registry lists but refuses the feed, sends what cannot be
+		// decoded, or more than a list may hold: do not spin.
 		if retry.Sleep(ctx, backoff.Next()) != nil {
 			return nil
 		}
@@ -191,6 +191,11 @@ func (w *Watcher) list(ctx context.Context) (*Snapshot, error) {
 	if err != nil {
 		w.metrics.undecodable.Inc()
 		return nil, fmt.Errorf("read the feed's changes made while listing: %w", err)
+	}
+	if max := c.MaxListItems(); snap.services.len() > max || snap.config.len() > max {
+		// The first page and the changes made while listing are outside
+		// the pager's count.
+		return nil, fmt.Errorf("%w; if the registry holds that many, raise [registry] max_list_items", &tooManyError{max})
 	}
 	return snap, nil
 }
@@ -308,13 +313,13 @@ func (w *Watcher) follow(ctx context.Context, marker string) string {
 func (w *Watcher) apply(events []registry.Event, contact time.Time) error {
 	cur := w.Snapshot()
 	next, _, err := cur.Apply(events, time.Now())
-	w.metrics.events.Add(float64(len(events)))
-	if max := w.cfg.Client.MaxListItems(); next.services.len() > max || next.config.len() > max {
+	if max := w.cfg.Client.MaxListItems(); grownPast(next.services.len(), cur.services.len(), max) || grownPast(next.config.len(), cur.config.len(), max) {
 		// A registry that sends new services without end (a list would
 		// have failed past the bound) would grow the snapshot until the
 		// next periodic list: it stays as it was.
 		return &tooManyError{max}
 	}
+	w.metrics.events.Add(float64(len(events)))
 	w.mu.Lock()
 	w.status.Marker = next.Marker
 	w.status.LastContact = contact
@@ -323,6 +328,9 @@ func (w *Watcher) apply(events []registry.Event, contact time.Time) error {
 	w.Put(next)
 	return err
 }
+
+// grownPast reports whether a count that was was has grown to n, past max.
+func grownPast(n, was, max int) bool { return n > max && n > was }
 
 // tooManyError is a snapshot that events took past the client's
 // MaxListItems services or configuration values.

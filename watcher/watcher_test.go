@@ -444,13 +444,16 @@ func listRefused(t *testing.T, cfg registry.Config, want string) {
 
 // A registry whose feed brings new services without end does not grow
 // the snapshot past the client's bound: the batch that would take it past
-// is not applied, and the watcher lists again (and again), its snapshot
-// never over the bound.
+// is not applied, and the watcher lists again (and again, backing off),
+// its snapshot never over the bound.
 func TestWatcherFeedWithoutEnd(t *testing.T) {
 	t.Parallel()
-	var joins atomic.Int64
+	var joins, lists atomic.Int64
 	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Registry-Marker", "6ba7b810-9dad-11d1-80b4-00c04fd430c8")
+		if strings.HasSuffix(r.URL.Path, "/services") {
+			lists.Add(1)
+		}
 		if !strings.HasSuffix(r.URL.Path, "/events") {
 			io.WriteString(w, `{"values":[],"metadata":{"next_marker":null}}`)
 			return
@@ -482,6 +485,59 @@ func TestWatcherFeedWithoutEnd(t *testing.T) {
 	}
 	if s := w.Snapshot(); s == nil || len(s.Services()) > 500 {
 		t.Errorf("the snapshot after the refusal: %v", s)
+	}
+	// Backing off from 100 ms, doubling: about five lists in 2 s.
+	from := lists.Load()
+	time.Sleep(2 * time.Second)
+	if n := lists.Load() - from; n > 10 {
+		t.Errorf("%d lists in 2 s after the first refusal; want the watcher to back off", n)
+	}
+}
+
+// A registry that holds more services than the client's bound cannot be
+// listed (the error says what to raise); one at the bound is followed,
+// removals and configuration changes included, without listing again.
+func TestWatcherAtTheBound(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	c := func(user string) *registry.Client {
+		c, err := registry.New(registry.Config{URL: srv.APIURL, AuthURL: srv.AuthURL, Username: user, APIKey: "dev", MaxListItems: 5})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	over, at := c("over-the-bound"), c("at-the-bound")
+	ctx := context.Background()
+	for i := range 6 {
+		if _, err := over.CreateService(ctx, registry.Service{ID: fmt.Sprintf("svc-%d", i), HeartbeatTimeout: 120}); err != nil {
+			t.Fatal(err)
+		}
+		if i < 5 {
+			if _, err := at.CreateService(ctx, registry.Service{ID: fmt.Sprintf("svc-%d", i), HeartbeatTimeout: 120}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	listRefused(t, registry.Config{URL: srv.APIURL, AuthURL: srv.AuthURL, Username: "over-the-bound", APIKey: "dev", MaxListItems: 5}, "max_list_items")
+
+	reg := prometheus.NewRegistry()
+	w := start(t, watcher.Config{Client: at, Registerer: reg})
+	eventually(t, w, "the first sync", func(s *watcher.Snapshot) bool { return s.Synced && len(s.Services()) == 5 })
+	if err := at.DeleteService(ctx, "svc-0"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		if err := at.SetConfig(ctx, fmt.Sprintf("key-%d", i), "v"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, w, "the changes", func(s *watcher.Snapshot) bool {
+		_, ok := s.Config("key-4")
+		return len(s.Services()) == 4 && ok
+	})
+	if n := testserver.Metric(t, reg, "svcreg_watcher_lists_total"); n != 1 {
+		t.Errorf("%v lists, want the first only", n)
 	}
 }
 
