@@ -6,6 +6,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/svcreg/svcreg/internal/retry"
 )
 
@@ -25,11 +27,13 @@ type WatchOptions struct {
 	Type EventType
 	// MinBackoff and MaxBackoff bound the jittered, doubling delay between
 	// polls after an error; 100ms and 15s if 0. An answer with nothing
-	// new that came at once (an empty page that names a next one, a
-	// long-poll answered well before its wait, a registry shutting down)
-	// is followed after a delay that doubles the same way from MinBackoff
-	// up to PollInterval; a long-poll that waited its wait, or brought
-	// events, is followed at once.
+	// new that came at once (a long-poll answered well before its wait, a
+	// registry shutting down) is followed after a delay that doubles the
+	// same way from MinBackoff up to PollInterval; so are empty pages read
+	// without a wait, or naming a next one, past 1000 in a row and 10 a
+	// second (a registry that filters by type after it pages sends such
+	// pages while the Feed catches up); a long-poll that waited its wait,
+	// or brought events, is followed at once.
 	MinBackoff, MaxBackoff time.Duration
 	// OnError, if set, is told of every error the watcher retries, with
 	// the delay before the next poll. It is called from Next.
@@ -62,7 +66,10 @@ type Feed struct {
 	pollDelay time.Duration
 	errBo     retry.Backoff
 	quickBo   retry.Backoff
-	err       error // terminal
+	// pages lets empty pages read without a wait be followed at once, up
+	// to emptyPageBurst in a row and emptyPageRate a second after.
+	pages *rate.Limiter
+	err   error // terminal
 
 	mu          sync.Mutex
 	marker      string
@@ -92,6 +99,7 @@ func (c *Client) NewFeed(marker string, opts WatchOptions) *Feed {
 		marker:  marker,
 		errBo:   retry.Backoff{Min: opts.MinBackoff, Max: max(opts.MinBackoff, opts.MaxBackoff)},
 		quickBo: retry.Backoff{Min: opts.MinBackoff, Max: max(opts.MinBackoff, opts.PollInterval)},
+		pages:   rate.NewLimiter(emptyPageRate, emptyPageBurst),
 	}
 }
 
@@ -227,12 +235,18 @@ func (w *Feed) poll(ctx context.Context) error {
 	switch {
 	case len(events) > 0:
 		w.quickBo.Reset()
-	case w.next != "" || opts.Wait == 0 || page.Closing:
-		// Nothing new, answered at once: a page that names a next one, a
-		// next page (asked for without a wait), or a registry shutting
-		// down (ask again on a new connection). Ask again soon, but not in
-		// a tight loop should the registry answer so without end.
+	case page.Closing:
+		// It is shutting down: ask again soon, on a new connection.
 		w.pollDelay = w.quickBo.Next()
+	case w.next != "" || opts.Wait == 0:
+		// Nothing new in a page read without waiting, or one that names a
+		// next: at once, as catching up through the empty pages of a
+		// registry that filters by type after it pages (spec §13) needs,
+		// but not in a tight loop should the registry answer so without
+		// end.
+		if !w.pages.Allow() {
+			w.pollDelay = w.quickBo.Next()
+		}
 	case page.Wait <= 0:
 		// The registry does not long-poll, or refused to wait: poll.
 		w.pollDelay = retry.Jitter(w.opts.PollInterval, 0.2)
@@ -248,6 +262,14 @@ func (w *Feed) poll(ctx context.Context) error {
 	}
 	return nil
 }
+
+// A Feed follows up to emptyPageBurst empty pages in a row at once (10
+// times the pages of an account's 10000 events at the registry's default
+// limit), then emptyPageRate a second.
+const (
+	emptyPageBurst = 1000
+	emptyPageRate  = 10
+)
 
 // minTrustedWait is the shortest wait a registry's X-Registry-Wait is
 // taken at when it tells whether a long-poll answered early: a registry
