@@ -167,7 +167,7 @@ func checkIP(field, s string, ip netip.Addr) error {
 		ip = netip.AddrFrom4([4]byte(b[12:]))
 	case sixToFour.Contains(ip):
 		ip = netip.AddrFrom4([4]byte(b[2:6]))
-	case ipv4Compatible.Contains(ip) && ip != netip.IPv6Loopback() && !ip.IsUnspecified():
+	case ipv4Translated.Contains(ip), ipv4Compatible.Contains(ip) && ip != netip.IPv6Loopback() && !ip.IsUnspecified():
 		ip = netip.AddrFrom4([4]byte(b[12:]))
 	}
 	switch {
@@ -191,12 +191,14 @@ func checkIP(field, s string, ip netip.Addr) error {
 // refused whole; a 6to4 address (sixToFour) reaches the IPv4 address in
 // its bytes 2 to 5; an IPv4-compatible address (deprecated, RFC 4291
 // 2.5.5.1, but still routed over a tunnel where one is set up) in its
-// last four, ::1 and :: aside.
+// last four, ::1 and :: aside, and so does an IPv4-translated one (SIIT,
+// RFC 2765).
 var (
 	nat64          = netip.MustParsePrefix("64:ff9b::/96")
 	nat64Local     = netip.MustParsePrefix("64:ff9b:1::/48")
 	sixToFour      = netip.MustParsePrefix("2002::/16")
 	ipv4Compatible = netip.MustParsePrefix("::/96")
+	ipv4Translated = netip.MustParsePrefix("::ffff:0:0:0/96")
 )
 
 // metadataServices are the cloud metadata services outside link-local.

@@ -438,12 +438,13 @@ func TestAddressPolicy(t *testing.T) {
 		"fd00:ec2::254", "100.100.100.200", "64:ff9b::a9fe:a9fe", "64:ff9b::0.0.0.0",
 		"64:ff9b:1::a9fe:a9fe", "64:ff9b:1:a9fe:a9:fe00:a00:1", "2002:a9fe:a9fe::1", "2002:e000:1::",
 		"::a9fe:a9fe", "::169.254.169.254", "::e000:1", "::0.0.0.2",
+		"::ffff:0:169.254.169.254", "::ffff:0:6464:64c8",
 	} {
 		if a, err := parseAddress("ip", v, true); err == nil {
 			t.Errorf("address %q accepted as %q", v, a)
 		}
 	}
-	for _, v := range []string{"127.0.0.1", "::1", "10.0.0.1", "192.168.1.1", "255.255.255.254", "2001:db8::1", "64:ff9b::a00:1", "100.100.100.201", "2002:a00:1::1", "::7f00:1", "::a00:1"} {
+	for _, v := range []string{"127.0.0.1", "::1", "10.0.0.1", "192.168.1.1", "255.255.255.254", "2001:db8::1", "64:ff9b::a00:1", "100.100.100.201", "2002:a00:1::1", "::7f00:1", "::a00:1", "::ffff:0:a00:1"} {
 		if _, err := parseAddress("ip", v, false); err != nil {
 			t.Errorf("address %q refused: %v", v, err)
 		}
