@@ -250,8 +250,10 @@ func parseServer(raw string, words []string) *server {
 		// CLI reads as the end of a command included.
 		return bad("its address %q has an IPv6 zone", words[2])
 	}
+	// Digits only: HAProxy reads a port with a sign as an offset from the
+	// client's destination port.
 	p, err := strconv.Atoi(port)
-	if err != nil || p < 1 || p > 65535 {
+	if err != nil || p < 1 || p > 65535 || port[0] < '0' || port[0] > '9' {
 		return bad("its address %q has no port from 1 to 65535", words[2])
 	}
 	s.addr, s.port = addr.Unmap(), p

@@ -78,6 +78,8 @@ func TestPlanNeedsReload(t *testing.T) {
 		{"name the CLI would split", base, base + "    server c;del 127.0.0.1:8003\n", "characters"},
 		{"zone the CLI would split", base, base + "    server c [fe80::1%x;shutdown]:8003\n", "zone"},
 		{"zone", base, base + "    server c [fe80::1%eth0]:8003\n", "zone"},
+		{"port offset", base, base + "    server c 127.0.0.1:+8003\n", "no port"},
+		{"negative port offset", base, base + "    server c 127.0.0.1:-8003\n", "no port"},
 		{"quotes", base, base + "    server c 127.0.0.1:8003 sni \"x\"\n", "quotes"},
 		{"comment only", base, base + "# more\n", "nothing but comments"},
 		// A quoted '#' starts no comment: what follows it is the line's
