@@ -80,11 +80,17 @@ func isTerminal(w io.Writer) bool {
 }
 
 // termWriter writes through termText, to a terminal: for output that
-// registry text may have written.
-type termWriter struct{ w io.Writer }
+// registry text may have written. Before a write it had to escape, it
+// says so on note, so that a backslash doubled (or text that looks like an
+// escape) is not taken for what was rendered.
+type termWriter struct{ w, note io.Writer }
 
 func (t termWriter) Write(p []byte) (int, error) {
-	if _, err := io.WriteString(t.w, termText(string(p))); err != nil {
+	shown := termText(string(p))
+	if shown != string(p) {
+		io.WriteString(t.note, "svcreg: the output below holds characters a terminal would act on: shown escaped, each backslash doubled (piped, it is written as it is)\n")
+	}
+	if _, err := io.WriteString(t.w, shown); err != nil {
 		return 0, err
 	}
 	return len(p), nil

@@ -50,9 +50,10 @@ SVCREG_API_KEY, SVCREG_PASSWORD or SVCREG_TOKEN.
 
 --print renders every template for the registry's current state and prints
 each full output to stdout; it writes no file and runs no command. On a
-terminal, --print and --dry show control characters and the like (which
-registry data may put in a template's output) as escapes, with backslashes
-doubled; piped, they write the output as rendered.
+terminal, --print and --dry show an output that holds control characters
+and the like (which registry data may put in a template's output) with
+escapes and its backslashes doubled, after a note on stderr; piped, they
+write the output as rendered.
 
 With --listen (or the config's listen), / is a read-only status page: the
 sync state, each reload group's last render, check, install and reload, the
@@ -186,7 +187,7 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	// as rendered when piped.
 	shown := stdout
 	if isTerminal(stdout) {
-		shown = termWriter{stdout}
+		shown = termWriter{stdout, stderr}
 	}
 	renderer.Dry, renderer.DryOut, renderer.NoReload = f.dry, shown, f.noReload
 	renderer.Status = render.NewStatus()

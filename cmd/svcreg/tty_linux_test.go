@@ -60,19 +60,23 @@ func TestTemplatePrintOnATerminal(t *testing.T) {
 	if err := os.WriteFile(tmpl, []byte(`{{range services}}{{.ID}} {{index .Metadata "note"}}{{end}}`+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	print := func(stdout io.Writer) {
+	print := func(stdout io.Writer) string {
 		var stderr bytes.Buffer
 		if code := Main(context.Background(), []string{"template", "--print", "--template", tmpl + ":" + tmpl + ".out",
 			"--url", srv.APIURL, "--username", "print-tty", "--api-key", "dev"}, nil, stdout, &stderr); code != 0 {
 			t.Fatalf("template --print: exit %d, %s", code, stderr.String())
 		}
+		return stderr.String()
 	}
 	pty, tty := openPTY(t)
-	print(tty)
+	note := print(tty)
 	tty.Close()
 	shown, _ := io.ReadAll(pty)
 	if want := `web-1 \x1b]0;owned\a\x1b[2J` + "\r\n"; !strings.HasSuffix(string(shown), want) {
 		t.Errorf("template --print on a terminal shows %q; want it to end in %q", shown, want)
+	}
+	if !strings.Contains(note, "shown escaped") {
+		t.Errorf("standard error %q; want a note that the output is shown escaped", note)
 	}
 	var piped bytes.Buffer
 	print(&piped)
