@@ -301,6 +301,24 @@ func TestLimitsQuoteHostileServerText(t *testing.T) {
 	}
 }
 
+// Once a terminal's output had to be escaped, the rest of it is escaped
+// too, after one note: text that looks like an escape is never shown as
+// it was rendered next to escapes.
+func TestTermWriterEscapesTheRest(t *testing.T) {
+	t.Parallel()
+	var out, note bytes.Buffer
+	w := &termWriter{w: &out, note: &note}
+	io.WriteString(w, "clean C:\\dir\n")
+	io.WriteString(w, "x \x1b[2J\n")
+	io.WriteString(w, `C:\x1b`+"\n")
+	if want := "clean C:\\dir\n" + `x \x1b[2J` + "\n" + `C:\\x1b` + "\n"; out.String() != want {
+		t.Errorf("shown %q, want %q", out.String(), want)
+	}
+	if n := strings.Count(note.String(), "shown escaped"); n != 1 {
+		t.Errorf("%d notes %q, want one", n, note.String())
+	}
+}
+
 func TestTermText(t *testing.T) {
 	t.Parallel()
 	for in, want := range map[string]string{

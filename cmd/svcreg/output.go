@@ -80,15 +80,22 @@ func isTerminal(w io.Writer) bool {
 }
 
 // termWriter writes through termText, to a terminal: for output that
-// registry text may have written. Before a write it had to escape, it
-// says so on note, so that a backslash doubled (or text that looks like an
-// escape) is not taken for what was rendered.
-type termWriter struct{ w, note io.Writer }
+// registry text may have written. From the first write it has to escape
+// on, it escapes every write (backslashes doubled), and it says so once on
+// note before it, so that a backslash doubled (or text that looks like an
+// escape) is never taken for what was rendered.
+type termWriter struct {
+	w, note  io.Writer
+	escaping bool
+}
 
-func (t termWriter) Write(p []byte) (int, error) {
+func (t *termWriter) Write(p []byte) (int, error) {
 	shown := termText(string(p))
-	if shown != string(p) {
-		io.WriteString(t.note, "svcreg: the output below holds characters a terminal would act on: shown escaped, each backslash doubled (piped, it is written as it is)\n")
+	if shown != string(p) && !t.escaping {
+		t.escaping = true
+		io.WriteString(t.note, "svcreg: the output from here on holds characters a terminal would act on: shown escaped, each backslash doubled (piped, it is written as it is)\n")
+	} else if t.escaping {
+		shown = termEscaped(string(p))
 	}
 	if _, err := io.WriteString(t.w, shown); err != nil {
 		return 0, err
@@ -103,10 +110,19 @@ func (t termWriter) Write(p []byte) (int, error) {
 // a backslash doubled, so that an escape shown is never the value's own
 // text. A message with nothing to escape is returned as it is.
 func termText(s string) string {
-	ok := func(r rune) bool { return r == '\n' || r == '\t' || unicode.IsPrint(r) }
-	if utf8.ValidString(s) && strings.IndexFunc(s, func(r rune) bool { return !ok(r) }) < 0 {
+	if utf8.ValidString(s) && strings.IndexFunc(s, func(r rune) bool { return !termShows(r) }) < 0 {
 		return s
 	}
+	return termEscaped(s)
+}
+
+// termShows reports whether termText writes r as it is.
+func termShows(r rune) bool { return r == '\n' || r == '\t' || unicode.IsPrint(r) }
+
+// termEscaped is termText for a text that has something to escape, or
+// that is part of an output whose earlier part had.
+func termEscaped(s string) string {
+	ok := termShows
 	var b strings.Builder
 	for i, n := 0, 0; i < len(s); i += n {
 		var r rune

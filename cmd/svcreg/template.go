@@ -50,8 +50,8 @@ SVCREG_API_KEY, SVCREG_PASSWORD or SVCREG_TOKEN.
 
 --print renders every template for the registry's current state and prints
 each full output to stdout; it writes no file and runs no command. On a
-terminal, --print and --dry show an output that holds control characters
-and the like (which registry data may put in a template's output) with
+terminal, --print and --dry show output from the first control character
+or the like on (which registry data may put in a template's output) with
 escapes and its backslashes doubled, after a note on stderr; piped, they
 write the output as rendered.
 
@@ -187,7 +187,7 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	// as rendered when piped.
 	shown := stdout
 	if isTerminal(stdout) {
-		shown = termWriter{stdout, stderr}
+		shown = &termWriter{w: stdout, note: stderr}
 	}
 	renderer.Dry, renderer.DryOut, renderer.NoReload = f.dry, shown, f.noReload
 	renderer.Status = render.NewStatus()
