@@ -8,6 +8,8 @@ import (
 	"iter"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -324,5 +326,59 @@ func TestFeedEmptyAnswers(t *testing.T) {
 				t.Errorf("%d polls in 3 seconds; want %d..%d", n, tt.min, tt.max)
 			}
 		})
+	}
+}
+
+// A registry that filters by type after it pages (spec §13) answers a
+// feed of one type with empty pages that name a next one; the feed reads
+// them once, and starts its next polls after them rather than from the
+// last event it returned, which would read the whole chain again at each
+// poll.
+func TestFeedAfterEmptyFilteredPages(t *testing.T) {
+	t.Parallel()
+	ids := make([]string, 251)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("%08x-0000-1000-8000-000000000000", i+1)
+	}
+	var polls atomic.Int64
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		polls.Add(1)
+		q := r.URL.Query()
+		from := slices.Index(ids, q.Get("marker"))
+		if from < 0 {
+			from = 0
+		}
+		end := min(from+100, len(ids))
+		var values []string
+		for i := from; i < end; i++ {
+			typ := "configuration_value.update"
+			if i == 0 {
+				typ = "service.join"
+			}
+			if q.Get("type") == "" || q.Get("type") == typ {
+				values = append(values, fmt.Sprintf(`{"id":%q,"type":%q,"payload":{"id":"x"}}`, ids[i], typ))
+			}
+		}
+		next := "null"
+		if end < len(ids) {
+			next = strconv.Quote(ids[end])
+		}
+		fmt.Fprintf(w, `{"values":[%s],"metadata":{"next_marker":%s}}`, strings.Join(values, ","), next)
+	}))
+	defer api.Close()
+	c, err := registry.New(registry.Config{URL: api.URL + "/v1.0", Token: "t", Tenant: "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	feed := c.NewFeed(ids[0], registry.WatchOptions{Type: registry.ServiceJoin, PollInterval: 500 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if ev, err := feed.Next(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Next = %+v, %v; want nothing new until the deadline", ev, err)
+	}
+	// Three pages of the chain, then one poll every 0.5 s from its last.
+	if n := polls.Load(); n > 12 {
+		t.Errorf("%d polls in 3 s; want the chain read once, then one page a poll", n)
 	}
 }

@@ -32,8 +32,9 @@ type WatchOptions struct {
 	// same way from MinBackoff up to PollInterval; so are empty pages read
 	// without a wait, or naming a next one, past 1000 in a row and 10 a
 	// second (a registry that filters by type after it pages sends such
-	// pages while the Feed catches up); a long-poll that waited its wait,
-	// or brought events, is followed at once.
+	// pages while the Feed catches up; the Feed's next polls start after
+	// them); a long-poll that waited its wait, or brought events, is
+	// followed at once.
 	MinBackoff, MaxBackoff time.Duration
 	// OnError, if set, is told of every error the watcher retries, with
 	// the delay before the next poll. It is called from Next.
@@ -61,8 +62,13 @@ type Feed struct {
 	c    *Client
 	opts WatchOptions
 
-	queue     []Event
-	next      string // a next_marker to follow at once; "" if none
+	queue []Event
+	next  string // a next_marker to follow at once; "" if none
+	// from, if not "", is where the next long-poll starts instead of the
+	// last event returned: the marker of an empty page read without a
+	// wait (a registry that filters by type after it pages), which the
+	// pages before it had read up to.
+	from      string
 	pollDelay time.Duration
 	errBo     retry.Backoff
 	quickBo   retry.Backoff
@@ -186,6 +192,9 @@ func (w *Feed) poll(ctx context.Context) error {
 	}
 	w.pollDelay = 0
 	last := w.Marker()
+	if w.from != "" {
+		last = w.from
+	}
 	opts := EventListOptions{Marker: last, Limit: w.opts.Limit, Type: w.opts.Type, Wait: w.opts.Wait}
 	if w.next != "" {
 		// More pages wait: no long-poll, since the registry would not count
@@ -228,6 +237,14 @@ func (w *Feed) poll(ctx context.Context) error {
 		events = events[1:]
 	}
 	w.queue = append(w.queue, events...)
+	switch {
+	case len(events) > 0:
+		w.from = ""
+	case opts.Marker != last:
+		// An empty page followed from a next_marker: no event of the
+		// feed's up to it, so not read again.
+		w.from = opts.Marker
+	}
 	w.next = page.NextMarker
 	if page.NextMarker == opts.Marker {
 		w.next = "" // a marker that does not move would loop
