@@ -1,6 +1,7 @@
 package registry_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -647,14 +648,19 @@ func TestConnectionReuse(t *testing.T) {
 	ctx := testContext(t)
 
 	var beats atomic.Int32
-	enough := make(chan struct{})
-	hb, err := c.Register(ctx, registry.Service{ID: "reuse-1", HeartbeatTimeout: 30}, registry.RegisterOptions{
+	enough, release := make(chan struct{}), make(chan struct{})
+	// Stop cancels a heartbeat on its way, and with it its connection: the
+	// heartbeater is held after its 20th beat until its context has ended,
+	// so that it sends no other.
+	hctx, hcancel := context.WithCancel(ctx)
+	hb, err := c.Register(hctx, registry.Service{ID: "reuse-1", HeartbeatTimeout: 30}, registry.RegisterOptions{
 		Heartbeat: registry.HeartbeatOptions{Interval: 10 * time.Millisecond, OnBeat: func(b registry.Beat) {
 			if b.Err != nil {
 				t.Errorf("heartbeat: %v", b.Err)
 			}
 			if beats.Add(1) == 20 {
 				close(enough)
+				<-release
 			}
 		}},
 	})
@@ -662,6 +668,8 @@ func TestConnectionReuse(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-enough
+	hcancel()
+	close(release)
 	hb.Stop()
 
 	for range 10 {
