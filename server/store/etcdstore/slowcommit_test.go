@@ -35,12 +35,20 @@ func TestPeerWaitsForAHeartbeatBeingWritten(t *testing.T) {
 	// written: its deadline passes the stored one.
 	tok, deadline, next := beatsToTheStoredDeadline(t, h, cli, timeout, timeout-500*time.Millisecond)
 	time.Sleep(time.Until(next))
+	committedLate(t, h, gate, tok, deadline)
+}
+
+// committedLate sends the heartbeat of service "s" of tenant "t" with tok
+// to h, whose write gate holds until a second and a half after it was
+// sent (within the request timeout; a second past deadline, its token's
+// last, four of the peer's reap intervals), and fails the test if the
+// heartbeat fails.
+func committedLate(t *testing.T, h *Store, gate *heldKV, tok string, deadline time.Time) {
+	t.Helper()
 	key := h.k.heartbeat("t", "s")
 	gate.key.Store(&key)
 	sent := time.Now()
 	done := heartbeatHeld(t, h, tok, gate.arrived)
-	// etcd commits it a second and a half later, within the request
-	// timeout: a second past the deadline, four of p's reap intervals.
 	time.Sleep(time.Until(sent.Add(1500 * time.Millisecond)))
 	close(gate.release)
 	if err := <-done; err != nil {
@@ -101,6 +109,37 @@ func TestPeerWaitsForARetriedHeartbeatBeingWritten(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Errorf("a retry that reached the holder %v before its deadline failed: %v", deadline.Sub(retried).Round(time.Millisecond), err)
 	}
+}
+
+// TestPeerWaitsForASequenceWindowWrite: as TestPeerWaitsForAHeartbeatBeingWritten,
+// but the heartbeat must be written because its token is half the window
+// of sequence numbers past the stored one, not because of its deadline:
+// it is copied to the peer first just the same.
+func TestPeerWaitsForASequenceWindowWrite(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.Start(t, etcdtest.Options{})
+	cli := etcdtest.Client(t, c.Endpoints()...)
+	gate := holdFirstWrite(cli.KV, true)
+	const timeout = 3 * time.Second
+	opts := Options{Prefix: "/slow-window-write/", PeerListen: "127.0.0.1:0", ReapInterval: 250 * time.Millisecond,
+		NodeTTL: 2 * time.Second, RequestTimeout: 2 * time.Second, HeartbeatSlack: time.Minute}
+	h := holderAndPeer(t, c, swapped(cli, gate, nil), opts)
+	ctx := t.Context()
+	tok, err := h.CreateService(ctx, "t", store.NewService{ID: "s", HeartbeatTimeout: int(timeout / time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok, err = h.Heartbeat(ctx, "t", "s", tok); err != nil { // written: h holds it
+		t.Fatal(err)
+	}
+	last := time.Now()
+	if tok, err = h.Heartbeat(ctx, "t", "s", tok); err != nil { // from memory, copied
+		t.Fatal(err)
+	}
+	// The next token would be the stored one's + SeqWindow/2.
+	AdvanceSeq(h, "t", "s", store.SeqWindow/2-2)
+	time.Sleep(time.Until(last.Add(timeout - 500*time.Millisecond)))
+	committedLate(t, h, gate, tok, last.Add(timeout))
 }
 
 // beatsToTheStoredDeadline creates service "s" of tenant "t" at h with
