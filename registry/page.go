@@ -210,7 +210,7 @@ func pages[T any](ctx context.Context, marker string, maxItems int, fetch func(c
 			p, err := fetch(ctx, marker)
 			if err == nil {
 				if items += max(len(p.Values), 1); items > maxItems {
-					err = fmt.Errorf("registry: the list went past %d values, the most a list takes (Config.MaxListItems): the registry pages without end", maxItems)
+					err = fmt.Errorf("registry: the list went past %d values, the most a list takes (Config.MaxListItems, [registry] max_list_items): the registry pages without end, or holds more than that", maxItems)
 				}
 			}
 			if err != nil {
