@@ -105,7 +105,7 @@ func New(cfg Config) (*Client, error) {
 	}
 	u, err := url.Parse(base)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("registry: URL %q is not an http(s) URL such as %s", cfg.URL, DefaultURL)
+		return nil, fmt.Errorf("registry: URL %q is not an http(s) URL such as %s", redactedURL(cfg.URL), DefaultURL)
 	}
 	if u.Path == "" {
 		base += "/v1.0"

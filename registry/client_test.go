@@ -782,3 +782,27 @@ func TestKeystoneTenant(t *testing.T) {
 		})
 	}
 }
+
+// A registry URL that is refused is named in the error without what may
+// be its password, whether or not it parses.
+func TestURLErrorsHideThePassword(t *testing.T) {
+	t.Parallel()
+	for _, u := range []string{
+		"http://operator:S3cret/Passw0rd@reg.example/v1.0",
+		"ftp://operator:S3cretPassw0rd@reg.example/v1.0",
+		"http://operator:S3cret%zzPassw0rd@reg.example/v1.0",
+		"http://operator:S3cret Passw0rd@reg.example:x/v1.0",
+	} {
+		_, err := registry.New(registry.Config{URL: u, Username: "operator", APIKey: "k"})
+		if err == nil {
+			t.Errorf("New(%q) accepted the URL", u)
+			continue
+		}
+		if strings.Contains(err.Error(), "S3cret") || strings.Contains(err.Error(), "Passw0rd") {
+			t.Errorf("New(%q): %v; want the password left out", u, err)
+		}
+		if !strings.Contains(err.Error(), "reg.example") {
+			t.Errorf("New(%q): %v; want the host named", u, err)
+		}
+	}
+}

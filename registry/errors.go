@@ -230,6 +230,29 @@ func newError(resp *http.Response, body []byte) *Error {
 
 // shownURL is u as errors show it (they reach logs and status pages):
 // without the user and password a registry URL may carry.
+// redactedURL is a URL given as text, as an error may show it: whatever
+// lies between its "//" and its last "@", which may be a password, is left
+// out, whether or not the URL parses.
+func redactedURL(s string) string {
+	at := strings.LastIndexByte(s, '@')
+	if at < 0 {
+		return s
+	}
+	from := strings.Index(s, "//") + 2
+	if from < 2 || from > at {
+		from = 0
+	}
+	return s[:from] + "…" + s[at:]
+}
+
+// parseFault is url.Parse's error without the URL it quotes.
+func parseFault(err error) error {
+	if ue, ok := err.(*url.Error); ok {
+		return ue.Err
+	}
+	return err
+}
+
 func shownURL(u *url.URL) string {
 	if u.User == nil {
 		return u.String()

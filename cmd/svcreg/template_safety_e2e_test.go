@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -355,5 +357,32 @@ func TestNginxExampleValidWithoutServices(t *testing.T) {
 	out, err := exec.Command("sh", repoFile("examples/nginx/check-upstreams.sh"), dest, "www").CombinedOutput()
 	if err != nil {
 		t.Fatalf("nginx refuses the example's output without services: %v: %s\n%s", err, out, readString(dest))
+	}
+}
+
+// The registry URL the renderer logs at start has no password, which the
+// URL may carry for an HTTP proxy's or the registry's basic auth.
+func TestTemplateLogsNoURLPassword(t *testing.T) {
+	t.Parallel()
+	srv, _, _ := registryEnv(t, testserver.Options{}, "e2e-url-password")
+	u, err := url.Parse(srv.APIURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.UserPassword("operator", "S3cretPassw0rd")
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stderr := newOutput()
+	done := make(chan int, 1)
+	go func() {
+		done <- Main(ctx, []string{"template", "--template", repoFile("examples/nginx/upstreams.tmpl") + ":" + filepath.Join(dir, "out.conf"),
+			"--url", u.String(), "--username", "e2e-url-password", "--api-key", "dev"}, nil, io.Discard, stderr)
+	}()
+	stderr.waitFor(t, "svcreg template started")
+	cancel()
+	<-done
+	if out := stderr.String(); strings.Contains(out, "S3cretPassw0rd") || !strings.Contains(out, "registry=http://127.0.0.1") {
+		t.Errorf("the log shows the URL's password, or no URL:\n%s", out)
 	}
 }
