@@ -4,6 +4,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"unicode"
 )
 
 // maxLogValue bounds a value from a request or from registry data in a log
@@ -21,8 +22,18 @@ func logValue(s string) string {
 // withoutToken is a request URI as logged: an x-auth-token in its query
 // (the API takes one there as well as in the header), and the token in the
 // path of /v2.0/tokens/{token} (revoked, or validated), are credentials,
-// and are replaced by "REDACTED".
+// and are replaced by "REDACTED", in the absolute form of the request line
+// (http://host/path) too.
 func withoutToken(uri string) string {
+	if scheme, rest, ok := strings.Cut(uri, "://"); ok && isScheme(scheme) {
+		host := rest
+		if i := strings.IndexAny(rest, "/?"); i >= 0 {
+			host, rest = rest[:i], rest[i:]
+		} else {
+			rest = ""
+		}
+		return scheme + "://" + host + withoutToken(rest)
+	}
 	path, query, ok := strings.Cut(uri, "?")
 	if len(path) > len(tokensPath) && hasPathPrefixFold(path, tokensPath[:len(tokensPath)-1]) && path[len(tokensPath)-1] == '/' {
 		_, rest, _ := strings.Cut(path[len(tokensPath):], "/")
@@ -45,6 +56,16 @@ func withoutToken(uri string) string {
 		}
 	}
 	return path + "?" + strings.Join(params, "&")
+}
+
+// isScheme reports whether s is a URI scheme (RFC 3986 3.1).
+func isScheme(s string) bool {
+	if s == "" || !unicode.IsLetter(rune(s[0])) {
+		return false
+	}
+	return strings.IndexFunc(s, func(r rune) bool {
+		return r > unicode.MaxASCII || !unicode.IsLetter(r) && !unicode.IsDigit(r) && r != '+' && r != '-' && r != '.'
+	}) < 0
 }
 
 // tokensPath is the identity API's tokens collection; a token follows it.

@@ -18,6 +18,14 @@ func TestWithoutToken(t *testing.T) {
 		"/v2.0/tokens":      "/v2.0/tokens",
 		"/v2.0/tokens/":     "/v2.0/tokens/",
 		"/v2.0/tokensx/abc": "/v2.0/tokensx/abc",
+		// The absolute form of the request line (RFC 9112 3.2.2).
+		"http://127.0.0.1:8420/v2.0/tokens/d02278a2-4367": "http://127.0.0.1:8420/v2.0/tokens/REDACTED",
+		"HTTPS://h/V2.0/Tokens/d02278a2?belongsTo=1":      "HTTPS://h/V2.0/Tokens/REDACTED?belongsTo=1",
+		"http://h/v1.0/7777/services?x-auth-token=secret": "http://h/v1.0/7777/services?x-auth-token=REDACTED",
+		"http://h?x-auth-token=secret":                    "http://h?x-auth-token=REDACTED",
+		"http://h":                                        "http://h",
+		"http://h?x-auth-token=secret&u=a://b":            "http://h?x-auth-token=REDACTED&u=a://b",
+		"/v1.0/7777/services?x-auth-token=secret&u=a://b": "/v1.0/7777/services?x-auth-token=REDACTED&u=a://b",
 	} {
 		if got := withoutToken(in); got != want {
 			t.Errorf("withoutToken(%q) = %q, want %q", in, got, want)
