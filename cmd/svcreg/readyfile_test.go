@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 )
 
@@ -14,17 +16,7 @@ import (
 // goes when the server stops.
 func TestServerReadyFile(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	ready := filepath.Join(dir, "ready")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	out := newOutput()
-	done := make(chan int, 1)
-	go func() {
-		done <- Main(ctx, []string{"server", "--dev", "--listen", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "data"), "--ready-file", ready},
-			nil, &bytes.Buffer{}, out)
-	}()
-	url := waitReadyFile(t, ready, out)
+	url, ready, stop := devServer(t)
 	resp, err := http.Get(url + "/healthz")
 	if err != nil {
 		t.Fatalf("GET the ready file's URL %q: %v", url, err)
@@ -33,11 +25,61 @@ func TestServerReadyFile(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET %s/healthz: %s", url, resp.Status)
 	}
-	cancel()
-	if code := <-done; code != exitOK {
-		t.Fatalf("exit %d; output:\n%s", code, out.String())
+	if code, out := stop(); code != exitOK {
+		t.Fatalf("exit %d; output:\n%s", code, out)
 	}
 	if _, err := os.Stat(ready); !os.IsNotExist(err) {
 		t.Fatalf("the ready file outlives the server: %v", err)
+	}
+}
+
+// devServer runs svcreg server --dev on a free loopback port, with a ready
+// file, until stop is called or the test ends. It returns the server's
+// base URL and its ready file; stop returns its exit status and output.
+func devServer(t *testing.T) (base, ready string, stop func() (int, string)) {
+	t.Helper()
+	dir := t.TempDir()
+	ready = filepath.Join(dir, "ready")
+	ctx, cancel := context.WithCancel(context.Background())
+	out := newOutput()
+	done := make(chan int, 1)
+	go func() {
+		done <- Main(ctx, []string{"server", "--dev", "--listen", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "data"), "--ready-file", ready},
+			nil, &bytes.Buffer{}, out)
+	}()
+	var code int
+	var once sync.Once
+	stop = func() (int, string) {
+		once.Do(func() { cancel(); code = <-done })
+		return code, out.String()
+	}
+	t.Cleanup(func() { stop() })
+	return waitReadyFile(t, ready, out), ready, stop
+}
+
+// A dev server on loopback answers only requests that name it by address
+// or localhost: its dev credentials are known to every web page, which
+// could otherwise log in through a DNS name pointed at 127.0.0.1.
+func TestDevServerRefusesOtherHosts(t *testing.T) {
+	t.Parallel()
+	base, _, _ := devServer(t)
+	_, port, _ := strings.Cut(strings.TrimPrefix(base, "http://"), ":")
+	body := `{"auth":{"RAX-KSKEY:apiKeyCredentials":{"username":"dev","apiKey":"dev"}}}`
+	for host, want := range map[string]int{
+		"rebind.attacker.example:" + port: http.StatusMisdirectedRequest,
+		"localhost:" + port:               http.StatusOK,
+		"127.0.0.1:" + port:               http.StatusOK,
+	} {
+		req, _ := http.NewRequest("POST", base+"/v2.0/tokens", strings.NewReader(body))
+		req.Host = host
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("POST /v2.0/tokens with Host %s: %s, want %d", host, resp.Status, want)
+		}
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/svcreg/svcreg/internal/statuspage"
 	"github.com/svcreg/svcreg/internal/ui"
 	"github.com/svcreg/svcreg/server"
 	"github.com/svcreg/svcreg/server/store"
@@ -125,7 +126,7 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:8420", "`address` to listen on")
 	fs.StringVar(&f.readyFile, "ready-file", "", "`file` to write the server's base URL to once it listens (with --listen 127.0.0.1:0,\nhow a script or test learns the port); removed when the server stops")
 	fs.StringVar(&f.dataDir, "data-dir", "./svcreg-data", "`directory` holding the database")
-	fs.BoolVar(&f.dev, "dev", false, "development mode: any username authenticates with API key \"dev\"")
+	fs.BoolVar(&f.dev, "dev", false, "development mode: any username authenticates with API key \"dev\"; requests that\nreach it on loopback must name it by IP address or localhost")
 	fs.StringVar(&f.users, "users", "", "users `file` (TOML) for the identity endpoint")
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "TLS certificate `file` (PEM); serve HTTPS with --tls-key")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "TLS private key `file` (PEM)")
@@ -343,6 +344,13 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		// long-polls hand theirs back to the server.
 		ln = tls.NewListener(ln, &tls.Config{GetCertificate: cert.GetCertificate, NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS12})
 		scheme = "https"
+	}
+	if f.dev {
+		// Its dev account's credentials are known to every web page: one
+		// the operator's browser opens could log in through a DNS name it
+		// points at 127.0.0.1 (DNS rebinding) and read and write the
+		// registry. A proxy in front of a dev server names it by address.
+		httpServer.Handler = statuspage.LoopbackOnly(ln.Addr(), api)
 	}
 	base := scheme + "://" + ln.Addr().String()
 	where := []any{"data_dir", f.dataDir}

@@ -166,18 +166,26 @@ func when(t time.Time, now time.Time) string {
 	return t.UTC().Format("15:04:05 UTC") + " (" + ago.String() + " ago)"
 }
 
-// LoopbackOnly serves h for requests addressed to a loopback listener by
-// an IP address or localhost, when ln is one: a web page the operator's
-// browser opens elsewhere could otherwise read the status page (the
-// installed files' diffs, the refused services) by a DNS name it points
-// at 127.0.0.1 (DNS rebinding), with the page's origin. A request with
-// another Host gets 421. A listener on another address serves every Host.
+// LoopbackOnly serves h for requests that reached a loopback address only
+// if they name it by an IP address or localhost, when ln listens on
+// loopback or on every address: a web page the operator's browser opens
+// elsewhere could otherwise read the status page (the installed files'
+// diffs, the refused services) by a DNS name it points at 127.0.0.1 (DNS
+// rebinding), with the page's origin. A request with another Host gets
+// 421. A request that reached another address, and a listener on one,
+// are served whatever their Host: a name that points at a machine's own
+// network address is how it is reached, and cannot be told from one that
+// rebinds.
 func LoopbackOnly(ln net.Addr, h http.Handler) http.Handler {
 	tcp, ok := ln.(*net.TCPAddr)
-	if !ok || !tcp.IP.IsLoopback() {
+	if !ok || !tcp.IP.IsLoopback() && !tcp.IP.IsUnspecified() {
 		return h
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if local, ok := r.Context().Value(http.LocalAddrContextKey).(*net.TCPAddr); ok && !local.IP.IsLoopback() {
+			h.ServeHTTP(w, r)
+			return
+		}
 		host := r.Host
 		if h, _, err := net.SplitHostPort(host); err == nil {
 			host = h

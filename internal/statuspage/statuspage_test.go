@@ -135,21 +135,33 @@ func TestLoopbackOnly(t *testing.T) {
 	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
 	loopback := LoopbackOnly(&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8421}, ok)
 	other := LoopbackOnly(&net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 8421}, ok)
+	// On a listener on every address, a request that reached loopback is
+	// checked; one that reached another address is not.
+	every := LoopbackOnly(&net.TCPAddr{IP: net.IPv6unspecified, Port: 8421}, ok)
+	at := func(ip net.IP) *net.TCPAddr { return &net.TCPAddr{IP: ip, Port: 8421} }
 	for _, tc := range []struct {
-		h    http.Handler
-		host string
-		want int
+		h     http.Handler
+		host  string
+		want  int
+		local *net.TCPAddr // the address the request reached; the listener's if nil
 	}{
-		{loopback, "127.0.0.1:8421", http.StatusNoContent},
-		{loopback, "[::1]:8421", http.StatusNoContent},
-		{loopback, "localhost:8421", http.StatusNoContent},
-		{loopback, "LOCALHOST", http.StatusNoContent},
-		{loopback, "evil.example:8421", http.StatusMisdirectedRequest},
-		{loopback, "localhost.evil.example", http.StatusMisdirectedRequest},
-		{other, "lb1.example:8421", http.StatusNoContent},
+		{every, "evil.example:8421", http.StatusMisdirectedRequest, at(net.IPv4(127, 0, 0, 1))},
+		{every, "evil.example:8421", http.StatusMisdirectedRequest, at(net.IPv6loopback)},
+		{every, "127.0.0.1:8421", http.StatusNoContent, at(net.IPv4(127, 0, 0, 1))},
+		{every, "lb1.example:8421", http.StatusNoContent, at(net.IPv4(10, 0, 0, 1))},
+		{loopback, "127.0.0.1:8421", http.StatusNoContent, nil},
+		{loopback, "[::1]:8421", http.StatusNoContent, nil},
+		{loopback, "localhost:8421", http.StatusNoContent, nil},
+		{loopback, "LOCALHOST", http.StatusNoContent, nil},
+		{loopback, "evil.example:8421", http.StatusMisdirectedRequest, nil},
+		{loopback, "localhost.evil.example", http.StatusMisdirectedRequest, nil},
+		{other, "lb1.example:8421", http.StatusNoContent, nil},
 	} {
 		r := httptest.NewRequest("GET", "/", nil)
 		r.Host = tc.host
+		if tc.local != nil {
+			r = r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, tc.local))
+		}
 		w := httptest.NewRecorder()
 		tc.h.ServeHTTP(w, r)
 		if w.Code != tc.want {
