@@ -35,9 +35,6 @@ const (
 	// keeps trying: the registry times a service out within about a
 	// second of its deadline (design item 7), and clocks differ.
 	registerMargin = 3 * time.Second
-	// maxHeartbeatTimeout is the largest heartbeat_timeout the registry
-	// accepts, in seconds.
-	maxHeartbeatTimeout = 120
 	// registerAttemptTimeout bounds each request of Register, so that a
 	// registry that drops packets cannot hold it for the OS's TCP timeout.
 	registerAttemptTimeout = 30 * time.Second
@@ -81,13 +78,16 @@ func (c *Client) Register(ctx context.Context, s Service, opts RegisterOptions) 
 			return nil, fmt.Errorf("register %s: %w (the id was still taken)", s.ID, ctx.Err())
 		}
 		if until.IsZero() {
-			timeout := maxHeartbeatTimeout
+			timeout := MaxHeartbeatTimeout
 			actx, cancel := context.WithTimeout(ctx, registerAttemptTimeout)
 			old, gerr := c.GetService(actx, s.ID)
 			cancel()
 			switch {
 			case gerr == nil:
-				timeout = old.HeartbeatTimeout
+				// The spec's longest, whatever the registry says: a
+				// registry's answer alone cannot hold the caller back
+				// for longer.
+				timeout = min(old.HeartbeatTimeout, MaxHeartbeatTimeout)
 			case ctx.Err() != nil:
 				return nil, fmt.Errorf("register %s: %w", s.ID, ctx.Err())
 			}

@@ -119,12 +119,16 @@ func (s *supervisor) awaitRegistration(ctx context.Context) (code int, done bool
 				return 0, false
 			}
 		case sig := <-s.sigs:
-			if sig == syscall.SIGINT || sig == syscall.SIGTERM {
-				s.log.Info("signal before the command started; exiting", "signal", sig)
-				s.finish()
-				return 128 + int(sig.(syscall.Signal)), true
+			// A signal that would have ended the command ends the
+			// wrapper: a container runtime's stop signal may be SIGQUIT
+			// (nginx's image) or SIGUSR1 (HAProxy's), as well as SIGTERM.
+			if sig == syscall.SIGWINCH || sig == syscall.SIGCONT {
+				s.log.Debug("signal before the command started; ignored", "signal", sig)
+				continue
 			}
-			s.log.Debug("signal before the command started; ignored", "signal", sig)
+			s.log.Info("signal before the command started; exiting", "signal", sig)
+			s.finish()
+			return 128 + int(sig.(syscall.Signal)), true
 		case <-ctx.Done():
 			s.finish()
 			return ExitError, true

@@ -12,6 +12,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
@@ -692,6 +693,50 @@ func TestStoppedWhileTheAnswerIsLate(t *testing.T) {
 				t.Errorf("the service the late answer created: %v; want it deleted", err)
 			case !taken && !strings.Contains(w.logs(), `msg="service deregistered"`):
 				t.Errorf("the wrapper did not deregister the service as its own:\n%s", w.logs())
+			}
+		})
+	}
+}
+
+// TestStopSignalsBeforeTheCommandStarted: a container runtime's stop
+// signal may be SIGQUIT (nginx's image) or SIGUSR1 (HAProxy's), as well
+// as SIGTERM; one that comes while the first registration is under way
+// ends the wrapper as it would have ended the command, which never starts.
+func TestStopSignalsBeforeTheCommandStarted(t *testing.T) {
+	t.Parallel()
+	for _, sig := range []syscall.Signal{syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGHUP} {
+		t.Run(sig.String(), func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t)
+			arrived, stopped := make(chan struct{}, 1), make(chan struct{})
+			env := f.proxied(func(w http.ResponseWriter, r *http.Request, rp *httputil.ReverseProxy, _ *url.URL) {
+				if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/services") {
+					select {
+					case arrived <- struct{}{}:
+					default:
+					}
+					select {
+					case <-stopped:
+					case <-r.Context().Done():
+						return
+					}
+				}
+				rp.ServeHTTP(w, r)
+			})
+			w := startWrapper(t, f.dir, env, append([]string{"--id=early", "--interval=5"}, sh(untilStop, f.dir)...)...)
+			select {
+			case <-arrived:
+			case <-time.After(waitLimit):
+				t.Fatal("the wrapper sent no registration")
+			}
+			w.signal(sig)
+			w.waitLog("signal before the command started; exiting")
+			close(stopped)
+			if code := w.wait(); code != 128+int(sig) {
+				t.Errorf("exit code %d, want %d", code, 128+int(sig))
+			}
+			if _, err := os.Stat(filepath.Join(f.dir, "pid")); err == nil {
+				t.Error("the command started")
 			}
 		})
 	}
