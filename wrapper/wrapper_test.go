@@ -656,29 +656,7 @@ func TestStoppedWhileTheAnswerIsLate(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			arrived, stopped := make(chan struct{}, 1), make(chan struct{})
-			env := f.proxied(func(w http.ResponseWriter, r *http.Request, rp *httputil.ReverseProxy, _ *url.URL) {
-				if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/services") {
-					select {
-					case arrived <- struct{}{}:
-					default:
-					}
-					// The registry gets the create only once the wrapper
-					// is stopping (or the test has failed and gone).
-					select {
-					case <-stopped:
-					case <-r.Context().Done():
-						return
-					}
-				}
-				rp.ServeHTTP(w, r)
-			})
-			w := startWrapper(t, f.dir, env, append([]string{"--id=late", "--interval=5"}, sh(untilStop, f.dir)...)...)
-			select {
-			case <-arrived:
-			case <-time.After(waitLimit):
-				t.Fatal("the wrapper sent no registration")
-			}
+			w, stopped := startRegistering(t, f, "late")
 			w.signal(syscall.SIGTERM)
 			w.waitLog("signal before the command started")
 			close(stopped)
@@ -708,27 +686,7 @@ func TestStopSignalsBeforeTheCommandStarted(t *testing.T) {
 		t.Run(sig.String(), func(t *testing.T) {
 			t.Parallel()
 			f := newFixture(t)
-			arrived, stopped := make(chan struct{}, 1), make(chan struct{})
-			env := f.proxied(func(w http.ResponseWriter, r *http.Request, rp *httputil.ReverseProxy, _ *url.URL) {
-				if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/services") {
-					select {
-					case arrived <- struct{}{}:
-					default:
-					}
-					select {
-					case <-stopped:
-					case <-r.Context().Done():
-						return
-					}
-				}
-				rp.ServeHTTP(w, r)
-			})
-			w := startWrapper(t, f.dir, env, append([]string{"--id=early", "--interval=5"}, sh(untilStop, f.dir)...)...)
-			select {
-			case <-arrived:
-			case <-time.After(waitLimit):
-				t.Fatal("the wrapper sent no registration")
-			}
+			w, stopped := startRegistering(t, f, "early")
 			w.signal(sig)
 			w.waitLog("signal before the command started; exiting")
 			close(stopped)
@@ -740,6 +698,35 @@ func TestStopSignalsBeforeTheCommandStarted(t *testing.T) {
 			}
 		})
 	}
+}
+
+// startRegistering starts the wrapper of service id, running untilStop,
+// and returns once its first create has reached the registry, which gets
+// it only once stopped is closed (or the test has failed and gone).
+func startRegistering(t *testing.T, f *fixture, id string) (w *proc, stopped chan struct{}) {
+	t.Helper()
+	arrived, stopped := make(chan struct{}, 1), make(chan struct{})
+	env := f.proxied(func(w http.ResponseWriter, r *http.Request, rp *httputil.ReverseProxy, _ *url.URL) {
+		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/services") {
+			select {
+			case arrived <- struct{}{}:
+			default:
+			}
+			select {
+			case <-stopped:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		rp.ServeHTTP(w, r)
+	})
+	w = startWrapper(t, f.dir, env, append([]string{"--id=" + id, "--interval=5"}, sh(untilStop, f.dir)...)...)
+	select {
+	case <-arrived:
+	case <-time.After(waitLimit):
+		t.Fatal("the wrapper sent no registration")
+	}
+	return w, stopped
 }
 
 // TestTakenThenNoAnswerLeavesTheHolder: once the registry said another
