@@ -369,7 +369,9 @@ func (e *Exec) Run(ctx context.Context) int {
 		// exited (the workers of a killed master) can go too.
 		SysProcAttr: &syscall.SysProcAttr{Setpgid: true}}
 	e.mu.Lock()
-	child, err := e.sup.Start(cmd, supervise.Options{GracePeriod: e.GracePeriod, ParentDeathSignal: true})
+	// SIGTERM when svcreg dies: nginx's and HAProxy's masters then stop
+	// their workers, which SIGKILL of the master alone leaves serving.
+	child, err := e.sup.Start(cmd, supervise.Options{GracePeriod: e.GracePeriod, ParentDeathSignal: true, DeathSignal: syscall.SIGTERM})
 	e.child, e.startedAt = child, time.Now()
 	e.mu.Unlock()
 	if err != nil {

@@ -214,6 +214,43 @@ func TestExecNginxKilled(t *testing.T) {
 	eventuallyTrue(t, "nginx's port to be free", func() bool { return get(n.url()) == "" })
 }
 
+// svcreg killed outright (SIGKILL) takes nginx with it, workers included:
+// the kernel's parent-death signal is SIGTERM, on which nginx's master
+// stops its workers (SIGKILL would leave them serving, with the port).
+func TestExecNginxGoesWithTheRenderer(t *testing.T) {
+	t.Parallel()
+	n := newExecNginx(t)
+	_, c, env := registryEnv(t, testserver.Options{}, "exec-nginx-renderer-killed")
+	ip, port := backend(t, "backend-a")
+	createService(t, c, "web-a", 120, []string{"www"}, map[string]string{"ip": ip, "port": port})
+	config, _ := n.shippedConfig(t, env, true)
+	d := startDaemon(t, env, "--config", config, "--exec", n.command())
+	eventuallyTrue(t, "backend A behind nginx", func() bool { return get(n.url()) == "backend-a" })
+	master := n.masterPid(t)
+	d.cmd.Process.Kill()
+	d.exitStatus(t)
+	eventuallyTrue(t, "nginx's master to stop", func() bool { return !alive(master) })
+	eventuallyTrue(t, "nginx's workers to stop, and its port to be free", func() bool {
+		return len(groupMembers(master)) == 0 && get(n.url()) == ""
+	})
+}
+
+// groupMembers are the live processes of process group pgid.
+func groupMembers(pgid int) []int {
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if g, err := syscall.Getpgid(pid); err == nil && g == pgid && alive(pid) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
 // Before the command has started (here min_instances refuses every
 // render), a container runtime's stop signal, SIGQUIT for nginx's image,
 // ends svcreg with 128+N.

@@ -2,7 +2,10 @@
 
 package supervise
 
-import "os/exec"
+import (
+	"os/exec"
+	"syscall"
+)
 
 // setDeathSignal does nothing: only Linux has a parent-death signal.
-func setDeathSignal(cmd *exec.Cmd) {}
+func setDeathSignal(cmd *exec.Cmd, sig syscall.Signal) {}

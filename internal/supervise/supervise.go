@@ -73,8 +73,13 @@ type Options struct {
 	// it.
 	GracePeriod time.Duration
 	// ParentDeathSignal has the kernel kill the command when the program
-	// dies without passing anything on (SIGKILL; Linux only).
+	// dies without passing anything on (Linux only), with DeathSignal.
 	ParentDeathSignal bool
+	// DeathSignal is the signal the kernel sends then; SIGKILL if 0. A
+	// command that stops processes of its own on SIGTERM (nginx's and
+	// HAProxy's masters, their workers) leaves none behind with SIGTERM,
+	// where SIGKILL leaves them running.
+	DeathSignal syscall.Signal
 }
 
 // Child is a started command.
@@ -122,7 +127,11 @@ func (c *Child) startCommand() error {
 	if !c.opts.ParentDeathSignal {
 		return c.cmd.Start()
 	}
-	setDeathSignal(c.cmd)
+	sig := c.opts.DeathSignal
+	if sig == 0 {
+		sig = syscall.SIGKILL
+	}
+	setDeathSignal(c.cmd, sig)
 	started := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
