@@ -391,10 +391,19 @@ func (e *Exec) Run(ctx context.Context) int {
 // the renderer's exit status.
 func (e *Exec) supervise(ctx context.Context, child *supervise.Child) int {
 	sigs := e.sup.Signals()
+	// The last signal passed on, other than SIGWINCH and SIGCONT, and when.
+	var passed os.Signal
+	var passedAt time.Time
 	for {
 		select {
 		case <-child.Done():
-			e.Log.Error("the command exited by itself; stopping", "status", supervise.Describe(child.Status()))
+			if passed != nil && time.Since(passedAt) < max(e.GracePeriod, 10*time.Second) {
+				// A container runtime's stop signal (SIGQUIT for nginx's
+				// image, SIGUSR1 for HAProxy's), passed on.
+				e.Log.Info("the command exited after a signal passed on; stopping", "signal", passed, "status", supervise.Describe(child.Status()))
+			} else {
+				e.Log.Error("the command exited by itself; stopping", "status", supervise.Describe(child.Status()))
+			}
 			return child.ExitCode()
 		case sig := <-sigs:
 			switch sig {
@@ -407,6 +416,9 @@ func (e *Exec) supervise(ctx context.Context, child *supervise.Child) int {
 				child.Forward(sig)
 				return child.Stop()
 			default:
+				if sig != syscall.SIGWINCH && sig != syscall.SIGCONT {
+					passed, passedAt = sig, time.Now()
+				}
 				child.Forward(sig)
 			}
 		case <-ctx.Done():

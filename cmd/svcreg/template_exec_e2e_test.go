@@ -197,13 +197,7 @@ func TestExecNginx(t *testing.T) {
 
 func TestExecNginxKilled(t *testing.T) {
 	t.Parallel()
-	n := newExecNginx(t)
-	_, c, env := registryEnv(t, testserver.Options{}, "exec-nginx-killed")
-	ip, port := backend(t, "backend-a")
-	createService(t, c, "web-a", 120, []string{"www"}, map[string]string{"ip": ip, "port": port})
-	config, _ := n.shippedConfig(t, env, true)
-	d := startDaemon(t, env, "--config", config, "--exec", n.command())
-	eventuallyTrue(t, "backend A behind nginx", func() bool { return get(n.url()) == "backend-a" })
+	n, d := nginxServingA(t, "exec-nginx-killed")
 
 	// nginx's master dies of SIGKILL: svcreg exits 128+9, and takes the
 	// orphaned worker with it rather than rendering into the void.
@@ -219,13 +213,7 @@ func TestExecNginxKilled(t *testing.T) {
 // stops its workers (SIGKILL would leave them serving, with the port).
 func TestExecNginxGoesWithTheRenderer(t *testing.T) {
 	t.Parallel()
-	n := newExecNginx(t)
-	_, c, env := registryEnv(t, testserver.Options{}, "exec-nginx-renderer-killed")
-	ip, port := backend(t, "backend-a")
-	createService(t, c, "web-a", 120, []string{"www"}, map[string]string{"ip": ip, "port": port})
-	config, _ := n.shippedConfig(t, env, true)
-	d := startDaemon(t, env, "--config", config, "--exec", n.command())
-	eventuallyTrue(t, "backend A behind nginx", func() bool { return get(n.url()) == "backend-a" })
+	n, d := nginxServingA(t, "exec-nginx-renderer-killed")
 	master := n.masterPid(t)
 	d.cmd.Process.Kill()
 	d.exitStatus(t)
@@ -233,6 +221,35 @@ func TestExecNginxGoesWithTheRenderer(t *testing.T) {
 	eventuallyTrue(t, "nginx's workers to stop, and its port to be free", func() bool {
 		return len(groupMembers(master)) == 0 && get(n.url()) == ""
 	})
+}
+
+// docker stop of nginx's image sends SIGQUIT, passed on: nginx stops
+// gracefully, and svcreg exits with it, logging no error.
+func TestExecNginxStopSignalPassedOn(t *testing.T) {
+	t.Parallel()
+	_, d := nginxServingA(t, "exec-nginx-quit")
+	d.cmd.Process.Signal(syscall.SIGQUIT)
+	if code := d.exitStatus(t); code != 0 {
+		t.Errorf("exit %d after SIGQUIT, passed on; want nginx's 0:\n%s", code, d.output())
+	}
+	if out := d.output(); strings.Contains(out, "level=ERROR") || !strings.Contains(out, "exited after a signal passed on") {
+		t.Errorf("a stop by a signal passed on is logged as an error, or not at all:\n%s", out)
+	}
+}
+
+// nginxServingA runs svcreg template --exec with nginx, the shipped
+// config, in account user, with one service, backend A, and returns once
+// nginx serves it.
+func nginxServingA(t *testing.T, user string) (*execNginx, *daemon) {
+	t.Helper()
+	n := newExecNginx(t)
+	_, c, env := registryEnv(t, testserver.Options{}, user)
+	ip, port := backend(t, "backend-a")
+	createService(t, c, "web-a", 120, []string{"www"}, map[string]string{"ip": ip, "port": port})
+	config, _ := n.shippedConfig(t, env, true)
+	d := startDaemon(t, env, "--config", config, "--exec", n.command())
+	eventuallyTrue(t, "backend A behind nginx", func() bool { return get(n.url()) == "backend-a" })
+	return n, d
 }
 
 // groupMembers are the live processes of process group pgid.
