@@ -22,7 +22,12 @@ func unifiedDiff(a, b string) string {
 	return formatHunks(ops, 3)
 }
 
-const maxEdits = 4000
+// maxEdits bounds a --dry diff: lineEdits keeps its V array for each edit,
+// so its memory grows with the square of the edits (about 16 MB at 1000;
+// 256 MB at 4000, which one account renaming its services could cost
+// every dry pass), and a diff of more lines than that is read as a
+// rewrite anyway.
+const maxEdits = 1000
 
 func splitLines(s string) []string {
 	if s == "" {

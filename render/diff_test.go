@@ -1,6 +1,8 @@
 package render
 
 import (
+	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -48,5 +50,26 @@ func TestUnifiedDiff(t *testing.T) {
 	}
 	if got := unifiedDiff("", "new\n"); got != "@@ -0,0 +1,1 @@\n+new\n" {
 		t.Fatalf("diff of a new file: %q", got)
+	}
+}
+
+// A diff past maxEdits shows the new file whole, and costs little memory
+// getting there: the memory of lineEdits grows with the square of the
+// edits, and registry data (services renamed) decides how many there are.
+func TestDiffOfManyChangesIsBounded(t *testing.T) {
+	var a, b strings.Builder
+	for i := range 4000 {
+		fmt.Fprintf(&a, "server 10.0.0.%d:80;  # web-%d\n", i%250, i)
+		fmt.Fprintf(&b, "server 10.1.0.%d:80;  # app-%d\n", i%250, i)
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	d := unifiedDiff(a.String(), b.String())
+	runtime.ReadMemStats(&after)
+	if !strings.Contains(d, "(rewritten)") {
+		t.Errorf("a diff of 4000 changed lines is not shown as a rewrite:\n%.300s", d)
+	}
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 64<<20 {
+		t.Errorf("the diff allocated %d MB", alloc>>20)
 	}
 }
