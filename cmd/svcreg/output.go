@@ -81,11 +81,12 @@ func isTerminal(w io.Writer) bool {
 
 // termWriter writes through termText, to a terminal: for output that
 // registry text may have written. From the first write it has to escape
-// on, it escapes every write (backslashes doubled), and it says so once on
-// note before it, so that a backslash doubled (or text that looks like an
-// escape) is never taken for what was rendered.
+// on, it escapes every write (backslashes doubled), and it calls note once
+// before it, to say so, so that a backslash doubled (or text that looks
+// like an escape) is never taken for what was rendered.
 type termWriter struct {
-	w, note  io.Writer
+	w        io.Writer
+	note     func()
 	escaping bool
 }
 
@@ -93,7 +94,7 @@ func (t *termWriter) Write(p []byte) (int, error) {
 	shown := termText(string(p))
 	if shown != string(p) && !t.escaping {
 		t.escaping = true
-		io.WriteString(t.note, "svcreg: the output from here on holds characters a terminal would act on: shown escaped, each backslash doubled (piped, it is written as it is)\n")
+		t.note()
 	} else if t.escaping {
 		shown = termEscaped(string(p))
 	}

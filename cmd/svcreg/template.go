@@ -187,7 +187,9 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	// as rendered when piped.
 	shown := stdout
 	if isTerminal(stdout) {
-		shown = &termWriter{w: stdout, note: stderr}
+		shown = &termWriter{w: stdout, note: func() {
+			log.Warn("the output from here on holds characters a terminal would act on: shown escaped, each backslash doubled (piped, it is written as it is)")
+		}}
 	}
 	renderer.Dry, renderer.DryOut, renderer.NoReload = f.dry, shown, f.noReload
 	renderer.Status = render.NewStatus()
