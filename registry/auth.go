@@ -114,7 +114,7 @@ func identityURL(cfg Config) (string, error) {
 	}
 	u, err := url.Parse(strings.TrimRight(cfg.URL, "/"))
 	if err != nil {
-		return "", fmt.Errorf("registry: URL %q: %w", redactedURL(cfg.URL), parseFault(err))
+		return "", fmt.Errorf("registry: URL %q does not parse", redactedURL(cfg.URL))
 	}
 	prefix, ok := strings.CutSuffix(u.Path, "/v1.0")
 	if !ok {

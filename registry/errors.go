@@ -245,14 +245,7 @@ func redactedURL(s string) string {
 	return s[:from] + "…" + s[at:]
 }
 
-// parseFault is url.Parse's error without the URL it quotes.
-func parseFault(err error) error {
-	if ue, ok := err.(*url.Error); ok {
-		return ue.Err
-	}
-	return err
-}
-
+// shownURL is u without its user and password.
 func shownURL(u *url.URL) string {
 	if u.User == nil {
 		return u.String()

@@ -397,7 +397,8 @@ func (e *Exec) supervise(ctx context.Context, child *supervise.Child) int {
 	for {
 		select {
 		case <-child.Done():
-			if passed != nil && time.Since(passedAt) < max(e.GracePeriod, 10*time.Second) {
+			if st := child.Status(); passed != nil && time.Since(passedAt) < max(e.GracePeriod, 10*time.Second) &&
+				(st.Exited() && st.ExitStatus() == 0 || st.Signaled() && st.Signal() == passed) {
 				// A container runtime's stop signal (SIGQUIT for nginx's
 				// image, SIGUSR1 for HAProxy's), passed on.
 				e.Log.Info("the command exited after a signal passed on; stopping", "signal", passed, "status", supervise.Describe(child.Status()))

@@ -25,14 +25,17 @@ func logValue(s string) string {
 // and are replaced by "REDACTED", in the absolute form of the request line
 // (http://host/path) too.
 func withoutToken(uri string) string {
-	if scheme, rest, ok := strings.Cut(uri, "://"); ok && isScheme(scheme) {
-		host := rest
-		if i := strings.IndexAny(rest, "/?"); i >= 0 {
-			host, rest = rest[:i], rest[i:]
-		} else {
-			rest = ""
+	if scheme, rest, ok := strings.Cut(uri, ":"); ok && !strings.HasPrefix(uri, "/") && isScheme(scheme) {
+		// http://host/path, or http:/path (which Go's server takes too).
+		prefix := scheme + ":"
+		if after, ok := strings.CutPrefix(rest, "//"); ok {
+			i := strings.IndexAny(after, "/?")
+			if i < 0 {
+				return uri
+			}
+			prefix, rest = prefix+"//"+after[:i], after[i:]
 		}
-		return scheme + "://" + host + withoutToken(rest)
+		return prefix + withoutToken(rest)
 	}
 	path, query, ok := strings.Cut(uri, "?")
 	if len(path) > len(tokensPath) && hasPathPrefixFold(path, tokensPath[:len(tokensPath)-1]) && path[len(tokensPath)-1] == '/' {

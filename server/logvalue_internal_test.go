@@ -24,6 +24,8 @@ func TestWithoutToken(t *testing.T) {
 		"http://h/v1.0/7777/services?x-auth-token=secret": "http://h/v1.0/7777/services?x-auth-token=REDACTED",
 		"http://h?x-auth-token=secret":                    "http://h?x-auth-token=REDACTED",
 		"http://h":                                        "http://h",
+		"http:/v2.0/tokens/d02278a2":                      "http:/v2.0/tokens/REDACTED",
+		"http:/v1.0/7777/services?x-auth-token=secret":    "http:/v1.0/7777/services?x-auth-token=REDACTED",
 		"http://h?x-auth-token=secret&u=a://b":            "http://h?x-auth-token=REDACTED&u=a://b",
 		"/v1.0/7777/services?x-auth-token=secret&u=a://b": "/v1.0/7777/services?x-auth-token=REDACTED&u=a://b",
 	} {
