@@ -126,7 +126,7 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:8420", "`address` to listen on")
 	fs.StringVar(&f.readyFile, "ready-file", "", "`file` to write the server's base URL to once it listens (with --listen 127.0.0.1:0,\nhow a script or test learns the port); removed when the server stops")
 	fs.StringVar(&f.dataDir, "data-dir", "./svcreg-data", "`directory` holding the database")
-	fs.BoolVar(&f.dev, "dev", false, "development mode: any username authenticates with API key \"dev\"; requests that\nreach it on loopback must name it by IP address or localhost")
+	fs.BoolVar(&f.dev, "dev", false, "development mode: any username authenticates with API key \"dev\"; requests that\nreach it on loopback must name it by IP address, localhost or the host name")
 	fs.StringVar(&f.users, "users", "", "users `file` (TOML) for the identity endpoint")
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "TLS certificate `file` (PEM); serve HTTPS with --tls-key")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "TLS private key `file` (PEM)")

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -190,10 +191,26 @@ func LoopbackOnly(ln net.Addr, h http.Handler) http.Handler {
 		if h, _, err := net.SplitHostPort(host); err == nil {
 			host = h
 		}
-		if _, err := netip.ParseAddr(strings.Trim(host, "[]")); err != nil && !strings.EqualFold(host, "localhost") {
-			http.Error(w, "this listener is on loopback: address it by IP address or localhost", http.StatusMisdirectedRequest)
+		if !loopbackName(host) {
+			http.Error(w, "this listener is on loopback: address it by IP address, localhost or the machine's host name", http.StatusMisdirectedRequest)
 			return
 		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+// loopbackName reports whether host (without its port) is a name a
+// request that reached loopback may use: an IP address, localhost, the
+// machine's host name (which Debian, say, points at 127.0.1.1), or none (a
+// health check over HTTP/1.0; browsers always send one). A web page can
+// point no other name at loopback for its requests to carry.
+func loopbackName(host string) bool {
+	if host == "" || strings.EqualFold(host, "localhost") {
+		return true
+	}
+	if _, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
+		return true
+	}
+	name, err := os.Hostname()
+	return err == nil && name != "" && strings.EqualFold(host, name)
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -137,6 +138,10 @@ func TestLoopbackOnly(t *testing.T) {
 	other := LoopbackOnly(&net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 8421}, ok)
 	// On a listener on every address, a request that reached loopback is
 	// checked; one that reached another address is not.
+	hostname, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
 	every := LoopbackOnly(&net.TCPAddr{IP: net.IPv6unspecified, Port: 8421}, ok)
 	at := func(ip net.IP) *net.TCPAddr { return &net.TCPAddr{IP: ip, Port: 8421} }
 	for _, tc := range []struct {
@@ -149,6 +154,8 @@ func TestLoopbackOnly(t *testing.T) {
 		{every, "evil.example:8421", http.StatusMisdirectedRequest, at(net.IPv6loopback)},
 		{every, "127.0.0.1:8421", http.StatusNoContent, at(net.IPv4(127, 0, 0, 1))},
 		{every, "lb1.example:8421", http.StatusNoContent, at(net.IPv4(10, 0, 0, 1))},
+		{every, hostname + ":8421", http.StatusNoContent, at(net.IPv4(127, 0, 1, 1))},
+		{loopback, "", http.StatusNoContent, nil},
 		{loopback, "127.0.0.1:8421", http.StatusNoContent, nil},
 		{loopback, "[::1]:8421", http.StatusNoContent, nil},
 		{loopback, "localhost:8421", http.StatusNoContent, nil},
