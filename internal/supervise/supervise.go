@@ -199,11 +199,13 @@ func (c *Child) Forward(sig os.Signal) {
 }
 
 // Stop sends the command SIGTERM, unless a SIGINT or SIGTERM was passed on
-// already, and SIGKILL if it is still running a grace period after the
-// first; meanwhile the program's signals are passed on. It returns the
-// command's exit status (ExitCode).
+// within the grace period, and SIGKILL if it is still running a grace
+// period after that; meanwhile the program's signals are passed on. It
+// returns the command's exit status (ExitCode). (A SIGINT the command
+// outlived long ago, a terminal's Ctrl-C to a program that goes on, does
+// not count: it would leave the command no grace period at all.)
 func (c *Child) Stop() int {
-	if c.termAt.IsZero() {
+	if c.termAt.IsZero() || time.Since(c.termAt) >= c.opts.GracePeriod {
 		c.signal(syscall.SIGTERM)
 		c.termAt = time.Now()
 	}

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // Children started with StartOwned report their own exit status to
@@ -55,5 +56,24 @@ func TestOwnedChildrenKeepTheirStatus(t *testing.T) {
 	var ws syscall.WaitStatus
 	if pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil); err != syscall.ECHILD {
 		t.Fatalf("a child was left behind: pid %d, err %v", pid, err)
+	}
+}
+
+// A stop long after a SIGINT the command outlived (a terminal's Ctrl-C to a
+// program that goes on) sends SIGTERM and gives it its grace period, rather
+// than SIGKILL at once.
+func TestStopAfterAnOldInterrupt(t *testing.T) {
+	sup := New(slog.New(slog.DiscardHandler))
+	defer sup.Close()
+	child, err := sup.Start(exec.Command("sh", "-c", "trap '' INT; trap 'exit 3' TERM; while :; do sleep 0.05; done"), Options{GracePeriod: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer child.Close()
+	time.Sleep(100 * time.Millisecond) // the traps set
+	child.Forward(syscall.SIGINT)
+	time.Sleep(300 * time.Millisecond)
+	if code := child.Stop(); code != 3 {
+		t.Errorf("exit code %d after a stop past the grace period of an interrupt; want 3, the command's own on SIGTERM", code)
 	}
 }
