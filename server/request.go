@@ -228,6 +228,9 @@ func marshalJSON(v any) ([]byte, error) {
 func writeRawJSON(w http.ResponseWriter, status int, data []byte) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json; charset=UTF-8")
+	// Registry text in a JSON answer (a requested path echoed in a 404,
+	// say) is never read as HTML by a browser that sniffs.
+	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Content-Length", strconv.Itoa(len(data)))
 	w.WriteHeader(status)
 	w.Write(data)

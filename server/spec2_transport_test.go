@@ -412,3 +412,23 @@ func testLocationHeader(t *testing.T, kind string) {
 		location(t, r, "http", "registry.example.com", "/v1.0/"+c.tenant+"/configuration/key-1")
 	})
 }
+
+// Answers that hold a token are kept out of caches, and JSON answers, which
+// may echo registry text or a requested path, are never sniffed as HTML.
+func TestCacheAndSniffHeaders(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	c := newUser(t, srv, "headers")
+	body := map[string]any{"auth": map[string]any{
+		"RAX-KSKEY:apiKeyCredentials": map[string]string{"username": "headers", "apiKey": "dev"},
+	}}
+	login := sendRequest(t, c.base, "POST", "/v2.0/tokens", body).want(200)
+	if got := login.header.Get("Cache-Control"); got != "no-store" {
+		t.Errorf("the token answer's Cache-Control is %q, want no-store", got)
+	}
+	for _, r := range []*reply{login, c.raw("GET", "/v1.0/"+c.tenant+"/<script>", nil), c.raw("GET", "/v1.0/"+c.tenant+"/services", nil)} {
+		if got := r.header.Get("X-Content-Type-Options"); got != "nosniff" {
+			t.Errorf("an answer (%d) without X-Content-Type-Options: nosniff: %q", r.code, got)
+		}
+	}
+}
