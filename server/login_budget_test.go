@@ -217,9 +217,7 @@ func testSetUsersRevokesTokensIssuedBeforeACredentialChange(t *testing.T, kind s
 	}
 	id.clock.Add(time.Second)
 	set := func(users []server.User) {
-		if err := id.auth.SetUsers(users); err != nil {
-			t.Fatal(err)
-		}
+		id.setUsers(users)
 		id.clock.Add(time.Second)
 	}
 	changed := []server.User{
@@ -308,9 +306,7 @@ func testRevocationsOutliveARestart(t *testing.T, kind string) {
 	}
 	final := append(slices.Clone(changed), users[1], users[4])
 	for _, us := range [][]server.User{append(slices.Clone(changed), server.User{Name: "moves-and-returns", Tenant: "3006", APIKey: "k"}), final} {
-		if err := id.auth.SetUsers(us); err != nil {
-			t.Fatal(err)
-		}
+		id.setUsers(us)
 		id.clock.Add(time.Second)
 	}
 	// A token issued after the change is not revoked, now or later.
@@ -368,9 +364,7 @@ func TestUnrecordedRevocationIsTriedAgain(t *testing.T) {
 	id.clock.Add(time.Second)
 	st.revoke.Store(true)
 	for _, us := range [][]server.User{users[:1], users} {
-		if err := id.auth.SetUsers(us); err != nil {
-			t.Fatal(err)
-		}
+		id.setUsers(us)
 	}
 	if code := get(id); code != 401 {
 		t.Fatalf("the token of a user removed and added back, the revocation unrecorded: status %d, want 401", code)
@@ -389,15 +383,22 @@ func TestUnrecordedRevocationIsTriedAgain(t *testing.T) {
 	}
 }
 
+// setUsers gives the server users, as a SIGHUP with that users file does,
+// and fails the test if it refuses them.
+func (id *identity) setUsers(users []server.User) {
+	id.t.Helper()
+	if err := id.auth.SetUsers(users); err != nil {
+		id.t.Fatal(err)
+	}
+}
+
 // removeAndReturn removes user u and adds it back, as two SIGHUPs: every
 // token issued to it before is revoked.
 func (id *identity) removeAndReturn(users []server.User, u int) {
 	id.t.Helper()
 	others := slices.Delete(slices.Clone(users), u, u+1)
 	for _, us := range [][]server.User{others, users} {
-		if err := id.auth.SetUsers(us); err != nil {
-			id.t.Fatal(err)
-		}
+		id.setUsers(us)
 	}
 }
 
@@ -488,9 +489,7 @@ func TestRevocationAfterAShorterTokenLifetime(t *testing.T) {
 	id.clock.Add(time.Second)
 	id.removeAndReturn(users, 0)
 	id.clock.Add(2 * time.Hour)
-	if err := id.auth.SetUsers(users); err != nil {
-		t.Fatal(err)
-	}
+	id.setUsers(users)
 	if code := get(); code != 401 {
 		t.Errorf("the token two hours after its user's revocation, past this run's token lifetime: status %d, want 401", code)
 	}
@@ -515,15 +514,11 @@ func testRollingReloadKeepsNewTokens(t *testing.T, kind string) {
 	a := startIdentity(t, kind, users, server.AuthLimits{})
 	b := startIdentityOn(t, a.st, users, server.AuthLimits{})
 	rotated := []server.User{{Name: "carol", Tenant: "3001", APIKey: "new-key", PasswordHash: pw}}
-	if err := a.auth.SetUsers(rotated); err != nil {
-		t.Fatal(err)
-	}
+	a.setUsers(rotated)
 	a.clock.Add(time.Second)
 	tokens := map[string]string{"new key": a.token("carol", "new-key", true), "password": a.token("carol", "pw", false)}
 	b.clock.Add(time.Minute)
-	if err := b.auth.SetUsers(rotated); err != nil {
-		t.Fatal(err)
-	}
+	b.setUsers(rotated)
 	for what, token := range tokens {
 		for node, id := range map[string]*identity{"the first": a, "the second": b, "the first, restarted": startIdentityOn(t, a.st, rotated, server.AuthLimits{})} {
 			if got := id.services("3001", token); got != 200 {
@@ -607,9 +602,7 @@ func testCredentialBackKeepsOldTokensRevoked(t *testing.T, kind string) {
 	old := id.token("u", "k1", true)
 	for _, us := range [][]server.User{{{Name: "u", Tenant: "3001", APIKey: "k2"}}, users} {
 		id.clock.Add(time.Second)
-		if err := id.auth.SetUsers(us); err != nil {
-			t.Fatal(err)
-		}
+		id.setUsers(us)
 	}
 	id.clock.Add(time.Second)
 	fresh := id.token("u", "k1", true)
@@ -638,23 +631,17 @@ func testRollingTenantChange(t *testing.T, kind string) {
 	oldToken := a.token("carol", "k", true)
 	moved := []server.User{{Name: "carol", Tenant: "3002", APIKey: "k"}}
 	a.clock.Add(time.Second)
-	if err := a.auth.SetUsers(moved); err != nil {
-		t.Fatal(err)
-	}
+	a.setUsers(moved)
 	a.clock.Add(time.Second)
 	newToken := a.token("carol", "k", true)
 	b.clock.Add(time.Minute)
-	if err := b.auth.SetUsers(moved); err != nil {
-		t.Fatal(err)
-	}
+	b.setUsers(moved)
 	for node, id := range map[string]*identity{"the first": a, "the second": b, "the first, restarted": startIdentityOn(t, a.st, moved, server.AuthLimits{})} {
 		if got := id.services("3002", newToken); got != 200 {
 			t.Errorf("a token of the new tenant issued between the reloads, at %s node: status %d, want 200", node, got)
 		}
 	}
-	if err := b.auth.SetUsers(users); err != nil { // moved back
-		t.Fatal(err)
-	}
+	b.setUsers(users) // moved back
 	if got := b.services("3001", oldToken); got != 401 {
 		t.Errorf("a token of the old tenant, the user moved back: status %d, want 401", got)
 	}
@@ -705,9 +692,7 @@ func TestRetiredPrintsArePruned(t *testing.T) {
 	for d := 1; d <= days; d++ {
 		id.clock.Add(24 * time.Hour)
 		storeClock.Advance(24 * time.Hour)
-		if err := id.auth.SetUsers(users(d)); err != nil {
-			t.Fatal(err)
-		}
+		id.setUsers(users(d))
 	}
 	r, err := st.Revocations(context.Background())
 	if err != nil {
