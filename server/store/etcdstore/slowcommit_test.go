@@ -23,19 +23,32 @@ import (
 // fails.
 func TestPeerWaitsForAHeartbeatBeingWritten(t *testing.T) {
 	t.Parallel()
-	c := etcdtest.Start(t, etcdtest.Options{})
-	cli := etcdtest.Client(t, c.Endpoints()...)
-	gate := holdFirstWrite(cli.KV, true)
 	const timeout = 3 * time.Second
-	opts := Options{Prefix: "/slow-heartbeat-write/", PeerListen: "127.0.0.1:0", ReapInterval: 250 * time.Millisecond,
-		NodeTTL: 2 * time.Second, RequestTimeout: 2 * time.Second}
-	opts.HeartbeatSlack = MinHeartbeatSlack(opts)
-	h := holderAndPeer(t, c, swapped(cli, gate, nil), opts)
+	h, cli, gate := gatedHolder(t, "/slow-heartbeat-write/", 0)
 	// The next heartbeat, half a second before the deadline, must be
 	// written: its deadline passes the stored one.
 	tok, deadline, next := beatsToTheStoredDeadline(t, h, cli, timeout, timeout-500*time.Millisecond)
 	time.Sleep(time.Until(next))
 	committedLate(t, h, gate, tok, deadline)
+}
+
+// gatedHolder opens a holder and its peer over an etcd cluster of their
+// own, under prefix, with a quarter-second reap interval, a 2 s node TTL
+// and request timeout, and slack (MinHeartbeatSlack if 0). The holder's
+// client is gated: its first write of the key the test names in the gate
+// is held back until the gate is released. It returns the holder, a
+// client of the cluster of the test's own, and the gate.
+func gatedHolder(t *testing.T, prefix string, slack time.Duration) (*Store, *clientv3.Client, *heldKV) {
+	t.Helper()
+	c := etcdtest.Start(t, etcdtest.Options{})
+	cli := etcdtest.Client(t, c.Endpoints()...)
+	gate := holdFirstWrite(cli.KV, true)
+	opts := Options{Prefix: prefix, PeerListen: "127.0.0.1:0", ReapInterval: 250 * time.Millisecond,
+		NodeTTL: 2 * time.Second, RequestTimeout: 2 * time.Second, HeartbeatSlack: slack}
+	if slack == 0 {
+		opts.HeartbeatSlack = MinHeartbeatSlack(opts)
+	}
+	return holderAndPeer(t, c, swapped(cli, gate, nil), opts), cli, gate
 }
 
 // committedLate sends the heartbeat of service "s" of tenant "t" with tok
@@ -117,13 +130,8 @@ func TestPeerWaitsForARetriedHeartbeatBeingWritten(t *testing.T) {
 // it is copied to the peer first just the same.
 func TestPeerWaitsForASequenceWindowWrite(t *testing.T) {
 	t.Parallel()
-	c := etcdtest.Start(t, etcdtest.Options{})
-	cli := etcdtest.Client(t, c.Endpoints()...)
-	gate := holdFirstWrite(cli.KV, true)
 	const timeout = 3 * time.Second
-	opts := Options{Prefix: "/slow-window-write/", PeerListen: "127.0.0.1:0", ReapInterval: 250 * time.Millisecond,
-		NodeTTL: 2 * time.Second, RequestTimeout: 2 * time.Second, HeartbeatSlack: time.Minute}
-	h := holderAndPeer(t, c, swapped(cli, gate, nil), opts)
+	h, _, gate := gatedHolder(t, "/slow-window-write/", time.Minute)
 	ctx := t.Context()
 	tok, err := h.CreateService(ctx, "t", store.NewService{ID: "s", HeartbeatTimeout: int(timeout / time.Second)})
 	if err != nil {
