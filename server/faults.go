@@ -2,7 +2,10 @@ package server
 
 import (
 	"errors"
+	"math"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/svcreg/svcreg/server/store"
 )
@@ -28,6 +31,9 @@ type fault struct {
 	Type    string
 	Message string
 	Details any
+	// RetryAfter, if not zero, is sent as Retry-After, in whole seconds
+	// rounded up.
+	RetryAfter time.Duration
 }
 
 func (f *fault) Error() string { return f.Type + ": " + f.Message }
@@ -83,7 +89,7 @@ func (s *Server) faultFor(txnID string, err error) *fault {
 	case errors.As(err, &le):
 		return &fault{Status: http.StatusBadRequest, Type: faultLimitReached, Message: "Resource limit has been reached", Details: le.Error()}
 	case errors.As(err, &re):
-		return rateLimited(re.Limit)
+		return rateLimited(re.Limit, re.Wait)
 	case errors.Is(err, store.ErrMarkerExpired):
 		return &fault{Status: http.StatusGone, Type: faultMarkerExpired,
 			Message: "Marker has expired",
@@ -119,8 +125,8 @@ func faultJSON(f *fault, txnID string) []byte {
 // is written here.
 func (s *Server) writeFault(w http.ResponseWriter, rq *request, err error) {
 	f := s.faultFor(rq.txnID, err)
-	if re := (*store.RateLimitError)(nil); errors.As(err, &re) {
-		setRetryAfter(w, re.Wait)
+	if f.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(f.RetryAfter.Seconds()))))
 	}
 	if f.Status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Keystone uri="`+rq.baseURL()+`/v2.0"`)

@@ -280,7 +280,7 @@ func (s *Server) handleAPI(w http.ResponseWriter, rq *request, path string) (str
 		return "unmatched", notFoundPage(r.RequestURI)
 	}
 	rq.params, rq.routePath = params, routePath
-	if f := s.limitWrite(w, rq, rt.name); f != nil {
+	if f := s.limitWrite(rq, rt.name); f != nil {
 		return rt.name, f
 	}
 	return rt.name, rt.handle(w, rq)

@@ -2,9 +2,7 @@ package server
 
 import (
 	"fmt"
-	"math"
 	"net/http"
-	"strconv"
 	"sync"
 	"time"
 
@@ -58,7 +56,7 @@ func (l *writeLimiter) take(tenant string) (wait time.Duration, ok bool) {
 
 // limitWrite refuses a write beyond the tenant's write rate with the
 // rate-limit fault (spec §3.3) and a Retry-After header.
-func (s *Server) limitWrite(w http.ResponseWriter, rq *request, routeName string) *fault {
+func (s *Server) limitWrite(rq *request, routeName string) *fault {
 	if s.writes == nil || !writeRoutes[routeName] {
 		return nil
 	}
@@ -66,16 +64,11 @@ func (s *Server) limitWrite(w http.ResponseWriter, rq *request, routeName string
 	if ok {
 		return nil
 	}
-	setRetryAfter(w, wait)
-	return rateLimited(fmt.Sprintf("Limit of %g write requests per second, in bursts of up to %d, has been reached", s.cfg.WriteRate, s.cfg.WriteBurst))
+	return rateLimited(fmt.Sprintf("Limit of %g write requests per second, in bursts of up to %d, has been reached", s.cfg.WriteRate, s.cfg.WriteBurst), wait)
 }
 
-// rateLimited is the rate-limit fault (spec §3.3).
-func rateLimited(details string) *fault {
-	return &fault{Status: http.StatusBadRequest, Type: faultRateLimit, Message: "Rate limit has been reached.", Details: details}
-}
-
-// setRetryAfter tells the client to retry after wait, in whole seconds.
-func setRetryAfter(w http.ResponseWriter, wait time.Duration) {
-	w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+// rateLimited is the rate-limit fault (spec §3.3), to be retried after
+// wait.
+func rateLimited(details string, wait time.Duration) *fault {
+	return &fault{Status: http.StatusBadRequest, Type: faultRateLimit, Message: "Rate limit has been reached.", Details: details, RetryAfter: wait}
 }
