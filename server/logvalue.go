@@ -1,10 +1,10 @@
 package server
 
 import (
+	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
-	"unicode"
 )
 
 // maxLogValue bounds a value from a request or from registry data in a log
@@ -19,24 +19,16 @@ func logValue(s string) string {
 	return s[:maxLogValue] + "…(" + strconv.Itoa(len(s)) + " bytes)"
 }
 
+// loggedURI is r's URI as the log shows it: in the origin form, as the
+// server routes it (a request line in the absolute form loses its scheme,
+// host and any credentials), without tokens.
+func loggedURI(r *http.Request) string { return withoutToken(originForm(r)) }
+
 // withoutToken is a request URI as logged: an x-auth-token in its query
 // (the API takes one there as well as in the header), and the token in the
 // path of /v2.0/tokens/{token} (revoked, or validated), are credentials,
-// and are replaced by "REDACTED", in the absolute form of the request line
-// (http://host/path) too.
+// and are replaced by "REDACTED". uri is in the origin form (loggedURI).
 func withoutToken(uri string) string {
-	if scheme, rest, ok := strings.Cut(uri, ":"); ok && !strings.HasPrefix(uri, "/") && isScheme(scheme) {
-		// http://host/path, or http:/path (which Go's server takes too).
-		prefix := scheme + ":"
-		if after, ok := strings.CutPrefix(rest, "//"); ok {
-			i := strings.IndexAny(after, "/?")
-			if i < 0 {
-				return uri
-			}
-			prefix, rest = prefix+"//"+after[:i], after[i:]
-		}
-		return prefix + withoutToken(rest)
-	}
 	path, query, ok := strings.Cut(uri, "?")
 	if len(path) > len(tokensPath) && hasPathPrefixFold(path, tokensPath[:len(tokensPath)-1]) && path[len(tokensPath)-1] == '/' {
 		_, rest, _ := strings.Cut(path[len(tokensPath):], "/")
@@ -59,16 +51,6 @@ func withoutToken(uri string) string {
 		}
 	}
 	return path + "?" + strings.Join(params, "&")
-}
-
-// isScheme reports whether s is a URI scheme (RFC 3986 3.1).
-func isScheme(s string) bool {
-	if s == "" || !unicode.IsLetter(rune(s[0])) {
-		return false
-	}
-	return strings.IndexFunc(s, func(r rune) bool {
-		return r > unicode.MaxASCII || !unicode.IsLetter(r) && !unicode.IsDigit(r) && r != '+' && r != '-' && r != '.'
-	}) < 0
 }
 
 // tokensPath is the identity API's tokens collection; a token follows it.

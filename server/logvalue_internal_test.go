@@ -1,6 +1,11 @@
 package server
 
-import "testing"
+import (
+	"bufio"
+	"net/http"
+	"strings"
+	"testing"
+)
 
 // A token sent in the query is not written to the log.
 func TestWithoutToken(t *testing.T) {
@@ -18,19 +23,35 @@ func TestWithoutToken(t *testing.T) {
 		"/v2.0/tokens":      "/v2.0/tokens",
 		"/v2.0/tokens/":     "/v2.0/tokens/",
 		"/v2.0/tokensx/abc": "/v2.0/tokensx/abc",
-		// The absolute form of the request line (RFC 9112 3.2.2).
-		"http://127.0.0.1:8420/v2.0/tokens/d02278a2-4367": "http://127.0.0.1:8420/v2.0/tokens/REDACTED",
-		"HTTPS://h/V2.0/Tokens/d02278a2?belongsTo=1":      "HTTPS://h/V2.0/Tokens/REDACTED?belongsTo=1",
-		"http://h/v1.0/7777/services?x-auth-token=secret": "http://h/v1.0/7777/services?x-auth-token=REDACTED",
-		"http://h?x-auth-token=secret":                    "http://h?x-auth-token=REDACTED",
-		"http://h":                                        "http://h",
-		"http:/v2.0/tokens/d02278a2":                      "http:/v2.0/tokens/REDACTED",
-		"http:/v1.0/7777/services?x-auth-token=secret":    "http:/v1.0/7777/services?x-auth-token=REDACTED",
-		"http://h?x-auth-token=secret&u=a://b":            "http://h?x-auth-token=REDACTED&u=a://b",
 		"/v1.0/7777/services?x-auth-token=secret&u=a://b": "/v1.0/7777/services?x-auth-token=REDACTED&u=a://b",
 	} {
 		if got := withoutToken(in); got != want {
 			t.Errorf("withoutToken(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// The URI logged is the request's origin form: a request line in the
+// absolute form (RFC 9112 3.2.2), which the server routes by its path,
+// has its token left out as the origin form has, and no scheme, host or
+// credentials of its own.
+func TestLoggedURI(t *testing.T) {
+	for in, want := range map[string]string{
+		"http://127.0.0.1:8420/v2.0/tokens/d02278a2-4367": "/v2.0/tokens/REDACTED",
+		"HTTPS://h/V2.0/Tokens/d02278a2?belongsTo=1":      "/V2.0/Tokens/REDACTED?belongsTo=1",
+		"http://u:pw@h/v2.0/tokens/d02278a2":              "/v2.0/tokens/REDACTED",
+		"http://h/v1.0/7777/services?x-auth-token=secret": "/v1.0/7777/services?x-auth-token=REDACTED",
+		"http:/v2.0/tokens/d02278a2":                      "/v2.0/tokens/REDACTED",
+		"http:/v1.0/7777/services?x-auth-token=secret":    "/v1.0/7777/services?x-auth-token=REDACTED",
+		"http://h/?x-auth-token=secret&u=a://b":           "/?x-auth-token=REDACTED&u=a://b",
+		"/v2.0/tokens/d02278a2":                           "/v2.0/tokens/REDACTED",
+	} {
+		r, err := http.ReadRequest(bufio.NewReader(strings.NewReader("GET " + in + " HTTP/1.1\r\nHost: h\r\n\r\n")))
+		if err != nil {
+			t.Fatalf("%s: %v", in, err)
+		}
+		if got := loggedURI(r); got != want {
+			t.Errorf("loggedURI(%q) = %q, want %q", in, got, want)
 		}
 	}
 }
