@@ -490,7 +490,11 @@ func (s *Store) Heartbeat(ctx context.Context, tenantID, id, token string) (stri
 				// service (its MAC; the holder tells after the move
 				// whether it is the newest), and paid for from the
 				// tenant's budget.
-				if !valid || token != e.hb.Cur && token != e.hb.Prev && !s.mintedFor(tenantID, id, e, tok) {
+				known := valid && (token == e.hb.Cur || token == e.hb.Prev)
+				if valid && !known {
+					_, known = s.mintedFor(tenantID, id, e, tok)
+				}
+				if !known {
 					return "", notFound
 				}
 				if err := s.spendMove(tenantID); err != nil {
@@ -538,15 +542,14 @@ func (s *Store) Heartbeat(ctx context.Context, tenantID, id, token string) (stri
 // service's incarnation minted after the stored one, as a holder answering
 // from memory mints them. Called with e locked.
 func (s *Store) mintedSince(tenantID, id string, e *hbEntry, tok timeuuid.UUID) (uint32, bool) {
-	seq, ok := s.minter.Check(store.TokenKey{Tenant: tenantID, ID: id, Incarnation: e.rec.Incarnation}, tok)
+	seq, ok := s.mintedFor(tenantID, id, e, tok)
 	return seq, ok && store.SeqAtOrAfter(seq, store.NextSeq(e.hb.Seq))
 }
 
-// mintedFor reports whether tok is a token minted for the service's
-// incarnation, at any sequence number. Called with e locked.
-func (s *Store) mintedFor(tenantID, id string, e *hbEntry, tok timeuuid.UUID) bool {
-	_, ok := s.minter.Check(store.TokenKey{Tenant: tenantID, ID: id, Incarnation: e.rec.Incarnation}, tok)
-	return ok
+// mintedFor returns the sequence number of tok if it is a token minted for
+// the service's incarnation, at any sequence number. Called with e locked.
+func (s *Store) mintedFor(tenantID, id string, e *hbEntry, tok timeuuid.UUID) (uint32, bool) {
+	return s.minter.Check(store.TokenKey{Tenant: tenantID, ID: id, Incarnation: e.rec.Incarnation}, tok)
 }
 
 // spendMove takes one move of a service to this node from the tenant's
