@@ -74,8 +74,8 @@ type Config struct {
 // Defaults of Config.WriteRate and Config.WriteBurst: a deploy may set a
 // whole account's configuration values (1000) at once.
 const (
-	DefaultWriteRate  = 20
-	DefaultWriteBurst = 1000
+	DefaultWriteRate  = store.DefaultWriteRate
+	DefaultWriteBurst = store.DefaultWriteBurst
 )
 
 // Server serves the API. It is an http.Handler.

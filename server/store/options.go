@@ -49,3 +49,11 @@ func (o Options) WithDefaults() Options {
 	}
 	return o
 }
+
+// The default write limit per tenant: a deploy may set a whole account's
+// configuration values (1000) at once. The server limits writes by it,
+// and the etcd store the heartbeats that move a service between nodes.
+const (
+	DefaultWriteRate  = 20
+	DefaultWriteBurst = 1000
+)

@@ -250,10 +250,10 @@ const DefaultHeartbeatLinger = 20 * time.Millisecond
 // DefaultCopyLinger is Options.CopyLinger's default.
 const DefaultCopyLinger = 2 * time.Millisecond
 
-// Defaults of Options.MoveRate and MoveBurst, the server's write limit's.
+// Defaults of Options.MoveRate and MoveBurst: the write limit's.
 const (
-	DefaultMoveRate  = 20
-	DefaultMoveBurst = 1000
+	DefaultMoveRate  = store.DefaultWriteRate
+	DefaultMoveBurst = store.DefaultWriteBurst
 )
 
 // MoveEvery is how many live services of a tenant earn it one move a
