@@ -228,8 +228,6 @@ func newError(resp *http.Response, body []byte) *Error {
 	return e
 }
 
-// shownURL is u as errors show it (they reach logs and status pages):
-// without the user and password a registry URL may carry.
 // redactedURL is a URL given as text, as an error may show it: whatever
 // lies between its "//" and its last "@", which may be a password, is left
 // out, whether or not the URL parses.
@@ -245,7 +243,8 @@ func redactedURL(s string) string {
 	return s[:from] + "…" + s[at:]
 }
 
-// shownURL is u without its user and password.
+// shownURL is u as errors show it (they reach logs and status pages):
+// without the user and password a registry URL may carry.
 func shownURL(u *url.URL) string {
 	if u.User == nil {
 		return u.String()
