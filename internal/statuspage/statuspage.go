@@ -182,6 +182,7 @@ func LoopbackOnly(ln net.Addr, h http.Handler) http.Handler {
 	if !ok || !tcp.IP.IsLoopback() && !tcp.IP.IsUnspecified() {
 		return h
 	}
+	hostname, _ := os.Hostname()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if local, ok := r.Context().Value(http.LocalAddrContextKey).(*net.TCPAddr); ok && !local.IP.IsLoopback() {
 			h.ServeHTTP(w, r)
@@ -191,7 +192,7 @@ func LoopbackOnly(ln net.Addr, h http.Handler) http.Handler {
 		if h, _, err := net.SplitHostPort(host); err == nil {
 			host = h
 		}
-		if !loopbackName(host) {
+		if !loopbackName(host, hostname) {
 			http.Error(w, "this listener is on loopback: address it by IP address, localhost or the machine's host name", http.StatusMisdirectedRequest)
 			return
 		}
@@ -201,16 +202,15 @@ func LoopbackOnly(ln net.Addr, h http.Handler) http.Handler {
 
 // loopbackName reports whether host (without its port) is a name a
 // request that reached loopback may use: an IP address, localhost, the
-// machine's host name (which Debian, say, points at 127.0.1.1), or none (a
+// machine's hostname (which Debian, say, points at 127.0.1.1), or none (a
 // health check over HTTP/1.0; browsers always send one). A web page can
 // point no other name at loopback for its requests to carry.
-func loopbackName(host string) bool {
+func loopbackName(host, hostname string) bool {
 	if host == "" || strings.EqualFold(host, "localhost") {
 		return true
 	}
 	if _, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
 		return true
 	}
-	name, err := os.Hostname()
-	return err == nil && name != "" && strings.EqualFold(host, name)
+	return hostname != "" && strings.EqualFold(host, hostname)
 }
