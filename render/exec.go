@@ -350,10 +350,10 @@ func (e *Exec) Run(ctx context.Context) int {
 			// A signal that would have ended the command ends svcreg: a
 			// container runtime's stop signal may be SIGQUIT (nginx's
 			// image) or SIGUSR1 (HAProxy's).
-			switch sig {
-			case syscall.SIGHUP:
+			switch {
+			case sig == syscall.SIGHUP:
 				e.onHUP()
-			case syscall.SIGWINCH, syscall.SIGCONT:
+			case !supervise.EndsByDefault(sig):
 				e.Log.Debug("signal before the command started; ignored", "signal", sig)
 			default:
 				e.Log.Info("signal before the command started; stopping", "signal", sig)
@@ -417,7 +417,7 @@ func (e *Exec) supervise(ctx context.Context, child *supervise.Child) int {
 				child.Forward(sig)
 				return child.Stop()
 			default:
-				if sig != syscall.SIGWINCH && sig != syscall.SIGCONT {
+				if supervise.EndsByDefault(sig) {
 					passed, passedAt = sig, time.Now()
 				}
 				child.Forward(sig)

@@ -122,7 +122,7 @@ func (s *supervisor) awaitRegistration(ctx context.Context) (code int, done bool
 			// A signal that would have ended the command ends the
 			// wrapper: a container runtime's stop signal may be SIGQUIT
 			// (nginx's image) or SIGUSR1 (HAProxy's), as well as SIGTERM.
-			if sig == syscall.SIGWINCH || sig == syscall.SIGCONT {
+			if !supervise.EndsByDefault(sig) {
 				s.log.Debug("signal before the command started; ignored", "signal", sig)
 				continue
 			}

@@ -55,6 +55,14 @@ func New(log *slog.Logger) *Supervisor {
 	return s
 }
 
+// EndsByDefault reports whether sig, one of those Signals delivers, ends
+// a process that does not handle it: every one but SIGWINCH and SIGCONT.
+// Before the command has started, such a signal ends the program as it
+// would have ended the command.
+func EndsByDefault(sig os.Signal) bool {
+	return sig != syscall.SIGWINCH && sig != syscall.SIGCONT
+}
+
 // Signals delivers the signals the program got that a command may want:
 // the program decides which to pass on (Child.Forward) and which are its
 // own.
