@@ -101,9 +101,7 @@ func (sc *ServicesCache) view(cs CachedServices, now time.Time, err error) Cache
 func (sc *ServicesCache) fetch(ctx context.Context) (CachedServices, error) {
 	var cs CachedServices
 	first := true
-	for p, err := range pages(ctx, "", sc.c.maxListItems, func(ctx context.Context, marker string) (Page[Service], error) {
-		return sc.c.ListServicesPage(ctx, ServiceListOptions{Tag: sc.opts.Tag, Marker: marker, Limit: 1000})
-	}) {
+	for p, err := range sc.c.ListServicesPages(ctx, ServiceListOptions{Tag: sc.opts.Tag, Limit: 1000}) {
 		if err != nil {
 			sc.mu.Lock()
 			sc.lastErr, sc.retryAt = err, time.Now().Add(sc.bo.Next())

@@ -25,11 +25,25 @@ type ServiceListOptions struct {
 //		…
 //	}
 func (c *Client) ListServices(ctx context.Context, opts ServiceListOptions) iter.Seq2[Service, error] {
-	return all(ctx, opts.Marker, c.maxListItems, func(ctx context.Context, marker string) (Page[Service], error) {
+	return all(ctx, opts.Marker, c.maxListItems, c.servicesPage(opts))
+}
+
+// ListServicesPages yields every page of services, following next_marker
+// as ListServices does (and bounded as it is, by Config.MaxListItems), for
+// a caller that needs the pages: the first one's FeedMarker, to mirror the
+// registry. An error is yielded once and ends the sequence.
+func (c *Client) ListServicesPages(ctx context.Context, opts ServiceListOptions) iter.Seq2[Page[Service], error] {
+	return pages(ctx, opts.Marker, c.maxListItems, c.servicesPage(opts))
+}
+
+// servicesPage fetches the page of services at a marker, with opts'
+// other options.
+func (c *Client) servicesPage(opts ServiceListOptions) func(ctx context.Context, marker string) (Page[Service], error) {
+	return func(ctx context.Context, marker string) (Page[Service], error) {
 		o := opts
 		o.Marker = marker
 		return c.ListServicesPage(ctx, o)
-	})
+	}
 }
 
 // ListServicesPage returns one page of services, with the FeedMarker to

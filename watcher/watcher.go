@@ -154,20 +154,19 @@ func (w *Watcher) list(ctx context.Context) (*Snapshot, error) {
 	c := w.cfg.Client
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	// The first page by hand, for its marker; the rest through the
-	// client's pager, which stops a registry paging in a loop.
-	first, err := c.ListServicesPage(ctx, registry.ServiceListOptions{Limit: 1000})
-	if err != nil {
-		return nil, fmt.Errorf("list services: %w", err)
-	}
-	marker, services := first.FeedMarker, first.Values
-	if first.NextMarker != "" {
-		for s, err := range c.ListServices(ctx, registry.ServiceListOptions{Limit: 1000, Marker: first.NextMarker}) {
-			if err != nil {
-				return nil, fmt.Errorf("list services: %w", err)
-			}
-			services = append(services, s)
+	// Through the client's pager, which stops a registry paging in a loop
+	// or without end; the first page's marker is the feed's.
+	var marker string
+	var services []registry.Service
+	first := true
+	for p, err := range c.ListServicesPages(ctx, registry.ServiceListOptions{Limit: 1000}) {
+		if err != nil {
+			return nil, fmt.Errorf("list services: %w", err)
 		}
+		if first {
+			marker, first = p.FeedMarker, false
+		}
+		services = append(services, p.Values...)
 	}
 	var config []registry.ConfigValue
 	for cv, err := range c.ListConfig(ctx, registry.ConfigListOptions{Limit: 1000}) {
@@ -193,8 +192,7 @@ func (w *Watcher) list(ctx context.Context) (*Snapshot, error) {
 		return nil, fmt.Errorf("read the feed's changes made while listing: %w", err)
 	}
 	if max := c.MaxListItems(); snap.services.len() > max || snap.config.len() > max {
-		// The first page and the changes made while listing are outside
-		// the pager's count.
+		// The changes made while listing are outside the pager's count.
 		return nil, fmt.Errorf("%w; if the registry holds that many, raise [registry] max_list_items", &tooManyError{max})
 	}
 	return snap, nil
