@@ -44,10 +44,19 @@ type aheadFiles struct {
 	files     []*file
 	adapters  []runtime.Adapter // by file; nil for a file without a runtime API
 	changedAt time.Time         // the snapshot's
-	// instances are the processes the changes were applied to, by file
-	// ("" where the adapter cannot tell): one that is gone by the time the
-	// files are installed took the change with it (see installAhead).
-	instances []string
+	// appliedTo are the processes the changes were applied to, one for
+	// each runtime socket whose adapter can tell: one that is gone by the
+	// time the files are installed took the change with it (see
+	// installAhead).
+	appliedTo []appliedTo
+}
+
+// appliedTo is the process that answered a runtime socket, t's, when a
+// pass's changes were applied through it.
+type appliedTo struct {
+	t       *Template
+	api     runtime.Instances
+	process string
 }
 
 // ahead returns g's ahead, made on first use.
@@ -63,20 +72,17 @@ func (r *Renderer) ahead(g *Group) *ahead {
 // handAhead hands the files a pass applied to the group's checker, and
 // starts it if it is not running. ah.mu is held.
 func (r *Renderer) handAhead(ctx context.Context, g *Group, ah *ahead, rp *runtimePass, files []*file, snap *watcher.Snapshot) {
-	af := &aheadFiles{files: make([]*file, len(files)), adapters: make([]runtime.Adapter, len(files)), changedAt: snap.ChangedAt,
-		instances: make([]string, len(files))}
-	bySocket := map[string]string{} // the process answering each socket, asked once
+	af := &aheadFiles{files: make([]*file, len(files)), adapters: make([]runtime.Adapter, len(files)), changedAt: snap.ChangedAt}
+	asked := map[string]bool{} // each socket once
 	for i, f := range files {
 		af.files[i] = &file{t: f.t, out: f.out}
 		if p := slices.IndexFunc(rp.plans, func(p runtimePlan) bool { return p.t == f.t }); p >= 0 {
 			af.adapters[i] = rp.plans[p].adapter
-			if api, ok := af.adapters[i].(runtime.Instances); ok {
-				instance, asked := bySocket[f.t.RuntimeSocket]
-				if !asked {
-					instance, _ = api.Instance(ctx)
-					bySocket[f.t.RuntimeSocket] = instance
+			if api, ok := af.adapters[i].(runtime.Instances); ok && !asked[f.t.RuntimeSocket] {
+				asked[f.t.RuntimeSocket] = true
+				if process, _ := api.Instance(ctx); process != "" {
+					af.appliedTo = append(af.appliedTo, appliedTo{f.t, api, process})
 				}
-				af.instances[i] = instance
 			}
 		} else if f.t.Runtime != "" {
 			// Unchanged by this pass, but an earlier one may have applied
@@ -192,19 +198,13 @@ func (r *Renderer) installAhead(ctx context.Context, g *Group, ah *ahead, af *ah
 // while the installed file holds it; no later pass would see a
 // difference to apply.
 func (r *Renderer) reloadedMeanwhile(ctx context.Context, g *Group, af *aheadFiles) {
-	asked := map[string]bool{}
-	for i, before := range af.instances {
-		if before == "" || asked[af.files[i].t.RuntimeSocket] {
+	for _, at := range af.appliedTo {
+		now, err := at.api.Instance(ctx)
+		if err != nil || now == at.process {
 			continue
 		}
-		asked[af.files[i].t.RuntimeSocket] = true
-		now, err := af.adapters[i].(runtime.Instances).Instance(ctx)
-		if err != nil || now == before {
-			continue
-		}
-		t := af.files[i].t
-		r.runtimes.fail(backgroundFailure{g.Name, t.Destination, t.Runtime,
-			fmt.Errorf("the change was applied through the runtime API to process %s, and %s answers now (reloaded meanwhile, from the files installed before): reloading, to load the installed file", before, now)})
+		r.runtimes.fail(backgroundFailure{g.Name, at.t.Destination, at.t.Runtime,
+			fmt.Errorf("the change was applied through the runtime API to process %s, and %s answers now (reloaded meanwhile, from the files installed before): reloading, to load the installed file", at.process, now)})
 		return
 	}
 }
