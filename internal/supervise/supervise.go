@@ -189,12 +189,12 @@ func (c *Child) signal(sig os.Signal) {
 // command: it had its chance to stop.
 func (c *Child) Forward(sig os.Signal) {
 	if sig == syscall.SIGINT || sig == syscall.SIGTERM {
-		if !c.termAt.IsZero() && time.Since(c.termAt) >= c.opts.GracePeriod {
+		if c.stopping() && time.Since(c.termAt) >= c.opts.GracePeriod {
 			c.log.Warn("another signal after the grace period; killing the command", "signal", sig, "grace_period", c.opts.GracePeriod)
 			c.signal(syscall.SIGKILL)
 			return
 		}
-		if c.termAt.IsZero() {
+		if !c.stopping() {
 			c.termAt = time.Now()
 		}
 	}
@@ -206,14 +206,20 @@ func (c *Child) Forward(sig os.Signal) {
 	c.signal(sig)
 }
 
-// Stop sends the command SIGTERM, unless a SIGINT or SIGTERM was passed on
-// within the grace period, and SIGKILL if it is still running a grace
-// period after that; meanwhile the program's signals are passed on. It
-// returns the command's exit status (ExitCode). (A SIGINT the command
-// outlived long ago, a terminal's Ctrl-C to a program that goes on, does
-// not count: it would leave the command no grace period at all.)
+// stopping reports whether a SIGINT or SIGTERM began a stop that is still
+// under way: within twice the grace period of it. One the command outlived
+// longer ago (a terminal's Ctrl-C to a program that goes on) does not
+// count, or a stop long after it would leave the command no grace period.
+func (c *Child) stopping() bool {
+	return !c.termAt.IsZero() && time.Since(c.termAt) < 2*c.opts.GracePeriod
+}
+
+// Stop sends the command SIGTERM, unless a stop is under way (stopping),
+// and SIGKILL if it is still running a grace period after the stop began;
+// meanwhile the program's signals are passed on. It returns the command's
+// exit status (ExitCode).
 func (c *Child) Stop() int {
-	if c.termAt.IsZero() || time.Since(c.termAt) >= c.opts.GracePeriod {
+	if !c.stopping() {
 		c.signal(syscall.SIGTERM)
 		c.termAt = time.Now()
 	}

@@ -72,7 +72,10 @@ func TestStopAfterAnOldInterrupt(t *testing.T) {
 	defer child.Close()
 	time.Sleep(100 * time.Millisecond) // the traps set
 	child.Forward(syscall.SIGINT)
-	time.Sleep(300 * time.Millisecond)
+	time.Sleep(500 * time.Millisecond) // past twice the grace period
+	// A SIGTERM (docker stop) then is a first one, passed on, not an
+	// escalation.
+	child.Forward(syscall.SIGTERM)
 	if code := child.Stop(); code != 3 {
 		t.Errorf("exit code %d after a stop past the grace period of an interrupt; want 3, the command's own on SIGTERM", code)
 	}
