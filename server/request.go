@@ -225,12 +225,20 @@ func marshalJSON(v any) ([]byte, error) {
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
+// jsonType and noSniff are header values every JSON answer shares (net/http
+// only reads them), rather than a slice allocated for each, heartbeats'
+// included.
+var (
+	jsonType = []string{"application/json; charset=UTF-8"}
+	noSniff  = []string{"nosniff"}
+)
+
 func writeRawJSON(w http.ResponseWriter, status int, data []byte) {
 	h := w.Header()
-	h.Set("Content-Type", "application/json; charset=UTF-8")
+	h["Content-Type"] = jsonType
 	// Registry text in a JSON answer (a requested path echoed in a 404,
 	// say) is never read as HTML by a browser that sniffs.
-	h.Set("X-Content-Type-Options", "nosniff")
+	h["X-Content-Type-Options"] = noSniff
 	h.Set("Content-Length", strconv.Itoa(len(data)))
 	w.WriteHeader(status)
 	w.Write(data)
