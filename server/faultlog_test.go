@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -105,5 +107,53 @@ func testStoreFailureLoggedOnce(t *testing.T, kind string) {
 				t.Errorf("%d log records %q with txn %s, want 1; log:\n%v", n, tc.logged, txn, &logs)
 			}
 		})
+	}
+}
+
+// pingStore fails Ping, as an etcd store whose cluster is gone does, while
+// down is set.
+type pingStore struct {
+	store.Store
+	down atomic.Bool
+}
+
+func (p *pingStore) Ping(ctx context.Context) error {
+	if p.down.Load() {
+		return fmt.Errorf("%w: dial tcp 10.1.2.3:2379: connect: connection refused", store.ErrUnavailable)
+	}
+	return p.Store.Ping(ctx)
+}
+
+// /healthz says whether the store answers and nothing more, since anyone
+// may ask: the store's error, which can name its endpoints, goes to the
+// log, once each time the answer changes.
+func TestHealthLeavesTheStoresErrorToTheLog(t *testing.T) {
+	onEachStore(t, testHealthLeavesTheStoresErrorToTheLog)
+}
+
+func testHealthLeavesTheStoresErrorToTheLog(t *testing.T, kind string) {
+	t.Parallel()
+	var logs logBuffer
+	var ps *pingStore
+	base := startCustom(t, kind, func(st store.Store) server.Config {
+		ps = &pingStore{Store: st}
+		return server.Config{Store: ps, Logger: slog.New(slog.NewJSONHandler(&logs, nil))}
+	})
+	sendRequest(t, base, "GET", "/healthz", nil).want(200)
+	ps.down.Store(true)
+	for range 3 {
+		r := sendRequest(t, base, "GET", "/healthz", nil).want(503)
+		if got := strings.TrimSpace(string(r.body)); got != `{"status":"unavailable"}` {
+			t.Errorf("/healthz with the store down: %s", got)
+		}
+	}
+	ps.down.Store(false)
+	sendRequest(t, base, "GET", "/healthz", nil).want(200)
+	sendRequest(t, base, "GET", "/healthz", nil).want(200)
+	if n := logs.count(t, "store does not answer /healthz", ""); n != 1 || !strings.Contains(logs.String(), "10.1.2.3:2379") {
+		t.Errorf("%d records of the store's failure, want 1 with its error; log:\n%v", n, &logs)
+	}
+	if n := logs.count(t, "store answers /healthz again", ""); n != 1 {
+		t.Errorf("%d records of the store's return, want 1; log:\n%v", n, &logs)
 	}
 }

@@ -98,6 +98,8 @@ type Server struct {
 
 	closing   chan struct{} // closed by Drain
 	closeOnce sync.Once
+
+	healthy atomic.Bool // what /healthz last answered; true at first
 }
 
 // New returns a Server.
@@ -137,6 +139,7 @@ func New(cfg Config) *Server {
 	if cfg.WriteRate > 0 {
 		s.writes = newWriteLimiter(cfg.WriteRate, cfg.WriteBurst, cfg.Clock)
 	}
+	s.healthy.Store(true)
 	s.poller = newPoller(s)
 	registerParked(cfg.Registerer, s.poller.parkedCount)
 	s.conns = newConnTracker(s)
@@ -332,12 +335,23 @@ func tenantFromURL(uri string) string {
 
 func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 
-// serveHealth answers /healthz: 200 while the store answers.
+// serveHealth answers /healthz: 200 while the store answers, 503 while it
+// does not. The answer does not say why: anyone may ask, and the store's
+// error can name its endpoints. The log says why, once each time the
+// answer changes, so a probe every second does not fill it.
 func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
-	if err := s.store.Ping(ctx); err != nil {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "error": err.Error()})
+	err := s.store.Ping(ctx)
+	if ok := err == nil; s.healthy.Swap(ok) != ok {
+		if ok {
+			s.log.Info("store answers /healthz again")
+		} else {
+			s.log.Warn("store does not answer /healthz", "err", logValue(err.Error()))
+		}
+	}
+	if err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable"})
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
