@@ -59,9 +59,7 @@ func findMutating(n parse.Node) string {
 	var children []parse.Node
 	switch n := n.(type) {
 	case *parse.ListNode:
-		for _, c := range n.Nodes {
-			children = append(children, c)
-		}
+		children = append(children, n.Nodes...)
 	case *parse.ActionNode:
 		children = append(children, n.Pipe)
 	case *parse.PipeNode:
