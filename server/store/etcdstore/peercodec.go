@@ -17,13 +17,15 @@ import (
 // etcd: nodes of two versions work together, without answers from memory
 // between them.
 //
-// A batch: version, from, from lease, to, to lease, the number of items,
-// and each item: tenant, id, heartbeat key revision, stored deadline, and
-// its state (incarnation, sequence number, current and previous tokens,
-// deadline, last seen, holder, holder lease, loose as 0 or 1).
+// A batch: version, from, from lease, to, to lease, the number of items
+// (at most maxCopyBatch), and each item: tenant, id, heartbeat key
+// revision, stored deadline, and its state (incarnation, sequence number,
+// current and previous tokens, deadline, last seen, holder, holder lease,
+// loose as 0 or 1).
 //
-// An answer: version, then either 0 and the number of items and a byte
-// for each (1: taken), or 1 and the reason for taking none.
+// An answer: version, then either 0 and the number of items (at most
+// maxCopyBatch) and a byte for each (1: taken), or 1 and the reason for
+// taking none.
 
 const peerWireVersion = 1
 
@@ -79,8 +81,14 @@ func (cb *copyBatch) decode(p []byte) error {
 	clear(items[:cap(items)])
 	*cb = copyBatch{From: d.string(), FromLease: d.varint(), To: d.string(), ToLease: d.varint()}
 	// Each item takes at least 13 bytes: no count the payload cannot
-	// hold reserves memory.
+	// hold reserves memory. A holder sends at most maxCopyBatch: a batch
+	// of more, which a frame could hold, is refused rather than taken in
+	// one hold of the copies' lock.
 	n := d.count(13)
+	if n > maxCopyBatch {
+		d.fail()
+		n = 0
+	}
 	if n > 0 {
 		cb.Items = slices.Grow(items, n)[:n]
 	}
@@ -151,7 +159,9 @@ func (a *copyAnswer) decode(p []byte) error {
 	*a = copyAnswer{}
 	switch d.byte() {
 	case 0:
-		if n := d.count(1); n > 0 {
+		if n := d.count(1); n > maxCopyBatch {
+			d.fail()
+		} else if n > 0 {
 			a.OK = slices.Grow(ok, n)[:n]
 		}
 		for i := range a.OK {

@@ -1,0 +1,105 @@
+package etcdstore
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+)
+
+// rawPeerConn is a connection to a peer made by hand, past its hello: a
+// holder's end, for sending frames a holder would not.
+type rawPeerConn struct {
+	c      net.Conn
+	r      *bufio.Reader
+	w      *bufio.Writer
+	ns     *nonces
+	reqAD  []byte
+	in     frameBuf
+	sealer *Store
+}
+
+func dialPeer(t *testing.T, peer *Store) *rawPeerConn {
+	t.Helper()
+	c, err := net.Dial("tcp", peer.peerAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	rc := &rawPeerConn{c: c, r: bufio.NewReader(c), w: bufio.NewWriter(c), ns: newNonces(), sealer: peer}
+	challenge, err := rc.send(nil, helloAD)
+	if err != nil || len(challenge) != challengeSize {
+		t.Fatalf("hello: %x, %v", challenge, err)
+	}
+	rc.reqAD = requestData(nil, challenge)
+	return rc
+}
+
+// frame seals payload as the next request (or with ad, if not nil).
+func (rc *rawPeerConn) frame(payload, ad []byte) []byte {
+	if ad == nil {
+		ad = rc.reqAD
+	}
+	nonce := rc.ns.next(nil)
+	body := rc.sealer.peerAEAD.Seal(nil, nonce, payload, ad)
+	var b bytes.Buffer
+	w := bufio.NewWriter(&b)
+	writeFrame(w, nonce, body)
+	return b.Bytes()
+}
+
+// sendFrame writes a frame as it is and returns the answer, opened.
+func (rc *rawPeerConn) sendFrame(frame []byte) ([]byte, error) {
+	if _, err := rc.c.Write(frame); err != nil {
+		return nil, err
+	}
+	an, sealed, err := rc.in.read(rc.r, nil)
+	if err != nil {
+		return nil, err
+	}
+	if bytes.Equal(an, refusalNonce) {
+		return nil, fmt.Errorf("refused: %s", sealed)
+	}
+	nonce := frame[4 : 4+nonceSize]
+	return rc.sealer.peerAEAD.Open(nil, an, sealed, answerData(nil, nonce))
+}
+
+func (rc *rawPeerConn) send(payload, ad []byte) ([]byte, error) {
+	return rc.sendFrame(rc.frame(payload, ad))
+}
+
+// A peer takes at most maxCopyBatch copies in one request, as many as a
+// holder sends: a batch of more, which fits in a frame all the same, is
+// refused whole, not taken in one hold of the copies' lock.
+func TestPeerBatchBounded(t *testing.T) {
+	peer := peerStore(t, "b", 2, testPeerKey)
+	rc := dialPeer(t, peer)
+	b := copyBatch{From: "a", FromLease: 1, To: "b", ToLease: 2}
+	for i := range 10 * maxCopyBatch {
+		b.Items = append(b.Items, copyItem{Tenant: "t", ID: fmt.Sprint("svc-", i), HBRev: 3, Stored: 9e18,
+			State: hbRecord{Seq: 1, Deadline: 9e18, Holder: "a", HolderLease: 1}})
+	}
+	payload := b.appendTo(nil)
+	if len(payload)+minFrame > maxFrame {
+		t.Fatalf("the batch does not fit in a frame: %d bytes", len(payload))
+	}
+	raw, err := rc.send(payload, nil)
+	var a copyAnswer
+	if err != nil || a.decode(raw) != nil {
+		t.Fatalf("answer: %v", err)
+	}
+	if a.Err == "" || keptCopies(peer) != 0 {
+		t.Errorf("a batch of %d copies: taken %d (answer %q), want refused", len(b.Items), keptCopies(peer), a.Err)
+	}
+	// One of maxCopyBatch is taken.
+	b.Items = b.Items[:maxCopyBatch]
+	if raw, err = rc.send(b.appendTo(nil), nil); err != nil || a.decode(raw) != nil || a.Err != "" || len(a.OK) != maxCopyBatch {
+		t.Fatalf("a batch of %d: %+v, %v", maxCopyBatch, a, err)
+	}
+	if n := keptCopies(peer); n != maxCopyBatch {
+		t.Errorf("kept %d copies, want %d", n, maxCopyBatch)
+	}
+}
