@@ -35,9 +35,10 @@ import (
 // request seen on the wire does not open on another connection, and an
 // eavesdropper cannot send it again to take one of the peer's slots as a
 // holder (peerSlots); an answer's says it is one and holds the request's
-// nonce, binding it to that request. Each end of a
-// connection makes its nonces from a random prefix of its own and a count,
-// so none repeats under the key. A frame that does not open is answered
+// nonce, binding it to that request. Each end of a connection makes its
+// nonces from a random prefix of its own and a count, so none repeats
+// under the key; the peer takes a request only if its nonce counts up
+// from the frame before, so none is taken twice on its own connection. A frame that does not open is answered
 // with a refusal in the clear (an all-zero nonce, then the reason) and the
 // connection closed. A node of the version before, which sends no hello,
 // is refused so: its heartbeats are written to etcd until it is upgraded.
@@ -107,6 +108,13 @@ func newNonces() *nonces {
 func (ns *nonces) next(dst []byte) []byte {
 	ns.n++
 	return binary.BigEndian.AppendUint64(append(dst, ns.prefix[:]...), ns.n)
+}
+
+// countsUp reports whether nonce comes after prev from the same end of a
+// connection: the same prefix, a greater count.
+func countsUp(prev, nonce []byte) bool {
+	p := nonceSize - 8
+	return bytes.Equal(prev[:p], nonce[:p]) && binary.BigEndian.Uint64(nonce[p:]) > binary.BigEndian.Uint64(prev[p:])
 }
 
 // refusalNonce marks a refusal sent in the clear.
@@ -350,8 +358,9 @@ func (s *Store) servePeerConn(c net.Conn, opened func() bool) {
 		an, ad, out []byte
 	)
 	// reqAD is the additional data of the connection's requests, once its
-	// hello was answered with a challenge.
-	var reqAD []byte
+	// hello was answered with a challenge; last the nonce of the frame
+	// before, which the next one's must count up from.
+	var reqAD, last []byte
 	started := func() { c.SetReadDeadline(time.Now().Add(copyTimeout)) }
 	refuse := func(reason, says string) {
 		s.metrics.copyRefusals.WithLabelValues(reason).Inc()
@@ -392,6 +401,7 @@ func (s *Store) servePeerConn(c net.Conn, opened func() bool) {
 			challenge := make([]byte, challengeSize)
 			rand.Read(challenge)
 			reqAD = requestData(nil, challenge)
+			last = append(last[:0], nonce...)
 			an = ns.next(an[:0])
 			out = s.peerAEAD.Seal(out[:0], an, challenge, ad)
 			c.SetWriteDeadline(time.Now().Add(copyTimeout))
@@ -401,11 +411,18 @@ func (s *Store) servePeerConn(c net.Conn, opened func() bool) {
 			in.done()
 			continue
 		}
+		// A request sent again on its own connection (by one who can
+		// write into it) would open: its nonce must count up.
+		if !countsUp(last, nonce) {
+			refuse("secret", "not sealed with this registry's secret for this connection")
+			return
+		}
 		payload, err := s.peerAEAD.Open(sealed[:0], nonce, sealed, reqAD)
 		if err != nil {
 			refuse("secret", "not sealed with this registry's secret for this connection")
 			return
 		}
+		last = append(last[:0], nonce...)
 		if first && !opened() {
 			return
 		}

@@ -103,3 +103,24 @@ func TestPeerBatchBounded(t *testing.T) {
 		t.Errorf("kept %d copies, want %d", n, maxCopyBatch)
 	}
 }
+
+// A request sent again on its own connection (by one who can write into
+// it) is refused: each request's nonce must count up from the one before.
+func TestPeerRequestNotTakenTwice(t *testing.T) {
+	peer := peerStore(t, "b", 2, testPeerKey)
+	rc := dialPeer(t, peer)
+	it := copyItem{Tenant: "t", ID: "svc", HBRev: 3, Stored: 9e18, State: hbRecord{Seq: 4, Deadline: 9e18, Holder: "a", HolderLease: 1}}
+	first := rc.frame((&copyBatch{From: "a", FromLease: 1, To: "b", ToLease: 2, Items: []copyItem{it}}).appendTo(nil), nil)
+	raw, err := rc.sendFrame(first)
+	var a copyAnswer
+	if err != nil || a.decode(raw) != nil || len(a.OK) != 1 || !a.OK[0] {
+		t.Fatalf("a first request: %+v, %v", a, err)
+	}
+	if raw, err := rc.sendFrame(first); err == nil {
+		a.decode(raw)
+		t.Errorf("the same request sent again on its connection was answered: %+v", a)
+	}
+	if n := refusals(t, peer, "secret"); n != 1 {
+		t.Errorf("refusals counted: %v, want 1", n)
+	}
+}
