@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -483,8 +484,10 @@ func (pc *peerConn) close() {
 
 // roundTrip sends one batch to target and returns its answer. A
 // connection that was used before and fails is dialled again once: the
-// peer may have closed it while it was idle. A dial error of that retry is
-// not reported as one: the first attempt may have delivered the batch.
+// peer may have closed it while it was idle. One that timed out is not: a
+// peer that stopped answering would make each batch wait twice
+// copyTimeout. A dial error of that retry is not reported as one: the
+// first attempt may have delivered the batch.
 func (s *Store) roundTrip(pc *peerConn, target peerInfo, payload []byte) (copyAnswer, error) {
 	a, err := s.tryRoundTrip(pc, target, payload)
 	if err == nil {
@@ -492,7 +495,7 @@ func (s *Store) roundTrip(pc *peerConn, target peerInfo, payload []byte) (copyAn
 	}
 	reused := pc.used
 	pc.close()
-	if !reused || s.ctx.Err() != nil {
+	if !reused || s.ctx.Err() != nil || errors.Is(err, os.ErrDeadlineExceeded) {
 		return copyAnswer{}, err
 	}
 	if a, err = s.tryRoundTrip(pc, target, payload); err != nil {

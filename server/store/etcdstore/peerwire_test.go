@@ -3,8 +3,11 @@ package etcdstore
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
+	"io"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -122,5 +125,63 @@ func TestPeerRequestNotTakenTwice(t *testing.T) {
 	}
 	if n := refusals(t, peer, "secret"); n != 1 {
 		t.Errorf("refusals counted: %v, want 1", n)
+	}
+}
+
+// A copy waits at most about copyTimeout for a peer that stopped
+// answering (a stalled process, a partition that drops packets): its
+// connection is dialled again only if it failed otherwise (the peer closed
+// it while it was idle), not after a timeout, which would double the wait
+// of every heartbeat in the batch.
+func TestCopyWaitsOneTimeoutForASilentPeer(t *testing.T) {
+	var silent atomic.Bool
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	holder, peer := peerPair(t, testPeerKey, testPeerKey, ln.Addr().String())
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+			p, err := net.Dial("tcp", peer.peerAddr)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			t.Cleanup(func() { p.Close() })
+			go io.Copy(c, p)
+			go func() {
+				buf := make([]byte, 64<<10)
+				for {
+					n, err := c.Read(buf)
+					if n > 0 && !silent.Load() {
+						p.Write(buf[:n])
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	it := copyItem{Tenant: "t", ID: "svc", HBRev: 3, Stored: 9e18, State: hbRecord{Seq: 1, Deadline: 9e18, Holder: "a", HolderLease: 1}}
+	if r := holder.sendCopy(context.Background(), it); r.err != nil || !r.ok {
+		t.Fatalf("a first copy: %+v", r)
+	}
+	silent.Store(true)
+	it.State.Seq++
+	start := time.Now()
+	r := holder.sendCopy(context.Background(), it)
+	took := time.Since(start)
+	if r.err == nil {
+		t.Fatalf("a copy to a silent peer: %+v", r)
+	}
+	if took > copyTimeout+copyTimeout/2 {
+		t.Errorf("a copy to a silent peer took %v (%v), want about %v", took, r.err, copyTimeout)
 	}
 }
