@@ -824,8 +824,14 @@ func (s *Store) reapCopies(ctx context.Context, tenant string) error {
 		byTenant[d.k.tenant] = append(byTenant[d.k.tenant], d)
 	}
 	var firstErr error
+	dropped, droppedFrom := 0, ""
 	for id, due := range byTenant {
-		t, err := s.tenantFor(ctx, id)
+		t, err := s.copiedTenant(ctx, id)
+		if err == nil && t == nil {
+			s.dropCopies(due)
+			dropped, droppedFrom = dropped+len(due), due[0].e.from
+			continue
+		}
 		for err == nil && len(due) > 0 {
 			n := min(len(due), s.timeoutsPerTxn())
 			err = s.timeOutCopies(ctx, t, due[:n])
@@ -835,7 +841,41 @@ func (s *Store) reapCopies(ctx context.Context, tenant string) error {
 			firstErr = err
 		}
 	}
+	if dropped > 0 {
+		s.log.Warn("dropped copies of services of tenants with no account", "copies", dropped, "from", droppedFrom)
+	}
 	return firstErr
+}
+
+// copiedTenant returns the state of the tenant of copies due here, or nil
+// if it has no account: nothing of it can be timed out, and a copy (from
+// a peer's bug, or one who has the registry's secret) does not create the
+// account, as a request of the tenant's would.
+func (s *Store) copiedTenant(ctx context.Context, id string) (*tenant, error) {
+	if t := s.existingTenant(id); t != nil {
+		if _, rev := t.account(); rev != 0 {
+			return t, nil
+		}
+	}
+	resp, err := s.read(ctx, "read the account of copied services", clientv3.OpGet(s.k.account(id), clientv3.WithCountOnly()))
+	if err != nil {
+		return nil, err
+	}
+	if resp.Responses[0].GetResponseRange().Count == 0 {
+		return nil, nil
+	}
+	return s.tenantFor(ctx, id)
+}
+
+// dropCopies forgets due copies of services that cannot exist.
+func (s *Store) dropCopies(due []copyDue) {
+	s.copies.mu.Lock()
+	defer s.copies.mu.Unlock()
+	for _, d := range due {
+		if e := s.copies.m[d.k]; e != nil && e.hbRev == d.e.hbRev {
+			delete(s.copies.m, d.k)
+		}
+	}
 }
 
 // timeOutCopies commits the timeouts of due copies in one transaction,

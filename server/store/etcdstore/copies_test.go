@@ -2,6 +2,7 @@ package etcdstore_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"io"
 	"net"
@@ -321,5 +322,32 @@ func TestCopyPeerGauge(t *testing.T) {
 	n := startNodes(t, c, 2, etcdstore.Options{PeerListen: "off"})
 	if got := n[0].metric("svcreg_store_heartbeat_copy_peer"); got != 0 {
 		t.Errorf("copies off: %v, want 0", got)
+	}
+}
+
+// A copy of a service of a tenant that has no account (a peer's bug, or
+// one who has the registry's secret) is dropped when it is due: the
+// peer's reaper does not create the account, as a request of the tenant's
+// would, to find nothing to time out there.
+func TestCopiesOfNoTenantCreateNone(t *testing.T) {
+	t.Parallel()
+	c := sharedCluster(t)
+	n := startNodes(t, c, 1, etcdstore.Options{ReapInterval: 50 * time.Millisecond})[0]
+	const tenant = "copies-no-such-tenant"
+	if !etcdstore.TakeCopy(n.st, tenant, "svc", 1, time.Now().Add(-time.Hour).UnixNano()) {
+		t.Fatal("the copy was not taken")
+	}
+	for i := 0; etcdstore.Copies(n.st) > 0; i++ {
+		if i == 100 {
+			t.Fatal("the copy is still kept after 100 reap intervals")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	resp, err := n.cli.Get(context.Background(), etcdstore.AccountKey(n.st, tenant))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Count != 0 {
+		t.Errorf("the peer created the account of tenant %q for a copy: %s", tenant, resp.Kvs[0].Value)
 	}
 }

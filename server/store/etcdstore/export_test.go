@@ -84,3 +84,21 @@ func AdvanceSeq(s *Store, tenantID, id string, n uint32) {
 	defer e.mu.Unlock()
 	e.mem.Seq = store.NextSeq(e.mem.Seq + n - 1)
 }
+
+// TakeCopy makes s take a copy of a service's heartbeat state, due at
+// deadline, as if from holder "elsewhere" (dead to s) at revision hbRev;
+// it reports whether s took it.
+func TakeCopy(s *Store, tenantID, id string, hbRev, deadline int64) bool {
+	lease, _ := s.lease.get()
+	s.copies.mu.Lock()
+	defer s.copies.mu.Unlock()
+	return s.copies.take("elsewhere", 1, int64(lease), copyItem{Tenant: tenantID, ID: id, HBRev: hbRev, Stored: deadline,
+		State: hbRecord{Seq: 1, Deadline: deadline, Holder: "elsewhere", HolderLease: 1}})
+}
+
+// Copies is how many copies s keeps for other nodes.
+func Copies(s *Store) int {
+	s.copies.mu.Lock()
+	defer s.copies.mu.Unlock()
+	return len(s.copies.m)
+}
