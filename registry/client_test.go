@@ -173,6 +173,32 @@ func TestFaults(t *testing.T) {
 	}
 }
 
+// A write past the account's write rate is ErrRateLimited, and carries
+// the registry's Retry-After, so that a caller can wait it out; other
+// faults carry none.
+func TestRateLimitRetryAfter(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{WriteRate: 0.01, WriteBurst: 1})
+	c := newClient(t, srv, "slow-writer")
+	ctx := testContext(t)
+	if err := c.SetConfig(ctx, "first-value", "v"); err != nil {
+		t.Fatal(err)
+	}
+	err := c.SetConfig(ctx, "second-value", "v")
+	var e *registry.Error
+	if !errors.As(err, &e) || !errors.Is(err, registry.ErrRateLimited) || !registry.Temporary(err) {
+		t.Fatalf("second write: %v, want a temporary *registry.Error matching ErrRateLimited", err)
+	}
+	// 1 write in 100 s: the next one is about 100 s away.
+	if e.RetryAfter < 90*time.Second || e.RetryAfter > 101*time.Second {
+		t.Errorf("RetryAfter = %v, want about 100s", e.RetryAfter)
+	}
+	_, err = c.GetService(ctx, "nope-1")
+	if !errors.As(err, &e) || e.RetryAfter != 0 {
+		t.Errorf("a 404: %v, RetryAfter %v, want 0", err, e.RetryAfter)
+	}
+}
+
 func TestPagination(t *testing.T) {
 	t.Parallel()
 	p, c := proxied(t, "pages", testserver.Options{})

@@ -17,7 +17,11 @@
 // Page calls return one page with the X-Registry-Marker to watch the feed
 // from. A page with more values than its limit is refused. Faults come back as *Error,
 // which matches ErrNotFound, ErrServiceExists, ErrLimitReached,
-// ErrRateLimited, ErrUnauthorized and ErrMarkerExpired with errors.Is.
+// ErrRateLimited, ErrUnauthorized and ErrMarkerExpired with errors.Is; a
+// rate-limited write's Error says in RetryAfter how long to wait. A
+// change that was sent but got no answer also matches ErrOutcomeUnknown.
+// The client retries nothing by itself except one new login after a 401:
+// the Heartbeater, Register, Feed and ServicesCache do their own retrying.
 //
 // On top of the calls:
 //   - Register creates a service (waiting out a dead instance that still

@@ -3,10 +3,12 @@ package registry
 import (
 	"encoding/json"
 	"errors"
+	"math"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Sentinel errors for the common faults. A *Error matches them with
@@ -76,6 +78,12 @@ type Error struct {
 	// TxnID is the transaction id of the answer (X-Response-Id), to quote
 	// when asking the registry's operators about a request.
 	TxnID string
+	// RetryAfter is how long the answer's Retry-After header asks the
+	// client to wait before sending the request again (a rateLimitReached
+	// write, a 429 or 503); 0 when it sent none. The client does not wait
+	// or retry by itself: a caller that retries ErrRateLimited waits at
+	// least this long.
+	RetryAfter time.Duration
 	// Identity is set for an answer of the identity service (a login):
 	// it then stands for no API fault (ErrNotFound, ErrMarkerExpired, …),
 	// only for ErrUnauthorized and ErrRateLimited, and a 4xx other than
@@ -201,6 +209,7 @@ func newError(resp *http.Response, body []byte) *Error {
 		Method:     resp.Request.Method,
 		URL:        shownURL(resp.Request.URL),
 		TxnID:      resp.Header.Get("X-Response-Id"),
+		RetryAfter: retryAfter(resp.Header.Get("Retry-After"), time.Now()),
 	}
 	var f faultBody
 	if json.Unmarshal(body, &f) == nil && f.Type != "" {
@@ -226,6 +235,26 @@ func newError(resp *http.Response, body []byte) *Error {
 		e.Message = text
 	}
 	return e
+}
+
+// retryAfter reads a Retry-After header (RFC 9110 §10.2.3): a number of
+// seconds or an HTTP date, taken relative to now. It is 0 when the header
+// is absent, does not parse, or names a time already past.
+func retryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if n <= 0 {
+			return 0
+		}
+		return time.Duration(min(n, int64(math.MaxInt64/time.Second))) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
 }
 
 // redactedURL is a URL given as text, as an error may show it: whatever

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"strings"
@@ -223,6 +224,30 @@ func TestPageDecodeStream(t *testing.T) {
 		}
 		if n != tt.values || next != tt.next {
 			t.Errorf("%s: %d values, next %q; want %d, %q", tt.body, n, next, tt.values, tt.next)
+		}
+	}
+}
+
+func TestRetryAfter(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
+	for _, tt := range []struct {
+		header string
+		want   time.Duration
+	}{
+		{"", 0},
+		{"2", 2 * time.Second},
+		{" 120 ", 2 * time.Minute},
+		{"0", 0},
+		{"-5", 0},
+		{"soon", 0},
+		{"Sat, 05 Dec 2026 12:00:30 GMT", 30 * time.Second},
+		{"Sat, 05 Dec 2026 11:59:00 GMT", 0},
+		{"99999999999999999999", 0},
+		{"9999999999999", time.Duration(math.MaxInt64/time.Second) * time.Second},
+	} {
+		if got := retryAfter(tt.header, now); got != tt.want {
+			t.Errorf("retryAfter(%q) = %v, want %v", tt.header, got, tt.want)
 		}
 	}
 }
