@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
@@ -69,6 +70,52 @@ type Config struct {
 	// a registry that pages without end sends. Each page counts as at
 	// least one item. DefaultMaxListItems if 0.
 	MaxListItems int `toml:"max_list_items"`
+}
+
+// plainConfig is a Config without its methods, for formatting.
+type plainConfig Config
+
+// redacted is c with its secrets (Token, APIKey, Password) replaced, where
+// set, by a mark that says so.
+func (c Config) redacted() plainConfig {
+	const mark = "[redacted]"
+	for _, f := range []*string{&c.Token, &c.APIKey, &c.Password} {
+		if *f != "" {
+			*f = mark
+		}
+	}
+	c.URL, c.AuthURL = redactedURL(c.URL), redactedURL(c.AuthURL)
+	return plainConfig(c)
+}
+
+// String formats c for %v and %+v with its Token, APIKey and Password
+// (and any password in its URLs) left out, so that a Config that reaches
+// a log or an error message does not carry the account's credentials.
+func (c Config) String() string { return fmt.Sprintf("%+v", c.redacted()) }
+
+// GoString formats c for %#v, leaving out its secrets as String does.
+func (c Config) GoString() string {
+	return "registry.Config" + strings.TrimPrefix(fmt.Sprintf("%#v", c.redacted()), "registry.plainConfig")
+}
+
+// LogValue is c as log/slog shows it, without its secrets: a JSON
+// handler would otherwise encode every field, APIKey and Password
+// included.
+func (c Config) LogValue() slog.Value {
+	r := c.redacted()
+	attrs := []slog.Attr{slog.String("url", r.URL)}
+	for _, a := range []struct{ key, val string }{
+		{"token", r.Token}, {"tenant", r.Tenant}, {"username", r.Username}, {"api_key", r.APIKey},
+		{"password", r.Password}, {"auth_url", r.AuthURL}, {"region", r.Region}, {"user_agent", r.UserAgent},
+	} {
+		if a.val != "" {
+			attrs = append(attrs, slog.String(a.key, a.val))
+		}
+	}
+	if r.MaxListItems != 0 {
+		attrs = append(attrs, slog.Int("max_list_items", r.MaxListItems))
+	}
+	return slog.GroupValue(attrs...)
 }
 
 // DefaultMaxListItems is the default Config.MaxListItems: 500 times the

@@ -1,10 +1,12 @@
 package registry_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -151,5 +153,41 @@ func TestErrorsHideURLCredentials(t *testing.T) {
 		if err == nil || strings.Contains(err.Error(), "s3cret") || strings.Contains(err.Error(), "renderer@") {
 			t.Errorf("error %v; want one without the URL's user and password", err)
 		}
+	}
+}
+
+// A Config printed or logged, as a program's startup log might, shows
+// none of the account's secrets, in any of the forms it can be printed in.
+func TestConfigHidesSecrets(t *testing.T) {
+	t.Parallel()
+	cfg := registry.Config{
+		URL:      "https://renderer:url-s3cret@registry.example.com/v1.0",
+		Token:    "token-s3cret-0123456789",
+		Tenant:   "7777",
+		Username: "deploy",
+		APIKey:   "apikey-s3cret",
+		Password: "password-s3cret",
+		AuthURL:  "https://u:auth-s3cret@identity.example.com/v2.0",
+	}
+	var text, js bytes.Buffer
+	slog.New(slog.NewTextHandler(&text, nil)).Info("start", "registry", cfg)
+	slog.New(slog.NewJSONHandler(&js, nil)).Info("start", "registry", cfg)
+	for _, out := range []string{
+		fmt.Sprint(cfg), fmt.Sprintf("%+v", cfg), fmt.Sprintf("%#v", cfg), fmt.Sprintf("%v", &cfg),
+		fmt.Sprintf("%+v", struct{ Registry registry.Config }{cfg}),
+		text.String(), js.String(),
+	} {
+		if strings.Contains(out, "s3cret") {
+			t.Errorf("%s\nshows a secret", out)
+		}
+		if !strings.Contains(out, "deploy") || !strings.Contains(out, "registry.example.com") {
+			t.Errorf("%s\nleaves out the username or the host", out)
+		}
+	}
+	if s := fmt.Sprintf("%#v", cfg); !strings.HasPrefix(s, "registry.Config{") {
+		t.Errorf("%%#v = %s, want it to name registry.Config", s)
+	}
+	if cfg.APIKey != "apikey-s3cret" {
+		t.Error("formatting changed the Config")
 	}
 }
