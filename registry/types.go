@@ -94,7 +94,8 @@ const (
 	ConfigValueRemove EventType = "configuration_value.remove"
 )
 
-// EventTypes lists every event type the registry emits.
+// EventTypes lists every event type the registry emits. It is read-only:
+// write to a copy (slices.Clone) to change it.
 var EventTypes = []EventType{ServiceJoin, ServiceRemove, ServiceTimeout, ServiceUpdate, ConfigValueUpdate, ConfigValueRemove}
 
 // Event is one entry of the events feed (spec §6.3).

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -183,10 +184,15 @@ func eventsJSON(page store.EventPage, limit int, hrefPrefix string, q query) []b
 	return data
 }
 
+// knownEventTypes are the types ?type= accepts: registry.EventTypes as it was
+// when the program started, which a program that embeds the server cannot
+// then change by writing to the exported slice.
+var knownEventTypes = slices.Clone(registry.EventTypes)
+
 // eventType accepts one of the event types; a repeated parameter never
 // matches (spec §9.4).
 func eventType(v string) (registry.EventType, bool) {
-	for _, t := range registry.EventTypes {
+	for _, t := range knownEventTypes {
 		if string(t) == v {
 			return t, true
 		}
