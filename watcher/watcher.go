@@ -15,8 +15,11 @@ import (
 	"github.com/svcreg/svcreg/registry"
 )
 
-// Config configures a Watcher.
+// Config configures a Watcher. Client is required; every other field
+// has a default.
 type Config struct {
+	// Client reaches the registry; its MaxListItems bounds the snapshot
+	// too. The Watcher does not close it.
 	Client *registry.Client
 	// Wait is how long a long-poll asks the registry to wait; 60s if zero.
 	Wait time.Duration
@@ -35,8 +38,12 @@ type Config struct {
 	// each, which is what a busy registry costs a watcher. An event that
 	// comes when the feed was quiet for Coalesce is not delayed. 0 asks
 	// again at once.
-	Coalesce   time.Duration
-	Logger     *slog.Logger
+	Coalesce time.Duration
+	// Logger receives the watcher's warnings (failed lists and polls) and
+	// its relists; nothing is logged if nil.
+	Logger *slog.Logger
+	// Registerer receives the svcreg_watcher_* metrics; none if nil. New
+	// panics if they are registered already: one Watcher per Registerer.
 	Registerer prometheus.Registerer
 }
 
@@ -44,7 +51,11 @@ type Config struct {
 // configuration, then follows the events feed from the lists' marker with
 // long-polls, applying each page of events to a new Snapshot. It lists
 // again when the marker expires, after an outage, and every Resync.
-// Snapshots are published through the embedded Latest.
+// Snapshots are published through the embedded Latest, which Run alone
+// should Put to.
+//
+// Status and the Latest's methods are safe for concurrent use; Run must
+// not run twice at once.
 type Watcher struct {
 	*Latest
 	cfg     Config
@@ -56,8 +67,12 @@ type Watcher struct {
 	feed   *registry.Feed // the feed being followed, nil while listing
 }
 
-// New returns a Watcher; Run starts it.
+// New returns a Watcher; Run starts it. It panics if cfg.Client is nil,
+// or if cfg.Registerer holds the watcher's metrics already.
 func New(cfg Config) *Watcher {
+	if cfg.Client == nil {
+		panic("watcher: Config.Client is nil")
+	}
 	if cfg.Wait <= 0 {
 		cfg.Wait = 60 * time.Second
 	}
@@ -102,9 +117,11 @@ func (w *Watcher) lastContact() float64 {
 	return float64(t.UnixNano()) / 1e9
 }
 
-// Run lists and follows the feed until ctx is done. It never gives up: a
-// registry that is down is retried with capped, jittered backoff, and the
-// last snapshot stays published meanwhile.
+// Run lists and follows the feed until ctx is done, then returns nil
+// (promptly: the long-poll under way is abandoned). It never gives up
+// before that: a registry that is down is retried with capped, jittered
+// backoff, and the last snapshot stays published meanwhile. Until the
+// first list succeeds, Snapshot is nil.
 func (w *Watcher) Run(ctx context.Context) error {
 	backoff := retry.Backoff{Min: 100 * time.Millisecond, Max: w.cfg.MaxBackoff}
 	reason := "start"
