@@ -28,7 +28,8 @@ type Config struct {
 	// FunctionDenylist names template functions no template may call
 	// (a template calling one fails to load).
 	FunctionDenylist []string `toml:"function_denylist"`
-	// Exec runs the load balancer as the renderer's child; see exec.go.
+	// Exec runs the load balancer as the renderer's child (see
+	// ExecConfig and Exec); none if its Command is empty.
 	Exec ExecConfig `toml:"exec"`
 }
 
@@ -52,7 +53,12 @@ type TemplateConfig struct {
 	Group string `toml:"group"`
 	// Backup keeps the previous file as Destination + ".bak".
 	Backup bool `toml:"backup"`
-	// Check runs against the staged file(s) before install; see Group.
+	// Check is a command run on the staged file(s) before they are
+	// installed; a failure keeps the installed files. It is a text/template:
+	// {{.Staged}} is the staged file of the group's first changed template,
+	// {{.Destination}} that template's destination, and {{range .Files}}
+	// gives every template of the group as .Source, .Destination and
+	// .Staged (the installed file for a template that did not change).
 	Check string `toml:"check"`
 	// Reload runs once per pass after the group's files are installed.
 	Reload        string   `toml:"reload"`
@@ -96,7 +102,8 @@ type TemplateConfig struct {
 
 	// Runtime names a load balancer runtime API ("haproxy") that applies
 	// the changes it can (servers of existing backends) without the
-	// reload command; see runtime.go.
+	// reload command; the README's "HAProxy without reloads" says which
+	// changes it makes and how it falls back to a reload.
 	Runtime string `toml:"runtime"`
 	// RuntimeSocket is the runtime API's address.
 	RuntimeSocket string `toml:"runtime_socket"`

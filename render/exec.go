@@ -206,10 +206,18 @@ func (r *Renderer) sendReload(ctx context.Context, g *Group) error {
 // complete, checked configuration; the groups' reload_signal reaches it
 // through Reload; Run supervises it with the internal/supervise package's
 // rules, shared with the wrapper.
+//
+// Set its exported fields before Prepare and leave them alone afterwards;
+// an Exec must not be copied.
 type Exec struct {
-	Command     []string
+	// Command is the program and its arguments (ExecConfig.Command).
+	Command []string
+	// GracePeriod is how long the command has to exit after SIGTERM
+	// before SIGKILL (Config.Normalize makes ExecConfig's zero
+	// DefaultGracePeriod; here zero means none).
 	GracePeriod time.Duration
-	Log         *slog.Logger
+	// Log receives what the supervision logs; nothing is logged if nil.
+	Log *slog.Logger
 	// Stdin, Stdout and Stderr are the command's; an *os.File is passed
 	// to it as is.
 	Stdin          io.Reader

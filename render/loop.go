@@ -18,9 +18,14 @@ type Source interface {
 
 // Loop is the render loop: it takes snapshots from a Source and template
 // sets from reloads, debounces, and runs passes.
+//
+// Its fields are set before Run, which then owns the Loop (it updates
+// Retry as it goes); Renderer and Source are required.
 type Loop struct {
+	// Renderer runs the passes.
 	Renderer *Renderer
-	Source   Source
+	// Source delivers the snapshots, usually a *watcher.Watcher.
+	Source Source
 	// Sets delivers a new template set after a reload (SIGHUP or a changed
 	// template file); the loop renders with it at once.
 	Sets <-chan *Set
@@ -29,11 +34,14 @@ type Loop struct {
 	// Retry spaces the passes that follow a failed one, with nothing new
 	// from the registry: a check or reload that failed (the load balancer
 	// restarting, a check timing out) is tried again on the same
-	// snapshot. Zero: from 1s, doubling up to 1m, with jitter.
+	// snapshot. Zero: from 1s, doubling up to 1m, with jitter. The type
+	// is internal: from outside the module, set Retry.Min and Retry.Max.
 	Retry retry.Backoff
 }
 
-// Run renders until ctx is done. The first synced snapshot is rendered at
+// Run renders until ctx is done, then waits for the work its passes left
+// running (drains, checks of files applied ahead) to stop, and returns
+// nil. The first synced snapshot is rendered at
 // once; after that, changes are debounced by the set's [wait]: a pass runs
 // when no change came for min, and at the latest max after the first
 // change. A group held back by min_reload_interval is retried when allowed;

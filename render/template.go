@@ -22,17 +22,25 @@ type Set struct {
 }
 
 // Group is a reload group: templates checked, installed and reloaded
-// together.
+// together. NewSet builds it from the templates' TemplateConfig (their
+// reload_group); its fields are those settings, read and not to be set.
 type Group struct {
-	Name          string
-	Templates     []*Template
-	Check         string
-	CheckTimeout  time.Duration
+	// Name is the reload_group; Normalize makes it the destination of a
+	// template that names none.
+	Name      string
+	Templates []*Template
+	// Check and CheckTimeout: the check command (see TemplateConfig.Check)
+	// and its bound.
+	Check        string
+	CheckTimeout time.Duration
+	// Reload and ReloadTimeout: the command run once after the group's
+	// files are installed, and its bound.
 	Reload        string
 	ReloadTimeout time.Duration
 	// ReloadSignal, when not 0, reloads by signalling the [exec] command
 	// instead of running Reload.
-	ReloadSignal      syscall.Signal
+	ReloadSignal syscall.Signal
+	// MinReloadInterval and Splay as in TemplateConfig.
 	MinReloadInterval time.Duration
 	Splay             time.Duration
 	check             *template.Template // the check command, with placeholders
