@@ -35,8 +35,9 @@ func HeartbeatTimeout(interval time.Duration) int {
 
 // Config is what the wrapper does, from its command line.
 type Config struct {
-	// Service is the service to register; its HeartbeatTimeout is derived
-	// from Interval.
+	// Service is the service to register. ParseArgs derives its
+	// HeartbeatTimeout from Interval (HeartbeatTimeout); a Config built
+	// otherwise sets it so too.
 	Service registry.Service
 	// Interval is the time between successful heartbeats.
 	Interval time.Duration

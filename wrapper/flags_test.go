@@ -185,3 +185,13 @@ func TestREADMEExample(t *testing.T) {
 		t.Error("the README's wrapper example runs no service-registry-wrapper")
 	}
 }
+
+// A Config built without ParseArgs and without a command is a usage
+// mistake, not a panic; a nil Logger logs nothing. Nothing is run, so
+// this test process takes no signals and adopts no children.
+func TestRunWithoutCommand(t *testing.T) {
+	t.Parallel()
+	if got := wrapper.Run(t.Context(), wrapper.Config{Interval: 10 * time.Second}, wrapper.Deps{}); got != wrapper.ExitUsage {
+		t.Errorf("Run without a command = %d, want ExitUsage (%d)", got, wrapper.ExitUsage)
+	}
+}

@@ -26,7 +26,10 @@ const ServiceIDEnv = "SVCREG_SERVICE_ID"
 
 // Deps are what Run works with.
 type Deps struct {
+	// Client reaches the registry; required. Run does not close it. Its
+	// HTTP client's Timeout, if any, bounds each request (Main sets 10s).
 	Client *registry.Client
+	// Logger receives the wrapper's own log; nothing is logged if nil.
 	Logger *slog.Logger
 	// Stdin, Stdout and Stderr are the command's; an *os.File is passed
 	// to it as is.
@@ -43,8 +46,19 @@ type Deps struct {
 // Run owns the process: it becomes a child subreaper (on Linux), reaps
 // every child of the process, and takes the signals it passes on to the
 // command. A program calls it once and starts no other child processes.
+//
+// cfg is as ParseArgs returns it: a Command, an Interval within
+// MinInterval..MaxInterval and a Service.HeartbeatTimeout of
+// HeartbeatTimeout(Interval). A Config without a Command is ExitUsage.
 func Run(ctx context.Context, cfg Config, d Deps) int {
 	log := d.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if len(cfg.Command) == 0 {
+		log.Error("no command to run")
+		return ExitUsage
+	}
 	path, err := exec.LookPath(cfg.Command[0])
 	if err != nil {
 		log.Error("cannot run the command", "command", cfg.Command[0], "err", err)
