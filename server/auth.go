@@ -113,6 +113,8 @@ func HashPassword(password string) (string, error) {
 
 // AuthConfig configures Auth.
 type AuthConfig struct {
+	// Store keeps issued tokens and revocations (every store.Store of
+	// this module is one); required.
 	Store store.Identity
 	// Users are the users of a users file. They exclude Dev: NewAuth
 	// panics if both are given, so that a --dev tenant never collides with
@@ -130,8 +132,11 @@ type AuthConfig struct {
 	// to record the revocations the store did not take, and reads those
 	// other nodes recorded; a minute if zero.
 	SweepInterval time.Duration
-	Clock         func() time.Time
-	Logger        *slog.Logger
+	// Clock returns the current time; time.Now if nil.
+	Clock func() time.Time
+	// Logger receives the identity endpoint's warnings (weak secrets in
+	// the users file, store failures); nothing is logged if nil.
+	Logger *slog.Logger
 	// Registerer receives the identity endpoint's metrics; none if nil.
 	Registerer prometheus.Registerer
 }

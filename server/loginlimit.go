@@ -40,7 +40,9 @@ type AuthLimits struct {
 	BcryptWait time.Duration
 }
 
-// DefaultAuthLimits are the limits a zero AuthLimits gets.
+// DefaultAuthLimits are the limits a zero AuthLimits gets. Treat it as
+// read-only: NewAuth reads it, so a write changes the defaults of every
+// Auth made afterwards.
 var DefaultAuthLimits = AuthLimits{
 	FailuresPerAddress: 30,
 	FailuresPerUser:    10,

@@ -21,10 +21,13 @@ import (
 	"github.com/svcreg/svcreg/server/store"
 )
 
-// Config holds a Server's dependencies and settings.
+// Config holds a Server's dependencies and settings. Store and Auth are
+// required; every other field has a default.
 type Config struct {
+	// Store holds the registry's state; the Server does not close it.
 	Store store.Store
-	Auth  *Auth
+	// Auth serves /v2.0/tokens and checks the API's tokens (NewAuth).
+	Auth *Auth
 	// Logger receives request and error logs; nothing is logged if nil.
 	Logger *slog.Logger
 	// Registerer receives the server's metrics; none if nil.
@@ -102,7 +105,10 @@ type Server struct {
 	healthy atomic.Bool // what /healthz last answered; true at first
 }
 
-// New returns a Server.
+// New returns a Server. It starts nothing: serve it with Serve (or as an
+// http.Handler), and call Drain when done, which also releases what Serve
+// took to watch parked long-polls. It panics if the Registerer holds the
+// server's metrics already.
 func New(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
