@@ -193,7 +193,8 @@ func newTransport() *http.Transport {
 }
 
 // Close releases the client's idle connections. Calls made afterwards
-// still work, on new connections.
+// still work, on new connections. It stops nothing: Heartbeaters and
+// Feeds stop with their contexts (or Stop). It always returns nil.
 func (c *Client) Close() error {
 	if c.transport != nil {
 		c.transport.CloseIdleConnections()

@@ -171,8 +171,11 @@ func (e *outcomeUnknown) Unwrap() []error {
 // Temporary reports whether a request that failed with err may succeed if
 // sent again unchanged: network errors, 5xx, 401 (credentials may be
 // fixed, tokens re-issued), 408, 429 and rateLimitReached. Other faults
-// will fail the same way again.
+// will fail the same way again. A nil err is not temporary.
 func Temporary(err error) bool {
+	if err == nil {
+		return false
+	}
 	var e *Error
 	if !errors.As(err, &e) {
 		return true

@@ -25,6 +25,7 @@ func TestTemporary(t *testing.T) {
 		err  error
 		want bool
 	}{
+		{"no error", nil, false},
 		{"network error", errors.New("dial tcp 127.0.0.1:1: connection refused"), true},
 		{"internal error", fault(http.StatusInternalServerError, registry.FaultInternal), true},
 		{"bad gateway without a fault body", fault(http.StatusBadGateway, ""), true},
