@@ -240,6 +240,17 @@ func newError(resp *http.Response, body []byte) *Error {
 	return e
 }
 
+// RetryAfter is how long the answer that failed with err asked the client
+// to wait before sending the request again (the RetryAfter of its *Error),
+// or 0.
+func RetryAfter(err error) time.Duration {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.RetryAfter
+	}
+	return 0
+}
+
 // retryAfter reads a Retry-After header (RFC 9110 §10.2.3): a number of
 // seconds or an HTTP date, taken relative to now. It is 0 when the header
 // is absent, does not parse, or names a time already past.

@@ -24,7 +24,8 @@ type HeartbeatOptions struct {
 	Interval time.Duration
 	// MinBackoff is the delay before the second retry after a failure (the
 	// first retry goes at once); 50ms if 0. Delays double from there, with
-	// jitter.
+	// jitter. A failure whose answer has a Retry-After (a rate limit) is
+	// retried no sooner than that, up to the cap.
 	MinBackoff time.Duration
 	// MaxBackoff caps the delay between retries; 2s if 0. The cap is also
 	// held to a tenth of the heartbeat timeout, so that retries keep going
@@ -226,6 +227,10 @@ func (h *Heartbeater) run(ctx context.Context) {
 			if failures > 1 {
 				wait = bo.Next()
 			}
+			// An answer that says when to come back (a rate limit's
+			// Retry-After) is not retried sooner, up to the backoff's
+			// cap, which keeps retries going well before the deadline.
+			wait = max(wait, min(RetryAfter(err), bo.Max))
 		}
 		b.Failures, b.Deadline = failures, h.deadline
 		gone := errors.Is(err, ErrNotFound)

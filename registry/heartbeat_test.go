@@ -105,6 +105,34 @@ func TestHeartbeaterRetries(t *testing.T) {
 	}
 }
 
+// TestHeartbeaterWaitsOutRetryAfter: a heartbeat refused with a
+// Retry-After (an etcd node's budget of moves) is not retried at once, as
+// other failures are, but after the wait asked for.
+func TestHeartbeaterWaitsOutRetryAfter(t *testing.T) {
+	t.Parallel()
+	p, c := proxied(t, "hb-retry-after", testserver.Options{})
+	ctx := testContext(t)
+	token, err := c.CreateService(ctx, registry.Service{ID: "hb-1", HeartbeatTimeout: 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.fail(rule{match: "/heartbeat", n: 1, status: http.StatusBadRequest, typ: "rateLimitReached", retryAfter: "1"})
+	opts, ch := beats(registry.HeartbeatOptions{Interval: 20 * time.Millisecond})
+	hb := c.StartHeartbeat(ctx, "hb-1", token, 30, opts)
+	defer hb.Stop()
+	refused := nextBeat(t, ch)
+	if !errors.Is(refused.Err, registry.ErrRateLimited) || registry.RetryAfter(refused.Err) != time.Second {
+		t.Fatalf("first beat: %+v, want rateLimitReached with a RetryAfter of 1s", refused)
+	}
+	next := nextBeat(t, ch)
+	if next.Err != nil {
+		t.Fatalf("second beat: %v", next.Err)
+	}
+	if d := next.Time.Sub(refused.Time); d < time.Second {
+		t.Errorf("retried %v after the refusal, before its Retry-After of 1s", d)
+	}
+}
+
 // TestTokenlessAnswers: a 2xx answer without a token (a proxy's page, an
 // empty body) is no heartbeat's answer. The heartbeater keeps its token and
 // sends it again: had it taken "", every later heartbeat would be refused

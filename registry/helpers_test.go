@@ -1,6 +1,7 @@
 package registry_test
 
 import (
+	"cmp"
 	"context"
 	"net/http"
 	"net/http/httptest"
@@ -59,6 +60,9 @@ type rule struct {
 	n      int
 	status int
 	after  bool
+	// typ is the fault's type, internalError if empty; retryAfter, if
+	// set, is sent as Retry-After.
+	typ, retryAfter string
 }
 
 func (p *proxy) wrap(h http.Handler) http.Handler {
@@ -92,9 +96,13 @@ func (p *proxy) wrap(h http.Handler) http.Handler {
 			fallthrough
 		default:
 			status = hit.status
+			typ := cmp.Or(hit.typ, "internalError")
 			w.Header().Set("Content-Type", "application/json")
+			if hit.retryAfter != "" {
+				w.Header().Set("Retry-After", hit.retryAfter)
+			}
 			w.WriteHeader(hit.status)
-			w.Write([]byte(`{"type":"internalError","code":` + strconv.Itoa(hit.status) + `,"message":"Internal Error","details":"Internal Error","txnId":"proxy"}`))
+			w.Write([]byte(`{"type":"` + typ + `","code":` + strconv.Itoa(hit.status) + `,"message":"Internal Error","details":"Internal Error","txnId":"proxy"}`))
 		}
 		p.mu.Lock()
 		p.statuses = append(p.statuses, status)
