@@ -60,7 +60,13 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	f := &fixture{t: t, srv: testserver.Start(t, testserver.Options{}), dir: t.TempDir()}
+	return newFixtureWith(t, testserver.Options{})
+}
+
+// newFixtureWith is newFixture with a server started with opts.
+func newFixtureWith(t *testing.T, opts testserver.Options) *fixture {
+	t.Helper()
+	f := &fixture{t: t, srv: testserver.Start(t, opts), dir: t.TempDir()}
 	f.user = strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
 	c, err := registry.New(registry.Config{URL: f.srv.APIURL, AuthURL: f.srv.AuthURL, Username: f.user, APIKey: "dev"})
 	if err != nil {

@@ -194,7 +194,8 @@ func (k *keeper) run(ctx context.Context) {
 			k.fatal <- err
 			return
 		}
-		wait := bo.Next()
+		// A rate limit's Retry-After is waited out, up to the backoff's cap.
+		wait := max(bo.Next(), min(registry.RetryAfter(err), bo.Max))
 		if permanent {
 			wait = permanentRetry
 		}

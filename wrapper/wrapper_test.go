@@ -14,8 +14,10 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -23,6 +25,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/svcreg/svcreg/internal/testserver"
 	"github.com/svcreg/svcreg/registry"
 )
 
@@ -332,6 +335,51 @@ func TestRegistryOutageKeepsTheCommand(t *testing.T) {
 		t.Errorf("exit code %d, want 0", code)
 	}
 	f.assertGone("outage")
+}
+
+// TestRegistrationWaitsOutRetryAfter: a create refused by the registry's
+// write limit is sent again after the answer's Retry-After (whole seconds),
+// not at the backoff's first 250 ms.
+func TestRegistrationWaitsOutRetryAfter(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var creates []time.Time // of the wrapper's service
+	f := newFixtureWith(t, testserver.Options{WriteRate: 0.5, WriteBurst: 1, Wrap: func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/services") && r.UserAgent() != "other" {
+				mu.Lock()
+				creates = append(creates, time.Now())
+				mu.Unlock()
+			}
+			h.ServeHTTP(w, r)
+		})
+	}})
+	// Another client of the account spends the burst.
+	other, err := registry.New(registry.Config{URL: f.srv.APIURL, AuthURL: f.srv.AuthURL, Username: f.user, APIKey: "dev", UserAgent: "other"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if _, err := other.CreateService(t.Context(), registry.Service{ID: "other", HeartbeatTimeout: 30}); err != nil {
+		t.Fatal(err)
+	}
+	w := startWrapper(t, f.dir, f.env(), append([]string{"--id=limited", "--interval=3"}, sh(untilStop, f.dir)...)...)
+	f.waitRegistered("limited")
+	mu.Lock()
+	got := slices.Clone(creates)
+	mu.Unlock()
+	if len(got) < 2 {
+		t.Fatalf("%d creates; want one refused by the write limit, then the one that registered", len(got))
+	}
+	for i := 1; i < len(got); i++ {
+		if d := got[i].Sub(got[i-1]); d < time.Second {
+			t.Errorf("create %d sent %v after the refused one, before its Retry-After", i+1, d)
+		}
+	}
+	touch(t, f.path("stop"))
+	if code := w.wait(); code != 0 {
+		t.Errorf("exit code %d, want 0", code)
+	}
 }
 
 func TestRegistersAgainWhenForgotten(t *testing.T) {
