@@ -44,6 +44,44 @@ type User struct {
 	Tokens []string `toml:"tokens"`
 }
 
+// String formats u for %v and %+v without its APIKey, PasswordHash and
+// Tokens, so that a User that reaches a log or an error message does not
+// carry its credentials.
+func (u User) String() string { return fmt.Sprintf("%+v", u.redacted()) }
+
+// GoString formats u for %#v without its credentials, as String does.
+func (u User) GoString() string {
+	return "server.User" + strings.TrimPrefix(fmt.Sprintf("%#v", u.redacted()), "server.plainUser")
+}
+
+// LogValue is u as log/slog shows it: its name and tenant, and which
+// credentials it has, not what they are.
+func (u User) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("name", u.Name), slog.String("tenant", u.Tenant),
+		slog.Bool("api_key", u.APIKey != ""), slog.Bool("password", u.PasswordHash != ""), slog.Int("tokens", len(u.Tokens)))
+}
+
+// plainUser is a User without its methods, for formatting.
+type plainUser User
+
+// redacted is u with each credential it has replaced by a mark.
+func (u User) redacted() plainUser {
+	const mark = "[redacted]"
+	for _, f := range []*string{&u.APIKey, &u.PasswordHash} {
+		if *f != "" {
+			*f = mark
+		}
+	}
+	if u.Tokens != nil {
+		tokens := make([]string, len(u.Tokens))
+		for i := range tokens {
+			tokens[i] = mark
+		}
+		u.Tokens = tokens
+	}
+	return plainUser(u)
+}
+
 type usersFile struct {
 	Users []User `toml:"user"`
 }
