@@ -92,7 +92,7 @@ func newMetrics(r prometheus.Registerer, hasPeer func() bool) metrics {
 		}),
 		copyRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "svcreg_store_heartbeat_copy_refusals_total",
-			Help: "Requests carrying heartbeat copies that this node refused, by reason: secret (not sealed with the registry's secret), lease (meant for another lease of this node, or this node's lease may have expired), undecodable (from a node of another version), version (from a node of an earlier version, which sends no hello).",
+			Help: "Requests carrying heartbeat copies that this node refused, by reason: secret (not sealed with the registry's secret), lease (meant for another lease of this node, or this node's lease may have expired), undecodable (from a node of another version), version (from a node of an earlier version, which sends no hello), replay (a request sent again on its connection).",
 		}, []string{"reason"}),
 	}
 	if r != nil {

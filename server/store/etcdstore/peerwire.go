@@ -412,15 +412,15 @@ func (s *Store) servePeerConn(c net.Conn, opened func() bool) {
 			in.done()
 			continue
 		}
-		// A request sent again on its own connection (by one who can
-		// write into it) would open: its nonce must count up.
-		if !countsUp(last, nonce) {
-			refuse("secret", "not sealed with this registry's secret for this connection")
-			return
-		}
 		payload, err := s.peerAEAD.Open(sealed[:0], nonce, sealed, reqAD)
 		if err != nil {
 			refuse("secret", "not sealed with this registry's secret for this connection")
+			return
+		}
+		// A request sent again on its own connection (by one who can
+		// write into it) opens: its nonce must count up.
+		if !countsUp(last, nonce) {
+			refuse("replay", "not the next request on this connection")
 			return
 		}
 		last = append(last[:0], nonce...)

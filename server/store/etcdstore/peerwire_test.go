@@ -123,7 +123,7 @@ func TestPeerRequestNotTakenTwice(t *testing.T) {
 		a.decode(raw)
 		t.Errorf("the same request sent again on its connection was answered: %+v", a)
 	}
-	if n := refusals(t, peer, "secret"); n != 1 {
+	if n := refusals(t, peer, "replay"); n != 1 {
 		t.Errorf("refusals counted: %v, want 1", n)
 	}
 }
