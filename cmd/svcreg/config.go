@@ -124,7 +124,7 @@ Prints nothing.
 	}
 	key, value := pos[0], pos[1]
 	if err := registry.CheckConfigID(key); err != nil {
-		return usagef("KEY %s", err)
+		return usagef("%s", err)
 	}
 	if value == "-" {
 		data, err := io.ReadAll(io.LimitReader(stdin, 64<<10))
