@@ -129,7 +129,7 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	fs.BoolVar(&f.once, "once", false, "wait for a full sync, render, install, reload, then exit")
 	fs.DurationVar(&f.onceTimeout, "once-timeout", 30*time.Second, "with --once or --print, how long to wait for the registry")
 	fs.BoolVar(&f.noReload, "no-reload", false, "with --once, install the checked files but run no reload command\n(a first deploy, before the load balancer runs)")
-	fs.BoolVar(&f.dry, "dry", false, "print what would change (a diff per file; past 1000 changed lines, the new file whole)\nand write and run nothing")
+	fs.BoolVar(&f.dry, "dry", false, "print what would change (a diff per file; past 1000 changed lines, the new file whole)\nand write and run nothing; it runs until stopped, as the daemon does, unless --once")
 	fs.BoolVar(&f.print, "print", false, "wait for a full sync, print the full output of every template to stdout, and exit;\nno file is written and no command run (for debugging templates)")
 	fs.StringVar(&f.exec, "exec", "", "`COMMAND` to run in the foreground once the first render is installed, e.g. \"nginx -g 'daemon off;'\"\n(split as a shell would, without a shell; see Running in a container in the README)")
 	fs.DurationVar(&f.gracePeriod, "grace-period", render.DefaultGracePeriod, "with --exec, the time the command has to exit after SIGTERM before SIGKILL")
