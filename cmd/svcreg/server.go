@@ -9,10 +9,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -503,6 +505,9 @@ func openStore(ctx context.Context, f serverFlags, log *slog.Logger, reg prometh
 	})
 	if err != nil {
 		cli.Close()
+		if errors.Is(err, store.ErrUnavailable) {
+			return nil, nil, fmt.Errorf("open the etcd store: %w; %s", err, reachEtcd(endpoints))
+		}
 		return nil, nil, fmt.Errorf("open the etcd store: %w", err)
 	}
 	return st, func() error {
@@ -586,3 +591,29 @@ func lingerOption(d time.Duration) time.Duration {
 // etcdPasswordEnv holds the etcd user's password when --etcd-password does
 // not: a flag is in the command line, which every local user can read.
 const etcdPasswordEnv = "SVCREG_ETCD_PASSWORD"
+
+// reachEtcd says, for an etcd that did not answer, whether each endpoint
+// takes a TCP connection at all: "connection refused" points at the
+// address or a stopped member, a connection taken at TLS, credentials or
+// the quorum.
+func reachEtcd(endpoints []string) string {
+	results := make([]string, len(endpoints))
+	var wg sync.WaitGroup
+	for i, ep := range endpoints {
+		wg.Go(func() {
+			host := ep
+			if u, err := url.Parse(ep); err == nil && u.Host != "" {
+				host = u.Host
+			}
+			c, err := net.DialTimeout("tcp", host, time.Second)
+			if err != nil {
+				results[i] = fmt.Sprintf("%s: %v", ep, err)
+				return
+			}
+			c.Close()
+			results[i] = ep + " takes connections (check TLS, --etcd-username and that a quorum of members runs)"
+		})
+	}
+	wg.Wait()
+	return "no answer from etcd: " + strings.Join(results, "; ")
+}

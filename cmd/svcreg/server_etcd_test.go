@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -294,5 +295,26 @@ func TestServerEtcdPasswordFromEnvironment(t *testing.T) {
 	code := Main(ctx, []string{"server", "--dev", "--etcd-endpoints", "http://127.0.0.1:1", "--etcd-username", "u"}, strings.NewReader(""), &stdout, &stderr)
 	if code == exitUsage || strings.Contains(stderr.String(), "go together") {
 		t.Errorf("--etcd-username with SVCREG_ETCD_PASSWORD: exit %d, %s; want the password taken", code, stderr.String())
+	}
+}
+
+// An etcd that does not answer at start is reported with what each
+// endpoint does with a connection, so that the operator sees whether the
+// address is wrong or a member is stopped.
+func TestServerEtcdUnreachableAtStart(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := "http://" + ln.Addr().String()
+	ln.Close()
+	var stdout, stderr bytes.Buffer
+	code := Main(t.Context(), []string{"server", "--dev", "--etcd-endpoints", refused, "--etcd-request-timeout", "1s"}, strings.NewReader(""), &stdout, &stderr)
+	if code == 0 || code == exitUsage {
+		t.Fatalf("exit %d, want a failure to open the store; stderr %s", code, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "no answer from etcd: "+refused+": ") || !strings.Contains(stderr.String(), "connection refused") {
+		t.Errorf("stderr does not say that %s refused the connection:\n%s", refused, stderr.String())
 	}
 }
