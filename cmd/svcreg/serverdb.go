@@ -63,7 +63,11 @@ func runDBCommand(d dbFlags, dataDir string, stdout io.Writer) error {
 		if err != nil {
 			return explainStoreError(err)
 		}
-		fmt.Fprintf(stdout, "%s/%s: compacted from %d to %d bytes\n", dataDir, boltstore.FileName, before, after)
+		if after >= before {
+			fmt.Fprintf(stdout, "%s/%s: nothing to give back (%d bytes; compacted, it would take %d); left as it was\n", dataDir, boltstore.FileName, before, after)
+		} else {
+			fmt.Fprintf(stdout, "%s/%s: compacted from %d to %d bytes\n", dataDir, boltstore.FileName, before, after)
+		}
 	case d.backup != "":
 		if !boltstore.Held(dataDir) {
 			// No server: the backup reads the file, checked in a child first.

@@ -262,6 +262,15 @@ func TestCompactGivesSpaceBack(t *testing.T) {
 	if after.Size() > before.Size()/2 {
 		t.Errorf("--compact: %d bytes before, %d after; want less than half", before.Size(), after.Size())
 	}
+	// A file with nothing more to give back is left as it was, not
+	// replaced by a copy of the same size or larger.
+	code, stdout, stderr = runSvcreg(t, "server", "--compact", "--data-dir", dir)
+	if code != 0 || !strings.Contains(stdout, "nothing to give back") {
+		t.Fatalf("--compact again: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if again, err := os.Stat(path); err != nil || !os.SameFile(after, again) {
+		t.Errorf("--compact of a compact file replaced it: %v", err)
+	}
 	srv = startServerProcess(t, "--data-dir", dir)
 	a = login(t, srv.url, "dev")
 	if code, body, err := a.do("GET", "/configuration/kept0", nil); err != nil || code != http.StatusOK {

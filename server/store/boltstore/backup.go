@@ -216,8 +216,10 @@ func copyFile(src, dst string) error {
 
 // Compact rewrites the database under dir without its free pages, which a
 // bbolt file never gives back by itself, and returns its size before and
-// after. The server must be stopped. The rewritten file is checked before
-// it replaces the old one.
+// the rewritten copy's. The server must be stopped. The copy is checked,
+// and replaces the file only if it is smaller: a file with nothing to give
+// back (bbolt grows a file in steps, so a small one's copy can be larger)
+// is left as it was.
 func Compact(dir string) (before, after int64, err error) {
 	path := filepath.Join(dir, FileName)
 	src, err := openFile(path, false)
@@ -251,6 +253,9 @@ func Compact(dir string) (before, after int64, err error) {
 	nfi, err := os.Stat(tmp)
 	if err != nil {
 		return 0, 0, err
+	}
+	if nfi.Size() >= fi.Size() {
+		return fi.Size(), nfi.Size(), nil
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		return 0, 0, err
