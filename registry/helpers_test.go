@@ -52,17 +52,25 @@ type proxy struct {
 	noWait   bool // strip the long-poll parameter: an original server
 }
 
-// rule fails the next n requests whose "METHOD path" contains match with
-// status, before the server sees them or, if after, after the server has
-// answered (the answer is lost).
+// rule fails the next n requests whose "METHOD path" contains match (ends
+// with it, if end) with status, before the server sees them or, if after,
+// after the server has answered (the answer is lost).
 type rule struct {
 	match  string
+	end    bool
 	n      int
 	status int
 	after  bool
 	// typ is the fault's type, internalError if empty; retryAfter, if
 	// set, is sent as Retry-After.
 	typ, retryAfter string
+}
+
+func (ru *rule) matches(line string) bool {
+	if ru.end {
+		return strings.HasSuffix(line, ru.match)
+	}
+	return strings.Contains(line, ru.match)
 }
 
 func (p *proxy) wrap(h http.Handler) http.Handler {
@@ -78,7 +86,7 @@ func (p *proxy) wrap(h http.Handler) http.Handler {
 		p.requests = append(p.requests, line)
 		var hit *rule
 		for _, ru := range p.rules {
-			if ru.n > 0 && strings.Contains(line, ru.match) {
+			if ru.n > 0 && ru.matches(line) {
 				ru.n--
 				hit = ru
 				break
