@@ -623,11 +623,15 @@ func TestReauthenticateOn401(t *testing.T) {
 	}
 }
 
-// TestTokenRefresh uses tokens that live two seconds: the client replaces
+// TestTokenRefresh uses tokens that live ten seconds: the client replaces
 // them before they expire, so the registry never refuses one.
 func TestTokenRefresh(t *testing.T) {
 	t.Parallel()
-	p, c := proxied(t, "refresh", testserver.Options{TokenTTL: 2 * time.Second})
+	// The client refreshes a tenth of the token's life before it expires:
+	// 1 s here, for a request to reach the registry on the token it was
+	// given. A loaded machine can hold one for a few hundred ms (with a
+	// 2 s life, a request that took over 200 ms met its token expired).
+	p, c := proxied(t, "refresh", testserver.Options{TokenTTL: 10 * time.Second})
 	ctx := testContext(t)
 	eventually(t, "three authentications", func() bool {
 		if _, err := c.Limits(ctx); err != nil {
