@@ -1,5 +1,5 @@
 // Package testserver runs a real svcreg server in-process for tests: a
-// store, --dev authentication, and an HTTP listener on loopback that can be
+// store, --dev authentication, and an HTTP (or HTTPS) listener on loopback that can be
 // stopped and started again on the same address and data. It serves as
 // svcreg server does (server.Serve), so waiting long-polls park as they do
 // in production.
@@ -16,14 +16,23 @@ package testserver
 import (
 	"cmp"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -153,14 +162,27 @@ type Options struct {
 	// ConnState, if set, is the http.Server's ConnState hook (to count the
 	// connections clients open).
 	ConnState func(net.Conn, http.ConnState)
+	// TLS serves HTTPS, as svcreg server --tls-cert does, with a
+	// self-signed certificate for 127.0.0.1 that no system root trusts:
+	// Server.CACert is a PEM file of it.
+	TLS bool
 }
 
 // Server is a running test server.
 type Server struct {
-	// URL is the server's root, e.g. http://127.0.0.1:41234.
+	// URL is the server's root, e.g. http://127.0.0.1:41234 (https://
+	// with Options.TLS).
 	URL string
 	// APIURL is URL + "/v1.0"; AuthURL is URL + "/v2.0".
 	APIURL, AuthURL string
+	// CACert is, with Options.TLS, the path of a PEM file of the server's
+	// self-signed certificate, the CA a client must trust; empty without.
+	CACert string
+
+	// tls is the listener's configuration with Options.TLS; hc, the client
+	// that trusts its certificate, for Token.
+	tls *tls.Config
+	hc  *http.Client
 
 	t    testing.TB
 	opts Options
@@ -191,6 +213,11 @@ func Start(t testing.TB, opts Options) *Server {
 	}
 	s.addr = ln.Addr().String()
 	s.URL = "http://" + s.addr
+	s.hc = http.DefaultClient
+	if opts.TLS {
+		s.URL = "https://" + s.addr
+		s.selfSign()
+	}
 	s.APIURL, s.AuthURL = s.URL+"/v1.0", s.URL+"/v2.0"
 	s.start(ln)
 	t.Cleanup(func() {
@@ -203,6 +230,41 @@ func Start(t testing.TB, opts Options) *Server {
 		}
 	})
 	return s
+}
+
+// selfSign makes the certificate of a server with Options.TLS, writes it
+// to CACert, and sets up the listener's configuration and a client that
+// trusts it.
+func (s *Server) selfSign() {
+	s.t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		s.t.Fatalf("testserver: %v", err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "svcreg testserver"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		s.t.Fatalf("testserver: %v", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		s.t.Fatalf("testserver: %v", err)
+	}
+	s.CACert = filepath.Join(s.t.TempDir(), "ca.pem")
+	if err := os.WriteFile(s.CACert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		s.t.Fatalf("testserver: %v", err)
+	}
+	s.tls = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key, Leaf: cert}},
+		NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS12}
+	roots := x509.NewCertPool()
+	roots.AddCert(cert)
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: roots}
+	s.hc = &http.Client{Transport: tr}
+	s.t.Cleanup(tr.CloseIdleConnections)
 }
 
 // Metric returns the value of the running server's counter or gauge
@@ -280,6 +342,9 @@ func (s *Server) start(ln net.Listener) {
 		h = s.opts.Wrap(h)
 	}
 	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ConnState: s.opts.ConnState}
+	if s.tls != nil {
+		ln = tls.NewListener(ln, s.tls)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -389,7 +454,7 @@ func (s *Server) Restart() {
 func (s *Server) Token(username string) (token, tenant string) {
 	s.t.Helper()
 	body := `{"auth":{"RAX-KSKEY:apiKeyCredentials":{"username":` + quote(username) + `,"apiKey":"dev"}}}`
-	resp, err := http.Post(s.AuthURL+"/tokens", "application/json", strings.NewReader(body))
+	resp, err := s.hc.Post(s.AuthURL+"/tokens", "application/json", strings.NewReader(body))
 	if err != nil {
 		s.t.Fatalf("testserver: authenticate %s: %v", username, err)
 	}
