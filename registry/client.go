@@ -3,7 +3,10 @@ package registry
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +14,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
+	"os"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -55,12 +59,26 @@ type Config struct {
 	// "us" or "uk". AuthURL overrides it.
 	Region string `toml:"region"`
 
+	// CACert is the path of a PEM file of CA certificates (a bundle; other
+	// PEM blocks are skipped) that the Client trusts for HTTPS to the
+	// registry and to the identity service, for a registry whose
+	// certificate a private or self-signed CA issued. They replace the
+	// system's roots for this Client, as curl's --cacert does: a CA that
+	// is not in the file is not trusted, so an identity service with a
+	// public certificate (Region) needs the system's bundle appended to
+	// the file. Empty: the system's roots (which the process-wide
+	// SSL_CERT_FILE and SSL_CERT_DIR variables can replace). New reads
+	// the file; to pick up a renewed CA, make a new Client.
+	CACert string `toml:"ca_cert"`
+
 	// HTTPClient sends the requests. If nil, the Client makes its own with
 	// a transport of its own that keeps connections alive, so heartbeats
 	// and event polls reuse one connection. Its Timeout must be zero or
 	// longer than the long-polls you make. The Client uses a copy, which
 	// follows redirects only on the host of the request, unless its
-	// CheckRedirect is set (then that decides).
+	// CheckRedirect is set (then that decides). With HTTPClient, CACert
+	// must be empty (New fails otherwise): the CAs are the business of
+	// its transport, whose TLSClientConfig.RootCAs LoadCACert fills.
 	HTTPClient *http.Client `toml:"-"`
 	// UserAgent replaces the default "svcreg/<version>".
 	UserAgent string `toml:"-"`
@@ -106,7 +124,7 @@ func (c Config) LogValue() slog.Value {
 	attrs := []slog.Attr{slog.String("url", r.URL)}
 	for _, a := range []struct{ key, val string }{
 		{"token", r.Token}, {"tenant", r.Tenant}, {"username", r.Username}, {"api_key", r.APIKey},
-		{"password", r.Password}, {"auth_url", r.AuthURL}, {"region", r.Region}, {"user_agent", r.UserAgent},
+		{"password", r.Password}, {"auth_url", r.AuthURL}, {"region", r.Region}, {"ca_cert", r.CACert}, {"user_agent", r.UserAgent},
 	} {
 		if a.val != "" {
 			attrs = append(attrs, slog.String(a.key, a.val))
@@ -161,6 +179,17 @@ func New(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	var roots *x509.CertPool
+	if cfg.CACert != "" {
+		if cfg.HTTPClient != nil {
+			// Ignored, it would leave the registry's certificate
+			// unverifiable without a word about why.
+			return nil, fmt.Errorf("registry: CACert (%s) and HTTPClient are both set: give the CAs to HTTPClient's transport (see LoadCACert)", cfg.CACert)
+		}
+		if roots, err = LoadCACert(cfg.CACert); err != nil {
+			return nil, err
+		}
+	}
 	c := &Client{base: base, hc: cfg.HTTPClient, userAgent: cfg.UserAgent, auth: auth, maxListItems: cfg.MaxListItems}
 	if c.maxListItems <= 0 {
 		c.maxListItems = DefaultMaxListItems
@@ -170,6 +199,13 @@ func New(cfg Config) (*Client, error) {
 	}
 	if c.hc == nil {
 		c.transport = newTransport()
+		if roots != nil {
+			// The clone's own copy, if DefaultTransport has one.
+			if c.transport.TLSClientConfig == nil {
+				c.transport.TLSClientConfig = &tls.Config{}
+			}
+			c.transport.TLSClientConfig.RootCAs = roots
+		}
 		c.hc = &http.Client{Transport: c.transport}
 	}
 	if c.hc.CheckRedirect == nil {
@@ -190,6 +226,41 @@ func newTransport() *http.Transport {
 	t.MaxIdleConnsPerHost = 32
 	t.IdleConnTimeout = 90 * time.Second
 	return t
+}
+
+// LoadCACert reads a PEM file of CA certificates, as New does with
+// Config.CACert, and returns them as a pool for a tls.Config's RootCAs:
+// for a caller that gives New an HTTPClient of its own. Blocks other than
+// CERTIFICATE (a key in the same file) are skipped. Its errors name the
+// file: one that cannot be read, a certificate that does not parse, a
+// file without any (a DER file, say, which openssl x509 -inform der
+// turns into PEM).
+func LoadCACert(file string) (*x509.CertPool, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("registry: read the CA certificates: %w", err)
+	}
+	pool := x509.NewCertPool()
+	n := 0
+	for rest := data; ; {
+		var b *pem.Block
+		if b, rest = pem.Decode(rest); b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		n++
+		cert, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("registry: CA certificate %d in %s: %w", n, file, err)
+		}
+		pool.AddCert(cert)
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("registry: %s holds no PEM certificate (-----BEGIN CERTIFICATE-----): give a PEM file of CA certificates", file)
+	}
+	return pool, nil
 }
 
 // Close releases the client's idle connections. Calls made afterwards

@@ -169,6 +169,7 @@ func TestConfigHidesSecrets(t *testing.T) {
 		APIKey:   "apikey-s3cret",
 		Password: "password-s3cret",
 		AuthURL:  "https://u:auth-s3cret@identity.example.com/v2.0",
+		CACert:   "/etc/svcreg/private-ca.pem",
 	}
 	var text, js bytes.Buffer
 	slog.New(slog.NewTextHandler(&text, nil)).Info("start", "registry", cfg)
@@ -181,8 +182,8 @@ func TestConfigHidesSecrets(t *testing.T) {
 		if strings.Contains(out, "s3cret") {
 			t.Errorf("%s\nshows a secret", out)
 		}
-		if !strings.Contains(out, "deploy") || !strings.Contains(out, "registry.example.com") {
-			t.Errorf("%s\nleaves out the username or the host", out)
+		if !strings.Contains(out, "deploy") || !strings.Contains(out, "registry.example.com") || !strings.Contains(out, "private-ca.pem") {
+			t.Errorf("%s\nleaves out the username, the host or the CA file", out)
 		}
 	}
 	if s := fmt.Sprintf("%#v", cfg); !strings.HasPrefix(s, "registry.Config{") {

@@ -1,13 +1,21 @@
 package registry
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"math"
+	"math/big"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -249,5 +257,43 @@ func TestRetryAfter(t *testing.T) {
 		if got := retryAfter(tt.header, now); got != tt.want {
 			t.Errorf("retryAfter(%q) = %v, want %v", tt.header, got, tt.want)
 		}
+	}
+}
+
+// CACert's CAs are the transport's only roots, and the transport keeps the
+// settings of its own (idle connections kept for heartbeats and polls).
+func TestCACertTransport(t *testing.T) {
+	t.Parallel()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), IsCA: true, BasicConstraintsValid: true,
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(Config{URL: "https://registry.example/v1.0", Token: "t", Tenant: "1", CACert: file})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := LoadCACert(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := c.transport
+	if tr.TLSClientConfig == nil || !tr.TLSClientConfig.RootCAs.Equal(want) {
+		t.Errorf("the transport's roots are not the CACert file's alone")
+	}
+	if tr.MaxIdleConnsPerHost != newTransport().MaxIdleConnsPerHost || !tr.ForceAttemptHTTP2 || tr.Proxy == nil {
+		t.Errorf("the transport lost its settings: %+v", tr)
+	}
+	if c, _ := New(Config{URL: "https://registry.example/v1.0", Token: "t", Tenant: "1"}); c.transport.TLSClientConfig != nil && c.transport.TLSClientConfig.RootCAs != nil {
+		t.Error("without CACert the transport has roots of its own, not the system's")
 	}
 }
