@@ -90,6 +90,28 @@ func TestParseArgs(t *testing.T) {
 	}
 }
 
+// --ca-cert names the CA file, over $SVCREG_CA_CERT.
+func TestParseArgsCACert(t *testing.T) {
+	t.Setenv("SVCREG_URL", "https://registry.example/v1.0")
+	t.Setenv("SVCREG_CA_CERT", "/etc/ssl/env-ca.pem")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--id=web1", "app"}, "/etc/ssl/env-ca.pem"},
+		{[]string{"--id=web1", "--ca-cert", "/etc/ssl/flag-ca.pem", "app"}, "/etc/ssl/flag-ca.pem"},
+		{[]string{"--id=web1", "--ca-cert=ca.pem", "app"}, "ca.pem"},
+	} {
+		cfg, err := wrapper.ParseArgs("w", tc.args, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Registry.CACert != tc.want {
+			t.Errorf("ParseArgs(%q): CA file %q, want %q", tc.args, cfg.Registry.CACert, tc.want)
+		}
+	}
+}
+
 func TestParseArgsHelp(t *testing.T) {
 	t.Parallel()
 	var out strings.Builder
@@ -99,7 +121,7 @@ func TestParseArgsHelp(t *testing.T) {
 	}
 	for _, want := range []string{
 		"service-registry-wrapper --id=ID", "ceil(3 x --interval)",
-		"--abort-on-failure", "--interval interval", "--metadata list", "--no-deregister", "--url URL",
+		"--abort-on-failure", "--interval interval", "--metadata list", "--no-deregister", "--url URL", "--ca-cert file", "$SVCREG_CA_CERT",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("usage lacks %q:\n%s", want, out.String())

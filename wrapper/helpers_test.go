@@ -68,7 +68,7 @@ func newFixtureWith(t *testing.T, opts testserver.Options) *fixture {
 	t.Helper()
 	f := &fixture{t: t, srv: testserver.Start(t, opts), dir: t.TempDir()}
 	f.user = strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
-	c, err := registry.New(registry.Config{URL: f.srv.APIURL, AuthURL: f.srv.AuthURL, Username: f.user, APIKey: "dev"})
+	c, err := registry.New(registry.Config{URL: f.srv.APIURL, AuthURL: f.srv.AuthURL, Username: f.user, APIKey: "dev", CACert: f.srv.CACert})
 	if err != nil {
 		t.Fatal(err)
 	}

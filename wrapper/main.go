@@ -7,6 +7,7 @@ package wrapper
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -63,6 +64,18 @@ func Main(ctx context.Context, prog string, args []string, stdin io.Reader, stdo
 		return usage(err)
 	}
 	transport := http.DefaultTransport.(*http.Transport).Clone()
+	if rc.CACert != "" {
+		// The client is ours, so the CAs go to its transport.
+		roots, err := registry.LoadCACert(rc.CACert)
+		if err != nil {
+			return usage(err)
+		}
+		if transport.TLSClientConfig == nil {
+			transport.TLSClientConfig = &tls.Config{}
+		}
+		transport.TLSClientConfig.RootCAs = roots
+		rc.CACert = ""
+	}
 	rc.HTTPClient = &http.Client{Transport: transport, Timeout: requestTimeout}
 	client, err := registry.New(rc)
 	if err != nil {

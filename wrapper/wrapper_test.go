@@ -549,6 +549,40 @@ while :; do sleep 0.05; done
 	})
 }
 
+// A registry served over HTTPS with a private CA's certificate: the
+// wrapper trusts it with --ca-cert or $SVCREG_CA_CERT, and says why it
+// cannot register without.
+func TestCACert(t *testing.T) {
+	t.Parallel()
+	f := newFixtureWith(t, testserver.Options{TLS: true})
+	for _, tc := range []struct {
+		id   string
+		env  []string
+		args []string
+	}{
+		{"tls-flag", nil, []string{"--ca-cert", f.srv.CACert}},
+		{"tls-env", []string{"SVCREG_CA_CERT=" + f.srv.CACert}, nil},
+	} {
+		dir := t.TempDir()
+		w := startWrapper(t, dir, f.env(tc.env...), append(append([]string{"--id=" + tc.id, "--interval=1"}, tc.args...), sh(untilStop, dir)...)...)
+		f.waitRegistered(tc.id)
+		touch(t, filepath.Join(dir, "stop"))
+		if code := w.wait(); code != 0 {
+			t.Fatalf("%s: exit code %d, want 0", tc.id, code)
+		}
+		f.assertGone(tc.id)
+	}
+
+	dir := t.TempDir()
+	w := startWrapper(t, dir, f.env(), append([]string{"--id=tls-none", "--interval=1"}, sh(untilStop, dir)...)...)
+	w.waitLog("certificate signed by unknown authority")
+	touch(t, filepath.Join(dir, "stop"))
+	w.wait()
+	if _, err := f.service("tls-none"); !errors.Is(err, registry.ErrNotFound) {
+		t.Errorf("without the CA: service %v, want it never registered", err)
+	}
+}
+
 func TestKilledWrapperLetsTheServiceTimeOut(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
@@ -617,6 +651,8 @@ func TestBadCommandLine(t *testing.T) {
 		{"bad log format", nil, append([]string{"--id=web1", "--log-format=xml"}, run...), 2, "--log-format"},
 		{"no command", nil, []string{"--id=web1", "--interval=1"}, 2, "no command"},
 		{"no registry URL", []string{"SVCREG_URL=", "SVCREG_USERNAME=x", "SVCREG_API_KEY=dev"}, append([]string{"--id=web1"}, run...), 2, "--url"},
+		{"CA file missing", nil, append([]string{"--id=web1", "--ca-cert", f.path("no-ca.pem")}, run...), 2, "no-ca.pem: no such file"},
+		{"CA file without a certificate", nil, append([]string{"--id=web1", "--ca-cert", notExec}, run...), 2, "not-executable holds no PEM certificate"},
 		{"command not found", nil, []string{"--id=web1", "--", noFile}, 127, "no-such-program"},
 		{"command not executable", nil, []string{"--id=web1", "--", notExec}, 126, "not-executable"},
 	}

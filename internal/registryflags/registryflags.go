@@ -27,10 +27,11 @@ var flags = []struct {
 	{"api-key", "SVCREG_API_KEY", "API `key` of --username", func(c *registry.Config) *string { return &c.APIKey }, true},
 	{"password", "SVCREG_PASSWORD", "`password` of --username (instead of --api-key)", func(c *registry.Config) *string { return &c.Password }, true},
 	{"region", "SVCREG_REGION", "us or uk: use the Rackspace identity endpoint of that region", func(c *registry.Config) *string { return &c.Region }, false},
+	{"ca-cert", "SVCREG_CA_CERT", "PEM `file` of the CA certificates to trust for HTTPS to the registry and identity URLs,\ninstead of the system's (for a private or self-signed CA)", func(c *registry.Config) *string { return &c.CACert }, false},
 }
 
 // Register adds the connection flags to fs: --url, --auth-url, --token,
-// --tenant, --username, --api-key, --password, --region. Parsing sets the
+// --tenant, --username, --api-key, --password, --region, --ca-cert. Parsing sets the
 // fields of c that are given on the command line; Resolve then puts them
 // over a config file's settings and the SVCREG_* environment.
 func Register(fs *flag.FlagSet, c *registry.Config) {

@@ -93,6 +93,25 @@ func TestResolvePrecedence(t *testing.T) {
 			want: registry.Config{URL: "http://file/v1.0", Username: "flag-user", APIKey: "file-key", Region: "uk", Tenant: "env-tenant"},
 		},
 		{
+			name: "the CA file: the file's over SVCREG_CA_CERT",
+			file: registry.Config{URL: "https://file/v1.0", Token: "t", Tenant: "1", CACert: "file-ca.pem"},
+			env:  map[string]string{"SVCREG_CA_CERT": "env-ca.pem"},
+			want: registry.Config{URL: "https://file/v1.0", Token: "t", Tenant: "1", CACert: "file-ca.pem"},
+		},
+		{
+			name: "the CA file: --ca-cert over the file's",
+			file: registry.Config{URL: "https://file/v1.0", Token: "t", Tenant: "1", CACert: "file-ca.pem"},
+			env:  map[string]string{"SVCREG_CA_CERT": "env-ca.pem", "SVCREG_URL": "https://env/v1.0"},
+			args: []string{"--ca-cert", "flag-ca.pem"},
+			want: registry.Config{URL: "https://file/v1.0", Token: "t", Tenant: "1", CACert: "flag-ca.pem"},
+		},
+		{
+			name: "the CA file: SVCREG_CA_CERT when neither flag nor file gives one",
+			file: registry.Config{URL: "https://file/v1.0", Token: "t", Tenant: "1"},
+			env:  map[string]string{"SVCREG_CA_CERT": "env-ca.pem"},
+			want: registry.Config{URL: "https://file/v1.0", Token: "t", Tenant: "1", CACert: "env-ca.pem"},
+		},
+		{
 			name: "--password replaces the file's api_key",
 			file: registry.Config{URL: "http://file/v1.0", Username: "u", APIKey: "file-key"},
 			args: []string{"--password", "pw"},
