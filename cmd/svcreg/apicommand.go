@@ -3,6 +3,7 @@ package main
 import (
 	"cmp"
 	"context"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -212,8 +213,12 @@ func (e faultError) Unwrap() error { return e.err }
 // describeFault turns a registry fault into an error that says what the
 // registry said, in one line: `Object "Service" with key "nope" does not
 // exist` rather than the method, URL and fault type. It still matches the
-// registry's sentinel errors. Other errors are returned as they are.
+// registry's sentinel errors. A certificate of a CA the client does not
+// trust gets a hint at --ca-cert; other errors are returned as they are.
 func describeFault(err error) error {
+	if errors.As(err, new(x509.UnknownAuthorityError)) {
+		return fmt.Errorf("%w (if a private CA issued the registry's certificate, give its PEM file with --ca-cert or SVCREG_CA_CERT)", err)
+	}
 	var e *registry.Error
 	if !errors.As(err, &e) {
 		return err

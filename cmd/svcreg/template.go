@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -273,6 +274,11 @@ func (f *templateFlags) loadConfig(fs *flag.FlagSet) (templateConfig, error) {
 	if f.config != "" {
 		if err := render.ReadConfigInto(f.config, &c, &c.Config); err != nil {
 			return c, err
+		}
+		// Relative to the file, as its templates are; --ca-cert and
+		// SVCREG_CA_CERT are relative to the working directory.
+		if ca := c.Registry.CACert; ca != "" && !filepath.IsAbs(ca) {
+			c.Registry.CACert = filepath.Join(filepath.Dir(f.config), ca)
 		}
 	}
 	c.Registry = registryflags.Resolve(c.Registry, fs, f.registry)
