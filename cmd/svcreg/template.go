@@ -40,7 +40,10 @@ instead of reloading, and reloads for anything else or when the API fails;
 
 Templates come from --config (TOML) or from --template flags. The registry
 connection comes from the flags, the config file's [registry], or the SVCREG_*
-variables, in that order.
+variables, in that order. An https:// registry whose certificate a private
+or self-signed CA issued needs that CA: --ca-cert, ca_cert in [registry]
+(relative to the config file) or SVCREG_CA_CERT, a PEM file whose CAs
+replace the system's roots for the registry's connection.
 
 Registry data is untrusted: templates should pass it through the safe
 functions (endpoints, addr, port, weight, ident, nginxString, nginxMapKey,
