@@ -73,7 +73,8 @@ type TemplateConfig struct {
 	MinReloadInterval Duration `toml:"min_reload_interval"`
 	// MinInstances refuses a render in which a list of services the
 	// template reads (services, servicesWithTag, whereMeta) holds fewer
-	// services; the old file stays.
+	// services; the old file stays. A destination that does not exist yet
+	// has no old file to keep: the render is installed, with a warning.
 	MinInstances int `toml:"min_instances"`
 	// CheckTimeout bounds the check command; 30s if zero.
 	CheckTimeout Duration `toml:"check_timeout"`

@@ -35,6 +35,8 @@ func TestLivenessAndReadiness(t *testing.T) {
 	live, ready := g.r.Health, g.r.Health.Ready()
 	set := g.set(t, TemplateConfig{MinInstances: 1})
 	ctx := context.Background()
+	// A file for min_instances to keep (without one it would install).
+	writeFile(t, g.dir, "out.conf", "server 10.0.0.9;\n")
 
 	if code, rep := probe(t, ready, "/readyz"); code != 503 || rep.State != "unrendered" {
 		t.Errorf("readyz before the first pass: %d %q", code, rep.State)

@@ -244,12 +244,28 @@ func (r *Renderer) renderGroup(ctx context.Context, g *Group, snap *watcher.Snap
 	files := make([]*file, len(g.Templates))
 	for i, t := range g.Templates {
 		out, err := r.render(ctx, g, t, snap)
-		if err != nil {
+		files[i] = &file{t: t, out: out}
+		var guard *GuardError
+		if err != nil && !errors.As(err, &guard) {
 			return nil, &Failure{g.Name, StepRender, err}
 		}
-		files[i] = &file{t: t, out: out}
 		if f := readInstalled(g, files[i]); f != nil {
 			return nil, f
+		}
+		if guard != nil {
+			// min_instances keeps an existing file from being emptied.
+			// With none to keep (a first deploy, before any service has
+			// registered), the render is installed: the load balancer
+			// whose config includes the file could not start without it.
+			if files[i].existed || files[i].link != "" || applied != nil {
+				return nil, &Failure{g.Name, StepRender, fmt.Errorf("%w; keeping the old file %s", guard, t.Destination)}
+			}
+			what := "installing this render anyway"
+			if r.Dry {
+				what = "it would be installed anyway"
+			}
+			r.Log.Warn("min_instances refused the render, but the destination does not exist yet, so there is no old file to keep: "+what,
+				"template", t.Name(), "group", g.Name, "destination", t.Destination, "err", guard)
 		}
 		if applied != nil {
 			files[i].old = applied[i].out

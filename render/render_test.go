@@ -1,8 +1,10 @@
 package render
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -436,6 +438,46 @@ func TestMinInstancesGuard(t *testing.T) {
 	}
 	if got := readFile(t, g.dest); got != "server 10.0.0.1;\n" {
 		t.Fatalf("destination is %q; the guard must keep the old file", got)
+	}
+	if !strings.Contains(res.Worst().Err.Error(), "keeping the old file "+g.dest) {
+		t.Fatalf("error %q does not say the old file is kept", res.Worst().Err)
+	}
+}
+
+// min_instances protects an existing file. A first deploy on an empty
+// registry has none: the render (the template's "no service yet" branch)
+// is installed, with a warning that says so, and the group passes.
+func TestMinInstancesGuardWithoutAFileInstalls(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, `{{range servicesWithTag "www"}}server {{.Metadata.ip}};
+{{else}}server 127.0.0.1:9 down;
+{{end}}`)
+	var logs bytes.Buffer
+	g.r.Log = slog.New(slog.NewTextHandler(&logs, nil))
+	set := g.set(t, TemplateConfig{MinInstances: 1, Reload: "echo reload >> " + g.log})
+	res := g.r.Pass(context.Background(), set, snapshot())
+	if len(res.Failures) != 0 || res.Installed != 1 {
+		t.Fatalf("pass = %+v; want the render installed: there is no old file to keep", res)
+	}
+	if got := readFile(t, g.dest); got != "server 127.0.0.1:9 down;\n" {
+		t.Fatalf("destination is %q", got)
+	}
+	if !strings.Contains(logs.String(), "the destination does not exist yet, so there is no old file to keep: installing this render anyway") {
+		t.Fatalf("no warning that says why the guard did not keep a file:\n%s", logs.String())
+	}
+	if strings.Contains(logs.String(), "keeping the old file") {
+		t.Fatalf("the log claims an old file is kept:\n%s", logs.String())
+	}
+	// Once the file exists, the guard keeps it.
+	res = g.r.Pass(context.Background(), set, snapshot(svc("a", []string{"www"}, map[string]string{"ip": "10.0.0.1"})))
+	if res.Installed != 1 {
+		t.Fatalf("second pass: %+v", res)
+	}
+	if w := g.r.Pass(context.Background(), set, snapshot()).Worst(); w == nil || w.Step != StepRender {
+		t.Fatalf("pass on an emptied registry: %+v; want the guard to keep the file", w)
+	}
+	if got := readFile(t, g.dest); got != "server 10.0.0.1;\n" {
+		t.Fatalf("destination is %q; the guard must keep the existing file", got)
 	}
 }
 

@@ -547,7 +547,8 @@ func (st *execState) report(s registry.Service, refused *RefusedError) error {
 
 // render executes one template of g and reports it: the renders metric by
 // result, and each service it left out (a log line naming the service and
-// the field, the refusals metric, and the group's line in /healthz).
+// the field, the refusals metric, and the group's line in /healthz). A
+// render min_instances refused returns its output with the *GuardError.
 func (r *Renderer) render(ctx context.Context, g *Group, t *Template, snap *watcher.Snapshot) ([]byte, error) {
 	out, refused, err := t.execute(ctx, snap)
 	var guard *GuardError
@@ -560,6 +561,11 @@ func (r *Renderer) render(ctx context.Context, g *Group, t *Template, snap *watc
 		r.Metrics.renders.WithLabelValues(t.Name(), "ok").Inc()
 	}
 	if err != nil {
+		if guard != nil {
+			// The render min_instances refused: a pass installs it when
+			// there is no old file to keep.
+			return out, err
+		}
 		return nil, err
 	}
 	fresh := r.Health.recordRefused(g.Name, t.Name(), refused)

@@ -416,6 +416,8 @@ func TestMinInstancesCountsEndpoints(t *testing.T) {
 	t.Parallel()
 	g := newGroup(t, endpointsTemplate)
 	set := g.set(t, TemplateConfig{MinInstances: 1})
+	// A file to keep: without one, the guard lets the render through.
+	writeFile(t, g.dir, filepath.Base(g.dest), "server 10.0.0.9:80;\n")
 	snap := snapshot(svc("evil", []string{"www"}, map[string]string{"ip": "10.0.0.1", "port": "80;"}))
 	res := g.r.Pass(context.Background(), set, snap)
 	var guard *GuardError

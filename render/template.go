@@ -140,7 +140,9 @@ func (t *Template) checkMinInstances(watched []watchedList) error {
 	return nil
 }
 
-// GuardError is a render refused by min_instances.
+// GuardError is a render refused by min_instances. What becomes of the
+// destination is said by whoever reports it: a pass keeps an existing
+// file, and installs the render when there is none to keep.
 type GuardError struct {
 	Template string
 	Call     string
@@ -148,7 +150,7 @@ type GuardError struct {
 }
 
 func (e *GuardError) Error() string {
-	return fmt.Sprintf("template %s: %s holds %d service(s), fewer than min_instances = %d; keeping the old file", e.Template, e.Call, e.Got, e.Min)
+	return fmt.Sprintf("template %s: %s holds %d service(s), fewer than min_instances = %d", e.Template, e.Call, e.Got, e.Min)
 }
 
 // Sources returns the template files of the set (inline templates have

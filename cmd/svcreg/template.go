@@ -81,12 +81,15 @@ Orphaned processes are reaped, also as PID 1.
 
 Exit codes (--once, --print): 0 done; 1 other error; 2 usage; 3 bad config or
 template; 4 no sync with the registry within --once-timeout; 5 a template
-failed to render (or min_instances refused it); 6 a check command failed;
+failed to render (or min_instances refused it and the existing file was
+kept; a destination that does not exist yet is installed, with a warning);
+6 a check command failed;
 7 a file could not be installed; 8 a reload command failed.
 
 First deploy, before the load balancer runs: "svcreg template --once
 --no-reload" installs the checked files and reloads nothing; then start the
-load balancer. Without --no-reload the reload fails (exit 8), but a file
+load balancer. On an empty registry, min_instances has no old file to keep:
+the template's branch for no services is installed, with a warning. Without --no-reload the reload fails (exit 8), but a file
 that did not exist before and passed its check stays installed: with
 nothing to restore, removing it would only keep the load balancer from
 starting.`

@@ -268,22 +268,22 @@ func groupMembers(pgid int) []int {
 	return pids
 }
 
-// Before the command has started (here min_instances refuses every
-// render), a container runtime's stop signal, SIGQUIT for nginx's image,
-// ends svcreg with 128+N.
+// Before the command has started (here the check refuses every render),
+// a container runtime's stop signal, SIGQUIT for nginx's image, ends
+// svcreg with 128+N.
 func TestExecStopSignalBeforeTheStart(t *testing.T) {
 	t.Parallel()
-	f := newIDsFixture(t, "exec-early-stop", "min_instances = 5")
+	f := newIDsFixture(t, "exec-early-stop", `check = "false"`)
 	env, dir, config, dest := f.env, f.dir, f.config, f.dest
 	started := filepath.Join(dir, "started")
 	d := startDaemon(t, env, "--config", config, "--exec", "touch "+started)
-	eventuallyTrue(t, "min_instances to refuse the render", func() bool { return strings.Contains(d.output(), "step=render") })
+	eventuallyTrue(t, "the check to refuse the render", func() bool { return strings.Contains(d.output(), "step=check") })
 	d.cmd.Process.Signal(syscall.SIGQUIT)
 	if code := d.exitStatus(t); code != 128+int(syscall.SIGQUIT) {
 		t.Fatalf("svcreg template exited %d; want 131:\n%s", code, d.output())
 	}
 	if fileExists(started) || fileExists(dest) {
-		t.Fatal("the command was started, or a file installed, although min_instances refused the render")
+		t.Fatal("the command was started, or a file installed, although the check refused the render")
 	}
 }
 
