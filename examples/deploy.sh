@@ -8,8 +8,8 @@ svcreg template --once ${FIRST_DEPLOY:+--no-reload} --once-timeout 60s --config 
 status=$?
 case $status in
 0) echo "nginx upstreams are up to date" ;;
-3) echo "the renderer's config or a template is invalid" >&2 ;;
-4) echo "the registry could not be reached within 60s" >&2 ;;
+3) echo "the renderer's config or a template is invalid, or the registry refused its credentials (see the message above)" >&2 ;;
+4) echo "no full sync with the registry within 60s: it could not be reached, or answered with errors (see the message above)" >&2 ;;
 5) echo "a template failed to render, or min_instances refused an empty upstream; the old file is kept" >&2 ;;
 6) echo "nginx refused the rendered file; the old file is kept" >&2 ;;
 7) echo "the rendered file could not be installed" >&2 ;;

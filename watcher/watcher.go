@@ -45,7 +45,22 @@ type Config struct {
 	// Registerer receives the svcreg_watcher_* metrics; none if nil. New
 	// panics if they are registered already: one Watcher per Registerer.
 	Registerer prometheus.Registerer
+	// StopOnRefusedCredentials, for a one-shot command, ends Run with an
+	// error matching registry.ErrUnauthorized when the registry (or its
+	// identity service) refuses the credentials before the first sync,
+	// instead of retrying until someone fixes them. After the first sync,
+	// and without it, refused credentials are retried as any failure is
+	// (they may be fixed on the server).
+	StopOnRefusedCredentials bool
 }
+
+// CredentialsRefused is what the log and a one-shot command's error say
+// when the registry or its identity service refuses the credentials (a
+// 401): waiting does not cure that.
+const CredentialsRefused = "the registry refused the credentials (check the username and API key, password or token)"
+
+// refusedRetrying is the log line of refused credentials retried.
+const refusedRetrying = CredentialsRefused + "; retrying, in case they are fixed on the registry (new ones in the config or the environment need a restart)"
 
 // Watcher keeps a Snapshot of the registry: it lists services and
 // configuration, then follows the events feed from the lists' marker with
@@ -119,9 +134,10 @@ func (w *Watcher) lastContact() float64 {
 
 // Run lists and follows the feed until ctx is done, then returns nil
 // (promptly: the long-poll under way is abandoned). It never gives up
-// before that: a registry that is down is retried with capped, jittered
-// backoff, and the last snapshot stays published meanwhile. Until the
-// first list succeeds, Snapshot is nil.
+// before that (but see StopOnRefusedCredentials): a registry that is down,
+// or refuses the credentials, is retried with capped, jittered backoff,
+// and the last snapshot stays published meanwhile. Until the first list
+// succeeds, Snapshot is nil.
 func (w *Watcher) Run(ctx context.Context) error {
 	backoff := retry.Backoff{Min: 100 * time.Millisecond, Max: w.cfg.MaxBackoff}
 	reason := "start"
@@ -132,8 +148,17 @@ func (w *Watcher) Run(ctx context.Context) error {
 		}
 		if err != nil {
 			w.failed(err)
+			refused := errors.Is(err, registry.ErrUnauthorized)
+			if refused && w.cfg.StopOnRefusedCredentials && w.Snapshot() == nil {
+				w.log.Error(CredentialsRefused, "err", err)
+				return fmt.Errorf("%s: %w", CredentialsRefused, err)
+			}
 			d := backoff.Next()
-			w.log.Warn("list the registry", "err", err, "retry_in", d)
+			if refused {
+				w.log.Error(refusedRetrying, "err", err, "retry_in", d)
+			} else {
+				w.log.Warn("list the registry", "err", err, "retry_in", d)
+			}
 			if retry.Sleep(ctx, d) != nil {
 				return nil
 			}
@@ -257,7 +282,11 @@ func (w *Watcher) follow(ctx context.Context, marker string) string {
 		MaxBackoff: w.cfg.MaxBackoff,
 		OnError: func(err error, retryIn time.Duration) {
 			w.failed(err)
-			w.log.Warn("follow the registry's feed", "err", err, "retry_in", retryIn)
+			if errors.Is(err, registry.ErrUnauthorized) {
+				w.log.Error(refusedRetrying, "err", err, "retry_in", retryIn)
+			} else {
+				w.log.Warn("follow the registry's feed", "err", err, "retry_in", retryIn)
+			}
 			if failingSince.IsZero() || feed.LastSuccess().After(failingSince) {
 				failingSince = time.Now()
 			}

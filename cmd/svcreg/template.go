@@ -80,7 +80,9 @@ is COMMAND's (128+N for signal N); 126 COMMAND cannot be run, 127 not found.
 Orphaned processes are reaped, also as PID 1.
 
 Exit codes (--once, --print): 0 done; 1 other error; 2 usage; 3 bad config or
-template; 4 no sync with the registry within --once-timeout; 5 a template
+template, or the registry refused the credentials (at once: a refusal is not
+retried until --once-timeout); 4 no sync with the registry within
+--once-timeout; 5 a template
 failed to render (or min_instances refused it and the existing file was
 kept; a destination that does not exist yet is installed, with a warning);
 6 a check command failed;
@@ -184,8 +186,11 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	// A pass waits for [wait] min without changes anyway: fetching a
 	// stream of changes in batches a quarter of that apart costs it little
 	// latency and saves a long-poll per change.
+	// A one-shot command ends at once when the registry refuses the
+	// credentials (waiting would not cure that); the daemon retries them,
+	// as they may be fixed on the server.
 	w := watcher.New(watcher.Config{Client: client, Resync: cfg.Resync.D(), Outage: cfg.Outage.D(), Logger: log, Registerer: reg,
-		Coalesce: min(cfg.Wait.Min.D()/4, 25*time.Millisecond)})
+		Coalesce: min(cfg.Wait.Min.D()/4, 25*time.Millisecond), StopOnRefusedCredentials: f.once || f.print})
 	health := render.NewHealth()
 	health.Watch = w.Status
 	renderer := render.NewRenderer(log, render.NewMetrics(reg), health)
@@ -337,7 +342,7 @@ func runOnce(ctx context.Context, log *slog.Logger, w *watcher.Watcher, loop *re
 	defer stop()
 	res, err := loop.RunOnce(ctx, set, timeout)
 	if err != nil {
-		return syncError(err, w)
+		return syncError(ctx, err, w)
 	}
 	if worst := res.Worst(); worst != nil {
 		code := map[render.Step]int{render.StepRender: exitRender, render.StepCheck: exitCheck,

@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/svcreg/svcreg/registry"
 	"github.com/svcreg/svcreg/render"
 	"github.com/svcreg/svcreg/watcher"
 )
@@ -21,7 +22,7 @@ func runPrint(ctx context.Context, log *slog.Logger, w *watcher.Watcher, r *rend
 	defer stop()
 	snap, err := render.WaitSynced(ctx, w, timeout)
 	if err != nil {
-		return syncError(err, w)
+		return syncError(ctx, err, w)
 	}
 	if err := r.Print(ctx, set, snap, stdout); err != nil {
 		return exitCodeError{exitRender, err}
@@ -31,19 +32,30 @@ func runPrint(ctx context.Context, log *slog.Logger, w *watcher.Watcher, r *rend
 }
 
 // watchUntilSignal runs w in the background for a one-shot command (--once,
-// --print). The context it returns ends on SIGINT or SIGTERM; stop ends the
-// watcher and waits for it.
+// --print). The context it returns ends on SIGINT or SIGTERM, and when the
+// watcher gives up (refused credentials: StopOnRefusedCredentials), with
+// its error as the cause; stop ends the watcher and waits for it.
 func watchUntilSignal(ctx context.Context, w *watcher.Watcher) (context.Context, func()) {
 	ctx, stopSignals := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	ctx, gaveUp := context.WithCancelCause(ctx)
 	wctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
-	go func() { defer close(done); w.Run(wctx) }()
-	return ctx, func() { cancel(); <-done; stopSignals() }
+	go func() {
+		defer close(done)
+		if err := w.Run(wctx); err != nil {
+			gaveUp(err)
+		}
+	}()
+	return ctx, func() { cancel(); <-done; gaveUp(nil); stopSignals() }
 }
 
 // syncError is the error of a one-shot command that could not wait for
-// the first sync: exit 4 on a timeout, with the watcher's last error.
-func syncError(err error, w *watcher.Watcher) error {
+// the first sync: exit 3 when the registry refused the credentials, 4 on a
+// timeout, with the watcher's last error.
+func syncError(ctx context.Context, err error, w *watcher.Watcher) error {
+	if cause := context.Cause(ctx); errors.Is(cause, registry.ErrUnauthorized) {
+		return exitCodeError{exitConfig, cause}
+	}
 	if !errors.Is(err, render.ErrSyncTimeout) {
 		return err
 	}
