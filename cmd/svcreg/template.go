@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -65,7 +66,8 @@ last installed diff, and plots of the last hour. It shows the registry URL
 and username, never a key, password or token.
 
 Signals: SIGTERM and SIGINT stop; SIGHUP re-reads the config file and the
-templates and switches to them if they are valid. Template files are also
+templates and switches to them if they are valid. A changed [registry] is
+not applied: a warning names the keys that changed, and it takes a restart. Template files are also
 watched and re-read when they change.
 
 --exec COMMAND (or [exec] in the config file) runs the load balancer as
@@ -220,8 +222,9 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	loop.Sets = sets
 	rl := render.NewReloader(log, func() (render.Config, error) {
 		c, err := f.loadConfig(fs)
-		if err == nil && c.Registry != cfg.Registry {
-			log.Warn("the [registry] settings changed; they take effect at the next restart")
+		if changed := registryChanges(cfg.Registry, c.Registry); err == nil && len(changed) > 0 {
+			log.Warn("the registry connection settings changed, and are not applied: restart svcreg template to use them; it goes on with the ones it started with",
+				"changed", strings.Join(changed, ", "))
 		}
 		return c.Config, err
 	}, sets, set)
@@ -351,6 +354,32 @@ func runOnce(ctx context.Context, log *slog.Logger, w *watcher.Watcher, loop *re
 	}
 	log.Info("rendered once", "groups_installed", res.Installed)
 	return nil
+}
+
+// registryChanges names the connection settings that differ between
+// running and loaded, by their [registry] keys; the values, secrets among
+// them, are not shown.
+func registryChanges(running, loaded registry.Config) []string {
+	var changed []string
+	for _, s := range []struct {
+		key     string
+		was, is string
+	}{
+		{"url", running.URL, loaded.URL},
+		{"auth_url", running.AuthURL, loaded.AuthURL},
+		{"region", running.Region, loaded.Region},
+		{"tenant", running.Tenant, loaded.Tenant},
+		{"username", running.Username, loaded.Username},
+		{"api_key", running.APIKey, loaded.APIKey},
+		{"password", running.Password, loaded.Password},
+		{"token", running.Token, loaded.Token},
+		{"max_list_items", strconv.Itoa(running.MaxListItems), strconv.Itoa(loaded.MaxListItems)},
+	} {
+		if s.was != s.is {
+			changed = append(changed, s.key)
+		}
+	}
+	return changed
 }
 
 // accountName says who the renderer signs in as, for the status page:
