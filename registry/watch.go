@@ -39,6 +39,11 @@ type WatchOptions struct {
 	// OnError, if set, is told of every error the watcher retries, with
 	// the delay before the next poll. It is called from Next.
 	OnError func(err error, retryIn time.Duration)
+	// OnAnswer, if set, is called after every poll the registry answered
+	// (an empty long-poll included), when LastSuccess has moved: with
+	// OnError, it tells when the registry is reached again. It is called
+	// from Next.
+	OnAnswer func()
 }
 
 // Feed follows the events feed from a marker: it long-polls the
@@ -230,6 +235,9 @@ func (w *Feed) poll(ctx context.Context) error {
 	w.mu.Lock()
 	w.lastSuccess = now
 	w.mu.Unlock()
+	if w.opts.OnAnswer != nil {
+		w.opts.OnAnswer()
+	}
 
 	events := page.Values
 	// The marker is inclusive: the last event returned comes back first.

@@ -80,6 +80,11 @@ type Watcher struct {
 	mu     sync.Mutex
 	status Status
 	feed   *registry.Feed // the feed being followed, nil while listing
+	// unreached counts the requests that failed since the registry last
+	// answered, the first of them at unreachedSince: when it answers
+	// again, one line says so.
+	unreached      int
+	unreachedSince time.Time
 }
 
 // New returns a Watcher; Run starts it. It panics if cfg.Client is nil,
@@ -148,6 +153,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 		}
 		if err != nil {
 			w.failed(err)
+			w.unanswered()
 			refused := errors.Is(err, registry.ErrUnauthorized)
 			if refused && w.cfg.StopOnRefusedCredentials && w.Snapshot() == nil {
 				w.log.Error(CredentialsRefused, "err", err)
@@ -165,6 +171,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 			continue
 		}
 		w.metrics.resyncs.WithLabelValues(reason).Inc()
+		w.answered()
 		w.publishList(snap)
 		w.log.Info("synced with the registry", "reason", reason, "marker", snap.Marker)
 		reason = w.follow(ctx, snap.Marker)
@@ -280,8 +287,10 @@ func (w *Watcher) follow(ctx context.Context, marker string) string {
 	feed = w.cfg.Client.NewFeed(marker, registry.WatchOptions{
 		Wait:       w.cfg.Wait,
 		MaxBackoff: w.cfg.MaxBackoff,
+		OnAnswer:   w.answered,
 		OnError: func(err error, retryIn time.Duration) {
 			w.failed(err)
+			w.unanswered()
 			if errors.Is(err, registry.ErrUnauthorized) {
 				w.log.Error(refusedRetrying, "err", err, "retry_in", retryIn)
 			} else {
@@ -382,6 +391,28 @@ type tooManyError struct{ max int }
 
 func (e *tooManyError) Error() string {
 	return fmt.Sprintf("the events took the snapshot past %d services or configuration values, the most a list takes (registry.Config.MaxListItems)", e.max)
+}
+
+// unanswered counts a request to the registry that failed and is retried.
+func (w *Watcher) unanswered() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.unreached == 0 {
+		w.unreachedSince = time.Now()
+	}
+	w.unreached++
+}
+
+// answered notes that the registry answered; after failed requests, it
+// logs (once) that it is reached again.
+func (w *Watcher) answered() {
+	w.mu.Lock()
+	n, since := w.unreached, w.unreachedSince
+	w.unreached = 0
+	w.mu.Unlock()
+	if n > 0 {
+		w.log.Info("the registry answers again", "failed_requests", n, "after", time.Since(since).Round(time.Millisecond))
+	}
 }
 
 // failed records an error talking to the registry.
