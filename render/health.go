@@ -52,11 +52,24 @@ type PassStatus struct {
 	FailingSince time.Time `json:"failing_since,omitzero"`
 }
 
+// LoadFailure is a configuration or templates re-read (on SIGHUP, or a
+// changed template file) that could not be loaded: the ones in use are
+// kept, and go on rendering.
+type LoadFailure struct {
+	// Why is what asked for the re-read: "SIGHUP", "template file changed".
+	Why   string    `json:"why"`
+	Error string    `json:"error"`
+	At    time.Time `json:"at"`
+	// Since is the first of the failures in a row.
+	Since time.Time `json:"since"`
+}
+
 // Health collects what /healthz reports: the watcher's status, the snapshot
 // rendered last, and each group's last results.
 type Health struct {
 	mu       sync.Mutex
 	groups   map[string]*GroupHealth
+	loadErr  *LoadFailure
 	rendered *watcher.Snapshot
 	// Watch returns the watcher's status; nil when there is none.
 	Watch func() watcher.Status
@@ -145,6 +158,22 @@ func (h *Health) passed(group string, f *Failure, at time.Time) {
 	g.LastPass = p
 }
 
+// loaded records whether a re-read of the config and templates succeeded
+// (err nil).
+func (h *Health) loaded(why string, err error, at time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err == nil {
+		h.loadErr = nil
+		return
+	}
+	f := &LoadFailure{Why: why, Error: err.Error(), At: at, Since: at}
+	if h.loadErr != nil {
+		f.Since = h.loadErr.Since
+	}
+	h.loadErr = f
+}
+
 func (h *Health) setRendered(snap *watcher.Snapshot) {
 	h.mu.Lock()
 	h.rendered = snap
@@ -165,8 +194,12 @@ type Report struct {
 	// changed.
 	LastChangeAgeSeconds float64 `json:"last_change_age_seconds"`
 	// RenderedMarker is the feed position the installed files reflect.
-	RenderedMarker string                  `json:"rendered_marker,omitempty"`
-	Groups         map[string]*GroupHealth `json:"groups"`
+	RenderedMarker string `json:"rendered_marker,omitempty"`
+	// TemplatesNotLoaded is set while the last re-read of the config and
+	// templates failed: the ones in use are kept and go on rendering, so
+	// it does not change State.
+	TemplatesNotLoaded *LoadFailure            `json:"templates_not_loaded,omitempty"`
+	Groups             map[string]*GroupHealth `json:"groups"`
 }
 
 // Report builds the current report. maxStale, if positive, makes a report
@@ -179,6 +212,10 @@ func (h *Health) Report(maxStale time.Duration) Report {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.loadErr != nil {
+		f := *h.loadErr
+		r.TemplatesNotLoaded = &f
+	}
 	r.Groups = make(map[string]*GroupHealth, len(h.groups))
 	for name, g := range h.groups {
 		c := *g

@@ -5,9 +5,13 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/svcreg/svcreg/watcher"
 )
@@ -77,4 +81,77 @@ func TestLivenessAndReadiness(t *testing.T) {
 	if code, _ := probe(t, live, "/healthz"); code != 200 {
 		t.Errorf("healthz with an hour-old contact: %d", code)
 	}
+}
+
+// A re-read whose templates do not parse keeps the ones in use, which go
+// on rendering, and is reported until a re-read succeeds: in /healthz's
+// and /readyz's bodies (which stay 200: the installed files still follow
+// the registry) and in svcreg_template_config_load_failed.
+func TestTemplatesNotLoadedReported(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	src := writeFile(t, dir, "t.tmpl", "v1 {{ len services }}\n")
+	load := func() (Config, error) {
+		c := Config{Templates: []TemplateConfig{{Source: src, Destination: filepath.Join(dir, "out")}}}
+		return c, c.Normalize()
+	}
+	cfg, _ := load()
+	set, err := NewSet(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	r := NewRenderer(nil, NewMetrics(reg), nil)
+	r.Health.Watch = func() watcher.Status { return watcher.Status{Synced: true, LastContact: time.Now()} }
+	sets := make(chan *Set, 1)
+	rl := NewReloader(nil, load, sets, set)
+	rl.Health, rl.Metrics = r.Health, r.Metrics
+	snap := snapshot()
+	r.Pass(context.Background(), set, snap)
+	r.Health.setRendered(snap)
+
+	writeFile(t, dir, "t.tmpl", "v2 {{ len services\n")
+	rl.Reload(context.Background(), "template file changed")
+	for _, h := range []http.Handler{r.Health, r.Health.Ready()} {
+		code, rep := probe(t, h, "/")
+		nl := rep.TemplatesNotLoaded
+		if code != 200 || rep.State != "ok" || nl == nil || nl.Why != "template file changed" ||
+			!strings.Contains(nl.Error, "the templates could not be read or parsed") || !strings.Contains(nl.Error, "t.tmpl:1") {
+			t.Fatalf("%d %q, templates_not_loaded %+v; want 200 ok, with the parse error", code, rep.State, nl)
+		}
+	}
+	if v := gauge(t, reg, "svcreg_template_config_load_failed"); v != 1 {
+		t.Errorf("svcreg_template_config_load_failed = %v, want 1", v)
+	}
+	first := r.Health.Report(0).TemplatesNotLoaded
+	rl.Reload(context.Background(), "SIGHUP")
+	if again := r.Health.Report(0).TemplatesNotLoaded; again == nil || !again.Since.Equal(first.Since) || !again.At.After(first.At) {
+		t.Errorf("a second failure %+v; want the same since as the first, %+v", again, first)
+	}
+
+	writeFile(t, dir, "t.tmpl", "v3 {{ len services }}\n")
+	rl.Reload(context.Background(), "template file changed")
+	<-sets
+	if nl := r.Health.Report(0).TemplatesNotLoaded; nl != nil {
+		t.Errorf("after a good re-read, templates_not_loaded %+v", nl)
+	}
+	if v := gauge(t, reg, "svcreg_template_config_load_failed"); v != 0 {
+		t.Errorf("svcreg_template_config_load_failed = %v after a good re-read, want 0", v)
+	}
+}
+
+// gauge is the value of the gauge name in reg.
+func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
 }

@@ -12,6 +12,7 @@ type Metrics struct {
 	eventToLive    *prometheus.HistogramVec
 	passSeconds    prometheus.Histogram
 	refused        *prometheus.CounterVec
+	loadFailed     prometheus.Gauge
 	runtime        *runtimeMetrics
 }
 
@@ -53,9 +54,13 @@ func NewMetrics(r prometheus.Registerer) *Metrics {
 			Name: "svcreg_template_refused_services_total",
 			Help: "Services left out of a render because a safe function refused their data, by template and field.",
 		}, []string{"template", "field"}),
+		loadFailed: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "svcreg_template_config_load_failed",
+			Help: "1 while the last re-read of the config file and templates (SIGHUP, a changed template file) failed and the ones in use are kept; 0 otherwise.",
+		}),
 	}
 	if r != nil {
-		r.MustRegister(m.renders, m.installs, m.checks, m.reloads, m.eventToInstall, m.eventToLive, m.passSeconds, m.refused)
+		r.MustRegister(m.renders, m.installs, m.checks, m.reloads, m.eventToInstall, m.eventToLive, m.passSeconds, m.refused, m.loadFailed)
 	}
 	m.runtime = newRuntimeMetrics(r)
 	return m

@@ -2,6 +2,7 @@ package render
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
@@ -17,6 +18,11 @@ import (
 // list across reloads: the newest list always wins, however close together
 // reloads come.
 type Reloader struct {
+	// Health and Metrics, if set, report a configuration or templates that
+	// could not be loaded (and the ones in use kept) until a load succeeds.
+	Health  *Health
+	Metrics *Metrics
+
 	log   *slog.Logger
 	load  func() (Config, error)
 	sets  chan<- *Set
@@ -43,14 +49,18 @@ func (r *Reloader) Reload(ctx context.Context, why string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	cfg, err := r.load()
-	var set *Set
-	if err == nil {
-		set, err = NewSet(cfg)
-	}
 	if err != nil {
-		r.log.Error("reload failed; keeping the current templates", "why", why, "err", err)
+		r.log.Error("the config file could not be loaded; keeping the config and templates in use", "why", why, "err", err)
+		r.report(why, fmt.Errorf("the config file could not be loaded: %w", err))
 		return
 	}
+	set, err := NewSet(cfg)
+	if err != nil {
+		r.log.Error("the templates could not be read or parsed; keeping the templates in use", "why", why, "err", err)
+		r.report(why, fmt.Errorf("the templates could not be read or parsed: %w", err))
+		return
+	}
+	r.report(why, nil)
 	old := r.current.Sources()
 	r.current = set
 	if !slices.Equal(old, set.Sources()) {
@@ -61,7 +71,21 @@ func (r *Reloader) Reload(ctx context.Context, why string) {
 	case <-ctx.Done():
 		return
 	}
-	r.log.Info("templates reloaded", "why", why, "templates", len(set.Sources()))
+	r.log.Info("re-read the config and templates", "why", why, "templates", len(set.Sources()))
+}
+
+// report records in Health and Metrics whether the last load succeeded.
+func (r *Reloader) report(why string, err error) {
+	if r.Health != nil {
+		r.Health.loaded(why, err, time.Now())
+	}
+	if r.Metrics != nil {
+		v := 0.0
+		if err != nil {
+			v = 1
+		}
+		r.Metrics.loadFailed.Set(v)
+	}
 }
 
 // WatchFiles watches the current Set's template files and reloads when one

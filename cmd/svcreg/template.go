@@ -66,9 +66,12 @@ last installed diff, and plots of the last hour. It shows the registry URL
 and username, never a key, password or token.
 
 Signals: SIGTERM and SIGINT stop; SIGHUP re-reads the config file and the
-templates and switches to them if they are valid. A changed [registry] is
-not applied: a warning names the keys that changed, and it takes a restart. Template files are also
-watched and re-read when they change.
+templates and switches to them if they are valid. Template files are also
+watched and re-read when they change. A config or template that cannot be
+read or parsed is logged and reported (templates_not_loaded in /healthz and
+/readyz, which stays 200, and svcreg_template_config_load_failed), and the
+ones in use go on rendering. A changed [registry] is not applied: a warning
+names the keys that changed, and it takes a restart.
 
 --exec COMMAND (or [exec] in the config file) runs the load balancer as
 the renderer's child, for containers and hosts without a service manager: it
@@ -228,6 +231,7 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 		}
 		return c.Config, err
 	}, sets, set)
+	rl.Health, rl.Metrics = health, renderer.Metrics
 	var g run.Group
 	var ex *render.Exec
 	execCode := 0

@@ -176,7 +176,7 @@ func TestExecNginx(t *testing.T) {
 	d.cmd.Process.Signal(syscall.SIGUSR1)
 	eventuallyTrue(t, "nginx to get SIGUSR1", func() bool { return strings.Contains(readString(n.errorLog), "(SIGUSR1) received") })
 	d.cmd.Process.Signal(syscall.SIGHUP)
-	eventuallyTrue(t, "svcreg to re-read its config", func() bool { return strings.Contains(d.output(), "templates reloaded") })
+	eventuallyTrue(t, "svcreg to re-read its config", func() bool { return strings.Contains(d.output(), "re-read the config and templates") })
 	if got := n.reconfigurations(); got != 1 {
 		t.Fatalf("SIGHUP to svcreg reached nginx (%d reloads)", got)
 	}

@@ -176,3 +176,35 @@ func TestLoopbackOnly(t *testing.T) {
 		}
 	}
 }
+
+// Templates that could not be re-read are shown, with the error as text,
+// while the ones in use go on.
+func TestPageShowsTemplatesNotLoaded(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	src := filepath.Join(dir, "t.tmpl")
+	os.WriteFile(src, []byte("ok"), 0o644)
+	load := func() (render.Config, error) {
+		c := render.Config{Templates: []render.TemplateConfig{{Source: src, Destination: filepath.Join(dir, "out")}}}
+		return c, c.Normalize()
+	}
+	c, _ := load()
+	set, err := render.NewSet(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	health := render.NewHealth()
+	rl := render.NewReloader(nil, load, make(chan *render.Set), set)
+	rl.Health = health
+	os.WriteFile(src, []byte("{{ <b>"), 0o644)
+	rl.Reload(context.Background(), "template file changed")
+	_, body := get(t, Handler(Config{Health: health, Status: render.NewStatus(), Registry: "http://r/v1.0"}), "GET", "/")
+	for _, want := range []string{`id="templates-not-loaded"`, "(template file changed, ", "the ones in use are kept", "the templates could not be read or parsed", "t.tmpl:1"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the page lacks %q", want)
+		}
+	}
+	if strings.Contains(body, "<b>") {
+		t.Error("the error became markup")
+	}
+}
