@@ -425,56 +425,82 @@ func (r *Renderer) reloadCounted(ctx context.Context, g *Group) error {
 	return err
 }
 
-// rollBack restores the previous files after a failed reload and reloads
-// them; it returns the reload's error, saying what it did. A file that did
-// not exist before and passed the check stays: removing it cannot help the
-// running load balancer, and would keep one that is not running yet (a
-// first deploy) from starting with a config that includes it.
+// rollBack restores the previous files after a failed reload and, when it
+// put any back, reloads them; it returns the reload's error, saying what
+// it did. A file that did not exist before and passed the check stays:
+// removing it cannot help the running load balancer, and would keep one
+// that is not running yet (a first deploy) from starting with a config
+// that includes it. A new file without a check is removed. When no
+// previous file was put back (only new files removed or kept), the load
+// balancer's files are the ones it was running before the pass (or the
+// new, checked ones it could not reload): reloading again would only run
+// the failed reload once more, so it is not run.
 func (r *Renderer) rollBack(ctx context.Context, g *Group, files []*file, err error) error {
-	restored, kept := r.restore(files, g.check != nil)
-	if restored == 0 && len(kept) > 0 {
-		return fmt.Errorf("%w; kept the new, checked files (%s): there was nothing to restore (a first install: start the load balancer, or use --no-reload)", err, strings.Join(kept, ", "))
+	rb := r.restore(files, g.check != nil)
+	if len(rb.restored) > 0 {
+		if rerr := r.reload(ctx, g); rerr != nil {
+			err = fmt.Errorf("%w; restored the previous files, and reloading them failed too: %v", err, rerr)
+		} else {
+			err = fmt.Errorf("%w; restored the previous files and reloaded them", err)
+		}
 	}
-	if rerr := r.reload(ctx, g); rerr != nil {
-		err = fmt.Errorf("%w; restored the previous files, and reloading them failed too: %v", err, rerr)
-	} else {
-		err = fmt.Errorf("%w; restored the previous files and reloaded them", err)
+	if len(rb.removed) > 0 {
+		err = fmt.Errorf("%w; removed the new files (%s): they did not exist before, and no check command passed them", err, strings.Join(rb.removed, ", "))
 	}
-	if len(kept) > 0 {
-		err = fmt.Errorf("%w; kept the new, checked files %s", err, strings.Join(kept, ", "))
+	if len(rb.failed) > 0 {
+		err = fmt.Errorf("%w; could not restore %s (see the log)", err, strings.Join(rb.failed, ", "))
+	}
+	switch {
+	case len(rb.kept) > 0 && len(rb.restored)+len(rb.removed)+len(rb.failed) == 0:
+		return fmt.Errorf("%w; kept the new, checked files (%s): there was nothing to restore (a first install: start the load balancer, or use --no-reload)", err, strings.Join(rb.kept, ", "))
+	case len(rb.kept) > 0:
+		err = fmt.Errorf("%w; kept the new, checked files %s", err, strings.Join(rb.kept, ", "))
+	}
+	if len(rb.restored) == 0 {
+		err = fmt.Errorf("%w; no previous file was restored, so the reload was not run again", err)
 	}
 	return err
 }
 
+// rolledBack is what restore did, by destination.
+type rolledBack struct {
+	// restored had their previous content (or link) put back; removed
+	// did not exist before and were removed; kept did not exist before
+	// and stay; failed could not be restored or removed.
+	restored, removed, kept, failed []string
+}
+
 // restore puts back the previous content of every file installed in this
-// pass, and removes the ones that did not exist unless keepNew is set. It
-// returns how many files it restored or removed, and the new files kept.
-func (r *Renderer) restore(files []*file, keepNew bool) (restored int, kept []string) {
+// pass, and removes the ones that did not exist unless keepNew is set.
+func (r *Renderer) restore(files []*file, keepNew bool) rolledBack {
+	var rb rolledBack
 	for _, f := range files {
 		if !f.replaced {
 			continue
 		}
 		if !f.existed && f.link == "" && keepNew {
-			kept = append(kept, f.t.Destination)
+			rb.kept = append(rb.kept, f.t.Destination)
 			continue
 		}
 		var err error
+		done := &rb.restored
 		switch {
 		case f.existed:
 			err = replace(f.t.Destination, f.old, f.mode, f.owner)
 		case f.link != "":
 			err = relink(f.t.Destination, f.link)
 		default:
-			err = os.Remove(f.t.Destination)
+			err, done = os.Remove(f.t.Destination), &rb.removed
 		}
 		if err != nil {
 			r.Log.Error("restore previous file", "destination", f.t.Destination, "err", err)
+			rb.failed = append(rb.failed, f.t.Destination)
 			continue
 		}
 		f.replaced = false
-		restored++
+		*done = append(*done, f.t.Destination)
 	}
-	return restored, kept
+	return rb
 }
 
 func checkDataFor(files []*file) checkData {

@@ -347,16 +347,28 @@ func TestReloadFailureRestoresAndReloadsAgain(t *testing.T) {
 	}
 }
 
+// A new file of a group without a check is removed when the reload
+// fails. Nothing was restored: the files are as before the pass, so the
+// reload is not run again, and the error does not claim a restore.
 func TestReloadFailureOfNewFileRemovesIt(t *testing.T) {
 	t.Parallel()
 	g := newGroup(t, "x\n")
-	set := g.set(t, TemplateConfig{Reload: "exit 3"})
+	set := g.set(t, TemplateConfig{Reload: "echo reload >> " + g.log + "; exit 3"})
 	res := g.r.Pass(context.Background(), set, snapshot())
-	if w := res.Worst(); w == nil || w.Step != StepReload {
+	w := res.Worst()
+	if w == nil || w.Step != StepReload {
 		t.Fatalf("pass = %+v; want a reload failure", res)
 	}
 	if _, err := os.Stat(g.dest); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("a new file whose reload failed is still installed: %v", err)
+	}
+	msg := w.Err.Error()
+	if strings.Contains(msg, "restored the previous files") || !strings.Contains(msg, "removed the new files ("+g.dest+")") ||
+		!strings.Contains(msg, "the reload was not run again") {
+		t.Errorf("error %q; want it to say the new file was removed and nothing reloaded again", msg)
+	}
+	if n := g.reloads(t); n != 1 {
+		t.Errorf("%d reloads; with nothing restored the failed reload is not run again", n)
 	}
 }
 

@@ -34,10 +34,12 @@ follows its events feed with long-polls, and after each burst of changes
 renders every template; for each reload group whose output changed it stages
 the files next to their destinations, runs the group's check command, installs
 them atomically and runs the reload command once. A failed reload restores
-the previous files and reloads again. A template with runtime = "haproxy"
-sends changes of server lines to HAProxy's runtime API (runtime_socket)
-instead of reloading, and reloads for anything else or when the API fails;
---dry prints the commands it would send.
+the previous files and reloads again (a new file stays if it passed a check
+and is removed otherwise; with no previous file put back, the reload is not
+run again). A template with runtime = "haproxy" sends changes of server
+lines to HAProxy's runtime API (runtime_socket) instead of reloading, and
+reloads for anything else or when the API fails; --dry prints the commands
+it would send.
 
 Templates come from --config (TOML) or from --template flags. The registry
 connection comes from the flags, the config file's [registry], or the SVCREG_*
