@@ -175,7 +175,9 @@ func (g *Group) reloads() bool { return g.Reload != "" || g.ReloadSignal != 0 }
 
 // reload runs the group's reload command, or signals the --exec command.
 // With a runtime API, the reload counts once a new process answers it.
-func (r *Renderer) reload(ctx context.Context, g *Group) error {
+// When there was nothing to reload (the --exec command has not started
+// yet, or is stopping), skipped says why, and nothing was signalled.
+func (r *Renderer) reload(ctx context.Context, g *Group) (skipped string, _ error) {
 	r.runtimes.reset(g) // the reload makes the live state the files'
 	var ws []reloadWatch
 	switch child := r.Child.running(); {
@@ -184,19 +186,20 @@ func (r *Renderer) reload(ctx context.Context, g *Group) error {
 	case child != nil:
 		ws = r.watchReload(ctx, g, child)
 	}
-	if err := r.sendReload(ctx, g); err != nil {
-		return err
+	skipped, err := r.sendReload(ctx, g)
+	if err != nil || skipped != "" {
+		return skipped, err
 	}
-	return r.confirmReload(ctx, g, ws)
+	return "", r.confirmReload(ctx, g, ws)
 }
 
-func (r *Renderer) sendReload(ctx context.Context, g *Group) error {
+func (r *Renderer) sendReload(ctx context.Context, g *Group) (skipped string, _ error) {
 	if g.ReloadSignal == 0 {
 		_, err := runCommand(ctx, g.Reload, g.ReloadTimeout)
-		return err
+		return "", err
 	}
 	if r.Child == nil {
-		return fmt.Errorf("reload_signal %s: no command to signal (run with --exec)", g.ReloadSignal)
+		return "", fmt.Errorf("reload_signal %s: no command to signal (run with --exec)", g.ReloadSignal)
 	}
 	return r.Child.Reload(ctx, g.ReloadSignal)
 }
@@ -277,18 +280,18 @@ func (e *Exec) Passed(res PassResult) {
 
 // Reload sends the command sig for a group's reload. Before the command
 // has started there is nothing to reload: it reads the installed files
-// when it starts. The reload failed if the signal cannot be delivered or
-// the command exits within SignalSettle of it.
-func (e *Exec) Reload(ctx context.Context, sig syscall.Signal) error {
+// when it starts; nothing is sent then, nor while it is being stopped,
+// and skipped says why. The reload failed if the signal cannot be
+// delivered or the command exits within SignalSettle of it.
+func (e *Exec) Reload(ctx context.Context, sig syscall.Signal) (skipped string, _ error) {
 	e.mu.Lock()
 	child, startedAt, stopping := e.child, e.startedAt, e.stopping
 	e.mu.Unlock()
 	switch {
 	case child == nil:
-		e.Log.Debug("the command has not started yet; it reads the new files when it starts", "signal", sig)
-		return nil
+		return "the command has not started yet; it reads the installed files when it starts", nil
 	case stopping:
-		return nil
+		return "the command is being stopped", nil
 	}
 	// A command just started may not handle the signal yet (its default
 	// action kills it): give it SignalSettle to set up.
@@ -296,24 +299,24 @@ func (e *Exec) Reload(ctx context.Context, sig syscall.Signal) error {
 	defer young.Stop()
 	select {
 	case <-child.Done():
-		return e.exited(child, "cannot send "+unix.SignalName(sig)+": the command has exited")
+		return "", e.exited(child, "cannot send "+unix.SignalName(sig)+": the command has exited")
 	case <-ctx.Done():
-		return nil
+		return "stopping", nil
 	case <-young.C:
 	}
 	if err := child.Signal(sig); err != nil {
-		return fmt.Errorf("send %s to the command: %w", unix.SignalName(sig), err)
+		return "", fmt.Errorf("send %s to the command: %w", unix.SignalName(sig), err)
 	}
 	e.Log.Info("sent the reload signal to the command", "signal", unix.SignalName(sig), "pid", child.Pid())
 	settle := time.NewTimer(SignalSettle)
 	defer settle.Stop()
 	select {
 	case <-child.Done():
-		return e.exited(child, "the command exited after "+unix.SignalName(sig))
+		return "", e.exited(child, "the command exited after "+unix.SignalName(sig))
 	case <-settle.C:
 	case <-ctx.Done():
 	}
-	return nil
+	return "", nil
 }
 
 // started reports whether the command has been started.

@@ -1,12 +1,17 @@
 package render
 
 import (
+	"bytes"
+	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func TestSplitCommand(t *testing.T) {
@@ -89,5 +94,48 @@ func TestExecConfig(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// With --exec, a first install before the command has started signals
+// nothing (the command reads the files when it starts): the log says so,
+// not "reloaded", and no reload is counted.
+func TestInstallBeforeTheCommandStartsIsNotAReload(t *testing.T) {
+	dir := t.TempDir()
+	c := Config{Exec: ExecConfig{Command: CommandLine{"true"}},
+		Templates: []TemplateConfig{{Contents: "x\n", Destination: filepath.Join(dir, "out"), ReloadSignal: "SIGHUP"}}}
+	if err := c.Normalize(); err != nil {
+		t.Fatal(err)
+	}
+	set, err := NewSet(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	ex := &Exec{Command: c.Exec.Command, Log: log}
+	if err := ex.Prepare(); err != nil {
+		t.Fatal(err)
+	}
+	defer ex.Close()
+	reg := prometheus.NewRegistry()
+	r := NewRenderer(log, NewMetrics(reg), nil)
+	r.Child, r.Status = ex, NewStatus()
+	res := r.Pass(context.Background(), set, snapshot())
+	if len(res.Failures) != 0 || res.Installed != 1 {
+		t.Fatalf("pass = %+v", res)
+	}
+	out := logs.String()
+	if strings.Contains(out, "msg=reloaded") || !strings.Contains(out, `msg="not reloaded: the command has not started yet; it reads the installed files when it starts"`) {
+		t.Errorf("the log does not say that nothing was reloaded:\n%s", out)
+	}
+	mfs, _ := reg.Gather()
+	for _, mf := range mfs {
+		if mf.GetName() == "svcreg_template_reloads_total" && len(mf.GetMetric()) > 0 {
+			t.Errorf("a reload was counted: %v", mf.GetMetric())
+		}
+	}
+	if rep := r.Health.Report(0); rep.Groups[set.Groups[0].Name].Reload != nil {
+		t.Errorf("the reload step has a result: %+v", rep.Groups[set.Groups[0].Name].Reload)
 	}
 }

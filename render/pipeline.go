@@ -207,7 +207,7 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 		if failedApply && !r.NoReload && g.reloads() {
 			// The live state is what the failed apply left: the installed
 			// files are reloaded.
-			if err := r.reloadCounted(ctx, g); err != nil {
+			if _, err := r.reloadCounted(ctx, g); err != nil {
 				r.Log.Error("reload of the installed files failed", "group", g.Name, "err", err)
 			}
 		}
@@ -405,8 +405,13 @@ func (r *Renderer) reloadGroup(ctx context.Context, g *Group, files []*file, cha
 	if r.NoReload || !g.reloads() {
 		return nil
 	}
-	if err := r.reloadCounted(ctx, g); err != nil {
+	skipped, err := r.reloadCounted(ctx, g)
+	if err != nil {
 		return &Failure{g.Name, StepReload, r.rollBack(ctx, g, files, err)}
+	}
+	if skipped != "" {
+		r.Log.Info("not reloaded: "+skipped, "group", g.Name)
+		return nil
 	}
 	r.Health.stepOK(g.Name, StepReload, r.now())
 	r.observeSince(r.Metrics.eventToLive.WithLabelValues("reload"), changedAt)
@@ -416,13 +421,16 @@ func (r *Renderer) reloadGroup(ctx context.Context, g *Group, files []*file, cha
 
 // reloadCounted reloads g as a pass's reload step does: the time of the
 // reload (for min_reload_interval), the status page and the reloads metric
-// count it.
-func (r *Renderer) reloadCounted(ctx context.Context, g *Group) error {
-	err := r.reload(ctx, g)
+// count it. A reload skipped (see reload) is not counted.
+func (r *Renderer) reloadCounted(ctx context.Context, g *Group) (skipped string, _ error) {
+	skipped, err := r.reload(ctx, g)
+	if skipped != "" && err == nil {
+		return skipped, nil
+	}
 	r.lastReload[g.Name] = r.now()
 	r.Status.reloaded(g.Name, r.now())
 	r.Metrics.reloads.WithLabelValues(g.Name, result(err)).Inc()
-	return err
+	return "", err
 }
 
 // rollBack restores the previous files after a failed reload and, when it
@@ -438,9 +446,12 @@ func (r *Renderer) reloadCounted(ctx context.Context, g *Group) error {
 func (r *Renderer) rollBack(ctx context.Context, g *Group, files []*file, err error) error {
 	rb := r.restore(files, g.check != nil)
 	if len(rb.restored) > 0 {
-		if rerr := r.reload(ctx, g); rerr != nil {
+		switch skipped, rerr := r.reload(ctx, g); {
+		case rerr != nil:
 			err = fmt.Errorf("%w; restored the previous files, and reloading them failed too: %v", err, rerr)
-		} else {
+		case skipped != "":
+			err = fmt.Errorf("%w; restored the previous files, not reloaded: %s", err, skipped)
+		default:
 			err = fmt.Errorf("%w; restored the previous files and reloaded them", err)
 		}
 	}

@@ -180,12 +180,15 @@ func (r *Renderer) Fallback(ctx context.Context, set *Set) []Failure {
 		if r.NoReload || !g.reloads() {
 			continue
 		}
-		err := r.reloadCounted(ctx, g)
+		skipped, err := r.reloadCounted(ctx, g)
 		var f *Failure
-		if err != nil {
+		switch {
+		case err != nil:
 			f = r.failed(&Failure{g.Name, StepReload, err})
 			failures = append(failures, *f)
-		} else {
+		case skipped != "":
+			r.Log.Info("not reloaded: "+skipped, "group", g.Name)
+		default:
 			r.Health.stepOK(g.Name, StepReload, r.now())
 			r.Log.Info("reloaded", "group", g.Name)
 		}
