@@ -71,7 +71,7 @@ func (r *Reloader) Reload(ctx context.Context, why string) {
 	case <-ctx.Done():
 		return
 	}
-	r.log.Info("re-read the config and templates", "why", why, "templates", len(set.Sources()))
+	r.log.Info("re-read the config and templates", "why", why, "templates", set.Len())
 }
 
 // report records in Health and Metrics whether the last load succeeded.

@@ -653,3 +653,19 @@ func TestChangedPermsApplyWithoutAContentChange(t *testing.T) {
 		t.Fatalf("a pass with nothing changed installed: %+v", res)
 	}
 }
+
+// Len counts every template, inline ones included; Sources only files.
+func TestSetLenCountsInlineTemplates(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	set := newSet(t,
+		TemplateConfig{Contents: "x", Destination: filepath.Join(dir, "a")},
+		TemplateConfig{Source: writeFile(t, dir, "b.tmpl", "y"), Destination: filepath.Join(dir, "b"), ReloadGroup: "g"},
+		TemplateConfig{Contents: "z", Destination: filepath.Join(dir, "c"), ReloadGroup: "g"})
+	if n := set.Len(); n != 3 {
+		t.Errorf("Len = %d, want 3", n)
+	}
+	if n := len(set.Sources()); n != 1 {
+		t.Errorf("%d sources, want 1", n)
+	}
+}

@@ -153,6 +153,15 @@ func (e *GuardError) Error() string {
 	return fmt.Sprintf("template %s: %s holds %d service(s), fewer than min_instances = %d", e.Template, e.Call, e.Got, e.Min)
 }
 
+// Len is the number of templates of the set, inline ones included.
+func (s *Set) Len() int {
+	n := 0
+	for _, g := range s.Groups {
+		n += len(g.Templates)
+	}
+	return n
+}
+
 // Sources returns the template files of the set (inline templates have
 // none).
 func (s *Set) Sources() []string {

@@ -269,7 +269,7 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 		log.Info("serving the status page, /healthz, /readyz and /metrics", "url", "http://"+ln.Addr().String())
 		addHTTPServer(&g, log, hs, func() error { return hs.Serve(ln) }, nil, 5*time.Second)
 	}
-	log.Info("svcreg template started", "templates", len(set.Sources()), "registry", statuspage.PublicURL(cfg.Registry.URL), "dry", f.dry)
+	log.Info("svcreg template started", "templates", set.Len(), "registry", statuspage.PublicURL(cfg.Registry.URL), "dry", f.dry)
 	err = g.Run()
 	if errors.Is(err, errStopped) {
 		if ex != nil {

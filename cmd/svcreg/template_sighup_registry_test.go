@@ -34,11 +34,18 @@ func TestTemplateSIGHUPRegistryChangeNeedsARestart(t *testing.T) {
 	d := startDaemon(t, nil, "--config", config)
 	createService(t, c, "web-a", 120, nil, nil)
 	eventuallyTrue(t, "the first render", func() bool { return readString(out) == "web-a\n" })
+	if !strings.Contains(d.output(), `msg="svcreg template started" templates=1 `) {
+		t.Errorf("the start line does not count the inline template:\n%s", d.output())
+	}
 
 	write("someone-else", "a-new-secret-key")
 	d.cmd.Process.Signal(syscall.SIGHUP)
 	eventuallyTrue(t, "the warning", func() bool { return strings.Contains(d.output(), "restart svcreg template to use them") })
+	eventuallyTrue(t, "the re-read", func() bool { return strings.Contains(d.output(), "re-read the config and templates") })
 	logs := d.output()
+	if !strings.Contains(logs, `msg="re-read the config and templates" why=SIGHUP templates=1`) {
+		t.Errorf("the re-read does not count the inline template:\n%s", logs)
+	}
 	if !strings.Contains(logs, `changed="username, api_key"`) {
 		t.Errorf("the warning does not name the changed keys:\n%s", logs)
 	}
