@@ -379,6 +379,7 @@ func registryChanges(running, loaded registry.Config) []string {
 		{"api_key", running.APIKey, loaded.APIKey},
 		{"password", running.Password, loaded.Password},
 		{"token", running.Token, loaded.Token},
+		{"ca_cert", running.CACert, loaded.CACert},
 		{"max_list_items", strconv.Itoa(running.MaxListItems), strconv.Itoa(loaded.MaxListItems)},
 	} {
 		if s.was != s.is {
