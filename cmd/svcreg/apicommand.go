@@ -14,6 +14,7 @@ import (
 
 	"github.com/svcreg/svcreg/internal/cliflags"
 	"github.com/svcreg/svcreg/internal/registryflags"
+	"github.com/svcreg/svcreg/internal/suggest"
 	"github.com/svcreg/svcreg/registry"
 )
 
@@ -70,7 +71,7 @@ func runGroup(ctx context.Context, group, description string, subs []subcommand,
 		names[i] = s.name
 	}
 	msg := fmt.Sprintf("unknown subcommand %q: ", args[0])
-	if hint := didYouMean(args[0], names); hint != "" {
+	if hint := suggest.DidYouMean(args[0], names); hint != "" {
 		msg += hint + " "
 	}
 	return usagef("%suse one of %s", msg, strings.Join(names, ", "))

@@ -12,6 +12,7 @@ import (
 
 	"github.com/svcreg/svcreg/internal/cliflags"
 	"github.com/svcreg/svcreg/internal/logging"
+	"github.com/svcreg/svcreg/internal/suggest"
 )
 
 // version is set at build time with -ldflags "-X main.version=…"; otherwise
@@ -89,7 +90,7 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		names = append(names, c.name)
 	}
 	msg := fmt.Sprintf("unknown command %q", args[0])
-	if hint := didYouMean(args[0], names); hint != "" {
+	if hint := suggest.DidYouMean(args[0], names); hint != "" {
 		msg += "; " + hint
 	}
 	fmt.Fprintf(stderr, "svcreg: %s\n\n", msg)
@@ -141,46 +142,6 @@ func newFlagSet(name, synopsis, description string, help io.Writer) *flag.FlagSe
 		cliflags.Print(help, fs, cliflags.Listing{})
 	}
 	return fs
-}
-
-// didYouMean suggests the names close to a mistyped one ("services" for
-// "service"), as "did you mean services?", or "".
-func didYouMean(typed string, names []string) string {
-	maxEdits := 1
-	if len(typed) >= 6 {
-		maxEdits = 2
-	}
-	var close []string
-	for _, n := range names {
-		if strings.HasPrefix(n, typed) || strings.HasPrefix(typed, n) || editDistance(typed, n) <= maxEdits {
-			close = append(close, n)
-		}
-	}
-	if len(close) == 0 || len(typed) < 2 {
-		return ""
-	}
-	return "did you mean " + strings.Join(close, " or ") + "?"
-}
-
-// editDistance is the Levenshtein distance between a and b.
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur := make([]int, len(b)+1)
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev = cur
-	}
-	return prev[len(b)]
 }
 
 // parseFlags parses args, which hold flags only. --help prints the usage

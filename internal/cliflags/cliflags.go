@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/svcreg/svcreg/internal/suggest"
 )
 
 // New returns an empty flag set that prints nothing by itself: Parse
@@ -49,7 +51,7 @@ func Parse(fs *flag.FlagSet, args []string, interspersed bool) ([]string, error)
 			if name == "help" || name == "h" {
 				return nil, flag.ErrHelp
 			}
-			return nil, fmt.Errorf("unknown flag %s", Name(name))
+			return nil, fmt.Errorf("unknown flag %s%s", Name(name), hint(fs, name))
 		}
 		if !hasValue {
 			if isBool(f) {
@@ -66,6 +68,21 @@ func Parse(fs *flag.FlagSet, args []string, interspersed bool) ([]string, error)
 		}
 	}
 	return positional, nil
+}
+
+// hint suggests fs's flags close to the unknown name, as " (did you
+// mean --listen?)", or "".
+func hint(fs *flag.FlagSet, name string) string {
+	var names []string
+	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
+	close := suggest.Close(name, names)
+	if len(close) == 0 {
+		return ""
+	}
+	for i, n := range close {
+		close[i] = Name(n)
+	}
+	return " (did you mean " + strings.Join(close, " or ") + "?)"
 }
 
 // Name is how usage and messages write a flag: --name, or -n for a

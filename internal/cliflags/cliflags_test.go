@@ -56,6 +56,8 @@ func TestParseErrors(t *testing.T) {
 	t.Parallel()
 	for _, tt := range []struct{ args, want string }{
 		{"--nope", "unknown flag --nope"},
+		{"--nam=x", "unknown flag --nam (did you mean --name?)"},
+		{"--cuont 3", "unknown flag --cuont (did you mean --count?)"},
 		{"-nope=1", "unknown flag --nope"},
 		{"-x", "unknown flag -x"},
 		{"--name", "flag needs an argument: --name"},
