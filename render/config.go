@@ -5,11 +5,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/svcreg/svcreg/internal/suggest"
 )
 
 // Config is the renderer's configuration, as read from its TOML file or
@@ -225,6 +228,9 @@ func ReadConfigInto(path string, file any, c *Config) error {
 		keys := make([]string, len(undec))
 		for i, k := range undec {
 			keys[i] = k.String()
+			if hint := suggest.DidYouMean(k[len(k)-1], tomlKeys(reflect.TypeOf(file), k[:len(k)-1])); hint != "" {
+				keys[i] += " (" + hint + ")"
+			}
 		}
 		return fmt.Errorf("config %s: unknown key(s) %s", path, strings.Join(keys, ", "))
 	}
@@ -414,4 +420,43 @@ func (t *TemplateConfig) normalizeTemplate() error {
 		return errors.New("left_delimiter and right_delimiter go together")
 	}
 	return nil
+}
+
+// tomlKeys returns the keys a TOML table at path may hold when it decodes
+// into a value of type t: the names of the struct's fields there (their
+// toml tags, or their names), those of embedded structs included. None
+// for a map's table, whose keys are free, or a path t does not have.
+func tomlKeys(t reflect.Type, path []string) []string {
+	for t != nil && (t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
+		t = t.Elem()
+	}
+	if t == nil || t.Kind() != reflect.Struct {
+		return nil
+	}
+	var keys []string
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+		switch {
+		case name == "-" || !f.IsExported():
+			continue
+		case f.Anonymous && name == "":
+			if len(path) == 0 {
+				keys = append(keys, tomlKeys(f.Type, nil)...)
+			} else if sub := tomlKeys(f.Type, path); sub != nil {
+				return sub
+			}
+			continue
+		case name == "":
+			name = f.Name
+		}
+		if len(path) > 0 && strings.EqualFold(name, path[0]) {
+			return tomlKeys(f.Type, path[1:])
+		}
+		keys = append(keys, name)
+	}
+	if len(path) > 0 {
+		return nil
+	}
+	return keys
 }

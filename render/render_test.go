@@ -176,6 +176,8 @@ min_instances = 1
 
 	for _, tc := range []struct{ name, toml, want string }{
 		{"unknown key", "[[template]]\nsource='a'\ndestination='b'\nreload_cmd='x'\n", "unknown key(s) template.reload_cmd"},
+		{"misspelt keys", "[wait]\nmn='1s'\n[[template]]\nsource='a'\ndestination='b'\nmin_instance=1\nzzz=1\n",
+			"unknown key(s) wait.mn (did you mean min?), template.min_instance (did you mean min_instances?), template.zzz"},
 		{"bad duration", "[wait]\nmin='soon'\n", `"soon" is not a duration`},
 		{"max below min", "[wait]\nmin='2s'\nmax='1s'\n[[template]]\nsource='a'\ndestination='b'\n", "max (1s) is less than min (2s)"},
 		{"no templates", "", "no templates"},
