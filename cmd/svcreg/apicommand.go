@@ -244,5 +244,9 @@ func describeFault(err error) error {
 			msg += ": " + details
 		}
 	}
+	if e.RetryAfter > 0 {
+		// A rate limit says how long: "retry later" alone does not.
+		msg += fmt.Sprintf(" (the registry asks to wait %v)", e.RetryAfter.Round(time.Second))
+	}
 	return faultError{msg: msg, err: e}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/svcreg/svcreg/registry"
 )
@@ -34,6 +35,8 @@ func TestDescribeFault(t *testing.T) {
 			Details: "Internal Error", TxnID: "tx-1"}, "the registry failed: 500 Internal Error (txnId tx-1)"},
 		{"not a fault", &registry.Error{StatusCode: 502}, "the registry failed: 502 Bad Gateway"},
 		{"empty 4xx", &registry.Error{StatusCode: 409}, "409 Conflict"},
+		{"rate limited", &registry.Error{StatusCode: 429, Type: "tooManyRequests", Message: "Too many failed password logins for this user; retry later.",
+			RetryAfter: 42 * time.Second}, "Too many failed password logins for this user; retry later. (the registry asks to wait 42s)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
