@@ -222,6 +222,13 @@ func ReadConfig(path string) (Config, error) {
 func ReadConfigInto(path string, file any, c *Config) error {
 	md, err := toml.DecodeFile(path, file)
 	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) && secretKey(pe.LastKey) {
+			// The parser's message may quote what it read of the value
+			// (an unquoted password): the error is logged, and shown in
+			// /healthz, /readyz and on the status page after a re-read.
+			return fmt.Errorf("config %s: toml: line %d (last key %q): the value does not parse (not shown: it is a secret; quote it as a TOML string)", path, pe.Position.Line, pe.LastKey)
+		}
 		return fmt.Errorf("config %s: %w", path, err)
 	}
 	if undec := md.Undecoded(); len(undec) > 0 {
@@ -248,6 +255,16 @@ func ReadConfigInto(path string, file any, c *Config) error {
 		}
 	}
 	return nil
+}
+
+// secretKey reports whether a TOML key (dotted) names a secret, whose
+// value an error must not quote: [registry] password, api_key, token.
+func secretKey(key string) bool {
+	switch key[strings.LastIndexByte(key, '.')+1:] {
+	case "password", "api_key", "token":
+		return true
+	}
+	return false
 }
 
 // ParseTemplateFlag parses --template "in.tmpl:out.conf[:reload command]".

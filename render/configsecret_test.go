@@ -1,0 +1,38 @@
+package render
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/svcreg/svcreg/registry"
+)
+
+// A config file whose secret is not quoted does not parse; the error (in
+// the log, and in /healthz, /readyz and the status page after a re-read)
+// names the key and the line, never the value the parser read of it.
+func TestReadConfigParseErrorHidesSecretValues(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ key, value, shown string }{
+		{"password", "hunter", "hunter"},
+		{"api_key", "trueSecret", "trueSecret"},
+		{"token", "falsetto", "falsetto"},
+	} {
+		dir := t.TempDir()
+		path := writeFile(t, dir, "render.toml", "[registry]\n"+tc.key+" = "+tc.value+"\n")
+		var file struct {
+			Config
+			Registry registry.Config `toml:"registry"`
+		}
+		err := ReadConfigInto(path, &file, &file.Config)
+		if err == nil {
+			t.Fatalf("%s: an unquoted value parsed", tc.key)
+		}
+		if strings.Contains(err.Error(), tc.shown) {
+			t.Errorf("%s: the error shows the value: %v", tc.key, err)
+		}
+		if !strings.Contains(err.Error(), "registry."+tc.key) || !strings.Contains(err.Error(), "line 2") || !strings.Contains(err.Error(), filepath.Base(path)) {
+			t.Errorf("%s: the error does not say where: %v", tc.key, err)
+		}
+	}
+}
