@@ -242,6 +242,9 @@ func (r *Renderer) failed(f *Failure) *Failure {
 // (files applied ahead of their check), a change is one from them.
 func (r *Renderer) renderGroup(ctx context.Context, g *Group, snap *watcher.Snapshot, applied []*file) ([]*file, *Failure) {
 	files := make([]*file, len(g.Templates))
+	// The warnings for renders installed despite min_instances wait for
+	// the whole group: another file's guard may still keep it from going on.
+	var unguarded []func()
 	for i, t := range g.Templates {
 		out, err := r.render(ctx, g, t, snap)
 		files[i] = &file{t: t, out: out}
@@ -264,13 +267,18 @@ func (r *Renderer) renderGroup(ctx context.Context, g *Group, snap *watcher.Snap
 			if r.Dry {
 				what = "it would be installed anyway"
 			}
-			r.Log.Warn("min_instances refused the render, but the destination does not exist yet, so there is no old file to keep: "+what,
-				"template", t.Name(), "group", g.Name, "destination", t.Destination, "err", guard)
+			unguarded = append(unguarded, func() {
+				r.Log.Warn("min_instances refused the render, but the destination does not exist yet, so there is no old file to keep: "+what,
+					"template", t.Name(), "group", g.Name, "destination", t.Destination, "err", guard)
+			})
 		}
 		if applied != nil {
 			files[i].old = applied[i].out
 			files[i].changed = !bytes.Equal(files[i].old, out)
 		}
+	}
+	for _, warn := range unguarded {
+		warn()
 	}
 	return files, nil
 }

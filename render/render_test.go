@@ -671,3 +671,29 @@ func TestSetLenCountsInlineTemplates(t *testing.T) {
 		t.Errorf("%d sources, want 1", n)
 	}
 }
+
+// In a group of several files, a render min_instances refused for a
+// destination that does not exist yet is installed only if the group goes
+// on: when another file's guard keeps that group's old file, nothing is
+// installed, and no line claims the new one is.
+func TestMinInstancesGuardWithoutAFileInAFailingGroup(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	tmpl := writeFile(t, dir, "t.tmpl", upstreams)
+	newDest, oldDest := filepath.Join(dir, "new.conf"), writeFile(t, dir, "old.conf", "server 10.0.0.1;\n")
+	set := newSet(t,
+		TemplateConfig{Source: tmpl, Destination: newDest, MinInstances: 1, ReloadGroup: "lb"},
+		TemplateConfig{Source: tmpl, Destination: oldDest, MinInstances: 1, ReloadGroup: "lb"})
+	var logs bytes.Buffer
+	r := NewRenderer(slog.New(slog.NewTextHandler(&logs, nil)), nil, nil)
+	res := r.Pass(context.Background(), set, snapshot())
+	if w := res.Worst(); w == nil || w.Step != StepRender || !strings.Contains(w.Err.Error(), "keeping the old file "+oldDest) {
+		t.Fatalf("pass = %+v; want the guard to keep %s", res, oldDest)
+	}
+	if fileExistsAt(newDest) {
+		t.Fatalf("%s was installed although its group failed", newDest)
+	}
+	if strings.Contains(logs.String(), "installing this render anyway") {
+		t.Fatalf("the log claims a render is installed in a group that failed:\n%s", logs.String())
+	}
+}
