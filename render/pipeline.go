@@ -71,6 +71,35 @@ type Renderer struct {
 	lastReload map[string]time.Time // by group
 	splayDelay func(max time.Duration) time.Duration
 	runtimes   runtimes
+	hadFile    destinations
+}
+
+// destinations are those a Renderer found a file at or installed one at.
+// min_instances keeps such a file, and keeps guarding it once it is
+// deleted: only a destination that never had one (a first deploy) gets a
+// render that min_instances refused.
+type destinations struct {
+	mu sync.Mutex
+	m  map[string]bool
+}
+
+func (d *destinations) set(path string, had bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.m == nil {
+		d.m = map[string]bool{}
+	}
+	if had {
+		d.m[path] = true
+	} else {
+		delete(d.m, path)
+	}
+}
+
+func (d *destinations) had(path string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.m[path]
 }
 
 // NewRenderer returns a Renderer; nil fields get working defaults.
@@ -213,6 +242,9 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 		}
 		return false, time.Time{}, r.failed(f)
 	}
+	for _, fl := range files {
+		r.hadFile.set(fl.t.Destination, true)
+	}
 	r.Health.stepOK(g.Name, StepInstall, r.now())
 	r.Status.installed(g.Name, files, snap.ChangedAt, r.now())
 	r.observeSince(r.Metrics.eventToInstall, snap.ChangedAt)
@@ -255,13 +287,19 @@ func (r *Renderer) renderGroup(ctx context.Context, g *Group, snap *watcher.Snap
 		if f := readInstalled(g, files[i]); f != nil {
 			return nil, f
 		}
+		if files[i].existed || files[i].link != "" {
+			r.hadFile.set(t.Destination, true)
+		}
 		if guard != nil {
 			// min_instances keeps an existing file from being emptied.
 			// With none to keep (a first deploy, before any service has
 			// registered), the render is installed: the load balancer
 			// whose config includes the file could not start without it.
-			if files[i].existed || files[i].link != "" || applied != nil {
+			switch {
+			case files[i].existed || files[i].link != "" || applied != nil:
 				return nil, &Failure{g.Name, StepRender, fmt.Errorf("%w; keeping the old file %s", guard, t.Destination)}
+			case r.hadFile.had(t.Destination):
+				return nil, &Failure{g.Name, StepRender, fmt.Errorf("%w; %s, installed before, was deleted since: not installing this render in its place", guard, t.Destination)}
 			}
 			what := "installing this render anyway"
 			if r.Dry {
@@ -510,6 +548,9 @@ func (r *Renderer) restore(files []*file, keepNew bool) rolledBack {
 			err = relink(f.t.Destination, f.link)
 		default:
 			err, done = os.Remove(f.t.Destination), &rb.removed
+			if err == nil {
+				r.hadFile.set(f.t.Destination, false) // as if never installed
+			}
 		}
 		if err != nil {
 			r.Log.Error("restore previous file", "destination", f.t.Destination, "err", err)

@@ -493,6 +493,21 @@ func TestMinInstancesGuardWithoutAFileInstalls(t *testing.T) {
 	if got := readFile(t, g.dest); got != "server 10.0.0.1;\n" {
 		t.Fatalf("destination is %q; the guard must keep the existing file", got)
 	}
+	// A file deleted since this renderer installed it is no first
+	// deploy: the guard does not put the refused render in its place.
+	if err := os.Remove(g.dest); err != nil {
+		t.Fatal(err)
+	}
+	if w := g.r.Pass(context.Background(), set, snapshot()).Worst(); w == nil || w.Step != StepRender || !strings.Contains(w.Err.Error(), "was deleted since") {
+		t.Fatalf("pass on an emptied registry after the file was deleted: %+v; want the guard to refuse", w)
+	}
+	if _, err := os.Stat(g.dest); !os.IsNotExist(err) {
+		t.Fatalf("the refused render was installed in place of the deleted file: %v", err)
+	}
+	// A render with enough services installs as ever.
+	if res := g.r.Pass(context.Background(), set, snapshot(svc("b", []string{"www"}, map[string]string{"ip": "10.0.0.2"}))); res.Installed != 1 {
+		t.Fatalf("pass with a service after the deletion: %+v", res)
+	}
 }
 
 func TestGroupReloadsOnceForSeveralFiles(t *testing.T) {
