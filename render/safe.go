@@ -560,14 +560,11 @@ func (r *Renderer) render(ctx context.Context, g *Group, t *Template, snap *watc
 	default:
 		r.Metrics.renders.WithLabelValues(t.Name(), "ok").Inc()
 	}
-	if err != nil {
-		if guard != nil {
-			// The render min_instances refused: a pass installs it when
-			// there is no old file to keep.
-			return out, err
-		}
+	if err != nil && guard == nil {
 		return nil, err
 	}
+	// A render min_instances refused is reported too: a pass installs it
+	// when there is no old file to keep.
 	fresh := r.Health.recordRefused(g.Name, t.Name(), refused)
 	for i, ref := range fresh {
 		if i == maxLoggedRefused {
@@ -581,7 +578,7 @@ func (r *Renderer) render(ctx context.Context, g *Group, t *Template, snap *watc
 	for _, ref := range refused {
 		r.Metrics.refused.WithLabelValues(ref.Template, ref.Field).Inc()
 	}
-	return out, nil
+	return out, err
 }
 
 // maxLoggedRefused caps the refusals one render logs one by one.

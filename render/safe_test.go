@@ -426,6 +426,21 @@ func TestMinInstancesCountsEndpoints(t *testing.T) {
 	}
 }
 
+// A render min_instances refused but installed (no file to keep yet)
+// reports the services it left out, as any installed render does.
+func TestGuardedRenderReportsRefusedServices(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, endpointsTemplate)
+	set := g.set(t, TemplateConfig{MinInstances: 1})
+	snap := snapshot(svc("evil", []string{"www"}, map[string]string{"ip": "10.0.0.1", "port": "80;"}))
+	if res := g.r.Pass(context.Background(), set, snap); res.Installed != 1 {
+		t.Fatalf("pass = %+v; want the render installed: there is no old file to keep", res)
+	}
+	if got := g.r.Health.Report(0).Groups[g.dest].Refused; len(got) != 1 || got[0].Service != "evil" {
+		t.Fatalf("refused services in the health report: %+v; want evil", got)
+	}
+}
+
 // Addresses a load balancer treats specially, or that reach the
 // renderer's own host network, are refused always; host names are refused
 // unless the template sets allow_hostnames (one nginx cannot resolve fails
