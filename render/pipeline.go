@@ -9,7 +9,10 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -406,10 +409,58 @@ func (r *Renderer) check(ctx context.Context, g *Group, files []*file) *Failure 
 	}
 	r.Metrics.checks.WithLabelValues(g.Name, result(err)).Inc()
 	if err != nil {
+		var ce *CommandError
+		if errors.As(err, &ce) {
+			if lines := stagedLines(ce.Output, files); lines != "" {
+				err = fmt.Errorf("%w; %s", err, lines)
+			}
+		}
 		return &Failure{g.Name, StepCheck, err}
 	}
 	r.Health.stepOK(g.Name, StepCheck, r.now())
 	return nil
+}
+
+// maxStagedLines bounds the lines of the rendered files a failed check's
+// error quotes; maxStagedLine, the bytes of each.
+const (
+	maxStagedLines = 3
+	maxStagedLine  = 200
+)
+
+// stagedLines quotes the lines of the staged files that a failed check's
+// output points at, as FILE:LINE (nginx -t's "in FILE:LINE", haproxy -c's
+// "[FILE:LINE]"): the staged files are removed after the check, so the
+// error says what they held there. Quoted, since registry data fills them.
+func stagedLines(output string, files []*file) string {
+	var notes []string
+	for _, f := range files {
+		if f.staged == "" || len(notes) == maxStagedLines {
+			continue
+		}
+		at := regexp.MustCompile(regexp.QuoteMeta(f.staged) + `:([0-9]{1,9})`)
+		var lines [][]byte
+		seen := map[int]bool{}
+		for _, m := range at.FindAllStringSubmatch(output, -1) {
+			n, _ := strconv.Atoi(m[1])
+			if seen[n] || len(notes) == maxStagedLines {
+				continue
+			}
+			seen[n] = true
+			if lines == nil {
+				lines = bytes.Split(f.out, []byte("\n"))
+			}
+			if n < 1 || n > len(lines) {
+				continue
+			}
+			line := lines[n-1]
+			if len(line) > maxStagedLine {
+				line = append(line[:maxStagedLine:maxStagedLine], "…"...)
+			}
+			notes = append(notes, fmt.Sprintf("line %d of the render of %s (staged as %s): %s", n, f.t.Destination, filepath.Base(f.staged), strconv.Quote(string(line))))
+		}
+	}
+	return strings.Join(notes, "; ")
 }
 
 // installStaged is the install step: it backs up (with backup) and installs

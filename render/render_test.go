@@ -322,6 +322,33 @@ func TestCheckFailureKeepsOldFile(t *testing.T) {
 	}
 }
 
+// A failed check's error quotes the lines of the rendered file its output
+// points at (nginx -t's "in FILE:LINE", haproxy -c's "[FILE:LINE]"): the
+// staged file they name is gone once the check is over.
+func TestCheckFailureQuotesTheLinesItNames(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, "# head\n{{range servicesWithTag \"www\"}}server {{.Metadata.ip}};\n{{end}}")
+	check := `echo "nginx: [emerg] invalid parameter in {{.Staged}}:2 and {{.Staged}}:2"; echo "[ALERT] parsing [{{.Staged}}:1]"; echo "{{.Staged}}:99"; exit 1`
+	set := g.set(t, TemplateConfig{Check: check})
+	w := g.r.Pass(context.Background(), set, snapshot(svc("a", []string{"www"}, map[string]string{"ip": "10.0.0.1\u202e"}))).Worst()
+	if w == nil || w.Step != StepCheck {
+		t.Fatalf("worst = %+v; want a check failure", w)
+	}
+	msg := w.Err.Error()
+	base := "(staged as " + filepath.Base(stagedName(g.dest)) + ")"
+	for _, want := range []string{
+		"line 2 of the render of " + g.dest + " " + base + ": \"server 10.0.0.1\\u202e;\"",
+		"line 1 of the render of " + g.dest + " " + base + ": \"# head\"",
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("the check's error does not quote %s:\n%s", want, msg)
+		}
+	}
+	if strings.Count(msg, "line 2 of the render") != 1 || strings.Contains(msg, "line 99") {
+		t.Errorf("a line quoted twice, or one past the end:\n%s", msg)
+	}
+}
+
 func TestReloadFailureRestoresAndReloadsAgain(t *testing.T) {
 	t.Parallel()
 	g := newGroup(t, upstreams)
