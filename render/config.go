@@ -229,6 +229,11 @@ func ReadConfigInto(path string, file any, c *Config) error {
 			// /healthz, /readyz and on the status page after a re-read.
 			return fmt.Errorf("config %s: toml: line %d (last key %q): the value does not parse (not shown: it is a secret; quote it as a TOML string)", path, pe.Position.Line, pe.LastKey)
 		}
+		if strings.Contains(err.Error(), `key "template.perms"`) {
+			// perms = 0644 is a TOML integer with a leading zero, and
+			// perms = 644 an integer where a string is wanted.
+			return fmt.Errorf("config %s: %w (write the mode as a string: perms = \"0644\")", path, err)
+		}
 		return fmt.Errorf("config %s: %w", path, err)
 	}
 	if undec := md.Undecoded(); len(undec) > 0 {

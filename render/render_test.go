@@ -183,6 +183,8 @@ min_instances = 1
 		{"no templates", "", "no templates"},
 		{"same destination", "[[template]]\nsource='a'\ndestination='b'\n[[template]]\nsource='c'\ndestination='b'\n", "destination"},
 		{"bad perms", "[[template]]\nsource='a'\ndestination='b'\nperms='rw'\n", `perms "rw"`},
+		{"perms unquoted", "[[template]]\nsource='a'\ndestination='b'\nperms=0644\n", `(write the mode as a string: perms = "0644")`},
+		{"perms a number", "[[template]]\nsource='a'\ndestination='b'\nperms=644\n", `(write the mode as a string: perms = "0644")`},
 		{"group disagrees", "[[template]]\nsource='a'\ndestination='b'\nreload_group='g'\nreload='x'\n[[template]]\nsource='c'\ndestination='d'\nreload_group='g'\nreload='y'\n", `disagree on reload`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
