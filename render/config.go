@@ -263,11 +263,16 @@ func ReadConfigInto(path string, file any, c *Config) error {
 }
 
 // secretKey reports whether a TOML key (dotted) names a secret, whose
-// value an error must not quote: [registry] password, api_key, token.
+// value an error must not quote: [registry] password, api_key, token. The
+// decoder takes a key in any case (Password), and the key of an error in
+// an inline table or array of tables given as the value is below the
+// secret's (password = {a = hunter2} fails at registry.password.a).
 func secretKey(key string) bool {
-	switch key[strings.LastIndexByte(key, '.')+1:] {
-	case "password", "api_key", "token":
-		return true
+	for part := range strings.SplitSeq(key, ".") {
+		switch strings.ToLower(strings.Trim(part, `"'`)) {
+		case "password", "api_key", "token":
+			return true
+		}
 	}
 	return false
 }

@@ -17,6 +17,12 @@ func TestReadConfigParseErrorHidesSecretValues(t *testing.T) {
 		{"password", "hunter", "hunter"},
 		{"api_key", "trueSecret", "trueSecret"},
 		{"token", "falsetto", "falsetto"},
+		// The decoder matches keys in any case.
+		{"Password", "hunter", "hunter"},
+		{"API_KEY", "trueSecret", "trueSecret"},
+		// An inline table fails at a key below the secret's.
+		{"password", "{a = hunter}", "hunter"},
+		{"token", "[{a = falsetto}]", "falsetto"},
 	} {
 		dir := t.TempDir()
 		path := writeFile(t, dir, "render.toml", "[registry]\n"+tc.key+" = "+tc.value+"\n")
