@@ -454,12 +454,20 @@ func (t *TemplateConfig) normalizeTemplate() error {
 // toml tags, or their names), those of embedded structs included. None
 // for a map's table, whose keys are free, or a path t does not have.
 func tomlKeys(t reflect.Type, path []string) []string {
+	return tomlKeysOf(t, path, map[reflect.Type]bool{})
+}
+
+// tomlKeysOf is tomlKeys; embedding holds the structs walked for this
+// table, so that a struct embedded twice, or that embeds itself through a
+// pointer, is walked once, as the decoder does.
+func tomlKeysOf(t reflect.Type, path []string, embedding map[reflect.Type]bool) []string {
 	for t != nil && (t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
 		t = t.Elem()
 	}
-	if t == nil || t.Kind() != reflect.Struct {
+	if t == nil || t.Kind() != reflect.Struct || embedding[t] {
 		return nil
 	}
+	embedding[t] = true
 	var keys []string
 	for i := range t.NumField() {
 		f := t.Field(i)
@@ -469,8 +477,8 @@ func tomlKeys(t reflect.Type, path []string) []string {
 			continue
 		case f.Anonymous && name == "":
 			if len(path) == 0 {
-				keys = append(keys, tomlKeys(f.Type, nil)...)
-			} else if sub := tomlKeys(f.Type, path); sub != nil {
+				keys = append(keys, tomlKeysOf(f.Type, nil, embedding)...)
+			} else if sub := tomlKeysOf(f.Type, path, embedding); sub != nil {
 				return sub
 			}
 			continue
