@@ -182,6 +182,9 @@ func (r *Renderer) installAhead(ctx context.Context, g *Group, ah *ahead, af *ah
 	if !slices.ContainsFunc(files, func(f *file) bool { return f.changed }) {
 		return // a later change took the files back to the installed ones
 	}
+	for _, fl := range files {
+		r.hadFile.set(fl.t.Destination, true)
+	}
 	ah.installed++
 	r.Health.stepOK(g.Name, StepInstall, r.now())
 	r.Status.installed(g.Name, files, af.changedAt, r.now())

@@ -160,6 +160,10 @@ type file struct {
 	owner    fileOwner
 	staged   string
 	replaced bool // installed over the old content
+	// hadFile is whether the Renderer knew the destination to have had a
+	// file before this install (see destinations): a restore that removes
+	// the new file puts that back.
+	hadFile bool
 }
 
 // passGroup takes one group through the steps of a pass: render, then,
@@ -476,6 +480,7 @@ func (r *Renderer) installStaged(g *Group, files []*file) *Failure {
 				return &Failure{g.Name, StepInstall, fmt.Errorf("back up %s: %w", f.t.Destination, err)}
 			}
 		}
+		f.hadFile = r.hadFile.had(f.t.Destination)
 		inPlace, err := install(f.staged, f.t.Destination)
 		if err != nil {
 			r.restore(files, false)
@@ -600,7 +605,9 @@ func (r *Renderer) restore(files []*file, keepNew bool) rolledBack {
 		default:
 			err, done = os.Remove(f.t.Destination), &rb.removed
 			if err == nil {
-				r.hadFile.set(f.t.Destination, false) // as if never installed
+				// As if not installed: a first deploy stays one, and a
+				// destination whose file was deleted stays guarded.
+				r.hadFile.set(f.t.Destination, f.hadFile)
 			}
 		}
 		if err != nil {

@@ -741,3 +741,38 @@ func TestMinInstancesGuardWithoutAFileInAFailingGroup(t *testing.T) {
 		t.Fatalf("the log claims a render is installed in a group that failed:\n%s", logs.String())
 	}
 }
+
+// A new file removed after its reload failed takes the destination back
+// to what it was before: one that had a file (deleted since) keeps
+// min_instances' protection, and gets no refused render as a first deploy.
+func TestMinInstancesGuardAfterRemovedNewFile(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, `{{range servicesWithTag "www"}}server {{.Metadata.ip}};
+{{else}}server 127.0.0.1:9 down;
+{{end}}`)
+	writeFile(t, filepath.Dir(g.dest), filepath.Base(g.dest), "server 10.0.0.1;\n")
+	fail := filepath.Join(t.TempDir(), "fail")
+	set := g.set(t, TemplateConfig{MinInstances: 1, Reload: "test ! -e " + fail})
+	one := snapshot(svc("a", []string{"www"}, map[string]string{"ip": "10.0.0.1"}))
+	if res := g.r.Pass(context.Background(), set, one); len(res.Failures) != 0 {
+		t.Fatalf("first pass: %+v", res)
+	}
+	// The file is deleted; the next render puts it back, as a new file
+	// whose reload fails: without a check, it is removed.
+	if err := os.Remove(g.dest); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Dir(fail), "fail", "")
+	if w := g.r.Pass(context.Background(), set, one).Worst(); w == nil || w.Step != StepReload || !strings.Contains(w.Err.Error(), "removed the new files") {
+		t.Fatalf("pass with a failing reload: %+v; want the new file removed", w)
+	}
+	if err := os.Remove(fail); err != nil {
+		t.Fatal(err)
+	}
+	if w := g.r.Pass(context.Background(), set, snapshot()).Worst(); w == nil || w.Step != StepRender || !strings.Contains(w.Err.Error(), "was deleted since") {
+		t.Fatalf("pass on an emptied registry: %+v; want the guard to refuse", w)
+	}
+	if fileExistsAt(g.dest) {
+		t.Fatalf("the refused render was installed at %s", g.dest)
+	}
+}
