@@ -601,11 +601,8 @@ func reachEtcd(endpoints []string) string {
 	var wg sync.WaitGroup
 	for i, ep := range endpoints {
 		wg.Go(func() {
-			host := ep
-			if u, err := url.Parse(ep); err == nil && u.Host != "" {
-				host = u.Host
-			}
-			c, err := net.DialTimeout("tcp", host, time.Second)
+			network, addr := etcdAddr(ep)
+			c, err := net.DialTimeout(network, addr, time.Second)
 			if err != nil {
 				results[i] = fmt.Sprintf("%s: %v", ep, err)
 				return
@@ -616,4 +613,20 @@ func reachEtcd(endpoints []string) string {
 	}
 	wg.Wait()
 	return "no answer from etcd: " + strings.Join(results, "; ")
+}
+
+// etcdAddr is where the etcd client connects for an endpoint: a Unix
+// socket's path for unix://PATH and unixs://PATH (unix:///abs, or a
+// relative path after the "//"), the host and port of an http(s) URL, or
+// the endpoint itself (host:port).
+func etcdAddr(ep string) (network, addr string) {
+	for _, scheme := range []string{"unix:", "unixs:"} {
+		if rest, ok := strings.CutPrefix(ep, scheme); ok {
+			return "unix", strings.TrimPrefix(rest, "//")
+		}
+	}
+	if u, err := url.Parse(ep); err == nil && u.Host != "" {
+		return "tcp", u.Host
+	}
+	return "tcp", ep
 }

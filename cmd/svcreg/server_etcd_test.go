@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -316,5 +317,26 @@ func TestServerEtcdUnreachableAtStart(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "no answer from etcd: "+refused+": ") || !strings.Contains(stderr.String(), "connection refused") {
 		t.Errorf("stderr does not say that %s refused the connection:\n%s", refused, stderr.String())
+	}
+}
+
+// An etcd endpoint on a Unix socket is probed at its socket, not as a TCP
+// address.
+func TestServerEtcdReachUnixSocket(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "etcd.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	missing := filepath.Join(dir, "missing.sock")
+	got := reachEtcd([]string{"unix://" + sock, "unixs://" + missing})
+	if !strings.Contains(got, "unix://"+sock+" takes connections") {
+		t.Errorf("reachEtcd(unix://%s) = %s; want it to take connections", sock, got)
+	}
+	if !strings.Contains(got, "unixs://"+missing+": dial unix "+missing+": ") {
+		t.Errorf("reachEtcd(unixs://%s) = %s; want the socket's dial error", missing, got)
 	}
 }
