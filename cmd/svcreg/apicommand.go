@@ -246,7 +246,9 @@ func describeFault(err error) error {
 	}
 	if e.RetryAfter > 0 {
 		// A rate limit says how long: "retry later" alone does not.
-		msg += fmt.Sprintf(" (the registry asks to wait %v)", e.RetryAfter.Round(time.Second))
+		// Whole seconds, rounded up: a date less than half a second
+		// ahead is not "0s".
+		msg += fmt.Sprintf(" (the registry asks to wait %v)", (e.RetryAfter + time.Second - 1).Truncate(time.Second))
 	}
 	return faultError{msg: msg, err: e}
 }

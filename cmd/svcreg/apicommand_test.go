@@ -37,6 +37,8 @@ func TestDescribeFault(t *testing.T) {
 		{"empty 4xx", &registry.Error{StatusCode: 409}, "409 Conflict"},
 		{"rate limited", &registry.Error{StatusCode: 429, Type: "tooManyRequests", Message: "Too many failed password logins for this user; retry later.",
 			RetryAfter: 42 * time.Second}, "Too many failed password logins for this user; retry later. (the registry asks to wait 42s)"},
+		{"retry-after date", &registry.Error{StatusCode: 503, Message: "Service Unavailable", RetryAfter: 300 * time.Millisecond},
+			"the registry failed: 503 Service Unavailable (the registry asks to wait 1s)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
