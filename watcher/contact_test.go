@@ -42,18 +42,7 @@ func TestQuietRegistryIsContact(t *testing.T) {
 // so (not one per poll), with how many failed.
 func TestWatcherLogsContactBackOnce(t *testing.T) {
 	t.Parallel()
-	var fail atomic.Int32
-	srv := testserver.Start(t, testserver.Options{
-		Wrap: func(h http.Handler) http.Handler {
-			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				if strings.Contains(r.URL.Path, "/events") && r.URL.Query().Has("wait") && fail.Add(-1) >= 0 {
-					http.Error(w, "down", http.StatusServiceUnavailable)
-					return
-				}
-				h.ServeHTTP(w, r)
-			})
-		},
-	})
+	srv, fail := pollsFailing(t)
 	var logs testserver.Buffer
 	w := start(t, watcher.Config{Client: client(t, srv, "watch-contact-back"), Wait: 100 * time.Millisecond, Outage: time.Minute,
 		MaxBackoff: 50 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
@@ -77,4 +66,23 @@ func TestWatcherLogsContactBackOnce(t *testing.T) {
 	if strings.Index(out, "the registry answers again") < strings.LastIndex(out, "follow the registry's feed") {
 		t.Errorf("a failure is logged after the registry answered again:\n%s", out)
 	}
+}
+
+// pollsFailing starts a server whose long-polls of the feed fail with 503
+// while the returned count, decremented by each, stays at or above zero.
+func pollsFailing(t *testing.T) (*testserver.Server, *atomic.Int32) {
+	t.Helper()
+	fail := new(atomic.Int32)
+	srv := testserver.Start(t, testserver.Options{
+		Wrap: func(h http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if strings.Contains(r.URL.Path, "/events") && r.URL.Query().Has("wait") && fail.Add(-1) >= 0 {
+					http.Error(w, "down", http.StatusServiceUnavailable)
+					return
+				}
+				h.ServeHTTP(w, r)
+			})
+		},
+	})
+	return srv, fail
 }

@@ -380,18 +380,7 @@ func TestWatcherFirstSnapshotIsOneState(t *testing.T) {
 // Outage without an answer is listed again.
 func TestWatcherTwoBlipsAreNotAnOutage(t *testing.T) {
 	t.Parallel()
-	var fail atomic.Int32
-	srv := testserver.Start(t, testserver.Options{
-		Wrap: func(h http.Handler) http.Handler {
-			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				if strings.Contains(r.URL.Path, "/events") && r.URL.Query().Has("wait") && fail.Add(-1) >= 0 {
-					http.Error(w, "blip", http.StatusServiceUnavailable)
-					return
-				}
-				h.ServeHTTP(w, r)
-			})
-		},
-	})
+	srv, fail := pollsFailing(t)
 	c := client(t, srv, "watch-blips")
 	reg := prometheus.NewRegistry()
 	w := start(t, watcher.Config{Client: c, Wait: 100 * time.Millisecond, Outage: time.Second, MaxBackoff: 50 * time.Millisecond, Registerer: reg})
