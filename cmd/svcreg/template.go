@@ -89,11 +89,10 @@ Orphaned processes are reaped, also as PID 1.
 Exit codes (--once, --print): 0 done; 1 other error; 2 usage; 3 bad config or
 template, or the registry refused the credentials (at once: a refusal is not
 retried until --once-timeout); 4 no sync with the registry within
---once-timeout; 5 a template
-failed to render (or min_instances refused it and the existing file was
-kept; a destination that does not exist yet is installed, with a warning);
-6 a check command failed;
-7 a file could not be installed; 8 a reload command failed.
+--once-timeout; 5 a template failed to render (or min_instances refused it
+and the existing file was kept; a destination that does not exist yet is
+installed, with a warning); 6 a check command failed; 7 a file could not be
+installed; 8 a reload command failed.
 
 First deploy, before the load balancer runs: "svcreg template --once
 --no-reload" installs the checked files and reloads nothing; then start the
