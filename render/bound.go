@@ -304,7 +304,7 @@ func (t *Template) execute(ctx context.Context, snap *watcher.Snapshot) ([]byte,
 	)
 	go func() {
 		buf := &limitedBuffer{ctx: ctx, max: int(t.MaxOutput)}
-		err := tmpl.Execute(buf, snap)
+		err := explainExec(tmpl.Execute(buf, snap))
 		if err != nil && ctx.Err() != nil {
 			err = fmt.Errorf("template %s: %w (%v)", t.Name(), context.Cause(ctx), err)
 		}
@@ -419,4 +419,19 @@ func checkDenylist(denied []string) error {
 		}
 	}
 	return nil
+}
+
+// explainExec adds to a template's error about a field it cannot find
+// what the data there is: text/template names the Go type, which a
+// template's author does not know.
+func explainExec(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case strings.Contains(err.Error(), "in type *watcher.Snapshot"):
+		return fmt.Errorf("%w (\".\" is the registry's snapshot, read through the template functions: services, servicesWithTag, config, …; see the README)", err)
+	case strings.Contains(err.Error(), "in type registry.Service"):
+		return fmt.Errorf("%w (a service has .ID, .Tags, .Metadata, .HeartbeatTimeout and .LastSeen)", err)
+	}
+	return err
 }

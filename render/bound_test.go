@@ -230,3 +230,19 @@ func TestFunctionDenylist(t *testing.T) {
 		t.Fatalf("err = %v; want the unknown name refused", err)
 	}
 }
+
+// A field a template cannot find is explained in the template's terms, not
+// only by the Go type text/template names.
+func TestUnknownFieldIsExplained(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ tmpl, want string }{
+		{`{{.Nope}}`, `"." is the registry's snapshot, read through the template functions`},
+		{`{{range services}}{{.Port}}{{end}}`, "a service has .ID, .Tags, .Metadata, .HeartbeatTimeout and .LastSeen"},
+	} {
+		g := newGroup(t, tc.tmpl)
+		w := g.r.Pass(context.Background(), g.set(t, TemplateConfig{}), snapshot(svc("a", []string{"www"}, nil))).Worst()
+		if w == nil || w.Step != StepRender || !strings.Contains(w.Err.Error(), tc.want) {
+			t.Errorf("%s: %v; want the error to say %q", tc.tmpl, w, tc.want)
+		}
+	}
+}
