@@ -102,7 +102,7 @@ type Server struct {
 	closing   chan struct{} // closed by Drain
 	closeOnce sync.Once
 
-	healthy atomic.Bool // what /healthz last answered; true at first
+	unhealthy atomic.Bool // /healthz last answered 503
 }
 
 // New returns a Server. It starts nothing: serve it with Serve (or as an
@@ -145,7 +145,6 @@ func New(cfg Config) *Server {
 	if cfg.WriteRate > 0 {
 		s.writes = newWriteLimiter(cfg.WriteRate, cfg.WriteBurst, cfg.Clock)
 	}
-	s.healthy.Store(true)
 	s.poller = newPoller(s)
 	registerParked(cfg.Registerer, s.poller.parkedCount)
 	s.conns = newConnTracker(s)
@@ -349,8 +348,8 @@ func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	err := s.store.Ping(ctx)
-	if ok := err == nil; s.healthy.Swap(ok) != ok {
-		if ok {
+	if down := err != nil; s.unhealthy.Swap(down) != down {
+		if !down {
 			s.log.Info("store answers /healthz again")
 		} else {
 			s.log.Warn("store does not answer /healthz", "err", logValue(err.Error()))
