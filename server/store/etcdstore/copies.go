@@ -857,14 +857,21 @@ func (s *Store) copiedTenant(ctx context.Context, id string) (*tenant, error) {
 			return t, nil
 		}
 	}
-	resp, err := s.read(ctx, "read the account of copied services", clientv3.OpGet(s.k.account(id), clientv3.WithCountOnly()))
+	resp, err := s.read(ctx, "read the account of copied services", clientv3.OpGet(s.k.account(id)))
 	if err != nil {
 		return nil, err
 	}
-	if resp.Responses[0].GetResponseRange().Count == 0 {
+	kv := first(resp.Responses[0])
+	if kv == nil {
 		return nil, nil
 	}
-	return s.tenantFor(ctx, id)
+	acct, err := decodeAccount(id, kv)
+	if err != nil {
+		return nil, err
+	}
+	t := s.knownTenant(id)
+	t.observe(acct, kv.ModRevision)
+	return t, nil
 }
 
 // dropCopies forgets due copies of services that cannot exist.
