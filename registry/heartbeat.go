@@ -230,7 +230,7 @@ func (h *Heartbeater) run(ctx context.Context) {
 			// An answer that says when to come back (a rate limit's
 			// Retry-After) is not retried sooner, up to the backoff's
 			// cap, which keeps retries going well before the deadline.
-			wait = max(wait, min(RetryAfter(err), bo.Max))
+			wait = bo.Heed(wait, RetryAfter(err))
 		}
 		b.Failures, b.Deadline = failures, h.deadline
 		gone := errors.Is(err, ErrNotFound)

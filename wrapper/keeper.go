@@ -195,7 +195,7 @@ func (k *keeper) run(ctx context.Context) {
 			return
 		}
 		// A rate limit's Retry-After is waited out, up to the backoff's cap.
-		wait := max(bo.Next(), min(registry.RetryAfter(err), bo.Max))
+		wait := bo.Heed(bo.Next(), registry.RetryAfter(err))
 		if permanent {
 			wait = permanentRetry
 		}

@@ -26,6 +26,13 @@ func (b *Backoff) Next() time.Duration {
 	return Jitter(d, 0.5)
 }
 
+// Heed returns wait, or the wait the other side asked for (a Retry-After)
+// if that is longer, but never more than Max: asked for more, retries
+// still go at the backoff's pace.
+func (b *Backoff) Heed(wait, asked time.Duration) time.Duration {
+	return max(wait, min(asked, b.Max))
+}
+
 // Reset starts again from Min after a success.
 func (b *Backoff) Reset() { b.d = 0 }
 

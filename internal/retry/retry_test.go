@@ -49,3 +49,19 @@ func TestSleepStopsWithContext(t *testing.T) {
 		t.Errorf("Sleep(1ms) = %v, want nil", err)
 	}
 }
+
+func TestHeed(t *testing.T) {
+	t.Parallel()
+	b := Backoff{Min: 50 * time.Millisecond, Max: 2 * time.Second}
+	for _, tc := range []struct{ wait, asked, want time.Duration }{
+		{0, 0, 0},
+		{100 * time.Millisecond, time.Second, time.Second},   // asked for longer
+		{time.Second, 100 * time.Millisecond, time.Second},   // the backoff is longer
+		{100 * time.Millisecond, time.Hour, 2 * time.Second}, // never past Max
+		{0, 500 * time.Millisecond, 500 * time.Millisecond},  // an at-once retry waits too
+	} {
+		if got := b.Heed(tc.wait, tc.asked); got != tc.want {
+			t.Errorf("Heed(%v, %v) = %v, want %v", tc.wait, tc.asked, got, tc.want)
+		}
+	}
+}
