@@ -1,21 +1,15 @@
 package registry_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
-	"math/big"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
+	"github.com/svcreg/svcreg/internal/testcert"
 	"github.com/svcreg/svcreg/internal/testserver"
 	"github.com/svcreg/svcreg/registry"
 )
@@ -123,20 +117,7 @@ func TestCACertErrors(t *testing.T) {
 }
 
 // otherCA is a PEM self-signed CA certificate that signed no server's.
-func otherCA(t *testing.T) []byte {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "another CA"}, IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-}
+func otherCA(t *testing.T) []byte { return testcert.New(t, "another CA", 7).PEM() }
 
 func writeTestFile(t *testing.T, path, body string) {
 	t.Helper()

@@ -1,17 +1,11 @@
 package registry
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"math"
-	"math/big"
 	"net/http"
 	"net/url"
 	"os"
@@ -19,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/svcreg/svcreg/internal/testcert"
 )
 
 func TestHeartbeatInterval(t *testing.T) {
@@ -264,18 +260,8 @@ func TestRetryAfter(t *testing.T) {
 // settings of its own (idle connections kept for heartbeats and polls).
 func TestCACertTransport(t *testing.T) {
 	t.Parallel()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), IsCA: true, BasicConstraintsValid: true,
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
 	file := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+	if err := os.WriteFile(file, testcert.New(t, "a CA", 1).PEM(), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	c, err := New(Config{URL: "https://registry.example/v1.0", Token: "t", Tenant: "1", CACert: file})

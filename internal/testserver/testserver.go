@@ -16,19 +16,13 @@ package testserver
 import (
 	"cmp"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"log"
-	"math/big"
 	"net"
 	"net/http"
 	"net/netip"
@@ -44,6 +38,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/svcreg/svcreg/internal/testcert"
 	"github.com/svcreg/svcreg/server"
 	"github.com/svcreg/svcreg/server/store"
 	"github.com/svcreg/svcreg/server/store/boltstore"
@@ -238,30 +233,14 @@ func Start(t testing.TB, opts Options) *Server {
 // trusts it.
 func (s *Server) selfSign() {
 	s.t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		s.t.Fatalf("testserver: %v", err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "svcreg testserver"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		s.t.Fatalf("testserver: %v", err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		s.t.Fatalf("testserver: %v", err)
-	}
+	cert := testcert.New(s.t, "svcreg testserver", 1)
 	s.CACert = filepath.Join(s.t.TempDir(), "ca.pem")
-	if err := os.WriteFile(s.CACert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+	if err := os.WriteFile(s.CACert, cert.PEM(), 0o644); err != nil {
 		s.t.Fatalf("testserver: %v", err)
 	}
-	s.tls = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key, Leaf: cert}},
-		NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS12}
+	s.tls = &tls.Config{Certificates: []tls.Certificate{cert.TLS()}, NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS12}
 	roots := x509.NewCertPool()
-	roots.AddCert(cert)
+	roots.AddCert(cert.Leaf)
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = &tls.Config{RootCAs: roots}
 	s.hc = &http.Client{Transport: tr}
