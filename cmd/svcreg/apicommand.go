@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"strings"
 	"time"
@@ -247,8 +248,14 @@ func describeFault(err error) error {
 	if e.RetryAfter > 0 {
 		// A rate limit says how long: "retry later" alone does not.
 		// Whole seconds, rounded up: a date less than half a second
-		// ahead is not "0s".
-		msg += fmt.Sprintf(" (the registry asks to wait %v)", (e.RetryAfter + time.Second - 1).Truncate(time.Second))
+		// ahead is not "0s". A date so far ahead that the wait is near
+		// the largest Duration is not rounded up past it (to a negative
+		// one).
+		wait := e.RetryAfter.Truncate(time.Second)
+		if wait < e.RetryAfter && wait <= math.MaxInt64-time.Second {
+			wait += time.Second
+		}
+		msg += fmt.Sprintf(" (the registry asks to wait %v)", wait)
 	}
 	return faultError{msg: msg, err: e}
 }

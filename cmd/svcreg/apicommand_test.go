@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"math"
 	"testing"
 	"time"
 
@@ -39,6 +40,8 @@ func TestDescribeFault(t *testing.T) {
 			RetryAfter: 42 * time.Second}, "Too many failed password logins for this user; retry later. (the registry asks to wait 42s)"},
 		{"retry-after date", &registry.Error{StatusCode: 503, Message: "Service Unavailable", RetryAfter: 300 * time.Millisecond},
 			"the registry failed: 503 Service Unavailable (the registry asks to wait 1s)"},
+		{"retry-after far ahead", &registry.Error{StatusCode: 503, Message: "Service Unavailable", RetryAfter: math.MaxInt64},
+			"the registry failed: 503 Service Unavailable (the registry asks to wait 2562047h47m16s)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
