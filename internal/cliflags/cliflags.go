@@ -76,13 +76,13 @@ func hint(fs *flag.FlagSet, name string) string {
 	var names []string
 	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
 	close := suggest.Close(name, names)
-	if len(close) == 0 {
-		return ""
-	}
 	for i, n := range close {
 		close[i] = Name(n)
 	}
-	return " (did you mean " + strings.Join(close, " or ") + "?)"
+	if q := suggest.Question(close); q != "" {
+		return " (" + q + ")"
+	}
+	return ""
 }
 
 // Name is how usage and messages write a flag: --name, or -n for a

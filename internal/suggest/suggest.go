@@ -6,8 +6,11 @@ import "strings"
 
 // DidYouMean suggests the names close to typed (Close), as "did you mean
 // services?" for "service"; "" if none is.
-func DidYouMean(typed string, names []string) string {
-	close := Close(typed, names)
+func DidYouMean(typed string, names []string) string { return Question(Close(typed, names)) }
+
+// Question asks about the names close to a mistyped one, as "did you mean
+// a or b?"; "" for none.
+func Question(close []string) string {
 	if len(close) == 0 {
 		return ""
 	}
