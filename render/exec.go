@@ -301,7 +301,7 @@ func (e *Exec) Reload(ctx context.Context, sig syscall.Signal) (skipped string, 
 	case <-child.Done():
 		return "", e.exited(child, "cannot send "+unix.SignalName(sig)+": the command has exited")
 	case <-ctx.Done():
-		return "stopping", nil
+		return "the renderer is stopping", nil
 	case <-young.C:
 	}
 	if err := child.Signal(sig); err != nil {
