@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -220,14 +221,30 @@ func ReadConfig(path string) (Config, error) {
 // beside tables of its own (svcreg template's [registry]). A key neither
 // knows is an error. Like ReadConfig, it does not normalize c.
 func ReadConfigInto(path string, file any, c *Config) error {
-	md, err := toml.DecodeFile(path, file)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	md, err := toml.Decode(string(data), file)
 	if err != nil {
 		var pe toml.ParseError
-		if errors.As(err, &pe) && secretKey(pe.LastKey) {
+		if errors.As(err, &pe) {
 			// The parser's message may quote what it read of the value
 			// (an unquoted password): the error is logged, and shown in
 			// /healthz, /readyz and on the status page after a re-read.
-			return fmt.Errorf("config %s: toml: line %d (last key %q): the value does not parse (not shown: it is a secret; quote it as a TOML string)", path, pe.Position.Line, pe.LastKey)
+			// The last key names the secret while its value is read;
+			// once a value such as 12hunter has read as the number 12,
+			// the error at "hunter" has the table as the last key, and
+			// only the line says whose value it is.
+			shown, name := pe.LastKey, secretName(pe.LastKey)
+			if name == "" {
+				if name = secretOnLine(data, pe.Position.Line); name != "" {
+					shown = strings.TrimPrefix(shown+"."+name, ".")
+				}
+			}
+			if name != "" {
+				return fmt.Errorf("config %s: toml: line %d (key %q): the value does not parse (not shown: it is a secret; write it as a TOML literal string, in single quotes, where a backslash is kept as written: %s = '...')", path, pe.Position.Line, shown, name)
+			}
 		}
 		if strings.Contains(err.Error(), `key "template.perms"`) {
 			// perms = 0644 is a TOML integer with a leading zero, and
@@ -262,19 +279,39 @@ func ReadConfigInto(path string, file any, c *Config) error {
 	return nil
 }
 
-// secretKey reports whether a TOML key (dotted) names a secret, whose
-// value an error must not quote: [registry] password, api_key, token. The
-// decoder takes a key in any case (Password), and the key of an error in
-// an inline table or array of tables given as the value is below the
-// secret's (password = {a = hunter2} fails at registry.password.a).
-func secretKey(key string) bool {
+// secretName returns the name of the secret a TOML key (dotted) is or is
+// below, whose value an error must not quote: [registry] password,
+// api_key, token; "" for another key. The decoder takes a key in any case
+// (Password), and the key of an error in an inline table or array of
+// tables given as the value is below the secret's (password = {a =
+// hunter2} fails at registry.password.a).
+func secretName(key string) string {
 	for part := range strings.SplitSeq(key, ".") {
-		switch strings.ToLower(strings.Trim(part, `"'`)) {
+		switch name := strings.ToLower(strings.Trim(part, `"'`)); name {
 		case "password", "api_key", "token":
-			return true
+			return name
 		}
 	}
-	return false
+	return ""
+}
+
+// secretAssignment matches a line that assigns a secret's key: at the
+// start of the line, bare, quoted or dotted (registry.password =), or in
+// an inline table ({ token = ...).
+var secretAssignment = regexp.MustCompile(`(?i)(?:^\s*|[{,]\s*)(?:[\w"'-]+\s*\.\s*)*["']?(password|api_key|token)["']?\s*=`)
+
+// secretOnLine returns the secret's key that line n (1-based) of a config
+// file assigns, or "".
+func secretOnLine(data []byte, n int) string {
+	for i, line := range strings.Split(string(data), "\n") {
+		if i == n-1 {
+			if m := secretAssignment.FindStringSubmatch(line); m != nil {
+				return strings.ToLower(m[1])
+			}
+			return ""
+		}
+	}
+	return ""
 }
 
 // ParseTemplateFlag parses --template "in.tmpl:out.conf[:reload command]".
