@@ -359,10 +359,12 @@ func (c *Config) Normalize() error {
 			return fmt.Errorf("%s: a destination and either source or contents are required", where)
 		}
 		where = fmt.Sprintf("template %s", t.Name())
-		if j, dup := dests[t.Destination]; dup {
+		// Two templates must not share a file under two spellings of
+		// its path (conf.d/./a.conf is conf.d/a.conf).
+		if j, dup := dests[filepath.Clean(t.Destination)]; dup {
 			return fmt.Errorf("%s: destination %s is also template %d's", where, t.Destination, j+1)
 		}
-		dests[t.Destination] = i
+		dests[filepath.Clean(t.Destination)] = i
 		if t.Perms != "" {
 			if _, err := t.FileMode(); err != nil {
 				return fmt.Errorf("%s: %w", where, err)

@@ -80,7 +80,9 @@ type Renderer struct {
 // destinations are those a Renderer found a file at or installed one at.
 // min_instances keeps such a file, and keeps guarding it once it is
 // deleted: only a destination that never had one (a first deploy) gets a
-// render that min_instances refused.
+// render that min_instances refused. A path is known by one spelling
+// (filepath.Clean), so a config read again with conf.d/./a.conf for
+// conf.d/a.conf finds it.
 type destinations struct {
 	mu sync.Mutex
 	m  map[string]bool
@@ -93,16 +95,16 @@ func (d *destinations) set(path string, had bool) {
 		d.m = map[string]bool{}
 	}
 	if had {
-		d.m[path] = true
+		d.m[filepath.Clean(path)] = true
 	} else {
-		delete(d.m, path)
+		delete(d.m, filepath.Clean(path))
 	}
 }
 
 func (d *destinations) had(path string) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.m[path]
+	return d.m[filepath.Clean(path)]
 }
 
 // NewRenderer returns a Renderer; nil fields get working defaults.
@@ -154,6 +156,7 @@ type file struct {
 	old      []byte
 	existed  bool
 	link     string // the destination was a symbolic link to this (see readInstalled)
+	dangling bool   // that link's target does not exist
 	info     fs.FileInfo
 	changed  bool
 	mode     os.FileMode
@@ -294,7 +297,7 @@ func (r *Renderer) renderGroup(ctx context.Context, g *Group, snap *watcher.Snap
 		if f := readInstalled(g, files[i]); f != nil {
 			return nil, f
 		}
-		if files[i].existed || files[i].link != "" {
+		if files[i].keeps() {
 			r.hadFile.set(t.Destination, true)
 		}
 		if guard != nil {
@@ -303,7 +306,7 @@ func (r *Renderer) renderGroup(ctx context.Context, g *Group, snap *watcher.Snap
 			// registered), the render is installed: the load balancer
 			// whose config includes the file could not start without it.
 			switch {
-			case files[i].existed || files[i].link != "" || applied != nil:
+			case files[i].keeps() || applied != nil:
 				return nil, &Failure{g.Name, StepRender, fmt.Errorf("%w; keeping the old file %s", guard, t.Destination)}
 			case r.hadFile.had(t.Destination):
 				return nil, &Failure{g.Name, StepRender, fmt.Errorf("%w; %s, installed before, was deleted since: not installing this render in its place", guard, t.Destination)}
@@ -312,8 +315,12 @@ func (r *Renderer) renderGroup(ctx context.Context, g *Group, snap *watcher.Snap
 			if r.Dry {
 				what = "it would be installed anyway"
 			}
+			none := "the destination does not exist yet"
+			if files[i].dangling {
+				none = "the destination is a symbolic link to a file that does not exist (" + strconv.Quote(files[i].link) + ")"
+			}
 			unguarded = append(unguarded, func() {
-				r.Log.Warn("min_instances refused the render, but the destination does not exist yet, so there is no old file to keep: "+what,
+				r.Log.Warn("min_instances refused the render, but "+none+", so there is no old file to keep: "+what,
 					"template", t.Name(), "group", g.Name, "destination", t.Destination, "err", guard)
 			})
 		}
@@ -335,13 +342,16 @@ func (r *Renderer) renderGroup(ctx context.Context, g *Group, snap *watcher.Snap
 // written; the rendered file replaces the link, as a new file would.
 func readInstalled(g *Group, f *file) *Failure {
 	t := f.t
-	f.existed, f.old, f.info, f.link = false, nil, nil, ""
+	f.existed, f.old, f.info, f.link, f.dangling = false, nil, nil, "", false
 	info, err := os.Lstat(t.Destination)
 	switch {
 	case err == nil && info.Mode()&fs.ModeSymlink != 0:
 		if f.link, err = os.Readlink(t.Destination); err != nil {
 			return &Failure{g.Name, StepInstall, fmt.Errorf("read the link %s: %w", t.Destination, err)}
 		}
+		// Whether the target exists is all that is asked of it.
+		_, err = os.Stat(t.Destination)
+		f.dangling = errors.Is(err, fs.ErrNotExist)
 	case err == nil && !info.Mode().IsRegular():
 		return &Failure{g.Name, StepInstall, fmt.Errorf("%s is not a regular file (%s): it cannot be replaced by a rendered file", t.Destination, info.Mode().Type())}
 	case err == nil:
@@ -354,6 +364,13 @@ func readInstalled(g *Group, f *file) *Failure {
 	}
 	f.changed = !f.existed || !bytes.Equal(f.old, f.out) || attrsDiffer(t.TemplateConfig, f.info)
 	return nil
+}
+
+// keeps reports whether f's destination holds something min_instances
+// keeps: a file, or a link to one. A link to nothing gives the program
+// that reads it nothing to run on, as a missing file does.
+func (f *file) keeps() bool {
+	return f.existed || (f.link != "" && !f.dangling)
 }
 
 // heldBack says whether g's min_reload_interval holds its reload back,

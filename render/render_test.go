@@ -130,6 +130,27 @@ func TestParseErrorNamesFileAndLine(t *testing.T) {
 	}
 }
 
+// Two templates cannot render to one file, however its path is spelt.
+func TestConfigRefusesASharedDestination(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for _, other := range []string{
+		filepath.Join(dir, "out.conf"),
+		dir + "/./out.conf",
+		dir + "/sub/../out.conf",
+		dir + "//out.conf",
+	} {
+		c := Config{Templates: []TemplateConfig{
+			{Contents: "a", Destination: filepath.Join(dir, "out.conf")},
+			{Contents: "b", Destination: other},
+		}}
+		err := c.Normalize()
+		if err == nil || !strings.Contains(err.Error(), "is also template 1's") {
+			t.Errorf("destinations %s and %s: err = %v; want them refused as one file", c.Templates[0].Destination, other, err)
+		}
+	}
+}
+
 func TestConfigFile(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -536,6 +557,65 @@ func TestMinInstancesGuardWithoutAFileInstalls(t *testing.T) {
 	// A render with enough services installs as ever.
 	if res := g.r.Pass(context.Background(), set, snapshot(svc("b", []string{"www"}, map[string]string{"ip": "10.0.0.2"}))); res.Installed != 1 {
 		t.Fatalf("pass with a service after the deletion: %+v", res)
+	}
+}
+
+// A destination that is a symbolic link to nothing holds no old file for
+// min_instances to keep (nginx could not start on it either): the render
+// is installed in its place, with a warning that says why.
+func TestMinInstancesGuardOverADanglingLinkInstalls(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, `{{range servicesWithTag "www"}}server {{.Metadata.ip}};
+{{else}}server 127.0.0.1:9 down;
+{{end}}`)
+	if err := os.Symlink(filepath.Join(g.dir, "missing.conf"), g.dest); err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	g.r.Log = slog.New(slog.NewTextHandler(&logs, nil))
+	set := g.set(t, TemplateConfig{MinInstances: 1})
+	if res := g.r.Pass(context.Background(), set, snapshot()); len(res.Failures) != 0 || res.Installed != 1 {
+		t.Fatalf("pass = %+v; want the render installed over the link to nothing", res)
+	}
+	if got := readFile(t, g.dest); got != "server 127.0.0.1:9 down;\n" {
+		t.Fatalf("destination is %q", got)
+	}
+	if !strings.Contains(logs.String(), "a symbolic link to a file that does not exist") {
+		t.Fatalf("no warning that says why the guard did not keep the link:\n%s", logs.String())
+	}
+	// A link to a file is kept, as a file is.
+	g2 := newGroup(t, upstreams)
+	old := writeFile(t, g2.dir, "old.conf", "server 10.0.0.9;\n")
+	if err := os.Symlink(old, g2.dest); err != nil {
+		t.Fatal(err)
+	}
+	if w := g2.r.Pass(context.Background(), g2.set(t, TemplateConfig{MinInstances: 1}), snapshot()).Worst(); w == nil || w.Step != StepRender || !strings.Contains(w.Err.Error(), "keeping the old file") {
+		t.Fatalf("pass over a link to a file: %+v; want the guard to keep it", w)
+	}
+	if target, err := os.Readlink(g2.dest); err != nil || target != old {
+		t.Fatalf("the link was replaced: %q, %v", target, err)
+	}
+}
+
+// The renderer knows a destination by one spelling of its path: a file it
+// installed and that was deleted since stays guarded under another.
+func TestMinInstancesGuardKnowsADestinationUnderAnySpelling(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, upstreams)
+	set := g.set(t, TemplateConfig{MinInstances: 1})
+	if res := g.r.Pass(context.Background(), set, snapshot(svc("a", []string{"www"}, map[string]string{"ip": "10.0.0.1"}))); res.Installed != 1 {
+		t.Fatalf("first pass: %+v", res)
+	}
+	if err := os.Remove(g.dest); err != nil {
+		t.Fatal(err)
+	}
+	// The config read again, with the path written another way.
+	set = newSet(t, TemplateConfig{Source: g.src, Destination: g.dir + "/./" + filepath.Base(g.dest), MinInstances: 1})
+	if w := g.r.Pass(context.Background(), set, snapshot()).Worst(); w == nil || !strings.Contains(w.Err.Error(), "was deleted since") {
+		t.Fatalf("pass on an emptied registry: %+v; want the deleted file still guarded", w)
+	}
+	if _, err := os.Lstat(g.dest); !os.IsNotExist(err) {
+		t.Fatalf("the refused render was installed in place of the deleted file: %v", err)
 	}
 }
 
