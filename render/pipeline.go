@@ -288,14 +288,20 @@ func (r *Renderer) renderGroup(ctx context.Context, g *Group, snap *watcher.Snap
 	// the whole group: another file's guard may still keep it from going on.
 	var unguarded []func()
 	for i, t := range g.Templates {
+		// A failure ends the pass before the later files are read:
+		// they are still noted as there for min_instances.
+		fail := func(f *Failure) ([]*file, *Failure) {
+			r.noteFiles(g.Templates[i+1:])
+			return nil, f
+		}
 		out, err := r.render(ctx, g, t, snap)
 		files[i] = &file{t: t, out: out}
 		var guard *GuardError
 		if err != nil && !errors.As(err, &guard) {
-			return nil, &Failure{g.Name, StepRender, err}
+			return fail(&Failure{g.Name, StepRender, err})
 		}
 		if f := readInstalled(g, files[i]); f != nil {
-			return nil, f
+			return fail(f)
 		}
 		if files[i].keeps() {
 			r.hadFile.set(t.Destination, true)
@@ -307,9 +313,9 @@ func (r *Renderer) renderGroup(ctx context.Context, g *Group, snap *watcher.Snap
 			// whose config includes the file could not start without it.
 			switch {
 			case files[i].keeps() || applied != nil:
-				return nil, &Failure{g.Name, StepRender, fmt.Errorf("%w; keeping the old file %s", guard, t.Destination)}
+				return fail(&Failure{g.Name, StepRender, fmt.Errorf("%w; keeping the old file %s", guard, t.Destination)})
 			case r.hadFile.had(t.Destination):
-				return nil, &Failure{g.Name, StepRender, fmt.Errorf("%w; %s, installed before, was deleted since: not installing this render in its place", guard, t.Destination)}
+				return fail(&Failure{g.Name, StepRender, fmt.Errorf("%w; %s, installed before, was deleted since: not installing this render in its place", guard, t.Destination)})
 			}
 			what := "installing this render anyway"
 			if r.Dry {
@@ -333,6 +339,23 @@ func (r *Renderer) renderGroup(ctx context.Context, g *Group, snap *watcher.Snap
 		warn()
 	}
 	return files, nil
+}
+
+// noteFiles notes, for min_instances, which of ts' destinations hold a
+// file or a link to one.
+func (r *Renderer) noteFiles(ts []*Template) {
+	for _, t := range ts {
+		info, err := os.Lstat(t.Destination)
+		if err != nil {
+			continue
+		}
+		if info.Mode()&fs.ModeSymlink != 0 {
+			_, err = os.Stat(t.Destination)
+		}
+		if err == nil && (info.Mode().IsRegular() || info.Mode()&fs.ModeSymlink != 0) {
+			r.hadFile.set(t.Destination, true)
+		}
+	}
 }
 
 // readInstalled reads the file f would replace, and says whether f

@@ -619,6 +619,33 @@ func TestMinInstancesGuardKnowsADestinationUnderAnySpelling(t *testing.T) {
 	}
 }
 
+// A group's pass that fails at its first file still notes that the later
+// files were there: one deleted afterwards stays guarded.
+func TestMinInstancesGuardNotesTheFilesAfterAFailure(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a.conf"), filepath.Join(dir, "b.conf")
+	writeFile(t, dir, "a.conf", "server 10.0.0.1;\n")
+	writeFile(t, dir, "b.conf", "server 10.0.0.2;\n")
+	set := newSet(t,
+		TemplateConfig{Contents: `{{range servicesWithTag "x"}}server {{.Metadata.ip}};{{end}}`, Destination: a, ReloadGroup: "lb", MinInstances: 1},
+		TemplateConfig{Contents: `{{range servicesWithTag "y"}}server {{.Metadata.ip}};{{end}}`, Destination: b, ReloadGroup: "lb", MinInstances: 1},
+	)
+	r := NewRenderer(nil, nil, nil)
+	if w := r.Pass(context.Background(), set, snapshot()).Worst(); w == nil || !strings.Contains(w.Err.Error(), "keeping the old file "+a) {
+		t.Fatalf("pass on an empty registry: %+v; want a's guard to fail it", w)
+	}
+	if err := os.Remove(b); err != nil {
+		t.Fatal(err)
+	}
+	if w := r.Pass(context.Background(), set, snapshot(svc("s", []string{"x"}, map[string]string{"ip": "10.0.0.3"}))).Worst(); w == nil || !strings.Contains(w.Err.Error(), b+", installed before, was deleted since") {
+		t.Fatalf("pass without a service for b: %+v; want b's deleted file still guarded", w)
+	}
+	if _, err := os.Lstat(b); !os.IsNotExist(err) {
+		t.Fatalf("the refused render was installed in place of the deleted file: %v", err)
+	}
+}
+
 func TestGroupReloadsOnceForSeveralFiles(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
