@@ -838,6 +838,7 @@ func (f *authFault) write(w http.ResponseWriter) {
 var (
 	faultIdentityUnavailable = &authFault{status: http.StatusServiceUnavailable, kind: "serviceUnavailable", msg: "The identity store is unavailable; try again."}
 	faultInvalidCredentials  = &authFault{status: http.StatusUnauthorized, kind: "unauthorized", msg: "Username or api key is invalid."}
+	faultInvalidPassword     = &authFault{status: http.StatusUnauthorized, kind: "unauthorized", msg: "Username or password is invalid."}
 )
 
 func tooManyRequests(retryAfter time.Duration, msg string) *authFault {
@@ -920,7 +921,7 @@ func (a *Auth) issue(r *http.Request, user, secret string, password bool) (acces
 	if f != nil {
 		a.issues.refund(user)
 	}
-	if f != faultInvalidCredentials {
+	if f != faultInvalidCredentials && f != faultInvalidPassword {
 		a.addrFailures.refund(addr)
 		userFailures.refund(user)
 	}
@@ -947,8 +948,8 @@ func (a *Auth) issue(r *http.Request, user, secret string, password bool) (acces
 }
 
 // authenticate returns the user's tenant, or the fault to answer:
-// faultInvalidCredentials for wrong credentials, the only outcome that
-// counts as a failure.
+// faultInvalidCredentials (an API key) or faultInvalidPassword for wrong
+// credentials, the only outcome that counts as a failure.
 func (a *Auth) authenticate(ctx context.Context, user, secret string, password bool) (tenant, cred string, f *authFault) {
 	tenant, cred, ok, err := a.checkCredentials(ctx, user, secret, password)
 	switch {
@@ -958,6 +959,8 @@ func (a *Auth) authenticate(ctx context.Context, user, secret string, password b
 	case err != nil:
 		a.cfg.Logger.Error("authenticate", "user", logValue(user), "err", err)
 		return "", "", faultIdentityUnavailable
+	case !ok && password:
+		return "", "", faultInvalidPassword
 	case !ok:
 		return "", "", faultInvalidCredentials
 	}

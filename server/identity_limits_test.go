@@ -156,6 +156,13 @@ func testLoginUnknownUserSpendsTheSameBcryptWork(t *testing.T, kind string) {
 	if bodies[0] != bodies[1] || bodies[1] != bodies[2] {
 		t.Errorf("401 bodies differ between known and unknown users: %q", bodies)
 	}
+	// The refusal names what was sent: a password, or an API key.
+	if !strings.Contains(bodies[0], "Username or password is invalid.") {
+		t.Errorf("a wrong password is answered %q", bodies[0])
+	}
+	if r := id.login("carol", "wrong", true).want(401); !strings.Contains(string(r.body), "Username or api key is invalid.") {
+		t.Errorf("a wrong API key is answered %q", r.body)
+	}
 	id.token("alice", "alice-pw", false)
 }
 
