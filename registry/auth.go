@@ -48,8 +48,12 @@ const (
 type authenticator struct {
 	client *Client
 
-	static   bool
-	authURL  string
+	static  bool
+	authURL string // AuthURL or a Region's; "" for the registry's own
+	// identity holds, without authURL, the identity endpoint of each of
+	// the client's base URLs (Client.bases): authentication goes to the
+	// current node's, and fails over as requests do.
+	identity []string
 	body     []byte // the POST /tokens body
 	tenant   string // Config.Tenant
 	username string
@@ -60,7 +64,7 @@ type authenticator struct {
 	flight    flight[AuthToken]
 }
 
-func newAuthenticator(cfg Config) (*authenticator, error) {
+func newAuthenticator(cfg Config, bases []string) (*authenticator, error) {
 	if cfg.Token != "" {
 		if cfg.Tenant == "" {
 			return nil, errors.New("registry: a static Token needs its Tenant")
@@ -76,8 +80,18 @@ func newAuthenticator(cfg Config) (*authenticator, error) {
 	a := &authenticator{tenant: cfg.Tenant, username: cfg.Username, authURL: strings.TrimRight(cfg.AuthURL, "/")}
 	if a.authURL == "" {
 		var err error
-		if a.authURL, err = identityURL(cfg); err != nil {
+		if a.authURL, err = regionAuthURL(cfg.Region); err != nil {
 			return nil, err
+		}
+	}
+	if a.authURL == "" {
+		// Credentials never go to a host the user did not name: without
+		// URL, AuthURL or Region there is none.
+		if noURL(cfg.URL) {
+			return nil, errors.New(`registry: credentials need somewhere to go: give URL (its identity endpoint is used), AuthURL, or Region "us" or "uk" for the hosted identity service`)
+		}
+		for _, b := range bases {
+			a.identity = append(a.identity, identityURL(b))
 		}
 	}
 	var req any
@@ -93,34 +107,31 @@ func newAuthenticator(cfg Config) (*authenticator, error) {
 	return a, nil
 }
 
-// identityURL is where credentials go when Config.AuthURL is not set: the
-// hosted identity service of an explicit Region, else the identity
-// endpoint of the registry the user named (same scheme and host; /v1.0
-// at the end of the path becomes /v2.0, a URL without it gets /v2.0).
-// Credentials never go to a host the user did not name: without URL,
-// AuthURL or Region there is none, and that is an error.
-func identityURL(cfg Config) (string, error) {
-	switch strings.ToLower(cfg.Region) {
+// regionAuthURL is where credentials go when Config.AuthURL is not set
+// and Region is: its hosted identity service; "" without Region.
+func regionAuthURL(region string) (string, error) {
+	switch strings.ToLower(region) {
 	case "us":
 		return AuthURLUS, nil
 	case "uk":
 		return AuthURLUK, nil
 	case "":
-	default:
-		return "", fmt.Errorf("registry: Invalid region: %s (use us or uk, or give AuthURL)", cfg.Region)
+		return "", nil
 	}
-	if cfg.URL == "" {
-		return "", errors.New(`registry: credentials need somewhere to go: give URL (its identity endpoint is used), AuthURL, or Region "us" or "uk" for the hosted identity service`)
-	}
-	u, err := url.Parse(strings.TrimRight(cfg.URL, "/"))
-	if err != nil {
-		return "", fmt.Errorf("registry: URL %q does not parse", redactedURL(cfg.URL))
-	}
+	return "", fmt.Errorf("registry: Invalid region: %s (use us or uk, or give AuthURL)", region)
+}
+
+// identityURL is where credentials go when neither Config.AuthURL nor
+// Region is set: the identity endpoint of the registry at base, a base
+// URL New checked (same scheme and host; /v1.0 at the end of the path
+// becomes /v2.0, a URL without it gets /v2.0).
+func identityURL(base string) string {
+	u, _ := url.Parse(base)
 	prefix, ok := strings.CutSuffix(u.Path, "/v1.0")
 	if !ok {
 		prefix = ""
 	}
-	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: prefix + "/v2.0"}).String(), nil
+	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: prefix + "/v2.0"}).String()
 }
 
 // canRenew reports whether a new token can be had after a 401.
@@ -215,10 +226,30 @@ func (s *flexString) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// authenticate asks the identity service for a token: POST {authURL}/tokens
-// (spec §3.1), success being 200 or 203.
+// authenticate asks the identity service for a token: at authURL, or at
+// the current node's identity endpoint, sent again at the next node's
+// when the node fails (as a read is: a login changes nothing a second one
+// would not).
 func (a *authenticator) authenticate(ctx context.Context) (AuthToken, error) {
-	u := a.authURL + "/tokens"
+	if a.identity == nil {
+		return a.authenticateAt(ctx, a.authURL)
+	}
+	c := a.client
+	i := int(c.cur.Load())
+	var tried []bool
+	for {
+		tok, err := a.authenticateAt(ctx, a.identity[i])
+		var ok bool
+		if i, ok = c.failedAt(ctx, i, err, &tried); !ok {
+			return tok, err
+		}
+	}
+}
+
+// authenticateAt asks the identity service at authURL for a token: POST
+// {authURL}/tokens (spec §3.1), success being 200 or 203.
+func (a *authenticator) authenticateAt(ctx context.Context, authURL string) (AuthToken, error) {
+	u := authURL + "/tokens"
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(a.body))
 	if err != nil {
 		return AuthToken{}, fmt.Errorf("registry: authenticate: %w", err)

@@ -34,6 +34,19 @@ type Config struct {
 	// URL is the API base URL, ending in /v1.0; DefaultURL if empty. A
 	// URL without a path (http://host:8420) means its /v1.0. Requests go
 	// to URL + "/" + tenant + path (spec §11.1, Node).
+	//
+	// URL may list the base URLs of several registry nodes that serve one
+	// registry (svcreg server over etcd), separated by commas:
+	// "http://10.0.0.1:8420,http://10.0.0.2:8420". The client sends every
+	// request to one of them, the first to begin with, and moves to the
+	// next (round robin) when a request to it gets no answer (refused,
+	// reset, a TLS failure, a timeout) or a 502, 503 or 504; later calls,
+	// and the retries of Heartbeaters and Feeds, go there. The call that
+	// failed is sent to the next URL at once if that is safe: a read, or a
+	// change that never left the client; each URL is tried at most once
+	// per call, and the last error is returned. A change whose outcome is
+	// unknown is not sent again (the caller decides, as with one URL), nor
+	// is a call whose context the caller cancelled, which moves nothing.
 	URL string `toml:"url"`
 
 	// Token is a static API token; it is never refreshed, and a 401 is
@@ -51,8 +64,9 @@ type Config struct {
 	Password string `toml:"password"`
 	// AuthURL is the identity service's base URL, ending in /v2.0. If
 	// empty, credentials go to the identity endpoint of the registry at
-	// URL (same scheme and host, /v2.0), unless Region asks for a hosted
-	// one. They never go to a host the configuration does not name: with
+	// URL (same scheme and host, /v2.0): with several URLs, that of the
+	// one the client uses, moving on as requests do. Unless Region asks
+	// for a hosted one. They never go to a host the configuration does not name: with
 	// neither URL, AuthURL nor Region, New fails.
 	AuthURL string `toml:"auth_url"`
 	// Region asks for the Rackspace-hosted identity service of a region:
@@ -88,6 +102,12 @@ type Config struct {
 	// a registry that pages without end sends. Each page counts as at
 	// least one item. DefaultMaxListItems if 0.
 	MaxListItems int `toml:"max_list_items"`
+	// OnFailover, if set, is told when the client moves from one of URL's
+	// URLs to the next: from and to as URL gives them (without any
+	// password), and the error of the request that failed. It is called
+	// once per move, from the goroutine of that request, so it should be
+	// quick and safe for concurrent use.
+	OnFailover func(from, to string, err error) `toml:"-"`
 }
 
 // plainConfig is a Config without its methods, for formatting.
@@ -102,7 +122,7 @@ func (c Config) redacted() plainConfig {
 			*f = mark
 		}
 	}
-	c.URL, c.AuthURL = redactedURL(c.URL), redactedURL(c.AuthURL)
+	c.URL, c.AuthURL = redactedURLs(c.URL), redactedURL(c.AuthURL)
 	return plainConfig(c)
 }
 
@@ -152,7 +172,14 @@ func (c *Client) MaxListItems() int { return c.maxListItems }
 // follow next_marker through every page; errors from the registry are
 // *Error values that match the sentinel errors (ErrNotFound, …).
 type Client struct {
-	base      string
+	// bases are the base URLs of Config.URL, one per registry node, and
+	// shown the same as the Config gives them, redacted, for OnFailover;
+	// cur is the index of the one requests go to (see failover).
+	bases      []string
+	shown      []string
+	cur        atomic.Uint32
+	onFailover func(from, to string, err error)
+
 	hc        *http.Client
 	transport *http.Transport // ours, nil if the caller gave HTTPClient
 	userAgent string
@@ -164,18 +191,11 @@ type Client struct {
 // New returns a Client. It checks the configuration but sends nothing;
 // Authenticate checks the credentials.
 func New(cfg Config) (*Client, error) {
-	base := strings.TrimRight(cfg.URL, "/")
-	if base == "" {
-		base = DefaultURL
+	bases, shown, err := baseURLs(cfg.URL)
+	if err != nil {
+		return nil, err
 	}
-	u, err := url.Parse(base)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("registry: URL %q is not an http(s) URL such as %s", redactedURL(cfg.URL), DefaultURL)
-	}
-	if u.Path == "" {
-		base += "/v1.0"
-	}
-	auth, err := newAuthenticator(cfg)
+	auth, err := newAuthenticator(cfg, bases)
 	if err != nil {
 		return nil, err
 	}
@@ -190,7 +210,7 @@ func New(cfg Config) (*Client, error) {
 			return nil, err
 		}
 	}
-	c := &Client{base: base, hc: cfg.HTTPClient, userAgent: cfg.UserAgent, auth: auth, maxListItems: cfg.MaxListItems}
+	c := &Client{bases: bases, shown: shown, onFailover: cfg.OnFailover, hc: cfg.HTTPClient, userAgent: cfg.UserAgent, auth: auth, maxListItems: cfg.MaxListItems}
 	if c.maxListItems <= 0 {
 		c.maxListItems = DefaultMaxListItems
 	}
@@ -297,10 +317,13 @@ type call struct {
 	body   any // encoded as JSON when not nil
 }
 
-// do sends a request and decodes a 2xx answer's body into out (if not nil
-// and the body is not empty). A 401 makes it authenticate again and send
-// the request once more (spec §11.1). It returns the answer's headers.
-// The body is always drained and closed, so the connection is reused.
+// do sends a request to the current node and decodes a 2xx answer's body
+// into out (if not nil and the body is not empty). A 401 makes it
+// authenticate again and send the request once more (spec §11.1). A
+// failure of the node sends it to the next, unless it is a change that
+// may have been applied (see Config.URL). It returns the answer's
+// headers. The body is always drained and closed, so the connection is
+// reused.
 func (c *Client) do(ctx context.Context, r call, out any) (http.Header, error) {
 	var body []byte
 	if r.body != nil {
@@ -309,22 +332,34 @@ func (c *Client) do(ctx context.Context, r call, out any) (http.Header, error) {
 			return nil, fmt.Errorf("registry: encode %s %s body: %w", r.method, r.path, err)
 		}
 	}
-	for attempt := 0; ; attempt++ {
+	renewed := false
+	next := -1 // the node to send to after a failure; -1: the current one
+	var tried []bool
+	for {
 		tok, err := c.auth.token(ctx)
 		if err != nil {
 			return nil, err
 		}
-		u := c.base + "/" + url.PathEscape(tok.Tenant) + r.path
+		// After the token: authenticating may have moved the current node.
+		i := next
+		if i < 0 {
+			i = int(c.cur.Load())
+		}
+		u := c.bases[i] + "/" + url.PathEscape(tok.Tenant) + r.path
 		if len(r.query) > 0 {
 			u += "?" + r.query.Encode()
 		}
 		h, err := c.send(ctx, r.method, u, tok.ID, body, out)
 		var e *Error
-		if attempt == 0 && errors.As(err, &e) && e.StatusCode == http.StatusUnauthorized && c.auth.canRenew() {
+		if !renewed && errors.As(err, &e) && e.StatusCode == http.StatusUnauthorized && c.auth.canRenew() {
+			renewed, next = true, i
 			c.auth.invalidate(tok.ID)
 			continue
 		}
-		return h, err
+		var ok bool
+		if next, ok = c.failedAt(ctx, i, err, &tried); !ok || errors.Is(err, ErrOutcomeUnknown) {
+			return h, err
+		}
 	}
 }
 

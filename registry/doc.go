@@ -20,8 +20,11 @@
 // ErrRateLimited, ErrUnauthorized and ErrMarkerExpired with errors.Is; a
 // rate-limited write's Error says in RetryAfter how long to wait. A
 // change that was sent but got no answer also matches ErrOutcomeUnknown.
-// The client retries nothing by itself except one new login after a 401:
-// the Heartbeater, Register, Feed and ServicesCache do their own retrying.
+// The client retries nothing by itself except one new login after a 401,
+// and, given the URLs of several registry nodes (Config.URL), a request
+// that a node failed to answer, at the next node, when sending it again is
+// safe: the Heartbeater, Register, Feed and ServicesCache do their own
+// retrying.
 //
 // On top of the calls:
 //   - Register creates a service (waiting out a dead instance that still

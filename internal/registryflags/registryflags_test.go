@@ -2,6 +2,7 @@ package registryflags
 
 import (
 	"flag"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -167,7 +168,7 @@ func TestResolvePrecedence(t *testing.T) {
 				t.Fatal(err)
 			}
 			got := Resolve(tc.file, fs, given)
-			if got != tc.want {
+			if !reflect.DeepEqual(got, tc.want) {
 				t.Fatalf("Resolve = %+v, want %+v", got, tc.want)
 			}
 			err := Check(got)

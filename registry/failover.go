@@ -1,0 +1,163 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// noURL reports whether a Config.URL names no registry (DefaultURL is
+// then used, and credentials have nowhere to go unless AuthURL or Region
+// says).
+func noURL(list string) bool { return strings.TrimRight(list, "/") == "" }
+
+// URLs returns the URLs that URL lists (one, or several separated by
+// commas), as given, without the spaces around them; none if URL is
+// empty. A comma splits only where another URL (scheme://) follows.
+func (c Config) URLs() []string {
+	if c.URL == "" {
+		return nil
+	}
+	return splitURLs(c.URL)
+}
+
+// splitURLs splits a Config.URL into its URLs, with the spaces around
+// each dropped. Only a comma followed by another URL (scheme://) splits:
+// one inside a URL, in its password, path or query (where RFC 3986
+// allows it), does not, so that such a URL given alone means what it
+// always did, and a password in it is never cut apart.
+func splitURLs(list string) []string {
+	var urls []string
+	for _, s := range strings.Split(list, ",") {
+		t := strings.TrimSpace(s)
+		if n := len(urls); n > 0 && urls[n-1] != "" && t != "" && !startsURL(t) {
+			urls[n-1] += "," + s
+			continue
+		}
+		urls = append(urls, t)
+	}
+	for i, u := range urls {
+		urls[i] = strings.TrimSpace(u)
+	}
+	return urls
+}
+
+// startsURL reports whether s starts with a scheme and "://".
+func startsURL(s string) bool {
+	scheme, _, ok := strings.Cut(s, "://")
+	if !ok || scheme == "" {
+		return false
+	}
+	for i, r := range scheme {
+		letter := 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z'
+		if !letter && (i == 0 || !('0' <= r && r <= '9' || r == '+' || r == '-' || r == '.')) {
+			return false
+		}
+	}
+	return true
+}
+
+// redactedURLs is a Config.URL as an error or a log may show it: each of
+// its URLs redacted as redactedURL does.
+func redactedURLs(list string) string {
+	urls := splitURLs(list)
+	for i, u := range urls {
+		urls[i] = redactedURL(u)
+	}
+	return strings.Join(urls, ",")
+}
+
+// baseURLs returns the base URLs of a Config.URL, each checked and
+// normalised (a URL without a path means its /v1.0), and each as the
+// configuration gives it, redacted, to show; DefaultURL if it names none.
+// An empty or bad element is an error that names it.
+func baseURLs(list string) (bases, shown []string, err error) {
+	if noURL(list) {
+		return []string{DefaultURL}, []string{DefaultURL}, nil
+	}
+	urls := splitURLs(list)
+	for i, s := range urls {
+		base := strings.TrimRight(s, "/")
+		u, err := url.Parse(base)
+		if err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" {
+			if u.Path == "" {
+				base += "/v1.0"
+			}
+			bases, shown = append(bases, base), append(shown, redactedURL(s))
+			continue
+		}
+		switch {
+		case len(urls) == 1:
+			return nil, nil, fmt.Errorf("registry: URL %q is not an http(s) URL such as %s", redactedURL(list), DefaultURL)
+		case s == "":
+			return nil, nil, fmt.Errorf("registry: URL %d of %d in %q is empty: separate the URLs with single commas", i+1, len(urls), redactedURLs(list))
+		}
+		return nil, nil, fmt.Errorf("registry: URL %d of %d, %q, is not an http(s) URL such as %s", i+1, len(urls), redactedURL(s), DefaultURL)
+	}
+	return bases, shown, nil
+}
+
+// failedAt handles the failure err of a request that a call sent to node
+// i (Client.bases[i]). When err says the node failed (see failover), the
+// current node moves on from i, and failedAt returns the node to send
+// the request to next: the current one, or the first after it that the
+// call has not tried. ok is false when the request should not be sent
+// again: the node did not fail, the call's ctx has ended, or the call has
+// tried every node. tried records the nodes the call has tried; it is nil
+// until the first failure.
+func (c *Client) failedAt(ctx context.Context, i int, err error, tried *[]bool) (next int, ok bool) {
+	if err == nil || !c.failover(ctx, i, err) || ctx.Err() != nil {
+		return 0, false
+	}
+	n := len(c.bases)
+	if *tried == nil {
+		*tried = make([]bool, n)
+	}
+	(*tried)[i] = true
+	next = int(c.cur.Load())
+	for range n {
+		if !(*tried)[next] {
+			return next, true
+		}
+		next = (next + 1) % n
+	}
+	return 0, false
+}
+
+// failover reports whether err, the failure of a request sent to node i
+// under ctx, says that the node failed, and then moves the current node
+// from i to the next, round robin, and tells OnFailover. Requests that
+// fail at node i together move it once: the move is a compare-and-swap
+// from i, so that none of them skips a node another has just moved to.
+// With one URL there is nowhere to move and nothing fails over.
+func (c *Client) failover(ctx context.Context, i int, err error) bool {
+	if len(c.bases) == 1 || !nodeFailed(ctx, err) {
+		return false
+	}
+	next := (i + 1) % len(c.bases)
+	if c.cur.CompareAndSwap(uint32(i), uint32(next)) && c.onFailover != nil {
+		c.onFailover(c.shown[i], c.shown[next], err)
+	}
+	return true
+}
+
+// nodeFailed reports whether err, the failure of a request sent under
+// ctx, says that the node it went to failed: it got no HTTP answer (a
+// connection refused or reset, a TLS failure, a timeout, the request's
+// own deadline reached while it waited: the errors of http.Client.Do are
+// *url.Error), or 502, 503 or 504 (a node that cannot reach its store
+// answers 503). The caller's own cancellation says nothing of the node.
+func nodeFailed(ctx context.Context, err error) bool {
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return false
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return e.StatusCode == http.StatusBadGateway || e.StatusCode == http.StatusServiceUnavailable || e.StatusCode == http.StatusGatewayTimeout
+	}
+	var ue *url.Error
+	return errors.As(err, &ue)
+}

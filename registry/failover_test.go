@@ -1,0 +1,450 @@
+package registry_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/svcreg/svcreg/internal/freeport"
+	"github.com/svcreg/svcreg/internal/testserver"
+	"github.com/svcreg/svcreg/registry"
+)
+
+// deadURL is a registry node that is down: nothing listens on port 1, so
+// connections to it are refused.
+const deadURL = "http://127.0.0.1:1"
+
+// moves records a client's moves from one registry URL to the next
+// (Config.OnFailover) as "from -> to".
+type moves struct {
+	mu   sync.Mutex
+	list []string
+}
+
+func (m *moves) record(from, to string, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.list = append(m.list, from+" -> "+to)
+}
+
+func (m *moves) get() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.list)
+}
+
+// expect checks that the client moved once, from from to to.
+func (m *moves) expect(t *testing.T, from, to string) {
+	t.Helper()
+	if got, want := m.get(), []string{from + " -> " + to}; !slices.Equal(got, want) {
+		t.Errorf("moves %q, want %q", got, want)
+	}
+}
+
+// failoverClient returns a client for cfg that records its moves.
+func failoverClient(t *testing.T, cfg registry.Config) (*registry.Client, *moves) {
+	t.Helper()
+	m := &moves{}
+	cfg.OnFailover = m.record
+	c, err := registry.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, m
+}
+
+// startNode serves h as a registry node on a loopback port reserved for
+// the test, so that once the node is closed no other test's server takes
+// its port: requests to it are then refused, as by a node that is down.
+func startNode(t *testing.T, h http.Handler) *httptest.Server {
+	t.Helper()
+	port, release, err := freeport.Reserve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(release)
+	ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := httptest.NewUnstartedServer(h)
+	s.Listener.Close()
+	s.Listener = ln
+	s.Start()
+	t.Cleanup(s.Close)
+	return s
+}
+
+// frontNode is another node of srv's registry: it passes every request
+// on to srv, as a second svcreg server over the same etcd would serve it.
+// It counts the long-polls it gets in polls.
+func frontNode(t *testing.T, srv *testserver.Server, polls *atomic.Int32) *httptest.Server {
+	t.Helper()
+	u, err := url.Parse(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	rp.ErrorLog = log.New(io.Discard, "", 0) // the requests cut when it shuts down
+	return startNode(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("wait") != "" {
+			polls.Add(1)
+		}
+		rp.ServeHTTP(w, r)
+	}))
+}
+
+// shutDown stops a node as a crash does: the connections it holds are
+// cut, and new ones are refused.
+func shutDown(s *httptest.Server) {
+	s.Listener.Close()
+	s.CloseClientConnections()
+	s.Close()
+}
+
+// statusNode is a registry node that answers every request with status,
+// counting them.
+func statusNode(t *testing.T, status int) (*httptest.Server, *atomic.Int32) {
+	t.Helper()
+	var hits atomic.Int32
+	return startNode(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		fmt.Fprintf(w, `{"type":"serviceUnavailable","code":%d,"message":"node failing","txnId":"node"}`, status)
+	})), &hits
+}
+
+// A read that gets no answer (connection refused) from the first URL is
+// sent to the next at once, which later calls then use; credentials go to
+// the identity endpoint of the node in use, failing over the same way.
+func TestFailoverRead(t *testing.T) {
+	t.Parallel()
+	p := &proxy{}
+	srv := testserver.Start(t, testserver.Options{Wrap: p.wrap})
+	ctx := testContext(t)
+	token, tenant := srv.Token("failover-read")
+	logins := p.count("POST /v2.0/tokens", 0)
+	for _, tc := range []struct {
+		name string
+		cfg  registry.Config
+	}{
+		{"static token", registry.Config{Token: token, Tenant: tenant}},
+		{"credentials", registry.Config{Username: "failover-read", APIKey: "dev"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.cfg.URL = deadURL + "," + srv.URL
+			c, m := failoverClient(t, tc.cfg)
+			before := p.count("/limits", 0)
+			for range 2 {
+				if _, err := c.Limits(ctx); err != nil {
+					t.Fatalf("Limits with the first URL down: %v", err)
+				}
+			}
+			m.expect(t, deadURL, srv.URL)
+			if n := p.count("/limits", 0) - before; n != 2 {
+				t.Errorf("%d requests reached the live node, want 2", n)
+			}
+		})
+	}
+	if n := p.count("POST /v2.0/tokens", http.StatusOK) - logins; n != 1 {
+		t.Errorf("%d logins at the live node, want 1", n)
+	}
+}
+
+// A change refused before it was sent goes to the next URL; one that was
+// sent and got no answer is not sent again (it may have been applied),
+// but later calls go to the next URL.
+func TestFailoverChange(t *testing.T) {
+	t.Parallel()
+	p := &proxy{}
+	srv := testserver.Start(t, testserver.Options{Wrap: p.wrap})
+	ctx := testContext(t)
+	token, tenant := srv.Token("failover-change")
+
+	t.Run("refused", func(t *testing.T) {
+		c, m := failoverClient(t, registry.Config{URL: deadURL + "," + srv.APIURL, Token: token, Tenant: tenant})
+		if _, err := c.CreateService(ctx, registry.Service{ID: "refused-1", HeartbeatTimeout: 30}); err != nil {
+			t.Fatalf("create with the first URL refusing connections: %v", err)
+		}
+		if _, err := c.GetService(ctx, "refused-1"); err != nil {
+			t.Error(err)
+		}
+		m.expect(t, deadURL, srv.APIURL)
+	})
+
+	t.Run("outcome unknown", func(t *testing.T) {
+		var hits atomic.Int32
+		// A node that takes the request and dies before it answers.
+		cut := startNode(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			hits.Add(1)
+			io.Copy(io.Discard, r.Body)
+			if conn, _, err := w.(http.Hijacker).Hijack(); err == nil {
+				conn.Close()
+			}
+		}))
+		c, m := failoverClient(t, registry.Config{URL: cut.URL + "," + srv.APIURL, Token: token, Tenant: tenant})
+		before := p.count("POST", 0)
+		_, err := c.CreateService(ctx, registry.Service{ID: "unknown-1", HeartbeatTimeout: 30})
+		if !errors.Is(err, registry.ErrOutcomeUnknown) {
+			t.Fatalf("create cut off after it was sent: %v, want ErrOutcomeUnknown", err)
+		}
+		if n := p.count("POST", 0) - before; n != 0 {
+			t.Errorf("the create was sent again to the next URL (%d requests): its outcome was unknown", n)
+		}
+		m.expect(t, cut.URL, srv.APIURL)
+		if _, err := c.GetService(ctx, "unknown-1"); !errors.Is(err, registry.ErrNotFound) {
+			t.Errorf("get after the move: %v, want the live node's 404", err)
+		}
+		if n := hits.Load(); n != 1 {
+			t.Errorf("%d requests reached the node that failed, want 1", n)
+		}
+	})
+}
+
+// 502, 503 and 504 say the node failed: a read goes on to the next URL, a
+// change does not (the registry may have applied it) but moves the URL.
+// Other answers, a 500 included, are the registry's: nothing moves.
+func TestFailoverStatuses(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	ctx := testContext(t)
+	token, tenant := srv.Token("failover-status")
+	for _, status := range []int{http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout} {
+		t.Run(strconv.Itoa(status), func(t *testing.T) {
+			node, hits := statusNode(t, status)
+			cfg := registry.Config{URL: node.URL + "," + srv.APIURL, Token: token, Tenant: tenant}
+			c, m := failoverClient(t, cfg)
+			_, err := c.Limits(ctx)
+			if status == http.StatusInternalServerError {
+				var e *registry.Error
+				if !errors.As(err, &e) || e.StatusCode != status {
+					t.Errorf("Limits: %v, want the node's %d", err, status)
+				}
+				if got := m.get(); len(got) != 0 {
+					t.Errorf("moves %q, want none", got)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Limits: %v, want the next node's answer", err)
+			}
+			m.expect(t, node.URL, srv.APIURL)
+
+			// A new client, which starts at the failing node, for a change.
+			c2, m2 := failoverClient(t, cfg)
+			_, err = c2.CreateService(ctx, registry.Service{ID: "status-" + strconv.Itoa(status), HeartbeatTimeout: 30})
+			var e *registry.Error
+			if !errors.Is(err, registry.ErrOutcomeUnknown) || !errors.As(err, &e) || e.StatusCode != status {
+				t.Fatalf("create answered %d: %v, want ErrOutcomeUnknown with the *Error", status, err)
+			}
+			if _, err := c2.GetService(ctx, "status-"+strconv.Itoa(status)); !errors.Is(err, registry.ErrNotFound) {
+				t.Errorf("get after the create: %v, want the live node's 404 (the create not sent again)", err)
+			}
+			m2.expect(t, node.URL, srv.APIURL)
+			if n := hits.Load(); n != 2 {
+				t.Errorf("%d requests reached the failing node, want 2", n)
+			}
+		})
+	}
+}
+
+// Requests that fail at one URL together move the client once, to the
+// next URL: none skips it for the one after.
+func TestConcurrentFailuresMoveOnce(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	ctx := testContext(t)
+	token, tenant := srv.Token("failover-concurrent")
+	const n = 8
+	var arrived atomic.Int32
+	all := make(chan struct{})
+	// The first node answers 503 once all n requests are in.
+	first := startNode(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if arrived.Add(1) == n {
+			close(all)
+		}
+		select {
+		case <-all:
+		case <-r.Context().Done():
+		}
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	third, thirdHits := statusNode(t, http.StatusServiceUnavailable)
+	c, m := failoverClient(t, registry.Config{URL: strings.Join([]string{first.URL, srv.URL, third.URL}, ","), Token: token, Tenant: tenant})
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := c.Limits(ctx)
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("Limits: %v", err)
+		}
+	}
+	m.expect(t, first.URL, srv.URL)
+	if h := thirdHits.Load(); h != 0 {
+		t.Errorf("%d requests went to the third URL; the second was live", h)
+	}
+}
+
+// Each URL of a list is checked as one alone is; an empty or bad one is
+// an error that names it, without a password it may hold.
+func TestURLList(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		url  string
+		want string // in the error; "" if New accepts it
+		urls []string
+	}{
+		{url: "http://a:8420,http://b:8420/v1.0", urls: []string{"http://a:8420", "http://b:8420/v1.0"}},
+		{url: " http://a:8420/ , https://b ", urls: []string{"http://a:8420/", "https://b"}},
+		// A comma inside one URL (its password) does not split it.
+		{url: "http://u:pa,ss@a:8420", urls: []string{"http://u:pa,ss@a:8420"}},
+		{url: "http://a:8420,,http://b:8420", want: `URL 2 of 3 in "http://a:8420,,http://b:8420" is empty`},
+		{url: "http://a:8420,", want: "URL 2 of 2"},
+		{url: ",http://a:8420", want: "URL 1 of 2"},
+		{url: "http://a:8420,ftp://u:s3cret@b", want: `URL 2 of 2, "ftp://…@b", is not an http(s) URL`},
+		{url: "http://a:8420,http://", want: `URL 2 of 2, "http://", is not`},
+		{url: "a:8420", want: `URL "a:8420" is not an http(s) URL`},
+	} {
+		_, err := registry.New(registry.Config{URL: tc.url, Token: "t", Tenant: "1"})
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("New(%q): %v", tc.url, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "s3cret")):
+			t.Errorf("New(%q) = %v, want an error saying %q", tc.url, err, tc.want)
+		}
+		if got := (registry.Config{URL: tc.url}).URLs(); tc.urls != nil && !slices.Equal(got, tc.urls) {
+			t.Errorf("URLs of %q = %q, want %q", tc.url, got, tc.urls)
+		}
+	}
+}
+
+// A Config shows each of its URLs without its password.
+func TestURLListHidesPasswords(t *testing.T) {
+	t.Parallel()
+	cfg := registry.Config{URL: "http://u:s3cret@a.example:8420,http://v:s3cret@b.example:8420", Token: "t", Tenant: "1"}
+	var js bytes.Buffer
+	slog.New(slog.NewJSONHandler(&js, nil)).Info("start", "registry", cfg)
+	for _, out := range []string{cfg.String(), fmt.Sprintf("%#v", cfg), js.String()} {
+		if strings.Contains(out, "s3cret") || !strings.Contains(out, "a.example") || !strings.Contains(out, "b.example") {
+			t.Errorf("%s\nwant both hosts, and no password", out)
+		}
+	}
+}
+
+// A URL whose password holds a comma still works, alone.
+func TestCommaInURLPassword(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	token, tenant := srv.Token("comma-password")
+	c, err := registry.New(registry.Config{URL: strings.Replace(srv.APIURL, "http://", "http://u:pa,ss@", 1), Token: token, Tenant: tenant})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Limits(testContext(t)); err != nil {
+		t.Error(err)
+	}
+}
+
+// A heartbeater whose node shuts down goes on heartbeating at the next,
+// with the same token (any node takes it).
+func TestHeartbeaterFailsOver(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	front := frontNode(t, srv, new(atomic.Int32))
+	c, m := failoverClient(t, registry.Config{URL: front.URL + "," + srv.URL, Username: "hb-failover", APIKey: "dev"})
+	ctx := testContext(t)
+	opts, ch := beats(registry.HeartbeatOptions{Interval: 50 * time.Millisecond})
+	h, err := c.Register(ctx, registry.Service{ID: "hb-1", HeartbeatTimeout: 5}, registry.RegisterOptions{Heartbeat: opts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Stop()
+	if b := nextBeat(t, ch); b.Err != nil {
+		t.Fatalf("first beat: %v", b.Err)
+	}
+	if got := m.get(); len(got) != 0 {
+		t.Fatalf("moves %q before the node shut down", got)
+	}
+	shutDown(front)
+	for ok := 0; ok < 3; {
+		b := nextBeat(t, ch)
+		if b.Err == nil {
+			ok++
+		} else if b.Failures > 1 {
+			t.Fatalf("beat failed %d times in a row after the first node shut down: %v", b.Failures, b.Err)
+		}
+	}
+	m.expect(t, front.URL, srv.URL)
+	if s, err := c.GetService(ctx, "hb-1"); err != nil || s.LastSeen.IsZero() {
+		t.Errorf("service after the move: %+v, %v", s, err)
+	}
+}
+
+// A long-poll cut off by its node's death is sent again, at once, to the
+// next node, and the feed goes on from where it was without an error.
+func TestFeedFailsOver(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	var polls atomic.Int32
+	front := frontNode(t, srv, &polls)
+	c, m := failoverClient(t, registry.Config{URL: front.URL + "," + srv.URL, Username: "feed-failover", APIKey: "dev"})
+	ctx := testContext(t)
+	page, err := c.ListServicesPage(ctx, registry.ServiceListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var errs atomic.Int32
+	feed := c.NewFeed(page.FeedMarker, registry.WatchOptions{Wait: 30 * time.Second, OnError: func(error, time.Duration) { errs.Add(1) }})
+	type result struct {
+		ev  registry.Event
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		ev, err := feed.Next(ctx)
+		got <- result{ev, err}
+	}()
+	eventually(t, "a long-poll at the first node", func() bool { return polls.Load() > 0 })
+	shutDown(front)
+	if _, err := c.CreateService(ctx, registry.Service{ID: "after-1", HeartbeatTimeout: 30}); err != nil {
+		t.Fatal(err)
+	}
+	r := <-got
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if s, err := r.ev.Service(); err != nil || s.ID != "after-1" {
+		t.Errorf("event %+v (%v), want after-1's join", r.ev, err)
+	}
+	if n := errs.Load(); n != 0 {
+		t.Errorf("%d errors retried with a backoff; want the cut long-poll sent to the next node at once", n)
+	}
+	m.expect(t, front.URL, srv.URL)
+}
