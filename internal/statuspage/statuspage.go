@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/svcreg/svcreg/internal/ui"
+	"github.com/svcreg/svcreg/registry"
 	"github.com/svcreg/svcreg/render"
 )
 
@@ -83,14 +84,20 @@ func Handler(c Config) http.Handler {
 }
 
 // PublicURL is u without user info, query or fragment, which could hold
-// credentials; "" if u does not parse.
+// credentials; "" if u does not parse. A list of URLs (a
+// registry.Config.URL) is shown so URL by URL.
 func PublicURL(u string) string {
-	p, err := url.Parse(u)
-	if err != nil {
-		return ""
+	urls := registry.Config{URL: u}.URLs()
+	for i, s := range urls {
+		p, err := url.Parse(s)
+		if err != nil {
+			urls[i] = ""
+			continue
+		}
+		p.User, p.RawQuery, p.ForceQuery, p.Fragment, p.RawFragment = nil, "", false, "", ""
+		urls[i] = p.String()
 	}
-	p.User, p.RawQuery, p.ForceQuery, p.Fragment, p.RawFragment = nil, "", false, "", ""
-	return p.String()
+	return strings.Join(urls, ",")
 }
 
 type view struct {

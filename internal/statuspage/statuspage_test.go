@@ -122,6 +122,9 @@ func TestPublicURL(t *testing.T) {
 		"http://h/v1.0":                        "http://h/v1.0",
 		"http://h/v1.0?":                       "http://h/v1.0",
 		"://bad":                               "",
+		// Each URL of a list, a password with a comma included.
+		"http://a:1,http://u:p@b:2/v1.0?t=x": "http://a:1,http://b:2/v1.0",
+		"http://a, http://u:p,q@b":           "http://a,http://b",
 	} {
 		if got := PublicURL(in); got != want {
 			t.Errorf("PublicURL(%q) = %q, want %q", in, got, want)
