@@ -76,17 +76,19 @@ func Main(ctx context.Context, prog string, args []string, stdin io.Reader, stdo
 		transport.TLSClientConfig.RootCAs = roots
 		rc.CACert = ""
 	}
+	log, err := newLogger(stderr, cfg.LogFormat, cfg.LogLevel, prog)
+	if err != nil {
+		return usage(err)
+	}
+	log = log.With("service", cfg.Service.ID)
 	rc.HTTPClient = &http.Client{Transport: transport, Timeout: requestTimeout}
+	rc.OnFailover = registryflags.LogFailover(log)
 	client, err := registry.New(rc)
 	if err != nil {
 		return usage(err)
 	}
 	defer transport.CloseIdleConnections()
-	log, err := newLogger(stderr, cfg.LogFormat, cfg.LogLevel, prog)
-	if err != nil {
-		return usage(err)
-	}
-	return Run(ctx, cfg, Deps{Client: client, Logger: log.With("service", cfg.Service.ID), Stdin: stdin, Stdout: stdout, Stderr: stderr})
+	return Run(ctx, cfg, Deps{Client: client, Logger: log, Stdin: stdin, Stdout: stdout, Stderr: stderr})
 }
 
 // newLogger builds the wrapper's logger for --log-format and --log-level.

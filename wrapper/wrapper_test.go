@@ -337,6 +337,30 @@ func TestRegistryOutageKeepsTheCommand(t *testing.T) {
 	f.assertGone("outage")
 }
 
+// TestFailsOverToTheNextURL: given the URLs of several registry nodes,
+// the wrapper registers and heartbeats at the next when the first is down,
+// and says so in one log line.
+func TestFailsOverToTheNextURL(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	const dead = "http://127.0.0.1:1" // nothing listens: refused
+	env := append(f.env(), "SVCREG_URL="+dead+","+f.srv.APIURL)
+	w := startWrapper(t, f.dir, env, append([]string{"--id=failover", "--interval=1"}, sh(untilStop, f.dir)...)...)
+	f.waitRegistered("failover")
+	waitFor(t, "a heartbeat", func() bool {
+		s, err := f.service("failover")
+		return err == nil && !s.LastSeen.IsZero()
+	})
+	touch(t, f.path("stop"))
+	if code := w.wait(); code != 0 {
+		t.Errorf("exit code %d, want 0", code)
+	}
+	f.assertGone("failover")
+	if n := strings.Count(w.logs(), "registry "+dead+" failed"); n != 1 || !strings.Contains(w.logs(), "; using "+f.srv.APIURL) {
+		t.Errorf("the wrapper's log says %d times that the registry at %s failed; want once, and that it uses %s:\n%s", n, dead, f.srv.APIURL, w.logs())
+	}
+}
+
 // TestRegistrationWaitsOutRetryAfter: a create refused by the registry's
 // write limit is sent again after the answer's Retry-After (whole seconds),
 // not at the backoff's first 250 ms.

@@ -181,6 +181,7 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	if err != nil {
 		return exitCodeError{exitConfig, err}
 	}
+	cfg.Registry.OnFailover = registryflags.LogFailover(log)
 	client, err := registryflags.NewClient(cfg.Registry)
 	if err != nil {
 		return usageError{err.Error()}

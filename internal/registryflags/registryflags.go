@@ -6,6 +6,7 @@ package registryflags
 import (
 	"errors"
 	"flag"
+	"log/slog"
 	"os"
 
 	"github.com/svcreg/svcreg/registry"
@@ -19,8 +20,8 @@ var flags = []struct {
 	field            func(*registry.Config) *string
 	secret           bool
 }{
-	{"url", "SVCREG_URL", "registry API `URL`, e.g. http://127.0.0.1:8420/v1.0", func(c *registry.Config) *string { return &c.URL }, false},
-	{"auth-url", "SVCREG_AUTH_URL", "identity `URL` (Keystone v2); default: the registry's own, the scheme and host of --url with /v2.0", func(c *registry.Config) *string { return &c.AuthURL }, false},
+	{"url", "SVCREG_URL", "registry API `URL`, e.g. http://127.0.0.1:8420/v1.0, or the URLs of several nodes separated by commas\n(requests go to the first, and move to the next when one fails)", func(c *registry.Config) *string { return &c.URL }, false},
+	{"auth-url", "SVCREG_AUTH_URL", "identity `URL` (Keystone v2); default: the registry's own, the scheme and host of --url (of the URL in use, with several) with /v2.0", func(c *registry.Config) *string { return &c.AuthURL }, false},
 	{"token", "SVCREG_TOKEN", "static API `token` (with --tenant) instead of credentials", func(c *registry.Config) *string { return &c.Token }, true},
 	{"tenant", "SVCREG_TENANT", "tenant `id`", func(c *registry.Config) *string { return &c.Tenant }, false},
 	{"username", "SVCREG_USERNAME", "`user` name for the identity endpoint", func(c *registry.Config) *string { return &c.Username }, false},
@@ -104,6 +105,14 @@ func Check(c registry.Config) error {
 		return errors.New("conflicting credentials: a static token (--token or SVCREG_TOKEN) and an API key or password are both set; give one")
 	}
 	return nil
+}
+
+// LogFailover returns a registry.Config.OnFailover that logs each move of
+// the client from one registry URL to the next as a warning on log.
+func LogFailover(log *slog.Logger) func(from, to string, err error) {
+	return func(from, to string, err error) {
+		log.Warn("registry "+from+" failed; using "+to, "err", err)
+	}
 }
 
 // NewClient checks c and returns a client for it.

@@ -1,7 +1,10 @@
 package registryflags
 
 import (
+	"bytes"
+	"errors"
 	"flag"
+	"log/slog"
 	"reflect"
 	"strings"
 	"testing"
@@ -16,6 +19,7 @@ func TestCheck(t *testing.T) {
 		err  string
 	}{
 		{"credentials: the registry's own identity endpoint", registry.Config{URL: "http://h:8420", Username: "u", APIKey: "k"}, ""},
+		{"several registry URLs", registry.Config{URL: "http://h1:8420,http://h2:8420/v1.0", Username: "u", APIKey: "k"}, ""},
 		{"explicit auth URL", registry.Config{URL: "http://h/v1.0", AuthURL: "http://id/v2.0", Username: "u", Password: "p"}, ""},
 		{"region picks Rackspace identity", registry.Config{URL: "http://h/v1.0", Region: "uk", Username: "u", APIKey: "k"}, ""},
 		{"static token", registry.Config{URL: "http://h/v1.0", Token: "t", Tenant: "7777"}, ""},
@@ -179,5 +183,14 @@ func TestResolvePrecedence(t *testing.T) {
 				t.Fatalf("Check = %v, want %q", err, tc.check)
 			}
 		})
+	}
+}
+
+// A move to the next registry URL is one warning that names both.
+func TestLogFailover(t *testing.T) {
+	var b bytes.Buffer
+	LogFailover(slog.New(slog.NewTextHandler(&b, nil)))("http://a:8420", "http://b:8420", errors.New("connection refused"))
+	if want := `level=WARN msg="registry http://a:8420 failed; using http://b:8420" err="connection refused"`; !strings.Contains(b.String(), want) || strings.Count(b.String(), "\n") != 1 {
+		t.Errorf("logged %q, want one line holding %q", b.String(), want)
 	}
 }
