@@ -794,7 +794,7 @@ func (s *Store) reapCopies(ctx context.Context, tenant string) error {
 			if e.stored+int64(time.Minute) < now {
 				delete(s.copies.m, k)
 			}
-		case e.state.Deadline <= now:
+		case e.state.Deadline <= now && (e.pending || !s.graced(e.state.Deadline, impliedTimeout(e.state), now)):
 			due = append(due, copyDue{k, *e})
 		}
 	}

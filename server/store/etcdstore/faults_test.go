@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -500,5 +501,118 @@ func TestWatchLeavesSilentMember(t *testing.T) {
 	}
 	if v := n[1].metric("svcreg_store_etcd_watch_stalls_total"); v == 0 {
 		t.Error("no watch of node 1 left a silent member")
+	}
+}
+
+// An etcd outage longer than a service's timeout is, to its client, a
+// registry that is down. When etcd is back, the deadlines that passed
+// meanwhile time out no live service whose client retries (here once a
+// second, as a client that backs off does): as after a restart of every
+// node, each gets its full timeout again. A service whose client died
+// during the outage, held by a node or not, times out once, after that.
+func TestEtcdOutageTimesOutNoLiveService(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.Start(t, etcdtest.Options{Members: 3})
+	n := startNodes(t, c, 2, etcdstore.Options{NodeTTL: 2 * time.Second, RequestTimeout: time.Second})
+	u := login(t, n[0], "etcd-outage")
+	marker := u.listMarker(n[0])
+	const timeout = 6
+	live := []string{"live-0", "live-1", "live-2", "live-3"}
+	toks := map[string]string{}
+	for i, id := range live {
+		toks[id] = u.create(n[i%2], id, timeout)
+	}
+	// Its client dies with the outage: held by the node it heartbeated
+	// at, and never heartbeated (its stored deadline the one).
+	u.heartbeat(n[0], "dead-held", u.create(n[0], "dead-held", 3))
+	u.create(n[1], "dead-unheld", 3)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var refused []string
+	beats := make([]atomic.Int64, len(live))
+	for i, id := range live {
+		wg.Go(func() {
+			tok := toks[id]
+			for ctx.Err() == nil {
+				r, err := u.tryCtx(ctx, n[i%2], "POST", "/services/"+id+"/heartbeat", map[string]string{"token": tok})
+				switch {
+				case err == nil && r.code == http.StatusOK:
+					var out struct{ Token string }
+					r.json(&out)
+					tok = out.Token
+					beats[i].Add(1)
+				case err == nil && r.code == http.StatusNotFound:
+					mu.Lock()
+					refused = append(refused, fmt.Sprintf("%s: %s", id, r.body))
+					mu.Unlock()
+					return
+				}
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Second):
+				}
+			}
+		})
+	}
+
+	c.Stop()
+	time.Sleep((timeout + 1) * time.Second) // every deadline passes
+	c.Restart()
+	// Every live service heartbeats again after the outage.
+	after := make([]int64, len(live))
+	for i := range live {
+		after[i] = beats[i].Load()
+	}
+	gone := func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(refused)
+	}
+	for i := range live {
+		for deadline := time.Now().Add(30 * time.Second); beats[i].Load() < after[i]+3; time.Sleep(100 * time.Millisecond) {
+			if g := gone(); len(g) > 0 {
+				t.Fatalf("live services refused after the outage: %q", g)
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: no heartbeat got through for 30 s after etcd came back", live[i])
+			}
+		}
+	}
+	// The dead ones time out, once each.
+	want := map[string]bool{"service.timeout dead-held": true, "service.timeout dead-unheld": true}
+	var got []string
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		got = got[:0]
+		for _, s := range summary(u.events(n[1], marker)) {
+			if strings.HasPrefix(s, "service.timeout") {
+				got = append(got, s)
+			}
+		}
+		if len(got) >= len(want) || time.Now().After(deadline) {
+			break
+		}
+	}
+	cancel()
+	wg.Wait()
+	if g := gone(); len(g) > 0 {
+		t.Errorf("live services refused after the outage: %q", g)
+	}
+	seen := map[string]bool{}
+	for _, s := range got {
+		if !want[s] || seen[s] {
+			t.Errorf("timeout %q: want each of the dead services timed out once, and no live one", s)
+		}
+		seen[s] = true
+	}
+	if len(seen) != len(want) {
+		t.Errorf("timeouts after the outage: %q, want the dead services'", got)
+	}
+	for i, x := range n {
+		if v := x.metric("svcreg_store_etcd_outages_total"); v < 1 {
+			t.Errorf("node %d counted %v outages", i, v)
+		}
 	}
 }

@@ -241,7 +241,7 @@ func (s *Store) register(ctx context.Context) error {
 	if kv := first(cur.Responses[0]); kv != nil {
 		rev = kv.ModRevision
 	}
-	asked := time.Now()
+	asked, askedAt := time.Now(), s.now()
 	cctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
 	lease, err := s.cli.Grant(cctx, leaseSeconds(s.opts.NodeTTL))
 	cancel()
@@ -268,6 +268,7 @@ func (s *Store) register(ctx context.Context) error {
 		return err
 	}
 	s.lease.set(lease.ID, asked, lease.TTL)
+	s.noteRenewal(asked, askedAt)
 	return nil
 }
 
@@ -308,11 +309,12 @@ func (s *Store) keepRegistered() {
 	wait := every
 	for retry.Sleep(s.ctx, wait) == nil {
 		id, _ := s.lease.get()
-		asked := time.Now()
+		asked, askedAt := time.Now(), s.now()
 		resp, err := s.renew(id, limit)
 		switch {
 		case err == nil && resp.TTL > 0:
 			s.lease.set(id, asked, resp.TTL)
+			s.noteRenewal(asked, askedAt)
 			pause.Reset()
 			wait = every
 			continue

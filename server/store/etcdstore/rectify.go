@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -66,16 +67,25 @@ func (s *Store) rectify(ctx context.Context, tenantID string) error {
 		return err
 	}
 	now := s.now()
+	var graced map[string]bool // due, and left to their grace after an outage
 	for {
 		due, err := s.dueEntries(ctx, now, tenantID)
 		if err != nil {
 			return err
 		}
+		due = slices.DeleteFunc(due, func(d dueEntry) bool { return graced[d.key] })
 		if len(due) == 0 {
 			return nil
 		}
-		if err := s.timeOut(ctx, t, due[:min(len(due), s.timeoutsPerTxn())], true); err != nil {
+		left, err := s.timeOut(ctx, t, due[:min(len(due), s.timeoutsPerTxn())], true)
+		if err != nil {
 			return err
+		}
+		for _, k := range left {
+			if graced == nil {
+				graced = map[string]bool{}
+			}
+			graced[k] = true
 		}
 	}
 }
@@ -97,11 +107,13 @@ func (s *Store) timeoutsPerTxn() int { return max(1, (s.opts.MaxTxnOps-1)/5) }
 // read: each service.timeout is committed exactly once, however many nodes
 // and readers race for it, and a heartbeat that got in first wins (spec
 // §8.3). An index entry that no longer matches its service is deleted. A
-// node that dies here leaves either all of it or none.
-func (s *Store) timeOut(ctx context.Context, t *tenant, due []dueEntry, wait bool) error {
+// node that dies here leaves either all of it or none. It returns the
+// index keys of the services it left to their grace after an outage
+// (outage.go).
+func (s *Store) timeOut(ctx context.Context, t *tenant, due []dueEntry, wait bool) (graced []string, err error) {
 	due, dead, err := s.unheldDue(ctx, t, due, wait)
 	if err != nil || len(due) == 0 {
-		return err
+		return nil, err
 	}
 	reads := make([]string, 0, 3*len(due))
 	for _, d := range due {
@@ -111,7 +123,7 @@ func (s *Store) timeOut(ctx context.Context, t *tenant, due []dueEntry, wait boo
 	defer t.wmu.Unlock()
 	var timedOut []timedOutService
 	_, err = s.write(ctx, t, "time out services", reads, func(w *writer) error {
-		timedOut = timedOut[:0]
+		timedOut, graced = timedOut[:0], graced[:0]
 		for _, d := range due {
 			dkv := w.got[d.key]
 			if dkv == nil {
@@ -135,13 +147,17 @@ func (s *Store) timeOut(ctx context.Context, t *tenant, due []dueEntry, wait boo
 			if hb.Holder != "" && dead[hb.Holder] != hb.HolderLease {
 				continue // a node took hold of it since unheldDue looked
 			}
+			if s.graced(hb.Deadline, rec.HeartbeatTimeout, w.now.UnixNano()) {
+				graced = append(graced, d.key)
+				continue
+			}
 			w.cmps = append(w.cmps, clientv3.Compare(clientv3.ModRevision(hbKey), "=", hkv.ModRevision))
 			w.timeOut(rec, svcKey, hbKey, d.key, hb.Deadline, s.releaseOf(hb.Holder, t.id, d.id))
 			timedOut = append(timedOut, timedOutService{d.id, hb.Deadline, hb.Holder, hb.Loose})
 		}
 		return nil
 	})
-	return s.timedOut(t, "stored deadline", timedOut, err)
+	return graced, s.timedOut(t, "stored deadline", timedOut, err)
 }
 
 // releaseOf is the key of the request to holder to hand a service over,
@@ -284,7 +300,7 @@ func (s *Store) reap(ctx context.Context) error {
 		entries := byTenant[id]
 		for len(entries) > 0 {
 			n := min(len(entries), s.timeoutsPerTxn())
-			if err := s.timeOut(ctx, t, entries[:n], false); err != nil {
+			if _, err := s.timeOut(ctx, t, entries[:n], false); err != nil {
 				if firstErr == nil {
 					firstErr = err
 				}
@@ -348,7 +364,7 @@ func (s *Store) timeOutHeld(ctx context.Context, t *tenant, due []heldDue) error
 		} else if !d.e.mu.TryLock() {
 			continue
 		}
-		if d.e.dead || !d.e.mine || d.e.mem.Deadline > now {
+		if d.e.dead || !d.e.mine || d.e.mem.Deadline > now || s.graced(d.e.mem.Deadline, d.e.rec.HeartbeatTimeout, now) {
 			d.e.mu.Unlock()
 			continue
 		}
@@ -434,7 +450,7 @@ func (s *Store) commitExactTimeouts(ctx context.Context, t *tenant, what, how st
 			if err != nil {
 				return err
 			}
-			if rec.Incarnation != d.incarnation {
+			if rec.Incarnation != d.incarnation || s.graced(d.deadline, rec.HeartbeatTimeout, w.now.UnixNano()) {
 				continue
 			}
 			w.cmps = append(w.cmps, clientv3.Compare(clientv3.ModRevision(hbKey), "=", d.hbRev))

@@ -170,6 +170,9 @@ type Store struct {
 	metrics metrics
 	nodeID  string
 	lease   nodeLease
+	// outages are this node's spans without etcd, whose due services it
+	// leaves to their grace (outage.go).
+	outages outages
 
 	mu      sync.RWMutex
 	tenants map[string]*tenant
