@@ -19,6 +19,7 @@ import (
 type serverProcess struct {
 	cmd  *exec.Cmd
 	url  string
+	out  *output // its standard error
 	once sync.Once
 }
 
@@ -43,7 +44,7 @@ func startServerProcess(t *testing.T, args ...string) *serverProcess {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	srv := &serverProcess{cmd: cmd}
+	srv := &serverProcess{cmd: cmd, out: out}
 	t.Cleanup(srv.kill)
 	srv.url = waitReadyFile(t, ready, out)
 	return srv

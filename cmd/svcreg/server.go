@@ -358,6 +358,10 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	where := []any{"data_dir", f.dataDir}
 	if f.etcd.endpoints != "" {
 		where = []any{"etcd", f.etcd.endpoints, "etcd_prefix", f.etcd.prefix}
+		if n, ok := st.(interface{ Node() (string, string) }); ok {
+			id, peer := n.Node()
+			where = append(where, "node", id, "peer_listen", peer)
+		}
 	}
 	// SIGINT and SIGTERM are caught from here on: a stop right after the
 	// "listening" line is still graceful.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -32,6 +33,11 @@ func TestServerOverEtcd(t *testing.T) {
 	// Each node's key is on a lease of --etcd-node-ttl (5s by default).
 	if got, want := nodeLeaseTTLs(t, c.Endpoints(), "/cmd-test/"), []int64{7, 7}; !slices.Equal(got, want) {
 		t.Errorf("node leases granted for %v seconds, want %v", got, want)
+	}
+	// The "listening" line names the node as the other nodes' logs do,
+	// and where it takes their copies.
+	if !regexp.MustCompile(`msg="svcreg server listening" .* node=[0-9a-f]{16} peer_listen=127\.0\.0\.1:[0-9]+ `).MatchString(nodeA.out.String()) {
+		t.Errorf("the listening line names no node and peer address:\n%s", nodeA.out)
 	}
 	a := login(t, nodeA.url, "etcd-crash")
 	// A token issued by one node works at the other.

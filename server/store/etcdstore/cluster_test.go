@@ -279,6 +279,12 @@ func TestNodeCrash(t *testing.T) {
 	tok = u.heartbeat(n[1], "steady", tok)
 	tok = u.heartbeat(n[0], "steady", tok)
 	u.heartbeat(n[1], "steady", tok)
+	// The other node told of the crashed node's end and the new one's
+	// start, by the ids their own logs give.
+	log := n[1].logBuffer().String()
+	if id, _ := n[0].st.Node(); !strings.Contains(log, `msg="registry node gone (stopped, or its lease expired)"`) || !strings.Contains(log, `msg="registry node running" node=`+id) {
+		t.Errorf("node 1 did not log node 0's crash and restart (as %s):\n%s", id, log)
+	}
 }
 
 // A request to hand a service over that its holder never answered (the

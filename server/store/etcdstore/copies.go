@@ -660,7 +660,7 @@ func (s *Store) choosePeer() {
 	if !mark {
 		p.ready = p.gen
 	}
-	s.log.Debug("peer for heartbeat copies", "peer", next.id, "addr", next.addr, "was", old.id)
+	s.log.Info("peer for heartbeat copies", "peer", next.id, "addr", next.addr, "was", old.id)
 	if s.ctx.Err() == nil {
 		gen := p.gen
 		s.wg.Go(func() { s.afterPeerChange(gen, mark) })
@@ -748,10 +748,18 @@ func (s *Store) watchNodes() {
 			s.peers.mu.Lock()
 			defer s.peers.mu.Unlock()
 			for _, ev := range evs {
+				id := strings.TrimPrefix(string(ev.Kv.Key), prefix)
+				old, known := s.peers.nodes[id]
 				if ev.Type == clientv3.EventTypeDelete {
-					delete(s.peers.nodes, strings.TrimPrefix(string(ev.Kv.Key), prefix))
-				} else {
-					set(string(ev.Kv.Key), ev.Kv.Value, ev.Kv.Lease)
+					delete(s.peers.nodes, id)
+					if known && id != s.nodeID {
+						s.log.Info("registry node gone (stopped, or its lease expired)", "node", id)
+					}
+					continue
+				}
+				set(string(ev.Kv.Key), ev.Kv.Value, ev.Kv.Lease)
+				if id != s.nodeID && (!known || old.lease != ev.Kv.Lease) {
+					s.log.Info("registry node running", "node", id, "peer_addr", s.peers.nodes[id].addr)
 				}
 			}
 			s.choosePeer()

@@ -406,6 +406,10 @@ func Open(ctx context.Context, cli *clientv3.Client, opts Options) (*Store, erro
 
 func (s *Store) now() time.Time { return s.opts.Clock() }
 
+// Node returns this node's id, new at each Open, by which the other nodes'
+// logs name it, and the address it takes copies at ("" with copies off).
+func (s *Store) Node() (id, peerAddr string) { return s.nodeID, s.peerAddr }
+
 // loadSecrets reads the token MAC key and the event id tail, creating them
 // if this is the first node ever.
 func (s *Store) loadSecrets(ctx context.Context) error {
