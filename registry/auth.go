@@ -150,17 +150,38 @@ func (a *authenticator) token(ctx context.Context) (AuthToken, error) {
 		return cached, nil
 	}
 	a.mu.Unlock()
-	t, err := a.flight.do(ctx, authTimeout, a.authenticate)
 	left := time.Until(cached.Expires)
+	if cached.ID != "" && !cached.Expires.IsZero() && left > authTimeout {
+		// An early refresh: the token still has longer than a login
+		// may take. Callers go on with it meanwhile, so that a login
+		// that waits on a node that does not answer holds nothing up
+		// (the requests fail over by themselves).
+		if c, started := a.flight.join(ctx, authTimeout, a.authenticate); started {
+			go func() {
+				<-c.done
+				if c.err != nil {
+					a.retryRefresh(cached)
+				}
+			}()
+		}
+		return cached, nil
+	}
+	t, err := a.flight.do(ctx, authTimeout, a.authenticate)
 	if err == nil || cached.ID == "" || cached.Expires.IsZero() || left <= 0 || ctx.Err() != nil {
 		return t, err
 	}
+	a.retryRefresh(cached)
+	return cached, nil
+}
+
+// retryRefresh schedules the next try of an early refresh of cached that
+// failed, if cached is still the token in use.
+func (a *authenticator) retryRefresh(cached AuthToken) {
 	a.mu.Lock()
-	if a.tok.ID == cached.ID {
+	defer a.mu.Unlock()
+	if left := time.Until(cached.Expires); a.tok.ID == cached.ID && left > 0 {
 		a.refreshAt = time.Now().Add(retry.Jitter(min(refreshRetry, left/2), 0.5))
 	}
-	a.mu.Unlock()
-	return cached, nil
 }
 
 // refreshRetry is how soon, at most, a failed early refresh is tried again.
@@ -238,9 +259,15 @@ func (a *authenticator) authenticate(ctx context.Context) (AuthToken, error) {
 	i := int(c.cur.Load())
 	var tried []bool
 	for {
-		tok, err := a.authenticateAt(ctx, a.identity[i])
+		// Each node gets its share of the time a login has, so that one
+		// that takes the connection and never answers leaves time for
+		// the next.
+		actx, cancel := attemptContext(ctx, authTimeout/time.Duration(len(a.identity)))
+		tok, err := a.authenticateAt(actx, a.identity[i])
 		var ok bool
-		if i, ok = c.failedAt(ctx, i, err, &tried); !ok {
+		i, ok = c.failedAt(ctx, actx, i, err, &tried) // before cancel: actx tells how it ended
+		cancel()
+		if !ok {
 			return tok, err
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
@@ -40,13 +41,16 @@ type Config struct {
 	// "http://10.0.0.1:8420,http://10.0.0.2:8420". The client sends every
 	// request to one of them, the first to begin with, and moves to the
 	// next (round robin) when a request to it gets no answer (refused,
-	// reset, a TLS failure, a timeout) or a 502, 503 or 504; later calls,
-	// and the retries of Heartbeaters and Feeds, go there. The call that
-	// failed is sent to the next URL at once if that is safe: a read, or a
-	// change that never left the client; each URL is tried at most once
-	// per call, and the last error is returned. A change whose outcome is
-	// unknown is not sent again (the caller decides, as with one URL), nor
-	// is a call whose context the caller cancelled, which moves nothing.
+	// reset, a TLS failure, an answer cut short, the request's 30 s — a
+	// long-poll's wait on top — or a Heartbeater's attempt running out)
+	// or a 502, 503 or 504; later calls, and the retries of Heartbeaters
+	// and Feeds, go there. The call that failed is sent to the next URL
+	// at once if that is safe: a read, or a change that never left the
+	// client; each URL is tried once per call (and once more after a 401
+	// and a new login), and the last error is returned. A change whose
+	// outcome is unknown is not sent again (the caller decides, as with
+	// one URL), nor is a call whose context the caller cancelled or whose
+	// deadline passed, which moves nothing.
 	URL string `toml:"url"`
 
 	// Token is a static API token; it is never refreshed, and a 401 is
@@ -315,6 +319,9 @@ type call struct {
 	path   string // after the tenant, e.g. "/services/web1"
 	query  url.Values
 	body   any // encoded as JSON when not nil
+	// wait is how long the registry may hold the request (a long-poll):
+	// a node that is one of several has that long on top of nodeTimeout.
+	wait time.Duration
 }
 
 // do sends a request to the current node and decodes a 2xx answer's body
@@ -349,15 +356,22 @@ func (c *Client) do(ctx context.Context, r call, out any) (http.Header, error) {
 		if len(r.query) > 0 {
 			u += "?" + r.query.Encode()
 		}
-		h, err := c.send(ctx, r.method, u, tok.ID, body, out)
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if len(c.bases) > 1 {
+			actx, cancel = attemptContext(ctx, nodeTimeout+r.wait)
+		}
+		h, err := c.send(actx, r.method, u, tok.ID, body, out)
 		var e *Error
 		if !renewed && errors.As(err, &e) && e.StatusCode == http.StatusUnauthorized && c.auth.canRenew() {
+			cancel()
 			renewed, next = true, i
 			c.auth.invalidate(tok.ID)
 			continue
 		}
 		var ok bool
-		if next, ok = c.failedAt(ctx, i, err, &tried); !ok || errors.Is(err, ErrOutcomeUnknown) {
+		next, ok = c.failedAt(ctx, actx, i, err, &tried) // before cancel: actx tells how it ended
+		cancel()
+		if !ok || errors.Is(err, ErrOutcomeUnknown) {
 			return h, err
 		}
 	}
@@ -371,7 +385,7 @@ func (c *Client) send(ctx context.Context, method, u, token string, body []byte,
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u, rd)
 	if err != nil {
-		return nil, fmt.Errorf("registry: %s %s: %w", method, u, err)
+		return nil, fmt.Errorf("registry: %s %s: %w", method, redactedURL(u), err)
 	}
 	// spec §11.1 (Node): these headers on every request.
 	req.Header.Set("X-Auth-Token", token)
@@ -421,7 +435,13 @@ func (c *Client) send(ctx context.Context, method, u, token string, body []byte,
 			err = dec.Decode(out)
 		}
 		if err != nil && !errors.Is(err, io.EOF) {
-			return resp.Header, fmt.Errorf("registry: %s %s: decode answer: %w", method, u, err)
+			var ne net.Error
+			if method == http.MethodGet && (errors.Is(err, io.ErrUnexpectedEOF) || errors.As(err, &ne)) {
+				// The node went away while it answered: a read may be
+				// sent to another (a change was applied: not that).
+				err = fmt.Errorf("%w: %w", errBodyCut, err)
+			}
+			return resp.Header, fmt.Errorf("registry: %s %s: decode answer: %w", method, shownURL(req.URL), err)
 		}
 	}
 	return resp.Header, nil

@@ -72,7 +72,7 @@ func (c *Client) ListEventsPage(ctx context.Context, opts EventListOptions) (Eve
 		q.Set("wait", opts.Wait.String())
 	}
 	env := newListEnvelope[Event](opts.Limit)
-	h, err := c.do(ctx, call{method: "GET", path: "/events", query: q}, env)
+	h, err := c.do(ctx, call{method: "GET", path: "/events", query: q, wait: opts.Wait}, env)
 	if err != nil {
 		return EventPage{}, err
 	}

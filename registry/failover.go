@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 )
 
 // noURL reports whether a Config.URL names no registry (DefaultURL is
@@ -25,24 +26,26 @@ func (c Config) URLs() []string {
 }
 
 // splitURLs splits a Config.URL into its URLs, with the spaces around
-// each dropped. Only a comma followed by another URL (scheme://) splits:
-// one inside a URL, in its password, path or query (where RFC 3986
-// allows it), does not, so that such a URL given alone means what it
-// always did, and a password in it is never cut apart.
+// each dropped. Only a comma followed by another URL (after spaces and
+// commas: scheme://) or by nothing splits, or one right after a split (an
+// empty URL, which baseURLs refuses): a comma inside a URL, in
+// its password, path or query (where RFC 3986 allows it), does not, so
+// that such a URL given alone means what it always did, and a password
+// in it is never cut apart.
 func splitURLs(list string) []string {
 	var urls []string
-	for _, s := range strings.Split(list, ",") {
-		t := strings.TrimSpace(s)
-		if n := len(urls); n > 0 && urls[n-1] != "" && t != "" && !startsURL(t) {
-			urls[n-1] += "," + s
+	start := 0
+	for i := 0; i < len(list); i++ {
+		if list[i] != ',' {
 			continue
 		}
-		urls = append(urls, t)
+		rest := strings.TrimLeft(list[i+1:], " \t,")
+		if startsURL(rest) || rest == "" || strings.TrimSpace(list[start:i]) == "" {
+			urls = append(urls, strings.TrimSpace(list[start:i]))
+			start = i + 1
+		}
 	}
-	for i, u := range urls {
-		urls[i] = strings.TrimSpace(u)
-	}
-	return urls
+	return append(urls, strings.TrimSpace(list[start:]))
 }
 
 // startsURL reports whether s starts with a scheme and "://".
@@ -61,13 +64,27 @@ func startsURL(s string) bool {
 }
 
 // redactedURLs is a Config.URL as an error or a log may show it: each of
-// its URLs redacted as redactedURL does.
+// its URLs as shownElement shows it.
 func redactedURLs(list string) string {
 	urls := splitURLs(list)
 	for i, u := range urls {
-		urls[i] = redactedURL(u)
+		urls[i] = shownElement(u)
 	}
 	return strings.Join(urls, ",")
+}
+
+// shownElement is one URL of a Config.URL as errors and logs show it:
+// without its password (redactedURL), and only its scheme if it does not
+// parse, since it may then be a piece of a password that held a comma
+// and scheme://, which a URL writes percent-encoded.
+func shownElement(s string) string {
+	if _, err := url.Parse(s); err != nil {
+		if scheme, _, ok := strings.Cut(s, "://"); ok && startsURL(s) {
+			return scheme + "://…"
+		}
+		return "…"
+	}
+	return redactedURL(s)
 }
 
 // baseURLs returns the base URLs of a Config.URL, each checked and
@@ -86,7 +103,7 @@ func baseURLs(list string) (bases, shown []string, err error) {
 			if u.Path == "" {
 				base += "/v1.0"
 			}
-			bases, shown = append(bases, base), append(shown, redactedURL(s))
+			bases, shown = append(bases, base), append(shown, shownElement(s))
 			continue
 		}
 		switch {
@@ -95,21 +112,40 @@ func baseURLs(list string) (bases, shown []string, err error) {
 		case s == "":
 			return nil, nil, fmt.Errorf("registry: URL %d of %d in %q is empty: separate the URLs with single commas", i+1, len(urls), redactedURLs(list))
 		}
-		return nil, nil, fmt.Errorf("registry: URL %d of %d, %q, is not an http(s) URL such as %s", i+1, len(urls), redactedURL(s), DefaultURL)
+		return nil, nil, fmt.Errorf("registry: URL %d of %d, %q, is not an http(s) URL such as %s", i+1, len(urls), shownElement(s), DefaultURL)
 	}
 	return bases, shown, nil
 }
 
-// failedAt handles the failure err of a request that a call sent to node
-// i (Client.bases[i]). When err says the node failed (see failover), the
-// current node moves on from i, and failedAt returns the node to send
-// the request to next: the current one, or the first after it that the
-// call has not tried. ok is false when the request should not be sent
-// again: the node did not fail, the call's ctx has ended, or the call has
-// tried every node. tried records the nodes the call has tried; it is nil
-// until the first failure.
-func (c *Client) failedAt(ctx context.Context, i int, err error, tried *[]bool) (next int, ok bool) {
-	if err == nil || !c.failover(ctx, i, err) || ctx.Err() != nil {
+// errAttemptTimeout is the cause of the deadline the client puts on one
+// attempt of its own (a heartbeat, a long-poll, a request to one of
+// several nodes, a login): one that passes says the node did not answer
+// in time. A caller's own deadline says nothing of the node.
+var errAttemptTimeout = errors.New("registry: no answer within the attempt's time")
+
+// attemptContext bounds one attempt by d, as one that fails over when it
+// runs out (errAttemptTimeout).
+func attemptContext(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeoutCause(ctx, d, errAttemptTimeout)
+}
+
+// nodeTimeout bounds one request to one of several nodes, on top of a
+// long-poll's wait: a node that takes connections and never answers is
+// left for the next one then. With one URL, only the caller's context
+// bounds a request, as ever.
+const nodeTimeout = 30 * time.Second
+
+// failedAt handles the failure err of a request that a call under ctx sent
+// to node i (Client.bases[i]) under actx (ctx, or an attempt's context
+// within it). When err says the node failed (see failover), the current
+// node moves on from i, and failedAt returns the node to send the request
+// to next: the current one, or the first after it that the call has not
+// tried. ok is false when the request should not be sent again: the node
+// did not fail, ctx has ended, or the call has tried every node. tried
+// records the nodes the call has tried; it is nil until the first
+// failure.
+func (c *Client) failedAt(ctx, actx context.Context, i int, err error, tried *[]bool) (next int, ok bool) {
+	if err == nil || !c.failover(actx, i, err) || ctx.Err() != nil {
 		return 0, false
 	}
 	n := len(c.bases)
@@ -146,18 +182,24 @@ func (c *Client) failover(ctx context.Context, i int, err error) bool {
 
 // nodeFailed reports whether err, the failure of a request sent under
 // ctx, says that the node it went to failed: it got no HTTP answer (a
-// connection refused or reset, a TLS failure, a timeout, the request's
-// own deadline reached while it waited: the errors of http.Client.Do are
-// *url.Error), or 502, 503 or 504 (a node that cannot reach its store
-// answers 503). The caller's own cancellation says nothing of the node.
+// connection refused or reset, a TLS failure, an http.Client's Timeout:
+// the errors of http.Client.Do are *url.Error), an answer cut short
+// (errBodyCut), an attempt of the client's own that ran out of time
+// (errAttemptTimeout), or 502, 503 or 504 (a node that cannot reach its
+// store answers 503). The caller's own cancellation or deadline says
+// nothing of the node.
 func nodeFailed(ctx context.Context, err error) bool {
-	if errors.Is(ctx.Err(), context.Canceled) {
-		return false
+	if ctx.Err() != nil {
+		return errors.Is(context.Cause(ctx), errAttemptTimeout)
 	}
 	var e *Error
 	if errors.As(err, &e) {
 		return e.StatusCode == http.StatusBadGateway || e.StatusCode == http.StatusServiceUnavailable || e.StatusCode == http.StatusGatewayTimeout
 	}
 	var ue *url.Error
-	return errors.As(err, &ue)
+	return errors.As(err, &ue) || errors.Is(err, errBodyCut)
 }
+
+// errBodyCut marks a read whose answer broke off before its end (the
+// node died while it sent it): safe to send again elsewhere, as a read.
+var errBodyCut = errors.New("the answer broke off")

@@ -2,6 +2,7 @@ package registry_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -322,8 +323,13 @@ func TestURLList(t *testing.T) {
 	}{
 		{url: "http://a:8420,http://b:8420/v1.0", urls: []string{"http://a:8420", "http://b:8420/v1.0"}},
 		{url: " http://a:8420/ , https://b ", urls: []string{"http://a:8420/", "https://b"}},
-		// A comma inside one URL (its password) does not split it.
+		// A comma inside one URL (its password) does not split it, nor
+		// do two.
 		{url: "http://u:pa,ss@a:8420", urls: []string{"http://u:pa,ss@a:8420"}},
+		{url: "http://u:s3cr,,et@a:8420/v1.0", urls: []string{"http://u:s3cr,,et@a:8420/v1.0"}},
+		// One that does not parse, cut out of a password with
+		// ",http://" in it (written %2C%2F%2F in a URL), is not shown.
+		{url: "http://u:s3cret,http://x@b:8420", want: `URL 1 of 2, "http://…", is not an http(s) URL`},
 		{url: "http://a:8420,,http://b:8420", want: `URL 2 of 3 in "http://a:8420,,http://b:8420" is empty`},
 		{url: "http://a:8420,", want: "URL 2 of 2"},
 		{url: ",http://a:8420", want: "URL 1 of 2"},
@@ -342,6 +348,110 @@ func TestURLList(t *testing.T) {
 			t.Errorf("URLs of %q = %q, want %q", tc.url, got, tc.urls)
 		}
 	}
+}
+
+// A caller's own deadline says nothing of the node: a long-poll it ends
+// moves nothing, and the next call goes to the same node.
+func TestCallerDeadlineMovesNothing(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	token, tenant := srv.Token("caller-deadline")
+	c, m := failoverClient(t, registry.Config{URL: srv.URL + "," + srv.URL + "/", Token: token, Tenant: tenant})
+	for range 3 {
+		ctx, cancel := context.WithTimeout(testContext(t), 100*time.Millisecond)
+		_, err := c.ListEventsPage(ctx, registry.EventListOptions{Wait: 5 * time.Second})
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("a long-poll past the caller's deadline: %v", err)
+		}
+	}
+	if got := m.get(); len(got) != 0 {
+		t.Errorf("the caller's deadline moved the client: %q", got)
+	}
+}
+
+// A read whose answer breaks off (the node died while it sent it) is sent
+// to the next node; the error of one that has nowhere to go shows no
+// password.
+func TestCutAnswerFailsOver(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	token, tenant := srv.Token("cut-answer")
+	cut := startNode(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", "1000")
+		io.WriteString(w, `{"rate": {`)
+	}))
+	c, m := failoverClient(t, registry.Config{URL: cut.URL + "," + srv.URL, Token: token, Tenant: tenant})
+	if _, err := c.Limits(testContext(t)); err != nil {
+		t.Fatalf("a read cut short at the first node: %v", err)
+	}
+	m.expect(t, cut.URL, srv.URL)
+
+	withPassword := strings.Replace(cut.URL, "http://", "http://u:s3cret@", 1)
+	one, err := registry.New(registry.Config{URL: withPassword, Token: token, Tenant: tenant})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer one.Close()
+	if _, err := one.Limits(testContext(t)); err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("a read cut short: %v; want an error without the password", err)
+	}
+}
+
+// An early refresh of the token at a node that takes the login and never
+// answers holds no call up: the calls go on with the token, which has
+// hours left, and move to the next node by themselves.
+func TestRefreshAtAHangingNodeHoldsNothingUp(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	u, err := url.Parse(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	var hang atomic.Bool
+	var held atomic.Int32 // logins the hanging node holds
+	release := make(chan struct{})
+	front := startNode(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !hang.Load() {
+			rp.ServeHTTP(w, r)
+			return
+		}
+		if r.URL.Path == "/v2.0/tokens" {
+			held.Add(1)
+			defer held.Add(-1)
+		}
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}))
+	t.Cleanup(func() { close(release) })
+	c, m := failoverClient(t, registry.Config{URL: front.URL + "," + srv.URL, Username: "refresh-hang", APIKey: "dev"})
+	ctx := testContext(t)
+	opts, ch := beats(registry.HeartbeatOptions{Interval: 50 * time.Millisecond})
+	h, err := c.Register(ctx, registry.Service{ID: "hb-hang", HeartbeatTimeout: 10}, registry.RegisterOptions{Heartbeat: opts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Stop()
+	if b := nextBeat(t, ch); b.Err != nil {
+		t.Fatalf("first beat: %v", b.Err)
+	}
+	hang.Store(true)
+	registry.RefreshDue(c)
+	for {
+		b := nextBeat(t, ch)
+		if b.Err != nil {
+			continue
+		}
+		if held.Load() == 0 {
+			t.Fatalf("no heartbeat got through until the login at the hanging node ended; moves %q", m.get())
+		}
+		break
+	}
+	m.expect(t, front.URL, srv.URL)
 }
 
 // A Config shows each of its URLs without its password.

@@ -29,22 +29,7 @@ func (f *flight[T]) do(ctx context.Context, timeout time.Duration, fn func(conte
 		var zero T
 		return zero, err
 	}
-	f.mu.Lock()
-	c := f.call
-	if c == nil {
-		c = &flightCall[T]{done: make(chan struct{})}
-		f.call = c
-		go func() {
-			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
-			defer cancel()
-			c.val, c.err = fn(fctx)
-			f.mu.Lock()
-			f.call = nil
-			f.mu.Unlock()
-			close(c.done)
-		}()
-	}
-	f.mu.Unlock()
+	c, _ := f.join(ctx, timeout, fn)
 	select {
 	case <-c.done:
 		return c.val, c.err
@@ -52,4 +37,26 @@ func (f *flight[T]) do(ctx context.Context, timeout time.Duration, fn func(conte
 		var zero T
 		return zero, ctx.Err()
 	}
+}
+
+// join starts fn as do does, or joins the run in progress, and returns it
+// without waiting; started says whether this call started it.
+func (f *flight[T]) join(ctx context.Context, timeout time.Duration, fn func(context.Context) (T, error)) (c *flightCall[T], started bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.call != nil {
+		return f.call, false
+	}
+	c = &flightCall[T]{done: make(chan struct{})}
+	f.call = c
+	go func() {
+		fctx, cancel := attemptContext(context.WithoutCancel(ctx), timeout)
+		defer cancel()
+		c.val, c.err = fn(fctx)
+		f.mu.Lock()
+		f.call = nil
+		f.mu.Unlock()
+		close(c.done)
+	}()
+	return c, true
 }

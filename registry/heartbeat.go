@@ -186,7 +186,7 @@ func (h *Heartbeater) run(ctx context.Context) {
 	for {
 		token := h.Token()
 		sent := time.Now()
-		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		actx, cancel := attemptContext(ctx, attemptTimeout)
 		next, err := h.c.Heartbeat(actx, h.id, token)
 		gaveUp := errors.Is(actx.Err(), context.DeadlineExceeded)
 		cancel()

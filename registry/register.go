@@ -79,7 +79,7 @@ func (c *Client) Register(ctx context.Context, s Service, opts RegisterOptions) 
 		}
 		if until.IsZero() {
 			timeout := MaxHeartbeatTimeout
-			actx, cancel := context.WithTimeout(ctx, registerAttemptTimeout)
+			actx, cancel := attemptContext(ctx, registerAttemptTimeout)
 			old, gerr := c.GetService(actx, s.ID)
 			cancel()
 			switch {
@@ -113,9 +113,9 @@ func (c *Client) Register(ctx context.Context, s Service, opts RegisterOptions) 
 // also stops the grace timer.
 func createContext(ctx context.Context, grace time.Duration) (context.Context, context.CancelFunc) {
 	if grace <= 0 {
-		return context.WithTimeout(ctx, registerAttemptTimeout)
+		return attemptContext(ctx, registerAttemptTimeout)
 	}
-	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), registerAttemptTimeout)
+	actx, cancel := attemptContext(context.WithoutCancel(ctx), registerAttemptTimeout)
 	stop := context.AfterFunc(ctx, func() {
 		t := time.AfterFunc(grace, cancel)
 		context.AfterFunc(actx, func() { t.Stop() })

@@ -212,7 +212,7 @@ func (w *Feed) poll(ctx context.Context) error {
 		opts.Limit = 2
 	}
 	// A request that outlives its wait by far is lost (a dead connection).
-	rctx, cancel := context.WithTimeout(ctx, opts.Wait+30*time.Second)
+	rctx, cancel := attemptContext(ctx, opts.Wait+30*time.Second)
 	start := time.Now()
 	page, err := w.c.ListEventsPage(rctx, opts)
 	cancel()
