@@ -4,10 +4,13 @@
 package registryflags
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"log/slog"
 	"os"
+	"sync"
+	"time"
 
 	"github.com/svcreg/svcreg/registry"
 )
@@ -108,10 +111,20 @@ func Check(c registry.Config) error {
 }
 
 // LogFailover returns a registry.Config.OnFailover that logs each move of
-// the client from one registry URL to the next as a warning on log.
+// the client from one registry URL to the next as a warning on log; a
+// URL's failures within a minute of its last warning at debug level, as
+// while every node is down each retry moves the client round them all.
 func LogFailover(log *slog.Logger) func(from, to string, err error) {
+	var mu sync.Mutex
+	warned := map[string]time.Time{} // by URL: one per node
 	return func(from, to string, err error) {
-		log.Warn("registry "+from+" failed; using "+to, "err", err)
+		mu.Lock()
+		level := slog.LevelDebug
+		if time.Since(warned[from]) >= time.Minute {
+			level, warned[from] = slog.LevelWarn, time.Now()
+		}
+		mu.Unlock()
+		log.Log(context.Background(), level, "registry "+from+" failed; using "+to, "err", err)
 	}
 }
 

@@ -186,11 +186,27 @@ func TestResolvePrecedence(t *testing.T) {
 	}
 }
 
-// A move to the next registry URL is one warning that names both.
+// A move to the next registry URL is one warning that names both; the
+// same URL failing again soon after (every node down, a retry going round
+// them all) is logged at debug level.
 func TestLogFailover(t *testing.T) {
 	var b bytes.Buffer
-	LogFailover(slog.New(slog.NewTextHandler(&b, nil)))("http://a:8420", "http://b:8420", errors.New("connection refused"))
-	if want := `level=WARN msg="registry http://a:8420 failed; using http://b:8420" err="connection refused"`; !strings.Contains(b.String(), want) || strings.Count(b.String(), "\n") != 1 {
-		t.Errorf("logged %q, want one line holding %q", b.String(), want)
+	logf := LogFailover(slog.New(slog.NewTextHandler(&b, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	logf("http://a:8420", "http://b:8420", errors.New("connection refused"))
+	logf("http://b:8420", "http://a:8420", errors.New("connection refused"))
+	logf("http://a:8420", "http://b:8420", errors.New("connection refused"))
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	want := []string{
+		`level=WARN msg="registry http://a:8420 failed; using http://b:8420" err="connection refused"`,
+		`level=WARN msg="registry http://b:8420 failed; using http://a:8420"`,
+		`level=DEBUG msg="registry http://a:8420 failed; using http://b:8420"`,
+	}
+	if len(lines) != len(want) {
+		t.Fatalf("logged %q, want %d lines", lines, len(want))
+	}
+	for i, w := range want {
+		if !strings.Contains(lines[i], w) {
+			t.Errorf("line %d: %q, want it to hold %q", i+1, lines[i], w)
+		}
 	}
 }
