@@ -2,9 +2,9 @@ package boltstore
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/svcreg/svcreg/internal/fsync"
 	"io"
 	"io/fs"
 	"net"
@@ -14,6 +14,10 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/svcreg/svcreg/internal/fsync"
+	"github.com/svcreg/svcreg/internal/timeuuid"
+	"github.com/svcreg/svcreg/server/store"
 )
 
 // SocketName is the name of the unix socket, under the data directory, on
@@ -174,6 +178,10 @@ func Restore(dir, src string) (replaced string, err error) {
 		os.Remove(tmp)
 		return "", err
 	}
+	if err := restartFeeds(tmp, time.Now()); err != nil {
+		os.Remove(tmp)
+		return "", fmt.Errorf("the backup cannot be restored: %w", err)
+	}
 	if replaced != "" {
 		// A link, not a rename: it fails rather than replace a file of
 		// that name, and the database stays in place until the restored
@@ -192,6 +200,52 @@ func Restore(dir, src string) (replaced string, err error) {
 		return "", err
 	}
 	return replaced, fsync.Dir(dir)
+}
+
+// restartFeeds starts the feed of every account in the database file at
+// path afresh at the time at: its head and its oldest marker that still
+// counts become at, so that a marker from before gets 410 markerExpired
+// and its client (a watcher) lists the registry again. Every marker a
+// client holds is from before: of the backup's feed, whose client may
+// have seen events the restore undid, or of those events. Without this,
+// a marker past the restored feed's end reads as a quiet stretch of the
+// feed, and its watcher keeps the services and values the restore undid
+// (until its periodic list).
+func restartFeeds(path string, at time.Time) error {
+	db, err := openFile(path, false)
+	if err != nil {
+		return err
+	}
+	id := timeuuid.Low(at)
+	err = db.Update(func(tx *bolt.Tx) error {
+		tenants := tx.Bucket(bTenants)
+		if tenants == nil {
+			return nil
+		}
+		return tenants.ForEach(func(name, v []byte) error {
+			b := tenants.Bucket(name)
+			if v != nil || b == nil {
+				return nil
+			}
+			var acct store.AccountRecord
+			if err := json.Unmarshal(b.Get(kAccount), &acct); err != nil {
+				return fmt.Errorf("account %q: %w", name, err)
+			}
+			if timeuuid.Compare(id, acct.Head) <= 0 {
+				return nil // a clock behind the backup's: its events' ids order the feed
+			}
+			acct.Head, acct.Pruned = id, id
+			raw, err := json.Marshal(acct)
+			if err != nil {
+				return err
+			}
+			return b.Put(kAccount, raw)
+		})
+	})
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 func copyFile(src, dst string) error {

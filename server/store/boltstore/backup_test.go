@@ -2,10 +2,13 @@ package boltstore_test
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/svcreg/svcreg/internal/timeuuid"
+	"github.com/svcreg/svcreg/server/store"
 	"github.com/svcreg/svcreg/server/store/boltstore"
 )
 
@@ -68,5 +71,71 @@ func TestBackupRefusesTheDataDirectory(t *testing.T) {
 	}
 	if _, err := boltstore.Backup(dir, filepath.Join(t.TempDir(), "backup.db")); err != nil {
 		t.Errorf("backup elsewhere: %v", err)
+	}
+}
+
+// A restore starts every account's feed afresh: a marker a client holds,
+// of the backup's feed or of the events the restore undid, gets
+// ErrMarkerExpired (410 markerExpired), so that its watcher lists the
+// registry again instead of taking the undone changes for a quiet feed;
+// the marker a list then gives follows the feed as ever.
+func TestRestoreExpiresTheMarkersHeld(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	live := t.TempDir()
+	s, err := boltstore.Open(live, boltstore.Options{ReapInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := func(s *boltstore.Store) timeuuid.UUID {
+		t.Helper()
+		h, err := s.Head(ctx, "1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	if err := s.SetConfig(ctx, "1", "before", "v"); err != nil {
+		t.Fatal(err)
+	}
+	before := head(s)
+	s.Close()
+	backup := filepath.Join(t.TempDir(), "backup.db")
+	if _, err := boltstore.Backup(live, backup); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = boltstore.Open(live, boltstore.Options{ReapInterval: -1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetConfig(ctx, "1", "undone", "v"); err != nil {
+		t.Fatal(err)
+	}
+	undone := head(s)
+	s.Close()
+
+	if _, err := boltstore.Restore(live, backup); err != nil {
+		t.Fatal(err)
+	}
+	s, err = boltstore.Open(live, boltstore.Options{ReapInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for name, m := range map[string]timeuuid.UUID{"the backup's": before, "an undone event's": undone.Next()} {
+		if _, err := s.Events(ctx, "1", store.EventQuery{From: m, CheckExpired: true, Limit: 10}); !errors.Is(err, store.ErrMarkerExpired) {
+			t.Errorf("%s marker after the restore: %v, want ErrMarkerExpired", name, err)
+		}
+	}
+	from := head(s).Next() // what a list's X-Registry-Marker is
+	if err := s.SetConfig(ctx, "1", "new", "v"); err != nil {
+		t.Fatal(err)
+	}
+	page, err := s.Events(ctx, "1", store.EventQuery{From: from, CheckExpired: true, Limit: 10})
+	if err != nil || len(page.Values) != 1 || !strings.Contains(string(page.Values[0].JSON), `"new"`) {
+		t.Fatalf("the feed from a list's marker after the restore: %+v, %v; want the one new event", page.Values, err)
+	}
+	// Without a marker the restored events are still read.
+	if page, err := s.Events(ctx, "1", store.EventQuery{Limit: 10}); err != nil || len(page.Values) != 2 {
+		t.Errorf("the feed without a marker: %d events, %v; want the backup's and the new one", len(page.Values), err)
 	}
 }

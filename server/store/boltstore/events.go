@@ -89,8 +89,9 @@ func (s *Store) pruneTenant(t *tenant, cutoff []byte) (int, error) {
 			}
 			n++
 		}
-		if n > 0 {
-			w.acct.Pruned = timeuuid.FromKey(last)
+		if id := timeuuid.FromKey(last); n > 0 && timeuuid.Compare(id, w.acct.Pruned) > 0 {
+			// Not back: a restored feed starts past its old events.
+			w.acct.Pruned = id
 			w.acctDirty = true
 		}
 		return nil
@@ -138,7 +139,9 @@ func (w *writer) capEvents(held tally) error {
 		}
 	}
 	if len(keys) > 0 {
-		w.acct.Pruned = timeuuid.FromKey(keys[len(keys)-1])
+		if id := timeuuid.FromKey(keys[len(keys)-1]); timeuuid.Compare(id, w.acct.Pruned) > 0 {
+			w.acct.Pruned = id
+		}
 	}
 	return nil
 }
