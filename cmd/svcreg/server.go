@@ -182,7 +182,7 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	}
 	if f.db.any() {
 		if f.etcd.endpoints != "" {
-			return usagef("--check, --compact, --backup and --restore are for the embedded store; for etcd see docs/etcd.md")
+			return usagef("--check, --compact, --backup and --restore are for the embedded store; for etcd see \"Backups\" in docs/etcd.md")
 		}
 		return runDBCommand(f.db, f.dataDir, stdout)
 	}
