@@ -117,6 +117,11 @@ func baseURLs(list string) (bases, shown []string, err error) {
 	return bases, shown, nil
 }
 
+// URL returns the registry URL the client sends its requests to now, as
+// Config.URL gives it, without its password: with several, the one it
+// moved to last.
+func (c *Client) URL() string { return c.shown[c.cur.Load()] }
+
 // errAttemptTimeout is the cause of the deadline the client puts on one
 // attempt of its own (a heartbeat, a long-poll, a request to one of
 // several nodes, a login): one that passes says the node did not answer

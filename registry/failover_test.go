@@ -387,6 +387,9 @@ func TestCutAnswerFailsOver(t *testing.T) {
 		t.Fatalf("a read cut short at the first node: %v", err)
 	}
 	m.expect(t, cut.URL, srv.URL)
+	if got := c.URL(); got != srv.URL {
+		t.Errorf("URL() = %q after the move, want %q", got, srv.URL)
+	}
 
 	withPassword := strings.Replace(cut.URL, "http://", "http://u:s3cret@", 1)
 	one, err := registry.New(registry.Config{URL: withPassword, Token: token, Tenant: tenant})

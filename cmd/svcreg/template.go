@@ -264,7 +264,7 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 		mux.Handle("/readyz", health.Ready())
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		mux.Handle("/", statuspage.Handler(statuspage.Config{Health: health, Status: renderer.Status,
-			Registry: cfg.Registry.URL, Account: accountName(cfg.Registry), Logger: log}))
+			Registry: cfg.Registry.URL, InUse: client.URL, Account: accountName(cfg.Registry), Logger: log}))
 		hs := &http.Server{Handler: statuspage.LoopbackOnly(ln.Addr(), mux), ReadHeaderTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
 		log.Info("serving the status page, /healthz, /readyz and /metrics", "url", "http://"+ln.Addr().String())
 		addHTTPServer(&g, log, hs, func() error { return hs.Serve(ln) }, nil, 5*time.Second)

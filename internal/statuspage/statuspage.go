@@ -44,8 +44,12 @@ const ContentSecurityPolicy = "default-src 'none'; style-src 'self'; img-src 'se
 type Config struct {
 	Health *render.Health
 	Status *render.Status
-	// Registry is the registry's URL; user info and query are never shown.
+	// Registry is the registry's URL, or the URLs of its nodes; user info
+	// and query are never shown.
 	Registry string
+	// InUse, if not nil and Registry lists several URLs, returns the one
+	// the client uses now (registry.Client.URL).
+	InUse func() string
 	// Account names who the renderer signs in as: a username, or a note
 	// that a token is used. Never a secret.
 	Account string
@@ -104,6 +108,7 @@ type view struct {
 	Now      time.Time
 	Refresh  int
 	Registry string
+	InUse    string // of several URLs, the one in use
 	Account  string
 	Health   render.Report
 	Status   render.StatusReport
@@ -126,6 +131,9 @@ type stepView struct {
 
 func build(c Config, registry string) view {
 	v := view{Now: time.Now(), Refresh: int(c.Refresh / time.Second), Registry: registry, Account: c.Account}
+	if c.InUse != nil && strings.Contains(registry, ",") {
+		v.InUse = PublicURL(c.InUse())
+	}
 	if v.Refresh < 1 {
 		v.Refresh = 1
 	}

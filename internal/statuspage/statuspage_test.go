@@ -95,6 +95,22 @@ func TestPageBeforeTheFirstPass(t *testing.T) {
 	}
 }
 
+// With the URLs of several nodes, the page names the one in use, without
+// its password; with one, it names none.
+func TestPageShowsTheURLInUse(t *testing.T) {
+	t.Parallel()
+	inUse := func() string { return "http://u:s3cret@b.example:8420" }
+	_, body := get(t, Handler(Config{Health: render.NewHealth(), Status: render.NewStatus(),
+		Registry: "http://a.example:8420,http://u:s3cret@b.example:8420", InUse: inUse}), "GET", "/")
+	if !strings.Contains(body, `<dd class="mono" id="registry-in-use">http://b.example:8420</dd>`) || strings.Contains(body, "s3cret") {
+		t.Errorf("the page does not name the URL in use, or shows its password:\n%s", body)
+	}
+	_, body = get(t, Handler(Config{Health: render.NewHealth(), Status: render.NewStatus(), Registry: "http://b.example:8420", InUse: inUse}), "GET", "/")
+	if strings.Contains(body, "registry-in-use") {
+		t.Errorf("with one URL, the page names one in use:\n%s", body)
+	}
+}
+
 func TestPageRoutes(t *testing.T) {
 	t.Parallel()
 	h := Handler(Config{Health: render.NewHealth(), Status: render.NewStatus()})
