@@ -778,6 +778,8 @@ func (s *Store) nodeAlive(id string, lease int64) bool {
 type copyDue struct {
 	k hbKey
 	e copyEntry
+	// wasPending: a timeout of it sent before this one may still land.
+	wasPending bool
 }
 
 // reapCopies times out the services of tenant (all if empty) whose copies
@@ -797,13 +799,13 @@ func (s *Store) reapCopies(ctx context.Context, tenant string) error {
 		}
 		switch {
 		case e.pendingRel != "":
-			rels = append(rels, copyDue{k, *e})
+			rels = append(rels, copyDue{k: k, e: *e})
 		case e.fenced && !e.pending:
 			if e.stored+int64(time.Minute) < now {
 				delete(s.copies.m, k)
 			}
 		case e.state.Deadline <= now && (e.pending || !s.graced(e.state.Deadline, impliedTimeout(e.state), now)):
-			due = append(due, copyDue{k, *e})
+			due = append(due, copyDue{k: k, e: *e})
 		}
 	}
 	s.copies.mu.Unlock()
@@ -826,6 +828,7 @@ func (s *Store) reapCopies(ctx context.Context, tenant string) error {
 			s.copies.mu.Unlock()
 			continue
 		}
+		d.wasPending = e.pending
 		e.fenced, e.pending = true, true
 		d.e = *e
 		s.copies.mu.Unlock()
@@ -903,12 +906,20 @@ func (s *Store) timeOutCopies(ctx context.Context, t *tenant, due []copyDue) err
 		exact[i] = exactTimeout{id: d.k.id, hbRev: d.e.hbRev, stored: d.e.stored, deadline: d.e.state.Deadline,
 			incarnation: d.e.state.Incarnation, nodeLease: d.e.lease, holder: d.e.from}
 	}
-	err := s.commitExactTimeouts(ctx, t, "time out copied services", "copied deadline", exact, nil)
+	graced, err := s.commitExactTimeouts(ctx, t, "time out copied services", "copied deadline", exact, nil)
 	if err == nil {
 		s.copies.mu.Lock()
 		for _, d := range due {
-			if e := s.copies.m[d.k]; e != nil && e.hbRev == d.e.hbRev {
+			e := s.copies.m[d.k]
+			switch {
+			case e == nil || e.hbRev != d.e.hbRev:
+			case !graced[d.k.id]:
 				e.pending = false
+			case !d.wasPending:
+				// Left to its grace after an outage, and no earlier
+				// timeout of it may still land: the copy takes the
+				// holder's copies again.
+				e.fenced, e.pending = false, false
 			}
 		}
 		s.copies.mu.Unlock()

@@ -267,8 +267,7 @@ func (s *Store) register(ctx context.Context) error {
 		}
 		return err
 	}
-	s.lease.set(lease.ID, asked, lease.TTL)
-	s.noteRenewal(asked, askedAt)
+	s.renewed(lease.ID, asked, askedAt, lease.TTL)
 	return nil
 }
 
@@ -313,8 +312,7 @@ func (s *Store) keepRegistered() {
 		resp, err := s.renew(id, limit)
 		switch {
 		case err == nil && resp.TTL > 0:
-			s.lease.set(id, asked, resp.TTL)
-			s.noteRenewal(asked, askedAt)
+			s.renewed(id, asked, askedAt, resp.TTL)
 			pause.Reset()
 			wait = every
 			continue

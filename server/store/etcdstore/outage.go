@@ -3,6 +3,8 @@ package etcdstore
 import (
 	"sync"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // An etcd outage (no quorum, or this node cut off from every member) is,
@@ -25,17 +27,15 @@ import (
 // committed once; after an outage of the whole registry, a service whose
 // client died during it times out its full timeout after the outage.
 
-// outages are the spans of time in which this node could not reach etcd
-// for longer than it counts on its lease, kept until their grace is over.
+// outages are the spans of time in which this node did not count on its
+// lease, kept until their grace is over.
 type outages struct {
 	mu sync.Mutex
 	// lastOK is when (the store's clock, Unix ns) this node asked for the
 	// last lease renewal or registration that succeeded; 0 before the
-	// first. lastAsked is the same by the monotonic clock, which measures
-	// the gap (the store's clock may be a test's, moved by hand).
-	lastOK    int64
-	lastAsked time.Time
-	spans     []outageSpan
+	// first.
+	lastOK int64
+	spans  []outageSpan
 }
 
 // outageSpan is one outage: from the last renewal asked before it to the
@@ -46,12 +46,12 @@ type outageSpan struct{ start, end int64 }
 // timeout (spec §7.4, 3 to 120 s).
 const maxGrace = 120 * time.Second
 
-// reached records that a renewal (or registration) asked for at asked
-// (monotonic) and askedAt (the store's clock) succeeded at now (the
-// store's clock), and returns the outage it ended: more than gap since the
-// last one asked for (which a node renewing on time, or after a failed
-// attempt or two, does not reach). ok is false if there was none.
-func (o *outages) reached(asked, askedAt, now time.Time, gap time.Duration) (span outageSpan, ok bool) {
+// reached records that a renewal (or registration) asked for at askedAt
+// succeeded at now (both by the store's clock), and returns the outage it
+// ended: cutOff says the node no longer counted on its lease (see
+// nodeLease.get: by both clocks, so a suspended machine's pause counts).
+// ok is false if there was none.
+func (o *outages) reached(askedAt, now time.Time, cutOff bool) (span outageSpan, ok bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	kept := o.spans[:0]
@@ -61,40 +61,94 @@ func (o *outages) reached(asked, askedAt, now time.Time, gap time.Duration) (spa
 		}
 	}
 	o.spans = kept
-	if !o.lastAsked.IsZero() && time.Since(o.lastAsked) > gap {
+	if cutOff && o.lastOK != 0 {
 		span, ok = outageSpan{o.lastOK, now.UnixNano()}, true
 		o.spans = append(o.spans, span)
 	}
-	if asked.After(o.lastAsked) {
-		o.lastAsked, o.lastOK = asked, askedAt.UnixNano()
-	}
+	o.lastOK = max(o.lastOK, askedAt.UnixNano())
 	return span, ok
 }
 
 // graced reports whether a service whose deadline (Unix ns) has passed at
-// now, and whose heartbeat timeout is timeout, is not to be timed out yet:
-// its deadline passed during an outage of this node's whose grace (the
-// timeout from the outage's end) runs until after now, or during the one
-// going on (cutOff: this node does not count on its lease now).
-func (o *outages) graced(deadline int64, timeout time.Duration, now int64, cutOff bool) bool {
+// now, and whose heartbeat timeout is timeout, is not to be timed out yet,
+// and until when: its deadline passed after the last renewal before an
+// outage of this node's whose grace (the timeout from the outage's end)
+// runs until after now, or after the last renewal before the one going on
+// (cutOff: this node does not count on its lease now; until is then 0,
+// not known yet).
+func (o *outages) graced(deadline int64, timeout time.Duration, now int64, cutOff bool) (until int64, ok bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if cutOff && o.lastOK != 0 && deadline > o.lastOK {
-		return true
+		return 0, true
 	}
 	for _, s := range o.spans {
-		if deadline > s.start && now < s.end+int64(timeout) {
-			return true
+		if end := s.end + int64(timeout); deadline > s.start && now < end {
+			until = max(until, end)
 		}
 	}
-	return false
+	return until, until != 0
+}
+
+// maybeGraced reports whether a service due at deadline may be left to
+// its grace whatever its timeout: before the service's record is read.
+func (s *Store) maybeGraced(deadline, now int64) bool {
+	_, alive := s.lease.get()
+	_, ok := s.outages.graced(deadline, maxGrace, now, !alive)
+	return ok
 }
 
 // graced reports whether this node leaves a due service, its heartbeat
 // timeout given in seconds, to its grace after an outage (see outages).
 func (s *Store) graced(deadline int64, timeoutSeconds int, now int64) bool {
+	_, ok := s.gracedUntil(deadline, timeoutSeconds, now)
+	return ok
+}
+
+// gracedUntil is graced, with when the grace ends (0 while the outage goes
+// on).
+func (s *Store) gracedUntil(deadline int64, timeoutSeconds int, now int64) (int64, bool) {
 	_, alive := s.lease.get()
 	return s.outages.graced(deadline, graceOf(timeoutSeconds), now, !alive)
+}
+
+// gracedDue are the deadline index keys of due services left to their
+// grace, with when it ends (Unix ns): the reaper and the rectifying reads
+// pass over them without reading them again, and without asking their
+// holders to hand them over, until then.
+type gracedDue struct {
+	mu    sync.Mutex
+	m     map[string]int64
+	swept int // len(m) after the last sweep
+}
+
+func (g *gracedDue) add(key string, until int64, now int64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.m == nil {
+		g.m = map[string]int64{}
+	}
+	g.m[key] = until
+	if len(g.m) > 2*g.swept+64 {
+		for k, u := range g.m {
+			if u <= now {
+				delete(g.m, k)
+			}
+		}
+		g.swept = len(g.m)
+	}
+}
+
+// has reports whether key is left to its grace at now.
+func (g *gracedDue) has(key string, now int64) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	until, ok := g.m[key]
+	if ok && until <= now {
+		delete(g.m, key)
+		return false
+	}
+	return ok
 }
 
 // graceOf is the grace of a service whose heartbeat timeout is seconds: the
@@ -113,16 +167,18 @@ func impliedTimeout(hb hbRecord) int {
 	return int((time.Duration(hb.Deadline-hb.LastSeen*int64(time.Millisecond)) + time.Second/2) / time.Second)
 }
 
-// noteRenewal records a renewal or registration asked for at asked
-// (monotonic) and askedAt (the store's clock) that succeeded, and logs the
-// outage it ended, if any.
-func (s *Store) noteRenewal(asked, askedAt time.Time) {
-	span, ok := s.outages.reached(asked, askedAt, s.now(), s.opts.NodeTTL*3/4)
-	if !ok {
-		return
+// renewed records a renewal or registration of lease id, asked for at
+// asked (monotonic) and askedAt (the store's clock), that etcd granted for
+// ttl seconds: the outage it ended, if the node no longer counted on its
+// lease (logged), first, then the lease. In that order, a reaper never
+// finds the lease counted on while the outage is not yet recorded.
+func (s *Store) renewed(id clientv3.LeaseID, asked, askedAt time.Time, ttl int64) {
+	_, alive := s.lease.get()
+	if span, ok := s.outages.reached(askedAt, s.now(), !alive); ok {
+		s.metrics.outages.Inc()
+		s.log.Warn("etcd answers again after an outage; services whose deadline passed meanwhile get their full timeout again before this node times them out",
+			"outage", time.Duration(span.end-span.start).Round(time.Millisecond),
+			"since", time.Unix(0, span.start).UTC())
 	}
-	s.metrics.outages.Inc()
-	s.log.Warn("etcd answers again after an outage; services whose deadline passed meanwhile get their full timeout again before this node times them out",
-		"outage", time.Duration(span.end-span.start).Round(time.Millisecond),
-		"since", time.Unix(0, span.start).UTC())
+	s.lease.set(id, asked, ttl)
 }

@@ -1,40 +1,45 @@
 package etcdstore
 
 import (
+	"log/slog"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
-// An outage is a gap between renewals longer than the node counts on its
-// lease; a service whose deadline passed in it is left its timeout from
-// the outage's end, one due before it is not, and the grace ends.
+// An outage is a renewal that finds the node no longer counting on its
+// lease; a service whose deadline passed since the renewal before it is
+// left its timeout from the outage's end, one due before it is not, and
+// the grace ends.
 func TestOutageGrace(t *testing.T) {
 	t.Parallel()
 	var o outages
 	base := time.Unix(1_000_000, 0)
-	mono := time.Now()
 	at := func(d time.Duration) time.Time { return base.Add(d) }
 	ns := func(d time.Duration) int64 { return at(d).UnixNano() }
-	gap := 1500 * time.Millisecond
-
-	// The first renewal ends no outage, nor does one on time.
-	if _, ok := o.reached(mono, at(0), at(0), gap); ok {
-		t.Fatal("the first renewal ended an outage")
+	graced := func(deadline, now time.Duration, cutOff bool) (int64, bool) {
+		return o.graced(ns(deadline), 3*time.Second, ns(now), cutOff)
 	}
-	if _, ok := o.reached(time.Now(), at(time.Second), at(time.Second), gap); ok {
+
+	// The first registration ends no outage, even without a lease before
+	// it; a renewal on time (the lease counted on) ends none.
+	if _, ok := o.reached(at(0), at(0), true); ok {
+		t.Fatal("the first registration ended an outage")
+	}
+	if _, ok := o.reached(at(time.Second), at(time.Second), false); ok {
 		t.Fatal("a renewal on time ended an outage")
 	}
-	// Cut off: a deadline after the last renewal is graced, one before
-	// it is not.
-	if !o.graced(ns(2*time.Second), 3*time.Second, ns(5*time.Second), true) {
-		t.Error("while cut off, a deadline after the last renewal is timed out")
+	// Cut off: a deadline after the last renewal is graced, until a time
+	// not known yet; one before it is not.
+	if until, ok := graced(2*time.Second, 5*time.Second, true); !ok || until != 0 {
+		t.Errorf("while cut off, a deadline after the last renewal: %v, %v", until, ok)
 	}
-	if o.graced(ns(500*time.Millisecond), 3*time.Second, ns(5*time.Second), true) {
+	if _, ok := graced(time.Second/2, 5*time.Second, true); ok {
 		t.Error("while cut off, a deadline before the last renewal is graced")
 	}
-	// Back after a gap: the outage runs from the last renewal asked to now.
-	o.lastAsked = time.Now().Add(-10 * time.Second) // as if it had waited that long
-	span, ok := o.reached(time.Now(), at(11*time.Second), at(11*time.Second), gap)
+	// Back: the outage runs from the last renewal asked to now.
+	span, ok := o.reached(at(11*time.Second), at(11*time.Second), true)
 	if !ok || span != (outageSpan{ns(time.Second), ns(11 * time.Second)}) {
 		t.Fatalf("outage = %+v, %v; want from 1 s to 11 s", span, ok)
 	}
@@ -46,17 +51,49 @@ func TestOutageGrace(t *testing.T) {
 		{5 * time.Second, 14 * time.Second, false},  // its timeout (3 s) past the end
 		{11 * time.Second, 13 * time.Second, true},  // due as it ended
 		{time.Second / 2, 12 * time.Second, false},  // due before it began
-		{12 * time.Second, 13 * time.Second, true},  // due within the grace (rules the same)
+		{12 * time.Second, 13 * time.Second, true},  // due within the grace (the same rule)
 		{20 * time.Second, 21 * time.Second, false}, // after the grace
 	} {
-		if got := o.graced(ns(tc.deadline), 3*time.Second, ns(tc.now), false); got != tc.want {
-			t.Errorf("deadline %v at %v: graced %v, want %v", tc.deadline, tc.now, got, tc.want)
+		until, got := graced(tc.deadline, tc.now, false)
+		if got != tc.want || got && until != ns(14*time.Second) {
+			t.Errorf("deadline %v at %v: graced %v until %v, want %v until 14 s", tc.deadline, tc.now, got, until, tc.want)
 		}
 	}
 	// Spans are dropped once no grace can be left.
-	o.reached(time.Now(), at(11*time.Second+maxGrace+time.Second), at(11*time.Second+maxGrace+time.Second), gap)
+	o.reached(at(11*time.Second+maxGrace+time.Second), at(11*time.Second+maxGrace+time.Second), false)
 	if len(o.spans) != 0 {
 		t.Errorf("spans kept past the longest grace: %+v", o.spans)
+	}
+}
+
+// A renewal that finds the lease no longer counted on (its time passed, by
+// either clock: a suspended machine's too) records the outage before the
+// lease counts again, so that no reaper finds the one without the other.
+func TestRenewalAfterALapseRecordsTheOutage(t *testing.T) {
+	t.Parallel()
+	clock := time.Unix(2_000_000, 0)
+	s := &Store{opts: Options{Clock: func() time.Time { return clock }}, log: slog.New(slog.DiscardHandler), metrics: newMetrics(prometheus.NewRegistry(), func() bool { return false })}
+	s.renewed(7, time.Now(), clock, 5) // registered
+	clock = clock.Add(time.Minute)
+	// The lease was asked for an hour ago by the monotonic clock: it is
+	// not counted on now (as after a pause that the wall clock shows).
+	s.lease.set(7, time.Now().Add(-time.Hour), 5)
+	s.lease.mu.Lock()
+	s.lease.until = time.Now().Add(-time.Minute)
+	s.lease.mu.Unlock()
+	due := clock.Add(-30 * time.Second).UnixNano()
+	if !s.graced(due, 10, clock.UnixNano()) {
+		t.Fatal("while the lease is not counted on, a deadline since the last renewal is timed out")
+	}
+	s.renewed(7, time.Now(), clock, 5)
+	if _, alive := s.lease.get(); !alive {
+		t.Fatal("the renewal left the lease not counted on")
+	}
+	if !s.graced(due, 10, clock.Add(5*time.Second).UnixNano()) {
+		t.Error("after the renewal, a deadline that passed in the lapse is timed out within its grace")
+	}
+	if s.graced(due, 10, clock.Add(11*time.Second).UnixNano()) {
+		t.Error("the grace outlived the service's timeout after the outage")
 	}
 }
 

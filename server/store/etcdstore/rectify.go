@@ -26,7 +26,8 @@ type dueEntry struct {
 }
 
 // dueEntries reads the deadline index up to now, in deadline order, keeping
-// the entries of tenant (all tenants if tenant is empty).
+// the entries of tenant (all tenants if tenant is empty), but those left
+// to their grace after an outage (gracedDue).
 func (s *Store) dueEntries(ctx context.Context, now time.Time, tenant string) ([]dueEntry, error) {
 	var out []dueEntry
 	start, end := s.k.dues(), s.k.dueThrough(now)
@@ -42,7 +43,7 @@ func (s *Store) dueEntries(ctx context.Context, now time.Time, tenant string) ([
 				s.log.Error("undecodable deadline index key in etcd", "key", string(kv.Key))
 				continue
 			}
-			if tenant == "" || t == tenant {
+			if (tenant == "" || t == tenant) && !s.gracedDue.has(string(kv.Key), now.UnixNano()) {
 				out = append(out, dueEntry{key: string(kv.Key), deadline: d, tenant: t, id: id})
 			}
 		}
@@ -56,8 +57,9 @@ func (s *Store) dueEntries(ctx context.Context, now time.Time, tenant string) ([
 // rectify times out every service of the tenant whose deadline had passed
 // when it was called, and returns only when they are gone — timed out by
 // this call, by another caller on this node, or by any other node
-// (read-your-rectification across nodes). The reads and writes spec §8.3
-// lists call it first.
+// (read-your-rectification across nodes) — but those left to their grace
+// after an outage (outage.go). The reads and writes spec §8.3 lists call
+// it first.
 func (s *Store) rectify(ctx context.Context, tenantID string) error {
 	t, err := s.tenantFor(ctx, tenantID)
 	if err != nil {
@@ -67,7 +69,9 @@ func (s *Store) rectify(ctx context.Context, tenantID string) error {
 		return err
 	}
 	now := s.now()
-	var graced map[string]bool // due, and left to their grace after an outage
+	// Due, and left to their grace after an outage still going on (those
+	// of one that ended are in gracedDue).
+	var graced map[string]bool
 	for {
 		due, err := s.dueEntries(ctx, now, tenantID)
 		if err != nil {
@@ -77,15 +81,21 @@ func (s *Store) rectify(ctx context.Context, tenantID string) error {
 		if len(due) == 0 {
 			return nil
 		}
-		left, err := s.timeOut(ctx, t, due[:min(len(due), s.timeoutsPerTxn())], true)
-		if err != nil {
-			return err
-		}
-		for _, k := range left {
-			if graced == nil {
-				graced = map[string]bool{}
+		// Every batch of one read, then the index again: a hand-over
+		// moved an entry to the precise deadline.
+		for len(due) > 0 {
+			n := min(len(due), s.timeoutsPerTxn())
+			left, err := s.timeOut(ctx, t, due[:n], true)
+			if err != nil {
+				return err
 			}
-			graced[k] = true
+			due = due[n:]
+			for _, k := range left {
+				if graced == nil {
+					graced = map[string]bool{}
+				}
+				graced[k] = true
+			}
 		}
 	}
 }
@@ -147,8 +157,11 @@ func (s *Store) timeOut(ctx context.Context, t *tenant, due []dueEntry, wait boo
 			if hb.Holder != "" && dead[hb.Holder] != hb.HolderLease {
 				continue // a node took hold of it since unheldDue looked
 			}
-			if s.graced(hb.Deadline, rec.HeartbeatTimeout, w.now.UnixNano()) {
+			if until, ok := s.gracedUntil(hb.Deadline, rec.HeartbeatTimeout, w.now.UnixNano()); ok {
 				graced = append(graced, d.key)
+				if until != 0 {
+					s.gracedDue.add(d.key, until, w.now.UnixNano())
+				}
 				continue
 			}
 			w.cmps = append(w.cmps, clientv3.Compare(clientv3.ModRevision(hbKey), "=", hkv.ModRevision))
@@ -238,6 +251,7 @@ func (s *Store) unheldDue(ctx context.Context, t *tenant, due []dueEntry, wait b
 	}
 	dead := map[string]int64{}
 	free := due[:0:0]
+	now := s.now().UnixNano()
 	for i, d := range due {
 		kv := first(resp.Responses[i])
 		var hb hbRecord
@@ -246,10 +260,16 @@ func (s *Store) unheldDue(ctx context.Context, t *tenant, due []dueEntry, wait b
 				return nil, nil, fmt.Errorf("heartbeat state of %s: %w", d.id, err)
 			}
 		}
+		// After an outage, a live holder (this node too) times its
+		// services out itself, once their grace is over: no hand-over,
+		// which its client's next heartbeat would have to undo.
 		switch {
 		case hb.Holder == "" || dead[hb.Holder] == hb.HolderLease:
 			free = append(free, d)
 		case hb.Holder == s.nodeID:
+			if s.maybeGraced(d.deadline, now) {
+				continue
+			}
 			if err := s.release(ctx, t.id, d.id); err != nil {
 				return nil, nil, err
 			}
@@ -261,6 +281,9 @@ func (s *Store) unheldDue(ctx context.Context, t *tenant, due []dueEntry, wait b
 			if !alive {
 				dead[hb.Holder] = hb.HolderLease
 				free = append(free, d)
+				continue
+			}
+			if s.maybeGraced(d.deadline, now) {
 				continue
 			}
 			if !wait {
@@ -371,14 +394,16 @@ func (s *Store) timeOutHeld(ctx context.Context, t *tenant, due []heldDue) error
 		locked = append(locked, d)
 	}
 	var err error
+	var graced map[string]bool
 	defer func() {
 		for _, d := range locked {
-			if err != nil {
+			switch {
+			case err != nil:
 				// The transaction may have committed, or commit yet:
 				// no answer from memory until etcd shows which; the
 				// reaper tries again.
 				d.e.failedWrite()
-			} else {
+			case !graced[d.id]: // else still held, and due after its grace
 				d.e.forget()
 			}
 			d.e.mu.Unlock()
@@ -391,7 +416,7 @@ func (s *Store) timeOutHeld(ctx context.Context, t *tenant, due []heldDue) error
 	for i, d := range locked {
 		exact[i] = exactTimeout{id: d.id, hbRev: d.e.hbRev, stored: d.e.hb.Deadline, deadline: d.e.mem.Deadline, incarnation: d.e.mem.Incarnation}
 	}
-	err = s.commitExactTimeouts(ctx, t, "time out held services", "held deadline", exact, func(id string, gone bool) {
+	graced, err = s.commitExactTimeouts(ctx, t, "time out held services", "held deadline", exact, func(id string, gone bool) {
 		// Written since this node last read or wrote it (a commit of its
 		// own whose answer was lost, or another node's): its memory is
 		// stale, and forgotten below.
@@ -422,7 +447,7 @@ type exactTimeout struct {
 // node's lease, if it names one). A service written or gone since is left
 // out, and stale, if not nil, told about it. how names the deadline in the
 // log (timedOut).
-func (s *Store) commitExactTimeouts(ctx context.Context, t *tenant, what, how string, due []exactTimeout, stale func(id string, gone bool)) error {
+func (s *Store) commitExactTimeouts(ctx context.Context, t *tenant, what, how string, due []exactTimeout, stale func(id string, gone bool)) (graced map[string]bool, err error) {
 	nodeKey := s.k.node(s.nodeID)
 	reads := []string{nodeKey}
 	for _, d := range due {
@@ -431,8 +456,8 @@ func (s *Store) commitExactTimeouts(ctx context.Context, t *tenant, what, how st
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
 	var timedOut []timedOutService
-	_, err := s.write(ctx, t, what, reads, func(w *writer) error {
-		timedOut = timedOut[:0]
+	_, err = s.write(ctx, t, what, reads, func(w *writer) error {
+		timedOut, graced = timedOut[:0], nil
 		nkv := w.got[nodeKey]
 		for _, d := range due {
 			svcKey, hbKey := s.k.service(t.id, d.id), s.k.heartbeat(t.id, d.id)
@@ -450,7 +475,14 @@ func (s *Store) commitExactTimeouts(ctx context.Context, t *tenant, what, how st
 			if err != nil {
 				return err
 			}
-			if rec.Incarnation != d.incarnation || s.graced(d.deadline, rec.HeartbeatTimeout, w.now.UnixNano()) {
+			if rec.Incarnation != d.incarnation {
+				continue
+			}
+			if s.graced(d.deadline, rec.HeartbeatTimeout, w.now.UnixNano()) {
+				if graced == nil {
+					graced = map[string]bool{}
+				}
+				graced[d.id] = true
 				continue
 			}
 			w.cmps = append(w.cmps, clientv3.Compare(clientv3.ModRevision(hbKey), "=", d.hbRev))
@@ -462,5 +494,5 @@ func (s *Store) commitExactTimeouts(ctx context.Context, t *tenant, what, how st
 		}
 		return nil
 	})
-	return s.timedOut(t, how, timedOut, err)
+	return graced, s.timedOut(t, how, timedOut, err)
 }

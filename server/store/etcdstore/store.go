@@ -171,8 +171,9 @@ type Store struct {
 	nodeID  string
 	lease   nodeLease
 	// outages are this node's spans without etcd, whose due services it
-	// leaves to their grace (outage.go).
-	outages outages
+	// leaves to their grace, and gracedDue those services (outage.go).
+	outages   outages
+	gracedDue gracedDue
 
 	mu      sync.RWMutex
 	tenants map[string]*tenant
