@@ -216,7 +216,7 @@ func (s *Store) takeCopies(payload []byte, b *copyBatch) copyAnswer {
 		// Meant for this node on another lease, or this node may be dead
 		// to the others: it takes nothing it might not be able to honour.
 		s.metrics.copyRefusals.WithLabelValues("lease").Inc()
-		return copyAnswer{Err: "not this node's current lease"}
+		return copyAnswer{Err: "addressed to another lease of it (it registered again since), or it is not sure of its lease now (cut off from etcd)"}
 	}
 	ans := copyAnswer{OK: make([]bool, len(b.Items))}
 	s.copies.mu.Lock()
