@@ -621,3 +621,31 @@ func TestEtcdOutageTimesOutNoLiveService(t *testing.T) {
 		}
 	}
 }
+
+// After an outage of etcd as a whole, a service held by a live node whose
+// stored deadline passed meanwhile is left to its grace: a rectifying read
+// at either node lists it at once, where it used to wait, read after
+// read, until the holder timed it out.
+func TestRectifyingReadShowsAGracedHeldService(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.Start(t, etcdtest.Options{Members: 3})
+	n := startNodes(t, c, 2, etcdstore.Options{NodeTTL: 2 * time.Second, RequestTimeout: time.Second, HeartbeatSlack: 4 * time.Second})
+	u := login(t, n[0], "graced-held")
+	const timeout = 12
+	u.heartbeat(n[0], "held", u.create(n[0], "held", timeout)) // node 0 holds it
+	c.Stop()
+	time.Sleep((timeout + 4 + 2) * time.Second) // its stored deadline passes
+	c.Restart()
+	for deadline := time.Now().Add(20 * time.Second); n[0].metric("svcreg_store_etcd_outages_total") < 1 || n[1].metric("svcreg_store_etcd_outages_total") < 1; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the nodes counted no outage")
+		}
+	}
+	for _, i := range []int{1, 0} {
+		var p page[struct{ ID string }]
+		u.do(n[i], "GET", "/services", nil, 200).json(&p)
+		if len(p.Values) != 1 || p.Values[0].ID != "held" {
+			t.Errorf("services at node %d within the grace: %+v; want the held service", i, p.Values)
+		}
+	}
+}

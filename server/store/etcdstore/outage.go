@@ -90,6 +90,22 @@ func (o *outages) graced(deadline int64, timeout time.Duration, now int64, cutOf
 	return until, until != 0
 }
 
+// over reports whether no outage's grace can be left at now, and none is
+// going on.
+func (o *outages) over(now int64, cutOff bool) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if cutOff && o.lastOK != 0 {
+		return false
+	}
+	for _, s := range o.spans {
+		if now < s.end+int64(maxGrace) {
+			return false
+		}
+	}
+	return true
+}
+
 // maybeGraced reports whether a service due at deadline may be left to
 // its grace whatever its timeout: before the service's record is read.
 func (s *Store) maybeGraced(deadline, now int64) bool {
@@ -137,6 +153,14 @@ func (g *gracedDue) add(key string, until int64, now int64) {
 		}
 		g.swept = len(g.m)
 	}
+}
+
+// clear forgets every key: once no outage's grace can be left, those of
+// services that heartbeat or timed out since are not looked up again.
+func (g *gracedDue) clear() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.m, g.swept = nil, 0
 }
 
 // has reports whether key is left to its grace at now.

@@ -59,10 +59,33 @@ func TestOutageGrace(t *testing.T) {
 			t.Errorf("deadline %v at %v: graced %v until %v, want %v until 14 s", tc.deadline, tc.now, got, until, tc.want)
 		}
 	}
-	// Spans are dropped once no grace can be left.
+	// Spans are dropped once no grace can be left, and the outages are
+	// over then.
+	if o.over(ns(12*time.Second), false) || o.over(ns(11*time.Second+maxGrace+time.Second), true) {
+		t.Error("outages over within the longest grace, or while cut off")
+	}
+	if !o.over(ns(11*time.Second+maxGrace+time.Second), false) {
+		t.Error("outages not over past the longest grace")
+	}
 	o.reached(at(11*time.Second+maxGrace+time.Second), at(11*time.Second+maxGrace+time.Second), false)
 	if len(o.spans) != 0 {
 		t.Errorf("spans kept past the longest grace: %+v", o.spans)
+	}
+}
+
+// The keys left to their grace are forgotten once it ends, and all of them
+// once the outages are over.
+func TestGracedDue(t *testing.T) {
+	t.Parallel()
+	var g gracedDue
+	g.add("a", 100, 0)
+	g.add("b", 200, 0)
+	if !g.has("a", 50) || g.has("a", 100) || g.has("a", 50) {
+		t.Error("a key is not left to its grace until its end, and only until then")
+	}
+	g.clear()
+	if g.has("b", 150) {
+		t.Error("a key outlived clear")
 	}
 }
 

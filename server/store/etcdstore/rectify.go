@@ -121,10 +121,11 @@ func (s *Store) timeoutsPerTxn() int { return max(1, (s.opts.MaxTxnOps-1)/5) }
 // index keys of the services it left to their grace after an outage
 // (outage.go).
 func (s *Store) timeOut(ctx context.Context, t *tenant, due []dueEntry, wait bool) (graced []string, err error) {
-	due, dead, err := s.unheldDue(ctx, t, due, wait)
+	due, dead, held, err := s.unheldDue(ctx, t, due, wait)
 	if err != nil || len(due) == 0 {
-		return nil, err
+		return held, err
 	}
+	defer func() { graced = append(graced, held...) }()
 	reads := make([]string, 0, 3*len(due))
 	for _, d := range due {
 		reads = append(reads, d.key, s.k.service(t.id, d.id), s.k.heartbeat(t.id, d.id))
@@ -239,25 +240,27 @@ func (s *Store) timedOut(t *tenant, how string, done []timedOutService, err erro
 // one: its holder is asked to hand it back, which writes that deadline to
 // the index, so that the next pass times it out at it. With wait (a
 // rectifying read), it waits for that; else (the reaper, which must not
-// stall on a holder cut off from etcd) it only asks.
-func (s *Store) unheldDue(ctx context.Context, t *tenant, due []dueEntry, wait bool) ([]dueEntry, map[string]int64, error) {
+// stall on a holder cut off from etcd) it only asks. After an outage, a
+// live holder's service that may be left to its grace is not asked for:
+// its index key is returned in graced, and its holder times it out.
+func (s *Store) unheldDue(ctx context.Context, t *tenant, due []dueEntry, wait bool) (free []dueEntry, dead map[string]int64, graced []string, err error) {
 	ops := make([]clientv3.Op, len(due))
 	for i, d := range due {
 		ops[i] = clientv3.OpGet(s.k.heartbeat(t.id, d.id))
 	}
 	resp, err := s.read(ctx, "read heartbeat state", ops...)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	dead := map[string]int64{}
-	free := due[:0:0]
+	dead = map[string]int64{}
+	free = due[:0:0]
 	now := s.now().UnixNano()
 	for i, d := range due {
 		kv := first(resp.Responses[i])
 		var hb hbRecord
 		if kv != nil {
 			if err := json.Unmarshal(kv.Value, &hb); err != nil {
-				return nil, nil, fmt.Errorf("heartbeat state of %s: %w", d.id, err)
+				return nil, nil, nil, fmt.Errorf("heartbeat state of %s: %w", d.id, err)
 			}
 		}
 		// After an outage, a live holder (this node too) times its
@@ -268,15 +271,16 @@ func (s *Store) unheldDue(ctx context.Context, t *tenant, due []dueEntry, wait b
 			free = append(free, d)
 		case hb.Holder == s.nodeID:
 			if s.maybeGraced(d.deadline, now) {
+				graced = append(graced, d.key)
 				continue
 			}
 			if err := s.release(ctx, t.id, d.id); err != nil {
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
 		default:
 			alive, err := s.holderAlive(ctx, hb)
 			if err != nil {
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
 			if !alive {
 				dead[hb.Holder] = hb.HolderLease
@@ -284,26 +288,30 @@ func (s *Store) unheldDue(ctx context.Context, t *tenant, due []dueEntry, wait b
 				continue
 			}
 			if s.maybeGraced(d.deadline, now) {
+				graced = append(graced, d.key)
 				continue
 			}
 			if !wait {
 				if err := s.askHandOver(ctx, t.id, d.id, hb); err != nil {
-					return nil, nil, err
+					return nil, nil, nil, err
 				}
 				continue
 			}
 			if err := s.handOver(ctx, t.id, d.id, hb); err != nil {
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
 		}
 	}
-	return free, dead, nil
+	return free, dead, graced, nil
 }
 
 // reap times out every due service of every tenant (design item 7). Every
 // node runs it about once per ReapInterval; the conditions in timeOut make
 // the reapers' races harmless.
 func (s *Store) reap(ctx context.Context) error {
+	if _, alive := s.lease.get(); s.outages.over(s.now().UnixNano(), !alive) {
+		s.gracedDue.clear()
+	}
 	heldErr := errors.Join(s.readBackLost(ctx), s.reapHeld(ctx, ""), s.reapCopies(ctx, ""))
 	due, err := s.dueEntries(ctx, s.now(), "")
 	if err != nil {
