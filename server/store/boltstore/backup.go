@@ -156,6 +156,7 @@ func Restore(dir, src string) (replaced string, err error) {
 	}
 	db.Close()
 	path := filepath.Join(dir, FileName)
+	var heads map[string]timeuuid.UUID
 	if _, err := os.Stat(path); err == nil {
 		// Only the lock matters here: the file may well be damaged.
 		old, err := openBolt(path, true)
@@ -164,6 +165,9 @@ func Restore(dir, src string) (replaced string, err error) {
 			return "", fmt.Errorf("stop the server first: %w", err)
 		}
 		if old != nil {
+			if verify(old) == nil {
+				heads = feedHeads(old)
+			}
 			old.Close()
 		}
 		replaced = path + ".replaced-" + time.Now().UTC().Format("20060102T150405.000000000Z")
@@ -178,7 +182,7 @@ func Restore(dir, src string) (replaced string, err error) {
 		os.Remove(tmp)
 		return "", err
 	}
-	if err := restartFeeds(tmp, time.Now()); err != nil {
+	if err := restartFeeds(tmp, time.Now(), heads); err != nil {
 		os.Remove(tmp)
 		return "", fmt.Errorf("the backup cannot be restored: %w", err)
 	}
@@ -203,15 +207,15 @@ func Restore(dir, src string) (replaced string, err error) {
 }
 
 // restartFeeds starts the feed of every account in the database file at
-// path afresh at the time at: its head and its oldest marker that still
-// counts become at, so that a marker from before gets 410 markerExpired
-// and its client (a watcher) lists the registry again. Every marker a
-// client holds is from before: of the backup's feed, whose client may
-// have seen events the restore undid, or of those events. Without this,
-// a marker past the restored feed's end reads as a quiet stretch of the
-// feed, and its watcher keeps the services and values the restore undid
-// (until its periodic list).
-func restartFeeds(path string, at time.Time) error {
+// path afresh at the time at, or just past the account's head in the
+// backup or in heads (those of the database it replaces), if a clock ahead
+// wrote them: its head and its oldest marker that still counts move
+// there, so that a marker given out before gets 410 markerExpired (but the
+// id of an event the backup holds: see Events) and its client (a watcher)
+// lists the registry again. Without this, a marker past the restored
+// feed's end reads as a quiet stretch of the feed, and its watcher keeps
+// the services and values the restore undid (until its periodic list).
+func restartFeeds(path string, at time.Time, heads map[string]timeuuid.UUID) error {
 	db, err := openFile(path, false)
 	if err != nil {
 		return err
@@ -231,10 +235,14 @@ func restartFeeds(path string, at time.Time) error {
 			if err := json.Unmarshal(b.Get(kAccount), &acct); err != nil {
 				return fmt.Errorf("account %q: %w", name, err)
 			}
-			if timeuuid.Compare(id, acct.Head) <= 0 {
-				return nil // a clock behind the backup's: its events' ids order the feed
+			start := id
+			for _, h := range []timeuuid.UUID{acct.Head, heads[string(name)]} {
+				// Past h.Next() too: the marker a list gave out then.
+				if past := h.Next().Next(); !h.IsZero() && timeuuid.Compare(past, start) > 0 {
+					start = past
+				}
 			}
-			acct.Head, acct.Pruned = id, id
+			acct.Head, acct.Pruned = start, start
 			raw, err := json.Marshal(acct)
 			if err != nil {
 				return err
@@ -246,6 +254,26 @@ func restartFeeds(path string, at time.Time) error {
 		err = cerr
 	}
 	return err
+}
+
+// feedHeads returns the head of every account's feed in db, a database
+// verify found sound; an account whose record does not decode has none.
+func feedHeads(db *bolt.DB) map[string]timeuuid.UUID {
+	heads := map[string]timeuuid.UUID{}
+	db.View(func(tx *bolt.Tx) error {
+		tenants := tx.Bucket(bTenants)
+		if tenants == nil {
+			return nil
+		}
+		return tenants.ForEach(func(name, v []byte) error {
+			var acct store.AccountRecord
+			if b := tenants.Bucket(name); v == nil && b != nil && json.Unmarshal(b.Get(kAccount), &acct) == nil {
+				heads[string(name)] = acct.Head
+			}
+			return nil
+		})
+	})
+	return heads
 }
 
 func copyFile(src, dst string) error {

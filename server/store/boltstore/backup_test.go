@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/svcreg/svcreg/internal/timeuuid"
 	"github.com/svcreg/svcreg/server/store"
@@ -121,10 +122,15 @@ func TestRestoreExpiresTheMarkersHeld(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	for name, m := range map[string]timeuuid.UUID{"the backup's": before, "an undone event's": undone.Next()} {
+	for name, m := range map[string]timeuuid.UUID{"the backup's list": before.Next(), "an undone event's": undone, "the undone list": undone.Next()} {
 		if _, err := s.Events(ctx, "1", store.EventQuery{From: m, CheckExpired: true, Limit: 10}); !errors.Is(err, store.ErrMarkerExpired) {
 			t.Errorf("%s marker after the restore: %v, want ErrMarkerExpired", name, err)
 		}
+	}
+	// A kept event's id is no expired marker: its client saw nothing the
+	// restore undid.
+	if _, err := s.Events(ctx, "1", store.EventQuery{From: before, CheckExpired: true, Limit: 10}); err != nil {
+		t.Errorf("the marker of an event the backup holds: %v", err)
 	}
 	from := head(s).Next() // what a list's X-Registry-Marker is
 	if err := s.SetConfig(ctx, "1", "new", "v"); err != nil {
@@ -137,5 +143,78 @@ func TestRestoreExpiresTheMarkersHeld(t *testing.T) {
 	// Without a marker the restored events are still read.
 	if page, err := s.Events(ctx, "1", store.EventQuery{Limit: 10}); err != nil || len(page.Values) != 2 {
 		t.Errorf("the feed without a marker: %d events, %v; want the backup's and the new one", len(page.Values), err)
+	}
+}
+
+// After a restore, a read without a marker pages on through the restored
+// events: the next marker it hands out is an event the backup holds.
+func TestRestoredFeedPagesWithoutAMarker(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	live := t.TempDir()
+	dbWith(t, live, "a", "v")
+	dbWith(t, live, "b", "v")
+	backup := filepath.Join(t.TempDir(), "backup.db")
+	if _, err := boltstore.Backup(live, backup); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := boltstore.Restore(live, backup); err != nil {
+		t.Fatal(err)
+	}
+	s, err := boltstore.Open(live, boltstore.Options{ReapInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	page, err := s.Events(ctx, "1", store.EventQuery{Limit: 1})
+	if err != nil || len(page.Values) != 1 || page.Next.IsZero() {
+		t.Fatalf("first page: %+v, %v", page, err)
+	}
+	if page, err = s.Events(ctx, "1", store.EventQuery{From: page.Next, CheckExpired: true, Limit: 1}); err != nil || len(page.Values) != 1 {
+		t.Errorf("the page after it, from its next marker: %+v, %v", page, err)
+	}
+}
+
+// A database written by a clock ahead of the restoring one still starts
+// its feed past every marker given out: past the head of the backup and
+// of the database it replaces.
+func TestRestoreStartsPastHeadsAhead(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	ahead := time.Now().Add(time.Hour)
+	open := func(dir string, at time.Time) *boltstore.Store {
+		t.Helper()
+		s, err := boltstore.Open(dir, boltstore.Options{ReapInterval: -1, Clock: func() time.Time { return at }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	live := t.TempDir()
+	s := open(live, ahead)
+	if err := s.SetConfig(ctx, "1", "k", "v"); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	backup := filepath.Join(t.TempDir(), "backup.db")
+	if _, err := boltstore.Backup(live, backup); err != nil {
+		t.Fatal(err)
+	}
+	s = open(live, ahead.Add(time.Minute))
+	if err := s.SetConfig(ctx, "1", "undone", "v"); err != nil {
+		t.Fatal(err)
+	}
+	undone, err := s.Head(ctx, "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if _, err := boltstore.Restore(live, backup); err != nil {
+		t.Fatal(err)
+	}
+	s = open(live, time.Now())
+	defer s.Close()
+	if _, err := s.Events(ctx, "1", store.EventQuery{From: undone.Next(), CheckExpired: true, Limit: 10}); !errors.Is(err, store.ErrMarkerExpired) {
+		t.Errorf("a marker past the undone event, given out by a clock ahead: %v, want ErrMarkerExpired", err)
 	}
 }
