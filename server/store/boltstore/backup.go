@@ -236,7 +236,14 @@ func restartFeeds(path string, at time.Time, heads map[string]timeuuid.UUID) err
 				return fmt.Errorf("account %q: %w", name, err)
 			}
 			start := id
-			for _, h := range []timeuuid.UUID{acct.Head, heads[string(name)]} {
+			replaced := heads[string(name)]
+			if timeuuid.Compare(replaced, timeuuid.Low(later(at, acct.Head.Time()).Add(maxHeadAhead))) > 0 {
+				// A clock far ahead, or a damaged record: the restored
+				// feed does not go there for good (nor retention, by
+				// age, with it).
+				replaced = timeuuid.UUID{}
+			}
+			for _, h := range []timeuuid.UUID{acct.Head, replaced} {
 				// Past h.Next() too: the marker a list gave out then.
 				if past := h.Next().Next(); !h.IsZero() && timeuuid.Compare(past, start) > 0 {
 					start = past
@@ -254,6 +261,19 @@ func restartFeeds(path string, at time.Time, heads map[string]timeuuid.UUID) err
 		err = cerr
 	}
 	return err
+}
+
+// maxHeadAhead is how far ahead of the restoring clock (or of the backup's
+// head) the replaced database's head may be for the restored feed to start
+// past it: a clock a little ahead, not one years ahead.
+const maxHeadAhead = time.Hour
+
+// later is the later of a and b.
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // feedHeads returns the head of every account's feed in db, a database

@@ -218,3 +218,39 @@ func TestRestoreStartsPastHeadsAhead(t *testing.T) {
 		t.Errorf("a marker past the undone event, given out by a clock ahead: %v, want ErrMarkerExpired", err)
 	}
 }
+
+// The replaced database's head years ahead (a clock far off, or a damaged
+// record) does not carry the restored feed there: it starts now.
+func TestRestoreIgnoresAHeadFarAhead(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	live := t.TempDir()
+	dbWith(t, live, "k", "v")
+	backup := filepath.Join(t.TempDir(), "backup.db")
+	if _, err := boltstore.Backup(live, backup); err != nil {
+		t.Fatal(err)
+	}
+	far := time.Now().AddDate(5, 0, 0)
+	s, err := boltstore.Open(live, boltstore.Options{ReapInterval: -1, Clock: func() time.Time { return far }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetConfig(ctx, "1", "future", "v"); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if _, err := boltstore.Restore(live, backup); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = boltstore.Open(live, boltstore.Options{ReapInterval: -1}); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	head, err := s.Head(ctx, "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if head.Time().After(time.Now().Add(time.Hour)) {
+		t.Errorf("the restored feed starts at %v, with the replaced database's head years ahead", head.Time())
+	}
+}

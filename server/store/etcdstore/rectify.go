@@ -69,8 +69,9 @@ func (s *Store) rectify(ctx context.Context, tenantID string) error {
 		return err
 	}
 	now := s.now()
-	// Due, and left to their grace after an outage still going on (those
-	// of one that ended are in gracedDue).
+	// Due, and left to their grace after an outage: while it goes on, or
+	// held by a live holder (the others of one that ended are in
+	// gracedDue).
 	var graced map[string]bool
 	for {
 		due, err := s.dueEntries(ctx, now, tenantID)
