@@ -520,11 +520,14 @@ func openStore(ctx context.Context, f serverFlags, log *slog.Logger, reg prometh
 	}, nil
 }
 
+// printDevHelp prints how to reach a --dev server. Its exports leave the
+// identity endpoint to follow SVCREG_URL: an SVCREG_AUTH_URL would pin
+// logins to this node when SVCREG_URL later lists every node's.
 func printDevHelp(w io.Writer, base string) {
 	fmt.Fprintf(w, `svcreg server is running in --dev mode at %[1]s
 Any username authenticates with the API key "dev"; user "dev" has tenant 7777.
 
-  export SVCREG_URL=%[1]s/v1.0 SVCREG_AUTH_URL=%[1]s/v2.0 SVCREG_USERNAME=dev SVCREG_API_KEY=dev
+  export SVCREG_URL=%[1]s/v1.0 SVCREG_USERNAME=dev SVCREG_API_KEY=dev
 
   curl -s %[1]s/v2.0/tokens -H 'Content-Type: application/json' \
     -d '{"auth":{"RAX-KSKEY:apiKeyCredentials":{"username":"dev","apiKey":"dev"}}}'

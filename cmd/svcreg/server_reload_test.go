@@ -204,3 +204,13 @@ func TestServerTokenTTLBounds(t *testing.T) {
 		}
 	}
 }
+
+// The --dev banner's exports work as they are when SVCREG_URL is later
+// given every node's URL: no SVCREG_AUTH_URL pins logins to one node.
+func TestDevHelpLeavesTheIdentityEndpointToTheURL(t *testing.T) {
+	var b strings.Builder
+	printDevHelp(&b, "http://127.0.0.1:8420")
+	if out := b.String(); !strings.Contains(out, "export SVCREG_URL=http://127.0.0.1:8420/v1.0 SVCREG_USERNAME=dev SVCREG_API_KEY=dev\n") || strings.Contains(out, "SVCREG_AUTH_URL") {
+		t.Errorf("dev help:\n%s", out)
+	}
+}
