@@ -24,7 +24,7 @@ var flags = []struct {
 	secret           bool
 }{
 	{"url", "SVCREG_URL", "registry API `URL`, e.g. http://127.0.0.1:8420/v1.0, or the URLs of several nodes separated by commas\n(requests go to the first, and move to the next when one fails)", func(c *registry.Config) *string { return &c.URL }, false},
-	{"auth-url", "SVCREG_AUTH_URL", "identity `URL` (Keystone v2); default: the registry's own, the scheme and host of --url (of the URL in use, with several) with /v2.0", func(c *registry.Config) *string { return &c.AuthURL }, false},
+	{"auth-url", "SVCREG_AUTH_URL", "identity `URL` (Keystone v2); default: the registry's own, the scheme and host of --url (of the URL in use, with several) with /v2.0;\nset, it is one URL, and logins do not fail over", func(c *registry.Config) *string { return &c.AuthURL }, false},
 	{"token", "SVCREG_TOKEN", "static API `token` (with --tenant) instead of credentials", func(c *registry.Config) *string { return &c.Token }, true},
 	{"tenant", "SVCREG_TENANT", "tenant `id`", func(c *registry.Config) *string { return &c.Tenant }, false},
 	{"username", "SVCREG_USERNAME", "`user` name for the identity endpoint", func(c *registry.Config) *string { return &c.Username }, false},
