@@ -320,7 +320,7 @@ type call struct {
 	query  url.Values
 	body   any // encoded as JSON when not nil
 	// wait is how long the registry may hold the request (a long-poll):
-	// a node that is one of several has that long on top of nodeTimeout.
+	// a node that is one of several has pollTime(wait), not nodeTimeout.
 	wait time.Duration
 }
 
@@ -358,7 +358,11 @@ func (c *Client) do(ctx context.Context, r call, out any) (http.Header, error) {
 		}
 		actx, cancel := ctx, context.CancelFunc(func() {})
 		if len(c.bases) > 1 {
-			actx, cancel = attemptContext(ctx, nodeTimeout+r.wait)
+			limit := nodeTimeout
+			if r.wait > 0 {
+				limit = c.pollTime(r.wait)
+			}
+			actx, cancel = attemptContext(ctx, limit)
 		}
 		h, err := c.send(actx, r.method, u, tok.ID, body, out)
 		var e *Error

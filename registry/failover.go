@@ -134,11 +134,26 @@ func attemptContext(ctx context.Context, d time.Duration) (context.Context, cont
 	return context.WithTimeoutCause(ctx, d, errAttemptTimeout)
 }
 
-// nodeTimeout bounds one request to one of several nodes, on top of a
-// long-poll's wait: a node that takes connections and never answers is
-// left for the next one then. With one URL, only the caller's context
-// bounds a request, as ever.
+// nodeTimeout bounds one request to one of several nodes (a long-poll:
+// pollTime): a node that takes connections and never answers is left for
+// the next one then. With one URL, only the caller's context bounds a
+// request, as ever.
 const nodeTimeout = 30 * time.Second
+
+// maxNodesWait is the longest a Feed's long-poll waits with several URLs.
+const maxNodesWait = 20 * time.Second
+
+// pollTime bounds a long-poll that asks the registry to wait wait: the
+// wait, the registry's jitter on it (up to a sixteenth) and a margin, 30 s
+// with one URL (a request that outlives it is lost), 10 s with several (a
+// node that froze while it held the poll is left for the next sooner; a
+// read sent again costs little).
+func (c *Client) pollTime(wait time.Duration) time.Duration {
+	if len(c.bases) > 1 {
+		return wait + wait/16 + 10*time.Second
+	}
+	return wait + 30*time.Second
+}
 
 // failedAt handles the failure err of a request that a call under ctx sent
 // to node i (Client.bases[i]) under actx (ctx, or an attempt's context

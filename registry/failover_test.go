@@ -92,17 +92,24 @@ func startNode(t *testing.T, h http.Handler) *httptest.Server {
 	return s
 }
 
-// frontNode is another node of srv's registry: it passes every request
-// on to srv, as a second svcreg server over the same etcd would serve it.
-// It counts the long-polls it gets in polls.
-func frontNode(t *testing.T, srv *testserver.Server, polls *atomic.Int32) *httptest.Server {
+// proxyTo passes requests on to srv.
+func proxyTo(t *testing.T, srv *testserver.Server) *httputil.ReverseProxy {
 	t.Helper()
 	u, err := url.Parse(srv.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	rp := httputil.NewSingleHostReverseProxy(u)
-	rp.ErrorLog = log.New(io.Discard, "", 0) // the requests cut when it shuts down
+	rp.ErrorLog = log.New(io.Discard, "", 0) // the requests cut when a node shuts down
+	return rp
+}
+
+// frontNode is another node of srv's registry: it passes every request
+// on to srv, as a second svcreg server over the same etcd would serve it.
+// It counts the long-polls it gets in polls.
+func frontNode(t *testing.T, srv *testserver.Server, polls *atomic.Int32) *httptest.Server {
+	t.Helper()
+	rp := proxyTo(t, srv)
 	return startNode(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Query().Get("wait") != "" {
 			polls.Add(1)
@@ -408,11 +415,7 @@ func TestCutAnswerFailsOver(t *testing.T) {
 func TestRefreshAtAHangingNodeHoldsNothingUp(t *testing.T) {
 	t.Parallel()
 	srv := testserver.Start(t, testserver.Options{})
-	u, err := url.Parse(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rp := httputil.NewSingleHostReverseProxy(u)
+	rp := proxyTo(t, srv)
 	var hang atomic.Bool
 	var held atomic.Int32 // logins the hanging node holds
 	release := make(chan struct{})
@@ -455,6 +458,36 @@ func TestRefreshAtAHangingNodeHoldsNothingUp(t *testing.T) {
 		break
 	}
 	m.expect(t, front.URL, srv.URL)
+}
+
+// With several URLs a Feed long-polls for at most 20 s, so that a node
+// that froze while it held the poll is left within about half a minute;
+// with one, for the wait asked.
+func TestFeedWaitsLessWithSeveralNodes(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	rp := proxyTo(t, srv)
+	waits := make(chan string, 10)
+	node := startNode(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if wait := r.URL.Query().Get("wait"); wait != "" {
+			waits <- wait
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	token, tenant := srv.Token("feed-wait")
+	for _, tc := range []struct{ url, want string }{
+		{node.URL + "," + srv.URL, "20s"},
+		{node.URL, "1m0s"},
+	} {
+		c, _ := failoverClient(t, registry.Config{URL: tc.url, Token: token, Tenant: tenant})
+		feed := c.NewFeed("", registry.WatchOptions{Wait: time.Minute})
+		ctx, cancel := context.WithCancel(testContext(t))
+		go feed.Next(ctx)
+		if got := <-waits; got != tc.want {
+			t.Errorf("URL %s: a long-poll asked to wait %s, want %s", tc.url, got, tc.want)
+		}
+		cancel()
+	}
 }
 
 // A Config shows each of its URLs without its password.

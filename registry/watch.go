@@ -14,7 +14,9 @@ import (
 // WatchOptions configure a Feed.
 type WatchOptions struct {
 	// Wait is how long each long-poll asks the registry to hold the request
-	// while nothing happens; 30s if 0.
+	// while nothing happens; 30s if 0. With the URLs of several nodes
+	// (Config.URL), at most 20s, so that a node that froze while it held
+	// the poll is left for the next within about half a minute.
 	Wait time.Duration
 	// PollInterval is the pause between polls when the registry answers at
 	// once instead of long-polling (an original server, or one that
@@ -94,6 +96,11 @@ type Feed struct {
 func (c *Client) NewFeed(marker string, opts WatchOptions) *Feed {
 	if opts.Wait <= 0 {
 		opts.Wait = 30 * time.Second
+	}
+	if len(c.bases) > 1 {
+		// A node that took the poll and froze is left only once the
+		// poll's time is up: within about half a minute.
+		opts.Wait = min(opts.Wait, maxNodesWait)
 	}
 	if opts.PollInterval <= 0 {
 		opts.PollInterval = 10 * time.Second
@@ -212,7 +219,7 @@ func (w *Feed) poll(ctx context.Context) error {
 		opts.Limit = 2
 	}
 	// A request that outlives its wait by far is lost (a dead connection).
-	rctx, cancel := attemptContext(ctx, opts.Wait+30*time.Second)
+	rctx, cancel := attemptContext(ctx, w.c.pollTime(opts.Wait))
 	start := time.Now()
 	page, err := w.c.ListEventsPage(rctx, opts)
 	cancel()

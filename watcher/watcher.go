@@ -21,7 +21,8 @@ type Config struct {
 	// Client reaches the registry; its MaxListItems bounds the snapshot
 	// too. The Watcher does not close it.
 	Client *registry.Client
-	// Wait is how long a long-poll asks the registry to wait; 60s if zero.
+	// Wait is how long a long-poll asks the registry to wait; 60s if zero
+	// (at most 20s with several registry URLs: see registry.WatchOptions).
 	Wait time.Duration
 	// Resync is how often everything is listed again as a safety net; 10m
 	// if zero.
