@@ -104,6 +104,15 @@ func (f *fixture) waitRegistered(id string) registry.Service {
 	return s
 }
 
+// waitHeartbeat waits until the registry has seen a heartbeat of id.
+func (f *fixture) waitHeartbeat(id string) {
+	f.t.Helper()
+	waitFor(f.t, "a heartbeat of "+id, func() bool {
+		s, err := f.service(id)
+		return err == nil && !s.LastSeen.IsZero()
+	})
+}
+
 // assertGone checks that the registry no longer holds id.
 func (f *fixture) assertGone(id string) {
 	f.t.Helper()

@@ -64,10 +64,7 @@ echo to-stderr >&2
 	if got, want := waitFile(t, f.path("env")), "web1 passed from-stdin"; got != want {
 		t.Errorf("the command's $SVCREG_SERVICE_ID, $WRAPPER_TEST_VAR and stdin = %q, want %q", got, want)
 	}
-	waitFor(t, "a heartbeat", func() bool {
-		s, err := f.service("web1")
-		return err == nil && !s.LastSeen.IsZero()
-	})
+	f.waitHeartbeat("web1")
 
 	touch(t, f.path("stop"))
 	if code := w.wait(); code != 0 {
@@ -347,10 +344,7 @@ func TestFailsOverToTheNextURL(t *testing.T) {
 	env := append(f.env(), "SVCREG_URL="+dead+","+f.srv.APIURL)
 	w := startWrapper(t, f.dir, env, append([]string{"--id=failover", "--interval=1"}, sh(untilStop, f.dir)...)...)
 	f.waitRegistered("failover")
-	waitFor(t, "a heartbeat", func() bool {
-		s, err := f.service("failover")
-		return err == nil && !s.LastSeen.IsZero()
-	})
+	f.waitHeartbeat("failover")
 	touch(t, f.path("stop"))
 	if code := w.wait(); code != 0 {
 		t.Errorf("exit code %d, want 0", code)
