@@ -226,11 +226,8 @@ func restartFeeds(path string, at time.Time, heads map[string]timeuuid.UUID) err
 		if tenants == nil {
 			return nil
 		}
-		return tenants.ForEach(func(name, v []byte) error {
+		return tenants.ForEachBucket(func(name []byte) error {
 			b := tenants.Bucket(name)
-			if v != nil || b == nil {
-				return nil
-			}
 			var acct store.AccountRecord
 			if err := json.Unmarshal(b.Get(kAccount), &acct); err != nil {
 				return fmt.Errorf("account %q: %w", name, err)
@@ -250,11 +247,7 @@ func restartFeeds(path string, at time.Time, heads map[string]timeuuid.UUID) err
 				}
 			}
 			acct.Head, acct.Pruned = start, start
-			raw, err := json.Marshal(acct)
-			if err != nil {
-				return err
-			}
-			return b.Put(kAccount, raw)
+			return putJSON(b, string(kAccount), acct)
 		})
 	})
 	if cerr := db.Close(); err == nil {
@@ -285,9 +278,9 @@ func feedHeads(db *bolt.DB) map[string]timeuuid.UUID {
 		if tenants == nil {
 			return nil
 		}
-		return tenants.ForEach(func(name, v []byte) error {
+		return tenants.ForEachBucket(func(name []byte) error {
 			var acct store.AccountRecord
-			if b := tenants.Bucket(name); v == nil && b != nil && json.Unmarshal(b.Get(kAccount), &acct) == nil {
+			if json.Unmarshal(tenants.Bucket(name).Get(kAccount), &acct) == nil {
 				heads[string(name)] = acct.Head
 			}
 			return nil
