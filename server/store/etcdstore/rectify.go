@@ -121,12 +121,11 @@ func (s *Store) timeoutsPerTxn() int { return max(1, (s.opts.MaxTxnOps-1)/5) }
 // node that dies here leaves either all of it or none. It returns the
 // index keys of the services it left to their grace after an outage
 // (outage.go).
-func (s *Store) timeOut(ctx context.Context, t *tenant, due []dueEntry, wait bool) (graced []string, err error) {
+func (s *Store) timeOut(ctx context.Context, t *tenant, due []dueEntry, wait bool) ([]string, error) {
 	due, dead, held, err := s.unheldDue(ctx, t, due, wait)
 	if err != nil || len(due) == 0 {
 		return held, err
 	}
-	defer func() { graced = append(graced, held...) }()
 	reads := make([]string, 0, 3*len(due))
 	for _, d := range due {
 		reads = append(reads, d.key, s.k.service(t.id, d.id), s.k.heartbeat(t.id, d.id))
@@ -134,6 +133,7 @@ func (s *Store) timeOut(ctx context.Context, t *tenant, due []dueEntry, wait boo
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
 	var timedOut []timedOutService
+	var graced []string
 	_, err = s.write(ctx, t, "time out services", reads, func(w *writer) error {
 		timedOut, graced = timedOut[:0], graced[:0]
 		for _, d := range due {
@@ -172,7 +172,7 @@ func (s *Store) timeOut(ctx context.Context, t *tenant, due []dueEntry, wait boo
 		}
 		return nil
 	})
-	return graced, s.timedOut(t, "stored deadline", timedOut, err)
+	return append(graced, held...), s.timedOut(t, "stored deadline", timedOut, err)
 }
 
 // releaseOf is the key of the request to holder to hand a service over,
