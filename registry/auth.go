@@ -156,14 +156,13 @@ func (a *authenticator) token(ctx context.Context) (AuthToken, error) {
 		// may take. Callers go on with it meanwhile, so that a login
 		// that waits on a node that does not answer holds nothing up
 		// (the requests fail over by themselves).
-		if c, started := a.flight.join(ctx, authTimeout, a.authenticate); started {
-			go func() {
-				<-c.done
-				if c.err != nil {
-					a.retryRefresh(cached)
-				}
-			}()
-		}
+		a.flight.join(ctx, authTimeout, func(ctx context.Context) (AuthToken, error) {
+			t, err := a.authenticate(ctx)
+			if err != nil {
+				a.retryRefresh(cached)
+			}
+			return t, err
+		})
 		return cached, nil
 	}
 	t, err := a.flight.do(ctx, authTimeout, a.authenticate)

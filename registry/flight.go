@@ -29,7 +29,7 @@ func (f *flight[T]) do(ctx context.Context, timeout time.Duration, fn func(conte
 		var zero T
 		return zero, err
 	}
-	c, _ := f.join(ctx, timeout, fn)
+	c := f.join(ctx, timeout, fn)
 	select {
 	case <-c.done:
 		return c.val, c.err
@@ -40,14 +40,14 @@ func (f *flight[T]) do(ctx context.Context, timeout time.Duration, fn func(conte
 }
 
 // join starts fn as do does, or joins the run in progress, and returns it
-// without waiting; started says whether this call started it.
-func (f *flight[T]) join(ctx context.Context, timeout time.Duration, fn func(context.Context) (T, error)) (c *flightCall[T], started bool) {
+// without waiting.
+func (f *flight[T]) join(ctx context.Context, timeout time.Duration, fn func(context.Context) (T, error)) *flightCall[T] {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.call != nil {
-		return f.call, false
+		return f.call
 	}
-	c = &flightCall[T]{done: make(chan struct{})}
+	c := &flightCall[T]{done: make(chan struct{})}
 	f.call = c
 	go func() {
 		fctx, cancel := attemptContext(context.WithoutCancel(ctx), timeout)
@@ -58,5 +58,5 @@ func (f *flight[T]) join(ctx context.Context, timeout time.Duration, fn func(con
 		f.mu.Unlock()
 		close(c.done)
 	}()
-	return c, true
+	return c
 }
