@@ -362,7 +362,11 @@ func (c *Client) do(ctx context.Context, r call, out any) (http.Header, error) {
 			if r.wait > 0 {
 				limit = c.pollTime(r.wait)
 			}
-			actx, cancel = attemptContext(ctx, limit)
+			// An attempt of the client's own (a heartbeat's, a Feed's
+			// poll) may end sooner already; its cause is this one's.
+			if end, ok := ctx.Deadline(); !ok || time.Until(end) > limit {
+				actx, cancel = attemptContext(ctx, limit)
+			}
 		}
 		h, err := c.send(actx, r.method, u, tok.ID, body, out)
 		var e *Error
