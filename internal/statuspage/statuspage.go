@@ -66,6 +66,9 @@ func Handler(c Config) http.Handler {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	if len(registry.Config{URL: c.Registry}.URLs()) < 2 {
+		c.InUse = nil // one URL: always the one in use
+	}
 	reg := PublicURL(c.Registry)
 	return ui.ReadOnly(ContentSecurityPolicy, "no-store", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
@@ -129,9 +132,9 @@ type stepView struct {
 	Result *render.StepResult
 }
 
-func build(c Config, registry string) view {
-	v := view{Now: time.Now(), Refresh: int(c.Refresh / time.Second), Registry: registry, Account: c.Account}
-	if c.InUse != nil && strings.Contains(registry, ",") {
+func build(c Config, reg string) view {
+	v := view{Now: time.Now(), Refresh: int(c.Refresh / time.Second), Registry: reg, Account: c.Account}
+	if c.InUse != nil {
 		v.InUse = PublicURL(c.InUse())
 	}
 	if v.Refresh < 1 {

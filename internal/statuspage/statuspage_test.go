@@ -105,9 +105,11 @@ func TestPageShowsTheURLInUse(t *testing.T) {
 	if !strings.Contains(body, `<dd class="mono" id="registry-in-use">http://b.example:8420</dd>`) || strings.Contains(body, "s3cret") {
 		t.Errorf("the page does not name the URL in use, or shows its password:\n%s", body)
 	}
-	_, body = get(t, Handler(Config{Health: render.NewHealth(), Status: render.NewStatus(), Registry: "http://b.example:8420", InUse: inUse}), "GET", "/")
-	if strings.Contains(body, "registry-in-use") {
-		t.Errorf("with one URL, the page names one in use:\n%s", body)
+	for _, one := range []string{"http://b.example:8420", "http://b.example:8420/a,b/v1.0"} {
+		_, body = get(t, Handler(Config{Health: render.NewHealth(), Status: render.NewStatus(), Registry: one, InUse: inUse}), "GET", "/")
+		if strings.Contains(body, "registry-in-use") {
+			t.Errorf("with one URL, %s, the page names one in use:\n%s", one, body)
+		}
 	}
 }
 
