@@ -225,7 +225,8 @@ func ReadConfigInto(path string, file any, c *Config) error {
 	if err != nil {
 		return fmt.Errorf("config %s: %w", path, err)
 	}
-	md, err := toml.Decode(string(data), file)
+	text := string(data)
+	md, err := toml.Decode(text, file)
 	if err != nil {
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
@@ -238,7 +239,7 @@ func ReadConfigInto(path string, file any, c *Config) error {
 			// only the line says whose value it is.
 			shown, name := pe.LastKey, secretName(pe.LastKey)
 			if name == "" {
-				if name = secretOnLine(data, pe.Position.Line); name != "" {
+				if name = secretOnLine(text, pe.Position.Line); name != "" {
 					shown = strings.TrimPrefix(shown+"."+name, ".")
 				}
 			}
@@ -302,14 +303,13 @@ var secretAssignment = regexp.MustCompile(`(?i)(?:^\s*|[{,]\s*)(?:[\w"'-]+\s*\.\
 
 // secretOnLine returns the secret's key that line n (1-based) of a config
 // file assigns, or "".
-func secretOnLine(data []byte, n int) string {
-	for i, line := range strings.Split(string(data), "\n") {
-		if i == n-1 {
-			if m := secretAssignment.FindStringSubmatch(line); m != nil {
-				return strings.ToLower(m[1])
-			}
-			return ""
-		}
+func secretOnLine(text string, n int) string {
+	lines := strings.Split(text, "\n")
+	if n < 1 || n > len(lines) {
+		return ""
+	}
+	if m := secretAssignment.FindStringSubmatch(lines[n-1]); m != nil {
+		return strings.ToLower(m[1])
 	}
 	return ""
 }
