@@ -291,7 +291,7 @@ func (r *Renderer) renderGroup(ctx context.Context, g *Group, snap *watcher.Snap
 		// A failure ends the pass before the later files are read:
 		// they are still noted as there for min_instances.
 		fail := func(f *Failure) ([]*file, *Failure) {
-			r.noteFiles(g.Templates[i+1:])
+			r.noteFiles(g, g.Templates[i+1:])
 			return nil, f
 		}
 		out, err := r.render(ctx, g, t, snap)
@@ -341,18 +341,12 @@ func (r *Renderer) renderGroup(ctx context.Context, g *Group, snap *watcher.Snap
 	return files, nil
 }
 
-// noteFiles notes, for min_instances, which of ts' destinations hold a
-// file or a link to one.
-func (r *Renderer) noteFiles(ts []*Template) {
+// noteFiles notes, for min_instances, which of g's templates ts have a
+// destination that holds a file or a link to one (file.keeps), as a
+// pass that reads them does.
+func (r *Renderer) noteFiles(g *Group, ts []*Template) {
 	for _, t := range ts {
-		info, err := os.Lstat(t.Destination)
-		if err != nil {
-			continue
-		}
-		if info.Mode()&fs.ModeSymlink != 0 {
-			_, err = os.Stat(t.Destination)
-		}
-		if err == nil && (info.Mode().IsRegular() || info.Mode()&fs.ModeSymlink != 0) {
+		if f := (&file{t: t}); readInstalled(g, f) == nil && f.keeps() {
 			r.hadFile.set(t.Destination, true)
 		}
 	}
