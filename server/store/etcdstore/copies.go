@@ -107,6 +107,9 @@ type nodeValue struct {
 	// Peer is where the node takes copies of held heartbeat state.
 	Peer string `json:"peer,omitempty"`
 	nodeSettings
+	// Outages are those the node leaves services to their grace for
+	// (outage.go).
+	Outages []outageJSON `json:"outages,omitempty"`
 }
 
 // nodeSettings are a node's settings that every node must share
@@ -722,8 +725,9 @@ func (s *Store) afterPeerChange(gen uint64, mark bool) {
 	}
 }
 
-// watchNodes keeps the view of live nodes (and so the choice of peer)
-// until the store closes.
+// watchNodes keeps the view of live nodes (and so the choice of peer,
+// with copies on) until the store closes, and adopts the outages their
+// keys show (outage.go).
 func (s *Store) watchNodes() {
 	prefix := s.k.nodes()
 	set := func(key string, value []byte, lease int64) {
@@ -733,6 +737,14 @@ func (s *Store) watchNodes() {
 			v = nodeValue{} // a node key from before copies: no peer address
 		}
 		s.peers.nodes[id] = peerInfo{id: id, lease: lease, addr: v.Peer}
+		if id != s.nodeID {
+			s.adoptOutages(id, v.Outages)
+		}
+	}
+	choose := func() {
+		if s.copyQueue != nil {
+			s.choosePeer()
+		}
 	}
 	s.follow("list nodes", prefix, nil, nil,
 		func(kvs []*mvccpb.KeyValue) {
@@ -742,7 +754,7 @@ func (s *Store) watchNodes() {
 			for _, kv := range kvs {
 				set(string(kv.Key), kv.Value, kv.Lease)
 			}
-			s.choosePeer()
+			choose()
 		},
 		func(evs []*clientv3.Event) {
 			s.peers.mu.Lock()
@@ -762,7 +774,7 @@ func (s *Store) watchNodes() {
 					s.log.Info("registry node running", "node", id, "peer_addr", s.peers.nodes[id].addr)
 				}
 			}
-			s.choosePeer()
+			choose()
 		})
 }
 
@@ -804,7 +816,7 @@ func (s *Store) reapCopies(ctx context.Context, tenant string) error {
 			if e.stored+int64(time.Minute) < now {
 				delete(s.copies.m, k)
 			}
-		case e.state.Deadline <= now && (e.pending || !s.graced(e.state.Deadline, impliedTimeout(e.state), now)):
+		case e.state.Deadline <= now && (e.pending || !s.graced(e.state.Deadline, impliedTimeout(e.state), now, false)):
 			due = append(due, copyDue{k: k, e: *e})
 		}
 	}
@@ -906,7 +918,7 @@ func (s *Store) timeOutCopies(ctx context.Context, t *tenant, due []copyDue) err
 		exact[i] = exactTimeout{id: d.k.id, hbRev: d.e.hbRev, stored: d.e.stored, deadline: d.e.state.Deadline,
 			incarnation: d.e.state.Incarnation, nodeLease: d.e.lease, holder: d.e.from}
 	}
-	graced, err := s.commitExactTimeouts(ctx, t, "time out copied services", "copied deadline", exact, nil)
+	graced, err := s.commitExactTimeouts(ctx, t, "time out copied services", "copied deadline", false, exact, nil)
 	if err == nil {
 		s.copies.mu.Lock()
 		for _, d := range due {

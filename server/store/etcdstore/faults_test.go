@@ -649,3 +649,54 @@ func TestRectifyingReadShowsAGracedHeldService(t *testing.T) {
 		}
 	}
 }
+
+// A node that joins after an outage of etcd as a whole, while a node that
+// saw it runs, could not see it: it adopts the outage from that node's
+// key, and leaves the services whose deadline passed in it to their grace
+// as that node does, until their clients get through. It used to time
+// them out at once (a read there did).
+func TestNodeJoiningAfterAnOutageAdoptsIt(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.Start(t, etcdtest.Options{Members: 3})
+	opts := etcdstore.Options{NodeTTL: 2 * time.Second, RequestTimeout: time.Second}
+	a := startNodes(t, c, 1, opts)[0]
+	u := login(t, a, "outage-joiner")
+	marker := u.listMarker(a)
+	const timeout = 12
+	toks := map[string]string{"unheld": u.create(a, "unheld", timeout)}
+	toks["held"] = u.heartbeat(a, "held", u.create(a, "held", timeout)) // a holds it
+	c.Stop()
+	time.Sleep((timeout + 1) * time.Second) // both deadlines pass
+	c.Restart()
+	for deadline := time.Now().Add(20 * time.Second); a.metric("svcreg_store_etcd_outages_total") < 1; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the running node counted no outage")
+		}
+	}
+	j := startNode(t, c.Endpoints(), opts)
+	listed := func(when string) {
+		t.Helper()
+		var p page[struct{ ID string }]
+		u.do(j, "GET", "/services", nil, 200).json(&p)
+		if len(p.Values) != 2 {
+			t.Fatalf("services at the joining node %s: %+v; want both, left to their grace", when, p.Values)
+		}
+	}
+	listed("at once")
+	// Past the first seconds in which it leaves the services it does not
+	// hold to the running node, by the outage it adopted.
+	time.Sleep(opts.NodeTTL + time.Second)
+	listed("after its first seconds")
+	// The clients get through, at the joining node.
+	for _, id := range []string{"held", "unheld"} {
+		u.heartbeat(j, id, toks[id])
+	}
+	for _, s := range summary(u.events(j, marker)) {
+		if strings.HasPrefix(s, "service.timeout") {
+			t.Errorf("timed out after the outage: %s", s)
+		}
+	}
+	if log := j.logBuffer().String(); !strings.Contains(log, "another node was without etcd before this node joined") {
+		t.Errorf("the joining node did not log the outage it adopted:\n%s", log)
+	}
+}

@@ -21,7 +21,8 @@ import (
 // Design item 10 across nodes. Each running node keeps a key under P node/
 // on a lease it keeps alive; Close revokes it, a crash lets it expire. A
 // node that starts while another node is alive joins a running registry:
-// heartbeats went on, so nothing changes. A node that starts while no node
+// heartbeats went on, so nothing changes, but for the outages of etcd the
+// others saw and it could not (outage.go). A node that starts while no node
 // is alive restarts the registry: clients could not heartbeat while it was
 // down, so every live service gets its full timeout again from now, before
 // this node serves or reaps, and before it registers itself, so that a
@@ -43,6 +44,7 @@ func (s *Store) join(ctx context.Context) error {
 			s.log.Info("no registry node was running: gave every live service its full timeout again", "services", n)
 		}
 	}
+	s.outages.join(s.now().UnixNano(), !down, s.opts.NodeTTL)
 	if err := s.register(ctx); err != nil {
 		return err
 	}
@@ -201,7 +203,12 @@ func (s *Store) settings() nodeSettings {
 
 // nodeValue is what this node's key says of it.
 func (s *Store) nodeValue() nodeValue {
-	return nodeValue{Started: s.now().UTC().Format(time.RFC3339), Peer: s.peerAddr, nodeSettings: s.settings()}
+	v := nodeValue{Started: s.started.UTC().Format(time.RFC3339), Peer: s.peerAddr, nodeSettings: s.settings()}
+	spans, _, _ := s.outages.toShow()
+	for _, sp := range spans {
+		v.Outages = append(v.Outages, sp.json())
+	}
+	return v
 }
 
 // checkSettings warns of each node among kvs (node keys) whose settings
@@ -313,6 +320,7 @@ func (s *Store) keepRegistered() {
 		switch {
 		case err == nil && resp.TTL > 0:
 			s.renewed(id, asked, askedAt, resp.TTL)
+			s.showOutages(id)
 			pause.Reset()
 			wait = every
 			continue
@@ -336,6 +344,8 @@ func (s *Store) keepRegistered() {
 				return
 			}
 		}
+		id, _ = s.lease.get()
+		s.showOutages(id)
 		pause.Reset()
 		wait = every
 	}

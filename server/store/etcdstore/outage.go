@@ -1,6 +1,9 @@
 package etcdstore
 
 import (
+	"context"
+	"encoding/json"
+	"slices"
 	"sync"
 	"time"
 
@@ -26,6 +29,16 @@ import (
 // Timeouts stay conditional transactions, so every timeout is still
 // committed once; after an outage of the whole registry, a service whose
 // client died during it times out its full timeout after the outage.
+//
+// A node that starts after an outage did not see it, and would time those
+// services out at once. So each node shows the outages it leaves services
+// to their grace for in its node key, and a node takes from the others'
+// keys every outage that began before it joined (adopt). For a node TTL
+// after it joins a running registry, the time the nodes that were running
+// take to renew their leases after an outage and show it (they renew
+// every third of the TTL, and retry at least every half), a node leaves
+// the due services it does not hold to them: they time out the services
+// of no outage within their reap interval, as ever.
 
 // outages are the spans of time in which this node did not count on its
 // lease, kept until their grace is over.
@@ -36,6 +49,17 @@ type outages struct {
 	// first.
 	lastOK int64
 	spans  []outageSpan
+	// gen counts the changes to spans; shown is the one the node key
+	// shows.
+	gen, shown int
+	// joined is when this node first registered (the store's clock, Unix
+	// ns): another node's outage that began before it is one this node
+	// could not see.
+	joined int64
+	// blind is until when (Unix ns) this node, which joined a running
+	// registry, leaves the due services it does not hold to the others;
+	// 0 if it did not.
+	blind int64
 }
 
 // outageSpan is one outage: from the last renewal asked before it to the
@@ -64,6 +88,7 @@ func (o *outages) reached(askedAt, now time.Time, cutOff bool) (span outageSpan,
 	if cutOff && o.lastOK != 0 {
 		span, ok = outageSpan{o.lastOK, now.UnixNano()}, true
 		o.spans = append(o.spans, span)
+		o.gen++
 	}
 	o.lastOK = max(o.lastOK, askedAt.UnixNano())
 	return span, ok
@@ -72,11 +97,13 @@ func (o *outages) reached(askedAt, now time.Time, cutOff bool) (span outageSpan,
 // graced reports whether a service whose deadline (Unix ns) has passed at
 // now, and whose heartbeat timeout is timeout, is not to be timed out yet,
 // and until when: its deadline passed after the last renewal before an
-// outage of this node's whose grace (the timeout from the outage's end)
-// runs until after now, or after the last renewal before the one going on
-// (cutOff: this node does not count on its lease now; until is then 0,
-// not known yet).
-func (o *outages) graced(deadline int64, timeout time.Duration, now int64, cutOff bool) (until int64, ok bool) {
+// outage (this node's, or one it adopted) whose grace (the timeout from
+// the outage's end) runs until after now, or after the last renewal
+// before the one going on (cutOff: this node does not count on its lease
+// now; until is then 0, not known yet), or this node has just joined a
+// running registry and does not hold the service (held: this node's
+// memory has its deadline from a heartbeat it answered).
+func (o *outages) graced(deadline int64, timeout time.Duration, now int64, cutOff, held bool) (until int64, ok bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if cutOff && o.lastOK != 0 && deadline > o.lastOK {
@@ -87,7 +114,63 @@ func (o *outages) graced(deadline int64, timeout time.Duration, now int64, cutOf
 			until = max(until, end)
 		}
 	}
+	if !held && now < o.blind {
+		until = max(until, o.blind)
+	}
 	return until, until != 0
+}
+
+// join records that this node registered at now for the first time; if
+// it joined a running registry, it leaves the due services it does not
+// hold to the others for blind.
+func (o *outages) join(now int64, running bool, blind time.Duration) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.joined != 0 {
+		return
+	}
+	o.joined = now
+	if running {
+		o.blind = now + int64(blind)
+	}
+}
+
+// adopt takes, of another node's outages, the part before this node
+// joined of each that began before it, whose grace may not be over at now,
+// and returns those it did not have.
+func (o *outages) adopt(spans []outageSpan, now int64) (added []outageSpan) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.joined == 0 {
+		return nil
+	}
+	for _, s := range spans {
+		s.end = min(s.end, o.joined)
+		if s.start >= s.end || now >= s.end+int64(maxGrace) || slices.Contains(o.spans, s) {
+			continue
+		}
+		o.spans = append(o.spans, s)
+		added = append(added, s)
+	}
+	if len(added) > 0 {
+		o.gen++
+	}
+	return added
+}
+
+// toShow returns the outages the node key is to show, their generation,
+// and whether it does not show them yet.
+func (o *outages) toShow() (spans []outageSpan, gen int, unshown bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return slices.Clone(o.spans), o.gen, o.gen != o.shown
+}
+
+// showing records that the node key shows the outages of generation gen.
+func (o *outages) showing(gen int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.shown = max(o.shown, gen)
 }
 
 // over reports whether no outage's grace can be left at now, and none is
@@ -95,7 +178,7 @@ func (o *outages) graced(deadline int64, timeout time.Duration, now int64, cutOf
 func (o *outages) over(now int64, cutOff bool) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if cutOff && o.lastOK != 0 {
+	if cutOff && o.lastOK != 0 || now < o.blind {
 		return false
 	}
 	for _, s := range o.spans {
@@ -106,26 +189,85 @@ func (o *outages) over(now int64, cutOff bool) bool {
 	return true
 }
 
+// outageJSON is an outage as a node key shows it, by the node's clock.
+type outageJSON struct {
+	From time.Time `json:"from"`
+	To   time.Time `json:"to"`
+}
+
+func (s outageSpan) json() outageJSON {
+	return outageJSON{time.Unix(0, s.start).UTC(), time.Unix(0, s.end).UTC()}
+}
+
+// adoptOutages adopts the outages that node's key shows (see outages.adopt),
+// and logs those it did not have.
+func (s *Store) adoptOutages(node string, shown []outageJSON) {
+	if len(shown) == 0 {
+		return
+	}
+	spans := make([]outageSpan, 0, len(shown))
+	for _, o := range shown {
+		spans = append(spans, outageSpan{o.From.UnixNano(), o.To.UnixNano()})
+	}
+	for _, sp := range s.outages.adopt(spans, s.now().UnixNano()) {
+		s.log.Warn("another node was without etcd before this node joined; services whose deadline passed meanwhile get their full timeout again before this node times them out",
+			"node", node, "outage", time.Duration(sp.end-sp.start).Round(time.Millisecond), "since", time.Unix(0, sp.start).UTC())
+	}
+}
+
+// showOutages writes this node's key again, on lease id, if it does not
+// show every outage this node leaves services to their grace for yet, so
+// that a node that joins later adopts them. A write that fails is tried
+// again after the next renewal; one whose condition fails (the key is on
+// another lease, or gone) too, after the registration that follows.
+func (s *Store) showOutages(id clientv3.LeaseID) {
+	_, gen, unshown := s.outages.toShow()
+	if !unshown {
+		return
+	}
+	value, err := json.Marshal(s.nodeValue())
+	if err != nil {
+		s.log.Error("encode the node key", "err", err)
+		return
+	}
+	key := s.k.node(s.nodeID)
+	ctx, cancel := context.WithTimeout(s.ctx, s.opts.RequestTimeout)
+	defer cancel()
+	resp, err := s.txn(ctx, "show outages in the node key",
+		[]clientv3.Cmp{clientv3.Compare(clientv3.LeaseValue(key), "=", int64(id))},
+		[]clientv3.Op{clientv3.OpPut(key, string(value), clientv3.WithLease(id))}, nil)
+	switch {
+	case err != nil:
+		if s.ctx.Err() == nil {
+			s.log.Debug("show outages in the node key", "err", err)
+		}
+	case resp.Succeeded:
+		s.outages.showing(gen)
+	}
+}
+
 // maybeGraced reports whether a service due at deadline may be left to
 // its grace whatever its timeout: before the service's record is read.
-func (s *Store) maybeGraced(deadline, now int64) bool {
+// held: this node holds it.
+func (s *Store) maybeGraced(deadline, now int64, held bool) bool {
 	_, alive := s.lease.get()
-	_, ok := s.outages.graced(deadline, maxGrace, now, !alive)
+	_, ok := s.outages.graced(deadline, maxGrace, now, !alive, held)
 	return ok
 }
 
 // graced reports whether this node leaves a due service, its heartbeat
 // timeout given in seconds, to its grace after an outage (see outages).
-func (s *Store) graced(deadline int64, timeoutSeconds int, now int64) bool {
-	_, ok := s.gracedUntil(deadline, timeoutSeconds, now)
+// held: its deadline is this node's memory of a heartbeat it answered.
+func (s *Store) graced(deadline int64, timeoutSeconds int, now int64, held bool) bool {
+	_, ok := s.gracedUntil(deadline, timeoutSeconds, now, held)
 	return ok
 }
 
 // gracedUntil is graced, with when the grace ends (0 while the outage goes
 // on).
-func (s *Store) gracedUntil(deadline int64, timeoutSeconds int, now int64) (int64, bool) {
+func (s *Store) gracedUntil(deadline int64, timeoutSeconds int, now int64, held bool) (int64, bool) {
 	_, alive := s.lease.get()
-	return s.outages.graced(deadline, graceOf(timeoutSeconds), now, !alive)
+	return s.outages.graced(deadline, graceOf(timeoutSeconds), now, !alive, held)
 }
 
 // gracedDue are the deadline index keys of due services left to their

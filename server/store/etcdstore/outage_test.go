@@ -2,6 +2,7 @@ package etcdstore
 
 import (
 	"log/slog"
+	"slices"
 	"testing"
 	"time"
 
@@ -19,7 +20,7 @@ func TestOutageGrace(t *testing.T) {
 	at := func(d time.Duration) time.Time { return base.Add(d) }
 	ns := func(d time.Duration) int64 { return at(d).UnixNano() }
 	graced := func(deadline, now time.Duration, cutOff bool) (int64, bool) {
-		return o.graced(ns(deadline), 3*time.Second, ns(now), cutOff)
+		return o.graced(ns(deadline), 3*time.Second, ns(now), cutOff, false)
 	}
 
 	// The first registration ends no outage, even without a lease before
@@ -73,6 +74,56 @@ func TestOutageGrace(t *testing.T) {
 	}
 }
 
+// A node that joined a running registry leaves the services it does not
+// hold to the others for its first moments, and takes of another node's
+// outages the part before it joined of those that began before then; the
+// node key is to show what it has.
+func TestAdoptOutages(t *testing.T) {
+	t.Parallel()
+	var o outages
+	s := func(sec int) int64 { return int64(sec) * int64(time.Second) }
+	if got := o.adopt([]outageSpan{{s(1), s(2)}}, s(3)); got != nil {
+		t.Errorf("adopted %+v before joining", got)
+	}
+	o.join(s(100), true, 3*time.Second)
+	o.join(s(200), false, 0) // registered again: nothing changes
+	if _, ok := o.graced(s(50), 3*time.Second, s(102), false, false); !ok {
+		t.Error("just joined, a service this node does not hold is timed out")
+	}
+	if until, ok := o.graced(s(101), 3*time.Second, s(102), false, true); ok {
+		t.Errorf("just joined, a service this node holds is graced until %v", until)
+	}
+	if o.over(s(102), false) || !o.over(s(103), false) {
+		t.Error("outages not over only when the first moments are")
+	}
+	if _, _, unshown := o.toShow(); unshown {
+		t.Error("nothing to show before any outage")
+	}
+	got := o.adopt([]outageSpan{
+		{s(80), s(90)},   // before it joined: whole
+		{s(95), s(105)},  // going on as it joined: up to then
+		{s(101), s(104)}, // since it joined: its own to see
+		{s(-60), s(-30)}, // no grace left
+	}, s(104))
+	if want := []outageSpan{{s(80), s(90)}, {s(95), s(100)}}; !slices.Equal(got, want) {
+		t.Errorf("adopted %+v, want %+v", got, want)
+	}
+	if again := o.adopt([]outageSpan{{s(80), s(90)}}, s(104)); again != nil {
+		t.Errorf("adopted %+v twice", again)
+	}
+	if until, ok := o.graced(s(85), 10*time.Second, s(99), false, true); !ok || until != s(100) {
+		t.Errorf("a held service due in an adopted outage: graced %v until %v, want until 100 s", ok, until)
+	}
+	spans, gen, unshown := o.toShow()
+	if !unshown || len(spans) != 2 {
+		t.Fatalf("to show: %+v, %v; want the two adopted", spans, unshown)
+	}
+	o.showing(gen)
+	if _, _, unshown := o.toShow(); unshown {
+		t.Error("shown, and still to show")
+	}
+}
+
 // The keys left to their grace are forgotten once it ends, and all of them
 // once the outages are over.
 func TestGracedDue(t *testing.T) {
@@ -105,17 +156,17 @@ func TestRenewalAfterALapseRecordsTheOutage(t *testing.T) {
 	s.lease.until = time.Now().Add(-time.Minute)
 	s.lease.mu.Unlock()
 	due := clock.Add(-30 * time.Second).UnixNano()
-	if !s.graced(due, 10, clock.UnixNano()) {
+	if !s.graced(due, 10, clock.UnixNano(), false) {
 		t.Fatal("while the lease is not counted on, a deadline since the last renewal is timed out")
 	}
 	s.renewed(7, time.Now(), clock, 5)
 	if _, alive := s.lease.get(); !alive {
 		t.Fatal("the renewal left the lease not counted on")
 	}
-	if !s.graced(due, 10, clock.Add(5*time.Second).UnixNano()) {
+	if !s.graced(due, 10, clock.Add(5*time.Second).UnixNano(), false) {
 		t.Error("after the renewal, a deadline that passed in the lapse is timed out within its grace")
 	}
-	if s.graced(due, 10, clock.Add(11*time.Second).UnixNano()) {
+	if s.graced(due, 10, clock.Add(11*time.Second).UnixNano(), false) {
 		t.Error("the grace outlived the service's timeout after the outage")
 	}
 }

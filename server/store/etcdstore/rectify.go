@@ -159,7 +159,7 @@ func (s *Store) timeOut(ctx context.Context, t *tenant, due []dueEntry, wait boo
 			if hb.Holder != "" && dead[hb.Holder] != hb.HolderLease {
 				continue // a node took hold of it since unheldDue looked
 			}
-			if until, ok := s.gracedUntil(hb.Deadline, rec.HeartbeatTimeout, w.now.UnixNano()); ok {
+			if until, ok := s.gracedUntil(hb.Deadline, rec.HeartbeatTimeout, w.now.UnixNano(), false); ok {
 				graced = append(graced, d.key)
 				if until != 0 {
 					s.gracedDue.add(d.key, until, w.now.UnixNano())
@@ -271,7 +271,7 @@ func (s *Store) unheldDue(ctx context.Context, t *tenant, due []dueEntry, wait b
 		case hb.Holder == "" || dead[hb.Holder] == hb.HolderLease:
 			free = append(free, d)
 		case hb.Holder == s.nodeID:
-			if s.maybeGraced(d.deadline, now) {
+			if s.maybeGraced(d.deadline, now, true) {
 				graced = append(graced, d.key)
 				continue
 			}
@@ -288,7 +288,7 @@ func (s *Store) unheldDue(ctx context.Context, t *tenant, due []dueEntry, wait b
 				free = append(free, d)
 				continue
 			}
-			if s.maybeGraced(d.deadline, now) {
+			if s.maybeGraced(d.deadline, now, false) {
 				graced = append(graced, d.key)
 				continue
 			}
@@ -396,7 +396,7 @@ func (s *Store) timeOutHeld(ctx context.Context, t *tenant, due []heldDue) error
 		} else if !d.e.mu.TryLock() {
 			continue
 		}
-		if d.e.dead || !d.e.mine || d.e.mem.Deadline > now || s.graced(d.e.mem.Deadline, d.e.rec.HeartbeatTimeout, now) {
+		if d.e.dead || !d.e.mine || d.e.mem.Deadline > now || s.graced(d.e.mem.Deadline, d.e.rec.HeartbeatTimeout, now, true) {
 			d.e.mu.Unlock()
 			continue
 		}
@@ -425,7 +425,7 @@ func (s *Store) timeOutHeld(ctx context.Context, t *tenant, due []heldDue) error
 	for i, d := range locked {
 		exact[i] = exactTimeout{id: d.id, hbRev: d.e.hbRev, stored: d.e.hb.Deadline, deadline: d.e.mem.Deadline, incarnation: d.e.mem.Incarnation}
 	}
-	graced, err = s.commitExactTimeouts(ctx, t, "time out held services", "held deadline", exact, func(id string, gone bool) {
+	graced, err = s.commitExactTimeouts(ctx, t, "time out held services", "held deadline", true, exact, func(id string, gone bool) {
 		// Written since this node last read or wrote it (a commit of its
 		// own whose answer was lost, or another node's): its memory is
 		// stale, and forgotten below.
@@ -455,8 +455,9 @@ type exactTimeout struct {
 // conditional on its heartbeat key being at its revision (and on this
 // node's lease, if it names one). A service written or gone since is left
 // out, and stale, if not nil, told about it. how names the deadline in the
-// log (timedOut).
-func (s *Store) commitExactTimeouts(ctx context.Context, t *tenant, what, how string, due []exactTimeout, stale func(id string, gone bool)) (graced map[string]bool, err error) {
+// log (timedOut); held says the deadlines are this node's memory of the
+// heartbeats it answered (graced).
+func (s *Store) commitExactTimeouts(ctx context.Context, t *tenant, what, how string, held bool, due []exactTimeout, stale func(id string, gone bool)) (graced map[string]bool, err error) {
 	nodeKey := s.k.node(s.nodeID)
 	reads := []string{nodeKey}
 	for _, d := range due {
@@ -487,7 +488,7 @@ func (s *Store) commitExactTimeouts(ctx context.Context, t *tenant, what, how st
 			if rec.Incarnation != d.incarnation {
 				continue
 			}
-			if s.graced(d.deadline, rec.HeartbeatTimeout, w.now.UnixNano()) {
+			if s.graced(d.deadline, rec.HeartbeatTimeout, w.now.UnixNano(), held) {
 				if graced == nil {
 					graced = map[string]bool{}
 				}

@@ -169,6 +169,7 @@ type Store struct {
 	tail    uint64
 	metrics metrics
 	nodeID  string
+	started time.Time // when Open was called, as the node key shows it
 	lease   nodeLease
 	// outages are this node's spans without etcd, whose due services it
 	// leaves to their grace, and gracedDue those services (outage.go).
@@ -363,6 +364,7 @@ func Open(ctx context.Context, cli *clientv3.Client, opts Options) (*Store, erro
 		tenants: map[string]*tenant{},
 		nodeID:  hex.EncodeToString(id[:]),
 	}
+	s.started = s.now()
 	s.memberConns.slots = make(chan struct{}, maxHedges)
 	s.metrics = newMetrics(opts.Registerer, s.hasPeer)
 	s.hb.init()
@@ -398,8 +400,8 @@ func Open(ctx context.Context, cli *clientv3.Client, opts Options) (*Store, erro
 	}
 	s.wg.Go(s.commitHeartbeats)
 	s.wg.Go(s.watchReleases)
+	s.wg.Go(s.watchNodes)
 	if s.copyQueue != nil {
-		s.wg.Go(s.watchNodes)
 		s.wg.Go(s.watchCopiedReleases)
 	}
 	return s, nil
