@@ -44,13 +44,18 @@ type Config struct {
 	// reset, a TLS failure, an answer cut short, the request's 30 s — a
 	// long-poll's wait on top — or a Heartbeater's attempt running out)
 	// or a 502, 503 or 504; later calls, and the retries of Heartbeaters
-	// and Feeds, go there. The call that failed is sent to the next URL
-	// at once if that is safe: a read, or a change that never left the
-	// client; each URL is tried once per call (and once more after a 401
-	// and a new login), and the last error is returned. A change whose
-	// outcome is unknown is not sent again (the caller decides, as with
-	// one URL), nor is a call whose context the caller cancelled or whose
-	// deadline passed, which moves nothing.
+	// and Feeds, go there. It remembers a node's failure for 10 s, twice
+	// as long for each further failure once that has passed (up to
+	// 160 s), until the node next answers, and moves past the nodes it
+	// remembers failing, or, when it remembers every other one failing,
+	// to the one whose memory runs out first. The call that failed is
+	// sent to the next URL at once if that is safe: a read, or a change
+	// that never left the client; each URL is tried once per call (those
+	// remembered failing last; and once more after a 401 and a new
+	// login), and the last error is returned. A change whose outcome is
+	// unknown is not sent again (the caller decides, as with one URL),
+	// nor is a call whose context the caller cancelled or whose deadline
+	// passed, which moves nothing.
 	URL string `toml:"url"`
 
 	// Token is a static API token; it is never refreshed, and a 401 is
@@ -178,11 +183,16 @@ func (c *Client) MaxListItems() int { return c.maxListItems }
 type Client struct {
 	// bases are the base URLs of Config.URL, one per registry node, and
 	// shown the same as the Config gives them, redacted, for OnFailover;
-	// cur is the index of the one requests go to (see failover).
+	// cur is the index of the one requests go to (see failover). With
+	// several, marks holds each one's memory of its failures (nil if it
+	// has not failed since it last answered; see markFailed), on clock,
+	// the time since New.
 	bases      []string
 	shown      []string
 	cur        atomic.Uint32
 	onFailover func(from, to string, err error)
+	marks      []atomic.Pointer[failMark]
+	clock      func() time.Duration
 
 	hc        *http.Client
 	transport *http.Transport // ours, nil if the caller gave HTTPClient
@@ -215,6 +225,11 @@ func New(cfg Config) (*Client, error) {
 		}
 	}
 	c := &Client{bases: bases, shown: shown, onFailover: cfg.OnFailover, hc: cfg.HTTPClient, userAgent: cfg.UserAgent, auth: auth, maxListItems: cfg.MaxListItems}
+	if len(bases) > 1 {
+		c.marks = make([]atomic.Pointer[failMark], len(bases))
+		born := time.Now()
+		c.clock = func() time.Duration { return time.Since(born) }
+	}
 	if c.maxListItems <= 0 {
 		c.maxListItems = DefaultMaxListItems
 	}

@@ -9,3 +9,7 @@ func RefreshDue(c *Client) {
 	defer c.auth.mu.Unlock()
 	c.auth.refreshAt = time.Now()
 }
+
+// SetClock makes c, a client of several URLs, take the time for its
+// memory of the nodes' failures from now instead of its own clock.
+func SetClock(c *Client, now func() time.Duration) { c.clock = now }

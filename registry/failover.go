@@ -159,45 +159,127 @@ func (c *Client) pollTime(wait time.Duration) time.Duration {
 // to node i (Client.bases[i]) under actx (ctx, or an attempt's context
 // within it). When err says the node failed (see failover), the current
 // node moves on from i, and failedAt returns the node to send the request
-// to next: the current one, or the first after it that the call has not
-// tried. ok is false when the request should not be sent again: the node
-// did not fail, ctx has ended, or the call has tried every node. tried
-// records the nodes the call has tried; it is nil until the first
-// failure.
+// to next: the current one, or another the call has not tried, those that
+// have not failed recently first (see pickNode). ok is false when the
+// request should not be sent again: the node did not fail, ctx has ended,
+// or the call has tried every node. tried records the nodes the call has
+// tried; it is nil until the first failure.
 func (c *Client) failedAt(ctx, actx context.Context, i int, err error, tried *[]bool) (next int, ok bool) {
-	if err == nil || !c.failover(actx, i, err) || ctx.Err() != nil {
+	if len(c.bases) == 1 || !c.failover(actx, i, err) || ctx.Err() != nil {
 		return 0, false
 	}
-	n := len(c.bases)
 	if *tried == nil {
-		*tried = make([]bool, n)
+		*tried = make([]bool, len(c.bases))
 	}
 	(*tried)[i] = true
-	next = int(c.cur.Load())
-	for range n {
-		if !(*tried)[next] {
-			return next, true
-		}
-		next = (next + 1) % n
-	}
-	return 0, false
+	next = c.pickNode(int(c.cur.Load()), func(j int) bool { return (*tried)[j] }, c.clock())
+	return next, next >= 0
 }
 
 // failover reports whether err, the failure of a request sent to node i
-// under ctx, says that the node failed, and then moves the current node
-// from i to the next, round robin, and tells OnFailover. Requests that
-// fail at node i together move it once: the move is a compare-and-swap
-// from i, so that none of them skips a node another has just moved to.
-// With one URL there is nowhere to move and nothing fails over.
+// under ctx, says that the node failed, and then marks the node failed
+// (see markFailed), moves the current node from i to the next one, round
+// robin, that has not failed recently (see pickNode), and tells
+// OnFailover. Requests that fail at node i together move it once: the
+// move is a compare-and-swap from i, so that none of them skips a node
+// another has just moved to. An answer that says the node works (err nil,
+// or a fault of the registry's own) clears its mark. With one URL there
+// is nowhere to move and nothing fails over.
 func (c *Client) failover(ctx context.Context, i int, err error) bool {
-	if len(c.bases) == 1 || !nodeFailed(ctx, err) {
+	if len(c.bases) == 1 {
 		return false
 	}
-	next := (i + 1) % len(c.bases)
+	if err == nil || !nodeFailed(ctx, err) {
+		// Written only when set, not by every request. The caller's own
+		// cancellation says nothing of the node.
+		if c.marks[i].Load() != nil && (err == nil || ctx.Err() == nil) {
+			c.marks[i].Store(nil)
+		}
+		return false
+	}
+	now := c.clock()
+	c.markFailed(i, now)
+	if c.cur.Load() != uint32(i) {
+		return true // another request has moved it already
+	}
+	next := c.pickNode(i+1, func(j int) bool { return j == i }, now)
 	if c.cur.CompareAndSwap(uint32(i), uint32(next)) && c.onFailover != nil {
 		c.onFailover(c.shown[i], c.shown[next], err)
 	}
 	return true
+}
+
+// failMark is a node's memory of its failures since it last answered.
+type failMark struct {
+	// until is when the node stops counting as recently failed, on
+	// Client.clock: its last failure's time and memory.
+	until time.Duration
+	// streak counts the node's failures since it last answered, but only
+	// those that came after the memory of the one before had run out: the
+	// requests that fail together at a node, or one after another while
+	// it is down, are one failure.
+	streak int
+}
+
+// A node that failed counts as recently failed for failMemory after its
+// last failure, twice as long for each further failure of its streak, up
+// to maxFailMemory; an answer from it clears that. 10 s outlasts several
+// retries of a Heartbeater (2 s apart at most, by default) and the first
+// ones of a Feed, which would otherwise try the dead nodes again on each
+// move, and is about as long as a brief outage lasts (a node's restart,
+// its 503s while etcd elects a leader, within its 5 s request timeout), so
+// that a node that failed once is preferred again soon; one that still
+// fails when it is tried after that is passed over for longer. The memory
+// only orders the nodes: a call still tries each one before it gives up,
+// so a node that is back is not missed for long.
+const (
+	failMemory    = 10 * time.Second
+	maxFailMemory = 160 * time.Second
+)
+
+// markFailed records that node i failed at now (on Client.clock).
+func (c *Client) markFailed(i int, now time.Duration) {
+	for {
+		old := c.marks[i].Load()
+		m := &failMark{streak: 1}
+		if old != nil {
+			m.streak = old.streak
+			if now >= old.until {
+				m.streak++
+			}
+		}
+		m.until = now + min(failMemory<<min(m.streak-1, 8), maxFailMemory)
+		if old != nil && m.until <= old.until {
+			return // another request that failed with this one marked it
+		}
+		if c.marks[i].CompareAndSwap(old, m) {
+			return
+		}
+	}
+}
+
+// pickNode returns the first node, round robin from start (included), that
+// skip does not exclude and that has not failed recently at now (see
+// markFailed); if each of those has, the one whose memory of its failure
+// runs out first, which is the one that failed longest ago when their
+// streaks are alike; -1 if skip excludes every node.
+func (c *Client) pickNode(start int, skip func(int) bool, now time.Duration) int {
+	n := len(c.bases)
+	best, bestUntil := -1, time.Duration(0)
+	for k := range n {
+		j := (start + k) % n
+		if skip(j) {
+			continue
+		}
+		m := c.marks[j].Load()
+		if m == nil || now >= m.until {
+			return j
+		}
+		if best < 0 || m.until < bestUntil {
+			best, bestUntil = j, m.until
+		}
+	}
+	return best
 }
 
 // nodeFailed reports whether err, the failure of a request sent under

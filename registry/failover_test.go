@@ -139,6 +139,29 @@ func statusNode(t *testing.T, status int) (*httptest.Server, *atomic.Int32) {
 	})), &hits
 }
 
+// flakyNode is another node of srv's registry (see frontNode) that
+// answers 503 while fail is above 0, counting it down.
+func flakyNode(t *testing.T, srv *testserver.Server) (node *httptest.Server, fail *atomic.Int32) {
+	t.Helper()
+	rp := proxyTo(t, srv)
+	fail = new(atomic.Int32)
+	return startNode(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n := fail.Load(); n > 0 && fail.CompareAndSwap(n, n-1) {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	})), fail
+}
+
+// fakeClock makes c take the time for its memory of the nodes' failures
+// from the returned clock, which stands still until the test sets it.
+func fakeClock(c *registry.Client) *atomic.Int64 {
+	var now atomic.Int64
+	registry.SetClock(c, func() time.Duration { return time.Duration(now.Load()) })
+	return &now
+}
+
 // A read that gets no answer (connection refused) from the first URL is
 // sent to the next at once, which later calls then use; credentials go to
 // the identity endpoint of the node in use, failing over the same way.
@@ -593,4 +616,52 @@ func TestFeedFailsOver(t *testing.T) {
 		t.Errorf("%d errors retried with a backoff; want the cut long-poll sent to the next node at once", n)
 	}
 	m.expect(t, front.URL, srv.URL)
+}
+
+// A node that failed is remembered: a node that still fails when it is
+// tried again after its memory ran out is passed over for longer than one
+// that failed once, and an answer clears a node's mark. With two live
+// nodes that fail now and then and a dead one between them, the client
+// then moves from one live node to the other without trying the dead one
+// each time.
+func TestFailoverRemembersFailures(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	ctx := testContext(t)
+	token, tenant := srv.Token("failover-memory")
+	a, failA := flakyNode(t, srv)
+	dead, deadHits := statusNode(t, http.StatusServiceUnavailable)
+	b, failB := flakyNode(t, srv)
+	c, _ := failoverClient(t, registry.Config{URL: strings.Join([]string{a.URL, dead.URL, b.URL}, ","), Token: token, Tenant: tenant})
+	clock := fakeClock(c)
+	for _, step := range []struct {
+		at       time.Duration
+		fail     *atomic.Int32 // the live node that answers 503 once
+		to       string        // the node the client is at after the call
+		deadHits int32
+	}{
+		// The dead node is tried, and remembered for 10 s.
+		{0, failA, b.URL, 1},
+		{15 * time.Second, failB, a.URL, 1},
+		// Its memory has run out: it is tried, fails again, and is
+		// remembered for 20 s; b, which failed 1 s ago, is tried too,
+		// answers, and is then no longer marked.
+		{16 * time.Second, failA, b.URL, 2},
+		{17 * time.Second, failB, a.URL, 2},
+		// b failed a second ago (remembered 9 s more), the dead node
+		// two seconds ago, for the second time (18 s more): b first.
+		{18 * time.Second, failA, b.URL, 2},
+	} {
+		clock.Store(int64(step.at))
+		step.fail.Store(1)
+		if _, err := c.Limits(ctx); err != nil {
+			t.Fatalf("at %v: Limits: %v", step.at, err)
+		}
+		if got := c.URL(); got != step.to {
+			t.Errorf("at %v: the client is at %s, want %s", step.at, got, step.to)
+		}
+		if n := deadHits.Load(); n != step.deadHits {
+			t.Fatalf("at %v: %d requests reached the dead node, want %d", step.at, n, step.deadHits)
+		}
+	}
 }

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -281,5 +282,129 @@ func TestCACertTransport(t *testing.T) {
 	}
 	if c, _ := New(Config{URL: "https://registry.example/v1.0", Token: "t", Tenant: "1"}); c.transport.TLSClientConfig != nil && c.transport.TLSClientConfig.RootCAs != nil {
 		t.Error("without CACert the transport has roots of its own, not the system's")
+	}
+}
+
+// nodesClient returns a client of n nodes whose memory of their failures
+// takes the time from *now.
+func nodesClient(t *testing.T, n int, now *time.Duration) *Client {
+	t.Helper()
+	urls := make([]string, n)
+	for i := range urls {
+		urls[i] = fmt.Sprintf("http://node%d:8420", i)
+	}
+	c, err := New(Config{URL: strings.Join(urls, ","), Token: "t", Tenant: "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.clock = func() time.Duration { return *now }
+	return c
+}
+
+// A node's failure is remembered for 10 s, renewed by each failure while
+// it lasts; a failure after it ran out is remembered twice as long, up to
+// 160 s; an answer clears it.
+func TestFailMemory(t *testing.T) {
+	t.Parallel()
+	var now time.Duration
+	c := nodesClient(t, 2, &now)
+	for _, step := range []struct{ at, until time.Duration }{
+		{0, 10 * time.Second},
+		{5 * time.Second, 15 * time.Second},
+		{15 * time.Second, 35 * time.Second},
+		{35 * time.Second, 75 * time.Second},
+		{75 * time.Second, 155 * time.Second},
+		{155 * time.Second, 315 * time.Second},
+		{315 * time.Second, 475 * time.Second},
+	} {
+		c.markFailed(1, step.at)
+		if m := c.marks[1].Load(); m == nil || m.until != step.until {
+			t.Fatalf("failed at %v: mark %+v, want one until %v", step.at, m, step.until)
+		}
+	}
+	// A failure older than the mark's (a request sent before) changes
+	// nothing.
+	before := c.marks[1].Load()
+	c.markFailed(1, 300*time.Second)
+	if c.marks[1].Load() != before {
+		t.Errorf("an earlier failure changed the mark")
+	}
+	ctx := context.Background()
+	if c.failover(ctx, 1, &Error{StatusCode: http.StatusNotFound}) || c.marks[1].Load() != nil {
+		t.Errorf("an answer left the mark %+v", c.marks[1].Load())
+	}
+	c.markFailed(1, 500*time.Second)
+	if m := c.marks[1].Load(); m.until != 510*time.Second {
+		t.Errorf("after an answer, a failure is remembered until %v, want 510s", m.until)
+	}
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if c.failover(cancelled, 1, cancelled.Err()); c.marks[1].Load() == nil {
+		t.Errorf("the caller's cancellation cleared the mark")
+	}
+	if c.failover(ctx, 1, nil); c.marks[1].Load() != nil {
+		t.Errorf("a success left the mark")
+	}
+}
+
+// A move from a node goes to the next one that has not failed recently;
+// if every other one has, to the one whose memory runs out first. A call
+// sends its request again to the nodes it has not tried, those that have
+// not failed recently first, and to each of them before it gives up.
+func TestFailoverOrder(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	failed := &Error{StatusCode: http.StatusServiceUnavailable}
+	var now time.Duration
+	c := nodesClient(t, 4, &now)
+
+	c.markFailed(1, 0)
+	now = time.Second
+	if !c.failover(ctx, 0, failed) || c.cur.Load() != 2 {
+		t.Fatalf("moved from 0 with 1 failed a second ago to %d, want 2", c.cur.Load())
+	}
+	// 0 (until 11 s) and 1 (until 10 s) failed: from 3 to 1, then 2.
+	c.markFailed(2, now)
+	c.markFailed(3, now)
+	c.cur.Store(3)
+	now = 2 * time.Second
+	var tried []bool
+	want := []int{1, 2, 0}
+	for i := 3; ; {
+		next, ok := c.failedAt(ctx, ctx, i, failed, &tried)
+		if !ok {
+			if len(want) != 0 {
+				t.Errorf("the call gave up with %v untried", want)
+			}
+			break
+		}
+		if len(want) == 0 || next != want[0] {
+			t.Fatalf("after %d the call tries %d, want %v first", i, next, want)
+		}
+		if cur := int(c.cur.Load()); cur != next {
+			t.Errorf("the call tries %d, the client is at %d", next, cur)
+		}
+		i, want = next, want[1:]
+	}
+
+	// Another request moved the client to a node that failed recently,
+	// which a call that has not tried it passes over for one that has
+	// not, while there is one.
+	c = nodesClient(t, 4, &now)
+	c.markFailed(2, now)
+	c.cur.Store(2)
+	tried = nil
+	if next, ok := c.failedAt(ctx, ctx, 0, failed, &tried); !ok || next != 3 {
+		t.Errorf("after 0, with the client at 2, which failed, the call tries %d, want 3", next)
+	}
+
+	// With two nodes, the client goes back and forth.
+	c = nodesClient(t, 2, &now)
+	for _, want := range []uint32{1, 0, 1} {
+		c.failover(ctx, int(c.cur.Load()), failed)
+		if got := c.cur.Load(); got != want {
+			t.Fatalf("moved to %d, want %d", got, want)
+		}
 	}
 }
