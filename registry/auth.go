@@ -256,17 +256,16 @@ func (a *authenticator) authenticate(ctx context.Context) (AuthToken, error) {
 	}
 	c := a.client
 	i := int(c.cur.Load())
-	var tried []bool
+	tried := tries{login: a.username}
 	for {
 		// Each node gets its share of the time a login has, so that one
 		// that takes the connection and never answers leaves time for
 		// the next.
 		actx, cancel := attemptContext(ctx, authTimeout/time.Duration(len(a.identity)))
 		tok, err := a.authenticateAt(actx, a.identity[i])
-		var ok bool
-		i, ok = c.failedAt(ctx, actx, i, err, &tried) // before cancel: actx tells how it ended
+		i, err = c.failedAt(ctx, actx, i, err, &tried) // before cancel: actx tells how it ended
 		cancel()
-		if !ok {
+		if i < 0 {
 			return tok, err
 		}
 	}

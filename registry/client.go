@@ -52,10 +52,12 @@ type Config struct {
 	// sent to the next URL at once if that is safe: a read, or a change
 	// that never left the client; each URL is tried once per call (those
 	// remembered failing last; and once more after a 401 and a new
-	// login), and the last error is returned. A change whose outcome is
-	// unknown is not sent again (the caller decides, as with one URL),
-	// nor is a call whose context the caller cancelled or whose deadline
-	// passed, which moves nothing.
+	// login). When each fails, the call's error names each URL with its
+	// failure and matches ErrAllNodesFailed and each URL's error, the
+	// last one's first. A change whose outcome is unknown is not sent
+	// again (the caller decides, as with one URL), nor is a call whose
+	// context the caller cancelled or whose deadline passed, which moves
+	// nothing.
 	URL string `toml:"url"`
 
 	// Token is a static API token; it is never refreshed, and a 401 is
@@ -356,7 +358,7 @@ func (c *Client) do(ctx context.Context, r call, out any) (http.Header, error) {
 	}
 	renewed := false
 	next := -1 // the node to send to after a failure; -1: the current one
-	var tried []bool
+	var tried tries
 	for {
 		tok, err := c.auth.token(ctx)
 		if err != nil {
@@ -391,10 +393,9 @@ func (c *Client) do(ctx context.Context, r call, out any) (http.Header, error) {
 			c.auth.invalidate(tok.ID)
 			continue
 		}
-		var ok bool
-		next, ok = c.failedAt(ctx, actx, i, err, &tried) // before cancel: actx tells how it ended
+		next, err = c.failedAt(ctx, actx, i, err, &tried) // before cancel: actx tells how it ended
 		cancel()
-		if !ok || errors.Is(err, ErrOutcomeUnknown) {
+		if next < 0 || errors.Is(err, ErrOutcomeUnknown) {
 			return h, err
 		}
 	}

@@ -40,6 +40,11 @@ var (
 	// (it may have committed the change before failing). The change may
 	// or may not have been made. It is matched together with the cause.
 	ErrOutcomeUnknown = errors.New("registry: no answer to a change that was sent; it may have been made")
+	// ErrAllNodesFailed: the client has several registry URLs
+	// (Config.URL), and the call tried each, and each failed. The error
+	// names each URL with its failure, and matches each one's error too,
+	// the last one tried first (errors.As finds the latest *Error).
+	ErrAllNodesFailed = errors.New("registry: every node failed")
 )
 
 // Fault types the API sends (spec §4.2, design "Wire compatibility").
@@ -96,12 +101,13 @@ type Error struct {
 // Error returns e.g. `registry: GET https://…/services/x: 404 notFoundError:
 // object does not exist (Object "Service" with key "x" does not exist)`.
 func (e *Error) Error() string {
+	return "registry: " + e.Method + " " + e.URL + ": " + e.fault()
+}
+
+// fault is the answer Error shows after the request: its status, fault
+// type, message and details.
+func (e *Error) fault() string {
 	var b strings.Builder
-	b.WriteString("registry: ")
-	b.WriteString(e.Method)
-	b.WriteByte(' ')
-	b.WriteString(e.URL)
-	b.WriteString(": ")
 	b.WriteString(strconv.Itoa(e.StatusCode))
 	if e.Type != "" {
 		b.WriteByte(' ')

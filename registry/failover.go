@@ -160,20 +160,116 @@ func (c *Client) pollTime(wait time.Duration) time.Duration {
 // within it). When err says the node failed (see failover), the current
 // node moves on from i, and failedAt returns the node to send the request
 // to next: the current one, or another the call has not tried, those that
-// have not failed recently first (see pickNode). ok is false when the
+// have not failed recently first (see pickNode). next is -1 when the
 // request should not be sent again: the node did not fail, ctx has ended,
-// or the call has tried every node. tried records the nodes the call has
-// tried; it is nil until the first failure.
-func (c *Client) failedAt(ctx, actx context.Context, i int, err error, tried *[]bool) (next int, ok bool) {
+// or the call has tried every node; err is then the call's error: err, or,
+// when every node failed, a *nodesError with each one's failure. t records
+// the nodes the call has tried.
+func (c *Client) failedAt(ctx, actx context.Context, i int, err error, t *tries) (next int, _ error) {
 	if len(c.bases) == 1 || !c.failover(actx, i, err) || ctx.Err() != nil {
-		return 0, false
+		return -1, err
 	}
-	if *tried == nil {
-		*tried = make([]bool, len(c.bases))
+	t.failed = append(t.failed, nodeFailure{node: i, err: err, timedOut: errors.Is(context.Cause(actx), errAttemptTimeout)})
+	next = c.pickNode(int(c.cur.Load()), t.tried, c.clock())
+	if next < 0 {
+		return -1, &nodesError{login: t.login, shown: c.shown, failed: t.failed}
 	}
-	(*tried)[i] = true
-	next = c.pickNode(int(c.cur.Load()), func(j int) bool { return (*tried)[j] }, c.clock())
-	return next, next >= 0
+	return next, err
+}
+
+// tries records the nodes a call has tried and how each failed.
+type tries struct {
+	// login is the username a login authenticates, which the login's
+	// error names when every node failed, as it does with one node.
+	login  string
+	failed []nodeFailure // in the order the call tried them
+}
+
+// tried reports whether the call has tried node i.
+func (t *tries) tried(i int) bool {
+	for _, f := range t.failed {
+		if f.node == i {
+			return true
+		}
+	}
+	return false
+}
+
+// nodeFailure is how a request to a node failed.
+type nodeFailure struct {
+	node int
+	err  error
+	// timedOut says the attempt's own time ran out (errAttemptTimeout),
+	// which err, a context's "deadline exceeded", does not.
+	timedOut bool
+}
+
+// fault is what failed at f's node, as a nodesError shows it after the
+// node's URL: without the "registry: " and the request that the client's
+// errors start with, which that URL stands for.
+func (f nodeFailure) fault() string {
+	var s string
+	var e *Error
+	var ue *url.Error
+	switch {
+	case f.timedOut:
+		s = strings.TrimPrefix(errAttemptTimeout.Error(), "registry: ")
+	case errors.As(f.err, &e):
+		s = e.fault()
+	case errors.As(f.err, &ue):
+		s = ue.Err.Error()
+	default:
+		s = strings.TrimPrefix(f.err.Error(), "registry: ")
+	}
+	if errors.Is(f.err, ErrOutcomeUnknown) {
+		s += " (the change may have been made)"
+	}
+	return s
+}
+
+// nodesError is the error of a call that tried each of several nodes, all
+// of which failed: it names each node, as Config.URL does but without a
+// password, with its failure, in the order the call tried them. It
+// matches ErrAllNodesFailed, and each node's error.
+type nodesError struct {
+	login  string   // see tries
+	shown  []string // Client.shown
+	failed []nodeFailure
+}
+
+func (e *nodesError) Error() string {
+	var b strings.Builder
+	b.WriteString("registry: ")
+	if e.login != "" {
+		b.WriteString("authenticate ")
+		b.WriteString(e.login)
+		b.WriteString(": ")
+	}
+	b.WriteString("every node failed")
+	for k, f := range e.failed {
+		if k == 0 {
+			b.WriteString(": ")
+		} else {
+			b.WriteString("; ")
+		}
+		b.WriteString(e.shown[f.node])
+		b.WriteString(": ")
+		b.WriteString(f.fault())
+	}
+	return b.String()
+}
+
+func (e *nodesError) Is(target error) bool { return target == ErrAllNodesFailed }
+
+// Unwrap returns the nodes' errors, the last one tried first, so that
+// errors.As finds what the call's last request got, as in the error of a
+// call to one node.
+func (e *nodesError) Unwrap() []error {
+	errs := make([]error, len(e.failed))
+	for k, f := range e.failed {
+		errs[len(errs)-1-k] = f.err
+	}
+	return errs
 }
 
 // failover reports whether err, the failure of a request sent to node i

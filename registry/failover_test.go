@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -663,5 +664,52 @@ func TestFailoverRemembersFailures(t *testing.T) {
 		if n := deadHits.Load(); n != step.deadHits {
 			t.Fatalf("at %v: %d requests reached the dead node, want %d", step.at, n, step.deadHits)
 		}
+	}
+}
+
+// When every node fails, the error names each one, without its password,
+// with its failure, in the order the call tried them; it matches
+// ErrAllNodesFailed and each node's error, the last one's first. With one
+// URL the error is the node's, as ever.
+func TestAllNodesFailed(t *testing.T) {
+	t.Parallel()
+	ctx := testContext(t)
+	bad, badHits := statusNode(t, http.StatusBadGateway)
+	busy, busyHits := statusNode(t, http.StatusServiceUnavailable)
+	withPassword := func(u string) string { return strings.Replace(u, "http://", "http://u:s3cret@", 1) }
+	shown := func(u string) string { return regexp.QuoteMeta(strings.Replace(u, "http://", "http://…@", 1)) }
+	c, _ := failoverClient(t, registry.Config{URL: strings.Join([]string{withPassword(bad.URL), deadURL, withPassword(busy.URL)}, ","), Token: "t", Tenant: "1"})
+	_, err := c.Limits(ctx)
+	want := regexp.MustCompile("^registry: every node failed: " +
+		shown(bad.URL) + ": 502 serviceUnavailable: node failing; " +
+		regexp.QuoteMeta(deadURL) + ": dial tcp [^;]*connection refused; " +
+		shown(busy.URL) + ": 503 serviceUnavailable: node failing$")
+	if err == nil || !want.MatchString(err.Error()) || strings.Contains(err.Error(), "s3cret") {
+		t.Fatalf("Limits with every node failing: %v\nwant it to match %s", err, want)
+	}
+	var e *registry.Error
+	if !errors.As(err, &e) || e.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("errors.As finds %v, want the last node's 503", e)
+	}
+	if !errors.Is(err, registry.ErrAllNodesFailed) || !registry.Temporary(err) {
+		t.Errorf("%v: want ErrAllNodesFailed, temporary", err)
+	}
+	if b, n := badHits.Load(), busyHits.Load(); b != 1 || n != 1 {
+		t.Errorf("the nodes got %d and %d requests, want one each", b, n)
+	}
+
+	// A change refused at one node and answered 503 at the other: its
+	// outcome is unknown.
+	c, _ = failoverClient(t, registry.Config{URL: deadURL + "," + busy.URL, Token: "t", Tenant: "1"})
+	_, err = c.CreateService(ctx, registry.Service{ID: "web1", HeartbeatTimeout: 30})
+	if !errors.Is(err, registry.ErrOutcomeUnknown) || !errors.Is(err, registry.ErrAllNodesFailed) ||
+		!strings.HasSuffix(err.Error(), ": 503 serviceUnavailable: node failing (the change may have been made)") {
+		t.Errorf("create with every node failing: %v; want ErrOutcomeUnknown and ErrAllNodesFailed, and saying so", err)
+	}
+
+	one, _ := failoverClient(t, registry.Config{URL: busy.URL, Token: "t", Tenant: "1"})
+	_, err = one.Limits(ctx)
+	if e, ok := err.(*registry.Error); !ok || e.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("Limits at one node failing: %v (%T), want its *Error", err, err)
 	}
 }

@@ -369,11 +369,11 @@ func TestFailoverOrder(t *testing.T) {
 	c.markFailed(3, now)
 	c.cur.Store(3)
 	now = 2 * time.Second
-	var tried []bool
+	var tried tries
 	want := []int{1, 2, 0}
 	for i := 3; ; {
-		next, ok := c.failedAt(ctx, ctx, i, failed, &tried)
-		if !ok {
+		next, _ := c.failedAt(ctx, ctx, i, failed, &tried)
+		if next < 0 {
 			if len(want) != 0 {
 				t.Errorf("the call gave up with %v untried", want)
 			}
@@ -394,8 +394,8 @@ func TestFailoverOrder(t *testing.T) {
 	c = nodesClient(t, 4, &now)
 	c.markFailed(2, now)
 	c.cur.Store(2)
-	tried = nil
-	if next, ok := c.failedAt(ctx, ctx, 0, failed, &tried); !ok || next != 3 {
+	tried = tries{}
+	if next, _ := c.failedAt(ctx, ctx, 0, failed, &tried); next != 3 {
 		t.Errorf("after 0, with the client at 2, which failed, the call tries %d, want 3", next)
 	}
 

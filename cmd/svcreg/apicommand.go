@@ -216,13 +216,15 @@ func (e faultError) Unwrap() error { return e.err }
 // registry said, in one line: `Object "Service" with key "nope" does not
 // exist` rather than the method, URL and fault type. It still matches the
 // registry's sentinel errors. A certificate of a CA the client does not
-// trust gets a hint at --ca-cert; other errors are returned as they are.
+// trust gets a hint at --ca-cert; other errors are returned as they are,
+// among them that of a call every node of several failed, which names
+// each node with its failure (one node's fault would hide the others).
 func describeFault(err error) error {
 	if errors.As(err, new(x509.UnknownAuthorityError)) {
 		return fmt.Errorf("%w (if a private CA issued the registry's certificate, give its PEM file with --ca-cert or SVCREG_CA_CERT)", err)
 	}
 	var e *registry.Error
-	if !errors.As(err, &e) {
+	if errors.Is(err, registry.ErrAllNodesFailed) || !errors.As(err, &e) {
 		return err
 	}
 	details, _ := e.Details.(string)

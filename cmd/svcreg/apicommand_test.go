@@ -1,8 +1,11 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"math"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -57,5 +60,29 @@ func TestDescribeFault(t *testing.T) {
 	plain := errors.New("registry: dial tcp: connection refused")
 	if got := describeFault(plain); got != plain {
 		t.Errorf("describeFault changed a non-fault error: %v", got)
+	}
+}
+
+// The error of a call every node failed is shown as it is, naming each
+// node with its failure, not as the fault of the last one.
+func TestDescribeFaultOfEveryNode(t *testing.T) {
+	t.Parallel()
+	busy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer busy.Close()
+	c, err := registry.New(registry.Config{URL: "http://127.0.0.1:1," + busy.URL, Token: "t", Tenant: "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err = c.Limits(ctx)
+	if !errors.Is(err, registry.ErrAllNodesFailed) {
+		t.Fatalf("Limits with every node failing: %v", err)
+	}
+	if got := describeFault(err); got != err {
+		t.Errorf("describeFault = %q, want %q", got, err)
 	}
 }
