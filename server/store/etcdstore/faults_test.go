@@ -685,7 +685,7 @@ func TestNodeJoiningAfterAnOutageAdoptsIt(t *testing.T) {
 	listed("at once")
 	// Past the first seconds in which it leaves the services it does not
 	// hold to the running node, by the outage it adopted.
-	time.Sleep(opts.NodeTTL + time.Second)
+	time.Sleep(opts.NodeTTL + opts.RequestTimeout + time.Second)
 	listed("after its first seconds")
 	// The clients get through, at the joining node.
 	for _, id := range []string{"held", "unheld"} {

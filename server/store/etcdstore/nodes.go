@@ -44,11 +44,12 @@ func (s *Store) join(ctx context.Context) error {
 			s.log.Info("no registry node was running: gave every live service its full timeout again", "services", n)
 		}
 	}
-	s.outages.join(s.now().UnixNano(), !down, s.opts.NodeTTL)
+	s.outages.join(s.now().UnixNano(), !down, s.opts.NodeTTL+s.opts.RequestTimeout)
 	if err := s.register(ctx); err != nil {
 		return err
 	}
 	s.wg.Go(s.keepRegistered)
+	s.wg.Go(s.showOutages)
 	return nil
 }
 
@@ -320,7 +321,7 @@ func (s *Store) keepRegistered() {
 		switch {
 		case err == nil && resp.TTL > 0:
 			s.renewed(id, asked, askedAt, resp.TTL)
-			s.showOutages(id)
+			s.kickShow()
 			pause.Reset()
 			wait = every
 			continue
@@ -344,8 +345,7 @@ func (s *Store) keepRegistered() {
 				return
 			}
 		}
-		id, _ = s.lease.get()
-		s.showOutages(id)
+		s.kickShow()
 		pause.Reset()
 		wait = every
 	}

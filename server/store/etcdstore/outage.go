@@ -1,13 +1,14 @@
 package etcdstore
 
 import (
-	"context"
 	"encoding/json"
 	"slices"
 	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/svcreg/svcreg/internal/retry"
 )
 
 // An etcd outage (no quorum, or this node cut off from every member) is,
@@ -34,11 +35,11 @@ import (
 // services out at once. So each node shows the outages it leaves services
 // to their grace for in its node key, and a node takes from the others'
 // keys every outage that began before it joined (adopt). For a node TTL
-// after it joins a running registry, the time the nodes that were running
-// take to renew their leases after an outage and show it (they renew
-// every third of the TTL, and retry at least every half), a node leaves
-// the due services it does not hold to them: they time out the services
-// of no outage within their reap interval, as ever.
+// and a request timeout after it joins a running registry, the time the
+// nodes that were running take to renew their leases after an outage and
+// show it (they renew every third of the TTL, and retry at least every
+// half), a node leaves the due services it does not hold to them: they
+// time out the services of no outage within their reap interval, as ever.
 
 // outages are the spans of time in which this node did not count on its
 // lease, kept until their grace is over.
@@ -215,35 +216,68 @@ func (s *Store) adoptOutages(node string, shown []outageJSON) {
 	}
 }
 
-// showOutages writes this node's key again, on lease id, if it does not
-// show every outage this node leaves services to their grace for yet, so
-// that a node that joins later adopts them. A write that fails is tried
-// again after the next renewal; one whose condition fails (the key is on
-// another lease, or gone) too, after the registration that follows.
-func (s *Store) showOutages(id clientv3.LeaseID) {
+// kickShow wakes showOutages, after a renewal or a registration.
+func (s *Store) kickShow() {
+	select {
+	case s.showKick <- struct{}{}:
+	default:
+	}
+}
+
+// showOutages writes this node's key again, on its lease, whenever it does
+// not show every outage this node leaves services to their grace for, so
+// that a node that joins later adopts them; it runs until the store
+// closes. It is woken after each renewal and registration (kickShow), and
+// writes apart from them, so that a slow write never holds up a renewal;
+// the write is hedged, as a renewal is sent to several members. One that
+// fails is tried again after a short backoff while the lease is counted
+// on; one whose condition fails (the key is on another lease, or gone)
+// waits for the registration that follows.
+func (s *Store) showOutages() {
+	pause := retry.Backoff{Min: 50 * time.Millisecond, Max: max(s.opts.NodeTTL/4, 100*time.Millisecond)}
+	var again <-chan time.Time
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-s.showKick:
+		case <-again:
+		}
+		again = nil
+		id, alive := s.lease.get()
+		if !alive {
+			continue
+		}
+		if err := s.showOutagesOn(id); err != nil {
+			if s.ctx.Err() == nil {
+				s.log.Debug("show outages in the node key", "err", err)
+			}
+			again = time.After(retry.Jitter(pause.Next(), 0.2))
+			continue
+		}
+		pause.Reset()
+	}
+}
+
+// showOutagesOn writes this node's key on lease id, if it does not show
+// every outage yet.
+func (s *Store) showOutagesOn(id clientv3.LeaseID) error {
 	_, gen, unshown := s.outages.toShow()
 	if !unshown {
-		return
+		return nil
 	}
 	value, err := json.Marshal(s.nodeValue())
 	if err != nil {
-		s.log.Error("encode the node key", "err", err)
-		return
+		return err
 	}
 	key := s.k.node(s.nodeID)
-	ctx, cancel := context.WithTimeout(s.ctx, s.opts.RequestTimeout)
-	defer cancel()
-	resp, err := s.txn(ctx, "show outages in the node key",
+	resp, err := s.txnWithin(s.ctx, s.opts.RequestTimeout, hedged, "show outages in the node key",
 		[]clientv3.Cmp{clientv3.Compare(clientv3.LeaseValue(key), "=", int64(id))},
 		[]clientv3.Op{clientv3.OpPut(key, string(value), clientv3.WithLease(id))}, nil)
-	switch {
-	case err != nil:
-		if s.ctx.Err() == nil {
-			s.log.Debug("show outages in the node key", "err", err)
-		}
-	case resp.Succeeded:
+	if err == nil && resp.Succeeded {
 		s.outages.showing(gen)
 	}
+	return err
 }
 
 // maybeGraced reports whether a service due at deadline may be left to

@@ -174,6 +174,7 @@ type Store struct {
 	// outages are this node's spans without etcd, whose due services it
 	// leaves to their grace, and gracedDue those services (outage.go).
 	outages   outages
+	showKick  chan struct{} // wakes showOutages
 	gracedDue gracedDue
 
 	mu      sync.RWMutex
@@ -365,6 +366,7 @@ func Open(ctx context.Context, cli *clientv3.Client, opts Options) (*Store, erro
 		nodeID:  hex.EncodeToString(id[:]),
 	}
 	s.started = s.now()
+	s.showKick = make(chan struct{}, 1)
 	s.memberConns.slots = make(chan struct{}, maxHedges)
 	s.metrics = newMetrics(opts.Registerer, s.hasPeer)
 	s.hb.init()
