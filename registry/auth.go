@@ -262,6 +262,7 @@ func (a *authenticator) authenticate(ctx context.Context) (AuthToken, error) {
 		// that takes the connection and never answers leaves time for
 		// the next.
 		actx, cancel := attemptContext(ctx, authTimeout/time.Duration(len(a.identity)))
+		c.sending(&tried, i)
 		tok, err := a.authenticateAt(actx, a.identity[i])
 		i, err = c.failedAt(ctx, actx, i, err, &tried) // before cancel: actx tells how it ended
 		cancel()

@@ -45,16 +45,17 @@ type Config struct {
 	// long-poll's wait on top — or a Heartbeater's attempt running out)
 	// or a 502, 503 or 504; later calls, and the retries of Heartbeaters
 	// and Feeds, go there. It remembers a node's failure for 10 s, twice
-	// as long for each further failure once that has passed (up to
-	// 160 s), until the node next answers, and moves past the nodes it
-	// remembers failing, or, when it remembers every other one failing,
-	// to the one whose memory runs out first. The call that failed is
-	// sent to the next URL at once if that is safe: a read, or a change
-	// that never left the client; each URL is tried once per call (those
-	// remembered failing last; and once more after a 401 and a new
-	// login). When each fails, the call's error names each URL with its
-	// failure and matches ErrAllNodesFailed and each URL's error, the
-	// last one's first. A change whose outcome is unknown is not sent
+	// as long for each further failure of a request sent once that had
+	// passed (up to 160 s), until the node next answers, and moves past
+	// the nodes it remembers failing, or, when it remembers every other
+	// one failing, to the one whose memory runs out first; a call that
+	// another node answered makes that one the current node, if the
+	// current one failed. The call that failed is sent to the next URL
+	// at once if that is safe: a read, or a change that never left the
+	// client; each URL is tried once per call (those remembered failing
+	// last; and once more after a 401 and a new login). When each fails,
+	// the call's error names each URL with its failure and matches
+	// ErrAllNodesFailed and the error of the URL tried last. A change whose outcome is unknown is not sent
 	// again (the caller decides, as with one URL), nor is a call whose
 	// context the caller cancelled or whose deadline passed, which moves
 	// nothing.
@@ -385,6 +386,7 @@ func (c *Client) do(ctx context.Context, r call, out any) (http.Header, error) {
 				actx, cancel = attemptContext(ctx, limit)
 			}
 		}
+		c.sending(&tried, i)
 		h, err := c.send(actx, r.method, u, tok.ID, body, out)
 		var e *Error
 		if !renewed && errors.As(err, &e) && e.StatusCode == http.StatusUnauthorized && c.auth.canRenew() {

@@ -42,8 +42,8 @@ var (
 	ErrOutcomeUnknown = errors.New("registry: no answer to a change that was sent; it may have been made")
 	// ErrAllNodesFailed: the client has several registry URLs
 	// (Config.URL), and the call tried each, and each failed. The error
-	// names each URL with its failure, and matches each one's error too,
-	// the last one tried first (errors.As finds the latest *Error).
+	// names each URL with its failure, and matches the error of the one
+	// tried last too, as a call to one URL does.
 	ErrAllNodesFailed = errors.New("registry: every node failed")
 )
 

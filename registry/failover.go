@@ -166,15 +166,57 @@ func (c *Client) pollTime(wait time.Duration) time.Duration {
 // when every node failed, a *nodesError with each one's failure. t records
 // the nodes the call has tried.
 func (c *Client) failedAt(ctx, actx context.Context, i int, err error, t *tries) (next int, _ error) {
-	if len(c.bases) == 1 || !c.failover(actx, i, err) || ctx.Err() != nil {
+	if len(c.bases) == 1 {
+		return -1, err
+	}
+	if !c.failover(actx, i, err, t.sent) {
+		if err == nil && len(t.failed) > 0 {
+			c.adopt(i, t.failed[len(t.failed)-1].err)
+		}
 		return -1, err
 	}
 	t.failed = append(t.failed, nodeFailure{node: i, err: err, timedOut: errors.Is(context.Cause(actx), errAttemptTimeout)})
-	next = c.pickNode(int(c.cur.Load()), t.tried, c.clock())
-	if next < 0 {
+	next = -1
+	if ctx.Err() == nil {
+		next = c.pickNode(int(c.cur.Load()), t.tried, c.clock())
+	}
+	if next < 0 && len(t.failed) == len(c.bases) {
 		return -1, &nodesError{login: t.login, shown: c.shown, failed: t.failed}
 	}
 	return next, err
+}
+
+// sending records in t, before a request of t's call is sent to node i,
+// the mark node i has then, and when: an answer clears only that mark, and
+// a failure raises its streak only if the request was sent after it had
+// run out (see failover).
+func (c *Client) sending(t *tries, i int) {
+	if c.marks != nil {
+		t.sent = sentTo{mark: c.marks[i].Load(), at: c.clock()}
+	}
+}
+
+// sentTo is the mark a request's node had when the request was sent, and
+// when that was (Client.clock).
+type sentTo struct {
+	mark *failMark
+	at   time.Duration
+}
+
+// adopt makes node i, which just answered a call that other nodes failed,
+// the current one if the current one failed recently: later calls go to
+// the node known to answer rather than to one known to fail.
+func (c *Client) adopt(i int, err error) {
+	cur := c.cur.Load()
+	if int(cur) == i {
+		return
+	}
+	if m := c.marks[cur].Load(); m == nil || c.clock() >= m.until {
+		return
+	}
+	if c.cur.CompareAndSwap(cur, uint32(i)) && c.onFailover != nil {
+		c.onFailover(c.shown[cur], c.shown[i], err)
+	}
 }
 
 // tries records the nodes a call has tried and how each failed.
@@ -183,6 +225,9 @@ type tries struct {
 	// error names when every node failed, as it does with one node.
 	login  string
 	failed []nodeFailure // in the order the call tried them
+	// sent is the mark of the node the call's request went to last, as
+	// it was when the request was sent, and when (see sending).
+	sent sentTo
 }
 
 // tried reports whether the call has tried node i.
@@ -230,7 +275,7 @@ func (f nodeFailure) fault() string {
 // nodesError is the error of a call that tried each of several nodes, all
 // of which failed: it names each node, as Config.URL does but without a
 // password, with its failure, in the order the call tried them. It
-// matches ErrAllNodesFailed, and each node's error.
+// matches ErrAllNodesFailed, and the error of the node tried last.
 type nodesError struct {
 	login  string   // see tries
 	shown  []string // Client.shown
@@ -261,16 +306,11 @@ func (e *nodesError) Error() string {
 
 func (e *nodesError) Is(target error) bool { return target == ErrAllNodesFailed }
 
-// Unwrap returns the nodes' errors, the last one tried first, so that
-// errors.As finds what the call's last request got, as in the error of a
-// call to one node.
-func (e *nodesError) Unwrap() []error {
-	errs := make([]error, len(e.failed))
-	for k, f := range e.failed {
-		errs[len(errs)-1-k] = f.err
-	}
-	return errs
-}
+// Unwrap returns the error of the node the call tried last, so that
+// errors.Is and errors.As (Temporary, RetryAfter, ErrOutcomeUnknown) tell
+// what the call's last request got, as for a call to one node: not, say,
+// the Retry-After of a node the call left for another.
+func (e *nodesError) Unwrap() error { return e.failed[len(e.failed)-1].err }
 
 // failover reports whether err, the failure of a request sent to node i
 // under ctx, says that the node failed, and then marks the node failed
@@ -281,20 +321,22 @@ func (e *nodesError) Unwrap() []error {
 // another has just moved to. An answer that says the node works (err nil,
 // or a fault of the registry's own) clears its mark. With one URL there
 // is nowhere to move and nothing fails over.
-func (c *Client) failover(ctx context.Context, i int, err error) bool {
+func (c *Client) failover(ctx context.Context, i int, err error, sent sentTo) bool {
 	if len(c.bases) == 1 {
 		return false
 	}
 	if err == nil || !nodeFailed(ctx, err) {
-		// Written only when set, not by every request. The caller's own
-		// cancellation says nothing of the node.
-		if c.marks[i].Load() != nil && (err == nil || ctx.Err() == nil) {
-			c.marks[i].Store(nil)
+		// Written only when set, not by every request, and only the mark
+		// the request saw when it was sent: one set since is a failure
+		// newer than the request. The caller's own cancellation says
+		// nothing of the node.
+		if sent.mark != nil && (err == nil || ctx.Err() == nil) {
+			c.marks[i].CompareAndSwap(sent.mark, nil)
 		}
 		return false
 	}
 	now := c.clock()
-	c.markFailed(i, now)
+	c.markFailed(i, now, sent.at)
 	if c.cur.Load() != uint32(i) {
 		return true // another request has moved it already
 	}
@@ -311,9 +353,10 @@ type failMark struct {
 	// Client.clock: its last failure's time and memory.
 	until time.Duration
 	// streak counts the node's failures since it last answered, but only
-	// those that came after the memory of the one before had run out: the
-	// requests that fail together at a node, or one after another while
-	// it is down, are one failure.
+	// those of requests sent after the memory of the one before had run
+	// out: the requests that fail together at a node, or one after
+	// another while it is down (those in flight at a node that froze time
+	// out over up to nodeTimeout), are one failure.
 	streak int
 }
 
@@ -333,14 +376,15 @@ const (
 	maxFailMemory = 160 * time.Second
 )
 
-// markFailed records that node i failed at now (on Client.clock).
-func (c *Client) markFailed(i int, now time.Duration) {
+// markFailed records that a request sent to node i at sent failed at now
+// (on Client.clock).
+func (c *Client) markFailed(i int, now, sent time.Duration) {
 	for {
 		old := c.marks[i].Load()
 		m := &failMark{streak: 1}
 		if old != nil {
 			m.streak = old.streak
-			if now >= old.until {
+			if sent >= old.until {
 				m.streak++
 			}
 		}

@@ -669,7 +669,7 @@ func TestFailoverRemembersFailures(t *testing.T) {
 
 // When every node fails, the error names each one, without its password,
 // with its failure, in the order the call tried them; it matches
-// ErrAllNodesFailed and each node's error, the last one's first. With one
+// ErrAllNodesFailed and the last node's error. With one
 // URL the error is the node's, as ever.
 func TestAllNodesFailed(t *testing.T) {
 	t.Parallel()

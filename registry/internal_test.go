@@ -8,10 +8,12 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -318,7 +320,7 @@ func TestFailMemory(t *testing.T) {
 		{155 * time.Second, 315 * time.Second},
 		{315 * time.Second, 475 * time.Second},
 	} {
-		c.markFailed(1, step.at)
+		c.markFailed(1, step.at, step.at)
 		if m := c.marks[1].Load(); m == nil || m.until != step.until {
 			t.Fatalf("failed at %v: mark %+v, want one until %v", step.at, m, step.until)
 		}
@@ -326,24 +328,24 @@ func TestFailMemory(t *testing.T) {
 	// A failure older than the mark's (a request sent before) changes
 	// nothing.
 	before := c.marks[1].Load()
-	c.markFailed(1, 300*time.Second)
+	c.markFailed(1, 300*time.Second, 300*time.Second)
 	if c.marks[1].Load() != before {
 		t.Errorf("an earlier failure changed the mark")
 	}
 	ctx := context.Background()
-	if c.failover(ctx, 1, &Error{StatusCode: http.StatusNotFound}) || c.marks[1].Load() != nil {
+	if c.failover(ctx, 1, &Error{StatusCode: http.StatusNotFound}, sentTo{mark: c.marks[1].Load()}) || c.marks[1].Load() != nil {
 		t.Errorf("an answer left the mark %+v", c.marks[1].Load())
 	}
-	c.markFailed(1, 500*time.Second)
+	c.markFailed(1, 500*time.Second, 500*time.Second)
 	if m := c.marks[1].Load(); m.until != 510*time.Second {
 		t.Errorf("after an answer, a failure is remembered until %v, want 510s", m.until)
 	}
 	cancelled, cancel := context.WithCancel(ctx)
 	cancel()
-	if c.failover(cancelled, 1, cancelled.Err()); c.marks[1].Load() == nil {
+	if c.failover(cancelled, 1, cancelled.Err(), sentTo{mark: c.marks[1].Load()}); c.marks[1].Load() == nil {
 		t.Errorf("the caller's cancellation cleared the mark")
 	}
-	if c.failover(ctx, 1, nil); c.marks[1].Load() != nil {
+	if c.failover(ctx, 1, nil, sentTo{mark: c.marks[1].Load()}); c.marks[1].Load() != nil {
 		t.Errorf("a success left the mark")
 	}
 }
@@ -359,14 +361,14 @@ func TestFailoverOrder(t *testing.T) {
 	var now time.Duration
 	c := nodesClient(t, 4, &now)
 
-	c.markFailed(1, 0)
+	c.markFailed(1, 0, 0)
 	now = time.Second
-	if !c.failover(ctx, 0, failed) || c.cur.Load() != 2 {
+	if !c.failover(ctx, 0, failed, sentTo{}) || c.cur.Load() != 2 {
 		t.Fatalf("moved from 0 with 1 failed a second ago to %d, want 2", c.cur.Load())
 	}
 	// 0 (until 11 s) and 1 (until 10 s) failed: from 3 to 1, then 2.
-	c.markFailed(2, now)
-	c.markFailed(3, now)
+	c.markFailed(2, now, now)
+	c.markFailed(3, now, now)
 	c.cur.Store(3)
 	now = 2 * time.Second
 	var tried tries
@@ -392,7 +394,7 @@ func TestFailoverOrder(t *testing.T) {
 	// which a call that has not tried it passes over for one that has
 	// not, while there is one.
 	c = nodesClient(t, 4, &now)
-	c.markFailed(2, now)
+	c.markFailed(2, now, now)
 	c.cur.Store(2)
 	tried = tries{}
 	if next, _ := c.failedAt(ctx, ctx, 0, failed, &tried); next != 3 {
@@ -402,9 +404,143 @@ func TestFailoverOrder(t *testing.T) {
 	// With two nodes, the client goes back and forth.
 	c = nodesClient(t, 2, &now)
 	for _, want := range []uint32{1, 0, 1} {
-		c.failover(ctx, int(c.cur.Load()), failed)
+		c.failover(ctx, int(c.cur.Load()), failed, sentTo{})
 		if got := c.cur.Load(); got != want {
 			t.Fatalf("moved to %d, want %d", got, want)
 		}
+	}
+}
+
+// countingNode answers every request with status (and Retry-After ra, if
+// not empty), counting them.
+func countingNode(t *testing.T, status int, ra string) (*httptest.Server, *atomic.Int32) {
+	t.Helper()
+	var hits atomic.Int32
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		if ra != "" {
+			w.Header().Set("Retry-After", ra)
+		}
+		w.WriteHeader(status)
+	}))
+	t.Cleanup(s.Close)
+	return s, &hits
+}
+
+// An answer to a request sent before a node's newer failure does not
+// clear that failure's mark, so the client does not move to the node
+// that just failed.
+func TestAnswerKeepsANewerFailuresMark(t *testing.T) {
+	t.Parallel()
+	var now time.Duration
+	c := nodesClient(t, 3, &now)
+	ctx := context.Background()
+	failed := &Error{StatusCode: http.StatusServiceUnavailable}
+	now = 5 * time.Second
+	sent := sentTo{mark: c.marks[1].Load(), at: now} // a request to node 1
+	c.failover(ctx, 1, failed, sentTo{at: now})      // another fails there
+	c.failover(ctx, 1, nil, sent)                    // the first is answered
+	now = 6 * time.Second
+	c.failover(ctx, 0, failed, sentTo{at: now})
+	if got := c.cur.Load(); got != 2 {
+		t.Errorf("moved from 0 to %d; want 2: node 1 failed a second ago", got)
+	}
+}
+
+// A call that nodes in use failed and another node answered makes that
+// node the current one, so the next call goes straight to it, not back to
+// a node that failed.
+func TestCallAnsweredElsewhereMovesTheClient(t *testing.T) {
+	t.Parallel()
+	d0, h0 := countingNode(t, http.StatusServiceUnavailable, "")
+	d1, h1 := countingNode(t, http.StatusServiceUnavailable, "")
+	live, _ := countingNode(t, http.StatusNoContent, "")
+	var now time.Duration
+	c, err := New(Config{URL: d0.URL + "," + d1.URL + "," + live.URL, Token: "t", Tenant: "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.clock = func() time.Duration { return now }
+	// The live node failed twice before: remembered until 30 s.
+	c.markFailed(2, 0, 0)
+	c.markFailed(2, 10*time.Second, 10*time.Second)
+	now = 12 * time.Second
+	ctx := context.Background()
+	for range 2 {
+		if _, err := c.do(ctx, call{method: http.MethodGet, path: "/limits"}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := h0.Load() + h1.Load(); n != 2 {
+		t.Errorf("the failing nodes got %d requests over two calls, want 2", n)
+	}
+	if got := c.URL(); got != live.URL {
+		t.Errorf("the client is at %s, want the node that answered, %s", got, live.URL)
+	}
+}
+
+// When every node failed, RetryAfter (and Temporary) tell what the call's
+// last request got, not the Retry-After of a node the call left.
+func TestAllNodesFailedRetryAfterIsTheLastNodes(t *testing.T) {
+	t.Parallel()
+	busy, _ := countingNode(t, http.StatusServiceUnavailable, "120")
+	c, err := New(Config{URL: busy.URL + ",http://127.0.0.1:1", Token: "t", Tenant: "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_, err = c.do(context.Background(), call{method: http.MethodGet, path: "/limits"}, nil)
+	if !errors.Is(err, ErrAllNodesFailed) || !Temporary(err) {
+		t.Fatalf("%v: want ErrAllNodesFailed, temporary", err)
+	}
+	if ra := RetryAfter(err); ra != 0 {
+		t.Errorf("RetryAfter = %v, the first node's; the last request (refused) asked for none", ra)
+	}
+}
+
+// The requests in flight at a node that froze time out one after another,
+// over up to nodeTimeout: one failure of the node, not a streak.
+func TestInFlightTimeoutsAreOneFailure(t *testing.T) {
+	t.Parallel()
+	var now time.Duration
+	c := nodesClient(t, 2, &now)
+	c.markFailed(1, time.Second, -29*time.Second)
+	c.markFailed(1, 25*time.Second, -5*time.Second)
+	if m := c.marks[1].Load(); m.streak != 1 || m.until != 35*time.Second {
+		t.Errorf("one freeze: streak %d until %v, want 1 until 35 s", m.streak, m.until)
+	}
+	c.markFailed(1, 40*time.Second, 36*time.Second) // sent after the memory ran out
+	if m := c.marks[1].Load(); m.streak != 2 {
+		t.Errorf("a request sent after the memory ran out failed: streak %d, want 2", m.streak)
+	}
+}
+
+// A login at nodes that all take the connection and never answer ends
+// with the error that names each of them, though the login's own time
+// has run out by the last one's. (It takes the login's 30 s.)
+func TestLoginEveryNodeFrozen(t *testing.T) {
+	t.Parallel()
+	frozen := func() *httptest.Server {
+		stop := make(chan struct{})
+		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			select {
+			case <-r.Context().Done():
+			case <-stop:
+			}
+		}))
+		t.Cleanup(s.Close)
+		t.Cleanup(func() { close(stop) })
+		return s
+	}
+	a, b := frozen(), frozen()
+	c, err := New(Config{URL: a.URL + "," + b.URL, Username: "bob", APIKey: "k"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_, err = c.Authenticate(context.Background())
+	if !errors.Is(err, ErrAllNodesFailed) || !strings.Contains(err.Error(), "authenticate bob: every node failed: ") {
+		t.Errorf("a login every node failed: %v; want ErrAllNodesFailed, naming each node", err)
 	}
 }
