@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"strings"
@@ -746,14 +747,39 @@ func (s *Store) watchNodes() {
 			s.choosePeer()
 		}
 	}
+	// A node that registers waits for this one's key to be written again
+	// (outage.go): once this node counts on its lease, and so shows every
+	// outage it had.
+	ack := func() {
+		s.outages.ack()
+		s.kickShow()
+	}
+	waited := func(ended bool) {
+		if ended {
+			s.log.Debug("every node running when this one joined has written its key since: it times out due services it does not hold")
+		}
+	}
+	listed := false
 	s.follow("list nodes", prefix, nil, nil,
 		func(kvs []*mvccpb.KeyValue) {
 			s.peers.mu.Lock()
 			defer s.peers.mu.Unlock()
+			old := maps.Clone(s.peers.nodes)
 			clear(s.peers.nodes)
+			written := map[string]int64{}
 			for _, kv := range kvs {
 				set(string(kv.Key), kv.Value, kv.Lease)
+				id := strings.TrimPrefix(string(kv.Key), prefix)
+				if id == s.nodeID {
+					continue
+				}
+				written[id] = kv.ModRevision
+				if n, ok := old[id]; listed && (!ok || n.lease != kv.Lease) {
+					ack() // registered while the watch was down
+				}
 			}
+			listed = true
+			waited(s.outages.nodesListed(written))
 			choose()
 		},
 		func(evs []*clientv3.Event) {
@@ -766,13 +792,19 @@ func (s *Store) watchNodes() {
 					delete(s.peers.nodes, id)
 					if known && id != s.nodeID {
 						s.log.Info("registry node gone (stopped, or its lease expired)", "node", id)
+						waited(s.outages.nodeWritten(id, ev.Kv.ModRevision, true))
 					}
 					continue
 				}
 				set(string(ev.Kv.Key), ev.Kv.Value, ev.Kv.Lease)
-				if id != s.nodeID && (!known || old.lease != ev.Kv.Lease) {
-					s.log.Info("registry node running", "node", id, "peer_addr", s.peers.nodes[id].addr)
+				if id == s.nodeID {
+					continue
 				}
+				if !known || old.lease != ev.Kv.Lease {
+					s.log.Info("registry node running", "node", id, "peer_addr", s.peers.nodes[id].addr)
+					ack()
+				}
+				waited(s.outages.nodeWritten(id, ev.Kv.ModRevision, false))
 			}
 			choose()
 		})

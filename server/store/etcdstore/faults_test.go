@@ -700,3 +700,36 @@ func TestNodeJoiningAfterAnOutageAdoptsIt(t *testing.T) {
 		t.Errorf("the joining node did not log the outage it adopted:\n%s", log)
 	}
 }
+
+// A node that joins a running registry, where no outage was, times out the
+// due services it does not hold once every node that was running has
+// written its key again (each does when it sees another register), not
+// only after its first seconds: a read there rectifies them.
+func TestJoiningNodeRectifiesOnceTheRunningNodesAnswered(t *testing.T) {
+	t.Parallel()
+	c := sharedCluster(t)
+	// The longest node TTL: the joining node's first seconds last 35 s.
+	// The running node does not reap within the test.
+	opts := etcdstore.Options{NodeTTL: etcdstore.MaxNodeTTL, ReapInterval: time.Hour}
+	a := startNodes(t, c, 1, opts)[0]
+	u := login(t, a, "joiner-rectifies")
+	u.create(a, "due", 3)
+	time.Sleep(4 * time.Second) // its deadline passes
+	j := startNode(t, c.Endpoints(), opts)
+	const answered = "every node running when this one joined has written its key since"
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(j.logBuffer().String(), answered); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the running node did not write its key for the joining one")
+		}
+	}
+	u.do(j, "GET", "/services/due", nil, http.StatusNotFound)
+	var timedOut int
+	for _, s := range summary(u.events(j, "")) {
+		if s == "service.timeout due" {
+			timedOut++
+		}
+	}
+	if timedOut != 1 {
+		t.Errorf("%d timeouts of the due service, want 1", timedOut)
+	}
+}

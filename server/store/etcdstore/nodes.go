@@ -44,10 +44,11 @@ func (s *Store) join(ctx context.Context) error {
 			s.log.Info("no registry node was running: gave every live service its full timeout again", "services", n)
 		}
 	}
-	s.outages.join(s.now().UnixNano(), !down, s.opts.NodeTTL+s.opts.RequestTimeout)
-	if err := s.register(ctx); err != nil {
+	rev, err := s.register(ctx)
+	if err != nil {
 		return err
 	}
+	s.outages.join(s.now().UnixNano(), rev, !down, s.opts.NodeTTL+s.opts.RequestTimeout)
 	s.wg.Go(s.keepRegistered)
 	s.wg.Go(s.showOutages)
 	return nil
@@ -238,12 +239,12 @@ func (s *Store) checkSettings(kvs []*mvccpb.KeyValue) {
 // stopped answering is back), cannot overwrite a later registration and
 // leave the key on a lease nobody renews: the late write fails its
 // condition instead, and if it lands first this attempt fails and the
-// next one registers over it.
-func (s *Store) register(ctx context.Context) error {
+// next one registers over it. It returns the revision of the write.
+func (s *Store) register(ctx context.Context) (int64, error) {
 	key := s.k.node(s.nodeID)
 	cur, err := s.read(ctx, "read node key", clientv3.OpGet(key))
 	if err != nil {
-		return err
+		return 0, err
 	}
 	var rev int64
 	if kv := first(cur.Responses[0]); kv != nil {
@@ -254,11 +255,11 @@ func (s *Store) register(ctx context.Context) error {
 	lease, err := s.cli.Grant(cctx, leaseSeconds(s.opts.NodeTTL))
 	cancel()
 	if err != nil {
-		return s.fail(ctx, "grant node lease", err)
+		return 0, s.fail(ctx, "grant node lease", err)
 	}
 	value, err := json.Marshal(s.nodeValue())
 	if err != nil {
-		return err
+		return 0, err
 	}
 	resp, err := s.txn(ctx, "register node",
 		[]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", rev)},
@@ -273,10 +274,10 @@ func (s *Store) register(ctx context.Context) error {
 		if rerr := s.revoke(lease.ID); rerr != nil {
 			s.log.Debug("revoke the lease of a failed registration", "lease", fmt.Sprintf("%x", int64(lease.ID)), "err", rerr)
 		}
-		return err
+		return 0, err
 	}
 	s.renewed(lease.ID, asked, askedAt, lease.TTL)
-	return nil
+	return resp.Header.GetRevision(), nil
 }
 
 // revoke revokes a lease within the request timeout; one etcd no longer
@@ -336,7 +337,7 @@ func (s *Store) keepRegistered() {
 		s.log.Warn("node lease lost; registering again")
 		s.metrics.leaseLost.Inc()
 		for {
-			err := s.register(s.ctx)
+			_, err := s.register(s.ctx)
 			if err == nil {
 				break
 			}

@@ -34,12 +34,15 @@ import (
 // A node that starts after an outage did not see it, and would time those
 // services out at once. So each node shows the outages it leaves services
 // to their grace for in its node key, and a node takes from the others'
-// keys every outage that began before it joined (adopt). For a node TTL
-// and a request timeout after it joins a running registry, the time the
-// nodes that were running take to renew their leases after an outage and
-// show it (they renew every third of the TTL, and retry at least every
-// half), a node leaves the due services it does not hold to them: they
-// time out the services of no outage within their reap interval, as ever.
+// keys every outage that began before it joined (adopt). A node that was
+// running shows an outage right after the renewal that ended it (they
+// renew every third of the TTL, and retry at least every half), and
+// writes its key again whenever another node registers, once it counts on
+// its lease. Until each node that was running when it joined has written
+// its key since, for a node TTL and a request timeout at most, a node
+// that joined a running registry leaves the due services it does not
+// hold to them: they time out the services of no outage within their
+// reap interval, as ever.
 
 // outages are the spans of time in which this node did not count on its
 // lease, kept until their grace is over.
@@ -59,8 +62,17 @@ type outages struct {
 	joined int64
 	// blind is until when (Unix ns) this node, which joined a running
 	// registry, leaves the due services it does not hold to the others;
-	// 0 if it did not.
+	// 0 if it did not, or once each node that was running then wrote its
+	// key since (waiting).
 	blind int64
+	// joinRev is the etcd revision of this node's first registration.
+	// waiting are, from the first list of node keys after it (listed),
+	// the other nodes whose keys have not been written since: each node
+	// writes its key again when another registers (ack), with the
+	// outages it saw, so once none is left this node knows them all.
+	joinRev int64
+	waiting map[string]bool
+	listed  bool
 }
 
 // outageSpan is one outage: from the last renewal asked before it to the
@@ -121,19 +133,74 @@ func (o *outages) graced(deadline int64, timeout time.Duration, now int64, cutOf
 	return until, until != 0
 }
 
-// join records that this node registered at now for the first time; if
-// it joined a running registry, it leaves the due services it does not
-// hold to the others for blind.
-func (o *outages) join(now int64, running bool, blind time.Duration) {
+// join records that this node registered at now, at etcd revision rev,
+// for the first time; if it joined a running registry, it leaves the due
+// services it does not hold to the others for blind at most (see
+// waiting).
+func (o *outages) join(now, rev int64, running bool, blind time.Duration) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.joined != 0 {
 		return
 	}
-	o.joined = now
+	o.joined, o.joinRev = now, rev
 	if running {
 		o.blind = now + int64(blind)
 	}
+}
+
+// nodesListed takes a list of the node keys (id to the revision each was
+// last written at; this node's own left out): the first after this node
+// joined names the nodes it waits for, each later one drops those written
+// since or gone. It reports whether the wait ended with it.
+func (o *outages) nodesListed(written map[string]int64) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.blind == 0 {
+		return false
+	}
+	if !o.listed {
+		o.listed, o.waiting = true, map[string]bool{}
+		for id, rev := range written {
+			if rev <= o.joinRev {
+				o.waiting[id] = true
+			}
+		}
+	}
+	for id := range o.waiting {
+		if rev, ok := written[id]; !ok || rev > o.joinRev {
+			delete(o.waiting, id)
+		}
+	}
+	return o.endWait()
+}
+
+// nodeWritten records that node id's key was written at etcd revision
+// rev, or deleted, and reports whether the wait ended with it.
+func (o *outages) nodeWritten(id string, rev int64, deleted bool) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.blind == 0 || !o.listed || !o.waiting[id] || !deleted && rev <= o.joinRev {
+		return false
+	}
+	delete(o.waiting, id)
+	return o.endWait()
+}
+
+func (o *outages) endWait() bool {
+	if len(o.waiting) > 0 {
+		return false
+	}
+	o.blind = 0
+	return true
+}
+
+// ack makes the node key due to be written again (showOutages), so that
+// a node that just registered knows this node's outages are in it.
+func (o *outages) ack() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.gen++
 }
 
 // adopt takes, of another node's outages, the part before this node

@@ -85,8 +85,8 @@ func TestAdoptOutages(t *testing.T) {
 	if got := o.adopt([]outageSpan{{s(1), s(2)}}, s(3)); got != nil {
 		t.Errorf("adopted %+v before joining", got)
 	}
-	o.join(s(100), true, 3*time.Second)
-	o.join(s(200), false, 0) // registered again: nothing changes
+	o.join(s(100), 10, true, 3*time.Second)
+	o.join(s(200), 20, false, 0) // registered again: nothing changes
 	if _, ok := o.graced(s(50), 3*time.Second, s(102), false, false); !ok {
 		t.Error("just joined, a service this node does not hold is timed out")
 	}
@@ -121,6 +121,57 @@ func TestAdoptOutages(t *testing.T) {
 	o.showing(gen)
 	if _, _, unshown := o.toShow(); unshown {
 		t.Error("shown, and still to show")
+	}
+}
+
+// A node that joined a running registry leaves the services it does not
+// hold to the others until each node running then has written its key
+// since (or is gone), and no longer than its first moments.
+func TestJoinWaitsForTheRunningNodes(t *testing.T) {
+	t.Parallel()
+	s := func(sec int) int64 { return int64(sec) * int64(time.Second) }
+	blind := func(o *outages, now int64) bool {
+		_, ok := o.graced(s(50), 3*time.Second, now, false, false)
+		return ok
+	}
+	var o outages
+	o.join(s(100), 10, true, 10*time.Second)
+	if o.nodeWritten("a", 11, false) || !blind(&o, s(101)) {
+		t.Error("the wait ended before the nodes were listed")
+	}
+	// a and c were running (written before the join), b registered since.
+	if o.nodesListed(map[string]int64{"a": 5, "b": 12, "c": 7}) {
+		t.Fatal("the wait ended with nodes left to write")
+	}
+	if o.nodeWritten("a", 9, false) || o.nodeWritten("b", 13, false) {
+		t.Error("the wait ended on a write from before the join, or of a node not waited for")
+	}
+	if o.nodeWritten("a", 11, false) || !blind(&o, s(101)) {
+		t.Error("the wait ended with c left")
+	}
+	if !o.nodeWritten("c", 0, true) || blind(&o, s(101)) {
+		t.Error("the wait did not end once every node had written its key or gone")
+	}
+
+	// A later list drops the nodes written since, and gone.
+	var p outages
+	p.join(s(100), 10, true, 10*time.Second)
+	p.nodesListed(map[string]int64{"a": 5, "c": 7})
+	if !p.nodesListed(map[string]int64{"a": 14}) || blind(&p, s(101)) {
+		t.Error("a later list did not end the wait")
+	}
+	// Without an answer, the wait ends with the first moments.
+	var q outages
+	q.join(s(100), 10, true, 10*time.Second)
+	q.nodesListed(map[string]int64{"a": 5})
+	if !blind(&q, s(109)) || blind(&q, s(110)) {
+		t.Error("the wait did not end with the first moments, or before")
+	}
+	// A node that restarted the registry waits for nothing.
+	var r outages
+	r.join(s(100), 10, false, 10*time.Second)
+	if r.nodesListed(map[string]int64{"a": 5}) || blind(&r, s(101)) {
+		t.Error("a node that found no other running waits")
 	}
 }
 
