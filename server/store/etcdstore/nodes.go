@@ -207,6 +207,13 @@ func (s *Store) settings() nodeSettings {
 func (s *Store) nodeValue() nodeValue {
 	v := nodeValue{Started: s.started.UTC().Format(time.RFC3339), Peer: s.peerAddr, nodeSettings: s.settings()}
 	spans, _, _ := s.outages.toShow()
+	// A registration after the lease was lost is written before the
+	// outage it ends is recorded (renewed): it shows the outage so far.
+	if _, alive := s.lease.get(); !alive {
+		if sp, ok := s.outages.going(s.now().UnixNano()); ok {
+			spans = append(spans, sp)
+		}
+	}
 	for _, sp := range spans {
 		v.Outages = append(v.Outages, sp.json())
 	}

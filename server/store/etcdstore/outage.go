@@ -226,6 +226,17 @@ func (o *outages) adopt(spans []outageSpan, now int64) (added []outageSpan) {
 	return added
 }
 
+// going returns, while this node does not count on its lease, the outage
+// going on, up to now.
+func (o *outages) going(now int64) (outageSpan, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.lastOK == 0 || now <= o.lastOK {
+		return outageSpan{}, false
+	}
+	return outageSpan{o.lastOK, now}, true
+}
+
 // toShow returns the outages the node key is to show, their generation,
 // and whether it does not show them yet.
 func (o *outages) toShow() (spans []outageSpan, gen int, unshown bool) {

@@ -222,6 +222,26 @@ func TestRenewalAfterALapseRecordsTheOutage(t *testing.T) {
 	}
 }
 
+// A registration after the lease was lost, written before the outage it
+// ends is recorded, shows the outage so far.
+func TestRegistrationShowsTheOutageGoingOn(t *testing.T) {
+	t.Parallel()
+	clock := time.Unix(3_000_000, 0)
+	s := &Store{opts: Options{Clock: func() time.Time { return clock }}, log: slog.New(slog.DiscardHandler), metrics: newMetrics(prometheus.NewRegistry(), func() bool { return false })}
+	s.renewed(7, time.Now(), clock, 5)
+	if v := s.nodeValue(); len(v.Outages) != 0 {
+		t.Fatalf("a node counting on its lease shows %+v", v.Outages)
+	}
+	clock = clock.Add(time.Minute)
+	s.lease.mu.Lock()
+	s.lease.until = time.Now().Add(-time.Minute)
+	s.lease.mu.Unlock()
+	v := s.nodeValue()
+	if want := (outageJSON{time.Unix(3_000_000, 0).UTC(), clock.UTC()}); len(v.Outages) != 1 || v.Outages[0] != want {
+		t.Errorf("cut off, the node key shows %+v, want %+v", v.Outages, want)
+	}
+}
+
 func TestImpliedTimeout(t *testing.T) {
 	t.Parallel()
 	seen := time.UnixMilli(1_700_000_000_123)
