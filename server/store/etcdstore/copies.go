@@ -756,6 +756,9 @@ func (s *Store) watchNodes() {
 	}
 	waited := func(ended bool) {
 		if ended {
+			// Due services left to the others meanwhile are looked at
+			// again: gracedDue holds them until the cap.
+			s.gracedDue.clear()
 			s.log.Debug("every node running when this one joined has written its key since: it times out due services it does not hold")
 		}
 	}
@@ -776,10 +779,12 @@ func (s *Store) watchNodes() {
 				written[id] = kv.ModRevision
 				if n, ok := old[id]; listed && (!ok || n.lease != kv.Lease) {
 					ack() // registered while the watch was down
+				} else if !listed && kv.CreateRevision > s.outages.joinRevision() {
+					ack() // registered after this node, before its first list
 				}
 			}
 			listed = true
-			waited(s.outages.nodesListed(written))
+			waited(s.outages.nodesListed(written, s.now().UnixNano()))
 			choose()
 		},
 		func(evs []*clientv3.Event) {
@@ -792,7 +797,7 @@ func (s *Store) watchNodes() {
 					delete(s.peers.nodes, id)
 					if known && id != s.nodeID {
 						s.log.Info("registry node gone (stopped, or its lease expired)", "node", id)
-						waited(s.outages.nodeWritten(id, ev.Kv.ModRevision, true))
+						waited(s.outages.nodeWritten(id, ev.Kv.ModRevision, true, s.now().UnixNano()))
 					}
 					continue
 				}
@@ -804,7 +809,7 @@ func (s *Store) watchNodes() {
 					s.log.Info("registry node running", "node", id, "peer_addr", s.peers.nodes[id].addr)
 					ack()
 				}
-				waited(s.outages.nodeWritten(id, ev.Kv.ModRevision, false))
+				waited(s.outages.nodeWritten(id, ev.Kv.ModRevision, false, s.now().UnixNano()))
 			}
 			choose()
 		})

@@ -44,11 +44,14 @@ func (s *Store) join(ctx context.Context) error {
 			s.log.Info("no registry node was running: gave every live service its full timeout again", "services", n)
 		}
 	}
+	// Before the registration's renewal is asked for: an outage that
+	// begins after it is this node's own, never one to adopt back.
+	joined := s.now().UnixNano()
 	rev, err := s.register(ctx)
 	if err != nil {
 		return err
 	}
-	s.outages.join(s.now().UnixNano(), rev, !down, s.opts.NodeTTL+s.opts.RequestTimeout)
+	s.outages.join(joined, rev, !down, s.opts.NodeTTL+s.opts.RequestTimeout)
 	s.wg.Go(s.keepRegistered)
 	s.wg.Go(s.showOutages)
 	return nil
@@ -283,6 +286,7 @@ func (s *Store) register(ctx context.Context) (int64, error) {
 		}
 		return 0, err
 	}
+	s.keyRev.Store(resp.Header.GetRevision())
 	s.renewed(lease.ID, asked, askedAt, lease.TTL)
 	return resp.Header.GetRevision(), nil
 }

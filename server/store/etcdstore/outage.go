@@ -1,7 +1,9 @@
 package etcdstore
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"slices"
 	"sync"
 	"time"
@@ -149,14 +151,22 @@ func (o *outages) join(now, rev int64, running bool, blind time.Duration) {
 	}
 }
 
-// nodesListed takes a list of the node keys (id to the revision each was
-// last written at; this node's own left out): the first after this node
-// joined names the nodes it waits for, each later one drops those written
-// since or gone. It reports whether the wait ended with it.
-func (o *outages) nodesListed(written map[string]int64) bool {
+// joinRevision is joinRev.
+func (o *outages) joinRevision() int64 {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.blind == 0 {
+	return o.joinRev
+}
+
+// nodesListed takes, at now, a list of the node keys (id to the revision
+// each was last written at; this node's own left out): the first after
+// this node joined names the nodes it waits for, each later one drops
+// those written since or gone. It reports whether the wait ended with it
+// (not if it had ended already, at its cap).
+func (o *outages) nodesListed(written map[string]int64, now int64) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if now >= o.blind {
 		return false
 	}
 	if !o.listed {
@@ -176,11 +186,11 @@ func (o *outages) nodesListed(written map[string]int64) bool {
 }
 
 // nodeWritten records that node id's key was written at etcd revision
-// rev, or deleted, and reports whether the wait ended with it.
-func (o *outages) nodeWritten(id string, rev int64, deleted bool) bool {
+// rev, or deleted, seen at now, and reports whether the wait ended with it.
+func (o *outages) nodeWritten(id string, rev int64, deleted bool, now int64) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.blind == 0 || !o.listed || !o.waiting[id] || !deleted && rev <= o.joinRev {
+	if now >= o.blind || !o.listed || !o.waiting[id] || !deleted && rev <= o.joinRev {
 		return false
 	}
 	delete(o.waiting, id)
@@ -338,7 +348,10 @@ func (s *Store) showOutages() {
 }
 
 // showOutagesOn writes this node's key on lease id, if it does not show
-// every outage yet.
+// every outage yet. The write is conditioned on the key's being as this
+// node last wrote it (keyRev), so that a send of an earlier write that
+// etcd commits late (a hedge's other send, a send to a member that
+// stopped answering) cannot land over a later one.
 func (s *Store) showOutagesOn(id clientv3.LeaseID) error {
 	_, gen, unshown := s.outages.toShow()
 	if !unshown {
@@ -350,12 +363,30 @@ func (s *Store) showOutagesOn(id clientv3.LeaseID) error {
 	}
 	key := s.k.node(s.nodeID)
 	resp, err := s.txnWithin(s.ctx, s.opts.RequestTimeout, hedged, "show outages in the node key",
-		[]clientv3.Cmp{clientv3.Compare(clientv3.LeaseValue(key), "=", int64(id))},
-		[]clientv3.Op{clientv3.OpPut(key, string(value), clientv3.WithLease(id))}, nil)
-	if err == nil && resp.Succeeded {
-		s.outages.showing(gen)
+		[]clientv3.Cmp{
+			clientv3.Compare(clientv3.LeaseValue(key), "=", int64(id)),
+			clientv3.Compare(clientv3.ModRevision(key), "=", s.keyRev.Load()),
+		},
+		[]clientv3.Op{clientv3.OpPut(key, string(value), clientv3.WithLease(id))},
+		[]clientv3.Op{clientv3.OpGet(key)})
+	if err != nil {
+		return err
 	}
-	return err
+	if resp.Succeeded {
+		storeLater(&s.keyRev, resp.Header.GetRevision())
+		s.outages.showing(gen)
+		return nil
+	}
+	kv := first(resp.Responses[0])
+	if kv == nil || kv.Lease != int64(id) {
+		return nil // gone, or on another lease: the registration that follows writes it
+	}
+	storeLater(&s.keyRev, kv.ModRevision)
+	if bytes.Equal(kv.Value, value) {
+		s.outages.showing(gen) // another send of this write committed first
+		return nil
+	}
+	return errors.New("the node key was written since this node last wrote it")
 }
 
 // maybeGraced reports whether a service due at deadline may be left to

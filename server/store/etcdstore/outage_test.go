@@ -136,42 +136,59 @@ func TestJoinWaitsForTheRunningNodes(t *testing.T) {
 	}
 	var o outages
 	o.join(s(100), 10, true, 10*time.Second)
-	if o.nodeWritten("a", 11, false) || !blind(&o, s(101)) {
+	if o.nodeWritten("a", 11, false, s(101)) || !blind(&o, s(101)) {
 		t.Error("the wait ended before the nodes were listed")
 	}
 	// a and c were running (written before the join), b registered since.
-	if o.nodesListed(map[string]int64{"a": 5, "b": 12, "c": 7}) {
+	if o.nodesListed(map[string]int64{"a": 5, "b": 12, "c": 7}, s(101)) {
 		t.Fatal("the wait ended with nodes left to write")
 	}
-	if o.nodeWritten("a", 9, false) || o.nodeWritten("b", 13, false) {
+	if o.nodeWritten("a", 9, false, s(101)) || o.nodeWritten("b", 13, false, s(101)) {
 		t.Error("the wait ended on a write from before the join, or of a node not waited for")
 	}
-	if o.nodeWritten("a", 11, false) || !blind(&o, s(101)) {
+	if o.nodeWritten("a", 11, false, s(101)) || !blind(&o, s(101)) {
 		t.Error("the wait ended with c left")
 	}
-	if !o.nodeWritten("c", 0, true) || blind(&o, s(101)) {
+	if !o.nodeWritten("c", 0, true, s(101)) || blind(&o, s(101)) {
 		t.Error("the wait did not end once every node had written its key or gone")
 	}
 
 	// A later list drops the nodes written since, and gone.
 	var p outages
 	p.join(s(100), 10, true, 10*time.Second)
-	p.nodesListed(map[string]int64{"a": 5, "c": 7})
-	if !p.nodesListed(map[string]int64{"a": 14}) || blind(&p, s(101)) {
+	p.nodesListed(map[string]int64{"a": 5, "c": 7}, s(101))
+	if !p.nodesListed(map[string]int64{"a": 14}, s(101)) || blind(&p, s(101)) {
 		t.Error("a later list did not end the wait")
 	}
 	// Without an answer, the wait ends with the first moments.
 	var q outages
 	q.join(s(100), 10, true, 10*time.Second)
-	q.nodesListed(map[string]int64{"a": 5})
+	q.nodesListed(map[string]int64{"a": 5}, s(101))
 	if !blind(&q, s(109)) || blind(&q, s(110)) {
 		t.Error("the wait did not end with the first moments, or before")
 	}
 	// A node that restarted the registry waits for nothing.
 	var r outages
 	r.join(s(100), 10, false, 10*time.Second)
-	if r.nodesListed(map[string]int64{"a": 5}) || blind(&r, s(101)) {
+	if r.nodesListed(map[string]int64{"a": 5}, s(101)) || blind(&r, s(101)) {
 		t.Error("a node that found no other running waits")
+	}
+}
+
+// A node does not adopt back its own outage, which began at its
+// registration, from the key of a node that joined later.
+func TestOwnOutageIsNotAdoptedBack(t *testing.T) {
+	t.Parallel()
+	var o outages
+	t0 := time.Unix(1000, 0)
+	o.join(t0.UnixNano(), 5, false, 0)                // before the registration is asked
+	o.reached(t0, t0.Add(10*time.Millisecond), false) // the registration
+	span, ok := o.reached(t0.Add(time.Second), t0.Add(3*time.Second), true)
+	if !ok {
+		t.Fatal("no outage recorded")
+	}
+	if got := o.adopt([]outageSpan{span}, t0.Add(6*time.Second).UnixNano()); got != nil {
+		t.Errorf("adopted its own outage back from another node's key: %+v", got)
 	}
 }
 

@@ -2,8 +2,10 @@ package etcdstore
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -91,72 +93,248 @@ func TestSlowShowOfAnOutageKeepsTheLease(t *testing.T) {
 	}
 }
 
-// A running node's first write of an outage to its key fails (times out):
-// it writes it again at once, not a renewal later, and a node that joined
-// meanwhile leaves the services in the outage to their grace until it has
-// adopted it. The joining node used to time them out, once the first
-// seconds after it joined were over, while the running node left them to
-// their grace.
-func TestJoinerWaitsForAShowThatFailedOnce(t *testing.T) {
+// holdListKV holds the first read of the node keys' prefix made after
+// this node put a key under it (its registration: the list that starts
+// watchNodes) until release is closed.
+type holdListKV struct {
+	clientv3.KV
+	prefix     string
+	registered atomic.Bool
+	held       chan struct{}
+	heldOnce   sync.Once
+	release    chan struct{}
+}
+
+func newHoldListKV(kv clientv3.KV, prefix string) *holdListKV {
+	return &holdListKV{KV: kv, prefix: prefix, held: make(chan struct{}), release: make(chan struct{})}
+}
+
+func (h *holdListKV) Txn(ctx context.Context) clientv3.Txn { return &holdTxn{h: h, ctx: ctx} }
+
+type holdTxn struct {
+	h         *holdListKV
+	ctx       context.Context
+	cmps      []clientv3.Cmp
+	then, els []clientv3.Op
+}
+
+func (t *holdTxn) If(cs ...clientv3.Cmp) clientv3.Txn   { t.cmps = append(t.cmps, cs...); return t }
+func (t *holdTxn) Then(ops ...clientv3.Op) clientv3.Txn { t.then = append(t.then, ops...); return t }
+func (t *holdTxn) Else(ops ...clientv3.Op) clientv3.Txn { t.els = append(t.els, ops...); return t }
+
+func (t *holdTxn) Commit() (*clientv3.TxnResponse, error) {
+	lists := false
+	for _, op := range t.then {
+		if op.IsGet() && string(op.KeyBytes()) == t.h.prefix && len(op.RangeBytes()) > 0 {
+			lists = true
+		}
+	}
+	if lists && t.h.registered.Load() {
+		t.h.heldOnce.Do(func() { close(t.h.held) })
+		select {
+		case <-t.h.release:
+		case <-t.ctx.Done():
+			return nil, t.ctx.Err()
+		}
+	}
+	resp, err := t.h.KV.Txn(t.ctx).If(t.cmps...).Then(t.then...).Else(t.els...).Commit()
+	for _, op := range t.then {
+		if op.IsPut() && strings.HasPrefix(string(op.KeyBytes()), t.h.prefix) && err == nil && resp.Succeeded {
+			t.h.registered.Store(true)
+		}
+	}
+	return resp, err
+}
+
+// openNode opens a store over cli with opts, logging at debug level to
+// logs, and runs it until the test ends.
+func openNode(t *testing.T, cli *clientv3.Client, opts Options, logs *testserver.Buffer) *Store {
+	t.Helper()
+	opts.Logger = debugLogger(logs)
+	opts.Registerer = prometheus.NewRegistry()
+	s, err := Open(t.Context(), cli, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	go s.Run(t.Context())
+	return s
+}
+
+func blindNow(s *Store) bool {
+	s.outages.mu.Lock()
+	defer s.outages.mu.Unlock()
+	return s.outages.blind != 0 && time.Now().UnixNano() < s.outages.blind
+}
+
+func listedNode(s *Store, id string) bool {
+	s.peers.mu.Lock()
+	defer s.peers.mu.Unlock()
+	_, ok := s.peers.nodes[id]
+	return ok
+}
+
+func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(within); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// Two nodes that start at about the same time: k registers after j did,
+// but before j's node watch made its first list. k waits for j (j's key
+// was written before k joined); j, finding k in its first list, writes
+// its key for it, so k's wait ends then. It used to end only at its cap
+// (node TTL and request timeout).
+func TestNodeRegisteredBeforeAnothersFirstListIsAnswered(t *testing.T) {
 	t.Parallel()
 	c := etcdtest.Start(t, etcdtest.Options{})
-	cliA := etcdtest.Client(t, c.Endpoints()...)
-	gate := &gatedKV{KV: cliA.KV, gate: func(n int32, ctx context.Context, send sendTxn) (*clientv3.TxnResponse, error) {
-		if n == 1 { // the first write of the node key after the outage
-			<-ctx.Done()
+	opts := Options{Prefix: "/" + t.Name() + "/", NodeTTL: 6 * time.Second, RequestTimeout: 3 * time.Second}
+	cliJ := etcdtest.Client(t, c.Endpoints()...)
+	hold := newHoldListKV(cliJ.KV, keys{p: opts.Prefix}.nodes())
+	var logsJ, logsK testserver.Buffer
+	j := openNode(t, swapped(cliJ, hold, nil), opts, &logsJ)
+	<-hold.held // j registered; its node watch's first list waits
+	k := openNode(t, etcdtest.Client(t, c.Endpoints()...), opts, &logsK)
+	if !blindNow(k) {
+		t.Fatal("k did not join a running registry")
+	}
+	close(hold.release)
+	// k's cap is 9 s away.
+	waitFor(t, "k's wait to end", 5*time.Second, func() bool {
+		return strings.Contains(logsK.String(), "every node running when this one joined has written its key since")
+	})
+	if !listedNode(j, k.nodeID) {
+		t.Error("k's wait ended before j listed it")
+	}
+}
+
+func nodeKeyOutages(t *testing.T, cli *clientv3.Client, key string) (n int, rev int64) {
+	t.Helper()
+	resp, err := cli.Get(t.Context(), key)
+	if err != nil || len(resp.Kvs) == 0 {
+		return -1, 0
+	}
+	var v nodeValue
+	if err := json.Unmarshal(resp.Kvs[0].Value, &v); err != nil {
+		t.Fatal(err)
+	}
+	return len(v.Outages), resp.Kvs[0].ModRevision
+}
+
+func lapse(s *Store) {
+	s.lease.mu.Lock()
+	s.lease.until = time.Now().Add(-time.Second)
+	s.lease.mu.Unlock()
+}
+
+// A write of the node key that etcd commits after its caller gave up (a
+// hedge's other send, a send to a member that stopped answering and came
+// back) does not land over a newer write of the key: a joining node does
+// not take it for the running node's answer and end its wait without the
+// outage it lacks, and the key goes on showing every outage. It used to be
+// conditioned on the key's lease alone.
+func TestLateShowDoesNotOverwriteANewerOne(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.Start(t, etcdtest.Options{})
+	opts := Options{Prefix: "/" + t.Name() + "/", NodeTTL: 3 * time.Second, RequestTimeout: time.Second}
+	cli := etcdtest.Client(t, c.Endpoints()...)
+	var logsA, logsJ testserver.Buffer
+	a := openNode(t, etcdtest.Client(t, c.Endpoints()...), opts, &logsA)
+	keyA := a.k.node(a.nodeID)
+	late := &lateWrite{what: "show outages in the node key", commit: make(chan func() (bool, error), 1)}
+	a.late.Store(late)
+	// A renewal first, so that its first outage does not begin at its
+	// registration.
+	time.Sleep(opts.NodeTTL/3 + 300*time.Millisecond)
+
+	lapse(a) // outage 1: its first show is the late one; the retry shows it
+	waitFor(t, "a to show its first outage", 10*time.Second, func() bool { n, _ := nodeKeyOutages(t, cli, keyA); return n == 1 })
+	lapse(a) // outage 2
+	waitFor(t, "a to show its second outage", 10*time.Second, func() bool { n, _ := nodeKeyOutages(t, cli, keyA); return n == 2 })
+
+	cliJ := etcdtest.Client(t, c.Endpoints()...)
+	hold := newHoldListKV(cliJ.KV, keys{p: opts.Prefix}.nodes())
+	j := openNode(t, swapped(cliJ, hold, nil), opts, &logsJ)
+	<-hold.held
+	j.outages.mu.Lock()
+	joinRev := j.outages.joinRev
+	j.outages.mu.Unlock()
+	// a acknowledges j: its key, with both outages, written after j joined.
+	waitFor(t, "a's ack", 5*time.Second, func() bool { n, rev := nodeKeyOutages(t, cli, keyA); return n == 2 && rev > joinRev })
+	// The first show lands now.
+	landed, err := (<-late.commit)()
+	t.Logf("the late show landed: %v (%v)", landed, err)
+	close(hold.release)
+	waitFor(t, "j to list a", 5*time.Second, func() bool { return listedNode(j, a.nodeID) })
+	time.Sleep(200 * time.Millisecond)
+	j.outages.mu.Lock()
+	adopted, blind := len(j.outages.spans), j.outages.blind
+	j.outages.mu.Unlock()
+	if adopted != 2 && blind == 0 {
+		t.Errorf("j ended its wait having adopted %d of a's 2 outages\nj:\n%s", adopted, logsJ.String())
+	}
+	time.Sleep(2 * opts.NodeTTL) // a's renewals
+	a.outages.mu.Lock()
+	has := len(a.outages.spans)
+	a.outages.mu.Unlock()
+	if n, _ := nodeKeyOutages(t, cli, keyA); n != has {
+		t.Errorf("a's key shows %d outages two TTLs later; a has %d\na:\n%s\nj:\n%s", n, has, logsA.String(), logsJ.String())
+	}
+}
+
+// A joining node that adopted an outage, and whose reaper ran while it
+// waited for the running node, times out a due service that only the wait
+// left to the others (its deadline is before the outage) once the wait
+// ends, not at its cap: the services it passed over meanwhile are looked
+// at again. They used to be passed over until the cap.
+func TestEndedWaitTimesOutWhatItLeft(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.Start(t, etcdtest.Options{})
+	cli := etcdtest.Client(t, c.Endpoints()...)
+	held := make(chan struct{})
+	gateA := &gatedKV{KV: cli.KV, gate: func(n int32, ctx context.Context, send sendTxn) (*clientv3.TxnResponse, error) {
+		select {
+		case <-held:
+		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
 		return send(ctx)
 	}}
-	lease := &gatedLease{Lease: cliA.Lease}
-	opts := Options{Prefix: "/" + t.Name() + "/", NodeTTL: 3 * time.Second, RequestTimeout: 3 * time.Second, ReapInterval: 100 * time.Millisecond, Registerer: prometheus.NewRegistry()}
+	optsA := Options{Prefix: "/" + t.Name() + "/", NodeTTL: 3 * time.Second, RequestTimeout: time.Second, ReapInterval: time.Hour}
 	var logsA, logsJ testserver.Buffer
-	optsA := opts
-	optsA.Logger = debugLogger(&logsA)
-	a, err := Open(t.Context(), swapped(cliA, gate, lease), optsA)
-	if err != nil {
+	a := openNode(t, swapped(etcdtest.Client(t, c.Endpoints()...), gateA, nil), optsA, &logsA)
+	keyA := a.k.node(a.nodeID)
+	if _, err := a.CreateService(t.Context(), "t", store.NewService{ID: "s", HeartbeatTimeout: 3}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { a.Close() })
-	go a.Run(t.Context())
-	key := a.k.node(a.nodeID)
-	gate.key.Store(&key)
-	const timeout = 12
-	if _, err := a.CreateService(t.Context(), "t", store.NewService{ID: "s", HeartbeatTimeout: timeout}); err != nil {
-		t.Fatal(err)
+	time.Sleep(6 * time.Second) // the deadline passes, well before the outage
+	lapse(a)
+	waitFor(t, "a to show its outage", 10*time.Second, func() bool { n, _ := nodeKeyOutages(t, cli, keyA); return n == 1 })
+	gateA.key.Store(&keyA) // a's ack waits
+
+	optsJ := optsA
+	optsJ.ReapInterval = 200 * time.Millisecond
+	optsJ.RequestTimeout = 5 * time.Second // cap: 8 s
+	j := openNode(t, etcdtest.Client(t, c.Endpoints()...), optsJ, &logsJ)
+	joined := time.Now()
+	waitFor(t, "j to adopt a's outage", 5*time.Second, func() bool {
+		j.outages.mu.Lock()
+		defer j.outages.mu.Unlock()
+		return len(j.outages.spans) == 1
+	})
+	time.Sleep(time.Second) // j's reaper passes over s: blind
+	svc := a.k.service("t", "s")
+	if resp, _ := cli.Get(t.Context(), svc); len(resp.Kvs) == 0 {
+		t.Fatal("j timed s out while it waited")
 	}
-	c.Stop()
-	time.Sleep((timeout + 1) * time.Second) // the deadline passes
-	closed := make(chan struct{})
-	lease.open.Store(&closed) // a's renewals wait, so that j finds a's key first
-	c.Restart()
-	var j *Store
-	joined := make(chan error, 1)
-	go func() {
-		optsJ := opts
-		optsJ.Logger = debugLogger(&logsJ)
-		optsJ.Registerer = prometheus.NewRegistry()
-		var err error
-		j, err = Open(t.Context(), etcdtest.Client(t, c.Endpoints()...), optsJ)
-		joined <- err
-	}()
-	time.Sleep(2 * time.Second)
-	close(closed) // a renews: it records the outage, and its first show fails
-	released := time.Now()
-	if err := <-joined; err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { j.Close() })
-	go j.Run(t.Context())
-	// a leaves the service to its grace until 12 s after its renewal; j's
-	// first seconds are over after 6.
-	time.Sleep(8 * time.Second)
-	resp, err := cliA.Get(t.Context(), a.k.service("t", "s"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(resp.Kvs) == 0 {
-		t.Errorf("the joining node timed out, %v after the outage, a service the running node leaves to its grace for %d s\nj:\n%s\na:\n%s",
-			time.Since(released).Round(time.Millisecond), timeout, logsJ.String(), logsA.String())
+	close(held) // a answers
+	waitFor(t, "j's wait to end", 5*time.Second, func() bool { return strings.Contains(logsJ.String(), "has written its key since") })
+	capEnd := joined.Add(optsJ.NodeTTL + optsJ.RequestTimeout)
+	waitFor(t, "j to time s out", 15*time.Second, func() bool { resp, _ := cli.Get(t.Context(), svc); return len(resp.Kvs) == 0 })
+	if time.Now().After(capEnd) {
+		t.Errorf("j timed s out only once its cap had passed, %v after it joined, not once its wait ended", time.Since(joined).Round(time.Millisecond))
 	}
 }

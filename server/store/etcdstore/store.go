@@ -175,6 +175,7 @@ type Store struct {
 	// leaves to their grace, and gracedDue those services (outage.go).
 	outages   outages
 	showKick  chan struct{} // wakes showOutages
+	keyRev    atomic.Int64  // revision of this node's last write of its key
 	gracedDue gracedDue
 
 	mu      sync.RWMutex
