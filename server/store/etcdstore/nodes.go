@@ -51,7 +51,13 @@ func (s *Store) join(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.outages.join(joined, rev, !down, s.opts.NodeTTL+s.opts.RequestTimeout)
+	// The wait's cap counts from the registration, which the running
+	// nodes answer.
+	var waitUntil int64
+	if !down {
+		waitUntil = s.now().Add(s.opts.NodeTTL + s.opts.RequestTimeout).UnixNano()
+	}
+	s.outages.join(joined, rev, waitUntil)
 	s.wg.Go(s.keepRegistered)
 	s.wg.Go(s.showOutages)
 	return nil

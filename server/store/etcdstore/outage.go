@@ -1,7 +1,6 @@
 package etcdstore
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"slices"
@@ -135,20 +134,17 @@ func (o *outages) graced(deadline int64, timeout time.Duration, now int64, cutOf
 	return until, until != 0
 }
 
-// join records that this node registered at now, at etcd revision rev,
-// for the first time; if it joined a running registry, it leaves the due
-// services it does not hold to the others for blind at most (see
-// waiting).
-func (o *outages) join(now, rev int64, running bool, blind time.Duration) {
+// join records that this node first registered at etcd revision rev,
+// having asked at joined; if it joined a running registry, it leaves the
+// due services it does not hold to the others until waitUntil at most
+// (see waiting), else waitUntil is 0.
+func (o *outages) join(joined, rev, waitUntil int64) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.joined != 0 {
 		return
 	}
-	o.joined, o.joinRev = now, rev
-	if running {
-		o.blind = now + int64(blind)
-	}
+	o.joined, o.joinRev, o.blind = joined, rev, waitUntil
 }
 
 // joinRevision is joinRev.
@@ -319,8 +315,8 @@ func (s *Store) kickShow() {
 // writes apart from them, so that a slow write never holds up a renewal;
 // the write is hedged, as a renewal is sent to several members. One that
 // fails is tried again after a short backoff while the lease is counted
-// on; one whose condition fails (the key is on another lease, or gone)
-// waits for the registration that follows.
+// on; one that finds the key on another lease, or gone, waits for the
+// registration that follows.
 func (s *Store) showOutages() {
 	pause := retry.Backoff{Min: 50 * time.Millisecond, Max: max(s.opts.NodeTTL/4, 100*time.Millisecond)}
 	var again <-chan time.Time
@@ -351,7 +347,10 @@ func (s *Store) showOutages() {
 // every outage yet. The write is conditioned on the key's being as this
 // node last wrote it (keyRev), so that a send of an earlier write that
 // etcd commits late (a hedge's other send, a send to a member that
-// stopped answering) cannot land over a later one.
+// stopped answering) cannot land over a later one. When the key was
+// written since (such a write, or one whose answer was lost), it writes
+// again over it, even if it holds the same value: that write may be from
+// before the registration this one answers.
 func (s *Store) showOutagesOn(id clientv3.LeaseID) error {
 	_, gen, unshown := s.outages.toShow()
 	if !unshown {
@@ -362,31 +361,29 @@ func (s *Store) showOutagesOn(id clientv3.LeaseID) error {
 		return err
 	}
 	key := s.k.node(s.nodeID)
-	resp, err := s.txnWithin(s.ctx, s.opts.RequestTimeout, hedged, "show outages in the node key",
-		[]clientv3.Cmp{
-			clientv3.Compare(clientv3.LeaseValue(key), "=", int64(id)),
-			clientv3.Compare(clientv3.ModRevision(key), "=", s.keyRev.Load()),
-		},
-		[]clientv3.Op{clientv3.OpPut(key, string(value), clientv3.WithLease(id))},
-		[]clientv3.Op{clientv3.OpGet(key)})
-	if err != nil {
-		return err
+	for range 3 {
+		resp, err := s.txnWithin(s.ctx, s.opts.RequestTimeout, hedged, "show outages in the node key",
+			[]clientv3.Cmp{
+				clientv3.Compare(clientv3.LeaseValue(key), "=", int64(id)),
+				clientv3.Compare(clientv3.ModRevision(key), "=", s.keyRev.Load()),
+			},
+			[]clientv3.Op{clientv3.OpPut(key, string(value), clientv3.WithLease(id))},
+			[]clientv3.Op{clientv3.OpGet(key)})
+		if err != nil {
+			return err
+		}
+		if resp.Succeeded {
+			storeLater(&s.keyRev, resp.Header.GetRevision())
+			s.outages.showing(gen)
+			return nil
+		}
+		kv := first(resp.Responses[0])
+		if kv == nil || kv.Lease != int64(id) {
+			return nil // gone, or on another lease: the registration that follows writes it
+		}
+		storeLater(&s.keyRev, kv.ModRevision)
 	}
-	if resp.Succeeded {
-		storeLater(&s.keyRev, resp.Header.GetRevision())
-		s.outages.showing(gen)
-		return nil
-	}
-	kv := first(resp.Responses[0])
-	if kv == nil || kv.Lease != int64(id) {
-		return nil // gone, or on another lease: the registration that follows writes it
-	}
-	storeLater(&s.keyRev, kv.ModRevision)
-	if bytes.Equal(kv.Value, value) {
-		s.outages.showing(gen) // another send of this write committed first
-		return nil
-	}
-	return errors.New("the node key was written since this node last wrote it")
+	return errors.New("the node key was written again and again since this node last wrote it")
 }
 
 // maybeGraced reports whether a service due at deadline may be left to

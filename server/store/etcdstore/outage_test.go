@@ -85,8 +85,8 @@ func TestAdoptOutages(t *testing.T) {
 	if got := o.adopt([]outageSpan{{s(1), s(2)}}, s(3)); got != nil {
 		t.Errorf("adopted %+v before joining", got)
 	}
-	o.join(s(100), 10, true, 3*time.Second)
-	o.join(s(200), 20, false, 0) // registered again: nothing changes
+	o.join(s(100), 10, s(103))
+	o.join(s(200), 20, 0) // registered again: nothing changes
 	if _, ok := o.graced(s(50), 3*time.Second, s(102), false, false); !ok {
 		t.Error("just joined, a service this node does not hold is timed out")
 	}
@@ -135,7 +135,7 @@ func TestJoinWaitsForTheRunningNodes(t *testing.T) {
 		return ok
 	}
 	var o outages
-	o.join(s(100), 10, true, 10*time.Second)
+	o.join(s(100), 10, s(110))
 	if o.nodeWritten("a", 11, false, s(101)) || !blind(&o, s(101)) {
 		t.Error("the wait ended before the nodes were listed")
 	}
@@ -155,21 +155,21 @@ func TestJoinWaitsForTheRunningNodes(t *testing.T) {
 
 	// A later list drops the nodes written since, and gone.
 	var p outages
-	p.join(s(100), 10, true, 10*time.Second)
+	p.join(s(100), 10, s(110))
 	p.nodesListed(map[string]int64{"a": 5, "c": 7}, s(101))
 	if !p.nodesListed(map[string]int64{"a": 14}, s(101)) || blind(&p, s(101)) {
 		t.Error("a later list did not end the wait")
 	}
 	// Without an answer, the wait ends with the first moments.
 	var q outages
-	q.join(s(100), 10, true, 10*time.Second)
+	q.join(s(100), 10, s(110))
 	q.nodesListed(map[string]int64{"a": 5}, s(101))
 	if !blind(&q, s(109)) || blind(&q, s(110)) {
 		t.Error("the wait did not end with the first moments, or before")
 	}
 	// A node that restarted the registry waits for nothing.
 	var r outages
-	r.join(s(100), 10, false, 10*time.Second)
+	r.join(s(100), 10, 0)
 	if r.nodesListed(map[string]int64{"a": 5}, s(101)) || blind(&r, s(101)) {
 		t.Error("a node that found no other running waits")
 	}
@@ -181,7 +181,7 @@ func TestOwnOutageIsNotAdoptedBack(t *testing.T) {
 	t.Parallel()
 	var o outages
 	t0 := time.Unix(1000, 0)
-	o.join(t0.UnixNano(), 5, false, 0)                // before the registration is asked
+	o.join(t0.UnixNano(), 5, 0)                       // before the registration is asked
 	o.reached(t0, t0.Add(10*time.Millisecond), false) // the registration
 	span, ok := o.reached(t0.Add(time.Second), t0.Add(3*time.Second), true)
 	if !ok {

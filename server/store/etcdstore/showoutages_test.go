@@ -3,6 +3,7 @@ package etcdstore
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"strings"
 	"sync"
@@ -318,8 +319,8 @@ func TestEndedWaitTimesOutWhatItLeft(t *testing.T) {
 	optsJ := optsA
 	optsJ.ReapInterval = 200 * time.Millisecond
 	optsJ.RequestTimeout = 5 * time.Second // cap: 8 s
-	j := openNode(t, etcdtest.Client(t, c.Endpoints()...), optsJ, &logsJ)
 	joined := time.Now()
+	j := openNode(t, etcdtest.Client(t, c.Endpoints()...), optsJ, &logsJ)
 	waitFor(t, "j to adopt a's outage", 5*time.Second, func() bool {
 		j.outages.mu.Lock()
 		defer j.outages.mu.Unlock()
@@ -336,5 +337,96 @@ func TestEndedWaitTimesOutWhatItLeft(t *testing.T) {
 	waitFor(t, "j to time s out", 15*time.Second, func() bool { resp, _ := cli.Get(t.Context(), svc); return len(resp.Kvs) == 0 })
 	if time.Now().After(capEnd) {
 		t.Errorf("j timed s out only once its cap had passed, %v after it joined, not once its wait ended", time.Since(joined).Round(time.Millisecond))
+	}
+}
+
+// A write of the node key that etcd committed but whose answer was lost
+// (a member that applied it, then went silent) leaves the node's idea of
+// its key's revision behind. The answer to a node that registers
+// meanwhile finds the key written since, with the same value (an answer
+// changes no outage), and writes it again: the joining node's wait ends
+// then. It used to take that write for the answer and write nothing, and
+// the joining node waited its whole cap.
+func TestAnswerAfterALostOneIsWritten(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.Start(t, etcdtest.Options{})
+	cli := etcdtest.Client(t, c.Endpoints()...)
+	committed := make(chan int64, 1)
+	answer := make(chan struct{})
+	gate := &gatedKV{KV: cli.KV, gate: func(n int32, ctx context.Context, send sendTxn) (*clientv3.TxnResponse, error) {
+		if n != 1 {
+			return send(ctx)
+		}
+		resp, err := send(context.Background()) // commits
+		if err == nil && resp.Succeeded {
+			committed <- resp.Header.Revision
+		}
+		<-answer // its answer never comes
+		return nil, errors.New("answer lost")
+	}}
+	opts := Options{Prefix: "/" + t.Name() + "/", NodeTTL: 6 * time.Second, RequestTimeout: 5 * time.Second}
+	var logsA, logsJ testserver.Buffer
+	a := openNode(t, swapped(etcdtest.Client(t, c.Endpoints()...), gate, nil), opts, &logsA)
+	keyA := a.k.node(a.nodeID)
+	gate.key.Store(&keyA)
+	time.Sleep(opts.NodeTTL/3 + 300*time.Millisecond)
+	lapse(a) // an outage: its show commits, its answer is lost
+	var r1 int64
+	select {
+	case r1 = <-committed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no show")
+	}
+	j := openNode(t, etcdtest.Client(t, c.Endpoints()...), opts, &logsJ) // registers after r1
+	if !blindNow(j) {
+		t.Fatal("j did not join a running registry")
+	}
+	// a sees j (ack) while the lost show still waits for its answer.
+	waitFor(t, "a to list j", 5*time.Second, func() bool { return listedNode(a, j.nodeID) })
+	close(answer)
+	// j's cap: 11 s. a's ack, once written, ends j's wait within ms.
+	deadline := time.Now().Add(4 * time.Second)
+	for time.Now().Before(deadline) {
+		if strings.Contains(logsJ.String(), "has written its key since") {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	_, rev := nodeKeyOutages(t, cli, keyA)
+	j.outages.mu.Lock()
+	joinRev := j.outages.joinRev
+	j.outages.mu.Unlock()
+	t.Errorf("j still waits for a 4 s after a answered it (its cap is 11 s): a's key at rev %d (the lost show's %d), j joined at %d\na:\n%s", rev, r1, joinRev, logsA.String())
+}
+
+// slowGrant grants leases d late.
+type slowGrant struct {
+	clientv3.Lease
+	d time.Duration
+}
+
+func (l *slowGrant) Grant(ctx context.Context, ttl int64) (*clientv3.LeaseGrantResponse, error) {
+	time.Sleep(l.d)
+	return l.Lease.Grant(ctx, ttl)
+}
+
+// The cap on a joining node's wait (node TTL and request timeout) bounds
+// how long a running node may take to write its key after the
+// registration it answers, so it counts from the registration: a slow
+// registration (here a lease grant that takes 3 s) does not eat into it.
+func TestWaitCapCountsFromTheRegistration(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.Start(t, etcdtest.Options{})
+	opts := Options{Prefix: "/" + t.Name() + "/", NodeTTL: 6 * time.Second, RequestTimeout: 5 * time.Second}
+	var logsA, logsJ testserver.Buffer
+	openNode(t, etcdtest.Client(t, c.Endpoints()...), opts, &logsA)
+	cliJ := etcdtest.Client(t, c.Endpoints()...)
+	j := openNode(t, swapped(cliJ, nil, &slowGrant{Lease: cliJ.Lease, d: 3 * time.Second}), opts, &logsJ)
+	registered := time.Now() // after the registration committed
+	j.outages.mu.Lock()
+	blind := time.Unix(0, j.outages.blind)
+	j.outages.mu.Unlock()
+	if got, want := blind.Sub(registered), opts.NodeTTL+opts.RequestTimeout; got < want-500*time.Millisecond {
+		t.Errorf("j's cap ends %v after its registration committed, want about %v", got.Round(time.Millisecond), want)
 	}
 }
