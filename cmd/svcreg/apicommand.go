@@ -203,19 +203,31 @@ func oneArg(args []string, what string) (string, error) {
 	return args[0], nil
 }
 
-// faultError is a registry fault told in one line.
+// mayHaveBeenMade ends the message of a change whose outcome is unknown.
+const mayHaveBeenMade = "the change may have been made: look before you repeat it"
+
+// faultError is a registry fault told in one line. unknown: it answered
+// a change, which the registry may have made before it failed
+// (registry.ErrOutcomeUnknown, which it still matches).
 type faultError struct {
-	msg string
-	err *registry.Error
+	msg     string
+	err     *registry.Error
+	unknown bool
 }
 
 func (e faultError) Error() string { return e.msg }
-func (e faultError) Unwrap() error { return e.err }
+func (e faultError) Unwrap() []error {
+	if e.unknown {
+		return []error{e.err, registry.ErrOutcomeUnknown}
+	}
+	return []error{e.err}
+}
 
 // describeFault turns a registry fault into an error that says what the
 // registry said, in one line: `Object "Service" with key "nope" does not
 // exist` rather than the method, URL and fault type. It still matches the
-// registry's sentinel errors. A certificate of a CA the client does not
+// registry's sentinel errors, and says when a change may have been made
+// though the registry failed. A certificate of a CA the client does not
 // trust gets a hint at --ca-cert; other errors are returned as they are,
 // among them that of a call every node of several failed, which names
 // each node with its failure (one node's fault would hide the others).
@@ -224,7 +236,13 @@ func describeFault(err error) error {
 		return fmt.Errorf("%w (if a private CA issued the registry's certificate, give its PEM file with --ca-cert or SVCREG_CA_CERT)", err)
 	}
 	var e *registry.Error
-	if errors.Is(err, registry.ErrAllNodesFailed) || !errors.As(err, &e) {
+	if errors.Is(err, registry.ErrAllNodesFailed) {
+		return err
+	}
+	if !errors.As(err, &e) {
+		if errors.Is(err, registry.ErrOutcomeUnknown) { // sent, and no answer
+			return fmt.Errorf("%w; %s", err, mayHaveBeenMade)
+		}
 		return err
 	}
 	details, _ := e.Details.(string)
@@ -259,5 +277,9 @@ func describeFault(err error) error {
 		}
 		msg += fmt.Sprintf(" (the registry asks to wait %v)", wait)
 	}
-	return faultError{msg: msg, err: e}
+	unknown := errors.Is(err, registry.ErrOutcomeUnknown)
+	if unknown {
+		msg += "; " + mayHaveBeenMade
+	}
+	return faultError{msg: msg, err: e, unknown: unknown}
 }

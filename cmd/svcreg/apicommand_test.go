@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"errors"
+	"io"
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -84,5 +86,53 @@ func TestDescribeFaultOfEveryNode(t *testing.T) {
 	}
 	if got := describeFault(err); got != err {
 		t.Errorf("describeFault = %q, want %q", got, err)
+	}
+}
+
+// A change the registry failed (5xx) may have been made: the one-line
+// error says so, and still matches registry.ErrOutcomeUnknown; a read's
+// does not.
+func TestDescribeFaultOfAChangeWithUnknownOutcome(t *testing.T) {
+	t.Parallel()
+	busy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer busy.Close()
+	c, err := registry.New(registry.Config{URL: busy.URL, Token: "t", Tenant: "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err = c.CreateService(ctx, registry.Service{ID: "web1", HeartbeatTimeout: 30})
+	got := describeFault(err)
+	if want := "the registry failed: 503 Service Unavailable; the change may have been made: look before you repeat it"; got.Error() != want {
+		t.Errorf("describeFault = %q, want %q", got, want)
+	}
+	if !errors.Is(got, registry.ErrOutcomeUnknown) {
+		t.Error("describeFault of a change with an unknown outcome does not match ErrOutcomeUnknown")
+	}
+	// Sent, and the connection closed without an answer.
+	cut := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err == nil {
+			conn.Close()
+		}
+	}))
+	defer cut.Close()
+	cc, err := registry.New(registry.Config{URL: cut.URL, Token: "t", Tenant: "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	_, err = cc.CreateService(ctx, registry.Service{ID: "web1", HeartbeatTimeout: 30})
+	if got := describeFault(err); !strings.HasSuffix(got.Error(), "; the change may have been made: look before you repeat it") || !errors.Is(got, registry.ErrOutcomeUnknown) {
+		t.Errorf("describeFault of a change without an answer = %q", got)
+	}
+	_, err = c.Limits(ctx)
+	if got := describeFault(err); strings.Contains(got.Error(), "may have been made") || errors.Is(got, registry.ErrOutcomeUnknown) {
+		t.Errorf("describeFault of a read = %q, matching ErrOutcomeUnknown: %v", got, errors.Is(got, registry.ErrOutcomeUnknown))
 	}
 }
