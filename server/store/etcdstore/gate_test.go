@@ -2,6 +2,7 @@ package etcdstore
 
 import (
 	"context"
+	"strings"
 	"sync/atomic"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -30,11 +31,13 @@ type sendTxn func(ctx context.Context) (*clientv3.TxnResponse, error)
 // caller's, and send sends the transaction under any context (now, later,
 // or never); gate's answer is the caller's. With nested, a write inside a
 // nested transaction counts too (heartbeat batches write each heartbeat
-// in one). Other transactions go at once.
+// in one). If gates is set, it chooses the transactions to gate instead,
+// by their Then operations. Other transactions go at once.
 type gatedKV struct {
 	clientv3.KV
 	nested bool
 	key    atomic.Pointer[string]
+	gates  func(then []clientv3.Op) bool
 	n      atomic.Int32
 	gate   func(n int32, ctx context.Context, send sendTxn) (*clientv3.TxnResponse, error)
 }
@@ -54,7 +57,9 @@ func (t *gatedTxn) If(cs ...clientv3.Cmp) clientv3.Txn   { t.cmps = append(t.cmp
 func (t *gatedTxn) Else(ops ...clientv3.Op) clientv3.Txn { t.els = append(t.els, ops...); return t }
 
 func (t *gatedTxn) Then(ops ...clientv3.Op) clientv3.Txn {
-	if key := t.g.key.Load(); key != nil && writesKey(ops, *key, t.g.nested) {
+	if t.g.gates != nil {
+		t.gated = t.gated || t.g.gates(ops)
+	} else if key := t.g.key.Load(); key != nil && writesKey(ops, *key, t.g.nested) {
 		t.gated = true
 	}
 	t.then = append(t.then, ops...)
@@ -105,5 +110,26 @@ func holdFirstWrite(kv clientv3.KV, nested bool) *heldKV {
 		}
 		return send(ctx)
 	}}
+	return h
+}
+
+// holdFirstList holds back the first list of the node keys (under prefix)
+// that a node makes after it sent its registration, the list that starts
+// its node watch, until the test closes release; arrived is closed when
+// it is held.
+func holdFirstList(kv clientv3.KV, prefix string) *heldKV {
+	var registered atomic.Bool
+	h := holdFirstWrite(kv, false)
+	h.gates = func(then []clientv3.Op) bool {
+		for _, op := range then {
+			switch {
+			case op.IsPut() && strings.HasPrefix(string(op.KeyBytes()), prefix):
+				registered.Store(true)
+			case op.IsGet() && string(op.KeyBytes()) == prefix && len(op.RangeBytes()) > 0:
+				return registered.Load()
+			}
+		}
+		return false
+	}
 	return h
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -94,59 +93,6 @@ func TestSlowShowOfAnOutageKeepsTheLease(t *testing.T) {
 	}
 }
 
-// holdListKV holds the first read of the node keys' prefix made after
-// this node put a key under it (its registration: the list that starts
-// watchNodes) until release is closed.
-type holdListKV struct {
-	clientv3.KV
-	prefix     string
-	registered atomic.Bool
-	held       chan struct{}
-	heldOnce   sync.Once
-	release    chan struct{}
-}
-
-func newHoldListKV(kv clientv3.KV, prefix string) *holdListKV {
-	return &holdListKV{KV: kv, prefix: prefix, held: make(chan struct{}), release: make(chan struct{})}
-}
-
-func (h *holdListKV) Txn(ctx context.Context) clientv3.Txn { return &holdTxn{h: h, ctx: ctx} }
-
-type holdTxn struct {
-	h         *holdListKV
-	ctx       context.Context
-	cmps      []clientv3.Cmp
-	then, els []clientv3.Op
-}
-
-func (t *holdTxn) If(cs ...clientv3.Cmp) clientv3.Txn   { t.cmps = append(t.cmps, cs...); return t }
-func (t *holdTxn) Then(ops ...clientv3.Op) clientv3.Txn { t.then = append(t.then, ops...); return t }
-func (t *holdTxn) Else(ops ...clientv3.Op) clientv3.Txn { t.els = append(t.els, ops...); return t }
-
-func (t *holdTxn) Commit() (*clientv3.TxnResponse, error) {
-	lists := false
-	for _, op := range t.then {
-		if op.IsGet() && string(op.KeyBytes()) == t.h.prefix && len(op.RangeBytes()) > 0 {
-			lists = true
-		}
-	}
-	if lists && t.h.registered.Load() {
-		t.h.heldOnce.Do(func() { close(t.h.held) })
-		select {
-		case <-t.h.release:
-		case <-t.ctx.Done():
-			return nil, t.ctx.Err()
-		}
-	}
-	resp, err := t.h.KV.Txn(t.ctx).If(t.cmps...).Then(t.then...).Else(t.els...).Commit()
-	for _, op := range t.then {
-		if op.IsPut() && strings.HasPrefix(string(op.KeyBytes()), t.h.prefix) && err == nil && resp.Succeeded {
-			t.h.registered.Store(true)
-		}
-	}
-	return resp, err
-}
-
 // openNode opens a store over cli with opts, logging at debug level to
 // logs, and runs it until the test ends.
 func openNode(t *testing.T, cli *clientv3.Client, opts Options, logs *testserver.Buffer) *Store {
@@ -194,10 +140,10 @@ func TestNodeRegisteredBeforeAnothersFirstListIsAnswered(t *testing.T) {
 	c := etcdtest.Start(t, etcdtest.Options{})
 	opts := Options{Prefix: "/" + t.Name() + "/", NodeTTL: 6 * time.Second, RequestTimeout: 3 * time.Second}
 	cliJ := etcdtest.Client(t, c.Endpoints()...)
-	hold := newHoldListKV(cliJ.KV, keys{p: opts.Prefix}.nodes())
+	hold := holdFirstList(cliJ.KV, keys{p: opts.Prefix}.nodes())
 	var logsJ, logsK testserver.Buffer
 	j := openNode(t, swapped(cliJ, hold, nil), opts, &logsJ)
-	<-hold.held // j registered; its node watch's first list waits
+	<-hold.arrived // j registered; its node watch's first list waits
 	k := openNode(t, etcdtest.Client(t, c.Endpoints()...), opts, &logsK)
 	if !blindNow(k) {
 		t.Fatal("k did not join a running registry")
@@ -257,9 +203,9 @@ func TestLateShowDoesNotOverwriteANewerOne(t *testing.T) {
 	waitFor(t, "a to show its second outage", 10*time.Second, func() bool { n, _ := nodeKeyOutages(t, cli, keyA); return n == 2 })
 
 	cliJ := etcdtest.Client(t, c.Endpoints()...)
-	hold := newHoldListKV(cliJ.KV, keys{p: opts.Prefix}.nodes())
+	hold := holdFirstList(cliJ.KV, keys{p: opts.Prefix}.nodes())
 	j := openNode(t, swapped(cliJ, hold, nil), opts, &logsJ)
-	<-hold.held
+	<-hold.arrived
 	j.outages.mu.Lock()
 	joinRev := j.outages.joinRev
 	j.outages.mu.Unlock()
