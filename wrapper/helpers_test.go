@@ -114,6 +114,17 @@ func (f *fixture) waitHeartbeat(id string) {
 }
 
 // assertGone checks that the registry no longer holds id.
+// stopCleanly tells the command (untilStop) to stop, and checks that the
+// wrapper exits 0 and deleted service id.
+func (f *fixture) stopCleanly(w *proc, id string) {
+	f.t.Helper()
+	touch(f.t, f.path("stop"))
+	if code := w.wait(); code != 0 {
+		f.t.Errorf("exit code %d, want 0", code)
+	}
+	f.assertGone(id)
+}
+
 func (f *fixture) assertGone(id string) {
 	f.t.Helper()
 	if s, err := f.service(id); !errors.Is(err, registry.ErrNotFound) {

@@ -327,11 +327,7 @@ func TestRegistryOutageKeepsTheCommand(t *testing.T) {
 	if !w.running() || !alive(pid) {
 		t.Fatalf("after the restart: wrapper running %v, command (pid %d) running %v; want both", w.running(), pid, alive(pid))
 	}
-	touch(t, f.path("stop"))
-	if code := w.wait(); code != 0 {
-		t.Errorf("exit code %d, want 0", code)
-	}
-	f.assertGone("outage")
+	f.stopCleanly(w, "outage")
 }
 
 // TestFailsOverToTheNextURL: given the URLs of several registry nodes,
@@ -345,11 +341,7 @@ func TestFailsOverToTheNextURL(t *testing.T) {
 	w := startWrapper(t, f.dir, env, append([]string{"--id=failover", "--interval=1"}, sh(untilStop, f.dir)...)...)
 	f.waitRegistered("failover")
 	f.waitHeartbeat("failover")
-	touch(t, f.path("stop"))
-	if code := w.wait(); code != 0 {
-		t.Errorf("exit code %d, want 0", code)
-	}
-	f.assertGone("failover")
+	f.stopCleanly(w, "failover")
 	if n := strings.Count(w.logs(), "registry "+dead+" failed"); n != 1 || !strings.Contains(w.logs(), "; using "+f.srv.APIURL) {
 		t.Errorf("the wrapper's log says %d times that the registry at %s failed; want once, and that it uses %s:\n%s", n, dead, f.srv.APIURL, w.logs())
 	}
@@ -413,11 +405,7 @@ func TestRegistersAgainWhenForgotten(t *testing.T) {
 	if got, want := f.eventTypes("forgotten"), []registry.EventType{registry.ServiceJoin, registry.ServiceRemove, registry.ServiceJoin}; !reflect.DeepEqual(got, want) {
 		t.Errorf("events = %v, want %v", got, want)
 	}
-	touch(t, f.path("stop"))
-	if code := w.wait(); code != 0 {
-		t.Errorf("exit code %d, want 0", code)
-	}
-	f.assertGone("forgotten")
+	f.stopCleanly(w, "forgotten")
 }
 
 func TestWaitsForAnOldInstanceToTimeOut(t *testing.T) {
@@ -441,11 +429,7 @@ func TestWaitsForAnOldInstanceToTimeOut(t *testing.T) {
 	if s := f.waitRegistered("restarted"); !s.HasTag("new") {
 		t.Errorf("the registry holds %+v, not the new instance", s)
 	}
-	touch(t, f.path("stop"))
-	if code := w.wait(); code != 0 {
-		t.Errorf("exit code %d, want 0", code)
-	}
-	f.assertGone("restarted")
+	f.stopCleanly(w, "restarted")
 }
 
 func TestSignalWhileWaitingForAnOldInstance(t *testing.T) {
@@ -481,11 +465,7 @@ func TestStartsTheCommandWhileTheRegistryIsDown(t *testing.T) {
 	// has the service: a command exiting in between leaves the service to
 	// time out (its registration's outcome is unknown to the wrapper).
 	w.waitLog("service registered")
-	touch(t, f.path("stop"))
-	if code := w.wait(); code != 0 {
-		t.Errorf("exit code %d, want 0", code)
-	}
-	f.assertGone("failopen")
+	f.stopCleanly(w, "failopen")
 }
 
 // closedURL is an API URL on which nothing listens.
