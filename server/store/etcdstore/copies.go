@@ -762,7 +762,6 @@ func (s *Store) watchNodes() {
 			s.log.Debug("every node running when this one joined has written its key since: it times out due services it does not hold")
 		}
 	}
-	listed := false
 	s.follow("list nodes", prefix, nil, nil,
 		func(kvs []*mvccpb.KeyValue) {
 			s.peers.mu.Lock()
@@ -777,13 +776,12 @@ func (s *Store) watchNodes() {
 					continue
 				}
 				written[id] = kv.ModRevision
-				if n, ok := old[id]; listed && (!ok || n.lease != kv.Lease) {
-					ack() // registered while the watch was down
-				} else if !listed && kv.CreateRevision > s.outages.joinRevision() {
-					ack() // registered after this node, before its first list
+				// Registered after this node, and not seen yet: before its
+				// first list, or while the watch was down.
+				if n, ok := old[id]; (!ok || n.lease != kv.Lease) && kv.CreateRevision > s.outages.joinRevision() {
+					ack()
 				}
 			}
-			listed = true
 			waited(s.outages.nodesListed(written, s.now().UnixNano()))
 			choose()
 		},

@@ -67,13 +67,12 @@ type outages struct {
 	// key since (waiting).
 	blind int64
 	// joinRev is the etcd revision of this node's first registration.
-	// waiting are, from the first list of node keys after it (listed),
-	// the other nodes whose keys have not been written since: each node
-	// writes its key again when another registers (ack), with the
-	// outages it saw, so once none is left this node knows them all.
+	// waiting are, from the first list of node keys after it (nil
+	// before), the other nodes whose keys have not been written since:
+	// each node writes its key again when another registers (ack), with
+	// the outages it saw, so once none is left this node knows them all.
 	joinRev int64
 	waiting map[string]bool
-	listed  bool
 }
 
 // outageSpan is one outage: from the last renewal asked before it to the
@@ -165,8 +164,8 @@ func (o *outages) nodesListed(written map[string]int64, now int64) bool {
 	if now >= o.blind {
 		return false
 	}
-	if !o.listed {
-		o.listed, o.waiting = true, map[string]bool{}
+	if o.waiting == nil {
+		o.waiting = map[string]bool{}
 		for id, rev := range written {
 			if rev <= o.joinRev {
 				o.waiting[id] = true
@@ -186,7 +185,7 @@ func (o *outages) nodesListed(written map[string]int64, now int64) bool {
 func (o *outages) nodeWritten(id string, rev int64, deleted bool, now int64) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if now >= o.blind || !o.listed || !o.waiting[id] || !deleted && rev <= o.joinRev {
+	if now >= o.blind || !o.waiting[id] || !deleted && rev <= o.joinRev {
 		return false
 	}
 	delete(o.waiting, id)
