@@ -206,22 +206,16 @@ func oneArg(args []string, what string) (string, error) {
 // mayHaveBeenMade ends the message of a change whose outcome is unknown.
 const mayHaveBeenMade = "the change may have been made: look before you repeat it"
 
-// faultError is a registry fault told in one line. unknown: it answered
-// a change, which the registry may have made before it failed
-// (registry.ErrOutcomeUnknown, which it still matches).
+// faultError is a registry fault told in one line; it wraps the client's
+// error, and so matches what that matches (registry.ErrOutcomeUnknown
+// among them).
 type faultError struct {
-	msg     string
-	err     *registry.Error
-	unknown bool
+	msg string
+	err error
 }
 
 func (e faultError) Error() string { return e.msg }
-func (e faultError) Unwrap() []error {
-	if e.unknown {
-		return []error{e.err, registry.ErrOutcomeUnknown}
-	}
-	return []error{e.err}
-}
+func (e faultError) Unwrap() error { return e.err }
 
 // describeFault turns a registry fault into an error that says what the
 // registry said, in one line: `Object "Service" with key "nope" does not
@@ -277,9 +271,8 @@ func describeFault(err error) error {
 		}
 		msg += fmt.Sprintf(" (the registry asks to wait %v)", wait)
 	}
-	unknown := errors.Is(err, registry.ErrOutcomeUnknown)
-	if unknown {
+	if errors.Is(err, registry.ErrOutcomeUnknown) {
 		msg += "; " + mayHaveBeenMade
 	}
-	return faultError{msg: msg, err: e, unknown: unknown}
+	return faultError{msg: msg, err: err}
 }
