@@ -55,10 +55,10 @@ type Config struct {
 	// client; each URL is tried once per call (those remembered failing
 	// last; and once more after a 401 and a new login). When each fails,
 	// the call's error names each URL with its failure and matches
-	// ErrAllNodesFailed and the error of the URL tried last. A change whose outcome is unknown is not sent
-	// again (the caller decides, as with one URL), nor is a call whose
-	// context the caller cancelled or whose deadline passed, which moves
-	// nothing.
+	// ErrAllNodesFailed and the error of the URL tried last. A change
+	// whose outcome is unknown is not sent again (the caller decides, as
+	// with one URL), nor is a call whose context the caller cancelled or
+	// whose deadline passed, which moves nothing.
 	URL string `toml:"url"`
 
 	// Token is a static API token; it is never refreshed, and a 401 is
