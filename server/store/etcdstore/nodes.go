@@ -47,10 +47,10 @@ func (s *Store) join(ctx context.Context) error {
 	// Before the registration's renewal is asked for: an outage that
 	// begins after it is this node's own, never one to adopt back.
 	joined := s.now().UnixNano()
-	rev, err := s.register(ctx)
-	if err != nil {
+	if err := s.register(ctx); err != nil {
 		return err
 	}
+	rev := s.keyRev.Load() // the registration's
 	// The wait's cap counts from the registration, which the running
 	// nodes answer.
 	var waitUntil int64
@@ -255,12 +255,12 @@ func (s *Store) checkSettings(kvs []*mvccpb.KeyValue) {
 // stopped answering is back), cannot overwrite a later registration and
 // leave the key on a lease nobody renews: the late write fails its
 // condition instead, and if it lands first this attempt fails and the
-// next one registers over it. It returns the revision of the write.
-func (s *Store) register(ctx context.Context) (int64, error) {
+// next one registers over it.
+func (s *Store) register(ctx context.Context) error {
 	key := s.k.node(s.nodeID)
 	cur, err := s.read(ctx, "read node key", clientv3.OpGet(key))
 	if err != nil {
-		return 0, err
+		return err
 	}
 	var rev int64
 	if kv := first(cur.Responses[0]); kv != nil {
@@ -271,11 +271,11 @@ func (s *Store) register(ctx context.Context) (int64, error) {
 	lease, err := s.cli.Grant(cctx, leaseSeconds(s.opts.NodeTTL))
 	cancel()
 	if err != nil {
-		return 0, s.fail(ctx, "grant node lease", err)
+		return s.fail(ctx, "grant node lease", err)
 	}
 	value, err := json.Marshal(s.nodeValue())
 	if err != nil {
-		return 0, err
+		return err
 	}
 	resp, err := s.txn(ctx, "register node",
 		[]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", rev)},
@@ -290,11 +290,11 @@ func (s *Store) register(ctx context.Context) (int64, error) {
 		if rerr := s.revoke(lease.ID); rerr != nil {
 			s.log.Debug("revoke the lease of a failed registration", "lease", fmt.Sprintf("%x", int64(lease.ID)), "err", rerr)
 		}
-		return 0, err
+		return err
 	}
 	s.keyRev.Store(resp.Header.GetRevision())
 	s.renewed(lease.ID, asked, askedAt, lease.TTL)
-	return resp.Header.GetRevision(), nil
+	return nil
 }
 
 // revoke revokes a lease within the request timeout; one etcd no longer
@@ -339,7 +339,6 @@ func (s *Store) keepRegistered() {
 		switch {
 		case err == nil && resp.TTL > 0:
 			s.renewed(id, asked, askedAt, resp.TTL)
-			s.kickShow()
 			pause.Reset()
 			wait = every
 			continue
@@ -354,7 +353,7 @@ func (s *Store) keepRegistered() {
 		s.log.Warn("node lease lost; registering again")
 		s.metrics.leaseLost.Inc()
 		for {
-			_, err := s.register(s.ctx)
+			err := s.register(s.ctx)
 			if err == nil {
 				break
 			}
@@ -363,7 +362,6 @@ func (s *Store) keepRegistered() {
 				return
 			}
 		}
-		s.kickShow()
 		pause.Reset()
 		wait = every
 	}

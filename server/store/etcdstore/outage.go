@@ -299,7 +299,8 @@ func (s *Store) adoptOutages(node string, shown []outageJSON) {
 	}
 }
 
-// kickShow wakes showOutages, after a renewal or a registration.
+// kickShow wakes showOutages: after a renewal or a registration
+// (renewed), and to answer a node that registered.
 func (s *Store) kickShow() {
 	select {
 	case s.showKick <- struct{}{}:
@@ -335,7 +336,7 @@ func (s *Store) showOutages() {
 			if s.ctx.Err() == nil {
 				s.log.Debug("show outages in the node key", "err", err)
 			}
-			again = time.After(retry.Jitter(pause.Next(), 0.2))
+			again = time.After(pause.Next())
 			continue
 		}
 		pause.Reset()
@@ -475,8 +476,9 @@ func impliedTimeout(hb hbRecord) int {
 // renewed records a renewal or registration of lease id, asked for at
 // asked (monotonic) and askedAt (the store's clock), that etcd granted for
 // ttl seconds: the outage it ended, if the node no longer counted on its
-// lease (logged), first, then the lease. In that order, a reaper never
-// finds the lease counted on while the outage is not yet recorded.
+// lease (logged), first, then the lease (in that order, a reaper never
+// finds the lease counted on while the outage is not yet recorded); then
+// it wakes showOutages.
 func (s *Store) renewed(id clientv3.LeaseID, asked, askedAt time.Time, ttl int64) {
 	_, alive := s.lease.get()
 	if span, ok := s.outages.reached(askedAt, s.now(), !alive); ok {
@@ -486,4 +488,5 @@ func (s *Store) renewed(id clientv3.LeaseID, asked, askedAt time.Time, ttl int64
 			"since", time.Unix(0, span.start).UTC())
 	}
 	s.lease.set(id, asked, ttl)
+	s.kickShow()
 }
