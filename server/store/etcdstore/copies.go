@@ -727,32 +727,40 @@ func (s *Store) afterPeerChange(gen uint64, mark bool) {
 }
 
 // watchNodes keeps the view of live nodes (and so the choice of peer,
-// with copies on) until the store closes, and adopts the outages their
-// keys show (outage.go).
+// with copies on) until the store closes, and tells this node's outages
+// what the keys show (outage.go).
 func (s *Store) watchNodes() {
 	prefix := s.k.nodes()
-	set := func(key string, value []byte, lease int64) {
-		id := strings.TrimPrefix(key, prefix)
+	parse := func(kv *mvccpb.KeyValue) (string, nodeValue) {
 		var v nodeValue
-		if json.Unmarshal(value, &v) != nil {
+		if json.Unmarshal(kv.Value, &v) != nil {
 			v = nodeValue{} // a node key from before copies: no peer address
 		}
-		s.peers.nodes[id] = peerInfo{id: id, lease: lease, addr: v.Peer}
-		if id != s.nodeID {
-			s.adoptOutages(id, v.Outages)
-		}
+		return strings.TrimPrefix(string(kv.Key), prefix), v
 	}
 	choose := func() {
 		if s.copyQueue != nil {
 			s.choosePeer()
 		}
 	}
-	// A node that registers waits for this one's key to be written again
-	// (outage.go): once this node counts on its lease, and so shows every
-	// outage it had.
-	ack := func() {
-		s.outages.ack()
-		s.kickShow()
+	// seen is another node's key as a list or an event showed it, for
+	// the outages, which are told outside peers.mu (heartbeats take it).
+	type seen struct {
+		id      string
+		outages []outageJSON
+		// answer: the node registered since this one last looked; it
+		// waits for this node's key to be written again, which shows
+		// every outage this node had once it counts on its lease.
+		answer  bool
+		rev     int64 // the key's ModRevision
+		deleted bool
+	}
+	tell := func(n seen) {
+		s.adoptOutages(n.id, n.outages)
+		if n.answer {
+			s.outages.ack()
+			s.kickShow()
+		}
 	}
 	waited := func(ended bool) {
 		if ended {
@@ -764,52 +772,61 @@ func (s *Store) watchNodes() {
 	}
 	s.follow("list nodes", prefix, nil, nil,
 		func(kvs []*mvccpb.KeyValue) {
+			joinRev := s.outages.joinRevision()
+			var all []seen
+			written := map[string]int64{}
 			s.peers.mu.Lock()
-			defer s.peers.mu.Unlock()
 			old := maps.Clone(s.peers.nodes)
 			clear(s.peers.nodes)
-			written := map[string]int64{}
 			for _, kv := range kvs {
-				set(string(kv.Key), kv.Value, kv.Lease)
-				id := strings.TrimPrefix(string(kv.Key), prefix)
+				id, v := parse(kv)
+				s.peers.nodes[id] = peerInfo{id: id, lease: kv.Lease, addr: v.Peer}
 				if id == s.nodeID {
 					continue
 				}
-				written[id] = kv.ModRevision
 				// Registered after this node, and not seen yet: before its
 				// first list, or while the watch was down.
-				if n, ok := old[id]; (!ok || n.lease != kv.Lease) && kv.CreateRevision > s.outages.joinRevision() {
-					ack()
-				}
+				n, ok := old[id]
+				all = append(all, seen{id: id, outages: v.Outages, answer: (!ok || n.lease != kv.Lease) && kv.CreateRevision > joinRev})
+				written[id] = kv.ModRevision
+			}
+			choose()
+			s.peers.mu.Unlock()
+			for _, n := range all {
+				tell(n)
 			}
 			waited(s.outages.nodesListed(written, s.now().UnixNano()))
-			choose()
 		},
 		func(evs []*clientv3.Event) {
+			var all []seen
 			s.peers.mu.Lock()
-			defer s.peers.mu.Unlock()
 			for _, ev := range evs {
-				id := strings.TrimPrefix(string(ev.Kv.Key), prefix)
+				id, v := parse(ev.Kv)
 				old, known := s.peers.nodes[id]
 				if ev.Type == clientv3.EventTypeDelete {
 					delete(s.peers.nodes, id)
 					if known && id != s.nodeID {
 						s.log.Info("registry node gone (stopped, or its lease expired)", "node", id)
-						waited(s.outages.nodeWritten(id, ev.Kv.ModRevision, true, s.now().UnixNano()))
+						all = append(all, seen{id: id, rev: ev.Kv.ModRevision, deleted: true})
 					}
 					continue
 				}
-				set(string(ev.Kv.Key), ev.Kv.Value, ev.Kv.Lease)
+				s.peers.nodes[id] = peerInfo{id: id, lease: ev.Kv.Lease, addr: v.Peer}
 				if id == s.nodeID {
 					continue
 				}
-				if !known || old.lease != ev.Kv.Lease {
-					s.log.Info("registry node running", "node", id, "peer_addr", s.peers.nodes[id].addr)
-					ack()
+				fresh := !known || old.lease != ev.Kv.Lease
+				if fresh {
+					s.log.Info("registry node running", "node", id, "peer_addr", v.Peer)
 				}
-				waited(s.outages.nodeWritten(id, ev.Kv.ModRevision, false, s.now().UnixNano()))
+				all = append(all, seen{id: id, outages: v.Outages, answer: fresh, rev: ev.Kv.ModRevision})
 			}
 			choose()
+			s.peers.mu.Unlock()
+			for _, n := range all {
+				tell(n)
+				waited(s.outages.nodeWritten(n.id, n.rev, n.deleted, s.now().UnixNano()))
+			}
 		})
 }
 
