@@ -251,7 +251,8 @@ type nodeFailure struct {
 
 // fault is what failed at f's node, as a nodesError shows it after the
 // node's URL: without the "registry: " and the request that the client's
-// errors start with, which that URL stands for.
+// errors start with, which that URL stands for, and with a failed
+// answer's transaction id.
 func (f nodeFailure) fault() string {
 	var s string
 	var e *Error
@@ -261,6 +262,11 @@ func (f nodeFailure) fault() string {
 		s = strings.TrimPrefix(errAttemptTimeout.Error(), "registry: ")
 	case errors.As(f.err, &e):
 		s = e.fault()
+		if e.StatusCode >= 500 && e.TxnID != "" {
+			// What to quote to the registry's operators about it, as
+			// the CLI shows for one node's failure.
+			s += " (txnId " + e.TxnID + ")"
+		}
 	case errors.As(f.err, &ue):
 		s = ue.Err.Error()
 	default:

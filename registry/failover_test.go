@@ -681,9 +681,9 @@ func TestAllNodesFailed(t *testing.T) {
 	c, _ := failoverClient(t, registry.Config{URL: strings.Join([]string{withPassword(bad.URL), deadURL, withPassword(busy.URL)}, ","), Token: "t", Tenant: "1"})
 	_, err := c.Limits(ctx)
 	want := regexp.MustCompile("^registry: every node failed: " +
-		shown(bad.URL) + ": 502 serviceUnavailable: node failing; " +
+		shown(bad.URL) + `: 502 serviceUnavailable: node failing \(txnId node\); ` +
 		regexp.QuoteMeta(deadURL) + ": dial tcp [^;]*connection refused; " +
-		shown(busy.URL) + ": 503 serviceUnavailable: node failing$")
+		shown(busy.URL) + `: 503 serviceUnavailable: node failing \(txnId node\)$`)
 	if err == nil || !want.MatchString(err.Error()) || strings.Contains(err.Error(), "s3cret") {
 		t.Fatalf("Limits with every node failing: %v\nwant it to match %s", err, want)
 	}
@@ -703,7 +703,7 @@ func TestAllNodesFailed(t *testing.T) {
 	c, _ = failoverClient(t, registry.Config{URL: deadURL + "," + busy.URL, Token: "t", Tenant: "1"})
 	_, err = c.CreateService(ctx, registry.Service{ID: "web1", HeartbeatTimeout: 30})
 	if !errors.Is(err, registry.ErrOutcomeUnknown) || !errors.Is(err, registry.ErrAllNodesFailed) ||
-		!strings.HasSuffix(err.Error(), ": 503 serviceUnavailable: node failing (the change may have been made)") {
+		!strings.HasSuffix(err.Error(), ": 503 serviceUnavailable: node failing (txnId node) (the change may have been made)") {
 		t.Errorf("create with every node failing: %v; want ErrOutcomeUnknown and ErrAllNodesFailed, and saying so", err)
 	}
 
