@@ -292,6 +292,19 @@ func redactedURL(s string) string {
 	return s[:from] + "…" + s[at:]
 }
 
+// hideUserInfo takes the user information out of the URL of the
+// *url.Error in err, if any, as shownURL does: the http.Client hides a
+// password there, but not a user name, which may be a token.
+func hideUserInfo(err error) {
+	var ue *url.Error
+	if !errors.As(err, &ue) {
+		return
+	}
+	if u, perr := url.Parse(ue.URL); perr == nil && u.User != nil {
+		ue.URL = shownURL(u)
+	}
+}
+
 // shownURL is u as errors show it (they reach logs and status pages):
 // without the user and password a registry URL may carry.
 func shownURL(u *url.URL) string {

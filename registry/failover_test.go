@@ -250,6 +250,45 @@ func TestFailoverChange(t *testing.T) {
 	})
 }
 
+// A URL's user information may be a secret (a token as the user name):
+// no error shows it, neither a call's nor the one OnFailover is told, for
+// a request or a login, as the http.Client's own errors would.
+func TestFailedCallsHideUserInfo(t *testing.T) {
+	t.Parallel()
+	var told []string
+	var mu sync.Mutex
+	onFailover := func(from, to string, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		told = append(told, from+" "+to+" "+err.Error())
+	}
+	var errs []string
+	for _, cfg := range []registry.Config{
+		{URL: "http://s3cr3t-token@127.0.0.1:1,http://user:pw@127.0.0.1:2/x", Token: "t", Tenant: "1", OnFailover: onFailover},
+		{URL: "http://s3cr3t-token@127.0.0.1:1", Token: "t", Tenant: "1"},
+		{URL: "http://s3cr3t-token@127.0.0.1:1,http://user:pw@127.0.0.1:2/x", Username: "u", APIKey: "k", OnFailover: onFailover},
+		{URL: "http://s3cr3t-token@127.0.0.1:1", Username: "u", APIKey: "k"},
+	} {
+		c, err := registry.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.Limits(testContext(t))
+		c.Close()
+		if err == nil {
+			t.Fatal("Limits at nodes that refuse connections: no error")
+		}
+		errs = append(errs, err.Error())
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, s := range append(told, errs...) {
+		if strings.Contains(s, "s3cr3t-token") || strings.Contains(s, "user") {
+			t.Errorf("shows a URL's user information: %s", s)
+		}
+	}
+}
+
 // 502, 503 and 504 say the node failed: a read goes on to the next URL, a
 // change does not (the registry may have applied it) but moves the URL.
 // Other answers, a 500 included, are the registry's: nothing moves.
