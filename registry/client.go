@@ -468,7 +468,14 @@ func (c *Client) send(ctx context.Context, method, u, token string, body []byte,
 				// sent to another (a change was applied: not that).
 				err = fmt.Errorf("%w: %w", errBodyCut, err)
 			}
-			return resp.Header, fmt.Errorf("registry: %s %s: decode answer: %w", method, shownURL(req.URL), err)
+			err = fmt.Errorf("registry: %s %s: decode answer: %w", method, shownURL(req.URL), err)
+			if change {
+				// The registry made the change (2xx), and what it
+				// answered (a create's token) is lost: not to be sent
+				// again, and the caller may have made what it finds.
+				return resp.Header, &outcomeUnknown{err}
+			}
+			return resp.Header, err
 		}
 	}
 	return resp.Header, nil

@@ -38,7 +38,10 @@ var (
 	// no answer said how it went: the connection broke or the context
 	// ended after the request was written, or the registry answered 5xx
 	// (it may have committed the change before failing). The change may
-	// or may not have been made. It is matched together with the cause.
+	// or may not have been made. A 2xx whose body broke off or did not
+	// decode matches it too: the change was made, but what the answer
+	// held (a create's token) is lost. It is matched together with the
+	// cause.
 	ErrOutcomeUnknown = errors.New("registry: no answer to a change that was sent; it may have been made")
 	// ErrAllNodesFailed: the client has several registry URLs
 	// (Config.URL), and the call tried each, and each failed. The error

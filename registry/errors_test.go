@@ -44,8 +44,8 @@ func TestTemporary(t *testing.T) {
 	}
 }
 
-// ErrOutcomeUnknown: a change that was sent and got no answer, or a 5xx;
-// not a request that never left, nor a read, nor a refusal.
+// ErrOutcomeUnknown: a change that was sent and got no answer, a 5xx, or
+// a 2xx cut off; not a request that never left, nor a read, nor a refusal.
 func TestOutcomeUnknown(t *testing.T) {
 	t.Parallel()
 	// hangUp reads the request and closes the connection without an
@@ -69,6 +69,19 @@ func TestOutcomeUnknown(t *testing.T) {
 	defer conflict.Close()
 	closed := httptest.NewServer(http.NotFoundHandler())
 	closed.Close() // nothing listens: a request never leaves
+	// cutAnswer takes the change and dies while it answers 201: the
+	// service was made, and its token is lost.
+	cutAnswer := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		c, buf, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		buf.WriteString("HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{\"tok")
+		buf.Flush()
+		c.Close()
+	}))
+	defer cutAnswer.Close()
 
 	ctx := context.Background()
 	create := func(base string) error {
@@ -94,6 +107,8 @@ func TestOutcomeUnknown(t *testing.T) {
 		{"create, connection closed after the request", create(hangUp.URL), true},
 		{"create, not connected", create(closed.URL), false},
 		{"create, 503", create(status.URL), true},
+		{"create, 201 cut off", create(cutAnswer.URL), true},
+		{"get, 200 cut off", get(cutAnswer.URL), false},
 		{"get, 503", get(status.URL), false},
 		{"create, 409", func() error {
 			c, _ := registry.New(registry.Config{URL: conflict.URL + "/v1.0", Token: "t", Tenant: "1"})

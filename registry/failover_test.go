@@ -250,6 +250,39 @@ func TestFailoverChange(t *testing.T) {
 	})
 }
 
+// A change that a node made (2xx) and whose answer then stalls until the
+// request's own time runs out (nodeTimeout, 30 s, within the caller's
+// longer deadline: svcreg's commands give a minute) is not sent to the
+// next node: it would find the service it made taken. The node is left
+// for later calls. It takes nodeTimeout.
+func TestChangeWhoseAnswerStallsIsNotSentAgain(t *testing.T) {
+	t.Parallel()
+	stop := make(chan struct{})
+	t.Cleanup(func() { close(stop) })
+	stalled := startNode(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		io.WriteString(w, `{"tok`) // the node froze while it answered
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+		case <-stop:
+		}
+	}))
+	next, nextHits := statusNode(t, http.StatusConflict)
+	c, m := failoverClient(t, registry.Config{URL: stalled.URL + "," + next.URL, Token: "t", Tenant: "1"})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, err := c.CreateService(ctx, registry.Service{ID: "stalled", HeartbeatTimeout: 30})
+	if n := nextHits.Load(); n != 0 {
+		t.Errorf("the create, which the first node answered 201, was sent again to the next (%d requests); the call returned %v", n, err)
+	}
+	if !errors.Is(err, registry.ErrOutcomeUnknown) {
+		t.Errorf("create: %v, want ErrOutcomeUnknown", err)
+	}
+	m.expect(t, stalled.URL, next.URL)
+}
+
 // A URL's user information may be a secret (a token as the user name):
 // no error shows it, neither a call's nor the one OnFailover is told, for
 // a request or a login, as the http.Client's own errors would.
