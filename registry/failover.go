@@ -170,7 +170,10 @@ func (c *Client) failedAt(ctx, actx context.Context, i int, err error, t *tries)
 		return -1, err
 	}
 	if !c.failover(actx, i, err, t.sent) {
-		if err == nil && len(t.failed) > 0 {
+		var e *Error
+		if len(t.failed) > 0 && (err == nil || errors.As(err, &e) && !errors.Is(err, ErrOutcomeUnknown)) {
+			// Node i answered, with a fault of the registry's own if
+			// not a success: it works, which the failed ones did not.
 			c.adopt(i, t.failed[len(t.failed)-1].err)
 		}
 		return -1, err

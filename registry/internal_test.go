@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -449,34 +450,41 @@ func TestAnswerKeepsANewerFailuresMark(t *testing.T) {
 
 // A call that nodes in use failed and another node answered makes that
 // node the current one, so the next call goes straight to it, not back to
-// a node that failed.
+// a node that failed: an answer with a fault of the registry's own (a
+// 404) as well as a success, as the node works.
 func TestCallAnsweredElsewhereMovesTheClient(t *testing.T) {
 	t.Parallel()
-	d0, h0 := countingNode(t, http.StatusServiceUnavailable, "")
-	d1, h1 := countingNode(t, http.StatusServiceUnavailable, "")
-	live, _ := countingNode(t, http.StatusNoContent, "")
-	var now time.Duration
-	c, err := New(Config{URL: d0.URL + "," + d1.URL + "," + live.URL, Token: "t", Tenant: "1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	c.clock = func() time.Duration { return now }
-	// The live node failed twice before: remembered until 30 s.
-	c.markFailed(2, 0, 0)
-	c.markFailed(2, 10*time.Second, 10*time.Second)
-	now = 12 * time.Second
-	ctx := context.Background()
-	for range 2 {
-		if _, err := c.do(ctx, call{method: http.MethodGet, path: "/limits"}, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if n := h0.Load() + h1.Load(); n != 2 {
-		t.Errorf("the failing nodes got %d requests over two calls, want 2", n)
-	}
-	if got := c.URL(); got != live.URL {
-		t.Errorf("the client is at %s, want the node that answered, %s", got, live.URL)
+	for _, status := range []int{http.StatusNoContent, http.StatusNotFound} {
+		t.Run(strconv.Itoa(status), func(t *testing.T) {
+			t.Parallel()
+			d0, h0 := countingNode(t, http.StatusServiceUnavailable, "")
+			d1, h1 := countingNode(t, http.StatusServiceUnavailable, "")
+			live, _ := countingNode(t, status, "")
+			var now time.Duration
+			c, err := New(Config{URL: d0.URL + "," + d1.URL + "," + live.URL, Token: "t", Tenant: "1"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Close() })
+			c.clock = func() time.Duration { return now }
+			// The live node failed twice before: remembered until 30 s.
+			c.markFailed(2, 0, 0)
+			c.markFailed(2, 10*time.Second, 10*time.Second)
+			now = 12 * time.Second
+			ctx := context.Background()
+			for range 2 {
+				_, err := c.do(ctx, call{method: http.MethodGet, path: "/limits"}, nil)
+				if status == http.StatusNotFound && !errors.Is(err, ErrNotFound) || status != http.StatusNotFound && err != nil {
+					t.Fatalf("the live node answers %d; the call returned %v", status, err)
+				}
+			}
+			if n := h0.Load() + h1.Load(); n != 2 {
+				t.Errorf("the failing nodes got %d requests over two calls, want 2", n)
+			}
+			if got := c.URL(); got != live.URL {
+				t.Errorf("the client is at %s, want the node that answered, %s", got, live.URL)
+			}
+		})
 	}
 }
 
