@@ -120,7 +120,8 @@ func (s *Store) timeoutsPerTxn() int { return max(1, (s.opts.MaxTxnOps-1)/5) }
 // §8.3). An index entry that no longer matches its service is deleted. A
 // node that dies here leaves either all of it or none. It returns the
 // index keys of the services it left to their grace after an outage
-// (outage.go).
+// (outage.go), and of those not due by the clock the write read (one
+// stepped back since the index was read).
 func (s *Store) timeOut(ctx context.Context, t *tenant, due []dueEntry, wait bool) ([]string, error) {
 	due, dead, held, err := s.unheldDue(ctx, t, due, wait)
 	if err != nil || len(due) == 0 {
@@ -152,8 +153,14 @@ func (s *Store) timeOut(ctx context.Context, t *tenant, due []dueEntry, wait boo
 			if err != nil {
 				return err
 			}
-			if hb.Incarnation != rec.Incarnation || hb.Deadline != d.deadline || hb.Deadline > w.now.UnixNano() {
+			if hb.Incarnation != rec.Incarnation || hb.Deadline != d.deadline {
 				w.del(d.key)
+				continue
+			}
+			if hb.Deadline > w.now.UnixNano() {
+				// The service's own entry, not due by this clock: it
+				// stepped back since the index was read. Left for later.
+				graced = append(graced, d.key)
 				continue
 			}
 			if hb.Holder != "" && dead[hb.Holder] != hb.HolderLease {
