@@ -36,6 +36,13 @@ type ahead struct {
 	// Settle.
 	failure   *Failure
 	installed int
+	// checkFirst says the latest files applied ahead failed their check
+	// or install, and the live state went back to the installed files:
+	// the group's next change is checked and installed before it goes
+	// live, and reloads (the loop runs a pass again for it after its
+	// Retry backoff), so that a check that keeps failing does not take
+	// the live state to the change and back on every try.
+	checkFirst bool
 }
 
 // aheadFiles are a pass's files, applied through the runtime APIs, with
@@ -162,6 +169,8 @@ func (r *Renderer) installAhead(ctx context.Context, g *Group, ah *ahead, af *ah
 			r.Log.Info("a later change was applied meanwhile; checking it next", "group", g.Name)
 			return
 		}
+		ah.checkFirst = true
+		defer r.runtimes.aheadFailed()
 		var plans []runtimePlan
 		for i, fl := range files {
 			if fl.changed && af.adapters[i] != nil {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/svcreg/svcreg/internal/haproxytest"
+	"github.com/svcreg/svcreg/internal/retry"
 	"github.com/svcreg/svcreg/registry"
 	"github.com/svcreg/svcreg/watcher"
 )
@@ -199,16 +200,73 @@ func TestAheadCheckFailsRevertsEveryAppliedChange(t *testing.T) {
 		t.Errorf("health's runtime outcome is %+v, want reverted", rt)
 	}
 
-	// The next change goes through again, and is installed.
-	s.r.Pass(ctx, s.set, snapshot(httpSvc("d", "9004", "")))
-	if res := s.r.Settle(ctx, s.set); len(res.Failures) > 0 || res.Installed != 1 {
-		t.Fatalf("Settle after a good change: %+v", res)
+	// The next change is checked and installed before it goes live, as
+	// the last one failed its check, then applied through the runtime API.
+	if res := s.r.Pass(ctx, s.set, snapshot(httpSvc("d", "9004", ""))); len(res.Failures) > 0 || res.Installed != 1 {
+		t.Fatalf("the pass after the failed check: %+v, want the change checked, installed and applied", res)
+	}
+	if res := s.r.Settle(ctx, s.set); len(res.Failures) > 0 { // a's drain
+		t.Fatalf("Settle: %+v", res)
 	}
 	if got := s.live(t); !slices.Equal(got, []string{"d"}) {
 		t.Errorf("live servers %v, want d", got)
 	}
-	if got := readFile(t, s.h.Backends); !strings.Contains(got, "server d 127.0.0.1:9004") {
+	if n := len(lineCount(s.checked)); n != 3 {
+		t.Errorf("%d checks, want 3", n)
+	}
+	// The one after it goes through the runtime API again.
+	s.r.Pass(ctx, s.set, snapshot(httpSvc("d", "9004", ""), httpSvc("e", "9005", "")))
+	if res := s.r.Settle(ctx, s.set); len(res.Failures) > 0 || res.Installed != 1 {
+		t.Fatalf("Settle after a good change: %+v", res)
+	}
+	if got := s.live(t); !slices.Equal(got, []string{"d", "e"}) {
+		t.Errorf("live servers %v, want d, e", got)
+	}
+	if got := readFile(t, s.h.Backends); !strings.Contains(got, "server e 127.0.0.1:9005") {
 		t.Errorf("the checked file was not installed:\n%s", got)
+	}
+	if n := lineCount(s.reloads); len(n) != 0 {
+		t.Errorf("%d reloads, want none", len(n))
+	}
+}
+
+// A change applied through the runtime API whose check fails once (a
+// check timing out on a loaded machine, an operator's broken main config
+// fixed since) is tried again after the loop's backoff, with nothing new
+// from the registry, until it passes: checked and installed before it
+// goes live, then applied.
+func TestAheadFailedCheckIsRetried(t *testing.T) {
+	t.Parallel()
+	s := &aheadSetup{h: haproxytest.Start(t, "backend api\n    balance roundrobin\n", false)}
+	dir := t.TempDir()
+	failed, checks := filepath.Join(dir, "failed-once"), filepath.Join(dir, "checks")
+	s.set = newSet(t, TemplateConfig{
+		Contents:      aheadTemplate,
+		Destination:   s.h.Backends,
+		Check:         fmt.Sprintf(`echo check >> %s; if [ ! -e %s ]; then touch %s; exit 1; fi; %s`, checks, failed, failed, s.h.CheckCommand()),
+		Reload:        s.h.ReloadCommand(),
+		Runtime:       "haproxy",
+		RuntimeSocket: s.h.Socket,
+	})
+	s.set.Config.Wait = WaitConfig{Min: Duration(10 * time.Millisecond), Max: Duration(50 * time.Millisecond)}
+	s.r = NewRenderer(nil, nil, nil)
+	src := watcher.NewLatest()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		(&Loop{Renderer: s.r, Source: src, Retry: retry.Backoff{Min: 20 * time.Millisecond, Max: 100 * time.Millisecond}}).Run(ctx, s.set)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+
+	src.Put(snapshot(httpSvc("a", "9001", "")))
+	waitFor(t, "the change checked again, installed and live", func() bool {
+		// Not s.live: the socket may not answer while HAProxy reloads.
+		out, err := haproxytest.Command(s.h.Socket, "show servers state api")
+		return err == nil && strings.Contains(out, " a 127.0.0.1 ") && strings.Contains(readFile(t, s.h.Backends), "server a 127.0.0.1:9001")
+	})
+	if n := len(lineCount(checks)); n != 2 {
+		t.Errorf("%d checks, want 2 (the failed one, then the retry's)", n)
 	}
 }
 

@@ -105,6 +105,13 @@ func (l *Loop) Run(ctx context.Context, set *Set) error {
 			schedule(minTime(now.Add(set.Config.Wait.Min.D()), deadline))
 		case <-l.Renderer.RuntimeFailed():
 			l.Renderer.Fallback(ctx, set)
+		case <-l.Renderer.AheadFailed():
+			// A failed pass, found after it ended: run again on the
+			// same snapshot after the backoff, unless a change's pass
+			// comes first.
+			if deadline.IsZero() {
+				schedule(time.Now().Add(l.Retry.Next()))
+			}
 		case next := <-l.Sets:
 			// The new set renders on the installed files: the checks of
 			// the files applied ahead of them finish first.

@@ -2,6 +2,7 @@ package render
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -189,6 +190,7 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 	r.Health.stepOK(g.Name, StepRender, r.now())
 	r.Status.rendered(g.Name, files, snap, r.now())
 	if !slices.ContainsFunc(files, func(f *file) bool { return f.changed }) {
+		ah.checkFirst = false // nothing left of the change that failed
 		return false, time.Time{}, nil
 	}
 	// A change a runtime API can make is applied without a reload, before
@@ -200,12 +202,19 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 		rt.printDry(r.DryOut)
 		return false, time.Time{}, nil
 	}
-	if next, held := r.heldBack(g, rt); held {
+	// After a change applied ahead failed its check or install, the next
+	// one is checked and installed first, then applied.
+	var afterInstall *runtimePass
+	if ah.checkFirst && rt.applies() {
+		r.Log.Info("the last change applied through the runtime API failed its check or install: checking this one before it goes live", "group", g.Name)
+		afterInstall, rt = rt, nil
+	}
+	if next, held := r.heldBack(g, cmp.Or(afterInstall, rt)); held {
 		return false, next, nil
 	}
 	// The splay spreads a fleet's reloads; a change applied through a
 	// runtime API reloads nothing, and is not held back.
-	if !rt.applies() {
+	if afterInstall == nil && !rt.applies() {
 		if err := r.splay(ctx, g); err != nil {
 			return false, time.Time{}, nil // stopping
 		}
@@ -258,6 +267,15 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 	r.Health.stepOK(g.Name, StepInstall, r.now())
 	r.Status.installed(g.Name, files, snap.ChangedAt, r.now())
 	r.observeSince(r.Metrics.eventToInstall, snap.ChangedAt)
+	ah.mu.Lock()
+	ah.checkFirst = false
+	ah.mu.Unlock()
+	if !r.NoReload && r.applyRuntime(ctx, g, afterInstall) {
+		r.observeSince(r.Metrics.eventToLive.WithLabelValues("runtime"), snap.ChangedAt)
+		return true, time.Time{}, nil
+	}
+	// Otherwise it reloads; so too when a runtime API failed to take the
+	// live state to the installed files.
 	if f := r.reloadGroup(ctx, g, files, snap.ChangedAt); f != nil {
 		return false, time.Time{}, r.failed(f)
 	}

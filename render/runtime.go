@@ -79,6 +79,9 @@ type runtimes struct {
 	failures []backgroundFailure
 	// failed is signalled when a failure is added.
 	failed chan struct{}
+	// retry is signalled when files applied ahead failed their check or
+	// install (see ahead.checkFirst).
+	retry chan struct{}
 }
 
 // backgroundFailure is a runtime API failure in the work a pass left
@@ -90,7 +93,16 @@ type backgroundFailure struct {
 }
 
 func newRuntimes() runtimes {
-	return runtimes{adapters: map[string]runtime.Adapter{}, ahead: map[string]*ahead{}, failed: make(chan struct{}, 1)}
+	return runtimes{adapters: map[string]runtime.Adapter{}, ahead: map[string]*ahead{}, failed: make(chan struct{}, 1), retry: make(chan struct{}, 1)}
+}
+
+// aheadFailed tells the loop that files applied ahead failed their check
+// or install.
+func (rs *runtimes) aheadFailed() {
+	select {
+	case rs.retry <- struct{}{}:
+	default:
+	}
 }
 
 // adapter returns the adapter of t in group g.
@@ -150,6 +162,12 @@ func (rs *runtimes) takeFailures() []backgroundFailure {
 // RuntimeFailed is signalled when work a pass left running (a drain)
 // failed; the loop then calls Fallback.
 func (r *Renderer) RuntimeFailed() <-chan struct{} { return r.runtimes.failed }
+
+// AheadFailed is signalled when the check or install of files applied
+// ahead through the runtime APIs failed and the live state went back to
+// the installed files: a pass is to run again after a backoff, which
+// checks the change before it goes live.
+func (r *Renderer) AheadFailed() <-chan struct{} { return r.runtimes.retry }
 
 // Settle waits until the work the passes left running is done (drains;
 // the checks and installs of the files applied ahead of them), then falls
