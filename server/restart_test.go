@@ -90,6 +90,37 @@ func testRestartKeepsTokensAndServices(t *testing.T, kind string) {
 	}
 }
 
+// TestRestartTakesTheRetryOfALostAnswer: design items 6 and 10. A
+// heartbeat's answer is lost, its state is saved, the server restarts,
+// and the client sends the heartbeat again with the same token: it is
+// answered, as it is without the restart, and the client heartbeats on.
+func TestRestartTakesTheRetryOfALostAnswer(t *testing.T) {
+	onEachStore(t, testRestartTakesTheRetryOfALostAnswer)
+}
+
+func testRestartTakesTheRetryOfALostAnswer(t *testing.T, kind string) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{Store: kind})
+	token, tenant := srv.Token("restart-retry")
+	base := srv.APIURL + "/" + tenant
+	code, out := call(t, "POST", base+"/services", token, map[string]any{"id": "retried", "heartbeat_timeout": 30})
+	if code != http.StatusCreated {
+		t.Fatalf("create: %d %v", code, out)
+	}
+	sent := out["token"]
+	if code, out = call(t, "POST", base+"/services/retried/heartbeat", token, map[string]any{"token": sent}); code != http.StatusOK {
+		t.Fatalf("heartbeat: %d %v", code, out) // its answer is lost
+	}
+	srv.Restart()
+	code, out = call(t, "POST", base+"/services/retried/heartbeat", token, map[string]any{"token": sent})
+	if code != http.StatusOK {
+		t.Fatalf("the heartbeat sent again after a restart, its answer lost before: %d %v", code, out)
+	}
+	if code, out = call(t, "POST", base+"/services/retried/heartbeat", token, map[string]any{"token": out["token"]}); code != http.StatusOK {
+		t.Fatalf("the next heartbeat: %d %v", code, out)
+	}
+}
+
 // TestRestartThenTimeout: after a restart a service that gets no heartbeat
 // still times out, once, a full timeout after the restart.
 func TestRestartThenTimeout(t *testing.T) { onEachStore(t, testRestartThenTimeout) }

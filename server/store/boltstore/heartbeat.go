@@ -114,11 +114,17 @@ func (s *Store) Heartbeat(ctx context.Context, tenantID, id, token string) (stri
 	case e.exact && tok == e.prev:
 		return e.cur.String(), nil
 	case !e.exact:
+		// After a restart only the sequence number of the last token
+		// handed out is known (checkpointed): a token at or after it is
+		// the client's newest, and the one before it a heartbeat sent
+		// again whose answer was lost, as e.prev is before a restart.
 		seq, ok := s.minter.Check(s.tokenKey(t, e), tok)
-		if !ok || !store.SeqAtOrAfter(seq, e.seq) {
+		if !ok || !store.SeqAtOrAfter(store.NextSeq(seq), e.seq) {
 			return "", notFound
 		}
-		e.seq = seq
+		if store.SeqAtOrAfter(seq, e.seq) {
+			e.seq = seq
+		}
 	default:
 		return "", notFound
 	}
