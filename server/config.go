@@ -33,11 +33,11 @@ func (s *Server) handleConfigList(w http.ResponseWriter, rq *request) error {
 // empty, a namespace list when it ends in "/", else a single get
 // (spec §7.8).
 func (s *Server) handleConfigGet(w http.ResponseWriter, rq *request) error {
-	limit, marker, f := parsePage(rq.query)
+	rest, f := decodeParam(rq.params[0]) // first: the route decodes it (spec §2.1)
 	if f != nil {
 		return f
 	}
-	rest, f := decodeParam(rq.params[0])
+	limit, marker, f := parsePage(rq.query)
 	if f != nil {
 		return f
 	}

@@ -148,11 +148,11 @@ func (s *Server) handleServiceDelete(w http.ResponseWriter, rq *request) error {
 // the etcd store limits those that move a service from another node
 // (store.RateLimitError).
 func (s *Server) handleHeartbeat(w http.ResponseWriter, rq *request) error {
-	token, f := validateHeartbeat(rq.body)
+	id, f := decodeParam(rq.params[0]) // first: the route decodes it (spec §2.1)
 	if f != nil {
 		return f
 	}
-	id, f := decodeParam(rq.params[0])
+	token, f := validateHeartbeat(rq.body)
 	if f != nil {
 		return f
 	}

@@ -123,8 +123,14 @@ func testBadPercentEscape(t *testing.T, kind string) {
 		{"PUT", "/services/%80", map[string]any{}},
 		{"DELETE", "/services/abc%C3", nil},
 		{"POST", "/services/%80/heartbeat", token},
+		// Decoded when the route matches: before the body's or the
+		// query's checks.
+		{"POST", "/services/%80/heartbeat", map[string]string{"token": "x"}},
+		{"POST", "/services/%80/heartbeat", map[string]string{}},
 		{"GET", "/configuration/%80", nil},
 		{"GET", "/configuration/ns%80/", nil},
+		{"GET", "/configuration/%80?limit=abc", nil},
+		{"GET", "/configuration/ns%80/?marker=%25", nil},
 		{"PUT", "/configuration/key%C3", map[string]string{"value": "v"}},
 		{"DELETE", "/configuration//ns/%FF", nil},
 	} {
