@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // config is as much of an HAProxy configuration file as the runtime
@@ -65,11 +66,10 @@ func parseConfig(text []byte) *config {
 	cur := &section{header: "", kind: ""} // lines before any section
 	c.sections = append(c.sections, cur)
 	for _, raw := range strings.Split(string(text), "\n") {
-		words := strings.Fields(uncommented(raw))
+		words, norm := splitLine(raw)
 		if len(words) == 0 {
 			continue
 		}
-		norm := strings.Join(words, " ")
 		if sectionKeywords[words[0]] {
 			cur = &section{header: norm, kind: words[0]}
 			if len(words) > 1 {
@@ -87,7 +87,7 @@ func parseConfig(text []byte) *config {
 			}
 			continue
 		}
-		cur.servers = append(cur.servers, parseServer(raw, words))
+		cur.servers = append(cur.servers, parseServer(raw, words, norm))
 	}
 	// The load-balancing algorithm: the section's own, else the last
 	// defaults section's before it in this file. HAProxy 2.6 adds servers
@@ -118,6 +118,24 @@ func parseConfig(text []byte) *config {
 // neither quoted (in '…' or "…") nor escaped with a backslash, as HAProxy
 // reads it. A quoted '#' is part of its argument: a change after it is a
 // change of the line.
+// splitLine returns a line's words, split as HAProxy splits them outside
+// quotes (at ASCII white space: a Unicode space is part of a word), and
+// the line as changes are told by: its words joined by single spaces, or,
+// for a line with quotes or escapes, whose words this split does not
+// follow, its text (without its comment and the white space around it),
+// so that a change inside quotes, spacing included, is a change.
+func splitLine(raw string) (words []string, norm string) {
+	line := strings.Trim(uncommented(raw), asciiSpace)
+	words = strings.FieldsFunc(line, func(r rune) bool { return r < utf8.RuneSelf && strings.ContainsRune(asciiSpace, r) })
+	if strings.ContainsAny(line, "\"'\\") {
+		return words, line
+	}
+	return words, strings.Join(words, " ")
+}
+
+// asciiSpace is the white space HAProxy separates words at.
+const asciiSpace = " \t\r\v\f"
+
 func uncommented(line string) string {
 	var quote byte
 	for i := 0; i < len(line); i++ {
@@ -215,8 +233,8 @@ var argKeywords = map[string]bool{
 }
 
 // parseServer reads "server NAME ADDRESS[:PORT] [keyword [arg]]...".
-func parseServer(raw string, words []string) *server {
-	s := &server{line: strings.Join(words, " "), weight: 1}
+func parseServer(raw string, words []string, norm string) *server {
+	s := &server{line: norm, weight: 1}
 	if len(words) > 1 {
 		s.name = words[1]
 	}

@@ -87,6 +87,15 @@ func TestPlanNeedsReload(t *testing.T) {
 		{"quoted #", strings.Replace(base, "GET /", "GET '/health#a'", 1),
 			strings.Replace(base, "GET /", "GET '/health#b'", 1) + "    server c 127.0.0.1:8003\n", "changed apart from its server lines"},
 		{"escaped #", strings.Replace(base, "GET /", `GET /a\#1`, 1), strings.Replace(base, "GET /", `GET /a\#2`, 1), "changed apart from its server lines"},
+		// Inside quotes spacing is part of the argument; and HAProxy
+		// splits words at ASCII white space only, so a Unicode space is
+		// part of a word.
+		{"quoted spacing", strings.Replace(base, "GET /", "GET '/a b'", 1),
+			strings.Replace(base, "GET /", "GET '/a  b'", 1) + "    server c 127.0.0.1:8003\n", "changed apart from its server lines"},
+		{"no-break space", strings.Replace(base, "GET /", "GET '/a b'", 1),
+			strings.Replace(base, "GET /", "GET '/a\u00a0b'", 1) + "    server c 127.0.0.1:8003\n", "changed apart from its server lines"},
+		{"ideographic space", strings.Replace(base, "GET /", "GET /a b", 1),
+			strings.Replace(base, "GET /", "GET /a\u3000b", 1) + "    server c 127.0.0.1:8003\n", "changed apart from its server lines"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := planOf(t, tc.old, tc.new)
