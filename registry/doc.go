@@ -19,7 +19,8 @@
 // which matches ErrNotFound, ErrServiceExists, ErrLimitReached,
 // ErrRateLimited, ErrUnauthorized and ErrMarkerExpired with errors.Is; a
 // rate-limited write's Error says in RetryAfter how long to wait. A
-// change that was sent but got no answer also matches ErrOutcomeUnknown;
+// change that was sent but got no answer, a 5xx, or an answer that broke
+// off also matches ErrOutcomeUnknown;
 // a call that each of several registry nodes failed, ErrAllNodesFailed.
 // The client retries nothing by itself except one new login after a 401,
 // and, given the URLs of several registry nodes (Config.URL), a request
