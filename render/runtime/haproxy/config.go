@@ -161,16 +161,18 @@ func uncommented(line string) string {
 // balanceOf returns the algorithm of the last "balance" line, or def.
 func balanceOf(lines []string, def string) string {
 	for _, l := range lines {
-		if f := strings.Fields(l); len(f) > 1 && f[0] == "balance" {
-			def = f[1]
+		if w, _ := splitLine(l); len(w) > 1 && w[0] == "balance" {
+			def = w[1]
 		}
 	}
 	return def
 }
 
+// hasLine says whether one of lines starts with keyword. The lines are a
+// section's, as parseConfig keeps them: with quotes, their text.
 func hasLine(lines []string, keyword string) bool {
 	for _, l := range lines {
-		if strings.HasPrefix(l, keyword+" ") || l == keyword {
+		if w, _ := splitLine(l); len(w) > 0 && w[0] == keyword {
 			return true
 		}
 	}
@@ -188,7 +190,7 @@ func dynamicBalance(algo string, lines []string) bool {
 	}
 	// The hashing algorithms are dynamic with consistent hashing only.
 	for _, l := range lines {
-		if strings.HasPrefix(l, "hash-type consistent") {
+		if w, _ := splitLine(l); len(w) > 1 && w[0] == "hash-type" && w[1] == "consistent" {
 			return true
 		}
 	}

@@ -75,6 +75,8 @@ func TestPlanNeedsReload(t *testing.T) {
 		{"hostname", base, base + "    server c app.internal:8003\n", "not an IP address"},
 		{"static algorithm", strings.Replace(base, "roundrobin", "source", 1), strings.Replace(base, "roundrobin", "source", 1) + "    server c 127.0.0.1:8003\n", "static"},
 		{"default-server", base + "    default-server inter 3s\n", base + "    default-server inter 3s\n    server c 127.0.0.1:8003\n", "default-server"},
+		{"default-server in defaults, tab and quotes", strings.Replace(base, "defaults\n", "defaults\n    default-server\tinter 3s ca-file '/ca.pem'\n", 1),
+			strings.Replace(base, "defaults\n", "defaults\n    default-server\tinter 3s ca-file '/ca.pem'\n", 1) + "    server c 127.0.0.1:8003\n", "default-server"},
 		{"name the CLI would split", base, base + "    server c;del 127.0.0.1:8003\n", "characters"},
 		{"zone the CLI would split", base, base + "    server c [fe80::1%x;shutdown]:8003\n", "zone"},
 		{"zone", base, base + "    server c [fe80::1%eth0]:8003\n", "zone"},
