@@ -122,9 +122,10 @@ func (s *Store) Heartbeat(ctx context.Context, tenantID, id, token string) (stri
 		if !ok || !store.SeqAtOrAfter(store.NextSeq(seq), e.seq) {
 			return "", notFound
 		}
-		if store.SeqAtOrAfter(seq, e.seq) {
-			e.seq = seq
-		}
+		// The next token follows the one taken: for that retry, the
+		// floor again, which a checkpoint keeps, so the retry is taken
+		// after another restart too.
+		e.seq = seq
 	default:
 		return "", notFound
 	}
