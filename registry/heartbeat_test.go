@@ -420,8 +420,12 @@ func TestRegisterContextEndsWhileTaken(t *testing.T) {
 	hold.Store(true)
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
+	var told []time.Time // OnTaken's, read once Register returned
 	go func() {
-		_, err := c.Register(rctx, registry.Service{ID: "held-2", HeartbeatTimeout: 10}, registry.RegisterOptions{CreateGrace: time.Minute})
+		_, err := c.Register(rctx, registry.Service{ID: "held-2", HeartbeatTimeout: 10}, registry.RegisterOptions{
+			CreateGrace: time.Minute,
+			OnTaken:     func(until time.Time) { told = append(told, until) },
+		})
 		done <- err
 	}()
 	<-arrived
@@ -429,6 +433,10 @@ func TestRegisterContextEndsWhileTaken(t *testing.T) {
 	close(release)
 	if err := <-done; !errors.Is(err, context.Canceled) || errors.Is(err, registry.ErrServiceExists) {
 		t.Errorf("Register whose context ended while the id was taken: %v; want context.Canceled alone", err)
+	}
+	// The caller learns that the service is another's.
+	if len(told) != 1 || !told[0].IsZero() {
+		t.Errorf("OnTaken was told %v, want once the zero time", told)
 	}
 }
 

@@ -18,15 +18,17 @@ type RegisterOptions struct {
 	Heartbeat HeartbeatOptions
 	// OnTaken, if set, is called each time the create finds the id taken,
 	// with the time until which Register keeps trying: a waiting caller
-	// can say what it is waiting for.
+	// can say what it is waiting for. It is called too, with the zero
+	// time, when ctx has ended as the create found the id taken (see
+	// CreateGrace): the service is not the caller's.
 	OnTaken func(until time.Time)
 	// CreateGrace is how long a create under way when ctx ends (sent, or
 	// still being sent: a login first, say) may still take to be answered,
 	// so that the caller learns whether it holds the service: created
 	// (Register returns a Heartbeater, stopped with ctx, and the caller may
-	// delete the service) or taken by another instance (an error matching
-	// ErrServiceExists). 0 abandons it with ctx: its outcome is then
-	// unknown (ErrOutcomeUnknown).
+	// delete the service) or taken by another instance (OnTaken is called,
+	// and Register returns ctx's error). 0 abandons it with ctx: its
+	// outcome is then unknown (ErrOutcomeUnknown).
 	CreateGrace time.Duration
 }
 
@@ -75,6 +77,9 @@ func (c *Client) Register(ctx context.Context, s Service, opts RegisterOptions) 
 		if ctx.Err() != nil {
 			// ctx ended while the id was still taken: ctx's error, as
 			// when it ends between creates, not the old instance's.
+			if opts.OnTaken != nil {
+				opts.OnTaken(time.Time{})
+			}
 			return nil, fmt.Errorf("register %s: %w (the id was still taken)", s.ID, ctx.Err())
 		}
 		if until.IsZero() {
@@ -89,7 +94,10 @@ func (c *Client) Register(ctx context.Context, s Service, opts RegisterOptions) 
 				// for longer.
 				timeout = min(old.HeartbeatTimeout, MaxHeartbeatTimeout)
 			case ctx.Err() != nil:
-				return nil, fmt.Errorf("register %s: %w", s.ID, ctx.Err())
+				if opts.OnTaken != nil {
+					opts.OnTaken(time.Time{})
+				}
+				return nil, fmt.Errorf("register %s: %w (the id was still taken)", s.ID, ctx.Err())
 			}
 			until = time.Now().Add(time.Duration(timeout)*time.Second + registerMargin)
 			if errors.Is(gerr, ErrNotFound) {
