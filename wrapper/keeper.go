@@ -56,6 +56,9 @@ type keeper struct {
 	deadline time.Time             // when the registry times the service out unless heartbeated
 	lastErr  error                 // why the last registration or heartbeat failed; nil if it succeeded
 	hb       *registry.Heartbeater // the last registration's; nil before the first
+	// maybeUntil is when a service that the registrations without an
+	// answer may have made has surely timed out (see Holding).
+	maybeUntil time.Time
 }
 
 func newKeeper(c *registry.Client, cfg Config, log *slog.Logger) *keeper {
@@ -75,13 +78,21 @@ func newKeeper(c *registry.Client, cfg Config, log *slog.Logger) *keeper {
 // (it registered it, and the registry has not forgotten it since), and,
 // when it does not, whether the registry may hold it all the same: a
 // registration was sent and got no answer (the wrapper stopped while it
-// was under way, the connection broke, or the registry answered 5xx), and
-// no other instance held the id.
+// was under way, the connection broke, or the registry answered 5xx), no
+// other instance held the id, and a service it made, never heartbeated,
+// would not have timed out yet (a heartbeat timeout and maybeMargin after
+// it; past that, a service at the id is another instance's).
 func (k *keeper) Holding() (held, maybe bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return k.held, k.maybe
+	return k.held, k.maybe && time.Now().Before(k.maybeUntil)
 }
+
+// maybeMargin is how long past its timeout a service that a registration
+// without an answer may have made can still be in the registry: the
+// create committed a little after the wrapper gave up on it, and the
+// registry's timeout, within about a second of the deadline.
+const maybeMargin = 5 * time.Second
 
 // Token is the outstanding heartbeat token of the service the keeper
 // holds, or of the last it held.
@@ -138,6 +149,9 @@ func (k *keeper) run(ctx context.Context) {
 				k.mu.Lock()
 				k.maybe = false
 				k.mu.Unlock()
+				if until.IsZero() {
+					return // stopping: Register does not wait
+				}
 				// This lasts up to the old instance's heartbeat timeout
 				// (two minutes at most): say so, and now and then how long.
 				if now := time.Now(); now.Sub(logged) >= waitingLogEvery {
@@ -176,6 +190,7 @@ func (k *keeper) run(ctx context.Context) {
 		if errors.Is(err, registry.ErrOutcomeUnknown) && !taken {
 			k.mu.Lock()
 			k.maybe = true
+			k.maybeUntil = time.Now().Add(k.timeout() + maybeMargin)
 			k.mu.Unlock()
 		}
 		if ctx.Err() != nil {

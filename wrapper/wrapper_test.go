@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -879,6 +880,94 @@ func TestNoAnswerThenTakenLeavesTheHolder(t *testing.T) {
 	}
 	if _, err := f.service("held2"); err != nil {
 		t.Errorf("the other instance's service: %v; the wrapper deleted a service it never held\n%s", err, w.logs())
+	}
+}
+
+// TestNoAnswerThenTakenAsItStopsLeavesTheHolder: a registration that got
+// no answer, then one under way when SIGTERM comes, whose answer, within
+// the 3 s the wrapper waits for it, says another instance holds the id:
+// the wrapper deletes nothing.
+func TestNoAnswerThenTakenAsItStopsLeavesTheHolder(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	if _, err := f.client.CreateService(t.Context(), registry.Service{ID: "held3", HeartbeatTimeout: 120}); err != nil {
+		t.Fatal(err)
+	}
+	var creates atomic.Int32
+	arrived, stopped := make(chan struct{}, 1), make(chan struct{})
+	var once sync.Once
+	release := func() { once.Do(func() { close(stopped) }) }
+	t.Cleanup(release)
+	env := f.proxied(func(w http.ResponseWriter, r *http.Request, rp *httputil.ReverseProxy, _ *url.URL) {
+		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/services") {
+			if creates.Add(1) == 1 {
+				http.Error(w, "bad gateway", http.StatusBadGateway) // not passed on
+				return
+			}
+			select {
+			case arrived <- struct{}{}:
+			default:
+			}
+			select { // held until the wrapper has stopped its command
+			case <-stopped:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		rp.ServeHTTP(w, r)
+	})
+	w := startWrapper(t, f.dir, env, append([]string{"--id=held3", "--interval=1"}, sh(untilStop, f.dir)...)...)
+	select {
+	case <-arrived:
+	case <-time.After(waitLimit):
+		t.Fatal("no second registration")
+	}
+	w.signal(syscall.SIGTERM)
+	w.waitLog("command killed by a signal")
+	release()
+	if code := w.wait(); code != 128+15 {
+		t.Errorf("exit code %d, want %d", code, 128+15)
+	}
+	if _, err := f.service("held3"); err != nil {
+		t.Errorf("the other instance's service: %v; the wrapper deleted a service the registry had just said was another's\n%s", err, w.logs())
+	}
+}
+
+// TestOldNoAnswerLeavesALaterHolder: a registration got no answer, the
+// later ones were refused (not made). Once whatever the first may have
+// made has timed out (a heartbeat timeout, 3 s here, and a margin),
+// another instance registers the id: when the command exits, the wrapper
+// leaves that instance's service alone.
+func TestOldNoAnswerLeavesALaterHolder(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	var creates atomic.Int32
+	env := f.proxied(func(w http.ResponseWriter, r *http.Request, rp *httputil.ReverseProxy, _ *url.URL) {
+		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/services") {
+			if creates.Add(1) == 1 {
+				http.Error(w, "bad gateway", http.StatusBadGateway) // not passed on
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusBadRequest)
+			io.WriteString(w, `{"limitReached":{"code":400,"message":"Resource limit has been reached","details":"Limit for resource service has been reached. Maximum allowed objects: 1"}}`)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	})
+	w := startWrapper(t, f.dir, env, append([]string{"--id=stale", "--interval=1"}, sh(untilStop, f.dir)...)...)
+	waitFile(t, f.path("pid"))
+	waitFor(t, "a second registration, refused", func() bool { return creates.Load() >= 2 })
+	time.Sleep(3*time.Second + 5*time.Second)
+	hb, err := f.client.Register(t.Context(), registry.Service{ID: "stale", HeartbeatTimeout: 30, Tags: []string{"B"}}, registry.RegisterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hb.Stop()
+	touch(t, f.path("stop"))
+	w.wait()
+	if s, err := f.service("stale"); err != nil || !s.HasTag("B") {
+		t.Errorf("the other instance's service after this one exited: %+v, %v; want it kept\n%s", s, err, w.logs())
 	}
 }
 
