@@ -382,7 +382,7 @@ func (e *Exec) Run(ctx context.Context) int {
 	e.mu.Lock()
 	// SIGTERM when svcreg dies: nginx's and HAProxy's masters then stop
 	// their workers, which SIGKILL of the master alone leaves serving.
-	child, err := e.sup.Start(cmd, supervise.Options{GracePeriod: e.GracePeriod, ParentDeathSignal: true, DeathSignal: syscall.SIGTERM})
+	child, err := e.sup.Start(cmd, supervise.Options{GracePeriod: e.GracePeriod, ParentDeathSignal: true, DeathSignal: syscall.SIGTERM, Kept: []os.Signal{syscall.SIGHUP}})
 	e.child, e.startedAt = child, time.Now()
 	e.mu.Unlock()
 	if err != nil {

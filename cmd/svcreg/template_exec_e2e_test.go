@@ -305,6 +305,28 @@ func TestExecGracePeriod(t *testing.T) {
 	}
 }
 
+// SIGHUP stays svcreg's own while it waits for the command to stop: one
+// that comes in the grace period is not passed on (a command that reloads
+// or dies on SIGHUP would be cut short).
+func TestExecSIGHUPWhileStoppingIsNotPassedOn(t *testing.T) {
+	t.Parallel()
+	f := newIDsFixture(t, "exec-hup-stop", "")
+	env, dir, config := f.env, f.dir, f.config
+	started, gotHUP, gotTERM := filepath.Join(dir, "started"), filepath.Join(dir, "got-hup"), filepath.Join(dir, "got-term")
+	script := fmt.Sprintf(`trap "touch %s" HUP; trap "touch %s" TERM; touch %s; while :; do sleep 0.05; done`, gotHUP, gotTERM, started)
+	d := startDaemon(t, env, "--config", config, "--grace-period", "2s", "--exec", "sh -c '"+script+"'")
+	eventuallyTrue(t, "the command to start", func() bool { return fileExists(started) })
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	eventuallyTrue(t, "the command to get SIGTERM", func() bool { return fileExists(gotTERM) })
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	if code := d.exitStatus(t); code != 137 { // killed after the grace period
+		t.Errorf("svcreg template exited %d; want 137:\n%s", code, d.output())
+	}
+	if fileExists(gotHUP) {
+		t.Errorf("a SIGHUP to svcreg while the command stopped was passed on to it:\n%s", d.output())
+	}
+}
+
 // svcreg killed outright (SIGKILL) can pass nothing on: the kernel's
 // parent-death signal takes the command with it.
 func TestExecCommandDiesWithTheRenderer(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"runtime"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -88,6 +89,10 @@ type Options struct {
 	// HAProxy's masters, their workers) leaves none behind with SIGTERM,
 	// where SIGKILL leaves them running.
 	DeathSignal syscall.Signal
+	// Kept are signals the program keeps for itself: Stop does not pass
+	// them on while it waits for the command (svcreg template --exec
+	// keeps SIGHUP, which re-reads its own configuration).
+	Kept []os.Signal
 }
 
 // Child is a started command.
@@ -233,6 +238,10 @@ func (c *Child) Stop() int {
 			c.log.Warn("the command is still running after the grace period; killing it", "grace_period", c.opts.GracePeriod)
 			c.signal(syscall.SIGKILL)
 		case sig := <-c.sigs:
+			if slices.Contains(c.opts.Kept, sig) {
+				c.log.Info("not passing a signal on while the command stops: it is the program's own", "signal", sig)
+				continue
+			}
 			c.Forward(sig)
 		}
 	}
