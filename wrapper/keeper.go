@@ -131,7 +131,9 @@ func (k *keeper) run(ctx context.Context) {
 	defer settle()
 	bo := retry.Backoff{Min: minRetry, Max: k.interval}
 	var failures int
-	var remind throttle
+	// The reminders of failures that retrying may fix, and of refusals:
+	// apart, so that a refusal after a passing failure is told at once.
+	var remind, remindRefused throttle
 	// taken: the registry said another instance holds the id, and no
 	// registration succeeded since; a create without an answer may then
 	// have failed the same way, and does not make the service maybe held.
@@ -168,7 +170,7 @@ func (k *keeper) run(ctx context.Context) {
 			k.mu.Unlock()
 			k.log.Info("service registered", "heartbeat_timeout", k.service.HeartbeatTimeout, "interval", k.interval, "failed_attempts", failures)
 			settle()
-			failures, remind = 0, throttle{}
+			failures, remind, remindRefused = 0, throttle{}, throttle{}
 			registered := time.Now()
 			<-hb.Done()
 			if ctx.Err() != nil {
@@ -215,9 +217,9 @@ func (k *keeper) run(ctx context.Context) {
 			wait = permanentRetry
 		}
 		switch {
-		case permanent && remind.allow(time.Now()):
+		case permanent && remindRefused.allow(time.Now()):
 			k.log.Error("the registry refused the service; retrying", "err", err, "attempts", failures, "retry_in", wait.Round(time.Millisecond))
-		case remind.allow(time.Now()):
+		case !permanent && remind.allow(time.Now()):
 			k.log.Warn("cannot register the service; the command runs anyway, retrying", "err", err, "attempts", failures, "retry_in", wait.Round(time.Millisecond))
 		default:
 			k.log.Debug("registration failed", "err", err, "attempts", failures)

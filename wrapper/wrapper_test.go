@@ -971,6 +971,34 @@ func TestOldNoAnswerLeavesALaterHolder(t *testing.T) {
 	}
 }
 
+// TestRefusalAfterAPassingFailureIsLogged: a registration fails in a way
+// that retrying may fix (a 502), the next one is refused (the account's
+// limit): the refusal is logged as an error at once, not held back as a
+// reminder of the first failure.
+func TestRefusalAfterAPassingFailureIsLogged(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	var creates atomic.Int32
+	env := f.proxied(func(w http.ResponseWriter, r *http.Request, rp *httputil.ReverseProxy, _ *url.URL) {
+		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/services") {
+			if creates.Add(1) == 1 {
+				http.Error(w, "bad gateway", http.StatusBadGateway)
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusBadRequest)
+			io.WriteString(w, `{"limitReached":{"code":400,"message":"Resource limit has been reached","details":"Limit for resource service has been reached. Maximum allowed objects: 1"}}`)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	})
+	w := startWrapper(t, f.dir, env, append([]string{"--id=refused-later", "--interval=1"}, sh(untilStop, f.dir)...)...)
+	w.waitLog("cannot register the service")
+	w.waitLog("the registry refused the service")
+	touch(t, f.path("stop"))
+	w.wait()
+}
+
 // TestTimedOutWhileHeartbeatsFailedLeavesTheNewHolder: heartbeats fail
 // (a proxy answers 502) until the registry times the service out, and
 // another instance registers the id. When the command exits, the wrapper
