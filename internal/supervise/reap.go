@@ -20,6 +20,7 @@ const ownedRetry = 20 * time.Millisecond
 // to their own waiter. Since one loop reaps everything else, it never
 // steals the command's status from another waiter.
 func reap(chld <-chan os.Signal, stop <-chan struct{}, command int, exited func(syscall.WaitStatus), log *slog.Logger) {
+	exited = once(exited, log)
 	var retry <-chan time.Time
 	for {
 		if reapOnce(command, exited, log) {
@@ -33,6 +34,21 @@ func reap(chld <-chan os.Signal, stop <-chan struct{}, command int, exited func(
 		case <-stop:
 			return
 		}
+	}
+}
+
+// once calls exited for the command's status only: an orphan that took
+// the command's pid after the command was reaped (the reaper goes on until
+// the program closes the Child) is reaped as any other.
+func once(exited func(syscall.WaitStatus), log *slog.Logger) func(syscall.WaitStatus) {
+	done := false
+	return func(ws syscall.WaitStatus) {
+		if done {
+			log.Debug("reaped an orphaned process that took the command's pid", "status", Describe(ws))
+			return
+		}
+		done = true
+		exited(ws)
 	}
 }
 

@@ -80,3 +80,16 @@ func TestStopAfterAnOldInterrupt(t *testing.T) {
 		t.Errorf("exit code %d after a stop past the grace period of an interrupt; want 3, the command's own on SIGTERM", code)
 	}
 }
+
+// The reaper goes on after the command is reaped; an orphan that took the
+// command's pid since is reaped as any other, not as the command a second
+// time (its Done would be closed twice).
+func TestCommandsStatusIsTakenOnce(t *testing.T) {
+	var got []syscall.WaitStatus
+	exited := once(func(ws syscall.WaitStatus) { got = append(got, ws) }, slog.New(slog.DiscardHandler))
+	exited(syscall.WaitStatus(7 << 8))
+	exited(syscall.WaitStatus(0))
+	if len(got) != 1 || got[0].ExitStatus() != 7 {
+		t.Errorf("exited was told %v, want the command's status (exit 7) once", got)
+	}
+}
