@@ -122,8 +122,8 @@ func (s *Store) decodeEvent(tenantID string, kv *mvccpb.KeyValue) (store.Event, 
 //
 // A watch that etcd cancels (compaction, lost leader, a member going away),
 // or whose member stops answering (watch.go), is set up again from the
-// next revision; if that revision is gone, from
-// now on, after waking every tenant, whose long-polls then read the feed
+// next revision; if that revision is gone, from the oldest one etcd
+// keeps, after waking every tenant, whose long-polls then read the feed
 // again and so miss nothing.
 func (s *Store) watchAccounts(ready chan struct{}) {
 	var next int64 // revision to resume from; 0 = now
@@ -141,8 +141,12 @@ func (s *Store) watchAccounts(ready chan struct{}) {
 				ready = nil
 			}
 			if resp.CompactRevision != 0 {
+				// From the oldest revision etcd keeps, not from now:
+				// the long-polls woken here read the feed and wait
+				// again before the next watch is set up, and a commit
+				// meanwhile must reach them.
 				s.log.Warn("account watch fell behind etcd compaction; waking every long-poll", "compact_revision", resp.CompactRevision)
-				next = 0
+				next = resp.CompactRevision
 				s.metrics.rewatches.Inc()
 				s.wakeAll()
 				break
@@ -155,11 +159,18 @@ func (s *Store) watchAccounts(ready chan struct{}) {
 			for _, ev := range resp.Events {
 				s.observeAccount(ev.Kv)
 			}
-			// A watch's created notification carries the member's
-			// revision, not the one the watch starts from: events
-			// before it may still come.
-			if resp.Header.Revision > 0 && (!resp.Created || next == 0) {
-				next = resp.Header.Revision + 1
+			// The watch resumes after the last event delivered. A reply's
+			// header carries the member's revision, not that of its last
+			// event: a watch that catches up gets the changes it missed
+			// in batches, each with the head's revision, and after a
+			// created notification events before it may still come. Only
+			// a progress notification says that nothing before it is
+			// left (a watch started from now has nothing before it).
+			switch {
+			case len(resp.Events) > 0:
+				next = resp.Events[len(resp.Events)-1].Kv.ModRevision + 1
+			case resp.Header.Revision > 0 && (resp.IsProgressNotify() || resp.Created && next == 0):
+				next = max(next, resp.Header.Revision+1)
 			}
 		}
 		cancel()
