@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -136,7 +137,7 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.StringVar(&f.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.DurationVar(&f.tokenTTL, "token-ttl", 24*time.Hour, "how long an issued API token lives (1s to 720h)")
 	fs.DurationVar(&f.reapInterval, "reap-interval", 250*time.Millisecond, "how often to time out services past their deadline;\n0 leaves only the lazy timeouts on reads")
-	fs.DurationVar(&f.retention, "retention", 30*24*time.Hour, "how long events are kept")
+	fs.DurationVar(&f.retention, "retention", 30*24*time.Hour, "how long events are kept (at least 1m)")
 	fs.IntVar(&f.maxWaiters, "max-waiters", 0, "most long-polls one tenant may have waiting\n(0: half of --max-waiters-total, at most 20000)")
 	fs.IntVar(&f.conns.maxWaiters, "max-waiters-total", 0, "most long-polls waiting in all tenants (0: 3/4 of --max-conns)")
 	fs.IntVar(&f.conns.maxConns, "max-conns", 0, "client connections held before a new one closes the longest-idle one\n(0: the descriptor limit less a tenth, at least 64, kept in reserve)")
@@ -195,6 +196,24 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if f.login.BcryptConcurrency < 1 {
 		return usagef("--bcrypt-concurrency must be at least 1")
 	}
+	for _, l := range []struct {
+		name string
+		n    int
+	}{
+		{"--login-failures-per-address", f.login.FailuresPerAddress},
+		{"--login-failures-per-user", f.login.FailuresPerUser},
+		{"--token-issues-per-user", f.login.IssuesPerUser},
+	} {
+		if l.n == 0 || l.n < -1 {
+			return usagef("%s %d: want at least 1, or -1 for no limit", l.name, l.n)
+		}
+	}
+	if f.rateLimit < 1 {
+		return usagef("--rate-limit %d: want at least 1 GET request a day", f.rateLimit)
+	}
+	if f.retention < time.Minute {
+		return usagef("--retention %v: want at least 1m (events older than it are deleted)", f.retention)
+	}
 	if (f.tlsCert == "") != (f.tlsKey == "") {
 		return usagef("--tls-cert and --tls-key go together")
 	}
@@ -207,8 +226,8 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if f.tokenTTL < time.Second || f.tokenTTL > server.MaxTokenTTL {
 		return usagef("--token-ttl %v: want 1s to %v", f.tokenTTL, server.MaxTokenTTL)
 	}
-	if f.writeRate < 0 || f.writeBurst < 1 || f.maxEvents < 0 || f.maxEventBytes < 0 {
-		return usagef("--write-rate, --max-events and --max-event-bytes must not be negative, --write-burst at least 1")
+	if f.writeRate < 0 || math.IsNaN(f.writeRate) || math.IsInf(f.writeRate, 0) || f.writeBurst < 1 || f.maxEvents < 0 || f.maxEventBytes < 0 {
+		return usagef("--write-rate (a number), --max-events and --max-event-bytes must not be negative, --write-burst at least 1")
 	}
 	if f.maxEventBytes == 0 {
 		f.maxEventBytes = -1
@@ -219,8 +238,11 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if f.maxEvents == 0 {
 		f.maxEvents = -1
 	}
-	if f.maxWaiters < 0 || f.conns.maxWaiters < 0 || f.conns.maxConns < 0 || f.conns.maxIdle < 0 || f.conns.maxIdlePerTenant < 0 || f.conns.unauthIdleTimeout < 0 {
-		return usagef("--max-waiters, --max-waiters-total, --max-conns, --max-idle-conns, --max-idle-conns-per-tenant and --unauth-idle-timeout must not be negative")
+	if f.maxWaiters < 0 || f.conns.maxWaiters < 0 || f.conns.maxConns < 0 || f.conns.maxIdle < 0 || f.conns.maxIdlePerTenant < 0 {
+		return usagef("--max-waiters, --max-waiters-total, --max-conns, --max-idle-conns and --max-idle-conns-per-tenant must not be negative")
+	}
+	if f.conns.unauthIdleTimeout <= 0 {
+		return usagef("--unauth-idle-timeout %v: want a positive duration", f.conns.unauthIdleTimeout)
 	}
 	// The store's own bounds, checked before anything starts, as a usage
 	// error.

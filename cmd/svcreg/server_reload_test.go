@@ -205,6 +205,31 @@ func TestServerTokenTTLBounds(t *testing.T) {
 	}
 }
 
+// Values that the server would otherwise replace with a default, turn
+// into no limit, or act on to its harm (a negative retention deletes every
+// event each second) are usage errors that name the flag.
+func TestServerRefusesValuesItCannotUse(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{
+		{"--retention", "-1h"},
+		{"--retention", "10ms"},
+		{"--rate-limit", "0"},
+		{"--rate-limit", "-5"},
+		{"--write-rate", "NaN"},
+		{"--write-rate", "+Inf"},
+		{"--login-failures-per-address", "0"},
+		{"--login-failures-per-user", "-2"},
+		{"--token-issues-per-user", "0"},
+		{"--unauth-idle-timeout", "0s"},
+	} {
+		var stdout, stderr bytes.Buffer
+		code := Main(context.Background(), append([]string{"server", "--dev", "--data-dir", t.TempDir()}, args...), nil, &stdout, &stderr)
+		if code != exitUsage || !strings.Contains(stderr.String(), args[0]) {
+			t.Errorf("%s %s: exit %d, stderr %q; want a usage error naming %s", args[0], args[1], code, stderr.String(), args[0])
+		}
+	}
+}
+
 // The --dev banner's exports work as they are when SVCREG_URL is later
 // given every node's URL: no SVCREG_AUTH_URL pins logins to one node.
 func TestDevHelpLeavesTheIdentityEndpointToTheURL(t *testing.T) {
