@@ -182,6 +182,9 @@ func versionString() string {
 }
 
 func runVersion(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if err := parseFlags(newFlagSet("version", "svcreg version", "Prints svcreg's version.", stdout), args); err != nil {
+		return err
+	}
 	fmt.Fprintf(stdout, "svcreg %s\n", versionString())
 	return nil
 }
