@@ -149,7 +149,7 @@ restarts. With --output json, one JSON object per line.`, stdout)
 			return err
 		}
 	}
-	fmt.Fprintf(stderr, "svcreg events tail: following the events after %s (interrupt to stop)\n", cmp.Or(start, "now"))
+	fmt.Fprintf(stderr, "svcreg events tail: following the events after %s (interrupt to stop)\n", cmp.Or(termSafe(start), "now"))
 	w := c.NewFeed(start, registry.WatchOptions{
 		Type: et,
 		OnError: func(err error, retryIn time.Duration) {
@@ -173,7 +173,7 @@ restarts. With --output json, one JSON object per line.`, stdout)
 			if err != nil {
 				return err
 			}
-			line = string(b)
+			line = string(jsonSafe(b))
 		}
 		if _, err := fmt.Fprintln(stdout, line); err != nil {
 			return err

@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -13,6 +15,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/svcreg/svcreg/internal/testserver"
 	"github.com/svcreg/svcreg/registry"
@@ -222,6 +225,85 @@ func TestEventsQuoteHostileMetadata(t *testing.T) {
 	}
 }
 
+// --output json escapes what a terminal would act on (a C1 control, a
+// bidi override) as \uXXXX, and writes a registry's bytes that are not
+// UTF-8 as \ufffd: valid JSON that decodes to the same values.
+func TestJSONOutputEscapesHostileText(t *testing.T) {
+	t.Parallel()
+	srv, c := tailEnv(t, "json-hostile")
+	ctx := context.Background()
+	md := map[string]string{"bidi\u202e": "a\u009b31mb"}
+	if _, err := c.CreateService(ctx, registry.Service{ID: "hostile-1", HeartbeatTimeout: 120, Metadata: md}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetConfig(ctx, "hostile.key", "x\u202ey\u009b2J"); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"services", "get", "hostile-1"}, {"services", "list"}, {"config", "list"}, {"config", "get", "hostile.key"}, {"events", "list"}} {
+		var stdout, stderr bytes.Buffer
+		code := Main(ctx, append(args, "-o", "json", "--url", srv.APIURL, "--username", "json-hostile", "--api-key", "dev"), strings.NewReader(""), &stdout, &stderr)
+		if code != 0 {
+			t.Fatalf("%s: exit %d: %s", args, code, stderr.String())
+		}
+		for _, bad := range []string{"\u202e", "\u009b"} {
+			if strings.Contains(stdout.String(), bad) {
+				t.Errorf("%s -o json prints %q raw:\n%q", args, bad, stdout.String())
+			}
+		}
+		if args[0] == "services" && args[1] == "get" {
+			var got registry.Service
+			if err := json.Unmarshal(stdout.Bytes(), &got); err != nil || !maps.Equal(got.Metadata, md) {
+				t.Errorf("services get -o json decodes to %v (%v), want the metadata %q", got.Metadata, err, md)
+			}
+		}
+	}
+
+	// A registry's event payload with a byte that is not UTF-8.
+	raw := impostor(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/v1.0/123/events":
+			io.WriteString(w, `{"values":[{"id":"0c6e9f00-0000-1000-8000-000000000001","timestamp":1,"type":"x.y","payload":{"k":"a`+"\x9b"+`2Jb"}}],"metadata":{"next_marker":null}}`)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+	defer raw.Close()
+	var stdout, stderr bytes.Buffer
+	if code := Main(ctx, []string{"events", "list", "-o", "json", "--url", raw.URL, "--username", "x", "--api-key", "k"}, strings.NewReader(""), &stdout, &stderr); code != 0 {
+		t.Fatalf("events list: exit %d: %s", code, stderr.String())
+	}
+	if !utf8.Valid(stdout.Bytes()) || !json.Valid(stdout.Bytes()) || !strings.Contains(stdout.String(), `a\ufffd2Jb`) {
+		t.Errorf("events list -o json of a payload that is not UTF-8:\n%q\nwant valid JSON, the byte as \\ufffd", stdout.String())
+	}
+}
+
+// events tail's first line names the marker it starts from, which the
+// registry gave (here, a registry that sends no X-Registry-Marker, its
+// newest event's id): escaped.
+func TestTailStartLineQuotesTheRegistrysMarker(t *testing.T) {
+	t.Parallel()
+	srv := impostor(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/v1.0/123/services": // no X-Registry-Marker: the newest event's id
+			io.WriteString(w, `{"values":[],"metadata":{"next_marker":null}}`)
+		case "/v1.0/123/events":
+			if r.URL.Query().Get("marker") == "" {
+				io.WriteString(w, `{"values":[{"id":"\u001b]0;owned\u0007\u001b[2J","timestamp":1,"type":"x.y","payload":{}}],"metadata":{"next_marker":null}}`)
+				return
+			}
+			http.Error(w, `{"type":"badRequest","code":400,"message":"no"}`, 400)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+	defer srv.Close()
+	var stdout, stderr bytes.Buffer
+	Main(context.Background(), []string{"events", "tail", "--url", srv.URL, "--username", "x", "--api-key", "k"}, strings.NewReader(""), &stdout, &stderr)
+	if !strings.Contains(stderr.String(), "following the events after") || strings.ContainsAny(stderr.String(), "\x1b\a") {
+		t.Errorf("events tail's first line:\n%q\nwant the registry's marker escaped", stderr.String())
+	}
+}
+
 // So do services get and list, and configuration list, in metadata keys
 // and values, tags and configuration values.
 func TestTablesQuoteHostileRegistryText(t *testing.T) {
@@ -273,17 +355,14 @@ func TestTablesQuoteHostileRegistryText(t *testing.T) {
 // impostor server could fill with escape sequences.
 func TestLimitsQuoteHostileServerText(t *testing.T) {
 	t.Parallel()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
+	srv := impostor(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
-		case "/v2.0/tokens":
-			io.WriteString(w, `{"access":{"token":{"id":"tok","expires":"2100-01-01T00:00:00Z","tenant":{"id":"123","name":"x"}}}}`)
 		case "/v1.0/123/limits":
 			io.WriteString(w, `{"resource":{"services\u001b[2J":200},"rate":{"/.*\u001b]0;owned\u0007":{"limit":1,"used":0,"window":"1d\u001b[1A\u202e"}}}`)
 		default:
 			http.NotFound(w, r)
 		}
-	}))
+	})
 	defer srv.Close()
 	var stdout, stderr bytes.Buffer
 	code := Main(context.Background(), []string{"limits", "--url", srv.URL, "--username", "x", "--api-key", "k"}, strings.NewReader(""), &stdout, &stderr)
@@ -334,4 +413,18 @@ func TestTermText(t *testing.T) {
 			t.Errorf("termText(%q) = %q, want %q", in, got, want)
 		}
 	}
+}
+
+// impostor is a registry that answers logins (user x, tenant 123) and
+// hands every other request to api, with a JSON content type: a broken or
+// impostor registry, whose answers the commands must not trust.
+func impostor(api http.HandlerFunc) *httptest.Server {
+	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if r.URL.Path == "/v2.0/tokens" {
+			io.WriteString(w, `{"access":{"token":{"id":"tok","expires":"2100-01-01T00:00:00Z","tenant":{"id":"123","name":"x"}}}}`)
+			return
+		}
+		api(w, r)
+	}))
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,18 +13,54 @@ import (
 	"text/tabwriter"
 	"time"
 	"unicode"
+	"unicode/utf16"
 	"unicode/utf8"
 )
 
 // How the API commands print: tables for people (text/tabwriter), and
 // with --output json the API's own shapes for scripts.
 
-// writeJSON writes v as indented JSON and a newline.
+// writeJSON writes v as indented JSON and a newline, jsonSafe.
 func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
 	enc.SetIndent("", "  ")
 	enc.SetEscapeHTML(false)
-	return enc.Encode(v)
+	if err := enc.Encode(v); err != nil {
+		return err
+	}
+	_, err := w.Write(jsonSafe(b.Bytes()))
+	return err
+}
+
+// jsonSafe is JSON text with what a terminal would act on, or a JSON
+// reader refuse, escaped: a character that is not printable (a C1
+// control, a bidi override) as \uXXXX, and a byte that is not UTF-8 (from
+// a registry's raw event payload) as \ufffd, as Go writes one in a
+// string. Outside its strings JSON text is ASCII, so only strings change,
+// and they say the same.
+func jsonSafe(b []byte) []byte {
+	shows := func(r rune) bool { return r == '\n' || unicode.IsPrint(r) }
+	if utf8.Valid(b) && bytes.IndexFunc(b, func(r rune) bool { return !shows(r) }) < 0 {
+		return b
+	}
+	var out bytes.Buffer
+	for i, n := 0, 0; i < len(b); i += n {
+		var r rune
+		r, n = utf8.DecodeRune(b[i:])
+		switch {
+		case r == utf8.RuneError && n == 1:
+			out.WriteString(`\ufffd`)
+		case shows(r):
+			out.Write(b[i : i+n])
+		case r > 0xffff:
+			r1, r2 := utf16.EncodeRune(r)
+			fmt.Fprintf(&out, `\u%04x\u%04x`, r1, r2)
+		default:
+			fmt.Fprintf(&out, `\u%04x`, r)
+		}
+	}
+	return out.Bytes()
 }
 
 // newTable returns a tabwriter for a table whose cells are separated by
