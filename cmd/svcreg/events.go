@@ -17,6 +17,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/svcreg/svcreg/internal/retry"
 	"github.com/svcreg/svcreg/registry"
 )
 
@@ -115,7 +116,8 @@ interrupted (Ctrl-C, SIGTERM) or, with --count, after that many events.
 Without --marker it starts now and shows only new events; with it, it
 starts after the event with that id (the last one you saw), so that a tail
 can be resumed. It long-polls the registry and rides out the registry's
-restarts. With --output json, one JSON object per line.`, stdout)
+restarts, also one under way when it starts. With --output json, one JSON
+object per line.`, stdout)
 	marker := f.fs.String("marker", "", "event `id` to follow the feed after; default: now")
 	typ := f.fs.String("type", "", "show only events of this `type`, e.g. service.join")
 	count := f.fs.Int("count", 0, "exit after `N` events; 0 to follow until interrupted")
@@ -137,25 +139,36 @@ restarts. With --output json, one JSON object per line.`, stdout)
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	onError := func(err error, retryIn time.Duration) {
+		fmt.Fprintf(stderr, "svcreg events tail: %s; retrying in %s\n", termText(describeFault(err).Error()), retryIn.Round(time.Millisecond))
+	}
 	start := *marker
 	if start == "" {
-		sctx, cancel := context.WithTimeout(ctx, callTimeout)
-		start, err = feedMarkerNow(sctx, c)
-		cancel()
-		if err != nil {
+		// As the feed does: a registry that is down or restarting is
+		// waited for; one that refuses ends the tail.
+		bo := retry.Backoff{Min: 100 * time.Millisecond, Max: 15 * time.Second}
+		for {
+			sctx, cancel := context.WithTimeout(ctx, callTimeout)
+			start, err = feedMarkerNow(sctx, c)
+			cancel()
 			if ctx.Err() != nil {
 				return nil
 			}
-			return err
+			if err == nil {
+				break
+			}
+			if !registry.Temporary(err) {
+				return err
+			}
+			wait := bo.Next()
+			onError(err, wait)
+			if retry.Sleep(ctx, wait) != nil {
+				return nil
+			}
 		}
 	}
 	fmt.Fprintf(stderr, "svcreg events tail: following the events after %s (interrupt to stop)\n", cmp.Or(termSafe(start), "now"))
-	w := c.NewFeed(start, registry.WatchOptions{
-		Type: et,
-		OnError: func(err error, retryIn time.Duration) {
-			fmt.Fprintf(stderr, "svcreg events tail: %s; retrying in %s\n", termText(describeFault(err).Error()), retryIn.Round(time.Millisecond))
-		},
-	})
+	w := c.NewFeed(start, registry.WatchOptions{Type: et, OnError: onError})
 	if !f.json() {
 		fmt.Fprintln(stdout, eventHeader)
 	}

@@ -8,10 +8,13 @@ import (
 	"maps"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -129,6 +132,43 @@ func TestEventsTailFromNow(t *testing.T) {
 		!strings.Contains(lines[1], "service.join") || !strings.Contains(lines[1], "after-1") ||
 		!strings.Contains(lines[2], "service.join") || !strings.Contains(lines[2], "after-2") {
 		t.Errorf("tail output is not a header and the two joins:\n%s", out)
+	}
+}
+
+// A tail from now started while the registry is down (503 here, as a
+// node without its store answers) waits for it, saying so, as a tail with
+// --marker does, then follows the events.
+func TestEventsTailFromNowWaitsForTheRegistry(t *testing.T) {
+	t.Parallel()
+	srv, c := tailEnv(t, "tail-wait")
+	target, _ := url.Parse(srv.URL)
+	rp := httputil.NewSingleHostReverseProxy(target)
+	var down atomic.Bool
+	down.Store(true)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if down.Load() {
+			http.Error(w, "restarting", http.StatusServiceUnavailable)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	defer front.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	stdout, stderr := newOutput(), newOutput()
+	done := runAsync(ctx, []string{"events", "tail", "--count", "1",
+		"--url", front.URL + "/v1.0", "--username", "tail-wait", "--api-key", "dev"}, stdout, stderr)
+	stderr.waitFor(t, "retrying in")
+	down.Store(false)
+	stderr.waitFor(t, "following the events after")
+	create(t, c, "after-1")
+	select {
+	case code := <-done:
+		if code != 0 || !strings.Contains(stdout.String(), "after-1") {
+			t.Fatalf("exit status %d; stdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+		}
+	case <-ctx.Done():
+		t.Fatalf("tail --count 1 did not exit; stdout:\n%s\nstderr:\n%s", stdout, stderr)
 	}
 }
 
