@@ -514,8 +514,9 @@ func TestCommittedAs(t *testing.T) {
 	t.Cleanup(func() { s.Close() })
 	acct := store.AccountRecord{CreatedAt: 1}
 	mine, theirs := nonced(t, acct), nonced(t, acct)
-	acctKey, eventKey := s.k.account("t"), s.k.event("t", store.NextEventID(acct.Head, time.Now(), 1))
-	if rev, err := s.committedAs(ctx, "test", eventKey, acctKey, mine); err != nil || rev != 0 {
+	id := store.NextEventID(acct.Head, time.Now(), 1)
+	acctKey, eventKey := s.k.account("t"), s.k.event("t", id)
+	if rev, err := s.committedAs(ctx, "test", "t", id, acctKey, mine); err != nil || rev != 0 {
 		t.Errorf("no write committed: %d, %v; want 0", rev, err)
 	}
 	resp, err := cli.Txn(ctx).Then(clientv3.OpPut(eventKey, "e"), clientv3.OpPut(acctKey, string(theirs))).Commit()
@@ -525,11 +526,63 @@ func TestCommittedAs(t *testing.T) {
 	if _, err := cli.Put(ctx, acctKey, string(mine)); err != nil { // a later write: the account moved on
 		t.Fatal(err)
 	}
-	if rev, err := s.committedAs(ctx, "test", eventKey, acctKey, mine); err != nil || rev != 0 {
+	if rev, err := s.committedAs(ctx, "test", "t", id, acctKey, mine); err != nil || rev != 0 {
 		t.Errorf("another node's write with the same event: %d, %v; want 0", rev, err)
 	}
-	if rev, err := s.committedAs(ctx, "test", eventKey, acctKey, theirs); err != nil || rev != resp.Header.Revision {
+	if rev, err := s.committedAs(ctx, "test", "t", id, acctKey, theirs); err != nil || rev != resp.Header.Revision {
 		t.Errorf("its own write: %d, %v; want %d", rev, err, resp.Header.Revision)
+	}
+	// The event deleted since by the event cap (the pruned mark at it):
+	// whether the write committed is not known.
+	if _, err := cli.Delete(ctx, eventKey); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(ctx, acctKey, string(nonced(t, store.AccountRecord{CreatedAt: 1, Pruned: id}))); err != nil {
+		t.Fatal(err)
+	}
+	if rev, err := s.committedAs(ctx, "test", "t", id, acctKey, mine); !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("its event deleted by the cap: %d, %v; want ErrUnavailable", rev, err)
+	}
+}
+
+// A create whose first send commits but answers late, and whose event
+// the event cap deletes (another node's write past --max-events) before
+// its hedge, which found the account moved, comes back: the write does not
+// take itself for not committed and run again (the create would answer
+// that the service exists). Its outcome is unknown (503), and the service
+// is there.
+func TestHedgedWriteWhoseEventWasCapped(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.Start(t, etcdtest.Options{})
+	cli := etcdtest.Client(t, c.Endpoints()...)
+	ctx := t.Context()
+	opts := Options{Prefix: "/hedge-cap/", RequestTimeout: 2 * time.Second, ReapInterval: -1}
+	var b *Store
+	w := newTwinSends(cli.KV, false, func() {
+		if err := b.SetConfig(ctx, "t", "k", "v"); err != nil {
+			t.Error(err)
+		}
+		if err := b.capTenant(ctx, "t"); err != nil {
+			t.Error(err)
+		}
+	})
+	s := w.open(t, cli, opts)
+	bOpts := opts
+	bOpts.MaxEvents = 1
+	var err error
+	if b, err = Open(ctx, cli, bOpts); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	if _, err := s.CreateService(ctx, "t", store.NewService{ID: "other", HeartbeatTimeout: 10}); err != nil {
+		t.Fatal(err)
+	}
+	w.gate(s.k.service("t", "s"))
+	if _, err := s.CreateService(ctx, "t", store.NewService{ID: "s", HeartbeatTimeout: 10}); !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("a create that committed, its event capped before it could tell: %v; want ErrUnavailable", err)
+	}
+	if _, err := b.Service(ctx, "t", "s"); err != nil {
+		t.Errorf("the service: %v", err)
 	}
 }
 

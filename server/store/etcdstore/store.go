@@ -930,7 +930,7 @@ func (s *Store) write(ctx context.Context, t *tenant, what string, reads []strin
 				continue // another node's write
 			}
 			// Another node's write, or this one's other send.
-			mine, err := s.committedAs(ctx, what, s.k.event(t.id, w.events[0].ID), acctKey, rawAcct)
+			mine, err := s.committedAs(ctx, what, t.id, w.events[0].ID, acctKey, rawAcct)
 			if err != nil {
 				return 0, err
 			}
@@ -968,17 +968,29 @@ func withNonce(acct store.AccountRecord) ([]byte, error) {
 	return fmt.Appendf(raw[:len(raw)-1], `%s"write":"%016x"}`, sep, mrand.Uint64()), nil
 }
 
-// committedAs returns the revision at which a write that put eventKey and
-// rawAcct at acctKey committed, or 0 if it did not (yet): the event's key
-// may be another node's, whose events got the same id, but the account's
-// value at the event's revision is this write's only if it committed it.
-func (s *Store) committedAs(ctx context.Context, what, eventKey, acctKey string, rawAcct []byte) (int64, error) {
-	r, err := s.read(ctx, what, clientv3.OpGet(eventKey, clientv3.WithKeysOnly()))
+// committedAs returns the revision at which a write of tenant t that put
+// the event eventID and rawAcct at acctKey committed, or 0 if it did not
+// (yet): the event's key may be another node's, whose events got the same
+// id, but the account's value at the event's revision is this write's
+// only if it committed it. An event that is gone, deleted since by the
+// event cap or retention (the account's pruned mark is at or past it),
+// may have been this write's: whether it committed is then not known.
+func (s *Store) committedAs(ctx context.Context, what, t string, eventID timeuuid.UUID, acctKey string, rawAcct []byte) (int64, error) {
+	r, err := s.read(ctx, what, clientv3.OpGet(s.k.event(t, eventID), clientv3.WithKeysOnly()), clientv3.OpGet(acctKey))
 	if err != nil {
 		return 0, err
 	}
 	ev := first(r.Responses[0])
 	if ev == nil {
+		if akv := first(r.Responses[1]); akv != nil {
+			acct, err := decodeAccount(t, akv)
+			if err != nil {
+				return 0, err
+			}
+			if timeuuid.Compare(acct.Pruned, eventID) >= 0 {
+				return 0, fmt.Errorf("%w: %s: its event was deleted (event cap or retention) before the write could tell whether it committed", store.ErrUnavailable, what)
+			}
+		}
 		return 0, nil
 	}
 	r, err = s.read(ctx, what, clientv3.OpGet(acctKey, clientv3.WithRev(ev.ModRevision)))
