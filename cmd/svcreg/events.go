@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"slices"
@@ -116,8 +120,9 @@ interrupted (Ctrl-C, SIGTERM) or, with --count, after that many events.
 Without --marker it starts now and shows only new events; with it, it
 starts after the event with that id (the last one you saw), so that a tail
 can be resumed. It long-polls the registry and rides out the registry's
-restarts, also one under way when it starts. With --output json, one JSON
-object per line.`, stdout)
+restarts, also one under way when it starts; a refusal (credentials it does
+not take) or a --url that does not answer as the API ends it, with exit
+status 1. With --output json, one JSON object per line.`, stdout)
 	marker := f.fs.String("marker", "", "event `id` to follow the feed after; default: now")
 	typ := f.fs.String("type", "", "show only events of this `type`, e.g. service.join")
 	count := f.fs.Int("count", 0, "exit after `N` events; 0 to follow until interrupted")
@@ -138,32 +143,46 @@ object per line.`, stdout)
 	defer c.Close()
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-
+	// A registry that is down or restarting is waited for; a refusal, or
+	// an answer that is not the API's, ends the tail: retrying would not
+	// fix it. The feed retries more (a daemon's credentials may be fixed
+	// meanwhile); its errors that would not clear stop the tail too.
+	ctx, refused := context.WithCancelCause(ctx)
+	defer refused(nil)
 	onError := func(err error, retryIn time.Duration) {
+		if !registryDown(err) {
+			refused(tailRefused{err})
+			return
+		}
 		fmt.Fprintf(stderr, "svcreg events tail: %s; retrying in %s\n", termText(describeFault(err).Error()), retryIn.Round(time.Millisecond))
+	}
+	// ended is the tail's error once ctx has ended: none when interrupted.
+	ended := func() error {
+		if r, ok := context.Cause(ctx).(tailRefused); ok {
+			return r.err
+		}
+		return nil
 	}
 	start := *marker
 	if start == "" {
-		// As the feed does: a registry that is down or restarting is
-		// waited for; one that refuses ends the tail.
 		bo := retry.Backoff{Min: 100 * time.Millisecond, Max: 15 * time.Second}
 		for {
 			sctx, cancel := context.WithTimeout(ctx, callTimeout)
 			start, err = feedMarkerNow(sctx, c)
 			cancel()
 			if ctx.Err() != nil {
-				return nil
+				return ended()
 			}
 			if err == nil {
 				break
 			}
-			if !registry.Temporary(err) {
+			if !registryDown(err) {
 				return err
 			}
 			wait := bo.Next()
 			onError(err, wait)
 			if retry.Sleep(ctx, wait) != nil {
-				return nil
+				return ended()
 			}
 		}
 	}
@@ -176,7 +195,7 @@ object per line.`, stdout)
 		ev, err := w.Next(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
-				return nil // interrupted
+				return ended() // interrupted, or refused
 			}
 			return err
 		}
@@ -193,6 +212,32 @@ object per line.`, stdout)
 		}
 	}
 	return nil
+}
+
+// tailRefused is the cause of the end of a tail that the feed's errors
+// ended (see registryDown).
+type tailRefused struct{ err error }
+
+func (r tailRefused) Error() string { return r.err.Error() }
+
+// registryDown reports whether err says the registry could not be reached
+// or answered that it cannot serve now (502, 503, 504, 429), as while it
+// restarts: not a refusal, a certificate not trusted, or an answer that is
+// not the API's.
+func registryDown(err error) bool {
+	var e *registry.Error
+	if errors.As(err, &e) {
+		switch e.StatusCode {
+		case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout, http.StatusTooManyRequests:
+			return true
+		}
+		return false
+	}
+	var ue *url.Error
+	var ca x509.UnknownAuthorityError
+	var host x509.HostnameError
+	var inv x509.CertificateInvalidError
+	return errors.As(err, &ue) && !errors.As(err, &ca) && !errors.As(err, &host) && !errors.As(err, &inv)
 }
 
 // feedMarkerNow returns a marker after which the feed holds only what

@@ -6,12 +6,14 @@ import (
 	"encoding/json"
 	"io"
 	"maps"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
 	"os"
 	"os/exec"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -172,6 +174,41 @@ func TestEventsTailFromNowWaitsForTheRegistry(t *testing.T) {
 	}
 }
 
+// A tail that the registry refuses (credentials it does not take), or
+// that does not reach the API (a --url that answers something else), ends
+// with exit status 1 and what went wrong, from now or from a marker:
+// retrying would not fix it.
+func TestEventsTailStopsOnARefusal(t *testing.T) {
+	t.Parallel()
+	srv, _ := tailEnv(t, "tail-refused")
+	page := impostor(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "<html>hello</html>") })
+	t.Cleanup(page.Close)
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"refused", []string{"--url", srv.APIURL, "--username", "tail-refused", "--password", "wrong"}, "unauthorized"},
+		{"refused, from a marker", []string{"--url", srv.APIURL, "--username", "tail-refused", "--password", "wrong", "--marker", "0c6e9f00-0000-1000-8000-000000000001"}, "unauthorized"},
+		{"not the API", []string{"--url", page.URL, "--username", "x", "--api-key", "k"}, "decode answer"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			stdout, stderr := newOutput(), newOutput()
+			select {
+			case code := <-runAsync(ctx, append([]string{"events", "tail"}, tc.args...), stdout, stderr):
+				if code != 1 || !strings.Contains(stderr.String(), tc.want) {
+					t.Errorf("exit status %d, stderr:\n%s\nwant 1 and %q", code, stderr, tc.want)
+				}
+			case <-ctx.Done():
+				t.Errorf("the tail still runs; stderr:\n%s", stderr)
+			}
+		})
+	}
+}
+
 // An interrupted tail (Ctrl-C, SIGINT) stops cleanly with exit status 0,
 // after printing what it saw: here, run as a real process.
 func TestEventsTailInterrupt(t *testing.T) {
@@ -314,6 +351,53 @@ func TestJSONOutputEscapesHostileText(t *testing.T) {
 	}
 	if !utf8.Valid(stdout.Bytes()) || !json.Valid(stdout.Bytes()) || !strings.Contains(stdout.String(), `a\ufffd2Jb`) {
 		t.Errorf("events list -o json of a payload that is not UTF-8:\n%q\nwant valid JSON, the byte as \\ufffd", stdout.String())
+	}
+}
+
+// jsonSafe of Go's JSON of any text is valid JSON that decodes to the same
+// value: random strings of what it escapes (C1 controls, bidi overrides,
+// runes past U+FFFF) and what it must leave (backslashes, quotes), and raw
+// event payloads with bytes that are not UTF-8.
+func TestJSONSafeRoundTrip(t *testing.T) {
+	t.Parallel()
+	r := rand.New(rand.NewPCG(1, 2))
+	pick := []rune{'\\', '"', '\n', '\t', 0, 0x7f, 0x85, 0x9b, 0xa0, 0x202e, 0x2028, 0xfffd, 0xfeff, 0xe0001, 0x1f600, 'a', 'é', '<', 0x10ffff}
+	for range 5000 {
+		var sb strings.Builder
+		for range r.IntN(8) {
+			if r.IntN(3) == 0 {
+				sb.WriteRune(rune(r.IntN(0x110000)))
+			} else {
+				sb.WriteRune(pick[r.IntN(len(pick))])
+			}
+		}
+		str := sb.String()
+		quoted, _ := json.Marshal(str)
+		v := map[string]any{str: []any{str, json.RawMessage(quoted)}}
+		var buf bytes.Buffer
+		if err := writeJSON(&buf, v); err != nil {
+			t.Fatal(err)
+		}
+		var got, want any
+		plain, _ := json.Marshal(v)
+		json.Unmarshal(plain, &want)
+		if err := json.Unmarshal(buf.Bytes(), &got); err != nil || !reflect.DeepEqual(got, want) {
+			t.Fatalf("%q: %q decodes to %#v (%v), want %#v", str, buf.Bytes(), got, err, want)
+		}
+	}
+	for _, in := range []string{"\"a\xffb\"", "\"\xed\xa0\x80\"", "\"\xe2\x80\"", "\"\\\\\xc2\x85\""} {
+		var buf bytes.Buffer
+		if err := writeJSON(&buf, json.RawMessage(in)); err != nil {
+			t.Fatal(err)
+		}
+		var got, want string
+		if err := json.Unmarshal(buf.Bytes(), &got); err != nil || !utf8.Valid(buf.Bytes()) {
+			t.Fatalf("%q -> %q: %v", in, buf.Bytes(), err)
+		}
+		json.Unmarshal([]byte(in), &want)
+		if got != want {
+			t.Errorf("%q: decodes to %q, want %q", in, got, want)
+		}
 	}
 }
 
