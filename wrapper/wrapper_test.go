@@ -864,14 +864,7 @@ func TestNoAnswerThenTakenLeavesTheHolder(t *testing.T) {
 	if _, err := f.client.CreateService(t.Context(), registry.Service{ID: "held2", HeartbeatTimeout: 120}); err != nil {
 		t.Fatal(err)
 	}
-	var creates atomic.Int32
-	env := f.proxied(func(w http.ResponseWriter, r *http.Request, rp *httputil.ReverseProxy, _ *url.URL) {
-		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/services") && creates.Add(1) == 1 {
-			http.Error(w, "bad gateway", http.StatusBadGateway) // not passed on
-			return
-		}
-		rp.ServeHTTP(w, r)
-	})
+	env, _ := f.afterAnUnansweredCreate(nil)
 	w := startWrapper(t, f.dir, env, append([]string{"--id=held2", "--interval=1"}, sh(untilStop, f.dir)...)...)
 	w.waitLog("another instance holds the id")
 	w.signal(syscall.SIGTERM)
@@ -893,28 +886,20 @@ func TestNoAnswerThenTakenAsItStopsLeavesTheHolder(t *testing.T) {
 	if _, err := f.client.CreateService(t.Context(), registry.Service{ID: "held3", HeartbeatTimeout: 120}); err != nil {
 		t.Fatal(err)
 	}
-	var creates atomic.Int32
 	arrived, stopped := make(chan struct{}, 1), make(chan struct{})
 	var once sync.Once
 	release := func() { once.Do(func() { close(stopped) }) }
 	t.Cleanup(release)
-	env := f.proxied(func(w http.ResponseWriter, r *http.Request, rp *httputil.ReverseProxy, _ *url.URL) {
-		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/services") {
-			if creates.Add(1) == 1 {
-				http.Error(w, "bad gateway", http.StatusBadGateway) // not passed on
-				return
-			}
-			select {
-			case arrived <- struct{}{}:
-			default:
-			}
-			select { // held until the wrapper has stopped its command
-			case <-stopped:
-			case <-r.Context().Done():
-				return
-			}
+	env, _ := f.afterAnUnansweredCreate(func(w http.ResponseWriter, r *http.Request, rp *httputil.ReverseProxy) {
+		select {
+		case arrived <- struct{}{}:
+		default:
 		}
-		rp.ServeHTTP(w, r)
+		select { // held until the wrapper has stopped its command
+		case <-stopped:
+			rp.ServeHTTP(w, r)
+		case <-r.Context().Done():
+		}
 	})
 	w := startWrapper(t, f.dir, env, append([]string{"--id=held3", "--interval=1"}, sh(untilStop, f.dir)...)...)
 	select {
@@ -941,20 +926,7 @@ func TestNoAnswerThenTakenAsItStopsLeavesTheHolder(t *testing.T) {
 func TestOldNoAnswerLeavesALaterHolder(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	var creates atomic.Int32
-	env := f.proxied(func(w http.ResponseWriter, r *http.Request, rp *httputil.ReverseProxy, _ *url.URL) {
-		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/services") {
-			if creates.Add(1) == 1 {
-				http.Error(w, "bad gateway", http.StatusBadGateway) // not passed on
-				return
-			}
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusBadRequest)
-			io.WriteString(w, `{"limitReached":{"code":400,"message":"Resource limit has been reached","details":"Limit for resource service has been reached. Maximum allowed objects: 1"}}`)
-			return
-		}
-		rp.ServeHTTP(w, r)
-	})
+	env, creates := f.afterAnUnansweredCreate(refuseLimit)
 	w := startWrapper(t, f.dir, env, append([]string{"--id=stale", "--interval=1"}, sh(untilStop, f.dir)...)...)
 	waitFile(t, f.path("pid"))
 	waitFor(t, "a second registration, refused", func() bool { return creates.Load() >= 2 })
@@ -978,20 +950,7 @@ func TestOldNoAnswerLeavesALaterHolder(t *testing.T) {
 func TestRefusalAfterAPassingFailureIsLogged(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	var creates atomic.Int32
-	env := f.proxied(func(w http.ResponseWriter, r *http.Request, rp *httputil.ReverseProxy, _ *url.URL) {
-		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/services") {
-			if creates.Add(1) == 1 {
-				http.Error(w, "bad gateway", http.StatusBadGateway)
-				return
-			}
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusBadRequest)
-			io.WriteString(w, `{"limitReached":{"code":400,"message":"Resource limit has been reached","details":"Limit for resource service has been reached. Maximum allowed objects: 1"}}`)
-			return
-		}
-		rp.ServeHTTP(w, r)
-	})
+	env, _ := f.afterAnUnansweredCreate(refuseLimit)
 	w := startWrapper(t, f.dir, env, append([]string{"--id=refused-later", "--interval=1"}, sh(untilStop, f.dir)...)...)
 	w.waitLog("cannot register the service")
 	w.waitLog("the registry refused the service")
@@ -1053,6 +1012,37 @@ func (f *fixture) proxied(handle func(w http.ResponseWriter, r *http.Request, rp
 	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { handle(w, r, rp, target) }))
 	f.t.Cleanup(proxy.Close)
 	return []string{"SVCREG_URL=" + proxy.URL + "/v1.0", "SVCREG_USERNAME=" + f.user, "SVCREG_API_KEY=dev"}
+}
+
+// afterAnUnansweredCreate is a proxy to the registry (f.proxied) whose
+// first service create gets a 502 that it never passed on: the wrapper
+// cannot tell whether the registry made the service. Later creates go to
+// later, or on to the registry if later is nil. It returns the wrapper's
+// environment and the count of creates.
+func (f *fixture) afterAnUnansweredCreate(later func(w http.ResponseWriter, r *http.Request, rp *httputil.ReverseProxy)) ([]string, *atomic.Int32) {
+	creates := new(atomic.Int32)
+	env := f.proxied(func(w http.ResponseWriter, r *http.Request, rp *httputil.ReverseProxy, _ *url.URL) {
+		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/services") {
+			if creates.Add(1) == 1 {
+				http.Error(w, "bad gateway", http.StatusBadGateway)
+				return
+			}
+			if later != nil {
+				later(w, r, rp)
+				return
+			}
+		}
+		rp.ServeHTTP(w, r)
+	})
+	return env, creates
+}
+
+// refuseLimit answers a create as a registry whose account holds all the
+// services it may: refused, not made.
+func refuseLimit(w http.ResponseWriter, _ *http.Request, _ *httputil.ReverseProxy) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusBadRequest)
+	io.WriteString(w, `{"limitReached":{"code":400,"message":"Resource limit has been reached","details":"Limit for resource service has been reached. Maximum allowed objects: 1"}}`)
 }
 
 // forward sends r on to target (the registry) under ctx and drops the
