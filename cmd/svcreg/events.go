@@ -19,7 +19,6 @@ import (
 	"syscall"
 	"time"
 	"unicode"
-	"unicode/utf8"
 
 	"github.com/svcreg/svcreg/internal/retry"
 	"github.com/svcreg/svcreg/registry"
@@ -317,7 +316,7 @@ func describeEvent(ev registry.Event) (subject, detail string) {
 // escapes, when it holds anything but printable characters and spaces (an
 // escape sequence, a C1 control, a bidi override, invalid UTF-8).
 func termSafe(s string) string {
-	if !utf8.ValidString(s) || strings.IndexFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0 {
+	if !allShown(s, unicode.IsPrint) {
 		return strconv.QuoteToASCII(s)
 	}
 	return s

@@ -41,26 +41,43 @@ func writeJSON(w io.Writer, v any) error {
 // and they say the same.
 func jsonSafe(b []byte) []byte {
 	shows := func(r rune) bool { return r == '\n' || unicode.IsPrint(r) }
-	if utf8.Valid(b) && bytes.IndexFunc(b, func(r rune) bool { return !shows(r) }) < 0 {
+	if allShown(string(b), shows) {
 		return b
 	}
-	var out bytes.Buffer
-	for i, n := 0, 0; i < len(b); i += n {
-		var r rune
-		r, n = utf8.DecodeRune(b[i:])
+	return []byte(escapeRunes(string(b), shows, func(out *strings.Builder, r rune, raw string) {
 		switch {
-		case r == utf8.RuneError && n == 1:
+		case r == utf8.RuneError && len(raw) == 1:
 			out.WriteString(`\ufffd`)
-		case shows(r):
-			out.Write(b[i : i+n])
 		case r > 0xffff:
 			r1, r2 := utf16.EncodeRune(r)
-			fmt.Fprintf(&out, `\u%04x\u%04x`, r1, r2)
+			fmt.Fprintf(out, `\u%04x\u%04x`, r1, r2)
 		default:
-			fmt.Fprintf(&out, `\u%04x`, r)
+			fmt.Fprintf(out, `\u%04x`, r)
+		}
+	}))
+}
+
+// allShown reports whether s is UTF-8 whose every rune shows says is
+// written as it is: nothing for escapeRunes to do.
+func allShown(s string, shows func(rune) bool) bool {
+	return utf8.ValidString(s) && strings.IndexFunc(s, func(r rune) bool { return !shows(r) }) < 0
+}
+
+// escapeRunes is s with every rune that shows does not take, and every
+// byte that is not UTF-8 (r utf8.RuneError, raw that byte), written by
+// esc; the rest as it is.
+func escapeRunes(s string, shows func(rune) bool, esc func(out *strings.Builder, r rune, raw string)) string {
+	var out strings.Builder
+	for i, n := 0, 0; i < len(s); i += n {
+		var r rune
+		r, n = utf8.DecodeRuneInString(s[i:])
+		if (r != utf8.RuneError || n > 1) && shows(r) {
+			out.WriteString(s[i : i+n])
+		} else {
+			esc(&out, r, s[i:i+n])
 		}
 	}
-	return out.Bytes()
+	return out.String()
 }
 
 // newTable returns a tabwriter for a table whose cells are separated by
@@ -148,7 +165,7 @@ func (t *termWriter) Write(p []byte) (int, error) {
 // a backslash doubled, so that an escape shown is never the value's own
 // text. A message with nothing to escape is returned as it is.
 func termText(s string) string {
-	if utf8.ValidString(s) && strings.IndexFunc(s, func(r rune) bool { return !termShows(r) }) < 0 {
+	if allShown(s, termShows) {
 		return s
 	}
 	return termEscaped(s)
@@ -160,22 +177,16 @@ func termShows(r rune) bool { return r == '\n' || r == '\t' || unicode.IsPrint(r
 // termEscaped is termText for a text that has something to escape, or
 // that is part of an output whose earlier part had.
 func termEscaped(s string) string {
-	ok := termShows
-	var b strings.Builder
-	for i, n := 0, 0; i < len(s); i += n {
-		var r rune
-		r, n = utf8.DecodeRuneInString(s[i:])
+	shows := func(r rune) bool { return r != '\\' && termShows(r) }
+	return escapeRunes(s, shows, func(out *strings.Builder, r rune, raw string) {
 		switch {
-		case r == utf8.RuneError && n == 1:
-			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case r == utf8.RuneError && len(raw) == 1:
+			fmt.Fprintf(out, `\x%02x`, raw[0])
 		case r == '\\':
-			b.WriteString(`\\`)
-		case ok(r):
-			b.WriteString(s[i : i+n])
+			out.WriteString(`\\`)
 		default:
 			q := strconv.QuoteRuneToASCII(r)
-			b.WriteString(q[1 : len(q)-1])
+			out.WriteString(q[1 : len(q)-1])
 		}
-	}
-	return b.String()
+	})
 }
