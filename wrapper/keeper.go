@@ -52,12 +52,12 @@ type keeper struct {
 
 	mu       sync.Mutex
 	held     bool                  // a heartbeater holds the service
-	maybe    bool                  // see Holding; never set while held
 	deadline time.Time             // when the registry times the service out unless heartbeated
 	lastErr  error                 // why the last registration or heartbeat failed; nil if it succeeded
 	hb       *registry.Heartbeater // the last registration's; nil before the first
 	// maybeUntil is when a service that the registrations without an
-	// answer may have made has surely timed out (see Holding).
+	// answer may have made has surely timed out (see Holding); zero when
+	// none may have (never set while held).
 	maybeUntil time.Time
 }
 
@@ -85,7 +85,7 @@ func newKeeper(c *registry.Client, cfg Config, log *slog.Logger) *keeper {
 func (k *keeper) Holding() (held, maybe bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return k.held, k.maybe && time.Now().Before(k.maybeUntil)
+	return k.held, time.Now().Before(k.maybeUntil)
 }
 
 // maybeMargin is how long past its timeout a service that a registration
@@ -149,7 +149,7 @@ func (k *keeper) run(ctx context.Context) {
 				// same way: the id is not known to be ours, and deleting
 				// it at exit would delete the other instance's service.
 				k.mu.Lock()
-				k.maybe = false
+				k.maybeUntil = time.Time{}
 				k.mu.Unlock()
 				if until.IsZero() {
 					return // stopping: Register does not wait
@@ -165,7 +165,7 @@ func (k *keeper) run(ctx context.Context) {
 		})
 		if err == nil {
 			k.mu.Lock()
-			k.held, k.maybe, k.deadline, k.lastErr, k.hb = true, false, hb.Deadline(), nil, hb
+			k.held, k.maybeUntil, k.deadline, k.lastErr, k.hb = true, time.Time{}, hb.Deadline(), nil, hb
 			taken = false
 			k.mu.Unlock()
 			k.log.Info("service registered", "heartbeat_timeout", k.service.HeartbeatTimeout, "interval", k.interval, "failed_attempts", failures)
@@ -191,7 +191,6 @@ func (k *keeper) run(ctx context.Context) {
 		}
 		if errors.Is(err, registry.ErrOutcomeUnknown) && !taken {
 			k.mu.Lock()
-			k.maybe = true
 			k.maybeUntil = time.Now().Add(k.timeout() + maybeMargin)
 			k.mu.Unlock()
 		}
