@@ -103,9 +103,15 @@ func (b *backend) Open(opts testserver.Options) (testserver.Store, error) {
 		// The embedded store caps events as it writes them; the etcd
 		// store soon after.
 		EventCapInterval: 100 * time.Millisecond,
-		ReapInterval:     opts.ReapInterval,
-		DefaultLimits:    opts.Limits,
-		Retention:        opts.Retention,
-		MaxEvents:        opts.MaxEvents,
+		// The suite's tests share one etcd member and two cores under the
+		// race detector: a node starved of CPU for three quarters of the
+		// default lease (under 4 s) would stop counting on its lease, and
+		// leave due services to an outage's grace, which only the outage
+		// tests (of the store's own package) are about.
+		NodeTTL:       15 * time.Second,
+		ReapInterval:  opts.ReapInterval,
+		DefaultLimits: opts.Limits,
+		Retention:     opts.Retention,
+		MaxEvents:     opts.MaxEvents,
 	})
 }
