@@ -234,7 +234,7 @@ type Exec struct {
 	ready chan struct{} // closed by the first pass without a failure
 	once  sync.Once
 
-	mu        sync.Mutex // held while the command starts
+	mu        sync.Mutex // held while the command starts and while a reload signals it
 	child     *supervise.Child
 	startedAt time.Time
 	stopping  bool
@@ -304,7 +304,16 @@ func (e *Exec) Reload(ctx context.Context, sig syscall.Signal) (skipped string, 
 		return "the renderer is stopping", nil
 	case <-young.C:
 	}
-	if err := child.Signal(sig); err != nil {
+	// Told to stop meanwhile, or not: held while the signal goes, so that
+	// it reaches the command before the stop's signal or not at all.
+	e.mu.Lock()
+	if e.stopping {
+		e.mu.Unlock()
+		return "the command is being stopped", nil
+	}
+	err := child.Signal(sig)
+	e.mu.Unlock()
+	if err != nil {
 		return "", fmt.Errorf("send %s to the command: %w", unix.SignalName(sig), err)
 	}
 	e.Log.Info("sent the reload signal to the command", "signal", unix.SignalName(sig), "pid", child.Pid())

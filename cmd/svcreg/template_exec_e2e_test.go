@@ -327,6 +327,30 @@ func TestExecSIGHUPWhileStoppingIsNotPassedOn(t *testing.T) {
 	}
 }
 
+// A reload that waits for a command just started to set up (its first
+// SignalSettle) sends nothing once svcreg has been told to stop meanwhile:
+// the command is being stopped.
+func TestExecReloadOfAStoppingCommandIsNotSent(t *testing.T) {
+	t.Parallel()
+	f := newIDsFixture(t, "exec-reload-stopping", "")
+	started, signals := filepath.Join(f.dir, "started"), filepath.Join(f.dir, "signals")
+	script := fmt.Sprintf(`trap "echo USR1 >> %s" USR1; trap "echo TERM >> %s" TERM; touch %s; while :; do sleep 0.05; done`, signals, signals, started)
+	d := startDaemon(t, f.env, "--config", f.config, "--grace-period", "2s", "--exec", "sh -c '"+script+"'")
+	eventuallyTrue(t, "the command to start", func() bool { return fileExists(started) })
+	createService(t, f.c, "web-b", 120, []string{"www"}, nil)
+	eventuallyTrue(t, "the change to be installed", func() bool { return readString(f.dest) == "web-a\nweb-b\n" })
+	// The reload of the change now waits out the command's first second,
+	// unless the change took that long to come (then the signal went
+	// first, and the check below passes).
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	if code := d.exitStatus(t); code != 137 { // killed after the grace period
+		t.Errorf("svcreg template exited %d; want 137:\n%s", code, d.output())
+	}
+	if got := readString(signals); strings.Contains(got, "TERM\nUSR1") {
+		t.Errorf("the command got the reload signal after SIGTERM (%q):\n%s", got, d.output())
+	}
+}
+
 // svcreg killed outright (SIGKILL) can pass nothing on: the kernel's
 // parent-death signal takes the command with it.
 func TestExecCommandDiesWithTheRenderer(t *testing.T) {
