@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/svcreg/svcreg/internal/logging"
 	"github.com/svcreg/svcreg/internal/statuspage"
 	"github.com/svcreg/svcreg/internal/ui"
 	"github.com/svcreg/svcreg/server"
@@ -345,7 +346,7 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		WriteTimeout:      60 * time.Second, // long-polls extend their own
 		IdleTimeout:       5 * time.Minute,  // above the longest heartbeat interval
 		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ErrorLog:          logging.ErrorLog(log.Handler()),
 	}
 	if f.readyFile != "" {
 		// A file an earlier run left must not pass for this run's.

@@ -167,6 +167,33 @@ func TestServerSIGHUPReloadsTLSCertificate(t *testing.T) {
 	}
 }
 
+// A TLS handshake error quotes what the client offered (its protocol
+// list, up to 64 KB, four bytes a byte when quoted): no credentials are
+// needed to have it logged, so its line is cut.
+func TestTLSHandshakeErrorLogIsBounded(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	writeCert(t, certFile, keyFile, 1)
+	srv := startServerProcess(t, "--data-dir", t.TempDir(), "--tls-cert", certFile, "--tls-key", keyFile)
+	var protos []string
+	for range 200 { // one ClientHello of about 51 KB
+		protos = append(protos, strings.Repeat("\x01", 255))
+	}
+	conn, err := tls.Dial("tcp", strings.TrimPrefix(srv.url, "https://"), &tls.Config{InsecureSkipVerify: true, NextProtos: protos})
+	if err == nil {
+		conn.Close()
+		t.Fatal("the handshake succeeded")
+	}
+	srv.out.waitFor(t, "TLS handshake error")
+	srv.kill()
+	for line := range strings.SplitSeq(srv.out.String(), "\n") {
+		if strings.Contains(line, "TLS handshake error") && len(line) > 1024 {
+			t.Fatalf("one handshake without credentials wrote a log line of %d bytes: %.300s…", len(line), line)
+		}
+	}
+}
+
 // writeCert writes a self-signed certificate for 127.0.0.1 with serial
 // number serial, and its key.
 func writeCert(t *testing.T, certFile, keyFile string, serial int64) {

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/svcreg/svcreg/internal/logging"
 	"github.com/svcreg/svcreg/internal/registryflags"
 	"github.com/svcreg/svcreg/internal/statuspage"
 	"github.com/svcreg/svcreg/registry"
@@ -265,7 +266,8 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		mux.Handle("/", statuspage.Handler(statuspage.Config{Health: health, Status: renderer.Status,
 			Registry: cfg.Registry.URL, InUse: client.URL, Account: accountName(cfg.Registry), Logger: log}))
-		hs := &http.Server{Handler: statuspage.LoopbackOnly(ln.Addr(), mux), ReadHeaderTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
+		hs := &http.Server{Handler: statuspage.LoopbackOnly(ln.Addr(), mux), ReadHeaderTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second,
+			ErrorLog: logging.ErrorLog(log.Handler())}
 		log.Info("serving the status page, /healthz, /readyz and /metrics", "url", "http://"+ln.Addr().String())
 		addHTTPServer(&g, log, hs, func() error { return hs.Serve(ln) }, nil, 5*time.Second)
 	}

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 func TestNew(t *testing.T) {
@@ -44,5 +46,34 @@ func TestNewRejects(t *testing.T) {
 		if _, err := New(io.Discard, tt.format, tt.level); err == nil || err.Error() != tt.want {
 			t.Errorf("New(%q, %q) = %v, want %q", tt.format, tt.level, err, tt.want)
 		}
+	}
+}
+
+// A line an http.Server writes to its ErrorLog is one record, its message
+// cut at a whole rune.
+func TestErrorLogCutsLongLines(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer
+	l := ErrorLog(slog.NewJSONHandler(&buf, nil))
+	l.Printf("http: TLS handshake error: %s", strings.Repeat("é", 40000))
+	l.Printf("short")
+	var recs []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("not a JSON record: %v\n%.300s", err, line)
+		}
+		recs = append(recs, rec)
+	}
+	if len(recs) != 2 {
+		t.Fatalf("%d records, want 2:\n%.1000s", len(recs), buf.String())
+	}
+	msg, _ := recs[0]["msg"].(string)
+	if len(msg) > MaxErrorLine+40 || !strings.HasPrefix(msg, "http: TLS handshake error: éé") ||
+		!strings.HasSuffix(msg, "… (cut: 80027 bytes)") || !utf8.ValidString(msg) || recs[0]["level"] != "WARN" {
+		t.Errorf("long line logged as %v (%d bytes)", recs[0], len(msg))
+	}
+	if recs[1]["msg"] != "short" {
+		t.Errorf("short line logged as %v", recs[1])
 	}
 }
