@@ -29,18 +29,22 @@ const (
 // statusDiff is a unified diff from a to b, or a one-line summary when
 // that would cost too much.
 func statusDiff(a, b []byte) string {
-	summary := func() string {
-		return fmt.Sprintf("@@ %d lines, %d bytes -> %d lines, %d bytes @@ (too large a change to show)\n",
-			bytes.Count(a, []byte("\n")), len(a), bytes.Count(b, []byte("\n")), len(b))
-	}
+	const tooLarge = "too large a change to show"
 	if len(a)+len(b) > statusDiffBytes {
-		return summary()
+		return diffSummary(a, b, tooLarge)
 	}
 	ops, ok := lineEdits(splitLines(string(a)), splitLines(string(b)), statusDiffEdits)
 	if !ok {
-		return summary()
+		return diffSummary(a, b, tooLarge)
 	}
 	return formatHunks(ops, 3)
+}
+
+// diffSummary is a change from a to b as line and byte counts, and why
+// it is not shown.
+func diffSummary(a, b []byte, why string) string {
+	return fmt.Sprintf("@@ %d lines, %d bytes -> %d lines, %d bytes @@ (%s)\n",
+		bytes.Count(a, []byte("\n")), len(a), bytes.Count(b, []byte("\n")), len(b), why)
 }
 
 // Status collects what the status page shows beyond Health: each template's
@@ -158,6 +162,13 @@ func (s *Status) installed(group string, files []*file, changedAt, at time.Time)
 			continue
 		}
 		diff.WriteString("--- " + f.t.Destination + "\n+++ " + f.t.Destination + "\n")
+		if f.mode.Perm()&0o004 == 0 {
+			// Not for every user of the machine to read (perms = "0600":
+			// a secret from the configuration), nor is a page without a
+			// login.
+			diff.WriteString(diffSummary(f.old, f.out, fmt.Sprintf("mode %04o: not shown", f.mode.Perm())))
+			continue
+		}
 		diff.WriteString(statusDiff(f.old, f.out))
 	}
 	d := diff.String()

@@ -28,6 +28,12 @@ func renderer(t *testing.T) (*render.Health, *render.Status) {
 		{Contents: "{{ range services }}# {{ .Metadata.note }}\n{{ end }}", Destination: filepath.Join(dir, "lb.conf"), ReloadGroup: "lb"},
 		{Contents: "x", Destination: filepath.Join(dir, "broken.conf"), ReloadGroup: "broken", Check: "echo '<img src=x onerror=alert(2)>' >&2; false"},
 	}}
+	return pass(t, c, watcher.NewSnapshot([]registry.Service{{ID: "web-1", Metadata: map[string]string{"note": hostile}, HeartbeatTimeout: 30}}, nil, "m", time.Now()))
+}
+
+// pass runs one real pass of the templates of c over snap.
+func pass(t *testing.T, c render.Config, snap *watcher.Snapshot) (*render.Health, *render.Status) {
+	t.Helper()
 	if err := c.Normalize(); err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +44,6 @@ func renderer(t *testing.T) (*render.Health, *render.Status) {
 	health, status := render.NewHealth(), render.NewStatus()
 	r := render.NewRenderer(nil, nil, health)
 	r.Status = status
-	snap := watcher.NewSnapshot([]registry.Service{{ID: "web-1", Metadata: map[string]string{"note": hostile}, HeartbeatTimeout: 30}}, nil, "m", time.Now())
 	r.Pass(context.Background(), set, snap)
 	return health, status
 }
@@ -82,6 +87,28 @@ func TestPageShowsStepsAndDiffAsTextAndNoSecret(t *testing.T) {
 		if strings.Contains(body, bad) {
 			t.Errorf("registry or command text became markup: %q in the page", bad)
 		}
+	}
+}
+
+// A file not every user may read (perms = "0600": a secret from the
+// configuration) is not shown on a page without a login: its change is
+// line and byte counts.
+func TestPageHidesPrivateFiles(t *testing.T) {
+	t.Parallel()
+	dest := filepath.Join(t.TempDir(), "userlist.cfg")
+	c := render.Config{Templates: []render.TemplateConfig{{
+		Contents:    "userlist admins\n  user admin insecure-password {{ config \"/lb/admin_password\" }}\n",
+		Destination: dest, Perms: "0600", ReloadGroup: "lb"}}}
+	health, status := pass(t, c, watcher.NewSnapshot(nil, []registry.ConfigValue{{ID: "/lb/admin_password", Value: "s3cret-Pa55"}}, "m", time.Now()))
+	if fi, err := os.Stat(dest); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("destination: %v %v", fi, err)
+	}
+	_, body := get(t, Handler(Config{Health: health, Status: status}), "GET", "/")
+	if i := strings.Index(body, "s3cret-Pa55"); i >= 0 {
+		t.Fatalf("the page shows the content of a 0600 file: …%s…", body[max(0, i-80):i+20])
+	}
+	if want := "@@ 0 lines, 0 bytes -&gt; 2 lines, 59 bytes @@ (mode 0600: not shown)"; !strings.Contains(body, want) {
+		t.Errorf("the page lacks %q", want)
 	}
 }
 
