@@ -9,6 +9,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/svcreg/svcreg/internal/retry"
+	"github.com/svcreg/svcreg/internal/timeuuid"
 )
 
 // WatchOptions configure a Feed.
@@ -91,7 +92,9 @@ type Feed struct {
 
 // NewFeed returns a Feed that starts after marker: the id of the
 // last event already seen, or a FeedMarker from a list. An event whose id
-// is marker is not returned again (the registry's marker is inclusive). An
+// is marker is not returned again (the registry's marker is inclusive),
+// nor is one that comes before the last event returned in the feed's
+// order (spec §9.2), which a registry that mishandles markers may send. An
 // empty marker starts at the registry's default window, the last hour.
 func (c *Client) NewFeed(marker string, opts WatchOptions) *Feed {
 	if opts.Wait <= 0 {
@@ -246,11 +249,11 @@ func (w *Feed) poll(ctx context.Context) error {
 		w.opts.OnAnswer()
 	}
 
-	events := page.Values
 	// The marker is inclusive: the last event returned comes back first.
-	if len(events) > 0 && events[0].ID == last {
-		events = events[1:]
-	}
+	// Any other at or before it (a registry that ignores the marker, or
+	// sends older events again) was returned already, or is older than
+	// what was: applied now, it would undo newer events.
+	events := after(page.Values, last)
 	w.queue = append(w.queue, events...)
 	switch {
 	case len(events) > 0:
@@ -309,3 +312,26 @@ const (
 // tight loop. A registry that applies less than the wait asked for (its
 // cap) is otherwise trusted.
 const minTrustedWait = time.Second
+
+// after returns the events of a page that come after last, and after
+// every event before them, in the events feed's order (spec §9.2: by UUID
+// time, then the other bytes). An id that is not a time UUID is compared
+// only for equality.
+func after(events []Event, last string) []Event {
+	pos, err := timeuuid.Parse(last)
+	ordered := err == nil
+	out := events[:0:0]
+	for _, ev := range events {
+		if ev.ID == last {
+			continue
+		}
+		if u, err := timeuuid.Parse(ev.ID); err == nil && ordered {
+			if timeuuid.Compare(u, pos) <= 0 {
+				continue
+			}
+			pos = u
+		}
+		out = append(out, ev)
+	}
+	return out
+}

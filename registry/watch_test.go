@@ -187,6 +187,54 @@ func TestWatchDropsMarkerEvent(t *testing.T) {
 	}
 }
 
+// A registry that sends events at or before the feed's position again
+// (it ignores the marker, or a cache in between answers from an old
+// page): they were returned already, or are older than what was, and
+// applying them would undo newer ones. A page of nothing else is nothing
+// new, and the feed does not ask again at once.
+func TestFeedSkipsEventsAtOrBeforeItsPosition(t *testing.T) {
+	t.Parallel()
+	e1 := "00000001-0000-1000-8000-000000000000"
+	e2 := "00000002-0000-1000-8000-000000000000"
+	e3 := "00000003-0000-1000-8000-000000000000"
+	var polls atomic.Int64
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := polls.Add(1)
+		if wt := r.URL.Query().Get("wait"); wt != "" {
+			w.Header().Set("X-Registry-Wait", wt)
+		}
+		values := fmt.Sprintf(`{"id":%q,"type":"service.join","payload":{"id":"x"}},{"id":%q,"type":"service.remove","payload":{"id":"x"}}`, e1, e2)
+		if n == 1 {
+			// e3, then e1 again, out of order: e1 is old.
+			values = fmt.Sprintf(`{"id":%q,"type":"service.join","payload":{"id":"y"}},{"id":%q,"type":"service.join","payload":{"id":"x"}}`, e3, e1)
+		}
+		fmt.Fprintf(w, `{"values":[%s],"metadata":{"next_marker":null}}`, values)
+	}))
+	defer api.Close()
+	c, err := registry.New(registry.Config{URL: api.URL + "/v1.0", Token: "t", Tenant: "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	feed := c.NewFeed(e2, registry.WatchOptions{Wait: time.Second})
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	var got []string
+	for {
+		ev, err := feed.Next(ctx)
+		if err != nil {
+			break
+		}
+		got = append(got, ev.ID+" "+string(ev.Type))
+	}
+	if want := []string{e3 + " service.join"}; !slices.Equal(got, want) {
+		t.Errorf("a Feed started after %s returned %q; want %q", e2, got, want)
+	}
+	if n := polls.Load(); n > 20 {
+		t.Errorf("%d polls in 1.5 s of a registry that sends only events already seen; want a backoff", n)
+	}
+}
+
 // TestWatchRestart: the watcher rides out a registry restart.
 func TestWatchRestart(t *testing.T) {
 	t.Parallel()

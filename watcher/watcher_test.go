@@ -452,7 +452,9 @@ func TestWatcherFeedWithoutEnd(t *testing.T) {
 			if i > 0 {
 				b.WriteByte(',')
 			}
-			fmt.Fprintf(&b, `{"id":"6ba7b810-9dad-11d1-80b4-00c04fd430c8","type":"service.join","payload":{"id":"svc-%d","heartbeat_timeout":30}}`, joins.Add(1))
+			// New events, after the marker and each other.
+			n := joins.Add(1)
+			fmt.Fprintf(&b, `{"id":"%08x-0000-11d2-8000-000000000000","type":"service.join","payload":{"id":"svc-%d","heartbeat_timeout":30}}`, n, n)
 		}
 		fmt.Fprintf(w, `{"values":[%s],"metadata":{"next_marker":null}}`, b.String())
 	}))
