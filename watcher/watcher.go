@@ -179,12 +179,14 @@ func (w *Watcher) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if reason != "feed-error" && reason != "undecodable-event" && reason != "too-many" {
+		if reason != "feed-error" && reason != "undecodable-event" && reason != "too-many" && reason != "marker-expired" {
 			backoff.Reset()
 			continue
 		}
 		// The registry lists but refuses the feed, sends what cannot be
-		// decoded, or more than a list may hold: do not spin.
+		// decoded or more than a list may hold, or expires the marker of
+		// the list it has just given (a proxy that answers long requests
+		// 410): do not spin.
 		if retry.Sleep(ctx, backoff.Next()) != nil {
 			return nil
 		}

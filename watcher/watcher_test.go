@@ -485,6 +485,40 @@ func TestWatcherFeedWithoutEnd(t *testing.T) {
 	}
 }
 
+// A registry that lists but expires every long-poll's marker (a proxy
+// that answers long requests 410) is listed again after a growing
+// backoff, not at once for ever.
+func TestWatcherBacksOffAMarkerThatAlwaysExpires(t *testing.T) {
+	t.Parallel()
+	var lists atomic.Int64
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Registry-Marker", "6ba7b810-9dad-11d1-80b4-00c04fd430c8")
+		if strings.HasSuffix(r.URL.Path, "/services") {
+			lists.Add(1)
+		}
+		if strings.HasSuffix(r.URL.Path, "/events") && r.URL.Query().Has("wait") {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusGone)
+			io.WriteString(w, `{"type":"markerExpired","code":410,"message":"Marker expired","details":"x","txnId":"t"}`)
+			return
+		}
+		io.WriteString(w, `{"values":[],"metadata":{"next_marker":null}}`)
+	}))
+	t.Cleanup(api.Close)
+	c, err := registry.New(registry.Config{URL: api.URL + "/v1.0", Token: "t", Tenant: "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := start(t, watcher.Config{Client: c, MaxBackoff: time.Second})
+	eventually(t, w, "the first sync", func(s *watcher.Snapshot) bool { return s.Synced })
+	// Backing off from 100 ms, doubling to 1 s: about five lists in 2 s.
+	from := lists.Load()
+	time.Sleep(2 * time.Second)
+	if n := lists.Load() - from; n > 10 {
+		t.Errorf("%d lists in 2 s of a feed that answers every long-poll 410; want the watcher to back off", n)
+	}
+}
+
 // A registry that holds more services than the client's bound cannot be
 // listed (the error says what to raise); one at the bound is followed,
 // removals and configuration changes included, without listing again.
