@@ -50,6 +50,21 @@ func (a AccountRecord) FeedMarker() timeuuid.UUID {
 	return a.Head.Next()
 }
 
+// NextEventID returns the id of the account's next event, appended now:
+// its time is now, or one tick after the head if the clock has not moved
+// past it, so ids are strictly increasing in commit order (design item 5);
+// the first event's is not before the account's creation, the marker of a
+// read of its empty feed (FeedMarker), though the clock be behind it.
+func (a AccountRecord) NextEventID(now time.Time, tail uint64) timeuuid.UUID {
+	ticks := timeuuid.Ticks(now)
+	if a.Head.IsZero() {
+		ticks = max(ticks, a.FeedMarker().Ticks())
+	} else {
+		ticks = max(ticks, a.Head.Ticks()+1)
+	}
+	return timeuuid.New(ticks, tail)
+}
+
 // Expired reports whether retention has deleted events at or after from:
 // a marker before the newest event deleted (ErrMarkerExpired).
 func (a AccountRecord) Expired(from timeuuid.UUID) bool {

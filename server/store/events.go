@@ -9,17 +9,6 @@ import (
 	"github.com/svcreg/svcreg/registry"
 )
 
-// NextEventID returns the id of an event appended now after head: its time is
-// now, or one tick after head if the clock has not moved past it, so ids are
-// strictly increasing in commit order (design item 5).
-func NextEventID(head timeuuid.UUID, now time.Time, tail uint64) timeuuid.UUID {
-	ticks := timeuuid.Ticks(now)
-	if !head.IsZero() && ticks <= head.Ticks() {
-		ticks = head.Ticks() + 1
-	}
-	return timeuuid.New(ticks, tail)
-}
-
 // ServiceRecord is a service as stored, without its heartbeat state.
 type ServiceRecord struct {
 	ID               string            `json:"id"`

@@ -404,7 +404,7 @@ func (w *writer) bucket(name []byte) *bolt.Bucket { return w.b.Bucket(name) }
 
 // appendEvent adds an event with the next id in commit order.
 func (w *writer) appendEvent(build func(id timeuuid.UUID) store.Event) error {
-	id := store.NextEventID(w.acct.Head, w.now, w.s.tail)
+	id := w.acct.NextEventID(w.now, w.s.tail)
 	ev := build(id)
 	k := id.Key()
 	v := store.EncodeStoredEvent(ev)

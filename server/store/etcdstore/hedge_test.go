@@ -514,7 +514,7 @@ func TestCommittedAs(t *testing.T) {
 	t.Cleanup(func() { s.Close() })
 	acct := store.AccountRecord{CreatedAt: 1}
 	mine, theirs := nonced(t, acct), nonced(t, acct)
-	id := store.NextEventID(acct.Head, time.Now(), 1)
+	id := acct.NextEventID(time.Now(), 1)
 	acctKey, eventKey := s.k.account("t"), s.k.event("t", id)
 	if rev, err := s.committedAs(ctx, "test", "t", id, acctKey, mine); err != nil || rev != 0 {
 		t.Errorf("no write committed: %d, %v; want 0", rev, err)

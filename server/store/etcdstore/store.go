@@ -5,9 +5,9 @@
 // Every state change and its event are committed in one etcd transaction,
 // conditional on the mod revision of the tenant's account key, which every
 // event-appending write rewrites: a tenant's writes are serialised by etcd,
-// event ids (store.NextEventID over the account's head) increase strictly
-// in commit order across all nodes, and the events feed is a range read of
-// keys sorted by id. Timeouts are conditional transactions on the heartbeat
+// event ids (store.AccountRecord.NextEventID, over the account's head)
+// increase strictly in commit order across all nodes, and the events feed
+// is a range read of keys sorted by id. Timeouts are conditional transactions on the heartbeat
 // keys' mod revisions, so each is committed exactly once whichever node's
 // reaper or read gets there first. A node that writes a service's heartbeat
 // holds it: the stored deadline has a slack, and the node answers the
@@ -819,7 +819,7 @@ type writer struct {
 // appendEvent adds an event with the next id in commit order, and counts
 // its bytes with the account's.
 func (w *writer) appendEvent(build func(id timeuuid.UUID) store.Event) {
-	id := store.NextEventID(w.acct.Head, w.now, w.s.tail)
+	id := w.acct.NextEventID(w.now, w.s.tail)
 	ev := build(id)
 	raw := store.EncodeStoredEvent(ev)
 	w.ops = append(w.ops, clientv3.OpPut(w.s.k.event(w.t.id, id), string(raw)))

@@ -36,6 +36,7 @@ func Run(t *testing.T, open Open) {
 		{"Config", testConfig},
 		{"Limits", testLimits},
 		{"EventsOrderAndMarkers", testEvents},
+		{"FirstEventAfterTheEmptyFeedsMarker", testFirstEvent},
 		{"Heartbeats", testHeartbeats},
 		{"TimeoutsExactlyOnce", testTimeouts},
 		{"MaxEvents", testMaxEvents},
@@ -398,6 +399,22 @@ func testEvents(t *testing.T, e *env) {
 // A heartbeat consumes its token and returns the next; repeating the
 // token just consumed returns the same next token; any other is refused
 // (spec §7.7).
+// A read of an account without events gives the account's creation as
+// the feed's marker (design item 3): the first event, committed after the
+// read, is in the feed from it, though the clock stepped back meanwhile
+// (a restart after a power loss, before NTP steps it).
+func testFirstEvent(t *testing.T, e *env) {
+	s := e.store(t, store.Options{})
+	marker := must(s.Services(ctx, tenant, store.ServiceQuery{Limit: 10}))(t).Marker
+	e.clock.Add(-5 * time.Second)
+	create(t, s, tenant, "web", 60)
+	e.clock.Add(10 * time.Second)
+	page := must(s.Events(ctx, tenant, store.EventQuery{From: marker, CheckExpired: true, Limit: 10}))(t)
+	if len(page.Values) != 1 || page.Values[0].Type != registry.ServiceJoin {
+		t.Fatalf("the feed from the marker %v of a read before the first event holds %d events; want the join (the head: %v)", marker, len(page.Values), page.Head)
+	}
+}
+
 func testHeartbeats(t *testing.T, e *env) {
 	s := e.store(t, store.Options{})
 	tok0 := create(t, s, tenant, "web", 10)
