@@ -155,6 +155,9 @@ func (s *Store) load() error {
 		}
 		secret = append([]byte(nil), secret...)
 		tail := meta.Get(kEventTail)
+		if tail != nil && len(tail) != 8 {
+			return &DamagedError{Path: s.db.Path(), Reason: fmt.Sprintf("the event id tail is %d bytes, not 8", len(tail))}
+		}
 		if tail == nil {
 			tail = binary.BigEndian.AppendUint64(nil, randUint64())
 			if err := meta.Put(kEventTail, tail); err != nil {
@@ -265,6 +268,11 @@ func loadTenant(b *bolt.Bucket, id string, start time.Time) (*tenant, error) {
 	var acct store.AccountRecord
 	if err := json.Unmarshal(b.Get(kAccount), &acct); err != nil {
 		return nil, fmt.Errorf("account record: %w", err)
+	}
+	for _, name := range [][]byte{bServices, bHeartbeats, bConfig, bEvents} {
+		if b.Bucket(name) == nil {
+			return nil, fmt.Errorf("no %s bucket", name)
+		}
 	}
 	t := newTenant(id, acct)
 	hbs := b.Bucket(bHeartbeats)
