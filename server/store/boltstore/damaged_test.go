@@ -3,10 +3,15 @@ package boltstore_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/svcreg/svcreg/server/store"
 	"github.com/svcreg/svcreg/server/store/boltstore"
@@ -65,5 +70,90 @@ func TestOpenAccountMissingABucketIsDamaged(t *testing.T) {
 	var damaged *boltstore.DamagedError
 	if !errors.As(err, &damaged) {
 		t.Fatalf("Open: %v; want a DamagedError", err)
+	}
+}
+
+// openInChild, set, names the database directory that
+// TestOpenDamagedPageTree's child process opens: a fault there, past
+// recovery, ends only the child.
+const openInChild = "BOLTSTORE_TEST_OPEN_DIR"
+
+// bbolt checks a file on a goroutine of its own, where a read outside the
+// memory map is a fatal fault, not a panic; a page claiming billions of
+// overflow pages makes the check allocate for each. A page tree damaged
+// so must give a DamagedError.
+func TestOpenDamagedPageTree(t *testing.T) {
+	if dir := os.Getenv(openInChild); dir != "" {
+		s, err := boltstore.Open(dir, boltstore.Options{ReapInterval: -1})
+		if err == nil {
+			s.Close()
+		}
+		fmt.Printf("Open: %v\n", err)
+		os.Exit(0)
+	}
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		damage func(root []byte)
+	}{
+		// Element 0 of the leaf (flags, pos, ksize, vsize): its key
+		// starts 1 GiB past it.
+		{"a key outside the file", func(root []byte) { binary.NativeEndian.PutUint32(root[16+4:], 1<<30) }},
+		{"two billion overflow pages", func(root []byte) { binary.NativeEndian.PutUint32(root[12:], 1<<31) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dir, raw := savedDB(t)
+			// The meta page of the newer transaction names the root
+			// bucket's page: page size at 24, root at 32, txid at 64.
+			pageSize := int(binary.NativeEndian.Uint32(raw[24:]))
+			meta := raw[:pageSize]
+			if binary.NativeEndian.Uint64(raw[pageSize+64:]) > binary.NativeEndian.Uint64(meta[64:]) {
+				meta = raw[pageSize : 2*pageSize]
+			}
+			root := raw[int(binary.NativeEndian.Uint64(meta[32:]))*pageSize:]
+			if flags := binary.NativeEndian.Uint16(root[8:]); flags != 0x02 {
+				t.Fatalf("the root page has flags %#x; want a leaf", flags)
+			}
+			tc.damage(root)
+			if err := os.WriteFile(filepath.Join(dir, boltstore.FileName), raw, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			// Before checkPages, the first faulted and the second ran for
+			// ever.
+			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestOpenDamagedPageTree$", "-test.count=1")
+			cmd.Env = append(os.Environ(), openInChild+"="+dir)
+			out, err := cmd.CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "Open: the database") || !strings.Contains(string(out), "is damaged") {
+				t.Fatalf("Open: %v; want a DamagedError. Output:\n%.600s", err, out)
+			}
+		})
+	}
+}
+
+// Any one damaged byte of a file, wherever it is, leaves Open either
+// working or saying the database is damaged: never a crash (a fault or a
+// panic would end this test's process) nor a hang. Every 61st byte, each
+// flipped whole.
+func TestOpenSurvivesAnyDamagedByte(t *testing.T) {
+	t.Parallel()
+	_, raw := savedDB(t)
+	for i := 0; i < len(raw); i += 61 {
+		b := bytes.Clone(raw)
+		b[i] ^= 0xff
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, boltstore.FileName), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		s, err := boltstore.Open(dir, boltstore.Options{ReapInterval: -1})
+		var damaged *boltstore.DamagedError
+		switch {
+		case err == nil:
+			s.Close()
+		case !errors.As(err, &damaged):
+			t.Errorf("byte %d flipped: %v; want a DamagedError", i, err)
+		}
 	}
 }

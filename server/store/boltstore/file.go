@@ -86,9 +86,11 @@ func createFile(path string) error {
 	return fsync.Dir(filepath.Dir(path))
 }
 
-// openBolt opens the file with bbolt, turning its errors and panics on a
-// damaged file into a DamagedError.
+// openBolt opens the file with bbolt, turning its errors, panics and
+// faults (it reads the meta pages and the free list) on a damaged file
+// into a DamagedError.
 func openBolt(path string, readOnly bool) (db *bolt.DB, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
 			db, err = nil, &DamagedError{Path: path, Reason: fmt.Sprint(r)}
@@ -108,8 +110,9 @@ func openBolt(path string, readOnly bool) (db *bolt.DB, err error) {
 
 // verify checks the whole file before anything reads it: that it is as
 // long as its pages say (reading a page past the end of a truncated file
-// faults), then bbolt's consistency check of every page, bucket and key.
-// Any fault or panic on the way is a DamagedError, never a crash.
+// faults), that its page tree stays within its pages (checkPages), then
+// bbolt's consistency check of every page, bucket and key. Any fault or
+// panic on the way is a DamagedError, never a crash.
 func verify(db *bolt.DB) (err error) {
 	path := db.Path()
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
@@ -125,6 +128,10 @@ func verify(db *bolt.DB) (err error) {
 		}
 		if need := tx.Size(); fi.Size() < need {
 			return &DamagedError{Path: path, Reason: fmt.Sprintf("it is truncated: %d bytes, but its pages need %d", fi.Size(), need)}
+		}
+		pageSize := db.Info().PageSize
+		if err := checkPages(path, pageSize, uint64(tx.Size())/uint64(pageSize), uint64(tx.Cursor().Bucket().Root())); err != nil {
+			return &DamagedError{Path: path, Reason: err.Error()}
 		}
 		var problems []string
 		for err := range tx.Check() {

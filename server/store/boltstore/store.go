@@ -24,6 +24,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/svcreg/svcreg/internal/fsync"
 	"github.com/svcreg/svcreg/internal/timeuuid"
@@ -137,11 +138,24 @@ func (s *Store) now() time.Time { return s.opts.Clock() }
 
 // load creates the top-level buckets and the secrets on first use, then
 // builds the in-memory state of every tenant.
-func (s *Store) load() error {
+//
+// A file that passed verify may still be damaged in a way only a write
+// finds (a page both in use and free): bbolt panics then, before it
+// writes anything, and load returns a DamagedError.
+func (s *Store) load() (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &DamagedError{Path: s.db.Path(), Reason: fmt.Sprint(r)}
+		}
+	}()
 	var secret []byte
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err = s.db.Update(func(tx *bolt.Tx) error {
 		for _, name := range [][]byte{bMeta, bTenants, bTokens, bDevTenants, bRevoked} {
-			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			_, err := tx.CreateBucketIfNotExists(name)
+			if errors.Is(err, berrors.ErrIncompatibleValue) {
+				return &DamagedError{Path: s.db.Path(), Reason: fmt.Sprintf("%s is not a bucket", name)}
+			}
+			if err != nil {
 				return err
 			}
 		}

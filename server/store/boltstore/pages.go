@@ -1,0 +1,129 @@
+package boltstore
+
+import (
+	"encoding/binary"
+	"fmt"
+	"os"
+)
+
+// bbolt checks a file (Tx.Check) on a goroutine of its own, through the
+// file's memory map: a damaged page that points outside the map faults
+// there, and a fault on a goroutine that did not ask for it to be a panic
+// (debug.SetPanicOnFault) ends the process. A page that claims four
+// billion overflow pages makes the check allocate for each. So verify first
+// walks the page tree itself, reading the file rather than the map, and
+// checks what the check would otherwise trust: that every page it reaches
+// lies below the high-water mark and is reached once, holds its own id, is
+// a branch or a leaf, and that every element, key and value lies within
+// its page.
+
+// bbolt's page layout (format version 2), in the machine's byte order.
+const (
+	pageHeaderSize  = 16 // id u64, flags u16, count u16, overflow u32
+	pageElementSize = 16 // branch: pos, ksize u32, child u64; leaf: flags, pos, ksize, vsize u32
+	bucketHeader    = 16 // root u64 (0: inline, the page follows), sequence u64
+
+	branchPage = 0x01
+	leafPage   = 0x02
+	bucketLeaf = 0x01 // a leaf element that is a nested bucket
+)
+
+// pageWalk is one walk of a file's page tree.
+type pageWalk struct {
+	f        *os.File
+	pageSize int
+	hwm      uint64 // the high-water mark: pages at or past it are not in use
+	seen     map[uint64]bool
+}
+
+// checkPages walks the page tree of the bbolt file at path from root, the
+// root bucket's page, reading hwm pages of pageSize bytes at most.
+func checkPages(path string, pageSize int, hwm, root uint64) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	w := &pageWalk{f: f, pageSize: pageSize, hwm: hwm, seen: map[uint64]bool{}}
+	return w.page(root)
+}
+
+// page reads page id, with its overflow pages, and walks it.
+func (w *pageWalk) page(id uint64) error {
+	// Pages 0 and 1 are the meta pages.
+	if id < 2 || id >= w.hwm {
+		return fmt.Errorf("page %d: outside the pages in use (2 to %d)", id, w.hwm-1)
+	}
+	if w.seen[id] {
+		return fmt.Errorf("page %d: reached twice", id)
+	}
+	w.seen[id] = true
+	p := make([]byte, w.pageSize)
+	if _, err := w.f.ReadAt(p, int64(id)*int64(w.pageSize)); err != nil {
+		return fmt.Errorf("page %d: %w", id, err)
+	}
+	if got := binary.NativeEndian.Uint64(p); got != id {
+		return fmt.Errorf("page %d: holds the id %d", id, got)
+	}
+	if overflow := uint64(binary.NativeEndian.Uint32(p[12:])); overflow > 0 {
+		if overflow >= w.hwm-id {
+			return fmt.Errorf("page %d: %d overflow pages run past the pages in use", id, overflow)
+		}
+		p = make([]byte, (overflow+1)*uint64(w.pageSize))
+		if _, err := w.f.ReadAt(p, int64(id)*int64(w.pageSize)); err != nil {
+			return fmt.Errorf("page %d: %w", id, err)
+		}
+	}
+	return w.walk(id, p)
+}
+
+// walk checks the elements of page p (page id's, or an inline bucket's in
+// one of its values), and walks the pages they lead to.
+func (w *pageWalk) walk(id uint64, p []byte) error {
+	if len(p) < pageHeaderSize {
+		return fmt.Errorf("page %d: an inline bucket of %d bytes", id, len(p))
+	}
+	flags, count := binary.NativeEndian.Uint16(p[8:]), int(binary.NativeEndian.Uint16(p[10:]))
+	if flags != branchPage && flags != leafPage {
+		return fmt.Errorf("page %d: neither a branch nor a leaf (flags %#x)", id, flags)
+	}
+	if pageHeaderSize+count*pageElementSize > len(p) {
+		return fmt.Errorf("page %d: its %d elements do not fit in it", id, count)
+	}
+	for i := range count {
+		at := pageHeaderSize + i*pageElementSize
+		e := p[at : at+pageElementSize]
+		// Positions count from the element.
+		if flags == branchPage {
+			pos, ksize := uint64(binary.NativeEndian.Uint32(e)), uint64(binary.NativeEndian.Uint32(e[4:]))
+			if uint64(at)+pos+ksize > uint64(len(p)) {
+				return fmt.Errorf("page %d: element %d lies outside it", id, i)
+			}
+			if err := w.page(binary.NativeEndian.Uint64(e[8:])); err != nil {
+				return err
+			}
+			continue
+		}
+		eflags, pos := binary.NativeEndian.Uint32(e), uint64(binary.NativeEndian.Uint32(e[4:]))
+		ksize, vsize := uint64(binary.NativeEndian.Uint32(e[8:])), uint64(binary.NativeEndian.Uint32(e[12:]))
+		end := uint64(at) + pos + ksize + vsize
+		if end > uint64(len(p)) {
+			return fmt.Errorf("page %d: element %d lies outside it", id, i)
+		}
+		if eflags&bucketLeaf == 0 {
+			continue
+		}
+		v := p[end-vsize : end]
+		if len(v) < bucketHeader {
+			return fmt.Errorf("page %d: element %d: a bucket of %d bytes", id, i, len(v))
+		}
+		if root := binary.NativeEndian.Uint64(v); root != 0 {
+			if err := w.page(root); err != nil {
+				return err
+			}
+		} else if err := w.walk(id, v[bucketHeader:]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
