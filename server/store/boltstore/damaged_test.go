@@ -104,13 +104,7 @@ func TestOpenDamagedPageTree(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			dir, raw := savedDB(t)
-			// The meta page of the newer transaction names the root
-			// bucket's page: page size at 24, root at 32, txid at 64.
-			pageSize := int(binary.NativeEndian.Uint32(raw[24:]))
-			meta := raw[:pageSize]
-			if binary.NativeEndian.Uint64(raw[pageSize+64:]) > binary.NativeEndian.Uint64(meta[64:]) {
-				meta = raw[pageSize : 2*pageSize]
-			}
+			meta, pageSize := newerMeta(raw)
 			root := raw[int(binary.NativeEndian.Uint64(meta[32:]))*pageSize:]
 			if flags := binary.NativeEndian.Uint16(root[8:]); flags != 0x02 {
 				t.Fatalf("the root page has flags %#x; want a leaf", flags)
@@ -134,8 +128,9 @@ func TestOpenDamagedPageTree(t *testing.T) {
 }
 
 // Any one damaged byte of a file, wherever it is, leaves Open either
-// working or saying the database is damaged: never a crash (a fault or a
-// panic would end this test's process) nor a hang. Every 61st byte, each
+// working or saying the database is damaged, and the writes after it
+// working or failing: never a crash (a fault or a panic would end this
+// test's process) nor a hang. Every 61st byte, each
 // flipped whole.
 func TestOpenSurvivesAnyDamagedByte(t *testing.T) {
 	t.Parallel()
@@ -151,9 +146,77 @@ func TestOpenSurvivesAnyDamagedByte(t *testing.T) {
 		var damaged *boltstore.DamagedError
 		switch {
 		case err == nil:
+			// Writes, which free and allocate pages, may fail, but not
+			// crash.
+			s.CreateService(context.Background(), "1", store.NewService{ID: "svc2", HeartbeatTimeout: 30})
+			s.SetConfig(context.Background(), "2", "key", "value")
 			s.Close()
 		case !errors.As(err, &damaged):
 			t.Errorf("byte %d flipped: %v; want a DamagedError", i, err)
 		}
 	}
+}
+
+// The free list page is no part of the page tree checkPages walks. One
+// damaged byte of its header (overflow 0 -> 1), on the file of a store
+// just created, passes verify and bbolt's check, and bbolt then frees a
+// page past the pages in use, hands it out, and panics on the first write.
+func TestOpenFreelistPastThePagesInUseIsDamaged(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s, err := boltstore.Open(dir, boltstore.Options{ReapInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	path := filepath.Join(dir, boltstore.FileName)
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta, pageSize := newerMeta(raw)
+	freelist, hwm := binary.NativeEndian.Uint64(meta[48:]), binary.NativeEndian.Uint64(meta[56:])
+	if freelist != hwm-1 {
+		t.Fatalf("the free list is page %d of %d; the test wants the last", freelist, hwm)
+	}
+	fl := raw[int(freelist)*pageSize:]
+	if flags := binary.NativeEndian.Uint16(fl[8:]); flags != 0x10 {
+		t.Fatalf("page %d has flags %#x; want the free list", freelist, flags)
+	}
+	binary.NativeEndian.PutUint32(fl[12:], 1) // one overflow page: page hwm
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err = boltstore.Open(dir, boltstore.Options{ReapInterval: -1})
+	var damaged *boltstore.DamagedError
+	if errors.As(err, &damaged) {
+		return
+	}
+	if err != nil {
+		t.Fatalf("Open: %v; want a DamagedError", err)
+	}
+	defer s.Close()
+	panicked := func() (r any) {
+		defer func() { r = recover() }()
+		for i := range 20 {
+			if _, err := s.CreateService(context.Background(), "1", store.NewService{ID: fmt.Sprintf("svc-%d", i), HeartbeatTimeout: 30}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}()
+	t.Fatalf("Open of a file whose free list runs past the pages in use succeeded; want a DamagedError. Writes then: %v", panicked)
+}
+
+// newerMeta returns the meta page of the newer transaction of the bbolt
+// file raw, and its page size. In a meta page: the page size at 24, the
+// root bucket's page at 32, the free list at 48, the high-water mark at
+// 56, the transaction id at 64.
+func newerMeta(raw []byte) (meta []byte, pageSize int) {
+	pageSize = int(binary.NativeEndian.Uint32(raw[24:]))
+	meta = raw[:pageSize]
+	if binary.NativeEndian.Uint64(raw[pageSize+64:]) > binary.NativeEndian.Uint64(meta[64:]) {
+		meta = raw[pageSize : 2*pageSize]
+	}
+	return meta, pageSize
 }

@@ -130,7 +130,7 @@ func verify(db *bolt.DB) (err error) {
 			return &DamagedError{Path: path, Reason: fmt.Sprintf("it is truncated: %d bytes, but its pages need %d", fi.Size(), need)}
 		}
 		pageSize := db.Info().PageSize
-		if err := checkPages(path, pageSize, uint64(tx.Size())/uint64(pageSize), uint64(tx.Cursor().Bucket().Root())); err != nil {
+		if err := checkPages(path, pageSize, uint64(tx.Size())/uint64(pageSize), uint64(tx.Cursor().Bucket().Root()), uint64(tx.ID())); err != nil {
 			return &DamagedError{Path: path, Reason: err.Error()}
 		}
 		var problems []string

@@ -23,9 +23,12 @@ const (
 	pageElementSize = 16 // branch: pos, ksize u32, child u64; leaf: flags, pos, ksize, vsize u32
 	bucketHeader    = 16 // root u64 (0: inline, the page follows), sequence u64
 
-	branchPage = 0x01
-	leafPage   = 0x02
-	bucketLeaf = 0x01 // a leaf element that is a nested bucket
+	branchPage   = 0x01
+	leafPage     = 0x02
+	freelistPage = 0x10
+	bucketLeaf   = 0x01 // a leaf element that is a nested bucket
+
+	noFreelist = ^uint64(0) // a meta's free list when it is not synced
 )
 
 // pageWalk is one walk of a file's page tree.
@@ -37,15 +40,79 @@ type pageWalk struct {
 }
 
 // checkPages walks the page tree of the bbolt file at path from root, the
-// root bucket's page, reading hwm pages of pageSize bytes at most.
-func checkPages(path string, pageSize int, hwm, root uint64) error {
+// root bucket's page, reading hwm pages of pageSize bytes at most, then
+// the free list page named by the meta page of transaction txid.
+func checkPages(path string, pageSize int, hwm, root, txid uint64) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
 	w := &pageWalk{f: f, pageSize: pageSize, hwm: hwm, seen: map[uint64]bool{}}
-	return w.page(root)
+	if err := w.page(root); err != nil {
+		return err
+	}
+	return w.freelist(root, txid)
+}
+
+// freelist checks the free list page of the meta page of transaction
+// txid: bbolt frees it with its overflow pages on the next commit, and
+// hands out the ids it holds, so both must lie within the pages in use.
+func (w *pageWalk) freelist(root, txid uint64) error {
+	var id uint64
+	found := false
+	for m := range int64(2) {
+		meta := make([]byte, pageHeaderSize+56)
+		if _, err := w.f.ReadAt(meta, m*int64(w.pageSize)); err != nil {
+			return fmt.Errorf("meta page %d: %w", m, err)
+		}
+		// The root bucket's page at 32, the free list at 48, the
+		// transaction id at 64.
+		if binary.NativeEndian.Uint64(meta[64:]) == txid && binary.NativeEndian.Uint64(meta[32:]) == root {
+			id, found = binary.NativeEndian.Uint64(meta[48:]), true
+			break
+		}
+	}
+	if !found || id == noFreelist {
+		return nil
+	}
+	if id < 2 || id >= w.hwm || w.seen[id] {
+		return fmt.Errorf("free list page %d: outside the pages in use (2 to %d), or in the page tree", id, w.hwm-1)
+	}
+	p := make([]byte, w.pageSize)
+	if _, err := w.f.ReadAt(p, int64(id)*int64(w.pageSize)); err != nil {
+		return fmt.Errorf("free list page %d: %w", id, err)
+	}
+	if got := binary.NativeEndian.Uint64(p); got != id {
+		return fmt.Errorf("free list page %d: holds the id %d", id, got)
+	}
+	if flags := binary.NativeEndian.Uint16(p[8:]); flags != freelistPage {
+		return fmt.Errorf("free list page %d: not a free list (flags %#x)", id, flags)
+	}
+	overflow := uint64(binary.NativeEndian.Uint32(p[12:]))
+	if overflow >= w.hwm-id {
+		return fmt.Errorf("free list page %d: %d overflow pages run past the pages in use", id, overflow)
+	}
+	if overflow > 0 {
+		p = make([]byte, (overflow+1)*uint64(w.pageSize))
+		if _, err := w.f.ReadAt(p, int64(id)*int64(w.pageSize)); err != nil {
+			return fmt.Errorf("free list page %d: %w", id, err)
+		}
+	}
+	start, count := uint64(0), uint64(binary.NativeEndian.Uint16(p[10:]))
+	if count == 0xFFFF { // the count is the first element
+		start, count = 1, binary.NativeEndian.Uint64(p[pageHeaderSize:])
+	}
+	if count > uint64(len(p)-pageHeaderSize)/8-start {
+		return fmt.Errorf("free list page %d: its %d ids do not fit in it", id, count)
+	}
+	for i := range count {
+		free := binary.NativeEndian.Uint64(p[pageHeaderSize+(start+i)*8:])
+		if free < 2 || free >= w.hwm {
+			return fmt.Errorf("free list page %d: frees page %d, outside the pages in use", id, free)
+		}
+	}
+	return nil
 }
 
 // page reads page id, with its overflow pages, and walks it.
