@@ -510,6 +510,11 @@ func stagedLines(output string, files []*file) string {
 				continue
 			}
 			line := lines[n-1]
+			if f.mode.Perm()&0o004 == 0 {
+				// Not for every user to read, nor is the status page.
+				notes = append(notes, fmt.Sprintf("line %d of the render of %s (staged as %s; mode %04o: not shown)", n, f.t.Destination, filepath.Base(f.staged), f.mode.Perm()))
+				continue
+			}
 			if len(line) > maxStagedLine {
 				line = append(line[:maxStagedLine:maxStagedLine], "…"...)
 			}

@@ -256,3 +256,23 @@ func TestPageShowsTemplatesNotLoaded(t *testing.T) {
 		t.Error("the error became markup")
 	}
 }
+
+// A failed check's error quotes the lines of the staged file its output
+// names ("[FILE:LINE]", as haproxy -c writes): for a file not every user
+// may read, the page must not show them either.
+func TestPageHidesPrivateFilesInCheckErrors(t *testing.T) {
+	t.Parallel()
+	dest := filepath.Join(t.TempDir(), "userlist.cfg")
+	c := render.Config{Templates: []render.TemplateConfig{{
+		Contents:    "userlist admins\n  user admin insecure-password {{ config \"/lb/admin_password\" }}\n",
+		Destination: dest, Perms: "0600", ReloadGroup: "lb",
+		Check: `echo "[ALERT] parsing [{{.Staged}}:2] : unknown keyword"; exit 1`}}}
+	health, status := pass(t, c, watcher.NewSnapshot(nil, []registry.ConfigValue{{ID: "/lb/admin_password", Value: "s3cret-Pa55"}}, "m", time.Now()))
+	_, body := get(t, Handler(Config{Health: health, Status: status}), "GET", "/")
+	if !strings.Contains(body, "unknown keyword") {
+		t.Fatalf("the page does not show the failed check")
+	}
+	if i := strings.Index(body, "s3cret-Pa55"); i >= 0 {
+		t.Fatalf("the page shows the content of a 0600 file: …%s…", body[max(0, i-120):i+20])
+	}
+}
