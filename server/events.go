@@ -100,6 +100,9 @@ func (s *Server) feedStart(rq *request) (timeuuid.UUID, bool, error) {
 	// Event ids may run a tick ahead of the clock (design item 5), so
 	// "now" is at least just after the newest event.
 	latest := timeuuid.Ticks(now)
+	// Nor is an empty account's feed marker, its creation, refused while
+	// the clock is behind it (the first event's id is floored there).
+	latest = max(latest, timeuuid.Ticks(acct.CreatedAt))
 	if !acct.Head.IsZero() {
 		latest = max(latest, acct.Head.Ticks()+1)
 	}

@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -33,4 +34,30 @@ func testEventsMarkerOfTheCurrentMillisecond(t *testing.T, kind string) {
 	}
 	firstOfNext := timeuuid.New(timeuuid.Ticks(ms)+10000, 0)
 	c.do("GET", "/events?marker="+firstOfNext.String(), nil).badRequest("from parameter must be smaller than the current time")
+}
+
+// Design item 3: every change committed after a list is in the feed from
+// the list's X-Registry-Marker, which for an account without events is
+// its creation. With the clock behind the creation (a restart after a
+// power loss, before NTP steps it), that marker is not "in the future":
+// the first event's id will come after it.
+func TestEmptyFeedMarkerWithTheClockBehindTheCreation(t *testing.T) {
+	onEachStore(t, testEmptyFeedMarkerWithTheClockBehindTheCreation)
+}
+
+func testEmptyFeedMarkerWithTheClockBehindTheCreation(t *testing.T, kind string) {
+	t.Parallel()
+	var behind atomic.Int64
+	base := startCustom(t, kind, func(st store.Store) server.Config {
+		return server.Config{Store: st, Clock: func() time.Time { return time.Now().Add(-time.Duration(behind.Load())) }}
+	})
+	c := devLogin(t, base, "clock-behind")
+	marker := c.do("GET", "/services", nil).want(200).header.Get("X-Registry-Marker")
+	if marker == "" {
+		t.Fatal("no X-Registry-Marker")
+	}
+	behind.Store(int64(5 * time.Second))
+	if r := c.do("GET", "/events?marker="+marker, nil); r.code != 200 {
+		t.Errorf("the feed from the empty account's own X-Registry-Marker %s, with the clock 5 s behind: %d %s; want 200 []", marker, r.code, r.body)
+	}
 }
