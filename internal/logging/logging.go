@@ -37,7 +37,8 @@ const MaxErrorLine = 512
 
 // ErrorLog is an http.Server's ErrorLog: each line it writes is a record
 // of h at level warn, its message cut to MaxErrorLine bytes (at a whole
-// rune) and then saying how long it was.
+// rune) and then saying how long it was; of a handler's panic, only the
+// first line is cut, and the stack kept.
 func ErrorLog(h slog.Handler) *log.Logger {
 	return log.New(cutLines{slog.NewLogLogger(h, slog.LevelWarn).Writer()}, "", 0)
 }
@@ -47,6 +48,14 @@ type cutLines struct{ w io.Writer }
 
 func (c cutLines) Write(p []byte) (int, error) {
 	line := strings.TrimSuffix(string(p), "\n")
+	stack := ""
+	if strings.HasPrefix(line, "http: panic serving ") {
+		// A handler's panic: its stack (at most 64 KiB, the server's own)
+		// says where the server failed; only the first line is cut.
+		if i := strings.IndexByte(line, '\n'); i >= 0 {
+			line, stack = line[:i], line[i:]
+		}
+	}
 	if len(line) <= MaxErrorLine {
 		return c.w.Write(p)
 	}
@@ -54,7 +63,7 @@ func (c cutLines) Write(p []byte) (int, error) {
 	for cut > 0 && !utf8.RuneStart(line[cut]) {
 		cut--
 	}
-	if _, err := fmt.Fprintf(c.w, "%s… (cut: %d bytes)\n", line[:cut], len(line)); err != nil {
+	if _, err := fmt.Fprintf(c.w, "%s… (cut: %d bytes)%s\n", line[:cut], len(line), stack); err != nil {
 		return 0, err
 	}
 	return len(p), nil

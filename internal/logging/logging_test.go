@@ -5,9 +5,14 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
+
+	"github.com/svcreg/svcreg/internal/testserver"
 )
 
 func TestNew(t *testing.T) {
@@ -77,3 +82,34 @@ func TestErrorLogCutsLongLines(t *testing.T) {
 		t.Errorf("short line logged as %v", recs[1])
 	}
 }
+
+// An http.Server logs a handler's panic with its goroutine's stack, to
+// its ErrorLog: the stack is what says where the server failed, and must
+// come through whole (it is the server's own, not what a client sent).
+func TestErrorLogKeepsPanicStacks(t *testing.T) {
+	t.Parallel()
+	var buf testserver.Buffer
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(servePanicking))
+	srv.Config.ErrorLog = ErrorLog(slog.NewTextHandler(&buf, nil))
+	srv.Start()
+	defer srv.Close()
+	if resp, err := http.Get(srv.URL); err == nil {
+		resp.Body.Close()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(buf.String(), "http: panic serving") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	got := buf.String()
+	if !strings.Contains(got, "http: panic serving") {
+		t.Fatalf("no panic logged: %q", got)
+	}
+	if !strings.Contains(got, "created by net/http.(*Server).Serve") {
+		t.Errorf("the logged panic's stack is cut short (it does not end at net/http.(*Server).Serve), %d bytes:\n%s", len(got), got)
+	}
+}
+
+func servePanicking(w http.ResponseWriter, r *http.Request) { lookUp(r, nil) }
+
+//go:noinline
+func lookUp(r *http.Request, m map[string]int) { m[r.URL.Path]++ }
