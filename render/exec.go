@@ -238,6 +238,9 @@ type Exec struct {
 	child     *supervise.Child
 	startedAt time.Time
 	stopping  bool
+	// stopPassedAt is when a signal that ends a process by default was
+	// last passed on (signalUnlessStopping).
+	stopPassedAt time.Time
 }
 
 // ExecError is a command that cannot be run; Code is the shell's exit
@@ -280,8 +283,8 @@ func (e *Exec) Passed(res PassResult) {
 
 // Reload sends the command sig for a group's reload. Before the command
 // has started there is nothing to reload: it reads the installed files
-// when it starts; nothing is sent then, nor while it is being stopped,
-// and skipped says why. The reload failed if the signal cannot be
+// when it starts; nothing is sent then, nor while it is being stopped
+// (signalUnlessStopping), and skipped says why. The reload failed if the signal cannot be
 // delivered or the command exits within SignalSettle of it.
 func (e *Exec) Reload(ctx context.Context, sig syscall.Signal) (skipped string, _ error) {
 	e.mu.Lock()
@@ -304,17 +307,8 @@ func (e *Exec) Reload(ctx context.Context, sig syscall.Signal) (skipped string, 
 		return "the renderer is stopping", nil
 	case <-young.C:
 	}
-	// Told to stop meanwhile, or not: held while the signal goes, so that
-	// it reaches the command before the stop's signal or not at all.
-	e.mu.Lock()
-	if e.stopping {
-		e.mu.Unlock()
-		return "the command is being stopped", nil
-	}
-	err := child.Signal(sig)
-	e.mu.Unlock()
-	if err != nil {
-		return "", fmt.Errorf("send %s to the command: %w", unix.SignalName(sig), err)
+	if skipped, err := e.signalUnlessStopping(ctx, child, sig); skipped != "" || err != nil {
+		return skipped, err
 	}
 	e.Log.Info("sent the reload signal to the command", "signal", unix.SignalName(sig), "pid", child.Pid())
 	settle := time.NewTimer(SignalSettle)
@@ -327,6 +321,48 @@ func (e *Exec) Reload(ctx context.Context, sig syscall.Signal) (skipped string, 
 	}
 	return "", nil
 }
+
+// signalUnlessStopping sends the command sig unless it is being stopped:
+// told to stop, or sent a signal passed on that ends a process by
+// default (it may be the command's stop signal: nginx's SIGQUIT,
+// HAProxy's SIGUSR1) less than stopWindow ago. Then it waits for the
+// command to exit (nothing is sent; skipped says so) or for that window
+// to pass. The lock is held while the signal goes, so that it reaches the
+// command before the stop's signal or not at all.
+func (e *Exec) signalUnlessStopping(ctx context.Context, child *supervise.Child, sig syscall.Signal) (skipped string, _ error) {
+	for {
+		e.mu.Lock()
+		if e.stopping {
+			e.mu.Unlock()
+			return "the command is being stopped", nil
+		}
+		wait := time.Until(e.stopPassedAt.Add(e.stopWindow()))
+		if wait <= 0 {
+			err := child.Signal(sig)
+			e.mu.Unlock()
+			if err != nil {
+				return "", fmt.Errorf("send %s to the command: %w", unix.SignalName(sig), err)
+			}
+			return "", nil
+		}
+		e.mu.Unlock()
+		e.Log.Info("the reload signal waits: a signal that may stop the command was passed on", "signal", unix.SignalName(sig), "wait", wait.Round(time.Millisecond))
+		t := time.NewTimer(wait)
+		select {
+		case <-child.Done():
+			t.Stop()
+			return "the command exited after a signal passed on", nil
+		case <-ctx.Done():
+			t.Stop()
+			return "the renderer is stopping", nil
+		case <-t.C:
+		}
+	}
+}
+
+// stopWindow is how long after a signal passed on that ends a process by
+// default the command's exit is taken for a stop by that signal.
+func (e *Exec) stopWindow() time.Duration { return max(e.GracePeriod, 10*time.Second) }
 
 // started reports whether the command has been started.
 func (e *Exec) started() bool {
@@ -417,7 +453,7 @@ func (e *Exec) supervise(ctx context.Context, child *supervise.Child) int {
 	for {
 		select {
 		case <-child.Done():
-			if st := child.Status(); passed != nil && time.Since(passedAt) < max(e.GracePeriod, 10*time.Second) &&
+			if st := child.Status(); passed != nil && time.Since(passedAt) < e.stopWindow() &&
 				(st.Exited() && st.ExitStatus() == 0 || st.Signaled() && st.Signal() == passed) {
 				// A container runtime's stop signal (SIGQUIT for nginx's
 				// image, SIGUSR1 for HAProxy's), passed on.
@@ -439,6 +475,9 @@ func (e *Exec) supervise(ctx context.Context, child *supervise.Child) int {
 			default:
 				if supervise.EndsByDefault(sig) {
 					passed, passedAt = sig, time.Now()
+					e.mu.Lock()
+					e.stopPassedAt = passedAt
+					e.mu.Unlock()
 				}
 				child.Forward(sig)
 			}

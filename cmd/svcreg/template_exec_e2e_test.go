@@ -351,6 +351,54 @@ func TestExecReloadOfAStoppingCommandIsNotSent(t *testing.T) {
 	}
 }
 
+// A signal passed on that ends a process by default may be the command's
+// stop signal (SIGQUIT is nginx's graceful stop): a reload due after it
+// waits, and is not sent once the command has exited.
+func TestExecReloadAfterAPassedOnStopSignalIsNotSent(t *testing.T) {
+	t.Parallel()
+	f := newIDsFixture(t, "exec-reload-quit", "")
+	started, signals := filepath.Join(f.dir, "started"), filepath.Join(f.dir, "signals")
+	// On SIGQUIT it takes 4 s to stop, as nginx finishing its requests.
+	script := fmt.Sprintf(`trap "echo USR1 >> %s" USR1; trap "echo QUIT >> %s; q=1" QUIT; touch %s; n=0; while :; do sleep 0.05; if [ -n "$q" ]; then n=$((n+1)); [ $n -gt 80 ] && exit 0; fi; done`, signals, signals, started)
+	d := startDaemon(t, f.env, "--config", f.config, "--exec", "sh -c '"+script+"'")
+	eventuallyTrue(t, "the command to start", func() bool { return fileExists(started) })
+	d.cmd.Process.Signal(syscall.SIGQUIT)
+	eventuallyTrue(t, "the command to get SIGQUIT", func() bool { return strings.Contains(readString(signals), "QUIT") })
+	createService(t, f.c, "web-b", 120, []string{"www"}, nil)
+	eventuallyTrue(t, "the change to be installed", func() bool { return readString(f.dest) == "web-a\nweb-b\n" })
+	if code := d.exitStatus(t); code != 0 {
+		t.Errorf("svcreg template exited %d; want the command's 0:\n%s", code, d.output())
+	}
+	if got := readString(signals); got != "QUIT\n" {
+		t.Errorf("the command got %q; want the reload signal held back after SIGQUIT:\n%s", got, d.output())
+	}
+}
+
+// A signal passed on that does not stop the command (SIGUSR2 to a command
+// that traps it) holds a reload back only for the grace period (at least
+// 10 s), after which it is sent.
+func TestExecReloadAfterAPassedOnSignalThatDoesNotStopIsSent(t *testing.T) {
+	t.Parallel()
+	f := newIDsFixture(t, "exec-reload-usr2", "")
+	started, signals := filepath.Join(f.dir, "started"), filepath.Join(f.dir, "signals")
+	script := fmt.Sprintf(`trap "echo USR1 >> %s" USR1; trap "echo USR2 >> %s" USR2; touch %s; while :; do sleep 0.05; done`, signals, signals, started)
+	d := startDaemon(t, f.env, "--config", f.config, "--exec", "sh -c '"+script+"'")
+	eventuallyTrue(t, "the command to start", func() bool { return fileExists(started) })
+	d.cmd.Process.Signal(syscall.SIGUSR2)
+	eventuallyTrue(t, "the command to get SIGUSR2", func() bool { return strings.Contains(readString(signals), "USR2") })
+	createService(t, f.c, "web-b", 120, []string{"www"}, nil)
+	deadline := time.Now().Add(40 * time.Second)
+	for readString(signals) != "USR2\nUSR1\n" {
+		if time.Now().After(deadline) {
+			t.Fatalf("the command got %q; want the reload signal after the grace period:\n%s", readString(signals), d.output())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(d.output(), "the reload signal waits") {
+		t.Errorf("the wait is not logged:\n%s", d.output())
+	}
+}
+
 // svcreg killed outright (SIGKILL) can pass nothing on: the kernel's
 // parent-death signal takes the command with it.
 func TestExecCommandDiesWithTheRenderer(t *testing.T) {
