@@ -29,7 +29,8 @@ type WatchOptions struct {
 	// Type, if set, watches only events of this type.
 	Type EventType
 	// MinBackoff and MaxBackoff bound the jittered, doubling delay between
-	// polls after an error; 100ms and 15s if 0. An answer with nothing
+	// polls after an error (at least the error's Retry-After, up to
+	// MaxBackoff); 100ms and 15s if 0. An answer with nothing
 	// new that came at once (a long-poll answered well before its wait, a
 	// registry shutting down) is followed after a delay that doubles the
 	// same way from MinBackoff up to PollInterval; so are empty pages read
@@ -234,7 +235,9 @@ func (w *Feed) poll(ctx context.Context) error {
 			w.err = err
 			return err
 		}
-		w.pollDelay = w.errBo.Next()
+		// Not sooner than the answer asked (a rate limit's Retry-After),
+		// up to the backoff's cap.
+		w.pollDelay = w.errBo.Heed(w.errBo.Next(), RetryAfter(err))
 		if w.opts.OnError != nil {
 			w.opts.OnError(err, w.pollDelay)
 		}

@@ -281,6 +281,31 @@ func TestWatchRestart(t *testing.T) {
 	}
 }
 
+// A poll refused with a Retry-After (a registry that is overloaded, or
+// rate-limits) is not sent again sooner, up to MaxBackoff.
+func TestFeedWaitsOutRetryAfter(t *testing.T) {
+	t.Parallel()
+	p, c := proxied(t, "feed-retry-after", testserver.Options{})
+	ctx := testContext(t)
+	page, err := c.ListServicesPage(ctx, registry.ServiceListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.fail(rule{match: "/events", n: 2, status: http.StatusServiceUnavailable, retryAfter: "2"})
+	var waits []time.Duration
+	w := c.NewFeed(page.FeedMarker, registry.WatchOptions{Wait: time.Second, MaxBackoff: 3 * time.Second,
+		OnError: func(_ error, retryIn time.Duration) { waits = append(waits, retryIn) }})
+	if _, err := c.CreateService(ctx, registry.Service{ID: "one", HeartbeatTimeout: 120}); err != nil {
+		t.Fatal(err)
+	}
+	if got := watchN(t, ctx, w, 1); got[0] != "service.join one" {
+		t.Fatalf("got %v", got)
+	}
+	if len(waits) != 2 || waits[0] < 2*time.Second || waits[1] < 2*time.Second {
+		t.Errorf("retried in %v after two refusals with a Retry-After of 2 s; want 2 s each", waits)
+	}
+}
+
 // TestWatchAsksAgainWhenTheRegistryStops: a registry that is shutting
 // down answers a long-poll at once (X-Registry-Wait: 0s) and closes the
 // connection; the feed asks again soon on a new connection rather than

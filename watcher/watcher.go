@@ -141,8 +141,9 @@ func (w *Watcher) lastContact() float64 {
 // Run lists and follows the feed until ctx is done, then returns nil
 // (promptly: the long-poll under way is abandoned). It never gives up
 // before that (but see StopOnRefusedCredentials): a registry that is down,
-// or refuses the credentials, is retried with capped, jittered backoff,
-// and the last snapshot stays published meanwhile. Until the first list
+// or refuses the credentials, is retried with capped, jittered backoff
+// (and not sooner than an answer's Retry-After asks, up to the cap), and
+// the last snapshot stays published meanwhile. Until the first list
 // succeeds, Snapshot is nil.
 func (w *Watcher) Run(ctx context.Context) error {
 	backoff := retry.Backoff{Min: 100 * time.Millisecond, Max: w.cfg.MaxBackoff}
@@ -160,7 +161,9 @@ func (w *Watcher) Run(ctx context.Context) error {
 				w.log.Error(CredentialsRefused, "err", err)
 				return fmt.Errorf("%s: %w", CredentialsRefused, err)
 			}
-			d := backoff.Next()
+			// Not sooner than the answer asked (Retry-After), up to the
+			// backoff's cap.
+			d := backoff.Heed(backoff.Next(), registry.RetryAfter(err))
 			if refused {
 				w.log.Error(refusedRetrying, "err", err, "retry_in", d)
 			} else {

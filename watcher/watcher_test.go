@@ -491,24 +491,16 @@ func TestWatcherFeedWithoutEnd(t *testing.T) {
 func TestWatcherBacksOffAMarkerThatAlwaysExpires(t *testing.T) {
 	t.Parallel()
 	var lists atomic.Int64
-	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("X-Registry-Marker", "6ba7b810-9dad-11d1-80b4-00c04fd430c8")
+	c := fakeRegistry(t, func(w http.ResponseWriter, r *http.Request) bool {
 		if strings.HasSuffix(r.URL.Path, "/services") {
 			lists.Add(1)
 		}
 		if strings.HasSuffix(r.URL.Path, "/events") && r.URL.Query().Has("wait") {
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusGone)
-			io.WriteString(w, `{"type":"markerExpired","code":410,"message":"Marker expired","details":"x","txnId":"t"}`)
-			return
+			fault(w, http.StatusGone, "", `{"type":"markerExpired","code":410,"message":"Marker expired","details":"x","txnId":"t"}`)
+			return true
 		}
-		io.WriteString(w, `{"values":[],"metadata":{"next_marker":null}}`)
-	}))
-	t.Cleanup(api.Close)
-	c, err := registry.New(registry.Config{URL: api.URL + "/v1.0", Token: "t", Tenant: "1"})
-	if err != nil {
-		t.Fatal(err)
-	}
+		return false
+	})
 	w := start(t, watcher.Config{Client: c, MaxBackoff: time.Second})
 	eventually(t, w, "the first sync", func(s *watcher.Snapshot) bool { return s.Synced })
 	// Backing off from 100 ms, doubling to 1 s: about five lists in 2 s.
@@ -516,6 +508,25 @@ func TestWatcherBacksOffAMarkerThatAlwaysExpires(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	if n := lists.Load() - from; n > 10 {
 		t.Errorf("%d lists in 2 s of a feed that answers every long-poll 410; want the watcher to back off", n)
+	}
+}
+
+// A list refused with a Retry-After (a registry that is overloaded) is
+// not sent again sooner, up to MaxBackoff.
+func TestWatcherWaitsOutRetryAfter(t *testing.T) {
+	t.Parallel()
+	var lists atomic.Int64
+	c := fakeRegistry(t, func(w http.ResponseWriter, r *http.Request) bool {
+		if strings.HasSuffix(r.URL.Path, "/services") && lists.Add(1) == 1 {
+			fault(w, http.StatusServiceUnavailable, "3", `{"type":"serviceUnavailable","code":503,"message":"busy","details":"x","txnId":"t"}`)
+			return true
+		}
+		return false
+	})
+	start(t, watcher.Config{Client: c, MaxBackoff: 5 * time.Second})
+	time.Sleep(2 * time.Second)
+	if n := lists.Load(); n != 1 {
+		t.Errorf("%d lists within 2 s of a refusal with a Retry-After of 3 s; want that one", n)
 	}
 }
 
@@ -593,4 +604,34 @@ func TestWatcherListWithoutEnd(t *testing.T) {
 			listRefused(t, registry.Config{URL: api.URL + "/v1.0", Token: "t", Tenant: "1", MaxListItems: 500}, "pages without end")
 		})
 	}
+}
+
+// fakeRegistry is a client of a registry that answers what answer answers
+// (it returns true), and every other request with an empty page, each
+// with the same X-Registry-Marker.
+func fakeRegistry(t *testing.T, answer func(w http.ResponseWriter, r *http.Request) bool) *registry.Client {
+	t.Helper()
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Registry-Marker", "6ba7b810-9dad-11d1-80b4-00c04fd430c8")
+		if !answer(w, r) {
+			io.WriteString(w, `{"values":[],"metadata":{"next_marker":null}}`)
+		}
+	}))
+	t.Cleanup(api.Close)
+	c, err := registry.New(registry.Config{URL: api.URL + "/v1.0", Token: "t", Tenant: "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// fault answers with the API fault body and status, and Retry-After if
+// not empty.
+func fault(w http.ResponseWriter, status int, retryAfter, body string) {
+	w.Header().Set("Content-Type", "application/json")
+	if retryAfter != "" {
+		w.Header().Set("Retry-After", retryAfter)
+	}
+	w.WriteHeader(status)
+	io.WriteString(w, body)
 }
