@@ -425,3 +425,23 @@ func TestRegisterWaitsNoLongerThanTheLongestTimeout(t *testing.T) {
 		t.Fatal("Register did not find the id taken")
 	}
 }
+
+// An event whose payload names no service or configuration value ({},
+// null: a registry's or a proxy's mistake) does not decode: applied, it
+// would put a service without an id in a watcher's snapshot.
+func TestEventPayloadWithoutAnID(t *testing.T) {
+	t.Parallel()
+	for _, payload := range []string{`{}`, `null`, `{"id":""}`, `{"configuration_value_id":""}`} {
+		for _, typ := range []registry.EventType{registry.ServiceJoin, registry.ServiceTimeout} {
+			if s, err := (registry.Event{Type: typ, Payload: []byte(payload)}).Service(); err == nil {
+				t.Errorf("%s %s decoded as %+v", typ, payload, s)
+			}
+		}
+		if c, err := (registry.Event{Type: registry.ConfigValueUpdate, Payload: []byte(payload)}).ConfigChange(); err == nil {
+			t.Errorf("%s %s decoded as %+v", registry.ConfigValueUpdate, payload, c)
+		}
+	}
+	if s, err := (registry.Event{Type: registry.ServiceJoin, Payload: []byte(`{"id":"web-1"}`)}).Service(); err != nil || s.ID != "web-1" {
+		t.Errorf("a payload with an id: %+v, %v", s, err)
+	}
+}

@@ -155,6 +155,9 @@ func (e Event) Service() (Service, error) {
 	if err := json.Unmarshal(e.Payload, &s); err != nil {
 		return Service{}, fmt.Errorf("registry: decode %s payload: %w", e.Type, err)
 	}
+	if s.ID == "" { // {} or null: no service the registry could hold
+		return Service{}, fmt.Errorf("registry: %s payload names no service", e.Type)
+	}
 	return s, nil
 }
 
@@ -175,6 +178,9 @@ func (e Event) ConfigChange() (ConfigChange, error) {
 	var c ConfigChange
 	if err := json.Unmarshal(e.Payload, &c); err != nil {
 		return ConfigChange{}, fmt.Errorf("registry: decode %s payload: %w", e.Type, err)
+	}
+	if c.ID == "" {
+		return ConfigChange{}, fmt.Errorf("registry: %s payload names no configuration value", e.Type)
 	}
 	return c, nil
 }
