@@ -467,7 +467,13 @@ func (r *Renderer) check(ctx context.Context, g *Group, files []*file) *Failure 
 	if err != nil {
 		var ce *CommandError
 		if errors.As(err, &ce) {
-			if lines := stagedLines(ce.Output, files); lines != "" {
+			lines := stagedLines(ce.Output, files)
+			if slices.ContainsFunc(files, func(f *file) bool { return f.staged != "" && f.mode.Perm()&0o004 == 0 }) {
+				// nginx -t and haproxy -c quote what they trip on.
+				r.Log.Warn("check output", "group", g.Name, "output", ce.Output)
+				ce.Output = "(not shown: it may quote a file not every user may read; see the log)"
+			}
+			if lines != "" {
 				err = fmt.Errorf("%w; %s", err, lines)
 			}
 		}

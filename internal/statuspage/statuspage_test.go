@@ -112,6 +112,29 @@ func TestPageHidesPrivateFiles(t *testing.T) {
 	}
 }
 
+// Nor is what a failed check says about such a file: nginx -t and
+// haproxy -c quote the token they trip on. It goes to the log only.
+func TestPageHidesPrivateFilesInCheckOutput(t *testing.T) {
+	t.Parallel()
+	dest := filepath.Join(t.TempDir(), "api.conf")
+	c := render.Config{Templates: []render.TemplateConfig{{
+		Contents:    "location / {\n  proxy_set_header X-Api-Key {{ config \"/lb/api_key\" }};\n}\n",
+		Destination: dest, Perms: "0600", ReloadGroup: "lb",
+		// What nginx -t prints for line 2: the token after the ';'.
+		Check: `tok=$(sed -n 2p {{.Staged}} | cut -d';' -f2); echo "nginx: [emerg] unknown directive \"$tok\" in {{.Staged}}:2"; exit 1`}}}
+	health, status := pass(t, c, watcher.NewSnapshot(nil, []registry.ConfigValue{{ID: "/lb/api_key", Value: "s3cr;et-Pa55"}}, "m", time.Now()))
+	_, page := get(t, Handler(Config{Health: health, Status: status}), "GET", "/")
+	_, hz := get(t, health, "GET", "/healthz")
+	if !strings.Contains(page, "exit status 1") {
+		t.Fatalf("the page does not show the failed check")
+	}
+	for name, body := range map[string]string{"status page": page, "/healthz": hz} {
+		if i := strings.Index(body, "et-Pa55"); i >= 0 {
+			t.Errorf("%s shows the content of a 0600 file: …%s…", name, body[max(0, i-100):i+20])
+		}
+	}
+}
+
 func TestPageBeforeTheFirstPass(t *testing.T) {
 	t.Parallel()
 	h := Handler(Config{Health: render.NewHealth(), Status: render.NewStatus(), Registry: "http://r/v1.0", Account: "a token (tenant 7)"})
