@@ -465,7 +465,10 @@ func (e *Exec) supervise(ctx context.Context, child *supervise.Child) int {
 		case sig := <-sigs:
 			switch sig {
 			case syscall.SIGHUP:
-				e.onHUP()
+				// Not here: the new configuration waits for the render
+				// loop, which a held-back reload keeps busy for up to
+				// stopWindow, and a SIGTERM must not wait with it.
+				go e.onHUP()
 			case syscall.SIGINT, syscall.SIGTERM:
 				e.mu.Lock()
 				e.stopping = true

@@ -399,6 +399,31 @@ func TestExecReloadAfterAPassedOnSignalThatDoesNotStopIsSent(t *testing.T) {
 	}
 }
 
+// A SIGHUP while a reload is held back (the render loop waits in it) must
+// not hold up the SIGTERM after it: the new configuration waits for the
+// render loop, the stop does not.
+func TestExecSIGTERMIsNotHeldByAWaitingReload(t *testing.T) {
+	t.Parallel()
+	f := newIDsFixture(t, "exec-term-held", "")
+	started, signals := filepath.Join(f.dir, "started"), filepath.Join(f.dir, "signals")
+	script := fmt.Sprintf(`trap "echo USR1 >> %s" USR1; trap "echo USR2 >> %s" USR2; trap "echo TERM >> %s; exit 0" TERM; touch %s; while :; do sleep 0.05; done`, signals, signals, signals, started)
+	d := startDaemon(t, f.env, "--config", f.config, "--grace-period", "30s", "--exec", "sh -c '"+script+"'")
+	eventuallyTrue(t, "the command to start", func() bool { return fileExists(started) })
+	d.cmd.Process.Signal(syscall.SIGUSR2) // passed on; this command does not stop on it
+	eventuallyTrue(t, "the command to get SIGUSR2", func() bool { return strings.Contains(readString(signals), "USR2") })
+	createService(t, f.c, "web-b", 120, []string{"www"}, nil)
+	eventuallyTrue(t, "the reload to wait", func() bool { return strings.Contains(d.output(), "the reload signal waits") })
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	time.Sleep(300 * time.Millisecond) // the SIGHUP first (not needed for the check)
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	if code := d.exitStatus(t); code != 0 {
+		t.Errorf("svcreg template exited %d; want the command's 0:\n%s", code, d.output())
+	}
+	if got := readString(signals); got != "USR2\nTERM\n" {
+		t.Errorf("the command got %q; want SIGTERM passed on, and no reload signal:\n%s", got, d.output())
+	}
+}
+
 // svcreg killed outright (SIGKILL) can pass nothing on: the kernel's
 // parent-death signal takes the command with it.
 func TestExecCommandDiesWithTheRenderer(t *testing.T) {
