@@ -6,7 +6,6 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,24 +19,6 @@ import (
 
 func debugLogger(b *testserver.Buffer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-// gatedLease holds KeepAliveOnce until the channel in open, if any, is
-// closed (or the caller's context ends).
-type gatedLease struct {
-	clientv3.Lease
-	open atomic.Pointer[chan struct{}]
-}
-
-func (l *gatedLease) KeepAliveOnce(ctx context.Context, id clientv3.LeaseID) (*clientv3.LeaseKeepAliveResponse, error) {
-	if ch := l.open.Load(); ch != nil {
-		select {
-		case <-*ch:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
-	return l.Lease.KeepAliveOnce(ctx, id)
 }
 
 // Showing an outage in the node key does not hold up the lease's
