@@ -468,7 +468,7 @@ func (r *Renderer) check(ctx context.Context, g *Group, files []*file) *Failure 
 		var ce *CommandError
 		if errors.As(err, &ce) {
 			lines := stagedLines(ce.Output, files)
-			if slices.ContainsFunc(files, func(f *file) bool { return f.staged != "" && f.mode.Perm()&0o004 == 0 }) {
+			if slices.ContainsFunc(files, private) {
 				// nginx -t and haproxy -c quote what they trip on.
 				r.Log.Warn("check output", "group", g.Name, "output", ce.Output)
 				ce.Output = "(not shown: it may quote a file not every user may read; see the log)"
@@ -481,6 +481,15 @@ func (r *Renderer) check(ctx context.Context, g *Group, files []*file) *Failure 
 	}
 	r.Health.stepOK(g.Name, StepCheck, r.now())
 	return nil
+}
+
+// private reports whether f, as the check reads it (staged, or installed
+// when unchanged), is not for every user to read.
+func private(f *file) bool {
+	if f.staged != "" {
+		return f.mode.Perm()&0o004 == 0
+	}
+	return f.info != nil && f.info.Mode().Perm()&0o004 == 0
 }
 
 // maxStagedLines bounds the lines of the rendered files a failed check's

@@ -123,16 +123,7 @@ func TestPageHidesPrivateFilesInCheckOutput(t *testing.T) {
 		// What nginx -t prints for line 2: the token after the ';'.
 		Check: `tok=$(sed -n 2p {{.Staged}} | cut -d';' -f2); echo "nginx: [emerg] unknown directive \"$tok\" in {{.Staged}}:2"; exit 1`}}}
 	health, status := pass(t, c, watcher.NewSnapshot(nil, []registry.ConfigValue{{ID: "/lb/api_key", Value: "s3cr;et-Pa55"}}, "m", time.Now()))
-	_, page := get(t, Handler(Config{Health: health, Status: status}), "GET", "/")
-	_, hz := get(t, health, "GET", "/healthz")
-	if !strings.Contains(page, "exit status 1") {
-		t.Fatalf("the page does not show the failed check")
-	}
-	for name, body := range map[string]string{"status page": page, "/healthz": hz} {
-		if i := strings.Index(body, "et-Pa55"); i >= 0 {
-			t.Errorf("%s shows the content of a 0600 file: …%s…", name, body[max(0, i-100):i+20])
-		}
-	}
+	failedCheckShowsNo(t, health, status, "et-Pa55")
 }
 
 func TestPageBeforeTheFirstPass(t *testing.T) {
@@ -297,5 +288,41 @@ func TestPageHidesPrivateFilesInCheckErrors(t *testing.T) {
 	}
 	if i := strings.Index(body, "s3cret-Pa55"); i >= 0 {
 		t.Fatalf("the page shows the content of a 0600 file: …%s…", body[max(0, i-120):i+20])
+	}
+}
+
+// A check reads every file of its group, the unchanged ones at their
+// destination: what it quotes of an unchanged 0600 file must not reach
+// /healthz or the status page either.
+func TestPageHidesUnchangedPrivateFileInCheckOutput(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	private, public := filepath.Join(dir, "api.conf"), filepath.Join(dir, "upstreams.conf")
+	check := `if cat {{range .Files}}{{.Staged}} {{end}} | grep -q bad; then tok=$(sed -n 2p ` + private + ` | cut -d';' -f2); echo "nginx: [emerg] host not found in upstream \"$tok\" in ` + private + `:2"; exit 1; fi`
+	c := render.Config{Templates: []render.TemplateConfig{
+		{Contents: "location / {\n  proxy_set_header X-Api-Key {{ config \"/lb/api_key\" }};\n}\n",
+			Destination: private, Perms: "0600", ReloadGroup: "lb", Check: check},
+		{Contents: "{{ range services }}server {{ .ID }};\n{{ end }}", Destination: public, ReloadGroup: "lb"},
+	}}
+	cfg := []registry.ConfigValue{{ID: "/lb/api_key", Value: "s3cr;et-Pa55"}}
+	// The first pass installs both; the second changes only the public one.
+	pass(t, c, watcher.NewSnapshot([]registry.Service{{ID: "good", HeartbeatTimeout: 30}}, cfg, "m", time.Now()))
+	health, status := pass(t, c, watcher.NewSnapshot([]registry.Service{{ID: "bad", HeartbeatTimeout: 30}}, cfg, "m", time.Now()))
+	failedCheckShowsNo(t, health, status, "et-Pa55")
+}
+
+// failedCheckShowsNo fails t if the status page, which must show a failed
+// check, or /healthz shows secret.
+func failedCheckShowsNo(t *testing.T, health *render.Health, status *render.Status, secret string) {
+	t.Helper()
+	_, page := get(t, Handler(Config{Health: health, Status: status}), "GET", "/")
+	_, hz := get(t, health, "GET", "/healthz")
+	if !strings.Contains(page, "exit status 1") {
+		t.Fatalf("the page does not show the failed check")
+	}
+	for name, body := range map[string]string{"status page": page, "/healthz": hz} {
+		if i := strings.Index(body, secret); i >= 0 {
+			t.Errorf("%s shows the content of a 0600 file: …%s…", name, body[max(0, i-100):i+20])
+		}
 	}
 }
