@@ -408,7 +408,7 @@ func (e *Exec) Run(ctx context.Context) int {
 			// image) or SIGUSR1 (HAProxy's).
 			switch {
 			case sig == syscall.SIGHUP:
-				e.onHUP()
+				go e.onHUP() // as in supervise: a pass may be long
 			case !supervise.EndsByDefault(sig):
 				e.Log.Debug("signal before the command started; ignored", "signal", sig)
 			default:

@@ -818,3 +818,23 @@ func TestREADMEExecExample(t *testing.T) {
 		t.Fatalf("read the wrong block? %+v", c.Exec)
 	}
 }
+
+// Before the command has started, a pass can be long (a check runs up to
+// check_timeout): a SIGHUP then must not hold up the SIGTERM after it
+// either, nor may the command be started after that SIGTERM.
+func TestExecSIGTERMBeforeTheStartIsNotHeldBySIGHUP(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	checking, checked := filepath.Join(dir, "checking"), filepath.Join(dir, "checked")
+	f := newIDsFixture(t, "exec-term-held-early", fmt.Sprintf(`check = "touch %s; sleep 12; touch %s"`, checking, checked))
+	started := filepath.Join(f.dir, "started")
+	d := startDaemon(t, f.env, "--config", f.config, "--exec", "sh -c 'touch "+started+"; while :; do sleep 0.05; done'")
+	eventuallyTrue(t, "the check to run", func() bool { return fileExists(checking) })
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	time.Sleep(300 * time.Millisecond) // the SIGHUP first (not needed for the check)
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	if code := d.exitStatus(t); code != 128+int(syscall.SIGTERM) || fileExists(checked) || fileExists(started) {
+		t.Errorf("exit %d after the check ended %v, command started %v; want 143 before the check ends, and the command not started:\n%s",
+			code, fileExists(checked), fileExists(started), d.output())
+	}
+}
