@@ -260,6 +260,21 @@ func RetryAfter(err error) time.Duration {
 	return 0
 }
 
+// LongestRetryAfter is RetryAfter, but when every node failed, the longest
+// any of them asked for: the next call tries each again, and the last one
+// tried may have given no answer at all.
+func LongestRetryAfter(err error) time.Duration {
+	var ne *nodesError
+	if !errors.As(err, &ne) {
+		return RetryAfter(err)
+	}
+	var d time.Duration
+	for _, f := range ne.failed {
+		d = max(d, RetryAfter(f.err))
+	}
+	return d
+}
+
 // retryAfter reads a Retry-After header (RFC 9110 §10.2.3): a number of
 // seconds or an HTTP date, taken relative to now. It is 0 when the header
 // is absent, does not parse, or names a time already past.

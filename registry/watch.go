@@ -237,7 +237,7 @@ func (w *Feed) poll(ctx context.Context) error {
 		}
 		// Not sooner than the answer asked (a rate limit's Retry-After),
 		// up to the backoff's cap.
-		w.pollDelay = w.errBo.Heed(w.errBo.Next(), RetryAfter(err))
+		w.pollDelay = w.errBo.Heed(w.errBo.Next(), LongestRetryAfter(err))
 		if w.opts.OnError != nil {
 			w.opts.OnError(err, w.pollDelay)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -422,5 +423,36 @@ func TestWatchMarkerExpired(t *testing.T) {
 	}
 	if got := watchN(t, ctx, w, 1); got[0] != "service.remove gone-1" {
 		t.Errorf("after the re-list: %v", got)
+	}
+}
+
+// With several nodes, a poll that every node failed is sent again (to the
+// node that asked for a Retry-After, the next call's first) not sooner
+// than that node asked: another node that gave no answer at all asks
+// nothing.
+func TestFeedWaitsOutRetryAfterOfAFailedOverNode(t *testing.T) {
+	t.Parallel()
+	var hits atomic.Int64
+	busy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Retry-After", "3")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		io.WriteString(w, `{"type":"serviceUnavailable","code":503,"message":"busy","details":"x","txnId":"t"}`)
+	}))
+	t.Cleanup(busy.Close)
+	c, err := registry.New(registry.Config{URL: busy.URL + "," + deadURL, Token: "t", Tenant: "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	var waits []time.Duration
+	w := c.NewFeed("6ba7b810-9dad-11d1-80b4-00c04fd430c8", registry.WatchOptions{Wait: time.Second, MaxBackoff: 5 * time.Second,
+		OnError: func(_ error, retryIn time.Duration) { waits = append(waits, retryIn) }})
+	ctx, cancel := context.WithTimeout(context.Background(), 2500*time.Millisecond)
+	defer cancel()
+	w.Next(ctx)
+	if n := hits.Load(); n != 1 {
+		t.Errorf("the node that asked for a Retry-After of 3 s was polled %d times in 2.5 s (retried in %v); want once", n, waits)
 	}
 }

@@ -163,7 +163,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 			}
 			// Not sooner than the answer asked (Retry-After), up to the
 			// backoff's cap.
-			d := backoff.Heed(backoff.Next(), registry.RetryAfter(err))
+			d := backoff.Heed(backoff.Next(), registry.LongestRetryAfter(err))
 			if refused {
 				w.log.Error(refusedRetrying, "err", err, "retry_in", d)
 			} else {
