@@ -14,20 +14,42 @@ import (
 // has no assignment, and sortAlpha sorts a copy (funcs.go), but the
 // elements of a slice a range walks are addressable, so a method with a
 // pointer receiver can be called on them: {{range services}}{{.UnmarshalJSON
-// ...}} would overwrite a shared service. Such methods of the types a
-// template gets in shared slices are refused when the template is loaded.
+// ...}} would overwrite a shared service, and so would one of a field's
+// ({{.LastSeen.UnmarshalText ...}}). Such methods of the types a template
+// gets in shared slices, and of the types of their fields, are refused
+// when the template is loaded.
 var mutatingMethods = pointerOnlyMethods(reflect.TypeFor[registry.Service](), reflect.TypeFor[registry.ConfigValue]())
 
-// pointerOnlyMethods are the names of the methods of *T that T lacks.
+// pointerOnlyMethods are the names of the methods of *T that T lacks, for
+// each of types and, as their fields are addressable too, for the types of
+// their fields (and of the elements of those that are slices or arrays),
+// all the way down.
 func pointerOnlyMethods(types ...reflect.Type) map[string]bool {
 	out := map[string]bool{}
-	for _, t := range types {
+	seen := map[reflect.Type]bool{}
+	var walk func(t reflect.Type)
+	walk = func(t reflect.Type) {
+		for t.Kind() == reflect.Slice || t.Kind() == reflect.Array {
+			t = t.Elem()
+		}
+		if seen[t] || t.Kind() == reflect.Pointer || t.Kind() == reflect.Interface {
+			return
+		}
+		seen[t] = true
 		pt := reflect.PointerTo(t)
 		for i := 0; i < pt.NumMethod(); i++ {
 			if m := pt.Method(i); !hasMethod(t, m.Name) {
 				out[m.Name] = true
 			}
 		}
+		if t.Kind() == reflect.Struct {
+			for i := 0; i < t.NumField(); i++ {
+				walk(t.Field(i).Type)
+			}
+		}
+	}
+	for _, t := range types {
+		walk(t)
 	}
 	return out
 }

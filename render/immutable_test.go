@@ -76,6 +76,20 @@ func TestTemplatesCannotCallMutatingMethods(t *testing.T) {
 			t.Errorf("%s: err = %v; want the template refused", tc, err)
 		}
 	}
+	// A field's own are as addressable: {{.LastSeen.UnmarshalText}}
+	// would set a shared service's last heartbeat.
+	for _, tc := range []string{
+		`{{range services}}{{.LastSeen.UnmarshalText ((toDate "2006-01-02" "1999-01-01").MarshalText)}}{{end}}`,
+		`{{range services}}{{.LastSeen.GobDecode nil}}{{end}}`,
+	} {
+		c := Config{Templates: []TemplateConfig{{Contents: tc, Destination: filepath.Join(t.TempDir(), "x")}}}
+		if err := c.Normalize(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := NewSet(c); err == nil || !strings.Contains(err.Error(), "would change the registry snapshot") {
+			t.Errorf("%s: err = %v; want the template refused", tc, err)
+		}
+	}
 	// What a template may call stays callable.
 	snap := snapshot(svc("a", []string{"x"}, map[string]string{"ip": "10.0.0.1", "port": "80"}))
 	set := newSet(t, TemplateConfig{Contents: `{{range services}}{{.HasTag "x"}} {{printf "%s" .MarshalJSON}}{{end}}`, Destination: filepath.Join(t.TempDir(), "x")})
