@@ -247,6 +247,10 @@ func ReadConfigInto(path string, file any, c *Config) error {
 				return fmt.Errorf("config %s: toml: line %d (key %q): the value does not parse (not shown: it is a secret; write it as a TOML literal string, in single quotes, where a backslash is kept as written: %s = '...')", path, pe.Position.Line, shown, name)
 			}
 		}
+		if strings.Contains(err.Error(), `(last key "template"): incompatible types`) {
+			// [template] is one table where a list of them is wanted.
+			return fmt.Errorf("config %s: toml: line %d: write each template as [[template]], with two brackets: there may be several", path, tableLine(text, "template"))
+		}
 		if strings.Contains(err.Error(), `key "template.perms"`) {
 			// perms = 0644 is a TOML integer with a leading zero, and
 			// perms = 644 an integer where a string is wanted.
@@ -399,11 +403,26 @@ func (c *Config) Normalize() error {
 	return checkRuntimes(c.Templates, groups)
 }
 
+// tableLine is the line of text (from 1) that opens the table [name], or 0.
+func tableLine(text, name string) int {
+	for i, line := range strings.Split(text, "\n") {
+		if strings.ReplaceAll(strings.TrimSpace(line), " ", "") == "["+name+"]" {
+			return i + 1
+		}
+	}
+	return 0
+}
+
 // FileMode parses Perms.
 func (t TemplateConfig) FileMode() (os.FileMode, error) {
 	v, err := strconv.ParseUint(t.Perms, 8, 32)
 	if err != nil || v > 0o7777 {
 		return 0, fmt.Errorf("perms %q is not an octal file mode such as \"0644\"", t.Perms)
+	}
+	if v > 0o777 {
+		// setuid, setgid and sticky: no use on a config file, and a mode
+		// the file never shows would make every pass install it again.
+		return 0, fmt.Errorf("perms %q: only the permission bits, 0000 to 0777, such as \"0644\"", t.Perms)
 	}
 	return os.FileMode(v), nil
 }

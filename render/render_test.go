@@ -207,6 +207,11 @@ min_instances = 1
 		{"perms unquoted", "[[template]]\nsource='a'\ndestination='b'\nperms=0644\n", `(write the mode as a string: perms = "0644")`},
 		{"perms a number", "[[template]]\nsource='a'\ndestination='b'\nperms=644\n", `(write the mode as a string: perms = "0644")`},
 		{"group disagrees", "[[template]]\nsource='a'\ndestination='b'\nreload_group='g'\nreload='x'\n[[template]]\nsource='c'\ndestination='d'\nreload_group='g'\nreload='y'\n", `disagree on reload`},
+		// setgid: Chmod drops it, and a mode the file never shows made
+		// every pass install and reload.
+		{"perms special bits", "[[template]]\nsource='a'\ndestination='b'\nperms='2644'\n", `perms "2644": only the permission bits, 0000 to 0777`},
+		{"one bracket", "[template]\nsource='a'\ndestination='b'\n", "line 1: write each template as [[template]]"},
+		{"inline template's runtime", "[[template]]\ncontents='x'\ndestination='b'\nruntime='nginx'\nreload='true'\n", `/b: runtime "nginx" is not one of`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := LoadConfig(writeFile(t, t.TempDir(), "c.toml", tc.toml))
@@ -214,6 +219,19 @@ min_instances = 1
 				t.Fatalf("err = %v; want it to say %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// A check command's placeholder misspelt parses; it is refused when the
+// config is loaded, rather than fail every pass with something to install.
+func TestCheckPlaceholderMisspelt(t *testing.T) {
+	t.Parallel()
+	c := Config{Templates: []TemplateConfig{{Contents: "x\n", Destination: filepath.Join(t.TempDir(), "out"), Check: "test -s {{.Stagd}}"}}}
+	if err := c.Normalize(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewSet(c); err == nil || !strings.Contains(err.Error(), "Stagd") || !strings.Contains(err.Error(), "{{.Staged}}") {
+		t.Fatalf("err = %v; want the misspelt placeholder named, and those there are", err)
 	}
 }
 

@@ -33,18 +33,18 @@ func checkRuntimes(ts []TemplateConfig, groups []*groupSettings) error {
 			t := ts[i]
 			if t.Runtime == "" {
 				if t.RuntimeSocket != "" || t.RuntimeDrainTimeout != 0 {
-					return fmt.Errorf("template %s: runtime_socket and runtime_drain_timeout need runtime = \"haproxy\"", t.Source)
+					return fmt.Errorf("template %s: runtime_socket and runtime_drain_timeout need runtime = \"haproxy\"", t.Name())
 				}
 				continue
 			}
 			if _, ok := runtimeAdapters[t.Runtime]; !ok {
-				return fmt.Errorf("template %s: runtime %q is not one of: %s", t.Source, t.Runtime, strings.Join(runtimeNames(), ", "))
+				return fmt.Errorf("template %s: runtime %q is not one of: %s", t.Name(), t.Runtime, strings.Join(runtimeNames(), ", "))
 			}
 			if g.reload == "" && g.reloadSignal == "" {
-				return fmt.Errorf("template %s: runtime %q needs a reload (a command or reload_signal) for the changes its runtime API cannot make", t.Source, t.Runtime)
+				return fmt.Errorf("template %s: runtime %q needs a reload (a command or reload_signal) for the changes its runtime API cannot make", t.Name(), t.Runtime)
 			}
 			if _, err := t.runtimeAdapter(nil); err != nil {
-				return fmt.Errorf("template %s: %w", t.Source, err)
+				return fmt.Errorf("template %s: %w", t.Name(), err)
 			}
 		}
 	}

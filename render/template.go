@@ -77,6 +77,16 @@ func NewSet(c Config) (*Set, error) {
 			if err != nil {
 				return nil, fmt.Errorf("reload group %s: check command: %w", g.Name, err)
 			}
+			// A misspelt placeholder parses, and would fail every pass
+			// with something to install: try it on sample data now.
+			sample := checkData{Staged: "staged", Destination: "destination"}
+			for _, i := range gsets.templates {
+				t := c.Templates[i]
+				sample.Files = append(sample.Files, checkFile{Source: t.Source, Destination: t.Destination, Staged: stagedName(t.Destination)})
+			}
+			if _, err := g.checkCommand(sample); err != nil {
+				return nil, fmt.Errorf("reload group %s: %w (the check command may use {{.Staged}}, {{.Destination}} and {{range .Files}}{{.Source}} {{.Destination}} {{.Staged}}{{end}})", g.Name, err)
+			}
 		}
 		for _, i := range gsets.templates {
 			t, err := parseTemplate(c.Templates[i], c.FunctionDenylist)
