@@ -118,7 +118,7 @@ func ParseArgs(prog string, args []string, help io.Writer) (Config, error) {
 	fs.BoolVar(&cfg.AbortOnFailure, "abort-on-failure", false, "stop COMMAND and exit 69 when the service cannot be kept in the registry")
 	fs.BoolVar(&cfg.NoDeregister, "no-deregister", false, "when COMMAND exits, let the service time out instead of deleting it")
 	fs.BoolVar(&cfg.NoParentDeathSignal, "no-parent-death-signal", false, "let COMMAND keep running if the wrapper is killed with SIGKILL\n(by default, on Linux, the kernel then kills COMMAND too)")
-	fs.DurationVar(&cfg.GracePeriod, "grace-period", 10*time.Second, "time COMMAND has to exit after SIGTERM before SIGKILL")
+	fs.DurationVar(&cfg.GracePeriod, "grace-period", 10*time.Second, "how long after a SIGINT or SIGTERM passed on to COMMAND a second one\nkills it (SIGKILL); with --abort-on-failure, how long COMMAND has after the\nwrapper's own SIGTERM before SIGKILL")
 	registryflags.Register(fs, &cfg.Registry)
 	fs.StringVar(&cfg.LogFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&cfg.LogLevel, "log-level", "info", "log `level`: debug, info, warn or error")
