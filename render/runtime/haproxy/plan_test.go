@@ -78,6 +78,8 @@ func TestPlanNeedsReload(t *testing.T) {
 		{"default-server in defaults, tab and quotes", strings.Replace(base, "defaults\n", "defaults\n    default-server\tinter 3s ca-file '/ca.pem'\n", 1),
 			strings.Replace(base, "defaults\n", "defaults\n    default-server\tinter 3s ca-file '/ca.pem'\n", 1) + "    server c 127.0.0.1:8003\n", "default-server"},
 		{"name the CLI would split", base, base + "    server c;del 127.0.0.1:8003\n", "characters"},
+		{"backend name the CLI would split", strings.Replace(base, "backend api", "backend api;shutdown", 1),
+			strings.Replace(base, "backend api", "backend api;shutdown", 1) + "    server c 127.0.0.1:8003\n", "its name has characters"},
 		{"zone the CLI would split", base, base + "    server c [fe80::1%x;shutdown]:8003\n", "zone"},
 		{"zone", base, base + "    server c [fe80::1%eth0]:8003\n", "zone"},
 		{"port offset", base, base + "    server c 127.0.0.1:+8003\n", "no port"},
