@@ -203,8 +203,9 @@ func replace(dest string, data []byte, mode os.FileMode, owner fileOwner) error 
 }
 
 // destinationDir makes sure a destination's directory exists: with
-// create_dest_dirs it creates it (0755, parents too), else a missing one is
-// an error that says what to do.
+// create_dest_dirs it creates it (0755 whatever the umask, as files get
+// their mode whatever it is; parents too), else a missing one is an error
+// that says what to do.
 func destinationDir(t TemplateConfig) error {
 	dir := filepath.Dir(t.Destination)
 	info, err := os.Stat(dir)
@@ -218,8 +219,21 @@ func destinationDir(t TemplateConfig) error {
 	case !t.CreateDestDirs:
 		return fmt.Errorf("destination directory %s does not exist (create it, or set create_dest_dirs = true)", dir)
 	}
+	// The directories to create, from the top.
+	var missing []string
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); err == nil || filepath.Dir(d) == d {
+			break
+		}
+		missing = append([]string{d}, missing...)
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("create destination directory: %w", err)
+	}
+	for _, d := range missing {
+		if err := os.Chmod(d, 0o755); err != nil {
+			return fmt.Errorf("create destination directory: %w", err)
+		}
 	}
 	return nil
 }

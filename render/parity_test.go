@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -83,6 +84,28 @@ func TestCreateDestDirs(t *testing.T) {
 	}
 	if fi, err := os.Stat(filepath.Dir(dest)); err != nil || fi.Mode().Perm() != 0o755 {
 		t.Fatalf("created directory: %v, %v", fi, err)
+	}
+}
+
+// The directories create_dest_dirs creates are 0755 whatever the umask
+// (under umask 077 a worker that is not root could not reach the file).
+// Not parallel: the umask is the process's.
+func TestCreateDestDirsIgnoresTheUmask(t *testing.T) {
+	old := syscall.Umask(0o077)
+	defer syscall.Umask(old)
+	dir := t.TempDir()
+	dest := filepath.Join(dir, "conf.d", "sub", "out.conf")
+	set := newSet(t, TemplateConfig{Contents: "x", Destination: dest, CreateDestDirs: true})
+	if res := NewRenderer(nil, nil, nil).Pass(context.Background(), set, snapshot()); len(res.Failures) != 0 {
+		t.Fatal(res.Failures)
+	}
+	for _, d := range []string{filepath.Join(dir, "conf.d"), filepath.Dir(dest)} {
+		if fi, err := os.Stat(d); err != nil || fi.Mode().Perm() != 0o755 {
+			t.Errorf("created directory %s: %v, %v; want 0755", d, fi.Mode().Perm(), err)
+		}
+	}
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("the directory that was there (%v, %v) was changed", fi.Mode().Perm(), err)
 	}
 }
 
