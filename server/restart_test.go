@@ -338,9 +338,17 @@ func testLongPollWakeReadsOnce(t *testing.T, kind string) {
 		t.Fatalf("%d events, want %d", len(evs), groups)
 	}
 	var waiting []<-chan polled
+	parkedFrom := cs.reads.Load()
 	for _, ev := range evs {
 		ch := c.longPoll("?wait=60&type=service.timeout&marker=" + ev.ID)
 		waiting = append(waiting, ch)
+	}
+	// Each group reads its page once before it parks: counted from then
+	// on, a slow machine's late first reads would pass for the commits'.
+	for deadline := time.Now().Add(30 * time.Second); cs.reads.Load()-parkedFrom < groups; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d groups of polls read their page", cs.reads.Load()-parkedFrom, groups)
+		}
 	}
 	stillParked := func() {
 		t.Helper()
