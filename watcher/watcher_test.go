@@ -496,7 +496,7 @@ func TestWatcherBacksOffAMarkerThatAlwaysExpires(t *testing.T) {
 			lists.Add(1)
 		}
 		if strings.HasSuffix(r.URL.Path, "/events") && r.URL.Query().Has("wait") {
-			fault(w, http.StatusGone, "", `{"type":"markerExpired","code":410,"message":"Marker expired","details":"x","txnId":"t"}`)
+			fault(w, http.StatusGone, "markerExpired", "")
 			return true
 		}
 		return false
@@ -518,7 +518,7 @@ func TestWatcherWaitsOutRetryAfter(t *testing.T) {
 	var lists atomic.Int64
 	c := fakeRegistry(t, func(w http.ResponseWriter, r *http.Request) bool {
 		if strings.HasSuffix(r.URL.Path, "/services") && lists.Add(1) == 1 {
-			fault(w, http.StatusServiceUnavailable, "3", `{"type":"serviceUnavailable","code":503,"message":"busy","details":"x","txnId":"t"}`)
+			fault(w, http.StatusServiceUnavailable, "serviceUnavailable", "3")
 			return true
 		}
 		return false
@@ -625,13 +625,13 @@ func fakeRegistry(t *testing.T, answer func(w http.ResponseWriter, r *http.Reque
 	return c
 }
 
-// fault answers with the API fault body and status, and Retry-After if
-// not empty.
-func fault(w http.ResponseWriter, status int, retryAfter, body string) {
+// fault answers with an API fault of type typ and status, and
+// Retry-After if not empty.
+func fault(w http.ResponseWriter, status int, typ, retryAfter string) {
 	w.Header().Set("Content-Type", "application/json")
 	if retryAfter != "" {
 		w.Header().Set("Retry-After", retryAfter)
 	}
 	w.WriteHeader(status)
-	io.WriteString(w, body)
+	fmt.Fprintf(w, `{"type":%q,"code":%d,"message":"fault","details":"x","txnId":"t"}`, typ, status)
 }
