@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -333,10 +334,7 @@ func TestExecSIGHUPWhileStoppingIsNotPassedOn(t *testing.T) {
 func TestExecReloadOfAStoppingCommandIsNotSent(t *testing.T) {
 	t.Parallel()
 	f := newIDsFixture(t, "exec-reload-stopping", "")
-	started, signals := filepath.Join(f.dir, "started"), filepath.Join(f.dir, "signals")
-	script := fmt.Sprintf(`trap "echo USR1 >> %s" USR1; trap "echo TERM >> %s" TERM; touch %s; while :; do sleep 0.05; done`, signals, signals, started)
-	d := startDaemon(t, f.env, "--config", f.config, "--grace-period", "2s", "--exec", "sh -c '"+script+"'")
-	eventuallyTrue(t, "the command to start", func() bool { return fileExists(started) })
+	d, got := startRecorder(t, f, "", []string{"USR1", "TERM"}, "--grace-period", "2s")
 	createService(t, f.c, "web-b", 120, []string{"www"}, nil)
 	eventuallyTrue(t, "the change to be installed", func() bool { return readString(f.dest) == "web-a\nweb-b\n" })
 	// The reload of the change now waits out the command's first second,
@@ -346,7 +344,7 @@ func TestExecReloadOfAStoppingCommandIsNotSent(t *testing.T) {
 	if code := d.exitStatus(t); code != 137 { // killed after the grace period
 		t.Errorf("svcreg template exited %d; want 137:\n%s", code, d.output())
 	}
-	if got := readString(signals); strings.Contains(got, "TERM\nUSR1") {
+	if got := got(); strings.Contains(got, "TERM\nUSR1") {
 		t.Errorf("the command got the reload signal after SIGTERM (%q):\n%s", got, d.output())
 	}
 }
@@ -357,19 +355,17 @@ func TestExecReloadOfAStoppingCommandIsNotSent(t *testing.T) {
 func TestExecReloadAfterAPassedOnStopSignalIsNotSent(t *testing.T) {
 	t.Parallel()
 	f := newIDsFixture(t, "exec-reload-quit", "")
-	started, signals := filepath.Join(f.dir, "started"), filepath.Join(f.dir, "signals")
 	// On SIGQUIT it takes 4 s to stop, as nginx finishing its requests.
-	script := fmt.Sprintf(`trap "echo USR1 >> %s" USR1; trap "echo QUIT >> %s; q=1" QUIT; touch %s; n=0; while :; do sleep 0.05; if [ -n "$q" ]; then n=$((n+1)); [ $n -gt 80 ] && exit 0; fi; done`, signals, signals, started)
-	d := startDaemon(t, f.env, "--config", f.config, "--exec", "sh -c '"+script+"'")
-	eventuallyTrue(t, "the command to start", func() bool { return fileExists(started) })
+	d, got := startRecorder(t, f, `n=0; while :; do sleep 0.05; if [ -n "$q" ]; then n=$((n+1)); [ $n -gt 80 ] && exit 0; fi; done`,
+		[]string{"USR1", "QUIT; q=1"})
 	d.cmd.Process.Signal(syscall.SIGQUIT)
-	eventuallyTrue(t, "the command to get SIGQUIT", func() bool { return strings.Contains(readString(signals), "QUIT") })
+	eventuallyTrue(t, "the command to get SIGQUIT", func() bool { return strings.Contains(got(), "QUIT") })
 	createService(t, f.c, "web-b", 120, []string{"www"}, nil)
 	eventuallyTrue(t, "the change to be installed", func() bool { return readString(f.dest) == "web-a\nweb-b\n" })
 	if code := d.exitStatus(t); code != 0 {
 		t.Errorf("svcreg template exited %d; want the command's 0:\n%s", code, d.output())
 	}
-	if got := readString(signals); got != "QUIT\n" {
+	if got := got(); got != "QUIT\n" {
 		t.Errorf("the command got %q; want the reload signal held back after SIGQUIT:\n%s", got, d.output())
 	}
 }
@@ -380,17 +376,14 @@ func TestExecReloadAfterAPassedOnStopSignalIsNotSent(t *testing.T) {
 func TestExecReloadAfterAPassedOnSignalThatDoesNotStopIsSent(t *testing.T) {
 	t.Parallel()
 	f := newIDsFixture(t, "exec-reload-usr2", "")
-	started, signals := filepath.Join(f.dir, "started"), filepath.Join(f.dir, "signals")
-	script := fmt.Sprintf(`trap "echo USR1 >> %s" USR1; trap "echo USR2 >> %s" USR2; touch %s; while :; do sleep 0.05; done`, signals, signals, started)
-	d := startDaemon(t, f.env, "--config", f.config, "--exec", "sh -c '"+script+"'")
-	eventuallyTrue(t, "the command to start", func() bool { return fileExists(started) })
+	d, got := startRecorder(t, f, "", []string{"USR1", "USR2"})
 	d.cmd.Process.Signal(syscall.SIGUSR2)
-	eventuallyTrue(t, "the command to get SIGUSR2", func() bool { return strings.Contains(readString(signals), "USR2") })
+	eventuallyTrue(t, "the command to get SIGUSR2", func() bool { return strings.Contains(got(), "USR2") })
 	createService(t, f.c, "web-b", 120, []string{"www"}, nil)
 	deadline := time.Now().Add(40 * time.Second)
-	for readString(signals) != "USR2\nUSR1\n" {
+	for got() != "USR2\nUSR1\n" {
 		if time.Now().After(deadline) {
-			t.Fatalf("the command got %q; want the reload signal after the grace period:\n%s", readString(signals), d.output())
+			t.Fatalf("the command got %q; want the reload signal after the grace period:\n%s", got(), d.output())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -405,12 +398,9 @@ func TestExecReloadAfterAPassedOnSignalThatDoesNotStopIsSent(t *testing.T) {
 func TestExecSIGTERMIsNotHeldByAWaitingReload(t *testing.T) {
 	t.Parallel()
 	f := newIDsFixture(t, "exec-term-held", "")
-	started, signals := filepath.Join(f.dir, "started"), filepath.Join(f.dir, "signals")
-	script := fmt.Sprintf(`trap "echo USR1 >> %s" USR1; trap "echo USR2 >> %s" USR2; trap "echo TERM >> %s; exit 0" TERM; touch %s; while :; do sleep 0.05; done`, signals, signals, signals, started)
-	d := startDaemon(t, f.env, "--config", f.config, "--grace-period", "30s", "--exec", "sh -c '"+script+"'")
-	eventuallyTrue(t, "the command to start", func() bool { return fileExists(started) })
+	d, got := startRecorder(t, f, "", []string{"USR1", "USR2", "TERM; exit 0"}, "--grace-period", "30s")
 	d.cmd.Process.Signal(syscall.SIGUSR2) // passed on; this command does not stop on it
-	eventuallyTrue(t, "the command to get SIGUSR2", func() bool { return strings.Contains(readString(signals), "USR2") })
+	eventuallyTrue(t, "the command to get SIGUSR2", func() bool { return strings.Contains(got(), "USR2") })
 	createService(t, f.c, "web-b", 120, []string{"www"}, nil)
 	eventuallyTrue(t, "the reload to wait", func() bool { return strings.Contains(d.output(), "the reload signal waits") })
 	d.cmd.Process.Signal(syscall.SIGHUP)
@@ -419,7 +409,7 @@ func TestExecSIGTERMIsNotHeldByAWaitingReload(t *testing.T) {
 	if code := d.exitStatus(t); code != 0 {
 		t.Errorf("svcreg template exited %d; want the command's 0:\n%s", code, d.output())
 	}
-	if got := readString(signals); got != "USR2\nTERM\n" {
+	if got := got(); got != "USR2\nTERM\n" {
 		t.Errorf("the command got %q; want SIGTERM passed on, and no reload signal:\n%s", got, d.output())
 	}
 }
@@ -704,6 +694,25 @@ func newIDsFixture(t *testing.T, user, extra string) *idsFixture {
 	createService(t, f.c, "web-a", 120, []string{"www"}, nil)
 	f.config, f.dest = writeIDsConfig(t, f.dir, extra)
 	return f
+}
+
+// startRecorder runs svcreg template with f's config, args and an --exec
+// command that writes the name of each signal of traps it gets ("USR1",
+// or with an action after it: "TERM; exit 0") to a file, one a line, then
+// runs loop (by default, waits for ever); it waits for the command to
+// start, and returns what the file holds so far as got.
+func startRecorder(t *testing.T, f *idsFixture, loop string, traps []string, args ...string) (d *daemon, got func() string) {
+	t.Helper()
+	started, signals := filepath.Join(f.dir, "started"), filepath.Join(f.dir, "signals")
+	var script strings.Builder
+	for _, tr := range traps {
+		name, action, _ := strings.Cut(tr, ";")
+		fmt.Fprintf(&script, `trap "echo %s >> %s;%s" %s; `, name, signals, action, name)
+	}
+	fmt.Fprintf(&script, "touch %s; %s", started, cmp.Or(loop, "while :; do sleep 0.05; done"))
+	d = startDaemon(t, f.env, append(append([]string{"--config", f.config}, args...), "--exec", "sh -c '"+script.String()+"'")...)
+	eventuallyTrue(t, "the command to start", func() bool { return fileExists(started) })
+	return d, func() string { return readString(signals) }
 }
 
 // writeIDsConfig writes a renderer config whose one template lists the
