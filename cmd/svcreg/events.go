@@ -178,7 +178,7 @@ status 1. With --output json, one JSON object per line.`, stdout)
 			if !registryDown(err) {
 				return err
 			}
-			wait := bo.Next()
+			wait := bo.Heed(bo.Next(), registry.RetryAfter(err))
 			onError(err, wait)
 			if retry.Sleep(ctx, wait) != nil {
 				return ended()
@@ -220,10 +220,13 @@ type tailRefused struct{ err error }
 func (r tailRefused) Error() string { return r.err.Error() }
 
 // registryDown reports whether err says the registry could not be reached
-// or answered that it cannot serve now (502, 503, 504, 429), as while it
-// restarts: not a refusal, a certificate not trusted, or an answer that is
-// not the API's.
+// or answered that it cannot serve now (502, 503, 504, 429, or the
+// account's rate limit), as while it restarts: not a refusal, a
+// certificate not trusted, or an answer that is not the API's.
 func registryDown(err error) bool {
+	if errors.Is(err, registry.ErrRateLimited) {
+		return true
+	}
 	var e *registry.Error
 	if errors.As(err, &e) {
 		switch e.StatusCode {

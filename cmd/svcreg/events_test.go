@@ -137,40 +137,60 @@ func TestEventsTailFromNow(t *testing.T) {
 	}
 }
 
-// A tail from now started while the registry is down (503 here, as a
-// node without its store answers) waits for it, saying so, as a tail with
+// A tail from now started while the registry is down (503, as a node
+// without its store answers) or rate-limits the account (svcreg's
+// rateLimitReached, a 400) waits for it, saying so, as a tail with
 // --marker does, then follows the events.
 func TestEventsTailFromNowWaitsForTheRegistry(t *testing.T) {
 	t.Parallel()
-	srv, c := tailEnv(t, "tail-wait")
-	target, _ := url.Parse(srv.URL)
-	rp := httputil.NewSingleHostReverseProxy(target)
-	var down atomic.Bool
-	down.Store(true)
-	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if down.Load() {
+	for _, tc := range []struct {
+		name   string
+		answer func(w http.ResponseWriter, r *http.Request)
+	}{
+		{"down", func(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "restarting", http.StatusServiceUnavailable)
-			return
-		}
-		rp.ServeHTTP(w, r)
-	}))
-	defer front.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	stdout, stderr := newOutput(), newOutput()
-	done := runAsync(ctx, []string{"events", "tail", "--count", "1",
-		"--url", front.URL + "/v1.0", "--username", "tail-wait", "--api-key", "dev"}, stdout, stderr)
-	stderr.waitFor(t, "retrying in")
-	down.Store(false)
-	stderr.waitFor(t, "following the events after")
-	create(t, c, "after-1")
-	select {
-	case code := <-done:
-		if code != 0 || !strings.Contains(stdout.String(), "after-1") {
-			t.Fatalf("exit status %d; stdout:\n%s\nstderr:\n%s", code, stdout, stderr)
-		}
-	case <-ctx.Done():
-		t.Fatalf("tail --count 1 did not exit; stdout:\n%s\nstderr:\n%s", stdout, stderr)
+		}},
+		{"rate limited", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(http.StatusBadRequest)
+			io.WriteString(w, `{"type":"rateLimitReached","code":400,"message":"Rate limit reached","details":"x","txnId":"t"}`)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			user := "tail-wait-" + strings.ReplaceAll(tc.name, " ", "-")
+			srv, c := tailEnv(t, user)
+			target, _ := url.Parse(srv.URL)
+			rp := httputil.NewSingleHostReverseProxy(target)
+			var down atomic.Bool
+			down.Store(true)
+			front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if down.Load() && strings.HasPrefix(r.URL.Path, "/v1.0/") {
+					tc.answer(w, r)
+					return
+				}
+				rp.ServeHTTP(w, r)
+			}))
+			defer front.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			stdout, stderr := newOutput(), newOutput()
+			done := runAsync(ctx, []string{"events", "tail", "--count", "1",
+				"--url", front.URL + "/v1.0", "--username", user, "--api-key", "dev"}, stdout, stderr)
+			stderr.waitFor(t, "retrying in")
+			down.Store(false)
+			stderr.waitFor(t, "following the events after")
+			create(t, c, "after-1")
+			select {
+			case code := <-done:
+				if code != 0 || !strings.Contains(stdout.String(), "after-1") {
+					t.Fatalf("exit status %d; stdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+				}
+			case <-ctx.Done():
+				t.Fatalf("tail --count 1 did not exit; stdout:\n%s\nstderr:\n%s", stdout, stderr)
+			}
+		})
 	}
 }
 
