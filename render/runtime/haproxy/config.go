@@ -114,10 +114,6 @@ func parseConfig(text []byte) *config {
 	return c
 }
 
-// uncommented is line without its comment: from the first '#' that is
-// neither quoted (in '…' or "…") nor escaped with a backslash, as HAProxy
-// reads it. A quoted '#' is part of its argument: a change after it is a
-// change of the line.
 // splitLine returns a line's words, split as HAProxy splits them outside
 // quotes (at ASCII white space: a Unicode space is part of a word), and
 // the line as changes are told by: its words joined by single spaces, or,
@@ -136,6 +132,10 @@ func splitLine(raw string) (words []string, norm string) {
 // asciiSpace is the white space HAProxy separates words at.
 const asciiSpace = " \t\r\v\f"
 
+// uncommented is line without its comment: from the first '#' that is
+// neither quoted (in '…' or "…") nor escaped with a backslash, as HAProxy
+// reads it. A quoted '#' is part of its argument: a change after it is a
+// change of the line.
 func uncommented(line string) string {
 	var quote byte
 	for i := 0; i < len(line); i++ {

@@ -396,9 +396,6 @@ func testEvents(t *testing.T, e *env) {
 	}
 }
 
-// A heartbeat consumes its token and returns the next; repeating the
-// token just consumed returns the same next token; any other is refused
-// (spec §7.7).
 // A read of an account without events gives the account's creation as
 // the feed's marker (design item 3): the first event, committed after the
 // read, is in the feed from it, though the clock stepped back meanwhile
@@ -415,6 +412,9 @@ func testFirstEvent(t *testing.T, e *env) {
 	}
 }
 
+// A heartbeat consumes its token and returns the next; repeating the
+// token just consumed returns the same next token; any other is refused
+// (spec §7.7).
 func testHeartbeats(t *testing.T, e *env) {
 	s := e.store(t, store.Options{})
 	tok0 := create(t, s, tenant, "web", 10)
