@@ -74,6 +74,11 @@ func parseConfig(text []byte) *config {
 			cur = &section{header: norm, kind: words[0]}
 			if len(words) > 1 {
 				cur.name = words[1]
+				if !safeWord(cur.name) {
+					// Every command names it: one the CLI would split
+					// (from a file svcreg did not write) never reaches it.
+					cur.unsupported = "its name has characters the runtime API cannot take"
+				}
 			}
 			c.sections = append(c.sections, cur)
 			continue

@@ -36,11 +36,6 @@ func (a *Adapter) Plan(installed, rendered []byte) (runtime.Plan, error) {
 		if s.unsupported != "" {
 			return nil, runtime.Reloadf("the servers of %q changed, and %s", s.header, s.unsupported)
 		}
-		if !safeWord(s.name) {
-			// The installed file passed its check, but it may not be one
-			// svcreg wrote: a name HAProxy refuses never reaches the CLI.
-			return nil, runtime.Reloadf("the servers of %q changed, and its name has characters the runtime API cannot take", s.header)
-		}
 		for _, sv := range s.servers {
 			ov := o.server(sv.name)
 			if ov != nil && serverEqual(ov, sv) {
