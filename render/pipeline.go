@@ -468,7 +468,7 @@ func (r *Renderer) check(ctx context.Context, g *Group, files []*file) *Failure 
 		var ce *CommandError
 		if errors.As(err, &ce) {
 			lines := stagedLines(ce.Output, files)
-			if slices.ContainsFunc(files, private) {
+			if slices.ContainsFunc(files, (*file).private) {
 				// nginx -t and haproxy -c quote what they trip on.
 				r.Log.Warn("check output", "group", g.Name, "output", ce.Output)
 				ce.Output = "(not shown: it may quote a file not every user may read; see the log)"
@@ -484,13 +484,19 @@ func (r *Renderer) check(ctx context.Context, g *Group, files []*file) *Failure 
 }
 
 // private reports whether f, as the check reads it (staged, or installed
-// when unchanged), is not for every user to read.
-func private(f *file) bool {
+// when unchanged), is not for every user of the machine to read (perms =
+// "0600": a secret from the configuration): nor are the pages without a
+// login (the status page, /healthz), which then show none of it.
+func (f *file) private() bool {
 	if f.staged != "" {
-		return f.mode.Perm()&0o004 == 0
+		return privateMode(f.mode)
 	}
-	return f.info != nil && f.info.Mode().Perm()&0o004 == 0
+	return f.info != nil && privateMode(f.info.Mode())
 }
+
+// privateMode reports whether a file of mode m is not for every user to
+// read (file.private).
+func privateMode(m os.FileMode) bool { return m.Perm()&0o004 == 0 }
 
 // maxStagedLines bounds the lines of the rendered files a failed check's
 // error quotes; maxStagedLine, the bytes of each.
@@ -525,8 +531,7 @@ func stagedLines(output string, files []*file) string {
 				continue
 			}
 			line := lines[n-1]
-			if f.mode.Perm()&0o004 == 0 {
-				// Not for every user to read, nor is the status page.
+			if f.private() {
 				notes = append(notes, fmt.Sprintf("line %d of the render of %s (staged as %s; mode %04o: not shown)", n, f.t.Destination, filepath.Base(f.staged), f.mode.Perm()))
 				continue
 			}

@@ -162,10 +162,7 @@ func (s *Status) installed(group string, files []*file, changedAt, at time.Time)
 			continue
 		}
 		diff.WriteString("--- " + f.t.Destination + "\n+++ " + f.t.Destination + "\n")
-		if f.mode.Perm()&0o004 == 0 {
-			// Not for every user of the machine to read (perms = "0600":
-			// a secret from the configuration), nor is a page without a
-			// login.
+		if privateMode(f.mode) { // installed, as it is now (file.private)
 			diff.WriteString(diffSummary(f.old, f.out, fmt.Sprintf("mode %04o: not shown", f.mode.Perm())))
 			continue
 		}

@@ -77,23 +77,22 @@ func NewSet(c Config) (*Set, error) {
 			if err != nil {
 				return nil, fmt.Errorf("reload group %s: check command: %w", g.Name, err)
 			}
-			// A misspelt placeholder parses, and would fail every pass
-			// with something to install: try it on sample data now.
-			sample := checkData{Staged: "staged", Destination: "destination"}
-			for _, i := range gsets.templates {
-				t := c.Templates[i]
-				sample.Files = append(sample.Files, checkFile{Source: t.Source, Destination: t.Destination, Staged: stagedName(t.Destination)})
-			}
-			if _, err := g.checkCommand(sample); err != nil {
-				return nil, fmt.Errorf("reload group %s: %w (the check command may use {{.Staged}}, {{.Destination}} and {{range .Files}}{{.Source}} {{.Destination}} {{.Staged}}{{end}})", g.Name, err)
-			}
 		}
+		var files []*file // as a pass with every file changed checks them
 		for _, i := range gsets.templates {
 			t, err := parseTemplate(c.Templates[i], c.FunctionDenylist)
 			if err != nil {
 				return nil, err
 			}
 			g.Templates = append(g.Templates, t)
+			files = append(files, &file{t: t, staged: stagedName(t.Destination)})
+		}
+		// A misspelt placeholder parses, and would fail every pass with
+		// something to install: try it on the group's files now.
+		if g.check != nil {
+			if _, err := g.checkCommand(checkDataFor(files)); err != nil {
+				return nil, fmt.Errorf("reload group %s: %w (the check command may use {{.Staged}}, {{.Destination}} and {{range .Files}}{{.Source}} {{.Destination}} {{.Staged}}{{end}})", g.Name, err)
+			}
 		}
 		set.Groups = append(set.Groups, g)
 	}
