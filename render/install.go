@@ -219,21 +219,8 @@ func destinationDir(t TemplateConfig) error {
 	case !t.CreateDestDirs:
 		return fmt.Errorf("destination directory %s does not exist (create it, or set create_dest_dirs = true)", dir)
 	}
-	// The directories to create, from the top.
-	var missing []string
-	for d := dir; ; d = filepath.Dir(d) {
-		if _, err := os.Stat(d); err == nil || filepath.Dir(d) == d {
-			break
-		}
-		missing = append([]string{d}, missing...)
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := fsync.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("create destination directory: %w", err)
-	}
-	for _, d := range missing {
-		if err := os.Chmod(d, 0o755); err != nil {
-			return fmt.Errorf("create destination directory: %w", err)
-		}
 	}
 	return nil
 }

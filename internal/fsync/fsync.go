@@ -22,7 +22,8 @@ func Dir(dir string) error {
 
 // MkdirAll is os.MkdirAll that makes the directories it creates durable:
 // it syncs the parent of each once it has created it, so that a crash
-// cannot take a new directory away, with the files synced in it.
+// cannot take a new directory away, with the files synced in it. Those it
+// creates get perm whatever the umask.
 func MkdirAll(path string, perm os.FileMode) error {
 	path = filepath.Clean(path)
 	if fi, err := os.Stat(path); err == nil {
@@ -42,6 +43,9 @@ func MkdirAll(path string, perm os.FileMode) error {
 		if fi, serr := os.Stat(path); errors.Is(err, fs.ErrExist) && serr == nil && fi.IsDir() {
 			return nil
 		}
+		return err
+	}
+	if err := os.Chmod(path, perm); err != nil {
 		return err
 	}
 	return Dir(parent)
