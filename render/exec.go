@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -241,6 +242,10 @@ type Exec struct {
 	// stopPassedAt is when a signal that ends a process by default was
 	// last passed on (signalUnlessStopping).
 	stopPassedAt time.Time
+
+	// hupQueued: a re-read (onHUP) waits for the one under way, hupRun.
+	hupQueued atomic.Bool
+	hupRun    sync.Mutex
 }
 
 // ExecError is a command that cannot be run; Code is the shell's exit
@@ -408,7 +413,7 @@ func (e *Exec) Run(ctx context.Context) int {
 			// image) or SIGUSR1 (HAProxy's).
 			switch {
 			case sig == syscall.SIGHUP:
-				go e.onHUP() // as in supervise: a pass may be long
+				e.onHUP() // as in supervise: a pass may be long
 			case !supervise.EndsByDefault(sig):
 				e.Log.Debug("signal before the command started; ignored", "signal", sig)
 			default:
@@ -465,10 +470,7 @@ func (e *Exec) supervise(ctx context.Context, child *supervise.Child) int {
 		case sig := <-sigs:
 			switch sig {
 			case syscall.SIGHUP:
-				// Not here: the new configuration waits for the render
-				// loop, which a held-back reload keeps busy for up to
-				// stopWindow, and a SIGTERM must not wait with it.
-				go e.onHUP()
+				e.onHUP()
 			case syscall.SIGINT, syscall.SIGTERM:
 				e.mu.Lock()
 				e.stopping = true
@@ -506,10 +508,21 @@ func (e *Exec) exited(child *supervise.Child, what string) error {
 	return fmt.Errorf("%s (%s)", what, supervise.Describe(child.Status()))
 }
 
+// onHUP calls OnHUP on a goroutine of its own: the new configuration
+// waits for the render loop, which a pass (a check, a reload held back for
+// up to stopWindow) may keep busy, and the signals after the SIGHUP must
+// not wait with it. SIGHUPs that come while one waits to be read make one
+// more re-read, which reads the newest files.
 func (e *Exec) onHUP() {
-	if e.OnHUP != nil {
-		e.OnHUP()
+	if e.OnHUP == nil || !e.hupQueued.CompareAndSwap(false, true) {
+		return
 	}
+	go func() {
+		e.hupRun.Lock()
+		defer e.hupRun.Unlock()
+		e.hupQueued.Store(false)
+		e.OnHUP()
+	}()
 }
 
 // childEnv is the renderer's environment without its credentials.

@@ -8,8 +8,10 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -137,5 +139,36 @@ func TestInstallBeforeTheCommandStartsIsNotAReload(t *testing.T) {
 	}
 	if rep := r.Health.Report(0); rep.Groups[set.Groups[0].Name].Reload != nil {
 		t.Errorf("the reload step has a result: %+v", rep.Groups[set.Groups[0].Name].Reload)
+	}
+}
+
+// SIGHUPs that come while a re-read waits for the render loop make one
+// more re-read, not one each: a burst of them would otherwise queue as
+// many goroutines, each reading the config and templates again.
+func TestSIGHUPsWhileAReReadWaitsAreOne(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int32
+	release := make(chan struct{})
+	e := &Exec{OnHUP: func() {
+		calls.Add(1)
+		<-release
+	}}
+	e.onHUP()
+	for calls.Load() == 0 { // the first under way
+		time.Sleep(time.Millisecond)
+	}
+	for range 10 {
+		e.onHUP()
+	}
+	close(release)
+	e.onHUP() // after the others: the one queued, or one more
+	// Done once none is queued with none under way (it holds hupRun).
+	for queued := true; queued; time.Sleep(time.Millisecond) {
+		e.hupRun.Lock()
+		queued = e.hupQueued.Load()
+		e.hupRun.Unlock()
+	}
+	if n := calls.Load(); n < 2 || n > 3 {
+		t.Errorf("%d re-reads for 12 SIGHUPs, 10 of them while one waited; want 2 or 3", n)
 	}
 }
