@@ -76,28 +76,12 @@ func (w *pageWalk) freelist(root, txid uint64) error {
 	if !found || id == noFreelist {
 		return nil
 	}
-	if id < 2 || id >= w.hwm || w.seen[id] {
-		return fmt.Errorf("free list page %d: outside the pages in use (2 to %d), or in the page tree", id, w.hwm-1)
-	}
-	p := make([]byte, w.pageSize)
-	if _, err := w.f.ReadAt(p, int64(id)*int64(w.pageSize)); err != nil {
-		return fmt.Errorf("free list page %d: %w", id, err)
-	}
-	if got := binary.NativeEndian.Uint64(p); got != id {
-		return fmt.Errorf("free list page %d: holds the id %d", id, got)
+	p, err := w.read(id)
+	if err != nil {
+		return fmt.Errorf("free list %w", err)
 	}
 	if flags := binary.NativeEndian.Uint16(p[8:]); flags != freelistPage {
 		return fmt.Errorf("free list page %d: not a free list (flags %#x)", id, flags)
-	}
-	overflow := uint64(binary.NativeEndian.Uint32(p[12:]))
-	if overflow >= w.hwm-id {
-		return fmt.Errorf("free list page %d: %d overflow pages run past the pages in use", id, overflow)
-	}
-	if overflow > 0 {
-		p = make([]byte, (overflow+1)*uint64(w.pageSize))
-		if _, err := w.f.ReadAt(p, int64(id)*int64(w.pageSize)); err != nil {
-			return fmt.Errorf("free list page %d: %w", id, err)
-		}
 	}
 	start, count := uint64(0), uint64(binary.NativeEndian.Uint16(p[10:]))
 	if count == 0xFFFF { // the count is the first element
@@ -115,33 +99,42 @@ func (w *pageWalk) freelist(root, txid uint64) error {
 	return nil
 }
 
-// page reads page id, with its overflow pages, and walks it.
+// page reads page id and walks it.
 func (w *pageWalk) page(id uint64) error {
-	// Pages 0 and 1 are the meta pages.
-	if id < 2 || id >= w.hwm {
-		return fmt.Errorf("page %d: outside the pages in use (2 to %d)", id, w.hwm-1)
-	}
-	if w.seen[id] {
-		return fmt.Errorf("page %d: reached twice", id)
-	}
-	w.seen[id] = true
-	p := make([]byte, w.pageSize)
-	if _, err := w.f.ReadAt(p, int64(id)*int64(w.pageSize)); err != nil {
-		return fmt.Errorf("page %d: %w", id, err)
-	}
-	if got := binary.NativeEndian.Uint64(p); got != id {
-		return fmt.Errorf("page %d: holds the id %d", id, got)
-	}
-	if overflow := uint64(binary.NativeEndian.Uint32(p[12:])); overflow > 0 {
-		if overflow >= w.hwm-id {
-			return fmt.Errorf("page %d: %d overflow pages run past the pages in use", id, overflow)
-		}
-		p = make([]byte, (overflow+1)*uint64(w.pageSize))
-		if _, err := w.f.ReadAt(p, int64(id)*int64(w.pageSize)); err != nil {
-			return fmt.Errorf("page %d: %w", id, err)
-		}
+	p, err := w.read(id)
+	if err != nil {
+		return err
 	}
 	return w.walk(id, p)
+}
+
+// read reads page id with its overflow pages, once: it must lie within
+// the pages in use (pages 0 and 1 are the meta pages), not have been read
+// before, and hold its own id.
+func (w *pageWalk) read(id uint64) ([]byte, error) {
+	if id < 2 || id >= w.hwm {
+		return nil, fmt.Errorf("page %d: outside the pages in use (2 to %d)", id, w.hwm-1)
+	}
+	if w.seen[id] {
+		return nil, fmt.Errorf("page %d: reached twice", id)
+	}
+	w.seen[id] = true
+	header := make([]byte, pageHeaderSize)
+	if _, err := w.f.ReadAt(header, int64(id)*int64(w.pageSize)); err != nil {
+		return nil, fmt.Errorf("page %d: %w", id, err)
+	}
+	if got := binary.NativeEndian.Uint64(header); got != id {
+		return nil, fmt.Errorf("page %d: holds the id %d", id, got)
+	}
+	overflow := uint64(binary.NativeEndian.Uint32(header[12:]))
+	if overflow >= w.hwm-id {
+		return nil, fmt.Errorf("page %d: %d overflow pages run past the pages in use", id, overflow)
+	}
+	p := make([]byte, (overflow+1)*uint64(w.pageSize))
+	if _, err := w.f.ReadAt(p, int64(id)*int64(w.pageSize)); err != nil {
+		return nil, fmt.Errorf("page %d: %w", id, err)
+	}
+	return p, nil
 }
 
 // walk checks the elements of page p (page id's, or an inline bucket's in
