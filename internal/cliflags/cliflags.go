@@ -5,10 +5,12 @@
 package cliflags
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/svcreg/svcreg/internal/suggest"
 )
@@ -64,7 +66,7 @@ func Parse(fs *flag.FlagSet, args []string, interspersed bool) ([]string, error)
 			}
 		}
 		if err := fs.Set(name, value); err != nil {
-			return nil, fmt.Errorf("invalid value %q for flag %s: %w", value, Name(name), err)
+			return nil, fmt.Errorf("invalid value %q for flag %s: %w", value, Name(name), wanted(f, err))
 		}
 	}
 	return positional, nil
@@ -92,6 +94,29 @@ func Name(name string) string {
 		return "-" + name
 	}
 	return "--" + name
+}
+
+// wanted turns the flag package's "parse error" into what the flag
+// takes; other errors (a Value's own, "value out of range") stay.
+func wanted(f *flag.Flag, err error) error {
+	if err.Error() != "parse error" {
+		return err
+	}
+	g, ok := f.Value.(flag.Getter)
+	if !ok {
+		return err
+	}
+	switch g.Get().(type) {
+	case time.Duration:
+		return errors.New("give a duration with its unit, such as 30s, 2m or 1h30m")
+	case int, int64, uint, uint64:
+		return errors.New("give a whole number")
+	case float64:
+		return errors.New("give a number")
+	case bool:
+		return errors.New("give true or false")
+	}
+	return err
 }
 
 func isBool(f *flag.Flag) bool {

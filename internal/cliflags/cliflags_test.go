@@ -22,6 +22,8 @@ func parse(args []string, interspersed bool) (parsed, error) {
 	fs.IntVar(&p.count, "count", 0, "")
 	fs.BoolVar(&p.dry, "dry", false, "")
 	fs.StringVar(&p.name, "n", "", "")
+	fs.Duration("wait", 0, "")
+	fs.Float64("ratio", 0, "")
 	pos, err := Parse(fs, args, interspersed)
 	p.pos = pos
 	return p, err
@@ -61,8 +63,11 @@ func TestParseErrors(t *testing.T) {
 		{"-nope=1", "unknown flag --nope"},
 		{"-x", "unknown flag -x"},
 		{"--name", "flag needs an argument: --name"},
-		{"--count three", `invalid value "three" for flag --count: parse error`},
-		{"--dry=maybe", `invalid value "maybe" for flag --dry: parse error`},
+		{"--count three", `invalid value "three" for flag --count: give a whole number`},
+		{"--count 99999999999999999999", `invalid value "99999999999999999999" for flag --count: value out of range`},
+		{"--dry=maybe", `invalid value "maybe" for flag --dry: give true or false`},
+		{"--wait 5", `invalid value "5" for flag --wait: give a duration with its unit, such as 30s, 2m or 1h30m`},
+		{"--ratio half", `invalid value "half" for flag --ratio: give a number`},
 		{"-n", "flag needs an argument: -n"},
 		{"---name", "bad flag syntax: ---name"},
 		{"--=x", "bad flag syntax: --=x"},
