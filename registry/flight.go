@@ -23,11 +23,11 @@ type flightCall[T any] struct {
 // do runs fn, or joins the run in progress, and returns its result. fn runs
 // on a context that keeps ctx's values but not its cancellation, bounded by
 // timeout, so that one caller giving up does not fail the others; a caller
-// whose ctx ends stops waiting and gets ctx's error.
+// whose ctx ends stops waiting and gets its cause (context.Cause).
 func (f *flight[T]) do(ctx context.Context, timeout time.Duration, fn func(context.Context) (T, error)) (T, error) {
-	if err := ctx.Err(); err != nil {
+	if ctx.Err() != nil {
 		var zero T
-		return zero, err
+		return zero, context.Cause(ctx)
 	}
 	c := f.join(ctx, timeout, fn)
 	select {
@@ -35,7 +35,7 @@ func (f *flight[T]) do(ctx context.Context, timeout time.Duration, fn func(conte
 		return c.val, c.err
 	case <-ctx.Done():
 		var zero T
-		return zero, ctx.Err()
+		return zero, context.Cause(ctx)
 	}
 }
 

@@ -552,3 +552,27 @@ func TestLoginEveryNodeFrozen(t *testing.T) {
 		t.Errorf("a login every node failed: %v; want ErrAllNodesFailed, naming each node", err)
 	}
 }
+
+// A caller that stops waiting for a merged call gets its context's cause,
+// so that a deadline a command set says which (the CLI's --max-time).
+func TestFlightCallerGetsItsCause(t *testing.T) {
+	t.Parallel()
+	var f flight[int]
+	release := make(chan struct{})
+	defer close(release)
+	block := func(ctx context.Context) (int, error) {
+		<-release
+		return 1, nil
+	}
+	cause := errors.New("the caller's own reason")
+	ctx, cancel := context.WithCancelCause(context.Background())
+	cancel(cause)
+	if _, err := f.do(ctx, time.Minute, block); err != cause {
+		t.Errorf("do on an ended context: %v, want %v", err, cause)
+	}
+	ctx, stop := context.WithTimeoutCause(context.Background(), 10*time.Millisecond, cause)
+	defer stop()
+	if _, err := f.do(ctx, time.Minute, block); err != cause {
+		t.Errorf("do waiting when the context ends: %v, want %v", err, cause)
+	}
+}
