@@ -24,9 +24,21 @@ import (
 // positional arguments, the connection and --output flags, and turning the
 // registry's faults into one-line messages.
 
-// callTimeout bounds a one-shot API command, so that a registry that stops
-// answering does not hang a deploy script.
+// callTimeout bounds a one-shot API command unless --max-time says
+// otherwise, so that a registry that stops answering does not hang a
+// deploy script. In events tail it bounds each try to find the feed's end.
 const callTimeout = time.Minute
+
+// callTimeoutError is the cause of a one-shot command's deadline: the
+// registry (or its identity endpoint) did not answer within --max-time.
+// It matches context.DeadlineExceeded.
+type callTimeoutError struct{ limit time.Duration }
+
+func (e callTimeoutError) Error() string {
+	return fmt.Sprintf("no answer within %s (--max-time)", e.limit)
+}
+
+func (callTimeoutError) Unwrap() error { return context.DeadlineExceeded }
 
 // subcommand is one subcommand of a group such as "services".
 type subcommand struct {
@@ -98,15 +110,25 @@ type apiFlags struct {
 	fs     *flag.FlagSet
 	conn   registry.Config
 	output outputFormat
+	// maxTime bounds a one-shot command (connect); 0 for no bound.
+	maxTime time.Duration
 	// connNames are the connection flags, listed apart in --help.
 	connNames map[string]bool
 	usage     func()
 }
 
-// newAPIFlags returns the flag set of an API subcommand. Add the
-// subcommand's own flags to fs, then call parse. --help prints the usage
-// to help (stdout).
+// newAPIFlags returns the flag set of a one-shot API subcommand, which
+// has --max-time. Add the subcommand's own flags to fs, then call parse.
+// --help prints the usage to help (stdout).
 func newAPIFlags(name, synopsis, description string, help io.Writer) *apiFlags {
+	a := newStreamFlags(name, synopsis, description, help)
+	a.fs.DurationVar(&a.maxTime, "max-time", callTimeout, "give up if the registry has not answered within this `duration` (e.g. 10s, 2m; 0 waits as long as it takes)")
+	return a
+}
+
+// newStreamFlags returns the flag set of an API subcommand that runs
+// until interrupted (events tail): newAPIFlags' without --max-time.
+func newStreamFlags(name, synopsis, description string, help io.Writer) *apiFlags {
 	a := &apiFlags{fs: cliflags.New(name), output: "text", connNames: map[string]bool{}}
 	registryflags.Register(a.fs, &a.conn)
 	a.fs.VisitAll(func(f *flag.Flag) { a.connNames[f.Name] = true })
@@ -138,6 +160,9 @@ func (a *apiFlags) parse(args []string) ([]string, error) {
 	if err != nil {
 		return nil, usageError{err.Error()}
 	}
+	if a.maxTime < 0 {
+		return nil, usagef("--max-time %s: give how long to wait, or 0 to wait as long as it takes", a.maxTime)
+	}
 	return pos, nil
 }
 
@@ -151,14 +176,18 @@ func (a *apiFlags) client() (*registry.Client, error) {
 	return c, nil
 }
 
-// connect returns a client and ctx bounded by callTimeout, for a one-shot
-// command; call done when finished.
+// connect returns a client and ctx bounded by --max-time, for a one-shot
+// command; call done when finished. The deadline's cause, which the
+// client's errors carry, is a callTimeoutError.
 func (a *apiFlags) connect(ctx context.Context) (context.Context, *registry.Client, func(), error) {
 	c, err := a.client()
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	cancel := context.CancelFunc(func() {})
+	if a.maxTime > 0 {
+		ctx, cancel = context.WithTimeoutCause(ctx, a.maxTime, callTimeoutError{a.maxTime})
+	}
 	return ctx, c, func() { cancel(); c.Close() }, nil
 }
 

@@ -113,7 +113,7 @@ func eventTime(ev registry.Event) string {
 }
 
 func runEventsTail(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	f := newAPIFlags("events tail", "svcreg events tail [--marker ID] [--type TYPE] [--count N] [flags]", `
+	f := newStreamFlags("events tail", "svcreg events tail [--marker ID] [--type TYPE] [--count N] [flags]", `
 Follows the events feed live and prints each event as it happens, until
 interrupted (Ctrl-C, SIGTERM) or, with --count, after that many events.
 Without --marker it starts now and shows only new events; with it, it

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,7 +24,8 @@ import (
 // in-process registry. Each script is its own user, so its own tenant:
 // SVCREG_URL, SVCREG_USERNAME and SVCREG_API_KEY point svcreg at it, and
 // ROOT_URL, API_URL, AUTH_URL, TOKEN and TENANT are there for scripts that set the
-// connection up another way.
+// connection up another way. SILENT_URL is a registry that takes
+// connections and never answers.
 //
 // Besides testscript's commands, scripts have:
 //
@@ -33,6 +35,7 @@ import (
 func TestScripts(t *testing.T) {
 	t.Parallel()
 	srv := testserver.Start(t, testserver.Options{})
+	silent := silentListener(t)
 	testscript.Run(t, testscript.Params{
 		Dir:                 "testdata/script",
 		RequireExplicitExec: true,
@@ -46,6 +49,7 @@ func TestScripts(t *testing.T) {
 			env.Setenv("ROOT_URL", srv.URL)
 			env.Setenv("API_URL", srv.APIURL)
 			env.Setenv("AUTH_URL", srv.AuthURL)
+			env.Setenv("SILENT_URL", "http://"+silent+"/v1.0")
 			c, err := registry.New(registry.Config{URL: srv.APIURL, AuthURL: srv.AuthURL, Username: user, APIKey: "dev"})
 			if err != nil {
 				return err
@@ -67,6 +71,37 @@ func TestScripts(t *testing.T) {
 			"mkservices": cmdMkServices,
 		},
 	})
+}
+
+// silentListener takes connections and never answers on them, until the
+// test ends; it returns its address.
+func silentListener(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return ln.Addr().String()
 }
 
 // cmdExits runs a program and checks its exit status; its output is then
