@@ -388,41 +388,47 @@ func TestFeedAfterEmptyFilteredPages(t *testing.T) {
 // Register waits for the instance that holds the id for at most the spec's
 // longest timeout (and a margin), whatever timeout the registry says that
 // instance has: a registry's answer alone cannot keep a wrapper from ever
-// starting its command.
+// starting its command. A negative one (which would overflow to centuries)
+// is no wait at all.
 func TestRegisterWaitsNoLongerThanTheLongestTimeout(t *testing.T) {
 	t.Parallel()
-	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		switch {
-		case r.Method == "POST":
-			w.WriteHeader(http.StatusBadRequest)
-			io.WriteString(w, `{"type":"serviceWithThisIdExists","code":400,"message":"Service with this id already exists","details":"","txnId":"x"}`)
-		default:
-			io.WriteString(w, `{"id":"held","tags":[],"metadata":{},"heartbeat_timeout":100000000,"last_seen":null}`)
-		}
-	}))
-	defer api.Close()
-	c, err := registry.New(registry.Config{URL: api.URL + "/v1.0", Token: "t", Tenant: "1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	taken := make(chan time.Time, 1)
-	go c.Register(ctx, registry.Service{ID: "held", HeartbeatTimeout: 30}, registry.RegisterOptions{OnTaken: func(until time.Time) {
-		select {
-		case taken <- until:
-		default:
-		}
-	}})
-	select {
-	case until := <-taken:
-		if wait := time.Until(until); wait > (registry.MaxHeartbeatTimeout+10)*time.Second {
-			t.Errorf("Register waits %v for the holder, past the longest timeout (%d s)", wait.Round(time.Second), registry.MaxHeartbeatTimeout)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("Register did not find the id taken")
+	for _, timeout := range []string{"100000000", "-9223372040", "-1"} {
+		t.Run(timeout, func(t *testing.T) {
+			t.Parallel()
+			api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				switch {
+				case r.Method == "POST":
+					w.WriteHeader(http.StatusBadRequest)
+					io.WriteString(w, `{"type":"serviceWithThisIdExists","code":400,"message":"Service with this id already exists","details":"","txnId":"x"}`)
+				default:
+					io.WriteString(w, `{"id":"held","tags":[],"metadata":{},"heartbeat_timeout":`+timeout+`,"last_seen":null}`)
+				}
+			}))
+			defer api.Close()
+			c, err := registry.New(registry.Config{URL: api.URL + "/v1.0", Token: "t", Tenant: "1"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			taken := make(chan time.Time, 1)
+			go c.Register(ctx, registry.Service{ID: "held", HeartbeatTimeout: 30}, registry.RegisterOptions{OnTaken: func(until time.Time) {
+				select {
+				case taken <- until:
+				default:
+				}
+			}})
+			select {
+			case until := <-taken:
+				if wait := time.Until(until); wait > (registry.MaxHeartbeatTimeout+10)*time.Second {
+					t.Errorf("Register waits %v for the holder, past the longest timeout (%d s)", wait.Round(time.Second), registry.MaxHeartbeatTimeout)
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatal("Register did not find the id taken")
+			}
+		})
 	}
 }
 

@@ -91,8 +91,9 @@ func (c *Client) Register(ctx context.Context, s Service, opts RegisterOptions) 
 			case gerr == nil:
 				// The spec's longest, whatever the registry says: a
 				// registry's answer alone cannot hold the caller back
-				// for longer.
-				timeout = min(old.HeartbeatTimeout, MaxHeartbeatTimeout)
+				// for longer. A negative one is none (multiplied into
+				// a Duration it could wrap round to centuries).
+				timeout = max(min(old.HeartbeatTimeout, MaxHeartbeatTimeout), 0)
 			case ctx.Err() != nil:
 				if opts.OnTaken != nil {
 					opts.OnTaken(time.Time{})
