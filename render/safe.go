@@ -222,6 +222,11 @@ func checkHostName(field, s string) error {
 			}
 		}
 	}
+	// nginx reads "unix:PORT" as the path of a UNIX socket, relative to
+	// its working directory, not as a host and port.
+	if strings.EqualFold(s, "unix") {
+		return refuse(field, s, "nginx reads unix:PORT as a UNIX socket's path")
+	}
 	// A resolver reads "0x50" or "10.1" as an IPv4 address (inet_aton);
 	// a top-level label starts with a letter (RFC 3696 §2).
 	if last := s[strings.LastIndexByte(s, '.')+1:]; !isLetter(last[0]) {
@@ -359,12 +364,24 @@ func nginxMapKey(s string) (string, error) {
 // headers or the process's environment. The empty string is refused too:
 // HAProxy's keywords read an empty word as the end of their arguments, so
 // in an ACL's list of values it silently drops the values after it.
+//
+// HAProxy takes the quotes off before its keywords read the words, so a
+// quoted word is still read as syntax where a keyword looks for it: a
+// leading '-' as an ACL's flag ('-m found' matches any value, '-f FILE'
+// loads a file's patterns), and "{", "}", "!", "||", "or", "if" and
+// "unless" as a condition's. Those are refused.
 func haproxyString(s string) (string, error) {
 	if err := checkQuotable("string", s); err != nil {
 		return "", err
 	}
 	if s == "" {
 		return "", refuse("string", s, "empty: HAProxy reads an empty word as the end of the arguments, dropping any after it")
+	}
+	if strings.HasPrefix(s, "-") {
+		return "", refuse("string", s, "a leading '-': HAProxy reads it as an ACL's flag (-m, -f, -i), quoted or not")
+	}
+	if haproxyConditionWords[s] {
+		return "", refuse("string", s, "HAProxy reads this word as a condition's syntax, quoted or not")
 	}
 	if strings.Contains(s, "'") {
 		return "", refuse("string", s, "a single quote cannot be quoted for HAProxy")
@@ -374,6 +391,11 @@ func haproxyString(s string) (string, error) {
 	}
 	return "'" + s + "'", nil
 }
+
+// haproxyConditionWords are the words HAProxy's condition parser reads as
+// syntax (an anonymous ACL's braces, negation, "or"; where a condition
+// starts) when it meets them unquoted, as it meets a quoted one.
+var haproxyConditionWords = map[string]bool{"{": true, "}": true, "!": true, "||": true, "or": true, "if": true, "unless": true}
 
 // toEndpoint checks and parses a service's id, address, port and weight.
 func toEndpoint(s registry.Service, hostnames bool) (Endpoint, *RefusedError) {

@@ -243,13 +243,18 @@ func TestHAProxyStringRoundTrips(t *testing.T) {
 	t.Parallel()
 	var acl, accepted []string
 	var rules strings.Builder
-	for _, v := range []string{"alpha.example", "", "beta.example", "/a b", "#c", `back\slash\`, `"d"`, "$HOME", "${HOME}", "a;b {c}", "Grüße", "it's", "100%"} {
+	// HAProxy takes the quotes off before its keywords read a word: a
+	// quoted "-m found" would make the list match any value, a quoted "}"
+	// end an anonymous ACL, and "||", "if" and the like read as syntax.
+	for _, v := range []string{"alpha.example", "", "beta.example", "/a b", "#c", `back\slash\`, `"d"`, "$HOME", "${HOME}", "a;b {c}", "Grüße", "it's", "100%",
+		"-m", "found", "-f", "/etc/hosts", "--", "-i", "}", "{", "||", "or", "!", "if", "unless", "TRUE", "a-b", "x-"} {
 		q, err := haproxyString(v)
 		if err != nil {
 			continue
 		}
 		acl = append(acl, q)
-		fmt.Fprintf(&rules, "    http-request return status 200 content-type text/plain string %s if known { req.hdr(x-i) -m str %d }\n", q, len(accepted))
+		// Also alone in an anonymous ACL, where its flags end.
+		fmt.Fprintf(&rules, "    http-request return status 200 content-type text/plain string %s if known { req.hdr(x-i) -m str %d } { req.hdr(x-v),b64dec -m str %s }\n", q, len(accepted), q)
 		accepted = append(accepted, v)
 	}
 	h := haproxytest.Start(t, "backend api\n    acl known req.hdr(x-v),b64dec -m str "+strings.Join(acl, " ")+"\n"+rules.String(), false)
@@ -265,6 +270,20 @@ func TestHAProxyStringRoundTrips(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusOK || string(body) != v {
 			t.Errorf("%q: HAProxy answers %d %q; want 200 and the value (is it in the ACL's list?)", v, resp.StatusCode, body)
+		}
+	}
+	for i := range accepted {
+		req, _ := http.NewRequest("GET", h.URL(), nil)
+		req.Header.Set("X-V", base64.StdEncoding.EncodeToString([]byte("innocent.example")))
+		req.Header.Set("X-I", strconv.Itoa(i))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Errorf("a value in no list matches the ACL of %q", accepted)
+			break
 		}
 	}
 }
@@ -456,6 +475,8 @@ func TestAddressPolicy(t *testing.T) {
 		"64:ff9b:1::a9fe:a9fe", "64:ff9b:1:a9fe:a9:fe00:a00:1", "2002:a9fe:a9fe::1", "2002:e000:1::",
 		"::a9fe:a9fe", "::169.254.169.254", "::e000:1", "::0.0.0.2",
 		"::ffff:0:169.254.169.254", "::ffff:0:6464:64c8",
+		// nginx reads "unix:4711" as the UNIX socket ./4711.
+		"unix", "UNIX", "Unix",
 	} {
 		if a, err := parseAddress("ip", v, true); err == nil {
 			t.Errorf("address %q accepted as %q", v, a)
@@ -464,6 +485,11 @@ func TestAddressPolicy(t *testing.T) {
 	for _, v := range []string{"127.0.0.1", "::1", "10.0.0.1", "192.168.1.1", "255.255.255.254", "2001:db8::1", "64:ff9b::a00:1", "100.100.100.201", "2002:a00:1::1", "::7f00:1", "::a00:1", "::ffff:0:a00:1"} {
 		if _, err := parseAddress("ip", v, false); err != nil {
 			t.Errorf("address %q refused: %v", v, err)
+		}
+	}
+	for _, v := range []string{"unix.internal", "unixhost", "my-unix"} {
+		if _, err := parseAddress("host", v, true); err != nil {
+			t.Errorf("host name %q refused: %v", v, err)
 		}
 	}
 	if _, err := parseAddress("host", "web.internal", false); err == nil || !strings.Contains(err.Error(), "allow_hostnames") {
