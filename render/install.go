@@ -142,24 +142,60 @@ func install(staged, dest string) (inPlace bool, err error) {
 	if !errors.Is(err, syscall.EBUSY) && !errors.Is(err, syscall.EXDEV) {
 		return false, err
 	}
-	data, rerr := os.ReadFile(staged)
-	if rerr != nil {
-		return true, rerr
-	}
 	defer os.Remove(staged)
-	f, oerr := os.OpenFile(dest, os.O_WRONLY|os.O_TRUNC|syscall.O_NOFOLLOW, 0)
-	if oerr != nil {
-		return true, fmt.Errorf("rename failed (%v), and so did rewriting in place: %w", err, oerr)
+	if werr := rewrite(staged, dest); werr != nil {
+		return true, fmt.Errorf("rename failed (%v), and so did rewriting in place: %w", err, werr)
 	}
-	if _, werr := f.Write(data); werr != nil {
-		f.Close()
-		return true, werr
+	return true, nil
+}
+
+// rewrite writes the staged file's content into dest, and gives dest the
+// staged file's mode and owner (the template's perms, user and group)
+// first, so that content meant for fewer readers is never in a file more
+// may read. A mode or owner it cannot give fails the rewrite before
+// anything is written.
+func rewrite(staged, dest string) error {
+	data, err := os.ReadFile(staged)
+	if err != nil {
+		return err
 	}
-	if serr := f.Sync(); serr != nil {
-		f.Close()
-		return true, serr
+	want, err := os.Lstat(staged)
+	if err != nil {
+		return err
 	}
-	return true, f.Close()
+	f, err := os.OpenFile(dest, os.O_WRONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	have, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	// Only root gives a file away; the staged file of a process that is
+	// not root is its own, which is no one's wish for dest.
+	ws, wok := want.Sys().(*syscall.Stat_t)
+	hs, hok := have.Sys().(*syscall.Stat_t)
+	if os.Geteuid() == 0 && wok && hok && (ws.Uid != hs.Uid || ws.Gid != hs.Gid) {
+		if err := f.Chown(int(ws.Uid), int(ws.Gid)); err != nil {
+			return err
+		}
+	}
+	if have.Mode().Perm() != want.Mode().Perm() {
+		if err := f.Chmod(want.Mode().Perm()); err != nil {
+			return err
+		}
+	}
+	if err := f.Truncate(0); err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	return f.Close()
 }
 
 // readNoFollow reads the file at path, refusing a symbolic link.
