@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Sentinel errors for the common faults. A *Error matches them with
@@ -103,6 +105,10 @@ type Error struct {
 
 // Error returns e.g. `registry: GET https://…/services/x: 404 notFoundError:
 // object does not exist (Object "Service" with key "x" does not exist)`.
+// The registry's text in it (fault type, message, details) is cut to 512
+// bytes each, and Go-quoted if it holds a control character or bytes that
+// are not UTF-8, so that a log line with the error is one line and drives
+// no terminal; the fields keep the text as it came.
 func (e *Error) Error() string {
 	return "registry: " + e.Method + " " + e.URL + ": " + e.fault()
 }
@@ -114,7 +120,7 @@ func (e *Error) fault() string {
 	b.WriteString(strconv.Itoa(e.StatusCode))
 	if e.Type != "" {
 		b.WriteByte(' ')
-		b.WriteString(e.Type)
+		b.WriteString(shownText(e.Type))
 	}
 	msg := e.Message
 	if msg == "" {
@@ -122,14 +128,35 @@ func (e *Error) fault() string {
 	}
 	if msg != "" {
 		b.WriteString(": ")
-		b.WriteString(msg)
+		b.WriteString(shownText(msg))
 	}
 	if d := e.detailsText(); d != "" && d != msg {
 		b.WriteString(" (")
-		b.WriteString(d)
+		b.WriteString(shownText(d))
 		b.WriteByte(')')
 	}
 	return b.String()
+}
+
+// maxShownText is the most of a registry's text that Error shows, per
+// field.
+const maxShownText = 512
+
+// shownText is s as Error shows it: cut to maxShownText bytes (at a
+// character, with "…"), and Go-quoted if it holds a control character or
+// bytes that are not UTF-8.
+func shownText(s string) string {
+	if len(s) > maxShownText {
+		cut := maxShownText
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut] + "…"
+	}
+	if !utf8.ValidString(s) || strings.ContainsFunc(s, unicode.IsControl) {
+		return strconv.Quote(s)
+	}
+	return s
 }
 
 func (e *Error) detailsText() string {
@@ -243,7 +270,7 @@ func newError(resp *http.Response, body []byte) *Error {
 		return e
 	}
 	e.Code = resp.StatusCode
-	if text := strings.TrimSpace(string(body)); text != "" && len(text) <= 200 && !strings.ContainsAny(text, "<\n") {
+	if text := strings.TrimSpace(string(body)); text != "" && len(text) <= 200 && !strings.ContainsAny(text, "<") && utf8.ValidString(text) && !strings.ContainsFunc(text, unicode.IsControl) {
 		e.Message = text
 	}
 	return e

@@ -3,6 +3,7 @@ package registry_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/svcreg/svcreg/registry"
 )
@@ -170,6 +172,58 @@ func TestErrorsHideURLCredentials(t *testing.T) {
 			t.Errorf("error %v; want one without the URL's user and password", err)
 		}
 	}
+}
+
+// A registry's (or a proxy's) text in an error's message is bounded and
+// escaped: a fault of 30 KB with terminal escapes and a carriage return
+// would otherwise be a log line that rewrites the terminal and forges
+// lines. The error's fields keep the text as it came.
+func TestErrorShowsRegistryTextSafely(t *testing.T) {
+	t.Parallel()
+	hostile := "\x1b]0;owned\x07\x1b[2J\rINFO all good" + strings.Repeat("x", 30<<10)
+	for _, tc := range []struct {
+		name string
+		body string
+	}{
+		{"fault", jsonText(t, map[string]any{"type": "badRequest", "code": 400, "message": hostile, "details": "d\x1b[31m"})},
+		{"fault type", jsonText(t, map[string]any{"type": "t\r\nFAKE LINE", "code": 400, "message": "m"})},
+		{"plain text", "\x1b[2Jshort"},
+		{"not UTF-8", "bad \xff byte"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.WriteHeader(http.StatusBadRequest)
+				io.WriteString(w, tc.body)
+			}))
+			defer api.Close()
+			c, err := registry.New(registry.Config{URL: api.URL + "/v1.0", Token: "t", Tenant: "1"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_, err = c.GetService(context.Background(), "a")
+			if err == nil {
+				t.Fatal("no error")
+			}
+			s := err.Error()
+			if strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f }) || !utf8.ValidString(s) || len(s) > 2048 {
+				t.Errorf("error text of %d bytes with control characters or bytes not UTF-8: %.200q", len(s), s)
+			}
+			var e *registry.Error
+			if errors.As(err, &e) && tc.name == "fault" && e.Message != hostile {
+				t.Errorf("the error's Message is not the registry's text as it came")
+			}
+		})
+	}
+}
+
+func jsonText(t *testing.T, v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 // A Config printed or logged, as a program's startup log might, shows
