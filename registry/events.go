@@ -41,6 +41,8 @@ type EventPage struct {
 	// a new connection soon reaches the next server, or this one
 	// restarted.
 	Closing bool
+	// size is how many bytes of the answer the page was decoded from.
+	size int64
 }
 
 // ListEvents returns the events from opts.Marker on, in commit order,
@@ -56,7 +58,7 @@ func (c *Client) ListEvents(ctx context.Context, opts EventListOptions) iter.Seq
 		}
 		o.Marker = marker
 		p, err := c.ListEventsPage(ctx, o)
-		return Page[Event]{Values: p.Values, NextMarker: p.NextMarker}, err
+		return Page[Event]{Values: p.Values, NextMarker: p.NextMarker, size: p.size}, err
 	})
 }
 
@@ -79,7 +81,7 @@ func (c *Client) ListEventsPage(ctx context.Context, opts EventListOptions) (Eve
 	if env.Values == nil {
 		return EventPage{}, errNotAList("/events")
 	}
-	p := EventPage{Values: *env.Values}
+	p := EventPage{Values: *env.Values, size: env.size}
 	if env.Metadata.NextMarker != nil {
 		p.NextMarker = *env.Metadata.NextMarker
 	}

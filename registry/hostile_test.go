@@ -243,6 +243,43 @@ func TestListWithoutEnd(t *testing.T) {
 	}
 }
 
+// A registry that pages without end with few but huge values (each page
+// up to the 64 MiB an answer may be) is refused once the list's answers
+// add up to 10 KiB for each value it may hold: its value count alone
+// would let it send MaxListItems times 64 MiB.
+func TestListOfHugeValues(t *testing.T) {
+	t.Parallel()
+	var requests atomic.Int64
+	huge := strings.Repeat("x", 300<<10)
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := requests.Add(1)
+		fmt.Fprintf(w, `{"values":[{"id":"v%d","value":"%s","type":"service.join","payload":{"id":"s"}}],"metadata":{"next_marker":"m%d"}}`, n, huge, n)
+	}))
+	defer api.Close()
+	const maxItems = 100 // 1,000 KiB of answers
+	c, err := registry.New(registry.Config{URL: api.URL + "/v1.0", Token: "t", Tenant: "1", MaxListItems: maxItems})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	for name, list := range map[string]func() (int, error){
+		"configuration": func() (int, error) { return count(c.ListConfig(ctx, registry.ConfigListOptions{Limit: 10})) },
+		"events":        func() (int, error) { return count(c.ListEvents(ctx, registry.EventListOptions{Limit: 10})) },
+		"services":      func() (int, error) { return count(c.ListServices(ctx, registry.ServiceListOptions{Limit: 10})) },
+	} {
+		requests.Store(0)
+		n, err := list()
+		if err == nil || !strings.Contains(err.Error(), "the list went past 1000 KiB") {
+			t.Errorf("%s: %d values, then %v; want the list refused past 1,000 KiB", name, n, err)
+		}
+		// Three pages of 300 KiB fit; the fourth is refused.
+		if n != 3 || requests.Load() != 4 {
+			t.Errorf("%s: %d values in %d requests; want 3 in 4", name, n, requests.Load())
+		}
+	}
+}
+
 // count counts a list's values up to its first error.
 func count[T any](seq iter.Seq2[T, error]) (int, error) {
 	n := 0

@@ -25,6 +25,24 @@ type Page[T any] struct {
 	// from the FeedMarker of the first page. Empty if the server does not
 	// send it.
 	FeedMarker string
+	// size is how many bytes of the answer the page was decoded from.
+	size int64
+}
+
+// maxListBytesPerItem is how many bytes of answers a list may take for
+// each value it may hold (MaxListItems): 1 GiB with the default. The
+// largest service the API takes is some tens of kilobytes of JSON (20
+// metadata pairs of 255 characters, escaped), a configuration value at
+// most 6 KiB, and real ones far less: an average of 10 KiB a value is no
+// registry's data.
+const maxListBytesPerItem = 10 << 10
+
+// kibOrMiB writes n bytes in whole MiB, or KiB below one MiB.
+func kibOrMiB(n int64) string {
+	if n < 1<<20 {
+		return strconv.FormatInt(n>>10, 10) + " KiB"
+	}
+	return strconv.FormatInt(n>>20, 10) + " MiB"
 }
 
 // maxPageLimit is the largest page the API serves (spec §10.1): the most
@@ -43,6 +61,8 @@ type listEnvelope[T any] struct {
 	}
 	// limit is the page size asked for; 0 for the registry's default.
 	limit int
+	// size is how many bytes of the answer decodeStream read.
+	size int64
 }
 
 // newListEnvelope returns the envelope of a page asked for with limit.
@@ -61,6 +81,7 @@ func (e errPageTooLong) Error() string {
 // more than a full page. Keys match as encoding/json matches them; other
 // keys are skipped.
 func (e *listEnvelope[T]) decodeStream(dec *json.Decoder) error {
+	defer func() { e.size = dec.InputOffset() }()
 	t, err := dec.Token()
 	if err != nil || t == nil {
 		return err // io.EOF for an empty body; null holds no list
@@ -162,7 +183,7 @@ func getPage[T any](ctx context.Context, c *Client, path string, q url.Values, l
 	if env.Values == nil {
 		return Page[T]{}, errNotAList(path)
 	}
-	p := Page[T]{Values: *env.Values, FeedMarker: h.Get("X-Registry-Marker")}
+	p := Page[T]{Values: *env.Values, FeedMarker: h.Get("X-Registry-Marker"), size: env.size}
 	if env.Metadata.NextMarker != nil {
 		p.NextMarker = *env.Metadata.NextMarker
 	}
@@ -199,18 +220,23 @@ func all[T any](ctx context.Context, marker string, maxItems int, fetch func(ctx
 // before (a registry that pages in a loop); or a page that takes the list
 // past maxItems values (a registry that pages without end, each time with
 // a new marker), where every page counts as at least one value, so that
-// empty pages end too. The markers seen are kept as hashes: a registry's
-// long markers do not add up.
+// empty pages end too, or past maxItems times maxListBytesPerItem bytes
+// (a registry that sends few but huge values, each page up to maxAnswer).
+// The markers seen are kept as hashes: a registry's long markers do not
+// add up.
 func pages[T any](ctx context.Context, marker string, maxItems int, fetch func(ctx context.Context, marker string) (Page[T], error)) iter.Seq2[Page[T], error] {
 	return func(yield func(Page[T], error) bool) {
 		seed := maphash.MakeSeed()
 		seen := map[uint64]bool{maphash.String(seed, marker): true}
-		items := 0
+		items, size := 0, int64(0)
 		for {
 			p, err := fetch(ctx, marker)
 			if err == nil {
+				size += p.size
 				if items += max(len(p.Values), 1); items > maxItems {
 					err = fmt.Errorf("registry: the list went past %d values, the most a list takes (Config.MaxListItems, [registry] max_list_items): the registry pages without end, or holds more than that", maxItems)
+				} else if limit := int64(maxItems) * maxListBytesPerItem; size > limit {
+					err = fmt.Errorf("registry: the list went past %s, the most a list takes (%d KiB for each of Config.MaxListItems, [registry] max_list_items): the registry sends values far larger than any it keeps", kibOrMiB(limit), maxListBytesPerItem>>10)
 				}
 			}
 			if err != nil {
