@@ -132,9 +132,9 @@ func attrsDiffer(t TemplateConfig, current fs.FileInfo) bool {
 // install moves a staged file over dest atomically and syncs the directory.
 // When dest cannot be replaced by rename — a file bind-mounted into a
 // container answers EBUSY, another filesystem EXDEV — it falls back to
-// rewriting dest in place, which is not atomic. It reports whether it fell
-// back.
-func install(staged, dest string) (inPlace bool, err error) {
+// rewriting dest in place, which is not atomic, with mode and owner (see
+// rewrite). It reports whether it fell back.
+func install(staged, dest string, mode os.FileMode, owner fileOwner) (inPlace bool, err error) {
 	err = os.Rename(staged, dest)
 	if err == nil {
 		return false, fsync.Dir(filepath.Dir(dest))
@@ -143,23 +143,19 @@ func install(staged, dest string) (inPlace bool, err error) {
 		return false, err
 	}
 	defer os.Remove(staged)
-	if werr := rewrite(staged, dest); werr != nil {
+	if werr := rewrite(staged, dest, mode, owner); werr != nil {
 		return true, fmt.Errorf("rename failed (%v), and so did rewriting in place: %w", err, werr)
 	}
 	return true, nil
 }
 
-// rewrite writes the staged file's content into dest, and gives dest the
-// staged file's mode and owner (the template's perms, user and group)
+// rewrite writes the staged file's content into dest, and gives dest
+// mode and owner (destinationMode's: the template's perms, user and group)
 // first, so that content meant for fewer readers is never in a file more
 // may read. A mode or owner it cannot give fails the rewrite before
 // anything is written.
-func rewrite(staged, dest string) error {
+func rewrite(staged, dest string, mode os.FileMode, owner fileOwner) error {
 	data, err := os.ReadFile(staged)
-	if err != nil {
-		return err
-	}
-	want, err := os.Lstat(staged)
 	if err != nil {
 		return err
 	}
@@ -172,17 +168,22 @@ func rewrite(staged, dest string) error {
 	if err != nil {
 		return err
 	}
-	// Only root gives a file away; the staged file of a process that is
-	// not root is its own, which is no one's wish for dest.
-	ws, wok := want.Sys().(*syscall.Stat_t)
-	hs, hok := have.Sys().(*syscall.Stat_t)
-	if os.Geteuid() == 0 && wok && hok && (ws.Uid != hs.Uid || ws.Gid != hs.Gid) {
-		if err := f.Chown(int(ws.Uid), int(ws.Gid)); err != nil {
-			return err
+	if st, ok := have.Sys().(*syscall.Stat_t); ok {
+		uid, gid := -1, -1
+		if owner.uid >= 0 && uint32(owner.uid) != st.Uid {
+			uid = owner.uid
+		}
+		if owner.gid >= 0 && uint32(owner.gid) != st.Gid {
+			gid = owner.gid
+		}
+		if uid >= 0 || gid >= 0 {
+			if err := f.Chown(uid, gid); err != nil {
+				return err
+			}
 		}
 	}
-	if have.Mode().Perm() != want.Mode().Perm() {
-		if err := f.Chmod(want.Mode().Perm()); err != nil {
+	if have.Mode().Perm() != mode.Perm() {
+		if err := f.Chmod(mode.Perm()); err != nil {
 			return err
 		}
 	}
@@ -231,7 +232,7 @@ func replace(dest string, data []byte, mode os.FileMode, owner fileOwner) error 
 		os.Remove(staged)
 		return err
 	}
-	if _, err := install(staged, dest); err != nil {
+	if _, err := install(staged, dest, mode, owner); err != nil {
 		os.Remove(staged)
 		return err
 	}

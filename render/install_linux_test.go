@@ -3,7 +3,9 @@ package render
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -26,8 +28,8 @@ func TestInPlaceInstallGivesPermsAndOwner(t *testing.T) {
 		t.Fatal(err)
 	}
 	bindMount(t, src, g.dest)
-	const nobody = 65534
-	set := g.set(t, TemplateConfig{Perms: "0600", User: "65534", Reload: "echo reload >> " + g.log})
+	const nobody, users = 65534, 100
+	set := g.set(t, TemplateConfig{Perms: "0600", User: "65534", Group: "100", Reload: "echo reload >> " + g.log})
 	ctx := context.Background()
 	res := g.r.Pass(ctx, set, snapshot())
 	if res.Installed != 1 || res.Failures != nil {
@@ -43,8 +45,8 @@ func TestInPlaceInstallGivesPermsAndOwner(t *testing.T) {
 	if fi.Mode().Perm() != 0o600 {
 		t.Errorf("mode %04o, want the template's 0600", fi.Mode().Perm())
 	}
-	if uid := fi.Sys().(*syscall.Stat_t).Uid; uid != nobody {
-		t.Errorf("owner %d, want the template's %d", uid, nobody)
+	if st := fi.Sys().(*syscall.Stat_t); st.Uid != nobody || st.Gid != users {
+		t.Errorf("owner %d:%d, want the template's %d:%d", st.Uid, st.Gid, nobody, users)
 	}
 	for range 2 {
 		if res := g.r.Pass(ctx, set, snapshot()); res.Installed != 0 || res.Failures != nil {
@@ -57,14 +59,15 @@ func TestInPlaceInstallGivesPermsAndOwner(t *testing.T) {
 }
 
 // bindMount mounts the file src over dest until the test ends. It needs
-// root; elsewhere the test is skipped, but not in CI.
+// CAP_SYS_ADMIN (root, outside a default container); without it the test
+// is skipped, but not in CI.
 func bindMount(t *testing.T, src, dest string) {
 	t.Helper()
 	err := syscall.Mount(src, dest, "", syscall.MS_BIND, "")
 	if err != nil {
-		msg := "bind-mounting a file needs root (CAP_SYS_ADMIN): " + err.Error()
-		if os.Geteuid() == 0 || testprog.InCI() {
-			t.Fatal(msg)
+		msg := "bind-mounting a file needs CAP_SYS_ADMIN: " + err.Error()
+		if testprog.InCI() {
+			t.Fatal(msg + "; CI runs every test")
 		}
 		t.Skip(msg)
 	}
@@ -73,4 +76,88 @@ func bindMount(t *testing.T, src, dest string) {
 			t.Errorf("unmount %s: %v", dest, err)
 		}
 	})
+}
+
+// A process that is not root gives a destination rewritten in place the
+// template's group, one of its own; its user it cannot give, and that
+// fails the rewrite before anything is written.
+func TestRewriteAsNonRootGivesTheGroup(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if os.Geteuid() != 0 {
+		rewriteAsNonRoot(t, dir)
+		return
+	}
+	// Root runs the test as nobody, in nobody's group and users (100),
+	// in dir (t.TempDir makes it and its parent root's alone).
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err := os.Chmod(d, 0o777); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The test binary's own directory is root's alone.
+	bin := filepath.Join(dir, "render.test")
+	exe, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, exe, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-test.run", "^TestRewriteAsNonRootGivesTheGroup$", "-test.v")
+	cmd.Env = append(os.Environ(), "SVCREG_REWRITE_DIR="+dir)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{65534, 100}}}
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "--- PASS: TestRewriteAsNonRootGivesTheGroup") {
+		t.Fatalf("as nobody: %v\n%s", err, out)
+	}
+}
+
+// rewriteAsNonRoot is TestRewriteAsNonRootGivesTheGroup's part that runs
+// as a user that is not root, in dir (SVCREG_REWRITE_DIR in the child).
+func rewriteAsNonRoot(t *testing.T, dir string) {
+	if d := os.Getenv("SVCREG_REWRITE_DIR"); d != "" {
+		dir = d
+	}
+	groups, err := os.Getgroups()
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := -1
+	for _, g := range groups {
+		if g != os.Getgid() {
+			other = g
+		}
+	}
+	if other < 0 {
+		t.Skip("the user is in one group only: no other group to give")
+	}
+	dest, staged := filepath.Join(dir, "dest"), filepath.Join(dir, "staged")
+	for _, f := range []string{dest, staged} {
+		if err := os.WriteFile(f, []byte(f), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := rewrite(staged, dest, 0o640, fileOwner{-1, other}); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(dest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gid := int(fi.Sys().(*syscall.Stat_t).Gid); gid != other || fi.Mode().Perm() != 0o640 {
+		t.Errorf("group %d, mode %04o; want the template's %d and 0640", gid, fi.Mode().Perm(), other)
+	}
+	if got := readFile(t, dest); got != staged {
+		t.Errorf("content %q, want the staged file's", got)
+	}
+	// A user it is not: refused, the content as it was.
+	if err := os.WriteFile(staged, []byte("new"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := rewrite(staged, dest, 0o640, fileOwner{os.Getuid() + 1, -1}); err == nil {
+		t.Error("rewrite gave the file to another user, not being root")
+	}
+	if got := readFile(t, dest); got != staged {
+		t.Errorf("content %q after a refused rewrite, want it as it was", got)
+	}
 }

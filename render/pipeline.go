@@ -558,7 +558,7 @@ func (r *Renderer) installStaged(g *Group, files []*file) *Failure {
 			}
 		}
 		f.hadFile = r.hadFile.had(f.t.Destination)
-		inPlace, err := install(f.staged, f.t.Destination)
+		inPlace, err := install(f.staged, f.t.Destination, f.mode, f.owner)
 		if err != nil {
 			r.restore(files, false)
 			return &Failure{g.Name, StepInstall, fmt.Errorf("install %s: %w", f.t.Destination, err)}
