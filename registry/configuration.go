@@ -24,16 +24,23 @@ type ConfigListOptions struct {
 // ordered by id, following next_marker from page to page (spec §7.8). An
 // error ends the sequence.
 func (c *Client) ListConfig(ctx context.Context, opts ConfigListOptions) iter.Seq2[ConfigValue, error] {
-	return all(ctx, opts.Marker, c.maxListItems, func(ctx context.Context, marker string) (Page[ConfigValue], error) {
+	return all(ctx, opts.Marker, c.maxListItems, func(ctx context.Context, marker string) (Page[ConfigValue], int64, error) {
 		o := opts
 		o.Marker = marker
-		return c.ListConfigPage(ctx, o)
+		return c.listConfigPage(ctx, o)
 	})
 }
 
 // ListConfigPage returns one page of configuration values, with the
 // FeedMarker to watch the events feed from (see ListServicesPage).
 func (c *Client) ListConfigPage(ctx context.Context, opts ConfigListOptions) (Page[ConfigValue], error) {
+	p, _, err := c.listConfigPage(ctx, opts)
+	return p, err
+}
+
+// listConfigPage is ListConfigPage, also saying how many bytes of the
+// answer the page was decoded from.
+func (c *Client) listConfigPage(ctx context.Context, opts ConfigListOptions) (Page[ConfigValue], int64, error) {
 	path := "/configuration"
 	if ns := strings.Trim(opts.Namespace, "/"); ns != "" {
 		// As the Node client's listForNamespace: "/configuration/ns/".

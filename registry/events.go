@@ -41,15 +41,13 @@ type EventPage struct {
 	// a new connection soon reaches the next server, or this one
 	// restarted.
 	Closing bool
-	// size is how many bytes of the answer the page was decoded from.
-	size int64
 }
 
 // ListEvents returns the events from opts.Marker on, in commit order,
 // following next_marker from page to page (spec §7.11). An error ends the
 // sequence. To follow the feed as it grows, use Watch.
 func (c *Client) ListEvents(ctx context.Context, opts EventListOptions) iter.Seq2[Event, error] {
-	return all(ctx, opts.Marker, c.maxListItems, func(ctx context.Context, marker string) (Page[Event], error) {
+	return all(ctx, opts.Marker, c.maxListItems, func(ctx context.Context, marker string) (Page[Event], int64, error) {
 		o := opts
 		if marker != opts.Marker {
 			// A later page starts at an event not seen yet, which a
@@ -57,13 +55,20 @@ func (c *Client) ListEvents(ctx context.Context, opts EventListOptions) iter.Seq
 			o.Wait = 0
 		}
 		o.Marker = marker
-		p, err := c.ListEventsPage(ctx, o)
-		return Page[Event]{Values: p.Values, NextMarker: p.NextMarker, size: p.size}, err
+		p, size, err := c.listEventsPage(ctx, o)
+		return Page[Event]{Values: p.Values, NextMarker: p.NextMarker}, size, err
 	})
 }
 
 // ListEventsPage returns one page of events.
 func (c *Client) ListEventsPage(ctx context.Context, opts EventListOptions) (EventPage, error) {
+	p, _, err := c.listEventsPage(ctx, opts)
+	return p, err
+}
+
+// listEventsPage is ListEventsPage, also saying how many bytes of the
+// answer the page was decoded from.
+func (c *Client) listEventsPage(ctx context.Context, opts EventListOptions) (EventPage, int64, error) {
 	q := pageQuery(opts.Marker, opts.Limit)
 	if opts.Type != "" {
 		q.Set("type", string(opts.Type))
@@ -76,12 +81,12 @@ func (c *Client) ListEventsPage(ctx context.Context, opts EventListOptions) (Eve
 	env := newListEnvelope[Event](opts.Limit)
 	h, err := c.do(ctx, call{method: "GET", path: "/events", query: q, wait: opts.Wait}, env)
 	if err != nil {
-		return EventPage{}, err
+		return EventPage{}, 0, err
 	}
 	if env.Values == nil {
-		return EventPage{}, errNotAList("/events")
+		return EventPage{}, 0, errNotAList("/events")
 	}
-	p := EventPage{Values: *env.Values, size: env.size}
+	p := EventPage{Values: *env.Values}
 	if env.Metadata.NextMarker != nil {
 		p.NextMarker = *env.Metadata.NextMarker
 	}
@@ -89,5 +94,5 @@ func (c *Client) ListEventsPage(ctx context.Context, opts EventListOptions) (Eve
 		p.Wait = w
 	}
 	p.Closing = p.Wait == 0 && opts.Wait > 0 && strings.EqualFold(h.Get("Connection"), "close")
-	return p, nil
+	return p, env.size, nil
 }

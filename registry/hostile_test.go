@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"iter"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -277,6 +278,26 @@ func TestListOfHugeValues(t *testing.T) {
 		if n != 3 || requests.Load() != 4 {
 			t.Errorf("%s: %d values in %d requests; want 3 in 4", name, n, requests.Load())
 		}
+	}
+}
+
+// A MaxListItems so large that its byte budget would pass the largest
+// int64 (one meaning "no bound") is no bound on the bytes either.
+func TestListWithTheLargestMaxListItems(t *testing.T) {
+	t.Parallel()
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"values":[{"id":"cfg","value":"v"}],"metadata":{"next_marker":null}}`)
+	}))
+	defer api.Close()
+	for _, maxItems := range []int{1e15, math.MaxInt} {
+		c, err := registry.New(registry.Config{URL: api.URL + "/v1.0", Token: "t", Tenant: "1", MaxListItems: maxItems})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n, err := count(c.ListConfig(context.Background(), registry.ConfigListOptions{})); n != 1 || err != nil {
+			t.Errorf("MaxListItems %d: %d values, %v; want the one value", maxItems, n, err)
+		}
+		c.Close()
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"hash/maphash"
 	"io"
 	"iter"
+	"math"
 	"net/url"
 	"strconv"
 	"strings"
@@ -25,9 +26,11 @@ type Page[T any] struct {
 	// from the FeedMarker of the first page. Empty if the server does not
 	// send it.
 	FeedMarker string
-	// size is how many bytes of the answer the page was decoded from.
-	size int64
 }
+
+// fetcher fetches the page of a list at a marker, and says how many bytes
+// of the answer it was decoded from.
+type fetcher[T any] func(ctx context.Context, marker string) (Page[T], int64, error)
 
 // maxListBytesPerItem is how many bytes of answers a list may take for
 // each value it may hold (MaxListItems): 1 GiB with the default. The
@@ -173,21 +176,22 @@ func pageQuery(marker string, limit int) url.Values {
 	return q
 }
 
-// getPage fetches one page of a list, asked for with limit.
-func getPage[T any](ctx context.Context, c *Client, path string, q url.Values, limit int) (Page[T], error) {
+// getPage fetches one page of a list, asked for with limit, and says how
+// many bytes of the answer it was decoded from.
+func getPage[T any](ctx context.Context, c *Client, path string, q url.Values, limit int) (Page[T], int64, error) {
 	env := newListEnvelope[T](limit)
 	h, err := c.do(ctx, call{method: "GET", path: path, query: q}, env)
 	if err != nil {
-		return Page[T]{}, err
+		return Page[T]{}, 0, err
 	}
 	if env.Values == nil {
-		return Page[T]{}, errNotAList(path)
+		return Page[T]{}, 0, errNotAList(path)
 	}
-	p := Page[T]{Values: *env.Values, FeedMarker: h.Get("X-Registry-Marker"), size: env.size}
+	p := Page[T]{Values: *env.Values, FeedMarker: h.Get("X-Registry-Marker")}
 	if env.Metadata.NextMarker != nil {
 		p.NextMarker = *env.Metadata.NextMarker
 	}
-	return p, nil
+	return p, env.size, nil
 }
 
 // errNotAList is a successful answer to a list request that holds no
@@ -197,7 +201,7 @@ func errNotAList(path string) error {
 }
 
 // all yields the values of every page (see pages).
-func all[T any](ctx context.Context, marker string, maxItems int, fetch func(ctx context.Context, marker string) (Page[T], error)) iter.Seq2[T, error] {
+func all[T any](ctx context.Context, marker string, maxItems int, fetch fetcher[T]) iter.Seq2[T, error] {
 	return func(yield func(T, error) bool) {
 		for p, err := range pages(ctx, marker, maxItems, fetch) {
 			if err != nil {
@@ -224,18 +228,24 @@ func all[T any](ctx context.Context, marker string, maxItems int, fetch func(ctx
 // (a registry that sends few but huge values, each page up to maxAnswer).
 // The markers seen are kept as hashes: a registry's long markers do not
 // add up.
-func pages[T any](ctx context.Context, marker string, maxItems int, fetch func(ctx context.Context, marker string) (Page[T], error)) iter.Seq2[Page[T], error] {
+func pages[T any](ctx context.Context, marker string, maxItems int, fetch fetcher[T]) iter.Seq2[Page[T], error] {
 	return func(yield func(Page[T], error) bool) {
 		seed := maphash.MakeSeed()
 		seen := map[uint64]bool{maphash.String(seed, marker): true}
-		items, size := 0, int64(0)
+		// The most bytes of answers the list takes; no bound where it
+		// would pass the largest int64 (a MaxListItems meaning none).
+		maxBytes := int64(math.MaxInt64)
+		if int64(maxItems) <= math.MaxInt64/maxListBytesPerItem {
+			maxBytes = int64(maxItems) * maxListBytesPerItem
+		}
+		items, bytes := 0, int64(0)
 		for {
-			p, err := fetch(ctx, marker)
+			p, size, err := fetch(ctx, marker)
 			if err == nil {
-				size += p.size
+				bytes += size
 				if items += max(len(p.Values), 1); items > maxItems {
 					err = fmt.Errorf("registry: the list went past %d values, the most a list takes (Config.MaxListItems, [registry] max_list_items): the registry pages without end, or holds more than that", maxItems)
-				} else if limit := int64(maxItems) * maxListBytesPerItem; size > limit {
+				} else if limit := maxBytes; bytes > limit {
 					err = fmt.Errorf("registry: the list went past %s, the most a list takes (%d KiB for each of Config.MaxListItems, [registry] max_list_items): the registry sends values far larger than any it keeps", kibOrMiB(limit), maxListBytesPerItem>>10)
 				}
 			}

@@ -38,11 +38,11 @@ func (c *Client) ListServicesPages(ctx context.Context, opts ServiceListOptions)
 
 // servicesPage fetches the page of services at a marker, with opts'
 // other options.
-func (c *Client) servicesPage(opts ServiceListOptions) func(ctx context.Context, marker string) (Page[Service], error) {
-	return func(ctx context.Context, marker string) (Page[Service], error) {
+func (c *Client) servicesPage(opts ServiceListOptions) fetcher[Service] {
+	return func(ctx context.Context, marker string) (Page[Service], int64, error) {
 		o := opts
 		o.Marker = marker
-		return c.ListServicesPage(ctx, o)
+		return c.listServicesPage(ctx, o)
 	}
 }
 
@@ -51,6 +51,13 @@ func (c *Client) servicesPage(opts ServiceListOptions) func(ctx context.Context,
 // page's FeedMarker, fetch the rest with Marker = NextMarker until it is
 // empty, then Watch from the FeedMarker.
 func (c *Client) ListServicesPage(ctx context.Context, opts ServiceListOptions) (Page[Service], error) {
+	p, _, err := c.listServicesPage(ctx, opts)
+	return p, err
+}
+
+// listServicesPage is ListServicesPage, also saying how many bytes of the
+// answer the page was decoded from.
+func (c *Client) listServicesPage(ctx context.Context, opts ServiceListOptions) (Page[Service], int64, error) {
 	q := pageQuery(opts.Marker, opts.Limit)
 	if opts.Tag != "" {
 		q.Set("tag", opts.Tag)
