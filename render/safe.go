@@ -369,7 +369,7 @@ func nginxMapKey(s string) (string, error) {
 // quoted word is still read as syntax where a keyword looks for it: a
 // leading '-' as an ACL's flag ('-m found' matches any value, '-f FILE'
 // loads a file's patterns), and "{", "}", "!", "||", "or", "if" and
-// "unless" as a condition's. Those are refused.
+// "unless" as a condition's. Those are refused, in any case.
 func haproxyString(s string) (string, error) {
 	if err := checkQuotable("string", s); err != nil {
 		return "", err
@@ -380,7 +380,7 @@ func haproxyString(s string) (string, error) {
 	if strings.HasPrefix(s, "-") {
 		return "", refuse("string", s, "a leading '-': HAProxy reads it as an ACL's flag (-m, -f, -i), quoted or not")
 	}
-	if haproxyConditionWords[s] {
+	if haproxyConditionWords[strings.ToLower(s)] {
 		return "", refuse("string", s, "HAProxy reads this word as a condition's syntax, quoted or not")
 	}
 	if strings.Contains(s, "'") {

@@ -247,7 +247,7 @@ func TestHAProxyStringRoundTrips(t *testing.T) {
 	// quoted "-m found" would make the list match any value, a quoted "}"
 	// end an anonymous ACL, and "||", "if" and the like read as syntax.
 	for _, v := range []string{"alpha.example", "", "beta.example", "/a b", "#c", `back\slash\`, `"d"`, "$HOME", "${HOME}", "a;b {c}", "Grüße", "it's", "100%",
-		"-m", "found", "-f", "/etc/hosts", "--", "-i", "}", "{", "||", "or", "!", "if", "unless", "TRUE", "a-b", "x-"} {
+		"-m", "found", "-f", "/etc/hosts", "--", "-i", "}", "{", "||", "or", "OR", "!", "if", "IF", "unless", "TRUE", "a-b", "x-"} {
 		q, err := haproxyString(v)
 		if err != nil {
 			continue

@@ -122,7 +122,7 @@ type apiFlags struct {
 // --help prints the usage to help (stdout).
 func newAPIFlags(name, synopsis, description string, help io.Writer) *apiFlags {
 	a := newStreamFlags(name, synopsis, description, help)
-	a.fs.DurationVar(&a.maxTime, "max-time", callTimeout, "give up if the registry has not answered within this `duration` (e.g. 10s, 2m; 0 waits as long as it takes)")
+	a.fs.DurationVar(&a.maxTime, "max-time", callTimeout, "give up if the registry has not answered within this `duration` (e.g. 10s, 2m;\n0 waits as long as it takes, but a login still gives up after 30s)")
 	return a
 }
 
