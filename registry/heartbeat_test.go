@@ -321,14 +321,24 @@ func TestHeartbeaterStop(t *testing.T) {
 // the old one out.
 func TestRegisterWaitsOutDeadInstance(t *testing.T) {
 	t.Parallel()
-	p, c := proxied(t, "register", testserver.Options{})
+	// The old instance's deadline passes when the test moves the
+	// registry's clock, after Register has found the id taken twice: not
+	// before Register's first create, however slow the machine.
+	clock := new(testserver.Clock)
+	p, c := proxied(t, "register", testserver.Options{Clock: clock})
 	ctx := testContext(t)
-	if _, err := c.CreateService(ctx, registry.Service{ID: "quick-death", HeartbeatTimeout: 3}); err != nil {
+	if _, err := c.CreateService(ctx, registry.Service{ID: "quick-death", HeartbeatTimeout: 120}); err != nil {
 		t.Fatal(err)
+	}
+	taken := 0
+	onTaken := func(time.Time) {
+		if taken++; taken == 2 {
+			clock.Advance(121 * time.Second)
+		}
 	}
 	opts, ch := beats(registry.HeartbeatOptions{})
 	hb, err := c.Register(ctx, registry.Service{ID: "quick-death", HeartbeatTimeout: 10, Tags: []string{"srv2"}},
-		registry.RegisterOptions{RetryDelay: 100 * time.Millisecond, Heartbeat: opts})
+		registry.RegisterOptions{RetryDelay: 100 * time.Millisecond, Heartbeat: opts, OnTaken: onTaken})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -362,9 +372,11 @@ func TestRegisterFailures(t *testing.T) {
 	})
 
 	t.Run("live instance", func(t *testing.T) {
-		// 5 s: a loaded machine may hold a heartbeat for a second or two,
-		// and the registry would time a 3 s service out meanwhile.
-		live, err := c.Register(ctx, registry.Service{ID: "alive-1", HeartbeatTimeout: 5}, registry.RegisterOptions{})
+		// 5 s, with a heartbeat every half second rather than the spec's
+		// 3 s: a loaded machine may hold a heartbeat for a second or two,
+		// and a 2 s margin could let the registry time the service out.
+		live, err := c.Register(ctx, registry.Service{ID: "alive-1", HeartbeatTimeout: 5},
+			registry.RegisterOptions{Heartbeat: registry.HeartbeatOptions{Interval: 500 * time.Millisecond}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -194,7 +194,10 @@ func TestMarkerExpired(t *testing.T) { onEachStore(t, testMarkerExpired) }
 func testMarkerExpired(t *testing.T, kind string) {
 	t.Parallel()
 	clock := new(testserver.Clock)
-	srv := testserver.Start(t, testserver.Options{Store: kind, Clock: clock, Retention: 2 * time.Second})
+	// 16 s of retention, which the server prunes every second (a
+	// sixteenth of it): time enough that a slow machine keeps the event
+	// until the clock moves.
+	srv := testserver.Start(t, testserver.Options{Store: kind, Clock: clock, Retention: 16 * time.Second})
 	c := newAPI(t, srv)
 	old := c.do("GET", "/services", nil).want(200).header.Get("X-Registry-Marker")
 	c.setConfig("key-1", "v")
@@ -203,7 +206,7 @@ func testMarkerExpired(t *testing.T, kind string) {
 	}
 	// Past the retention window, the next retention run (every second)
 	// removes the event; poll for it.
-	clock.Advance(3 * time.Second)
+	clock.Advance(20 * time.Second)
 	var r *reply
 	for end := time.Now().Add(20 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
 		if r = c.do("GET", "/events?marker="+old, nil); r.code != 200 {
@@ -326,12 +329,12 @@ func testDeleteInvalidatesToken(t *testing.T, kind string) {
 	clock := new(testserver.Clock)
 	srv := testserver.Start(t, testserver.Options{Store: kind, Clock: clock})
 	c := newAPI(t, srv)
-	old := c.create("svc-1", 3)
+	old := c.create("svc-1", 30)
 	c.do("DELETE", "/services/svc-1", nil).want(204)
 	c.heartbeat("svc-1", old).notFound("Service", "svc-1")
-	current := c.create("svc-1", 30)
+	current := c.create("svc-1", 120)
 	c.heartbeat("svc-1", old).notFound("HeartbeatMarker", old)
-	clock.Advance(3500 * time.Millisecond) // past the old deadline
+	clock.Advance(31 * time.Second) // past the old deadline, not the new one
 	c.service("svc-1")
 	c.nextToken("svc-1", current)
 	if got, want := summary(c.events("")), []string{"service.join svc-1", "service.remove svc-1", "service.join svc-1"}; !slices.Equal(got, want) {

@@ -215,14 +215,14 @@ func testTimeoutEvent(t *testing.T, kind string) {
 	clock := new(testserver.Clock)
 	srv := testserver.Start(t, testserver.Options{Store: kind, Clock: clock, ReapInterval: -1})
 	c := newAPI(t, srv)
-	token := c.create("svc-1", 3)
+	token := c.create("svc-1", 30)
 	token = c.nextToken("svc-1", token)
 	c.do("PUT", "/services/svc-1", map[string]any{"tags": []string{"late"}, "metadata": map[string]string{"k": "v"}}).want(204)
 	deadline, err := timeuuid.Parse(token)
 	if err != nil {
 		t.Fatal(err)
 	}
-	clock.Advance(3500 * time.Millisecond)
+	clock.Advance(31 * time.Second)
 	evs := c.events("?type=service.timeout")
 	if len(evs) != 1 {
 		t.Fatalf("timeout events %q, want one", summary(evs))
@@ -232,7 +232,7 @@ func testTimeoutEvent(t *testing.T, kind string) {
 	}
 	var p map[string]any
 	json.Unmarshal(evs[0].Payload, &p)
-	if want := map[string]any{"id": "svc-1", "heartbeat_timeout": 3.0, "tags": []any{"late"}, "metadata": map[string]any{"k": "v"}}; !reflect.DeepEqual(p, want) {
+	if want := map[string]any{"id": "svc-1", "heartbeat_timeout": 30.0, "tags": []any{"late"}, "metadata": map[string]any{"k": "v"}}; !reflect.DeepEqual(p, want) {
 		t.Errorf("timeout payload %s, want %v", evs[0].Payload, want)
 	}
 }

@@ -138,7 +138,7 @@ func testLateHeartbeat(t *testing.T, kind string) {
 	}
 }
 
-// spec §8.3 "exactly once": two services with timeout 3 and no heartbeats;
+// spec §8.3 "exactly once": two services with timeout 30 and no heartbeats;
 // after the deadline, 149 parallel GET /events each see exactly join, join,
 // timeout, timeout. With the reaper off the reads race to rectify; with it
 // on they race the reaper.
@@ -155,9 +155,9 @@ func testTimeoutsExactlyOnce(t *testing.T, kind string) {
 			clock := new(testserver.Clock)
 			srv := testserver.Start(t, testserver.Options{Store: kind, Clock: clock, ReapInterval: tc.reaper})
 			c := newAPI(t, srv)
-			c.create("svc-0", 3)
-			c.create("svc-1", 3)
-			clock.Advance(4 * time.Second)
+			c.create("svc-0", 30)
+			c.create("svc-1", 30)
+			clock.Advance(31 * time.Second)
 			const n = 149
 			replies := make([]*reply, n)
 			errs := make([]error, n)

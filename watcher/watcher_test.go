@@ -112,14 +112,19 @@ func TestWatcherFollowsTheRegistry(t *testing.T) {
 
 func TestWatcherSeesTimeouts(t *testing.T) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
+	// The service times out when the test moves the registry's clock past
+	// its deadline, once the watcher has seen it join: a slow machine
+	// cannot time it out before.
+	clock := new(testserver.Clock)
+	srv := testserver.Start(t, testserver.Options{Clock: clock})
 	c := client(t, srv, "watch-timeout")
 	w := start(t, watcher.Config{Client: c, Wait: 5 * time.Second})
 	eventually(t, w, "the first sync", func(s *watcher.Snapshot) bool { return s.Synced })
-	if _, err := c.CreateService(context.Background(), registry.Service{ID: "dies", HeartbeatTimeout: 3}); err != nil {
+	if _, err := c.CreateService(context.Background(), registry.Service{ID: "dies", HeartbeatTimeout: 120}); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, w, "the join", func(s *watcher.Snapshot) bool { _, ok := s.Service("dies"); return ok })
+	clock.Advance(121 * time.Second)
 	eventually(t, w, "the timeout", func(s *watcher.Snapshot) bool { _, ok := s.Service("dies"); return !ok })
 }
 

@@ -48,8 +48,10 @@ func TestServiceLivesWithTheCommand(t *testing.T) {
 ` + untilStop + `echo to-stdout
 echo to-stderr >&2
 `
+	// --interval=2: a 6 s heartbeat timeout, which a heartbeat held up on
+	// a loaded machine does not pass, so that no timeout joins the events.
 	args := append([]string{"--id=web1", "--tags=www, api", "--metadata=ip=10.0.0.1,port=8080", "--metadata", "url=http://h/?a=b",
-		"--interval=1", "--log-format=json"}, sh(script, f.dir)...)
+		"--interval=2", "--log-format=json"}, sh(script, f.dir)...)
 	w := startWrapperStdin(t, f.dir, strings.NewReader("from-stdin\n"), f.env("WRAPPER_TEST_VAR=passed"), args...)
 
 	s := f.waitRegistered("web1")
@@ -59,8 +61,8 @@ echo to-stderr >&2
 	if want := map[string]string{"ip": "10.0.0.1", "port": "8080", "url": "http://h/?a=b"}; !reflect.DeepEqual(s.Metadata, want) {
 		t.Errorf("metadata = %q, want %q", s.Metadata, want)
 	}
-	if s.HeartbeatTimeout != 3 {
-		t.Errorf("heartbeat_timeout = %d, want 3 (3 × --interval=1)", s.HeartbeatTimeout)
+	if s.HeartbeatTimeout != 6 {
+		t.Errorf("heartbeat_timeout = %d, want 6 (3 × --interval=2)", s.HeartbeatTimeout)
 	}
 	if got, want := waitFile(t, f.path("env")), "web1 passed from-stdin"; got != want {
 		t.Errorf("the command's $SVCREG_SERVICE_ID, $WRAPPER_TEST_VAR and stdin = %q, want %q", got, want)
@@ -396,7 +398,9 @@ func TestRegistrationWaitsOutRetryAfter(t *testing.T) {
 func TestRegistersAgainWhenForgotten(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	w := startWrapper(t, f.dir, f.env(), append([]string{"--id=forgotten", "--interval=1"}, sh(untilStop, f.dir)...)...)
+	// --interval=2 (a 6 s timeout): no timeout of a heartbeat held up on a
+	// loaded machine among the events.
+	w := startWrapper(t, f.dir, f.env(), append([]string{"--id=forgotten", "--interval=2"}, sh(untilStop, f.dir)...)...)
 	f.waitRegistered("forgotten")
 	if err := f.client.DeleteService(t.Context(), "forgotten"); err != nil {
 		t.Fatal(err)
@@ -411,16 +415,25 @@ func TestRegistersAgainWhenForgotten(t *testing.T) {
 
 func TestWaitsForAnOldInstanceToTimeOut(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t)
+	clock := new(testserver.Clock)
+	f := newFixtureWith(t, testserver.Options{Clock: clock})
 	// An old instance that died without deleting its service: nobody
-	// heartbeats it, so the registry times it out after 3 s.
-	if _, err := f.client.CreateService(t.Context(), registry.Service{ID: "restarted", HeartbeatTimeout: 3}); err != nil {
+	// heartbeats it, so the registry times it out when the test moves its
+	// clock past the deadline; not before the wrapper has found the id
+	// taken, however slowly the wrapper starts.
+	if _, err := f.client.CreateService(t.Context(), registry.Service{ID: "restarted", HeartbeatTimeout: 120}); err != nil {
 		t.Fatal(err)
 	}
 	script := `echo started > "$1/started"
 ` + untilStop
-	w := startWrapper(t, f.dir, f.env(), append([]string{"--id=restarted", "--interval=1", "--tags=new"}, sh(script, f.dir)...)...)
+	// --interval=2 (a 6 s timeout): no timeout of the new instance among
+	// the events, should a loaded machine hold a heartbeat up.
+	w := startWrapper(t, f.dir, f.env(), append([]string{"--id=restarted", "--interval=2", "--tags=new"}, sh(script, f.dir)...)...)
 	w.waitLog("another instance holds the id")
+	if _, err := os.Stat(f.path("started")); err == nil {
+		t.Error("the command started while the old instance held the id")
+	}
+	clock.Advance(121 * time.Second)
 	waitFile(t, f.path("started"))
 	// The command starts once the wrapper holds the id.
 	got := f.eventTypes("restarted")
