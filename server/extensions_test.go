@@ -10,6 +10,7 @@ import (
 	"maps"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -554,4 +555,23 @@ func TestWaitParameter(t *testing.T) {
 			t.Errorf("wait=%s: X-Registry-Wait %q, want %q less up to a sixteenth", tc.wait, got, tc.applied)
 		}
 	}
+}
+
+// A query of more than 256 parameters is refused before it is parsed and
+// before authentication: tens of thousands fit in the header limit, and
+// parsing them cost milliseconds of CPU a request, for anyone.
+func TestQueryParameterBound(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	c := newAPI(t, srv)
+	params := func(n int) string { return strings.Repeat("&p=1", n-1) }
+	const msg = "The query string has 257 parameters, and a request may have 256 at most: leave out the parameters the API does not use."
+	sendRequest(t, srv.URL, "GET", "/v1.0/"+c.tenant+"/services?limit=1"+params(257), nil).
+		fault(400, "badRequest", msg, msg)
+	sendRequest(t, srv.URL, "GET", "/v1.0/"+c.tenant+"/services?limit=1"+params(257), nil, "X-Auth-Token", c.token).
+		fault(400, "badRequest", msg, msg)
+	sendRequest(t, srv.URL, "GET", "/v1.0/"+c.tenant+"/services?limit=1"+params(256), nil, "X-Auth-Token", c.token).want(200)
+	// Empty pairs are parameters; empty parts between '&'s are not.
+	sendRequest(t, srv.URL, "GET", "/v1.0/"+c.tenant+"/services?limit=1"+strings.Repeat("&=", 300), nil).want(400)
+	sendRequest(t, srv.URL, "GET", "/v1.0/"+c.tenant+"/services?limit=1"+strings.Repeat("&", 4000), nil, "X-Auth-Token", c.token).want(200)
 }

@@ -125,6 +125,22 @@ type query []queryPair
 
 type queryPair struct{ key, value string }
 
+// maxQueryParams is the most parameters (parts between '&' that are not
+// empty) a request's query may have; the API reads six at most.
+const maxQueryParams = 256
+
+// queryParams counts the parameters of a raw query as parseQuery finds
+// them, without parsing them.
+func queryParams(raw string) int {
+	n := 0
+	for part := range strings.SplitSeq(raw, "&") {
+		if part != "" {
+			n++
+		}
+	}
+	return n
+}
+
 func parseQuery(raw string) query {
 	var q query
 	for _, part := range strings.Split(raw, "&") {

@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -263,6 +264,12 @@ func (s *Server) handleAPI(w http.ResponseWriter, rq *request, path string) (str
 		return "none", f
 	}
 	rq.body = b
+	if n := queryParams(r.URL.RawQuery); n > maxQueryParams {
+		// Before the parse, and before authentication: tens of thousands
+		// of parameters fit in the header limit, and parsing them costs
+		// milliseconds of CPU, which anyone could have for nothing.
+		return "none", badRequest(fmt.Sprintf("The query string has %d parameters, and a request may have %d at most: leave out the parameters the API does not use.", n, maxQueryParams))
+	}
 	rq.query = parseQuery(r.URL.RawQuery)
 
 	if err := s.authenticate(rq); err != nil {
