@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"net/http"
 	"strings"
 
@@ -60,13 +61,9 @@ func (s *Server) handleConfigGet(w http.ResponseWriter, rq *request) error {
 }
 
 func (s *Server) listConfig(w http.ResponseWriter, rq *request, prefix string, limit int, marker string) error {
-	page, err := s.store.Configs(rq.r.Context(), rq.tenant, store.ConfigQuery{Prefix: prefix, Marker: marker, Limit: limit})
-	if err != nil {
-		return err
-	}
-	setFeedMarker(w, page.Marker)
-	writeList[registry.ConfigValue](w, rq, page.Values, limit, marker, page.Next)
-	return nil
+	return serveList(s, w, rq, limit, marker, func(ctx context.Context) (store.Page[registry.ConfigValue], error) {
+		return s.store.Configs(ctx, rq.tenant, store.ConfigQuery{Prefix: prefix, Marker: marker, Limit: limit})
+	})
 }
 
 // handleConfigSet is PUT /configuration/{id} (spec §7.9).

@@ -148,12 +148,23 @@ func eventTypes(q query) ([]registry.EventType, *fault) {
 
 // serveEvents answers the request with the page q reads now.
 func (s *Server) serveEvents(w http.ResponseWriter, rq *request, q store.EventQuery) error {
-	page, err := s.store.Events(rq.r.Context(), rq.tenant, q)
+	page, err := s.readEvents(rq, q)
 	if err != nil {
 		return err
 	}
 	writeEvents(w, rq, q.Limit, page)
 	return nil
+}
+
+// readEvents reads a page of events of rq's account, holding one of its
+// read slots (readGate) while it does.
+func (s *Server) readEvents(rq *request, q store.EventQuery) (store.EventPage, error) {
+	leave, err := s.reads.enter(rq.r.Context(), rq.tenant)
+	if err != nil {
+		return store.EventPage{}, err
+	}
+	defer leave()
+	return s.store.Events(rq.r.Context(), rq.tenant, q)
 }
 
 // millis is a UUID time in milliseconds: the original compared a marker's

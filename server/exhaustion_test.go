@@ -14,13 +14,16 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/svcreg/svcreg/internal/testserver"
+	"github.com/svcreg/svcreg/registry"
 	"github.com/svcreg/svcreg/server"
 	"github.com/svcreg/svcreg/server/store"
 )
@@ -403,4 +406,78 @@ func testLongPollOverTLS(t *testing.T, kind string) {
 	cancel()
 	<-left
 	eventually(t, "the long-poll of the client that left freed", func() bool { return metric(t, reg, "svcreg_longpolls_waiting") == 0 })
+}
+
+// gatedServices blocks the list reads of services of one tenant in the
+// store until the test releases them, saying when each starts.
+type gatedServices struct {
+	store.Store
+	tenant  atomic.Pointer[string]
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (g *gatedServices) Services(ctx context.Context, tenant string, q store.ServiceQuery) (store.Page[registry.Service], error) {
+	if t := g.tenant.Load(); t != nil && *t == tenant {
+		g.entered <- struct{}{}
+		<-g.release
+	}
+	return g.Store.Services(ctx, tenant, q)
+}
+
+// One account's list reads run at most half the processors at once (at
+// least one): past that they wait their turn, before they reach the store,
+// while another account's list reads, and the account's other requests,
+// do not wait for them.
+func TestListReadsOfOneAccountTakeTurns(t *testing.T) {
+	onEachStore(t, testListReadsOfOneAccountTakeTurns)
+}
+
+func testListReadsOfOneAccountTakeTurns(t *testing.T, kind string) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	gs := &gatedServices{entered: make(chan struct{}, 64), release: make(chan struct{})}
+	base := startCustom(t, kind, func(st store.Store) server.Config {
+		gs.Store = st
+		return server.Config{Store: gs, Registerer: reg}
+	})
+	busy, other := devLogin(t, base, "busy"), devLogin(t, base, "other")
+	busy.create("svc-1", 30)
+	other.create("svc-1", 30)
+	gs.tenant.Store(&busy.tenant)
+	slots := max(1, runtime.GOMAXPROCS(0)/2) // the server's own rule
+	answers := make(chan int, slots+1)
+	for range slots + 1 {
+		go func() {
+			r, err := trySend(t, base, "GET", "/v1.0/"+busy.tenant+"/services", nil, "X-Auth-Token", busy.token)
+			if err != nil {
+				answers <- 0
+				return
+			}
+			answers <- r.code
+		}()
+	}
+	for range slots {
+		<-gs.entered
+	}
+	eventually(t, "a list read waiting for its account's turn", func() bool {
+		return metric(t, reg, "svcreg_list_reads_waiting") == 1
+	})
+	select {
+	case <-gs.entered:
+		t.Fatalf("%d list reads of one account reached the store at once; want %d", slots+1, slots)
+	default:
+	}
+	// Another account lists; the busy one reads a service and heartbeats.
+	other.do("GET", "/services", nil).want(200)
+	busy.do("GET", "/services/svc-1", nil).want(200)
+	close(gs.release)
+	for range slots + 1 {
+		if code := <-answers; code != 200 {
+			t.Errorf("a list read of the busy account: %d, want 200", code)
+		}
+	}
+	if got := metric(t, reg, "svcreg_list_reads_waiting"); got != 0 {
+		t.Errorf("%v list reads waiting once all were answered", got)
+	}
 }

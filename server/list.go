@@ -1,10 +1,12 @@
 package server
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 
 	"github.com/svcreg/svcreg/internal/timeuuid"
+	"github.com/svcreg/svcreg/server/store"
 )
 
 // Pagination (spec §10.1): limit, then marker.
@@ -80,10 +82,27 @@ type listBody[T any] struct {
 	Metadata listMeta `json:"metadata"`
 }
 
-// writeList writes a page in the list envelope. marker is echoed when set;
-// next, when not empty, gives next_marker and next_href.
-func writeList[T any](w http.ResponseWriter, rq *request, values []T, limit int, marker, next string) {
-	writeJSON(w, http.StatusOK, listEnvelope(values, limit, marker, next, rq.hrefPrefix(), rq.query))
+// serveList reads a page with read and writes it in the list envelope,
+// with its feed marker (marker is echoed when set; the page's next, when
+// not empty, gives next_marker and next_href). The read and the encoding hold one of the
+// account's read slots (readGate); the write to the client does not.
+func serveList[T any](s *Server, w http.ResponseWriter, rq *request, limit int, marker string, read func(ctx context.Context) (store.Page[T], error)) error {
+	leave, err := s.reads.enter(rq.r.Context(), rq.tenant)
+	if err != nil {
+		return err
+	}
+	page, err := read(rq.r.Context())
+	var body []byte
+	if err == nil {
+		body, err = marshalJSON(listEnvelope(page.Values, limit, marker, page.Next, rq.hrefPrefix(), rq.query))
+	}
+	leave()
+	if err != nil {
+		return err
+	}
+	setFeedMarker(w, page.Marker)
+	writeRawJSON(w, http.StatusOK, body)
+	return nil
 }
 
 // listEnvelope builds a list answer; next_href is hrefPrefix followed by the

@@ -41,7 +41,7 @@ func (s *Server) longPoll(w http.ResponseWriter, rq *request, q store.EventQuery
 		if err != nil {
 			return err
 		}
-		page, err := s.store.Events(ctx, rq.tenant, q)
+		page, err := s.readEvents(rq, q)
 		if err != nil {
 			return err
 		}

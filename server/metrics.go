@@ -12,6 +12,7 @@ type serverMetrics struct {
 	connsOpen   prometheus.Gauge
 	connsIdle   prometheus.Gauge
 	connsClosed *prometheus.CounterVec
+	readsQueued prometheus.Gauge
 }
 
 func newServerMetrics(r prometheus.Registerer) serverMetrics {
@@ -52,9 +53,13 @@ func newServerMetrics(r prometheus.Registerer) serverMetrics {
 			Name: "svcreg_connections_closed_total",
 			Help: "Idle client connections the server closed, by reason: idle (global idle cap), tenant (per-tenant idle cap), conns (room for a new connection past --max-conns), unauthenticated (idle without authenticating).",
 		}, []string{"reason"}),
+		readsQueued: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "svcreg_list_reads_waiting",
+			Help: "List reads (a page of services, configuration values or events) waiting for their account's turn: an account runs as many at once as half the processors.",
+		}),
 	}
 	if r != nil {
-		r.MustRegister(m.requests, m.heartbeats, m.waiting, m.refused, m.gone, m.dropped, m.connsOpen, m.connsIdle, m.connsClosed)
+		r.MustRegister(m.requests, m.heartbeats, m.waiting, m.refused, m.gone, m.dropped, m.connsOpen, m.connsIdle, m.connsClosed, m.readsQueued)
 	}
 	return m
 }

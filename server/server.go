@@ -99,6 +99,7 @@ type Server struct {
 
 	poller *poller
 	conns  *connTracker
+	reads  *readGate
 
 	closing   chan struct{} // closed by Drain
 	closeOnce sync.Once
@@ -146,6 +147,7 @@ func New(cfg Config) *Server {
 	if cfg.WriteRate > 0 {
 		s.writes = newWriteLimiter(cfg.WriteRate, cfg.WriteBurst, cfg.Clock)
 	}
+	s.reads = newReadGate(listReadSlots(), s.metrics.readsQueued)
 	s.poller = newPoller(s)
 	registerParked(cfg.Registerer, s.poller.parkedCount)
 	s.conns = newConnTracker(s)

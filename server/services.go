@@ -1,11 +1,13 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"strings"
 	"unicode"
 
+	"github.com/svcreg/svcreg/registry"
 	"github.com/svcreg/svcreg/server/store"
 )
 
@@ -64,13 +66,9 @@ func (s *Server) handleServicesList(w http.ResponseWriter, rq *request) error {
 		}
 		q.Tag = &tag
 	}
-	page, err := s.store.Services(rq.r.Context(), rq.tenant, q)
-	if err != nil {
-		return err
-	}
-	setFeedMarker(w, page.Marker)
-	writeList(w, rq, page.Values, limit, marker, page.Next)
-	return nil
+	return serveList(s, w, rq, limit, marker, func(ctx context.Context) (store.Page[registry.Service], error) {
+		return s.store.Services(ctx, rq.tenant, q)
+	})
 }
 
 // handleServiceGet is GET /services/{id} (spec §7.3).
