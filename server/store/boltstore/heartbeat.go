@@ -138,6 +138,31 @@ func (s *Store) Heartbeat(ctx context.Context, tenantID, id, token string) (stri
 	return e.cur.String(), nil
 }
 
+// storedIncarnation is the incarnation of the service id in tenant bucket
+// b, and whether it is there. It reads the service's heartbeat record,
+// which is written with the service and deleted with it, rather than the
+// service's: that can be tens of kilobytes of JSON to decode, inside the
+// write transaction every account's writes wait for. A service without one
+// (a file written otherwise) is read from its own record.
+func storedIncarnation(b *bolt.Bucket, id string) (incarnation uint64, ok bool, err error) {
+	if raw := b.Bucket(bHeartbeats).Get([]byte(id)); raw != nil {
+		var h hbRecord
+		if err := json.Unmarshal(raw, &h); err != nil {
+			return 0, false, err
+		}
+		return h.Incarnation, true, nil
+	}
+	raw := b.Bucket(bServices).Get([]byte(id))
+	if raw == nil {
+		return 0, false, nil
+	}
+	var r store.ServiceRecord
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return 0, false, err
+	}
+	return r.Incarnation, true, nil
+}
+
 // checkpoint writes the heartbeat state of every service that heartbeated
 // since the last checkpoint, in one transaction.
 func (s *Store) checkpoint() error {
@@ -169,16 +194,12 @@ func (s *Store) checkpoint() error {
 		tenants := tx.Bucket(bTenants)
 		for _, it := range items {
 			b := tenants.Bucket([]byte(it.t.id))
-			raw := b.Bucket(bServices).Get([]byte(it.e.id))
-			if raw == nil {
-				continue // deleted or timed out since
-			}
-			var r store.ServiceRecord
-			if err := json.Unmarshal(raw, &r); err != nil {
+			incarnation, ok, err := storedIncarnation(b, it.e.id)
+			if err != nil {
 				return err
 			}
-			if r.Incarnation != it.rec.Incarnation {
-				continue
+			if !ok || incarnation != it.rec.Incarnation {
+				continue // deleted, timed out or created again since
 			}
 			v, err := json.Marshal(it.rec)
 			if err != nil {
