@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -415,10 +416,14 @@ type gatedServices struct {
 	tenant  atomic.Pointer[string]
 	entered chan struct{}
 	release chan struct{}
+	panics  atomic.Bool // each read of the tenant panics instead
 }
 
 func (g *gatedServices) Services(ctx context.Context, tenant string, q store.ServiceQuery) (store.Page[registry.Service], error) {
-	if t := g.tenant.Load(); t != nil && *t == tenant {
+	if t := g.tenant.Load(); t != nil && *t == tenant && g.panics.Load() {
+		panic("a damaged page")
+	}
+	if t := g.tenant.Load(); t != nil && *t == tenant && !g.panics.Load() {
 		g.entered <- struct{}{}
 		<-g.release
 	}
@@ -479,5 +484,92 @@ func testListReadsOfOneAccountTakeTurns(t *testing.T, kind string) {
 	}
 	if got := metric(t, reg, "svcreg_list_reads_waiting"); got != 0 {
 		t.Errorf("%v list reads waiting once all were answered", got)
+	}
+}
+
+// A client that gives up while its list read waits for the account's
+// turn is counted as 499 (client gone), not as the server's failure; a
+// list read that panics (a damaged file) gives its turn back.
+func TestListReadTurnsEndWithTheRequest(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	gs := &gatedServices{entered: make(chan struct{}, 64), release: make(chan struct{})}
+	base := startCustom(t, "bolt", func(st store.Store) server.Config {
+		gs.Store = st
+		return server.Config{Store: gs, Registerer: reg}
+	})
+	c := devLogin(t, base, "busy")
+	gs.tenant.Store(&c.tenant)
+	slots := max(1, runtime.GOMAXPROCS(0)/2) // the server's own rule
+	held := make(chan int, slots)
+	for range slots {
+		go func() {
+			r, err := trySend(t, base, "GET", "/v1.0/"+c.tenant+"/services", nil, "X-Auth-Token", c.token)
+			if err != nil {
+				held <- 0
+				return
+			}
+			held <- r.code
+		}()
+		<-gs.entered
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	req, err := http.NewRequestWithContext(ctx, "GET", base+"/v1.0/"+c.tenant+"/services", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-Auth-Token", c.token)
+	gaveUp := make(chan error, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		gaveUp <- err
+	}()
+	eventually(t, "a list read waiting for its account's turn", func() bool {
+		return metric(t, reg, "svcreg_list_reads_waiting") == 1
+	})
+	cancel()
+	<-gaveUp
+	eventually(t, "the abandoned read counted as 499", func() bool {
+		return metric(t, reg, "svcreg_http_requests_total", "route", "services.list", "code", "499") == 1
+	})
+	if got := metric(t, reg, "svcreg_http_requests_total", "route", "services.list", "code", "500"); got != 0 {
+		t.Errorf("%v list reads counted as the server's failure", got)
+	}
+	close(gs.release)
+	for range slots {
+		if code := <-held; code != 200 {
+			t.Errorf("a held list read: %d, want 200", code)
+		}
+	}
+
+	// A read that panics in the store, then one that must get its turn.
+	// Both bounded, so that a turn never given back fails the test rather
+	// than hang it (Go's client sends the panicked GET again, on a new
+	// connection).
+	get := func() (int, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, "GET", base+"/v1.0/"+c.tenant+"/services", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("X-Auth-Token", c.token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	gs.panics.Store(true)
+	if code, err := get(); errors.Is(err, context.DeadlineExceeded) || code == 200 {
+		t.Fatalf("the panicking read: %d, %v; want it failed at once", code, err)
+	}
+	gs.panics.Store(false)
+	if code, err := get(); err != nil || code != 200 {
+		t.Errorf("a list read after one that panicked: %d, %v; want 200 (was the turn given back?)", code, err)
 	}
 }

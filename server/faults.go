@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"math"
 	"net/http"
@@ -121,9 +122,20 @@ func faultJSON(f *fault, txnID string) []byte {
 	return data
 }
 
+// statusClientGone is the status a request is counted with whose client
+// went away before it was answered (nginx's 499): a read that waited its
+// turn (readGate) or a store call its context ended. Nothing is written,
+// and nothing is logged as the server's failure.
+const statusClientGone = 499
+
 // writeFault writes the fault for err (see faultFor). Every fault answer
 // is written here.
 func (s *Server) writeFault(w http.ResponseWriter, rq *request, err error) {
+	if rq.r.Context().Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+		s.log.Debug("client gone before the answer", "txn", rq.txnID, "err", err)
+		w.WriteHeader(statusClientGone)
+		return
+	}
 	f := s.faultFor(rq.txnID, err)
 	if f.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(f.RetryAfter.Seconds()))))

@@ -87,16 +87,19 @@ type listBody[T any] struct {
 // not empty, gives next_marker and next_href). The read and the encoding hold one of the
 // account's read slots (readGate); the write to the client does not.
 func serveList[T any](s *Server, w http.ResponseWriter, rq *request, limit int, marker string, read func(ctx context.Context) (store.Page[T], error)) error {
-	leave, err := s.reads.enter(rq.r.Context(), rq.tenant)
-	if err != nil {
-		return err
-	}
-	page, err := read(rq.r.Context())
-	var body []byte
-	if err == nil {
-		body, err = marshalJSON(listEnvelope(page.Values, limit, marker, page.Next, rq.hrefPrefix(), rq.query))
-	}
-	leave()
+	page, body, err := func() (store.Page[T], []byte, error) {
+		leave, err := s.reads.enter(rq.r.Context(), rq.tenant)
+		if err != nil {
+			return store.Page[T]{}, nil, err
+		}
+		defer leave() // also if the read panics (a damaged file)
+		page, err := read(rq.r.Context())
+		if err != nil {
+			return page, nil, err
+		}
+		body, err := marshalJSON(listEnvelope(page.Values, limit, marker, page.Next, rq.hrefPrefix(), rq.query))
+		return page, body, err
+	}()
 	if err != nil {
 		return err
 	}
