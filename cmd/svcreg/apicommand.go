@@ -268,13 +268,16 @@ func describeFault(err error) error {
 		}
 		return err
 	}
+	// The registry's text, Go-quoted if it holds a newline or anything
+	// else that does not print: the message is one line of svcreg's own.
 	details, _ := e.Details.(string)
-	msg := e.Message
+	details = termSafe(details)
+	msg := termSafe(e.Message)
 	switch {
 	case e.StatusCode >= 500:
 		msg = fmt.Sprintf("the registry failed: %d %s", e.StatusCode, cmp.Or(msg, http.StatusText(e.StatusCode)))
 		if e.TxnID != "" {
-			msg += " (txnId " + e.TxnID + ")"
+			msg += " (txnId " + termSafe(e.TxnID) + ")"
 		}
 	case e.Type == registry.FaultNotFound && details != "":
 		msg = details // "object does not exist" says less

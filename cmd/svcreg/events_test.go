@@ -572,3 +572,30 @@ func impostor(api http.HandlerFunc) *httptest.Server {
 		api(w, r)
 	}))
 }
+
+// A registry's answer never drives the terminal or forges lines of
+// svcreg's stderr: a create's token with escape sequences is printed
+// quoted, and a fault message with newlines is one line.
+func TestImpostorTokenAndFaultAreOneSafeLine(t *testing.T) {
+	t.Parallel()
+	srv := impostor(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == "POST" && strings.HasSuffix(r.URL.Path, "/services") {
+			w.WriteHeader(201)
+			io.WriteString(w, `{"token":"\u001b]0;owned\u0007\u001b[2J\u009b31m\u202e"}`)
+			return
+		}
+		w.WriteHeader(400)
+		io.WriteString(w, `{"type":"badRequest","code":400,"message":"Validation error\nsvcreg services get: ok, nothing wrong\n\tforged","details":"d\r\n","txnId":"tx\n1"}`)
+	})
+	defer srv.Close()
+	var stdout, stderr bytes.Buffer
+	Main(context.Background(), []string{"services", "create", "web1", "--timeout", "30", "--url", srv.URL, "--username", "x", "--api-key", "k"}, strings.NewReader(""), &stdout, &stderr)
+	if strings.ContainsAny(stdout.String(), "\x1b\a\u009b\u202e") || !strings.HasSuffix(stdout.String(), "\n") || strings.Count(stdout.String(), "\n") != 1 {
+		t.Errorf("services create printed the registry's token as %q; want it quoted, on one line", stdout.String())
+	}
+	stdout.Reset()
+	Main(context.Background(), []string{"services", "get", "web1", "--url", srv.URL, "--username", "x", "--api-key", "k"}, strings.NewReader(""), &stdout, &stderr)
+	if n := strings.Count(stderr.String(), "\n"); n != 1 || strings.ContainsAny(stderr.String(), "\r\t") {
+		t.Errorf("a fault message took %d lines of stderr:\n%q", n, stderr.String())
+	}
+}

@@ -135,7 +135,7 @@ POST /services/ID/heartbeat with the token (see docs/api.md), or let
 	if f.json() {
 		return writeJSON(stdout, map[string]string{"token": token})
 	}
-	_, err = fmt.Fprintln(stdout, token)
+	_, err = fmt.Fprintln(stdout, termSafe(token)) // the registry's text
 	return err
 }
 
