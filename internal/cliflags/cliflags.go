@@ -46,7 +46,12 @@ func Parse(fs *flag.FlagSet, args []string, interspersed bool) ([]string, error)
 		}
 		name, value, hasValue := strings.Cut(strings.TrimPrefix(arg[1:], "-"), "=")
 		if name == "" || name[0] == '-' || name[0] == '=' {
-			return nil, fmt.Errorf("bad flag syntax: %s", arg)
+			// Not the value: it may be a secret (---api-key=…).
+			shown, _, cut := strings.Cut(arg, "=")
+			if cut {
+				shown += "=…"
+			}
+			return nil, fmt.Errorf("bad flag syntax: %s", shown)
 		}
 		f := fs.Lookup(name)
 		if f == nil {

@@ -70,7 +70,8 @@ func TestParseErrors(t *testing.T) {
 		{"--ratio half", `invalid value "half" for flag --ratio: give a number`},
 		{"-n", "flag needs an argument: -n"},
 		{"---name", "bad flag syntax: ---name"},
-		{"--=x", "bad flag syntax: --=x"},
+		{"---api-key=s3cret", "bad flag syntax: ---api-key=…"},
+		{"--=x", "bad flag syntax: --=…"},
 	} {
 		if _, err := parse(strings.Fields(tt.args), true); err == nil || err.Error() != tt.want {
 			t.Errorf("Parse(%q) = %v, want %q", tt.args, err, tt.want)
