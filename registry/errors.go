@@ -106,8 +106,9 @@ type Error struct {
 // Error returns e.g. `registry: GET https://…/services/x: 404 notFoundError:
 // object does not exist (Object "Service" with key "x" does not exist)`.
 // The registry's text in it (fault type, message, details) is cut to 512
-// bytes each, and Go-quoted if it holds a control character or bytes that
-// are not UTF-8, so that a log line with the error is one line and drives
+// bytes each, and Go-quoted if it holds a character that does not print
+// (a control character, a bidirectional override) or bytes that are not
+// UTF-8, so that a log line with the error is one line and drives
 // no terminal; the fields keep the text as it came.
 func (e *Error) Error() string {
 	return "registry: " + e.Method + " " + e.URL + ": " + e.fault()
@@ -143,8 +144,8 @@ func (e *Error) fault() string {
 const maxShownText = 512
 
 // shownText is s as Error shows it: cut to maxShownText bytes (at a
-// character, with "…"), and Go-quoted if it holds a control character or
-// bytes that are not UTF-8.
+// character, with "…"), and Go-quoted if it holds a character that does
+// not print or bytes that are not UTF-8.
 func shownText(s string) string {
 	if len(s) > maxShownText {
 		cut := maxShownText
@@ -153,11 +154,16 @@ func shownText(s string) string {
 		}
 		s = s[:cut] + "…"
 	}
-	if !utf8.ValidString(s) || strings.ContainsFunc(s, unicode.IsControl) {
+	if !utf8.ValidString(s) || strings.ContainsFunc(s, notShown) {
 		return strconv.Quote(s)
 	}
 	return s
 }
+
+// notShown reports whether r is a character that does not print as
+// itself: a control character, or one such as a bidirectional override
+// that reorders what follows.
+func notShown(r rune) bool { return r != ' ' && !unicode.IsPrint(r) }
 
 func (e *Error) detailsText() string {
 	switch d := e.Details.(type) {
@@ -270,7 +276,7 @@ func newError(resp *http.Response, body []byte) *Error {
 		return e
 	}
 	e.Code = resp.StatusCode
-	if text := strings.TrimSpace(string(body)); text != "" && len(text) <= 200 && !strings.ContainsAny(text, "<") && utf8.ValidString(text) && !strings.ContainsFunc(text, unicode.IsControl) {
+	if text := strings.TrimSpace(string(body)); text != "" && len(text) <= 200 && !strings.ContainsAny(text, "<") && utf8.ValidString(text) && !strings.ContainsFunc(text, notShown) {
 		e.Message = text
 	}
 	return e
