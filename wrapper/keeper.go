@@ -206,7 +206,9 @@ func (k *keeper) run(ctx context.Context) {
 			k.deadline = time.Now().Add(k.timeout())
 		}
 		k.mu.Unlock()
-		if permanent && k.abort {
+		// A refusal aborts at once only before the command starts; after
+		// it, the deadline decides, as for any failure (README).
+		if permanent && k.abort && first {
 			k.fatal <- err
 			return
 		}

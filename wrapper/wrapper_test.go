@@ -544,6 +544,43 @@ while :; do sleep 0.05; done
 			}
 		}
 	})
+	// After the start, a refusal is waited out like any failure: the
+	// registry forgets the service (a heartbeat answered 404) and refuses
+	// it again (limitReached); the wrapper retries, and gives up once a
+	// heartbeat timeout has passed without success, not at the refusal.
+	t.Run("refused after the start", func(t *testing.T) {
+		t.Parallel()
+		g := newFixture(t)
+		dir := t.TempDir()
+		var forget atomic.Bool
+		env := g.proxied(func(w http.ResponseWriter, r *http.Request, rp *httputil.ReverseProxy, _ *url.URL) {
+			if forget.Load() {
+				switch {
+				case strings.HasSuffix(r.URL.Path, "/heartbeat"):
+					w.Header().Set("Content-Type", "application/json")
+					w.WriteHeader(http.StatusNotFound)
+					io.WriteString(w, `{"type":"notFoundError","code":404,"message":"Object does not exist"}`)
+					return
+				case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/services"):
+					refuseLimit(w, r, rp)
+					return
+				}
+			}
+			rp.ServeHTTP(w, r)
+		})
+		w := startWrapper(t, dir, env, append([]string{"--id=abort4", "--interval=1", "--abort-on-failure"}, sh(graceful, dir)...)...)
+		g.waitHeartbeat("abort4")
+		waitFile(t, dir+"/pid")
+		forget.Store(true)
+		if code := w.wait(); code != 69 {
+			t.Errorf("exit code %d, want 69", code)
+		}
+		logs := w.logs()
+		refused, gaveUp := strings.Index(logs, "the registry refused the service; retrying"), strings.Index(logs, "no registration or heartbeat")
+		if refused < 0 || gaveUp < refused {
+			t.Errorf("want the refusal retried, then the abort once the timeout passed; logs:\n%s", logs)
+		}
+	})
 	t.Run("refused credentials", func(t *testing.T) {
 		t.Parallel()
 		dir := t.TempDir()
