@@ -880,25 +880,30 @@ func (h *hbState) heldBy(tenant string) []*hbEntry {
 	return out
 }
 
+// Hand-overs a node runs at once (releaseQueue): in all, and of one
+// tenant.
+const (
+	releasesAtOnce          = 16
+	releasesAtOnceOfATenant = 4
+)
+
 // watchReleases answers other nodes' hand-over requests for services this
 // node holds, until the store closes.
 func (s *Store) watchReleases() {
 	prefix := s.k.releases(s.nodeID)
-	sem := make(chan struct{}, 16)
+	q := newReleaseQueue(releasesAtOnce, releasesAtOnceOfATenant, s.wg.Go, func(tenant, id string) {
+		ctx, cancel := context.WithTimeout(s.ctx, s.opts.RequestTimeout)
+		defer cancel()
+		if err := s.release(ctx, tenant, id); err != nil && s.ctx.Err() == nil {
+			s.log.Warn("hand over a service", "tenant", tenant, "id", id, "err", err)
+		}
+	})
 	handle := func(key []byte) {
 		tenant, id, ok := s.k.parseRelease(s.nodeID, string(key))
 		if !ok {
 			return
 		}
-		sem <- struct{}{}
-		s.wg.Go(func() {
-			defer func() { <-sem }()
-			ctx, cancel := context.WithTimeout(s.ctx, s.opts.RequestTimeout)
-			defer cancel()
-			if err := s.release(ctx, tenant, id); err != nil && s.ctx.Err() == nil {
-				s.log.Warn("hand over a service", "tenant", tenant, "id", id, "err", err)
-			}
-		})
+		q.add(tenant, id)
 	}
 	// Requests made while this node was not watching come first.
 	s.followPuts("list hand-over requests", prefix, handle)
