@@ -245,8 +245,8 @@ func pages[T any](ctx context.Context, marker string, maxItems int, fetch fetche
 				bytes += size
 				if items += max(len(p.Values), 1); items > maxItems {
 					err = fmt.Errorf("registry: the list went past %d values, the most a list takes (Config.MaxListItems, [registry] max_list_items): the registry pages without end, or holds more than that", maxItems)
-				} else if limit := maxBytes; bytes > limit {
-					err = fmt.Errorf("registry: the list went past %s, the most a list takes (%d KiB for each of Config.MaxListItems, [registry] max_list_items): the registry sends values far larger than any it keeps", kibOrMiB(limit), maxListBytesPerItem>>10)
+				} else if bytes > maxBytes {
+					err = fmt.Errorf("registry: the list went past %s, the most a list takes (%d KiB for each of Config.MaxListItems, [registry] max_list_items): the registry sends values far larger than any it keeps", kibOrMiB(maxBytes), maxListBytesPerItem>>10)
 				}
 			}
 			if err != nil {
