@@ -125,8 +125,26 @@ func attrsDiffer(t TemplateConfig, current fs.FileInfo) bool {
 	if current.Mode().Perm() != mode {
 		return true
 	}
-	st, ok := current.Sys().(*syscall.Stat_t)
-	return ok && ((owner.uid >= 0 && uint32(owner.uid) != st.Uid) || (owner.gid >= 0 && uint32(owner.gid) != st.Gid))
+	uid, gid := owner.changes(current)
+	return uid >= 0 || gid >= 0
+}
+
+// changes returns the uid and gid of o that a file with info does not
+// have yet, each -1 if it has it or o leaves it as it is (as Chown takes
+// them); both -1 where info tells no owner.
+func (o fileOwner) changes(info fs.FileInfo) (uid, gid int) {
+	st, ok := info.Sys().(*syscall.Stat_t)
+	if !ok {
+		return -1, -1
+	}
+	uid, gid = -1, -1
+	if o.uid >= 0 && uint32(o.uid) != st.Uid {
+		uid = o.uid
+	}
+	if o.gid >= 0 && uint32(o.gid) != st.Gid {
+		gid = o.gid
+	}
+	return uid, gid
 }
 
 // install moves a staged file over dest atomically and syncs the directory.
@@ -168,18 +186,9 @@ func rewrite(staged, dest string, mode os.FileMode, owner fileOwner) error {
 	if err != nil {
 		return err
 	}
-	if st, ok := have.Sys().(*syscall.Stat_t); ok {
-		uid, gid := -1, -1
-		if owner.uid >= 0 && uint32(owner.uid) != st.Uid {
-			uid = owner.uid
-		}
-		if owner.gid >= 0 && uint32(owner.gid) != st.Gid {
-			gid = owner.gid
-		}
-		if uid >= 0 || gid >= 0 {
-			if err := f.Chown(uid, gid); err != nil {
-				return err
-			}
+	if uid, gid := owner.changes(have); uid >= 0 || gid >= 0 {
+		if err := f.Chown(uid, gid); err != nil {
+			return err
 		}
 	}
 	if have.Mode().Perm() != mode.Perm() {
