@@ -430,6 +430,35 @@ func (g *gatedServices) Services(ctx context.Context, tenant string, q store.Ser
 	return g.Store.Services(ctx, tenant, q)
 }
 
+// startGated starts a server whose store blocks the list reads of the
+// tenant gs.tenant names (gatedServices), with a metrics registry.
+func startGated(t *testing.T, kind string) (string, *prometheus.Registry, *gatedServices) {
+	reg := prometheus.NewRegistry()
+	gs := &gatedServices{entered: make(chan struct{}, 64), release: make(chan struct{})}
+	base := startCustom(t, kind, func(st store.Store) server.Config {
+		gs.Store = st
+		return server.Config{Store: gs, Registerer: reg}
+	})
+	return base, reg, gs
+}
+
+// listReadSlots is the server's rule for the list reads of one account
+// that run at once: half the processors, at least one.
+func listReadSlots() int { return max(1, runtime.GOMAXPROCS(0)/2) }
+
+// listServices lists c's services on a goroutine of its own, and sends
+// the answer's status to codes (0 if none came).
+func listServices(t *testing.T, base string, c *api, codes chan<- int) {
+	go func() {
+		r, err := trySend(t, base, "GET", "/v1.0/"+c.tenant+"/services", nil, "X-Auth-Token", c.token)
+		if err != nil {
+			codes <- 0
+			return
+		}
+		codes <- r.code
+	}()
+}
+
 // One account's list reads run at most half the processors at once (at
 // least one): past that they wait their turn, before they reach the store,
 // while another account's list reads, and the account's other requests,
@@ -440,27 +469,15 @@ func TestListReadsOfOneAccountTakeTurns(t *testing.T) {
 
 func testListReadsOfOneAccountTakeTurns(t *testing.T, kind string) {
 	t.Parallel()
-	reg := prometheus.NewRegistry()
-	gs := &gatedServices{entered: make(chan struct{}, 64), release: make(chan struct{})}
-	base := startCustom(t, kind, func(st store.Store) server.Config {
-		gs.Store = st
-		return server.Config{Store: gs, Registerer: reg}
-	})
+	base, reg, gs := startGated(t, kind)
 	busy, other := devLogin(t, base, "busy"), devLogin(t, base, "other")
 	busy.create("svc-1", 30)
 	other.create("svc-1", 30)
 	gs.tenant.Store(&busy.tenant)
-	slots := max(1, runtime.GOMAXPROCS(0)/2) // the server's own rule
+	slots := listReadSlots()
 	answers := make(chan int, slots+1)
 	for range slots + 1 {
-		go func() {
-			r, err := trySend(t, base, "GET", "/v1.0/"+busy.tenant+"/services", nil, "X-Auth-Token", busy.token)
-			if err != nil {
-				answers <- 0
-				return
-			}
-			answers <- r.code
-		}()
+		listServices(t, base, busy, answers)
 	}
 	for range slots {
 		<-gs.entered
@@ -492,25 +509,13 @@ func testListReadsOfOneAccountTakeTurns(t *testing.T, kind string) {
 // list read that panics (a damaged file) gives its turn back.
 func TestListReadTurnsEndWithTheRequest(t *testing.T) {
 	t.Parallel()
-	reg := prometheus.NewRegistry()
-	gs := &gatedServices{entered: make(chan struct{}, 64), release: make(chan struct{})}
-	base := startCustom(t, "bolt", func(st store.Store) server.Config {
-		gs.Store = st
-		return server.Config{Store: gs, Registerer: reg}
-	})
+	base, reg, gs := startGated(t, "bolt")
 	c := devLogin(t, base, "busy")
 	gs.tenant.Store(&c.tenant)
-	slots := max(1, runtime.GOMAXPROCS(0)/2) // the server's own rule
+	slots := listReadSlots()
 	held := make(chan int, slots)
 	for range slots {
-		go func() {
-			r, err := trySend(t, base, "GET", "/v1.0/"+c.tenant+"/services", nil, "X-Auth-Token", c.token)
-			if err != nil {
-				held <- 0
-				return
-			}
-			held <- r.code
-		}()
+		listServices(t, base, c, held)
 		<-gs.entered
 	}
 	ctx, cancel := context.WithCancel(context.Background())
