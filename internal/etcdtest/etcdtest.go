@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -540,6 +541,8 @@ type Proxy struct {
 	mu    sync.Mutex
 	cut   bool
 	conns map[net.Conn]bool
+
+	fromTarget atomic.Int64 // bytes passed from the target to its clients
 }
 
 // NewProxy starts a proxy to target on a loopback port. Close stops it.
@@ -576,19 +579,39 @@ func (p *Proxy) serve() {
 		}
 		p.conns[c], p.conns[up] = true, true
 		p.mu.Unlock()
-		go p.pipe(c, up)
-		go p.pipe(up, c)
+		go p.pipe(c, up, &p.fromTarget)
+		go p.pipe(up, c, nil)
 	}
 }
 
-func (p *Proxy) pipe(dst, src net.Conn) {
-	io.Copy(dst, src)
+func (p *Proxy) pipe(dst, src net.Conn, count *atomic.Int64) {
+	var w io.Writer = dst
+	if count != nil {
+		w = countingWriter{dst, count}
+	}
+	io.Copy(w, src)
 	dst.Close()
 	src.Close()
 	p.mu.Lock()
 	delete(p.conns, dst)
 	delete(p.conns, src)
 	p.mu.Unlock()
+}
+
+// FromTarget is how many bytes the proxy has passed from its target to
+// its clients.
+func (p *Proxy) FromTarget() int64 { return p.fromTarget.Load() }
+
+// countingWriter adds what it writes to n.
+type countingWriter struct {
+	w io.Writer
+	n *atomic.Int64
+}
+
+func (c countingWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.n.Add(int64(n))
+	return n, err
 }
 
 // Cut closes every connection and each new one.

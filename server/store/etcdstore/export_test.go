@@ -74,6 +74,9 @@ func HeartbeatEntries(s *Store) int {
 	return len(s.hb.entries)
 }
 
+// ServiceKey is the key of a tenant's service in s's registry.
+func ServiceKey(s *Store, tenant, id string) string { return s.k.service(tenant, id) }
+
 // AccountKey is the key of the tenant's account in s's registry.
 func AccountKey(s *Store, tenant string) string { return s.k.account(tenant) }
 

@@ -207,9 +207,12 @@ func (h *hbState) sweep(now time.Time) {
 }
 
 // setFrom refreshes the entry from the service and heartbeat keys. The
-// entry stays this node's if nobody wrote the heartbeat key since.
+// entry stays this node's if nobody wrote the heartbeat key since. A
+// service key read without its value (readState) is the record the entry
+// has: a revision's value never changes.
 func (e *hbEntry) setFrom(svc, hb *mvccpb.KeyValue) error {
 	keep := e.mine && e.loaded && svc != nil && hb != nil && hb.ModRevision == e.hbRev
+	had, hadRev := e.rec, e.svcRev
 	e.loaded, e.exists, e.verify = true, svc != nil, false
 	if hb == nil || hb.ModRevision != e.mayLand {
 		e.mayLand = 0 // the write's condition can no longer hold
@@ -223,7 +226,17 @@ func (e *hbEntry) setFrom(svc, hb *mvccpb.KeyValue) error {
 		e.setMem(hbRecord{}, false)
 		return nil
 	}
-	rec, h, err := decodeService(svc, hb)
+	var rec store.ServiceRecord
+	var h hbRecord
+	var err error
+	if hadRev != 0 && svc.ModRevision == hadRev {
+		rec, h, err = had, hbRecord{}, nil
+		if hb != nil {
+			h, err = decodeHeartbeat(hb)
+		}
+	} else {
+		rec, h, err = decodeService(svc, hb)
+	}
 	if err != nil {
 		e.loaded = false
 		e.setMem(hbRecord{}, false)
@@ -323,10 +336,9 @@ func (s *Store) readBackLost(ctx context.Context) error {
 			e.mu.Unlock()
 			continue
 		}
-		resp, err := s.read(ctx, "read back a heartbeat whose answer was lost",
-			clientv3.OpGet(s.k.service(e.k.tenant, e.k.id)), clientv3.OpGet(s.k.heartbeat(e.k.tenant, e.k.id)))
+		svc, hb, err := s.readState(ctx, "read back a heartbeat whose answer was lost", e)
 		if err == nil {
-			err = s.load(e, first(resp.Responses[0]), first(resp.Responses[1]))
+			err = s.load(e, svc, hb)
 		}
 		e.mu.Unlock()
 		if err != nil {
@@ -334,6 +346,31 @@ func (s *Store) readBackLost(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// readState reads e's service and heartbeat keys at one revision. The
+// service key comes without its value if it is still at the revision e
+// has the record of (setFrom takes that record): the heartbeat key is a
+// few hundred bytes, a service record up to the API's limits, and most
+// reads find it unchanged. Called with e locked.
+func (s *Store) readState(ctx context.Context, what string, e *hbEntry) (svc, hb *mvccpb.KeyValue, err error) {
+	svcKey, hbKey := s.k.service(e.k.tenant, e.k.id), s.k.heartbeat(e.k.tenant, e.k.id)
+	full := []clientv3.Op{clientv3.OpGet(svcKey), clientv3.OpGet(hbKey)}
+	var resp *clientv3.TxnResponse
+	if e.svcRev == 0 {
+		resp, err = s.read(ctx, what, full...)
+	} else {
+		resp, err = s.txnWithin(ctx, s.opts.RequestTimeout, hedged, what,
+			[]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(svcKey), "=", e.svcRev)},
+			[]clientv3.Op{clientv3.OpGet(svcKey, clientv3.WithKeysOnly()), clientv3.OpGet(hbKey)}, full)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(resp.Responses) != 2 {
+		return nil, nil, fmt.Errorf("etcd: %s: %d answers to 2 reads", what, len(resp.Responses))
+	}
+	return first(resp.Responses[0]), first(resp.Responses[1]), nil
 }
 
 // setMem sets the entry's memory state and whether this node holds it.
@@ -396,14 +433,13 @@ func (s *Store) Heartbeat(ctx context.Context, tenantID, id, token string) (stri
 	defer e.mu.Unlock()
 	fresh := false
 	reload := func() error {
-		resp, err := s.read(ctx, "read heartbeat state",
-			clientv3.OpGet(s.k.service(tenantID, id)), clientv3.OpGet(s.k.heartbeat(tenantID, id)))
+		svc, hb, err := s.readState(ctx, "read heartbeat state", e)
 		if err != nil {
 			e.unsure()
 			return err
 		}
 		fresh = true
-		return s.load(e, first(resp.Responses[0]), first(resp.Responses[1]))
+		return s.load(e, svc, hb)
 	}
 	if !e.loaded {
 		if err := reload(); err != nil {
@@ -480,6 +516,17 @@ func (s *Store) Heartbeat(ctx context.Context, tenantID, id, token string) (stri
 			}
 			continue
 		}
+		// Every token taken below is the stored one, the one before it,
+		// or one minted for this incarnation (its MAC): refuse any other
+		// before asking etcd more, so that a flood of made-up tokens
+		// costs a read of the small heartbeat key each and no more.
+		known := valid && (token == e.hb.Cur || token == e.hb.Prev)
+		if valid && !known {
+			_, known = s.mintedFor(tenantID, id, e, tok)
+		}
+		if !known {
+			return "", notFound
+		}
 		if h := e.hb.Holder; h != "" && h != s.nodeID {
 			alive, err := s.holderAlive(ctx, e.hb)
 			if err != nil {
@@ -487,16 +534,9 @@ func (s *Store) Heartbeat(ctx context.Context, tenantID, id, token string) (stri
 			}
 			if alive {
 				// A move writes etcd: only for a token minted for this
-				// service (its MAC; the holder tells after the move
+				// service (above; the holder tells after the move
 				// whether it is the newest), and paid for from the
 				// tenant's budget.
-				known := valid && (token == e.hb.Cur || token == e.hb.Prev)
-				if valid && !known {
-					_, known = s.mintedFor(tenantID, id, e, tok)
-				}
-				if !known {
-					return "", notFound
-				}
 				if err := s.spendMove(tenantID); err != nil {
 					return "", err
 				}

@@ -3,6 +3,7 @@ package etcdstore_test
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/svcreg/svcreg/internal/etcdtest"
 	"github.com/svcreg/svcreg/internal/testserver"
+	"github.com/svcreg/svcreg/server/store"
 	"github.com/svcreg/svcreg/server/store/etcdstore"
 )
 
@@ -527,4 +529,56 @@ func TestHeartbeatsOfUnknownServicesLeaveNoEntry(t *testing.T) {
 	if got := etcdstore.HeartbeatEntries(n.st); got != 1 {
 		t.Errorf("the heartbeat cache has %d entries after 51 heartbeats of unknown services, want 1 (the live one)", got)
 	}
+}
+
+// A heartbeat with a made-up token costs a read of the small heartbeat key,
+// not of the service's record: at the node that holds the service and at
+// another one. Otherwise one account sending such heartbeats for a service
+// with large metadata makes every node fetch and decode that record for
+// each, and every account's requests wait behind those reads.
+func TestMadeUpTokensReadNoRecord(t *testing.T) {
+	t.Parallel()
+	c := sharedCluster(t)
+	pa, pb := newPartition(t, c.Endpoints()), newPartition(t, c.Endpoints())
+	n := startNodesAt(t, etcdstore.Options{}, pa.Endpoints, pb.Endpoints)
+	a, b := n[0], n[1]
+	u := login(t, a, "made-up-tokens")
+	meta := map[string]string{}
+	for i := range 18 {
+		meta[fmt.Sprintf("k%02d", i)] = strings.Repeat("m", 255) // near the body limit
+	}
+	var out struct{ Token string }
+	u.do(a, "POST", "/services", map[string]any{"id": "big", "heartbeat_timeout": 60, "tags": []string{}, "metadata": meta}, 201).json(&out)
+	tok := u.heartbeat(a, "big", out.Token) // a holds it now
+	record := len(etcdGet(t, c, etcdstore.ServiceKey(a.st, u.tenant, "big")).Kvs[0].Value)
+
+	const tries = 40
+	for _, at := range []struct {
+		name string
+		n    *node
+		p    *partition
+	}{{"the holder", a, pa}, {"another node", b, pb}} {
+		// One heartbeat first: a node that never read the service reads
+		// its record once.
+		u.do(at.n, "POST", "/services/big/heartbeat", map[string]string{"token": madeUpToken(tok)}, 404)
+		before := at.p.fromEtcd()
+		for range tries {
+			r := u.do(at.n, "POST", "/services/big/heartbeat", map[string]string{"token": madeUpToken(tok)}, 404)
+			if !strings.Contains(string(r.body), store.KindHeartbeatMarker) {
+				t.Fatalf("made-up token at %s: %s, want the heartbeat marker not found", at.name, r.body)
+			}
+		}
+		if got := at.p.fromEtcd() - before; got > tries*int64(record)/4 {
+			t.Errorf("%d heartbeats with made-up tokens at %s got %d bytes from etcd, %d each; the record is %d bytes", tries, at.name, got, got/tries, record)
+		}
+	}
+	// The real token still works, at either node.
+	tok = u.heartbeat(b, "big", tok)
+	u.heartbeat(a, "big", tok)
+}
+
+// madeUpToken is tok with its last 12 hex digits random: well formed, and
+// minted for nothing.
+func madeUpToken(tok string) string {
+	return tok[:24] + fmt.Sprintf("%012x", rand.Uint64()&(1<<48-1))
 }

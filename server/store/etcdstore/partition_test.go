@@ -49,3 +49,12 @@ func (p *partition) Heal() {
 		px.Heal()
 	}
 }
+
+// fromEtcd is how many bytes the members have sent the node.
+func (p *partition) fromEtcd() int64 {
+	var n int64
+	for _, px := range p.proxies {
+		n += px.FromTarget()
+	}
+	return n
+}

@@ -398,9 +398,19 @@ func decodeService(svc, hb *mvccpb.KeyValue) (store.ServiceRecord, hbRecord, err
 		return rec, h, fmt.Errorf("service %q: %w", svc.Key, err)
 	}
 	if hb != nil {
-		if err := json.Unmarshal(hb.Value, &h); err != nil {
-			return rec, h, fmt.Errorf("heartbeat state %q: %w", hb.Key, err)
+		var err error
+		if h, err = decodeHeartbeat(hb); err != nil {
+			return rec, h, err
 		}
 	}
 	return rec, h, nil
+}
+
+// decodeHeartbeat decodes a heartbeat key.
+func decodeHeartbeat(hb *mvccpb.KeyValue) (hbRecord, error) {
+	var h hbRecord
+	if err := json.Unmarshal(hb.Value, &h); err != nil {
+		return h, fmt.Errorf("heartbeat state %q: %w", hb.Key, err)
+	}
+	return h, nil
 }
