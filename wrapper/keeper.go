@@ -46,8 +46,9 @@ type keeper struct {
 	// settled is closed when the first registration has succeeded or
 	// failed (Register waits there while an old instance holds the id).
 	settled chan struct{}
-	// fatal gets, with --abort-on-failure, a failure that retrying will
-	// not fix; the keeper has stopped then.
+	// fatal gets, with --abort-on-failure, a first registration's failure
+	// that retrying will not fix, before settled closes; the keeper has
+	// stopped then. After the command starts, the deadline decides.
 	fatal chan error
 
 	mu       sync.Mutex

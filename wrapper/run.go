@@ -169,8 +169,6 @@ func (s *supervisor) supervise(ctx context.Context) int {
 			return code
 		case sig := <-s.sigs:
 			s.child.Forward(sig)
-		case err := <-s.keeper.fatal:
-			return s.abort(fmt.Errorf("the registry refused the service: %w", err))
 		case <-deadline:
 			d, err := s.keeper.Deadline()
 			if wait := time.Until(d); wait > 0 {
