@@ -552,7 +552,7 @@ func TestMadeUpTokensReadNoRecord(t *testing.T) {
 	tok := u.heartbeat(a, "big", out.Token) // a holds it now
 	record := len(etcdGet(t, c, etcdstore.ServiceKey(a.st, u.tenant, "big")).Kvs[0].Value)
 
-	const tries = 40
+	const tries = 100
 	for _, at := range []struct {
 		name string
 		n    *node
