@@ -320,7 +320,17 @@ type EventQuery struct {
 	MaxBytes int
 	// Types keeps only events of these types (before paging); nil keeps all.
 	Types []registry.EventType
+	// Quiet, if later than From, is where the caller knows news for the
+	// query starts: it read the events after From and before Quiet, and
+	// none matched Types. The store reads the event at From, then goes on
+	// at Quiet, so that a long-poll that waited past events it does not
+	// ask for is answered without reading them again. Events are only
+	// appended after the head, so the page is the one From alone gives.
+	Quiet timeuuid.UUID
 }
+
+// Skips reports whether q reads on at Quiet after the event at From.
+func (q EventQuery) Skips() bool { return timeuuid.Compare(q.Quiet, q.From) > 0 }
 
 // Full reports whether a page of q holding n events of size bytes
 // between them is full before an event of next bytes.

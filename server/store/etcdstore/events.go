@@ -17,7 +17,8 @@ import (
 )
 
 // Events implements store.Store (spec §7.11 step 8, design items 4 and 9):
-// a range read of the tenant's event keys from q.From, at one revision with
+// a range read of the tenant's event keys from q.From (or the key at From and
+// a range from q.Quiet, when the query skips), at one revision with
 // the account, whose pruned mark says whether retention deleted events the
 // marker asks for. It rectifies first (spec §7.11 step 7).
 func (s *Store) Events(ctx context.Context, tenantID string, q store.EventQuery) (store.EventPage, error) {
@@ -36,6 +37,9 @@ func (s *Store) Events(ctx context.Context, tenantID string, q store.EventQuery)
 func (s *Store) events(ctx context.Context, tenantID string, q store.EventQuery) (store.EventPage, error) {
 	var page store.EventPage
 	start := s.k.event(tenantID, q.From)
+	if q.Skips() {
+		start = s.k.event(tenantID, q.Quiet) // and the event at From, on its own
+	}
 	end := prefixEnd(s.k.events(tenantID))
 	batch := int64(q.Limit + 1)
 	if q.Types != nil {
@@ -58,8 +62,12 @@ func (s *Store) events(ctx context.Context, tenantID string, q store.EventQuery)
 		var kvs []*mvccpb.KeyValue
 		var more bool
 		if rev == 0 {
-			resp, err := s.read(ctx, "read events", clientv3.OpGet(s.k.account(tenantID)),
-				clientv3.OpGet(start, clientv3.WithRange(end), clientv3.WithLimit(limit())))
+			ops := []clientv3.Op{clientv3.OpGet(s.k.account(tenantID)),
+				clientv3.OpGet(start, clientv3.WithRange(end), clientv3.WithLimit(limit()))}
+			if q.Skips() {
+				ops = append(ops, clientv3.OpGet(s.k.event(tenantID, q.From)))
+			}
+			resp, err := s.read(ctx, "read events", ops...)
 			if err != nil {
 				return page, err
 			}
@@ -74,6 +82,11 @@ func (s *Store) events(ctx context.Context, tenantID string, q store.EventQuery)
 			rev = resp.Header.Revision
 			rr := resp.Responses[1].GetResponseRange()
 			kvs, more = rr.Kvs, rr.More
+			if q.Skips() {
+				if kv := first(resp.Responses[2]); kv != nil {
+					kvs = append([]*mvccpb.KeyValue{kv}, kvs...)
+				}
+			}
 		} else {
 			resp, err := s.read(ctx, "read events",
 				clientv3.OpGet(start, clientv3.WithRange(end), clientv3.WithLimit(limit()), clientv3.WithRev(rev)))

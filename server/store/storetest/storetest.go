@@ -352,6 +352,38 @@ func testEvents(t *testing.T, e *env) {
 	if len(page.Values) != 1 || page.Values[0].ID != all.Values[2].ID || page.Next != all.Values[4].ID {
 		t.Errorf("joins from event 1: %+v next %v, want event 2 and next event 4", page.Values, page.Next)
 	}
+	// Quiet: the event at From, then on at Quiet.
+	ids := func(p store.EventPage) []timeuuid.UUID {
+		out := []timeuuid.UUID{}
+		for _, ev := range p.Values {
+			out = append(out, ev.ID)
+		}
+		return out
+	}
+	at := func(is ...int) []timeuuid.UUID {
+		out := []timeuuid.UUID{}
+		for _, i := range is {
+			out = append(out, all.Values[i].ID)
+		}
+		return out
+	}
+	for _, c := range []struct {
+		name string
+		q    store.EventQuery
+		want []timeuuid.UUID
+		next timeuuid.UUID
+	}{
+		{"from event 1, on at event 3", store.EventQuery{From: all.Values[1].ID, Quiet: all.Values[3].ID, Limit: 100}, at(1, 3, 4, 5), timeuuid.UUID{}},
+		{"from between events 1 and 2, on at event 3", store.EventQuery{From: all.Values[1].ID.Next(), Quiet: all.Values[3].ID, Limit: 100}, at(3, 4, 5), timeuuid.UUID{}},
+		{"joins from event 0, on at event 3, one a page", store.EventQuery{From: all.Values[0].ID, Quiet: all.Values[3].ID, Limit: 1, Types: []registry.EventType{registry.ServiceJoin}}, at(0), all.Values[4].ID},
+		{"from event 2, quiet before it", store.EventQuery{From: all.Values[2].ID, Quiet: all.Values[1].ID, Limit: 100}, at(2, 3, 4, 5), timeuuid.UUID{}},
+		{"from event 1, on past the head", store.EventQuery{From: all.Values[1].ID, Quiet: all.Values[5].ID.Next(), Limit: 100}, at(1), timeuuid.UUID{}},
+	} {
+		page := must(s.Events(ctx, tenant, c.q))(t)
+		if got := ids(page); !slices.Equal(got, c.want) || page.Next != c.next || page.Head != all.Values[5].ID {
+			t.Errorf("%s: %v next %v head %v, want %v next %v head %v", c.name, got, page.Next, page.Head, c.want, c.next, all.Values[5].ID)
+		}
+	}
 	// MaxBytes ends a page before the event that would pass it, after one
 	// event at least; Head is the newest event.
 	two := len(all.Values[0].JSON) + len(all.Values[1].JSON)
