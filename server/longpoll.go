@@ -49,6 +49,8 @@ func (s *Server) longPoll(w http.ResponseWriter, rq *request, q store.EventQuery
 			writeEvents(w, rq, q.Limit, page)
 			return nil
 		}
+		// Nothing up to the head is news: a read again goes on there.
+		q.Quiet = later(q.From, page.Head)
 		if isClosed(changed) {
 			continue
 		}

@@ -133,8 +133,10 @@ type pollGroup struct {
 	polls map[*parkedPoll]struct{}
 	// scanned, once a read of q found nothing new, is where news for the
 	// group would start: events are appended after the feed's head, so
-	// none before it can turn up later. Only the tenant's dispatcher
-	// touches it.
+	// none before it can turn up later. Its reads go on there (the
+	// query's Quiet): a poll waiting past events it does not ask for does
+	// not read them again. Only the tenant's dispatcher sets it, holding
+	// poller.mu; a timer reads it holding poller.mu.
 	scanned timeuuid.UUID
 }
 
@@ -306,8 +308,9 @@ func (pl *poller) watcher() *connWatcher {
 }
 
 // take removes p from its poll set and its waiter count, and stops its
-// timer and its watch; only the caller that gets true answers it.
-func (pl *poller) take(p *parkedPoll) bool {
+// timer and its watch; only the caller that gets true answers it, and
+// scanned is where its group's news would start.
+func (pl *poller) take(p *parkedPoll) (scanned timeuuid.UUID, ok bool) {
 	key := keyOf(p.q)
 	pl.mu.Lock()
 	ps := pl.sets[p.tenant]
@@ -317,12 +320,13 @@ func (pl *poller) take(p *parkedPoll) bool {
 	}
 	if g == nil {
 		pl.mu.Unlock()
-		return false
+		return scanned, false
 	}
 	if _, ok := g.polls[p]; !ok {
 		pl.mu.Unlock()
-		return false
+		return scanned, false
 	}
+	scanned = g.scanned
 	delete(g.polls, p)
 	if len(g.polls) == 0 {
 		delete(ps.groups, key)
@@ -332,7 +336,7 @@ func (pl *poller) take(p *parkedPoll) bool {
 	w := pl.watch
 	pl.mu.Unlock()
 	pl.release([]*parkedPoll{p}, w)
-	return true
+	return scanned, true
 }
 
 // takeGroup removes the group of polls g from its poll set and its
@@ -376,7 +380,7 @@ func (pl *poller) hangup(p *parkedPoll) {
 		pl.handBack([]*parkedPoll{p})
 		return
 	}
-	if !pl.take(p) {
+	if _, ok := pl.take(p); !ok {
 		return
 	}
 	pl.s.metrics.gone.Inc()
@@ -391,12 +395,15 @@ func (pl *poller) expire(p *parkedPoll) {
 		pl.closeKept(p)
 		return
 	}
-	if !pl.take(p) {
+	scanned, ok := pl.take(p)
+	if !ok {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	page, err := pl.s.store.Events(ctx, p.tenant, p.q)
+	q := p.q
+	q.Quiet = scanned
+	page, err := pl.s.store.Events(ctx, p.tenant, q)
 	pl.handBack(pl.answerAll([]*parkedPoll{p}, page, err, true))
 }
 
@@ -500,7 +507,9 @@ func (pl *poller) wake(ctx context.Context, tenant string, ps *pollSet, all bool
 		}
 		// A poll that joins the group meanwhile asked the same query, so
 		// that page answers it too.
-		page, err := pl.s.store.Events(ctx, tenant, g.g.q)
+		q := g.g.q
+		q.Quiet = g.g.scanned
+		page, err := pl.s.store.Events(ctx, tenant, q)
 		if err != nil && !all {
 			// A store that failed a read (an etcd member lost, say) ends
 			// no long-poll early: the polls wait on, and the dispatcher
@@ -511,7 +520,7 @@ func (pl *poller) wake(ctx context.Context, tenant string, ps *pollSet, all bool
 		}
 		if err == nil && !all && !hasNewer(page, g.key.from) {
 			// The page ran to the head: nothing before it is news.
-			g.g.scanned = latest(g.g.scanned, later(g.key.from, page.Head))
+			pl.setScanned(g.g, latest(g.g.scanned, later(g.key.from, page.Head)))
 			continue
 		}
 		back = append(back, pl.answerAll(pl.takeGroup(tenant, ps, g.key, g.g), page, err, false)...)
@@ -547,10 +556,10 @@ func (pl *poller) checkShared(ctx context.Context, tenant string, groups []keyed
 			switch news, known := g.newsIn(page); {
 			case news:
 			case known: // the page ran to the head
-				g.g.scanned = later(g.g.scanned, page.Head)
+				pl.setScanned(g.g, later(g.g.scanned, page.Head))
 				quiet[g.g] = true
 			default: // nothing before the page's end is news
-				g.g.scanned = latest(g.g.scanned, page.Next)
+				pl.setScanned(g.g, latest(g.g.scanned, page.Next))
 				left = append(left, g)
 			}
 		}
@@ -564,6 +573,13 @@ func (pl *poller) checkShared(ctx context.Context, tenant string, groups []keyed
 // maxSharedPages bounds the shared reads of a wake-up: past a burst that
 // long, the groups left read their own pages.
 const maxSharedPages = 16
+
+// setScanned moves g's scanned to at; only the tenant's dispatcher calls it.
+func (pl *poller) setScanned(g *pollGroup, at timeuuid.UUID) {
+	pl.mu.Lock()
+	g.scanned = at
+	pl.mu.Unlock()
+}
 
 // latest is the later of two feed positions.
 func latest(a, b timeuuid.UUID) timeuuid.UUID {

@@ -1,0 +1,101 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/svcreg/svcreg/internal/timeuuid"
+	"github.com/svcreg/svcreg/registry"
+	"github.com/svcreg/svcreg/server/store"
+)
+
+// querySpy keeps the queries of the feed reads a server makes.
+type querySpy struct {
+	store.Store
+	mu      sync.Mutex
+	queries []store.EventQuery
+}
+
+func (s *querySpy) Events(ctx context.Context, tenant string, q store.EventQuery) (store.EventPage, error) {
+	s.mu.Lock()
+	s.queries = append(s.queries, q)
+	s.mu.Unlock()
+	return s.Store.Events(ctx, tenant, q)
+}
+
+// last returns the last query that asked for exactly types.
+func (s *querySpy) last(t *testing.T, types ...registry.EventType) store.EventQuery {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := len(s.queries) - 1; i >= 0; i-- {
+		if slices.Equal(s.queries[i].Types, types) {
+			return s.queries[i]
+		}
+	}
+	t.Fatalf("no feed read asked for %v", types)
+	return store.EventQuery{}
+}
+
+// A parked long-poll that waited past events it does not ask for is
+// answered without reading them again: when its wait ends, and when an
+// event it asks for comes. Its group's reads go on where the dispatcher's
+// shared reads found nothing for it. Before, each expiry read the feed
+// from the poll's own marker, outside the account's read turns: an
+// account that parked thousands of polls and then wrote events they do
+// not ask for made each expiry scan all of those, all at once (on the
+// etcd store, seconds of another account's reads).
+func TestLongPollReadsNoEventTwice(t *testing.T) { onEachStore(t, testLongPollReadsNoEventTwice) }
+
+func testLongPollReadsNoEventTwice(t *testing.T, kind string) {
+	t.Parallel()
+	base, spy := startWrapped(t, kind, func(st store.Store) *querySpy { return &querySpy{Store: st} })
+	c := devLogin(t, base, "quiet-polls")
+	c.setConfig("first", "v")
+	marker := c.do("GET", "/services", nil).want(200).header.Get("X-Registry-Marker")
+	timeouts := c.longPoll("?wait=3&type=service.timeout&marker=" + marker)
+	removes := c.longPoll("?wait=60&type=configuration_value.remove&marker=" + marker)
+	stillWaiting(t, timeouts)
+	stillWaiting(t, removes)
+
+	const hidden = 20
+	for i := range hidden - 1 {
+		c.setConfig(fmt.Sprintf("key-%02d", i), "v")
+	}
+	// A poll of every type, answered by the last write's wake-up, which
+	// also finds the last write is no news for the two polls above.
+	head := c.do("GET", "/services", nil).want(200).header.Get("X-Registry-Marker")
+	barrier := c.longPoll("?wait=60&marker=" + head)
+	stillWaiting(t, barrier)
+	c.setConfig("last", "v")
+	if got := summary(answer(t, barrier)); !slices.Equal(got, []string{"configuration_value.update last"}) {
+		t.Fatalf("the poll of every type got %q", got)
+	}
+	evs := c.events("?limit=100&marker=" + marker)
+	if len(evs) < hidden || summary(evs[len(evs)-1:])[0] != "configuration_value.update last" {
+		t.Fatalf("events from the marker: %q, want the %d written", summary(evs), hidden)
+	}
+	lastHidden, err := timeuuid.Parse(evs[len(evs)-1].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The wait of the first ends.
+	if got := answer(t, timeouts); len(got) != 0 {
+		t.Fatalf("the poll of timeouts got %q, want nothing", summary(got))
+	}
+	if q := spy.last(t, registry.ServiceTimeout); timeuuid.Compare(q.Quiet, lastHidden) <= 0 {
+		t.Errorf("the expired poll read from %v on at %v: not past the events it waited past (the last %v)", q.From, q.Quiet, lastHidden)
+	}
+	// An event the second asks for comes.
+	c.do("DELETE", "/configuration/first", nil).want(204)
+	if got := summary(answer(t, removes)); !slices.Equal(got, []string{"configuration_value.remove first"}) {
+		t.Fatalf("the poll of removals got %q", got)
+	}
+	if q := spy.last(t, registry.ConfigValueRemove); timeuuid.Compare(q.Quiet, lastHidden) <= 0 {
+		t.Errorf("the woken poll read from %v on at %v: not past the events it waited past (the last %v)", q.From, q.Quiet, lastHidden)
+	}
+}
