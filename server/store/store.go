@@ -323,9 +323,10 @@ type EventQuery struct {
 	// Quiet, if later than From, is where the caller knows news for the
 	// query starts: it read the events after From and before Quiet, and
 	// none matched Types. The store reads the event at From, then goes on
-	// at Quiet, so that a long-poll that waited past events it does not
-	// ask for is answered without reading them again. Events are only
-	// appended after the head, so the page is the one From alone gives.
+	// at Quiet, never reading what lies between, so that a long-poll that
+	// waited past events it does not ask for is answered without reading
+	// them again. Events are only appended after the head, so when the
+	// caller is right the page is the one From alone gives.
 	Quiet timeuuid.UUID
 }
 
