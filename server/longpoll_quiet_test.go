@@ -6,7 +6,9 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/svcreg/svcreg/internal/testserver"
 	"github.com/svcreg/svcreg/internal/timeuuid"
 	"github.com/svcreg/svcreg/registry"
 	"github.com/svcreg/svcreg/server/store"
@@ -56,7 +58,7 @@ func testLongPollReadsNoEventTwice(t *testing.T, kind string) {
 	c := devLogin(t, base, "quiet-polls")
 	c.setConfig("first", "v")
 	marker := c.do("GET", "/services", nil).want(200).header.Get("X-Registry-Marker")
-	timeouts := c.longPoll("?wait=3&type=service.timeout&marker=" + marker)
+	timeouts := c.longPoll("?wait=6&type=service.timeout&marker=" + marker)
 	removes := c.longPoll("?wait=60&type=configuration_value.remove&marker=" + marker)
 	stillWaiting(t, timeouts)
 	stillWaiting(t, removes)
@@ -97,5 +99,49 @@ func testLongPollReadsNoEventTwice(t *testing.T, kind string) {
 	}
 	if q := spy.last(t, registry.ConfigValueRemove); timeuuid.Compare(q.Quiet, lastHidden) <= 0 {
 		t.Errorf("the woken poll read from %v on at %v: not past the events it waited past (the last %v)", q.From, q.Quiet, lastHidden)
+	}
+}
+
+// A long-poll with a marker and one without share no answer, though their
+// queries start at the same place (an account younger than the default
+// window, whose empty feed's marker is its creation): only the one with a
+// marker asks whether events it needs were deleted, and gets 410 when the
+// event cap deleted some while it waited, at the commit that wakes it
+// (a wake-up's read that found the marker expired was taken for a store
+// that failed, and the poll waited on).
+func TestLongPollsWithAndWithoutAMarkerAnswerApart(t *testing.T) {
+	onEachStore(t, testLongPollsWithAndWithoutAMarkerAnswerApart)
+}
+
+func testLongPollsWithAndWithoutAMarkerAnswerApart(t *testing.T, kind string) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{Store: kind, MaxEvents: 5})
+	c := newAPI(t, srv)
+	marker := c.do("GET", "/services", nil).want(200).header.Get("X-Registry-Marker")
+	without := c.longPoll("?wait=60&type=configuration_value.remove")
+	stillWaiting(t, without)
+	with := c.longPoll("?wait=300&type=configuration_value.remove&marker=" + marker)
+	stillWaiting(t, with)
+	for i := range 8 {
+		c.setConfig(fmt.Sprintf("key-%d", i), "v")
+	}
+	for end := time.Now().Add(20 * time.Second); len(c.events("")) > 5; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("the event cap kept %d events, want 5", len(c.events("")))
+		}
+	}
+	c.do("DELETE", "/configuration/key-7", nil).want(204)
+	if got := summary(answer(t, without)); !slices.Equal(got, []string{"configuration_value.remove key-7"}) {
+		t.Errorf("the long-poll without a marker got %q", got)
+	}
+	// Answered by the commit's wake-up, not at the end of its wait.
+	select {
+	case p := <-with:
+		if p.err != nil {
+			t.Fatal(p.err)
+		}
+		p.r.fault(410, "markerExpired", "", unspecified{})
+	case <-time.After(30 * time.Second):
+		t.Fatal("the long-poll with an expired marker was not answered by the commit that woke it")
 	}
 }

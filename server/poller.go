@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -141,7 +142,7 @@ type pollGroup struct {
 }
 
 func keyOf(q store.EventQuery) pollKey {
-	return pollKey{from: q.From, limit: q.Limit, types: typesKey(q.Types)}
+	return pollKey{from: q.From, limit: q.Limit, types: typesKey(q.Types), marked: q.CheckExpired}
 }
 
 // pollWriters bounds the goroutines finishing answers that did not fit in
@@ -402,7 +403,7 @@ func (pl *poller) expire(p *parkedPoll) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	q := p.q
-	q.Quiet = scanned
+	q.Quiet = latest(q.Quiet, scanned) // the poll's own reads may have gone further
 	page, err := pl.s.store.Events(ctx, p.tenant, q)
 	pl.handBack(pl.answerAll([]*parkedPoll{p}, page, err, true))
 }
@@ -472,6 +473,10 @@ type pollKey struct {
 	from  timeuuid.UUID
 	limit int
 	types string // the query's type filter, joined
+	// marked: the poll gave a marker (CheckExpired). One without may
+	// start at the same place (an empty young account's marker is its
+	// creation), but is never answered 410.
+	marked bool
 }
 
 // wake answers the groups of the tenant's parked polls that have news
@@ -510,7 +515,7 @@ func (pl *poller) wake(ctx context.Context, tenant string, ps *pollSet, all bool
 		q := g.g.q
 		q.Quiet = g.g.scanned
 		page, err := pl.s.store.Events(ctx, tenant, q)
-		if err != nil && !all {
+		if err != nil && !all && !errors.Is(err, store.ErrMarkerExpired) {
 			// A store that failed a read (an etcd member lost, say) ends
 			// no long-poll early: the polls wait on, and the dispatcher
 			// reads again.
