@@ -559,7 +559,9 @@ func TestMadeUpTokensReadNoRecord(t *testing.T) {
 		p    *partition
 	}{{"the holder", a, pa}, {"another node", b, pb}} {
 		// One heartbeat first: a node that never read the service reads
-		// its record once.
+		// its record once. Then each costs about a tenth of the record
+		// (half of it at most, for background traffic and reads sent
+		// twice to a slow member); each read the record before.
 		u.do(at.n, "POST", "/services/big/heartbeat", map[string]string{"token": madeUpToken(tok)}, 404)
 		before := at.p.fromEtcd()
 		for range tries {
@@ -568,7 +570,7 @@ func TestMadeUpTokensReadNoRecord(t *testing.T) {
 				t.Fatalf("made-up token at %s: %s, want the heartbeat marker not found", at.name, r.body)
 			}
 		}
-		if got := at.p.fromEtcd() - before; got > tries*int64(record)/4 {
+		if got := at.p.fromEtcd() - before; got > tries*int64(record)/2 {
 			t.Errorf("%d heartbeats with made-up tokens at %s got %d bytes from etcd, %d each; the record is %d bytes", tries, at.name, got, got/tries, record)
 		}
 	}
