@@ -58,7 +58,7 @@ func testLongPollReadsNoEventTwice(t *testing.T, kind string) {
 	c := devLogin(t, base, "quiet-polls")
 	c.setConfig("first", "v")
 	marker := c.do("GET", "/services", nil).want(200).header.Get("X-Registry-Marker")
-	timeouts := c.longPoll("?wait=6&type=service.timeout&marker=" + marker)
+	timeouts := c.longPoll("?wait=15&type=service.timeout&marker=" + marker)
 	removes := c.longPoll("?wait=60&type=configuration_value.remove&marker=" + marker)
 	stillWaiting(t, timeouts)
 	stillWaiting(t, removes)
