@@ -1,0 +1,76 @@
+package etcdstore
+
+import (
+	"sync"
+	"testing"
+	"time"
+)
+
+// A timeout takes a tenant's write lock after the write that holds it,
+// ahead of those waiting: one account's queued burst of writes
+// held up the reaper, and so every account's timeouts, for as long as the
+// burst took.
+func TestTimeoutsTakeTheWriteLockAhead(t *testing.T) {
+	var l writeLock
+	l.Lock()
+	const writes = 20
+	var mu sync.Mutex
+	var order []string
+	var wg sync.WaitGroup
+	for range writes {
+		wg.Go(func() {
+			l.Lock()
+			mu.Lock()
+			order = append(order, "write")
+			mu.Unlock()
+			l.Unlock()
+		})
+	}
+	// The writes queue up (one that has not yet would only come later).
+	time.Sleep(200 * time.Millisecond)
+	wg.Go(func() {
+		l.lockAhead()
+		mu.Lock()
+		order = append(order, "timeout")
+		mu.Unlock()
+		l.Unlock()
+	})
+	time.Sleep(200 * time.Millisecond)
+	l.Unlock()
+	wg.Wait()
+	for i, o := range order {
+		if o == "timeout" {
+			if i > 0 {
+				t.Errorf("the timeout took the lock after %d of the %d writes waiting before it, want it first", i, writes)
+			}
+			return
+		}
+	}
+	t.Fatal("the timeout never took the lock")
+}
+
+// The lock is a lock: one holder at a time, whichever way it was taken,
+// and every waiter gets it.
+func TestWriteLockExcludes(t *testing.T) {
+	var l writeLock
+	var inside, most, total int
+	var wg sync.WaitGroup
+	for i := range 200 {
+		wg.Go(func() {
+			if i%5 == 0 {
+				l.lockAhead()
+			} else {
+				l.Lock()
+			}
+			inside++
+			most = max(most, inside)
+			total++
+			inside--
+			l.Unlock()
+		})
+	}
+	wg.Wait()
+	if most != 1 || total != 200 {
+		t.Errorf("%d holders at once at most, %d of 200 took the lock; want 1 and all", most, total)
+	}
+}
