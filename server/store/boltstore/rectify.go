@@ -31,7 +31,7 @@ func (s *Store) rectify(t *tenant) error {
 	if !due {
 		return nil
 	}
-	t.wmu.Lock()
+	t.wmu.LockAhead()
 	defer t.wmu.Unlock()
 	now := s.now()
 	var expired []*hbEntry

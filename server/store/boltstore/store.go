@@ -253,7 +253,7 @@ type tenant struct {
 	// wmu serialises the tenant's writes, so that the in-memory state
 	// changes in commit order. Held across a commit; never taken while mu is
 	// held.
-	wmu sync.Mutex
+	wmu store.WriteLock // timeouts take it ahead of the writes waiting
 	// counts of live objects, and the events retained, guarded by wmu.
 	nServices, nConfig int
 	events             tally

@@ -131,7 +131,7 @@ func (s *Store) timeOut(ctx context.Context, t *tenant, due []dueEntry, wait boo
 	for _, d := range due {
 		reads = append(reads, d.key, s.k.service(t.id, d.id), s.k.heartbeat(t.id, d.id))
 	}
-	t.wmu.lockAhead()
+	t.wmu.LockAhead()
 	defer t.wmu.Unlock()
 	var timedOut []timedOutService
 	var graced []string
@@ -470,7 +470,7 @@ func (s *Store) commitExactTimeouts(ctx context.Context, t *tenant, what, how st
 	for _, d := range due {
 		reads = append(reads, s.k.service(t.id, d.id), s.k.heartbeat(t.id, d.id))
 	}
-	t.wmu.lockAhead()
+	t.wmu.LockAhead()
 	defer t.wmu.Unlock()
 	var timedOut []timedOutService
 	_, err = s.write(ctx, t, what, reads, func(w *writer) error {

@@ -649,7 +649,8 @@ type tenant struct {
 
 	// wmu serialises this node's writes to the tenant, so that they do not
 	// conflict with each other in etcd; other nodes' writes still may.
-	wmu writeLock
+	// Timeouts take it ahead of the writes waiting (store.WriteLock).
+	wmu store.WriteLock
 
 	mu      sync.Mutex
 	acct    store.AccountRecord // as of acctRev; Head may lag other nodes' commits
@@ -857,58 +858,6 @@ func (w *writer) getJSON(key string, v any) (bool, error) {
 // committed first; each node serialises its own writes to a tenant, so
 // only other nodes' writes can beat it.
 const maxAttempts = 100
-
-// writeLock is a tenant's write lock on this node (tenant.wmu), which a
-// timeout takes ahead of the writes waiting for it: the lock goes to the
-// waiting timeouts first, then to the writes, each in the order they came.
-// The reaper times every tenant's services out, one tenant after another:
-// behind a plain mutex it waited for every write one account had queued (a
-// burst of a thousand, seconds), and every account's timeouts came that
-// much late. The zero value is unlocked.
-type writeLock struct {
-	mu             sync.Mutex
-	held           bool
-	aheads, writes []chan struct{} // waiting, each closed to hand it the lock
-}
-
-// Lock takes the lock for a write, after the writes and timeouts waiting.
-func (l *writeLock) Lock() { l.wait(&l.writes) }
-
-// lockAhead takes the lock for timeouts, after the holder and the timeouts
-// waiting.
-func (l *writeLock) lockAhead() { l.wait(&l.aheads) }
-
-func (l *writeLock) wait(queue *[]chan struct{}) {
-	l.mu.Lock()
-	if !l.held && len(l.aheads) == 0 && len(l.writes) == 0 {
-		l.held = true
-		l.mu.Unlock()
-		return
-	}
-	ch := make(chan struct{})
-	*queue = append(*queue, ch)
-	l.mu.Unlock()
-	<-ch
-}
-
-// Unlock hands the lock to the first timeout waiting, else to the first
-// write, else releases it.
-func (l *writeLock) Unlock() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, q := range []*[]chan struct{}{&l.aheads, &l.writes} {
-		if len(*q) > 0 {
-			close((*q)[0])
-			(*q)[0] = nil
-			*q = (*q)[1:]
-			return
-		}
-	}
-	if !l.held {
-		panic("etcdstore: unlock of an unlocked write lock")
-	}
-	l.held = false
-}
 
 // write runs an optimistic transaction on t: it reads the account and the
 // keys in reads at one revision, lets fn decide (fn's error aborts without

@@ -1,4 +1,4 @@
-package etcdstore
+package store
 
 import (
 	"sync"
@@ -11,7 +11,7 @@ import (
 // held up the reaper, and so every account's timeouts, for as long as the
 // burst took.
 func TestTimeoutsTakeTheWriteLockAhead(t *testing.T) {
-	var l writeLock
+	var l WriteLock
 	l.Lock()
 	const writes = 20
 	var mu sync.Mutex
@@ -29,7 +29,7 @@ func TestTimeoutsTakeTheWriteLockAhead(t *testing.T) {
 	// The writes queue up (one that has not yet would only come later).
 	time.Sleep(200 * time.Millisecond)
 	wg.Go(func() {
-		l.lockAhead()
+		l.LockAhead()
 		mu.Lock()
 		order = append(order, "timeout")
 		mu.Unlock()
@@ -52,13 +52,13 @@ func TestTimeoutsTakeTheWriteLockAhead(t *testing.T) {
 // The lock is a lock: one holder at a time, whichever way it was taken,
 // and every waiter gets it.
 func TestWriteLockExcludes(t *testing.T) {
-	var l writeLock
+	var l WriteLock
 	var inside, most, total int
 	var wg sync.WaitGroup
 	for i := range 200 {
 		wg.Go(func() {
 			if i%5 == 0 {
-				l.lockAhead()
+				l.LockAhead()
 			} else {
 				l.Lock()
 			}
