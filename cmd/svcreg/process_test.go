@@ -98,7 +98,12 @@ func login(t *testing.T, url, user string) *api {
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
 		t.Fatal(err)
 	}
-	return &api{url: url, tenant: out.Access.Token.Tenant.ID, token: out.Access.Token.ID, http: &http.Client{Timeout: 10 * time.Second}}
+	// A transport of its own: a parallel test's httptest.Server.Close
+	// closes http.DefaultTransport's idle connections, and a PUT that had
+	// just taken one failed ("CloseIdleConnections called").
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	t.Cleanup(tr.CloseIdleConnections)
+	return &api{url: url, tenant: out.Access.Token.Tenant.ID, token: out.Access.Token.ID, http: &http.Client{Transport: tr, Timeout: 10 * time.Second}}
 }
 
 func (a *api) do(method, path string, body any) (int, []byte, error) {
