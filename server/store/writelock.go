@@ -2,24 +2,27 @@ package store
 
 import "sync"
 
-// WriteLock is a tenant's write lock, which timeouts take ahead of the
-// writes waiting for it: the lock goes to the waiting timeouts first, then
-// to the writes, each in the order they came. A store's reaper times every
-// tenant's services out, one tenant after another: behind a plain mutex it
-// waited for every write one account had queued (a burst of a thousand,
-// seconds), and every account's timeouts came that much late. The zero
-// value is unlocked.
+// WriteLock is a tenant's write lock, which a store's reaper takes ahead
+// of the writes waiting for it (LockAhead): the lock goes to those taking
+// it ahead first, then to the others, each in the order they came. The
+// reaper times every tenant's services out, one tenant after another:
+// behind a plain mutex it waited for every write one account had queued (a
+// burst of a thousand, seconds), and every account's timeouts came that
+// much late. Requests, a tenant's own timeouts included, take their turn
+// (Lock): taken ahead on every read that finds a service due, writes could
+// wait as long as a tenant's services went on falling due. The zero value
+// is unlocked.
 type WriteLock struct {
 	mu             sync.Mutex
 	held           bool
 	aheads, writes []chan struct{} // waiting, each closed to hand it the lock
 }
 
-// Lock takes the lock for a write, after the writes and timeouts waiting.
+// Lock takes the lock in turn, after everyone waiting.
 func (l *WriteLock) Lock() { l.wait(&l.writes) }
 
-// LockAhead takes the lock for timeouts, after its holder and the timeouts
-// waiting.
+// LockAhead takes the lock for the reaper, after its holder and those
+// waiting to take it ahead.
 func (l *WriteLock) LockAhead() { l.wait(&l.aheads) }
 
 func (l *WriteLock) wait(queue *[]chan struct{}) {
@@ -35,8 +38,8 @@ func (l *WriteLock) wait(queue *[]chan struct{}) {
 	<-ch
 }
 
-// Unlock hands the lock to the first timeout waiting, else to the first
-// write, else releases it.
+// Unlock hands the lock to the first waiting to take it ahead, else to the
+// first waiting in turn, else releases it.
 func (l *WriteLock) Unlock() {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -26,8 +26,21 @@ func TestTimeoutsTakeTheWriteLockAhead(t *testing.T) {
 			l.Unlock()
 		})
 	}
-	// The writes queue up (one that has not yet would only come later).
-	time.Sleep(200 * time.Millisecond)
+	queued := func(aheads, writes int) {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Millisecond) {
+			l.mu.Lock()
+			a, w := len(l.aheads), len(l.writes)
+			l.mu.Unlock()
+			if a == aheads && w == writes {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d timeouts and %d writes waiting, want %d and %d", a, w, aheads, writes)
+			}
+		}
+	}
+	queued(0, writes)
 	wg.Go(func() {
 		l.LockAhead()
 		mu.Lock()
@@ -35,7 +48,7 @@ func TestTimeoutsTakeTheWriteLockAhead(t *testing.T) {
 		mu.Unlock()
 		l.Unlock()
 	})
-	time.Sleep(200 * time.Millisecond)
+	queued(1, writes)
 	l.Unlock()
 	wg.Wait()
 	for i, o := range order {

@@ -15,7 +15,7 @@ func (s *Store) rectified(tenantID string) (*tenant, error) {
 	if err != nil {
 		return nil, err
 	}
-	return t, s.rectify(t)
+	return t, s.rectify(t, false)
 }
 
 // rectify times out every service of t whose deadline has passed. Each
@@ -23,15 +23,22 @@ func (s *Store) rectified(tenantID string) (*tenant, error) {
 // heap under wmu. A concurrent caller that finds nothing due while a
 // timeout is being committed waits on wmu for the commit, so that no caller
 // returns before the services due when it was called are gone
-// (read-your-rectification, spec §8.3).
-func (s *Store) rectify(t *tenant) error {
+// (read-your-rectification, spec §8.3). The reaper (ahead) takes the
+// write lock ahead of the tenant's writes waiting for it, so that one
+// tenant's queued writes do not hold up every tenant's timeouts; a
+// request takes its turn.
+func (s *Store) rectify(t *tenant, ahead bool) error {
 	t.mu.Lock()
 	due := t.reaping > 0 || len(t.deadlines) > 0 && !t.deadlines[0].deadline.After(s.now())
 	t.mu.Unlock()
 	if !due {
 		return nil
 	}
-	t.wmu.LockAhead()
+	if ahead {
+		t.wmu.LockAhead()
+	} else {
+		t.wmu.Lock()
+	}
 	defer t.wmu.Unlock()
 	now := s.now()
 	var expired []*hbEntry
@@ -103,7 +110,7 @@ func (s *Store) rectify(t *tenant) error {
 func (s *Store) reap() error {
 	var firstErr error
 	for _, t := range s.allTenants() {
-		if err := s.rectify(t); err != nil && firstErr == nil {
+		if err := s.rectify(t, true); err != nil && firstErr == nil {
 			firstErr = err
 		}
 	}

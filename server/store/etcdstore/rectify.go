@@ -131,7 +131,11 @@ func (s *Store) timeOut(ctx context.Context, t *tenant, due []dueEntry, wait boo
 	for _, d := range due {
 		reads = append(reads, d.key, s.k.service(t.id, d.id), s.k.heartbeat(t.id, d.id))
 	}
-	t.wmu.LockAhead()
+	if wait {
+		t.wmu.Lock() // a request's: its turn
+	} else {
+		t.wmu.LockAhead() // the reaper's: ahead of the tenant's writes
+	}
 	defer t.wmu.Unlock()
 	var timedOut []timedOutService
 	var graced []string
@@ -377,7 +381,7 @@ func (s *Store) reapHeld(ctx context.Context, tenant string) error {
 		t, err := s.tenantFor(ctx, id)
 		for err == nil && len(due) > 0 {
 			n := min(len(due), s.timeoutsPerTxn())
-			err = s.timeOutHeld(ctx, t, due[:n])
+			err = s.timeOutHeld(ctx, t, due[:n], tenant == "")
 			due = due[n:]
 		}
 		if err != nil && firstErr == nil {
@@ -392,7 +396,7 @@ func (s *Store) reapHeld(ctx context.Context, tenant string) error {
 // node last wrote it (else another node took the service over, or timed
 // it out, and this node's memory of it is stale). The event's timestamp is
 // the deadline of the last token this node handed out.
-func (s *Store) timeOutHeld(ctx context.Context, t *tenant, due []heldDue) error {
+func (s *Store) timeOutHeld(ctx context.Context, t *tenant, due []heldDue, ahead bool) error {
 	now := s.now().UnixNano()
 	var locked []heldDue
 	for i, d := range due {
@@ -432,7 +436,7 @@ func (s *Store) timeOutHeld(ctx context.Context, t *tenant, due []heldDue) error
 	for i, d := range locked {
 		exact[i] = exactTimeout{id: d.id, hbRev: d.e.hbRev, stored: d.e.hb.Deadline, deadline: d.e.mem.Deadline, incarnation: d.e.mem.Incarnation}
 	}
-	graced, err = s.commitExactTimeouts(ctx, t, "time out held services", "held deadline", true, exact, func(id string, gone bool) {
+	graced, err = s.commitExactTimeouts(ctx, t, "time out held services", "held deadline", true, ahead, exact, func(id string, gone bool) {
 		// Written since this node last read or wrote it (a commit of its
 		// own whose answer was lost, or another node's): its memory is
 		// stale, and forgotten below.
@@ -463,14 +467,19 @@ type exactTimeout struct {
 // node's lease, if it names one). A service written or gone since is left
 // out, and stale, if not nil, told about it. how names the deadline in the
 // log (timedOut); held says the deadlines are this node's memory of the
-// heartbeats it answered (graced).
-func (s *Store) commitExactTimeouts(ctx context.Context, t *tenant, what, how string, held bool, due []exactTimeout, stale func(id string, gone bool)) (graced map[string]bool, err error) {
+// heartbeats it answered (graced). The reaper (ahead) takes the tenant's
+// write lock ahead of its writes waiting; a request takes its turn.
+func (s *Store) commitExactTimeouts(ctx context.Context, t *tenant, what, how string, held, ahead bool, due []exactTimeout, stale func(id string, gone bool)) (graced map[string]bool, err error) {
 	nodeKey := s.k.node(s.nodeID)
 	reads := []string{nodeKey}
 	for _, d := range due {
 		reads = append(reads, s.k.service(t.id, d.id), s.k.heartbeat(t.id, d.id))
 	}
-	t.wmu.LockAhead()
+	if ahead {
+		t.wmu.LockAhead()
+	} else {
+		t.wmu.Lock()
+	}
 	defer t.wmu.Unlock()
 	var timedOut []timedOutService
 	_, err = s.write(ctx, t, what, reads, func(w *writer) error {
