@@ -3,6 +3,7 @@ package etcdstore_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -96,5 +97,47 @@ func TestMaxEventBytesOfAnAccountMadeBefore(t *testing.T) {
 			t.Fatalf("%d events of %d bytes kept after a minute; want at most %d bytes", n, b, most)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A tenant whose event cap fails does not leave the tenants after it in
+// the pass uncapped.
+func TestEventCapGoesOnPastAFailingTenant(t *testing.T) {
+	t.Parallel()
+	c := sharedCluster(t)
+	ctx := context.Background()
+	cli, err := etcdstore.NewClient(etcdstore.ClientConfig{Endpoints: c.Endpoints(), DialTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	s, err := etcdstore.Open(ctx, cli, etcdstore.Options{Prefix: registryPrefix(t), ReapInterval: -1, MaxEvents: 3, EventCapInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	const bad = 9
+	for i := range bad + 1 {
+		for j := range 6 {
+			if err := s.SetConfig(ctx, fmt.Sprint(i), fmt.Sprint("k", j), "v"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// The accounts of all but the last become unreadable.
+	for i := range bad {
+		if _, err := cli.Put(ctx, etcdstore.AccountKey(s, fmt.Sprint(i)), "{damaged"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := etcdstore.CapEvents(s); err == nil {
+		t.Fatal("the event cap of damaged accounts did not fail")
+	}
+	page, err := s.Events(ctx, fmt.Sprint(bad), store.EventQuery{Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Values) != 3 {
+		t.Errorf("the sound tenant has %d events after the cap, want 3", len(page.Values))
 	}
 }

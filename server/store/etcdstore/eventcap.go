@@ -14,17 +14,31 @@ import (
 // Every node runs it for its own appends, so every tenant written to is
 // looked at; the bytes are counted with the account, so a cap holds for
 // the writes of every node together.
+//
+// A tenant whose cap fails is looked at again next run, and the others
+// still get theirs: returning at the first failure left every tenant after
+// it in the pass unchecked.
 func (s *Store) capEvents(ctx context.Context) error {
+	var first error
+	failed := 0
 	for _, t := range s.allTenants() {
+		if ctx.Err() != nil {
+			break
+		}
 		if !t.appended.Swap(false) {
 			continue
 		}
 		if err := s.capTenant(ctx, t.id); err != nil {
 			t.appended.Store(true) // look again next run
-			return fmt.Errorf("event cap of tenant %s: %w", t.id, err)
+			if failed++; first == nil {
+				first = fmt.Errorf("event cap of tenant %s: %w", t.id, err)
+			}
 		}
 	}
-	return nil
+	if failed > 1 {
+		return fmt.Errorf("%w (and %d more tenants)", first, failed-1)
+	}
+	return first
 }
 
 func (s *Store) capTenant(ctx context.Context, id string) error {

@@ -74,6 +74,9 @@ func HeartbeatEntries(s *Store) int {
 	return len(s.hb.entries)
 }
 
+// CapEvents runs s's event cap once, as its loop does.
+func CapEvents(s *Store) error { return s.capEvents(s.ctx) }
+
 // ServiceKey is the key of a tenant's service in s's registry.
 func ServiceKey(s *Store, tenant, id string) string { return s.k.service(tenant, id) }
 
