@@ -54,7 +54,7 @@ func (s *Server) longPoll(w http.ResponseWriter, rq *request, q store.EventQuery
 		if isClosed(changed) {
 			continue
 		}
-		if s.poller.park(w, rq, q, page.Head, time.Until(deadline), changed) {
+		if s.poller.park(w, rq, q, time.Until(deadline), changed) {
 			owned = false
 			return nil
 		}

@@ -226,9 +226,10 @@ func (pl *poller) parkedCount() int { return int(pl.parked.Load() + pl.kept.Load
 func (pl *poller) setKeep(d time.Duration) { pl.keepFor.Store(int64(d)) }
 
 // park takes the connection over and parks the poll, which keeps its
-// waiter count; head is the feed's head as of the read that found nothing
-// new for it. It reports false when the connection cannot be taken over.
-func (pl *poller) park(w http.ResponseWriter, rq *request, q store.EventQuery, head timeuuid.UUID, wait time.Duration, changed <-chan struct{}) bool {
+// waiter count; q.Quiet is where the read that found nothing new for it
+// ended (just past the feed's head then). It reports false when the
+// connection cannot be taken over.
+func (pl *poller) park(w http.ResponseWriter, rq *request, q store.EventQuery, wait time.Duration, changed <-chan struct{}) bool {
 	pl.mu.Lock()
 	ln := pl.ln
 	pl.mu.Unlock()
@@ -262,8 +263,9 @@ func (pl *poller) park(w http.ResponseWriter, rq *request, q store.EventQuery, h
 	}
 	g := ps.groups[key]
 	if g == nil {
-		// The read that found nothing for the poll ran to head.
-		g = &pollGroup{q: q, polls: map[*parkedPoll]struct{}{}, scanned: later(q.From, head)}
+		// The read that found nothing for the poll ran to the head, where
+		// its Quiet is.
+		g = &pollGroup{q: q, polls: map[*parkedPoll]struct{}{}, scanned: q.Quiet}
 		ps.groups[key] = g
 	}
 	g.polls[p] = struct{}{}

@@ -36,12 +36,15 @@ func (s *Store) Events(ctx context.Context, tenantID string, q store.EventQuery)
 		page.Head = acct.Head
 		size := 0
 		c := b.Bucket(bEvents).Cursor()
-		quiet := q.Quiet.Key()
+		quiet, skip := q.Quiet.Key(), q.Skips()
 		for k, v := c.Seek(from[:]); k != nil; k, v = c.Next() {
-			if q.Skips() && bytes.Compare(k, quiet[:]) < 0 && !bytes.Equal(k, from[:]) {
-				// Past the event at From: go on at Quiet.
-				if k, v = c.Seek(quiet[:]); k == nil {
-					break
+			if skip && !bytes.Equal(k, from[:]) {
+				// Past the event at From: go on at Quiet, once.
+				skip = false
+				if bytes.Compare(k, quiet[:]) < 0 {
+					if k, v = c.Seek(quiet[:]); k == nil {
+						break
+					}
 				}
 			}
 			typ, raw, ok := store.DecodeStoredEvent(v)
