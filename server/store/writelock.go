@@ -25,6 +25,15 @@ func (l *WriteLock) Lock() { l.wait(&l.writes) }
 // waiting to take it ahead.
 func (l *WriteLock) LockAhead() { l.wait(&l.aheads) }
 
+// LockFor takes the lock ahead (LockAhead) if ahead, else in turn (Lock).
+func (l *WriteLock) LockFor(ahead bool) {
+	if ahead {
+		l.LockAhead()
+	} else {
+		l.Lock()
+	}
+}
+
 func (l *WriteLock) wait(queue *[]chan struct{}) {
 	l.mu.Lock()
 	if !l.held && len(l.aheads) == 0 && len(l.writes) == 0 {

@@ -34,11 +34,7 @@ func (s *Store) rectify(t *tenant, ahead bool) error {
 	if !due {
 		return nil
 	}
-	if ahead {
-		t.wmu.LockAhead()
-	} else {
-		t.wmu.Lock()
-	}
+	t.wmu.LockFor(ahead)
 	defer t.wmu.Unlock()
 	now := s.now()
 	var expired []*hbEntry

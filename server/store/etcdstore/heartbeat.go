@@ -226,16 +226,12 @@ func (e *hbEntry) setFrom(svc, hb *mvccpb.KeyValue) error {
 		e.setMem(hbRecord{}, false)
 		return nil
 	}
-	var rec store.ServiceRecord
-	var h hbRecord
-	var err error
-	if hadRev != 0 && svc.ModRevision == hadRev {
-		rec, h, err = had, hbRecord{}, nil
-		if hb != nil {
-			h, err = decodeHeartbeat(hb)
-		}
-	} else {
-		rec, h, err = decodeService(svc, hb)
+	rec, h, err := had, hbRecord{}, error(nil)
+	if hadRev == 0 || svc.ModRevision != hadRev {
+		rec, _, err = decodeService(svc, nil)
+	}
+	if err == nil && hb != nil {
+		h, err = decodeHeartbeat(hb)
 	}
 	if err != nil {
 		e.loaded = false
@@ -366,9 +362,6 @@ func (s *Store) readState(ctx context.Context, what string, e *hbEntry) (svc, hb
 	}
 	if err != nil {
 		return nil, nil, err
-	}
-	if len(resp.Responses) != 2 {
-		return nil, nil, fmt.Errorf("etcd: %s: %d answers to 2 reads", what, len(resp.Responses))
 	}
 	return first(resp.Responses[0]), first(resp.Responses[1]), nil
 }

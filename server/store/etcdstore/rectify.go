@@ -131,11 +131,7 @@ func (s *Store) timeOut(ctx context.Context, t *tenant, due []dueEntry, wait boo
 	for _, d := range due {
 		reads = append(reads, d.key, s.k.service(t.id, d.id), s.k.heartbeat(t.id, d.id))
 	}
-	if wait {
-		t.wmu.Lock() // a request's: its turn
-	} else {
-		t.wmu.LockAhead() // the reaper's: ahead of the tenant's writes
-	}
+	t.wmu.LockFor(!wait) // the reaper's ahead of the tenant's writes; a request's in turn
 	defer t.wmu.Unlock()
 	var timedOut []timedOutService
 	var graced []string
@@ -475,11 +471,7 @@ func (s *Store) commitExactTimeouts(ctx context.Context, t *tenant, what, how st
 	for _, d := range due {
 		reads = append(reads, s.k.service(t.id, d.id), s.k.heartbeat(t.id, d.id))
 	}
-	if ahead {
-		t.wmu.LockAhead()
-	} else {
-		t.wmu.Lock()
-	}
+	t.wmu.LockFor(ahead)
 	defer t.wmu.Unlock()
 	var timedOut []timedOutService
 	_, err = s.write(ctx, t, what, reads, func(w *writer) error {
