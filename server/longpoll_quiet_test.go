@@ -1,10 +1,8 @@
 package server_test
 
 import (
-	"context"
 	"fmt"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,34 +11,6 @@ import (
 	"github.com/svcreg/svcreg/registry"
 	"github.com/svcreg/svcreg/server/store"
 )
-
-// querySpy keeps the queries of the feed reads a server makes.
-type querySpy struct {
-	store.Store
-	mu      sync.Mutex
-	queries []store.EventQuery
-}
-
-func (s *querySpy) Events(ctx context.Context, tenant string, q store.EventQuery) (store.EventPage, error) {
-	s.mu.Lock()
-	s.queries = append(s.queries, q)
-	s.mu.Unlock()
-	return s.Store.Events(ctx, tenant, q)
-}
-
-// last returns the last query that asked for exactly types.
-func (s *querySpy) last(t *testing.T, types ...registry.EventType) store.EventQuery {
-	t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for i := len(s.queries) - 1; i >= 0; i-- {
-		if slices.Equal(s.queries[i].Types, types) {
-			return s.queries[i]
-		}
-	}
-	t.Fatalf("no feed read asked for %v", types)
-	return store.EventQuery{}
-}
 
 // A parked long-poll that waited past events it does not ask for is
 // answered without reading them again: when its wait ends, and when an
@@ -54,7 +24,7 @@ func TestLongPollReadsNoEventTwice(t *testing.T) { onEachStore(t, testLongPollRe
 
 func testLongPollReadsNoEventTwice(t *testing.T, kind string) {
 	t.Parallel()
-	base, spy := startWrapped(t, kind, func(st store.Store) *querySpy { return &querySpy{Store: st} })
+	base, spy := startWrapped(t, kind, func(st store.Store) *feedSpy { return &feedSpy{Store: st} })
 	c := devLogin(t, base, "quiet-polls")
 	c.setConfig("first", "v")
 	marker := c.do("GET", "/services", nil).want(200).header.Get("X-Registry-Marker")

@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/svcreg/svcreg/internal/testserver"
+	"github.com/svcreg/svcreg/registry"
 	"github.com/svcreg/svcreg/server"
 	"github.com/svcreg/svcreg/server/store"
 )
@@ -275,21 +278,41 @@ func testShutdownAnswersUnparkedLongPolls(t *testing.T, kind string) {
 	}
 }
 
-// feedSpy counts the feed reads a server makes, and fails them while fail
-// is set (counting those too).
+// feedSpy counts the feed reads a server makes, keeps their queries, and
+// fails them while fail is set (counting those too).
 type feedSpy struct {
 	store.Store
 	fail          atomic.Bool
 	reads, failed atomic.Int32
+
+	mu      sync.Mutex
+	queries []store.EventQuery
 }
 
 func (f *feedSpy) Events(ctx context.Context, tenant string, q store.EventQuery) (store.EventPage, error) {
 	f.reads.Add(1)
+	f.mu.Lock()
+	f.queries = append(f.queries, q)
+	f.mu.Unlock()
 	if f.fail.Load() {
 		f.failed.Add(1)
 		return store.EventPage{}, errors.New("flaky store: unavailable")
 	}
 	return f.Store.Events(ctx, tenant, q)
+}
+
+// last returns the last query that asked for exactly types.
+func (f *feedSpy) last(t *testing.T, types ...registry.EventType) store.EventQuery {
+	t.Helper()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i := len(f.queries) - 1; i >= 0; i-- {
+		if slices.Equal(f.queries[i].Types, types) {
+			return f.queries[i]
+		}
+	}
+	t.Fatalf("no feed read asked for %v", types)
+	return store.EventQuery{}
 }
 
 // TestLongPollOutlivesAFailedRead: when the store fails the read that a
