@@ -53,7 +53,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, rq *request) error {
 		return f
 	}
 
-	q := store.EventQuery{From: from, CheckExpired: hasMarker, Limit: limit, MaxBytes: maxEventsPage, Types: types, HiddenBytes: maxHiddenPage}
+	q := store.EventQuery{From: from, CheckExpired: hasMarker, Limit: limit, MaxBytes: maxEventsPage, Types: types}
 	if wait > 0 {
 		if n := rq.keptSize(); n > maxKeptRequest || len(rq.query) > maxKeptParams {
 			return badRequest(fmt.Sprintf("A long-poll's query string, Host and X-Forwarded-Proto may be %d bytes at most together, and its query %d parameters (a waiting poll keeps them to write its answer); these are %d bytes and %d parameters: leave out the parameters the API does not use.", maxKeptRequest, maxKeptParams, n, len(rq.query)))

@@ -427,65 +427,6 @@ func testTypeFilterBeforePaging(t *testing.T, kind string) {
 	}
 }
 
-// A type filter that hides much reads a page's worth of what it hides at
-// most: a page that read maxHiddenPage of it ends, short, at the next
-// event it hides, and the feed goes on from there.
-func TestTypeFilterHidesAPageAtMost(t *testing.T) { onEachStore(t, testTypeFilterHidesAPageAtMost) }
-
-func testTypeFilterHidesAPageAtMost(t *testing.T, kind string) {
-	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{Store: kind})
-	c := newAPI(t, srv)
-	c.create("svc-first", 30)
-	marker := c.events("")[0].ID
-	meta := func(v string) map[string]string {
-		m := map[string]string{}
-		for i := range 18 {
-			m[fmt.Sprintf("key-%02d-%s", i, strings.Repeat("k", 100))] = v + strings.Repeat("v", 150)
-		}
-		return m
-	}
-	c.createBody(map[string]any{"id": "svc-big", "metadata": meta("a"), "heartbeat_timeout": 30})
-	// Each update is about 4.7 KB: 1.2 MiB of them, which the default
-	// filter hides.
-	const updates = 260
-	for i := range updates {
-		c.do("PUT", "/services/svc-big", map[string]any{"metadata": meta(fmt.Sprint(i % 2))}).want(204)
-	}
-	c.create("svc-last", 30)
-	kinds := map[string]string{}
-	for next := marker; next != ""; {
-		evs, m := list[event](c.do("GET", "/events?limit=1000&include=service.update&marker="+next, nil))
-		for _, ev := range evs {
-			kinds[ev.ID] = ev.Type
-		}
-		next = deref(m.NextMarker)
-	}
-	if len(kinds) != updates+3 {
-		t.Fatalf("%d events, want %d", len(kinds), updates+3)
-	}
-
-	var joins []string
-	pages := 0
-	for next := marker; next != ""; pages++ {
-		if pages > updates {
-			t.Fatalf("%d pages and on", pages)
-		}
-		evs, m := list[event](c.do("GET", "/events?limit=1000&marker="+next, nil))
-		joins = append(joins, summary(evs)...)
-		next = deref(m.NextMarker)
-		if next != "" && kinds[next] != "service.update" {
-			t.Errorf("page %d ends at %s, a %q: a short page ends at an event it hides", pages, next, kinds[next])
-		}
-	}
-	if want := []string{"service.join svc-first", "service.join svc-big", "service.join svc-last"}; !slices.Equal(joins, want) {
-		t.Errorf("the pages hold %q, want %q", joins, want)
-	}
-	if pages != 2 {
-		t.Errorf("%d pages, want 2: a page hides 1 MiB of updates, then ends", pages)
-	}
-}
-
 // A parked long-poll's answer is written by the same code as any other:
 // the same headers as an immediate answer of GET /events, with
 // X-Registry-Wait.

@@ -19,15 +19,6 @@ const (
 	// short, with next_marker set, as a page the type filter thins is
 	// (spec §7.11).
 	maxEventsPage = 1 << 20
-	// maxHiddenPage bounds the events a page's type filter hides, by
-	// their stored size: a page that has read that much it leaves out
-	// ends at the next event it leaves out, short or empty, with
-	// next_marker set (spec §7.11 allows both). Without it, a default
-	// read, which hides service.update, of an account whose feed is
-	// mostly updates of large services read up to the whole feed (tens
-	// of MB, --max-event-bytes) for one page. A filtered page so reads
-	// about what an unfiltered one of maxEventsPage does, at most twice.
-	maxHiddenPage = 1 << 20
 )
 
 // parseLimit reads the limit parameter: digits only, then 1..1000.

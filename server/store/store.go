@@ -320,13 +320,6 @@ type EventQuery struct {
 	MaxBytes int
 	// Types keeps only events of these types (before paging); nil keeps all.
 	Types []registry.EventType
-	// HiddenBytes, if not zero, bounds what the events Types hides cost
-	// a page: an event it hides, read once those read before it hold
-	// HiddenBytes between them (their stored size), ends the page, and
-	// Next is that event. Such a page is short, maybe empty, and the next
-	// one goes on from there; so a filter that matches little does not
-	// read the whole feed for one page.
-	HiddenBytes int
 	// Quiet, if later than From, is where the caller knows news for the
 	// query starts: it read the events after From and before Quiet, and
 	// none matched Types. The store reads the event at From, then goes on
@@ -346,12 +339,6 @@ func (q EventQuery) Full(n, size, next int) bool {
 	return n == q.Limit || q.MaxBytes > 0 && n > 0 && size+next > q.MaxBytes
 }
 
-// HidesTooMuch reports whether a page of q that has read hidden bytes of
-// events its Types hide ends before the next one it hides.
-func (q EventQuery) HidesTooMuch(hidden int) bool {
-	return q.HiddenBytes > 0 && hidden >= q.HiddenBytes
-}
-
 // Event is a stored event: its id, its type and its wire JSON.
 type Event struct {
 	ID   timeuuid.UUID
@@ -362,9 +349,7 @@ type Event struct {
 // EventPage is one page of events.
 type EventPage struct {
 	Values []Event
-	// Next is where the next page starts, zero if there is none: the
-	// first matching event not included, or, on a page HiddenBytes ended,
-	// the hidden event it ended at.
+	// Next is the id of the first matching event not included, zero if none.
 	Next timeuuid.UUID
 	// Head is the id of the newest event in the feed when it was read
 	// (zero if none): events appended later have higher ids.

@@ -34,7 +34,7 @@ func (s *Store) Events(ctx context.Context, tenantID string, q store.EventQuery)
 			return store.ErrMarkerExpired
 		}
 		page.Head = acct.Head
-		size, hidden := 0, 0
+		size := 0
 		c := b.Bucket(bEvents).Cursor()
 		quiet, skip := q.Quiet.Key(), q.Skips()
 		for k, v := c.Seek(from[:]); k != nil; k, v = c.Next() {
@@ -52,11 +52,6 @@ func (s *Store) Events(ctx context.Context, tenantID string, q store.EventQuery)
 				return fmt.Errorf("corrupt event %x", k)
 			}
 			if !store.Matches(q.Types, typ) {
-				if q.HidesTooMuch(hidden) {
-					page.Next = timeuuid.FromKey(k)
-					break
-				}
-				hidden += len(v)
 				continue
 			}
 			if q.Full(len(page.Values), size, len(raw)) {

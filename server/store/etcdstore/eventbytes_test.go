@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/svcreg/svcreg/server/store"
 	"github.com/svcreg/svcreg/server/store/etcdstore"
 )
@@ -141,54 +139,5 @@ func TestEventCapGoesOnPastAFailingTenant(t *testing.T) {
 	}
 	if len(page.Values) != 3 {
 		t.Errorf("the sound tenant has %d events after the cap, want 3", len(page.Values))
-	}
-}
-
-// A default feed read, whose filter hides service.update, of an account
-// whose feed is mostly large updates reads about a page of them from
-// etcd, not the whole feed: the read ends once it has hidden a page's
-// worth (the server's maxHiddenPage, 1 MiB).
-func TestFilteredFeedReadsAPageOfWhatItHides(t *testing.T) {
-	t.Parallel()
-	c := sharedCluster(t)
-	p := newPartition(t, c.Endpoints())
-	n := startNodesAt(t, etcdstore.Options{}, p.Endpoints)[0]
-	u := login(t, n, "hides-much")
-	u.do(n, "POST", "/services", map[string]any{"id": "first", "heartbeat_timeout": 60}, 201)
-	var evs struct{ Values []struct{ ID string } }
-	u.do(n, "GET", "/events", nil, 200).json(&evs)
-	marker := evs.Values[0].ID
-	meta := func(v int) map[string]string {
-		m := map[string]string{}
-		for i := range 18 {
-			m[fmt.Sprintf("k%02d", i)] = fmt.Sprint(v%2) + strings.Repeat("m", 254)
-		}
-		return m
-	}
-	u.do(n, "POST", "/services", map[string]any{"id": "big", "heartbeat_timeout": 60, "metadata": meta(0)}, 201)
-	const updates = 800 // about 4.8 KB each
-	for i := range updates {
-		u.do(n, "PUT", "/services/big", map[string]any{"metadata": meta(i + 1)}, 204)
-	}
-	feed := int64(0)
-	for _, kv := range etcdGet(t, c, etcdstore.EventsPrefix(n.st, u.tenant), clientv3.WithPrefix()).Kvs {
-		feed += int64(len(kv.Value))
-	}
-
-	before := p.fromEtcd()
-	var page struct {
-		Values   []struct{ ID string }
-		Metadata struct {
-			NextMarker *string `json:"next_marker"`
-		}
-	}
-	u.do(n, "GET", "/events?marker="+marker, nil, 200).json(&page)
-	got := p.fromEtcd() - before
-	t.Logf("one default read of a feed of %d bytes: %d bytes from etcd", feed, got)
-	if page.Metadata.NextMarker == nil || len(page.Values) != 2 {
-		t.Errorf("the first page holds %d events, next_marker %v; want both joins and a next_marker", len(page.Values), page.Metadata.NextMarker)
-	}
-	if got > 5<<19 {
-		t.Errorf("one default read of a feed of %d bytes got %d bytes from etcd; want about a page of what it hides (1 MiB), 2.5 MiB at most", feed, got)
 	}
 }

@@ -48,19 +48,14 @@ func (s *Store) events(ctx context.Context, tenantID string, q store.EventQuery)
 	// A page's bytes bound each range read too, which holds its events at
 	// once (a thousand of the largest are 30 MB): the first reads 64,
 	// each later one, at the mean size of the events read so far, about
-	// what is left of MaxBytes, and of HiddenBytes for a filtered read (at
-	// least 16).
+	// what is left of MaxBytes (at least 16).
 	var read, readBytes int
-	size, hidden := 0, 0
+	size := 0
 	limit := func() int64 {
 		if q.MaxBytes <= 0 {
 			return batch
 		}
-		want := max(q.MaxBytes-size, 0)
-		if q.Types != nil && q.HiddenBytes > 0 {
-			want += max(q.HiddenBytes-hidden, 0)
-		}
-		return sizedLimit(int64(want), int64(readBytes), int64(read), batch)
+		return sizedLimit(int64(max(q.MaxBytes-size, 0)), int64(readBytes), int64(read), batch)
 	}
 	var rev int64
 	for {
@@ -108,11 +103,6 @@ func (s *Store) events(ctx context.Context, tenantID string, q store.EventQuery)
 				return page, err
 			}
 			if !store.Matches(q.Types, ev.Type) {
-				if q.HidesTooMuch(hidden) {
-					page.Next = ev.ID
-					return page, nil
-				}
-				hidden += len(kv.Value)
 				continue
 			}
 			if q.Full(len(page.Values), size, len(ev.JSON)) {

@@ -108,6 +108,3 @@ func Copies(s *Store) int {
 	defer s.copies.mu.Unlock()
 	return len(s.copies.m)
 }
-
-// EventsPrefix is the prefix of a tenant's event keys in s's registry.
-func EventsPrefix(s *Store, tenant string) string { return s.k.events(tenant) }
