@@ -427,6 +427,53 @@ func testTypeFilterBeforePaging(t *testing.T, kind string) {
 	}
 }
 
+// A client that follows the feed as the official Node poller does (spec
+// 11.4: the last event it received is its marker, it reads the first page
+// only, and drops the marker event) moves on past any run of events the
+// default read hides, here 1.2 MiB of service.update: a page that ended
+// short of every event it keeps would give it nothing new, and its marker
+// would never move again.
+func TestFirstPagePollerPassesHiddenEvents(t *testing.T) {
+	onEachStore(t, testFirstPagePollerPassesHiddenEvents)
+}
+
+func testFirstPagePollerPassesHiddenEvents(t *testing.T, kind string) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{Store: kind})
+	c := newAPI(t, srv)
+	c.create("svc-first", 30)
+	marker := c.events("")[0].ID
+	meta := func(v string) map[string]string {
+		m := map[string]string{}
+		for i := range 18 {
+			m[fmt.Sprintf("key-%02d-%s", i, strings.Repeat("k", 100))] = v + strings.Repeat("v", 150)
+		}
+		return m
+	}
+	c.createBody(map[string]any{"id": "svc-big", "metadata": meta("a"), "heartbeat_timeout": 30})
+	c.create("svc-second", 30)
+	for i := range 260 { // about 4.7 KB each
+		c.do("PUT", "/services/svc-big", map[string]any{"metadata": meta(fmt.Sprint(i % 2))}).want(204)
+	}
+	c.create("svc-last", 30)
+
+	var seen []string
+	for polls := 0; polls < 10; polls++ {
+		evs := c.events("?marker=" + marker)
+		if len(evs) > 0 && evs[0].ID == marker {
+			evs = evs[1:]
+		}
+		if len(evs) == 0 {
+			break
+		}
+		seen = append(seen, summary(evs)...)
+		marker = evs[len(evs)-1].ID
+	}
+	if want := []string{"service.join svc-big", "service.join svc-second", "service.join svc-last"}; !slices.Equal(seen, want) {
+		t.Errorf("a first-page poller saw %q, want %q", seen, want)
+	}
+}
+
 // A parked long-poll's answer is written by the same code as any other:
 // the same headers as an immediate answer of GET /events, with
 // X-Registry-Wait.
