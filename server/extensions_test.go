@@ -441,7 +441,8 @@ func testFirstPagePollerPassesHiddenEvents(t *testing.T, kind string) {
 	t.Parallel()
 	srv := testserver.Start(t, testserver.Options{Store: kind})
 	c := newAPI(t, srv)
-	c.create("svc-first", 30)
+	// The longest timeout (120 s): a timeout would add an event.
+	c.create("svc-first", 120)
 	marker := c.events("")[0].ID
 	meta := func(v string) map[string]string {
 		m := map[string]string{}
@@ -450,12 +451,12 @@ func testFirstPagePollerPassesHiddenEvents(t *testing.T, kind string) {
 		}
 		return m
 	}
-	c.createBody(map[string]any{"id": "svc-big", "metadata": meta("a"), "heartbeat_timeout": 30})
-	c.create("svc-second", 30)
+	c.createBody(map[string]any{"id": "svc-big", "metadata": meta("a"), "heartbeat_timeout": 120})
+	c.create("svc-second", 120)
 	for i := range 260 { // about 4.7 KB each
 		c.do("PUT", "/services/svc-big", map[string]any{"metadata": meta(fmt.Sprint(i % 2))}).want(204)
 	}
-	c.create("svc-last", 30)
+	c.create("svc-last", 120)
 
 	var seen []string
 	for polls := 0; polls < 10; polls++ {
