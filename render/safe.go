@@ -432,10 +432,12 @@ func toEndpoint(s registry.Service, hostnames bool) (Endpoint, *RefusedError) {
 // Refusal is a service left out of a render because its data was refused.
 type Refusal struct {
 	Template string `json:"template"`
-	// Service is the service's id (cut to 64 characters).
-	Service string `json:"service"`
-	Field   string `json:"field"`
-	Reason  string `json:"reason"`
+	// Service is the service's id (cut to 64 characters); empty for a
+	// configuration value (configAs), whose id is Configuration.
+	Service       string `json:"service,omitempty"`
+	Configuration string `json:"configuration,omitempty"`
+	Field         string `json:"field"`
+	Reason        string `json:"reason"`
 }
 
 // safeFuncs are the functions that turn registry text into config tokens.
@@ -456,7 +458,78 @@ func (st *execState) safeFuncs() map[string]any {
 		"nginxString":   nginxString,
 		"nginxMapKey":   nginxMapKey,
 		"haproxyString": haproxyString,
+		"configAs":      st.configAs,
 	}
+}
+
+// valueFunctions are the names configAs takes.
+var valueFunctions = []string{"addr", "haproxyString", "ident", "nginxMapKey", "nginxString", "number", "port", "weight"}
+
+// valueFunction is the value function configAs applies by name, and how
+// many integer arguments it takes before the value.
+func (st *execState) valueFunction(name string) (args int, check func(a []int, s string) (any, error), ok bool) {
+	switch name {
+	case "addr":
+		return 0, func(_ []int, s string) (any, error) { return parseAddress("address", s, st.allowHostnames) }, true
+	case "haproxyString":
+		return 0, func(_ []int, s string) (any, error) { return haproxyString(s) }, true
+	case "ident":
+		return 0, func(_ []int, s string) (any, error) { return parseIdent("identifier", s) }, true
+	case "nginxMapKey":
+		return 0, func(_ []int, s string) (any, error) { return nginxMapKey(s) }, true
+	case "nginxString":
+		return 0, func(_ []int, s string) (any, error) { return nginxString(s) }, true
+	case "number":
+		return 2, func(a []int, s string) (any, error) { return parseInt("number", s, a[0], a[1]) }, true
+	case "port":
+		return 0, func(_ []int, s string) (any, error) { return parseInt("port", s, 1, 65535) }, true
+	case "weight":
+		return 0, func(_ []int, s string) (any, error) { return parseInt("weight", s, 1, maxWeight) }, true
+	}
+	return 0, nil, false
+}
+
+// configAs is the configuration value id checked by the value function
+// check (with its arguments), or def checked so when the value does not
+// exist or is refused. A refused value is reported as a refused service
+// is, naming the value, and with on_refused = "fail" fails the render: one
+// bad value does not hold every later change of the group back. A refused
+// def is the template's own mistake and fails the render.
+func (st *execState) configAs(id, def, fn string, args ...any) (any, error) {
+	n, check, ok := st.valueFunction(fn)
+	if !ok {
+		return nil, fmt.Errorf("configAs: %q is not a value function (%s)", fn, strings.Join(valueFunctions, ", "))
+	}
+	if len(args) != n {
+		return nil, fmt.Errorf("configAs: %s takes %d arguments before the value, not %d", fn, n, len(args))
+	}
+	ints := make([]int, len(args))
+	for i, a := range args {
+		n, ok := a.(int)
+		if !ok {
+			return nil, fmt.Errorf("configAs: %s's argument %d is %T, not an integer", fn, i+1, a)
+		}
+		ints[i] = n
+	}
+	if v, ok := st.snap.Config(id); ok {
+		out, err := check(ints, v)
+		if err == nil {
+			return out, nil
+		}
+		var refused *RefusedError
+		if !errors.As(err, &refused) {
+			return nil, err
+		}
+		if st.failOnRefused {
+			return nil, fmt.Errorf("configuration value %s: %w", shown(id), refused)
+		}
+		st.refused = append(st.refused, Refusal{Configuration: cut(id), Field: "configuration", Reason: refused.Error()})
+	}
+	out, err := check(ints, def)
+	if err != nil {
+		return nil, fmt.Errorf("configAs: the default of %s: %w", shown(id), err)
+	}
+	return out, nil
 }
 
 // endpoints turns a list of services into endpoints, leaving out (and
@@ -593,6 +666,11 @@ func (r *Renderer) render(ctx context.Context, g *Group, t *Template, snap *watc
 			r.Log.Warn("more services left out of the render: their data was refused (see /healthz)", "template", t.Name(), "group", g.Name,
 				"more", len(fresh)-i)
 			break
+		}
+		if ref.Service == "" {
+			r.Log.Warn("configuration value refused: the template's default is used", "template", ref.Template, "group", g.Name,
+				"configuration", ref.Configuration, "reason", ref.Reason)
+			continue
 		}
 		r.Log.Warn("service left out of the render: its data was refused", "template", ref.Template, "group", g.Name,
 			"service", ref.Service, "field", ref.Field, "reason", ref.Reason)

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -23,6 +24,7 @@ import (
 	"github.com/svcreg/svcreg/internal/haproxytest"
 	"github.com/svcreg/svcreg/internal/testprog"
 	"github.com/svcreg/svcreg/registry"
+	"github.com/svcreg/svcreg/watcher"
 )
 
 // hostile are values registry data may carry to break out of the token a
@@ -392,7 +394,7 @@ func TestValueFunctionsAndEndpoint(t *testing.T) {
 		// second upstream of the same name.
 		svc("web-5", nil, map[string]string{"ip": "10.0.0.5", "port": "80", "backend": "API"}),
 	)
-	for _, tc := range []struct{ name, tmpl, want, err string }{
+	renderCases(t, snap, []renderCase{
 		{"port", `{{port "8080"}}`, "8080", ""},
 		{"port refused", `{{port "80;"}}`, "", `port "80;" refused`},
 		{"addr", `{{(addr "2001:db8::1").Bracketed}} {{addr "10.0.0.1"}}`, "[2001:db8::1] 10.0.0.1", ""},
@@ -411,7 +413,16 @@ func TestValueFunctionsAndEndpoint(t *testing.T) {
 		{"number refused", `{{number 1 10 "11"}}`, "", `number "11" refused: not a number in 1..10`},
 		{"endpointsBy", `{{range $b, $eps := endpointsBy "backend" services}}{{$b}}:{{range $eps}}{{.Name}} {{end}}{{end}}`, "api:web-3 ", ""},
 		{"endpoint raw service", `{{range endpoints services}}{{.Service.Metadata.path}}{{end}}`, "/a b", ""},
-	} {
+	})
+}
+
+// renderCase is a template, and the output or the error (a part of its
+// text) its render gives.
+type renderCase struct{ name, tmpl, want, err string }
+
+// renderCases renders each case's template for snap, in a subtest.
+func renderCases(t *testing.T, snap *watcher.Snapshot, cases []renderCase) {
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			set := newSet(t, TemplateConfig{Contents: tc.tmpl, Destination: filepath.Join(dir, "out")})
@@ -426,6 +437,107 @@ func TestValueFunctionsAndEndpoint(t *testing.T) {
 				t.Fatalf("got %q, %v; want %q", out, err, tc.want)
 			}
 		})
+	}
+}
+
+// configAs checks a configuration value with a value function by name,
+// and gives the default, checked too, when the value is missing or
+// refused; the template's mistakes (a function not known, its arguments, a
+// refused default) fail the render.
+func TestConfigAs(t *testing.T) {
+	t.Parallel()
+	snap := watcher.NewSnapshot(nil, []registry.ConfigValue{
+		{ID: "/lb/port", Value: "8080"},
+		{ID: "/lb/name", Value: "front"},
+		{ID: "/lb/addr", Value: "2001:db8::1"},
+		{ID: "/nginx/keepalive", Value: "lots"},
+		{ID: "/haproxy/api/health", Value: "it's"},
+	}, "marker", time.Now())
+	renderCases(t, snap, []renderCase{
+		{"port", `{{configAs "/lb/port" "80" "port"}}`, "8080", ""},
+		{"missing", `{{configAs "/none" "80" "port"}}`, "80", ""},
+		{"number", `{{configAs "/lb/port" "1" "number" 1 65535}}`, "8080", ""},
+		{"number refused", `{{configAs "/nginx/keepalive" "16" "number" 1 10000}}`, "16", ""},
+		{"haproxyString refused", `{{configAs "/haproxy/api/health" "/" "haproxyString"}}`, "'/'", ""},
+		{"ident", `{{configAs "/lb/name" "x" "ident"}}`, "front", ""},
+		{"addr", `{{(configAs "/lb/addr" "10.0.0.1" "addr").Bracketed}}`, "[2001:db8::1]", ""},
+		{"weight refused", `{{configAs "/lb/port" "1" "weight"}}`, "1", ""},
+		{"nginxString", `{{configAs "/lb/name" "x" "nginxString"}}`, `"front"`, ""},
+		{"nginxMapKey", `{{configAs "/lb/name" "x" "nginxMapKey"}}`, `"\\front"`, ""},
+		{"not a value function", `{{configAs "/lb/port" "80" "printf"}}`, "", `"printf" is not a value function`},
+		{"arguments", `{{configAs "/lb/port" "80" "number" 1}}`, "", "number takes 2 arguments before the value, not 1"},
+		{"argument type", `{{configAs "/lb/port" "80" "number" 1 "9"}}`, "", "number's argument 2 is string, not an integer"},
+		{"default refused", `{{configAs "/nginx/keepalive" "many" "number" 1 10000}}`, "", `the default of "/nginx/keepalive": number "many" refused`},
+	})
+}
+
+// A configuration value configAs refuses is reported as a refused service
+// is (log, metric, /healthz), and the render goes on with the default: one
+// bad value does not hold back every later change of the group. With
+// on_refused = "fail" it fails the render, and the old file stays.
+func TestConfigAsReportsRefusedValues(t *testing.T) {
+	t.Parallel()
+	tmpl := `keepalive {{configAs "/nginx/keepalive" "16" "number" 1 10000}};{{range endpoints services}} server {{.HostPort}};{{end}}` + "\n"
+	good := svc("web-1", nil, map[string]string{"ip": "10.0.0.1", "port": "80"})
+	snap := func(keepalive string, services ...registry.Service) *watcher.Snapshot {
+		return watcher.NewSnapshot(services, []registry.ConfigValue{{ID: "/nginx/keepalive", Value: keepalive}}, "marker", time.Now())
+	}
+	g := newGroup(t, tmpl)
+	var logs bytes.Buffer
+	reg := prometheus.NewRegistry()
+	g.r = NewRenderer(slog.New(slog.NewTextHandler(&logs, nil)), NewMetrics(reg), nil)
+	set := g.set(t, TemplateConfig{})
+	if res := g.r.Pass(context.Background(), set, snap("lots", good)); len(res.Failures) != 0 {
+		t.Fatalf("failures: %v", res.Failures)
+	}
+	if got, want := readFile(t, g.dest), "keepalive 16; server 10.0.0.1:80;\n"; got != want {
+		t.Fatalf("rendered %q, want %q", got, want)
+	}
+	if want := `msg="configuration value refused: the template's default is used"`; !strings.Contains(logs.String(), want) || !strings.Contains(logs.String(), `configuration=/nginx/keepalive reason="number \"lots\" refused: not a number in 1..10000"`) {
+		t.Errorf("log lacks the refusal:\n%s", logs.String())
+	}
+	refused := g.r.Health.Report(0).Groups[g.dest].Refused
+	if len(refused) != 1 || refused[0].Configuration != "/nginx/keepalive" || refused[0].Service != "" || refused[0].Field != "configuration" {
+		t.Fatalf("healthz lists %+v; want the value /nginx/keepalive", refused)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	counted := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() == "svcreg_template_refused_services_total" {
+			for _, m := range mf.GetMetric() {
+				counted += m.GetCounter().GetValue()
+			}
+		}
+	}
+	if counted != 1 {
+		t.Errorf("refusals counted %v, want 1", counted)
+	}
+	// A later change still goes out; a fixed value clears the report.
+	web2 := svc("web-2", nil, map[string]string{"ip": "10.0.0.2", "port": "80"})
+	g.r.Pass(context.Background(), set, snap("lots", good, web2))
+	if got, want := readFile(t, g.dest), "keepalive 16; server 10.0.0.1:80; server 10.0.0.2:80;\n"; got != want {
+		t.Fatalf("rendered %q, want %q", got, want)
+	}
+	g.r.Pass(context.Background(), set, snap("32", good, web2))
+	if got := g.r.Health.Report(0).Groups[g.dest].Refused; len(got) != 0 {
+		t.Fatalf("healthz still lists %+v", got)
+	}
+
+	fail := newGroup(t, tmpl)
+	fset := fail.set(t, TemplateConfig{OnRefused: RefusedFail})
+	if res := fail.r.Pass(context.Background(), fset, snap("32", good)); len(res.Failures) != 0 {
+		t.Fatal(res.Failures)
+	}
+	before := readFile(t, fail.dest)
+	res := fail.r.Pass(context.Background(), fset, snap("lots", good, web2))
+	if w := res.Worst(); w == nil || w.Step != StepRender || !strings.Contains(w.Error(), `configuration value "/nginx/keepalive": number "lots" refused`) {
+		t.Fatalf("worst = %v; want a render failure naming the value", w)
+	}
+	if readFile(t, fail.dest) != before {
+		t.Fatal("the file changed after a failed render")
 	}
 }
 
