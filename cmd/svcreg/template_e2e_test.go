@@ -509,11 +509,22 @@ func TestTemplateHAProxyEndToEnd(t *testing.T) {
 	}
 	eventuallyTrue(t, "api-2 to leave the backend", func() bool { return !strings.Contains(readString(h.backends), "api-2") })
 
-	// A config HAProxy refuses (no backend "api" for the frontend): the
-	// old file stays, and HAProxy's reason reaches the log. One change
-	// makes it (api-1 moves to the backend "other"), so that no valid config
-	// comes in between however far apart a loaded machine renders.
+	// A config HAProxy refuses: haproxy.cfg now names a backend no service
+	// gives (and the template does not list). The old file stays, and
+	// HAProxy's reason reaches the log. The next change renders it (api-1
+	// moves to the backend "other").
+	// First HAProxy runs the file without api-2: a reload still to come
+	// would read the changed haproxy.cfg, fail, and leave the old worker.
+	eventuallyTrue(t, "HAProxy to serve api-1 alone", func() bool {
+		for range 4 {
+			if get(url) != "api-1" {
+				return false
+			}
+		}
+		return true
+	})
 	before = readString(h.backends)
+	nameMissingBackend(t, h.main)
 	if err := c.UpdateService(context.Background(), "api-1", registry.ServicePatch{Metadata: map[string]string{"ip": ip, "port": port, "backend": "other"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -523,6 +534,20 @@ func TestTemplateHAProxyEndToEnd(t *testing.T) {
 	}
 	if got := get(url); got != "api-1" {
 		t.Fatalf("haproxy stopped serving after a refused config: %q", got)
+	}
+}
+
+// nameMissingBackend adds to HAProxy's main config a frontend whose
+// default backend, svc_missing, no render writes: a check of it fails.
+func nameMissingBackend(t *testing.T, main string) {
+	t.Helper()
+	f, err := os.OpenFile(main, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString("\nfrontend missing\n    mode http\n    default_backend svc_missing\n"); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -544,9 +544,10 @@ func TestExecHAProxy(t *testing.T) {
 	}
 	eventuallyTrue(t, "the new worker to serve api-2-moved", func() bool { return h.serves("api-2-moved") })
 
-	// A config HAProxy refuses (no backend "api" for the frontend): the
-	// check fails and the master is not signalled.
+	// A config HAProxy refuses (haproxy.cfg names a backend no render
+	// writes): the check fails and the master is not signalled.
 	before := readString(h.backends)
+	nameMissingBackend(t, h.main)
 	if err := c.DeleteService(ctx, "api-2"); err != nil {
 		t.Fatal(err)
 	}

@@ -105,7 +105,9 @@ func refusedIDs(rep render.Report) map[string]bool {
 	out := map[string]bool{}
 	for _, g := range rep.Groups {
 		for _, r := range g.Refused {
-			out[r.Service] = true
+			if r.Service != "" {
+				out[r.Service] = true
+			}
 		}
 	}
 	return out
@@ -169,19 +171,35 @@ func TestNginxExampleRefusesHostileData(t *testing.T) {
 		"keepalive 16;", "}"}
 	checkSafeInstall(t, n.upstreams, "examples/nginx/upstreams.tmpl", want, n.url(), []string{"backend-a", "backend-b"}, health, evil)
 
-	// A hostile configuration value: no service to leave out, so the render
-	// fails and the installed file and nginx stay as they are.
-	before := readString(n.upstreams)
+	// A hostile configuration value is reported and the default used: the
+	// group goes on following the registry.
+	before := refusedCount(health)
 	if err := c.SetConfig(context.Background(), "/nginx/keepalive", "16; } server { listen 127.0.0.1:18099; }"); err != nil {
 		t.Fatal(err)
 	}
-	eventuallyTrue(t, "the refused configuration value in /healthz", func() bool {
-		g := healthz(health).Groups[n.upstreams]
-		return g != nil && g.Render != nil && !g.Render.OK && strings.Contains(g.Render.Error, `number "16; } server`)
-	})
-	if readString(n.upstreams) != before || get(n.url()) == "" {
-		t.Fatal("a refused configuration value changed the file or stopped nginx")
+	eventuallyTrue(t, "the refused configuration value counted in /healthz", func() bool { return refusedCount(health) == before+1 })
+	createService(t, c, "web-c", 120, []string{"www"}, map[string]string{"ip": ipB, "port": portB, "weight": "3"})
+	eventuallyTrue(t, "web-c rendered", func() bool { return strings.Contains(readString(n.upstreams), "# web-c") })
+	want = []string{"upstream www {",
+		"server " + ipA + ":" + portA + ";  # web-a",
+		"server " + ipB + ":" + portB + " weight=2;  # web-b",
+		"server " + ipB + ":" + portB + " weight=3;  # web-c",
+		"keepalive 16;", "}"}
+	if got := configLines(readString(n.upstreams)); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("installed:\n%s\nwant exactly:\n%s", readString(n.upstreams), strings.Join(want, "\n"))
 	}
+	if get(n.url()) == "" {
+		t.Fatal("nginx stopped serving")
+	}
+}
+
+// refusedCount is how many refusals /healthz at url counts, in all groups.
+func refusedCount(url string) int {
+	n := 0
+	for _, g := range healthz(url).Groups {
+		n += g.RefusedCount
+	}
+	return n
 }
 
 func TestHAProxyExampleRefusesHostileData(t *testing.T) {
@@ -209,6 +227,33 @@ func TestHAProxyExampleRefusesHostileData(t *testing.T) {
 		"backend svc_stats", "balance roundrobin", "option httpchk GET '/'",
 		"server stats-1 " + ip2 + ":" + port2 + " check"}
 	checkSafeInstall(t, h.backends, "examples/haproxy/backends.tmpl", want, url, []string{"api-1", "api-2"}, health, evil)
+
+	// A refused health check path is reported and "/" used; and svc_api,
+	// which haproxy.cfg's frontend names, stays written without servers once
+	// its services are gone (else HAProxy's check fails every later render):
+	// stats-1's change still goes out.
+	before := refusedCount(health)
+	if err := c.SetConfig(context.Background(), "/haproxy/api/health", "%[env(HOME)]"); err != nil {
+		t.Fatal(err)
+	}
+	eventuallyTrue(t, "the refused configuration value counted in /healthz", func() bool { return refusedCount(health) == before+1 })
+	for _, id := range []string{"api-1", "api-2"} {
+		if err := c.DeleteService(context.Background(), id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.UpdateService(context.Background(), "stats-1", registry.ServicePatch{Metadata: map[string]string{"ip": ip1, "port": port1, "backend": "stats"}}); err != nil {
+		t.Fatal(err)
+	}
+	want = []string{"backend svc_api", "balance roundrobin", "option httpchk GET '/'",
+		"backend svc_stats", "balance roundrobin", "option httpchk GET '/'",
+		"server stats-1 " + ip1 + ":" + port1 + " check"}
+	eventuallyTrue(t, "svc_api without servers and stats-1's new address installed", func() bool {
+		return strings.Join(configLines(readString(h.backends)), "\n") == strings.Join(want, "\n")
+	})
+	if g := healthz(health).Groups[h.backends]; g == nil || g.Render == nil || !g.Render.OK {
+		t.Fatalf("the group's last render failed: %+v", g)
+	}
 }
 
 // checkSafeInstall checks that the installed file's config lines are
