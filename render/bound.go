@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -49,7 +50,10 @@ type renderGuard struct {
 	failOnRefused bool
 	// allowHostnames lets an address be a host name (allow_hostnames).
 	allowHostnames bool
-	refused        []Refusal
+	// denied are the functions function_denylist names, which configAs
+	// does not call by name either.
+	denied  []string
+	refused []Refusal
 }
 
 func (g *renderGuard) alive(fn string) error {
@@ -284,7 +288,7 @@ func (t *Template) execute(ctx context.Context, snap *watcher.Snapshot) ([]byte,
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil) // an abandoned render's next write fails
 	st := &execState{snap: snap, renderGuard: renderGuard{ctx: ctx, maxOutput: int(t.MaxOutput),
-		failOnRefused: t.OnRefused == RefusedFail, allowHostnames: t.AllowHostnames}}
+		failOnRefused: t.OnRefused == RefusedFail, allowHostnames: t.AllowHostnames, denied: t.denied}}
 	tmpl, err := t.bind(st)
 	if err != nil {
 		return nil, nil, err
@@ -374,6 +378,17 @@ func dedupeRefusals(list []Refusal, template string) []Refusal {
 			out = append(out, r)
 		}
 	}
+	// Configuration values first: a template reads a few, and a hundred
+	// refused services would push them out of the log and /healthz.
+	slices.SortStableFunc(out, func(a, b Refusal) int {
+		switch {
+		case a.OfConfiguration() == b.OfConfiguration():
+			return 0
+		case a.OfConfiguration():
+			return -1
+		}
+		return 1
+	})
 	return out
 }
 

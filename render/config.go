@@ -101,8 +101,10 @@ type TemplateConfig struct {
 	RenderTimeout Duration `toml:"render_timeout"`
 	// MaxOutput bounds the rendered size; 16 MiB if zero.
 	MaxOutput ByteSize `toml:"max_output"`
-	// OnRefused is what a service whose data a safe function refused does:
-	// "skip" (default) leaves it out of the render, "fail" fails the render.
+	// OnRefused is what a service whose data a safe function refused, or a
+	// configuration value configAs refused, does: "skip" (default) leaves
+	// the service out of the render and uses the value's default, "fail"
+	// fails the render.
 	OnRefused string `toml:"on_refused"`
 
 	// Runtime names a load balancer runtime API ("haproxy") that applies

@@ -22,7 +22,8 @@
 // [Step]; [Status] feeds the status page; [Loop] runs passes as snapshots
 // arrive, debounced.
 //
-// Registry data (ids, tags, metadata) is untrusted: the safe functions
-// (endpoints, ident, nginxString, …) turn it into config tokens such as
-// an [Endpoint], or leave the service out and report it as a [Refusal].
+// Registry data (ids, tags, metadata, configuration values) is untrusted:
+// the safe functions (endpoints, ident, nginxString, configAs, …) turn it
+// into config tokens such as an [Endpoint], or leave the service out (use
+// the value's default) and report it as a [Refusal].
 package render

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -429,16 +431,28 @@ func toEndpoint(s registry.Service, hostnames bool) (Endpoint, *RefusedError) {
 	return e, nil
 }
 
-// Refusal is a service left out of a render because its data was refused.
+// Refusal is a service left out of a render because its data was refused,
+// or a configuration value configAs refused (and used the default for).
 type Refusal struct {
 	Template string `json:"template"`
 	// Service is the service's id (cut to 64 characters); empty for a
-	// configuration value (configAs), whose id is Configuration.
+	// configuration value, whose id (cut so) is Configuration.
 	Service       string `json:"service,omitempty"`
 	Configuration string `json:"configuration,omitempty"`
-	Field         string `json:"field"`
-	Reason        string `json:"reason"`
+	// Field is the service's field refused, or "configuration".
+	Field string `json:"field"`
+	// Reason says why, quoting a service's value; a configuration
+	// value's it leaves out (it may be a secret, and /healthz and the
+	// status page have no login).
+	Reason string `json:"reason"`
 }
+
+// configurationField is the Field of a configuration value's refusal.
+const configurationField = "configuration"
+
+// OfConfiguration reports whether r is a configuration value's refusal
+// (a service always has an id).
+func (r Refusal) OfConfiguration() bool { return r.Service == "" }
 
 // safeFuncs are the functions that turn registry text into config tokens.
 func (st *execState) safeFuncs() map[string]any {
@@ -490,46 +504,65 @@ func (st *execState) valueFunction(name string) (args int, check func(a []int, s
 }
 
 // configAs is the configuration value id checked by the value function
-// check (with its arguments), or def checked so when the value does not
-// exist or is refused. A refused value is reported as a refused service
-// is, naming the value, and with on_refused = "fail" fails the render: one
-// bad value does not hold every later change of the group back. A refused
-// def is the template's own mistake and fails the render.
+// fn (with its integer arguments), or def checked so when the value does
+// not exist or is refused. A refused value is reported as a refused
+// service is, naming the value but not quoting it, and with on_refused =
+// "fail" fails the render: one bad value does not hold every later change
+// of the group back. The template's own mistakes fail the render whatever
+// the registry holds: a function that is not a value function (or that
+// function_denylist names), wrong arguments, a refused def.
 func (st *execState) configAs(id, def, fn string, args ...any) (any, error) {
 	n, check, ok := st.valueFunction(fn)
 	if !ok {
 		return nil, fmt.Errorf("configAs: %q is not a value function (%s)", fn, strings.Join(valueFunctions, ", "))
 	}
+	if slices.Contains(st.denied, fn) {
+		return nil, fmt.Errorf("configAs: %s is in function_denylist", fn)
+	}
 	if len(args) != n {
-		return nil, fmt.Errorf("configAs: %s takes %d arguments before the value, not %d", fn, n, len(args))
+		return nil, fmt.Errorf("configAs: %s takes %d integer arguments after its name, not %d", fn, n, len(args))
 	}
 	ints := make([]int, len(args))
 	for i, a := range args {
-		n, ok := a.(int)
+		v, ok := toInt(a)
 		if !ok {
-			return nil, fmt.Errorf("configAs: %s's argument %d is %T, not an integer", fn, i+1, a)
+			return nil, fmt.Errorf("configAs: %s's argument %d, %v (%T), is not an integer that fits an int", fn, i+1, a, a)
 		}
-		ints[i] = n
+		ints[i] = v
 	}
-	if v, ok := st.snap.Config(id); ok {
-		out, err := check(ints, v)
-		if err == nil {
-			return out, nil
-		}
-		var refused *RefusedError
-		if !errors.As(err, &refused) {
-			return nil, err
-		}
-		if st.failOnRefused {
-			return nil, fmt.Errorf("configuration value %s: %w", shown(id), refused)
-		}
-		st.refused = append(st.refused, Refusal{Configuration: cut(id), Field: "configuration", Reason: refused.Error()})
-	}
-	out, err := check(ints, def)
+	fallback, err := check(ints, def)
 	if err != nil {
 		return nil, fmt.Errorf("configAs: the default of %s: %w", shown(id), err)
 	}
-	return out, nil
+	v, ok := st.snap.Config(id)
+	if !ok {
+		return fallback, nil
+	}
+	out, err := check(ints, v)
+	var refused *RefusedError
+	if !errors.As(err, &refused) {
+		return out, err
+	}
+	why := fmt.Sprintf("refused by %s: %s", fn, refused.Reason)
+	if st.failOnRefused {
+		return nil, fmt.Errorf("configuration value %s %s", shown(id), why)
+	}
+	st.refused = append(st.refused, Refusal{Configuration: cut(id), Field: configurationField, Reason: why})
+	return fallback, nil
+}
+
+// toInt is an integer template argument of any integer kind (constants
+// are int; sprig's arithmetic gives int64) as an int.
+func toInt(a any) (int, bool) {
+	switch v := reflect.ValueOf(a); v.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		n := v.Int()
+		return int(n), n >= math.MinInt && n <= math.MaxInt
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		n := v.Uint()
+		return int(n), n <= math.MaxInt
+	}
+	return 0, false
 }
 
 // endpoints turns a list of services into endpoints, leaving out (and
@@ -663,11 +696,11 @@ func (r *Renderer) render(ctx context.Context, g *Group, t *Template, snap *watc
 	fresh := r.Health.recordRefused(g.Name, t.Name(), refused)
 	for i, ref := range fresh {
 		if i == maxLoggedRefused {
-			r.Log.Warn("more services left out of the render: their data was refused (see /healthz)", "template", t.Name(), "group", g.Name,
+			r.Log.Warn("more refusals in the render: services left out, or configuration values whose default is used (see /healthz)", "template", t.Name(), "group", g.Name,
 				"more", len(fresh)-i)
 			break
 		}
-		if ref.Service == "" {
+		if ref.OfConfiguration() {
 			r.Log.Warn("configuration value refused: the template's default is used", "template", ref.Template, "group", g.Name,
 				"configuration", ref.Configuration, "reason", ref.Reason)
 			continue

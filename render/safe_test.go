@@ -465,10 +465,29 @@ func TestConfigAs(t *testing.T) {
 		{"nginxString", `{{configAs "/lb/name" "x" "nginxString"}}`, `"front"`, ""},
 		{"nginxMapKey", `{{configAs "/lb/name" "x" "nginxMapKey"}}`, `"\\front"`, ""},
 		{"not a value function", `{{configAs "/lb/port" "80" "printf"}}`, "", `"printf" is not a value function`},
-		{"arguments", `{{configAs "/lb/port" "80" "number" 1}}`, "", "number takes 2 arguments before the value, not 1"},
-		{"argument type", `{{configAs "/lb/port" "80" "number" 1 "9"}}`, "", "number's argument 2 is string, not an integer"},
+		{"arguments", `{{configAs "/lb/port" "80" "number" 1}}`, "", "number takes 2 integer arguments after its name, not 1"},
+		{"argument type", `{{configAs "/lb/port" "80" "number" 1 "9"}}`, "", "number's argument 2, 9 (string), is not an integer"},
+		{"sprig's int64", `{{configAs "/lb/port" "80" "number" 1 (add 65534 1)}}`, "8080", ""},
 		{"default refused", `{{configAs "/nginx/keepalive" "many" "number" 1 10000}}`, "", `the default of "/nginx/keepalive": number "many" refused`},
+		// Whatever the registry holds: a value that passes does not hide
+		// the template's mistake until the day it is refused.
+		{"default refused, the value good", `{{configAs "/lb/port" "many" "number" 1 65535}}`, "", `the default of "/lb/port": number "many" refused`},
 	})
+
+	// function_denylist holds for configAs too.
+	dir := t.TempDir()
+	c := Config{FunctionDenylist: []string{"haproxyString"},
+		Templates: []TemplateConfig{{Contents: `{{configAs "/lb/name" "x" "haproxyString"}}`, Destination: filepath.Join(dir, "out")}}}
+	if err := c.Normalize(); err != nil {
+		t.Fatal(err)
+	}
+	set, err := NewSet(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := set.Groups[0].Templates[0].Render(snap); err == nil || !strings.Contains(err.Error(), "configAs: haproxyString is in function_denylist") {
+		t.Fatalf("err = %v; want the denied function refused", err)
+	}
 }
 
 // A configuration value configAs refuses is reported as a refused service
@@ -477,7 +496,8 @@ func TestConfigAs(t *testing.T) {
 // on_refused = "fail" it fails the render, and the old file stays.
 func TestConfigAsReportsRefusedValues(t *testing.T) {
 	t.Parallel()
-	tmpl := `keepalive {{configAs "/nginx/keepalive" "16" "number" 1 10000}};{{range endpoints services}} server {{.HostPort}};{{end}}` + "\n"
+	// The services first: their refusals come before the value's.
+	tmpl := `{{range endpoints services}}server {{.HostPort}}; {{end}}keepalive {{configAs "/nginx/keepalive" "16" "number" 1 10000}};` + "\n"
 	good := svc("web-1", nil, map[string]string{"ip": "10.0.0.1", "port": "80"})
 	snap := func(keepalive string, services ...registry.Service) *watcher.Snapshot {
 		return watcher.NewSnapshot(services, []registry.ConfigValue{{ID: "/nginx/keepalive", Value: keepalive}}, "marker", time.Now())
@@ -490,11 +510,14 @@ func TestConfigAsReportsRefusedValues(t *testing.T) {
 	if res := g.r.Pass(context.Background(), set, snap("lots", good)); len(res.Failures) != 0 {
 		t.Fatalf("failures: %v", res.Failures)
 	}
-	if got, want := readFile(t, g.dest), "keepalive 16; server 10.0.0.1:80;\n"; got != want {
+	if got, want := readFile(t, g.dest), "server 10.0.0.1:80; keepalive 16;\n"; got != want {
 		t.Fatalf("rendered %q, want %q", got, want)
 	}
-	if want := `msg="configuration value refused: the template's default is used"`; !strings.Contains(logs.String(), want) || !strings.Contains(logs.String(), `configuration=/nginx/keepalive reason="number \"lots\" refused: not a number in 1..10000"`) {
+	if want := `msg="configuration value refused: the template's default is used"`; !strings.Contains(logs.String(), want) || !strings.Contains(logs.String(), `configuration=/nginx/keepalive reason="refused by number: not a number in 1..10000"`) {
 		t.Errorf("log lacks the refusal:\n%s", logs.String())
+	}
+	if strings.Contains(logs.String(), "lots") {
+		t.Errorf("the log quotes the refused value, which may be a secret:\n%s", logs.String())
 	}
 	refused := g.r.Health.Report(0).Groups[g.dest].Refused
 	if len(refused) != 1 || refused[0].Configuration != "/nginx/keepalive" || refused[0].Service != "" || refused[0].Field != "configuration" {
@@ -504,26 +527,45 @@ func TestConfigAsReportsRefusedValues(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	counted := 0.0
+	byField := map[string]float64{}
 	for _, mf := range mfs {
 		if mf.GetName() == "svcreg_template_refused_services_total" {
 			for _, m := range mf.GetMetric() {
-				counted += m.GetCounter().GetValue()
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "field" {
+						byField[l.GetValue()] += m.GetCounter().GetValue()
+					}
+				}
 			}
 		}
 	}
-	if counted != 1 {
-		t.Errorf("refusals counted %v, want 1", counted)
+	if fmt.Sprint(byField) != "map[configuration:1]" {
+		t.Errorf("refusals counted %v, want one of field configuration", byField)
 	}
 	// A later change still goes out; a fixed value clears the report.
 	web2 := svc("web-2", nil, map[string]string{"ip": "10.0.0.2", "port": "80"})
 	g.r.Pass(context.Background(), set, snap("lots", good, web2))
-	if got, want := readFile(t, g.dest), "keepalive 16; server 10.0.0.1:80; server 10.0.0.2:80;\n"; got != want {
+	if got, want := readFile(t, g.dest), "server 10.0.0.1:80; server 10.0.0.2:80; keepalive 16;\n"; got != want {
 		t.Fatalf("rendered %q, want %q", got, want)
 	}
 	g.r.Pass(context.Background(), set, snap("32", good, web2))
 	if got := g.r.Health.Report(0).Groups[g.dest].Refused; len(got) != 0 {
 		t.Fatalf("healthz still lists %+v", got)
+	}
+
+	// Listed and logged before a hundred refused services, which would
+	// push it out of both.
+	logs.Reset()
+	many := []registry.Service{good}
+	for i := range 150 {
+		many = append(many, svc(fmt.Sprintf("evil-%03d", i), nil, map[string]string{"ip": "10.0.0.9", "port": "80;"}))
+	}
+	g.r.Pass(context.Background(), set, snap("lots", many...))
+	if got := g.r.Health.Report(0).Groups[g.dest].Refused; len(got) == 0 || got[0].Configuration != "/nginx/keepalive" {
+		t.Errorf("with 150 refused services, healthz lists first %+v; want the value", got[:min(len(got), 1)])
+	}
+	if !strings.Contains(logs.String(), "configuration=/nginx/keepalive") {
+		t.Errorf("with 150 refused services, the value's refusal is not logged:\n%.2000s", logs.String())
 	}
 
 	fail := newGroup(t, tmpl)
@@ -533,7 +575,7 @@ func TestConfigAsReportsRefusedValues(t *testing.T) {
 	}
 	before := readFile(t, fail.dest)
 	res := fail.r.Pass(context.Background(), fset, snap("lots", good, web2))
-	if w := res.Worst(); w == nil || w.Step != StepRender || !strings.Contains(w.Error(), `configuration value "/nginx/keepalive": number "lots" refused`) {
+	if w := res.Worst(); w == nil || w.Step != StepRender || !strings.Contains(w.Error(), `configuration value "/nginx/keepalive" refused by number: not a number in 1..10000`) || strings.Contains(w.Error(), "lots") {
 		t.Fatalf("worst = %v; want a render failure naming the value", w)
 	}
 	if readFile(t, fail.dest) != before {
@@ -663,7 +705,7 @@ func TestRefusalsLoggedOnceAndHealthCapped(t *testing.T) {
 		if res := g.r.Pass(context.Background(), set, snapshot(services...)); len(res.Failures) != 0 {
 			t.Fatal(res.Failures)
 		}
-		return strings.Count(logs.String(), "service left out of the render"), strings.Count(logs.String(), "more services left out")
+		return strings.Count(logs.String(), "service left out of the render"), strings.Count(logs.String(), "more refusals in the render")
 	}
 	if lines, more := pass(services); lines != 100 || more != 1 {
 		t.Errorf("first render: %d log lines and %d summaries; want 100 and 1:\n%s", lines, more, logs.String())

@@ -50,13 +50,13 @@ or self-signed CA issued needs that CA: --ca-cert, ca_cert in [registry]
 replace the system's roots for the registry's connection.
 
 Registry data is untrusted: templates should pass it through the safe
-functions (endpoints, addr, port, weight, ident, nginxString, nginxMapKey,
-haproxyString; see the README), which leave a service with refused data out
-of the render and report it in the log, /metrics and /healthz; configuration
-values through configAs, which uses the template's default for a refused
-value and reports it the same way. A render is
-bounded by render_timeout and max_output; env and expandenv do not see
-SVCREG_API_KEY, SVCREG_PASSWORD or SVCREG_TOKEN.
+functions (endpoints, addr, port, weight, number, ident, nginxString,
+nginxMapKey, haproxyString; see the README), which leave a service with
+refused data out of the render and report it in the log, /metrics and
+/healthz, and configuration values through configAs, which uses the
+template's default for a refused value and reports it the same way. A
+render is bounded by render_timeout and max_output; env and expandenv do
+not see SVCREG_API_KEY, SVCREG_PASSWORD or SVCREG_TOKEN.
 
 --print renders every template for the registry's current state and prints
 each full output to stdout; it writes no file and runs no command. On a

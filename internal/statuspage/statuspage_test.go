@@ -326,3 +326,34 @@ func failedCheckShowsNo(t *testing.T, health *render.Health, status *render.Stat
 		}
 	}
 }
+
+// The page lists the refusals of the last render: a service by its id, a
+// configuration value configAs refused by its id, without the value (it
+// may be a secret), as text.
+func TestPageShowsRefusals(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	c := render.Config{Templates: []render.TemplateConfig{{
+		Contents:    `{{range endpoints services}}{{.HostPort}}{{end}} {{configAs "/lb/<b>" "16" "number" 1 100}}`,
+		Destination: filepath.Join(dir, "lb.conf"), ReloadGroup: "lb"}}}
+	snap := watcher.NewSnapshot(
+		[]registry.Service{{ID: "evil-1", Metadata: map[string]string{"ip": "10.0.0.1", "port": "80" + hostile}, HeartbeatTimeout: 30}},
+		[]registry.ConfigValue{{ID: "/lb/<b>", Value: "s3cret-" + hostile}}, "m", time.Now())
+	health, status := pass(t, c, snap)
+	_, body := get(t, Handler(Config{Health: health, Status: status}), "GET", "/")
+	for _, want := range []string{
+		`<span class="mono">evil-1</span>`,
+		`port &#34;80&lt;script&gt;alert(1)&lt;/script&gt;&#34; refused`,
+		`configuration value <span class="mono">/lb/&lt;b&gt;</span>`,
+		`refused by number: not a number in 1..100`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the page lacks %q", want)
+		}
+	}
+	for _, bad := range []string{"<script", "<b>", "s3cret"} {
+		if strings.Contains(body, bad) {
+			t.Errorf("the page shows %q", bad)
+		}
+	}
+}
