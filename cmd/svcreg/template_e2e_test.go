@@ -528,7 +528,9 @@ func TestTemplateHAProxyEndToEnd(t *testing.T) {
 	if err := c.UpdateService(context.Background(), "api-1", registry.ServicePatch{Metadata: map[string]string{"ip": ip, "port": port, "backend": "other"}}); err != nil {
 		t.Fatal(err)
 	}
-	eventuallyTrue(t, "HAProxy's reason in the log", func() bool { return strings.Contains(d.output(), "unable to find required default_backend") })
+	eventuallyTrue(t, "HAProxy's reason in the log", func() bool {
+		return strings.Contains(d.output(), "unable to find required default_backend: 'svc_missing'")
+	})
 	if got := readString(h.backends); got != before {
 		t.Fatalf("a config HAProxy refused was installed:\n%s", got)
 	}

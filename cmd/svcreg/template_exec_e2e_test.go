@@ -545,18 +545,22 @@ func TestExecHAProxy(t *testing.T) {
 	eventuallyTrue(t, "the new worker to serve api-2-moved", func() bool { return h.serves("api-2-moved") })
 
 	// A config HAProxy refuses (haproxy.cfg names a backend no render
-	// writes): the check fails and the master is not signalled.
+	// writes), for a change that needs a reload (a new backend): the
+	// check fails first and the master is not signalled.
 	before := readString(h.backends)
 	nameMissingBackend(t, h.main)
-	if err := c.DeleteService(ctx, "api-2"); err != nil {
-		t.Fatal(err)
-	}
-	eventuallyTrue(t, "HAProxy's reason in the log", func() bool { return strings.Contains(d.output(), "unable to find required default_backend") })
+	createService(t, c, "extra-1", 120, []string{"http"}, map[string]string{"ip": ip, "port": port, "backend": "extra"})
+	eventuallyTrue(t, "HAProxy's reason in the log", func() bool {
+		return strings.Contains(d.output(), "unable to find required default_backend: 'svc_missing'")
+	})
 	if got := readString(h.backends); got != before {
 		t.Fatalf("a config HAProxy refused was installed:\n%s", got)
 	}
 	if signals() != 1 {
 		t.Fatal("HAProxy was signalled after a failed check")
+	}
+	if !h.serves("api-2-moved") {
+		t.Fatal("HAProxy stopped serving after a failed check")
 	}
 
 	// SIGTERM: HAProxy stops, and svcreg exits with its status.
