@@ -190,7 +190,7 @@ func benchRender(o options) error {
 		for _, r := range renderers {
 			for i, run := range runs[key(s.services, r)] {
 				if missing, extra := lineDiff(first, run.final); len(missing)+len(extra) > 0 {
-					return fmt.Errorf("N=%d: %s's final file of trial %d differs from svcreg's: %d line(s) missing, %d extra, e.g. %q",
+					return fmt.Errorf("with N=%d: %s's final file of trial %d differs from svcreg's: %d line(s) missing, %d extra, e.g. %q",
 						s.services, r.name, i+1, len(missing), len(extra), slices.Concat(missing, extra)[0])
 				}
 			}

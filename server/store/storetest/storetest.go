@@ -489,7 +489,7 @@ func testTimeouts(t *testing.T, e *env) {
 		func() error {
 			_, err := s.Service(ctx, tenant, "svc1")
 			if err == nil {
-				return errors.New("Service returned a due service")
+				return errors.New("store.Service returned a due service")
 			}
 			var nf *store.NotFoundError
 			if errors.As(err, &nf) {
@@ -500,14 +500,14 @@ func testTimeouts(t *testing.T, e *env) {
 		func() error {
 			page, err := s.Services(ctx, tenant, store.ServiceQuery{Limit: 10})
 			if err == nil && len(page.Values) > 0 {
-				return fmt.Errorf("Services listed %d due services", len(page.Values))
+				return fmt.Errorf("store.Services listed %d due services", len(page.Values))
 			}
 			return err
 		},
 		func() error {
 			page, err := s.Events(ctx, tenant, store.EventQuery{Limit: 10})
 			if err == nil && len(page.Values) != 4 {
-				return fmt.Errorf("Events read %d events, want both joins and both timeouts", len(page.Values))
+				return fmt.Errorf("store.Events read %d events, want both joins and both timeouts", len(page.Values))
 			}
 			return err
 		},
