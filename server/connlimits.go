@@ -29,6 +29,11 @@ func ConnLimits(cfg Config, nofile int) Config {
 	if cfg.MaxWaitersPerTenant <= 0 {
 		cfg.MaxWaitersPerTenant = min(max(cfg.MaxWaiters/2, 1), 20000)
 	}
+	if cfg.MaxListReadsWaitingPerTenant <= 0 {
+		// With its long-polls (3/8 of MaxConns), a tenant holds half of
+		// the connections at most, and the others keep the other half.
+		cfg.MaxListReadsWaitingPerTenant = max(cfg.MaxConns/8, 1)
+	}
 	if cfg.MaxIdleConns <= 0 {
 		cfg.MaxIdleConns = max(cfg.MaxConns/2, 1)
 	}

@@ -433,11 +433,17 @@ func (g *gatedServices) Services(ctx context.Context, tenant string, q store.Ser
 // startGated starts a server whose store blocks the list reads of the
 // tenant gs.tenant names (gatedServices), with a metrics registry.
 func startGated(t *testing.T, kind string) (string, *prometheus.Registry, *gatedServices) {
+	return startGatedWith(t, kind, server.Config{})
+}
+
+// startGatedWith is startGated with the limits of cfg.
+func startGatedWith(t *testing.T, kind string, cfg server.Config) (string, *prometheus.Registry, *gatedServices) {
 	reg := prometheus.NewRegistry()
 	gs := &gatedServices{entered: make(chan struct{}, 64), release: make(chan struct{})}
 	base := startCustom(t, kind, func(st store.Store) server.Config {
 		gs.Store = st
-		return server.Config{Store: gs, Registerer: reg}
+		cfg.Store, cfg.Registerer = gs, reg
+		return cfg
 	})
 	return base, reg, gs
 }
@@ -501,6 +507,53 @@ func testListReadsOfOneAccountTakeTurns(t *testing.T, kind string) {
 	}
 	if got := metric(t, reg, "svcreg_list_reads_waiting"); got != 0 {
 		t.Errorf("%v list reads waiting once all were answered", got)
+	}
+}
+
+// Past MaxListReadsWaitingPerTenant list reads of one account waiting for
+// its turn, one more is refused at once with the rate-limit fault and
+// Retry-After: each waiting read holds a connection, and an account that
+// kept sending slow list reads on new connections held every descriptor of
+// the server. Another account's reads still run; the waiting ones are
+// answered.
+func TestListReadsPastTheWaitingBoundAreRefused(t *testing.T) {
+	t.Parallel()
+	const bound = 20
+	base, reg, gs := startGatedWith(t, "bolt", server.Config{MaxListReadsWaitingPerTenant: bound})
+	busy, other := devLogin(t, base, "busy"), devLogin(t, base, "other")
+	gs.tenant.Store(&busy.tenant)
+	slots := listReadSlots()
+	answers := make(chan int, slots+bound)
+	for range slots {
+		listServices(t, base, busy, answers)
+		<-gs.entered
+	}
+	for range bound {
+		listServices(t, base, busy, answers)
+	}
+	eventually(t, "the bound of list reads waiting", func() bool {
+		return metric(t, reg, "svcreg_list_reads_waiting") == float64(bound)
+	})
+	r := busy.do("GET", "/services", nil)
+	r.fault(400, "rateLimitReached", "Rate limit has been reached.",
+		fmt.Sprintf("Limit of %d list reads of the account waiting at once, behind the %d that run, has been reached", bound, slots))
+	if ra := r.header.Get("Retry-After"); ra != "1" {
+		t.Errorf("Retry-After %q, want 1", ra)
+	}
+	if got := metric(t, reg, "svcreg_list_reads_refused_total"); got != 1 {
+		t.Errorf("%v list reads counted refused, want 1", got)
+	}
+	other.do("GET", "/services", nil).want(200)
+	close(gs.release)
+	for n := 0; n < slots+bound; {
+		select {
+		case code := <-answers:
+			n++
+			if code != 200 {
+				t.Errorf("a list read of the busy account: %d, want 200", code)
+			}
+		case <-gs.entered: // past its buffer, on a machine of many cores
+		}
 	}
 }
 

@@ -3,16 +3,17 @@ package server
 import "github.com/prometheus/client_golang/prometheus"
 
 type serverMetrics struct {
-	requests    *prometheus.CounterVec
-	heartbeats  prometheus.Counter
-	waiting     prometheus.Gauge
-	refused     *prometheus.CounterVec
-	gone        prometheus.Counter
-	dropped     prometheus.Counter
-	connsOpen   prometheus.Gauge
-	connsIdle   prometheus.Gauge
-	connsClosed *prometheus.CounterVec
-	readsQueued prometheus.Gauge
+	requests     *prometheus.CounterVec
+	heartbeats   prometheus.Counter
+	waiting      prometheus.Gauge
+	refused      *prometheus.CounterVec
+	gone         prometheus.Counter
+	dropped      prometheus.Counter
+	connsOpen    prometheus.Gauge
+	connsIdle    prometheus.Gauge
+	connsClosed  *prometheus.CounterVec
+	readsQueued  prometheus.Gauge
+	readsRefused prometheus.Counter
 }
 
 func newServerMetrics(r prometheus.Registerer) serverMetrics {
@@ -57,9 +58,13 @@ func newServerMetrics(r prometheus.Registerer) serverMetrics {
 			Name: "svcreg_list_reads_waiting",
 			Help: "List reads (a page of services, configuration values or events) waiting for their account's turn: an account runs as many at once as half the processors.",
 		}),
+		readsRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "svcreg_list_reads_refused_total",
+			Help: "List reads refused (rate-limited) because --max-list-reads-waiting of their account's were waiting for its turn already.",
+		}),
 	}
 	if r != nil {
-		r.MustRegister(m.requests, m.heartbeats, m.waiting, m.refused, m.gone, m.dropped, m.connsOpen, m.connsIdle, m.connsClosed, m.readsQueued)
+		r.MustRegister(m.requests, m.heartbeats, m.waiting, m.refused, m.gone, m.dropped, m.connsOpen, m.connsIdle, m.connsClosed, m.readsQueued, m.readsRefused)
 	}
 	return m
 }

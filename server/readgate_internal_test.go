@@ -3,7 +3,10 @@ package server
 import (
 	"context"
 	"errors"
+	"runtime"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -15,7 +18,7 @@ import (
 func TestReadGateWaitEndsWithTheRequest(t *testing.T) {
 	t.Parallel()
 	waiting := prometheus.NewGauge(prometheus.GaugeOpts{Name: "w"})
-	g := newReadGate(1, waiting)
+	g := newReadGate(1, 2, waiting, prometheus.NewCounter(prometheus.CounterOpts{Name: "r"}))
 	leave, err := g.enter(context.Background(), "a")
 	if err != nil {
 		t.Fatal(err)
@@ -63,4 +66,61 @@ func testGauge(g prometheus.Gauge) float64 {
 		panic(err)
 	}
 	return m.GetGauge().GetValue()
+}
+
+// Past maxWaiting reads of an account waiting, a read is refused at once
+// with the rate-limit fault (its connection is not held); another
+// account's reads, and the account's once one is done waiting, enter.
+func TestReadGateRefusesPastMaxWaiting(t *testing.T) {
+	t.Parallel()
+	waiting := prometheus.NewGauge(prometheus.GaugeOpts{Name: "w"})
+	refused := prometheus.NewCounter(prometheus.CounterOpts{Name: "r"})
+	g := newReadGate(1, 2, waiting, refused)
+	leave, err := g.enter(context.Background(), "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	entered := make(chan func(), 2)
+	for range 2 {
+		go func() {
+			l, err := g.enter(context.Background(), "a")
+			if err != nil {
+				t.Error(err)
+			}
+			entered <- l
+		}()
+	}
+	for testGauge(waiting) != 2 {
+		runtime.Gosched()
+	}
+	_, err = g.enter(context.Background(), "a")
+	var f *fault
+	if !errors.As(err, &f) || f.Type != faultRateLimit || f.RetryAfter != time.Second || !strings.Contains(f.Details.(string), "Limit of 2 list reads of the account waiting at once") {
+		t.Fatalf("a third waiting read: %v, want the rate-limit fault", err)
+	}
+	if n := testCounter(refused); n != 1 {
+		t.Errorf("%v reads counted refused, want 1", n)
+	}
+	leaveB, err := g.enter(context.Background(), "b")
+	if err != nil {
+		t.Fatalf("another account's read: %v", err)
+	}
+	leaveB()
+	leave()
+	(<-entered)()
+	(<-entered)()
+	if n := testGauge(waiting); n != 0 {
+		t.Errorf("%v reads waiting once all entered", n)
+	}
+	if n := len(g.accounts); n != 0 {
+		t.Errorf("%d accounts remembered with no read holding or wanting a slot", n)
+	}
+}
+
+func testCounter(c prometheus.Counter) float64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		panic(err)
+	}
+	return m.GetCounter().GetValue()
 }

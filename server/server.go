@@ -52,6 +52,10 @@ type Config struct {
 	// answers at once.
 	MaxWaiters          int
 	MaxWaitersPerTenant int
+	// MaxListReadsWaitingPerTenant caps the list reads of one tenant
+	// waiting for its turn (readGate), each holding its connection; past
+	// it, a list read is refused at once (rate-limited, Retry-After 1 s).
+	MaxListReadsWaitingPerTenant int
 	// MaxIdleConns caps the keep-alive connections idle between requests,
 	// and MaxIdleConnsPerTenant those whose last request was one tenant's;
 	// past either, the longest-idle one is closed.
@@ -147,7 +151,7 @@ func New(cfg Config) *Server {
 	if cfg.WriteRate > 0 {
 		s.writes = newWriteLimiter(cfg.WriteRate, cfg.WriteBurst, cfg.Clock)
 	}
-	s.reads = newReadGate(listReadSlots(), s.metrics.readsQueued)
+	s.reads = newReadGate(listReadSlots(), cfg.MaxListReadsWaitingPerTenant, s.metrics.readsQueued, s.metrics.readsRefused)
 	s.poller = newPoller(s)
 	registerParked(cfg.Registerer, s.poller.parkedCount)
 	s.conns = newConnTracker(s)

@@ -74,6 +74,7 @@ type serverFlags struct {
 	reapInterval           time.Duration
 	retention              time.Duration
 	maxWaiters             int
+	maxListReadsWaiting    int
 	conns                  connFlags
 	serviceLimit           int
 	configLimit            int
@@ -141,6 +142,7 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.DurationVar(&f.retention, "retention", 30*24*time.Hour, "how long events are kept (at least 1m)")
 	fs.IntVar(&f.maxWaiters, "max-waiters", 0, "most long-polls one tenant may have waiting\n(0: half of --max-waiters-total, at most 20000)")
 	fs.IntVar(&f.conns.maxWaiters, "max-waiters-total", 0, "most long-polls waiting in all tenants (0: 3/4 of --max-conns)")
+	fs.IntVar(&f.maxListReadsWaiting, "max-list-reads-waiting", 0, "most list reads (pages of services, configuration values or events) of\none tenant waiting for its turn, each holding its connection; past it\none is refused at once, rate-limited (0: an eighth of --max-conns)")
 	fs.IntVar(&f.conns.maxConns, "max-conns", 0, "client connections held before a new one closes the longest-idle one\n(0: the descriptor limit less a tenth, at least 64, kept in reserve)")
 	fs.IntVar(&f.conns.maxIdle, "max-idle-conns", 0, "most keep-alive connections idle at once (0: half of --max-conns)")
 	fs.IntVar(&f.conns.maxIdlePerTenant, "max-idle-conns-per-tenant", 0, "most idle keep-alive connections of one tenant (0: --max-waiters)")
@@ -239,8 +241,8 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if f.maxEvents == 0 {
 		f.maxEvents = -1
 	}
-	if f.maxWaiters < 0 || f.conns.maxWaiters < 0 || f.conns.maxConns < 0 || f.conns.maxIdle < 0 || f.conns.maxIdlePerTenant < 0 {
-		return usagef("--max-waiters, --max-waiters-total, --max-conns, --max-idle-conns and --max-idle-conns-per-tenant must not be negative")
+	if f.maxWaiters < 0 || f.maxListReadsWaiting < 0 || f.conns.maxWaiters < 0 || f.conns.maxConns < 0 || f.conns.maxIdle < 0 || f.conns.maxIdlePerTenant < 0 {
+		return usagef("--max-waiters, --max-waiters-total, --max-list-reads-waiting, --max-conns, --max-idle-conns and --max-idle-conns-per-tenant must not be negative")
 	}
 	if f.conns.unauthIdleTimeout <= 0 {
 		return usagef("--unauth-idle-timeout %v: want a positive duration", f.conns.unauthIdleTimeout)
@@ -322,21 +324,22 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		return err
 	}
 	cfg := server.ConnLimits(server.Config{
-		Store:                 st,
-		Auth:                  auth,
-		Logger:                log,
-		Registerer:            reg,
-		Metrics:               promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
-		UI:                    uiHandler(f.ui),
-		MaxWaitersPerTenant:   f.maxWaiters,
-		MaxWaiters:            f.conns.maxWaiters,
-		MaxConns:              f.conns.maxConns,
-		MaxIdleConns:          f.conns.maxIdle,
-		MaxIdleConnsPerTenant: f.conns.maxIdlePerTenant,
-		UnauthIdleTimeout:     f.conns.unauthIdleTimeout,
-		RateLimit:             f.rateLimit,
-		WriteRate:             f.writeRate,
-		WriteBurst:            f.writeBurst,
+		Store:                        st,
+		Auth:                         auth,
+		Logger:                       log,
+		Registerer:                   reg,
+		Metrics:                      promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		UI:                           uiHandler(f.ui),
+		MaxWaitersPerTenant:          f.maxWaiters,
+		MaxListReadsWaitingPerTenant: f.maxListReadsWaiting,
+		MaxWaiters:                   f.conns.maxWaiters,
+		MaxConns:                     f.conns.maxConns,
+		MaxIdleConns:                 f.conns.maxIdle,
+		MaxIdleConnsPerTenant:        f.conns.maxIdlePerTenant,
+		UnauthIdleTimeout:            f.conns.unauthIdleTimeout,
+		RateLimit:                    f.rateLimit,
+		WriteRate:                    f.writeRate,
+		WriteBurst:                   f.writeBurst,
 	}, server.DescriptorLimit())
 	api := server.New(cfg)
 	httpServer := &http.Server{
@@ -398,7 +401,7 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		defer os.Remove(f.readyFile)
 	}
 	log.Info("connection limits", "descriptors", server.DescriptorLimit(), "max_conns", cfg.MaxConns,
-		"max_waiters_total", cfg.MaxWaiters, "max_waiters", cfg.MaxWaitersPerTenant,
+		"max_waiters_total", cfg.MaxWaiters, "max_waiters", cfg.MaxWaitersPerTenant, "max_list_reads_waiting", cfg.MaxListReadsWaitingPerTenant,
 		"max_idle_conns", cfg.MaxIdleConns, "max_idle_conns_per_tenant", cfg.MaxIdleConnsPerTenant,
 		"unauth_idle_timeout", cfg.UnauthIdleTimeout)
 	if f.dev {
