@@ -35,8 +35,8 @@ import (
 
 const serverDescription = `
 Serves the Service Registry API (/v1.0), a Keystone-v2-compatible identity
-endpoint (POST /v2.0/tokens), /healthz, /metrics and a dashboard at /ui/
-(--ui=false turns it off). State is kept in one bbolt file under --data-dir;
+endpoint (POST /v2.0/tokens), /healthz, /metrics (or on --metrics-listen
+alone) and a dashboard at /ui/ (--ui=false turns it off). State is kept in one bbolt file under --data-dir;
 every acknowledged write is synced to disk.
 
 With --etcd-endpoints, state is kept in an etcd cluster instead, and several
@@ -66,6 +66,7 @@ the user (or the credential) is back; see docs/security.md.`
 
 type serverFlags struct {
 	listen, dataDir, users string
+	metricsListen          string
 	readyFile              string
 	dev                    bool
 	tlsCert, tlsKey        string
@@ -129,6 +130,7 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	var f serverFlags
 	fs := newFlagSet("server", "svcreg server [--dev | --users FILE] [flags]", serverDescription, stdout)
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:8420", "`address` to listen on")
+	fs.StringVar(&f.metricsListen, "metrics-listen", "", "`address` on which to serve /metrics alone, instead of on --listen: the\nmetrics count every account's requests and events, and --listen is open to\nevery account (and to clients without one)")
 	fs.StringVar(&f.readyFile, "ready-file", "", "`file` to write the server's base URL to once it listens (with --listen 127.0.0.1:0,\nhow a script or test learns the port); removed when the server stops")
 	fs.StringVar(&f.dataDir, "data-dir", "./svcreg-data", "`directory` holding the database")
 	fs.BoolVar(&f.dev, "dev", false, "development mode: any username authenticates with API key \"dev\"; requests that\nreach it on loopback must name it by IP address, localhost or the host name")
@@ -323,12 +325,17 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if err := auth.LoadRevocations(ctx); err != nil {
 		return err
 	}
+	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	apiMetrics := metrics
+	if f.metricsListen != "" {
+		apiMetrics = nil // /metrics on --listen is 404
+	}
 	cfg := server.ConnLimits(server.Config{
 		Store:                        st,
 		Auth:                         auth,
 		Logger:                       log,
 		Registerer:                   reg,
-		Metrics:                      promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		Metrics:                      apiMetrics,
 		UI:                           uiHandler(f.ui),
 		MaxWaitersPerTenant:          f.maxWaiters,
 		MaxListReadsWaitingPerTenant: f.maxListReadsWaiting,
@@ -360,6 +367,14 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", f.listen, err)
+	}
+	var metricsLn net.Listener
+	if f.metricsListen != "" {
+		if metricsLn, err = net.Listen("tcp", f.metricsListen); err != nil {
+			ln.Close()
+			return fmt.Errorf("--metrics-listen %s: %w", f.metricsListen, err)
+		}
+		defer metricsLn.Close()
 	}
 	scheme := "http"
 	var cert *server.Certificate
@@ -420,6 +435,14 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	g.Add(func() error { return st.Run(ctx) }, func(error) { cancel() })
 	g.Add(func() error { return auth.Run(ctx) }, func(error) { cancel() })
 	addHTTPServer(&g, log, httpServer, func() error { return api.Serve(httpServer, ln) }, api.Drain, 15*time.Second)
+	if metricsLn != nil {
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", metrics)
+		ms := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 5 * time.Minute,
+			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		log.Info("metrics listening", "url", "http://"+metricsLn.Addr().String()+"/metrics")
+		addHTTPServer(&g, log, ms, func() error { return ms.Serve(metricsLn) }, nil, 5*time.Second)
+	}
 	g.Add(func() error { return stopOrReload(ctx, log, sigs, reload) }, func(error) { cancel() })
 	if err := g.Run(); !errors.Is(err, errStopped) {
 		return err
