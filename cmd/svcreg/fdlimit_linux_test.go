@@ -58,3 +58,40 @@ func openDescriptors(t *testing.T, pid int) int {
 	}
 	return len(entries)
 }
+
+// --metrics-listen serves a few connections at once (16): the others wait
+// in the kernel's queue, and a client that opens many cannot take the
+// descriptors the API and /healthz need.
+func TestMetricsListenHoldsFewDescriptors(t *testing.T) {
+	t.Parallel()
+	port := strconv.Itoa(freePort(t))
+	srv := startServerProcess(t, "--data-dir", t.TempDir(), "--metrics-listen", "127.0.0.1:"+port)
+	pid := srv.cmd.Process.Pid
+	held := openDescriptors(t, pid)
+	var clients []net.Conn
+	defer func() {
+		for _, c := range clients {
+			c.Close()
+		}
+	}()
+	for range 100 {
+		c, err := net.Dial("tcp", "127.0.0.1:"+port)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write([]byte("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		clients = append(clients, c)
+	}
+	eventuallyTrue(t, "16 metrics connections served", func() bool { return openDescriptors(t, pid) >= held+16 })
+	time.Sleep(500 * time.Millisecond) // any more accepted would show by now
+	if n := openDescriptors(t, pid); n > held+16+2 {
+		t.Errorf("%d descriptors with 100 metrics clients, %d before: want 16 more at most", n, held)
+	}
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get(srv.url + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+}

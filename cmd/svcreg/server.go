@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/net/netutil"
 
 	"github.com/svcreg/svcreg/internal/logging"
 	"github.com/svcreg/svcreg/internal/statuspage"
@@ -36,8 +37,8 @@ import (
 const serverDescription = `
 Serves the Service Registry API (/v1.0), a Keystone-v2-compatible identity
 endpoint (POST /v2.0/tokens), /healthz, /metrics (or on --metrics-listen
-alone) and a dashboard at /ui/ (--ui=false turns it off). State is kept in one bbolt file under --data-dir;
-every acknowledged write is synced to disk.
+alone) and a dashboard at /ui/ (--ui=false turns it off). State is kept in
+one bbolt file under --data-dir; every acknowledged write is synced to disk.
 
 With --etcd-endpoints, state is kept in an etcd cluster instead, and several
 svcreg server processes over the same cluster (and --etcd-prefix) serve one
@@ -130,7 +131,7 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	var f serverFlags
 	fs := newFlagSet("server", "svcreg server [--dev | --users FILE] [flags]", serverDescription, stdout)
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:8420", "`address` to listen on")
-	fs.StringVar(&f.metricsListen, "metrics-listen", "", "`address` on which to serve /metrics alone, instead of on --listen: the\nmetrics count every account's requests and events, and --listen is open to\nevery account (and to clients without one)")
+	fs.StringVar(&f.metricsListen, "metrics-listen", "", "`address` on which to serve /metrics alone, instead of on --listen: the\nmetrics count every account's requests and events, and --listen is open to\nevery account (and to clients without one). Plain HTTP (no --tls-cert),\n16 connections at once: give a loopback or internal address")
 	fs.StringVar(&f.readyFile, "ready-file", "", "`file` to write the server's base URL to once it listens (with --listen 127.0.0.1:0,\nhow a script or test learns the port); removed when the server stops")
 	fs.StringVar(&f.dataDir, "data-dir", "./svcreg-data", "`directory` holding the database")
 	fs.BoolVar(&f.dev, "dev", false, "development mode: any username authenticates with API key \"dev\"; requests that\nreach it on loopback must name it by IP address, localhost or the host name")
@@ -438,10 +439,18 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if metricsLn != nil {
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", metrics)
-		ms := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 5 * time.Minute,
-			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-		log.Info("metrics listening", "url", "http://"+metricsLn.Addr().String()+"/metrics")
-		addHTTPServer(&g, log, ms, func() error { return ms.Serve(metricsLn) }, nil, 5*time.Second)
+		var h http.Handler = mux
+		if f.dev {
+			h = statuspage.LoopbackOnly(metricsLn.Addr(), mux) // as the API's
+		}
+		ms := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+			WriteTimeout: 30 * time.Second, IdleTimeout: 30 * time.Second, MaxHeaderBytes: 16 << 10,
+			ErrorLog: logging.ErrorLog(log.Handler())}
+		log.Info("metrics listening", "url", "http://"+metricsLn.Addr().String()+"/metrics", "max_conns", metricsConns)
+		// A scraper needs a connection or two: the rest wait in the
+		// kernel's queue, holding none of the descriptors kept in reserve.
+		limited := netutil.LimitListener(metricsLn, metricsConns)
+		addHTTPServer(&g, log, ms, func() error { return ms.Serve(limited) }, nil, 5*time.Second)
 	}
 	g.Add(func() error { return stopOrReload(ctx, log, sigs, reload) }, func(error) { cancel() })
 	if err := g.Run(); !errors.Is(err, errStopped) {
@@ -449,6 +458,9 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	}
 	return nil
 }
+
+// metricsConns is how many connections --metrics-listen serves at once.
+const metricsConns = 16
 
 // reloadServer reads --users and --tls-cert/--tls-key again and, only if
 // all are valid, switches to them.
