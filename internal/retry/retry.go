@@ -27,10 +27,15 @@ func (b *Backoff) Next() time.Duration {
 }
 
 // Heed returns wait, or the wait the other side asked for (a Retry-After)
-// if that is longer, but never more than Max: asked for more, retries
-// still go at the backoff's pace.
+// if that is longer, spread over up to half as much again so that clients
+// it turned away together do not come back in step, but never more than
+// Max: asked for more, retries still go at the backoff's pace.
 func (b *Backoff) Heed(wait, asked time.Duration) time.Duration {
-	return max(wait, min(asked, b.Max))
+	asked = min(asked, b.Max)
+	if asked <= wait {
+		return wait
+	}
+	return min(asked+time.Duration(rand.Int64N(int64(asked)/2+1)), b.Max)
 }
 
 // Reset starts again from Min after a success.

@@ -53,15 +53,24 @@ func TestSleepStopsWithContext(t *testing.T) {
 func TestHeed(t *testing.T) {
 	t.Parallel()
 	b := Backoff{Min: 50 * time.Millisecond, Max: 2 * time.Second}
-	for _, tc := range []struct{ wait, asked, want time.Duration }{
-		{0, 0, 0},
-		{100 * time.Millisecond, time.Second, time.Second},   // asked for longer
-		{time.Second, 100 * time.Millisecond, time.Second},   // the backoff is longer
-		{100 * time.Millisecond, time.Hour, 2 * time.Second}, // never past Max
-		{0, 500 * time.Millisecond, 500 * time.Millisecond},  // an at-once retry waits too
+	for _, tc := range []struct{ wait, asked, lo, hi time.Duration }{
+		{0, 0, 0, 0},
+		{100 * time.Millisecond, time.Second, time.Second, 1500 * time.Millisecond}, // asked for longer: spread above it
+		{time.Second, 100 * time.Millisecond, time.Second, time.Second},             // the backoff is longer
+		{100 * time.Millisecond, time.Hour, 2 * time.Second, 2 * time.Second},       // never past Max
+		{0, 500 * time.Millisecond, 500 * time.Millisecond, 750 * time.Millisecond}, // an at-once retry waits too
 	} {
-		if got := b.Heed(tc.wait, tc.asked); got != tc.want {
-			t.Errorf("Heed(%v, %v) = %v, want %v", tc.wait, tc.asked, got, tc.want)
+		seen := map[time.Duration]bool{}
+		for range 200 {
+			got := b.Heed(tc.wait, tc.asked)
+			if got < tc.lo || got > tc.hi {
+				t.Fatalf("Heed(%v, %v) = %v, want %v..%v", tc.wait, tc.asked, got, tc.lo, tc.hi)
+			}
+			seen[got] = true
+		}
+		// Clients a Retry-After turned away together come back spread.
+		if tc.lo < tc.hi && len(seen) < 10 {
+			t.Errorf("Heed(%v, %v) gave %d waits in 200 calls: not spread", tc.wait, tc.asked, len(seen))
 		}
 	}
 }
