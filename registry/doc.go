@@ -18,7 +18,8 @@
 // from. A page with more values than its limit is refused. Faults come back as *Error,
 // which matches ErrNotFound, ErrServiceExists, ErrLimitReached,
 // ErrRateLimited, ErrUnauthorized and ErrMarkerExpired with errors.Is; a
-// rate-limited write's Error says in RetryAfter how long to wait. A
+// rate-limited write's or list read's Error says in RetryAfter how long
+// to wait. A
 // change that was sent but got no answer, a 5xx, or an answer that broke
 // off also matches ErrOutcomeUnknown;
 // a call that each of several registry nodes failed, ErrAllNodesFailed.

@@ -90,7 +90,7 @@ type Error struct {
 	TxnID string
 	// RetryAfter is how long the answer's Retry-After header asks the
 	// client to wait before sending the request again (a rateLimitReached
-	// write, a 429 or 503); 0 when it sent none. The client does not wait
+	// write or list read, a 429 or 503); 0 when it sent none. The client does not wait
 	// or retry by itself: a caller that retries ErrRateLimited waits at
 	// least this long.
 	RetryAfter time.Duration

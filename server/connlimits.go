@@ -30,8 +30,8 @@ func ConnLimits(cfg Config, nofile int) Config {
 		cfg.MaxWaitersPerTenant = min(max(cfg.MaxWaiters/2, 1), 20000)
 	}
 	if cfg.MaxListReadsWaitingPerTenant <= 0 {
-		// With its long-polls (3/8 of MaxConns), a tenant holds half of
-		// the connections at most, and the others keep the other half.
+		// With its waiting long-polls (3/8 of MaxConns), one tenant
+		// holds half of the connections at most.
 		cfg.MaxListReadsWaitingPerTenant = max(cfg.MaxConns/8, 1)
 	}
 	if cfg.MaxIdleConns <= 0 {
