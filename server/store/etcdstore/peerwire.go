@@ -65,6 +65,10 @@ const (
 	// node keeps one to its peer, and nothing is read before the
 	// frame opens but the frame itself (peerSlots).
 	maxPeerConns = 256
+	// maxFirstFrame bounds a connection's first frame, which anyone who
+	// reaches the port can send: a hello is minFrame; an earlier version's
+	// first batch is told apart (reason "version") only if it is this small.
+	maxFirstFrame = 4 << 10
 )
 
 var errFrameSize = errors.New("peer frame too large or too small")
@@ -150,7 +154,10 @@ func writeFrame(w *bufio.Writer, nonce, body []byte) error {
 // kept from one frame to the next: a copy goes with every heartbeat
 // answered from memory, and a buffer a frame was most of the garbage the
 // copies made.
-type frameBuf struct{ b []byte }
+type frameBuf struct {
+	b   []byte
+	max int // if not 0, the largest frame taken (below maxFrame)
+}
 
 // keptFrameBuf is the most a frameBuf keeps between frames; one that grew
 // past it for a large batch is let go.
@@ -169,7 +176,7 @@ func (f *frameBuf) read(r *bufio.Reader, started func()) (nonce, body []byte, er
 		started()
 	}
 	size := int(binary.BigEndian.Uint32(n[:]))
-	if size < minFrame || size > maxFrame {
+	if size < minFrame || size > maxFrame || f.max != 0 && size > f.max {
 		return nil, nil, errFrameSize
 	}
 	buf := f.b[:0]
@@ -377,7 +384,18 @@ func (s *Store) servePeerConn(c net.Conn, opened func() bool) {
 		} else {
 			c.SetReadDeadline(time.Now().Add(peerIdle))
 		}
+		// Until a hello opened, only a hello is buffered: anyone can send
+		// the first frame.
+		if reqAD == nil {
+			in.max = maxFirstFrame
+		} else {
+			in.max = 0
+		}
 		nonce, sealed, err := in.read(r, started)
+		if err == errFrameSize && reqAD == nil {
+			refuse("secret", "not a hello sealed with this registry's secret")
+			return
+		}
 		if err != nil {
 			return
 		}

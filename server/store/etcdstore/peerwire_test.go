@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
@@ -186,5 +187,33 @@ func TestCopyWaitsOneTimeoutForASilentPeer(t *testing.T) {
 	}
 	if n := dialled.Load(); n != 1 {
 		t.Errorf("%d connections dialled to the peer, want 1: the copy that timed out was sent again on a new one (it took %v: %v)", n, took, r.err)
+	}
+}
+
+// A connection's first frame, which anyone who reaches the port can send,
+// is a hello: one announcing more than a small frame is refused at its
+// length, before its bytes are read and held. 256 connections each
+// sending most of a 512 kB frame held some 300 MB of a node.
+func TestPeerFirstFrameSmall(t *testing.T) {
+	peer := peerStore(t, "b", 2, testPeerKey)
+	c, err := net.Dial("tcp", peer.peerAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	var n [4]byte
+	binary.BigEndian.PutUint32(n[:], maxFrame)
+	if _, err := c.Write(n[:]); err != nil {
+		t.Fatal(err)
+	}
+	// Nothing of the frame follows: the refusal comes at its length.
+	var in frameBuf
+	an, says, err := in.read(bufio.NewReader(c), nil)
+	if err != nil || !bytes.Equal(an, refusalNonce) || !bytes.Contains(says, []byte("not a hello")) {
+		t.Fatalf("a first frame of %d bytes announced: %q, %v; want refused at once", maxFrame, says, err)
+	}
+	if got := refusals(t, peer, "secret"); got != 1 {
+		t.Errorf("refusals counted: %v, want 1", got)
 	}
 }
