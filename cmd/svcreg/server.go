@@ -322,6 +322,9 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 			log.Error("close store", "err", err)
 		}
 	}()
+	if err := checkAuthMode(ctx, st, f); err != nil {
+		return err
+	}
 	auth := server.NewAuth(server.AuthConfig{Store: st, Users: users, Dev: f.dev, TokenTTL: f.tokenTTL, Limits: f.login, Logger: log, Registerer: reg})
 	if err := auth.LoadRevocations(ctx); err != nil {
 		return err
@@ -457,6 +460,35 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		return err
 	}
 	return nil
+}
+
+// checkAuthMode records --dev or --users as how the registry's users are
+// authenticated, the first time it is served, and refuses the other after
+// that: --dev on a registry served with --users (in this data directory,
+// or by any node of the etcd prefix) would let anyone in as a user of its
+// tenants ("dev" is tenant 7777, and other names take tenants by a hash),
+// and --users on one served with --dev would give its users what anyone
+// wrote.
+func checkAuthMode(ctx context.Context, st serverStore, f serverFlags) error {
+	mode := store.AuthUsers
+	if f.dev {
+		mode = store.AuthDev
+	}
+	recorded, err := st.AuthMode(ctx, mode)
+	if err != nil {
+		return fmt.Errorf("record the registry's auth mode: %w", err)
+	}
+	if recorded == mode {
+		return nil
+	}
+	where := fmt.Sprintf("--data-dir %s", f.dataDir)
+	if f.etcd.endpoints != "" {
+		where = fmt.Sprintf("--etcd-prefix %q", f.etcd.prefix)
+	}
+	if mode == store.AuthDev {
+		return usagef("%s was served with --users: --dev would let anyone in as a user of its tenants. Serve it with --users, or give --dev a %s of its own", where, strings.Fields(where)[0])
+	}
+	return usagef("%s was served with --dev, which let anyone in: its tenants hold what anyone wrote. Serve it with --dev, or give --users a %s of its own", where, strings.Fields(where)[0])
 }
 
 // metricsConns is how many connections --metrics-listen serves at once.

@@ -103,7 +103,18 @@ type Identity interface {
 	// Revocations returns the users' revocations whose Until has not
 	// passed.
 	Revocations(ctx context.Context) (map[string]Revocation, error)
+	// AuthMode records mode (AuthDev or AuthUsers) as how the registry's
+	// users are authenticated, if none is recorded yet, and returns the
+	// one recorded: a server started in the other mode must not serve
+	// its tenants.
+	AuthMode(ctx context.Context, mode string) (string, error)
 }
+
+// The modes AuthMode records.
+const (
+	AuthDev   = "dev"   // --dev: any username, API key "dev"
+	AuthUsers = "users" // --users FILE
+)
 
 // MaxTokenTTL is the longest lifetime of an issued token. A revocation is
 // kept that long after it was made, so that it covers every token issued

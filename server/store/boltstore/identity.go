@@ -142,3 +142,18 @@ func (s *Store) pruneTokens() error {
 		return nil
 	})
 }
+
+// AuthMode implements store.Identity.
+func (s *Store) AuthMode(ctx context.Context, mode string) (string, error) {
+	var recorded string
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bMeta)
+		if v := meta.Get(kAuthMode); v != nil {
+			recorded = string(v)
+			return nil
+		}
+		recorded = mode
+		return meta.Put(kAuthMode, []byte(mode))
+	})
+	return recorded, err
+}

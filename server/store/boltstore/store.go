@@ -49,6 +49,7 @@ var (
 	kAccount    = []byte("account")
 	kSecret     = []byte("token-secret")
 	kEventTail  = []byte("event-tail")
+	kAuthMode   = []byte("auth-mode")
 )
 
 // Options configure a Store. The zero value is usable.

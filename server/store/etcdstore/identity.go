@@ -240,3 +240,23 @@ func (l *tokenLeases) drop(id clientv3.LeaseID) {
 }
 
 func isLeaseNotFound(err error) bool { return errors.Is(err, rpctypes.ErrLeaseNotFound) }
+
+// AuthMode implements store.Identity: the first node to start records
+// its mode, in a transaction, and every node reads what it recorded.
+func (s *Store) AuthMode(ctx context.Context, mode string) (string, error) {
+	key := s.k.authMode()
+	resp, err := s.txnWithin(ctx, s.opts.RequestTimeout, hedged, "record the auth mode",
+		[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)},
+		[]clientv3.Op{clientv3.OpPut(key, mode)},
+		[]clientv3.Op{clientv3.OpGet(key)})
+	if err != nil {
+		return "", err
+	}
+	if resp.Succeeded {
+		return mode, nil
+	}
+	if kv := first(resp.Responses[0]); kv != nil {
+		return string(kv.Value), nil
+	}
+	return "", fmt.Errorf("etcd store under %q: the auth mode key vanished", s.opts.Prefix)
+}

@@ -38,6 +38,7 @@ type keys struct{ p string }
 
 func (k keys) secret() string          { return k.p + "meta/secret" }
 func (k keys) tail() string            { return k.p + "meta/tail" }
+func (k keys) authMode() string        { return k.p + "meta/auth-mode" }
 func (k keys) nodes() string           { return k.p + "node/" }
 func (k keys) node(id string) string   { return k.p + "node/" + id }
 func (k keys) accounts() string        { return k.p + "acct/" }

@@ -43,6 +43,7 @@ func Run(t *testing.T, open Open) {
 		{"MaxEventBytes", testMaxEventBytes},
 		{"Retention", testRetention},
 		{"UserRevocations", testRevocations},
+		{"AuthMode", testAuthMode},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -653,5 +654,22 @@ func sameRevocations(t *testing.T, when string, got, want map[string]store.Revoc
 	}
 	if !ok {
 		t.Errorf("revocations %s: %v, want %v", when, got, want)
+	}
+}
+
+// testAuthMode: the first mode is recorded and kept; a later call in the
+// other mode gets the first (a server then refuses to start).
+func testAuthMode(t *testing.T, e *env) {
+	s, ok := e.store(t, store.Options{}).(store.Identity)
+	if !ok {
+		t.Fatal("the store keeps no identity state (store.Identity)")
+	}
+	if got := must(s.AuthMode(ctx, store.AuthUsers))(t); got != store.AuthUsers {
+		t.Fatalf("the first mode: %q recorded, want %q", got, store.AuthUsers)
+	}
+	for _, mode := range []string{store.AuthDev, store.AuthUsers} {
+		if got := must(s.AuthMode(ctx, mode))(t); got != store.AuthUsers {
+			t.Errorf("asked with %q: %q, want the first, %q", mode, got, store.AuthUsers)
+		}
 	}
 }

@@ -1,0 +1,49 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A registry served with --users is not served with --dev afterwards (a
+// --dev user would take a tenant of the users file), nor one served with
+// --dev with --users: the first mode is recorded with the data, and a
+// server in the other refuses to start, saying why.
+func TestServerKeepsItsAuthMode(t *testing.T) {
+	t.Parallel()
+	users := filepath.Join(t.TempDir(), "users.toml")
+	writeFile(t, users, "[[user]]\nname = \"alice\"\ntenant = \"7777\"\napi_key = \"alice-key\"\n")
+	// A server that starts serves until the context ends: refused, it
+	// exits at once.
+	run := func(args ...string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, os.Args[0], append([]string{"server", "--listen", "127.0.0.1:0"}, args...)...)
+		cmd.Env = append(os.Environ(), execEnv+"=1")
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	for _, tc := range []struct {
+		first, then []string
+		want        string
+	}{
+		{[]string{"--users", users}, []string{"--dev"}, "was served with --users: --dev would let anyone in as a user of its tenants"},
+		{[]string{"--dev"}, []string{"--users", users}, "was served with --dev, which let anyone in"},
+	} {
+		dir := t.TempDir()
+		p := startUsersServer(t, append([]string{"--data-dir", dir}, tc.first...)...)
+		p.cmd.Process.Kill()
+		p.cmd.Wait()
+		out, err := run(append([]string{"--data-dir", dir}, tc.then...)...)
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(out, tc.want) || !strings.Contains(out, "--data-dir "+dir) {
+			t.Errorf("%v after %v: %v\n%s\nwant refused, exit 2: %q", tc.then, tc.first, err, out, tc.want)
+		}
+	}
+}
