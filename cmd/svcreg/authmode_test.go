@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -42,7 +43,7 @@ func TestServerKeepsItsAuthMode(t *testing.T) {
 		p.cmd.Wait()
 		out, err := run(append([]string{"--data-dir", dir}, tc.then...)...)
 		var exit *exec.ExitError
-		if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(out, tc.want) || !strings.Contains(out, "--data-dir "+dir) {
+		if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(out, tc.want) || !strings.Contains(out, fmt.Sprintf("--data-dir %q", dir)) {
 			t.Errorf("%v after %v: %v\n%s\nwant refused, exit 2: %q", tc.then, tc.first, err, out, tc.want)
 		}
 	}

@@ -314,6 +314,10 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	}
 	limits := store.Limits{Services: f.serviceLimit, ConfigValues: f.configLimit}
 	st, closeStore, err := openStore(ctx, f, log, reg, limits, reap)
+	var refused *store.AuthModeError
+	if errors.As(err, &refused) {
+		return authModeRefusal(f, refused.Recorded)
+	}
 	if err != nil {
 		return err
 	}
@@ -469,26 +473,39 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 // tenants ("dev" is tenant 7777, and other names take tenants by a hash),
 // and --users on one served with --dev would give its users what anyone
 // wrote.
+//
+// The etcd store checks it as it opens (etcdstore.Options.AuthMode), before
+// the node joins the cluster; this is the check of the embedded store.
 func checkAuthMode(ctx context.Context, st serverStore, f serverFlags) error {
-	mode := store.AuthUsers
-	if f.dev {
-		mode = store.AuthDev
-	}
-	recorded, err := st.AuthMode(ctx, mode)
+	recorded, err := st.AuthMode(ctx, authMode(f))
 	if err != nil {
 		return fmt.Errorf("record the registry's auth mode: %w", err)
 	}
-	if recorded == mode {
+	if recorded == authMode(f) {
 		return nil
 	}
-	where := fmt.Sprintf("--data-dir %s", f.dataDir)
+	return authModeRefusal(f, recorded)
+}
+
+// authMode is the auth mode the flags serve the registry in.
+func authMode(f serverFlags) string {
+	if f.dev {
+		return store.AuthDev
+	}
+	return store.AuthUsers
+}
+
+// authModeRefusal says why a registry served in the mode recorded is not
+// served in the flags' (usage error, exit 2).
+func authModeRefusal(f serverFlags, recorded string) error {
+	flag, where := "--data-dir", fmt.Sprintf("--data-dir %q", f.dataDir)
 	if f.etcd.endpoints != "" {
-		where = fmt.Sprintf("--etcd-prefix %q", f.etcd.prefix)
+		flag, where = "--etcd-prefix", fmt.Sprintf("--etcd-prefix %q", f.etcd.prefix)
 	}
-	if mode == store.AuthDev {
-		return usagef("%s was served with --users: --dev would let anyone in as a user of its tenants. Serve it with --users, or give --dev a %s of its own", where, strings.Fields(where)[0])
+	if recorded == store.AuthUsers {
+		return usagef("%s was served with --users: --dev would let anyone in as a user of its tenants. Serve it with --users, or give --dev a %s of its own", where, flag)
 	}
-	return usagef("%s was served with --dev, which let anyone in: its tenants hold what anyone wrote. Serve it with --dev, or give --users a %s of its own", where, strings.Fields(where)[0])
+	return usagef("%s was served with --dev, which let anyone in: its tenants hold what anyone wrote. Serve it with --dev, or give --users a %s of its own", where, flag)
 }
 
 // metricsConns is how many connections --metrics-listen serves at once.
@@ -582,6 +599,7 @@ func openStore(ctx context.Context, f serverFlags, log *slog.Logger, reg prometh
 	}
 	st, err := etcdstore.Open(octx, cli, etcdstore.Options{
 		Prefix:         f.etcd.prefix,
+		AuthMode:       authMode(f),
 		Logger:         log,
 		Registerer:     reg,
 		DefaultLimits:  limits,

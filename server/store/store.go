@@ -116,6 +116,14 @@ const (
 	AuthUsers = "users" // --users FILE
 )
 
+// AuthModeError is a store opened to be served in one auth mode whose
+// registry was served in the other (AuthMode).
+type AuthModeError struct{ Recorded, Wanted string }
+
+func (e *AuthModeError) Error() string {
+	return fmt.Sprintf("the registry was served with auth mode %q, not %q", e.Recorded, e.Wanted)
+}
+
 // MaxTokenTTL is the longest lifetime of an issued token. A revocation is
 // kept that long after it was made, so that it covers every token issued
 // before it.

@@ -55,6 +55,10 @@ const DefaultPrefix = "/svcreg/"
 
 // Options configure a Store. The zero value is usable.
 type Options struct {
+	// AuthMode, if not empty, is recorded as the registry's (AuthMode)
+	// when Open starts, before the node joins the cluster; Open fails with
+	// a *store.AuthModeError if the other is recorded.
+	AuthMode string
 	// Prefix is put before every key, so that one etcd cluster can hold
 	// several registries (and other data); DefaultPrefix if empty.
 	Prefix string
@@ -375,6 +379,18 @@ func Open(ctx context.Context, cli *clientv3.Client, opts Options) (*Store, erro
 	if err := s.loadSecrets(ctx); err != nil {
 		s.cancel()
 		return nil, err
+	}
+	if opts.AuthMode != "" {
+		// Before the node joins, or takes copies: a node of the other
+		// mode takes no part in the cluster.
+		recorded, err := s.AuthMode(ctx, opts.AuthMode)
+		if err == nil && recorded != opts.AuthMode {
+			err = &store.AuthModeError{Recorded: recorded, Wanted: opts.AuthMode}
+		}
+		if err != nil {
+			s.cancel()
+			return nil, err
+		}
 	}
 	addr, err := s.startPeer()
 	if err != nil {
