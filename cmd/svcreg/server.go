@@ -326,9 +326,6 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 			log.Error("close store", "err", err)
 		}
 	}()
-	if err := checkAuthMode(ctx, st, f); err != nil {
-		return err
-	}
 	auth := server.NewAuth(server.AuthConfig{Store: st, Users: users, Dev: f.dev, TokenTTL: f.tokenTTL, Limits: f.login, Logger: log, Registerer: reg})
 	if err := auth.LoadRevocations(ctx); err != nil {
 		return err
@@ -466,28 +463,13 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	return nil
 }
 
-// checkAuthMode records --dev or --users as how the registry's users are
-// authenticated, the first time it is served, and refuses the other after
-// that: --dev on a registry served with --users (in this data directory,
-// or by any node of the etcd prefix) would let anyone in as a user of its
-// tenants ("dev" is tenant 7777, and other names take tenants by a hash),
-// and --users on one served with --dev would give its users what anyone
-// wrote.
-//
-// The etcd store checks it as it opens (etcdstore.Options.AuthMode), before
-// the node joins the cluster; this is the check of the embedded store.
-func checkAuthMode(ctx context.Context, st serverStore, f serverFlags) error {
-	recorded, err := st.AuthMode(ctx, authMode(f))
-	if err != nil {
-		return fmt.Errorf("record the registry's auth mode: %w", err)
-	}
-	if recorded == authMode(f) {
-		return nil
-	}
-	return authModeRefusal(f, recorded)
-}
-
-// authMode is the auth mode the flags serve the registry in.
+// authMode is the auth mode the flags serve the registry in. Each store
+// records it the first time the registry is served and refuses to open in
+// the other after that (its Options.AuthMode): --dev on a registry served
+// with --users (in this data directory, or by any node of the etcd prefix)
+// would let anyone in as a user of its tenants ("dev" is tenant 7777, and
+// other names take tenants by a hash), and --users on one served with
+// --dev would give its users what anyone wrote.
 func authMode(f serverFlags) string {
 	if f.dev {
 		return store.AuthDev
@@ -564,6 +546,7 @@ func openStore(ctx context.Context, f serverFlags, log *slog.Logger, reg prometh
 			Registerer:    reg,
 			DefaultLimits: limits,
 			Retention:     f.retention,
+			AuthMode:      authMode(f),
 			MaxEvents:     f.maxEvents,
 			MaxEventBytes: f.maxEventBytes,
 			ReapInterval:  reap,

@@ -124,6 +124,17 @@ func (e *AuthModeError) Error() string {
 	return fmt.Sprintf("the registry was served with auth mode %q, not %q", e.Recorded, e.Wanted)
 }
 
+// CheckAuthMode records mode as id's (AuthMode) and returns an
+// *AuthModeError if the other one is recorded; both stores call it as they
+// open, when given a mode.
+func CheckAuthMode(ctx context.Context, id Identity, mode string) error {
+	recorded, err := id.AuthMode(ctx, mode)
+	if err == nil && recorded != mode {
+		err = &AuthModeError{Recorded: recorded, Wanted: mode}
+	}
+	return err
+}
+
 // MaxTokenTTL is the longest lifetime of an issued token. A revocation is
 // kept that long after it was made, so that it covers every token issued
 // before it.

@@ -64,6 +64,10 @@ type Options struct {
 	DefaultLimits store.Limits
 	// Retention is how long events are kept; 30 days if zero.
 	Retention time.Duration
+	// AuthMode, if not empty, is recorded as the registry's (AuthMode)
+	// when Open starts; Open fails with a *store.AuthModeError if the
+	// other is recorded.
+	AuthMode string
 	// MaxEvents is the most events an account keeps: each write that
 	// appends past it deletes the oldest, as retention does (a marker before
 	// them gets ErrMarkerExpired). store.DefaultMaxEvents if zero; negative keeps
@@ -131,6 +135,12 @@ func Open(dir string, opts Options) (*Store, error) {
 			return nil, err
 		}
 		return nil, fmt.Errorf("load %s: %w", path, err)
+	}
+	if opts.AuthMode != "" {
+		if err := store.CheckAuthMode(context.Background(), s, opts.AuthMode); err != nil {
+			db.Close()
+			return nil, err
+		}
 	}
 	return s, nil
 }

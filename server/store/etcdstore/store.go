@@ -383,11 +383,7 @@ func Open(ctx context.Context, cli *clientv3.Client, opts Options) (*Store, erro
 	if opts.AuthMode != "" {
 		// Before the node joins, or takes copies: a node of the other
 		// mode takes no part in the cluster.
-		recorded, err := s.AuthMode(ctx, opts.AuthMode)
-		if err == nil && recorded != opts.AuthMode {
-			err = &store.AuthModeError{Recorded: recorded, Wanted: opts.AuthMode}
-		}
-		if err != nil {
+		if err := store.CheckAuthMode(ctx, s, opts.AuthMode); err != nil {
 			s.cancel()
 			return nil, err
 		}
