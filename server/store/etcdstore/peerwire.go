@@ -360,8 +360,10 @@ func (s *Store) servePeerConn(c net.Conn, opened func() bool) {
 	ns := newNonces()
 	// Kept from one batch to the next: the frame read, the batch decoded
 	// from it, and the answer's nonce, additional data and sealed body.
+	// Until a hello opened, only a hello is buffered: anyone can send the
+	// first frame.
 	var (
-		in          frameBuf
+		in          = frameBuf{max: maxFirstFrame}
 		batch       copyBatch
 		an, ad, out []byte
 	)
@@ -383,13 +385,6 @@ func (s *Store) servePeerConn(c net.Conn, opened func() bool) {
 			c.SetReadDeadline(firstBy)
 		} else {
 			c.SetReadDeadline(time.Now().Add(peerIdle))
-		}
-		// Until a hello opened, only a hello is buffered: anyone can send
-		// the first frame.
-		if reqAD == nil {
-			in.max = maxFirstFrame
-		} else {
-			in.max = 0
 		}
 		nonce, sealed, err := in.read(r, started)
 		if err == errFrameSize && reqAD == nil {
@@ -420,6 +415,7 @@ func (s *Store) servePeerConn(c net.Conn, opened func() bool) {
 			challenge := make([]byte, challengeSize)
 			rand.Read(challenge)
 			reqAD = requestData(nil, challenge)
+			in.max = 0
 			last = append(last[:0], nonce...)
 			an = ns.next(an[:0])
 			out = s.peerAEAD.Seal(out[:0], an, challenge, ad)
