@@ -479,30 +479,6 @@ func (st *execState) safeFuncs() map[string]any {
 // valueFunctions are the names configAs takes.
 var valueFunctions = []string{"addr", "haproxyString", "ident", "nginxMapKey", "nginxString", "number", "port", "weight"}
 
-// valueFunction is the value function configAs applies by name, and how
-// many integer arguments it takes before the value.
-func (st *execState) valueFunction(name string) (args int, check func(a []int, s string) (any, error), ok bool) {
-	switch name {
-	case "addr":
-		return 0, func(_ []int, s string) (any, error) { return parseAddress("address", s, st.allowHostnames) }, true
-	case "haproxyString":
-		return 0, func(_ []int, s string) (any, error) { return haproxyString(s) }, true
-	case "ident":
-		return 0, func(_ []int, s string) (any, error) { return parseIdent("identifier", s) }, true
-	case "nginxMapKey":
-		return 0, func(_ []int, s string) (any, error) { return nginxMapKey(s) }, true
-	case "nginxString":
-		return 0, func(_ []int, s string) (any, error) { return nginxString(s) }, true
-	case "number":
-		return 2, func(a []int, s string) (any, error) { return parseInt("number", s, a[0], a[1]) }, true
-	case "port":
-		return 0, func(_ []int, s string) (any, error) { return parseInt("port", s, 1, 65535) }, true
-	case "weight":
-		return 0, func(_ []int, s string) (any, error) { return parseInt("weight", s, 1, maxWeight) }, true
-	}
-	return 0, nil, false
-}
-
 // configAs is the configuration value id checked by the value function
 // fn (with its integer arguments), or def checked so when the value does
 // not exist or is refused. A refused value is reported as a refused
@@ -512,25 +488,31 @@ func (st *execState) valueFunction(name string) (args int, check func(a []int, s
 // the registry holds: a function that is not a value function (or that
 // function_denylist names), wrong arguments, a refused def.
 func (st *execState) configAs(id, def, fn string, args ...any) (any, error) {
-	n, check, ok := st.valueFunction(fn)
-	if !ok {
+	if !slices.Contains(valueFunctions, fn) {
 		return nil, fmt.Errorf("configAs: %q is not a value function (%s)", fn, strings.Join(valueFunctions, ", "))
 	}
 	if slices.Contains(st.denied, fn) {
 		return nil, fmt.Errorf("configAs: %s is in function_denylist", fn)
 	}
-	if len(args) != n {
+	// The template function itself, called with the integers first.
+	f := reflect.ValueOf(st.safeFuncs()[fn])
+	if n := f.Type().NumIn() - 1; len(args) != n {
 		return nil, fmt.Errorf("configAs: %s takes %d integer arguments after its name, not %d", fn, n, len(args))
 	}
-	ints := make([]int, len(args))
+	in := make([]reflect.Value, len(args), len(args)+1)
 	for i, a := range args {
 		v, ok := toInt(a)
 		if !ok {
 			return nil, fmt.Errorf("configAs: %s's argument %d, %v (%T), is not an integer that fits an int", fn, i+1, a, a)
 		}
-		ints[i] = v
+		in[i] = reflect.ValueOf(v)
 	}
-	fallback, err := check(ints, def)
+	check := func(s string) (any, error) {
+		out := f.Call(append(in, reflect.ValueOf(s)))
+		err, _ := out[1].Interface().(error)
+		return out[0].Interface(), err
+	}
+	fallback, err := check(def)
 	if err != nil {
 		return nil, fmt.Errorf("configAs: the default of %s: %w", shown(id), err)
 	}
@@ -538,7 +520,7 @@ func (st *execState) configAs(id, def, fn string, args ...any) (any, error) {
 	if !ok {
 		return fallback, nil
 	}
-	out, err := check(ints, v)
+	out, err := check(v)
 	var refused *RefusedError
 	if !errors.As(err, &refused) {
 		return out, err
