@@ -289,6 +289,9 @@ func (t *Template) execute(ctx context.Context, snap *watcher.Snapshot) ([]byte,
 	defer cancel(nil) // an abandoned render's next write fails
 	st := &execState{snap: snap, renderGuard: renderGuard{ctx: ctx, maxOutput: int(t.MaxOutput),
 		failOnRefused: t.OnRefused == RefusedFail, allowHostnames: t.AllowHostnames, denied: t.denied}}
+	if p := t.spellings.Load(); p != nil {
+		st.prevSpellings = *p
+	}
 	tmpl, err := t.bind(st)
 	if err != nil {
 		return nil, nil, err
@@ -317,6 +320,8 @@ func (t *Template) execute(ctx context.Context, snap *watcher.Snapshot) ([]byte,
 		}
 		if !state.CompareAndSwap(running, finished) {
 			t.abandoned.Add(-1) // before the result, so the next render finds none
+		} else if err == nil {
+			t.spellings.Store(&st.spellings)
 		}
 		done <- result{buf.buf.Bytes(), dedupeRefusals(st.refused, t.Name()), err}
 	}()

@@ -22,7 +22,15 @@ type execState struct {
 	renderGuard
 	snap    *watcher.Snapshot
 	watched []watchedList
+	// prevSpellings are the names endpointsBy chose in the template's
+	// last render (read only), spellings those it chooses in this one;
+	// both by spellingKey.
+	prevSpellings, spellings map[string]string
 }
+
+// spellingKey is the key of a name in prevSpellings and spellings: the
+// metadata key and the name in lowercase.
+func spellingKey(key, folded string) string { return key + "\x00" + folded }
 
 // watchedList is a service list a template read, by the call that made it.
 type watchedList struct {

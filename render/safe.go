@@ -569,10 +569,13 @@ func (st *execState) endpoints(list []registry.Service) ([]Endpoint, error) {
 // left out silently, one whose value or data is refused is reported. Names
 // that differ only in case are one name to nginx, whose whole config two
 // such upstreams fail (a service could so freeze every other's): of such
-// spellings the all-lowercase one is kept (else the first in the list),
-// and the services of the others are refused and reported. Only services
-// whose data is good choose the spelling: one with a refused address
-// cannot take its name away from the others.
+// spellings one is kept and the services of the others are refused and
+// reported. The one kept is the one the template's last render kept, while
+// a good service still has it, so that a service registered with another
+// spelling cannot take a name, and its traffic, from the services already
+// behind it; else the all-lowercase one, else the first in the list. Only
+// services whose data is good choose the spelling: one with a refused
+// address cannot take its name away from the others.
 func (st *execState) endpointsBy(key string, list []registry.Service) (map[string][]Endpoint, error) {
 	type checked struct {
 		e       Endpoint
@@ -595,8 +598,28 @@ func (st *execState) endpointsBy(key string, list []registry.Service) (map[strin
 			continue
 		}
 		folded := strings.ToLower(v)
-		if k, seen := kept[folded]; !seen || k != folded && v == folded {
+		k, seen := kept[folded]
+		if !seen {
 			kept[folded] = v
+			continue
+		}
+		if k == v {
+			continue
+		}
+		// Two spellings: the one kept before, else the lowercase one.
+		prev := st.prevSpellings[spellingKey(key, folded)]
+		if k != prev && (v == prev || v == folded) {
+			kept[folded] = v
+		}
+	}
+	// Only a spelling with capitals needs remembering: the lowercase one is
+	// kept anyway.
+	for folded, v := range kept {
+		if v != folded {
+			if st.spellings == nil {
+				st.spellings = map[string]string{}
+			}
+			st.spellings[spellingKey(key, folded)] = v
 		}
 	}
 	out := map[string][]Endpoint{}

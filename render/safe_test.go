@@ -768,3 +768,46 @@ func TestEndpointsByCase(t *testing.T) {
 		})
 	}
 }
+
+// A spelling endpointsBy kept stays while a good service has it: a service
+// registered later with the lowercase spelling does not take the name,
+// and with it the traffic, from the services already behind it; not
+// across a reload of the templates either. Once no service has it, the
+// lowercase rule chooses again.
+func TestEndpointsByKeepsItsSpelling(t *testing.T) {
+	t.Parallel()
+	tmpl := `{{range $b, $eps := endpointsBy "backend" services}}{{$b}}:{{range $eps}}{{.Name}} {{end}}{{end}}`
+	ep := func(id, backend string) registry.Service {
+		return svc(id, nil, map[string]string{"ip": "10.0.0.1", "port": "80", "backend": backend})
+	}
+	cfg := TemplateConfig{Contents: tmpl, Destination: filepath.Join(t.TempDir(), "out")}
+	set := newSet(t, cfg)
+	render := func(set *Set, want string, wantRefused []string, services ...registry.Service) {
+		t.Helper()
+		out, refused, err := set.Groups[0].Templates[0].execute(context.Background(), snapshot(services...))
+		var got []string
+		for _, r := range refused {
+			got = append(got, r.Service)
+		}
+		if err != nil || string(out) != want || !slices.Equal(got, wantRefused) {
+			t.Errorf("got %q, refused %q, %v; want %q, refused %q", out, got, err, want, wantRefused)
+		}
+	}
+	render(set, "API:a-1 a-2 ", nil, ep("a-1", "API"), ep("a-2", "API"))
+	render(set, "API:a-1 a-2 ", []string{"a-0"}, ep("a-0", "api"), ep("a-1", "API"), ep("a-2", "API"))
+	render(set, "API:a-1 ", []string{"a-0", "a-3"}, ep("a-0", "api"), ep("a-1", "API"), ep("a-3", "Api"))
+
+	// A reload of the templates hands the spelling on.
+	sets := make(chan *Set, 1)
+	load := func() (Config, error) {
+		c := Config{Templates: []TemplateConfig{cfg}}
+		return c, c.Normalize()
+	}
+	NewReloader(nil, load, sets, set).Reload(context.Background(), "SIGHUP")
+	next := <-sets
+	render(next, "API:a-2 ", []string{"a-0"}, ep("a-0", "api"), ep("a-2", "API"))
+
+	// Gone: the lowercase one is kept, and then stays.
+	render(next, "api:a-0 ", nil, ep("a-0", "api"))
+	render(next, "api:a-0 ", []string{"a-1"}, ep("a-0", "api"), ep("a-1", "API"))
+}

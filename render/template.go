@@ -55,6 +55,33 @@ type Template struct {
 	// abandoned counts the executions abandoned at render_timeout that
 	// still run; while there is one, the template is not rendered.
 	abandoned atomic.Int32
+	// spellings are the names endpointsBy chose, among spellings that
+	// differ only in case, in the last render that finished: each is kept
+	// while a good service still has it (see endpointsBy). A reload of the
+	// templates hands them on (Set.Inherit).
+	spellings atomic.Pointer[map[string]string]
+}
+
+// Inherit hands on to s the names that old's templates of the same
+// destination chose among spellings differing only in case, so that a
+// reload of the templates does not choose them again.
+func (s *Set) Inherit(old *Set) {
+	if old == nil {
+		return
+	}
+	prev := map[string]*Template{}
+	for _, g := range old.Groups {
+		for _, t := range g.Templates {
+			prev[t.Destination] = t
+		}
+	}
+	for _, g := range s.Groups {
+		for _, t := range g.Templates {
+			if o := prev[t.Destination]; o != nil {
+				t.spellings.Store(o.spellings.Load())
+			}
+		}
+	}
 }
 
 // NewSet parses every template of c (which must be normalized).
