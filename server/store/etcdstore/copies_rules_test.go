@@ -328,8 +328,8 @@ func TestPeerFramesSealed(t *testing.T) {
 		}
 	}
 	mu.Unlock()
-	if len(nonces) != 6 {
-		t.Errorf("the relay saw %d frames, want a hello, 2 requests and their 3 answers", len(nonces))
+	if len(nonces) != 8 {
+		t.Errorf("the relay saw %d frames, want a hello, an empty first request, 2 requests and their 4 answers", len(nonces))
 	}
 	if len(seen) < 2*minFrame {
 		t.Fatalf("the relay saw %d bytes", len(seen))

@@ -69,6 +69,12 @@ const (
 	// reaches the port can send: a hello is minFrame; an earlier version's
 	// first batch is told apart (reason "version") only if it is this small.
 	maxFirstFrame = 4 << 10
+	// maxFirstRequest bounds the first request after a hello, which
+	// anyone who saw a hello on the wire can send (a hello opens again): a
+	// holder opens a connection with an empty batch, and an earlier
+	// version's first batch of up to some 40 copies fits. So connections
+	// without a request opened hold at most maxPeerConns of it.
+	maxFirstRequest = 16 << 10
 )
 
 var errFrameSize = errors.New("peer frame too large or too small")
@@ -391,6 +397,10 @@ func (s *Store) servePeerConn(c net.Conn, opened func() bool) {
 			refuse("secret", "not a hello sealed with this registry's secret")
 			return
 		}
+		if err == errFrameSize && first {
+			refuse("secret", fmt.Sprintf("a first request over %d bytes: a node of this version opens with an empty one", maxFirstRequest))
+			return
+		}
 		if err != nil {
 			return
 		}
@@ -415,7 +425,7 @@ func (s *Store) servePeerConn(c net.Conn, opened func() bool) {
 			challenge := make([]byte, challengeSize)
 			rand.Read(challenge)
 			reqAD = requestData(nil, challenge)
-			in.max = 0
+			in.max = maxFirstRequest
 			last = append(last[:0], nonce...)
 			an = ns.next(an[:0])
 			out = s.peerAEAD.Seal(out[:0], an, challenge, ad)
@@ -441,7 +451,7 @@ func (s *Store) servePeerConn(c net.Conn, opened func() bool) {
 		if first && !opened() {
 			return
 		}
-		first = false
+		first, in.max = false, 0
 		ans := s.takeCopies(payload, &batch)
 		an = ns.next(an[:0])
 		out = ans.appendTo(out[:0])
@@ -542,6 +552,9 @@ func (s *Store) tryRoundTrip(pc *peerConn, target peerInfo, payload []byte) (cop
 			}
 			return copyAnswer{}, &dialError{err}
 		}
+		if err := s.openWithEmptyBatch(pc); err != nil {
+			return copyAnswer{}, err
+		}
 	} else {
 		pc.c.SetDeadline(deadline)
 	}
@@ -572,6 +585,31 @@ func (s *Store) hello(pc *peerConn) error {
 		return fmt.Errorf("peer %s: a challenge of %d bytes, not %d", pc.to.id, len(challenge), challengeSize)
 	}
 	pc.reqAD = requestData(pc.reqAD[:0], challenge)
+	return nil
+}
+
+// openWithEmptyBatch sends a new connection's first request: a batch of
+// no copies, which the peer bounds (maxFirstRequest) before its slot is
+// kept, since a hello seen on the wire opens again. It carries nothing,
+// so a connection that fails here is as one that could not be made.
+func (s *Store) openWithEmptyBatch(pc *peerConn) error {
+	lease, _ := s.lease.get()
+	b := copyBatch{From: s.nodeID, FromLease: int64(lease), To: pc.to.id, ToLease: pc.to.lease}
+	// Not into pc.payload, which holds the batch to send next.
+	raw, err := s.exchange(pc, b.appendTo(nil), pc.reqAD)
+	if err != nil {
+		if errors.As(err, new(*refusedError)) {
+			return err
+		}
+		return &dialError{err}
+	}
+	a := &pc.ans
+	switch {
+	case a.decode(raw) != nil:
+		return fmt.Errorf("peer %s: undecodable answer", pc.to.id)
+	case a.Err != "":
+		return fmt.Errorf("peer %s refused the copies: %s", pc.to.id, a.Err)
+	}
 	return nil
 }
 

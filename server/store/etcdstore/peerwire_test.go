@@ -27,19 +27,37 @@ type rawPeerConn struct {
 
 func dialPeer(t *testing.T, peer *Store) *rawPeerConn {
 	t.Helper()
+	rc := connectPeer(t, peer)
+	rc.hello(t)
+	// A holder's first request is an empty batch.
+	raw, err := rc.send((&copyBatch{From: "a", FromLease: 1, To: peer.nodeID, ToLease: 2}).appendTo(nil), nil)
+	var a copyAnswer
+	if err != nil || a.decode(raw) != nil || a.Err != "" {
+		t.Fatalf("an empty first request: %+v, %v", a, err)
+	}
+	return rc
+}
+
+// connectPeer makes a connection to peer that sent nothing yet.
+func connectPeer(t *testing.T, peer *Store) *rawPeerConn {
+	t.Helper()
 	c, err := net.Dial("tcp", peer.peerAddr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
 	c.SetDeadline(time.Now().Add(10 * time.Second))
-	rc := &rawPeerConn{c: c, r: bufio.NewReader(c), w: bufio.NewWriter(c), ns: newNonces(), sealer: peer}
+	return &rawPeerConn{c: c, r: bufio.NewReader(c), w: bufio.NewWriter(c), ns: newNonces(), sealer: peer}
+}
+
+// hello sends a hello and keeps the challenge it is answered with.
+func (rc *rawPeerConn) hello(t *testing.T) {
+	t.Helper()
 	challenge, err := rc.send(nil, helloAD)
 	if err != nil || len(challenge) != challengeSize {
 		t.Fatalf("hello: %x, %v", challenge, err)
 	}
 	rc.reqAD = requestData(nil, challenge)
-	return rc
 }
 
 // frame seals payload as the next request (or with ad, if not nil).
@@ -105,6 +123,45 @@ func TestPeerBatchBounded(t *testing.T) {
 	}
 	if n := keptCopies(peer); n != maxCopyBatch {
 		t.Errorf("kept %d copies, want %d", n, maxCopyBatch)
+	}
+}
+
+// The first request after a hello is bounded too: a hello seen on the
+// wire opens again, so anyone who saw one can send it. A request announcing
+// more than maxFirstRequest is refused at its length, before its bytes are
+// read; once a request opened, the connection takes frames up to maxFrame.
+func TestPeerFirstRequestSmall(t *testing.T) {
+	peer := peerStore(t, "b", 2, testPeerKey)
+	rc := connectPeer(t, peer)
+	rc.hello(t)
+	var n [4]byte
+	binary.BigEndian.PutUint32(n[:], maxFrame)
+	if _, err := rc.c.Write(n[:]); err != nil {
+		t.Fatal(err)
+	}
+	an, says, err := rc.in.read(rc.r, nil)
+	if err != nil || !bytes.Equal(an, refusalNonce) || !bytes.Contains(says, []byte("first request")) {
+		t.Fatalf("a first request of %d bytes announced after a hello: %q, %v; want refused at once", maxFrame, says, err)
+	}
+	if got := refusals(t, peer, "secret"); got != 1 {
+		t.Errorf("refusals counted: %v, want 1", got)
+	}
+	// A holder's connection, opened with an empty batch, takes a batch
+	// far larger than maxFirstRequest.
+	rc = dialPeer(t, peer)
+	b := copyBatch{From: "a", FromLease: 1, To: "b", ToLease: 2}
+	for i := range maxCopyBatch {
+		b.Items = append(b.Items, copyItem{Tenant: "t", ID: fmt.Sprintf("svc-%0100d", i), HBRev: 3, Stored: 9e18,
+			State: hbRecord{Seq: 1, Deadline: 9e18, Holder: "a", HolderLease: 1}})
+	}
+	payload := b.appendTo(nil)
+	if len(payload) <= maxFirstRequest {
+		t.Fatalf("a full batch of %d bytes is not past maxFirstRequest", len(payload))
+	}
+	raw, err := rc.send(payload, nil)
+	var a copyAnswer
+	if err != nil || a.decode(raw) != nil || a.Err != "" || len(a.OK) != maxCopyBatch {
+		t.Fatalf("a full batch on an opened connection: %+v, %v", a, err)
 	}
 }
 
@@ -196,12 +253,7 @@ func TestCopyWaitsOneTimeoutForASilentPeer(t *testing.T) {
 // sending most of a 512 kB frame held some 300 MB of a node.
 func TestPeerFirstFrameSmall(t *testing.T) {
 	peer := peerStore(t, "b", 2, testPeerKey)
-	c, err := net.Dial("tcp", peer.peerAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c := connectPeer(t, peer).c
 	var n [4]byte
 	binary.BigEndian.PutUint32(n[:], maxFrame)
 	if _, err := c.Write(n[:]); err != nil {
