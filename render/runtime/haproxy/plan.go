@@ -208,7 +208,7 @@ func script(cur []*section, known knownFunc, lives []map[string]liveServer, pend
 					if n > maxStandins {
 						return out, fmt.Errorf("servers %s/%s… are in the way of a stand-in for %s", s.name, standinName(sv.name), id)
 					}
-					standin = fmt.Sprintf("%s-%d", standinName(sv.name), n)
+					standin = fmt.Sprintf("%s:%d", standinName(sv.name), n)
 				}
 				moved := *sv
 				moved.name = standin
@@ -233,8 +233,11 @@ func script(cur []*section, known knownFunc, lives []map[string]liveServer, pend
 
 // standinName names the temporary server that takes a moving server's
 // requests at its new address; while the stand-in of an earlier move
-// still drains, a later one gets a number (-2, -3, …), up to maxStandins.
-func standinName(name string) string { return "svcreg-standin-" + name }
+// still drains, a later one gets a number (:2, :3, …), up to maxStandins.
+// The ':' is a character HAProxy allows in a name and ident does not, so
+// no service, whose id is its server's name, can take a stand-in's name
+// and so turn every move of another server into a reload.
+func standinName(name string) string { return "svcreg:standin:" + name }
 
 const maxStandins = 16
 

@@ -3,6 +3,7 @@ package haproxy
 import (
 	"errors"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -40,11 +41,11 @@ func TestPlanServerChanges(t *testing.T) {
 			"add server api/c 10.0.0.3:80 weight 0"}},
 		{"add ipv6", base + "    server c ::1:8003\n", []string{"add server api/c ipv6@::1:8003", "set server api/c state ready"}},
 		{"port", strings.Replace(base, ":8002", ":9002", 1), []string{
-			"add server api/svcreg-standin-b 127.0.0.1:9002 check weight 5", "enable health api/svcreg-standin-b", "set server api/svcreg-standin-b state ready",
+			"add server api/svcreg:standin:b 127.0.0.1:9002 check weight 5", "enable health api/svcreg:standin:b", "set server api/svcreg:standin:b state ready",
 			"set server api/b state drain",
 			"# in the background, once no sessions are left on api/b (at most 10s): set server api/b addr 127.0.0.1 port 9002; set server api/b state ready",
-			"# then: set server api/svcreg-standin-b state drain",
-			"# in the background, once no sessions are left on api/svcreg-standin-b (at most 10s): set server api/svcreg-standin-b state maint; del server api/svcreg-standin-b"}},
+			"# then: set server api/svcreg:standin:b state drain",
+			"# in the background, once no sessions are left on api/svcreg:standin:b (at most 10s): set server api/svcreg:standin:b state maint; del server api/svcreg:standin:b"}},
 		{"weight", strings.Replace(base, "weight 5", "weight 7", 1), []string{"set weight api/b 7"}},
 		{"disable", strings.Replace(base, "weight 5", "weight 5 disabled", 1), []string{"set server api/b state maint"}},
 		{"remove", strings.Replace(base, "    server a 127.0.0.1:8001 check\n", "", 1), []string{
@@ -60,6 +61,28 @@ func TestPlanServerChanges(t *testing.T) {
 				t.Fatalf("commands:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
 			}
 		})
+	}
+}
+
+// Servers of the file named as stand-ins might be (by services whose id
+// is their name) are not in the way of a move's stand-in: its name has a
+// character no service id has.
+func TestPlanStandinNotTakenByServices(t *testing.T) {
+	t.Parallel()
+	squat := base
+	for n := 1; n <= maxStandins; n++ {
+		name := "svcreg-standin-b"
+		if n > 1 {
+			name += "-" + strconv.Itoa(n)
+		}
+		squat += "    server " + name + " 127.0.0.1:" + strconv.Itoa(8100+n) + " check\n"
+	}
+	p, err := planOf(t, squat, strings.Replace(squat, ":8002", ":9002", 1))
+	if err != nil {
+		t.Fatalf("a move with servers named as stand-ins were: %v", err)
+	}
+	if got := p.Commands(); len(got) == 0 || got[0] != "add server api/svcreg:standin:b 127.0.0.1:9002 check weight 5" {
+		t.Fatalf("commands:\n%s", strings.Join(got, "\n"))
 	}
 }
 
