@@ -394,6 +394,42 @@ func haproxyString(s string) (string, error) {
 	return "'" + s + "'", nil
 }
 
+// httpPath checks s as the path (and query) of an HTTP request, as a
+// health check sends it (HAProxy's option httpchk, nginx's health_check
+// uri), and returns it as it is: a word that needs no quotes in either
+// config. It must start with a single '/' (a "//host" is another host to
+// a redirect), hold only letters, digits and "-._~/?=&+,:@" (no space,
+// which would end the request line's target and fail every check; no '%',
+// which HAProxy's log-format arguments expand; no '$', ';', '#' or quote,
+// which the configs read), no "." or ".." segment (servers and proxies
+// resolve them differently), and be at most 1024 bytes.
+func httpPath(s string) (string, error) {
+	const field = "path"
+	switch {
+	case !strings.HasPrefix(s, "/"):
+		return "", refuse(field, s, "does not start with '/'")
+	case strings.HasPrefix(s, "//"):
+		return "", refuse(field, s, "starts with '//', which names another host")
+	case len(s) > maxQuoted:
+		return "", refuse(field, s, "longer than %d bytes", maxQuoted)
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', strings.IndexByte("-._~/?=&+,:@", c) >= 0:
+		default:
+			return "", refuse(field, s, "contains %q: only letters, digits and -._~/?=&+,:@ are taken", rune(c))
+		}
+	}
+	path, _, _ := strings.Cut(s, "?")
+	for seg := range strings.SplitSeq(path, "/") {
+		if seg == "." || seg == ".." {
+			return "", refuse(field, s, "has a %q segment", seg)
+		}
+	}
+	return s, nil
+}
+
 // haproxyConditionWords are the words HAProxy's condition parser reads as
 // syntax (an anonymous ACL's braces, negation, "or"; where a condition
 // starts) when it meets them unquoted, as it meets a quoted one.
@@ -472,12 +508,13 @@ func (st *execState) safeFuncs() map[string]any {
 		"nginxString":   nginxString,
 		"nginxMapKey":   nginxMapKey,
 		"haproxyString": haproxyString,
+		"httpPath":      httpPath,
 		"configAs":      st.configAs,
 	}
 }
 
 // valueFunctions are the names configAs takes.
-var valueFunctions = []string{"addr", "haproxyString", "ident", "nginxMapKey", "nginxString", "number", "port", "weight"}
+var valueFunctions = []string{"addr", "haproxyString", "httpPath", "ident", "nginxMapKey", "nginxString", "number", "port", "weight"}
 
 // configAs is the configuration value id checked by the value function
 // fn (with its integer arguments), or def checked so when the value does

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -238,6 +239,70 @@ func TestNginxMapKeyIsLiteral(t *testing.T) {
 	}
 }
 
+// httpPath takes a request path that needs no quotes in an nginx or a
+// HAProxy config and refuses the rest: a space (it ends the request
+// line's target, so every health check of a backend would fail), what the
+// configs read ('$', ';', '#', '%', quotes), another host ("//x"), dot
+// segments, control characters.
+func TestHTTPPath(t *testing.T) {
+	t.Parallel()
+	for _, ok := range []string{"/", "/health", "/a/b?x=1&y=2", "/~u/p-q_r.s,t:u@v+w", "/a.b/..c/d..", "/a?x=/../"} {
+		if got, err := httpPath(ok); err != nil || got != ok {
+			t.Errorf("httpPath %q = %q, %v; want it as it is", ok, got, err)
+		}
+	}
+	for _, bad := range []string{"", "health", "/a b", "//evil.example/x", "/a/../b", "/./a", "/..", "/a%20b", "/$host", "/a;b", "/a#b",
+		"/it's", `/a"b`, `/a\b`, "/a\nb", "/a\x00", "/Grüße", "/a{b}", "/" + strings.Repeat("x", maxQuoted)} {
+		if got, err := httpPath(bad); err == nil {
+			t.Errorf("httpPath %q accepted as %q", bad, got)
+		}
+	}
+}
+
+// A path httpPath accepts is, written unquoted in option httpchk, the
+// request target of HAProxy's health checks, whole.
+func TestHTTPPathRoundTrips(t *testing.T) {
+	t.Parallel()
+	paths := []string{"/health", "/a/b?x=1&y=2,z", "/~u/p-q_r.s:u@v+w"}
+	seen := make(chan string, 64)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case seen <- r.RequestURI:
+		default:
+		}
+	}))
+	defer srv.Close()
+	var cfg strings.Builder
+	for i, p := range paths {
+		q, err := httpPath(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := "api"
+		if i > 0 {
+			name = fmt.Sprint("b", i)
+		}
+		fmt.Fprintf(&cfg, "backend %s\n    option httpchk GET %s\n    server s %s check inter 100ms\n", name, q, srv.Listener.Addr())
+	}
+	haproxytest.Start(t, cfg.String(), false)
+	want := map[string]bool{}
+	for _, p := range paths {
+		want[p] = true
+	}
+	deadline := time.After(30 * time.Second) // only a bound for a broken test
+	for len(want) > 0 {
+		select {
+		case p := <-seen:
+			if !slices.Contains(paths, p) {
+				t.Fatalf("HAProxy checked %q, which is none of %q", p, paths)
+			}
+			delete(want, p)
+		case <-deadline:
+			t.Fatalf("HAProxy never checked %v", want)
+		}
+	}
+}
+
 // What haproxyString accepts, HAProxy reads as that value and nothing
 // else: each value alone (a return's body), and all of them as one ACL's
 // list of values, where an empty word would drop the values after it.
@@ -452,6 +517,7 @@ func TestConfigAs(t *testing.T) {
 		{ID: "/lb/addr", Value: "2001:db8::1"},
 		{ID: "/nginx/keepalive", Value: "lots"},
 		{ID: "/haproxy/api/health", Value: "it's"},
+		{ID: "/haproxy/web/health", Value: "/ping?full=1"},
 	}, "marker", time.Now())
 	renderCases(t, snap, []renderCase{
 		{"port", `{{configAs "/lb/port" "80" "port"}}`, "8080", ""},
@@ -459,6 +525,9 @@ func TestConfigAs(t *testing.T) {
 		{"number", `{{configAs "/lb/port" "1" "number" 1 65535}}`, "8080", ""},
 		{"number refused", `{{configAs "/nginx/keepalive" "16" "number" 1 10000}}`, "16", ""},
 		{"haproxyString refused", `{{configAs "/haproxy/api/health" "/" "haproxyString"}}`, "'/'", ""},
+		{"httpPath", `{{configAs "/haproxy/web/health" "/" "httpPath"}}`, "/ping?full=1", ""},
+		{"httpPath refused", `{{configAs "/haproxy/api/health" "/" "httpPath"}}`, "/", ""},
+		{"httpPath default refused", `{{configAs "/haproxy/web/health" "/a b" "httpPath"}}`, "", "the default of \"/haproxy/web/health\": path \"/a b\" refused"},
 		{"ident", `{{configAs "/lb/name" "x" "ident"}}`, "front", ""},
 		{"addr", `{{(configAs "/lb/addr" "10.0.0.1" "addr").Bracketed}}`, "[2001:db8::1]", ""},
 		{"weight refused", `{{configAs "/lb/port" "1" "weight"}}`, "1", ""},

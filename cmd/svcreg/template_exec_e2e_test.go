@@ -502,7 +502,7 @@ func TestExecHAProxy(t *testing.T) {
 	// The file of an earlier run (a container restarted on the same
 	// volume): the change is one the runtime API could make, but HAProxy
 	// is not running yet; it reads the file when it starts.
-	os.WriteFile(h.backends, []byte("backend api\n    balance roundrobin\n    option httpchk GET '/'\n    server api-0 127.0.0.1:1 check\n"), 0o644)
+	os.WriteFile(h.backends, []byte("backend api\n    balance roundrobin\n    option httpchk GET /\n    server api-0 127.0.0.1:1 check\n"), 0o644)
 	d := startDaemon(t, env, "--config", config)
 	eventuallyTrue(t, "api-1 behind haproxy", func() bool { return get(h.url()) == "api-1" })
 	if out := d.output(); strings.Contains(out, "runtime API failed") || !strings.Contains(out, "not started yet") {

@@ -221,22 +221,25 @@ func TestHAProxyExampleRefusesHostileData(t *testing.T) {
 	url := "http://127.0.0.1:" + strconv.Itoa(h.port) + "/"
 
 	eventuallyTrue(t, "api-1 and api-2 rendered", func() bool { return strings.Contains(readString(h.backends), "server api-2") })
-	want := []string{"backend svc_api", "balance roundrobin", "option httpchk GET '/'",
+	want := []string{"backend svc_api", "balance roundrobin", "option httpchk GET /",
 		"server api-1 " + ip1 + ":" + port1 + " check",
 		"server api-2 " + ip2 + ":" + port2 + " check",
-		"backend svc_stats", "balance roundrobin", "option httpchk GET '/'",
+		"backend svc_stats", "balance roundrobin", "option httpchk GET /",
 		"server stats-1 " + ip2 + ":" + port2 + " check"}
 	checkSafeInstall(t, h.backends, "examples/haproxy/backends.tmpl", want, url, []string{"api-1", "api-2"}, health, evil)
 
-	// A refused health check path is reported and "/" used; and svc_api,
+	// A refused health check path is reported and "/" used (a space would
+	// fail every check of the backend, a '%' expand); and svc_api,
 	// which haproxy.cfg's frontend names, stays written without servers once
 	// its services are gone (else HAProxy's check fails every later render):
 	// stats-1's change still goes out.
 	before := refusedCount(health)
-	if err := c.SetConfig(context.Background(), "/haproxy/api/health", "%[env(HOME)]"); err != nil {
-		t.Fatal(err)
+	for key, v := range map[string]string{"/haproxy/api/health": "/a b", "/haproxy/stats/health": "%[env(HOME)]"} {
+		if err := c.SetConfig(context.Background(), key, v); err != nil {
+			t.Fatal(err)
+		}
 	}
-	eventuallyTrue(t, "the refused configuration value counted in /healthz", func() bool { return refusedCount(health) == before+1 })
+	eventuallyTrue(t, "the refused configuration values counted in /healthz", func() bool { return refusedCount(health) == before+2 })
 	for _, id := range []string{"api-1", "api-2"} {
 		if err := c.DeleteService(context.Background(), id); err != nil {
 			t.Fatal(err)
@@ -245,8 +248,8 @@ func TestHAProxyExampleRefusesHostileData(t *testing.T) {
 	if err := c.UpdateService(context.Background(), "stats-1", registry.ServicePatch{Metadata: map[string]string{"ip": ip1, "port": port1, "backend": "stats"}}); err != nil {
 		t.Fatal(err)
 	}
-	want = []string{"backend svc_api", "balance roundrobin", "option httpchk GET '/'",
-		"backend svc_stats", "balance roundrobin", "option httpchk GET '/'",
+	want = []string{"backend svc_api", "balance roundrobin", "option httpchk GET /",
+		"backend svc_stats", "balance roundrobin", "option httpchk GET /",
 		"server stats-1 " + ip1 + ":" + port1 + " check"}
 	eventuallyTrue(t, "svc_api without servers and stats-1's new address installed", func() bool {
 		return strings.Join(configLines(readString(h.backends)), "\n") == strings.Join(want, "\n")
