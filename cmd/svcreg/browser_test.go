@@ -522,3 +522,45 @@ func TestUISignOutUnconfirmed(t *testing.T) {
 	b.wait("the warning", `!document.getElementById('signin').hidden && sessionStorage.length === 0 &&
 		/did not confirm that it revoked the session, which stays valid until /.test(document.getElementById('notice').textContent)`)
 }
+
+// Registry text that would read as other text is shown escaped: a
+// right-to-left override shows the tag "\u202edorp" as "prod" and makes a
+// metadata key reorder its value; a zero-width space hides. The raw JSON
+// is still the service's.
+func TestUIShowsInvisibleCharactersEscaped(t *testing.T) {
+	t.Parallel()
+	b := newBrowser(t)
+	srv := startServerProcess(t, "--data-dir", t.TempDir())
+	a := login(t, srv.url, "dev")
+	tag, key, value, conf := "\u202edorp", "\u202eelor", "a\u200bb\\c", "10.0.0.5 \u202e1.0.0.01 ,"
+	must(t, a, "POST", "/services", map[string]any{"id": "db-1", "heartbeat_timeout": 120,
+		"tags": []string{tag, "prod"}, "metadata": map[string]string{key: value}}, 201)
+	must(t, a, "PUT", "/configuration/upstream", map[string]string{"value": conf}, 204)
+	b.signIn(srv.url, "dev", "dev")
+	b.wait("the service", `!!document.querySelector('#svc-body tr[data-id="db-1"]')`)
+	row := `document.querySelector('#svc-body tr[data-id="db-1"]')`
+	if got := b.text(`Array.from(` + row + `.querySelectorAll('.tag')).map(t => t.textContent).join()`); got != `\u202edorp,prod` {
+		t.Errorf("tags shown as %q", got)
+	}
+	if got := b.text(row + `.querySelector('.meta').textContent`); got != `\u202eelora\u200bb\\c` {
+		t.Errorf("metadata shown as %q", got)
+	}
+	if got := b.text(`Array.from(document.querySelectorAll('#svc-tag option')).map(o => o.textContent + '=' + o.value).join()`); !strings.Contains(got, `\u202edorp=`+tag) {
+		t.Errorf("the tag filter's options: %q", got)
+	}
+	b.do(chromedp.Evaluate[chromedp.Void](row + `.querySelector('a').click()`))
+	b.wait("its details", `document.getElementById('detail-json').textContent.includes('db-1')`)
+	raw := b.text(`document.getElementById('detail-json').textContent`)
+	var detail struct {
+		Tags     []string          `json:"tags"`
+		Metadata map[string]string `json:"metadata"`
+	}
+	if strings.ContainsAny(raw, "\u202e\u200b") || json.Unmarshal([]byte(raw), &detail) != nil || detail.Tags[0] != tag || detail.Metadata[key] != value {
+		t.Errorf("the raw JSON shown: %q", raw)
+	}
+	b.do(chromedp.Click(chromedp.CSS(`#nav a[data-view="config"]`)))
+	b.wait("the configuration", `!!document.querySelector('#cfg-tree li.leaf[title="upstream"] .v')`)
+	if got := b.text(`document.querySelector('#cfg-tree li.leaf[title="upstream"] .v').textContent`); got != `10.0.0.5 \u202e1.0.0.01 ,` {
+		t.Errorf("the configuration value shown as %q", got)
+	}
+}

@@ -8,13 +8,14 @@ import (
 	"maps"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 	"unicode"
 	"unicode/utf16"
 	"unicode/utf8"
+
+	"github.com/svcreg/svcreg/internal/printable"
 )
 
 // How the API commands print: tables for people (text/tabwriter), and
@@ -57,28 +58,11 @@ func jsonSafe(b []byte) []byte {
 	}))
 }
 
-// allShown reports whether s is UTF-8 whose every rune shows says is
-// written as it is: nothing for escapeRunes to do.
-func allShown(s string, shows func(rune) bool) bool {
-	return utf8.ValidString(s) && strings.IndexFunc(s, func(r rune) bool { return !shows(r) }) < 0
-}
-
-// escapeRunes is s with every rune that shows does not take, and every
-// byte that is not UTF-8 (r utf8.RuneError, raw that byte), written by
-// esc; the rest as it is.
-func escapeRunes(s string, shows func(rune) bool, esc func(out *strings.Builder, r rune, raw string)) string {
-	var out strings.Builder
-	for i, n := 0, 0; i < len(s); i += n {
-		var r rune
-		r, n = utf8.DecodeRuneInString(s[i:])
-		if (r != utf8.RuneError || n > 1) && shows(r) {
-			out.WriteString(s[i : i+n])
-		} else {
-			esc(&out, r, s[i:i+n])
-		}
-	}
-	return out.String()
-}
+// allShown and escapeRunes: see package printable.
+var (
+	allShown    = printable.AllShown
+	escapeRunes = printable.EscapeRunes
+)
 
 // newTable returns a tabwriter for a table whose cells are separated by
 // tabs; Flush it at the end.
@@ -159,34 +143,9 @@ func (t *termWriter) Write(p []byte) (int, error) {
 }
 
 // termText is a message that may hold registry text (a registry's fault
-// message, say) as it may reach a terminal: its lines and tabs kept, any
-// other character that is not printable (an escape sequence, a C1
-// control, a bidi override, invalid UTF-8) written as an escape, and then
-// a backslash doubled, so that an escape shown is never the value's own
-// text. A message with nothing to escape is returned as it is.
-func termText(s string) string {
-	if allShown(s, termShows) {
-		return s
-	}
-	return termEscaped(s)
-}
-
-// termShows reports whether termText writes r as it is.
-func termShows(r rune) bool { return r == '\n' || r == '\t' || unicode.IsPrint(r) }
-
-// termEscaped is termText for a text that has something to escape, or
-// that is part of an output whose earlier part had.
-func termEscaped(s string) string {
-	shows := func(r rune) bool { return r != '\\' && termShows(r) }
-	return escapeRunes(s, shows, func(out *strings.Builder, r rune, raw string) {
-		switch {
-		case r == utf8.RuneError && len(raw) == 1:
-			fmt.Fprintf(out, `\x%02x`, raw[0])
-		case r == '\\':
-			out.WriteString(`\\`)
-		default:
-			q := strconv.QuoteRuneToASCII(r)
-			out.WriteString(q[1 : len(q)-1])
-		}
-	})
-}
+// message, say) as it may reach a terminal: see printable.Text.
+var (
+	termText    = printable.Text
+	termShows   = printable.Shows
+	termEscaped = printable.Escaped
+)

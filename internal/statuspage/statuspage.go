@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/svcreg/svcreg/internal/printable"
 	"github.com/svcreg/svcreg/internal/ui"
 	"github.com/svcreg/svcreg/registry"
 	"github.com/svcreg/svcreg/render"
@@ -29,8 +30,13 @@ var pageHTML string
 //go:embed status.css
 var styleCSS []byte
 
+// The page's text that may hold registry data (the installed change,
+// errors, refusals) goes through shown: a bidirectional override or a
+// zero-width character in it would make the page show other text than
+// the file or the registry holds.
 var page = template.Must(template.New("page").Funcs(template.FuncMap{
-	"when": when,
+	"shown": printable.Text,
+	"when":  when,
 	"secs": func(f float64) string {
 		return (time.Duration(f * float64(time.Second))).Round(100 * time.Millisecond).String()
 	},

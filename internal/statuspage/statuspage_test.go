@@ -357,3 +357,28 @@ func TestPageShowsRefusals(t *testing.T) {
 		}
 	}
 }
+
+// Registry text that would show as other text (a right-to-left override
+// makes "08:1.0.0.01" read "10.0.0.1:80"; a zero-width space hides) is
+// shown escaped, in the installed change and in a step's error alike.
+func TestPageShowsInvisibleCharactersEscaped(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	c := render.Config{Templates: []render.TemplateConfig{
+		{Contents: "{{ range services }}server {{ .Metadata.note }}\n{{ end }}", Destination: filepath.Join(dir, "lb.conf"), ReloadGroup: "lb"},
+		{Contents: "x", Destination: filepath.Join(dir, "broken.conf"), ReloadGroup: "broken", Check: "printf 'bad \\342\\200\\256gnirts\\n' >&2; false"},
+	}}
+	health, status := pass(t, c, watcher.NewSnapshot([]registry.Service{{ID: "web-1",
+		Metadata: map[string]string{"note": "web-1 \u202e08:1.0.0.01 z\u200bw \\u202e"}, HeartbeatTimeout: 30}}, nil, "m", time.Now()))
+	_, body := get(t, Handler(Config{Health: health, Status: status}), "GET", "/")
+	for _, bad := range []string{"\u202e", "\u200b"} {
+		if strings.Contains(body, bad) {
+			t.Errorf("the page holds %q as it is", bad)
+		}
+	}
+	for _, want := range []string{`web-1 \u202e08:1.0.0.01 z\u200bw \\u202e`, `bad \u202egnirts`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the page lacks %q", want)
+		}
+	}
+}

@@ -17,13 +17,45 @@
 
   var $ = function (id) { return document.getElementById(id); };
 
-  // el builds an element; children are nodes or strings (added as text).
+  // shown is text as the page shows it: a character that is not a letter,
+  // mark, number, punctuation, symbol, space, tab or newline (a
+  // bidirectional override, which shows the tag "\u202edorp" as "prod", a
+  // zero-width space, a control) is written as an escape, and then a
+  // backslash doubled, so that an escape shown is never the text's own;
+  // as the command line and the renderer's status page write it. Text
+  // with nothing to escape is returned as it is.
+  var HIDDEN = /[^\p{L}\p{M}\p{N}\p{P}\p{S} \t\n]/u;
+  var HIDDEN_ALL = /[^\p{L}\p{M}\p{N}\p{P}\p{S} \t\n]/gu;
+  function shown(s) {
+    s = String(s);
+    if (!HIDDEN.test(s)) return s;
+    return s.replace(/\\/g, '\\\\').replace(HIDDEN_ALL, function (c) {
+      var cp = c.codePointAt(0), h = cp.toString(16);
+      if (cp < 0x80) return '\\x' + ('0' + h).slice(-2);
+      if (cp <= 0xffff) return '\\u' + ('000' + h).slice(-4);
+      return '\\U' + ('0000000' + h).slice(-8);
+    });
+  }
+
+  // jsonShown is JSON text shown: the characters shown escapes, written as
+  // JSON's own escapes, so that the text is still the same JSON (outside
+  // its strings JSON text is ASCII).
+  function jsonShown(s) {
+    return s.replace(HIDDEN_ALL, function (c) {
+      var out = '';
+      for (var i = 0; i < c.length; i++) out += '\\u' + ('000' + c.charCodeAt(i).toString(16)).slice(-4);
+      return out;
+    });
+  }
+
+  // el builds an element; children are nodes or strings (added as text,
+  // shown).
   function el(tag, cls, children) {
     var e = document.createElement(tag);
     if (cls) e.className = cls;
     (children || []).forEach(function (c) {
       if (c === null || c === undefined) return;
-      e.appendChild(typeof c === 'string' ? document.createTextNode(c) : c);
+      e.appendChild(typeof c === 'string' ? document.createTextNode(shown(c)) : c);
     });
     return e;
   }
@@ -338,7 +370,7 @@
       Array.from(tags).sort().forEach(function (t) {
         var o = document.createElement('option');
         o.value = t;
-        o.textContent = t;
+        o.textContent = shown(t);
         sel.appendChild(o);
       });
       sel.value = tags.has(current) ? current : '';
@@ -397,7 +429,7 @@
     };
     function renderDetail() {
       var s = services.get(detailId);
-      $('detail-id').textContent = detailId;
+      $('detail-id').textContent = shown(detailId);
       var dl = $('detail-summary');
       clear(dl);
       var pre = $('detail-json');
@@ -414,7 +446,7 @@
       var d = text('span', 'countdown', fmtLeft(left(s)));
       d.id = 'detail-left';
       row('Times out in', d);
-      pre.textContent = JSON.stringify(s, null, 2);
+      pre.textContent = jsonShown(JSON.stringify(s, null, 2));
     }
 
     // -- events --
@@ -431,7 +463,7 @@
         text('span', 'type type-' + ev.type.replace(/[^a-z_]/g, '-'), ev.type),
         text('span', 'mono what', evSummary(ev))
       ]);
-      var det = el('details', null, [sum, text('pre', 'json', JSON.stringify(ev, null, 2))]);
+      var det = el('details', null, [sum, el('pre', 'json', [document.createTextNode(jsonShown(JSON.stringify(ev, null, 2)))])]);
       var li = el('li', null, [det]);
       li.dataset.type = ev.type;
       return li;
@@ -585,7 +617,7 @@
         });
         node.values.sort(function (a, b) { return a.key < b.key ? -1 : 1; }).forEach(function (v) {
           var li = el('li', 'leaf', [text('span', 'k mono', v.key), text('span', 'v mono', v.value)]);
-          li.title = v.id;
+          li.title = shown(v.id);
           ul.appendChild(li);
         });
         return ul;
