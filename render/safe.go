@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/svcreg/svcreg/registry"
@@ -289,7 +290,9 @@ func parseIdent(field, s string) (string, error) {
 }
 
 // checkQuotable refuses what no quoting makes safe: invalid UTF-8, control
-// bytes (NUL, newlines) and very long values.
+// bytes (NUL, newlines), format characters (bidirectional overrides,
+// zero-width characters: the config would read as other text) and very
+// long values.
 func checkQuotable(field, s string) error {
 	if !utf8.ValidString(s) {
 		return refuse(field, s, "not valid UTF-8")
@@ -300,6 +303,11 @@ func checkQuotable(field, s string) error {
 	for _, r := range s {
 		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == 0x2028 || r == 0x2029 {
 			return refuse(field, s, "contains control characters")
+		}
+		if unicode.Is(unicode.Cf, r) {
+			// A right-to-left override shows "08:1.0.0.01" as
+			// "10.0.0.1:80" to whoever reads the config.
+			return refuse(field, s, "contains format characters (a bidirectional override, a zero-width space), which make the config read as other text")
 		}
 	}
 	return nil
