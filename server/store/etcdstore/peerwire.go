@@ -398,7 +398,9 @@ func (s *Store) servePeerConn(c net.Conn, opened func() bool) {
 			return
 		}
 		if err == errFrameSize && first {
-			refuse("secret", fmt.Sprintf("a first request over %d bytes: a node of this version opens with an empty one", maxFirstRequest))
+			// Most likely a holder of the release before the bound,
+			// whose first batch is its first request.
+			refuse("version", fmt.Sprintf("a first request over %d bytes: a node of this version opens with an empty one", maxFirstRequest))
 			return
 		}
 		if err != nil {

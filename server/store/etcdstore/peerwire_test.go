@@ -143,7 +143,7 @@ func TestPeerFirstRequestSmall(t *testing.T) {
 	if err != nil || !bytes.Equal(an, refusalNonce) || !bytes.Contains(says, []byte("first request")) {
 		t.Fatalf("a first request of %d bytes announced after a hello: %q, %v; want refused at once", maxFrame, says, err)
 	}
-	if got := refusals(t, peer, "secret"); got != 1 {
+	if got := refusals(t, peer, "version"); got != 1 {
 		t.Errorf("refusals counted: %v, want 1", got)
 	}
 	// A holder's connection, opened with an empty batch, takes a batch
