@@ -25,6 +25,24 @@ func Text(s string) string {
 	return Escaped(s)
 }
 
+// Lines is Text line by line, for a text of many lines from many sources
+// (a diff of several files): a line's escapes, and whether its
+// backslashes are doubled, do not depend on other lines. A carriage
+// return that ends a line is kept.
+func Lines(s string) string {
+	if AllShown(s, Shows) {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s))
+	for line := range strings.SplitAfterSeq(s, "\n") {
+		end := len(line) - len(strings.TrimSuffix(strings.TrimSuffix(line, "\n"), "\r"))
+		b.WriteString(Text(line[:len(line)-end]))
+		b.WriteString(line[len(line)-end:])
+	}
+	return b.String()
+}
+
 // Shows reports whether Text writes r as it is.
 func Shows(r rune) bool { return r == '\n' || r == '\t' || unicode.IsPrint(r) }
 

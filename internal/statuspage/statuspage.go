@@ -33,9 +33,10 @@ var styleCSS []byte
 // The page's text that may hold registry data (the installed change,
 // errors, refusals) goes through shown: a bidirectional override or a
 // zero-width character in it would make the page show other text than
-// the file or the registry holds.
+// the file or the registry holds. Line by line: one line's escape does
+// not change how the others (other files of the group) show.
 var page = template.Must(template.New("page").Funcs(template.FuncMap{
-	"shown": printable.Text,
+	"shown": printable.Lines,
 	"when":  when,
 	"secs": func(f float64) string {
 		return (time.Duration(f * float64(time.Second))).Round(100 * time.Millisecond).String()

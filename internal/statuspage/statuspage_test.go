@@ -368,17 +368,20 @@ func TestPageShowsInvisibleCharactersEscaped(t *testing.T) {
 		{Contents: "{{ range services }}server {{ .Metadata.note }}\n{{ end }}", Destination: filepath.Join(dir, "lb.conf"), ReloadGroup: "lb"},
 		{Contents: "x", Destination: filepath.Join(dir, "broken.conf"), ReloadGroup: "broken", Check: "printf 'bad \\342\\200\\256gnirts\\n' >&2; false"},
 	}}
-	health, status := pass(t, c, watcher.NewSnapshot([]registry.Service{{ID: "web-1",
-		Metadata: map[string]string{"note": "web-1 \u202e08:1.0.0.01 z\u200bw \\u202e"}, HeartbeatTimeout: 30}}, nil, "m", time.Now()))
+	health, status := pass(t, c, watcher.NewSnapshot([]registry.Service{
+		{ID: "web-1", Metadata: map[string]string{"note": "web-1 \u202e08:1.0.0.01 z\u200bw \\u202e"}, HeartbeatTimeout: 30},
+		{ID: "web-2", Metadata: map[string]string{"note": `~ \.php$`}, HeartbeatTimeout: 30},
+	}, nil, "m", time.Now()))
 	_, body := get(t, Handler(Config{Health: health, Status: status}), "GET", "/")
 	for _, bad := range []string{"\u202e", "\u200b"} {
 		if strings.Contains(body, bad) {
 			t.Errorf("the page holds %q as it is", bad)
 		}
 	}
-	for _, want := range []string{`web-1 \u202e08:1.0.0.01 z\u200bw \\u202e`, `bad \u202egnirts`} {
+	// Line by line: the other line's backslash is not doubled.
+	for _, want := range []string{`web-1 \u202e08:1.0.0.01 z\u200bw \\u202e`, `bad \u202egnirts`, `&#43;server ~ \.php$`} {
 		if !strings.Contains(body, want) {
-			t.Errorf("the page lacks %q", want)
+			t.Errorf("the page lacks %q:\n%s", want, body)
 		}
 	}
 }

@@ -26,11 +26,13 @@
   // with nothing to escape is returned as it is.
   var HIDDEN = /[^\p{L}\p{M}\p{N}\p{P}\p{S} \t\n]/u;
   var HIDDEN_ALL = /[^\p{L}\p{M}\p{N}\p{P}\p{S} \t\n]/gu;
+  var LETTER_ESCAPES = { '\x07': '\\a', '\b': '\\b', '\f': '\\f', '\r': '\\r', '\v': '\\v' };
   function shown(s) {
     s = String(s);
     if (!HIDDEN.test(s)) return s;
     return s.replace(/\\/g, '\\\\').replace(HIDDEN_ALL, function (c) {
       var cp = c.codePointAt(0), h = cp.toString(16);
+      if (LETTER_ESCAPES[c]) return LETTER_ESCAPES[c];
       if (cp < 0x80) return '\\x' + ('0' + h).slice(-2);
       if (cp <= 0xffff) return '\\u' + ('000' + h).slice(-4);
       return '\\U' + ('0000000' + h).slice(-8);
@@ -203,7 +205,7 @@
   }
 
   function notice(msg) {
-    $('notice').textContent = msg;
+    $('notice').textContent = shown(msg || '');
     $('notice').hidden = !msg;
   }
 

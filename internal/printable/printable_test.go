@@ -1,0 +1,35 @@
+package printable
+
+import "testing"
+
+func TestText(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"plain\ttext\nand a line": "plain\ttext\nand a line",
+		`C:\dir`:                  `C:\dir`,
+		"\u202edorp":              `\u202edorp`,
+		"a\u200bb \\ c":           `a\u200bb \\ c`,
+		"\x1b]0;owned\a":          `\x1b]0;owned\a`,
+		"bad \xff byte":           `bad \xff byte`,
+		"Grüße, مرحبا, 😀, می\u200cخواهم": `Grüße, مرحبا, 😀, می\u200cخواهم`,
+	} {
+		if got := Text(in); got != want {
+			t.Errorf("Text(%q) = %q; want %q", in, got, want)
+		}
+	}
+}
+
+// A line is shown the same whatever the other lines hold: one hidden
+// character in one file of a diff does not double the backslashes of
+// every other line; a CRLF line ending is kept.
+func TestLines(t *testing.T) {
+	t.Parallel()
+	in := "location ~ \\.php$ {\r\n+server web-1 \u202e08:1.0.0.01;\n-old \\ line\n"
+	want := "location ~ \\.php$ {\r\n+server web-1 \\u202e08:1.0.0.01;\n-old \\ line\n"
+	if got := Lines(in); got != want {
+		t.Errorf("Lines(%q) = %q; want %q", in, got, want)
+	}
+	if got := Lines("as it is\n"); got != "as it is\n" {
+		t.Errorf("Lines of a plain text: %q", got)
+	}
+}
