@@ -289,6 +289,7 @@ func (t *Template) execute(ctx context.Context, snap *watcher.Snapshot) ([]byte,
 	defer cancel(nil) // an abandoned render's next write fails
 	st := &execState{snap: snap, renderGuard: renderGuard{ctx: ctx, maxOutput: int(t.MaxOutput),
 		failOnRefused: t.OnRefused == RefusedFail, allowHostnames: t.AllowHostnames, denied: t.denied}}
+	st.now = time.Now()
 	if p := t.spellings.Load(); p != nil {
 		st.prevSpellings = *p
 	}
@@ -321,7 +322,8 @@ func (t *Template) execute(ctx context.Context, snap *watcher.Snapshot) ([]byte,
 		if !state.CompareAndSwap(running, finished) {
 			t.abandoned.Add(-1) // before the result, so the next render finds none
 		} else if err == nil {
-			t.spellings.Store(&st.spellings)
+			next := st.spellings.merged(st.prevSpellings)
+			t.spellings.Store(&next)
 		}
 		done <- result{buf.buf.Bytes(), dedupeRefusals(st.refused, t.Name()), err}
 	}()

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"text/template"
+	"time"
 
 	"github.com/Masterminds/sprig/v3"
 
@@ -22,15 +23,12 @@ type execState struct {
 	renderGuard
 	snap    *watcher.Snapshot
 	watched []watchedList
-	// prevSpellings are the names endpointsBy chose in the template's
-	// last render (read only), spellings those it chooses in this one;
-	// both by spellingKey.
-	prevSpellings, spellings map[string]string
+	// prevSpellings are the spellings endpointsBy kept in the template's
+	// last render (read only), spellings those of this one; now the
+	// render's start.
+	prevSpellings, spellings spellings
+	now                      time.Time
 }
-
-// spellingKey is the key of a name in prevSpellings and spellings: the
-// metadata key and the name in lowercase.
-func spellingKey(key, folded string) string { return key + "\x00" + folded }
 
 // watchedList is a service list a template read, by the call that made it.
 type watchedList struct {

@@ -290,9 +290,8 @@ func parseIdent(field, s string) (string, error) {
 }
 
 // checkQuotable refuses what no quoting makes safe: invalid UTF-8, control
-// bytes (NUL, newlines), format characters (bidirectional overrides,
-// zero-width characters: the config would read as other text) and very
-// long values.
+// bytes (NUL, newlines), bidirectional controls and invisible spaces (the
+// config would read as other text) and very long values.
 func checkQuotable(field, s string) error {
 	if !utf8.ValidString(s) {
 		return refuse(field, s, "not valid UTF-8")
@@ -304,13 +303,22 @@ func checkQuotable(field, s string) error {
 		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == 0x2028 || r == 0x2029 {
 			return refuse(field, s, "contains control characters")
 		}
-		if unicode.Is(unicode.Cf, r) {
+		if hidesText(r) {
 			// A right-to-left override shows "08:1.0.0.01" as
 			// "10.0.0.1:80" to whoever reads the config.
-			return refuse(field, s, "contains format characters (a bidirectional override, a zero-width space), which make the config read as other text")
+			return refuse(field, s, "contains a bidirectional control or an invisible space, which make the config read as other text")
 		}
 	}
 	return nil
+}
+
+// hidesText reports whether r makes text read as other text: a
+// bidirectional control (an override, an isolate, a mark), or a
+// zero-width space, word joiner or byte order mark. The zero-width
+// joiner and non-joiner, which some scripts' spelling and emoji need,
+// and the soft hyphen are taken.
+func hidesText(r rune) bool {
+	return unicode.Is(unicode.Bidi_Control, r) || r == 0x200b || r == 0x2060 || r == 0xfeff
 }
 
 // nginxString quotes s as one nginx string argument: in double quotes,
@@ -426,7 +434,8 @@ func httpPath(s string) (string, error) {
 		switch {
 		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', strings.IndexByte("-._~/?=&+,:@", c) >= 0:
 		default:
-			return "", refuse(field, s, "contains %q: only letters, digits and -._~/?=&+,:@ are taken", rune(c))
+			r, _ := utf8.DecodeRuneInString(s[i:])
+			return "", refuse(field, s, "contains %q: only letters, digits and -._~/?=&+,:@ are taken", r)
 		}
 	}
 	path, _, _ := strings.Cut(s, "?")
@@ -615,8 +624,8 @@ func (st *execState) endpoints(list []registry.Service) ([]Endpoint, error) {
 // that differ only in case are one name to nginx, whose whole config two
 // such upstreams fail (a service could so freeze every other's): of such
 // spellings one is kept and the services of the others are refused and
-// reported. The one kept is the one the template's last render kept, while
-// a good service still has it, so that a service registered with another
+// reported. The one kept is the one the template remembers (spellings.go)
+// while a good service has it, so that a service registered with another
 // spelling cannot take a name, and its traffic, from the services already
 // behind it; else the all-lowercase one, else the first in the list. Only
 // services whose data is good choose the spelling: one with a refused
@@ -651,21 +660,17 @@ func (st *execState) endpointsBy(key string, list []registry.Service) (map[strin
 		if k == v {
 			continue
 		}
-		// Two spellings: the one kept before, else the lowercase one.
-		prev := st.prevSpellings[spellingKey(key, folded)]
+		// Two spellings: the one remembered, else the lowercase one.
+		prev := st.prevSpellings.remembered(spellingKey(key, folded))
 		if k != prev && (v == prev || v == folded) {
 			kept[folded] = v
 		}
 	}
-	// Only a spelling with capitals needs remembering: the lowercase one is
-	// kept anyway.
+	if st.spellings == nil {
+		st.spellings = spellings{}
+	}
 	for folded, v := range kept {
-		if v != folded {
-			if st.spellings == nil {
-				st.spellings = map[string]string{}
-			}
-			st.spellings[spellingKey(key, folded)] = v
-		}
+		st.spellings.choose(st.prevSpellings, spellingKey(key, folded), v, st.now)
 	}
 	out := map[string][]Endpoint{}
 	n := 0

@@ -115,6 +115,8 @@ func TestSafeFunctionsAccept(t *testing.T) {
 		`/health`:       `"/health"`,
 		`a "b" \c ;{}#`: `"a \"b\" \\c ;{}#"`,
 		`Grüße`:         `"Grüße"`,
+		// Joiners some scripts and emoji need, and a soft hyphen.
+		"می‌خواهم 👩‍💻 soft­hyphen": "\"می‌خواهم 👩‍💻 soft­hyphen\"",
 	} {
 		if got, err := nginxString(in); err != nil || got != want {
 			t.Errorf("nginxString %q = %s, %v; want %s", in, got, err, want)
@@ -876,7 +878,47 @@ func TestEndpointsByKeepsItsSpelling(t *testing.T) {
 	next := <-sets
 	render(next, "API:a-2 ", []string{"a-0"}, ep("a-0", "api"), ep("a-2", "API"))
 
-	// Gone: the lowercase one is kept, and then stays.
+	// Every API service gone for a moment (a rolling restart): api is
+	// served meanwhile, and API takes its name back when it returns.
 	render(next, "api:a-0 ", nil, ep("a-0", "api"))
-	render(next, "api:a-0 ", []string{"a-1"}, ep("a-0", "api"), ep("a-1", "API"))
+	render(next, "API:a-1 ", []string{"a-0"}, ep("a-0", "api"), ep("a-1", "API"))
+}
+
+// A remembered spelling stays while it is served, or, not served, for
+// spellingGrace from the first render that found it so; then the spelling
+// served meanwhile is remembered (a rename for good). Names a render did
+// not see are kept as room allows.
+func TestSpellingsChoose(t *testing.T) {
+	t.Parallel()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	k := spellingKey("backend", "api")
+	step := func(prev spellings, served string, at time.Time) spellings {
+		next := spellings{}
+		next.choose(prev, k, served, at)
+		return next.merged(prev)
+	}
+	s := step(nil, "API", t0)
+	if s.remembered(k) != "API" {
+		t.Fatalf("first render: %+v", s)
+	}
+	s = step(s, "api", t0.Add(time.Minute)) // API has no good service
+	s = step(s, "api", t0.Add(time.Minute+spellingGrace-time.Second))
+	if s.remembered(k) != "API" {
+		t.Fatalf("within the grace: %+v; want API remembered", s)
+	}
+	if back := step(s, "API", t0.Add(2*time.Minute)); back.remembered(k) != "API" || !back[k].absent.IsZero() {
+		t.Fatalf("API served again: %+v", back)
+	}
+	s = step(s, "api", t0.Add(time.Minute+spellingGrace))
+	if s.remembered(k) != "api" {
+		t.Fatalf("past the grace: %+v; want api remembered", s)
+	}
+	// Names not seen are kept, up to maxSpellings.
+	full := spellings{}
+	for i := range maxSpellings + 10 {
+		full[spellingKey("backend", fmt.Sprint("n", i))] = spelling{name: fmt.Sprint("N", i)}
+	}
+	if got := step(full, "api", t0); len(got) != maxSpellings || got.remembered(k) != "api" {
+		t.Fatalf("merged %d names (api: %q); want %d with api", len(got), got.remembered(k), maxSpellings)
+	}
 }

@@ -55,11 +55,11 @@ type Template struct {
 	// abandoned counts the executions abandoned at render_timeout that
 	// still run; while there is one, the template is not rendered.
 	abandoned atomic.Int32
-	// spellings are the names endpointsBy chose, among spellings that
-	// differ only in case, in the last render that finished: each is kept
-	// while a good service still has it (see endpointsBy). A reload of the
-	// templates hands them on (Set.Inherit).
-	spellings atomic.Pointer[map[string]string]
+	// spellings are the spellings endpointsBy keeps, among names that
+	// differ only in case, as of the last render that finished (see
+	// spellings.go). A reload of the templates hands them on
+	// (Set.Inherit).
+	spellings atomic.Pointer[spellings]
 }
 
 // Inherit hands on to s the names that old's templates of the same

@@ -1,0 +1,70 @@
+package render
+
+import "time"
+
+// Names that differ only in case are one name to nginx (endpointsBy keeps
+// one spelling of each and refuses the services of the others). Which one
+// a template kept is remembered from render to render, so that a service
+// registered later with another spelling cannot take the name, and its
+// traffic, from the services already behind it.
+
+// spellingGrace is how long a remembered spelling may have no good
+// service before the spelling served meanwhile is remembered instead: a
+// rolling restart of every instance of a backend takes less, a rename for
+// good more.
+const spellingGrace = 10 * time.Minute
+
+// maxSpellings bounds the names remembered that the last render did not
+// see (names come from registry data).
+const maxSpellings = 4096
+
+// spelling is a remembered spelling of a name; absent, if not zero, when
+// a render first found no good service with it.
+type spelling struct {
+	name   string
+	absent time.Time
+}
+
+// spellings are a template's remembered spellings, by spellingKey; a map
+// stored is never changed.
+type spellings map[string]spelling
+
+// spellingKey is the key of a name: the metadata key and the name in
+// lowercase.
+func spellingKey(key, folded string) string { return key + "\x00" + folded }
+
+// remembered is the spelling to keep for the name k, if a good service
+// has it.
+func (s spellings) remembered(k string) string { return s[k].name }
+
+// choose records that a render served the name k as served (its good
+// services' spellings are present): the remembered spelling stays while
+// it is served, or, not served, for spellingGrace after a render first
+// found it so; a name without one gets served.
+func (next spellings) choose(prev spellings, k, served string, now time.Time) {
+	p, ok := prev[k]
+	switch {
+	case !ok || p.name == served:
+		next[k] = spelling{name: served}
+	case p.absent.IsZero():
+		next[k] = spelling{name: p.name, absent: now}
+	case now.Sub(p.absent) >= spellingGrace:
+		next[k] = spelling{name: served}
+	default:
+		next[k] = p
+	}
+}
+
+// merged is next and, as room allows, the names of prev that this render
+// did not see.
+func (next spellings) merged(prev spellings) spellings {
+	for k, p := range prev {
+		if len(next) >= maxSpellings {
+			break
+		}
+		if _, ok := next[k]; !ok {
+			next[k] = p
+		}
+	}
+	return next
+}
