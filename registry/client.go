@@ -340,6 +340,10 @@ type call struct {
 	// wait is how long the registry may hold the request (a long-poll):
 	// a node that is one of several has pollTime(wait), not nodeTimeout.
 	wait time.Duration
+	// max, if not 0, bounds the answer below maxAnswer: one item's answer
+	// (a token, a service) is small, and a client such as the wrapper
+	// keeps and sends back what it decodes.
+	max int64
 }
 
 // do sends a request to the current node and decodes a 2xx answer's body
@@ -387,7 +391,7 @@ func (c *Client) do(ctx context.Context, r call, out any) (http.Header, error) {
 			}
 		}
 		c.sending(&tried, i)
-		h, err := c.send(actx, r.method, u, tok.ID, body, out)
+		h, err := c.send(actx, r.method, u, tok.ID, body, r.max, out)
 		var e *Error
 		if !renewed && errors.As(err, &e) && e.StatusCode == http.StatusUnauthorized && c.auth.canRenew() {
 			cancel()
@@ -404,7 +408,7 @@ func (c *Client) do(ctx context.Context, r call, out any) (http.Header, error) {
 }
 
 // send makes one HTTP request.
-func (c *Client) send(ctx context.Context, method, u, token string, body []byte, out any) (http.Header, error) {
+func (c *Client) send(ctx context.Context, method, u, token string, body []byte, max int64, out any) (http.Header, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -454,8 +458,20 @@ func (c *Client) send(ctx context.Context, method, u, token string, body []byte,
 		}
 		return resp.Header, newError(resp, data)
 	}
+	if out == nil && change && resp.StatusCode != http.StatusNoContent {
+		// A change answers 204 No Content. Another success with a body
+		// (a proxy's maintenance page, say) is not the registry's answer:
+		// whether the change was made is not known.
+		if n, _ := io.ReadFull(resp.Body, make([]byte, 1)); n > 0 {
+			return resp.Header, &outcomeUnknown{fmt.Errorf("registry: %s %s: %w", method, shownURL(req.URL), &notTheAnswerError{resp.StatusCode, resp.Header.Get("Content-Type")})}
+		}
+	}
 	if out != nil && resp.StatusCode != http.StatusNoContent {
-		dec := json.NewDecoder(capped(resp.Body, maxAnswer))
+		limit := int64(maxAnswer)
+		if max > 0 {
+			limit = max
+		}
+		dec := json.NewDecoder(capped(resp.Body, limit))
 		if s, ok := out.(streamDecoder); ok {
 			err = s.decodeStream(dec)
 		} else {
@@ -480,6 +496,21 @@ func (c *Client) send(ctx context.Context, method, u, token string, body []byte,
 	}
 	return resp.Header, nil
 }
+
+// notTheAnswerError is a successful answer to a change that should have
+// had no body (204) and had one.
+type notTheAnswerError struct {
+	status      int
+	contentType string
+}
+
+func (e *notTheAnswerError) Error() string {
+	return fmt.Sprintf("answered %d with a body (Content-Type %q), where the registry answers 204 with none: not the registry's answer (a proxy's page?)", e.status, e.contentType)
+}
+
+// itemAnswer bounds an answer of one item: a token, a service, a
+// configuration value (a service's metadata is at most some kilobytes).
+const itemAnswer = 1 << 20
 
 // streamDecoder is an answer that decodes itself as it is read, such as a
 // list page, which stops at the values it may hold rather than decode

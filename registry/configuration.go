@@ -58,7 +58,10 @@ func configPath(id string) string { return "/configuration/" + pathEscapeID(id) 
 // "/production/cassandra/listen_ip".
 func (c *Client) GetConfig(ctx context.Context, id string) (ConfigValue, error) {
 	var v ConfigValue
-	_, err := c.do(ctx, call{method: "GET", path: configPath(id)}, &v)
+	_, err := c.do(ctx, call{method: "GET", path: configPath(id), max: itemAnswer}, &v)
+	if err == nil && !strings.EqualFold(v.ID, id) {
+		err = &notTheItemError{"configuration value", id, v.ID}
+	}
 	return v, err
 }
 

@@ -36,6 +36,19 @@ func newClient(t *testing.T, srv *testserver.Server, user string) *registry.Clie
 	return c
 }
 
+// tokenClient is a client of the registry at base (a URL without the
+// version) with the static token "t" of tenant 1, closed when the test
+// ends.
+func tokenClient(t *testing.T, base string) *registry.Client {
+	t.Helper()
+	c, err := registry.New(registry.Config{URL: base + "/v1.0", Token: "t", Tenant: "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 func testContext(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	t.Cleanup(cancel)

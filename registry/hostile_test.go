@@ -63,15 +63,15 @@ func TestRedirectsStayOnTheHost(t *testing.T) {
 		switch {
 		case strings.HasSuffix(r.URL.Path, "/services/away"), strings.Contains(r.URL.Path, "/configuration/away"):
 			http.Redirect(w, r, other.URL+r.URL.Path, http.StatusTemporaryRedirect)
-		case strings.HasSuffix(r.URL.Path, "/services/moved"):
-			http.Redirect(w, r, strings.TrimSuffix(r.URL.Path, "moved")+"here", http.StatusTemporaryRedirect)
-		case strings.HasSuffix(r.URL.Path, "/services/choices"):
-			w.WriteHeader(http.StatusMultipleChoices)
-		case strings.HasSuffix(r.URL.Path, "/services/here"):
+		case strings.HasPrefix(r.URL.Path, "/relocated/") && strings.HasSuffix(r.URL.Path, "/services/moved"):
 			if r.Header.Get("X-Auth-Token") == "t" {
 				moved.Add(1)
 			}
-			io.WriteString(w, `{"id":"here"}`)
+			io.WriteString(w, `{"id":"moved"}`)
+		case strings.HasSuffix(r.URL.Path, "/services/moved"):
+			http.Redirect(w, r, "/relocated"+r.URL.Path, http.StatusTemporaryRedirect)
+		case strings.HasSuffix(r.URL.Path, "/services/choices"):
+			w.WriteHeader(http.StatusMultipleChoices)
 		default:
 			http.NotFound(w, r)
 		}
@@ -97,7 +97,7 @@ func TestRedirectsStayOnTheHost(t *testing.T) {
 		if _, err := c.GetService(context.Background(), "choices"); !errors.As(err, &e) || e.StatusCode != http.StatusMultipleChoices {
 			t.Errorf("a 300 on the same host (given a client: %v): %v; want it as an answer", hc != nil, err)
 		}
-		if s, err := c.GetService(context.Background(), "moved"); err != nil || s.ID != "here" {
+		if s, err := c.GetService(context.Background(), "moved"); err != nil || s.ID != "moved" {
 			t.Errorf("a redirect on the same host (given a client: %v): %+v, %v", hc != nil, s, err)
 		}
 		c.Close()
@@ -507,5 +507,68 @@ func TestEventPayloadWithoutAnID(t *testing.T) {
 	}
 	if s, err := (registry.Event{Type: registry.ServiceJoin, Payload: []byte(`{"id":"web-1"}`)}).Service(); err != nil || s.ID != "web-1" {
 		t.Errorf("a payload with an id: %+v, %v", s, err)
+	}
+}
+
+// A success that is not the registry's answer (an empty body, a proxy's
+// page, another item, a token no registry makes) is an error, not an
+// empty value or a change made: a deploy script must not go on as if it
+// read the value or deleted the service. A token is bounded: a client
+// keeps it and sends it back with every heartbeat.
+func TestSuccessThatIsNotTheAnswer(t *testing.T) {
+	t.Parallel()
+	huge := strings.Repeat("a", 60<<10)
+	var answer atomic.Value
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a := answer.Load().([2]string)
+		if a[0] != "" {
+			w.Header().Set("Content-Type", a[0])
+		}
+		io.WriteString(w, a[1])
+	}))
+	defer api.Close()
+	c := tokenClient(t, api.URL)
+	ctx := context.Background()
+	page := [2]string{"text/html", "<html>down for maintenance</html>"}
+	for _, tc := range []struct {
+		name   string
+		answer [2]string
+		call   func() error
+		want   string // in the error; "" for none
+	}{
+		{"get an empty body", [2]string{}, func() error { _, err := c.GetService(ctx, "web-1"); return err }, `without the service "web-1"`},
+		{"get {}", [2]string{"application/json", "{}"}, func() error { _, err := c.GetService(ctx, "web-1"); return err }, `without the service "web-1"`},
+		{"get another", [2]string{"application/json", `{"id":"web-2"}`}, func() error { _, err := c.GetService(ctx, "web-1"); return err }, `the answer is "web-2"`},
+		{"get the service", [2]string{"application/json", `{"id":"web-1"}`}, func() error { _, err := c.GetService(ctx, "web-1"); return err }, ""},
+		{"get a value, empty", [2]string{}, func() error { _, err := c.GetConfig(ctx, "/prod/ip"); return err }, `without the configuration value "/prod/ip"`},
+		{"get a value", [2]string{"application/json", `{"id":"/prod/ip","value":""}`}, func() error { _, err := c.GetConfig(ctx, "/prod/ip"); return err }, ""},
+		{"delete, a page", page, func() error { return c.DeleteService(ctx, "web-1") }, "not the registry's answer"},
+		{"set, a page", page, func() error { return c.SetConfig(ctx, "/prod/ip", "x") }, "not the registry's answer"},
+		{"delete, empty 200", [2]string{}, func() error { return c.DeleteConfig(ctx, "/prod/ip") }, ""},
+		{"create, a huge token", [2]string{"application/json", `{"token":"` + huge + `"}`},
+			func() error {
+				_, err := c.CreateService(ctx, registry.Service{ID: "web-1", HeartbeatTimeout: 10})
+				return err
+			}, "without a heartbeat token"},
+		{"heartbeat, a huge token", [2]string{"application/json", `{"token":"` + huge + `"}`},
+			func() error { _, err := c.Heartbeat(ctx, "web-1", "tok"); return err }, "without a heartbeat token"},
+		{"heartbeat, a huge answer", [2]string{"application/json", `{"token":"x","pad":"` + strings.Repeat("b", 1<<20) + `"}`},
+			func() error { _, err := c.Heartbeat(ctx, "web-1", "tok"); return err }, "larger than the client takes"},
+		{"heartbeat, a token with a space", [2]string{"application/json", `{"token":"a b"}`},
+			func() error { _, err := c.Heartbeat(ctx, "web-1", "tok"); return err }, "without a heartbeat token"},
+		{"heartbeat", [2]string{"application/json", `{"token":"a3c5e0d2-1f6b-11ee-8000-0242ac120002"}`},
+			func() error { _, err := c.Heartbeat(ctx, "web-1", "tok"); return err }, ""},
+	} {
+		answer.Store(tc.answer)
+		err := tc.call()
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: %v; want an error saying %q", tc.name, err, tc.want)
+		}
+		if strings.Contains(tc.name, "a page") && !errors.Is(err, registry.ErrOutcomeUnknown) {
+			t.Errorf("%s: %v; want ErrOutcomeUnknown (the change may have been made)", tc.name, err)
+		}
 	}
 }

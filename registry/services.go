@@ -3,7 +3,9 @@ package registry
 import (
 	"context"
 	"errors"
+	"fmt"
 	"iter"
+	"strings"
 )
 
 // ServiceListOptions select the services of a list.
@@ -69,8 +71,22 @@ func (c *Client) listServicesPage(ctx context.Context, opts ServiceListOptions) 
 // exist.
 func (c *Client) GetService(ctx context.Context, id string) (Service, error) {
 	var s Service
-	_, err := c.do(ctx, call{method: "GET", path: "/services/" + pathEscapeID(id)}, &s)
+	_, err := c.do(ctx, call{method: "GET", path: "/services/" + pathEscapeID(id), max: itemAnswer}, &s)
+	if err == nil && !strings.EqualFold(s.ID, id) {
+		err = &notTheItemError{"service", id, s.ID}
+	}
 	return s, err
+}
+
+// notTheItemError is a successful answer to a read of one item that is
+// not that item: an empty body, a proxy's page, another id.
+type notTheItemError struct{ kind, asked, got string }
+
+func (e *notTheItemError) Error() string {
+	if e.got == "" {
+		return fmt.Sprintf("registry: a successful answer without the %s %q (a proxy's page or an empty body?)", e.kind, e.asked)
+	}
+	return fmt.Sprintf("registry: asked for the %s %q, the answer is %q", e.kind, e.asked, e.got)
 }
 
 // newServiceBody is the body of POST /services (spec §7.4).
@@ -101,10 +117,10 @@ func (c *Client) CreateService(ctx context.Context, s Service) (token string, er
 		b.Metadata = map[string]string{}
 	}
 	var out tokenBody
-	if _, err := c.do(ctx, call{method: "POST", path: "/services", body: b}, &out); err != nil {
+	if _, err := c.do(ctx, call{method: "POST", path: "/services", body: b, max: tokenAnswer}, &out); err != nil {
 		return "", err
 	}
-	if out.Token == "" {
+	if !isToken(out.Token) {
 		// A success without a token (a proxy's page, an empty body): the
 		// service may have been made, and cannot be heartbeated.
 		return "", &outcomeUnknown{errNoToken}
@@ -115,7 +131,31 @@ func (c *Client) CreateService(ctx context.Context, s Service) (token string, er
 // errNoToken is a successful answer to a create or a heartbeat that holds
 // no heartbeat token. Temporary: the heartbeat is sent again with the same
 // token, which the registry answers with the same next token.
-var errNoToken = errors.New("registry: a successful answer without a heartbeat token (a proxy's page or an empty body?)")
+var errNoToken = errors.New("registry: a successful answer without a heartbeat token (a proxy's page, an empty body, or a token no registry makes)")
+
+// tokenAnswer bounds the answer of a create or a heartbeat, and
+// maxTokenLen the token in it: a registry's is a 36-character UUID. A
+// client keeps the token and sends it back with each heartbeat, so a
+// registry's (or a proxy's) huge one would cost it memory and bandwidth
+// at every heartbeat.
+const (
+	tokenAnswer = 64 << 10
+	maxTokenLen = 1 << 10
+)
+
+// isToken reports whether t can be a heartbeat token: 1..maxTokenLen
+// printable ASCII characters, no space.
+func isToken(t string) bool {
+	if t == "" || len(t) > maxTokenLen {
+		return false
+	}
+	for i := 0; i < len(t); i++ {
+		if t[i] <= ' ' || t[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
 
 // ServicePatch is a change to a service (spec §7.5): the fields set are
 // replaced, the others left alone.
@@ -162,9 +202,9 @@ func (c *Client) DeleteService(ctx context.Context, id string) error {
 // A Heartbeater does this on a schedule.
 func (c *Client) Heartbeat(ctx context.Context, id, token string) (next string, err error) {
 	var out tokenBody
-	_, err = c.do(ctx, call{method: "POST", path: "/services/" + pathEscapeID(id) + "/heartbeat", body: tokenBody{token}}, &out)
-	if err == nil && out.Token == "" {
-		err = errNoToken
+	_, err = c.do(ctx, call{method: "POST", path: "/services/" + pathEscapeID(id) + "/heartbeat", body: tokenBody{token}, max: tokenAnswer}, &out)
+	if err == nil && !isToken(out.Token) {
+		out.Token, err = "", errNoToken
 	}
 	return out.Token, err
 }

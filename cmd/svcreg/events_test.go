@@ -574,8 +574,9 @@ func impostor(api http.HandlerFunc) *httptest.Server {
 }
 
 // A registry's answer never drives the terminal or forges lines of
-// svcreg's stderr: a create's token with escape sequences is printed
-// quoted, and a fault message with newlines is one line.
+// svcreg's stderr: a create's token with escape sequences is no token
+// (nothing on standard output, one line on standard error), and a fault
+// message with newlines is one line.
 func TestImpostorTokenAndFaultAreOneSafeLine(t *testing.T) {
 	t.Parallel()
 	srv := impostor(func(w http.ResponseWriter, r *http.Request) {
@@ -589,11 +590,12 @@ func TestImpostorTokenAndFaultAreOneSafeLine(t *testing.T) {
 	})
 	defer srv.Close()
 	var stdout, stderr bytes.Buffer
-	Main(context.Background(), []string{"services", "create", "web1", "--timeout", "30", "--url", srv.URL, "--username", "x", "--api-key", "k"}, strings.NewReader(""), &stdout, &stderr)
-	if strings.ContainsAny(stdout.String(), "\x1b\a\u009b\u202e") || !strings.HasSuffix(stdout.String(), "\n") || strings.Count(stdout.String(), "\n") != 1 {
-		t.Errorf("services create printed the registry's token as %q; want it quoted, on one line", stdout.String())
+	code := Main(context.Background(), []string{"services", "create", "web1", "--timeout", "30", "--url", srv.URL, "--username", "x", "--api-key", "k"}, strings.NewReader(""), &stdout, &stderr)
+	if code != exitError || stdout.Len() != 0 || strings.ContainsAny(stderr.String(), "\x1b\a\u009b\u202e") || strings.Count(stderr.String(), "\n") != 1 {
+		t.Errorf("services create with the registry's token %q: exit %d, stdout %q, stderr %q; want exit 1 and one line on stderr", `\x1b]0;owned…`, code, stdout.String(), stderr.String())
 	}
 	stdout.Reset()
+	stderr.Reset()
 	Main(context.Background(), []string{"services", "get", "web1", "--url", srv.URL, "--username", "x", "--api-key", "k"}, strings.NewReader(""), &stdout, &stderr)
 	if n := strings.Count(stderr.String(), "\n"); n != 1 || strings.ContainsAny(stderr.String(), "\r\t") {
 		t.Errorf("a fault message took %d lines of stderr:\n%q", n, stderr.String())

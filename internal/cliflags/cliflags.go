@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/svcreg/svcreg/internal/printable"
 	"github.com/svcreg/svcreg/internal/suggest"
 )
 
@@ -28,8 +29,10 @@ func New(name string) *flag.FlagSet {
 // "--" ends the flags. With interspersed, flags may also come between and
 // after the positional arguments; without, the first positional argument
 // ends them (it starts a command to run). --help and -h, unless fs
-// defines them, return flag.ErrHelp. A mistake is an error that names the
-// flag as the usage does (Name).
+// defines them, return flag.ErrHelp; after a positional argument they are
+// a mistake (an argument that starts with '-' belongs after "--"). A
+// mistake is an error that names the flag as the usage does (Name), its
+// characters that do not print escaped.
 func Parse(fs *flag.FlagSet, args []string, interspersed bool) ([]string, error) {
 	var positional []string
 	for i := 0; i < len(args); i++ {
@@ -51,14 +54,22 @@ func Parse(fs *flag.FlagSet, args []string, interspersed bool) ([]string, error)
 			if cut {
 				shown += "=…"
 			}
-			return nil, fmt.Errorf("bad flag syntax: %s", shown)
+			return nil, fmt.Errorf("bad flag syntax: %s", printable.Text(shown))
 		}
 		f := fs.Lookup(name)
 		if f == nil {
 			if name == "help" || name == "h" {
+				if len(positional) > 0 {
+					// A script's argument from the registry (a
+					// configuration value "-help"): a usage error, not
+					// the usage and success with nothing done.
+					return nil, fmt.Errorf("%s after the argument %q: ask for help before any argument, and put -- before arguments that may start with '-' (values from the registry)", Name(name), positional[len(positional)-1])
+				}
 				return nil, flag.ErrHelp
 			}
-			return nil, fmt.Errorf("unknown flag %s%s", Name(name), hint(fs, name))
+			// The name may come from the registry, through a script:
+			// escaped, so that it cannot drive the terminal.
+			return nil, fmt.Errorf("unknown flag %s%s", printable.Text(Name(name)), hint(fs, name))
 		}
 		if !hasValue {
 			if isBool(f) {
