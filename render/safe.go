@@ -14,6 +14,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/svcreg/svcreg/internal/printable"
 	"github.com/svcreg/svcreg/registry"
 	"github.com/svcreg/svcreg/watcher"
 )
@@ -314,11 +315,12 @@ func checkQuotable(field, s string) error {
 
 // hidesText reports whether r makes text read as other text: a
 // bidirectional control (an override, an isolate, a mark), or a
-// zero-width space, word joiner or byte order mark. The zero-width
+// zero-width space, word joiner or byte order mark, or a letter that
+// shows as blank (printable.IsBlank). The zero-width
 // joiner and non-joiner, which some scripts' spelling and emoji need,
 // and the soft hyphen are taken.
 func hidesText(r rune) bool {
-	return unicode.Is(unicode.Bidi_Control, r) || r == 0x200b || r == 0x2060 || r == 0xfeff
+	return unicode.Is(unicode.Bidi_Control, r) || r == 0x200b || r == 0x2060 || r == 0xfeff || printable.IsBlank(r)
 }
 
 // nginxString quotes s as one nginx string argument: in double quotes,

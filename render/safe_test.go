@@ -127,7 +127,7 @@ func TestSafeFunctionsAccept(t *testing.T) {
 			t.Errorf("haproxyString %q = %s, %v; want %s", in, got, err, want)
 		}
 	}
-	for _, bad := range []string{"a\nb", "a\x00", "$host", strings.Repeat("x", maxQuoted+1), "\xff", "\u202e08:1.0.0.01", "a\u200bb", "\ufeff"} {
+	for _, bad := range []string{"a\nb", "a\x00", "$host", strings.Repeat("x", maxQuoted+1), "\xff", "\u202e08:1.0.0.01", "a\u200bb", "\ufeff", "api\u3164", "\u2800"} {
 		if got, err := nginxString(bad); err == nil {
 			t.Errorf("nginxString %q accepted as %s", bad, got)
 		}

@@ -43,8 +43,23 @@ func Lines(s string) string {
 	return b.String()
 }
 
-// Shows reports whether Text writes r as it is.
-func Shows(r rune) bool { return r == '\n' || r == '\t' || unicode.IsPrint(r) }
+// Shows reports whether Text writes r as it is: a printable character,
+// a newline or a tab, but not one of the letters and symbols that show as
+// nothing (blanks).
+func Shows(r rune) bool {
+	return r == '\n' || r == '\t' || unicode.IsPrint(r) && !IsBlank(r)
+}
+
+// IsBlank reports whether r is a letter or symbol that shows as blank
+// space though it is not a space: the Hangul fillers and the blank
+// braille pattern, with which a name can look empty or like another.
+func IsBlank(r rune) bool {
+	switch r {
+	case 0x115f, 0x1160, 0x3164, 0xffa0, 0x2800:
+		return true
+	}
+	return false
+}
 
 // Escaped is Text for a text that has something to escape, or that is
 // part of an output whose earlier part had.

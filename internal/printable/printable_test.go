@@ -10,6 +10,7 @@ func TestText(t *testing.T) {
 		"\u202edorp":              `\u202edorp`,
 		"a\u200bb \\ c":           `a\u200bb \\ c`,
 		"\x1b]0;owned\a":          `\x1b]0;owned\a`,
+		"blank\u3164\u2800":       `blank\u3164\u2800`,
 		"bad \xff byte":           `bad \xff byte`,
 		"Grüße, مرحبا, 😀, می\u200cخواهم": `Grüße, مرحبا, 😀, می\u200cخواهم`,
 	} {

@@ -20,12 +20,13 @@
   // shown is text as the page shows it: a character that is not a letter,
   // mark, number, punctuation, symbol, space, tab or newline (a
   // bidirectional override, which shows the tag "\u202edorp" as "prod", a
-  // zero-width space, a control) is written as an escape, and then a
+  // zero-width space, a control), or a letter or symbol that shows as
+  // blank (a Hangul filler), is written as an escape, and then a
   // backslash doubled, so that an escape shown is never the text's own;
   // as the command line and the renderer's status page write it. Text
   // with nothing to escape is returned as it is.
-  var HIDDEN = /[^\p{L}\p{M}\p{N}\p{P}\p{S} \t\n]/u;
-  var HIDDEN_ALL = /[^\p{L}\p{M}\p{N}\p{P}\p{S} \t\n]/gu;
+  var HIDDEN = /[^\p{L}\p{M}\p{N}\p{P}\p{S} \t\n]|[\u115f\u1160\u3164\uffa0\u2800]/u;
+  var HIDDEN_ALL = /[^\p{L}\p{M}\p{N}\p{P}\p{S} \t\n]|[\u115f\u1160\u3164\uffa0\u2800]/gu;
   var LETTER_ESCAPES = { '\x07': '\\a', '\b': '\\b', '\f': '\\f', '\r': '\\r', '\v': '\\v' };
   function shown(s) {
     s = String(s);
