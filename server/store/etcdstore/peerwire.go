@@ -593,7 +593,9 @@ func (s *Store) hello(pc *peerConn) error {
 // openWithEmptyBatch sends a new connection's first request: a batch of
 // no copies, which the peer bounds (maxFirstRequest) before its slot is
 // kept, since a hello seen on the wire opens again. It carries nothing,
-// so a connection that fails here is as one that could not be made.
+// so a connection that breaks here is as one that could not be made; a
+// peer that refuses it (another lease, a node of another version) is as
+// one that refused a batch: it stays the peer.
 func (s *Store) openWithEmptyBatch(pc *peerConn) error {
 	lease, _ := s.lease.get()
 	b := copyBatch{From: s.nodeID, FromLease: int64(lease), To: pc.to.id, ToLease: pc.to.lease}
