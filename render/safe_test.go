@@ -913,12 +913,62 @@ func TestSpellingsChoose(t *testing.T) {
 	if s.remembered(k) != "api" {
 		t.Fatalf("past the grace: %+v; want api remembered", s)
 	}
-	// Names not seen are kept, up to maxSpellings.
+	// Two calls of one render over different lists: API served by one,
+	// only api in the other's list. API stays, its grace never starts.
+	s = step(nil, "API", t0)
+	for i := range 3 {
+		at := t0.Add(time.Duration(i+1) * spellingGrace)
+		next := spellings{}
+		next.choose(s, k, "API", at)
+		next.choose(s, k, "api", at)
+		if s = next.merged(s); s.remembered(k) != "API" || !s[k].absent.IsZero() {
+			t.Fatalf("render %d with API served by one call of two: %+v", i, s)
+		}
+	}
+	// A render that called endpointsBy not at all keeps what it had.
+	if got := spellings(nil).merged(s); got.remembered(k) != "API" {
+		t.Fatalf("a render without endpointsBy: %+v", got)
+	}
+	// Names not seen are kept, up to maxSpellings, those seen last first.
 	full := spellings{}
 	for i := range maxSpellings + 10 {
-		full[spellingKey("backend", fmt.Sprint("n", i))] = spelling{name: fmt.Sprint("N", i)}
+		full[spellingKey("backend", fmt.Sprint("n", i))] = spelling{name: fmt.Sprint("N", i), seen: t0.Add(time.Duration(i) * time.Second)}
 	}
-	if got := step(full, "api", t0); len(got) != maxSpellings || got.remembered(k) != "api" {
+	got := step(full, "api", t0)
+	if len(got) != maxSpellings || got.remembered(k) != "api" {
 		t.Fatalf("merged %d names (api: %q); want %d with api", len(got), got.remembered(k), maxSpellings)
+	}
+	for _, i := range []int{0, 10} {
+		if _, kept := got[spellingKey("backend", fmt.Sprint("n", i))]; kept {
+			t.Errorf("n%d, seen before the others, was kept", i)
+		}
+	}
+	if _, kept := got[spellingKey("backend", fmt.Sprint("n", maxSpellings+9))]; !kept {
+		t.Error("the name seen last was dropped")
+	}
+}
+
+// A render that does not reach endpointsBy (its list is empty) after one
+// that did keeps the remembered spellings; it once wrote into a nil map
+// and took the renderer down.
+func TestEndpointsBySkippedKeepsItsSpelling(t *testing.T) {
+	t.Parallel()
+	tmpl := `{{with servicesWithTag "http"}}{{range $b, $eps := endpointsBy "backend" .}}{{$b}}:{{range $eps}}{{.Name}} {{end}}{{end}}{{end}}`
+	ep := func(id, backend string, tags ...string) registry.Service {
+		return svc(id, tags, map[string]string{"ip": "10.0.0.1", "port": "80", "backend": backend})
+	}
+	set := newSet(t, TemplateConfig{Contents: tmpl, Destination: filepath.Join(t.TempDir(), "out")})
+	tp := set.Groups[0].Templates[0]
+	for i, tc := range []struct {
+		services []registry.Service
+		want     string
+	}{
+		{[]registry.Service{ep("a-1", "API", "http")}, "API:a-1 "},
+		{[]registry.Service{ep("a-1", "API")}, ""},
+		{[]registry.Service{ep("a-0", "api", "http"), ep("a-1", "API", "http")}, "API:a-1 "},
+	} {
+		if out, _, err := tp.execute(context.Background(), snapshot(tc.services...)); err != nil || string(out) != tc.want {
+			t.Fatalf("render %d: %q, %v; want %q", i, out, err, tc.want)
+		}
 	}
 }

@@ -1,6 +1,9 @@
 package render
 
-import "time"
+import (
+	"slices"
+	"time"
+)
 
 // Names that differ only in case are one name to nginx (endpointsBy keeps
 // one spelling of each and refuses the services of the others). Which one
@@ -19,10 +22,11 @@ const spellingGrace = 10 * time.Minute
 const maxSpellings = 4096
 
 // spelling is a remembered spelling of a name; absent, if not zero, when
-// a render first found no good service with it.
+// a render first found no good service with it; seen when a render last
+// found the name at all.
 type spelling struct {
-	name   string
-	absent time.Time
+	name         string
+	absent, seen time.Time
 }
 
 // spellings are a template's remembered spellings, by spellingKey; a map
@@ -37,34 +41,47 @@ func spellingKey(key, folded string) string { return key + "\x00" + folded }
 // has it.
 func (s spellings) remembered(k string) string { return s[k].name }
 
-// choose records that a render served the name k as served (its good
-// services' spellings are present): the remembered spelling stays while
-// it is served, or, not served, for spellingGrace after a render first
-// found it so; a name without one gets served.
+// choose records that a call of endpointsBy served the name k as served
+// (its good services' spellings are present): the remembered spelling
+// stays while it is served, or, not served, for spellingGrace after a
+// render first found it so; a name without one gets served. A template
+// may call endpointsBy on several lists: the remembered spelling served
+// by any call of the render counts as served.
 func (next spellings) choose(prev spellings, k, served string, now time.Time) {
+	if cur, ok := next[k]; ok && cur.absent.IsZero() {
+		return // served by an earlier call of this render
+	}
 	p, ok := prev[k]
 	switch {
 	case !ok || p.name == served:
-		next[k] = spelling{name: served}
+		next[k] = spelling{name: served, seen: now}
 	case p.absent.IsZero():
-		next[k] = spelling{name: p.name, absent: now}
+		next[k] = spelling{name: p.name, absent: now, seen: now}
 	case now.Sub(p.absent) >= spellingGrace:
-		next[k] = spelling{name: served}
+		next[k] = spelling{name: served, seen: now}
 	default:
-		next[k] = p
+		next[k] = spelling{name: p.name, absent: p.absent, seen: now}
 	}
 }
 
 // merged is next and, as room allows, the names of prev that this render
-// did not see.
+// did not see, the ones seen last first.
 func (next spellings) merged(prev spellings) spellings {
-	for k, p := range prev {
-		if len(next) >= maxSpellings {
-			break
-		}
+	if next == nil {
+		next = spellings{}
+	}
+	var unseen []string
+	for k := range prev {
 		if _, ok := next[k]; !ok {
-			next[k] = p
+			unseen = append(unseen, k)
 		}
+	}
+	if len(next)+len(unseen) > maxSpellings {
+		slices.SortFunc(unseen, func(a, b string) int { return prev[b].seen.Compare(prev[a].seen) })
+		unseen = unseen[:max(0, maxSpellings-len(next))]
+	}
+	for _, k := range unseen {
+		next[k] = prev[k]
 	}
 	return next
 }
