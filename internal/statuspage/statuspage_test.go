@@ -372,6 +372,8 @@ func TestPageShowsInvisibleCharactersEscaped(t *testing.T) {
 		{ID: "web-1", Metadata: map[string]string{"note": "web-1 \u202e08:1.0.0.01 z\u200bw \\u202e"}, HeartbeatTimeout: 30},
 		{ID: "web-2", Metadata: map[string]string{"note": `~ \.php$`}, HeartbeatTimeout: 30},
 	}, nil, "m", time.Now()))
+	// The feed position is the registry's too.
+	health.Watch = func() watcher.Status { return watcher.Status{Marker: "m\u202eevil"} }
 	_, body := get(t, Handler(Config{Health: health, Status: status}), "GET", "/")
 	for _, bad := range []string{"\u202e", "\u200b"} {
 		if strings.Contains(body, bad) {
@@ -379,7 +381,7 @@ func TestPageShowsInvisibleCharactersEscaped(t *testing.T) {
 		}
 	}
 	// Line by line: the other line's backslash is not doubled.
-	for _, want := range []string{`web-1 \u202e08:1.0.0.01 z\u200bw \\u202e`, `bad \u202egnirts`, `&#43;server ~ \.php$`} {
+	for _, want := range []string{`web-1 \u202e08:1.0.0.01 z\u200bw \\u202e`, `bad \u202egnirts`, `&#43;server ~ \.php$`, `m\u202eevil`} {
 		if !strings.Contains(body, want) {
 			t.Errorf("the page lacks %q:\n%s", want, body)
 		}

@@ -721,7 +721,7 @@
         if (!location.hash || location.hash === '#signin') location.hash = '#services';
         start();
       }, function (e) {
-        err.textContent = e.message;
+        err.textContent = shown(e.message);
         err.hidden = false;
       }).then(function () { $('signin-submit').disabled = false; });
     });
