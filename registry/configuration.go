@@ -59,7 +59,8 @@ func configPath(id string) string { return "/configuration/" + pathEscapeID(id) 
 func (c *Client) GetConfig(ctx context.Context, id string) (ConfigValue, error) {
 	var v ConfigValue
 	_, err := c.do(ctx, call{method: "GET", path: configPath(id), max: itemAnswer}, &v)
-	if err == nil && !strings.EqualFold(v.ID, id) {
+	// A registry may take "production/x" for "/production/x" (spec §13).
+	if err == nil && !strings.EqualFold(v.ID, id) && (strings.HasPrefix(id, "/") || !strings.EqualFold(v.ID, "/"+id)) {
 		err = &notTheItemError{"configuration value", id, v.ID}
 	}
 	return v, err

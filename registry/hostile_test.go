@@ -542,6 +542,8 @@ func TestSuccessThatIsNotTheAnswer(t *testing.T) {
 		{"get the service", [2]string{"application/json", `{"id":"web-1"}`}, func() error { _, err := c.GetService(ctx, "web-1"); return err }, ""},
 		{"get a value, empty", [2]string{}, func() error { _, err := c.GetConfig(ctx, "/prod/ip"); return err }, `without the configuration value "/prod/ip"`},
 		{"get a value", [2]string{"application/json", `{"id":"/prod/ip","value":""}`}, func() error { _, err := c.GetConfig(ctx, "/prod/ip"); return err }, ""},
+		{"get a value by the docs' form", [2]string{"application/json", `{"id":"/prod/ip","value":""}`}, func() error { _, err := c.GetConfig(ctx, "prod/ip"); return err }, ""},
+		{"get a value, another", [2]string{"application/json", `{"id":"/prod/ip2","value":""}`}, func() error { _, err := c.GetConfig(ctx, "prod/ip"); return err }, `the answer is "/prod/ip2"`},
 		{"delete, a page", page, func() error { return c.DeleteService(ctx, "web-1") }, "not the registry's answer"},
 		{"set, a page", page, func() error { return c.SetConfig(ctx, "/prod/ip", "x") }, "not the registry's answer"},
 		{"delete, empty 200", [2]string{}, func() error { return c.DeleteConfig(ctx, "/prod/ip") }, ""},

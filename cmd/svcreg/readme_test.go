@@ -83,7 +83,7 @@ func TestREADMECommandLines(t *testing.T) {
 		args := append(strings.Fields(line)[1:], "--help")
 		var stderr strings.Builder
 		code := Main(context.Background(), args, strings.NewReader(""), io.Discard, &stderr)
-		if code != exitOK && (code != exitUsage || !strings.Contains(stderr.String(), "--help after the argument")) {
+		if code != exitOK && (code != exitUsage || !strings.Contains(stderr.String(), "--help after an argument")) {
 			t.Errorf("README: %q: exit status %d with --help appended (%s); is the command or a flag misspelled?", line, code, strings.TrimSpace(stderr.String()))
 		}
 	}

@@ -63,7 +63,9 @@ func Parse(fs *flag.FlagSet, args []string, interspersed bool) ([]string, error)
 					// A script's argument from the registry (a
 					// configuration value "-help"): a usage error, not
 					// the usage and success with nothing done.
-					return nil, fmt.Errorf("%s after the argument %q: ask for help before any argument, and put -- before arguments that may start with '-' (values from the registry)", Name(name), positional[len(positional)-1])
+					// The argument is not quoted: it may be a secret
+					// value.
+					return nil, fmt.Errorf("%s after an argument: ask for help before any argument, and put -- before arguments that may start with '-' (values from the registry)", Name(name))
 				}
 				return nil, flag.ErrHelp
 			}

@@ -76,8 +76,8 @@ func TestParseErrors(t *testing.T) {
 		{"--x\x1b]0;owned\a\x1b[2J", `unknown flag --x\x1b]0;owned\a\x1b[2J`},
 		{"---\u202ex", `bad flag syntax: ---\u202ex`},
 		// Nor make a command print its usage and succeed.
-		{"KEY -help", `--help after the argument "KEY": ask for help before any argument, and put -- before arguments that may start with '-' (values from the registry)`},
-		{"web-1 --dry --help", `--help after the argument "web-1": ask for help before any argument, and put -- before arguments that may start with '-' (values from the registry)`},
+		{"KEY -help", `--help after an argument: ask for help before any argument, and put -- before arguments that may start with '-' (values from the registry)`},
+		{"web-1 --dry --help", `--help after an argument: ask for help before any argument, and put -- before arguments that may start with '-' (values from the registry)`},
 	} {
 		if _, err := parse(strings.Fields(tt.args), true); err == nil || err.Error() != tt.want {
 			t.Errorf("Parse(%q) = %v, want %q", tt.args, err, tt.want)
