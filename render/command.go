@@ -1,12 +1,12 @@
 package render
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -43,8 +43,10 @@ func runCommand(ctx context.Context, command string, timeout time.Duration) (str
 	// The renderer's credentials stay with it: a check's output goes to
 	// logs, /healthz and the status page (and HAProxy expands ${VAR}).
 	cmd.Env = childEnv()
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	// Only the end of the output is kept: a check that prints megabytes
+	// (a loop, a dump) must not take the renderer's memory with it.
+	out := &tailBuffer{max: keptOutput}
+	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	// A command that leaves a background child holding its output open
 	// (nohup, a daemon that does not close its descriptors) holds us up a
@@ -73,10 +75,47 @@ func runCommand(ctx context.Context, command string, timeout time.Duration) (str
 	}
 	output := strings.TrimSpace(out.String())
 	if err != nil {
-		if len(output) > maxOutput {
-			output = "…" + output[len(output)-maxOutput:]
+		if len(output) > maxOutput || out.dropped {
+			output = "…" + output[max(0, len(output)-maxOutput):]
 		}
 		return output, &CommandError{Command: command, Err: err, Output: output}
 	}
 	return output, nil
+}
+
+// keptOutput is how much of a command's output runCommand keeps while it
+// runs: the end of it, more than an error quotes (maxOutput).
+const keptOutput = 64 << 10
+
+// tailBuffer keeps the last max bytes written to it (up to twice that
+// between trims); dropped says whether earlier ones were let go.
+type tailBuffer struct {
+	mu      sync.Mutex // stdout and stderr may be written at once
+	b       []byte
+	max     int
+	dropped bool
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := len(p)
+	if len(p) > t.max {
+		p, t.dropped = p[len(p)-t.max:], true
+	}
+	t.b = append(t.b, p...)
+	if len(t.b) > 2*t.max {
+		t.b, t.dropped = append(t.b[:0], t.b[len(t.b)-t.max:]...), true
+	}
+	return n, nil
+}
+
+// String is what was kept, its last max bytes.
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.b) > t.max {
+		return string(t.b[len(t.b)-t.max:])
+	}
+	return string(t.b)
 }
