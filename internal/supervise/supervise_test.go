@@ -1,8 +1,12 @@
 package supervise
 
 import (
+	"fmt"
 	"log/slog"
+	"os"
 	"os/exec"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -91,5 +95,46 @@ func TestCommandsStatusIsTakenOnce(t *testing.T) {
 	exited(syscall.WaitStatus(0))
 	if len(got) != 1 || got[0].ExitStatus() != 7 {
 		t.Errorf("exited was told %v, want the command's status (exit 7) once", got)
+	}
+}
+
+// Orphans are reaped from New on, not only once the command has started:
+// a check command that leaves a child behind, run while the first pass
+// keeps failing, piled zombies up in the subreaper (or PID 1). Owned
+// children keep their status meanwhile.
+func TestOrphansReapedBeforeTheCommandStarts(t *testing.T) {
+	sup := New(slog.New(slog.DiscardHandler))
+	defer sup.Close()
+	var orphans []int
+	for range 3 {
+		cmd := exec.Command("sh", "-c", "sleep 0.1 & echo $!; exit 4")
+		var out strings.Builder
+		cmd.Stdout = &out
+		release, err := StartOwned(cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = cmd.Wait()
+		release()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 4 {
+			t.Fatalf("an owned child's status: %v; want exit 4", err)
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(out.String()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		orphans = append(orphans, pid)
+	}
+	// Each sleep ends a zombie of this process (a subreaper), unless
+	// reaped; the bound only stops a broken test.
+	for _, pid := range orphans {
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); os.IsNotExist(err) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("orphan %d is still a process (a zombie?) 30 s on", pid)
+			}
+		}
 	}
 }
