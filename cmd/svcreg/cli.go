@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"runtime/debug"
+	"slices"
 	"strings"
 
 	"github.com/svcreg/svcreg/internal/cliflags"
@@ -73,6 +74,10 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 	if len(args) == 0 {
 		printMainUsage(stderr)
 		return exitUsage
+	}
+	if args[0] == "help" && len(args) > 1 {
+		// svcreg help services get: svcreg services get --help.
+		return Main(ctx, append(slices.Clone(args[1:]), "--help"), stdin, stdout, stderr)
 	}
 	if args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help" {
 		printMainUsage(stdout)
