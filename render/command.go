@@ -110,12 +110,13 @@ func (t *tailBuffer) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// String is what was kept, its last max bytes.
+// String is what was kept, its last max bytes; dropped is then true if
+// anything before them was written.
 func (t *tailBuffer) String() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if len(t.b) > t.max {
-		return string(t.b[len(t.b)-t.max:])
+		t.b, t.dropped = t.b[len(t.b)-t.max:], true
 	}
 	return string(t.b)
 }

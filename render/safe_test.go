@@ -925,6 +925,18 @@ func TestSpellingsChoose(t *testing.T) {
 			t.Fatalf("render %d with API served by one call of two: %+v", i, s)
 		}
 	}
+	// Past the grace, a call that serves API still counts, whichever
+	// call comes first.
+	expired := spellings{k: {name: "API", absent: t0}}
+	for _, order := range [][]string{{"api", "API"}, {"API", "api"}} {
+		next := spellings{}
+		for _, served := range order {
+			next.choose(expired, k, served, t0.Add(spellingGrace))
+		}
+		if next.remembered(k) != "API" || !next[k].absent.IsZero() {
+			t.Errorf("past the grace, calls serving %q in turn: %+v; want API, served", order, next)
+		}
+	}
 	// A render that called endpointsBy not at all keeps what it had.
 	if got := spellings(nil).merged(s); got.remembered(k) != "API" {
 		t.Fatalf("a render without endpointsBy: %+v", got)

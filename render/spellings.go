@@ -48,10 +48,10 @@ func (s spellings) remembered(k string) string { return s[k].name }
 // may call endpointsBy on several lists: the remembered spelling served
 // by any call of the render counts as served.
 func (next spellings) choose(prev spellings, k, served string, now time.Time) {
-	if cur, ok := next[k]; ok && cur.absent.IsZero() {
-		return // served by an earlier call of this render
-	}
 	p, ok := prev[k]
+	if cur, seen := next[k]; seen && cur.absent.IsZero() && (!ok || cur.name == p.name) {
+		return // the remembered spelling (or, none, the first) served by an earlier call
+	}
 	switch {
 	case !ok || p.name == served:
 		next[k] = spelling{name: served, seen: now}
