@@ -548,6 +548,10 @@ func TestUIShowsInvisibleCharactersEscaped(t *testing.T) {
 	if got := b.text(`Array.from(document.querySelectorAll('#svc-tag option')).map(o => o.textContent + '=' + o.value).join()`); !strings.Contains(got, `\u202edorp=`+tag) {
 		t.Errorf("the tag filter's options: %q", got)
 	}
+	// The filter finds a service by the text shown, escapes and all.
+	b.set("svc-filter", `\u200bb`, "input")
+	b.wait("the filter by an escape", `document.querySelectorAll('#svc-body tr').length === 1`)
+	b.set("svc-filter", "", "input")
 	b.do(chromedp.Evaluate[chromedp.Void](row + `.querySelector('a').click()`))
 	b.wait("its details", `document.getElementById('detail-json').textContent.includes('db-1')`)
 	raw := b.text(`document.getElementById('detail-json').textContent`)

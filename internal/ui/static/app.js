@@ -335,8 +335,9 @@
       services.forEach(function (s) {
         if (tag && (s.tags || []).indexOf(tag) < 0) return;
         if (q) {
-          var hay = (s.id + ' ' + (s.tags || []).join(' ') + ' ' + metaText(s)).toLowerCase();
-          if (hay.indexOf(q) < 0) return;
+          // The text as stored, or as shown (escaped): either matches.
+          var hay = s.id + ' ' + (s.tags || []).join(' ') + ' ' + metaText(s);
+          if (hay.toLowerCase().indexOf(q) < 0 && shown(hay).toLowerCase().indexOf(q) < 0) return;
         }
         out.push(s);
       });
