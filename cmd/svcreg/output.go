@@ -146,6 +146,5 @@ func (t *termWriter) Write(p []byte) (int, error) {
 // message, say) as it may reach a terminal: see printable.Text.
 var (
 	termText    = printable.Text
-	termShows   = printable.Shows
 	termEscaped = printable.Escaped
 )
