@@ -1,9 +1,11 @@
 package main
 
 import (
+	"fmt"
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -68,30 +70,73 @@ func TestMetricsListenHoldsFewDescriptors(t *testing.T) {
 	srv := startServerProcess(t, "--data-dir", t.TempDir(), "--metrics-listen", "127.0.0.1:"+port)
 	pid := srv.cmd.Process.Pid
 	held := openDescriptors(t, pid)
-	var clients []net.Conn
-	defer func() {
-		for _, c := range clients {
-			c.Close()
-		}
-	}()
-	for range 100 {
-		c, err := net.Dial("tcp", "127.0.0.1:"+port)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := c.Write([]byte("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
-			t.Fatal(err)
-		}
-		clients = append(clients, c)
-	}
-	eventuallyTrue(t, "16 metrics connections served", func() bool { return openDescriptors(t, pid) >= held+16 })
-	time.Sleep(500 * time.Millisecond) // any more accepted would show by now
-	if n := openDescriptors(t, pid); n > held+16+2 {
-		t.Errorf("%d descriptors with 100 metrics clients, %d before: want 16 more at most", n, held)
-	}
+	defer openClients(t, "127.0.0.1:"+port, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", 100)()
+	checkDescriptorsBound(t, pid, held, 16, 100)
 	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get(srv.url + "/healthz")
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
+}
+
+// svcreg template's --listen (status page, /healthz, /metrics) serves a
+// few connections at once (32): a client that opens many cannot take the
+// descriptors the renderer needs for its files, commands and registry
+// connections. Once they close, it answers again.
+func TestTemplateListenHoldsFewDescriptors(t *testing.T) {
+	t.Parallel()
+	srv := startServerProcess(t, "--data-dir", t.TempDir())
+	dir := t.TempDir()
+	port := strconv.Itoa(freePort(t))
+	out := filepath.Join(dir, "out.conf")
+	config := filepath.Join(dir, "render.toml")
+	writeFile(t, config, fmt.Sprintf("listen = \"127.0.0.1:%s\"\n[[template]]\ncontents = \"# {{ len services }}\\n\"\ndestination = %q\n", port, out))
+	d := startDaemon(t, []string{"SVCREG_URL=" + srv.url + "/v1.0", "SVCREG_USERNAME=dev", "SVCREG_API_KEY=dev"}, "--config", config)
+	health := "http://127.0.0.1:" + port + "/healthz"
+	eventuallyTrue(t, "the first render", func() bool { return fileExists(out) && strings.Contains(get(health), `"status"`) })
+	pid := d.cmd.Process.Pid
+	held := openDescriptors(t, pid)
+	closeAll := openClients(t, "127.0.0.1:"+port, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 150)
+	checkDescriptorsBound(t, pid, held, 32, 150)
+	closeAll()
+	eventuallyTrue(t, "/healthz answered again", func() bool { return strings.Contains(get(health), `"status"`) })
+}
+
+// openClients opens n connections to addr, each sending req, and returns
+// what closes them.
+func openClients(t *testing.T, addr, req string, n int) (closeAll func()) {
+	t.Helper()
+	var clients []net.Conn
+	closeAll = func() {
+		for _, c := range clients {
+			c.Close()
+		}
+	}
+	for range n {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			closeAll()
+			t.Fatal(err)
+		}
+		if _, err := c.Write([]byte(req)); err != nil {
+			closeAll()
+			t.Fatal(err)
+		}
+		clients = append(clients, c)
+	}
+	return closeAll
+}
+
+// checkDescriptorsBound checks that process pid, which held descriptors
+// before n clients connected, serves about bound of them and holds no
+// more than bound descriptors more (and two to spare).
+func checkDescriptorsBound(t *testing.T, pid, held, bound, n int) {
+	t.Helper()
+	// About bound more: a connection of the test's own may have been
+	// among those held.
+	eventuallyTrue(t, "the connections served", func() bool { return openDescriptors(t, pid) >= held+bound-2 })
+	time.Sleep(500 * time.Millisecond) // any more accepted would show by now
+	if got := openDescriptors(t, pid); got > held+bound+2 {
+		t.Errorf("%d descriptors with %d clients, %d before: want %d more at most", got, n, held, bound)
+	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/net/netutil"
 
 	"github.com/svcreg/svcreg/internal/logging"
 	"github.com/svcreg/svcreg/internal/registryflags"
@@ -268,10 +269,15 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		mux.Handle("/", statuspage.Handler(statuspage.Config{Health: health, Status: renderer.Status,
 			Registry: cfg.Registry.URL, InUse: client.URL, Account: accountName(cfg.Registry), Logger: log}))
-		hs := &http.Server{Handler: statuspage.LoopbackOnly(ln.Addr(), mux), ReadHeaderTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second,
+		// Bounded: whoever reaches the port (a health probe's network)
+		// must not hold every descriptor the renderer needs for its
+		// files, commands and registry connections.
+		hs := &http.Server{Handler: statuspage.LoopbackOnly(ln.Addr(), mux), ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 30 * time.Second, MaxHeaderBytes: 16 << 10,
 			ErrorLog: logging.ErrorLog(log.Handler())}
-		log.Info("serving the status page, /healthz, /readyz and /metrics", "url", "http://"+ln.Addr().String())
-		addHTTPServer(&g, log, hs, func() error { return hs.Serve(ln) }, nil, 5*time.Second)
+		log.Info("serving the status page, /healthz, /readyz and /metrics", "url", "http://"+ln.Addr().String(), "max_conns", statusConns)
+		limited := netutil.LimitListener(ln, statusConns)
+		addHTTPServer(&g, log, hs, func() error { return hs.Serve(limited) }, nil, 5*time.Second)
 	}
 	log.Info("svcreg template started", "templates", set.Len(), "registry", statuspage.PublicURL(cfg.Registry.URL), "dry", f.dry)
 	err = g.Run()
@@ -283,6 +289,10 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	}
 	return err
 }
+
+// statusConns is how many connections --listen serves at once; the
+// others wait in the kernel's queue.
+const statusConns = 32
 
 // loadConfig reads --config (if any), adds the --template flags, applies
 // --wait and --listen, and puts the connection flags given over the
