@@ -3,12 +3,17 @@
 package logging
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"log"
 	"log/slog"
 	"strings"
+	"sync"
+	"time"
 	"unicode/utf8"
+
+	"github.com/svcreg/svcreg/internal/printable"
 )
 
 // New returns a logger writing to w in format ("text" or "json") from
@@ -24,9 +29,32 @@ func New(w io.Writer, format, level string) (*slog.Logger, error) {
 	case "text":
 		return slog.New(slog.NewTextHandler(w, opts)), nil
 	case "json":
+		opts.ReplaceAttr = shownInJSON
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("--log-format %q: use text or json", format)
+}
+
+// shownInJSON escapes, in a string or an error's text, the characters
+// that do not print (printable.Text): the JSON handler escapes only those
+// below U+0020 and U+2028/2029, and a C1 control (U+009B, a terminal's
+// CSI) or a bidirectional override from a request would reach whoever
+// reads the log in a terminal as it is. The text handler quotes such
+// strings itself.
+func shownInJSON(_ []string, a slog.Attr) slog.Attr {
+	switch a.Value.Kind() {
+	case slog.KindString:
+		if s := a.Value.String(); !printable.AllShown(s, printable.Shows) {
+			a.Value = slog.StringValue(printable.Escaped(s))
+		}
+	case slog.KindAny:
+		if err, ok := a.Value.Any().(error); ok {
+			if s := err.Error(); !printable.AllShown(s, printable.Shows) {
+				a.Value = slog.StringValue(printable.Escaped(s))
+			}
+		}
+	}
+	return a
 }
 
 // MaxErrorLine bounds the message of a line an http.Server writes to its
@@ -39,8 +67,53 @@ const MaxErrorLine = 512
 // of h at level warn, its message cut to MaxErrorLine bytes (at a whole
 // rune) and then saying how long it was; of a handler's panic, only the
 // first line is cut, and the stack kept.
+//
+// At most errorLineBurst lines are logged at once, then one a second (a
+// handler's panic always): an unauthenticated client can make a server
+// write one (a TLS handshake that fails) per connection, thousands a
+// second. The next line logged says how many were not.
 func ErrorLog(h slog.Handler) *log.Logger {
-	return log.New(cutLines{slog.NewLogLogger(h, slog.LevelWarn).Writer()}, "", 0)
+	return log.New(&limitedLines{w: cutLines{slog.NewLogLogger(h, slog.LevelWarn).Writer()}, tokens: errorLineBurst, now: time.Now}, "", 0)
+}
+
+// errorLineBurst and errorLinesPerSecond bound the lines of an ErrorLog.
+const (
+	errorLineBurst      = 20
+	errorLinesPerSecond = 1
+)
+
+// limitedLines passes on at most errorLineBurst lines at once and
+// errorLinesPerSecond after that, and a handler's panic always.
+type limitedLines struct {
+	w       io.Writer
+	now     func() time.Time
+	mu      sync.Mutex
+	tokens  float64
+	last    time.Time
+	dropped int
+}
+
+func (l *limitedLines) Write(p []byte) (int, error) {
+	panicked := bytes.HasPrefix(p, []byte("http: panic serving "))
+	l.mu.Lock()
+	now := l.now()
+	if !l.last.IsZero() {
+		l.tokens = min(errorLineBurst, l.tokens+now.Sub(l.last).Seconds()*errorLinesPerSecond)
+	}
+	l.last = now
+	if l.tokens < 1 && !panicked {
+		l.dropped++
+		l.mu.Unlock()
+		return len(p), nil
+	}
+	l.tokens = max(0, l.tokens-1)
+	dropped := l.dropped
+	l.dropped = 0
+	l.mu.Unlock()
+	if dropped > 0 {
+		fmt.Fprintf(l.w, "http: %d lines of this server's error log not written since the last (at most %d a second are, after %d)\n", dropped, errorLinesPerSecond, errorLineBurst)
+	}
+	return l.w.Write(p)
 }
 
 // cutLines cuts each line written to it to MaxErrorLine bytes.

@@ -3,6 +3,8 @@ package logging
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -113,3 +115,57 @@ func servePanicking(w http.ResponseWriter, r *http.Request) { lookUp(r, nil) }
 
 //go:noinline
 func lookUp(r *http.Request, m map[string]int) { m[r.URL.Path]++ }
+
+// An unauthenticated client can make a server write an ErrorLog line per
+// connection (a TLS handshake that fails): lines past a burst are not
+// written, one a second is, and the next one written says how many were
+// not. A handler's panic always is.
+func TestErrorLogLinesLimited(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	l := &limitedLines{w: &buf, tokens: errorLineBurst, now: func() time.Time { return now }}
+	for range 10 * errorLineBurst {
+		l.Write([]byte("http: TLS handshake error from 10.0.0.1:1: EOF\n"))
+	}
+	if n := strings.Count(buf.String(), "TLS handshake error"); n != errorLineBurst {
+		t.Errorf("%d lines of %d written at once; want the burst, %d", n, 10*errorLineBurst, errorLineBurst)
+	}
+	buf.Reset()
+	now = now.Add(time.Second)
+	l.Write([]byte("http: TLS handshake error from 10.0.0.1:2: EOF\n"))
+	l.Write([]byte("http: TLS handshake error from 10.0.0.1:3: EOF\n"))
+	want := fmt.Sprintf("http: %d lines of this server's error log not written since the last", 9*errorLineBurst)
+	if got := buf.String(); !strings.HasPrefix(got, want) || !strings.Contains(got, "10.0.0.1:2") || strings.Contains(got, "10.0.0.1:3") {
+		t.Errorf("a second on: %q; want %q, then the one line", got, want)
+	}
+	l.Write([]byte("http: panic serving 10.0.0.1:4: boom\n"))
+	if !strings.Contains(buf.String(), "panic serving") {
+		t.Error("a panic was not written")
+	}
+}
+
+// The JSON handler escapes only control characters below U+0020: a C1
+// control (a terminal's CSI) or a bidirectional override that a request
+// put in a string or an error is written escaped, as the text handler
+// quotes it.
+func TestJSONLogEscapesWhatDoesNotPrint(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer
+	log, err := New(&buf, "json", "info")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Info("request \u202eevil", "uri", "/services/\u202eprod\u009b31m", "err", errors.New("bad \u009b2J"), "plain", "Grüße")
+	out := buf.String()
+	if strings.ContainsAny(out, "\u202e\u009b") {
+		t.Errorf("the record holds a character that does not print as it is: %q", out)
+	}
+	var rec map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &rec); err != nil {
+		t.Fatal(err)
+	}
+	if rec["msg"] != `request \u202eevil` || rec["uri"] != `/services/\u202eprod\u009b31m` || rec["err"] != `bad \u009b2J` || rec["plain"] != "Grüße" {
+		t.Errorf("record %v", rec)
+	}
+}
