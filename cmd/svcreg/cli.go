@@ -76,7 +76,13 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		return exitUsage
 	}
 	if args[0] == "help" && len(args) > 1 {
-		// svcreg help services get: svcreg services get --help.
+		// svcreg help services get: svcreg services get --help. Only a
+		// command and a subcommand: nothing else may reach the command,
+		// which would run it (svcreg help wrap --id x cmd).
+		if len(args) > 3 || slices.ContainsFunc(args[1:], func(a string) bool { return strings.HasPrefix(a, "-") }) {
+			fmt.Fprintf(stderr, "svcreg help: give a command and, for a group, a subcommand (svcreg help services get)\n")
+			return exitUsage
+		}
 		return Main(ctx, append(slices.Clone(args[1:]), "--help"), stdin, stdout, stderr)
 	}
 	if args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help" {

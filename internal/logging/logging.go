@@ -49,12 +49,23 @@ func shownInJSON(_ []string, a slog.Attr) slog.Attr {
 		}
 	case slog.KindAny:
 		if err, ok := a.Value.Any().(error); ok {
-			if s := err.Error(); !printable.AllShown(s, printable.Shows) {
+			if s, ok := errorText(err); ok && !printable.AllShown(s, printable.Shows) {
 				a.Value = slog.StringValue(printable.Escaped(s))
 			}
 		}
 	}
 	return a
+}
+
+// errorText is err's text, and false if Error panics (a typed nil): the
+// handler then writes it as it does any value whose method panics.
+func errorText(err error) (s string, ok bool) {
+	defer func() {
+		if recover() != nil {
+			s, ok = "", false
+		}
+	}()
+	return err.Error(), true
 }
 
 // MaxErrorLine bounds the message of a line an http.Server writes to its

@@ -156,7 +156,8 @@ func TestJSONLogEscapesWhatDoesNotPrint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log.Info("request \u202eevil", "uri", "/services/\u202eprod\u009b31m", "err", errors.New("bad \u009b2J"), "plain", "Grüße")
+	var typedNil *nilError
+	log.Info("request \u202eevil", "uri", "/services/\u202eprod\u009b31m", "err", errors.New("bad \u009b2J"), "plain", "Grüße", "nil", error(typedNil))
 	out := buf.String()
 	if strings.ContainsAny(out, "\u202e\u009b") {
 		t.Errorf("the record holds a character that does not print as it is: %q", out)
@@ -169,3 +170,8 @@ func TestJSONLogEscapesWhatDoesNotPrint(t *testing.T) {
 		t.Errorf("record %v", rec)
 	}
 }
+
+// nilError's Error panics on a nil pointer, as many errors' do.
+type nilError struct{ msg string }
+
+func (e *nilError) Error() string { return e.msg }
