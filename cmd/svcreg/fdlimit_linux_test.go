@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"fmt"
 	"net"
 	"net/http"
@@ -70,7 +71,8 @@ func TestMetricsListenHoldsFewDescriptors(t *testing.T) {
 	srv := startServerProcess(t, "--data-dir", t.TempDir(), "--metrics-listen", "127.0.0.1:"+port)
 	pid := srv.cmd.Process.Pid
 	held := openDescriptors(t, pid)
-	defer openClients(t, "127.0.0.1:"+port, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", 100)()
+	// Clients that send nothing (one answered is closed at once).
+	defer openClients(t, "127.0.0.1:"+port, "", 100)()
 	checkDescriptorsBound(t, pid, held, 16, 100)
 	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get(srv.url + "/healthz")
 	if err != nil {
@@ -80,9 +82,10 @@ func TestMetricsListenHoldsFewDescriptors(t *testing.T) {
 }
 
 // svcreg template's --listen (status page, /healthz, /metrics) serves a
-// few connections at once (32): a client that opens many cannot take the
-// descriptors the renderer needs for its files, commands and registry
-// connections. Once they close, it answers again.
+// bounded number of connections at once (statusConns): a client that
+// opens many cannot take the descriptors the renderer needs for its
+// files, commands and registry connections. Without keep-alives, clients
+// that were answered hold none: a probe after them is answered at once.
 func TestTemplateListenHoldsFewDescriptors(t *testing.T) {
 	t.Parallel()
 	srv := startServerProcess(t, "--data-dir", t.TempDir())
@@ -96,8 +99,24 @@ func TestTemplateListenHoldsFewDescriptors(t *testing.T) {
 	eventuallyTrue(t, "the first render", func() bool { return fileExists(out) && strings.Contains(get(health), `"status"`) })
 	pid := d.cmd.Process.Pid
 	held := openDescriptors(t, pid)
-	closeAll := openClients(t, "127.0.0.1:"+port, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 150)
-	checkDescriptorsBound(t, pid, held, 32, 150)
+	// A connection answered is closed (no keep-alive), so answered
+	// clients, however many, hold no slot.
+	for range 3 {
+		c, err := net.Dial("tcp", "127.0.0.1:"+port)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		c.Write([]byte("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil || !resp.Close {
+			t.Fatalf("an answer %+v, %v; want one that closes the connection", resp, err)
+		}
+		c.Close()
+	}
+	// Clients that send no request: statusConns held at most.
+	closeAll := openClients(t, "127.0.0.1:"+port, "", statusConns+100)
+	checkDescriptorsBound(t, pid, held, statusConns, statusConns+100)
 	closeAll()
 	eventuallyTrue(t, "/healthz answered again", func() bool { return strings.Contains(get(health), `"status"`) })
 }

@@ -448,8 +448,11 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 			h = statuspage.LoopbackOnly(metricsLn.Addr(), mux) // as the API's
 		}
 		ms := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
-			WriteTimeout: 30 * time.Second, IdleTimeout: 30 * time.Second, MaxHeaderBytes: 16 << 10,
+			WriteTimeout: 30 * time.Second, MaxHeaderBytes: 16 << 10,
 			ErrorLog: logging.ErrorLog(log.Handler())}
+		// A connection is closed once answered: an idle one would keep
+		// its slot, and a client with one request each would hold them all.
+		ms.SetKeepAlivesEnabled(false)
 		log.Info("metrics listening", "url", "http://"+metricsLn.Addr().String()+"/metrics", "max_conns", metricsConns)
 		// A scraper needs a connection or two: the rest wait in the
 		// kernel's queue, holding none of the descriptors kept in reserve.

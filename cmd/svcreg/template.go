@@ -271,10 +271,15 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 			Registry: cfg.Registry.URL, InUse: client.URL, Account: accountName(cfg.Registry), Logger: log}))
 		// Bounded: whoever reaches the port (a health probe's network)
 		// must not hold every descriptor the renderer needs for its
-		// files, commands and registry connections.
-		hs := &http.Server{Handler: statuspage.LoopbackOnly(ln.Addr(), mux), ReadHeaderTimeout: 10 * time.Second,
-			ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 30 * time.Second, MaxHeaderBytes: 16 << 10,
+		// files, commands and registry connections. Without keep-alives
+		// and with a short wait for a request, a slot is held for a
+		// request only, so that holding them all takes a client opening
+		// statusConns connections every few seconds, not one idle
+		// connection each.
+		hs := &http.Server{Handler: statuspage.LoopbackOnly(ln.Addr(), mux), ReadHeaderTimeout: 5 * time.Second,
+			ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, MaxHeaderBytes: 16 << 10,
 			ErrorLog: logging.ErrorLog(log.Handler())}
+		hs.SetKeepAlivesEnabled(false)
 		log.Info("serving the status page, /healthz, /readyz and /metrics", "url", "http://"+ln.Addr().String(), "max_conns", statusConns)
 		limited := netutil.LimitListener(ln, statusConns)
 		addHTTPServer(&g, log, hs, func() error { return hs.Serve(limited) }, nil, 5*time.Second)
@@ -292,7 +297,7 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 
 // statusConns is how many connections --listen serves at once; the
 // others wait in the kernel's queue.
-const statusConns = 32
+const statusConns = 256
 
 // loadConfig reads --config (if any), adds the --template flags, applies
 // --wait and --listen, and puts the connection flags given over the
