@@ -20,6 +20,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/svcreg/svcreg/internal/printable"
 	"github.com/svcreg/svcreg/internal/retry"
 	"github.com/svcreg/svcreg/registry"
 )
@@ -317,9 +318,10 @@ func describeEvent(ev registry.Event) (subject, detail string) {
 
 // termSafe is registry text as it may reach a terminal: quoted, with
 // escapes, when it holds anything but printable characters and spaces (an
-// escape sequence, a C1 control, a bidi override, invalid UTF-8).
+// escape sequence, a C1 control, a bidi override, invalid UTF-8) or a
+// letter that shows as blank (printable.IsBlank).
 func termSafe(s string) string {
-	if !allShown(s, unicode.IsPrint) {
+	if !allShown(s, func(r rune) bool { return unicode.IsPrint(r) && !printable.IsBlank(r) }) {
 		return strconv.QuoteToASCII(s)
 	}
 	return s

@@ -601,3 +601,22 @@ func TestImpostorTokenAndFaultAreOneSafeLine(t *testing.T) {
 		t.Errorf("a fault message took %d lines of stderr:\n%q", n, stderr.String())
 	}
 }
+
+// Registry text in a table is Go-quoted when it holds what does not
+// print as it is, letters that show as blank included ("api\u3164"
+// looks like "api").
+func TestTermSafe(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"api":         "api",
+		"Grüße x":     "Grüße x",
+		"\u202edorp":  `"\u202edorp"`,
+		"api\u3164":   `"api\u3164"`,
+		"\u2800":      `"\u2800"`,
+		"\x1b[2Jhi\a": `"\x1b[2Jhi\a"`,
+	} {
+		if got := termSafe(in); got != want {
+			t.Errorf("termSafe(%q) = %s; want %s", in, got, want)
+		}
+	}
+}
