@@ -244,18 +244,13 @@ func isLeaseNotFound(err error) bool { return errors.Is(err, rpctypes.ErrLeaseNo
 // AuthMode implements store.Identity: the first node to start records
 // its mode, in a transaction, and every node reads what it recorded.
 func (s *Store) AuthMode(ctx context.Context, mode string) (string, error) {
-	key := s.k.authMode()
-	resp, err := s.txnWithin(ctx, s.opts.RequestTimeout, hedged, "record the auth mode",
-		[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)},
-		[]clientv3.Op{clientv3.OpPut(key, mode)},
-		[]clientv3.Op{clientv3.OpGet(key)})
-	if err != nil {
+	created, kv, err := s.putIfAbsent(ctx, "record the auth mode", s.k.authMode(), mode)
+	switch {
+	case err != nil:
 		return "", err
-	}
-	if resp.Succeeded {
+	case created != 0:
 		return mode, nil
-	}
-	if kv := first(resp.Responses[0]); kv != nil {
+	case kv != nil:
 		return string(kv.Value), nil
 	}
 	return "", fmt.Errorf("etcd store under %q: the auth mode key vanished", s.opts.Prefix)

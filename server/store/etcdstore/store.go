@@ -635,6 +635,24 @@ func grpcCode(err error) codes.Code {
 }
 
 // first returns the first key of a range response, or nil.
+// putIfAbsent puts value at key unless the key exists, in one hedged
+// transaction (a send that committed is found by the others' read): it
+// returns the revision of the put if this call made it, else the key as
+// stored (nil if it vanished since).
+func (s *Store) putIfAbsent(ctx context.Context, what, key, value string) (created int64, stored *mvccpb.KeyValue, err error) {
+	resp, err := s.txnWithin(ctx, s.opts.RequestTimeout, hedged, what,
+		[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)},
+		[]clientv3.Op{clientv3.OpPut(key, value)},
+		[]clientv3.Op{clientv3.OpGet(key)})
+	if err != nil {
+		return 0, nil, err
+	}
+	if resp.Succeeded {
+		return resp.Header.Revision, nil, nil
+	}
+	return 0, first(resp.Responses[0]), nil
+}
+
 func first(r *pb.ResponseOp) *mvccpb.KeyValue {
 	rr := r.GetResponseRange()
 	if rr == nil || len(rr.Kvs) == 0 {
@@ -754,18 +772,17 @@ func (s *Store) tenantFor(ctx context.Context, id string) (*tenant, error) {
 	key := s.k.account(id)
 	// Hedged: whichever send commits, or another node's create, the
 	// account is then the one in etcd.
-	resp, err := s.txnWithin(ctx, s.opts.RequestTimeout, hedged, "create account",
-		[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)},
-		[]clientv3.Op{clientv3.OpPut(key, string(raw))},
-		[]clientv3.Op{clientv3.OpGet(key)})
+	rev, kv, err := s.putIfAbsent(ctx, "create account", key, string(raw))
 	if err != nil {
 		return nil, err
 	}
-	if resp.Succeeded {
-		t.observe(acct, resp.Header.Revision)
+	if rev != 0 {
+		t.observe(acct, rev)
 		return t, nil
 	}
-	kv := first(resp.Responses[0])
+	if kv == nil {
+		return nil, fmt.Errorf("account %s: its key vanished as it was created", id)
+	}
 	if err := json.Unmarshal(kv.Value, &acct); err != nil {
 		return nil, fmt.Errorf("account %s: %w", id, err)
 	}
