@@ -13,6 +13,7 @@ import (
 
 	"github.com/svcreg/svcreg/internal/cliflags"
 	"github.com/svcreg/svcreg/internal/logging"
+	"github.com/svcreg/svcreg/internal/printable"
 	"github.com/svcreg/svcreg/internal/suggest"
 )
 
@@ -122,12 +123,12 @@ func reportError(stderr io.Writer, prefix string, err error) int {
 	var ce exitCodeError
 	if errors.As(err, &ce) {
 		if ce.err != nil {
-			fmt.Fprintf(stderr, "%s: %s\n", prefix, termText(ce.err.Error()))
+			fmt.Fprintf(stderr, "%s: %s\n", prefix, printable.Text(ce.err.Error()))
 		}
 		return ce.code
 	}
 	// A registry's fault message is its own text.
-	fmt.Fprintf(stderr, "%s: %s\n", prefix, termText(err.Error()))
+	fmt.Fprintf(stderr, "%s: %s\n", prefix, printable.Text(err.Error()))
 	return exitError
 }
 

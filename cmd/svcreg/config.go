@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/svcreg/svcreg/internal/printable"
 	"github.com/svcreg/svcreg/registry"
 )
 
@@ -94,7 +95,7 @@ With --output json, {"id", "value"}. Exits 1 if there is no such value.`, stdout
 	}
 	value := v.Value
 	if isTerminal(stdout) {
-		if value = termText(value); value != v.Value {
+		if value = printable.Text(value); value != v.Value {
 			fmt.Fprintf(stderr, "svcreg config get: %s holds characters a terminal would act on; shown escaped, with each backslash doubled (piped or with --output json, it is written as stored)\n", cell(key))
 		}
 	}

@@ -154,7 +154,7 @@ status 1. With --output json, one JSON object per line.`, stdout)
 			refused(tailRefused{err})
 			return
 		}
-		fmt.Fprintf(stderr, "svcreg events tail: %s; retrying in %s\n", termText(describeFault(err).Error()), retryIn.Round(time.Millisecond))
+		fmt.Fprintf(stderr, "svcreg events tail: %s; retrying in %s\n", printable.Text(describeFault(err).Error()), retryIn.Round(time.Millisecond))
 	}
 	// ended is the tail's error once ctx has ended: none when interrupted.
 	ended := func() error {
@@ -321,7 +321,7 @@ func describeEvent(ev registry.Event) (subject, detail string) {
 // escape sequence, a C1 control, a bidi override, invalid UTF-8) or a
 // letter that shows as blank (printable.IsBlank).
 func termSafe(s string) string {
-	if !allShown(s, func(r rune) bool { return unicode.IsPrint(r) && !printable.IsBlank(r) }) {
+	if !printable.AllShown(s, func(r rune) bool { return unicode.IsPrint(r) && !printable.IsBlank(r) }) {
 		return strconv.QuoteToASCII(s)
 	}
 	return s

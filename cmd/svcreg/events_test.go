@@ -543,22 +543,6 @@ func TestTermWriterEscapesTheRest(t *testing.T) {
 	}
 }
 
-func TestTermText(t *testing.T) {
-	t.Parallel()
-	for in, want := range map[string]string{
-		"plain text, tabs\tand\nlines": "plain text, tabs\tand\nlines",
-		"a\x1b[2Jb\u009bc\u202ed\xffe": `a\x1b[2Jb\u009bc\u202ed\xffe`,
-		// A backslash is kept where nothing is escaped, doubled where
-		// something is: the text "\x1b" is not shown as ESC would be.
-		`C:\dir\x1b`: `C:\dir\x1b`,
-		"\\x1b\x1b":  `\\x1b\x1b`,
-	} {
-		if got := termText(in); got != want {
-			t.Errorf("termText(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 // impostor is a registry that answers logins (user x, tenant 123) and
 // hands every other request to api, with a JSON content type: a broken or
 // impostor registry, whose answers the commands must not trust.

@@ -42,10 +42,10 @@ func writeJSON(w io.Writer, v any) error {
 // and they say the same.
 func jsonSafe(b []byte) []byte {
 	shows := func(r rune) bool { return r == '\n' || unicode.IsPrint(r) }
-	if allShown(string(b), shows) {
+	if printable.AllShown(string(b), shows) {
 		return b
 	}
-	return []byte(escapeRunes(string(b), shows, func(out *strings.Builder, r rune, raw string) {
+	return []byte(printable.EscapeRunes(string(b), shows, func(out *strings.Builder, r rune, raw string) {
 		switch {
 		case r == utf8.RuneError && len(raw) == 1:
 			out.WriteString(`\ufffd`)
@@ -57,12 +57,6 @@ func jsonSafe(b []byte) []byte {
 		}
 	}))
 }
-
-// allShown and escapeRunes: see package printable.
-var (
-	allShown    = printable.AllShown
-	escapeRunes = printable.EscapeRunes
-)
 
 // newTable returns a tabwriter for a table whose cells are separated by
 // tabs; Flush it at the end.
@@ -129,22 +123,15 @@ type termWriter struct {
 }
 
 func (t *termWriter) Write(p []byte) (int, error) {
-	shown := termText(string(p))
+	shown := printable.Text(string(p))
 	if shown != string(p) && !t.escaping {
 		t.escaping = true
 		t.note()
 	} else if t.escaping {
-		shown = termEscaped(string(p))
+		shown = printable.Escaped(string(p))
 	}
 	if _, err := io.WriteString(t.w, shown); err != nil {
 		return 0, err
 	}
 	return len(p), nil
 }
-
-// termText is a message that may hold registry text (a registry's fault
-// message, say) as it may reach a terminal: see printable.Text.
-var (
-	termText    = printable.Text
-	termEscaped = printable.Escaped
-)

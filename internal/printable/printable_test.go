@@ -5,13 +5,19 @@ import "testing"
 func TestText(t *testing.T) {
 	t.Parallel()
 	for in, want := range map[string]string{
-		"plain\ttext\nand a line": "plain\ttext\nand a line",
-		`C:\dir`:                  `C:\dir`,
-		"\u202edorp":              `\u202edorp`,
-		"a\u200bb \\ c":           `a\u200bb \\ c`,
-		"\x1b]0;owned\a":          `\x1b]0;owned\a`,
-		"blank\u3164\u2800":       `blank\u3164\u2800`,
-		"bad \xff byte":           `bad \xff byte`,
+		"plain\ttext\nand a line":      "plain\ttext\nand a line",
+		`C:\dir`:                       `C:\dir`,
+		"\u202edorp":                   `\u202edorp`,
+		"a\u200bb \\ c":                `a\u200bb \\ c`,
+		"\x1b]0;owned\a":               `\x1b]0;owned\a`,
+		"blank\u3164\u2800":            `blank\u3164\u2800`,
+		"plain text, tabs\tand\nlines": "plain text, tabs\tand\nlines",
+		"a\x1b[2Jb\u009bc\u202ed\xffe": `a\x1b[2Jb\u009bc\u202ed\xffe`,
+		// A backslash is kept where nothing is escaped, doubled where
+		// something is: the text "\x1b" is not shown as ESC would be.
+		`C:\dir\x1b`:    `C:\dir\x1b`,
+		"\\x1b\x1b":     `\\x1b\x1b`,
+		"bad \xff byte": `bad \xff byte`,
 		"Grüße, مرحبا, 😀, می\u200cخواهم": `Grüße, مرحبا, 😀, می\u200cخواهم`,
 	} {
 		if got := Text(in); got != want {
