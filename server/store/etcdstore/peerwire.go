@@ -393,14 +393,15 @@ func (s *Store) servePeerConn(c net.Conn, opened func() bool) {
 			c.SetReadDeadline(time.Now().Add(peerIdle))
 		}
 		nonce, sealed, err := in.read(r, started)
-		if err == errFrameSize && reqAD == nil {
-			refuse("secret", "not a hello sealed with this registry's secret")
-			return
-		}
-		if err == errFrameSize && first {
-			// Most likely a holder of the release before the bound,
-			// whose first batch is its first request.
-			refuse("version", fmt.Sprintf("a first request over %d bytes: a node of this version opens with an empty one", maxFirstRequest))
+		if err == errFrameSize {
+			switch {
+			case reqAD == nil:
+				refuse("secret", "not a hello sealed with this registry's secret")
+			case first:
+				// Most likely a holder of the release before the
+				// bound, whose first batch is its first request.
+				refuse("version", fmt.Sprintf("a first request of a size no node of this version sends (it opens with an empty one, at most %d bytes)", maxFirstRequest))
+			}
 			return
 		}
 		if err != nil {
@@ -564,15 +565,24 @@ func (s *Store) tryRoundTrip(pc *peerConn, target peerInfo, payload []byte) (cop
 	if err != nil {
 		return copyAnswer{}, err
 	}
+	if err := pc.answer(raw); err != nil {
+		return copyAnswer{}, err
+	}
+	pc.used = true
+	return pc.ans, nil
+}
+
+// answer decodes a batch's answer into pc.ans: an error if it does not
+// decode or refuses the batch.
+func (pc *peerConn) answer(raw []byte) error {
 	a := &pc.ans
 	switch {
 	case a.decode(raw) != nil:
-		return copyAnswer{}, fmt.Errorf("peer %s: undecodable answer", target.id)
+		return fmt.Errorf("peer %s: undecodable answer", pc.to.id)
 	case a.Err != "":
-		return copyAnswer{}, fmt.Errorf("peer %s refused the copies: %s", target.id, a.Err)
+		return fmt.Errorf("peer %s refused the copies: %s", pc.to.id, a.Err)
 	}
-	pc.used = true
-	return *a, nil
+	return nil
 }
 
 // hello opens a new connection: it sends the peer a hello and keeps the
@@ -607,14 +617,7 @@ func (s *Store) openWithEmptyBatch(pc *peerConn) error {
 		}
 		return &dialError{err}
 	}
-	a := &pc.ans
-	switch {
-	case a.decode(raw) != nil:
-		return fmt.Errorf("peer %s: undecodable answer", pc.to.id)
-	case a.Err != "":
-		return fmt.Errorf("peer %s refused the copies: %s", pc.to.id, a.Err)
-	}
-	return nil
+	return pc.answer(raw)
 }
 
 // exchange sends payload to pc's peer, sealed with the additional data

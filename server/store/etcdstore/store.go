@@ -634,7 +634,6 @@ func grpcCode(err error) codes.Code {
 	return codes.Unknown
 }
 
-// first returns the first key of a range response, or nil.
 // putIfAbsent puts value at key unless the key exists, in one hedged
 // transaction (a send that committed is found by the others' read): it
 // returns the revision of the put if this call made it, else the key as
@@ -653,6 +652,7 @@ func (s *Store) putIfAbsent(ctx context.Context, what, key, value string) (creat
 	return 0, first(resp.Responses[0]), nil
 }
 
+// first returns the first key of a range response, or nil.
 func first(r *pb.ResponseOp) *mvccpb.KeyValue {
 	rr := r.GetResponseRange()
 	if rr == nil || len(rr.Kvs) == 0 {
