@@ -487,10 +487,14 @@ func authModeRefusal(f serverFlags, recorded string) error {
 	if f.etcd.endpoints != "" {
 		flag, where = "--etcd-prefix", fmt.Sprintf("--etcd-prefix %q", f.etcd.prefix)
 	}
-	if recorded == store.AuthUsers {
+	switch recorded {
+	case store.AuthUsers:
 		return usagef("%s was served with --users: --dev would let anyone in as a user of its tenants. Serve it with --users, or give --dev a %s of its own", where, flag)
+	case store.AuthDev:
+		return usagef("%s was served with --dev, which let anyone in: its tenants hold what anyone wrote. Serve it with --dev, or give --users a %s of its own", where, flag)
 	}
-	return usagef("%s was served with --dev, which let anyone in: its tenants hold what anyone wrote. Serve it with --dev, or give --users a %s of its own", where, flag)
+	// Neither (damaged, or of another program): say what it holds.
+	return usagef("%s records the auth mode %q, which is neither --dev nor --users: give this server a %s of its own", where, recorded, flag)
 }
 
 // metricsConns is how many connections --metrics-listen serves at once.
