@@ -90,8 +90,10 @@ func TestReadGateRefusesPastMaxWaiting(t *testing.T) {
 			entered <- l
 		}()
 	}
-	for testGauge(waiting) != 2 {
-		runtime.Gosched()
+	for deadline := time.Now().Add(30 * time.Second); testGauge(waiting) != 2; runtime.Gosched() {
+		if time.Now().After(deadline) { // a bound for a broken test
+			t.Fatalf("%v reads waiting 30 s on, want 2", testGauge(waiting))
+		}
 	}
 	_, err = g.enter(context.Background(), "a")
 	var f *fault
