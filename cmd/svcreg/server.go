@@ -23,7 +23,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"golang.org/x/net/netutil"
 
 	"github.com/svcreg/svcreg/internal/logging"
 	"github.com/svcreg/svcreg/internal/statuspage"
@@ -447,17 +446,10 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		if f.dev {
 			h = statuspage.LoopbackOnly(metricsLn.Addr(), mux) // as the API's
 		}
-		ms := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
-			WriteTimeout: 30 * time.Second, MaxHeaderBytes: 16 << 10,
-			ErrorLog: logging.ErrorLog(log.Handler())}
-		// A connection is closed once answered: an idle one would keep
-		// its slot, and a client with one request each would hold them all.
-		ms.SetKeepAlivesEnabled(false)
 		log.Info("metrics listening", "url", "http://"+metricsLn.Addr().String()+"/metrics", "max_conns", metricsConns)
 		// A scraper needs a connection or two: the rest wait in the
 		// kernel's queue, holding none of the descriptors kept in reserve.
-		limited := netutil.LimitListener(metricsLn, metricsConns)
-		addHTTPServer(&g, log, ms, func() error { return ms.Serve(limited) }, nil, 5*time.Second)
+		addBoundedServer(&g, log, metricsLn, h, metricsConns)
 	}
 	g.Add(func() error { return stopOrReload(ctx, log, sigs, reload) }, func(error) { cancel() })
 	if err := g.Run(); !errors.Is(err, errStopped) {

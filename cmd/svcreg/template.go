@@ -19,9 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"golang.org/x/net/netutil"
 
-	"github.com/svcreg/svcreg/internal/logging"
 	"github.com/svcreg/svcreg/internal/registryflags"
 	"github.com/svcreg/svcreg/internal/statuspage"
 	"github.com/svcreg/svcreg/registry"
@@ -269,20 +267,11 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		mux.Handle("/", statuspage.Handler(statuspage.Config{Health: health, Status: renderer.Status,
 			Registry: cfg.Registry.URL, InUse: client.URL, Account: accountName(cfg.Registry), Logger: log}))
-		// Bounded: whoever reaches the port (a health probe's network)
-		// must not hold every descriptor the renderer needs for its
-		// files, commands and registry connections. Without keep-alives
-		// and with a short wait for a request, a slot is held for a
-		// request only, so that holding them all takes a client opening
-		// statusConns connections every few seconds, not one idle
-		// connection each.
-		hs := &http.Server{Handler: statuspage.LoopbackOnly(ln.Addr(), mux), ReadHeaderTimeout: 5 * time.Second,
-			ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, MaxHeaderBytes: 16 << 10,
-			ErrorLog: logging.ErrorLog(log.Handler())}
-		hs.SetKeepAlivesEnabled(false)
 		log.Info("serving the status page, /healthz, /readyz and /metrics", "url", "http://"+ln.Addr().String(), "max_conns", statusConns)
-		limited := netutil.LimitListener(ln, statusConns)
-		addHTTPServer(&g, log, hs, func() error { return hs.Serve(limited) }, nil, 5*time.Second)
+		// Whoever reaches the port (a health probe's network) must not
+		// hold the descriptors the renderer needs for its files, commands
+		// and registry connections.
+		addBoundedServer(&g, log, ln, statuspage.LoopbackOnly(ln.Addr(), mux), statusConns)
 	}
 	log.Info("svcreg template started", "templates", set.Len(), "registry", statuspage.PublicURL(cfg.Registry.URL), "dry", f.dry)
 	err = g.Run()
