@@ -28,6 +28,9 @@ type execState struct {
 	// render's start.
 	prevSpellings, spellings spellings
 	now                      time.Time
+	// values are the value functions configAs calls, made at its first
+	// call.
+	values map[string]any
 }
 
 // watchedList is a service list a template read, by the call that made it.

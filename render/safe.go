@@ -509,12 +509,19 @@ const configurationField = "configuration"
 // (a service always has an id).
 func (r Refusal) OfConfiguration() bool { return r.Service == "" }
 
-// safeFuncs are the functions that turn registry text into config tokens.
+// safeFuncs are the functions that turn registry text into config tokens:
+// the value functions and those that take services.
 func (st *execState) safeFuncs() map[string]any {
+	fm := st.valueFuncs()
+	fm["endpoints"], fm["endpoint"], fm["endpointsBy"] = st.endpoints, st.endpoint, st.endpointsBy
+	fm["configAs"] = st.configAs
+	return fm
+}
+
+// valueFuncs are the value functions, which check one value: a template's
+// and configAs's by name.
+func (st *execState) valueFuncs() map[string]any {
 	return map[string]any{
-		"endpoints":   st.endpoints,
-		"endpoint":    st.endpoint,
-		"endpointsBy": st.endpointsBy,
 		"number": func(lo, hi int, s string) (int, error) {
 			return parseInt("number", s, lo, hi)
 		},
@@ -528,12 +535,8 @@ func (st *execState) safeFuncs() map[string]any {
 		"nginxMapKey":   nginxMapKey,
 		"haproxyString": haproxyString,
 		"httpPath":      httpPath,
-		"configAs":      st.configAs,
 	}
 }
-
-// valueFunctions are the names configAs takes.
-var valueFunctions = []string{"addr", "haproxyString", "httpPath", "ident", "nginxMapKey", "nginxString", "number", "port", "weight"}
 
 // configAs is the configuration value id checked by the value function
 // fn (with its integer arguments), or def checked so when the value does
@@ -544,14 +547,18 @@ var valueFunctions = []string{"addr", "haproxyString", "httpPath", "ident", "ngi
 // the registry holds: a function that is not a value function (or that
 // function_denylist names), wrong arguments, a refused def.
 func (st *execState) configAs(id, def, fn string, args ...any) (any, error) {
-	if !slices.Contains(valueFunctions, fn) {
-		return nil, fmt.Errorf("configAs: %q is not a value function (%s)", fn, strings.Join(valueFunctions, ", "))
+	if st.values == nil {
+		st.values = st.valueFuncs() // once a render
+	}
+	value, ok := st.values[fn]
+	if !ok {
+		return nil, fmt.Errorf("configAs: %q is not a value function (%s)", fn, strings.Join(slices.Sorted(maps.Keys(st.values)), ", "))
 	}
 	if slices.Contains(st.denied, fn) {
 		return nil, fmt.Errorf("configAs: %s is in function_denylist", fn)
 	}
 	// The template function itself, called with the integers first.
-	f := reflect.ValueOf(st.safeFuncs()[fn])
+	f := reflect.ValueOf(value)
 	if n := f.Type().NumIn() - 1; len(args) != n {
 		return nil, fmt.Errorf("configAs: %s takes %d integer arguments after its name, not %d", fn, n, len(args))
 	}
