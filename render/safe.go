@@ -434,7 +434,7 @@ func httpPath(s string) (string, error) {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', strings.IndexByte("-._~/?=&+,:@", c) >= 0:
+		case isAlnum(c), strings.IndexByte("-._~/?=&+,:@", c) >= 0:
 		default:
 			r, _ := utf8.DecodeRuneInString(s[i:])
 			return "", refuse(field, s, "contains %q: only letters, digits and -._~/?=&+,:@ are taken", r)

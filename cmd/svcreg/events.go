@@ -18,7 +18,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-	"unicode"
 
 	"github.com/svcreg/svcreg/internal/printable"
 	"github.com/svcreg/svcreg/internal/retry"
@@ -321,7 +320,7 @@ func describeEvent(ev registry.Event) (subject, detail string) {
 // escape sequence, a C1 control, a bidi override, invalid UTF-8) or a
 // letter that shows as blank (printable.IsBlank).
 func termSafe(s string) string {
-	if !printable.AllShown(s, func(r rune) bool { return unicode.IsPrint(r) && !printable.IsBlank(r) }) {
+	if !printable.AllShown(s, printable.ShowsInline) {
 		return strconv.QuoteToASCII(s)
 	}
 	return s

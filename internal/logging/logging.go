@@ -44,10 +44,10 @@ func New(w io.Writer, format, level string) (*slog.Logger, error) {
 func shownInJSON(_ []string, a slog.Attr) slog.Attr {
 	switch a.Value.Kind() {
 	case slog.KindString:
-		if s := a.Value.String(); !printable.AllShown(s, printable.Shows) {
-			a.Value = slog.StringValue(printable.Escaped(s))
-		}
+		a.Value = slog.StringValue(printable.Text(a.Value.String()))
 	case slog.KindAny:
+		// Replaced only if it needs escapes: an error that marshals
+		// itself to JSON is left to do so.
 		if err, ok := a.Value.Any().(error); ok {
 			if s, ok := errorText(err); ok && !printable.AllShown(s, printable.Shows) {
 				a.Value = slog.StringValue(printable.Escaped(s))

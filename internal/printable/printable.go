@@ -50,6 +50,10 @@ func Shows(r rune) bool {
 	return r == '\n' || r == '\t' || unicode.IsPrint(r) && !IsBlank(r)
 }
 
+// ShowsInline reports whether r is written as it is within a line (a
+// table's cell): Shows, but not a newline or a tab.
+func ShowsInline(r rune) bool { return r != '\n' && r != '\t' && Shows(r) }
+
 // IsBlank reports whether r is a letter or symbol that shows as blank
 // space though it is not a space: the Hangul fillers and the blank
 // braille pattern, with which a name can look empty or like another.
