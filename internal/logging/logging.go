@@ -13,6 +13,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"golang.org/x/time/rate"
+
 	"github.com/svcreg/svcreg/internal/printable"
 )
 
@@ -84,7 +86,7 @@ const MaxErrorLine = 512
 // write one (a TLS handshake that fails) per connection, thousands a
 // second. The next line logged says how many were not.
 func ErrorLog(h slog.Handler) *log.Logger {
-	return log.New(&limitedLines{w: cutLines{slog.NewLogLogger(h, slog.LevelWarn).Writer()}, tokens: errorLineBurst, now: time.Now}, "", 0)
+	return log.New(newLimitedLines(cutLines{slog.NewLogLogger(h, slog.LevelWarn).Writer()}, time.Now), "", 0)
 }
 
 // errorLineBurst and errorLinesPerSecond bound the lines of an ErrorLog.
@@ -96,28 +98,26 @@ const (
 // limitedLines passes on at most errorLineBurst lines at once and
 // errorLinesPerSecond after that, and a handler's panic always.
 type limitedLines struct {
-	w       io.Writer
-	now     func() time.Time
+	w   io.Writer
+	now func() time.Time
+	lim *rate.Limiter
+
 	mu      sync.Mutex
-	tokens  float64
-	last    time.Time
 	dropped int
+}
+
+func newLimitedLines(w io.Writer, now func() time.Time) *limitedLines {
+	return &limitedLines{w: w, now: now, lim: rate.NewLimiter(errorLinesPerSecond, errorLineBurst)}
 }
 
 func (l *limitedLines) Write(p []byte) (int, error) {
 	panicked := bytes.HasPrefix(p, []byte("http: panic serving "))
 	l.mu.Lock()
-	now := l.now()
-	if !l.last.IsZero() {
-		l.tokens = min(errorLineBurst, l.tokens+now.Sub(l.last).Seconds()*errorLinesPerSecond)
-	}
-	l.last = now
-	if l.tokens < 1 && !panicked {
+	if !l.lim.AllowN(l.now(), 1) && !panicked {
 		l.dropped++
 		l.mu.Unlock()
 		return len(p), nil
 	}
-	l.tokens = max(0, l.tokens-1)
 	dropped := l.dropped
 	l.dropped = 0
 	l.mu.Unlock()

@@ -124,7 +124,7 @@ func TestErrorLogLinesLimited(t *testing.T) {
 	t.Parallel()
 	var buf bytes.Buffer
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	l := &limitedLines{w: &buf, tokens: errorLineBurst, now: func() time.Time { return now }}
+	l := newLimitedLines(&buf, func() time.Time { return now })
 	for range 10 * errorLineBurst {
 		l.Write([]byte("http: TLS handshake error from 10.0.0.1:1: EOF\n"))
 	}
