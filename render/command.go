@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -75,7 +74,7 @@ func runCommand(ctx context.Context, command string, timeout time.Duration) (str
 	}
 	output := strings.TrimSpace(out.String())
 	if err != nil {
-		if len(output) > maxOutput || out.dropped {
+		if len(output) > maxOutput || out.dropped() {
 			output = "…" + output[max(0, len(output)-maxOutput):]
 		}
 		return output, &CommandError{Command: command, Err: err, Output: output}
@@ -88,35 +87,27 @@ func runCommand(ctx context.Context, command string, timeout time.Duration) (str
 const keptOutput = 64 << 10
 
 // tailBuffer keeps the last max bytes written to it (up to twice that
-// between trims); dropped says whether earlier ones were let go.
+// between trims). Used as a command's stdout and stderr both, it is
+// written by one goroutine at a time (os/exec), and read after Wait.
 type tailBuffer struct {
-	mu      sync.Mutex // stdout and stderr may be written at once
 	b       []byte
 	max     int
-	dropped bool
+	written int
 }
 
 func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	n := len(p)
-	if len(p) > t.max {
-		p, t.dropped = p[len(p)-t.max:], true
-	}
-	t.b = append(t.b, p...)
+	t.written += len(p)
+	t.b = append(t.b, p[max(0, len(p)-t.max):]...)
 	if len(t.b) > 2*t.max {
-		t.b, t.dropped = append(t.b[:0], t.b[len(t.b)-t.max:]...), true
+		t.b = append(t.b[:0], t.b[len(t.b)-t.max:]...)
 	}
-	return n, nil
+	return len(p), nil
 }
 
-// String is what was kept, its last max bytes; dropped is then true if
-// anything before them was written.
-func (t *tailBuffer) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if len(t.b) > t.max {
-		t.b, t.dropped = t.b[len(t.b)-t.max:], true
-	}
-	return string(t.b)
-}
+// kept is the last max bytes written.
+func (t *tailBuffer) kept() []byte { return t.b[max(0, len(t.b)-t.max):] }
+
+func (t *tailBuffer) String() string { return string(t.kept()) }
+
+// dropped reports whether anything before what String returns was written.
+func (t *tailBuffer) dropped() bool { return t.written > len(t.kept()) }

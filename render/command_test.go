@@ -39,19 +39,19 @@ func TestTailBuffer(t *testing.T) {
 			t.Fatalf("holds %d bytes, bound %d", len(b.b), 2*b.max)
 		}
 	}
-	if got := b.String(); got != "wxyz0123" || !b.dropped {
-		t.Errorf("kept %q (dropped %v); want the last 8 bytes", got, b.dropped)
+	if got := b.String(); got != "wxyz0123" || !b.dropped() {
+		t.Errorf("kept %q (dropped %v); want the last 8 bytes", got, b.dropped())
 	}
 	// Cut when read, not only past twice the bound: dropped says so.
 	mid := &tailBuffer{max: 8}
 	mid.Write([]byte("abcde"))
 	mid.Write([]byte("fghij"))
-	if got := mid.String(); got != "cdefghij" || !mid.dropped {
-		t.Errorf("kept %q (dropped %v); want the last 8 bytes, dropped", got, mid.dropped)
+	if got := mid.String(); got != "cdefghij" || !mid.dropped() {
+		t.Errorf("kept %q (dropped %v); want the last 8 bytes, dropped", got, mid.dropped())
 	}
 	small := &tailBuffer{max: 8}
 	small.Write([]byte("short"))
-	if small.String() != "short" || small.dropped {
-		t.Errorf("a short output: %q, dropped %v", small.String(), small.dropped)
+	if small.String() != "short" || small.dropped() {
+		t.Errorf("a short output: %q, dropped %v", small.String(), small.dropped())
 	}
 }
