@@ -5,6 +5,7 @@
 package supervise
 
 import (
+	"context"
 	"errors"
 	"io/fs"
 	"log/slog"
@@ -14,7 +15,6 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
-	"sync"
 	"syscall"
 	"time"
 )
@@ -48,31 +48,31 @@ type Supervisor struct {
 	// early reaps orphans until the command starts: a subreaper (or PID
 	// 1) inherits the orphans of check and reload commands run before it,
 	// and a first pass that keeps failing would pile them up as zombies.
-	early     chan struct{} // closed to stop it
+	stopEarly context.CancelFunc
 	earlyDone chan struct{}
-	earlyOnce sync.Once
 }
 
 // New subscribes to the signals that are passed on and to SIGCHLD, makes
 // the program a child subreaper, and reaps orphans from then on.
 func New(log *slog.Logger) *Supervisor {
+	early, stop := context.WithCancel(context.Background())
 	s := &Supervisor{log: log, sigs: make(chan os.Signal, 32), chld: make(chan os.Signal, 1),
-		early: make(chan struct{}), earlyDone: make(chan struct{})}
+		stopEarly: stop, earlyDone: make(chan struct{})}
 	signal.Notify(s.sigs, forwardedSignals()...)
 	signal.Notify(s.chld, syscall.SIGCHLD)
 	becomeSubreaper(log)
 	go func() {
 		defer close(s.earlyDone)
 		// No command yet: pid -1 is no child's.
-		reap(s.chld, s.early, -1, func(syscall.WaitStatus) {}, log)
+		reap(s.chld, early.Done(), -1, func(syscall.WaitStatus) {}, log)
 	}()
 	return s
 }
 
-// stopEarly stops reaping orphans without a command, and waits for it: a
+// endEarly stops reaping orphans without a command, and waits for it: a
 // command started meanwhile could have its status taken as an orphan's.
-func (s *Supervisor) stopEarly() {
-	s.earlyOnce.Do(func() { close(s.early) })
+func (s *Supervisor) endEarly() {
+	s.stopEarly()
 	<-s.earlyDone
 }
 
@@ -92,7 +92,7 @@ func (s *Supervisor) Signals() <-chan os.Signal { return s.sigs }
 // Close stops the subscriptions, and the reaping of orphans if no
 // command started.
 func (s *Supervisor) Close() {
-	s.stopEarly()
+	s.endEarly()
 	signal.Stop(s.sigs)
 	signal.Stop(s.chld)
 }
@@ -140,7 +140,7 @@ type Child struct {
 func (s *Supervisor) Start(cmd *exec.Cmd, opts Options) (*Child, error) {
 	c := &Child{cmd: cmd, log: s.log, opts: opts, sigs: s.sigs, done: make(chan struct{}),
 		stop: make(chan struct{}), reaped: make(chan struct{}), release: make(chan struct{})}
-	s.stopEarly()
+	s.endEarly()
 	if err := c.startCommand(); err != nil {
 		return nil, err
 	}
