@@ -2,6 +2,7 @@ package registry
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -408,7 +409,7 @@ func (c *Client) do(ctx context.Context, r call, out any) (http.Header, error) {
 }
 
 // send makes one HTTP request.
-func (c *Client) send(ctx context.Context, method, u, token string, body []byte, max int64, out any) (http.Header, error) {
+func (c *Client) send(ctx context.Context, method, u, token string, body []byte, limit int64, out any) (http.Header, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -467,11 +468,7 @@ func (c *Client) send(ctx context.Context, method, u, token string, body []byte,
 		}
 	}
 	if out != nil && resp.StatusCode != http.StatusNoContent {
-		limit := int64(maxAnswer)
-		if max > 0 {
-			limit = max
-		}
-		dec := json.NewDecoder(capped(resp.Body, limit))
+		dec := json.NewDecoder(capped(resp.Body, cmp.Or(limit, maxAnswer)))
 		if s, ok := out.(streamDecoder); ok {
 			err = s.decodeStream(dec)
 		} else {

@@ -59,11 +59,17 @@ func configPath(id string) string { return "/configuration/" + pathEscapeID(id) 
 func (c *Client) GetConfig(ctx context.Context, id string) (ConfigValue, error) {
 	var v ConfigValue
 	_, err := c.do(ctx, call{method: "GET", path: configPath(id), max: itemAnswer}, &v)
-	// A registry may take "production/x" for "/production/x" (spec §13).
-	if err == nil && !strings.EqualFold(v.ID, id) && (strings.HasPrefix(id, "/") || !strings.EqualFold(v.ID, "/"+id)) {
+	if err == nil && !sameConfigID(id, v.ID) {
 		err = &notTheItemError{"configuration value", id, v.ID}
 	}
 	return v, err
+}
+
+// sameConfigID reports whether the value got answers a read of asked: the
+// same id (any case), or asked in the docs' form, "production/x" for
+// "/production/x", which a registry may take (spec §13).
+func sameConfigID(asked, got string) bool {
+	return strings.EqualFold(got, asked) || !strings.HasPrefix(asked, "/") && strings.EqualFold(got, "/"+asked)
 }
 
 // SetConfig stores a configuration value, creating or replacing it

@@ -26,7 +26,7 @@
   // as the command line and the renderer's status page write it. Text
   // with nothing to escape is returned as it is.
   var HIDDEN = /[^\p{L}\p{M}\p{N}\p{P}\p{S} \t\n]|[\u115f\u1160\u3164\uffa0\u2800]/u;
-  var HIDDEN_ALL = /[^\p{L}\p{M}\p{N}\p{P}\p{S} \t\n]|[\u115f\u1160\u3164\uffa0\u2800]/gu;
+  var HIDDEN_ALL = new RegExp(HIDDEN.source, 'gu');
   var LETTER_ESCAPES = { '\x07': '\\a', '\b': '\\b', '\f': '\\f', '\r': '\\r', '\v': '\\v' };
   function shown(s) {
     s = String(s);
