@@ -70,12 +70,19 @@ type Renderer struct {
 	// Child, with --exec, is the command that groups with a reload_signal
 	// reload by signalling.
 	Child *Exec
+	// StateDir, if set, is the directory where the spelling endpointsBy
+	// kept of each name that differs only in case is saved after a pass,
+	// one file a destination, and read at a template's first render, so
+	// that a Renderer started anew keeps it too. Print reads it; Dry
+	// does not write it. Empty: it is remembered in memory only.
+	StateDir string
 
 	now        func() time.Time
 	lastReload map[string]time.Time // by group
 	splayDelay func(max time.Duration) time.Duration
 	runtimes   runtimes
 	hadFile    destinations
+	stateFiles stateFiles
 }
 
 // destinations are those a Renderer found a file at or installed one at.
@@ -146,6 +153,7 @@ func (r *Renderer) Pass(ctx context.Context, set *Set, snap *watcher.Snapshot) P
 			res.RetryAt = retryAt
 		}
 	}
+	r.saveSpellings(set)
 	r.Metrics.passSeconds.Observe(time.Since(start).Seconds())
 	return res
 }

@@ -742,6 +742,7 @@ func (st *execState) report(s registry.Service, refused *RefusedError) error {
 // the field, the refusals metric, and the group's line in /healthz). A
 // render min_instances refused returns its output with the *GuardError.
 func (r *Renderer) render(ctx context.Context, g *Group, t *Template, snap *watcher.Snapshot) ([]byte, error) {
+	r.loadSpellings(t)
 	out, refused, err := t.execute(ctx, snap)
 	var guard *GuardError
 	switch {

@@ -60,6 +60,9 @@ type Template struct {
 	// spellings.go). A reload of the templates hands them on
 	// (Set.Inherit).
 	spellings atomic.Pointer[spellings]
+	// stateRead is set once the Renderer has looked for the spellings
+	// saved in its StateDir (spellstate.go).
+	stateRead atomic.Bool
 }
 
 // Inherit hands on to s the names that old's templates of the same

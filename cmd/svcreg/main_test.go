@@ -22,11 +22,34 @@ func TestMain(m *testing.M) {
 		os.Exit(svcregMain())
 	}
 	testprog.ChildProcessTests()
+	var tm testscript.TestingM = m
+	// svcreg template saves what it remembers in a state directory, by
+	// default one of the machine's: the tests' renderers (this process
+	// and the ones it starts) save in one of their own.
+	if os.Getenv("STATE_DIRECTORY") == "" {
+		dir, err := os.MkdirTemp("", "svcreg-test-state-")
+		if err != nil {
+			panic(err)
+		}
+		os.Setenv("STATE_DIRECTORY", dir)
+		tm = removeAfter{m, dir}
+	}
 	// testscript.Main runs the tests, with the command "svcreg" (this
 	// binary under that name) on the scripts' PATH.
-	testscript.Main(m, map[string]func(){
+	testscript.Main(tm, map[string]func(){
 		"svcreg": func() { os.Exit(svcregMain()) },
 	})
+}
+
+// removeAfter removes dir once the tests have run.
+type removeAfter struct {
+	*testing.M
+	dir string
+}
+
+func (r removeAfter) Run() int {
+	defer os.RemoveAll(r.dir)
+	return r.M.Run()
 }
 
 func svcregMain() int {

@@ -43,6 +43,7 @@ func TestScripts(t *testing.T) {
 			user := filepath.Base(env.WorkDir) // "script-<name>"
 			// Scripts do not inherit the environment: TestMain's GORACE.
 			env.Setenv("GORACE", os.Getenv("GORACE"))
+			env.Setenv("STATE_DIRECTORY", filepath.Join(env.WorkDir, ".state"))
 			env.Setenv("SVCREG_URL", srv.APIURL)
 			env.Setenv("SVCREG_USERNAME", user)
 			env.Setenv("SVCREG_API_KEY", "dev")

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"os/signal"
 	"path/filepath"
 	"strconv"
@@ -128,6 +129,7 @@ type templateFlags struct {
 	listen      string
 	logFormat   string
 	logLevel    string
+	stateDir    string
 	registry    registry.Config // the connection flags as parsed
 }
 
@@ -153,6 +155,10 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	fs.StringVar(&f.listen, "listen", "", "`address` for the status page (/), /healthz, /readyz and /metrics (default: the config's listen, or none)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
+	fs.StringVar(&f.stateDir, "state-dir", "", "`directory` where the spelling endpointsBy kept of names that differ only in case is saved,\n"+
+		"so that a restart or a --once run keeps it; \"none\": remembered in memory only\n"+
+		"(default: $STATE_DIRECTORY, as systemd's StateDirectory= sets it; else /var/lib/svcreg as root,\n"+
+		"else $XDG_STATE_HOME/svcreg or ~/.local/state/svcreg)")
 	registryflags.Register(fs, &f.registry)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -213,6 +219,12 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 		}}
 	}
 	renderer.Dry, renderer.DryOut, renderer.NoReload = f.dry, shown, f.noReload
+	if renderer.StateDir, err = templateStateDir(f.stateDir, os.Getenv, os.Geteuid()); err != nil {
+		return usageError{err.Error()}
+	}
+	if renderer.StateDir == "" && f.stateDir != "none" {
+		log.Warn("no directory to save the spellings endpointsBy keeps in (no $HOME): a restart chooses among names that differ only in case again; give --state-dir")
+	}
 	renderer.Status = render.NewStatus()
 	loop := &render.Loop{Renderer: renderer, Source: w}
 
@@ -282,6 +294,33 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 		return nil
 	}
 	return err
+}
+
+// templateStateDir is the renderer's StateDir for --state-dir flag: the
+// flag's, made absolute; else $STATE_DIRECTORY (the first, if systemd
+// set several); else /var/lib/svcreg for root (euid 0); else
+// $XDG_STATE_HOME/svcreg, or ~/.local/state/svcreg. "none", or no home to
+// find one in: "".
+func templateStateDir(flag string, getenv func(string) string, euid int) (string, error) {
+	switch {
+	case flag == "none":
+		return "", nil
+	case flag != "":
+		return filepath.Abs(flag)
+	}
+	if d, _, _ := strings.Cut(getenv("STATE_DIRECTORY"), ":"); filepath.IsAbs(d) {
+		return d, nil
+	}
+	if euid == 0 {
+		return "/var/lib/svcreg", nil
+	}
+	if d := getenv("XDG_STATE_HOME"); filepath.IsAbs(d) {
+		return filepath.Join(d, "svcreg"), nil
+	}
+	if home := getenv("HOME"); filepath.IsAbs(home) {
+		return filepath.Join(home, ".local", "state", "svcreg"), nil
+	}
+	return "", nil
 }
 
 // statusConns is how many connections --listen serves at once; the

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/svcreg/svcreg/internal/testserver"
+)
+
+// A service registered as "api" beside the "API" services behind a name
+// does not get the name at the next --once run: the spelling kept is read
+// from --state-dir. With --state-dir none each run chooses anew, the
+// all-lowercase one first.
+func TestTemplateOnceKeepsItsSpelling(t *testing.T) {
+	t.Parallel()
+	const user = "e2e-state-dir"
+	srv, c, _ := registryEnv(t, testserver.Options{}, user)
+	dir := t.TempDir()
+	src := filepath.Join(dir, "upstreams.tmpl")
+	if err := os.WriteFile(src, []byte(`{{range $b, $eps := endpointsBy "backend" services}}{{$b}}:{{range $eps}}{{.Name}} {{end}}{{end}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dst, state := filepath.Join(dir, "upstreams.conf"), filepath.Join(dir, "state")
+	once := func(stateDir, want string) {
+		t.Helper()
+		var stdout, stderr bytes.Buffer
+		args := []string{"template", "--once", "--template", src + ":" + dst, "--state-dir", stateDir,
+			"--url", srv.APIURL, "--username", user, "--api-key", "dev"}
+		if code := Main(context.Background(), args, nil, &stdout, &stderr); code != 0 {
+			t.Fatalf("exit %d: %s", code, stderr.String())
+		}
+		if got := readString(dst); got != want {
+			t.Errorf("--state-dir %s: rendered %q; want %q\n%s", stateDir, got, want, stderr.String())
+		}
+	}
+	createService(t, c, "a-1", 120, nil, map[string]string{"ip": "10.0.0.1", "port": "80", "backend": "API"})
+	once(state, "API:a-1 ")
+	createService(t, c, "a-0", 120, nil, map[string]string{"ip": "10.0.0.2", "port": "80", "backend": "api"})
+	once(state, "API:a-1 ")
+	once("none", "api:a-0 ")
+}
+
+func TestTemplateStateDir(t *testing.T) {
+	t.Parallel()
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		flag string
+		env  map[string]string
+		euid int
+		want string
+	}{
+		{"none", map[string]string{"STATE_DIRECTORY": "/run/x"}, 0, ""},
+		{"state", nil, 0, filepath.Join(wd, "state")},
+		{"", map[string]string{"STATE_DIRECTORY": "/var/lib/a:/var/lib/b", "HOME": "/home/u"}, 1000, "/var/lib/a"},
+		{"", map[string]string{"STATE_DIRECTORY": "relative", "HOME": "/home/u"}, 0, "/var/lib/svcreg"},
+		{"", map[string]string{"XDG_STATE_HOME": "/home/u/st", "HOME": "/home/u"}, 1000, "/home/u/st/svcreg"},
+		{"", map[string]string{"XDG_STATE_HOME": "st", "HOME": "/home/u"}, 1000, "/home/u/.local/state/svcreg"},
+		{"", map[string]string{"HOME": "/"}, 1000, "/.local/state/svcreg"},
+		{"", nil, 1000, ""},
+	} {
+		got, err := templateStateDir(tc.flag, func(k string) string { return tc.env[k] }, tc.euid)
+		if err != nil || got != tc.want {
+			t.Errorf("flag %q, env %v, euid %d: %q, %v; want %q", tc.flag, tc.env, tc.euid, got, err, tc.want)
+		}
+	}
+}

@@ -1,0 +1,242 @@
+package render
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// The spellings a template keeps (spellings.go) are saved in the
+// Renderer's StateDir, one file a destination, so that a renderer started
+// anew, or a --once run, keeps the spelling the one before it kept: else
+// a service registered as "api" would only have to wait for a restart to
+// take the name "API", and its traffic.
+
+// maxStateFile bounds what is read of a state file; a template's file
+// holds at most a few thousand names of up to maxIdentifier bytes.
+const maxStateFile = 16 << 20
+
+// stateFile is the content of a state file.
+type stateFile struct {
+	// Destination is the template's, to tell the file apart from one of
+	// another destination should two names collide.
+	Destination string       `json:"destination"`
+	Spellings   []savedSpell `json:"spellings"`
+}
+
+// savedSpell is one remembered spelling: the metadata key, the spelling
+// kept, and the times of spelling.
+type savedSpell struct {
+	Key    string    `json:"key"`
+	Name   string    `json:"name"`
+	Absent time.Time `json:"absent,omitzero"`
+	Seen   time.Time `json:"seen,omitzero"`
+}
+
+// stateDest is dest as a state file names it: absolute and clean, so
+// that conf.d/./a.conf finds the file of conf.d/a.conf.
+func stateDest(dest string) string {
+	if abs, err := filepath.Abs(dest); err == nil {
+		return abs
+	}
+	return filepath.Clean(dest)
+}
+
+// statePath is the file in dir of the template rendering to dest.
+func statePath(dir, dest string) string {
+	sum := sha256.Sum256([]byte(stateDest(dest)))
+	return filepath.Join(dir, "spellings-"+hex.EncodeToString(sum[:8])+".json")
+}
+
+// encodeSpellings returns s as saved, in a stable order, and what of it
+// decides a choice (Seen left out): a save is needed when that changed.
+func encodeSpellings(s spellings) (saved []savedSpell, decides []byte) {
+	saved = make([]savedSpell, 0, len(s))
+	for k, sp := range s {
+		key, _, _ := strings.Cut(k, "\x00")
+		saved = append(saved, savedSpell{Key: key, Name: sp.name, Absent: sp.absent.UTC().Round(0), Seen: sp.seen.UTC().Round(0)})
+	}
+	slices.SortFunc(saved, func(a, b savedSpell) int {
+		if c := strings.Compare(a.Key, b.Key); c != 0 {
+			return c
+		}
+		return strings.Compare(strings.ToLower(a.Name), strings.ToLower(b.Name))
+	})
+	var d []byte
+	for _, sp := range saved {
+		d = append(d, sp.Key...)
+		d = append(d, 0)
+		d = append(d, sp.Name...)
+		d = append(d, 0)
+		d = strconv.AppendInt(d, sp.Absent.UnixNano(), 10)
+		d = append(d, '\n')
+	}
+	return saved, d
+}
+
+// decodeSpellings reads a state file of dest. An entry that no render
+// could have made (a name ident refuses) makes the whole file refused:
+// the file is not what this program wrote.
+func decodeSpellings(dest string, data []byte) (spellings, error) {
+	var f stateFile
+	if err := json.Unmarshal(data, &f); err != nil {
+		return nil, err
+	}
+	if f.Destination != stateDest(dest) {
+		return nil, fmt.Errorf("it is the file of destination %q", f.Destination)
+	}
+	s := make(spellings, len(f.Spellings))
+	for _, sp := range f.Spellings {
+		if sp.Key == "" || strings.ContainsRune(sp.Key, 0) || len(sp.Key) > maxStateKey {
+			return nil, fmt.Errorf("a metadata key of %d bytes, or holding a NUL", len(sp.Key))
+		}
+		if _, err := parseIdent(sp.Key, sp.Name); err != nil {
+			return nil, err
+		}
+		s[spellingKey(sp.Key, strings.ToLower(sp.Name))] = spelling{name: sp.Name, absent: sp.Absent, seen: sp.Seen}
+	}
+	return s, nil
+}
+
+// maxStateKey bounds a metadata key in a state file: the registry's own
+// bound on a key is far below.
+const maxStateKey = 1024
+
+// loadSpellings gives t the spellings saved for its destination, if it
+// has none yet (its first render in this process, or the first after a
+// reload of the templates added it). A file that cannot be read is
+// reported, once, and the template starts without.
+func (r *Renderer) loadSpellings(t *Template) {
+	if r.StateDir == "" || t.spellings.Load() != nil || !t.stateRead.CompareAndSwap(false, true) {
+		return
+	}
+	path := statePath(r.StateDir, t.Destination)
+	s, err := readStateFile(path, t.Destination)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return
+	case err != nil:
+		r.Log.Warn("the spellings this template kept before could not be read: names that differ only in case are chosen again, the all-lowercase one first; the file is written anew after the next render",
+			"template", t.Name(), "file", path, "err", err)
+		return
+	}
+	if t.spellings.CompareAndSwap(nil, &s) {
+		_, r.state().saved[path] = encodeSpellings(s)
+	}
+}
+
+func readStateFile(path, dest string) (spellings, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxStateFile+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxStateFile {
+		return nil, fmt.Errorf("larger than %d bytes", maxStateFile)
+	}
+	return decodeSpellings(dest, data)
+}
+
+// saveSpellings writes the state file of each template of set whose
+// spellings changed what they decide since the file was last read or
+// written. A failure is logged when it first happens and when it ends;
+// the spellings stay remembered in memory.
+func (r *Renderer) saveSpellings(set *Set) {
+	if r.StateDir == "" || r.Dry {
+		return
+	}
+	st := r.state()
+	for _, g := range set.Groups {
+		for _, t := range g.Templates {
+			p := t.spellings.Load()
+			if p == nil {
+				continue
+			}
+			path := statePath(r.StateDir, t.Destination)
+			saved, decides := encodeSpellings(*p)
+			if bytes.Equal(decides, st.saved[path]) {
+				continue
+			}
+			data, err := json.MarshalIndent(stateFile{Destination: stateDest(t.Destination), Spellings: saved}, "", "\t")
+			if err == nil {
+				err = writeStateFile(r.StateDir, path, append(data, '\n'))
+			}
+			switch {
+			case err != nil && st.failed[path] == "":
+				r.Log.Warn("the spellings this template kept could not be saved: a restart would choose among names that differ only in case again, the all-lowercase one first (see --state-dir)",
+					"template", t.Name(), "file", path, "err", err)
+				st.failed[path] = err.Error()
+			case err == nil:
+				if st.failed[path] != "" {
+					r.Log.Info("the spellings this template kept are saved again", "template", t.Name(), "file", path)
+					delete(st.failed, path)
+				}
+				st.saved[path] = decides
+			}
+		}
+	}
+}
+
+// stateFiles is what a Renderer knows of the state files: by path, what
+// the file holds that decides a choice (as encodeSpellings), and, while
+// its saves fail, the error the first failed with.
+type stateFiles struct {
+	saved  map[string][]byte
+	failed map[string]string
+}
+
+func (r *Renderer) state() *stateFiles {
+	if r.stateFiles.saved == nil {
+		r.stateFiles = stateFiles{saved: map[string][]byte{}, failed: map[string]string{}}
+	}
+	return &r.stateFiles
+}
+
+// writeStateFile replaces path with data so that a crash leaves the old
+// file or the new one, whole.
+func writeStateFile(dir, path string, data []byte) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, ".spellings-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // gone once renamed
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
