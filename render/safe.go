@@ -273,8 +273,11 @@ func parseInt(field, s string, lo, hi int) (int, error) {
 }
 
 // parseIdent checks an identifier: 1..65 of a-z A-Z 0-9 _ . - , starting
-// with a letter or digit. It is a valid HAProxy server or backend name and
-// nginx upstream name, and is the same token quoted or not.
+// with a letter or digit, without an empty part between dots ("..", or a
+// "." at the end). It is a valid HAProxy server or backend name, nginx
+// upstream name and nginx server name, also with a suffix such as
+// ".example.com" (nginx refuses a server name holding ".."), and is the
+// same token quoted or not.
 func parseIdent(field, s string) (string, error) {
 	if s == "" || len(s) > maxIdentifier {
 		return "", refuse(field, s, "not 1..%d characters", maxIdentifier)
@@ -286,6 +289,9 @@ func parseIdent(field, s string) (string, error) {
 		if c := s[i]; !isAlnum(c) && c != '_' && c != '.' && c != '-' {
 			return "", refuse(field, s, "only a-z, A-Z, 0-9, '_', '.' and '-' are allowed")
 		}
+	}
+	if strings.Contains(s, "..") || strings.HasSuffix(s, ".") {
+		return "", refuse(field, s, "has an empty part between dots (\"..\", or a \".\" at the end), which nginx refuses in a server name")
 	}
 	return s, nil
 }
@@ -307,20 +313,26 @@ func checkQuotable(field, s string) error {
 		if hidesText(r) {
 			// A right-to-left override shows "08:1.0.0.01" as
 			// "10.0.0.1:80" to whoever reads the config.
-			return refuse(field, s, "contains a bidirectional control or an invisible space, which make the config read as other text")
+			return refuse(field, s, "contains a bidirectional control or a character that shows as nothing or as a blank, which make the config read as other text")
 		}
 	}
 	return nil
 }
 
 // hidesText reports whether r makes text read as other text: a
-// bidirectional control (an override, an isolate, a mark), or a
-// zero-width space, word joiner or byte order mark, or a letter that
-// shows as blank (printable.IsBlank). The zero-width
-// joiner and non-joiner, which some scripts' spelling and emoji need,
-// and the soft hyphen are taken.
+// bidirectional control (an override, an isolate, a mark); a character
+// that shows as nothing: a format character (a zero-width space, word
+// joiner, byte order mark, soft hyphen, invisible operator such as
+// U+2061, a tag character), a variation selector or another default
+// ignorable one (the combining grapheme joiner); or a letter that shows
+// as blank (printable.IsBlank). The zero-width joiner and non-joiner,
+// which some scripts' spelling and emoji need, are taken.
 func hidesText(r rune) bool {
-	return unicode.Is(unicode.Bidi_Control, r) || r == 0x200b || r == 0x2060 || r == 0xfeff || printable.IsBlank(r)
+	if r < 0x80 || r == 0x200c || r == 0x200d {
+		return false
+	}
+	return unicode.In(r, unicode.Bidi_Control, unicode.Cf, unicode.Variation_Selector, unicode.Other_Default_Ignorable_Code_Point) ||
+		printable.IsBlank(r)
 }
 
 // nginxString quotes s as one nginx string argument: in double quotes,

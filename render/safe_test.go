@@ -65,7 +65,7 @@ func TestSafeFunctionsRefuseHostileValues(t *testing.T) {
 	t.Parallel()
 	// Values of the list that are well-formed for one function.
 	fine := map[string]map[string]bool{
-		"ident":   {strings.Repeat("a", 255): false, "0": true, "65536": true, "080": true, "0x50": true, "a..b": true, "10.1": true, "127.0.0.1.": true, "0x50.0x50": true},
+		"ident":   {strings.Repeat("a", 255): false, "0": true, "65536": true, "080": true, "0x50": true, "10.1": true, "0x50.0x50": true},
 		"address": {"[::1]:80": false},
 	}
 	for _, v := range hostile {
@@ -115,8 +115,8 @@ func TestSafeFunctionsAccept(t *testing.T) {
 		`/health`:       `"/health"`,
 		`a "b" \c ;{}#`: `"a \"b\" \\c ;{}#"`,
 		`Grüße`:         `"Grüße"`,
-		// Joiners some scripts and emoji need, and a soft hyphen.
-		"می\u200cخواهم 👩\u200d💻 soft\u00adhyphen": "\"می\u200cخواهم 👩\u200d💻 soft\u00adhyphen\"",
+		// Joiners some scripts and emoji need.
+		"می\u200cخواهم 👩\u200d💻": "\"می\u200cخواهم 👩\u200d💻\"",
 	} {
 		if got, err := nginxString(in); err != nil || got != want {
 			t.Errorf("nginxString %q = %s, %v; want %s", in, got, err, want)
@@ -127,7 +127,13 @@ func TestSafeFunctionsAccept(t *testing.T) {
 			t.Errorf("haproxyString %q = %s, %v; want %s", in, got, err, want)
 		}
 	}
-	for _, bad := range []string{"a\nb", "a\x00", "$host", strings.Repeat("x", maxQuoted+1), "\xff", "\u202e08:1.0.0.01", "a\u200bb", "\ufeff", "api\u3164", "\u2800"} {
+	for _, bad := range []string{"a\nb", "a\x00", "$host", strings.Repeat("x", maxQuoted+1), "\xff", "\u202e08:1.0.0.01", "a\u200bb", "\ufeff", "api\u3164", "\u2800",
+		// Characters that show as nothing: an invisible operator, a tag
+		// character, a variation selector, the combining grapheme joiner,
+		// a Khmer inherent vowel, a soft hyphen, the Mongolian vowel
+		// separator, a musical symbol's format character.
+		"api\u2061.example.com", "api\U000E0041.example.com", "api\ufe0f.example.com", "api\u034f.example.com",
+		"api\u17b4.example.com", "api\u00ad.example.com", "api\u180e.example.com", "api\U0001d173.example.com"} {
 		if got, err := nginxString(bad); err == nil {
 			t.Errorf("nginxString %q accepted as %s", bad, got)
 		}
@@ -238,6 +244,41 @@ func TestNginxMapKeyIsLiteral(t *testing.T) {
 		if got := mapped(other); got != "none none" {
 			t.Errorf("%q, which is no key: %q; want the default, none none", other, got)
 		}
+	}
+}
+
+// What ident takes is a server name nginx takes, also with a suffix, in
+// server blocks that share a listen (with the server_names_hash_bucket_size
+// the README gives for the longest), and each name gets its own requests.
+func TestIdentIsAServerName(t *testing.T) {
+	t.Parallel()
+	var names []string
+	var servers strings.Builder
+	for _, n := range []string{"web", "x..y", "x.", "a.b", "a-b_c.d", "0", strings.Repeat("n", maxIdentifier), "-x", ".x", "a b"} {
+		if _, err := parseIdent("identifier", n); err != nil {
+			continue
+		}
+		fmt.Fprintf(&servers, "    server { listen 127.0.0.1:%%[1]d; server_name %s.example.com; return 200 %q; }\n", n, n)
+		names = append(names, n)
+	}
+	port := freeport.Port(t)
+	// startNginx's own server answers the requests of other names.
+	startNginx(t, "    server_names_hash_bucket_size 128;\n"+fmt.Sprintf(servers.String(), port), "        return 404;\n")
+	for _, n := range names {
+		req, _ := http.NewRequest("GET", "http://127.0.0.1:"+strconv.Itoa(port)+"/", nil)
+		req.Host = n + ".example.com"
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(body) != n {
+			t.Errorf("server name %s.example.com: answered %q", n, body)
+		}
+	}
+	if len(names) != 5 {
+		t.Errorf("ident took %q; want web, a.b, a-b_c.d, 0 and the 65-character name", names)
 	}
 }
 
