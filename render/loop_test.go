@@ -121,6 +121,32 @@ func TestNewSetRendersAtOnce(t *testing.T) {
 	waitFor(t, "the new template's render", func() bool { return strings.HasPrefix(contents(g.dest), "new 1") })
 }
 
+// A set sent to the loop renders with the spellings the last render of
+// the one before kept, also when it was made (and handed the ones before
+// on) while that render ran.
+func TestNewSetKeepsTheLastSpellings(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, `{{range $b, $eps := endpointsBy "backend" services}}{{$b}} {{end}}`)
+	set := g.set(t, TemplateConfig{})
+	src, sets := startLoop(t, g, set)
+	ep := func(id, backend string) registry.Service {
+		return svc(id, nil, map[string]string{"ip": "10.0.0.1", "port": "80", "backend": backend})
+	}
+	writeFile(t, g.dir, "t.tmpl", `new:{{range $b, $eps := endpointsBy "backend" services}}{{$b}} {{end}}`)
+	early := g.set(t, TemplateConfig{}) // made before the first render
+	early.Inherit(set)
+	src.Put(snapshot(ep("a-1", "API")))
+	waitFor(t, "the first render", func() bool { return contents(g.dest) == "API " })
+	both := snapshot(ep("a-0", "api"), ep("a-1", "API"))
+	both.Version = 2
+	src.Put(both)
+	sets <- early // renders at once, on the snapshot with both
+	waitFor(t, "the new set's render", func() bool { return strings.HasPrefix(contents(g.dest), "new:") })
+	if got := contents(g.dest); got != "new:API " {
+		t.Errorf("rendered %q; want API kept", got)
+	}
+}
+
 func TestRunOnceTimesOutWithoutSync(t *testing.T) {
 	t.Parallel()
 	g := newGroup(t, `x`)
