@@ -1,7 +1,6 @@
 package render
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -9,10 +8,10 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -59,30 +58,32 @@ func statePath(dir, dest string) string {
 	return filepath.Join(dir, "spellings-"+hex.EncodeToString(sum[:8])+".json")
 }
 
-// encodeSpellings returns s as saved, in a stable order, and what of it
-// decides a choice (Seen left out): a save is needed when that changed.
-func encodeSpellings(s spellings) (saved []savedSpell, decides []byte) {
-	saved = make([]savedSpell, 0, len(s))
-	for k, sp := range s {
+// encodeSpellings returns s as saved, in a stable order.
+func encodeSpellings(s spellings) []savedSpell {
+	keys := slices.Sorted(maps.Keys(s))
+	saved := make([]savedSpell, len(keys))
+	for i, k := range keys {
 		key, _, _ := strings.Cut(k, "\x00")
-		saved = append(saved, savedSpell{Key: key, Name: sp.name, Absent: sp.absent.UTC().Round(0), Seen: sp.seen.UTC().Round(0)})
+		sp := s[k]
+		saved[i] = savedSpell{Key: key, Name: sp.name, Absent: sp.absent.UTC().Round(0), Seen: sp.seen.UTC().Round(0)}
 	}
-	slices.SortFunc(saved, func(a, b savedSpell) int {
-		if c := strings.Compare(a.Key, b.Key); c != 0 {
-			return c
+	return saved
+}
+
+// sameChoices reports whether a and b remember the same spellings, with
+// the same times of absence: what decides a choice (the times seen only
+// order what is dropped past maxSpellings, and change at every render).
+func sameChoices(a, b spellings) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, x := range a {
+		y, ok := b[k]
+		if !ok || x.name != y.name || !x.absent.Equal(y.absent) {
+			return false
 		}
-		return strings.Compare(strings.ToLower(a.Name), strings.ToLower(b.Name))
-	})
-	var d []byte
-	for _, sp := range saved {
-		d = append(d, sp.Key...)
-		d = append(d, 0)
-		d = append(d, sp.Name...)
-		d = append(d, 0)
-		d = strconv.AppendInt(d, sp.Absent.UnixNano(), 10)
-		d = append(d, '\n')
 	}
-	return saved, d
+	return true
 }
 
 // decodeSpellings reads a state file of dest. An entry that no render
@@ -132,7 +133,7 @@ func (r *Renderer) loadSpellings(t *Template) {
 		return
 	}
 	if t.spellings.CompareAndSwap(nil, &s) {
-		_, r.state().saved[path] = encodeSpellings(s)
+		r.state().saved[path] = s
 	}
 }
 
@@ -168,11 +169,10 @@ func (r *Renderer) saveSpellings(set *Set) {
 				continue
 			}
 			path := statePath(r.StateDir, t.Destination)
-			saved, decides := encodeSpellings(*p)
-			if bytes.Equal(decides, st.saved[path]) {
+			if prev, ok := st.saved[path]; ok && sameChoices(*p, prev) || !ok && len(*p) == 0 {
 				continue
 			}
-			data, err := json.MarshalIndent(stateFile{Destination: stateDest(t.Destination), Spellings: saved}, "", "\t")
+			data, err := json.MarshalIndent(stateFile{Destination: stateDest(t.Destination), Spellings: encodeSpellings(*p)}, "", "\t")
 			if err == nil {
 				err = writeStateFile(r.StateDir, path, append(data, '\n'))
 			}
@@ -186,23 +186,23 @@ func (r *Renderer) saveSpellings(set *Set) {
 					r.Log.Info("the spellings this template kept are saved again", "template", t.Name(), "file", path)
 					delete(st.failed, path)
 				}
-				st.saved[path] = decides
+				st.saved[path] = *p
 			}
 		}
 	}
 }
 
-// stateFiles is what a Renderer knows of the state files: by path, what
-// the file holds that decides a choice (as encodeSpellings), and, while
+// stateFiles is what a Renderer knows of the state files: by path, the
+// spellings the file holds (a map stored is never changed), and, while
 // its saves fail, the error the first failed with.
 type stateFiles struct {
-	saved  map[string][]byte
+	saved  map[string]spellings
 	failed map[string]string
 }
 
 func (r *Renderer) state() *stateFiles {
 	if r.stateFiles.saved == nil {
-		r.stateFiles = stateFiles{saved: map[string][]byte{}, failed: map[string]string{}}
+		r.stateFiles = stateFiles{saved: map[string]spellings{}, failed: map[string]string{}}
 	}
 	return &r.stateFiles
 }
