@@ -152,8 +152,7 @@ func (s *Server) serveEvents(w http.ResponseWriter, rq *request, q store.EventQu
 	if err != nil {
 		return err
 	}
-	writeEvents(w, rq, q.Limit, page)
-	return nil
+	return s.writeEventsPage(w, rq, q.Limit, page)
 }
 
 // readEvents reads a page of events of rq's account, holding one of its
@@ -177,6 +176,13 @@ func millis(ticks uint64) uint64 { return ticks / 10000 }
 // events.
 func writeEvents(w http.ResponseWriter, rq *request, limit int, page store.EventPage) {
 	writeRawJSON(w, http.StatusOK, eventsJSON(page, limit, rq.hrefPrefix(), rq.query))
+}
+
+// writeEventsPage is writeEvents within the bounds of answers not yet
+// taken (unsentBudget); past them it returns the rate-limit fault. The
+// poller bounds the answers it writes itself.
+func (s *Server) writeEventsPage(w http.ResponseWriter, rq *request, limit int, page store.EventPage) error {
+	return s.writeList(w, rq, eventsJSON(page, limit, rq.hrefPrefix(), rq.query), nil)
 }
 
 // eventsJSON is the list envelope of an events page; metadata.marker is

@@ -455,7 +455,13 @@ func parallel(n int, fn func(i int)) {
 func startCustom(t *testing.T, kind string, configure func(store.Store) server.Config) string {
 	t.Helper()
 	st := testserver.NewStore(t, testserver.Options{Store: kind, ReapInterval: -1})
-	cfg := configure(st)
+	return serveCustom(t, st, configure(st))
+}
+
+// serveCustom runs a server of cfg, with --dev's logins to st, as
+// Server.Serve runs it, until the test ends, and returns its root URL.
+func serveCustom(t *testing.T, st testserver.Store, cfg server.Config) string {
+	t.Helper()
 	cfg.Auth = server.NewAuth(server.AuthConfig{Store: st, Dev: true})
 	h := server.New(cfg)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -85,7 +85,8 @@ type listBody[T any] struct {
 // serveList reads a page with read and writes it in the list envelope,
 // with its feed marker (marker is echoed when set; the page's next, when
 // not empty, gives next_marker and next_href). The read and the encoding hold one of the
-// account's read slots (readGate); the write to the client does not.
+// account's read slots (readGate); the write to the client does not, and
+// counts against the bounds of answers not yet taken (unsentBudget).
 func serveList[T any](s *Server, w http.ResponseWriter, rq *request, limit int, marker string, read func(ctx context.Context) (store.Page[T], error)) error {
 	page, body, err := func() (store.Page[T], []byte, error) {
 		leave, err := s.reads.enter(rq.r.Context(), rq.tenant)
@@ -103,9 +104,7 @@ func serveList[T any](s *Server, w http.ResponseWriter, rq *request, limit int, 
 	if err != nil {
 		return err
 	}
-	setFeedMarker(w, page.Marker)
-	writeRawJSON(w, http.StatusOK, body)
-	return nil
+	return s.writeList(w, rq, body, func(h http.Header) { setFeedMarker(h, page.Marker) })
 }
 
 // listEnvelope builds a list answer; next_href is hrefPrefix followed by the
@@ -126,6 +125,6 @@ func listEnvelope[T any](values []T, limit int, marker, next, hrefPrefix string,
 }
 
 // setFeedMarker sets X-Registry-Marker (design item 3).
-func setFeedMarker(w http.ResponseWriter, m timeuuid.UUID) {
-	w.Header().Set("X-Registry-Marker", m.String())
+func setFeedMarker(h http.Header, m timeuuid.UUID) {
+	h.Set("X-Registry-Marker", m.String())
 }

@@ -46,8 +46,7 @@ func (s *Server) longPoll(w http.ResponseWriter, rq *request, q store.EventQuery
 			return err
 		}
 		if hasNewer(page, q.From) || !time.Now().Before(deadline) {
-			writeEvents(w, rq, q.Limit, page)
-			return nil
+			return s.writeEventsPage(w, rq, q.Limit, page)
 		}
 		// Nothing up to the head is news: a read again goes on there.
 		q.Quiet = later(q.From, page.Head)
@@ -72,8 +71,7 @@ func (s *Server) longPoll(w http.ResponseWriter, rq *request, q store.EventQuery
 		case <-s.closing:
 		}
 		s.closeWhileDraining(w)
-		writeEvents(w, rq, q.Limit, page)
-		return nil
+		return s.writeEventsPage(w, rq, q.Limit, page)
 	}
 }
 

@@ -14,6 +14,9 @@ type serverMetrics struct {
 	connsClosed  *prometheus.CounterVec
 	readsQueued  prometheus.Gauge
 	readsRefused prometheus.Counter
+	// unsentRefused and unsentBytes: see unsentBudget.
+	unsentRefused prometheus.Counter
+	unsentBytes   prometheus.Gauge
 }
 
 func newServerMetrics(r prometheus.Registerer) serverMetrics {
@@ -62,9 +65,17 @@ func newServerMetrics(r prometheus.Registerer) serverMetrics {
 			Name: "svcreg_list_reads_refused_total",
 			Help: "List reads refused (rate-limited) because --max-list-reads-waiting of their account's were waiting for its turn already.",
 		}),
+		unsentRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "svcreg_list_answers_refused_total",
+			Help: "List answers refused (rate-limited) because their account's or the server's answers not yet taken by their clients were at the bound (--max-unsent-bytes).",
+		}),
+		unsentBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "svcreg_list_answer_bytes_unsent",
+			Help: "Bytes of list answers built and not yet written to their clients.",
+		}),
 	}
 	if r != nil {
-		r.MustRegister(m.requests, m.heartbeats, m.waiting, m.refused, m.gone, m.dropped, m.connsOpen, m.connsIdle, m.connsClosed, m.readsQueued, m.readsRefused)
+		r.MustRegister(m.requests, m.heartbeats, m.waiting, m.refused, m.gone, m.dropped, m.connsOpen, m.connsIdle, m.connsClosed, m.readsQueued, m.readsRefused, m.unsentRefused, m.unsentBytes)
 	}
 	return m
 }

@@ -56,6 +56,12 @@ type Config struct {
 	// waiting for its turn (readGate), each holding its connection; past
 	// it, a list read is refused at once (rate-limited, Retry-After 1 s).
 	MaxListReadsWaitingPerTenant int
+	// MaxUnsentBytes bounds the bytes of list answers built and not yet
+	// written to their clients (a client that does not read holds its
+	// answer until the write timeout), and an eighth of it those of one
+	// tenant; past either, a list read is refused (rate-limited,
+	// Retry-After 1 s). DefaultMaxUnsentBytes if not positive.
+	MaxUnsentBytes int64
 	// MaxIdleConns caps the keep-alive connections idle between requests,
 	// and MaxIdleConnsPerTenant those whose last request was one tenant's;
 	// past either, the longest-idle one is closed.
@@ -104,6 +110,7 @@ type Server struct {
 	poller *poller
 	conns  *connTracker
 	reads  *readGate
+	unsent *unsentBudget
 
 	closing   chan struct{} // closed by Drain
 	closeOnce sync.Once
@@ -152,6 +159,7 @@ func New(cfg Config) *Server {
 		s.writes = newWriteLimiter(cfg.WriteRate, cfg.WriteBurst, cfg.Clock)
 	}
 	s.reads = newReadGate(listReadSlots(), cfg.MaxListReadsWaitingPerTenant, s.metrics.readsQueued, s.metrics.readsRefused)
+	s.unsent = newUnsentBudget(cfg.MaxUnsentBytes, s.metrics.unsentRefused, s.metrics.unsentBytes)
 	s.poller = newPoller(s)
 	registerParked(cfg.Registerer, s.poller.parkedCount)
 	s.conns = newConnTracker(s)

@@ -76,6 +76,7 @@ type serverFlags struct {
 	retention              time.Duration
 	maxWaiters             int
 	maxListReadsWaiting    int
+	maxUnsentBytes         int64
 	conns                  connFlags
 	serviceLimit           int
 	configLimit            int
@@ -145,6 +146,7 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.IntVar(&f.maxWaiters, "max-waiters", 0, "most long-polls one tenant may have waiting\n(0: half of --max-waiters-total, at most 20000)")
 	fs.IntVar(&f.conns.maxWaiters, "max-waiters-total", 0, "most long-polls waiting in all tenants (0: 3/4 of --max-conns)")
 	fs.IntVar(&f.maxListReadsWaiting, "max-list-reads-waiting", 0, "most list reads (pages of services, configuration values or events) of\none tenant waiting for its turn, each holding its connection; past it\none is refused at once, rate-limited (0: an eighth of --max-conns)")
+	fs.Int64Var(&f.maxUnsentBytes, "max-unsent-bytes", server.DefaultMaxUnsentBytes, "most `bytes` of list answers (pages of services, configuration values or events)\nbuilt and not yet taken by their clients, in all, and an eighth of it of one\ntenant; past it a list read is refused at once, rate-limited (a client that\ndoes not read holds its answer until the 60s write timeout)")
 	fs.IntVar(&f.conns.maxConns, "max-conns", 0, "client connections held before a new one closes the longest-idle one\n(0: the descriptor limit less a tenth, at least 64, kept in reserve)")
 	fs.IntVar(&f.conns.maxIdle, "max-idle-conns", 0, "most keep-alive connections idle at once (0: half of --max-conns)")
 	fs.IntVar(&f.conns.maxIdlePerTenant, "max-idle-conns-per-tenant", 0, "most idle keep-alive connections of one tenant (0: --max-waiters)")
@@ -242,6 +244,9 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	}
 	if f.maxEvents == 0 {
 		f.maxEvents = -1
+	}
+	if f.maxUnsentBytes < 1 {
+		return usagef("--max-unsent-bytes must be positive")
 	}
 	if f.maxWaiters < 0 || f.maxListReadsWaiting < 0 || f.conns.maxWaiters < 0 || f.conns.maxConns < 0 || f.conns.maxIdle < 0 || f.conns.maxIdlePerTenant < 0 {
 		return usagef("--max-waiters, --max-waiters-total, --max-list-reads-waiting, --max-conns, --max-idle-conns and --max-idle-conns-per-tenant must not be negative")
@@ -343,6 +348,7 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		UI:                           uiHandler(f.ui),
 		MaxWaitersPerTenant:          f.maxWaiters,
 		MaxListReadsWaitingPerTenant: f.maxListReadsWaiting,
+		MaxUnsentBytes:               f.maxUnsentBytes,
 		MaxWaiters:                   f.conns.maxWaiters,
 		MaxConns:                     f.conns.maxConns,
 		MaxIdleConns:                 f.conns.maxIdle,
