@@ -272,12 +272,9 @@ func parseInt(field, s string, lo, hi int) (int, error) {
 	return n, nil
 }
 
-// parseIdent checks an identifier: 1..65 of a-z A-Z 0-9 _ . - , starting
-// with a letter or digit, without an empty part between dots ("..", or a
-// "." at the end). It is a valid HAProxy server or backend name, nginx
-// upstream name and nginx server name, also with a suffix such as
-// ".example.com" (nginx refuses a server name holding ".."), and is the
-// same token quoted or not.
+// parseIdent checks a service id as an endpoint's name: 1..65 of a-z A-Z
+// 0-9 _ . - , starting with a letter or digit. It is a valid HAProxy
+// server name and the same token quoted or not.
 func parseIdent(field, s string) (string, error) {
 	if s == "" || len(s) > maxIdentifier {
 		return "", refuse(field, s, "not 1..%d characters", maxIdentifier)
@@ -289,6 +286,18 @@ func parseIdent(field, s string) (string, error) {
 		if c := s[i]; !isAlnum(c) && c != '_' && c != '.' && c != '-' {
 			return "", refuse(field, s, "only a-z, A-Z, 0-9, '_', '.' and '-' are allowed")
 		}
+	}
+	return s, nil
+}
+
+// parseName checks a name (ident, and endpointsBy's names): an
+// identifier as parseIdent, without an empty part between dots ("..", or
+// a "." at the end). It is a valid HAProxy server or backend name, nginx
+// upstream name and nginx server name, also with a suffix such as
+// ".example.com" (nginx refuses a server name holding "..").
+func parseName(field, s string) (string, error) {
+	if _, err := parseIdent(field, s); err != nil {
+		return "", err
 	}
 	if strings.Contains(s, "..") || strings.HasSuffix(s, ".") {
 		return "", refuse(field, s, "has an empty part between dots (\"..\", or a \".\" at the end), which nginx refuses in a server name")
@@ -306,11 +315,14 @@ func checkQuotable(field, s string) error {
 	if len(s) > maxQuoted {
 		return refuse(field, s, "longer than %d bytes", maxQuoted)
 	}
+	prev := rune(-1)
 	for _, r := range s {
 		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == 0x2028 || r == 0x2029 {
 			return refuse(field, s, "contains control characters")
 		}
-		if hidesText(r) {
+		selects := unicode.Is(unicode.Variation_Selector, r) && prev >= 0x80 && !hidesText(prev) && !unicode.IsSpace(prev)
+		prev = r
+		if hidesText(r) && !selects {
 			// A right-to-left override shows "08:1.0.0.01" as
 			// "10.0.0.1:80" to whoever reads the config.
 			return refuse(field, s, "contains a bidirectional control or a character that shows as nothing or as a blank, which make the config read as other text")
@@ -326,9 +338,12 @@ func checkQuotable(field, s string) error {
 // U+2061, a tag character), a variation selector or another default
 // ignorable one (the combining grapheme joiner); or a letter that shows
 // as blank (printable.IsBlank). The zero-width joiner and non-joiner,
-// which some scripts' spelling and emoji need, are taken.
+// which some scripts' spelling and emoji need, and the visible format
+// characters that go before a number (U+0600) are taken; checkQuotable
+// takes a variation selector after a character other than ASCII that
+// shows (an emoji's or an ideograph's).
 func hidesText(r rune) bool {
-	if r < 0x80 || r == 0x200c || r == 0x200d {
+	if r < 0x80 || r == 0x200c || r == 0x200d || unicode.Is(unicode.Prepended_Concatenation_Mark, r) {
 		return false
 	}
 	return unicode.In(r, unicode.Bidi_Control, unicode.Cf, unicode.Variation_Selector, unicode.Other_Default_Ignorable_Code_Point) ||
@@ -542,7 +557,7 @@ func (st *execState) valueFuncs() map[string]any {
 		},
 		"port":          func(s string) (int, error) { return parseInt("port", s, 1, 65535) },
 		"weight":        func(s string) (int, error) { return parseInt("weight", s, 1, maxWeight) },
-		"ident":         func(s string) (string, error) { return parseIdent("identifier", s) },
+		"ident":         func(s string) (string, error) { return parseName("identifier", s) },
 		"nginxString":   nginxString,
 		"nginxMapKey":   nginxMapKey,
 		"haproxyString": haproxyString,
@@ -665,7 +680,7 @@ func (st *execState) endpointsBy(key string, list []registry.Service) (map[strin
 			continue
 		}
 		c := &checks[i]
-		if _, err := parseIdent(key, v); err != nil {
+		if _, err := parseName(key, v); err != nil {
 			c.refused = err.(*RefusedError)
 			continue
 		}

@@ -75,7 +75,7 @@ func TestSafeFunctionsRefuseHostileValues(t *testing.T) {
 		if _, err := parseInt("weight", v, 1, maxWeight); err == nil {
 			t.Errorf("weight %q accepted", v)
 		}
-		if _, err := parseIdent("id", v); err == nil && !fine["ident"][v] {
+		if _, err := parseName("identifier", v); err == nil && !fine["ident"][v] {
 			t.Errorf("ident %q accepted", v)
 		}
 		if a, err := parseAddress("ip", v, true); err == nil && !fine["address"][v] {
@@ -88,6 +88,16 @@ func TestSafeFunctionsRefuseHostileValues(t *testing.T) {
 	}
 	if _, err := parseIdent("id", strings.Repeat("a", 66)); err == nil {
 		t.Error("a 66-character identifier accepted")
+	}
+	// A service id the registry takes is an endpoint's name, though as
+	// a name (ident) it is not.
+	for _, id := range []string{"web..1", "web.1."} {
+		if _, err := parseIdent("id", id); err != nil {
+			t.Errorf("service id %q refused: %v", id, err)
+		}
+		if _, err := parseName("identifier", id); err == nil {
+			t.Errorf("ident %q accepted", id)
+		}
 	}
 }
 
@@ -115,8 +125,10 @@ func TestSafeFunctionsAccept(t *testing.T) {
 		`/health`:       `"/health"`,
 		`a "b" \c ;{}#`: `"a \"b\" \\c ;{}#"`,
 		`Grüße`:         `"Grüße"`,
-		// Joiners some scripts and emoji need.
-		"می\u200cخواهم 👩\u200d💻": "\"می\u200cخواهم 👩\u200d💻\"",
+		// Joiners some scripts and emoji need, variation selectors
+		// after an emoji or an ideograph, a number sign that shows.
+		"می\u200cخواهم 👩\u200d💻":                                                      "\"می\u200cخواهم 👩\u200d💻\"",
+		"\u2764\ufe0f \U0001f3f3\ufe0f\u200d\U0001f308 \u845b\U000e0100 \u0600\u0661": "\"\u2764\ufe0f \U0001f3f3\ufe0f\u200d\U0001f308 \u845b\U000e0100 \u0600\u0661\"",
 	} {
 		if got, err := nginxString(in); err != nil || got != want {
 			t.Errorf("nginxString %q = %s, %v; want %s", in, got, err, want)
@@ -133,7 +145,9 @@ func TestSafeFunctionsAccept(t *testing.T) {
 		// a Khmer inherent vowel, a soft hyphen, the Mongolian vowel
 		// separator, a musical symbol's format character.
 		"api\u2061.example.com", "api\U000E0041.example.com", "api\ufe0f.example.com", "api\u034f.example.com",
-		"api\u17b4.example.com", "api\u00ad.example.com", "api\u180e.example.com", "api\U0001d173.example.com"} {
+		"api\u17b4.example.com", "api\u00ad.example.com", "api\u180e.example.com", "api\U0001d173.example.com",
+		// A variation selector after what shows nothing, or after ASCII.
+		"\ufe0f", "a \ufe0fb", "\u200b\ufe0f", "\u2764\ufe0f\ufe0f"} {
 		if got, err := nginxString(bad); err == nil {
 			t.Errorf("nginxString %q accepted as %s", bad, got)
 		}
@@ -255,7 +269,7 @@ func TestIdentIsAServerName(t *testing.T) {
 	var names []string
 	var servers strings.Builder
 	for _, n := range []string{"web", "x..y", "x.", "a.b", "a-b_c.d", "0", strings.Repeat("n", maxIdentifier), "-x", ".x", "a b"} {
-		if _, err := parseIdent("identifier", n); err != nil {
+		if _, err := parseName("identifier", n); err != nil {
 			continue
 		}
 		fmt.Fprintf(&servers, "    server { listen 127.0.0.1:%%[1]d; server_name %s.example.com; return 200 %q; }\n", n, n)
