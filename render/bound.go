@@ -319,9 +319,12 @@ func (t *Template) execute(ctx context.Context, snap *watcher.Snapshot) ([]byte,
 		if err == nil {
 			err = t.checkMinInstances(st.watched)
 		}
+		var guard *GuardError
 		if !state.CompareAndSwap(running, finished) {
 			t.abandoned.Add(-1) // before the result, so the next render finds none
-		} else if err == nil {
+		} else if err == nil || errors.As(err, &guard) {
+			// A render min_instances refused is installed where there
+			// is no file to keep (a first deploy): its choices count.
 			next := st.spellings.merged(st.prevSpellings)
 			t.spellings.Store(&next)
 		}

@@ -71,9 +71,10 @@ type Renderer struct {
 	// reload by signalling.
 	Child *Exec
 	// StateDir, if set, is the directory where the spelling endpointsBy
-	// kept of each name that differs only in case is saved after a pass,
-	// one file a destination, and read at a template's first render, so
-	// that a Renderer started anew keeps it too. Print reads it; Dry
+	// kept of each name that differs only in case is saved once a
+	// group has rendered, before its files go live, one file a
+	// destination, and read at a template's first render, so that a
+	// Renderer started anew keeps it too. Print reads it; Dry
 	// does not write it. Empty: it is remembered in memory only.
 	StateDir string
 
@@ -153,7 +154,6 @@ func (r *Renderer) Pass(ctx context.Context, set *Set, snap *watcher.Snapshot) P
 			res.RetryAt = retryAt
 		}
 	}
-	r.saveSpellings(set)
 	r.Metrics.passSeconds.Observe(time.Since(start).Seconds())
 	return res
 }
@@ -197,6 +197,9 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 	}
 	r.Health.stepOK(g.Name, StepRender, r.now())
 	r.Status.rendered(g.Name, files, snap, r.now())
+	// Saved before the files go live: a crash once they have must not
+	// leave the next start to choose the spellings again.
+	r.saveSpellings(g.Templates)
 	if !slices.ContainsFunc(files, func(f *file) bool { return f.changed }) {
 		ah.checkFirst = false // nothing left of the change that failed
 		return false, time.Time{}, nil

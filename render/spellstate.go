@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -70,20 +71,40 @@ func encodeSpellings(s spellings) []savedSpell {
 	return saved
 }
 
-// sameChoices reports whether a and b remember the same spellings, with
-// the same times of absence: what decides a choice (the times seen only
-// order what is dropped past maxSpellings, and change at every render).
-func sameChoices(a, b spellings) bool {
-	if len(a) != len(b) {
-		return false
+// persists reports whether a remembered spelling is saved: one that a
+// renderer started without it would not choose anyway (all lowercase,
+// served) is not, so that the file holds the few names that need it.
+func persists(sp spelling) bool {
+	return !sp.absent.IsZero() || sp.name != strings.ToLower(sp.name)
+}
+
+// persisted is what of s is saved.
+func persisted(s spellings) spellings {
+	keep := spellings{}
+	for k, sp := range s {
+		if persists(sp) {
+			keep[k] = sp
+		}
 	}
-	for k, x := range a {
-		y, ok := b[k]
+	return keep
+}
+
+// sameChoices reports whether the spellings of s that are saved are
+// saved's, with the same times of absence (the times seen only order what
+// is dropped past maxSpellings, and change at every render).
+func sameChoices(s, saved spellings) bool {
+	n := 0
+	for k, x := range s {
+		if !persists(x) {
+			continue
+		}
+		n++
+		y, ok := saved[k]
 		if !ok || x.name != y.name || !x.absent.Equal(y.absent) {
 			return false
 		}
 	}
-	return true
+	return n == len(saved)
 }
 
 // decodeSpellings reads a state file of dest. An entry that no render
@@ -102,7 +123,7 @@ func decodeSpellings(dest string, data []byte) (spellings, error) {
 		if sp.Key == "" || strings.ContainsRune(sp.Key, 0) || len(sp.Key) > maxStateKey {
 			return nil, fmt.Errorf("a metadata key of %d bytes, or holding a NUL", len(sp.Key))
 		}
-		if _, err := parseIdent(sp.Key, sp.Name); err != nil {
+		if _, err := parseName(sp.Key, sp.Name); err != nil {
 			return nil, err
 		}
 		s[spellingKey(sp.Key, strings.ToLower(sp.Name))] = spelling{name: sp.Name, absent: sp.Absent, seen: sp.Seen}
@@ -137,12 +158,29 @@ func (r *Renderer) loadSpellings(t *Template) {
 	}
 }
 
+// readStateFile reads the state file of dest at path: a regular file of
+// this user's (not a link, not a FIFO that would hold the renderer up),
+// so that in a directory others may write to, a file they put there is
+// not taken.
 func readStateFile(path, dest string) (spellings, error) {
-	f, err := os.Open(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, errors.New("a symbolic link, not the file this program writes")
+	}
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !info.Mode().IsRegular() {
+		return nil, fmt.Errorf("not a regular file (%s)", info.Mode().Type())
+	}
+	if st, ok := info.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
+		return nil, fmt.Errorf("owned by uid %d, not by this user (%d), who writes it", st.Uid, os.Geteuid())
+	}
 	data, err := io.ReadAll(io.LimitReader(f, maxStateFile+1))
 	if err != nil {
 		return nil, err
@@ -153,41 +191,40 @@ func readStateFile(path, dest string) (spellings, error) {
 	return decodeSpellings(dest, data)
 }
 
-// saveSpellings writes the state file of each template of set whose
-// spellings changed what they decide since the file was last read or
-// written. A failure is logged when it first happens and when it ends;
-// the spellings stay remembered in memory.
-func (r *Renderer) saveSpellings(set *Set) {
+// saveSpellings writes the state file of each of ts whose spellings
+// changed what they decide since the file was last read or written. A
+// failure is logged when it first happens and when it ends; the
+// spellings stay remembered in memory.
+func (r *Renderer) saveSpellings(ts []*Template) {
 	if r.StateDir == "" || r.Dry {
 		return
 	}
 	st := r.state()
-	for _, g := range set.Groups {
-		for _, t := range g.Templates {
-			p := t.spellings.Load()
-			if p == nil {
-				continue
+	for _, t := range ts {
+		p := t.spellings.Load()
+		if p == nil {
+			continue
+		}
+		path := statePath(r.StateDir, t.Destination)
+		if prev, ok := st.saved[path]; ok && sameChoices(*p, prev) || !ok && sameChoices(*p, nil) {
+			continue
+		}
+		keep := persisted(*p)
+		data, err := json.MarshalIndent(stateFile{Destination: stateDest(t.Destination), Spellings: encodeSpellings(keep)}, "", "\t")
+		if err == nil {
+			err = writeStateFile(r.StateDir, path, append(data, '\n'))
+		}
+		switch {
+		case err != nil && st.failed[path] == "":
+			r.Log.Warn("the spellings this template kept could not be saved: a restart would choose among names that differ only in case again, the all-lowercase one first (see --state-dir)",
+				"template", t.Name(), "file", path, "err", err)
+			st.failed[path] = err.Error()
+		case err == nil:
+			if st.failed[path] != "" {
+				r.Log.Info("the spellings this template kept are saved again", "template", t.Name(), "file", path)
+				delete(st.failed, path)
 			}
-			path := statePath(r.StateDir, t.Destination)
-			if prev, ok := st.saved[path]; ok && sameChoices(*p, prev) || !ok && len(*p) == 0 {
-				continue
-			}
-			data, err := json.MarshalIndent(stateFile{Destination: stateDest(t.Destination), Spellings: encodeSpellings(*p)}, "", "\t")
-			if err == nil {
-				err = writeStateFile(r.StateDir, path, append(data, '\n'))
-			}
-			switch {
-			case err != nil && st.failed[path] == "":
-				r.Log.Warn("the spellings this template kept could not be saved: a restart would choose among names that differ only in case again, the all-lowercase one first (see --state-dir)",
-					"template", t.Name(), "file", path, "err", err)
-				st.failed[path] = err.Error()
-			case err == nil:
-				if st.failed[path] != "" {
-					r.Log.Info("the spellings this template kept are saved again", "template", t.Name(), "file", path)
-					delete(st.failed, path)
-				}
-				st.saved[path] = *p
-			}
+			st.saved[path] = keep
 		}
 	}
 }

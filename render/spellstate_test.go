@@ -7,7 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/svcreg/svcreg/registry"
 )
@@ -90,7 +92,7 @@ func TestSpellingsStateUnwritable(t *testing.T) {
 	r.StateDir = state
 	cfg := TemplateConfig{Contents: `{{range $b, $eps := endpointsBy "backend" services}}{{$b}} {{end}}`, Destination: filepath.Join(parent, "out")}
 	set := newSet(t, cfg)
-	for _, b := range []string{"a", "b", "c"} {
+	for _, b := range []string{"A", "B", "C"} { // lowercase names are not saved
 		if res := r.Pass(context.Background(), set, snapshot(svc("x", nil, map[string]string{"ip": "10.0.0.1", "port": "80", "backend": b}))); len(res.Failures) != 0 {
 			t.Fatal(res.Failures)
 		}
@@ -101,11 +103,90 @@ func TestSpellingsStateUnwritable(t *testing.T) {
 	if err := os.Remove(state); err != nil {
 		t.Fatal(err)
 	}
-	r.Pass(context.Background(), set, snapshot(svc("x", nil, map[string]string{"ip": "10.0.0.1", "port": "80", "backend": "d"})))
+	r.Pass(context.Background(), set, snapshot(svc("x", nil, map[string]string{"ip": "10.0.0.1", "port": "80", "backend": "D"})))
 	if !strings.Contains(logs.String(), "saved again") {
 		t.Errorf("no note that it is saved again:\n%s", logs.String())
 	}
-	if got := readFile(t, statePath(state, cfg.Destination)); !strings.Contains(got, `"name": "d"`) {
+	if got := readFile(t, statePath(state, cfg.Destination)); !strings.Contains(got, `"name": "D"`) {
 		t.Errorf("state file:\n%s", got)
+	}
+}
+
+// A render min_instances refused, installed where there was no file (a
+// first deploy), keeps its spellings: a restart keeps serving them.
+func TestSpellingsOfAGuardedFirstRender(t *testing.T) {
+	t.Parallel()
+	state, dir := t.TempDir(), t.TempDir()
+	ep := func(id, backend string) registry.Service {
+		return svc(id, nil, map[string]string{"ip": "10.0.0.1", "port": "80", "backend": backend})
+	}
+	cfg := TemplateConfig{Contents: `{{range $b, $eps := endpointsBy "backend" services}}{{$b}}:{{range $eps}}{{.Name}} {{end}}{{end}}`,
+		Destination: filepath.Join(dir, "out"), MinInstances: 2}
+	pass := func(want string, services ...registry.Service) {
+		t.Helper()
+		r := NewRenderer(nil, nil, nil)
+		r.StateDir = state
+		r.Pass(context.Background(), newSet(t, cfg), snapshot(services...))
+		if got := readFile(t, cfg.Destination); got != want {
+			t.Errorf("rendered %q; want %q", got, want)
+		}
+	}
+	pass("API:a-1 ", ep("a-1", "API"))
+	pass("API:a-1 a-2 ", ep("a-0", "api"), ep("a-1", "API"), ep("a-2", "API"), ep("a-3", "api"))
+}
+
+// Only a regular file of this user's is read: a FIFO put at the path
+// (which would hold the renderer up), a link, or (as root) a file another
+// user put in the directory is reported and the renderer chooses anew.
+func TestSpellingsStateFileNotOurs(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	dest := filepath.Join(dir, "out")
+	cfg := TemplateConfig{Contents: `{{range $b, $eps := endpointsBy "backend" services}}{{$b}} {{end}}`, Destination: dest}
+	ours := t.TempDir()
+	r := NewRenderer(nil, nil, nil)
+	r.StateDir = ours
+	r.Pass(context.Background(), newSet(t, cfg), snapshot(svc("a-1", nil, map[string]string{"ip": "10.0.0.1", "port": "80", "backend": "API"})))
+	good := readFile(t, statePath(ours, dest))
+
+	cases := map[string]func(path string) error{
+		"fifo":    func(path string) error { return syscall.Mkfifo(path, 0o600) },
+		"symlink": func(path string) error { return os.Symlink(statePath(ours, dest), path) },
+	}
+	if os.Geteuid() == 0 {
+		cases["another user's"] = func(path string) error {
+			if err := os.WriteFile(path, []byte(good), 0o644); err != nil {
+				return err
+			}
+			return os.Chown(path, 65534, 65534)
+		}
+	} else {
+		t.Log("not root: the case of a file another user owns is not tried")
+	}
+	for name, put := range cases {
+		state := t.TempDir()
+		if err := put(statePath(state, dest)); err != nil {
+			t.Fatal(err)
+		}
+		var logs bytes.Buffer
+		r := NewRenderer(slog.New(slog.NewTextHandler(&logs, nil)), nil, nil)
+		r.StateDir = state
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			r.Pass(context.Background(), newSet(t, cfg), snapshot(svc("a-0", nil, map[string]string{"ip": "10.0.0.1", "port": "80", "backend": "api"}),
+				svc("a-1", nil, map[string]string{"ip": "10.0.0.1", "port": "80", "backend": "API"})))
+		}()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s: the pass still waits after 30s", name)
+		}
+		if got := readFile(t, dest); got != "api " {
+			t.Errorf("%s: rendered %q; want the lowercase rule's api", name, got)
+		}
+		if !strings.Contains(logs.String(), "could not be read") {
+			t.Errorf("%s: no warning:\n%s", name, logs.String())
+		}
 	}
 }
