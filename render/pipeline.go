@@ -355,6 +355,9 @@ func (r *Renderer) renderGroup(ctx context.Context, g *Group, snap *watcher.Snap
 				none = "the destination is a symbolic link to a file that does not exist (" + strconv.Quote(files[i].link) + ")"
 			}
 			unguarded = append(unguarded, func() {
+				if guard.spellings != nil {
+					t.spellings.Store(guard.spellings)
+				}
 				r.Log.Warn("min_instances refused the render, but "+none+", so there is no old file to keep: "+what,
 					"template", t.Name(), "group", g.Name, "destination", t.Destination, "err", guard)
 			})
@@ -364,6 +367,8 @@ func (r *Renderer) renderGroup(ctx context.Context, g *Group, snap *watcher.Snap
 			files[i].changed = !bytes.Equal(files[i].old, out)
 		}
 	}
+	// Each guarded render installed anyway keeps its spellings, once the
+	// whole group goes on.
 	for _, warn := range unguarded {
 		warn()
 	}

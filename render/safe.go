@@ -320,7 +320,8 @@ func checkQuotable(field, s string) error {
 		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == 0x2028 || r == 0x2029 {
 			return refuse(field, s, "contains control characters")
 		}
-		selects := unicode.Is(unicode.Variation_Selector, r) && prev >= 0x80 && !hidesText(prev) && !unicode.IsSpace(prev)
+		// A variation selector picks an emoji's or an ideograph's form.
+		selects := unicode.Is(unicode.Variation_Selector, r) && prev >= 0x80 && unicode.In(prev, unicode.S, unicode.Ideographic)
 		prev = r
 		if hidesText(r) && !selects {
 			// A right-to-left override shows "08:1.0.0.01" as
@@ -338,12 +339,11 @@ func checkQuotable(field, s string) error {
 // U+2061, a tag character), a variation selector or another default
 // ignorable one (the combining grapheme joiner); or a letter that shows
 // as blank (printable.IsBlank). The zero-width joiner and non-joiner,
-// which some scripts' spelling and emoji need, and the visible format
-// characters that go before a number (U+0600) are taken; checkQuotable
-// takes a variation selector after a character other than ASCII that
-// shows (an emoji's or an ideograph's).
+// which some scripts' spelling and emoji need, are taken; checkQuotable
+// takes a variation selector after a symbol other than ASCII (an emoji)
+// or an ideograph.
 func hidesText(r rune) bool {
-	if r < 0x80 || r == 0x200c || r == 0x200d || unicode.Is(unicode.Prepended_Concatenation_Mark, r) {
+	if r < 0x80 || r == 0x200c || r == 0x200d {
 		return false
 	}
 	return unicode.In(r, unicode.Bidi_Control, unicode.Cf, unicode.Variation_Selector, unicode.Other_Default_Ignorable_Code_Point) ||
@@ -672,8 +672,9 @@ func (st *execState) endpointsBy(key string, list []registry.Service) (map[strin
 		refused *RefusedError
 	}
 	checks := make([]checked, len(list))
-	// The spelling kept for each name in lowercase.
-	kept := map[string]string{}
+	// The spelling kept for each name in lowercase, and the names of
+	// more than one spelling.
+	kept, rivals := map[string]string{}, map[string]bool{}
 	for i, s := range list {
 		v, ok := s.Metadata[key]
 		if !ok {
@@ -696,6 +697,7 @@ func (st *execState) endpointsBy(key string, list []registry.Service) (map[strin
 		if k == v {
 			continue
 		}
+		rivals[folded] = true
 		// Two spellings: the one remembered, else the lowercase one.
 		prev := st.prevSpellings.remembered(spellingKey(key, folded))
 		if k != prev && (v == prev || v == folded) {
@@ -707,6 +709,9 @@ func (st *execState) endpointsBy(key string, list []registry.Service) (map[strin
 	}
 	for folded, v := range kept {
 		st.spellings.choose(st.prevSpellings, spellingKey(key, folded), v, st.now)
+	}
+	for folded := range rivals {
+		st.spellings.contest(spellingKey(key, folded))
 	}
 	out := map[string][]Endpoint{}
 	n := 0

@@ -126,9 +126,9 @@ func TestSafeFunctionsAccept(t *testing.T) {
 		`a "b" \c ;{}#`: `"a \"b\" \\c ;{}#"`,
 		`Grüße`:         `"Grüße"`,
 		// Joiners some scripts and emoji need, variation selectors
-		// after an emoji or an ideograph, a number sign that shows.
-		"می\u200cخواهم 👩\u200d💻":                                                      "\"می\u200cخواهم 👩\u200d💻\"",
-		"\u2764\ufe0f \U0001f3f3\ufe0f\u200d\U0001f308 \u845b\U000e0100 \u0600\u0661": "\"\u2764\ufe0f \U0001f3f3\ufe0f\u200d\U0001f308 \u845b\U000e0100 \u0600\u0661\"",
+		// after an emoji or an ideograph.
+		"می\u200cخواهم 👩\u200d💻":                                         "\"می\u200cخواهم 👩\u200d💻\"",
+		"\u2764\ufe0f \U0001f3f3\ufe0f\u200d\U0001f308 \u845b\U000e0100": "\"\u2764\ufe0f \U0001f3f3\ufe0f\u200d\U0001f308 \u845b\U000e0100\"",
 	} {
 		if got, err := nginxString(in); err != nil || got != want {
 			t.Errorf("nginxString %q = %s, %v; want %s", in, got, err, want)
@@ -146,8 +146,10 @@ func TestSafeFunctionsAccept(t *testing.T) {
 		// separator, a musical symbol's format character.
 		"api\u2061.example.com", "api\U000E0041.example.com", "api\ufe0f.example.com", "api\u034f.example.com",
 		"api\u17b4.example.com", "api\u00ad.example.com", "api\u180e.example.com", "api\U0001d173.example.com",
-		// A variation selector after what shows nothing, or after ASCII.
-		"\ufe0f", "a \ufe0fb", "\u200b\ufe0f", "\u2764\ufe0f\ufe0f"} {
+		// A variation selector after what shows nothing, after ASCII,
+		// after a letter or a mark; a number sign.
+		"\ufe0f", "a \ufe0fb", "\u200b\ufe0f", "\u2764\ufe0f\ufe0f", "api\u200d\ufe0f.example.com", "caf\u00e9\ufe0f",
+		"api\u0301\ufe0f", "api\u070f\ufe0f", "\u0600\u0661"} {
 		if got, err := nginxString(bad); err == nil {
 			t.Errorf("nginxString %q accepted as %s", bad, got)
 		}

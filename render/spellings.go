@@ -23,10 +23,12 @@ const maxSpellings = 4096
 
 // spelling is a remembered spelling of a name; absent, if not zero, when
 // a render first found no good service with it; seen when a render last
-// found the name at all.
+// found the name at all; rival once a render found a good service with
+// another spelling of it.
 type spelling struct {
 	name         string
 	absent, seen time.Time
+	rival        bool
 }
 
 // spellings are a template's remembered spellings, by spellingKey; a map
@@ -54,14 +56,22 @@ func (next spellings) choose(prev spellings, k, served string, now time.Time) {
 	}
 	switch {
 	case !ok || p.name == served:
-		next[k] = spelling{name: served, seen: now}
+		next[k] = spelling{name: served, seen: now, rival: ok && p.rival}
 	case p.absent.IsZero():
-		next[k] = spelling{name: p.name, absent: now, seen: now}
+		next[k] = spelling{name: p.name, absent: now, seen: now, rival: true}
 	case now.Sub(p.absent) >= spellingGrace:
-		next[k] = spelling{name: served, seen: now}
+		next[k] = spelling{name: served, seen: now, rival: true}
 	default:
-		next[k] = spelling{name: p.name, absent: p.absent, seen: now}
+		next[k] = spelling{name: p.name, absent: p.absent, seen: now, rival: true}
 	}
+}
+
+// contest records that a call of endpointsBy found good services with two
+// spellings of the name k, after it chose.
+func (next spellings) contest(k string) {
+	sp := next[k]
+	sp.rival = true
+	next[k] = sp
 }
 
 // merged is next and, as room allows, the names of prev that this render

@@ -42,6 +42,7 @@ type savedSpell struct {
 	Name   string    `json:"name"`
 	Absent time.Time `json:"absent,omitzero"`
 	Seen   time.Time `json:"seen,omitzero"`
+	Rival  bool      `json:"rival,omitzero"`
 }
 
 // stateDest is dest as a state file names it: absolute and clean, so
@@ -66,16 +67,17 @@ func encodeSpellings(s spellings) []savedSpell {
 	for i, k := range keys {
 		key, _, _ := strings.Cut(k, "\x00")
 		sp := s[k]
-		saved[i] = savedSpell{Key: key, Name: sp.name, Absent: sp.absent.UTC().Round(0), Seen: sp.seen.UTC().Round(0)}
+		saved[i] = savedSpell{Key: key, Name: sp.name, Absent: sp.absent.UTC().Round(0), Seen: sp.seen.UTC().Round(0), Rival: sp.rival}
 	}
 	return saved
 }
 
 // persists reports whether a remembered spelling is saved: one that a
-// renderer started without it would not choose anyway (all lowercase,
-// served) is not, so that the file holds the few names that need it.
+// renderer started without it would choose anyway (all lowercase, served,
+// never beside another spelling) is not, so that the file holds the few
+// names that need it.
 func persists(sp spelling) bool {
-	return !sp.absent.IsZero() || sp.name != strings.ToLower(sp.name)
+	return sp.rival || !sp.absent.IsZero() || sp.name != strings.ToLower(sp.name)
 }
 
 // persisted is what of s is saved.
@@ -126,7 +128,7 @@ func decodeSpellings(dest string, data []byte) (spellings, error) {
 		if _, err := parseName(sp.Key, sp.Name); err != nil {
 			return nil, err
 		}
-		s[spellingKey(sp.Key, strings.ToLower(sp.Name))] = spelling{name: sp.Name, absent: sp.Absent, seen: sp.Seen}
+		s[spellingKey(sp.Key, strings.ToLower(sp.Name))] = spelling{name: sp.Name, absent: sp.Absent, seen: sp.Seen, rival: sp.Rival}
 	}
 	return s, nil
 }

@@ -14,16 +14,21 @@ import (
 	"github.com/svcreg/svcreg/registry"
 )
 
+// spellTemplate lists each name endpointsBy serves, with its services.
+const spellTemplate = `{{range $b, $eps := endpointsBy "backend" services}}{{$b}}:{{range $eps}}{{.Name}} {{end}}{{end}}`
+
+// backendEP is a good service of the name backend.
+func backendEP(id, backend string) registry.Service {
+	return svc(id, nil, map[string]string{"ip": "10.0.0.1", "port": "80", "backend": backend})
+}
+
 // A renderer started anew reads the spellings the one before it saved:
 // a service registered as "api" while "API"'s services are behind the
 // name does not get the name at the next start, nor in a --once run.
 func TestSpellingsSurviveARestart(t *testing.T) {
 	t.Parallel()
 	state, dir := t.TempDir(), t.TempDir()
-	ep := func(id, backend string) registry.Service {
-		return svc(id, nil, map[string]string{"ip": "10.0.0.1", "port": "80", "backend": backend})
-	}
-	cfg := TemplateConfig{Contents: `{{range $b, $eps := endpointsBy "backend" services}}{{$b}}:{{range $eps}}{{.Name}} {{end}}{{end}}`,
+	cfg := TemplateConfig{Contents: spellTemplate,
 		Destination: filepath.Join(dir, "out")}
 	var logs bytes.Buffer
 	start := func() (*Renderer, *Set) { // a process started anew
@@ -41,11 +46,11 @@ func TestSpellingsSurviveARestart(t *testing.T) {
 		}
 	}
 	r, set := start()
-	pass(r, set, "API:a-1 ", ep("a-1", "API"))
-	pass(r, set, "API:a-1 ", ep("a-0", "api"), ep("a-1", "API"))
+	pass(r, set, "API:a-1 ", backendEP("a-1", "API"))
+	pass(r, set, "API:a-1 ", backendEP("a-0", "api"), backendEP("a-1", "API"))
 
 	r, set = start()
-	pass(r, set, "API:a-1 ", ep("a-0", "api"), ep("a-1", "API"))
+	pass(r, set, "API:a-1 ", backendEP("a-0", "api"), backendEP("a-1", "API"))
 	if strings.Contains(logs.String(), "could not") {
 		t.Errorf("warnings:\n%s", logs.String())
 	}
@@ -58,7 +63,7 @@ func TestSpellingsSurviveARestart(t *testing.T) {
 	saved := readFile(t, files[0])
 	r, set = start()
 	r.Dry, r.DryOut = true, &bytes.Buffer{}
-	pass(r, set, "API:a-1 ", ep("a-2", "Api"))
+	pass(r, set, "API:a-1 ", backendEP("a-2", "Api"))
 	if got := readFile(t, files[0]); got != saved {
 		t.Errorf("a dry pass wrote the state:\n%s\nwas\n%s", got, saved)
 	}
@@ -69,12 +74,12 @@ func TestSpellingsSurviveARestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	r, set = start()
-	pass(r, set, "api:a-0 ", ep("a-0", "api"), ep("a-1", "API"))
+	pass(r, set, "api:a-0 ", backendEP("a-0", "api"), backendEP("a-1", "API"))
 	if !strings.Contains(logs.String(), "could not be read") {
 		t.Errorf("no warning for a damaged file:\n%s", logs.String())
 	}
 	r, set = start()
-	pass(r, set, "api:a-0 ", ep("a-0", "api"), ep("a-1", "API"))
+	pass(r, set, "api:a-0 ", backendEP("a-0", "api"), backendEP("a-1", "API"))
 }
 
 // A state directory that cannot be written is reported when the save
@@ -117,10 +122,7 @@ func TestSpellingsStateUnwritable(t *testing.T) {
 func TestSpellingsOfAGuardedFirstRender(t *testing.T) {
 	t.Parallel()
 	state, dir := t.TempDir(), t.TempDir()
-	ep := func(id, backend string) registry.Service {
-		return svc(id, nil, map[string]string{"ip": "10.0.0.1", "port": "80", "backend": backend})
-	}
-	cfg := TemplateConfig{Contents: `{{range $b, $eps := endpointsBy "backend" services}}{{$b}}:{{range $eps}}{{.Name}} {{end}}{{end}}`,
+	cfg := TemplateConfig{Contents: spellTemplate,
 		Destination: filepath.Join(dir, "out"), MinInstances: 2}
 	pass := func(want string, services ...registry.Service) {
 		t.Helper()
@@ -131,8 +133,8 @@ func TestSpellingsOfAGuardedFirstRender(t *testing.T) {
 			t.Errorf("rendered %q; want %q", got, want)
 		}
 	}
-	pass("API:a-1 ", ep("a-1", "API"))
-	pass("API:a-1 a-2 ", ep("a-0", "api"), ep("a-1", "API"), ep("a-2", "API"), ep("a-3", "api"))
+	pass("API:a-1 ", backendEP("a-1", "API"))
+	pass("API:a-1 a-2 ", backendEP("a-0", "api"), backendEP("a-1", "API"), backendEP("a-2", "API"), backendEP("a-3", "api"))
 }
 
 // Only a regular file of this user's is read: a FIFO put at the path
@@ -189,4 +191,52 @@ func TestSpellingsStateFileNotOurs(t *testing.T) {
 			t.Errorf("%s: no warning:\n%s", name, logs.String())
 		}
 	}
+}
+
+// An all-lowercase spelling kept beside another is saved too: a restart
+// while its services are gone for a moment (a rolling restart) must not
+// hand the name to the other for good.
+func TestSpellingsLowercaseKeptBesideAnother(t *testing.T) {
+	t.Parallel()
+	state, dir := t.TempDir(), t.TempDir()
+	cfg := TemplateConfig{Contents: spellTemplate,
+		Destination: filepath.Join(dir, "out")}
+	start := func() (*Renderer, *Set) {
+		r := NewRenderer(nil, nil, nil)
+		r.StateDir = state
+		return r, newSet(t, cfg)
+	}
+	pass := func(r *Renderer, set *Set, want string, services ...registry.Service) {
+		t.Helper()
+		r.Pass(context.Background(), set, snapshot(services...))
+		if got := readFile(t, cfg.Destination); got != want {
+			t.Errorf("rendered %q; want %q", got, want)
+		}
+	}
+	r, set := start()
+	pass(r, set, "api:a-0 ", backendEP("a-0", "api"), backendEP("a-1", "API"))
+	r, set = start() // every api instance restarting
+	pass(r, set, "API:a-1 ", backendEP("a-1", "API"))
+	pass(r, set, "api:a-0 ", backendEP("a-0", "api"), backendEP("a-1", "API"))
+}
+
+// A render min_instances refused that is not installed (the old file is
+// kept) keeps no spelling: its choices never went live.
+func TestSpellingsOfAGuardedRenderNotInstalled(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cfg := TemplateConfig{Contents: spellTemplate,
+		Destination: filepath.Join(dir, "out"), MinInstances: 2}
+	r, set := NewRenderer(nil, nil, nil), newSet(t, cfg)
+	r.StateDir = t.TempDir()
+	pass := func(want string, services ...registry.Service) {
+		t.Helper()
+		r.Pass(context.Background(), set, snapshot(services...))
+		if got := readFile(t, cfg.Destination); got != want {
+			t.Errorf("rendered %q; want %q", got, want)
+		}
+	}
+	pass("web:w-1 w-2 ", backendEP("w-1", "web"), backendEP("w-2", "web"))
+	pass("web:w-1 w-2 ", backendEP("a-1", "API")) // refused: the file is kept
+	pass("api:a-0 web:w-1 w-2 ", backendEP("a-0", "api"), backendEP("a-1", "API"), backendEP("w-1", "web"), backendEP("w-2", "web"))
 }

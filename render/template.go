@@ -186,6 +186,9 @@ type GuardError struct {
 	Template string
 	Call     string
 	Got, Min int
+	// spellings are those the refused render kept, which count if it is
+	// installed anyway.
+	spellings *spellings
 }
 
 func (e *GuardError) Error() string {
