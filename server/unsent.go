@@ -18,9 +18,11 @@ const DefaultMaxUnsentBytes = 512 << 20
 // but an answer is written after its turn, and a client that does not
 // read holds it until the write timeout. One account that sent such reads
 // on thousands of connections and never read had the server hold 8 GB.
-// An account holds at most an eighth of the whole; an answer is always
-// taken while its account holds none, whatever its size, so that no page
-// is too large to be read.
+// An account holds at most an eighth of the whole. An answer of an
+// account that holds none is taken whatever its size (no page is too
+// large to be read), and past the whole, up to twice it: a few accounts
+// whose clients do not read fill the whole, and must not keep every
+// other account from reading.
 type unsentBudget struct {
 	total, perTenant int64
 	refused          prometheus.Counter
@@ -49,8 +51,10 @@ func (b *unsentBudget) take(tenant string, n int) (release func(), err error) {
 	switch {
 	case mine > 0 && mine+size > b.perTenant:
 		over = fmt.Sprintf("Limit of %d bytes of the account's list answers not yet taken by their clients has been reached", b.perTenant)
-	case b.all > 0 && b.all+size > b.total:
+	case mine > 0 && b.all+size > b.total:
 		over = fmt.Sprintf("Limit of %d bytes of list answers not yet taken by their clients has been reached", b.total)
+	case b.all > 0 && b.all+size > 2*b.total:
+		over = fmt.Sprintf("Limit of %d bytes of list answers not yet taken by their clients has been reached", 2*b.total)
 	}
 	if over != "" {
 		b.mu.Unlock()

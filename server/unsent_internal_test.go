@@ -6,9 +6,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// An account's answers are bounded by an eighth of the whole, and all
-// by the whole; an answer is taken while its account holds none (and
-// while none is held at all), whatever its size.
+// An account's answers are bounded by an eighth of the whole, and an
+// account's that holds some by the whole; one of an account that holds
+// none is taken, whatever its size, up to twice the whole in all.
 func TestUnsentBudget(t *testing.T) {
 	t.Parallel()
 	held := prometheus.NewGauge(prometheus.GaugeOpts{Name: "h"})
@@ -22,27 +22,27 @@ func TestUnsentBudget(t *testing.T) {
 		return release
 	}
 	big := take("a", 5000, true) // larger than the whole: none held
-	take("b", 1, false)          // the whole is held
+	take("b", 1, false)          // past twice the whole
 	big()
 	big() // once only
 	if got := testGauge(held); got != 0 {
 		t.Fatalf("%v held after the release", got)
 	}
-	a1 := take("a", 60, true)
+	var all []func()
+	all = append(all, take("a", 60, true))
 	take("a", 41, false) // past a's 100
-	a2 := take("a", 40, true)
-	var others []func()
-	for _, tenant := range []string{"b", "c", "d", "e", "f", "g"} {
-		others = append(others, take(tenant, 100, true))
+	all = append(all, take("a", 40, true))
+	for _, tenant := range []string{"b", "c", "d", "e", "f", "g", "h"} {
+		all = append(all, take(tenant, 100, true))
 	}
-	take("h", 101, false) // 700 held: past the 800
-	take("h", 100, true)
-	a1()
-	a2()
-	for _, r := range others {
+	take("h", 1, false)                     // the whole is held, and h holds some
+	all = append(all, take("i", 100, true)) // i holds none: past the whole
+	all = append(all, take("j", 699, true))
+	take("k", 2, false) // past twice the whole
+	for _, r := range all {
 		r()
 	}
-	if len(b.byTenant) != 1 || b.all != 100 {
-		t.Errorf("held %v by %v; want only h's 100", b.all, b.byTenant)
+	if len(b.byTenant) != 0 || b.all != 0 {
+		t.Errorf("held %v by %v after every release", b.all, b.byTenant)
 	}
 }
