@@ -970,7 +970,7 @@ func (s *Store) timeOutCopies(ctx context.Context, t *tenant, due []copyDue) err
 		exact[i] = exactTimeout{id: d.k.id, hbRev: d.e.hbRev, stored: d.e.stored, deadline: d.e.state.Deadline,
 			incarnation: d.e.state.Incarnation, nodeLease: d.e.lease, holder: d.e.from}
 	}
-	graced, err := s.commitExactTimeouts(ctx, t, "time out copied services", "copied deadline", false, true, exact, nil)
+	graced, _, err := s.commitExactTimeouts(ctx, t, "time out copied services", "copied deadline", false, true, exact, nil)
 	if err == nil {
 		s.copies.mu.Lock()
 		for _, d := range due {

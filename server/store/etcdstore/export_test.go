@@ -33,7 +33,7 @@ func LandNextLate(s *Store, what string) <-chan func() (succeeded bool, err erro
 // Release makes s hand the service back to etcd, as it does when another
 // node asks for it.
 func Release(s *Store, tenantID, id string) error {
-	return s.release(s.ctx, tenantID, id)
+	return s.releaseAsked(s.ctx, tenantID, id)
 }
 
 // SetHandBackTime sets how long s, stopping gracefully, spends handing its

@@ -533,7 +533,7 @@ func (s *Store) Heartbeat(ctx context.Context, tenantID, id, token string) (stri
 				if err := s.spendMove(tenantID); err != nil {
 					return "", err
 				}
-				if err := s.handOver(ctx, tenantID, id, e.hb); err != nil {
+				if err := s.handOver(ctx, tenantID, id, e.hb, true); err != nil {
 					return "", err
 				}
 				if err := reload(); err != nil {
@@ -681,8 +681,9 @@ func (s *Store) holderAlive(ctx context.Context, hb hbRecord) (bool, error) {
 }
 
 // handOver asks the live node holding a service per hb to hand it back to
-// etcd, and waits until it did, the service is gone, or the node died.
-func (s *Store) handOver(ctx context.Context, tenantID, id string, hb hbRecord) error {
+// etcd (to this node, if take: see askHandOver), and waits until it did,
+// the service is gone, or the node died.
+func (s *Store) handOver(ctx context.Context, tenantID, id string, hb hbRecord, take bool) error {
 	// A holder that died hands nothing over: its lease ends at most its
 	// TTL after its last keep-alive, and etcd notices within a moment
 	// more. Waiting that long answers the heartbeat instead of a 503. The
@@ -694,7 +695,7 @@ func (s *Store) handOver(ctx context.Context, tenantID, id string, hb hbRecord) 
 	until, lengthened := start.Add(s.opts.NodeTTL+s.opts.RequestTimeout), false
 	ctx, cancel := context.WithDeadline(ctx, start.Add(max(s.opts.NodeTTL, MaxNodeTTL)+s.opts.RequestTimeout))
 	defer cancel()
-	if err := s.askHandOver(ctx, tenantID, id, hb); err != nil {
+	if err := s.askHandOver(ctx, tenantID, id, hb, take); err != nil {
 		return err
 	}
 	rel := s.k.release(hb.Holder, tenantID, id)
@@ -751,27 +752,77 @@ func (s *Store) leaseLeft(ctx context.Context, lease int64) (time.Duration, erro
 
 // askHandOver asks the node holding a service per hb to hand it back.
 // The request goes with this node's lease, and the holder deletes it.
-func (s *Store) askHandOver(ctx context.Context, tenantID, id string, hb hbRecord) error {
+// With take (a heartbeat here waits for the service), its value is this
+// node's id: the holder hands the service to this node (asker), so that
+// no other node's reaper times it out between the hand-over and this
+// node's commit of the heartbeat, which may have come before the
+// deadline the hand-over gives.
+func (s *Store) askHandOver(ctx context.Context, tenantID, id string, hb hbRecord, take bool) error {
 	var opts []clientv3.OpOption
-	if lease, alive := s.lease.get(); alive {
+	lease, alive := s.lease.get()
+	if alive {
 		opts = append(opts, clientv3.WithLease(lease))
 	}
-	return s.again(ctx, "ask for a hand-over", nil, clientv3.OpPut(s.k.release(hb.Holder, tenantID, id), "", opts...))
+	value := ""
+	if take && alive {
+		value = s.nodeID
+	}
+	return s.again(ctx, "ask for a hand-over", nil, clientv3.OpPut(s.k.release(hb.Holder, tenantID, id), value, opts...))
+}
+
+// asker is the node a hand-over request asks to have a service handed
+// to, and the lease its request is on; zero: to no node.
+type asker struct {
+	node  string
+	lease int64
+}
+
+// askerOf reads the hand-over request rel: the node it asks the service
+// for (see askHandOver), or none.
+func (s *Store) askerOf(ctx context.Context, rel string) (asker, error) {
+	resp, err := s.read(ctx, "read a hand-over request", clientv3.OpGet(rel))
+	if err != nil {
+		return asker{}, err
+	}
+	kv := first(resp.Responses[0])
+	if kv == nil || len(kv.Value) == 0 || kv.Lease == 0 || string(kv.Value) == s.nodeID {
+		return asker{}, nil
+	}
+	return asker{node: string(kv.Value), lease: kv.Lease}, nil
+}
+
+// releaseAsked hands over a service another node asked for: to that
+// node, if its request names it.
+func (s *Store) releaseAsked(ctx context.Context, tenantID, id string) error {
+	to, err := s.askerOf(ctx, s.k.release(s.nodeID, tenantID, id))
+	if err != nil {
+		return err
+	}
+	return s.release(ctx, tenantID, id, to)
 }
 
 // release hands a service this node holds back to etcd: its exact state,
-// the precise deadline, no holder. If this node lost its memory of a
-// service the record says it holds, it hands it back loosely, or exactly
-// if the record is that of its commit whose answer was lost (landed).
-// Either way the hand-over request, if any, is deleted.
-func (s *Store) release(ctx context.Context, tenantID, id string) error {
+// the precise deadline, no holder, or, to a node (a heartbeat there waits
+// for it: askHandOver), that node as holder, on the lease of its request.
+// If this node lost its memory of a service the record says it holds, it
+// hands it back loosely, or exactly if the record is that of its commit
+// whose answer was lost (landed). Either way the hand-over request, if
+// any, is deleted.
+func (s *Store) release(ctx context.Context, tenantID, id string, to asker) error {
 	e := s.hb.lock(tenantID, id, s.now())
 	defer e.mu.Unlock()
 	rel, hbKey := s.k.release(s.nodeID, tenantID, id), s.k.heartbeat(tenantID, id)
 	if e.loaded && e.mine {
 		next := e.mem
 		next.Holder, next.HolderLease, next.Loose = "", 0, false
-		written, rev, err := s.writeHandOver(ctx, "hand over a service", tenantID, id, e.hb.Deadline, e.hbRev, next, rel)
+		var extra []clientv3.Cmp
+		if to.node != "" {
+			// Only while the request is there: a heartbeat that gave
+			// up withdrew it, and the service stays held here.
+			next.Holder, next.HolderLease = to.node, to.lease
+			extra = append(extra, clientv3.Compare(clientv3.LeaseValue(rel), "=", to.lease))
+		}
+		written, rev, err := s.writeHandOver(ctx, "hand over a service", tenantID, id, e.hb.Deadline, e.hbRev, next, rel, extra...)
 		if err != nil {
 			s.log.Debug("hand-over write failed; it may still land", "tenant", tenantID, "id", id,
 				"deadline", time.Unix(0, next.Deadline).UTC(), "err", err)
@@ -779,11 +830,20 @@ func (s *Store) release(ctx context.Context, tenantID, id string) error {
 			return err
 		}
 		if written {
-			s.log.Debug("handed a service back", "tenant", tenantID, "id", id, "deadline", time.Unix(0, next.Deadline).UTC())
+			s.log.Debug("handed a service back", "tenant", tenantID, "id", id, "deadline", time.Unix(0, next.Deadline).UTC(), "to", to.node)
 			e.hb, e.hbRev, e.mayLand = next, rev, 0
 			e.setMem(next, false)
 			s.metrics.handovers.Inc()
 			return nil
+		}
+		if to.node != "" {
+			resp, err := s.read(ctx, "read heartbeat state", clientv3.OpGet(hbKey))
+			if err != nil {
+				return err
+			}
+			if kv := first(resp.Responses[0]); kv != nil && kv.ModRevision == e.hbRev {
+				return nil // the request was withdrawn: still held here
+			}
 		}
 	}
 	e.forget()
@@ -867,7 +927,7 @@ func (s *Store) releaseAll(ctx context.Context) (back, left int, err error) {
 		}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			err := s.release(ctx, e.k.tenant, e.k.id)
+			err := s.release(ctx, e.k.tenant, e.k.id, asker{})
 			mu.Lock()
 			defer mu.Unlock()
 			if err == nil {
@@ -927,7 +987,7 @@ func (s *Store) watchReleases() {
 	q := newReleaseQueue(releasesAtOnce, releasesAtOnceOfATenant, s.wg.Go, func(tenant, id string) {
 		ctx, cancel := context.WithTimeout(s.ctx, s.opts.RequestTimeout)
 		defer cancel()
-		if err := s.release(ctx, tenant, id); err != nil && s.ctx.Err() == nil {
+		if err := s.releaseAsked(ctx, tenant, id); err != nil && s.ctx.Err() == nil {
 			s.log.Warn("hand over a service", "tenant", tenant, "id", id, "err", err)
 		}
 	})

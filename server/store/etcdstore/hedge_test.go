@@ -121,7 +121,7 @@ func TestHedgedHandOverFindsItsOwnWrite(t *testing.T) {
 	}
 	hbKey := s.k.heartbeat("t", "s")
 	w.gate(hbKey)
-	if err := s.release(ctx, "t", "s"); err != nil {
+	if err := s.release(ctx, "t", "s", asker{}); err != nil {
 		t.Fatal(err)
 	}
 	w.check(t, "the hand-over")

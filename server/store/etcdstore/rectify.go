@@ -282,7 +282,7 @@ func (s *Store) unheldDue(ctx context.Context, t *tenant, due []dueEntry, wait b
 				graced = append(graced, d.key)
 				continue
 			}
-			if err := s.release(ctx, t.id, d.id); err != nil {
+			if err := s.release(ctx, t.id, d.id, asker{}); err != nil {
 				return nil, nil, nil, err
 			}
 		default:
@@ -300,12 +300,12 @@ func (s *Store) unheldDue(ctx context.Context, t *tenant, due []dueEntry, wait b
 				continue
 			}
 			if !wait {
-				if err := s.askHandOver(ctx, t.id, d.id, hb); err != nil {
+				if err := s.askHandOver(ctx, t.id, d.id, hb, false); err != nil {
 					return nil, nil, nil, err
 				}
 				continue
 			}
-			if err := s.handOver(ctx, t.id, d.id, hb); err != nil {
+			if err := s.handOver(ctx, t.id, d.id, hb, false); err != nil {
 				return nil, nil, nil, err
 			}
 		}
@@ -377,7 +377,17 @@ func (s *Store) reapHeld(ctx context.Context, tenant string) error {
 		t, err := s.tenantFor(ctx, id)
 		for err == nil && len(due) > 0 {
 			n := min(len(due), s.timeoutsPerTxn())
-			err = s.timeOutHeld(ctx, t, due[:n], tenant == "")
+			var asked map[string]bool
+			asked, err = s.timeOutHeld(ctx, t, due[:n], tenant == "")
+			// Asked for by a heartbeat at another node: handed over now,
+			// rather than when the request's watch delivers it, so that
+			// one the watch lost (or whose hand-over failed) holds no
+			// timeout up.
+			for sid := range asked {
+				if rerr := s.releaseAsked(ctx, t.id, sid); rerr != nil && err == nil {
+					err = rerr
+				}
+			}
 			due = due[n:]
 		}
 		if err != nil && firstErr == nil {
@@ -392,7 +402,7 @@ func (s *Store) reapHeld(ctx context.Context, tenant string) error {
 // node last wrote it (else another node took the service over, or timed
 // it out, and this node's memory of it is stale). The event's timestamp is
 // the deadline of the last token this node handed out.
-func (s *Store) timeOutHeld(ctx context.Context, t *tenant, due []heldDue, ahead bool) error {
+func (s *Store) timeOutHeld(ctx context.Context, t *tenant, due []heldDue, ahead bool) (asked map[string]bool, err error) {
 	now := s.now().UnixNano()
 	var locked []heldDue
 	for i, d := range due {
@@ -409,7 +419,6 @@ func (s *Store) timeOutHeld(ctx context.Context, t *tenant, due []heldDue, ahead
 		}
 		locked = append(locked, d)
 	}
-	var err error
 	var graced map[string]bool
 	defer func() {
 		for _, d := range locked {
@@ -419,27 +428,27 @@ func (s *Store) timeOutHeld(ctx context.Context, t *tenant, due []heldDue, ahead
 				// no answer from memory until etcd shows which; the
 				// reaper tries again.
 				d.e.failedWrite()
-			case !graced[d.id]: // else still held, and due after its grace
+			case !graced[d.id]: // else still held: due after its grace, or to be handed over
 				d.e.forget()
 			}
 			d.e.mu.Unlock()
 		}
 	}()
 	if len(locked) == 0 {
-		return nil
+		return nil, nil
 	}
 	exact := make([]exactTimeout, len(locked))
 	for i, d := range locked {
 		exact[i] = exactTimeout{id: d.id, hbRev: d.e.hbRev, stored: d.e.hb.Deadline, deadline: d.e.mem.Deadline, incarnation: d.e.mem.Incarnation}
 	}
-	graced, err = s.commitExactTimeouts(ctx, t, "time out held services", "held deadline", true, ahead, exact, func(id string, gone bool) {
+	graced, asked, err = s.commitExactTimeouts(ctx, t, "time out held services", "held deadline", true, ahead, exact, func(id string, gone bool) {
 		// Written since this node last read or wrote it (a commit of its
 		// own whose answer was lost, or another node's): its memory is
 		// stale, and forgotten below.
 		s.log.Debug("held service changed in etcd since this node wrote it; not timed out from memory",
 			"tenant", t.id, "id", id, "gone", gone)
 	})
-	return err
+	return asked, err
 }
 
 // exactTimeout is a timeout at a deadline known exactly, from the memory of
@@ -463,19 +472,24 @@ type exactTimeout struct {
 // node's lease, if it names one). A service written or gone since is left
 // out, and stale, if not nil, told about it. how names the deadline in the
 // log (timedOut); held says the deadlines are this node's memory of the
-// heartbeats it answered (graced). The reaper (ahead) takes the tenant's
+// heartbeats it answered (graced), and leaves a service another node asked
+// it to hand over (asked) to the hand-over. graced are the services left
+// held, to their grace or to a hand-over. The reaper (ahead) takes the tenant's
 // write lock ahead of its writes waiting; a request takes its turn.
-func (s *Store) commitExactTimeouts(ctx context.Context, t *tenant, what, how string, held, ahead bool, due []exactTimeout, stale func(id string, gone bool)) (graced map[string]bool, err error) {
+func (s *Store) commitExactTimeouts(ctx context.Context, t *tenant, what, how string, held, ahead bool, due []exactTimeout, stale func(id string, gone bool)) (graced, asked map[string]bool, err error) {
 	nodeKey := s.k.node(s.nodeID)
 	reads := []string{nodeKey}
 	for _, d := range due {
 		reads = append(reads, s.k.service(t.id, d.id), s.k.heartbeat(t.id, d.id))
+		if held {
+			reads = append(reads, s.k.release(s.nodeID, t.id, d.id))
+		}
 	}
 	t.wmu.LockFor(ahead)
 	defer t.wmu.Unlock()
 	var timedOut []timedOutService
 	_, err = s.write(ctx, t, what, reads, func(w *writer) error {
-		timedOut, graced = timedOut[:0], nil
+		timedOut, graced, asked = timedOut[:0], nil, nil
 		nkv := w.got[nodeKey]
 		for _, d := range due {
 			svcKey, hbKey := s.k.service(t.id, d.id), s.k.heartbeat(t.id, d.id)
@@ -496,12 +510,31 @@ func (s *Store) commitExactTimeouts(ctx context.Context, t *tenant, what, how st
 			if rec.Incarnation != d.incarnation {
 				continue
 			}
-			if s.graced(d.deadline, rec.HeartbeatTimeout, w.now.UnixNano(), held) {
+			// A heartbeat that reached another node asked this one to
+			// hand the service over (handOver): it may have come before
+			// the deadline, and the hand-over, not this timeout, goes
+			// first. The node that asked goes on from the exact state,
+			// and the service times out at its deadline if no heartbeat
+			// answered there.
+			var relKey string
+			if held {
+				relKey = s.k.release(s.nodeID, t.id, d.id)
+			}
+			if relKey != "" && w.got[relKey] != nil {
+				if asked == nil {
+					asked = map[string]bool{}
+				}
+				asked[d.id] = true
+			}
+			if s.graced(d.deadline, rec.HeartbeatTimeout, w.now.UnixNano(), held) || asked[d.id] {
 				if graced == nil {
 					graced = map[string]bool{}
 				}
 				graced[d.id] = true
 				continue
+			}
+			if relKey != "" {
+				w.cmps = append(w.cmps, clientv3.Compare(clientv3.CreateRevision(relKey), "=", 0))
 			}
 			w.cmps = append(w.cmps, clientv3.Compare(clientv3.ModRevision(hbKey), "=", d.hbRev))
 			if d.nodeLease != 0 {
@@ -512,5 +545,5 @@ func (s *Store) commitExactTimeouts(ctx context.Context, t *tenant, what, how st
 		}
 		return nil
 	})
-	return graced, s.timedOut(t, how, timedOut, err)
+	return graced, asked, s.timedOut(t, how, timedOut, err)
 }

@@ -178,7 +178,7 @@ func (s *Store) unhold(ctx context.Context, tenantID, id string) (int64, error) 
 		case hb.Holder == "":
 			return kv.ModRevision, nil
 		case hb.Holder == s.nodeID:
-			if err := s.release(ctx, tenantID, id); err != nil {
+			if err := s.release(ctx, tenantID, id, asker{}); err != nil {
 				return 0, err
 			}
 		default:
@@ -189,7 +189,7 @@ func (s *Store) unhold(ctx context.Context, tenantID, id string) (int64, error) 
 			if !alive {
 				return kv.ModRevision, nil
 			}
-			if err := s.handOver(ctx, tenantID, id, hb); err != nil {
+			if err := s.handOver(ctx, tenantID, id, hb, false); err != nil {
 				return 0, err
 			}
 		}
