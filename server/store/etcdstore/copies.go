@@ -1079,11 +1079,28 @@ func (s *Store) releaseCopy(k hbKey, holder, relKey string, sem chan struct{}) {
 // the holder's next heartbeat of it goes to etcd, on the same condition;
 // and the reaper tries the hand-over again (pendingRel), on the same
 // condition too: a heartbeat waiting for it must not lose to a timeout.
+//
+// A request for a heartbeat names the node that asked (askHandOver): as
+// the holder does, the peer hands the service to that node, while the
+// request is there; else, or if that write finds the request withdrawn,
+// with no holder.
 func (s *Store) handOverCopy(ctx context.Context, k hbKey, c copyEntry, relKey string) {
 	next := c.state
 	next.Holder, next.HolderLease, next.Loose = "", 0, false
-	written, _, err := s.writeHandOver(ctx, "hand over a copied service", k.tenant, k.id, c.stored, c.hbRev, next, relKey,
-		clientv3.Compare(clientv3.LeaseValue(s.k.node(s.nodeID)), "=", c.lease))
+	fence := clientv3.Compare(clientv3.LeaseValue(s.k.node(s.nodeID)), "=", c.lease)
+	to, err := s.askerOf(ctx, relKey)
+	var written bool
+	if err == nil && to.node != "" {
+		next.Holder, next.HolderLease = to.node, to.lease
+		written, _, err = s.writeHandOver(ctx, "hand over a copied service", k.tenant, k.id, c.stored, c.hbRev, next, relKey,
+			fence, clientv3.Compare(clientv3.LeaseValue(relKey), "=", to.lease))
+		if err == nil && !written {
+			next.Holder, next.HolderLease = "", 0
+		}
+	}
+	if !written && next.Holder == "" {
+		written, _, err = s.writeHandOver(ctx, "hand over a copied service", k.tenant, k.id, c.stored, c.hbRev, next, relKey, fence)
+	}
 	s.copies.mu.Lock()
 	if e := s.copies.m[k]; e != nil && e.hbRev == c.hbRev {
 		e.pendingRel = ""
@@ -1097,7 +1114,7 @@ func (s *Store) handOverCopy(ctx context.Context, k hbKey, c copyEntry, relKey s
 		s.log.Debug("hand-over from a copy failed; it may still land", "tenant", k.tenant, "id", k.id, "holder", c.from, "err", err)
 	case written:
 		s.log.Debug("handed a service back from its copy", "tenant", k.tenant, "id", k.id, "holder", c.from,
-			"deadline", time.Unix(0, next.Deadline).UTC())
+			"deadline", time.Unix(0, next.Deadline).UTC(), "to", next.Holder)
 		s.metrics.handovers.Inc()
 	}
 }

@@ -132,3 +132,93 @@ func TestHeldTimeoutWaitsForAHandOverAsked(t *testing.T) {
 		t.Errorf("last event %s at %d; want service.timeout at the deadline %d", last.Type, ev.Timestamp, deadline/1e6)
 	}
 }
+
+// The holder's peer answers a hand-over request near the deadline at
+// once, from its copy: for a heartbeat's request, to the node that asked,
+// so that no reaper times the service out before that node commits the
+// heartbeat (which came before the deadline).
+func TestPeerHandsOverToTheAsker(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.Start(t, etcdtest.Options{})
+	cli := etcdtest.Client(t, c.Endpoints()...)
+	ctx := t.Context()
+	s, err := Open(ctx, cli, Options{Prefix: "/peer-asker/", PeerListen: "127.0.0.1:0", ReapInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if _, err := s.CreateService(ctx, "t", store.NewService{ID: "svc", HeartbeatTimeout: 3}); err != nil {
+		t.Fatal(err)
+	}
+	live := func(node string) clientv3.LeaseID {
+		grant, err := cli.Grant(ctx, 60)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cli.Put(ctx, s.k.node(node), "", clientv3.WithLease(grant.ID)); err != nil {
+			t.Fatal(err)
+		}
+		return grant.ID
+	}
+	holderLease, askerLease := live("holder"), live("asker")
+	key := s.k.heartbeat("t", "svc")
+	read := func() (hb hbRecord, rev int64) {
+		resp, err := cli.Get(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.Kvs) == 0 {
+			return hb, 0
+		}
+		if err := json.Unmarshal(resp.Kvs[0].Value, &hb); err != nil {
+			t.Fatal(err)
+		}
+		return hb, resp.Kvs[0].ModRevision
+	}
+	// Held by "holder" (alive), the stored deadline an hour away; the
+	// peer's copy has the precise one 600 ms away.
+	hb0, _ := read()
+	held := hb0
+	held.Holder, held.HolderLease = "holder", int64(holderLease)
+	held.Deadline = time.Now().Add(time.Hour).UnixNano()
+	raw, err := json.Marshal(held)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := cli.Txn(ctx).Then(append([]clientv3.Op{clientv3.OpPut(key, string(raw))}, s.k.moveDue(hb0.Deadline, held.Deadline, "t", "svc")...)...).Commit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev := tr.Header.Revision
+	precise := hb0
+	precise.Deadline = time.Now().Add(600 * time.Millisecond).UnixNano()
+	lease, _ := s.lease.get()
+	s.copies.mu.Lock()
+	s.copies.m[hbKey{"t", "svc"}] = &copyEntry{from: "holder", fromLease: int64(holderLease), lease: int64(lease), hbRev: rev, stored: held.Deadline, state: precise}
+	s.copies.mu.Unlock()
+	// A heartbeat at node "asker" asks for the service.
+	if _, err := cli.Put(ctx, s.k.release("holder", "t", "svc"), "asker", clientv3.WithLease(askerLease)); err != nil {
+		t.Fatal(err)
+	}
+	var got hbRecord
+	for start := time.Now(); ; time.Sleep(10 * time.Millisecond) {
+		var r int64
+		if got, r = read(); r != rev {
+			break
+		}
+		if time.Since(start) > 30*time.Second {
+			t.Fatal("the peer did not hand the service over")
+		}
+	}
+	if got.Holder != "asker" || got.HolderLease != int64(askerLease) || got.Deadline != precise.Deadline {
+		t.Fatalf("handed over as holder %q on lease %d, deadline %d; want the node that asked, on lease %d, deadline %d",
+			got.Holder, got.HolderLease, got.Deadline, askerLease, precise.Deadline)
+	}
+	time.Sleep(time.Until(time.Unix(0, precise.Deadline)) + 50*time.Millisecond)
+	if err := s.reap(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, r := read(); r == 0 {
+		t.Error("a reaper timed the service out while the node it was handed to lives")
+	}
+}

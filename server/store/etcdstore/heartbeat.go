@@ -785,7 +785,7 @@ func (s *Store) askerOf(ctx context.Context, rel string) (asker, error) {
 		return asker{}, err
 	}
 	kv := first(resp.Responses[0])
-	if kv == nil || len(kv.Value) == 0 || kv.Lease == 0 || string(kv.Value) == s.nodeID {
+	if kv == nil || len(kv.Value) == 0 || kv.Lease == 0 {
 		return asker{}, nil
 	}
 	return asker{node: string(kv.Value), lease: kv.Lease}, nil
@@ -816,7 +816,7 @@ func (s *Store) release(ctx context.Context, tenantID, id string, to asker) erro
 		next := e.mem
 		next.Holder, next.HolderLease, next.Loose = "", 0, false
 		var extra []clientv3.Cmp
-		if to.node != "" {
+		if to.node != "" && to.node != s.nodeID {
 			// Only while the request is there: a heartbeat that gave
 			// up withdrew it, and the service stays held here.
 			next.Holder, next.HolderLease = to.node, to.lease
@@ -830,13 +830,13 @@ func (s *Store) release(ctx context.Context, tenantID, id string, to asker) erro
 			return err
 		}
 		if written {
-			s.log.Debug("handed a service back", "tenant", tenantID, "id", id, "deadline", time.Unix(0, next.Deadline).UTC(), "to", to.node)
+			s.log.Debug("handed a service back", "tenant", tenantID, "id", id, "deadline", time.Unix(0, next.Deadline).UTC(), "to", next.Holder)
 			e.hb, e.hbRev, e.mayLand = next, rev, 0
 			e.setMem(next, false)
 			s.metrics.handovers.Inc()
 			return nil
 		}
-		if to.node != "" {
+		if len(extra) > 0 {
 			resp, err := s.read(ctx, "read heartbeat state", clientv3.OpGet(hbKey))
 			if err != nil {
 				return err
