@@ -3,10 +3,12 @@ package server_test
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -29,16 +31,18 @@ func TestUnreadListAnswersAreBounded(t *testing.T) {
 	base := serveCustom(t, st, server.Config{Store: st, Registerer: reg, MaxUnsentBytes: total})
 	busy, other := devLogin(t, base, "busy"), devLogin(t, base, "other")
 	// 400 services of the largest metadata: a page of some 11 MB, more
-	// than the kernel's buffers of a connection take.
+	// than the kernel's buffers of a connection take. With the longest
+	// timeout: under the race detector on a busy machine the test can
+	// outlast a short one, and the page shrink as the services time out.
 	// Each "<" is sent as one byte and answered as six (\u003c).
 	var md []string
 	for i := range 18 {
 		md = append(md, fmt.Sprintf(`"k%02d":"%s"`, i, strings.Repeat("<", 255)))
 	}
 	parallel(400, func(i int) {
-		busy.do("POST", "/services", fmt.Sprintf(`{"id":"svc-%03d","heartbeat_timeout":30,"metadata":{%s}}`, i, strings.Join(md, ","))).want(201)
+		busy.do("POST", "/services", fmt.Sprintf(`{"id":"svc-%03d","heartbeat_timeout":120,"metadata":{%s}}`, i, strings.Join(md, ","))).want(201)
 	})
-	other.create("svc-1", 30)
+	other.create("svc-1", 120)
 
 	// The client reads nothing and takes as little as the kernel lets it.
 	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
@@ -52,9 +56,17 @@ func TestUnreadListAnswersAreBounded(t *testing.T) {
 	}
 	defer conn.Close()
 	fmt.Fprintf(conn, "GET /v1.0/%s/services?limit=1000 HTTP/1.1\r\nHost: x\r\nX-Auth-Token: %s\r\n\r\n", busy.tenant, busy.token)
-	eventually(t, "the answer held for the client that does not read", func() bool {
-		return metric(t, reg, "svcreg_list_answer_bytes_unsent") > total/8
-	})
+	// Building the page takes a while under the race detector on a busy
+	// machine: wait longer than eventually does, and say what the client
+	// got if the answer was never held.
+	for deadline := time.Now().Add(90 * time.Second); metric(t, reg, "svcreg_list_answer_bytes_unsent") <= total/8; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			conn.SetReadDeadline(time.Now().Add(time.Second))
+			got := make([]byte, 300)
+			n, err := io.ReadFull(conn, got)
+			t.Fatalf("the answer was never held for the client that does not read; the client got %q (%v)", got[:n], err)
+		}
+	}
 
 	busy.do("GET", "/services?limit=1", nil).fault(400, "rateLimitReached", "Rate limit has been reached.",
 		fmt.Sprintf("Limit of %d bytes of the account's list answers not yet taken by their clients has been reached", total/8))
