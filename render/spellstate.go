@@ -15,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/svcreg/svcreg/internal/fsync"
 )
 
 // The spellings a template keeps (spellings.go) are saved in the
@@ -249,7 +251,7 @@ func (r *Renderer) state() *stateFiles {
 // writeStateFile replaces path with data so that a crash leaves the old
 // file or the new one, whole.
 func writeStateFile(dir, path string, data []byte) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := fsync.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
 	f, err := os.CreateTemp(dir, ".spellings-*")
@@ -272,10 +274,5 @@ func writeStateFile(dir, path string, data []byte) error {
 	if err := os.Rename(tmp, path); err != nil {
 		return err
 	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return fsync.Dir(dir)
 }
