@@ -37,8 +37,8 @@ type stateFile struct {
 	Spellings   []savedSpell `json:"spellings"`
 }
 
-// savedSpell is one remembered spelling: the metadata key, the spelling
-// kept, and the times of spelling.
+// savedSpell is one remembered spelling (see spelling), with its
+// metadata key.
 type savedSpell struct {
 	Key    string    `json:"key"`
 	Name   string    `json:"name"`
@@ -69,7 +69,7 @@ func encodeSpellings(s spellings) []savedSpell {
 	for i, k := range keys {
 		key, _, _ := strings.Cut(k, "\x00")
 		sp := s[k]
-		saved[i] = savedSpell{Key: key, Name: sp.name, Absent: sp.absent.UTC().Round(0), Seen: sp.seen.UTC().Round(0), Rival: sp.rival}
+		saved[i] = savedSpell{Key: key, Name: sp.name, Absent: sp.absent.UTC(), Seen: sp.seen.UTC(), Rival: sp.rival}
 	}
 	return saved
 }
@@ -219,14 +219,14 @@ func (r *Renderer) saveSpellings(ts []*Template) {
 			err = writeStateFile(r.StateDir, path, append(data, '\n'))
 		}
 		switch {
-		case err != nil && st.failed[path] == "":
+		case err != nil && !st.failing[path]:
 			r.Log.Warn("the spellings this template kept could not be saved: a restart would choose among names that differ only in case again, the all-lowercase one first (see --state-dir)",
 				"template", t.Name(), "file", path, "err", err)
-			st.failed[path] = err.Error()
+			st.failing[path] = true
 		case err == nil:
-			if st.failed[path] != "" {
+			if st.failing[path] {
 				r.Log.Info("the spellings this template kept are saved again", "template", t.Name(), "file", path)
-				delete(st.failed, path)
+				delete(st.failing, path)
 			}
 			st.saved[path] = keep
 		}
@@ -234,16 +234,16 @@ func (r *Renderer) saveSpellings(ts []*Template) {
 }
 
 // stateFiles is what a Renderer knows of the state files: by path, the
-// spellings the file holds (a map stored is never changed), and, while
-// its saves fail, the error the first failed with.
+// spellings the file holds (a map stored is never changed), and whether
+// its saves fail (logged when they start and stop failing).
 type stateFiles struct {
-	saved  map[string]spellings
-	failed map[string]string
+	saved   map[string]spellings
+	failing map[string]bool
 }
 
 func (r *Renderer) state() *stateFiles {
 	if r.stateFiles.saved == nil {
-		r.stateFiles = stateFiles{saved: map[string]spellings{}, failed: map[string]string{}}
+		r.stateFiles = stateFiles{saved: map[string]spellings{}, failing: map[string]bool{}}
 	}
 	return &r.stateFiles
 }
