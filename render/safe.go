@@ -320,10 +320,10 @@ func checkQuotable(field, s string) error {
 		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == 0x2028 || r == 0x2029 {
 			return refuse(field, s, "contains control characters")
 		}
-		// A variation selector picks an emoji's or an ideograph's form.
-		selects := unicode.Is(unicode.Variation_Selector, r) && prev >= 0x80 && unicode.In(prev, unicode.S, unicode.Ideographic)
+		p := prev
 		prev = r
-		if hidesText(r) && !selects {
+		// A variation selector picks an emoji's or an ideograph's form.
+		if hidesText(r) && !(unicode.Is(unicode.Variation_Selector, r) && p >= 0x80 && unicode.In(p, unicode.S, unicode.Ideographic)) {
 			// A right-to-left override shows "08:1.0.0.01" as
 			// "10.0.0.1:80" to whoever reads the config.
 			return refuse(field, s, "contains a bidirectional control or a character that shows as nothing or as a blank, which make the config read as other text")

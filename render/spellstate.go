@@ -153,7 +153,7 @@ func (r *Renderer) loadSpellings(t *Template) {
 	case errors.Is(err, fs.ErrNotExist):
 		return
 	case err != nil:
-		r.Log.Warn("the spellings this template kept before could not be read: names that differ only in case are chosen again, the all-lowercase one first; the file is written anew after the next render",
+		r.Log.Warn("the spellings this template kept before could not be read: names that differ only in case are chosen again, the all-lowercase one first; the file is written anew once a spelling needs saving",
 			"template", t.Name(), "file", path, "err", err)
 		return
 	}
@@ -210,13 +210,16 @@ func (r *Renderer) saveSpellings(ts []*Template) {
 			continue
 		}
 		path := statePath(r.StateDir, t.Destination)
-		if prev, ok := st.saved[path]; ok && sameChoices(*p, prev) || !ok && sameChoices(*p, nil) {
+		if sameChoices(*p, st.saved[path]) { // none saved yet: whether any needs saving
 			continue
 		}
 		keep := persisted(*p)
 		data, err := json.MarshalIndent(stateFile{Destination: stateDest(t.Destination), Spellings: encodeSpellings(keep)}, "", "\t")
 		if err == nil {
-			err = writeStateFile(r.StateDir, path, append(data, '\n'))
+			err = fsync.MkdirAll(r.StateDir, 0o700)
+		}
+		if err == nil {
+			err = replace(path, append(data, '\n'), 0o600, fileOwner{-1, -1})
 		}
 		switch {
 		case err != nil && !st.failing[path]:
@@ -246,33 +249,4 @@ func (r *Renderer) state() *stateFiles {
 		r.stateFiles = stateFiles{saved: map[string]spellings{}, failing: map[string]bool{}}
 	}
 	return &r.stateFiles
-}
-
-// writeStateFile replaces path with data so that a crash leaves the old
-// file or the new one, whole.
-func writeStateFile(dir, path string, data []byte) error {
-	if err := fsync.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(dir, ".spellings-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // gone once renamed
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	return fsync.Dir(dir)
 }

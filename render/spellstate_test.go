@@ -62,8 +62,13 @@ func TestSpellingsSurviveARestart(t *testing.T) {
 	}
 	saved := readFile(t, files[0])
 	r, set = start()
-	r.Dry, r.DryOut = true, &bytes.Buffer{}
-	pass(r, set, "API:a-1 ", backendEP("a-2", "Api"))
+	var dry bytes.Buffer
+	r.Dry, r.DryOut = true, &dry
+	r.Pass(context.Background(), set, snapshot(backendEP("a-0", "api"), backendEP("a-1", "API")))
+	if dry.Len() != 0 { // API kept, as installed: nothing would change
+		t.Errorf("a dry pass would change the file:\n%s", dry.String())
+	}
+	r.Pass(context.Background(), set, snapshot(backendEP("a-2", "Api"))) // API absent: a change to save
 	if got := readFile(t, files[0]); got != saved {
 		t.Errorf("a dry pass wrote the state:\n%s\nwas\n%s", got, saved)
 	}
@@ -97,7 +102,7 @@ func TestSpellingsStateUnwritable(t *testing.T) {
 	r.StateDir = state
 	cfg := TemplateConfig{Contents: `{{range $b, $eps := endpointsBy "backend" services}}{{$b}} {{end}}`, Destination: filepath.Join(parent, "out")}
 	set := newSet(t, cfg)
-	for _, b := range []string{"A", "B", "C"} { // lowercase names are not saved
+	for _, b := range []string{"A", "B", "C"} { // not all lowercase: saved
 		if res := r.Pass(context.Background(), set, snapshot(svc("x", nil, map[string]string{"ip": "10.0.0.1", "port": "80", "backend": b}))); len(res.Failures) != 0 {
 			t.Fatal(res.Failures)
 		}
