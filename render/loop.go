@@ -116,9 +116,9 @@ func (l *Loop) Run(ctx context.Context, set *Set) error {
 			// The new set renders on the installed files: the checks of
 			// the files applied ahead of them finish first.
 			l.Renderer.WaitAhead(ctx)
-			// The Reloader handed the spellings on when it made the
-			// set, maybe while a pass still rendered with the old one:
-			// hand on those of the last render.
+			// The spellings endpointsBy kept go on with the new set,
+			// as of the last render (the set may have been made while
+			// a pass still rendered).
 			next.Inherit(set)
 			set = next
 			if snap != nil && snap.Synced {

@@ -134,7 +134,6 @@ func TestNewSetKeepsTheLastSpellings(t *testing.T) {
 	}
 	writeFile(t, g.dir, "t.tmpl", `new:{{range $b, $eps := endpointsBy "backend" services}}{{$b}} {{end}}`)
 	early := g.set(t, TemplateConfig{}) // made before the first render
-	early.Inherit(set)
 	src.Put(snapshot(ep("a-1", "API")))
 	waitFor(t, "the first render", func() bool { return contents(g.dest) == "API " })
 	both := snapshot(ep("a-0", "api"), ep("a-1", "API"))

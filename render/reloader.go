@@ -61,7 +61,6 @@ func (r *Reloader) Reload(ctx context.Context, why string) {
 		return
 	}
 	r.report(why, nil)
-	set.Inherit(r.current)
 	old := r.current.Sources()
 	r.current = set
 	if !slices.Equal(old, set.Sources()) {

@@ -933,6 +933,7 @@ func TestEndpointsByKeepsItsSpelling(t *testing.T) {
 	}
 	NewReloader(nil, load, sets, set).Reload(context.Background(), "SIGHUP")
 	next := <-sets
+	next.Inherit(set) // as the render loop does when it takes the set
 	render(next, "API:a-2 ", []string{"a-0"}, ep("a-0", "api"), ep("a-2", "API"))
 
 	// Every API service gone for a moment (a rolling restart): api is
