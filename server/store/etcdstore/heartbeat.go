@@ -784,11 +784,15 @@ func (s *Store) askerOf(ctx context.Context, rel string) (asker, error) {
 	if err != nil {
 		return asker{}, err
 	}
-	kv := first(resp.Responses[0])
+	return askerIn(first(resp.Responses[0])), nil
+}
+
+// askerIn is the asker a hand-over request kv names (nil: none).
+func askerIn(kv *mvccpb.KeyValue) asker {
 	if kv == nil || len(kv.Value) == 0 || kv.Lease == 0 {
-		return asker{}, nil
+		return asker{}
 	}
-	return asker{node: string(kv.Value), lease: kv.Lease}, nil
+	return asker{node: string(kv.Value), lease: kv.Lease}
 }
 
 // releaseAsked hands over a service another node asked for: to that
@@ -816,7 +820,7 @@ func (s *Store) release(ctx context.Context, tenantID, id string, to asker) erro
 		next := e.mem
 		next.Holder, next.HolderLease, next.Loose = "", 0, false
 		var extra []clientv3.Cmp
-		if to.node != "" && to.node != s.nodeID {
+		if to.node != "" {
 			// Only while the request is there: a heartbeat that gave
 			// up withdrew it, and the service stays held here.
 			next.Holder, next.HolderLease = to.node, to.lease
@@ -874,8 +878,8 @@ func (s *Store) release(ctx context.Context, tenantID, id string, to asker) erro
 	return s.again(ctx, "delete a hand-over request", nil, clientv3.OpDelete(rel))
 }
 
-// writeHandOver writes next, a service's state without a holder, over its
-// heartbeat key if that is still at rev (and the extra conditions hold),
+// writeHandOver writes next, a service's state handed over (no holder, or
+// the node whose heartbeat asked for it), over its heartbeat key if that is still at rev (and the extra conditions hold),
 // moves its deadline index entry from stored, and deletes the hand-over
 // request relKey: a holder's hand-over (release) or its peer's on its
 // behalf (handOverCopy). It reports whether it wrote, and the revision it

@@ -377,14 +377,14 @@ func (s *Store) reapHeld(ctx context.Context, tenant string) error {
 		t, err := s.tenantFor(ctx, id)
 		for err == nil && len(due) > 0 {
 			n := min(len(due), s.timeoutsPerTxn())
-			var asked map[string]bool
+			var asked map[string]asker
 			asked, err = s.timeOutHeld(ctx, t, due[:n], tenant == "")
 			// Asked for by a heartbeat at another node: handed over now,
 			// rather than when the request's watch delivers it, so that
 			// one the watch lost (or whose hand-over failed) holds no
 			// timeout up.
-			for sid := range asked {
-				if rerr := s.releaseAsked(ctx, t.id, sid); rerr != nil && err == nil {
+			for sid, to := range asked {
+				if rerr := s.release(ctx, t.id, sid, to); rerr != nil && err == nil {
 					err = rerr
 				}
 			}
@@ -402,7 +402,7 @@ func (s *Store) reapHeld(ctx context.Context, tenant string) error {
 // node last wrote it (else another node took the service over, or timed
 // it out, and this node's memory of it is stale). The event's timestamp is
 // the deadline of the last token this node handed out.
-func (s *Store) timeOutHeld(ctx context.Context, t *tenant, due []heldDue, ahead bool) (asked map[string]bool, err error) {
+func (s *Store) timeOutHeld(ctx context.Context, t *tenant, due []heldDue, ahead bool) (asked map[string]asker, err error) {
 	now := s.now().UnixNano()
 	var locked []heldDue
 	for i, d := range due {
@@ -473,10 +473,10 @@ type exactTimeout struct {
 // out, and stale, if not nil, told about it. how names the deadline in the
 // log (timedOut); held says the deadlines are this node's memory of the
 // heartbeats it answered (graced), and leaves a service another node asked
-// it to hand over (asked) to the hand-over. graced are the services left
+// it to hand over to the hand-over (asked: to whom, as askerOf reads it). graced are the services left
 // held, to their grace or to a hand-over. The reaper (ahead) takes the tenant's
 // write lock ahead of its writes waiting; a request takes its turn.
-func (s *Store) commitExactTimeouts(ctx context.Context, t *tenant, what, how string, held, ahead bool, due []exactTimeout, stale func(id string, gone bool)) (graced, asked map[string]bool, err error) {
+func (s *Store) commitExactTimeouts(ctx context.Context, t *tenant, what, how string, held, ahead bool, due []exactTimeout, stale func(id string, gone bool)) (graced map[string]bool, asked map[string]asker, err error) {
 	nodeKey := s.k.node(s.nodeID)
 	reads := []string{nodeKey}
 	for _, d := range due {
@@ -520,20 +520,21 @@ func (s *Store) commitExactTimeouts(ctx context.Context, t *tenant, what, how st
 			if held {
 				relKey = s.k.release(s.nodeID, t.id, d.id)
 			}
-			if relKey != "" && w.got[relKey] != nil {
+			rkv := w.got[relKey]
+			if rkv != nil {
 				if asked == nil {
-					asked = map[string]bool{}
+					asked = map[string]asker{}
 				}
-				asked[d.id] = true
+				asked[d.id] = askerIn(rkv)
 			}
-			if s.graced(d.deadline, rec.HeartbeatTimeout, w.now.UnixNano(), held) || asked[d.id] {
+			if s.graced(d.deadline, rec.HeartbeatTimeout, w.now.UnixNano(), held) || rkv != nil {
 				if graced == nil {
 					graced = map[string]bool{}
 				}
 				graced[d.id] = true
 				continue
 			}
-			if relKey != "" {
+			if held {
 				w.cmps = append(w.cmps, clientv3.Compare(clientv3.CreateRevision(relKey), "=", 0))
 			}
 			w.cmps = append(w.cmps, clientv3.Compare(clientv3.ModRevision(hbKey), "=", d.hbRev))
