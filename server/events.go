@@ -156,12 +156,8 @@ func (s *Server) serveEvents(w http.ResponseWriter, rq *request, q store.EventQu
 }
 
 // readEvents reads a page of events of rq's account, holding one of its
-// read slots (readGate) while it does; none while the account is at its
-// bound of answers not yet taken (unsentBudget).
+// read slots (readGate) while it does.
 func (s *Server) readEvents(rq *request, q store.EventQuery) (store.EventPage, error) {
-	if err := s.unsent.full(rq.tenant); err != nil {
-		return store.EventPage{}, err
-	}
 	leave, err := s.reads.enter(rq.r.Context(), rq.tenant)
 	if err != nil {
 		return store.EventPage{}, err

@@ -88,9 +88,6 @@ type listBody[T any] struct {
 // account's read slots (readGate); the write to the client does not, and
 // counts against the bounds of answers not yet taken (unsentBudget).
 func serveList[T any](s *Server, w http.ResponseWriter, rq *request, limit int, marker string, read func(ctx context.Context) (store.Page[T], error)) error {
-	if err := s.unsent.full(rq.tenant); err != nil {
-		return err
-	}
 	page, body, err := func() (store.Page[T], []byte, error) {
 		leave, err := s.reads.enter(rq.r.Context(), rq.tenant)
 		if err != nil {

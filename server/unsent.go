@@ -40,9 +40,13 @@ func newUnsentBudget(total int64, refused prometheus.Counter, held prometheus.Ga
 	return &unsentBudget{total: total, perTenant: max(total/8, 1), refused: refused, held: held, byTenant: map[string]int64{}}
 }
 
-// refusal is the rate-limit fault for size more bytes of an account that
-// holds mine, or nil. Called with b.mu held.
-func (b *unsentBudget) refusal(mine, size int64) error {
+// take counts n bytes of tenant's answer as unsent, and returns the
+// function that counts them off once written (or not); or the rate-limit
+// fault when the account's or the server's bound would be passed.
+func (b *unsentBudget) take(tenant string, n int) (release func(), err error) {
+	size := int64(n)
+	b.mu.Lock()
+	mine := b.byTenant[tenant]
 	var over string
 	switch {
 	case mine > 0 && mine+size > b.perTenant:
@@ -51,32 +55,11 @@ func (b *unsentBudget) refusal(mine, size int64) error {
 		over = fmt.Sprintf("Limit of %d bytes of list answers not yet taken by their clients has been reached", b.total)
 	case b.all > 0 && b.all+size > 2*b.total:
 		over = fmt.Sprintf("Limit of %d bytes of list answers not yet taken by their clients has been reached", 2*b.total)
-	default:
-		return nil
 	}
-	b.refused.Inc()
-	return rateLimited(over, time.Second)
-}
-
-// full returns the fault take would return for any answer of tenant,
-// or nil: checked before a page is read and built, so that an account
-// at its bound does not have the work done to be refused.
-func (b *unsentBudget) full(tenant string) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.refusal(b.byTenant[tenant], 1)
-}
-
-// take counts n bytes of tenant's answer as unsent, and returns the
-// function that counts them off once written (or not); or the rate-limit
-// fault when the account's or the server's bound would be passed.
-func (b *unsentBudget) take(tenant string, n int) (release func(), err error) {
-	size := int64(n)
-	b.mu.Lock()
-	mine := b.byTenant[tenant]
-	if err := b.refusal(mine, size); err != nil {
+	if over != "" {
 		b.mu.Unlock()
-		return nil, err
+		b.refused.Inc()
+		return nil, rateLimited(over, time.Second)
 	}
 	b.byTenant[tenant] = mine + size
 	b.all += size
