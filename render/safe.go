@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"unicode"
 	"unicode/utf8"
 
 	"github.com/svcreg/svcreg/internal/printable"
@@ -323,31 +322,13 @@ func checkQuotable(field, s string) error {
 		p := prev
 		prev = r
 		// A variation selector picks an emoji's or an ideograph's form.
-		if hidesText(r) && !(unicode.Is(unicode.Variation_Selector, r) && p >= 0x80 && unicode.In(p, unicode.S, unicode.Ideographic)) {
+		if printable.Hides(r) && !printable.VariationTaken(p, r) {
 			// A right-to-left override shows "08:1.0.0.01" as
 			// "10.0.0.1:80" to whoever reads the config.
 			return refuse(field, s, "contains a bidirectional control or a character that shows as nothing or as a blank, which make the config read as other text")
 		}
 	}
 	return nil
-}
-
-// hidesText reports whether r makes text read as other text: a
-// bidirectional control (an override, an isolate, a mark); a character
-// that shows as nothing: a format character (a zero-width space, word
-// joiner, byte order mark, soft hyphen, invisible operator such as
-// U+2061, a tag character), a variation selector or another default
-// ignorable one (the combining grapheme joiner); or a letter that shows
-// as blank (printable.IsBlank). The zero-width joiner and non-joiner,
-// which some scripts' spelling and emoji need, are taken; checkQuotable
-// takes a variation selector after a symbol other than ASCII (an emoji)
-// or an ideograph.
-func hidesText(r rune) bool {
-	if r < 0x80 || r == 0x200c || r == 0x200d {
-		return false
-	}
-	return unicode.In(r, unicode.Bidi_Control, unicode.Cf, unicode.Variation_Selector, unicode.Other_Default_Ignorable_Code_Point) ||
-		printable.IsBlank(r)
 }
 
 // nginxString quotes s as one nginx string argument: in double quotes,

@@ -562,6 +562,27 @@ func TestUIShowsInvisibleCharactersEscaped(t *testing.T) {
 	if strings.ContainsAny(raw, "\u202e\u200b") || json.Unmarshal([]byte(raw), &detail) != nil || detail.Tags[0] != tag || detail.Metadata[key] != value {
 		t.Errorf("the raw JSON shown: %q", raw)
 	}
+	// Marks that show as nothing, and a newline that would show one value
+	// as two, are escaped; an emoji's variation selector is text. Each
+	// escape is marked, so that the text "\u200b" does not read as one.
+	// One unbreakable cluster does not widen the table.
+	must(t, a, "POST", "/services", map[string]any{"id": "db-2", "heartbeat_timeout": 120,
+		"tags":     []string{"prod\u034f", "prod\ufe00", "\u2764\ufe0f", `a\u200bb`},
+		"metadata": map[string]string{"role": "secondary\nrole=primary", "wide": "\u0915" + strings.Repeat("\u093e", 254)}}, 201)
+	b.do(chromedp.Evaluate[chromedp.Void](`location.hash = '#services'`))
+	row2 := `document.querySelector('#svc-body tr[data-id="db-2"]')`
+	b.wait("the second service", `!!`+row2)
+	if got := b.text(`Array.from(` + row2 + `.querySelectorAll('.tag')).map(t => t.textContent + ':' + t.querySelectorAll('.esc').length).join()`); got != `prod\u034f:1,prod\ufe00:1,`+"\u2764\ufe0f"+`:0,a\u200bb:0` {
+		t.Errorf("tags shown as %q (each with its count of escapes marked)", got)
+	}
+	if got := b.text(row2 + `.querySelector('.meta .kv').textContent`); got != `rolesecondary\nrole=primary` {
+		t.Errorf("a value with a newline shown as %q", got)
+	}
+	var px float64
+	w := b.text(`String(Math.max(...Array.from(` + row2 + `.querySelectorAll('.kv')).map(k => k.getBoundingClientRect().width)))`)
+	if _, err := fmt.Sscan(w, &px); err != nil || px > 24*16+1 {
+		t.Errorf("the widest value is %s px wide", w)
+	}
 	b.do(chromedp.Click(chromedp.CSS(`#nav a[data-view="config"]`)))
 	b.wait("the configuration", `!!document.querySelector('#cfg-tree li.leaf[title="upstream"] .v')`)
 	if got := b.text(`document.querySelector('#cfg-tree li.leaf[title="upstream"] .v').textContent`); got != `10.0.0.5 \u202e1.0.0.01 ,` {

@@ -35,19 +35,64 @@ func Lines(s string) string {
 	}
 	var b strings.Builder
 	b.Grow(len(s))
-	for line := range strings.SplitAfterSeq(s, "\n") {
-		end := len(line) - len(strings.TrimSuffix(strings.TrimSuffix(line, "\n"), "\r"))
-		b.WriteString(Text(line[:len(line)-end]))
-		b.WriteString(line[len(line)-end:])
-	}
+	put := func(s string) { b.WriteString(s) }
+	WriteLines(s, put, put)
 	return b.String()
 }
 
+// WriteLines writes Lines(s) in pieces: the text as it is through text,
+// and each escape (a doubled backslash too) through esc, so that a page
+// can mark the escapes as such.
+func WriteLines(s string, text, esc func(string)) {
+	if AllShown(s, Shows) {
+		text(s)
+		return
+	}
+	for line := range strings.SplitAfterSeq(s, "\n") {
+		end := len(line) - len(strings.TrimSuffix(strings.TrimSuffix(line, "\n"), "\r"))
+		if body := line[:len(line)-end]; AllShown(body, Shows) {
+			text(body)
+		} else {
+			writeEscaped(body, text, esc)
+		}
+		if end > 0 {
+			text(line[len(line)-end:])
+		}
+	}
+}
+
 // Shows reports whether Text writes r as it is: a printable character,
-// a newline or a tab, but not one of the letters and symbols that show as
-// nothing (blanks).
+// a newline or a tab, but not one that makes text read as other text
+// (Hides; a variation selector shows only after a symbol or an
+// ideograph, which AllShown and EscapeRunes see to).
 func Shows(r rune) bool {
-	return r == '\n' || r == '\t' || unicode.IsPrint(r) && !IsBlank(r)
+	return r == '\n' || r == '\t' || unicode.IsPrint(r) && (!Hides(r) || unicode.Is(unicode.Variation_Selector, r))
+}
+
+// Hides reports whether r makes text read as other text: a
+// bidirectional control (a right-to-left override shows "08:1.0.0.01" as
+// "10.0.0.1:80"), a format character that shows as nothing (a zero-width
+// space, an invisible operator such as U+2061, a soft hyphen, a tag
+// character), a variation selector, another default-ignorable character
+// (the combining grapheme joiner, U+034F), or a letter that shows as
+// blank (IsBlank). The zero-width joiner and non-joiner, which some
+// scripts' spelling and emoji need, are not counted; a variation selector
+// after a symbol other than ASCII (an emoji) or an ideograph picks its
+// form (VariationTaken).
+func Hides(r rune) bool {
+	if r < 0x80 || r == 0x200c || r == 0x200d {
+		return false
+	}
+	return unicode.In(r, unicode.Bidi_Control, unicode.Cf, unicode.Variation_Selector, unicode.Other_Default_Ignorable_Code_Point) ||
+		IsBlank(r)
+}
+
+// VariationTaken reports whether r is a variation selector that picks the
+// form of prev, a symbol other than ASCII (an emoji) or an ideograph, as
+// text needs it to; after anything else (an ASCII letter or digit: "prod"
+// and "prod\ufe00" read alike) it hides.
+func VariationTaken(prev, r rune) bool {
+	return unicode.Is(unicode.Variation_Selector, r) && prev >= 0x80 && unicode.In(prev, unicode.S, unicode.Ideographic)
 }
 
 // ShowsInline reports whether r is written as it is within a line (a
@@ -68,16 +113,24 @@ func IsBlank(r rune) bool {
 // Escaped is Text for a text that has something to escape, or that is
 // part of an output whose earlier part had.
 func Escaped(s string) string {
+	var b strings.Builder
+	put := func(s string) { b.WriteString(s) }
+	writeEscaped(s, put, put)
+	return b.String()
+}
+
+// writeEscaped writes Escaped(s) in pieces, as WriteLines does.
+func writeEscaped(s string, text, esc func(string)) {
 	shows := func(r rune) bool { return r != '\\' && Shows(r) }
-	return EscapeRunes(s, shows, func(out *strings.Builder, r rune, raw string) {
+	walk(s, shows, text, func(r rune, raw string) {
 		switch {
 		case r == utf8.RuneError && len(raw) == 1:
-			fmt.Fprintf(out, `\x%02x`, raw[0])
+			esc(fmt.Sprintf(`\x%02x`, raw[0]))
 		case r == '\\':
-			out.WriteString(`\\`)
+			esc(`\\`)
 		default:
 			q := strconv.QuoteRuneToASCII(r)
-			out.WriteString(q[1 : len(q)-1])
+			esc(q[1 : len(q)-1])
 		}
 	})
 }
@@ -85,22 +138,53 @@ func Escaped(s string) string {
 // AllShown reports whether s is UTF-8 whose every rune shows says is
 // written as it is: nothing for EscapeRunes to do.
 func AllShown(s string, shows func(rune) bool) bool {
-	return utf8.ValidString(s) && strings.IndexFunc(s, func(r rune) bool { return !shows(r) }) < 0
+	if !utf8.ValidString(s) {
+		return false
+	}
+	prev := rune(0)
+	for _, r := range s {
+		if !taken(shows, prev, r) {
+			return false
+		}
+		prev = r
+	}
+	return true
 }
 
-// EscapeRunes is s with every rune that shows does not take, and every
-// byte that is not UTF-8 (r utf8.RuneError, raw that byte), written by
-// esc; the rest as it is.
+// taken reports whether r, after prev, is written as it is: shows takes
+// it, and if it is a variation selector, it picks prev's form
+// (VariationTaken).
+func taken(shows func(rune) bool, prev, r rune) bool {
+	return shows(r) && (r < 0x180b || !unicode.Is(unicode.Variation_Selector, r) || VariationTaken(prev, r))
+}
+
+// EscapeRunes is s with every rune that shows does not take (and every
+// variation selector that does not pick its previous rune's form:
+// VariationTaken), and every byte that is not UTF-8 (r utf8.RuneError,
+// raw that byte), written by esc; the rest as it is.
 func EscapeRunes(s string, shows func(rune) bool, esc func(out *strings.Builder, r rune, raw string)) string {
 	var out strings.Builder
+	walk(s, shows, func(s string) { out.WriteString(s) }, func(r rune, raw string) { esc(&out, r, raw) })
+	return out.String()
+}
+
+// walk passes the runs of s that shows takes (as EscapeRunes) to text, and
+// each rune it does not, or byte that is not UTF-8, to esc.
+func walk(s string, shows func(rune) bool, text func(string), esc func(r rune, raw string)) {
+	prev, start := rune(0), 0
 	for i, n := 0, 0; i < len(s); i += n {
 		var r rune
 		r, n = utf8.DecodeRuneInString(s[i:])
-		if (r != utf8.RuneError || n > 1) && shows(r) {
-			out.WriteString(s[i : i+n])
-		} else {
-			esc(&out, r, s[i:i+n])
+		if (r == utf8.RuneError && n == 1) || !taken(shows, prev, r) {
+			if start < i {
+				text(s[start:i])
+			}
+			esc(r, s[i:i+n])
+			start = i + n
 		}
+		prev = r
 	}
-	return out.String()
+	if start < len(s) {
+		text(s[start:])
+	}
 }

@@ -19,6 +19,16 @@ func TestText(t *testing.T) {
 		"\\x1b\x1b":     `\\x1b\x1b`,
 		"bad \xff byte": `bad \xff byte`,
 		"Grüße, مرحبا, 😀, می\u200cخواهم": `Grüße, مرحبا, 😀, می\u200cخواهم`,
+		// Marks that show as nothing: "prod" and these read alike.
+		"prod\u034f":           `prod\u034f`,
+		"prod\ufe00":           `prod\ufe00`,
+		"prod\U000e0100":       `prod\U000e0100`,
+		"prod\u17b4\u180b":     `prod\u17b4\u180b`,
+		"\ufe0fprod":           `\ufe0fprod`,
+		"1\ufe0f\u20e3 keycap": "1\\ufe0f\u20e3 keycap",
+		// A variation selector that picks an emoji's or an ideograph's
+		// form is text.
+		"❤\ufe0f 漢\U000e0100 ☀\ufe0e": "❤\ufe0f 漢\U000e0100 ☀\ufe0e",
 	} {
 		if got := Text(in); got != want {
 			t.Errorf("Text(%q) = %q; want %q", in, got, want)

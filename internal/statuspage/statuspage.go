@@ -36,12 +36,27 @@ var styleCSS []byte
 // the file or the registry holds. Line by line: one line's escape does
 // not change how the others (other files of the group) show.
 var page = template.Must(template.New("page").Funcs(template.FuncMap{
-	"shown": printable.Lines,
+	"shown": shown,
 	"when":  when,
 	"secs": func(f float64) string {
 		return (time.Duration(f * float64(time.Second))).Round(100 * time.Millisecond).String()
 	},
 }).Parse(pageHTML))
+
+// shown is printable.Lines as HTML, each escape (a doubled backslash too)
+// marked as one (class esc): the text "\u200b" and an escaped zero-width
+// space read alike, but only the second is marked.
+func shown(s string) template.HTML {
+	var b strings.Builder
+	printable.WriteLines(s, func(t string) {
+		b.WriteString(template.HTMLEscapeString(t))
+	}, func(e string) {
+		b.WriteString(`<span class="esc">`)
+		b.WriteString(template.HTMLEscapeString(e))
+		b.WriteString(`</span>`)
+	})
+	return template.HTML(b.String())
+}
 
 // ContentSecurityPolicy allows the page's own style sheet and nothing
 // else: no script at all.

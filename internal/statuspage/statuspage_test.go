@@ -74,7 +74,7 @@ func TestPageShowsStepsAndDiffAsTextAndNoSecret(t *testing.T) {
 		`<dd class="mono" id="registry-url">https://registry.example:8420/v1.0</dd>`,
 		`<dd id="account">renderer</dd>`,
 		`<section class="card group" data-group="lb">`,
-		`&#43;# &lt;script&gt;alert(1)&lt;/script&gt;`,
+		`+# &lt;script&gt;alert(1)&lt;/script&gt;`,
 		`&lt;img src=x onerror=alert(2)&gt;`,
 		`<td class="result failed">failed</td>`,
 		"2 renders in the last hour",
@@ -380,8 +380,13 @@ func TestPageShowsInvisibleCharactersEscaped(t *testing.T) {
 			t.Errorf("the page holds %q as it is", bad)
 		}
 	}
-	// Line by line: the other line's backslash is not doubled.
-	for _, want := range []string{`web-1 \u202e08:1.0.0.01 z\u200bw \\u202e`, `bad \u202egnirts`, `&#43;server ~ \.php$`, `m\u202eevil`} {
+	// Line by line: the other line's backslash is not doubled. Each
+	// escape is marked, so that the text "\u202e" does not read as one.
+	esc := func(e string) string { return `<span class="esc">` + e + `</span>` }
+	for _, want := range []string{
+		`web-1 ` + esc(`\u202e`) + `08:1.0.0.01 z` + esc(`\u200b`) + `w ` + esc(`\\`) + `u202e`,
+		`bad ` + esc(`\u202e`) + `gnirts`, `+server ~ \.php$`, `m` + esc(`\u202e`) + `evil`,
+	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("the page lacks %q:\n%s", want, body)
 		}

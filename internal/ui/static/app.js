@@ -18,33 +18,90 @@
   var $ = function (id) { return document.getElementById(id); };
 
   // shown is text as the page shows it: a character that is not a letter,
-  // mark, number, punctuation, symbol, space, tab or newline (a
-  // bidirectional override, which shows the tag "\u202edorp" as "prod", a
-  // zero-width space, a control), or a letter or symbol that shows as
-  // blank (a Hangul filler), is written as an escape, and then a
-  // backslash doubled, so that an escape shown is never the text's own;
-  // as the command line and the renderer's status page write it. Text
-  // with nothing to escape is returned as it is.
-  var HIDDEN = /[^\p{L}\p{M}\p{N}\p{P}\p{S} \t\n]|[\u115f\u1160\u3164\uffa0\u2800]/u;
+  // mark, number, punctuation, symbol or space (a bidirectional override,
+  // which shows the tag "\u202edorp" as "prod"; a zero-width space; a
+  // control; a newline or a tab, which would make one value look like
+  // two), a default-ignorable one that shows as nothing (the combining
+  // grapheme joiner, U+034F; a variation selector, unless it picks the
+  // form of an emoji or an ideograph), or a letter or symbol that shows as
+  // blank (a Hangul filler), is written as an escape, and then a backslash
+  // doubled, so that an escape shown is never the text's own; as the
+  // command line and the renderer's status page write it. Text with
+  // nothing to escape is returned as it is. shownNodes is the same text
+  // with each escape marked (class esc), so that the text "\u200b" and an
+  // escaped zero-width space do not read alike.
+  var HIDDEN = /[^\p{L}\p{M}\p{N}\p{P}\p{S} ]|[\u115f\u1160\u3164\uffa0\u2800]|\p{Default_Ignorable_Code_Point}/u;
   var HIDDEN_ALL = new RegExp(HIDDEN.source, 'gu');
-  var LETTER_ESCAPES = { '\x07': '\\a', '\b': '\\b', '\f': '\\f', '\r': '\\r', '\v': '\\v' };
-  function shown(s) {
+  var VARIATION = /^\p{Variation_Selector}$/u, PICKS_FORM = /^[\p{S}\p{Ideographic}]$/u;
+  var LETTER_ESCAPES = { '\x07': '\\a', '\b': '\\b', '\f': '\\f', '\n': '\\n', '\r': '\\r', '\t': '\\t', '\v': '\\v' };
+  // picksForm reports whether c, at at in s, is a variation selector that
+  // picks the form of the character before it, a symbol other than ASCII
+  // (an emoji) or an ideograph, as text needs it to.
+  function picksForm(s, at, c) {
+    if (!VARIATION.test(c) || at === 0) return false;
+    var i = at - 1, lo = s.charCodeAt(i);
+    if (lo >= 0xdc00 && lo <= 0xdfff && i > 0) i--;
+    var before = String.fromCodePoint(s.codePointAt(i));
+    return before.codePointAt(0) >= 0x80 && PICKS_FORM.test(before);
+  }
+  // pieces splits s into [text, escape, text, escape, ..., text], or
+  // returns null if nothing in it is escaped. The text's own backslashes,
+  // doubled, are escapes too.
+  function pieces(s) {
     s = String(s);
-    if (!HIDDEN.test(s)) return s;
-    return s.replace(/\\/g, '\\\\').replace(HIDDEN_ALL, function (c) {
-      var cp = c.codePointAt(0), h = cp.toString(16);
-      if (LETTER_ESCAPES[c]) return LETTER_ESCAPES[c];
-      if (cp < 0x80) return '\\x' + ('0' + h).slice(-2);
-      if (cp <= 0xffff) return '\\u' + ('000' + h).slice(-4);
-      return '\\U' + ('0000000' + h).slice(-8);
+    if (!HIDDEN.test(s)) return null;
+    var out = [], last = 0;
+    s.replace(HIDDEN_ALL, function (c, at) {
+      if (picksForm(s, at, c)) return c;
+      var cp = c.codePointAt(0), h = cp.toString(16), e;
+      if (LETTER_ESCAPES[c]) e = LETTER_ESCAPES[c];
+      else if (cp < 0x80) e = '\\x' + ('0' + h).slice(-2);
+      else if (cp <= 0xffff) e = '\\u' + ('000' + h).slice(-4);
+      else e = '\\U' + ('0000000' + h).slice(-8);
+      out.push(s.slice(last, at), e);
+      last = at + c.length;
+      return c;
     });
+    if (!out.length) return null;
+    out.push(s.slice(last));
+    var split = [];
+    out.forEach(function (p, i) {
+      if (i % 2) { split.push(p); return; }
+      p.split('\\').forEach(function (t, j) {
+        if (j > 0) split.push('\\\\');
+        split.push(t);
+      });
+    });
+    return split;
+  }
+  function shown(s) {
+    var p = pieces(s);
+    return p ? p.join('') : String(s);
+  }
+  function shownNodes(s) {
+    var p = pieces(s);
+    if (!p) return document.createTextNode(String(s));
+    var f = document.createDocumentFragment();
+    p.forEach(function (t, i) {
+      if (i % 2 === 0) {
+        if (t) f.appendChild(document.createTextNode(t));
+      } else {
+        var e = document.createElement('span');
+        e.className = 'esc';
+        e.textContent = t;
+        f.appendChild(e);
+      }
+    });
+    return f;
   }
 
   // jsonShown is JSON text shown: the characters shown escapes, written as
   // JSON's own escapes, so that the text is still the same JSON (outside
-  // its strings JSON text is ASCII).
+  // its strings JSON text is ASCII, and its newlines and tabs are its
+  // layout).
   function jsonShown(s) {
-    return s.replace(HIDDEN_ALL, function (c) {
+    return s.replace(HIDDEN_ALL, function (c, at) {
+      if (c === '\n' || c === '\t' || picksForm(s, at, c)) return c;
       var out = '';
       for (var i = 0; i < c.length; i++) out += '\\u' + ('000' + c.charCodeAt(i).toString(16)).slice(-4);
       return out;
@@ -58,7 +115,7 @@
     if (cls) e.className = cls;
     (children || []).forEach(function (c) {
       if (c === null || c === undefined) return;
-      e.appendChild(typeof c === 'string' ? document.createTextNode(shown(c)) : c);
+      e.appendChild(typeof c === 'string' ? shownNodes(c) : c);
     });
     return e;
   }
