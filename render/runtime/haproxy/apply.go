@@ -157,17 +157,22 @@ func addedKnown(known knownFunc, target []*section, added []string) knownFunc {
 	if len(added) == 0 {
 		return known
 	}
+	isAdded := make(map[string]bool, len(added))
+	for _, id := range added {
+		isAdded[id] = true
+	}
+	byName := make(map[string]*section, len(target))
+	for _, s := range target {
+		if _, ok := byName[s.name]; !ok {
+			byName[s.name] = s
+		}
+	}
 	return func(backend, name string) *server {
 		if sv := known(backend, name); sv != nil {
 			return sv
 		}
-		if !slices.Contains(added, backend+"/"+name) {
-			return nil
-		}
-		for _, s := range target {
-			if s.name == backend {
-				return s.server(name)
-			}
+		if s := byName[backend]; s != nil && isAdded[backend+"/"+name] {
+			return s.server(name)
 		}
 		return nil
 	}
@@ -507,14 +512,7 @@ func (a *Adapter) drainLoop(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		a.mu.Lock()
-		for _, id := range sortedKeys(a.drains) {
-			if err = a.step(ctx, a.drains[id], slices.Contains(ids, id), slices.Contains(busy, id)); err != nil {
-				break
-			}
-		}
-		a.mu.Unlock()
-		if err != nil {
+		if err := a.sweep(ctx, set(ids), set(busy)); err != nil {
 			return err
 		}
 		select {
@@ -525,76 +523,149 @@ func (a *Adapter) drainLoop(ctx context.Context) error {
 	}
 }
 
-// step takes a drain a step: its server has no sessions left (looked is
-// whether busy was asked, busy its answer), or is past the drain timeout.
-// It is called with mu held; a drain that an Apply ended or replaced
-// since is not in a.drains any more.
-func (a *Adapter) step(ctx context.Context, d *drain, looked, busy bool) error {
-	if !d.deleting.IsZero() {
-		return a.deleteStep(ctx, d)
+func set(ids []string) map[string]bool {
+	m := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		m[id] = true
 	}
-	if !looked || (busy && time.Now().Before(d.deadline)) {
-		return nil
+	return m
+}
+
+// sweep takes each drain under way a step, backend by backend: a drain
+// whose server has no sessions left (looked says busy was asked, busy is
+// its answer) or is past the drain timeout runs its commands; then the
+// deletions due are tried. A backend's drains go together: one round trip
+// for their commands, one for their deletions, one for the stand-ins that
+// drain next, each reading the backend's state back once, so that a
+// thousand servers leaving cost three round trips rather than two
+// thousand, each reading the whole backend. mu is held for one backend at
+// a time, so that an Apply waits for one backend's round trips at most; a
+// drain that an Apply ended or replaced meanwhile is not in a.drains any
+// more, or is the new one.
+func (a *Adapter) sweep(ctx context.Context, looked, busy map[string]bool) error {
+	a.mu.Lock()
+	byBackend := map[string][]string{}
+	for id, d := range a.drains {
+		byBackend[d.backend()] = append(byBackend[d.backend()], id)
 	}
-	cmds := d.then
-	if busy {
-		a.log.Warn("drain timeout passed; cutting the server's remaining sessions", "server", d.id, "drain_timeout", a.drainTimeout)
-		cmds = append([]string{"shutdown sessions server " + d.id}, cmds...)
-	}
-	outs, err := a.exchange(ctx, d.backend(), cmds)
-	if err != nil {
-		return err
-	}
-	if slices.Contains(outs, proxyDisabled) {
-		// The process that answered is stopping: a reload replaced it
-		// (an operator's, since the renderer's own reload ends the
-		// drains). Its sessions end as it stops, and the process that
-		// replaced it loaded the installed file, in which this server
-		// has left (or is at its new address, with no stand-in). The
-		// drain is over; nothing is sent to the new process, and the
-		// next apply reads its state.
-		a.log.Info("HAProxy was reloaded while a server drained; the drain ends, the new process has the installed file's servers", "server", d.id)
-		delete(a.drains, d.id)
-		delete(a.lives, d.backend())
-		a.cli.fresh()
-		a.watch.fresh()
-		return nil
-	}
-	if err := a.accepted(cmds, outs); err != nil {
-		return err
-	}
-	if d.del {
-		d.deleting = time.Now().Add(deleteRetry)
-		return a.deleteStep(ctx, d)
-	}
-	delete(a.drains, d.id)
-	if n := d.next; n != nil {
-		if err := a.send(ctx, n.backend(), "set server "+n.id+" state drain"); err != nil {
+	a.mu.Unlock()
+	for _, b := range sortedKeys(byBackend) {
+		ids := byBackend[b]
+		slices.Sort(ids)
+		a.mu.Lock()
+		err := a.sweepBackend(ctx, b, ids, looked, busy)
+		a.mu.Unlock()
+		if err != nil {
 			return err
 		}
-		n.deadline = time.Now().Add(a.drainTimeout)
-		a.drains[n.id] = n
 	}
 	return nil
 }
 
-// deleteStep tries to delete a drained server. HAProxy refuses to while
-// connections are still attached to it (idle ones close shortly after
-// maintenance begins): the next step tries again, until deleteRetry.
-func (a *Adapter) deleteStep(ctx context.Context, d *drain) error {
-	cmd := "del server " + d.id
-	outs, err := a.exchange(ctx, d.backend(), []string{cmd})
+// sweepBackend is sweep for backend b's drains ids, with mu held.
+func (a *Adapter) sweepBackend(ctx context.Context, b string, ids []string, looked, busy map[string]bool) error {
+	var due, deleting []*drain
+	var cmds []string
+	var ranges [][2]int // each due drain's commands in cmds
+	now := time.Now()
+	for _, id := range ids {
+		d := a.drains[id]
+		switch {
+		case d == nil:
+		case !d.deleting.IsZero():
+			deleting = append(deleting, d)
+		case !looked[id] || (busy[id] && now.Before(d.deadline)):
+		default:
+			start := len(cmds)
+			if busy[id] {
+				a.log.Warn("drain timeout passed; cutting the server's remaining sessions", "server", d.id, "drain_timeout", a.drainTimeout)
+				cmds = append(cmds, "shutdown sessions server "+d.id)
+			}
+			cmds = append(cmds, d.then...)
+			due = append(due, d)
+			ranges = append(ranges, [2]int{start, len(cmds)})
+		}
+	}
+	if len(due) > 0 {
+		outs, err := a.exchange(ctx, b, cmds)
+		if err != nil {
+			return err
+		}
+		if slices.Contains(outs, proxyDisabled) {
+			// The process that answered is stopping: a reload replaced
+			// it (an operator's, since the renderer's own reload ends
+			// the drains). Its sessions end as it stops, and the
+			// process that replaced it loaded the installed file, in
+			// which these servers have left (or are at their new
+			// addresses, with no stand-ins). The drains are over;
+			// nothing is sent to the new process, and the next apply
+			// reads its state.
+			a.log.Info("HAProxy was reloaded while servers drained; the drains end, the new process has the installed file's servers", "backend", b, "servers", len(due))
+			for _, d := range due {
+				delete(a.drains, d.id)
+			}
+			delete(a.lives, b)
+			a.cli.fresh()
+			a.watch.fresh()
+			return nil
+		}
+		next := map[string][]string{} // stand-ins' drain commands, by backend
+		var nexts []*drain
+		for i, d := range due {
+			r := ranges[i]
+			if err := a.accepted(cmds[r[0]:r[1]], outs[r[0]:r[1]]); err != nil {
+				return err
+			}
+			if d.del {
+				d.deleting = time.Now().Add(deleteRetry)
+				deleting = append(deleting, d)
+				continue
+			}
+			delete(a.drains, d.id)
+			if n := d.next; n != nil {
+				next[n.backend()] = append(next[n.backend()], "set server "+n.id+" state drain")
+				nexts = append(nexts, n)
+			}
+		}
+		for _, nb := range sortedKeys(next) {
+			if err := a.send(ctx, nb, next[nb]...); err != nil {
+				return err
+			}
+		}
+		for _, n := range nexts {
+			n.deadline = time.Now().Add(a.drainTimeout)
+			a.drains[n.id] = n
+		}
+	}
+	return a.deleteDrained(ctx, b, deleting)
+}
+
+// deleteDrained tries to delete drained servers of backend b in one round
+// trip. HAProxy refuses to while connections are still attached to one
+// (idle ones close shortly after maintenance begins): the next sweep
+// tries again, until deleteRetry.
+func (a *Adapter) deleteDrained(ctx context.Context, b string, ds []*drain) error {
+	if len(ds) == 0 {
+		return nil
+	}
+	cmds := make([]string, len(ds))
+	for i, d := range ds {
+		cmds[i] = "del server " + d.id
+	}
+	outs, err := a.exchange(ctx, b, cmds)
 	if err != nil {
 		return err
 	}
-	out := outs[0]
-	if accepted(cmd, out) {
-		a.log.Debug("HAProxy runtime API", "command", cmd, "answer", out)
-		delete(a.drains, d.id)
-		return nil
-	}
-	if !strings.Contains(out, "connection") || time.Now().After(d.deleting) {
-		return &runtime.Failure{Step: "command", Err: fmt.Errorf("HAProxy refused %q: %s", cmd, firstLine(out))}
+	for i, d := range ds {
+		cmd, out := cmds[i], outs[i]
+		if accepted(cmd, out) {
+			a.log.Debug("HAProxy runtime API", "command", cmd, "answer", out)
+			delete(a.drains, d.id)
+			continue
+		}
+		if !strings.Contains(out, "connection") || time.Now().After(d.deleting) {
+			return &runtime.Failure{Step: "command", Err: fmt.Errorf("HAProxy refused %q: %s", cmd, firstLine(out))}
+		}
 	}
 	return nil
 }

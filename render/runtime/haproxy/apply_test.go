@@ -633,3 +633,39 @@ func TestApplyFromStateReadBack(t *testing.T) {
 		t.Fatalf("a server added by hand that the file adds: got %v, want a verify failure naming api/d", err)
 	}
 }
+
+// Many servers leaving a backend at once (a registry account's services
+// deleted or timed out together) drain together: each sweep sends their
+// commands, and then their deletions, in a round trip or a few (lines of
+// at most 4 KB), each reading the backend's state back once, rather than
+// two round trips a server, each reading the whole backend, with the lock
+// that every later apply waits for held throughout.
+func TestApplyManyLeavingDrainTogether(t *testing.T) {
+	t.Parallel()
+	const n = 300
+	c := newCounter(t, "c")
+	var all, kept []string
+	for i := range n {
+		all = append(all, srvLine(fmt.Sprintf("s%d", i), c, ""))
+	}
+	kept = append(kept, all[0])
+	v1, v2 := backendsFile(all...), backendsFile(kept...)
+	h := haproxytest.Start(t, v1, true)
+	ad, err := New(runtime.Settings{Socket: h.Socket, DrainTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli := ad.(*Adapter).cli
+	before := cli.exchanges.Load()
+	if err := planApply(t, ad, h, v1, v2); err != nil {
+		t.Fatal(err)
+	}
+	// Two for the change (read, then drain), then a sweep: the drains'
+	// commands, then their deletions, some lines each.
+	if got := cli.exchanges.Load() - before; got > 20 {
+		t.Errorf("%d servers leaving took %d round trips", n-1, got)
+	}
+	if live := liveState(t, h); len(live) != 1 || live["s0"] == (liveServer{}) {
+		t.Errorf("after the drains, the live servers are %d, want s0 alone", len(live))
+	}
+}

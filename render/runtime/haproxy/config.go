@@ -14,6 +14,7 @@ import (
 // server lines apart from everything else.
 type config struct {
 	sections []*section
+	backends map[string]*section // the first backend or listen section of each name
 }
 
 // section is one section of the file. Lines holds every line but the
@@ -26,6 +27,7 @@ type section struct {
 	name    string
 	lines   []string
 	servers []*server
+	byName  map[string]*server // the first server of each name
 	// unsupported, when set, says why servers of this section cannot be
 	// changed at runtime.
 	unsupported string
@@ -97,8 +99,20 @@ func parseConfig(text []byte) *config {
 	// The load-balancing algorithm: the section's own, else the last
 	// defaults section's before it in this file. HAProxy 2.6 adds servers
 	// only to backends with a dynamic algorithm.
+	c.backends = map[string]*section{}
+	for _, s := range c.sections {
+		if _, ok := c.backends[s.name]; !ok && (s.kind == "backend" || s.kind == "listen") {
+			c.backends[s.name] = s
+		}
+	}
 	inherited, defaultServer := "", false
 	for _, s := range c.sections {
+		s.byName = make(map[string]*server, len(s.servers))
+		for _, sv := range s.servers {
+			if _, ok := s.byName[sv.name]; !ok {
+				s.byName[sv.name] = sv
+			}
+		}
 		switch s.kind {
 		case "defaults":
 			inherited = balanceOf(s.lines, "") // a defaults section replaces the one before
@@ -202,14 +216,10 @@ func dynamicBalance(algo string, lines []string) bool {
 	return false
 }
 
-func (s *section) server(name string) *server {
-	for _, sv := range s.servers {
-		if sv.name == name {
-			return sv
-		}
-	}
-	return nil
-}
+func (s *section) server(name string) *server { return s.byName[name] }
+
+// backend returns c's first backend or listen section named name, or nil.
+func (c *config) backend(name string) *section { return c.backends[name] }
 
 // flagKeywords are the server keywords without an argument that "add
 // server" accepts in HAProxy 2.6 (management guide, "add server").

@@ -101,11 +101,9 @@ func (p *plan) Commands() []string {
 func knownIn(files ...*config) knownFunc {
 	return func(backend, name string) *server {
 		for _, c := range files {
-			for _, s := range c.sections {
-				if s.name == backend && (s.kind == "backend" || s.kind == "listen") {
-					if sv := s.server(name); sv != nil {
-						return sv
-					}
+			if s := c.backend(backend); s != nil {
+				if sv := s.server(name); sv != nil {
+					return sv
 				}
 			}
 		}
@@ -265,6 +263,7 @@ func steps(s *section, known knownFunc, live map[string]liveServer, pending map[
 			moving[d.next.id] = d
 		}
 	}
+	cancelled, removed := map[string]bool{}, map[string]bool{}
 	for _, sv := range s.servers {
 		id := s.name + "/" + sv.name
 		l, ok := live[sv.name]
@@ -294,9 +293,11 @@ func steps(s *section, known knownFunc, live map[string]liveServer, pending map[
 		}
 		if d != nil {
 			c.cancel = append(c.cancel, id)
+			cancelled[id] = true
 			if d.next != nil { // moving elsewhere: its stand-in goes
 				if _, name, _ := strings.Cut(d.next.id, "/"); live[name] != (liveServer{}) {
 					c.removals = append(c.removals, name)
+					removed[name] = true
 				}
 			}
 		}
@@ -313,13 +314,13 @@ func steps(s *section, known knownFunc, live map[string]liveServer, pending map[
 	}
 	for _, name := range sortedKeys(live) {
 		id := s.name + "/" + name
-		if s.server(name) != nil || slices.Contains(c.removals, name) {
+		if s.server(name) != nil || removed[name] {
 			continue
 		}
 		if _, ok := pending[id]; ok {
 			continue // leaving already
 		}
-		if m := moving[id]; m != nil && !slices.Contains(c.cancel, m.id) {
+		if m := moving[id]; m != nil && !cancelled[m.id] {
 			continue // a stand-in of a move under way
 		}
 		c.removals = append(c.removals, name)
