@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -811,6 +812,15 @@ func keystoneFault(w http.ResponseWriter, status int, kind, msg string) {
 // the original's proxy asked), DELETE /v2.0/tokens/{token} revokes one.
 func (a *Auth) ServeTokens(w http.ResponseWriter, r *http.Request, rest string) {
 	rest = strings.TrimPrefix(rest, "/")
+	if crossOrigin(r) {
+		// A page of another origin can make a browser send this (a form,
+		// or a fetch without CORS, needs no token): passwords tried from
+		// the browsers of people who can reach the server would count
+		// against its users' login limits, and lock them out. No API
+		// client sends another origin; the dashboard sends its own.
+		keystoneFault(w, http.StatusForbidden, "forbidden", "A token request sent by a web page of another origin is refused.")
+		return
+	}
 	switch {
 	case r.Method == http.MethodPost && rest == "":
 		a.serveIssue(w, r)
@@ -819,6 +829,27 @@ func (a *Auth) ServeTokens(w http.ResponseWriter, r *http.Request, rest string) 
 	default:
 		keystoneFault(w, http.StatusNotFound, "itemNotFound", "The resource could not be found.")
 	}
+}
+
+// crossOrigin reports whether a browser sent r for a page of another
+// origin: by its Sec-Fetch-Site header, which the browser sets from the
+// page's origin and the URL it asked for (so it holds behind a proxy that
+// rewrites Host), or, from a browser without it, by its Origin header
+// against the Host (or X-Forwarded-Host) it was sent to. Clients other
+// than browsers send neither.
+func crossOrigin(r *http.Request) bool {
+	if site := r.Header.Get("Sec-Fetch-Site"); site != "" {
+		return site != "same-origin" && site != "none"
+	}
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return false
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" { // "null": a sandboxed page, a file
+		return true
+	}
+	return !strings.EqualFold(u.Host, r.Host) && !strings.EqualFold(u.Host, r.Header.Get("X-Forwarded-Host"))
 }
 
 // authFault is a Keystone-style error answer of the identity endpoint.

@@ -421,3 +421,46 @@ func TestUsersFileRefusesUnusableNames(t *testing.T) {
 		t.Errorf("a name of 255 bytes: %v", err)
 	}
 }
+
+// A web page of another origin can make a visitor's browser ask for a
+// token (a form, or a fetch without CORS): refused before any password is
+// checked, so that such pages cannot spend a user's login failures and
+// lock the user out. The dashboard's own requests, and clients that are
+// not browsers, are served.
+func TestCrossOriginTokenRequestsRefused(t *testing.T) {
+	t.Parallel()
+	id := startIdentity(t, "bolt", testUsers(t), server.AuthLimits{FailuresPerAddress: -1, FailuresPerUser: 2})
+	body := map[string]any{"auth": map[string]any{"passwordCredentials": map[string]string{"username": "alice", "password": "wrong"}}}
+	checks := id.passwordChecks()
+	for _, h := range [][]string{
+		{"Sec-Fetch-Site", "cross-site", "Origin", "http://evil.example"},
+		{"Sec-Fetch-Site", "same-site", "Origin", "http://other.registry.example"},
+		{"Origin", "http://evil.example"},
+		{"Origin", "null"},
+	} {
+		for range 3 {
+			sendRequest(t, id.base, "POST", "/v2.0/tokens", body, h...).want(403)
+		}
+	}
+	if id.passwordChecks() != checks {
+		t.Error("a cross-origin token request ran a password check")
+	}
+	id.token("alice", "alice-pw", false) // no failure counted
+	host := strings.TrimPrefix(id.base, "http://")
+	for _, h := range [][]string{
+		{"Sec-Fetch-Site", "same-origin", "Origin", "http://proxy.example"}, // behind a proxy that rewrites Host
+		{"Origin", "http://" + host},
+		{"Origin", "https://registry.example", "X-Forwarded-Host", "registry.example"},
+	} {
+		var out struct {
+			Access struct{ Token struct{ ID string } }
+		}
+		r := sendRequest(t, id.base, "POST", "/v2.0/tokens", map[string]any{"auth": map[string]any{
+			"passwordCredentials": map[string]string{"username": "alice", "password": "alice-pw"}}}, h...)
+		r.want(200)
+		r.json(&out)
+		if out.Access.Token.ID == "" {
+			t.Errorf("with %q: no token", h)
+		}
+	}
+}
