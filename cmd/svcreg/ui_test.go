@@ -50,7 +50,8 @@ func TestUIServedWithStrictHeaders(t *testing.T) {
 	} {
 		resp, _ := fetchUI(t, c.method, srv.url+c.path, "")
 		if resp.StatusCode != c.code || resp.Header.Get("Content-Type") != c.ctype && c.ctype != "" ||
-			resp.Header.Get("Content-Security-Policy") != ui.ContentSecurityPolicy || resp.Header.Get("X-Content-Type-Options") != "nosniff" {
+			resp.Header.Get("Content-Security-Policy") != ui.ContentSecurityPolicy || resp.Header.Get("X-Content-Type-Options") != "nosniff" ||
+			resp.Header.Get("Cross-Origin-Opener-Policy") != "same-origin" {
 			t.Errorf("%s %s: %d %q, CSP %q", c.method, c.path, resp.StatusCode, resp.Header.Get("Content-Type"), resp.Header.Get("Content-Security-Policy"))
 		}
 	}

@@ -59,7 +59,8 @@ func Handler(prefix string) http.Handler {
 
 // ReadOnly serves h's pages to GET and HEAD only (405 otherwise), with the
 // Content-Security-Policy csp, the Cache-Control cache, and headers that
-// keep the pages out of frames, content sniffing and Referer headers.
+// keep the pages out of frames, content sniffing, Referer headers and the
+// reach of the pages that opened them.
 func ReadOnly(csp, cache string, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hd := w.Header()
@@ -67,6 +68,9 @@ func ReadOnly(csp, cache string, h http.Handler) http.Handler {
 		hd.Set("X-Content-Type-Options", "nosniff")
 		hd.Set("X-Frame-Options", "DENY")
 		hd.Set("Referrer-Policy", "no-referrer")
+		// A page that opened this one (window.open) keeps no handle on
+		// it to navigate it later.
+		hd.Set("Cross-Origin-Opener-Policy", "same-origin")
 		hd.Set("Cache-Control", cache)
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			hd.Set("Allow", "GET, HEAD")
