@@ -961,8 +961,11 @@ func (s *Store) dropCopies(due []copyDue) {
 }
 
 // timeOutCopies commits the timeouts of due copies in one transaction,
-// each conditional on its heartbeat key being at the copy's revision and
-// on this node's key being on the lease the copy was taken under. A copy
+// each conditional on its heartbeat key being at the copy's revision, on
+// this node's key being on the lease the copy was taken under, and on no
+// request to the holder to hand the service over: a copy asked for is
+// handed over instead (the heartbeat that asked may have come before the
+// deadline; the request's watch may deliver it later than this). A copy
 // found stale is done with; a failed write leaves them pending.
 func (s *Store) timeOutCopies(ctx context.Context, t *tenant, due []copyDue) error {
 	exact := make([]exactTimeout, len(due))
@@ -970,13 +973,19 @@ func (s *Store) timeOutCopies(ctx context.Context, t *tenant, due []copyDue) err
 		exact[i] = exactTimeout{id: d.k.id, hbRev: d.e.hbRev, stored: d.e.stored, deadline: d.e.state.Deadline,
 			incarnation: d.e.state.Incarnation, nodeLease: d.e.lease, holder: d.e.from}
 	}
-	graced, _, err := s.commitExactTimeouts(ctx, t, "time out copied services", "copied deadline", false, true, exact, nil)
+	graced, asked, err := s.commitExactTimeouts(ctx, t, "time out copied services", "copied deadline", false, true, exact, nil)
 	if err == nil {
+		var handOver []copyDue
 		s.copies.mu.Lock()
 		for _, d := range due {
 			e := s.copies.m[d.k]
+			_, isAsked := asked[d.k.id]
 			switch {
 			case e == nil || e.hbRev != d.e.hbRev:
+			case isAsked:
+				// Fenced: no copy under hbRev is taken from here.
+				e.pending, e.pendingRel = false, s.k.release(d.e.from, d.k.tenant, d.k.id)
+				handOver = append(handOver, copyDue{k: d.k, e: *e})
 			case !graced[d.k.id]:
 				e.pending = false
 			case !d.wasPending:
@@ -987,6 +996,9 @@ func (s *Store) timeOutCopies(ctx context.Context, t *tenant, due []copyDue) err
 			}
 		}
 		s.copies.mu.Unlock()
+		for _, d := range handOver {
+			s.handOverCopy(ctx, d.k, d.e, d.e.pendingRel)
+		}
 	}
 	return err
 }

@@ -1,6 +1,7 @@
 package etcdstore
 
 import (
+	"context"
 	"encoding/json"
 	"strings"
 	"sync/atomic"
@@ -162,34 +163,14 @@ func TestPeerHandsOverToTheAsker(t *testing.T) {
 	}
 	holderLease, askerLease := live("holder"), live("asker")
 	key := s.k.heartbeat("t", "svc")
-	read := func() (hb hbRecord, rev int64) {
-		resp, err := cli.Get(ctx, key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(resp.Kvs) == 0 {
-			return hb, 0
-		}
-		if err := json.Unmarshal(resp.Kvs[0].Value, &hb); err != nil {
-			t.Fatal(err)
-		}
-		return hb, resp.Kvs[0].ModRevision
-	}
+	read := func() (hbRecord, int64) { return readHeartbeat(t, cli, key) }
 	// Held by "holder" (alive), the stored deadline an hour away; the
 	// peer's copy has the precise one 600 ms away.
 	hb0, _ := read()
 	held := hb0
 	held.Holder, held.HolderLease = "holder", int64(holderLease)
 	held.Deadline = time.Now().Add(time.Hour).UnixNano()
-	raw, err := json.Marshal(held)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr, err := cli.Txn(ctx).Then(append([]clientv3.Op{clientv3.OpPut(key, string(raw))}, s.k.moveDue(hb0.Deadline, held.Deadline, "t", "svc")...)...).Commit()
-	if err != nil {
-		t.Fatal(err)
-	}
-	rev := tr.Header.Revision
+	rev := writeHeartbeat(t, cli, s, "t", "svc", hb0.Deadline, held)
 	precise := hb0
 	precise.Deadline = time.Now().Add(600 * time.Millisecond).UnixNano()
 	lease, _ := s.lease.get()
@@ -221,4 +202,192 @@ func TestPeerHandsOverToTheAsker(t *testing.T) {
 	if _, r := read(); r == 0 {
 		t.Error("a reaper timed the service out while the node it was handed to lives")
 	}
+}
+
+// A peer timing out its copy of a dead holder's service must not time it
+// out while a heartbeat at another node asks the holder for it: the
+// heartbeat may have come before the deadline, and the peer's answer to
+// the request (through its watch) may come later than its reaper. The
+// reaper hands the service over from the copy, to the node that asked.
+func TestPeerTimeoutWaitsForAHandOverAsked(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.Start(t, etcdtest.Options{})
+	cli := etcdtest.Client(t, c.Endpoints()...)
+	ctx := t.Context()
+	const prefix = "/peer-timeout-asked/"
+	// The node's lists of hand-over requests (its own, and those to the
+	// holders it has copies of) wait until the test ends: no watch of
+	// them starts.
+	arrived, release := make(chan struct{}, 8), make(chan struct{})
+	g := &gatedKV{KV: cli.KV}
+	g.gates = func(then []clientv3.Op) bool {
+		for _, op := range then {
+			if op.IsGet() && len(op.RangeBytes()) > 0 && strings.HasPrefix(string(op.KeyBytes()), prefix+"rel/") {
+				return true
+			}
+		}
+		return false
+	}
+	g.gate = func(_ int32, ctx context.Context, send sendTxn) (*clientv3.TxnResponse, error) {
+		arrived <- struct{}{}
+		<-release
+		return send(ctx)
+	}
+	var ahead atomic.Int64
+	now := func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) }
+	s, err := Open(ctx, swapped(cli, g, nil), Options{Prefix: prefix, PeerListen: "127.0.0.1:0", ReapInterval: -1, Clock: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() { close(release) }) // first: Close waits for the lists held
+	<-arrived
+	<-arrived
+	if _, err := s.CreateService(ctx, "t", store.NewService{ID: "svc", HeartbeatTimeout: 3}); err != nil {
+		t.Fatal(err)
+	}
+	grant := func() clientv3.LeaseID {
+		g, err := cli.Grant(ctx, 60)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g.ID
+	}
+	// The holder is dead: its lease has no node key.
+	holderLease, askerLease := grant(), grant()
+	if _, err := cli.Put(ctx, s.k.node("asker"), "", clientv3.WithLease(askerLease)); err != nil {
+		t.Fatal(err)
+	}
+	key := s.k.heartbeat("t", "svc")
+	read := func() (hbRecord, int64) { return readHeartbeat(t, cli, key) }
+	hb0, _ := read()
+	held := hb0
+	held.Holder, held.HolderLease = "holder", int64(holderLease)
+	held.Deadline = time.Now().Add(time.Hour).UnixNano()
+	heldRev := writeHeartbeat(t, cli, s, "t", "svc", hb0.Deadline, held)
+	precise := hb0
+	precise.Deadline = time.Now().Add(time.Second).UnixNano()
+	lease, _ := s.lease.get()
+	s.copies.mu.Lock()
+	s.copies.m[hbKey{"t", "svc"}] = &copyEntry{from: "holder", fromLease: int64(holderLease), lease: int64(lease), hbRev: heldRev, stored: held.Deadline, state: precise}
+	s.copies.mu.Unlock()
+	// A heartbeat at node "asker" asks the holder for the service; the
+	// copy's deadline passes before the peer handles the request.
+	if _, err := cli.Put(ctx, s.k.release("holder", "t", "svc"), "asker", clientv3.WithLease(askerLease)); err != nil {
+		t.Fatal(err)
+	}
+	ahead.Store(int64(10 * time.Second))
+	if err := s.reapCopies(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	got, rev := read()
+	if rev == 0 {
+		t.Fatal("the peer timed the service out while another node asked its holder for it")
+	}
+	if got.Holder != "asker" || got.HolderLease != int64(askerLease) || got.Deadline != precise.Deadline {
+		t.Fatalf("handed over as holder %q on lease %d, deadline %d; want the node that asked, on lease %d, deadline %d",
+			got.Holder, got.HolderLease, got.Deadline, askerLease, precise.Deadline)
+	}
+	// The copy is done with: another pass writes nothing.
+	if err := s.reapCopies(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, r := read(); r != rev {
+		t.Error("the peer wrote the service again after handing it over")
+	}
+}
+
+// A node that holds a service by the record but has no memory of it (its
+// heartbeat commit that made it the holder failed, say) hands it back
+// loosely when another node asks; for a heartbeat there, to that node,
+// so that no reaper times the service out before that heartbeat commits.
+func TestHolderWithoutMemoryHandsOverToTheAsker(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.Start(t, etcdtest.Options{})
+	cli := etcdtest.Client(t, c.Endpoints()...)
+	ctx := t.Context()
+	var ahead atomic.Int64
+	now := func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) }
+	s, err := Open(ctx, cli, Options{Prefix: "/no-memory-asker/", ReapInterval: -1, Clock: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if _, err := s.CreateService(ctx, "t", store.NewService{ID: "svc", HeartbeatTimeout: 3}); err != nil {
+		t.Fatal(err)
+	}
+	key := s.k.heartbeat("t", "svc")
+	read := func() (hbRecord, int64) { return readHeartbeat(t, cli, key) }
+	// The record names this node as holder; the node never heard of it.
+	hb0, _ := read()
+	held := hb0
+	lease, _ := s.lease.get()
+	held.Holder, held.HolderLease = s.nodeID, int64(lease)
+	held.Deadline = time.Now().Add(time.Second).UnixNano()
+	rev := writeHeartbeat(t, cli, s, "t", "svc", hb0.Deadline, held)
+	grant, err := cli.Grant(ctx, 60)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(ctx, s.k.node("asker"), "", clientv3.WithLease(grant.ID)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(ctx, s.k.release(s.nodeID, "t", "svc"), "asker", clientv3.WithLease(grant.ID)); err != nil {
+		t.Fatal(err)
+	}
+	var got hbRecord
+	for start := time.Now(); ; time.Sleep(10 * time.Millisecond) {
+		var r int64
+		if got, r = read(); r != rev {
+			break
+		}
+		if time.Since(start) > 30*time.Second {
+			t.Fatal("the node did not hand the service over")
+		}
+	}
+	if got.Holder != "asker" || got.HolderLease != int64(grant.ID) || got.Deadline != held.Deadline || !got.Loose {
+		t.Fatalf("handed over as holder %q on lease %d, deadline %d, loose %v; want the node that asked, on lease %d, deadline %d, loose",
+			got.Holder, got.HolderLease, got.Deadline, got.Loose, grant.ID, held.Deadline)
+	}
+	ahead.Store(int64(10 * time.Second)) // past the deadline
+	if err := s.reap(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, r := read(); r == 0 {
+		t.Error("a reaper timed the service out while the node it was handed to lives")
+	}
+}
+
+// readHeartbeat reads a service's heartbeat record, and its revision (0:
+// none).
+func readHeartbeat(t *testing.T, cli *clientv3.Client, key string) (hb hbRecord, rev int64) {
+	t.Helper()
+	resp, err := cli.Get(t.Context(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Kvs) == 0 {
+		return hb, 0
+	}
+	if err := json.Unmarshal(resp.Kvs[0].Value, &hb); err != nil {
+		t.Fatal(err)
+	}
+	return hb, resp.Kvs[0].ModRevision
+}
+
+// writeHeartbeat writes a service's heartbeat record as a holder would,
+// its deadline index entry moved from the one at stored, and returns the
+// revision it wrote at.
+func writeHeartbeat(t *testing.T, cli *clientv3.Client, s *Store, tenant, id string, stored int64, hb hbRecord) int64 {
+	t.Helper()
+	raw, err := json.Marshal(hb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops := append([]clientv3.Op{clientv3.OpPut(s.k.heartbeat(tenant, id), string(raw))}, s.k.moveDue(stored, hb.Deadline, tenant, id)...)
+	tr, err := cli.Txn(t.Context()).Then(ops...).Commit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr.Header.Revision
 }

@@ -810,8 +810,8 @@ func (s *Store) releaseAsked(ctx context.Context, tenantID, id string) error {
 // for it: askHandOver), that node as holder, on the lease of its request.
 // If this node lost its memory of a service the record says it holds, it
 // hands it back loosely, or exactly if the record is that of its commit
-// whose answer was lost (landed). Either way the hand-over request, if
-// any, is deleted.
+// whose answer was lost (landed), to the node that asked in the same way.
+// Either way the hand-over request, if any, is deleted.
 func (s *Store) release(ctx context.Context, tenantID, id string, to asker) error {
 	e := s.hb.lock(tenantID, id, s.now())
 	defer e.mu.Unlock()
@@ -868,9 +868,23 @@ func (s *Store) release(ctx context.Context, tenantID, id string, to asker) erro
 				next = hb
 			}
 			next.Holder, next.HolderLease, next.Loose = "", 0, !exact
-			written, _, err := s.writeHandOver(ctx, "hand over a service", tenantID, id, hb.Deadline, kv.ModRevision, next, rel)
+			var written bool
+			if to.node != "" {
+				// To the node whose heartbeat asked, as above: handed
+				// back with no holder, the service could time out
+				// before that heartbeat commits.
+				next.Holder, next.HolderLease = to.node, to.lease
+				written, _, err = s.writeHandOver(ctx, "hand over a service", tenantID, id, hb.Deadline, kv.ModRevision, next, rel,
+					clientv3.Compare(clientv3.LeaseValue(rel), "=", to.lease))
+				if err == nil && !written {
+					next.Holder, next.HolderLease = "", 0
+				}
+			}
+			if err == nil && !written && next.Holder == "" {
+				written, _, err = s.writeHandOver(ctx, "hand over a service", tenantID, id, hb.Deadline, kv.ModRevision, next, rel)
+			}
 			s.log.Debug("hand back a service this node had no memory of", "tenant", tenantID, "id", id,
-				"deadline", time.Unix(0, next.Deadline).UTC(), "exact", exact,
+				"deadline", time.Unix(0, next.Deadline).UTC(), "exact", exact, "to", next.Holder,
 				"written", written, "err", err)
 			return err
 		}

@@ -464,7 +464,16 @@ type exactTimeout struct {
 	// nodeLease, if not 0: the timeout also needs this node's key to be
 	// on that lease (a peer's copy: see copies.go).
 	nodeLease int64
-	holder    string // whose memory it came from, for the log ("" this node's)
+	holder    string // whose memory it came from ("" this node's)
+}
+
+// holderOr is the node whose memory the deadline came from, self if this
+// node's.
+func (d exactTimeout) holderOr(self string) string {
+	if d.holder == "" {
+		return self
+	}
+	return d.holder
 }
 
 // commitExactTimeouts commits the timeouts in one transaction, each
@@ -472,18 +481,17 @@ type exactTimeout struct {
 // node's lease, if it names one). A service written or gone since is left
 // out, and stale, if not nil, told about it. how names the deadline in the
 // log (timedOut); held says the deadlines are this node's memory of the
-// heartbeats it answered (graced), and leaves a service another node asked
-// it to hand over to the hand-over (asked: to whom, as askerOf reads it). graced are the services left
-// held, to their grace or to a hand-over. The reaper (ahead) takes the tenant's
-// write lock ahead of its writes waiting; a request takes its turn.
+// heartbeats it answered (graced). A service another node asked the
+// deadline's holder (this node, or the holder of a peer's copy) to hand
+// over is left to the hand-over (asked: to whom, as askerOf reads it).
+// graced are the services left held, to their grace or to a hand-over.
+// The reaper (ahead) takes the tenant's write lock ahead of its writes
+// waiting; a request takes its turn.
 func (s *Store) commitExactTimeouts(ctx context.Context, t *tenant, what, how string, held, ahead bool, due []exactTimeout, stale func(id string, gone bool)) (graced map[string]bool, asked map[string]asker, err error) {
 	nodeKey := s.k.node(s.nodeID)
 	reads := []string{nodeKey}
 	for _, d := range due {
-		reads = append(reads, s.k.service(t.id, d.id), s.k.heartbeat(t.id, d.id))
-		if held {
-			reads = append(reads, s.k.release(s.nodeID, t.id, d.id))
-		}
+		reads = append(reads, s.k.service(t.id, d.id), s.k.heartbeat(t.id, d.id), s.k.release(d.holderOr(s.nodeID), t.id, d.id))
 	}
 	t.wmu.LockFor(ahead)
 	defer t.wmu.Unlock()
@@ -510,16 +518,14 @@ func (s *Store) commitExactTimeouts(ctx context.Context, t *tenant, what, how st
 			if rec.Incarnation != d.incarnation {
 				continue
 			}
-			// A heartbeat that reached another node asked this one to
+			// A heartbeat that reached another node asked the holder to
 			// hand the service over (handOver): it may have come before
 			// the deadline, and the hand-over, not this timeout, goes
 			// first. The node that asked goes on from the exact state,
 			// and the service times out at its deadline if no heartbeat
-			// answered there.
-			var relKey string
-			if held {
-				relKey = s.k.release(s.nodeID, t.id, d.id)
-			}
+			// answered there. A peer timing out its copy of a dead
+			// holder's service does the same: the holder cannot answer.
+			relKey := s.k.release(d.holderOr(s.nodeID), t.id, d.id)
 			rkv := w.got[relKey]
 			if rkv != nil {
 				if asked == nil {
@@ -534,14 +540,12 @@ func (s *Store) commitExactTimeouts(ctx context.Context, t *tenant, what, how st
 				graced[d.id] = true
 				continue
 			}
-			if held {
-				w.cmps = append(w.cmps, clientv3.Compare(clientv3.CreateRevision(relKey), "=", 0))
-			}
-			w.cmps = append(w.cmps, clientv3.Compare(clientv3.ModRevision(hbKey), "=", d.hbRev))
+			w.cmps = append(w.cmps, clientv3.Compare(clientv3.CreateRevision(relKey), "=", 0),
+				clientv3.Compare(clientv3.ModRevision(hbKey), "=", d.hbRev))
 			if d.nodeLease != 0 {
 				w.cmps = append(w.cmps, clientv3.Compare(clientv3.LeaseValue(nodeKey), "=", d.nodeLease))
 			}
-			w.timeOut(rec, svcKey, hbKey, s.k.due(d.stored, t.id, d.id), d.deadline, s.releaseOf(d.holder, t.id, d.id))
+			w.timeOut(rec, svcKey, hbKey, s.k.due(d.stored, t.id, d.id), d.deadline, "")
 			timedOut = append(timedOut, timedOutService{id: d.id, deadline: d.deadline, holder: d.holder})
 		}
 		return nil
