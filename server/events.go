@@ -195,7 +195,7 @@ func eventsJSON(page store.EventPage, limit int, hrefPrefix string, q query) []b
 	if !page.Next.IsZero() {
 		next = page.Next.String()
 	}
-	meta, err := marshalJSON(listEnvelope(make([]struct{}, len(page.Values)), limit, "", next, hrefPrefix, q).Metadata)
+	meta, err := store.MarshalJSON(listEnvelope(make([]struct{}, len(page.Values)), limit, "", next, hrefPrefix, q).Metadata)
 	if err != nil {
 		panic("encode events: " + err.Error()) // plain fields
 	}

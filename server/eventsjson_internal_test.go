@@ -22,7 +22,7 @@ func eventsJSONMarshalled(page store.EventPage, limit int, hrefPrefix string, q 
 	if !page.Next.IsZero() {
 		next = page.Next.String()
 	}
-	data, err := marshalJSON(listEnvelope(values, limit, "", next, hrefPrefix, q))
+	data, err := store.MarshalJSON(listEnvelope(values, limit, "", next, hrefPrefix, q))
 	if err != nil {
 		panic(err)
 	}

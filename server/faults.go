@@ -115,7 +115,7 @@ func faultJSON(f *fault, txnID string) []byte {
 	if f.Status >= 500 {
 		body.Message, body.Details = "Internal Error", "Internal Error"
 	}
-	data, err := marshalJSON(body)
+	data, err := store.MarshalJSON(body)
 	if err != nil {
 		panic("encode fault: " + err.Error()) // strings and string maps only
 	}

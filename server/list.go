@@ -98,7 +98,7 @@ func serveList[T any](s *Server, w http.ResponseWriter, rq *request, limit int, 
 		if err != nil {
 			return page, nil, err
 		}
-		body, err := marshalJSON(listEnvelope(page.Values, limit, marker, page.Next, rq.hrefPrefix(), rq.query))
+		body, err := store.MarshalJSON(listEnvelope(page.Values, limit, marker, page.Next, rq.hrefPrefix(), rq.query))
 		return page, body, err
 	}()
 	if err != nil {

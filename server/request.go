@@ -222,23 +222,12 @@ func decodeParam(s string) (string, *fault) {
 
 // writeJSON writes v as the JSON answer with status.
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	data, err := marshalJSON(v)
+	data, err := store.MarshalJSON(v)
 	if err != nil {
 		http.Error(w, "encode response: "+err.Error(), http.StatusInternalServerError)
 		return
 	}
 	writeRawJSON(w, status, data)
-}
-
-// marshalJSON is json.Marshal without HTML escaping (next_href holds "&").
-func marshalJSON(v any) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
 // jsonType and noSniff are header values every JSON answer shares (net/http

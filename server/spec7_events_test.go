@@ -239,7 +239,8 @@ func testTimeoutEvent(t *testing.T, kind string) {
 
 // An events page ends before its events' JSON passes 1 MiB: a thousand
 // updates of services with the largest metadata would otherwise be about
-// 30 MB in memory, per request, until the client read it. The short page
+// 5 MB in memory (10 MB of text JSON must escape), per request, until the
+// client read it. The short page
 // has next_marker set, and following it gives the rest.
 func TestEventsPageBoundedInBytes(t *testing.T) { onEachStore(t, testEventsPageBoundedInBytes) }
 
@@ -248,13 +249,13 @@ func testEventsPageBoundedInBytes(t *testing.T, kind string) {
 	srv := testserver.Start(t, testserver.Options{Store: kind})
 	c := newAPI(t, srv)
 	c.create("big", 60)
-	// 18 values of 250 '<' (a body under 5,000 bytes) are stored escaped,
-	// six bytes each: an update event of about 27 kB.
+	// 18 values of 250 '<' (a body under 5,000 bytes): an update event of
+	// about 4.7 kB.
 	meta := map[string]string{}
 	for i := range 18 {
 		meta[fmt.Sprintf("k%02d", i)] = strings.Repeat("<", 250)
 	}
-	const updates = 60
+	const updates = 300
 	for i := range updates {
 		meta["k00"] = strings.Repeat("<", 249) + fmt.Sprint(i%10)
 		var body bytes.Buffer

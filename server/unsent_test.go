@@ -26,20 +26,19 @@ import (
 func TestUnreadListAnswersAreBounded(t *testing.T) {
 	t.Parallel()
 	const total = 16 << 20
-	st := testserver.NewStore(t, testserver.Options{ReapInterval: -1, Limits: store.Limits{Services: 400, ConfigValues: 10}})
+	st := testserver.NewStore(t, testserver.Options{ReapInterval: -1, Limits: store.Limits{Services: 1000, ConfigValues: 10}})
 	reg := prometheus.NewRegistry()
 	base := serveCustom(t, st, server.Config{Store: st, Registerer: reg, MaxUnsentBytes: total})
 	busy, other := devLogin(t, base, "busy"), devLogin(t, base, "other")
-	// 400 services of the largest metadata: a page of some 11 MB, more
+	// 1000 services of the largest metadata: a page of some 4.7 MB, more
 	// than the kernel's buffers of a connection take. With the longest
 	// timeout: under the race detector on a busy machine the test can
 	// outlast a short one, and the page shrink as the services time out.
-	// Each "<" is sent as one byte and answered as six (\u003c).
 	var md []string
 	for i := range 18 {
 		md = append(md, fmt.Sprintf(`"k%02d":"%s"`, i, strings.Repeat("<", 255)))
 	}
-	parallel(400, func(i int) {
+	parallel(1000, func(i int) {
 		busy.do("POST", "/services", fmt.Sprintf(`{"id":"svc-%03d","heartbeat_timeout":120,"metadata":{%s}}`, i, strings.Join(md, ","))).want(201)
 	})
 	other.create("svc-1", 120)

@@ -1,7 +1,6 @@
 package store
 
 import (
-	"encoding/json"
 	"strconv"
 	"time"
 
@@ -117,7 +116,7 @@ func ConfigRemoveEvent(id timeuuid.UUID, ts time.Time, key, old string) Event {
 }
 
 func encodeEvent(id timeuuid.UUID, ts time.Time, typ registry.EventType, payload any) Event {
-	p, err := json.Marshal(payload)
+	p, err := MarshalJSON(payload)
 	if err != nil {
 		// The payloads are plain structs of strings and ints.
 		panic("store: encode event payload: " + err.Error())

@@ -228,7 +228,7 @@ func feedMarker(b *bolt.Bucket) (timeuuid.UUID, error) {
 }
 
 func putJSON(b *bolt.Bucket, key string, v any) error {
-	raw, err := json.Marshal(v)
+	raw, err := store.MarshalJSON(v)
 	if err != nil {
 		return err
 	}

@@ -863,7 +863,7 @@ func (w *writer) appendEvent(build func(id timeuuid.UUID) store.Event) {
 }
 
 func (w *writer) put(key string, v any) error {
-	raw, err := json.Marshal(v)
+	raw, err := store.MarshalJSON(v)
 	if err != nil {
 		return err
 	}
