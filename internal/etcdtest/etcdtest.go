@@ -48,6 +48,9 @@ type Options struct {
 	// AutoCompactionRevisions, if set, compacts history to keep about that
 	// many revisions (etcd's --auto-compaction-mode=revision).
 	AutoCompactionRevisions int
+	// QuotaBackendBytes as etcd's --quota-backend-bytes; etcd's default
+	// (2 GiB) if zero.
+	QuotaBackendBytes int64
 }
 
 // Cluster is a running etcd cluster.
@@ -356,6 +359,9 @@ func (m *Member) start() error {
 	}
 	if n := m.cluster.opts.AutoCompactionRevisions; n > 0 {
 		args = append(args, "-auto-compaction-revisions", fmt.Sprint(n))
+	}
+	if n := m.cluster.opts.QuotaBackendBytes; n > 0 {
+		args = append(args, "-quota-backend-bytes", fmt.Sprint(n))
 	}
 	switch {
 	case m.cluster.opts.Production:

@@ -48,6 +48,7 @@ func run() error {
 	flag.BoolVar(&fsync, "fsync", false, "sync the log as etcd does in production")
 	flag.UintVar(&maxTxnOps, "max-txn-ops", 0, "etcd's --max-txn-ops; its default if 0")
 	flag.IntVar(&compactRevisions, "auto-compaction-revisions", 0, "keep about this many revisions (0: no auto-compaction)")
+	flag.Int64Var(&cfg.QuotaBackendBytes, "quota-backend-bytes", 0, "etcd's --quota-backend-bytes; its default if 0")
 	flag.UintVar(&cfg.TickMs, "tick-ms", cfg.TickMs, "raft heartbeat interval")
 	flag.UintVar(&cfg.ElectionMs, "election-ms", cfg.ElectionMs, "raft election timeout")
 	flag.Parse()

@@ -14,6 +14,7 @@ type metrics struct {
 	movesRefused prometheus.Counter
 	hbBatch      prometheus.Histogram
 	hbWaiting    prometheus.Gauge
+	spaceFull    prometheus.Gauge
 	conflicts    prometheus.Counter
 	rewatches    prometheus.Counter
 	watchStalls  prometheus.Counter
@@ -56,6 +57,10 @@ func newMetrics(r prometheus.Registerer, hasPeer func() bool) metrics {
 		hbWaiting: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "svcreg_store_heartbeat_writes_waiting",
 			Help: "Heartbeat writes taken for a group commit and not yet answered: gathering (up to the heartbeat linger), waiting for a committer, or committing. Staying high means etcd commits slower than heartbeats need writing.",
+		}),
+		spaceFull: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "svcreg_store_etcd_space_exceeded",
+			Help: "1 while etcd refuses this node's writes because its database reached its space quota (the NOSPACE alarm): every account's writes, logins and timeouts fail until an operator compacts, defragments and disarms it; 0 once a write succeeds.",
 		}),
 		conflicts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "svcreg_store_txn_conflicts_total",
@@ -102,7 +107,7 @@ func newMetrics(r prometheus.Registerer, hasPeer func() bool) metrics {
 	}
 	if r != nil {
 		r.MustRegister(m.Collectors()...)
-		r.MustRegister(m.heartbeats, m.inMemory, m.handovers, m.movesRefused, m.hbBatch, m.hbWaiting, m.conflicts, m.rewatches, m.watchStalls, m.leaseLost, m.outages, m.hedges, m.copyBatch, m.copyTime, m.copyFailures, m.copyRefusals)
+		r.MustRegister(m.heartbeats, m.inMemory, m.handovers, m.movesRefused, m.hbBatch, m.hbWaiting, m.spaceFull, m.conflicts, m.rewatches, m.watchStalls, m.leaseLost, m.outages, m.hedges, m.copyBatch, m.copyTime, m.copyFailures, m.copyRefusals)
 		r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "svcreg_store_heartbeat_copy_peer",
 			Help: "1 while this node has a peer to copy the heartbeats it answers from memory to; 0 with copies off, no other node, or none reachable: a service whose client dies with this node then times out up to the heartbeat slack late.",

@@ -30,6 +30,7 @@ import (
 	"fmt"
 	"log/slog"
 	mrand "math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -180,6 +181,7 @@ type Store struct {
 	outages   outages
 	showKick  chan struct{} // wakes showOutages
 	keyRev    atomic.Int64  // revision of this node's last write of its key
+	spaceFull atomic.Bool   // etcd refused the last write for want of space
 	gracedDue gracedDue
 
 	mu      sync.RWMutex
@@ -378,6 +380,9 @@ func Open(ctx context.Context, cli *clientv3.Client, opts Options) (*Store, erro
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	if err := s.loadSecrets(ctx); err != nil {
 		s.cancel()
+		if isNoSpace(err) {
+			return nil, fmt.Errorf("%w (etcd's database reached its space quota: compact, defragment and disarm it, as \"etcd's space\" in docs/etcd.md says, then start the node again)", err)
+		}
 		return nil, err
 	}
 	if opts.AuthMode != "" {
@@ -584,10 +589,38 @@ func (s *Store) txnSends(ctx context.Context, timeout time.Duration, as hedging,
 	} else {
 		resp, err = s.cli.Txn(cctx).If(cmps...).Then(then...).Else(els...).Commit()
 	}
+	s.noteSpace(then, err)
 	if err != nil {
 		return nil, sends, s.fail(ctx, what, err)
 	}
 	return resp, sends, nil
+}
+
+// noteSpace follows whether etcd refuses writes for want of space (its
+// NOSPACE alarm): on from a write refused so, off from a write that
+// succeeds, each change logged.
+func (s *Store) noteSpace(then []clientv3.Op, err error) {
+	full := isNoSpace(err)
+	if !full && (err != nil || !slices.ContainsFunc(then, func(op clientv3.Op) bool { return op.IsPut() || op.IsTxn() })) {
+		return
+	}
+	if s.spaceFull.Swap(full) == full {
+		return
+	}
+	if full {
+		s.metrics.spaceFull.Set(1)
+		s.log.Error("etcd's database reached its space quota: every write fails (every account's writes, logins and timeouts) until an operator compacts, defragments and disarms it; see \"etcd's space\" in docs/etcd.md", "err", err)
+		return
+	}
+	s.metrics.spaceFull.Set(0)
+	s.log.Info("etcd takes writes again")
+}
+
+// isNoSpace reports whether err is etcd refusing a write for want of
+// space.
+func isNoSpace(err error) bool {
+	return err != nil && (errors.Is(err, rpctypes.ErrNoSpace) || errors.Is(err, rpctypes.ErrGRPCNoSpace) ||
+		strings.Contains(err.Error(), rpctypes.ErrNoSpace.Error()))
 }
 
 // lateWrite is a write held back by a test (Store.late).
