@@ -125,8 +125,9 @@ func TestSafeFunctionsAccept(t *testing.T) {
 		`/health`:       `"/health"`,
 		`a "b" \c ;{}#`: `"a \"b\" \\c ;{}#"`,
 		`Grüße`:         `"Grüße"`,
-		// Joiners some scripts and emoji need, variation selectors
-		// after an emoji or an ideograph.
+		// Joiners some scripts and emoji need, presentation selectors
+		// after an emoji, ideographic variation selectors after an
+		// ideograph.
 		"می\u200cخواهم 👩\u200d💻":                                         "\"می\u200cخواهم 👩\u200d💻\"",
 		"\u2764\ufe0f \U0001f3f3\ufe0f\u200d\U0001f308 \u845b\U000e0100": "\"\u2764\ufe0f \U0001f3f3\ufe0f\u200d\U0001f308 \u845b\U000e0100\"",
 	} {
@@ -149,7 +150,7 @@ func TestSafeFunctionsAccept(t *testing.T) {
 		// A variation selector after what shows nothing, after ASCII,
 		// after a letter or a mark; a number sign.
 		"\ufe0f", "a \ufe0fb", "\u200b\ufe0f", "\u2764\ufe0f\ufe0f", "api\u200d\ufe0f.example.com", "caf\u00e9\ufe0f",
-		"api\u0301\ufe0f", "api\u070f\ufe0f", "\u0600\u0661"} {
+		"api\u0301\ufe0f", "api\u070f\ufe0f", "\u0600\u0661", "\U0001f600\ufe00", "\u845b\ufe0f"} {
 		if got, err := nginxString(bad); err == nil {
 			t.Errorf("nginxString %q accepted as %s", bad, got)
 		}

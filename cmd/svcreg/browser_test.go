@@ -575,6 +575,11 @@ func TestUIShowsInvisibleCharactersEscaped(t *testing.T) {
 	if got := b.text(`Array.from(` + row2 + `.querySelectorAll('.tag')).map(t => t.textContent + ':' + t.querySelectorAll('.esc').length).join()`); got != `prod\u034f:1,prod\ufe00:1,`+"\u2764\ufe0f"+`:0,a\u200bb:0` {
 		t.Errorf("tags shown as %q (each with its count of escapes marked)", got)
 	}
+	// The tag filter's options hold text only: those with escapes are
+	// marked by their class (red).
+	if got := b.text(`Array.from(document.querySelectorAll('#svc-tag option.esc')).map(o => o.textContent).sort().join()`); got != `\u202edorp,prod\u034f,prod\ufe00` {
+		t.Errorf("the tag filter's options marked as escaped: %q", got)
+	}
 	if got := b.text(row2 + `.querySelector('.meta .kv').textContent`); got != `rolesecondary\nrole=primary` {
 		t.Errorf("a value with a newline shown as %q", got)
 	}

@@ -381,7 +381,7 @@ func TestJSONOutputEscapesHostileText(t *testing.T) {
 func TestJSONSafeRoundTrip(t *testing.T) {
 	t.Parallel()
 	r := rand.New(rand.NewPCG(1, 2))
-	pick := []rune{'\\', '"', '\n', '\t', 0, 0x7f, 0x85, 0x9b, 0xa0, 0x202e, 0x2028, 0xfffd, 0xfeff, 0xe0001, 0x1f600, 'a', 'é', '<', 0x10ffff}
+	pick := []rune{'\\', '"', '\n', '\t', 0, 0x7f, 0x85, 0x9b, 0xa0, 0x202e, 0x2028, 0xfffd, 0xfeff, 0xe0001, 0x1f600, 'a', 'é', '<', 0x10ffff, 0x34f, 0xfe00, 0xfe0f, 0x3164}
 	for range 5000 {
 		var sb strings.Builder
 		for range r.IntN(8) {
@@ -403,6 +403,16 @@ func TestJSONSafeRoundTrip(t *testing.T) {
 		json.Unmarshal(plain, &want)
 		if err := json.Unmarshal(buf.Bytes(), &got); err != nil || !reflect.DeepEqual(got, want) {
 			t.Fatalf("%q: %q decodes to %#v (%v), want %#v", str, buf.Bytes(), got, err, want)
+		}
+	}
+	// Marks that show as nothing, and blanks, are escaped too.
+	var buf bytes.Buffer
+	if err := writeJSON(&buf, []string{"prod\u034f", "prod\ufe00", "\u3164", "\u2764\ufe0f"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"prod\u034f"`, `"prod\ufe00"`, `"\u3164"`, "\"\u2764\ufe0f\""} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("writeJSON wrote %s, want %s in it", buf.String(), want)
 		}
 	}
 	for _, in := range []string{"\"a\xffb\"", "\"\xed\xa0\x80\"", "\"\xe2\x80\"", "\"\\\\\xc2\x85\""} {

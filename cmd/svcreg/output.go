@@ -11,7 +11,6 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
-	"unicode"
 	"unicode/utf16"
 	"unicode/utf8"
 
@@ -36,12 +35,14 @@ func writeJSON(w io.Writer, v any) error {
 
 // jsonSafe is JSON text with what a terminal would act on, or a JSON
 // reader refuse, escaped: a character that is not printable (a C1
-// control, a bidi override) as \uXXXX, and a byte that is not UTF-8 (from
-// a registry's raw event payload) as \ufffd, as Go writes one in a
-// string. Outside its strings JSON text is ASCII, so only strings change,
-// and they say the same.
+// control, a bidi override) or that shows as nothing or as a blank
+// (printable.Shows: U+034F, a variation selector after ASCII, a Hangul
+// filler) as \uXXXX, and a byte that is not UTF-8 (from a registry's raw
+// event payload) as \ufffd, as Go writes one in a string. Outside its
+// strings JSON text is ASCII, so only strings change, and they say the
+// same.
 func jsonSafe(b []byte) []byte {
-	shows := func(r rune) bool { return r == '\n' || unicode.IsPrint(r) }
+	shows := func(r rune) bool { return r == '\n' || r != '\t' && printable.Shows(r) }
 	if printable.AllShown(string(b), shows) {
 		return b
 	}

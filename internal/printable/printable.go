@@ -76,9 +76,9 @@ func Shows(r rune) bool {
 // character), a variation selector, another default-ignorable character
 // (the combining grapheme joiner, U+034F), or a letter that shows as
 // blank (IsBlank). The zero-width joiner and non-joiner, which some
-// scripts' spelling and emoji need, are not counted; a variation selector
-// after a symbol other than ASCII (an emoji) or an ideograph picks its
-// form (VariationTaken).
+// scripts' spelling and emoji need, are not counted; the presentation
+// selectors after a symbol other than ASCII (an emoji) and the ideographic
+// variation selectors after an ideograph pick its form (VariationTaken).
 func Hides(r rune) bool {
 	if r < 0x80 || r == 0x200c || r == 0x200d {
 		return false
@@ -88,11 +88,19 @@ func Hides(r rune) bool {
 }
 
 // VariationTaken reports whether r is a variation selector that picks the
-// form of prev, a symbol other than ASCII (an emoji) or an ideograph, as
-// text needs it to; after anything else (an ASCII letter or digit: "prod"
-// and "prod\ufe00" read alike) it hides.
+// form of prev as text needs it to: the text or emoji presentation
+// selector (U+FE0E, U+FE0F) after a symbol other than ASCII (an emoji), or
+// an ideographic variation selector (U+E0100 on) after an ideograph. Any
+// other (after an ASCII letter or digit, "prod" and "prod\ufe00" read
+// alike; after a character written as an escape, prev is 0) hides.
 func VariationTaken(prev, r rune) bool {
-	return unicode.Is(unicode.Variation_Selector, r) && prev >= 0x80 && unicode.In(prev, unicode.S, unicode.Ideographic)
+	switch {
+	case r == 0xfe0e || r == 0xfe0f:
+		return prev >= 0x80 && prev != utf8.RuneError && unicode.Is(unicode.S, prev)
+	case r >= 0xe0100 && r <= 0xe01ef:
+		return unicode.Is(unicode.Ideographic, prev)
+	}
+	return false
 }
 
 // ShowsInline reports whether r is written as it is within a line (a
@@ -181,6 +189,7 @@ func walk(s string, shows func(rune) bool, text func(string), esc func(r rune, r
 			}
 			esc(r, s[i:i+n])
 			start = i + n
+			r = 0 // a selector after an escape picks nothing's form
 		}
 		prev = r
 	}

@@ -29,6 +29,13 @@ func TestText(t *testing.T) {
 		// A variation selector that picks an emoji's or an ideograph's
 		// form is text.
 		"❤\ufe0f 漢\U000e0100 ☀\ufe0e": "❤\ufe0f 漢\U000e0100 ☀\ufe0e",
+		// Any other is not: after an escaped character, a selector of
+		// another kind, or a replacement character.
+		"\u2800\ufe0f":     `\u2800\ufe0f`,
+		"prod\xff\ufe0f":   `prod\xff\ufe0f`,
+		"\U0001f600\ufe00": "\U0001f600\\ufe00",
+		"漢\ufe0f":          `漢\ufe0f`,
+		"\ufffd\ufe0f":     "\ufffd\\ufe0f",
 	} {
 		if got := Text(in); got != want {
 			t.Errorf("Text(%q) = %q; want %q", in, got, want)

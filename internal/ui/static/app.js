@@ -32,17 +32,26 @@
   // escaped zero-width space do not read alike.
   var HIDDEN = /[^\p{L}\p{M}\p{N}\p{P}\p{S} ]|[\u115f\u1160\u3164\uffa0\u2800]|\p{Default_Ignorable_Code_Point}/u;
   var HIDDEN_ALL = new RegExp(HIDDEN.source, 'gu');
-  var VARIATION = /^\p{Variation_Selector}$/u, PICKS_FORM = /^[\p{S}\p{Ideographic}]$/u;
+  var PRESENTATION = /^[\ufe0e\ufe0f]$/, IDEOGRAPHIC_VARIATION = /^[\u{e0100}-\u{e01ef}]$/u;
+  var SYMBOL = /^\p{S}$/u, IDEOGRAPH = /^\p{Ideographic}$/u;
   var LETTER_ESCAPES = { '\x07': '\\a', '\b': '\\b', '\f': '\\f', '\n': '\\n', '\r': '\\r', '\t': '\\t', '\v': '\\v' };
   // picksForm reports whether c, at at in s, is a variation selector that
-  // picks the form of the character before it, a symbol other than ASCII
-  // (an emoji) or an ideograph, as text needs it to.
-  function picksForm(s, at, c) {
-    if (!VARIATION.test(c) || at === 0) return false;
+  // picks the form of the character before it as text needs it to: the
+  // text or emoji presentation selector after a symbol other than ASCII
+  // (an emoji), an ideographic variation selector after an ideograph. The
+  // character before must be shown as it is: escaped is not true when it
+  // was written as an escape.
+  function picksForm(s, at, c, escaped) {
+    if (at === 0 || escaped) return false;
     var i = at - 1, lo = s.charCodeAt(i);
-    if (lo >= 0xdc00 && lo <= 0xdfff && i > 0) i--;
-    var before = String.fromCodePoint(s.codePointAt(i));
-    return before.codePointAt(0) >= 0x80 && PICKS_FORM.test(before);
+    if (lo >= 0xdc00 && lo <= 0xdfff && i > 0) {
+      var hi = s.charCodeAt(i - 1);
+      if (hi >= 0xd800 && hi <= 0xdbff) i--;
+    }
+    var cp = s.codePointAt(i), before = String.fromCodePoint(cp);
+    if (PRESENTATION.test(c)) return cp >= 0x80 && cp !== 0xfffd && SYMBOL.test(before);
+    if (IDEOGRAPHIC_VARIATION.test(c)) return IDEOGRAPH.test(before);
+    return false;
   }
   // pieces splits s into [text, escape, text, escape, ..., text], or
   // returns null if nothing in it is escaped. The text's own backslashes,
@@ -50,16 +59,16 @@
   function pieces(s) {
     s = String(s);
     if (!HIDDEN.test(s)) return null;
-    var out = [], last = 0;
+    var out = [], last = 0, escEnd = -1;
     s.replace(HIDDEN_ALL, function (c, at) {
-      if (picksForm(s, at, c)) return c;
+      if (picksForm(s, at, c, at === escEnd)) return c;
       var cp = c.codePointAt(0), h = cp.toString(16), e;
       if (LETTER_ESCAPES[c]) e = LETTER_ESCAPES[c];
       else if (cp < 0x80) e = '\\x' + ('0' + h).slice(-2);
       else if (cp <= 0xffff) e = '\\u' + ('000' + h).slice(-4);
       else e = '\\U' + ('0000000' + h).slice(-8);
       out.push(s.slice(last, at), e);
-      last = at + c.length;
+      last = escEnd = at + c.length;
       return c;
     });
     if (!out.length) return null;
@@ -100,8 +109,10 @@
   // its strings JSON text is ASCII, and its newlines and tabs are its
   // layout).
   function jsonShown(s) {
+    var escEnd = -1;
     return s.replace(HIDDEN_ALL, function (c, at) {
-      if (c === '\n' || c === '\t' || picksForm(s, at, c)) return c;
+      if (c === '\n' || c === '\t' || picksForm(s, at, c, at === escEnd)) return c;
+      escEnd = at + c.length;
       var out = '';
       for (var i = 0; i < c.length; i++) out += '\\u' + ('000' + c.charCodeAt(i).toString(16)).slice(-4);
       return out;
@@ -263,7 +274,8 @@
   }
 
   function notice(msg) {
-    $('notice').textContent = shown(msg || '');
+    clear($('notice'));
+    $('notice').appendChild(shownNodes(msg || ''));
     $('notice').hidden = !msg;
   }
 
@@ -432,6 +444,9 @@
         var o = document.createElement('option');
         o.value = t;
         o.textContent = shown(t);
+        // An option holds text only: one with escapes is marked by its
+        // colour.
+        if (pieces(t)) o.className = 'esc';
         sel.appendChild(o);
       });
       sel.value = tags.has(current) ? current : '';
@@ -490,7 +505,8 @@
     };
     function renderDetail() {
       var s = services.get(detailId);
-      $('detail-id').textContent = shown(detailId);
+      clear($('detail-id'));
+      $('detail-id').appendChild(shownNodes(detailId));
       var dl = $('detail-summary');
       clear(dl);
       var pre = $('detail-json');
@@ -779,7 +795,8 @@
         if (!location.hash || location.hash === '#signin') location.hash = '#services';
         start();
       }, function (e) {
-        err.textContent = shown(e.message);
+        clear(err);
+        err.appendChild(shownNodes(e.message));
         err.hidden = false;
       }).then(function () { $('signin-submit').disabled = false; });
     });
