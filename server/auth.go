@@ -834,9 +834,11 @@ func (a *Auth) ServeTokens(w http.ResponseWriter, r *http.Request, rest string) 
 // crossOrigin reports whether a browser sent r for a page of another
 // origin: by its Sec-Fetch-Site header, which the browser sets from the
 // page's origin and the URL it asked for (so it holds behind a proxy that
-// rewrites Host), or, from a browser without it, by its Origin header
-// against the Host (or X-Forwarded-Host) it was sent to. Clients other
-// than browsers send neither.
+// rewrites Host), but sends only over HTTPS and to loopback; else by its
+// Origin header, whose host name must be that of the Host the request
+// was sent to, or of the first X-Forwarded-Host or Forwarded host a proxy
+// passed on (ports aside: a proxy may drop them). Clients other than
+// browsers send neither header.
 func crossOrigin(r *http.Request) bool {
 	if site := r.Header.Get("Sec-Fetch-Site"); site != "" {
 		return site != "same-origin" && site != "none"
@@ -846,10 +848,23 @@ func crossOrigin(r *http.Request) bool {
 		return false
 	}
 	u, err := url.Parse(origin)
-	if err != nil || u.Host == "" { // "null": a sandboxed page, a file
+	if err != nil || u.Hostname() == "" { // "null": a sandboxed page, a file
 		return true
 	}
-	return !strings.EqualFold(u.Host, r.Host) && !strings.EqualFold(u.Host, r.Header.Get("X-Forwarded-Host"))
+	forwarded, _, _ := strings.Cut(r.Header.Get("Forwarded"), ",")
+	var fwdHost string
+	for _, kv := range strings.Split(forwarded, ";") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(kv), "="); ok && strings.EqualFold(k, "host") {
+			fwdHost = strings.Trim(v, `"`)
+		}
+	}
+	xfh, _, _ := strings.Cut(r.Header.Get("X-Forwarded-Host"), ",")
+	for _, h := range []string{r.Host, strings.TrimSpace(xfh), fwdHost} {
+		if h != "" && strings.EqualFold((&url.URL{Host: h}).Hostname(), u.Hostname()) {
+			return false
+		}
+	}
+	return true
 }
 
 // authFault is a Keystone-style error answer of the identity endpoint.

@@ -437,6 +437,7 @@ func TestCrossOriginTokenRequestsRefused(t *testing.T) {
 		{"Sec-Fetch-Site", "same-site", "Origin", "http://other.registry.example"},
 		{"Origin", "http://evil.example"},
 		{"Origin", "null"},
+		{"Origin", "http://evil.example", "X-Forwarded-Host", "registry.example, evil.example"},
 	} {
 		for range 3 {
 			sendRequest(t, id.base, "POST", "/v2.0/tokens", body, h...).want(403)
@@ -450,7 +451,11 @@ func TestCrossOriginTokenRequestsRefused(t *testing.T) {
 	for _, h := range [][]string{
 		{"Sec-Fetch-Site", "same-origin", "Origin", "http://proxy.example"}, // behind a proxy that rewrites Host
 		{"Origin", "http://" + host},
+		// Over plain HTTP, behind a proxy that passes the host on, with
+		// or without its port.
 		{"Origin", "https://registry.example", "X-Forwarded-Host", "registry.example"},
+		{"Origin", "http://registry.example:8080", "X-Forwarded-Host", "registry.example, inner.example"},
+		{"Origin", "http://registry.example:8080", "Forwarded", `for=192.0.2.1;host="registry.example:8080";proto=http, for=10.0.0.1`},
 	} {
 		var out struct {
 			Access struct{ Token struct{ ID string } }
