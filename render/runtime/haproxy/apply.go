@@ -495,9 +495,11 @@ func (a *Adapter) drainLoop(ctx context.Context) error {
 	for {
 		a.mu.Lock()
 		var ids []string
+		looked := map[string]*drain{} // the drains whose sessions busy looks at
 		for id, d := range a.drains {
 			if d.deleting.IsZero() {
 				ids = append(ids, id)
+				looked[id] = d
 			}
 		}
 		if len(a.drains) == 0 {
@@ -512,7 +514,7 @@ func (a *Adapter) drainLoop(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if err := a.sweep(ctx, set(ids), set(busy)); err != nil {
+		if err := a.sweep(ctx, looked, set(busy)); err != nil {
 			return err
 		}
 		select {
@@ -532,8 +534,9 @@ func set(ids []string) map[string]bool {
 }
 
 // sweep takes each drain under way a step, backend by backend: a drain
-// whose server has no sessions left (looked says busy was asked, busy is
-// its answer) or is past the drain timeout runs its commands; then the
+// whose server has no sessions left (looked holds the drains busy was
+// asked about, busy its answer: a drain an Apply replaced since waits for
+// the next look) or is past the drain timeout runs its commands; then the
 // deletions due are tried. A backend's drains go together: one round trip
 // for their commands, one for their deletions, one for the stand-ins that
 // drain next, each reading the backend's state back once, so that a
@@ -542,7 +545,7 @@ func set(ids []string) map[string]bool {
 // a time, so that an Apply waits for one backend's round trips at most; a
 // drain that an Apply ended or replaced meanwhile is not in a.drains any
 // more, or is the new one.
-func (a *Adapter) sweep(ctx context.Context, looked, busy map[string]bool) error {
+func (a *Adapter) sweep(ctx context.Context, looked map[string]*drain, busy map[string]bool) error {
 	a.mu.Lock()
 	byBackend := map[string][]string{}
 	for id, d := range a.drains {
@@ -563,7 +566,7 @@ func (a *Adapter) sweep(ctx context.Context, looked, busy map[string]bool) error
 }
 
 // sweepBackend is sweep for backend b's drains ids, with mu held.
-func (a *Adapter) sweepBackend(ctx context.Context, b string, ids []string, looked, busy map[string]bool) error {
+func (a *Adapter) sweepBackend(ctx context.Context, b string, ids []string, looked map[string]*drain, busy map[string]bool) error {
 	var due, deleting []*drain
 	var cmds []string
 	var ranges [][2]int // each due drain's commands in cmds
@@ -574,7 +577,7 @@ func (a *Adapter) sweepBackend(ctx context.Context, b string, ids []string, look
 		case d == nil:
 		case !d.deleting.IsZero():
 			deleting = append(deleting, d)
-		case !looked[id] || (busy[id] && now.Before(d.deadline)):
+		case looked[id] != d || (busy[id] && now.Before(d.deadline)):
 		default:
 			start := len(cmds)
 			if busy[id] {

@@ -669,3 +669,22 @@ func TestApplyManyLeavingDrainTogether(t *testing.T) {
 		t.Errorf("after the drains, the live servers are %d, want s0 alone", len(live))
 	}
 }
+
+// A drain that an Apply replaced after the drain loop looked at its
+// server's sessions (a server restored, then removed again) is not taken
+// a step on that look: its own wait for the sessions starts with the
+// next.
+func TestSweepSkipsADrainReplacedSinceTheLook(t *testing.T) {
+	t.Parallel()
+	looked := &drain{id: "api/s", then: []string{"set server api/s state maint"}, del: true, deadline: time.Now().Add(time.Minute)}
+	now := &drain{id: "api/s", then: looked.then, del: true, deadline: time.Now().Add(time.Minute)}
+	// No connection: a step would fail.
+	a := &Adapter{cli: &cli{network: "unix", address: filepath.Join(t.TempDir(), "none"), timeout: time.Second},
+		drains: map[string]*drain{"api/s": now}, lives: map[string]map[string]liveServer{}}
+	if err := a.sweep(context.Background(), map[string]*drain{"api/s": looked}, map[string]bool{}); err != nil {
+		t.Fatalf("a sweep took a step on a drain replaced since its look: %v", err)
+	}
+	if a.drains["api/s"] != now || !now.deleting.IsZero() {
+		t.Error("the replaced drain moved on")
+	}
+}
