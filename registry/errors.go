@@ -18,8 +18,10 @@ import (
 //
 //	if errors.Is(err, registry.ErrNotFound) { … }
 var (
-	// ErrNotFound: the object does not exist (404 notFoundError). For a
-	// heartbeat it means the registry forgot the service or the token.
+	// ErrNotFound: the object does not exist (404 notFoundError; a 404
+	// without the registry's fault body, a proxy's, is a temporary error).
+	// For a heartbeat it means the registry forgot the service or the
+	// token.
 	ErrNotFound = errors.New("registry: not found")
 	// ErrServiceExists: a service with this id already exists
 	// (serviceWithThisIdExists).
@@ -187,7 +189,9 @@ func (e *Error) Is(target error) bool {
 	}
 	switch target {
 	case ErrNotFound:
-		return e.StatusCode == http.StatusNotFound
+		// The registry's own: a proxy's or balancer's 404 page (a route
+		// it lost, a node it took out) says nothing of the object.
+		return e.StatusCode == http.StatusNotFound && e.Type == FaultNotFound
 	case ErrServiceExists:
 		return e.Type == FaultServiceExists
 	case ErrLimitReached:
@@ -227,6 +231,7 @@ func Temporary(err error) bool {
 	}
 	switch {
 	case e.StatusCode >= 500,
+		e.StatusCode == http.StatusNotFound && e.Type != FaultNotFound, // not the registry's
 		e.StatusCode == http.StatusUnauthorized,
 		e.StatusCode == http.StatusRequestTimeout,
 		e.StatusCode == http.StatusTooManyRequests,

@@ -39,10 +39,16 @@ func TestTemporary(t *testing.T) {
 		{"service exists", fault(http.StatusConflict, registry.FaultServiceExists), false},
 		{"limit reached", fault(http.StatusConflict, registry.FaultLimitReached), false},
 		{"not found", fault(http.StatusNotFound, registry.FaultNotFound), false},
+		{"a proxy's 404 page", fault(http.StatusNotFound, ""), true},
 	} {
 		if got := registry.Temporary(tt.err); got != tt.want {
 			t.Errorf("%s: Temporary(%v) = %v, want %v", tt.name, tt.err, got, tt.want)
 		}
+	}
+	// Only the registry's 404 says the object does not exist: a
+	// heartbeater that took a proxy's for it would give its service up.
+	if errors.Is(fault(http.StatusNotFound, ""), registry.ErrNotFound) || !errors.Is(fault(http.StatusNotFound, registry.FaultNotFound), registry.ErrNotFound) {
+		t.Error("ErrNotFound matches a 404 without the registry's fault, or not the registry's")
 	}
 }
 

@@ -459,7 +459,13 @@ func TestCallAnsweredElsewhereMovesTheClient(t *testing.T) {
 			t.Parallel()
 			d0, h0 := countingNode(t, http.StatusServiceUnavailable, "")
 			d1, h1 := countingNode(t, http.StatusServiceUnavailable, "")
-			live, _ := countingNode(t, status, "")
+			live := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.WriteHeader(status)
+				if status == http.StatusNotFound { // the registry's own fault
+					io.WriteString(w, `{"type":"notFoundError","code":404,"message":"object does not exist"}`)
+				}
+			}))
+			t.Cleanup(live.Close)
 			var now time.Duration
 			c, err := New(Config{URL: d0.URL + "," + d1.URL + "," + live.URL, Token: "t", Tenant: "1"})
 			if err != nil {

@@ -14,7 +14,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"time"
 
 	"github.com/svcreg/svcreg/internal/logging"
 	"github.com/svcreg/svcreg/internal/registryflags"
@@ -38,11 +37,6 @@ const (
 	// ExitNotFound: the command was not found.
 	ExitNotFound = supervise.ExitNotFound
 )
-
-// requestTimeout bounds each request to the registry, so that a registry
-// that accepts connections but never answers cannot hold up registration:
-// the heartbeater bounds its own attempts more tightly.
-const requestTimeout = 10 * time.Second
 
 // Main runs the wrapper's command line (args after the program's name) and
 // returns the exit status. prog names the program in messages. Like Run,
@@ -81,7 +75,11 @@ func Main(ctx context.Context, prog string, args []string, stdin io.Reader, stdo
 		return usage(err)
 	}
 	log = log.With("service", cfg.Service.ID)
-	rc.HTTPClient = &http.Client{Transport: transport, Timeout: requestTimeout}
+	// No client-wide timeout: each request is bounded by its own attempt
+	// (a registration's 30 s, a heartbeat's up to half the heartbeat
+	// timeout, the deregistration's 5 s), as in svcreg wrap; one of 10 s
+	// cut a slow registry's answers that those bounds wait for.
+	rc.HTTPClient = &http.Client{Transport: transport}
 	rc.OnFailover = registryflags.LogFailover(log)
 	client, err := registry.New(rc)
 	if err != nil {

@@ -1155,3 +1155,71 @@ func forward(ctx context.Context, r *http.Request, target *url.URL) {
 		resp.Body.Close()
 	}
 }
+
+// A registry that takes longer than 10 s to answer a registration (here
+// 10.5 s, within the service's 12 s timeout) is waited for, up to the
+// registration attempt's own bound (30 s): a
+// client-wide timeout of 10 s used to cut every such answer, and the
+// wrapper, sending its create again, found its own service holding the id.
+func TestSlowRegistrationAnswerIsWaitedFor(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	var creates atomic.Int32
+	env := f.proxied(func(w http.ResponseWriter, r *http.Request, rp *httputil.ReverseProxy, _ *url.URL) {
+		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/services") && creates.Add(1) == 1 {
+			rec := httptest.NewRecorder()
+			rp.ServeHTTP(rec, r) // created at once, answered 10.5 s later
+			select {
+			case <-time.After(10500 * time.Millisecond):
+			case <-r.Context().Done():
+				return
+			}
+			for k, v := range rec.Header() {
+				w.Header()[k] = v
+			}
+			w.WriteHeader(rec.Code)
+			w.Write(rec.Body.Bytes())
+			return
+		}
+		rp.ServeHTTP(w, r)
+	})
+	w := startWrapper(t, f.dir, env, append([]string{"--id=slow", "--interval=4"}, sh(untilStop, f.dir)...)...)
+	f.waitHeartbeat("slow")
+	if n := creates.Load(); n != 1 {
+		t.Errorf("%d creates sent, want 1:\n%s", n, w.logs())
+	}
+	w.signal(syscall.SIGTERM)
+	w.wait()
+}
+
+// A 404 that is not the registry's (a proxy's page: a route it lost, a
+// node it took out) is a failed heartbeat, sent again, not the registry
+// forgetting the service: the wrapper used to register again, find its own
+// service holding the id, and give it up.
+func TestProxys404IsNotForgotten(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	var beats, refused atomic.Int32
+	env := f.proxied(func(w http.ResponseWriter, r *http.Request, rp *httputil.ReverseProxy, _ *url.URL) {
+		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/heartbeat") && refused.Add(1) == 1 {
+			w.Header().Set("Content-Type", "text/html")
+			w.WriteHeader(http.StatusNotFound)
+			io.WriteString(w, "<html><body>404 Not Found</body></html>")
+			return
+		}
+		if strings.HasSuffix(r.URL.Path, "/heartbeat") {
+			beats.Add(1)
+		}
+		rp.ServeHTTP(w, r)
+	})
+	w := startWrapper(t, f.dir, env, append([]string{"--id=proxied", "--interval=1"}, sh(untilStop, f.dir)...)...)
+	waitFor(t, "heartbeats after the proxy's 404", func() bool { return beats.Load() >= 2 })
+	if logs := w.logs(); strings.Contains(logs, "forgot") || strings.Contains(logs, "another instance") {
+		t.Errorf("the wrapper took a proxy's 404 for the registry's:\n%s", logs)
+	}
+	w.signal(syscall.SIGTERM)
+	w.wait()
+	if !strings.Contains(w.logs(), `msg="service deregistered"`) {
+		t.Errorf("the wrapper did not deregister its service:\n%s", w.logs())
+	}
+}
