@@ -26,6 +26,7 @@ import (
 
 	"github.com/svcreg/svcreg/internal/logging"
 	"github.com/svcreg/svcreg/internal/statuspage"
+	"github.com/svcreg/svcreg/internal/supervise"
 	"github.com/svcreg/svcreg/internal/ui"
 	"github.com/svcreg/svcreg/server"
 	"github.com/svcreg/svcreg/server/store"
@@ -128,6 +129,7 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP)
 	defer signal.Stop(sigs)
+	supervise.SurviveClosedOutput()
 	var f serverFlags
 	fs := newFlagSet("server", "svcreg server [--dev | --users FILE] [flags]", serverDescription, stdout)
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:8420", "`address` to listen on")

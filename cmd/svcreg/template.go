@@ -23,6 +23,7 @@ import (
 
 	"github.com/svcreg/svcreg/internal/registryflags"
 	"github.com/svcreg/svcreg/internal/statuspage"
+	"github.com/svcreg/svcreg/internal/supervise"
 	"github.com/svcreg/svcreg/registry"
 	"github.com/svcreg/svcreg/render"
 	"github.com/svcreg/svcreg/watcher"
@@ -236,6 +237,8 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	if f.once {
 		return runOnce(ctx, log, w, loop, set, f.onceTimeout)
 	}
+	// A daemon: it lives on when its log's reader goes away.
+	supervise.SurviveClosedOutput()
 
 	sets := make(chan *render.Set)
 	loop.Sets = sets

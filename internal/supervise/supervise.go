@@ -52,9 +52,22 @@ type Supervisor struct {
 	earlyDone chan struct{}
 }
 
+// SurviveClosedOutput keeps a long-running program alive when what reads
+// its standard output or error goes away (a log pipe's reader, a
+// journald restart): without it, the Go runtime ends the program with
+// SIGPIPE at its next log line, a wrapper's command and registration
+// with it. Writes then fail with EPIPE instead. A command the program
+// starts still gets SIGPIPE's default action: the subscription is not
+// inherited, as an ignored signal would be.
+func SurviveClosedOutput() {
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+}
+
 // New subscribes to the signals that are passed on and to SIGCHLD, makes
-// the program a child subreaper, and reaps orphans from then on.
+// the program a child subreaper, and reaps orphans from then on; the
+// program survives a closed output (SurviveClosedOutput).
 func New(log *slog.Logger) *Supervisor {
+	SurviveClosedOutput()
 	early, stop := context.WithCancel(context.Background())
 	s := &Supervisor{log: log, sigs: make(chan os.Signal, 32), chld: make(chan os.Signal, 1),
 		stopEarly: stop, earlyDone: make(chan struct{})}

@@ -144,3 +144,35 @@ func TestOrphansReapedBeforeTheCommandStarts(t *testing.T) {
 		}
 	}
 }
+
+// closedOutputEnv makes the test binary write to its closed standard
+// error as a supervised program would log, instead of running the tests.
+const closedOutputEnv = "SUPERVISE_TEST_CLOSED_OUTPUT"
+
+func init() {
+	if os.Getenv(closedOutputEnv) == "1" {
+		SurviveClosedOutput()
+		for range 3 {
+			fmt.Fprintln(os.Stderr, "a log line nobody reads")
+		}
+		os.Exit(0)
+	}
+}
+
+// A program whose log's reader went away (a pipe closed) lives on: the
+// writes fail, rather than end it with SIGPIPE.
+func TestSurvivesClosedOutput(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	defer w.Close()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), closedOutputEnv+"=1")
+	cmd.Stderr = w
+	err = cmd.Run()
+	if err != nil {
+		t.Fatalf("the program writing to a closed pipe: %v, want exit 0", err)
+	}
+}
