@@ -300,19 +300,30 @@ func describeEvent(ev registry.Event) (subject, detail string) {
 		}
 		switch {
 		case ch.NewValue == nil && ch.OldValue != nil:
-			return ch.ID, "was " + strconv.Quote(*ch.OldValue)
+			return ch.ID, "was " + termQuote(*ch.OldValue)
 		case ch.NewValue == nil:
 			return ch.ID, ""
 		case ch.OldValue == nil:
-			return ch.ID, strconv.Quote(*ch.NewValue)
+			return ch.ID, termQuote(*ch.NewValue)
 		}
-		return ch.ID, strconv.Quote(*ch.NewValue) + " (was " + strconv.Quote(*ch.OldValue) + ")"
+		return ch.ID, termQuote(*ch.NewValue) + " (was " + termQuote(*ch.OldValue) + ")"
 	}
 	var b bytes.Buffer
 	if json.Compact(&b, ev.Payload) != nil {
 		return "", termSafe(string(ev.Payload))
 	}
 	return "", termSafe(b.String())
+}
+
+// termQuote is registry text quoted for a terminal: Go-quoted, and with
+// every rune but ASCII escaped when it holds what termSafe quotes (a mark
+// that shows as nothing is printable to strconv.Quote: "prod\ufe00" would
+// read as "prod").
+func termQuote(s string) string {
+	if !printable.AllShown(s, printable.ShowsInline) {
+		return strconv.QuoteToASCII(s)
+	}
+	return strconv.Quote(s)
 }
 
 // termSafe is registry text as it may reach a terminal: quoted, with

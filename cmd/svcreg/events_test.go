@@ -320,6 +320,16 @@ func TestEventsQuoteHostileMetadata(t *testing.T) {
 	if !strings.Contains(out, `\x1b]0;owned`) {
 		t.Errorf("events list does not show the escaped metadata:\n%q", out)
 	}
+	// A configuration value's change too, with marks that show as
+	// nothing ("prod\ufe00" would read as "prod").
+	var b bytes.Buffer
+	if err := writeEventTable(&b, []registry.Event{{ID: "e22ccb7e-eca0-11f1-bf09-9ff97e8996dd", Timestamp: time.UnixMilli(1796031115870),
+		Type: registry.ConfigValueUpdate, Payload: []byte(`{"configuration_value_id":"/env","old_value":"ok\u034f","new_value":"prod\ufe00"}`)}}); err != nil {
+		t.Fatal(err)
+	}
+	if want := `"prod\ufe00" (was "ok\u034f")`; !strings.Contains(b.String(), want) {
+		t.Errorf("a configuration change shows as\n%s\nwant %s in it", b.String(), want)
+	}
 }
 
 // --output json escapes what a terminal would act on (a C1 control, a
