@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -268,13 +269,36 @@ func (g *renderGuard) size(fn string, count, n int) error {
 // never see: the renderer's own credentials.
 var hiddenEnv = []string{"SVCREG_API_KEY", "SVCREG_PASSWORD", "SVCREG_TOKEN"}
 
+// urlEnv are the environment variables that name the registry's URLs,
+// whose user information (http://user:password@host) the client sends as
+// credentials: templates and commands see them without it.
+var urlEnv = []string{"SVCREG_URL", "SVCREG_AUTH_URL"}
+
 func templateEnv(name string) string {
-	for _, h := range hiddenEnv {
-		if name == h {
-			return ""
+	v, _ := shownEnv(name, os.Getenv(name))
+	return v
+}
+
+// shownEnv is what a template or a command sees of the environment
+// variable name=v: nothing of the renderer's credentials (ok false), and
+// its URLs without their user information.
+func shownEnv(name, v string) (string, bool) {
+	switch {
+	case slices.Contains(hiddenEnv, name):
+		return "", false
+	case slices.Contains(urlEnv, name) && strings.Contains(v, "@"):
+		urls := strings.Split(v, ",")
+		for i, raw := range urls {
+			u, err := url.Parse(strings.TrimSpace(raw))
+			if err != nil {
+				return "", false
+			}
+			u.User = nil
+			urls[i] = u.String()
 		}
+		return strings.Join(urls, ","), true
 	}
-	return os.Getenv(name)
+	return v, true
 }
 
 // execute runs the template on snap within the template's bounds, in its

@@ -189,18 +189,21 @@ func TestTemplatesCannotReadCredentials(t *testing.T) {
 	t.Setenv("SVCREG_PASSWORD", "secret-pw")
 	t.Setenv("SVCREG_TOKEN", "secret-token")
 	t.Setenv("SVCREG_TEST_VISIBLE", "visible")
+	// A password in a URL is a credential too (the client sends it).
+	t.Setenv("SVCREG_URL", "http://dev:secret-url-pw@127.0.0.1:8420/v1.0,https://n2.example/v1.0")
+	t.Setenv("SVCREG_AUTH_URL", "http://dev:secret-auth-pw@127.0.0.1:8420/v2.0")
 	dir := t.TempDir()
 	set := newSet(t, TemplateConfig{Destination: filepath.Join(dir, "out"),
-		Contents: `{{env "SVCREG_API_KEY"}}|{{expandenv "$SVCREG_PASSWORD ${SVCREG_TOKEN}"}}|{{env "SVCREG_TEST_VISIBLE"}}`})
+		Contents: `{{env "SVCREG_API_KEY"}}|{{expandenv "$SVCREG_PASSWORD ${SVCREG_TOKEN}"}}|{{env "SVCREG_TEST_VISIBLE"}}|{{env "SVCREG_URL"}}|{{expandenv "$SVCREG_AUTH_URL"}}`})
 	out, err := set.Groups[0].Templates[0].Render(snapshot())
-	if err != nil || string(out) != "| |visible" {
-		t.Fatalf("got %q, %v; want the credentials hidden", out, err)
+	if want := "| |visible|http://127.0.0.1:8420/v1.0,https://n2.example/v1.0|http://127.0.0.1:8420/v2.0"; err != nil || string(out) != want {
+		t.Fatalf("got %q, %v; want %q: the credentials hidden", out, err, want)
 	}
 	// Nor in a check's or reload's (their output goes to logs and
 	// /healthz).
-	got, err := runCommand(context.Background(), `echo "[$SVCREG_API_KEY|$SVCREG_PASSWORD|$SVCREG_TOKEN|$SVCREG_TEST_VISIBLE]"`, 10*time.Second)
-	if err != nil || strings.TrimSpace(got) != "[|||visible]" {
-		t.Fatalf("a command's environment: %q, %v; want the credentials hidden", got, err)
+	got, err := runCommand(context.Background(), `echo "[$SVCREG_API_KEY|$SVCREG_PASSWORD|$SVCREG_TOKEN|$SVCREG_TEST_VISIBLE|$SVCREG_URL|$SVCREG_AUTH_URL]"`, 10*time.Second)
+	if want := "[|||visible|http://127.0.0.1:8420/v1.0,https://n2.example/v1.0|http://127.0.0.1:8420/v2.0]"; err != nil || strings.TrimSpace(got) != want {
+		t.Fatalf("a command's environment: %q, %v; want %q: the credentials hidden", got, err, want)
 	}
 	// An environment of nothing but credentials leaves an empty one, not
 	// nil (which exec takes for the parent's).

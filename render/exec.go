@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -528,14 +527,15 @@ func (e *Exec) onHUP() {
 // childEnv is the renderer's environment without its credentials.
 func childEnv() []string { return withoutCredentials(os.Environ()) }
 
-// withoutCredentials is environ without the renderer's credentials; never
-// nil, as a nil exec.Cmd.Env is the parent's whole environment.
+// withoutCredentials is environ without the renderer's credentials (its
+// URLs without their user information); never nil, as a nil exec.Cmd.Env
+// is the parent's whole environment.
 func withoutCredentials(environ []string) []string {
 	env := []string{}
 	for _, kv := range environ {
-		name, _, _ := strings.Cut(kv, "=")
-		if !slices.Contains(hiddenEnv, name) {
-			env = append(env, kv)
+		name, v, _ := strings.Cut(kv, "=")
+		if v, ok := shownEnv(name, v); ok {
+			env = append(env, name+"="+v)
 		}
 	}
 	return env
