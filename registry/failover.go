@@ -436,8 +436,9 @@ func (c *Client) pickNode(start int, skip func(int) bool, now time.Duration) int
 // connection refused or reset, a TLS failure, an http.Client's Timeout:
 // the errors of http.Client.Do are *url.Error), an answer cut short
 // (errBodyCut), an attempt of the client's own that ran out of time
-// (errAttemptTimeout), or 502, 503 or 504 (a node that cannot reach its
-// store answers 503). The caller's own cancellation or deadline says
+// (errAttemptTimeout), 502, 503 or 504 (a node that cannot reach its
+// store answers 503), or a 404 that is not the registry's (a proxy's page
+// for a node it took out). The caller's own cancellation or deadline says
 // nothing of the node.
 func nodeFailed(ctx context.Context, err error) bool {
 	if ctx.Err() != nil {
@@ -445,7 +446,8 @@ func nodeFailed(ctx context.Context, err error) bool {
 	}
 	var e *Error
 	if errors.As(err, &e) {
-		return e.StatusCode == http.StatusBadGateway || e.StatusCode == http.StatusServiceUnavailable || e.StatusCode == http.StatusGatewayTimeout
+		return e.StatusCode == http.StatusBadGateway || e.StatusCode == http.StatusServiceUnavailable || e.StatusCode == http.StatusGatewayTimeout ||
+			e.StatusCode == http.StatusNotFound && e.Type != FaultNotFound && !e.Identity
 	}
 	var ue *url.Error
 	return errors.As(err, &ue) || errors.Is(err, errBodyCut)

@@ -334,7 +334,7 @@ func TestFailMemory(t *testing.T) {
 		t.Errorf("an earlier failure changed the mark")
 	}
 	ctx := context.Background()
-	if c.failover(ctx, 1, &Error{StatusCode: http.StatusNotFound}, sentTo{mark: c.marks[1].Load()}) || c.marks[1].Load() != nil {
+	if c.failover(ctx, 1, &Error{StatusCode: http.StatusNotFound, Type: FaultNotFound}, sentTo{mark: c.marks[1].Load()}) || c.marks[1].Load() != nil {
 		t.Errorf("an answer left the mark %+v", c.marks[1].Load())
 	}
 	c.markFailed(1, 500*time.Second, 500*time.Second)
@@ -580,5 +580,32 @@ func TestFlightCallerGetsItsCause(t *testing.T) {
 	defer stop()
 	if _, err := f.do(ctx, time.Minute, block); err != cause {
 		t.Errorf("do waiting when the context ends: %v, want %v", err, cause)
+	}
+}
+
+// A node behind a proxy that answers 404 pages of its own (it took the
+// node out) failed: the call goes on to the next node, and the client
+// stays there.
+func TestProxys404MovesToTheNextNode(t *testing.T) {
+	t.Parallel()
+	proxied := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		w.WriteHeader(http.StatusNotFound)
+		io.WriteString(w, "<html><body>404 Not Found</body></html>")
+	}))
+	t.Cleanup(proxied.Close)
+	live, hits := countingNode(t, http.StatusNoContent, "")
+	c, err := New(Config{URL: proxied.URL + "," + live.URL, Token: "t", Tenant: "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	for range 2 {
+		if _, err := c.do(context.Background(), call{method: http.MethodGet, path: "/limits"}, nil); err != nil {
+			t.Fatalf("the call returned %v; want the next node's answer", err)
+		}
+	}
+	if got := c.URL(); got != live.URL || hits.Load() != 2 {
+		t.Errorf("the client is at %s after %d answers of the live node; want %s, 2", got, hits.Load(), live.URL)
 	}
 }

@@ -27,7 +27,8 @@ const ServiceIDEnv = "SVCREG_SERVICE_ID"
 // Deps are what Run works with.
 type Deps struct {
 	// Client reaches the registry; required. Run does not close it. Its
-	// HTTP client's Timeout, if any, bounds each request (Main sets 10s).
+	// HTTP client's Timeout, if any, bounds each request (Main sets none:
+	// each request is bounded by its attempt).
 	Client *registry.Client
 	// Logger receives the wrapper's own log; nothing is logged if nil.
 	Logger *slog.Logger
