@@ -17,6 +17,7 @@ import (
 
 	"github.com/Masterminds/sprig/v3"
 
+	"github.com/svcreg/svcreg/registry"
 	"github.com/svcreg/svcreg/watcher"
 )
 
@@ -287,10 +288,15 @@ func shownEnv(name, v string) (string, bool) {
 	case slices.Contains(hiddenEnv, name):
 		return "", false
 	case slices.Contains(urlEnv, name) && strings.Contains(v, "@"):
-		urls := strings.Split(v, ",")
+		// Split as the client splits: a comma in a password does not
+		// end its URL.
+		urls := []string{v}
+		if name == "SVCREG_URL" {
+			urls = registry.Config{URL: v}.URLs()
+		}
 		for i, raw := range urls {
-			u, err := url.Parse(strings.TrimSpace(raw))
-			if err != nil {
+			u, err := url.Parse(raw)
+			if err != nil || u.Host == "" {
 				return "", false
 			}
 			u.User = nil
