@@ -837,8 +837,8 @@ func (a *Auth) ServeTokens(w http.ResponseWriter, r *http.Request, rest string) 
 // rewrites Host), but sends only over HTTPS and to loopback; else by its
 // Origin header, whose host name must be that of the Host the request
 // was sent to, or of the first X-Forwarded-Host or Forwarded host a proxy
-// passed on (ports aside: a proxy may drop them). Clients other than
-// browsers send neither header.
+// passed on, and its port too where that names one (a proxy may drop
+// it). Clients other than browsers send neither header.
 func crossOrigin(r *http.Request) bool {
 	if site := r.Header.Get("Sec-Fetch-Site"); site != "" {
 		return site != "same-origin" && site != "none"
@@ -859,8 +859,13 @@ func crossOrigin(r *http.Request) bool {
 		}
 	}
 	xfh, _, _ := strings.Cut(r.Header.Get("X-Forwarded-Host"), ",")
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[strings.ToLower(u.Scheme)]
+	}
 	for _, h := range []string{r.Host, strings.TrimSpace(xfh), fwdHost} {
-		if h != "" && strings.EqualFold((&url.URL{Host: h}).Hostname(), u.Hostname()) {
+		c := &url.URL{Host: h}
+		if h != "" && strings.EqualFold(c.Hostname(), u.Hostname()) && (c.Port() == "" || c.Port() == port) {
 			return false
 		}
 	}

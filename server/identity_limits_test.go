@@ -438,6 +438,9 @@ func TestCrossOriginTokenRequestsRefused(t *testing.T) {
 		{"Origin", "http://evil.example"},
 		{"Origin", "null"},
 		{"Origin", "http://evil.example", "X-Forwarded-Host", "registry.example, evil.example"},
+		// Another port of the same host: another origin.
+		{"Origin", "http://127.0.0.1:1"},
+		{"Origin", "http://registry.example:9999", "X-Forwarded-Host", "registry.example:8080"},
 	} {
 		for range 3 {
 			sendRequest(t, id.base, "POST", "/v2.0/tokens", body, h...).want(403)
@@ -456,6 +459,7 @@ func TestCrossOriginTokenRequestsRefused(t *testing.T) {
 		{"Origin", "https://registry.example", "X-Forwarded-Host", "registry.example"},
 		{"Origin", "http://registry.example:8080", "X-Forwarded-Host", "registry.example, inner.example"},
 		{"Origin", "http://registry.example:8080", "Forwarded", `for=192.0.2.1;host="registry.example:8080";proto=http, for=10.0.0.1`},
+		{"Origin", "https://registry.example", "X-Forwarded-Host", "registry.example:443"},
 	} {
 		var out struct {
 			Access struct{ Token struct{ ID string } }
