@@ -129,7 +129,6 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP)
 	defer signal.Stop(sigs)
-	supervise.SurviveClosedOutput()
 	var f serverFlags
 	fs := newFlagSet("server", "svcreg server [--dev | --users FILE] [flags]", serverDescription, stdout)
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:8420", "`address` to listen on")
@@ -196,6 +195,8 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		}
 		return runDBCommand(f.db, f.dataDir, stdout)
 	}
+	// The server: it lives on when its log's reader goes away.
+	supervise.SurviveClosedOutput()
 	if !f.dev && f.users == "" {
 		return usagef("give --users FILE, or --dev to let anyone in with API key \"dev\"")
 	}

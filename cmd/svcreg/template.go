@@ -237,8 +237,12 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	if f.once {
 		return runOnce(ctx, log, w, loop, set, f.onceTimeout)
 	}
-	// A daemon: it lives on when its log's reader goes away.
-	supervise.SurviveClosedOutput()
+	// A daemon: it lives on when its log's reader goes away; with --dry
+	// its output is its diffs, and a reader that went away (| head) ends
+	// it as it ends any program.
+	if !f.dry {
+		supervise.SurviveClosedOutput()
+	}
 
 	sets := make(chan *render.Set)
 	loop.Sets = sets
