@@ -35,6 +35,11 @@ type fault struct {
 	// RetryAfter, if not zero, is sent as Retry-After, in whole seconds
 	// rounded up.
 	RetryAfter time.Duration
+	// readRefused marks a list read refused before its answer was made
+	// (too many of the account's waiting, or its unsent answers at their
+	// bound): the daily GET limit gives its count back, so that clients
+	// that wait out a busy minute do not spend the account's day.
+	readRefused bool
 }
 
 func (f *fault) Error() string { return f.Type + ": " + f.Message }

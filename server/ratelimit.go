@@ -32,8 +32,9 @@ func newRateLimiter(limit int, now func() time.Time) *rateLimiter {
 }
 
 // take counts one request and reports how many the window held before it,
-// and whether the request is within the limit.
-func (l *rateLimiter) take(tenant string) (used int, ok bool) {
+// the bucket it counted it in (0 if it did not), and whether the request
+// is within the limit.
+func (l *rateLimiter) take(tenant string) (used int, at int64, ok bool) {
 	idx := l.now().UnixNano() / int64(rateBucket)
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -45,11 +46,28 @@ func (l *rateLimiter) take(tenant string) (used int, ok bool) {
 	c.advance(idx)
 	used = c.total
 	if used >= l.limit {
-		return used, false
+		return used, 0, false
 	}
 	c.buckets[idx%int64(rateBuckets)]++
 	c.total++
-	return used, true
+	return used, idx, true
+}
+
+// giveBack takes back a request take counted in bucket at, if the window
+// still holds that bucket.
+func (l *rateLimiter) giveBack(tenant string, at int64) {
+	idx := l.now().UnixNano() / int64(rateBucket)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	c := l.tenants[tenant]
+	if c == nil {
+		return
+	}
+	c.advance(idx)
+	if b := &c.buckets[at%int64(rateBuckets)]; at > c.last-int64(rateBuckets) && *b > 0 {
+		*b--
+		c.total--
+	}
 }
 
 // used reports the window's count without counting a request.

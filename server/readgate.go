@@ -74,7 +74,9 @@ func (g *readGate) enter(ctx context.Context, tenant string) (leave func(), err 
 		g.mu.Unlock()
 		g.refused.Inc()
 		g.done(tenant, a)
-		return nil, rateLimited(fmt.Sprintf("Limit of %d list reads of the account waiting at once, behind the %d that run, has been reached", g.maxWaiting, g.slots), time.Second)
+		f := rateLimited(fmt.Sprintf("Limit of %d list reads of the account waiting at once, behind the %d that run, has been reached", g.maxWaiting, g.slots), time.Second)
+		f.readRefused = true
+		return nil, f
 	}
 	a.waiting++
 	g.mu.Unlock()

@@ -33,8 +33,10 @@ type request struct {
 	query     query
 	body      body
 	// rateUsed is how many requests the rate-limit rule counted in its
-	// window before this one.
+	// window before this one; rateAt, if not 0, is the bucket it counted
+	// this one in (rateLimiter.take).
 	rateUsed int
+	rateAt   int64
 }
 
 // baseURL is {scheme}://{host} of the request (spec §2.5, §13 item 21): the

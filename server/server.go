@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -296,8 +297,8 @@ func (s *Server) handleAPI(w http.ResponseWriter, rq *request, path string) (str
 	}
 	rq.account = acct
 	if r.Method == http.MethodGet || r.Method == http.MethodHead {
-		used, ok := s.rate.take(rq.tenant)
-		rq.rateUsed = used
+		used, at, ok := s.rate.take(rq.tenant)
+		rq.rateUsed, rq.rateAt = used, at
 		if !ok {
 			return "none", &fault{Status: http.StatusBadRequest, Type: faultRateLimit,
 				Message: "Rate limit has been reached.",
@@ -312,7 +313,11 @@ func (s *Server) handleAPI(w http.ResponseWriter, rq *request, path string) (str
 	if f := s.limitWrite(rq, rt.name); f != nil {
 		return rt.name, f
 	}
-	return rt.name, rt.handle(w, rq)
+	err = rt.handle(w, rq)
+	if f := (*fault)(nil); rq.rateAt != 0 && errors.As(err, &f) && f.readRefused {
+		s.rate.giveBack(rq.tenant, rq.rateAt)
+	}
+	return rt.name, err
 }
 
 // authenticate resolves the tenant and checks the token (spec §3.2, §3.3).

@@ -59,7 +59,9 @@ func (b *unsentBudget) take(tenant string, n int) (release func(), err error) {
 	if over != "" {
 		b.mu.Unlock()
 		b.refused.Inc()
-		return nil, rateLimited(over, time.Second)
+		f := rateLimited(over, time.Second)
+		f.readRefused = true
+		return nil, f
 	}
 	b.byTenant[tenant] = mine + size
 	b.all += size
