@@ -9,6 +9,7 @@ import (
 	"errors"
 	"io/fs"
 	"log/slog"
+	"math"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -252,7 +253,9 @@ func (c *Child) Forward(sig os.Signal) {
 // longer ago (a terminal's Ctrl-C to a program that goes on) does not
 // count, or a stop long after it would leave the command no grace period.
 func (c *Child) stopping() bool {
-	return !c.termAt.IsZero() && time.Since(c.termAt) < 2*c.opts.GracePeriod
+	// Twice a grace period past half the largest duration would wrap
+	// round to a negative one: such a period has no end.
+	return !c.termAt.IsZero() && (c.opts.GracePeriod > math.MaxInt64/2 || time.Since(c.termAt) < 2*c.opts.GracePeriod)
 }
 
 // Stop sends the command SIGTERM, unless a stop is under way (stopping),

@@ -176,3 +176,17 @@ func TestSurvivesClosedOutput(t *testing.T) {
 		t.Fatalf("the program writing to a closed pipe: %v, want exit 0", err)
 	}
 }
+
+// A stop is under way for twice the grace period after it began, however
+// long the period: one near the largest duration does not wrap round.
+func TestStoppingWithTheLongestGracePeriod(t *testing.T) {
+	for _, grace := range []time.Duration{time.Second, time.Duration(1<<63 - 1)} {
+		c := &Child{opts: Options{GracePeriod: grace}, termAt: time.Now().Add(-time.Millisecond)}
+		if !c.stopping() {
+			t.Errorf("grace period %v: a stop begun a millisecond ago is not under way", grace)
+		}
+	}
+	if c := (&Child{opts: Options{GracePeriod: time.Millisecond}, termAt: time.Now().Add(-time.Second)}); c.stopping() {
+		t.Error("a stop begun 1000 grace periods ago is still under way")
+	}
+}
