@@ -31,16 +31,8 @@ func TestHeldTimeoutWaitsForAHandOverAsked(t *testing.T) {
 	// The node's list of the hand-over requests waits: it does not
 	// handle the request until the test lets it.
 	h := holdFirstWrite(cli.KV, false)
-	h.gates = func(then []clientv3.Op) bool {
-		for _, op := range then {
-			if op.IsGet() && len(op.RangeBytes()) > 0 && strings.HasPrefix(string(op.KeyBytes()), prefix+"rel/") {
-				return true
-			}
-		}
-		return false
-	}
-	var ahead atomic.Int64
-	now := func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) }
+	h.gates = listsOf(prefix + "rel/")
+	ahead, now := aheadClock()
 	s, err := Open(ctx, swapped(cli, h, nil), Options{Prefix: prefix, ReapInterval: -1, Clock: now})
 	if err != nil {
 		t.Fatal(err)
@@ -63,16 +55,8 @@ func TestHeldTimeoutWaitsForAHandOverAsked(t *testing.T) {
 	}
 	<-h.arrived
 	// Another node, alive, asks for the service for a heartbeat it took.
-	grant, err := cli.Grant(ctx, 30)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cli.Put(ctx, s.k.node("asker"), "", clientv3.WithLease(grant.ID)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cli.Put(ctx, s.k.release(s.nodeID, "t", "svc"), "asker", clientv3.WithLease(grant.ID)); err != nil {
-		t.Fatal(err)
-	}
+	askerLease := liveNode(t, cli, s, "asker")
+	askFor(t, cli, s, s.nodeID, "asker", askerLease)
 	ahead.Store(int64(10 * time.Second)) // past the deadline
 	if err := s.reapHeld(ctx, ""); err != nil {
 		t.Fatal(err)
@@ -97,9 +81,9 @@ func TestHeldTimeoutWaitsForAHandOverAsked(t *testing.T) {
 	if !ok {
 		t.Fatal("the holder timed the service out while another node asked for it")
 	}
-	if hb.Holder != "asker" || hb.HolderLease != int64(grant.ID) || hb.Deadline != deadline {
+	if hb.Holder != "asker" || hb.HolderLease != int64(askerLease) || hb.Deadline != deadline {
 		t.Fatalf("handed over as holder %q on lease %d, deadline %d; want the node that asked, on lease %d, deadline %d",
-			hb.Holder, hb.HolderLease, hb.Deadline, grant.ID, deadline)
+			hb.Holder, hb.HolderLease, hb.Deadline, askerLease, deadline)
 	}
 	if err := s.reap(ctx); err != nil {
 		t.Fatal(err)
@@ -109,7 +93,7 @@ func TestHeldTimeoutWaitsForAHandOverAsked(t *testing.T) {
 	}
 	// That node dies before its heartbeat commits: the service times out
 	// at its exact deadline.
-	if _, err := cli.Revoke(ctx, grant.ID); err != nil {
+	if _, err := cli.Revoke(ctx, askerLease); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.reap(ctx); err != nil {
@@ -151,17 +135,7 @@ func TestPeerHandsOverToTheAsker(t *testing.T) {
 	if _, err := s.CreateService(ctx, "t", store.NewService{ID: "svc", HeartbeatTimeout: 3}); err != nil {
 		t.Fatal(err)
 	}
-	live := func(node string) clientv3.LeaseID {
-		grant, err := cli.Grant(ctx, 60)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := cli.Put(ctx, s.k.node(node), "", clientv3.WithLease(grant.ID)); err != nil {
-			t.Fatal(err)
-		}
-		return grant.ID
-	}
-	holderLease, askerLease := live("holder"), live("asker")
+	holderLease, askerLease := liveNode(t, cli, s, "holder"), liveNode(t, cli, s, "asker")
 	key := s.k.heartbeat("t", "svc")
 	read := func() (hbRecord, int64) { return readHeartbeat(t, cli, key) }
 	// Held by "holder" (alive), the stored deadline an hour away; the
@@ -178,19 +152,8 @@ func TestPeerHandsOverToTheAsker(t *testing.T) {
 	s.copies.m[hbKey{"t", "svc"}] = &copyEntry{from: "holder", fromLease: int64(holderLease), lease: int64(lease), hbRev: rev, stored: held.Deadline, state: precise}
 	s.copies.mu.Unlock()
 	// A heartbeat at node "asker" asks for the service.
-	if _, err := cli.Put(ctx, s.k.release("holder", "t", "svc"), "asker", clientv3.WithLease(askerLease)); err != nil {
-		t.Fatal(err)
-	}
-	var got hbRecord
-	for start := time.Now(); ; time.Sleep(10 * time.Millisecond) {
-		var r int64
-		if got, r = read(); r != rev {
-			break
-		}
-		if time.Since(start) > 30*time.Second {
-			t.Fatal("the peer did not hand the service over")
-		}
-	}
+	askFor(t, cli, s, "holder", "asker", askerLease)
+	got := movedFrom(t, read, rev, "the peer did not hand the service over")
 	if got.Holder != "asker" || got.HolderLease != int64(askerLease) || got.Deadline != precise.Deadline {
 		t.Fatalf("handed over as holder %q on lease %d, deadline %d; want the node that asked, on lease %d, deadline %d",
 			got.Holder, got.HolderLease, got.Deadline, askerLease, precise.Deadline)
@@ -220,21 +183,13 @@ func TestPeerTimeoutWaitsForAHandOverAsked(t *testing.T) {
 	// them starts.
 	arrived, release := make(chan struct{}, 8), make(chan struct{})
 	g := &gatedKV{KV: cli.KV}
-	g.gates = func(then []clientv3.Op) bool {
-		for _, op := range then {
-			if op.IsGet() && len(op.RangeBytes()) > 0 && strings.HasPrefix(string(op.KeyBytes()), prefix+"rel/") {
-				return true
-			}
-		}
-		return false
-	}
+	g.gates = listsOf(prefix + "rel/")
 	g.gate = func(_ int32, ctx context.Context, send sendTxn) (*clientv3.TxnResponse, error) {
 		arrived <- struct{}{}
 		<-release
 		return send(ctx)
 	}
-	var ahead atomic.Int64
-	now := func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) }
+	ahead, now := aheadClock()
 	s, err := Open(ctx, swapped(cli, g, nil), Options{Prefix: prefix, PeerListen: "127.0.0.1:0", ReapInterval: -1, Clock: now})
 	if err != nil {
 		t.Fatal(err)
@@ -246,18 +201,8 @@ func TestPeerTimeoutWaitsForAHandOverAsked(t *testing.T) {
 	if _, err := s.CreateService(ctx, "t", store.NewService{ID: "svc", HeartbeatTimeout: 3}); err != nil {
 		t.Fatal(err)
 	}
-	grant := func() clientv3.LeaseID {
-		g, err := cli.Grant(ctx, 60)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return g.ID
-	}
 	// The holder is dead: its lease has no node key.
-	holderLease, askerLease := grant(), grant()
-	if _, err := cli.Put(ctx, s.k.node("asker"), "", clientv3.WithLease(askerLease)); err != nil {
-		t.Fatal(err)
-	}
+	holderLease, askerLease := liveNode(t, cli, s, ""), liveNode(t, cli, s, "asker")
 	key := s.k.heartbeat("t", "svc")
 	read := func() (hbRecord, int64) { return readHeartbeat(t, cli, key) }
 	hb0, _ := read()
@@ -273,9 +218,7 @@ func TestPeerTimeoutWaitsForAHandOverAsked(t *testing.T) {
 	s.copies.mu.Unlock()
 	// A heartbeat at node "asker" asks the holder for the service; the
 	// copy's deadline passes before the peer handles the request.
-	if _, err := cli.Put(ctx, s.k.release("holder", "t", "svc"), "asker", clientv3.WithLease(askerLease)); err != nil {
-		t.Fatal(err)
-	}
+	askFor(t, cli, s, "holder", "asker", askerLease)
 	ahead.Store(int64(10 * time.Second))
 	if err := s.reapCopies(ctx, ""); err != nil {
 		t.Fatal(err)
@@ -306,8 +249,7 @@ func TestHolderWithoutMemoryHandsOverToTheAsker(t *testing.T) {
 	c := etcdtest.Start(t, etcdtest.Options{})
 	cli := etcdtest.Client(t, c.Endpoints()...)
 	ctx := t.Context()
-	var ahead atomic.Int64
-	now := func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) }
+	ahead, now := aheadClock()
 	s, err := Open(ctx, cli, Options{Prefix: "/no-memory-asker/", ReapInterval: -1, Clock: now})
 	if err != nil {
 		t.Fatal(err)
@@ -325,29 +267,12 @@ func TestHolderWithoutMemoryHandsOverToTheAsker(t *testing.T) {
 	held.Holder, held.HolderLease = s.nodeID, int64(lease)
 	held.Deadline = time.Now().Add(time.Second).UnixNano()
 	rev := writeHeartbeat(t, cli, s, "t", "svc", hb0.Deadline, held)
-	grant, err := cli.Grant(ctx, 60)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cli.Put(ctx, s.k.node("asker"), "", clientv3.WithLease(grant.ID)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cli.Put(ctx, s.k.release(s.nodeID, "t", "svc"), "asker", clientv3.WithLease(grant.ID)); err != nil {
-		t.Fatal(err)
-	}
-	var got hbRecord
-	for start := time.Now(); ; time.Sleep(10 * time.Millisecond) {
-		var r int64
-		if got, r = read(); r != rev {
-			break
-		}
-		if time.Since(start) > 30*time.Second {
-			t.Fatal("the node did not hand the service over")
-		}
-	}
-	if got.Holder != "asker" || got.HolderLease != int64(grant.ID) || got.Deadline != held.Deadline || !got.Loose {
+	askerLease := liveNode(t, cli, s, "asker")
+	askFor(t, cli, s, s.nodeID, "asker", askerLease)
+	got := movedFrom(t, read, rev, "the node did not hand the service over")
+	if got.Holder != "asker" || got.HolderLease != int64(askerLease) || got.Deadline != held.Deadline || !got.Loose {
 		t.Fatalf("handed over as holder %q on lease %d, deadline %d, loose %v; want the node that asked, on lease %d, deadline %d, loose",
-			got.Holder, got.HolderLease, got.Deadline, got.Loose, grant.ID, held.Deadline)
+			got.Holder, got.HolderLease, got.Deadline, got.Loose, askerLease, held.Deadline)
 	}
 	ahead.Store(int64(10 * time.Second)) // past the deadline
 	if err := s.reap(ctx); err != nil {
@@ -390,4 +315,62 @@ func writeHeartbeat(t *testing.T, cli *clientv3.Client, s *Store, tenant, id str
 		t.Fatal(err)
 	}
 	return tr.Header.Revision
+}
+
+// listsOf chooses, for a gated KV, the list reads of keys under prefix (a
+// watch's first list).
+func listsOf(prefix string) func(then []clientv3.Op) bool {
+	return func(then []clientv3.Op) bool {
+		for _, op := range then {
+			if op.IsGet() && len(op.RangeBytes()) > 0 && strings.HasPrefix(string(op.KeyBytes()), prefix) {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// aheadClock is a store's clock that a test moves ahead of the time.
+func aheadClock() (*atomic.Int64, func() time.Time) {
+	ahead := new(atomic.Int64)
+	return ahead, func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) }
+}
+
+// liveNode grants a lease and, unless node is "" (a dead node's lease),
+// puts node's key on it, as a live node of s's registry has.
+func liveNode(t *testing.T, cli *clientv3.Client, s *Store, node string) clientv3.LeaseID {
+	t.Helper()
+	grant, err := cli.Grant(t.Context(), 60)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if node != "" {
+		if _, err := cli.Put(t.Context(), s.k.node(node), "", clientv3.WithLease(grant.ID)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return grant.ID
+}
+
+// askFor puts a request of node asker (on its lease) to holder to hand
+// service t/svc over, as a heartbeat at asker does.
+func askFor(t *testing.T, cli *clientv3.Client, s *Store, holder, asker string, lease clientv3.LeaseID) {
+	t.Helper()
+	if _, err := cli.Put(t.Context(), s.k.release(holder, "t", "svc"), asker, clientv3.WithLease(lease)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// movedFrom waits until read gives a revision other than rev, and returns
+// the record then; it fails the test with msg after 30 s.
+func movedFrom(t *testing.T, read func() (hbRecord, int64), rev int64, msg string) hbRecord {
+	t.Helper()
+	for start := time.Now(); ; time.Sleep(10 * time.Millisecond) {
+		if got, r := read(); r != rev {
+			return got
+		}
+		if time.Since(start) > 30*time.Second {
+			t.Fatal(msg)
+		}
+	}
 }
