@@ -601,7 +601,9 @@ func (s *Store) txnSends(ctx context.Context, timeout time.Duration, as hedging,
 // succeeds, each change logged.
 func (s *Store) noteSpace(then []clientv3.Op, err error) {
 	full := isNoSpace(err)
-	if !full && (err != nil || !slices.ContainsFunc(then, func(op clientv3.Op) bool { return op.IsPut() || op.IsTxn() })) {
+	// The common case, a write that succeeds while etcd has space, reads
+	// one flag and no more.
+	if full == s.spaceFull.Load() || !full && (err != nil || !slices.ContainsFunc(then, func(op clientv3.Op) bool { return op.IsPut() || op.IsTxn() })) {
 		return
 	}
 	if s.spaceFull.Swap(full) == full {
