@@ -494,11 +494,9 @@ func (a *Adapter) drainLoop(ctx context.Context) error {
 	iids := map[string]string{} // backends' numeric ids, for busy
 	for {
 		a.mu.Lock()
-		var ids []string
 		looked := map[string]*drain{} // the drains whose sessions busy looks at
 		for id, d := range a.drains {
 			if d.deleting.IsZero() {
-				ids = append(ids, id)
 				looked[id] = d
 			}
 		}
@@ -510,11 +508,11 @@ func (a *Adapter) drainLoop(ctx context.Context) error {
 			return nil
 		}
 		a.mu.Unlock()
-		busy, err := a.busy(ctx, ids, iids)
+		busy, err := a.busy(ctx, looked, iids)
 		if err != nil {
 			return err
 		}
-		if err := a.sweep(ctx, looked, set(busy)); err != nil {
+		if err := a.sweep(ctx, looked, busy); err != nil {
 			return err
 		}
 		select {
@@ -523,14 +521,6 @@ func (a *Adapter) drainLoop(ctx context.Context) error {
 		case <-time.After(a.poll):
 		}
 	}
-}
-
-func set(ids []string) map[string]bool {
-	m := make(map[string]bool, len(ids))
-	for _, id := range ids {
-		m[id] = true
-	}
-	return m
 }
 
 // sweep takes each drain under way a step, backend by backend: a drain
@@ -673,15 +663,15 @@ func (a *Adapter) deleteDrained(ctx context.Context, b string, ds []*drain) erro
 	return nil
 }
 
-// busy returns the servers among ids that still have sessions or queued
+// busy returns the servers among ids (the keys: "backend/server") that still have sessions or queued
 // requests; a server missing from HAProxy's answer counts as busy. It asks
 // "show stat" by the backend's numeric id, not its name: by name, a
 // frontend of the same name is found first, and no server is listed.
 // iids holds the ids found so far, by backend name; it is the drain
 // loop's own.
-func (a *Adapter) busy(ctx context.Context, ids []string, iids map[string]string) ([]string, error) {
+func (a *Adapter) busy(ctx context.Context, ids map[string]*drain, iids map[string]string) (map[string]bool, error) {
 	backends := map[string]bool{}
-	for _, id := range ids {
+	for id := range ids {
 		b, _, _ := strings.Cut(id, "/")
 		backends[b] = true
 	}
@@ -691,10 +681,10 @@ func (a *Adapter) busy(ctx context.Context, ids []string, iids map[string]string
 			return nil, err
 		}
 	}
-	var out []string
-	for _, id := range ids {
+	out := map[string]bool{}
+	for id := range ids {
 		if n, ok := sessions[id]; !ok || n > 0 {
-			out = append(out, id)
+			out[id] = true
 		}
 	}
 	return out, nil
