@@ -25,6 +25,24 @@ func (c Config) URLs() []string {
 	return splitURLs(c.URL)
 }
 
+// PublicURL is a Config.URL without the user information, query or
+// fragment of its URLs, which can hold credentials (a password the client
+// sends as Basic auth, an x-auth-token), split as the client splits the
+// list; a URL that does not parse is left out as "".
+func PublicURL(list string) string {
+	urls := Config{URL: list}.URLs()
+	for i, s := range urls {
+		p, err := url.Parse(s)
+		if err != nil {
+			urls[i] = ""
+			continue
+		}
+		p.User, p.RawQuery, p.ForceQuery, p.Fragment, p.RawFragment = nil, "", false, "", ""
+		urls[i] = p.String()
+	}
+	return strings.Join(urls, ",")
+}
+
 // splitURLs splits a Config.URL into its URLs, with the spaces around
 // each dropped. Only a comma followed by another URL (after spaces and
 // commas: scheme://) or by nothing splits, or one right after a split (an

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -272,7 +271,8 @@ var hiddenEnv = []string{"SVCREG_API_KEY", "SVCREG_PASSWORD", "SVCREG_TOKEN"}
 
 // urlEnv are the environment variables that name the registry's URLs,
 // whose user information (http://user:password@host) the client sends as
-// credentials: templates and commands see them without it.
+// credentials, and whose query may hold a token: templates and commands
+// see them as the status page shows them (registry.PublicURL).
 var urlEnv = []string{"SVCREG_URL", "SVCREG_AUTH_URL"}
 
 func templateEnv(name string) string {
@@ -282,27 +282,19 @@ func templateEnv(name string) string {
 
 // shownEnv is what a template or a command sees of the environment
 // variable name=v: nothing of the renderer's credentials (ok false), and
-// its URLs without their user information.
+// its URLs without their user information, query or fragment.
 func shownEnv(name, v string) (string, bool) {
 	switch {
 	case slices.Contains(hiddenEnv, name):
 		return "", false
-	case slices.Contains(urlEnv, name) && strings.Contains(v, "@"):
-		// Split as the client splits: a comma in a password does not
-		// end its URL.
-		urls := []string{v}
-		if name == "SVCREG_URL" {
-			urls = registry.Config{URL: v}.URLs()
+	case slices.Contains(urlEnv, name) && v != "":
+		// As the status page shows them. PublicURL leaves a URL that
+		// does not parse out as an empty one: then none is shown.
+		p := registry.PublicURL(v)
+		if slices.Contains(strings.Split(p, ","), "") {
+			return "", false
 		}
-		for i, raw := range urls {
-			u, err := url.Parse(raw)
-			if err != nil || u.Host == "" {
-				return "", false
-			}
-			u.User = nil
-			urls[i] = u.String()
-		}
-		return strings.Join(urls, ","), true
+		return p, true
 	}
 	return v, true
 }

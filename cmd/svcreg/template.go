@@ -292,7 +292,7 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 		// and registry connections.
 		addBoundedServer(&g, log, ln, statuspage.LoopbackOnly(ln.Addr(), mux), statusConns)
 	}
-	log.Info("svcreg template started", "templates", set.Len(), "registry", statuspage.PublicURL(cfg.Registry.URL), "dry", f.dry)
+	log.Info("svcreg template started", "templates", set.Len(), "registry", registry.PublicURL(cfg.Registry.URL), "dry", f.dry)
 	err = g.Run()
 	if errors.Is(err, errStopped) {
 		if ex != nil {

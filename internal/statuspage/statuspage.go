@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -91,7 +90,7 @@ func Handler(c Config) http.Handler {
 	if len(registry.Config{URL: c.Registry}.URLs()) < 2 {
 		c.InUse = nil // one URL: always the one in use
 	}
-	reg := PublicURL(c.Registry)
+	reg := registry.PublicURL(c.Registry)
 	return ui.ReadOnly(ContentSecurityPolicy, "no-store", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/":
@@ -110,23 +109,6 @@ func Handler(c Config) http.Handler {
 			http.NotFound(w, r)
 		}
 	}))
-}
-
-// PublicURL is u without user info, query or fragment, which could hold
-// credentials; "" if u does not parse. A list of URLs (a
-// registry.Config.URL) is shown so URL by URL.
-func PublicURL(u string) string {
-	urls := registry.Config{URL: u}.URLs()
-	for i, s := range urls {
-		p, err := url.Parse(s)
-		if err != nil {
-			urls[i] = ""
-			continue
-		}
-		p.User, p.RawQuery, p.ForceQuery, p.Fragment, p.RawFragment = nil, "", false, "", ""
-		urls[i] = p.String()
-	}
-	return strings.Join(urls, ",")
 }
 
 type view struct {
@@ -157,7 +139,7 @@ type stepView struct {
 func build(c Config, reg string) view {
 	v := view{Now: time.Now(), Refresh: int(c.Refresh / time.Second), Registry: reg, Account: c.Account}
 	if c.InUse != nil {
-		v.InUse = PublicURL(c.InUse())
+		v.InUse = registry.PublicURL(c.InUse())
 	}
 	if v.Refresh < 1 {
 		v.Refresh = 1
