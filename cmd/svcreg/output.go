@@ -42,7 +42,7 @@ func writeJSON(w io.Writer, v any) error {
 // strings JSON text is ASCII, so only strings change, and they say the
 // same.
 func jsonSafe(b []byte) []byte {
-	shows := func(r rune) bool { return r == '\n' || r != '\t' && printable.Shows(r) }
+	shows := func(r rune) bool { return r != '\t' && printable.Shows(r) } // Shows takes newlines
 	if printable.AllShown(string(b), shows) {
 		return b
 	}
