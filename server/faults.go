@@ -35,10 +35,11 @@ type fault struct {
 	// RetryAfter, if not zero, is sent as Retry-After, in whole seconds
 	// rounded up.
 	RetryAfter time.Duration
-	// readRefused marks a list read refused before its answer was made
-	// (too many of the account's waiting, or its unsent answers at their
-	// bound): the daily GET limit gives its count back, so that clients
-	// that wait out a busy minute do not spend the account's day.
+	// readRefused marks a list read refused before it was read (too many
+	// of the account's waiting for their turn): the daily GET limit gives
+	// its count back, so that clients that wait out a busy minute do not
+	// spend the account's day. One refused by --max-unsent-bytes was read
+	// and encoded, and counts.
 	readRefused bool
 }
 

@@ -59,9 +59,7 @@ func (b *unsentBudget) take(tenant string, n int) (release func(), err error) {
 	if over != "" {
 		b.mu.Unlock()
 		b.refused.Inc()
-		f := rateLimited(over, time.Second)
-		f.readRefused = true
-		return nil, f
+		return nil, rateLimited(over, time.Second)
 	}
 	b.byTenant[tenant] = mine + size
 	b.all += size
