@@ -1100,18 +1100,12 @@ func (s *Store) handOverCopy(ctx context.Context, k hbKey, c copyEntry, relKey s
 	next := c.state
 	next.Holder, next.HolderLease, next.Loose = "", 0, false
 	fence := clientv3.Compare(clientv3.LeaseValue(s.k.node(s.nodeID)), "=", c.lease)
+	// A request that cannot be read is read again with the next pass
+	// (pendingRel), rather than the service handed over with no holder.
 	to, err := s.askerOf(ctx, relKey)
 	var written bool
-	if err == nil && to.node != "" {
-		next.Holder, next.HolderLease = to.node, to.lease
-		written, _, err = s.writeHandOver(ctx, "hand over a copied service", k.tenant, k.id, c.stored, c.hbRev, next, relKey,
-			fence, clientv3.Compare(clientv3.LeaseValue(relKey), "=", to.lease))
-		if err == nil && !written {
-			next.Holder, next.HolderLease = "", 0
-		}
-	}
-	if !written && next.Holder == "" {
-		written, _, err = s.writeHandOver(ctx, "hand over a copied service", k.tenant, k.id, c.stored, c.hbRev, next, relKey, fence)
+	if err == nil {
+		written, next.Holder, err = s.writeHandOverTo(ctx, "hand over a copied service", k.tenant, k.id, c.stored, c.hbRev, next, relKey, to, fence)
 	}
 	s.copies.mu.Lock()
 	if e := s.copies.m[k]; e != nil && e.hbRev == c.hbRev {

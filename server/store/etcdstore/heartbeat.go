@@ -867,22 +867,12 @@ func (s *Store) release(ctx context.Context, tenantID, id string, to asker) erro
 			if !exact {
 				next = hb
 			}
-			next.Holder, next.HolderLease, next.Loose = "", 0, !exact
-			var written bool
-			if to.node != "" {
-				// To the node whose heartbeat asked, as above: handed
-				// back with no holder, the service could time out
-				// before that heartbeat commits.
-				next.Holder, next.HolderLease = to.node, to.lease
-				written, _, err = s.writeHandOver(ctx, "hand over a service", tenantID, id, hb.Deadline, kv.ModRevision, next, rel,
-					clientv3.Compare(clientv3.LeaseValue(rel), "=", to.lease))
-				if err == nil && !written {
-					next.Holder, next.HolderLease = "", 0
-				}
-			}
-			if err == nil && !written && next.Holder == "" {
-				written, _, err = s.writeHandOver(ctx, "hand over a service", tenantID, id, hb.Deadline, kv.ModRevision, next, rel)
-			}
+			next.Loose = !exact
+			// To the node whose heartbeat asked, as above: handed back
+			// with no holder, the service could time out before that
+			// heartbeat commits.
+			written, holder, err := s.writeHandOverTo(ctx, "hand over a service", tenantID, id, hb.Deadline, kv.ModRevision, next, rel, to)
+			next.Holder = holder
 			s.log.Debug("hand back a service this node had no memory of", "tenant", tenantID, "id", id,
 				"deadline", time.Unix(0, next.Deadline).UTC(), "exact", exact, "to", next.Holder,
 				"written", written, "err", err)
@@ -890,6 +880,26 @@ func (s *Store) release(ctx context.Context, tenantID, id string, to asker) erro
 		}
 	}
 	return s.again(ctx, "delete a hand-over request", nil, clientv3.OpDelete(rel))
+}
+
+// writeHandOverTo writes next as writeHandOver does, handed over to the
+// node whose heartbeat asked (to; on the lease of its request rel, while
+// the request is there), or with no holder if to names none or that write
+// finds the request withdrawn; extra conditions hold for either write. It
+// reports whether it wrote, and the holder it wrote.
+func (s *Store) writeHandOverTo(ctx context.Context, what, tenantID, id string, stored, rev int64, next hbRecord, rel string, to asker, extra ...clientv3.Cmp) (bool, string, error) {
+	next.Holder, next.HolderLease = "", 0
+	if to.node != "" {
+		next.Holder, next.HolderLease = to.node, to.lease
+		written, _, err := s.writeHandOver(ctx, what, tenantID, id, stored, rev, next, rel,
+			append(slices.Clip(extra), clientv3.Compare(clientv3.LeaseValue(rel), "=", to.lease))...)
+		if err != nil || written {
+			return written, next.Holder, err
+		}
+		next.Holder, next.HolderLease = "", 0
+	}
+	written, _, err := s.writeHandOver(ctx, what, tenantID, id, stored, rev, next, rel, extra...)
+	return written, "", err
 }
 
 // writeHandOver writes next, a service's state handed over (no holder, or
