@@ -9,13 +9,13 @@ import (
 	"errors"
 	"io/fs"
 	"log/slog"
-	"math"
 	"os"
 	"os/exec"
 	"os/signal"
 	"runtime"
 	"slices"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -61,8 +61,10 @@ type Supervisor struct {
 // starts still gets SIGPIPE's default action: the subscription is not
 // inherited, as an ignored signal would be.
 func SurviveClosedOutput() {
-	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+	surviveOnce.Do(func() { signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE) })
 }
+
+var surviveOnce sync.Once
 
 // New subscribes to the signals that are passed on and to SIGCHLD, makes
 // the program a child subreaper, and reaps orphans from then on; the
@@ -253,9 +255,9 @@ func (c *Child) Forward(sig os.Signal) {
 // longer ago (a terminal's Ctrl-C to a program that goes on) does not
 // count, or a stop long after it would leave the command no grace period.
 func (c *Child) stopping() bool {
-	// Twice a grace period past half the largest duration would wrap
-	// round to a negative one: such a period has no end.
-	return !c.termAt.IsZero() && (c.opts.GracePeriod > math.MaxInt64/2 || time.Since(c.termAt) < 2*c.opts.GracePeriod)
+	// Halved rather than the period doubled, which past half the
+	// largest duration would wrap round to a negative one.
+	return !c.termAt.IsZero() && time.Since(c.termAt)/2 < c.opts.GracePeriod
 }
 
 // Stop sends the command SIGTERM, unless a stop is under way (stopping),
