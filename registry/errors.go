@@ -182,6 +182,12 @@ func (e *Error) detailsText() string {
 	}
 }
 
+// foreign404 reports whether e is a 404 without the registry's fault (a
+// proxy's or balancer's page): it says nothing of the object asked for.
+func (e *Error) foreign404() bool {
+	return e.StatusCode == http.StatusNotFound && e.Type != FaultNotFound
+}
+
 // Is reports whether e is the fault a sentinel error stands for.
 func (e *Error) Is(target error) bool {
 	if e.Identity && target != ErrUnauthorized && target != ErrRateLimited {
@@ -191,7 +197,7 @@ func (e *Error) Is(target error) bool {
 	case ErrNotFound:
 		// The registry's own: a proxy's or balancer's 404 page (a route
 		// it lost, a node it took out) says nothing of the object.
-		return e.StatusCode == http.StatusNotFound && e.Type == FaultNotFound
+		return e.StatusCode == http.StatusNotFound && !e.foreign404()
 	case ErrServiceExists:
 		return e.Type == FaultServiceExists
 	case ErrLimitReached:
@@ -231,7 +237,7 @@ func Temporary(err error) bool {
 	}
 	switch {
 	case e.StatusCode >= 500,
-		e.StatusCode == http.StatusNotFound && e.Type != FaultNotFound, // not the registry's
+		e.foreign404(),
 		e.StatusCode == http.StatusUnauthorized,
 		e.StatusCode == http.StatusRequestTimeout,
 		e.StatusCode == http.StatusTooManyRequests,

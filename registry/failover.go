@@ -465,7 +465,7 @@ func nodeFailed(ctx context.Context, err error) bool {
 	var e *Error
 	if errors.As(err, &e) {
 		return e.StatusCode == http.StatusBadGateway || e.StatusCode == http.StatusServiceUnavailable || e.StatusCode == http.StatusGatewayTimeout ||
-			e.StatusCode == http.StatusNotFound && e.Type != FaultNotFound && !e.Identity
+			e.foreign404() && !e.Identity
 	}
 	var ue *url.Error
 	return errors.As(err, &ue) || errors.Is(err, errBodyCut)
