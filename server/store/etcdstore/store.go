@@ -621,8 +621,7 @@ func (s *Store) noteSpace(then []clientv3.Op, err error) {
 // isNoSpace reports whether err is etcd refusing a write for want of
 // space.
 func isNoSpace(err error) bool {
-	return err != nil && (errors.Is(err, rpctypes.ErrNoSpace) || errors.Is(err, rpctypes.ErrGRPCNoSpace) ||
-		strings.Contains(err.Error(), rpctypes.ErrNoSpace.Error()))
+	return errors.Is(err, rpctypes.ErrNoSpace) // the client turns etcd's gRPC error into it
 }
 
 // lateWrite is a write held back by a test (Store.late).
