@@ -1157,7 +1157,7 @@ func forward(ctx context.Context, r *http.Request, target *url.URL) {
 }
 
 // A registry that takes longer than 10 s to answer a registration (here
-// 10.5 s, within the service's 12 s timeout) is waited for, up to the
+// 10.5 s, well within the service's 30 s timeout) is waited for, up to the
 // registration attempt's own bound (30 s): a
 // client-wide timeout of 10 s used to cut every such answer, and the
 // wrapper, sending its create again, found its own service holding the id.
@@ -1183,7 +1183,7 @@ func TestSlowRegistrationAnswerIsWaitedFor(t *testing.T) {
 		}
 		rp.ServeHTTP(w, r)
 	})
-	w := startWrapper(t, f.dir, env, append([]string{"--id=slow", "--interval=4"}, sh(untilStop, f.dir)...)...)
+	w := startWrapper(t, f.dir, env, append([]string{"--id=slow", "--interval=10"}, sh(untilStop, f.dir)...)...)
 	f.waitHeartbeat("slow")
 	if n := creates.Load(); n != 1 {
 		t.Errorf("%d creates sent, want 1:\n%s", n, w.logs())
