@@ -187,7 +187,7 @@ func (s *Server) writeEventsPage(w http.ResponseWriter, rq *request, limit int, 
 
 // eventsJSON is the list envelope of an events page; metadata.marker is
 // always null on /events (spec §6.5). The events are the store's JSON as
-// it stored them (compact, from json.Marshal), joined as they are: passed
+// it stored them (compact, from store.MarshalJSON), joined as they are: passed
 // through json.Marshal as RawMessages, a page of 1 MiB was validated and
 // compacted again, five times the CPU, at every read and long-poll answer.
 func eventsJSON(page store.EventPage, limit int, hrefPrefix string, q query) []byte {
