@@ -196,8 +196,14 @@ func TestPeerTimeoutWaitsForAHandOverAsked(t *testing.T) {
 	}
 	t.Cleanup(func() { s.Close() })
 	t.Cleanup(func() { close(release) }) // first: Close waits for the lists held
-	<-arrived
-	<-arrived
+	// The node's own requests, and those to its copies' holders.
+	for range 2 {
+		select {
+		case <-arrived:
+		case <-time.After(30 * time.Second):
+			t.Fatal("the node did not start listing the hand-over requests")
+		}
+	}
 	if _, err := s.CreateService(ctx, "t", store.NewService{ID: "svc", HeartbeatTimeout: 3}); err != nil {
 		t.Fatal(err)
 	}
