@@ -248,7 +248,9 @@ func testEventsPageBoundedInBytes(t *testing.T, kind string) {
 	t.Parallel()
 	srv := testserver.Start(t, testserver.Options{Store: kind})
 	c := newAPI(t, srv)
-	c.create("big", 60)
+	// Heartbeated along: 300 writes can take a minute under the race
+	// detector on a busy machine.
+	tok := c.create("big", 120)
 	// 18 values of 250 '<' (a body under 5,000 bytes): an update event of
 	// about 4.7 kB.
 	meta := map[string]string{}
@@ -263,6 +265,11 @@ func testEventsPageBoundedInBytes(t *testing.T, kind string) {
 		enc.SetEscapeHTML(false) // as sent, one byte each
 		enc.Encode(map[string]any{"metadata": meta})
 		c.do("PUT", "/services/big", body.Bytes()).want(204)
+		if i%50 == 49 {
+			var hb struct{ Token string }
+			c.heartbeat("big", tok).want(200).json(&hb)
+			tok = hb.Token
+		}
 	}
 	r := c.do("GET", "/events?limit=1000&include=service.update", nil)
 	evs, m := list[event](r)
