@@ -119,9 +119,9 @@ interrupted (Ctrl-C, SIGTERM) or, with --count, after that many events.
 Without --marker it starts now and shows only new events; with it, it
 starts after the event with that id (the last one you saw), so that a tail
 can be resumed. It long-polls the registry and rides out the registry's
-restarts, also one under way when it starts; a refusal (credentials it does
-not take) or a --url that does not answer as the API ends it, with exit
-status 1. With --output json, one JSON object per line.`, stdout)
+restarts, also one under way when it starts, and its internal errors (500);
+a refusal (credentials it does not take) or a --url that does not answer
+as the API ends it, with exit status 1. With --output json, one JSON object per line.`, stdout)
 	marker := f.fs.String("marker", "", "event `id` to follow the feed after; default: now")
 	typ := f.fs.String("type", "", "show only events of this `type`, e.g. service.join")
 	count := f.fs.Int("count", 0, "exit after `N` events; 0 to follow until interrupted")
@@ -220,9 +220,10 @@ type tailRefused struct{ err error }
 func (r tailRefused) Error() string { return r.err.Error() }
 
 // registryDown reports whether err says the registry could not be reached
-// or answered that it cannot serve now (502, 503, 504, 429, or the
-// account's rate limit), as while it restarts: not a refusal, a
-// certificate not trusted, or an answer that is not the API's.
+// or answered that it cannot serve now (500, 502, 503, 504, 429, or the
+// account's rate limit), as while it restarts or a proxy before it fails
+// (spec §4: the original answered a proxy's errors 500 internalError): not
+// a refusal, a certificate not trusted, or an answer that is not the API's.
 func registryDown(err error) bool {
 	if errors.Is(err, registry.ErrRateLimited) {
 		return true
@@ -230,7 +231,7 @@ func registryDown(err error) bool {
 	var e *registry.Error
 	if errors.As(err, &e) {
 		switch e.StatusCode {
-		case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout, http.StatusTooManyRequests:
+		case http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout, http.StatusTooManyRequests:
 			return true
 		}
 		return false

@@ -138,7 +138,8 @@ func TestEventsTailFromNow(t *testing.T) {
 }
 
 // A tail from now started while the registry is down (503, as a node
-// without its store answers) or rate-limits the account (svcreg's
+// without its store answers), fails (500 internalError, as the original
+// answered its proxy's errors) or rate-limits the account (svcreg's
 // rateLimitReached, a 400) waits for it, saying so, as a tail with
 // --marker does, then follows the events.
 func TestEventsTailFromNowWaitsForTheRegistry(t *testing.T) {
@@ -149,6 +150,11 @@ func TestEventsTailFromNowWaitsForTheRegistry(t *testing.T) {
 	}{
 		{"down", func(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "restarting", http.StatusServiceUnavailable)
+		}},
+		{"internal error", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusInternalServerError)
+			io.WriteString(w, `{"type":"internalError","code":500,"message":"Internal Error","details":"Internal Error","txnId":"t"}`)
 		}},
 		{"rate limited", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
