@@ -159,7 +159,7 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.IntVar(&f.login.FailuresPerUser, "login-failures-per-user", server.DefaultAuthLimits.FailuresPerUser, "failed password logins per minute that may name one username before\nits password logins are refused (429) without a check (API-key logins\nare not); -1 for no limit")
 	fs.IntVar(&f.login.IssuesPerUser, "token-issues-per-user", server.DefaultAuthLimits.IssuesPerUser, "tokens one user may be issued per hour (each is stored until it expires);\n-1 for no limit")
 	fs.IntVar(&f.login.BcryptConcurrency, "bcrypt-concurrency", server.DefaultAuthLimits.BcryptConcurrency, "password checks (bcrypt) that may run at once, by default half the CPUs;\nmore wait, up to 64, for at most 5s, then get 503")
-	fs.Float64Var(&f.writeRate, "write-rate", server.DefaultWriteRate, "writes (service creates, updates, deletes; configuration sets, deletes) a tenant\nmay make per second after a burst of --write-burst; heartbeats do not count, but\non the etcd store those that move a service from another node have a budget of\ntheir own: this rate or one a second for every 3 live services, after a burst of\n--write-burst or the live services, whichever is more; 0: no limit")
+	fs.Float64Var(&f.writeRate, "write-rate", server.DefaultWriteRate, "writes (service creates, updates, deletes; configuration sets, deletes) a tenant\nmay make per second after a burst of --write-burst, at this node and, on the etcd\nstore, through all nodes together; heartbeats do not count, but on the etcd store\nthose that move a service from another node have a budget of their own: this\nrate or one a second for every 3 live services, after a burst of --write-burst or\nthe live services, whichever is more; 0: no limit")
 	fs.IntVar(&f.writeBurst, "write-burst", server.DefaultWriteBurst, "writes a tenant may make at once")
 	fs.IntVar(&f.maxEvents, "max-events", store.DefaultMaxEvents, "most events a tenant keeps; past it the oldest are deleted; 0: no limit\nbut --retention")
 	fs.Int64Var(&f.maxEventBytes, "max-event-bytes", store.DefaultMaxEventBytes, "most `bytes` of events a tenant keeps; past it the oldest are deleted; 0: no\nlimit")
@@ -601,6 +601,8 @@ func openStore(ctx context.Context, f serverFlags, log *slog.Logger, reg prometh
 		HeartbeatSlack: f.etcd.heartbeatSlack,
 		MoveRate:       f.writeRate, // -1 for --write-rate 0, as for the server
 		MoveBurst:      f.writeBurst,
+		WriteRate:      f.writeRate, // shared by the nodes
+		WriteBurst:     f.writeBurst,
 		NodeTTL:        f.etcd.nodeTTL,
 		RequestTimeout: f.etcd.requestTimeout,
 		PeerListen:     peerListen,

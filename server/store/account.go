@@ -28,6 +28,11 @@ type AccountRecord struct {
 	EventBytes   int64         `json:"event_bytes,omitempty"`
 	BytesCounted bool          `json:"event_bytes_counted,omitempty"`
 	BytesFrom    timeuuid.UUID `json:"event_bytes_from"`
+	// WriteTokens is what was left of the account's write budget at
+	// WritesAt (Unix ms), in stores whose nodes share the budget through
+	// the account (the etcd store); a zero WritesAt is a full budget.
+	WriteTokens float64 `json:"write_tokens,omitempty"`
+	WritesAt    int64   `json:"writes_at,omitempty"`
 }
 
 // Counted reports whether the account's EventBytes counts the event id.

@@ -7,6 +7,7 @@
 package etcdserver
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -113,5 +114,9 @@ func (b *backend) Open(opts testserver.Options) (testserver.Store, error) {
 		DefaultLimits: opts.Limits,
 		Retention:     opts.Retention,
 		MaxEvents:     opts.MaxEvents,
+		// The write budget the nodes share, as the server's own (none
+		// unless the test sets one).
+		WriteRate:  cmp.Or(opts.WriteRate, -1),
+		WriteBurst: opts.WriteBurst,
 	})
 }

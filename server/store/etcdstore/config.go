@@ -19,7 +19,7 @@ func (s *Store) SetConfig(ctx context.Context, tenantID, id, value string) error
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
 	key := s.k.config(tenantID, id)
-	_, err = s.write(ctx, t, "set configuration value", []string{key}, func(w *writer) error {
+	_, err = s.clientWrite(ctx, t, "set configuration value", []string{key}, func(w *writer) error {
 		var old *string
 		if kv := w.got[key]; kv != nil {
 			if string(kv.Value) == value {
@@ -51,7 +51,7 @@ func (s *Store) DeleteConfig(ctx context.Context, tenantID, id string) error {
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
 	key := s.k.config(tenantID, id)
-	_, err = s.write(ctx, t, "delete configuration value", []string{key}, func(w *writer) error {
+	_, err = s.clientWrite(ctx, t, "delete configuration value", []string{key}, func(w *writer) error {
 		kv := w.got[key]
 		if kv == nil {
 			return &store.NotFoundError{Kind: store.KindConfigValue, Key: id}

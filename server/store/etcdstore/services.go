@@ -62,7 +62,7 @@ func (s *Store) CreateService(ctx context.Context, tenantID string, ns store.New
 	rec.Normalize()
 	svcKey := s.k.service(tenantID, rec.ID)
 	var token string
-	_, err = s.write(ctx, t, "create service", []string{svcKey}, func(w *writer) error {
+	_, err = s.clientWrite(ctx, t, "create service", []string{svcKey}, func(w *writer) error {
 		if w.got[svcKey] != nil {
 			return store.ErrServiceExists
 		}
@@ -105,7 +105,7 @@ func (s *Store) UpdateService(ctx context.Context, tenantID, id string, u store.
 	return s.unheld(ctx, tenantID, id, u.HeartbeatTimeout != nil, func(hbRev int64) error {
 		t.wmu.Lock()
 		defer t.wmu.Unlock()
-		_, err := s.write(ctx, t, "update service", []string{svcKey, hbKey}, func(w *writer) error {
+		_, err := s.clientWrite(ctx, t, "update service", []string{svcKey, hbKey}, func(w *writer) error {
 			var rec store.ServiceRecord
 			if ok, err := w.getJSON(svcKey, &rec); err != nil {
 				return err
@@ -225,7 +225,7 @@ func (s *Store) DeleteService(ctx context.Context, tenantID, id string) error {
 	return s.unheld(ctx, tenantID, id, true, func(hbRev int64) error {
 		t.wmu.Lock()
 		defer t.wmu.Unlock()
-		_, err := s.write(ctx, t, "delete service", []string{svcKey, hbKey}, func(w *writer) error {
+		_, err := s.clientWrite(ctx, t, "delete service", []string{svcKey, hbKey}, func(w *writer) error {
 			var rec store.ServiceRecord
 			if ok, err := w.getJSON(svcKey, &rec); err != nil {
 				return err

@@ -162,6 +162,18 @@ type Options struct {
 	MoveRate float64
 	// MoveBurst: DefaultMoveBurst if not positive.
 	MoveBurst int
+	// WriteRate is how many writes a second (creates, updates and
+	// deletes of services; sets and deletes of configuration values) a
+	// tenant may commit through all the nodes together, after a burst of
+	// WriteBurst: the budget is kept with the account in etcd, so that
+	// adding nodes does not multiply what one account can write (and
+	// etcd's history keep). Past it a write gets a *store.RateLimitError.
+	// The server's own write limit (server.Config.WriteRate) bounds each
+	// node's share before the store is asked. DefaultWriteRate if zero;
+	// no limit if negative.
+	WriteRate float64
+	// WriteBurst: DefaultWriteBurst if not positive.
+	WriteBurst int
 }
 
 // Store is the etcd store. Open it with Open.
@@ -269,6 +281,12 @@ const (
 	DefaultMoveBurst = store.DefaultWriteBurst
 )
 
+// Defaults of Options.WriteRate and WriteBurst: the server's.
+const (
+	DefaultWriteRate  = store.DefaultWriteRate
+	DefaultWriteBurst = store.DefaultWriteBurst
+)
+
 // MoveEvery is how many live services of a tenant earn it one move a
 // second beyond MoveRate. The official clients heartbeat every 1.8 s or
 // more on average (spec §11.2: 1.8 s at the shortest timeout, 3 s; 2.0 s
@@ -358,6 +376,12 @@ func Open(ctx context.Context, cli *clientv3.Client, opts Options) (*Store, erro
 	}
 	if opts.MoveBurst <= 0 {
 		opts.MoveBurst = DefaultMoveBurst
+	}
+	if opts.WriteRate == 0 {
+		opts.WriteRate = DefaultWriteRate
+	}
+	if opts.WriteBurst <= 0 {
+		opts.WriteBurst = DefaultWriteBurst
 	}
 	if opts.CopyLinger == 0 {
 		opts.CopyLinger = DefaultCopyLinger
@@ -929,6 +953,45 @@ const maxAttempts = 100
 // over. The caller holds t.wmu. It returns the commit's revision, 0 if
 // fn wrote nothing.
 func (s *Store) write(ctx context.Context, t *tenant, what string, reads []string, fn func(w *writer) error) (int64, error) {
+	return s.writeTxn(ctx, t, what, false, reads, fn)
+}
+
+// clientWrite is write for a client's write (spec §7: a create, update or
+// delete of a service, a set or delete of a configuration value): one
+// that writes anything is paid for from the tenant's write budget, in the
+// same transaction (spendWrite).
+func (s *Store) clientWrite(ctx context.Context, t *tenant, what string, reads []string, fn func(w *writer) error) (int64, error) {
+	return s.writeTxn(ctx, t, what, true, reads, fn)
+}
+
+// spendWrite takes one write from the tenant's budget (Options.WriteRate),
+// a token bucket kept with the account, or says how long until one is
+// allowed. The bucket fills by the time since the last write that spent
+// from it, by whichever node's clock: a node whose clock is behind earns
+// nothing until it catches up, one ahead earns its lead once.
+func (w *writer) spendWrite() error {
+	r, burst := w.s.opts.WriteRate, float64(w.s.opts.WriteBurst)
+	if r < 0 {
+		return nil
+	}
+	now := w.now.UnixMilli()
+	tokens := burst
+	if w.acct.WritesAt != 0 {
+		earned := float64(max(now-w.acct.WritesAt, 0)) / 1000 * r
+		tokens = min(burst, w.acct.WriteTokens+earned)
+	}
+	if tokens < 1 {
+		w.s.metrics.writesRefused.Inc()
+		return &store.RateLimitError{
+			Wait:  time.Duration((1 - tokens) / r * float64(time.Second)),
+			Limit: fmt.Sprintf("Limit of %g write requests per second, in bursts of up to %d, through all the registry's server nodes together, has been reached", r, w.s.opts.WriteBurst),
+		}
+	}
+	w.acct.WriteTokens, w.acct.WritesAt = tokens-1, max(now, w.acct.WritesAt)
+	return nil
+}
+
+func (s *Store) writeTxn(ctx context.Context, t *tenant, what string, spends bool, reads []string, fn func(w *writer) error) (int64, error) {
 	acctKey := s.k.account(t.id)
 	for attempt := 0; ; attempt++ {
 		if attempt == maxAttempts {
@@ -966,6 +1029,12 @@ func (s *Store) write(ctx context.Context, t *tenant, what string, reads []strin
 		}
 		if len(w.ops) == 0 && len(w.events) == 0 && !w.acctDirty {
 			return 0, nil
+		}
+		if spends {
+			if err := w.spendWrite(); err != nil {
+				return 0, err
+			}
+			w.acctDirty = true
 		}
 		acctChanged := len(w.events) > 0 || w.acctDirty
 		var rawAcct []byte
