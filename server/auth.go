@@ -880,6 +880,10 @@ type authFault struct {
 }
 
 func (f *authFault) write(w http.ResponseWriter) {
+	if f == faultClientGone {
+		w.WriteHeader(statusClientGone)
+		return
+	}
 	if f.retryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(int(max(time.Second, f.retryAfter.Round(time.Second))/time.Second)))
 	}
@@ -890,6 +894,12 @@ var (
 	faultIdentityUnavailable = &authFault{status: http.StatusServiceUnavailable, kind: "serviceUnavailable", msg: "The identity store is unavailable; try again."}
 	faultInvalidCredentials  = &authFault{status: http.StatusUnauthorized, kind: "unauthorized", msg: "Username or api key is invalid."}
 	faultInvalidPassword     = &authFault{status: http.StatusUnauthorized, kind: "unauthorized", msg: "Username or password is invalid."}
+	// faultClientGone: the client went away before its credentials were
+	// checked, or its token stored (its request's context ended the
+	// wait or the store call). Nothing is answered or logged as a
+	// failure: a client hanging up at once must not make the server log
+	// an error, or count an outage, for every request it sends.
+	faultClientGone = &authFault{status: statusClientGone}
 )
 
 func tooManyRequests(retryAfter time.Duration, msg string) *authFault {
@@ -991,8 +1001,11 @@ func (a *Auth) issue(r *http.Request, user, secret string, password bool) (acces
 		ti.KeyPrint = cred
 	}
 	if err := a.cfg.Store.PutToken(r.Context(), sha256.Sum256([]byte(token)), ti); err != nil {
-		a.cfg.Logger.Error("store token", "user", logValue(user), "err", err)
 		a.issues.refund(user) // no token issued
+		if r.Context().Err() != nil {
+			return accessBody{}, faultClientGone
+		}
+		a.cfg.Logger.Error("store token", "user", logValue(user), "err", err)
 		return accessBody{}, faultIdentityUnavailable
 	}
 	return a.accessFor(r, token, ti), nil
@@ -1007,6 +1020,8 @@ func (a *Auth) authenticate(ctx context.Context, user, secret string, password b
 	case errors.Is(err, errBusy):
 		return "", "", &authFault{status: http.StatusServiceUnavailable, kind: "serviceUnavailable",
 			msg: "Too many password checks are waiting; try again.", retryAfter: time.Second}
+	case err != nil && ctx.Err() != nil:
+		return "", "", faultClientGone
 	case err != nil:
 		a.cfg.Logger.Error("authenticate", "user", logValue(user), "err", err)
 		return "", "", faultIdentityUnavailable

@@ -7,9 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/svcreg/svcreg/internal/testserver"
 	"github.com/svcreg/svcreg/server"
@@ -54,6 +58,9 @@ type logBuffer struct{ testserver.Buffer }
 func (l *logBuffer) count(t *testing.T, msg, txn string) int {
 	n := 0
 	for _, line := range bytes.Split(bytes.TrimSpace([]byte(l.String())), []byte("\n")) {
+		if len(line) == 0 {
+			continue // nothing logged
+		}
 		var rec struct{ Msg, Txn string }
 		if err := json.Unmarshal(line, &rec); err != nil {
 			t.Fatalf("log line %q: %v", line, err)
@@ -155,5 +162,127 @@ func testHealthLeavesTheStoresErrorToTheLog(t *testing.T, kind string) {
 	}
 	if n := logs.count(t, "store answers /healthz again", ""); n != 1 {
 		t.Errorf("%d records of the store's return, want 1; log:\n%v", n, &logs)
+	}
+}
+
+// hangStore holds Ping, PutToken or DevTenant until the caller's context
+// ends, and returns its error, as the etcd store does when the request
+// behind the call ends.
+type hangStore struct {
+	testserver.Store
+	ping, putToken, devTenant atomic.Bool
+}
+
+func (h *hangStore) Ping(ctx context.Context) error {
+	if h.ping.Load() {
+		<-ctx.Done()
+		return fmt.Errorf("etcd: ping: %w", ctx.Err())
+	}
+	return h.Store.Ping(ctx)
+}
+
+func (h *hangStore) PutToken(ctx context.Context, hash [32]byte, ti store.TokenInfo) error {
+	if h.putToken.Load() {
+		<-ctx.Done()
+		return fmt.Errorf("etcd: grant token lease: %w", ctx.Err())
+	}
+	return h.Store.PutToken(ctx, hash, ti)
+}
+
+func (h *hangStore) DevTenant(ctx context.Context, user string) (string, error) {
+	if h.devTenant.Load() {
+		<-ctx.Done()
+		return "", fmt.Errorf("etcd: claim dev tenant: %w", ctx.Err())
+	}
+	return h.Store.DevTenant(ctx, user)
+}
+
+// A client that hangs up while its /healthz ping or its login waits for
+// the store is no store failure: nothing is logged (anyone may ask, and
+// hang up, at any rate: each such request logged an error or flipped
+// /healthz's state), /healthz stays healthy, the request counts as 499,
+// and the login's token issue is given back.
+func TestClientGoneIsNoStoreFailure(t *testing.T) { onEachStore(t, testClientGoneIsNoStoreFailure) }
+
+func testClientGoneIsNoStoreFailure(t *testing.T, kind string) {
+	t.Parallel()
+	var logs logBuffer
+	log := slog.New(slog.NewJSONHandler(&logs, nil))
+	reg := prometheus.NewRegistry()
+	st := &hangStore{Store: testserver.NewStore(t, testserver.Options{Store: kind, ReapInterval: -1})}
+	auth := server.NewAuth(server.AuthConfig{Store: st, Dev: true, Logger: log, Registerer: reg,
+		Limits: server.AuthLimits{IssuesPerUser: 2}})
+	base := serveCustom(t, st, server.Config{Store: st, Auth: auth, Logger: log, Registerer: reg})
+	counted := func(metric, label, value string) float64 {
+		t.Helper()
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != metric {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == label && l.GetValue() == value {
+						return m.GetCounter().GetValue()
+					}
+				}
+			}
+		}
+		return 0
+	}
+	// hangUp sends a request that the client gives up on after 200 ms,
+	// and waits until the server has counted it as 499.
+	hangUp := func(method, path, body, metric, label string, was float64) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, method, base+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+			t.Fatalf("%s %s answered %d while the store held it", method, path, resp.StatusCode)
+		}
+		deadline := time.Now().Add(20 * time.Second)
+		for counted(metric, label, "499") != was+1 {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s %s: not counted as 499 within 20 s; log:\n%v", method, path, &logs)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	login := func(user string) string {
+		return fmt.Sprintf(`{"auth":{"RAX-KSKEY:apiKeyCredentials":{"username":%q,"apiKey":"dev"}}}`, user)
+	}
+
+	st.ping.Store(true)
+	hangUp("GET", "/healthz", "", "svcreg_http_requests_total", "code", 0)
+	st.ping.Store(false)
+	sendRequest(t, base, "GET", "/healthz", nil).want(200)
+
+	st.devTenant.Store(true)
+	hangUp("POST", "/v2.0/tokens", login("gone-1"), "svcreg_identity_token_requests_total", "code", 0)
+	st.devTenant.Store(false)
+	st.putToken.Store(true)
+	hangUp("POST", "/v2.0/tokens", login("gone-2"), "svcreg_identity_token_requests_total", "code", 1)
+	hangUp("POST", "/v2.0/tokens", login("gone-2"), "svcreg_identity_token_requests_total", "code", 2)
+	st.putToken.Store(false)
+	// Both token issues of gone-2's two a hour were given back.
+	for range 2 {
+		sendRequest(t, base, "POST", "/v2.0/tokens", []byte(login("gone-2"))).want(200)
+	}
+
+	for _, msg := range []string{"store does not answer /healthz", "store answers /healthz again", "store token", "authenticate"} {
+		if n := logs.count(t, msg, ""); n != 0 {
+			t.Errorf("%d log records %q, want none; log:\n%v", n, msg, &logs)
+		}
+	}
+	if n := counted("svcreg_identity_token_requests_total", "code", "503"); n != 0 {
+		t.Errorf("svcreg_identity_token_requests_total{code=\"503\"} = %v, want 0", n)
 	}
 }

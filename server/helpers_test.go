@@ -458,11 +458,13 @@ func startCustom(t *testing.T, kind string, configure func(store.Store) server.C
 	return serveCustom(t, st, configure(st))
 }
 
-// serveCustom runs a server of cfg, with --dev's logins to st, as
-// Server.Serve runs it, until the test ends, and returns its root URL.
+// serveCustom runs a server of cfg, with --dev's logins to st unless cfg
+// has an Auth, as Server.Serve runs it, until the test ends, and returns its root URL.
 func serveCustom(t *testing.T, st testserver.Store, cfg server.Config) string {
 	t.Helper()
-	cfg.Auth = server.NewAuth(server.AuthConfig{Store: st, Dev: true})
+	if cfg.Auth == nil {
+		cfg.Auth = server.NewAuth(server.AuthConfig{Store: st, Dev: true})
+	}
 	h := server.New(cfg)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

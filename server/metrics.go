@@ -101,7 +101,7 @@ func newAuthMetrics(r prometheus.Registerer) authMetrics {
 	m := authMetrics{
 		tokenRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "svcreg_identity_token_requests_total",
-			Help: "Token requests (POST /v2.0/tokens with credentials) answered, by status code; 429 and 503 are the login limits refusing.",
+			Help: "Token requests (POST /v2.0/tokens with credentials) answered, by status code; 429 and 503 are the login limits refusing, 499 a client that went away before its answer.",
 		}, []string{"code"}),
 		passwordChecks: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "svcreg_identity_password_checks_total",

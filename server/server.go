@@ -374,6 +374,12 @@ func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	err := s.store.Ping(ctx)
+	if err != nil && r.Context().Err() != nil {
+		// The client went away, which ended the ping: it says nothing
+		// of the store, and anyone may ask (and hang up) at any rate.
+		w.WriteHeader(statusClientGone)
+		return
+	}
 	if down := err != nil; s.unhealthy.Swap(down) != down {
 		if !down {
 			s.log.Info("store answers /healthz again")
