@@ -286,3 +286,32 @@ func testClientGoneIsNoStoreFailure(t *testing.T, kind string) {
 		t.Errorf("svcreg_identity_token_requests_total{code=\"503\"} = %v, want 0", n)
 	}
 }
+
+// The debug log's request line cuts what the client sent, the method as
+// the URI: a 60,000-byte method wrote a 60 KB line.
+func TestDebugLogCutsTheRequest(t *testing.T) {
+	t.Parallel()
+	var logs logBuffer
+	base := startCustom(t, testserver.Bolt, func(st store.Store) server.Config {
+		return server.Config{Store: st, Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	})
+	method, path := strings.Repeat("A", 60000), "/healthz?"+strings.Repeat("q", 60000)
+	if _, err := trySend(t, base, method, path, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		var rec struct{ Msg, Method, URI string }
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		if rec.Msg == "request" && (len(rec.Method) > 300 || len(rec.URI) > 300) {
+			t.Errorf("request logged with a method of %d bytes and a URI of %d", len(rec.Method), len(rec.URI))
+		}
+		if len(line) > 2000 {
+			t.Errorf("a log line of %d bytes: %.200s…", len(line), line)
+		}
+	}
+	if logs.count(t, "request", "") != 1 {
+		t.Errorf("want one request logged; log:\n%.2000s", &logs)
+	}
+}

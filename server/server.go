@@ -215,7 +215,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// request passes here.
 	if s.log.Enabled(r.Context(), slog.LevelDebug) {
 		s.log.LogAttrs(r.Context(), slog.LevelDebug, "request",
-			slog.String("method", r.Method), slog.String("uri", logValue(loggedURI(r))), slog.String("route", name),
+			slog.String("method", logValue(r.Method)), slog.String("uri", logValue(loggedURI(r))), slog.String("route", name),
 			slog.Int("status", sw.status), slog.Duration("duration", d), slog.String("remote", r.RemoteAddr))
 	}
 }
