@@ -297,6 +297,13 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if (f.etcd.cert == "") != (f.etcd.key == "") {
 		return usagef("--etcd-cert and --etcd-key go together")
 	}
+	for ep := range strings.SplitSeq(f.etcd.endpoints, ",") {
+		// etcd's client takes no credentials from a URL, and a URL is
+		// logged and shown by ps: say where they go instead.
+		if u, err := url.Parse(strings.TrimSpace(ep)); err == nil && u.User != nil {
+			return usagef("--etcd-endpoints: give etcd's credentials with --etcd-username and " + etcdPasswordEnv + ", not in the URL (user:password@host)")
+		}
+	}
 	if f.etcd.username != "" && f.etcd.password == "" {
 		f.etcd.password = os.Getenv(etcdPasswordEnv)
 	}

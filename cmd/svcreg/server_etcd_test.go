@@ -261,6 +261,18 @@ func TestServerEtcdFlags(t *testing.T) {
 	}
 }
 
+// Credentials in an etcd endpoint's URL, which etcd's client does not
+// use and the server's log and ps would show, are a usage error that says
+// where they go, without repeating them.
+func TestServerRefusesCredentialsInEtcdEndpoints(t *testing.T) {
+	t.Parallel()
+	var stdout, stderr bytes.Buffer
+	code := Main(t.Context(), []string{"server", "--dev", "--etcd-endpoints", "http://127.0.0.1:1, http://root:s3cret@127.0.0.1:2"}, strings.NewReader(""), &stdout, &stderr)
+	if code != exitUsage || !strings.Contains(stderr.String(), "--etcd-username") || strings.Contains(stderr.String()+stdout.String(), "s3cret") {
+		t.Errorf("exit %d, stderr %q; want a usage error naming --etcd-username, without the password", code, stderr.String())
+	}
+}
+
 // nodeLeaseTTLs returns the TTLs, in seconds and in order, that etcd
 // granted the leases of the node keys under prefix.
 func nodeLeaseTTLs(t *testing.T, endpoints []string, prefix string) []int64 {
