@@ -204,7 +204,7 @@ as the API ends it, with exit status 1. With --output json, one JSON object per 
 			if err != nil {
 				return err
 			}
-			line = string(jsonSafe(b))
+			line = string(printable.JSON(b))
 		}
 		if _, err := fmt.Fprintln(stdout, line); err != nil {
 			return err

@@ -390,7 +390,7 @@ func TestJSONOutputEscapesHostileText(t *testing.T) {
 	}
 }
 
-// jsonSafe of Go's JSON of any text is valid JSON that decodes to the same
+// printable.JSON (writeJSON) of Go's JSON of any text is valid JSON that decodes to the same
 // value: random strings of what it escapes (C1 controls, bidi overrides,
 // runes past U+FFFF) and what it must leave (backslashes, quotes), and raw
 // event payloads with bytes that are not UTF-8.

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"io"
 	"maps"
 	"os"
@@ -11,8 +10,6 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
-	"unicode/utf16"
-	"unicode/utf8"
 
 	"github.com/svcreg/svcreg/internal/printable"
 )
@@ -20,7 +17,7 @@ import (
 // How the API commands print: tables for people (text/tabwriter), and
 // with --output json the API's own shapes for scripts.
 
-// writeJSON writes v as indented JSON and a newline, jsonSafe.
+// writeJSON writes v as indented JSON and a newline, printable.JSON.
 func writeJSON(w io.Writer, v any) error {
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
@@ -29,34 +26,8 @@ func writeJSON(w io.Writer, v any) error {
 	if err := enc.Encode(v); err != nil {
 		return err
 	}
-	_, err := w.Write(jsonSafe(b.Bytes()))
+	_, err := w.Write(printable.JSON(b.Bytes()))
 	return err
-}
-
-// jsonSafe is JSON text with what a terminal would act on, or a JSON
-// reader refuse, escaped: a character that is not printable (a C1
-// control, a bidi override) or that shows as nothing or as a blank
-// (printable.Shows: U+034F, a variation selector after ASCII, a Hangul
-// filler) as \uXXXX, and a byte that is not UTF-8 (from a registry's raw
-// event payload) as \ufffd, as Go writes one in a string. Outside its
-// strings JSON text is ASCII, so only strings change, and they say the
-// same.
-func jsonSafe(b []byte) []byte {
-	shows := func(r rune) bool { return r != '\t' && printable.Shows(r) } // Shows takes newlines
-	if printable.AllShown(string(b), shows) {
-		return b
-	}
-	return []byte(printable.EscapeRunes(string(b), shows, func(out *strings.Builder, r rune, raw string) {
-		switch {
-		case r == utf8.RuneError && len(raw) == 1:
-			out.WriteString(`\ufffd`)
-		case r > 0xffff:
-			r1, r2 := utf16.EncodeRune(r)
-			fmt.Fprintf(out, `\u%04x\u%04x`, r1, r2)
-		default:
-			fmt.Fprintf(out, `\u%04x`, r)
-		}
-	}))
 }
 
 // newTable returns a tabwriter for a table whose cells are separated by

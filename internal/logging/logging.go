@@ -4,6 +4,7 @@ package logging
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log"
@@ -42,7 +43,9 @@ func New(w io.Writer, format, level string) (*slog.Logger, error) {
 // below U+0020 and U+2028/2029, and a C1 control (U+009B, a terminal's
 // CSI) or a bidirectional override from a request would reach whoever
 // reads the log in a terminal as it is. The text handler quotes such
-// strings itself.
+// strings itself. Any other value (a list, a map) is written as the
+// handler would, with such characters in its strings as JSON escapes
+// (printable.JSON), so that it decodes to the same value.
 func shownInJSON(_ []string, a slog.Attr) slog.Attr {
 	switch a.Value.Kind() {
 	case slog.KindString:
@@ -50,13 +53,33 @@ func shownInJSON(_ []string, a slog.Attr) slog.Attr {
 	case slog.KindAny:
 		// Replaced only if it needs escapes: an error that marshals
 		// itself to JSON is left to do so.
-		if err, ok := a.Value.Any().(error); ok {
+		v := a.Value.Any()
+		if err, ok := v.(error); ok {
 			if s, ok := errorText(err); ok && !printable.AllShown(s, printable.Shows) {
 				a.Value = slog.StringValue(printable.Escaped(s))
+			}
+			break
+		}
+		if raw, ok := handlersJSON(v); ok {
+			if safe := printable.JSON(raw); !bytes.Equal(safe, raw) {
+				a.Value = slog.AnyValue(json.RawMessage(safe))
 			}
 		}
 	}
 	return a
+}
+
+// handlersJSON is v as slog's JSON handler writes it (without HTML
+// escapes), and false if it cannot be encoded (the handler then writes
+// the error).
+func handlersJSON(v any) ([]byte, bool) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, false
+	}
+	return bytes.TrimRight(b.Bytes(), "\n"), true
 }
 
 // errorText is err's text, and false if Error panics (a typed nil): the

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -168,6 +170,30 @@ func TestJSONLogEscapesWhatDoesNotPrint(t *testing.T) {
 	}
 	if rec["msg"] != `request \u202eevil` || rec["uri"] != `/services/\u202eprod\u009b31m` || rec["err"] != `bad \u009b2J` || rec["plain"] != "Grüße" {
 		t.Errorf("record %v", rec)
+	}
+
+	// A list or a map keeps its shape and its values; in the record's
+	// text, what does not print is a JSON escape.
+	buf.Reset()
+	tags := []string{"a\u009b31m", "<b>", "\u202ec"}
+	meta := map[string]string{"k\u202e": "v\u009b"}
+	log.Info("registering", "tags", tags, "metadata", meta, "ok", []int{1, 2})
+	if strings.ContainsAny(buf.String(), "\u202e\u009b") {
+		t.Errorf("the record holds a character that does not print as it is: %q", buf.String())
+	}
+	var got struct {
+		Tags     []string
+		Metadata map[string]string
+		OK       []int
+	}
+	if err := json.Unmarshal(buf.Bytes(), &got); err != nil {
+		t.Fatalf("%q: %v", buf.String(), err)
+	}
+	if !slices.Equal(got.Tags, tags) || !maps.Equal(got.Metadata, meta) || !slices.Equal(got.OK, []int{1, 2}) {
+		t.Errorf("record %q decodes to %+v", buf.String(), got)
+	}
+	if !strings.Contains(buf.String(), `"<b>"`) || !strings.Contains(buf.String(), `"a\u009b31m"`) {
+		t.Errorf("record %q: want <b> as it is and U+009B as \\u009b", buf.String())
 	}
 }
 
