@@ -38,7 +38,8 @@ type PassResult struct {
 	Installed int
 	Failures  []Failure
 	// RetryAt, when not zero, is when a group held back by its
-	// min_reload_interval may go ahead; run another pass then.
+	// min_reload_interval may go ahead, or when an output whose check
+	// failed is checked again; run another pass then.
 	RetryAt time.Time
 }
 
@@ -78,12 +79,13 @@ type Renderer struct {
 	// does not write it. Empty: it is remembered in memory only.
 	StateDir string
 
-	now        func() time.Time
-	lastReload map[string]time.Time // by group
-	splayDelay func(max time.Duration) time.Duration
-	runtimes   runtimes
-	hadFile    destinations
-	stateFiles stateFiles
+	now          func() time.Time
+	lastReload   map[string]time.Time // by group
+	splayDelay   func(max time.Duration) time.Duration
+	runtimes     runtimes
+	hadFile      destinations
+	stateFiles   stateFiles
+	failedChecks failedChecks
 }
 
 // destinations are those a Renderer found a file at or installed one at.
@@ -254,10 +256,18 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 		}
 	}
 
+	// The output whose check just failed is not checked (nor its failure
+	// logged) again before its backoff.
+	sum := outputSum(files)
+	if prev, next, same := r.failedChecks.unchanged(g, sum, r.now()); same && !failedApply {
+		r.Log.Debug("the output whose check failed is unchanged: checked again after its backoff", "group", g.Name, "at", next)
+		return false, next, prev
+	}
 	defer removeStaged(files)
 	f = stage(g, files)
 	if f == nil {
 		f = r.check(ctx, g, files)
+		r.failedChecks.checked(g, sum, f, r.now())
 	}
 	if f == nil {
 		f = r.installStaged(g, files)

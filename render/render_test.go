@@ -363,6 +363,56 @@ func TestCheckFailureKeepsOldFile(t *testing.T) {
 	}
 }
 
+// An output whose check failed is not checked again, nor its failure
+// logged again, by the passes of changes that render it the same (a
+// configuration value the template does not read, churned by one
+// account), until its backoff has passed: then it is, as a different
+// output or a new template set is at once.
+func TestUnchangedOutputIsNotCheckedAgain(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, upstreams)
+	var logs bytes.Buffer
+	g.r.Log = slog.New(slog.NewJSONHandler(&logs, nil))
+	now := time.Now()
+	g.r.now = func() time.Time { return now }
+	count := filepath.Join(g.dir, "checks")
+	set := g.set(t, TemplateConfig{Reload: "echo reload >> " + g.log, Check: "echo >> " + count + "; exit 1"})
+	checks := func() int {
+		b, _ := os.ReadFile(count)
+		return strings.Count(string(b), "\n")
+	}
+	ctx := context.Background()
+	a := svc("a", []string{"www"}, map[string]string{"ip": "10.0.0.1"})
+	pass := func(set *Set, snap *watcher.Snapshot, wantChecks int) PassResult {
+		t.Helper()
+		res := g.r.Pass(ctx, set, snap)
+		if w := res.Worst(); w == nil || w.Step != StepCheck {
+			t.Fatalf("pass = %+v; want a check failure", res)
+		}
+		if n := checks(); n != wantChecks {
+			t.Fatalf("the check ran %d times, want %d", n, wantChecks)
+		}
+		return res
+	}
+	pass(set, snapshot(a), 1)
+	for range 5 {
+		now = now.Add(100 * time.Millisecond)
+		if res := pass(set, snapshot(a), 1); !res.RetryAt.After(now) || res.RetryAt.After(now.Add(time.Second)) {
+			t.Fatalf("RetryAt %s, want within the second after %s", res.RetryAt, now)
+		}
+	}
+	if n := strings.Count(logs.String(), `"template group failed"`); n != 1 {
+		t.Errorf("%d failures logged, want 1:\n%s", n, logs.String())
+	}
+	now = now.Add(time.Minute)
+	pass(set, snapshot(a), 2)
+	pass(set, snapshot(a, svc("b", []string{"www"}, map[string]string{"ip": "10.0.0.2"})), 3)
+	pass(g.set(t, TemplateConfig{Reload: "echo reload >> " + g.log, Check: "echo >> " + count + "; exit 1"}), snapshot(a), 4)
+	if n := g.reloads(t); n != 0 {
+		t.Errorf("%d reloads after failed checks", n)
+	}
+}
+
 // A failed check's error quotes the lines of the rendered file its output
 // points at (nginx -t's "in FILE:LINE", haproxy -c's "[FILE:LINE]"): the
 // staged file they name is gone once the check is over.
