@@ -1,10 +1,14 @@
 package main
 
 import (
+	"context"
+	"errors"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -81,5 +85,51 @@ func TestLongRunningCommandsStopBySignal(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// A reload that waits (for the pass under way, up to a check's timeout)
+// does not hold up the signals after it: a SIGTERM after a SIGHUP, or
+// after more SIGHUPs than the signal channel holds, stops at once, and
+// the SIGHUPs that came while one reload waited make one more reload, not
+// one each.
+func TestStopOrReloadStopsWhileAReloadWaits(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	release := make(chan struct{})
+	var reloads atomic.Int32
+	reload := func() {
+		reloads.Add(1)
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+	}
+	sigs := make(chan os.Signal, 4)
+	stopped := make(chan error, 1)
+	go func() { stopped <- stopOrReload(ctx, slog.New(slog.DiscardHandler), sigs, reload) }()
+	sigs <- syscall.SIGHUP
+	for deadline := time.Now().Add(30 * time.Second); reloads.Load() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no reload after a SIGHUP")
+		}
+	}
+	go func() {
+		for range 6 {
+			sigs <- syscall.SIGHUP
+		}
+		sigs <- syscall.SIGTERM
+	}()
+	select {
+	case err := <-stopped:
+		if !errors.Is(err, errStopped) {
+			t.Fatalf("stopOrReload = %v, want errStopped", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("SIGTERM after SIGHUPs did not stop it while a reload waited")
+	}
+	if n := reloads.Load(); n != 1 {
+		t.Errorf("%d reloads started while the first waited, want it alone", n)
 	}
 }

@@ -22,16 +22,35 @@ func notifyStopOrReload() chan os.Signal {
 	return sigs
 }
 
-// stopOrReload returns errStopped on SIGTERM or SIGINT and calls reload on
-// each SIGHUP, until ctx is done.
+// stopOrReload returns errStopped on SIGTERM or SIGINT and has reload
+// called after each SIGHUP, until ctx is done. reload runs on a goroutine
+// of its own, once for any number of SIGHUPs that come while it runs: a
+// reload of the templates waits for the pass under way (a check of up to
+// its check_timeout), and the signals must still be read meanwhile, or a
+// SIGTERM would wait behind it, and past the channel's few be dropped.
+// The goroutine ends with ctx.
 func stopOrReload(ctx context.Context, log *slog.Logger, sigs <-chan os.Signal, reload func()) error {
+	hups := make(chan struct{}, 1)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hups:
+				reload()
+			}
+		}
+	}()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case s := <-sigs:
 			if s == syscall.SIGHUP {
-				reload()
+				select {
+				case hups <- struct{}{}:
+				default: // one is waiting already: it reloads what this would
+				}
 				continue
 			}
 			log.Info("stopping", "signal", s.String())
