@@ -36,9 +36,18 @@ type ExecConfig struct {
 const DefaultGracePeriod = 10 * time.Second
 
 // SignalSettle is how long a reload by signal waits for the command to
-// die of it (a command that exits within it failed the reload), and how
-// long a command has after its start before a reload signals it.
+// die of it (a command that exits within it failed the reload), and, where
+// the system cannot tell whether the command handles the signal yet (not
+// Linux), how long a command has after its start before a reload signals
+// it.
 const SignalSettle = time.Second
+
+// SignalReady bounds how long a reload by signal waits, on Linux, for a
+// command to handle the signal (catch, ignore or block it) before sending
+// it: a load balancer sets its handlers only once it has read its
+// configuration (HAProxy parsing 100,000 backends takes over a second),
+// and the signal's default action would end it.
+const SignalReady = 30 * time.Second
 
 // CommandLine is a command and its arguments.
 type CommandLine []string
@@ -301,15 +310,10 @@ func (e *Exec) Reload(ctx context.Context, sig syscall.Signal) (skipped string, 
 		return "the command is being stopped", nil
 	}
 	// A command just started may not handle the signal yet (its default
-	// action kills it): give it SignalSettle to set up.
-	young := time.NewTimer(time.Until(startedAt.Add(SignalSettle)))
-	defer young.Stop()
-	select {
-	case <-child.Done():
-		return "", e.exited(child, "cannot send "+unix.SignalName(sig)+": the command has exited")
-	case <-ctx.Done():
-		return "the renderer is stopping", nil
-	case <-young.C:
+	// action kills it): wait until it does (Linux), or give it
+	// SignalSettle to set up.
+	if skipped, err := e.awaitHandler(ctx, child, startedAt, sig); skipped != "" || err != nil {
+		return skipped, err
 	}
 	if skipped, err := e.signalUnlessStopping(ctx, child, sig); skipped != "" || err != nil {
 		return skipped, err
@@ -319,11 +323,50 @@ func (e *Exec) Reload(ctx context.Context, sig syscall.Signal) (skipped string, 
 	defer settle.Stop()
 	select {
 	case <-child.Done():
-		return "", e.exited(child, "the command exited after "+unix.SignalName(sig))
 	case <-settle.C:
 	case <-ctx.Done():
 	}
-	return "", nil
+	select {
+	case <-child.Done(): // also when ctx ended as it died
+		return "", e.exited(child, "the command exited after "+unix.SignalName(sig))
+	default:
+		return "", nil
+	}
+}
+
+// awaitHandler waits until child handles sig (catches, ignores or blocks
+// it), polling, up to SignalReady; where that cannot be told, until
+// SignalSettle after its start.
+func (e *Exec) awaitHandler(ctx context.Context, child *supervise.Child, startedAt time.Time, sig syscall.Signal) (skipped string, _ error) {
+	wait := time.Until(startedAt.Add(SignalSettle))
+	giveUp := time.Now().Add(SignalReady)
+	for logged := false; ; {
+		if handles, known := handlesSignal(child.Pid(), sig); handles {
+			return "", nil
+		} else if known {
+			if time.Now().After(giveUp) {
+				return "", fmt.Errorf("not sent %s: the command has not set it up after %s, and its default action would end it", unix.SignalName(sig), SignalReady)
+			}
+			if !logged {
+				e.Log.Info("the reload signal waits for the command to handle it", "signal", unix.SignalName(sig), "pid", child.Pid())
+				logged = true
+			}
+			wait = 20 * time.Millisecond
+		} else if wait <= 0 {
+			return "", nil
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-child.Done():
+			t.Stop()
+			return "", e.exited(child, "cannot send "+unix.SignalName(sig)+": the command has exited")
+		case <-ctx.Done():
+			t.Stop()
+			return "the renderer is stopping", nil
+		case <-t.C:
+		}
+		wait = 0
+	}
 }
 
 // signalUnlessStopping sends the command sig unless it is being stopped:
