@@ -21,7 +21,9 @@ type hbEntry struct {
 
 	// seq is the sequence number of the outstanding token. When exact, cur
 	// is that token; otherwise (after a restart) any token minted for this
-	// service with a sequence number at or after seq is accepted.
+	// service with a sequence number at or after seq is accepted. Either
+	// way, a token minted for the service with a number past cur's (one
+	// handed out before a restart) is accepted too (Heartbeat).
 	seq   uint32
 	exact bool
 	cur   timeuuid.UUID
@@ -113,21 +115,29 @@ func (s *Store) Heartbeat(ctx context.Context, tenantID, id, token string) (stri
 	case e.exact && tok == e.cur:
 	case e.exact && tok == e.prev:
 		return e.cur.String(), nil
-	case !e.exact:
+	default:
 		// After a restart only the sequence number of the last token
 		// handed out is known (checkpointed): a token at or after it is
 		// the client's newest, and the one before it a heartbeat sent
 		// again whose answer was lost, as e.prev is before a restart.
+		// Once one is taken, the tokens handed out before the restart
+		// with later numbers than the one it gave (cur) are still taken:
+		// the one taken may have been an older token sent again late (a
+		// retry, a duplicate), and the client's newest must not be
+		// refused for it, which would tell the client its service is
+		// gone. The highest number goes on; the others are refused.
 		seq, ok := s.minter.Check(s.tokenKey(t, e), tok)
-		if !ok || !store.SeqAtOrAfter(store.NextSeq(seq), e.seq) {
+		from := seq
+		if !e.exact {
+			from = store.NextSeq(seq) // and the one before the floor
+		}
+		if !ok || !store.SeqAtOrAfter(from, e.seq) {
 			return "", notFound
 		}
 		// The next token follows the one taken: for that retry, the
 		// floor again, which a checkpoint keeps, so the retry is taken
 		// after another restart too.
 		e.seq = seq
-	default:
-		return "", notFound
 	}
 	e.seq = store.NextSeq(e.seq)
 	e.deadline = now.Add(time.Duration(e.timeout) * time.Second)

@@ -453,9 +453,20 @@ func (s *Store) Heartbeat(ctx context.Context, tenantID, id, token string) (stri
 		if e.mine {
 			lease, alive := s.lease.get()
 			held := alive && e.hb.HolderLease == int64(lease) && !e.verify && e.mayLand == 0
+			// On a fresh read, a token minted for the service with a
+			// number at or past the current one's goes on as the current
+			// one does: one handed out before the service was taken
+			// loosely from a holder that died (the client's newest,
+			// when the token taken then was an older one sent again
+			// late) must not be refused for it, which would tell the
+			// client its service is gone. The highest number goes on.
+			seq, ahead := e.mem.Seq, false
+			if valid && fresh && token != e.mem.Cur && token != e.mem.Prev {
+				seq, ahead = s.mintedFrom(tenantID, id, e, tok, e.mem.Seq)
+			}
 			switch {
-			case valid && token == e.mem.Cur:
-				next := s.nextBeat(tenantID, id, e, token, e.mem.Seq)
+			case valid && (token == e.mem.Cur || ahead):
+				next := s.nextBeat(tenantID, id, e, token, seq)
 				if held && s.answerable(ctx, e, next) && s.leaseStill(lease) {
 					e.setMem(next, true)
 					s.metrics.inMemory.Inc()
@@ -557,6 +568,14 @@ func (s *Store) Heartbeat(ctx context.Context, tenantID, id, token string) (stri
 				return "", notFound
 			}
 			next = s.nextBeat(tenantID, id, e, token, seq)
+		case valid:
+			// One minted at or past Cur's number before a loose move
+			// (see the holder's case above).
+			seq, ok := s.mintedFrom(tenantID, id, e, tok, e.hb.Seq)
+			if !ok {
+				return "", notFound
+			}
+			next = s.nextBeat(tenantID, id, e, token, seq)
 		default:
 			return "", notFound
 		}
@@ -575,8 +594,15 @@ func (s *Store) Heartbeat(ctx context.Context, tenantID, id, token string) (stri
 // service's incarnation minted after the stored one, as a holder answering
 // from memory mints them. Called with e locked.
 func (s *Store) mintedSince(tenantID, id string, e *hbEntry, tok timeuuid.UUID) (uint32, bool) {
+	return s.mintedFrom(tenantID, id, e, tok, store.NextSeq(e.hb.Seq))
+}
+
+// mintedFrom returns the sequence number of tok if it is a token of the
+// service's incarnation with a number at or after from. Called with e
+// locked.
+func (s *Store) mintedFrom(tenantID, id string, e *hbEntry, tok timeuuid.UUID, from uint32) (uint32, bool) {
 	seq, ok := s.mintedFor(tenantID, id, e, tok)
-	return seq, ok && store.SeqAtOrAfter(seq, store.NextSeq(e.hb.Seq))
+	return seq, ok && store.SeqAtOrAfter(seq, from)
 }
 
 // mintedFor returns the sequence number of tok if it is a token minted for

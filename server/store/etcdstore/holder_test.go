@@ -584,3 +584,40 @@ func TestMadeUpTokensReadNoRecord(t *testing.T) {
 func madeUpToken(tok string) string {
 	return tok[:24] + fmt.Sprintf("%012x", rand.Uint64()&(1<<48-1))
 }
+
+// A holder dies with tokens it handed out from memory (no peer took
+// copies): another node takes any of them, as it cannot tell which is
+// the newest. One sent again late (a duplicate, a proxy's retry) is taken
+// first; the client's newest is still taken after it, at that node or
+// another, and goes on; the late one's successor is then refused. A late
+// duplicate cannot make the registry refuse the client, which would tell
+// it its service is gone.
+func TestHolderCrashLetsTheNewestTokenGoOnAfterALateOne(t *testing.T) {
+	t.Parallel()
+	for _, at := range []int{1, 2} {
+		t.Run(fmt.Sprintf("newest at node %d", at), func(t *testing.T) {
+			t.Parallel()
+			n := startNodes(t, sharedCluster(t), 3, etcdstore.Options{NodeTTL: 2 * time.Second, ReapInterval: 100 * time.Millisecond,
+				HeartbeatSlack: time.Minute, PeerListen: "off"})
+			u := login(t, n[0], "late-token")
+			tok := u.heartbeat(n[0], "svc", u.create(n[0], "svc", 60))
+			before := n[0].metric("svcreg_store_heartbeats_in_memory_total")
+			t2 := u.heartbeat(n[0], "svc", tok)
+			t3 := u.heartbeat(n[0], "svc", t2)
+			newest := u.heartbeat(n[0], "svc", t3)
+			if n[0].metric("svcreg_store_heartbeats_in_memory_total") < before+3 {
+				t.Fatal("node 0 did not answer the heartbeats from memory")
+			}
+			n[0].crash()
+
+			late := u.heartbeat(n[1], "svc", t2) // taken: node 1 cannot tell it was used
+			next := u.heartbeat(n[at], "svc", newest)
+			for _, old := range []string{late, t3} {
+				if r, err := u.try(n[1], "POST", "/services/svc/heartbeat", map[string]string{"token": old}); err != nil || r.code != 404 {
+					t.Errorf("a token older than the newest's successor: %v %d %s, want 404", err, r.code, r.body)
+				}
+			}
+			u.heartbeat(n[at], "svc", next)
+		})
+	}
+}

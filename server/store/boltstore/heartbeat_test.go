@@ -1,0 +1,74 @@
+package boltstore
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/svcreg/svcreg/server/store"
+)
+
+// After a crash, the store knows only the sequence number checkpointed,
+// so it takes any token handed out since. One of those sent again late (a
+// duplicate, a proxy's retry) is taken first; the client's newest token
+// is still taken after it, and goes on, and the late one's successor is
+// then refused: a late duplicate cannot make the store refuse the client,
+// which would tell it its service is gone.
+func TestCrashLetsTheNewestTokenGoOnAfterALateOne(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, err := Open(t.TempDir(), Options{CheckpointInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	beat := func(s *Store, tok string) (string, error) { return s.Heartbeat(ctx, "1", "svc", tok) }
+	must := func(s *Store, tok string) string {
+		t.Helper()
+		next, err := beat(s, tok)
+		if err != nil {
+			t.Fatalf("heartbeat with %s: %v", tok, err)
+		}
+		return next
+	}
+	refused := func(s *Store, tok, what string) {
+		t.Helper()
+		var nf *store.NotFoundError
+		if _, err := beat(s, tok); !errors.As(err, &nf) || nf.Kind != store.KindHeartbeatMarker {
+			t.Errorf("heartbeat with %s: %v, want 404 HeartbeatMarker", what, err)
+		}
+	}
+	tok, err := s.CreateService(ctx, "1", store.NewService{ID: "svc", HeartbeatTimeout: 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok = must(s, tok)
+	if err := s.checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	t2 := must(s, tok)
+	t3 := must(s, t2)
+	newest := must(s, t3) // not checkpointed: the crash comes now
+
+	// The file as a crash leaves it: what was committed.
+	crashed := filepath.Join(t.TempDir(), "svcreg.db")
+	if err := s.db.View(func(tx *bolt.Tx) error { return tx.CopyFile(crashed, 0o600) }); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := Open(filepath.Dir(crashed), Options{CheckpointInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	late := must(s2, t2) // taken: the store cannot tell it was used
+	next := must(s2, newest)
+	refused(s2, late, "the late duplicate's successor")
+	refused(s2, t3, "a token before the newest")
+	next = must(s2, next)
+	refused(s2, newest, "the newest, used, two heartbeats ago")
+	must(s2, next)
+}
