@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -131,5 +132,59 @@ func TestStopOrReloadStopsWhileAReloadWaits(t *testing.T) {
 	}
 	if n := reloads.Load(); n != 1 {
 		t.Errorf("%d reloads started while the first waited, want it alone", n)
+	}
+}
+
+// A one-shot run (--once) that SIGTERM or SIGINT stops while its check
+// runs exits with 128+N, as a process the signal ended, not with the
+// check's failure (6): a deploy script tells a stop from a bad config.
+// Nothing is installed.
+func TestTemplateOnceStoppedBySignal(t *testing.T) {
+	t.Parallel()
+	registry := startServerProcess(t, "--data-dir", t.TempDir())
+	clientEnv := []string{"SVCREG_URL=" + registry.url + "/v1.0", "SVCREG_AUTH_URL=" + registry.url + "/v2.0",
+		"SVCREG_USERNAME=once-signals", "SVCREG_API_KEY=dev", "SVCREG_TOKEN=", "SVCREG_TENANT=", "SVCREG_PASSWORD=", "SVCREG_REGION="}
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
+		t.Run(sig.String(), func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			checking, dest := filepath.Join(dir, "checking"), filepath.Join(dir, "out.conf")
+			config := filepath.Join(dir, "render.toml")
+			toml := fmt.Sprintf("[[template]]\ncontents = \"x\\n\"\ndestination = %q\ncheck = \"touch %s; sleep 30\"\ncheck_timeout = \"60s\"\n", dest, checking)
+			if err := os.WriteFile(config, []byte(toml), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command(os.Args[0], "template", "--once", "--no-reload", "--config", config)
+			cmd.Env = append(append(os.Environ(), execEnv+"=1"), clientEnv...)
+			out := newOutput()
+			cmd.Stdout, cmd.Stderr = out, out
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				cmd.Process.Kill()
+				cmd.Wait()
+			})
+			for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+				if _, err := os.Stat(checking); err == nil {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("the check did not start; output:\n%s", out)
+				}
+			}
+			if err := cmd.Process.Signal(sig); err != nil {
+				t.Fatal(err)
+			}
+			stuck := time.AfterFunc(30*time.Second, func() { cmd.Process.Kill() })
+			defer stuck.Stop()
+			cmd.Wait()
+			if code := cmd.ProcessState.ExitCode(); code != 128+int(sig) || !strings.Contains(out.String(), "stopped by") {
+				t.Errorf("exit status %d, want %d, and why; output:\n%s", code, 128+int(sig), out)
+			}
+			if _, err := os.Stat(dest); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("the destination was installed: %v", err)
+			}
+		})
 	}
 }

@@ -96,7 +96,8 @@ retried until --once-timeout); 4 no sync with the registry within
 --once-timeout; 5 a template failed to render (or min_instances refused it
 and the existing file was kept; a destination that does not exist yet is
 installed, with a warning); 6 a check command failed; 7 a file could not be
-installed; 8 a reload command failed.
+installed; 8 a reload command failed; 130 or 143 stopped by SIGINT or SIGTERM
+(a check under way is stopped, and nothing is installed after it).
 
 First deploy, before the load balancer runs: "svcreg template --once
 --no-reload" installs the checked files and reloads nothing; then start the
@@ -404,6 +405,9 @@ func runOnce(ctx context.Context, log *slog.Logger, w *watcher.Watcher, loop *re
 	ctx, stop := watchUntilSignal(ctx, w)
 	defer stop()
 	res, err := loop.RunOnce(ctx, set, timeout)
+	if err := interruptedError(ctx); err != nil {
+		return err // what the pass did is in the log
+	}
 	if err != nil {
 		return syncError(ctx, err, w)
 	}

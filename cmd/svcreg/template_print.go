@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"os/signal"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/svcreg/svcreg/registry"
 	"github.com/svcreg/svcreg/render"
@@ -21,10 +24,16 @@ func runPrint(ctx context.Context, log *slog.Logger, w *watcher.Watcher, r *rend
 	ctx, stop := watchUntilSignal(ctx, w)
 	defer stop()
 	snap, err := render.WaitSynced(ctx, w, timeout)
+	if err := interruptedError(ctx); err != nil {
+		return err
+	}
 	if err != nil {
 		return syncError(ctx, err, w)
 	}
 	if err := r.Print(ctx, set, snap, stdout); err != nil {
+		if err := interruptedError(ctx); err != nil {
+			return err
+		}
 		return exitCodeError{exitRender, err}
 	}
 	log.Debug("printed every template", "marker", snap.Marker)
@@ -36,7 +45,18 @@ func runPrint(ctx context.Context, log *slog.Logger, w *watcher.Watcher, r *rend
 // watcher gives up (refused credentials: StopOnRefusedCredentials), with
 // its error as the cause; stop ends the watcher and waits for it.
 func watchUntilSignal(ctx context.Context, w *watcher.Watcher) (context.Context, func()) {
-	ctx, stopSignals := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	ctx, interrupt := context.WithCancelCause(ctx)
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	quit := make(chan struct{})
+	go func() {
+		select {
+		case s := <-sigs:
+			interrupt(interrupted{s.(syscall.Signal)})
+		case <-quit:
+		}
+	}()
+	stopSignals := func() { signal.Stop(sigs); close(quit) }
 	ctx, gaveUp := context.WithCancelCause(ctx)
 	wctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
@@ -47,6 +67,23 @@ func watchUntilSignal(ctx context.Context, w *watcher.Watcher) (context.Context,
 		}
 	}()
 	return ctx, func() { cancel(); <-done; gaveUp(nil); stopSignals() }
+}
+
+// interrupted is the cause of a one-shot command's end by SIGINT or
+// SIGTERM: it exits with 128+N, as a process the signal ended, so that a
+// deploy script tells a stop from a failure.
+type interrupted struct{ sig syscall.Signal }
+
+func (i interrupted) Error() string { return "stopped by " + unix.SignalName(i.sig) }
+
+// interruptedError is the exit of a one-shot command that a signal
+// ended, or nil.
+func interruptedError(ctx context.Context) error {
+	var in interrupted
+	if errors.As(context.Cause(ctx), &in) {
+		return exitCodeError{128 + int(in.sig), in}
+	}
+	return nil
 }
 
 // syncError is the error of a one-shot command that could not wait for
