@@ -204,7 +204,12 @@ func (r *Renderer) reload(ctx context.Context, g *Group) (skipped string, _ erro
 
 func (r *Renderer) sendReload(ctx context.Context, g *Group) (skipped string, _ error) {
 	if g.ReloadSignal == 0 {
-		_, err := runCommand(ctx, g.Reload, g.ReloadTimeout)
+		// A reload command runs to its end (or reload_timeout) also when
+		// svcreg is told to stop meanwhile: cut off half-way, a reload
+		// that starts a new process and then retires the old one (haproxy
+		// -sf) may have done either, and the files would be put back
+		// under a load balancer that runs them.
+		_, err := runCommand(context.WithoutCancel(ctx), g.Reload, g.ReloadTimeout)
 		return "", err
 	}
 	if r.Child == nil {

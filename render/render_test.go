@@ -413,6 +413,42 @@ func TestUnchangedOutputIsNotCheckedAgain(t *testing.T) {
 	}
 }
 
+// A reload command under way when the renderer is told to stop runs to
+// its end: the files it reloads stay, and the pass counts it done, where
+// the command was killed half-way and the files put back under a load
+// balancer that may have taken them.
+func TestReloadUnderWayFinishesOnStop(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, upstreams)
+	started := filepath.Join(g.dir, "started")
+	set := g.set(t, TemplateConfig{Reload: "touch " + started + "; sleep 1; echo reload >> " + g.log})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	passed := make(chan PassResult, 1)
+	go func() {
+		passed <- g.r.Pass(ctx, set, snapshot(svc("a", []string{"www"}, map[string]string{"ip": "10.0.0.1"})))
+	}()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if _, err := os.Stat(started); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the reload did not start")
+		}
+	}
+	cancel()
+	res := <-passed
+	if len(res.Failures) != 0 || res.Installed != 1 {
+		t.Errorf("pass = %+v; want the group installed and reloaded", res)
+	}
+	if n := g.reloads(t); n != 1 {
+		t.Errorf("the reload command finished %d times, want 1", n)
+	}
+	if got := readFile(t, g.dest); got != "server 10.0.0.1;\n" {
+		t.Errorf("destination %q after the stop", got)
+	}
+}
+
 // A failed check's error quotes the lines of the rendered file its output
 // points at (nginx -t's "in FILE:LINE", haproxy -c's "[FILE:LINE]"): the
 // staged file they name is gone once the check is over.
