@@ -300,7 +300,11 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	for ep := range strings.SplitSeq(f.etcd.endpoints, ",") {
 		// etcd's client takes no credentials from a URL, and a URL is
 		// logged and shown by ps: say where they go instead.
-		if u, err := url.Parse(strings.TrimSpace(ep)); err == nil && u.User != nil {
+		ep = strings.TrimSpace(ep)
+		if !strings.Contains(ep, "://") {
+			ep = "//" + ep // etcd takes host:port alone too
+		}
+		if u, err := url.Parse(ep); err == nil && u.User != nil {
 			return usagef("--etcd-endpoints: give etcd's credentials with --etcd-username and " + etcdPasswordEnv + ", not in the URL (user:password@host)")
 		}
 	}

@@ -266,10 +266,12 @@ func TestServerEtcdFlags(t *testing.T) {
 // where they go, without repeating them.
 func TestServerRefusesCredentialsInEtcdEndpoints(t *testing.T) {
 	t.Parallel()
-	var stdout, stderr bytes.Buffer
-	code := Main(t.Context(), []string{"server", "--dev", "--etcd-endpoints", "http://127.0.0.1:1, http://root:s3cret@127.0.0.1:2"}, strings.NewReader(""), &stdout, &stderr)
-	if code != exitUsage || !strings.Contains(stderr.String(), "--etcd-username") || strings.Contains(stderr.String()+stdout.String(), "s3cret") {
-		t.Errorf("exit %d, stderr %q; want a usage error naming --etcd-username, without the password", code, stderr.String())
+	for _, eps := range []string{"http://127.0.0.1:1, http://root:s3cret@127.0.0.1:2", "root:s3cret@127.0.0.1:2379"} {
+		var stdout, stderr bytes.Buffer
+		code := Main(t.Context(), []string{"server", "--dev", "--etcd-endpoints", eps}, strings.NewReader(""), &stdout, &stderr)
+		if code != exitUsage || !strings.Contains(stderr.String(), "--etcd-username") || strings.Contains(stderr.String()+stdout.String(), "s3cret") {
+			t.Errorf("%s: exit %d, stderr %q; want a usage error naming --etcd-username, without the password", eps, code, stderr.String())
+		}
 	}
 }
 

@@ -37,7 +37,9 @@ func stopOrReload(ctx context.Context, log *slog.Logger, sigs <-chan os.Signal, 
 			case <-ctx.Done():
 				return
 			case <-hups:
-				reload()
+				if ctx.Err() == nil { // not when stopping meanwhile
+					reload()
+				}
 			}
 		}
 	}()
