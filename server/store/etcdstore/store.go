@@ -967,29 +967,38 @@ func (s *Store) clientWrite(ctx context.Context, t *tenant, what string, reads [
 // spendWrite takes one write from the tenant's budget (Options.WriteRate),
 // a token bucket kept with the account, or says how long until one is
 // allowed. The bucket fills by the time since the last write that spent
-// from it, by whichever node's clock: a node whose clock is behind earns
-// nothing until it catches up, one ahead earns its lead once.
+// from it, by the clock of the node that spends: one whose clock is
+// behind the last spender's earns nothing until it catches up (up to
+// writeClockSkew), one ahead earns its lead once. A time further ahead
+// than that is a wrong clock's, and is not waited for.
 func (w *writer) spendWrite() error {
 	r, burst := w.s.opts.WriteRate, float64(w.s.opts.WriteBurst)
 	if r < 0 {
 		return nil
 	}
-	now := w.now.UnixMilli()
+	now, at := w.now.UnixMilli(), w.acct.WritesAt
+	if at > now+writeClockSkew.Milliseconds() {
+		at = now
+	}
 	tokens := burst
-	if w.acct.WritesAt != 0 {
-		earned := float64(max(now-w.acct.WritesAt, 0)) / 1000 * r
+	if at != 0 {
+		earned := float64(max(now-at, 0)) / 1000 * r
 		tokens = min(burst, w.acct.WriteTokens+earned)
 	}
 	if tokens < 1 {
 		w.s.metrics.writesRefused.Inc()
 		return &store.RateLimitError{
-			Wait:  time.Duration((1 - tokens) / r * float64(time.Second)),
+			Wait:  time.Duration((1-tokens)/r*float64(time.Second)) + time.Duration(max(at-now, 0))*time.Millisecond,
 			Limit: fmt.Sprintf("Limit of %g write requests per second, in bursts of up to %d, through all the registry's server nodes together, has been reached", r, w.s.opts.WriteBurst),
 		}
 	}
-	w.acct.WriteTokens, w.acct.WritesAt = tokens-1, max(now, w.acct.WritesAt)
+	w.acct.WriteTokens, w.acct.WritesAt = tokens-1, max(now, at)
 	return nil
 }
+
+// writeClockSkew is how far ahead of a node's clock the write budget's
+// last spending may be and still be waited for (spendWrite).
+const writeClockSkew = time.Second
 
 func (s *Store) writeTxn(ctx context.Context, t *tenant, what string, spends bool, reads []string, fn func(w *writer) error) (int64, error) {
 	acctKey := s.k.account(t.id)

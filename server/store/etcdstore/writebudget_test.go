@@ -80,3 +80,22 @@ func TestWritesSpendOneBudgetAcrossNodes(t *testing.T) {
 		v.do(n[i%2], "PUT", "/configuration/key-1", map[string]string{"value": fmt.Sprint(i)}, 204)
 	}
 }
+
+// A node whose clock is far ahead stamps the account's write budget with
+// its time; the other nodes do not wait for that time to come, but go on
+// from their own clocks' (a second of skew is waited for).
+func TestWriteBudgetOutlivesAClockAhead(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.Start(t, etcdtest.Options{})
+	opts := etcdstore.Options{WriteRate: 100, WriteBurst: 3}
+	ahead := opts
+	ahead.Clock = func() time.Time { return time.Now().Add(time.Hour) }
+	n := startNodesAt(t, opts, c.Endpoints())
+	fast := startNodesAt(t, ahead, c.Endpoints())
+	u := login(t, n[0], "skewed")
+	u.do(fast[0], "PUT", "/configuration/key-1", map[string]string{"value": "ahead"}, 204)
+	for i := range 10 {
+		time.Sleep(50 * time.Millisecond) // five writes' worth earned each time
+		u.do(n[0], "PUT", "/configuration/key-1", map[string]string{"value": fmt.Sprint(i)}, 204)
+	}
+}
