@@ -165,18 +165,23 @@ func testHealthLeavesTheStoresErrorToTheLog(t *testing.T, kind string) {
 	}
 }
 
-// hangStore holds Ping, PutToken or DevTenant until the caller's context
-// ends, and returns its error, as the etcd store does when the request
-// behind the call ends.
+// hangStore holds PutToken or DevTenant until the caller's context ends,
+// and returns its error, as the etcd store does when the request behind
+// the call ends; and answers Ping after pingDelay, or when the caller's
+// context ends, with its error.
 type hangStore struct {
 	testserver.Store
-	ping, putToken, devTenant atomic.Bool
+	putToken, devTenant atomic.Bool
+	pingDelay           atomic.Int64
 }
 
 func (h *hangStore) Ping(ctx context.Context) error {
-	if h.ping.Load() {
-		<-ctx.Done()
-		return fmt.Errorf("etcd: ping: %w", ctx.Err())
+	if d := time.Duration(h.pingDelay.Load()); d > 0 {
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+			return fmt.Errorf("etcd: ping: %w", ctx.Err())
+		}
 	}
 	return h.Store.Ping(ctx)
 }
@@ -201,7 +206,9 @@ func (h *hangStore) DevTenant(ctx context.Context, user string) (string, error) 
 // the store is no store failure: nothing is logged (anyone may ask, and
 // hang up, at any rate: each such request logged an error or flipped
 // /healthz's state), /healthz stays healthy, the request counts as 499,
-// and the login's token issue is given back.
+// and the login's token issue is given back. A store that does not answer
+// the ping shows as down all the same when the client hung up first (a
+// probe whose timeout is under the ping's).
 func TestClientGoneIsNoStoreFailure(t *testing.T) { onEachStore(t, testClientGoneIsNoStoreFailure) }
 
 func testClientGoneIsNoStoreFailure(t *testing.T, kind string) {
@@ -260,9 +267,9 @@ func testClientGoneIsNoStoreFailure(t *testing.T, kind string) {
 		return fmt.Sprintf(`{"auth":{"RAX-KSKEY:apiKeyCredentials":{"username":%q,"apiKey":"dev"}}}`, user)
 	}
 
-	st.ping.Store(true)
+	st.pingDelay.Store(int64(500 * time.Millisecond)) // slow, but it answers
 	hangUp("GET", "/healthz", "", "svcreg_http_requests_total", "code", 0)
-	st.ping.Store(false)
+	st.pingDelay.Store(0)
 	sendRequest(t, base, "GET", "/healthz", nil).want(200)
 
 	st.devTenant.Store(true)
@@ -284,6 +291,18 @@ func testClientGoneIsNoStoreFailure(t *testing.T, kind string) {
 	}
 	if n := counted("svcreg_identity_token_requests_total", "code", "503"); n != 0 {
 		t.Errorf("svcreg_identity_token_requests_total{code=\"503\"} = %v, want 0", n)
+	}
+
+	// The store stops answering; the probe gives up before the ping does.
+	st.pingDelay.Store(int64(time.Hour))
+	hangUp("GET", "/healthz", "", "svcreg_http_requests_total", "code", 1)
+	if n := logs.count(t, "store does not answer /healthz", ""); n != 1 {
+		t.Errorf("%d log records of the store's failure, want 1; log:\n%v", n, &logs)
+	}
+	st.pingDelay.Store(0)
+	sendRequest(t, base, "GET", "/healthz", nil).want(200)
+	if n := logs.count(t, "store answers /healthz again", ""); n != 1 {
+		t.Errorf("%d log records of the store's return, want 1; log:\n%v", n, &logs)
 	}
 }
 

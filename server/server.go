@@ -371,15 +371,13 @@ func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 // error can name its endpoints. The log says why, once each time the
 // answer changes, so a probe every second does not fill it.
 func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	// The ping does not end with the request: a client that hangs up (a
+	// probe whose timeout is under the ping's 2 s) must neither flip the
+	// health state by ending the ping nor keep a real outage from
+	// showing in it.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 2*time.Second)
 	defer cancel()
 	err := s.store.Ping(ctx)
-	if err != nil && r.Context().Err() != nil {
-		// The client went away, which ended the ping: it says nothing
-		// of the store, and anyone may ask (and hang up) at any rate.
-		w.WriteHeader(statusClientGone)
-		return
-	}
 	if down := err != nil; s.unhealthy.Swap(down) != down {
 		if !down {
 			s.log.Info("store answers /healthz again")
@@ -387,11 +385,14 @@ func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
 			s.log.Warn("store does not answer /healthz", "err", logValue(err.Error()))
 		}
 	}
-	if err != nil {
+	switch {
+	case r.Context().Err() != nil:
+		w.WriteHeader(statusClientGone) // no one to answer
+	case err != nil:
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable"})
-		return
+	default:
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
 // statusWriter records the status a handler wrote.
