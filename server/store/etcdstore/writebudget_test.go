@@ -30,7 +30,7 @@ func TestWritesSpendOneBudgetAcrossNodes(t *testing.T) {
 	// service to time out), a configuration set, an update, a
 	// configuration delete and a service delete.
 	u.create(n[0], "svc-1", 30)
-	u.create(n[1], "svc-2", 3)
+	u.create(n[1], "svc-2", 10) // not due while etcd's revision is watched below
 	u.do(n[0], "PUT", "/configuration/key-1", map[string]string{"value": "v"}, 204)
 	u.do(n[1], "PUT", "/services/svc-1", map[string]any{"tags": []string{"t"}}, 204)
 	u.do(n[0], "DELETE", "/configuration/key-1", nil, 204)
@@ -54,8 +54,8 @@ func TestWritesSpendOneBudgetAcrossNodes(t *testing.T) {
 	}
 	u.do(n[0], "GET", "/configuration/key-2", nil, 404)
 
-	// The reaper's timeout is no client's write: svc-2 (3 s) times out.
-	deadline := time.Now().Add(30 * time.Second)
+	// The reaper's timeout is no client's write: svc-2 (10 s) times out.
+	deadline := time.Now().Add(40 * time.Second)
 	for {
 		r, err := u.try(n[0], "GET", "/services/svc-2", nil)
 		if err != nil {
@@ -65,7 +65,7 @@ func TestWritesSpendOneBudgetAcrossNodes(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("svc-2 (timeout 3 s) still there after 30 s: %d %s", r.code, r.body)
+			t.Fatalf("svc-2 (timeout 10 s) still there after 40 s: %d %s", r.code, r.body)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
