@@ -21,12 +21,15 @@ type hbEntry struct {
 
 	// seq is the sequence number of the outstanding token. When exact, cur
 	// is that token; otherwise (after a restart) any token minted for this
-	// service with a sequence number at or after seq is accepted. Either
-	// way, a token minted for the service with a number past cur's (one
-	// handed out before a restart) is accepted too (Heartbeat).
+	// service with a sequence number at or after seq is accepted.
 	seq   uint32
 	exact bool
-	cur   timeuuid.UUID
+	// restarted: since a restart, no token handed out since it has been
+	// used, so tokens handed out before it may be ahead of cur: one minted
+	// for the service with a number at or past cur's is accepted too
+	// (Heartbeat).
+	restarted bool
+	cur       timeuuid.UUID
 	// prev is the token consumed to issue cur; repeating it returns cur
 	// again (design item 6).
 	prev timeuuid.UUID
@@ -113,19 +116,21 @@ func (s *Store) Heartbeat(ctx context.Context, tenantID, id, token string) (stri
 	case tok.IsZero():
 		return "", notFound
 	case e.exact && tok == e.cur:
+		e.restarted = false // the client goes on from a token handed out since
 	case e.exact && tok == e.prev:
 		return e.cur.String(), nil
-	default:
+	case !e.exact || e.restarted:
 		// After a restart only the sequence number of the last token
 		// handed out is known (checkpointed): a token at or after it is
 		// the client's newest, and the one before it a heartbeat sent
 		// again whose answer was lost, as e.prev is before a restart.
-		// Once one is taken, the tokens handed out before the restart
-		// with later numbers than the one it gave (cur) are still taken:
-		// the one taken may have been an older token sent again late (a
-		// retry, a duplicate), and the client's newest must not be
-		// refused for it, which would tell the client its service is
-		// gone. The highest number goes on; the others are refused.
+		// Once one is taken, and until the client uses a token handed
+		// out since (cur), the tokens handed out before the restart with
+		// numbers at or past cur's are still taken: the one taken may
+		// have been an older token sent again late (a retry, a
+		// duplicate), and the client's newest must not be refused for
+		// it, which would tell the client its service is gone. The
+		// highest number goes on; the others are refused.
 		seq, ok := s.minter.Check(s.tokenKey(t, e), tok)
 		from := seq
 		if !e.exact {
@@ -137,7 +142,9 @@ func (s *Store) Heartbeat(ctx context.Context, tenantID, id, token string) (stri
 		// The next token follows the one taken: for that retry, the
 		// floor again, which a checkpoint keeps, so the retry is taken
 		// after another restart too.
-		e.seq = seq
+		e.seq, e.restarted = seq, true
+	default:
+		return "", notFound
 	}
 	e.seq = store.NextSeq(e.seq)
 	e.deadline = now.Add(time.Duration(e.timeout) * time.Second)

@@ -72,3 +72,35 @@ func TestCrashLetsTheNewestTokenGoOnAfterALateOne(t *testing.T) {
 	refused(s2, newest, "the newest, used, two heartbeats ago")
 	must(s2, next)
 }
+
+// Without a restart, tokens are exact: a token minted for the service
+// with a number past the current one's (which only a wrap of the numbers,
+// millions of heartbeats on, could bring back) is refused.
+func TestTokensAheadAreRefusedWithoutARestart(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, err := Open(t.TempDir(), Options{CheckpointInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	tok, err := s.CreateService(ctx, "1", store.NewService{ID: "svc", HeartbeatTimeout: 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok, err = s.Heartbeat(ctx, "1", "svc", tok); err != nil {
+		t.Fatal(err)
+	}
+	tn := s.existingTenant("1")
+	tn.mu.Lock()
+	e := tn.services["svc"]
+	ahead := s.minter.Mint(s.tokenKey(tn, e), store.NextSeq(store.NextSeq(e.seq)), time.Now().Add(time.Minute)).String()
+	tn.mu.Unlock()
+	var nf *store.NotFoundError
+	if _, err := s.Heartbeat(ctx, "1", "svc", ahead); !errors.As(err, &nf) || nf.Kind != store.KindHeartbeatMarker {
+		t.Errorf("a token ahead of the current one, without a restart: %v, want 404 HeartbeatMarker", err)
+	}
+	if _, err := s.Heartbeat(ctx, "1", "svc", tok); err != nil {
+		t.Errorf("the current token: %v", err)
+	}
+}

@@ -108,3 +108,15 @@ func Copies(s *Store) int {
 	defer s.copies.mu.Unlock()
 	return len(s.copies.m)
 }
+
+// MintAhead mints a token for a service that s holds, n numbers past its
+// current one's, as only a wrap of the numbers could bring one back.
+func MintAhead(s *Store, tenantID, id string, n uint32) string {
+	e := s.hb.lock(tenantID, id, s.now())
+	defer e.mu.Unlock()
+	seq := e.mem.Seq
+	for range n {
+		seq = store.NextSeq(seq)
+	}
+	return s.minter.Mint(store.TokenKey{Tenant: tenantID, ID: id, Incarnation: e.rec.Incarnation}, seq, s.now().Add(time.Minute)).String()
+}

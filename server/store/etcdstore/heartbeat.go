@@ -453,20 +453,22 @@ func (s *Store) Heartbeat(ctx context.Context, tenantID, id, token string) (stri
 		if e.mine {
 			lease, alive := s.lease.get()
 			held := alive && e.hb.HolderLease == int64(lease) && !e.verify && e.mayLand == 0
-			// On a fresh read, a token minted for the service with a
-			// number at or past the current one's goes on as the current
-			// one does: one handed out before the service was taken
-			// loosely from a holder that died (the client's newest,
-			// when the token taken then was an older one sent again
-			// late) must not be refused for it, which would tell the
-			// client its service is gone. The highest number goes on.
+			// On a fresh read, while the service is Ahead, a token
+			// minted for it with a number at or past the current one's
+			// goes on as the current one does: one handed out before the
+			// service was taken loosely from a holder that died (the
+			// client's newest, when the token taken then was an older
+			// one sent again late) must not be refused for it, which
+			// would tell the client its service is gone. The highest
+			// number goes on; the current one, used, ends the rule.
 			seq, ahead := e.mem.Seq, false
-			if valid && fresh && token != e.mem.Cur && token != e.mem.Prev {
+			if valid && fresh && e.mem.Ahead && token != e.mem.Cur && token != e.mem.Prev {
 				seq, ahead = s.mintedFrom(tenantID, id, e, tok, e.mem.Seq)
 			}
 			switch {
 			case valid && (token == e.mem.Cur || ahead):
 				next := s.nextBeat(tenantID, id, e, token, seq)
+				next.Ahead = ahead
 				if held && s.answerable(ctx, e, next) && s.leaseStill(lease) {
 					e.setMem(next, true)
 					s.metrics.inMemory.Inc()
@@ -568,7 +570,8 @@ func (s *Store) Heartbeat(ctx context.Context, tenantID, id, token string) (stri
 				return "", notFound
 			}
 			next = s.nextBeat(tenantID, id, e, token, seq)
-		case valid:
+			next.Ahead = true
+		case valid && e.hb.Ahead:
 			// One minted at or past Cur's number before a loose move
 			// (see the holder's case above).
 			seq, ok := s.mintedFrom(tenantID, id, e, tok, e.hb.Seq)
@@ -576,6 +579,7 @@ func (s *Store) Heartbeat(ctx context.Context, tenantID, id, token string) (stri
 				return "", notFound
 			}
 			next = s.nextBeat(tenantID, id, e, token, seq)
+			next.Ahead = true
 		default:
 			return "", notFound
 		}

@@ -621,3 +621,20 @@ func TestHolderCrashLetsTheNewestTokenGoOnAfterALateOne(t *testing.T) {
 		})
 	}
 }
+
+// Without a holder's death, the holder's tokens are exact: one minted for
+// the service with a number past the current one's (which only a wrap of
+// the numbers, millions of heartbeats on, could bring back) is refused.
+func TestTokensAheadAreRefusedWhileTheHolderLives(t *testing.T) {
+	t.Parallel()
+	n := startNodes(t, sharedCluster(t), 1, etcdstore.Options{HeartbeatSlack: time.Minute, PeerListen: "off"})
+	u := login(t, n[0], "ahead-token")
+	tok := u.heartbeat(n[0], "svc", u.heartbeat(n[0], "svc", u.create(n[0], "svc", 60)))
+	n[0].mu.Lock()
+	ahead := etcdstore.MintAhead(n[0].st, u.tenant, "svc", 2)
+	n[0].mu.Unlock()
+	if r, err := u.try(n[0], "POST", "/services/svc/heartbeat", map[string]string{"token": ahead}); err != nil || r.code != 404 {
+		t.Errorf("a token ahead of the current one: %v %d %s, want 404", err, r.code, r.body)
+	}
+	u.heartbeat(n[0], "svc", tok)
+}

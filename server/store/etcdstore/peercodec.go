@@ -21,7 +21,9 @@ import (
 // (at most maxCopyBatch), and each item: tenant, id, heartbeat key
 // revision, stored deadline, and its state (incarnation, sequence number,
 // current and previous tokens, deadline, last seen, holder, holder lease,
-// loose as 0 or 1).
+// and a byte of flags: 1 loose, 2 ahead; a node of the version before,
+// which knows only 0 and 1 there, refuses a batch with ahead set as
+// undecodable).
 //
 // An answer: version, then either 0 and the number of items (at most
 // maxCopyBatch) and a byte for each (1: taken), or 1 and the reason for
@@ -66,10 +68,23 @@ func (cb *copyBatch) appendTo(b []byte) []byte {
 		b = binary.AppendVarint(b, st.LastSeen)
 		b = appendString(b, st.Holder)
 		b = binary.AppendVarint(b, st.HolderLease)
-		b = appendBool(b, st.Loose)
+		var flags byte
+		if st.Loose {
+			flags |= flagLoose
+		}
+		if st.Ahead {
+			flags |= flagAhead
+		}
+		b = append(b, flags)
 	}
 	return b
 }
+
+// The flags of a copy's state.
+const (
+	flagLoose = 1 << iota
+	flagAhead
+)
 
 // decode sets the batch from p, all of it.
 func (cb *copyBatch) decode(p []byte) error {
@@ -107,7 +122,11 @@ func (cb *copyBatch) decode(p []byte) error {
 		st.Deadline, st.LastSeen = d.varint(), d.varint()
 		holder := d.bytes()
 		st.HolderLease = d.varint()
-		st.Loose = d.bool()
+		flags := d.byte()
+		if flags&^(flagLoose|flagAhead) != 0 {
+			d.fail()
+		}
+		st.Loose, st.Ahead = flags&flagLoose != 0, flags&flagAhead != 0
 		// Two allocations, not five (an allocation a string was most of
 		// what decoding a copy cost), split by how long they live: the
 		// peer keeps the service's key for as long as it keeps a copy,

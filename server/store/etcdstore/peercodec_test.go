@@ -44,13 +44,13 @@ func TestPeerCodec(t *testing.T) {
 		}
 	}
 	bad := map[string][]byte{
-		"another version":          append([]byte{2}, batches[0].appendTo(nil)[1:]...),
-		"JSON":                     []byte(`{"from":"a","items":[]}`),
-		"a count it cannot hold":   append([]byte{peerWireVersion, 0, 0, 0, 0}, 0xff, 0xff, 0xff, 0xff, 0x0f),
-		"one item more than fits":  append([]byte{peerWireVersion, 0, 0, 0, 0, 2}, make([]byte, 25)...),
-		"a string past its end":    {peerWireVersion, 5, 'a'},
-		"a sequence over 32 bits":  append(append([]byte{peerWireVersion, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0}, 0x80, 0x80, 0x80, 0x80, 0x10), 0, 0, 0, 0, 0, 0, 0),
-		"a flag other than 0 or 1": {peerWireVersion, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2},
+		"another version":         append([]byte{2}, batches[0].appendTo(nil)[1:]...),
+		"JSON":                    []byte(`{"from":"a","items":[]}`),
+		"a count it cannot hold":  append([]byte{peerWireVersion, 0, 0, 0, 0}, 0xff, 0xff, 0xff, 0xff, 0x0f),
+		"one item more than fits": append([]byte{peerWireVersion, 0, 0, 0, 0, 2}, make([]byte, 25)...),
+		"a string past its end":   {peerWireVersion, 5, 'a'},
+		"a sequence over 32 bits": append(append([]byte{peerWireVersion, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0}, 0x80, 0x80, 0x80, 0x80, 0x10), 0, 0, 0, 0, 0, 0, 0),
+		"a flag unknown":          {peerWireVersion, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4},
 	}
 	for what, raw := range bad {
 		var got copyBatch
@@ -58,10 +58,14 @@ func TestPeerCodec(t *testing.T) {
 			t.Errorf("%s: decoded %+v, %v", what, got, err)
 		}
 	}
-	// The last one is well-formed but for its flag.
-	good := []byte{peerWireVersion, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}
-	if err := new(copyBatch).decode(good); err != nil {
-		t.Errorf("a minimal item: %v", err)
+	// The last one is well-formed but for its flags; loose (1) is what
+	// the version before sends, ahead (2) it refuses.
+	for _, flags := range []byte{0, 1, 2, 3} {
+		good := []byte{peerWireVersion, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, flags}
+		var got copyBatch
+		if err := got.decode(good); err != nil || got.Items[0].State.Loose != (flags&1 != 0) || got.Items[0].State.Ahead != (flags&2 != 0) {
+			t.Errorf("a minimal item with flags %d: %+v, %v", flags, got, err)
+		}
 	}
 
 	var fullAnswer copyAnswer

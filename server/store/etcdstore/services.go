@@ -39,6 +39,12 @@ type hbRecord struct {
 	// Cur may be outstanding; any minted for the service with a later
 	// sequence number is accepted once (design item 10's rule).
 	Loose bool `json:"loose,omitempty"`
+	// Ahead: Cur was issued for a token taken by that rule, and no token
+	// issued since has been used, so tokens the dead node handed out may
+	// still be ahead of Cur: one minted for the service with a number at
+	// or past Cur's is accepted too, so that an older token sent again
+	// late and taken first cannot lock the client's newest out.
+	Ahead bool `json:"ahead,omitempty"`
 }
 
 func (h hbRecord) lastSeen() time.Time {
