@@ -15,7 +15,7 @@ import (
 // Events implements store.Store (spec §7.11 steps 7-8, design items 4 and 9).
 func (s *Store) Events(ctx context.Context, tenantID string, q store.EventQuery) (store.EventPage, error) {
 	var page store.EventPage
-	t, err := s.rectified(tenantID)
+	t, err := s.readRectified(tenantID)
 	if err != nil {
 		return page, err
 	}

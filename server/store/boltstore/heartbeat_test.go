@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -102,5 +103,44 @@ func TestTokensAheadAreRefusedWithoutARestart(t *testing.T) {
 	}
 	if _, err := s.Heartbeat(ctx, "1", "svc", tok); err != nil {
 		t.Errorf("the current token: %v", err)
+	}
+}
+
+// A timeout that cannot be committed (here a service record that does
+// not decode; in production a full disk) does not fail the tenant's
+// reads: they are answered from what is stored, and the due service is
+// still there, taking a late heartbeat, until its timeout commits.
+func TestReadsOutliveATimeoutThatCannotCommit(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	var now atomic.Int64
+	now.Store(time.Now().UnixNano())
+	s, err := Open(t.TempDir(), Options{ReapInterval: -1, CheckpointInterval: time.Hour,
+		Clock: func() time.Time { return time.Unix(0, now.Load()) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	due, err := s.CreateService(ctx, "1", store.NewService{ID: "due", HeartbeatTimeout: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateService(ctx, "1", store.NewService{ID: "good", HeartbeatTimeout: 60}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bTenants).Bucket([]byte("1")).Bucket(bServices).Put([]byte("due"), []byte("{not json"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	now.Add(int64(5 * time.Second))
+	if _, err := s.Service(ctx, "1", "good"); err != nil {
+		t.Errorf("read of another service: %v", err)
+	}
+	if _, err := s.Events(ctx, "1", store.EventQuery{Limit: 10}); err != nil {
+		t.Errorf("read of the feed: %v", err)
+	}
+	if _, err := s.Heartbeat(ctx, "1", "due", due); err != nil {
+		t.Errorf("a late heartbeat of the service whose timeout did not commit: %v", err)
 	}
 }

@@ -18,6 +18,24 @@ func (s *Store) rectified(tenantID string) (*tenant, error) {
 	return t, s.rectify(t, false)
 }
 
+// readRectified is rectified for a read: when the timeouts cannot be
+// committed (a full disk), the read is answered all the same, from what
+// is stored, with the due services in it as they are (a late heartbeat
+// is still taken until they are timed out, spec §8.3), rather than
+// failing every read of the tenant: a renderer keeps its view of the
+// registry. The reaper commits the timeouts once it can, with the
+// deadlines as the events' times, and logs why it cannot meanwhile.
+func (s *Store) readRectified(tenantID string) (*tenant, error) {
+	t, err := s.tenantFor(tenantID)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.rectify(t, false); err != nil {
+		s.log.Debug("the timeouts due could not be committed; answering the read from what is stored", "tenant", tenantID, "err", err)
+	}
+	return t, nil
+}
+
 // rectify times out every service of t whose deadline has passed. Each
 // timeout is committed once: the due services are taken off the deadline
 // heap under wmu. A concurrent caller that finds nothing due while a

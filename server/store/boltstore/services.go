@@ -139,7 +139,7 @@ func (s *Store) DeleteService(ctx context.Context, tenantID, id string) error {
 
 // Service implements store.Store.
 func (s *Store) Service(ctx context.Context, tenantID, id string) (registry.Service, error) {
-	t, err := s.rectified(tenantID)
+	t, err := s.readRectified(tenantID)
 	if err != nil {
 		return registry.Service{}, err
 	}
@@ -172,7 +172,7 @@ func (t *tenant) lastSeen(rec store.ServiceRecord) time.Time {
 // Services implements store.Store (spec §7.2).
 func (s *Store) Services(ctx context.Context, tenantID string, q store.ServiceQuery) (store.Page[registry.Service], error) {
 	var page store.Page[registry.Service]
-	t, err := s.rectified(tenantID)
+	t, err := s.readRectified(tenantID)
 	if err != nil {
 		return page, err
 	}
