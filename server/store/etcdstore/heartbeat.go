@@ -560,6 +560,10 @@ func (s *Store) Heartbeat(ctx context.Context, tenantID, id, token string) (stri
 		switch {
 		case valid && token == e.hb.Cur:
 			next = s.nextBeat(tenantID, id, e, token, e.hb.Seq)
+			// Taken from a holder that is gone: the tokens it minted
+			// after Cur may still be ahead (the client's newest, when
+			// this one came late).
+			next.Ahead = e.hb.Loose || e.hb.Holder != ""
 		case valid && e.hb.Prev != "" && token == e.hb.Prev:
 			return e.hb.Cur, nil
 		case valid && (e.hb.Loose || e.hb.Holder != ""):

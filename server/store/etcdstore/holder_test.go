@@ -594,8 +594,12 @@ func madeUpToken(tok string) string {
 // it its service is gone.
 func TestHolderCrashLetsTheNewestTokenGoOnAfterALateOne(t *testing.T) {
 	t.Parallel()
-	for _, at := range []int{1, 2} {
-		t.Run(fmt.Sprintf("newest at node %d", at), func(t *testing.T) {
+	for _, tc := range []struct {
+		at   int
+		late int // which token comes late: 0 the one stored in etcd
+	}{{1, 1}, {2, 1}, {1, 0}, {2, 0}} {
+		at := tc.at
+		t.Run(fmt.Sprintf("newest at node %d, late token %d", at, tc.late), func(t *testing.T) {
 			t.Parallel()
 			n := startNodes(t, sharedCluster(t), 3, etcdstore.Options{NodeTTL: 2 * time.Second, ReapInterval: 100 * time.Millisecond,
 				HeartbeatSlack: time.Minute, PeerListen: "off"})
@@ -610,7 +614,8 @@ func TestHolderCrashLetsTheNewestTokenGoOnAfterALateOne(t *testing.T) {
 			}
 			n[0].crash()
 
-			late := u.heartbeat(n[1], "svc", t2) // taken: node 1 cannot tell it was used
+			// Taken: node 1 cannot tell it was used.
+			late := u.heartbeat(n[1], "svc", []string{tok, t2}[tc.late])
 			next := u.heartbeat(n[at], "svc", newest)
 			for _, old := range []string{late, t3} {
 				if r, err := u.try(n[1], "POST", "/services/svc/heartbeat", map[string]string{"token": old}); err != nil || r.code != 404 {
