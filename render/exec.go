@@ -1,6 +1,7 @@
 package render
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -36,10 +37,9 @@ type ExecConfig struct {
 const DefaultGracePeriod = 10 * time.Second
 
 // SignalSettle is how long a reload by signal waits for the command to
-// die of it (a command that exits within it failed the reload), and, where
-// the system cannot tell whether the command handles the signal yet (not
-// Linux), how long a command has after its start before a reload signals
-// it.
+// die of it (a command that exits within it failed the reload), and how
+// long a command has after its start before a reload signals it (on Linux
+// also until it handles the signal: SignalReady).
 const SignalSettle = time.Second
 
 // SignalReady bounds how long a reload by signal waits, on Linux, for a
@@ -259,6 +259,9 @@ type Exec struct {
 	// hupQueued: a re-read (onHUP) waits for the one under way, hupRun.
 	hupQueued atomic.Bool
 	hupRun    sync.Mutex
+
+	// signalReady is SignalReady if zero (tests set less).
+	signalReady time.Duration
 }
 
 // ExecError is a command that cannot be run; Code is the shell's exit
@@ -339,26 +342,30 @@ func (e *Exec) Reload(ctx context.Context, sig syscall.Signal) (skipped string, 
 	}
 }
 
-// awaitHandler waits until child handles sig (catches, ignores or blocks
-// it), polling, up to SignalReady; where that cannot be told, until
-// SignalSettle after its start.
+// awaitHandler waits until SignalSettle after child's start and, where
+// that can be told (Linux), until it handles sig (catches or ignores it),
+// polling, up to SignalReady. A handler is not enough alone: a Go program
+// catches every signal from its start, and a wrapper such as tini passes
+// it on to a child that may not be ready.
 func (e *Exec) awaitHandler(ctx context.Context, child *supervise.Child, startedAt time.Time, sig syscall.Signal) (skipped string, _ error) {
-	wait := time.Until(startedAt.Add(SignalSettle))
-	giveUp := time.Now().Add(SignalReady)
+	giveUp := time.Now().Add(cmp.Or(e.signalReady, SignalReady))
+	seen := false // /proc could be read: the command's handlers are known
 	for logged := false; ; {
-		if handles, known := handlesSignal(child.Pid(), sig); handles {
-			return "", nil
-		} else if known {
+		wait := time.Until(startedAt.Add(SignalSettle))
+		if wait <= 0 {
+			handles, known := handlesSignal(child.Pid(), sig)
+			seen = seen || known
+			if handles || !seen {
+				return "", nil
+			}
 			if time.Now().After(giveUp) {
-				return "", fmt.Errorf("not sent %s: the command has not set it up after %s, and its default action would end it", unix.SignalName(sig), SignalReady)
+				return "", fmt.Errorf("%w: %s, after %s, and its default action would end it", errSignalNotHandled, unix.SignalName(sig), cmp.Or(e.signalReady, SignalReady))
 			}
 			if !logged {
 				e.Log.Info("the reload signal waits for the command to handle it", "signal", unix.SignalName(sig), "pid", child.Pid())
 				logged = true
 			}
 			wait = 20 * time.Millisecond
-		} else if wait <= 0 {
-			return "", nil
 		}
 		t := time.NewTimer(wait)
 		select {
@@ -370,9 +377,12 @@ func (e *Exec) awaitHandler(ctx context.Context, child *supervise.Child, started
 			return "the renderer is stopping", nil
 		case <-t.C:
 		}
-		wait = 0
 	}
 }
+
+// errSignalNotHandled: a reload signal was not sent, since the command
+// does not handle it; the command still runs the files it had.
+var errSignalNotHandled = errors.New("not sent: the command does not handle the reload signal")
 
 // signalUnlessStopping sends the command sig unless it is being stopped:
 // told to stop, or sent a signal passed on that ends a process by

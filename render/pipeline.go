@@ -650,7 +650,17 @@ func (r *Renderer) reloadCounted(ctx context.Context, g *Group) (skipped string,
 // the failed reload once more, so it is not run.
 func (r *Renderer) rollBack(ctx context.Context, g *Group, files []*file, err error) error {
 	rb := r.restore(files, g.check != nil)
-	if len(rb.restored) > 0 {
+	switch {
+	case len(rb.restored) == 0:
+	case errors.Is(err, errSignalNotHandled):
+		// Nothing reached the command: it runs the files put back.
+		err = fmt.Errorf("%w; restored the previous files, which the command still runs", err)
+	case ctx.Err() != nil:
+		// Stopping: the failed reload ran to its end; another is not
+		// started, and the files are as the load balancer last took them
+		// unless the failed reload took them in part.
+		err = fmt.Errorf("%w; restored the previous files, not reloaded: svcreg is stopping", err)
+	default:
 		switch skipped, rerr := r.reload(ctx, g); {
 		case rerr != nil:
 			err = fmt.Errorf("%w; restored the previous files, and reloading them failed too: %v", err, rerr)

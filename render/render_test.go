@@ -413,21 +413,15 @@ func TestUnchangedOutputIsNotCheckedAgain(t *testing.T) {
 	}
 }
 
-// A reload command under way when the renderer is told to stop runs to
-// its end: the files it reloads stay, and the pass counts it done, where
-// the command was killed half-way and the files put back under a load
-// balancer that may have taken them.
-func TestReloadUnderWayFinishesOnStop(t *testing.T) {
-	t.Parallel()
-	g := newGroup(t, upstreams)
-	started := filepath.Join(g.dir, "started")
-	set := g.set(t, TemplateConfig{Reload: "touch " + started + "; sleep 1; echo reload >> " + g.log})
+// stopDuringReload runs a pass of set on snap, stops it (ends its
+// context) once the file started exists, which the reload command makes,
+// and returns the pass's result.
+func (g *group) stopDuringReload(t *testing.T, set *Set, snap *watcher.Snapshot, started string) PassResult {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	passed := make(chan PassResult, 1)
-	go func() {
-		passed <- g.r.Pass(ctx, set, snapshot(svc("a", []string{"www"}, map[string]string{"ip": "10.0.0.1"})))
-	}()
+	go func() { passed <- g.r.Pass(ctx, set, snap) }()
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(5 * time.Millisecond) {
 		if _, err := os.Stat(started); err == nil {
 			break
@@ -437,7 +431,19 @@ func TestReloadUnderWayFinishesOnStop(t *testing.T) {
 		}
 	}
 	cancel()
-	res := <-passed
+	return <-passed
+}
+
+// A reload command under way when the renderer is told to stop runs to
+// its end: the files it reloads stay, and the pass counts it done, where
+// the command was killed half-way and the files put back under a load
+// balancer that may have taken them.
+func TestReloadUnderWayFinishesOnStop(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, upstreams)
+	started := filepath.Join(g.dir, "started")
+	set := g.set(t, TemplateConfig{Reload: "touch " + started + "; sleep 1; echo reload >> " + g.log})
+	res := g.stopDuringReload(t, set, snapshot(svc("a", []string{"www"}, map[string]string{"ip": "10.0.0.1"})), started)
 	if len(res.Failures) != 0 || res.Installed != 1 {
 		t.Errorf("pass = %+v; want the group installed and reloaded", res)
 	}
@@ -446,6 +452,31 @@ func TestReloadUnderWayFinishesOnStop(t *testing.T) {
 	}
 	if got := readFile(t, g.dest); got != "server 10.0.0.1;\n" {
 		t.Errorf("destination %q after the stop", got)
+	}
+}
+
+// A reload that fails after the renderer was told to stop puts the
+// previous files back without reloading them again: a stop waits for one
+// reload, not two.
+func TestFailedReloadOnStopIsNotRunAgain(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, upstreams)
+	ctx := context.Background()
+	first := g.set(t, TemplateConfig{Reload: "true"})
+	if res := g.r.Pass(ctx, first, snapshot(svc("a", []string{"www"}, map[string]string{"ip": "10.0.0.1"}))); res.Installed != 1 {
+		t.Fatalf("first pass: %+v", res)
+	}
+	started := filepath.Join(g.dir, "started")
+	set := g.set(t, TemplateConfig{Reload: "touch " + started + "; echo reload >> " + g.log + "; sleep 1; exit 1"})
+	w := g.stopDuringReload(t, set, snapshot(svc("b", []string{"www"}, map[string]string{"ip": "10.0.0.2"})), started).Worst()
+	if w == nil || w.Step != StepReload || !strings.Contains(w.Err.Error(), "not reloaded: svcreg is stopping") {
+		t.Fatalf("worst = %+v; want the failed reload's files put back, not reloaded again", w)
+	}
+	if n := g.reloads(t); n != 1 {
+		t.Errorf("the reload command ran %d times, want 1", n)
+	}
+	if got := readFile(t, g.dest); got != "server 10.0.0.1;\n" {
+		t.Errorf("destination %q, want the previous file", got)
 	}
 }
 

@@ -8,10 +8,11 @@ import (
 	"syscall"
 )
 
-// handlesSignal reports whether process pid catches, ignores or blocks
-// sig (its SigCgt, SigIgn and SigBlk in /proc/PID/status), so that sig
-// does not take its default action, which ends most programs; known is
-// false when that cannot be read.
+// handlesSignal reports whether process pid catches or ignores sig (its
+// SigCgt and SigIgn in /proc/PID/status), so that sig does not take its
+// default action, which ends most programs; known is false when that
+// cannot be read. A signal blocked (SigBlk, the main thread's mask, which
+// a program may hold for a moment while it forks) does not count.
 func handlesSignal(pid int, sig syscall.Signal) (handles, known bool) {
 	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
@@ -23,7 +24,7 @@ func handlesSignal(pid int, sig syscall.Signal) (handles, known bool) {
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		name, value, ok := strings.Cut(sc.Text(), ":")
-		if !ok || name != "SigBlk" && name != "SigIgn" && name != "SigCgt" {
+		if !ok || name != "SigIgn" && name != "SigCgt" {
 			continue
 		}
 		m, err := strconv.ParseUint(strings.TrimSpace(value), 16, 64)
@@ -35,5 +36,5 @@ func handlesSignal(pid int, sig syscall.Signal) (handles, known bool) {
 		}
 		masks++
 	}
-	return false, masks == 3
+	return false, masks == 2
 }

@@ -3,6 +3,7 @@ package render
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -18,30 +19,15 @@ import (
 // action, which ends it. Here the command sets its handler 2 s after it
 // starts; the reload sent at once is delivered then, and the command
 // lives on.
+//
+// Not parallel: an Exec reaps every child of the process while it runs.
 func TestReloadSignalWaitsForTheCommandsHandler(t *testing.T) {
-	t.Parallel()
 	dir := t.TempDir()
 	got := filepath.Join(dir, "reloaded")
 	script := `sleep 2; trap 'echo reloaded >> ` + got + `' USR2; while :; do sleep 0.05; done`
 	var logs bytes.Buffer
 	ex := &Exec{Command: CommandLine{"/bin/sh", "-c", script}, Log: slog.New(slog.NewTextHandler(&logs, nil))}
-	if err := ex.Prepare(); err != nil {
-		t.Fatal(err)
-	}
-	defer ex.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	ran := make(chan int, 1)
-	go func() { ran <- ex.Run(ctx) }()
-	defer func() {
-		cancel()
-		<-ran
-	}()
-	ex.Passed(PassResult{}) // the first pass: the command starts
-	for deadline := time.Now().Add(20 * time.Second); !ex.started(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the command did not start")
-		}
-	}
+	ctx, ran := runExec(t, ex, func(context.Context) PassResult { return PassResult{} })
 	skipped, err := ex.Reload(ctx, syscall.SIGUSR2)
 	if skipped != "" || err != nil {
 		t.Fatalf("reload: skipped %q, %v; log:\n%s", skipped, err, &logs)
@@ -62,4 +48,68 @@ func TestReloadSignalWaitsForTheCommandsHandler(t *testing.T) {
 	if !strings.Contains(logs.String(), "the reload signal waits for the command to handle it") {
 		t.Errorf("the log does not say the reload waited:\n%s", &logs)
 	}
+}
+
+// A command that never handles the reload signal is not sent it: the
+// reload fails after SignalReady with the files put back and not
+// reloaded again (nothing reached the command, which runs the files it
+// had), and the command lives on.
+// Not parallel, as above.
+func TestReloadSignalNotHandledIsNotSent(t *testing.T) {
+	dir := t.TempDir()
+	c := Config{Exec: ExecConfig{Command: CommandLine{"/bin/sh", "-c", "while :; do sleep 0.05; done"}},
+		Templates: []TemplateConfig{{Contents: "{{ range services }}{{ .ID }}\n{{ end }}", Destination: filepath.Join(dir, "out"), ReloadSignal: "SIGUSR2"}}}
+	if err := c.Normalize(); err != nil {
+		t.Fatal(err)
+	}
+	set, err := NewSet(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	ex := &Exec{Command: c.Exec.Command, Log: log, signalReady: 300 * time.Millisecond}
+	r := NewRenderer(log, nil, nil)
+	r.Child = ex
+	ctx, ran := runExec(t, ex, func(ctx context.Context) PassResult { return r.Pass(ctx, set, snapshot()) })
+	w := r.Pass(ctx, set, snapshot(svc("a", nil, nil))).Worst()
+	if w == nil || w.Step != StepReload || !errors.Is(w.Err, errSignalNotHandled) || !strings.Contains(w.Err.Error(), "which the command still runs") {
+		t.Fatalf("worst = %+v; want the reload not sent, the files put back and not reloaded again", w)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dir, "out")); string(got) != "" {
+		t.Errorf("the destination holds %q, want the previous (empty) file", got)
+	}
+	select {
+	case code := <-ran:
+		t.Fatalf("the command ended (%d); log:\n%s", code, &logs)
+	default:
+	}
+}
+
+// runExec prepares ex and runs it until the test ends, with the result
+// of first as its first pass, and waits for its command to start. It
+// returns the context of the run and the channel of its exit status.
+func runExec(t *testing.T, ex *Exec, first func(context.Context) PassResult) (context.Context, <-chan int) {
+	t.Helper()
+	if err := ex.Prepare(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran, done := make(chan int, 1), make(chan struct{})
+	go func() {
+		defer close(done)
+		ran <- ex.Run(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		ex.Close()
+	})
+	ex.Passed(first(ctx)) // the command starts
+	for deadline := time.Now().Add(20 * time.Second); !ex.started(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the command did not start")
+		}
+	}
+	return ctx, ran
 }
