@@ -144,17 +144,28 @@ func TestTemplateOnceStoppedBySignal(t *testing.T) {
 	registry := startServerProcess(t, "--data-dir", t.TempDir())
 	clientEnv := []string{"SVCREG_URL=" + registry.url + "/v1.0", "SVCREG_AUTH_URL=" + registry.url + "/v2.0",
 		"SVCREG_USERNAME=once-signals", "SVCREG_API_KEY=dev", "SVCREG_TOKEN=", "SVCREG_TENANT=", "SVCREG_PASSWORD=", "SVCREG_REGION="}
-	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
-		t.Run(sig.String(), func(t *testing.T) {
+	for _, tc := range []struct {
+		sig    syscall.Signal
+		during string // the check or the reload
+	}{{syscall.SIGTERM, "check"}, {syscall.SIGINT, "check"}, {syscall.SIGTERM, "reload"}} {
+		sig := tc.sig
+		t.Run(sig.String()+" during the "+tc.during, func(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
 			checking, dest := filepath.Join(dir, "checking"), filepath.Join(dir, "out.conf")
 			config := filepath.Join(dir, "render.toml")
 			toml := fmt.Sprintf("[[template]]\ncontents = \"x\\n\"\ndestination = %q\ncheck = \"touch %s; sleep 30\"\ncheck_timeout = \"60s\"\n", dest, checking)
+			args := []string{"template", "--once", "--no-reload", "--config", config}
+			if tc.during == "reload" {
+				// The reload runs to its end, and the pass goes through:
+				// exit 0, the file installed.
+				toml = fmt.Sprintf("[[template]]\ncontents = \"x\\n\"\ndestination = %q\nreload = \"touch %s; sleep 1\"\n", dest, checking)
+				args = []string{"template", "--once", "--config", config}
+			}
 			if err := os.WriteFile(config, []byte(toml), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			cmd := exec.Command(os.Args[0], "template", "--once", "--no-reload", "--config", config)
+			cmd := exec.Command(os.Args[0], args...)
 			cmd.Env = append(append(os.Environ(), execEnv+"=1"), clientEnv...)
 			out := newOutput()
 			cmd.Stdout, cmd.Stderr = out, out
@@ -179,6 +190,15 @@ func TestTemplateOnceStoppedBySignal(t *testing.T) {
 			stuck := time.AfterFunc(30*time.Second, func() { cmd.Process.Kill() })
 			defer stuck.Stop()
 			cmd.Wait()
+			if tc.during == "reload" {
+				if code := cmd.ProcessState.ExitCode(); code != 0 {
+					t.Errorf("exit status %d, want 0; output:\n%s", code, out)
+				}
+				if _, err := os.Stat(dest); err != nil {
+					t.Errorf("the destination was not installed: %v", err)
+				}
+				return
+			}
 			if code := cmd.ProcessState.ExitCode(); code != 128+int(sig) || !strings.Contains(out.String(), "stopped by") {
 				t.Errorf("exit status %d, want %d, and why; output:\n%s", code, 128+int(sig), out)
 			}

@@ -97,7 +97,9 @@ retried until --once-timeout); 4 no sync with the registry within
 and the existing file was kept; a destination that does not exist yet is
 installed, with a warning); 6 a check command failed; 7 a file could not be
 installed; 8 a reload command failed; 130 or 143 stopped by SIGINT or SIGTERM
-(a check under way is stopped, and nothing is installed after it).
+before the pass went through (a check under way is stopped, and what it
+checks is not installed; a reload under way runs to its end; a second
+signal ends svcreg at once).
 
 First deploy, before the load balancer runs: "svcreg template --once
 --no-reload" installs the checked files and reloads nothing; then start the
@@ -405,8 +407,12 @@ func runOnce(ctx context.Context, log *slog.Logger, w *watcher.Watcher, loop *re
 	ctx, stop := watchUntilSignal(ctx, w)
 	defer stop()
 	res, err := loop.RunOnce(ctx, set, timeout)
-	if err := interruptedError(ctx); err != nil {
-		return err // what the pass did is in the log
+	if err != nil || res.Worst() != nil {
+		// A pass that a stop cut short says so; one that went through
+		// (a reload under way runs to its end) is a success.
+		if err := interruptedError(ctx); err != nil {
+			return err // what the pass did is in the log
+		}
 	}
 	if err != nil {
 		return syncError(ctx, err, w)

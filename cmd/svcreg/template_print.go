@@ -52,6 +52,9 @@ func watchUntilSignal(ctx context.Context, w *watcher.Watcher) (context.Context,
 	go func() {
 		select {
 		case s := <-sigs:
+			// A second signal takes its default action: it ends a stop
+			// that waits (a reload under way runs to its end).
+			signal.Stop(sigs)
 			interrupt(interrupted{s.(syscall.Signal)})
 		case <-quit:
 		}
