@@ -203,10 +203,12 @@ func startNginx(t *testing.T, http, server string) string {
 		t.Fatal(err)
 	}
 	args := []string{"-p", dir, "-c", conf}
+	// Before the start: an nginx that started and then reported an error
+	// must not outlive the test either.
+	t.Cleanup(func() { exec.Command(bin, append(args, "-s", "quit")...).Run() })
 	if out, err := exec.Command(bin, args...).CombinedOutput(); err != nil {
 		t.Fatalf("start nginx: %v: %s\n%s", err, out, text)
 	}
-	t.Cleanup(func() { exec.Command(bin, append(args, "-s", "quit")...).Run() })
 	return "http://127.0.0.1:" + strconv.Itoa(port) + "/"
 }
 
