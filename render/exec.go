@@ -343,18 +343,30 @@ func (e *Exec) Reload(ctx context.Context, sig syscall.Signal) (skipped string, 
 }
 
 // awaitHandler waits until SignalSettle after child's start and, where
-// that can be told (Linux), until it handles sig (catches or ignores it),
-// polling, up to SignalReady. A handler is not enough alone: a Go program
-// catches every signal from its start, and a wrapper such as tini passes
-// it on to a child that may not be ready.
+// that can be told (Linux), until it handles sig (catches or ignores it,
+// or keeps it blocked for signalBlockedFor, as a program reading its
+// signals from a signalfd does), polling, up to SignalReady. A handler is
+// not enough alone: a Go program catches every signal from its start. A
+// program that waits for its signals with sigwait (tini, dumb-init) shows
+// none handled while it waits, and is not sent it: svcreg supervises the
+// command itself, and needs no such wrapper.
 func (e *Exec) awaitHandler(ctx context.Context, child *supervise.Child, startedAt time.Time, sig syscall.Signal) (skipped string, _ error) {
 	giveUp := time.Now().Add(cmp.Or(e.signalReady, SignalReady))
-	seen := false // /proc could be read: the command's handlers are known
+	seen := false              // /proc could be read: the command's handlers are known
+	var blockedSince time.Time // kept blocked since: read from a signalfd
 	for logged := false; ; {
 		wait := time.Until(startedAt.Add(SignalSettle))
 		if wait <= 0 {
-			handles, known := handlesSignal(child.Pid(), sig)
+			handles, blocked, known := handlesSignal(child.Pid(), sig)
 			seen = seen || known
+			switch {
+			case !blocked:
+				blockedSince = time.Time{}
+			case blockedSince.IsZero():
+				blockedSince = time.Now()
+			case time.Since(blockedSince) >= signalBlockedFor:
+				handles = true // not a block held while forking
+			}
 			if handles || !seen {
 				return "", nil
 			}
@@ -379,6 +391,11 @@ func (e *Exec) awaitHandler(ctx context.Context, child *supervise.Child, started
 		}
 	}
 }
+
+// signalBlockedFor is how long a command must keep the reload signal
+// blocked for a reload to take it as read (from a signalfd), not as held
+// for a moment.
+const signalBlockedFor = 100 * time.Millisecond
 
 // errSignalNotHandled: a reload signal was not sent, since the command
 // does not handle it; the command still runs the files it had.

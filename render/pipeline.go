@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,6 +33,8 @@ type Failure struct {
 
 func (f Failure) Error() string { return fmt.Sprintf("%s %s: %v", f.Step, f.Group, f.Err) }
 
+func (f Failure) Unwrap() error { return f.Err }
+
 // PassResult is what a pass did.
 type PassResult struct {
 	// Installed counts the groups whose files were installed.
@@ -41,6 +44,10 @@ type PassResult struct {
 	// min_reload_interval may go ahead, or when an output whose check
 	// failed is checked again; run another pass then.
 	RetryAt time.Time
+	// Stopped: the pass's context ended before a group's change went
+	// through (while it waited for its splay or for the changes applied
+	// ahead of it); that change was not installed.
+	Stopped bool
 }
 
 // Worst returns the failure of the latest step, or nil.
@@ -86,6 +93,9 @@ type Renderer struct {
 	hadFile      destinations
 	stateFiles   stateFiles
 	failedChecks failedChecks
+	// cutShort: the pass under way stopped a group's change before it
+	// went through (PassResult.Stopped). Passes run one at a time.
+	cutShort atomic.Bool
 }
 
 // destinations are those a Renderer found a file at or installed one at.
@@ -135,12 +145,13 @@ func NewRenderer(log *slog.Logger, m *Metrics, h *Health) *Renderer {
 // Pass renders every template of set on snap and, for each group whose
 // output changed, stages, checks, installs and reloads it. It never installs
 // from an unsynced snapshot.
-func (r *Renderer) Pass(ctx context.Context, set *Set, snap *watcher.Snapshot) PassResult {
-	var res PassResult
+func (r *Renderer) Pass(ctx context.Context, set *Set, snap *watcher.Snapshot) (res PassResult) {
 	if snap == nil || !snap.Synced {
 		return res
 	}
 	start := time.Now()
+	r.cutShort.Store(false)
+	defer func() { res.Stopped = r.cutShort.Load() }()
 	for _, g := range set.Groups {
 		installed, retryAt, f := r.passGroup(ctx, g, snap)
 		if f != nil || retryAt.IsZero() { // a group held back has no outcome yet
@@ -229,6 +240,7 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 	// runtime API reloads nothing, and is not held back.
 	if afterInstall == nil && !rt.applies() {
 		if err := r.splay(ctx, g); err != nil {
+			r.cutShort.Store(true)
 			return false, time.Time{}, nil // stopping
 		}
 	}
@@ -244,6 +256,7 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 	unlock()
 	if r.waitAhead(ctx, g) {
 		if ctx.Err() != nil {
+			r.cutShort.Store(true)
 			return false, time.Time{}, nil // stopping
 		}
 		for _, fl := range files {
@@ -647,7 +660,9 @@ func (r *Renderer) reloadCounted(ctx context.Context, g *Group) (skipped string,
 // previous file was put back (only new files removed or kept), the load
 // balancer's files are the ones it was running before the pass (or the
 // new, checked ones it could not reload): reloading again would only run
-// the failed reload once more, so it is not run.
+// the failed reload once more, so it is not run. Nor is it when the
+// reload signal was not sent (the command still runs the files put back)
+// or when svcreg is stopping (a stop waits for one reload, not two).
 func (r *Renderer) rollBack(ctx context.Context, g *Group, files []*file, err error) error {
 	rb := r.restore(files, g.check != nil)
 	switch {
@@ -659,7 +674,7 @@ func (r *Renderer) rollBack(ctx context.Context, g *Group, files []*file, err er
 		// Stopping: the failed reload ran to its end; another is not
 		// started, and the files are as the load balancer last took them
 		// unless the failed reload took them in part.
-		err = fmt.Errorf("%w; restored the previous files, not reloaded: svcreg is stopping", err)
+		err = fmt.Errorf("%w; restored the previous files, not reloaded: svcreg is stopping (the load balancer may run the new ones, if the failed reload took them)", err)
 	default:
 		switch skipped, rerr := r.reload(ctx, g); {
 		case rerr != nil:

@@ -113,3 +113,21 @@ func runExec(t *testing.T, ex *Exec, first func(context.Context) PassResult) (co
 	}
 	return ctx, ran
 }
+
+// A command that reads its signals from a signalfd keeps them blocked,
+// and catches none: one that keeps the reload signal blocked is sent it.
+// Not parallel, as above.
+func TestReloadSignalKeptBlockedIsSent(t *testing.T) {
+	script := `use POSIX; sigprocmask(SIG_BLOCK, POSIX::SigSet->new(SIGUSR2)); sleep 1000;`
+	var logs bytes.Buffer
+	ex := &Exec{Command: CommandLine{"perl", "-e", script}, Log: slog.New(slog.NewTextHandler(&logs, nil)), signalReady: 10 * time.Second}
+	ctx, ran := runExec(t, ex, func(context.Context) PassResult { return PassResult{} })
+	if skipped, err := ex.Reload(ctx, syscall.SIGUSR2); skipped != "" || err != nil {
+		t.Fatalf("reload: skipped %q, %v; log:\n%s", skipped, err, &logs)
+	}
+	select {
+	case code := <-ran:
+		t.Fatalf("the command ended (%d); log:\n%s", code, &logs)
+	default:
+	}
+}

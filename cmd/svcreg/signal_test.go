@@ -147,7 +147,7 @@ func TestTemplateOnceStoppedBySignal(t *testing.T) {
 	for _, tc := range []struct {
 		sig    syscall.Signal
 		during string // the check or the reload
-	}{{syscall.SIGTERM, "check"}, {syscall.SIGINT, "check"}, {syscall.SIGTERM, "reload"}} {
+	}{{syscall.SIGTERM, "check"}, {syscall.SIGINT, "check"}, {syscall.SIGTERM, "reload"}, {syscall.SIGTERM, "splay"}} {
 		sig := tc.sig
 		t.Run(sig.String()+" during the "+tc.during, func(t *testing.T) {
 			t.Parallel()
@@ -161,6 +161,12 @@ func TestTemplateOnceStoppedBySignal(t *testing.T) {
 				// exit 0, the file installed.
 				toml = fmt.Sprintf("[[template]]\ncontents = \"x\\n\"\ndestination = %q\nreload = \"touch %s; sleep 1\"\n", dest, checking)
 				args = []string{"template", "--once", "--config", config}
+			}
+			if tc.during == "splay" {
+				// The splay (up to an hour) holds the check and the
+				// install: stopped, nothing installed.
+				toml = fmt.Sprintf("[[template]]\ncontents = \"x\\n\"\ndestination = %q\nreload = \"true\"\nsplay = \"1h\"\n", dest)
+				args = []string{"template", "--once", "--log-level", "debug", "--config", config}
 			}
 			if err := os.WriteFile(config, []byte(toml), 0o644); err != nil {
 				t.Fatal(err)
@@ -177,7 +183,7 @@ func TestTemplateOnceStoppedBySignal(t *testing.T) {
 				cmd.Wait()
 			})
 			for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-				if _, err := os.Stat(checking); err == nil {
+				if _, err := os.Stat(checking); err == nil || strings.Contains(out.String(), "splay before install and reload") {
 					break
 				}
 				if time.Now().After(deadline) {

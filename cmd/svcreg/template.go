@@ -99,7 +99,8 @@ installed, with a warning); 6 a check command failed; 7 a file could not be
 installed; 8 a reload command failed; 130 or 143 stopped by SIGINT or SIGTERM
 before the pass went through (a check under way is stopped, and what it
 checks is not installed; a reload under way runs to its end; a second
-signal ends svcreg at once).
+signal ends svcreg at once, leaving a reload command under way to run on
+its own).
 
 First deploy, before the load balancer runs: "svcreg template --once
 --no-reload" installs the checked files and reloads nothing; then start the
@@ -407,7 +408,7 @@ func runOnce(ctx context.Context, log *slog.Logger, w *watcher.Watcher, loop *re
 	ctx, stop := watchUntilSignal(ctx, w)
 	defer stop()
 	res, err := loop.RunOnce(ctx, set, timeout)
-	if err != nil || res.Worst() != nil {
+	if err != nil || res.Worst() != nil || res.Stopped {
 		// A pass that a stop cut short says so; one that went through
 		// (a reload under way runs to its end) is a success.
 		if err := interruptedError(ctx); err != nil {
