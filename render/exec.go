@@ -294,10 +294,10 @@ func (e *Exec) Prepare() error {
 // Close undoes Prepare.
 func (e *Exec) Close() { e.sup.Close() }
 
-// Passed is told each pass's result: the first one without a failure lets
-// the command start.
+// Passed is told each pass's result: the first one without a failure, and
+// not stopped short, lets the command start.
 func (e *Exec) Passed(res PassResult) {
-	if len(res.Failures) == 0 {
+	if len(res.Failures) == 0 && !res.Stopped {
 		e.once.Do(func() { close(e.ready) })
 	}
 }
@@ -345,11 +345,10 @@ func (e *Exec) Reload(ctx context.Context, sig syscall.Signal) (skipped string, 
 // awaitHandler waits until SignalSettle after child's start and, where
 // that can be told (Linux), until it handles sig (catches or ignores it,
 // or keeps it blocked for signalBlockedFor, as a program reading its
-// signals from a signalfd does), polling, up to SignalReady. A handler is
-// not enough alone: a Go program catches every signal from its start. A
-// program that waits for its signals with sigwait (tini, dumb-init) shows
-// none handled while it waits, and is not sent it: svcreg supervises the
-// command itself, and needs no such wrapper.
+// signals from a signalfd does, and a wrapper such as tini or dumb-init
+// that waits for them with sigwait and passes them on to its child, which
+// may not be ready), polling, up to SignalReady. A handler is not enough
+// alone: a Go program catches every signal from its start.
 func (e *Exec) awaitHandler(ctx context.Context, child *supervise.Child, startedAt time.Time, sig syscall.Signal) (skipped string, _ error) {
 	giveUp := time.Now().Add(cmp.Or(e.signalReady, SignalReady))
 	seen := false              // /proc could be read: the command's handlers are known

@@ -172,3 +172,25 @@ func TestSIGHUPsWhileAReReadWaitsAreOne(t *testing.T) {
 		t.Errorf("%d re-reads for 12 SIGHUPs, 10 of them while one waited; want 2 or 3", n)
 	}
 }
+
+// A pass that a stop cut short does not start the command: its change
+// did not go through.
+func TestStoppedPassDoesNotStartTheCommand(t *testing.T) {
+	ex := &Exec{Command: CommandLine{"true"}}
+	if err := ex.Prepare(); err != nil {
+		t.Fatal(err)
+	}
+	defer ex.Close()
+	ex.Passed(PassResult{Stopped: true})
+	select {
+	case <-ex.ready:
+		t.Fatal("a stopped pass let the command start")
+	default:
+	}
+	ex.Passed(PassResult{})
+	select {
+	case <-ex.ready:
+	default:
+		t.Fatal("a pass that went through did not let the command start")
+	}
+}

@@ -144,7 +144,6 @@ func (l *Loop) RunOnce(ctx context.Context, set *Set, timeout time.Duration) (Pa
 	settled := l.Renderer.Settle(ctx, set)
 	res.Installed += settled.Installed
 	res.Failures = append(res.Failures, settled.Failures...)
-	res.Stopped = res.Stopped || settled.Stopped
 	l.Renderer.Health.setRendered(snap)
 	return res, nil
 }

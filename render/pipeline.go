@@ -150,11 +150,12 @@ func (r *Renderer) Pass(ctx context.Context, set *Set, snap *watcher.Snapshot) (
 		return res
 	}
 	start := time.Now()
-	r.cutShort.Store(false)
-	defer func() { res.Stopped = r.cutShort.Load() }()
 	for _, g := range set.Groups {
+		r.cutShort.Store(false)
 		installed, retryAt, f := r.passGroup(ctx, g, snap)
-		if f != nil || retryAt.IsZero() { // a group held back has no outcome yet
+		if r.cutShort.Load() {
+			res.Stopped = true // no outcome: the change did not go through
+		} else if f != nil || retryAt.IsZero() { // a group held back has no outcome yet
 			r.Health.passed(g.Name, f, r.now())
 		}
 		if installed {

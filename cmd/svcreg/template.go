@@ -415,6 +415,10 @@ func runOnce(ctx context.Context, log *slog.Logger, w *watcher.Watcher, loop *re
 			return err // what the pass did is in the log
 		}
 	}
+	if res.Stopped && err == nil {
+		// Stopped otherwise: the watcher gave up (refused credentials).
+		return syncError(ctx, fmt.Errorf("stopped before the pass went through: %w", context.Cause(ctx)), w)
+	}
 	if err != nil {
 		return syncError(ctx, err, w)
 	}
