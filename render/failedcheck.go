@@ -50,27 +50,29 @@ func outputSum(files []*file) [sha256.Size]byte {
 }
 
 // unchanged returns the failure of g's last check and when to check
-// again, if that check was of output sum and its backoff has not passed.
-func (c *failedChecks) unchanged(g *Group, sum [sha256.Size]byte, now time.Time) (*Failure, time.Time, bool) {
+// again, if that check was of the output files hold and its backoff has
+// not passed. The output is hashed only when g has a failed check.
+func (c *failedChecks) unchanged(g *Group, files []*file, now time.Time) (*Failure, time.Time, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	fc := c.m[g.Name]
-	if fc == nil || fc.g != g || fc.sum != sum || !now.Before(fc.next) {
+	if fc == nil || fc.g != g || !now.Before(fc.next) || fc.sum != outputSum(files) {
 		return nil, time.Time{}, false
 	}
 	return fc.f, fc.next, true
 }
 
-// checked records the outcome of g's check of output sum: a failure of
-// the check step is remembered, with a longer wait if it is the same
-// output's again; anything else forgets g's.
-func (c *failedChecks) checked(g *Group, sum [sha256.Size]byte, f *Failure, now time.Time) {
+// checked records the outcome of g's check of the output files hold: a
+// failure of the check step is remembered, with a longer wait if it is
+// the same output's again; anything else forgets g's.
+func (c *failedChecks) checked(g *Group, files []*file, f *Failure, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if f == nil || f.Step != StepCheck {
 		delete(c.m, g.Name)
 		return
 	}
+	sum := outputSum(files)
 	fc := c.m[g.Name]
 	if fc == nil || fc.g != g || fc.sum != sum {
 		fc = &failedCheck{g: g, sum: sum, retry: retry.Backoff{Min: time.Second, Max: time.Minute}}

@@ -16,7 +16,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -93,10 +92,13 @@ type Renderer struct {
 	hadFile      destinations
 	stateFiles   stateFiles
 	failedChecks failedChecks
-	// cutShort: the pass under way stopped a group's change before it
-	// went through (PassResult.Stopped). Passes run one at a time.
-	cutShort atomic.Bool
 }
+
+// stopped is what passGroup answers for a group whose change a stop cut
+// short before it went through (while it waited for its splay or for the
+// changes applied ahead of it): no outcome, not a failure
+// (PassResult.Stopped).
+var stopped = &Failure{Err: context.Canceled}
 
 // destinations are those a Renderer found a file at or installed one at.
 // min_instances keeps such a file, and keeps guarding it once it is
@@ -151,11 +153,12 @@ func (r *Renderer) Pass(ctx context.Context, set *Set, snap *watcher.Snapshot) (
 	}
 	start := time.Now()
 	for _, g := range set.Groups {
-		r.cutShort.Store(false)
 		installed, retryAt, f := r.passGroup(ctx, g, snap)
-		if r.cutShort.Load() {
+		if f == stopped {
 			res.Stopped = true // no outcome: the change did not go through
-		} else if f != nil || retryAt.IsZero() { // a group held back has no outcome yet
+			continue
+		}
+		if f != nil || retryAt.IsZero() { // a group held back has no outcome yet
 			r.Health.passed(g.Name, f, r.now())
 		}
 		if installed {
@@ -241,8 +244,7 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 	// runtime API reloads nothing, and is not held back.
 	if afterInstall == nil && !rt.applies() {
 		if err := r.splay(ctx, g); err != nil {
-			r.cutShort.Store(true)
-			return false, time.Time{}, nil // stopping
+			return false, time.Time{}, stopped
 		}
 	}
 	applied := !r.NoReload && r.applyRuntime(ctx, g, rt)
@@ -257,8 +259,7 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 	unlock()
 	if r.waitAhead(ctx, g) {
 		if ctx.Err() != nil {
-			r.cutShort.Store(true)
-			return false, time.Time{}, nil // stopping
+			return false, time.Time{}, stopped
 		}
 		for _, fl := range files {
 			if f := readInstalled(g, fl); f != nil {
@@ -272,8 +273,7 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 
 	// The output whose check just failed is not checked (nor its failure
 	// logged) again before its backoff.
-	sum := outputSum(files)
-	if prev, next, same := r.failedChecks.unchanged(g, sum, r.now()); same && !failedApply {
+	if prev, next, same := r.failedChecks.unchanged(g, files, r.now()); same && !failedApply {
 		r.Log.Debug("the output whose check failed is unchanged: checked again after its backoff", "group", g.Name, "at", next)
 		return false, next, prev
 	}
@@ -281,7 +281,7 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 	f = stage(g, files)
 	if f == nil {
 		f = r.check(ctx, g, files)
-		r.failedChecks.checked(g, sum, f, r.now())
+		r.failedChecks.checked(g, files, f, r.now())
 	}
 	if f == nil {
 		f = r.installStaged(g, files)
