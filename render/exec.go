@@ -350,7 +350,8 @@ func (e *Exec) Reload(ctx context.Context, sig syscall.Signal) (skipped string, 
 // may not be ready), polling, up to SignalReady. A handler is not enough
 // alone: a Go program catches every signal from its start.
 func (e *Exec) awaitHandler(ctx context.Context, child *supervise.Child, startedAt time.Time, sig syscall.Signal) (skipped string, _ error) {
-	giveUp := time.Now().Add(cmp.Or(e.signalReady, SignalReady))
+	ready := cmp.Or(e.signalReady, SignalReady)
+	giveUp := time.Now().Add(ready)
 	seen := false              // /proc could be read: the command's handlers are known
 	var blockedSince time.Time // kept blocked since: read from a signalfd
 	for logged := false; ; {
@@ -370,7 +371,7 @@ func (e *Exec) awaitHandler(ctx context.Context, child *supervise.Child, started
 				return "", nil
 			}
 			if time.Now().After(giveUp) {
-				return "", fmt.Errorf("%w: %s, after %s, and its default action would end it", errSignalNotHandled, unix.SignalName(sig), cmp.Or(e.signalReady, SignalReady))
+				return "", fmt.Errorf("%w: %s, after %s, and its default action would end it", errSignalNotHandled, unix.SignalName(sig), ready)
 			}
 			if !logged {
 				e.Log.Info("the reload signal waits for the command to handle it", "signal", unix.SignalName(sig), "pid", child.Pid())

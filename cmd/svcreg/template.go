@@ -408,18 +408,18 @@ func runOnce(ctx context.Context, log *slog.Logger, w *watcher.Watcher, loop *re
 	ctx, stop := watchUntilSignal(ctx, w)
 	defer stop()
 	res, err := loop.RunOnce(ctx, set, timeout)
-	if err != nil || res.Worst() != nil || res.Stopped {
-		// A pass that a stop cut short says so; one that went through
+	if res.Stopped && err == nil {
+		err = fmt.Errorf("stopped before the pass went through: %w", context.Cause(ctx))
+	}
+	if err != nil || res.Worst() != nil {
+		// A pass that a signal cut short says so; one that went through
 		// (a reload under way runs to its end) is a success.
 		if err := interruptedError(ctx); err != nil {
 			return err // what the pass did is in the log
 		}
 	}
-	if res.Stopped && err == nil {
-		// Stopped otherwise: the watcher gave up (refused credentials).
-		return syncError(ctx, fmt.Errorf("stopped before the pass went through: %w", context.Cause(ctx)), w)
-	}
 	if err != nil {
+		// Also a stop by the watcher giving up (refused credentials).
 		return syncError(ctx, err, w)
 	}
 	if worst := res.Worst(); worst != nil {
