@@ -104,18 +104,11 @@ func TestExecConfig(t *testing.T) {
 // not "reloaded", and no reload is counted.
 func TestInstallBeforeTheCommandStartsIsNotAReload(t *testing.T) {
 	dir := t.TempDir()
-	c := Config{Exec: ExecConfig{Command: CommandLine{"true"}},
-		Templates: []TemplateConfig{{Contents: "x\n", Destination: filepath.Join(dir, "out"), ReloadSignal: "SIGHUP"}}}
-	if err := c.Normalize(); err != nil {
-		t.Fatal(err)
-	}
-	set, err := NewSet(c)
-	if err != nil {
-		t.Fatal(err)
-	}
+	command := CommandLine{"true"}
+	set := execSet(t, command, TemplateConfig{Contents: "x\n", Destination: filepath.Join(dir, "out"), ReloadSignal: "SIGHUP"})
 	var logs bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
-	ex := &Exec{Command: c.Exec.Command, Log: log}
+	ex := &Exec{Command: command, Log: log}
 	if err := ex.Prepare(); err != nil {
 		t.Fatal(err)
 	}

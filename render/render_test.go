@@ -45,7 +45,19 @@ func writeFile(t *testing.T, dir, name, content string) string {
 // newSet parses templates written to a temporary directory.
 func newSet(t *testing.T, tcs ...TemplateConfig) *Set {
 	t.Helper()
-	c := Config{Templates: tcs}
+	return setOf(t, Config{Templates: tcs})
+}
+
+// execSet is newSet for a config whose [exec] command is command, as
+// reload_signal needs.
+func execSet(t *testing.T, command CommandLine, tcs ...TemplateConfig) *Set {
+	t.Helper()
+	return setOf(t, Config{Exec: ExecConfig{Command: command}, Templates: tcs})
+}
+
+// setOf normalizes c and makes its set.
+func setOf(t *testing.T, c Config) *Set {
+	t.Helper()
 	if err := c.Normalize(); err != nil {
 		t.Fatal(err)
 	}

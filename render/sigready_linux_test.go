@@ -57,18 +57,11 @@ func TestReloadSignalWaitsForTheCommandsHandler(t *testing.T) {
 // Not parallel, as above.
 func TestReloadSignalNotHandledIsNotSent(t *testing.T) {
 	dir := t.TempDir()
-	c := Config{Exec: ExecConfig{Command: CommandLine{"/bin/sh", "-c", "while :; do sleep 0.05; done"}},
-		Templates: []TemplateConfig{{Contents: "{{ range services }}{{ .ID }}\n{{ end }}", Destination: filepath.Join(dir, "out"), ReloadSignal: "SIGUSR2"}}}
-	if err := c.Normalize(); err != nil {
-		t.Fatal(err)
-	}
-	set, err := NewSet(c)
-	if err != nil {
-		t.Fatal(err)
-	}
+	command := CommandLine{"/bin/sh", "-c", "while :; do sleep 0.05; done"}
+	set := execSet(t, command, TemplateConfig{Contents: "{{ range services }}{{ .ID }}\n{{ end }}", Destination: filepath.Join(dir, "out"), ReloadSignal: "SIGUSR2"})
 	var logs bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
-	ex := &Exec{Command: c.Exec.Command, Log: log, signalReady: 300 * time.Millisecond}
+	ex := &Exec{Command: command, Log: log, signalReady: 300 * time.Millisecond}
 	r := NewRenderer(log, nil, nil)
 	r.Child = ex
 	ctx, ran := runExec(t, ex, func(ctx context.Context) PassResult { return r.Pass(ctx, set, snapshot()) })

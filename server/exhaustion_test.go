@@ -536,18 +536,11 @@ func TestListReadsPastTheWaitingBoundAreRefused(t *testing.T) {
 	})
 	// Refused before it is read, a read does not count against the daily
 	// GET limit: over it, /limits counts itself alone.
-	used := func() int {
-		var l struct {
-			Rate map[string]struct{ Used int } `json:"rate"`
-		}
-		busy.do("GET", "/limits", nil).want(200).json(&l)
-		return l.Rate["/.*"].Used
-	}
-	before := used()
+	before := busy.getsUsed()
 	r := busy.do("GET", "/services", nil)
 	r.fault(400, "rateLimitReached", "Rate limit has been reached.",
 		fmt.Sprintf("Limit of %d list reads of the account waiting at once, behind the %d that run, has been reached", bound, slots))
-	if after := used(); after != before+1 {
+	if after := busy.getsUsed(); after != before+1 {
 		t.Errorf("the daily GET count went from %d to %d over a refused read; want %d", before, after, before+1)
 	}
 	if ra := r.header.Get("Retry-After"); ra != "1" {

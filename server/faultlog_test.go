@@ -222,23 +222,7 @@ func testClientGoneIsNoStoreFailure(t *testing.T, kind string) {
 	base := serveCustom(t, st, server.Config{Store: st, Auth: auth, Logger: log, Registerer: reg})
 	counted := func(metric, label, value string) float64 {
 		t.Helper()
-		mfs, err := reg.Gather()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, mf := range mfs {
-			if mf.GetName() != metric {
-				continue
-			}
-			for _, m := range mf.GetMetric() {
-				for _, l := range m.GetLabel() {
-					if l.GetName() == label && l.GetValue() == value {
-						return m.GetCounter().GetValue()
-					}
-				}
-			}
-		}
-		return 0
+		return testserver.Metric(t, reg, metric, label, value)
 	}
 	// hangUp sends a request that the client gives up on after 200 ms,
 	// and waits until the server has counted it as 499.

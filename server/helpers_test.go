@@ -569,3 +569,13 @@ func TestMain(m *testing.M) {
 	testprog.ParallelPerCPU(2)
 	os.Exit(etcdserver.Main(m))
 }
+
+// getsUsed is the account's count of GET requests today, as GET /limits
+// gives it (counting that request too).
+func (a *api) getsUsed() int {
+	var l struct {
+		Rate map[string]struct{ Used int } `json:"rate"`
+	}
+	a.do("GET", "/limits", nil).want(200).json(&l)
+	return l.Rate["/.*"].Used
+}

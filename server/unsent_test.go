@@ -69,18 +69,11 @@ func TestUnreadListAnswersAreBounded(t *testing.T) {
 
 	// Refused once their answers were made (read and encoded), the reads
 	// count against the daily GET limit, as /limits does.
-	used := func() int {
-		var l struct {
-			Rate map[string]struct{ Used int } `json:"rate"`
-		}
-		busy.do("GET", "/limits", nil).want(200).json(&l)
-		return l.Rate["/.*"].Used
-	}
-	before := used()
+	before := busy.getsUsed()
 	busy.do("GET", "/services?limit=1", nil).fault(400, "rateLimitReached", "Rate limit has been reached.",
 		fmt.Sprintf("Limit of %d bytes of the account's list answers not yet taken by their clients has been reached", total/8))
 	busy.do("GET", "/events", nil).want(400)
-	if after := used(); after != before+3 {
+	if after := busy.getsUsed(); after != before+3 {
 		t.Errorf("the daily GET count went from %d to %d over two refused reads and one answered; want %d", before, after, before+3)
 	}
 	if got := metric(t, reg, "svcreg_list_answers_refused_total"); got != 2 {

@@ -20,6 +20,16 @@ import (
 // output.
 func stopBySignal(t *testing.T, sig syscall.Signal, ready string, env []string, args ...string) (int, string) {
 	t.Helper()
+	cmd, out := startChild(t, env, args...)
+	out.waitFor(t, ready)
+	return stopChild(t, cmd, sig), out.String()
+}
+
+// startChild starts the svcreg command line args as a child process, with
+// env added to the environment, and returns it and its output; it is
+// killed when the test ends if still running.
+func startChild(t *testing.T, env []string, args ...string) (*exec.Cmd, *output) {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(append(os.Environ(), execEnv+"=1"), env...)
 	out := newOutput()
@@ -31,14 +41,20 @@ func stopBySignal(t *testing.T, sig syscall.Signal, ready string, env []string, 
 		cmd.Process.Kill()
 		cmd.Wait()
 	})
-	out.waitFor(t, ready)
+	return cmd, out
+}
+
+// stopChild sends cmd sig and returns its exit code once it has exited
+// (killed if it has not within 30 s).
+func stopChild(t *testing.T, cmd *exec.Cmd, sig syscall.Signal) int {
+	t.Helper()
 	if err := cmd.Process.Signal(sig); err != nil {
 		t.Fatal(err)
 	}
 	stuck := time.AfterFunc(30*time.Second, func() { cmd.Process.Kill() })
 	defer stuck.Stop()
 	cmd.Wait()
-	return cmd.ProcessState.ExitCode(), out.String()
+	return cmd.ProcessState.ExitCode()
 }
 
 // A graceful stop by SIGTERM (systemd's stop) or SIGINT (Ctrl-C) is a
@@ -171,17 +187,7 @@ func TestTemplateOnceStoppedBySignal(t *testing.T) {
 			if err := os.WriteFile(config, []byte(toml), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			cmd := exec.Command(os.Args[0], args...)
-			cmd.Env = append(append(os.Environ(), execEnv+"=1"), clientEnv...)
-			out := newOutput()
-			cmd.Stdout, cmd.Stderr = out, out
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() {
-				cmd.Process.Kill()
-				cmd.Wait()
-			})
+			cmd, out := startChild(t, clientEnv, args...)
 			for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 				if _, err := os.Stat(checking); err == nil || strings.Contains(out.String(), "splay before install and reload") {
 					break
@@ -190,14 +196,9 @@ func TestTemplateOnceStoppedBySignal(t *testing.T) {
 					t.Fatalf("the check did not start; output:\n%s", out)
 				}
 			}
-			if err := cmd.Process.Signal(sig); err != nil {
-				t.Fatal(err)
-			}
-			stuck := time.AfterFunc(30*time.Second, func() { cmd.Process.Kill() })
-			defer stuck.Stop()
-			cmd.Wait()
+			code := stopChild(t, cmd, sig)
 			if tc.during == "reload" {
-				if code := cmd.ProcessState.ExitCode(); code != 0 {
+				if code != 0 {
 					t.Errorf("exit status %d, want 0; output:\n%s", code, out)
 				}
 				if _, err := os.Stat(dest); err != nil {
@@ -205,7 +206,7 @@ func TestTemplateOnceStoppedBySignal(t *testing.T) {
 				}
 				return
 			}
-			if code := cmd.ProcessState.ExitCode(); code != 128+int(sig) || !strings.Contains(out.String(), "stopped by") {
+			if code != 128+int(sig) || !strings.Contains(out.String(), "stopped by") {
 				t.Errorf("exit status %d, want %d, and why; output:\n%s", code, 128+int(sig), out)
 			}
 			if _, err := os.Stat(dest); !errors.Is(err, os.ErrNotExist) {

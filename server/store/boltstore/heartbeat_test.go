@@ -22,11 +22,7 @@ import (
 func TestCrashLetsTheNewestTokenGoOnAfterALateOne(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s, err := Open(t.TempDir(), Options{CheckpointInterval: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openStore(t, t.TempDir(), Options{CheckpointInterval: time.Hour})
 	beat := func(s *Store, tok string) (string, error) { return s.Heartbeat(ctx, "1", "svc", tok) }
 	must := func(s *Store, tok string) string {
 		t.Helper()
@@ -43,11 +39,7 @@ func TestCrashLetsTheNewestTokenGoOnAfterALateOne(t *testing.T) {
 			t.Errorf("heartbeat with %s: %v, want 404 HeartbeatMarker", what, err)
 		}
 	}
-	tok, err := s.CreateService(ctx, "1", store.NewService{ID: "svc", HeartbeatTimeout: 30})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok = must(s, tok)
+	tok := must(s, createService(t, s, "svc", 30))
 	if err := s.checkpoint(); err != nil {
 		t.Fatal(err)
 	}
@@ -60,11 +52,7 @@ func TestCrashLetsTheNewestTokenGoOnAfterALateOne(t *testing.T) {
 	if err := s.db.View(func(tx *bolt.Tx) error { return tx.CopyFile(crashed, 0o600) }); err != nil {
 		t.Fatal(err)
 	}
-	s2, err := Open(filepath.Dir(crashed), Options{CheckpointInterval: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s2.Close()
+	s2 := openStore(t, filepath.Dir(crashed), Options{CheckpointInterval: time.Hour})
 	late := must(s2, t2) // taken: the store cannot tell it was used
 	next := must(s2, newest)
 	refused(s2, late, "the late duplicate's successor")
@@ -80,16 +68,9 @@ func TestCrashLetsTheNewestTokenGoOnAfterALateOne(t *testing.T) {
 func TestTokensAheadAreRefusedWithoutARestart(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s, err := Open(t.TempDir(), Options{CheckpointInterval: time.Hour})
+	s := openStore(t, t.TempDir(), Options{CheckpointInterval: time.Hour})
+	tok, err := s.Heartbeat(ctx, "1", "svc", createService(t, s, "svc", 30))
 	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	tok, err := s.CreateService(ctx, "1", store.NewService{ID: "svc", HeartbeatTimeout: 30})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if tok, err = s.Heartbeat(ctx, "1", "svc", tok); err != nil {
 		t.Fatal(err)
 	}
 	tn := s.existingTenant("1")
@@ -115,19 +96,10 @@ func TestReadsOutliveATimeoutThatCannotCommit(t *testing.T) {
 	ctx := context.Background()
 	var now atomic.Int64
 	now.Store(time.Now().UnixNano())
-	s, err := Open(t.TempDir(), Options{ReapInterval: -1, CheckpointInterval: time.Hour,
+	s := openStore(t, t.TempDir(), Options{ReapInterval: -1, CheckpointInterval: time.Hour,
 		Clock: func() time.Time { return time.Unix(0, now.Load()) }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	due, err := s.CreateService(ctx, "1", store.NewService{ID: "due", HeartbeatTimeout: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.CreateService(ctx, "1", store.NewService{ID: "good", HeartbeatTimeout: 60}); err != nil {
-		t.Fatal(err)
-	}
+	due := createService(t, s, "due", 3)
+	createService(t, s, "good", 60)
 	if err := s.db.Update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bTenants).Bucket([]byte("1")).Bucket(bServices).Put([]byte("due"), []byte("{not json"))
 	}); err != nil {
@@ -143,4 +115,25 @@ func TestReadsOutliveATimeoutThatCannotCommit(t *testing.T) {
 	if _, err := s.Heartbeat(ctx, "1", "due", due); err != nil {
 		t.Errorf("a late heartbeat of the service whose timeout did not commit: %v", err)
 	}
+}
+
+// openStore opens a store in dir, closed when the test ends.
+func openStore(t *testing.T, dir string, opts Options) *Store {
+	t.Helper()
+	s, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// createService creates service id of tenant "1" and returns its token.
+func createService(t *testing.T, s *Store, id string, timeout int) string {
+	t.Helper()
+	tok, err := s.CreateService(context.Background(), "1", store.NewService{ID: id, HeartbeatTimeout: timeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
 }
