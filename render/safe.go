@@ -90,12 +90,30 @@ func (a Address) IsHostName() bool { return !a.ip.IsValid() }
 // RefusedError is registry data a safe function refused.
 type RefusedError struct {
 	Field  string // "id", "ip", "port", ...
-	Value  string
+	Value  string // "" when withheld
 	Reason string
+
+	withheld bool // the value is not shown: it may be a secret
 }
 
 func (e *RefusedError) Error() string {
+	if e.withheld {
+		return fmt.Sprintf("%s refused (the value is not shown): %s", e.Field, e.Reason)
+	}
 	return fmt.Sprintf("%s %s refused: %s", e.Field, shown(e.Value), e.Reason)
+}
+
+// withhold is err without the refused value, for a value function called
+// in a template: what it is given may be a configuration value (a
+// password in an Authorization header, say), and the error goes to the
+// log, /healthz and the status page. A refused service's fields are
+// shown (they name the service); a reason never quotes the value.
+func withhold(err error) error {
+	var r *RefusedError
+	if !errors.As(err, &r) {
+		return err
+	}
+	return &RefusedError{Field: r.Field, Reason: r.Reason, withheld: true}
 }
 
 // shown is a value as it may appear in an error message: quoted (control
@@ -444,8 +462,9 @@ func httpPath(s string) (string, error) {
 		switch {
 		case isAlnum(c), strings.IndexByte("-._~/?=&+,:@", c) >= 0:
 		default:
-			r, _ := utf8.DecodeRuneInString(s[i:])
-			return "", refuse(field, s, "contains %q: only letters, digits and -._~/?=&+,:@ are taken", r)
+			// Which character is not said: the path may be a secret's
+			// (a token in its query).
+			return "", refuse(field, s, "byte %d is not a letter, a digit or one of -._~/?=&+,:@", i+1)
 		}
 	}
 	path, _, _ := strings.Cut(s, "?")
@@ -529,20 +548,36 @@ func (st *execState) safeFuncs() map[string]any {
 // valueFuncs are the value functions, which check one value: a template's
 // and configAs's by name.
 func (st *execState) valueFuncs() map[string]any {
+	// Their errors withhold the value (withhold).
+	str := func(f func(string) (string, error)) func(string) (string, error) {
+		return func(s string) (string, error) {
+			v, err := f(s)
+			return v, withhold(err)
+		}
+	}
+	integer := func(field string, lo, hi int) func(string) (int, error) {
+		return func(s string) (int, error) {
+			n, err := parseInt(field, s, lo, hi)
+			return n, withhold(err)
+		}
+	}
 	return map[string]any{
 		"number": func(lo, hi int, s string) (int, error) {
-			return parseInt("number", s, lo, hi)
+			return integer("number", lo, hi)(s)
 		},
 		"addr": func(s string) (Address, error) {
-			return parseAddress("address", s, st.allowHostnames)
+			a, err := parseAddress("address", s, st.allowHostnames)
+			return a, withhold(err)
 		},
-		"port":          func(s string) (int, error) { return parseInt("port", s, 1, 65535) },
-		"weight":        func(s string) (int, error) { return parseInt("weight", s, 1, maxWeight) },
-		"ident":         func(s string) (string, error) { return parseName("identifier", s) },
-		"nginxString":   nginxString,
-		"nginxMapKey":   nginxMapKey,
-		"haproxyString": haproxyString,
-		"httpPath":      httpPath,
+		"port":   integer("port", 1, 65535),
+		"weight": integer("weight", 1, maxWeight),
+		"ident": str(func(s string) (string, error) {
+			return parseName("identifier", s)
+		}),
+		"nginxString":   str(nginxString),
+		"nginxMapKey":   str(nginxMapKey),
+		"haproxyString": str(haproxyString),
+		"httpPath":      str(httpPath),
 	}
 }
 
@@ -585,6 +620,10 @@ func (st *execState) configAs(id, def, fn string, args ...any) (any, error) {
 	}
 	fallback, err := check(def)
 	if err != nil {
+		// The default is the template's own: shown.
+		if r, ok := err.(*RefusedError); ok {
+			err = refuse(r.Field, def, "%s", r.Reason)
+		}
 		return nil, fmt.Errorf("configAs: the default of %s: %w", shown(id), err)
 	}
 	v, ok := st.snap.Config(id)

@@ -523,21 +523,21 @@ func TestValueFunctionsAndEndpoint(t *testing.T) {
 	)
 	renderCases(t, snap, []renderCase{
 		{"port", `{{port "8080"}}`, "8080", ""},
-		{"port refused", `{{port "80;"}}`, "", `port "80;" refused`},
+		{"port refused", `{{port "80;"}}`, "", "port refused (the value is not shown)"},
 		{"addr", `{{(addr "2001:db8::1").Bracketed}} {{addr "10.0.0.1"}}`, "[2001:db8::1] 10.0.0.1", ""},
-		{"addr refused", `{{addr "10.0.0.1 backup"}}`, "", `address "10.0.0.1 backup" refused`},
+		{"addr refused", `{{addr "10.0.0.1 backup"}}`, "", "address refused (the value is not shown): not an IP address"},
 		{"weight", `{{weight "256"}}`, "256", ""},
 		{"weight refused", `{{weight "257"}}`, "", "not a number in 1..256"},
 		{"ident", `{{ident "api_v2.x-y"}}`, "api_v2.x-y", ""},
-		{"ident refused", `{{ident "api v2"}}`, "", `identifier "api v2" refused`},
+		{"ident refused", `{{ident "api v2"}}`, "", "identifier refused (the value is not shown)"},
 		{"nginxString", `{{nginxString (service "web-1").Metadata.path}}`, `"/a b"`, ""},
 		{"haproxyString", `{{haproxyString (service "web-1").Metadata.path}}`, `'/a b'`, ""},
 		{"nginxMapKey", `{{nginxMapKey "default"}}`, `"\\default"`, ""},
-		{"nginxMapKey refused", `{{nginxMapKey "*.example"}}`, "", `map key "*.example" refused`},
+		{"nginxMapKey refused", `{{nginxMapKey "*.example"}}`, "", "map key refused (the value is not shown)"},
 		{"endpoint", `{{range services}}{{with endpoint .}}{{.HostPort}} {{end}}{{end}}`, "10.0.0.1:80 10.0.0.3:80 10.0.0.4:80 10.0.0.5:80 ", ""},
 		{"endpoint of a pointer", `{{(endpoint (service "web-1")).Port}}`, "80", ""},
 		{"number", `{{configOr "/lb/port" "1" | number 1 65535}}`, "8080", ""},
-		{"number refused", `{{number 1 10 "11"}}`, "", `number "11" refused: not a number in 1..10`},
+		{"number refused", `{{number 1 10 "11"}}`, "", "number refused (the value is not shown): not a number in 1..10"},
 		{"endpointsBy", `{{range $b, $eps := endpointsBy "backend" services}}{{$b}}:{{range $eps}}{{.Name}} {{end}}{{end}}`, "api:web-3 ", ""},
 		{"endpoint raw service", `{{range endpoints services}}{{.Service.Metadata.path}}{{end}}`, "/a b", ""},
 	})
@@ -564,6 +564,47 @@ func renderCases(t *testing.T, snap *watcher.Snapshot, cases []renderCase) {
 				t.Fatalf("got %q, %v; want %q", out, err, tc.want)
 			}
 		})
+	}
+}
+
+// A value function called straight on a configuration value fails the
+// render without quoting the value: the error goes to the log, /healthz
+// and the status page, and the value may be a secret (the password in an
+// Authorization header). Neither does a reason quote a part of it.
+func TestValueFunctionsWithholdTheValue(t *testing.T) {
+	t.Parallel()
+	const secret = "HUNTER2"
+	snap := watcher.NewSnapshot(nil, []registry.ConfigValue{
+		{ID: "/auth", Value: "Bearer s3cr3t-$tok-" + secret},
+		{ID: "/quote", Value: "it's-" + secret},
+		{ID: "/path", Value: "/x?key=" + secret + "#"},
+		{ID: "/word", Value: secret + " x"},
+		{ID: "/key", Value: "*." + secret},
+		{ID: "/n", Value: secret},
+	}, "marker", time.Now())
+	for _, tmpl := range []string{
+		`{{config "/auth" | nginxString}}`,
+		`{{config "/quote" | haproxyString}}`,
+		`{{config "/path" | httpPath}}`,
+		`{{config "/word" | ident}}`,
+		`{{config "/key" | nginxMapKey}}`,
+		`{{config "/word" | addr}}`,
+		`{{config "/n" | port}}`,
+		`{{config "/n" | weight}}`,
+		`{{config "/n" | number 1 9}}`,
+		`{{configAs "/path" "/" "httpPath"}}`, // reported, not failed
+	} {
+		set := newSet(t, TemplateConfig{Contents: tmpl, Destination: filepath.Join(t.TempDir(), "out")})
+		out, refused, err := set.Groups[0].Templates[0].execute(context.Background(), snap)
+		if strings.HasPrefix(tmpl, "{{configAs") {
+			if err != nil || len(refused) != 1 || strings.Contains(fmt.Sprint(refused), secret) || strings.Contains(refused[0].Reason, "'#'") {
+				t.Errorf("%s: %q, %+v, %v; want the default, and the refusal without the value or its character", tmpl, out, refused, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), "refused (the value is not shown)") || strings.Contains(err.Error(), secret) {
+			t.Errorf("%s: %v; want refused, without the value", tmpl, err)
+		}
 	}
 }
 
