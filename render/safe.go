@@ -541,6 +541,7 @@ func (r Refusal) OfConfiguration() bool { return r.Service == "" }
 func (st *execState) safeFuncs() map[string]any {
 	fm := st.valueFuncs()
 	fm["endpoints"], fm["endpoint"], fm["endpointsBy"] = st.endpoints, st.endpoint, st.endpointsBy
+	fm["endpointsByExact"] = st.endpointsByExact
 	fm["configAs"] = st.configAs
 	return fm
 }
@@ -687,6 +688,21 @@ func (st *execState) endpoints(list []registry.Service) ([]Endpoint, error) {
 // services whose data is good choose the spelling: one with a refused
 // address cannot take its name away from the others.
 func (st *execState) endpointsBy(key string, list []registry.Service) (map[string][]Endpoint, error) {
+	return st.groupEndpoints("endpointsBy", key, list, true)
+}
+
+// endpointsByExact is endpointsBy for a config whose names tell case
+// apart, as HAProxy's backends do: names that differ only in case are
+// names of their own, so a service cannot keep another's out by
+// registering a spelling of its name first (a backend "API" is svc_API,
+// which no frontend of the operator's names, and the services of "api"
+// stay in svc_api). Nothing is remembered.
+func (st *execState) endpointsByExact(key string, list []registry.Service) (map[string][]Endpoint, error) {
+	return st.groupEndpoints("endpointsByExact", key, list, false)
+}
+
+// groupEndpoints is endpointsBy (fold) or endpointsByExact, called fn.
+func (st *execState) groupEndpoints(fn, key string, list []registry.Service, fold bool) (map[string][]Endpoint, error) {
 	type checked struct {
 		e       Endpoint
 		refused *RefusedError
@@ -705,7 +721,7 @@ func (st *execState) endpointsBy(key string, list []registry.Service) (map[strin
 			c.refused = err.(*RefusedError)
 			continue
 		}
-		if c.e, c.refused = toEndpoint(s, st.allowHostnames); c.refused != nil {
+		if c.e, c.refused = toEndpoint(s, st.allowHostnames); c.refused != nil || !fold {
 			continue
 		}
 		folded := strings.ToLower(v)
@@ -724,7 +740,7 @@ func (st *execState) endpointsBy(key string, list []registry.Service) (map[strin
 			kept[folded] = v
 		}
 	}
-	if st.spellings == nil {
+	if fold && st.spellings == nil {
 		st.spellings = spellings{}
 	}
 	for folded, v := range kept {
@@ -741,7 +757,7 @@ func (st *execState) endpointsBy(key string, list []registry.Service) (map[strin
 			continue
 		}
 		refused := checks[i].refused
-		if k := kept[strings.ToLower(v)]; refused == nil && k != v {
+		if k := kept[strings.ToLower(v)]; fold && refused == nil && k != v {
 			refused = refuse(key, v, "differs from %q only in case, which nginx does not tell apart", k)
 		}
 		if refused != nil {
@@ -753,7 +769,7 @@ func (st *execState) endpointsBy(key string, list []registry.Service) (map[strin
 		out[v] = append(out[v], checks[i].e)
 		n++
 	}
-	st.watched = append(st.watched, watchedList{fmt.Sprintf("endpointsBy %q (refused services left out)", key), n})
+	st.watched = append(st.watched, watchedList{fmt.Sprintf("%s %q (refused services left out)", fn, key), n})
 	return out, nil
 }
 

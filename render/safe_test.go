@@ -986,6 +986,44 @@ func TestEndpointsByKeepsItsSpelling(t *testing.T) {
 	render(next, "API:a-1 ", []string{"a-0"}, ep("a-0", "api"), ep("a-1", "API"))
 }
 
+// endpointsByExact, for HAProxy, whose backends tell case apart, keeps
+// every spelling as a name of its own and remembers none: a service that
+// registers "API" while "api" has no service (before its first deploy,
+// say) does not keep the api services out later, as it does with
+// endpointsBy, which must keep one spelling for nginx.
+func TestEndpointsByExactKeepsEverySpelling(t *testing.T) {
+	t.Parallel()
+	ep := func(id, backend string) registry.Service {
+		return svc(id, nil, map[string]string{"ip": "10.0.0.1", "port": "80", "backend": backend})
+	}
+	for _, tc := range []struct{ fn, want string }{
+		{"endpointsBy", "API:evil "},
+		{"endpointsByExact", "API:evil api:a-1 a-2 "},
+	} {
+		t.Run(tc.fn, func(t *testing.T) {
+			tmpl := `{{range $b, $eps := ` + tc.fn + ` "backend" services}}{{$b}}:{{range $eps}}{{.Name}} {{end}}{{end}}`
+			set := newSet(t, TemplateConfig{Contents: tmpl, Destination: filepath.Join(t.TempDir(), "out")})
+			tp := set.Groups[0].Templates[0]
+			if _, _, err := tp.execute(context.Background(), snapshot(ep("evil", "API"))); err != nil {
+				t.Fatal(err)
+			}
+			out, refused, err := tp.execute(context.Background(), snapshot(ep("a-1", "api"), ep("evil", "API"), ep("a-2", "api")))
+			if err != nil || string(out) != tc.want {
+				t.Fatalf("got %q, %v; want %q", out, err, tc.want)
+			}
+			if tc.fn == "endpointsByExact" && len(refused) != 0 {
+				t.Errorf("refused %+v; want none", refused)
+			}
+		})
+	}
+	// A refused value is still refused.
+	set := newSet(t, TemplateConfig{Contents: `{{range $b, $eps := endpointsByExact "backend" services}}{{$b}} {{end}}`, Destination: filepath.Join(t.TempDir(), "out")})
+	out, refused, err := set.Groups[0].Templates[0].execute(context.Background(), snapshot(ep("a-1", "api"), ep("bad", "a b")))
+	if err != nil || string(out) != "api " || len(refused) != 1 || refused[0].Service != "bad" {
+		t.Errorf("got %q, refused %+v, %v; want api, bad refused", out, refused, err)
+	}
+}
+
 // A remembered spelling stays while it is served, or, not served, for
 // spellingGrace from the first render that found it so; then the spelling
 // served meanwhile is remembered (a rename for good). Names a render did

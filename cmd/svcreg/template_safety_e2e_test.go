@@ -259,6 +259,34 @@ func TestHAProxyExampleRefusesHostileData(t *testing.T) {
 	}
 }
 
+// A service registered with the backend "API" before any "api" service
+// (before the backend's first deploy, say) does not keep the api services
+// out of svc_api, which haproxy.cfg's frontend uses: the HAProxy example
+// groups by the exact name, and "API" is a backend of its own.
+func TestHAProxyExampleTellsCaseApart(t *testing.T) {
+	t.Parallel()
+	h := startHAProxy(t)
+	_, c, env := registryEnv(t, testserver.Options{}, "e2e-haproxy-case")
+	ip1, port1 := backend(t, "api-1")
+	ip2, port2 := backend(t, "api-2")
+	createService(t, c, "squat-1", 120, []string{"http"}, map[string]string{"ip": ip1, "port": port1, "backend": "API"})
+	hp := freePort(t)
+	startDaemon(t, env, "--config", h.shippedConfig(t, env, filepath.Join(h.dir, "reloads")), "--listen", "127.0.0.1:"+strconv.Itoa(hp))
+	eventuallyTrue(t, "svc_API rendered", func() bool { return strings.Contains(readString(h.backends), "server squat-1") })
+	createService(t, c, "api-1", 120, []string{"http"}, map[string]string{"ip": ip1, "port": port1, "backend": "api"})
+	createService(t, c, "api-2", 120, []string{"http"}, map[string]string{"ip": ip2, "port": port2, "backend": "api"})
+	want := []string{"backend svc_API", "balance roundrobin", "option httpchk GET /",
+		"server squat-1 " + ip1 + ":" + port1 + " check",
+		"backend svc_api", "balance roundrobin", "option httpchk GET /",
+		"server api-1 " + ip1 + ":" + port1 + " check",
+		"server api-2 " + ip2 + ":" + port2 + " check"}
+	eventuallyTrue(t, "api-1 and api-2 in svc_api, squat-1 in svc_API", func() bool {
+		return strings.Join(configLines(readString(h.backends)), "\n") == strings.Join(want, "\n")
+	})
+	checkSafeInstall(t, h.backends, "examples/haproxy/backends.tmpl", want,
+		"http://127.0.0.1:"+strconv.Itoa(h.port)+"/", []string{"api-1", "api-2"}, "http://127.0.0.1:"+strconv.Itoa(hp)+"/healthz", nil)
+}
+
 // checkSafeInstall checks that the installed file's config lines are
 // exactly want and its comment lines the template's own, that the load
 // balancer at url spreads requests over exactly the backends named, and
