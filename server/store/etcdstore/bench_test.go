@@ -63,11 +63,18 @@ var setups = []setup{
 }
 
 // etcdSetup is n svcreg nodes over n etcd members run as in production,
-// the nodes opened with opts.
+// the nodes opened with opts. The nodes reach the members directly, not
+// through the test proxies in front of them (etcdtest's ClientURL), which
+// run in this process: their copying would count as the deployment's CPU
+// and take the shared cores from it.
 func etcdSetup(name string, n int, opts func(store.Limits) etcdstore.Options) setup {
 	return setup{name, func(b *testing.B, limits store.Limits) ([]*node, *etcdtest.Cluster) {
 		c := etcdtest.Start(b, etcdtest.Options{Members: n, Production: true})
-		return startNodes(b, c, n, opts(limits)), c
+		endpoints := make([][]string, n)
+		for i := range endpoints {
+			endpoints[i] = c.DirectEndpoints()
+		}
+		return startNodesAt(b, opts(limits), endpoints...), c
 	}}
 }
 
