@@ -10,14 +10,19 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// connWatcher tells when the client of a parked long-poll hangs up, without
-// a goroutine or a read buffer per poll: one epoll set holds the parked
-// connections, registered for a peer hang-up only (a pipelined request does
-// not wake it), and one goroutine waits on it.
+// connWatcher tells when the client of a parked long-poll hangs up or
+// sends anything, without a goroutine or a read buffer per poll: one epoll
+// set holds the parked connections, and one goroutine waits on it. Bytes
+// sent on a waiting poll's connection (a pipelined request, or junk) would
+// sit unread in the socket's receive buffer until the wait ended, up to
+// its size (128 kB by default) of the host's TCP memory a poll: so the
+// poll is answered at once instead, and the http.Server reads them.
 type connWatcher struct {
 	epfd   int
 	wakeFD int // an eventfd that stops the wait
-	onGone func(*parkedPoll)
+	// onEvent is called with a poll whose client hung up (hungUp), or
+	// sent something.
+	onEvent func(p *parkedPoll, hungUp bool)
 
 	mu     sync.Mutex
 	polls  []*parkedPoll // by descriptor (descriptors are small numbers)
@@ -26,7 +31,7 @@ type connWatcher struct {
 	done   chan struct{}
 }
 
-func newConnWatcher(onGone func(*parkedPoll)) (*connWatcher, error) {
+func newConnWatcher(onEvent func(p *parkedPoll, hungUp bool)) (*connWatcher, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, err
@@ -42,7 +47,7 @@ func newConnWatcher(onGone func(*parkedPoll)) (*connWatcher, error) {
 		unix.Close(wakeFD)
 		return nil, err
 	}
-	w := &connWatcher{epfd: epfd, wakeFD: wakeFD, onGone: onGone, done: make(chan struct{})}
+	w := &connWatcher{epfd: epfd, wakeFD: wakeFD, onEvent: onEvent, done: make(chan struct{})}
 	go w.run()
 	return w, nil
 }
@@ -68,10 +73,11 @@ func (w *connWatcher) add(p *parkedPoll) {
 	}
 	gen := w.gen
 	rc.Control(func(fd uintptr) {
-		// One-shot: a hang-up is reported once, and a connection handed back
-		// to the http.Server after its answer stays registered but silent
-		// until it is parked again (or closed, which unregisters it).
-		ev := unix.EpollEvent{Events: unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(fd), Pad: gen}
+		// One-shot: a hang-up or bytes are reported once, and a connection
+		// handed back to the http.Server after its answer stays registered
+		// but silent until it is parked again (or closed, which unregisters
+		// it).
+		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(fd), Pad: gen}
 		err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_MOD, int(fd), &ev)
 		if errors.Is(err, unix.ENOENT) {
 			err = unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev)
@@ -159,7 +165,7 @@ func (w *connWatcher) run() {
 			}
 			w.mu.Unlock()
 			if p != nil {
-				w.onGone(p)
+				w.onEvent(p, ev.Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0)
 			}
 		}
 	}

@@ -8,7 +8,7 @@ import "errors"
 // freed when its wait ends.
 type connWatcher struct{}
 
-func newConnWatcher(func(*parkedPoll)) (*connWatcher, error) {
+func newConnWatcher(func(*parkedPoll, bool)) (*connWatcher, error) {
 	return nil, errors.New("not supported on this system")
 }
 

@@ -6,6 +6,7 @@ package server_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -147,6 +148,66 @@ func testLongPollClientGoneIsFreed(t *testing.T, kind string) {
 	c.setConfig("key", "v")
 	if got := summary(answer(t, ch)); len(got) != 1 {
 		t.Errorf("long-poll after the hang-ups answered %q", got)
+	}
+}
+
+// Bytes a client sends while its long-poll waits end the wait: the poll
+// is answered at once and the http.Server reads them, rather than their
+// sitting in the socket's receive buffer (up to 128 kB of the host's TCP
+// memory a poll) for the whole wait. Junk gets its 400 and the
+// connection closed; a pipelined request is answered after the poll.
+func TestLongPollClientBytesEndTheWait(t *testing.T) {
+	onEachStore(t, testLongPollClientBytesEndTheWait)
+}
+
+func testLongPollClientBytesEndTheWait(t *testing.T, kind string) {
+	t.Parallel()
+	base, reg := startLimited(t, kind, server.Config{})
+	c := devLogin(t, base, "bytes")
+	poll := "GET /v1.0/" + c.tenant + "/events?wait=600 HTTP/1.1\r\nHost: test\r\nX-Auth-Token: " + c.token + "\r\n\r\n"
+	junk, pipelined := dialRaw(t, base), dialRaw(t, base)
+	for _, rc := range []*rawConn{junk, pipelined} {
+		if _, err := io.WriteString(rc.c, poll); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "2 long-polls waiting", func() bool { return metric(t, reg, "svcreg_longpolls_waiting") == 2 })
+	if _, err := junk.c.Write(append(bytes.Repeat([]byte{'x'}, 64<<10), "\r\n\r\n"...)); err != nil {
+		t.Fatal(err)
+	}
+	services := "GET /v1.0/" + c.tenant + "/services HTTP/1.1\r\nHost: test\r\nX-Auth-Token: " + c.token + "\r\n\r\n"
+	if _, err := io.WriteString(pipelined.c, services); err != nil {
+		t.Fatal(err)
+	}
+	// Both polls answered (read deadlines far inside their 600 s wait).
+	for name, rc := range map[string]*rawConn{"junk": junk, "pipelined": pipelined} {
+		rc.c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		resp, err := http.ReadResponse(rc.br, nil)
+		if err != nil {
+			t.Fatalf("%s: the long-poll was not answered: %v", name, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		if resp.StatusCode != 200 {
+			t.Errorf("%s: long-poll answered %s", name, resp.Status)
+		}
+	}
+	if resp, err := http.ReadResponse(pipelined.br, nil); err != nil || resp.StatusCode != 200 || resp.Header.Get("X-Registry-Wait") != "" {
+		t.Errorf("the pipelined GET /services: %v, %v; want its 200", resp, err)
+	}
+	// The junk is read: an error answer (400, or 431 past the server's
+	// MaxHeaderBytes) and a close.
+	resp, err := http.ReadResponse(junk.br, nil)
+	if err == nil {
+		io.Copy(io.Discard, resp.Body)
+	}
+	if err != nil || resp.StatusCode/100 != 4 || !junk.closedByServer() {
+		t.Errorf("after the junk: %v, %v; want 400 or 431 and the connection closed", resp, err)
+	}
+	if got := metric(t, reg, "svcreg_longpolls_cut_short_total"); got != 2 {
+		t.Errorf("svcreg_longpolls_cut_short_total %v, want 2", got)
+	}
+	if got := metric(t, reg, "svcreg_longpolls_waiting"); got != 0 {
+		t.Errorf("svcreg_longpolls_waiting %v, want 0", got)
 	}
 }
 

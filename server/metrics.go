@@ -8,6 +8,7 @@ type serverMetrics struct {
 	waiting      prometheus.Gauge
 	refused      *prometheus.CounterVec
 	gone         prometheus.Counter
+	pollsCut     prometheus.Counter
 	dropped      prometheus.Counter
 	connsOpen    prometheus.Gauge
 	connsIdle    prometheus.Gauge
@@ -40,6 +41,10 @@ func newServerMetrics(r prometheus.Registerer) serverMetrics {
 		gone: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "svcreg_longpolls_client_gone_total",
 			Help: "Waiting long-polls freed because their client closed the connection.",
+		}),
+		pollsCut: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "svcreg_longpolls_cut_short_total",
+			Help: "Waiting long-polls answered before their wait ended because their client sent bytes meanwhile (a pipelined request, or bytes that would sit in the kernel's buffer until the wait ended).",
 		}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "svcreg_longpolls_answers_dropped_total",
@@ -75,7 +80,7 @@ func newServerMetrics(r prometheus.Registerer) serverMetrics {
 		}),
 	}
 	if r != nil {
-		r.MustRegister(m.requests, m.heartbeats, m.waiting, m.refused, m.gone, m.dropped, m.connsOpen, m.connsIdle, m.connsClosed, m.readsQueued, m.readsRefused, m.unsentRefused, m.unsentBytes)
+		r.MustRegister(m.requests, m.heartbeats, m.waiting, m.refused, m.gone, m.pollsCut, m.dropped, m.connsOpen, m.connsIdle, m.connsClosed, m.readsQueued, m.readsRefused, m.unsentRefused, m.unsentBytes)
 	}
 	return m
 }

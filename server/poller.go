@@ -374,13 +374,20 @@ func (pl *poller) release(polls []*parkedPoll, w *connWatcher) {
 	}
 }
 
-// hangup frees p, whose client closed the connection; or, if p's
-// connection is kept (see keep), hands it back to the http.Server, which
-// reads its next request or sees its end.
-func (pl *poller) hangup(p *parkedPoll) {
+// hangup frees p, whose client closed the connection (hungUp), or answers
+// it at once, its client having sent something while it waited (see
+// connWatcher); or, if p's connection is kept (see keep), hands it back to
+// the http.Server, which reads its next request or sees its end.
+func (pl *poller) hangup(p *parkedPoll, hungUp bool) {
 	if pl.unkeep(p) {
 		p.timer.Stop()
 		pl.handBack([]*parkedPoll{p})
+		return
+	}
+	if !hungUp {
+		// Not on the watcher's goroutine: the answer reads the store.
+		pl.s.metrics.pollsCut.Inc()
+		go pl.answerNow(p)
 		return
 	}
 	if _, ok := pl.take(p); !ok {
@@ -398,6 +405,12 @@ func (pl *poller) expire(p *parkedPoll) {
 		pl.closeKept(p)
 		return
 	}
+	pl.answerNow(p)
+}
+
+// answerNow answers p with what the feed holds for it now, unless it was
+// taken already.
+func (pl *poller) answerNow(p *parkedPoll) {
 	scanned, ok := pl.take(p)
 	if !ok {
 		return
