@@ -40,7 +40,12 @@ var flags = []struct {
 // over a config file's settings and the SVCREG_* environment.
 func Register(fs *flag.FlagSet, c *registry.Config) {
 	for _, f := range flags {
-		fs.StringVar(f.field(c), f.name, "", f.usage+" ($"+f.env+")")
+		usage := f.usage + " ($" + f.env + ")"
+		if f.secret {
+			// /proc/PID/cmdline is readable by every local user.
+			usage += ";\non the command line every local user sees it (ps): prefer $" + f.env
+		}
+		fs.StringVar(f.field(c), f.name, "", usage)
 	}
 }
 

@@ -210,3 +210,17 @@ func TestLogFailover(t *testing.T) {
 		}
 	}
 }
+
+// The secret flags' help says that a secret on the command line is every
+// local user's to read, and names the variable to use instead; the
+// others' does not.
+func TestSecretFlagsPointToTheEnvironment(t *testing.T) {
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	Register(fs, &registry.Config{})
+	for _, f := range flags {
+		warned := strings.Contains(fs.Lookup(f.name).Usage, "every local user sees it (ps): prefer $"+f.env)
+		if warned != f.secret {
+			t.Errorf("--%s: usage %q; secret %v", f.name, fs.Lookup(f.name).Usage, f.secret)
+		}
+	}
+}
