@@ -396,7 +396,15 @@ var (
 	ErrTokenUnknown = errors.New("unknown token")
 	// ErrUnavailable: the store cannot be reached; the request may be retried.
 	ErrUnavailable = errors.New("store unavailable")
+	// ErrDevTenantsTaken: DevTenant found every --dev tenant id
+	// (DevTenantFirst and the DevTenants after it) taken by other users.
+	ErrDevTenantsTaken = errors.New("every --dev tenant id (100000..999999) is taken: use --users, or a new data directory")
 )
+
+// The --dev tenant ids of users other than "dev": DevTenants of them from
+// DevTenantFirst, each user's derived from its name, probing past those
+// taken.
+const DevTenantFirst, DevTenants = 100000, 900000
 
 // RateLimitError refuses a call past a rate the store keeps: the etcd
 // store's budget of heartbeats that move a service from another node

@@ -63,20 +63,26 @@ func (s *Store) DevTenant(ctx context.Context, username string) (string, error) 
 		}
 		h := fnv.New32a()
 		h.Write([]byte(username))
-		n := h.Sum32() % 900000
-		for {
-			tenant = strconv.Itoa(100000 + int(n))
+		n := h.Sum32() % store.DevTenants
+		for i := 0; ; i++ {
+			if i == store.DevTenants {
+				return store.ErrDevTenantsTaken
+			}
+			tenant = strconv.Itoa(store.DevTenantFirst + int(n))
 			if b.Get([]byte("tenant/"+tenant)) == nil {
 				break
 			}
-			n = (n + 1) % 900000
+			n = (n + 1) % store.DevTenants
 		}
 		if err := b.Put(key, []byte(tenant)); err != nil {
 			return err
 		}
 		return b.Put([]byte("tenant/"+tenant), []byte(username))
 	})
-	return tenant, err
+	if err != nil {
+		return "", err
+	}
+	return tenant, nil
 }
 
 // RevokeUser implements store.Identity.

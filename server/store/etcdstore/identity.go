@@ -166,9 +166,9 @@ func (s *Store) DevTenant(ctx context.Context, username string) (string, error) 
 	userKey := s.k.devUser(username)
 	h := fnv.New32a()
 	h.Write([]byte(username))
-	n := h.Sum32() % 900000
-	for {
-		tenant := strconv.Itoa(100000 + int(n))
+	n := h.Sum32() % store.DevTenants
+	for range store.DevTenants {
+		tenant := strconv.Itoa(store.DevTenantFirst + int(n))
 		tenantKey := s.k.devTenant(tenant)
 		// Hedged: a claim that committed at one send is found by the
 		// others' read of the user's key.
@@ -188,8 +188,9 @@ func (s *Store) DevTenant(ctx context.Context, username string) (string, error) 
 		if kv := first(resp.Responses[0]); kv != nil {
 			return string(kv.Value), nil
 		}
-		n = (n + 1) % 900000
+		n = (n + 1) % store.DevTenants
 	}
+	return "", store.ErrDevTenantsTaken
 }
 
 // tokenLeases hands out the leases identity tokens live on, one per ten
