@@ -22,7 +22,6 @@ import (
 	"github.com/oklog/run"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/svcreg/svcreg/internal/logging"
 	"github.com/svcreg/svcreg/internal/statuspage"
@@ -348,7 +347,7 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if err := auth.LoadRevocations(ctx); err != nil {
 		return err
 	}
-	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	metrics := metricsHandler(reg)
 	apiMetrics := metrics
 	if f.metricsListen != "" {
 		apiMetrics = nil // /metrics on --listen is 404
