@@ -11,8 +11,8 @@ import (
 	"github.com/oklog/run"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"golang.org/x/net/netutil"
 
+	"github.com/svcreg/svcreg/internal/connslots"
 	"github.com/svcreg/svcreg/internal/logging"
 )
 
@@ -41,16 +41,20 @@ func addHTTPServer(g *run.Group, log *slog.Logger, hs *http.Server, serve func()
 
 // addBoundedServer adds to g a plain-HTTP server of h on ln for
 // whoever reaches the port (a status page, health probes, /metrics):
-// conns connections at once, the rest waiting in the kernel's queue, each
-// closed once answered (an idle one would keep its slot, and a client
-// with one request per connection would hold them all), with 5 s to send
-// headers of at most 16 KiB. So it cannot take the descriptors the
-// program needs for its own work.
+// conns connections at once, each closed once answered (an idle one would
+// keep its slot, and a client with one request per connection would hold
+// them all), with 5 s to send headers of at most 16 KiB. So it cannot take
+// the descriptors the program needs for its own work. Past conns, a new
+// connection takes the slot of one whose request has not arrived
+// (connslots: of the client address with the most such), so connections
+// that send nothing cannot keep a health probe or a scrape out; with
+// every one in a request, it waits for one to end.
 func addBoundedServer(g *run.Group, log *slog.Logger, ln net.Listener, h http.Handler, conns int) {
-	hs := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+	limited := connslots.Listen(ln, conns)
+	hs := &http.Server{Handler: limited.Handler(h), ConnContext: limited.ConnContext,
+		ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
 		WriteTimeout: 30 * time.Second, MaxHeaderBytes: 16 << 10, ErrorLog: logging.ErrorLog(log.Handler())}
 	hs.SetKeepAlivesEnabled(false)
-	limited := netutil.LimitListener(ln, conns)
 	addHTTPServer(g, log, hs, func() error { return hs.Serve(limited) }, nil, 5*time.Second)
 }
 

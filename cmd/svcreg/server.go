@@ -466,8 +466,8 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 			h = statuspage.LoopbackOnly(metricsLn.Addr(), mux) // as the API's
 		}
 		log.Info("metrics listening", "url", "http://"+metricsLn.Addr().String()+"/metrics", "max_conns", metricsConns)
-		// A scraper needs a connection or two: the rest wait in the
-		// kernel's queue, holding none of the descriptors kept in reserve.
+		// A scraper needs a connection or two (addBoundedServer), and
+		// they hold none of the descriptors kept in reserve.
 		addBoundedServer(&g, log, metricsLn, h, metricsConns)
 	}
 	g.Add(func() error { return stopOrReload(ctx, log, sigs, reload) }, func(error) { cancel() })

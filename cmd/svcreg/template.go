@@ -333,8 +333,8 @@ func templateStateDir(flag string, getenv func(string) string, euid int) (string
 	return "", nil
 }
 
-// statusConns is how many connections --listen serves at once; the
-// others wait in the kernel's queue.
+// statusConns is how many connections --listen serves at once (see
+// addBoundedServer).
 const statusConns = 256
 
 // loadConfig reads --config (if any), adds the --template flags, applies

@@ -3,7 +3,6 @@ package etcdstore
 import (
 	"bufio"
 	"bytes"
-	"container/list"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -719,69 +718,4 @@ func peerSlotsGoToHolders(t *testing.T, hello bool) {
 	}
 }
 
-// slotConn is a connection that only has a client address and a close.
-type slotConn struct {
-	net.Conn
-	from   string
-	closed bool
-}
 
-func (c *slotConn) RemoteAddr() net.Addr {
-	return &net.TCPAddr{IP: net.ParseIP(c.from), Port: 40000}
-}
-
-func (c *slotConn) Close() error { c.closed = true; return nil }
-
-// Connections that have not opened a frame give up their slots by
-// address: a flood from one address, however fast, takes only its own
-// connections' slots, and a holder connecting from another address while
-// it goes on (its first frame not read yet) keeps its slot; among
-// addresses as busy, the one waiting longest goes. An IPv6 address counts
-// by its /64.
-func TestPeerSlotsByAddress(t *testing.T) {
-	p := &peerSlots{waiting: map[string]*list.List{}}
-	take := func(from string) (*slotConn, *peerSlot) {
-		c := &slotConn{from: from}
-		slot, ok := p.take(c)
-		if !ok {
-			t.Fatalf("no slot for a connection from %s", from)
-		}
-		return c, slot
-	}
-	var flood []*slotConn
-	for range maxPeerConns {
-		c, _ := take("192.0.2.66")
-		flood = append(flood, c)
-	}
-	holder, hs := take("10.0.0.1")
-	if !flood[0].closed {
-		t.Error("the flood's oldest connection kept its slot")
-	}
-	for range 10 * maxPeerConns {
-		take("192.0.2.66")
-	}
-	if holder.closed {
-		t.Fatal("a holder's waiting connection lost its slot to a flood from another address")
-	}
-	if !p.opened(hs) {
-		t.Fatal("the holder's first frame found its slot taken")
-	}
-	// Many addresses, one connection each: the one waiting longest goes.
-	p = &peerSlots{waiting: map[string]*list.List{}}
-	var each []*slotConn
-	for i := range maxPeerConns {
-		c, _ := take(fmt.Sprintf("2001:db8:%x::1", i))
-		each = append(each, c)
-	}
-	take("2001:db8:0::2") // the /64 of the first: two waiting there
-	if !each[0].closed || each[1].closed {
-		t.Errorf("past the bound with one address waiting twice: first closed %v, second %v; want only the first", each[0].closed, each[1].closed)
-	}
-	take("2001:db8:ffff::1")
-	if !each[1].closed {
-		t.Error("among addresses waiting once each, the one waiting longest kept its slot")
-	}
-	if p.n != maxPeerConns {
-		t.Errorf("%d slots in use, want %d", p.n, maxPeerConns)
-	}
-}

@@ -3,7 +3,6 @@ package etcdstore
 import (
 	"bufio"
 	"bytes"
-	"container/list"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -13,12 +12,11 @@ import (
 	"net"
 	"os"
 	"strconv"
-	"sync"
 	"time"
 
 	"golang.org/x/crypto/chacha20poly1305"
 
-	"github.com/svcreg/svcreg/internal/clientaddr"
+	"github.com/svcreg/svcreg/internal/connslots"
 	"github.com/svcreg/svcreg/internal/retry"
 )
 
@@ -35,7 +33,7 @@ import (
 // request's additional data says it is one and holds the challenge, so a
 // request seen on the wire does not open on another connection, and an
 // eavesdropper cannot send it again to take one of the peer's slots as a
-// holder (peerSlots); an answer's says it is one and holds the request's
+// holder (connslots); an answer's says it is one and holds the request's
 // nonce, binding it to that request. Each end of a connection makes its
 // nonces from a random prefix of its own and a count, so none repeats
 // under the key; the peer takes a request only if its nonce counts up
@@ -63,7 +61,7 @@ const (
 	peerFirst = 5 * time.Second
 	// maxPeerConns bounds the connections the peer serves at once: each
 	// node keeps one to its peer, and nothing is read before the
-	// frame opens but the frame itself (peerSlots).
+	// frame opens but the frame itself (connslots).
 	maxPeerConns = 256
 	// maxFirstFrame bounds a connection's first frame, which anyone who
 	// reaches the port can send: a hello is minFrame; an earlier version's
@@ -217,109 +215,13 @@ func kept[S ~[]E, E any](s S, max int) S {
 	return s[:0]
 }
 
-// peerSlots are the peer connections served at once, at most
-// maxPeerConns. Those whose first frame has not opened with the secret yet
-// (anyone who reaches the port can open them) wait, by client address,
-// oldest first: a new connection past the bound takes the slot of the
-// oldest waiting one of the address with the most waiting (of those, the
-// one waiting longest), so that connections that send nothing, however
-// fast they come from one address, cannot keep the other addresses'
-// holders out; one that opened a frame keeps its slot.
-type peerSlots struct {
-	mu      sync.Mutex
-	n       int
-	seq     uint64
-	waiting map[string]*list.List // of *peerSlot, by address, oldest first
-}
-
-type peerSlot struct {
-	c    net.Conn
-	addr string
-	seq  uint64
-	wait *list.Element // in waiting[addr]; nil once opened, or taken
-}
-
-// take gives c a slot, taking a waiting connection's (and closing that
-// one) if they are all in use, or reports none is free.
-func (p *peerSlots) take(c net.Conn) (*peerSlot, bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.n == maxPeerConns {
-		old := p.victim()
-		if old == nil {
-			return nil, false
-		}
-		p.unwait(old)
-		old.c.Close()
-		p.n-- // its goroutine leaves without giving the slot back
-	}
-	p.n++
-	p.seq++
-	slot := &peerSlot{c: c, addr: clientaddr.Key(c.RemoteAddr().String()), seq: p.seq}
-	l := p.waiting[slot.addr]
-	if l == nil {
-		l = list.New()
-		p.waiting[slot.addr] = l
-	}
-	slot.wait = l.PushBack(slot)
-	return slot, true
-}
-
-// victim is the connection whose slot a new one takes: the oldest
-// waiting one of the address with the most waiting, the longest waiting
-// of those; nil if none waits.
-func (p *peerSlots) victim() *peerSlot {
-	var v *peerSlot
-	most := 0
-	for _, l := range p.waiting {
-		oldest := l.Front().Value.(*peerSlot)
-		if l.Len() > most || l.Len() == most && oldest.seq < v.seq {
-			v, most = oldest, l.Len()
-		}
-	}
-	return v
-}
-
-// unwait takes slot out of the waiting connections.
-func (p *peerSlots) unwait(slot *peerSlot) {
-	l := p.waiting[slot.addr]
-	l.Remove(slot.wait)
-	slot.wait = nil
-	if l.Len() == 0 {
-		delete(p.waiting, slot.addr)
-	}
-}
-
-// opened marks slot's connection as one whose frame opened: it keeps
-// its slot. It reports false if the slot was taken meanwhile.
-func (p *peerSlots) opened(slot *peerSlot) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if slot.wait == nil {
-		return false
-	}
-	p.unwait(slot)
-	return true
-}
-
-// done gives slot back, unless it was taken for another connection.
-func (p *peerSlots) done(slot *peerSlot, opened bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if slot.wait != nil {
-		p.unwait(slot)
-	} else if !opened {
-		return // taken: its slot went to the connection that took it
-	}
-	p.n--
-}
-
 // servePeers accepts peer connections until the store closes; past
 // maxPeerConns at once, a new one takes the slot of one that has not
-// opened a frame yet (peerSlots), or is closed at once if none.
+// opened a frame with the secret yet (connslots: anyone who reaches the
+// port can open those), or is closed at once if none.
 func (s *Store) servePeers(ln net.Listener) {
 	backoff := 5 * time.Millisecond
-	slots := &peerSlots{waiting: map[string]*list.List{}}
+	slots := connslots.New(maxPeerConns)
 	var warned time.Time // until when a full house goes unlogged
 	for {
 		c, err := ln.Accept()
@@ -335,7 +237,7 @@ func (s *Store) servePeers(ln net.Listener) {
 			continue
 		}
 		backoff = 5 * time.Millisecond
-		slot, ok := slots.take(c)
+		slot, ok := slots.Take(c)
 		if !ok {
 			if now := time.Now(); now.After(warned) {
 				s.log.Warn("too many peer connections; closing new ones", "max", maxPeerConns, "from", c.RemoteAddr().String())
@@ -346,9 +248,9 @@ func (s *Store) servePeers(ln net.Listener) {
 		}
 		s.wg.Go(func() {
 			opened := false
-			defer func() { slots.done(slot, opened) }()
+			defer func() { slots.Done(slot, opened) }()
 			s.servePeerConn(c, func() bool {
-				opened = slots.opened(slot)
+				opened = slots.Opened(slot)
 				return opened
 			})
 		})
