@@ -537,8 +537,14 @@ func (e *Exec) supervise(ctx context.Context, child *supervise.Child) int {
 				// A container runtime's stop signal (SIGQUIT for nginx's
 				// image, SIGUSR1 for HAProxy's), passed on.
 				e.Log.Info("the command exited after a signal passed on; stopping", "signal", passed, "status", supervise.Describe(child.Status()))
+			} else if st.Exited() && st.ExitStatus() == 0 {
+				// Most often a command that puts itself in the background,
+				// beyond the renderer's reach (a daemon calls setsid, so
+				// the process group is not its own any more).
+				e.Log.Error("the command exited by itself; stopping", "status", supervise.Describe(st),
+					"hint", "a command --exec runs must stay in the foreground: nginx -g 'daemon off;', haproxy -W or -Ws without -D; one that forked into the background still runs")
 			} else {
-				e.Log.Error("the command exited by itself; stopping", "status", supervise.Describe(child.Status()))
+				e.Log.Error("the command exited by itself; stopping", "status", supervise.Describe(st))
 			}
 			return child.ExitCode()
 		case sig := <-sigs:

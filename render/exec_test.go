@@ -187,3 +187,26 @@ func TestStoppedPassDoesNotStartTheCommand(t *testing.T) {
 		t.Fatal("a pass that went through did not let the command start")
 	}
 }
+
+// A command that exits 0 by itself has most often put itself in the
+// background (nginx without "daemon off;"): the log line says how to keep
+// it in the foreground. Another status gets no such hint.
+func TestCommandExitingZeroByItselfGetsAHint(t *testing.T) {
+	for _, tc := range []struct {
+		script string
+		code   int
+		hint   bool
+	}{{"exit 0", 0, true}, {"exit 3", 3, false}} {
+		var logs bytes.Buffer
+		ex := &Exec{Command: CommandLine{"/bin/sh", "-c", tc.script}, Log: slog.New(slog.NewTextHandler(&logs, nil))}
+		if err := ex.Prepare(); err != nil {
+			t.Fatal(err)
+		}
+		ex.Passed(PassResult{})
+		code := ex.Run(context.Background())
+		ex.Close()
+		if hint := strings.Contains(logs.String(), "must stay in the foreground"); code != tc.code || hint != tc.hint {
+			t.Errorf("%s: exit %d, hint %v; want %d, %v\n%s", tc.script, code, hint, tc.code, tc.hint, logs.String())
+		}
+	}
+}
