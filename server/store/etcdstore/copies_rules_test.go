@@ -717,5 +717,3 @@ func peerSlotsGoToHolders(t *testing.T, hello bool) {
 		t.Errorf("%v copy round trips failed: the holder's connection lost its slot", f)
 	}
 }
-
-
