@@ -318,3 +318,44 @@ func TestDebugLogCutsTheRequest(t *testing.T) {
 		t.Errorf("want one request logged; log:\n%.2000s", &logs)
 	}
 }
+
+// A store that fails every request logs 20 of them at once and then 10 a
+// second, not one line each at the rate clients send them; the next line
+// logged says how many were not (not_logged). Every request still gets its
+// fault.
+func TestStoreFailuresLogBounded(t *testing.T) {
+	t.Parallel()
+	var logs logBuffer
+	var offset atomic.Int64 // added to the clock, in ns
+	base := startCustom(t, "bolt", func(st store.Store) server.Config {
+		return server.Config{Store: &brokenStore{Store: st, err: errors.New("disk full"), broken: "events"},
+			Logger: slog.New(slog.NewJSONHandler(&logs, nil)),
+			Clock:  func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }}
+	})
+	c := devLogin(t, base, "broken")
+	const n = 100
+	for range n {
+		c.do("GET", "/events", nil).fault(500, "internalError", "Internal Error", "Internal Error")
+	}
+	lines := func() (logged, notLogged int) {
+		for _, line := range bytes.Split(bytes.TrimSpace([]byte(logs.String())), []byte("\n")) {
+			var rec struct {
+				Msg       string
+				NotLogged int `json:"not_logged"`
+			}
+			if json.Unmarshal(line, &rec) == nil && rec.Msg == "request failed" {
+				logged++
+				notLogged += rec.NotLogged
+			}
+		}
+		return logged, notLogged
+	}
+	if logged, _ := lines(); logged != 20 {
+		t.Errorf("%d failures: %d logged; want the burst, 20", n, logged)
+	}
+	offset.Add(int64(time.Second)) // 10 more may be logged
+	c.do("GET", "/events", nil).fault(500, "internalError", "Internal Error", "Internal Error")
+	if logged, notLogged := lines(); logged != 21 || notLogged != n-20 {
+		t.Errorf("a second later: %d logged, %d said not logged; want 21 and %d", logged, notLogged, n-20)
+	}
+}

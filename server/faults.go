@@ -3,10 +3,14 @@ package server
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"math"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
+
+	"golang.org/x/time/rate"
 
 	"github.com/svcreg/svcreg/server/store"
 )
@@ -102,11 +106,49 @@ func (s *Server) faultFor(txnID string, err error) *fault {
 			Message: "Marker has expired",
 			Details: "Events after this marker were removed by retention; list the services and configuration again and follow the feed from the X-Registry-Marker of that answer."}
 	case errors.Is(err, store.ErrUnavailable):
-		s.log.Warn("store unavailable", "txn", txnID, "err", err)
+		if more, ok := s.failLog.allow(); ok {
+			s.log.Warn("store unavailable", "txn", txnID, "err", err, more)
+		}
 		return &fault{Status: http.StatusServiceUnavailable, Type: faultSystemFailure}
 	}
-	s.log.Error("request failed", "txn", txnID, "err", logValue(err.Error()))
+	if more, ok := s.failLog.allow(); ok {
+		s.log.Error("request failed", "txn", txnID, "err", logValue(err.Error()), more)
+	}
 	return &fault{Status: http.StatusInternalServerError, Type: faultInternal}
+}
+
+// failLogLimit bounds the log lines of failed requests to failLogRate a
+// second after a burst of failLogBurst: a store that fails every request
+// (a full disk, etcd out of reach) would otherwise log each, at the rate
+// clients send them. The lines left out are counted, and the next line
+// logged says how many (not_logged); every one still gets its fault, with
+// its transaction id.
+type failLogLimit struct {
+	lim     *rate.Limiter
+	now     func() time.Time
+	skipped atomic.Int64
+}
+
+const failLogRate, failLogBurst = 10, 20
+
+func newFailLogLimit(clock func() time.Time) failLogLimit {
+	if clock == nil {
+		clock = time.Now
+	}
+	return failLogLimit{lim: rate.NewLimiter(failLogRate, failLogBurst), now: clock}
+}
+
+// allow reports whether a failure is logged, and the attribute to add to
+// its line: how many were not logged since the last line (empty if none).
+func (l *failLogLimit) allow() (slog.Attr, bool) {
+	if !l.lim.AllowN(l.now(), 1) {
+		l.skipped.Add(1)
+		return slog.Attr{}, false
+	}
+	if n := l.skipped.Swap(0); n > 0 {
+		return slog.Int64("not_logged", n), true
+	}
+	return slog.Attr{}, true
 }
 
 // faultJSON is f's body. For any 5xx, message and details are masked as

@@ -104,6 +104,8 @@ type Server struct {
 	metrics serverMetrics
 	rate    *rateLimiter
 	writes  *writeLimiter // nil: no limit
+	// failLog bounds the log lines of failed requests (failLogLimit).
+	failLog failLogLimit
 
 	txnPrefix string
 	txnSeq    atomic.Uint64
@@ -155,6 +157,7 @@ func New(cfg Config) *Server {
 		rate:      newRateLimiter(cfg.RateLimit, cfg.Clock),
 		txnPrefix: "svcreg-" + hex.EncodeToString(b[:]) + "-",
 		closing:   make(chan struct{}),
+		failLog:   newFailLogLimit(cfg.Clock),
 	}
 	if cfg.WriteRate > 0 {
 		s.writes = newWriteLimiter(cfg.WriteRate, cfg.WriteBurst, cfg.Clock)
