@@ -165,7 +165,8 @@ func testLongPollClientBytesEndTheWait(t *testing.T, kind string) {
 	base, reg := startLimited(t, kind, server.Config{})
 	c := devLogin(t, base, "bytes")
 	poll := "GET /v1.0/" + c.tenant + "/events?wait=600 HTTP/1.1\r\nHost: test\r\nX-Auth-Token: " + c.token + "\r\n\r\n"
-	junk, pipelined := dialRaw(t, base), dialRaw(t, base)
+	services := "GET /v1.0/" + c.tenant + "/services HTTP/1.1\r\nHost: test\r\nX-Auth-Token: " + c.token + "\r\n\r\n"
+	junk, pipelined, together := dialRaw(t, base), dialRaw(t, base), dialRaw(t, base)
 	for _, rc := range []*rawConn{junk, pipelined} {
 		if _, err := io.WriteString(rc.c, poll); err != nil {
 			t.Fatal(err)
@@ -175,12 +176,16 @@ func testLongPollClientBytesEndTheWait(t *testing.T, kind string) {
 	if _, err := junk.c.Write(append(bytes.Repeat([]byte{'x'}, 64<<10), "\r\n\r\n"...)); err != nil {
 		t.Fatal(err)
 	}
-	services := "GET /v1.0/" + c.tenant + "/services HTTP/1.1\r\nHost: test\r\nX-Auth-Token: " + c.token + "\r\n\r\n"
 	if _, err := io.WriteString(pipelined.c, services); err != nil {
 		t.Fatal(err)
 	}
-	// Both polls answered (read deadlines far inside their 600 s wait).
-	for name, rc := range map[string]*rawConn{"junk": junk, "pipelined": pipelined} {
+	// A request pipelined in the same write as the poll: the server has
+	// read it with the poll, and the poll does not wait either.
+	if _, err := io.WriteString(together.c, poll+services); err != nil {
+		t.Fatal(err)
+	}
+	// Every poll answered (read deadlines far inside their 600 s wait).
+	for name, rc := range map[string]*rawConn{"junk": junk, "pipelined": pipelined, "together": together} {
 		rc.c.SetReadDeadline(time.Now().Add(20 * time.Second))
 		resp, err := http.ReadResponse(rc.br, nil)
 		if err != nil {
@@ -191,8 +196,10 @@ func testLongPollClientBytesEndTheWait(t *testing.T, kind string) {
 			t.Errorf("%s: long-poll answered %s", name, resp.Status)
 		}
 	}
-	if resp, err := http.ReadResponse(pipelined.br, nil); err != nil || resp.StatusCode != 200 || resp.Header.Get("X-Registry-Wait") != "" {
-		t.Errorf("the pipelined GET /services: %v, %v; want its 200", resp, err)
+	for name, rc := range map[string]*rawConn{"pipelined": pipelined, "together": together} {
+		if resp, err := http.ReadResponse(rc.br, nil); err != nil || resp.StatusCode != 200 || resp.Header.Get("X-Registry-Wait") != "" {
+			t.Errorf("%s: the pipelined GET /services: %v, %v; want its 200", name, resp, err)
+		}
 	}
 	// The junk is read: an error answer (400, or 431 past the server's
 	// MaxHeaderBytes) and a close.
@@ -203,8 +210,8 @@ func testLongPollClientBytesEndTheWait(t *testing.T, kind string) {
 	if err != nil || resp.StatusCode/100 != 4 || !junk.closedByServer() {
 		t.Errorf("after the junk: %v, %v; want 400 or 431 and the connection closed", resp, err)
 	}
-	if got := metric(t, reg, "svcreg_longpolls_cut_short_total"); got != 2 {
-		t.Errorf("svcreg_longpolls_cut_short_total %v, want 2", got)
+	if got := metric(t, reg, "svcreg_longpolls_cut_short_total"); got != 3 {
+		t.Errorf("svcreg_longpolls_cut_short_total %v, want 3", got)
 	}
 	if got := metric(t, reg, "svcreg_longpolls_waiting"); got != 0 {
 		t.Errorf("svcreg_longpolls_waiting %v, want 0", got)

@@ -44,7 +44,7 @@ func newServerMetrics(r prometheus.Registerer) serverMetrics {
 		}),
 		pollsCut: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "svcreg_longpolls_cut_short_total",
-			Help: "Waiting long-polls answered before their wait ended because their client sent bytes meanwhile (a pipelined request, or bytes that would sit in the kernel's buffer until the wait ended).",
+			Help: "Waiting long-polls answered before their wait ended because their client sent bytes meanwhile (a pipelined request, or bytes that would sit in the kernel's buffer until the wait ended; over TLS, also a client's close_notify as it leaves).",
 		}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "svcreg_longpolls_answers_dropped_total",

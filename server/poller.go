@@ -244,9 +244,12 @@ func (pl *poller) park(w http.ResponseWriter, rq *request, q store.EventQuery, w
 		sw.hijacked = true
 	}
 	conn.SetDeadline(time.Time{})
-	if n := brw.Reader.Buffered(); n > 0 {
+	n := brw.Reader.Buffered()
+	if n > 0 {
 		// The client pipelined its next request; keep those bytes for the
-		// http.Server.
+		// http.Server. The watcher will not see them (they left the
+		// kernel's buffer), so the poll is answered at once below, as it
+		// is when they come later.
 		pending, _ := brw.Reader.Peek(n)
 		conn = &prefixConn{Conn: conn, r: io.MultiReader(bytes.NewReader(slices.Clone(pending)), conn)}
 	}
@@ -275,6 +278,10 @@ func (pl *poller) park(w http.ResponseWriter, rq *request, q store.EventQuery, w
 		watch.add(p)
 	}
 	pl.mu.Unlock()
+	if n > 0 {
+		go pl.answerNow(p, true)
+		return true
+	}
 	if isClosed(changed) {
 		// A commit landed between the read and the parking.
 		select {
@@ -386,8 +393,7 @@ func (pl *poller) hangup(p *parkedPoll, hungUp bool) {
 	}
 	if !hungUp {
 		// Not on the watcher's goroutine: the answer reads the store.
-		pl.s.metrics.pollsCut.Inc()
-		go pl.answerNow(p)
+		go pl.answerNow(p, true)
 		return
 	}
 	if _, ok := pl.take(p); !ok {
@@ -405,15 +411,18 @@ func (pl *poller) expire(p *parkedPoll) {
 		pl.closeKept(p)
 		return
 	}
-	pl.answerNow(p)
+	pl.answerNow(p, false)
 }
 
 // answerNow answers p with what the feed holds for it now, unless it was
-// taken already.
-func (pl *poller) answerNow(p *parkedPoll) {
+// taken already; cut says its wait is cut short (its client sent bytes).
+func (pl *poller) answerNow(p *parkedPoll, cut bool) {
 	scanned, ok := pl.take(p)
 	if !ok {
 		return
+	}
+	if cut {
+		pl.s.metrics.pollsCut.Inc()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
