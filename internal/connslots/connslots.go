@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/svcreg/svcreg/internal/clientaddr"
 )
@@ -183,13 +184,20 @@ func (l *Listener) ConnContext(ctx context.Context, c net.Conn) context.Context 
 }
 
 // Handler serves h, once it marked the request's connection as opened;
-// a request whose connection lost its slot meanwhile is not served.
+// a request whose connection lost its slot meanwhile is not served. A body
+// the handler left unread is not waited for: the http.Server would read
+// (to discard) up to 256 kB of it until its ReadTimeout, and a client
+// that announced a body and sent none would hold its opened slot so. The
+// connection then serves no further request.
 func (l *Listener) Handler(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if c, ok := r.Context().Value(connKey{}).(*conn); ok && c.l == l && !c.open() {
 			return
 		}
 		h.ServeHTTP(w, r)
+		if r.ContentLength != 0 {
+			http.NewResponseController(w).SetReadDeadline(time.Now())
+		}
 	})
 }
 

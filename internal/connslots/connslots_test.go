@@ -1,6 +1,7 @@
 package connslots
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"net"
@@ -86,7 +87,7 @@ func serve(t *testing.T, max int, h http.Handler) string {
 		t.Fatal(err)
 	}
 	l := Listen(ln, max)
-	hs := &http.Server{Handler: l.Handler(h), ConnContext: l.ConnContext, ReadHeaderTimeout: time.Minute}
+	hs := &http.Server{Handler: l.Handler(h), ConnContext: l.ConnContext, ReadHeaderTimeout: time.Minute, ReadTimeout: time.Minute}
 	hs.SetKeepAlivesEnabled(false)
 	done := make(chan struct{})
 	go func() { defer close(done); hs.Serve(l) }()
@@ -152,4 +153,31 @@ func TestListenerServesPastSilentConnections(t *testing.T) {
 	if err := <-next; err != nil {
 		t.Errorf("the request past %d in requests: %v", max, err)
 	}
+}
+
+// A client that announces a body and sends none is answered (the handler
+// reads no body) and its slot given back at once: the http.Server does
+// not wait out its ReadTimeout to discard the body, holding an opened
+// slot no new connection can take.
+func TestListenerWaitsForNoUnreadBody(t *testing.T) {
+	t.Parallel()
+	const max = 4
+	addr := serve(t, max, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	for range 2 * max {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+		c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("a request whose body never comes: %v, %v", resp, err)
+		}
+	}
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Get("http://" + addr + "/")
+	if err != nil {
+		t.Fatalf("after %d requests whose bodies never came: %v", 2*max, err)
+	}
+	resp.Body.Close()
 }
