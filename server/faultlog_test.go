@@ -326,11 +326,14 @@ func TestDebugLogCutsTheRequest(t *testing.T) {
 func TestStoreFailuresLogBounded(t *testing.T) {
 	t.Parallel()
 	var logs logBuffer
-	var offset atomic.Int64 // added to the clock, in ns
+	// The server's clock stands still but for the second the test adds:
+	// the requests may take any time.
+	var offset atomic.Int64 // in ns
+	t0 := time.Now()
 	base := startCustom(t, "bolt", func(st store.Store) server.Config {
 		return server.Config{Store: &brokenStore{Store: st, err: errors.New("disk full"), broken: "events"},
 			Logger: slog.New(slog.NewJSONHandler(&logs, nil)),
-			Clock:  func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }}
+			Clock:  func() time.Time { return t0.Add(time.Duration(offset.Load())) }}
 	})
 	c := devLogin(t, base, "broken")
 	const n = 100
