@@ -107,8 +107,50 @@ func (s *Store) UpdateService(ctx context.Context, tenantID, id string, u store.
 	if err != nil {
 		return err
 	}
+	svcKey := s.k.service(tenantID, id)
+	// A new heartbeat timeout needs the service back from its holder (a
+	// hand-over, written to etcd), and one that changes nothing does not:
+	// nor does it spend from the write budget, so it must not make the
+	// holder write either.
+	handOver := false
+	if u.HeartbeatTimeout != nil {
+		resp, err := s.read(ctx, "read service", clientv3.OpGet(svcKey))
+		if err != nil {
+			return err
+		}
+		var rec store.ServiceRecord
+		if kv := first(resp.Responses[0]); kv != nil {
+			if err := json.Unmarshal(kv.Value, &rec); err != nil {
+				return fmt.Errorf("service %s: %w", id, err)
+			}
+			handOver = rec.HeartbeatTimeout != *u.HeartbeatTimeout
+		}
+	}
+	for {
+		if handOver {
+			if err := s.refuseEmptyBudget(t); err != nil {
+				return err
+			}
+		}
+		err := s.updateService(ctx, t, id, u, handOver)
+		if !errors.Is(err, errNeedsHandOver) {
+			return err
+		}
+		handOver = true // another update changed the timeout meanwhile
+	}
+}
+
+// errNeedsHandOver: an update found the heartbeat timeout it changes
+// other than it was when it was read, without the hand-over that changing
+// it needs.
+var errNeedsHandOver = errors.New("the heartbeat timeout changed: a hand-over is needed")
+
+// updateService writes u, after its holder handed the service back if
+// handOver.
+func (s *Store) updateService(ctx context.Context, t *tenant, id string, u store.ServiceUpdate, handOver bool) error {
+	tenantID := t.id
 	svcKey, hbKey := s.k.service(tenantID, id), s.k.heartbeat(tenantID, id)
-	return s.unheld(ctx, tenantID, id, u.HeartbeatTimeout != nil, func(hbRev int64) error {
+	return s.unheld(ctx, tenantID, id, handOver, func(hbRev int64) error {
 		t.wmu.Lock()
 		defer t.wmu.Unlock()
 		_, err := s.clientWrite(ctx, t, "update service", []string{svcKey, hbKey}, func(w *writer) error {
@@ -126,6 +168,8 @@ func (s *Store) UpdateService(ctx context.Context, tenantID, id string, u store.
 				if err := w.unheld(hbKey, hbRev); err != nil {
 					return err
 				}
+			} else if updated.HeartbeatTimeout != rec.HeartbeatTimeout {
+				return errNeedsHandOver
 			}
 			if err := w.put(svcKey, updated); err != nil {
 				return err
@@ -228,6 +272,10 @@ func (s *Store) DeleteService(ctx context.Context, tenantID, id string) error {
 		return err
 	}
 	svcKey, hbKey := s.k.service(tenantID, id), s.k.heartbeat(tenantID, id)
+	// Refused before the hand-over, which writes to etcd too.
+	if err := s.refuseEmptyBudget(t); err != nil {
+		return err
+	}
 	return s.unheld(ctx, tenantID, id, true, func(hbRev int64) error {
 		t.wmu.Lock()
 		defer t.wmu.Unlock()

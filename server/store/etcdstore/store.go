@@ -972,28 +972,52 @@ func (s *Store) clientWrite(ctx context.Context, t *tenant, what string, reads [
 // writeClockSkew), one ahead earns its lead once. A time further ahead
 // than that is a wrong clock's, and is not waited for.
 func (w *writer) spendWrite() error {
-	r, burst := w.s.opts.WriteRate, float64(w.s.opts.WriteBurst)
-	if r < 0 {
-		return nil
-	}
-	now, at := w.now.UnixMilli(), w.acct.WritesAt
-	if at > now+writeClockSkew.Milliseconds() {
-		at = now
-	}
-	tokens := burst
-	if at != 0 {
-		earned := float64(max(now-at, 0)) / 1000 * r
-		tokens = min(burst, w.acct.WriteTokens+earned)
-	}
-	if tokens < 1 {
-		w.s.metrics.writesRefused.Inc()
-		return &store.RateLimitError{
-			Wait:  time.Duration((1-tokens)/r*float64(time.Second)) + time.Duration(max(at-now, 0))*time.Millisecond,
-			Limit: fmt.Sprintf("Limit of %g write requests per second, in bursts of up to %d, through all the registry's server nodes together, has been reached", r, w.s.opts.WriteBurst),
-		}
+	tokens, now, at, err := w.s.writeBudget(w.acct, w.now)
+	if err != nil || w.s.opts.WriteRate < 0 {
+		return err
 	}
 	w.acct.WriteTokens, w.acct.WritesAt = tokens-1, max(now, at)
 	return nil
+}
+
+// writeBudget is what spendWrite finds in the bucket of acct at now (and
+// the times it goes by, in Unix ms), or its refusal when there is not one
+// write in it; nothing is spent.
+func (s *Store) writeBudget(acct store.AccountRecord, at0 time.Time) (tokens float64, now, at int64, err error) {
+	r, burst := s.opts.WriteRate, float64(s.opts.WriteBurst)
+	if r < 0 {
+		return burst, 0, 0, nil
+	}
+	now, at = at0.UnixMilli(), acct.WritesAt
+	if at > now+writeClockSkew.Milliseconds() {
+		at = now
+	}
+	tokens = burst
+	if at != 0 {
+		earned := float64(max(now-at, 0)) / 1000 * r
+		tokens = min(burst, acct.WriteTokens+earned)
+	}
+	if tokens < 1 {
+		s.metrics.writesRefused.Inc()
+		return tokens, now, at, &store.RateLimitError{
+			Wait:  time.Duration((1-tokens)/r*float64(time.Second)) + time.Duration(max(at-now, 0))*time.Millisecond,
+			Limit: fmt.Sprintf("Limit of %g write requests per second, in bursts of up to %d, through all the registry's server nodes together, has been reached", r, s.opts.WriteBurst),
+		}
+	}
+	return tokens, now, at, nil
+}
+
+// refuseEmptyBudget refuses a write of t's before it asks another node for
+// anything (a hand-over writes to etcd too) when the budget, as this node
+// last saw the account, has no write in it: a later look only finds fewer
+// (other nodes spend), so none is refused that the write itself would
+// take.
+func (s *Store) refuseEmptyBudget(t *tenant) error {
+	t.mu.Lock()
+	acct := t.acct
+	t.mu.Unlock()
+	_, _, _, err := s.writeBudget(acct, s.now())
+	return err
 }
 
 // writeClockSkew is how far ahead of a node's clock the write budget's

@@ -99,3 +99,43 @@ func TestWriteBudgetOutlivesAClockAhead(t *testing.T) {
 		u.do(n[0], "PUT", "/configuration/key-1", map[string]string{"value": fmt.Sprint(i)}, 204)
 	}
 }
+
+// An update or a delete at another node than the service's holder asks
+// the holder to hand it back, which writes to etcd: with the account's
+// budget spent, neither asks. A delete (or a new heartbeat timeout) is
+// refused first; an update that changes no timeout writes nothing and
+// needs no hand-over. Before, 200 such requests alternating with
+// heartbeats at the holder moved etcd by 600 revisions with the budget
+// spent: the account's writes grew with the nodes, past --write-rate.
+func TestSpentBudgetAsksNoHandOver(t *testing.T) {
+	t.Parallel()
+	const burst = 3
+	c := etcdtest.Start(t, etcdtest.Options{})
+	n := startNodes(t, c, 2, etcdstore.Options{WriteRate: 0.001, WriteBurst: burst})
+	u := login(t, n[0], "mover")
+	tok := u.create(n[0], "svc-1", 30)
+	u.do(n[0], "PUT", "/configuration/key", map[string]string{"value": "a"}, 204)
+	u.do(n[0], "PUT", "/configuration/key", map[string]string{"value": "b"}, 204)
+	refused := func(r reply, err error) bool {
+		return err == nil && r.code == 400 && r.faultType() == "rateLimitReached"
+	}
+	if !refused(u.try(n[1], "PUT", "/configuration/key", map[string]string{"value": "c"})) {
+		t.Fatal("the budget is not spent")
+	}
+	tok = u.heartbeat(n[0], "svc-1", tok) // n0 holds svc-1
+	tok = u.heartbeat(n[0], "svc-1", tok)
+	before := etcdRevision(t, c)
+	for range 10 {
+		u.do(n[1], "PUT", "/services/svc-1", map[string]any{"heartbeat_timeout": 30}, 204)
+		if !refused(u.try(n[1], "DELETE", "/services/svc-1", nil)) {
+			t.Fatal("a delete past the budget was not refused")
+		}
+		if !refused(u.try(n[1], "PUT", "/services/svc-1", map[string]any{"heartbeat_timeout": 40})) {
+			t.Fatal("a new heartbeat timeout past the budget was not refused")
+		}
+		tok = u.heartbeat(n[0], "svc-1", tok)
+	}
+	if after := etcdRevision(t, c); after != before {
+		t.Errorf("30 requests refused or changing nothing, with heartbeats at the holder, moved etcd from revision %d to %d", before, after)
+	}
+}
