@@ -260,11 +260,17 @@ func New(cfg Config) (*Client, error) {
 	return c, nil
 }
 
+// MaxResponseHeaderBytes bounds the headers of a registry answer the
+// client reads (Go's default is 10 MiB): the registry's own are a few
+// hundred bytes. A Transport of the caller's own should set it too.
+const MaxResponseHeaderBytes = 64 << 10
+
 // newTransport is DefaultTransport's settings with room for the idle
 // connections one client keeps to the registry: heartbeaters, a watcher's
 // long-poll, and ordinary calls side by side.
 func newTransport() *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxResponseHeaderBytes = MaxResponseHeaderBytes
 	t.MaxIdleConns = 100
 	t.MaxIdleConnsPerHost = 32
 	t.IdleConnTimeout = 90 * time.Second
@@ -571,7 +577,9 @@ func crossHostRedirect(resp *http.Response) *RedirectError {
 	if loc == "" || err != nil || sameHost(resp.Request.URL, to) {
 		return nil
 	}
-	return &RedirectError{Method: resp.Request.Method, URL: shownURL(resp.Request.URL), StatusCode: resp.StatusCode, Location: loc}
+	// The registry chooses the Location, up to the header limit: kept
+	// cut, as registry text in an error is.
+	return &RedirectError{Method: resp.Request.Method, URL: shownURL(resp.Request.URL), StatusCode: resp.StatusCode, Location: cutText(loc)}
 }
 
 // sameHost reports whether a request may go from from to to with the

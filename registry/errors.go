@@ -149,17 +149,24 @@ const maxShownText = 512
 // character, with "…"), and Go-quoted if it holds a character that does
 // not print or bytes that are not UTF-8.
 func shownText(s string) string {
-	if len(s) > maxShownText {
-		cut := maxShownText
-		for cut > 0 && !utf8.RuneStart(s[cut]) {
-			cut--
-		}
-		s = s[:cut] + "…"
-	}
+	s = cutText(s)
 	if !utf8.ValidString(s) || strings.ContainsFunc(s, notShown) {
 		return strconv.Quote(s)
 	}
 	return s
+}
+
+// cutText is s cut to maxShownText bytes (at a character's start), with
+// "…" where it was cut.
+func cutText(s string) string {
+	if len(s) <= maxShownText {
+		return s
+	}
+	cut := maxShownText
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }
 
 // notShown reports whether r is a character that does not print as

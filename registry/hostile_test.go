@@ -107,6 +107,40 @@ func TestRedirectsStayOnTheHost(t *testing.T) {
 	}
 }
 
+// A redirect elsewhere whose Location is long is kept cut, as registry
+// text in an error is (a 9 MiB one, logged by the wrapper after each
+// failed heartbeat, made 45 MiB log lines); headers past 64 KiB are not
+// read at all.
+func TestLongRedirectKeptCut(t *testing.T) {
+	t.Parallel()
+	long := "http://elsewhere.example/" + strings.Repeat("\xff", 32<<10)
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.HasSuffix(r.URL.Path, "/services/long"):
+			w.Header().Set("Location", long)
+			w.WriteHeader(http.StatusTemporaryRedirect)
+		case strings.HasSuffix(r.URL.Path, "/services/huge"):
+			w.Header().Set("X-Pad", strings.Repeat("a", 128<<10))
+			io.WriteString(w, `{"id":"huge"}`)
+		}
+	}))
+	defer api.Close()
+	c, err := registry.New(registry.Config{URL: api.URL + "/v1.0", Token: "t", Tenant: "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var re *registry.RedirectError
+	if _, err := c.GetService(context.Background(), "long"); !errors.As(err, &re) {
+		t.Errorf("a redirect to another host: %v", err)
+	} else if len(re.Location) > 600 || len(err.Error()) > 4096 {
+		t.Errorf("a redirect to a 32 KiB Location: Location of %d bytes, error of %d", len(re.Location), len(err.Error()))
+	}
+	if _, err := c.GetService(context.Background(), "huge"); err == nil {
+		t.Error("an answer with 128 KiB of headers was read")
+	}
+}
+
 // A registry that sends more values than a page's limit, such as 63 MiB
 // of {}, which decode to 22 million services, is refused at the first
 // value past the limit: the client neither decodes nor reads the rest. A

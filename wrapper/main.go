@@ -58,6 +58,7 @@ func Main(ctx context.Context, prog string, args []string, stdin io.Reader, stdo
 		return usage(err)
 	}
 	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.MaxResponseHeaderBytes = registry.MaxResponseHeaderBytes
 	if rc.CACert != "" {
 		// The client is ours, so the CAs go to its transport.
 		roots, err := registry.LoadCACert(rc.CACert)
