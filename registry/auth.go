@@ -62,7 +62,20 @@ type authenticator struct {
 	tok       AuthToken
 	refreshAt time.Time
 	flight    flight[AuthToken]
+	// refused is the identity service's last refusal of the credentials
+	// (401), given back without asking again until refusedUntil.
+	refused      error
+	refusedUntil time.Time
 }
+
+// refusedFor is how long a refusal of the credentials is given back
+// without asking again (jittered): a key revoked or rotated is not valid
+// again a moment later, and every failed login counts against the login
+// limit of the client's address, which the other clients on its host
+// share (the server's: 30 in a row, then one every 2 s). A heartbeater
+// retrying at its pace (a few a second for short timeouts) had every
+// client on the host refused logins within 30 s.
+const refusedFor = 30 * time.Second
 
 func newAuthenticator(cfg Config, bases []string) (*authenticator, error) {
 	if cfg.Token != "" {
@@ -165,7 +178,19 @@ func (a *authenticator) token(ctx context.Context) (AuthToken, error) {
 		})
 		return cached, nil
 	}
+	a.mu.Lock()
+	refused, until := a.refused, a.refusedUntil
+	a.mu.Unlock()
+	if refused != nil && time.Now().Before(until) {
+		return AuthToken{}, refused
+	}
 	t, err := a.flight.do(ctx, authTimeout, a.authenticate)
+	var e *Error
+	if errors.As(err, &e) && e.Identity && errors.Is(err, ErrUnauthorized) {
+		a.mu.Lock()
+		a.refused, a.refusedUntil = err, time.Now().Add(retry.Jitter(refusedFor, 0.2))
+		a.mu.Unlock()
+	}
 	if err == nil || cached.ID == "" || cached.Expires.IsZero() || left <= 0 || ctx.Err() != nil {
 		return t, err
 	}

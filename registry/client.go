@@ -71,7 +71,9 @@ type Config struct {
 
 	// Username and APIKey (RAX-KSKEY:apiKeyCredentials) or Password
 	// (passwordCredentials) authenticate with the Keystone v2 identity
-	// service (spec §3.1). APIKey wins if both are set.
+	// service (spec §3.1). APIKey wins if both are set. Credentials it
+	// refused (401) are not sent again for 24-30 s: calls meanwhile get
+	// that refusal (ErrUnauthorized) back.
 	Username string `toml:"username"`
 	APIKey   string `toml:"api_key"`
 	Password string `toml:"password"`
