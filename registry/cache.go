@@ -66,19 +66,28 @@ func NewServicesCache(c *Client, opts CacheOptions) *ServicesCache {
 // Get returns the services list: the cached one if it is younger than the
 // refresh interval, else a fresh one. If the fetch fails, Get returns the
 // last good list with Stale set and a nil error; it returns an error only
-// when it has never fetched the list, or when ctx ends.
+// when it has never fetched the list, or when ctx ends. After a failed
+// fetch the next waits a backoff (100 ms doubling up to the refresh
+// interval, jittered; longer if the registry's Retry-After asks, up to
+// that), before a first success too: Gets meanwhile get the last error,
+// or the stale list.
 func (sc *ServicesCache) Get(ctx context.Context) (CachedServices, error) {
 	now := time.Now()
 	sc.mu.Lock()
 	cur, lastErr, retryAt := sc.cur, sc.lastErr, sc.retryAt
 	sc.mu.Unlock()
-	if !cur.FetchedAt.IsZero() {
-		if now.Sub(cur.FetchedAt) < sc.opts.RefreshInterval {
-			return sc.view(cur, now, nil), nil
+	if !cur.FetchedAt.IsZero() && now.Sub(cur.FetchedAt) < sc.opts.RefreshInterval {
+		return sc.view(cur, now, nil), nil
+	}
+	if lastErr != nil && now.Before(retryAt) {
+		// After a failure, the next fetch waits its backoff (or the
+		// registry's Retry-After), with or without a list to serve:
+		// callers in a loop before the first success sent thousands of
+		// requests a second.
+		if cur.FetchedAt.IsZero() {
+			return CachedServices{}, lastErr
 		}
-		if lastErr != nil && now.Before(retryAt) {
-			return sc.view(cur, now, lastErr), nil
-		}
+		return sc.view(cur, now, lastErr), nil
 	}
 	fresh, err := sc.flight.do(ctx, sc.opts.FetchTimeout, sc.fetch)
 	now = time.Now()
@@ -104,7 +113,7 @@ func (sc *ServicesCache) fetch(ctx context.Context) (CachedServices, error) {
 	for p, err := range sc.c.ListServicesPages(ctx, ServiceListOptions{Tag: sc.opts.Tag, Limit: 1000}) {
 		if err != nil {
 			sc.mu.Lock()
-			sc.lastErr, sc.retryAt = err, time.Now().Add(sc.bo.Next())
+			sc.lastErr, sc.retryAt = err, time.Now().Add(sc.bo.Heed(sc.bo.Next(), LongestRetryAfter(err)))
 			sc.mu.Unlock()
 			return CachedServices{}, err
 		}

@@ -66,15 +66,29 @@ func TestServicesCacheRefresh(t *testing.T) {
 	p, c := proxied(t, "cache-refresh", testserver.Options{})
 	ctx := testContext(t)
 
-	// Never fetched, registry failing: an error.
+	// Never fetched, registry failing: an error; and Gets in a loop get
+	// it back without a request until the backoff has passed (they sent
+	// thousands a second before a first success).
 	p.fail(rule{match: "/services", n: 1, status: 500})
 	cache := registry.NewServicesCache(c, registry.CacheOptions{RefreshInterval: time.Hour})
 	if _, err := cache.Get(ctx); err == nil {
 		t.Fatal("Get with no list and a failing registry: no error")
 	}
+	failed := p.count("GET /v1.0/", 0)
+	if _, err := cache.Get(ctx); err == nil {
+		t.Fatal("Get right after a failed first fetch: no error")
+	}
+	if n := p.count("GET /v1.0/", 0) - failed; n != 0 {
+		t.Errorf("Get right after a failed first fetch sent %d requests; want none before the backoff", n)
+	}
 
-	got, err := cache.Get(ctx)
-	if err != nil || len(got.Services) != 0 || got.Stale {
+	var got registry.CachedServices
+	var err error
+	eventually(t, "a list once the backoff has passed", func() bool {
+		got, err = cache.Get(ctx)
+		return err == nil
+	})
+	if len(got.Services) != 0 || got.Stale {
 		t.Fatalf("Get = %+v, %v", got, err)
 	}
 	if _, err := c.CreateService(ctx, registry.Service{ID: "new-1", HeartbeatTimeout: 120}); err != nil {
