@@ -90,6 +90,14 @@ func (c *Client) listEventsPage(ctx context.Context, opts EventListOptions) (Eve
 	if env.Metadata.NextMarker != nil {
 		p.NextMarker = *env.Metadata.NextMarker
 	}
+	if err := checkMarker("/events", "a next_marker", p.NextMarker); err != nil {
+		return EventPage{}, 0, err
+	}
+	for _, ev := range p.Values {
+		if err := checkMarker("/events", "an event id", ev.ID); err != nil {
+			return EventPage{}, 0, err
+		}
+	}
 	if w, err := time.ParseDuration(h.Get("X-Registry-Wait")); err == nil && w > 0 {
 		p.Wait = w
 	}

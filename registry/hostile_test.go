@@ -141,6 +141,45 @@ func TestLongRedirectKeptCut(t *testing.T) {
 	}
 }
 
+// A marker the registry gives longer than any id (a next_marker, an
+// event id) is refused, not sent back in the next request's URL: a 60 MiB
+// one had made a 180 MiB error and a gigabyte of heap.
+func TestLongMarkersRefused(t *testing.T) {
+	t.Parallel()
+	long := strings.Repeat("é", 4<<10)
+	var requests atomic.Int32
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		if strings.HasSuffix(r.URL.Path, "/events") {
+			fmt.Fprintf(w, `{"values":[{"id":%q,"type":"service.join","timestamp":1767225600000}],"metadata":{"count":1,"limit":100,"marker":null,"next_href":null}}`, long)
+			return
+		}
+		fmt.Fprintf(w, `{"values":[{"id":"svc-1","heartbeat_timeout":30}],"metadata":{"count":1,"limit":100,"marker":null,"next_marker":%q,"next_href":null}}`, long)
+	}))
+	defer api.Close()
+	c, err := registry.New(registry.Config{URL: api.URL + "/v1.0", Token: "t", Tenant: "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, err := range c.ListServices(context.Background(), registry.ServiceListOptions{}) {
+		if err == nil {
+			continue
+		}
+		if !strings.Contains(err.Error(), "a next_marker of 8192 bytes") || len(err.Error()) > 512 {
+			t.Errorf("a long next_marker: %v", err)
+		}
+		break
+	}
+	if n := requests.Load(); n != 1 {
+		t.Errorf("%d requests; want 1, the long next_marker not followed", n)
+	}
+	if _, err := c.ListEventsPage(context.Background(), registry.EventListOptions{}); err == nil || !strings.Contains(err.Error(), "an event id of 8192 bytes") {
+		t.Errorf("a long event id: %v", err)
+	}
+}
+
 // A registry that sends more values than a page's limit, such as 63 MiB
 // of {}, which decode to 22 million services, is refused at the first
 // value past the limit: the client neither decodes nor reads the rest. A

@@ -191,7 +191,25 @@ func getPage[T any](ctx context.Context, c *Client, path string, q url.Values, l
 	if env.Metadata.NextMarker != nil {
 		p.NextMarker = *env.Metadata.NextMarker
 	}
+	if err := checkMarker(path, "a next_marker", p.NextMarker); err != nil {
+		return Page[T]{}, 0, err
+	}
 	return p, env.size, nil
+}
+
+// maxMarker bounds a marker the registry gives (a next_marker, an event
+// id) that the client sends back in its next request's URL: ids are at
+// most 500 characters (configuration ids), event ids 36. Taken whole, a
+// hostile registry's 60 MiB marker went into the next URL and into the
+// errors that show it.
+const maxMarker = 1024
+
+// checkMarker refuses a marker (what names it) longer than maxMarker.
+func checkMarker(path, what, marker string) error {
+	if len(marker) > maxMarker {
+		return fmt.Errorf("registry: GET %s: %s of %d bytes, where ids have at most 500 characters", path, what, len(marker))
+	}
+	return nil
 }
 
 // errNotAList is a successful answer to a list request that holds no
@@ -258,7 +276,7 @@ func pages[T any](ctx context.Context, marker string, maxItems int, fetch fetche
 			}
 			h := maphash.String(seed, p.NextMarker)
 			if seen[h] {
-				yield(Page[T]{}, fmt.Errorf("registry: the list's next_marker %q came back: the registry pages in a loop", p.NextMarker))
+				yield(Page[T]{}, fmt.Errorf("registry: the list's next_marker %s came back: the registry pages in a loop", shownText(p.NextMarker)))
 				return
 			}
 			seen[h] = true
