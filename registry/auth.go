@@ -162,9 +162,19 @@ func (a *authenticator) token(ctx context.Context) (AuthToken, error) {
 		a.mu.Unlock()
 		return cached, nil
 	}
+	refused, until := a.refused, a.refusedUntil
 	a.mu.Unlock()
 	left := time.Until(cached.Expires)
-	if cached.ID != "" && !cached.Expires.IsZero() && left > authTimeout {
+	usable := cached.ID != "" && !cached.Expires.IsZero() && left > 0
+	if refused != nil && time.Now().Before(until) {
+		// The credentials were refused a moment ago: not sent again yet
+		// (refusedFor). A token that has not expired still works.
+		if usable {
+			return cached, nil
+		}
+		return AuthToken{}, refused
+	}
+	if usable && left > authTimeout {
 		// An early refresh: the token still has longer than a login
 		// may take. Callers go on with it meanwhile, so that a login
 		// that waits on a node that does not answer holds nothing up
@@ -172,30 +182,31 @@ func (a *authenticator) token(ctx context.Context) (AuthToken, error) {
 		a.flight.join(ctx, authTimeout, func(ctx context.Context) (AuthToken, error) {
 			t, err := a.authenticate(ctx)
 			if err != nil {
+				a.noteRefusal(err)
 				a.retryRefresh(cached)
 			}
 			return t, err
 		})
 		return cached, nil
 	}
-	a.mu.Lock()
-	refused, until := a.refused, a.refusedUntil
-	a.mu.Unlock()
-	if refused != nil && time.Now().Before(until) {
-		return AuthToken{}, refused
-	}
 	t, err := a.flight.do(ctx, authTimeout, a.authenticate)
+	a.noteRefusal(err)
+	if err == nil || !usable || ctx.Err() != nil {
+		return t, err
+	}
+	a.retryRefresh(cached)
+	return cached, nil
+}
+
+// noteRefusal remembers err if it is the identity service's refusal of
+// the credentials (401), for refusedFor.
+func (a *authenticator) noteRefusal(err error) {
 	var e *Error
 	if errors.As(err, &e) && e.Identity && errors.Is(err, ErrUnauthorized) {
 		a.mu.Lock()
 		a.refused, a.refusedUntil = err, time.Now().Add(retry.Jitter(refusedFor, 0.2))
 		a.mu.Unlock()
 	}
-	if err == nil || cached.ID == "" || cached.Expires.IsZero() || left <= 0 || ctx.Err() != nil {
-		return t, err
-	}
-	a.retryRefresh(cached)
-	return cached, nil
 }
 
 // retryRefresh schedules the next try of an early refresh of cached that

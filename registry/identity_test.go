@@ -1,15 +1,11 @@
 package registry_test
 
 import (
-	"context"
 	"errors"
-	"io"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -157,38 +153,4 @@ func proxied(t *testing.T, user string, opts testserver.Options) (*proxy, *regis
 	p := &proxy{}
 	opts.Wrap = p.wrap
 	return p, newClient(t, testserver.Start(t, opts), user)
-}
-
-// Credentials the identity service refused (a key revoked or rotated) are
-// not sent again for a while: the refusal is given back. A heartbeater
-// retrying at its pace otherwise made a failed login each time, and the
-// server's login limit, kept by client address, refused every client on
-// the host within 30 s.
-func TestRefusedCredentialsNotSentAgainAtOnce(t *testing.T) {
-	t.Parallel()
-	var logins atomic.Int32
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/v2.0/tokens" {
-			logins.Add(1)
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusUnauthorized)
-			io.WriteString(w, `{"unauthorized":{"code":401,"message":"Username or api key is invalid."}}`)
-			return
-		}
-		http.NotFound(w, r)
-	}))
-	defer srv.Close()
-	c, err := registry.New(registry.Config{URL: srv.URL + "/v1.0", Username: "alice", APIKey: "rotated"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	for range 20 {
-		if _, err := c.GetService(context.Background(), "svc-1"); !errors.Is(err, registry.ErrUnauthorized) {
-			t.Fatalf("with refused credentials: %v; want ErrUnauthorized", err)
-		}
-	}
-	if n := logins.Load(); n != 1 {
-		t.Errorf("20 calls with refused credentials sent %d logins; want 1", n)
-	}
 }
