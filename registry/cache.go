@@ -52,6 +52,10 @@ type ServicesCache struct {
 	bo      retry.Backoff
 }
 
+// firstFetchRetry bounds the wait after a failed fetch while the cache
+// has never had a list.
+const firstFetchRetry = 10 * time.Second
+
 // NewServicesCache returns an empty cache; the first Get fetches.
 func NewServicesCache(c *Client, opts CacheOptions) *ServicesCache {
 	if opts.RefreshInterval <= 0 {
@@ -69,8 +73,8 @@ func NewServicesCache(c *Client, opts CacheOptions) *ServicesCache {
 // when it has never fetched the list, or when ctx ends. After a failed
 // fetch the next waits a backoff (100 ms doubling up to the refresh
 // interval, jittered; longer if the registry's Retry-After asks, up to
-// that), before a first success too: Gets meanwhile get the last error,
-// or the stale list.
+// that; before a first success, at most 10 s): Gets meanwhile get the
+// last error, or the stale list.
 func (sc *ServicesCache) Get(ctx context.Context) (CachedServices, error) {
 	now := time.Now()
 	sc.mu.Lock()
@@ -113,7 +117,13 @@ func (sc *ServicesCache) fetch(ctx context.Context) (CachedServices, error) {
 	for p, err := range sc.c.ListServicesPages(ctx, ServiceListOptions{Tag: sc.opts.Tag, Limit: 1000}) {
 		if err != nil {
 			sc.mu.Lock()
-			sc.lastErr, sc.retryAt = err, time.Now().Add(sc.bo.Heed(sc.bo.Next(), LongestRetryAfter(err)))
+			wait := sc.bo.Heed(sc.bo.Next(), LongestRetryAfter(err))
+			if sc.cur.FetchedAt.IsZero() {
+				// No list to serve meanwhile: not longer than
+				// firstFetchRetry, whatever the refresh interval.
+				wait = min(wait, firstFetchRetry)
+			}
+			sc.lastErr, sc.retryAt = err, time.Now().Add(wait)
 			sc.mu.Unlock()
 			return CachedServices{}, err
 		}
