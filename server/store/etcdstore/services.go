@@ -127,11 +127,6 @@ func (s *Store) UpdateService(ctx context.Context, tenantID, id string, u store.
 		}
 	}
 	for {
-		if handOver {
-			if err := s.refuseEmptyBudget(t); err != nil {
-				return err
-			}
-		}
 		err := s.updateService(ctx, t, id, u, handOver)
 		if !errors.Is(err, errNeedsHandOver) {
 			return err
@@ -150,7 +145,7 @@ var errNeedsHandOver = errors.New("the heartbeat timeout changed: a hand-over is
 func (s *Store) updateService(ctx context.Context, t *tenant, id string, u store.ServiceUpdate, handOver bool) error {
 	tenantID := t.id
 	svcKey, hbKey := s.k.service(tenantID, id), s.k.heartbeat(tenantID, id)
-	return s.unheld(ctx, tenantID, id, handOver, func(hbRev int64) error {
+	return s.unheld(ctx, t, id, handOver, func(hbRev int64) error {
 		t.wmu.Lock()
 		defer t.wmu.Unlock()
 		_, err := s.clientWrite(ctx, t, "update service", []string{svcKey, hbKey}, func(w *writer) error {
@@ -192,12 +187,12 @@ var errHeldAgain = errors.New("held again")
 // revision then (0 if it is missing); else with -1. write returns
 // errHeldAgain if the key moved since: a node took hold again, so the
 // hand-over is asked again.
-func (s *Store) unheld(ctx context.Context, tenantID, id string, need bool, write func(hbRev int64) error) error {
+func (s *Store) unheld(ctx context.Context, t *tenant, id string, need bool, write func(hbRev int64) error) error {
 	if !need {
 		return write(-1)
 	}
 	for range maxAttempts {
-		rev, err := s.unhold(ctx, tenantID, id)
+		rev, err := s.unhold(ctx, t, id)
 		if err != nil {
 			return err
 		}
@@ -209,8 +204,14 @@ func (s *Store) unheld(ctx context.Context, tenantID, id string, need bool, writ
 }
 
 // unhold makes sure no live node holds the service, and returns the mod
-// revision of its heartbeat key then (0 if it is missing).
-func (s *Store) unhold(ctx context.Context, tenantID, id string) (int64, error) {
+// revision of its heartbeat key then (0 if it is missing). Getting it back
+// from a holder writes to etcd (this node's release, or the other's
+// hand-over and its request): with the tenant's write budget spent, as
+// this node last saw it, the write that needs it is refused first
+// (refuseEmptyBudget), or a client could make those writes, and a
+// heartbeat take the service back, again and again.
+func (s *Store) unhold(ctx context.Context, t *tenant, id string) (int64, error) {
+	tenantID := t.id
 	for range 10 {
 		resp, err := s.read(ctx, "read heartbeat state", clientv3.OpGet(s.k.heartbeat(tenantID, id)))
 		if err != nil {
@@ -228,6 +229,9 @@ func (s *Store) unhold(ctx context.Context, tenantID, id string) (int64, error) 
 		case hb.Holder == "":
 			return kv.ModRevision, nil
 		case hb.Holder == s.nodeID:
+			if err := s.refuseEmptyBudget(t); err != nil {
+				return 0, err
+			}
 			if err := s.release(ctx, tenantID, id, asker{}); err != nil {
 				return 0, err
 			}
@@ -238,6 +242,9 @@ func (s *Store) unhold(ctx context.Context, tenantID, id string) (int64, error) 
 			}
 			if !alive {
 				return kv.ModRevision, nil
+			}
+			if err := s.refuseEmptyBudget(t); err != nil {
+				return 0, err
 			}
 			if err := s.handOver(ctx, tenantID, id, hb, false); err != nil {
 				return 0, err
@@ -272,11 +279,7 @@ func (s *Store) DeleteService(ctx context.Context, tenantID, id string) error {
 		return err
 	}
 	svcKey, hbKey := s.k.service(tenantID, id), s.k.heartbeat(tenantID, id)
-	// Refused before the hand-over, which writes to etcd too.
-	if err := s.refuseEmptyBudget(t); err != nil {
-		return err
-	}
-	return s.unheld(ctx, tenantID, id, true, func(hbRev int64) error {
+	return s.unheld(ctx, t, id, true, func(hbRev int64) error {
 		t.wmu.Lock()
 		defer t.wmu.Unlock()
 		_, err := s.clientWrite(ctx, t, "delete service", []string{svcKey, hbKey}, func(w *writer) error {

@@ -130,12 +130,19 @@ func TestSpentBudgetAsksNoHandOver(t *testing.T) {
 		if !refused(u.try(n[1], "DELETE", "/services/svc-1", nil)) {
 			t.Fatal("a delete past the budget was not refused")
 		}
+		// At the holder too: its release would write.
+		if !refused(u.try(n[0], "DELETE", "/services/svc-1", nil)) {
+			t.Fatal("a delete past the budget at the holder was not refused")
+		}
 		if !refused(u.try(n[1], "PUT", "/services/svc-1", map[string]any{"heartbeat_timeout": 40})) {
 			t.Fatal("a new heartbeat timeout past the budget was not refused")
 		}
 		tok = u.heartbeat(n[0], "svc-1", tok)
 	}
 	if after := etcdRevision(t, c); after != before {
-		t.Errorf("30 requests refused or changing nothing, with heartbeats at the holder, moved etcd from revision %d to %d", before, after)
+		t.Errorf("40 requests refused or changing nothing, with heartbeats at the holder, moved etcd from revision %d to %d", before, after)
 	}
+	// What is not there is not found, budget or not.
+	u.do(n[1], "DELETE", "/services/svc-none", nil, 404)
+	u.do(n[1], "PUT", "/services/svc-none", map[string]any{"heartbeat_timeout": 40}, 404)
 }
