@@ -69,13 +69,6 @@ func (p *Slots) Take(c net.Conn) (*Slot, bool) {
 	return slot, true
 }
 
-// InUse is how many slots are taken.
-func (p *Slots) InUse() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.n
-}
-
 // victim is the connection whose slot a new one takes: the oldest
 // waiting one of the address with the most waiting, the longest waiting
 // of those; nil if none waits.
@@ -218,7 +211,6 @@ func (c *conn) open() bool {
 	defer c.mu.Unlock()
 	if !c.opened && !c.closed {
 		c.opened = c.l.slots.Opened(c.slot)
-		return c.opened
 	}
 	return c.opened
 }
