@@ -107,37 +107,19 @@ func (s *Store) UpdateService(ctx context.Context, tenantID, id string, u store.
 	if err != nil {
 		return err
 	}
-	svcKey := s.k.service(tenantID, id)
 	// A new heartbeat timeout needs the service back from its holder (a
-	// hand-over, written to etcd), and one that changes nothing does not:
-	// nor does it spend from the write budget, so it must not make the
-	// holder write either.
-	handOver := false
-	if u.HeartbeatTimeout != nil {
-		resp, err := s.read(ctx, "read service", clientv3.OpGet(svcKey))
-		if err != nil {
-			return err
-		}
-		var rec store.ServiceRecord
-		if kv := first(resp.Responses[0]); kv != nil {
-			if err := json.Unmarshal(kv.Value, &rec); err != nil {
-				return fmt.Errorf("service %s: %w", id, err)
-			}
-			handOver = rec.HeartbeatTimeout != *u.HeartbeatTimeout
-		}
+	// hand-over, written to etcd); one that changes nothing, or another
+	// field, does not, and must not make the holder write: it may spend
+	// nothing from the write budget. The write finds out which.
+	err = s.updateService(ctx, t, id, u, false)
+	if errors.Is(err, errNeedsHandOver) {
+		err = s.updateService(ctx, t, id, u, true)
 	}
-	for {
-		err := s.updateService(ctx, t, id, u, handOver)
-		if !errors.Is(err, errNeedsHandOver) {
-			return err
-		}
-		handOver = true // another update changed the timeout meanwhile
-	}
+	return err
 }
 
-// errNeedsHandOver: an update found the heartbeat timeout it changes
-// other than it was when it was read, without the hand-over that changing
-// it needs.
+// errNeedsHandOver: an update would change the heartbeat timeout without
+// the hand-over that changing it needs.
 var errNeedsHandOver = errors.New("the heartbeat timeout changed: a hand-over is needed")
 
 // updateService writes u, after its holder handed the service back if
