@@ -16,7 +16,7 @@ import (
 
 	"github.com/Masterminds/sprig/v3"
 
-	"github.com/svcreg/svcreg/registry"
+	"github.com/svcreg/svcreg/internal/registryflags"
 	"github.com/svcreg/svcreg/watcher"
 )
 
@@ -265,38 +265,11 @@ func (g *renderGuard) size(fn string, count, n int) error {
 	return nil
 }
 
-// hiddenEnv are the environment variables a template's env and expandenv
-// never see: the renderer's own credentials.
-var hiddenEnv = []string{"SVCREG_API_KEY", "SVCREG_PASSWORD", "SVCREG_TOKEN"}
-
-// urlEnv are the environment variables that name the registry's URLs,
-// whose user information (http://user:password@host) the client sends as
-// credentials, and whose query may hold a token: templates and commands
-// see them as the status page shows them (registry.PublicURL).
-var urlEnv = []string{"SVCREG_URL", "SVCREG_AUTH_URL"}
-
+// templateEnv is a template's env: the renderer's environment without its
+// credentials (registryflags.ShownEnv).
 func templateEnv(name string) string {
-	v, _ := shownEnv(name, os.Getenv(name))
+	v, _ := registryflags.ShownEnv(name, os.Getenv(name))
 	return v
-}
-
-// shownEnv is what a template or a command sees of the environment
-// variable name=v: nothing of the renderer's credentials (ok false), and
-// its URLs without their user information, query or fragment.
-func shownEnv(name, v string) (string, bool) {
-	switch {
-	case slices.Contains(hiddenEnv, name):
-		return "", false
-	case slices.Contains(urlEnv, name) && v != "":
-		// As the status page shows them. PublicURL leaves a URL that
-		// does not parse out as an empty one: then none is shown.
-		p := registry.PublicURL(v)
-		if slices.Contains(strings.Split(p, ","), "") {
-			return "", false
-		}
-		return p, true
-	}
-	return v, true
 }
 
 // execute runs the template on snap within the template's bounds, in its

@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/svcreg/svcreg/internal/registryflags"
 	"github.com/svcreg/svcreg/internal/supervise"
 )
 
@@ -606,18 +607,4 @@ func (e *Exec) onHUP() {
 }
 
 // childEnv is the renderer's environment without its credentials.
-func childEnv() []string { return withoutCredentials(os.Environ()) }
-
-// withoutCredentials is environ without the renderer's credentials (its
-// URLs without their user information); never nil, as a nil exec.Cmd.Env
-// is the parent's whole environment.
-func withoutCredentials(environ []string) []string {
-	env := []string{}
-	for _, kv := range environ {
-		name, v, _ := strings.Cut(kv, "=")
-		if v, ok := shownEnv(name, v); ok {
-			env = append(env, name+"="+v)
-		}
-	}
-	return env
-}
+func childEnv() []string { return registryflags.WithoutCredentials(os.Environ()) }
