@@ -50,6 +50,10 @@ type Config struct {
 	// NoParentDeathSignal lets the command outlive a wrapper that is
 	// killed outright (SIGKILL) instead of being killed with it (Linux).
 	NoParentDeathSignal bool
+	// PassCredentials gives the command the wrapper's SVCREG_TOKEN,
+	// SVCREG_API_KEY and SVCREG_PASSWORD, and the registry URLs' user
+	// information, which it does not get otherwise.
+	PassCredentials bool
 	// GracePeriod is how long the command has after SIGTERM before it is
 	// killed, and after a first SIGINT/SIGTERM before a second one kills it.
 	GracePeriod time.Duration
@@ -74,7 +78,8 @@ func usagef(format string, args ...any) error {
 const description = `
 Registers a service in the Service Registry, runs COMMAND with its arguments
 (stdin, stdout, stderr and the environment passed through, plus
-SVCREG_SERVICE_ID), heartbeats the service while COMMAND lives, and deletes
+SVCREG_SERVICE_ID, but without the wrapper's credentials unless
+--pass-credentials), heartbeats the service while COMMAND lives, and deletes
 it when COMMAND exits. Exits with COMMAND's exit code, or 128+N when a signal
 N killed it.
 
@@ -118,6 +123,7 @@ func ParseArgs(prog string, args []string, help io.Writer) (Config, error) {
 	fs.BoolVar(&cfg.AbortOnFailure, "abort-on-failure", false, "stop COMMAND and exit 69 when the service cannot be kept in the registry")
 	fs.BoolVar(&cfg.NoDeregister, "no-deregister", false, "when COMMAND exits, let the service time out instead of deleting it")
 	fs.BoolVar(&cfg.NoParentDeathSignal, "no-parent-death-signal", false, "let COMMAND keep running if the wrapper is killed with SIGKILL\n(by default, on Linux, the kernel then kills COMMAND too)")
+	fs.BoolVar(&cfg.PassCredentials, "pass-credentials", false, "give COMMAND the wrapper's SVCREG_TOKEN, SVCREG_API_KEY and SVCREG_PASSWORD\nand the user information of SVCREG_URL and SVCREG_AUTH_URL (by default it gets\nnone of them: whoever controls the service would control the account)")
 	fs.DurationVar(&cfg.GracePeriod, "grace-period", 10*time.Second, "how long after a SIGINT or SIGTERM passed on to COMMAND a second one\nkills it (SIGKILL); with --abort-on-failure, how long COMMAND has after the\nwrapper's own SIGTERM before SIGKILL")
 	registryflags.Register(fs, &cfg.Registry)
 	fs.StringVar(&cfg.LogFormat, "log-format", "text", "log `format`: text or json")

@@ -201,7 +201,14 @@ func startWrapperOnTerminal(t *testing.T, dir string, env []string, args ...stri
 // startWrapperCmd is startWrapper with stdin and the process attributes.
 func startWrapperCmd(t *testing.T, dir string, stdin io.Reader, attr *syscall.SysProcAttr, env []string, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], args...)
+	return startWrapperBin(t, os.Args[0], dir, stdin, attr, env, args...)
+}
+
+// startWrapperBin is startWrapperCmd with the wrapper's executable: a copy
+// of the test binary.
+func startWrapperBin(t *testing.T, bin, dir string, stdin io.Reader, attr *syscall.SysProcAttr, env []string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
 	cmd.Stdin = stdin
 	cmd.SysProcAttr = attr
 	cmd.Env = append(os.Environ(), execEnv+"=1")

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/svcreg/svcreg/internal/registryflags"
 	"github.com/svcreg/svcreg/internal/supervise"
 	"github.com/svcreg/svcreg/registry"
 )
@@ -92,8 +93,13 @@ func Run(ctx context.Context, cfg Config, d Deps) int {
 		return code
 	}
 
+	if !cfg.PassCredentials {
+		if err := hideFromCommand(); err != nil {
+			log.Warn("cannot keep the command from reading the wrapper's memory and environment (prctl PR_SET_DUMPABLE)", "err", err)
+		}
+	}
 	cmd := &exec.Cmd{Path: path, Args: cfg.Command, Stdin: d.Stdin, Stdout: d.Stdout, Stderr: d.Stderr,
-		Env: append(os.Environ(), ServiceIDEnv+"="+cfg.Service.ID)}
+		Env: commandEnv(os.Environ(), cfg)}
 	child, err := sup.Start(cmd, supervise.Options{GracePeriod: cfg.GracePeriod, ParentDeathSignal: !cfg.NoParentDeathSignal})
 	if err != nil {
 		log.Error("cannot start the command", "command", cfg.Command[0], "err", err)
@@ -104,6 +110,16 @@ func Run(ctx context.Context, cfg Config, d Deps) int {
 	s.child = child
 	log.Info("command started", "pid", child.Pid(), "command", cfg.Command)
 	return s.supervise(ctx)
+}
+
+// commandEnv is the command's environment: environ, without the
+// registry credentials unless cfg.PassCredentials, and SVCREG_SERVICE_ID
+// (exec.Cmd keeps the last of two values of a variable).
+func commandEnv(environ []string, cfg Config) []string {
+	if !cfg.PassCredentials {
+		environ = registryflags.WithoutCredentials(environ)
+	}
+	return append(environ, ServiceIDEnv+"="+cfg.Service.ID)
 }
 
 // supervisor is the state of one Run.

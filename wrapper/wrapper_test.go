@@ -1223,3 +1223,34 @@ func TestProxys404IsNotForgotten(t *testing.T) {
 		t.Errorf("the wrapper did not deregister its service:\n%s", w.logs())
 	}
 }
+
+// The command is the service, not the account: it does not get the
+// wrapper's credentials unless --pass-credentials says so.
+func TestCommandGetsNoCredentials(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		id   string
+		args []string
+		key  string // the command's $SVCREG_API_KEY
+	}{
+		{"creds-kept", nil, ""},
+		{"creds-passed", []string{"--pass-credentials"}, "dev"},
+	} {
+		t.Run(tc.id, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t)
+			script := `echo "[$SVCREG_API_KEY|$SVCREG_USERNAME|$SVCREG_URL|$SVCREG_SERVICE_ID]" > "$1/env"
+` + untilStop
+			args := append(append([]string{"--id=" + tc.id, "--interval=1"}, tc.args...), sh(script, f.dir)...)
+			w := startWrapper(t, f.dir, f.env("SVCREG_SERVICE_ID=inherited"), args...)
+			want := fmt.Sprintf("[%s|%s|%s|%s]", tc.key, f.user, f.srv.APIURL, tc.id)
+			if got := waitFile(t, f.path("env")); got != want {
+				t.Errorf("the command's environment: %q, want %q", got, want)
+			}
+			touch(t, f.path("stop"))
+			if code := w.wait(); code != 0 {
+				t.Fatalf("exit code %d, want 0", code)
+			}
+		})
+	}
+}

@@ -84,9 +84,9 @@ func TestLongRunningCommandsStopBySignal(t *testing.T) {
 		{"demo", "rendering examples/nginx/upstreams.tmpl", nil, []string{"demo", "--step", "50ms"}},
 		// The wrapper passes the signal on and exits with its command's
 		// status: 0 for a command that stops cleanly on it (here svcreg
-		// events tail).
+		// events tail, which needs the wrapper's credentials).
 		{"wrap", "following the events after", clientEnv,
-			[]string{"wrap", "--id=sig-wrap-%s", "--", os.Args[0], "events", "tail"}},
+			[]string{"wrap", "--id=sig-wrap-%s", "--pass-credentials", "--", os.Args[0], "events", "tail"}},
 	}
 	for _, tc := range cases {
 		for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
