@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	mrand "math/rand/v2"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -39,9 +40,13 @@ type Adapter struct {
 	drainTimeout time.Duration
 	log          *slog.Logger
 	goFn         func(context.Context, func(context.Context) error)
-	// poll is how often a drain looks at the sessions of the servers it
-	// drains.
-	poll time.Duration
+	// poll is how soon a drain first looks at the sessions of the
+	// servers it drains, and again after a change; while the same drains
+	// stay busy the wait doubles up to maxPoll, since each look reads the
+	// stats of every server of their backends (a client that keeps a
+	// session on a leaving server open must not keep both processes busy
+	// with those reads for the whole drain timeout).
+	poll, maxPoll time.Duration
 
 	// mu serialises the changes of live state: an Apply or Revert, and
 	// each step of a drain.
@@ -76,7 +81,7 @@ func New(s runtime.Settings) (runtime.Adapter, error) {
 		return nil, err
 	}
 	watch := &cli{network: c.network, address: c.address, master: c.master, timeout: c.timeout}
-	return &Adapter{cli: c, watch: watch, drainTimeout: s.DrainTimeout, log: s.Log, goFn: s.Go, poll: 5 * time.Millisecond,
+	return &Adapter{cli: c, watch: watch, drainTimeout: s.DrainTimeout, log: s.Log, goFn: s.Go, poll: 5 * time.Millisecond, maxPoll: 250 * time.Millisecond,
 		drains: map[string]*drain{}, lives: map[string]map[string]liveServer{}}, nil
 }
 
@@ -474,7 +479,8 @@ func (a *Adapter) verify(s *section, live map[string]liveServer) error {
 }
 
 // drainAll finishes the drains under way: while there are any, it looks
-// at their servers' sessions every poll and takes each drain a step when
+// at their servers' sessions (every poll at first, less often while the
+// same drains wait: see Adapter.poll) and takes each drain a step when
 // its server has none left, or at the drain timeout. It returns when no
 // drain is left, or at the first failure (after which the caller
 // reloads).
@@ -492,14 +498,28 @@ func (a *Adapter) drainAll(ctx context.Context) error {
 
 func (a *Adapter) drainLoop(ctx context.Context) error {
 	iids := map[string]string{} // backends' numeric ids, for busy
+	type seen struct {
+		d        *drain
+		deleting bool
+	}
+	wait := a.poll
+	var before map[string]seen // the drains at the look before
 	for {
 		a.mu.Lock()
 		looked := map[string]*drain{} // the drains whose sessions busy looks at
+		now := map[string]seen{}
 		for id, d := range a.drains {
 			if d.deleting.IsZero() {
 				looked[id] = d
 			}
+			now[id] = seen{d, !d.deleting.IsZero()}
 		}
+		if maps.Equal(now, before) {
+			wait = min(2*wait, max(a.maxPoll, a.poll))
+		} else {
+			wait = a.poll // a drain came, went or moved on to its deletion
+		}
+		before = now
 		if len(a.drains) == 0 {
 			// Under mu: an Apply that adds a drain from now on starts
 			// the loop again.
@@ -518,7 +538,7 @@ func (a *Adapter) drainLoop(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return &runtime.Failure{Step: "drain", Err: ctx.Err()}
-		case <-time.After(a.poll):
+		case <-time.After(wait - time.Duration(mrand.Int64N(int64(wait)/10+1))):
 		}
 	}
 }
