@@ -9,6 +9,6 @@ import "context"
 // the previous one), and a reload command that only sends it cannot know.
 type Instances interface {
 	// Instance identifies the process that answers the runtime API now
-	// (HAProxy: its worker's pid). An error means none answers.
+	// (HAProxy: its worker's pid and start time). An error means none answers.
 	Instance(ctx context.Context) (string, error)
 }

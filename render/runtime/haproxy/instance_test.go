@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -30,8 +31,8 @@ func TestInstance(t *testing.T) {
 		pids[socket] = pid
 	}
 	worker := h.Worker(t)
-	if pids[h.Socket] != worker || pids["master:"+h.Master] != worker {
-		t.Fatalf("Instance = %v; want the worker %s", pids, worker)
+	if pids[h.Socket] != pids["master:"+h.Master] || !strings.HasPrefix(pids[h.Socket], worker+" started ") {
+		t.Fatalf("Instance = %v; want the worker %s and its start time", pids, worker)
 	}
 
 	if out, err := exec.Command("sh", "-c", h.ReloadCommand()).CombinedOutput(); err != nil {
@@ -47,7 +48,7 @@ func TestInstance(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 		now, _ = a.(runtime.Instances).Instance(ctx)
 	}
-	if now != h.Worker(t) {
+	if !strings.HasPrefix(now, h.Worker(t)+" started ") {
 		t.Fatalf("after the reload Instance = %s; want the new worker %s", now, h.Worker(t))
 	}
 
@@ -55,5 +56,24 @@ func TestInstance(t *testing.T) {
 	var f *runtime.Failure
 	if _, err := a.(runtime.Instances).Instance(ctx); !errors.As(err, &f) || f.Step != "connect" {
 		t.Fatalf("no HAProxy: %v; want a connect failure", err)
+	}
+}
+
+// A HAProxy restarted in a container of its own gets the pid it had (the
+// first ones of a new pid namespace): its start time tells the new process
+// from the old, so that a change applied to the old one is not taken as
+// live in the new. Before, Instance was the pid alone.
+func TestInstanceTellsARestartWithTheSamePid(t *testing.T) {
+	old := instanceOf("Name: HAProxy\nPid: 3\nUptime_sec: 40\nStart_time_sec: 1796598084\n")
+	restarted := instanceOf("Name: HAProxy\nPid: 3\nUptime_sec: 0\nStart_time_sec: 1796598125\n")
+	if old == "" || old == restarted {
+		t.Fatalf("Instance before the restart %q, after %q; want two", old, restarted)
+	}
+	// Before 2.5 there is no start time: the pid alone.
+	if got := instanceOf("Pid: 17\nUptime_sec: 2\n"); got != "17" {
+		t.Errorf("without Start_time_sec: %q, want 17", got)
+	}
+	if got := instanceOf("Name: HAProxy\n"); got != "" {
+		t.Errorf("without Pid: %q, want none", got)
 	}
 }
