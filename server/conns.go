@@ -2,10 +2,13 @@ package server
 
 import (
 	"context"
+	"io"
 	"net"
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/svcreg/svcreg/internal/clientaddr"
 )
 
 // connTracker bounds the client connections the http.Server holds between
@@ -16,6 +19,15 @@ import (
 // past MaxConns closes the longest-idle one to make room. Over the cap, the
 // longest-idle connection goes first. It sees connections through the
 // http.Server's ConnContext and ConnState hooks (see Server.Serve).
+//
+// A connection still reading its request (its headers, or its body) is
+// not idle, but it is not work the server took on either: past MaxConns
+// with no idle connection to close, or when one has been reading for
+// longer than slowReading, a new connection takes the place of a reading
+// one, the oldest of the client address (clientaddr.Key) with the most.
+// So connections that send their requests slowly, however many one
+// address opens, cannot take every descriptor: they close each other
+// first, and a client whose requests arrive at once still gets in.
 //
 // The connections the poller keeps after answering their long-polls (see
 // poller.keep) are idle connections of their tenant too, on the same
@@ -31,7 +43,14 @@ type connTracker struct {
 	idle      connList               // idle, longest idle first
 	byTenant  map[string]*connList   // idle, by tenant; "" for unauthenticated
 	back      map[net.Conn]string    // handed back by the poller, not yet seen again: their tenants
+	reading   map[string]*connList   // reading their request, by client address, oldest first
+	seq       uint64                 // of the connections that started reading
 }
+
+// slowReading is how long a request may take to arrive (headers and body)
+// before its connection is closed, in preference to an idle one, for a
+// new connection past MaxConns.
+const slowReading = time.Second
 
 // connInfo is the tracker's record of a connection.
 type connInfo struct {
@@ -43,6 +62,12 @@ type connInfo struct {
 	timer  *time.Timer // closes it if it stays idle unauthenticated
 	all    connLinks   // in connTracker.idle
 	own    connLinks   // in its tenant's list
+
+	addr     string    // the client's address, as clientaddr.Key has it
+	reading  bool      // its request has not all arrived
+	readFrom time.Time // since when
+	seq      uint64    // the order it started reading in
+	rd       connLinks // in connTracker.reading[addr]
 }
 
 type connLinks struct{ prev, next *connInfo }
@@ -54,8 +79,9 @@ type connList struct {
 	links      func(*connInfo) *connLinks
 }
 
-func allLinks(c *connInfo) *connLinks { return &c.all }
-func ownLinks(c *connInfo) *connLinks { return &c.own }
+func allLinks(c *connInfo) *connLinks  { return &c.all }
+func ownLinks(c *connInfo) *connLinks  { return &c.own }
+func readLinks(c *connInfo) *connLinks { return &c.rd }
 
 func (l *connList) push(c *connInfo) {
 	lk := l.links(c)
@@ -92,6 +118,7 @@ func newConnTracker(s *Server) *connTracker {
 		idle:     connList{links: allLinks},
 		byTenant: map[string]*connList{},
 		back:     map[net.Conn]string{},
+		reading:  map[string]*connList{},
 	}
 }
 
@@ -116,7 +143,7 @@ func (ct *connTracker) install(hs *http.Server) {
 }
 
 func (ct *connTracker) add(c net.Conn) *connInfo {
-	ci := &connInfo{conn: c}
+	ci := &connInfo{conn: c, addr: clientaddr.Key(c.RemoteAddr().String())}
 	ct.mu.Lock()
 	if tenant, ok := ct.back[c]; ok {
 		delete(ct.back, c)
@@ -147,18 +174,128 @@ func (ct *connTracker) setState(c net.Conn, state http.ConnState) {
 			ct.setIdle(ci)
 			return
 		}
-		if len(ct.open)+parked > ct.s.cfg.MaxConns && ct.idle.head != nil {
-			ct.evict(ct.idle.head, "conns")
+		ct.startReading(ci)
+		if len(ct.open)+parked > ct.s.cfg.MaxConns {
+			ct.makeRoom()
 		}
 	case http.StateActive:
+		// Its headers are in; its body, if any, may still be on its
+		// way (requestRead tells). A first request has been reading
+		// since StateNew.
 		ct.unidle(ci)
+		ct.startReading(ci)
 	case http.StateIdle:
+		ct.doneReading(ci)
 		ct.setIdle(ci)
 	case http.StateHijacked, http.StateClosed:
+		ct.doneReading(ci)
 		ct.unidle(ci)
 		delete(ct.open, c)
 		ct.s.metrics.connsOpen.Set(float64(len(ct.open)))
 	}
+}
+
+// makeRoom closes a connection for a new one past MaxConns: one whose
+// request has been arriving for longer than slowReading, else the longest
+// idle, else one still reading (the new one itself, if it is the only
+// one).
+func (ct *connTracker) makeRoom() {
+	v := ct.readingVictim()
+	switch {
+	case v != nil && time.Since(v.readFrom) >= slowReading:
+		ct.cut(v)
+	case ct.idle.head != nil:
+		ct.evict(ct.idle.head, "conns")
+	case v != nil:
+		ct.cut(v)
+	}
+}
+
+// readingVictim is the reading connection a new one would replace: the
+// oldest of the address with the most, of equally many the one reading
+// longest; nil if none reads.
+func (ct *connTracker) readingVictim() *connInfo {
+	var v *connInfo
+	most := 0
+	for _, l := range ct.reading {
+		if l.n > most || l.n == most && l.head.seq < v.seq {
+			v, most = l.head, l.n
+		}
+	}
+	return v
+}
+
+// cut closes a connection that is still reading its request.
+func (ct *connTracker) cut(ci *connInfo) {
+	ct.doneReading(ci)
+	ct.s.metrics.connsClosed.WithLabelValues("reading").Inc()
+	ci.conn.Close()
+}
+
+// startReading puts ci on its address's reading list.
+func (ct *connTracker) startReading(ci *connInfo) {
+	if ci.reading {
+		return
+	}
+	ci.reading, ci.readFrom = true, time.Now()
+	ct.seq++
+	ci.seq = ct.seq
+	l := ct.reading[ci.addr]
+	if l == nil {
+		l = &connList{links: readLinks}
+		ct.reading[ci.addr] = l
+	}
+	l.push(ci)
+}
+
+// doneReading takes ci off its address's reading list.
+func (ct *connTracker) doneReading(ci *connInfo) {
+	if !ci.reading {
+		return
+	}
+	ci.reading = false
+	l := ct.reading[ci.addr]
+	l.remove(ci)
+	if l.n == 0 {
+		delete(ct.reading, ci.addr)
+	}
+}
+
+// requestRead records that the request on ctx's connection has arrived:
+// at once for a request without a body, else when its body has been read
+// to its end (r.Body is wrapped to tell).
+func (ct *connTracker) requestRead(r *http.Request) {
+	ci := connOf(r.Context())
+	if ci == nil {
+		return
+	}
+	if r.Body == nil || r.Body == http.NoBody {
+		ct.mu.Lock()
+		ct.doneReading(ci)
+		ct.mu.Unlock()
+		return
+	}
+	r.Body = &bodyWatch{ReadCloser: r.Body, ct: ct, ci: ci}
+}
+
+// bodyWatch is a request body that tells the tracker when it was read to
+// its end.
+type bodyWatch struct {
+	io.ReadCloser
+	ct   *connTracker
+	ci   *connInfo
+	done bool
+}
+
+func (b *bodyWatch) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF && !b.done {
+		b.done = true
+		b.ct.mu.Lock()
+		b.ct.doneReading(b.ci)
+		b.ct.mu.Unlock()
+	}
+	return n, err
 }
 
 // setIdle puts ci on the idle lists and applies the caps.

@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -703,5 +704,62 @@ func TestListReadTurnsEndWithTheRequest(t *testing.T) {
 	gs.panics.Store(false)
 	if code, err := get(); err != nil || code != 200 {
 		t.Errorf("a list read after one that panicked: %d, %v; want 200 (was the turn given back?)", code, err)
+	}
+}
+
+// Connections that send their requests slowly (headers a line at a time,
+// or a body a byte at a time) are not idle, and used to be past every
+// bound: one address opening them faster than the read timeouts closed
+// them took every descriptor, and other accounts' requests failed. Past
+// --max-conns a new connection now takes the place of one still reading,
+// the oldest of the address with the most.
+func TestSlowRequestsCannotTakeEveryConnection(t *testing.T) {
+	t.Parallel()
+	const maxConns = 20
+	base, reg := startLimited(t, "bolt", server.Config{MaxConns: maxConns})
+	c := devLogin(t, base, "victim")
+	addr := strings.TrimPrefix(base, "http://")
+	// The attacker is another address than the victim's 127.0.0.1.
+	dialer := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
+	var slow []net.Conn
+	for i := range 3 * maxConns {
+		sc, err := dialer.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { sc.Close() })
+		start := "GET /healthz HTTP/1.1\r\nHost: test\r\n" // headers unfinished
+		if i%2 == 1 {
+			start = "POST /v2.0/tokens HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: 4000\r\n\r\n{" // body unfinished
+		}
+		if _, err := io.WriteString(sc, start); err != nil {
+			t.Fatal(err)
+		}
+		slow = append(slow, sc)
+		// Each is counted before the next: the server holds at most
+		// maxConns of them.
+		eventually(t, "the slow connection counted", func() bool {
+			return metric(t, reg, "svcreg_connections_open")+metric(t, reg, "svcreg_connections_closed_total", "reason", "reading") >= float64(i+1)
+		})
+	}
+	eventually(t, fmt.Sprintf("at most --max-conns=%d connections open", maxConns), func() bool {
+		return metric(t, reg, "svcreg_connections_open") <= maxConns
+	})
+	closed := 0
+	for _, sc := range slow {
+		sc.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		if _, err := sc.Read(make([]byte, 1)); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			closed++
+		}
+	}
+	if closed < 2*maxConns {
+		t.Errorf("%d of the %d slow connections closed, want at least %d", closed, len(slow), 2*maxConns)
+	}
+	// Another client's requests, on new connections, are served.
+	for range 5 {
+		rc := dialRaw(t, base)
+		if resp, body := rc.get("/v1.0/"+c.tenant+"/services", c.token); resp.StatusCode != 200 {
+			t.Fatalf("GET /services past the slow connections: %d %s", resp.StatusCode, body)
+		}
 	}
 }

@@ -186,6 +186,7 @@ func (s *Server) nextTxnID() string {
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	s.conns.requestRead(r)
 	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 	name := "other"
 	path := rawPath(r)
