@@ -62,6 +62,8 @@ type listener struct {
 
 	done      chan struct{}
 	closeOnce sync.Once
+
+	now func() time.Time // the clock of the accept failures' log; nil: time.Now
 }
 
 // Accept errors are retried after a backoff that doubles from
@@ -71,11 +73,16 @@ type listener struct {
 const (
 	minAcceptBackoff = 5 * time.Millisecond
 	maxAcceptBackoff = time.Second
+	acceptLogEvery   = time.Second
 )
 
 // acceptLoop accepts until the listener is closed.
 func (l *listener) acceptLoop() {
-	var backoff time.Duration
+	var (
+		backoff   time.Duration
+		logged    time.Time // the last failure logged
+		notLogged int       // failures since, not logged
+	)
 	for {
 		c, err := l.Listener.Accept()
 		if err != nil {
@@ -84,7 +91,15 @@ func (l *listener) acceptLoop() {
 				return
 			}
 			backoff = min(max(2*backoff, minAcceptBackoff), maxAcceptBackoff)
-			l.log.Warn("accept failed; retrying", "err", err, "retry_in", backoff)
+			// A line a second at most: out of descriptors, every accept
+			// between two clients leaving fails, and the backoff starts
+			// again at each success.
+			if now := l.clock(); now.Sub(logged) >= acceptLogEvery {
+				l.log.Warn("accept failed; retrying", "err", err, "retry_in", backoff, "not_logged", notLogged)
+				logged, notLogged = now, 0
+			} else {
+				notLogged++
+			}
 			t := time.NewTimer(backoff)
 			select {
 			case <-t.C:
@@ -102,6 +117,13 @@ func (l *listener) acceptLoop() {
 			return
 		}
 	}
+}
+
+func (l *listener) clock() time.Time {
+	if l.now != nil {
+		return l.now()
+	}
+	return time.Now()
 }
 
 // Accept returns the next new or handed-back connection.
