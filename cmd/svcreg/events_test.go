@@ -630,3 +630,25 @@ func TestTermSafe(t *testing.T) {
 		}
 	}
 }
+
+// Tags and metadata that hold the lists' separators are quoted, so that
+// one service never prints as another: a tag "prod,canary" is not the two
+// tags prod and canary, nor a tag holding " metadata=ip=…" the service's
+// metadata.
+func TestTablesTellListsApart(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		tags []string
+		meta map[string]string
+		want string
+	}{
+		{[]string{"prod", "canary"}, map[string]string{"ip": "10.0.0.1", "port": "80"}, `prod,canary ip=10.0.0.1,port=80`},
+		{[]string{"prod,canary"}, map[string]string{"ip": "10.0.0.1,port=80"}, `"prod,canary" ip="10.0.0.1,port=80"`},
+		{[]string{"www metadata=ip=10.6.6.6"}, map[string]string{"k": ""}, `"www metadata=ip=10.6.6.6" k=""`},
+		{[]string{`a"b`, `c\d`}, map[string]string{"a=b": "c"}, `"a\"b","c\\d" "a=b"=c`},
+	} {
+		if got := joinTags(tc.tags) + " " + joinMetadata(tc.meta); got != tc.want {
+			t.Errorf("tags %q, metadata %q shown as %s, want %s", tc.tags, tc.meta, got, tc.want)
+		}
+	}
+}

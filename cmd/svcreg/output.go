@@ -52,20 +52,42 @@ func cell(s string) string {
 	return termSafe(s)
 }
 
-// joinTags writes tags as --tags takes them: a,b.
-func joinTags(tags []string) string { return strings.Join(tags, ",") }
+// joinTags writes tags as --tags takes them: a,b. A tag that holds a
+// comma, an equals sign, a space or a quote, or that termSafe would quote,
+// is quoted (Go syntax), so that two lists never print alike: "a,b" is one
+// tag, a,b two.
+func joinTags(tags []string) string {
+	var b strings.Builder
+	for i, t := range tags {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(listItem(t))
+	}
+	return b.String()
+}
 
 // joinMetadata writes metadata as --metadata takes it, sorted by key:
-// k=v,k2=v2.
+// k=v,k2=v2; keys and values quoted as joinTags quotes tags (an empty one
+// as "").
 func joinMetadata(m map[string]string) string {
 	var b strings.Builder
 	for i, k := range slices.Sorted(maps.Keys(m)) {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString(k + "=" + m[k])
+		b.WriteString(listItem(k) + "=" + listItem(m[k]))
 	}
 	return b.String()
+}
+
+// listItem is an item of a list joinTags or joinMetadata writes: quoted
+// if it holds what separates items or could pass for it.
+func listItem(s string) string {
+	if s == "" || strings.ContainsAny(s, ",= \"\\") {
+		return termQuote(s)
+	}
+	return termSafe(s)
 }
 
 // formatTime shows a time in the local zone with its offset; "-" for the
