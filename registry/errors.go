@@ -9,8 +9,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
 	"unicode/utf8"
+
+	"github.com/svcreg/svcreg/internal/printable"
 )
 
 // Sentinel errors for the common faults. A *Error matches them with
@@ -123,7 +124,7 @@ func (e *Error) fault() string {
 	b.WriteString(strconv.Itoa(e.StatusCode))
 	if e.Type != "" {
 		b.WriteByte(' ')
-		b.WriteString(shownText(e.Type))
+		b.WriteString(ShownText(e.Type))
 	}
 	msg := e.Message
 	if msg == "" {
@@ -131,11 +132,11 @@ func (e *Error) fault() string {
 	}
 	if msg != "" {
 		b.WriteString(": ")
-		b.WriteString(shownText(msg))
+		b.WriteString(ShownText(msg))
 	}
 	if d := e.detailsText(); d != "" && d != msg {
 		b.WriteString(" (")
-		b.WriteString(shownText(d))
+		b.WriteString(ShownText(d))
 		b.WriteByte(')')
 	}
 	return b.String()
@@ -145,13 +146,18 @@ func (e *Error) fault() string {
 // field.
 const maxShownText = 512
 
-// shownText is s as Error shows it: cut to maxShownText bytes (at a
-// character, with "…"), and Go-quoted if it holds a character that does
-// not print or bytes that are not UTF-8.
-func shownText(s string) string {
+// ShownText is the registry's text s (a fault's message or details, an
+// id, a marker) as this package's errors show it: cut to 512 bytes (at a
+// character, with "…"), and Go-quoted with escapes for everything that is
+// not ASCII if it holds a character that does not show as itself (a
+// control character, a bidirectional override, a letter that shows as
+// blank, a variation selector that makes one letter read as another) or
+// bytes that are not UTF-8, so that it is one line of text and drives no
+// terminal.
+func ShownText(s string) string {
 	s = cutText(s)
-	if !utf8.ValidString(s) || strings.ContainsFunc(s, notShown) {
-		return strconv.Quote(s)
+	if !printable.AllShown(s, printable.ShowsInline) {
+		return strconv.QuoteToASCII(s)
 	}
 	return s
 }
@@ -168,11 +174,6 @@ func cutText(s string) string {
 	}
 	return s[:cut] + "…"
 }
-
-// notShown reports whether r is a character that does not print as
-// itself: a control character, or one such as a bidirectional override
-// that reorders what follows.
-func notShown(r rune) bool { return r != ' ' && !unicode.IsPrint(r) }
 
 func (e *Error) detailsText() string {
 	switch d := e.Details.(type) {
@@ -294,7 +295,7 @@ func newError(resp *http.Response, body []byte) *Error {
 		return e
 	}
 	e.Code = resp.StatusCode
-	if text := strings.TrimSpace(string(body)); text != "" && len(text) <= 200 && !strings.ContainsAny(text, "<") && utf8.ValidString(text) && !strings.ContainsFunc(text, notShown) {
+	if text := strings.TrimSpace(string(body)); text != "" && len(text) <= 200 && !strings.ContainsAny(text, "<") && printable.AllShown(text, printable.ShowsInline) {
 		e.Message = text
 	}
 	return e

@@ -194,6 +194,9 @@ func TestErrorShowsRegistryTextSafely(t *testing.T) {
 		{"fault", jsonText(t, map[string]any{"type": "badRequest", "code": 400, "message": hostile, "details": "d\x1b[31m"})},
 		{"fault type", jsonText(t, map[string]any{"type": "t\r\nFAKE LINE", "code": 400, "message": "m"})},
 		{"bidi", jsonText(t, map[string]any{"type": "badRequest", "code": 400, "message": "bad \u202eevil\u2066 x"})},
+		// Printable to unicode.IsPrint, but it shows as nothing: "api\u3164"
+		// reads as "api".
+		{"blank letter", jsonText(t, map[string]any{"type": "badRequest", "code": 400, "message": "no service api\u3164"})},
 		{"plain text", "\x1b[2Jshort"},
 		{"not UTF-8", "bad \xff byte"},
 	} {
@@ -214,7 +217,7 @@ func TestErrorShowsRegistryTextSafely(t *testing.T) {
 				t.Fatal("no error")
 			}
 			s := err.Error()
-			if strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f || r == '\u202e' || r == '\u2066' }) || !utf8.ValidString(s) || len(s) > 2048 {
+			if strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f || r == '\u202e' || r == '\u2066' || r == '\u3164' }) || !utf8.ValidString(s) || len(s) > 2048 {
 				t.Errorf("error text of %d bytes with control characters or bytes not UTF-8: %.200q", len(s), s)
 			}
 			var e *registry.Error

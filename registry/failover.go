@@ -286,7 +286,7 @@ func (f nodeFailure) fault() string {
 		if e.StatusCode >= 500 && e.TxnID != "" {
 			// What to quote to the registry's operators about it, as
 			// the CLI shows for one node's failure.
-			s += " (txnId " + shownText(e.TxnID) + ")"
+			s += " (txnId " + ShownText(e.TxnID) + ")"
 		}
 	case errors.As(f.err, &ue):
 		s = ue.Err.Error()

@@ -276,7 +276,7 @@ func pages[T any](ctx context.Context, marker string, maxItems int, fetch fetche
 			}
 			h := maphash.String(seed, p.NextMarker)
 			if seen[h] {
-				yield(Page[T]{}, fmt.Errorf("registry: the list's next_marker %s came back: the registry pages in a loop", shownText(p.NextMarker)))
+				yield(Page[T]{}, fmt.Errorf("registry: the list's next_marker %s came back: the registry pages in a loop", ShownText(p.NextMarker)))
 				return
 			}
 			seen[h] = true

@@ -268,16 +268,17 @@ func describeFault(err error) error {
 		}
 		return err
 	}
-	// The registry's text, Go-quoted if it holds a newline or anything
-	// else that does not print: the message is one line of svcreg's own.
+	// The registry's text, cut and Go-quoted if it holds a newline or
+	// anything else that does not print: the message is one line of
+	// svcreg's own, of a bounded length.
 	details, _ := e.Details.(string)
-	details = termSafe(details)
-	msg := termSafe(e.Message)
+	details = registry.ShownText(details)
+	msg := registry.ShownText(e.Message)
 	switch {
 	case e.StatusCode >= 500:
 		msg = fmt.Sprintf("the registry failed: %d %s", e.StatusCode, cmp.Or(msg, http.StatusText(e.StatusCode)))
 		if e.TxnID != "" {
-			msg += " (txnId " + termSafe(e.TxnID) + ")"
+			msg += " (txnId " + registry.ShownText(e.TxnID) + ")"
 		}
 	case e.Type == registry.FaultNotFound && details != "":
 		msg = details // "object does not exist" says less

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"maps"
 	"math/rand/v2"
@@ -609,6 +610,24 @@ func TestImpostorTokenAndFaultAreOneSafeLine(t *testing.T) {
 	Main(context.Background(), []string{"services", "get", "web1", "--url", srv.URL, "--username", "x", "--api-key", "k"}, strings.NewReader(""), &stdout, &stderr)
 	if n := strings.Count(stderr.String(), "\n"); n != 1 || strings.ContainsAny(stderr.String(), "\r\t") {
 		t.Errorf("a fault message took %d lines of stderr:\n%q", n, stderr.String())
+	}
+}
+
+// A fault's message and details are cut: a registry's 30 kB message is
+// not a 30 kB line of stderr (the client reads 64 KiB of a fault); and a
+// letter that shows as blank in them is escaped.
+func TestImpostorFaultCut(t *testing.T) {
+	t.Parallel()
+	long := strings.Repeat("x", 30000)
+	srv := impostor(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(400)
+		fmt.Fprintf(w, `{"type":"badRequest","code":400,"message":"api\u3164 %s","details":"%s"}`, long, long)
+	})
+	defer srv.Close()
+	var stdout, stderr bytes.Buffer
+	Main(context.Background(), []string{"services", "get", "web1", "--url", srv.URL, "--username", "x", "--api-key", "k"}, strings.NewReader(""), &stdout, &stderr)
+	if n := stderr.Len(); n > 4096 || !strings.Contains(stderr.String(), `api\u3164`) {
+		t.Errorf("a 30 kB fault message took %d bytes of stderr; want it cut, and the blank letter escaped:\n%.300q", n, stderr.String())
 	}
 }
 
