@@ -2,10 +2,12 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/svcreg/svcreg/internal/clientaddr"
@@ -20,14 +22,18 @@ import (
 // longest-idle connection goes first. It sees connections through the
 // http.Server's ConnContext and ConnState hooks (see Server.Serve).
 //
-// A connection still reading its request (its headers, or its body) is
-// not idle, but it is not work the server took on either: past MaxConns
-// with no idle connection to close, or when one has been reading for
-// longer than slowReading, a new connection takes the place of a reading
-// one, the oldest of the client address (clientaddr.Key) with the most.
-// So connections that send their requests slowly, however many one
-// address opens, cannot take every descriptor: they close each other
-// first, and a client whose requests arrive at once still gets in.
+// A connection that is not idle is busy: its request is on its way, being
+// served, or its answer being written. A busy connection may wait on its
+// client: its request (headers, or body) has not all arrived, or its
+// answer is not being taken (a write to it blocks, or the answer is done
+// and not yet flushed). Past MaxConns, a new connection takes the place of
+// one that has waited on its client for stalledAfter or longer, of the
+// client address (clientaddr.Key) with the most busy connections; else of
+// the longest idle connection; else of one of that address still
+// receiving its request; else it is let in, over MaxConns, into the
+// descriptors kept in reserve. So one address that sends its requests
+// slowly, or does not read its answers, however many connections it
+// opens, cannot take every descriptor: its own connections go first.
 //
 // The connections the poller keeps after answering their long-polls (see
 // poller.keep) are idle connections of their tenant too, on the same
@@ -38,19 +44,28 @@ type connTracker struct {
 	s *Server
 
 	mu        sync.Mutex
-	installed bool                   // its hooks see the http.Server's connections
-	open      map[net.Conn]*connInfo // held by the http.Server
-	idle      connList               // idle, longest idle first
-	byTenant  map[string]*connList   // idle, by tenant; "" for unauthenticated
-	back      map[net.Conn]string    // handed back by the poller, not yet seen again: their tenants
-	reading   map[string]*connList   // reading their request, by client address, oldest first
-	seq       uint64                 // of the connections that started reading
+	installed bool                    // its hooks see the http.Server's connections
+	open      map[net.Conn]*connInfo  // held by the http.Server
+	idle      connList                // idle, longest idle first
+	byTenant  map[string]*connList    // idle, by tenant; "" for unauthenticated
+	back      map[net.Conn]string     // handed back by the poller, not yet seen again: their tenants
+	busy      map[string]*connList    // busy connections (not idle), by client address, oldest first
+	buckets   map[int]map[string]bool // client addresses by their number of busy connections
+	most      int                     // the most busy connections of one address
+	now       func() time.Time        // nil: time.Now
 }
 
-// slowReading is how long a request may take to arrive (headers and body)
-// before its connection is closed, in preference to an idle one, for a
-// new connection past MaxConns.
-const slowReading = time.Second
+// stalledAfter is how long a connection may wait on its client (for its
+// request to arrive, or its answer to be taken) before a new connection
+// past MaxConns takes its place in preference to an idle one.
+const stalledAfter = time.Second
+
+// Victims are looked for among the oldest busy connections of a few of the
+// busiest addresses: a bounded search, under the tracker's lock.
+const (
+	victimAddrs = 8
+	victimConns = 64
+)
 
 // connInfo is the tracker's record of a connection.
 type connInfo struct {
@@ -63,11 +78,15 @@ type connInfo struct {
 	all    connLinks   // in connTracker.idle
 	own    connLinks   // in its tenant's list
 
-	addr     string    // the client's address, as clientaddr.Key has it
-	reading  bool      // its request has not all arrived
-	readFrom time.Time // since when
-	seq      uint64    // the order it started reading in
-	rd       connLinks // in connTracker.reading[addr]
+	addr    string    // the client's address, as clientaddr.Key has it
+	busy    bool      // not idle: on connTracker.busy[addr]
+	bl      connLinks // in connTracker.busy[addr]
+	reading bool      // its request has not all arrived
+	since   time.Time // reading since
+	// writing is when a write to the client began that has not returned,
+	// or the handler returned and its answer is not flushed yet (Unix
+	// ns); 0 if neither.
+	writing atomic.Int64
 }
 
 type connLinks struct{ prev, next *connInfo }
@@ -81,7 +100,7 @@ type connList struct {
 
 func allLinks(c *connInfo) *connLinks  { return &c.all }
 func ownLinks(c *connInfo) *connLinks  { return &c.own }
-func readLinks(c *connInfo) *connLinks { return &c.rd }
+func busyLinks(c *connInfo) *connLinks { return &c.bl }
 
 func (l *connList) push(c *connInfo) {
 	lk := l.links(c)
@@ -118,7 +137,8 @@ func newConnTracker(s *Server) *connTracker {
 		idle:     connList{links: allLinks},
 		byTenant: map[string]*connList{},
 		back:     map[net.Conn]string{},
-		reading:  map[string]*connList{},
+		busy:     map[string]*connList{},
+		buckets:  map[int]map[string]bool{},
 	}
 }
 
@@ -161,11 +181,18 @@ func (ct *connTracker) setState(c net.Conn, state http.ConnState) {
 		parked = ct.s.poller.parkedCount()
 	}
 	ct.mu.Lock()
-	defer ct.mu.Unlock()
 	ci := ct.open[c]
 	if ci == nil {
+		ct.mu.Unlock()
 		return
 	}
+	var victim net.Conn
+	defer func() {
+		ct.mu.Unlock()
+		if victim != nil {
+			closeNow(victim)
+		}
+	}()
 	switch state {
 	case http.StateNew:
 		if ci.back {
@@ -174,108 +201,171 @@ func (ct *connTracker) setState(c net.Conn, state http.ConnState) {
 			ct.setIdle(ci)
 			return
 		}
-		ct.startReading(ci)
+		ct.setBusy(ci)
+		ci.reading, ci.since = true, ct.clock()
 		if len(ct.open)+parked > ct.s.cfg.MaxConns {
-			ct.makeRoom()
+			victim = ct.makeRoom(ci)
 		}
 	case http.StateActive:
 		// Its headers are in; its body, if any, may still be on its
 		// way (requestRead tells). A first request has been reading
 		// since StateNew.
 		ct.unidle(ci)
-		ct.startReading(ci)
+		ct.setBusy(ci)
+		if !ci.reading {
+			ci.reading, ci.since = true, ct.clock()
+		}
 	case http.StateIdle:
-		ct.doneReading(ci)
+		ct.setNotBusy(ci)
 		ct.setIdle(ci)
 	case http.StateHijacked, http.StateClosed:
-		ct.doneReading(ci)
+		ct.setNotBusy(ci)
 		ct.unidle(ci)
 		delete(ct.open, c)
 		ct.s.metrics.connsOpen.Set(float64(len(ct.open)))
 	}
 }
 
-// makeRoom closes a connection for a new one past MaxConns: one whose
-// request has been arriving for longer than slowReading, else the longest
-// idle, else one still reading (the new one itself, if it is the only
-// one).
-func (ct *connTracker) makeRoom() {
-	v := ct.readingVictim()
-	switch {
-	case v != nil && time.Since(v.readFrom) >= slowReading:
-		ct.cut(v)
-	case ct.idle.head != nil:
-		ct.evict(ct.idle.head, "conns")
-	case v != nil:
-		ct.cut(v)
+func (ct *connTracker) clock() time.Time {
+	if ct.now != nil {
+		return ct.now()
 	}
+	return time.Now()
 }
 
-// readingVictim is the reading connection a new one would replace: the
-// oldest of the address with the most, of equally many the one reading
-// longest; nil if none reads.
-func (ct *connTracker) readingVictim() *connInfo {
-	var v *connInfo
-	most := 0
-	for _, l := range ct.reading {
-		if l.n > most || l.n == most && l.head.seq < v.seq {
-			v, most = l.head, l.n
-		}
-	}
-	return v
-}
-
-// cut closes a connection that is still reading its request.
-func (ct *connTracker) cut(ci *connInfo) {
-	ct.doneReading(ci)
-	ct.s.metrics.connsClosed.WithLabelValues("reading").Inc()
-	ci.conn.Close()
-}
-
-// startReading puts ci on its address's reading list.
-func (ct *connTracker) startReading(ci *connInfo) {
-	if ci.reading {
+// closeNow closes c without waiting on its client: a TLS connection's
+// close_notify would wait for room in a send buffer that a client not
+// reading keeps full.
+func closeNow(c net.Conn) {
+	if tc, ok := c.(*tls.Conn); ok {
+		tc.NetConn().Close()
 		return
 	}
-	ci.reading, ci.readFrom = true, time.Now()
-	ct.seq++
-	ci.seq = ct.seq
-	l := ct.reading[ci.addr]
-	if l == nil {
-		l = &connList{links: readLinks}
-		ct.reading[ci.addr] = l
+	c.Close()
+}
+
+// makeRoom finds the connection to close for the new connection nc past
+// MaxConns (see connTracker) and returns it, or closes an idle one and
+// returns nil, or returns nil to let nc in over MaxConns.
+func (ct *connTracker) makeRoom(nc *connInfo) net.Conn {
+	now := ct.clock()
+	stalled := func(ci *connInfo) bool {
+		w := ci.writing.Load()
+		return ci.reading && now.Sub(ci.since) >= stalledAfter || w != 0 && now.UnixNano()-w >= int64(stalledAfter)
 	}
+	if v := ct.victim(nc, stalled); v != nil {
+		return ct.cut(v)
+	}
+	if ct.idle.head != nil {
+		ct.evict(ct.idle.head, "conns")
+		return nil
+	}
+	if v := ct.victim(nc, func(ci *connInfo) bool { return ci.reading }); v != nil {
+		return ct.cut(v)
+	}
+	return nil
+}
+
+// victim is the oldest busy connection but nc that is, searched among the
+// oldest of the busiest addresses (a bounded search); nil if none is
+// found.
+func (ct *connTracker) victim(nc *connInfo, is func(*connInfo) bool) *connInfo {
+	addrs := 0
+	for n := ct.most; n > 0 && addrs < victimAddrs; n-- {
+		for addr := range ct.buckets[n] {
+			if addrs++; addrs > victimAddrs {
+				break
+			}
+			i := 0
+			for ci := ct.busy[addr].head; ci != nil && i < victimConns; ci, i = ci.bl.next, i+1 {
+				if ci != nc && is(ci) {
+					return ci
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// cut takes a busy connection off the tracker's lists, as waiting on its
+// client, and returns it to be closed once the lock is let go.
+func (ct *connTracker) cut(ci *connInfo) net.Conn {
+	ct.setNotBusy(ci)
+	ct.s.metrics.connsClosed.WithLabelValues("client").Inc()
+	return ci.conn
+}
+
+// setBusy puts ci on its address's busy list.
+func (ct *connTracker) setBusy(ci *connInfo) {
+	if ci.busy {
+		return
+	}
+	ci.busy = true
+	l := ct.busy[ci.addr]
+	if l == nil {
+		l = &connList{links: busyLinks}
+		ct.busy[ci.addr] = l
+	}
+	ct.moveAddr(ci.addr, l.n, l.n+1)
 	l.push(ci)
 }
 
-// doneReading takes ci off its address's reading list.
-func (ct *connTracker) doneReading(ci *connInfo) {
-	if !ci.reading {
+// setNotBusy takes ci off its address's busy list.
+func (ct *connTracker) setNotBusy(ci *connInfo) {
+	ci.reading = false
+	ci.writing.Store(0)
+	if !ci.busy {
 		return
 	}
-	ci.reading = false
-	l := ct.reading[ci.addr]
+	ci.busy = false
+	l := ct.busy[ci.addr]
 	l.remove(ci)
+	ct.moveAddr(ci.addr, l.n+1, l.n)
 	if l.n == 0 {
-		delete(ct.reading, ci.addr)
+		delete(ct.busy, ci.addr)
 	}
 }
 
-// requestRead records that the request on ctx's connection has arrived:
-// at once for a request without a body, else when its body has been read
-// to its end (r.Body is wrapped to tell).
-func (ct *connTracker) requestRead(r *http.Request) {
+// moveAddr moves addr from the bucket of addresses with from busy
+// connections to that of to.
+func (ct *connTracker) moveAddr(addr string, from, to int) {
+	if b := ct.buckets[from]; b != nil {
+		delete(b, addr)
+		if len(b) == 0 {
+			delete(ct.buckets, from)
+		}
+	}
+	if to > 0 {
+		b := ct.buckets[to]
+		if b == nil {
+			b = map[string]bool{}
+			ct.buckets[to] = b
+		}
+		b[addr] = true
+	}
+	ct.most = max(ct.most, to)
+	for ct.most > 0 && ct.buckets[ct.most] == nil {
+		ct.most--
+	}
+}
+
+// requestRead records that the request r has arrived: at once for a
+// request without a body, else when its body has been read to its end
+// (r.Body is wrapped to tell). It returns the record of r's connection,
+// or nil.
+func (ct *connTracker) requestRead(r *http.Request) *connInfo {
 	ci := connOf(r.Context())
 	if ci == nil {
-		return
+		return nil
 	}
 	if r.Body == nil || r.Body == http.NoBody {
 		ct.mu.Lock()
-		ct.doneReading(ci)
+		ci.reading = false
 		ct.mu.Unlock()
-		return
+		return ci
 	}
 	r.Body = &bodyWatch{ReadCloser: r.Body, ct: ct, ci: ci}
+	return ci
 }
 
 // bodyWatch is a request body that tells the tracker when it was read to
@@ -292,7 +382,7 @@ func (b *bodyWatch) Read(p []byte) (int, error) {
 	if err == io.EOF && !b.done {
 		b.done = true
 		b.ct.mu.Lock()
-		b.ct.doneReading(b.ci)
+		b.ci.reading = false
 		b.ct.mu.Unlock()
 	}
 	return n, err

@@ -20,6 +20,7 @@ import (
 	"runtime"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -739,7 +740,7 @@ func TestSlowRequestsCannotTakeEveryConnection(t *testing.T) {
 		// Each is counted before the next: the server holds at most
 		// maxConns of them.
 		eventually(t, "the slow connection counted", func() bool {
-			return metric(t, reg, "svcreg_connections_open")+metric(t, reg, "svcreg_connections_closed_total", "reason", "reading") >= float64(i+1)
+			return metric(t, reg, "svcreg_connections_open")+metric(t, reg, "svcreg_connections_closed_total", "reason", "client") >= float64(i+1)
 		})
 	}
 	eventually(t, fmt.Sprintf("at most --max-conns=%d connections open", maxConns), func() bool {
@@ -761,5 +762,59 @@ func TestSlowRequestsCannotTakeEveryConnection(t *testing.T) {
 		if resp, body := rc.get("/v1.0/"+c.tenant+"/services", c.token); resp.StatusCode != 200 {
 			t.Fatalf("GET /services past the slow connections: %d %s", resp.StatusCode, body)
 		}
+	}
+}
+
+// Connections whose client does not take its answers (pipelined requests,
+// a receive window that stays closed) wait on their client too: past
+// --max-conns a new connection takes the place of one whose answer has
+// waited a second, of the address with the most. Before, they were past
+// every bound, as slow requests were; and a new connection must never be
+// turned away for them while another address's are let in.
+func TestUnreadAnswersCannotTakeEveryConnection(t *testing.T) {
+	t.Parallel()
+	const maxConns = 20
+	base, reg := startLimited(t, "bolt", server.Config{MaxConns: maxConns})
+	addr := strings.TrimPrefix(base, "http://")
+	dialer := net.Dialer{
+		LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)},
+		Control: func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 2048) })
+			return serr
+		},
+	}
+	// Each 404 echoes its 60 kB path: the server's writes block.
+	req := strings.Repeat("GET /x"+strings.Repeat("a", 60000)+" HTTP/1.1\r\nHost: test\r\n\r\n", 50)
+	unread := func() {
+		sc, err := dialer.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { sc.Close() })
+		go io.WriteString(sc, req) // never reads an answer
+	}
+	for range maxConns {
+		unread()
+	}
+	eventually(t, "the connections open", func() bool {
+		return metric(t, reg, "svcreg_connections_open") >= maxConns
+	})
+	time.Sleep(1500 * time.Millisecond) // their answers a second and more waiting on their client
+	for range maxConns {
+		unread()
+	}
+	eventually(t, fmt.Sprintf("at most --max-conns=%d connections open", maxConns), func() bool {
+		return metric(t, reg, "svcreg_connections_open") <= maxConns
+	})
+	// Another address's requests, on new connections, are served.
+	for range 5 {
+		rc := dialRaw(t, base)
+		if resp, body := rc.get("/healthz", ""); resp.StatusCode != 200 {
+			t.Fatalf("GET /healthz past the connections not read: %d %s", resp.StatusCode, body)
+		}
+	}
+	if got := metric(t, reg, "svcreg_connections_closed_total", "reason", "client"); got < maxConns {
+		t.Errorf("%v connections closed as waiting on their client, want at least %d", got, maxConns)
 	}
 }

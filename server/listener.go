@@ -110,6 +110,14 @@ func (l *listener) acceptLoop() {
 			continue
 		}
 		backoff = 0
+		if notLogged > 0 {
+			// The failures since the last line, once a second has passed
+			// (or they would not be told when the flood ends).
+			if now := l.clock(); now.Sub(logged) >= acceptLogEvery {
+				l.log.Warn("accept failures not logged", "not_logged", notLogged)
+				logged, notLogged = now, 0
+			}
+		}
 		select {
 		case l.accepted <- c:
 		case <-l.done:

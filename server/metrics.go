@@ -60,7 +60,7 @@ func newServerMetrics(r prometheus.Registerer) serverMetrics {
 		}),
 		connsClosed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "svcreg_connections_closed_total",
-			Help: "Idle client connections the server closed, by reason: idle (global idle cap), tenant (per-tenant idle cap), conns (room for a new connection past --max-conns), unauthenticated (idle without authenticating), reading (a connection whose request was still arriving, for a new one past --max-conns).",
+			Help: "Client connections the server closed, by reason: idle (global idle cap), tenant (per-tenant idle cap), conns (an idle one, for a new connection past --max-conns), unauthenticated (idle without authenticating), client (one waiting on its client, its request still arriving or its answer not taken, for a new connection past --max-conns).",
 		}, []string{"reason"}),
 		readsQueued: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "svcreg_list_reads_waiting",

@@ -186,8 +186,7 @@ func (s *Server) nextTxnID() string {
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	s.conns.requestRead(r)
-	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK, ci: s.conns.requestRead(r)}
 	name := "other"
 	path := rawPath(r)
 	switch {
@@ -213,6 +212,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	d := time.Since(start)
 	if sw.hijacked {
 		return // a parked long-poll, counted when it is answered
+	}
+	if sw.ci != nil {
+		// Until the answer is flushed (the connection idle again), the
+		// client must take it.
+		sw.ci.writing.Store(time.Now().UnixNano())
 	}
 	s.metrics.requests.WithLabelValues(name, strconv.Itoa(sw.status)).Inc()
 	// Its attributes are built only for a log that takes the line: every
@@ -404,6 +408,19 @@ type statusWriter struct {
 	http.ResponseWriter
 	status   int
 	hijacked bool
+	ci       *connInfo // the connection's record, nil if it has none
+}
+
+// Write notes on the connection's record that it waits on the client
+// while a write blocks (connTracker).
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.ci == nil {
+		return w.ResponseWriter.Write(b)
+	}
+	w.ci.writing.Store(time.Now().UnixNano())
+	n, err := w.ResponseWriter.Write(b)
+	w.ci.writing.Store(0)
+	return n, err
 }
 
 func (w *statusWriter) WriteHeader(code int) {

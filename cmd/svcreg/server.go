@@ -147,7 +147,7 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.IntVar(&f.conns.maxWaiters, "max-waiters-total", 0, "most long-polls waiting in all tenants (0: 3/4 of --max-conns)")
 	fs.IntVar(&f.maxListReadsWaiting, "max-list-reads-waiting", 0, "most list reads (pages of services, configuration values or events) of\none tenant waiting for its turn, each holding its connection; past it\none is refused at once, rate-limited (0: an eighth of --max-conns)")
 	fs.Int64Var(&f.maxUnsentBytes, "max-unsent-bytes", server.DefaultMaxUnsentBytes, "most `bytes` of list answers (pages of services, configuration values or events)\nbuilt and not yet taken by their clients, in all, and an eighth of it of one\ntenant; past it a list read is refused at once, rate-limited (a client that\ndoes not read holds its answer until the 60s write timeout)")
-	fs.IntVar(&f.conns.maxConns, "max-conns", 0, "client connections held before a new one closes one whose request is slow\nto arrive, else the longest-idle one (0: the descriptor limit less a tenth,\nat least 64, kept in reserve)")
+	fs.IntVar(&f.conns.maxConns, "max-conns", 0, "client connections held before a new one closes one waiting on its client\n(a slow request, an answer not taken), else the longest-idle one (0: the\ndescriptor limit less a tenth, at least 64, kept in reserve)")
 	fs.IntVar(&f.conns.maxIdle, "max-idle-conns", 0, "most keep-alive connections idle at once (0: half of --max-conns)")
 	fs.IntVar(&f.conns.maxIdlePerTenant, "max-idle-conns-per-tenant", 0, "most idle keep-alive connections of one tenant (0: --max-waiters)")
 	fs.DurationVar(&f.conns.unauthIdleTimeout, "unauth-idle-timeout", 10*time.Second, "how long a keep-alive connection may stay idle before it authenticates")
