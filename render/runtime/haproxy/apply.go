@@ -47,6 +47,8 @@ type Adapter struct {
 	// session on a leaving server open must not keep both processes busy
 	// with those reads for the whole drain timeout).
 	poll, maxPoll time.Duration
+	kick          chan struct{}                        // wakes the drain loop: a drain was added
+	after         func(time.Duration) <-chan time.Time // the drain loop's timer; nil: time.After
 
 	// mu serialises the changes of live state: an Apply or Revert, and
 	// each step of a drain.
@@ -81,7 +83,7 @@ func New(s runtime.Settings) (runtime.Adapter, error) {
 		return nil, err
 	}
 	watch := &cli{network: c.network, address: c.address, master: c.master, timeout: c.timeout}
-	return &Adapter{cli: c, watch: watch, drainTimeout: s.DrainTimeout, log: s.Log, goFn: s.Go, poll: 5 * time.Millisecond, maxPoll: 250 * time.Millisecond,
+	return &Adapter{cli: c, watch: watch, drainTimeout: s.DrainTimeout, log: s.Log, goFn: s.Go, poll: 5 * time.Millisecond, maxPoll: 250 * time.Millisecond, kick: make(chan struct{}, 1),
 		drains: map[string]*drain{}, lives: map[string]map[string]liveServer{}}, nil
 }
 
@@ -262,8 +264,17 @@ func (a *Adapter) applyFrom(ctx context.Context, target []*section, known knownF
 // drained starts the drain loop after a successful apply, if drains are
 // waiting and it does not run.
 func (a *Adapter) drained(ctx context.Context, err error) error {
-	if err != nil || len(a.drains) == 0 || a.draining {
+	if err != nil || len(a.drains) == 0 {
 		return err
+	}
+	if a.draining {
+		// A drain this apply added is looked at soon, not at the end of
+		// a wait grown long while others were held.
+		select {
+		case a.kick <- struct{}{}:
+		default:
+		}
+		return nil
 	}
 	a.draining = true
 	if a.goFn == nil {
@@ -478,6 +489,13 @@ func (a *Adapter) verify(s *section, live map[string]liveServer) error {
 	return nil
 }
 
+func (a *Adapter) timer(d time.Duration) <-chan time.Time {
+	if a.after != nil {
+		return a.after(d)
+	}
+	return time.After(d)
+}
+
 // drainAll finishes the drains under way: while there are any, it looks
 // at their servers' sessions (every poll at first, less often while the
 // same drains wait: see Adapter.poll) and takes each drain a step when
@@ -538,7 +556,8 @@ func (a *Adapter) drainLoop(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return &runtime.Failure{Step: "drain", Err: ctx.Err()}
-		case <-time.After(wait - time.Duration(mrand.Int64N(int64(wait)/10+1))):
+		case <-a.timer(wait - time.Duration(mrand.Int64N(int64(wait)/10+1))):
+		case <-a.kick: // a drain was added: the next look resets the wait
 		}
 	}
 }

@@ -478,6 +478,49 @@ func TestApplyDrainLooksLessOftenWhileHeld(t *testing.T) {
 	endDrain(t, sl, h, bg, done)
 }
 
+// A drain that starts while another is held is looked at at once, not at
+// the end of a wait that grew while the other was held: here the drain
+// loop's timer never fires while the test holds it, and only the new
+// drain's own wake-up can have its idle server deleted.
+func TestApplyNewDrainIsLookedAtAtOnce(t *testing.T) {
+	t.Parallel()
+	sl, h, v1, v2, done := drainSetup(t)
+	a, bg := drainingAdapter(t, h)
+	ad := a.(*Adapter)
+	var frozen atomic.Bool
+	frozen.Store(true)
+	ad.after = func(d time.Duration) <-chan time.Time {
+		if frozen.Load() {
+			return nil
+		}
+		return time.After(d)
+	}
+	if err := planApply(t, a, h, v1, v2); err != nil { // s leaves; its request holds it
+		t.Fatal(err)
+	}
+	other := newCounter(t, "p")
+	v3 := v2 + srvLine("p", other, "")
+	if err := planApply(t, a, h, v2, v3); err != nil { // p joins
+		t.Fatal(err)
+	}
+	if err := planApply(t, a, h, v3, v2); err != nil { // p leaves, idle
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, ok := liveState(t, h)["p"]; !ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the idle server's drain was not looked at: it waited for the held drain's timer")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	frozen.Store(false)
+	ad.kick <- struct{}{} // wake the loop from its frozen wait
+	endDrain(t, sl, h, bg, done)
+}
+
 // endDrain checks that drainSetup's server s drains and is not deleted
 // while its request is in flight, lets the request end, and waits for the
 // background drain to delete s.
