@@ -665,6 +665,8 @@ func TestTablesTellListsApart(t *testing.T) {
 		{[]string{"prod,canary"}, map[string]string{"ip": "10.0.0.1,port=80"}, `"prod,canary" ip="10.0.0.1,port=80"`},
 		{[]string{"www metadata=ip=10.6.6.6"}, map[string]string{"k": ""}, `"www metadata=ip=10.6.6.6" k=""`},
 		{[]string{`a"b`, `c\d`}, map[string]string{"a=b": "c"}, `"a\"b","c\\d" "a=b"=c`},
+		// A table shows an empty cell as -.
+		{[]string{"-"}, map[string]string{"-": "-"}, `"-" "-"="-"`},
 	} {
 		if got := joinTags(tc.tags) + " " + joinMetadata(tc.meta); got != tc.want {
 			t.Errorf("tags %q, metadata %q shown as %s, want %s", tc.tags, tc.meta, got, tc.want)

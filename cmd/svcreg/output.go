@@ -82,9 +82,10 @@ func joinMetadata(m map[string]string) string {
 }
 
 // listItem is an item of a list joinTags or joinMetadata writes: quoted
-// if it holds what separates items or could pass for it.
+// if it holds what separates items or could pass for it, or is "-" (a
+// table's empty cell).
 func listItem(s string) string {
-	if s == "" || strings.ContainsAny(s, ",= \"\\") {
+	if s == "" || s == "-" || strings.ContainsAny(s, ",= \"\\") {
 		return termQuote(s)
 	}
 	return termSafe(s)
