@@ -26,14 +26,18 @@ import (
 // served, or its answer being written. A busy connection may wait on its
 // client: its request (headers, or body) has not all arrived, or its
 // answer is not being taken (a write to it blocks, or the answer is done
-// and not yet flushed). Past MaxConns, a new connection takes the place of
-// one that has waited on its client for stalledAfter or longer, of the
-// client address (clientaddr.Key) with the most busy connections; else of
-// the longest idle connection; else of one of that address still
-// receiving its request; else it is let in, over MaxConns, into the
-// descriptors kept in reserve. So one address that sends its requests
-// slowly, or does not read its answers, however many connections it
-// opens, cannot take every descriptor: its own connections go first.
+// and not yet flushed). Past MaxConns, a new connection takes the place
+// (makeRoom) of one that has waited on its client for stalledAfter or
+// longer, of the client address (clientaddr.Key) with the most busy
+// connections, if it has several; else of the longest idle connection;
+// else of one of that address whose request is still arriving; else the
+// new connection is closed if its own address is that one; else it is let
+// in, over MaxConns, into the descriptors kept in reserve. So one address
+// that sends its requests slowly, does not read its answers, or opens
+// connections faster than they end, cannot take every descriptor: its own
+// connections go first, and a client that holds one connection waiting on
+// it (a slow download) is not cut while there is an idle one. Closes run
+// after the lock is let go (unlock).
 //
 // The connections the poller keeps after answering their long-polls (see
 // poller.keep) are idle connections of their tenant too, on the same
@@ -53,6 +57,8 @@ type connTracker struct {
 	buckets   map[int]map[string]bool // client addresses by their number of busy connections
 	most      int                     // the most busy connections of one address
 	now       func() time.Time        // nil: time.Now
+	seq       uint64                  // of the connections added: their order
+	closes    []func()                // to run once the lock is let go (unlock)
 }
 
 // stalledAfter is how long a connection may wait on its client (for its
@@ -79,6 +85,7 @@ type connInfo struct {
 	own    connLinks   // in its tenant's list
 
 	addr    string    // the client's address, as clientaddr.Key has it
+	seq     uint64    // its order among the connections added
 	busy    bool      // not idle: on connTracker.busy[addr]
 	bl      connLinks // in connTracker.busy[addr]
 	reading bool      // its request has not all arrived
@@ -165,6 +172,8 @@ func (ct *connTracker) install(hs *http.Server) {
 func (ct *connTracker) add(c net.Conn) *connInfo {
 	ci := &connInfo{conn: c, addr: clientaddr.Key(c.RemoteAddr().String())}
 	ct.mu.Lock()
+	ct.seq++
+	ci.seq = ct.seq
 	if tenant, ok := ct.back[c]; ok {
 		delete(ct.back, c)
 		ci.tenant, ci.back = tenant, true
@@ -186,13 +195,7 @@ func (ct *connTracker) setState(c net.Conn, state http.ConnState) {
 		ct.mu.Unlock()
 		return
 	}
-	var victim net.Conn
-	defer func() {
-		ct.mu.Unlock()
-		if victim != nil {
-			closeNow(victim)
-		}
-	}()
+	defer ct.unlock()
 	switch state {
 	case http.StateNew:
 		if ci.back {
@@ -204,7 +207,7 @@ func (ct *connTracker) setState(c net.Conn, state http.ConnState) {
 		ct.setBusy(ci)
 		ci.reading, ci.since = true, ct.clock()
 		if len(ct.open)+parked > ct.s.cfg.MaxConns {
-			victim = ct.makeRoom(ci)
+			ct.makeRoom(ci)
 		}
 	case http.StateActive:
 		// Its headers are in; its body, if any, may still be on its
@@ -233,66 +236,98 @@ func (ct *connTracker) clock() time.Time {
 	return time.Now()
 }
 
-// closeNow closes c without waiting on its client: a TLS connection's
-// close_notify would wait for room in a send buffer that a client not
-// reading keeps full.
-func closeNow(c net.Conn) {
-	if tc, ok := c.(*tls.Conn); ok {
-		tc.NetConn().Close()
-		return
+// unlock lets the tracker's lock go, then closes the connections chosen
+// to close meanwhile: a close can wait on its client (a TLS close_notify,
+// for up to 5 s when the client does not read), and must not hold up the
+// other connections' hooks, the accept loop's among them.
+func (ct *connTracker) unlock() {
+	closes := ct.closes
+	ct.closes = nil
+	ct.mu.Unlock()
+	for _, close := range closes {
+		close()
 	}
-	c.Close()
 }
 
-// makeRoom finds the connection to close for the new connection nc past
-// MaxConns (see connTracker) and returns it, or closes an idle one and
-// returns nil, or returns nil to let nc in over MaxConns.
-func (ct *connTracker) makeRoom(nc *connInfo) net.Conn {
-	now := ct.clock()
-	stalled := func(ci *connInfo) bool {
-		w := ci.writing.Load()
-		return ci.reading && now.Sub(ci.since) >= stalledAfter || w != 0 && now.UnixNano()-w >= int64(stalledAfter)
+// closeNow closes c without a TLS close_notify, which would wait for room
+// in a send buffer that a client not reading keeps full.
+func closeNow(c net.Conn) {
+	for {
+		switch v := c.(type) {
+		case *tls.Conn:
+			v.NetConn().Close()
+			return
+		case *prefixConn:
+			c = v.Conn
+			continue
+		}
+		c.Close()
+		return
 	}
-	if v := ct.victim(nc, stalled); v != nil {
-		return ct.cut(v)
+}
+
+// makeRoom closes a connection for the new connection nc past MaxConns,
+// or none to let nc in over MaxConns (see connTracker): of the busiest
+// addresses, the oldest connection that has waited on its client for
+// stalledAfter, if such an address has several busy connections; else the
+// longest idle; else the oldest whose request is still arriving; else nc
+// itself if its address is the busiest (with several); else none.
+func (ct *connTracker) makeRoom(nc *connInfo) {
+	now := ct.clock()
+	if ct.most >= 2 {
+		stalled := func(ci *connInfo) bool {
+			w := ci.writing.Load()
+			return ci.reading && now.Sub(ci.since) >= stalledAfter || w != 0 && now.UnixNano()-w >= int64(stalledAfter)
+		}
+		if v := ct.victim(nc, stalled); v != nil {
+			ct.cut(v)
+			return
+		}
 	}
 	if ct.idle.head != nil {
 		ct.evict(ct.idle.head, "conns")
-		return nil
+		return
 	}
 	if v := ct.victim(nc, func(ci *connInfo) bool { return ci.reading }); v != nil {
-		return ct.cut(v)
+		ct.cut(v)
+		return
 	}
-	return nil
+	if ct.most >= 2 && ct.buckets[ct.most][nc.addr] {
+		ct.cut(nc)
+	}
 }
 
-// victim is the oldest busy connection but nc that is, searched among the
-// oldest of the busiest addresses (a bounded search); nil if none is
-// found.
+// victim is the oldest connection but nc that is, of the oldest busy
+// connections (victimConns) of the busiest addresses (victimAddrs of
+// them): a search bounded however many connections and addresses there
+// are. nil if none is found.
 func (ct *connTracker) victim(nc *connInfo, is func(*connInfo) bool) *connInfo {
+	var v *connInfo
 	addrs := 0
-	for n := ct.most; n > 0 && addrs < victimAddrs; n-- {
-		for addr := range ct.buckets[n] {
-			if addrs++; addrs > victimAddrs {
-				break
-			}
-			i := 0
-			for ci := ct.busy[addr].head; ci != nil && i < victimConns; ci, i = ci.bl.next, i+1 {
-				if ci != nc && is(ci) {
-					return ci
+	for addr := range ct.buckets[ct.most] {
+		if addrs++; addrs > victimAddrs {
+			break
+		}
+		i := 0
+		for ci := ct.busy[addr].head; ci != nil && i < victimConns; ci, i = ci.bl.next, i+1 {
+			if ci != nc && is(ci) {
+				if v == nil || ci.seq < v.seq {
+					v = ci
 				}
+				break
 			}
 		}
 	}
-	return nil
+	return v
 }
 
-// cut takes a busy connection off the tracker's lists, as waiting on its
-// client, and returns it to be closed once the lock is let go.
-func (ct *connTracker) cut(ci *connInfo) net.Conn {
+// cut takes a busy connection off the tracker's lists and closes it once
+// the lock is let go: it waits on its client, or is a new connection of
+// the busiest address past MaxConns.
+func (ct *connTracker) cut(ci *connInfo) {
 	ct.setNotBusy(ci)
 	ct.s.metrics.connsClosed.WithLabelValues("client").Inc()
-	return ci.conn
+	ct.closes = append(ct.closes, func() { closeNow(ci.conn) })
 }
 
 // setBusy puts ci on its address's busy list.
@@ -405,7 +440,7 @@ func (ct *connTracker) setIdle(ci *connInfo) {
 	if ci.tenant == "" {
 		ci.timer = time.AfterFunc(ct.s.cfg.UnauthIdleTimeout, func() {
 			ct.mu.Lock()
-			defer ct.mu.Unlock()
+			defer ct.unlock()
 			if ci.idle && ci.tenant == "" {
 				ct.evict(ci, "unauthenticated")
 			}
@@ -437,21 +472,21 @@ func (ct *connTracker) unidle(ci *connInfo) {
 	ct.s.metrics.connsIdle.Dec()
 }
 
-// evict closes an idle connection; the http.Server then forgets it, or the
-// poller, for one it keeps.
+// evict closes an idle connection once the lock is let go (unlock); the
+// http.Server then forgets it, or the poller, for one it keeps.
 func (ct *connTracker) evict(ci *connInfo, reason string) {
 	ct.unidle(ci)
 	ct.s.metrics.connsClosed.WithLabelValues(reason).Inc()
 	if ci.evict != nil {
-		ci.evict()
+		ct.closes = append(ct.closes, ci.evict)
 		return
 	}
-	ci.conn.Close()
+	ct.closes = append(ct.closes, func() { closeNow(ci.conn) })
 }
 
 // newKeptInfo is the record of a connection the poller keeps for tenant;
-// evict closes it (called with the tracker's lock held: it must not call
-// the tracker).
+// evict closes it (called after the tracker has let its lock go, with the
+// connection off its lists).
 func newKeptInfo(c net.Conn, tenant string, evict func()) *connInfo {
 	return &connInfo{conn: c, tenant: tenant, evict: evict}
 }
@@ -461,7 +496,7 @@ func newKeptInfo(c net.Conn, tenant string, evict func()) *connInfo {
 // it go meanwhile (its unkept then came first, or comes after this).
 func (ct *connTracker) listKept(ci *connInfo, stillKept func() bool) {
 	ct.mu.Lock()
-	defer ct.mu.Unlock()
+	defer ct.unlock()
 	if stillKept() {
 		ct.setIdle(ci)
 	}

@@ -13,12 +13,22 @@ import (
 // fakeConn is a connection from addr that records its closing.
 type fakeConn struct {
 	net.Conn
-	addr   net.Addr
-	closed bool
+	addr    net.Addr
+	closed  bool
+	block   chan struct{} // if not nil, Close tells closing and waits for it
+	closing chan struct{}
 }
 
 func (c *fakeConn) RemoteAddr() net.Addr { return c.addr }
-func (c *fakeConn) Close() error         { c.closed = true; return nil }
+
+func (c *fakeConn) Close() error {
+	if c.block != nil {
+		close(c.closing)
+		<-c.block
+	}
+	c.closed = true
+	return nil
+}
 
 // trackerBed is a connection tracker with MaxConns 3 on a clock the test
 // moves.
@@ -74,32 +84,44 @@ func (b *trackerBed) closed(want map[*fakeConn]bool, names map[*fakeConn]string)
 	}
 }
 
-// Which connection a new one past MaxConns takes the place of.
+// Which connection a new one past MaxConns takes the place of. Closes
+// happen once the tracker lets its lock go, before setState returns.
 func TestConnTrackerMakesRoom(t *testing.T) {
-	t.Run("a request a second on its way before an idle connection", func(t *testing.T) {
+	t.Run("waited a second on its client, of an address with several, before an idle one", func(t *testing.T) {
 		b := newTrackerBed(t)
-		slow, idle, busy := b.open("10.0.0.1"), b.open("10.0.0.2"), b.open("10.0.0.2")
+		slow1, slow2, idle := b.open("10.0.0.1"), b.open("10.0.0.1"), b.open("10.0.0.2")
 		b.request(idle, "", false)
 		b.ct.setState(idle, http.StateIdle)
-		b.request(busy, "{}", true)
 		b.now = b.now.Add(stalledAfter)
 		nc := b.open("10.0.0.3")
-		b.closed(map[*fakeConn]bool{slow: true}, map[*fakeConn]string{slow: "slow", idle: "idle", busy: "busy", nc: "new"})
+		b.closed(map[*fakeConn]bool{slow1: true}, map[*fakeConn]string{slow1: "slow 1", slow2: "slow 2", idle: "idle", nc: "new"})
 	})
-	t.Run("an idle connection before a young request on its way", func(t *testing.T) {
+	t.Run("one slow download is not cut while there is an idle connection", func(t *testing.T) {
 		b := newTrackerBed(t)
-		young, idle, busy := b.open("10.0.0.1"), b.open("10.0.0.2"), b.open("10.0.0.2")
+		download, idle, busy := b.open("10.0.0.1"), b.open("10.0.0.2"), b.open("10.0.0.3")
+		b.request(download, "", false)
+		b.ct.open[download].writing.Store(b.now.UnixNano()) // a write blocks
 		b.request(idle, "", false)
 		b.ct.setState(idle, http.StateIdle)
 		b.request(busy, "", false)
+		b.now = b.now.Add(time.Minute)
+		nc := b.open("10.0.0.4")
+		b.closed(map[*fakeConn]bool{idle: true}, map[*fakeConn]string{download: "download", idle: "idle", busy: "busy", nc: "new"})
+	})
+	t.Run("an idle connection before young requests on their way; then the oldest of them", func(t *testing.T) {
+		b := newTrackerBed(t)
+		young1, young2, idle := b.open("10.0.0.1"), b.open("10.0.0.1"), b.open("10.0.0.2")
+		b.request(idle, "", false)
+		b.ct.setState(idle, http.StateIdle)
 		b.now = b.now.Add(stalledAfter / 2)
 		nc := b.open("10.0.0.3")
-		b.closed(map[*fakeConn]bool{idle: true}, map[*fakeConn]string{young: "young", idle: "idle", busy: "busy", nc: "new"})
-		// No idle one left: the young one, not the new one.
+		names := map[*fakeConn]string{young1: "young 1", young2: "young 2", idle: "idle", nc: "new"}
+		b.closed(map[*fakeConn]bool{idle: true}, names)
 		nc2 := b.open("10.0.0.4")
-		b.closed(map[*fakeConn]bool{idle: true, young: true}, map[*fakeConn]string{young: "young", idle: "idle", busy: "busy", nc: "new", nc2: "new 2"})
+		names[nc2] = "new 2"
+		b.closed(map[*fakeConn]bool{idle: true, young1: true}, names)
 	})
-	t.Run("never the new one: it is let in past MaxConns", func(t *testing.T) {
+	t.Run("a new connection of another address is let in past MaxConns, not for the server's own work", func(t *testing.T) {
 		b := newTrackerBed(t)
 		var served []*fakeConn
 		for _, ip := range []string{"10.0.0.1", "10.0.0.1", "10.0.0.2"} {
@@ -108,43 +130,64 @@ func TestConnTrackerMakesRoom(t *testing.T) {
 			served = append(served, c)
 		}
 		b.now = b.now.Add(time.Hour)
-		nc := b.open("10.0.0.1")
+		nc := b.open("10.0.0.3")
 		for i, c := range append(served, nc) {
 			if c.closed {
-				t.Errorf("connection %d closed; the server's own work and the new connection are not the client's to wait on", i)
+				t.Errorf("connection %d closed", i)
+			}
+		}
+	})
+	t.Run("a new connection of the busiest address is turned away", func(t *testing.T) {
+		b := newTrackerBed(t)
+		var served []*fakeConn
+		for range 3 {
+			c := b.open("10.0.0.1")
+			b.request(c, "{}", true)
+			served = append(served, c)
+		}
+		nc := b.open("10.0.0.1")
+		if !nc.closed {
+			t.Error("the busiest address's new connection past MaxConns was let in")
+		}
+		for i, c := range served {
+			if c.closed {
+				t.Errorf("connection %d, being served, closed", i)
 			}
 		}
 	})
 	t.Run("a body not read to its end is still on its way", func(t *testing.T) {
 		b := newTrackerBed(t)
-		half, whole, other := b.open("10.0.0.1"), b.open("10.0.0.2"), b.open("10.0.0.2")
-		b.request(half, `{"x":1}`, false)
+		whole, half1, half2 := b.open("10.0.0.1"), b.open("10.0.0.1"), b.open("10.0.0.1")
 		b.request(whole, `{"x":1}`, true)
-		b.request(other, "", false)
+		b.request(half1, `{"x":1}`, false)
+		b.request(half2, `{"x":1}`, false)
 		b.now = b.now.Add(stalledAfter)
 		b.open("10.0.0.3")
-		b.closed(map[*fakeConn]bool{half: true}, map[*fakeConn]string{half: "half", whole: "whole", other: "other"})
+		b.closed(map[*fakeConn]bool{half1: true}, map[*fakeConn]string{whole: "whole", half1: "half 1", half2: "half 2"})
 	})
 	t.Run("an answer not taken for a second", func(t *testing.T) {
 		b := newTrackerBed(t)
-		unread, idle, busy := b.open("10.0.0.1"), b.open("10.0.0.2"), b.open("10.0.0.2")
+		served, unread, idle := b.open("10.0.0.1"), b.open("10.0.0.1"), b.open("10.0.0.2")
+		b.request(served, "", false)
 		b.request(unread, "", false)
 		b.ct.open[unread].writing.Store(b.now.UnixNano()) // a write blocks
 		b.request(idle, "", false)
 		b.ct.setState(idle, http.StateIdle)
-		b.request(busy, "", false)
 		b.now = b.now.Add(stalledAfter)
 		b.open("10.0.0.3")
-		b.closed(map[*fakeConn]bool{unread: true}, map[*fakeConn]string{unread: "unread", idle: "idle", busy: "busy"})
+		b.closed(map[*fakeConn]bool{unread: true}, map[*fakeConn]string{served: "served", unread: "unread", idle: "idle"})
 	})
-	t.Run("the address with the most goes first", func(t *testing.T) {
+	t.Run("the address with the most goes first; of equally busy ones, the oldest connection", func(t *testing.T) {
 		b := newTrackerBed(t)
-		older := b.open("10.0.0.1") // alone at its address, the oldest
-		b.now = b.now.Add(time.Millisecond)
-		many1, many2 := b.open("10.0.0.2"), b.open("10.0.0.2")
+		b.ct.s.cfg.MaxConns = 5
+		lone := b.open("10.0.0.1") // the oldest, alone at its address
+		a1, a2, c1, c2 := b.open("10.0.0.2"), b.open("10.0.0.2"), b.open("10.0.0.3"), b.open("10.0.0.3")
 		b.now = b.now.Add(stalledAfter)
-		b.open("10.0.0.3")
-		b.closed(map[*fakeConn]bool{many1: true}, map[*fakeConn]string{older: "older", many1: "many 1", many2: "many 2"})
+		names := map[*fakeConn]string{lone: "lone", a1: "a1", a2: "a2", c1: "c1", c2: "c2"}
+		b.open("10.0.0.4")
+		b.closed(map[*fakeConn]bool{a1: true}, names)
+		b.open("10.0.0.4")
+		b.closed(map[*fakeConn]bool{a1: true, c1: true}, names)
 	})
 }
 
@@ -165,5 +208,42 @@ func TestConnTrackerBuckets(t *testing.T) {
 	}
 	if b.ct.most != 0 || len(b.ct.buckets) != 0 || len(b.ct.busy) != 0 {
 		t.Fatalf("after every connection closed: most %d, buckets %v, busy %d", b.ct.most, b.ct.buckets, len(b.ct.busy))
+	}
+}
+
+// A close can wait on its client (a TLS close_notify to a client that does
+// not read): the tracker closes after letting its lock go, so that the
+// other connections' hooks, the accept loop's among them, do not wait.
+func TestConnTrackerClosesOutsideItsLock(t *testing.T) {
+	b := newTrackerBed(t)
+	stuck := &fakeConn{addr: &net.TCPAddr{IP: net.ParseIP("10.0.0.1"), Port: 1}, block: make(chan struct{}), closing: make(chan struct{})}
+	b.ct.add(stuck)
+	b.ct.setState(stuck, http.StateNew)
+	b.request(stuck, "", false)
+	b.ct.setState(stuck, http.StateIdle) // the longest idle
+	b.open("10.0.0.2")
+	b.open("10.0.0.3")
+	evicted := make(chan struct{})
+	go func() {
+		b.open("10.0.0.4") // past MaxConns: closes the idle one, which blocks
+		close(evicted)
+	}()
+	<-stuck.closing // the close under way
+	other := &fakeConn{addr: &net.TCPAddr{IP: net.ParseIP("10.0.0.5"), Port: 1}}
+	added := make(chan struct{})
+	go func() {
+		b.ct.add(other) // takes the tracker's lock
+		close(added)
+	}()
+	select {
+	case <-added:
+	case <-time.After(10 * time.Second):
+		t.Error("another connection's hook waited for a close that waits on its client")
+	}
+	close(stuck.block)
+	<-evicted
+	<-added
+	if !stuck.closed {
+		t.Error("the idle connection was not closed")
 	}
 }

@@ -930,8 +930,8 @@ func (pl *poller) unkeep(p *parkedPoll) bool {
 }
 
 // evicted closes p's kept connection, which the connection tracker chose
-// to close (its tenant or the server has too many idle); called with the
-// tracker's lock held, which it had taken p off its lists under.
+// to close (its tenant or the server has too many idle) and took off its
+// lists; called once the tracker has let its lock go.
 func (pl *poller) evicted(p *parkedPoll) {
 	if !p.kept.CompareAndSwap(isKept, notKept) {
 		return
@@ -947,7 +947,7 @@ func (pl *poller) closeKept(p *parkedPoll) {
 	if w := pl.currentWatch(); w != nil {
 		w.remove(p)
 	}
-	p.conn.Close()
+	closeNow(p.conn)
 }
 
 // handBack returns the connections of answered polls to the http.Server,
