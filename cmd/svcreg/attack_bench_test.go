@@ -83,23 +83,8 @@ func bcryptAttack(b *testing.B, args []string, target string) {
 		cmd = exec.Command(os.Args[0], args...)
 		cmd.Env = append(os.Environ(), execEnv+"=1")
 	}
-	out := newOutput()
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	defer func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	}()
-	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(out.String(), "svcreg server listening") {
-		if time.Now().After(deadline) {
-			b.Fatalf("server did not start:\n%s", out)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	base := anyListenLog.FindStringSubmatch(out.String())[1]
+	base, _, stop := startBenchServer(b, cmd)
+	defer stop()
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: 30 * time.Second}
 	code, token := tokenStatus(b, hc, base, "writer", "writer-key")
 	if code != 200 {
@@ -195,6 +180,29 @@ func bcryptAttack(b *testing.B, args []string, target string) {
 		b.ReportMetric(ms(median(known)), "login-known-ms")
 		b.ReportMetric(ms(median(unknown)), "login-unknown-ms")
 	}
+}
+
+// startBenchServer starts cmd, a svcreg server, and returns its URL once
+// it listens, its output, and what stops it.
+func startBenchServer(b *testing.B, cmd *exec.Cmd) (string, *output, func()) {
+	out := newOutput()
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	stop := func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(out.String(), "svcreg server listening") {
+		if time.Now().After(deadline) {
+			stop()
+			b.Fatalf("server did not start:\n%s", out)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return anyListenLog.FindStringSubmatch(out.String())[1], out, stop
 }
 
 func median(ds []time.Duration) time.Duration {

@@ -79,7 +79,7 @@ func (a *api) at(url string) *api {
 	return &c
 }
 
-func login(t *testing.T, url, user string) *api {
+func login(t testing.TB, url, user string) *api {
 	t.Helper()
 	body := fmt.Sprintf(`{"auth":{"RAX-KSKEY:apiKeyCredentials":{"username":%q,"apiKey":"dev"}}}`, user)
 	resp, err := http.Post(url+"/v2.0/tokens", "application/json", strings.NewReader(body))
