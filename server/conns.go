@@ -9,8 +9,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/svcreg/svcreg/internal/clientaddr"
 )
 
 // connTracker bounds the client connections the http.Server holds between
@@ -22,22 +20,20 @@ import (
 // longest-idle connection goes first. It sees connections through the
 // http.Server's ConnContext and ConnState hooks (see Server.Serve).
 //
-// A connection that is not idle is busy: its request is on its way, being
-// served, or its answer being written. A busy connection may wait on its
-// client: its request (headers, or body) has not all arrived, or its
-// answer is not being taken (a write to it blocks, or the answer is done
-// and not yet flushed). Past MaxConns, a new connection takes the place
-// (makeRoom) of one that has waited on its client for stalledAfter or
-// longer, of the client address (clientaddr.Key) with the most busy
-// connections, if it has several; else of the longest idle connection;
-// else of one of that address whose request is still arriving; else the
-// new connection is closed if its own address is that one; else it is let
-// in, over MaxConns, into the descriptors kept in reserve. So one address
-// that sends its requests slowly, does not read its answers, or opens
-// connections faster than they end, cannot take every descriptor: its own
-// connections go first, and a client that holds one connection waiting on
-// it (a slow download) is not cut while there is an idle one. Closes run
-// after the lock is let go (unlock).
+// A connection waits on its client while its request (headers, or body)
+// has not all arrived, and from the first write of its answer until it is
+// idle again; not while the server works on its request. Past MaxConns, a
+// new connection (makeRoom) takes the place of the longest-idle
+// connection; else of the connection that has waited on its client the
+// longest, if it has waited stalledAfter (its request still arriving, or
+// a write of its answer blocked, or its finished answer not flushed); else
+// of the one whose request has been arriving the longest; else it is let
+// in, over MaxConns, into the descriptors kept in reserve. So clients
+// that send their requests slowly or do not read their answers, however
+// many connections they open, cannot take every descriptor, and a new
+// connection is never turned away for the server's own work (behind a
+// proxy, every client is one address). Closes run after the lock is let
+// go (unlock).
 //
 // The connections the poller keeps after answering their long-polls (see
 // poller.keep) are idle connections of their tenant too, on the same
@@ -48,30 +44,25 @@ type connTracker struct {
 	s *Server
 
 	mu        sync.Mutex
-	installed bool                    // its hooks see the http.Server's connections
-	open      map[net.Conn]*connInfo  // held by the http.Server
-	idle      connList                // idle, longest idle first
-	byTenant  map[string]*connList    // idle, by tenant; "" for unauthenticated
-	back      map[net.Conn]string     // handed back by the poller, not yet seen again: their tenants
-	busy      map[string]*connList    // busy connections (not idle), by client address, oldest first
-	buckets   map[int]map[string]bool // client addresses by their number of busy connections
-	most      int                     // the most busy connections of one address
-	now       func() time.Time        // nil: time.Now
-	seq       uint64                  // of the connections added: their order
-	closes    []func()                // to run once the lock is let go (unlock)
+	installed bool                   // its hooks see the http.Server's connections
+	open      map[net.Conn]*connInfo // held by the http.Server
+	idle      connList               // idle, longest idle first
+	byTenant  map[string]*connList   // idle, by tenant; "" for unauthenticated
+	back      map[net.Conn]string    // handed back by the poller, not yet seen again: their tenants
+	waiting   connList               // waiting on their client, longest waiting first
+	now       func() time.Time       // nil: time.Now
+	closes    []func()               // to run once the lock is let go (unlock)
 }
 
 // stalledAfter is how long a connection may wait on its client (for its
 // request to arrive, or its answer to be taken) before a new connection
-// past MaxConns takes its place in preference to an idle one.
+// past MaxConns takes its place in preference to one whose request is
+// just arriving.
 const stalledAfter = time.Second
 
-// Victims are looked for among the oldest busy connections of a few of the
-// busiest addresses: a bounded search, under the tracker's lock.
-const (
-	victimAddrs = 8
-	victimConns = 64
-)
+// victimConns bounds the search for a connection to close: the longest
+// waiting ones, under the tracker's lock.
+const victimConns = 64
 
 // connInfo is the tracker's record of a connection.
 type connInfo struct {
@@ -84,12 +75,11 @@ type connInfo struct {
 	all    connLinks   // in connTracker.idle
 	own    connLinks   // in its tenant's list
 
-	addr    string    // the client's address, as clientaddr.Key has it
-	seq     uint64    // its order among the connections added
-	busy    bool      // not idle: on connTracker.busy[addr]
-	bl      connLinks // in connTracker.busy[addr]
-	reading bool      // its request has not all arrived
-	since   time.Time // reading since
+	reading   bool      // its request has not all arrived
+	answering bool      // its answer is being written
+	waits     bool      // reading or answering: on connTracker.waiting
+	since     time.Time // on connTracker.waiting since
+	wl        connLinks // in connTracker.waiting
 	// writing is when a write to the client began that has not returned,
 	// or the handler returned and its answer is not flushed yet (Unix
 	// ns); 0 if neither.
@@ -107,7 +97,7 @@ type connList struct {
 
 func allLinks(c *connInfo) *connLinks  { return &c.all }
 func ownLinks(c *connInfo) *connLinks  { return &c.own }
-func busyLinks(c *connInfo) *connLinks { return &c.bl }
+func waitLinks(c *connInfo) *connLinks { return &c.wl }
 
 func (l *connList) push(c *connInfo) {
 	lk := l.links(c)
@@ -144,8 +134,7 @@ func newConnTracker(s *Server) *connTracker {
 		idle:     connList{links: allLinks},
 		byTenant: map[string]*connList{},
 		back:     map[net.Conn]string{},
-		busy:     map[string]*connList{},
-		buckets:  map[int]map[string]bool{},
+		waiting:  connList{links: waitLinks},
 	}
 }
 
@@ -170,10 +159,8 @@ func (ct *connTracker) install(hs *http.Server) {
 }
 
 func (ct *connTracker) add(c net.Conn) *connInfo {
-	ci := &connInfo{conn: c, addr: clientaddr.Key(c.RemoteAddr().String())}
+	ci := &connInfo{conn: c}
 	ct.mu.Lock()
-	ct.seq++
-	ci.seq = ct.seq
 	if tenant, ok := ct.back[c]; ok {
 		delete(ct.back, c)
 		ci.tenant, ci.back = tenant, true
@@ -204,8 +191,8 @@ func (ct *connTracker) setState(c net.Conn, state http.ConnState) {
 			ct.setIdle(ci)
 			return
 		}
-		ct.setBusy(ci)
-		ci.reading, ci.since = true, ct.clock()
+		ci.reading = true
+		ct.sync(ci)
 		if len(ct.open)+parked > ct.s.cfg.MaxConns {
 			ct.makeRoom(ci)
 		}
@@ -214,15 +201,13 @@ func (ct *connTracker) setState(c net.Conn, state http.ConnState) {
 		// way (requestRead tells). A first request has been reading
 		// since StateNew.
 		ct.unidle(ci)
-		ct.setBusy(ci)
-		if !ci.reading {
-			ci.reading, ci.since = true, ct.clock()
-		}
+		ci.reading = true
+		ct.sync(ci)
 	case http.StateIdle:
-		ct.setNotBusy(ci)
+		ct.done(ci)
 		ct.setIdle(ci)
 	case http.StateHijacked, http.StateClosed:
-		ct.setNotBusy(ci)
+		ct.done(ci)
 		ct.unidle(ci)
 		delete(ct.open, c)
 		ct.s.metrics.connsOpen.Set(float64(len(ct.open)))
@@ -267,121 +252,80 @@ func closeNow(c net.Conn) {
 }
 
 // makeRoom closes a connection for the new connection nc past MaxConns,
-// or none to let nc in over MaxConns (see connTracker): of the busiest
-// addresses, the oldest connection that has waited on its client for
-// stalledAfter, if such an address has several busy connections; else the
-// longest idle; else the oldest whose request is still arriving; else nc
-// itself if its address is the busiest (with several); else none.
+// or none to let nc in over MaxConns (see connTracker).
 func (ct *connTracker) makeRoom(nc *connInfo) {
-	now := ct.clock()
-	if ct.most >= 2 {
-		stalled := func(ci *connInfo) bool {
-			w := ci.writing.Load()
-			return ci.reading && now.Sub(ci.since) >= stalledAfter || w != 0 && now.UnixNano()-w >= int64(stalledAfter)
-		}
-		if v := ct.victim(nc, stalled); v != nil {
-			ct.cut(v)
-			return
-		}
-	}
 	if ct.idle.head != nil {
 		ct.evict(ct.idle.head, "conns")
 		return
 	}
-	if v := ct.victim(nc, func(ci *connInfo) bool { return ci.reading }); v != nil {
+	now := ct.clock()
+	stalled := func(ci *connInfo) bool {
+		if ci.reading {
+			return now.Sub(ci.since) >= stalledAfter
+		}
+		w := ci.writing.Load()
+		return w != 0 && now.UnixNano()-w >= int64(stalledAfter)
+	}
+	if v := ct.longestWaiting(nc, stalled); v != nil {
 		ct.cut(v)
 		return
 	}
-	if ct.most >= 2 && ct.buckets[ct.most][nc.addr] {
-		ct.cut(nc)
+	if v := ct.longestWaiting(nc, func(ci *connInfo) bool { return ci.reading }); v != nil {
+		ct.cut(v)
 	}
 }
 
-// victim is the oldest connection but nc that is, of the oldest busy
-// connections (victimConns) of the busiest addresses (victimAddrs of
-// them): a search bounded however many connections and addresses there
-// are. nil if none is found.
-func (ct *connTracker) victim(nc *connInfo, is func(*connInfo) bool) *connInfo {
-	var v *connInfo
-	addrs := 0
-	for addr := range ct.buckets[ct.most] {
-		if addrs++; addrs > victimAddrs {
-			break
-		}
-		i := 0
-		for ci := ct.busy[addr].head; ci != nil && i < victimConns; ci, i = ci.bl.next, i+1 {
-			if ci != nc && is(ci) {
-				if v == nil || ci.seq < v.seq {
-					v = ci
-				}
-				break
-			}
+// longestWaiting is the connection but nc that has waited on its client
+// the longest of those that are, among the victimConns that have waited
+// the longest; nil if none is.
+func (ct *connTracker) longestWaiting(nc *connInfo, is func(*connInfo) bool) *connInfo {
+	i := 0
+	for ci := ct.waiting.head; ci != nil && i < victimConns; ci, i = ci.wl.next, i+1 {
+		if ci != nc && is(ci) {
+			return ci
 		}
 	}
-	return v
+	return nil
 }
 
-// cut takes a busy connection off the tracker's lists and closes it once
-// the lock is let go: it waits on its client, or is a new connection of
-// the busiest address past MaxConns.
+// cut takes a connection that waits on its client off the tracker's lists
+// and closes it once the lock is let go.
 func (ct *connTracker) cut(ci *connInfo) {
-	ct.setNotBusy(ci)
+	ct.done(ci)
 	ct.s.metrics.connsClosed.WithLabelValues("client").Inc()
 	ct.closes = append(ct.closes, func() { closeNow(ci.conn) })
 }
 
-// setBusy puts ci on its address's busy list.
-func (ct *connTracker) setBusy(ci *connInfo) {
-	if ci.busy {
-		return
+// sync puts ci on the waiting list, or takes it off, as its request or
+// its answer say.
+func (ct *connTracker) sync(ci *connInfo) {
+	switch w := ci.reading || ci.answering; {
+	case w && !ci.waits:
+		ci.waits, ci.since = true, ct.clock()
+		ct.waiting.push(ci)
+	case !w && ci.waits:
+		ci.waits = false
+		ct.waiting.remove(ci)
 	}
-	ci.busy = true
-	l := ct.busy[ci.addr]
-	if l == nil {
-		l = &connList{links: busyLinks}
-		ct.busy[ci.addr] = l
-	}
-	ct.moveAddr(ci.addr, l.n, l.n+1)
-	l.push(ci)
 }
 
-// setNotBusy takes ci off its address's busy list.
-func (ct *connTracker) setNotBusy(ci *connInfo) {
-	ci.reading = false
+// done ends what ci's request and answer were doing: it is idle, or gone.
+func (ct *connTracker) done(ci *connInfo) {
+	ci.reading, ci.answering = false, false
 	ci.writing.Store(0)
-	if !ci.busy {
-		return
-	}
-	ci.busy = false
-	l := ct.busy[ci.addr]
-	l.remove(ci)
-	ct.moveAddr(ci.addr, l.n+1, l.n)
-	if l.n == 0 {
-		delete(ct.busy, ci.addr)
-	}
+	ct.sync(ci)
 }
 
-// moveAddr moves addr from the bucket of addresses with from busy
-// connections to that of to.
-func (ct *connTracker) moveAddr(addr string, from, to int) {
-	if b := ct.buckets[from]; b != nil {
-		delete(b, addr)
-		if len(b) == 0 {
-			delete(ct.buckets, from)
-		}
+// startAnswer records that the answer on ci's connection is being
+// written, from its first write (or the handler's return) until the
+// connection is idle: the client must take it.
+func (ct *connTracker) startAnswer(ci *connInfo) {
+	ct.mu.Lock()
+	if !ci.answering && !ci.reading && ct.open[ci.conn] == ci {
+		ci.answering = true
+		ct.sync(ci)
 	}
-	if to > 0 {
-		b := ct.buckets[to]
-		if b == nil {
-			b = map[string]bool{}
-			ct.buckets[to] = b
-		}
-		b[addr] = true
-	}
-	ct.most = max(ct.most, to)
-	for ct.most > 0 && ct.buckets[ct.most] == nil {
-		ct.most--
-	}
+	ct.mu.Unlock()
 }
 
 // requestRead records that the request r has arrived: at once for a
@@ -396,6 +340,7 @@ func (ct *connTracker) requestRead(r *http.Request) *connInfo {
 	if r.Body == nil || r.Body == http.NoBody {
 		ct.mu.Lock()
 		ci.reading = false
+		ct.sync(ci)
 		ct.mu.Unlock()
 		return ci
 	}
@@ -418,6 +363,7 @@ func (b *bodyWatch) Read(p []byte) (int, error) {
 		b.done = true
 		b.ct.mu.Lock()
 		b.ci.reading = false
+		b.ct.sync(b.ci)
 		b.ct.mu.Unlock()
 	}
 	return n, err

@@ -75,6 +75,16 @@ func (b *trackerBed) request(c *fakeConn, body string, read bool) {
 	}
 }
 
+// answer has c's handler write its answer; blocked says the write does
+// not return (the client does not read).
+func (b *trackerBed) answer(c *fakeConn, blocked bool) {
+	ci := b.ct.open[c]
+	b.ct.startAnswer(ci)
+	if blocked {
+		ci.writing.Store(b.now.UnixNano())
+	}
+}
+
 func (b *trackerBed) closed(want map[*fakeConn]bool, names map[*fakeConn]string) {
 	b.t.Helper()
 	for c, name := range names {
@@ -87,127 +97,116 @@ func (b *trackerBed) closed(want map[*fakeConn]bool, names map[*fakeConn]string)
 // Which connection a new one past MaxConns takes the place of. Closes
 // happen once the tracker lets its lock go, before setState returns.
 func TestConnTrackerMakesRoom(t *testing.T) {
-	t.Run("waited a second on its client, of an address with several, before an idle one", func(t *testing.T) {
+	t.Run("the longest idle first", func(t *testing.T) {
 		b := newTrackerBed(t)
-		slow1, slow2, idle := b.open("10.0.0.1"), b.open("10.0.0.1"), b.open("10.0.0.2")
+		slow, idle, busy := b.open("10.0.0.1"), b.open("10.0.0.2"), b.open("10.0.0.3")
 		b.request(idle, "", false)
 		b.ct.setState(idle, http.StateIdle)
-		b.now = b.now.Add(stalledAfter)
-		nc := b.open("10.0.0.3")
-		b.closed(map[*fakeConn]bool{slow1: true}, map[*fakeConn]string{slow1: "slow 1", slow2: "slow 2", idle: "idle", nc: "new"})
-	})
-	t.Run("one slow download is not cut while there is an idle connection", func(t *testing.T) {
-		b := newTrackerBed(t)
-		download, idle, busy := b.open("10.0.0.1"), b.open("10.0.0.2"), b.open("10.0.0.3")
-		b.request(download, "", false)
-		b.ct.open[download].writing.Store(b.now.UnixNano()) // a write blocks
-		b.request(idle, "", false)
-		b.ct.setState(idle, http.StateIdle)
-		b.request(busy, "", false)
+		b.request(busy, "{}", true)
 		b.now = b.now.Add(time.Minute)
 		nc := b.open("10.0.0.4")
-		b.closed(map[*fakeConn]bool{idle: true}, map[*fakeConn]string{download: "download", idle: "idle", busy: "busy", nc: "new"})
+		b.closed(map[*fakeConn]bool{idle: true}, map[*fakeConn]string{slow: "slow", idle: "idle", busy: "busy", nc: "new"})
 	})
-	t.Run("an idle connection before young requests on their way; then the oldest of them", func(t *testing.T) {
+	t.Run("then the one that waited on its client the longest, a second or more", func(t *testing.T) {
 		b := newTrackerBed(t)
-		young1, young2, idle := b.open("10.0.0.1"), b.open("10.0.0.1"), b.open("10.0.0.2")
-		b.request(idle, "", false)
-		b.ct.setState(idle, http.StateIdle)
-		b.now = b.now.Add(stalledAfter / 2)
-		nc := b.open("10.0.0.3")
-		names := map[*fakeConn]string{young1: "young 1", young2: "young 2", idle: "idle", nc: "new"}
-		b.closed(map[*fakeConn]bool{idle: true}, names)
-		nc2 := b.open("10.0.0.4")
-		names[nc2] = "new 2"
-		b.closed(map[*fakeConn]bool{idle: true, young1: true}, names)
+		slow1 := b.open("10.0.0.1")
+		b.now = b.now.Add(time.Millisecond)
+		slow2, busy := b.open("10.0.0.2"), b.open("10.0.0.3")
+		b.request(busy, "{}", true)
+		b.now = b.now.Add(stalledAfter)
+		nc := b.open("10.0.0.4")
+		b.closed(map[*fakeConn]bool{slow1: true}, map[*fakeConn]string{slow1: "slow 1", slow2: "slow 2", busy: "busy", nc: "new"})
 	})
-	t.Run("a new connection of another address is let in past MaxConns, not for the server's own work", func(t *testing.T) {
+	t.Run("an answer not taken for a second before a request just arriving", func(t *testing.T) {
+		b := newTrackerBed(t)
+		unread, served := b.open("10.0.0.1"), b.open("10.0.0.2")
+		b.request(unread, "", false)
+		b.answer(unread, true) // a write blocks
+		b.request(served, "", false)
+		b.now = b.now.Add(stalledAfter - time.Millisecond)
+		young := b.open("10.0.0.3")
+		b.now = b.now.Add(time.Millisecond)
+		nc := b.open("10.0.0.4")
+		b.closed(map[*fakeConn]bool{unread: true}, map[*fakeConn]string{unread: "unread", served: "served", young: "young", nc: "new"})
+	})
+	t.Run("an answer written without blocking is not waited on", func(t *testing.T) {
+		b := newTrackerBed(t)
+		streaming, served := b.open("10.0.0.1"), b.open("10.0.0.2")
+		b.request(streaming, "", false)
+		b.answer(streaming, false)
+		b.request(served, "", false)
+		b.now = b.now.Add(time.Minute)
+		young := b.open("10.0.0.3")
+		nc := b.open("10.0.0.4")
+		b.closed(map[*fakeConn]bool{young: true}, map[*fakeConn]string{streaming: "streaming", served: "served", young: "young", nc: "new"})
+	})
+	t.Run("with none stalled, the request arriving the longest, not the new one", func(t *testing.T) {
+		b := newTrackerBed(t)
+		young1 := b.open("10.0.0.1")
+		b.now = b.now.Add(time.Millisecond)
+		young2, busy := b.open("10.0.0.1"), b.open("10.0.0.2")
+		b.request(busy, "", false)
+		nc := b.open("10.0.0.1")
+		b.closed(map[*fakeConn]bool{young1: true}, map[*fakeConn]string{young1: "young 1", young2: "young 2", busy: "busy", nc: "new"})
+	})
+	t.Run("never for the server's own work, nor the new one itself: it is let in", func(t *testing.T) {
 		b := newTrackerBed(t)
 		var served []*fakeConn
-		for _, ip := range []string{"10.0.0.1", "10.0.0.1", "10.0.0.2"} {
-			c := b.open(ip)
+		for range 3 {
+			c := b.open("10.0.0.1")  // as behind a proxy: one address
 			b.request(c, "{}", true) // arrived, being served
 			served = append(served, c)
 		}
 		b.now = b.now.Add(time.Hour)
-		nc := b.open("10.0.0.3")
+		nc := b.open("10.0.0.1")
 		for i, c := range append(served, nc) {
 			if c.closed {
 				t.Errorf("connection %d closed", i)
 			}
 		}
 	})
-	t.Run("a new connection of the busiest address is turned away", func(t *testing.T) {
+	t.Run("a body not read to its end is still arriving", func(t *testing.T) {
 		b := newTrackerBed(t)
-		var served []*fakeConn
-		for range 3 {
-			c := b.open("10.0.0.1")
-			b.request(c, "{}", true)
-			served = append(served, c)
-		}
-		nc := b.open("10.0.0.1")
-		if !nc.closed {
-			t.Error("the busiest address's new connection past MaxConns was let in")
-		}
-		for i, c := range served {
-			if c.closed {
-				t.Errorf("connection %d, being served, closed", i)
-			}
-		}
-	})
-	t.Run("a body not read to its end is still on its way", func(t *testing.T) {
-		b := newTrackerBed(t)
-		whole, half1, half2 := b.open("10.0.0.1"), b.open("10.0.0.1"), b.open("10.0.0.1")
+		whole, half, other := b.open("10.0.0.1"), b.open("10.0.0.1"), b.open("10.0.0.2")
 		b.request(whole, `{"x":1}`, true)
-		b.request(half1, `{"x":1}`, false)
-		b.request(half2, `{"x":1}`, false)
+		b.request(half, `{"x":1}`, false)
+		b.request(other, "", false)
 		b.now = b.now.Add(stalledAfter)
 		b.open("10.0.0.3")
-		b.closed(map[*fakeConn]bool{half1: true}, map[*fakeConn]string{whole: "whole", half1: "half 1", half2: "half 2"})
-	})
-	t.Run("an answer not taken for a second", func(t *testing.T) {
-		b := newTrackerBed(t)
-		served, unread, idle := b.open("10.0.0.1"), b.open("10.0.0.1"), b.open("10.0.0.2")
-		b.request(served, "", false)
-		b.request(unread, "", false)
-		b.ct.open[unread].writing.Store(b.now.UnixNano()) // a write blocks
-		b.request(idle, "", false)
-		b.ct.setState(idle, http.StateIdle)
-		b.now = b.now.Add(stalledAfter)
-		b.open("10.0.0.3")
-		b.closed(map[*fakeConn]bool{unread: true}, map[*fakeConn]string{served: "served", unread: "unread", idle: "idle"})
-	})
-	t.Run("the address with the most goes first; of equally busy ones, the oldest connection", func(t *testing.T) {
-		b := newTrackerBed(t)
-		b.ct.s.cfg.MaxConns = 5
-		lone := b.open("10.0.0.1") // the oldest, alone at its address
-		a1, a2, c1, c2 := b.open("10.0.0.2"), b.open("10.0.0.2"), b.open("10.0.0.3"), b.open("10.0.0.3")
-		b.now = b.now.Add(stalledAfter)
-		names := map[*fakeConn]string{lone: "lone", a1: "a1", a2: "a2", c1: "c1", c2: "c2"}
-		b.open("10.0.0.4")
-		b.closed(map[*fakeConn]bool{a1: true}, names)
-		b.open("10.0.0.4")
-		b.closed(map[*fakeConn]bool{a1: true, c1: true}, names)
+		b.closed(map[*fakeConn]bool{half: true}, map[*fakeConn]string{whole: "whole", half: "half", other: "other"})
 	})
 }
 
-// The busiest address is found without looking at every address, and
-// the tracker's counts stay right as connections come and go.
-func TestConnTrackerBuckets(t *testing.T) {
+// The waiting list follows each connection's request and answer, and is
+// empty once every connection is idle or gone.
+func TestConnTrackerWaitingList(t *testing.T) {
 	b := newTrackerBed(t)
 	b.ct.s.cfg.MaxConns = 1 << 20
 	var conns []*fakeConn
-	for i := range 50 {
-		conns = append(conns, b.open("10.0.1."+strings.Repeat("1", 1+i%3)))
+	for range 10 {
+		conns = append(conns, b.open("10.0.1.1"))
 	}
-	if b.ct.most != 17 {
-		t.Fatalf("most = %d, want 17 (addresses with 17, 17 and 16)", b.ct.most)
+	if n := b.ct.waiting.n; n != 10 {
+		t.Fatalf("%d waiting after 10 accepts, want 10", n)
 	}
-	for _, c := range conns {
-		b.ct.setState(c, http.StateClosed)
+	for i, c := range conns {
+		b.request(c, "", false) // arrived: the server's work
+		if i%2 == 0 {
+			b.answer(c, true)
+		}
 	}
-	if b.ct.most != 0 || len(b.ct.buckets) != 0 || len(b.ct.busy) != 0 {
-		t.Fatalf("after every connection closed: most %d, buckets %v, busy %d", b.ct.most, b.ct.buckets, len(b.ct.busy))
+	if n := b.ct.waiting.n; n != 5 {
+		t.Fatalf("%d waiting with 5 answers being written, want 5", n)
+	}
+	for i, c := range conns {
+		if i%3 == 0 {
+			b.ct.setState(c, http.StateIdle)
+		} else {
+			b.ct.setState(c, http.StateClosed)
+		}
+	}
+	if n := b.ct.waiting.n; n != 0 || b.ct.waiting.head != nil {
+		t.Fatalf("%d waiting (head %v) with every connection idle or closed", n, b.ct.waiting.head)
 	}
 }
 

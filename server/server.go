@@ -186,7 +186,7 @@ func (s *Server) nextTxnID() string {
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK, ci: s.conns.requestRead(r)}
+	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK, ct: s.conns, ci: s.conns.requestRead(r)}
 	name := "other"
 	path := rawPath(r)
 	switch {
@@ -216,6 +216,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if sw.ci != nil {
 		// Until the answer is flushed (the connection idle again), the
 		// client must take it.
+		sw.answer()
 		sw.ci.writing.Store(time.Now().UnixNano())
 	}
 	s.metrics.requests.WithLabelValues(name, strconv.Itoa(sw.status)).Inc()
@@ -408,7 +409,17 @@ type statusWriter struct {
 	http.ResponseWriter
 	status   int
 	hijacked bool
+	ct       *connTracker
 	ci       *connInfo // the connection's record, nil if it has none
+	answered bool      // ct knows the answer is being written
+}
+
+// answer tells the tracker, once, that the answer is being written.
+func (w *statusWriter) answer() {
+	if !w.answered {
+		w.answered = true
+		w.ct.startAnswer(w.ci)
+	}
 }
 
 // Write notes on the connection's record that it waits on the client
@@ -417,6 +428,7 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	if w.ci == nil {
 		return w.ResponseWriter.Write(b)
 	}
+	w.answer()
 	w.ci.writing.Store(time.Now().UnixNano())
 	n, err := w.ResponseWriter.Write(b)
 	w.ci.writing.Store(0)
