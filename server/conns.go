@@ -23,17 +23,18 @@ import (
 // A connection waits on its client while its request (headers, or body)
 // has not all arrived, and from the first write of its answer until it is
 // idle again; not while the server works on its request. Past MaxConns, a
-// new connection (makeRoom) takes the place of the longest-idle
-// connection; else of the connection that has waited on its client the
-// longest, if it has waited stalledAfter (its request still arriving, or
-// a write of its answer blocked, or its finished answer not flushed); else
-// of the one whose request has been arriving the longest; else it is let
-// in, over MaxConns, into the descriptors kept in reserve. So clients
+// new connection (makeRoom) takes the place of the connection that has
+// waited on its client the longest, if it has been stalled for
+// clearlyStalledAfter (its request still arriving, a write of its answer
+// blocked, or its finished answer not flushed); else of the longest-idle
+// connection; else of the longest waiting, if stalled for stalledAfter;
+// else of the one whose request has been arriving the longest; else it is
+// let in, over MaxConns, into the descriptors kept in reserve. So clients
 // that send their requests slowly or do not read their answers, however
-// many connections they open, cannot take every descriptor, and a new
-// connection is never turned away for the server's own work (behind a
-// proxy, every client is one address). Closes run after the lock is let
-// go (unlock).
+// many connections they open, cannot take every descriptor, nor close the
+// idle connections of clients that work for long, and a new connection is
+// never turned away for the server's own work (behind a proxy, every
+// client is one address). Closes run after the lock is let go (unlock).
 //
 // The connections the poller keeps after answering their long-polls (see
 // poller.keep) are idle connections of their tenant too, on the same
@@ -57,8 +58,13 @@ type connTracker struct {
 // stalledAfter is how long a connection may wait on its client (for its
 // request to arrive, or its answer to be taken) before a new connection
 // past MaxConns takes its place in preference to one whose request is
-// just arriving.
-const stalledAfter = time.Second
+// just arriving; clearlyStalledAfter, before an idle one (a keep-alive
+// connection of a client that works), yet after a slow link's download
+// has had its time.
+const (
+	stalledAfter        = time.Second
+	clearlyStalledAfter = 5 * time.Second
+)
 
 // victimConns bounds the search for a connection to close: the longest
 // waiting ones, under the tracker's lock.
@@ -78,6 +84,7 @@ type connInfo struct {
 	reading   bool      // its request has not all arrived
 	answering bool      // its answer is being written
 	waits     bool      // reading or answering: on connTracker.waiting
+	cut       bool      // closed for a new connection: on no list again
 	since     time.Time // on connTracker.waiting since
 	wl        connLinks // in connTracker.waiting
 	// writing is when a write to the client began that has not returned,
@@ -254,19 +261,25 @@ func closeNow(c net.Conn) {
 // makeRoom closes a connection for the new connection nc past MaxConns,
 // or none to let nc in over MaxConns (see connTracker).
 func (ct *connTracker) makeRoom(nc *connInfo) {
+	now := ct.clock()
+	stalled := func(after time.Duration) func(*connInfo) bool {
+		return func(ci *connInfo) bool {
+			if ci.reading {
+				return now.Sub(ci.since) >= after
+			}
+			w := ci.writing.Load()
+			return w != 0 && now.UnixNano()-w >= int64(after)
+		}
+	}
+	if v := ct.longestWaiting(nc, stalled(clearlyStalledAfter)); v != nil {
+		ct.cut(v)
+		return
+	}
 	if ct.idle.head != nil {
 		ct.evict(ct.idle.head, "conns")
 		return
 	}
-	now := ct.clock()
-	stalled := func(ci *connInfo) bool {
-		if ci.reading {
-			return now.Sub(ci.since) >= stalledAfter
-		}
-		w := ci.writing.Load()
-		return w != 0 && now.UnixNano()-w >= int64(stalledAfter)
-	}
-	if v := ct.longestWaiting(nc, stalled); v != nil {
+	if v := ct.longestWaiting(nc, stalled(stalledAfter)); v != nil {
 		ct.cut(v)
 		return
 	}
@@ -291,6 +304,7 @@ func (ct *connTracker) longestWaiting(nc *connInfo, is func(*connInfo) bool) *co
 // cut takes a connection that waits on its client off the tracker's lists
 // and closes it once the lock is let go.
 func (ct *connTracker) cut(ci *connInfo) {
+	ci.cut = true
 	ct.done(ci)
 	ct.s.metrics.connsClosed.WithLabelValues("client").Inc()
 	ct.closes = append(ct.closes, func() { closeNow(ci.conn) })
@@ -299,7 +313,7 @@ func (ct *connTracker) cut(ci *connInfo) {
 // sync puts ci on the waiting list, or takes it off, as its request or
 // its answer say.
 func (ct *connTracker) sync(ci *connInfo) {
-	switch w := ci.reading || ci.answering; {
+	switch w := (ci.reading || ci.answering) && !ci.cut; {
 	case w && !ci.waits:
 		ci.waits, ci.since = true, ct.clock()
 		ct.waiting.push(ci)
@@ -321,7 +335,7 @@ func (ct *connTracker) done(ci *connInfo) {
 // connection is idle: the client must take it.
 func (ct *connTracker) startAnswer(ci *connInfo) {
 	ct.mu.Lock()
-	if !ci.answering && !ci.reading && ct.open[ci.conn] == ci {
+	if !ci.answering && ct.open[ci.conn] == ci {
 		ci.answering = true
 		ct.sync(ci)
 	}

@@ -97,15 +97,29 @@ func (b *trackerBed) closed(want map[*fakeConn]bool, names map[*fakeConn]string)
 // Which connection a new one past MaxConns takes the place of. Closes
 // happen once the tracker lets its lock go, before setState returns.
 func TestConnTrackerMakesRoom(t *testing.T) {
-	t.Run("the longest idle first", func(t *testing.T) {
+	t.Run("the longest idle before one stalled a few seconds", func(t *testing.T) {
 		b := newTrackerBed(t)
 		slow, idle, busy := b.open("10.0.0.1"), b.open("10.0.0.2"), b.open("10.0.0.3")
 		b.request(idle, "", false)
 		b.ct.setState(idle, http.StateIdle)
 		b.request(busy, "{}", true)
-		b.now = b.now.Add(time.Minute)
+		b.now = b.now.Add(clearlyStalledAfter - time.Millisecond)
 		nc := b.open("10.0.0.4")
 		b.closed(map[*fakeConn]bool{idle: true}, map[*fakeConn]string{slow: "slow", idle: "idle", busy: "busy", nc: "new"})
+	})
+	t.Run("one clearly stalled before the longest idle", func(t *testing.T) {
+		b := newTrackerBed(t)
+		slow, unread, idle := b.open("10.0.0.1"), b.open("10.0.0.2"), b.open("10.0.0.3")
+		b.request(unread, "", false)
+		b.answer(unread, true)
+		b.request(idle, "", false)
+		b.ct.setState(idle, http.StateIdle)
+		b.now = b.now.Add(clearlyStalledAfter)
+		names := map[*fakeConn]string{slow: "slow", unread: "unread", idle: "idle"}
+		b.open("10.0.0.4")
+		b.closed(map[*fakeConn]bool{slow: true}, names)
+		b.open("10.0.0.4")
+		b.closed(map[*fakeConn]bool{slow: true, unread: true}, names)
 	})
 	t.Run("then the one that waited on its client the longest, a second or more", func(t *testing.T) {
 		b := newTrackerBed(t)
@@ -245,4 +259,51 @@ func TestConnTrackerClosesOutsideItsLock(t *testing.T) {
 	if !stuck.closed {
 		t.Error("the idle connection was not closed")
 	}
+}
+
+// A connection closed for a new one stays off the waiting list, even if
+// its handler writes after; one hijacked (a parked long-poll) too; and an
+// answer written before the request's body was read to its end keeps its
+// connection on the list once the body is in.
+func TestConnTrackerWaitingEdges(t *testing.T) {
+	t.Run("cut", func(t *testing.T) {
+		b := newTrackerBed(t)
+		slow := b.open("10.0.0.1")
+		b.open("10.0.0.2")
+		b.open("10.0.0.3")
+		b.now = b.now.Add(clearlyStalledAfter)
+		b.open("10.0.0.4")
+		if !slow.closed {
+			t.Fatal("the stalled connection was not cut")
+		}
+		b.ct.startAnswer(b.ct.open[slow]) // its handler writes after all
+		if ci := b.ct.open[slow]; ci.waits {
+			t.Error("a connection cut is back on the waiting list")
+		}
+	})
+	t.Run("hijacked", func(t *testing.T) {
+		b := newTrackerBed(t)
+		c := b.open("10.0.0.1")
+		b.request(c, "", false)
+		ci := b.ct.open[c]
+		b.ct.setState(c, http.StateHijacked)
+		b.ct.startAnswer(ci)
+		if b.ct.waiting.n != 0 {
+			t.Errorf("%d waiting after the only connection was hijacked", b.ct.waiting.n)
+		}
+	})
+	t.Run("answer before the body's end", func(t *testing.T) {
+		b := newTrackerBed(t)
+		c := b.open("10.0.0.1")
+		b.request(c, `{"x":1}`, false)
+		ci := b.ct.open[c]
+		b.ct.startAnswer(ci) // writes before reading its body
+		b.ct.mu.Lock()
+		ci.reading = false // the body's end
+		b.ct.sync(ci)
+		b.ct.mu.Unlock()
+		if !ci.waits {
+			t.Error("an answer under way, written before the body's end, is off the waiting list")
+		}
+	})
 }
