@@ -16,7 +16,7 @@ import (
 // keep-alive connections are capped globally and per tenant (the tenant of
 // the connection's last authenticated request), an idle connection that
 // never authenticated is closed after a short timeout, and a new connection
-// past MaxConns closes the longest-idle one to make room. Over the cap, the
+// past MaxConns closes another to make room (below). Over an idle cap, the
 // longest-idle connection goes first. It sees connections through the
 // http.Server's ConnContext and ConnState hooks (see Server.Serve).
 //
@@ -84,7 +84,7 @@ type connInfo struct {
 	reading   bool      // its request has not all arrived
 	answering bool      // its answer is being written
 	waits     bool      // reading or answering: on connTracker.waiting
-	cut       bool      // closed for a new connection: on no list again
+	cut       bool      // closed for a new connection: off the waiting list for good
 	since     time.Time // on connTracker.waiting since
 	wl        connLinks // in connTracker.waiting
 	// writing is when a write to the client began that has not returned,

@@ -307,3 +307,45 @@ func TestConnTrackerWaitingEdges(t *testing.T) {
 		}
 	})
 }
+
+// chunkRecorder is a ResponseWriter that records the size of each write
+// and the connection's writing time then.
+type chunkRecorder struct {
+	http.ResponseWriter
+	ci     *connInfo
+	sizes  []int
+	stamps []int64
+}
+
+func (r *chunkRecorder) Write(b []byte) (int, error) {
+	r.sizes = append(r.sizes, len(b))
+	r.stamps = append(r.stamps, r.ci.writing.Load())
+	return len(b), nil
+}
+
+// A large answer goes out in pieces, each timed from its own start: a
+// client that takes it steadily, however slowly, is not one that does not
+// read it.
+func TestLargeAnswerTimedByPiece(t *testing.T) {
+	b := newTrackerBed(t)
+	c := b.open("10.0.0.1")
+	b.request(c, "", false)
+	ci := b.ct.open[c]
+	rec := &chunkRecorder{ResponseWriter: httptest.NewRecorder(), ci: ci}
+	sw := &statusWriter{ResponseWriter: rec, ct: b.ct, ci: ci}
+	n, err := sw.Write(make([]byte, 200<<10))
+	if err != nil || n != 200<<10 {
+		t.Fatalf("Write: %d, %v", n, err)
+	}
+	if len(rec.sizes) != 4 || rec.sizes[0] != writeChunk || rec.sizes[3] != 200<<10-3*writeChunk {
+		t.Errorf("a 200 kB answer written as %v; want pieces of %d", rec.sizes, writeChunk)
+	}
+	for i, ts := range rec.stamps {
+		if ts == 0 {
+			t.Errorf("piece %d written with no writing time", i)
+		}
+	}
+	if ci.writing.Load() != 0 || !ci.waits {
+		t.Errorf("after the write: writing %d, waiting %v; want 0, and the answer still waited on", ci.writing.Load(), ci.waits)
+	}
+}

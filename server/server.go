@@ -45,8 +45,11 @@ type Config struct {
 	// descriptor limit (RLIMIT_NOFILE) by ConnLimits.
 
 	// MaxConns is how many client connections (waiting long-polls
-	// included) the server holds before a new one closes the longest-idle
-	// keep-alive connection to make room.
+	// included) the server holds before a new one closes another to make
+	// room: one that has waited on its client for 5 s (a slow request, an
+	// answer not taken), else the longest-idle keep-alive connection,
+	// else one that has waited on its client for a second, else one whose
+	// request is still arriving; if none, the new one is let in over it.
 	MaxConns int
 	// MaxWaiters caps the long-polls waiting in all tenants, and
 	// MaxWaitersPerTenant those of one tenant; past either, GET /events
@@ -422,6 +425,12 @@ func (w *statusWriter) answer() {
 	}
 }
 
+// writeChunk is how much of an answer Write sends at a time: a write
+// that blocks is timed from its chunk's start, so that a large answer
+// taken steadily by a slow client is not taken for one its client does
+// not read.
+const writeChunk = 64 << 10
+
 // Write notes on the connection's record that it waits on the client
 // while a write blocks (connTracker).
 func (w *statusWriter) Write(b []byte) (int, error) {
@@ -429,10 +438,19 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 		return w.ResponseWriter.Write(b)
 	}
 	w.answer()
-	w.ci.writing.Store(time.Now().UnixNano())
-	n, err := w.ResponseWriter.Write(b)
-	w.ci.writing.Store(0)
-	return n, err
+	defer w.ci.writing.Store(0)
+	written := 0
+	for len(b) > 0 {
+		chunk := b[:min(len(b), writeChunk)]
+		w.ci.writing.Store(time.Now().UnixNano())
+		n, err := w.ResponseWriter.Write(chunk)
+		written += n
+		if err != nil {
+			return written, err
+		}
+		b = b[len(chunk):]
+	}
+	return written, nil
 }
 
 func (w *statusWriter) WriteHeader(code int) {
