@@ -117,30 +117,33 @@ func (s *Server) faultFor(txnID string, err error) *fault {
 	return &fault{Status: http.StatusInternalServerError, Type: faultInternal}
 }
 
-// failLogLimit bounds the log lines of failed requests to failLogRate a
-// second after a burst of failLogBurst: a store that fails every request
-// (a full disk, etcd out of reach) would otherwise log each, at the rate
-// clients send them. The lines left out are counted, and the next line
-// logged says how many (not_logged); every one still gets its fault, with
-// its transaction id.
-type failLogLimit struct {
+// logLimit bounds the log lines of something that can happen at the rate
+// clients make it happen: a store that fails every request (a full disk,
+// etcd out of reach), accepts that fail for want of descriptors. The lines
+// left out are counted, and the next line logged says how many
+// (not_logged); every failed request still gets its fault, with its
+// transaction id.
+type logLimit struct {
 	lim     *rate.Limiter
 	now     func() time.Time
 	skipped atomic.Int64
 }
 
+// The failed requests' lines: failLogRate a second after a burst of
+// failLogBurst.
 const failLogRate, failLogBurst = 10, 20
 
-func newFailLogLimit(clock func() time.Time) failLogLimit {
+func newLogLimit(perSecond rate.Limit, burst int, clock func() time.Time) *logLimit {
 	if clock == nil {
 		clock = time.Now
 	}
-	return failLogLimit{lim: rate.NewLimiter(failLogRate, failLogBurst), now: clock}
+	return &logLimit{lim: rate.NewLimiter(perSecond, burst), now: clock}
 }
 
-// allow reports whether a failure is logged, and the attribute to add to
-// its line: how many were not logged since the last line (empty if none).
-func (l *failLogLimit) allow() (slog.Attr, bool) {
+// allow reports whether an occurrence is logged, and the attribute to add
+// to its line: how many were not logged since the last line (empty if
+// none).
+func (l *logLimit) allow() (slog.Attr, bool) {
 	if !l.lim.AllowN(l.now(), 1) {
 		l.skipped.Add(1)
 		return slog.Attr{}, false
@@ -149,6 +152,16 @@ func (l *failLogLimit) allow() (slog.Attr, bool) {
 		return slog.Int64("not_logged", n), true
 	}
 	return slog.Attr{}, true
+}
+
+// untold reports whether occurrences left out may be told now (a line of
+// their count alone), once they have stopped: else they would be told only
+// with the next one, if any.
+func (l *logLimit) untold() (slog.Attr, bool) {
+	if l.skipped.Load() == 0 || !l.lim.AllowN(l.now(), 1) {
+		return slog.Attr{}, false
+	}
+	return slog.Int64("not_logged", l.skipped.Swap(0)), true
 }
 
 // faultJSON is f's body. For any 5xx, message and details are masked as

@@ -45,7 +45,7 @@ func (s *Server) Serve(hs *http.Server, ln net.Listener) error {
 //
 //	httpServer.Serve(api.Listener(ln))
 func (s *Server) Listener(inner net.Listener) net.Listener {
-	l := &listener{Listener: inner, log: s.log, accepted: make(chan net.Conn), handedBack: make(chan struct{}, 1), done: make(chan struct{})}
+	l := &listener{Listener: inner, log: s.log, logLimit: newLogLimit(1, 1, s.cfg.Clock), accepted: make(chan net.Conn), handedBack: make(chan struct{}, 1), done: make(chan struct{})}
 	go l.acceptLoop()
 	s.poller.setListener(l)
 	return l
@@ -63,7 +63,7 @@ type listener struct {
 	done      chan struct{}
 	closeOnce sync.Once
 
-	now func() time.Time // the clock of the accept failures' log; nil: time.Now
+	logLimit *logLimit // of the accept failures' log lines
 }
 
 // Accept errors are retried after a backoff that doubles from
@@ -73,16 +73,11 @@ type listener struct {
 const (
 	minAcceptBackoff = 5 * time.Millisecond
 	maxAcceptBackoff = time.Second
-	acceptLogEvery   = time.Second
 )
 
 // acceptLoop accepts until the listener is closed.
 func (l *listener) acceptLoop() {
-	var (
-		backoff   time.Duration
-		logged    time.Time // the last failure logged
-		notLogged int       // failures since, not logged
-	)
+	var backoff time.Duration
 	for {
 		c, err := l.Listener.Accept()
 		if err != nil {
@@ -91,14 +86,11 @@ func (l *listener) acceptLoop() {
 				return
 			}
 			backoff = min(max(2*backoff, minAcceptBackoff), maxAcceptBackoff)
-			// A line a second at most: out of descriptors, every accept
-			// between two clients leaving fails, and the backoff starts
-			// again at each success.
-			if now := l.clock(); now.Sub(logged) >= acceptLogEvery {
-				l.log.Warn("accept failed; retrying", "err", err, "retry_in", backoff, "not_logged", notLogged)
-				logged, notLogged = now, 0
-			} else {
-				notLogged++
+			// A line a second at most (logLimit): out of descriptors,
+			// every accept between two clients leaving fails, and the
+			// backoff starts again at each success.
+			if more, ok := l.logLimit.allow(); ok {
+				l.log.Warn("accept failed; retrying", "err", err, "retry_in", backoff, more)
 			}
 			t := time.NewTimer(backoff)
 			select {
@@ -110,13 +102,8 @@ func (l *listener) acceptLoop() {
 			continue
 		}
 		backoff = 0
-		if notLogged > 0 {
-			// The failures since the last line, once a second has passed
-			// (or they would not be told when the flood ends).
-			if now := l.clock(); now.Sub(logged) >= acceptLogEvery {
-				l.log.Warn("accept failures not logged", "not_logged", notLogged)
-				logged, notLogged = now, 0
-			}
+		if untold, ok := l.logLimit.untold(); ok {
+			l.log.Warn("accept failures not logged", untold)
 		}
 		select {
 		case l.accepted <- c:
@@ -125,13 +112,6 @@ func (l *listener) acceptLoop() {
 			return
 		}
 	}
-}
-
-func (l *listener) clock() time.Time {
-	if l.now != nil {
-		return l.now()
-	}
-	return time.Now()
 }
 
 // Accept returns the next new or handed-back connection.

@@ -2,6 +2,7 @@ package server
 
 import (
 	"errors"
+	"log/slog"
 	"net"
 	"sync"
 	"syscall"
@@ -45,9 +46,9 @@ type countingLog struct {
 func (c *countingLog) Warn(_ string, args ...any) {
 	c.mu.Lock()
 	c.lines++
-	for i := 0; i+1 < len(args); i += 2 {
-		if args[i] == "not_logged" {
-			c.notLogged += args[i+1].(int)
+	for _, a := range args {
+		if attr, ok := a.(slog.Attr); ok && attr.Key == "not_logged" {
+			c.notLogged += int(attr.Value.Int64())
 		}
 	}
 	c.mu.Unlock()
@@ -69,7 +70,7 @@ func TestAcceptFailuresLogBounded(t *testing.T) {
 	var mu sync.Mutex
 	stand := time.Now()
 	l := &listener{Listener: f, log: log, accepted: make(chan net.Conn), handedBack: make(chan struct{}, 1), done: make(chan struct{}),
-		now: func() time.Time { mu.Lock(); defer mu.Unlock(); return stand }}
+		logLimit: newLogLimit(1, 1, func() time.Time { mu.Lock(); defer mu.Unlock(); return stand })}
 	go l.acceptLoop()
 	for i := range accepts {
 		if i == accepts-1 {

@@ -107,8 +107,8 @@ type Server struct {
 	metrics serverMetrics
 	rate    *rateLimiter
 	writes  *writeLimiter // nil: no limit
-	// failLog bounds the log lines of failed requests (failLogLimit).
-	failLog failLogLimit
+	// failLog bounds the log lines of failed requests (logLimit).
+	failLog *logLimit
 
 	txnPrefix string
 	txnSeq    atomic.Uint64
@@ -160,7 +160,7 @@ func New(cfg Config) *Server {
 		rate:      newRateLimiter(cfg.RateLimit, cfg.Clock),
 		txnPrefix: "svcreg-" + hex.EncodeToString(b[:]) + "-",
 		closing:   make(chan struct{}),
-		failLog:   newFailLogLimit(cfg.Clock),
+		failLog:   newLogLimit(failLogRate, failLogBurst, cfg.Clock),
 	}
 	if cfg.WriteRate > 0 {
 		s.writes = newWriteLimiter(cfg.WriteRate, cfg.WriteBurst, cfg.Clock)
