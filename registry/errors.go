@@ -154,13 +154,7 @@ const maxShownText = 512
 // blank, a variation selector that makes one letter read as another) or
 // bytes that are not UTF-8, so that it is one line of text and drives no
 // terminal.
-func ShownText(s string) string {
-	s = cutText(s)
-	if !printable.AllShown(s, printable.ShowsInline) {
-		return strconv.QuoteToASCII(s)
-	}
-	return s
-}
+func ShownText(s string) string { return printable.Inline(cutText(s)) }
 
 // cutText is s cut to maxShownText bytes (at a character's start), with
 // "…" where it was cut.

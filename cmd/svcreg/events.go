@@ -331,9 +331,4 @@ func termQuote(s string) string {
 // escapes, when it holds anything but printable characters and spaces (an
 // escape sequence, a C1 control, a bidi override, invalid UTF-8) or a
 // letter that shows as blank (printable.IsBlank).
-func termSafe(s string) string {
-	if !printable.AllShown(s, printable.ShowsInline) {
-		return strconv.QuoteToASCII(s)
-	}
-	return s
-}
+func termSafe(s string) string { return printable.Inline(s) }

@@ -143,6 +143,17 @@ func writeEscaped(s string, text, esc func(string)) {
 	})
 }
 
+// Inline is s as one line of text may show it: as it is if every rune of
+// it shows within a line (ShowsInline), else Go-quoted with every rune but
+// printable ASCII escaped (an escape sequence, a newline, a bidi override,
+// a letter that shows as blank, invalid UTF-8).
+func Inline(s string) string {
+	if !AllShown(s, ShowsInline) {
+		return strconv.QuoteToASCII(s)
+	}
+	return s
+}
+
 // AllShown reports whether s is UTF-8 whose every rune shows says is
 // written as it is: nothing for EscapeRunes to do.
 func AllShown(s string, shows func(rune) bool) bool {
