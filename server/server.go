@@ -220,7 +220,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Until the answer is flushed (the connection idle again), the
 		// client must take it.
 		sw.answer()
-		sw.ci.writing.Store(time.Now().UnixNano())
+		sw.ci.writing.Store(start.Add(d).UnixNano()) // now: no second clock read
 	}
 	s.metrics.requests.WithLabelValues(name, strconv.Itoa(sw.status)).Inc()
 	// Its attributes are built only for a log that takes the line: every
