@@ -87,10 +87,17 @@ func parseConfig(text []byte) *config {
 		}
 		if words[0] != "server" || (cur.kind != "backend" && cur.kind != "listen") {
 			cur.lines = append(cur.lines, norm)
-			if words[0] == "default-server" && cur.unsupported == "" {
+			switch {
+			case cur.unsupported != "":
+			case words[0] == "default-server":
 				// HAProxy 2.6: a server added at runtime does not take
 				// the default-server settings.
 				cur.unsupported = "it has a default-server line, which servers added at runtime would not follow"
+			case words[0] == "server-template" && (cur.kind == "backend" || cur.kind == "listen"):
+				// Its servers are live, but no line of the file names
+				// them: the adapter would take them for servers to
+				// delete.
+				cur.unsupported = "it has a server-template line, whose servers the file does not list one by one"
 			}
 			continue
 		}

@@ -100,6 +100,9 @@ func TestPlanNeedsReload(t *testing.T) {
 		{"default-server", base + "    default-server inter 3s\n", base + "    default-server inter 3s\n    server c 127.0.0.1:8003\n", "default-server"},
 		{"default-server in defaults, tab and quotes", strings.Replace(base, "defaults\n", "defaults\n    default-server\tinter 3s ca-file '/ca.pem'\n", 1),
 			strings.Replace(base, "defaults\n", "defaults\n    default-server\tinter 3s ca-file '/ca.pem'\n", 1) + "    server c 127.0.0.1:8003\n", "default-server"},
+		// A server-template's servers are live but not in the file:
+		// the adapter would take them for servers to delete.
+		{"server-template", base + "    server-template web 3 127.0.0.1:9000\n", base + "    server-template web 3 127.0.0.1:9000\n    server c 127.0.0.1:8003\n", "server-template"},
 		{"name the CLI would split", base, base + "    server c;del 127.0.0.1:8003\n", "characters"},
 		{"backend name the CLI would split", strings.Replace(base, "backend api", "backend api;shutdown", 1),
 			strings.Replace(base, "backend api", "backend api;shutdown", 1) + "    server c 127.0.0.1:8003\n", "its name has characters"},
