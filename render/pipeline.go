@@ -217,6 +217,7 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 	// Saved before the files go live: a crash once they have must not
 	// leave the next start to choose the spellings again.
 	r.saveSpellings(g.Templates)
+	r.reconcileRuntime(ctx, g, files)
 	if !slices.ContainsFunc(files, func(f *file) bool { return f.changed }) {
 		ah.checkFirst = false // nothing left of the change that failed
 		return false, time.Time{}, nil

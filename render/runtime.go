@@ -73,7 +73,11 @@ func (t TemplateConfig) runtimeAdapterGo(log *slog.Logger, goFn func(context.Con
 // installs of the files applied ahead of them), and that work's failures.
 type runtimes struct {
 	adapters map[string]runtime.Adapter // by group, destination and settings
-	ahead    map[string]*ahead          // by group; used by the loop only
+	// looked are the adapters (by the same key) that have read the live
+	// state: those of a file that changed apply from a fresh read; those
+	// of one that did not, reconcileRuntime made it the file's.
+	looked   map[string]bool
+	ahead    map[string]*ahead // by group; used by the loop only
 	wg       sync.WaitGroup
 	mu       sync.Mutex
 	failures []backgroundFailure
@@ -93,7 +97,7 @@ type backgroundFailure struct {
 }
 
 func newRuntimes() runtimes {
-	return runtimes{adapters: map[string]runtime.Adapter{}, ahead: map[string]*ahead{}, failed: make(chan struct{}, 1), retry: make(chan struct{}, 1)}
+	return runtimes{adapters: map[string]runtime.Adapter{}, looked: map[string]bool{}, ahead: map[string]*ahead{}, failed: make(chan struct{}, 1), retry: make(chan struct{}, 1)}
 }
 
 // aheadFailed tells the loop that files applied ahead failed their check
@@ -105,9 +109,15 @@ func (rs *runtimes) aheadFailed() {
 	}
 }
 
+// adapterKey is the key of t's adapter in group g.
+func adapterKey(g *Group, t *Template) string {
+	return strings.Join([]string{g.Name, t.Destination, t.Runtime, t.RuntimeSocket, t.RuntimeDrainTimeout.D().String()}, "\x00")
+}
+
 // adapter returns the adapter of t in group g.
 func (r *Renderer) adapter(g *Group, t *Template) (runtime.Adapter, error) {
-	key := strings.Join([]string{g.Name, t.Destination, t.Runtime, t.RuntimeSocket, t.RuntimeDrainTimeout.D().String()}, "\x00")
+	key := adapterKey(g, t)
+	r.runtimes.looked[key] = true
 	if a := r.runtimes.adapters[key]; a != nil {
 		return a, nil
 	}
@@ -213,6 +223,53 @@ func (r *Renderer) Fallback(ctx context.Context, set *Set) []Failure {
 		r.Health.passed(g.Name, f, r.now())
 	}
 	return failures
+}
+
+// reconcileRuntime makes the live state of g's runtime files that did not
+// change their installed content, the first time svcreg looks at them
+// (at its start, or once a new configuration gives them new runtime
+// settings). An earlier run may have left it otherwise: it died with a
+// change applied ahead of a file it then never installed, and the
+// registry went back meanwhile, so that there is nothing to apply; or it
+// stopped with drains under way, whose servers stay in drain state. The
+// differences are applied through the runtime API (a server the file
+// does not have is drained and deleted); when that fails, the group
+// reloads, as after a failed drain (Fallback). Nothing answering the
+// runtime API is no failure: the load balancer loads the installed
+// files when it starts.
+func (r *Renderer) reconcileRuntime(ctx context.Context, g *Group, files []*file) {
+	if r.Dry || r.NoReload || (g.ReloadSignal != 0 && !r.Child.started()) {
+		return
+	}
+	for _, f := range files {
+		if f.t.Runtime == "" || !f.existed || f.changed || r.runtimes.looked[adapterKey(g, f.t)] {
+			continue
+		}
+		a, err := r.adapter(g, f.t)
+		if err != nil {
+			continue // checkRuntimes checked the settings
+		}
+		rc, ok := a.(runtime.Reconciler)
+		if !ok {
+			continue
+		}
+		start := time.Now()
+		sent, err := rc.Reconcile(ctx, f.old)
+		switch {
+		case errors.Is(err, runtime.ErrUnreachable):
+			r.Log.Info("nothing answers the runtime API; the load balancer loads the installed file when it starts", "group", g.Name, "destination", f.t.Destination, "err", err)
+		case err != nil:
+			r.runtimes.fail(backgroundFailure{g.Name, f.t.Destination, f.t.Runtime, fmt.Errorf("the live state, as the last run left it, could not be made the installed file's: %w", err)})
+		case len(sent) > 0:
+			const shown = 8
+			r.Log.Warn("the live state was not the installed file's (a change or drains under way when svcreg last stopped); it is again", "group", g.Name, "destination", f.t.Destination,
+				"commands", len(sent), "first", strings.Join(sent[:min(len(sent), shown)], "; "), "took", time.Since(start))
+			r.Metrics.runtime.passes.WithLabelValues(g.Name, "reconciled").Inc()
+			r.Health.recordRuntime(g.Name, RuntimeHealth{At: r.now(), Outcome: "reconciled", Reason: fmt.Sprintf("%s: %d commands at start", f.t.Destination, len(sent))})
+		default:
+			r.Log.Debug("the live state is the installed file's", "group", g.Name, "destination", f.t.Destination)
+		}
+	}
 }
 
 // runtimePass is how a group's change goes through runtime APIs: plans
@@ -381,9 +438,11 @@ type RuntimeHealth struct {
 	At time.Time `json:"at"`
 	// Outcome is applied (through the runtime API, without a reload),
 	// reload (the change needed a reload), fallback (the runtime API
-	// failed, so the group reloaded) or reverted (the change was applied,
+	// failed, so the group reloaded), reverted (the change was applied,
 	// then its check or install failed, and the live state was taken back
-	// to the installed files).
+	// to the installed files) or reconciled (the live state was not the
+	// installed files' when svcreg started, and the runtime API made it
+	// so).
 	Outcome string `json:"outcome"`
 	Reason  string `json:"reason,omitempty"`
 	// Fallbacks counts the fallbacks since the start.
@@ -420,7 +479,7 @@ func newRuntimeMetrics(r prometheus.Registerer) *runtimeMetrics {
 	m := &runtimeMetrics{
 		passes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "svcreg_template_runtime_passes_total",
-			Help: "Changes of templates with a runtime, by reload group and outcome: applied (through the runtime API, no reload), reload (the change needed one), fallback (the runtime API failed; reloaded), reverted (applied, then the check or install failed; the live state was taken back to the installed files).",
+			Help: "Changes of templates with a runtime, by reload group and outcome: applied (through the runtime API, no reload), reload (the change needed one), fallback (the runtime API failed; reloaded), reverted (applied, then the check or install failed; the live state was taken back to the installed files), reconciled (at start, the live state was not the installed files'; the runtime API made it so).",
 		}, []string{"group", "outcome"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "svcreg_template_runtime_failures_total",

@@ -4,6 +4,7 @@
 package haproxytest
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -164,7 +165,7 @@ func (h *HAProxy) Stop(t testing.TB) {
 	}
 	syscall.Kill(pid, syscall.SIGTERM)
 	for i := 0; i < 1000; i++ {
-		if syscall.Kill(pid, 0) != nil {
+		if syscall.Kill(pid, 0) != nil || zombie(pid) {
 			// The test's cleanup signals the pid in the file: not a
 			// process that got this pid since.
 			os.Remove(h.PidFile)
@@ -173,6 +174,19 @@ func (h *HAProxy) Stop(t testing.TB) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatalf("haproxy %d did not stop", pid)
+}
+
+// zombie says whether pid has exited but not been reaped: a daemon
+// HAProxy's parent is the test process when a test made it a child
+// subreaper (the --exec tests), and nothing waits for it there.
+func zombie(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	// The state follows the command name, which is in parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	return i >= 0 && i+2 < len(b) && b[i+2] == 'Z'
 }
 
 // Command sends one command to a socket and returns the answer.

@@ -6,6 +6,7 @@ package runtime
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -39,6 +40,21 @@ type Plan interface {
 	// error means the live state may match neither: the caller reloads the
 	// installed file.
 	Revert(ctx context.Context) error
+}
+
+// Reconciler is an Adapter that can take the live state back to an
+// installed file that did not change: when the renderer starts, the load
+// balancer may hold what an earlier run left there (a change applied
+// through the runtime API ahead of a file that was never installed, when
+// that run died; drains cut short by its stop).
+type Reconciler interface {
+	// Reconcile reads the live state, makes it the installed file's, and
+	// reads it back to check it, as Apply does; it returns the commands
+	// it sent (none when the live state was the file's). An error (a
+	// *Failure) means the live state may not be the file's: the caller
+	// reloads, unless its Step is "connect" (nothing answers the runtime
+	// API: a load balancer that starts later loads the installed file).
+	Reconcile(ctx context.Context, installed []byte) ([]string, error)
 }
 
 // Background is an Adapter that finishes changes after Apply returns.
@@ -81,6 +97,10 @@ func (e *NeedsReload) Error() string { return "needs a reload: " + e.Reason }
 func Reloadf(format string, args ...any) error {
 	return &NeedsReload{Reason: fmt.Sprintf(format, args...)}
 }
+
+// ErrUnreachable is in a connect *Failure when nothing answered at the
+// runtime API's address (the load balancer is not running, or not yet).
+var ErrUnreachable = errors.New("nothing answers")
 
 // Failure is a runtime API exchange that went wrong; the caller falls back
 // to a reload.

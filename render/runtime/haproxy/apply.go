@@ -91,13 +91,65 @@ func New(s runtime.Settings) (runtime.Adapter, error) {
 // file's and checks it; the drains it starts finish in the background.
 func (p *plan) Apply(ctx context.Context) error {
 	cur, _ := p.backends()
-	return p.a.apply(ctx, cur, knownIn(p.old))
+	_, err := p.a.apply(ctx, cur, knownIn(p.old))
+	return err
 }
 
 // Revert takes the live state back to the installed file's.
 func (p *plan) Revert(ctx context.Context) error {
 	_, old := p.backends()
-	return p.a.apply(ctx, old, knownIn(p.old, p.cur))
+	_, err := p.a.apply(ctx, old, knownIn(p.old, p.cur))
+	return err
+}
+
+// Reconcile takes the live state of the installed file's backends to the
+// file's, from a fresh read of it: a server the file does not have is
+// drained and deleted, one it has is added, made ready or put in
+// maintenance, and given its weight and address. Backends whose servers
+// the adapter cannot change (see Plan) are left out: no change went to
+// them through the runtime API.
+func (a *Adapter) Reconcile(ctx context.Context, installed []byte) ([]string, error) {
+	c := parseConfig(installed)
+	var target []*section
+	for _, s := range c.sections {
+		if (s.kind == "backend" || s.kind == "listen") && s.unsupported == "" {
+			target = append(target, s)
+		}
+	}
+	if len(target) == 0 {
+		return nil, nil
+	}
+	if err := a.readLives(ctx, target); err != nil {
+		var f *runtime.Failure
+		if errors.As(err, &f) && f.Step == "connect" && !errors.Is(err, runtime.ErrUnreachable) {
+			// No command went: the runtime API does not answer (HAProxy
+			// stopping, say), which is not the state's failure.
+			err = &runtime.Failure{Step: f.Step, Err: fmt.Errorf("%w: %w", runtime.ErrUnreachable, f.Err)}
+		}
+		return nil, err
+	}
+	return a.apply(ctx, target, knownIn(c))
+}
+
+// readLives reads the live state of the backends afresh, for the next
+// apply to start from.
+func (a *Adapter) readLives(ctx context.Context, target []*section) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	clear(a.lives)
+	a.cli.fresh()
+	outs, err := a.cli.runAll(ctx, showCommands(target))
+	if err != nil {
+		return err
+	}
+	lives, err := parseStates(target, outs)
+	if err != nil {
+		return err
+	}
+	for i, s := range target {
+		a.lives[s.name] = lives[i]
+	}
+	return nil
 }
 
 // Reset drops the drains under way: a reload makes the live state the
@@ -117,8 +169,8 @@ func (a *Adapter) Reset() {
 // same round trip, and checks it. When the state read last is missing or
 // was stale (a command refused, or the state read back is not the
 // target), it reads the live state and runs the script from that: two
-// round trips.
-func (a *Adapter) apply(ctx context.Context, target []*section, known knownFunc) error {
+// round trips. It returns the commands HAProxy took.
+func (a *Adapter) apply(ctx context.Context, target []*section, known knownFunc) (sent []string, _ error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	// Cut between a command and its read-back, an apply would leave a
@@ -132,9 +184,10 @@ func (a *Adapter) apply(ctx context.Context, target []*section, known knownFunc)
 	if lives := a.cached(target); lives != nil {
 		drains := maps.Clone(a.drains)
 		at := a.applyFrom(ctx, target, known, lives)
+		sent = at.sent
 		var f *runtime.Failure
 		if at.err == nil || !errors.As(at.err, &f) || (f.Step != "command" && f.Step != "verify") {
-			return a.drained(ctx, at.err)
+			return sent, a.drained(ctx, at.err)
 		}
 		a.log.Debug("the live state read last was stale; applying the change again from the live state", "err", at.err)
 		known = addedKnown(known, target, at.added)
@@ -142,20 +195,22 @@ func (a *Adapter) apply(ctx context.Context, target []*section, known knownFunc)
 			// HAProxy took every command, and the state it read back
 			// is the live one: the change goes on from there, with the
 			// drains the attempt started.
-			return a.drained(ctx, a.applyFrom(ctx, target, known, at.read).err)
+			at = a.applyFrom(ctx, target, known, at.read)
+			return append(sent, at.sent...), a.drained(ctx, at.err)
 		}
 		a.drains = drains
 	}
 	clear(a.lives)
 	outs, err := a.cli.runAll(ctx, showCommands(target))
 	if err != nil {
-		return err
+		return sent, err
 	}
 	lives, err := parseStates(target, outs)
 	if err != nil {
-		return err
+		return sent, err
 	}
-	return a.drained(ctx, a.applyFrom(ctx, target, known, lives).err)
+	at := a.applyFrom(ctx, target, known, lives)
+	return append(sent, at.sent...), a.drained(ctx, at.err)
 }
 
 // addedKnown extends known with the servers of the target that an
@@ -207,10 +262,11 @@ func showCommands(target []*section) []string {
 	return show
 }
 
-// attempt is what applyFrom did: the servers ("backend/server") HAProxy
-// added, and, when it took every command, the live state it read back
-// after them.
+// attempt is what applyFrom did: the commands HAProxy took, the servers
+// ("backend/server") it added, and, when it took every command, the live
+// state it read back after them.
 type attempt struct {
+	sent  []string
 	added []string
 	read  []map[string]liveServer
 	err   error
@@ -233,6 +289,9 @@ func (a *Adapter) applyFrom(ctx context.Context, target []*section, known knownF
 		return attempt{err: err}
 	}
 	for i, cmd := range sc.cmds {
+		if accepted(cmd, outs[i]) {
+			at.sent = append(at.sent, cmd)
+		}
 		if rest, ok := strings.CutPrefix(cmd, "add server "); ok && accepted(cmd, outs[i]) {
 			id, _, _ := strings.Cut(rest, " ")
 			at.added = append(at.added, id)

@@ -212,7 +212,7 @@ func (c *cli) connect(ctx context.Context) error {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, c.network, c.address)
 	if err != nil {
-		return &runtime.Failure{Step: "connect", Err: fmt.Errorf("HAProxy runtime API at %s: %w", c, err)}
+		return &runtime.Failure{Step: "connect", Err: fmt.Errorf("HAProxy runtime API at %s: %w: %w", c, runtime.ErrUnreachable, err)}
 	}
 	c.conn = conn
 	return nil

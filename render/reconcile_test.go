@@ -1,0 +1,110 @@
+package render
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/svcreg/svcreg/internal/haproxytest"
+)
+
+// svcreg died with a change applied ahead of its file (b in, a leaving)
+// and the registry went back meanwhile: the next start renders the
+// installed file, so no pass has a change to apply, and the first one
+// takes the live state back to the file through the runtime API, without
+// a reload. Before, the live state kept the change until the group's
+// next change.
+func TestStartMakesTheLiveStateTheInstalledFiles(t *testing.T) {
+	t.Parallel()
+	s := newAheadSetup(t)
+	s.open(t)
+	ctx := context.Background()
+	snap := snapshot(httpSvc("a", "9001", ""))
+	s.r.Pass(ctx, s.set, snap)
+	if res := s.r.Settle(ctx, s.set); len(res.Failures) > 0 || res.Installed != 1 {
+		t.Fatalf("first pass: %+v", res)
+	}
+	for _, cmd := range []string{"add server api/b 127.0.0.1:9002", "set server api/b state ready", "set server api/a state drain"} {
+		if _, err := haproxytest.Command(s.h.Socket, cmd); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	r := NewRenderer(nil, nil, nil) // the next start
+	var logs strings.Builder
+	r.Log = slog.New(slog.NewTextHandler(&logs, nil))
+	if res := r.Pass(ctx, s.set, snap); len(res.Failures) > 0 || res.Installed != 0 {
+		t.Fatalf("the first pass of the next start: %+v", res)
+	}
+	if res := r.Settle(ctx, s.set); len(res.Failures) > 0 { // b's drain
+		t.Fatalf("Settle: %+v", res)
+	}
+	if got := s.live(t); !slices.Equal(got, []string{"a"}) {
+		t.Errorf("live servers %v, want a (the installed file's)", got)
+	}
+	if st := s.adminState(t, "a"); st != 0 {
+		t.Errorf("a's admin state is %#x, want ready", st)
+	}
+	if n := lineCount(s.reloads); len(n) != 0 {
+		t.Errorf("%d reloads, want none", len(n))
+	}
+	if rt := r.Health.Report(time.Hour).Groups[s.set.Groups[0].Name].Runtime; rt == nil || rt.Outcome != "reconciled" {
+		t.Errorf("health's runtime outcome is %+v, want reconciled", rt)
+	}
+	if !strings.Contains(logs.String(), "commands=2") {
+		t.Errorf("the log does not count the 2 commands:\n%s", logs.String())
+	}
+
+	// HAProxy not running: nothing to make the file's, and no failure
+	// (it loads the installed file when it starts).
+	s.h.Stop(t)
+	r = NewRenderer(nil, nil, nil)
+	logs.Reset()
+	r.Log = slog.New(slog.NewTextHandler(&logs, nil))
+	if res := r.Pass(ctx, s.set, snap); len(res.Failures) > 0 {
+		t.Fatalf("a start with HAProxy stopped: %+v", res)
+	}
+	if res := r.Settle(ctx, s.set); len(res.Failures) > 0 {
+		t.Fatalf("Settle with HAProxy stopped: %+v", res)
+	}
+	if !strings.Contains(logs.String(), "nothing answers the runtime API") {
+		t.Errorf("the log does not say that nothing answers:\n%s", logs.String())
+	}
+}
+
+// What the runtime API cannot make the file's at start (a server it cannot
+// add, deleted by hand) is reloaded.
+func TestStartReloadsWhatTheRuntimeAPICannotFix(t *testing.T) {
+	t.Parallel()
+	s := newAheadSetup(t)
+	s.open(t)
+	ctx := context.Background()
+	snap := snapshot(httpSvc("a", "9001", "cookie a")) // a keyword add server refuses
+	if res := s.r.Pass(ctx, s.set, snap); len(res.Failures) > 0 || res.Installed != 1 {
+		t.Fatalf("first pass: %+v", res)
+	}
+	reloads := len(lineCount(s.reloads))
+	for _, cmd := range []string{"set server api/a state maint", "del server api/a"} {
+		if out, err := haproxytest.Command(s.h.Socket, cmd); err != nil || strings.Contains(out, "annot") {
+			t.Fatalf("%s: %q %v", cmd, out, err)
+		}
+	}
+
+	r := NewRenderer(nil, nil, nil)
+	r.Pass(ctx, s.set, snap)
+	if res := r.Settle(ctx, s.set); len(res.Failures) > 0 {
+		t.Fatalf("Settle: %+v", res)
+	}
+	if got := s.live(t); !slices.Equal(got, []string{"a"}) {
+		t.Errorf("live servers %v, want a", got)
+	}
+	if n := len(lineCount(s.reloads)); n != reloads+1 {
+		t.Errorf("%d reloads, want %d", n, reloads+1)
+	}
+	if rt := r.Health.Report(time.Hour).Groups[s.set.Groups[0].Name].Runtime; rt == nil || rt.Outcome != "fallback" || !strings.Contains(rt.Reason, "api/a") {
+		t.Errorf("health's runtime outcome is %+v, want a fallback naming api/a", rt)
+	}
+}
