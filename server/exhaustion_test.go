@@ -250,6 +250,68 @@ func testLongPollGlobalCap(t *testing.T, kind string) {
 	sendRequest(t, base, "GET", "/healthz", nil).want(200)
 }
 
+// Past the cap on all tenants' waiting long-polls, a tenant holding two
+// or more fewer than the one holding the most takes one of its slots: one
+// of that tenant's polls is answered early (no event, its own wait
+// header), and the newcomer waits. Before, two tenants at their own cap
+// left every other tenant polling.
+func TestLongPollSlotsSharedPastTheGlobalCap(t *testing.T) {
+	onEachStore(t, testLongPollSlotsSharedPastTheGlobalCap)
+}
+
+func testLongPollSlotsSharedPastTheGlobalCap(t *testing.T, kind string) {
+	t.Parallel()
+	base, reg := startLimited(t, kind, server.Config{MaxWaiters: 5, MaxWaitersPerTenant: 4})
+	a, b, c := devLogin(t, base, "share-a"), devLogin(t, base, "share-b"), devLogin(t, base, "share-c")
+	var as []<-chan polled
+	for range 4 {
+		as = append(as, a.longPoll("?wait=30"))
+	}
+	b.longPoll("?wait=30")
+	// Parked: only a parked poll gives way.
+	eventually(t, "5 long-polls parked", func() bool {
+		return metric(t, reg, "svcreg_longpolls_waiting") == 5 && metric(t, reg, "svcreg_connections_parked") == 5
+	})
+
+	// c holds none, a four: one of a's gives way, twice.
+	c1, c2 := c.longPoll("?wait=30"), c.longPoll("?wait=30")
+	eventually(t, "two of a's long-polls answered", func() bool { return metric(t, reg, "svcreg_longpolls_yielded_total") == 2 })
+	stillWaiting(t, c1)
+	stillWaiting(t, c2)
+	answered := 0
+	for _, ch := range as {
+		select {
+		case p := <-ch:
+			answered++
+			if p.err != nil || p.r.code != 200 || p.r.header.Get("X-Registry-Wait") == "0s" {
+				t.Errorf("a's long-poll that gave way: %+v, want a 200 with its own wait", p)
+			}
+		default:
+		}
+	}
+	if answered != 2 {
+		t.Errorf("%d of a's long-polls answered, want 2", answered)
+	}
+	if got := metric(t, reg, "svcreg_longpolls_waiting"); got != 5 {
+		t.Errorf("%v long-polls waiting, want 5", got)
+	}
+
+	// Now a, b and c hold 2, 1 and 2: no tenant holds two more than
+	// another, so their next ones are answered at once (a slot does not
+	// go back and forth between tenants one apart).
+	for _, cl := range []*api{c, a, b} {
+		if w := cl.do("GET", "/events?wait=30", nil).want(200).header.Get("X-Registry-Wait"); w != "0s" {
+			t.Errorf("a long-poll with no tenant two ahead: X-Registry-Wait %q, want 0s", w)
+		}
+	}
+	if got := metric(t, reg, "svcreg_longpolls_refused_total", "limit", "total"); got != 3 {
+		t.Errorf("refused for the global cap: %v, want 3", got)
+	}
+	if got := metric(t, reg, "svcreg_longpolls_yielded_total"); got != 2 {
+		t.Errorf("%v long-polls gave way, want 2", got)
+	}
+}
+
 // A waiting long-poll keeps its query (for next_href), Host and
 // X-Forwarded-Proto; padded past 4096 bytes together as sent, or 32
 // parameters, which takes parameters the API does not use, the poll is

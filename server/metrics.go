@@ -7,6 +7,7 @@ type serverMetrics struct {
 	heartbeats   prometheus.Counter
 	waiting      prometheus.Gauge
 	refused      *prometheus.CounterVec
+	yielded      prometheus.Counter
 	gone         prometheus.Counter
 	pollsCut     prometheus.Counter
 	dropped      prometheus.Counter
@@ -38,6 +39,10 @@ func newServerMetrics(r prometheus.Registerer) serverMetrics {
 			Name: "svcreg_longpolls_refused_total",
 			Help: "GET /events long-polls answered at once because a cap on waiting long-polls was reached, by cap (tenant or total).",
 		}, []string{"limit"}),
+		yielded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "svcreg_longpolls_yielded_total",
+			Help: "Waiting long-polls answered before their wait ended, past --max-waiters-total, to give their slot to a long-poll of a tenant holding at least two fewer (a tenant holding the most gives it).",
+		}),
 		gone: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "svcreg_longpolls_client_gone_total",
 			Help: "Waiting long-polls freed because their client closed the connection.",
@@ -80,7 +85,7 @@ func newServerMetrics(r prometheus.Registerer) serverMetrics {
 		}),
 	}
 	if r != nil {
-		r.MustRegister(m.requests, m.heartbeats, m.waiting, m.refused, m.gone, m.pollsCut, m.dropped, m.connsOpen, m.connsIdle, m.connsClosed, m.readsQueued, m.readsRefused, m.unsentRefused, m.unsentBytes)
+		r.MustRegister(m.requests, m.heartbeats, m.waiting, m.refused, m.yielded, m.gone, m.pollsCut, m.dropped, m.connsOpen, m.connsIdle, m.connsClosed, m.readsQueued, m.readsRefused, m.unsentRefused, m.unsentBytes)
 	}
 	return m
 }

@@ -42,7 +42,7 @@ type poller struct {
 	parked  atomic.Int64        // parked polls not yet answered
 	kept    atomic.Int64        // answered connections kept until their next request
 	keepFor atomic.Int64        // how long they are kept (a time.Duration); 0: not at all
-	waiting map[string]int      // waiting polls (parked or not), by tenant
+	waiting waiterCounts        // waiting polls (parked or not), by tenant
 	total   int                 // waiting polls of all tenants
 	watch   *connWatcher        // nil until the first park, or if unavailable
 	noWatch bool                // the watcher could not be made
@@ -164,7 +164,7 @@ func newPoller(s *Server) *poller {
 	return &poller{
 		s:       s,
 		sets:    map[string]*pollSet{},
-		waiting: map[string]int{},
+		waiting: newWaiterCounts(),
 		writers: make(chan struct{}, pollWriters),
 		writing: map[string]*tenantWriters{},
 	}
@@ -178,6 +178,14 @@ func (pl *poller) setListener(l *listener) {
 
 // addWaiter counts a new waiting long-poll for tenant; false when the server
 // is draining or a cap is reached, and the poll must answer at once.
+//
+// Past the cap on all tenants' waiting polls, a tenant with fewer waiting
+// than another by two or more takes a slot of the one with the most: one
+// of its parked polls is answered now, as if its wait had ended, and its
+// client asks again (and, its tenant holding the most, is answered at
+// once). So a few tenants at their own cap cannot leave every other
+// tenant polling: the slots are shared out evenly among the tenants that
+// want them.
 func (pl *poller) addWaiter(tenant string) bool {
 	if isClosed(pl.s.closing) {
 		return false
@@ -185,18 +193,54 @@ func (pl *poller) addWaiter(tenant string) bool {
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
 	switch {
-	case pl.waiting[tenant] >= pl.s.cfg.MaxWaitersPerTenant:
+	case pl.waiting.of(tenant) >= pl.s.cfg.MaxWaitersPerTenant:
 		pl.s.metrics.refused.WithLabelValues("tenant").Inc()
 		return false
 	case pl.total >= pl.s.cfg.MaxWaiters:
-		pl.s.metrics.refused.WithLabelValues("total").Inc()
-		return false
+		if !pl.yieldLocked(tenant) {
+			pl.s.metrics.refused.WithLabelValues("total").Inc()
+			return false
+		}
 	}
-	pl.waiting[tenant]++
+	pl.waiting.add(tenant, 1)
 	pl.total++
 	pl.s.metrics.waiting.Inc()
 	return true
 }
+
+// yieldLocked takes a parked poll of the tenant with the most waiting
+// polls, if it has two or more than tenant, out of its set and its
+// waiter count, and answers it (after pl.mu is let go); false when there
+// is none to take. The slot it frees is the caller's.
+func (pl *poller) yieldLocked(tenant string) bool {
+	have := pl.waiting.of(tenant)
+	for _, top := range pl.waiting.most(maxYieldLooks) {
+		if pl.waiting.of(top) < have+2 {
+			return false
+		}
+		ps := pl.sets[top]
+		if ps == nil || ps.n == 0 {
+			continue // its waiting polls are not parked (HTTP/2)
+		}
+		for key, g := range ps.groups {
+			for p := range g.polls {
+				scanned := pl.takeLocked(ps, key, g, p)
+				w := pl.watch
+				pl.s.metrics.yielded.Inc()
+				go func() {
+					pl.release([]*parkedPoll{p}, w)
+					pl.answerTaken(p, scanned)
+				}()
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// maxYieldLooks bounds the tenants holding the most waiting polls that
+// yieldLocked looks at for a parked one.
+const maxYieldLooks = 8
 
 func (pl *poller) removeWaiter(tenant string) {
 	pl.mu.Lock()
@@ -208,9 +252,7 @@ func (pl *poller) removeWaiterLocked(tenant string) { pl.removeWaitersLocked(ten
 
 // removeWaitersLocked counts n of tenant's waiting polls as answered.
 func (pl *poller) removeWaitersLocked(tenant string, n int) {
-	if pl.waiting[tenant] -= n; pl.waiting[tenant] <= 0 {
-		delete(pl.waiting, tenant)
-	}
+	pl.waiting.add(tenant, -n)
 	pl.total -= n
 	pl.s.metrics.waiting.Sub(float64(n))
 }
@@ -336,6 +378,16 @@ func (pl *poller) take(p *parkedPoll) (scanned timeuuid.UUID, ok bool) {
 		pl.mu.Unlock()
 		return scanned, false
 	}
+	scanned = pl.takeLocked(ps, key, g, p)
+	w := pl.watch
+	pl.mu.Unlock()
+	pl.release([]*parkedPoll{p}, w)
+	return scanned, true
+}
+
+// takeLocked removes p, of group g (at key in ps), from the set and its
+// waiter count, and returns where the group's news would start.
+func (pl *poller) takeLocked(ps *pollSet, key pollKey, g *pollGroup, p *parkedPoll) (scanned timeuuid.UUID) {
 	scanned = g.scanned
 	delete(g.polls, p)
 	if len(g.polls) == 0 {
@@ -343,10 +395,7 @@ func (pl *poller) take(p *parkedPoll) (scanned timeuuid.UUID, ok bool) {
 	}
 	ps.n--
 	pl.removeWaitersLocked(p.tenant, 1)
-	w := pl.watch
-	pl.mu.Unlock()
-	pl.release([]*parkedPoll{p}, w)
-	return scanned, true
+	return scanned
 }
 
 // takeGroup removes the group of polls g from its poll set and its
@@ -424,6 +473,12 @@ func (pl *poller) answerNow(p *parkedPoll, cut bool) {
 	if cut {
 		pl.s.metrics.pollsCut.Inc()
 	}
+	pl.answerTaken(p, scanned)
+}
+
+// answerTaken answers p, taken out of its set: scanned is where its
+// group's news would start.
+func (pl *poller) answerTaken(p *parkedPoll, scanned timeuuid.UUID) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	q := p.q
@@ -1009,4 +1064,60 @@ func typesKey(types []registry.EventType) string {
 		b.WriteByte(',')
 	}
 	return b.String()
+}
+
+// waiterCounts counts each tenant's waiting polls, and keeps the tenants
+// by count, so that those holding the most are found without a look at
+// every tenant.
+type waiterCounts struct {
+	n       map[string]int
+	byCount map[int]map[string]struct{}
+	top     int // the most any tenant holds; 0 when none waits
+}
+
+func newWaiterCounts() waiterCounts {
+	return waiterCounts{n: map[string]int{}, byCount: map[int]map[string]struct{}{}}
+}
+
+func (w *waiterCounts) of(tenant string) int { return w.n[tenant] }
+
+// add adds d (which may be negative) to tenant's count.
+func (w *waiterCounts) add(tenant string, d int) {
+	old := w.n[tenant]
+	now := max(old+d, 0)
+	if old > 0 {
+		b := w.byCount[old]
+		delete(b, tenant)
+		if len(b) == 0 {
+			delete(w.byCount, old)
+		}
+	}
+	if now == 0 {
+		delete(w.n, tenant)
+	} else {
+		w.n[tenant] = now
+		b := w.byCount[now]
+		if b == nil {
+			b = map[string]struct{}{}
+			w.byCount[now] = b
+		}
+		b[tenant] = struct{}{}
+	}
+	// The top goes down only as far as the tenant that held it went.
+	w.top = max(w.top, now)
+	for w.top > 0 && w.byCount[w.top] == nil {
+		w.top--
+	}
+}
+
+// most returns up to k of the tenants that hold the most waiting polls.
+func (w *waiterCounts) most(k int) []string {
+	var ts []string
+	for t := range w.byCount[w.top] {
+		if len(ts) == k {
+			break
+		}
+		ts = append(ts, t)
+	}
+	return ts
 }
