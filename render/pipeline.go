@@ -217,8 +217,8 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 	// Saved before the files go live: a crash once they have must not
 	// leave the next start to choose the spellings again.
 	r.saveSpellings(g.Templates)
-	r.reconcileRuntime(ctx, g, files)
 	if !slices.ContainsFunc(files, func(f *file) bool { return f.changed }) {
+		r.reconcileRuntime(ctx, g, files)
 		ah.checkFirst = false // nothing left of the change that failed
 		return false, time.Time{}, nil
 	}
@@ -226,6 +226,11 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 	// the check: the new servers take requests at once, and a failed
 	// check or install reverts the live state to the installed file.
 	rt := r.planRuntime(g, files)
+	if rt.applies() {
+		// The files it does not change must be live as installed too;
+		// a reload would make them so.
+		r.reconcileRuntime(ctx, g, files)
+	}
 	if r.Dry {
 		r.printDry(files)
 		rt.printDry(r.DryOut)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/svcreg/svcreg/internal/haproxytest"
+	"github.com/svcreg/svcreg/watcher"
 )
 
 // svcreg died with a change applied ahead of its file (b in, a leaving)
@@ -19,14 +20,8 @@ import (
 // next change.
 func TestStartMakesTheLiveStateTheInstalledFiles(t *testing.T) {
 	t.Parallel()
-	s := newAheadSetup(t)
-	s.open(t)
 	ctx := context.Background()
-	snap := snapshot(httpSvc("a", "9001", ""))
-	s.r.Pass(ctx, s.set, snap)
-	if res := s.r.Settle(ctx, s.set); len(res.Failures) > 0 || res.Installed != 1 {
-		t.Fatalf("first pass: %+v", res)
-	}
+	s, snap := installedA(t)
 	for _, cmd := range []string{"add server api/b 127.0.0.1:9002", "set server api/b state ready", "set server api/a state drain"} {
 		if _, err := haproxytest.Command(s.h.Socket, cmd); err != nil {
 			t.Fatal(err)
@@ -107,4 +102,42 @@ func TestStartReloadsWhatTheRuntimeAPICannotFix(t *testing.T) {
 	if rt := r.Health.Report(time.Hour).Groups[s.set.Groups[0].Name].Runtime; rt == nil || rt.Outcome != "fallback" || !strings.Contains(rt.Reason, "api/a") {
 		t.Errorf("health's runtime outcome is %+v, want a fallback naming api/a", rt)
 	}
+}
+
+// New runtime settings from a reloaded configuration make a new adapter,
+// but the live state is the one this run kept in step (the old adapter
+// may still be draining a server): it is not taken for what an earlier
+// run left, and not reconciled.
+func TestNewRuntimeSettingsDoNotReconcile(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, snap := installedA(t)
+	if _, err := haproxytest.Command(s.h.Socket, "set weight api/a 7"); err != nil {
+		t.Fatal(err)
+	}
+	s.set.Groups[0].Templates[0].RuntimeDrainTimeout = Duration(3 * time.Second)
+	if res := s.r.Pass(ctx, s.set, snap); len(res.Failures) > 0 {
+		t.Fatalf("pass with new settings: %+v", res)
+	}
+	if w := s.serverField(t, "show servers state api", strings.Fields, statFields{backend: 1, server: 3, value: 7}, "a", -1); w != 7 {
+		t.Errorf("a's weight is %d: the new adapter reconciled", w)
+	}
+	if rt := s.r.Health.Report(time.Hour).Groups[s.set.Groups[0].Name].Runtime; rt != nil && rt.Outcome == "reconciled" {
+		t.Errorf("health's runtime outcome is %+v", rt)
+	}
+}
+
+// installedA is HAProxy and a renderer with a runtime template, whose
+// first pass installed (and applied) backend api with server a.
+func installedA(t *testing.T) (*aheadSetup, *watcher.Snapshot) {
+	t.Helper()
+	s := newAheadSetup(t)
+	s.open(t)
+	ctx := context.Background()
+	snap := snapshot(httpSvc("a", "9001", ""))
+	s.r.Pass(ctx, s.set, snap)
+	if res := s.r.Settle(ctx, s.set); len(res.Failures) > 0 || res.Installed != 1 {
+		t.Fatalf("first pass: %+v", res)
+	}
+	return s, snap
 }

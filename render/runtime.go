@@ -73,9 +73,9 @@ func (t TemplateConfig) runtimeAdapterGo(log *slog.Logger, goFn func(context.Con
 // installs of the files applied ahead of them), and that work's failures.
 type runtimes struct {
 	adapters map[string]runtime.Adapter // by group, destination and settings
-	// looked are the adapters (by the same key) that have read the live
-	// state: those of a file that changed apply from a fresh read; those
-	// of one that did not, reconcileRuntime made it the file's.
+	// looked are the runtime files (by group and destination) whose live
+	// state svcreg has taken in hand since it started: a change applied
+	// from a fresh read of it, a reload of the group, or reconcileRuntime.
 	looked   map[string]bool
 	ahead    map[string]*ahead // by group; used by the loop only
 	wg       sync.WaitGroup
@@ -109,15 +109,15 @@ func (rs *runtimes) aheadFailed() {
 	}
 }
 
-// adapterKey is the key of t's adapter in group g.
-func adapterKey(g *Group, t *Template) string {
-	return strings.Join([]string{g.Name, t.Destination, t.Runtime, t.RuntimeSocket, t.RuntimeDrainTimeout.D().String()}, "\x00")
-}
+// lookedKey is the key of t's file in runtimes.looked: new runtime
+// settings (a configuration reloaded) leave it as it was, since the live
+// state is the one svcreg has kept in step.
+func lookedKey(g *Group, t *Template) string { return g.Name + "\x00" + t.Destination }
 
 // adapter returns the adapter of t in group g.
 func (r *Renderer) adapter(g *Group, t *Template) (runtime.Adapter, error) {
-	key := adapterKey(g, t)
-	r.runtimes.looked[key] = true
+	key := strings.Join([]string{g.Name, t.Destination, t.Runtime, t.RuntimeSocket, t.RuntimeDrainTimeout.D().String()}, "\x00")
+	r.runtimes.looked[lookedKey(g, t)] = true
 	if a := r.runtimes.adapters[key]; a != nil {
 		return a, nil
 	}
@@ -151,6 +151,11 @@ func (rs *runtimes) fail(bf backgroundFailure) {
 // reset drops the work the adapters of g left running: a reload makes
 // the live state the files'.
 func (rs *runtimes) reset(g *Group) {
+	for _, t := range g.Templates {
+		if t.Runtime != "" {
+			rs.looked[lookedKey(g, t)] = true
+		}
+	}
 	prefix := g.Name + "\x00"
 	for k, a := range rs.adapters {
 		if b, ok := a.(runtime.Background); ok && strings.HasPrefix(k, prefix) {
@@ -227,22 +232,21 @@ func (r *Renderer) Fallback(ctx context.Context, set *Set) []Failure {
 
 // reconcileRuntime makes the live state of g's runtime files that did not
 // change their installed content, the first time svcreg looks at them
-// (at its start, or once a new configuration gives them new runtime
-// settings). An earlier run may have left it otherwise: it died with a
-// change applied ahead of a file it then never installed, and the
-// registry went back meanwhile, so that there is nothing to apply; or it
-// stopped with drains under way, whose servers stay in drain state. The
-// differences are applied through the runtime API (a server the file
-// does not have is drained and deleted); when that fails, the group
-// reloads, as after a failed drain (Fallback). Nothing answering the
-// runtime API is no failure: the load balancer loads the installed
-// files when it starts.
+// after its start, unless the group reloads (which does it). An earlier
+// run may have left it otherwise: it died with a change applied ahead of
+// a file it then never installed, and the registry went back meanwhile,
+// so that there is nothing to apply; or it stopped with drains under
+// way, whose servers stay in drain state. The differences are applied
+// through the runtime API (a server the file does not have is drained
+// and deleted); when that fails, the group reloads, as after a failed
+// drain (Fallback). Nothing answering the runtime API is no failure: the
+// load balancer loads the installed files when it starts.
 func (r *Renderer) reconcileRuntime(ctx context.Context, g *Group, files []*file) {
 	if r.Dry || r.NoReload || (g.ReloadSignal != 0 && !r.Child.started()) {
 		return
 	}
 	for _, f := range files {
-		if f.t.Runtime == "" || !f.existed || f.changed || r.runtimes.looked[adapterKey(g, f.t)] {
+		if f.t.Runtime == "" || !f.existed || f.changed || r.runtimes.looked[lookedKey(g, f.t)] {
 			continue
 		}
 		a, err := r.adapter(g, f.t)

@@ -50,10 +50,11 @@ type Plan interface {
 type Reconciler interface {
 	// Reconcile reads the live state, makes it the installed file's, and
 	// reads it back to check it, as Apply does; it returns the commands
-	// it sent (none when the live state was the file's). An error (a
-	// *Failure) means the live state may not be the file's: the caller
-	// reloads, unless its Step is "connect" (nothing answers the runtime
-	// API: a load balancer that starts later loads the installed file).
+	// it sent (none when the live state was the file's; drains it leaves
+	// send more later). An error (a *Failure) means the live state may
+	// not be the file's: the caller reloads, unless the error is
+	// ErrUnreachable (nothing answers the runtime API, and nothing was
+	// sent: a load balancer that starts later loads the installed file).
 	Reconcile(ctx context.Context, installed []byte) ([]string, error)
 }
 
@@ -99,7 +100,9 @@ func Reloadf(format string, args ...any) error {
 }
 
 // ErrUnreachable is in a connect *Failure when nothing answered at the
-// runtime API's address (the load balancer is not running, or not yet).
+// runtime API's address: no socket, a connection refused, or, before any
+// command went, one closed by the load balancer (not running, or
+// stopping).
 var ErrUnreachable = errors.New("nothing answers")
 
 // Failure is a runtime API exchange that went wrong; the caller falls back

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	mrand "math/rand/v2"
@@ -18,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/svcreg/svcreg/render/runtime"
@@ -107,13 +109,17 @@ func (p *plan) Revert(ctx context.Context) error {
 // drained and deleted, one it has is added, made ready or put in
 // maintenance, and given its weight and address. Backends whose servers
 // the adapter cannot change (see Plan) are left out: no change went to
-// them through the runtime API.
+// them through the runtime API. So is the weight of a server with an
+// agent-check: its agent sets it.
 func (a *Adapter) Reconcile(ctx context.Context, installed []byte) ([]string, error) {
 	c := parseConfig(installed)
 	var target []*section
 	for _, s := range c.sections {
-		if (s.kind == "backend" || s.kind == "listen") && s.unsupported == "" {
+		if runtimeBackend(s) {
 			target = append(target, s)
+			for _, sv := range s.servers {
+				sv.agentWeight = sv.agent
+			}
 		}
 	}
 	if len(target) == 0 {
@@ -121,14 +127,20 @@ func (a *Adapter) Reconcile(ctx context.Context, installed []byte) ([]string, er
 	}
 	if err := a.readLives(ctx, target); err != nil {
 		var f *runtime.Failure
-		if errors.As(err, &f) && f.Step == "connect" && !errors.Is(err, runtime.ErrUnreachable) {
-			// No command went: the runtime API does not answer (HAProxy
-			// stopping, say), which is not the state's failure.
+		if errors.As(err, &f) && f.Step == "connect" && !errors.Is(err, runtime.ErrUnreachable) && closedOnUs(err) {
+			// No command went, and HAProxy closed the connection:
+			// stopping, it does not answer, which is not the state's
+			// failure.
 			err = &runtime.Failure{Step: f.Step, Err: fmt.Errorf("%w: %w", runtime.ErrUnreachable, f.Err)}
 		}
 		return nil, err
 	}
 	return a.apply(ctx, target, knownIn(c))
+}
+
+// closedOnUs says whether err is the peer closing the connection.
+func closedOnUs(err error) bool {
+	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 // readLives reads the live state of the backends afresh, for the next
@@ -459,10 +471,14 @@ func parseState(out string) (map[string]liveServer, error) {
 		var l liveServer
 		var err error
 		l.name = f[col["srv_name"]]
-		if l.addr, err = netip.ParseAddr(f[col["srv_addr"]]); err != nil {
-			return nil, fmt.Errorf("server %s: address %q", l.name, f[col["srv_addr"]])
+		// "-": a server without an IP address (a unix socket, a name not
+		// resolved): a line the adapter cannot read, or one it must move.
+		if addr := f[col["srv_addr"]]; addr != "-" {
+			if l.addr, err = netip.ParseAddr(addr); err != nil {
+				return nil, fmt.Errorf("server %s: address %q", l.name, addr)
+			}
+			l.addr = l.addr.Unmap()
 		}
-		l.addr = l.addr.Unmap()
 		nums := []*int{&l.port, &l.admin, &l.weight}
 		for i, c := range []string{"srv_port", "srv_admin_state", "srv_uweight"} {
 			if *nums[i], err = strconv.Atoi(f[col[c]]); err != nil {
@@ -533,7 +549,7 @@ func (a *Adapter) verify(s *section, live map[string]liveServer) error {
 			// it can check.
 		case l.addr != sv.addr || l.port != sv.port:
 			diffs = append(diffs, fmt.Sprintf("%s is at %s:%d, not %s", sv.name, l.addr, l.port, sv.hostPort()))
-		case l.weight != sv.weight:
+		case l.weight != sv.weight && !sv.agentWeight:
 			diffs = append(diffs, fmt.Sprintf("%s has weight %d, not %d", sv.name, l.weight, sv.weight))
 		case sv.disabled != l.maint() || l.drain():
 			diffs = append(diffs, fmt.Sprintf("%s has admin state %#x, the file says disabled=%t", sv.name, l.admin, sv.disabled))

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/svcreg/svcreg/render/runtime"
@@ -212,7 +213,13 @@ func (c *cli) connect(ctx context.Context) error {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, c.network, c.address)
 	if err != nil {
-		return &runtime.Failure{Step: "connect", Err: fmt.Errorf("HAProxy runtime API at %s: %w: %w", c, runtime.ErrUnreachable, err)}
+		if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT) {
+			// No socket, or nothing listening on it: HAProxy is not
+			// running. (Permissions, a name that does not resolve or a
+			// timeout are not that.)
+			err = fmt.Errorf("%w: %w", runtime.ErrUnreachable, err)
+		}
+		return &runtime.Failure{Step: "connect", Err: fmt.Errorf("HAProxy runtime API at %s: %w", c, err)}
 	}
 	c.conn = conn
 	return nil

@@ -47,6 +47,9 @@ type server struct {
 	options []string
 	check   bool // "check": health checks to enable after add server
 	agent   bool // "agent-check"
+	// agentWeight: the live weight is the agent's to set (its answers
+	// set it), not a difference from the file; see Reconcile.
+	agentWeight bool
 	// unsupported, when set, says why the server cannot be added at
 	// runtime.
 	unsupported string

@@ -67,12 +67,20 @@ type plan struct {
 // the same section of the installed file.
 func (p *plan) backends() (cur, old []*section) {
 	for i, s := range p.cur.sections {
-		if s.kind == "backend" || s.kind == "listen" {
+		if runtimeBackend(s) {
 			cur = append(cur, s)
 			old = append(old, p.old.sections[i])
 		}
 	}
 	return cur, old
+}
+
+// runtimeBackend says whether s is a section whose servers the adapter
+// changes: a backend or listen section that is not unsupported. The
+// others are left as they are live (Plan refuses a change to them): a
+// server-template's servers, say, are live but not in the file.
+func runtimeBackend(s *section) bool {
+	return (s.kind == "backend" || s.kind == "listen") && s.unsupported == ""
 }
 
 // Commands returns what Apply would send if the live state were the
@@ -285,7 +293,7 @@ func steps(s *section, known knownFunc, live map[string]liveServer, pending map[
 		if sv.unsupported != "" {
 			continue // unchanged (Plan checked), and not readable
 		}
-		if l.weight != sv.weight {
+		if l.weight != sv.weight && !sv.agentWeight {
 			c.updates = append(c.updates, fmt.Sprintf("set weight %s %d", id, sv.weight))
 		}
 		if d != nil && d.next != nil && d.server.addr == sv.addr && d.server.port == sv.port && d.server.disabled == sv.disabled {
