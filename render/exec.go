@@ -200,7 +200,11 @@ func (r *Renderer) reload(ctx context.Context, g *Group) (skipped string, _ erro
 	if err != nil || skipped != "" {
 		return skipped, err
 	}
-	return "", r.confirmReload(ctx, g, ws)
+	if err := r.confirmReload(ctx, g, ws); err != nil {
+		return "", err
+	}
+	r.runtimes.reloaded(g)
+	return "", nil
 }
 
 func (r *Renderer) sendReload(ctx context.Context, g *Group) (skipped string, _ error) {

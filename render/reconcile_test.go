@@ -2,7 +2,11 @@ package render
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -140,4 +144,106 @@ func installedA(t *testing.T) (*aheadSetup, *watcher.Snapshot) {
 		t.Fatalf("first pass: %+v", res)
 	}
 	return s, snap
+}
+
+// leaveB adds server b to backend api by hand, as a run that died with a
+// change applied ahead of its file would have left it.
+func leaveB(t *testing.T, s *aheadSetup) {
+	t.Helper()
+	for _, cmd := range []string{"add server api/b 127.0.0.1:9002", "set server api/b state ready"} {
+		if _, err := haproxytest.Command(s.h.Socket, cmd); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// backToInstalled runs a pass of r on the installed file's snapshot and
+// settles it, and wants the live state to be the file's.
+func backToInstalled(t *testing.T, r *Renderer, s *aheadSetup, snap *watcher.Snapshot) {
+	t.Helper()
+	ctx := context.Background()
+	if res := r.Pass(ctx, s.set, snap); len(res.Failures) > 0 {
+		t.Fatalf("pass back to the installed file: %+v", res)
+	}
+	if res := r.Settle(ctx, s.set); len(res.Failures) > 0 {
+		t.Fatalf("Settle: %+v", res)
+	}
+	if got := s.live(t); !slices.Equal(got, []string{"a"}) {
+		t.Errorf("live servers %v, want a (the installed file's)", got)
+	}
+}
+
+// A first pass whose change is only planned (it needs a reload, and its
+// check fails: nothing applied, nothing reloaded) leaves the live state
+// as it found it: the pass after it, back on the installed file, still
+// reconciles.
+func TestStartReconcilesAfterAChangeThatWentNowhere(t *testing.T) {
+	t.Parallel()
+	s, snap := installedA(t)
+	leaveB(t, s)
+	r := NewRenderer(nil, nil, nil)
+	bad := snapshot(httpSvc("a", "9001", ""), httpSvc("c", "9003", "cookie c # failcheck"))
+	if res := r.Pass(context.Background(), s.set, bad); len(res.Failures) == 0 {
+		t.Fatalf("the check passed: %+v", res)
+	}
+	backToInstalled(t, r, s, snap)
+}
+
+// Nor does a reload that failed (and the one after the restore): the
+// live state is what it was.
+func TestStartReconcilesAfterAFailedReload(t *testing.T) {
+	t.Parallel()
+	s, snap := installedA(t)
+	leaveB(t, s)
+	good := s.set.Groups[0].Reload
+	s.set.Groups[0].Reload = "false"
+	r := NewRenderer(nil, nil, nil)
+	change := snapshot(httpSvc("a", "9001", ""), httpSvc("c", "9003", "cookie c"))
+	if res := r.Pass(context.Background(), s.set, change); len(res.Failures) == 0 {
+		t.Fatalf("the reload did not fail: %+v", res)
+	}
+	s.set.Groups[0].Reload = good
+	backToInstalled(t, r, s, snap)
+}
+
+// Two runtime files of one group whose reconciles both fail reload the
+// group once.
+func TestFallbackReloadsAGroupOnce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	h := haproxytest.Start(t, "backend api\n    balance roundrobin\n    server n localhost:9001\n", false)
+	main := readFile(t, h.Main) + "\nbackend two\n    balance roundrobin\n    server z localhost:9002\n"
+	if err := os.WriteFile(h.Main, []byte(main), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("sh", "-c", h.ReloadCommand()).CombinedOutput(); err != nil {
+		t.Fatalf("reload: %v %s", err, out)
+	}
+	h.Worker(t)
+	for _, cmd := range []string{"set server api/n state maint", "del server api/n", "set server two/z state maint", "del server two/z"} {
+		if out, err := haproxytest.Command(h.Socket, cmd); err != nil || strings.Contains(out, "annot") || strings.Contains(out, "No such") {
+			t.Fatalf("%s: %q %v", cmd, out, err)
+		}
+	}
+	reloads := filepath.Join(t.TempDir(), "reloads")
+	reload := fmt.Sprintf("echo reload >> %s && %s", reloads, h.ReloadCommand())
+	set := newSet(t,
+		TemplateConfig{Contents: readFile(t, h.Backends), Destination: h.Backends, ReloadGroup: "g", Reload: reload, Runtime: "haproxy", RuntimeSocket: h.Socket},
+		TemplateConfig{Contents: main, Destination: h.Main, ReloadGroup: "g", Reload: reload, Runtime: "haproxy", RuntimeSocket: h.Socket},
+	)
+	r := NewRenderer(nil, nil, nil)
+	if res := r.Pass(ctx, set, snapshot()); len(res.Failures) > 0 || res.Installed != 0 {
+		t.Fatalf("pass: %+v", res)
+	}
+	if res := r.Settle(ctx, set); len(res.Failures) > 0 {
+		t.Fatalf("Settle: %+v", res)
+	}
+	if n := len(lineCount(reloads)); n != 1 {
+		t.Errorf("%d reloads, want 1", n)
+	}
+	for _, b := range []string{"api", "two"} {
+		if out, err := haproxytest.Command(h.Socket, "show servers state "+b); err != nil || strings.Count(out, "localhost") != 1 {
+			t.Errorf("backend %s after the reload: %q %v", b, out, err)
+		}
+	}
 }

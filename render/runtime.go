@@ -117,7 +117,6 @@ func lookedKey(g *Group, t *Template) string { return g.Name + "\x00" + t.Destin
 // adapter returns the adapter of t in group g.
 func (r *Renderer) adapter(g *Group, t *Template) (runtime.Adapter, error) {
 	key := strings.Join([]string{g.Name, t.Destination, t.Runtime, t.RuntimeSocket, t.RuntimeDrainTimeout.D().String()}, "\x00")
-	r.runtimes.looked[lookedKey(g, t)] = true
 	if a := r.runtimes.adapters[key]; a != nil {
 		return a, nil
 	}
@@ -151,15 +150,20 @@ func (rs *runtimes) fail(bf backgroundFailure) {
 // reset drops the work the adapters of g left running: a reload makes
 // the live state the files'.
 func (rs *runtimes) reset(g *Group) {
-	for _, t := range g.Templates {
-		if t.Runtime != "" {
-			rs.looked[lookedKey(g, t)] = true
-		}
-	}
 	prefix := g.Name + "\x00"
 	for k, a := range rs.adapters {
 		if b, ok := a.(runtime.Background); ok && strings.HasPrefix(k, prefix) {
 			b.Reset()
+		}
+	}
+}
+
+// reloaded notes that g's files are live as installed: a reload of the
+// group was confirmed.
+func (rs *runtimes) reloaded(g *Group) {
+	for _, t := range g.Templates {
+		if t.Runtime != "" {
+			rs.looked[lookedKey(g, t)] = true
 		}
 	}
 }
@@ -202,14 +206,21 @@ func (r *Renderer) Settle(ctx context.Context, set *Set) PassResult {
 // reloads once they are installed (or the live state reverted).
 func (r *Renderer) Fallback(ctx context.Context, set *Set) []Failure {
 	var failures []Failure
+	// One reload a group, however many of its files failed.
+	var groups []*Group
 	for _, bf := range r.runtimes.takeFailures() {
 		i := slices.IndexFunc(set.Groups, func(g *Group) bool { return g.Name == bf.group })
 		if i < 0 {
 			continue // gone with a new configuration
 		}
 		g := set.Groups[i]
-		r.waitAhead(ctx, g)
 		r.runtimeFailed(g, bf.destination, bf.runtime, bf.err)
+		if !slices.Contains(groups, g) {
+			groups = append(groups, g)
+		}
+	}
+	for _, g := range groups {
+		r.waitAhead(ctx, g)
 		if r.NoReload || !g.reloads() {
 			continue
 		}
@@ -249,6 +260,7 @@ func (r *Renderer) reconcileRuntime(ctx context.Context, g *Group, files []*file
 		if f.t.Runtime == "" || !f.existed || f.changed || r.runtimes.looked[lookedKey(g, f.t)] {
 			continue
 		}
+		r.runtimes.looked[lookedKey(g, f.t)] = true
 		a, err := r.adapter(g, f.t)
 		if err != nil {
 			continue // checkRuntimes checked the settings
@@ -386,6 +398,8 @@ func (r *Renderer) applyRuntime(ctx context.Context, g *Group, rp *runtimePass) 
 			r.runtimeFailed(g, p.t.Destination, p.t.Runtime, err)
 			return false
 		}
+		// Its Apply started from a fresh read of the live state.
+		r.runtimes.looked[lookedKey(g, p.t)] = true
 	}
 	r.Metrics.runtime.passes.WithLabelValues(g.Name, "applied").Inc()
 	r.Health.recordRuntime(g.Name, RuntimeHealth{At: r.now(), Outcome: "applied"})

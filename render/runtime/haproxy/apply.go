@@ -109,17 +109,13 @@ func (p *plan) Revert(ctx context.Context) error {
 // drained and deleted, one it has is added, made ready or put in
 // maintenance, and given its weight and address. Backends whose servers
 // the adapter cannot change (see Plan) are left out: no change went to
-// them through the runtime API. So is the weight of a server with an
-// agent-check: its agent sets it.
+// them through the runtime API.
 func (a *Adapter) Reconcile(ctx context.Context, installed []byte) ([]string, error) {
 	c := parseConfig(installed)
 	var target []*section
 	for _, s := range c.sections {
 		if runtimeBackend(s) {
 			target = append(target, s)
-			for _, sv := range s.servers {
-				sv.agentWeight = sv.agent
-			}
 		}
 	}
 	if len(target) == 0 {
@@ -549,7 +545,7 @@ func (a *Adapter) verify(s *section, live map[string]liveServer) error {
 			// it can check.
 		case l.addr != sv.addr || l.port != sv.port:
 			diffs = append(diffs, fmt.Sprintf("%s is at %s:%d, not %s", sv.name, l.addr, l.port, sv.hostPort()))
-		case l.weight != sv.weight && !sv.agentWeight:
+		case l.weight != sv.weight && !sv.agent:
 			diffs = append(diffs, fmt.Sprintf("%s has weight %d, not %d", sv.name, l.weight, sv.weight))
 		case sv.disabled != l.maint() || l.drain():
 			diffs = append(diffs, fmt.Sprintf("%s has admin state %#x, the file says disabled=%t", sv.name, l.admin, sv.disabled))

@@ -46,10 +46,11 @@ type server struct {
 	// order.
 	options []string
 	check   bool // "check": health checks to enable after add server
-	agent   bool // "agent-check"
-	// agentWeight: the live weight is the agent's to set (its answers
-	// set it), not a difference from the file; see Reconcile.
-	agentWeight bool
+	// agent: "agent-check". Its agent's answers set the live weight (a
+	// share of the weight the server was loaded or added with), so the
+	// live weight is no difference from the file, and a new weight in
+	// the file needs a reload.
+	agent bool
 	// unsupported, when set, says why the server cannot be added at
 	// runtime.
 	unsupported string

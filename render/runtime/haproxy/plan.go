@@ -47,6 +47,9 @@ func (a *Adapter) Plan(installed, rendered []byte) (runtime.Plan, error) {
 			if ov != nil && !sameOptions(ov, sv) {
 				return nil, runtime.Reloadf("server %s/%s: settings other than address, port, weight and disabled changed", s.name, sv.name)
 			}
+			if ov != nil && sv.agent && ov.weight != sv.weight {
+				return nil, runtime.Reloadf("server %s/%s: its weight changed, and its agent-check's answers set shares of the weight it was loaded with", s.name, sv.name)
+			}
 		}
 		if dup := duplicateName(s); dup != "" {
 			return nil, runtime.Reloadf("server %s/%s appears twice", s.name, dup)
@@ -195,9 +198,6 @@ func script(cur []*section, known knownFunc, lives []map[string]liveServer, pend
 		if err != nil {
 			return out, err
 		}
-		if s.unsupported != "" && (len(c.updates) > 0 || len(c.moves) > 0 || len(c.removals) > 0) {
-			return out, fmt.Errorf("backend %s differs from the file, and %s", s.name, s.unsupported)
-		}
 		out.cmds = append(out.cmds, c.updates...)
 		out.cancel = append(out.cancel, c.cancel...)
 		for _, sv := range c.moves {
@@ -258,9 +258,10 @@ type changes struct {
 	cancel   []string
 }
 
-// steps computes the changes for one backend. A server that is live but
-// that neither file describes (nor a drain under way) has settings the
-// adapter cannot see, so the backend is reloaded.
+// steps computes the changes for one backend. A server of the file that
+// is live, but that neither file describes (nor a drain under way), has
+// settings the adapter cannot see: an error, and the backend is
+// reloaded. A live server the file does not have is drained and deleted.
 func steps(s *section, known knownFunc, live map[string]liveServer, pending map[string]*drain) (changes, error) {
 	var c changes
 	// The servers a drain under way will change: a moved server and its
@@ -293,7 +294,7 @@ func steps(s *section, known knownFunc, live map[string]liveServer, pending map[
 		if sv.unsupported != "" {
 			continue // unchanged (Plan checked), and not readable
 		}
-		if l.weight != sv.weight && !sv.agentWeight {
+		if l.weight != sv.weight && !sv.agent {
 			c.updates = append(c.updates, fmt.Sprintf("set weight %s %d", id, sv.weight))
 		}
 		if d != nil && d.next != nil && d.server.addr == sv.addr && d.server.port == sv.port && d.server.disabled == sv.disabled {

@@ -103,6 +103,7 @@ func TestPlanNeedsReload(t *testing.T) {
 		// A server-template's servers are live but not in the file:
 		// the adapter would take them for servers to delete.
 		{"server-template", base + "    server-template web 3 127.0.0.1:9000\n", base + "    server-template web 3 127.0.0.1:9000\n    server c 127.0.0.1:8003\n", "server-template"},
+		{"agent-check weight", base + "    server c 127.0.0.1:8003 agent-check agent-port 9 weight 4\n", base + "    server c 127.0.0.1:8003 agent-check agent-port 9 weight 8\n", "agent-check"},
 		{"name the CLI would split", base, base + "    server c;del 127.0.0.1:8003\n", "characters"},
 		{"backend name the CLI would split", strings.Replace(base, "backend api", "backend api;shutdown", 1),
 			strings.Replace(base, "backend api", "backend api;shutdown", 1) + "    server c 127.0.0.1:8003\n", "its name has characters"},

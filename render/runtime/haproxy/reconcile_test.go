@@ -144,6 +144,16 @@ func TestReconcileFindsNothingInALoadedFile(t *testing.T) {
 			if sent, err := ad.(runtime.Reconciler).Reconcile(context.Background(), []byte(file)); err != nil || len(sent) != 0 {
 				t.Errorf("Reconcile of a HAProxy that loaded the file: sent %q, %v", sent, err)
 			}
+			if name == "agent weight" {
+				// Nor does a change of the backend undo the agent's.
+				more := strings.Replace(file, "    server b ", "    server c 127.0.0.1:"+p+"\n    server b ", 1)
+				if err := planApply(t, ad, h, file, more); err != nil {
+					t.Fatal(err)
+				}
+				if w := liveState(t, h)["a"].weight; w != 5 {
+					t.Errorf("after a change, a's weight is %d, not the agent's 5", w)
+				}
+			}
 			bg.wait(t)
 		})
 	}
