@@ -261,17 +261,7 @@ func TestLongPollSlotsSharedPastTheGlobalCap(t *testing.T) {
 
 func testLongPollSlotsSharedPastTheGlobalCap(t *testing.T, kind string) {
 	t.Parallel()
-	base, reg := startLimited(t, kind, server.Config{MaxWaiters: 5, MaxWaitersPerTenant: 4})
-	a, b, c := devLogin(t, base, "share-a"), devLogin(t, base, "share-b"), devLogin(t, base, "share-c")
-	var as []<-chan polled
-	for range 4 {
-		as = append(as, a.longPoll("?wait=30"))
-	}
-	b.longPoll("?wait=30")
-	// Parked: only a parked poll gives way.
-	eventually(t, "5 long-polls parked", func() bool {
-		return metric(t, reg, "svcreg_longpolls_waiting") == 5 && metric(t, reg, "svcreg_connections_parked") == 5
-	})
+	reg, a, b, c, as := fullOfA(t, kind, "share", nil)
 
 	// c holds none, a four: one of a's gives way, twice.
 	c1, c2 := c.longPoll("?wait=30"), c.longPoll("?wait=30")
@@ -309,6 +299,58 @@ func testLongPollSlotsSharedPastTheGlobalCap(t *testing.T, kind string) {
 	}
 	if got := metric(t, reg, "svcreg_longpolls_yielded_total"); got != 2 {
 		t.Errorf("%v long-polls gave way, want 2", got)
+	}
+}
+
+// fullOfA starts a server with room for 5 waiting long-polls, 4 a tenant,
+// and fills it: tenant a's 4 (as) and b's 1, parked (only a parked poll
+// gives way); c holds none. prep, if not nil, runs for c first.
+func fullOfA(t *testing.T, kind, prefix string, prep func(c *api)) (reg *prometheus.Registry, a, b, c *api, as []<-chan polled) {
+	t.Helper()
+	base, reg := startLimited(t, kind, server.Config{MaxWaiters: 5, MaxWaitersPerTenant: 4})
+	a, b, c = devLogin(t, base, prefix+"-a"), devLogin(t, base, prefix+"-b"), devLogin(t, base, prefix+"-c")
+	if prep != nil {
+		prep(c)
+	}
+	for range 4 {
+		as = append(as, a.longPoll("?wait=30"))
+	}
+	b.longPoll("?wait=30")
+	eventually(t, "5 long-polls parked", func() bool {
+		return metric(t, reg, "svcreg_longpolls_waiting") == 5 && metric(t, reg, "svcreg_connections_parked") == 5
+	})
+	return reg, a, b, c, as
+}
+
+// A long-poll that does not wait (its tenant's feed has news for it) takes
+// no slot past the total cap: no parked poll of another tenant gives way
+// for it. Before, each such read of one account answered a parked poll of
+// the tenant holding the most, whose client asked again.
+func TestLongPollAnsweredAtOnceTakesNoSlot(t *testing.T) {
+	onEachStore(t, testLongPollAnsweredAtOnceTakesNoSlot)
+}
+
+func testLongPollAnsweredAtOnceTakesNoSlot(t *testing.T, kind string) {
+	t.Parallel()
+	// c's long-polls from the start have news.
+	reg, _, _, c, as := fullOfA(t, kind, "news", func(c *api) { c.create("svc-c", 60) })
+	for range 5 {
+		if evs := c.events("?wait=30"); len(evs) == 0 {
+			t.Fatal("c's long-poll had no news")
+		}
+	}
+	if got := metric(t, reg, "svcreg_longpolls_yielded_total"); got != 0 {
+		t.Errorf("%v of a's long-polls gave way to polls of c that did not wait", got)
+	}
+	for _, ch := range as {
+		select {
+		case p := <-ch:
+			t.Errorf("one of a's long-polls was answered: %+v", p)
+		default:
+		}
+	}
+	if got := metric(t, reg, "svcreg_longpolls_waiting"); got != 5 {
+		t.Errorf("%v long-polls waiting, want 5", got)
 	}
 }
 

@@ -19,16 +19,21 @@ import (
 
 // longPoll answers GET /events with wait.
 func (s *Server) longPoll(w http.ResponseWriter, rq *request, q store.EventQuery, wait time.Duration) error {
-	if rq.r.Method != http.MethodGet || !s.poller.addWaiter(rq.tenant) {
+	adm := refused
+	if rq.r.Method == http.MethodGet {
+		adm = s.poller.addWaiter(rq.tenant)
+	}
+	if adm == refused {
 		w.Header().Set("X-Registry-Wait", "0s")
 		s.closeWhileDraining(w)
 		return s.serveEvents(w, rq, q)
 	}
 	ctx := rq.r.Context()
 	owned := true // this goroutine still owns the waiter count
+	toYield := adm == onYield
 	defer func() {
 		if owned {
-			s.poller.removeWaiter(rq.tenant)
+			s.poller.removeWaiter(rq.tenant, toYield)
 		}
 	}()
 	wait -= time.Duration(rand.Int64N(int64(wait)/16 + 1))
@@ -52,6 +57,14 @@ func (s *Server) longPoll(w http.ResponseWriter, rq *request, q store.EventQuery
 		q.Quiet = later(q.From, page.Head)
 		if isClosed(changed) {
 			continue
+		}
+		if toYield {
+			// It waits now: a slot of a tenant holding more, or none.
+			toYield = false
+			if !s.poller.yield(rq.tenant) {
+				w.Header().Set("X-Registry-Wait", "0s")
+				return s.writeEventsPage(w, rq, q.Limit, page)
+			}
 		}
 		if s.poller.park(w, rq, q, time.Until(deadline), changed) {
 			owned = false

@@ -41,7 +41,7 @@ func newServerMetrics(r prometheus.Registerer) serverMetrics {
 		}, []string{"limit"}),
 		yielded: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "svcreg_longpolls_yielded_total",
-			Help: "Waiting long-polls answered before their wait ended, past --max-waiters-total, to give their slot to a long-poll of a tenant holding at least two fewer (a tenant holding the most gives it).",
+			Help: "Waiting long-polls answered before their wait ended, past --max-waiters-total, to give their slot to a long-poll about to wait of a tenant holding at least two fewer (a tenant holding the most gives it).",
 		}),
 		gone: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "svcreg_longpolls_client_gone_total",

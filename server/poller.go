@@ -44,6 +44,7 @@ type poller struct {
 	keepFor atomic.Int64        // how long they are kept (a time.Duration); 0: not at all
 	waiting waiterCounts        // waiting polls (parked or not), by tenant
 	total   int                 // waiting polls of all tenants
+	yields  int                 // polls admitted onYield that have not yielded yet
 	watch   *connWatcher        // nil until the first park, or if unavailable
 	noWatch bool                // the watcher could not be made
 
@@ -176,75 +177,119 @@ func (pl *poller) setListener(l *listener) {
 	pl.mu.Unlock()
 }
 
-// addWaiter counts a new waiting long-poll for tenant; false when the server
-// is draining or a cap is reached, and the poll must answer at once.
+// admission is how addWaiter let a long-poll in.
+type admission int
+
+const (
+	refused  admission = iota // it answers at once
+	admitted                  // it may wait
+	// onYield: past the cap on all tenants' waiting polls, it may wait
+	// if, once its read found nothing new (it is about to wait), a
+	// parked poll of a tenant holding more gives it its slot (yield).
+	onYield
+)
+
+// addWaiter counts a new waiting long-poll for tenant; refused when the
+// server is draining or a cap is reached, and the poll must answer at
+// once.
 //
-// Past the cap on all tenants' waiting polls, a tenant with fewer waiting
-// than another by two or more takes a slot of the one with the most: one
-// of its parked polls is answered now, as if its wait had ended, and its
-// client asks again (and, its tenant holding the most, is answered at
-// once). So a few tenants at their own cap cannot leave every other
-// tenant polling: the slots are shared out evenly among the tenants that
-// want them.
-func (pl *poller) addWaiter(tenant string) bool {
+// Past the cap on all tenants' waiting polls, a tenant holding two or
+// more fewer than the tenant holding the most (one with parked polls)
+// takes a slot of that tenant: once the poll is about to wait, one of
+// that tenant's parked polls is answered, as if its wait had ended, and
+// its client asks again (and, its tenant holding the most, is answered
+// at once). So a few tenants at their own cap cannot leave every other
+// tenant polling: the slots are shared out among the tenants that want
+// them. A poll answered without waiting (it had news) takes no slot. At
+// most maxYields polls are admitted so at once, each counted in the
+// total, which goes past the cap by as many while their reads run.
+func (pl *poller) addWaiter(tenant string) admission {
 	if isClosed(pl.s.closing) {
-		return false
+		return refused
 	}
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
+	adm := admitted
 	switch {
 	case pl.waiting.of(tenant) >= pl.s.cfg.MaxWaitersPerTenant:
 		pl.s.metrics.refused.WithLabelValues("tenant").Inc()
-		return false
+		return refused
 	case pl.total >= pl.s.cfg.MaxWaiters:
-		if !pl.yieldLocked(tenant) {
+		if pl.yields >= maxYields || pl.victimLocked(tenant, 2) == nil {
 			pl.s.metrics.refused.WithLabelValues("total").Inc()
-			return false
+			return refused
 		}
+		pl.yields++
+		adm = onYield
 	}
 	pl.waiting.add(tenant, 1)
 	pl.total++
 	pl.s.metrics.waiting.Inc()
-	return true
+	return adm
 }
 
-// yieldLocked takes a parked poll of the tenant with the most waiting
-// polls, if it has two or more than tenant, out of its set and its
-// waiter count, and answers it (after pl.mu is let go); false when there
-// is none to take. The slot it frees is the caller's.
-func (pl *poller) yieldLocked(tenant string) bool {
-	have := pl.waiting.of(tenant)
-	for _, top := range pl.waiting.most(maxYieldLooks) {
-		if pl.waiting.of(top) < have+2 {
-			return false
-		}
-		ps := pl.sets[top]
-		if ps == nil || ps.n == 0 {
-			continue // its waiting polls are not parked (HTTP/2)
-		}
-		for key, g := range ps.groups {
-			for p := range g.polls {
-				scanned := pl.takeLocked(ps, key, g, p)
-				w := pl.watch
-				pl.s.metrics.yielded.Inc()
-				go func() {
-					pl.release([]*parkedPoll{p}, w)
-					pl.answerTaken(p, scanned)
-				}()
-				return true
+// maxYields bounds the polls admitted onYield whose reads run.
+const maxYields = 64
+
+// victimLocked returns a parked poll of a tenant holding the most waiting
+// polls, if that is lead or more than tenant holds; nil if there is none.
+// Only the tenants tied at the most are looked at (up to maxVictimLooks):
+// one whose waiting polls are not parked (HTTP/2, or all still in their
+// first read) gives none.
+func (pl *poller) victimLocked(tenant string, lead int) *parkedPoll {
+	if pl.waiting.top < pl.waiting.of(tenant)+lead {
+		return nil
+	}
+	for _, top := range pl.waiting.most(maxVictimLooks) {
+		if ps := pl.sets[top]; ps != nil {
+			for _, g := range ps.groups {
+				for p := range g.polls {
+					return p
+				}
 			}
 		}
 	}
-	return false
+	return nil
 }
 
-// maxYieldLooks bounds the tenants holding the most waiting polls that
-// yieldLocked looks at for a parked one.
-const maxYieldLooks = 8
+// maxVictimLooks bounds the tenants victimLocked looks at.
+const maxVictimLooks = 8
 
-func (pl *poller) removeWaiter(tenant string) {
+// yield settles an onYield admission of a poll of tenant (which its
+// count includes) that is about to wait: a parked poll of a tenant
+// holding more than tenant gives it its slot, and is answered; false
+// when there is none any longer, and the poll must answer at once (its
+// caller gives its count back).
+func (pl *poller) yield(tenant string) bool {
+	pl.mu.Lock()
+	pl.yields--
+	p := pl.victimLocked(tenant, 1)
+	if p == nil {
+		pl.mu.Unlock()
+		pl.s.metrics.refused.WithLabelValues("total").Inc()
+		return false
+	}
+	ps := pl.sets[p.tenant]
+	key := keyOf(p.q)
+	scanned := pl.takeLocked(ps, key, ps.groups[key], p)
+	w := pl.watch
+	pl.mu.Unlock()
+	pl.s.metrics.yielded.Inc()
+	go func() {
+		pl.release([]*parkedPoll{p}, w)
+		pl.answerTaken(p, scanned)
+	}()
+	return true
+}
+
+// removeWaiter gives back a waiting poll's count; onYield says it was
+// admitted so and did not yield.
+func (pl *poller) removeWaiter(tenant string, onYield bool) {
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
+	if onYield {
+		pl.yields--
+	}
 	pl.removeWaiterLocked(tenant)
 }
 
@@ -1086,11 +1131,9 @@ func (w *waiterCounts) add(tenant string, d int) {
 	old := w.n[tenant]
 	now := max(old+d, 0)
 	if old > 0 {
-		b := w.byCount[old]
-		delete(b, tenant)
-		if len(b) == 0 {
-			delete(w.byCount, old)
-		}
+		// An empty set of tenants stays, for the next to reach its
+		// count: no allocation a poll.
+		delete(w.byCount[old], tenant)
 	}
 	if now == 0 {
 		delete(w.n, tenant)
@@ -1105,7 +1148,7 @@ func (w *waiterCounts) add(tenant string, d int) {
 	}
 	// The top goes down only as far as the tenant that held it went.
 	w.top = max(w.top, now)
-	for w.top > 0 && w.byCount[w.top] == nil {
+	for w.top > 0 && len(w.byCount[w.top]) == 0 {
 		w.top--
 	}
 }
