@@ -55,16 +55,18 @@ func (s *Server) longPoll(w http.ResponseWriter, rq *request, q store.EventQuery
 		}
 		// Nothing up to the head is news: a read again goes on there.
 		q.Quiet = later(q.From, page.Head)
-		if isClosed(changed) {
-			continue
-		}
 		if toYield {
-			// It waits now: a slot of a tenant holding more, or none.
+			// It waits now (its first read found nothing): a slot of a
+			// tenant holding more, or none.
 			toYield = false
 			if !s.poller.yield(rq.tenant) {
 				w.Header().Set("X-Registry-Wait", "0s")
+				s.closeWhileDraining(w)
 				return s.writeEventsPage(w, rq, q.Limit, page)
 			}
+		}
+		if isClosed(changed) {
+			continue
 		}
 		if s.poller.park(w, rq, q, time.Until(deadline), changed) {
 			owned = false

@@ -44,7 +44,7 @@ type poller struct {
 	keepFor atomic.Int64        // how long they are kept (a time.Duration); 0: not at all
 	waiting waiterCounts        // waiting polls (parked or not), by tenant
 	total   int                 // waiting polls of all tenants
-	yields  int                 // polls admitted onYield that have not yielded yet
+	yields  map[string]int      // polls admitted onYield that have not yielded yet, by tenant
 	watch   *connWatcher        // nil until the first park, or if unavailable
 	noWatch bool                // the watcher could not be made
 
@@ -166,6 +166,7 @@ func newPoller(s *Server) *poller {
 		s:       s,
 		sets:    map[string]*pollSet{},
 		waiting: newWaiterCounts(),
+		yields:  map[string]int{},
 		writers: make(chan struct{}, pollWriters),
 		writing: map[string]*tenantWriters{},
 	}
@@ -201,8 +202,9 @@ const (
 // at once). So a few tenants at their own cap cannot leave every other
 // tenant polling: the slots are shared out among the tenants that want
 // them. A poll answered without waiting (it had news) takes no slot. At
-// most maxYields polls are admitted so at once, each counted in the
-// total, which goes past the cap by as many while their reads run.
+// most maxYields polls of a tenant are admitted so at once (reads behind
+// its own read gate must not hold more), each counted in the total,
+// which goes past the cap by as many while their reads run.
 func (pl *poller) addWaiter(tenant string) admission {
 	if isClosed(pl.s.closing) {
 		return refused
@@ -215,11 +217,11 @@ func (pl *poller) addWaiter(tenant string) admission {
 		pl.s.metrics.refused.WithLabelValues("tenant").Inc()
 		return refused
 	case pl.total >= pl.s.cfg.MaxWaiters:
-		if pl.yields >= maxYields || pl.victimLocked(tenant, 2) == nil {
+		if pl.yields[tenant] >= maxYields || pl.victimLocked(tenant, 2) == nil {
 			pl.s.metrics.refused.WithLabelValues("total").Inc()
 			return refused
 		}
-		pl.yields++
+		pl.yields[tenant]++
 		adm = onYield
 	}
 	pl.waiting.add(tenant, 1)
@@ -228,8 +230,8 @@ func (pl *poller) addWaiter(tenant string) admission {
 	return adm
 }
 
-// maxYields bounds the polls admitted onYield whose reads run.
-const maxYields = 64
+// maxYields bounds a tenant's polls admitted onYield whose reads run.
+const maxYields = 2
 
 // victimLocked returns a parked poll of a tenant holding the most waiting
 // polls, if that is lead or more than tenant holds; nil if there is none.
@@ -256,13 +258,17 @@ func (pl *poller) victimLocked(tenant string, lead int) *parkedPoll {
 const maxVictimLooks = 8
 
 // yield settles an onYield admission of a poll of tenant (which its
-// count includes) that is about to wait: a parked poll of a tenant
-// holding more than tenant gives it its slot, and is answered; false
-// when there is none any longer, and the poll must answer at once (its
-// caller gives its count back).
+// count includes) that is about to wait: if the total is still past the
+// cap, a parked poll of a tenant holding more than tenant gives it its
+// slot, and is answered; false when there is none any longer, and the
+// poll must answer at once (its caller gives its count back).
 func (pl *poller) yield(tenant string) bool {
 	pl.mu.Lock()
-	pl.yields--
+	pl.unyieldLocked(tenant)
+	if pl.total <= pl.s.cfg.MaxWaiters {
+		pl.mu.Unlock()
+		return true // others left meanwhile: room enough
+	}
 	p := pl.victimLocked(tenant, 1)
 	if p == nil {
 		pl.mu.Unlock()
@@ -288,9 +294,16 @@ func (pl *poller) removeWaiter(tenant string, onYield bool) {
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
 	if onYield {
-		pl.yields--
+		pl.unyieldLocked(tenant)
 	}
 	pl.removeWaiterLocked(tenant)
+}
+
+// unyieldLocked ends one of tenant's onYield admissions.
+func (pl *poller) unyieldLocked(tenant string) {
+	if pl.yields[tenant]--; pl.yields[tenant] <= 0 {
+		delete(pl.yields, tenant)
+	}
 }
 
 func (pl *poller) removeWaiterLocked(tenant string) { pl.removeWaitersLocked(tenant, 1) }
