@@ -462,6 +462,12 @@ func startCustom(t *testing.T, kind string, configure func(store.Store) server.C
 // has an Auth, as Server.Serve runs it, until the test ends, and returns its root URL.
 func serveCustom(t *testing.T, st testserver.Store, cfg server.Config) string {
 	t.Helper()
+	return serveCustomHS(t, st, cfg, &http.Server{ReadHeaderTimeout: 10 * time.Second})
+}
+
+// serveCustomHS is serveCustom with the http.Server hs.
+func serveCustomHS(t *testing.T, st testserver.Store, cfg server.Config, hs *http.Server) string {
+	t.Helper()
 	if cfg.Auth == nil {
 		cfg.Auth = server.NewAuth(server.AuthConfig{Store: st, Dev: true})
 	}
@@ -470,7 +476,6 @@ func serveCustom(t *testing.T, st testserver.Store, cfg server.Config) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := &http.Server{ReadHeaderTimeout: 10 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- h.Serve(hs, ln) }()
 	t.Cleanup(func() {
