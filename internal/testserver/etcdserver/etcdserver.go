@@ -109,11 +109,15 @@ func (b *backend) Open(opts testserver.Options) (testserver.Store, error) {
 		// default lease (under 4 s) would stop counting on its lease, and
 		// leave due services to an outage's grace, which only the outage
 		// tests (of the store's own package) are about.
-		NodeTTL:       15 * time.Second,
-		ReapInterval:  opts.ReapInterval,
-		DefaultLimits: opts.Limits,
-		Retention:     opts.Retention,
-		MaxEvents:     opts.MaxEvents,
+		NodeTTL: 15 * time.Second,
+		// Nor should a commit that waits past the default 5 s for its
+		// turn fail a test's write with 503: only the store's own tests
+		// are about the timeout.
+		RequestTimeout: 30 * time.Second,
+		ReapInterval:   opts.ReapInterval,
+		DefaultLimits:  opts.Limits,
+		Retention:      opts.Retention,
+		MaxEvents:      opts.MaxEvents,
 		// The write budget the nodes share, as the server's own (none
 		// unless the test sets one).
 		WriteRate:  cmp.Or(opts.WriteRate, -1),
