@@ -50,7 +50,7 @@ func testEventCapKeepsTheNewest(t *testing.T, kind string) {
 
 	// The count survives a restart: the next write still deletes one.
 	srv.Restart()
-	httpClient.CloseIdleConnections()
+	clientOf(srv.URL).CloseIdleConnections()
 	c.setConfig("key-8", "v")
 	want = append(want[1:], "configuration_value.update key-8")
 	for end := time.Now().Add(20 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {

@@ -409,7 +409,7 @@ func testIdleConnectionCaps(t *testing.T, kind string) {
 			t.Parallel()
 			base, reg := startLimited(t, kind, tc.cfg)
 			c := devLogin(t, base, "idle")
-			httpClient.CloseIdleConnections()
+			clientOf(base).CloseIdleConnections()
 			eventually(t, "no connection open", func() bool { return metric(t, reg, "svcreg_connections_open") == 0 })
 			conns := make([]*rawConn, 5)
 			for i := range conns {

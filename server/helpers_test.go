@@ -28,11 +28,25 @@ import (
 	"github.com/svcreg/svcreg/server/store"
 )
 
-// httpClient never follows a redirect: the API never redirects (spec §2.1),
-// so a redirect is an answer to check.
-var httpClient = &http.Client{
-	Transport:     &http.Transport{MaxIdleConnsPerHost: 200},
-	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+// clients are the test clients, one for each server (by root URL), so
+// that a test that closes its idle connections (clientOf(base)
+// .CloseIdleConnections) closes no other test's: a request of another
+// test that had just taken such a connection failed ("http:
+// CloseIdleConnections called"), a POST or PUT not being sent again.
+var clients sync.Map
+
+// clientOf is the client of the server at base. It never follows a
+// redirect: the API never redirects (spec §2.1), so a redirect is an
+// answer to check.
+func clientOf(base string) *http.Client {
+	if c, ok := clients.Load(base); ok {
+		return c.(*http.Client)
+	}
+	c, _ := clients.LoadOrStore(base, &http.Client{
+		Transport:     &http.Transport{MaxIdleConnsPerHost: 200},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	})
+	return c.(*http.Client)
 }
 
 // api is one authenticated --dev user, and so one tenant, of a server.
@@ -64,7 +78,7 @@ func newUser(t *testing.T, srv *testserver.Server, name string) *api {
 	t.Helper()
 	// A connection the client dialled but never used holds up the server's
 	// graceful stop for seconds; this cleanup runs before that stop.
-	t.Cleanup(httpClient.CloseIdleConnections)
+	t.Cleanup(clientOf(srv.URL).CloseIdleConnections)
 	token, tenant := srv.Token(name)
 	return &api{t: t, base: srv.URL, token: token, tenant: tenant}
 }
@@ -146,7 +160,7 @@ func trySend(t *testing.T, base, method, uri string, body any, header ...string)
 			req.Header.Set(name, value)
 		}
 	}
-	resp, err := httpClient.Do(req)
+	resp, err := clientOf(base).Do(req)
 	if err != nil {
 		return nil, err
 	}

@@ -91,7 +91,7 @@ func (k *keeping) poll(rc *rawConn, id string) {
 	// With no other connection open, the server holds none once the poll
 	// has parked (its connection taken over): the event then commits after
 	// the parking, not before.
-	httpClient.CloseIdleConnections()
+	clientOf(k.c.base).CloseIdleConnections()
 	req := "GET /v1.0/" + k.c.tenant + "/events?wait=30&marker=" + k.marker + " HTTP/1.1\r\nHost: test\r\nX-Auth-Token: " + k.c.token + "\r\n\r\n"
 	if _, err := io.WriteString(rc.c, req); err != nil {
 		t.Fatal(err)
