@@ -420,11 +420,12 @@ func shippedConfig(t *testing.T, example string, oldnew ...string) string {
 }
 
 // haproxy runs HAProxy in master-worker mode, as examples/haproxy
-// describes, on a loopback port with its own pid file; svcreg renders its
+// describes, on a loopback port with its own pid file and a stats socket
+// at level admin (the example's runtime socket); svcreg renders its
 // backends into a second configuration file.
 type haproxy struct {
-	bin, dir, main, backends, pid string
-	port                          int
+	bin, dir, main, backends, pid, socket string
+	port                                  int
 }
 
 func startHAProxy(t *testing.T) *haproxy {
@@ -448,9 +449,11 @@ func newHAProxy(t *testing.T) *haproxy {
 	h.main = filepath.Join(h.dir, "haproxy.cfg")
 	h.backends = filepath.Join(h.dir, "backends.cfg")
 	h.pid = filepath.Join(h.dir, "haproxy.pid")
+	h.socket = filepath.Join(h.dir, "admin.sock")
 	main := fmt.Sprintf(`global
     master-worker
     pidfile %s
+    stats socket %s level admin
 %sdefaults
     mode http
     timeout connect 2s
@@ -462,7 +465,7 @@ frontend web
 # The operator's own section, whose name registry data must not take.
 backend stats
     server stats 127.0.0.1:1
-`, h.pid, haproxytest.FastStart, h.port)
+`, h.pid, h.socket, haproxytest.FastStart, h.port)
 	os.WriteFile(h.main, []byte(main), 0o644)
 	return h
 }
@@ -489,6 +492,10 @@ func TestTemplateHAProxyEndToEnd(t *testing.T) {
 		}
 		return false
 	})
+
+	// Through the runtime API it went live before its file was checked
+	// and installed.
+	eventuallyTrue(t, "api-2 installed", func() bool { return strings.Contains(readString(h.backends), "server api-2 ") })
 
 	// A backend name that is not a name: the service is left out, so
 	// nothing changes.
@@ -566,6 +573,7 @@ func (h *haproxy) shippedConfig(t *testing.T, env []string, reloads string) stri
 		"/etc/haproxy/svcreg-backends.cfg", h.backends,
 		`reload = "kill`, `reload = "echo reload >> `+reloads+` && kill`,
 		"/run/haproxy.pid", h.pid,
+		"/run/haproxy/admin.sock", h.socket,
 	)
 }
 
