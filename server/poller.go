@@ -201,10 +201,12 @@ const (
 // its client asks again (and, its tenant holding the most, is answered
 // at once). So a few tenants at their own cap cannot leave every other
 // tenant polling: the slots are shared out among the tenants that want
-// them. A poll answered without waiting (it had news) takes no slot. At
-// most maxYields polls of a tenant are admitted so at once (reads behind
-// its own read gate must not hold more), each counted in the total,
-// which goes past the cap by as many while their reads run.
+// them. A poll whose first read has news takes no slot (one whose first
+// read found nothing takes it then, even if a commit then brings it news
+// before it parks). At most maxYields polls of a tenant are admitted so
+// at once (reads behind its own read gate must not hold more), each
+// counted in the total, which goes past the cap by up to that many a
+// tenant while their reads run.
 func (pl *poller) addWaiter(tenant string) admission {
 	if isClosed(pl.s.closing) {
 		return refused

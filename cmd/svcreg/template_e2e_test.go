@@ -520,8 +520,9 @@ func TestTemplateHAProxyEndToEnd(t *testing.T) {
 	// gives (and the template does not list). The old file stays, and
 	// HAProxy's reason reaches the log. The next change renders it (api-1
 	// moves to the backend "other").
-	// First HAProxy runs the file without api-2: a reload still to come
-	// would read the changed haproxy.cfg, fail, and leave the old worker.
+	// First HAProxy runs the file without api-2 (its drain through the
+	// runtime API done): a reload still to come would read the changed
+	// haproxy.cfg, fail, and leave the old worker.
 	eventuallyTrue(t, "HAProxy to serve api-1 alone", func() bool {
 		for range 4 {
 			if get(url) != "api-1" {
