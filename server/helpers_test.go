@@ -79,6 +79,13 @@ func newUser(t *testing.T, srv *testserver.Server, name string) *api {
 	// A connection the client dialled but never used holds up the server's
 	// graceful stop for seconds; this cleanup runs before that stop.
 	t.Cleanup(clientOf(srv.URL).CloseIdleConnections)
+	return loginTo(t, srv, name)
+}
+
+// loginTo is newUser without the cleanup, for a server that tests running
+// at once share (whose owner closes the idle connections as it ends).
+func loginTo(t *testing.T, srv *testserver.Server, name string) *api {
+	t.Helper()
 	token, tenant := srv.Token(name)
 	return &api{t: t, base: srv.URL, token: token, tenant: tenant}
 }
@@ -574,9 +581,12 @@ type pollMode struct {
 // goroutine.
 func pollModes(t *testing.T, kind string) []pollMode {
 	srv := testserver.Start(t, testserver.Options{Store: kind})
+	// Its subtests run at once: one's end must not close the connections
+	// of another's request.
+	t.Cleanup(clientOf(srv.URL).CloseIdleConnections)
 	waiting := startUnparked(t, kind)
 	return []pollMode{
-		{"parked", func(t *testing.T, username string) *api { return newUser(t, srv, username) }},
+		{"parked", func(t *testing.T, username string) *api { return loginTo(t, srv, username) }},
 		{"waiting", func(t *testing.T, username string) *api { return devLogin(t, waiting, username) }},
 	}
 }
