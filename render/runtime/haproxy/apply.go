@@ -144,13 +144,8 @@ func closedOnUs(err error) bool {
 func (a *Adapter) readLives(ctx context.Context, target []*section) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	clear(a.lives)
 	a.cli.fresh()
-	outs, err := a.cli.runAll(ctx, showCommands(target))
-	if err != nil {
-		return err
-	}
-	lives, err := parseStates(target, outs)
+	lives, err := a.read(ctx, target)
 	if err != nil {
 		return err
 	}
@@ -158,6 +153,17 @@ func (a *Adapter) readLives(ctx context.Context, target []*section) error {
 		a.lives[s.name] = lives[i]
 	}
 	return nil
+}
+
+// read forgets the live state read last and reads it again: one round
+// trip. a.mu is held.
+func (a *Adapter) read(ctx context.Context, target []*section) ([]map[string]liveServer, error) {
+	clear(a.lives)
+	outs, err := a.cli.runAll(ctx, showCommands(target))
+	if err != nil {
+		return nil, err
+	}
+	return parseStates(target, outs)
 }
 
 // Reset drops the drains under way: a reload makes the live state the
@@ -208,12 +214,7 @@ func (a *Adapter) apply(ctx context.Context, target []*section, known knownFunc)
 		}
 		a.drains = drains
 	}
-	clear(a.lives)
-	outs, err := a.cli.runAll(ctx, showCommands(target))
-	if err != nil {
-		return sent, err
-	}
-	lives, err := parseStates(target, outs)
+	lives, err := a.read(ctx, target)
 	if err != nil {
 		return sent, err
 	}
