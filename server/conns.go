@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
@@ -243,20 +242,7 @@ func (ct *connTracker) unlock() {
 
 // closeNow closes c without a TLS close_notify, which would wait for room
 // in a send buffer that a client not reading keeps full.
-func closeNow(c net.Conn) {
-	for {
-		switch v := c.(type) {
-		case *tls.Conn:
-			v.NetConn().Close()
-			return
-		case *prefixConn:
-			c = v.Conn
-			continue
-		}
-		c.Close()
-		return
-	}
-}
+func closeNow(c net.Conn) { netConn(c).Close() }
 
 // makeRoom closes a connection for the new connection nc past MaxConns,
 // or none to let nc in over MaxConns (see connTracker).
