@@ -103,7 +103,7 @@ func writeEventTable(w io.Writer, events []registry.Event) error {
 	row(tw, "ID", "TIME", "TYPE", "SUBJECT", "DETAIL")
 	for _, ev := range events {
 		subject, detail := describeEvent(ev)
-		row(tw, termSafe(ev.ID), eventTime(ev), termSafe(string(ev.Type)), cell(subject), detail)
+		row(tw, printable.Inline(ev.ID), eventTime(ev), printable.Inline(string(ev.Type)), cell(subject), detail)
 	}
 	return tw.Flush()
 }
@@ -185,7 +185,7 @@ as the API ends it, with exit status 1. With --output json, one JSON object per 
 			}
 		}
 	}
-	fmt.Fprintf(stderr, "svcreg events tail: following the events after %s (interrupt to stop)\n", cmp.Or(termSafe(start), "now"))
+	fmt.Fprintf(stderr, "svcreg events tail: following the events after %s (interrupt to stop)\n", cmp.Or(printable.Inline(start), "now"))
 	w := c.NewFeed(start, registry.WatchOptions{Type: et, OnError: onError})
 	if !f.json() {
 		fmt.Fprintln(stdout, eventHeader)
@@ -275,7 +275,7 @@ var eventHeader = strings.TrimRight(fmt.Sprintf(eventFormat, "ID", "TIME", "TYPE
 // configuration key it is about, and what changed.
 func eventLine(ev registry.Event) string {
 	subject, detail := describeEvent(ev)
-	return strings.TrimRight(fmt.Sprintf(eventFormat, termSafe(ev.ID), eventTime(ev), termSafe(string(ev.Type)), cell(termSafe(subject)), detail), " ")
+	return strings.TrimRight(fmt.Sprintf(eventFormat, printable.Inline(ev.ID), eventTime(ev), printable.Inline(string(ev.Type)), cell(printable.Inline(subject)), detail), " ")
 }
 
 // describeEvent returns what an event is about and what changed.
@@ -288,10 +288,10 @@ func describeEvent(ev registry.Event) (subject, detail string) {
 		}
 		parts := []string{"timeout=" + strconv.Itoa(s.HeartbeatTimeout)}
 		if len(s.Tags) > 0 {
-			parts = append(parts, "tags="+termSafe(joinTags(s.Tags)))
+			parts = append(parts, "tags="+printable.Inline(joinTags(s.Tags)))
 		}
 		if len(s.Metadata) > 0 {
-			parts = append(parts, "metadata="+termSafe(joinMetadata(s.Metadata)))
+			parts = append(parts, "metadata="+printable.Inline(joinMetadata(s.Metadata)))
 		}
 		return s.ID, strings.Join(parts, " ")
 	case registry.ConfigValueUpdate, registry.ConfigValueRemove:
@@ -311,13 +311,13 @@ func describeEvent(ev registry.Event) (subject, detail string) {
 	}
 	var b bytes.Buffer
 	if json.Compact(&b, ev.Payload) != nil {
-		return "", termSafe(string(ev.Payload))
+		return "", printable.Inline(string(ev.Payload))
 	}
-	return "", termSafe(b.String())
+	return "", printable.Inline(b.String())
 }
 
 // termQuote is registry text quoted for a terminal: Go-quoted, and with
-// every rune but ASCII escaped when it holds what termSafe quotes (a mark
+// every rune but ASCII escaped when it holds what printable.Inline quotes (a mark
 // that shows as nothing is printable to strconv.Quote: "prod\ufe00" would
 // read as "prod").
 func termQuote(s string) string {
@@ -326,9 +326,3 @@ func termQuote(s string) string {
 	}
 	return strconv.Quote(s)
 }
-
-// termSafe is registry text as it may reach a terminal: quoted, with
-// escapes, when it holds anything but printable characters and spaces (an
-// escape sequence, a C1 control, a bidi override, invalid UTF-8) or a
-// letter that shows as blank (printable.IsBlank).
-func termSafe(s string) string { return printable.Inline(s) }

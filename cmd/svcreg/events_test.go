@@ -23,6 +23,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/svcreg/svcreg/internal/printable"
 	"github.com/svcreg/svcreg/internal/testserver"
 	"github.com/svcreg/svcreg/registry"
 )
@@ -634,7 +635,7 @@ func TestImpostorFaultCut(t *testing.T) {
 // Registry text in a table is Go-quoted when it holds what does not
 // print as it is, letters that show as blank included ("api\u3164"
 // looks like "api").
-func TestTermSafe(t *testing.T) {
+func TestRegistryTextOnATerminal(t *testing.T) {
 	t.Parallel()
 	for in, want := range map[string]string{
 		"api":         "api",
@@ -644,8 +645,8 @@ func TestTermSafe(t *testing.T) {
 		"\u2800":      `"\u2800"`,
 		"\x1b[2Jhi\a": `"\x1b[2Jhi\a"`,
 	} {
-		if got := termSafe(in); got != want {
-			t.Errorf("termSafe(%q) = %s; want %s", in, got, want)
+		if got := printable.Inline(in); got != want {
+			t.Errorf("printable.Inline(%q) = %s; want %s", in, got, want)
 		}
 	}
 }

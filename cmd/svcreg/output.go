@@ -44,16 +44,16 @@ func row(w io.Writer, cells ...string) {
 // cell makes s safe for a table cell: empty becomes "-", and a value with
 // tabs, newlines, other control characters, characters that do not
 // print (bidirectional overrides) or bytes that are not UTF-8 is quoted
-// (termSafe), so that registry data cannot drive the terminal.
+// (printable.Inline), so that registry data cannot drive the terminal.
 func cell(s string) string {
 	if s == "" {
 		return "-"
 	}
-	return termSafe(s)
+	return printable.Inline(s)
 }
 
 // joinTags writes tags as --tags takes them: a,b. A tag that holds a
-// comma, an equals sign, a space or a quote, or that termSafe would quote,
+// comma, an equals sign, a space or a quote, or that printable.Inline would quote,
 // is quoted (Go syntax), so that two lists never print alike: "a,b" is one
 // tag, a,b two.
 func joinTags(tags []string) string {
@@ -88,7 +88,7 @@ func listItem(s string) string {
 	if s == "" || s == "-" || strings.ContainsAny(s, ",= \"\\") {
 		return termQuote(s)
 	}
-	return termSafe(s)
+	return printable.Inline(s)
 }
 
 // formatTime shows a time in the local zone with its offset; "-" for the

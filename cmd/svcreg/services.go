@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 
+	"github.com/svcreg/svcreg/internal/printable"
 	"github.com/svcreg/svcreg/internal/svcflags"
 	"github.com/svcreg/svcreg/registry"
 )
@@ -88,7 +89,7 @@ shows it. Exits 1 if there is no such service.`, stdout)
 	row(tw, "heartbeat_timeout", strconv.Itoa(s.HeartbeatTimeout))
 	row(tw, "last_seen", formatTime(s.LastSeen))
 	for _, k := range slices.Sorted(maps.Keys(s.Metadata)) {
-		row(tw, "metadata."+termSafe(k), cell(s.Metadata[k]))
+		row(tw, "metadata."+printable.Inline(k), cell(s.Metadata[k]))
 	}
 	return tw.Flush()
 }
@@ -135,7 +136,7 @@ POST /services/ID/heartbeat with the token (see docs/api.md), or let
 	if f.json() {
 		return writeJSON(stdout, map[string]string{"token": token})
 	}
-	_, err = fmt.Fprintln(stdout, termSafe(token)) // the registry's text
+	_, err = fmt.Fprintln(stdout, printable.Inline(token)) // the registry's text
 	return err
 }
 
