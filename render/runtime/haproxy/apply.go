@@ -313,6 +313,14 @@ func (a *Adapter) applyFrom(ctx context.Context, target []*section, known knownF
 		d.deadline = time.Now().Add(a.drainTimeout)
 		a.drains[d.id] = d
 	}
+	if len(sc.drains) > 0 && a.draining {
+		// A drain this apply added is looked at soon, not at the end of
+		// a wait grown long while others were held.
+		select {
+		case a.kick <- struct{}{}:
+		default:
+		}
+	}
 	if at.read, at.err = parseStates(target, outs[len(sc.cmds):]); at.err != nil {
 		at.read = nil
 		return at
@@ -336,13 +344,7 @@ func (a *Adapter) drained(ctx context.Context, err error) error {
 		return err
 	}
 	if a.draining {
-		// A drain this apply added is looked at soon, not at the end of
-		// a wait grown long while others were held.
-		select {
-		case a.kick <- struct{}{}:
-		default:
-		}
-		return nil
+		return nil // applyFrom kicked it for a drain it added
 	}
 	a.draining = true
 	if a.goFn == nil {
