@@ -298,10 +298,17 @@ func (ct *connTracker) cut(ci *connInfo) {
 
 // sync puts ci on the waiting list, or takes it off, as its request or
 // its answer say.
-func (ct *connTracker) sync(ci *connInfo) {
+func (ct *connTracker) sync(ci *connInfo) { ct.syncAt(ci, time.Time{}) }
+
+// syncAt is sync with the time now, when the caller has read it (zero:
+// the tracker reads its clock if it must).
+func (ct *connTracker) syncAt(ci *connInfo, at time.Time) {
 	switch w := (ci.reading || ci.answering) && !ci.cut; {
 	case w && !ci.waits:
-		ci.waits, ci.since = true, ct.clock()
+		if at.IsZero() {
+			at = ct.clock()
+		}
+		ci.waits, ci.since = true, at
 		ct.waiting.push(ci)
 	case !w && ci.waits:
 		ci.waits = false
@@ -319,11 +326,11 @@ func (ct *connTracker) done(ci *connInfo) {
 // startAnswer records that the answer on ci's connection is being
 // written, from its first write (or the handler's return) until the
 // connection is idle: the client must take it.
-func (ct *connTracker) startAnswer(ci *connInfo) {
+func (ct *connTracker) startAnswer(ci *connInfo, at time.Time) {
 	ct.mu.Lock()
 	if !ci.answering && ct.open[ci.conn] == ci {
 		ci.answering = true
-		ct.sync(ci)
+		ct.syncAt(ci, at)
 	}
 	ct.mu.Unlock()
 }

@@ -79,7 +79,7 @@ func (b *trackerBed) request(c *fakeConn, body string, read bool) {
 // not return (the client does not read).
 func (b *trackerBed) answer(c *fakeConn, blocked bool) {
 	ci := b.ct.open[c]
-	b.ct.startAnswer(ci)
+	b.ct.startAnswer(ci, b.now)
 	if blocked {
 		ci.writing.Store(b.now.UnixNano())
 	}
@@ -276,7 +276,7 @@ func TestConnTrackerWaitingEdges(t *testing.T) {
 		if !slow.closed {
 			t.Fatal("the stalled connection was not cut")
 		}
-		b.ct.startAnswer(b.ct.open[slow]) // its handler writes after all
+		b.ct.startAnswer(b.ct.open[slow], b.now) // its handler writes after all
 		if ci := b.ct.open[slow]; ci.waits {
 			t.Error("a connection cut is back on the waiting list")
 		}
@@ -287,7 +287,7 @@ func TestConnTrackerWaitingEdges(t *testing.T) {
 		b.request(c, "", false)
 		ci := b.ct.open[c]
 		b.ct.setState(c, http.StateHijacked)
-		b.ct.startAnswer(ci)
+		b.ct.startAnswer(ci, b.now)
 		if b.ct.waiting.n != 0 {
 			t.Errorf("%d waiting after the only connection was hijacked", b.ct.waiting.n)
 		}
@@ -297,7 +297,7 @@ func TestConnTrackerWaitingEdges(t *testing.T) {
 		c := b.open("10.0.0.1")
 		b.request(c, `{"x":1}`, false)
 		ci := b.ct.open[c]
-		b.ct.startAnswer(ci) // writes before reading its body
+		b.ct.startAnswer(ci, b.now) // writes before reading its body
 		b.ct.mu.Lock()
 		ci.reading = false // the body's end
 		b.ct.sync(ci)

@@ -219,8 +219,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if sw.ci != nil {
 		// Until the answer is flushed (the connection idle again), the
 		// client must take it.
-		sw.answer()
-		sw.ci.writing.Store(start.Add(d).UnixNano()) // now: no second clock read
+		now := start.Add(d) // no second clock read
+		sw.answer(now)
+		sw.ci.writing.Store(now.UnixNano())
 	}
 	s.metrics.requests.WithLabelValues(name, strconv.Itoa(sw.status)).Inc()
 	// Its attributes are built only for a log that takes the line: every
@@ -417,11 +418,12 @@ type statusWriter struct {
 	answered bool      // ct knows the answer is being written
 }
 
-// answer tells the tracker, once, that the answer is being written.
-func (w *statusWriter) answer() {
+// answer tells the tracker, once, that the answer is being written, as
+// of now.
+func (w *statusWriter) answer(now time.Time) {
 	if !w.answered {
 		w.answered = true
-		w.ct.startAnswer(w.ci)
+		w.ct.startAnswer(w.ci, now)
 	}
 }
 
@@ -437,12 +439,16 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	if w.ci == nil {
 		return w.ResponseWriter.Write(b)
 	}
-	w.answer()
+	now := time.Now()
+	w.answer(now)
 	defer w.ci.writing.Store(0)
 	written := 0
 	for len(b) > 0 {
 		chunk := b[:min(len(b), writeChunk)]
-		w.ci.writing.Store(time.Now().UnixNano())
+		if written > 0 {
+			now = time.Now()
+		}
+		w.ci.writing.Store(now.UnixNano())
 		n, err := w.ResponseWriter.Write(chunk)
 		written += n
 		if err != nil {
