@@ -83,7 +83,7 @@ type connInfo struct {
 	reading   bool      // its request has not all arrived
 	answering bool      // its answer is being written
 	waits     bool      // reading or answering: on connTracker.waiting
-	cut       bool      // closed for a new connection: off the waiting list for good
+	gone      bool      // cut for a new connection, hijacked or closed: off the waiting list for good
 	since     time.Time // on connTracker.waiting since
 	wl        connLinks // in connTracker.waiting
 	// writing is when a write to the client began that has not returned,
@@ -213,6 +213,7 @@ func (ct *connTracker) setState(c net.Conn, state http.ConnState) {
 		ct.done(ci)
 		ct.setIdle(ci)
 	case http.StateHijacked, http.StateClosed:
+		ci.gone = true // a connection handed back gets a record of its own
 		ct.done(ci)
 		ct.unidle(ci)
 		delete(ct.open, c)
@@ -290,7 +291,7 @@ func (ct *connTracker) longestWaiting(nc *connInfo, is func(*connInfo) bool) *co
 // cut takes a connection that waits on its client off the tracker's lists
 // and closes it once the lock is let go.
 func (ct *connTracker) cut(ci *connInfo) {
-	ci.cut = true
+	ci.gone = true
 	ct.done(ci)
 	ct.s.metrics.connsClosed.WithLabelValues("client").Inc()
 	ct.closes = append(ct.closes, func() { closeNow(ci.conn) })
@@ -303,7 +304,7 @@ func (ct *connTracker) sync(ci *connInfo) { ct.syncAt(ci, time.Time{}) }
 // syncAt is sync with the time now, when the caller has read it (zero:
 // the tracker reads its clock if it must).
 func (ct *connTracker) syncAt(ci *connInfo, at time.Time) {
-	switch w := (ci.reading || ci.answering) && !ci.cut; {
+	switch w := (ci.reading || ci.answering) && !ci.gone; {
 	case w && !ci.waits:
 		if at.IsZero() {
 			at = ct.clock()
@@ -328,7 +329,7 @@ func (ct *connTracker) done(ci *connInfo) {
 // connection is idle: the client must take it.
 func (ct *connTracker) startAnswer(ci *connInfo, at time.Time) {
 	ct.mu.Lock()
-	if !ci.answering && ct.open[ci.conn] == ci {
+	if !ci.answering && !ci.gone {
 		ci.answering = true
 		ct.syncAt(ci, at)
 	}
