@@ -15,6 +15,7 @@ import (
 	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -313,7 +314,6 @@ func NewAuth(cfg AuthConfig) *Auth {
 	cfg.Limits = cfg.Limits.withDefaults()
 	a := &Auth{
 		cfg:          cfg,
-		metrics:      newAuthMetrics(cfg.Registerer),
 		addrFailures: newKeyedLimiter(cfg.Limits.FailuresPerAddress, time.Minute, cfg.Clock),
 		userFailures: newKeyedLimiter(cfg.Limits.FailuresPerUser, time.Minute, cfg.Clock),
 		issues:       newKeyedLimiter(cfg.Limits.IssuesPerUser, time.Hour, cfg.Clock),
@@ -321,6 +321,11 @@ func NewAuth(cfg AuthConfig) *Auth {
 	}
 	a.users.Store(newUserSet(cfg.Users))
 	a.unrecorded = map[string]store.Revocation{}
+	a.metrics = newAuthMetrics(cfg.Registerer, func() int {
+		a.setMu.Lock()
+		defer a.setMu.Unlock()
+		return len(a.unrecorded)
+	})
 	a.warnShortSecrets(cfg.Users)
 	return a
 }
@@ -368,8 +373,12 @@ func (a *Auth) SetUsers(users []User) error {
 	return nil
 }
 
-// setUsersRecordTimeout bounds SetUsers' try to record its revocations.
-const setUsersRecordTimeout = 2 * time.Second
+// setUsersRecordTimeout bounds SetUsers' try to record its revocations,
+// and stopRecordTimeout Run's last try as it stops.
+const (
+	setUsersRecordTimeout = 2 * time.Second
+	stopRecordTimeout     = 5 * time.Second
+)
 
 // stamp returns the time to give a token or a revocation: the clock, or
 // just after the latest time given or loaded, if the clock is behind it.
@@ -725,13 +734,24 @@ func minTime(a, b time.Time) time.Time {
 // Run drops expired tokens from the cache, and the limits' buckets that
 // are full again, tries again to record the revocations the store did not
 // take, and reads those other nodes recorded, every SweepInterval until
-// ctx is done.
+// ctx is done. Then it tries once more, for up to stopRecordTimeout, to
+// record what the store has not taken: a restart would forget it.
 func (a *Auth) Run(ctx context.Context) error {
 	t := time.NewTicker(a.cfg.SweepInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
+			a.recordMu.Lock()
+			a.recordLocked(stopRecordTimeout)
+			a.recordMu.Unlock()
+			a.setMu.Lock()
+			left := slices.Sorted(maps.Keys(a.unrecorded))
+			a.setMu.Unlock()
+			if len(left) > 0 {
+				a.cfg.Logger.Error("stopping with users' token revocations the store has not taken: after a restart, their tokens from before the users file changed work again, if their credentials are back",
+					"count", len(left), "users", logValue(strings.Join(left, ",")))
+			}
 			return nil
 		case <-t.C:
 		}

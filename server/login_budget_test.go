@@ -364,7 +364,9 @@ func TestUnrecordedRevocationIsTriedAgain(t *testing.T) {
 	id.clock.Add(time.Second)
 	st.revoke.Store(true)
 	for _, us := range [][]server.User{users[:1], users} {
-		id.setUsers(us)
+		if err := id.auth.SetUsers(us); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if code := get(id); code != 401 {
 		t.Fatalf("the token of a user removed and added back, the revocation unrecorded: status %d, want 401", code)
@@ -372,24 +374,78 @@ func TestUnrecordedRevocationIsTriedAgain(t *testing.T) {
 	if r, err := st.Revocations(context.Background()); err != nil || len(r) != 0 {
 		t.Fatalf("revocations recorded while the store refused them: %v, %v", r, err)
 	}
+	if n := id.unrecorded(); n != 1 {
+		t.Fatalf("svcreg_identity_revocations_unrecorded while the store refuses: %v, want 1", n)
+	}
 	st.revoke.Store(false)
 	eventually(t, "leaves-and-returns's revocation recorded once the store takes it", func() bool {
 		r, err := st.Revocations(context.Background())
 		_, ok := r["leaves-and-returns"]
 		return err == nil && ok
 	})
+	eventually(t, "svcreg_identity_revocations_unrecorded back at 0", func() bool { return id.unrecorded() == 0 })
 	if code := get(startIdentityOn(t, st, users, server.AuthLimits{})); code != 401 {
 		t.Errorf("the token after a restart: status %d, want 401", code)
 	}
 }
 
+// A revocation the store refused is recorded as the server stops, if the
+// store takes it then, without waiting for Run's next try: a restart
+// keeps it.
+func TestStopRecordsRevocations(t *testing.T) {
+	t.Parallel()
+	st := &refusingStore{Store: testserver.NewStore(t, testserver.Options{Store: testserver.Bolt, ReapInterval: -1})}
+	users := []server.User{{Name: "u", Tenant: "3001", APIKey: "k1"}}
+	id := startIdentityWith(t, st, server.AuthConfig{Users: users, SweepInterval: time.Hour})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- id.auth.Run(ctx) }()
+	token := id.token("u", "k1", true)
+	id.clock.Add(time.Second)
+	st.revoke.Store(true)
+	for _, us := range [][]server.User{{{Name: "u", Tenant: "3001", APIKey: "k2"}}, users} {
+		if err := id.auth.SetUsers(us); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st.revoke.Store(false)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := id.unrecorded(); n != 0 {
+		t.Errorf("svcreg_identity_revocations_unrecorded once stopped: %v, want 0", n)
+	}
+	if got := startIdentityOn(t, st, users, server.AuthLimits{}).services("3001", token); got != 401 {
+		t.Errorf("a token of k1 from before it was replaced, after a restart: status %d, want 401", got)
+	}
+}
+
 // setUsers gives the server users, as a SIGHUP with that users file does,
-// and fails the test if it refuses them.
+// and fails the test if it refuses them. It returns once the store has
+// taken the revocations that made, as a restart would see them: SetUsers
+// tries for 2 s only, which a loaded test machine's store may take, and
+// the same users again try again (as another SIGHUP does).
 func (id *identity) setUsers(users []server.User) {
 	id.t.Helper()
 	if err := id.auth.SetUsers(users); err != nil {
 		id.t.Fatal(err)
 	}
+	eventually(id.t, "the store took the revocations of a users file read again", func() bool {
+		if id.unrecorded() == 0 {
+			return true
+		}
+		if err := id.auth.SetUsers(users); err != nil {
+			id.t.Fatal(err)
+		}
+		return false
+	})
+}
+
+// unrecorded is how many users' revocations the store has not taken yet.
+func (id *identity) unrecorded() float64 {
+	id.t.Helper()
+	return testserver.Metric(id.t, id.reg, "svcreg_identity_revocations_unrecorded")
 }
 
 // removeAndReturn removes user u and adds it back, as two SIGHUPs: every

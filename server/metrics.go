@@ -107,7 +107,7 @@ type authMetrics struct {
 	passwordChecks prometheus.Counter
 }
 
-func newAuthMetrics(r prometheus.Registerer) authMetrics {
+func newAuthMetrics(r prometheus.Registerer, unrecorded func() int) authMetrics {
 	m := authMetrics{
 		tokenRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "svcreg_identity_token_requests_total",
@@ -119,7 +119,10 @@ func newAuthMetrics(r prometheus.Registerer) authMetrics {
 		}),
 	}
 	if r != nil {
-		r.MustRegister(m.tokenRequests, m.passwordChecks)
+		r.MustRegister(m.tokenRequests, m.passwordChecks, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "svcreg_identity_revocations_unrecorded",
+			Help: "Users whose token revocations (from a users file read again) the store has not taken yet: they hold at this node, are tried again every minute, and are forgotten by a restart meanwhile.",
+		}, func() float64 { return float64(unrecorded()) }))
 	}
 	return m
 }
