@@ -275,7 +275,7 @@ var eventHeader = strings.TrimRight(fmt.Sprintf(eventFormat, "ID", "TIME", "TYPE
 // configuration key it is about, and what changed.
 func eventLine(ev registry.Event) string {
 	subject, detail := describeEvent(ev)
-	return strings.TrimRight(fmt.Sprintf(eventFormat, printable.Inline(ev.ID), eventTime(ev), printable.Inline(string(ev.Type)), cell(printable.Inline(subject)), detail), " ")
+	return strings.TrimRight(fmt.Sprintf(eventFormat, printable.Inline(ev.ID), eventTime(ev), printable.Inline(string(ev.Type)), cell(subject), detail), " ")
 }
 
 // describeEvent returns what an event is about and what changed.

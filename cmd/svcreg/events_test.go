@@ -674,3 +674,32 @@ func TestTablesTellListsApart(t *testing.T) {
 		}
 	}
 }
+
+// A table cell shows no value as another: empty as -, the value - and a
+// value that starts with a quote quoted, as a value Inline quotes is.
+func TestCellsTellValuesApart(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"":          "-",
+		"-":         `"-"`,
+		"--":        "--",
+		"a\tb":      `"a\tb"`,
+		`"a\tb"`:    `"\"a\\tb\""`,
+		`"`:         `"\""`,
+		`a"b`:       `a"b`,
+		"10.0.0.1":  "10.0.0.1",
+		"\"\x1b[2J": `"\"\x1b[2J"`,
+	} {
+		if got := cell(in); got != want {
+			t.Errorf("cell(%q) = %s; want %s", in, got, want)
+		}
+	}
+	seen := map[string]string{}
+	for _, in := range []string{"", "-", `"-"`, "a\tb", `"a\tb"`, `""`} {
+		got := cell(in)
+		if other, ok := seen[got]; ok {
+			t.Errorf("cell(%q) and cell(%q) both show %s", in, other, got)
+		}
+		seen[got] = in
+	}
+}

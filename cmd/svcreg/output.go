@@ -45,11 +45,27 @@ func row(w io.Writer, cells ...string) {
 // tabs, newlines, other control characters, characters that do not
 // print (bidirectional overrides) or bytes that are not UTF-8 is quoted
 // (printable.Inline), so that registry data cannot drive the terminal.
+// The value "-", and one that starts with a double quote, are quoted too,
+// so that no value shows as another: "-" is not an empty value, and the
+// six characters "a\tb" (quotes and backslash included) are not a, a tab
+// and b quoted.
 func cell(s string) string {
-	if s == "" {
+	switch {
+	case s == "":
 		return "-"
+	case s == "-" || s[0] == '"':
+		return termQuote(s)
 	}
 	return printable.Inline(s)
+}
+
+// listCell is a table cell for a list joinTags or joinMetadata wrote,
+// whose items are quoted already: "-" if it is empty.
+func listCell(joined string) string {
+	if joined == "" {
+		return "-"
+	}
+	return joined
 }
 
 // joinTags writes tags as --tags takes them: a,b. A tag that holds a

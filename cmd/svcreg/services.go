@@ -56,7 +56,7 @@ a JSON array of services as the API shows them.`, stdout)
 	tw := newTable(stdout)
 	row(tw, "ID", "TAGS", "TIMEOUT", "LAST SEEN", "METADATA")
 	for _, s := range services {
-		row(tw, cell(s.ID), cell(joinTags(s.Tags)), strconv.Itoa(s.HeartbeatTimeout), formatTime(s.LastSeen), cell(joinMetadata(s.Metadata)))
+		row(tw, cell(s.ID), listCell(joinTags(s.Tags)), strconv.Itoa(s.HeartbeatTimeout), formatTime(s.LastSeen), listCell(joinMetadata(s.Metadata)))
 	}
 	return tw.Flush()
 }
@@ -85,7 +85,7 @@ shows it. Exits 1 if there is no such service.`, stdout)
 	}
 	tw := newTable(stdout)
 	row(tw, "id", cell(s.ID))
-	row(tw, "tags", cell(joinTags(s.Tags)))
+	row(tw, "tags", listCell(joinTags(s.Tags)))
 	row(tw, "heartbeat_timeout", strconv.Itoa(s.HeartbeatTimeout))
 	row(tw, "last_seen", formatTime(s.LastSeen))
 	for _, k := range slices.Sorted(maps.Keys(s.Metadata)) {
