@@ -28,26 +28,9 @@ import (
 	"github.com/svcreg/svcreg/server/store"
 )
 
-// clients are the test clients, one for each server (by root URL), so
-// that a test that closes its idle connections (clientOf(base)
-// .CloseIdleConnections) closes no other test's: a request of another
-// test that had just taken such a connection failed ("http:
-// CloseIdleConnections called"), a POST or PUT not being sent again.
-var clients sync.Map
-
-// clientOf is the client of the server at base. It never follows a
-// redirect: the API never redirects (spec §2.1), so a redirect is an
-// answer to check.
-func clientOf(base string) *http.Client {
-	if c, ok := clients.Load(base); ok {
-		return c.(*http.Client)
-	}
-	c, _ := clients.LoadOrStore(base, &http.Client{
-		Transport:     &http.Transport{MaxIdleConnsPerHost: 200},
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	})
-	return c.(*http.Client)
-}
+// clientOf is the client of the server at base (testserver.Client): a
+// client for each server, never following a redirect.
+func clientOf(base string) *http.Client { return testserver.Client(base) }
 
 // api is one authenticated --dev user, and so one tenant, of a server.
 type api struct {

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	neturl "net/url"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -24,7 +25,17 @@ import (
 	"github.com/svcreg/svcreg/server/store"
 )
 
-// call is a one-off authenticated JSON request for the restart tests.
+// rootOf is the root URL (scheme and host) of url, as clientOf takes it.
+func rootOf(url string) string {
+	u, err := neturl.Parse(url)
+	if err != nil {
+		panic(err)
+	}
+	return u.Scheme + "://" + u.Host
+}
+
+// call is a one-off authenticated JSON request for the restart tests, by
+// the server's own client (clientOf).
 func call(t *testing.T, method, url, token string, body any) (int, map[string]any) {
 	t.Helper()
 	var rd io.Reader
@@ -35,7 +46,7 @@ func call(t *testing.T, method, url, token string, body any) (int, map[string]an
 	req, _ := http.NewRequest(method, url, rd)
 	req.Header.Set("X-Auth-Token", token)
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := clientOf(rootOf(url)).Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, url, err)
 	}
@@ -119,7 +130,7 @@ func testRestartTakesTheRetryOfALostAnswer(t *testing.T, kind string) {
 		srv.Restart()
 		// call's client would send the POST on a connection to the server
 		// before the restart, and not again (a POST is not retried).
-		http.DefaultClient.CloseIdleConnections()
+		clientOf(srv.URL).CloseIdleConnections()
 		code, out = call(t, "POST", base+"/services/retried/heartbeat", token, map[string]any{"token": sent})
 		if code != http.StatusOK {
 			t.Fatalf("the heartbeat sent again after restart %d, its answers lost before: %d %v", i+1, code, out)

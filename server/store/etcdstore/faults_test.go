@@ -110,7 +110,7 @@ func TestEtcdUnavailable(t *testing.T) {
 		}
 	}
 	wg.Wait()
-	if resp, err := httpClient.Get(n[0].URL + "/healthz"); err != nil || resp.StatusCode != 503 {
+	if resp, err := clientFor(n[0].URL).Get(n[0].URL + "/healthz"); err != nil || resp.StatusCode != 503 {
 		t.Errorf("/healthz with etcd down: %v %v, want 503", resp, err)
 	} else {
 		resp.Body.Close()

@@ -241,7 +241,7 @@ func (n *node) stop() {
 	n.running = false
 	// A connection the client dialled but never used holds up the
 	// graceful stop for seconds.
-	httpClient.CloseIdleConnections()
+	clientFor(n.URL).CloseIdleConnections()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	n.api.Drain(ctx)
@@ -316,11 +316,13 @@ func (n *node) startRetrying(ln net.Listener) error {
 	}
 }
 
-// httpClient is shared by the tests; no redirects are followed.
-var httpClient = &http.Client{
-	Transport:     &http.Transport{MaxIdleConnsPerHost: 100},
-	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	Timeout:       90 * time.Second,
+// clientFor is the tests' client for requests to the node at url
+// (testserver.Client: a client for each node, so that a node that stops
+// closes no other node's idle connections), with a 90 s timeout.
+func clientFor(url string) *http.Client {
+	c := *testserver.Client(url)
+	c.Timeout = 90 * time.Second
+	return &c
 }
 
 // user is a --dev user; its requests go to whichever node is asked.
@@ -334,7 +336,7 @@ type user struct {
 func login(t testing.TB, n *node, name string) *user {
 	t.Helper()
 	body := fmt.Sprintf(`{"auth":{"RAX-KSKEY:apiKeyCredentials":{"username":%q,"apiKey":"dev"}}}`, name)
-	resp, err := httpClient.Post(n.URL+"/v2.0/tokens", "application/json", strings.NewReader(body))
+	resp, err := clientFor(n.URL).Post(n.URL+"/v2.0/tokens", "application/json", strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -393,7 +395,7 @@ func (u *user) tryCtx(ctx context.Context, n *node, method, path string, body an
 	}
 	req.Header.Set("X-Auth-Token", u.token)
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := httpClient.Do(req)
+	resp, err := clientFor(n.URL).Do(req)
 	if err != nil {
 		return reply{}, err
 	}

@@ -294,7 +294,7 @@ func startServers(b *testing.B, bin string, n int, cluster *etcdtest.Cluster, se
 	}
 	for i, s := range servers {
 		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-			resp, err := httpClient.Get(s.url + "/healthz")
+			resp, err := clientFor(s.url).Get(s.url + "/healthz")
 			if err == nil {
 				resp.Body.Close()
 				if resp.StatusCode == http.StatusOK {
@@ -312,7 +312,7 @@ func startServers(b *testing.B, bin string, n int, cluster *etcdtest.Cluster, se
 // Gather reads the server's /metrics (Prometheus' text format), so that
 // the helpers that read a node's metrics read the server's.
 func (s *serverProc) Gather() ([]*dto.MetricFamily, error) {
-	resp, err := httpClient.Get(s.url + "/metrics")
+	resp, err := clientFor(s.url).Get(s.url + "/metrics")
 	if err != nil {
 		return nil, err
 	}
