@@ -23,7 +23,8 @@ import (
 // has not all arrived, and from the first write of its answer until it is
 // idle again; not while the server works on its request. Past MaxConns, a
 // new connection (makeRoom) takes the place of the connection that has
-// waited on its client the longest, if it has been stalled for
+// waited on its client the longest (for an answer, since a write of it
+// last returned, give or take stalledAfter), if it has been stalled for
 // clearlyStalledAfter (its request still arriving, a write of its answer
 // blocked, or its finished answer not flushed); else of the longest-idle
 // connection; else of the longest waiting, if stalled for stalledAfter;
@@ -315,6 +316,23 @@ func (ct *connTracker) syncAt(ci *connInfo, at time.Time) {
 		ci.waits = false
 		ct.waiting.remove(ci)
 	}
+}
+
+// progressed records that a write of the answer on ci's connection
+// returned at at: the client takes it. The connection goes to the tail of
+// the waiting list, so that connections whose clients take their answers,
+// however slowly, do not stay at its head, where makeRoom looks (at
+// victimConns of them), and hide the stalled ones behind them. Its
+// writes are timed by writing, not since; a connection whose request is
+// still arriving stays where it is.
+func (ct *connTracker) progressed(ci *connInfo, at time.Time) {
+	ct.mu.Lock()
+	if ci.waits && !ci.reading {
+		ct.waiting.remove(ci)
+		ci.since = at
+		ct.waiting.push(ci)
+	}
+	ct.mu.Unlock()
 }
 
 // done ends what ci's request and answer were doing: it is idle, or gone.

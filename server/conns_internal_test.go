@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -347,5 +348,68 @@ func TestLargeAnswerTimedByPiece(t *testing.T) {
 	}
 	if ci.writing.Load() != 0 || !ci.waits {
 		t.Errorf("after the write: writing %d, waiting %v; want 0, and the answer still waited on", ci.writing.Load(), ci.waits)
+	}
+}
+
+// Connections whose clients take their answers slowly but steadily go to
+// the tail of the waiting list as their writes return, so that a stalled
+// connection behind more of them than makeRoom looks at is still found
+// and closed for a new connection.
+func TestSteadyDownloadsDoNotHideAStalledOne(t *testing.T) {
+	b := newTrackerBed(t)
+	b.ct.s.cfg.MaxConns = victimConns + 1
+	var steady []*fakeConn
+	for range victimConns {
+		c := b.open("10.0.0.1")
+		b.request(c, "", false)
+		b.answer(c, true)
+		steady = append(steady, c)
+	}
+	stalled := b.open("10.0.0.2")
+	b.request(stalled, "", false)
+	b.answer(stalled, true)
+	for range 10 { // ten seconds of downloads: a piece a second each
+		b.now = b.now.Add(time.Second)
+		for _, c := range steady {
+			ci := b.ct.open[c]
+			b.ct.progressed(ci, b.now)
+			ci.writing.Store(b.now.UnixNano()) // the next piece's write
+		}
+	}
+	nc := b.open("10.0.0.3")
+	names := map[*fakeConn]string{stalled: "stalled", nc: "new"}
+	for i, c := range steady {
+		names[c] = fmt.Sprintf("steady %d", i)
+	}
+	b.closed(map[*fakeConn]bool{stalled: true}, names)
+}
+
+// An answer written in several writes, a second or more apart, moves its
+// connection to the tail of the waiting list as they return; writes
+// closer together do not take the tracker's lock again.
+func TestAnswerWritesMoveTheConnectionBack(t *testing.T) {
+	b := newTrackerBed(t)
+	b.ct.s.cfg.MaxConns = 1 << 20
+	slow, other := b.open("10.0.0.1"), b.open("10.0.0.2")
+	b.request(slow, "", false)
+	b.request(other, "", false)
+	ci := b.ct.open[slow]
+	sw := &statusWriter{ResponseWriter: httptest.NewRecorder(), ct: b.ct, ci: ci}
+	sw.Write([]byte("first"))
+	b.answer(other, true)
+	if b.ct.waiting.head != ci {
+		t.Fatalf("the first answer started is not at the head of the waiting list")
+	}
+	sw.Write([]byte("soon after"))
+	if b.ct.waiting.head != ci {
+		t.Errorf("a write right after the first moved its connection back")
+	}
+	sw.moved = sw.moved.Add(-stalledAfter) // as if the first was a second ago
+	sw.Write([]byte("a second later"))
+	if b.ct.waiting.head != b.ct.open[other] || b.ct.waiting.tail != ci {
+		t.Errorf("a write a second after the first left its connection where it was")
+	}
+	if !ci.waits || b.ct.waiting.n != 2 {
+		t.Errorf("after the writes: waiting %v, %d on the list; want the answer still waited on, 2", ci.waits, b.ct.waiting.n)
 	}
 }

@@ -416,14 +416,22 @@ type statusWriter struct {
 	ct       *connTracker
 	ci       *connInfo // the connection's record, nil if it has none
 	answered bool      // ct knows the answer is being written
+	// moved is when the answer's connection was last put at the tail of
+	// the tracker's waiting list: as the answer started, then as a write
+	// returned stalledAfter or more since (progressed).
+	moved time.Time
 }
 
 // answer tells the tracker, once, that the answer is being written, as
-// of now.
+// of now; later, that a write returned by now, if it has been a while.
 func (w *statusWriter) answer(now time.Time) {
-	if !w.answered {
-		w.answered = true
+	switch {
+	case !w.answered:
+		w.answered, w.moved = true, now
 		w.ct.startAnswer(w.ci, now)
+	case now.Sub(w.moved) >= stalledAfter:
+		w.moved = now
+		w.ct.progressed(w.ci, now)
 	}
 }
 
@@ -447,6 +455,7 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 		chunk := b[:min(len(b), writeChunk)]
 		if written > 0 {
 			now = time.Now()
+			w.answer(now)
 		}
 		w.ci.writing.Store(now.UnixNano())
 		n, err := w.ResponseWriter.Write(chunk)
