@@ -74,6 +74,68 @@ func TestStartMakesTheLiveStateTheInstalledFiles(t *testing.T) {
 	}
 }
 
+// --dry at a start reads the live state and prints what the start would
+// send to make it the installed file's, and sends none of it.
+func TestDryShowsTheStartsReconcile(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, snap := installedA(t)
+	leaveB(t, s)
+	if _, err := haproxytest.Command(s.h.Socket, "set server api/a state drain"); err != nil {
+		t.Fatal(err)
+	}
+	r := NewRenderer(nil, nil, nil)
+	r.Dry = true
+	var out strings.Builder
+	r.DryOut = &out
+	if res := r.Pass(ctx, s.set, snap); len(res.Failures) > 0 || res.Installed != 0 {
+		t.Fatalf("a --dry pass: %+v", res)
+	}
+	if res := r.Settle(ctx, s.set); len(res.Failures) > 0 {
+		t.Fatalf("Settle: %+v", res)
+	}
+	for _, want := range []string{"the live state is not the installed file's; would send to the haproxy runtime API at " + s.h.Socket,
+		"    set server api/a state ready\n", "    set server api/b state drain\n", "once no sessions are left on api/b", "del server api/b"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("--dry printed:\n%s\nwant %q in it", out.String(), want)
+		}
+	}
+	if got := s.live(t); !slices.Equal(got, []string{"a", "b"}) {
+		t.Errorf("live servers %v after --dry, want a and b as left", got)
+	}
+	if st := s.adminState(t, "a"); st == 0 {
+		t.Errorf("a is ready after --dry: it was sent a command")
+	}
+	if n := lineCount(s.reloads); len(n) != 0 {
+		t.Errorf("%d reloads, want none", len(n))
+	}
+
+	// Nothing to do, and nothing answering: said so, nothing else.
+	for _, cmd := range []string{"set server api/a state ready", "set server api/b state maint", "del server api/b"} {
+		if _, err := haproxytest.Command(s.h.Socket, cmd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		stop bool
+		want string
+	}{{false, ""}, {true, "--- " + s.set.Groups[0].Templates[0].Destination + ": nothing answers the haproxy runtime API at " + s.h.Socket}} {
+		if tc.stop {
+			s.h.Stop(t)
+		}
+		r := NewRenderer(nil, nil, nil)
+		r.Dry = true
+		out.Reset()
+		r.DryOut = &out
+		if res := r.Pass(ctx, s.set, snap); len(res.Failures) > 0 {
+			t.Fatalf("a --dry pass: %+v", res)
+		}
+		if got := strings.TrimSpace(out.String()); !strings.HasPrefix(got, tc.want) || tc.want == "" && got != "" {
+			t.Errorf("--dry printed %q, want %q", got, tc.want)
+		}
+	}
+}
+
 // What the runtime API cannot make the file's at start (a server it cannot
 // add, deleted by hand) is reloaded.
 func TestStartReloadsWhatTheRuntimeAPICannotFix(t *testing.T) {

@@ -252,8 +252,10 @@ func (r *Renderer) Fallback(ctx context.Context, set *Set) []Failure {
 // and deleted); when that fails, the group reloads, as after a failed
 // drain (Fallback). Nothing answering the runtime API is no failure: the
 // load balancer loads the installed files when it starts.
+//
+// With Dry it reads the live state and prints what it would send.
 func (r *Renderer) reconcileRuntime(ctx context.Context, g *Group, files []*file) {
-	if r.Dry || r.NoReload || (g.ReloadSignal != 0 && !r.Child.started()) {
+	if r.NoReload || (g.ReloadSignal != 0 && !r.Child.started()) {
 		return
 	}
 	for _, f := range files {
@@ -267,6 +269,10 @@ func (r *Renderer) reconcileRuntime(ctx context.Context, g *Group, files []*file
 		}
 		rc, ok := a.(runtime.Reconciler)
 		if !ok {
+			continue
+		}
+		if r.Dry {
+			r.printDryReconcile(ctx, f.t, rc, f.old)
 			continue
 		}
 		start := time.Now()
@@ -284,6 +290,23 @@ func (r *Renderer) reconcileRuntime(ctx context.Context, g *Group, files []*file
 			r.Health.recordRuntime(g.Name, RuntimeHealth{At: r.now(), Outcome: "reconciled", Reason: fmt.Sprintf("%s: %d commands at start", f.t.Destination, len(sent))})
 		default:
 			r.Log.Debug("the live state is the installed file's", "group", g.Name, "destination", f.t.Destination)
+		}
+	}
+}
+
+// printDryReconcile prints what reconcileRuntime would send to make the
+// live state of t's installed file (installed) the file's, if anything.
+func (r *Renderer) printDryReconcile(ctx context.Context, t *Template, rc runtime.Reconciler, installed []byte) {
+	cmds, err := rc.ReconcileCommands(ctx, installed)
+	switch {
+	case errors.Is(err, runtime.ErrUnreachable):
+		fmt.Fprintf(r.DryOut, "--- %s: nothing answers the %s runtime API at %s; the load balancer loads the installed file when it starts\n", t.Destination, t.Runtime, t.RuntimeSocket)
+	case err != nil:
+		fmt.Fprintf(r.DryOut, "--- %s: would reload: the live state could not be made the installed file's: %v\n", t.Destination, err)
+	case len(cmds) > 0:
+		fmt.Fprintf(r.DryOut, "--- %s: the live state is not the installed file's; would send to the %s runtime API at %s:\n", t.Destination, t.Runtime, t.RuntimeSocket)
+		for _, c := range cmds {
+			fmt.Fprintf(r.DryOut, "    %s\n", c)
 		}
 	}
 }

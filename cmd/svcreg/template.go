@@ -39,8 +39,9 @@ the previous files and reloads again (a new file stays if it passed a check
 and is removed otherwise; with no previous file put back, the reload is not
 run again). A template with runtime = "haproxy" sends changes of server
 lines to HAProxy's runtime API (runtime_socket) instead of reloading, and
-reloads for anything else or when the API fails; --dry prints the commands
-it would send.
+reloads for anything else or when the API fails; at each start it makes
+HAProxy's live servers the installed file's again. --dry prints the
+commands it would send, those of the start included.
 
 Templates come from --config (TOML) or from --template flags. The registry
 connection comes from the flags, the config file's [registry], or the SVCREG_*

@@ -56,6 +56,12 @@ type Reconciler interface {
 	// ErrUnreachable (nothing answers the runtime API, and nothing was
 	// sent: a load balancer that starts later loads the installed file).
 	Reconcile(ctx context.Context, installed []byte) ([]string, error)
+	// ReconcileCommands reads the live state as Reconcile does and
+	// returns the commands Reconcile would send (the drains it would
+	// leave described as comments, as Plan.Commands describes them),
+	// sending nothing else: what --dry shows. Its errors are
+	// Reconcile's.
+	ReconcileCommands(ctx context.Context, installed []byte) ([]string, error)
 }
 
 // Background is an Adapter that finishes changes after Apply returns.

@@ -111,6 +111,44 @@ func (p *plan) Revert(ctx context.Context) error {
 // the adapter cannot change (see Plan) are left out: no change went to
 // them through the runtime API.
 func (a *Adapter) Reconcile(ctx context.Context, installed []byte) ([]string, error) {
+	c, target := reconcileTarget(installed)
+	if len(target) == 0 {
+		return nil, nil
+	}
+	if err := a.readLives(ctx, target); err != nil {
+		return nil, err
+	}
+	return a.apply(ctx, target, knownIn(c))
+}
+
+// ReconcileCommands is runtime.Reconciler's: it reads the live state of
+// the installed file's backends and returns what Reconcile would send.
+func (a *Adapter) ReconcileCommands(ctx context.Context, installed []byte) ([]string, error) {
+	c, target := reconcileTarget(installed)
+	if len(target) == 0 {
+		return nil, nil
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.cli.fresh()
+	lives, err := a.read(ctx, target)
+	if err != nil {
+		return nil, unreachableIfClosed(err)
+	}
+	sc, err := script(target, knownIn(c), lives, a.drains)
+	if err != nil {
+		return nil, &runtime.Failure{Step: "verify", Err: err}
+	}
+	out := sc.cmds
+	for _, d := range sc.drains {
+		out = append(out, d.describe(a.drainTimeout)...)
+	}
+	return out, nil
+}
+
+// reconcileTarget parses the installed file and returns its backends
+// that the runtime API changes.
+func reconcileTarget(installed []byte) (*config, []*section) {
 	c := parseConfig(installed)
 	var target []*section
 	for _, s := range c.sections {
@@ -118,20 +156,19 @@ func (a *Adapter) Reconcile(ctx context.Context, installed []byte) ([]string, er
 			target = append(target, s)
 		}
 	}
-	if len(target) == 0 {
-		return nil, nil
+	return c, target
+}
+
+// unreachableIfClosed is err, a failure to read the live state, as
+// runtime.ErrUnreachable if no command went and HAProxy closed the
+// connection: stopping, it does not answer, which is not the state's
+// failure.
+func unreachableIfClosed(err error) error {
+	var f *runtime.Failure
+	if errors.As(err, &f) && f.Step == "connect" && !errors.Is(err, runtime.ErrUnreachable) && closedOnUs(err) {
+		return &runtime.Failure{Step: f.Step, Err: fmt.Errorf("%w: %w", runtime.ErrUnreachable, f.Err)}
 	}
-	if err := a.readLives(ctx, target); err != nil {
-		var f *runtime.Failure
-		if errors.As(err, &f) && f.Step == "connect" && !errors.Is(err, runtime.ErrUnreachable) && closedOnUs(err) {
-			// No command went, and HAProxy closed the connection:
-			// stopping, it does not answer, which is not the state's
-			// failure.
-			err = &runtime.Failure{Step: f.Step, Err: fmt.Errorf("%w: %w", runtime.ErrUnreachable, f.Err)}
-		}
-		return nil, err
-	}
-	return a.apply(ctx, target, knownIn(c))
+	return err
 }
 
 // closedOnUs says whether err is the peer closing the connection.
@@ -147,7 +184,7 @@ func (a *Adapter) readLives(ctx context.Context, target []*section) error {
 	a.cli.fresh()
 	lives, err := a.read(ctx, target)
 	if err != nil {
-		return err
+		return unreachableIfClosed(err)
 	}
 	for i, s := range target {
 		a.lives[s.name] = lives[i]
