@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -32,6 +33,7 @@ import (
 //	exits CODE PROG [ARGS...]   run PROG; its exit status must be CODE
 //	feedmarker VAR              set $VAR to the feed's position now
 //	mkservices PREFIX N         create services PREFIX0 … PREFIX(N-1)
+//	keepalive ID TIMEOUT        create service ID and heartbeat it until the script ends
 func TestScripts(t *testing.T) {
 	t.Parallel()
 	srv := testserver.Start(t, testserver.Options{})
@@ -70,6 +72,7 @@ func TestScripts(t *testing.T) {
 			"exits":      cmdExits,
 			"feedmarker": cmdFeedMarker,
 			"mkservices": cmdMkServices,
+			"keepalive":  cmdKeepAlive,
 		},
 	})
 }
@@ -183,4 +186,50 @@ func cmdMkServices(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	wg.Wait()
 	ts.Check(errors.Join(errs...))
+}
+
+// cmdKeepAlive creates a service and heartbeats it, a third of its
+// timeout apart, until the script ends: a service a script reads
+// throughout, which would otherwise time out in a script that a loaded
+// machine makes longer than the timeout.
+func cmdKeepAlive(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: keepalive ID TIMEOUT")
+	}
+	timeout, err := strconv.Atoi(args[1])
+	ts.Check(err)
+	c := scriptClient(ts)
+	ctx, cancel := context.WithCancel(context.Background())
+	create, cancelCreate := context.WithTimeout(ctx, 30*time.Second)
+	defer cancelCreate()
+	token, err := c.CreateService(create, registry.Service{ID: args[0], HeartbeatTimeout: timeout})
+	ts.Check(err)
+	var failed atomic.Pointer[error]
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(time.Duration(timeout) * time.Second / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			next, err := c.Heartbeat(ctx, args[0], token)
+			switch {
+			case err == nil:
+				token = next
+			case ctx.Err() == nil:
+				failed.Store(&err) // the script's reads of it fail too
+			}
+		}
+	}()
+	ts.Defer(func() {
+		cancel()
+		<-done
+		if err := failed.Load(); err != nil {
+			ts.Logf("keepalive %s: a heartbeat failed: %v", args[0], *err)
+		}
+	})
 }
