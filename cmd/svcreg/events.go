@@ -103,7 +103,7 @@ func writeEventTable(w io.Writer, events []registry.Event) error {
 	row(tw, "ID", "TIME", "TYPE", "SUBJECT", "DETAIL")
 	for _, ev := range events {
 		subject, detail := describeEvent(ev)
-		row(tw, printable.Inline(ev.ID), eventTime(ev), printable.Inline(string(ev.Type)), cell(subject), detail)
+		row(tw, printable.Inline(ev.ID), eventTime(ev), cell(string(ev.Type)), cell(subject), detail)
 	}
 	return tw.Flush()
 }
@@ -275,7 +275,7 @@ var eventHeader = strings.TrimRight(fmt.Sprintf(eventFormat, "ID", "TIME", "TYPE
 // configuration key it is about, and what changed.
 func eventLine(ev registry.Event) string {
 	subject, detail := describeEvent(ev)
-	return strings.TrimRight(fmt.Sprintf(eventFormat, printable.Inline(ev.ID), eventTime(ev), printable.Inline(string(ev.Type)), cell(subject), detail), " ")
+	return strings.TrimRight(fmt.Sprintf(eventFormat, printable.Inline(ev.ID), eventTime(ev), cell(string(ev.Type)), cell(subject), detail), " ")
 }
 
 // describeEvent returns what an event is about and what changed.

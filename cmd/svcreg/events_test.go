@@ -703,3 +703,30 @@ func TestCellsTellValuesApart(t *testing.T) {
 		seen[got] = in
 	}
 }
+
+// services get shows metadata keys quoted as lists do: no key shows as
+// another.
+func TestServiceTableTellsKeysApart(t *testing.T) {
+	t.Parallel()
+	keys := []string{"a\tb", `"a\tb"`, "-", `"-"`, "a b", "ip"}
+	seen := map[string]string{}
+	for _, k := range keys {
+		var out strings.Builder
+		if err := writeServiceTable(&out, registry.Service{ID: "svc", Metadata: map[string]string{k: "v"}}); err != nil {
+			t.Fatal(err)
+		}
+		var label string
+		for line := range strings.Lines(out.String()) {
+			if l, ok := strings.CutPrefix(line, "metadata."); ok {
+				label = strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(l), "v"))
+			}
+		}
+		if other, ok := seen[label]; ok {
+			t.Errorf("metadata keys %q and %q both show as metadata.%s", k, other, label)
+		}
+		seen[label] = k
+	}
+	if _, ok := seen["ip"]; !ok {
+		t.Errorf("a plain key is not shown as it is: %q", seen)
+	}
+}

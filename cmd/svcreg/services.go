@@ -83,13 +83,18 @@ shows it. Exits 1 if there is no such service.`, stdout)
 	if f.json() {
 		return writeJSON(stdout, s)
 	}
-	tw := newTable(stdout)
+	return writeServiceTable(stdout, s)
+}
+
+// writeServiceTable writes s as services get shows it: a row a field.
+func writeServiceTable(w io.Writer, s registry.Service) error {
+	tw := newTable(w)
 	row(tw, "id", cell(s.ID))
 	row(tw, "tags", listCell(joinTags(s.Tags)))
 	row(tw, "heartbeat_timeout", strconv.Itoa(s.HeartbeatTimeout))
 	row(tw, "last_seen", formatTime(s.LastSeen))
 	for _, k := range slices.Sorted(maps.Keys(s.Metadata)) {
-		row(tw, "metadata."+printable.Inline(k), cell(s.Metadata[k]))
+		row(tw, "metadata."+listItem(k), cell(s.Metadata[k])) // quoted as in lists: no key shows as another
 	}
 	return tw.Flush()
 }
