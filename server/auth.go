@@ -367,7 +367,7 @@ func (a *Auth) SetUsers(users []User) error {
 	// most this long; and not at all while Run is recording: what is left
 	// waits for Run's next try.
 	if a.recordMu.TryLock() {
-		a.recordLocked(setUsersRecordTimeout)
+		a.recordLocked(setUsersRecordTimeout, false)
 		a.recordMu.Unlock()
 	}
 	return nil
@@ -499,12 +499,12 @@ const storeTimeout = 10 * time.Second
 func (a *Auth) recordRevocations() {
 	a.recordMu.Lock()
 	defer a.recordMu.Unlock()
-	a.recordLocked(storeTimeout)
+	a.recordLocked(storeTimeout, false)
 }
 
 // recordLocked is recordRevocations within timeout; the caller holds
-// recordMu.
-func (a *Auth) recordLocked(timeout time.Duration) {
+// recordMu. last says it is the last try, as the server stops.
+func (a *Auth) recordLocked(timeout time.Duration, last bool) {
 	a.setMu.Lock()
 	pending := maps.Clone(a.unrecorded)
 	a.setMu.Unlock()
@@ -517,8 +517,10 @@ func (a *Auth) recordLocked(timeout time.Duration) {
 	for name, r := range pending {
 		if now.Before(r.Until()) {
 			if err := a.cfg.Store.RevokeUser(ctx, name, r); err != nil {
-				a.cfg.Logger.Error("cannot record a user's token revocation in the store; it holds in memory until a restart, and is tried again",
-					"user", logValue(name), "err", err, "retry_in", a.cfg.SweepInterval)
+				if !last {
+					a.cfg.Logger.Error("cannot record a user's token revocation in the store; it holds in memory until a restart, and is tried again",
+						"user", logValue(name), "err", err, "retry_in", a.cfg.SweepInterval)
+				}
 				continue
 			}
 		}
@@ -735,25 +737,20 @@ func minTime(a, b time.Time) time.Time {
 // are full again, tries again to record the revocations the store did not
 // take, and reads those other nodes recorded, every SweepInterval until
 // ctx is done. Then it tries once more, for up to stopRecordTimeout, to
-// record what the store has not taken: a restart would forget it.
+// record what the store has not taken (a restart would forget it), once
+// a sweep under way, which may wait on the store too, is done.
 func (a *Auth) Run(ctx context.Context) error {
 	t := time.NewTicker(a.cfg.SweepInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			a.recordMu.Lock()
-			a.recordLocked(stopRecordTimeout)
-			a.recordMu.Unlock()
-			a.setMu.Lock()
-			left := slices.Sorted(maps.Keys(a.unrecorded))
-			a.setMu.Unlock()
-			if len(left) > 0 {
-				a.cfg.Logger.Error("stopping with users' token revocations the store has not taken: after a restart, their tokens from before the users file changed work again, if their credentials are back",
-					"count", len(left), "users", logValue(strings.Join(left, ",")))
-			}
+			a.recordLast()
 			return nil
 		case <-t.C:
+		}
+		if ctx.Err() != nil {
+			continue // stopping: no sweep first
 		}
 		a.addrFailures.pruneAll()
 		a.userFailures.pruneAll()
@@ -767,6 +764,21 @@ func (a *Auth) Run(ctx context.Context) error {
 			}
 			return true
 		})
+	}
+}
+
+// recordLast tries once more, for up to stopRecordTimeout, to record the
+// revocations the store has not taken, and logs those it still has not.
+func (a *Auth) recordLast() {
+	a.recordMu.Lock()
+	a.recordLocked(stopRecordTimeout, true)
+	a.recordMu.Unlock()
+	a.setMu.Lock()
+	left := slices.Sorted(maps.Keys(a.unrecorded))
+	a.setMu.Unlock()
+	if len(left) > 0 {
+		a.cfg.Logger.Error("stopping with users' token revocations the store has not taken: after a restart, their tokens from before the users file changed work again, if their credentials are back",
+			"count", len(left), "users", logValue(strings.Join(left, ",")))
 	}
 }
 
