@@ -921,11 +921,19 @@ func TestUnreadAnswersCannotTakeEveryConnection(t *testing.T) {
 		unread()
 		time.Sleep(200 * time.Millisecond)
 	}
-	// Another address's requests, on new connections, are served.
-	for range 5 {
+	// Another address's requests, on new connections, are served, each
+	// in the place of a connection closed for it: no more connections
+	// are open than before them (some may have been let in over
+	// maxConns while none had waited a second), none of them in the
+	// reserve.
+	before := metric(t, reg, "svcreg_connections_open")
+	for i := range 5 {
 		rc := dialRaw(t, base)
 		if resp, body := rc.get("/healthz", ""); resp.StatusCode != 200 {
 			t.Fatalf("GET /healthz past the connections not read: %d %s", resp.StatusCode, body)
 		}
+		eventually(t, fmt.Sprintf("at most the %v connections open before %d more of another address", before, i+1), func() bool {
+			return metric(t, reg, "svcreg_connections_open") <= before
+		})
 	}
 }
