@@ -40,14 +40,23 @@ type request struct {
 }
 
 // baseURL is {scheme}://{host} of the request (spec §2.5, §13 item 21): the
-// X-Forwarded-Proto header if set, else https on TLS, else http; the Host
-// header as sent, port included.
+// X-Forwarded-Proto header if it says http or https (its first value, in
+// any case), else https on TLS, else http; the Host header as sent, port
+// included. Another X-Forwarded-Proto is not a scheme a client could
+// follow, and answers that copy it would be as long as it.
 func (rq *request) baseURL() string {
 	scheme := "http"
-	if p := rq.r.Header.Get("X-Forwarded-Proto"); p != "" {
-		scheme = strings.ToLower(p)
-	} else if rq.r.TLS != nil {
+	if rq.r.TLS != nil {
 		scheme = "https"
+	}
+	if p := rq.r.Header.Get("X-Forwarded-Proto"); p != "" {
+		p, _, _ = strings.Cut(p, ",")
+		switch p = strings.TrimSpace(p); {
+		case strings.EqualFold(p, "http"):
+			scheme = "http"
+		case strings.EqualFold(p, "https"):
+			scheme = "https"
+		}
 	}
 	return scheme + "://" + rq.r.Host
 }

@@ -186,6 +186,10 @@ func (s *Server) nextTxnID() string {
 	return s.txnPrefix + strconv.FormatUint(s.txnSeq.Add(1), 10)
 }
 
+// maxHost is the longest Host header taken: a DNS name is 253 bytes at
+// most, an IPv6 address with a zone and port some 60.
+const maxHost = 512
+
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
@@ -193,6 +197,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	name := "other"
 	path := rawPath(r)
 	switch {
+	case len(r.Host) > maxHost:
+		// Answers copy it: the identity's a dozen times (its service
+		// catalog's URLs), past any budget of answers not taken.
+		rq := &request{r: r, txnID: s.nextTxnID()}
+		sw.Header().Set("X-Response-Id", rq.txnID)
+		s.writeFault(sw, rq, badRequest(fmt.Sprintf("The Host header is %d bytes; a host name and port are %d at most.", len(r.Host), maxHost)))
 	case hasPathPrefixFold(path, "/v1.0"):
 		name = s.serveAPI(sw, r, path[len("/v1.0"):])
 	case hasPathPrefixFold(path, "/v2.0/tokens"):

@@ -416,6 +416,26 @@ func testLocationHeader(t *testing.T, kind string) {
 		location(t, r, "https", "registry.example.com", "/v1.0/"+c.tenant+"/services/svc-1")
 		r = c.do("PUT", "/configuration/key-1", map[string]string{"value": "v"}, "Host", "registry.example.com").want(204)
 		location(t, r, "http", "registry.example.com", "/v1.0/"+c.tenant+"/configuration/key-1")
+		// Its first value, in any case; one that is not http or https
+		// is no scheme a client could follow, and is left out (an
+		// answer that copied it, as the identity's does a dozen times,
+		// would be as long as it).
+		for proto, want := range map[string]string{"HTTPS": "https", "https, http": "https", " http ,https": "http",
+			"gopher": "http", "\x80\x80\x80": "http", "": "http", strings.Repeat("\x80", 4000): "http"} {
+			r = c.do("PUT", "/configuration/key-1", map[string]string{"value": "v"}, "X-Forwarded-Proto", proto).want(204)
+			location(t, r, want, "127.0.0.1", "/v1.0/"+c.tenant+"/configuration/key-1")
+		}
+	})
+	t.Run("a Host longer than a host name and port", func(t *testing.T) {
+		t.Parallel()
+		c := newAPI(t, srv)
+		long := strings.Repeat("a", 501) + ".example.com"
+		var f struct{ Type, Message string }
+		c.do("GET", "/services", nil, "Host", long).want(400).json(&f)
+		if want := "The Host header is 513 bytes; a host name and port are 512 at most."; f.Type != "badRequest" || f.Message != want {
+			t.Errorf("a %d-byte Host: %s %q, want badRequest %q", len(long), f.Type, f.Message, want)
+		}
+		c.do("GET", "/services", nil, "Host", long[1:]).want(200)
 	})
 }
 
