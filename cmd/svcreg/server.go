@@ -414,9 +414,9 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if f.dev {
 		// Its dev account's credentials are known to every web page: one
 		// the operator's browser opens could log in through a DNS name it
-		// points at 127.0.0.1 (DNS rebinding) and read and write the
+		// points at the server (DNS rebinding) and read and write the
 		// registry. A proxy in front of a dev server names it by address.
-		httpServer.Handler = statuspage.LoopbackOnly(ln.Addr(), api)
+		httpServer.Handler = statuspage.AddressedOnly(api)
 	}
 	base := scheme + "://" + ln.Addr().String()
 	where := []any{"data_dir", f.dataDir}
@@ -463,7 +463,7 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		mux.Handle("GET /metrics", metrics)
 		var h http.Handler = mux
 		if f.dev {
-			h = statuspage.LoopbackOnly(metricsLn.Addr(), mux) // as the API's
+			h = statuspage.AddressedOnly(mux) // as the API's
 		}
 		log.Info("metrics listening", "url", "http://"+metricsLn.Addr().String()+"/metrics", "max_conns", metricsConns)
 		// A scraper needs a connection or two (addBoundedServer), and

@@ -222,6 +222,28 @@ func LoopbackOnly(ln net.Addr, h http.Handler) http.Handler {
 	})
 }
 
+// AddressedOnly serves h only for requests that name the server by an IP
+// address, localhost or the machine's host name (loopbackName), whatever
+// address they reached: for a server whose credentials every web page
+// knows (--dev), which any name pointed at it (DNS rebinding) would open
+// to the pages the operator's browser visits. LoopbackOnly is not enough
+// there: a server in a container, published on the host's loopback, sees
+// its requests reach the container's own address. Others get 421.
+func AddressedOnly(h http.Handler) http.Handler {
+	hostname, _ := os.Hostname()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := r.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		if !loopbackName(host, hostname) {
+			http.Error(w, "address this server by IP address, localhost or the machine's host name: it accepts anyone (--dev), and a web page could reach it by a DNS name it points here", http.StatusMisdirectedRequest)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
 // loopbackName reports whether host (without its port) is a name a
 // request that reached loopback may use: an IP address, localhost, the
 // machine's hostname (which Debian, say, points at 127.0.1.1), or none (a

@@ -222,6 +222,43 @@ func TestLoopbackOnly(t *testing.T) {
 	}
 }
 
+// A --dev server answers only requests that name it by address,
+// localhost or the machine's host name, whatever address they reached:
+// in a container published on the host's loopback, requests reach the
+// container's own address, by which LoopbackOnly lets any name through.
+func TestAddressedOnly(t *testing.T) {
+	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
+	h := AddressedOnly(ok)
+	hostname, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	container := &net.TCPAddr{IP: net.IPv4(172, 17, 0, 2), Port: 8420}
+	for _, tc := range []struct {
+		host  string
+		want  int
+		local *net.TCPAddr
+	}{
+		{"rebind.evil.example:8420", http.StatusMisdirectedRequest, container},
+		{"rebind.evil.example:8420", http.StatusMisdirectedRequest, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8420}},
+		{"localhost.evil.example", http.StatusMisdirectedRequest, container},
+		{"localhost:8420", http.StatusNoContent, container},
+		{"172.17.0.2:8420", http.StatusNoContent, container},
+		{"[fe80::1%25eth0]:8420", http.StatusNoContent, container},
+		{hostname + ":8420", http.StatusNoContent, container},
+		{"", http.StatusNoContent, container},
+	} {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.Host = tc.host
+		r = r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, tc.local))
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != tc.want {
+			t.Errorf("Host %s reaching %v: %d, want %d", tc.host, tc.local, w.Code, tc.want)
+		}
+	}
+}
+
 // Templates that could not be re-read are shown, with the error as text,
 // while the ones in use go on.
 func TestPageShowsTemplatesNotLoaded(t *testing.T) {
