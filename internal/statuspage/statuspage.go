@@ -210,15 +210,9 @@ func LoopbackOnly(ln net.Addr, h http.Handler) http.Handler {
 			h.ServeHTTP(w, r)
 			return
 		}
-		host := r.Host
-		if h, _, err := net.SplitHostPort(host); err == nil {
-			host = h
+		if namedBy(w, r, hostname, "this listener is on loopback: address it by IP address, localhost or the machine's host name") {
+			h.ServeHTTP(w, r)
 		}
-		if !loopbackName(host, hostname) {
-			http.Error(w, "this listener is on loopback: address it by IP address, localhost or the machine's host name", http.StatusMisdirectedRequest)
-			return
-		}
-		h.ServeHTTP(w, r)
 	})
 }
 
@@ -232,16 +226,24 @@ func LoopbackOnly(ln net.Addr, h http.Handler) http.Handler {
 func AddressedOnly(h http.Handler) http.Handler {
 	hostname, _ := os.Hostname()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		host := r.Host
-		if h, _, err := net.SplitHostPort(host); err == nil {
-			host = h
+		if namedBy(w, r, hostname, "address this server by IP address, localhost or the machine's host name: it accepts anyone (--dev), and a web page could reach it by a DNS name it points here") {
+			h.ServeHTTP(w, r)
 		}
-		if !loopbackName(host, hostname) {
-			http.Error(w, "address this server by IP address, localhost or the machine's host name: it accepts anyone (--dev), and a web page could reach it by a DNS name it points here", http.StatusMisdirectedRequest)
-			return
-		}
-		h.ServeHTTP(w, r)
 	})
+}
+
+// namedBy reports whether r names the server by a name loopbackName
+// takes; if not, it answers 421 with refusal.
+func namedBy(w http.ResponseWriter, r *http.Request, hostname, refusal string) bool {
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	if !loopbackName(host, hostname) {
+		http.Error(w, refusal, http.StatusMisdirectedRequest)
+		return false
+	}
+	return true
 }
 
 // loopbackName reports whether host (without its port) is a name a
