@@ -13,6 +13,7 @@ import (
 
 	"github.com/svcreg/svcreg/internal/registryflags"
 	"github.com/svcreg/svcreg/internal/supervise"
+	"github.com/svcreg/svcreg/internal/undumpable"
 	"github.com/svcreg/svcreg/registry"
 )
 
@@ -94,7 +95,7 @@ func Run(ctx context.Context, cfg Config, d Deps) int {
 	}
 
 	if !cfg.PassCredentials {
-		if err := hideFromCommand(); err != nil {
+		if err := undumpable.Set(); err != nil {
 			log.Warn("cannot keep the command from reading the wrapper's memory and environment (prctl PR_SET_DUMPABLE)", "err", err)
 		}
 	}

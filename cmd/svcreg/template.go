@@ -23,6 +23,7 @@ import (
 	"github.com/svcreg/svcreg/internal/registryflags"
 	"github.com/svcreg/svcreg/internal/statuspage"
 	"github.com/svcreg/svcreg/internal/supervise"
+	"github.com/svcreg/svcreg/internal/undumpable"
 	"github.com/svcreg/svcreg/registry"
 	"github.com/svcreg/svcreg/render"
 	"github.com/svcreg/svcreg/watcher"
@@ -232,6 +233,12 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	}
 	renderer.Status = render.NewStatus()
 	loop := &render.Loop{Renderer: renderer, Source: w}
+	// The commands it runs (--exec's, the checks and reloads) get its
+	// environment without the registry credentials; as its user, they
+	// could read them in its own (/proc/PID/environ) or memory.
+	if err := undumpable.Set(); err != nil {
+		log.Warn("cannot keep the commands it runs from reading its memory and environment (prctl PR_SET_DUMPABLE)", "err", err)
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
