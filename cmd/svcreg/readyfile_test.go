@@ -3,12 +3,18 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/svcreg/svcreg/internal/freeport"
 )
 
 // --ready-file holds the base URL of the server once it listens, so that
@@ -38,13 +44,19 @@ func TestServerReadyFile(t *testing.T) {
 // base URL and its ready file; stop returns its exit status and output.
 func devServer(t *testing.T) (base, ready string, stop func() (int, string)) {
 	t.Helper()
+	return devServerWith(t, "--listen", "127.0.0.1:0")
+}
+
+// devServerWith is devServer with args (a --listen among them).
+func devServerWith(t *testing.T, args ...string) (base, ready string, stop func() (int, string)) {
+	t.Helper()
 	dir := t.TempDir()
 	ready = filepath.Join(dir, "ready")
 	ctx, cancel := context.WithCancel(context.Background())
 	out := newOutput()
 	done := make(chan int, 1)
 	go func() {
-		done <- Main(ctx, []string{"server", "--dev", "--listen", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "data"), "--ready-file", ready},
+		done <- Main(ctx, append([]string{"server", "--dev", "--data-dir", filepath.Join(dir, "data"), "--ready-file", ready}, args...),
 			nil, &bytes.Buffer{}, out)
 	}()
 	var code int
@@ -80,6 +92,65 @@ func TestDevServerRefusesOtherHosts(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != want {
 			t.Errorf("POST /v2.0/tokens with Host %s: %s, want %d", host, resp.Status, want)
+		}
+	}
+}
+
+// So does one on every address, for requests that reach another of the
+// machine's addresses (as a server in a container published on the host's
+// loopback sees them), and so does its --metrics-listen; a name without a
+// dot (a container's) is taken.
+func TestDevServerOnEveryAddressRefusesOtherHosts(t *testing.T) {
+	t.Parallel()
+	var ip net.IP
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() {
+			ip = n.IP
+			break
+		}
+	}
+	if ip == nil {
+		t.Fatalf("no IPv4 address but loopback on this machine (%v): the test needs one", addrs)
+	}
+	metricsPort := freeport.Port(t)
+	base, _, _ := devServerWith(t, "--listen", "0.0.0.0:0", "--metrics-listen", "0.0.0.0:"+strconv.Itoa(metricsPort))
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := u.Port()
+	login := `{"auth":{"RAX-KSKEY:apiKeyCredentials":{"username":"dev","apiKey":"dev"}}}`
+	for _, tc := range []struct {
+		method, port, path, host string
+		want                     int
+	}{
+		{"POST", port, "/v2.0/tokens", "rebind.attacker.example", http.StatusMisdirectedRequest},
+		{"POST", port, "/v2.0/tokens", "registry", http.StatusOK},
+		{"POST", port, "/v2.0/tokens", ip.String(), http.StatusOK},
+		{"GET", strconv.Itoa(metricsPort), "/metrics", "rebind.attacker.example", http.StatusMisdirectedRequest},
+		{"GET", strconv.Itoa(metricsPort), "/metrics", ip.String(), http.StatusOK},
+	} {
+		var body io.Reader
+		if tc.method == "POST" {
+			body = strings.NewReader(login)
+		}
+		req, err := http.NewRequest(tc.method, "http://"+net.JoinHostPort(ip.String(), tc.port)+tc.path, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = net.JoinHostPort(tc.host, tc.port)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("%s %s reaching %s with Host %s: %s, want %d", tc.method, tc.path, ip, req.Host, resp.Status, tc.want)
 		}
 	}
 }

@@ -217,19 +217,31 @@ func LoopbackOnly(ln net.Addr, h http.Handler) http.Handler {
 }
 
 // AddressedOnly serves h only for requests that name the server by an IP
-// address, localhost or the machine's host name (loopbackName), whatever
-// address they reached: for a server whose credentials every web page
-// knows (--dev), which any name pointed at it (DNS rebinding) would open
-// to the pages the operator's browser visits. LoopbackOnly is not enough
-// there: a server in a container, published on the host's loopback, sees
-// its requests reach the container's own address. Others get 421.
+// address, localhost, the machine's host name (loopbackName) or a name
+// without a dot (a container's, a compose service's, a short name in a
+// search domain), whatever address they reached: for a server whose
+// credentials every web page knows (--dev), which any name pointed at it
+// (DNS rebinding) would open to the pages the operator's browser visits.
+// A web page can point only names of the public DNS at an address, and
+// those have a dot. LoopbackOnly is not enough there: a server in a
+// container, published on the host's loopback, sees its requests reach
+// the container's own address. Others get 421.
 func AddressedOnly(h http.Handler) http.Handler {
 	hostname, _ := os.Hostname()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if namedBy(w, r, hostname, "address this server by IP address, localhost or the machine's host name: it accepts anyone (--dev), and a web page could reach it by a DNS name it points here") {
+		if dotless(r.Host) || namedBy(w, r, hostname, "address this server by IP address, localhost, the machine's host name or a name without a dot: it accepts anyone (--dev), and a web page could reach it by a DNS name it points here") {
 			h.ServeHTTP(w, r)
 		}
 	})
+}
+
+// dotless says whether host (with or without its port) is a name
+// without a dot; not an IP address, which loopbackName takes.
+func dotless(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	return host != "" && !strings.ContainsAny(host, ".:[]")
 }
 
 // namedBy reports whether r names the server by a name loopbackName

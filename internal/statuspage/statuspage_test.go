@@ -223,7 +223,8 @@ func TestLoopbackOnly(t *testing.T) {
 }
 
 // A --dev server answers only requests that name it by address,
-// localhost or the machine's host name, whatever address they reached:
+// localhost, the machine's host name or a name without a dot (a
+// container's, as the examples' "registry"), whatever address they reached:
 // in a container published on the host's loopback, requests reach the
 // container's own address, by which LoopbackOnly lets any name through.
 func TestAddressedOnly(t *testing.T) {
@@ -242,6 +243,10 @@ func TestAddressedOnly(t *testing.T) {
 		{"rebind.evil.example:8420", http.StatusMisdirectedRequest, container},
 		{"rebind.evil.example:8420", http.StatusMisdirectedRequest, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8420}},
 		{"localhost.evil.example", http.StatusMisdirectedRequest, container},
+		{"evil.example.:8420", http.StatusMisdirectedRequest, container},
+		{"registry.:8420", http.StatusMisdirectedRequest, container},
+		{"registry:8420", http.StatusNoContent, container},
+		{"registry", http.StatusNoContent, container},
 		{"localhost:8420", http.StatusNoContent, container},
 		{"172.17.0.2:8420", http.StatusNoContent, container},
 		{"[fe80::1%25eth0]:8420", http.StatusNoContent, container},
