@@ -233,13 +233,6 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	}
 	renderer.Status = render.NewStatus()
 	loop := &render.Loop{Renderer: renderer, Source: w}
-	// The commands it runs (--exec's, the checks and reloads) get its
-	// environment without the registry credentials; as its user, they
-	// could read them in its own (/proc/PID/environ) or memory.
-	if err := undumpable.Set(); err != nil {
-		log.Warn("cannot keep the commands it runs from reading its memory and environment (prctl PR_SET_DUMPABLE)", "err", err)
-	}
-
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if f.print {
@@ -272,6 +265,14 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	if len(cfg.Exec.Command) > 0 {
 		if ex, err = newExec(cfg.Exec, log, stdin, stdout, stderr); err != nil {
 			return err
+		}
+		// The command (a load balancer that faces the internet, most
+		// often) gets the environment without the registry credentials;
+		// as svcreg's user, it could read them in svcreg's own
+		// (/proc/PID/environ) or memory. (The check and reload commands
+		// are the operator's own, and run briefly.)
+		if err := undumpable.Set(); err != nil {
+			log.Warn("cannot keep the command from reading svcreg's memory and environment (prctl PR_SET_DUMPABLE)", "err", err)
 		}
 		defer ex.Close()
 		ex.OnHUP = func() { rl.Reload(ctx, "SIGHUP") }

@@ -23,7 +23,7 @@ func TestExecCommandCannotReadTheCredentials(t *testing.T) {
 	_, c, env := registryEnv(t, testserver.Options{}, "undumpable")
 	createService(t, c, "web-a", 120, nil, nil)
 	config, _ := writeIDsConfig(t, dir, "")
-	script := `if tr '\0' '\n' < /proc/$PPID/environ > ` + dir + `/parent-env; then echo read; else echo refused; fi > ` + dir + `/result; while :; do sleep 0.05; done`
+	script := `if cat /proc/$PPID/environ > ` + dir + `/parent-env; then echo read; else echo refused; fi > ` + dir + `/result; while :; do sleep 0.05; done`
 	cmd := exec.Command(bin, "template", "--config", config, "--state-dir", "none", "--exec", "sh -c '"+script+"'")
 	cmd.Env = append(append(os.Environ(), execEnv+"=1", "HOME="+dir), env...)
 	cmd.SysProcAttr = attr
