@@ -503,13 +503,14 @@ func (a *Auth) recordRevocations() {
 }
 
 // recordLocked is recordRevocations within timeout; the caller holds
-// recordMu. last says it is the last try, as the server stops.
-func (a *Auth) recordLocked(timeout time.Duration, last bool) {
+// recordMu. last says it is the last try, as the server stops: its
+// failures are not logged one by one, and it returns the last.
+func (a *Auth) recordLocked(timeout time.Duration, last bool) (failed error) {
 	a.setMu.Lock()
 	pending := maps.Clone(a.unrecorded)
 	a.setMu.Unlock()
 	if len(pending) == 0 {
-		return
+		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -517,6 +518,7 @@ func (a *Auth) recordLocked(timeout time.Duration, last bool) {
 	for name, r := range pending {
 		if now.Before(r.Until()) {
 			if err := a.cfg.Store.RevokeUser(ctx, name, r); err != nil {
+				failed = err
 				if !last {
 					a.cfg.Logger.Error("cannot record a user's token revocation in the store; it holds in memory until a restart, and is tried again",
 						"user", logValue(name), "err", err, "retry_in", a.cfg.SweepInterval)
@@ -532,6 +534,7 @@ func (a *Auth) recordLocked(timeout time.Duration, last bool) {
 		}
 		a.setMu.Unlock()
 	}
+	return failed
 }
 
 // clamped is r with each time more than clockAllowance ahead of now (made
@@ -771,14 +774,14 @@ func (a *Auth) Run(ctx context.Context) error {
 // revocations the store has not taken, and logs those it still has not.
 func (a *Auth) recordLast() {
 	a.recordMu.Lock()
-	a.recordLocked(stopRecordTimeout, true)
+	err := a.recordLocked(stopRecordTimeout, true)
 	a.recordMu.Unlock()
 	a.setMu.Lock()
 	left := slices.Sorted(maps.Keys(a.unrecorded))
 	a.setMu.Unlock()
 	if len(left) > 0 {
 		a.cfg.Logger.Error("stopping with users' token revocations the store has not taken: after a restart, their tokens from before the users file changed work again, if their credentials are back",
-			"count", len(left), "users", logValue(strings.Join(left, ",")))
+			"count", len(left), "users", logValue(strings.Join(left, ",")), "err", err)
 	}
 }
 

@@ -200,9 +200,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case len(r.Host) > maxHost:
 		// Answers copy it: the identity's a dozen times (its service
 		// catalog's URLs), past any budget of answers not taken.
+		msg := fmt.Sprintf("The Host header is %d bytes; a host name and port are %d at most.", len(r.Host), maxHost)
+		if hasPathPrefixFold(path, "/v2.0") {
+			name = "identity"
+			keystoneFault(sw, http.StatusBadRequest, "badRequest", msg)
+			break
+		}
 		rq := &request{r: r, txnID: s.nextTxnID()}
 		sw.Header().Set("X-Response-Id", rq.txnID)
-		s.writeFault(sw, rq, badRequest(fmt.Sprintf("The Host header is %d bytes; a host name and port are %d at most.", len(r.Host), maxHost)))
+		s.writeFault(sw, rq, badRequest(msg))
 	case hasPathPrefixFold(path, "/v1.0"):
 		name = s.serveAPI(sw, r, path[len("/v1.0"):])
 	case hasPathPrefixFold(path, "/v2.0/tokens"):

@@ -436,6 +436,17 @@ func testLocationHeader(t *testing.T, kind string) {
 			t.Errorf("a %d-byte Host: %s %q, want badRequest %q", len(long), f.Type, f.Message, want)
 		}
 		c.do("GET", "/services", nil, "Host", long[1:]).want(200)
+		// The identity's fault is its own.
+		var kf struct {
+			BadRequest struct {
+				Code    int    `json:"code"`
+				Message string `json:"message"`
+			} `json:"badRequest"`
+		}
+		c.raw("POST", "/v2.0/tokens", map[string]any{}, "Host", long).want(400).json(&kf)
+		if kf.BadRequest.Code != 400 || !strings.HasPrefix(kf.BadRequest.Message, "The Host header is 513 bytes") {
+			t.Errorf("a %d-byte Host at the identity endpoint: %+v", len(long), kf)
+		}
 	})
 }
 
