@@ -34,7 +34,8 @@ func TestExecCommandCannotReadTheCredentials(t *testing.T) {
 	}
 	t.Cleanup(d.stop)
 	result := filepath.Join(dir, "result")
-	eventuallyTrue(t, "the command to start", func() bool { return fileExists(result) })
+	// The shell makes the file before it writes the word and its newline.
+	eventuallyTrue(t, "the command to say whether it read svcreg's environment", func() bool { return strings.HasSuffix(readString(result), "\n") })
 	if got := strings.TrimSpace(readString(result)); got != "refused" {
 		t.Errorf("the --exec command read svcreg's environment (%s): API key there: %v", got, strings.Contains(readString(filepath.Join(dir, "parent-env")), "SVCREG_API_KEY=dev"))
 	}
