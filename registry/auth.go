@@ -66,6 +66,9 @@ type authenticator struct {
 	// (401), given back without asking again until refusedUntil.
 	refused      error
 	refusedUntil time.Time
+	// heldUntil: the API refused a token just issued; until then a 401
+	// does not make the client log in again (holdRenewals).
+	heldUntil time.Time
 }
 
 // refusedFor is how long a refusal of the credentials is given back
@@ -149,6 +152,26 @@ func identityURL(base string) string {
 
 // canRenew reports whether a new token can be had after a 401.
 func (a *authenticator) canRenew() bool { return !a.static }
+
+// mayRenew reports whether a 401 may make the client log in again now:
+// not while renewals are held (holdRenewals).
+func (a *authenticator) mayRenew() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return !time.Now().Before(a.heldUntil)
+}
+
+// holdRenewals keeps a 401 from making the client log in again for
+// refusedFor (jittered): the API refused a token just issued, and a
+// client that retries (a heartbeater, a few times a second) would
+// otherwise log in at each try, and spend the user's token issues (the
+// server's: 600 an hour), refused for every client of the user then.
+// The token is kept meanwhile; the API is asked with it.
+func (a *authenticator) holdRenewals() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.heldUntil = time.Now().Add(retry.Jitter(refusedFor, 0.2))
+}
 
 // token returns a live token, authenticating first if the cached one is
 // missing or due for refresh. A refresh that fails while the cached token

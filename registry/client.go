@@ -402,11 +402,19 @@ func (c *Client) do(ctx context.Context, r call, out any) (http.Header, error) {
 		c.sending(&tried, i)
 		h, err := c.send(actx, r.method, u, tok.ID, body, r.max, out)
 		var e *Error
-		if !renewed && errors.As(err, &e) && e.StatusCode == http.StatusUnauthorized && c.auth.canRenew() {
-			cancel()
-			renewed, next = true, i
-			c.auth.invalidate(tok.ID)
-			continue
+		if errors.As(err, &e) && e.StatusCode == http.StatusUnauthorized && c.auth.canRenew() {
+			if !renewed && c.auth.mayRenew() {
+				cancel()
+				renewed, next = true, i
+				c.auth.invalidate(tok.ID)
+				continue
+			}
+			if renewed {
+				// The API refuses a token just issued too (a wrong
+				// Tenant, say): logging in again would only spend the
+				// user's token issues.
+				c.auth.holdRenewals()
+			}
 		}
 		next, err = c.failedAt(ctx, actx, i, err, &tried) // before cancel: actx tells how it ended
 		cancel()
