@@ -381,11 +381,28 @@ func (a *authenticator) authenticateAt(ctx context.Context, authURL string) (Aut
 	if tok.Tenant == "" {
 		return AuthToken{}, fmt.Errorf("registry: authenticate %s: the identity service named no tenant; set Config.Tenant", a.username)
 	}
+	// Every request carries both, and every error names its URL: an
+	// identity service (or one posing as it) must not make them
+	// megabytes long.
+	if len(tok.ID) > maxTokenID {
+		return AuthToken{}, fmt.Errorf("registry: authenticate %s: the identity service's token is %d bytes, more than %d", a.username, len(tok.ID), maxTokenID)
+	}
+	if len(tok.Tenant) > maxTenant {
+		return AuthToken{}, fmt.Errorf("registry: authenticate %s: the identity service's tenant is %d bytes, more than %d; set Config.Tenant", a.username, len(tok.Tenant), maxTenant)
+	}
 	a.mu.Lock()
 	a.tok, a.refreshAt = tok, refreshTime(start, tok.Expires)
 	a.mu.Unlock()
 	return tok, nil
 }
+
+// maxTokenID and maxTenant bound the token and tenant an identity
+// service gives: Keystone's longest tokens (PKI) are some 8 kB, tenant ids
+// numbers or 32-digit hex.
+const (
+	maxTokenID = 16 << 10
+	maxTenant  = 256
+)
 
 // refreshTime is when a token obtained at start should be replaced: a tenth
 // of its life (at most maxRefreshEarly) before it expires, or after

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -141,5 +142,39 @@ func TestRefusedFreshTokenHoldsLogins(t *testing.T) {
 	c.GetService(context.Background(), "svc-1")
 	if n := logins.Load(); n != 3 {
 		t.Errorf("after the hold, %d logins; want 3", n)
+	}
+}
+
+// An identity service that gives a token or tenant of megabytes (each
+// request would carry it, each error name it) is refused, with a message
+// that says which.
+func TestHugeTokenOrTenantRefused(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ token, tenant, want string }{
+		{strings.Repeat("t", maxTokenID+1), "7", "token is 16385 bytes, more than 16384"},
+		{"tok", strings.Repeat("7", maxTenant+1), "tenant is 257 bytes, more than 256"},
+		{strings.Repeat("t", maxTokenID), strings.Repeat("7", maxTenant), ""},
+	} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			if r.URL.Path == "/v2.0/tokens" {
+				io.WriteString(w, `{"access":{"token":{"id":"`+tc.token+`","expires":"2999-01-01T00:00:00Z","tenant":{"id":"`+tc.tenant+`"}}}}`)
+				return
+			}
+			io.WriteString(w, `{"id":"svc-1","tags":[],"metadata":{},"heartbeat_timeout":30,"last_seen":null}`)
+		}))
+		c, err := New(Config{URL: srv.URL + "/v1.0", Username: "alice", APIKey: "k"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.GetService(context.Background(), "svc-1")
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("a token of %d bytes and a tenant of %d: %v", len(tc.token), len(tc.tenant), err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want) || len(err.Error()) > 200):
+			t.Errorf("a token of %d bytes and a tenant of %d: %.300v; want %q", len(tc.token), len(tc.tenant), err, tc.want)
+		}
+		c.Close()
+		srv.Close()
 	}
 }
