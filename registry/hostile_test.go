@@ -647,3 +647,41 @@ func TestSuccessThatIsNotTheAnswer(t *testing.T) {
 		}
 	}
 }
+
+// A registry that sends the same events again and again, whose ids are
+// not time UUIDs (which the feed orders), has each returned once: the
+// feed does not take them for new at each poll, nor poll in a loop
+// without a wait.
+func TestFeedSameEventsAgain(t *testing.T) {
+	t.Parallel()
+	var polls atomic.Int64
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		polls.Add(1)
+		w.Header().Set("X-Registry-Wait", r.URL.Query().Get("wait"))
+		io.WriteString(w, `{"values":[{"id":"a","type":"configuration_value.update","timestamp":1,"payload":{"id":"k","value":"1"}},`+
+			`{"id":"b","type":"configuration_value.update","timestamp":2,"payload":{"id":"k","value":"2"}}],"metadata":{"next_marker":null}}`)
+	}))
+	defer api.Close()
+	c, err := registry.New(registry.Config{URL: api.URL + "/v1.0", Token: "t", Tenant: "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	feed := c.NewFeed("", registry.WatchOptions{Wait: 30 * time.Second, MinBackoff: time.Second, PollInterval: 5 * time.Second})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	var got []string
+	for {
+		ev, err := feed.Next(ctx)
+		if err != nil {
+			break
+		}
+		got = append(got, ev.ID)
+	}
+	if !slices.Equal(got, []string{"a", "b"}) {
+		t.Errorf("%d events, the first %q; want a and b, once", len(got), got[:min(len(got), 6)])
+	}
+	if n := polls.Load(); n > 5 {
+		t.Errorf("%d polls in 2 seconds; want a few", n)
+	}
+}

@@ -85,6 +85,12 @@ type Feed struct {
 	// to emptyPageBurst in a row and emptyPageRate a second after.
 	pages *rate.Limiter
 	err   error // terminal
+	// seen are the ids that are not time UUIDs of the last maxSeen events
+	// returned (seenOrder, oldest first): after tells such ids apart only
+	// from the last, so a registry that sent two of them again and again
+	// would have them taken for new, in a loop without a wait.
+	seen      map[string]struct{}
+	seenOrder []string
 
 	mu          sync.Mutex
 	marker      string
@@ -95,8 +101,10 @@ type Feed struct {
 // last event already seen, or a FeedMarker from a list. An event whose id
 // is marker is not returned again (the registry's marker is inclusive),
 // nor is one that comes before the last event returned in the feed's
-// order (spec §9.2), which a registry that mishandles markers may send. An
-// empty marker starts at the registry's default window, the last hour.
+// order (spec §9.2), which a registry that mishandles markers may send;
+// an event whose id is not a time UUID (which the feed cannot order) is
+// not returned again if it was among the last 10000. An empty marker
+// starts at the registry's default window, the last hour.
 func (c *Client) NewFeed(marker string, opts WatchOptions) *Feed {
 	if opts.Wait <= 0 {
 		opts.Wait = 30 * time.Second
@@ -256,7 +264,7 @@ func (w *Feed) poll(ctx context.Context) error {
 	// Any other at or before it (a registry that ignores the marker, or
 	// sends older events again) was returned already, or is older than
 	// what was: applied now, it would undo newer events.
-	events := after(page.Values, last)
+	events := w.unseen(after(page.Values, last))
 	w.queue = append(w.queue, events...)
 	switch {
 	case len(events) > 0:
@@ -315,6 +323,36 @@ const (
 // tight loop. A registry that applies less than the wait asked for (its
 // cap) is otherwise trusted.
 const minTrustedWait = time.Second
+
+// maxSeen bounds Feed.seen: an account's events the registry keeps by
+// default.
+const maxSeen = 10000
+
+// unseen returns events without those whose id is not a time UUID and
+// was returned already (of the last maxSeen), and notes the others.
+func (w *Feed) unseen(events []Event) []Event {
+	out := events[:0]
+	for _, ev := range events {
+		if _, err := timeuuid.Parse(ev.ID); err == nil {
+			out = append(out, ev)
+			continue
+		}
+		if _, ok := w.seen[ev.ID]; ok {
+			continue
+		}
+		if w.seen == nil {
+			w.seen = map[string]struct{}{}
+		}
+		if len(w.seenOrder) == maxSeen {
+			delete(w.seen, w.seenOrder[0])
+			w.seenOrder = w.seenOrder[1:]
+		}
+		w.seen[ev.ID] = struct{}{}
+		w.seenOrder = append(w.seenOrder, ev.ID)
+		out = append(out, ev)
+	}
+	return out
+}
 
 // after returns the events of a page that come after last, and after
 // every event before them, in the events feed's order (spec §9.2: by UUID
