@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/svcreg/svcreg/internal/printable"
 	"github.com/svcreg/svcreg/registry"
 )
 
@@ -137,7 +138,10 @@ type DecodeError struct {
 }
 
 func (e *DecodeError) Error() string {
-	return fmt.Sprintf("event %s (%s): %v", e.Event.ID, e.Event.Type, e.Err)
+	// The id and type are the registry's: quoted, so that a newline or a
+	// control character in them cannot pass for other lines of a log or
+	// of the CLI's errors.
+	return fmt.Sprintf("event %s (%s): %v", printable.Inline(e.Event.ID), printable.Inline(string(e.Event.Type)), e.Err)
 }
 
 func (e *DecodeError) Unwrap() error { return e.Err }

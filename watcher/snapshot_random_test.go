@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -290,5 +291,20 @@ func TestNewSnapshotDuplicateIDs(t *testing.T) {
 	}
 	if v, _ := s.Config("/x"); v != "2" {
 		t.Fatalf("/x = %q", v)
+	}
+}
+
+// A decode error names the event by its id and type quoted when they hold
+// what a line of text should not: a newline in an id cannot pass for
+// another line of the CLI's errors or a log.
+func TestDecodeErrorQuotesTheRegistrysText(t *testing.T) {
+	e := &DecodeError{Event: registry.Event{ID: "x\nsvcreg: all good", Type: "service.join\x1b[2J"}, Err: errors.New("bad payload")}
+	got := e.Error()
+	if strings.ContainsAny(got, "\n\x1b") || !strings.Contains(got, `"x\nsvcreg: all good"`) {
+		t.Errorf("DecodeError: %q", got)
+	}
+	plain := (&DecodeError{Event: registry.Event{ID: "abc", Type: "service.join"}, Err: errors.New("bad payload")}).Error()
+	if plain != "event abc (service.join): bad payload" {
+		t.Errorf("DecodeError of plain text: %q", plain)
 	}
 }
