@@ -55,17 +55,21 @@ func TestUnreadListAnswersAreBounded(t *testing.T) {
 	}
 	defer conn.Close()
 	fmt.Fprintf(conn, "GET /v1.0/%s/services?limit=1000 HTTP/1.1\r\nHost: x\r\nX-Auth-Token: %s\r\n\r\n", busy.tenant, busy.token)
-	// Building the page takes a while under the race detector on a busy
-	// machine: wait longer than eventually does, and say what the client
-	// got if the answer was never held.
-	for deadline := time.Now().Add(90 * time.Second); metric(t, reg, "svcreg_list_answer_bytes_unsent") <= total/8; time.Sleep(20 * time.Millisecond) {
+	// Reading and encoding the page takes a while under the race detector
+	// on a busy machine (once over 90 s, with nothing written to the
+	// client yet): wait longer than eventually does, and say what the
+	// client got if the answer was never held.
+	start := time.Now()
+	for deadline := start.Add(4 * time.Minute); metric(t, reg, "svcreg_list_answer_bytes_unsent") <= total/8; time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			conn.SetReadDeadline(time.Now().Add(time.Second))
 			got := make([]byte, 300)
 			n, err := io.ReadFull(conn, got)
-			t.Fatalf("the answer was never held for the client that does not read; the client got %q (%v)", got[:n], err)
+			t.Fatalf("the answer was never held for the client that does not read; the client got %q (%v); list reads waiting: %v",
+				got[:n], err, metric(t, reg, "svcreg_list_reads_waiting"))
 		}
 	}
+	t.Logf("the answer was held %v after the request", time.Since(start).Round(time.Millisecond))
 
 	// Refused once their answers were made (read and encoded), the reads
 	// count against the daily GET limit, as /limits does.
