@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 
@@ -66,9 +67,14 @@ type authenticator struct {
 	// (401), given back without asking again until refusedUntil.
 	refused      error
 	refusedUntil time.Time
-	// heldUntil: the API refused a token just issued; until then a 401
-	// does not make the client log in again (holdRenewals).
-	heldUntil time.Time
+	// tokStarted is the number of the login that got tok (started counts
+	// the logins started): a token issued after a 401 is one of a login
+	// numbered past the count at the 401 (issuedAfter).
+	tokStarted uint64
+	started    atomic.Uint64
+	// held, if not 0, is when (Unix ns) a 401 may make the client log in
+	// again: the API refused a token just issued (holdRenewals).
+	held atomic.Int64
 }
 
 // refusedFor is how long a refusal of the credentials is given back
@@ -156,21 +162,37 @@ func (a *authenticator) canRenew() bool { return !a.static }
 // mayRenew reports whether a 401 may make the client log in again now:
 // not while renewals are held (holdRenewals).
 func (a *authenticator) mayRenew() bool {
+	h := a.held.Load()
+	return h == 0 || time.Now().UnixNano() >= h
+}
+
+// loginsStarted is how many logins have started.
+func (a *authenticator) loginsStarted() uint64 { return a.started.Load() }
+
+// issuedAfter reports whether id is the token in use and a login that
+// started after the first n got it.
+func (a *authenticator) issuedAfter(id string, n uint64) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return !time.Now().Before(a.heldUntil)
+	return a.tok.ID == id && a.tokStarted > n
 }
 
 // holdRenewals keeps a 401 from making the client log in again for
-// refusedFor (jittered): the API refused a token just issued, and a
-// client that retries (a heartbeater, a few times a second) would
-// otherwise log in at each try, and spend the user's token issues (the
-// server's: 600 an hour), refused for every client of the user then.
-// The token is kept meanwhile; the API is asked with it.
+// refusedFor (jittered), or until a request succeeds: the API refused a
+// token issued after its last 401, and a client that retries (a
+// heartbeater, a few times a second) would otherwise log in at each try,
+// and spend the user's token issues (the server's: 600 an hour), refused
+// for every client of the user then. The token is kept meanwhile; the
+// API is asked with it.
 func (a *authenticator) holdRenewals() {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.heldUntil = time.Now().Add(retry.Jitter(refusedFor, 0.2))
+	a.held.Store(time.Now().Add(retry.Jitter(refusedFor, 0.2)).UnixNano())
+}
+
+// answered notes that the API took a token: renewals are not held.
+func (a *authenticator) answered() {
+	if a.held.Load() != 0 {
+		a.held.Store(0)
+	}
 }
 
 // token returns a live token, authenticating first if the cached one is
@@ -334,6 +356,7 @@ func (a *authenticator) authenticate(ctx context.Context) (AuthToken, error) {
 // authenticateAt asks the identity service at authURL for a token: POST
 // {authURL}/tokens (spec §3.1), success being 200 or 203.
 func (a *authenticator) authenticateAt(ctx context.Context, authURL string) (AuthToken, error) {
+	n := a.started.Add(1)
 	u := authURL + "/tokens"
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(a.body))
 	if err != nil {
@@ -391,7 +414,7 @@ func (a *authenticator) authenticateAt(ctx context.Context, authURL string) (Aut
 		return AuthToken{}, fmt.Errorf("registry: authenticate %s: the identity service's tenant is %d bytes, more than %d; set Config.Tenant", a.username, len(tok.Tenant), maxTenant)
 	}
 	a.mu.Lock()
-	a.tok, a.refreshAt = tok, refreshTime(start, tok.Expires)
+	a.tok, a.refreshAt, a.tokStarted = tok, refreshTime(start, tok.Expires), n
 	a.mu.Unlock()
 	return tok, nil
 }

@@ -371,7 +371,8 @@ func (c *Client) do(ctx context.Context, r call, out any) (http.Header, error) {
 		}
 	}
 	renewed := false
-	next := -1 // the node to send to after a failure; -1: the current one
+	var loginsAt401 uint64 // logins started when the API refused a token
+	next := -1             // the node to send to after a failure; -1: the current one
 	var tried tries
 	for {
 		tok, err := c.auth.token(ctx)
@@ -402,17 +403,20 @@ func (c *Client) do(ctx context.Context, r call, out any) (http.Header, error) {
 		c.sending(&tried, i)
 		h, err := c.send(actx, r.method, u, tok.ID, body, r.max, out)
 		var e *Error
-		if errors.As(err, &e) && e.StatusCode == http.StatusUnauthorized && c.auth.canRenew() {
+		if err == nil {
+			c.auth.answered()
+		} else if errors.As(err, &e) && e.StatusCode == http.StatusUnauthorized && c.auth.canRenew() {
 			if !renewed && c.auth.mayRenew() {
 				cancel()
 				renewed, next = true, i
+				loginsAt401 = c.auth.loginsStarted()
 				c.auth.invalidate(tok.ID)
 				continue
 			}
-			if renewed {
-				// The API refuses a token just issued too (a wrong
-				// Tenant, say): logging in again would only spend the
-				// user's token issues.
+			if renewed && c.auth.issuedAfter(tok.ID, loginsAt401) {
+				// The API refuses a token issued after the 401 too (a
+				// wrong Tenant, say): logging in again would only spend
+				// the user's token issues.
 				c.auth.holdRenewals()
 			}
 		}

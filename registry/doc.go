@@ -24,7 +24,8 @@
 // off also matches ErrOutcomeUnknown;
 // a call that each of several registry nodes failed, ErrAllNodesFailed.
 // The client retries nothing by itself except one new login after a 401
-// (none for 24-30 s once the API has refused a token just issued too),
+// (none for 24-30 s, or until a request succeeds, once the API has
+// refused a token issued after its 401 too),
 // and, given the URLs of several registry nodes (Config.URL), a request
 // that a node failed to answer, at the next node, when sending it again is
 // safe: the Heartbeater, Register, Feed and ServicesCache do their own

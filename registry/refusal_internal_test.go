@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -136,9 +137,7 @@ func TestRefusedFreshTokenHoldsLogins(t *testing.T) {
 	if n := logins.Load(); n != 2 {
 		t.Errorf("20 calls with every token refused sent %d logins; want 2 (the first, and one after the first 401)", n)
 	}
-	c.auth.mu.Lock()
-	c.auth.heldUntil = time.Now()
-	c.auth.mu.Unlock()
+	c.auth.held.Store(time.Now().UnixNano())
 	c.GetService(context.Background(), "svc-1")
 	if n := logins.Load(); n != 3 {
 		t.Errorf("after the hold, %d logins; want 3", n)
@@ -176,5 +175,84 @@ func TestHugeTokenOrTenantRefused(t *testing.T) {
 		}
 		c.Close()
 		srv.Close()
+	}
+}
+
+// tokenServer is a registry whose identity service issues tok-1, tok-2,
+// … and whose API takes the tokens ok says it takes; it counts logins.
+func tokenServer(t *testing.T, ok func(token string) bool, onRequest func(token string)) (*Client, *atomic.Int32) {
+	t.Helper()
+	var logins atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if r.URL.Path == "/v2.0/tokens" {
+			n := logins.Add(1)
+			fmt.Fprintf(w, `{"access":{"token":{"id":"tok-%d","expires":"2999-01-01T00:00:00Z","tenant":{"id":"7"}}}}`, n)
+			return
+		}
+		tok := r.Header.Get("X-Auth-Token")
+		if onRequest != nil {
+			onRequest(tok)
+		}
+		if !ok(tok) {
+			w.WriteHeader(http.StatusUnauthorized)
+			io.WriteString(w, `{"type":"unauthorizedError","code":401,"message":"Invalid or expired authentication token","details":"","txnId":"t"}`)
+			return
+		}
+		io.WriteString(w, `{"id":"svc-1","tags":[],"metadata":{},"heartbeat_timeout":30,"last_seen":null}`)
+	}))
+	t.Cleanup(srv.Close)
+	c, err := New(Config{URL: srv.URL + "/v1.0", Username: "alice", APIKey: "k", Tenant: "7"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, &logins
+}
+
+// A request the API takes ends a hold of logins: a token refused once
+// (a node whose clock is ahead, a users file reloaded node by node) and
+// taken after that, then revoked, is replaced at once.
+func TestAnswerEndsTheHoldOfLogins(t *testing.T) {
+	t.Parallel()
+	var takes atomic.Value // the token the API takes
+	takes.Store("")
+	c, logins := tokenServer(t, func(tok string) bool { return tok == takes.Load().(string) }, nil)
+	ctx := context.Background()
+	if _, err := c.GetService(ctx, "svc-1"); !errors.Is(err, ErrUnauthorized) { // tok-1, tok-2 refused: held
+		t.Fatalf("every token refused: %v", err)
+	}
+	takes.Store("tok-2")
+	if _, err := c.GetService(ctx, "svc-1"); err != nil {
+		t.Fatalf("tok-2 taken: %v", err)
+	}
+	takes.Store("tok-3") // tok-2 revoked
+	if _, err := c.GetService(ctx, "svc-1"); err != nil {
+		t.Errorf("tok-2 revoked after it was taken: %v; want a new login at once (logins: %d)", err, logins.Load())
+	}
+}
+
+// Only a token issued after a 401 that the API refuses too holds logins:
+// a token an early refresh got while the refused request was under way
+// (issued before the 401) does not.
+func TestTokenIssuedBeforeThe401HoldsNothing(t *testing.T) {
+	t.Parallel()
+	var c *Client
+	c, _ = tokenServer(t, func(tok string) bool { return tok == "tok-3" }, func(tok string) {
+		if tok != "tok-1" {
+			return
+		}
+		// While tok-1's request is under way, an early refresh gets
+		// tok-2 (before the 401 that refuses tok-1).
+		if _, err := c.auth.authenticate(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
+	ctx := context.Background()
+	if _, err := c.GetService(ctx, "svc-1"); !errors.Is(err, ErrUnauthorized) { // tok-1 refused, then tok-2
+		t.Fatalf("tok-1 and tok-2 refused: %v", err)
+	}
+	if _, err := c.GetService(ctx, "svc-1"); err != nil {
+		t.Errorf("after tok-2, issued before the 401, was refused: %v; want a new login at once", err)
 	}
 }
