@@ -111,24 +111,7 @@ func TestRefusedCredentialsNotSentAgainAtOnce(t *testing.T) {
 // the user. Once the hold is over, a 401 makes it log in once more.
 func TestRefusedFreshTokenHoldsLogins(t *testing.T) {
 	t.Parallel()
-	var logins, issued atomic.Int32
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		if r.URL.Path == "/v2.0/tokens" {
-			logins.Add(1)
-			n := issued.Add(1)
-			io.WriteString(w, `{"access":{"token":{"id":"tok-`+string(rune('a'+n))+`","expires":"2999-01-01T00:00:00Z","tenant":{"id":"7"}}}}`)
-			return
-		}
-		w.WriteHeader(http.StatusUnauthorized)
-		io.WriteString(w, `{"type":"unauthorizedError","code":401,"message":"Invalid or expired authentication token","details":"","txnId":"t"}`)
-	}))
-	t.Cleanup(srv.Close)
-	c, err := New(Config{URL: srv.URL + "/v1.0", Username: "alice", APIKey: "k", Tenant: "7"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
+	c, logins := tokenServer(t, func(string) bool { return false }, nil)
 	for range 20 {
 		if _, err := c.GetService(context.Background(), "svc-1"); !errors.Is(err, ErrUnauthorized) {
 			t.Fatalf("with every token refused: %v; want ErrUnauthorized", err)
