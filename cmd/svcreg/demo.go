@@ -18,6 +18,7 @@ import (
 
 	"github.com/svcreg/svcreg/examples"
 	"github.com/svcreg/svcreg/internal/retry"
+	"github.com/svcreg/svcreg/internal/statuspage"
 	"github.com/svcreg/svcreg/registry"
 	"github.com/svcreg/svcreg/render"
 	"github.com/svcreg/svcreg/server"
@@ -60,7 +61,9 @@ func runDemo(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second}
+	// Its dev credentials are every web page's: as a --dev server's,
+	// requests by another name (DNS rebinding) are refused.
+	hs := &http.Server{Handler: statuspage.AddressedOnly(api), ReadHeaderTimeout: 10 * time.Second}
 	apiURL := "http://" + ln.Addr().String() + "/v1.0"
 
 	// 2. The renderer on the nginx example.

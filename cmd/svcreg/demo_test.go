@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
@@ -33,6 +36,39 @@ func TestDemo(t *testing.T) {
 	if got := string(final); !strings.Contains(got, "# web-1") || strings.Contains(got, "web-2") || strings.Contains(got, "web-3") {
 		t.Fatalf("final upstreams: want web-1 only (web-2 left, web-3 timed out):\n%s", got)
 	}
+}
+
+// The demo's registry answers only requests that name it by address (or
+// localhost, or a name without a dot), as a --dev server does: a web page
+// could otherwise log in as dev through a DNS name pointed at 127.0.0.1
+// while the demo runs.
+func TestDemoRefusesOtherHosts(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stdout bytes.Buffer
+	out := &lockedWriter{w: &stdout}
+	done := make(chan int, 1)
+	go func() {
+		done <- Main(ctx, []string{"demo", "--step", "1m", "--out", filepath.Join(t.TempDir(), "upstreams.conf")}, nil, out, io.Discard)
+	}()
+	defer func() { cancel(); <-done }()
+	var base string
+	for deadline := time.Now().Add(30 * time.Second); base == ""; time.Sleep(20 * time.Millisecond) {
+		out.mu.Lock()
+		if _, rest, ok := strings.Cut(stdout.String(), "registry: "); ok {
+			base, _, _ = strings.Cut(rest, "/v1.0")
+		}
+		out.mu.Unlock()
+		if time.Now().After(deadline) {
+			t.Fatal("the demo printed no registry URL")
+		}
+	}
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	devLoginsByHost(t, base, map[string]int{"rebind.attacker.example:" + u.Port(): http.StatusMisdirectedRequest, u.Host: http.StatusOK})
 }
 
 // Stopped midway, the demo returns only after everything it started has

@@ -76,13 +76,19 @@ func TestDevServerRefusesOtherHosts(t *testing.T) {
 	t.Parallel()
 	base, _, _ := devServer(t)
 	_, port, _ := strings.Cut(strings.TrimPrefix(base, "http://"), ":")
-	body := `{"auth":{"RAX-KSKEY:apiKeyCredentials":{"username":"dev","apiKey":"dev"}}}`
-	for host, want := range map[string]int{
+	devLoginsByHost(t, base, map[string]int{
 		"rebind.attacker.example:" + port: http.StatusMisdirectedRequest,
 		"localhost:" + port:               http.StatusOK,
 		"127.0.0.1:" + port:               http.StatusOK,
-	} {
-		req, _ := http.NewRequest("POST", base+"/v2.0/tokens", strings.NewReader(body))
+	})
+}
+
+// devLoginsByHost logs in as dev at the server at base with each Host of
+// want, and wants each answer's status.
+func devLoginsByHost(t *testing.T, base string, want map[string]int) {
+	t.Helper()
+	for host, code := range want {
+		req, _ := http.NewRequest("POST", base+"/v2.0/tokens", strings.NewReader(`{"auth":{"RAX-KSKEY:apiKeyCredentials":{"username":"dev","apiKey":"dev"}}}`))
 		req.Host = host
 		req.Header.Set("Content-Type", "application/json")
 		resp, err := http.DefaultClient.Do(req)
@@ -90,8 +96,8 @@ func TestDevServerRefusesOtherHosts(t *testing.T) {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
-		if resp.StatusCode != want {
-			t.Errorf("POST /v2.0/tokens with Host %s: %s, want %d", host, resp.Status, want)
+		if resp.StatusCode != code {
+			t.Errorf("POST /v2.0/tokens with Host %s: %s, want %d", host, resp.Status, code)
 		}
 	}
 }
