@@ -13,27 +13,40 @@ import (
 	"time"
 )
 
-// refusingIdentity is a client of a registry whose identity service
-// refuses every login, and the count of logins.
-func refusingIdentity(t *testing.T) (*Client, *atomic.Int32) {
-	var logins atomic.Int32
+// fakeRegistry is a client, with cfg's credentials, of a registry whose
+// answers h writes (JSON), until the test ends.
+func fakeRegistry(t *testing.T, cfg Config, h http.HandlerFunc) *Client {
+	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/v2.0/tokens" {
-			logins.Add(1)
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusUnauthorized)
-			io.WriteString(w, `{"unauthorized":{"code":401,"message":"Username or api key is invalid."}}`)
-			return
-		}
 		w.Header().Set("Content-Type", "application/json")
-		io.WriteString(w, `{"id":"svc-1","tags":[],"metadata":{},"heartbeat_timeout":30,"last_seen":null}`)
+		h(w, r)
 	}))
 	t.Cleanup(srv.Close)
-	c, err := New(Config{URL: srv.URL + "/v1.0", Username: "alice", APIKey: "rotated", Tenant: "7"})
+	cfg.URL = srv.URL + "/v1.0"
+	c, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// serviceAnswer is the API's answer to GET /services/svc-1.
+const serviceAnswer = `{"id":"svc-1","tags":[],"metadata":{},"heartbeat_timeout":30,"last_seen":null}`
+
+// refusingIdentity is a client of a registry whose identity service
+// refuses every login, and the count of logins.
+func refusingIdentity(t *testing.T) (*Client, *atomic.Int32) {
+	var logins atomic.Int32
+	c := fakeRegistry(t, Config{Username: "alice", APIKey: "rotated", Tenant: "7"}, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v2.0/tokens" {
+			logins.Add(1)
+			w.WriteHeader(http.StatusUnauthorized)
+			io.WriteString(w, `{"unauthorized":{"code":401,"message":"Username or api key is invalid."}}`)
+			return
+		}
+		io.WriteString(w, serviceAnswer)
+	})
 	return c, &logins
 }
 
@@ -137,27 +150,20 @@ func TestHugeTokenOrTenantRefused(t *testing.T) {
 		{"tok", strings.Repeat("7", maxTenant+1), "tenant is 257 bytes, more than 256"},
 		{strings.Repeat("t", maxTokenID), strings.Repeat("7", maxTenant), ""},
 	} {
-		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Content-Type", "application/json")
+		c := fakeRegistry(t, Config{Username: "alice", APIKey: "k"}, func(w http.ResponseWriter, r *http.Request) {
 			if r.URL.Path == "/v2.0/tokens" {
 				io.WriteString(w, `{"access":{"token":{"id":"`+tc.token+`","expires":"2999-01-01T00:00:00Z","tenant":{"id":"`+tc.tenant+`"}}}}`)
 				return
 			}
-			io.WriteString(w, `{"id":"svc-1","tags":[],"metadata":{},"heartbeat_timeout":30,"last_seen":null}`)
-		}))
-		c, err := New(Config{URL: srv.URL + "/v1.0", Username: "alice", APIKey: "k"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, err = c.GetService(context.Background(), "svc-1")
+			io.WriteString(w, serviceAnswer)
+		})
+		_, err := c.GetService(context.Background(), "svc-1")
 		switch {
 		case tc.want == "" && err != nil:
 			t.Errorf("a token of %d bytes and a tenant of %d: %v", len(tc.token), len(tc.tenant), err)
 		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want) || len(err.Error()) > 200):
 			t.Errorf("a token of %d bytes and a tenant of %d: %.300v; want %q", len(tc.token), len(tc.tenant), err, tc.want)
 		}
-		c.Close()
-		srv.Close()
 	}
 }
 
@@ -166,8 +172,7 @@ func TestHugeTokenOrTenantRefused(t *testing.T) {
 func tokenServer(t *testing.T, ok func(token string) bool, onRequest func(token string)) (*Client, *atomic.Int32) {
 	t.Helper()
 	var logins atomic.Int32
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
+	c := fakeRegistry(t, Config{Username: "alice", APIKey: "k", Tenant: "7"}, func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/v2.0/tokens" {
 			n := logins.Add(1)
 			fmt.Fprintf(w, `{"access":{"token":{"id":"tok-%d","expires":"2999-01-01T00:00:00Z","tenant":{"id":"7"}}}}`, n)
@@ -182,14 +187,8 @@ func tokenServer(t *testing.T, ok func(token string) bool, onRequest func(token 
 			io.WriteString(w, `{"type":"unauthorizedError","code":401,"message":"Invalid or expired authentication token","details":"","txnId":"t"}`)
 			return
 		}
-		io.WriteString(w, `{"id":"svc-1","tags":[],"metadata":{},"heartbeat_timeout":30,"last_seen":null}`)
-	}))
-	t.Cleanup(srv.Close)
-	c, err := New(Config{URL: srv.URL + "/v1.0", Username: "alice", APIKey: "k", Tenant: "7"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
+		io.WriteString(w, serviceAnswer)
+	})
 	return c, &logins
 }
 
