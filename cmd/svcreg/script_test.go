@@ -157,15 +157,22 @@ func cmdFeedMarker(ts *testscript.TestScript, neg bool, args []string) {
 	ts.Setenv(args[0], page.FeedMarker)
 }
 
-// cmdMkServices creates many services at once (faster than a process for
-// each).
-func cmdMkServices(ts *testscript.TestScript, neg bool, args []string) {
+// nameAndNumber reads the arguments of a script command that takes a name
+// and a number (usage, if not), and returns them with a client of the
+// script's account.
+func nameAndNumber(ts *testscript.TestScript, neg bool, args []string, usage string) (string, int, *registry.Client) {
 	if neg || len(args) != 2 {
-		ts.Fatalf("usage: mkservices PREFIX N")
+		ts.Fatalf("usage: %s", usage)
 	}
 	n, err := strconv.Atoi(args[1])
 	ts.Check(err)
-	c := scriptClient(ts)
+	return args[0], n, scriptClient(ts)
+}
+
+// cmdMkServices creates many services at once (faster than a process for
+// each).
+func cmdMkServices(ts *testscript.TestScript, neg bool, args []string) {
+	prefix, n, c := nameAndNumber(ts, neg, args, "mkservices PREFIX N")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var (
@@ -178,7 +185,7 @@ func cmdMkServices(ts *testscript.TestScript, neg bool, args []string) {
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			_, err := c.CreateService(ctx, registry.Service{ID: fmt.Sprintf("%s%03d", args[0], i), HeartbeatTimeout: 120, Tags: []string{"bulk"}})
+			_, err := c.CreateService(ctx, registry.Service{ID: fmt.Sprintf("%s%03d", prefix, i), HeartbeatTimeout: 120, Tags: []string{"bulk"}})
 			mu.Lock()
 			errs = append(errs, err)
 			mu.Unlock()
@@ -193,16 +200,11 @@ func cmdMkServices(ts *testscript.TestScript, neg bool, args []string) {
 // throughout, which would otherwise time out in a script that a loaded
 // machine makes longer than the timeout.
 func cmdKeepAlive(ts *testscript.TestScript, neg bool, args []string) {
-	if neg || len(args) != 2 {
-		ts.Fatalf("usage: keepalive ID TIMEOUT")
-	}
-	timeout, err := strconv.Atoi(args[1])
-	ts.Check(err)
-	c := scriptClient(ts)
+	id, timeout, c := nameAndNumber(ts, neg, args, "keepalive ID TIMEOUT")
 	ctx, cancel := context.WithCancel(context.Background())
 	create, cancelCreate := context.WithTimeout(ctx, 30*time.Second)
 	defer cancelCreate()
-	token, err := c.CreateService(create, registry.Service{ID: args[0], HeartbeatTimeout: timeout})
+	token, err := c.CreateService(create, registry.Service{ID: id, HeartbeatTimeout: timeout})
 	ts.Check(err)
 	var failed atomic.Pointer[error]
 	done := make(chan struct{})
@@ -216,7 +218,7 @@ func cmdKeepAlive(ts *testscript.TestScript, neg bool, args []string) {
 				return
 			case <-t.C:
 			}
-			next, err := c.Heartbeat(ctx, args[0], token)
+			next, err := c.Heartbeat(ctx, id, token)
 			switch {
 			case err == nil:
 				token = next
@@ -229,7 +231,7 @@ func cmdKeepAlive(ts *testscript.TestScript, neg bool, args []string) {
 		cancel()
 		<-done
 		if err := failed.Load(); err != nil {
-			ts.Logf("keepalive %s: a heartbeat failed: %v", args[0], *err)
+			ts.Logf("keepalive %s: a heartbeat failed: %v", id, *err)
 		}
 	})
 }
