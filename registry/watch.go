@@ -264,7 +264,7 @@ func (w *Feed) poll(ctx context.Context) error {
 	// Any other at or before it (a registry that ignores the marker, or
 	// sends older events again) was returned already, or is older than
 	// what was: applied now, it would undo newer events.
-	events := w.unseen(after(page.Values, last))
+	events := w.after(page.Values, last)
 	w.queue = append(w.queue, events...)
 	switch {
 	case len(events) > 0:
@@ -328,37 +328,12 @@ const minTrustedWait = time.Second
 // default.
 const maxSeen = 10000
 
-// unseen returns events without those whose id is not a time UUID and
-// was returned already (of the last maxSeen), and notes the others.
-func (w *Feed) unseen(events []Event) []Event {
-	out := events[:0]
-	for _, ev := range events {
-		if _, err := timeuuid.Parse(ev.ID); err == nil {
-			out = append(out, ev)
-			continue
-		}
-		if _, ok := w.seen[ev.ID]; ok {
-			continue
-		}
-		if w.seen == nil {
-			w.seen = map[string]struct{}{}
-		}
-		if len(w.seenOrder) == maxSeen {
-			delete(w.seen, w.seenOrder[0])
-			w.seenOrder = w.seenOrder[1:]
-		}
-		w.seen[ev.ID] = struct{}{}
-		w.seenOrder = append(w.seenOrder, ev.ID)
-		out = append(out, ev)
-	}
-	return out
-}
-
 // after returns the events of a page that come after last, and after
 // every event before them, in the events feed's order (spec §9.2: by UUID
 // time, then the other bytes). An id that is not a time UUID is compared
-// only for equality.
-func after(events []Event, last string) []Event {
+// only for equality: with last, and with those of the last maxSeen such
+// events returned (seen).
+func (w *Feed) after(events []Event, last string) []Event {
 	pos, err := timeuuid.Parse(last)
 	ordered := err == nil
 	out := events[:0:0]
@@ -366,7 +341,13 @@ func after(events []Event, last string) []Event {
 		if ev.ID == last {
 			continue
 		}
-		if u, err := timeuuid.Parse(ev.ID); err == nil && ordered {
+		u, err := timeuuid.Parse(ev.ID)
+		switch {
+		case err != nil:
+			if !w.see(ev.ID) {
+				continue
+			}
+		case ordered:
 			if timeuuid.Compare(u, pos) <= 0 {
 				continue
 			}
@@ -375,4 +356,22 @@ func after(events []Event, last string) []Event {
 		out = append(out, ev)
 	}
 	return out
+}
+
+// see notes id, one that is not a time UUID, as returned, and reports
+// whether it is new: not among the last maxSeen such ids.
+func (w *Feed) see(id string) bool {
+	if _, ok := w.seen[id]; ok {
+		return false
+	}
+	if w.seen == nil {
+		w.seen = map[string]struct{}{}
+	}
+	if len(w.seenOrder) == maxSeen {
+		delete(w.seen, w.seenOrder[0])
+		w.seenOrder = w.seenOrder[1:]
+	}
+	w.seen[id] = struct{}{}
+	w.seenOrder = append(w.seenOrder, id)
+	return true
 }
