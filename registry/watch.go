@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"hash/maphash"
 	"iter"
 	"sync"
 	"time"
@@ -86,11 +87,15 @@ type Feed struct {
 	pages *rate.Limiter
 	err   error // terminal
 	// seen are the ids that are not time UUIDs of the last maxSeen events
-	// returned (seenOrder, oldest first): after tells such ids apart only
-	// from the last, so a registry that sent two of them again and again
-	// would have them taken for new, in a loop without a wait.
-	seen      map[string]struct{}
-	seenOrder []string
+	// returned, as hashes (a registry's long ids do not add up): after
+	// tells such ids apart only from the last, so a registry that sent
+	// two of them again and again would have them taken for new, in a
+	// loop without a wait. seenRing holds them in a ring, seenNext its
+	// oldest once full.
+	seenSeed maphash.Seed
+	seen     map[uint64]struct{}
+	seenRing []uint64
+	seenNext int
 
 	mu          sync.Mutex
 	marker      string
@@ -361,17 +366,20 @@ func (w *Feed) after(events []Event, last string) []Event {
 // see notes id, one that is not a time UUID, as returned, and reports
 // whether it is new: not among the last maxSeen such ids.
 func (w *Feed) see(id string) bool {
-	if _, ok := w.seen[id]; ok {
+	if w.seen == nil {
+		w.seenSeed, w.seen = maphash.MakeSeed(), map[uint64]struct{}{}
+	}
+	h := maphash.String(w.seenSeed, id)
+	if _, ok := w.seen[h]; ok {
 		return false
 	}
-	if w.seen == nil {
-		w.seen = map[string]struct{}{}
+	w.seen[h] = struct{}{}
+	if len(w.seenRing) < maxSeen {
+		w.seenRing = append(w.seenRing, h)
+		return true
 	}
-	if len(w.seenOrder) == maxSeen {
-		delete(w.seen, w.seenOrder[0])
-		w.seenOrder = w.seenOrder[1:]
-	}
-	w.seen[id] = struct{}{}
-	w.seenOrder = append(w.seenOrder, id)
+	delete(w.seen, w.seenRing[w.seenNext])
+	w.seenRing[w.seenNext] = h
+	w.seenNext = (w.seenNext + 1) % maxSeen
 	return true
 }
