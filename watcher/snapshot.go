@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/svcreg/svcreg/internal/printable"
 	"github.com/svcreg/svcreg/registry"
 )
 
@@ -138,10 +137,10 @@ type DecodeError struct {
 }
 
 func (e *DecodeError) Error() string {
-	// The id and type are the registry's: quoted, so that a newline or a
-	// control character in them cannot pass for other lines of a log or
-	// of the CLI's errors.
-	return fmt.Sprintf("event %s (%s): %v", printable.Inline(e.Event.ID), printable.Inline(string(e.Event.Type)), e.Err)
+	// The id and type are the registry's: quoted and cut, so that a
+	// newline or a control character in them cannot pass for other lines
+	// of a log or of the CLI's errors.
+	return fmt.Sprintf("event %s (%s): %v", registry.ShownText(e.Event.ID), registry.ShownText(string(e.Event.Type)), e.Err)
 }
 
 func (e *DecodeError) Unwrap() error { return e.Err }
