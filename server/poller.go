@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"iter"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -219,7 +220,7 @@ func (pl *poller) addWaiter(tenant string) admission {
 		pl.s.metrics.refused.WithLabelValues("tenant").Inc()
 		return refused
 	case pl.total >= pl.s.cfg.MaxWaiters:
-		if pl.yields[tenant] >= maxYields || pl.victimLocked(tenant, 2) == nil {
+		if !pl.mayYieldLocked(tenant) {
 			pl.s.metrics.refused.WithLabelValues("total").Inc()
 			return refused
 		}
@@ -235,25 +236,44 @@ func (pl *poller) addWaiter(tenant string) admission {
 // maxYields bounds a tenant's polls admitted onYield whose reads run.
 const maxYields = 2
 
-// victimLocked returns a parked poll of a tenant holding the most waiting
-// polls, if that is lead or more than tenant holds; nil if there is none.
-// Only the tenants tied at the most are looked at (up to maxVictimLooks):
-// one whose waiting polls are not parked (HTTP/2, or all still in their
-// first read) gives none.
-func (pl *poller) victimLocked(tenant string, lead int) *parkedPoll {
-	if pl.waiting.top < pl.waiting.of(tenant)+lead {
-		return nil
+// mayYieldLocked reports whether a new poll of tenant, past the total
+// cap, may be admitted onYield: the tenant has fewer than maxYields so
+// admitted, and another holds two or more polls more, one of them parked.
+func (pl *poller) mayYieldLocked(tenant string) bool {
+	if pl.yields[tenant] >= maxYields {
+		return false
 	}
-	for _, top := range pl.waiting.most(maxVictimLooks) {
+	_, ok := pl.victimLocked(tenant, 2)
+	return ok
+}
+
+// victim is a parked poll, with its set and group, as takeLocked takes it.
+type victim struct {
+	ps  *pollSet
+	key pollKey
+	g   *pollGroup
+	p   *parkedPoll
+}
+
+// victimLocked returns a parked poll of a tenant holding the most waiting
+// polls, if that is lead or more than tenant holds; false if there is
+// none. Only the tenants tied at the most are looked at (up to
+// maxVictimLooks): one whose waiting polls are not parked (HTTP/2, or all
+// still in their first read) gives none.
+func (pl *poller) victimLocked(tenant string, lead int) (victim, bool) {
+	if pl.waiting.top < pl.waiting.of(tenant)+lead {
+		return victim{}, false
+	}
+	for top := range pl.waiting.most(maxVictimLooks) {
 		if ps := pl.sets[top]; ps != nil {
-			for _, g := range ps.groups {
+			for key, g := range ps.groups {
 				for p := range g.polls {
-					return p
+					return victim{ps, key, g, p}, true
 				}
 			}
 		}
 	}
-	return nil
+	return victim{}, false
 }
 
 // maxVictimLooks bounds the tenants victimLocked looks at.
@@ -271,15 +291,14 @@ func (pl *poller) yield(tenant string) bool {
 		pl.mu.Unlock()
 		return true // others left meanwhile: room enough
 	}
-	p := pl.victimLocked(tenant, 1)
-	if p == nil {
+	v, ok := pl.victimLocked(tenant, 1)
+	if !ok {
 		pl.mu.Unlock()
 		pl.s.metrics.refused.WithLabelValues("total").Inc()
 		return false
 	}
-	ps := pl.sets[p.tenant]
-	key := keyOf(p.q)
-	scanned := pl.takeLocked(ps, key, ps.groups[key], p)
+	p := v.p
+	scanned := pl.takeLocked(v.ps, v.key, v.g, p)
 	w := pl.watch
 	pl.mu.Unlock()
 	pl.s.metrics.yielded.Inc()
@@ -1168,14 +1187,15 @@ func (w *waiterCounts) add(tenant string, d int) {
 	}
 }
 
-// most returns up to k of the tenants that hold the most waiting polls.
-func (w *waiterCounts) most(k int) []string {
-	var ts []string
-	for t := range w.byCount[w.top] {
-		if len(ts) == k {
-			break
+// most yields up to k of the tenants that hold the most waiting polls.
+func (w *waiterCounts) most(k int) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		n := 0
+		for t := range w.byCount[w.top] {
+			if n == k || !yield(t) {
+				return
+			}
+			n++
 		}
-		ts = append(ts, t)
 	}
-	return ts
 }

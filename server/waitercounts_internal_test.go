@@ -37,13 +37,13 @@ func TestWaiterCounts(t *testing.T) {
 				most = append(most, tn)
 			}
 		}
-		got := w.most(len(tenants))
+		got := slices.Collect(w.most(len(tenants)))
 		slices.Sort(got)
 		slices.Sort(most)
 		if !slices.Equal(got, most) || w.top != top {
 			t.Fatalf("step %d: most %v (top %d), want %v (top %d)", i, got, w.top, most, top)
 		}
-		if few := w.most(1); len(most) > 0 && (len(few) != 1 || !slices.Contains(most, few[0])) {
+		if few := slices.Collect(w.most(1)); len(most) > 0 && (len(few) != 1 || !slices.Contains(most, few[0])) {
 			t.Fatalf("step %d: most(1) %v, want one of %v", i, few, most)
 		}
 		for _, tn := range tenants {
