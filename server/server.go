@@ -206,9 +206,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			keystoneFault(sw, http.StatusBadRequest, "badRequest", msg)
 			break
 		}
-		rq := &request{r: r, txnID: s.nextTxnID()}
-		sw.Header().Set("X-Response-Id", rq.txnID)
-		s.writeFault(sw, rq, badRequest(msg))
+		s.writeFault(sw, s.newRequest(sw, r), badRequest(msg))
 	case hasPathPrefixFold(path, "/v1.0"):
 		name = s.serveAPI(sw, r, path[len("/v1.0"):])
 	case hasPathPrefixFold(path, "/v2.0/tokens"):
@@ -224,9 +222,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		name = "ui"
 		s.cfg.UI.ServeHTTP(sw, r)
 	default:
-		rq := &request{r: r, txnID: s.nextTxnID()}
-		sw.Header().Set("X-Response-Id", rq.txnID)
-		s.writeFault(sw, rq, notFoundPage(r.RequestURI))
+		s.writeFault(sw, s.newRequest(sw, r), notFoundPage(r.RequestURI))
 	}
 	d := time.Since(start)
 	if sw.hijacked {
@@ -280,11 +276,18 @@ func hasPathPrefixFold(path, prefix string) bool {
 	return len(path) == len(prefix) || path[len(prefix)] == '/'
 }
 
+// newRequest is r's record for the API's answers, with a transaction id
+// of its own, which w's answer carries (X-Response-Id).
+func (s *Server) newRequest(w http.ResponseWriter, r *http.Request) *request {
+	rq := &request{r: r, txnID: s.nextTxnID()}
+	w.Header().Set("X-Response-Id", rq.txnID)
+	return rq
+}
+
 // serveAPI runs the /v1.0 pipeline and writes the fault of any step that
 // fails. It returns the route's name.
 func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, path string) string {
-	rq := &request{r: r, txnID: s.nextTxnID()}
-	w.Header().Set("X-Response-Id", rq.txnID)
+	rq := s.newRequest(w, r)
 	name, err := s.handleAPI(w, rq, path)
 	if err != nil {
 		s.writeFault(w, rq, err)
