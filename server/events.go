@@ -64,8 +64,9 @@ func (s *Server) handleEvents(w http.ResponseWriter, rq *request) error {
 }
 
 // maxKeptRequest and maxKeptParams bound what a waiting long-poll keeps
-// of its request to write its answer (its query, for next_href, its Host
-// and X-Forwarded-Proto; copies, newParkedPoll): tens of bytes and a few
+// of its request to write its answer (its query, for next_href, and its
+// Host; copies, newParkedPoll; X-Forwarded-Proto counts as sent, though
+// only the scheme it gives is kept): tens of bytes and a few
 // parameters for a client, up to the header limit for one that pads them,
 // times the polls an account may park.
 const (

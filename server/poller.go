@@ -3,7 +3,6 @@ package server
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"errors"
 	"io"
 	"iter"
@@ -72,7 +71,7 @@ type parkedPoll struct {
 	kept      atomic.Int32 // notKept, keeping or isKept (see keep)
 	idle      *connInfo    // while kept: its record among the tenant's idle connections
 	host      string
-	proto     string // X-Forwarded-Proto
+	scheme    string // of its answer's URLs (request.scheme)
 	txnID     string
 	tenant    string
 	routePath string
@@ -98,7 +97,7 @@ func newParkedPoll(conn net.Conn, w http.ResponseWriter, rq *request, q store.Ev
 		keepAlive: rq.r.ProtoAtLeast(1, 1) && !rq.r.Close,
 		overTLS:   rq.r.TLS != nil,
 		host:      strings.Clone(rq.r.Host),
-		proto:     strings.Clone(rq.r.Header.Get("X-Forwarded-Proto")),
+		scheme:    rq.scheme(),
 		txnID:     rq.txnID,
 		tenant:    strings.Clone(rq.tenant),
 		routePath: strings.Clone(rq.routePath),
@@ -112,12 +111,7 @@ func newParkedPoll(conn net.Conn, w http.ResponseWriter, rq *request, q store.Ev
 // request is the poll's request as far as writing its answer needs.
 func (p *parkedPoll) request() *request {
 	r := &http.Request{Host: p.host, Header: http.Header{}}
-	if p.overTLS {
-		r.TLS = &tls.ConnectionState{}
-	}
-	if p.proto != "" {
-		r.Header.Set("X-Forwarded-Proto", p.proto)
-	}
+	r.Header.Set("X-Forwarded-Proto", p.scheme)
 	return &request{r: r, txnID: p.txnID, tenant: p.tenant, routePath: p.routePath, query: p.query}
 }
 

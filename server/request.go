@@ -45,20 +45,24 @@ type request struct {
 // included. Another X-Forwarded-Proto is not a scheme a client could
 // follow, and answers that copy it would be as long as it.
 func (rq *request) baseURL() string {
-	scheme := "http"
-	if rq.r.TLS != nil {
-		scheme = "https"
-	}
+	return rq.scheme() + "://" + rq.r.Host
+}
+
+// scheme is baseURL's scheme: "http" or "https".
+func (rq *request) scheme() string {
 	if p := rq.r.Header.Get("X-Forwarded-Proto"); p != "" {
 		p, _, _ = strings.Cut(p, ",")
 		switch p = strings.TrimSpace(p); {
 		case strings.EqualFold(p, "http"):
-			scheme = "http"
+			return "http"
 		case strings.EqualFold(p, "https"):
-			scheme = "https"
+			return "https"
 		}
 	}
-	return scheme + "://" + rq.r.Host
+	if rq.r.TLS != nil {
+		return "https"
+	}
+	return "http"
 }
 
 // hrefPrefix is next_href up to its query (spec §6.5), with the effective
