@@ -130,20 +130,15 @@ func (a *Adapter) ReconcileCommands(ctx context.Context, installed []byte) ([]st
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.cli.fresh()
-	lives, err := a.read(ctx, target)
+	lives, err := a.readFresh(ctx, target)
 	if err != nil {
-		return nil, unreachableIfClosed(err)
+		return nil, err
 	}
 	sc, err := script(target, knownIn(c), lives, a.drains)
 	if err != nil {
 		return nil, &runtime.Failure{Step: "verify", Err: err}
 	}
-	out := sc.cmds
-	for _, d := range sc.drains {
-		out = append(out, d.describe(a.drainTimeout)...)
-	}
-	return out, nil
+	return sc.commands(a.drainTimeout), nil
 }
 
 // reconcileTarget parses the installed file and returns its backends
@@ -181,15 +176,26 @@ func closedOnUs(err error) bool {
 func (a *Adapter) readLives(ctx context.Context, target []*section) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.cli.fresh()
-	lives, err := a.read(ctx, target)
+	lives, err := a.readFresh(ctx, target)
 	if err != nil {
-		return unreachableIfClosed(err)
+		return err
 	}
 	for i, s := range target {
 		a.lives[s.name] = lives[i]
 	}
 	return nil
+}
+
+// readFresh reads the live state of the backends on a new connection (to
+// the process that answers the socket now), with a failure to reach it
+// as runtime.ErrUnreachable (unreachableIfClosed). a.mu is held.
+func (a *Adapter) readFresh(ctx context.Context, target []*section) ([]map[string]liveServer, error) {
+	a.cli.fresh()
+	lives, err := a.read(ctx, target)
+	if err != nil {
+		return nil, unreachableIfClosed(err)
+	}
+	return lives, nil
 }
 
 // read forgets the live state read last and reads it again: one round

@@ -98,11 +98,7 @@ func (p *plan) Commands() []string {
 	if err != nil {
 		return []string{"# " + err.Error()}
 	}
-	out := sc.cmds
-	for _, j := range sc.drains {
-		out = append(out, j.describe(p.a.drainTimeout)...)
-	}
-	return out
+	return sc.commands(p.a.drainTimeout)
 }
 
 // knownIn returns what the files say of a server. Apply knows what the
@@ -155,6 +151,16 @@ func (d *drain) describe(timeout time.Duration) []string {
 		if d.next != nil {
 			out = append(out, "# then: set server "+d.next.id+" state drain")
 		}
+	}
+	return out
+}
+
+// commands are sc's commands, then its drains described (drain.describe,
+// each at most timeout): what an apply of it sends.
+func (sc scriptOut) commands(timeout time.Duration) []string {
+	out := sc.cmds
+	for _, d := range sc.drains {
+		out = append(out, d.describe(timeout)...)
 	}
 	return out
 }
