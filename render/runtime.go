@@ -304,10 +304,16 @@ func (r *Renderer) printDryReconcile(ctx context.Context, t *Template, rc runtim
 	case err != nil:
 		fmt.Fprintf(r.DryOut, "--- %s: would reload: the live state could not be made the installed file's: %v\n", t.Destination, err)
 	case len(cmds) > 0:
-		fmt.Fprintf(r.DryOut, "--- %s: the live state is not the installed file's; would send to the %s runtime API at %s:\n", t.Destination, t.Runtime, t.RuntimeSocket)
-		for _, c := range cmds {
-			fmt.Fprintf(r.DryOut, "    %s\n", c)
-		}
+		printCommands(r.DryOut, t, "the live state is not the installed file's", cmds)
+	}
+}
+
+// printCommands prints, for --dry, the commands a pass would send to t's
+// runtime API, after a line that names t's file and says why.
+func printCommands(w io.Writer, t *Template, why string, cmds []string) {
+	fmt.Fprintf(w, "--- %s: %s; would send to the %s runtime API at %s:\n", t.Destination, why, t.Runtime, t.RuntimeSocket)
+	for _, c := range cmds {
+		fmt.Fprintf(w, "    %s\n", c)
 	}
 }
 
@@ -380,10 +386,7 @@ func (rp *runtimePass) printDry(w io.Writer) {
 		fmt.Fprintf(w, "--- would reload: %v\n", rp.reload)
 	default:
 		for _, p := range rp.plans {
-			fmt.Fprintf(w, "--- %s: no reload; would send to the %s runtime API at %s:\n", p.t.Destination, p.t.Runtime, p.t.RuntimeSocket)
-			for _, c := range p.Commands() {
-				fmt.Fprintf(w, "    %s\n", c)
-			}
+			printCommands(w, p.t, "no reload", p.Commands())
 		}
 	}
 }
