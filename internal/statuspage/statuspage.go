@@ -210,9 +210,11 @@ func LoopbackOnly(ln net.Addr, h http.Handler) http.Handler {
 			h.ServeHTTP(w, r)
 			return
 		}
-		if namedBy(w, r, hostname, "this listener is on loopback: address it by IP address, localhost or the machine's host name") {
-			h.ServeHTTP(w, r)
+		if !loopbackName(hostOf(r.Host), hostname) {
+			http.Error(w, "this listener is on loopback: address it by IP address, localhost or the machine's host name", http.StatusMisdirectedRequest)
+			return
 		}
+		h.ServeHTTP(w, r)
 	})
 }
 
@@ -229,33 +231,20 @@ func LoopbackOnly(ln net.Addr, h http.Handler) http.Handler {
 func AddressedOnly(h http.Handler) http.Handler {
 	hostname, _ := os.Hostname()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if dotless(r.Host) || namedBy(w, r, hostname, "address this server by IP address, localhost, the machine's host name or a name without a dot: it accepts anyone (--dev), and a web page could reach it by a DNS name it points here") {
-			h.ServeHTTP(w, r)
+		if host := hostOf(r.Host); strings.Contains(host, ".") && !loopbackName(host, hostname) {
+			http.Error(w, "address this server by IP address, localhost, the machine's host name or a name without a dot: it accepts anyone (--dev), and a web page could reach it by a DNS name it points here", http.StatusMisdirectedRequest)
+			return
 		}
+		h.ServeHTTP(w, r)
 	})
 }
 
-// dotless says whether host (with or without its port) is a name
-// without a dot; not an IP address, which loopbackName takes.
-func dotless(host string) bool {
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
+// hostOf is hostport without its port, if it has one.
+func hostOf(hostport string) string {
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		return h
 	}
-	return host != "" && !strings.ContainsAny(host, ".:[]")
-}
-
-// namedBy reports whether r names the server by a name loopbackName
-// takes; if not, it answers 421 with refusal.
-func namedBy(w http.ResponseWriter, r *http.Request, hostname, refusal string) bool {
-	host := r.Host
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
-	if !loopbackName(host, hostname) {
-		http.Error(w, refusal, http.StatusMisdirectedRequest)
-		return false
-	}
-	return true
+	return hostport
 }
 
 // loopbackName reports whether host (without its port) is a name a
