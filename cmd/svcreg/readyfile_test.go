@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -128,35 +127,23 @@ func TestDevServerOnEveryAddressRefusesOtherHosts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := u.Port()
-	login := `{"auth":{"RAX-KSKEY:apiKeyCredentials":{"username":"dev","apiKey":"dev"}}}`
-	for _, tc := range []struct {
-		method, port, path, host string
-		want                     int
-	}{
-		{"POST", port, "/v2.0/tokens", "rebind.attacker.example", http.StatusMisdirectedRequest},
-		{"POST", port, "/v2.0/tokens", "registry", http.StatusOK},
-		{"POST", port, "/v2.0/tokens", ip.String(), http.StatusOK},
-		{"GET", strconv.Itoa(metricsPort), "/metrics", "rebind.attacker.example", http.StatusMisdirectedRequest},
-		{"GET", strconv.Itoa(metricsPort), "/metrics", ip.String(), http.StatusOK},
-	} {
-		var body io.Reader
-		if tc.method == "POST" {
-			body = strings.NewReader(login)
-		}
-		req, err := http.NewRequest(tc.method, "http://"+net.JoinHostPort(ip.String(), tc.port)+tc.path, body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Host = net.JoinHostPort(tc.host, tc.port)
-		req.Header.Set("Content-Type", "application/json")
+	port, mport := u.Port(), strconv.Itoa(metricsPort)
+	at := func(port string) string { return "http://" + net.JoinHostPort(ip.String(), port) }
+	devLoginsByHost(t, at(port), map[string]int{
+		"rebind.attacker.example:" + port:   http.StatusMisdirectedRequest,
+		"registry:" + port:                  http.StatusOK,
+		net.JoinHostPort(ip.String(), port): http.StatusOK,
+	})
+	for host, want := range map[string]int{"rebind.attacker.example:" + mport: http.StatusMisdirectedRequest, net.JoinHostPort(ip.String(), mport): http.StatusOK} {
+		req, _ := http.NewRequest("GET", at(mport)+"/metrics", nil)
+		req.Host = host
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
-		if resp.StatusCode != tc.want {
-			t.Errorf("%s %s reaching %s with Host %s: %s, want %d", tc.method, tc.path, ip, req.Host, resp.Status, tc.want)
+		if resp.StatusCode != want {
+			t.Errorf("GET /metrics reaching %s with Host %s: %s, want %d", ip, host, resp.Status, want)
 		}
 	}
 }
