@@ -23,7 +23,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/svcreg/svcreg/internal/printable"
 	"github.com/svcreg/svcreg/internal/testserver"
 	"github.com/svcreg/svcreg/registry"
 )
@@ -645,8 +644,8 @@ func TestRegistryTextOnATerminal(t *testing.T) {
 		"\u2800":      `"\u2800"`,
 		"\x1b[2Jhi\a": `"\x1b[2Jhi\a"`,
 	} {
-		if got := printable.Inline(in); got != want {
-			t.Errorf("printable.Inline(%q) = %s; want %s", in, got, want)
+		if got := cell(in); got != want {
+			t.Errorf("cell(%q) = %s; want %s", in, got, want)
 		}
 	}
 }
