@@ -17,6 +17,14 @@ import (
 // connection cannot be taken over (HTTP/2, or a server not served through
 // Serve or Listener) does a long-poll wait on its own goroutine.
 
+// answersAtOnce says in w's answer that the long-poll did not wait
+// (X-Registry-Wait: 0s: no slot for it), and closes its connection if the
+// server is draining.
+func (s *Server) answersAtOnce(w http.ResponseWriter) {
+	w.Header().Set("X-Registry-Wait", "0s")
+	s.closeWhileDraining(w)
+}
+
 // longPoll answers GET /events with wait.
 func (s *Server) longPoll(w http.ResponseWriter, rq *request, q store.EventQuery, wait time.Duration) error {
 	adm := refused
@@ -24,8 +32,7 @@ func (s *Server) longPoll(w http.ResponseWriter, rq *request, q store.EventQuery
 		adm = s.poller.addWaiter(rq.tenant)
 	}
 	if adm == refused {
-		w.Header().Set("X-Registry-Wait", "0s")
-		s.closeWhileDraining(w)
+		s.answersAtOnce(w)
 		return s.serveEvents(w, rq, q)
 	}
 	ctx := rq.r.Context()
@@ -60,8 +67,7 @@ func (s *Server) longPoll(w http.ResponseWriter, rq *request, q store.EventQuery
 			// tenant holding more, or none.
 			toYield = false
 			if !s.poller.yield(rq.tenant) {
-				w.Header().Set("X-Registry-Wait", "0s")
-				s.closeWhileDraining(w)
+				s.answersAtOnce(w)
 				return s.writeEventsPage(w, rq, q.Limit, page)
 			}
 		}
