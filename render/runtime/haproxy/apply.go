@@ -155,8 +155,9 @@ func reconcileTarget(installed []byte) (*config, []*section) {
 }
 
 // unreachableIfClosed is err, a failure to read the live state, as
-// runtime.ErrUnreachable if no command went and HAProxy closed the
-// connection: stopping, it does not answer, which is not the state's
+// runtime.ErrUnreachable if HAProxy closed the connection (at any point
+// of the exchange, which is read-only: show servers state, so nothing was
+// changed): stopping, it does not answer, which is not the state's
 // failure.
 func unreachableIfClosed(err error) error {
 	var f *runtime.Failure
