@@ -1081,22 +1081,68 @@ func TestSpellingsChoose(t *testing.T) {
 	if got := spellings(nil).merged(s); got.remembered(k) != "API" {
 		t.Fatalf("a render without endpointsBy: %+v", got)
 	}
-	// Names not seen are kept, up to maxSpellings, those seen last first.
+	// Names not seen are kept, up to maxSpellings besides those seen,
+	// those seen last first when all were served as long.
 	full := spellings{}
 	for i := range maxSpellings + 10 {
-		full[spellingKey("backend", fmt.Sprint("n", i))] = spelling{name: fmt.Sprint("N", i), seen: t0.Add(time.Duration(i) * time.Second)}
+		at := t0.Add(time.Duration(i) * time.Second)
+		full[spellingKey("backend", fmt.Sprint("n", i))] = spelling{name: fmt.Sprint("N", i), seen: at, since: at}
 	}
 	got := step(full, "api", t0)
-	if len(got) != maxSpellings || got.remembered(k) != "api" {
-		t.Fatalf("merged %d names (api: %q); want %d with api", len(got), got.remembered(k), maxSpellings)
+	if len(got) != maxSpellings+1 || got.remembered(k) != "api" {
+		t.Fatalf("merged %d names (api: %q); want %d with api", len(got), got.remembered(k), maxSpellings+1)
 	}
-	for _, i := range []int{0, 10} {
+	for _, i := range []int{0, 9} {
 		if _, kept := got[spellingKey("backend", fmt.Sprint("n", i))]; kept {
 			t.Errorf("n%d, seen before the others, was kept", i)
 		}
 	}
 	if _, kept := got[spellingKey("backend", fmt.Sprint("n", maxSpellings+9))]; !kept {
 		t.Error("the name seen last was dropped")
+	}
+	// A name served longer is kept before names seen later but served a
+	// moment (registered, then removed); a state file's entry without a
+	// first time counts as served longest.
+	long, old := spellingKey("backend", "long"), spellingKey("backend", "old")
+	full[long] = spelling{name: "LONG", since: t0.Add(-time.Hour), seen: t0}
+	full[old] = spelling{name: "OLD", seen: t0.Add(-time.Hour)}
+	got = step(full, "api", t0.Add(time.Hour))
+	if got.remembered(long) != "LONG" || got.remembered(old) != "OLD" {
+		t.Errorf("names served longest were dropped for names seen later: long %q, old %q", got.remembered(long), got.remembered(old))
+	}
+}
+
+// A flood of new names while every service of a backend restarts does
+// not push out its remembered spelling: the name stays the backend's.
+func TestSpellingsOutlastAFloodOfNames(t *testing.T) {
+	t.Parallel()
+	tmpl := `{{range $b, $eps := endpointsBy "backend" services}}{{if eq (lower $b) "api"}}{{$b}}:{{range $eps}}{{.Name}} {{end}}{{end}}{{end}}`
+	ep := func(id, backend string) registry.Service {
+		return svc(id, nil, map[string]string{"ip": "10.0.0.1", "port": "80", "backend": backend})
+	}
+	tp := newSet(t, TemplateConfig{Contents: tmpl, Destination: filepath.Join(t.TempDir(), "out")}).Groups[0].Templates[0]
+	render := func(list ...registry.Service) string {
+		t.Helper()
+		out, _, err := tp.execute(context.Background(), snapshot(list...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(out)
+	}
+	for range 2 { // the backend served over two renders, the flood's names at one
+		if out := render(ep("victim-1", "API")); out != "API:victim-1 " {
+			t.Fatalf("first renders: %q", out)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	var flood []registry.Service
+	for i := range maxSpellings + 1 {
+		flood = append(flood, ep(fmt.Sprint("flood-", i), fmt.Sprint("x", i)))
+	}
+	render(flood...) // API's services restarting; maxSpellings names seen
+	render()         // and gone again
+	if out := render(ep("victim-1", "API"), ep("evil", "api")); out != "API:victim-1 " {
+		t.Errorf("after a flood of names, the backend's services back: %q; want API:victim-1 (evil refused)", out)
 	}
 }
 

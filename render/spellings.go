@@ -1,6 +1,7 @@
 package render
 
 import (
+	"cmp"
 	"slices"
 	"time"
 )
@@ -18,18 +19,24 @@ import (
 const spellingGrace = 10 * time.Minute
 
 // maxSpellings bounds the names remembered that the last render did not
-// see (names come from registry data).
+// see (names come from registry data). The names a render saw are all
+// kept: they are the snapshot's, which bounds them.
 const maxSpellings = 4096
 
 // spelling is a remembered spelling of a name; absent, if not zero, when
 // a render first found no good service with it; seen when a render last
-// found the name at all; rival once a render found a good service with
-// another spelling of it.
+// found the name at all; since when a render first served this spelling
+// (zero in a state file written before it was kept: as long as can be);
+// rival once a render found a good service with another spelling of it.
 type spelling struct {
-	name         string
-	absent, seen time.Time
-	rival        bool
+	name                string
+	absent, seen, since time.Time
+	rival               bool
 }
+
+// served is how long renders served the spelling, from the first to the
+// last that found the name.
+func (sp spelling) served() time.Duration { return sp.seen.Sub(sp.since) }
 
 // spellings are a template's remembered spellings, by spellingKey; a map
 // stored is never changed.
@@ -55,14 +62,16 @@ func (next spellings) choose(prev spellings, k, served string, now time.Time) {
 		return // the remembered spelling (or, none, the first) served by an earlier call
 	}
 	switch {
-	case !ok || p.name == served:
-		next[k] = spelling{name: served, seen: now, rival: ok && p.rival}
+	case !ok:
+		next[k] = spelling{name: served, seen: now, since: now}
+	case p.name == served:
+		next[k] = spelling{name: served, seen: now, since: p.since, rival: p.rival}
 	case p.absent.IsZero():
-		next[k] = spelling{name: p.name, absent: now, seen: now, rival: true}
+		next[k] = spelling{name: p.name, absent: now, seen: now, since: p.since, rival: true}
 	case now.Sub(p.absent) >= spellingGrace:
-		next[k] = spelling{name: served, seen: now, rival: true}
+		next[k] = spelling{name: served, seen: now, since: now, rival: true}
 	default:
-		next[k] = spelling{name: p.name, absent: p.absent, seen: now, rival: true}
+		next[k] = spelling{name: p.name, absent: p.absent, seen: now, since: p.since, rival: true}
 	}
 }
 
@@ -74,8 +83,12 @@ func (next spellings) contest(k string) {
 	next[k] = sp
 }
 
-// merged is next and, as room allows, the names of prev that this render
-// did not see, the ones seen last first.
+// merged is next and, up to maxSpellings of them, the names of prev that
+// this render did not see: those served longest first, then those seen
+// last. Names come and go with registry data, so that the names a render
+// sees have no say in which are dropped (they would push out the
+// remembered spelling of a backend whose services are all restarting),
+// nor names served only briefly (registered a moment, then removed).
 func (next spellings) merged(prev spellings) spellings {
 	if next == nil {
 		next = spellings{}
@@ -86,9 +99,14 @@ func (next spellings) merged(prev spellings) spellings {
 			unseen = append(unseen, k)
 		}
 	}
-	if len(next)+len(unseen) > maxSpellings {
-		slices.SortFunc(unseen, func(a, b string) int { return prev[b].seen.Compare(prev[a].seen) })
-		unseen = unseen[:max(0, maxSpellings-len(next))]
+	if len(unseen) > maxSpellings {
+		slices.SortFunc(unseen, func(a, b string) int {
+			if c := cmp.Compare(prev[b].served(), prev[a].served()); c != 0 {
+				return c
+			}
+			return prev[b].seen.Compare(prev[a].seen)
+		})
+		unseen = unseen[:maxSpellings]
 	}
 	for _, k := range unseen {
 		next[k] = prev[k]

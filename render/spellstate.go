@@ -44,6 +44,7 @@ type savedSpell struct {
 	Name   string    `json:"name"`
 	Absent time.Time `json:"absent,omitzero"`
 	Seen   time.Time `json:"seen,omitzero"`
+	Since  time.Time `json:"since,omitzero"`
 	Rival  bool      `json:"rival,omitzero"`
 }
 
@@ -69,7 +70,7 @@ func encodeSpellings(s spellings) []savedSpell {
 	for i, k := range keys {
 		key, _, _ := strings.Cut(k, "\x00")
 		sp := s[k]
-		saved[i] = savedSpell{Key: key, Name: sp.name, Absent: sp.absent.UTC(), Seen: sp.seen.UTC(), Rival: sp.rival}
+		saved[i] = savedSpell{Key: key, Name: sp.name, Absent: sp.absent.UTC(), Seen: sp.seen.UTC(), Since: sp.since.UTC(), Rival: sp.rival}
 	}
 	return saved
 }
@@ -130,7 +131,7 @@ func decodeSpellings(dest string, data []byte) (spellings, error) {
 		if _, err := parseName(sp.Key, sp.Name); err != nil {
 			return nil, err
 		}
-		s[spellingKey(sp.Key, strings.ToLower(sp.Name))] = spelling{name: sp.Name, absent: sp.Absent, seen: sp.Seen, rival: sp.Rival}
+		s[spellingKey(sp.Key, strings.ToLower(sp.Name))] = spelling{name: sp.Name, absent: sp.Absent, seen: sp.Seen, since: sp.Since, rival: sp.Rival}
 	}
 	return s, nil
 }
