@@ -52,7 +52,7 @@ type renderGuard struct {
 	// allowHostnames lets an address be a host name (allow_hostnames).
 	allowHostnames bool
 	// denied are the functions function_denylist names, which configAs
-	// does not call by name either.
+	// and metaAs do not call by name either.
 	denied  []string
 	refused []Refusal
 }

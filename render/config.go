@@ -102,9 +102,9 @@ type TemplateConfig struct {
 	// MaxOutput bounds the rendered size; 16 MiB if zero.
 	MaxOutput ByteSize `toml:"max_output"`
 	// OnRefused is what a service whose data a safe function refused, or a
-	// configuration value configAs refused, does: "skip" (default) leaves
-	// the service out of the render and uses the value's default, "fail"
-	// fails the render.
+	// configuration value configAs (a metadata value metaAs) refused, does:
+	// "skip" (default) leaves the service out of the render and uses the
+	// value's default, "fail" fails the render.
 	OnRefused string `toml:"on_refused"`
 
 	// Runtime names a load balancer runtime API ("haproxy") that applies

@@ -28,8 +28,8 @@ type execState struct {
 	// render's start.
 	prevSpellings, spellings spellings
 	now                      time.Time
-	// values are the value functions configAs calls, made at its first
-	// call.
+	// values are the value functions configAs and metaAs call, made at
+	// the first call.
 	values map[string]any
 }
 
@@ -155,19 +155,11 @@ func groupByMeta(key string, list []registry.Service) map[string][]registry.Serv
 
 // meta returns a service's metadata value, or def when it has none.
 func meta(s any, key, def string) (string, error) {
-	var md map[string]string
-	switch v := s.(type) {
-	case registry.Service:
-		md = v.Metadata
-	case *registry.Service:
-		if v == nil {
-			return def, nil
-		}
-		md = v.Metadata
-	default:
-		return "", fmt.Errorf("meta: %T is not a service", s)
+	svc, err := serviceOf("meta", s, false)
+	if svc == nil || err != nil {
+		return def, err
 	}
-	if v, ok := md[key]; ok {
+	if v, ok := svc.Metadata[key]; ok {
 		return v, nil
 	}
 	return def, nil

@@ -52,7 +52,7 @@ func NewMetrics(r prometheus.Registerer) *Metrics {
 		}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "svcreg_template_refused_services_total",
-			Help: "Services left out of a render because a safe function refused their data, and configuration values configAs refused (field \"configuration\"), by template and field.",
+			Help: "Services left out of a render because a safe function refused their data, configuration values configAs refused (field \"configuration\") and metadata values metaAs refused (field \"metadata\"), by template and field.",
 		}, []string{"template", "field"}),
 		loadFailed: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "svcreg_template_config_load_failed",

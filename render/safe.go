@@ -542,7 +542,7 @@ func (st *execState) safeFuncs() map[string]any {
 	fm := st.valueFuncs()
 	fm["endpoints"], fm["endpoint"], fm["endpointsBy"] = st.endpoints, st.endpoint, st.endpointsBy
 	fm["endpointsByExact"] = st.endpointsByExact
-	fm["configAs"] = st.configAs
+	fm["configAs"], fm["metaAs"] = st.configAs, st.metaAs
 	return fm
 }
 
@@ -591,57 +591,111 @@ func (st *execState) valueFuncs() map[string]any {
 // the registry holds: a function that is not a value function (or that
 // function_denylist names), wrong arguments, a refused def.
 func (st *execState) configAs(id, def, fn string, args ...any) (any, error) {
+	check, fallback, err := st.checker("configAs", fn, args, def, shown(id))
+	if err != nil {
+		return nil, err
+	}
+	v, ok := st.snap.Config(id)
+	out, why, err := checkValue(check, fn, v, ok, fallback)
+	if why == "" || err != nil {
+		return out, err
+	}
+	if st.failOnRefused {
+		return nil, fmt.Errorf("configuration value %s %s", shown(id), why)
+	}
+	st.refused = append(st.refused, Refusal{Configuration: cut(id), Field: configurationField, Reason: why})
+	return out, nil
+}
+
+// metaAs is the metadata value key of a service (a Service, or an
+// Endpoint's) checked by the value function fn, or def checked so when
+// the service has no such key, or fn refuses its value: configAs for a
+// service's own metadata. A refused value is reported as a refused
+// service is, quoting it (a service's data names it), and the service
+// stays in the render with def; with on_refused = "fail" the render
+// fails. So one service's bad value (max_conns=lots) holds no other
+// service's change back, as it does given to fn straight.
+func (st *execState) metaAs(s any, key, def, fn string, args ...any) (any, error) {
+	check, fallback, err := st.checker("metaAs", fn, args, def, "metadata "+shown(key))
+	if err != nil {
+		return nil, err
+	}
+	svc, err := serviceOf("metaAs", s, true)
+	if svc == nil || err != nil {
+		return fallback, err
+	}
+	v, ok := svc.Metadata[key]
+	out, why, err := checkValue(check, fn, v, ok, fallback)
+	if why == "" || err != nil {
+		return out, err
+	}
+	if st.failOnRefused {
+		return nil, fmt.Errorf("service %s: %s metadata %s %s", shown(svc.ID), shown(v), shown(key), why)
+	}
+	st.refused = append(st.refused, Refusal{Service: cut(svc.ID), Field: metadataField, Reason: fmt.Sprintf("%s (%s used): metadata %s %s", shown(v), shown(def), shown(key), why)})
+	return out, nil
+}
+
+// checkValue is the value v checked, or fallback when there is none (!ok)
+// or check refuses it; why, when it was refused, says why.
+func checkValue(check func(string) (any, error), fn, v string, ok bool, fallback any) (out any, why string, err error) {
+	if !ok {
+		return fallback, "", nil
+	}
+	out, err = check(v)
+	var refused *RefusedError
+	if !errors.As(err, &refused) {
+		return out, "", err
+	}
+	return fallback, fmt.Sprintf("refused by %s: %s", fn, refused.Reason), nil
+}
+
+// metadataField is the Field of a metadata value's refusal by metaAs
+// (the key, registry data a template may range over, is in the reason:
+// Field is a metric's label).
+const metadataField = "metadata"
+
+// checker is the value function fn named in a call of caller (configAs,
+// metaAs), with its integer arguments, as a check of one value, and the
+// default (def, of the value named what) checked by it. The template's
+// own mistakes are errors: fn not a value function or denied, wrong
+// arguments, a refused default (quoted: it is the template's, no secret).
+func (st *execState) checker(caller, fn string, args []any, def, what string) (check func(string) (any, error), fallback any, err error) {
 	if st.values == nil {
 		st.values = st.valueFuncs() // once a render
 	}
 	value, ok := st.values[fn]
 	if !ok {
-		return nil, fmt.Errorf("configAs: %q is not a value function (%s)", fn, strings.Join(slices.Sorted(maps.Keys(st.values)), ", "))
+		return nil, nil, fmt.Errorf("%s: %q is not a value function (%s)", caller, fn, strings.Join(slices.Sorted(maps.Keys(st.values)), ", "))
 	}
 	if slices.Contains(st.denied, fn) {
-		return nil, fmt.Errorf("configAs: %s is in function_denylist", fn)
+		return nil, nil, fmt.Errorf("%s: %s is in function_denylist", caller, fn)
 	}
 	// The template function itself, called with the integers first.
 	f := reflect.ValueOf(value)
 	if n := f.Type().NumIn() - 1; len(args) != n {
-		return nil, fmt.Errorf("configAs: %s takes %d integer arguments after its name, not %d", fn, n, len(args))
+		return nil, nil, fmt.Errorf("%s: %s takes %d integer arguments after its name, not %d", caller, fn, n, len(args))
 	}
 	in := make([]reflect.Value, len(args), len(args)+1)
 	for i, a := range args {
 		v, ok := toInt(a)
 		if !ok {
-			return nil, fmt.Errorf("configAs: %s's argument %d, %v (%T), is not an integer that fits an int", fn, i+1, a, a)
+			return nil, nil, fmt.Errorf("%s: %s's argument %d, %v (%T), is not an integer that fits an int", caller, fn, i+1, a, a)
 		}
 		in[i] = reflect.ValueOf(v)
 	}
-	check := func(s string) (any, error) {
+	check = func(s string) (any, error) {
 		out := f.Call(append(in, reflect.ValueOf(s)))
 		err, _ := out[1].Interface().(error)
 		return out[0].Interface(), err
 	}
-	fallback, err := check(def)
-	if err != nil {
-		// The default is the template's own: shown.
+	if fallback, err = check(def); err != nil {
 		if r, ok := err.(*RefusedError); ok {
 			err = refuse(r.Field, def, "%s", r.Reason)
 		}
-		return nil, fmt.Errorf("configAs: the default of %s: %w", shown(id), err)
+		return nil, nil, fmt.Errorf("%s: the default of %s: %w", caller, what, err)
 	}
-	v, ok := st.snap.Config(id)
-	if !ok {
-		return fallback, nil
-	}
-	out, err := check(v)
-	var refused *RefusedError
-	if !errors.As(err, &refused) {
-		return out, err
-	}
-	why := fmt.Sprintf("refused by %s: %s", fn, refused.Reason)
-	if st.failOnRefused {
-		return nil, fmt.Errorf("configuration value %s %s", shown(id), why)
-	}
-	st.refused = append(st.refused, Refusal{Configuration: cut(id), Field: configurationField, Reason: why})
-	return fallback, nil
+	return check, fallback, nil
 }
 
 // toInt is an integer template argument of any integer kind (constants
@@ -776,23 +830,40 @@ func (st *execState) groupEndpoints(fn, key string, list []registry.Service, fol
 // endpoint is one service's endpoint, or nil when its data is refused
 // (reported). With on_refused = "fail", a refusal fails the render.
 func (st *execState) endpoint(s any) (*Endpoint, error) {
-	var svc registry.Service
-	switch v := s.(type) {
-	case registry.Service:
-		svc = v
-	case *registry.Service:
-		if v == nil {
-			return nil, nil
-		}
-		svc = *v
-	default:
-		return nil, fmt.Errorf("endpoint: %T is not a service", s)
+	svc, err := serviceOf("endpoint", s, false)
+	if svc == nil || err != nil {
+		return nil, err
 	}
-	e, refused := toEndpoint(svc, st.allowHostnames)
+	e, refused := toEndpoint(*svc, st.allowHostnames)
 	if refused == nil {
 		return &e, nil
 	}
-	return nil, st.report(svc, refused)
+	return nil, st.report(*svc, refused)
+}
+
+// serviceOf is the service given to the template function fn: a Service
+// or a pointer to one (nil, as service gives for an id not found: none),
+// and with endpoints an Endpoint's, or a pointer's.
+func serviceOf(fn string, s any, endpoints bool) (*registry.Service, error) {
+	switch v := s.(type) {
+	case registry.Service:
+		return &v, nil
+	case *registry.Service:
+		return v, nil
+	}
+	if endpoints {
+		switch v := s.(type) {
+		case Endpoint:
+			return &v.Service, nil
+		case *Endpoint:
+			if v == nil {
+				return nil, nil
+			}
+			return &v.Service, nil
+		}
+		return nil, fmt.Errorf("%s: %T is not a service or an endpoint", fn, s)
+	}
+	return nil, fmt.Errorf("%s: %T is not a service", fn, s)
 }
 
 // report records a service left out, or with on_refused = "fail" returns

@@ -755,6 +755,74 @@ func TestConfigAsReportsRefusedValues(t *testing.T) {
 	}
 }
 
+// metaAs checks a service's metadata value as configAs checks a
+// configuration value: the default when the key is missing or the value
+// refused, the template's own mistakes an error.
+func TestMetaAs(t *testing.T) {
+	t.Parallel()
+	snap := snapshot(svc("web-1", nil, map[string]string{"ip": "10.0.0.1", "port": "80", "max_conns": "5", "bad": "lots", "path": "/a b"}))
+	renderCases(t, snap, []renderCase{
+		{"number", `{{metaAs (service "web-1") "max_conns" "100" "number" 1 10000}}`, "5", ""},
+		{"missing", `{{metaAs (service "web-1") "none" "100" "number" 1 10000}}`, "100", ""},
+		{"refused", `{{metaAs (service "web-1") "bad" "100" "number" 1 10000}}`, "100", ""},
+		{"an endpoint's", `{{range endpoints services}}{{metaAs . "max_conns" "100" "number" 1 10000}}{{end}}`, "5", ""},
+		{"no service", `{{metaAs (service "nope") "max_conns" "100" "number" 1 10000}}`, "100", ""},
+		{"httpPath refused", `{{metaAs (service "web-1") "path" "/" "httpPath"}}`, "/", ""},
+		{"not a service", `{{metaAs "web-1" "max_conns" "100" "number" 1 10000}}`, "", "metaAs: string is not a service or an endpoint"},
+		{"not a value function", `{{metaAs (service "web-1") "max_conns" "1" "printf"}}`, "", `metaAs: "printf" is not a value function`},
+		{"arguments", `{{metaAs (service "web-1") "max_conns" "1" "number" 1}}`, "", "metaAs: number takes 2 integer arguments after its name, not 1"},
+		{"default refused, the value good", `{{metaAs (service "web-1") "max_conns" "many" "number" 1 10000}}`, "", `metaAs: the default of metadata "max_conns": number "many" refused`},
+	})
+}
+
+// One service's refused metadata value, read with metaAs, is reported
+// with the service's name and the render goes on with the default: the
+// other services' changes still go out. Given to the value function
+// straight, it fails the render and holds every change back. With
+// on_refused = "fail", metaAs fails the render too.
+func TestMetaAsReportsRefusedValues(t *testing.T) {
+	t.Parallel()
+	tmpl := `{{range endpoints services}}server {{.HostPort}} max_conns={{metaAs . "max_conns" "100" "number" 1 10000}}; {{end}}` + "\n"
+	ep := func(id, ip, maxConns string) registry.Service {
+		return svc(id, nil, map[string]string{"ip": ip, "port": "80", "max_conns": maxConns})
+	}
+	g := newGroup(t, tmpl)
+	var logs bytes.Buffer
+	g.r = NewRenderer(slog.New(slog.NewTextHandler(&logs, nil)), NewMetrics(prometheus.NewRegistry()), nil)
+	set := g.set(t, TemplateConfig{})
+	if res := g.r.Pass(context.Background(), set, snapshot(ep("good-1", "10.0.0.1", "5"), ep("evil", "10.0.0.9", "lots"))); len(res.Failures) != 0 {
+		t.Fatalf("failures: %v", res.Failures)
+	}
+	if got, want := readFile(t, g.dest), "server 10.0.0.9:80 max_conns=100; server 10.0.0.1:80 max_conns=5; \n"; got != want {
+		t.Fatalf("rendered %q, want %q", got, want)
+	}
+	refused := g.r.Health.Report(0).Groups[g.dest].Refused
+	if len(refused) != 1 || refused[0].Service != "evil" || refused[0].Field != "metadata" ||
+		!strings.Contains(refused[0].Reason, `"lots" ("100" used): metadata "max_conns" refused by number: not a number in 1..10000`) {
+		t.Fatalf("healthz lists %+v; want evil's max_conns", refused)
+	}
+	if !strings.Contains(logs.String(), "service=evil field=metadata") {
+		t.Errorf("log lacks the refusal:\n%s", logs.String())
+	}
+	// A later change of another service goes out.
+	g.r.Pass(context.Background(), set, snapshot(ep("good-1", "10.0.0.1", "5"), ep("good-2", "10.0.0.2", "6"), ep("evil", "10.0.0.9", "lots")))
+	if got, want := readFile(t, g.dest), "server 10.0.0.9:80 max_conns=100; server 10.0.0.1:80 max_conns=5; server 10.0.0.2:80 max_conns=6; \n"; got != want {
+		t.Fatalf("rendered %q, want %q", got, want)
+	}
+
+	fail := newGroup(t, tmpl)
+	fset := fail.set(t, TemplateConfig{OnRefused: RefusedFail})
+	fail.r.Pass(context.Background(), fset, snapshot(ep("good-1", "10.0.0.1", "5")))
+	before := readFile(t, fail.dest)
+	res := fail.r.Pass(context.Background(), fset, snapshot(ep("good-1", "10.0.0.1", "5"), ep("evil", "10.0.0.9", "lots")))
+	if w := res.Worst(); w == nil || w.Step != StepRender || !strings.Contains(w.Error(), `service "evil": "lots" metadata "max_conns" refused by number`) {
+		t.Fatalf("worst = %v; want a render failure naming the service", w)
+	}
+	if readFile(t, fail.dest) != before {
+		t.Fatal("the file changed after a failed render")
+	}
+}
+
 // min_instances counts the endpoints left after refusals: hostile services
 // alone do not make an upstream look populated.
 func TestMinInstancesCountsEndpoints(t *testing.T) {

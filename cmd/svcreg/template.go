@@ -55,8 +55,9 @@ Registry data is untrusted: templates should pass it through the safe
 functions (endpoints, addr, port, weight, number, ident, nginxString,
 nginxMapKey, haproxyString; see the README), which leave a service with
 refused data out of the render and report it in the log, /metrics and
-/healthz, and configuration values through configAs, which uses the
-template's default for a refused value and reports it the same way. A
+/healthz, configuration values through configAs, and other metadata
+through metaAs, which use the template's default for a refused value
+and report it the same way. A
 render is bounded by render_timeout and max_output; env and expandenv do
 not see SVCREG_API_KEY, SVCREG_PASSWORD or SVCREG_TOKEN.
 
