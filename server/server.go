@@ -6,7 +6,10 @@ package server
 
 import (
 	"context"
+	"crypto/aes"
+	"crypto/cipher"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -112,6 +115,10 @@ type Server struct {
 
 	txnPrefix string
 	txnSeq    atomic.Uint64
+	// txnKey encrypts txnSeq into a transaction id: ids stay unique, and
+	// one says nothing of how many requests the server took since another
+	// (any account's: their heartbeat rate, their deploys).
+	txnKey cipher.Block
 
 	poller *poller
 	conns  *connTracker
@@ -150,6 +157,12 @@ func New(cfg Config) *Server {
 	}
 	var b [6]byte
 	rand.Read(b[:])
+	var key [16]byte
+	rand.Read(key[:])
+	txnKey, err := aes.NewCipher(key[:])
+	if err != nil {
+		panic(err) // a 16-byte key is an AES-128 key
+	}
 	s := &Server{
 		cfg:       cfg,
 		store:     cfg.Store,
@@ -159,6 +172,7 @@ func New(cfg Config) *Server {
 		metrics:   newServerMetrics(cfg.Registerer),
 		rate:      newRateLimiter(cfg.RateLimit, cfg.Clock),
 		txnPrefix: "svcreg-" + hex.EncodeToString(b[:]) + "-",
+		txnKey:    txnKey,
 		closing:   make(chan struct{}),
 		failLog:   newLogLimit(failLogRate, failLogBurst, cfg.Clock),
 	}
@@ -183,7 +197,11 @@ func (s *Server) Drain(ctx context.Context) {
 }
 
 func (s *Server) nextTxnID() string {
-	return s.txnPrefix + strconv.FormatUint(s.txnSeq.Add(1), 10)
+	var b [aes.BlockSize]byte
+	binary.BigEndian.PutUint64(b[8:], s.txnSeq.Add(1))
+	s.txnKey.Encrypt(b[:], b[:])
+	id := make([]byte, 0, len(s.txnPrefix)+2*len(b))
+	return string(hex.AppendEncode(append(id, s.txnPrefix...), b[:]))
 }
 
 // maxHost is the longest Host header taken: a DNS name is 253 bytes at

@@ -3,6 +3,7 @@ package server_test
 import (
 	"fmt"
 	"io"
+	"math/big"
 	"net/url"
 	"strconv"
 	"strings"
@@ -343,6 +344,35 @@ func testResponseHeaders(t *testing.T, kind string) {
 		}
 		if tc.code != 204 && tc.code != 413 && r.header.Get("Content-Length") != strconv.Itoa(len(r.body)) {
 			t.Errorf("%s: Content-Length %q for a body of %d bytes", tc.name, r.header.Get("Content-Length"), len(r.body))
+		}
+	}
+}
+
+// X-Response-Id is opaque and unique, and tells nothing of the requests
+// the server took between two: a counter would let any client watch
+// every account's request rate (their heartbeats, their deploys).
+func TestResponseIDsCountNothing(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{Store: "bolt"})
+	c := newAPI(t, srv)
+	var ids []string
+	for range 20 {
+		ids = append(ids, sendRequest(t, c.base, "GET", "/nothing", nil).header.Get("X-Response-Id"))
+	}
+	seen := map[string]bool{}
+	for i, id := range ids {
+		prefix, suffix, _ := strings.Cut(id, "-")
+		proc, suffix, _ := strings.Cut(suffix, "-")
+		n, ok := new(big.Int).SetString(suffix, 16)
+		if prefix != "svcreg" || len(proc) != 12 || len(suffix) != 32 || !ok || seen[id] {
+			t.Fatalf("X-Response-Id %q: want svcreg-PROCESS-32 hex digits, each its own", id)
+		}
+		seen[id] = true
+		if i > 0 {
+			prev, _ := new(big.Int).SetString(ids[i-1][len(id)-32:], 16)
+			if d := new(big.Int).Sub(n, prev); d.CmpAbs(big.NewInt(1<<32)) < 0 {
+				t.Errorf("X-Response-Id %q after %q: %v apart, a count of the requests between", id, ids[i-1], d)
+			}
 		}
 	}
 }
