@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/svcreg/svcreg/internal/haproxytest"
+	"github.com/svcreg/svcreg/internal/testnet"
 	"github.com/svcreg/svcreg/render/runtime"
 )
 
@@ -108,22 +109,11 @@ func TestReconcileFindsNothingInALoadedFile(t *testing.T) {
 	t.Parallel()
 	a := newCounter(t, "a")
 	p := strconv.Itoa(a.port)
-	agent, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { agent.Close() })
-	go func() {
-		for {
-			c, err := agent.Accept()
-			if err != nil {
-				return
-			}
-			io.WriteString(c, "50%\n")
-			c.Close()
-		}
-	}()
-	agentPort := strconv.Itoa(agent.Addr().(*net.TCPAddr).Port)
+	agent := testnet.Serve(t, func(c net.Conn) {
+		io.WriteString(c, "50%\n")
+		c.Close()
+	})
+	_, agentPort, _ := net.SplitHostPort(agent)
 	for name, file := range map[string]string{
 		"unix socket": backendsFile(srvLine("a", a, ""), "    server local unix@"+filepath.Join(t.TempDir(), "app.sock")+"\n"),
 		"unresolved":  backendsFile(srvLine("a", a, ""), "    server n nosuchhost.invalid:80 init-addr none\n"),

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/svcreg/svcreg/internal/testnet"
 )
 
 // The rules by which a peer takes copies: newer revisions replace older
@@ -258,41 +260,30 @@ func TestPeerFramesSealed(t *testing.T) {
 		dirs   [2]bytes.Buffer // requests, answers
 		target atomic.Value    // the peer's address
 	)
-	relay, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { relay.Close() })
-	go func() {
-		for {
-			c, err := relay.Accept()
-			if err != nil {
-				return
-			}
-			p, err := net.Dial("tcp", target.Load().(string))
-			if err != nil {
-				c.Close()
-				continue
-			}
-			record := func(dst, src net.Conn, dir *bytes.Buffer) {
-				defer dst.Close()
-				buf := make([]byte, 4096)
-				for {
-					n, err := src.Read(buf)
-					mu.Lock()
-					wire.Write(buf[:n])
-					dir.Write(buf[:n])
-					mu.Unlock()
-					if err != nil || func() error { _, err := dst.Write(buf[:n]); return err }() != nil {
-						return
-					}
+	relay := testnet.Serve(t, func(c net.Conn) {
+		p, err := net.Dial("tcp", target.Load().(string))
+		if err != nil {
+			c.Close()
+			return
+		}
+		record := func(dst, src net.Conn, dir *bytes.Buffer) {
+			defer dst.Close()
+			buf := make([]byte, 4096)
+			for {
+				n, err := src.Read(buf)
+				mu.Lock()
+				wire.Write(buf[:n])
+				dir.Write(buf[:n])
+				mu.Unlock()
+				if err != nil || func() error { _, err := dst.Write(buf[:n]); return err }() != nil {
+					return
 				}
 			}
-			go record(p, c, &dirs[0])
-			go record(c, p, &dirs[1])
 		}
-	}()
-	holder, peer := peerPair(t, testPeerKey, testPeerKey, relay.Addr().String())
+		go record(p, c, &dirs[0])
+		record(c, p, &dirs[1])
+	})
+	holder, peer := peerPair(t, testPeerKey, testPeerKey, relay)
 	target.Store(peer.peerAddr)
 	it := copyItem{Tenant: "tenant-in-the-clear", ID: "svc-in-the-clear", HBRev: 3, Stored: 9e18,
 		State: hbRecord{Seq: 4, Cur: "token-in-the-clear", Deadline: 9e18, Holder: "a", HolderLease: 1}}
@@ -422,46 +413,32 @@ func refusals(t *testing.T, s *Store, reason string) float64 {
 // what the holder sends until gate is closed; arrived is closed once the
 // first bytes from a holder are held.
 func gatedRelay(t *testing.T, target func() string, gate <-chan struct{}, arrived chan<- struct{}) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
 	var once sync.Once
-	go func() {
-		for {
-			c, err := ln.Accept()
+	return testnet.Serve(t, func(c net.Conn) {
+		p, err := net.Dial("tcp", target())
+		if err != nil {
+			c.Close()
+			return
+		}
+		t.Cleanup(func() { c.Close(); p.Close() })
+		go io.Copy(c, p)
+		buf := make([]byte, 64<<10)
+		for held := false; ; held = true {
+			n, err := c.Read(buf)
+			if !held && n > 0 {
+				once.Do(func() { close(arrived) })
+				<-gate
+			}
+			if n > 0 {
+				if _, werr := p.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
 			if err != nil {
 				return
 			}
-			p, err := net.Dial("tcp", target())
-			if err != nil {
-				c.Close()
-				continue
-			}
-			t.Cleanup(func() { c.Close(); p.Close() })
-			go io.Copy(c, p)
-			go func() {
-				buf := make([]byte, 64<<10)
-				for held := false; ; held = true {
-					n, err := c.Read(buf)
-					if !held && n > 0 {
-						once.Do(func() { close(arrived) })
-						<-gate
-					}
-					if n > 0 {
-						if _, werr := p.Write(buf[:n]); werr != nil {
-							return
-						}
-					}
-					if err != nil {
-						return
-					}
-				}
-			}()
 		}
-	}()
-	return ln.Addr().String()
+	})
 }
 
 // Copies queued while a batch is on its way go together in the next ones,
