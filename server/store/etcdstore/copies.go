@@ -253,7 +253,13 @@ func (c *copies) take(from string, fromLease, lease int64, it copyItem) bool {
 // copyTo sends e's state next to this node's peer and waits for its
 // answer. It reports whether the node may answer from memory (ok): the
 // peer took it and is still the peer (copied), or there is no peer to copy
-// to. Called with e locked.
+// to, or the peer is failing and no copy was sent at the heartbeat key's
+// revision. A failing peer may hold the last copy sent, older than next,
+// and hand the service over from it should this node die: so a heartbeat
+// is written once (its revision fences that copy off), and after it the
+// node goes on as one without a peer, rather than writing every
+// heartbeat to etcd for as long as the peer fails (one account's
+// heartbeats would set etcd's write rate). Called with e locked.
 func (s *Store) copyTo(ctx context.Context, e *hbEntry, next hbRecord) (ok, copied bool) {
 	if s.copyQueue == nil {
 		return true, false
@@ -265,7 +271,7 @@ func (s *Store) copyTo(ctx context.Context, e *hbEntry, next hbRecord) (ok, copi
 	case p.target.id == "":
 		return true, false
 	case p.failing:
-		return false, false
+		return e.hbRev > e.sentRev, false
 	}
 	res := s.sendCopy(ctx, e.copyOf(next))
 	if res.err != nil || !res.ok || res.target != p.target {
@@ -291,8 +297,9 @@ func (s *Store) copyHeld(e *hbEntry) {
 }
 
 // copyOf is the copy of state, a state of the service e holds at the
-// revision e knows. Called with e locked.
+// revision e knows, noted as sent (sentRev). Called with e locked.
 func (e *hbEntry) copyOf(state hbRecord) copyItem {
+	e.sentRev = e.hbRev
 	return copyItem{Tenant: e.k.tenant, ID: e.k.id, HBRev: e.hbRev, Stored: e.hb.Deadline, State: state}
 }
 

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/svcreg/svcreg/internal/testnet"
 	"github.com/svcreg/svcreg/internal/testserver"
 	"github.com/svcreg/svcreg/server/store/etcdstore"
 )
@@ -349,5 +350,54 @@ func TestCopiesOfNoTenantCreateNone(t *testing.T) {
 	}
 	if resp.Count != 0 {
 		t.Errorf("the peer created the account of tenant %q for a copy: %s", tenant, resp.Kvs[0].Value)
+	}
+}
+
+// refusingPeer listens where nodes are told their peer is, and answers
+// every request with a refusal in the clear, as a node of another
+// version, or another secret, does (or anyone who can write into the
+// connection).
+func refusingPeer(t *testing.T) string {
+	return testnet.Serve(t, func(conn net.Conn) {
+		defer conn.Close()
+		var n [4]byte
+		if _, err := io.ReadFull(conn, n[:]); err != nil {
+			return
+		}
+		if _, err := io.CopyN(io.Discard, conn, int64(binary.BigEndian.Uint32(n[:]))); err != nil {
+			return
+		}
+		msg := "not sealed with this registry's secret"
+		frame := binary.BigEndian.AppendUint32(nil, uint32(24+len(msg)))
+		conn.Write(append(append(frame, make([]byte, 24)...), msg...))
+	})
+}
+
+// While the peer refuses copies, a heartbeat is written once, which fences
+// off any copy the peer took, and the ones after it are answered from
+// memory as at a node without a peer (the stored deadline far enough
+// ahead): not each written to etcd, which would let one account's
+// heartbeats set etcd's write rate for as long as the peer fails.
+func TestRefusingPeerDoesNotMakeEveryHeartbeatAWrite(t *testing.T) {
+	t.Parallel()
+	c := sharedCluster(t)
+	n := startNodes(t, c, 2, etcdstore.Options{PeerAdvertise: refusingPeer(t)})
+	u := login(t, n[0], "copies-refused")
+	tok := u.heartbeat(n[0], "svc", u.create(n[0], "svc", 120))
+	const beats = 20
+	committed, inMemory := n[0].metric("svcreg_store_heartbeats_committed_total"), n[0].metric("svcreg_store_heartbeats_in_memory_total")
+	for range beats {
+		tok = u.heartbeat(n[0], "svc", tok)
+	}
+	committed = n[0].metric("svcreg_store_heartbeats_committed_total") - committed
+	inMemory = n[0].metric("svcreg_store_heartbeats_in_memory_total") - inMemory
+	t.Logf("%d heartbeats: %v written, %v answered from memory; %v copies failed", beats, committed, inMemory, n[0].metric("svcreg_store_heartbeat_copy_failures_total"))
+	// A copy is tried again a second after one failed, and its failure
+	// means a write: a few in all, unless the heartbeats take seconds.
+	if committed > beats/2 {
+		t.Errorf("%d heartbeats with the peer refusing copies: %v written to etcd, want few", beats, committed)
+	}
+	if got := n[0].metric("svcreg_store_heartbeat_copy_failures_total"); got == 0 {
+		t.Error("no copy failed: the test's peer did not refuse")
 	}
 }

@@ -107,6 +107,12 @@ type hbEntry struct {
 	// memory answer does not move the key, so the write could still land
 	// and overwrite a deadline handed out since with an older one.
 	mayLand int64
+	// sentRev is the heartbeat key's revision at the last copy of the
+	// service this node sent to a peer (any peer): while the key is past
+	// it, no peer holds a copy it could hand the service over from, and a
+	// node whose peer fails may answer from memory as one without a peer
+	// does (answerable).
+	sentRev int64
 	// view is what reads and the reaper see of mem while mine.
 	view atomic.Pointer[heldView]
 	// lost is this node's last commit of a heartbeat that made it the
@@ -682,7 +688,8 @@ func mustWrite(e *hbEntry, next hbRecord) bool {
 
 // answerable reports whether this node, holding e, may answer the
 // heartbeat whose state is next from memory: its deadline is within the
-// stored one, and a peer took its copy. Without a peer's copy, only while
+// stored one, and a peer took its copy. Without a peer's copy (no peer, or
+// one failing that holds no copy at the key's revision), only while
 // the stored deadline is MinHeartbeatSlack past it: should this node die,
 // a heartbeat of the service that reaches another node in time waits for
 // this node's lease to expire, then makes its etcd calls, and nothing but
