@@ -312,7 +312,7 @@ func (t *Template) execute(ctx context.Context, snap *watcher.Snapshot) ([]byte,
 			err = fmt.Errorf("template %s: %w (%v)", t.Name(), context.Cause(ctx), err)
 		}
 		if err == nil {
-			err = t.checkMinInstances(st.watched)
+			err = t.checkMinInstances(st.allWatched())
 		}
 		var guard *GuardError
 		if !state.CompareAndSwap(running, finished) {

@@ -76,8 +76,9 @@ type TemplateConfig struct {
 	// MinReloadInterval is the least time between two reloads of the group.
 	MinReloadInterval Duration `toml:"min_reload_interval"`
 	// MinInstances refuses a render in which a list of services the
-	// template reads (services, servicesWithTag, whereMeta) holds fewer
-	// services; the old file stays. A destination that does not exist yet
+	// template reads (services, servicesWithTag, whereMeta, endpoints)
+	// holds fewer services, the lists made of groupByMeta's counting as
+	// one; the old file stays. A destination that does not exist yet
 	// has no old file to keep: the render is installed, with a warning.
 	MinInstances int `toml:"min_instances"`
 	// CheckTimeout bounds the check command; 30s if zero.

@@ -23,6 +23,10 @@ type execState struct {
 	renderGuard
 	snap    *watcher.Snapshot
 	watched []watchedList
+	// parts are the lists groupByMeta made (and those made of them), by
+	// their first service; groupings the calls made of them.
+	parts     map[*registry.Service]*grouping
+	groupings []watchedGroup
 	// prevSpellings are the spellings endpointsBy kept in the template's
 	// last render (read only), spellings those of this one; now the
 	// render's start.
@@ -44,6 +48,70 @@ func (st *execState) watch(call string, list []registry.Service) []registry.Serv
 	return list
 }
 
+// The lists groupByMeta makes are parts of one grouping: min_instances
+// counts the lists made from them (endpoints, whereMeta) as one, their
+// total, as endpointsBy's names are. A list of each would let one service
+// with a value of its own (a new backend of one service, refused) hold
+// the whole render back. A part is known by its first service (a list
+// the template cuts is a list of its own); sortByMeta and whereMeta keep
+// a part's lists parts.
+
+// grouping is the lists of a groupByMeta call.
+type grouping struct {
+	call string         // groupByMeta "KEY"
+	n    map[string]int // by the call made of its parts (endpoints, whereMeta): their total
+}
+
+// partOf returns the grouping list is a part of, or nil.
+func (st *execState) partOf(list []registry.Service) *grouping {
+	if len(list) == 0 {
+		return nil
+	}
+	return st.parts[&list[0]]
+}
+
+// markPart makes list a part of g.
+func (st *execState) markPart(list []registry.Service, g *grouping) {
+	if len(list) > 0 && g != nil {
+		if st.parts == nil {
+			st.parts = map[*registry.Service]*grouping{}
+		}
+		st.parts[&list[0]] = g
+	}
+}
+
+// watchFrom records the list call made of from: as a list of its own, or,
+// from being a part of a grouping, in the grouping's total for call (and
+// list a part of it too).
+func (st *execState) watchFrom(from []registry.Service, call string, list []registry.Service, n int) {
+	g := st.partOf(from)
+	if g == nil {
+		st.watched = append(st.watched, watchedList{call, n})
+		return
+	}
+	if _, ok := g.n[call]; !ok {
+		st.groupings = append(st.groupings, watchedGroup{g, call})
+	}
+	g.n[call] += n
+	st.markPart(list, g)
+}
+
+// watchedGroup is a call made of a grouping's parts, in the order first
+// made.
+type watchedGroup struct {
+	g    *grouping
+	call string
+}
+
+// allWatched is every list the render read, the groupings' totals last.
+func (st *execState) allWatched() []watchedList {
+	out := st.watched
+	for _, w := range st.groupings {
+		out = append(out, watchedList{fmt.Sprintf("%s of the lists of %s", w.call, w.g.call), w.g.n[w.call]})
+	}
+	return out
+}
+
 // The snapshot functions' names are part of the user interface (design
 // "Template data and functions"): snapshotFuncs are those that read the
 // execution's state, statelessFuncs the others, with sprig's.
@@ -55,6 +123,8 @@ func (st *execState) snapshotFuncs() map[string]any {
 		"servicesWithTag": st.servicesWithTag,
 		"service":         st.service,
 		"whereMeta":       st.whereMeta,
+		"sortByMeta":      st.sortByMeta,
+		"groupByMeta":     st.groupByMeta,
 		"config":          st.config,
 		"configOr":        st.configOr,
 		"configNamespace": st.configNamespace,
@@ -65,8 +135,6 @@ func (st *execState) snapshotFuncs() map[string]any {
 // read no state.
 func statelessFuncs() template.FuncMap {
 	fm := sprig.TxtFuncMap()
-	fm["sortByMeta"] = sortByMeta
-	fm["groupByMeta"] = groupByMeta
 	fm["meta"] = meta
 	fm["sortAlpha"] = sortAlpha
 	return fm
@@ -116,7 +184,15 @@ func (st *execState) whereMeta(key, value string, list []registry.Service) []reg
 			out = append(out, s)
 		}
 	}
-	return st.watch(fmt.Sprintf("whereMeta %q %q", key, value), out)
+	st.watchFrom(list, fmt.Sprintf("whereMeta %q %q", key, value), out, len(out))
+	return out
+}
+
+// sortByMeta is sortByMeta, a part of a grouping sorted still one.
+func (st *execState) sortByMeta(key string, list []registry.Service) []registry.Service {
+	out := sortByMeta(key, list)
+	st.markPart(out, st.partOf(list))
+	return out
 }
 
 // sortByMeta sorts services by a metadata value (missing sorts first), then
@@ -139,6 +215,16 @@ func compareMeta(a, b string) int {
 		return cmp.Compare(x, y)
 	}
 	return strings.Compare(a, b)
+}
+
+// groupByMeta is groupByMeta's lists, made parts of one grouping.
+func (st *execState) groupByMeta(key string, list []registry.Service) map[string][]registry.Service {
+	out := groupByMeta(key, list)
+	g := &grouping{call: fmt.Sprintf("groupByMeta %q", key), n: map[string]int{}}
+	for _, part := range out {
+		st.markPart(part, g)
+	}
+	return out
 }
 
 // groupByMeta maps each value of a metadata key to the services carrying

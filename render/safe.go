@@ -725,7 +725,7 @@ func (st *execState) endpoints(list []registry.Service) ([]Endpoint, error) {
 			out = append(out, *e)
 		}
 	}
-	st.watched = append(st.watched, watchedList{"endpoints (refused services left out)", len(out)})
+	st.watchFrom(list, "endpoints (refused services left out)", nil, len(out))
 	return out, nil
 }
 

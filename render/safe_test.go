@@ -839,6 +839,49 @@ func TestMinInstancesCountsEndpoints(t *testing.T) {
 	}
 }
 
+// The lists groupByMeta makes count as one for min_instances, their total
+// (after refusals, for endpoints): one service with a metadata value of
+// its own, a backend of one service or of none left after refusals, does
+// not hold back the render of every backend. sortByMeta and whereMeta
+// keep a group's list one of the grouping.
+func TestMinInstancesCountsAGroupingAsOne(t *testing.T) {
+	t.Parallel()
+	ep := func(id, ip, backend string) registry.Service {
+		return svc(id, []string{"http"}, map[string]string{"ip": ip, "port": "80", "backend": backend, "zone": "a"})
+	}
+	for name, list := range map[string]string{
+		"endpoints":  `$svcs`,
+		"sorted":     `(sortByMeta "weight" $svcs)`,
+		"where":      `(whereMeta "zone" "a" $svcs)`,
+		"sorted too": `(sortByMeta "weight" (whereMeta "zone" "a" $svcs))`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			tmpl := `{{range $name, $svcs := groupByMeta "backend" (servicesWithTag "http")}}upstream {{ident $name}}:{{range endpoints ` + list + `}} {{.HostPort}}{{end}};{{end}}`
+			tp := newSet(t, TemplateConfig{Contents: tmpl, Destination: filepath.Join(t.TempDir(), "out"), MinInstances: 2}).Groups[0].Templates[0]
+			for _, tc := range []struct {
+				name  string
+				snap  *watcher.Snapshot
+				guard string // the list refused, or none
+			}{
+				{"a backend of one", snapshot(ep("api-1", "10.0.0.1", "api"), ep("api-2", "10.0.0.2", "api"), ep("new", "10.0.0.9", "new")), ""},
+				{"a backend of none left", snapshot(ep("api-1", "10.0.0.1", "api"), ep("api-2", "10.0.0.2", "api"), ep("evil", "0.0.0.0", "evil")), ""},
+				{"too few services", snapshot(ep("api-1", "10.0.0.1", "api")), `servicesWithTag "http"`},
+				{"too few left", snapshot(ep("api-1", "10.0.0.1", "api"), ep("api-2", "0.0.0.0", "api"), ep("evil", "0.0.0.0", "evil")), `of the lists of groupByMeta "backend"`},
+			} {
+				_, _, err := tp.execute(context.Background(), tc.snap)
+				var guard *GuardError
+				switch {
+				case tc.guard == "" && err != nil:
+					t.Errorf("%s: %v; want the render", tc.name, err)
+				case tc.guard != "" && (!errors.As(err, &guard) || !strings.Contains(guard.Call, tc.guard)):
+					t.Errorf("%s: %v; want min_instances to refuse %s", tc.name, err, tc.guard)
+				}
+			}
+		})
+	}
+}
+
 // A render min_instances refused but installed (no file to keep yet)
 // reports the services it left out, as any installed render does.
 func TestGuardedRenderReportsRefusedServices(t *testing.T) {
