@@ -3,13 +3,17 @@ package boltstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/svcreg/svcreg/registry"
 	"github.com/svcreg/svcreg/server/store"
 )
 
@@ -136,4 +140,63 @@ func createService(t *testing.T, s *Store, id string, timeout int) string {
 		t.Fatal(err)
 	}
 	return tok
+}
+
+// An account's mass timeout of services with big records is committed in
+// parts, so that it does not hold every other account's writes back (the
+// file has one writer) for as long as it takes; every service times out,
+// with its event, and none of another account's.
+func TestMassTimeoutCommitsInParts(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	var now atomic.Int64
+	now.Store(time.Now().UnixNano())
+	reg := prometheus.NewRegistry()
+	s := openStore(t, t.TempDir(), Options{ReapInterval: -1, CheckpointInterval: time.Hour, Registerer: reg,
+		Clock: func() time.Time { return time.Unix(0, now.Load()) }})
+	md := map[string]string{}
+	for k := range 20 {
+		md[fmt.Sprint("key-", k)] = strings.Repeat("v", 600)
+	}
+	const big = 40 // some 12 kB each: two or three parts
+	for i := range big {
+		if _, err := s.CreateService(ctx, "1", store.NewService{ID: fmt.Sprintf("big-%02d", i), HeartbeatTimeout: 3, Metadata: md}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.CreateService(ctx, "2", store.NewService{ID: "other", HeartbeatTimeout: 60}); err != nil {
+		t.Fatal(err)
+	}
+	commits := func() uint64 {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "svcreg_store_commit_seconds" {
+				return mf.GetMetric()[0].GetHistogram().GetSampleCount()
+			}
+		}
+		t.Fatal("no svcreg_store_commit_seconds")
+		return 0
+	}
+	before := commits()
+	now.Add(int64(5 * time.Second))
+	if err := s.reap(); err != nil {
+		t.Fatal(err)
+	}
+	if n := commits() - before; n < 2 || n > big/4 {
+		t.Errorf("%d big services timed out in %d commits, want a few", big, n)
+	}
+	list, err := s.Services(ctx, "1", store.ServiceQuery{Limit: 100})
+	if err != nil || len(list.Values) != 0 {
+		t.Errorf("services left: %d (%v), want none", len(list.Values), err)
+	}
+	page, err := s.Events(ctx, "1", store.EventQuery{Limit: 1000, Types: []registry.EventType{registry.ServiceTimeout}})
+	if err != nil || len(page.Values) != big {
+		t.Errorf("%d timeout events (%v), want %d", len(page.Values), err, big)
+	}
+	if _, err := s.Service(ctx, "2", "other"); err != nil {
+		t.Errorf("another account's service: %v", err)
+	}
 }

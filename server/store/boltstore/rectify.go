@@ -2,6 +2,8 @@ package boltstore
 
 import (
 	"container/heap"
+	"encoding/json"
+	"fmt"
 
 	"github.com/svcreg/svcreg/internal/timeuuid"
 	"github.com/svcreg/svcreg/registry"
@@ -67,41 +69,59 @@ func (s *Store) rectify(t *tenant, ahead bool) error {
 	if len(expired) == 0 {
 		return nil
 	}
-	removed := 0
-	err := s.write(t, func(w *writer) error {
-		removed = 0
-		svcs, hbs := w.bucket(bServices), w.bucket(bHeartbeats)
-		for _, e := range expired {
-			var rec store.ServiceRecord
-			ok, err := getJSON(svcs, e.id, &rec)
-			if err != nil {
-				return err
+	// The timeouts are committed a few hundred kilobytes of records at a
+	// time: the file has one writer, and one account's mass timeout of
+	// big records (decoded, and written again as events) in one
+	// transaction held every other account's writes back for as long.
+	// Readers of t wait for all of them (t.wmu).
+	removed, done := 0, 0
+	var err error
+	for done < len(expired) && err == nil {
+		var n, taken int
+		err = s.write(t, func(w *writer) error {
+			n, taken = 0, 0
+			svcs, hbs := w.bucket(bServices), w.bucket(bHeartbeats)
+			for size := 0; done+taken < len(expired) && size < maxTimeoutBytes; taken++ {
+				e := expired[done+taken]
+				raw := svcs.Get([]byte(e.id))
+				if raw == nil {
+					continue
+				}
+				size += len(raw)
+				var rec store.ServiceRecord
+				if err := json.Unmarshal(raw, &rec); err != nil {
+					return fmt.Errorf("decode %q: %w", e.id, err)
+				}
+				if rec.Incarnation != e.incarnation {
+					continue
+				}
+				if err := svcs.Delete([]byte(e.id)); err != nil {
+					return err
+				}
+				if err := hbs.Delete([]byte(e.id)); err != nil {
+					return err
+				}
+				// The event's timestamp is the deadline (spec §8.3); its id is
+				// the next in commit order (design item 5).
+				deadline := e.deadline
+				if err := w.appendEvent(func(id timeuuid.UUID) store.Event {
+					return store.ServiceEvent(id, deadline, registry.ServiceTimeout, rec)
+				}); err != nil {
+					return err
+				}
+				n++
 			}
-			if !ok || rec.Incarnation != e.incarnation {
-				continue
-			}
-			if err := svcs.Delete([]byte(e.id)); err != nil {
-				return err
-			}
-			if err := hbs.Delete([]byte(e.id)); err != nil {
-				return err
-			}
-			// The event's timestamp is the deadline (spec §8.3); its id is
-			// the next in commit order (design item 5).
-			deadline := e.deadline
-			if err := w.appendEvent(func(id timeuuid.UUID) store.Event {
-				return store.ServiceEvent(id, deadline, registry.ServiceTimeout, rec)
-			}); err != nil {
-				return err
-			}
-			removed++
+			return nil
+		})
+		if err == nil {
+			removed += n
+			done += taken
 		}
-		return nil
-	})
+	}
 	t.mu.Lock()
 	t.reaping -= len(expired)
-	for _, e := range expired {
-		if err != nil {
+	for i, e := range expired {
+		if i >= done {
 			e.reaping = false
 			heap.Push(&t.deadlines, e)
 			continue
@@ -111,13 +131,15 @@ func (s *Store) rectify(t *tenant, ahead bool) error {
 		}
 	}
 	t.mu.Unlock()
-	if err != nil {
-		return err
-	}
 	t.nServices -= removed
 	s.metrics.Timeouts.Add(float64(removed))
-	return nil
+	return err
 }
+
+// maxTimeoutBytes bounds the service records one commit of timeouts
+// reads: at the most a record can hold (some 15 kB), 17 of them, and
+// thousands of common ones.
+const maxTimeoutBytes = 256 << 10
 
 // reap rectifies every tenant with a service past its deadline (design
 // item 7: timeouts within a second of the deadline without any read).
