@@ -318,13 +318,13 @@ func (t *Template) execute(ctx context.Context, snap *watcher.Snapshot) ([]byte,
 		if !state.CompareAndSwap(running, finished) {
 			t.abandoned.Add(-1) // before the result, so the next render finds none
 		} else if err == nil {
-			next := st.spellings.merged(st.prevSpellings)
+			next := st.spellings.merged(st.prevSpellings, st.now)
 			t.spellings.Store(&next)
 		} else if errors.As(err, &guard) {
 			// A render min_instances refused is installed where there
 			// is no file to keep (a first deploy): its choices count
 			// then, and only then (renderGroup).
-			next := st.spellings.merged(st.prevSpellings)
+			next := st.spellings.merged(st.prevSpellings, st.now)
 			guard.spellings = &next
 		}
 		done <- result{buf.buf.Bytes(), dedupeRefusals(st.refused, t.Name()), err}

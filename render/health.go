@@ -28,8 +28,8 @@ type GroupHealth struct {
 	Install  *StepResult `json:"install,omitempty"`
 	Reload   *StepResult `json:"reload,omitempty"`
 	// Refused are the services the group's last renders left out, and
-	// why: the first maxHealthRefused of them; RefusedCount is how many
-	// there are in all.
+	// the values whose default they used, and why: the first
+	// maxHealthRefused of them; RefusedCount is how many there are in all.
 	Refused      []Refusal `json:"refused,omitempty"`
 	RefusedCount int       `json:"refused_count,omitempty"`
 	// refused is every refusal, by template.

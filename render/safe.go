@@ -514,19 +514,24 @@ func toEndpoint(s registry.Service, hostnames bool) (Endpoint, *RefusedError) {
 }
 
 // Refusal is a service left out of a render because its data was refused,
-// or a configuration value configAs refused (and used the default for).
+// a metadata value metaAs refused (the service kept, with the default), or
+// a configuration value configAs refused (and used the default for).
 type Refusal struct {
 	Template string `json:"template"`
 	// Service is the service's id (cut to 64 characters); empty for a
 	// configuration value, whose id (cut so) is Configuration.
 	Service       string `json:"service,omitempty"`
 	Configuration string `json:"configuration,omitempty"`
-	// Field is the service's field refused, or "configuration".
+	// Field is the service's field refused, "metadata" (metaAs) or
+	// "configuration".
 	Field string `json:"field"`
 	// Reason says why, quoting a service's value; a configuration
 	// value's it leaves out (it may be a secret, and /healthz and the
 	// status page have no login).
 	Reason string `json:"reason"`
+	// DefaultUsed: the service was not left out; the template's default
+	// took the refused value's place (metaAs).
+	DefaultUsed bool `json:"default_used,omitempty"`
 }
 
 // configurationField is the Field of a configuration value's refusal.
@@ -630,9 +635,10 @@ func (st *execState) metaAs(s any, key, def, fn string, args ...any) (any, error
 		return out, err
 	}
 	if st.failOnRefused {
-		return nil, fmt.Errorf("service %s: %s metadata %s %s", shown(svc.ID), shown(v), shown(key), why)
+		return nil, fmt.Errorf("service %s: metadata %s %s %s", shown(svc.ID), shown(key), shown(v), why)
 	}
-	st.refused = append(st.refused, Refusal{Service: cut(svc.ID), Field: metadataField, Reason: fmt.Sprintf("%s (%s used): metadata %s %s", shown(v), shown(def), shown(key), why)})
+	st.refused = append(st.refused, Refusal{Service: cut(svc.ID), Field: metadataField, DefaultUsed: true,
+		Reason: fmt.Sprintf("%s %s %s; the template's default %s is used", shown(key), shown(v), why, shown(def))})
 	return out, nil
 }
 
@@ -907,6 +913,11 @@ func (r *Renderer) render(ctx context.Context, g *Group, t *Template, snap *watc
 		if ref.OfConfiguration() {
 			r.Log.Warn("configuration value refused: the template's default is used", "template", ref.Template, "group", g.Name,
 				"configuration", ref.Configuration, "reason", ref.Reason)
+			continue
+		}
+		if ref.DefaultUsed {
+			r.Log.Warn("metadata value refused: the template's default is used for the service", "template", ref.Template, "group", g.Name,
+				"service", ref.Service, "reason", ref.Reason)
 			continue
 		}
 		r.Log.Warn("service left out of the render: its data was refused", "template", ref.Template, "group", g.Name,

@@ -797,12 +797,12 @@ func TestMetaAsReportsRefusedValues(t *testing.T) {
 		t.Fatalf("rendered %q, want %q", got, want)
 	}
 	refused := g.r.Health.Report(0).Groups[g.dest].Refused
-	if len(refused) != 1 || refused[0].Service != "evil" || refused[0].Field != "metadata" ||
-		!strings.Contains(refused[0].Reason, `"lots" ("100" used): metadata "max_conns" refused by number: not a number in 1..10000`) {
-		t.Fatalf("healthz lists %+v; want evil's max_conns", refused)
+	if len(refused) != 1 || refused[0].Service != "evil" || refused[0].Field != "metadata" || !refused[0].DefaultUsed ||
+		refused[0].Reason != `"max_conns" "lots" refused by number: not a number in 1..10000; the template's default "100" is used` {
+		t.Fatalf("healthz lists %+v; want evil's max_conns, its default used", refused)
 	}
-	if !strings.Contains(logs.String(), "service=evil field=metadata") {
-		t.Errorf("log lacks the refusal:\n%s", logs.String())
+	if !strings.Contains(logs.String(), `msg="metadata value refused: the template's default is used for the service"`) || !strings.Contains(logs.String(), "service=evil") || strings.Contains(logs.String(), "left out") {
+		t.Errorf("log lacks the refusal, or says the service was left out:\n%s", logs.String())
 	}
 	// A later change of another service goes out.
 	g.r.Pass(context.Background(), set, snapshot(ep("good-1", "10.0.0.1", "5"), ep("good-2", "10.0.0.2", "6"), ep("evil", "10.0.0.9", "lots")))
@@ -815,7 +815,7 @@ func TestMetaAsReportsRefusedValues(t *testing.T) {
 	fail.r.Pass(context.Background(), fset, snapshot(ep("good-1", "10.0.0.1", "5")))
 	before := readFile(t, fail.dest)
 	res := fail.r.Pass(context.Background(), fset, snapshot(ep("good-1", "10.0.0.1", "5"), ep("evil", "10.0.0.9", "lots")))
-	if w := res.Worst(); w == nil || w.Step != StepRender || !strings.Contains(w.Error(), `service "evil": "lots" metadata "max_conns" refused by number`) {
+	if w := res.Worst(); w == nil || w.Step != StepRender || !strings.Contains(w.Error(), `service "evil": metadata "max_conns" "lots" refused by number`) {
 		t.Fatalf("worst = %v; want a render failure naming the service", w)
 	}
 	if readFile(t, fail.dest) != before {
@@ -1146,7 +1146,7 @@ func TestSpellingsChoose(t *testing.T) {
 	step := func(prev spellings, served string, at time.Time) spellings {
 		next := spellings{}
 		next.choose(prev, k, served, at)
-		return next.merged(prev)
+		return next.merged(prev, at)
 	}
 	s := step(nil, "API", t0)
 	if s.remembered(k) != "API" {
@@ -1172,7 +1172,7 @@ func TestSpellingsChoose(t *testing.T) {
 		next := spellings{}
 		next.choose(s, k, "API", at)
 		next.choose(s, k, "api", at)
-		if s = next.merged(s); s.remembered(k) != "API" || !s[k].absent.IsZero() {
+		if s = next.merged(s, at); s.remembered(k) != "API" || !s[k].absent.IsZero() {
 			t.Fatalf("render %d with API served by one call of two: %+v", i, s)
 		}
 	}
@@ -1189,7 +1189,7 @@ func TestSpellingsChoose(t *testing.T) {
 		}
 	}
 	// A render that called endpointsBy not at all keeps what it had.
-	if got := spellings(nil).merged(s); got.remembered(k) != "API" {
+	if got := spellings(nil).merged(s, t0); got.remembered(k) != "API" {
 		t.Fatalf("a render without endpointsBy: %+v", got)
 	}
 	// Names not seen are kept, up to maxSpellings besides those seen,
@@ -1211,15 +1211,21 @@ func TestSpellingsChoose(t *testing.T) {
 	if _, kept := got[spellingKey("backend", fmt.Sprint("n", maxSpellings+9))]; !kept {
 		t.Error("the name seen last was dropped")
 	}
-	// A name served longer is kept before names seen later but served a
-	// moment (registered, then removed); a state file's entry without a
-	// first time counts as served longest.
-	long, old := spellingKey("backend", "long"), spellingKey("backend", "old")
-	full[long] = spelling{name: "LONG", since: t0.Add(-time.Hour), seen: t0}
-	full[old] = spelling{name: "OLD", seen: t0.Add(-time.Hour)}
-	got = step(full, "api", t0.Add(time.Hour))
-	if got.remembered(long) != "LONG" || got.remembered(old) != "OLD" {
-		t.Errorf("names served longest were dropped for names seen later: long %q, old %q", got.remembered(long), got.remembered(old))
+	// Of the names seen within spellingGrace (a backend restarting), one
+	// served longer is kept before names seen as lately but served a
+	// moment (registered, then removed); a name gone for longer, however
+	// long it was served, goes first.
+	now := t0.Add(100 * time.Hour)
+	flood := spellings{}
+	for i := range maxSpellings {
+		flood[spellingKey("backend", fmt.Sprint("x", i))] = spelling{name: fmt.Sprint("X", i), since: now.Add(-2 * time.Minute), seen: now.Add(-time.Minute)}
+	}
+	long, gone := spellingKey("backend", "long"), spellingKey("backend", "gone")
+	flood[long] = spelling{name: "LONG", since: now.Add(-48 * time.Hour), seen: now.Add(-time.Minute)}
+	flood[gone] = spelling{name: "GONE", since: t0, seen: now.Add(-24 * time.Hour)}
+	got = step(flood, "api", now)
+	if got.remembered(long) != "LONG" || got.remembered(gone) != "" || len(got) != maxSpellings+1 {
+		t.Errorf("kept %d names, long %q, gone %q; want %d, the backend restarting kept, the one long gone dropped", len(got), got.remembered(long), got.remembered(gone), maxSpellings+1)
 	}
 }
 

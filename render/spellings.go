@@ -26,8 +26,8 @@ const maxSpellings = 4096
 // spelling is a remembered spelling of a name; absent, if not zero, when
 // a render first found no good service with it; seen when a render last
 // found the name at all; since when a render first served this spelling
-// (zero in a state file written before it was kept: as long as can be);
-// rival once a render found a good service with another spelling of it.
+// (in a state file written before it was kept, taken as seen); rival once
+// a render found a good service with another spelling of it.
 type spelling struct {
 	name                string
 	absent, seen, since time.Time
@@ -84,12 +84,14 @@ func (next spellings) contest(k string) {
 }
 
 // merged is next and, up to maxSpellings of them, the names of prev that
-// this render did not see: those served longest first, then those seen
-// last. Names come and go with registry data, so that the names a render
-// sees have no say in which are dropped (they would push out the
-// remembered spelling of a backend whose services are all restarting),
-// nor names served only briefly (registered a moment, then removed).
-func (next spellings) merged(prev spellings) spellings {
+// this render did not see: first those seen within spellingGrace (a
+// backend whose services are all restarting), served longest first, then
+// the others, seen last first. Names come and go with registry data: the
+// names a render sees have no say in which are dropped (they would push
+// out the spelling of a backend whose services restart), nor names served
+// only briefly (registered a moment, then removed), and names long gone
+// age out whatever their past.
+func (next spellings) merged(prev spellings, now time.Time) spellings {
 	if next == nil {
 		next = spellings{}
 	}
@@ -100,11 +102,21 @@ func (next spellings) merged(prev spellings) spellings {
 		}
 	}
 	if len(unseen) > maxSpellings {
+		recent := func(sp spelling) bool { return now.Sub(sp.seen) < spellingGrace }
 		slices.SortFunc(unseen, func(a, b string) int {
-			if c := cmp.Compare(prev[b].served(), prev[a].served()); c != 0 {
-				return c
+			x, y := prev[a], prev[b]
+			switch rx, ry := recent(x), recent(y); {
+			case rx != ry:
+				if rx {
+					return -1
+				}
+				return 1
+			case rx:
+				if c := cmp.Compare(y.served(), x.served()); c != 0 {
+					return c
+				}
 			}
-			return prev[b].seen.Compare(prev[a].seen)
+			return y.seen.Compare(x.seen)
 		})
 		unseen = unseen[:maxSpellings]
 	}

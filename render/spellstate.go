@@ -131,6 +131,9 @@ func decodeSpellings(dest string, data []byte) (spellings, error) {
 		if _, err := parseName(sp.Key, sp.Name); err != nil {
 			return nil, err
 		}
+		if sp.Since.IsZero() { // a file written before since was kept
+			sp.Since = sp.Seen
+		}
 		s[spellingKey(sp.Key, strings.ToLower(sp.Name))] = spelling{name: sp.Name, absent: sp.Absent, seen: sp.Seen, since: sp.Since, rival: sp.Rival}
 	}
 	return s, nil

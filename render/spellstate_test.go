@@ -3,6 +3,7 @@ package render
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -244,4 +245,24 @@ func TestSpellingsOfAGuardedRenderNotInstalled(t *testing.T) {
 	pass("web:w-1 w-2 ", backendEP("w-1", "web"), backendEP("w-2", "web"))
 	pass("web:w-1 w-2 ", backendEP("a-1", "API")) // refused: the file is kept
 	pass("api:a-0 web:w-1 w-2 ", backendEP("a-0", "api"), backendEP("a-1", "API"), backendEP("w-1", "web"), backendEP("w-2", "web"))
+}
+
+// A state file written before the first time served was kept takes it as
+// the time last seen: such names neither outrank every name seen since
+// nor count as served a moment longer than they were known to be.
+func TestSpellingsStateWithoutSince(t *testing.T) {
+	t.Parallel()
+	dest := filepath.Join(t.TempDir(), "out")
+	seen := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	data, err := json.Marshal(stateFile{Destination: stateDest(dest), Spellings: []savedSpell{{Key: "backend", Name: "API", Seen: seen}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := decodeSpellings(dest, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sp := s[spellingKey("backend", "api")]; sp.name != "API" || !sp.since.Equal(seen) || sp.served() != 0 {
+		t.Errorf("decoded %+v; want API, first served when last seen", sp)
+	}
 }
