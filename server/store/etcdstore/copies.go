@@ -601,7 +601,7 @@ func (s *Store) peerFailed(target peerInfo, err error) {
 	if s.peers.acked {
 		// Said once per peer, then once a minute while it lasts.
 		if now := time.Now(); now.After(s.peers.warned) {
-			s.log.Warn("copy heartbeat state to peer node; writing heartbeats to etcd meanwhile", "peer", target.id, "addr", target.addr, "err", err)
+			s.log.Warn("copy heartbeat state to peer node; writing each held service's next heartbeat to etcd meanwhile, and the others as without a peer", "peer", target.id, "addr", target.addr, "err", err)
 			s.peers.warned = now.Add(time.Minute)
 		}
 		return
