@@ -7,10 +7,14 @@ import (
 	"io"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/svcreg/svcreg/internal/freeport"
 	"github.com/svcreg/svcreg/internal/testnet"
 	"github.com/svcreg/svcreg/internal/testserver"
 	"github.com/svcreg/svcreg/server/store/etcdstore"
@@ -357,20 +361,21 @@ func TestCopiesOfNoTenantCreateNone(t *testing.T) {
 // every request with a refusal in the clear, as a node of another
 // version, or another secret, does (or anyone who can write into the
 // connection).
-func refusingPeer(t *testing.T) string {
-	return testnet.Serve(t, func(conn net.Conn) {
-		defer conn.Close()
-		var n [4]byte
-		if _, err := io.ReadFull(conn, n[:]); err != nil {
-			return
-		}
-		if _, err := io.CopyN(io.Discard, conn, int64(binary.BigEndian.Uint32(n[:]))); err != nil {
-			return
-		}
-		msg := "not sealed with this registry's secret"
-		frame := binary.BigEndian.AppendUint32(nil, uint32(24+len(msg)))
-		conn.Write(append(append(frame, make([]byte, 24)...), msg...))
-	})
+func refusingPeer(t *testing.T) string { return testnet.Serve(t, refuseCopies) }
+
+// refuseCopies reads a frame from a node and answers it with a refusal.
+func refuseCopies(conn net.Conn) {
+	defer conn.Close()
+	var n [4]byte
+	if _, err := io.ReadFull(conn, n[:]); err != nil {
+		return
+	}
+	if _, err := io.CopyN(io.Discard, conn, int64(binary.BigEndian.Uint32(n[:]))); err != nil {
+		return
+	}
+	msg := "not sealed with this registry's secret"
+	frame := binary.BigEndian.AppendUint32(nil, uint32(24+len(msg)))
+	conn.Write(append(append(frame, make([]byte, 24)...), msg...))
 }
 
 // While the peer refuses copies, a heartbeat is written once, which fences
@@ -399,5 +404,88 @@ func TestRefusingPeerDoesNotMakeEveryHeartbeatAWrite(t *testing.T) {
 	}
 	if got := n[0].metric("svcreg_store_heartbeat_copy_failures_total"); got == 0 {
 		t.Error("no copy failed: the test's peer did not refuse")
+	}
+}
+
+// A peer that took copies and then refuses them holds copies older than
+// what the holder answers after: the holder writes each service once
+// first, which fences them off, also a service whose own copy did not
+// fail (another's did). The copies' deadlines pass while the client
+// heartbeats on, and the peer does not time the service out from them;
+// when the holder dies, the client goes on at the peer with its newest
+// token.
+func TestRefusingPeersOldCopiesAreFenced(t *testing.T) {
+	t.Parallel()
+	c := sharedCluster(t)
+	clock := new(testserver.Clock)
+	opts := etcdstore.Options{Clock: clock.Now, ReapInterval: 100 * time.Millisecond, NodeTTL: 3 * time.Second, RequestTimeout: 2 * time.Second}
+	holder := startNode(t, c.Endpoints(), opts)
+	// The peer is reached through a relay that forwards, then refuses.
+	peerListen := "127.0.0.1:" + strconv.Itoa(freeport.Port(t))
+	var refuse atomic.Bool
+	var mu sync.Mutex
+	var relayed []net.Conn
+	popts := opts
+	popts.PeerListen, popts.PeerAdvertise = peerListen, testnet.Serve(t, func(conn net.Conn) {
+		if refuse.Load() {
+			refuseCopies(conn)
+			return
+		}
+		p, err := net.Dial("tcp", peerListen)
+		if err != nil {
+			conn.Close()
+			return
+		}
+		mu.Lock()
+		relayed = append(relayed, conn, p)
+		mu.Unlock()
+		go func() { io.Copy(p, conn); p.Close() }()
+		io.Copy(conn, p)
+		conn.Close()
+	})
+	popts.Prefix = holder.opts.Prefix
+	peer := startNode(t, c.Endpoints(), popts)
+	if got := peerOf(t, holder, []*node{holder, peer}); got != peer {
+		t.Fatal("the holder's peer is not the other node")
+	}
+	u := login(t, holder, "copies-fenced")
+	toks := map[string]string{"svc-a": u.create(holder, "svc-a", 10), "svc-b": u.create(holder, "svc-b", 10)}
+	beat := func(n *node, id string) { toks[id] = u.heartbeat(n, id, toks[id]) }
+	for i := 0; holder.metric("svcreg_store_heartbeats_in_memory_total") < 6; i++ {
+		if i == 50 {
+			t.Fatal("the holder answers no heartbeats from memory")
+		}
+		clock.Advance(time.Second)
+		beat(holder, "svc-a")
+		beat(holder, "svc-b")
+	}
+	// The peer has copies of both; now it refuses. b's copy fails, and
+	// a's heartbeat comes while the holder sends none (for a second).
+	refuse.Store(true)
+	mu.Lock()
+	for _, conn := range relayed {
+		conn.Close()
+	}
+	mu.Unlock()
+	clock.Advance(time.Second)
+	beat(holder, "svc-b")
+	beat(holder, "svc-a")
+	// Past a's copy's deadline (not its newest token's); the peer's
+	// reaper runs meanwhile.
+	clock.Advance(9*time.Second + 500*time.Millisecond)
+	time.Sleep(300 * time.Millisecond)
+	for range 3 {
+		beat(holder, "svc-a")
+		beat(holder, "svc-b")
+		clock.Advance(5 * time.Second)
+		time.Sleep(300 * time.Millisecond)
+	}
+	holder.crash()
+	for range 3 {
+		beat(peer, "svc-a")
+		beat(peer, "svc-b")
+	}
+	if got := summary(u.events(peer, "")); !slices.Equal(got, []string{"service.join svc-a", "service.join svc-b"}) {
+		t.Errorf("events %q; want the joins alone", got)
 	}
 }
