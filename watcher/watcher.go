@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 
 	"github.com/svcreg/svcreg/internal/retry"
 	"github.com/svcreg/svcreg/registry"
@@ -40,6 +41,16 @@ type Config struct {
 	// comes when the feed was quiet for Coalesce is not delayed. 0 asks
 	// again at once.
 	Coalesce time.Duration
+	// PollEvery and PollBurst bound the polls of the feed that bring
+	// events: PollBurst at once, then one every PollEvery while changes
+	// keep coming. Each poll is a GET, which the registry counts against
+	// the account's limit (500,000 a day by default), and a stream of
+	// writes (any credential holder may make 20 a second) would otherwise
+	// cost each watcher a GET a write, and spend the limit of every
+	// client of the account. An event after a quiet spell is fetched at
+	// once. 2s and 10 if zero; a negative PollEvery sets no bound.
+	PollEvery time.Duration
+	PollBurst int
 	// Logger receives the watcher's warnings (failed lists and polls) and
 	// its relists; nothing is logged if nil.
 	Logger *slog.Logger
@@ -78,6 +89,10 @@ type Watcher struct {
 	log     *slog.Logger
 	metrics watcherMetrics
 
+	// polls bounds the polls that bring events (Config.PollEvery); nil
+	// for none. Kept across lists, which take GETs of their own.
+	polls *rate.Limiter
+
 	mu     sync.Mutex
 	status Status
 	feed   *registry.Feed // the feed being followed, nil while listing
@@ -106,10 +121,19 @@ func New(cfg Config) *Watcher {
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 15 * time.Second
 	}
+	if cfg.PollEvery == 0 {
+		cfg.PollEvery = 2 * time.Second
+	}
+	if cfg.PollBurst <= 0 {
+		cfg.PollBurst = 10
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	w := &Watcher{Latest: NewLatest(), cfg: cfg, log: cfg.Logger}
+	if cfg.PollEvery > 0 {
+		w.polls = rate.NewLimiter(rate.Every(cfg.PollEvery), cfg.PollBurst)
+	}
 	w.metrics = newWatcherMetrics(cfg.Registerer, w.lastContact)
 	return w
 }
@@ -292,6 +316,7 @@ func (w *Watcher) follow(ctx context.Context, marker string) string {
 	var feed *registry.Feed
 	feed = w.cfg.Client.NewFeed(marker, registry.WatchOptions{
 		Wait:       w.cfg.Wait,
+		Limit:      1000, // what PollEvery holds back comes in a GET
 		MaxBackoff: w.cfg.MaxBackoff,
 		OnAnswer:   w.answered,
 		OnError: func(err error, retryIn time.Duration) {
@@ -362,6 +387,14 @@ func (w *Watcher) follow(ctx context.Context, marker string) string {
 		}
 		if w.cfg.Coalesce > 0 {
 			_ = retry.Sleep(fctx, w.cfg.Coalesce)
+		}
+		if w.polls != nil {
+			// Reserved, not Wait: a wait past fctx's deadline (the next
+			// list) is waited out, not skipped.
+			r := w.polls.Reserve()
+			if retry.Sleep(fctx, r.Delay()) != nil {
+				r.Cancel()
+			}
 		}
 	}
 }

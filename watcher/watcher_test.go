@@ -317,6 +317,50 @@ func TestWatcherCoalescesAStreamOfChanges(t *testing.T) {
 	}
 }
 
+// Polls that bring events are bounded (PollEvery, PollBurst): a stream of
+// writes costs a watcher a GET a poll allowed, not a GET a write, which
+// would spend the account's GETs a day for every client of it. Here one
+// poll after the first is allowed, then none for an hour: the writes
+// after it wait, and no GET asks for them.
+func TestWatcherBoundsItsPolls(t *testing.T) {
+	t.Parallel()
+	var polls atomic.Int32
+	srv := testserver.Start(t, testserver.Options{
+		Wrap: func(h http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if strings.HasSuffix(r.URL.Path, "/events") && r.Method == http.MethodGet {
+					polls.Add(1)
+				}
+				h.ServeHTTP(w, r)
+			})
+		},
+	})
+	c := client(t, srv, "watch-bounded")
+	w := start(t, watcher.Config{Client: c, Wait: 5 * time.Second, PollEvery: time.Hour, PollBurst: 1})
+	eventually(t, w, "the first sync", func(s *watcher.Snapshot) bool { return s.Synced })
+	ctx := context.Background()
+	create := func(id string) {
+		if _, err := c.CreateService(ctx, registry.Service{ID: id, HeartbeatTimeout: 120}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	create("svc-1")
+	eventually(t, w, "the first join", func(s *watcher.Snapshot) bool { _, ok := s.Service("svc-1"); return ok })
+	create("svc-2")
+	eventually(t, w, "the second join", func(s *watcher.Snapshot) bool { _, ok := s.Service("svc-2"); return ok })
+	before := polls.Load()
+	for i := range 10 {
+		create(fmt.Sprint("stream-", i))
+	}
+	time.Sleep(500 * time.Millisecond) // long enough for a poll to go out, were one allowed
+	if n := polls.Load() - before; n != 0 {
+		t.Errorf("%d polls of the feed after the burst, want none until PollEvery", n)
+	}
+	if _, ok := w.Snapshot().Service("stream-0"); ok {
+		t.Error("a change after the burst was fetched")
+	}
+}
+
 // longPolls returns a testserver Wrap that passes the body of every
 // long-poll answer through f.
 func longPolls(f func(body []byte) []byte) func(http.Handler) http.Handler {
