@@ -195,8 +195,8 @@ func (st *execState) sortByMeta(key string, list []registry.Service) []registry.
 	return out
 }
 
-// sortByMeta sorts services by a metadata value (missing sorts first), then
-// by id; numbers compare as numbers when both values are integers.
+// sortByMeta sorts services by a metadata value (compareMeta: missing
+// first, then integers as numbers, then the others), then by id.
 func sortByMeta(key string, list []registry.Service) []registry.Service {
 	out := slices.Clone(list)
 	slices.SortStableFunc(out, func(a, b registry.Service) int {
@@ -208,10 +208,26 @@ func sortByMeta(key string, list []registry.Service) []registry.Service {
 	return out
 }
 
+// compareMeta orders metadata values: missing (empty) first, then
+// integers as numbers, then the others as strings. A total order: a
+// service's value cannot make a sort of the others come out differently
+// (9 < 10 and "10" < "1a" < "9" compared pairwise would loop).
 func compareMeta(a, b string) int {
-	x, errx := strconv.ParseInt(a, 10, 64)
-	y, erry := strconv.ParseInt(b, 10, 64)
-	if errx == nil && erry == nil {
+	rank := func(v string) (int, int64) {
+		if v == "" {
+			return 0, 0
+		}
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+			return 1, n
+		}
+		return 2, 0
+	}
+	ra, x := rank(a)
+	rb, y := rank(b)
+	if c := cmp.Compare(ra, rb); c != 0 {
+		return c
+	}
+	if ra == 1 {
 		return cmp.Compare(x, y)
 	}
 	return strings.Compare(a, b)

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -1028,5 +1030,29 @@ func TestMinInstancesGuardAfterRemovedNewFile(t *testing.T) {
 	}
 	if fileExistsAt(g.dest) {
 		t.Fatalf("the refused render was installed at %s", g.dest)
+	}
+}
+
+// sortByMeta's order is total: missing first, integers as numbers, then
+// the other values as strings, so that values of both kinds (which
+// compared pairwise would loop: 9 < 10, "10" < "1a" < "9") give one order
+// whatever the list's.
+func TestSortByMetaOrderIsTotal(t *testing.T) {
+	t.Parallel()
+	values := []string{"1a", "10", "9", "", "b", "-3", "09"}
+	var list []registry.Service
+	for i, v := range values {
+		list = append(list, svc(fmt.Sprint("s-", i), nil, map[string]string{"k": v}))
+	}
+	want := "s-3 s-5 s-2 s-6 s-1 s-0 s-4 " // "", -3, 9, 09, 10, 1a, b
+	for range 20 {
+		rand.Shuffle(len(list), func(i, j int) { list[i], list[j] = list[j], list[i] })
+		got := ""
+		for _, s := range sortByMeta("k", list) {
+			got += s.ID + " "
+		}
+		if got != want {
+			t.Fatalf("sorted %q; want %q", got, want)
+		}
 	}
 }
