@@ -212,6 +212,11 @@ func (w *Feed) Next(ctx context.Context) (Event, error) {
 	return ev, nil
 }
 
+// MorePages reports whether the registry's last page named a next one,
+// which Next fetches at once, without a wait: the feed is catching up,
+// not at the newest event. Call it from the goroutine that calls Next.
+func (w *Feed) MorePages() bool { return w.next != "" }
+
 // poll makes one request for events and queues what is new. It returns
 // only ctx's error or a permanent one; other errors are retried by the
 // next poll, after a backoff.

@@ -361,6 +361,40 @@ func TestWatcherBoundsItsPolls(t *testing.T) {
 	}
 }
 
+// A page that names a next one costs no poll of the bound: a watcher
+// catching up on a backlog fetches it page after page, or a steady stream
+// of big events would outrun it. Here the registry's pages hold 2 events,
+// the bound allows one poll an hour, and 5 events wait: all are fetched.
+func TestWatcherFollowsPagesAtOnce(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	srv := testserver.Start(t, testserver.Options{
+		Wrap: func(h http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if strings.HasSuffix(r.URL.Path, "/events") {
+					if r.URL.Query().Has("wait") {
+						<-release // the first poll waits for the backlog
+					}
+					q := r.URL.Query()
+					q.Set("limit", "2")
+					r.URL.RawQuery = q.Encode()
+				}
+				h.ServeHTTP(w, r)
+			})
+		},
+	})
+	c := client(t, srv, "watch-pages")
+	w := start(t, watcher.Config{Client: c, Wait: 5 * time.Second, PollEvery: time.Hour, PollBurst: 1})
+	eventually(t, w, "the first sync", func(s *watcher.Snapshot) bool { return s.Synced })
+	for i := range 5 {
+		if _, err := c.CreateService(context.Background(), registry.Service{ID: fmt.Sprint("backlog-", i), HeartbeatTimeout: 120}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(release)
+	eventually(t, w, "the backlog, three pages", func(s *watcher.Snapshot) bool { return len(s.Services()) == 5 })
+}
+
 // longPolls returns a testserver Wrap that passes the body of every
 // long-poll answer through f.
 func longPolls(f func(body []byte) []byte) func(http.Handler) http.Handler {
