@@ -52,48 +52,79 @@ func (st *execState) watch(call string, list []registry.Service) []registry.Serv
 // counts the lists made from them (endpoints, whereMeta) as one, their
 // total, as endpointsBy's names are. A list of each would let one service
 // with a value of its own (a new backend of one service, refused) hold
-// the whole render back. A part is known by its first service (a list
-// the template cuts is a list of its own); sortByMeta and whereMeta keep
-// a part's lists parts.
+// the whole render back. A part is known by its first element's address
+// (listID), also when empty: the lists made of a part have room for one.
+// sortByMeta and whereMeta keep a part's lists parts; a list the template
+// cuts past its first service is a list of its own.
 
 // grouping is the lists of a groupByMeta call.
 type grouping struct {
 	call string         // groupByMeta "KEY"
 	n    map[string]int // by the call made of its parts (endpoints, whereMeta): their total
+	// counted are the calls counted, by call and the part they were made
+	// of: a part read twice the same way ({{if endpoints $s}}, then
+	// {{range endpoints $s}}) counts once.
+	counted map[partCall]bool
+}
+
+// partCall is a call made of a part.
+type partCall struct {
+	call string
+	part *registry.Service
+}
+
+// listID is what tells a list apart: the address of its first element,
+// of an empty list's too if it has room for one; nil for a list without
+// room.
+func listID(list []registry.Service) *registry.Service {
+	if cap(list) == 0 {
+		return nil
+	}
+	return &list[:1][0]
 }
 
 // partOf returns the grouping list is a part of, or nil.
 func (st *execState) partOf(list []registry.Service) *grouping {
-	if len(list) == 0 {
-		return nil
+	if id := listID(list); id != nil {
+		return st.parts[id]
 	}
-	return st.parts[&list[0]]
+	return nil
 }
 
-// markPart makes list a part of g.
-func (st *execState) markPart(list []registry.Service, g *grouping) {
-	if len(list) > 0 && g != nil {
-		if st.parts == nil {
-			st.parts = map[*registry.Service]*grouping{}
-		}
-		st.parts[&list[0]] = g
+// markPart makes list a part of g (nil: of none), and returns it: with
+// room for one element if it had none, so that it is known empty too.
+func (st *execState) markPart(list []registry.Service, g *grouping) []registry.Service {
+	if g == nil {
+		return list
 	}
+	if cap(list) == 0 {
+		list = make([]registry.Service, 0, 1)
+	}
+	if st.parts == nil {
+		st.parts = map[*registry.Service]*grouping{}
+	}
+	st.parts[listID(list)] = g
+	return list
 }
 
-// watchFrom records the list call made of from: as a list of its own, or,
-// from being a part of a grouping, in the grouping's total for call (and
-// list a part of it too).
-func (st *execState) watchFrom(from []registry.Service, call string, list []registry.Service, n int) {
+// watchFrom records the list call made of from, n services: as a list of
+// its own, or, from being a part of a grouping, in the grouping's total
+// for call, once for each part. It returns list, made a part of from's
+// grouping if from is one.
+func (st *execState) watchFrom(from []registry.Service, call string, list []registry.Service, n int) []registry.Service {
 	g := st.partOf(from)
 	if g == nil {
 		st.watched = append(st.watched, watchedList{call, n})
-		return
+		return list
 	}
 	if _, ok := g.n[call]; !ok {
 		st.groupings = append(st.groupings, watchedGroup{g, call})
 	}
-	g.n[call] += n
-	st.markPart(list, g)
+	if k := (partCall{call, listID(from)}); !g.counted[k] {
+		g.counted[k] = true
+		g.n[call] += n
+	}
+	return st.markPart(list, g)
 }
 
 // watchedGroup is a call made of a grouping's parts, in the order first
@@ -184,15 +215,12 @@ func (st *execState) whereMeta(key, value string, list []registry.Service) []reg
 			out = append(out, s)
 		}
 	}
-	st.watchFrom(list, fmt.Sprintf("whereMeta %q %q", key, value), out, len(out))
-	return out
+	return st.watchFrom(list, fmt.Sprintf("whereMeta %q %q", key, value), out, len(out))
 }
 
 // sortByMeta is sortByMeta, a part of a grouping sorted still one.
 func (st *execState) sortByMeta(key string, list []registry.Service) []registry.Service {
-	out := sortByMeta(key, list)
-	st.markPart(out, st.partOf(list))
-	return out
+	return st.markPart(sortByMeta(key, list), st.partOf(list))
 }
 
 // sortByMeta sorts services by a metadata value (compareMeta: missing
@@ -236,7 +264,7 @@ func compareMeta(a, b string) int {
 // groupByMeta is groupByMeta's lists, made parts of one grouping.
 func (st *execState) groupByMeta(key string, list []registry.Service) map[string][]registry.Service {
 	out := groupByMeta(key, list)
-	g := &grouping{call: fmt.Sprintf("groupByMeta %q", key), n: map[string]int{}}
+	g := &grouping{call: fmt.Sprintf("groupByMeta %q", key), n: map[string]int{}, counted: map[partCall]bool{}}
 	for _, part := range out {
 		st.markPart(part, g)
 	}

@@ -882,6 +882,35 @@ func TestMinInstancesCountsAGroupingAsOne(t *testing.T) {
 	}
 }
 
+// A group's list emptied by whereMeta is still the group's (a service of a
+// backend of its own, in another zone, holds nothing back), and a group's
+// list read twice the same way counts once (else one good service of two
+// would pass min_instances = 2).
+func TestMinInstancesGroupingEdges(t *testing.T) {
+	t.Parallel()
+	ep := func(id, ip, backend, zone string) registry.Service {
+		md := map[string]string{"ip": ip, "port": "80", "zone": zone}
+		if backend != "" {
+			md["backend"] = backend
+		}
+		return svc(id, []string{"http"}, md)
+	}
+	render := func(tmpl string, snap *watcher.Snapshot) error {
+		tp := newSet(t, TemplateConfig{Contents: tmpl, Destination: filepath.Join(t.TempDir(), "out"), MinInstances: 2}).Groups[0].Templates[0]
+		_, _, err := tp.execute(context.Background(), snap)
+		return err
+	}
+	zoned := `{{range $n, $s := groupByMeta "backend" (servicesWithTag "http")}}{{range endpoints (sortByMeta "weight" (whereMeta "zone" "a" $s))}}{{.HostPort}} {{end}}{{end}}`
+	if err := render(zoned, snapshot(ep("api-1", "10.0.0.1", "api", "a"), ep("api-2", "10.0.0.2", "api", "a"), ep("evil", "10.0.0.9", "evil", "b"))); err != nil {
+		t.Errorf("a backend of its own in another zone: %v; want the render", err)
+	}
+	twice := `{{range $n, $s := groupByMeta "backend" (servicesWithTag "http")}}{{if endpoints $s}}{{range endpoints $s}}{{.HostPort}} {{end}}{{end}}{{end}}`
+	var guard *GuardError
+	if err := render(twice, snapshot(ep("api-1", "10.0.0.1", "api", "a"), ep("api-2", "0.0.0.0", "api", "a"), ep("x", "10.0.0.3", "", "a"))); !errors.As(err, &guard) {
+		t.Errorf("one good service of two, its list read twice: %v; want min_instances to refuse it", err)
+	}
+}
+
 // A render min_instances refused but installed (no file to keep yet)
 // reports the services it left out, as any installed render does.
 func TestGuardedRenderReportsRefusedServices(t *testing.T) {
