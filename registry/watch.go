@@ -74,6 +74,8 @@ type Feed struct {
 
 	queue []Event
 	next  string // a next_marker to follow at once; "" if none
+	// behind: the last page was full and named a next one (Behind).
+	behind bool
 	// from, if not "", is where the next long-poll starts instead of the
 	// last event returned: the marker of an empty page read without a
 	// wait (a registry that filters by type after it pages), which the
@@ -212,10 +214,16 @@ func (w *Feed) Next(ctx context.Context) (Event, error) {
 	return ev, nil
 }
 
-// MorePages reports whether the registry's last page named a next one,
-// which Next fetches at once, without a wait: the feed is catching up,
-// not at the newest event. Call it from the goroutine that calls Next.
-func (w *Feed) MorePages() bool { return w.next != "" }
+// Behind reports whether the registry's last page was full (the page
+// size's events, or half a MiB of them) and named a next one, which Next
+// fetches at once: the feed is catching up on a backlog. A page that
+// names a next one without being full (a registry that names one always)
+// does not count. Call it from the goroutine that calls Next.
+func (w *Feed) Behind() bool { return w.behind }
+
+// fullPageBytes is the size of an answer that counts as a full page for
+// Behind: the registry cuts pages at 1 MiB.
+const fullPageBytes = 512 << 10
 
 // poll makes one request for events and queues what is new. It returns
 // only ctx's error or a permanent one; other errors are retried by the
@@ -243,7 +251,7 @@ func (w *Feed) poll(ctx context.Context) error {
 	// A request that outlives its wait by far is lost (a dead connection).
 	rctx, cancel := attemptContext(ctx, w.c.pollTime(opts.Wait))
 	start := time.Now()
-	page, err := w.c.ListEventsPage(rctx, opts)
+	page, size, err := w.c.listEventsPage(rctx, opts)
 	cancel()
 	if err != nil {
 		if ctx.Err() != nil {
@@ -288,6 +296,11 @@ func (w *Feed) poll(ctx context.Context) error {
 	if page.NextMarker == opts.Marker {
 		w.next = "" // a marker that does not move would loop
 	}
+	pageSize := opts.Limit
+	if pageSize == 0 {
+		pageSize = 100 // the registry's default
+	}
+	w.behind = w.next != "" && (len(page.Values) >= pageSize || size >= fullPageBytes)
 	switch {
 	case len(events) > 0:
 		w.quickBo.Reset()

@@ -48,8 +48,8 @@ type Config struct {
 	// writes (any credential holder may make 20 a second) would otherwise
 	// cost each watcher a GET a write, and spend the limit of every
 	// client of the account. An event after a quiet spell is fetched at
-	// once, and a page that names a next one (the watcher catching up)
-	// is followed at once. 2s and 10 if zero; a negative PollEvery sets
+	// once, and a full page that names a next one (the watcher catching
+	// up) is followed at once. 2s and 10 if zero; a negative PollEvery sets
 	// no bound.
 	PollEvery time.Duration
 	PollBurst int
@@ -390,9 +390,9 @@ func (w *Watcher) follow(ctx context.Context, marker string) string {
 		if w.cfg.Coalesce > 0 {
 			_ = retry.Sleep(fctx, w.cfg.Coalesce)
 		}
-		if w.polls != nil && !feed.MorePages() {
-			// A page that names a next one is followed at once: the
-			// feed is catching up, a page (of up to 1000 events or
+		if w.polls != nil && !feed.Behind() {
+			// A full page that names a next one is followed at once:
+			// the feed is catching up, a page (of up to 1000 events or
 			// 1 MiB) a GET, and a steady stream must not outrun it.
 			// Reserved, not Wait: a wait past fctx's deadline (the next
 			// list) is waited out, not skipped.

@@ -3,6 +3,7 @@ package watcher_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -361,23 +362,19 @@ func TestWatcherBoundsItsPolls(t *testing.T) {
 	}
 }
 
-// A page that names a next one costs no poll of the bound: a watcher
+// A full page that names a next one costs no poll of the bound: a watcher
 // catching up on a backlog fetches it page after page, or a steady stream
-// of big events would outrun it. Here the registry's pages hold 2 events,
-// the bound allows one poll an hour, and 5 events wait: all are fetched.
-func TestWatcherFollowsPagesAtOnce(t *testing.T) {
+// of big events would outrun it. Here the bound allows one poll an hour,
+// and 600 events of 4 kB wait: three pages of up to 1 MiB (the registry's
+// most), all fetched.
+func TestWatcherFollowsFullPagesAtOnce(t *testing.T) {
 	t.Parallel()
 	release := make(chan struct{})
 	srv := testserver.Start(t, testserver.Options{
 		Wrap: func(h http.Handler) http.Handler {
 			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				if strings.HasSuffix(r.URL.Path, "/events") {
-					if r.URL.Query().Has("wait") {
-						<-release // the first poll waits for the backlog
-					}
-					q := r.URL.Query()
-					q.Set("limit", "2")
-					r.URL.RawQuery = q.Encode()
+				if strings.HasSuffix(r.URL.Path, "/events") && r.URL.Query().Has("wait") {
+					<-release // the first poll waits for the backlog
 				}
 				h.ServeHTTP(w, r)
 			})
@@ -386,13 +383,80 @@ func TestWatcherFollowsPagesAtOnce(t *testing.T) {
 	c := client(t, srv, "watch-pages")
 	w := start(t, watcher.Config{Client: c, Wait: 5 * time.Second, PollEvery: time.Hour, PollBurst: 1})
 	eventually(t, w, "the first sync", func(s *watcher.Snapshot) bool { return s.Synced })
-	for i := range 5 {
-		if _, err := c.CreateService(context.Background(), registry.Service{ID: fmt.Sprint("backlog-", i), HeartbeatTimeout: 120}); err != nil {
+	md := map[string]string{}
+	for k := range 16 {
+		md[fmt.Sprint("key-", k)] = strings.Repeat("x", 250)
+	}
+	ctx := context.Background()
+	for i := range 150 { // a join and three updates each, 2.6 MB of events
+		id := fmt.Sprint("backlog-", i)
+		if _, err := c.CreateService(ctx, registry.Service{ID: id, HeartbeatTimeout: 120, Metadata: md}); err != nil {
 			t.Fatal(err)
+		}
+		for u := range 3 {
+			md["key-0"] = fmt.Sprint(id, "-", u)
+			if err := c.UpdateService(ctx, id, registry.ServicePatch{Metadata: md}); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	close(release)
-	eventually(t, w, "the backlog, three pages", func(s *watcher.Snapshot) bool { return len(s.Services()) == 5 })
+	eventually(t, w, "the backlog, three pages", func(s *watcher.Snapshot) bool {
+		last, ok := s.Service("backlog-149")
+		return ok && last.Metadata["key-0"] == "backlog-149-2"
+	})
+}
+
+// A registry that names a next page on every page (an off-by-one) does
+// not lift the bound: a page that is not full counts as a poll.
+func TestWatcherBoundsPagesThatAreNotFull(t *testing.T) {
+	t.Parallel()
+	var polls atomic.Int32
+	srv := testserver.Start(t, testserver.Options{
+		Wrap: func(h http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if !strings.HasSuffix(r.URL.Path, "/events") || r.Method != http.MethodGet {
+					h.ServeHTTP(w, r)
+					return
+				}
+				polls.Add(1)
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, r)
+				var page struct {
+					Values   []map[string]any `json:"values"`
+					Metadata map[string]any   `json:"metadata"`
+				}
+				body := rec.Body.Bytes()
+				if json.Unmarshal(body, &page) == nil && len(page.Values) > 0 {
+					page.Metadata["next_marker"] = page.Values[len(page.Values)-1]["id"]
+					body, _ = json.Marshal(page)
+				}
+				maps.Copy(w.Header(), rec.Header())
+				w.Header().Del("Content-Length")
+				w.WriteHeader(rec.Code)
+				w.Write(body)
+			})
+		},
+	})
+	c := client(t, srv, "watch-not-full")
+	w := start(t, watcher.Config{Client: c, Wait: 5 * time.Second, PollEvery: time.Hour, PollBurst: 1})
+	eventually(t, w, "the first sync", func(s *watcher.Snapshot) bool { return s.Synced })
+	ctx := context.Background()
+	if _, err := c.CreateService(ctx, registry.Service{ID: "svc-1", HeartbeatTimeout: 120}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, w, "the first join", func(s *watcher.Snapshot) bool { _, ok := s.Service("svc-1"); return ok })
+	time.Sleep(200 * time.Millisecond) // the polls the first join's pages lead to
+	before := polls.Load()
+	for i := range 10 {
+		if _, err := c.CreateService(ctx, registry.Service{ID: fmt.Sprint("stream-", i), HeartbeatTimeout: 120}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // long enough for polls to go out, were they allowed
+	if n := polls.Load() - before; n > 2 {
+		t.Errorf("%d polls of the feed for 10 writes, the bound spent; want at most the one waiting and its next page", n)
+	}
 }
 
 // longPolls returns a testserver Wrap that passes the body of every
