@@ -325,14 +325,52 @@ func TestWatcherCoalescesAStreamOfChanges(t *testing.T) {
 // after it wait, and no GET asks for them.
 func TestWatcherBoundsItsPolls(t *testing.T) {
 	t.Parallel()
+	if n := pollsPastTheBound(t, nil); n > 2 {
+		t.Errorf("%d polls of the feed for 10 writes past the bound; want none but stragglers", n)
+	}
+}
+
+// A registry that names a next page on every page (an off-by-one) does
+// not lift the bound: a page that is not full counts as a poll.
+func TestWatcherBoundsPagesThatAreNotFull(t *testing.T) {
+	t.Parallel()
+	nextAlways := func(body []byte) []byte {
+		var page struct {
+			Values   []map[string]any `json:"values"`
+			Metadata map[string]any   `json:"metadata"`
+		}
+		if json.Unmarshal(body, &page) != nil || len(page.Values) == 0 {
+			return body
+		}
+		page.Metadata["next_marker"] = page.Values[len(page.Values)-1]["id"]
+		out, _ := json.Marshal(page)
+		return out
+	}
+	if n := pollsPastTheBound(t, nextAlways); n > 2 {
+		t.Errorf("%d polls of the feed for 10 writes past the bound; want none but stragglers", n)
+	}
+}
+
+// pollsPastTheBound runs a watcher whose bound allows one poll after the
+// first, then none for an hour, on a registry whose events pages go
+// through page (nil: as they are): it spends the bound on a change, then
+// counts the polls of the feed while ten more are made.
+func pollsPastTheBound(t *testing.T, page func(body []byte) []byte) int32 {
+	t.Helper()
 	var polls atomic.Int32
 	srv := testserver.Start(t, testserver.Options{
 		Wrap: func(h http.Handler) http.Handler {
 			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				if strings.HasSuffix(r.URL.Path, "/events") && r.Method == http.MethodGet {
-					polls.Add(1)
+				if !strings.HasSuffix(r.URL.Path, "/events") || r.Method != http.MethodGet {
+					h.ServeHTTP(w, r)
+					return
 				}
-				h.ServeHTTP(w, r)
+				polls.Add(1)
+				if page == nil {
+					h.ServeHTTP(w, r)
+					return
+				}
+				rewritten(h, w, r, page)
 			})
 		},
 	})
@@ -340,26 +378,19 @@ func TestWatcherBoundsItsPolls(t *testing.T) {
 	w := start(t, watcher.Config{Client: c, Wait: 5 * time.Second, PollEvery: time.Hour, PollBurst: 1})
 	eventually(t, w, "the first sync", func(s *watcher.Snapshot) bool { return s.Synced })
 	ctx := context.Background()
-	create := func(id string) {
-		if _, err := c.CreateService(ctx, registry.Service{ID: id, HeartbeatTimeout: 120}); err != nil {
+	if _, err := c.CreateService(ctx, registry.Service{ID: "svc-1", HeartbeatTimeout: 120}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, w, "the first join", func(s *watcher.Snapshot) bool { _, ok := s.Service("svc-1"); return ok })
+	time.Sleep(200 * time.Millisecond) // the polls the first join leads to
+	before := polls.Load()
+	for i := range 10 {
+		if _, err := c.CreateService(ctx, registry.Service{ID: fmt.Sprint("stream-", i), HeartbeatTimeout: 120}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	create("svc-1")
-	eventually(t, w, "the first join", func(s *watcher.Snapshot) bool { _, ok := s.Service("svc-1"); return ok })
-	create("svc-2")
-	eventually(t, w, "the second join", func(s *watcher.Snapshot) bool { _, ok := s.Service("svc-2"); return ok })
-	before := polls.Load()
-	for i := range 10 {
-		create(fmt.Sprint("stream-", i))
-	}
-	time.Sleep(500 * time.Millisecond) // long enough for a poll to go out, were one allowed
-	if n := polls.Load() - before; n != 0 {
-		t.Errorf("%d polls of the feed after the burst, want none until PollEvery", n)
-	}
-	if _, ok := w.Snapshot().Service("stream-0"); ok {
-		t.Error("a change after the burst was fetched")
-	}
+	time.Sleep(500 * time.Millisecond) // long enough for polls to go out, were they allowed
+	return polls.Load() - before
 }
 
 // A full page that names a next one costs no poll of the bound: a watcher
@@ -407,56 +438,14 @@ func TestWatcherFollowsFullPagesAtOnce(t *testing.T) {
 	})
 }
 
-// A registry that names a next page on every page (an off-by-one) does
-// not lift the bound: a page that is not full counts as a poll.
-func TestWatcherBoundsPagesThatAreNotFull(t *testing.T) {
-	t.Parallel()
-	var polls atomic.Int32
-	srv := testserver.Start(t, testserver.Options{
-		Wrap: func(h http.Handler) http.Handler {
-			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				if !strings.HasSuffix(r.URL.Path, "/events") || r.Method != http.MethodGet {
-					h.ServeHTTP(w, r)
-					return
-				}
-				polls.Add(1)
-				rec := httptest.NewRecorder()
-				h.ServeHTTP(rec, r)
-				var page struct {
-					Values   []map[string]any `json:"values"`
-					Metadata map[string]any   `json:"metadata"`
-				}
-				body := rec.Body.Bytes()
-				if json.Unmarshal(body, &page) == nil && len(page.Values) > 0 {
-					page.Metadata["next_marker"] = page.Values[len(page.Values)-1]["id"]
-					body, _ = json.Marshal(page)
-				}
-				maps.Copy(w.Header(), rec.Header())
-				w.Header().Del("Content-Length")
-				w.WriteHeader(rec.Code)
-				w.Write(body)
-			})
-		},
-	})
-	c := client(t, srv, "watch-not-full")
-	w := start(t, watcher.Config{Client: c, Wait: 5 * time.Second, PollEvery: time.Hour, PollBurst: 1})
-	eventually(t, w, "the first sync", func(s *watcher.Snapshot) bool { return s.Synced })
-	ctx := context.Background()
-	if _, err := c.CreateService(ctx, registry.Service{ID: "svc-1", HeartbeatTimeout: 120}); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, w, "the first join", func(s *watcher.Snapshot) bool { _, ok := s.Service("svc-1"); return ok })
-	time.Sleep(200 * time.Millisecond) // the polls the first join's pages lead to
-	before := polls.Load()
-	for i := range 10 {
-		if _, err := c.CreateService(ctx, registry.Service{ID: fmt.Sprint("stream-", i), HeartbeatTimeout: 120}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	time.Sleep(500 * time.Millisecond) // long enough for polls to go out, were they allowed
-	if n := polls.Load() - before; n > 2 {
-		t.Errorf("%d polls of the feed for 10 writes, the bound spent; want at most the one waiting and its next page", n)
-	}
+// rewritten serves r through h, passing the answer's body through f.
+func rewritten(h http.Handler, w http.ResponseWriter, r *http.Request, f func(body []byte) []byte) {
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, r)
+	maps.Copy(w.Header(), rec.Header())
+	w.Header().Del("Content-Length")
+	w.WriteHeader(rec.Code)
+	w.Write(f(rec.Body.Bytes()))
 }
 
 // longPolls returns a testserver Wrap that passes the body of every
@@ -468,12 +457,7 @@ func longPolls(f func(body []byte) []byte) func(http.Handler) http.Handler {
 				h.ServeHTTP(w, r)
 				return
 			}
-			rec := httptest.NewRecorder()
-			h.ServeHTTP(rec, r)
-			maps.Copy(w.Header(), rec.Header())
-			w.Header().Del("Content-Length")
-			w.WriteHeader(rec.Code)
-			w.Write(f(rec.Body.Bytes()))
+			rewritten(h, w, r, f)
 		})
 	}
 }
