@@ -1222,13 +1222,13 @@ func TestSpellingsChoose(t *testing.T) {
 		t.Fatalf("a render without endpointsBy: %+v", got)
 	}
 	// Names not seen are kept, up to maxSpellings besides those seen,
-	// those seen last first when all were served as long.
+	// those seen last first when none was seen within spellingGrace.
 	full := spellings{}
 	for i := range maxSpellings + 10 {
 		at := t0.Add(time.Duration(i) * time.Second)
 		full[spellingKey("backend", fmt.Sprint("n", i))] = spelling{name: fmt.Sprint("N", i), seen: at, since: at}
 	}
-	got := step(full, "api", t0)
+	got := step(full, "api", t0.Add(3*time.Hour))
 	if len(got) != maxSpellings+1 || got.remembered(k) != "api" {
 		t.Fatalf("merged %d names (api: %q); want %d with api", len(got), got.remembered(k), maxSpellings+1)
 	}
@@ -1241,9 +1241,9 @@ func TestSpellingsChoose(t *testing.T) {
 		t.Error("the name seen last was dropped")
 	}
 	// Of the names seen within spellingGrace (a backend restarting), one
-	// served longer is kept before names seen as lately but served a
-	// moment (registered, then removed); a name gone for longer, however
-	// long it was served, goes first.
+	// served since earlier is kept before names seen as lately or later
+	// but first served after it (registered, then removed); a name gone
+	// for longer, however long it was served, goes first.
 	now := t0.Add(100 * time.Hour)
 	flood := spellings{}
 	for i := range maxSpellings {
@@ -1255,6 +1255,24 @@ func TestSpellingsChoose(t *testing.T) {
 	got = step(flood, "api", now)
 	if got.remembered(long) != "LONG" || got.remembered(gone) != "" || len(got) != maxSpellings+1 {
 		t.Errorf("kept %d names, long %q, gone %q; want %d, the backend restarting kept, the one long gone dropped", len(got), got.remembered(long), got.remembered(gone), maxSpellings+1)
+	}
+	// Names first served after the backend, seen since it went (shown
+	// again while it restarts), do not outlast it.
+	b := spellingKey("backend", "b")
+	later := spellings{b: {name: "B", since: now.Add(-time.Hour), seen: now.Add(-3 * time.Minute)}}
+	for i := range maxSpellings {
+		later[spellingKey("backend", fmt.Sprint("y", i))] = spelling{name: fmt.Sprint("Y", i), since: now.Add(-59 * time.Minute), seen: now.Add(-10 * time.Second)}
+	}
+	if got := step(later, "api", now); got.remembered(b) != "B" {
+		t.Errorf("a backend restarting lost its spelling to %d names served since after it", maxSpellings)
+	}
+	// A name back after the grace is served anew: shown once long ago, it
+	// does not count as served since then.
+	y := spellingKey("backend", "y")
+	back := spellings{}
+	back.choose(spellings{y: {name: "Y", since: t0, seen: t0}}, y, "Y", now)
+	if !back[y].since.Equal(now) {
+		t.Errorf("a name back after %v served since %v; want since now", now.Sub(t0), back[y].since)
 	}
 }
 

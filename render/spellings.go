@@ -1,7 +1,6 @@
 package render
 
 import (
-	"cmp"
 	"slices"
 	"time"
 )
@@ -25,18 +24,15 @@ const maxSpellings = 4096
 
 // spelling is a remembered spelling of a name; absent, if not zero, when
 // a render first found no good service with it; seen when a render last
-// found the name at all; since when a render first served this spelling
-// (in a state file written before it was kept, taken as seen); rival once
-// a render found a good service with another spelling of it.
+// found the name at all; since when renders started serving this
+// spelling, without a gap of spellingGrace (in a state file written
+// before it was kept, taken as seen); rival once a render found a good
+// service with another spelling of it.
 type spelling struct {
 	name                string
 	absent, seen, since time.Time
 	rival               bool
 }
-
-// served is how long renders served the spelling, from the first to the
-// last that found the name.
-func (sp spelling) served() time.Duration { return sp.seen.Sub(sp.since) }
 
 // spellings are a template's remembered spellings, by spellingKey; a map
 // stored is never changed.
@@ -65,7 +61,11 @@ func (next spellings) choose(prev spellings, k, served string, now time.Time) {
 	case !ok:
 		next[k] = spelling{name: served, seen: now, since: now}
 	case p.name == served:
-		next[k] = spelling{name: served, seen: now, since: p.since, rival: p.rival}
+		since := p.since
+		if now.Sub(p.seen) >= spellingGrace {
+			since = now // back after the grace: served anew, not all along
+		}
+		next[k] = spelling{name: served, seen: now, since: since, rival: p.rival}
 	case p.absent.IsZero():
 		next[k] = spelling{name: p.name, absent: now, seen: now, since: p.since, rival: true}
 	case now.Sub(p.absent) >= spellingGrace:
@@ -85,11 +85,12 @@ func (next spellings) contest(k string) {
 
 // merged is next and, up to maxSpellings of them, the names of prev that
 // this render did not see: first those seen within spellingGrace (a
-// backend whose services are all restarting), served longest first, then
-// the others, seen last first. Names come and go with registry data: the
-// names a render sees have no say in which are dropped (they would push
-// out the spelling of a backend whose services restart), nor names served
-// only briefly (registered a moment, then removed), and names long gone
+// backend whose services are all restarting), those served since the
+// earliest first, then the others, seen last first. Names come and go
+// with registry data: the names a render sees have no say in which are
+// dropped (they would push out the spelling of a backend whose services
+// restart), nor names served since later than the backend (registered
+// after it, however long kept or shown again since), and names long gone
 // age out whatever their past.
 func (next spellings) merged(prev spellings, now time.Time) spellings {
 	if next == nil {
@@ -112,7 +113,7 @@ func (next spellings) merged(prev spellings, now time.Time) spellings {
 				}
 				return 1
 			case rx:
-				if c := cmp.Compare(y.served(), x.served()); c != 0 {
+				if c := x.since.Compare(y.since); c != 0 {
 					return c
 				}
 			}
