@@ -3,6 +3,7 @@ package render
 import (
 	"cmp"
 	"fmt"
+	"iter"
 	"slices"
 	"strconv"
 	"strings"
@@ -59,18 +60,13 @@ func (st *execState) watch(call string, list []registry.Service) []registry.Serv
 
 // grouping is the lists of a groupByMeta call.
 type grouping struct {
-	call string         // groupByMeta "KEY"
-	n    map[string]int // by the call made of its parts (endpoints, whereMeta): their total
-	// counted are the calls counted, by call and the part they were made
-	// of: a part read twice the same way ({{if endpoints $s}}, then
-	// {{range endpoints $s}}) counts once.
-	counted map[partCall]bool
-}
-
-// partCall is a call made of a part.
-type partCall struct {
-	call string
-	part *registry.Service
+	call string // groupByMeta "KEY"
+	// kept are, by the call made of its parts (endpoints, whereMeta), the
+	// services the calls kept: their total counts each once, so that
+	// parts read twice ({{if endpoints $s}}, then {{range endpoints $s}})
+	// or overlapping (a part and a whereMeta of it) do not add up to more
+	// services than there are.
+	kept map[string]map[string]bool
 }
 
 // listID is what tells a list apart: the address of its first element,
@@ -107,24 +103,41 @@ func (st *execState) markPart(list []registry.Service, g *grouping) []registry.S
 	return list
 }
 
-// watchFrom records the list call made of from, n services: as a list of
-// its own, or, from being a part of a grouping, in the grouping's total
-// for call, once for each part. It returns list, made a part of from's
-// grouping if from is one.
-func (st *execState) watchFrom(from []registry.Service, call string, list []registry.Service, n int) []registry.Service {
+// watchFrom records the list call made of from, keeping the services
+// whose ids kept gives: as a list of its own, or, from being a part of a
+// grouping, in the grouping's total for call. It returns list, made a
+// part of from's grouping if from is one.
+func (st *execState) watchFrom(from []registry.Service, call string, list []registry.Service, kept iter.Seq[string]) []registry.Service {
 	g := st.partOf(from)
 	if g == nil {
+		n := 0
+		for range kept {
+			n++
+		}
 		st.watched = append(st.watched, watchedList{call, n})
 		return list
 	}
-	if _, ok := g.n[call]; !ok {
+	ids := g.kept[call]
+	if ids == nil {
+		ids = map[string]bool{}
+		g.kept[call] = ids
 		st.groupings = append(st.groupings, watchedGroup{g, call})
 	}
-	if k := (partCall{call, listID(from)}); !g.counted[k] {
-		g.counted[k] = true
-		g.n[call] += n
+	for id := range kept {
+		ids[id] = true
 	}
 	return st.markPart(list, g)
+}
+
+// idsOf gives the ids of list's services.
+func idsOf(list []registry.Service) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		for _, s := range list {
+			if !yield(s.ID) {
+				return
+			}
+		}
+	}
 }
 
 // watchedGroup is a call made of a grouping's parts, in the order first
@@ -138,7 +151,7 @@ type watchedGroup struct {
 func (st *execState) allWatched() []watchedList {
 	out := st.watched
 	for _, w := range st.groupings {
-		out = append(out, watchedList{fmt.Sprintf("%s of the lists of %s", w.call, w.g.call), w.g.n[w.call]})
+		out = append(out, watchedList{fmt.Sprintf("%s of the lists of %s", w.call, w.g.call), len(w.g.kept[w.call])})
 	}
 	return out
 }
@@ -215,7 +228,7 @@ func (st *execState) whereMeta(key, value string, list []registry.Service) []reg
 			out = append(out, s)
 		}
 	}
-	return st.watchFrom(list, fmt.Sprintf("whereMeta %q %q", key, value), out, len(out))
+	return st.watchFrom(list, fmt.Sprintf("whereMeta %q %q", key, value), out, idsOf(out))
 }
 
 // sortByMeta is sortByMeta, a part of a grouping sorted still one.
@@ -264,7 +277,7 @@ func compareMeta(a, b string) int {
 // groupByMeta is groupByMeta's lists, made parts of one grouping.
 func (st *execState) groupByMeta(key string, list []registry.Service) map[string][]registry.Service {
 	out := groupByMeta(key, list)
-	g := &grouping{call: fmt.Sprintf("groupByMeta %q", key), n: map[string]int{}, counted: map[partCall]bool{}}
+	g := &grouping{call: fmt.Sprintf("groupByMeta %q", key), kept: map[string]map[string]bool{}}
 	for _, part := range out {
 		st.markPart(part, g)
 	}

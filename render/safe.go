@@ -731,7 +731,13 @@ func (st *execState) endpoints(list []registry.Service) ([]Endpoint, error) {
 			out = append(out, *e)
 		}
 	}
-	st.watchFrom(list, "endpoints (refused services left out)", nil, len(out))
+	st.watchFrom(list, "endpoints (refused services left out)", nil, func(yield func(string) bool) {
+		for _, e := range out {
+			if !yield(e.Service.ID) {
+				return
+			}
+		}
+	})
 	return out, nil
 }
 

@@ -883,9 +883,9 @@ func TestMinInstancesCountsAGroupingAsOne(t *testing.T) {
 }
 
 // A group's list emptied by whereMeta is still the group's (a service of a
-// backend of its own, in another zone, holds nothing back), and a group's
-// list read twice the same way counts once (else one good service of two
-// would pass min_instances = 2).
+// backend of its own, in another zone, holds nothing back), and a service
+// counts once in a grouping's total, its lists read twice or overlapping
+// (else one good service of two would pass min_instances = 2).
 func TestMinInstancesGroupingEdges(t *testing.T) {
 	t.Parallel()
 	ep := func(id, ip, backend, zone string) registry.Service {
@@ -904,10 +904,17 @@ func TestMinInstancesGroupingEdges(t *testing.T) {
 	if err := render(zoned, snapshot(ep("api-1", "10.0.0.1", "api", "a"), ep("api-2", "10.0.0.2", "api", "a"), ep("evil", "10.0.0.9", "evil", "b"))); err != nil {
 		t.Errorf("a backend of its own in another zone: %v; want the render", err)
 	}
-	twice := `{{range $n, $s := groupByMeta "backend" (servicesWithTag "http")}}{{if endpoints $s}}{{range endpoints $s}}{{.HostPort}} {{end}}{{end}}{{end}}`
-	var guard *GuardError
-	if err := render(twice, snapshot(ep("api-1", "10.0.0.1", "api", "a"), ep("api-2", "0.0.0.0", "api", "a"), ep("x", "10.0.0.3", "", "a"))); !errors.As(err, &guard) {
-		t.Errorf("one good service of two, its list read twice: %v; want min_instances to refuse it", err)
+	oneGoodOfTwo := snapshot(ep("api-1", "10.0.0.1", "api", "a"), ep("api-2", "0.0.0.0", "api", "a"), ep("x", "10.0.0.3", "", "a"))
+	for name, list := range map[string]string{
+		"read twice":          `{{if endpoints $s}}{{range endpoints $s}}{{.HostPort}} {{end}}{{end}}`,
+		"whereMeta twice":     `{{if endpoints (whereMeta "zone" "a" $s)}}{{range endpoints (whereMeta "zone" "a" $s)}}{{.HostPort}} {{end}}{{end}}`,
+		"sortByMeta twice":    `{{if endpoints (sortByMeta "w" $s)}}{{range endpoints (sortByMeta "w" $s)}}{{.HostPort}} {{end}}{{end}}`,
+		"a part and its part": `{{range endpoints $s}}{{.HostPort}} {{end}}{{range endpoints (whereMeta "zone" "a" $s)}}{{.HostPort}} {{end}}`,
+	} {
+		var guard *GuardError
+		if err := render(`{{range $n, $s := groupByMeta "backend" (servicesWithTag "http")}}`+list+`{{end}}`, oneGoodOfTwo); !errors.As(err, &guard) {
+			t.Errorf("one good service of two, %s: %v; want min_instances to refuse it", name, err)
+		}
 	}
 }
 
