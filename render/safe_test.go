@@ -1247,39 +1247,36 @@ func TestSpellingsChoose(t *testing.T) {
 	if _, kept := got[spellingKey("backend", fmt.Sprint("n", maxSpellings+9))]; !kept {
 		t.Error("the name seen last was dropped")
 	}
-	// Of the names seen within spellingGrace (a backend restarting), one
-	// served since earlier is kept before names seen as lately or later
-	// but first served after it (registered, then removed); a name gone
-	// for longer, however long it was served, goes first.
+	// The names seen within spellingGrace (a backend restarting among
+	// them) are all kept, whatever the others; up to maxRecentSpellings,
+	// past which those first served after the backend go first.
 	now := t0.Add(100 * time.Hour)
 	flood := spellings{}
 	for i := range maxSpellings {
 		flood[spellingKey("backend", fmt.Sprint("x", i))] = spelling{name: fmt.Sprint("X", i), since: now.Add(-2 * time.Minute), seen: now.Add(-time.Minute)}
 	}
-	long, gone := spellingKey("backend", "long"), spellingKey("backend", "gone")
-	flood[long] = spelling{name: "LONG", since: now.Add(-48 * time.Hour), seen: now.Add(-time.Minute)}
+	b, gone := spellingKey("backend", "b"), spellingKey("backend", "gone")
+	flood[b] = spelling{name: "B", since: now.Add(-time.Hour), seen: now.Add(-3 * time.Minute)}
 	flood[gone] = spelling{name: "GONE", since: t0, seen: now.Add(-24 * time.Hour)}
 	got = step(flood, "api", now)
-	if got.remembered(long) != "LONG" || got.remembered(gone) != "" || len(got) != maxSpellings+1 {
-		t.Errorf("kept %d names, long %q, gone %q; want %d, the backend restarting kept, the one long gone dropped", len(got), got.remembered(long), got.remembered(gone), maxSpellings+1)
+	if got.remembered(b) != "B" || got.remembered(gone) != "GONE" || len(got) != maxSpellings+3 {
+		t.Errorf("kept %d names, b %q, gone %q; want all %d", len(got), got.remembered(b), got.remembered(gone), maxSpellings+3)
 	}
-	// Names first served after the backend, seen since it went (shown
-	// again while it restarts), do not outlast it.
-	b := spellingKey("backend", "b")
-	later := spellings{b: {name: "B", since: now.Add(-time.Hour), seen: now.Add(-3 * time.Minute)}}
-	for i := range maxSpellings {
-		later[spellingKey("backend", fmt.Sprint("y", i))] = spelling{name: fmt.Sprint("Y", i), since: now.Add(-59 * time.Minute), seen: now.Add(-10 * time.Second)}
+	for i := range maxRecentSpellings {
+		flood[spellingKey("backend", fmt.Sprint("y", i))] = spelling{name: fmt.Sprint("Y", i), since: now.Add(-59 * time.Minute), seen: now.Add(-10 * time.Second)}
 	}
-	if got := step(later, "api", now); got.remembered(b) != "B" {
-		t.Errorf("a backend restarting lost its spelling to %d names served since after it", maxSpellings)
+	if got := step(flood, "api", now); got.remembered(b) != "B" || len(got) != maxRecentSpellings+2 {
+		t.Errorf("past maxRecentSpellings, kept %d names, b %q; want b and %d", len(got), got.remembered(b), maxRecentSpellings+2)
 	}
 	// A name back after the grace is served anew: shown once long ago, it
 	// does not count as served since then.
 	y := spellingKey("backend", "y")
-	back := spellings{}
-	back.choose(spellings{y: {name: "Y", since: t0, seen: t0}}, y, "Y", now)
-	if !back[y].since.Equal(now) {
-		t.Errorf("a name back after %v served since %v; want since now", now.Sub(t0), back[y].since)
+	for _, served := range []string{"Y", "y"} { // in its spelling, or another
+		back := spellings{}
+		back.choose(spellings{y: {name: "Y", since: t0, seen: t0}}, y, served, now)
+		if !back[y].since.Equal(now) {
+			t.Errorf("a name back as %q after %v served since %v; want since now", served, now.Sub(t0), back[y].since)
+		}
 	}
 }
 

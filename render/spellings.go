@@ -17,10 +17,17 @@ import (
 // good more.
 const spellingGrace = 10 * time.Minute
 
-// maxSpellings bounds the names remembered that the last render did not
-// see (names come from registry data). The names a render saw are all
-// kept: they are the snapshot's, which bounds them.
-const maxSpellings = 4096
+// maxSpellings bounds the names remembered that renders have not seen
+// within spellingGrace (names come from registry data). The names a
+// render saw are all kept: they are the snapshot's, which bounds them.
+// So are those seen within spellingGrace, up to maxRecentSpellings: a
+// backend whose services all restart is one of them, and a flood of
+// other names (as many as the registry took writes in the grace) must
+// not push it out.
+const (
+	maxSpellings       = 4096
+	maxRecentSpellings = 1 << 16
+)
 
 // spelling is a remembered spelling of a name; absent, if not zero, when
 // a render first found no good service with it; seen when a render last
@@ -57,21 +64,21 @@ func (next spellings) choose(prev spellings, k, served string, now time.Time) {
 	if cur, seen := next[k]; seen && cur.absent.IsZero() && (!ok || cur.name == p.name) {
 		return // the remembered spelling (or, none, the first) served by an earlier call
 	}
+	since := p.since
+	if now.Sub(p.seen) >= spellingGrace {
+		since = now // back after the grace, in any spelling: served anew, not all along
+	}
 	switch {
 	case !ok:
 		next[k] = spelling{name: served, seen: now, since: now}
 	case p.name == served:
-		since := p.since
-		if now.Sub(p.seen) >= spellingGrace {
-			since = now // back after the grace: served anew, not all along
-		}
 		next[k] = spelling{name: served, seen: now, since: since, rival: p.rival}
 	case p.absent.IsZero():
-		next[k] = spelling{name: p.name, absent: now, seen: now, since: p.since, rival: true}
+		next[k] = spelling{name: p.name, absent: now, seen: now, since: since, rival: true}
 	case now.Sub(p.absent) >= spellingGrace:
 		next[k] = spelling{name: served, seen: now, since: now, rival: true}
 	default:
-		next[k] = spelling{name: p.name, absent: p.absent, seen: now, since: p.since, rival: true}
+		next[k] = spelling{name: p.name, absent: p.absent, seen: now, since: since, rival: true}
 	}
 }
 
@@ -83,45 +90,42 @@ func (next spellings) contest(k string) {
 	next[k] = sp
 }
 
-// merged is next and, up to maxSpellings of them, the names of prev that
-// this render did not see: first those seen within spellingGrace (a
-// backend whose services are all restarting), those served since the
-// earliest first, then the others, seen last first. Names come and go
-// with registry data: the names a render sees have no say in which are
-// dropped (they would push out the spelling of a backend whose services
-// restart), nor names served since later than the backend (registered
-// after it, however long kept or shown again since), and names long gone
-// age out whatever their past.
+// merged is next and the names of prev that this render did not see: all
+// those seen within spellingGrace (a backend whose services are all
+// restarting), up to maxRecentSpellings, those served since the earliest
+// first; and up to maxSpellings of the others, those seen last first.
+// Names come and go with registry data: the names a render sees, and
+// those it saw lately, have no say in which are dropped, and names long
+// gone age out whatever their past.
 func (next spellings) merged(prev spellings, now time.Time) spellings {
 	if next == nil {
 		next = spellings{}
 	}
-	var unseen []string
-	for k := range prev {
-		if _, ok := next[k]; !ok {
-			unseen = append(unseen, k)
+	var recent, old []string
+	for k, sp := range prev {
+		switch _, ok := next[k]; {
+		case ok:
+		case now.Sub(sp.seen) < spellingGrace:
+			recent = append(recent, k)
+		default:
+			old = append(old, k)
 		}
 	}
-	if len(unseen) > maxSpellings {
-		recent := func(sp spelling) bool { return now.Sub(sp.seen) < spellingGrace }
-		slices.SortFunc(unseen, func(a, b string) int {
-			x, y := prev[a], prev[b]
-			switch rx, ry := recent(x), recent(y); {
-			case rx != ry:
-				if rx {
-					return -1
-				}
-				return 1
-			case rx:
-				if c := x.since.Compare(y.since); c != 0 {
-					return c
-				}
+	lastSeen := func(a, b string) int { return prev[b].seen.Compare(prev[a].seen) }
+	if len(recent) > maxRecentSpellings {
+		slices.SortFunc(recent, func(a, b string) int {
+			if c := prev[a].since.Compare(prev[b].since); c != 0 {
+				return c
 			}
-			return y.seen.Compare(x.seen)
+			return lastSeen(a, b)
 		})
-		unseen = unseen[:maxSpellings]
+		recent = recent[:maxRecentSpellings]
 	}
-	for _, k := range unseen {
+	if len(old) > maxSpellings {
+		slices.SortFunc(old, lastSeen)
+		old = old[:maxSpellings]
+	}
+	for _, k := range slices.Concat(recent, old) {
 		next[k] = prev[k]
 	}
 	return next

@@ -95,8 +95,11 @@ func persisted(s spellings) spellings {
 }
 
 // sameChoices reports whether the spellings of s that are saved are
-// saved's, with the same times of absence (the times seen only order what
-// is dropped past maxSpellings, and change at every render).
+// saved's, with the same times of absence and first served, and times
+// last seen within half of spellingGrace of the saved ones (they change
+// at every render, and order what is dropped: a renderer started anew
+// must not take a name served all along for one gone since the file was
+// written, and serve it anew).
 func sameChoices(s, saved spellings) bool {
 	n := 0
 	for k, x := range s {
@@ -105,7 +108,7 @@ func sameChoices(s, saved spellings) bool {
 		}
 		n++
 		y, ok := saved[k]
-		if !ok || x.name != y.name || !x.absent.Equal(y.absent) {
+		if !ok || x.name != y.name || !x.absent.Equal(y.absent) || !x.since.Equal(y.since) || x.seen.Sub(y.seen) >= spellingGrace/2 {
 			return false
 		}
 	}

@@ -265,3 +265,26 @@ func TestSpellingsStateWithoutSince(t *testing.T) {
 		t.Errorf("decoded %+v; want API, first served when last seen", sp)
 	}
 }
+
+// The state file is written again once the times a name was last seen
+// moved on by half the grace: a renderer started anew must not take a
+// backend served all along for one gone since the file was written (and
+// serve it anew, as if first served then).
+func TestSpellingsStateKeepsSeenCurrent(t *testing.T) {
+	t.Parallel()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	k := spellingKey("backend", "api")
+	saved := spellings{k: {name: "API", since: t0, seen: t0}}
+	for _, tc := range []struct {
+		seen time.Time
+		same bool
+	}{
+		{t0.Add(time.Minute), true},
+		{t0.Add(spellingGrace / 2), false},
+	} {
+		now := spellings{k: {name: "API", since: t0, seen: tc.seen}}
+		if got := sameChoices(now, saved); got != tc.same {
+			t.Errorf("seen %v after the saved time: same %v, want %v", tc.seen.Sub(t0), got, tc.same)
+		}
+	}
+}
