@@ -274,10 +274,14 @@ func compareMeta(a, b string) int {
 	return strings.Compare(a, b)
 }
 
-// groupByMeta is groupByMeta's lists, made parts of one grouping.
+// groupByMeta is groupByMeta's lists, made parts of one grouping: a new
+// one, or, grouping a part, the part's (groups of groups count as one).
 func (st *execState) groupByMeta(key string, list []registry.Service) map[string][]registry.Service {
 	out := groupByMeta(key, list)
-	g := &grouping{call: fmt.Sprintf("groupByMeta %q", key), kept: map[string]map[string]bool{}}
+	g := st.partOf(list)
+	if g == nil {
+		g = &grouping{call: fmt.Sprintf("groupByMeta %q", key), kept: map[string]map[string]bool{}}
+	}
 	for _, part := range out {
 		st.markPart(part, g)
 	}

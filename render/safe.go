@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"maps"
 	"math"
 	"net/netip"
@@ -731,14 +732,19 @@ func (st *execState) endpoints(list []registry.Service) ([]Endpoint, error) {
 			out = append(out, *e)
 		}
 	}
-	st.watchFrom(list, "endpoints (refused services left out)", nil, func(yield func(string) bool) {
-		for _, e := range out {
+	st.watchFrom(list, "endpoints (refused services left out)", nil, endpointIDs(out))
+	return out, nil
+}
+
+// endpointIDs gives the ids of the endpoints' services.
+func endpointIDs(eps []Endpoint) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		for _, e := range eps {
 			if !yield(e.Service.ID) {
 				return
 			}
 		}
-	})
-	return out, nil
+	}
 }
 
 // endpointsBy groups the endpoints of a list by a metadata key whose value
@@ -816,7 +822,6 @@ func (st *execState) groupEndpoints(fn, key string, list []registry.Service, fol
 		st.spellings.contest(spellingKey(key, folded))
 	}
 	out := map[string][]Endpoint{}
-	n := 0
 	for i, s := range list {
 		v, ok := s.Metadata[key]
 		if !ok {
@@ -833,9 +838,16 @@ func (st *execState) groupEndpoints(fn, key string, list []registry.Service, fol
 			continue
 		}
 		out[v] = append(out[v], checks[i].e)
-		n++
 	}
-	st.watched = append(st.watched, watchedList{fmt.Sprintf("%s %q (refused services left out)", fn, key), n})
+	st.watchFrom(list, fmt.Sprintf("%s %q (refused services left out)", fn, key), nil, func(yield func(string) bool) {
+		for _, eps := range out {
+			for id := range endpointIDs(eps) {
+				if !yield(id) {
+					return
+				}
+			}
+		}
+	})
 	return out, nil
 }
 

@@ -882,8 +882,9 @@ func TestMinInstancesCountsAGroupingAsOne(t *testing.T) {
 	}
 }
 
-// A group's list emptied by whereMeta is still the group's (a service of a
-// backend of its own, in another zone, holds nothing back), and a service
+// A group's list emptied by whereMeta is still the group's, and so are
+// groups of a group and endpointsBy of one (a service of a backend of its
+// own, in another zone, holds nothing back), and a service
 // counts once in a grouping's total, its lists read twice or overlapping
 // (else one good service of two would pass min_instances = 2).
 func TestMinInstancesGroupingEdges(t *testing.T) {
@@ -900,9 +901,15 @@ func TestMinInstancesGroupingEdges(t *testing.T) {
 		_, _, err := tp.execute(context.Background(), snap)
 		return err
 	}
-	zoned := `{{range $n, $s := groupByMeta "backend" (servicesWithTag "http")}}{{range endpoints (sortByMeta "weight" (whereMeta "zone" "a" $s))}}{{.HostPort}} {{end}}{{end}}`
-	if err := render(zoned, snapshot(ep("api-1", "10.0.0.1", "api", "a"), ep("api-2", "10.0.0.2", "api", "a"), ep("evil", "10.0.0.9", "evil", "b"))); err != nil {
-		t.Errorf("a backend of its own in another zone: %v; want the render", err)
+	evilOfItsOwn := snapshot(ep("api-1", "10.0.0.1", "api", "a"), ep("api-2", "10.0.0.2", "api", "a"), ep("evil", "10.0.0.9", "evil", "b"))
+	for name, tmpl := range map[string]string{
+		"whereMeta emptied": `{{range $n, $s := groupByMeta "backend" (servicesWithTag "http")}}{{range endpoints (sortByMeta "weight" (whereMeta "zone" "a" $s))}}{{.HostPort}} {{end}}{{end}}`,
+		"groups of groups":  `{{range $n, $s := groupByMeta "backend" (servicesWithTag "http")}}{{range $z, $zs := groupByMeta "zone" $s}}{{range endpoints $zs}}{{.HostPort}} {{end}}{{end}}{{end}}`,
+		"endpointsBy":       `{{range $z, $s := groupByMeta "zone" (servicesWithTag "http")}}{{range $b, $eps := endpointsBy "backend" $s}}{{$b}} {{end}}{{end}}`,
+	} {
+		if err := render(tmpl, evilOfItsOwn); err != nil {
+			t.Errorf("%s, a backend of its own in another zone: %v; want the render", name, err)
+		}
 	}
 	oneGoodOfTwo := snapshot(ep("api-1", "10.0.0.1", "api", "a"), ep("api-2", "0.0.0.0", "api", "a"), ep("x", "10.0.0.3", "", "a"))
 	for name, list := range map[string]string{
