@@ -26,7 +26,7 @@ import (
 // take the name "API", and its traffic.
 
 // maxStateFile bounds what is read of a state file; a template's file
-// holds at most a few thousand names of up to maxIdentifier bytes.
+// holds at most maxSavedSpellings names of up to maxIdentifier bytes.
 const maxStateFile = 16 << 20
 
 // stateFile is the content of a state file.
@@ -83,15 +83,63 @@ func persists(sp spelling) bool {
 	return sp.rival || !sp.absent.IsZero() || sp.name != strings.ToLower(sp.name)
 }
 
-// persisted is what of s is saved.
+// persisted is what of s is saved: up to maxSavedSpellings, the contested
+// names first (ever beside another spelling, or waiting out their grace),
+// then those seen last, then those served since the earliest.
 func persisted(s spellings) spellings {
-	keep := spellings{}
+	var ks []string
 	for k, sp := range s {
 		if persists(sp) {
-			keep[k] = sp
+			ks = append(ks, k)
 		}
 	}
+	if len(ks) > maxSavedSpellings {
+		contested := func(sp spelling) bool { return sp.rival || !sp.absent.IsZero() }
+		slices.SortFunc(ks, func(a, b string) int {
+			x, y := s[a], s[b]
+			if cx, cy := contested(x), contested(y); cx != cy {
+				if cx {
+					return -1
+				}
+				return 1
+			}
+			if c := y.seen.Compare(x.seen); c != 0 {
+				return c
+			}
+			return x.since.Compare(y.since)
+		})
+		ks = ks[:maxSavedSpellings]
+	}
+	keep := make(spellings, len(ks))
+	for _, k := range ks {
+		keep[k] = s[k]
+	}
 	return keep
+}
+
+// maxSavedSpellings bounds the names a state file holds: some 300 bytes
+// each, well under maxStateFile, which a reader refuses past (a template
+// may remember more: the names its renders see, and those seen lately).
+const maxSavedSpellings = 32768
+
+// urgent reports whether s, to be saved over saved, changes a choice: a
+// contested name new or changed, or a saved name whose spelling or
+// absence changed. Other changes (a name not contested, new or dropped;
+// the times seen and first served) are written at most every
+// spellingGrace/2: a registry whose names keep changing would otherwise
+// have the whole file written at every pass.
+func urgent(s, saved spellings) bool {
+	for k, x := range s {
+		y, ok := saved[k]
+		switch {
+		case !persists(x):
+		case !ok && (x.rival || !x.absent.IsZero()):
+			return true
+		case ok && (x.name != y.name || !x.absent.Equal(y.absent) || x.rival != y.rival):
+			return true
+		}
+	}
+	return false
 }
 
 // sameChoices reports whether the spellings of s that are saved are
@@ -220,6 +268,9 @@ func (r *Renderer) saveSpellings(ts []*Template) {
 		if sameChoices(*p, st.saved[path]) { // none saved yet: whether any needs saving
 			continue
 		}
+		if !urgent(*p, st.saved[path]) && time.Since(st.written[path]) < spellingGrace/2 {
+			continue
+		}
 		keep := persisted(*p)
 		data, err := json.MarshalIndent(stateFile{Destination: stateDest(t.Destination), Spellings: encodeSpellings(keep)}, "", "\t")
 		if err == nil {
@@ -239,6 +290,7 @@ func (r *Renderer) saveSpellings(ts []*Template) {
 				delete(st.failing, path)
 			}
 			st.saved[path] = keep
+			st.written[path] = time.Now()
 		}
 	}
 }
@@ -249,11 +301,12 @@ func (r *Renderer) saveSpellings(ts []*Template) {
 type stateFiles struct {
 	saved   map[string]spellings
 	failing map[string]bool
+	written map[string]time.Time // when the renderer last wrote the file
 }
 
 func (r *Renderer) state() *stateFiles {
 	if r.stateFiles.saved == nil {
-		r.stateFiles = stateFiles{saved: map[string]spellings{}, failing: map[string]bool{}}
+		r.stateFiles = stateFiles{saved: map[string]spellings{}, failing: map[string]bool{}, written: map[string]time.Time{}}
 	}
 	return &r.stateFiles
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -286,5 +287,57 @@ func TestSpellingsStateKeepsSeenCurrent(t *testing.T) {
 		if got := sameChoices(now, saved); got != tc.same {
 			t.Errorf("seen %v after the saved time: same %v, want %v", tc.seen.Sub(t0), got, tc.same)
 		}
+	}
+}
+
+// A name that is not contested, new in a pass, is written with the next
+// write at most spellingGrace/2 later, not at once: a registry whose
+// names keep changing would have the whole file written at every pass. A
+// contested one is written at once.
+func TestSpellingsStateWritesNewNamesLater(t *testing.T) {
+	t.Parallel()
+	state, dir := t.TempDir(), t.TempDir()
+	cfg := TemplateConfig{Contents: spellTemplate, Destination: filepath.Join(dir, "out")}
+	r := NewRenderer(nil, nil, nil)
+	r.StateDir = state
+	set := newSet(t, cfg)
+	saved := func() string {
+		t.Helper()
+		return readFile(t, statePath(state, cfg.Destination))
+	}
+	r.Pass(context.Background(), set, snapshot(backendEP("a-1", "API")))
+	if !strings.Contains(saved(), `"API"`) {
+		t.Fatalf("the first pass saved %s", saved())
+	}
+	r.Pass(context.Background(), set, snapshot(backendEP("a-1", "API"), backendEP("b-1", "BAR")))
+	if strings.Contains(saved(), `"BAR"`) {
+		t.Errorf("a new name not contested was written at once: %s", saved())
+	}
+	r.Pass(context.Background(), set, snapshot(backendEP("a-1", "API"), backendEP("a-0", "api"), backendEP("b-1", "BAR")))
+	if got := saved(); !strings.Contains(got, `"rival": true`) || !strings.Contains(got, `"BAR"`) {
+		t.Errorf("a contested name was not written at once, with the others: %s", got)
+	}
+}
+
+// A state file holds at most maxSavedSpellings names, the contested ones
+// first, whatever a template remembers: else the renderer could write a
+// file that it refuses, past maxStateFile, to read at its next start.
+func TestSpellingsStateFileIsBounded(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	s := spellings{}
+	for i := range maxSavedSpellings + 1000 {
+		name := fmt.Sprintf("N%064d", i)[:maxIdentifier]
+		s[spellingKey("backend", strings.ToLower(name))] = spelling{name: name, since: now, seen: now.Add(time.Duration(i) * time.Millisecond)}
+	}
+	contested := spellingKey("backend", "api")
+	s[contested] = spelling{name: "API", since: now, seen: now.Add(-time.Hour), absent: now, rival: true}
+	keep := persisted(s)
+	if len(keep) != maxSavedSpellings || keep.remembered(contested) != "API" {
+		t.Fatalf("saved %d names (API %q); want %d with API", len(keep), keep.remembered(contested), maxSavedSpellings)
+	}
+	data, err := json.MarshalIndent(stateFile{Destination: "/x", Spellings: encodeSpellings(keep)}, "", "\t")
+	if err != nil || len(data) > maxStateFile {
+		t.Errorf("the file takes %d bytes (%v); a reader takes %d", len(data), err, maxStateFile)
 	}
 }
