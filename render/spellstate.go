@@ -26,7 +26,7 @@ import (
 // take the name "API", and its traffic.
 
 // maxStateFile bounds what is read of a state file; a template's file
-// holds at most maxSavedSpellings names of up to maxIdentifier bytes.
+// holds at most maxSavedSpellings names and maxSavedBytes.
 const maxStateFile = 16 << 20
 
 // stateFile is the content of a state file.
@@ -80,24 +80,31 @@ func encodeSpellings(s spellings) []savedSpell {
 // never beside another spelling) is not, so that the file holds the few
 // names that need it.
 func persists(sp spelling) bool {
-	return sp.rival || !sp.absent.IsZero() || sp.name != strings.ToLower(sp.name)
+	return sp.contested() || sp.name != strings.ToLower(sp.name)
 }
 
-// persisted is what of s is saved: up to maxSavedSpellings, the contested
-// names first (ever beside another spelling, or waiting out their grace),
-// then those seen last, then those served since the earliest.
+// contested reports whether the name was ever beside another spelling, or
+// is waiting out its grace.
+func (sp spelling) contested() bool { return sp.rival || !sp.absent.IsZero() }
+
+// persisted is what of s is saved: the contested names first, then those
+// seen last, then those served since the earliest, up to
+// maxSavedSpellings names and maxSavedBytes of them (a reader refuses a
+// file past maxStateFile; a template may remember more: the names its
+// renders see, and those seen lately).
 func persisted(s spellings) spellings {
 	var ks []string
+	size, keyLen := 0, map[string]int{}
 	for k, sp := range s {
 		if persists(sp) {
 			ks = append(ks, k)
+			size += savedSize(k, sp, keyLen)
 		}
 	}
-	if len(ks) > maxSavedSpellings {
-		contested := func(sp spelling) bool { return sp.rival || !sp.absent.IsZero() }
+	if len(ks) > maxSavedSpellings || size > maxSavedBytes {
 		slices.SortFunc(ks, func(a, b string) int {
 			x, y := s[a], s[b]
-			if cx, cy := contested(x), contested(y); cx != cy {
+			if cx, cy := x.contested(), y.contested(); cx != cy {
 				if cx {
 					return -1
 				}
@@ -108,7 +115,14 @@ func persisted(s spellings) spellings {
 			}
 			return x.since.Compare(y.since)
 		})
-		ks = ks[:maxSavedSpellings]
+		n, size := 0, 0
+		for n < len(ks) && n < maxSavedSpellings {
+			if size += savedSize(ks[n], s[ks[n]], keyLen); size > maxSavedBytes {
+				break
+			}
+			n++
+		}
+		ks = ks[:n]
 	}
 	keep := make(spellings, len(ks))
 	for _, k := range ks {
@@ -117,10 +131,26 @@ func persisted(s spellings) spellings {
 	return keep
 }
 
-// maxSavedSpellings bounds the names a state file holds: some 300 bytes
-// each, well under maxStateFile, which a reader refuses past (a template
-// may remember more: the names its renders see, and those seen lately).
-const maxSavedSpellings = 32768
+// savedSize is about what the entry of sp takes in a state file, at
+// most: its metadata key and name as JSON strings, its times and the
+// rest. keyLen caches the keys' (a template has one or a few).
+func savedSize(k string, sp spelling, keyLen map[string]int) int {
+	key, _, _ := strings.Cut(k, "\x00")
+	n, ok := keyLen[key]
+	if !ok {
+		b, _ := json.Marshal(key)
+		n = len(b)
+		keyLen[key] = n
+	}
+	return n + len(sp.name) + 256
+}
+
+// maxSavedSpellings and maxSavedBytes bound what a state file holds, well
+// under maxStateFile.
+const (
+	maxSavedSpellings = 32768
+	maxSavedBytes     = maxStateFile * 3 / 4
+)
 
 // urgent reports whether s, to be saved over saved, changes a choice: a
 // contested name new or changed, or a saved name whose spelling or
@@ -133,7 +163,7 @@ func urgent(s, saved spellings) bool {
 		y, ok := saved[k]
 		switch {
 		case !persists(x):
-		case !ok && (x.rival || !x.absent.IsZero()):
+		case !ok && x.contested():
 			return true
 		case ok && (x.name != y.name || !x.absent.Equal(y.absent) || x.rival != y.rival):
 			return true
@@ -143,11 +173,11 @@ func urgent(s, saved spellings) bool {
 }
 
 // sameChoices reports whether the spellings of s that are saved are
-// saved's, with the same times of absence and first served, and times
-// last seen within half of spellingGrace of the saved ones (they change
-// at every render, and order what is dropped: a renderer started anew
-// must not take a name served all along for one gone since the file was
-// written, and serve it anew).
+// saved's, as contested, with the same times of absence and first
+// served, and times last seen within half of spellingGrace of the saved
+// ones (they change at every render, and order what is dropped: a
+// renderer started anew must not take a name served all along for one
+// gone since the file was written, and serve it anew).
 func sameChoices(s, saved spellings) bool {
 	n := 0
 	for k, x := range s {
@@ -156,7 +186,7 @@ func sameChoices(s, saved spellings) bool {
 		}
 		n++
 		y, ok := saved[k]
-		if !ok || x.name != y.name || !x.absent.Equal(y.absent) || !x.since.Equal(y.since) || x.seen.Sub(y.seen) >= spellingGrace/2 {
+		if !ok || x.name != y.name || x.rival != y.rival || !x.absent.Equal(y.absent) || !x.since.Equal(y.since) || x.seen.Sub(y.seen) >= spellingGrace/2 {
 			return false
 		}
 	}
@@ -265,13 +295,13 @@ func (r *Renderer) saveSpellings(ts []*Template) {
 			continue
 		}
 		path := statePath(r.StateDir, t.Destination)
-		if sameChoices(*p, st.saved[path]) { // none saved yet: whether any needs saving
-			continue
-		}
-		if !urgent(*p, st.saved[path]) && time.Since(st.written[path]) < spellingGrace/2 {
-			continue
-		}
 		keep := persisted(*p)
+		if sameChoices(keep, st.saved[path]) { // none saved yet: whether any needs saving
+			continue
+		}
+		if !urgent(keep, st.saved[path]) && r.now().Sub(st.written[path]) < spellingGrace/2 {
+			continue
+		}
 		data, err := json.MarshalIndent(stateFile{Destination: stateDest(t.Destination), Spellings: encodeSpellings(keep)}, "", "\t")
 		if err == nil {
 			err = fsync.MkdirAll(r.StateDir, 0o700)
@@ -290,7 +320,7 @@ func (r *Renderer) saveSpellings(ts []*Template) {
 				delete(st.failing, path)
 			}
 			st.saved[path] = keep
-			st.written[path] = time.Now()
+			st.written[path] = r.now()
 		}
 	}
 }

@@ -290,16 +290,18 @@ func TestSpellingsStateKeepsSeenCurrent(t *testing.T) {
 	}
 }
 
-// A name that is not contested, new in a pass, is written with the next
-// write at most spellingGrace/2 later, not at once: a registry whose
-// names keep changing would have the whole file written at every pass. A
-// contested one is written at once.
+// A name that is not contested, new in a pass, is written with the first
+// write spellingGrace/2 or more after the last, not at once: a registry
+// whose names keep changing would have the whole file written at every
+// pass. A contested one is written at once.
 func TestSpellingsStateWritesNewNamesLater(t *testing.T) {
 	t.Parallel()
 	state, dir := t.TempDir(), t.TempDir()
 	cfg := TemplateConfig{Contents: spellTemplate, Destination: filepath.Join(dir, "out")}
+	clock := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	r := NewRenderer(nil, nil, nil)
 	r.StateDir = state
+	r.now = func() time.Time { return clock }
 	set := newSet(t, cfg)
 	saved := func() string {
 		t.Helper()
@@ -309,35 +311,49 @@ func TestSpellingsStateWritesNewNamesLater(t *testing.T) {
 	if !strings.Contains(saved(), `"API"`) {
 		t.Fatalf("the first pass saved %s", saved())
 	}
-	r.Pass(context.Background(), set, snapshot(backendEP("a-1", "API"), backendEP("b-1", "BAR")))
+	withBar := snapshot(backendEP("a-1", "API"), backendEP("b-1", "BAR"))
+	r.Pass(context.Background(), set, withBar)
 	if strings.Contains(saved(), `"BAR"`) {
 		t.Errorf("a new name not contested was written at once: %s", saved())
 	}
-	r.Pass(context.Background(), set, snapshot(backendEP("a-1", "API"), backendEP("a-0", "api"), backendEP("b-1", "BAR")))
-	if got := saved(); !strings.Contains(got, `"rival": true`) || !strings.Contains(got, `"BAR"`) {
-		t.Errorf("a contested name was not written at once, with the others: %s", got)
+	clock = clock.Add(spellingGrace / 2)
+	r.Pass(context.Background(), set, withBar)
+	if !strings.Contains(saved(), `"BAR"`) {
+		t.Errorf("a new name not contested was not written %v later: %s", spellingGrace/2, saved())
+	}
+	// (Spellings are saved with a change of the group's files.)
+	r.Pass(context.Background(), set, snapshot(backendEP("a-1", "API"), backendEP("a-0", "api"), backendEP("b-1", "BAR"), backendEP("c-1", "c")))
+	if got := saved(); !strings.Contains(got, `"rival": true`) {
+		t.Errorf("a contested name was not written at once: %s", got)
 	}
 }
 
-// A state file holds at most maxSavedSpellings names, the contested ones
-// first, whatever a template remembers: else the renderer could write a
-// file that it refuses, past maxStateFile, to read at its next start.
+// A state file holds at most maxSavedSpellings names and maxSavedBytes,
+// the contested ones first, whatever a template remembers and however
+// long its metadata key: else the renderer could write a file that it
+// refuses, past maxStateFile, to read at its next start. Cut so, it is
+// not written again at every pass.
 func TestSpellingsStateFileIsBounded(t *testing.T) {
 	t.Parallel()
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	s := spellings{}
-	for i := range maxSavedSpellings + 1000 {
-		name := fmt.Sprintf("N%064d", i)[:maxIdentifier]
-		s[spellingKey("backend", strings.ToLower(name))] = spelling{name: name, since: now, seen: now.Add(time.Duration(i) * time.Millisecond)}
-	}
-	contested := spellingKey("backend", "api")
-	s[contested] = spelling{name: "API", since: now, seen: now.Add(-time.Hour), absent: now, rival: true}
-	keep := persisted(s)
-	if len(keep) != maxSavedSpellings || keep.remembered(contested) != "API" {
-		t.Fatalf("saved %d names (API %q); want %d with API", len(keep), keep.remembered(contested), maxSavedSpellings)
-	}
-	data, err := json.MarshalIndent(stateFile{Destination: "/x", Spellings: encodeSpellings(keep)}, "", "\t")
-	if err != nil || len(data) > maxStateFile {
-		t.Errorf("the file takes %d bytes (%v); a reader takes %d", len(data), err, maxStateFile)
+	for _, key := range []string{"backend", strings.Repeat("<k>", 85)} {
+		s := spellings{}
+		for i := range maxSavedSpellings + 1000 {
+			name := fmt.Sprintf("N%064d", i)[:maxIdentifier]
+			s[spellingKey(key, strings.ToLower(name))] = spelling{name: name, since: now, seen: now.Add(time.Duration(i) * time.Millisecond)}
+		}
+		contested := spellingKey(key, "api")
+		s[contested] = spelling{name: "API", since: now, seen: now.Add(-time.Hour), absent: now, rival: true}
+		keep := persisted(s)
+		if len(keep) > maxSavedSpellings || keep.remembered(contested) != "API" {
+			t.Fatalf("key of %d bytes: saved %d names (API %q); want at most %d, with API", len(key), len(keep), keep.remembered(contested), maxSavedSpellings)
+		}
+		data, err := json.MarshalIndent(stateFile{Destination: "/x", Spellings: encodeSpellings(keep)}, "", "\t")
+		if err != nil || len(data) > maxStateFile {
+			t.Errorf("key of %d bytes: the file takes %d bytes (%v); a reader takes %d", len(key), len(data), err, maxStateFile)
+		}
+		if again := persisted(s); !sameChoices(again, keep) || urgent(again, keep) {
+			t.Errorf("key of %d bytes: the names cut make the file be written again", len(key))
+		}
 	}
 }
