@@ -76,9 +76,9 @@ type TemplateConfig struct {
 	// MinReloadInterval is the least time between two reloads of the group.
 	MinReloadInterval Duration `toml:"min_reload_interval"`
 	// MinInstances refuses a render in which a list of services the
-	// template reads (services, servicesWithTag, whereMeta, endpoints)
-	// holds fewer services, the lists made of groupByMeta's counting as
-	// one; the old file stays. A destination that does not exist yet
+	// template reads (services, servicesWithTag, whereMeta, endpoints,
+	// endpointsBy, endpointsByExact) holds fewer services, the lists made
+	// of groupByMeta's counting as one; the old file stays. A destination that does not exist yet
 	// has no old file to keep: the render is installed, with a warning.
 	MinInstances int `toml:"min_instances"`
 	// CheckTimeout bounds the check command; 30s if zero.
@@ -103,9 +103,9 @@ type TemplateConfig struct {
 	// MaxOutput bounds the rendered size; 16 MiB if zero.
 	MaxOutput ByteSize `toml:"max_output"`
 	// OnRefused is what a service whose data a safe function refused, or a
-	// configuration value configAs (a metadata value metaAs) refused, does:
-	// "skip" (default) leaves the service out of the render and uses the
-	// value's default, "fail" fails the render.
+	// value configAs or metaAs refused, does: "skip" (default) leaves the
+	// service out of the render, and uses the default for the value (the
+	// service of a metadata value stays), "fail" fails the render.
 	OnRefused string `toml:"on_refused"`
 
 	// Runtime names a load balancer runtime API ("haproxy") that applies

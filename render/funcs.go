@@ -25,7 +25,7 @@ type execState struct {
 	snap    *watcher.Snapshot
 	watched []watchedList
 	// parts are the lists groupByMeta made (and those made of them), by
-	// their first service; groupings the calls made of them.
+	// listID; groupings the calls made of them.
 	parts     map[*registry.Service]*grouping
 	groupings []watchedGroup
 	// prevSpellings are the spellings endpointsBy kept in the template's
@@ -50,19 +50,20 @@ func (st *execState) watch(call string, list []registry.Service) []registry.Serv
 }
 
 // The lists groupByMeta makes are parts of one grouping: min_instances
-// counts the lists made from them (endpoints, whereMeta) as one, their
-// total, as endpointsBy's names are. A list of each would let one service
-// with a value of its own (a new backend of one service, refused) hold
-// the whole render back. A part is known by its first element's address
-// (listID), also when empty: the lists made of a part have room for one.
-// sortByMeta and whereMeta keep a part's lists parts; a list the template
-// cuts past its first service is a list of its own.
+// counts the lists made from them (endpoints, endpointsBy,
+// endpointsByExact, whereMeta) as one for each call, their total. A list
+// of each would let one service with a value of its own (a new backend of
+// one service, refused) hold the whole render back. A part is known by
+// its first element's address (listID), also when empty: the lists made
+// of a part have room for one. sortByMeta and whereMeta keep a part's
+// lists parts, groupByMeta of a part makes parts of the same grouping; a
+// list the template cuts past its first service is a list of its own.
 
 // grouping is the lists of a groupByMeta call.
 type grouping struct {
 	call string // groupByMeta "KEY"
-	// kept are, by the call made of its parts (endpoints, whereMeta), the
-	// services the calls kept: their total counts each once, so that
+	// kept are, by the call made of its parts, the services the calls
+	// kept: their total counts each once, so that
 	// parts read twice ({{if endpoints $s}}, then {{range endpoints $s}})
 	// or overlapping (a part and a whereMeta of it) do not add up to more
 	// services than there are.
@@ -103,11 +104,10 @@ func (st *execState) markPart(list []registry.Service, g *grouping) []registry.S
 	return list
 }
 
-// watchFrom records the list call made of from, keeping the services
-// whose ids kept gives: as a list of its own, or, from being a part of a
-// grouping, in the grouping's total for call. It returns list, made a
-// part of from's grouping if from is one.
-func (st *execState) watchFrom(from []registry.Service, call string, list []registry.Service, kept iter.Seq[string]) []registry.Service {
+// watchFrom records the list call made of from, keeping the services of
+// the ids kept gives: as a list of its own, or, from being a part of a
+// grouping, in the grouping's total for call.
+func (st *execState) watchFrom(from []registry.Service, call string, kept iter.Seq[string]) {
 	g := st.partOf(from)
 	if g == nil {
 		n := 0
@@ -115,7 +115,7 @@ func (st *execState) watchFrom(from []registry.Service, call string, list []regi
 			n++
 		}
 		st.watched = append(st.watched, watchedList{call, n})
-		return list
+		return
 	}
 	ids := g.kept[call]
 	if ids == nil {
@@ -126,19 +126,23 @@ func (st *execState) watchFrom(from []registry.Service, call string, list []regi
 	for id := range kept {
 		ids[id] = true
 	}
-	return st.markPart(list, g)
 }
 
-// idsOf gives the ids of list's services.
-func idsOf(list []registry.Service) iter.Seq[string] {
+// idsOf gives the ids of the services of lists' elements, id telling an
+// element's.
+func idsOf[T any](id func(T) string, lists ...[]T) iter.Seq[string] {
 	return func(yield func(string) bool) {
-		for _, s := range list {
-			if !yield(s.ID) {
-				return
+		for _, list := range lists {
+			for _, e := range list {
+				if !yield(id(e)) {
+					return
+				}
 			}
 		}
 	}
 }
+
+func serviceID(s registry.Service) string { return s.ID }
 
 // watchedGroup is a call made of a grouping's parts, in the order first
 // made.
@@ -149,7 +153,7 @@ type watchedGroup struct {
 
 // allWatched is every list the render read, the groupings' totals last.
 func (st *execState) allWatched() []watchedList {
-	out := st.watched
+	out := slices.Clone(st.watched)
 	for _, w := range st.groupings {
 		out = append(out, watchedList{fmt.Sprintf("%s of the lists of %s", w.call, w.g.call), len(w.g.kept[w.call])})
 	}
@@ -228,10 +232,12 @@ func (st *execState) whereMeta(key, value string, list []registry.Service) []reg
 			out = append(out, s)
 		}
 	}
-	return st.watchFrom(list, fmt.Sprintf("whereMeta %q %q", key, value), out, idsOf(out))
+	st.watchFrom(list, fmt.Sprintf("whereMeta %q %q", key, value), idsOf(serviceID, out))
+	return st.markPart(out, st.partOf(list))
 }
 
-// sortByMeta is sortByMeta, a part of a grouping sorted still one.
+// sortByMeta is the stateless sortByMeta; a part of a grouping stays a
+// part once sorted.
 func (st *execState) sortByMeta(key string, list []registry.Service) []registry.Service {
 	return st.markPart(sortByMeta(key, list), st.partOf(list))
 }

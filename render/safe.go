@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"iter"
 	"maps"
 	"math"
 	"net/netip"
@@ -732,20 +731,11 @@ func (st *execState) endpoints(list []registry.Service) ([]Endpoint, error) {
 			out = append(out, *e)
 		}
 	}
-	st.watchFrom(list, "endpoints (refused services left out)", nil, endpointIDs(out))
+	st.watchFrom(list, "endpoints (refused services left out)", idsOf(endpointID, out))
 	return out, nil
 }
 
-// endpointIDs gives the ids of the endpoints' services.
-func endpointIDs(eps []Endpoint) iter.Seq[string] {
-	return func(yield func(string) bool) {
-		for _, e := range eps {
-			if !yield(e.Service.ID) {
-				return
-			}
-		}
-	}
-}
+func endpointID(e Endpoint) string { return e.Service.ID }
 
 // endpointsBy groups the endpoints of a list by a metadata key whose value
 // is checked by ident (a backend name, say). A service without the key is
@@ -839,15 +829,7 @@ func (st *execState) groupEndpoints(fn, key string, list []registry.Service, fol
 		}
 		out[v] = append(out[v], checks[i].e)
 	}
-	st.watchFrom(list, fmt.Sprintf("%s %q (refused services left out)", fn, key), nil, func(yield func(string) bool) {
-		for _, eps := range out {
-			for id := range endpointIDs(eps) {
-				if !yield(id) {
-					return
-				}
-			}
-		}
-	})
+	st.watchFrom(list, fmt.Sprintf("%s %q (refused services left out)", fn, key), idsOf(endpointID, slices.Collect(maps.Values(out))...))
 	return out, nil
 }
 
@@ -901,8 +883,9 @@ func (st *execState) report(s registry.Service, refused *RefusedError) error {
 }
 
 // render executes one template of g and reports it: the renders metric by
-// result, and each service it left out (a log line naming the service and
-// the field, the refusals metric, and the group's line in /healthz). A
+// result, and each service it left out, or value whose default it used (a
+// log line naming the service or value and the field, the refusals
+// metric, and the group's line in /healthz). A
 // render min_instances refused returns its output with the *GuardError.
 func (r *Renderer) render(ctx context.Context, g *Group, t *Template, snap *watcher.Snapshot) ([]byte, error) {
 	r.loadSpellings(t)
@@ -924,7 +907,7 @@ func (r *Renderer) render(ctx context.Context, g *Group, t *Template, snap *watc
 	fresh := r.Health.recordRefused(g.Name, t.Name(), refused)
 	for i, ref := range fresh {
 		if i == maxLoggedRefused {
-			r.Log.Warn("more refusals in the render: services left out, or configuration values whose default is used (see /healthz)", "template", t.Name(), "group", g.Name,
+			r.Log.Warn("more refusals in the render: services left out, or metadata or configuration values whose default is used (see /healthz)", "template", t.Name(), "group", g.Name,
 				"more", len(fresh)-i)
 			break
 		}

@@ -14,7 +14,8 @@ import (
 // spellingGrace is how long a remembered spelling may have no good
 // service before the spelling served meanwhile is remembered instead: a
 // rolling restart of every instance of a backend takes less, a rename for
-// good more.
+// good more. A name seen within it is kept remembered whatever else comes
+// (merged), and one seen again after it is served anew (choose).
 const spellingGrace = 10 * time.Minute
 
 // maxSpellings bounds the names remembered that renders have not seen
@@ -31,10 +32,10 @@ const (
 
 // spelling is a remembered spelling of a name; absent, if not zero, when
 // a render first found no good service with it; seen when a render last
-// found the name at all; since when renders started serving this
-// spelling, without a gap of spellingGrace (in a state file written
-// before it was kept, taken as seen); rival once a render found a good
-// service with another spelling of it.
+// found the name at all; since when renders started finding the name,
+// remembered in this spelling, without a gap of spellingGrace between
+// them (in a state file written before it was kept, taken as seen); rival
+// once a render found a good service with another spelling of it.
 type spelling struct {
 	name                string
 	absent, seen, since time.Time

@@ -281,9 +281,11 @@ func readStateFile(path, dest string) (spellings, error) {
 }
 
 // saveSpellings writes the state file of each of ts whose spellings
-// changed what they decide since the file was last read or written. A
-// failure is logged when it first happens and when it ends; the
-// spellings stay remembered in memory.
+// changed since the file was last read or written: at once a change of
+// what they decide (urgent), the others with the first call
+// spellingGrace/2 or more after the last write. A failure is logged when
+// it first happens and when it ends; the spellings stay remembered in
+// memory.
 func (r *Renderer) saveSpellings(ts []*Template) {
 	if r.StateDir == "" || r.Dry {
 		return
@@ -326,8 +328,9 @@ func (r *Renderer) saveSpellings(ts []*Template) {
 }
 
 // stateFiles is what a Renderer knows of the state files: by path, the
-// spellings the file holds (a map stored is never changed), and whether
-// its saves fail (logged when they start and stop failing).
+// spellings the file holds (a map stored is never changed), whether its
+// saves fail (logged when they start and stop failing), and when the
+// renderer last wrote it.
 type stateFiles struct {
 	saved   map[string]spellings
 	failing map[string]bool

@@ -205,9 +205,10 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	// A pass waits for [wait] min without changes anyway: fetching a
-	// stream of changes in batches a quarter of that apart costs it little
-	// latency and saves a long-poll per change.
+	// A pass waits for [wait] min without changes anyway: fetching
+	// changes that come close together in batches a quarter of that apart
+	// costs it little latency; the watcher's own bound (a poll every 2 s
+	// after 10 at once) keeps a steady stream from costing a GET a change.
 	// A one-shot command ends at once when the registry refuses the
 	// credentials (waiting would not cure that); the daemon retries them,
 	// as they may be fixed on the server.
