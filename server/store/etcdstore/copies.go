@@ -137,8 +137,9 @@ type peers struct {
 	// warned: until when failed copies to the target go unlogged.
 	warned time.Time
 	// failed: when a copy to the target last failed. For a second after,
-	// heartbeats go to etcd without trying it, rather than each waiting
-	// up to copyTimeout for a peer that does not answer.
+	// no copy is sent, rather than each heartbeat waiting up to
+	// copyTimeout for a peer that does not answer: a held service is
+	// written once, then answered as at a node without a peer (copyTo).
 	failed time.Time
 	// gen counts the changes of target; ready is the last gen after which
 	// every held service was marked to be read again (afterPeerChange).
@@ -601,7 +602,7 @@ func (s *Store) peerFailed(target peerInfo, err error) {
 	if s.peers.acked {
 		// Said once per peer, then once a minute while it lasts.
 		if now := time.Now(); now.After(s.peers.warned) {
-			s.log.Warn("copy heartbeat state to peer node; writing each held service's next heartbeat to etcd meanwhile, and the others as without a peer", "peer", target.id, "addr", target.addr, "err", err)
+			s.log.Warn("copy heartbeat state to peer node; meanwhile writing each held service's next heartbeat to etcd, then answering as a node without a peer", "peer", target.id, "addr", target.addr, "err", err)
 			s.peers.warned = now.Add(time.Minute)
 		}
 		return

@@ -450,7 +450,7 @@ func (s *Store) tryRoundTrip(pc *peerConn, target peerInfo, payload []byte) (cop
 		// No copy was sent yet: a hello that fails is as a connection
 		// that could not be made, unless the peer refused it (a node of
 		// another version or secret): that one stays the peer, and the
-		// heartbeats go to etcd, as for any refused copy.
+		// holder goes on as for any refused copy (copyTo).
 		if err := s.hello(pc); err != nil {
 			if errors.As(err, new(*refusedError)) {
 				return copyAnswer{}, err
