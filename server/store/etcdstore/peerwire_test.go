@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/svcreg/svcreg/internal/testnet"
 )
 
 // rawPeerConn is a connection to a peer made by hand, past its hello: a
@@ -195,41 +197,30 @@ func TestPeerRequestNotTakenTwice(t *testing.T) {
 func TestCopyWaitsOneTimeoutForASilentPeer(t *testing.T) {
 	var silent atomic.Bool
 	var dialled atomic.Int32
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	holder, peer := peerPair(t, testPeerKey, testPeerKey, ln.Addr().String())
-	go func() {
+	var peerAddr atomic.Value
+	relay := testnet.Serve(t, func(c net.Conn) {
+		dialled.Add(1)
+		t.Cleanup(func() { c.Close() })
+		p, err := net.Dial("tcp", peerAddr.Load().(string))
+		if err != nil {
+			c.Close()
+			return
+		}
+		t.Cleanup(func() { p.Close() })
+		go io.Copy(c, p)
+		buf := make([]byte, 64<<10)
 		for {
-			c, err := ln.Accept()
+			n, err := c.Read(buf)
+			if n > 0 && !silent.Load() {
+				p.Write(buf[:n])
+			}
 			if err != nil {
 				return
 			}
-			dialled.Add(1)
-			t.Cleanup(func() { c.Close() })
-			p, err := net.Dial("tcp", peer.peerAddr)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			t.Cleanup(func() { p.Close() })
-			go io.Copy(c, p)
-			go func() {
-				buf := make([]byte, 64<<10)
-				for {
-					n, err := c.Read(buf)
-					if n > 0 && !silent.Load() {
-						p.Write(buf[:n])
-					}
-					if err != nil {
-						return
-					}
-				}
-			}()
 		}
-	}()
+	})
+	holder, peer := peerPair(t, testPeerKey, testPeerKey, relay)
+	peerAddr.Store(peer.peerAddr)
 	it := copyItem{Tenant: "t", ID: "svc", HBRev: 3, Stored: 9e18, State: hbRecord{Seq: 1, Deadline: 9e18, Holder: "a", HolderLease: 1}}
 	if r := holder.sendCopy(context.Background(), it); r.err != nil || !r.ok {
 		t.Fatalf("a first copy: %+v", r)
