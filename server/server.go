@@ -20,6 +20,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -197,11 +198,21 @@ func (s *Server) Drain(ctx context.Context) {
 }
 
 func (s *Server) nextTxnID() string {
-	var b [aes.BlockSize]byte
-	binary.BigEndian.PutUint64(b[8:], s.txnSeq.Add(1))
-	s.txnKey.Encrypt(b[:], b[:])
-	id := make([]byte, 0, len(s.txnPrefix)+2*len(b))
-	return string(hex.AppendEncode(append(id, s.txnPrefix...), b[:]))
+	// One allocation: the block is encrypted in the id's last 16 bytes,
+	// then written out in hex from the front (each byte read before its
+	// place is written over).
+	p := len(s.txnPrefix)
+	id := make([]byte, p+2*aes.BlockSize)
+	copy(id, s.txnPrefix)
+	block := id[p+aes.BlockSize:]
+	binary.BigEndian.PutUint64(block[8:], s.txnSeq.Add(1))
+	s.txnKey.Encrypt(block, block)
+	const digits = "0123456789abcdef"
+	for i := range aes.BlockSize {
+		c := id[p+aes.BlockSize+i]
+		id[p+2*i], id[p+2*i+1] = digits[c>>4], digits[c&15]
+	}
+	return unsafe.String(&id[0], len(id))
 }
 
 // maxHost is the longest Host header taken: a DNS name is 253 bytes at
