@@ -2,8 +2,6 @@ package boltstore
 
 import (
 	"container/heap"
-	"encoding/json"
-	"fmt"
 
 	"github.com/svcreg/svcreg/internal/timeuuid"
 	"github.com/svcreg/svcreg/registry"
@@ -83,16 +81,13 @@ func (s *Store) rectify(t *tenant, ahead bool) error {
 			svcs, hbs := w.bucket(bServices), w.bucket(bHeartbeats)
 			for size := 0; done+taken < len(expired) && size < maxTimeoutBytes; taken++ {
 				e := expired[done+taken]
-				raw := svcs.Get([]byte(e.id))
-				if raw == nil {
-					continue
-				}
-				size += len(raw)
 				var rec store.ServiceRecord
-				if err := json.Unmarshal(raw, &rec); err != nil {
-					return fmt.Errorf("decode %q: %w", e.id, err)
+				got, err := getJSON(svcs, e.id, &rec)
+				if err != nil {
+					return err
 				}
-				if rec.Incarnation != e.incarnation {
+				size += got
+				if got == 0 || rec.Incarnation != e.incarnation {
 					continue
 				}
 				if err := svcs.Delete([]byte(e.id)); err != nil {

@@ -70,9 +70,9 @@ func (s *Store) UpdateService(ctx context.Context, tenantID, id string, u store.
 	err = s.write(t, func(w *writer) error {
 		svcs := w.bucket(bServices)
 		var rec store.ServiceRecord
-		if ok, err := getJSON(svcs, id, &rec); err != nil {
+		if n, err := getJSON(svcs, id, &rec); err != nil {
 			return err
-		} else if !ok {
+		} else if n == 0 {
 			return &store.NotFoundError{Kind: store.KindService, Key: id}
 		}
 		var changed bool
@@ -110,9 +110,9 @@ func (s *Store) DeleteService(ctx context.Context, tenantID, id string) error {
 	err = s.write(t, func(w *writer) error {
 		svcs := w.bucket(bServices)
 		var rec store.ServiceRecord
-		if ok, err := getJSON(svcs, id, &rec); err != nil {
+		if n, err := getJSON(svcs, id, &rec); err != nil {
 			return err
-		} else if !ok {
+		} else if n == 0 {
 			return &store.NotFoundError{Kind: store.KindService, Key: id}
 		}
 		if err := svcs.Delete([]byte(id)); err != nil {
@@ -146,9 +146,9 @@ func (s *Store) Service(ctx context.Context, tenantID, id string) (registry.Serv
 	var rec store.ServiceRecord
 	err = s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bTenants).Bucket([]byte(t.id))
-		if ok, err := getJSON(b.Bucket(bServices), id, &rec); err != nil {
+		if n, err := getJSON(b.Bucket(bServices), id, &rec); err != nil {
 			return err
-		} else if !ok {
+		} else if n == 0 {
 			return &store.NotFoundError{Kind: store.KindService, Key: id}
 		}
 		return nil
@@ -235,13 +235,14 @@ func putJSON(b *bolt.Bucket, key string, v any) error {
 	return b.Put([]byte(key), raw)
 }
 
-// getJSON decodes the value at key into v and reports whether it existed.
-func getJSON(b *bolt.Bucket, key string, v any) (bool, error) {
+// getJSON decodes the value at key into v and returns its size, 0 if
+// there is none.
+func getJSON(b *bolt.Bucket, key string, v any) (int, error) {
 	raw := b.Get([]byte(key))
 	if raw == nil {
-		return false, nil
+		return 0, nil
 	}
-	return true, json.Unmarshal(raw, v)
+	return len(raw), json.Unmarshal(raw, v)
 }
 
 // hasPrefix is bytes.HasPrefix for a string prefix.
