@@ -104,16 +104,12 @@ func (st *execState) markPart(list []registry.Service, g *grouping) []registry.S
 	return list
 }
 
-// watchFrom records the list call made of from, keeping the services of
-// the ids kept gives: as a list of its own, or, from being a part of a
-// grouping, in the grouping's total for call.
-func (st *execState) watchFrom(from []registry.Service, call string, kept iter.Seq[string]) {
+// watchFrom records the list call made of from, n services: as a list of
+// its own, or, from being a part of a grouping, in the grouping's total
+// for call, the services whose ids kept gives (read only then).
+func (st *execState) watchFrom(from []registry.Service, call string, n int, kept iter.Seq[string]) {
 	g := st.partOf(from)
 	if g == nil {
-		n := 0
-		for range kept {
-			n++
-		}
 		st.watched = append(st.watched, watchedList{call, n})
 		return
 	}
@@ -128,15 +124,13 @@ func (st *execState) watchFrom(from []registry.Service, call string, kept iter.S
 	}
 }
 
-// idsOf gives the ids of the services of lists' elements, id telling an
+// idsOf gives the ids of the services of list's elements, id telling an
 // element's.
-func idsOf[T any](id func(T) string, lists ...[]T) iter.Seq[string] {
+func idsOf[T any](id func(T) string, list []T) iter.Seq[string] {
 	return func(yield func(string) bool) {
-		for _, list := range lists {
-			for _, e := range list {
-				if !yield(id(e)) {
-					return
-				}
+		for _, e := range list {
+			if !yield(id(e)) {
+				return
 			}
 		}
 	}
@@ -232,7 +226,7 @@ func (st *execState) whereMeta(key, value string, list []registry.Service) []reg
 			out = append(out, s)
 		}
 	}
-	st.watchFrom(list, fmt.Sprintf("whereMeta %q %q", key, value), idsOf(serviceID, out))
+	st.watchFrom(list, fmt.Sprintf("whereMeta %q %q", key, value), len(out), idsOf(serviceID, out))
 	return st.markPart(out, st.partOf(list))
 }
 

@@ -731,7 +731,7 @@ func (st *execState) endpoints(list []registry.Service) ([]Endpoint, error) {
 			out = append(out, *e)
 		}
 	}
-	st.watchFrom(list, "endpoints (refused services left out)", idsOf(endpointID, out))
+	st.watchFrom(list, "endpoints (refused services left out)", len(out), idsOf(endpointID, out))
 	return out, nil
 }
 
@@ -812,6 +812,7 @@ func (st *execState) groupEndpoints(fn, key string, list []registry.Service, fol
 		st.spellings.contest(spellingKey(key, folded))
 	}
 	out := map[string][]Endpoint{}
+	n := 0
 	for i, s := range list {
 		v, ok := s.Metadata[key]
 		if !ok {
@@ -828,8 +829,17 @@ func (st *execState) groupEndpoints(fn, key string, list []registry.Service, fol
 			continue
 		}
 		out[v] = append(out[v], checks[i].e)
+		n++
 	}
-	st.watchFrom(list, fmt.Sprintf("%s %q (refused services left out)", fn, key), idsOf(endpointID, slices.Collect(maps.Values(out))...))
+	st.watchFrom(list, fmt.Sprintf("%s %q (refused services left out)", fn, key), n, func(yield func(string) bool) {
+		for _, eps := range out {
+			for id := range idsOf(endpointID, eps) {
+				if !yield(id) {
+					return
+				}
+			}
+		}
+	})
 	return out, nil
 }
 
