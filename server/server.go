@@ -20,7 +20,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -198,21 +197,12 @@ func (s *Server) Drain(ctx context.Context) {
 }
 
 func (s *Server) nextTxnID() string {
-	// One allocation: the block is encrypted in the id's last 16 bytes,
-	// then written out in hex from the front (each byte read before its
-	// place is written over).
-	p := len(s.txnPrefix)
-	id := make([]byte, p+2*aes.BlockSize)
-	copy(id, s.txnPrefix)
-	block := id[p+aes.BlockSize:]
+	var block [aes.BlockSize]byte
 	binary.BigEndian.PutUint64(block[8:], s.txnSeq.Add(1))
-	s.txnKey.Encrypt(block, block)
-	const digits = "0123456789abcdef"
-	for i := range aes.BlockSize {
-		c := id[p+aes.BlockSize+i]
-		id[p+2*i], id[p+2*i+1] = digits[c>>4], digits[c&15]
-	}
-	return unsafe.String(&id[0], len(id))
+	s.txnKey.Encrypt(block[:], block[:])
+	var hx [2 * aes.BlockSize]byte
+	hex.Encode(hx[:], block[:])
+	return s.txnPrefix + string(hx[:])
 }
 
 // maxHost is the longest Host header taken: a DNS name is 253 bytes at
