@@ -302,8 +302,8 @@ func groupByMeta(key string, list []registry.Service) map[string][]registry.Serv
 
 // meta returns a service's metadata value, or def when it has none.
 func meta(s any, key, def string) (string, error) {
-	svc, err := serviceOf("meta", s, false)
-	if svc == nil || err != nil {
+	svc, ok, err := serviceOf("meta", s, false)
+	if !ok {
 		return def, err
 	}
 	if v, ok := svc.Metadata[key]; ok {

@@ -625,8 +625,8 @@ func (st *execState) metaAs(s any, key, def, fn string, args ...any) (any, error
 	if err != nil {
 		return nil, err
 	}
-	svc, err := serviceOf("metaAs", s, true)
-	if svc == nil || err != nil {
+	svc, ok, err := serviceOf("metaAs", s, true)
+	if !ok {
 		return fallback, err
 	}
 	v, ok := svc.Metadata[key]
@@ -846,40 +846,44 @@ func (st *execState) groupEndpoints(fn, key string, list []registry.Service, fol
 // endpoint is one service's endpoint, or nil when its data is refused
 // (reported). With on_refused = "fail", a refusal fails the render.
 func (st *execState) endpoint(s any) (*Endpoint, error) {
-	svc, err := serviceOf("endpoint", s, false)
-	if svc == nil || err != nil {
+	svc, ok, err := serviceOf("endpoint", s, false)
+	if !ok {
 		return nil, err
 	}
-	e, refused := toEndpoint(*svc, st.allowHostnames)
+	e, refused := toEndpoint(svc, st.allowHostnames)
 	if refused == nil {
 		return &e, nil
 	}
-	return nil, st.report(*svc, refused)
+	return nil, st.report(svc, refused)
 }
 
 // serviceOf is the service given to the template function fn: a Service
-// or a pointer to one (nil, as service gives for an id not found: none),
-// and with endpoints an Endpoint's, or a pointer's.
-func serviceOf(fn string, s any, endpoints bool) (*registry.Service, error) {
+// or a pointer to one (nil, as service gives for an id not found: none,
+// !ok), and with endpoints an Endpoint's, or a pointer's. By value: a
+// pointer to a copy would be an allocation a call, in a render's loops.
+func serviceOf(fn string, s any, endpoints bool) (svc registry.Service, ok bool, err error) {
 	switch v := s.(type) {
 	case registry.Service:
-		return &v, nil
+		return v, true, nil
 	case *registry.Service:
-		return v, nil
+		if v == nil {
+			return svc, false, nil
+		}
+		return *v, true, nil
 	}
 	if endpoints {
 		switch v := s.(type) {
 		case Endpoint:
-			return &v.Service, nil
+			return v.Service, true, nil
 		case *Endpoint:
 			if v == nil {
-				return nil, nil
+				return svc, false, nil
 			}
-			return &v.Service, nil
+			return v.Service, true, nil
 		}
-		return nil, fmt.Errorf("%s: %T is not a service or an endpoint", fn, s)
+		return svc, false, fmt.Errorf("%s: %T is not a service or an endpoint", fn, s)
 	}
-	return nil, fmt.Errorf("%s: %T is not a service", fn, s)
+	return svc, false, fmt.Errorf("%s: %T is not a service", fn, s)
 }
 
 // report records a service left out, or with on_refused = "fail" returns
