@@ -94,14 +94,12 @@ func (sp spelling) contested() bool { return sp.rival || !sp.absent.IsZero() }
 // renders see, and those seen lately).
 func persisted(s spellings) spellings {
 	var ks []string
-	size, keyLen := 0, map[string]int{}
 	for k, sp := range s {
 		if persists(sp) {
 			ks = append(ks, k)
-			size += savedSize(k, sp, keyLen)
 		}
 	}
-	if len(ks) > maxSavedSpellings || size > maxSavedBytes {
+	if overSaveCaps(s) {
 		slices.SortFunc(ks, func(a, b string) int {
 			x, y := s[a], s[b]
 			if cx, cy := x.contested(), y.contested(); cx != cy {
@@ -115,9 +113,9 @@ func persisted(s spellings) spellings {
 			}
 			return x.since.Compare(y.since)
 		})
-		n, size := 0, 0
+		n, size, z := 0, 0, sizer{}
 		for n < len(ks) && n < maxSavedSpellings {
-			if size += savedSize(ks[n], s[ks[n]], keyLen); size > maxSavedBytes {
+			if size += z.size(ks[n], s[ks[n]]); size > maxSavedBytes {
 				break
 			}
 			n++
@@ -131,18 +129,33 @@ func persisted(s spellings) spellings {
 	return keep
 }
 
-// savedSize is about what the entry of sp takes in a state file, at
-// most: its metadata key and name as JSON strings, its times and the
-// rest. keyLen caches the keys' (a template has one or a few).
-func savedSize(k string, sp spelling, keyLen map[string]int) int {
-	key, _, _ := strings.Cut(k, "\x00")
-	n, ok := keyLen[key]
-	if !ok {
-		b, _ := json.Marshal(key)
-		n = len(b)
-		keyLen[key] = n
+// overSaveCaps reports whether the names of s that persist take more
+// than a state file holds (persisted cuts them).
+func overSaveCaps(s spellings) bool {
+	n, size, z := 0, 0, sizer{}
+	for k, sp := range s {
+		if persists(sp) {
+			n++
+			size += z.size(k, sp)
+		}
 	}
-	return n + len(sp.name) + 256
+	return n > maxSavedSpellings || size > maxSavedBytes
+}
+
+// sizer tells about what an entry takes in a state file, at most: its
+// metadata key and name as JSON strings, its times and the rest. It keeps
+// the last key's size (a template has one key, or a few).
+type sizer struct {
+	key string
+	n   int
+}
+
+func (z *sizer) size(k string, sp spelling) int {
+	if key, _, _ := strings.Cut(k, "\x00"); z.n == 0 || key != z.key {
+		b, _ := json.Marshal(key)
+		z.key, z.n = key, len(b)
+	}
+	return z.n + len(sp.name) + 256
 }
 
 // maxSavedSpellings and maxSavedBytes bound what a state file holds, well
@@ -297,13 +310,19 @@ func (r *Renderer) saveSpellings(ts []*Template) {
 			continue
 		}
 		path := statePath(r.StateDir, t.Destination)
-		keep := persisted(*p)
-		if sameChoices(keep, st.saved[path]) { // none saved yet: whether any needs saving
+		// Compared as it would be saved: cut only past the caps (the
+		// comparisons pass over the names that do not persist).
+		now := *p
+		if overSaveCaps(now) {
+			now = persisted(now)
+		}
+		if sameChoices(now, st.saved[path]) { // none saved yet: whether any needs saving
 			continue
 		}
-		if !urgent(keep, st.saved[path]) && r.now().Sub(st.written[path]) < spellingGrace/2 {
+		if !urgent(now, st.saved[path]) && r.now().Sub(st.written[path]) < spellingGrace/2 {
 			continue
 		}
+		keep := persisted(now)
 		data, err := json.MarshalIndent(stateFile{Destination: stateDest(t.Destination), Spellings: encodeSpellings(keep)}, "", "\t")
 		if err == nil {
 			err = fsync.MkdirAll(r.StateDir, 0o700)
