@@ -158,7 +158,7 @@ func (d *drain) describe(timeout time.Duration) []string {
 // commands are sc's commands, then its drains described (drain.describe,
 // each at most timeout): what an apply of it sends.
 func (sc scriptOut) commands(timeout time.Duration) []string {
-	out := sc.cmds
+	out := slices.Clip(sc.cmds) // appended to: sc keeps its own
 	for _, d := range sc.drains {
 		out = append(out, d.describe(timeout)...)
 	}
