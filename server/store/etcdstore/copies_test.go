@@ -361,22 +361,7 @@ func TestCopiesOfNoTenantCreateNone(t *testing.T) {
 // every request with a refusal in the clear, as a node of another
 // version, or another secret, does (or anyone who can write into the
 // connection).
-func refusingPeer(t *testing.T) string { return testnet.Serve(t, refuseCopies) }
-
-// refuseCopies reads a frame from a node and answers it with a refusal.
-func refuseCopies(conn net.Conn) {
-	defer conn.Close()
-	var n [4]byte
-	if _, err := io.ReadFull(conn, n[:]); err != nil {
-		return
-	}
-	if _, err := io.CopyN(io.Discard, conn, int64(binary.BigEndian.Uint32(n[:]))); err != nil {
-		return
-	}
-	msg := "not sealed with this registry's secret"
-	frame := binary.BigEndian.AppendUint32(nil, uint32(24+len(msg)))
-	conn.Write(append(append(frame, make([]byte, 24)...), msg...))
-}
+func refusingPeer(t *testing.T) string { return testnet.Serve(t, etcdstore.RefuseCopies) }
 
 // While the peer refuses copies, a heartbeat is written once, which fences
 // off any copy the peer took, and the ones after it are answered from
@@ -402,8 +387,8 @@ func TestRefusingPeerDoesNotMakeEveryHeartbeatAWrite(t *testing.T) {
 	if committed > beats/2 {
 		t.Errorf("%d heartbeats with the peer refusing copies: %v written to etcd, want few", beats, committed)
 	}
-	if got := n[0].metric("svcreg_store_heartbeat_copy_failures_total"); got == 0 {
-		t.Error("no copy failed: the test's peer did not refuse")
+	if got := n[0].metric("svcreg_store_heartbeat_copy_failures_total"); got == 0 || !strings.Contains(n[0].log.String(), "a refusal in the clear") {
+		t.Errorf("%v copies failed, log:\n%s\nwant the test's peer's refusals", got, n[0].log.String())
 	}
 }
 
@@ -428,7 +413,7 @@ func TestRefusingPeersOldCopiesAreFenced(t *testing.T) {
 	popts := opts
 	popts.PeerListen, popts.PeerAdvertise = peerListen, testnet.Serve(t, func(conn net.Conn) {
 		if refuse.Load() {
-			refuseCopies(conn)
+			etcdstore.RefuseCopies(conn)
 			return
 		}
 		p, err := net.Dial("tcp", peerListen)

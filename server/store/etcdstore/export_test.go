@@ -1,6 +1,8 @@
 package etcdstore
 
 import (
+	"bufio"
+	"net"
 	"time"
 
 	"github.com/svcreg/svcreg/server/store"
@@ -119,4 +121,14 @@ func MintAhead(s *Store, tenantID, id string, n uint32) string {
 		seq = store.NextSeq(seq)
 	}
 	return s.minter.Mint(store.TokenKey{Tenant: tenantID, ID: id, Incarnation: e.rec.Incarnation}, seq, s.now().Add(time.Minute)).String()
+}
+
+// RefuseCopies reads a frame from a node on c and answers it with a
+// refusal in the clear, as a node of another version or secret does.
+func RefuseCopies(c net.Conn) {
+	defer c.Close()
+	if _, _, err := new(frameBuf).read(bufio.NewReader(c), nil); err != nil {
+		return
+	}
+	writeFrame(bufio.NewWriter(c), refusalNonce, []byte("not sealed with this registry's secret"))
 }
