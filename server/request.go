@@ -37,6 +37,9 @@ type request struct {
 	// this one in (rateLimiter.take).
 	rateUsed int
 	rateAt   int64
+	// parkedScheme, if set, is the scheme of a parked long-poll's
+	// request, worked out when it parked (scheme).
+	parkedScheme string
 }
 
 // baseURL is {scheme}://{host} of the request (spec §2.5, §13 item 21): the
@@ -50,6 +53,9 @@ func (rq *request) baseURL() string {
 
 // scheme is baseURL's scheme: "http" or "https".
 func (rq *request) scheme() string {
+	if rq.parkedScheme != "" {
+		return rq.parkedScheme
+	}
 	if p := rq.r.Header.Get("X-Forwarded-Proto"); p != "" {
 		p, _, _ = strings.Cut(p, ",")
 		switch p = strings.TrimSpace(p); {
