@@ -11,12 +11,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
 
+	"github.com/svcreg/svcreg/internal/testnet"
 	"github.com/svcreg/svcreg/internal/testserver"
 	"github.com/svcreg/svcreg/registry"
 )
@@ -80,32 +80,7 @@ func TestScripts(t *testing.T) {
 // silentListener takes connections and never answers on them, until the
 // test ends; it returns its address.
 func silentListener(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return ln.Addr().String()
+	return testnet.Serve(t, func(c net.Conn) { t.Cleanup(func() { c.Close() }) })
 }
 
 // cmdExits runs a program and checks its exit status; its output is then
@@ -195,43 +170,21 @@ func cmdMkServices(ts *testscript.TestScript, neg bool, args []string) {
 	ts.Check(errors.Join(errs...))
 }
 
-// cmdKeepAlive creates a service and heartbeats it, a third of its
-// timeout apart, until the script ends: a service a script reads
-// throughout, which would otherwise time out in a script that a loaded
-// machine makes longer than the timeout.
+// cmdKeepAlive creates a service and heartbeats it (a Heartbeater) until
+// the script ends: a service a script reads throughout, which would
+// otherwise time out in a script that a loaded machine makes longer than
+// the timeout.
 func cmdKeepAlive(ts *testscript.TestScript, neg bool, args []string) {
 	id, timeout, c := nameAndNumber(ts, neg, args, "keepalive ID TIMEOUT")
-	ctx, cancel := context.WithCancel(context.Background())
-	create, cancelCreate := context.WithTimeout(ctx, 30*time.Second)
-	defer cancelCreate()
+	create, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	token, err := c.CreateService(create, registry.Service{ID: id, HeartbeatTimeout: timeout})
 	ts.Check(err)
-	var failed atomic.Pointer[error]
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(time.Duration(timeout) * time.Second / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-			next, err := c.Heartbeat(ctx, id, token)
-			switch {
-			case err == nil:
-				token = next
-			case ctx.Err() == nil:
-				failed.Store(&err) // the script's reads of it fail too
-			}
-		}
-	}()
+	h := c.StartHeartbeat(context.Background(), id, token, timeout, registry.HeartbeatOptions{})
 	ts.Defer(func() {
-		cancel()
-		<-done
-		if err := failed.Load(); err != nil {
-			ts.Logf("keepalive %s: a heartbeat failed: %v", id, *err)
+		h.Stop()
+		if err := h.Err(); err != nil {
+			ts.Logf("keepalive %s: heartbeats failed: %v", id, err) // the script's reads of it fail too
 		}
 	})
 }
