@@ -188,6 +188,35 @@ func TestWatchDropsMarkerEvent(t *testing.T) {
 	}
 }
 
+// Behind says the feed is catching up only after a full page (its limit
+// of events) that names a next one: here pages of 3 from a registry that
+// holds 7 events past the marker, then nothing more.
+func TestFeedBehindAfterAFullPage(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	c := newClient(t, srv, "feed-behind")
+	ctx := testContext(t)
+	for i := range 8 {
+		if _, err := c.CreateService(ctx, registry.Service{ID: fmt.Sprintf("svc-%d", i), HeartbeatTimeout: 120}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	events := collect(t, c.ListEvents(ctx, registry.EventListOptions{}))
+	w := c.NewFeed(events[0].ID, registry.WatchOptions{Limit: 3, Wait: time.Second})
+	var behind []bool
+	for range 7 {
+		if _, err := w.Next(ctx); err != nil {
+			t.Fatal(err)
+		}
+		behind = append(behind, w.Behind())
+	}
+	// Pages: the marker's event and 2 new (full, a next one), 3 new
+	// (full, a next one), 2 new (the head).
+	if want := []bool{true, true, true, true, true, false, false}; !slices.Equal(behind, want) {
+		t.Errorf("Behind after each event: %v, want %v", behind, want)
+	}
+}
+
 // A registry that sends events at or before the feed's position again
 // (it ignores the marker, or a cache in between answers from an old
 // page): they were returned already, or are older than what was, and
