@@ -155,12 +155,7 @@ func TestWatchDropsMarkerEvent(t *testing.T) {
 	srv := testserver.Start(t, testserver.Options{})
 	c := newClient(t, srv, "watch-marker")
 	ctx := testContext(t)
-	for i := range 5 {
-		if _, err := c.CreateService(ctx, registry.Service{ID: fmt.Sprintf("svc-%d", i), HeartbeatTimeout: 120}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	events := collect(t, c.ListEvents(ctx, registry.EventListOptions{}))
+	events := joins(t, ctx, c, 5)
 	if len(events) != 5 {
 		t.Fatalf("%d events, want 5", len(events))
 	}
@@ -196,12 +191,7 @@ func TestFeedBehindAfterAFullPage(t *testing.T) {
 	srv := testserver.Start(t, testserver.Options{})
 	c := newClient(t, srv, "feed-behind")
 	ctx := testContext(t)
-	for i := range 8 {
-		if _, err := c.CreateService(ctx, registry.Service{ID: fmt.Sprintf("svc-%d", i), HeartbeatTimeout: 120}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	events := collect(t, c.ListEvents(ctx, registry.EventListOptions{}))
+	events := joins(t, ctx, c, 8)
 	w := c.NewFeed(events[0].ID, registry.WatchOptions{Limit: 3, Wait: time.Second})
 	var behind []bool
 	for range 7 {
@@ -215,6 +205,17 @@ func TestFeedBehindAfterAFullPage(t *testing.T) {
 	if want := []bool{true, true, true, true, true, false, false}; !slices.Equal(behind, want) {
 		t.Errorf("Behind after each event: %v, want %v", behind, want)
 	}
+}
+
+// joins creates n services svc-0, svc-1, … and returns the feed's events.
+func joins(t *testing.T, ctx context.Context, c *registry.Client, n int) []registry.Event {
+	t.Helper()
+	for i := range n {
+		if _, err := c.CreateService(ctx, registry.Service{ID: fmt.Sprintf("svc-%d", i), HeartbeatTimeout: 120}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return collect(t, c.ListEvents(ctx, registry.EventListOptions{}))
 }
 
 // A registry that sends events at or before the feed's position again
