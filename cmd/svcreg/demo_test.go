@@ -46,24 +46,15 @@ func TestDemoRefusesOtherHosts(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stdout bytes.Buffer
-	out := &lockedWriter{w: &stdout}
+	out := newOutput()
 	done := make(chan int, 1)
 	go func() {
 		done <- Main(ctx, []string{"demo", "--step", "1m", "--out", filepath.Join(t.TempDir(), "upstreams.conf")}, nil, out, io.Discard)
 	}()
 	defer func() { cancel(); <-done }()
-	var base string
-	for deadline := time.Now().Add(30 * time.Second); base == ""; time.Sleep(20 * time.Millisecond) {
-		out.mu.Lock()
-		if _, rest, ok := strings.Cut(stdout.String(), "registry: "); ok {
-			base, _, _ = strings.Cut(rest, "/v1.0")
-		}
-		out.mu.Unlock()
-		if time.Now().After(deadline) {
-			t.Fatal("the demo printed no registry URL")
-		}
-	}
+	out.waitFor(t, "/v1.0")
+	_, rest, _ := strings.Cut(out.String(), "registry: ")
+	base, _, _ := strings.Cut(rest, "/v1.0")
 	u, err := url.Parse(base)
 	if err != nil {
 		t.Fatal(err)
