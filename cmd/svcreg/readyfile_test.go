@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"net/url"
@@ -14,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/svcreg/svcreg/internal/freeport"
+	"github.com/svcreg/svcreg/internal/testprog"
 )
 
 // --ready-file holds the base URL of the server once it listens, so that
@@ -119,7 +121,11 @@ func TestDevServerOnEveryAddressRefusesOtherHosts(t *testing.T) {
 		}
 	}
 	if ip == nil {
-		t.Fatalf("no IPv4 address but loopback on this machine (%v): the test needs one", addrs)
+		msg := fmt.Sprintf("no IPv4 address but loopback on this machine (%v): the test needs one", addrs)
+		if testprog.InCI() {
+			t.Fatal(msg + "; CI runs every test")
+		}
+		t.Skip(msg) // a build sandbox without a network
 	}
 	metricsPort := freeport.Port(t)
 	base, _, _ := devServerWith(t, "--listen", "0.0.0.0:0", "--metrics-listen", "0.0.0.0:"+strconv.Itoa(metricsPort))
