@@ -359,10 +359,13 @@ func TestPageShowsRefusals(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	c := render.Config{Templates: []render.TemplateConfig{{
-		Contents:    `{{range endpoints services}}{{.HostPort}}{{end}} {{configAs "/lb/<b>" "16" "number" 1 100}}`,
+		Contents:    `{{range endpoints services}}{{.HostPort}} {{metaAs . "w" "1" "weight"}}{{end}} {{configAs "/lb/<b>" "16" "number" 1 100}}`,
 		Destination: filepath.Join(dir, "lb.conf"), ReloadGroup: "lb"}}}
 	snap := watcher.NewSnapshot(
-		[]registry.Service{{ID: "evil-1", Metadata: map[string]string{"ip": "10.0.0.1", "port": "80" + hostile}, HeartbeatTimeout: 30}},
+		[]registry.Service{
+			{ID: "evil-1", Metadata: map[string]string{"ip": "10.0.0.1", "port": "80" + hostile}, HeartbeatTimeout: 30},
+			{ID: "kept-1", Metadata: map[string]string{"ip": "10.0.0.2", "port": "80", "w": "x" + hostile}, HeartbeatTimeout: 30},
+		},
 		[]registry.ConfigValue{{ID: "/lb/<b>", Value: "s3cret-" + hostile}}, "m", time.Now())
 	health, status := pass(t, c, snap)
 	_, body := get(t, Handler(Config{Health: health, Status: status}), "GET", "/")
@@ -380,6 +383,20 @@ func TestPageShowsRefusals(t *testing.T) {
 		if strings.Contains(body, bad) {
 			t.Errorf("the page shows %q", bad)
 		}
+	}
+	// A service left out says so; one whose metadata value's default was
+	// used (metaAs) does not.
+	for _, li := range strings.Split(body, "<li>")[1:] {
+		li, _, _ = strings.Cut(li, "</li>")
+		switch {
+		case strings.Contains(li, "evil-1") && !strings.HasSuffix(li, "(left out)"):
+			t.Errorf("the service left out: %q; want it marked so", li)
+		case strings.Contains(li, "kept-1") && (strings.Contains(li, "left out") || !strings.Contains(li, "the template&#39;s default")):
+			t.Errorf("the service kept with a default: %q", li)
+		}
+	}
+	if !strings.Contains(body, "kept-1") {
+		t.Error("the page lacks the metadata value refused")
 	}
 }
 
