@@ -921,11 +921,11 @@ func TestUnreadAnswersCannotTakeEveryConnection(t *testing.T) {
 		unread()
 		time.Sleep(200 * time.Millisecond)
 	}
-	// Another address's requests, on new connections, are served, each
-	// in the place of a connection closed for it: no more connections
-	// are open than before them (some may have been let in over
-	// maxConns while none had waited a second), none of them in the
-	// reserve.
+	// Another address's requests, on new connections, are served, and
+	// connections are closed for them: no more connections are open
+	// than before them (some may have been let in over maxConns while
+	// none had waited a second). Were they let in without room made
+	// (the reserve), the open connections would grow.
 	before := metric(t, reg, "svcreg_connections_open")
 	for i := range 5 {
 		rc := dialRaw(t, base)

@@ -436,6 +436,9 @@ func TestWatcherFollowsFullPagesAtOnce(t *testing.T) {
 		last, ok := s.Service("backlog-149")
 		return ok && last.Metadata["key-0"] == "backlog-149-2"
 	})
+	if st := w.Status(); st.Resyncs != 0 {
+		t.Errorf("the backlog came by %d lists again, not by its pages", st.Resyncs)
+	}
 }
 
 // rewritten serves r through h, passing the answer's body through f.
