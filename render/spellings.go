@@ -126,8 +126,10 @@ func (next spellings) merged(prev spellings, now time.Time) spellings {
 		slices.SortFunc(old, lastSeen)
 		old = old[:maxSpellings]
 	}
-	for _, k := range slices.Concat(recent, old) {
-		next[k] = prev[k]
+	for _, ks := range [][]string{recent, old} {
+		for _, k := range ks {
+			next[k] = prev[k]
+		}
 	}
 	return next
 }
