@@ -152,10 +152,7 @@ func TestWatch(t *testing.T) {
 // inclusive) starts with the event after it.
 func TestWatchDropsMarkerEvent(t *testing.T) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
-	c := newClient(t, srv, "watch-marker")
-	ctx := testContext(t)
-	events := joins(t, ctx, c, 5)
+	c, ctx, events := joins(t, "watch-marker", 5)
 	if len(events) != 5 {
 		t.Fatalf("%d events, want 5", len(events))
 	}
@@ -188,10 +185,7 @@ func TestWatchDropsMarkerEvent(t *testing.T) {
 // holds 7 events past the marker, then nothing more.
 func TestFeedBehindAfterAFullPage(t *testing.T) {
 	t.Parallel()
-	srv := testserver.Start(t, testserver.Options{})
-	c := newClient(t, srv, "feed-behind")
-	ctx := testContext(t)
-	events := joins(t, ctx, c, 8)
+	c, ctx, events := joins(t, "feed-behind", 8)
 	w := c.NewFeed(events[0].ID, registry.WatchOptions{Limit: 3, Wait: time.Second})
 	var behind []bool
 	for range 7 {
@@ -207,15 +201,17 @@ func TestFeedBehindAfterAFullPage(t *testing.T) {
 	}
 }
 
-// joins creates n services svc-0, svc-1, … and returns the feed's events.
-func joins(t *testing.T, ctx context.Context, c *registry.Client, n int) []registry.Event {
+// joins starts a server, on which user creates n services svc-0, svc-1,
+// …; it returns user's client, the test's context and the feed's events.
+func joins(t *testing.T, user string, n int) (*registry.Client, context.Context, []registry.Event) {
 	t.Helper()
+	c, ctx := newClient(t, testserver.Start(t, testserver.Options{}), user), testContext(t)
 	for i := range n {
 		if _, err := c.CreateService(ctx, registry.Service{ID: fmt.Sprintf("svc-%d", i), HeartbeatTimeout: 120}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	return collect(t, c.ListEvents(ctx, registry.EventListOptions{}))
+	return c, ctx, collect(t, c.ListEvents(ctx, registry.EventListOptions{}))
 }
 
 // A registry that sends events at or before the feed's position again
