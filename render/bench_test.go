@@ -89,6 +89,41 @@ func BenchmarkRenderNginx(b *testing.B) {
 	}
 }
 
+// BenchmarkRenderMetaAs renders a server line a service with a
+// metadata value checked by metaAs, on 10,000 services; the baseline is
+// the same line with the value read by meta, unchecked.
+func BenchmarkRenderMetaAs(b *testing.B) {
+	snap := watcher.NewSnapshot(services(10000), nil, "m", time.Now())
+	for _, c := range []struct{ name, value string }{
+		{"metaAs", `metaAs . "weight" "1" "number" 1 100`},
+		{"baseline", `meta . "weight" "1"`},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			dir := b.TempDir()
+			src := filepath.Join(dir, "t.tmpl")
+			text := "{{range services}}server {{.ID}} weight={{" + c.value + "}};\n{{end}}"
+			if err := os.WriteFile(src, []byte(text), 0o644); err != nil {
+				b.Fatal(err)
+			}
+			cfg := render.Config{Templates: []render.TemplateConfig{{Source: src, Destination: filepath.Join(dir, "t.conf")}}}
+			if err := cfg.Normalize(); err != nil {
+				b.Fatal(err)
+			}
+			set, err := render.NewSet(cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			tmpl := set.Groups[0].Templates[0]
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := tmpl.Render(snap); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
 // BenchmarkEventToInstall measures, with wait 0, the time from a
 // registry write being acknowledged to the rendered file holding it:
 // server, watcher long-poll, render and atomic install. It reports p50 and

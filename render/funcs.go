@@ -34,8 +34,9 @@ type execState struct {
 	prevSpellings, spellings spellings
 	now                      time.Time
 	// values are the value functions configAs and metaAs call, made at
-	// the first call.
-	values map[string]any
+	// the first call; checkers those calls made of them.
+	values   map[string]any
+	checkers map[checkerKey]boundChecker
 }
 
 // watchedList is a service list a template read, by the call that made it.

@@ -109,6 +109,9 @@ func (e *RefusedError) Error() string {
 // log, /healthz and the status page. A refused service's fields are
 // shown (they name the service); a reason never quotes the value.
 func withhold(err error) error {
+	if err == nil {
+		return nil
+	}
 	var r *RefusedError
 	if !errors.As(err, &r) {
 		return err
@@ -596,7 +599,7 @@ func (st *execState) valueFuncs() map[string]any {
 // the registry holds: a function that is not a value function (or that
 // function_denylist names), wrong arguments, a refused def.
 func (st *execState) configAs(id, def, fn string, args ...any) (any, error) {
-	check, fallback, err := st.checker("configAs", fn, args, def, shown(id))
+	check, fallback, err := st.checker("configAs", fn, args, def, func() string { return shown(id) })
 	if err != nil {
 		return nil, err
 	}
@@ -621,7 +624,7 @@ func (st *execState) configAs(id, def, fn string, args ...any) (any, error) {
 // fails. So one service's bad value (max_conns=lots) holds no other
 // service's change back, as it does given to fn straight.
 func (st *execState) metaAs(s any, key, def, fn string, args ...any) (any, error) {
-	check, fallback, err := st.checker("metaAs", fn, args, def, "metadata "+shown(key))
+	check, fallback, err := st.checker("metaAs", fn, args, def, func() string { return "metadata " + shown(key) })
 	if err != nil {
 		return nil, err
 	}
@@ -649,6 +652,9 @@ func checkValue(check func(string) (any, error), fn, v string, ok bool, fallback
 		return fallback, "", nil
 	}
 	out, err = check(v)
+	if err == nil {
+		return out, "", nil
+	}
 	var refused *RefusedError
 	if !errors.As(err, &refused) {
 		return out, "", err
@@ -663,10 +669,16 @@ const metadataField = "metadata"
 
 // checker is the value function fn named in a call of caller (configAs,
 // metaAs), with its integer arguments, as a check of one value, and the
-// default (def, of the value named what) checked by it. The template's
+// default (def, of the value what names) checked by it. The template's
 // own mistakes are errors: fn not a value function or denied, wrong
 // arguments, a refused default (quoted: it is the template's, no secret).
-func (st *execState) checker(caller, fn string, args []any, def, what string) (check func(string) (any, error), fallback any, err error) {
+// A render keeps the checkers it made by function, arguments and
+// default: a template calls metaAs once a service, with the same ones.
+func (st *execState) checker(caller, fn string, args []any, def string, what func() string) (check func(string) (any, error), fallback any, err error) {
+	key, keyed := checkerKeyOf(fn, def, args)
+	if c, ok := st.checkers[key]; keyed && ok {
+		return c.check, c.fallback, nil
+	}
 	if st.values == nil {
 		st.values = st.valueFuncs() // once a render
 	}
@@ -677,31 +689,89 @@ func (st *execState) checker(caller, fn string, args []any, def, what string) (c
 	if slices.Contains(st.denied, fn) {
 		return nil, nil, fmt.Errorf("%s: %s is in function_denylist", caller, fn)
 	}
-	// The template function itself, called with the integers first.
-	f := reflect.ValueOf(value)
-	if n := f.Type().NumIn() - 1; len(args) != n {
+	if n := reflect.TypeOf(value).NumIn() - 1; len(args) != n {
 		return nil, nil, fmt.Errorf("%s: %s takes %d integer arguments after its name, not %d", caller, fn, n, len(args))
 	}
-	in := make([]reflect.Value, len(args), len(args)+1)
+	ints := make([]int, len(args))
 	for i, a := range args {
 		v, ok := toInt(a)
 		if !ok {
 			return nil, nil, fmt.Errorf("%s: %s's argument %d, %v (%T), is not an integer that fits an int", caller, fn, i+1, a, a)
 		}
-		in[i] = reflect.ValueOf(v)
+		ints[i] = v
 	}
-	check = func(s string) (any, error) {
-		out := f.Call(append(in, reflect.ValueOf(s)))
-		err, _ := out[1].Interface().(error)
-		return out[0].Interface(), err
-	}
+	check = bindValue(value, ints)
 	if fallback, err = check(def); err != nil {
 		if r, ok := err.(*RefusedError); ok {
 			err = refuse(r.Field, def, "%s", r.Reason)
 		}
-		return nil, nil, fmt.Errorf("%s: the default of %s: %w", caller, what, err)
+		return nil, nil, fmt.Errorf("%s: the default of %s: %w", caller, what(), err)
+	}
+	if keyed {
+		if st.checkers == nil {
+			st.checkers = map[checkerKey]boundChecker{}
+		}
+		st.checkers[key] = boundChecker{check, fallback}
 	}
 	return check, fallback, nil
+}
+
+// checkerKey is what makes a checker: a value function, its integer
+// arguments (no value function takes more than two) and the default.
+type checkerKey struct {
+	fn, def string
+	n       int
+	args    [2]int
+}
+
+// boundChecker is a checker made, and its default checked.
+type boundChecker struct {
+	check    func(string) (any, error)
+	fallback any
+}
+
+// checkerKeyOf is the key of a checker, and false for arguments a key
+// cannot hold (the call then fails on them).
+func checkerKeyOf(fn, def string, args []any) (checkerKey, bool) {
+	k := checkerKey{fn: fn, def: def, n: len(args)}
+	if len(args) > len(k.args) {
+		return k, false
+	}
+	for i, a := range args {
+		v, ok := a.(int) // template constants; other kinds take the long way
+		if !ok {
+			return k, false
+		}
+		k.args[i] = v
+	}
+	return k, true
+}
+
+// bindValue is the value function value called with ints first, as a
+// check of one value. The value functions' own types are called
+// directly; another, through reflect.
+func bindValue(value any, ints []int) func(string) (any, error) {
+	switch f := value.(type) {
+	case func(string) (string, error):
+		return func(s string) (any, error) { return f(s) }
+	case func(string) (int, error):
+		return func(s string) (any, error) { return f(s) }
+	case func(string) (Address, error):
+		return func(s string) (any, error) { return f(s) }
+	case func(int, int, string) (int, error):
+		lo, hi := ints[0], ints[1]
+		return func(s string) (any, error) { return f(lo, hi, s) }
+	}
+	fv := reflect.ValueOf(value)
+	in := make([]reflect.Value, len(ints), len(ints)+1)
+	for i, n := range ints {
+		in[i] = reflect.ValueOf(n)
+	}
+	return func(s string) (any, error) {
+		out := fv.Call(append(in, reflect.ValueOf(s)))
+		err, _ := out[1].Interface().(error)
+		return out[0].Interface(), err
+	}
 }
 
 // toInt is an integer template argument of any integer kind (constants

@@ -772,6 +772,14 @@ func TestMetaAs(t *testing.T) {
 		{"not a value function", `{{metaAs (service "web-1") "max_conns" "1" "printf"}}`, "", `metaAs: "printf" is not a value function`},
 		{"arguments", `{{metaAs (service "web-1") "max_conns" "1" "number" 1}}`, "", "metaAs: number takes 2 integer arguments after its name, not 1"},
 		{"default refused, the value good", `{{metaAs (service "web-1") "max_conns" "many" "number" 1 10000}}`, "", `metaAs: the default of metadata "max_conns": number "many" refused`},
+		// A render keeps the checkers it made: calls with other
+		// arguments, defaults or functions each get their own.
+		{"calls with other arguments", `{{range $r := list 3 9 4}}{{metaAs (service "web-1") "max_conns" "1" "number" 1 $r}},{{end}}`, "1,5,1,", ""},
+		{"calls with other defaults", `{{range $d := list "7" "8"}}{{metaAs (service "web-1") "none" $d "number" 1 10}},{{end}}`, "7,8,", ""},
+		{"calls with other functions", `{{metaAs (service "web-1") "port" "1" "number" 1 10}},{{metaAs (service "web-1") "port" "1" "port"}},{{metaAs (service "web-1") "path" "a" "ident"}},{{metaAs (service "web-1") "path" "a" "nginxString"}}`, "1,80,a,\"/a b\"", ""},
+		{"integers of another kind", `{{range $r := list 3 9}}{{metaAs (service "web-1") "max_conns" "1" "number" (int64 1) (add $r 0)}},{{end}}`, "1,5,", ""},
+		{"a good call, then a call with a refused default", `{{metaAs (service "web-1") "max_conns" "1" "number" 1 10}}{{metaAs (service "web-1") "max_conns" "11" "number" 1 10}}`, "", `metaAs: the default of metadata "max_conns": number "11" refused`},
+		{"configAs and metaAs alike", `{{configAs "/none" "4" "number" 1 10}},{{metaAs (service "web-1") "max_conns" "4" "number" 1 10}},{{configAs "/none" "4" "number" 1 3}}`, "", `configAs: the default of "/none": number "4" refused`},
 	})
 }
 
