@@ -182,6 +182,11 @@ const DefaultMaxListItems = 100000
 // holds. A Watcher bounds its snapshot by it too.
 func (c *Client) MaxListItems() int { return c.maxListItems }
 
+// MaxListBytes is the most bytes of answers one list takes: 10 KiB for
+// each of MaxListItems values (1 GiB by default). A Watcher bounds the
+// registry text its snapshot holds by it too.
+func (c *Client) MaxListBytes() int64 { return listBytes(c.maxListItems) }
+
 // Client calls the Service Registry API. It is safe for concurrent use.
 // Every method takes a context first; list methods return iterators that
 // follow next_marker through every page; errors from the registry are
@@ -525,8 +530,10 @@ func (e *notTheAnswerError) Error() string {
 	return fmt.Sprintf("answered %d with a body (Content-Type %q), where the registry answers 204 with none: not the registry's answer (a proxy's page?)", e.status, e.contentType)
 }
 
-// itemAnswer bounds an answer of one item: a token, a service, a
-// configuration value (a service's metadata is at most some kilobytes).
+// itemAnswer bounds an answer of one item: a token, the identity
+// service's (a token and its catalog, some kilobytes), a service, a
+// configuration value (a service's metadata is at most some kilobytes),
+// the account's limits.
 const itemAnswer = 1 << 20
 
 // streamDecoder is an answer that decodes itself as it is read, such as a

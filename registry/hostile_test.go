@@ -685,3 +685,96 @@ func TestFeedSameEventsAgain(t *testing.T) {
 		t.Errorf("%d polls in 2 seconds; want a few", n)
 	}
 }
+
+// Items a registry sends past any the API keeps are refused before they
+// are decoded: each costs some 40 bytes of memory however short it is on
+// the wire, so a page's bound alone would let a page of null tags, or an
+// identity answer of empty catalog entries, take ten to forty times its
+// size. Services of long values decode as before.
+func TestAnswersOfManySmallItems(t *testing.T) {
+	t.Parallel()
+	many := func(open, item, close string, n int) string {
+		return open + strings.TrimSuffix(strings.Repeat(item+",", n), ",") + close
+	}
+	// The largest service the API keeps: 10 tags and 20 pairs of 250
+	// characters, written escaped.
+	long := strings.Repeat(`\"\u00e9`, 250)
+	pairs := make([]string, 20)
+	for i := range pairs {
+		pairs[i] = fmt.Sprintf(`"k%02d":"%s"`, i, long)
+	}
+	legit := `{"id":"big","tags":` + many("[", `"`+long+`"`, "]", 10) + `,"metadata":{` + strings.Join(pairs, ",") + `},"heartbeat_timeout":30}`
+	var identity, limits atomic.Value
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch {
+		case strings.HasSuffix(r.URL.Path, "/v2.0/tokens"):
+			io.WriteString(w, identity.Load().(string))
+		case strings.HasSuffix(r.URL.Path, "/limits"):
+			io.WriteString(w, limits.Load().(string))
+		case strings.HasSuffix(r.URL.Path, "/services/nulls"):
+			io.WriteString(w, `{"id":"nulls","tags":`+many("[", "null", "]", 1025)+`,"metadata":{},"heartbeat_timeout":30}`)
+		case strings.HasSuffix(r.URL.Path, "/services/pairs"):
+			io.WriteString(w, `{"id":"pairs","tags":[],"metadata":{"a":"b"`+strings.Repeat(`,"a":"b"`, 1024)+`},"heartbeat_timeout":30}`)
+		case strings.HasSuffix(r.URL.Path, "/services/thirty"):
+			io.WriteString(w, `{"id":"thirty","tags":`+many("[", `"t"`, "]", 30)+`,"metadata":{},"heartbeat_timeout":30}`)
+		case strings.HasSuffix(r.URL.Path, "/services/big"):
+			io.WriteString(w, legit)
+		case strings.HasSuffix(r.URL.Path, "/services"):
+			io.WriteString(w, `{"values":[{"id":"a","tags":[],"metadata":{},"heartbeat_timeout":30},`+
+				`{"id":"b","tags":`+many("[", "null", "]", 200000)+`,"metadata":{},"heartbeat_timeout":30}],"metadata":{"next_marker":null}}`)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	c, err := registry.New(registry.Config{URL: srv.URL + "/v1.0", Token: "t", Tenant: "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	for _, id := range []string{"nulls", "pairs"} {
+		if _, err := c.GetService(ctx, id); err == nil || !strings.Contains(err.Error(), "more than 1024 tags and metadata pairs") {
+			t.Errorf("GetService(%s): %v, want it refused for its items", id, err)
+		}
+	}
+	if s, err := c.GetService(ctx, "thirty"); err != nil || len(s.Tags) != 30 {
+		t.Errorf("GetService(thirty) = %d tags, %v; want 30 (past the API's 10, within the bound)", len(s.Tags), err)
+	}
+	if s, err := c.GetService(ctx, "big"); err != nil || len(s.Tags) != 10 || len(s.Metadata) != 20 || s.Metadata["k07"] != strings.Repeat(`"é`, 250) {
+		t.Errorf("GetService(big) = %d tags, %d pairs, %v; want the largest service the API keeps", len(s.Tags), len(s.Metadata), err)
+	}
+	var listed []string
+	for s, err := range c.ListServices(ctx, registry.ServiceListOptions{}) {
+		if err != nil {
+			if !strings.Contains(err.Error(), "more than 1024 tags and metadata pairs") {
+				t.Errorf("listing: %v, want the service of 200000 tags refused", err)
+			}
+			break
+		}
+		listed = append(listed, s.ID)
+	}
+	if len(listed) > 1 {
+		t.Errorf("listed %v: the service of 200000 null tags was taken", listed)
+	}
+
+	// The identity's answer and the limits are one item's answers: 1 MiB.
+	identity.Store(`{"access":{"token":{"id":"tok","tenant":{"id":"1"}},"serviceCatalog":` + many("[", "{}", "]", 1<<20) + `}}`)
+	limits.Store(`{"resource":{` + many("", `"s":1`, "", 1<<19) + `},"rate":{}}`)
+	ic, err := registry.New(registry.Config{URL: srv.URL + "/v1.0", Username: "u", APIKey: "k"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ic.Close()
+	if _, err := ic.Authenticate(ctx); err == nil || !strings.Contains(err.Error(), "larger than the client takes") {
+		t.Errorf("an identity answer of 3 MiB: %v, want it refused at 1 MiB", err)
+	}
+	if _, err := c.Limits(ctx); err == nil || !strings.Contains(err.Error(), "larger than the client takes") {
+		t.Errorf("limits of 3 MiB: %v, want them refused at 1 MiB", err)
+	}
+	identity.Store(`{"access":{"token":{"id":"tok","tenant":{"id":"1"}},"serviceCatalog":` + many("[", `{"name":"cloudServers","endpoints":[{"tenantId":"1"}]}`, "]", 100) + `}}`)
+	if tok, err := ic.Authenticate(ctx); err != nil || tok.ID != "tok" {
+		t.Errorf("an identity answer with a catalog of 100 entries: %v, %v", tok, err)
+	}
+}

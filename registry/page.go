@@ -40,6 +40,16 @@ type fetcher[T any] func(ctx context.Context, marker string) (Page[T], int64, er
 // registry's data.
 const maxListBytesPerItem = 10 << 10
 
+// listBytes is the most bytes of answers a list of maxItems values
+// takes; no bound where it would pass the largest int64 (a MaxListItems
+// meaning none).
+func listBytes(maxItems int) int64 {
+	if int64(maxItems) > math.MaxInt64/maxListBytesPerItem {
+		return math.MaxInt64
+	}
+	return int64(maxItems) * maxListBytesPerItem
+}
+
 // kibOrMiB writes n bytes in whole MiB, or KiB below one MiB.
 func kibOrMiB(n int64) string {
 	if n < 1<<20 {
@@ -250,12 +260,7 @@ func pages[T any](ctx context.Context, marker string, maxItems int, fetch fetche
 	return func(yield func(Page[T], error) bool) {
 		seed := maphash.MakeSeed()
 		seen := map[uint64]bool{maphash.String(seed, marker): true}
-		// The most bytes of answers the list takes; no bound where it
-		// would pass the largest int64 (a MaxListItems meaning none).
-		maxBytes := int64(math.MaxInt64)
-		if int64(maxItems) <= math.MaxInt64/maxListBytesPerItem {
-			maxBytes = int64(maxItems) * maxListBytesPerItem
-		}
+		maxBytes := listBytes(maxItems)
 		items, bytes := 0, int64(0)
 		for {
 			p, size, err := fetch(ctx, marker)

@@ -44,8 +44,17 @@ func (s Service) MarshalJSON() ([]byte, error) {
 	return json.Marshal(w)
 }
 
-// UnmarshalJSON decodes the wire form.
+// UnmarshalJSON decodes the wire form. A service of more than
+// MaxServiceItems tags and metadata pairs is refused without decoding
+// them: the API keeps 10 tags and 20 pairs, and each item costs the
+// client some 40 bytes of memory however short it is on the wire (a
+// list page of null tags would decode to ten times its size).
 func (s *Service) UnmarshalJSON(b []byte) error {
+	if len(b) > smallService {
+		if n := nestedItems(b); n > MaxServiceItems {
+			return fmt.Errorf("a service of more than %d tags and metadata pairs (%d): the API keeps at most 10 tags and 20 pairs; refused without decoding them", MaxServiceItems, n)
+		}
+	}
 	var w serviceJSON
 	if err := json.Unmarshal(b, &w); err != nil {
 		return err
@@ -61,6 +70,57 @@ func (s *Service) UnmarshalJSON(b []byte) error {
 		s.LastSeen = time.UnixMilli(*w.LastSeen)
 	}
 	return nil
+}
+
+// MaxServiceItems is the most tags and metadata pairs, together, a
+// service the client decodes may hold: fifty times what the API keeps.
+const MaxServiceItems = 1024
+
+// smallService is the size in bytes under which a service's JSON is
+// decoded without counting its items: it cannot hold more than about
+// MaxServiceItems of them.
+const smallService = 4 << 10
+
+// nestedItems counts the items of the arrays and objects directly within
+// the JSON object b (valid JSON, as encoding/json checks a value before
+// it calls UnmarshalJSON): a service's tags and metadata pairs, and those
+// of keys it does not know.
+func nestedItems(b []byte) int {
+	depth, n := 0, 0
+	inString, escaped, empty := false, false, true
+	for _, c := range b {
+		switch {
+		case inString:
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+			continue
+		case c == '"':
+			inString = true
+		case c == '[' || c == '{':
+			depth++
+			empty = true
+			continue
+		case c == ']' || c == '}':
+			if depth == 2 && !empty {
+				n++ // the last item, which no comma follows
+			}
+			depth--
+		case c == ',':
+			if depth == 2 {
+				n++
+			}
+		}
+		if c != ' ' && c != '\t' && c != '\n' && c != '\r' {
+			empty = false
+		}
+	}
+	return n
 }
 
 // HasTag reports whether the service carries tag (exact, case-sensitive).
