@@ -32,6 +32,9 @@ type Snapshot struct {
 	services tree[registry.Service]
 	config   tree[string]
 	view     *serviceView // shared with the snapshot before when services did not change
+	// bytes is how many bytes of registry text the snapshot holds: ids,
+	// tags, metadata and values (serviceBytes for a service's).
+	bytes int64
 }
 
 // serviceView holds the sorted lists of a set of services, built on first
@@ -45,16 +48,31 @@ type serviceView struct {
 
 // NewSnapshot builds a synced snapshot from full lists.
 func NewSnapshot(services []registry.Service, config []registry.ConfigValue, marker string, at time.Time) *Snapshot {
+	var n int64
 	se := make([]entry[registry.Service], len(services))
 	for i, svc := range services {
 		se[i] = entry[registry.Service]{svc.ID, svc}
+		n += serviceBytes(svc)
 	}
 	ce := make([]entry[string], len(config))
 	for i, cv := range config {
 		ce[i] = entry[string]{cv.ID, cv.Value}
+		n += int64(len(cv.ID) + len(cv.Value))
 	}
 	return &Snapshot{Marker: marker, Synced: true, SyncedAt: at, ChangedAt: at, view: &serviceView{},
-		services: buildTree(se), config: buildTree(ce)}
+		services: buildTree(se), config: buildTree(ce), bytes: n}
+}
+
+// serviceBytes is how many bytes of registry text svc holds.
+func serviceBytes(svc registry.Service) int64 {
+	n := len(svc.ID)
+	for _, t := range svc.Tags {
+		n += len(t)
+	}
+	for k, v := range svc.Metadata {
+		n += len(k) + len(v)
+	}
+	return int64(n)
 }
 
 // Services returns every live service, sorted by id. The list is built on
@@ -163,7 +181,7 @@ func (s *Snapshot) Apply(events []registry.Event, at time.Time) (*Snapshot, bool
 		return s, false, nil
 	}
 	next := &Snapshot{Marker: s.Marker, Synced: s.Synced, SyncedAt: s.SyncedAt, ChangedAt: s.ChangedAt, Version: s.Version,
-		services: s.services, config: s.config, view: s.view}
+		services: s.services, config: s.config, view: s.view, bytes: s.bytes}
 	servicesChanged, changed := false, false
 	var err error
 	for _, ev := range events {
@@ -202,6 +220,7 @@ func (s *Snapshot) applyService(ev registry.Event) (bool, error) {
 			return false, nil
 		}
 		s.services = s.services.without(svc.ID)
+		s.bytes -= serviceBytes(old)
 		return true, nil
 	}
 	if had && sameService(old, svc) {
@@ -209,6 +228,10 @@ func (s *Snapshot) applyService(ev registry.Event) (bool, error) {
 	}
 	svc.LastSeen = old.LastSeen // events carry no last_seen
 	s.services = s.services.with(svc.ID, svc)
+	s.bytes += serviceBytes(svc)
+	if had {
+		s.bytes -= serviceBytes(old)
+	}
 	return true, nil
 }
 
@@ -224,10 +247,15 @@ func (s *Snapshot) applyConfig(ev registry.Event) (bool, error) {
 			return false, nil
 		}
 		s.config = s.config.without(c.ID)
+		s.bytes -= int64(len(c.ID) + len(old))
 	case c.NewValue == nil || had && old == *c.NewValue:
 		return false, nil
 	default:
 		s.config = s.config.with(c.ID, *c.NewValue)
+		s.bytes += int64(len(c.ID) + len(*c.NewValue))
+		if had {
+			s.bytes -= int64(len(c.ID) + len(old))
+		}
 	}
 	return true, nil
 }

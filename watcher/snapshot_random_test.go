@@ -61,6 +61,9 @@ func TestSnapshotApplyMatchesList(t *testing.T) {
 				}
 				listed := NewSnapshot(m.serviceList(), m.configList(), snap.Marker, time.Now())
 				assertSameSnapshot(t, snap, listed, m)
+				if snap.bytes != listed.bytes {
+					t.Fatalf("batch %d: the snapshot counts %d bytes of registry text, the same listed %d", batch, snap.bytes, listed.bytes)
+				}
 			}
 			for i, k := range old {
 				if !reflect.DeepEqual(k.snap.Services(), k.services) || !reflect.DeepEqual(k.snap.ConfigValues(""), k.config) {

@@ -272,9 +272,9 @@ func (w *Watcher) list(ctx context.Context) (*Snapshot, error) {
 		w.metrics.undecodable.Inc()
 		return nil, fmt.Errorf("read the feed's changes made while listing: %w", err)
 	}
-	if max := c.MaxListItems(); snap.services.len() > max || snap.config.len() > max {
+	if tooMany := bounded(c, nil, snap); tooMany != nil {
 		// The changes made while listing are outside the pager's count.
-		return nil, fmt.Errorf("%w; if the registry holds that many, raise [registry] max_list_items", &tooManyError{max})
+		return nil, fmt.Errorf("%w; if the registry holds that many, raise [registry] max_list_items", tooMany)
 	}
 	return snap, nil
 }
@@ -410,11 +410,11 @@ func (w *Watcher) follow(ctx context.Context, marker string) string {
 func (w *Watcher) apply(events []registry.Event, contact time.Time) error {
 	cur := w.Snapshot()
 	next, _, err := cur.Apply(events, time.Now())
-	if max := w.cfg.Client.MaxListItems(); grownPast(next.services.len(), cur.services.len(), max) || grownPast(next.config.len(), cur.config.len(), max) {
-		// A registry that sends new services without end (a list would
-		// have failed past the bound) would grow the snapshot until the
-		// next periodic list: it stays as it was.
-		return &tooManyError{max}
+	if tooMany := bounded(w.cfg.Client, cur, next); tooMany != nil {
+		// A registry that sends new services without end, or ever larger
+		// ones (a list would have failed past the bound), would grow the
+		// snapshot until the next periodic list: it stays as it was.
+		return tooMany
 	}
 	w.metrics.events.Add(float64(len(events)))
 	w.mu.Lock()
@@ -426,14 +426,44 @@ func (w *Watcher) apply(events []registry.Event, contact time.Time) error {
 	return err
 }
 
+// bounded is the error of a snapshot next that events took past what a
+// list of c takes (its MaxListItems services or configuration values,
+// its MaxListBytes of registry text), grown from cur (nil: from nothing);
+// nil if it is within them or did not grow.
+func bounded(c *registry.Client, cur, next *Snapshot) *tooManyError {
+	var was Snapshot
+	if cur != nil {
+		was = *cur
+	}
+	max, maxBytes := c.MaxListItems(), c.MaxListBytes()
+	if grownPast(next.services.len(), was.services.len(), max) || grownPast(next.config.len(), was.config.len(), max) {
+		return &tooManyError{max: max}
+	}
+	if grownPast(next.bytes, was.bytes, maxBytes) {
+		return &tooManyError{maxBytes: maxBytes}
+	}
+	return nil
+}
+
 // grownPast reports whether a count that was was has grown to n, past max.
-func grownPast(n, was, max int) bool { return n > max && n > was }
+func grownPast[N int | int64](n, was, max N) bool { return n > max && n > was }
 
 // tooManyError is a snapshot that events took past the client's
-// MaxListItems services or configuration values.
-type tooManyError struct{ max int }
+// MaxListItems services or configuration values (max), or past its
+// MaxListBytes of registry text (maxBytes).
+type tooManyError struct {
+	max      int
+	maxBytes int64
+}
 
 func (e *tooManyError) Error() string {
+	if e.maxBytes != 0 {
+		size := fmt.Sprintf("%d KiB", e.maxBytes>>10)
+		if e.maxBytes >= 1<<20 {
+			size = fmt.Sprintf("%d MiB", e.maxBytes>>20)
+		}
+		return "the events took the snapshot past " + size + " of ids, tags, metadata and values, the most a list takes (10 KiB for each of registry.Config.MaxListItems)"
+	}
 	return fmt.Sprintf("the events took the snapshot past %d services or configuration values, the most a list takes (registry.Config.MaxListItems)", e.max)
 }
 

@@ -619,6 +619,61 @@ func TestWatcherFeedWithoutEnd(t *testing.T) {
 	}
 }
 
+// A registry whose feed brings ever more registry text, few services
+// each of a megabyte or new ones without end, does not grow the
+// snapshot past the bytes a list may hold (10 KiB for each of
+// MaxListItems): the batch that would is not applied, and the watcher
+// lists again.
+func TestWatcherFeedOfLargeServices(t *testing.T) {
+	t.Parallel()
+	var joins atomic.Int64
+	junk := strings.Repeat("j", 64<<10)
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Registry-Marker", "6ba7b810-9dad-11d1-80b4-00c04fd430c8")
+		if !strings.HasSuffix(r.URL.Path, "/events") {
+			io.WriteString(w, `{"values":[],"metadata":{"next_marker":null}}`)
+			return
+		}
+		var b strings.Builder
+		for i := range 5 {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			n := joins.Add(1)
+			fmt.Fprintf(&b, `{"id":"%08x-0000-11d2-8000-000000000000","type":"service.join","payload":{"id":"svc-%d","heartbeat_timeout":30,"metadata":{"junk":"%s"}}}`, n, n, junk)
+		}
+		fmt.Fprintf(w, `{"values":[%s],"metadata":{"next_marker":null}}`, b.String())
+	}))
+	t.Cleanup(api.Close)
+	c, err := registry.New(registry.Config{URL: api.URL + "/v1.0", Token: "t", Tenant: "1", MaxListItems: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MaxListBytes() != 100*10<<10 {
+		t.Fatalf("MaxListBytes = %d, want 10 KiB for each of 100 items", c.MaxListBytes())
+	}
+	held := func(s *watcher.Snapshot) (n int) {
+		for _, svc := range s.Services() {
+			n += len(svc.ID) + len(svc.Metadata["junk"]) + len("junk")
+		}
+		return n
+	}
+	w := start(t, watcher.Config{Client: c})
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(w.Status().LastError, "past 1000 KiB of ids, tags, metadata and values") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the watcher's last error %q after %d joins; want one that says the snapshot would pass 1000 KiB", w.Status().LastError, joins.Load())
+		}
+		if s := w.Snapshot(); s != nil && held(s) > 100*10<<10 {
+			t.Fatalf("the snapshot holds %d bytes of services, past the bound of 1000 KiB", held(s))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if s := w.Snapshot(); s == nil || held(s) > 100*10<<10 {
+		t.Errorf("the snapshot after the refusal holds too much")
+	}
+}
+
 // A registry that lists but expires every long-poll's marker (a proxy
 // that answers long requests 410) is listed again after a growing
 // backoff, not at once for ever.
