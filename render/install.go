@@ -151,61 +151,119 @@ func (o fileOwner) changes(info fs.FileInfo) (uid, gid int) {
 // When dest cannot be replaced by rename — a file bind-mounted into a
 // container answers EBUSY, another filesystem EXDEV — it falls back to
 // rewriting dest in place, which is not atomic, with mode and owner (see
-// rewrite). It reports whether it fell back.
-func install(staged, dest string, mode os.FileMode, owner fileOwner) (inPlace bool, err error) {
+// rewrite). It reports whether it fell back, and whether dest holds
+// something else than before when it fails: the staged file renamed over
+// it, of which the directory could not be synced, or a rewrite that
+// failed and could not put the file's content back.
+func install(staged, dest string, mode os.FileMode, owner fileOwner) (inPlace, changed bool, err error) {
 	err = os.Rename(staged, dest)
 	if err == nil {
-		return false, fsync.Dir(filepath.Dir(dest))
+		if err := fsync.Dir(filepath.Dir(dest)); err != nil {
+			return false, true, err
+		}
+		return false, false, nil
 	}
 	if !errors.Is(err, syscall.EBUSY) && !errors.Is(err, syscall.EXDEV) {
-		return false, err
+		return false, false, err
 	}
 	defer os.Remove(staged)
-	if werr := rewrite(staged, dest, mode, owner); werr != nil {
-		return true, fmt.Errorf("rename failed (%v), and so did rewriting in place: %w", err, werr)
+	if changed, werr := rewrite(staged, dest, mode, owner); werr != nil {
+		return true, changed, fmt.Errorf("rename failed (%v), and so did rewriting in place: %w", err, werr)
 	}
-	return true, nil
+	return true, false, nil
 }
 
 // rewrite writes the staged file's content into dest, and gives dest
 // mode and owner (destinationMode's: the template's perms, user and group)
 // first, so that content meant for fewer readers is never in a file more
 // may read. A mode or owner it cannot give fails the rewrite before
-// anything is written.
-func rewrite(staged, dest string, mode os.FileMode, owner fileOwner) error {
+// anything is written. When the write fails (a full file system), the
+// file's content, mode and owner are put back, and the error says
+// whether they could be; changed reports that they could not.
+func rewrite(staged, dest string, mode os.FileMode, owner fileOwner) (changed bool, err error) {
 	data, err := os.ReadFile(staged)
 	if err != nil {
-		return err
+		return false, err
 	}
 	f, err := os.OpenFile(dest, os.O_WRONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer f.Close()
 	have, err := f.Stat()
 	if err != nil {
-		return err
+		return false, err
 	}
-	if uid, gid := owner.changes(have); uid >= 0 || gid >= 0 {
-		if err := f.Chown(uid, gid); err != nil {
-			return err
+	// What to put back; a file the renderer may write but not read has
+	// none, and a failed write leaves it partial.
+	old, readErr := readNoFollow(dest)
+	undo := rewriteUndo{f: f, have: have, old: old, readable: readErr == nil}
+	undo.uid, undo.gid = owner.changes(have)
+	if undo.uid >= 0 || undo.gid >= 0 {
+		if err := f.Chown(undo.uid, undo.gid); err != nil {
+			return false, err
 		}
 	}
 	if have.Mode().Perm() != mode.Perm() {
 		if err := f.Chmod(mode.Perm()); err != nil {
-			return err
+			return undo.put(false, err)
 		}
+		undo.chmod = true
 	}
 	if err := f.Truncate(0); err != nil {
-		return err
+		return undo.put(true, err)
 	}
 	if _, err := f.Write(data); err != nil {
-		return err
+		return undo.put(true, err)
 	}
 	if err := f.Sync(); err != nil {
-		return err
+		return undo.put(true, err)
 	}
-	return f.Close()
+	return false, f.Close()
+}
+
+// rewriteUndo is what a rewrite of f changed: its owner (uid, gid, -1 if
+// not), its mode (chmod); have is f as it was, old its content if it
+// could be read (readable).
+type rewriteUndo struct {
+	f               *os.File
+	have            fs.FileInfo
+	uid, gid        int
+	chmod, readable bool
+	old             []byte
+}
+
+// put puts f back after the rewrite failed with err, its content too if
+// touched (truncated, perhaps written), and returns err saying how that
+// went, and whether f holds something else than before.
+func (u rewriteUndo) put(touched bool, err error) (changed bool, _ error) {
+	var failed error
+	if touched && u.readable {
+		if terr := u.f.Truncate(0); terr != nil {
+			failed = terr
+		} else if _, werr := u.f.WriteAt(u.old, 0); werr != nil {
+			failed = werr
+		} else {
+			failed = u.f.Sync()
+		}
+	}
+	if u.chmod {
+		failed = errors.Join(failed, u.f.Chmod(u.have.Mode().Perm()))
+	}
+	if st, ok := u.have.Sys().(*syscall.Stat_t); ok && (u.uid >= 0 || u.gid >= 0) {
+		failed = errors.Join(failed, u.f.Chown(int(st.Uid), int(st.Gid)))
+	}
+	switch {
+	case touched && !u.readable:
+		return true, fmt.Errorf("%w; the file could not be read before, so it is left partial", err)
+	case touched && failed != nil:
+		return true, fmt.Errorf("%w; putting its previous content back failed too (%v), so it is left partial", err, failed)
+	case touched:
+		return false, fmt.Errorf("%w; its previous content was put back", err)
+	case failed != nil:
+		return false, fmt.Errorf("%w; putting its mode and owner back failed too (%v)", err, failed)
+	}
+	return false, err
 }
 
 // readNoFollow reads the file at path, refusing a symbolic link.
@@ -241,7 +299,7 @@ func replace(dest string, data []byte, mode os.FileMode, owner fileOwner) error 
 		os.Remove(staged)
 		return err
 	}
-	if _, err := install(staged, dest, mode, owner); err != nil {
+	if _, _, err := install(staged, dest, mode, owner); err != nil {
 		os.Remove(staged)
 		return err
 	}

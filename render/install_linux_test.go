@@ -141,7 +141,7 @@ func rewriteAsNonRoot(t *testing.T, dir string) {
 			t.Fatal(err)
 		}
 	}
-	if err := rewrite(staged, dest, 0o640, fileOwner{-1, other}); err != nil {
+	if _, err := rewrite(staged, dest, 0o640, fileOwner{-1, other}); err != nil {
 		t.Fatal(err)
 	}
 	fi, err := os.Stat(dest)
@@ -158,10 +158,51 @@ func rewriteAsNonRoot(t *testing.T, dir string) {
 	if err := os.WriteFile(staged, []byte("new"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := rewrite(staged, dest, 0o640, fileOwner{os.Getuid() + 1, -1}); err == nil {
+	if _, err := rewrite(staged, dest, 0o640, fileOwner{os.Getuid() + 1, -1}); err == nil {
 		t.Error("rewrite gave the file to another user, not being root")
 	}
 	if got := readFile(t, dest); got != staged {
 		t.Errorf("content %q after a refused rewrite, want it as it was", got)
+	}
+}
+
+// A rewrite in place that fails part way (a full file system; here the
+// file size limit, which fails a write the same way) puts the file's
+// content and mode back, and says so. Before, the file was left
+// truncated to what fitted of the new render, for the next reload or
+// restart of the load balancer to read.
+func TestRewriteThatFailsPutsTheFileBack(t *testing.T) {
+	t.Parallel()
+	dir := os.Getenv("SVCREG_REWRITE_FSIZE_DIR")
+	if dir == "" {
+		// The limit is the process's: the rewrite runs in a child.
+		dir = t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "dest"), []byte(strings.Repeat("old\n", 250)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "staged"), []byte(strings.Repeat("new\n", 2500)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(os.Args[0], "-test.run", "^TestRewriteThatFailsPutsTheFileBack$", "-test.v")
+		cmd.Env = append(os.Environ(), "SVCREG_REWRITE_FSIZE_DIR="+dir)
+		if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "--- PASS: TestRewriteThatFailsPutsTheFileBack") {
+			t.Fatalf("the child: %v\n%s", err, out)
+		}
+		return
+	}
+	// 4 KiB: the old content (1000 bytes) fits, the new (10000) does not.
+	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &syscall.Rlimit{Cur: 4096, Max: 4096}); err != nil {
+		t.Fatal(err)
+	}
+	dest := filepath.Join(dir, "dest")
+	changed, err := rewrite(filepath.Join(dir, "staged"), dest, 0o644, fileOwner{-1, -1})
+	if err == nil || !strings.Contains(err.Error(), "file too large; its previous content was put back") || changed {
+		t.Fatalf("rewrite past the limit: changed %v, %v; want it failed and the content put back", changed, err)
+	}
+	if got := readFile(t, dest); got != strings.Repeat("old\n", 250) {
+		t.Errorf("the destination holds %d bytes (%.20q…), want its previous content", len(got), got)
+	}
+	if fi, err := os.Stat(dest); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("the destination's mode: %v, %v; want 0600 as before", fi.Mode(), err)
 	}
 }

@@ -604,8 +604,13 @@ func (r *Renderer) installStaged(g *Group, files []*file) *Failure {
 			}
 		}
 		f.hadFile = r.hadFile.had(f.t.Destination)
-		inPlace, err := install(f.staged, f.t.Destination, f.mode, f.owner)
+		inPlace, changed, err := install(f.staged, f.t.Destination, f.mode, f.owner)
 		if err != nil {
+			if changed {
+				// Put back with the others: renamed over it, or partly
+				// rewritten.
+				f.staged, f.replaced = "", true
+			}
 			r.restore(files, false)
 			return &Failure{g.Name, StepInstall, fmt.Errorf("install %s: %w", f.t.Destination, err)}
 		}
