@@ -201,6 +201,18 @@ type file struct {
 // applied and handed to the group's checker, which checks and installs it
 // after the pass (ahead.go).
 func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapshot) (installed bool, retryAt time.Time, _ *Failure) {
+	// Another renderer on the same destinations takes its pass first;
+	// the installed files are read after it.
+	if !r.Dry {
+		release, f := lockDestinations(ctx, r.Log, g)
+		if f == stopped {
+			return false, time.Time{}, stopped
+		}
+		if f != nil {
+			return false, time.Time{}, r.failed(f)
+		}
+		defer release()
+	}
 	// The files applied ahead of their check are what the live state is,
 	// and what a change applies on: they stay so while the pass renders
 	// and applies.

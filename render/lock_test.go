@@ -1,0 +1,93 @@
+package render
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Two renderers on one destination (a daemon, and --once in a deploy
+// script) take their passes in turn: while another process holds the
+// destination's lock, a pass neither stages, checks, installs nor
+// reloads; once it is released, the pass goes on. Before, each staged
+// over the other's staged file, and one installed what no check saw.
+func TestPassWaitsForAnotherRenderersLock(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, upstreams)
+	checked := filepath.Join(g.dir, "checked")
+	set := g.set(t, TemplateConfig{Reload: "echo reload >> " + g.log, Check: "echo >> " + checked})
+	writeFile(t, g.dir, filepath.Base(g.dest), "before\n")
+
+	other := holdLock(t, g.dest)
+	done := make(chan PassResult, 1)
+	go func() { done <- g.r.Pass(context.Background(), set, snapshot(svc("web-1", []string{"www"}, map[string]string{"ip": "10.0.0.1"}))) }()
+	for range 30 {
+		time.Sleep(10 * time.Millisecond)
+		select {
+		case res := <-done:
+			t.Fatalf("the pass ended while another process held the lock: %+v", res)
+		default:
+		}
+		if _, err := os.Stat(checked); err == nil || readFile(t, g.dest) != "before\n" || g.reloads(t) != 0 {
+			t.Fatal("the pass checked, installed or reloaded while another process held the lock")
+		}
+		if _, err := os.Stat(stagedName(g.dest)); err == nil {
+			t.Fatal("the pass staged while another process held the lock")
+		}
+	}
+	other.Close() // releases it
+	res := <-done
+	if len(res.Failures) != 0 || res.Installed != 1 {
+		t.Fatalf("after the lock was released: %+v", res)
+	}
+	if got := readFile(t, g.dest); got != "server 10.0.0.1;\n" || g.reloads(t) != 1 {
+		t.Errorf("installed %q, %d reloads; want the render, reloaded once", got, g.reloads(t))
+	}
+}
+
+// A stop while the pass waits for the lock ends it with no outcome; a
+// lock file that is a symbolic link is refused, and says to remove it.
+func TestLockWaitEnds(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, upstreams)
+	set := g.set(t, TemplateConfig{Reload: "echo reload >> " + g.log})
+	other := holdLock(t, g.dest)
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(100*time.Millisecond, cancel)
+	if res := g.r.Pass(ctx, set, snapshot(svc("web-1", []string{"www"}, map[string]string{"ip": "10.0.0.1"}))); !res.Stopped || len(res.Failures) != 0 {
+		t.Errorf("a stop while waiting for the lock: %+v, want stopped without a failure", res)
+	}
+	other.Close()
+
+	l := newGroup(t, upstreams)
+	lset := l.set(t, TemplateConfig{})
+	if err := os.Symlink(filepath.Join(l.dir, "elsewhere"), lockName(l.dest)); err != nil {
+		t.Fatal(err)
+	}
+	res := l.r.Pass(context.Background(), lset, snapshot(svc("web-1", []string{"www"}, map[string]string{"ip": "10.0.0.1"})))
+	if w := res.Worst(); w == nil || w.Step != StepInstall || !strings.Contains(w.Error(), "the lock file is a symbolic link; remove it") {
+		t.Errorf("a lock file that is a link: %v", w)
+	}
+	if _, err := os.Lstat(filepath.Join(l.dir, "elsewhere")); err == nil {
+		t.Error("the link's target was created")
+	}
+}
+
+// holdLock takes dest's lock as another process would: on a descriptor
+// of its own, as flock sees it. Closing it releases the lock.
+func holdLock(t *testing.T, dest string) *os.File {
+	t.Helper()
+	f, err := os.OpenFile(lockName(dest), os.O_RDONLY|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
