@@ -24,7 +24,9 @@ func TestPassWaitsForAnotherRenderersLock(t *testing.T) {
 
 	other := holdLock(t, g.dest)
 	done := make(chan PassResult, 1)
-	go func() { done <- g.r.Pass(context.Background(), set, snapshot(svc("web-1", []string{"www"}, map[string]string{"ip": "10.0.0.1"}))) }()
+	go func() {
+		done <- g.r.Pass(context.Background(), set, snapshot(svc("web-1", []string{"www"}, map[string]string{"ip": "10.0.0.1"})))
+	}()
 	for range 30 {
 		time.Sleep(10 * time.Millisecond)
 		select {
