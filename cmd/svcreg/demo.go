@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -31,17 +32,25 @@ Shows svcreg's main job on one machine, with nothing to set up: it starts a
 registry server (embedded store in a temporary directory), runs the renderer
 on the nginx upstreams example (examples/nginx/upstreams.tmpl), and registers
 example services that join, leave and time out, printing the rendered file
-each time it changes. It takes about half a minute; Ctrl-C stops it.`
+each time it changes. It takes about half a minute; Ctrl-C stops it. The
+renderer's errors are printed to standard error, and make the demo exit 1.`
 
 func runDemo(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := newFlagSet("demo", "svcreg demo [--out FILE]", demoDescription, stdout)
+	fs := newFlagSet("demo", "svcreg demo [--out FILE] [--step D]", demoDescription, stdout)
 	out := fs.String("out", "", "`file` to render into (default: a temporary file)")
 	step := fs.Duration("step", 3*time.Second, "pause between the demo's steps")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	// SIGPIPE too: output piped into head stops the demo, which then
+	// removes its temporary directory, rather than kill it.
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM, syscall.SIGPIPE)
 	defer stop()
+	if *out != "" {
+		if fi, err := os.Stat(filepath.Dir(*out)); err != nil || !fi.IsDir() {
+			return usageError{fmt.Sprintf("--out %s: its directory %s does not exist: create it, or give a file in one that does", *out, filepath.Dir(*out))}
+		}
+	}
 	stdout = &lockedWriter{w: stdout} // the steps and the file printer share it
 	dir, err := os.MkdirTemp("", "svcreg-demo-")
 	if err != nil {
@@ -90,7 +99,11 @@ func runDemo(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	}
 	defer client.Close()
 	w := watcher.New(watcher.Config{Client: client, Logger: log})
-	loop := &render.Loop{Renderer: render.NewRenderer(log, nil, nil), Source: w}
+	// The renderer's errors are the demo's: shown, and counted for its
+	// exit status.
+	var failed atomic.Int64
+	renderLog := slog.New(countingHandler{slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError}), &failed})
+	loop := &render.Loop{Renderer: render.NewRenderer(renderLog, nil, nil), Source: w}
 
 	// Every part runs in one group: the first to return (the steps, when
 	// done or stopped) stops the others, and the group returns only when
@@ -108,7 +121,30 @@ func runDemo(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		fmt.Fprintf(stdout, "rendering examples/nginx/upstreams.tmpl into %s\n", dest)
 		return demoSteps(ctx, stdout, client, *step)
 	}, func(error) { cancel() })
-	return g.Run()
+	err = g.Run()
+	if n := failed.Load(); err == nil && n > 0 {
+		return fmt.Errorf("the renderer failed %d times (see above): %s did not follow the registry", n, dest)
+	}
+	return err
+}
+
+// countingHandler counts the records it handles in n.
+type countingHandler struct {
+	slog.Handler
+	n *atomic.Int64
+}
+
+func (h countingHandler) Handle(ctx context.Context, r slog.Record) error {
+	h.n.Add(1)
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h countingHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return countingHandler{h.Handler.WithAttrs(as), h.n}
+}
+
+func (h countingHandler) WithGroup(name string) slog.Handler {
+	return countingHandler{h.Handler.WithGroup(name), h.n}
 }
 
 // demoSteps registers services that join, leave and time out, one step

@@ -38,6 +38,27 @@ func TestDemo(t *testing.T) {
 	}
 }
 
+// A demo whose renderer cannot write its file says so and fails: before,
+// its log went nowhere, the rendered file never showed, and it exited 0.
+// An --out in a directory that does not exist is refused before it starts.
+func TestDemoReportsRendererFailures(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	var stdout, stderr bytes.Buffer
+	if code := Main(context.Background(), []string{"demo", "--step", "50ms", "--out", filepath.Join(dir, "none", "x.conf")}, nil, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), "its directory "+filepath.Join(dir, "none")+" does not exist") {
+		t.Errorf("--out in a missing directory: exit %d, %s", code, stderr.String())
+	}
+	stdout.Reset()
+	stderr.Reset()
+	if err := os.Mkdir(filepath.Join(dir, "x.conf"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	code := Main(context.Background(), []string{"demo", "--step", "50ms", "--out", filepath.Join(dir, "x.conf")}, nil, &stdout, &stderr)
+	if code != 1 || !strings.Contains(stderr.String(), `msg="template group failed"`) || !strings.Contains(stderr.String(), "the renderer failed") {
+		t.Errorf("--out naming a directory: exit %d, stderr:\n%s", code, stderr.String())
+	}
+}
+
 // The demo's registry answers only requests that name it by address (or
 // localhost, or a name without a dot), as a --dev server does: a web page
 // could otherwise log in as dev through a DNS name pointed at 127.0.0.1
