@@ -133,11 +133,17 @@ func (r *Renderer) checkAhead(ctx context.Context, g *Group, ah *ahead) {
 func (r *Renderer) installAhead(ctx context.Context, g *Group, ah *ahead, af *aheadFiles) {
 	files := af.files
 	defer removeStaged(files)
-	var f *Failure
+	// The pass that applied the change may hold the group's locks, and
+	// wait for this install: it joins that hold.
+	release, f := r.lockGroup(ctx, g)
+	if f == nil {
+		defer release()
+	}
 	for _, fl := range files {
-		if f = readInstalled(g, fl); f != nil {
+		if f != nil {
 			break
 		}
+		f = readInstalled(g, fl)
 	}
 	if f == nil {
 		f = stage(g, files)

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"syscall"
 	"time"
 
@@ -27,15 +29,15 @@ func lockName(dest string) string {
 }
 
 // lockDestinations takes an exclusive lock (flock) on the lock file of
-// each destination of g, in the order of their names, and returns the
-// function that releases them. Two renderers on one destination (a
+// each destination of g, in the order of their names, and returns them
+// (closing them releases the locks). Two renderers on one destination (a
 // daemon, and --once in a deploy script) so take their passes in turn:
 // without it, one could stage over the other's staged file between its
 // check and its install, and install what no check saw. A destination
 // whose directory does not exist yet has nothing to guard. A lock
 // another process holds is waited for, up to maxLockWait, or until ctx
 // ends (stopped).
-func lockDestinations(ctx context.Context, log *slog.Logger, g *Group) (release func(), _ *Failure) {
+func lockDestinations(ctx context.Context, log *slog.Logger, g *Group) ([]*os.File, *Failure) {
 	var names []string
 	for _, t := range g.Templates {
 		if _, err := os.Stat(filepath.Dir(t.Destination)); err == nil {
@@ -44,15 +46,10 @@ func lockDestinations(ctx context.Context, log *slog.Logger, g *Group) (release 
 	}
 	slices.Sort(names)
 	var held []*os.File
-	release = func() {
-		for _, f := range held {
-			f.Close() // releases its lock
-		}
-	}
 	for _, name := range names {
 		f, err := lockFile(ctx, log, g, name)
 		if err != nil {
-			release()
+			closeAll(held)
 			if ctx.Err() != nil {
 				return nil, stopped
 			}
@@ -60,7 +57,63 @@ func lockDestinations(ctx context.Context, log *slog.Logger, g *Group) (release 
 		}
 		held = append(held, f)
 	}
-	return release, nil
+	return held, nil
+}
+
+func closeAll(files []*os.File) {
+	for _, f := range files {
+		f.Close() // releases its lock
+	}
+}
+
+// destLocks are the destination locks a Renderer holds, by group. A
+// group's pass and the install of a change applied ahead of its check
+// (ahead.go), which the pass may wait for, share the group's: the first
+// takes it, the other joins, and it is released when both are done.
+type destLocks struct {
+	mu     sync.Mutex
+	groups map[string]*groupLock
+}
+
+// groupLock is one group's: mu is held while it is being taken, refs
+// counts its holders, files are the locked files.
+type groupLock struct {
+	mu    sync.Mutex
+	refs  int
+	files []*os.File
+}
+
+// lockGroup takes g's destination locks, or joins this Renderer's hold
+// of them, and returns the function that lets go of them.
+func (r *Renderer) lockGroup(ctx context.Context, g *Group) (release func(), _ *Failure) {
+	r.locks.mu.Lock()
+	if r.locks.groups == nil {
+		r.locks.groups = map[string]*groupLock{}
+	}
+	gl := r.locks.groups[g.Name]
+	if gl == nil {
+		gl = &groupLock{}
+		r.locks.groups[g.Name] = gl
+	}
+	r.locks.mu.Unlock()
+	gl.mu.Lock()
+	defer gl.mu.Unlock()
+	if gl.refs == 0 {
+		files, f := lockDestinations(ctx, r.Log, g)
+		if f != nil {
+			return nil, f
+		}
+		gl.files = files
+	}
+	gl.refs++
+	return sync.OnceFunc(func() {
+		gl.mu.Lock()
+		defer gl.mu.Unlock()
+		if gl.refs--; gl.refs == 0 {
+			closeAll(gl.files)
+			gl.files = nil
+		}
+	}), nil
 }
 
 // lockFile opens (creating it) and locks the lock file name.
@@ -98,5 +151,50 @@ func lockFile(ctx context.Context, log *slog.Logger, g *Group, name string) (*os
 			return nil, err
 		}
 		wait = min(2*wait, time.Second)
+	}
+}
+
+// pendingName is the file next to dest that says a reload of it is due:
+// written before a changed file is installed, removed once the group has
+// reloaded. One left by a stop between the two (a crash, SIGKILL) makes
+// the next pass reload the installed files, even when nothing changed:
+// without it, the load balancer ran the old files until the next change.
+func pendingName(dest string) string {
+	return filepath.Join(filepath.Dir(dest), "."+filepath.Base(dest)+".svcreg-reload-pending")
+}
+
+// markPending writes the reload-pending file of each changed file. The
+// install's sync of the directory, after, makes it last.
+func markPending(files []*file) error {
+	for _, f := range files {
+		if !f.changed {
+			continue
+		}
+		p, err := os.OpenFile(pendingName(f.t.Destination), os.O_WRONLY|os.O_CREATE|syscall.O_NOFOLLOW, 0o644)
+		if err != nil {
+			return fmt.Errorf("reload-pending file: %w", err)
+		}
+		p.Close()
+	}
+	return nil
+}
+
+// reloadPending reports whether a reload of g's files is due from
+// before (a reload-pending file of one of them is there).
+func reloadPending(g *Group) bool {
+	for _, t := range g.Templates {
+		if _, err := os.Lstat(pendingName(t.Destination)); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// clearPending removes the reload-pending files of g's destinations.
+func (r *Renderer) clearPending(g *Group) {
+	for _, t := range g.Templates {
+		if err := os.Remove(pendingName(t.Destination)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			r.Log.Warn("cannot remove the reload-pending file: the next start reloads again", "group", g.Name, "err", err)
+		}
 	}
 }

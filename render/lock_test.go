@@ -93,3 +93,45 @@ func holdLock(t *testing.T, dest string) *os.File {
 	}
 	return f
 }
+
+// A stop between an install and the end of its reload (a crash, a
+// SIGKILL) leaves the reload-pending file: the next start reloads the
+// installed files though nothing changed. Before, the load balancer ran
+// the old files until the next change. The file is there while the reload
+// runs, gone once it passed, and kept while it fails.
+func TestReloadLeftPendingByAStop(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, upstreams)
+	marker := pendingName(g.dest)
+	// The reload notes whether the pending file is there as it runs.
+	set := g.set(t, TemplateConfig{Reload: "test -e " + marker + " && echo reload >> " + g.log})
+	snap := snapshot(svc("web-1", []string{"www"}, map[string]string{"ip": "10.0.0.1"}))
+	if res := g.r.Pass(context.Background(), set, snap); len(res.Failures) != 0 || g.reloads(t) != 1 {
+		t.Fatalf("the first install: %+v, %d reloads with the pending file there; want 1", res, g.reloads(t))
+	}
+	if _, err := os.Lstat(marker); err == nil {
+		t.Fatal("the reload-pending file is left after the reload passed")
+	}
+	if res := NewRenderer(nil, nil, nil).Pass(context.Background(), set, snap); len(res.Failures) != 0 || g.reloads(t) != 1 {
+		t.Fatalf("a start with nothing pending reloaded: %+v, %d reloads", res, g.reloads(t))
+	}
+
+	// The stop came after the install: the file is there, unreloaded.
+	writeFile(t, g.dir, filepath.Base(marker), "")
+	if res := NewRenderer(nil, nil, nil).Pass(context.Background(), set, snap); len(res.Failures) != 0 || g.reloads(t) != 2 {
+		t.Fatalf("the next start: %+v, %d reloads; want the installed files reloaded", res, g.reloads(t))
+	}
+	if _, err := os.Lstat(marker); err == nil {
+		t.Error("the reload-pending file is left after the pending reload passed")
+	}
+
+	// A pending reload that fails stays pending.
+	failing := g.set(t, TemplateConfig{Reload: "exit 1"})
+	writeFile(t, g.dir, filepath.Base(marker), "")
+	if res := NewRenderer(nil, nil, nil).Pass(context.Background(), failing, snap); res.Worst() == nil || res.Worst().Step != StepReload {
+		t.Fatalf("a failing pending reload: %+v", res)
+	}
+	if _, err := os.Lstat(marker); err != nil {
+		t.Errorf("the reload-pending file went with a failed reload: %v", err)
+	}
+}

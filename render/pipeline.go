@@ -92,6 +92,7 @@ type Renderer struct {
 	hadFile      destinations
 	stateFiles   stateFiles
 	failedChecks failedChecks
+	locks        destLocks
 }
 
 // stopped is what passGroup answers for a group whose change a stop cut
@@ -204,7 +205,7 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 	// Another renderer on the same destinations takes its pass first;
 	// the installed files are read after it.
 	if !r.Dry {
-		release, f := lockDestinations(ctx, r.Log, g)
+		release, f := r.lockGroup(ctx, g)
 		if f == stopped {
 			return false, time.Time{}, stopped
 		}
@@ -232,6 +233,9 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 	if !slices.ContainsFunc(files, func(f *file) bool { return f.changed }) {
 		r.reconcileRuntime(ctx, g, files)
 		ah.checkFirst = false // nothing left of the change that failed
+		if !r.Dry && reloadPending(g) {
+			return r.reloadLeftPending(ctx, g, files, snap)
+		}
 		return false, time.Time{}, nil
 	}
 	// A change a runtime API can make is applied without a reload, before
@@ -301,6 +305,11 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 		f = r.check(ctx, g, files)
 		r.failedChecks.checked(g, files, f, r.now())
 	}
+	if f == nil && !r.NoReload && g.reloads() {
+		if err := markPending(files); err != nil {
+			f = &Failure{g.Name, StepInstall, err}
+		}
+	}
 	if f == nil {
 		f = r.installStaged(g, files)
 	}
@@ -325,6 +334,7 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 	ah.mu.Unlock()
 	if !r.NoReload && r.applyRuntime(ctx, g, afterInstall) {
 		r.observeSince(r.Metrics.eventToLive.WithLabelValues("runtime"), snap.ChangedAt)
+		r.clearPending(g)
 		return true, time.Time{}, nil
 	}
 	// Otherwise it reloads; so too when a runtime API failed to take the
@@ -332,7 +342,24 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 	if f := r.reloadGroup(ctx, g, files, snap.ChangedAt); f != nil {
 		return false, time.Time{}, r.failed(f)
 	}
+	r.clearPending(g)
 	return true, time.Time{}, nil
+}
+
+// reloadLeftPending reloads g's installed files, which a stop between
+// their install and the end of its reload left unreloaded (a
+// reload-pending file says so).
+func (r *Renderer) reloadLeftPending(ctx context.Context, g *Group, files []*file, snap *watcher.Snapshot) (bool, time.Time, *Failure) {
+	if r.NoReload || !g.reloads() {
+		r.clearPending(g)
+		return false, time.Time{}, nil
+	}
+	r.Log.Warn("the files were installed but their reload did not end before svcreg stopped (a crash?): reloading them", "group", g.Name)
+	if f := r.reloadGroup(ctx, g, files, snap.ChangedAt); f != nil {
+		return false, time.Time{}, r.failed(f)
+	}
+	r.clearPending(g)
+	return false, time.Time{}, nil
 }
 
 // observeSince records the time since the watcher applied a change (at;
