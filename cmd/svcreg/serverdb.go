@@ -39,6 +39,13 @@ func runDBCommand(d dbFlags, dataDir string, stdout io.Writer) error {
 	if n > 1 {
 		return usagef("give one of --check, --compact, --backup and --restore")
 	}
+	if (d.check && os.Getenv(checkChildEnv) == "") || d.compact || d.backup != "" {
+		// Each needs the database there: without it, the check would
+		// pass over nothing, and the compaction would create one.
+		if err := haveDatabase(dataDir); err != nil {
+			return err
+		}
+	}
 	switch {
 	case d.check && os.Getenv(checkChildEnv) != "":
 		path := os.Getenv(checkChildEnv) // the file to check (a backup to restore, say)
@@ -94,6 +101,23 @@ func runDBCommand(d dbFlags, dataDir string, stdout io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// haveDatabase returns an error that says what to fix if dataDir holds no
+// database file.
+func haveDatabase(dataDir string) error {
+	path := filepath.Join(dataDir, boltstore.FileName)
+	_, err := os.Stat(path)
+	switch {
+	case err == nil:
+		return nil
+	case !errors.Is(err, fs.ErrNotExist):
+		return err
+	}
+	if _, err := os.Stat(dataDir); errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("--data-dir %q does not exist: check --data-dir (the directory a server was started with)", dataDir)
+	}
+	return fmt.Errorf("--data-dir %q holds no database (no %s): check --data-dir (the directory a server was started with)", dataDir, boltstore.FileName)
 }
 
 // explainStoreError adds to an error opening the embedded store what the

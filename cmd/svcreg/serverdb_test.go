@@ -296,3 +296,37 @@ func TestServerLimitsWrites(t *testing.T) {
 		t.Errorf("a read past the write burst: %d %v", code, err)
 	}
 }
+
+// --check, --compact and --backup of a data directory that holds no
+// database, or does not exist (a mistyped --data-dir), fail saying so, and
+// create neither the directory nor a database.
+func TestDBCommandsWithoutADatabase(t *testing.T) {
+	t.Parallel()
+	empty := t.TempDir()
+	missing := filepath.Join(t.TempDir(), "svcreg-data")
+	backup := filepath.Join(t.TempDir(), "backup.db")
+	for _, tc := range []struct{ dir, want string }{
+		{empty, "holds no database (no svcreg.db): check --data-dir"},
+		{missing, "does not exist: check --data-dir"},
+	} {
+		for _, args := range [][]string{
+			{"server", "--check", "--data-dir", tc.dir},
+			{"server", "--compact", "--data-dir", tc.dir},
+			{"server", "--backup", backup, "--data-dir", tc.dir},
+		} {
+			code, stdout, stderr := runSvcreg(t, args...)
+			if code != exitError || !strings.Contains(stderr, tc.want) || strings.Contains(stderr, ".new") {
+				t.Errorf("%v: exit %d, %s%s; want %d and %q", args, code, stdout, stderr, exitError, tc.want)
+			}
+		}
+	}
+	if names, _ := os.ReadDir(empty); len(names) != 0 {
+		t.Errorf("a data directory without a database now holds %v", names)
+	}
+	if _, err := os.Stat(missing); !os.IsNotExist(err) {
+		t.Errorf("a missing data directory was created: %v", err)
+	}
+	if _, err := os.Stat(backup); !os.IsNotExist(err) {
+		t.Errorf("a backup was written: %v", err)
+	}
+}

@@ -317,6 +317,10 @@ func copyFile(src, dst string) error {
 // is left as it was.
 func Compact(dir string) (before, after int64, err error) {
 	path := filepath.Join(dir, FileName)
+	// Stat first: openFile would create a missing file.
+	if _, err := os.Stat(path); err != nil {
+		return 0, 0, err
+	}
 	src, err := openFile(path, false)
 	if err != nil {
 		return 0, 0, err

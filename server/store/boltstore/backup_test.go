@@ -3,6 +3,8 @@ package boltstore_test
 import (
 	"context"
 	"errors"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -252,5 +254,18 @@ func TestRestoreIgnoresAHeadFarAhead(t *testing.T) {
 	}
 	if head.Time().After(time.Now().Add(time.Hour)) {
 		t.Errorf("the restored feed starts at %v, with the replaced database's head years ahead", head.Time())
+	}
+}
+
+// Compact of a data directory that holds no database fails and leaves it
+// without one: compacting creates nothing.
+func TestCompactCreatesNoDatabase(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if _, _, err := boltstore.Compact(dir); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("Compact of an empty directory: %v, want it not found", err)
+	}
+	if names, _ := os.ReadDir(dir); len(names) != 0 {
+		t.Errorf("Compact of an empty directory left %v in it", names)
 	}
 }
