@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -47,4 +48,35 @@ func TestServerKeepsItsAuthMode(t *testing.T) {
 			t.Errorf("%v after %v: %v\n%s\nwant refused, exit 2: %q", tc.then, tc.first, err, out, tc.want)
 		}
 	}
+}
+
+// A --dev start that fails on its flags (--listen, --metrics-listen,
+// --tls-cert/--tls-key) before it serves leaves no registry behind: not
+// marked as served with --dev, a --users server starts on the directory.
+func TestFailedDevStartRecordsNoAuthMode(t *testing.T) {
+	t.Parallel()
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	dir := filepath.Join(t.TempDir(), "svcreg-data")
+	missing := filepath.Join(t.TempDir(), "missing.pem")
+	for _, args := range [][]string{
+		{"--listen", "127.0.0.1"},
+		{"--listen", taken.Addr().String()},
+		{"--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1"},
+		{"--listen", "127.0.0.1:0", "--tls-cert", missing, "--tls-key", missing},
+	} {
+		code, _, stderr := runSvcreg(t, append([]string{"server", "--dev", "--data-dir", dir}, args...)...)
+		if code != exitError {
+			t.Errorf("--dev %v: exit %d, want %d; stderr:\n%s", args, code, exitError, stderr)
+		}
+		if _, err := os.Stat(dir); !os.IsNotExist(err) {
+			t.Fatalf("--dev %v failed but made its data directory: %v", args, err)
+		}
+	}
+	users := filepath.Join(t.TempDir(), "users.toml")
+	writeFile(t, users, "[[user]]\nname = \"alice\"\ntenant = \"7777\"\napi_key = \"alice-key\"\n")
+	startUsersServer(t, "--data-dir", dir, "--users", users)
 }

@@ -329,6 +329,40 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if reap == 0 {
 		reap = -1
 	}
+	if f.readyFile != "" {
+		// A file an earlier run left must not pass for this run's.
+		if err := os.Remove(f.readyFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("--ready-file: %w", err)
+		}
+	}
+	// The addresses are listened on, and the certificate loaded, before the
+	// store opens: opening records the auth mode (authMode), and a start
+	// that fails on --listen or --tls-cert must not leave a registry marked
+	// as served with --dev (or --users) when it never was. A connection
+	// that comes while the store opens waits for it.
+	ln, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", f.listen, err)
+	}
+	defer ln.Close() // if the server does not start; Serve closes it too
+	var metricsLn net.Listener
+	if f.metricsListen != "" {
+		if metricsLn, err = net.Listen("tcp", f.metricsListen); err != nil {
+			return fmt.Errorf("--metrics-listen %s: %w", f.metricsListen, err)
+		}
+		defer metricsLn.Close()
+	}
+	scheme := "http"
+	var cert *server.Certificate
+	if f.tlsCert != "" {
+		if cert, err = server.LoadCertificate(f.tlsCert, f.tlsKey); err != nil {
+			return fmt.Errorf("load --tls-cert/--tls-key: %w", err)
+		}
+		// HTTP/1.1 only: clients keep one persistent connection, and parked
+		// long-polls hand theirs back to the server.
+		ln = tls.NewListener(ln, &tls.Config{GetCertificate: cert.GetCertificate, NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS12})
+		scheme = "https"
+	}
 	limits := store.Limits{Services: f.serviceLimit, ConfigValues: f.configLimit}
 	st, closeStore, err := openStore(ctx, f, log, reg, limits, reap)
 	var refused *store.AuthModeError
@@ -380,36 +414,6 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		IdleTimeout:       5 * time.Minute,  // above the longest heartbeat interval
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          logging.ErrorLog(log.Handler()),
-	}
-	if f.readyFile != "" {
-		// A file an earlier run left must not pass for this run's.
-		if err := os.Remove(f.readyFile); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("--ready-file: %w", err)
-		}
-	}
-	ln, err := net.Listen("tcp", f.listen)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", f.listen, err)
-	}
-	var metricsLn net.Listener
-	if f.metricsListen != "" {
-		if metricsLn, err = net.Listen("tcp", f.metricsListen); err != nil {
-			ln.Close()
-			return fmt.Errorf("--metrics-listen %s: %w", f.metricsListen, err)
-		}
-		defer metricsLn.Close()
-	}
-	scheme := "http"
-	var cert *server.Certificate
-	if f.tlsCert != "" {
-		if cert, err = server.LoadCertificate(f.tlsCert, f.tlsKey); err != nil {
-			ln.Close()
-			return fmt.Errorf("load --tls-cert/--tls-key: %w", err)
-		}
-		// HTTP/1.1 only: clients keep one persistent connection, and parked
-		// long-polls hand theirs back to the server.
-		ln = tls.NewListener(ln, &tls.Config{GetCertificate: cert.GetCertificate, NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS12})
-		scheme = "https"
 	}
 	if f.dev {
 		// Its dev account's credentials are known to every web page: one
