@@ -85,14 +85,38 @@ func (u User) redacted() plainUser {
 }
 
 type usersFile struct {
-	Users []User `toml:"user"`
+	Users []fileUser `toml:"user"`
+}
+
+// fileUser is a User as the users file holds it: its tenant a string or
+// an integer (fileTenant).
+type fileUser struct {
+	User
+	Tenant fileTenant `toml:"tenant"`
+}
+
+// fileTenant is a users file's tenant: "123456", or 123456 unquoted (the
+// tenant is numeric), taken as its decimal string. Any other TOML value
+// is refused.
+type fileTenant string
+
+func (t *fileTenant) UnmarshalTOML(v any) error {
+	switch v := v.(type) {
+	case string:
+		*t = fileTenant(v)
+	case int64:
+		*t = fileTenant(strconv.FormatInt(v, 10))
+	default:
+		return fmt.Errorf("tenant %v is not a whole number: give one, as 123456 or \"123456\"", v)
+	}
+	return nil
 }
 
 // LoadUsers reads a users file:
 //
 //	[[user]]
 //	name = "deploy"
-//	tenant = "123456"
+//	tenant = "123456"               # or 123456
 //	api_key = "…"                   # and/or
 //	password_hash = "$2a$10$…"       # bcrypt; and/or
 //	tokens = ["…"]                   # static tokens, 20 characters or more
@@ -110,8 +134,13 @@ func LoadUsers(path string) ([]User, error) {
 		// moment: taken, it would revoke every user's tokens.
 		return nil, fmt.Errorf("users file %s holds no [[user]]: give it at least one (and replace it whole: write the new file beside it, then mv it over)", path)
 	}
-	seen := map[string]bool{}
+	users := make([]User, len(f.Users))
 	for i, u := range f.Users {
+		users[i] = u.User
+		users[i].Tenant = string(u.Tenant)
+	}
+	seen := map[string]bool{}
+	for i, u := range users {
 		where := fmt.Sprintf("users file %s: user %d", path, i+1)
 		switch {
 		case u.Name == "":
@@ -137,7 +166,7 @@ func LoadUsers(path string) ([]User, error) {
 		}
 		seen[u.Name] = true
 	}
-	return f.Users, nil
+	return users, nil
 }
 
 func validTenant(t string) bool {

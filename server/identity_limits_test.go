@@ -340,6 +340,39 @@ func TestUsersFileRefusesShortStaticTokens(t *testing.T) {
 	}
 }
 
+// A users file's tenant may be written unquoted, as the number it is, and
+// is taken as its decimal string; a value of another type is refused,
+// naming its line, and the rest of the file is decoded as strictly.
+func TestUsersFileTakesAnUnquotedTenant(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "users.toml")
+	for _, tc := range []struct {
+		tenant, extra string
+		want          string // the tenant, or the error
+	}{
+		{`123456`, "", "123456"},
+		{`"123456"`, "", "123456"},
+		{`1_000`, "", "1000"},
+		{`0`, "", `tenant "0" must be a number from 1 to 2147483647`},
+		{`2147483648`, "", `tenant "2147483648" must be a number from 1 to 2147483647`},
+		{`1.5`, "", `line 3 (last key "user.tenant"): tenant 1.5 is not a whole number`},
+		{`true`, "", `tenant true is not a whole number`},
+		{`123456`, "tenant_id = 1\n", `unknown key "user.tenant_id"`},
+	} {
+		content := "[[user]]\nname = \"deploy\"\ntenant = " + tc.tenant + "\napi_key = \"0123456789abcdef0123\"\n" + tc.extra
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		users, err := server.LoadUsers(path)
+		switch {
+		case err == nil && (len(users) != 1 || users[0].Tenant != tc.want || users[0].Name != "deploy" || users[0].APIKey == ""):
+			t.Errorf("tenant = %s: %v, want tenant %q", tc.tenant, users, tc.want)
+		case err != nil && !strings.Contains(err.Error(), tc.want):
+			t.Errorf("tenant = %s: %v, want %q", tc.tenant, err, tc.want)
+		}
+	}
+}
+
 // A users file with no user is refused: one being rewritten in place is
 // empty for a moment, and taken on a SIGHUP it would revoke every user's
 // tokens.
