@@ -335,33 +335,27 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 			return fmt.Errorf("--ready-file: %w", err)
 		}
 	}
-	// The addresses are listened on, and the certificate loaded, before the
+	// The addresses are checked, and the certificate loaded, before the
 	// store opens: opening records the auth mode (authMode), and a start
 	// that fails on --listen or --tls-cert must not leave a registry marked
-	// as served with --dev (or --users) when it never was. A connection
-	// that comes while the store opens waits for it.
-	ln, err := net.Listen("tcp", f.listen)
-	if err != nil {
+	// as served with --dev (or --users) when it never was. They are
+	// listened on once the store is open: a node that is starting refuses
+	// connections, so that clients move to another at once, rather than
+	// wait in its backlog while its store opens; a trial listen, closed at
+	// once, finds a bad address or a port in use.
+	if err := tryListen(f.listen); err != nil {
 		return fmt.Errorf("listen on %s: %w", f.listen, err)
 	}
-	defer ln.Close() // if the server does not start; Serve closes it too
-	var metricsLn net.Listener
 	if f.metricsListen != "" {
-		if metricsLn, err = net.Listen("tcp", f.metricsListen); err != nil {
+		if err := tryListen(f.metricsListen); err != nil {
 			return fmt.Errorf("--metrics-listen %s: %w", f.metricsListen, err)
 		}
-		defer metricsLn.Close()
 	}
-	scheme := "http"
 	var cert *server.Certificate
 	if f.tlsCert != "" {
 		if cert, err = server.LoadCertificate(f.tlsCert, f.tlsKey); err != nil {
 			return fmt.Errorf("load --tls-cert/--tls-key: %w", err)
 		}
-		// HTTP/1.1 only: clients keep one persistent connection, and parked
-		// long-polls hand theirs back to the server.
-		ln = tls.NewListener(ln, &tls.Config{GetCertificate: cert.GetCertificate, NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS12})
-		scheme = "https"
 	}
 	limits := store.Limits{Services: f.serviceLimit, ConfigValues: f.configLimit}
 	st, closeStore, err := openStore(ctx, f, log, reg, limits, reap)
@@ -406,6 +400,25 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		WriteBurst:                   f.writeBurst,
 	}, server.DescriptorLimit())
 	api := server.New(cfg)
+	ln, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", f.listen, err)
+	}
+	defer ln.Close() // if the server does not start; Serve closes it too
+	var metricsLn net.Listener
+	if f.metricsListen != "" {
+		if metricsLn, err = net.Listen("tcp", f.metricsListen); err != nil {
+			return fmt.Errorf("--metrics-listen %s: %w", f.metricsListen, err)
+		}
+		defer metricsLn.Close()
+	}
+	scheme := "http"
+	if cert != nil {
+		// HTTP/1.1 only: clients keep one persistent connection, and parked
+		// long-polls hand theirs back to the server.
+		ln = tls.NewListener(ln, &tls.Config{GetCertificate: cert.GetCertificate, NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS12})
+		scheme = "https"
+	}
 	httpServer := &http.Server{
 		Handler:           api,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -754,4 +767,14 @@ func etcdAddr(ep string) (network, addr string) {
 		return "tcp", u.Host
 	}
 	return "tcp", ep
+}
+
+// tryListen listens on addr and closes the listener: whether the server
+// could listen there.
+func tryListen(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	return ln.Close()
 }
