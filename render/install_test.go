@@ -45,3 +45,29 @@ func TestStagedFileDoesNotFollowSymlinks(t *testing.T) {
 		t.Errorf("the symlink's target was written by the backup: %q", got)
 	}
 }
+
+// A backup, and a restore after a failed reload, write the old content
+// with the old file's mode: not the template's new perms, which may let
+// more users read what was meant for fewer (a file that was 0600).
+func TestOldContentKeepsItsMode(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, "public\n")
+	writeFile(t, g.dir, filepath.Base(g.dest), "secret\n")
+	if err := os.Chmod(g.dest, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	set := g.set(t, TemplateConfig{Perms: "0644", Backup: true, Reload: "exit 1"})
+	res := g.r.Pass(context.Background(), set, snapshot())
+	if w := res.Worst(); w == nil || w.Step != StepReload {
+		t.Fatalf("pass: %+v, want the reload to fail", res)
+	}
+	for _, path := range []string{g.dest, g.dest + ".bak"} {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := readFile(t, path); got != "secret\n" || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %q, mode %04o; want the old content with its mode, 0600", filepath.Base(path), got, fi.Mode().Perm())
+		}
+	}
+}

@@ -637,7 +637,8 @@ func (r *Renderer) installStaged(g *Group, files []*file) *Failure {
 			continue
 		}
 		if f.t.Backup && f.existed {
-			if err := replace(f.t.Destination+".bak", f.old, f.mode, f.owner); err != nil {
+			mode, owner := f.oldMode()
+			if err := replace(f.t.Destination+".bak", f.old, mode, owner); err != nil {
 				r.restore(files, false)
 				return &Failure{g.Name, StepInstall, fmt.Errorf("back up %s: %w", f.t.Destination, err)}
 			}
@@ -778,7 +779,8 @@ func (r *Renderer) restore(files []*file, keepNew bool) rolledBack {
 		done := &rb.restored
 		switch {
 		case f.existed:
-			err = replace(f.t.Destination, f.old, f.mode, f.owner)
+			mode, owner := f.oldMode()
+			err = replace(f.t.Destination, f.old, mode, owner)
 		case f.link != "":
 			err = relink(f.t.Destination, f.link)
 		default:
@@ -798,6 +800,14 @@ func (r *Renderer) restore(files []*file, keepNew bool) rolledBack {
 		*done = append(*done, f.t.Destination)
 	}
 	return rb
+}
+
+// oldMode is the mode and owner of the file f replaces (it existed), for
+// its content wherever it is written again (a backup, a restore): not the
+// template's perms, which may let more users read it than it had.
+func (f *file) oldMode() (os.FileMode, fileOwner) {
+	mode, owner, _ := destinationMode(TemplateConfig{}, f.info) // no perms, user or group to fail
+	return mode, owner
 }
 
 func checkDataFor(files []*file) checkData {
