@@ -401,6 +401,14 @@ func storeLimits(services int) store.Limits {
 // the replacements (old, new pairs) made: paths, commands, the registry.
 func shippedConfig(t *testing.T, example string, oldnew ...string) string {
 	t.Helper()
+	return shippedFile(t, example, filepath.Join(t.TempDir(), "render.toml"), oldnew...)
+}
+
+// shippedFile writes the example file to path with each oldnew pair's
+// old text replaced by the new, failing when the example lacks one, and
+// returns path.
+func shippedFile(t *testing.T, example, path string, oldnew ...string) string {
+	t.Helper()
 	b, err := os.ReadFile(repoFile(example))
 	if err != nil {
 		t.Fatal(err)
@@ -412,11 +420,10 @@ func shippedConfig(t *testing.T, example string, oldnew ...string) string {
 		}
 		text = strings.ReplaceAll(text, oldnew[i], oldnew[i+1])
 	}
-	config := filepath.Join(t.TempDir(), "render.toml")
-	if err := os.WriteFile(config, []byte(text), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return config
+	return path
 }
 
 // haproxy runs HAProxy in master-worker mode, as examples/haproxy
@@ -440,33 +447,23 @@ func startHAProxy(t *testing.T) *haproxy {
 	return h
 }
 
-// newHAProxy writes HAProxy's main config (master-worker, a frontend on a
-// loopback port whose default backend is "api", which backends.cfg is to
-// hold) and starts nothing.
+// newHAProxy writes HAProxy's main config, examples/haproxy/haproxy.cfg
+// as shipped (master-worker, a frontend whose default backend is svc_api,
+// which backends.cfg is to hold, and the operator's own stats section)
+// with its paths and ports changed, and starts nothing.
 func newHAProxy(t *testing.T) *haproxy {
 	t.Helper()
 	h := &haproxy{bin: program(t, "haproxy"), dir: t.TempDir(), port: freePort(t)}
-	h.main = filepath.Join(h.dir, "haproxy.cfg")
 	h.backends = filepath.Join(h.dir, "backends.cfg")
 	h.pid = filepath.Join(h.dir, "haproxy.pid")
 	h.socket = filepath.Join(h.dir, "admin.sock")
-	main := fmt.Sprintf(`global
-    master-worker
-    pidfile %s
-    stats socket %s level admin
-%sdefaults
-    mode http
-    timeout connect 2s
-    timeout client 10s
-    timeout server 10s
-frontend web
-    bind 127.0.0.1:%d
-    default_backend svc_api
-# The operator's own section, whose name registry data must not take.
-backend stats
-    server stats 127.0.0.1:1
-`, h.pid, h.socket, haproxytest.FastStart, h.port)
-	os.WriteFile(h.main, []byte(main), 0o644)
+	h.main = shippedFile(t, "examples/haproxy/haproxy.cfg", filepath.Join(h.dir, "haproxy.cfg"),
+		"global\n", "global\n"+haproxytest.FastStart,
+		"/run/haproxy.pid", h.pid,
+		"/run/haproxy/admin.sock", h.socket,
+		"bind :80", fmt.Sprintf("bind 127.0.0.1:%d", h.port),
+		"bind 127.0.0.1:8404", fmt.Sprintf("bind 127.0.0.1:%d", freePort(t)),
+	)
 	return h
 }
 
