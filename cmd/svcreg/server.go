@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -27,6 +28,7 @@ import (
 	"github.com/svcreg/svcreg/internal/statuspage"
 	"github.com/svcreg/svcreg/internal/supervise"
 	"github.com/svcreg/svcreg/internal/ui"
+	"github.com/svcreg/svcreg/render"
 	"github.com/svcreg/svcreg/server"
 	"github.com/svcreg/svcreg/server/store"
 	"github.com/svcreg/svcreg/server/store/boltstore"
@@ -146,7 +148,8 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.IntVar(&f.maxWaiters, "max-waiters", 0, "most long-polls one tenant may have waiting\n(0: half of --max-waiters-total, at most 20000)")
 	fs.IntVar(&f.conns.maxWaiters, "max-waiters-total", 0, "most long-polls waiting in all tenants (0: 3/4 of --max-conns);\npast it, a tenant holding two fewer than the one holding the most\ntakes one of its slots (that poll is answered early)")
 	fs.IntVar(&f.maxListReadsWaiting, "max-list-reads-waiting", 0, "most list reads (pages of services, configuration values or events) of\none tenant waiting for its turn, each holding its connection; past it\none is refused at once, rate-limited (0: an eighth of --max-conns)")
-	fs.Int64Var(&f.maxUnsentBytes, "max-unsent-bytes", server.DefaultMaxUnsentBytes, "most `bytes` of list answers (pages of services, configuration values or events)\nbuilt and not yet taken by their clients, in all, and an eighth of it of one\ntenant; past it a list read is refused at once, rate-limited (a client that\ndoes not read holds its answer until the 60s write timeout)")
+	f.maxUnsentBytes = server.DefaultMaxUnsentBytes
+	fs.Var(bytesFlag{&f.maxUnsentBytes}, "max-unsent-bytes", "most `bytes` of list answers (pages of services, configuration values or events)\nbuilt and not yet taken by their clients, in all, and an eighth of it of one\ntenant; past it a list read is refused at once, rate-limited (a client that\ndoes not read holds its answer until the 60s write timeout)")
 	fs.IntVar(&f.conns.maxConns, "max-conns", 0, "client connections held before a new one closes another: one waiting on its\nclient (a slow request, an answer not taken) for 5 s, else the longest-idle\none, else one waiting on its client for 1 s, else one whose request is still\narriving; if none, the new one is let in over it (0: the descriptor limit\nless a tenth, at least 64, kept in reserve)")
 	fs.IntVar(&f.conns.maxIdle, "max-idle-conns", 0, "most keep-alive connections idle at once (0: half of --max-conns)")
 	fs.IntVar(&f.conns.maxIdlePerTenant, "max-idle-conns-per-tenant", 0, "most idle keep-alive connections of one tenant (0: --max-waiters)")
@@ -161,7 +164,8 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.Float64Var(&f.writeRate, "write-rate", server.DefaultWriteRate, "writes (service creates, updates, deletes; configuration sets, deletes) a tenant\nmay make per second after a burst of --write-burst, at this node and, on the etcd\nstore, through all nodes together; heartbeats do not count, but on the etcd store\nthose that move a service from another node have a budget of their own: this\nrate or one a second for every 3 live services, after a burst of --write-burst or\nthe live services, whichever is more; 0: no limit")
 	fs.IntVar(&f.writeBurst, "write-burst", server.DefaultWriteBurst, "writes a tenant may make at once")
 	fs.IntVar(&f.maxEvents, "max-events", store.DefaultMaxEvents, "most events a tenant keeps; past it the oldest are deleted; 0: no limit\nbut --retention")
-	fs.Int64Var(&f.maxEventBytes, "max-event-bytes", store.DefaultMaxEventBytes, "most `bytes` of events a tenant keeps; past it the oldest are deleted; 0: no\nlimit")
+	f.maxEventBytes = store.DefaultMaxEventBytes
+	fs.Var(bytesFlag{&f.maxEventBytes}, "max-event-bytes", "most `bytes` of events a tenant keeps; past it the oldest are deleted; 0: no\nlimit")
 	fs.BoolVar(&f.ui, "ui", true, "serve the dashboard at /ui/ (sign-in with the same accounts as the API;\n--ui=false to turn it off)")
 	fs.BoolVar(&f.hashPassword, "hash-password", false, "read a password on stdin, print its bcrypt hash for --users, and exit")
 	fs.BoolVar(&f.db.check, "check", false, "check the database under --data-dir from end to end, and exit (the server must be stopped)")
@@ -777,4 +781,37 @@ func tryListen(addr string) error {
 		return err
 	}
 	return ln.Close()
+}
+
+// bytesFlag is a flag of a size in bytes: a whole number, or one with
+// KiB, MiB or GiB ("32MiB").
+type bytesFlag struct{ p *int64 }
+
+func (b bytesFlag) String() string {
+	if b.p == nil {
+		return "0"
+	}
+	n := *b.p
+	for _, u := range []struct {
+		name string
+		size int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n != 0 && n%u.size == 0 {
+			return strconv.FormatInt(n/u.size, 10) + u.name
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}
+
+func (b bytesFlag) Set(s string) error {
+	if s == "0" {
+		*b.p = 0
+		return nil
+	}
+	var size render.ByteSize
+	if err := size.UnmarshalTOML(s); err != nil {
+		return errors.New("give a size such as 65536, 512KiB, 32MiB or 1GiB")
+	}
+	*b.p = int64(size)
+	return nil
 }
