@@ -473,7 +473,7 @@ func readInstalled(g *Group, f *file) *Failure {
 		_, err = os.Stat(t.Destination)
 		f.dangling = errors.Is(err, fs.ErrNotExist)
 	case err == nil && !info.Mode().IsRegular():
-		return &Failure{g.Name, StepInstall, fmt.Errorf("%s is not a regular file (%s): it cannot be replaced by a rendered file", t.Destination, info.Mode().Type())}
+		return &Failure{g.Name, StepInstall, fmt.Errorf("%s is not a regular file (%s): it cannot be replaced by a rendered file", t.Destination, fileKind(info.Mode()))}
 	case err == nil:
 		f.existed, f.info = true, info
 		if f.old, err = readNoFollow(t.Destination); err != nil {
@@ -840,4 +840,21 @@ func result(err error) string {
 		return "error"
 	}
 	return "ok"
+}
+
+// fileKind names the type of a file that is not a regular one.
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&fs.ModeNamedPipe != 0:
+		return "a named pipe"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	case m&fs.ModeCharDevice != 0:
+		return "a character device"
+	case m&fs.ModeDevice != 0:
+		return "a device"
+	}
+	return "mode " + m.Type().String()
 }

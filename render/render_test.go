@@ -628,8 +628,16 @@ func TestDestinationNotARegularFile(t *testing.T) {
 	}
 	set := g.set(t, TemplateConfig{Reload: "true"})
 	w := g.r.Pass(context.Background(), set, snapshot()).Worst()
-	if w == nil || w.Step != StepInstall || !strings.Contains(w.Err.Error(), "not a regular file") {
+	if w == nil || w.Step != StepInstall || !strings.Contains(w.Err.Error(), "is not a regular file (a named pipe)") {
 		t.Fatalf("pass: %+v; want the install step refused: not a regular file", w)
+	}
+	d := newGroup(t, upstreams)
+	if err := os.Mkdir(d.dest, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	w = d.r.Pass(context.Background(), d.set(t, TemplateConfig{Reload: "true"}), snapshot()).Worst()
+	if w == nil || !strings.Contains(w.Err.Error(), "is not a regular file (a directory)") {
+		t.Fatalf("a directory: %+v", w)
 	}
 }
 
