@@ -2,6 +2,7 @@ package render
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -138,6 +139,8 @@ func (r *Renderer) installAhead(ctx context.Context, g *Group, ah *ahead, af *ah
 	release, f := r.lockGroup(ctx, g)
 	if f == nil {
 		defer release()
+	} else if f == stopped {
+		f = &Failure{g.Name, StepInstall, errors.New("stopped while waiting for another process's lock on the destinations")}
 	}
 	for _, fl := range files {
 		if f != nil {

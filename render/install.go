@@ -237,21 +237,23 @@ type rewriteUndo struct {
 // touched (truncated, perhaps written), and returns err saying how that
 // went, and whether f holds something else than before.
 func (u rewriteUndo) put(touched bool, err error) (changed bool, _ error) {
+	// Mode and owner first: the old content is never in a file that more
+	// may read than it had.
 	var failed error
-	if touched && u.readable {
-		if terr := u.f.Truncate(0); terr != nil {
-			failed = terr
-		} else if _, werr := u.f.WriteAt(u.old, 0); werr != nil {
-			failed = werr
-		} else {
-			failed = u.f.Sync()
-		}
-	}
 	if u.chmod {
-		failed = errors.Join(failed, u.f.Chmod(u.have.Mode().Perm()))
+		failed = u.f.Chmod(u.have.Mode().Perm())
 	}
 	if st, ok := u.have.Sys().(*syscall.Stat_t); ok && (u.uid >= 0 || u.gid >= 0) {
 		failed = errors.Join(failed, u.f.Chown(int(st.Uid), int(st.Gid)))
+	}
+	if touched && u.readable {
+		if terr := u.f.Truncate(0); terr != nil {
+			failed = errors.Join(failed, terr)
+		} else if _, werr := u.f.WriteAt(u.old, 0); werr != nil {
+			failed = errors.Join(failed, werr)
+		} else {
+			failed = errors.Join(failed, u.f.Sync())
+		}
 	}
 	switch {
 	case touched && !u.readable:

@@ -16,11 +16,15 @@ import (
 	"github.com/svcreg/svcreg/internal/retry"
 )
 
-// maxLockWait is how long a pass waits for another process's lock on a
-// destination before it fails (and is tried again after its backoff).
-// Another renderer holds it for one pass: a render, a check, an install
-// and a reload, each bounded, and the splay.
-const maxLockWait = 2 * time.Minute
+// lockWait is how long a pass of g waits for another process's lock on a
+// destination before it fails (and is tried again after its backoff):
+// another renderer (on the same configuration, as a daemon and --once
+// are) holds it for one pass of the group, its splay, its check, and its
+// reload and a rollback's, each bounded; 2 minutes more for the render,
+// the install and changes applied ahead.
+func lockWait(g *Group) time.Duration {
+	return 2*time.Minute + g.Splay + g.CheckTimeout + 2*g.ReloadTimeout
+}
 
 // lockName is the lock file of dest: next to it, named so that an
 // "include conf.d/*" never picks it up.
@@ -36,7 +40,8 @@ func lockName(dest string) string {
 // check and its install, and install what no check saw. A destination
 // whose directory does not exist yet has nothing to guard. A lock
 // another process holds is waited for, up to maxLockWait, or until ctx
-// ends (stopped).
+// ends (stopped). A lock file the renderer may not create (a read-only
+// directory) is gone without.
 func lockDestinations(ctx context.Context, log *slog.Logger, g *Group) ([]*os.File, *Failure) {
 	var names []string
 	for _, t := range g.Templates {
@@ -55,7 +60,9 @@ func lockDestinations(ctx context.Context, log *slog.Logger, g *Group) ([]*os.Fi
 			}
 			return nil, &Failure{g.Name, StepInstall, err}
 		}
-		held = append(held, f)
+		if f != nil {
+			held = append(held, f)
+		}
 	}
 	return held, nil
 }
@@ -116,7 +123,8 @@ func (r *Renderer) lockGroup(ctx context.Context, g *Group) (release func(), _ *
 	}), nil
 }
 
-// lockFile opens (creating it) and locks the lock file name.
+// lockFile opens (creating it) and locks the lock file name; nil, and no
+// error, where the renderer may not create it.
 func lockFile(ctx context.Context, log *slog.Logger, g *Group, name string) (*os.File, error) {
 	// Read-only: another user's renderer (0644) may lock it too. Not
 	// through a symbolic link, which could name any file.
@@ -125,10 +133,17 @@ func lockFile(ctx context.Context, log *slog.Logger, g *Group, name string) (*os
 		if errors.Is(err, syscall.ELOOP) {
 			err = fmt.Errorf("%w: the lock file is a symbolic link; remove it", err)
 		}
+		if errors.Is(err, syscall.EROFS) || errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM) {
+			// A directory the renderer may not write: no other renderer
+			// of its user can install there either, and a pass that has
+			// nothing to install goes on as before.
+			return nil, nil
+		}
 		return nil, fmt.Errorf("lock file: %w", err)
 	}
-	deadline := time.Now().Add(maxLockWait)
-	wait, logged := 20*time.Millisecond, false
+	wait := lockWait(g)
+	deadline := time.Now().Add(wait)
+	poll, logged := 20*time.Millisecond, false
 	for {
 		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 		if err == nil {
@@ -140,17 +155,17 @@ func lockFile(ctx context.Context, log *slog.Logger, g *Group, name string) (*os
 		}
 		if time.Now().After(deadline) {
 			f.Close()
-			return nil, fmt.Errorf("another process has held the lock %s for %s: another svcreg template on the same destination, still in its pass (or stuck in it; stop it)", name, maxLockWait)
+			return nil, fmt.Errorf("another process has held the lock %s for %s: another svcreg template on the same destination, still in its pass (or stuck in it; stop it)", name, wait)
 		}
 		if !logged {
 			log.Info("another process is installing this destination (another svcreg template on it?); waiting for its pass to end", "group", g.Name, "lock", name)
 			logged = true
 		}
-		if err := retry.Sleep(ctx, retry.Jitter(wait, 0.2)); err != nil {
+		if err := retry.Sleep(ctx, retry.Jitter(poll, 0.2)); err != nil {
 			f.Close()
 			return nil, err
 		}
-		wait = min(2*wait, time.Second)
+		poll = min(2*poll, 250*time.Millisecond)
 	}
 }
 

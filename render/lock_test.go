@@ -135,3 +135,25 @@ func TestReloadLeftPendingByAStop(t *testing.T) {
 		t.Errorf("the reload-pending file went with a failed reload: %v", err)
 	}
 }
+
+// A pass's own reload that fails takes the reload-pending file with it:
+// the rollback, and the next pass, take care of what follows. A first
+// deploy whose reload fails (the load balancer not running yet) keeps its
+// checked file and is not reloaded again at every pass with nothing
+// changed.
+func TestFailedReloadIsNotLeftPending(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, "x\n")
+	set := g.set(t, TemplateConfig{Check: "grep -q x {{.Staged}}", Reload: "echo reload >> " + g.log + "; exit 1"})
+	if w := g.r.Pass(context.Background(), set, snapshot()).Worst(); w == nil || w.Step != StepReload {
+		t.Fatalf("the first deploy: %v, want its reload failed", w)
+	}
+	for i := range 3 {
+		if res := g.r.Pass(context.Background(), set, snapshot()); res.Failures != nil || g.reloads(t) != 1 {
+			t.Fatalf("pass %d with nothing changed: %+v, %d reloads; want no failure, still 1 reload", i+2, res, g.reloads(t))
+		}
+	}
+	if _, err := os.Lstat(pendingName(g.dest)); err == nil {
+		t.Error("the reload-pending file is left after the pass's reload failed")
+	}
+}

@@ -221,6 +221,15 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 	ah.mu.Lock()
 	unlock := sync.OnceFunc(ah.mu.Unlock)
 	defer unlock()
+	// A reload a stop left pending (between an install and the end of its
+	// reload) comes first: the installed files go live before anything
+	// changes on them. Not while a change applied ahead is on its way to
+	// its install, which a reload would take back out of the live state.
+	if !r.Dry && ah.applied == nil && reloadPending(g) {
+		if f := r.reloadLeftPending(ctx, g); f != nil {
+			return false, time.Time{}, f
+		}
+	}
 	files, f := r.renderGroup(ctx, g, snap, ah.applied)
 	if f != nil {
 		return false, time.Time{}, r.failed(f)
@@ -233,9 +242,6 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 	if !slices.ContainsFunc(files, func(f *file) bool { return f.changed }) {
 		r.reconcileRuntime(ctx, g, files)
 		ah.checkFirst = false // nothing left of the change that failed
-		if !r.Dry && reloadPending(g) {
-			return r.reloadLeftPending(ctx, g, files, snap)
-		}
 		return false, time.Time{}, nil
 	}
 	// A change a runtime API can make is applied without a reload, before
@@ -305,15 +311,21 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 		f = r.check(ctx, g, files)
 		r.failedChecks.checked(g, files, f, r.now())
 	}
+	marked := false
 	if f == nil && !r.NoReload && g.reloads() {
 		if err := markPending(files); err != nil {
 			f = &Failure{g.Name, StepInstall, err}
 		}
+		marked = f == nil
 	}
 	if f == nil {
 		f = r.installStaged(g, files)
 	}
 	if f != nil {
+		if marked {
+			// Nothing left to reload: the files were put back.
+			r.clearPending(g)
+		}
 		if failedApply && !r.NoReload && g.reloads() {
 			// The live state is what the failed apply left: the installed
 			// files are reloaded.
@@ -338,28 +350,33 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 		return true, time.Time{}, nil
 	}
 	// Otherwise it reloads; so too when a runtime API failed to take the
-	// live state to the installed files.
-	if f := r.reloadGroup(ctx, g, files, snap.ChangedAt); f != nil {
+	// live state to the installed files. Its outcome is known either way:
+	// a failed reload put the previous files back (and reloaded them), or
+	// left the new ones as the load balancer had nothing before (a first
+	// deploy), and the next pass goes on from there.
+	f = r.reloadGroup(ctx, g, files, snap.ChangedAt)
+	r.clearPending(g)
+	if f != nil {
 		return false, time.Time{}, r.failed(f)
 	}
-	r.clearPending(g)
 	return true, time.Time{}, nil
 }
 
 // reloadLeftPending reloads g's installed files, which a stop between
 // their install and the end of its reload left unreloaded (a
-// reload-pending file says so).
-func (r *Renderer) reloadLeftPending(ctx context.Context, g *Group, files []*file, snap *watcher.Snapshot) (bool, time.Time, *Failure) {
+// reload-pending file says so). A reload that fails stays pending, and
+// is tried again at the group's next pass.
+func (r *Renderer) reloadLeftPending(ctx context.Context, g *Group) *Failure {
 	if r.NoReload || !g.reloads() {
 		r.clearPending(g)
-		return false, time.Time{}, nil
+		return nil
 	}
 	r.Log.Warn("the files were installed but their reload did not end before svcreg stopped (a crash?): reloading them", "group", g.Name)
-	if f := r.reloadGroup(ctx, g, files, snap.ChangedAt); f != nil {
-		return false, time.Time{}, r.failed(f)
+	if f := r.reloadGroup(ctx, g, nil, time.Time{}); f != nil {
+		return r.failed(f)
 	}
 	r.clearPending(g)
-	return false, time.Time{}, nil
+	return nil
 }
 
 // observeSince records the time since the watcher applied a change (at;
