@@ -62,10 +62,12 @@ func TestFailedDevStartRecordsNoAuthMode(t *testing.T) {
 	defer taken.Close()
 	dir := filepath.Join(t.TempDir(), "svcreg-data")
 	missing := filepath.Join(t.TempDir(), "missing.pem")
+	free := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	for _, args := range [][]string{
 		{"--listen", "127.0.0.1"},
 		{"--listen", taken.Addr().String()},
 		{"--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1"},
+		{"--listen", free, "--metrics-listen", free},
 		{"--listen", "127.0.0.1:0", "--tls-cert", missing, "--tls-key", missing},
 	} {
 		code, _, stderr := runSvcreg(t, append([]string{"server", "--dev", "--data-dir", dir}, args...)...)

@@ -347,13 +347,8 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	// connections, so that clients move to another at once, rather than
 	// wait in its backlog while its store opens; a trial listen, closed at
 	// once, finds a bad address or a port in use.
-	if err := tryListen(f.listen); err != nil {
-		return fmt.Errorf("listen on %s: %w", f.listen, err)
-	}
-	if f.metricsListen != "" {
-		if err := tryListen(f.metricsListen); err != nil {
-			return fmt.Errorf("--metrics-listen %s: %w", f.metricsListen, err)
-		}
+	if err := tryListen(f.listen, f.metricsListen); err != nil {
+		return err
 	}
 	var cert *server.Certificate
 	if f.tlsCert != "" {
@@ -773,14 +768,23 @@ func etcdAddr(ep string) (network, addr string) {
 	return "tcp", ep
 }
 
-// tryListen listens on addr and closes the listener: whether the server
-// could listen there.
-func tryListen(addr string) error {
-	ln, err := net.Listen("tcp", addr)
+// tryListen listens on --listen and --metrics-listen (if not empty), both
+// at once (the same port given twice fails), and closes the listeners:
+// whether the server could listen there.
+func tryListen(listen, metricsListen string) error {
+	ln, err := net.Listen("tcp", listen)
 	if err != nil {
-		return err
+		return fmt.Errorf("listen on %s: %w", listen, err)
 	}
-	return ln.Close()
+	defer ln.Close()
+	if metricsListen != "" {
+		mln, err := net.Listen("tcp", metricsListen)
+		if err != nil {
+			return fmt.Errorf("--metrics-listen %s: %w", metricsListen, err)
+		}
+		mln.Close()
+	}
+	return nil
 }
 
 // bytesFlag is a flag of a size in bytes: a whole number, or one with
