@@ -48,19 +48,20 @@ type serviceView struct {
 
 // NewSnapshot builds a synced snapshot from full lists.
 func NewSnapshot(services []registry.Service, config []registry.ConfigValue, marker string, at time.Time) *Snapshot {
-	var n int64
 	se := make([]entry[registry.Service], len(services))
 	for i, svc := range services {
 		se[i] = entry[registry.Service]{svc.ID, svc}
-		n += serviceBytes(svc)
 	}
 	ce := make([]entry[string], len(config))
 	for i, cv := range config {
 		ce[i] = entry[string]{cv.ID, cv.Value}
-		n += int64(len(cv.ID) + len(cv.Value))
 	}
-	return &Snapshot{Marker: marker, Synced: true, SyncedAt: at, ChangedAt: at, view: &serviceView{},
-		services: buildTree(se), config: buildTree(ce), bytes: n}
+	s := &Snapshot{Marker: marker, Synced: true, SyncedAt: at, ChangedAt: at, view: &serviceView{},
+		services: buildTree(se), config: buildTree(ce)}
+	// Counted from the trees, which keep one of each id a list repeats.
+	s.services.withPrefix("", func(_ string, svc registry.Service) { s.bytes += serviceBytes(svc) })
+	s.config.withPrefix("", func(id, v string) { s.bytes += int64(len(id) + len(v)) })
+	return s
 }
 
 // serviceBytes is how many bytes of registry text svc holds.

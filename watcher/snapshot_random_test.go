@@ -311,3 +311,20 @@ func TestDecodeErrorQuotesTheRegistrysText(t *testing.T) {
 		t.Errorf("DecodeError of plain text: %q", plain)
 	}
 }
+
+// A list that repeats an id (a proxy repeating a page) holds it once, and
+// counts its bytes once: once removed, nothing is left counted.
+func TestNewSnapshotCountsRepeatedIDsOnce(t *testing.T) {
+	a := registry.Service{ID: "a", Metadata: map[string]string{"k": "0123456789"}}
+	s := NewSnapshot([]registry.Service{a, a}, []registry.ConfigValue{{ID: "c", Value: "v"}, {ID: "c", Value: "v"}}, "m", time.Now())
+	next, _, err := s.Apply([]registry.Event{
+		{ID: "e1", Type: registry.ServiceRemove, Payload: []byte(`{"id":"a"}`)},
+		{ID: "e2", Type: registry.ConfigValueRemove, Payload: []byte(`{"configuration_value_id":"c","old_value":"v"}`)},
+	}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next.bytes != 0 {
+		t.Errorf("the emptied snapshot counts %d bytes", next.bytes)
+	}
+}
