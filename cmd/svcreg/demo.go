@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -42,16 +43,24 @@ func runDemo(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	// SIGPIPE too: output piped into head stops the demo, which then
-	// removes its temporary directory, rather than kill it.
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM, syscall.SIGPIPE)
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	// Output piped into head: a write to the closed pipe returns EPIPE,
+	// rather than kill the demo (SIGPIPE, once asked for, is not fatal),
+	// and stops it, which then removes its temporary directory. Other
+	// descriptors' broken pipes (a client of its registry gone) are only
+	// their own errors.
+	sigpipe := make(chan os.Signal, 1)
+	signal.Notify(sigpipe, syscall.SIGPIPE)
+	defer signal.Stop(sigpipe)
+	ctx, closedOutput := context.WithCancel(ctx)
+	defer closedOutput()
 	if *out != "" {
 		if fi, err := os.Stat(filepath.Dir(*out)); err != nil || !fi.IsDir() {
 			return usageError{fmt.Sprintf("--out %s: its directory %s does not exist: create it, or give a file in one that does", *out, filepath.Dir(*out))}
 		}
 	}
-	stdout = &lockedWriter{w: stdout} // the steps and the file printer share it
+	stdout = &lockedWriter{w: stdout, onEPIPE: closedOutput} // the steps and the file printer share it
 	dir, err := os.MkdirTemp("", "svcreg-demo-")
 	if err != nil {
 		return err
@@ -123,7 +132,7 @@ func runDemo(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	}, func(error) { cancel() })
 	err = g.Run()
 	if n := failed.Load(); err == nil && n > 0 {
-		return fmt.Errorf("the renderer failed %d times (see above): %s did not follow the registry", n, dest)
+		return fmt.Errorf("the renderer failed %d times (see above): %s did not always follow the registry", n, dest)
 	}
 	return err
 }
@@ -219,14 +228,20 @@ func printChanges(ctx context.Context, w io.Writer, path string) {
 	}
 }
 
-// lockedWriter serialises writes from several goroutines.
+// lockedWriter serialises writes from several goroutines, and calls
+// onEPIPE (if set) when a write finds its reader gone.
 type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
+	mu      sync.Mutex
+	w       io.Writer
+	onEPIPE func()
 }
 
 func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.w.Write(p)
+	n, err := l.w.Write(p)
+	if errors.Is(err, syscall.EPIPE) && l.onEPIPE != nil {
+		l.onEPIPE()
+	}
+	return n, err
 }

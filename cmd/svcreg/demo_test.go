@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -58,6 +59,24 @@ func TestDemoReportsRendererFailures(t *testing.T) {
 		t.Errorf("--out naming a directory: exit %d, stderr:\n%s", code, stderr.String())
 	}
 }
+
+// A write whose reader is gone (output piped into head) stops the demo,
+// which then removes its temporary directory; other errors do not.
+func TestDemoOutputStopsOnEPIPE(t *testing.T) {
+	t.Parallel()
+	stopped := 0
+	w := &lockedWriter{w: errWriter{syscall.EPIPE}, onEPIPE: func() { stopped++ }}
+	w.Write([]byte("x"))
+	w.w = errWriter{io.ErrShortWrite}
+	w.Write([]byte("x"))
+	if stopped != 1 {
+		t.Errorf("stopped %d times, want once: by EPIPE alone", stopped)
+	}
+}
+
+type errWriter struct{ err error }
+
+func (e errWriter) Write([]byte) (int, error) { return 0, e.err }
 
 // The demo's registry answers only requests that name it by address (or
 // localhost, or a name without a dot), as a --dev server does: a web page
