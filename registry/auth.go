@@ -75,6 +75,10 @@ type authenticator struct {
 	// held, if not 0, is when (Unix ns) a 401 may make the client log in
 	// again: the API refused a token just issued (holdRenewals).
 	held atomic.Int64
+	// sendingTo is the URL of the identity service the login under way
+	// (the last one) was sent to, as an error shows it: what a caller that
+	// stops waiting for the login was waiting on (loginUnanswered).
+	sendingTo atomic.Pointer[string]
 }
 
 // refusedFor is how long a refusal of the credentials is given back
@@ -235,12 +239,32 @@ func (a *authenticator) token(ctx context.Context) (AuthToken, error) {
 		return cached, nil
 	}
 	t, err := a.flight.do(ctx, authTimeout, a.authenticate)
+	if err != nil && ctx.Err() != nil && err == context.Cause(ctx) {
+		// The caller stopped waiting; the login goes on (the flight's
+		// own time bounds it) for the calls that follow.
+		return t, a.loginUnanswered(err)
+	}
 	a.noteRefusal(err)
 	if err == nil || !usable || ctx.Err() != nil {
 		return t, err
 	}
 	a.retryRefresh(cached)
 	return cached, nil
+}
+
+// loginUnanswered is the error of a caller whose context ended (with
+// cause) while it waited for a login: the login's request, as an
+// http.Client names a request that its context ended, so that the caller
+// learns that the identity service, and which, had not answered, not the
+// registry.
+func (a *authenticator) loginUnanswered(cause error) error {
+	u := a.authURL
+	if p := a.sendingTo.Load(); p != nil {
+		u = *p
+	} else if a.identity != nil {
+		u = a.identity[a.client.cur.Load()]
+	}
+	return fmt.Errorf("registry: authenticate %s: %w", a.username, &url.Error{Op: "Post", URL: redactedURL(u + "/tokens"), Err: cause})
 }
 
 // noteRefusal remembers err if it is the identity service's refusal of
@@ -280,6 +304,12 @@ func (a *authenticator) invalidate(id string) {
 // Authenticate returns the token the client uses, authenticating with the
 // identity service first if it holds none that is still fresh. Use it to
 // check credentials up front; other calls authenticate as needed.
+//
+// A login is shared by the calls that need it at once, and has 30 s of
+// its own. ctx bounds the wait for it (as it does for any call): a call
+// whose ctx ends first returns an error that names the login's request
+// (`registry: authenticate USER: Post "…/tokens": …`) and matches ctx's
+// cause, and the login goes on for the calls that follow.
 func (c *Client) Authenticate(ctx context.Context) (AuthToken, error) {
 	return c.auth.token(ctx)
 }
@@ -357,6 +387,7 @@ func (a *authenticator) authenticate(ctx context.Context) (AuthToken, error) {
 // {authURL}/tokens (spec §3.1), success being 200 or 203.
 func (a *authenticator) authenticateAt(ctx context.Context, authURL string) (AuthToken, error) {
 	n := a.started.Add(1)
+	a.sendingTo.Store(&authURL)
 	u := authURL + "/tokens"
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(a.body))
 	if err != nil {
