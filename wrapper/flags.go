@@ -98,7 +98,11 @@ If the registry cannot be reached or refuses the service, COMMAND keeps
 running and the wrapper keeps trying (fail open); with --abort-on-failure it
 stops COMMAND instead (SIGTERM, then SIGKILL after --grace-period) once the
 service has gone one heartbeat timeout without being registered or
-heartbeated, and exits with 69.
+heartbeated, and exits with 69. COMMAND starts once the first registration
+has succeeded or failed, or has had no answer (the login at the identity
+endpoint included) for a quarter of the heartbeat timeout (0.5 to 10 s):
+the log then names the request without an answer, and the wrapper goes on
+waiting for it.
 
 Exit codes: COMMAND's; 2 usage; 69 aborted (--abort-on-failure);
 126 COMMAND cannot be run; 127 COMMAND not found; 1 other errors.`

@@ -3,8 +3,10 @@ package wrapper
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/svcreg/svcreg/internal/retry"
@@ -44,18 +46,20 @@ type keeper struct {
 	log      *slog.Logger
 
 	// settled is closed when the first registration has succeeded or
-	// failed (Register waits there while an old instance holds the id).
+	// failed, or has had no answer for firstWait (Register waits there
+	// while an old instance holds the id): the command starts then.
 	settled chan struct{}
 	// fatal gets, with --abort-on-failure, a first registration's failure
 	// that retrying will not fix, before settled closes; the keeper has
 	// stopped then. After the command starts, the deadline decides.
 	fatal chan error
 
-	mu       sync.Mutex
-	held     bool                  // a heartbeater holds the service
-	deadline time.Time             // when the registry times the service out unless heartbeated
-	lastErr  error                 // why the last registration or heartbeat failed; nil if it succeeded
-	hb       *registry.Heartbeater // the last registration's; nil before the first
+	mu         sync.Mutex
+	hasSettled bool                  // settled is closed
+	held       bool                  // a heartbeater holds the service
+	deadline   time.Time             // when the registry times the service out unless heartbeated
+	lastErr    error                 // why the last registration or heartbeat failed; nil if it succeeded
+	hb         *registry.Heartbeater // the last registration's; nil before the first
 	// maybeUntil is when a service that the registrations without an
 	// answer may have made has surely timed out (see Holding); zero when
 	// none may have (never set while held).
@@ -109,8 +113,8 @@ func (k *keeper) Token() string {
 // Deadline is when the registry times the service out unless a heartbeat
 // or registration succeeds before, and why the last attempt failed (nil if
 // it succeeded). Before the first success the deadline is one heartbeat
-// timeout after the keeper started, or after the first registration
-// failed.
+// timeout after the keeper started, or after the command was let start
+// (the first registration failed, or had no answer within firstWait).
 func (k *keeper) Deadline() (time.Time, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -121,15 +125,71 @@ func (k *keeper) timeout() time.Duration {
 	return time.Duration(k.service.HeartbeatTimeout) * time.Second
 }
 
-func (k *keeper) run(ctx context.Context) {
-	first := true
-	settle := func() {
-		if first {
-			first = false
-			close(k.settled)
-		}
+// firstWait is how long the command waits for the first registration
+// (the login it needs first included) to be answered, as a heartbeat
+// attempt is: a quarter of the heartbeat timeout, 0.5 to 10 s. Past it,
+// the command starts (fail open), and the registration goes on waiting
+// for its answer, up to its own 30 s: a registry that answers slowly is
+// still waited for, and not sent a second create that would find the
+// first one's service holding the id.
+func (k *keeper) firstWait() time.Duration {
+	return min(max(k.timeout()/4, 500*time.Millisecond), 10*time.Second)
+}
+
+// settle lets the command start, if it has not been let start yet, and
+// reports whether it did so now: with fatal (a refusal, with
+// --abort-on-failure) it is not started at all. It logs msg first (the
+// command's start comes after it in the log) with args, and, when the
+// command starts, gives it a heartbeat timeout from now.
+func (k *keeper) settle(fatal error, msg string, args ...any) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.hasSettled {
+		return false
 	}
-	defer settle()
+	k.hasSettled = true
+	if msg != "" {
+		k.log.Warn(msg, args...)
+	}
+	if fatal != nil {
+		k.fatal <- fatal
+	} else if k.hb == nil {
+		k.deadline = time.Now().Add(k.timeout())
+	}
+	close(k.settled)
+	return true
+}
+
+// started reports whether the command has been let start.
+func (k *keeper) started() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.hasSettled
+}
+
+// firstLogin logs in before the first registration, for at most wait:
+// a login that has no answer by then is told apart from a registration
+// that has none. The command then starts, and the login goes on for the
+// registration that follows. A login that fails otherwise is left to the
+// registration, which gets the same failure, or logs in again.
+func (k *keeper) firstLogin(ctx context.Context, wait time.Duration) {
+	lctx, cancel := context.WithTimeoutCause(ctx, wait, fmt.Errorf("no answer within %s", wait))
+	defer cancel()
+	_, err := k.client.Authenticate(lctx)
+	if err == nil || lctx.Err() == nil || ctx.Err() != nil {
+		return
+	}
+	k.mu.Lock()
+	k.lastErr = err
+	k.mu.Unlock()
+	k.settle(nil, "the identity service has not answered the login; the command runs anyway, the login goes on", "err", err)
+}
+
+func (k *keeper) run(ctx context.Context) {
+	defer k.settle(nil, "")
+	wait := k.firstWait()
+	begun := time.Now()
+	k.firstLogin(ctx, wait)
 	bo := retry.Backoff{Min: minRetry, Max: k.interval}
 	var failures int
 	// The reminders of failures that retrying may fix, and of refusals:
@@ -141,10 +201,24 @@ func (k *keeper) run(ctx context.Context) {
 	taken := false
 	for {
 		var logged time.Time
+		// The first registration has what is left of firstWait (a
+		// quarter of it at least) before the command starts, unless an
+		// old instance holds the id: that is waited out.
+		var holder atomic.Bool
+		var noAnswer *time.Timer
+		if !k.started() {
+			noAnswer = time.AfterFunc(max(wait-time.Since(begun), wait/4), func() {
+				if !holder.Load() {
+					k.settle(nil, "the registry has not answered the registration yet; the command runs anyway, still waiting for the answer",
+						"url", k.client.URL(), "waited", time.Since(begun).Round(time.Millisecond))
+				}
+			})
+		}
 		hb, err := k.client.Register(ctx, k.service, registry.RegisterOptions{
 			Heartbeat:   registry.HeartbeatOptions{Interval: k.interval, OnBeat: k.onBeat()},
 			CreateGrace: createGrace,
 			OnTaken: func(until time.Time) {
+				holder.Store(true)
 				taken = true
 				// A create that got no answer before may have failed the
 				// same way: the id is not known to be ours, and deleting
@@ -164,13 +238,16 @@ func (k *keeper) run(ctx context.Context) {
 				}
 			},
 		})
+		if noAnswer != nil {
+			noAnswer.Stop()
+		}
 		if err == nil {
 			k.mu.Lock()
 			k.held, k.maybeUntil, k.deadline, k.lastErr, k.hb = true, time.Time{}, hb.Deadline(), nil, hb
 			taken = false
 			k.mu.Unlock()
 			k.log.Info("service registered", "heartbeat_timeout", k.service.HeartbeatTimeout, "interval", k.interval, "failed_attempts", failures)
-			settle()
+			k.settle(nil, "")
 			failures, remind, remindRefused = 0, throttle{}, throttle{}
 			registered := time.Now()
 			<-hb.Done()
@@ -202,15 +279,10 @@ func (k *keeper) run(ctx context.Context) {
 		permanent := !retryable(err)
 		k.mu.Lock()
 		k.lastErr = err
-		if first {
-			// The command starts now: give it a heartbeat timeout from here.
-			k.deadline = time.Now().Add(k.timeout())
-		}
 		k.mu.Unlock()
 		// A refusal aborts at once only before the command starts; after
 		// it, the deadline decides, as for any failure (README).
-		if permanent && k.abort && first {
-			k.fatal <- err
+		if permanent && k.abort && k.settle(err, "") {
 			return
 		}
 		// A rate limit's Retry-After is waited out, up to the backoff's cap.
@@ -226,7 +298,7 @@ func (k *keeper) run(ctx context.Context) {
 		default:
 			k.log.Debug("registration failed", "err", err, "attempts", failures)
 		}
-		settle()
+		k.settle(nil, "")
 		if retry.Sleep(ctx, wait) != nil {
 			return
 		}

@@ -79,7 +79,8 @@ func Main(ctx context.Context, prog string, args []string, stdin io.Reader, stdo
 	// No client-wide timeout: each request is bounded by its own attempt
 	// (a registration's 30 s, a heartbeat's up to half the heartbeat
 	// timeout, the deregistration's 5 s), as in svcreg wrap; one of 10 s
-	// cut a slow registry's answers that those bounds wait for.
+	// cut a slow registry's answers that those bounds wait for. The
+	// command waits for the first registration's for less (firstWait).
 	rc.HTTPClient = &http.Client{Transport: transport}
 	rc.OnFailover = registryflags.LogFailover(log)
 	client, err := registry.New(rc)

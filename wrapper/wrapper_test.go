@@ -26,6 +26,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/svcreg/svcreg/internal/testnet"
 	"github.com/svcreg/svcreg/internal/testprog"
 	"github.com/svcreg/svcreg/internal/testserver"
 	"github.com/svcreg/svcreg/registry"
@@ -1251,6 +1252,53 @@ func TestCommandGetsNoCredentials(t *testing.T) {
 			if code := w.wait(); code != 0 {
 				t.Fatalf("exit code %d, want 0", code)
 			}
+		})
+	}
+}
+
+// TestSilentRegistryHoldsTheCommandOneAttempt: a registry (and its
+// identity endpoint) that takes connections and never answers holds the
+// command up for a quarter of the heartbeat timeout, the login included,
+// not for the 30 s a login or a create may take; and the log says which
+// request has had no answer.
+func TestSilentRegistryHoldsTheCommandOneAttempt(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		env  func(url string) []string
+		log  string // what the log says, with the registry's URL for %[1]s
+	}{
+		{"login", func(u string) []string {
+			return []string{"SVCREG_URL=" + u + "/v1.0", "SVCREG_USERNAME=silent", "SVCREG_API_KEY=dev"}
+		}, `msg="the identity service has not answered the login; the command runs anyway, the login goes on" prog=service-registry-wrapper service=silent err="registry: authenticate silent: Post \"%[1]s/v2.0/tokens\": no answer within 750ms"`},
+		{"create", func(u string) []string {
+			return []string{"SVCREG_URL=" + u + "/v1.0", "SVCREG_TOKEN=t", "SVCREG_TENANT=1"}
+		}, `msg="the registry has not answered the registration yet; the command runs anyway, still waiting for the answer" prog=service-registry-wrapper service=silent url=%[1]s/v1.0 waited=`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			// Takes connections and never answers on them.
+			u := "http://" + testnet.Serve(t, func(c net.Conn) {
+				<-t.Context().Done()
+				c.Close()
+			})
+			dir := t.TempDir()
+			started := time.Now()
+			w := startWrapper(t, dir, tc.env(u), append([]string{"--id=silent", "--interval=1"}, sh(untilStop, dir)...)...)
+			waitFile(t, filepath.Join(dir, "pid"))
+			// The wait is 0.75 s here; a login's or a create's own time
+			// is 30 s.
+			if took := time.Since(started); took >= 20*time.Second {
+				t.Errorf("the command started %v after the wrapper, want it after 0.75 s, long before a login's or a create's 30 s", took)
+			}
+			w.waitLog(`msg="command started"`)
+			logs := w.logs()
+			said := strings.Index(logs, fmt.Sprintf(tc.log, u))
+			if said < 0 || said > strings.Index(logs, `msg="command started"`) {
+				t.Errorf("the log does not say, before the command started, which request has had no answer (%s):\n%s", fmt.Sprintf(tc.log, u), logs)
+			}
+			touch(t, filepath.Join(dir, "stop"))
+			w.wait()
 		})
 	}
 }
