@@ -19,4 +19,11 @@ type Status struct {
 	LastErrorAt time.Time `json:"last_error_at,omitzero"`
 	// Resyncs counts the full lists after the first.
 	Resyncs int `json:"resyncs"`
+	// Unanswered is, once Run has ended in the middle of a list, that
+	// list's error: the request that had no answer yet (the login at the
+	// identity service, or a page of the list), as the registry client
+	// names it, with the cause of Run's end. Empty otherwise. A one-shot
+	// command that gives up on the first sync says with it what it was
+	// waiting for.
+	Unanswered string `json:"unanswered,omitempty"`
 }

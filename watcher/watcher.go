@@ -165,7 +165,8 @@ func (w *Watcher) lastContact() float64 {
 }
 
 // Run lists and follows the feed until ctx is done, then returns nil
-// (promptly: the long-poll under way is abandoned). It never gives up
+// (promptly: the long-poll under way is abandoned; a list under way is
+// too, and Status.Unanswered says what it was waiting for). It never gives up
 // before that (but see StopOnRefusedCredentials): a registry that is down,
 // or refuses the credentials, is retried with capped, jittered backoff
 // (and not sooner than an answer's Retry-After asks, up to the cap), and
@@ -177,6 +178,11 @@ func (w *Watcher) Run(ctx context.Context) error {
 	for {
 		snap, err := w.list(ctx)
 		if ctx.Err() != nil {
+			if err != nil {
+				w.mu.Lock()
+				w.status.Unanswered = err.Error()
+				w.mu.Unlock()
+			}
 			return nil
 		}
 		if err != nil {

@@ -95,9 +95,11 @@ Orphaned processes are reaped, also as PID 1.
 Exit codes (--once, --print): 0 done; 1 other error; 2 usage; 3 bad config or
 template, or the registry refused the credentials (at once: a refusal is not
 retried until --once-timeout); 4 no sync with the registry within
---once-timeout; 5 a template failed to render (or min_instances refused it
-and the existing file was kept; a destination that does not exist yet is
-installed, with a warning); 6 a check command failed; 7 a file could not be
+--once-timeout (the message gives the last error, and the request still
+without an answer: the login at the identity endpoint, or the list); 5 a
+template failed to render (or min_instances refused it and the existing
+file was kept; a destination that does not exist yet is installed, with a
+warning); 6 a check command failed; 7 a file could not be
 installed; 8 a reload command failed; 130 or 143 stopped by SIGINT or SIGTERM
 before the pass went through (a check under way is stopped, and what it
 checks is not installed; a reload under way runs to its end; a second
@@ -416,7 +418,7 @@ func isSet(fs *flag.FlagSet, name string) bool {
 // failure.
 func runOnce(ctx context.Context, log *slog.Logger, w *watcher.Watcher, loop *render.Loop, set *render.Set, timeout time.Duration) error {
 	ctx, stop := watchUntilSignal(ctx, w)
-	defer stop()
+	defer stop(nil)
 	res, err := loop.RunOnce(ctx, set, timeout)
 	if res.Stopped && err == nil {
 		err = fmt.Errorf("stopped before the pass went through: %w", context.Cause(ctx))
@@ -430,7 +432,7 @@ func runOnce(ctx context.Context, log *slog.Logger, w *watcher.Watcher, loop *re
 	}
 	if err != nil {
 		// Also a stop by the watcher giving up (refused credentials).
-		return syncError(ctx, err, w)
+		return syncError(ctx, err, w, stop)
 	}
 	if worst := res.Worst(); worst != nil {
 		code := map[render.Step]int{render.StepRender: exitRender, render.StepCheck: exitCheck,

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -22,13 +24,13 @@ import (
 // output to stdout, exit. No file is written and no command run.
 func runPrint(ctx context.Context, log *slog.Logger, w *watcher.Watcher, r *render.Renderer, set *render.Set, timeout time.Duration, stdout io.Writer) error {
 	ctx, stop := watchUntilSignal(ctx, w)
-	defer stop()
+	defer stop(nil)
 	snap, err := render.WaitSynced(ctx, w, timeout)
 	if err := interruptedError(ctx); err != nil {
 		return err
 	}
 	if err != nil {
-		return syncError(ctx, err, w)
+		return syncError(ctx, err, w, stop)
 	}
 	if err := r.Print(ctx, set, snap, stdout); err != nil {
 		if err := interruptedError(ctx); err != nil {
@@ -43,8 +45,9 @@ func runPrint(ctx context.Context, log *slog.Logger, w *watcher.Watcher, r *rend
 // watchUntilSignal runs w in the background for a one-shot command (--once,
 // --print). The context it returns ends on SIGINT or SIGTERM, and when the
 // watcher gives up (refused credentials: StopOnRefusedCredentials), with
-// its error as the cause; stop ends the watcher and waits for it.
-func watchUntilSignal(ctx context.Context, w *watcher.Watcher) (context.Context, func()) {
+// its error as the cause; stop ends the watcher, its requests under way
+// with cause (if not nil), and waits for it. stop may be called again.
+func watchUntilSignal(ctx context.Context, w *watcher.Watcher) (context.Context, func(cause error)) {
 	ctx, interrupt := context.WithCancelCause(ctx)
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
@@ -61,7 +64,7 @@ func watchUntilSignal(ctx context.Context, w *watcher.Watcher) (context.Context,
 	}()
 	stopSignals := func() { signal.Stop(sigs); close(quit) }
 	ctx, gaveUp := context.WithCancelCause(ctx)
-	wctx, cancel := context.WithCancel(ctx)
+	wctx, cancel := context.WithCancelCause(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -69,7 +72,10 @@ func watchUntilSignal(ctx context.Context, w *watcher.Watcher) (context.Context,
 			gaveUp(err)
 		}
 	}()
-	return ctx, func() { cancel(); <-done; gaveUp(nil); stopSignals() }
+	var once sync.Once
+	return ctx, func(cause error) {
+		once.Do(func() { cancel(cause); <-done; gaveUp(nil); stopSignals() })
+	}
 }
 
 // interrupted is the cause of a one-shot command's end by SIGINT or
@@ -91,16 +97,31 @@ func interruptedError(ctx context.Context) error {
 
 // syncError is the error of a one-shot command that could not wait for
 // the first sync: exit 3 when the registry refused the credentials, 4 on a
-// timeout, with the watcher's last error.
-func syncError(ctx context.Context, err error, w *watcher.Watcher) error {
+// timeout, with the watcher's last error and what it was still waiting for
+// (the login at the identity service, or a page of the list: stop ends
+// the watcher, and the request it cuts short says which, and where).
+func syncError(ctx context.Context, err error, w *watcher.Watcher, stop func(cause error)) error {
 	if cause := context.Cause(ctx); errors.Is(cause, registry.ErrUnauthorized) {
 		return exitCodeError{exitConfig, cause}
 	}
 	if !errors.Is(err, render.ErrSyncTimeout) {
 		return err
 	}
-	if st := w.Status(); st.LastError != "" {
-		err = fmt.Errorf("%w (last error: %s)", err, st.LastError)
+	stop(errGivenUp)
+	st := w.Status()
+	var why []string
+	if st.LastError != "" {
+		why = append(why, "last error: "+st.LastError)
+	}
+	if st.Unanswered != "" {
+		why = append(why, "still waiting for: "+st.Unanswered)
+	}
+	if len(why) > 0 {
+		err = fmt.Errorf("%w (%s)", err, strings.Join(why, "; "))
 	}
 	return exitCodeError{exitSync, err}
 }
+
+// errGivenUp ends the requests of a one-shot command's watcher still
+// under way at --once-timeout: their errors, which name them, end with it.
+var errGivenUp = errors.New("given up at --once-timeout")
