@@ -136,7 +136,7 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.StringVar(&f.metricsListen, "metrics-listen", "", "`address` on which to serve /metrics alone, instead of on --listen: the\nmetrics count every account's requests and events, and --listen is open to\nevery account (and to clients without one). Plain HTTP (no --tls-cert),\n16 connections at once: give a loopback or internal address")
 	fs.StringVar(&f.readyFile, "ready-file", "", "`file` to write the server's base URL to once it listens (with --listen 127.0.0.1:0,\nhow a script or test learns the port); removed when the server stops")
 	fs.StringVar(&f.dataDir, "data-dir", "./svcreg-data", "`directory` holding the database")
-	fs.BoolVar(&f.dev, "dev", false, "development mode: any username authenticates with API key \"dev\"; requests that\nreach it on loopback must name it by IP address, localhost or the host name")
+	fs.BoolVar(&f.dev, "dev", false, "development mode: any username authenticates with API key \"dev\"; requests must\nname it by IP address, localhost, the host name or a name without a dot (others\nget 421), whatever address they reach")
 	fs.StringVar(&f.users, "users", "", "users `file` (TOML) for the identity endpoint")
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "TLS certificate `file` (PEM); serve HTTPS with --tls-key")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "TLS private key `file` (PEM)")
