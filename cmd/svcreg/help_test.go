@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"flag"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -29,5 +32,28 @@ func TestDevFlagHelpNamesTheHostsItServes(t *testing.T) {
 	dev = strings.Join(strings.Fields(dev), " ")
 	if !strings.Contains(dev, "a name without a dot") || !strings.Contains(dev, "421") || strings.Contains(dev, "loopback") {
 		t.Errorf("server --help's --dev: %q; want the names it serves (a name without a dot too) on any address, and 421 for others", dev)
+	}
+}
+
+// --config and --template go together, the flags' templates after the
+// file's; the usage line does not show them as alternatives.
+func TestTemplateTakesConfigAndTemplateFlagsTogether(t *testing.T) {
+	dir := t.TempDir()
+	config := filepath.Join(dir, "render.toml")
+	if err := os.WriteFile(config, []byte("[[template]]\nsource = \"a.tmpl\"\ndestination = \"a.out\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f := templateFlags{config: config, templates: stringList{"b.tmpl:" + filepath.Join(dir, "b.out")}}
+	c, err := f.loadConfig(flag.NewFlagSet("template", flag.ContinueOnError))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Templates) != 2 || filepath.Base(c.Templates[0].Source) != "a.tmpl" || filepath.Base(c.Templates[1].Source) != "b.tmpl" {
+		t.Fatalf("templates %+v; want the file's, then the flag's", c.Templates)
+	}
+	help := commandHelp(t, "template")
+	usage, _, _ := strings.Cut(strings.TrimPrefix(help, "Usage:\n"), "\n\n")
+	if strings.Contains(usage, "|") || !strings.Contains(usage, "[--config FILE]") || !strings.Contains(help, "or from both") {
+		t.Errorf("template --help shows --config and --template as alternatives:\n%s", usage)
 	}
 }

@@ -44,12 +44,13 @@ reloads for anything else or when the API fails; at each start it makes
 HAProxy's live servers the installed file's again. --dry prints the
 commands it would send, those of the start included.
 
-Templates come from --config (TOML) or from --template flags. The registry
-connection comes from the flags, the config file's [registry], or the SVCREG_*
-variables, in that order. An https:// registry whose certificate a private
-or self-signed CA issued needs that CA: --ca-cert, ca_cert in [registry]
-(relative to the config file) or SVCREG_CA_CERT, a PEM file whose CAs
-replace the system's roots for the registry's connection.
+Templates come from --config (TOML), from --template flags, or from both
+(the flags' are rendered as well as the file's); give at least one. The
+registry connection comes from the flags, the config file's [registry], or
+the SVCREG_* variables, in that order. An https:// registry whose
+certificate a private or self-signed CA issued needs that CA: --ca-cert,
+ca_cert in [registry] (relative to the config file) or SVCREG_CA_CERT, a PEM
+file whose CAs replace the system's roots for the registry's connection.
 
 Registry data is untrusted: templates should pass it through the safe
 functions (endpoints, addr, port, weight, number, ident, nginxString,
@@ -150,7 +151,7 @@ func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 
 func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	var f templateFlags
-	fs := newFlagSet("template", "svcreg template (--config FILE | --template SRC:DST[:RELOAD]...) [flags]", templateDescription, stdout)
+	fs := newFlagSet("template", "svcreg template [--config FILE] [--template SRC:DST[:RELOAD]...] [flags]", templateDescription, stdout)
 	fs.StringVar(&f.config, "config", "", "TOML config `file`")
 	fs.Var(&f.templates, "template", "`SRC:DST[:RELOAD]`: render SRC to DST and run RELOAD after a change (repeatable)")
 	fs.StringVar(&f.wait, "wait", "", "`MIN:MAX` debounce: render after MIN without changes, at most MAX after the first\n(default 100ms:2s, or the config's [wait])")
