@@ -51,7 +51,7 @@ func runDBCommand(d dbFlags, dataDir string, stdout io.Writer) error {
 		path := os.Getenv(checkChildEnv) // the file to check (a backup to restore, say)
 		size, err := boltstore.CheckFile(path)
 		if err != nil {
-			return explainStoreError(err)
+			return explainFileError(dataDir, path, err)
 		}
 		fmt.Fprintf(stdout, "%s: sound (%d bytes in use)\n", path, size)
 	case d.check:
@@ -89,7 +89,7 @@ func runDBCommand(d dbFlags, dataDir string, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "backed up %s to %s (%d bytes)\n", dataDir, d.backup, n)
 	case d.restore != "":
 		if _, err := checkFileInChild(dataDir, d.restore, 0); err != nil {
-			return fmt.Errorf("restore %s: the backup cannot be restored: %w", d.restore, err)
+			return fmt.Errorf("restore %s: %w", d.restore, err)
 		}
 		replaced, err := boltstore.Restore(dataDir, d.restore)
 		if err != nil {
@@ -128,6 +128,25 @@ func explainStoreError(err error) error {
 		return fmt.Errorf("%w; restore it from a backup (svcreg server --restore FILE), or move it aside to start an empty registry", err)
 	}
 	return err
+}
+
+// explainBackupError is explainStoreError for a backup given to --restore,
+// which another backup replaces.
+func explainBackupError(err error) error {
+	var damaged *boltstore.DamagedError
+	if errors.As(err, &damaged) {
+		return fmt.Errorf("the backup %s is damaged or not a svcreg database: %s; give another backup", damaged.Path, damaged.Reason)
+	}
+	return err
+}
+
+// explainFileError explains an error checking the file at path: the
+// database under dataDir (explainStoreError), or a backup to restore.
+func explainFileError(dataDir, path string, err error) error {
+	if path != filepath.Join(dataDir, boltstore.FileName) {
+		return explainBackupError(err)
+	}
+	return explainStoreError(err)
 }
 
 // checkChildEnv marks the child process that checks the database, and
@@ -189,5 +208,5 @@ func checkFileInChild(dataDir, path string, limit time.Duration) (string, error)
 		return "", errors.New(strings.TrimPrefix(msg, "svcreg server: "))
 	}
 	first, _, _ := strings.Cut(strings.TrimSpace(stderr.String()), "\n")
-	return "", explainStoreError(&boltstore.DamagedError{Path: path, Reason: fmt.Sprintf("checking it crashed (%s: %s)", exit, first)})
+	return "", explainFileError(dataDir, path, &boltstore.DamagedError{Path: path, Reason: fmt.Sprintf("checking it crashed (%s: %s)", exit, first)})
 }

@@ -138,6 +138,7 @@ func TestDamagedDatabaseStopsStartup(t *testing.T) {
 			}
 			// The maintenance commands too: each would read the file
 			// in-process, where a fault is past recovery.
+			// --restore of the file advises another backup, not a restore.
 			for _, args := range [][]string{
 				{"server", "--dev", "--listen", "127.0.0.1:0", "--data-dir", dir},
 				{"server", "--check", "--data-dir", dir},
@@ -149,9 +150,13 @@ func TestDamagedDatabaseStopsStartup(t *testing.T) {
 				if code != exitError {
 					t.Errorf("%v: exit code %d, want %d; stderr:\n%s", args, code, exitError, stderr)
 				}
+				advice := "svcreg server --restore FILE"
+				if args[1] == "--restore" {
+					advice = "give another backup"
+				}
 				lines := strings.Split(strings.TrimSpace(stderr), "\n")
-				if len(lines) != 1 || !strings.Contains(stderr, tc.want) || !strings.Contains(stderr, "--restore") {
-					t.Errorf("%v: stderr is not one line saying %q and what to do:\n%s", args, tc.want, stderr)
+				if len(lines) != 1 || !strings.Contains(stderr, tc.want) || !strings.Contains(stderr, advice) {
+					t.Errorf("%v: stderr is not one line saying %q and %q:\n%s", args, tc.want, advice, stderr)
 				}
 			}
 			if fi, err := os.Stat(path); err != nil || fi.Size() != int64(len(tc.damage(bytes.Clone(data)))) {
@@ -219,8 +224,9 @@ func TestRestoreRefusesADamagedBackup(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, _, stderr := runSvcreg(t, "server", "--restore", bad, "--data-dir", dir)
-	if code != exitError || !strings.Contains(stderr, "cannot be restored") {
-		t.Errorf("--restore of a damaged backup: exit %d, %s", code, stderr)
+	want := "the backup " + bad + " is damaged or not a svcreg database: invalid database; give another backup\n"
+	if code != exitError || !strings.Contains(stderr, want) || strings.Contains(stderr, "restore it from a backup") {
+		t.Errorf("--restore of a damaged backup: exit %d, %s; want %q", code, stderr, want)
 	}
 	if _, err := os.Stat(filepath.Join(dir, boltstore.FileName)); !os.IsNotExist(err) {
 		t.Errorf("a database was written: %v", err)
