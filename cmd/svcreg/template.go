@@ -184,6 +184,11 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 			return usageError{err.Error()}
 		}
 	}
+	if f.wait != "" {
+		if _, err := parseWaitFlag(f.wait); err != nil {
+			return usageError{err.Error()}
+		}
+	}
 	log, err := newLogger(stderr, f.logFormat, f.logLevel)
 	if err != nil {
 		return err
@@ -381,16 +386,9 @@ func (f *templateFlags) loadConfig(fs *flag.FlagSet) (templateConfig, error) {
 		c.Templates = append(c.Templates, tc)
 	}
 	if f.wait != "" {
-		lo, hi, ok := strings.Cut(f.wait, ":")
-		if !ok {
-			hi = lo
-		}
-		var w render.WaitConfig
-		if err := w.Min.UnmarshalText([]byte(lo)); err != nil {
-			return c, fmt.Errorf("--wait: %w", err)
-		}
-		if err := w.Max.UnmarshalText([]byte(hi)); err != nil {
-			return c, fmt.Errorf("--wait: %w", err)
+		w, err := parseWaitFlag(f.wait)
+		if err != nil {
+			return c, err
 		}
 		c.Wait = w
 	}
@@ -407,6 +405,27 @@ func (f *templateFlags) loadConfig(fs *flag.FlagSet) (templateConfig, error) {
 		return c, err
 	}
 	return c, nil
+}
+
+// parseWaitFlag parses --wait MIN:MAX (a MIN alone is MIN:MIN).
+func parseWaitFlag(s string) (render.WaitConfig, error) {
+	lo, hi, ok := strings.Cut(s, ":")
+	if !ok {
+		hi = lo
+	}
+	var w render.WaitConfig
+	for _, d := range []struct {
+		to   *render.Duration
+		text string
+	}{{&w.Min, lo}, {&w.Max, hi}} {
+		if err := d.to.UnmarshalText([]byte(d.text)); err != nil {
+			return w, fmt.Errorf("--wait %q: give MIN:MAX, two durations such as 100ms:2s (%w)", s, err)
+		}
+	}
+	if w.Max < w.Min {
+		return w, fmt.Errorf("--wait %q: MAX (%s) is less than MIN (%s)", s, w.Max.D(), w.Min.D())
+	}
+	return w, nil
 }
 
 func isSet(fs *flag.FlagSet, name string) bool {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"flag"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -100,5 +101,27 @@ func TestTemplateConfigWait(t *testing.T) {
 		if got := time.Duration(c.Wait.Min).String() + ":" + time.Duration(c.Wait.Max).String(); got != tc.min+":"+tc.max {
 			t.Errorf("%q: wait %s, want %s:%s", tc.wait, got, tc.min, tc.max)
 		}
+	}
+}
+
+// A --wait that is not MIN:MAX is a usage error that gives the form, before
+// the registry is reached; a good one sets the wait.
+func TestTemplateWaitFlag(t *testing.T) {
+	for _, tc := range []struct{ wait, want string }{
+		{"5", `--wait "5": give MIN:MAX, two durations such as 100ms:2s`},
+		{"1s:x", `--wait "1s:x": give MIN:MAX`},
+		{"2s:1s", `--wait "2s:1s": MAX (1s) is less than MIN (2s)`},
+	} {
+		var stderr bytes.Buffer
+		args := []string{"template", "--once", "--wait", tc.wait, "--template", "a.tmpl:" + filepath.Join(t.TempDir(), "a.out"), "--url", "http://127.0.0.1:1/v1.0"}
+		code := Main(context.Background(), args, nil, io.Discard, &stderr)
+		if code != exitUsage || !strings.Contains(stderr.String(), tc.want) || !strings.Contains(stderr.String(), "Run 'svcreg template --help' for usage.") {
+			t.Errorf("--wait %s: exit %d, stderr %q; want a usage error saying %q", tc.wait, code, stderr.String(), tc.want)
+		}
+	}
+	f := templateFlags{templates: stringList{"a.tmpl:a.out"}, wait: "10ms:1s"}
+	c, err := f.loadConfig(flag.NewFlagSet("template", flag.ContinueOnError))
+	if err != nil || c.Wait.Min.D() != 10*time.Millisecond || c.Wait.Max.D() != time.Second {
+		t.Errorf("--wait 10ms:1s: wait %+v, %v", c.Wait, err)
 	}
 }
