@@ -161,7 +161,15 @@ func LoadUsers(path string) ([]User, error) {
 		}
 		if u.PasswordHash != "" {
 			if _, err := bcrypt.Cost([]byte(u.PasswordHash)); err != nil {
-				return nil, fmt.Errorf("%s (%s): password_hash is not a bcrypt hash: %w", where, u.Name, err)
+				// Too short or without the $ prefix, it is no hash at all
+				// (a password, say): bcrypt's words would only confuse,
+				// and could show a part of it.
+				why := ""
+				var prefix bcrypt.InvalidHashPrefixError
+				if !errors.Is(err, bcrypt.ErrHashTooShort) && !errors.As(err, &prefix) {
+					why = " (" + err.Error() + ")"
+				}
+				return nil, fmt.Errorf("%s (%s): password_hash is not a bcrypt hash%s; make one with svcreg server --hash-password < pw.txt (the password on stdin)", where, u.Name, why)
 			}
 		}
 		seen[u.Name] = true

@@ -340,6 +340,27 @@ func TestUsersFileRefusesShortStaticTokens(t *testing.T) {
 	}
 }
 
+// A password_hash that is not a bcrypt hash (a password written there,
+// say) is refused, pointing to --hash-password, and without bcrypt's
+// words on its length, nor any part of it.
+func TestUsersFileRefusesAPasswordForItsHash(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "users.toml")
+	for _, tc := range []struct{ hash, want string }{
+		{"plaintext", "user 1 (deploy): password_hash is not a bcrypt hash; make one with svcreg server --hash-password < pw.txt"},
+		{strings.Repeat("s3cr3t", 10), "user 1 (deploy): password_hash is not a bcrypt hash; make one with svcreg server --hash-password"},
+		{"$2a$99$" + strings.Repeat("x", 53), "password_hash is not a bcrypt hash (crypto/bcrypt: cost 99 is outside"},
+	} {
+		if err := os.WriteFile(path, []byte("[[user]]\nname = \"deploy\"\ntenant = \"123456\"\npassword_hash = \""+tc.hash+"\"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := server.LoadUsers(path)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "too short") || strings.Contains(err.Error(), "'s'") {
+			t.Errorf("password_hash %q: %v, want an error saying %q", tc.hash, err, tc.want)
+		}
+	}
+}
+
 // A users file's tenant may be written unquoted, as the number it is, and
 // is taken as its decimal string; a value of another type is refused,
 // naming its line, and the rest of the file is decoded as strictly.
