@@ -282,8 +282,12 @@ func describeFault(err error) error {
 		}
 	case e.Type == registry.FaultNotFound && details != "":
 		msg = details // "object does not exist" says less
-	case e.StatusCode == http.StatusNotFound:
-		msg = fmt.Sprintf("%s %s: %s; is --url the API's base URL, ending in /v1.0?", e.Method, e.URL, cmp.Or(msg, "not found"))
+	case e.StatusCode == http.StatusNotFound, e.StatusCode == http.StatusMethodNotAllowed,
+		e.StatusCode == http.StatusBadRequest && e.Type == "":
+		// A path the registry does not serve, or answers it never gives
+		// (no 405; its 400s are faults): another server, such as a plain
+		// HTTP request to an HTTPS port.
+		msg = fmt.Sprintf("%s %s: %s; is --url the API's base URL, ending in /v1.0?", e.Method, e.URL, cmp.Or(msg, fmt.Sprintf("%d %s", e.StatusCode, http.StatusText(e.StatusCode))))
 	case e.StatusCode == http.StatusUnauthorized:
 		msg = "unauthorized: " + cmp.Or(details, msg, http.StatusText(e.StatusCode))
 	default:
