@@ -73,8 +73,9 @@ func runGroup(ctx context.Context, group, description string, subs []subcommand,
 		if s.name != args[0] {
 			continue
 		}
-		err := s.run(ctx, args[1:], stdin, stdout, stderr)
-		if code := reportError(stderr, "svcreg "+group+" "+s.name, describeFault(err)); code != exitOK {
+		note := &connNote{}
+		err := s.run(context.WithValue(ctx, connNoteKey{}, note), args[1:], stdin, stdout, stderr)
+		if code := reportError(stderr, "svcreg "+group+" "+s.name, note.describe(err)); code != exitOK {
 			return exitCodeError{code: code}
 		}
 		return nil
@@ -115,6 +116,31 @@ type apiFlags struct {
 	// connNames are the connection flags, listed apart in --help.
 	connNames map[string]bool
 	usage     func()
+	// note says how client connected, for the command's error message.
+	note connNote
+}
+
+// connNote is what an API command's error message needs to know of how it
+// connected: client fills it in, and the one in the context runGroup gives
+// its subcommand.
+type connNote struct {
+	// tokenTenant: a static token (--token, SVCREG_TOKEN) with a tenant
+	// given (--tenant, SVCREG_TENANT).
+	tokenTenant bool
+}
+
+type connNoteKey struct{}
+
+// describe is describeFault, and a 401 to a static token of a tenant given
+// adds that the tenant may be wrong: the registry's fault says only that
+// the token is invalid, though it may be valid for its own tenant.
+func (n *connNote) describe(err error) error {
+	err = describeFault(err)
+	var e *registry.Error
+	if n.tokenTenant && errors.As(err, &e) && e.StatusCode == http.StatusUnauthorized && !e.Identity {
+		return faultError{msg: err.Error() + "; a token is valid for its own tenant only: is --tenant (or SVCREG_TENANT) the token's?", err: err}
+	}
+	return err
 }
 
 // newAPIFlags returns the flag set of a one-shot API subcommand, which
@@ -167,11 +193,17 @@ func (a *apiFlags) parse(args []string) ([]string, error) {
 }
 
 // client builds the registry client from the connection settings. A
-// missing or contradictory setting is a usage error.
-func (a *apiFlags) client() (*registry.Client, error) {
-	c, err := registryflags.NewClient(registryflags.Resolve(registry.Config{}, a.fs, a.conn))
+// missing or contradictory setting is a usage error. It notes how it
+// connects in a.note, and in the connNote of ctx if it has one.
+func (a *apiFlags) client(ctx context.Context) (*registry.Client, error) {
+	cfg := registryflags.Resolve(registry.Config{}, a.fs, a.conn)
+	c, err := registryflags.NewClient(cfg)
 	if err != nil {
 		return nil, usageError{err.Error()}
+	}
+	a.note = connNote{tokenTenant: cfg.Token != "" && cfg.Tenant != ""}
+	if n, ok := ctx.Value(connNoteKey{}).(*connNote); ok {
+		*n = a.note
 	}
 	return c, nil
 }
@@ -180,7 +212,7 @@ func (a *apiFlags) client() (*registry.Client, error) {
 // command; call done when finished. The deadline's cause, which the
 // client's errors carry, is a callTimeoutError.
 func (a *apiFlags) connect(ctx context.Context) (context.Context, *registry.Client, func(), error) {
-	c, err := a.client()
+	c, err := a.client(ctx)
 	if err != nil {
 		return nil, nil, nil, err
 	}

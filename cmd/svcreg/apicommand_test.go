@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -11,7 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/svcreg/svcreg/internal/testserver"
 	"github.com/svcreg/svcreg/registry"
+	"github.com/svcreg/svcreg/server"
 )
 
 func TestDescribeFault(t *testing.T) {
@@ -141,5 +144,44 @@ func TestDescribeFaultOfAChangeWithUnknownOutcome(t *testing.T) {
 	_, err = c.Limits(ctx)
 	if got := describeFault(err); strings.Contains(got.Error(), "may have been made") || errors.Is(got, registry.ErrOutcomeUnknown) {
 		t.Errorf("describeFault of a read = %q, matching ErrOutcomeUnknown: %v", got, errors.Is(got, registry.ErrOutcomeUnknown))
+	}
+}
+
+// A static token sent for another tenant is refused as any invalid token
+// is (the registry's fault, which the API keeps); the CLI adds that a
+// token is valid for its own tenant only, and only when it was given a
+// static token and a tenant.
+func TestTokenOfAnotherTenantHintsAtTenant(t *testing.T) {
+	for _, name := range []string{"SVCREG_URL", "SVCREG_AUTH_URL", "SVCREG_TOKEN", "SVCREG_TENANT", "SVCREG_USERNAME", "SVCREG_API_KEY", "SVCREG_PASSWORD", "SVCREG_REGION"} {
+		t.Setenv(name, "")
+	}
+	const tokenA, tokenB = "aaaaaaaaaaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbbbbbbbbbb"
+	srv := testserver.Start(t, testserver.Options{Users: []server.User{
+		{Name: "a", Tenant: "111", APIKey: "key-a-0123456789abcdef", Tokens: []string{tokenA}},
+		{Name: "b", Tenant: "999", Tokens: []string{tokenB}},
+	}})
+	const hint = "; a token is valid for its own tenant only: is --tenant (or SVCREG_TENANT) the token's?"
+	for _, tc := range []struct {
+		args []string
+		want string // stderr; "" for success
+	}{
+		{[]string{"limits", "--token", tokenA, "--tenant", "999"}, "svcreg limits: unauthorized: Invalid or expired authentication token" + hint + "\n"},
+		{[]string{"services", "list", "--token", tokenA, "--tenant", "999"}, "svcreg services list: unauthorized: Invalid or expired authentication token" + hint + "\n"},
+		{[]string{"events", "tail", "--token", tokenA, "--tenant", "999"}, "svcreg events tail: unauthorized: Invalid or expired authentication token" + hint + "\n"},
+		{[]string{"limits", "--token", tokenA, "--tenant", "111"}, ""},
+		// Credentials: a login that is refused says so, with no word of a tenant.
+		{[]string{"limits", "--username", "a", "--api-key", "wrong-key-0123456789"}, "svcreg limits: unauthorized: Username or api key is invalid.\n"},
+	} {
+		var stdout, stderr bytes.Buffer
+		code := Main(context.Background(), append(tc.args, "--url", srv.APIURL), strings.NewReader(""), &stdout, &stderr)
+		if tc.want == "" {
+			if code != exitOK {
+				t.Errorf("%v: exit %d, %s", tc.args, code, stderr.String())
+			}
+			continue
+		}
+		if code != exitError || stderr.String() != tc.want {
+			t.Errorf("%v: exit %d, stderr %q; want %q", tc.args, code, stderr.String(), tc.want)
+		}
 	}
 }

@@ -135,7 +135,7 @@ as the API ends it, with exit status 1. With --output json, one JSON object per 
 	if *count < 0 {
 		return usagef("--count %d: give a number of events, or 0 to follow until interrupted", *count)
 	}
-	c, err := f.client()
+	c, err := f.client(ctx)
 	if err != nil {
 		return err
 	}

@@ -26,7 +26,7 @@ registry and account.`, stdout)
 
 	l, err := c.Limits(ctx)
 	if err != nil {
-		return describeFault(err)
+		return f.note.describe(err)
 	}
 	if f.json() {
 		return writeJSON(stdout, l)
