@@ -164,11 +164,19 @@ as the API ends it, with exit status 1. With --output json, one JSON object per 
 	}
 	start := *marker
 	if start == "" {
+		// A registry that takes the connection and does not answer holds
+		// the first call up to its minute: say what the tail waits for.
+		stderr = &lockedWriter{w: stderr}
+		quiet := time.AfterFunc(tailQuietNotice, func() {
+			fmt.Fprintf(stderr, "svcreg events tail: no answer from the registry yet (the login, or the list that finds where the feed is now); still waiting\n")
+		})
+		defer quiet.Stop()
 		bo := retry.Backoff{Min: 100 * time.Millisecond, Max: 15 * time.Second}
 		for {
 			sctx, cancel := context.WithTimeout(ctx, callTimeout)
 			start, err = feedMarkerNow(sctx, c)
 			cancel()
+			quiet.Stop() // an answer, or an error that says what is wrong
 			if ctx.Err() != nil {
 				return ended()
 			}
@@ -212,6 +220,10 @@ as the API ends it, with exit status 1. With --output json, one JSON object per 
 	}
 	return nil
 }
+
+// tailQuietNotice is how long a tail from now waits for its first answer
+// before it says it is waiting.
+const tailQuietNotice = 3 * time.Second
 
 // tailRefused is the cause of the end of a tail that the feed's errors
 // ended (see registryDown).

@@ -201,6 +201,21 @@ func TestEventsTailFromNowWaitsForTheRegistry(t *testing.T) {
 	}
 }
 
+// A tail from now against a registry that takes the connection and does
+// not answer says, after a few seconds, what it waits for: before, it
+// printed nothing for half a minute.
+func TestEventsTailSaysWhatItWaitsFor(t *testing.T) {
+	t.Parallel()
+	silent := silentListener(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stdout, stderr := newOutput(), newOutput()
+	done := runAsync(ctx, []string{"events", "tail", "--url", "http://" + silent + "/v1.0", "--token", strings.Repeat("t", 24), "--tenant", "1"}, stdout, stderr)
+	stderr.waitFor(t, "no answer from the registry yet (the login, or the list that finds where the feed is now); still waiting")
+	cancel()
+	<-done
+}
+
 // A tail that the registry refuses (credentials it does not take), or
 // that does not reach the API (a --url that answers something else), ends
 // with exit status 1 and what went wrong, from now or from a marker:
