@@ -239,7 +239,7 @@ func (a *authenticator) token(ctx context.Context) (AuthToken, error) {
 		return cached, nil
 	}
 	t, err := a.flight.do(ctx, authTimeout, a.authenticate)
-	if err != nil && ctx.Err() != nil && err == context.Cause(ctx) {
+	if err != nil && ctx.Err() != nil && errors.Is(err, context.Cause(ctx)) { // Is: a cause may not be comparable
 		// The caller stopped waiting; the login goes on (the flight's
 		// own time bounds it) for the calls that follow.
 		return t, a.loginUnanswered(err)

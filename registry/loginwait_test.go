@@ -69,3 +69,33 @@ func TestUnansweredLoginIsNamedAndGoesOn(t *testing.T) {
 		t.Errorf("%d logins sent, want 1: the callers that stopped waiting left the login to go on", n)
 	}
 }
+
+// multiCause is a cause of a type that is not comparable (a slice).
+type multiCause []string
+
+func (m multiCause) Error() string { return strings.Join(m, "; ") }
+
+// A caller whose context ends, with a cause of a type that cannot be
+// compared, while it waits for a login gets that cause: the client
+// compares causes with errors.Is, which a comparison of such values
+// would have made panic.
+func TestLoginWaitEndedByAnUncomparableCause(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{Wrap: func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.HasSuffix(r.URL.Path, "/tokens") {
+				<-r.Context().Done()
+				return
+			}
+			h.ServeHTTP(w, r)
+		})
+	}})
+	c := newClient(t, srv, "held-login-cause")
+	ctx, cancel := context.WithCancelCause(context.Background())
+	time.AfterFunc(100*time.Millisecond, func() { cancel(multiCause{"a", "b"}) })
+	_, err := c.Limits(ctx)
+	var mc multiCause
+	if !errors.As(err, &mc) {
+		t.Errorf("Limits: %v, want the caller's cause", err)
+	}
+}
