@@ -18,7 +18,9 @@ type RegisterOptions struct {
 	Heartbeat HeartbeatOptions
 	// OnTaken, if set, is called each time the create finds the id taken,
 	// with the time until which Register keeps trying: a waiting caller
-	// can say what it is waiting for. It is called too, with the zero
+	// can say what it is waiting for. The first time it comes at once,
+	// with the longest that can be (MaxHeartbeatTimeout and a margin),
+	// and again once the old instance's timeout is read. It is called too, with the zero
 	// time, when ctx has ended as the create found the id taken (see
 	// CreateGrace): the service is not the caller's.
 	OnTaken func(until time.Time)
@@ -84,6 +86,11 @@ func (c *Client) Register(ctx context.Context, s Service, opts RegisterOptions) 
 		}
 		if until.IsZero() {
 			timeout := MaxHeartbeatTimeout
+			if opts.OnTaken != nil {
+				// Told at once, with the longest the old instance's
+				// timeout can be, before the read that says what it is.
+				opts.OnTaken(time.Now().Add(time.Duration(timeout)*time.Second + registerMargin))
+			}
 			actx, cancel := attemptContext(ctx, registerAttemptTimeout)
 			old, gerr := c.GetService(actx, s.ID)
 			cancel()

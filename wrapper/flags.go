@@ -102,7 +102,8 @@ heartbeated, and exits with 69. COMMAND starts once the first registration
 has succeeded or failed, or has had no answer (the login at the identity
 endpoint included) for a quarter of the heartbeat timeout (0.5 to 10 s):
 the log then names the request without an answer, and the wrapper goes on
-waiting for it.
+waiting for it (with --abort-on-failure, COMMAND waits for the answer, so
+that a refusal keeps it from starting).
 
 Exit codes: COMMAND's; 2 usage; 69 aborted (--abort-on-failure);
 126 COMMAND cannot be run; 127 COMMAND not found; 1 other errors.`

@@ -182,6 +182,12 @@ func (k *keeper) firstLogin(ctx context.Context, wait time.Duration) {
 	k.mu.Lock()
 	k.lastErr = err
 	k.mu.Unlock()
+	if k.abort {
+		// The command waits for the answer: a refusal must keep it
+		// from starting.
+		k.log.Warn("the identity service has not answered the login yet; with --abort-on-failure the command waits for the answer", "err", err)
+		return
+	}
 	k.settle(nil, "the identity service has not answered the login; the command runs anyway, the login goes on", "err", err)
 }
 
@@ -206,7 +212,9 @@ func (k *keeper) run(ctx context.Context) {
 		// old instance holds the id: that is waited out.
 		var holder atomic.Bool
 		var noAnswer *time.Timer
-		if !k.started() {
+		// With --abort-on-failure the command waits for the answer: a
+		// refusal must keep it from starting.
+		if !k.started() && !k.abort {
 			noAnswer = time.AfterFunc(max(wait-time.Since(begun), wait/4), func() {
 				if !holder.Load() {
 					k.settle(nil, "the registry has not answered the registration yet; the command runs anyway, still waiting for the answer",

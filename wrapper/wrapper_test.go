@@ -1302,3 +1302,60 @@ func TestSilentRegistryHoldsTheCommandOneAttempt(t *testing.T) {
 		})
 	}
 }
+
+// The registry answers the create 409 at once (an old instance holds the
+// id) and then takes its time to say how long that instance's timeout is:
+// the command still waits for the old instance, rather than start at the
+// quarter of the timeout that a registration without an answer gets.
+func TestOldInstanceHoldsTheCommandWhileItsTimeoutIsRead(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.Method == "POST" && strings.HasSuffix(r.URL.Path, "/services"):
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusConflict)
+			io.WriteString(w, `{"type":"serviceWithThisIdExists","code":409,"message":"taken","details":"taken"}`)
+		case r.Method == "GET":
+			select {
+			case <-time.After(3 * time.Second):
+			case <-r.Context().Done():
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"id":"held","heartbeat_timeout":120,"tags":[],"metadata":{}}`)
+		default:
+			w.WriteHeader(http.StatusInternalServerError)
+		}
+	}))
+	defer srv.Close()
+	dir := t.TempDir()
+	w := startWrapper(t, dir, []string{"SVCREG_URL=" + srv.URL + "/v1.0", "SVCREG_TOKEN=" + strings.Repeat("t", 24), "SVCREG_TENANT=1"},
+		append([]string{"--id=held", "--interval=1"}, sh(untilStop, dir)...)...)
+	// Twice the quarter of the timeout (0.75 s at --interval 1).
+	time.Sleep(1500 * time.Millisecond)
+	if _, err := os.Stat(filepath.Join(dir, "pid")); err == nil {
+		t.Errorf("the command started while an old instance held the id:\n%s", w.logs())
+	}
+	touch(t, filepath.Join(dir, "stop"))
+}
+
+// With --abort-on-failure, an identity service that refuses the
+// credentials after the quarter of the timeout still keeps the command
+// from starting: the command waits for the answer.
+func TestSlowRefusalStillAborts(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(time.Second) // past 0.75 s, the quarter of the timeout at --interval 1
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		io.WriteString(w, `{"unauthorized":{"code":401,"message":"bad key"}}`)
+	}))
+	defer srv.Close()
+	dir := t.TempDir()
+	w := startWrapper(t, dir, []string{"SVCREG_URL=" + srv.URL + "/v1.0", "SVCREG_USERNAME=u", "SVCREG_API_KEY=k"},
+		append([]string{"--id=refused", "--interval=1", "--abort-on-failure"}, sh(untilStop, dir)...)...)
+	code := w.wait()
+	if _, err := os.Stat(filepath.Join(dir, "pid")); err == nil || code != 69 {
+		t.Errorf("exit %d; the command started though the credentials were refused (--abort-on-failure):\n%s", code, w.logs())
+	}
+}
