@@ -422,7 +422,7 @@ func parseWaitFlag(s string) (render.WaitConfig, error) {
 			return w, fmt.Errorf("--wait %q: give MIN:MAX, two durations such as 100ms:2s (%w)", s, err)
 		}
 	}
-	if w.Max < w.Min {
+	if w.Max != 0 && w.Max < w.Min { // 0: four times MIN, as [wait]'s max
 		return w, fmt.Errorf("--wait %q: MAX (%s) is less than MIN (%s)", s, w.Max.D(), w.Min.D())
 	}
 	return w, nil

@@ -119,9 +119,19 @@ func TestTemplateWaitFlag(t *testing.T) {
 			t.Errorf("--wait %s: exit %d, stderr %q; want a usage error saying %q", tc.wait, code, stderr.String(), tc.want)
 		}
 	}
-	f := templateFlags{templates: stringList{"a.tmpl:a.out"}, wait: "10ms:1s"}
-	c, err := f.loadConfig(flag.NewFlagSet("template", flag.ContinueOnError))
-	if err != nil || c.Wait.Min.D() != 10*time.Millisecond || c.Wait.Max.D() != time.Second {
-		t.Errorf("--wait 10ms:1s: wait %+v, %v", c.Wait, err)
+	for _, tc := range []struct {
+		wait     string
+		min, max time.Duration
+	}{
+		{"10ms:1s", 10 * time.Millisecond, time.Second},
+		{"1s:0s", time.Second, 4 * time.Second}, // MAX 0: four times MIN, as [wait]'s max
+		{"250ms", 250 * time.Millisecond, 250 * time.Millisecond},
+		{"0s:0s", 0, 0},
+	} {
+		f := templateFlags{templates: stringList{"a.tmpl:a.out"}, wait: tc.wait}
+		c, err := f.loadConfig(flag.NewFlagSet("template", flag.ContinueOnError))
+		if err != nil || c.Wait.Min.D() != tc.min || c.Wait.Max.D() != tc.max {
+			t.Errorf("--wait %s: wait %s:%s, %v; want %s:%s", tc.wait, c.Wait.Min.D(), c.Wait.Max.D(), err, tc.min, tc.max)
+		}
 	}
 }
