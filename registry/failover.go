@@ -117,6 +117,14 @@ func baseURLs(list string) (bases, shown []string, err error) {
 	for i, s := range urls {
 		base := strings.TrimRight(s, "/")
 		u, err := url.Parse(base)
+		if err == nil && (u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(base, "#")) {
+			// Paths are appended to the base: a query would end up in
+			// the middle of each request's URL, and in every error that
+			// quotes one (a token there, such as ?x-auth-token=, with it).
+			// Not quoted: it may hold a token.
+			shownBase := url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}
+			return nil, nil, fmt.Errorf("registry: URL %s has a query string or fragment: give the API's base URL without one (such as %s; credentials go in their own settings)", shownBase.Redacted(), DefaultURL)
+		}
 		if err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" {
 			if u.Path == "" {
 				base += "/v1.0"

@@ -778,3 +778,24 @@ func TestAnswersOfManySmallItems(t *testing.T) {
 		t.Errorf("an identity answer with a catalog of 100 entries: %v, %v", tok, err)
 	}
 }
+
+// A registry URL with a query string (a token copied with it, such as
+// ?x-auth-token=, which the server takes) is refused, without quoting the
+// query: paths are appended to the base, so the query ended up in the
+// middle of each request's URL, and every error that quoted one showed
+// the token (the renderer's log, /healthz, its status page).
+func TestRegistryURLWithAQueryRefused(t *testing.T) {
+	t.Parallel()
+	for _, u := range []string{
+		"http://127.0.0.1:9/v1.0?x-auth-token=TOKSECRET123",
+		"http://127.0.0.1:9/v1.0/?x-auth-token=TOKSECRET123&k=v",
+		"http://127.0.0.1:9/v1.0#TOKSECRET123",
+		"http://127.0.0.1:9/v1.0?",
+		"http://127.0.0.1:8/v1.0,http://127.0.0.1:9/v1.0?x-auth-token=TOKSECRET123",
+	} {
+		_, err := registry.New(registry.Config{URL: u, Token: strings.Repeat("t", 24), Tenant: "1"})
+		if err == nil || !strings.Contains(err.Error(), "has a query string or fragment") || strings.Contains(err.Error(), "TOKSECRET123") {
+			t.Errorf("URL %s: %v; want it refused, the query not quoted", u, err)
+		}
+	}
+}
