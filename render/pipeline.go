@@ -570,11 +570,7 @@ func (r *Renderer) check(ctx context.Context, g *Group, files []*file) *Failure 
 		var ce *CommandError
 		if errors.As(err, &ce) {
 			lines := stagedLines(ce.Output, files)
-			if slices.ContainsFunc(files, (*file).private) {
-				// nginx -t and haproxy -c quote what they trip on.
-				r.Log.Warn("check output", "group", g.Name, "output", ce.Output)
-				ce.Output = "(not shown: it may quote a file not every user may read; see the log)"
-			}
+			r.hideOutput(g, files, "check", err)
 			if lines != "" {
 				err = fmt.Errorf("%w; %s", err, lines)
 			}
@@ -583,6 +579,34 @@ func (r *Renderer) check(ctx context.Context, g *Group, files []*file) *Failure 
 	}
 	r.Health.stepOK(g.Name, StepCheck, r.now())
 	return nil
+}
+
+// hideOutput takes the output of a failed command of g's (its check or
+// reload: nginx -t, haproxy -c and a reload that parses the files quote
+// what they trip on) out of err, to the log alone, when a file of the
+// group is not for every user to read: the pages without a login show
+// the error.
+func (r *Renderer) hideOutput(g *Group, files []*file, step string, err error) {
+	var ce *CommandError
+	if !errors.As(err, &ce) || !privateGroup(g, files) {
+		return
+	}
+	r.Log.Warn(step+" output", "group", g.Name, "output", ce.Output)
+	ce.Output = "(not shown: it may quote a file not every user may read; see the log)"
+}
+
+// privateGroup reports whether a file of g, as the check reads it, as
+// installed, or as on disk now, is not for every user to read.
+func privateGroup(g *Group, files []*file) bool {
+	if slices.ContainsFunc(files, func(f *file) bool { return f.private() || f.replaced && privateMode(f.mode) }) {
+		return true
+	}
+	for _, t := range g.Templates {
+		if info, err := os.Lstat(t.Destination); err == nil && privateMode(info.Mode()) {
+			return true
+		}
+	}
+	return false
 }
 
 // private reports whether f, as the check reads it (staged, or installed
@@ -694,6 +718,7 @@ func (r *Renderer) reloadGroup(ctx context.Context, g *Group, files []*file, cha
 	}
 	skipped, err := r.reloadCounted(ctx, g)
 	if err != nil {
+		r.hideOutput(g, files, "reload", err)
 		return &Failure{g.Name, StepReload, r.rollBack(ctx, g, files, err)}
 	}
 	if skipped != "" {
@@ -747,6 +772,7 @@ func (r *Renderer) rollBack(ctx context.Context, g *Group, files []*file, err er
 	default:
 		switch skipped, rerr := r.reload(ctx, g); {
 		case rerr != nil:
+			r.hideOutput(g, files, "reload", rerr)
 			err = fmt.Errorf("%w; restored the previous files, and reloading them failed too: %v", err, rerr)
 		case skipped != "":
 			err = fmt.Errorf("%w; restored the previous files, not reloaded: %s", err, skipped)

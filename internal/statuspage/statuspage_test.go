@@ -336,6 +336,38 @@ func TestPageHidesUnchangedPrivateFileInCheckOutput(t *testing.T) {
 	failedCheckShowsNo(t, health, status, "et-Pa55")
 }
 
+// A reload that parses the files quotes them as a check does (HAProxy
+// started anew with -f, a group without a check): what it quotes of a
+// 0600 file reaches neither /healthz nor the status page, first reload or
+// the rollback's.
+func TestPageHidesPrivateFileInReloadOutput(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	dest := filepath.Join(dir, "secret.conf")
+	c := render.Config{Templates: []render.TemplateConfig{{
+		Contents:    "password {{ config \"/prod/secret\" }};\n",
+		Destination: dest, Perms: "0600", ReloadGroup: "lb",
+		Reload: `echo "nginx: [emerg] unknown directive \"$(cat ` + dest + `)\" in ` + dest + `:1"; exit 1`}}}
+	// The installed file, which the rollback puts back and reloads.
+	if err := os.WriteFile(dest, []byte("password hunter2-first;\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	health, status := pass(t, c, watcher.NewSnapshot(nil, []registry.ConfigValue{{ID: "/prod/secret", Value: "hunter2-second"}}, "m", time.Now()))
+	_, page := get(t, Handler(Config{Health: health, Status: status}), "GET", "/")
+	_, hz := get(t, health, "GET", "/healthz")
+	_, second, _ := strings.Cut(hz, "reloading them failed too")
+	if !strings.Contains(hz, "not shown: it may quote a file not every user may read; see the log); restored") || !strings.Contains(second, "not shown: it may quote a file not every user may read") {
+		t.Errorf("/healthz does not say both reloads' output is not shown:\n%s", hz)
+	}
+	for name, body := range map[string]string{"status page": page, "/healthz": hz} {
+		for _, secret := range []string{"hunter2-first", "hunter2-second"} {
+			if i := strings.Index(body, secret); i >= 0 {
+				t.Errorf("%s shows the content of a 0600 file: …%s…", name, body[max(0, i-100):i+20])
+			}
+		}
+	}
+}
+
 // failedCheckShowsNo fails t if the status page, which must show a failed
 // check, or /healthz shows secret.
 func failedCheckShowsNo(t *testing.T, health *render.Health, status *render.Status, secret string) {
