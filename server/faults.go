@@ -27,6 +27,7 @@ const (
 	faultMarkerExpired = "markerExpired"
 	faultInternal      = "internalError"
 	faultSystemFailure = "systemFailureError"
+	faultForbidden     = "forbiddenError"
 )
 
 // fault is an error answer (spec §4.1). Details is a string, an object, or
@@ -62,6 +63,12 @@ type faultBody struct {
 func badRequest(msg string) *fault {
 	return &fault{Status: http.StatusBadRequest, Type: faultBadRequest, Message: msg, Details: msg}
 }
+
+// crossOriginWrite is the 403 of a write a web page of another origin
+// made a browser send (forbiddenError: the original defines it, and never
+// sends it).
+var crossOriginWrite = &fault{Status: http.StatusForbidden, Type: faultForbidden, Message: "forbidden",
+	Details: "A write sent by a web page of another origin is refused."}
 
 // invalidParam is a 400 for a path id or query parameter.
 func invalidParam(param, details string) *fault {
