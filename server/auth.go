@@ -100,6 +100,8 @@ type fileUser struct {
 // is refused.
 type fileTenant string
 
+func isFloat(v any) bool { _, ok := v.(float64); return ok }
+
 func (t *fileTenant) UnmarshalTOML(v any) error {
 	switch v := v.(type) {
 	case string:
@@ -107,7 +109,8 @@ func (t *fileTenant) UnmarshalTOML(v any) error {
 	case int64:
 		*t = fileTenant(strconv.FormatInt(v, 10))
 	default:
-		return fmt.Errorf("tenant %v is not a whole number: give one, as 123456 or \"123456\"", v)
+		kind := map[bool]string{true: "a number with a fraction or exponent", false: "not a number"}[isFloat(v)]
+		return fmt.Errorf("tenant %v is not a whole number (%s): give one, as 123456 or \"123456\"", v, kind)
 	}
 	return nil
 }

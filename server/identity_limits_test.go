@@ -377,7 +377,8 @@ func TestUsersFileTakesAnUnquotedTenant(t *testing.T) {
 		{`0`, "", `tenant "0" must be a number from 1 to 2147483647`},
 		{`2147483648`, "", `tenant "2147483648" must be a number from 1 to 2147483647`},
 		{`1.5`, "", `line 3 (last key "user.tenant"): tenant 1.5 is not a whole number`},
-		{`true`, "", `tenant true is not a whole number`},
+		{`true`, "", `tenant true is not a whole number (not a number)`},
+		{`1.0`, "", `tenant 1 is not a whole number (a number with a fraction or exponent)`},
 		{`123456`, "tenant_id = 1\n", `unknown key "user.tenant_id"`},
 	} {
 		content := "[[user]]\nname = \"deploy\"\ntenant = " + tc.tenant + "\napi_key = \"0123456789abcdef0123\"\n" + tc.extra
