@@ -2,6 +2,7 @@ package render
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -155,5 +156,27 @@ func TestFailedReloadIsNotLeftPending(t *testing.T) {
 	}
 	if _, err := os.Lstat(pendingName(g.dest)); err == nil {
 		t.Error("the reload-pending file is left after the pass's reload failed")
+	}
+}
+
+// A failed reload after a runtime API failure (Fallback, which Settle and
+// the loop run) keeps its output to the log when a file of the group is
+// not for every user, as the pass's reload does: /healthz and the status
+// page have no login.
+func TestFallbackReloadOutputHidden(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	dest := filepath.Join(dir, "secret.conf")
+	writeFile(t, dir, "secret.conf", "password hunter2;\n")
+	if err := os.Chmod(dest, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	set := newSet(t, TemplateConfig{Destination: dest, Perms: "0600", ReloadGroup: "lb", Contents: "password x;\n",
+		Reload: `echo "nginx: [emerg] unknown directive \"$(cat ` + dest + `)\""; exit 1`})
+	r := NewRenderer(nil, nil, NewHealth())
+	r.runtimes.fail(backgroundFailure{set.Groups[0].Name, dest, "haproxy", errors.New("drain failed")})
+	fs := r.Fallback(context.Background(), set)
+	if len(fs) != 1 || strings.Contains(fs[0].Err.Error(), "hunter2") || !strings.Contains(fs[0].Err.Error(), "not shown") {
+		t.Errorf("the fallback's reload failure: %v; want its output not shown", fs)
 	}
 }

@@ -228,6 +228,7 @@ func (r *Renderer) Fallback(ctx context.Context, set *Set) []Failure {
 		var f *Failure
 		switch {
 		case err != nil:
+			r.hideOutput(g, nil, "reload", err)
 			f = r.failed(&Failure{g.Name, StepReload, err})
 			failures = append(failures, *f)
 		case skipped != "":
