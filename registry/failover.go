@@ -116,15 +116,10 @@ func baseURLs(list string) (bases, shown []string, err error) {
 	urls := splitURLs(list)
 	for i, s := range urls {
 		base := strings.TrimRight(s, "/")
-		u, err := url.Parse(base)
-		if err == nil && (u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(base, "#")) {
-			// Paths are appended to the base: a query would end up in
-			// the middle of each request's URL, and in every error that
-			// quotes one (a token there, such as ?x-auth-token=, with it).
-			// Not quoted: it may hold a token.
-			shownBase := url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}
-			return nil, nil, fmt.Errorf("registry: URL %s has a query string or fragment: give the API's base URL without one (such as %s; credentials go in their own settings)", shownBase.Redacted(), DefaultURL)
+		if err := noQuery("URL", base); err != nil {
+			return nil, nil, err
 		}
+		u, err := url.Parse(base)
 		if err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" {
 			if u.Path == "" {
 				base += "/v1.0"
@@ -141,6 +136,20 @@ func baseURLs(list string) (bases, shown []string, err error) {
 		return nil, nil, fmt.Errorf("registry: URL %d of %d, %q, is not an http(s) URL such as %s", i+1, len(urls), shownElement(s), DefaultURL)
 	}
 	return bases, shown, nil
+}
+
+// noQuery refuses a base URL (the setting name names it) with a query
+// string or a fragment, without quoting them. Paths are appended to a
+// base: a query would end up in the middle of each request's URL, and in
+// every error that quotes one (a token there, such as ?x-auth-token=,
+// with it).
+func noQuery(name, base string) error {
+	u, err := url.Parse(base)
+	if err != nil || u.RawQuery == "" && !u.ForceQuery && u.Fragment == "" && !strings.Contains(base, "#") {
+		return nil // a URL that does not parse is refused as such
+	}
+	shown := url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}
+	return fmt.Errorf("registry: %s %s has a query string or fragment: give the base URL without one (such as %s; credentials go in their own settings)", name, shown.Redacted(), DefaultURL)
 }
 
 // URL returns the registry URL the client sends its requests to now, as

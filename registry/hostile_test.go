@@ -798,4 +798,10 @@ func TestRegistryURLWithAQueryRefused(t *testing.T) {
 			t.Errorf("URL %s: %v; want it refused, the query not quoted", u, err)
 		}
 	}
+	// The identity endpoint's too.
+	_, err := registry.New(registry.Config{URL: "http://127.0.0.1:9/v1.0", AuthURL: "http://127.0.0.1:9/v2.0?x-auth-token=TOKSECRET123", Username: "u", APIKey: "k"})
+	if err == nil || !strings.Contains(err.Error(), "AuthURL http://127.0.0.1:9/v2.0 has a query string or fragment") || strings.Contains(err.Error(), "TOKSECRET123") {
+		t.Errorf("AuthURL with a query: %v; want it refused, the query not quoted", err)
+	}
 }
+
