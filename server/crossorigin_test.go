@@ -26,6 +26,8 @@ func TestCrossOriginWritesRefused(t *testing.T) {
 		c.do("PUT", "/configuration/key-1", map[string]string{"value": "v"}, h...).want(403)
 		c.do("DELETE", "/services/anything", nil, h...).want(403)
 		c.do("GET", "/services", nil, h...).want(200)
+		// A preflight, which the API does not serve, is answered as before.
+		c.do("OPTIONS", "/services", nil, h...).want(404)
 	}
 	c.do("GET", "/services/csrf-made", nil).notFound("Service", "csrf-made")
 	c.do("POST", "/services", body, "Sec-Fetch-Site", "same-origin", "Origin", "http://proxy.example").want(201)

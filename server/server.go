@@ -319,7 +319,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, path string) s
 // route's name, and the error to answer with when a step fails.
 func (s *Server) handleAPI(w http.ResponseWriter, rq *request, path string) (string, error) {
 	r := rq.r
-	if r.Method != http.MethodGet && r.Method != http.MethodHead && crossOrigin(r) {
+	if (r.Method == http.MethodPost || r.Method == http.MethodPut || r.Method == http.MethodDelete) && crossOrigin(r) {
 		// A page of another origin can make a browser send a write (a
 		// form, a fetch without CORS and with a body of no type), with a
 		// token in the query (x-auth-token) it learnt somewhere. No API
