@@ -805,3 +805,45 @@ func TestRegistryURLWithAQueryRefused(t *testing.T) {
 	}
 }
 
+// A create answered that the id is taken calls OnConflict at once; when
+// the service that held it is gone by the time Register reads it, Register
+// creates again, and OnTaken, which says an old instance holds the id, is
+// not called.
+func TestRegisterConflictWithAGoneHolder(t *testing.T) {
+	t.Parallel()
+	var creates atomic.Int32
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch {
+		case r.Method == "POST" && strings.HasSuffix(r.URL.Path, "/services") && creates.Add(1) == 1:
+			w.WriteHeader(http.StatusConflict)
+			io.WriteString(w, `{"type":"serviceWithThisIdExists","code":409,"message":"Service with this id already exists","details":"","txnId":"x"}`)
+		case r.Method == "POST":
+			w.WriteHeader(http.StatusCreated)
+			io.WriteString(w, `{"token":"tok"}`)
+		default:
+			w.WriteHeader(http.StatusNotFound)
+			io.WriteString(w, `{"type":"notFoundError","code":404,"message":"object does not exist","details":"","txnId":"x"}`)
+		}
+	}))
+	defer api.Close()
+	c, err := registry.New(registry.Config{URL: api.URL + "/v1.0", Token: strings.Repeat("t", 24), Tenant: "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var conflicts, taken atomic.Int32
+	hb, err := c.Register(ctx, registry.Service{ID: "gone", HeartbeatTimeout: 30}, registry.RegisterOptions{
+		OnConflict: func() { conflicts.Add(1) },
+		OnTaken:    func(time.Time) { taken.Add(1) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hb.Stop()
+	if conflicts.Load() != 1 || taken.Load() != 0 || creates.Load() != 2 {
+		t.Errorf("%d conflicts, %d taken, %d creates; want 1, 0 and 2", conflicts.Load(), taken.Load(), creates.Load())
+	}
+}

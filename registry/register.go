@@ -18,12 +18,16 @@ type RegisterOptions struct {
 	Heartbeat HeartbeatOptions
 	// OnTaken, if set, is called each time the create finds the id taken,
 	// with the time until which Register keeps trying: a waiting caller
-	// can say what it is waiting for. The first time it comes at once,
-	// with the longest that can be (MaxHeartbeatTimeout and a margin),
-	// and again once the old instance's timeout is read. It is called too, with the zero
+	// can say what it is waiting for. It is called too, with the zero
 	// time, when ctx has ended as the create found the id taken (see
 	// CreateGrace): the service is not the caller's.
 	OnTaken func(until time.Time)
+	// OnConflict, if set, is called as soon as a create is answered that
+	// the id is taken (409), before Register reads the service that holds
+	// it to learn its timeout and calls OnTaken, or creates again when
+	// that service is gone by then: a caller that waits for an answer
+	// knows one came.
+	OnConflict func()
 	// CreateGrace is how long a create under way when ctx ends (sent, or
 	// still being sent: a login first, say) may still take to be answered,
 	// so that the caller learns whether it holds the service: created
@@ -76,6 +80,9 @@ func (c *Client) Register(ctx context.Context, s Service, opts RegisterOptions) 
 		if !errors.Is(err, ErrServiceExists) {
 			return nil, fmt.Errorf("register %s: %w", s.ID, err)
 		}
+		if opts.OnConflict != nil {
+			opts.OnConflict()
+		}
 		if ctx.Err() != nil {
 			// ctx ended while the id was still taken: ctx's error, as
 			// when it ends between creates, not the old instance's.
@@ -86,11 +93,6 @@ func (c *Client) Register(ctx context.Context, s Service, opts RegisterOptions) 
 		}
 		if until.IsZero() {
 			timeout := MaxHeartbeatTimeout
-			if opts.OnTaken != nil {
-				// Told at once, with the longest the old instance's
-				// timeout can be, before the read that says what it is.
-				opts.OnTaken(time.Now().Add(time.Duration(timeout)*time.Second + registerMargin))
-			}
 			actx, cancel := attemptContext(ctx, registerAttemptTimeout)
 			old, gerr := c.GetService(actx, s.ID)
 			cancel()

@@ -225,6 +225,9 @@ func (k *keeper) run(ctx context.Context) {
 		hb, err := k.client.Register(ctx, k.service, registry.RegisterOptions{
 			Heartbeat:   registry.HeartbeatOptions{Interval: k.interval, OnBeat: k.onBeat()},
 			CreateGrace: createGrace,
+			// Answered that an old instance holds the id: waited out,
+			// as long as reading its timeout takes too.
+			OnConflict: func() { holder.Store(true) },
 			OnTaken: func(until time.Time) {
 				holder.Store(true)
 				taken = true
