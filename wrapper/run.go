@@ -183,6 +183,11 @@ func (s *supervisor) supervise(ctx context.Context) int {
 		select {
 		case <-s.child.Done():
 			code := s.child.ExitCode()
+			if pids := supervise.Leftovers(); len(pids) > 0 {
+				// Re-parented to the wrapper (a subreaper): a shell's
+				// children, say, that SIGTERM to the shell did not reach.
+				s.log.Warn("the command left processes running: they are not registered, and run on after the wrapper (a script should exec its program)", "pids", pids)
+			}
 			s.finish()
 			return code
 		case sig := <-s.sigs:

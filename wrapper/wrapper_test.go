@@ -1356,3 +1356,29 @@ func TestSlowRefusalStillAborts(t *testing.T) {
 		t.Errorf("exit %d; the command started though the credentials were refused (--abort-on-failure):\n%s", code, w.logs())
 	}
 }
+
+// A shell that does not exec its program leaves it running when SIGTERM
+// (which reaches the shell alone) ends the shell: the wrapper says so,
+// naming it, as it deregisters and exits.
+func TestLeftoverProcessesAreNamed(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	script := `sleep 60 & echo $! > "$1/leftover"
+` + untilStop
+	w := startWrapper(t, f.dir, f.env(), append([]string{"--id=leftover1", "--interval=1"}, sh(script, f.dir)...)...)
+	waitFile(t, f.path("pid"))
+	b, err := os.ReadFile(f.path("leftover"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	leftover, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(leftover, syscall.SIGKILL) })
+	touch(t, f.path("stop"))
+	w.wait()
+	if logs := w.logs(); !strings.Contains(logs, `msg="the command left processes running`) || !strings.Contains(logs, fmt.Sprintf("pids=[%d]", leftover)) {
+		t.Errorf("the log does not name the leftover sleep (%d):\n%s", leftover, logs)
+	}
+}
