@@ -319,7 +319,11 @@ func describeFault(err error) error {
 		// A path the registry does not serve, or answers it never gives
 		// (no 405; its 400s are faults): another server, such as a plain
 		// HTTP request to an HTTPS port.
-		msg = fmt.Sprintf("%s %s: %s; is --url the API's base URL, ending in /v1.0?", e.Method, e.URL, cmp.Or(msg, fmt.Sprintf("%d %s", e.StatusCode, http.StatusText(e.StatusCode))))
+		hint := "is --url the API's base URL, ending in /v1.0?"
+		if e.Identity {
+			hint = "is the identity endpoint right (--auth-url, ending in /v2.0; without it, --url's)?"
+		}
+		msg = fmt.Sprintf("%s %s: %s; %s", e.Method, e.URL, cmp.Or(msg, fmt.Sprintf("%d %s", e.StatusCode, http.StatusText(e.StatusCode))), hint)
 	case e.StatusCode == http.StatusUnauthorized:
 		msg = "unauthorized: " + cmp.Or(details, msg, http.StatusText(e.StatusCode))
 	default:

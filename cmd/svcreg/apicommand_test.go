@@ -39,7 +39,7 @@ func TestDescribeFault(t *testing.T) {
 		{"not the registry: 405", &registry.Error{StatusCode: 405, Method: "GET", URL: "http://r/v1.0/7777/services", Message: "method not allowed"},
 			"GET http://r/v1.0/7777/services: method not allowed; is --url the API's base URL, ending in /v1.0?"},
 		{"not the registry: empty 405", &registry.Error{StatusCode: 405, Method: "POST", URL: "http://r/v2.0/tokens", Identity: true},
-			"POST http://r/v2.0/tokens: 405 Method Not Allowed; is --url the API's base URL, ending in /v1.0?"},
+			"POST http://r/v2.0/tokens: 405 Method Not Allowed; is the identity endpoint right (--auth-url, ending in /v2.0; without it, --url's)?"},
 		{"not the registry: 400 without a fault", &registry.Error{StatusCode: 400, Method: "GET", URL: "http://r:8443/v1.0/7777/services",
 			Message: "Client sent an HTTP request to an HTTPS server."},
 			"GET http://r:8443/v1.0/7777/services: Client sent an HTTP request to an HTTPS server.; is --url the API's base URL, ending in /v1.0?"},
