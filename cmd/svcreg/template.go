@@ -154,7 +154,7 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	fs := newFlagSet("template", "svcreg template [--config FILE] [--template SRC:DST[:RELOAD]...] [flags]", templateDescription, stdout)
 	fs.StringVar(&f.config, "config", "", "TOML config `file`")
 	fs.Var(&f.templates, "template", "`SRC:DST[:RELOAD]`: render SRC to DST and run RELOAD after a change (repeatable)")
-	fs.StringVar(&f.wait, "wait", "", "`MIN:MAX` debounce: render after MIN without changes, at most MAX after the first\n(default 100ms:2s, or the config's [wait])")
+	fs.StringVar(&f.wait, "wait", "", "`MIN:MAX` debounce: render after MIN without changes, at most MAX after the first\n(MIN alone: MAX is four times MIN; default 100ms:2s, or the config's [wait])")
 	fs.BoolVar(&f.once, "once", false, "wait for a full sync, render, install, reload, then exit")
 	fs.DurationVar(&f.onceTimeout, "once-timeout", 30*time.Second, "with --once or --print, how long to wait for the registry")
 	fs.BoolVar(&f.noReload, "no-reload", false, "with --once, install the checked files but run no reload command\n(a first deploy, before the load balancer runs)")
@@ -411,7 +411,7 @@ func (f *templateFlags) loadConfig(fs *flag.FlagSet) (templateConfig, error) {
 func parseWaitFlag(s string) (render.WaitConfig, error) {
 	lo, hi, ok := strings.Cut(s, ":")
 	if !ok {
-		hi = lo
+		hi = "0s" // four times MIN, as [wait] with min alone, and consul-template's -wait
 	}
 	var w render.WaitConfig
 	for _, d := range []struct {

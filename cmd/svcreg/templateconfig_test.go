@@ -125,7 +125,7 @@ func TestTemplateWaitFlag(t *testing.T) {
 	}{
 		{"10ms:1s", 10 * time.Millisecond, time.Second},
 		{"1s:0s", time.Second, 4 * time.Second}, // MAX 0: four times MIN, as [wait]'s max
-		{"250ms", 250 * time.Millisecond, 250 * time.Millisecond},
+		{"250ms", 250 * time.Millisecond, time.Second}, // MIN alone: four times MIN, as [wait]'s min alone
 		{"0s:0s", 0, 0},
 	} {
 		f := templateFlags{templates: stringList{"a.tmpl:a.out"}, wait: tc.wait}
