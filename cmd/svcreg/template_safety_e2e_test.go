@@ -436,6 +436,34 @@ func TestNginxExampleValidWithoutServices(t *testing.T) {
 	}
 }
 
+// The example's check script leaves nothing behind, whether nginx takes
+// the file or not: before, it exec'd nginx, its EXIT trap never ran, and
+// each check left a directory in $TMPDIR (a renderer checking every
+// second, 86,400 a day).
+func TestNginxCheckScriptCleansUp(t *testing.T) {
+	t.Parallel()
+	program(t, "nginx")
+	dir := t.TempDir()
+	good, bad := filepath.Join(dir, "good.conf"), filepath.Join(dir, "bad.conf")
+	writeFile(t, good, "upstream www { server 10.0.0.1:80; }\n")
+	writeFile(t, bad, "upstream www { server 10.0.0.1:80 bogus_param; }\n")
+	tmp := t.TempDir()
+	for _, tc := range []struct {
+		file string
+		ok   bool
+	}{{good, true}, {bad, false}} {
+		cmd := exec.Command("sh", repoFile("examples/nginx/check-upstreams.sh"), tc.file, "www")
+		cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
+		out, err := cmd.CombinedOutput()
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: %v, want ok %v: %s", filepath.Base(tc.file), err, tc.ok, out)
+		}
+		if left, _ := os.ReadDir(tmp); len(left) != 0 {
+			t.Errorf("%s: the check left %d entries in TMPDIR", filepath.Base(tc.file), len(left))
+		}
+	}
+}
+
 // The registry URL the renderer logs at start has no password, which the
 // URL may carry for an HTTP proxy's or the registry's basic auth.
 func TestTemplateLogsNoURLPassword(t *testing.T) {

@@ -17,4 +17,6 @@ mkdir -p "$dir/logs"
 	done
 	echo "}"
 } > "$dir/nginx.conf"
-exec nginx -t -q -p "$dir" -c "$dir/nginx.conf"
+# Not exec'd: the shell stays to run its EXIT trap, which removes $dir
+# (set -e still exits with nginx's status when it fails).
+nginx -t -q -p "$dir" -c "$dir/nginx.conf"
