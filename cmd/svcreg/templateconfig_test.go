@@ -124,7 +124,7 @@ func TestTemplateWaitFlag(t *testing.T) {
 		min, max time.Duration
 	}{
 		{"10ms:1s", 10 * time.Millisecond, time.Second},
-		{"1s:0s", time.Second, 4 * time.Second}, // MAX 0: four times MIN, as [wait]'s max
+		{"1s:0s", time.Second, 4 * time.Second},        // MAX 0: four times MIN, as [wait]'s max
 		{"250ms", 250 * time.Millisecond, time.Second}, // MIN alone: four times MIN, as [wait]'s min alone
 		{"0s:0s", 0, 0},
 	} {
