@@ -1,6 +1,7 @@
 package render
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -136,18 +137,21 @@ func (r *Renderer) installAhead(ctx context.Context, g *Group, ah *ahead, af *ah
 	defer removeStaged(files)
 	// The pass that applied the change may hold the group's locks, and
 	// wait for this install: it joins that hold.
-	release, f := r.lockGroup(ctx, g)
-	if f == nil {
+	release, lf := r.lockGroup(ctx, g)
+	if lf == nil {
 		defer release()
-	} else if f == stopped {
-		f = &Failure{g.Name, StepInstall, errors.New("stopped while waiting for another process's lock on the destinations")}
+	} else if lf == stopped {
+		lf = &Failure{g.Name, StepInstall, errors.New("stopped while waiting for another process's lock on the destinations")}
 	}
+	// Read whatever the lock's outcome: a failure reverts the live state
+	// to the installed files, which the revert's plans compare with.
+	var f *Failure
 	for _, fl := range files {
-		if f != nil {
+		if f = readInstalled(g, fl); f != nil {
 			break
 		}
-		f = readInstalled(g, fl)
 	}
+	f = cmp.Or(f, lf)
 	if f == nil {
 		f = stage(g, files)
 	}

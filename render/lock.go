@@ -67,9 +67,14 @@ func lockDestinations(ctx context.Context, log *slog.Logger, g *Group) ([]*os.Fi
 	return held, nil
 }
 
+// closeAll unlocks and closes files. Unlocked first: a child being
+// forked meanwhile holds a copy of each descriptor until it execs, and
+// the lock lasts while any copy is open, so a lock left to the close
+// could still be held when this process takes it again.
 func closeAll(files []*os.File) {
 	for _, f := range files {
-		f.Close() // releases its lock
+		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
 	}
 }
 
