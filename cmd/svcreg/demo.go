@@ -108,17 +108,16 @@ func runDemo(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	}
 	defer client.Close()
 	w := watcher.New(watcher.Config{Client: client, Logger: log})
-	// The renderer's errors are the demo's: shown, and counted for its
-	// exit status.
-	var failed atomic.Int64
-	renderLog := slog.New(countingHandler{slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError}), &failed})
-	loop := &render.Loop{Renderer: render.NewRenderer(renderLog, nil, nil), Source: w}
-
 	// Every part runs in one group: the first to return (the steps, when
 	// done or stopped) stops the others, and the group returns only when
 	// all have, so the store is closed after everything that uses it.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// The renderer's errors are the demo's: shown, and counted for its
+	// exit status, until it stops.
+	var failed atomic.Int64
+	renderLog := slog.New(countingHandler{slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError}), &failed, ctx.Done()})
+	loop := &render.Loop{Renderer: render.NewRenderer(renderLog, nil, nil), Source: w}
 	var g run.Group
 	g.Add(func() error { return st.Run(ctx) }, func(error) { cancel() })
 	addHTTPServer(&g, log, hs, func() error { return api.Serve(hs, ln) }, api.Drain, 5*time.Second)
@@ -137,23 +136,31 @@ func runDemo(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	return err
 }
 
-// countingHandler counts the records it handles in n.
+// countingHandler counts the records it handles in n, until stopped is
+// closed: a render the stop cuts short is reported as failed, and is
+// none of the demo's failures.
 type countingHandler struct {
 	slog.Handler
-	n *atomic.Int64
+	n       *atomic.Int64
+	stopped <-chan struct{}
 }
 
 func (h countingHandler) Handle(ctx context.Context, r slog.Record) error {
+	select {
+	case <-h.stopped:
+		return nil
+	default:
+	}
 	h.n.Add(1)
 	return h.Handler.Handle(ctx, r)
 }
 
 func (h countingHandler) WithAttrs(as []slog.Attr) slog.Handler {
-	return countingHandler{h.Handler.WithAttrs(as), h.n}
+	return countingHandler{h.Handler.WithAttrs(as), h.n, h.stopped}
 }
 
 func (h countingHandler) WithGroup(name string) slog.Handler {
-	return countingHandler{h.Handler.WithGroup(name), h.n}
+	return countingHandler{h.Handler.WithGroup(name), h.n, h.stopped}
 }
 
 // demoSteps registers services that join, leave and time out, one step
