@@ -104,8 +104,10 @@ func newAuthenticator(cfg Config, bases []string) (*authenticator, error) {
 		return nil, fmt.Errorf("registry: Username %q holds a control character (a newline read with it from a file?)", cfg.Username)
 	}
 	a := &authenticator{tenant: cfg.Tenant, username: cfg.Username, authURL: strings.TrimRight(cfg.AuthURL, "/")}
-	if err := noQuery("AuthURL", a.authURL); err != nil {
-		return nil, err
+	if u, err := url.Parse(a.authURL); err == nil {
+		if err := noQuery("AuthURL", a.authURL, u); err != nil {
+			return nil, err
+		}
 	}
 	if a.authURL == "" {
 		var err error

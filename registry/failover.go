@@ -116,10 +116,12 @@ func baseURLs(list string) (bases, shown []string, err error) {
 	urls := splitURLs(list)
 	for i, s := range urls {
 		base := strings.TrimRight(s, "/")
-		if err := noQuery("URL", base); err != nil {
-			return nil, nil, err
-		}
 		u, err := url.Parse(base)
+		if err == nil {
+			if err := noQuery("URL", base, u); err != nil {
+				return nil, nil, err
+			}
+		}
 		if err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" {
 			if u.Path == "" {
 				base += "/v1.0"
@@ -138,18 +140,16 @@ func baseURLs(list string) (bases, shown []string, err error) {
 	return bases, shown, nil
 }
 
-// noQuery refuses a base URL (the setting name names it) with a query
-// string or a fragment, without quoting them. Paths are appended to a
-// base: a query would end up in the middle of each request's URL, and in
-// every error that quotes one (a token there, such as ?x-auth-token=,
-// with it).
-func noQuery(name, base string) error {
-	u, err := url.Parse(base)
-	if err != nil || u.RawQuery == "" && !u.ForceQuery && u.Fragment == "" && !strings.Contains(base, "#") {
-		return nil // a URL that does not parse is refused as such
+// noQuery refuses a base URL (parsed as u; the setting name names it)
+// with a query string or a fragment, shown without them (PublicURL).
+// Paths are appended to a base: a query would end up in the middle of
+// each request's URL, and in every error that quotes one (a token there,
+// such as ?x-auth-token=, with it).
+func noQuery(name, base string, u *url.URL) error {
+	if u.RawQuery == "" && !u.ForceQuery && !strings.Contains(base, "#") {
+		return nil
 	}
-	shown := url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}
-	return fmt.Errorf("registry: %s %s has a query string or fragment: give the base URL without one (such as %s; credentials go in their own settings)", name, shown.Redacted(), DefaultURL)
+	return fmt.Errorf("registry: %s %s has a query string or fragment: give the base URL without one (such as %s; credentials go in their own settings)", name, PublicURL(base), DefaultURL)
 }
 
 // URL returns the registry URL the client sends its requests to now, as
