@@ -21,6 +21,7 @@ import (
 	"github.com/svcreg/svcreg/examples"
 	"github.com/svcreg/svcreg/internal/retry"
 	"github.com/svcreg/svcreg/internal/statuspage"
+	"github.com/svcreg/svcreg/internal/supervise"
 	"github.com/svcreg/svcreg/registry"
 	"github.com/svcreg/svcreg/render"
 	"github.com/svcreg/svcreg/server"
@@ -50,9 +51,7 @@ func runDemo(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	// and stops it, which then removes its temporary directory. Other
 	// descriptors' broken pipes (a client of its registry gone) are only
 	// their own errors.
-	sigpipe := make(chan os.Signal, 1)
-	signal.Notify(sigpipe, syscall.SIGPIPE)
-	defer signal.Stop(sigpipe)
+	supervise.SurviveClosedOutput()
 	ctx, closedOutput := context.WithCancel(ctx)
 	defer closedOutput()
 	if *out != "" {

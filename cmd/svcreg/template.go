@@ -407,7 +407,8 @@ func (f *templateFlags) loadConfig(fs *flag.FlagSet) (templateConfig, error) {
 	return c, nil
 }
 
-// parseWaitFlag parses --wait MIN:MAX (a MIN alone is MIN:MIN).
+// parseWaitFlag parses --wait MIN:MAX (a MIN alone, or a MAX of 0, is MIN
+// and four times MIN, as Normalize makes a [wait] max of 0).
 func parseWaitFlag(s string) (render.WaitConfig, error) {
 	lo, hi, ok := strings.Cut(s, ":")
 	if !ok {
