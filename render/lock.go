@@ -26,11 +26,8 @@ func lockWait(g *Group) time.Duration {
 	return 2*time.Minute + g.Splay + g.CheckTimeout + 2*g.ReloadTimeout
 }
 
-// lockName is the lock file of dest: next to it, named so that an
-// "include conf.d/*" never picks it up.
-func lockName(dest string) string {
-	return filepath.Join(filepath.Dir(dest), "."+filepath.Base(dest)+".svcreg-lock")
-}
+// lockName is the lock file of dest, next to it.
+func lockName(dest string) string { return besideName(dest, "lock") }
 
 // lockDestinations takes an exclusive lock (flock) on the lock file of
 // each destination of g, in the order of their names, and returns them
@@ -148,7 +145,7 @@ func lockFile(ctx context.Context, log *slog.Logger, g *Group, name string) (*os
 	}
 	wait := lockWait(g)
 	deadline := time.Now().Add(wait)
-	poll, logged := 20*time.Millisecond, false
+	bo, logged := retry.Backoff{Min: 20 * time.Millisecond, Max: 250 * time.Millisecond}, false
 	for {
 		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 		if err == nil {
@@ -166,11 +163,10 @@ func lockFile(ctx context.Context, log *slog.Logger, g *Group, name string) (*os
 			log.Info("another process is installing this destination (another svcreg template on it?); waiting for its pass to end", "group", g.Name, "lock", name)
 			logged = true
 		}
-		if err := retry.Sleep(ctx, retry.Jitter(poll, 0.2)); err != nil {
+		if err := retry.Sleep(ctx, bo.Next()); err != nil {
 			f.Close()
 			return nil, err
 		}
-		poll = min(2*poll, 250*time.Millisecond)
 	}
 }
 
@@ -179,9 +175,7 @@ func lockFile(ctx context.Context, log *slog.Logger, g *Group, name string) (*os
 // reloaded. One left by a stop between the two (a crash, SIGKILL) makes
 // the next pass reload the installed files, even when nothing changed:
 // without it, the load balancer ran the old files until the next change.
-func pendingName(dest string) string {
-	return filepath.Join(filepath.Dir(dest), "."+filepath.Base(dest)+".svcreg-reload-pending")
-}
+func pendingName(dest string) string { return besideName(dest, "reload-pending") }
 
 // markPending writes the reload-pending file of each changed file. The
 // install's sync of the directory, after, makes it last.

@@ -242,8 +242,12 @@ func (g *Group) checkCommand(d checkData) (string, error) {
 	return b.String(), nil
 }
 
-// stagedName is the name of a staged file next to dest. It does not end in
-// dest's extension, so an "include conf.d/*.conf" never picks it up.
-func stagedName(dest string) string {
-	return filepath.Join(filepath.Dir(dest), "."+filepath.Base(dest)+".svcreg-staged")
+// stagedName is the name of a staged file next to dest.
+func stagedName(dest string) string { return besideName(dest, "staged") }
+
+// besideName is the name of svcreg's file of the kind next to dest:
+// hidden, and not ending in dest's extension, so that an
+// "include conf.d/*" (or "*.conf") never picks it up.
+func besideName(dest, kind string) string {
+	return filepath.Join(filepath.Dir(dest), "."+filepath.Base(dest)+".svcreg-"+kind)
 }
