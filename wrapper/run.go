@@ -186,7 +186,8 @@ func (s *supervisor) supervise(ctx context.Context) int {
 			if pids := supervise.Leftovers(); len(pids) > 0 {
 				// Re-parented to the wrapper (a subreaper): a shell's
 				// children, say, that SIGTERM to the shell did not reach.
-				s.log.Warn("the command left processes running: they are not registered, and run on after the wrapper (a script should exec its program)", "pids", pids)
+				// The first 20 pids: one line, however many there are.
+				s.log.Warn("the command left processes running: they are not registered, and run on after the wrapper (a script should exec its program)", "count", len(pids), "pids", pids[:min(len(pids), 20)])
 			}
 			s.finish()
 			return code
