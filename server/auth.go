@@ -100,8 +100,6 @@ type fileUser struct {
 // is refused.
 type fileTenant string
 
-func isFloat(v any) bool { _, ok := v.(float64); return ok }
-
 func (t *fileTenant) UnmarshalTOML(v any) error {
 	switch v := v.(type) {
 	case string:
@@ -109,7 +107,10 @@ func (t *fileTenant) UnmarshalTOML(v any) error {
 	case int64:
 		*t = fileTenant(strconv.FormatInt(v, 10))
 	default:
-		kind := map[bool]string{true: "a number with a fraction or exponent", false: "not a number"}[isFloat(v)]
+		kind := "not a number"
+		if _, ok := v.(float64); ok {
+			kind = "a number with a fraction or exponent"
+		}
 		return fmt.Errorf("tenant %v is not a whole number (%s): give one, as 123456 or \"123456\"", v, kind)
 	}
 	return nil

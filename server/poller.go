@@ -110,7 +110,7 @@ func newParkedPoll(conn net.Conn, w http.ResponseWriter, rq *request, q store.Ev
 
 // request is the poll's request as far as writing its answer needs.
 func (p *parkedPoll) request() *request {
-	r := &http.Request{Host: p.host, Header: http.Header{}}
+	r := &http.Request{Host: p.host}
 	return &request{r: r, txnID: p.txnID, tenant: p.tenant, routePath: p.routePath, query: p.query, parkedScheme: p.scheme}
 }
 

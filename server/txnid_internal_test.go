@@ -8,8 +8,7 @@ import (
 )
 
 // A transaction id is the server's prefix and its counter encrypted,
-// written out in hex (in place, which must read each byte before it is
-// written over).
+// written out in hex.
 func TestTxnIDIsTheCounterEncrypted(t *testing.T) {
 	s := New(Config{})
 	for want := uint64(1); want <= 300; want++ {
