@@ -449,8 +449,7 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	log.Info("svcreg server listening", append(append([]any{"url", base}, where...), "dev", f.dev, "users", len(users), "ui", f.ui, "version", versionString())...)
 	if f.readyFile != "" {
 		if err := writeReadyFile(f.readyFile, base); err != nil {
-			ln.Close()
-			return err
+			return err // the deferred close releases the listener
 		}
 		defer os.Remove(f.readyFile)
 	}
