@@ -418,14 +418,24 @@ func TestPageShowsRefusals(t *testing.T) {
 	}
 	// A service left out says so; one whose metadata value's default was
 	// used (metaAs) does not.
+	seen := map[string]bool{}
 	for _, li := range strings.Split(body, "<li>")[1:] {
 		li, _, _ = strings.Cut(li, "</li>")
 		switch {
-		case strings.Contains(li, "evil-1") && !strings.HasSuffix(li, "(left out)"):
-			t.Errorf("the service left out: %q; want it marked so", li)
-		case strings.Contains(li, "kept-1") && (strings.Contains(li, "left out") || !strings.Contains(li, "the template&#39;s default")):
-			t.Errorf("the service kept with a default: %q", li)
+		case strings.Contains(li, "evil-1"):
+			seen["evil-1"] = true
+			if !strings.HasSuffix(li, "(left out)") {
+				t.Errorf("the service left out: %q; want it marked so", li)
+			}
+		case strings.Contains(li, "kept-1"):
+			seen["kept-1"] = true
+			if strings.Contains(li, "left out") || !strings.Contains(li, "the template&#39;s default") {
+				t.Errorf("the service kept with a default: %q", li)
+			}
 		}
+	}
+	if !seen["evil-1"] || !seen["kept-1"] {
+		t.Errorf("the refusals are not list items of the page (found %v)", seen)
 	}
 	if !strings.Contains(body, "kept-1") {
 		t.Error("the page lacks the metadata value refused")
