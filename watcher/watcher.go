@@ -437,15 +437,14 @@ func (w *Watcher) apply(events []registry.Event, contact time.Time) error {
 // its MaxListBytes of registry text), grown from cur (nil: from nothing);
 // nil if it is within them or did not grow.
 func bounded(c *registry.Client, cur, next *Snapshot) *tooManyError {
-	var was Snapshot
-	if cur != nil {
-		was = *cur
+	if cur == nil {
+		cur = &Snapshot{}
 	}
 	max, maxBytes := c.MaxListItems(), c.MaxListBytes()
-	if grownPast(next.services.len(), was.services.len(), max) || grownPast(next.config.len(), was.config.len(), max) {
+	if grownPast(next.services.len(), cur.services.len(), max) || grownPast(next.config.len(), cur.config.len(), max) {
 		return &tooManyError{max: max}
 	}
-	if grownPast(next.bytes, was.bytes, maxBytes) {
+	if grownPast(next.bytes, cur.bytes, maxBytes) {
 		return &tooManyError{maxBytes: maxBytes}
 	}
 	return nil
