@@ -119,15 +119,21 @@ func TestDamagedDatabaseStopsStartup(t *testing.T) {
 		{"truncated to 0 bytes", func([]byte) []byte { return nil }, "empty (0 bytes)"},
 		{"a branch page pointing past the end", func(b []byte) []byte {
 			// bbolt's own check faults on it, on a goroutine of its own.
+			// Every page that says it is a branch: some are free pages,
+			// left as they were when freed, and damage to those alone
+			// is no damage.
 			const pageSize = 4096
+			branches := 0
 			for off := 2 * pageSize; off+pageSize <= int(used); off += pageSize {
 				if binary.LittleEndian.Uint16(b[off+8:]) == 0x01 { // a branch page
 					binary.LittleEndian.PutUint64(b[off+16+8:], uint64(used/pageSize+300)) // its first child
-					return b
+					branches++
 				}
 			}
-			t.Fatal("no branch page in the database")
-			return nil
+			if branches == 0 {
+				t.Fatal("no branch page in the database")
+			}
+			return b
 		}, "damaged"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
