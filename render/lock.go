@@ -84,10 +84,11 @@ type destLocks struct {
 	groups map[string]*groupLock
 }
 
-// groupLock is one group's: mu is held while it is being taken, refs
+// groupLock is one group's: held (a semaphore, so that a wait for it
+// ends with its context) is full while it is being taken or let go, refs
 // counts its holders, files are the locked files.
 type groupLock struct {
-	mu    sync.Mutex
+	held  chan struct{}
 	refs  int
 	files []*os.File
 }
@@ -101,12 +102,18 @@ func (r *Renderer) lockGroup(ctx context.Context, g *Group) (release func(), _ *
 	}
 	gl := r.locks.groups[g.Name]
 	if gl == nil {
-		gl = &groupLock{}
+		gl = &groupLock{held: make(chan struct{}, 1)}
 		r.locks.groups[g.Name] = gl
 	}
 	r.locks.mu.Unlock()
-	gl.mu.Lock()
-	defer gl.mu.Unlock()
+	// Another caller may be waiting for another process's lock, up to
+	// lockWait: a stop ends this wait for it too.
+	select {
+	case gl.held <- struct{}{}:
+	case <-ctx.Done():
+		return nil, stopped
+	}
+	defer func() { <-gl.held }()
 	if gl.refs == 0 {
 		files, f := lockDestinations(ctx, r.Log, g)
 		if f != nil {
@@ -116,8 +123,8 @@ func (r *Renderer) lockGroup(ctx context.Context, g *Group) (release func(), _ *
 	}
 	gl.refs++
 	return sync.OnceFunc(func() {
-		gl.mu.Lock()
-		defer gl.mu.Unlock()
+		gl.held <- struct{}{}
+		defer func() { <-gl.held }()
 		if gl.refs--; gl.refs == 0 {
 			closeAll(gl.files)
 			gl.files = nil

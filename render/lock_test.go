@@ -80,6 +80,78 @@ func TestLockWaitEnds(t *testing.T) {
 	}
 }
 
+// A caller waiting behind another in-process caller of the same group,
+// itself waiting for another process's lock, stops when its own context
+// ends. Before, it waited for the other caller, up to the lock wait
+// (minutes).
+func TestGroupLockWaitEndsWithItsContext(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, upstreams)
+	group := g.set(t, TemplateConfig{}).Groups[0]
+	other := holdLock(t, g.dest)
+	firstCtx, stopFirst := context.WithCancel(context.Background())
+	defer stopFirst()
+	first := make(chan *Failure, 1)
+	go func() {
+		release, f := g.r.lockGroup(firstCtx, group)
+		if release != nil {
+			release()
+		}
+		first <- f
+	}()
+	// The first caller is in its wait for the other process once it has
+	// the group's semaphore.
+	g.r.locks.mu.Lock()
+	for g.r.locks.groups[group.Name] == nil {
+		g.r.locks.mu.Unlock()
+		time.Sleep(time.Millisecond)
+		g.r.locks.mu.Lock()
+	}
+	gl := g.r.locks.groups[group.Name]
+	g.r.locks.mu.Unlock()
+	for len(gl.held) == 0 {
+		time.Sleep(time.Millisecond)
+	}
+
+	secondCtx, stopSecond := context.WithCancel(context.Background())
+	second := make(chan *Failure, 1)
+	go func() {
+		release, f := g.r.lockGroup(secondCtx, group)
+		if release != nil {
+			release()
+		}
+		second <- f
+	}()
+	time.Sleep(20 * time.Millisecond)
+	stopSecond()
+	select {
+	case f := <-second:
+		if f != stopped {
+			t.Errorf("the second caller, stopped: %v, want stopped", f)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the second caller, stopped, still waits for the first")
+	}
+	select {
+	case f := <-first:
+		t.Fatalf("the first caller ended while the other process held the lock: %v", f)
+	default:
+	}
+	other.Close()
+	if f := <-first; f != nil {
+		t.Errorf("the first caller, once the lock was released: %v", f)
+	}
+	// Let go of, the group's lock is taken again at once.
+	release, f := g.r.lockGroup(context.Background(), group)
+	if f != nil {
+		t.Fatal(f)
+	}
+	release()
+	if len(gl.held) != 0 || gl.refs != 0 || gl.files != nil {
+		t.Errorf("after every release: %d held, %d refs, %d files", len(gl.held), gl.refs, len(gl.files))
+	}
+}
+
 // holdLock takes dest's lock as another process would: on a descriptor
 // of its own, as flock sees it. Closing it releases the lock.
 func holdLock(t *testing.T, dest string) *os.File {
