@@ -107,11 +107,16 @@ func (r *Renderer) lockGroup(ctx context.Context, g *Group) (release func(), _ *
 	}
 	r.locks.mu.Unlock()
 	// Another caller may be waiting for another process's lock, up to
-	// lockWait: a stop ends this wait for it too.
+	// lockWait: a stop ends this wait for it too. A free one is taken
+	// whatever the context, as lockFile takes a free flock.
 	select {
 	case gl.held <- struct{}{}:
-	case <-ctx.Done():
-		return nil, stopped
+	default:
+		select {
+		case gl.held <- struct{}{}:
+		case <-ctx.Done():
+			return nil, stopped
+		}
 	}
 	defer func() { <-gl.held }()
 	if gl.refs == 0 {
