@@ -122,10 +122,7 @@ func TestDevServerOnEveryAddressRefusesOtherHosts(t *testing.T) {
 	}
 	if ip == nil {
 		msg := fmt.Sprintf("no IPv4 address but loopback on this machine (%v): the test needs one", addrs)
-		if testprog.InCI() {
-			t.Fatal(msg + "; CI runs every test")
-		}
-		t.Skip(msg) // a build sandbox without a network
+		testprog.SkipOrFail(t, msg, "") // a build sandbox without a network
 	}
 	metricsPort := freeport.Port(t)
 	base, _, _ := devServerWith(t, "--listen", "0.0.0.0:0", "--metrics-listen", "0.0.0.0:"+strconv.Itoa(metricsPort))

@@ -29,12 +29,19 @@ func Find(t testing.TB, name, why string) string {
 			return p
 		}
 	}
-	msg := fmt.Sprintf("%s needs %s, which is not installed: %s", t.Name(), name, why)
+	SkipOrFail(t, fmt.Sprintf("%s needs %s, which is not installed: %s", t.Name(), name, why), "")
+	return ""
+}
+
+// SkipOrFail ends a test that cannot run here, saying msg: it skips it,
+// or in CI fails it, adding that CI runs every test and then ciNote (empty,
+// or a word on how CI has what the test needs).
+func SkipOrFail(t testing.TB, msg, ciNote string) {
+	t.Helper()
 	if InCI() {
-		t.Fatal(msg + "; CI runs every test")
+		t.Fatal(msg + "; CI runs every test" + ciNote)
 	}
 	t.Skip(msg)
-	return ""
 }
 
 // InCI reports whether the tests run in CI: CI is set, and not to false.
