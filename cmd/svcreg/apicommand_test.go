@@ -152,9 +152,7 @@ func TestDescribeFaultOfAChangeWithUnknownOutcome(t *testing.T) {
 // token is valid for its own tenant only, and only when it was given a
 // static token and a tenant.
 func TestTokenOfAnotherTenantHintsAtTenant(t *testing.T) {
-	for _, name := range []string{"SVCREG_URL", "SVCREG_AUTH_URL", "SVCREG_TOKEN", "SVCREG_TENANT", "SVCREG_USERNAME", "SVCREG_API_KEY", "SVCREG_PASSWORD", "SVCREG_REGION"} {
-		t.Setenv(name, "")
-	}
+	clearRegistryEnv(t)
 	const tokenA, tokenB = "aaaaaaaaaaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbbbbbbbbbb"
 	srv := testserver.Start(t, testserver.Options{Users: []server.User{
 		{Name: "a", Tenant: "111", APIKey: "key-a-0123456789abcdef", Tokens: []string{tokenA}},

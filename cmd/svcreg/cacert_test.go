@@ -17,9 +17,7 @@ import (
 // where to give it.
 func TestCACert(t *testing.T) {
 	srv := testserver.Start(t, testserver.Options{TLS: true})
-	for _, name := range []string{"SVCREG_URL", "SVCREG_AUTH_URL", "SVCREG_TOKEN", "SVCREG_TENANT", "SVCREG_USERNAME", "SVCREG_API_KEY", "SVCREG_PASSWORD", "SVCREG_REGION", "SVCREG_CA_CERT"} {
-		t.Setenv(name, "")
-	}
+	clearRegistryEnv(t)
 	t.Setenv("SVCREG_URL", srv.APIURL)
 	t.Setenv("SVCREG_USERNAME", "cacert")
 	t.Setenv("SVCREG_API_KEY", "dev")

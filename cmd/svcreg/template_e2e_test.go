@@ -138,6 +138,16 @@ func registryEnv(t testing.TB, opts testserver.Options, user string) (*testserve
 	return srv, c, []string{"SVCREG_URL=" + srv.APIURL, "SVCREG_USERNAME=" + user, "SVCREG_API_KEY=dev"}
 }
 
+// clearRegistryEnv empties the SVCREG_* connection variables for the rest
+// of the test, so that only what the test sets says how svcreg reaches the
+// registry.
+func clearRegistryEnv(t *testing.T) {
+	t.Helper()
+	for _, name := range []string{"SVCREG_URL", "SVCREG_AUTH_URL", "SVCREG_TOKEN", "SVCREG_TENANT", "SVCREG_USERNAME", "SVCREG_API_KEY", "SVCREG_PASSWORD", "SVCREG_REGION", "SVCREG_CA_CERT"} {
+		t.Setenv(name, "")
+	}
+}
+
 func createService(t testing.TB, c *registry.Client, id string, timeout int, tags []string, md map[string]string) {
 	t.Helper()
 	if _, err := c.CreateService(context.Background(), registry.Service{ID: id, Tags: tags, Metadata: md, HeartbeatTimeout: timeout}); err != nil {

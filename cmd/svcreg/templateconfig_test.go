@@ -27,9 +27,7 @@ func loadTemplateConfig(path string) (templateConfig, error) {
 func TestTemplateConfigRegistryTable(t *testing.T) {
 	srv, c, _ := registryEnv(t, testserver.Options{}, "file-user")
 	createService(t, c, "from-file", 60, nil, nil)
-	for _, name := range []string{"SVCREG_URL", "SVCREG_AUTH_URL", "SVCREG_TOKEN", "SVCREG_TENANT", "SVCREG_USERNAME", "SVCREG_API_KEY", "SVCREG_PASSWORD", "SVCREG_REGION"} {
-		t.Setenv(name, "")
-	}
+	clearRegistryEnv(t)
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "ids.tmpl"), []byte("{{ range services }}{{ .ID }}\n{{ end }}"), 0o644); err != nil {
 		t.Fatal(err)
