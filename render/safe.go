@@ -748,8 +748,8 @@ func checkerKeyOf(fn, def string, args []any) (checkerKey, bool) {
 }
 
 // bindValue is the value function value called with ints first, as a
-// check of one value. The value functions' own types are called
-// directly; another, through reflect.
+// check of one value. Every value function has one of the types below:
+// another is a mistake in valueFuncs, and panics.
 func bindValue(value any, ints []int) func(string) (any, error) {
 	switch f := value.(type) {
 	case func(string) (string, error):
@@ -762,16 +762,7 @@ func bindValue(value any, ints []int) func(string) (any, error) {
 		lo, hi := ints[0], ints[1]
 		return func(s string) (any, error) { return f(lo, hi, s) }
 	}
-	fv := reflect.ValueOf(value)
-	in := make([]reflect.Value, len(ints), len(ints)+1)
-	for i, n := range ints {
-		in[i] = reflect.ValueOf(n)
-	}
-	return func(s string) (any, error) {
-		out := fv.Call(append(in, reflect.ValueOf(s)))
-		err, _ := out[1].Interface().(error)
-		return out[0].Interface(), err
-	}
+	panic(fmt.Sprintf("render: value function of type %T, which bindValue does not know", value))
 }
 
 // toInt is an integer template argument of any integer kind (constants

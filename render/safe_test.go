@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -659,6 +660,15 @@ func TestConfigAs(t *testing.T) {
 	}
 	if _, err := set.Groups[0].Templates[0].Render(snap); err == nil || !strings.Contains(err.Error(), "configAs: haproxyString is in function_denylist") {
 		t.Fatalf("err = %v; want the denied function refused", err)
+	}
+}
+
+// Every value function has a type bindValue calls directly: one of
+// another type panics here rather than in a template's configAs.
+func TestBindValueKnowsEveryValueFunction(t *testing.T) {
+	t.Parallel()
+	for _, value := range (&execState{}).valueFuncs() {
+		bindValue(value, make([]int, reflect.TypeOf(value).NumIn()-1))
 	}
 }
 
