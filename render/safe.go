@@ -731,14 +731,16 @@ type boundChecker struct {
 }
 
 // checkerKeyOf is the key of a checker, and false for arguments a key
-// cannot hold (the call then fails on them).
+// cannot hold (the call then fails on them). An integer argument of any
+// kind is keyed as the int the checker is made with, so sprig's int64
+// shares a checker with a constant.
 func checkerKeyOf(fn, def string, args []any) (checkerKey, bool) {
 	k := checkerKey{fn: fn, def: def, n: len(args)}
 	if len(args) > len(k.args) {
 		return k, false
 	}
 	for i, a := range args {
-		v, ok := a.(int) // template constants; other kinds take the long way
+		v, ok := toInt(a)
 		if !ok {
 			return k, false
 		}

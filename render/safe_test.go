@@ -672,6 +672,21 @@ func TestBindValueKnowsEveryValueFunction(t *testing.T) {
 	}
 }
 
+// Calls whose integer arguments are of different kinds (constants are
+// int; sprig's arithmetic gives int64) share one checker.
+func TestCheckerKeysIntegersOfAnyKind(t *testing.T) {
+	t.Parallel()
+	st := &execState{}
+	for _, args := range [][]any{{int64(1), int64(10)}, {1, 10}, {uint8(1), 10}} {
+		if _, _, err := st.checker("metaAs", "number", args, "5", func() string { return "max_conns" }); err != nil {
+			t.Fatalf("%T, %T: %v", args[0], args[1], err)
+		}
+		if len(st.checkers) != 1 {
+			t.Errorf("%T, %T: %d checkers kept, want the one: %v", args[0], args[1], len(st.checkers), st.checkers)
+		}
+	}
+}
+
 // A configuration value configAs refuses is reported as a refused service
 // is (log, metric, /healthz), and the render goes on with the default: one
 // bad value does not hold back every later change of the group. With
