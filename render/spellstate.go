@@ -178,11 +178,17 @@ func urgent(s, saved spellings) bool {
 		case !persists(x):
 		case !ok && x.contested():
 			return true
-		case ok && (x.name != y.name || !x.absent.Equal(y.absent) || x.rival != y.rival):
+		case ok && !x.sameChoice(y):
 			return true
 		}
 	}
 	return false
+}
+
+// sameChoice reports whether sp and saved make the same choice: the same
+// spelling, as contested (rival, absent since the same time).
+func (sp spelling) sameChoice(saved spelling) bool {
+	return sp.name == saved.name && sp.rival == saved.rival && sp.absent.Equal(saved.absent)
 }
 
 // sameChoices reports whether the spellings of s that are saved are
@@ -199,7 +205,7 @@ func sameChoices(s, saved spellings) bool {
 		}
 		n++
 		y, ok := saved[k]
-		if !ok || x.name != y.name || x.rival != y.rival || !x.absent.Equal(y.absent) || !x.since.Equal(y.since) || x.seen.Sub(y.seen) >= spellingGrace/2 {
+		if !ok || !x.sameChoice(y) || !x.since.Equal(y.since) || x.seen.Sub(y.seen) >= spellingGrace/2 {
 			return false
 		}
 	}
