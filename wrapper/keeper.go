@@ -47,19 +47,19 @@ type keeper struct {
 
 	// settled is closed when the first registration has succeeded or
 	// failed, or has had no answer for firstWait (Register waits there
-	// while an old instance holds the id): the command starts then.
+	// while an old instance holds the id): the command starts then. It is
+	// closed under mu.
 	settled chan struct{}
 	// fatal gets, with --abort-on-failure, a first registration's failure
 	// that retrying will not fix, before settled closes; the keeper has
 	// stopped then. After the command starts, the deadline decides.
 	fatal chan error
 
-	mu         sync.Mutex
-	hasSettled bool                  // settled is closed
-	held       bool                  // a heartbeater holds the service
-	deadline   time.Time             // when the registry times the service out unless heartbeated
-	lastErr    error                 // why the last registration or heartbeat failed; nil if it succeeded
-	hb         *registry.Heartbeater // the last registration's; nil before the first
+	mu       sync.Mutex
+	held     bool                  // a heartbeater holds the service
+	deadline time.Time             // when the registry times the service out unless heartbeated
+	lastErr  error                 // why the last registration or heartbeat failed; nil if it succeeded
+	hb       *registry.Heartbeater // the last registration's; nil before the first
 	// maybeUntil is when a service that the registrations without an
 	// answer may have made has surely timed out (see Holding); zero when
 	// none may have (never set while held).
@@ -144,10 +144,9 @@ func (k *keeper) firstWait() time.Duration {
 func (k *keeper) settle(fatal error, msg string, args ...any) bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if k.hasSettled {
+	if k.started() {
 		return false
 	}
-	k.hasSettled = true
 	if msg != "" {
 		k.log.Warn(msg, args...)
 	}
@@ -160,11 +159,15 @@ func (k *keeper) settle(fatal error, msg string, args ...any) bool {
 	return true
 }
 
-// started reports whether the command has been let start.
+// started reports whether the command has been let start: settled is
+// closed.
 func (k *keeper) started() bool {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return k.hasSettled
+	select {
+	case <-k.settled:
+		return true
+	default:
+		return false
+	}
 }
 
 // firstLogin logs in before the first registration, for at most wait:
