@@ -208,23 +208,24 @@ func (k *keeper) run(ctx context.Context) {
 	// registration succeeded since; a create without an answer may then
 	// have failed the same way, and does not make the service maybe held.
 	taken := false
+	// The first registration has what is left of firstWait (a quarter of
+	// it at least) before the command starts, unless an old instance
+	// holds the id (holder): that is waited out. Every later turn of the
+	// loop comes after the command started.
+	var holder atomic.Bool
+	var noAnswer *time.Timer
+	// With --abort-on-failure the command waits for the answer: a
+	// refusal must keep it from starting.
+	if !k.started() && !k.abort {
+		noAnswer = time.AfterFunc(max(wait-time.Since(begun), wait/4), func() {
+			if !holder.Load() {
+				k.settle(nil, "the registry has not answered the registration yet; the command runs anyway, still waiting for the answer",
+					"url", k.client.URL(), "waited", time.Since(begun).Round(time.Millisecond))
+			}
+		})
+	}
 	for {
 		var logged time.Time
-		// The first registration has what is left of firstWait (a
-		// quarter of it at least) before the command starts, unless an
-		// old instance holds the id: that is waited out.
-		var holder atomic.Bool
-		var noAnswer *time.Timer
-		// With --abort-on-failure the command waits for the answer: a
-		// refusal must keep it from starting.
-		if !k.started() && !k.abort {
-			noAnswer = time.AfterFunc(max(wait-time.Since(begun), wait/4), func() {
-				if !holder.Load() {
-					k.settle(nil, "the registry has not answered the registration yet; the command runs anyway, still waiting for the answer",
-						"url", k.client.URL(), "waited", time.Since(begun).Round(time.Millisecond))
-				}
-			})
-		}
 		hb, err := k.client.Register(ctx, k.service, registry.RegisterOptions{
 			Heartbeat:   registry.HeartbeatOptions{Interval: k.interval, OnBeat: k.onBeat()},
 			CreateGrace: createGrace,
@@ -254,6 +255,7 @@ func (k *keeper) run(ctx context.Context) {
 		})
 		if noAnswer != nil {
 			noAnswer.Stop()
+			noAnswer = nil
 		}
 		if err == nil {
 			k.mu.Lock()
