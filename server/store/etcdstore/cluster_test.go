@@ -223,6 +223,10 @@ func TestReadYourRectificationAcrossNodes(t *testing.T) {
 	c := etcdtest.Start(t, etcdtest.Options{})
 	clock := new(testserver.Clock)
 	n := startNodes(t, c, 2, etcdstore.Options{Clock: clock.Now, ReapInterval: -1})
+	// A node that joined the other's running registry would leave the due
+	// service to it, its reads showing the service until the other times
+	// it out.
+	waitSeeing(t, n...)
 	u := login(t, n[0], "lazy")
 	u.create(n[0], "svc-1", 3)
 	clock.Advance(3500 * time.Millisecond)

@@ -132,3 +132,12 @@ func RefuseCopies(c net.Conn) {
 	}
 	writeFrame(bufio.NewWriter(c), refusalNonce, []byte("not sealed with this registry's secret"))
 }
+
+// Blind reports whether s, which joined a running registry, still leaves
+// the due services it does not hold to the nodes that were running then
+// (outage.go): its reads show them until those nodes time them out.
+func Blind(s *Store) bool {
+	s.outages.mu.Lock()
+	defer s.outages.mu.Unlock()
+	return s.outages.blind != 0 && s.now().UnixNano() < s.outages.blind
+}

@@ -231,6 +231,24 @@ func (n *node) start(ln net.Listener) error {
 	return nil
 }
 
+// waitSeeing waits until none of nodes leaves the due services it does
+// not hold to the others: of nodes started together, one may find another
+// registered and join a running registry, and until it sees that node's
+// key written again (milliseconds, longer on a loaded machine) its reads
+// show a due service as present (docs/etcd.md, After an outage).
+func waitSeeing(t testing.TB, nodes ...*node) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for _, n := range nodes {
+		for etcdstore.Blind(n.st) {
+			if time.Now().After(deadline) {
+				t.Fatalf("node %s still leaves due services to the others", n.addr)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
 // stop stops the node gracefully, as SIGTERM does.
 func (n *node) stop() {
 	n.mu.Lock()
