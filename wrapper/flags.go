@@ -50,12 +50,17 @@ type Config struct {
 	// NoParentDeathSignal lets the command outlive a wrapper that is
 	// killed outright (SIGKILL) instead of being killed with it (Linux).
 	NoParentDeathSignal bool
+	// KeepLeftovers lets the processes the command left running (its
+	// orphans, re-parented to the wrapper) run on when it exits, instead
+	// of stopping them (SIGTERM, SIGKILL after GracePeriod; Linux).
+	KeepLeftovers bool
 	// PassCredentials gives the command the wrapper's SVCREG_TOKEN,
 	// SVCREG_API_KEY and SVCREG_PASSWORD, and the registry URLs' user
 	// information, which it does not get otherwise.
 	PassCredentials bool
 	// GracePeriod is how long the command has after SIGTERM before it is
-	// killed, and after a first SIGINT/SIGTERM before a second one kills it.
+	// killed, and after a first SIGINT/SIGTERM before a second one kills it;
+	// and the processes the command left running, after theirs.
 	GracePeriod time.Duration
 	// Command is the program to run and its arguments.
 	Command []string
@@ -92,7 +97,10 @@ kills it. While the wrapper is a terminal's foreground job (not PID 1),
 SIGINT and SIGWINCH are not passed on: the terminal sent them to COMMAND
 too (Ctrl-C, a new window size). Orphaned descendants of COMMAND are reaped. On Linux, if the
 wrapper itself is killed with SIGKILL, the kernel kills COMMAND too
-(parent-death signal), unless --no-parent-death-signal.
+(parent-death signal), unless --no-parent-death-signal; and once COMMAND
+has exited, the processes it left running (a script's children that its
+SIGTERM did not reach) get SIGTERM, then SIGKILL after --grace-period,
+unless --keep-leftovers.
 
 If the registry cannot be reached or refuses the service, COMMAND keeps
 running and the wrapper keeps trying (fail open); with --abort-on-failure it
@@ -127,9 +135,10 @@ func ParseArgs(prog string, args []string, help io.Writer) (Config, error) {
 	fs.Var((*secondsFlag)(&cfg.Interval), "interval", fmt.Sprintf("heartbeat `interval`: seconds (5, 2.5) or a duration (5s); %v..%v", MinInterval, MaxInterval))
 	fs.BoolVar(&cfg.AbortOnFailure, "abort-on-failure", false, "stop COMMAND and exit 69 when the service cannot be kept in the registry")
 	fs.BoolVar(&cfg.NoDeregister, "no-deregister", false, "when COMMAND exits, let the service time out instead of deleting it")
+	fs.BoolVar(&cfg.KeepLeftovers, "keep-leftovers", false, "let the processes COMMAND left running run on when it exits\n(by default, on Linux, they get SIGTERM, then SIGKILL after --grace-period)")
 	fs.BoolVar(&cfg.NoParentDeathSignal, "no-parent-death-signal", false, "let COMMAND keep running if the wrapper is killed with SIGKILL\n(by default, on Linux, the kernel then kills COMMAND too)")
 	fs.BoolVar(&cfg.PassCredentials, "pass-credentials", false, "give COMMAND the wrapper's SVCREG_TOKEN, SVCREG_API_KEY and SVCREG_PASSWORD\nand the user information of SVCREG_URL and SVCREG_AUTH_URL (by default it gets\nnone of them: whoever controls the service would control the account)")
-	fs.DurationVar(&cfg.GracePeriod, "grace-period", 10*time.Second, "how long after a SIGINT or SIGTERM passed on to COMMAND a second one\nkills it (SIGKILL); with --abort-on-failure, how long COMMAND has after the\nwrapper's own SIGTERM before SIGKILL")
+	fs.DurationVar(&cfg.GracePeriod, "grace-period", 10*time.Second, "how long after a SIGINT or SIGTERM passed on to COMMAND a second one\nkills it (SIGKILL); with --abort-on-failure, how long COMMAND has after the\nwrapper's own SIGTERM before SIGKILL; and the processes COMMAND left running,\nafter theirs")
 	registryflags.Register(fs, &cfg.Registry)
 	fs.StringVar(&cfg.LogFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&cfg.LogLevel, "log-level", "info", "log `level`: debug, info, warn or error")

@@ -183,13 +183,7 @@ func (s *supervisor) supervise(ctx context.Context) int {
 		select {
 		case <-s.child.Done():
 			code := s.child.ExitCode()
-			if pids := supervise.Leftovers(); len(pids) > 0 {
-				// Re-parented to the wrapper (a subreaper): a shell's
-				// children, say, that SIGTERM to the shell did not reach.
-				// The first 20 pids: one line, however many there are.
-				s.log.Warn("the command left processes running: they are not registered, and run on after the wrapper (a script should exec its program)", "count", len(pids), "pids", pids[:min(len(pids), 20)])
-			}
-			s.finish()
+			s.wrapUp()
 			return code
 		case sig := <-s.sigs:
 			s.child.Forward(sig)
@@ -206,7 +200,7 @@ func (s *supervisor) supervise(ctx context.Context) int {
 		case <-ctx.Done():
 			s.log.Info("stopping the command", "reason", context.Cause(ctx))
 			code := s.child.Stop()
-			s.finish()
+			s.wrapUp()
 			return code
 		}
 	}
@@ -217,8 +211,54 @@ func (s *supervisor) supervise(ctx context.Context) int {
 func (s *supervisor) abort(err error) int {
 	s.log.Error("aborting (--abort-on-failure): stopping the command", "err", err)
 	s.child.Stop()
-	s.finish()
+	s.wrapUp()
 	return ExitAborted
+}
+
+// wrapUp, once the command has exited, deregisters the service (finish)
+// and meanwhile stops the processes the command left running.
+func (s *supervisor) wrapUp() {
+	done := s.stopLeftovers()
+	s.finish()
+	<-done
+}
+
+// leftoverKillWait is how long, after SIGKILL, the wrapper waits for the
+// leftovers to be gone (their children come to it as they end).
+const leftoverKillWait = 5 * time.Second
+
+// stopLeftovers stops, unless --keep-leftovers, the processes the command
+// left running, re-parented to the wrapper (a subreaper, or PID 1): a
+// shell's children, say, that a SIGTERM to the shell did not reach. They
+// get SIGTERM, and SIGKILL after --grace-period. The channel is closed
+// once they are gone, or have been killed. The log names the first 20
+// pids: one line, however many there are.
+func (s *supervisor) stopLeftovers() <-chan struct{} {
+	done := make(chan struct{})
+	pids := supervise.Leftovers()
+	if len(pids) == 0 {
+		close(done)
+		return done
+	}
+	if s.cfg.KeepLeftovers {
+		s.log.Warn("the command left processes running: they are not registered, and run on after the wrapper (--keep-leftovers)", "count", len(pids), "pids", pids[:min(len(pids), 20)])
+		close(done)
+		return done
+	}
+	s.log.Warn("the command left processes running: stopping them (SIGTERM, then SIGKILL after --grace-period; a script should exec its program)", "count", len(pids), "pids", pids[:min(len(pids), 20)], "grace_period", s.cfg.GracePeriod)
+	go func() {
+		defer close(done)
+		stopped, killed := supervise.StopLeftovers(s.cfg.GracePeriod, leftoverKillWait)
+		if len(killed) > 0 {
+			s.log.Warn("leftover processes still ran after --grace-period: killed them (SIGKILL)", "count", len(killed), "pids", killed[:min(len(killed), 20)])
+		}
+		if rest := supervise.Leftovers(); len(rest) > 0 {
+			s.log.Error("leftover processes still run after SIGKILL (in uninterruptible sleep?); leaving them", "count", len(rest), "pids", rest[:min(len(rest), 20)])
+			return
+		}
+		s.log.Info("leftover processes stopped", "count", stopped)
+	}()
+	return done
 }
 
 // finish stops the keeper and, unless --no-deregister, deletes the

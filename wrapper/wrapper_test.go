@@ -1356,30 +1356,74 @@ func TestSlowRefusalStillAborts(t *testing.T) {
 }
 
 // A shell that does not exec its program leaves it running when SIGTERM
-// (which reaches the shell alone) ends the shell: the wrapper says so,
-// naming it, as it deregisters and exits.
-func TestLeftoverProcessesAreNamed(t *testing.T) {
+// (which reaches the shell alone) ends the shell: the wrapper names it,
+// and stops it, SIGTERM first, as it deregisters and exits; one that
+// ignores SIGTERM is killed after --grace-period. Before, they ran on
+// after the wrapper, unregistered.
+func TestLeftoverProcessesAreStopped(t *testing.T) {
 	t.Parallel()
 	if runtime.GOOS != "linux" {
 		t.Skip("only Linux makes the wrapper a subreaper, to which the command's orphans go")
 	}
-	f := newFixture(t)
-	script := `sleep 60 & echo $! > "$1/leftover"
+	for _, tc := range []struct {
+		name, leftover string
+		killed         bool
+	}{
+		{"on SIGTERM", `(trap 'echo > "$1/termed"; exit 0' TERM; while :; do sleep 0.05; done) &`, false},
+		{"ignoring SIGTERM", `(trap '' TERM; while :; do sleep 0.05; done) &`, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t)
+			script := tc.leftover + ` echo $! > "$1/leftover"
 ` + untilStop
-	w := startWrapper(t, f.dir, f.env(), append([]string{"--id=leftover1", "--interval=1"}, sh(script, f.dir)...)...)
-	waitFile(t, f.path("pid"))
-	b, err := os.ReadFile(f.path("leftover"))
-	if err != nil {
-		t.Fatal(err)
+			w := startWrapper(t, f.dir, f.env(), append([]string{"--id=leftover1", "--interval=1", "--grace-period=500ms"}, sh(script, f.dir)...)...)
+			leftover := leftoverPid(t, f)
+			touch(t, f.path("stop"))
+			w.wait()
+			logs := w.logs()
+			if !strings.Contains(logs, `msg="the command left processes running: stopping them`) || !strings.Contains(logs, fmt.Sprintf("pids=[%d]", leftover)) {
+				t.Errorf("the log does not name the leftover (%d):\n%s", leftover, logs)
+			}
+			if alive(leftover) {
+				t.Errorf("the leftover (%d) runs on after the wrapper", leftover)
+			}
+			_, err := os.Stat(f.path("termed"))
+			if killed := strings.Contains(logs, `msg="leftover processes still ran after --grace-period: killed them (SIGKILL)"`); killed != tc.killed || !tc.killed && err != nil {
+				t.Errorf("killed %t (want %t), SIGTERM handled: %v\n%s", killed, tc.killed, err, logs)
+			}
+			if !strings.Contains(logs, `msg="leftover processes stopped"`) {
+				t.Errorf("the log does not say the leftovers stopped:\n%s", logs)
+			}
+		})
 	}
-	leftover, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	t.Run("--keep-leftovers", func(t *testing.T) {
+		t.Parallel()
+		f := newFixture(t)
+		script := `sleep 60 & echo $! > "$1/leftover"
+` + untilStop
+		w := startWrapper(t, f.dir, f.env(), append([]string{"--id=leftover2", "--interval=1", "--keep-leftovers"}, sh(script, f.dir)...)...)
+		leftover := leftoverPid(t, f)
+		touch(t, f.path("stop"))
+		w.wait()
+		if logs := w.logs(); !strings.Contains(logs, `run on after the wrapper (--keep-leftovers)`) || !strings.Contains(logs, fmt.Sprintf("pids=[%d]", leftover)) {
+			t.Errorf("the log does not name the leftover sleep (%d):\n%s", leftover, logs)
+		}
+		if !alive(leftover) {
+			t.Errorf("the leftover (%d) was stopped, with --keep-leftovers", leftover)
+		}
+	})
+}
+
+// leftoverPid waits for the command to start and returns the pid of the
+// process it left, which the test kills when it ends.
+func leftoverPid(t *testing.T, f *fixture) int {
+	t.Helper()
+	waitFile(t, f.path("pid"))
+	leftover, err := strconv.Atoi(waitFile(t, f.path("leftover")))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { syscall.Kill(leftover, syscall.SIGKILL) })
-	touch(t, f.path("stop"))
-	w.wait()
-	if logs := w.logs(); !strings.Contains(logs, `msg="the command left processes running`) || !strings.Contains(logs, fmt.Sprintf("pids=[%d]", leftover)) {
-		t.Errorf("the log does not name the leftover sleep (%d):\n%s", leftover, logs)
-	}
+	return leftover
 }

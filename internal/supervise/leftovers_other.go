@@ -2,6 +2,11 @@
 
 package supervise
 
+import "time"
+
 // Leftovers is empty: only Linux makes the program a subreaper, to which
 // the command's orphans are re-parented.
 func Leftovers() []int { return nil }
+
+// StopLeftovers has none to stop.
+func StopLeftovers(grace, killWait time.Duration) (stopped int, killed []int) { return 0, nil }
