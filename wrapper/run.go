@@ -217,10 +217,24 @@ func (s *supervisor) abort(err error) int {
 
 // wrapUp, once the command has exited, deregisters the service (finish)
 // and meanwhile stops the processes the command left running.
+// A SIGINT or SIGTERM meanwhile ends the leftovers' grace period: they
+// are killed at once.
 func (s *supervisor) wrapUp() {
-	done := s.stopLeftovers()
+	hurry := make(chan struct{})
+	done := s.stopLeftovers(hurry)
 	s.finish()
-	<-done
+	for {
+		select {
+		case <-done:
+			return
+		case sig := <-s.sigs:
+			if (sig == syscall.SIGINT || sig == syscall.SIGTERM) && hurry != nil {
+				s.log.Info("killing the leftover processes now", "signal", sig)
+				close(hurry)
+				hurry = nil
+			}
+		}
+	}
 }
 
 // leftoverKillWait is how long, after SIGKILL, the wrapper waits for the
@@ -230,10 +244,10 @@ const leftoverKillWait = 5 * time.Second
 // stopLeftovers stops, unless --keep-leftovers, the processes the command
 // left running, re-parented to the wrapper (a subreaper, or PID 1): a
 // shell's children, say, that a SIGTERM to the shell did not reach. They
-// get SIGTERM, and SIGKILL after --grace-period. The channel is closed
-// once they are gone, or have been killed. The log names the first 20
-// pids: one line, however many there are.
-func (s *supervisor) stopLeftovers() <-chan struct{} {
+// get SIGTERM, and SIGKILL after --grace-period or once hurry is closed.
+// The channel is closed once they are gone, or have been killed. The log
+// names the first 20 pids: one line, however many there are.
+func (s *supervisor) stopLeftovers(hurry <-chan struct{}) <-chan struct{} {
 	done := make(chan struct{})
 	pids := supervise.Leftovers()
 	if len(pids) == 0 {
@@ -248,12 +262,16 @@ func (s *supervisor) stopLeftovers() <-chan struct{} {
 	s.log.Warn("the command left processes running: stopping them (SIGTERM, then SIGKILL after --grace-period; a script should exec its program)", "count", len(pids), "pids", pids[:min(len(pids), 20)], "grace_period", s.cfg.GracePeriod)
 	go func() {
 		defer close(done)
-		stopped, killed := supervise.StopLeftovers(s.cfg.GracePeriod, leftoverKillWait)
+		stopped, killed, err := supervise.StopLeftovers(s.cfg.GracePeriod, leftoverKillWait, hurry)
 		if len(killed) > 0 {
-			s.log.Warn("leftover processes still ran after --grace-period: killed them (SIGKILL)", "count", len(killed), "pids", killed[:min(len(killed), 20)])
+			s.log.Warn("leftover processes did not end on SIGTERM: killed them (SIGKILL)", "count", len(killed), "pids", killed[:min(len(killed), 20)])
 		}
 		if rest := supervise.Leftovers(); len(rest) > 0 {
-			s.log.Error("leftover processes still run after SIGKILL (in uninterruptible sleep?); leaving them", "count", len(rest), "pids", rest[:min(len(rest), 20)])
+			if err != nil {
+				s.log.Error("cannot stop the leftover processes; leaving them", "count", len(rest), "pids", rest[:min(len(rest), 20)], "err", err)
+			} else {
+				s.log.Error("leftover processes still run after SIGKILL (in uninterruptible sleep?); leaving them", "count", len(rest), "pids", rest[:min(len(rest), 20)])
+			}
 			return
 		}
 		s.log.Info("leftover processes stopped", "count", stopped)

@@ -13,6 +13,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"runtime"
@@ -1366,18 +1367,20 @@ func TestLeftoverProcessesAreStopped(t *testing.T) {
 		t.Skip("only Linux makes the wrapper a subreaper, to which the command's orphans go")
 	}
 	for _, tc := range []struct {
-		name, leftover string
-		killed         bool
+		name, leftover, grace string
+		killed                bool
 	}{
-		{"on SIGTERM", `(trap 'echo > "$1/termed"; exit 0' TERM; while :; do sleep 0.05; done) &`, false},
-		{"ignoring SIGTERM", `(trap '' TERM; while :; do sleep 0.05; done) &`, true},
+		// A grace the leftover surely takes less than: the wrapper
+		// exits once it is gone.
+		{"on SIGTERM", `(trap 'echo > "$1/termed"; exit 0' TERM; while :; do sleep 0.05; done) &`, "60s", false},
+		{"ignoring SIGTERM", `(trap '' TERM; while :; do sleep 0.05; done) &`, "500ms", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			f := newFixture(t)
 			script := tc.leftover + ` echo $! > "$1/leftover"
 ` + untilStop
-			w := startWrapper(t, f.dir, f.env(), append([]string{"--id=leftover1", "--interval=1", "--grace-period=500ms"}, sh(script, f.dir)...)...)
+			w := startWrapper(t, f.dir, f.env(), append([]string{"--id=leftover1", "--interval=1", "--grace-period=" + tc.grace}, sh(script, f.dir)...)...)
 			leftover := leftoverPid(t, f)
 			touch(t, f.path("stop"))
 			w.wait()
@@ -1389,7 +1392,7 @@ func TestLeftoverProcessesAreStopped(t *testing.T) {
 				t.Errorf("the leftover (%d) runs on after the wrapper", leftover)
 			}
 			_, err := os.Stat(f.path("termed"))
-			if killed := strings.Contains(logs, `msg="leftover processes still ran after --grace-period: killed them (SIGKILL)"`); killed != tc.killed || !tc.killed && err != nil {
+			if killed := strings.Contains(logs, `msg="leftover processes did not end on SIGTERM: killed them (SIGKILL)"`); killed != tc.killed || !tc.killed && err != nil {
 				t.Errorf("killed %t (want %t), SIGTERM handled: %v\n%s", killed, tc.killed, err, logs)
 			}
 			if !strings.Contains(logs, `msg="leftover processes stopped"`) {
@@ -1397,6 +1400,21 @@ func TestLeftoverProcessesAreStopped(t *testing.T) {
 			}
 		})
 	}
+	t.Run("a SIGTERM meanwhile", func(t *testing.T) {
+		t.Parallel()
+		f := newFixture(t)
+		script := `(trap '' TERM; while :; do sleep 0.05; done) & echo $! > "$1/leftover"
+` + untilStop
+		w := startWrapper(t, f.dir, f.env(), append([]string{"--id=leftover3", "--interval=1", "--grace-period=10m"}, sh(script, f.dir)...)...)
+		leftover := leftoverPid(t, f)
+		touch(t, f.path("stop"))
+		w.waitLog(`msg="the command left processes running: stopping them`)
+		w.signal(syscall.SIGTERM)
+		w.wait()
+		if logs := w.logs(); alive(leftover) || !strings.Contains(logs, `msg="killing the leftover processes now"`) {
+			t.Errorf("a SIGTERM while the leftover (%d) had its grace: alive %t\n%s", leftover, alive(leftover), logs)
+		}
+	})
 	t.Run("--keep-leftovers", func(t *testing.T) {
 		t.Parallel()
 		f := newFixture(t)
@@ -1413,6 +1431,36 @@ func TestLeftoverProcessesAreStopped(t *testing.T) {
 			t.Errorf("the leftover (%d) was stopped, with --keep-leftovers", leftover)
 		}
 	})
+}
+
+// Where /proc is another PID namespace's (a sandbox that made a PID
+// namespace of its own and mounted no /proc for it), its pids are not the
+// wrapper's: it signals none. Before, it took the children of the outer
+// namespace's init for its own leftovers, as PID 1 of the inner one, and
+// signalled the inner processes with their numbers.
+func TestLeftoversNotLookedForInAnotherNamespacesProc(t *testing.T) {
+	t.Parallel()
+	if runtime.GOOS != "linux" {
+		t.Skip("PID namespaces are Linux's")
+	}
+	if err := exec.Command("unshare", "-Urpf", "true").Run(); err != nil {
+		t.Skipf("this machine makes no user and PID namespaces unprivileged (unshare -Urpf: %v)", err)
+	}
+	f := newFixture(t)
+	attr := &syscall.SysProcAttr{
+		Cloneflags:  syscall.CLONE_NEWUSER | syscall.CLONE_NEWPID,
+		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getuid(), Size: 1}},
+		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getgid(), Size: 1}},
+	}
+	w := startWrapperCmd(t, f.dir, nil, attr, f.env(), append([]string{"--id=nsproc1", "--interval=1", "--grace-period=500ms"}, sh(untilStop, f.dir)...)...)
+	waitFile(t, f.path("pid"))
+	touch(t, f.path("stop"))
+	if code := w.wait(); code != 0 {
+		t.Fatalf("exit %d\n%s", code, w.logs())
+	}
+	if logs := w.logs(); strings.Contains(logs, "leftover") || strings.Contains(logs, "left processes") {
+		t.Errorf("the command left nothing, but the wrapper looked for leftovers in the outer namespace's /proc:\n%s", logs)
+	}
 }
 
 // leftoverPid waits for the command to start and returns the pid of the

@@ -6,33 +6,72 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/svcreg/svcreg/internal/retry"
 	"golang.org/x/sys/unix"
 )
 
 // Leftovers are the program's live children other than owned ones: once
 // the command has exited, the descendants it left, which were re-parented
-// to the program (a subreaper, or PID 1). Read from /proc (each process's
-// parent and state); a process that ends meanwhile is left out.
+// to the program (a subreaper, or PID 1). Read from /proc: the children
+// its threads list where the kernel lists them, else every process's
+// parent; then each one's state and parent. A process that ends meanwhile
+// is left out. None where /proc is another PID namespace's (its pids are
+// not the program's: /proc/self is not the program's pid), which a
+// sandbox may give.
 func Leftovers() []int {
 	self := os.Getpid()
-	dir, err := os.ReadDir("/proc")
-	if err != nil {
+	if me, err := os.Readlink("/proc/self"); err != nil || me != strconv.Itoa(self) {
 		return nil
 	}
-	var pids []int
-	for _, e := range dir {
-		pid, err := strconv.Atoi(e.Name())
+	candidates, ok := children()
+	if !ok {
+		dir, err := os.ReadDir("/proc")
 		if err != nil {
-			continue
+			return nil
 		}
-		if leftover(pid, self) {
+		for _, e := range dir {
+			if pid, err := strconv.Atoi(e.Name()); err == nil {
+				candidates = append(candidates, pid)
+			}
+		}
+	}
+	var pids []int
+	for _, pid := range candidates {
+		if leftover(pid, self) && !slices.Contains(pids, pid) {
 			pids = append(pids, pid)
 		}
 	}
 	return pids
+}
+
+// children are the pids the program's threads list as their children
+// (/proc/self/task/TID/children), and false where the kernel has no such
+// lists.
+func children() ([]int, bool) {
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return nil, false
+	}
+	var pids []int
+	for _, t := range tasks {
+		b, err := os.ReadFile("/proc/self/task/" + t.Name() + "/children")
+		if errors.Is(err, os.ErrNotExist) && t.Name() == strconv.Itoa(os.Getpid()) {
+			return nil, false // the main thread is there: no lists
+		}
+		if err != nil {
+			continue // a thread that ended
+		}
+		for _, f := range strings.Fields(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				pids = append(pids, pid)
+			}
+		}
+	}
+	return pids, true
 }
 
 // leftover reports whether pid is a live (not a zombie) child of self
@@ -55,65 +94,94 @@ func leftover(pid, self int) bool {
 	return err == nil && ppid == self && !isOwned(pid)
 }
 
-// leftoverPoll is how often StopLeftovers looks for leftovers.
-const leftoverPoll = 20 * time.Millisecond
-
 // StopLeftovers stops the leftovers: SIGTERM (and SIGCONT, for one that
 // is stopped) to each, and to each that comes later (a leftover's own
 // children come to the program as it ends), then, for those still
-// running after grace, SIGKILL, again until none is left or killWait
-// has passed. It returns how many processes it signalled, and the pids
-// it killed.
-func StopLeftovers(grace, killWait time.Duration) (stopped int, killed []int) {
+// running after grace or once hurry is closed, SIGKILL, again until none
+// is left or killWait has passed. It looks for them every 20 ms at first,
+// every 250 ms at most. It returns how many processes it signalled, the
+// pids it killed, and the first error a signal met (one that was not
+// sent: the process may run on).
+func StopLeftovers(grace, killWait time.Duration, hurry <-chan struct{}) (stopped int, killed []int, _ error) {
 	self := os.Getpid()
 	sent := map[int]bool{}
-	deadline := time.Now().Add(grace)
-	for {
+	var firstErr error
+	send := func(pid int, sig unix.Signal) bool {
+		ok, err := signalLeftover(pid, self, sig)
+		if err != nil && firstErr == nil {
+			firstErr = err
+		}
+		if ok {
+			sent[pid] = true
+		}
+		return ok
+	}
+	timer := time.NewTimer(grace)
+	defer timer.Stop()
+	bo := retry.Backoff{Min: 20 * time.Millisecond, Max: 250 * time.Millisecond}
+	termed := map[int]bool{}
+	for waiting := true; waiting; {
 		pids := Leftovers()
 		if len(pids) == 0 {
-			return len(sent), nil
-		}
-		if !time.Now().Before(deadline) {
-			break
+			return len(sent), nil, firstErr
 		}
 		for _, pid := range pids {
-			if !sent[pid] {
-				sent[pid] = true
-				signalLeftover(pid, self, unix.SIGTERM)
-				signalLeftover(pid, self, unix.SIGCONT)
+			if !termed[pid] {
+				termed[pid] = true
+				if send(pid, unix.SIGTERM) {
+					send(pid, unix.SIGCONT)
+				}
 			}
 		}
-		time.Sleep(leftoverPoll)
+		select {
+		case <-time.After(bo.Next()):
+		case <-timer.C:
+			waiting = false
+		case <-hurry:
+			waiting = false
+		}
 	}
 	end := time.Now().Add(killWait)
+	bo.Reset()
 	for {
 		pids := Leftovers()
 		if len(pids) == 0 || !time.Now().Before(end) {
-			return len(sent), killed
+			return len(sent), killed, firstErr
 		}
 		for _, pid := range pids {
-			if signalLeftover(pid, self, unix.SIGKILL) && !slices.Contains(killed, pid) {
+			if !slices.Contains(killed, pid) && send(pid, unix.SIGKILL) {
 				killed = append(killed, pid)
-				sent[pid] = true
 			}
 		}
-		time.Sleep(leftoverPoll)
+		time.Sleep(bo.Next())
 	}
 }
 
-// signalLeftover sends sig to pid if it is still a leftover: through a
-// pidfd opened first, so that a pid that ended and was used again
-// meanwhile is not signalled (the pidfd is of the process, the check
-// after its opening sees its parent), or, where the kernel has no
-// pidfds, with kill.
-func signalLeftover(pid, self int, sig unix.Signal) bool {
+// signalLeftover sends sig to pid if it is still a leftover, and reports
+// whether it did: through a pidfd opened first, so that a pid that ended
+// and was used again meanwhile is not signalled (the pidfd is of the
+// process, the check after its opening sees its parent), or, where no
+// pidfd can be had (a kernel before 5.3, a sandbox that refuses the
+// call), with kill after the check, which a pid used again between the
+// two could still meet. A process that is gone is no error.
+func signalLeftover(pid, self int, sig unix.Signal) (bool, error) {
 	fd, err := unix.PidfdOpen(pid, 0)
-	if errors.Is(err, syscall.ENOSYS) {
-		return leftover(pid, self) && unix.Kill(pid, sig) == nil
+	if errors.Is(err, syscall.ESRCH) {
+		return false, nil
+	}
+	if err == nil {
+		defer unix.Close(fd)
+	}
+	if !leftover(pid, self) {
+		return false, nil
 	}
 	if err != nil {
-		return false
+		err = os.NewSyscallError("kill", unix.Kill(pid, sig))
+	} else {
+		err = os.NewSyscallError("pidfd_send_signal", unix.PidfdSendSignal(fd, sig, nil, 0))
 	}
-	defer unix.Close(fd)
-	return leftover(pid, self) && unix.PidfdSendSignal(fd, sig, nil, 0) == nil
+	if errors.Is(err, syscall.ESRCH) {
+		return false, nil
+	}
+	return err == nil, err
 }

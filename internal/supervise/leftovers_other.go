@@ -9,4 +9,6 @@ import "time"
 func Leftovers() []int { return nil }
 
 // StopLeftovers has none to stop.
-func StopLeftovers(grace, killWait time.Duration) (stopped int, killed []int) { return 0, nil }
+func StopLeftovers(grace, killWait time.Duration, hurry <-chan struct{}) (stopped int, killed []int, _ error) {
+	return 0, nil, nil
+}
