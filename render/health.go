@@ -174,6 +174,39 @@ func (h *Health) loaded(why string, err error, at time.Time) {
 	h.loadErr = f
 }
 
+// keep forgets the groups that are not set's, and the refusals of
+// templates no longer in their group: a reload of the configuration
+// renamed or removed them, and their last results, a failure among them,
+// would be reported (and hold /readyz at failing) for ever.
+func (h *Health) keep(set *Set) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	templates := map[string]map[string]bool{}
+	for _, g := range set.Groups {
+		names := map[string]bool{}
+		for _, t := range g.Templates {
+			names[t.Name()] = true
+		}
+		templates[g.Name] = names
+	}
+	for name, g := range h.groups {
+		names, ok := templates[name]
+		if !ok {
+			delete(h.groups, name)
+			continue
+		}
+		n := len(g.refused)
+		for tmpl := range g.refused {
+			if !names[tmpl] {
+				delete(g.refused, tmpl)
+			}
+		}
+		if len(g.refused) != n {
+			g.listRefused()
+		}
+	}
+}
+
 func (h *Health) setRendered(snap *watcher.Snapshot) {
 	h.mu.Lock()
 	h.rendered = snap

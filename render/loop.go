@@ -121,6 +121,10 @@ func (l *Loop) Run(ctx context.Context, set *Set) error {
 			// a pass still rendered).
 			next.Inherit(set)
 			set = next
+			// What /healthz and the status page say of the groups
+			// and templates the new set has no more goes.
+			l.Renderer.Health.keep(set)
+			l.Renderer.Status.keep(set)
 			if snap != nil && snap.Synced {
 				pass()
 			}

@@ -1035,7 +1035,13 @@ func (h *Health) recordRefused(group, template string, refused []Refusal) []Refu
 	} else {
 		g.refused[template] = refused
 	}
-	// The list /healthz shows: the first maxHealthRefused, by template.
+	g.listRefused()
+	return fresh
+}
+
+// listRefused makes the list /healthz shows of g's refusals: the first
+// maxHealthRefused, by template.
+func (g *GroupHealth) listRefused() {
 	g.Refused, g.RefusedCount = nil, 0
 	for _, name := range slices.Sorted(maps.Keys(g.refused)) {
 		list := g.refused[name]
@@ -1044,5 +1050,4 @@ func (h *Health) recordRefused(group, template string, refused []Refusal) []Refu
 			g.Refused = append(g.Refused, list[:min(room, len(list))]...)
 		}
 	}
-	return fresh
 }

@@ -134,6 +134,37 @@ func (g *groupStatus) template(t *Template) *TemplateStatus {
 	return ts
 }
 
+// keep forgets the groups that are not set's, and the templates no
+// longer in their group, as Health.keep does.
+func (s *Status) keep(set *Set) {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	dests := map[string]map[string]bool{}
+	for _, g := range set.Groups {
+		d := map[string]bool{}
+		for _, t := range g.Templates {
+			d[t.Destination] = true
+		}
+		dests[g.Name] = d
+	}
+	s.order = slices.DeleteFunc(s.order, func(name string) bool {
+		d, ok := dests[name]
+		if !ok {
+			delete(s.groups, name)
+			return true
+		}
+		for dest := range s.groups[name].templates {
+			if !d[dest] {
+				delete(s.groups[name].templates, dest)
+			}
+		}
+		return false
+	})
+}
+
 // rendered records a group's successful render of snap.
 func (s *Status) rendered(group string, files []*file, snap *watcher.Snapshot, at time.Time) {
 	if s == nil {
