@@ -120,11 +120,8 @@ func (l *Loop) Run(ctx context.Context, set *Set) error {
 			// as of the last render (the set may have been made while
 			// a pass still rendered).
 			next.Inherit(set)
+			l.Renderer.switchSet(set, next)
 			set = next
-			// What /healthz and the status page say of the groups
-			// and templates the new set has no more goes.
-			l.Renderer.Health.keep(set)
-			l.Renderer.Status.keep(set)
 			if snap != nil && snap.Synced {
 				pass()
 			}

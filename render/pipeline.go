@@ -145,6 +145,37 @@ func NewRenderer(log *slog.Logger, m *Metrics, h *Health) *Renderer {
 	return &Renderer{Log: log, Metrics: m, Health: h, DryOut: os.Stdout, now: time.Now, lastReload: map[string]time.Time{}, runtimes: newRuntimes()}
 }
 
+// switchSet carries what the Renderer keeps by group over from old to
+// next, a reload of the configuration: a group of next that shares a
+// destination with groups of old (renamed, or made of theirs), or their
+// name, keeps the latest of their reload times, so that min_reload_interval still holds;
+// the groups next has no more are forgotten, and what /healthz and the
+// status page say of them goes.
+func (r *Renderer) switchSet(old, next *Set) {
+	last := map[string]time.Time{} // by destination
+	for _, g := range old.Groups {
+		if at, ok := r.lastReload[g.Name]; ok {
+			for _, t := range g.Templates {
+				last[filepath.Clean(t.Destination)] = at
+			}
+		}
+	}
+	reloaded := map[string]time.Time{}
+	for _, g := range next.Groups {
+		if at, ok := r.lastReload[g.Name]; ok {
+			reloaded[g.Name] = at
+		}
+		for _, t := range g.Templates {
+			if at, ok := last[filepath.Clean(t.Destination)]; ok && at.After(reloaded[g.Name]) {
+				reloaded[g.Name] = at
+			}
+		}
+	}
+	r.lastReload = reloaded
+	r.Health.keep(next)
+	r.Status.keep(next)
+}
+
 // Pass renders every template of set on snap and, for each group whose
 // output changed, stages, checks, installs and reloads it. It never installs
 // from an unsynced snapshot.
