@@ -79,8 +79,9 @@ templates and switches to them if they are valid. Template files are also
 watched and re-read when they change. A config or template that cannot be
 read or parsed is logged and reported (templates_not_loaded in /healthz and
 /readyz, which stays 200, and svcreg_template_config_load_failed), and the
-ones in use go on rendering. A changed [registry] is not applied: a warning
-names the keys that changed, and it takes a restart.
+ones in use go on rendering. A changed [registry], listen, resync, outage
+or [exec] is not applied: a warning names the keys that changed, and it
+takes a restart.
 
 --exec COMMAND (or [exec] in the config file) runs the load balancer as
 the renderer's child, for containers and hosts without a service manager: it
@@ -264,6 +265,10 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 		c, err := f.loadConfig(fs)
 		if changed := registryChanges(cfg.Registry, c.Registry); err == nil && len(changed) > 0 {
 			log.Warn("the registry connection settings changed, and are not applied: restart svcreg template to use them; it goes on with the ones it started with",
+				"changed", strings.Join(changed, ", "))
+		}
+		if changed := startChanges(cfg.Config, c.Config); err == nil && len(changed) > 0 {
+			log.Warn("settings taken at the start changed, and are not applied: restart svcreg template to use them; it goes on with the ones it started with",
 				"changed", strings.Join(changed, ", "))
 		}
 		return c.Config, err
@@ -483,6 +488,29 @@ func registryChanges(running, loaded registry.Config) []string {
 		{"token", running.Token, loaded.Token},
 		{"ca_cert", running.CACert, loaded.CACert},
 		{"max_list_items", strconv.Itoa(running.MaxListItems), strconv.Itoa(loaded.MaxListItems)},
+	} {
+		if s.was != s.is {
+			changed = append(changed, s.key)
+		}
+	}
+	return changed
+}
+
+// startChanges names the settings besides [registry] that the renderer
+// takes at its start only (the status page's address, the watcher's
+// resync and outage, the [exec] command) and that differ between running
+// and loaded, by their keys.
+func startChanges(running, loaded render.Config) []string {
+	var changed []string
+	for _, s := range []struct {
+		key     string
+		was, is string
+	}{
+		{"listen", running.Listen, loaded.Listen},
+		{"resync", running.Resync.D().String(), loaded.Resync.D().String()},
+		{"outage", running.Outage.D().String(), loaded.Outage.D().String()},
+		{"[exec] command", strings.Join(running.Exec.Command, "\x00"), strings.Join(loaded.Exec.Command, "\x00")},
+		{"[exec] grace_period", running.Exec.GracePeriod.D().String(), loaded.Exec.GracePeriod.D().String()},
 	} {
 		if s.was != s.is {
 			changed = append(changed, s.key)

@@ -82,3 +82,34 @@ func TestRegistryChangesCoversEveryKey(t *testing.T) {
 		}
 	}
 }
+
+// The settings a running renderer took at its start (listen, resync,
+// outage, [exec]) are not applied on SIGHUP either: the warning names
+// them, rather than the re-read seeming to have applied them.
+func TestTemplateSIGHUPStartSettingsNeedARestart(t *testing.T) {
+	t.Parallel()
+	const user = "e2e-sighup-start"
+	srv, c, _ := registryEnv(t, testserver.Options{}, user)
+	dir := t.TempDir()
+	config := filepath.Join(dir, "render.toml")
+	out := filepath.Join(dir, "ids.txt")
+	write := func(extra string) {
+		toml := fmt.Sprintf("%s\n[registry]\nurl = %q\nusername = %q\napi_key = \"dev\"\n\n[wait]\nmin = \"0s\"\n\n[[template]]\ncontents = \"{{ range services }}{{ .ID }}\\n{{ end }}\"\ndestination = \"ids.txt\"\n",
+			extra, srv.APIURL, user)
+		if err := os.WriteFile(config, []byte(toml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("")
+	d := startDaemon(t, nil, "--config", config)
+	createService(t, c, "web-a", 120, nil, nil)
+	eventuallyTrue(t, "the first render", func() bool { return readString(out) == "web-a\n" })
+
+	write("listen = \"127.0.0.1:0\"\nresync = \"1h\"\n")
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	eventuallyTrue(t, "the re-read", func() bool { return strings.Contains(d.output(), "re-read the config and templates") })
+	logs := d.output()
+	if !strings.Contains(logs, `changed="listen, resync"`) || !strings.Contains(logs, "restart svcreg template") {
+		t.Errorf("no warning names the settings that take a restart:\n%s", logs)
+	}
+}
