@@ -138,8 +138,46 @@ func (r *Renderer) lockGroup(ctx context.Context, g *Group) (release func(), _ *
 }
 
 // lockFile opens (creating it) and locks the lock file name; nil, and no
-// error, where the renderer may not create it.
+// error, where the renderer may not create it. A lock file removed (see
+// removeLockFile) between its open and its lock is opened again: the lock
+// of a file no longer at name guards nothing.
 func lockFile(ctx context.Context, log *slog.Logger, g *Group, name string) (*os.File, error) {
+	for {
+		f, err := lockFileOnce(ctx, log, g, name)
+		if f == nil || err != nil || isAt(f, name) {
+			return f, err
+		}
+		closeAll([]*os.File{f})
+	}
+}
+
+// isAt reports whether the open file f is the one at name.
+func isAt(f *os.File, name string) bool {
+	have, err := f.Stat()
+	if err != nil {
+		return false
+	}
+	now, err := os.Lstat(name)
+	return err == nil && os.SameFile(have, now)
+}
+
+// removeLockFile removes the lock file name of a destination that is no
+// longer the configuration's, unless another process holds it: taken
+// without waiting, and removed while held, so that whoever opened it
+// before sees it gone once it has the lock (lockFile), and opens it anew.
+func removeLockFile(name string) {
+	f, err := os.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return
+	}
+	defer closeAll([]*os.File{f})
+	if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil && isAt(f, name) {
+		os.Remove(name)
+	}
+}
+
+// lockFileOnce is lockFile's open and lock of name.
+func lockFileOnce(ctx context.Context, log *slog.Logger, g *Group, name string) (*os.File, error) {
 	// Read-only: another user's renderer (0644) may lock it too. Not
 	// through a symbolic link, which could name any file.
 	f, err := os.OpenFile(name, os.O_RDONLY|os.O_CREATE|syscall.O_NOFOLLOW, 0o644)

@@ -150,7 +150,8 @@ func NewRenderer(log *slog.Logger, m *Metrics, h *Health) *Renderer {
 // destination with groups of old (renamed, or made of theirs), or their
 // name, keeps the latest of their reload times, so that min_reload_interval still holds;
 // the groups next has no more are forgotten, and what /healthz and the
-// status page say of them goes.
+// status page say of them goes, as do the lock files of the destinations
+// it has no more.
 func (r *Renderer) switchSet(old, next *Set) {
 	last := map[string]time.Time{} // by destination
 	for _, g := range old.Groups {
@@ -174,6 +175,25 @@ func (r *Renderer) switchSet(old, next *Set) {
 	r.lastReload = reloaded
 	r.Health.keep(next)
 	r.Status.keep(next)
+	// The lock files of the destinations next has no more would stay
+	// for ever; their files stay, as the load balancer may still
+	// include them. Dry writes (and removes) nothing.
+	if r.Dry {
+		return
+	}
+	kept := map[string]bool{}
+	for _, g := range next.Groups {
+		for _, t := range g.Templates {
+			kept[filepath.Clean(t.Destination)] = true
+		}
+	}
+	for _, g := range old.Groups {
+		for _, t := range g.Templates {
+			if !kept[filepath.Clean(t.Destination)] {
+				removeLockFile(lockName(t.Destination))
+			}
+		}
+	}
 }
 
 // Pass renders every template of set on snap and, for each group whose

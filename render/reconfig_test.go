@@ -88,3 +88,30 @@ func TestKeptNewFileIsReloadedByTheNextPass(t *testing.T) {
 		t.Errorf("reload-pending file left after the reload: %v", err)
 	}
 }
+
+// A destination a reload of the config removes (or renames) leaves no
+// lock file of svcreg's behind, unless another process holds it; the
+// destination itself stays.
+func TestRemovedDestinationLeavesNoLockFile(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, `{{len services}}`)
+	held := filepath.Join(g.dir, "held.conf")
+	set := newSet(t, TemplateConfig{Source: g.src, Destination: g.dest}, TemplateConfig{Source: g.src, Destination: held})
+	src, sets := startLoop(t, g, set)
+	src.Put(counting(1))
+	waitFor(t, "the first install", func() bool { return contents(g.dest) == "1" && contents(held) == "1" })
+	other := holdLock(t, held)
+	defer other.Close()
+	moved := filepath.Join(g.dir, "moved.conf")
+	sets <- newSet(t, TemplateConfig{Source: g.src, Destination: moved})
+	waitFor(t, "the new destination's install", func() bool { return contents(moved) == "1" })
+	if _, err := os.Lstat(lockName(g.dest)); err == nil {
+		t.Errorf("the lock file of the removed destination %s is left behind", g.dest)
+	}
+	if _, err := os.Lstat(lockName(held)); err != nil {
+		t.Errorf("the lock file another process holds was removed: %v", err)
+	}
+	if contents(g.dest) != "1" {
+		t.Errorf("the removed destination's file went")
+	}
+}
