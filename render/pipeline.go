@@ -173,6 +173,7 @@ func (r *Renderer) switchSet(old, next *Set) {
 		}
 	}
 	r.lastReload = reloaded
+	r.runtimes.carryLooked(old, next)
 	r.Health.keep(next)
 	r.Status.keep(next)
 	// The lock files of the destinations next has no more would stay

@@ -309,3 +309,25 @@ func TestFallbackReloadsAGroupOnce(t *testing.T) {
 		}
 	}
 }
+
+// A reload group renamed by a reload of the configuration keeps the live
+// state this run kept in step: it is not taken for what an earlier run
+// left, and not reconciled (nor, when that fails, reloaded).
+func TestRenamedRuntimeGroupDoesNotReconcile(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, snap := installedA(t)
+	if _, err := haproxytest.Command(s.h.Socket, "set weight api/a 7"); err != nil {
+		t.Fatal(err)
+	}
+	renamed := *s.set.Groups[0]
+	renamed.Name = "renamed"
+	next := &Set{Config: s.set.Config, Groups: []*Group{&renamed}}
+	s.r.switchSet(s.set, next)
+	if res := s.r.Pass(ctx, next, snap); len(res.Failures) > 0 {
+		t.Fatalf("pass of the renamed group: %+v", res)
+	}
+	if w := s.serverField(t, "show servers state api", strings.Fields, statFields{backend: 1, server: 3, value: 7}, "a", -1); w != 7 {
+		t.Errorf("a's weight is %d: the renamed group reconciled", w)
+	}
+}

@@ -158,6 +158,29 @@ func (rs *runtimes) reset(g *Group) {
 	}
 }
 
+// carryLooked notes the runtime files of next's groups that svcreg took
+// in hand under another group of old (a reload group renamed, or files
+// moved into another) as taken in hand: their live state is the one this
+// run kept in step, which reconcileRuntime would take for what an earlier
+// run left, and take again through the runtime API (or a reload).
+func (rs *runtimes) carryLooked(old, next *Set) {
+	looked := map[string]bool{} // by destination
+	for _, g := range old.Groups {
+		for _, t := range g.Templates {
+			if rs.looked[lookedKey(g, t)] {
+				looked[t.Destination] = true
+			}
+		}
+	}
+	for _, g := range next.Groups {
+		for _, t := range g.Templates {
+			if looked[t.Destination] {
+				rs.looked[lookedKey(g, t)] = true
+			}
+		}
+	}
+}
+
 // reloaded notes that g's files are live as installed: a reload of the
 // group was confirmed.
 func (rs *runtimes) reloaded(g *Group) {
