@@ -353,9 +353,10 @@ const maxSeen = 10000
 
 // after returns the events of a page that come after last, and after
 // every event before them, in the events feed's order (spec §9.2: by UUID
-// time, then the other bytes). An id that is not a time UUID is compared
-// only for equality: with last, and with those of the last maxSeen such
-// events returned (seen).
+// time, then the other bytes); when last is not a time UUID (an empty
+// marker), after the first event that is one. An id that is not a time
+// UUID is compared only for equality: with last, and with those of the
+// last maxSeen such events returned (seen).
 func (w *Feed) after(events []Event, last string) []Event {
 	pos, err := timeuuid.Parse(last)
 	ordered := err == nil
@@ -375,6 +376,10 @@ func (w *Feed) after(events []Event, last string) []Event {
 				continue
 			}
 			pos = u
+		default:
+			// last is not a time UUID (no marker): the page's first one
+			// is the feed's position from here on.
+			pos, ordered = u, true
 		}
 		out = append(out, ev)
 	}

@@ -268,6 +268,57 @@ func TestFeedSkipsEventsAtOrBeforeItsPosition(t *testing.T) {
 	}
 }
 
+// TestFeedFromNoMarkerSkipsEventsBeforeItsPosition: a Feed started
+// without a marker (the registry's last hour) orders the events of its
+// first page too: one that comes before an event it returned was sent
+// out of order. Returned, it moved the feed back, and the next poll,
+// from it, brought the newer events again.
+func TestFeedFromNoMarkerSkipsEventsBeforeItsPosition(t *testing.T) {
+	t.Parallel()
+	ids := []string{
+		"00000001-0000-1000-8000-000000000000",
+		"00000002-0000-1000-8000-000000000000",
+		"00000003-0000-1000-8000-000000000000",
+	}
+	event := func(id string) string { return fmt.Sprintf(`{"id":%q,"type":"service.join","payload":{"id":"x"}}`, id) }
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if wt := r.URL.Query().Get("wait"); wt != "" {
+			w.Header().Set("X-Registry-Wait", wt)
+		}
+		var values []string
+		if marker := r.URL.Query().Get("marker"); marker == "" {
+			values = []string{event(ids[2]), event(ids[0])} // out of order: the first is old
+		} else {
+			for _, id := range ids {
+				if id >= marker {
+					values = append(values, event(id))
+				}
+			}
+		}
+		fmt.Fprintf(w, `{"values":[%s],"metadata":{"next_marker":null}}`, strings.Join(values, ","))
+	}))
+	defer api.Close()
+	c, err := registry.New(registry.Config{URL: api.URL + "/v1.0", Token: "t", Tenant: "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	feed := c.NewFeed("", registry.WatchOptions{Wait: time.Second})
+	var got []string
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	for {
+		ev, err := feed.Next(ctx)
+		if err != nil {
+			break
+		}
+		got = append(got, ev.ID)
+	}
+	if want := ids[2:]; !slices.Equal(got, want) {
+		t.Errorf("a Feed started without a marker returned %q; want %q", got, want)
+	}
+}
+
 // TestWatchRestart: the watcher rides out a registry restart.
 func TestWatchRestart(t *testing.T) {
 	t.Parallel()
