@@ -237,7 +237,7 @@ func (a *authenticator) token(ctx context.Context) (AuthToken, error) {
 			t, err := a.authenticate(ctx)
 			if err != nil {
 				a.noteRefusal(err)
-				a.retryRefresh(cached)
+				a.retryRefresh(cached, err)
 			}
 			return t, err
 		})
@@ -253,7 +253,7 @@ func (a *authenticator) token(ctx context.Context) (AuthToken, error) {
 	if err == nil || !usable || ctx.Err() != nil {
 		return t, err
 	}
-	a.retryRefresh(cached)
+	a.retryRefresh(cached, err)
 	return cached, nil
 }
 
@@ -284,12 +284,15 @@ func (a *authenticator) noteRefusal(err error) {
 }
 
 // retryRefresh schedules the next try of an early refresh of cached that
-// failed, if cached is still the token in use.
-func (a *authenticator) retryRefresh(cached AuthToken) {
+// failed with err, if cached is still the token in use: no sooner than
+// the identity service's Retry-After (a 429: too many tokens issued to
+// the user) while the token lasts.
+func (a *authenticator) retryRefresh(cached AuthToken, err error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if left := time.Until(cached.Expires); a.tok.ID == cached.ID && left > 0 {
-		a.refreshAt = time.Now().Add(retry.Jitter(min(refreshRetry, left/2), 0.5))
+		wait := retry.Jitter(min(refreshRetry, left/2), 0.5)
+		a.refreshAt = time.Now().Add(max(wait, min(LongestRetryAfter(err), left/2)))
 	}
 }
 

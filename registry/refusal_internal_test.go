@@ -74,15 +74,21 @@ func TestEarlyRefreshHeedsARefusal(t *testing.T) {
 	}
 }
 
+// dueToken gives a the token "tok" of tenant 7, which expires in life and
+// is due for refresh.
+func dueToken(a *authenticator, life time.Duration) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.tok = AuthToken{ID: "tok", Tenant: "7", Expires: time.Now().Add(life)}
+	a.refreshAt = time.Now().Add(-time.Second)
+}
+
 // A token that has not expired is still used while a refusal of the
 // credentials is remembered.
 func TestRefusalKeepsAValidToken(t *testing.T) {
 	c, _ := refusingIdentity(t)
 	a := c.auth
-	a.mu.Lock()
-	a.tok = AuthToken{ID: "tok", Tenant: "7", Expires: time.Now().Add(25 * time.Second)}
-	a.refreshAt = time.Now().Add(-time.Second)
-	a.mu.Unlock()
+	dueToken(a, 25*time.Second)
 	// First call: login refused, refusal recorded, cached token returned.
 	if tok, err := a.token(context.Background()); err != nil || tok.ID != "tok" {
 		t.Fatalf("first: %v %v", tok, err)
@@ -236,5 +242,43 @@ func TestTokenIssuedBeforeThe401HoldsNothing(t *testing.T) {
 	}
 	if _, err := c.GetService(ctx, "svc-1"); err != nil {
 		t.Errorf("after tok-2, issued before the 401, was refused: %v; want a new login at once", err)
+	}
+}
+
+// An early refresh that the identity service turns away with a
+// Retry-After (a 429: too many tokens issued to the user) is not tried
+// again sooner, while the token lasts: retried every 2.5-5 s, each login
+// would be turned away again.
+func TestEarlyRefreshHeedsRetryAfter(t *testing.T) {
+	var logins atomic.Int32
+	c := fakeRegistry(t, Config{Username: "alice", APIKey: "key", Tenant: "7"}, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v2.0/tokens" {
+			logins.Add(1)
+			w.Header().Set("Retry-After", "60")
+			w.WriteHeader(http.StatusTooManyRequests)
+			io.WriteString(w, `{"overLimit":{"code":429,"message":"Too many tokens issued."}}`)
+			return
+		}
+		io.WriteString(w, serviceAnswer)
+	})
+	a := c.auth
+	dueToken(a, 4*time.Minute)
+	if tok, err := a.token(context.Background()); err != nil || tok.ID != "tok" {
+		t.Fatalf("early refresh: %+v, %v; want the cached token", tok, err)
+	}
+	for range 100 {
+		a.flight.mu.Lock()
+		done := a.flight.call == nil
+		a.flight.mu.Unlock()
+		if logins.Load() == 1 && done {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	a.mu.Lock()
+	next := time.Until(a.refreshAt)
+	a.mu.Unlock()
+	if logins.Load() != 1 || next < 59*time.Second {
+		t.Errorf("after %d logins, the last answered 429 with a Retry-After of 60 s, the next refresh comes in %v; want no sooner than 60 s", logins.Load(), next.Round(time.Second))
 	}
 }
