@@ -174,7 +174,8 @@ func (h *Heartbeater) run(ctx context.Context) {
 	attemptTimeout := base
 	failures := 0
 	// givenUp is when the first attempt with the outstanding token that was
-	// given up without an answer was sent; zero if none was. The registry
+	// given up without an answer (or got none: ErrOutcomeUnknown) was
+	// sent; zero if none was. The registry
 	// may have taken it and set the deadline then: a later attempt with
 	// the same token gets the same next token and moves nothing, so the
 	// next heartbeat counts its interval from givenUp. (An attempt
@@ -207,6 +208,11 @@ func (h *Heartbeater) run(ctx context.Context) {
 			if givenUp.IsZero() {
 				givenUp = sent
 			}
+		case errors.Is(err, ErrOutcomeUnknown) && givenUp.IsZero():
+			// Sent, and no answer: a connection that broke, or a
+			// node's own time that ran out (with several URLs) before
+			// this attempt's. The registry may have taken it too.
+			givenUp = sent
 		}
 		var wait time.Duration
 		h.mu.Lock()

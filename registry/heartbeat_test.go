@@ -225,6 +225,62 @@ func TestHeartbeaterWaitsForASlowRegistry(t *testing.T) {
 	}
 }
 
+// An attempt that was sent and got no answer (its connection broke; with
+// several URLs, a node's own time ran out before the attempt's) may have
+// been taken: the interval to the next heartbeat counts from its send, as
+// for one given up. Before, it counted from the retry answered, up to
+// the attempt's time later, and a long interval then passed the deadline
+// the first attempt had set.
+func TestHeartbeatWithoutAnAnswerCountsTheInterval(t *testing.T) {
+	t.Parallel()
+	var armed, broken atomic.Bool
+	srv := testserver.Start(t, testserver.Options{ReapInterval: 100 * time.Millisecond, Wrap: func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !armed.Load() || !strings.HasSuffix(r.URL.Path, "/heartbeat") || broken.Swap(true) {
+				h.ServeHTTP(w, r)
+				return
+			}
+			// The registry acts at once; the connection breaks 3.8 s
+			// later, within the attempt's time (a quarter of the
+			// timeout), with no answer.
+			h.ServeHTTP(httptest.NewRecorder(), r.WithContext(context.WithoutCancel(r.Context())))
+			select {
+			case <-time.After(3800 * time.Millisecond):
+			case <-r.Context().Done():
+			}
+			if conn, _, err := w.(http.Hijacker).Hijack(); err == nil {
+				conn.Close()
+			}
+		})
+	}})
+	c := newClient(t, srv, "hb-unanswered")
+	ctx := testContext(t)
+	token, err := c.CreateService(ctx, registry.Service{ID: "hb-1", HeartbeatTimeout: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	armed.Store(true)
+	opts, ch := beats(registry.HeartbeatOptions{Interval: 14500 * time.Millisecond})
+	hb := c.StartHeartbeat(ctx, "hb-1", token, 16, opts)
+	defer hb.Stop()
+	var seen []string
+	for ok := 0; ok < 2; {
+		b := nextBeat(t, ch)
+		seen = append(seen, fmt.Sprintf("%s %v", b.Time.Format("15:04:05.000"), b.Err))
+		switch {
+		case errors.Is(b.Err, registry.ErrNotFound):
+			t.Fatalf("the service timed out; beats:\n%s", strings.Join(seen, "\n"))
+		case b.Err == nil:
+			ok++
+		case !errors.Is(b.Err, registry.ErrOutcomeUnknown):
+			t.Fatalf("a heartbeat failed otherwise than without an answer: %v", b.Err)
+		}
+	}
+	if !broken.Load() {
+		t.Fatal("no heartbeat went without an answer")
+	}
+}
+
 // TestHeartbeaterOverdue: while heartbeats fail past the deadline the
 // heartbeater keeps retrying and says the deadline has passed; a late
 // heartbeat the registry still accepts puts it back on schedule.
