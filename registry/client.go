@@ -319,9 +319,12 @@ func LoadCACert(file string) (*x509.CertPool, error) {
 	return pool, nil
 }
 
-// Close releases the client's idle connections. Calls made afterwards
-// still work, on new connections. It stops nothing: Heartbeaters and
-// Feeds stop with their contexts (or Stop). It always returns nil.
+// Close releases the idle connections of the transport the Client made
+// for itself; one given in Config.HTTPClient is the caller's, which Close
+// leaves alone (its CloseIdleConnections is the caller's to call). Calls
+// made afterwards still work, on new connections. It stops nothing:
+// Heartbeaters and Feeds stop with their contexts (or Stop). It always
+// returns nil.
 func (c *Client) Close() error {
 	if c.transport != nil {
 		c.transport.CloseIdleConnections()
