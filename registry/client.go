@@ -42,8 +42,9 @@ type Config struct {
 	// "http://10.0.0.1:8420,http://10.0.0.2:8420". The client sends every
 	// request to one of them, the first to begin with, and moves to the
 	// next (round robin) when a request to it gets no answer (refused,
-	// reset, a TLS failure, an answer cut short, the request's 30 s — a
-	// long-poll's wait on top — or a Heartbeater's attempt running out)
+	// reset, a TLS failure, an answer cut short, the request's 30 s — for
+	// a long-poll, its wait, a sixteenth of it and 10 s — or a
+	// Heartbeater's attempt running out)
 	// or a 502, 503 or 504; later calls, and the retries of Heartbeaters
 	// and Feeds, go there. It remembers a node's failure for 10 s, twice
 	// as long for each further failure of a request sent once that had
