@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"syscall"
 )
@@ -80,7 +81,8 @@ func writeStaged(path string, data []byte, mode os.FileMode, owner fileOwner) er
 }
 
 // destinationMode returns the mode and owner a destination gets: the
-// template's settings, else those of the current file, else 0644 and the
+// template's settings, else those of the current file (its user only as
+// root; its group as root or a member of it), else 0644 and the
 // process's own.
 func destinationMode(t TemplateConfig, current fs.FileInfo) (os.FileMode, fileOwner, error) {
 	mode := os.FileMode(0o644)
@@ -98,17 +100,31 @@ func destinationMode(t TemplateConfig, current fs.FileInfo) (os.FileMode, fileOw
 	if err != nil {
 		return 0, owner, err
 	}
-	if current != nil && os.Geteuid() == 0 {
+	if current != nil {
 		if st, ok := current.Sys().(*syscall.Stat_t); ok {
-			if owner.uid < 0 {
+			root := os.Geteuid() == 0
+			if owner.uid < 0 && root {
 				owner.uid = int(st.Uid)
 			}
-			if owner.gid < 0 {
+			if owner.gid < 0 && (root || memberOf(int(st.Gid))) {
+				// A process that is not root may give a file a group
+				// of its own: the file's (nginx's, for a 0640 file)
+				// is kept.
 				owner.gid = int(st.Gid)
 			}
 		}
 	}
 	return mode, owner, nil
+}
+
+// memberOf reports whether the process is in group gid: its own, or one
+// of its supplementary groups.
+func memberOf(gid int) bool {
+	if gid == os.Getegid() {
+		return true
+	}
+	groups, err := os.Getgroups()
+	return err == nil && slices.Contains(groups, gid)
 }
 
 // attrsDiffer reports whether an existing destination's mode or owner

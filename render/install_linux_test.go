@@ -80,13 +80,24 @@ func bindMount(t *testing.T, src, dest string) {
 // fails the rewrite before anything is written.
 func TestRewriteAsNonRootGivesTheGroup(t *testing.T) {
 	t.Parallel()
+	if dir, ok := asNonRoot(t); ok {
+		rewriteAsNonRoot(t, dir)
+	}
+}
+
+// asNonRoot returns the directory for a test's part that runs as a user
+// that is not root, and true, when the test runs so; as root, it runs the
+// test again as nobody, in nobody's group and users (100), and returns
+// false (the test is done).
+func asNonRoot(t *testing.T) (string, bool) {
+	if d := os.Getenv("SVCREG_NONROOT_DIR"); d != "" {
+		return d, true
+	}
 	dir := t.TempDir()
 	if os.Geteuid() != 0 {
-		rewriteAsNonRoot(t, dir)
-		return
+		return dir, true
 	}
-	// Root runs the test as nobody, in nobody's group and users (100),
-	// in dir (t.TempDir makes it and its parent root's alone).
+	// In dir (t.TempDir makes it and its parent root's alone).
 	for _, d := range []string{filepath.Dir(dir), dir} {
 		if err := os.Chmod(d, 0o777); err != nil {
 			t.Fatal(err)
@@ -101,34 +112,69 @@ func TestRewriteAsNonRootGivesTheGroup(t *testing.T) {
 	if err := os.WriteFile(bin, exe, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "-test.run", "^TestRewriteAsNonRootGivesTheGroup$", "-test.v")
-	cmd.Env = append(os.Environ(), "SVCREG_REWRITE_DIR="+dir)
+	cmd := exec.Command(bin, "-test.run", "^"+t.Name()+"$", "-test.v")
+	cmd.Env = append(os.Environ(), "SVCREG_NONROOT_DIR="+dir)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{65534, 100}}}
-	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "--- PASS: TestRewriteAsNonRootGivesTheGroup") {
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "--- PASS: "+t.Name()) {
 		t.Fatalf("as nobody: %v\n%s", err, out)
 	}
+	return "", false
 }
 
-// rewriteAsNonRoot is TestRewriteAsNonRootGivesTheGroup's part that runs
-// as a user that is not root, in dir (SVCREG_REWRITE_DIR in the child).
-func rewriteAsNonRoot(t *testing.T, dir string) {
-	if d := os.Getenv("SVCREG_REWRITE_DIR"); d != "" {
-		dir = d
-	}
+// otherGroup is a group of the process other than its own, for a test
+// that runs as a user that is not root.
+func otherGroup(t *testing.T) int {
 	groups, err := os.Getgroups()
 	if err != nil {
 		t.Fatal(err)
 	}
-	other := -1
 	for _, g := range groups {
 		if g != os.Getgid() {
-			other = g
+			return g
 		}
 	}
-	if other < 0 {
-		msg := "the user is in one group only: no other group to give"
-		testprog.SkipOrFail(t, msg, " (as root, which runs it as nobody in two groups)")
+	msg := "the user is in one group only: no other group to give"
+	testprog.SkipOrFail(t, msg, " (as root, which runs it as nobody in two groups)")
+	return -1
+}
+
+// A renderer that is not root, replacing a file of one of its groups
+// other than its own (nginx's, say, mode 0640), keeps that group. Before,
+// only root kept the file's owner: the new file had the renderer's group,
+// and the group's readers lost the file at the next reload.
+func TestReplaceAsNonRootKeepsTheGroup(t *testing.T) {
+	t.Parallel()
+	dir, ok := asNonRoot(t)
+	if !ok {
+		return
 	}
+	other := otherGroup(t)
+	g := &group{dir: dir, src: writeFile(t, dir, "t.tmpl", upstreams), dest: filepath.Join(dir, "out.conf"),
+		log: filepath.Join(dir, "reloads"), r: NewRenderer(nil, nil, nil)}
+	writeFile(t, dir, "out.conf", "before\n")
+	if err := os.Chown(g.dest, -1, other); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(g.dest, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	set := g.set(t, TemplateConfig{})
+	if res := g.r.Pass(context.Background(), set, snapshot(svc("web-1", []string{"www"}, map[string]string{"ip": "10.0.0.1"}))); res.Installed != 1 || res.Failures != nil {
+		t.Fatalf("pass: %+v", res)
+	}
+	fi, err := os.Stat(g.dest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gid := int(fi.Sys().(*syscall.Stat_t).Gid); gid != other || fi.Mode().Perm() != 0o640 || readFile(t, g.dest) != "server 10.0.0.1;\n" {
+		t.Errorf("group %d, mode %04o, content %q; want the file's group %d and 0640, and the render", gid, fi.Mode().Perm(), readFile(t, g.dest), other)
+	}
+}
+
+// rewriteAsNonRoot is TestRewriteAsNonRootGivesTheGroup's part that runs
+// as a user that is not root, in dir.
+func rewriteAsNonRoot(t *testing.T, dir string) {
+	other := otherGroup(t)
 	dest, staged := filepath.Join(dir, "dest"), filepath.Join(dir, "staged")
 	for _, f := range []string{dest, staged} {
 		if err := os.WriteFile(f, []byte(f), 0o644); err != nil {
