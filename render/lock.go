@@ -142,13 +142,14 @@ func (r *Renderer) lockGroup(ctx context.Context, g *Group) (release func(), _ *
 // removeLockFile) between its open and its lock is opened again: the lock
 // of a file no longer at name guards nothing.
 func lockFile(ctx context.Context, log *slog.Logger, g *Group, name string) (*os.File, error) {
-	for {
+	for range 3 {
 		f, err := lockFileOnce(ctx, log, g, name)
 		if f == nil || err != nil || isAt(f, name) {
 			return f, err
 		}
 		closeAll([]*os.File{f})
 	}
+	return nil, fmt.Errorf("lock %s: the file locked is not the one at its name, three times over (something removes or replaces it)", name)
 }
 
 // isAt reports whether the open file f is the one at name.
