@@ -7,9 +7,11 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/svcreg/svcreg/render/runtime"
 	"github.com/svcreg/svcreg/watcher"
 )
 
@@ -142,6 +144,38 @@ func TestReloadLeftDueKeepsTheIntervalAndHoldsNoChange(t *testing.T) {
 			t.Errorf("the reload is still due after the change's passed: %v", err)
 		}
 	})
+}
+
+// backgroundAdapter is an adapter with background work, which counts its
+// resets.
+type backgroundAdapter struct{ resets int }
+
+func (a *backgroundAdapter) Plan(installed, rendered []byte) (runtime.Plan, error) {
+	return nil, runtime.Reloadf("not planned here")
+}
+func (a *backgroundAdapter) Reset() { a.resets++ }
+
+// The background work (a drain) of a runtime file whose reload group a
+// reload of the config renamed is the renamed group's: its reload resets
+// it, as it does its own, rather than leave it to act on the new process,
+// and its failure reloads the renamed group. Before, both went by the
+// old name: the work was not reset, and its failure was dropped as a
+// group's that is gone.
+func TestRenamedGroupTakesItsFilesBackgroundWork(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, "a\n")
+	writeFile(t, g.dir, "out.conf", "a\n")
+	set := newSet(t, TemplateConfig{Source: g.src, Destination: g.dest, ReloadGroup: "new", Reload: "echo reload >> " + g.log})
+	a := &backgroundAdapter{}
+	g.r.runtimes.adapters[strings.Join([]string{"old", g.dest, "haproxy", "/run/haproxy.sock", "0s"}, "\x00")] = a
+	g.r.runtimes.reset(set.Groups[0])
+	if a.resets != 1 {
+		t.Errorf("the old name's background work was reset %d times by the renamed group's reload; want 1", a.resets)
+	}
+	g.r.runtimes.fail(backgroundFailure{"old", g.dest, "haproxy", errors.New("drain failed")})
+	if fs := g.r.Fallback(context.Background(), set); fs != nil || g.reloads(t) != 1 {
+		t.Errorf("after the old name's background work failed: %v, %d reloads; want the renamed group reloaded once", fs, g.reloads(t))
+	}
 }
 
 // A destination a reload of the config removes (or renames) leaves no

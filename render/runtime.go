@@ -148,11 +148,19 @@ func (rs *runtimes) fail(bf backgroundFailure) {
 }
 
 // reset drops the work the adapters of g left running: a reload makes
-// the live state the files'.
+// the live state the files'. Also the work of adapters of g's files made
+// under another group's name (one a reload of the configuration renamed,
+// or whose files it moved into g), which would otherwise act on the new
+// process.
 func (rs *runtimes) reset(g *Group) {
-	prefix := g.Name + "\x00"
 	for k, a := range rs.adapters {
-		if b, ok := a.(runtime.Background); ok && strings.HasPrefix(k, prefix) {
+		b, ok := a.(runtime.Background)
+		if !ok {
+			continue
+		}
+		group, rest, _ := strings.Cut(k, "\x00")
+		dest, _, _ := strings.Cut(rest, "\x00")
+		if group == g.Name || slices.ContainsFunc(g.Templates, func(t *Template) bool { return t.Destination == dest }) {
 			b.Reset()
 		}
 	}
@@ -233,6 +241,13 @@ func (r *Renderer) Fallback(ctx context.Context, set *Set) []Failure {
 	var groups []*Group
 	for _, bf := range r.runtimes.takeFailures() {
 		i := slices.IndexFunc(set.Groups, func(g *Group) bool { return g.Name == bf.group })
+		if i < 0 {
+			// A group renamed by a new configuration: its file's group
+			// now, if the file is still the configuration's.
+			i = slices.IndexFunc(set.Groups, func(g *Group) bool {
+				return slices.ContainsFunc(g.Templates, func(t *Template) bool { return t.Destination == bf.destination })
+			})
+		}
 		if i < 0 {
 			continue // gone with a new configuration
 		}
