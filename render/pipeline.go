@@ -273,24 +273,13 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 	ah.mu.Lock()
 	unlock := sync.OnceFunc(ah.mu.Unlock)
 	defer unlock()
-	// A reload left due (a stop between an install and the end of its
-	// reload, or a new file kept after a failed one) comes first: the
-	// installed files go live before anything changes on them. Not while
-	// a change applied ahead is on its way to its install, which a
-	// reload would take back out of the live state; not sooner than
-	// min_reload_interval after the last reload (the pass goes on, and
-	// the reload is tried again then). One that fails holds no change
-	// back: the pass goes on, and a change reloads after it.
-	var dueHeld time.Time
-	var dueFailed *Failure
+	// A reload a stop left pending (between an install and the end of its
+	// reload) comes first: the installed files go live before anything
+	// changes on them. Not while a change applied ahead is on its way to
+	// its install, which a reload would take back out of the live state.
 	if !r.Dry && ah.applied == nil && reloadPending(g) {
-		if next, held := r.heldBack(g, nil); held {
-			dueHeld = next
-		} else if f := r.reloadLeftPending(ctx, g); f != nil {
-			if ctx.Err() != nil {
-				return false, time.Time{}, f
-			}
-			dueFailed = f
+		if f := r.reloadLeftPending(ctx, g); f != nil {
+			return false, time.Time{}, f
 		}
 	}
 	files, f := r.renderGroup(ctx, g, snap, ah.applied)
@@ -305,10 +294,7 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 	if !slices.ContainsFunc(files, func(f *file) bool { return f.changed }) {
 		r.reconcileRuntime(ctx, g, files)
 		ah.checkFirst = false // nothing left of the change that failed
-		if dueFailed != nil {
-			return false, time.Time{}, dueFailed
-		}
-		return false, dueHeld, nil
+		return false, time.Time{}, nil
 	}
 	// A change a runtime API can make is applied without a reload, before
 	// the check: the new servers take requests at once, and a failed
@@ -787,9 +773,7 @@ func (r *Renderer) reloadGroup(ctx context.Context, g *Group, files []*file, cha
 	skipped, err := r.reloadCounted(ctx, g)
 	if err != nil {
 		r.hideOutput(g, files, "reload", err)
-		if files != nil { // a pass's own: nil for a reload left due
-			err, due = r.rollBack(ctx, g, files, err)
-		}
+		err, due = r.rollBack(ctx, g, files, err)
 		return &Failure{g.Name, StepReload, err}, due
 	}
 	if skipped != "" {

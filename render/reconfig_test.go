@@ -3,7 +3,6 @@ package render
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,7 +11,6 @@ import (
 	"time"
 
 	"github.com/svcreg/svcreg/render/runtime"
-	"github.com/svcreg/svcreg/watcher"
 )
 
 // A group renamed (or removed) by a reload of the config is gone from
@@ -92,58 +90,6 @@ func TestKeptNewFileIsReloadedByTheNextPass(t *testing.T) {
 	if _, err := os.Lstat(pendingName(b)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("reload-pending file left after the reload: %v", err)
 	}
-}
-
-// A reload left due is held to min_reload_interval like any other, and
-// one that fails holds no change back: the change is installed, and
-// reloads after it. Before, a failing due reload ran at every pass,
-// whatever the interval, and ended it before the render.
-func TestReloadLeftDueKeepsTheIntervalAndHoldsNoChange(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	web := func(n int) *watcher.Snapshot {
-		return snapshot(svc(fmt.Sprintf("web-%d", n), []string{"www"}, map[string]string{"ip": fmt.Sprintf("10.0.0.%d", n)}))
-	}
-	t.Run("min_reload_interval", func(t *testing.T) {
-		t.Parallel()
-		g := newGroup(t, upstreams)
-		set := g.set(t, TemplateConfig{Check: "true", Reload: "echo reload >> " + g.log + "; exit 1", MinReloadInterval: Duration(time.Hour)})
-		if res := g.r.Pass(ctx, set, web(1)); res.Worst() == nil || res.Worst().Step != StepReload {
-			t.Fatalf("first pass: %+v; want its reload to fail", res)
-		}
-		for range 3 {
-			res := g.r.Pass(ctx, set, web(1))
-			if res.Failures != nil || res.RetryAt.Before(time.Now().Add(59*time.Minute)) {
-				t.Errorf("a pass within the interval: %+v; want the due reload held back to its end", res)
-			}
-		}
-		if n := g.reloads(t); n != 1 {
-			t.Errorf("%d reloads within min_reload_interval; want 1", n)
-		}
-		if _, err := os.Lstat(pendingName(g.dest)); err != nil {
-			t.Errorf("the reload is no longer due: %v", err)
-		}
-	})
-	t.Run("a change", func(t *testing.T) {
-		t.Parallel()
-		g := newGroup(t, upstreams)
-		// The first two reloads fail (the first pass's, then the due
-		// one), the third passes.
-		reload := "echo reload >> " + g.log + `; [ "$(wc -l < ` + g.log + `)" -gt 2 ]`
-		set := g.set(t, TemplateConfig{Check: "true", Reload: reload})
-		if res := g.r.Pass(ctx, set, web(1)); res.Worst() == nil || res.Worst().Step != StepReload {
-			t.Fatalf("first pass: %+v; want its reload to fail", res)
-		}
-		if res := g.r.Pass(ctx, set, web(2)); res.Failures != nil || res.Installed != 1 {
-			t.Fatalf("second pass: %+v; want the change installed and reloaded after the due reload failed", res)
-		}
-		if got, n := readFile(t, g.dest), g.reloads(t); got != "server 10.0.0.2;\n" || n != 3 {
-			t.Errorf("installed %q, %d reloads; want the change, reloaded after the due reload", got, n)
-		}
-		if _, err := os.Lstat(pendingName(g.dest)); !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("the reload is still due after the change's passed: %v", err)
-		}
-	})
 }
 
 // backgroundAdapter is an adapter with background work, which counts its
