@@ -255,13 +255,9 @@ func reloadPending(g *Group) bool {
 	return false
 }
 
-// clearPending removes the reload-pending files of g's destinations but
-// those of keep, whose reload is still due.
-func (r *Renderer) clearPending(g *Group, keep ...string) {
+// clearPending removes the reload-pending files of g's destinations.
+func (r *Renderer) clearPending(g *Group) {
 	for _, t := range g.Templates {
-		if slices.Contains(keep, t.Destination) {
-			continue
-		}
 		if err := os.Remove(pendingName(t.Destination)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			r.Log.Warn("cannot remove the reload-pending file: the next start reloads again", "group", g.Name, "err", err)
 		}

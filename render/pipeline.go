@@ -406,8 +406,8 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 	// a failed reload put the previous files back (and reloaded them), or
 	// left the new ones as the load balancer had nothing before (a first
 	// deploy), and the next pass goes on from there.
-	f, due := r.reloadGroup(ctx, g, files, snap.ChangedAt)
-	r.clearPending(g, due...)
+	f = r.reloadGroup(ctx, g, files, snap.ChangedAt)
+	r.clearPending(g)
 	if f != nil {
 		return false, time.Time{}, r.failed(f)
 	}
@@ -423,8 +423,8 @@ func (r *Renderer) reloadLeftPending(ctx context.Context, g *Group) *Failure {
 		r.clearPending(g)
 		return nil
 	}
-	r.Log.Warn("the files were installed but not reloaded (their reload failed, or did not end before svcreg stopped): reloading them", "group", g.Name)
-	if f, _ := r.reloadGroup(ctx, g, nil, time.Time{}); f != nil {
+	r.Log.Warn("the files were installed but their reload did not end before svcreg stopped (a crash?): reloading them", "group", g.Name)
+	if f := r.reloadGroup(ctx, g, nil, time.Time{}); f != nil {
 		return r.failed(f)
 	}
 	r.clearPending(g)
@@ -763,27 +763,24 @@ func (r *Renderer) installStaged(g *Group, files []*file) *Failure {
 
 // reloadGroup is the reload step: g reloads (unless NoReload). When the
 // reload fails, the previous files are restored and reloaded. changedAt is
-// the snapshot's, for the time to live. due are the destinations of
-// the new files that stay installed after a failed reload without a
-// reload having taken them since: their reload is still due.
-func (r *Renderer) reloadGroup(ctx context.Context, g *Group, files []*file, changedAt time.Time) (_ *Failure, due []string) {
+// the snapshot's, for the time to live.
+func (r *Renderer) reloadGroup(ctx context.Context, g *Group, files []*file, changedAt time.Time) *Failure {
 	if r.NoReload || !g.reloads() {
-		return nil, nil
+		return nil
 	}
 	skipped, err := r.reloadCounted(ctx, g)
 	if err != nil {
 		r.hideOutput(g, files, "reload", err)
-		err, due = r.rollBack(ctx, g, files, err)
-		return &Failure{g.Name, StepReload, err}, due
+		return &Failure{g.Name, StepReload, r.rollBack(ctx, g, files, err)}
 	}
 	if skipped != "" {
 		r.Log.Info("not reloaded: "+skipped, "group", g.Name)
-		return nil, nil
+		return nil
 	}
 	r.Health.stepOK(g.Name, StepReload, r.now())
 	r.observeSince(r.Metrics.eventToLive.WithLabelValues("reload"), changedAt)
 	r.Log.Info("reloaded", "group", g.Name)
-	return nil, nil
+	return nil
 }
 
 // reloadCounted reloads g as a pass's reload step does: the time of the
@@ -811,13 +808,9 @@ func (r *Renderer) reloadCounted(ctx context.Context, g *Group) (skipped string,
 // new, checked ones it could not reload): reloading again would only run
 // the failed reload once more, so it is not run. Nor is it when the
 // reload signal was not sent (the command still runs the files put back)
-// or when svcreg is stopping (a stop waits for one reload, not two). due
-// are the new files kept that no reload has taken since (none when the
-// reload of the files put back passed): their reload stays due, and the
-// group's next pass runs it.
-func (r *Renderer) rollBack(ctx context.Context, g *Group, files []*file, err error) (_ error, due []string) {
+// or when svcreg is stopping (a stop waits for one reload, not two).
+func (r *Renderer) rollBack(ctx context.Context, g *Group, files []*file, err error) error {
 	rb := r.restore(files, g.check != nil)
-	due = rb.kept
 	switch {
 	case len(rb.restored) == 0:
 	case errors.Is(err, errSignalNotHandled):
@@ -836,7 +829,7 @@ func (r *Renderer) rollBack(ctx context.Context, g *Group, files []*file, err er
 		case skipped != "":
 			err = fmt.Errorf("%w; restored the previous files, not reloaded: %s", err, skipped)
 		default:
-			err, due = fmt.Errorf("%w; restored the previous files and reloaded them", err), nil
+			err = fmt.Errorf("%w; restored the previous files and reloaded them", err)
 		}
 	}
 	if len(rb.removed) > 0 {
@@ -847,16 +840,14 @@ func (r *Renderer) rollBack(ctx context.Context, g *Group, files []*file, err er
 	}
 	switch {
 	case len(rb.kept) > 0 && len(rb.restored)+len(rb.removed)+len(rb.failed) == 0:
-		return fmt.Errorf("%w; kept the new, checked files (%s), whose reload the next pass tries again: there was nothing to restore (a first install: start the load balancer, or use --no-reload)", err, strings.Join(rb.kept, ", ")), due
-	case len(rb.kept) > 0 && len(due) > 0:
-		err = fmt.Errorf("%w; kept the new, checked files %s, whose reload the next pass tries again", err, strings.Join(rb.kept, ", "))
+		return fmt.Errorf("%w; kept the new, checked files (%s): there was nothing to restore (a first install: start the load balancer, or use --no-reload)", err, strings.Join(rb.kept, ", "))
 	case len(rb.kept) > 0:
 		err = fmt.Errorf("%w; kept the new, checked files %s", err, strings.Join(rb.kept, ", "))
 	}
 	if len(rb.restored) == 0 {
 		err = fmt.Errorf("%w; no previous file was restored, so the reload was not run again", err)
 	}
-	return err, due
+	return err
 }
 
 // rolledBack is what restore did, by destination.

@@ -59,39 +59,6 @@ func TestRenamedGroupKeepsMinReloadInterval(t *testing.T) {
 	}
 }
 
-// A template added to a group (by a reload of the config) renders a new
-// file; when the group's reload fails, the new file, checked, stays, and
-// so does the reload it is due: the next pass reloads it, though nothing
-// changed since, rather than leaving the load balancer without it until
-// the next change.
-func TestKeptNewFileIsReloadedByTheNextPass(t *testing.T) {
-	t.Parallel()
-	g := newGroup(t, "a\n")
-	b := filepath.Join(g.dir, "b.conf")
-	failed := filepath.Join(g.dir, "failed-once")
-	reload := "if [ ! -e " + failed + " ]; then touch " + failed + "; exit 1; fi; echo reload >> " + g.log
-	writeFile(t, g.dir, "out.conf", "a\n") // installed and loaded before
-	set := newSet(t,
-		TemplateConfig{Source: g.src, Destination: g.dest, ReloadGroup: "lb", Check: "true", Reload: reload},
-		TemplateConfig{Contents: "b\n", Destination: b, ReloadGroup: "lb", Check: "true", Reload: reload})
-	ctx := context.Background()
-	if res := g.r.Pass(ctx, set, snapshot()); res.Worst() == nil || res.Worst().Step != StepReload {
-		t.Fatalf("first pass: %+v; want its reload to fail", res)
-	}
-	if got := contents(b); got != "b\n" {
-		t.Fatalf("the new, checked file holds %q; want it kept", got)
-	}
-	if res := g.r.Pass(ctx, set, snapshot()); res.Failures != nil {
-		t.Fatalf("second pass: %+v", res)
-	}
-	if n := g.reloads(t); n != 1 {
-		t.Errorf("%d reloads after the failed one; want 1: the kept file was never reloaded", n)
-	}
-	if _, err := os.Lstat(pendingName(b)); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("reload-pending file left after the reload: %v", err)
-	}
-}
-
 // backgroundAdapter is an adapter with background work, which counts its
 // resets.
 type backgroundAdapter struct{ resets int }
