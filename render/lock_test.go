@@ -212,22 +212,30 @@ func TestReloadLeftPendingByAStop(t *testing.T) {
 // A pass's own reload that fails takes the reload-pending file with it:
 // the rollback, and the next pass, take care of what follows. A first
 // deploy whose reload fails (the load balancer not running yet) keeps its
-// checked file and is not reloaded again at every pass with nothing
-// changed.
+// checked file, which no reload has taken: the next pass with nothing
+// changed reloads it again (the loop's backoff spaces those passes), and
+// once a reload passes, no more.
 func TestFailedReloadIsNotLeftPending(t *testing.T) {
 	t.Parallel()
 	g := newGroup(t, "x\n")
-	set := g.set(t, TemplateConfig{Check: "grep -q x {{.Staged}}", Reload: "echo reload >> " + g.log + "; exit 1"})
+	up := filepath.Join(g.dir, "up")
+	set := g.set(t, TemplateConfig{Check: "grep -q x {{.Staged}}", Reload: "echo reload >> " + g.log + "; [ -e " + up + " ]"})
 	if w := g.r.Pass(context.Background(), set, snapshot()).Worst(); w == nil || w.Step != StepReload {
 		t.Fatalf("the first deploy: %v, want its reload failed", w)
 	}
-	for i := range 3 {
-		if res := g.r.Pass(context.Background(), set, snapshot()); res.Failures != nil || g.reloads(t) != 1 {
-			t.Fatalf("pass %d with nothing changed: %+v, %d reloads; want no failure, still 1 reload", i+2, res, g.reloads(t))
-		}
-	}
 	if _, err := os.Lstat(pendingName(g.dest)); err == nil {
 		t.Error("the reload-pending file is left after the pass's reload failed")
+	}
+	for i := range 2 {
+		if w := g.r.Pass(context.Background(), set, snapshot()).Worst(); w == nil || w.Step != StepReload || g.reloads(t) != i+2 {
+			t.Fatalf("pass %d with nothing changed: %v, %d reloads; want the kept file's reload tried again, and failed", i+2, w, g.reloads(t))
+		}
+	}
+	writeFile(t, g.dir, "up", "")
+	for i := range 2 {
+		if res := g.r.Pass(context.Background(), set, snapshot()); res.Failures != nil || g.reloads(t) != 4 {
+			t.Fatalf("pass %d, the load balancer up: %+v, %d reloads; want one reload that passes, then none", i+4, res, g.reloads(t))
+		}
 	}
 }
 

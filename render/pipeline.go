@@ -85,8 +85,12 @@ type Renderer struct {
 	// does not write it. Empty: it is remembered in memory only.
 	StateDir string
 
-	now          func() time.Time
-	lastReload   map[string]time.Time // by group
+	now        func() time.Time
+	lastReload map[string]time.Time // by group
+	// reloadDue are the groups whose installed files no reload has taken
+	// since a reload of them failed (see rollBack): a pass with nothing
+	// to change reloads them.
+	reloadDue    map[string]bool
 	splayDelay   func(max time.Duration) time.Duration
 	runtimes     runtimes
 	hadFile      destinations
@@ -154,14 +158,19 @@ func NewRenderer(log *slog.Logger, m *Metrics, h *Health) *Renderer {
 // it has no more.
 func (r *Renderer) switchSet(old, next *Set) {
 	last := map[string]time.Time{} // by destination
+	due := map[string]bool{}       // by destination
 	for _, g := range old.Groups {
-		if at, ok := r.lastReload[g.Name]; ok {
-			for _, t := range g.Templates {
+		at, ok := r.lastReload[g.Name]
+		for _, t := range g.Templates {
+			if ok {
 				last[filepath.Clean(t.Destination)] = at
+			}
+			if r.reloadDue[g.Name] {
+				due[filepath.Clean(t.Destination)] = true
 			}
 		}
 	}
-	reloaded := map[string]time.Time{}
+	reloaded, stillDue := map[string]time.Time{}, map[string]bool{}
 	for _, g := range next.Groups {
 		if at, ok := r.lastReload[g.Name]; ok {
 			reloaded[g.Name] = at
@@ -170,9 +179,12 @@ func (r *Renderer) switchSet(old, next *Set) {
 			if at, ok := last[filepath.Clean(t.Destination)]; ok && at.After(reloaded[g.Name]) {
 				reloaded[g.Name] = at
 			}
+			if due[filepath.Clean(t.Destination)] {
+				stillDue[g.Name] = true
+			}
 		}
 	}
-	r.lastReload = reloaded
+	r.lastReload, r.reloadDue = reloaded, stillDue
 	r.runtimes.carryLooked(old, next)
 	r.Health.keep(next)
 	r.Status.keep(next)
@@ -292,14 +304,22 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 	// leave the next start to choose the spellings again.
 	r.saveSpellings(g.Templates)
 	if !slices.ContainsFunc(files, func(f *file) bool { return f.changed }) {
-		r.reconcileRuntime(ctx, g, files)
 		ah.checkFirst = false // nothing left of the change that failed
+		if r.reloadDue[g.Name] && !r.Dry && ah.applied == nil {
+			return r.reloadDueFiles(ctx, g)
+		}
+		r.reconcileRuntime(ctx, g, files)
 		return false, time.Time{}, nil
 	}
 	// A change a runtime API can make is applied without a reload, before
 	// the check: the new servers take requests at once, and a failed
 	// check or install reverts the live state to the installed file.
 	rt := r.planRuntime(g, files)
+	if r.reloadDue[g.Name] && !r.Dry {
+		// The installed files are not live: a reload makes them so,
+		// with the change.
+		rt = nil
+	}
 	if rt.applies() {
 		// The files it does not change must be live as installed too;
 		// a reload would make them so.
@@ -429,6 +449,25 @@ func (r *Renderer) reloadLeftPending(ctx context.Context, g *Group) *Failure {
 	}
 	r.clearPending(g)
 	return nil
+}
+
+// reloadDueFiles reloads g's installed files, which no reload has taken
+// since one failed (reloadDue), in a pass with nothing to change; not
+// sooner than min_reload_interval after the last reload (the pass says
+// when to come back). A reload that fails stays due.
+func (r *Renderer) reloadDueFiles(ctx context.Context, g *Group) (installed bool, retryAt time.Time, _ *Failure) {
+	if r.NoReload || !g.reloads() {
+		delete(r.reloadDue, g.Name)
+		return false, time.Time{}, nil
+	}
+	if next, held := r.heldBack(g, nil); held {
+		return false, next, nil
+	}
+	r.Log.Warn("the installed files were not taken by a reload since one failed: reloading them", "group", g.Name)
+	if f := r.reloadGroup(ctx, g, nil, time.Time{}); f != nil {
+		return false, time.Time{}, r.failed(f)
+	}
+	return false, time.Time{}, nil
 }
 
 // observeSince records the time since the watcher applied a change (at;
@@ -771,7 +810,17 @@ func (r *Renderer) reloadGroup(ctx context.Context, g *Group, files []*file, cha
 	skipped, err := r.reloadCounted(ctx, g)
 	if err != nil {
 		r.hideOutput(g, files, "reload", err)
-		return &Failure{g.Name, StepReload, r.rollBack(ctx, g, files, err)}
+		if files == nil { // installed files reloaded again: nothing to restore
+			return &Failure{g.Name, StepReload, err}
+		}
+		err, due := r.rollBack(ctx, g, files, err)
+		if due {
+			if r.reloadDue == nil {
+				r.reloadDue = map[string]bool{}
+			}
+			r.reloadDue[g.Name] = true
+		}
+		return &Failure{g.Name, StepReload, err}
 	}
 	if skipped != "" {
 		r.Log.Info("not reloaded: "+skipped, "group", g.Name)
@@ -789,9 +838,13 @@ func (r *Renderer) reloadGroup(ctx context.Context, g *Group, files []*file, cha
 func (r *Renderer) reloadCounted(ctx context.Context, g *Group) (skipped string, _ error) {
 	skipped, err := r.reload(ctx, g)
 	if skipped != "" && err == nil {
+		delete(r.reloadDue, g.Name) // the command reads the files when it starts
 		return skipped, nil
 	}
 	r.lastReload[g.Name] = r.now()
+	if err == nil {
+		delete(r.reloadDue, g.Name)
+	}
 	r.Status.reloaded(g.Name, r.now())
 	r.Metrics.reloads.WithLabelValues(g.Name, result(err)).Inc()
 	return "", err
@@ -809,8 +862,13 @@ func (r *Renderer) reloadCounted(ctx context.Context, g *Group) (skipped string,
 // the failed reload once more, so it is not run. Nor is it when the
 // reload signal was not sent (the command still runs the files put back)
 // or when svcreg is stopping (a stop waits for one reload, not two).
-func (r *Renderer) rollBack(ctx context.Context, g *Group, files []*file, err error) error {
+func (r *Renderer) rollBack(ctx context.Context, g *Group, files []*file, err error) (_ error, due bool) {
 	rb := r.restore(files, g.check != nil)
+	// The load balancer may not run the installed files (due): new files
+	// were kept, previous ones could not be put back, or the reload of
+	// those put back failed; unless a reload of them passed, or none was
+	// sent (the command runs the files put back, or is not running).
+	due = len(rb.kept) > 0 || len(rb.failed) > 0
 	switch {
 	case len(rb.restored) == 0:
 	case errors.Is(err, errSignalNotHandled):
@@ -825,11 +883,11 @@ func (r *Renderer) rollBack(ctx context.Context, g *Group, files []*file, err er
 		switch skipped, rerr := r.reload(ctx, g); {
 		case rerr != nil:
 			r.hideOutput(g, files, "reload", rerr)
-			err = fmt.Errorf("%w; restored the previous files, and reloading them failed too: %v", err, rerr)
+			err, due = fmt.Errorf("%w; restored the previous files, and reloading them failed too: %v", err, rerr), true
 		case skipped != "":
-			err = fmt.Errorf("%w; restored the previous files, not reloaded: %s", err, skipped)
+			err, due = fmt.Errorf("%w; restored the previous files, not reloaded: %s", err, skipped), false
 		default:
-			err = fmt.Errorf("%w; restored the previous files and reloaded them", err)
+			err, due = fmt.Errorf("%w; restored the previous files and reloaded them", err), false
 		}
 	}
 	if len(rb.removed) > 0 {
@@ -840,14 +898,14 @@ func (r *Renderer) rollBack(ctx context.Context, g *Group, files []*file, err er
 	}
 	switch {
 	case len(rb.kept) > 0 && len(rb.restored)+len(rb.removed)+len(rb.failed) == 0:
-		return fmt.Errorf("%w; kept the new, checked files (%s): there was nothing to restore (a first install: start the load balancer, or use --no-reload)", err, strings.Join(rb.kept, ", "))
+		return fmt.Errorf("%w; kept the new, checked files (%s), which the next pass with nothing to change reloads: there was nothing to restore (a first install: start the load balancer, or use --no-reload)", err, strings.Join(rb.kept, ", ")), due
 	case len(rb.kept) > 0:
 		err = fmt.Errorf("%w; kept the new, checked files %s", err, strings.Join(rb.kept, ", "))
 	}
 	if len(rb.restored) == 0 {
 		err = fmt.Errorf("%w; no previous file was restored, so the reload was not run again", err)
 	}
-	return err
+	return err, due
 }
 
 // rolledBack is what restore did, by destination.

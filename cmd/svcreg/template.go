@@ -112,9 +112,9 @@ First deploy, before the load balancer runs: "svcreg template --once
 --no-reload" installs the checked files and reloads nothing; then start the
 load balancer. On an empty registry, min_instances has no old file to keep:
 the template's branch for no services is installed, with a warning. Without --no-reload the reload fails (exit 8), but a file
-that did not exist before and passed its check stays installed: with
+that did not exist before and passed its check stays installed (with
 nothing to restore, removing it would only keep the load balancer from
-starting.`
+starting), and the daemon tries its reload again until one passes.`
 
 // Exit codes of svcreg template.
 const (

@@ -1,0 +1,133 @@
+package render
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/svcreg/svcreg/watcher"
+)
+
+// web is a snapshot of one service web-N tagged www at 10.0.0.N.
+func web(n int) *watcher.Snapshot {
+	return snapshot(svc(fmt.Sprintf("web-%d", n), []string{"www"}, map[string]string{"ip": fmt.Sprintf("10.0.0.%d", n)}))
+}
+
+// A template added to a group (by a reload of the config) renders a new
+// file; when the group's reload fails, the new file, checked, stays, and
+// the next pass with nothing changed reloads it, rather than leave the
+// load balancer without it until the next change.
+func TestKeptNewFileIsReloadedByTheNextPass(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, "a\n")
+	b := filepath.Join(g.dir, "b.conf")
+	failed := filepath.Join(g.dir, "failed-once")
+	reload := "if [ ! -e " + failed + " ]; then touch " + failed + "; exit 1; fi; echo reload >> " + g.log
+	writeFile(t, g.dir, "out.conf", "a\n") // installed and loaded before
+	set := newSet(t,
+		TemplateConfig{Source: g.src, Destination: g.dest, ReloadGroup: "lb", Check: "true", Reload: reload},
+		TemplateConfig{Contents: "b\n", Destination: b, ReloadGroup: "lb", Check: "true", Reload: reload})
+	ctx := context.Background()
+	if res := g.r.Pass(ctx, set, snapshot()); res.Worst() == nil || res.Worst().Step != StepReload {
+		t.Fatalf("first pass: %+v; want its reload to fail", res)
+	}
+	if got := contents(b); got != "b\n" {
+		t.Fatalf("the new, checked file holds %q; want it kept", got)
+	}
+	for range 2 {
+		if res := g.r.Pass(ctx, set, snapshot()); res.Failures != nil {
+			t.Fatalf("a pass with nothing changed: %+v", res)
+		}
+	}
+	if n := g.reloads(t); n != 1 {
+		t.Errorf("%d reloads after the failed one; want 1: the kept file reloaded once", n)
+	}
+}
+
+// A reload that failed and whose rollback's reload failed too leaves the
+// installed files to be reloaded by the next pass with nothing changed,
+// held to min_reload_interval like any reload; a change meanwhile is
+// installed and reloads as usual, one reload a pass.
+func TestReloadDueAfterAFailedRollback(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	t.Run("the next pass", func(t *testing.T) {
+		t.Parallel()
+		g := newGroup(t, upstreams)
+		ok := filepath.Join(g.dir, "ok")
+		set := g.set(t, TemplateConfig{Check: "true", Reload: "echo reload >> " + g.log + "; [ -e " + ok + " ]"})
+		writeFile(t, g.dir, "ok", "")
+		if res := g.r.Pass(ctx, set, web(1)); res.Failures != nil {
+			t.Fatalf("first pass: %+v", res)
+		}
+		removeFile(t, ok)
+		// The change's reload fails, and so does the reload of web-1's
+		// file put back.
+		if res := g.r.Pass(ctx, set, web(2)); res.Worst() == nil || res.Worst().Step != StepReload || g.reloads(t) != 3 {
+			t.Fatalf("second pass: %+v, %d reloads; want the reload and the rollback's failed", res, g.reloads(t))
+		}
+		if res := g.r.Pass(ctx, set, web(1)); res.Worst() == nil || res.Worst().Step != StepReload || g.reloads(t) != 4 {
+			t.Fatalf("a pass with nothing changed: %+v, %d reloads; want the installed files reloaded again, and failed", res, g.reloads(t))
+		}
+		writeFile(t, g.dir, "ok", "")
+		for range 2 {
+			if res := g.r.Pass(ctx, set, web(1)); res.Failures != nil || g.reloads(t) != 5 {
+				t.Fatalf("the reload passing: %+v, %d reloads; want one that passes, then none", res, g.reloads(t))
+			}
+		}
+	})
+	t.Run("min_reload_interval", func(t *testing.T) {
+		t.Parallel()
+		g := newGroup(t, upstreams)
+		now := time.Now()
+		g.r.now = func() time.Time { return now }
+		set := g.set(t, TemplateConfig{Check: "true", Reload: "echo reload >> " + g.log + "; exit 1", MinReloadInterval: Duration(time.Hour)})
+		if res := g.r.Pass(ctx, set, web(1)); res.Worst() == nil || res.Worst().Step != StepReload {
+			t.Fatalf("first pass: %+v; want its reload to fail", res)
+		}
+		for range 3 {
+			if res := g.r.Pass(ctx, set, web(1)); res.Failures != nil || !res.RetryAt.Equal(now.Add(time.Hour)) {
+				t.Errorf("a pass within the interval: %+v; want the reload held back to the interval's end", res)
+			}
+		}
+		if n := g.reloads(t); n != 1 {
+			t.Errorf("%d reloads within min_reload_interval; want 1", n)
+		}
+		now = now.Add(2 * time.Hour)
+		// The change's reload, and its rollback's.
+		if res := g.r.Pass(ctx, set, web(2)); res.Worst() == nil || res.Worst().Step != StepReload || g.reloads(t) != 3 {
+			t.Errorf("a change after the interval: %+v, %d reloads; want it installed, reloaded and rolled back", res, g.reloads(t))
+		}
+	})
+}
+
+// While the installed files wait for a reload, a change a runtime API
+// could make reloads instead: the reload makes the installed files live,
+// with the change.
+func TestReloadDueTakesTheChangeThroughAReload(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, _ := installedA(t)
+	s.r.reloadDue = map[string]bool{s.set.Groups[0].Name: true}
+	before := len(lineCount(s.reloads))
+	if res := s.r.Pass(ctx, s.set, snapshot(httpSvc("a", "9001", ""), httpSvc("b", "9002", ""))); len(res.Failures) > 0 || res.Installed != 1 {
+		t.Fatalf("pass: %+v", res)
+	}
+	if n := len(lineCount(s.reloads)); n != before+1 {
+		t.Errorf("%d reloads for the change; want 1, not the runtime API", n-before)
+	}
+	if s.r.reloadDue[s.set.Groups[0].Name] {
+		t.Error("the reload passed, and the group's files are still due one")
+	}
+}
+
+// removeFile removes path.
+func removeFile(t *testing.T, path string) {
+	t.Helper()
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+}
