@@ -100,7 +100,7 @@ func (e *listEnvelope[T]) decodeStream(dec *json.Decoder) error {
 		return err // io.EOF for an empty body; null holds no list
 	}
 	if t != json.Delim('{') {
-		return fmt.Errorf("a list answer is a JSON object, not %v", t)
+		return fmt.Errorf("a list answer is a JSON object, not %s", tokenText(t))
 	}
 	for {
 		t, err := nextToken(dec)
@@ -135,7 +135,7 @@ func (e *listEnvelope[T]) decodeValues(dec *json.Decoder) error {
 		return err
 	}
 	if t != json.Delim('[') {
-		return fmt.Errorf(`"values" is a JSON list, not %v`, t)
+		return fmt.Errorf(`"values" is a JSON list, not %s`, tokenText(t))
 	}
 	limit := e.limit
 	if limit <= 0 {
@@ -157,6 +157,16 @@ func (e *listEnvelope[T]) decodeValues(dec *json.Decoder) error {
 	}
 	e.Values = &values
 	return nil
+}
+
+// tokenText shows a token of an answer in an error: a string Go-quoted
+// and cut (cutText), so that the registry's text is one line of bounded
+// length.
+func tokenText(t json.Token) string {
+	if s, ok := t.(string); ok {
+		return "the string " + strconv.QuoteToASCII(cutText(s))
+	}
+	return fmt.Sprint(t)
 }
 
 // nextToken is dec.Token inside a value, where the input's end is a

@@ -744,3 +744,20 @@ func TestServiceTableTellsKeysApart(t *testing.T) {
 		t.Errorf("a plain key is not shown as it is: %q", seen)
 	}
 }
+
+// A list answer that is a JSON string, or whose values are one, is told
+// in one line of stderr: the registry's string is quoted and cut, and
+// forges no line of svcreg's and drives no terminal.
+func TestImpostorListStringIsOneSafeLine(t *testing.T) {
+	t.Parallel()
+	forged := `"x\nsvcreg services list: ok, nothing wrong\u001b[2J` + strings.Repeat("y", 30000) + `"`
+	for _, body := range []string{forged, `{"values":` + forged + `}`} {
+		srv := impostor(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, body) })
+		var stdout, stderr bytes.Buffer
+		code := Main(context.Background(), []string{"services", "list", "--url", srv.URL, "--username", "x", "--api-key", "k"}, strings.NewReader(""), &stdout, &stderr)
+		srv.Close()
+		if errs := stderr.String(); code != exitError || strings.Count(errs, "\n") != 1 || strings.ContainsAny(errs, "\x1b") || len(errs) > 4096 {
+			t.Errorf("services list of the answer %.60s…: exit %d, stderr %.300q; want exit 1 and one short line", body, code, errs)
+		}
+	}
+}
