@@ -372,6 +372,11 @@ type call struct {
 // headers. The body is always drained and closed, so the connection is
 // reused.
 func (c *Client) do(ctx context.Context, r call, out any) (http.Header, error) {
+	if dotSegment(r.path) {
+		// "services/../configuration/db": a proxy or server that resolves
+		// dot segments would act on another path.
+		return nil, fmt.Errorf("registry: %s %s: an id with a . or .. path segment is not sent (no valid id has one; it would reach another path)", r.method, ShownText(r.path))
+	}
 	var body []byte
 	if r.body != nil {
 		var err error
@@ -635,6 +640,16 @@ func sameHostRedirect(req *http.Request, via []*http.Request) error {
 func closeBody(b io.ReadCloser) {
 	io.Copy(io.Discard, io.LimitReader(b, 256<<10))
 	b.Close()
+}
+
+// dotSegment reports whether path has a "." or ".." segment.
+func dotSegment(path string) bool {
+	for seg := range strings.SplitSeq(path, "/") {
+		if seg == "." || seg == ".." {
+			return true
+		}
+	}
+	return false
 }
 
 // pathEscapeID escapes each "/"-separated segment of id and keeps the

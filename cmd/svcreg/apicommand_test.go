@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -181,5 +182,41 @@ func TestTokenOfAnotherTenantHintsAtTenant(t *testing.T) {
 		if code != exitError || stderr.String() != tc.want {
 			t.Errorf("%v: exit %d, stderr %q; want %q", tc.args, code, stderr.String(), tc.want)
 		}
+	}
+}
+
+// An id with a "." or ".." path segment, which no valid id has, is
+// refused before it is sent: a proxy (nginx) or server that resolves dot
+// segments would take "services delete ../configuration/db" to DELETE
+// /configuration/db.
+func TestDotSegmentIDsAreNotSent(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var sent []string
+	srv := impostor(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		sent = append(sent, r.Method+" "+r.URL.EscapedPath())
+		mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	})
+	defer srv.Close()
+	for _, args := range [][]string{
+		{"services", "delete", "../configuration/db"},
+		{"services", "get", ".."},
+		{"services", "update", "a/./b", "--timeout", "30"},
+		{"config", "delete", "/ns/../../services/web1"},
+		{"config", "get", "../limits"},
+		{"config", "list", ".."},
+	} {
+		var stdout, stderr bytes.Buffer
+		code := Main(context.Background(), append(args, "--url", srv.URL, "--username", "x", "--api-key", "k"), strings.NewReader(""), &stdout, &stderr)
+		if code != exitError || !strings.Contains(stderr.String(), "path segment") {
+			t.Errorf("%q: exit %d, stderr %q; want exit 1 and a refusal of the id", args, code, stderr.String())
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(sent) > 0 {
+		t.Errorf("requests sent for ids with dot segments: %q", sent)
 	}
 }
