@@ -642,8 +642,12 @@ func closeBody(b io.ReadCloser) {
 	b.Close()
 }
 
-// dotSegment reports whether path has a "." or ".." segment.
+// dotSegment reports whether path has a "." or ".." segment, escaped
+// ("..%2F" in a service id) or not: a proxy may resolve either.
 func dotSegment(path string) bool {
+	if p, err := url.PathUnescape(path); err == nil {
+		path = p
+	}
 	for seg := range strings.SplitSeq(path, "/") {
 		if seg == "." || seg == ".." {
 			return true

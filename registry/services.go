@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"net/url"
 	"strings"
 )
 
@@ -71,7 +72,7 @@ func (c *Client) listServicesPage(ctx context.Context, opts ServiceListOptions) 
 // exist.
 func (c *Client) GetService(ctx context.Context, id string) (Service, error) {
 	var s Service
-	_, err := c.do(ctx, call{method: "GET", path: "/services/" + pathEscapeID(id), max: itemAnswer}, &s)
+	_, err := c.do(ctx, call{method: "GET", path: servicePath(id), max: itemAnswer}, &s)
 	if err == nil && !strings.EqualFold(s.ID, id) {
 		err = &notTheItemError{"service", id, s.ID}
 	}
@@ -184,14 +185,19 @@ func (c *Client) UpdateService(ctx context.Context, id string, u ServicePatch) e
 	if u.HeartbeatTimeout != 0 {
 		body["heartbeat_timeout"] = u.HeartbeatTimeout
 	}
-	_, err := c.do(ctx, call{method: "PUT", path: "/services/" + pathEscapeID(id), body: body}, nil)
+	_, err := c.do(ctx, call{method: "PUT", path: servicePath(id), body: body}, nil)
 	return err
 }
+
+// servicePath is the path of a service: its id escaped whole, a slash
+// too, as no service id holds one (the registry then says what is wrong
+// with the id, instead of that it serves no such path).
+func servicePath(id string) string { return "/services/" + url.PathEscape(id) }
 
 // DeleteService removes a service and invalidates its heartbeat token
 // (spec §7.6); ErrNotFound if it does not exist.
 func (c *Client) DeleteService(ctx context.Context, id string) error {
-	_, err := c.do(ctx, call{method: "DELETE", path: "/services/" + pathEscapeID(id)}, nil)
+	_, err := c.do(ctx, call{method: "DELETE", path: servicePath(id)}, nil)
 	return err
 }
 
@@ -202,7 +208,7 @@ func (c *Client) DeleteService(ctx context.Context, id string) error {
 // A Heartbeater does this on a schedule.
 func (c *Client) Heartbeat(ctx context.Context, id, token string) (next string, err error) {
 	var out tokenBody
-	_, err = c.do(ctx, call{method: "POST", path: "/services/" + pathEscapeID(id) + "/heartbeat", body: tokenBody{token}, max: tokenAnswer}, &out)
+	_, err = c.do(ctx, call{method: "POST", path: servicePath(id) + "/heartbeat", body: tokenBody{token}, max: tokenAnswer}, &out)
 	if err == nil && !isToken(out.Token) {
 		out.Token, err = "", errNoToken
 	}

@@ -220,3 +220,18 @@ func TestDotSegmentIDsAreNotSent(t *testing.T) {
 		t.Errorf("requests sent for ids with dot segments: %q", sent)
 	}
 }
+
+// A service id with a slash, which no service id has, gets the
+// registry's answer about the id, not a hint at --url as a path the
+// registry does not serve would.
+func TestServiceIDWithASlashIsTheIDsFault(t *testing.T) {
+	t.Parallel()
+	srv, _ := tailEnv(t, "slash-id")
+	for _, args := range [][]string{{"services", "get", "web/1"}, {"services", "delete", "web/1"}, {"services", "update", "web/1", "--timeout", "30"}} {
+		var stdout, stderr bytes.Buffer
+		code := Main(context.Background(), append(args, "--url", srv.APIURL, "--username", "slash-id", "--api-key", "dev"), strings.NewReader(""), &stdout, &stderr)
+		if errs := stderr.String(); code != exitError || strings.Contains(errs, "--url") || !strings.Contains(errs, "serviceId") {
+			t.Errorf("%q: exit %d, stderr %q; want the registry's word on the id", args, code, errs)
+		}
+	}
+}
