@@ -235,3 +235,25 @@ func TestServiceIDWithASlashIsTheIDsFault(t *testing.T) {
 		}
 	}
 }
+
+// config set KEY - drops the final newline of standard input (LF or
+// CRLF), and nothing else: a value that ends in a carriage return alone
+// keeps it.
+func TestConfigSetFromStdinKeepsALoneCR(t *testing.T) {
+	t.Parallel()
+	srv, c := tailEnv(t, "stdin-cr")
+	for in, want := range map[string]string{"a\r": "a\r", "b\n": "b", "c\r\n": "c", "d\r\r\n": "d\r", "e\n\n": "e\n"} {
+		var stdout, stderr bytes.Buffer
+		key := "cr-" + want[:1]
+		if code := Main(context.Background(), []string{"config", "set", key, "-", "--url", srv.APIURL, "--username", "stdin-cr", "--api-key", "dev"}, strings.NewReader(in), &stdout, &stderr); code != 0 {
+			t.Fatalf("config set %q: exit %d, %s", in, code, stderr.String())
+		}
+		v, err := c.GetConfig(context.Background(), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.Value != want {
+			t.Errorf("config set from standard input %q stored %q, want %q", in, v.Value, want)
+		}
+	}
+}

@@ -106,8 +106,8 @@ With --output json, {"id", "value"}. Exits 1 if there is no such value.`, stdout
 func runConfigSet(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	f := newAPIFlags("config set", "svcreg config set KEY VALUE [flags]", `
 Creates or replaces a configuration value (1..1024 characters). A VALUE
-of "-" reads the value from standard input, without its final newline.
-Prints nothing.
+of "-" reads the value from standard input, without its final newline
+(LF or CRLF). Prints nothing.
 
 `+registry.ConfigIDRules, stdout)
 	pos, err := f.parse(args)
@@ -132,7 +132,10 @@ Prints nothing.
 		if err != nil {
 			return fmt.Errorf("read the value from standard input: %w", err)
 		}
-		value = strings.TrimSuffix(strings.TrimSuffix(string(data), "\n"), "\r")
+		value = string(data)
+		if v, ok := strings.CutSuffix(value, "\n"); ok { // LF or CRLF; a lone CR is the value's
+			value = strings.TrimSuffix(v, "\r")
+		}
 	}
 	ctx, c, done, err := f.connect(ctx)
 	if err != nil {
