@@ -398,9 +398,11 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 			// Nothing left to reload: the files were put back.
 			r.clearPending(g)
 		}
-		if failedApply && !r.NoReload && g.reloads() {
-			// The live state is what the failed apply left: the installed
-			// files are reloaded.
+		due := r.reloadDue[g.Name] && (r.Child == nil || r.Child.running() != nil)
+		if (failedApply || due) && !r.NoReload && g.reloads() {
+			// The live state is what the failed apply left, or files no
+			// reload took since one failed: the installed files are
+			// reloaded (the pass's one reload).
 			if _, err := r.reloadCounted(ctx, g); err != nil {
 				r.Log.Error("reload of the installed files failed", "group", g.Name, "err", err)
 			}
@@ -456,7 +458,9 @@ func (r *Renderer) reloadLeftPending(ctx context.Context, g *Group) *Failure {
 // sooner than min_reload_interval after the last reload (the pass says
 // when to come back). A reload that fails stays due.
 func (r *Renderer) reloadDueFiles(ctx context.Context, g *Group) (installed bool, retryAt time.Time, _ *Failure) {
-	if r.NoReload || !g.reloads() {
+	if r.NoReload || !g.reloads() || r.Child != nil && r.Child.running() == nil {
+		// Nothing to reload; or the --exec command has not started (or
+		// is stopping): it reads the installed files when it starts.
 		delete(r.reloadDue, g.Name)
 		return false, time.Time{}, nil
 	}
@@ -813,12 +817,15 @@ func (r *Renderer) reloadGroup(ctx context.Context, g *Group, files []*file, cha
 		if files == nil { // installed files reloaded again: nothing to restore
 			return &Failure{g.Name, StepReload, err}
 		}
-		err, due := r.rollBack(ctx, g, files, err)
-		if due {
+		err, due, live := r.rollBack(ctx, g, files, err)
+		switch {
+		case due:
 			if r.reloadDue == nil {
 				r.reloadDue = map[string]bool{}
 			}
 			r.reloadDue[g.Name] = true
+		case live:
+			delete(r.reloadDue, g.Name)
 		}
 		return &Failure{g.Name, StepReload, err}
 	}
@@ -862,12 +869,13 @@ func (r *Renderer) reloadCounted(ctx context.Context, g *Group) (skipped string,
 // the failed reload once more, so it is not run. Nor is it when the
 // reload signal was not sent (the command still runs the files put back)
 // or when svcreg is stopping (a stop waits for one reload, not two).
-func (r *Renderer) rollBack(ctx context.Context, g *Group, files []*file, err error) (_ error, due bool) {
+func (r *Renderer) rollBack(ctx context.Context, g *Group, files []*file, err error) (_ error, due, live bool) {
 	rb := r.restore(files, g.check != nil)
 	// The load balancer may not run the installed files (due): new files
 	// were kept, previous ones could not be put back, or the reload of
 	// those put back failed; unless a reload of them passed, or none was
-	// sent (the command runs the files put back, or is not running).
+	// sent (the command runs the files put back, or is not running): then
+	// they are live.
 	due = len(rb.kept) > 0 || len(rb.failed) > 0
 	switch {
 	case len(rb.restored) == 0:
@@ -885,9 +893,9 @@ func (r *Renderer) rollBack(ctx context.Context, g *Group, files []*file, err er
 			r.hideOutput(g, files, "reload", rerr)
 			err, due = fmt.Errorf("%w; restored the previous files, and reloading them failed too: %v", err, rerr), true
 		case skipped != "":
-			err, due = fmt.Errorf("%w; restored the previous files, not reloaded: %s", err, skipped), false
+			err, due, live = fmt.Errorf("%w; restored the previous files, not reloaded: %s", err, skipped), false, len(rb.failed) == 0
 		default:
-			err, due = fmt.Errorf("%w; restored the previous files and reloaded them", err), false
+			err, due, live = fmt.Errorf("%w; restored the previous files and reloaded them", err), false, len(rb.failed) == 0
 		}
 	}
 	if len(rb.removed) > 0 {
@@ -898,14 +906,14 @@ func (r *Renderer) rollBack(ctx context.Context, g *Group, files []*file, err er
 	}
 	switch {
 	case len(rb.kept) > 0 && len(rb.restored)+len(rb.removed)+len(rb.failed) == 0:
-		return fmt.Errorf("%w; kept the new, checked files (%s), which the next pass with nothing to change reloads: there was nothing to restore (a first install: start the load balancer, or use --no-reload)", err, strings.Join(rb.kept, ", ")), due
+		return fmt.Errorf("%w; kept the new, checked files (%s), which the next pass with nothing to change reloads: there was nothing to restore (a first install: start the load balancer, or use --no-reload)", err, strings.Join(rb.kept, ", ")), due, live
 	case len(rb.kept) > 0:
 		err = fmt.Errorf("%w; kept the new, checked files %s", err, strings.Join(rb.kept, ", "))
 	}
 	if len(rb.restored) == 0 {
 		err = fmt.Errorf("%w; no previous file was restored, so the reload was not run again", err)
 	}
-	return err, due
+	return err, due, live
 }
 
 // rolledBack is what restore did, by destination.

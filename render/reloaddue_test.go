@@ -56,19 +56,7 @@ func TestReloadDueAfterAFailedRollback(t *testing.T) {
 	ctx := context.Background()
 	t.Run("the next pass", func(t *testing.T) {
 		t.Parallel()
-		g := newGroup(t, upstreams)
-		ok := filepath.Join(g.dir, "ok")
-		set := g.set(t, TemplateConfig{Check: "true", Reload: "echo reload >> " + g.log + "; [ -e " + ok + " ]"})
-		writeFile(t, g.dir, "ok", "")
-		if res := g.r.Pass(ctx, set, web(1)); res.Failures != nil {
-			t.Fatalf("first pass: %+v", res)
-		}
-		removeFile(t, ok)
-		// The change's reload fails, and so does the reload of web-1's
-		// file put back.
-		if res := g.r.Pass(ctx, set, web(2)); res.Worst() == nil || res.Worst().Step != StepReload || g.reloads(t) != 3 {
-			t.Fatalf("second pass: %+v, %d reloads; want the reload and the rollback's failed", res, g.reloads(t))
-		}
+		g, set := dueAfterAFailedRollback(t, "true", 2)
 		if res := g.r.Pass(ctx, set, web(1)); res.Worst() == nil || res.Worst().Step != StepReload || g.reloads(t) != 4 {
 			t.Fatalf("a pass with nothing changed: %+v, %d reloads; want the installed files reloaded again, and failed", res, g.reloads(t))
 		}
@@ -124,10 +112,124 @@ func TestReloadDueTakesTheChangeThroughAReload(t *testing.T) {
 	}
 }
 
+// dueAfterAFailedRollback makes a group (with check) whose installed
+// files wait for a reload: web-1 installed and reloaded, then web-n's
+// reload failed, and so did the reload of web-1's file put back. The
+// reload passes once the file "ok" is in the group's directory again.
+func dueAfterAFailedRollback(t *testing.T, check string, n int) (*group, *Set) {
+	t.Helper()
+	ctx := context.Background()
+	g := newGroup(t, upstreams)
+	ok := filepath.Join(g.dir, "ok")
+	set := g.set(t, TemplateConfig{Check: check, Reload: "echo reload >> " + g.log + "; [ -e " + ok + " ]"})
+	writeFile(t, g.dir, "ok", "")
+	if res := g.r.Pass(ctx, set, web(1)); res.Failures != nil {
+		t.Fatalf("first pass: %+v", res)
+	}
+	removeFile(t, ok)
+	if res := g.r.Pass(ctx, set, web(n)); res.Worst() == nil || res.Worst().Step != StepReload || g.reloads(t) != 3 {
+		t.Fatalf("second pass: %+v, %d reloads; want the reload and the rollback's failed", res, g.reloads(t))
+	}
+	return g, set
+}
+
 // removeFile removes path.
 func removeFile(t *testing.T, path string) {
 	t.Helper()
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// With --exec and a reload command (not a signal), a first deploy's
+// reload fails until the command runs; the command starts after a pass
+// without a failure, and reads the installed files then: a due reload is
+// not run before it has started. Otherwise no pass would be without a
+// failure, and the command would never start.
+func TestReloadDueWaitsForTheExecCommand(t *testing.T) {
+	dir := t.TempDir()
+	command := CommandLine{"true"}
+	ex := &Exec{Command: command}
+	if err := ex.Prepare(); err != nil {
+		t.Fatal(err)
+	}
+	defer ex.Close()
+	g := newGroup(t, upstreams)
+	set := g.set(t, TemplateConfig{Check: "true", Reload: "echo reload >> " + g.log + "; [ -e " + filepath.Join(dir, "up") + " ]"})
+	g.r.Child = ex
+	ctx := context.Background()
+	if res := g.r.Pass(ctx, set, web(1)); res.Worst() == nil || res.Worst().Step != StepReload {
+		t.Fatalf("first pass: %+v; want its reload to fail", res)
+	}
+	ex.Passed(g.r.Pass(ctx, set, web(1)))
+	select {
+	case <-ex.ready:
+	default:
+		t.Fatalf("no pass without a failure: the command would never start (%d reloads)", g.reloads(t))
+	}
+	if n := g.reloads(t); n != 1 {
+		t.Errorf("%d reloads; want 1: none before the command has started", n)
+	}
+}
+
+// A change whose check fails, while the installed files wait for a
+// reload, reloads them: that pass's one reload. Otherwise a registry
+// that kept producing output that fails the check would keep them from
+// the load balancer. And a rollback's reload that passes takes them too:
+// no reload follows in the next pass with nothing to change.
+func TestReloadDueWithFailingChecksAndRollbacks(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	t.Run("a failing check", func(t *testing.T) {
+		t.Parallel()
+		g, set := dueAfterAFailedRollback(t, "! grep -q 10.0.0.2 {{.Staged}}", 3)
+		writeFile(t, g.dir, "ok", "")
+		if res := g.r.Pass(ctx, set, web(2)); res.Worst() == nil || res.Worst().Step != StepCheck || g.reloads(t) != 4 {
+			t.Fatalf("a change that fails its check: %+v, %d reloads; want the check failed, and the installed files reloaded", res, g.reloads(t))
+		}
+		if res := g.r.Pass(ctx, set, web(1)); res.Failures != nil || g.reloads(t) != 4 {
+			t.Errorf("a pass with nothing changed after: %+v, %d reloads; want no more", res, g.reloads(t))
+		}
+	})
+	t.Run("a rollback that passes", func(t *testing.T) {
+		t.Parallel()
+		g := newGroup(t, upstreams)
+		// Reloads 2, 3 and 4 fail.
+		reload := "echo reload >> " + g.log + `; case $(wc -l < ` + g.log + `) in 2|3|4) exit 1;; esac`
+		set := g.set(t, TemplateConfig{Check: "true", Reload: reload})
+		for i, tc := range []struct {
+			n, reloads int
+			ok         bool
+		}{
+			{1, 1, true},  // installed, reloaded
+			{2, 3, false}, // its reload fails, and the rollback's: due
+			{3, 5, false}, // its reload fails, the rollback's passes
+			{1, 5, true},  // nothing to change, and nothing due
+		} {
+			res := g.r.Pass(ctx, set, web(tc.n))
+			if (res.Failures == nil) != tc.ok || g.reloads(t) != tc.reloads {
+				t.Fatalf("pass %d: %+v, %d reloads; want ok %t, %d reloads", i+1, res, g.reloads(t), tc.ok, tc.reloads)
+			}
+		}
+	})
+}
+
+// A group a reload of the config renames keeps its due reload.
+func TestRenamedGroupKeepsItsDueReload(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	g := newGroup(t, upstreams)
+	ok := filepath.Join(g.dir, "ok")
+	tc := TemplateConfig{Check: "true", Reload: "echo reload >> " + g.log + "; [ -e " + ok + " ]", ReloadGroup: "old"}
+	set := g.set(t, tc)
+	if res := g.r.Pass(ctx, set, web(1)); res.Worst() == nil || res.Worst().Step != StepReload {
+		t.Fatalf("first pass: %+v; want its reload to fail", res)
+	}
+	tc.ReloadGroup = "new"
+	next := g.set(t, tc)
+	g.r.switchSet(set, next)
+	writeFile(t, g.dir, "ok", "")
+	if res := g.r.Pass(ctx, next, web(1)); res.Failures != nil || g.reloads(t) != 2 {
+		t.Errorf("the renamed group's pass with nothing changed: %+v, %d reloads; want the due reload run", res, g.reloads(t))
 	}
 }
