@@ -405,6 +405,7 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 			// reloaded (the pass's one reload).
 			if _, err := r.reloadCounted(ctx, g); err != nil {
 				r.Log.Error("reload of the installed files failed", "group", g.Name, "err", err)
+				r.markDue(g)
 			}
 		}
 		return false, time.Time{}, r.failed(f)
@@ -453,16 +454,35 @@ func (r *Renderer) reloadLeftPending(ctx context.Context, g *Group) *Failure {
 	return nil
 }
 
+// markDue notes that g's installed files may not be live: a reload of
+// them failed.
+func (r *Renderer) markDue(g *Group) {
+	if r.reloadDue == nil {
+		r.reloadDue = map[string]bool{}
+	}
+	r.reloadDue[g.Name] = true
+}
+
 // reloadDueFiles reloads g's installed files, which no reload has taken
 // since one failed (reloadDue), in a pass with nothing to change; not
 // sooner than min_reload_interval after the last reload (the pass says
 // when to come back). A reload that fails stays due.
 func (r *Renderer) reloadDueFiles(ctx context.Context, g *Group) (installed bool, retryAt time.Time, _ *Failure) {
-	if r.NoReload || !g.reloads() || r.Child != nil && r.Child.running() == nil {
-		// Nothing to reload; or the --exec command has not started (or
-		// is stopping): it reads the installed files when it starts.
+	if r.NoReload || !g.reloads() {
 		delete(r.reloadDue, g.Name)
 		return false, time.Time{}, nil
+	}
+	if r.Child != nil && r.Child.running() == nil {
+		if g.ReloadSignal != 0 {
+			// The --exec command has not started (or is stopping): it
+			// reads the installed files when it starts.
+			delete(r.reloadDue, g.Name)
+			return false, time.Time{}, nil
+		}
+		// A load balancer of its own, reloaded by a command: after the
+		// --exec command has started, which waits for a pass without a
+		// failure.
+		return false, r.now().Add(time.Second), nil
 	}
 	if next, held := r.heldBack(g, nil); held {
 		return false, next, nil
@@ -820,10 +840,7 @@ func (r *Renderer) reloadGroup(ctx context.Context, g *Group, files []*file, cha
 		err, due, live := r.rollBack(ctx, g, files, err)
 		switch {
 		case due:
-			if r.reloadDue == nil {
-				r.reloadDue = map[string]bool{}
-			}
-			r.reloadDue[g.Name] = true
+			r.markDue(g)
 		case live:
 			delete(r.reloadDue, g.Name)
 		}

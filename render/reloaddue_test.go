@@ -2,6 +2,7 @@ package render
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -161,7 +162,8 @@ func TestReloadDueWaitsForTheExecCommand(t *testing.T) {
 	if res := g.r.Pass(ctx, set, web(1)); res.Worst() == nil || res.Worst().Step != StepReload {
 		t.Fatalf("first pass: %+v; want its reload to fail", res)
 	}
-	ex.Passed(g.r.Pass(ctx, set, web(1)))
+	res := g.r.Pass(ctx, set, web(1))
+	ex.Passed(res)
 	select {
 	case <-ex.ready:
 	default:
@@ -169,6 +171,35 @@ func TestReloadDueWaitsForTheExecCommand(t *testing.T) {
 	}
 	if n := g.reloads(t); n != 1 {
 		t.Errorf("%d reloads; want 1: none before the command has started", n)
+	}
+	// The group's load balancer is not the command (a reload command,
+	// not a signal): its files are still due, after the command starts.
+	if !g.r.reloadDue[set.Groups[0].Name] || res.RetryAt.IsZero() {
+		t.Errorf("due %t, retry at %v; want the reload still due, and a pass to come", g.r.reloadDue[set.Groups[0].Name], res.RetryAt)
+	}
+}
+
+// A reload after the runtime API's background work failed (Fallback)
+// that fails leaves the installed files due a reload: the next pass with
+// nothing changed reloads them, rather than report the group passed.
+func TestFailedFallbackLeavesTheReloadDue(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	g := newGroup(t, upstreams)
+	ok := filepath.Join(g.dir, "ok")
+	set := g.set(t, TemplateConfig{Check: "true", Reload: "echo reload >> " + g.log + "; [ -e " + ok + " ]"})
+	writeFile(t, g.dir, "ok", "")
+	if res := g.r.Pass(ctx, set, web(1)); res.Failures != nil {
+		t.Fatalf("first pass: %+v", res)
+	}
+	removeFile(t, ok)
+	g.r.runtimes.fail(backgroundFailure{set.Groups[0].Name, g.dest, "haproxy", errors.New("drain failed")})
+	if fs := g.r.Fallback(ctx, set); len(fs) != 1 || g.reloads(t) != 2 {
+		t.Fatalf("Fallback: %v, %d reloads; want its reload failed", fs, g.reloads(t))
+	}
+	writeFile(t, g.dir, "ok", "")
+	if res := g.r.Pass(ctx, set, web(1)); res.Failures != nil || g.reloads(t) != 3 {
+		t.Errorf("the next pass with nothing changed: %+v, %d reloads; want the installed files reloaded", res, g.reloads(t))
 	}
 }
 

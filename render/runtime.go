@@ -269,6 +269,7 @@ func (r *Renderer) Fallback(ctx context.Context, set *Set) []Failure {
 			r.hideOutput(g, nil, "reload", err)
 			f = r.failed(&Failure{g.Name, StepReload, err})
 			failures = append(failures, *f)
+			r.markDue(g) // the live state is not the files'
 		case skipped != "":
 			r.Log.Info("not reloaded: "+skipped, "group", g.Name)
 		default:
