@@ -287,6 +287,9 @@ func (e faultError) Unwrap() error { return e.err }
 // among them that of a call every node of several failed, which names
 // each node with its failure (one node's fault would hide the others).
 func describeFault(err error) error {
+	if errors.As(err, new(faultError)) {
+		return err // described already
+	}
 	if errors.As(err, new(x509.UnknownAuthorityError)) {
 		return fmt.Errorf("%w (if a private CA issued the registry's certificate, give its PEM file with --ca-cert or SVCREG_CA_CERT)", err)
 	}

@@ -225,6 +225,11 @@ func TestEventsTailStopsOnARefusal(t *testing.T) {
 	srv, _ := tailEnv(t, "tail-refused")
 	page := impostor(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "<html>hello</html>") })
 	t.Cleanup(page.Close)
+	gone := impostor(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusGone)
+		io.WriteString(w, `{"type":"markerExpired","code":410,"message":"Marker has expired","details":"Events after this marker were removed by retention."}`)
+	})
+	t.Cleanup(gone.Close)
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -233,6 +238,7 @@ func TestEventsTailStopsOnARefusal(t *testing.T) {
 		{"refused", []string{"--url", srv.APIURL, "--username", "tail-refused", "--password", "wrong"}, "unauthorized"},
 		{"refused, from a marker", []string{"--url", srv.APIURL, "--username", "tail-refused", "--password", "wrong", "--marker", "0c6e9f00-0000-1000-8000-000000000001"}, "unauthorized"},
 		{"not the API", []string{"--url", page.URL, "--username", "x", "--api-key", "k"}, "decode answer"},
+		{"an expired marker", []string{"--url", gone.URL, "--username", "x", "--api-key", "k", "--marker", "0c6e9f00-0000-1000-8000-000000000001"}, "is older than the events the registry keeps: give a newer one, or none to follow from now"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
