@@ -104,7 +104,12 @@ func (l *Loop) Run(ctx context.Context, set *Set) error {
 			}
 			schedule(minTime(now.Add(set.Config.Wait.Min.D()), deadline))
 		case <-l.Renderer.RuntimeFailed():
-			l.Renderer.Fallback(ctx, set)
+			// A fallback reload that fails leaves the files due a
+			// reload: a pass runs it after the backoff, unless a
+			// change's pass comes first.
+			if len(l.Renderer.Fallback(ctx, set)) > 0 && deadline.IsZero() {
+				schedule(time.Now().Add(l.Retry.Next()))
+			}
 		case <-l.Renderer.AheadFailed():
 			// A failed pass, found after it ended: run again on the
 			// same snapshot after the backoff, unless a change's pass

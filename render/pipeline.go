@@ -20,6 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/svcreg/svcreg/internal/retry"
 	"github.com/svcreg/svcreg/watcher"
 )
 
@@ -90,7 +91,10 @@ type Renderer struct {
 	// reloadDue are the groups whose installed files no reload has taken
 	// since a reload of them failed (see rollBack): a pass with nothing
 	// to change reloads them.
-	reloadDue    map[string]bool
+	reloadDue map[string]bool
+	// execWait spaces the passes that wait for the --exec command to
+	// start before a due reload (reloadDueFiles).
+	execWait     retry.Backoff
 	splayDelay   func(max time.Duration) time.Duration
 	runtimes     runtimes
 	hadFile      destinations
@@ -146,7 +150,8 @@ func NewRenderer(log *slog.Logger, m *Metrics, h *Health) *Renderer {
 	if h == nil {
 		h = NewHealth()
 	}
-	return &Renderer{Log: log, Metrics: m, Health: h, DryOut: os.Stdout, now: time.Now, lastReload: map[string]time.Time{}, runtimes: newRuntimes()}
+	return &Renderer{Log: log, Metrics: m, Health: h, DryOut: os.Stdout, now: time.Now, lastReload: map[string]time.Time{}, runtimes: newRuntimes(),
+		execWait: retry.Backoff{Min: time.Second, Max: time.Minute}}
 }
 
 // switchSet carries what the Renderer keeps by group over from old to
@@ -481,9 +486,11 @@ func (r *Renderer) reloadDueFiles(ctx context.Context, g *Group) (installed bool
 		}
 		// A load balancer of its own, reloaded by a command: after the
 		// --exec command has started, which waits for a pass without a
-		// failure.
-		return false, r.now().Add(time.Second), nil
+		// failure; looked for again at a backoff (1 s to 1 min), so
+		// that another group's failures do not make a pass a second.
+		return false, r.now().Add(r.execWait.Next()), nil
 	}
+	r.execWait.Reset()
 	if next, held := r.heldBack(g, nil); held {
 		return false, next, nil
 	}

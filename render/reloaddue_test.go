@@ -264,3 +264,48 @@ func TestRenamedGroupKeepsItsDueReload(t *testing.T) {
 		t.Errorf("the renamed group's pass with nothing changed: %+v, %d reloads; want the due reload run", res, g.reloads(t))
 	}
 }
+
+// The daemon's loop runs the reload a failed fallback reload left due:
+// a pass after the backoff, with no change to bring it. Before, nothing
+// came until the registry changed.
+func TestFailedFallbackIsRetriedByTheLoop(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, upstreams)
+	ok := filepath.Join(g.dir, "ok")
+	set := g.set(t, TemplateConfig{Check: "true", Reload: "echo reload >> " + g.log + "; [ -e " + ok + " ]"})
+	writeFile(t, g.dir, "ok", "")
+	src, _ := startLoop(t, g, set)
+	src.Put(web(1))
+	waitFor(t, "the first install's reload", func() bool { return g.reloads(t) == 1 })
+	removeFile(t, ok)
+	g.r.runtimes.fail(backgroundFailure{set.Groups[0].Name, g.dest, "haproxy", errors.New("drain failed")})
+	waitFor(t, "the fallback's reload", func() bool { return g.reloads(t) == 2 })
+	writeFile(t, g.dir, "ok", "")
+	waitFor(t, "the due reload", func() bool { return g.reloads(t) == 3 })
+}
+
+// While a due reload waits for the --exec command to start, the passes
+// that look for it come at a backoff, not every second.
+func TestReloadDueWaitsForTheExecCommandAtABackoff(t *testing.T) {
+	ex := &Exec{Command: CommandLine{"true"}}
+	if err := ex.Prepare(); err != nil {
+		t.Fatal(err)
+	}
+	defer ex.Close()
+	g := newGroup(t, upstreams)
+	now := time.Now()
+	g.r.now = func() time.Time { return now }
+	set := g.set(t, TemplateConfig{Check: "true", Reload: "echo reload >> " + g.log + "; exit 1"})
+	g.r.Child = ex
+	if res := g.r.Pass(context.Background(), set, web(1)); res.Worst() == nil {
+		t.Fatalf("first pass: %+v; want its reload to fail", res)
+	}
+	var waits []time.Duration
+	for range 5 {
+		res := g.r.Pass(context.Background(), set, web(1))
+		waits = append(waits, res.RetryAt.Sub(now))
+	}
+	if waits[4] < 8*time.Second {
+		t.Errorf("the passes waiting for the command come after %v; want them backing off", waits)
+	}
+}
