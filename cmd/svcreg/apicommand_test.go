@@ -256,4 +256,11 @@ func TestConfigSetFromStdinKeepsALoneCR(t *testing.T) {
 			t.Errorf("config set from standard input %q stored %q, want %q", in, v.Value, want)
 		}
 	}
+	// A value over what is read is refused whole, saying so; before, it
+	// was cut, and the registry refused what was left.
+	var stdout, stderr bytes.Buffer
+	in := strings.NewReader(strings.Repeat("x", 100<<10))
+	if code := Main(context.Background(), []string{"config", "set", "big", "-", "--url", srv.APIURL, "--username", "stdin-cr", "--api-key", "dev"}, in, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), "the value on standard input is over 64 KiB") {
+		t.Errorf("config set of 100 KiB from standard input: exit %d, %s", code, stderr.String())
+	}
 }

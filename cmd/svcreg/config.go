@@ -107,7 +107,8 @@ func runConfigSet(ctx context.Context, args []string, stdin io.Reader, stdout, s
 	f := newAPIFlags("config set", "svcreg config set KEY VALUE [flags]", `
 Creates or replaces a configuration value (1..1024 characters). A VALUE
 of "-" reads the value from standard input, without its final newline
-(LF or CRLF). Prints nothing.
+(LF or CRLF); over 64 KiB there, it is refused before anything is sent.
+Prints nothing.
 
 `+registry.ConfigIDRules, stdout)
 	pos, err := f.parse(args)
@@ -128,9 +129,12 @@ of "-" reads the value from standard input, without its final newline
 		return usagef("%s", err)
 	}
 	if value == "-" {
-		data, err := io.ReadAll(io.LimitReader(stdin, 64<<10))
+		data, err := io.ReadAll(io.LimitReader(stdin, maxStdinValue+1))
 		if err != nil {
 			return fmt.Errorf("read the value from standard input: %w", err)
+		}
+		if len(data) > maxStdinValue {
+			return usagef("the value on standard input is over %d KiB: a configuration value is 1 to 1024 characters", maxStdinValue>>10)
 		}
 		value = string(data)
 		if v, ok := strings.CutSuffix(value, "\n"); ok { // LF or CRLF; a lone CR is the value's
@@ -160,3 +164,9 @@ such value.`, stdout)
 	defer done()
 	return c.DeleteConfig(ctx, key)
 }
+
+// maxStdinValue is the most config set reads of a value on standard
+// input: far over what the registry takes (1024 characters), so that a
+// longer one is the registry's to refuse, and a file given by mistake is
+// not read whole.
+const maxStdinValue = 64 << 10
