@@ -264,3 +264,14 @@ func TestConfigSetFromStdinKeepsALoneCR(t *testing.T) {
 		t.Errorf("config set of 100 KiB from standard input: exit %d, %s", code, stderr.String())
 	}
 }
+
+// A namespace without its leading / holds no key: config list refuses
+// it, saying what to give; before, it printed an empty list.
+func TestConfigListNamespaceWithoutItsSlash(t *testing.T) {
+	t.Parallel()
+	srv, _ := tailEnv(t, "ns-slash")
+	var stdout, stderr bytes.Buffer
+	if code := Main(context.Background(), []string{"config", "list", "cfg-1", "--url", srv.APIURL, "--username", "ns-slash", "--api-key", "dev"}, nil, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), "give /cfg-1") {
+		t.Errorf("config list of a namespace without its /: exit %d, %s%s", code, stdout.String(), stderr.String())
+	}
+}

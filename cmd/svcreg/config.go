@@ -28,10 +28,10 @@ func runConfig(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 func runConfigList(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	f := newAPIFlags("config list", "svcreg config list [NAMESPACE] [flags]", `
 Lists every configuration value, ordered by key (all pages), or those
-under NAMESPACE, e.g. /production/cassandra. The registry matches the
-namespace as a plain prefix, so /production/cassandra also holds
-/production/cassandra2/x. With --output json, a JSON array of
-{"id", "value"} objects.`, stdout)
+under NAMESPACE, which starts with /, e.g. /production/cassandra. The
+registry matches the namespace as a plain prefix, so
+/production/cassandra also holds /production/cassandra2/x. With
+--output json, a JSON array of {"id", "value"} objects.`, stdout)
 	pos, err := f.parse(args)
 	if err != nil {
 		return err
@@ -41,6 +41,11 @@ namespace as a plain prefix, so /production/cassandra also holds
 	}
 	var opts registry.ConfigListOptions
 	if len(pos) == 1 {
+		if !strings.HasPrefix(pos[0], "/") {
+			// No key is under one: the list would be empty, and say
+			// nothing of why.
+			return usagef("the namespace %s does not start with /: give /%s", printable.Inline(pos[0]), printable.Inline(pos[0]))
+		}
 		opts.Namespace = pos[0]
 	}
 	ctx, c, done, err := f.connect(ctx)
