@@ -206,7 +206,7 @@ func TestDotSegmentIDsAreNotSent(t *testing.T) {
 		{"services", "update", "a/./b", "--timeout", "30"},
 		{"config", "delete", "/ns/../../services/web1"},
 		{"config", "get", "../limits"},
-		{"config", "list", ".."},
+		{"config", "list", "/ns/.."},
 	} {
 		var stdout, stderr bytes.Buffer
 		code := Main(context.Background(), append(args, "--url", srv.URL, "--username", "x", "--api-key", "k"), strings.NewReader(""), &stdout, &stderr)
