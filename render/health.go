@@ -181,14 +181,7 @@ func (h *Health) loaded(why string, err error, at time.Time) {
 func (h *Health) keep(set *Set) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	templates := map[string]map[string]bool{}
-	for _, g := range set.Groups {
-		names := map[string]bool{}
-		for _, t := range g.Templates {
-			names[t.Name()] = true
-		}
-		templates[g.Name] = names
-	}
+	templates := set.templatesBy((*Template).Name)
 	for name, g := range h.groups {
 		names, ok := templates[name]
 		if !ok {

@@ -142,14 +142,7 @@ func (s *Status) keep(set *Set) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	dests := map[string]map[string]bool{}
-	for _, g := range set.Groups {
-		d := map[string]bool{}
-		for _, t := range g.Templates {
-			d[t.Destination] = true
-		}
-		dests[g.Name] = d
-	}
+	dests := set.templatesBy(func(t *Template) string { return t.Destination })
 	s.order = slices.DeleteFunc(s.order, func(name string) bool {
 		d, ok := dests[name]
 		if !ok {

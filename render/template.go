@@ -251,3 +251,17 @@ func stagedName(dest string) string { return besideName(dest, "staged") }
 func besideName(dest, kind string) string {
 	return filepath.Join(filepath.Dir(dest), "."+filepath.Base(dest)+".svcreg-"+kind)
 }
+
+// templatesBy is, by group name, the set of key of each of the group's
+// templates.
+func (s *Set) templatesBy(key func(*Template) string) map[string]map[string]bool {
+	groups := make(map[string]map[string]bool, len(s.Groups))
+	for _, g := range s.Groups {
+		keys := make(map[string]bool, len(g.Templates))
+		for _, t := range g.Templates {
+			keys[key(t)] = true
+		}
+		groups[g.Name] = keys
+	}
+	return groups
+}
