@@ -460,6 +460,10 @@ func (e *Exec) started() bool {
 
 // running is closed when the command exits; nil when it has not started
 // or is being stopped (a reload does not signal it then).
+// waiting reports whether there is an --exec command that is not
+// running: not started yet, or stopping.
+func (e *Exec) waiting() bool { return e != nil && e.running() == nil }
+
 func (e *Exec) running() <-chan struct{} {
 	if e == nil {
 		return nil

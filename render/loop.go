@@ -64,6 +64,14 @@ func (l *Loop) Run(ctx context.Context, set *Set) error {
 	defer l.Renderer.runtimes.wg.Wait()
 	defer cancel()
 	schedule := func(at time.Time) { timer.Reset(time.Until(at)) }
+	// retrySoon runs a pass on the same snapshot after the backoff, for a
+	// failure found after its pass ended, unless a change's pass comes
+	// first.
+	retrySoon := func() {
+		if deadline.IsZero() {
+			schedule(time.Now().Add(l.Retry.Next()))
+		}
+	}
 	pass := func() {
 		deadline = time.Time{}
 		res := l.Renderer.Pass(ctx, set, snap)
@@ -105,18 +113,12 @@ func (l *Loop) Run(ctx context.Context, set *Set) error {
 			schedule(minTime(now.Add(set.Config.Wait.Min.D()), deadline))
 		case <-l.Renderer.RuntimeFailed():
 			// A fallback reload that fails leaves the files due a
-			// reload: a pass runs it after the backoff, unless a
-			// change's pass comes first.
-			if len(l.Renderer.Fallback(ctx, set)) > 0 && deadline.IsZero() {
-				schedule(time.Now().Add(l.Retry.Next()))
+			// reload, which a pass runs.
+			if len(l.Renderer.Fallback(ctx, set)) > 0 {
+				retrySoon()
 			}
 		case <-l.Renderer.AheadFailed():
-			// A failed pass, found after it ended: run again on the
-			// same snapshot after the backoff, unless a change's pass
-			// comes first.
-			if deadline.IsZero() {
-				schedule(time.Now().Add(l.Retry.Next()))
-			}
+			retrySoon() // a failed pass, found after it ended
 		case next := <-l.Sets:
 			// The new set renders on the installed files: the checks of
 			// the files applied ahead of them finish first.

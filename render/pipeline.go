@@ -150,7 +150,7 @@ func NewRenderer(log *slog.Logger, m *Metrics, h *Health) *Renderer {
 	if h == nil {
 		h = NewHealth()
 	}
-	return &Renderer{Log: log, Metrics: m, Health: h, DryOut: os.Stdout, now: time.Now, lastReload: map[string]time.Time{}, runtimes: newRuntimes(),
+	return &Renderer{Log: log, Metrics: m, Health: h, DryOut: os.Stdout, now: time.Now, lastReload: map[string]time.Time{}, reloadDue: map[string]bool{}, runtimes: newRuntimes(),
 		execWait: retry.Backoff{Min: time.Second, Max: time.Minute}}
 }
 
@@ -310,8 +310,9 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 	r.saveSpellings(g.Templates)
 	if !slices.ContainsFunc(files, func(f *file) bool { return f.changed }) {
 		ah.checkFirst = false // nothing left of the change that failed
-		if r.reloadDue[g.Name] && !r.Dry && ah.applied == nil {
-			return r.reloadDueFiles(ctx, g)
+		if r.due(g) && ah.applied == nil {
+			retryAt, f := r.reloadDueFiles(ctx, g)
+			return false, retryAt, f
 		}
 		r.reconcileRuntime(ctx, g, files)
 		return false, time.Time{}, nil
@@ -320,7 +321,7 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 	// the check: the new servers take requests at once, and a failed
 	// check or install reverts the live state to the installed file.
 	rt := r.planRuntime(g, files)
-	if r.reloadDue[g.Name] && !r.Dry {
+	if r.due(g) {
 		// The installed files are not live: a reload makes them so,
 		// with the change.
 		rt = nil
@@ -403,8 +404,7 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 			// Nothing left to reload: the files were put back.
 			r.clearPending(g)
 		}
-		due := r.reloadDue[g.Name] && (r.Child == nil || r.Child.running() != nil)
-		if (failedApply || due) && !r.NoReload && g.reloads() {
+		if (failedApply || r.due(g) && !r.Child.waiting()) && !r.NoReload && g.reloads() {
 			// The live state is what the failed apply left, or files no
 			// reload took since one failed: the installed files are
 			// reloaded (the pass's one reload).
@@ -451,54 +451,58 @@ func (r *Renderer) reloadLeftPending(ctx context.Context, g *Group) *Failure {
 		r.clearPending(g)
 		return nil
 	}
-	r.Log.Warn("the files were installed but their reload did not end before svcreg stopped (a crash?): reloading them", "group", g.Name)
-	if f := r.reloadGroup(ctx, g, nil, time.Time{}); f != nil {
-		return r.failed(f)
+	if f := r.reloadInstalled(ctx, g, "the files were installed but their reload did not end before svcreg stopped (a crash?): reloading them"); f != nil {
+		return f
 	}
 	r.clearPending(g)
 	return nil
 }
 
+// reloadInstalled reloads g's installed files, saying why (msg), as
+// nothing to restore; it returns the failure, reported.
+func (r *Renderer) reloadInstalled(ctx context.Context, g *Group, msg string) *Failure {
+	r.Log.Warn(msg, "group", g.Name)
+	if f := r.reloadGroup(ctx, g, nil, time.Time{}); f != nil {
+		return r.failed(f)
+	}
+	return nil
+}
+
+// due reports whether g's installed files wait for a reload (reloadDue);
+// never in a dry run, which reloads nothing.
+func (r *Renderer) due(g *Group) bool { return r.reloadDue[g.Name] && !r.Dry }
+
 // markDue notes that g's installed files may not be live: a reload of
 // them failed.
-func (r *Renderer) markDue(g *Group) {
-	if r.reloadDue == nil {
-		r.reloadDue = map[string]bool{}
-	}
-	r.reloadDue[g.Name] = true
-}
+func (r *Renderer) markDue(g *Group) { r.reloadDue[g.Name] = true }
 
 // reloadDueFiles reloads g's installed files, which no reload has taken
 // since one failed (reloadDue), in a pass with nothing to change; not
 // sooner than min_reload_interval after the last reload (the pass says
 // when to come back). A reload that fails stays due.
-func (r *Renderer) reloadDueFiles(ctx context.Context, g *Group) (installed bool, retryAt time.Time, _ *Failure) {
+func (r *Renderer) reloadDueFiles(ctx context.Context, g *Group) (retryAt time.Time, _ *Failure) {
 	if r.NoReload || !g.reloads() {
 		delete(r.reloadDue, g.Name)
-		return false, time.Time{}, nil
+		return time.Time{}, nil
 	}
-	if r.Child != nil && r.Child.running() == nil {
+	if r.Child.waiting() {
 		if g.ReloadSignal != 0 {
 			// The --exec command has not started (or is stopping): it
 			// reads the installed files when it starts.
 			delete(r.reloadDue, g.Name)
-			return false, time.Time{}, nil
+			return time.Time{}, nil
 		}
 		// A load balancer of its own, reloaded by a command: after the
 		// --exec command has started, which waits for a pass without a
 		// failure; looked for again at a backoff (1 s to 1 min), so
 		// that another group's failures do not make a pass a second.
-		return false, r.now().Add(r.execWait.Next()), nil
+		return r.now().Add(r.execWait.Next()), nil
 	}
 	r.execWait.Reset()
 	if next, held := r.heldBack(g, nil); held {
-		return false, next, nil
+		return next, nil
 	}
-	r.Log.Warn("the installed files were not taken by a reload since one failed: reloading them", "group", g.Name)
-	if f := r.reloadGroup(ctx, g, nil, time.Time{}); f != nil {
-		return false, time.Time{}, r.failed(f)
-	}
-	return false, time.Time{}, nil
+	return time.Time{}, r.reloadInstalled(ctx, g, "the installed files were not taken by a reload since one failed: reloading them")
 }
 
 // observeSince records the time since the watcher applied a change (at;
@@ -844,14 +848,7 @@ func (r *Renderer) reloadGroup(ctx context.Context, g *Group, files []*file, cha
 		if files == nil { // installed files reloaded again: nothing to restore
 			return &Failure{g.Name, StepReload, err}
 		}
-		err, due, live := r.rollBack(ctx, g, files, err)
-		switch {
-		case due:
-			r.markDue(g)
-		case live:
-			delete(r.reloadDue, g.Name)
-		}
-		return &Failure{g.Name, StepReload, err}
+		return &Failure{g.Name, StepReload, r.rollBack(ctx, g, files, err)}
 	}
 	if skipped != "" {
 		r.Log.Info("not reloaded: "+skipped, "group", g.Name)
@@ -893,14 +890,22 @@ func (r *Renderer) reloadCounted(ctx context.Context, g *Group) (skipped string,
 // the failed reload once more, so it is not run. Nor is it when the
 // reload signal was not sent (the command still runs the files put back)
 // or when svcreg is stopping (a stop waits for one reload, not two).
-func (r *Renderer) rollBack(ctx context.Context, g *Group, files []*file, err error) (_ error, due, live bool) {
+func (r *Renderer) rollBack(ctx context.Context, g *Group, files []*file, err error) error {
 	rb := r.restore(files, g.check != nil)
 	// The load balancer may not run the installed files (due): new files
 	// were kept, previous ones could not be put back, or the reload of
 	// those put back failed; unless a reload of them passed, or none was
 	// sent (the command runs the files put back, or is not running): then
 	// they are live.
-	due = len(rb.kept) > 0 || len(rb.failed) > 0
+	due, live := len(rb.kept) > 0 || len(rb.failed) > 0, false
+	defer func() {
+		switch {
+		case due:
+			r.markDue(g)
+		case live:
+			delete(r.reloadDue, g.Name)
+		}
+	}()
 	switch {
 	case len(rb.restored) == 0:
 	case errors.Is(err, errSignalNotHandled):
@@ -930,14 +935,14 @@ func (r *Renderer) rollBack(ctx context.Context, g *Group, files []*file, err er
 	}
 	switch {
 	case len(rb.kept) > 0 && len(rb.restored)+len(rb.removed)+len(rb.failed) == 0:
-		return fmt.Errorf("%w; kept the new, checked files (%s), which the next pass with nothing to change reloads: there was nothing to restore (a first install: start the load balancer, or use --no-reload)", err, strings.Join(rb.kept, ", ")), due, live
+		return fmt.Errorf("%w; kept the new, checked files (%s), which the next pass with nothing to change reloads: there was nothing to restore (a first install: start the load balancer, or use --no-reload)", err, strings.Join(rb.kept, ", "))
 	case len(rb.kept) > 0:
 		err = fmt.Errorf("%w; kept the new, checked files %s", err, strings.Join(rb.kept, ", "))
 	}
 	if len(rb.restored) == 0 {
 		err = fmt.Errorf("%w; no previous file was restored, so the reload was not run again", err)
 	}
-	return err, due, live
+	return err
 }
 
 // rolledBack is what restore did, by destination.
