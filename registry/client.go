@@ -645,6 +645,9 @@ func closeBody(b io.ReadCloser) {
 // dotSegment reports whether path has a "." or ".." segment, escaped
 // ("..%2F" in a service id) or not: a proxy may resolve either.
 func dotSegment(path string) bool {
+	if !strings.Contains(path, ".") {
+		return false // every call's path: most have no dot
+	}
 	if p, err := url.PathUnescape(path); err == nil {
 		path = p
 	}
