@@ -203,16 +203,16 @@ func (h *Heartbeater) run(ctx context.Context) {
 			if !givenUp.IsZero() {
 				counted, givenUp = givenUp, time.Time{}
 			}
-		case gaveUp:
-			attemptTimeout = min(2*attemptTimeout, most)
+		case gaveUp || errors.Is(err, ErrOutcomeUnknown):
+			// Given up, or sent with no answer (a connection that broke,
+			// or with several URLs a node's own time that ran out before
+			// this attempt's): the registry may have taken it.
+			if gaveUp {
+				attemptTimeout = min(2*attemptTimeout, most)
+			}
 			if givenUp.IsZero() {
 				givenUp = sent
 			}
-		case errors.Is(err, ErrOutcomeUnknown) && givenUp.IsZero():
-			// Sent, and no answer: a connection that broke, or a
-			// node's own time that ran out (with several URLs) before
-			// this attempt's. The registry may have taken it too.
-			givenUp = sent
 		}
 		var wait time.Duration
 		h.mu.Lock()
