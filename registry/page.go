@@ -159,12 +159,11 @@ func (e *listEnvelope[T]) decodeValues(dec *json.Decoder) error {
 	return nil
 }
 
-// tokenText shows a token of an answer in an error: a string Go-quoted
-// and cut (cutText), so that the registry's text is one line of bounded
-// length.
+// tokenText shows a token of an answer in an error: a string as
+// ShownText shows it, one line of bounded length.
 func tokenText(t json.Token) string {
 	if s, ok := t.(string); ok {
-		return "the string " + strconv.QuoteToASCII(cutText(s))
+		return "the string " + ShownText(s)
 	}
 	return fmt.Sprint(t)
 }
