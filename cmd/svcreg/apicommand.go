@@ -287,9 +287,6 @@ func (e faultError) Unwrap() error { return e.err }
 // among them that of a call every node of several failed, which names
 // each node with its failure (one node's fault would hide the others).
 func describeFault(err error) error {
-	if errors.As(err, new(faultError)) {
-		return err // described already
-	}
 	if errors.As(err, new(x509.UnknownAuthorityError)) {
 		return fmt.Errorf("%w (if a private CA issued the registry's certificate, give its PEM file with --ca-cert or SVCREG_CA_CERT)", err)
 	}
@@ -349,6 +346,10 @@ func describeFault(err error) error {
 	}
 	if errors.Is(err, registry.ErrOutcomeUnknown) {
 		msg += "; " + mayHaveBeenMade
+	}
+	if errors.Is(err, registry.ErrMarkerExpired) {
+		// The registry's own words are for the API's users.
+		msg += " (--marker is older than the events the registry keeps: give a newer one, or none to follow from now)"
 	}
 	return faultError{msg: msg, err: err}
 }

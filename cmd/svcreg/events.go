@@ -150,7 +150,7 @@ as the API ends it, with exit status 1. With --output json, one JSON object per 
 	defer refused(nil)
 	onError := func(err error, retryIn time.Duration) {
 		if !registryDown(err) {
-			refused(tailRefused{expiredMarker(err, *marker)})
+			refused(tailRefused{err})
 			return
 		}
 		fmt.Fprintf(stderr, "svcreg events tail: %s; retrying in %s\n", printable.Text(describeFault(err).Error()), retryIn.Round(time.Millisecond))
@@ -204,7 +204,7 @@ as the API ends it, with exit status 1. With --output json, one JSON object per 
 			if ctx.Err() != nil {
 				return ended() // interrupted, or refused
 			}
-			return expiredMarker(err, *marker)
+			return err
 		}
 		line := eventLine(ev)
 		if f.json() {
@@ -219,15 +219,6 @@ as the API ends it, with exit status 1. With --output json, one JSON object per 
 		}
 	}
 	return nil
-}
-
-// expiredMarker is err, told what to do if it is the registry's 410 for
-// --marker: the registry's own words are for the API's users.
-func expiredMarker(err error, marker string) error {
-	if marker == "" || !errors.Is(err, registry.ErrMarkerExpired) {
-		return err
-	}
-	return faultError{msg: describeFault(err).Error() + " (--marker " + printable.Inline(marker) + " is older than the events the registry keeps: give a newer one, or none to follow from now)", err: err}
 }
 
 // tailQuietNotice is how long a tail from now waits for its first answer
