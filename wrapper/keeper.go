@@ -232,8 +232,7 @@ func (k *keeper) run(ctx context.Context) {
 			// Answered that an old instance holds the id: waited out,
 			// as long as reading its timeout takes too.
 			OnConflict: func() { holder.Store(true) },
-			OnTaken: func(until time.Time) {
-				holder.Store(true)
+			OnTaken: func(until time.Time) { // after OnConflict
 				taken = true
 				// A create that got no answer before may have failed the
 				// same way: the id is not known to be ours, and deleting
