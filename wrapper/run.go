@@ -255,26 +255,26 @@ func (s *supervisor) stopLeftovers(hurry <-chan struct{}) <-chan struct{} {
 		return done
 	}
 	if s.cfg.KeepLeftovers {
-		s.log.Warn("the command left processes running: they are not registered, and run on after the wrapper (--keep-leftovers)", "count", len(pids), "pids", pids[:min(len(pids), 20)])
+		s.log.Warn("the command left processes running: they are not registered, and run on after the wrapper (--keep-leftovers)", "count", len(pids), "pids", supervise.FirstPids(pids))
 		close(done)
 		return done
 	}
-	s.log.Warn("the command left processes running: stopping them (SIGTERM, then SIGKILL after --grace-period; a script should exec its program)", "count", len(pids), "pids", pids[:min(len(pids), 20)], "grace_period", s.cfg.GracePeriod)
+	s.log.Warn("the command left processes running: stopping them (SIGTERM, then SIGKILL after --grace-period; a script should exec its program)", "count", len(pids), "pids", supervise.FirstPids(pids), "grace_period", s.cfg.GracePeriod)
 	go func() {
 		defer close(done)
-		stopped, killed, err := supervise.StopLeftovers(s.cfg.GracePeriod, leftoverKillWait, hurry)
-		if len(killed) > 0 {
-			s.log.Warn("leftover processes did not end on SIGTERM: killed them (SIGKILL)", "count", len(killed), "pids", killed[:min(len(killed), 20)])
+		st := supervise.StopLeftovers(s.cfg.GracePeriod, leftoverKillWait, hurry)
+		if len(st.Killed) > 0 {
+			s.log.Warn("leftover processes did not end on SIGTERM: killed them (SIGKILL)", "count", len(st.Killed), "pids", supervise.FirstPids(st.Killed))
 		}
-		if rest := supervise.Leftovers(); len(rest) > 0 {
-			if err != nil {
-				s.log.Error("cannot stop the leftover processes; leaving them", "count", len(rest), "pids", rest[:min(len(rest), 20)], "err", err)
-			} else {
-				s.log.Error("leftover processes still run after SIGKILL (in uninterruptible sleep?); leaving them", "count", len(rest), "pids", rest[:min(len(rest), 20)])
-			}
+		switch {
+		case len(st.Left) > 0 && st.Err != nil:
+			s.log.Error("cannot stop the leftover processes; leaving them", "count", len(st.Left), "pids", supervise.FirstPids(st.Left), "err", st.Err)
+			return
+		case len(st.Left) > 0:
+			s.log.Error("leftover processes still run after SIGKILL (in uninterruptible sleep?); leaving them", "count", len(st.Left), "pids", supervise.FirstPids(st.Left))
 			return
 		}
-		s.log.Info("leftover processes stopped", "count", stopped)
+		s.log.Info("leftover processes stopped", "count", st.Signalled)
 	}()
 	return done
 }

@@ -99,38 +99,37 @@ func leftover(pid, self int) bool {
 // children come to the program as it ends), then, for those still
 // running after grace or once hurry is closed, SIGKILL, again until none
 // is left or killWait has passed. It looks for them every 20 ms at first,
-// every 250 ms at most. It returns how many processes it signalled, the
-// pids it killed, and the first error a signal met (one that was not
-// sent: the process may run on).
-func StopLeftovers(grace, killWait time.Duration, hurry <-chan struct{}) (stopped int, killed []int, _ error) {
+// every 250 ms at most.
+func StopLeftovers(grace, killWait time.Duration, hurry <-chan struct{}) Stopped {
 	self := os.Getpid()
-	sent := map[int]bool{}
-	var firstErr error
+	var st Stopped
+	reached := map[int]bool{} // by pid tried: whether a signal reached it
 	send := func(pid int, sig unix.Signal) bool {
 		ok, err := signalLeftover(pid, self, sig)
-		if err != nil && firstErr == nil {
-			firstErr = err
+		if err != nil && st.Err == nil {
+			st.Err = err
 		}
-		if ok {
-			sent[pid] = true
-		}
+		reached[pid] = reached[pid] || ok
 		return ok
 	}
+	defer func() {
+		for _, ok := range reached {
+			if ok {
+				st.Signalled++
+			}
+		}
+	}()
 	timer := time.NewTimer(grace)
 	defer timer.Stop()
 	bo := retry.Backoff{Min: 20 * time.Millisecond, Max: 250 * time.Millisecond}
-	termed := map[int]bool{}
 	for waiting := true; waiting; {
 		pids := Leftovers()
 		if len(pids) == 0 {
-			return len(sent), nil, firstErr
+			return st
 		}
 		for _, pid := range pids {
-			if !termed[pid] {
-				termed[pid] = true
-				if send(pid, unix.SIGTERM) {
-					send(pid, unix.SIGCONT)
-				}
+			if _, tried := reached[pid]; !tried && send(pid, unix.SIGTERM) {
+				send(pid, unix.SIGCONT)
 			}
 		}
 		select {
@@ -146,11 +145,12 @@ func StopLeftovers(grace, killWait time.Duration, hurry <-chan struct{}) (stoppe
 	for {
 		pids := Leftovers()
 		if len(pids) == 0 || !time.Now().Before(end) {
-			return len(sent), killed, firstErr
+			st.Left = pids
+			return st
 		}
 		for _, pid := range pids {
-			if !slices.Contains(killed, pid) && send(pid, unix.SIGKILL) {
-				killed = append(killed, pid)
+			if !slices.Contains(st.Killed, pid) && send(pid, unix.SIGKILL) {
+				st.Killed = append(st.Killed, pid)
 			}
 		}
 		time.Sleep(bo.Next())

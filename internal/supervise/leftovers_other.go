@@ -9,6 +9,4 @@ import "time"
 func Leftovers() []int { return nil }
 
 // StopLeftovers has none to stop.
-func StopLeftovers(grace, killWait time.Duration, hurry <-chan struct{}) (stopped int, killed []int, _ error) {
-	return 0, nil, nil
-}
+func StopLeftovers(grace, killWait time.Duration, hurry <-chan struct{}) Stopped { return Stopped{} }
