@@ -1446,7 +1446,7 @@ func TestLeftoversNotLookedForInAnotherNamespacesProc(t *testing.T) {
 		t.Skip("PID namespaces are Linux's")
 	}
 	if err := exec.Command("unshare", "-Urpf", "true").Run(); err != nil {
-		t.Skipf("this machine makes no user and PID namespaces unprivileged (unshare -Urpf: %v)", err)
+		testprog.SkipOrFail(t, fmt.Sprintf("this machine makes no user and PID namespaces unprivileged (unshare -Urpf: %v)", err), "")
 	}
 	f := newFixture(t)
 	attr := &syscall.SysProcAttr{
