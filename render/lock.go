@@ -222,10 +222,12 @@ func lockFileOnce(ctx context.Context, log *slog.Logger, g *Group, name string) 
 }
 
 // pendingName is the file next to dest that says a reload of it is due:
-// written before a changed file is installed, removed once the group has
-// reloaded. One left by a stop between the two (a crash, SIGKILL) makes
-// the next pass reload the installed files, even when nothing changed:
-// without it, the load balancer ran the old files until the next change.
+// written before a changed file is installed, and kept while no reload
+// has taken the installed files (one failed: see markDue); removed once
+// a reload has. One found by a Renderer that did not leave it (a crash,
+// SIGKILL, or a restart while a reload kept failing) makes the installed
+// files due, even when nothing changed: without it, the load balancer
+// ran the old files until the next change.
 func pendingName(dest string) string { return besideName(dest, "reload-pending") }
 
 // markPending writes the reload-pending file of each changed file. The
@@ -235,13 +237,21 @@ func markPending(files []*file) error {
 		if !f.changed {
 			continue
 		}
-		p, err := os.OpenFile(pendingName(f.t.Destination), os.O_WRONLY|os.O_CREATE|syscall.O_NOFOLLOW, 0o644)
-		if err != nil {
-			return fmt.Errorf("reload-pending file: %w", err)
+		if err := touchPending(f.t.Destination); err != nil {
+			return err
 		}
-		p.Close()
 	}
 	return nil
+}
+
+// touchPending writes dest's reload-pending file, never following a
+// symbolic link there.
+func touchPending(dest string) error {
+	p, err := os.OpenFile(pendingName(dest), os.O_WRONLY|os.O_CREATE|syscall.O_NOFOLLOW, 0o644)
+	if err != nil {
+		return fmt.Errorf("reload-pending file: %w", err)
+	}
+	return p.Close()
 }
 
 // reloadPending reports whether a reload of g's files is due from

@@ -209,12 +209,12 @@ func TestReloadLeftPendingByAStop(t *testing.T) {
 	}
 }
 
-// A pass's own reload that fails takes the reload-pending file with it:
-// the rollback, and the next pass, take care of what follows. A first
-// deploy whose reload fails (the load balancer not running yet) keeps its
-// checked file, which no reload has taken: the next pass with nothing
+// A pass's own reload that fails takes the reload-pending file with it
+// when the rollback leaves nothing unreloaded. A first deploy whose reload
+// fails (the load balancer not running yet) keeps its checked file, which
+// no reload has taken: its pending file stays, the next pass with nothing
 // changed reloads it again (the loop's backoff spaces those passes), and
-// once a reload passes, no more.
+// once a reload passes, no more, and the pending file goes.
 func TestFailedReloadIsNotLeftPending(t *testing.T) {
 	t.Parallel()
 	g := newGroup(t, "x\n")
@@ -223,8 +223,8 @@ func TestFailedReloadIsNotLeftPending(t *testing.T) {
 	if w := g.r.Pass(context.Background(), set, snapshot()).Worst(); w == nil || w.Step != StepReload {
 		t.Fatalf("the first deploy: %v, want its reload failed", w)
 	}
-	if _, err := os.Lstat(pendingName(g.dest)); err == nil {
-		t.Error("the reload-pending file is left after the pass's reload failed")
+	if _, err := os.Lstat(pendingName(g.dest)); err != nil {
+		t.Errorf("the kept file's reload-pending file went with the failed reload: %v", err)
 	}
 	for i := range 2 {
 		if w := g.r.Pass(context.Background(), set, snapshot()).Worst(); w == nil || w.Step != StepReload || g.reloads(t) != i+2 {
@@ -236,6 +236,20 @@ func TestFailedReloadIsNotLeftPending(t *testing.T) {
 		if res := g.r.Pass(context.Background(), set, snapshot()); res.Failures != nil || g.reloads(t) != 4 {
 			t.Fatalf("pass %d, the load balancer up: %+v, %d reloads; want one reload that passes, then none", i+4, res, g.reloads(t))
 		}
+	}
+	if _, err := os.Lstat(pendingName(g.dest)); err == nil {
+		t.Error("the reload-pending file is left after the reload passed")
+	}
+
+	// A reload whose rollback put the previous file back and reloaded
+	// it leaves nothing pending.
+	writeFile(t, g.dir, "t.tmpl", "y\n")
+	changed := g.set(t, TemplateConfig{Check: "true", Reload: "echo reload >> " + g.log + "; grep -q x " + g.dest})
+	if w := g.r.Pass(context.Background(), changed, snapshot()).Worst(); w == nil || w.Step != StepReload || g.reloads(t) != 6 {
+		t.Fatalf("a change whose reload fails: %v, %d reloads; want it rolled back and reloaded", w, g.reloads(t))
+	}
+	if _, err := os.Lstat(pendingName(g.dest)); err == nil {
+		t.Error("the reload-pending file is left after the rollback's reload passed")
 	}
 }
 

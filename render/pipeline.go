@@ -193,9 +193,11 @@ func (r *Renderer) switchSet(old, next *Set) {
 	r.runtimes.carryLooked(old, next)
 	r.Health.keep(next)
 	r.Status.keep(next)
-	// The lock files of the destinations next has no more would stay
-	// for ever; their files stay, as the load balancer may still
-	// include them. Dry writes (and removes) nothing.
+	// The lock and reload-pending files of the destinations next has no
+	// more would stay for ever (and a pending one would make a reload
+	// due should the destination come back); their files stay, as the
+	// load balancer may still include them. Dry writes (and removes)
+	// nothing.
 	if r.Dry {
 		return
 	}
@@ -209,6 +211,9 @@ func (r *Renderer) switchSet(old, next *Set) {
 		for _, t := range g.Templates {
 			if !kept[filepath.Clean(t.Destination)] {
 				removeLockFile(lockName(t.Destination))
+				if err := os.Remove(pendingName(t.Destination)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+					r.Log.Warn("cannot remove the reload-pending file of a destination no more in the config", "destination", t.Destination, "err", err)
+				}
 			}
 		}
 	}
@@ -290,18 +295,24 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 	ah.mu.Lock()
 	unlock := sync.OnceFunc(ah.mu.Unlock)
 	defer unlock()
-	// A reload a stop left pending (between an install and the end of its
-	// reload) comes first: the installed files go live before anything
-	// changes on them. Not while a change applied ahead is on its way to
-	// its install, which a reload would take back out of the live state.
-	if !r.Dry && ah.applied == nil && reloadPending(g) {
-		if f := r.reloadLeftPending(ctx, g); f != nil {
-			return false, time.Time{}, f
-		}
+	// A reload-pending file this Renderer did not leave (a stop between
+	// an install and the end of its reload, or a reload that failed and
+	// none passed since) makes the installed files due. Not while a change
+	// applied ahead is on its way to its install, which a reload would
+	// take back out of the live state.
+	if !r.Dry && ah.applied == nil && !r.reloadDue[g.Name] && reloadPending(g) {
+		r.pendingFound(g)
 	}
 	files, f := r.renderGroup(ctx, g, snap, ah.applied)
 	if f != nil {
-		return false, time.Time{}, r.failed(f)
+		f = r.failed(f)
+		if r.due(g) && ah.applied == nil {
+			// The installed files go live whatever the registry's data
+			// renders to now.
+			retryAt, _ := r.reloadDueFiles(ctx, g)
+			return false, retryAt, f
+		}
+		return false, time.Time{}, f
 	}
 	r.Health.stepOK(g.Name, StepRender, r.now())
 	r.Status.rendered(g.Name, files, snap, r.now())
@@ -400,10 +411,6 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 		f = r.installStaged(g, files)
 	}
 	if f != nil {
-		if marked {
-			// Nothing left to reload: the files were put back.
-			r.clearPending(g)
-		}
 		if (failedApply || r.due(g) && !r.Child.waiting()) && !r.NoReload && g.reloads() {
 			// The live state is what the failed apply left, or files no
 			// reload took since one failed: the installed files are
@@ -412,6 +419,10 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 				r.Log.Error("reload of the installed files failed", "group", g.Name, "err", err)
 				r.markDue(g)
 			}
+		}
+		if marked && !r.due(g) {
+			// Nothing left to reload: the files were put back.
+			r.clearPending(g)
 		}
 		return false, time.Time{}, r.failed(f)
 	}
@@ -426,7 +437,9 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 	ah.mu.Unlock()
 	if !r.NoReload && r.applyRuntime(ctx, g, afterInstall) {
 		r.observeSince(r.Metrics.eventToLive.WithLabelValues("runtime"), snap.ChangedAt)
-		r.clearPending(g)
+		if !r.due(g) {
+			r.clearPending(g)
+		}
 		return true, time.Time{}, nil
 	}
 	// Otherwise it reloads; so too when a runtime API failed to take the
@@ -435,27 +448,28 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 	// left the new ones as the load balancer had nothing before (a first
 	// deploy), and the next pass goes on from there.
 	f = r.reloadGroup(ctx, g, files, snap.ChangedAt)
-	r.clearPending(g)
+	if !r.due(g) {
+		// Taken by the reload, or put back; files it left unreloaded
+		// stay due, their reload-pending files with them.
+		r.clearPending(g)
+	}
 	if f != nil {
 		return false, time.Time{}, r.failed(f)
 	}
 	return true, time.Time{}, nil
 }
 
-// reloadLeftPending reloads g's installed files, which a stop between
-// their install and the end of its reload left unreloaded (a
-// reload-pending file says so). A reload that fails stays pending, and
-// is tried again at the group's next pass.
-func (r *Renderer) reloadLeftPending(ctx context.Context, g *Group) *Failure {
+// pendingFound takes a reload-pending file of g's that this Renderer did
+// not leave: the installed files are due (reloaded by this pass, with
+// its change or alone), as for a reload that failed. Without a reload to
+// run, it is removed.
+func (r *Renderer) pendingFound(g *Group) {
 	if r.NoReload || !g.reloads() {
 		r.clearPending(g)
-		return nil
+		return
 	}
-	if f := r.reloadInstalled(ctx, g, "the files were installed but their reload did not end before svcreg stopped (a crash?): reloading them"); f != nil {
-		return f
-	}
-	r.clearPending(g)
-	return nil
+	r.Log.Warn("no reload has taken the installed files since they were installed (their reload failed, or svcreg stopped before it ended): reloading them", "group", g.Name)
+	r.reloadDue[g.Name] = true
 }
 
 // reloadInstalled reloads g's installed files, saying why (msg), as
@@ -473,8 +487,30 @@ func (r *Renderer) reloadInstalled(ctx context.Context, g *Group, msg string) *F
 func (r *Renderer) due(g *Group) bool { return r.reloadDue[g.Name] && !r.Dry }
 
 // markDue notes that g's installed files may not be live: a reload of
-// them failed.
-func (r *Renderer) markDue(g *Group) { r.reloadDue[g.Name] = true }
+// them failed. A reload-pending file next to each of them says so to the
+// next start, which reloads them too, as it does after a stop between an
+// install and its reload.
+func (r *Renderer) markDue(g *Group) {
+	r.reloadDue[g.Name] = true
+	if r.Dry {
+		return
+	}
+	for _, t := range g.Templates {
+		if err := touchPending(t.Destination); err != nil {
+			r.Log.Warn("cannot write the reload-pending file: a start before a reload passes will not reload the installed files", "group", g.Name, "err", err)
+			return
+		}
+	}
+}
+
+// notDue notes that g's installed files are live (a reload took them) or
+// that nothing reloads them; their reload-pending files go.
+func (r *Renderer) notDue(g *Group) {
+	delete(r.reloadDue, g.Name)
+	if !r.Dry {
+		r.clearPending(g)
+	}
+}
 
 // reloadDueFiles reloads g's installed files, which no reload has taken
 // since one failed (reloadDue), in a pass with nothing to change; not
@@ -482,14 +518,14 @@ func (r *Renderer) markDue(g *Group) { r.reloadDue[g.Name] = true }
 // when to come back). A reload that fails stays due.
 func (r *Renderer) reloadDueFiles(ctx context.Context, g *Group) (retryAt time.Time, _ *Failure) {
 	if r.NoReload || !g.reloads() {
-		delete(r.reloadDue, g.Name)
+		r.notDue(g)
 		return time.Time{}, nil
 	}
 	if r.Child.waiting() {
 		if g.ReloadSignal != 0 {
 			// The --exec command has not started (or is stopping): it
 			// reads the installed files when it starts.
-			delete(r.reloadDue, g.Name)
+			r.notDue(g)
 			return time.Time{}, nil
 		}
 		// A load balancer of its own, reloaded by a command: after the
@@ -866,12 +902,12 @@ func (r *Renderer) reloadGroup(ctx context.Context, g *Group, files []*file, cha
 func (r *Renderer) reloadCounted(ctx context.Context, g *Group) (skipped string, _ error) {
 	skipped, err := r.reload(ctx, g)
 	if skipped != "" && err == nil {
-		delete(r.reloadDue, g.Name) // the command reads the files when it starts
+		r.notDue(g) // the command reads the files when it starts
 		return skipped, nil
 	}
 	r.lastReload[g.Name] = r.now()
 	if err == nil {
-		delete(r.reloadDue, g.Name)
+		r.notDue(g)
 	}
 	r.Status.reloaded(g.Name, r.now())
 	r.Metrics.reloads.WithLabelValues(g.Name, result(err)).Inc()
@@ -903,7 +939,7 @@ func (r *Renderer) rollBack(ctx context.Context, g *Group, files []*file, err er
 		case due:
 			r.markDue(g)
 		case live:
-			delete(r.reloadDue, g.Name)
+			r.notDue(g)
 		}
 	}()
 	switch {

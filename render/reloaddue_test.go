@@ -309,3 +309,79 @@ func TestReloadDueWaitsForTheExecCommandAtABackoff(t *testing.T) {
 		t.Errorf("the passes waiting for the command come after %v; want them backing off", waits)
 	}
 }
+
+// A reload that no reload has passed since it failed is due across a
+// restart too: its reload-pending file stays until one passes, and a
+// Renderer started anew, with nothing changed, reloads the installed
+// files. Before, the pending file went with the failed reload, and a
+// restart left the load balancer without the files until the next
+// change.
+func TestReloadDueAcrossARestart(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	t.Run("a kept new file", func(t *testing.T) {
+		t.Parallel()
+		g := newGroup(t, upstreams)
+		ok := filepath.Join(g.dir, "ok")
+		set := g.set(t, TemplateConfig{Check: "true", Reload: "echo reload >> " + g.log + "; [ -e " + ok + " ]"})
+		if w := g.r.Pass(ctx, set, web(1)).Worst(); w == nil || w.Step != StepReload {
+			t.Fatalf("the first deploy: %v; want its reload failed", w)
+		}
+		if w := NewRenderer(nil, nil, nil).Pass(ctx, set, web(1)).Worst(); w == nil || w.Step != StepReload || g.reloads(t) != 2 {
+			t.Fatalf("a start with nothing changed: %v, %d reloads; want the kept file's reload tried again, and failed", w, g.reloads(t))
+		}
+		writeFile(t, g.dir, "ok", "")
+		if res := NewRenderer(nil, nil, nil).Pass(ctx, set, web(1)); res.Failures != nil || g.reloads(t) != 3 {
+			t.Fatalf("a start, the load balancer up: %+v, %d reloads; want one reload that passes", res, g.reloads(t))
+		}
+		if _, err := os.Lstat(pendingName(g.dest)); err == nil {
+			t.Error("the reload-pending file is left after the reload passed")
+		}
+		if res := NewRenderer(nil, nil, nil).Pass(ctx, set, web(1)); res.Failures != nil || g.reloads(t) != 3 {
+			t.Fatalf("a start after the reload passed: %+v, %d reloads; want none", res, g.reloads(t))
+		}
+	})
+	t.Run("a failed rollback", func(t *testing.T) {
+		t.Parallel()
+		g, set := dueAfterAFailedRollback(t, "true", 2)
+		writeFile(t, g.dir, "ok", "")
+		r := NewRenderer(nil, nil, nil)
+		for range 2 {
+			if res := r.Pass(ctx, set, web(1)); res.Failures != nil || g.reloads(t) != 4 {
+				t.Fatalf("a start with nothing changed: %+v, %d reloads; want one that passes, then none", res, g.reloads(t))
+			}
+		}
+	})
+	t.Run("a change at the start", func(t *testing.T) {
+		t.Parallel()
+		g, set := dueAfterAFailedRollback(t, "true", 2)
+		writeFile(t, g.dir, "ok", "")
+		if res := NewRenderer(nil, nil, nil).Pass(ctx, set, web(3)); res.Failures != nil || res.Installed != 1 || g.reloads(t) != 4 {
+			t.Fatalf("a start with a change: %+v, %d reloads; want the change installed and one reload", res, g.reloads(t))
+		}
+		if _, err := os.Lstat(pendingName(g.dest)); err == nil {
+			t.Error("the reload-pending file is left after the reload passed")
+		}
+	})
+}
+
+// A pass whose render fails (here min_instances refusing an emptied
+// registry) still reloads the installed files that are due: they go live
+// whatever the registry renders to now.
+func TestRenderFailureReloadsTheDueFiles(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	g := newGroup(t, upstreams)
+	ok := filepath.Join(g.dir, "ok")
+	set := g.set(t, TemplateConfig{Check: "true", MinInstances: 1, Reload: "echo reload >> " + g.log + "; [ -e " + ok + " ]"})
+	if w := g.r.Pass(ctx, set, web(1)).Worst(); w == nil || w.Step != StepReload {
+		t.Fatalf("the first deploy: %v; want its reload failed", w)
+	}
+	writeFile(t, g.dir, "ok", "")
+	if w := g.r.Pass(ctx, set, snapshot()).Worst(); w == nil || w.Step != StepRender || g.reloads(t) != 2 {
+		t.Fatalf("a pass whose render is refused: %v, %d reloads; want the render's failure and the due files reloaded", w, g.reloads(t))
+	}
+	if w := g.r.Pass(ctx, set, snapshot()).Worst(); w == nil || w.Step != StepRender || g.reloads(t) != 2 {
+		t.Fatalf("the next such pass: %v, %d reloads; want no reload", w, g.reloads(t))
+	}
+}

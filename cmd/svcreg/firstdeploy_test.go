@@ -13,8 +13,9 @@ import (
 // A first deploy: nginx is installed but not running, and its config
 // includes the file svcreg renders, which does not exist yet. Both ways
 // leave a checked file that nginx then starts with: --once alone (the
-// reload fails, exit 8, and the new file stays), and --once --no-reload
-// (exit 0, nothing reloaded).
+// reload fails, exit 8, and the new file stays, due a reload: the next
+// --once run, with nothing changed, reloads it), and --once --no-reload
+// (exit 0, nothing reloaded, and nothing due).
 func TestTemplateFirstDeploy(t *testing.T) {
 	t.Parallel()
 	srv, c, _ := registryEnv(t, testserver.Options{}, "e2e-first-deploy")
@@ -28,9 +29,10 @@ func TestTemplateFirstDeploy(t *testing.T) {
 		code    int
 		reloads int
 		stderr  string
+		again   int // reloads after a second --once
 	}{
-		{"reload fails", nil, exitReload, 1, "kept the new, checked files"},
-		{"--no-reload", []string{"--no-reload"}, 0, 0, ""},
+		{"reload fails", nil, exitReload, 1, "kept the new, checked files", 2},
+		{"--no-reload", []string{"--no-reload"}, 0, 0, "", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			n := newNginx(t)
@@ -51,6 +53,13 @@ func TestTemplateFirstDeploy(t *testing.T) {
 			}
 			n.start(t)
 			eventuallyTrue(t, "nginx to serve the rendered upstream", func() bool { return get(n.url()) == "backend-first" })
+			stderr.Reset()
+			if code := Main(context.Background(), append([]string{"template", "--once", "--config", config}, conn...), nil, &stdout, &stderr); code != 0 {
+				t.Fatalf("the next --once: exit %d: %s", code, stderr.String())
+			}
+			if got := lines(reloads); got != tc.again {
+				t.Errorf("%d reloads after the next --once, want %d: %s", got, tc.again, stderr.String())
+			}
 		})
 	}
 }

@@ -114,7 +114,10 @@ load balancer. On an empty registry, min_instances has no old file to keep:
 the template's branch for no services is installed, with a warning. Without --no-reload the reload fails (exit 8), but a file
 that did not exist before and passed its check stays installed (with
 nothing to restore, removing it would only keep the load balancer from
-starting), and the daemon tries its reload again until one passes.`
+starting), and the daemon tries its reload again until one passes. Files
+no reload has taken (a failed reload) are reloaded by the next start, the
+daemon's or another --once run's, even with nothing changed: a
+.NAME.svcreg-reload-pending file next to each says so until a reload passes.`
 
 // Exit codes of svcreg template.
 const (
