@@ -365,13 +365,17 @@ func (c *Config) Normalize() error {
 		if (t.Source == "") == (t.Contents == "") || t.Destination == "" {
 			return fmt.Errorf("%s: a destination and either source or contents are required", where)
 		}
+		// A destination has one spelling (conf.d/./a.conf is
+		// conf.d/a.conf), so that two templates cannot share a file under
+		// two, and a reload of the config that spells it anew finds what
+		// the renderer keeps by destination (its last reload, a reload
+		// due, the runtime API's state).
+		t.Destination = filepath.Clean(t.Destination)
 		where = fmt.Sprintf("template %s", t.Name())
-		// Two templates must not share a file under two spellings of
-		// its path (conf.d/./a.conf is conf.d/a.conf).
-		if j, dup := dests[filepath.Clean(t.Destination)]; dup {
+		if j, dup := dests[t.Destination]; dup {
 			return fmt.Errorf("%s: destination %s is also template %d's", where, t.Destination, j+1)
 		}
-		dests[filepath.Clean(t.Destination)] = i
+		dests[t.Destination] = i
 		if t.Perms != "" {
 			if _, err := t.FileMode(); err != nil {
 				return fmt.Errorf("%s: %w", where, err)

@@ -168,10 +168,10 @@ func (r *Renderer) switchSet(old, next *Set) {
 		at, ok := r.lastReload[g.Name]
 		for _, t := range g.Templates {
 			if ok {
-				last[filepath.Clean(t.Destination)] = at
+				last[t.Destination] = at
 			}
 			if r.reloadDue[g.Name] {
-				due[filepath.Clean(t.Destination)] = true
+				due[t.Destination] = true
 			}
 		}
 	}
@@ -181,10 +181,10 @@ func (r *Renderer) switchSet(old, next *Set) {
 			reloaded[g.Name] = at
 		}
 		for _, t := range g.Templates {
-			if at, ok := last[filepath.Clean(t.Destination)]; ok && at.After(reloaded[g.Name]) {
+			if at, ok := last[t.Destination]; ok && at.After(reloaded[g.Name]) {
 				reloaded[g.Name] = at
 			}
-			if due[filepath.Clean(t.Destination)] {
+			if due[t.Destination] {
 				stillDue[g.Name] = true
 			}
 		}
@@ -204,12 +204,12 @@ func (r *Renderer) switchSet(old, next *Set) {
 	kept := map[string]bool{}
 	for _, g := range next.Groups {
 		for _, t := range g.Templates {
-			kept[filepath.Clean(t.Destination)] = true
+			kept[t.Destination] = true
 		}
 	}
 	for _, g := range old.Groups {
 		for _, t := range g.Templates {
-			if !kept[filepath.Clean(t.Destination)] {
+			if !kept[t.Destination] {
 				removeLockFile(lockName(t.Destination))
 				if err := os.Remove(pendingName(t.Destination)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 					r.Log.Warn("cannot remove the reload-pending file of a destination no more in the config", "destination", t.Destination, "err", err)

@@ -165,6 +165,26 @@ func TestConfigRefusesASharedDestination(t *testing.T) {
 	}
 }
 
+// A destination has one spelling once the config is read, so that a
+// reload of the config that spells it anew finds what the renderer keeps
+// by destination (a group's last reload, a due reload, the runtime API's
+// live state), and its reload group, named after it by default, is the
+// same group.
+func TestConfigCleansDestinations(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	want := filepath.Join(dir, "out.conf")
+	for _, spelt := range []string{dir + "/./out.conf", dir + "/sub/../out.conf", dir + "//out.conf"} {
+		c := Config{Templates: []TemplateConfig{{Contents: "a", Destination: spelt}}}
+		if err := c.Normalize(); err != nil {
+			t.Fatal(err)
+		}
+		if got := c.Templates[0]; got.Destination != want || got.ReloadGroup != want {
+			t.Errorf("destination %s: read as %s, reload group %s; want %s for both", spelt, got.Destination, got.ReloadGroup, want)
+		}
+	}
+}
+
 func TestConfigFile(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
