@@ -115,7 +115,8 @@ func eventTime(ev registry.Event) string {
 func runEventsTail(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	f := newStreamFlags("events tail", "svcreg events tail [--marker ID] [--type TYPE] [--count N] [flags]", `
 Follows the events feed live and prints each event as it happens, until
-interrupted (Ctrl-C, SIGTERM) or, with --count, after that many events.
+interrupted (Ctrl-C, SIGTERM), once the reader of its output has gone (a
+pipe into "head"), or, with --count, after that many events.
 Without --marker it starts now and shows only new events; with it, it
 starts after the event with that id (the last one you saw), so that a tail
 can be resumed. It long-polls the registry and rides out the registry's
@@ -142,6 +143,19 @@ as the API ends it, with exit status 1. With --output json, one JSON object per 
 	defer c.Close()
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// A reader of the output that has gone (a pipe into "head -1") ends
+	// the tail as an interrupt does, rather than at the next event.
+	gone, stopLooking := readerGone(stdout)
+	defer stopLooking()
+	ctx, outputGone := context.WithCancel(ctx)
+	defer outputGone()
+	go func() {
+		select {
+		case <-gone:
+			outputGone()
+		case <-ctx.Done():
+		}
+	}()
 	// A registry that is down or restarting is waited for; a refusal, or
 	// an answer that is not the API's, ends the tail: retrying would not
 	// fix it. The feed retries more (a daemon's credentials may be fixed

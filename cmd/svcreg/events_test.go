@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -293,6 +294,44 @@ func TestEventsTailInterrupt(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
 	if len(lines) != 2 || !strings.Contains(lines[0], `"type":"service.join"`) || !strings.Contains(lines[1], `"type":"configuration_value.update"`) {
 		t.Errorf("tail -o json printed:\n%s\nwant the join, then the configuration update, one JSON object a line", stdout)
+	}
+}
+
+// A tail whose reader has gone ("svcreg events tail | head -1") ends then,
+// with exit status 0, not at the next event, which may be long in coming.
+// Here a real process, with no event after the one read.
+func TestEventsTailEndsWhenItsReaderHasGone(t *testing.T) {
+	t.Parallel()
+	srv, c := tailEnv(t, "tail-head")
+	cmd := exec.Command(os.Args[0], "events", "tail", "-o", "json")
+	cmd.Env = append(os.Environ(), execEnv+"=1",
+		"SVCREG_URL="+srv.APIURL, "SVCREG_USERNAME=tail-head", "SVCREG_API_KEY=dev",
+		"SVCREG_TOKEN=", "SVCREG_TENANT=", "SVCREG_AUTH_URL=", "SVCREG_PASSWORD=", "SVCREG_REGION=")
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr := newOutput()
+	cmd.Stdout, cmd.Stderr = w, stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	stderr.waitFor(t, "following the events after")
+	create(t, c, "head-1")
+	line, err := bufio.NewReader(r).ReadString('\n')
+	if err != nil || !strings.Contains(line, `"type":"service.join"`) {
+		t.Fatalf("first line %q, %v; want the join", line, err)
+	}
+	r.Close()
+	stuck := time.AfterFunc(20*time.Second, func() { cmd.Process.Kill() })
+	defer stuck.Stop()
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("tail after its reader went: %v; want exit status 0 with no event to write; stderr:\n%s", err, stderr)
 	}
 }
 
