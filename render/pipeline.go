@@ -92,6 +92,9 @@ type Renderer struct {
 	// since a reload of them failed (see rollBack): a pass with nothing
 	// to change reloads them.
 	reloadDue map[string]bool
+	// duePending are the groups of reloadDue whose reload-pending files
+	// say so (see lookForPending).
+	duePending map[string]bool
 	// execWait spaces the passes that wait for the --exec command to
 	// start before a due reload (reloadDueFiles).
 	execWait     retry.Backoff
@@ -150,7 +153,7 @@ func NewRenderer(log *slog.Logger, m *Metrics, h *Health) *Renderer {
 	if h == nil {
 		h = NewHealth()
 	}
-	return &Renderer{Log: log, Metrics: m, Health: h, DryOut: os.Stdout, now: time.Now, lastReload: map[string]time.Time{}, reloadDue: map[string]bool{}, runtimes: newRuntimes(),
+	return &Renderer{Log: log, Metrics: m, Health: h, DryOut: os.Stdout, now: time.Now, lastReload: map[string]time.Time{}, reloadDue: map[string]bool{}, duePending: map[string]bool{}, runtimes: newRuntimes(),
 		execWait: retry.Backoff{Min: time.Second, Max: time.Minute}}
 }
 
@@ -190,6 +193,14 @@ func (r *Renderer) switchSet(old, next *Set) {
 		}
 	}
 	r.lastReload, r.reloadDue = reloaded, stillDue
+	// A renamed group's pending files are taken for another renderer's
+	// until it writes them itself: reloaded once more rather than not at
+	// all.
+	for name := range r.duePending {
+		if !stillDue[name] {
+			delete(r.duePending, name)
+		}
+	}
 	r.runtimes.carryLooked(old, next)
 	r.Health.keep(next)
 	r.Status.keep(next)
@@ -210,10 +221,7 @@ func (r *Renderer) switchSet(old, next *Set) {
 	for _, g := range old.Groups {
 		for _, t := range g.Templates {
 			if !kept[t.Destination] {
-				removeLockFile(lockName(t.Destination))
-				if err := os.Remove(pendingName(t.Destination)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-					r.Log.Warn("cannot remove the reload-pending file of a destination no more in the config", "destination", t.Destination, "err", err)
-				}
+				forgetDestination(r.Log, t.Destination)
 			}
 		}
 	}
@@ -295,20 +303,16 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 	ah.mu.Lock()
 	unlock := sync.OnceFunc(ah.mu.Unlock)
 	defer unlock()
-	// A reload-pending file this Renderer did not leave (a stop between
-	// an install and the end of its reload, or a reload that failed and
-	// none passed since) makes the installed files due. Not while a change
-	// applied ahead is on its way to its install, which a reload would
-	// take back out of the live state.
-	if !r.Dry && ah.applied == nil && !r.reloadDue[g.Name] && reloadPending(g) {
-		r.pendingFound(g)
+	if !r.Dry {
+		r.lookForPending(g)
 	}
 	files, f := r.renderGroup(ctx, g, snap, ah.applied)
 	if f != nil {
 		f = r.failed(f)
-		if r.due(g) && ah.applied == nil {
+		if r.due(g) && ah.applied == nil && ctx.Err() == nil {
 			// The installed files go live whatever the registry's data
-			// renders to now.
+			// renders to now (unless stopping: a stop waits for no
+			// reload of its own).
 			retryAt, _ := r.reloadDueFiles(ctx, g)
 			return false, retryAt, f
 		}
@@ -459,17 +463,30 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 	return true, time.Time{}, nil
 }
 
-// pendingFound takes a reload-pending file of g's that this Renderer did
-// not leave: the installed files are due (reloaded by this pass, with
-// its change or alone), as for a reload that failed. Without a reload to
-// run, it is removed.
-func (r *Renderer) pendingFound(g *Group) {
+// lookForPending compares, under g's lock, its reload-pending files with
+// what this Renderer knows. One it did not leave (a stop between an
+// install and the end of its reload, or a reload that failed and none
+// passed since, this renderer's before a restart or another's) makes the
+// installed files due: the group's pass reloads them, with its change if
+// any, as after a failed reload. Where this Renderer wrote them for a due
+// reload and they are gone, another renderer's reload took the files: not
+// due any more. Without a reload to run (--no-reload, a group without
+// one), they are left for a renderer that reloads.
+func (r *Renderer) lookForPending(g *Group) {
 	if r.NoReload || !g.reloads() {
-		r.clearPending(g)
 		return
 	}
-	r.Log.Warn("no reload has taken the installed files since they were installed (their reload failed, or svcreg stopped before it ended): reloading them", "group", g.Name)
-	r.reloadDue[g.Name] = true
+	pending := reloadPending(g)
+	switch {
+	case !r.reloadDue[g.Name] && pending:
+		r.Log.Warn("no reload has taken the installed files since they were installed (their reload failed, or svcreg stopped before it ended): they are due one", "group", g.Name)
+		r.reloadDue[g.Name] = true
+		r.duePending[g.Name] = true
+	case r.reloadDue[g.Name] && r.duePending[g.Name] && !pending:
+		r.Log.Info("another renderer's reload took the installed files: their reload is not due any more", "group", g.Name)
+		delete(r.reloadDue, g.Name)
+		delete(r.duePending, g.Name)
+	}
 }
 
 // reloadInstalled reloads g's installed files, saying why (msg), as
@@ -495,25 +512,33 @@ func (r *Renderer) markDue(g *Group) {
 	if r.Dry {
 		return
 	}
+	var failed error
 	for _, t := range g.Templates {
-		if err := touchPending(t.Destination); err != nil {
-			r.Log.Warn("cannot write the reload-pending file: a start before a reload passes will not reload the installed files", "group", g.Name, "err", err)
-			return
+		if err := touchPending(t.Destination); err != nil && failed == nil {
+			failed = err
 		}
 	}
+	if failed != nil {
+		r.Log.Warn("cannot write the reload-pending file: a start before a reload passes may not reload the installed files", "group", g.Name, "err", failed)
+	}
+	// Written, they say whether another renderer's reload took the
+	// files since (lookForPending).
+	r.duePending[g.Name] = failed == nil
 }
 
 // notDue notes that g's installed files are live (a reload took them) or
 // that nothing reloads them; their reload-pending files go.
 func (r *Renderer) notDue(g *Group) {
 	delete(r.reloadDue, g.Name)
+	delete(r.duePending, g.Name)
 	if !r.Dry {
 		r.clearPending(g)
 	}
 }
 
 // reloadDueFiles reloads g's installed files, which no reload has taken
-// since one failed (reloadDue), in a pass with nothing to change; not
+// since one failed (reloadDue), in a pass with nothing to change (or
+// whose render failed); not
 // sooner than min_reload_interval after the last reload (the pass says
 // when to come back). A reload that fails stays due.
 func (r *Renderer) reloadDueFiles(ctx context.Context, g *Group) (retryAt time.Time, _ *Failure) {

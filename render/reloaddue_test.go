@@ -385,3 +385,88 @@ func TestRenderFailureReloadsTheDueFiles(t *testing.T) {
 		t.Fatalf("the next such pass: %v, %d reloads; want no reload", w, g.reloads(t))
 	}
 }
+
+// A stop that cuts a due group's render short runs no reload on its way
+// out: a stop waits for no reload of its own.
+func TestStopDuringADueGroupsRenderRunsNoReload(t *testing.T) {
+	t.Parallel()
+	g, set := dueAfterAFailedRollback(t, "true", 2)
+	writeFile(t, g.dir, "ok", "")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	g.r.Pass(ctx, set, web(1))
+	if n := g.reloads(t); n != 3 {
+		t.Errorf("a stop during the render ran %d reloads; want none", n-3)
+	}
+}
+
+// Two renderers on one destination (a daemon, and a --once run): the
+// reload the daemon's failed left due is taken by the other's reload,
+// which removes the pending file, and the daemon does not reload again. A
+// --once --no-reload run leaves the pending file, and the daemon's
+// reload stays due.
+func TestAnotherRenderersReloadTakesTheDueFiles(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name     string
+		noReload bool
+		reloads  int // after the daemon's next pass
+	}{
+		{"the other reloads", false, 2},
+		{"the other with --no-reload", true, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			g := newGroup(t, upstreams)
+			ok := filepath.Join(g.dir, "ok")
+			set := g.set(t, TemplateConfig{Check: "true", Reload: "echo reload >> " + g.log + "; [ -e " + ok + " ]"})
+			if w := g.r.Pass(ctx, set, web(1)).Worst(); w == nil || w.Step != StepReload {
+				t.Fatalf("the daemon's first deploy: %v; want its reload failed", w)
+			}
+			writeFile(t, g.dir, "ok", "")
+			other := NewRenderer(nil, nil, nil)
+			other.NoReload = tc.noReload
+			if res := other.Pass(ctx, set, web(1)); res.Failures != nil {
+				t.Fatalf("the other renderer: %+v", res)
+			}
+			if _, err := os.Lstat(pendingName(g.dest)); (err == nil) != tc.noReload {
+				t.Fatalf("after the other renderer, the pending file: %v; want it there only if it did not reload", err)
+			}
+			if res := g.r.Pass(ctx, set, web(1)); res.Failures != nil || g.reloads(t) != tc.reloads {
+				t.Errorf("the daemon's next pass: %+v, %d reloads; want %d", res, g.reloads(t), tc.reloads)
+			}
+			if _, err := os.Lstat(pendingName(g.dest)); err == nil {
+				t.Error("the pending file is left after a reload took the files")
+			}
+		})
+	}
+}
+
+// A reload of the config that drops a destination removes its lock and
+// pending files, but not while another process's pass holds its lock:
+// that pass may be between its install and its reload.
+func TestDroppedDestinationKeepsAPassUnderWaysPendingFile(t *testing.T) {
+	t.Parallel()
+	for _, held := range []bool{false, true} {
+		g := newGroup(t, upstreams)
+		other := newGroup(t, upstreams)
+		set := newSet(t, TemplateConfig{Source: g.src, Destination: g.dest, Reload: "true"})
+		next := newSet(t, TemplateConfig{Source: other.src, Destination: other.dest, Reload: "true"})
+		writeFile(t, g.dir, filepath.Base(pendingName(g.dest)), "")
+		writeFile(t, g.dir, filepath.Base(lockName(g.dest)), "")
+		var lock *os.File
+		if held {
+			lock = holdLock(t, g.dest)
+		}
+		g.r.switchSet(set, next)
+		for _, name := range []string{pendingName(g.dest), lockName(g.dest)} {
+			if _, err := os.Lstat(name); (err == nil) != held {
+				t.Errorf("the lock held by another process: %t; %s: %v", held, filepath.Base(name), err)
+			}
+		}
+		if lock != nil {
+			lock.Close()
+		}
+	}
+}

@@ -116,7 +116,8 @@ that did not exist before and passed its check stays installed (with
 nothing to restore, removing it would only keep the load balancer from
 starting), and the daemon tries its reload again until one passes. Files
 no reload has taken (a failed reload) are reloaded by the next start, the
-daemon's or another --once run's, even with nothing changed: a
+daemon's or another --once run's (not one with --no-reload), even with
+nothing changed: a
 .NAME.svcreg-reload-pending file next to each says so until a reload passes.`
 
 // Exit codes of svcreg template.
