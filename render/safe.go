@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/svcreg/svcreg/internal/printable"
@@ -339,6 +340,13 @@ func checkQuotable(field, s string) error {
 	for _, r := range s {
 		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == 0x2028 || r == 0x2029 {
 			return refuse(field, s, "contains control characters")
+		}
+		// A space other than ASCII's (a no-break space, an em space, the
+		// ideographic space) shows as a blank: the config would read as
+		// two words where nginx and HAProxy read one ('api\u00a0' shows
+		// as 'api ').
+		if r != ' ' && unicode.Is(unicode.Zs, r) {
+			return refuse(field, s, "contains a space other than ASCII's, which makes the config read as other text")
 		}
 		p := prev
 		prev = r

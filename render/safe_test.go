@@ -151,12 +151,16 @@ func TestSafeFunctionsAccept(t *testing.T) {
 		// A variation selector after what shows nothing, after ASCII,
 		// after a letter or a mark; a number sign.
 		"\ufe0f", "a \ufe0fb", "\u200b\ufe0f", "\u2764\ufe0f\ufe0f", "api\u200d\ufe0f.example.com", "caf\u00e9\ufe0f",
-		"api\u0301\ufe0f", "api\u070f\ufe0f", "\u0600\u0661", "\U0001f600\ufe00", "\u845b\ufe0f"} {
+		"api\u0301\ufe0f", "api\u070f\ufe0f", "\u0600\u0661", "\U0001f600\ufe00", "\u845b\ufe0f",
+		// Spaces other than ASCII's, which show as a blank inside one
+		// word: a no-break space, a figure space, an em space, a narrow
+		// no-break space, the Ogham space mark, the ideographic space.
+		"api\u00a0", "/a\u2007b", "a\u2003b", "a\u202fb", "a\u1680b", "a\u3000b"} {
 		if got, err := nginxString(bad); err == nil {
 			t.Errorf("nginxString %q accepted as %s", bad, got)
 		}
 	}
-	for _, bad := range []string{"a\nb", "a\x00", "it's", "\u2028", "%[env(SECRET)]", "100%", ""} {
+	for _, bad := range []string{"a\nb", "a\x00", "it's", "\u2028", "%[env(SECRET)]", "100%", "", "api\u00a0", "/a\u3000b"} {
 		if got, err := haproxyString(bad); err == nil {
 			t.Errorf("haproxyString %q accepted as %s", bad, got)
 		}
