@@ -49,8 +49,9 @@ type renderGuard struct {
 	ctx           context.Context
 	maxOutput     int
 	failOnRefused bool
-	// allowHostnames lets an address be a host name (allow_hostnames).
-	allowHostnames bool
+	// addrs lets an address be a host name (allow_hostnames) or a
+	// loopback one (allow_loopback).
+	addrs addrRules
 	// denied are the functions function_denylist names, which configAs
 	// and metaAs do not call by name either.
 	denied  []string
@@ -283,7 +284,7 @@ func (t *Template) execute(ctx context.Context, snap *watcher.Snapshot) ([]byte,
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil) // an abandoned render's next write fails
 	st := &execState{snap: snap, renderGuard: renderGuard{ctx: ctx, maxOutput: int(t.MaxOutput),
-		failOnRefused: t.OnRefused == RefusedFail, allowHostnames: t.AllowHostnames, denied: t.denied}}
+		failOnRefused: t.OnRefused == RefusedFail, addrs: addrRules{hostnames: t.AllowHostnames, loopback: t.AllowLoopback}, denied: t.denied}}
 	st.now = time.Now()
 	if p := t.spellings.Load(); p != nil {
 		st.prevSpellings = *p

@@ -122,6 +122,13 @@ type TemplateConfig struct {
 	// whole config (nginx -t, nginx -s reload), so one service would stop
 	// every update of the group.
 	AllowHostnames bool `toml:"allow_hostnames"`
+	// AllowLoopback lets endpoints and addr take a loopback address
+	// (127.0.0.0/8, ::1; with AllowHostnames, localhost). Without it they
+	// are refused: a service registered there would reach the load
+	// balancer's own host, its listeners meant for that host alone (a
+	// stats page with admin rights for local clients, the renderer's
+	// status page) or the load balancer itself, in a loop.
+	AllowLoopback bool `toml:"allow_loopback"`
 }
 
 // What on_refused may say.

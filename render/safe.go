@@ -143,11 +143,16 @@ func refuse(field, value, reason string, args ...any) *RefusedError {
 	return &RefusedError{Field: field, Value: value, Reason: fmt.Sprintf(reason, args...)}
 }
 
+// addrRules are what a template lets an address be besides an IP address
+// that reaches another host: a host name (allow_hostnames), a loopback
+// address (allow_loopback).
+type addrRules struct{ hostnames, loopback bool }
+
 // parseAddress checks an address: an IPv4 address in dotted decimal, an
-// IPv6 address without a zone, or, when hostnames is true, a host name of
-// letters, digits and hyphens in dot-separated labels. See checkIP for the
-// addresses refused.
-func parseAddress(field, s string, hostnames bool) (Address, error) {
+// IPv6 address without a zone, or, when the rules take them, a host name
+// of letters, digits and hyphens in dot-separated labels. See checkIP for
+// the addresses refused.
+func parseAddress(field, s string, rules addrRules) (Address, error) {
 	if s == "" {
 		return Address{}, refuse(field, s, "empty")
 	}
@@ -159,7 +164,7 @@ func parseAddress(field, s string, hostnames bool) (Address, error) {
 		if ip.Zone() != "" {
 			return Address{}, refuse(field, s, "an IPv6 zone is not allowed")
 		}
-		if err := checkIP(field, s, ip); err != nil {
+		if err := checkIP(field, s, ip, rules.loopback); err != nil {
 			return Address{}, err
 		}
 		return Address{ip: ip}, nil
@@ -167,11 +172,18 @@ func parseAddress(field, s string, hostnames bool) (Address, error) {
 	if err := checkHostName(field, s); err != nil {
 		return Address{}, err
 	}
-	if !hostnames {
+	if !rules.hostnames {
 		return Address{}, refuse(field, s, "a host name, and the template takes IP addresses only (allow_hostnames = true takes names: one nginx cannot resolve fails the whole group)")
+	}
+	// localhost and the names below it are the host's own (RFC 6761).
+	if l := strings.ToLower(s); !rules.loopback && (l == "localhost" || strings.HasSuffix(l, ".localhost")) {
+		return Address{}, refuse(field, s, loopbackRefused)
 	}
 	return Address{host: strings.ToLower(s)}, nil
 }
+
+// loopbackRefused is why a loopback address is refused.
+const loopbackRefused = "a loopback address: it reaches the load balancer's own host, its listeners meant for that host alone (a stats page, a status page, a runtime API) or the load balancer itself (a loop); allow_loopback = true takes it where backends on that host are meant"
 
 // checkIP refuses the addresses a load balancer treats specially or that
 // reach the renderer's own host network rather than a service: the
@@ -182,8 +194,9 @@ func parseAddress(field, s string, hostnames bool) (Address, error) {
 // (AWS's fd00:ec2::254, Alibaba's 100.100.100.200). IPv4-mapped IPv6
 // addresses, NAT64 ones (64:ff9b::/96) and 6to4 ones (2002::/16) are
 // checked as the IPv4 address they carry; local-use NAT64 (64:ff9b:1::/48)
-// is refused. Loopback is allowed.
-func checkIP(field, s string, ip netip.Addr) error {
+// is refused. Loopback (127.0.0.0/8, ::1) is refused unless loopback is
+// true (allow_loopback).
+func checkIP(field, s string, ip netip.Addr, loopback bool) error {
 	ip = ip.Unmap()
 	switch b := ip.As16(); {
 	case nat64Local.Contains(ip):
@@ -206,6 +219,8 @@ func checkIP(field, s string, ip netip.Addr) error {
 		return refuse(field, s, "a multicast address")
 	case ip.IsLinkLocalUnicast():
 		return refuse(field, s, "a link-local address (169.254.169.254 is the cloud metadata service)")
+	case ip.IsLoopback() && !loopback:
+		return refuse(field, s, loopbackRefused)
 	}
 	return nil
 }
@@ -493,7 +508,7 @@ func httpPath(s string) (string, error) {
 var haproxyConditionWords = map[string]bool{"{": true, "}": true, "!": true, "||": true, "or": true, "if": true, "unless": true}
 
 // toEndpoint checks and parses a service's id, address, port and weight.
-func toEndpoint(s registry.Service, hostnames bool) (Endpoint, *RefusedError) {
+func toEndpoint(s registry.Service, rules addrRules) (Endpoint, *RefusedError) {
 	e := Endpoint{Service: s}
 	var err error
 	if e.Name, err = parseIdent("id", s.ID); err != nil {
@@ -506,7 +521,7 @@ func toEndpoint(s registry.Service, hostnames bool) (Endpoint, *RefusedError) {
 	if addr == "" {
 		return e, refuse(MetaIP, "", "missing (set metadata %q or %q)", MetaIP, MetaHost)
 	}
-	if e.Address, err = parseAddress(field, addr, hostnames); err != nil {
+	if e.Address, err = parseAddress(field, addr, rules); err != nil {
 		return e, err.(*RefusedError)
 	}
 	port, ok := s.Metadata[MetaPort]
@@ -583,7 +598,7 @@ func (st *execState) valueFuncs() map[string]any {
 			return integer("number", lo, hi)(s)
 		},
 		"addr": func(s string) (Address, error) {
-			a, err := parseAddress("address", s, st.allowHostnames)
+			a, err := parseAddress("address", s, st.addrs)
 			return a, withhold(err)
 		},
 		"port":   integer("port", 1, 65535),
@@ -854,7 +869,7 @@ func (st *execState) groupEndpoints(fn, key string, list []registry.Service, fol
 			c.refused = err.(*RefusedError)
 			continue
 		}
-		if c.e, c.refused = toEndpoint(s, st.allowHostnames); c.refused != nil || !fold {
+		if c.e, c.refused = toEndpoint(s, st.addrs); c.refused != nil || !fold {
 			continue
 		}
 		folded := strings.ToLower(v)
@@ -921,7 +936,7 @@ func (st *execState) endpoint(s any) (*Endpoint, error) {
 	if !ok {
 		return nil, err
 	}
-	e, refused := toEndpoint(svc, st.allowHostnames)
+	e, refused := toEndpoint(svc, st.addrs)
 	if refused == nil {
 		return &e, nil
 	}

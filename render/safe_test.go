@@ -79,7 +79,7 @@ func TestSafeFunctionsRefuseHostileValues(t *testing.T) {
 		if _, err := parseName("identifier", v); err == nil && !fine["ident"][v] {
 			t.Errorf("ident %q accepted", v)
 		}
-		if a, err := parseAddress("ip", v, true); err == nil && !fine["address"][v] {
+		if a, err := parseAddress("ip", v, addrRules{hostnames: true, loopback: true}); err == nil && !fine["address"][v] {
 			t.Errorf("address %q accepted as %q", v, a)
 		}
 	}
@@ -111,8 +111,10 @@ func TestSafeFunctionsAccept(t *testing.T) {
 		{"::ffff:10.0.0.1", "::ffff:10.0.0.1", "[::ffff:10.0.0.1]"},
 		{"Web-1.internal", "web-1.internal", "web-1.internal"},
 		{"localhost", "localhost", "localhost"},
+		{"127.0.0.1", "127.0.0.1", "127.0.0.1"},
+		{"::1", "::1", "[::1]"},
 	} {
-		a, err := parseAddress("ip", tc.in, true)
+		a, err := parseAddress("ip", tc.in, addrRules{hostnames: true, loopback: true})
 		if err != nil || a.String() != tc.str || a.Bracketed() != tc.bracketed {
 			t.Errorf("address %q = %q, %q, %v; want %q, %q", tc.in, a.String(), a.Bracketed(), err, tc.str, tc.bracketed)
 		}
@@ -995,49 +997,72 @@ func TestAddressPolicy(t *testing.T) {
 		// nginx reads "unix:4711" as the UNIX socket ./4711.
 		"unix", "UNIX", "Unix",
 	} {
-		if a, err := parseAddress("ip", v, true); err == nil {
+		if a, err := parseAddress("ip", v, addrRules{hostnames: true, loopback: true}); err == nil {
 			t.Errorf("address %q accepted as %q", v, a)
 		}
 	}
-	for _, v := range []string{"127.0.0.1", "::1", "10.0.0.1", "192.168.1.1", "255.255.255.254", "2001:db8::1", "64:ff9b::a00:1", "100.100.100.201", "2002:a00:1::1", "::7f00:1", "::a00:1", "::ffff:0:a00:1"} {
-		if _, err := parseAddress("ip", v, false); err != nil {
+	for _, v := range []string{"10.0.0.1", "192.168.1.1", "255.255.255.254", "2001:db8::1", "64:ff9b::a00:1", "100.100.100.201", "2002:a00:1::1", "::a00:1", "::ffff:0:a00:1"} {
+		if _, err := parseAddress("ip", v, addrRules{}); err != nil {
 			t.Errorf("address %q refused: %v", v, err)
 		}
 	}
-	for _, v := range []string{"unix.internal", "unixhost", "my-unix"} {
-		if _, err := parseAddress("host", v, true); err != nil {
+	// Loopback, in any form that reaches it, only with allow_loopback:
+	// else a service registered there reaches the load balancer's own
+	// host (a stats page, the renderer's status page) or loops into it.
+	for _, v := range []string{"127.0.0.1", "127.1.2.3", "::1", "[::1]", "::ffff:127.0.0.1", "::7f00:1", "64:ff9b::7f00:1", "2002:7f00:1::1", "::ffff:0:127.0.0.1"} {
+		if _, err := parseAddress("ip", v, addrRules{}); err == nil || !strings.Contains(err.Error(), "allow_loopback") {
+			t.Errorf("address %q without allow_loopback: %v; want it refused", v, err)
+		}
+		if _, err := parseAddress("ip", v, addrRules{loopback: true}); err != nil {
+			t.Errorf("address %q with allow_loopback refused: %v", v, err)
+		}
+	}
+	for _, v := range []string{"localhost", "LocalHost", "db.localhost"} {
+		if _, err := parseAddress("host", v, addrRules{hostnames: true}); err == nil || !strings.Contains(err.Error(), "allow_loopback") {
+			t.Errorf("host name %q without allow_loopback: %v; want it refused", v, err)
+		}
+		if _, err := parseAddress("host", v, addrRules{hostnames: true, loopback: true}); err != nil {
+			t.Errorf("host name %q with allow_loopback refused: %v", v, err)
+		}
+	}
+	for _, v := range []string{"unix.internal", "unixhost", "my-unix", "localhost.example", "notlocalhost"} {
+		if _, err := parseAddress("host", v, addrRules{hostnames: true}); err != nil {
 			t.Errorf("host name %q refused: %v", v, err)
 		}
 	}
-	if _, err := parseAddress("host", "web.internal", false); err == nil || !strings.Contains(err.Error(), "allow_hostnames") {
+	if _, err := parseAddress("host", "web.internal", addrRules{}); err == nil || !strings.Contains(err.Error(), "allow_hostnames") {
 		t.Errorf("a host name without allow_hostnames: %v; want it refused", err)
 	}
 
 	snap := snapshot(
-		svc("web-1", []string{"www"}, map[string]string{"ip": "127.0.0.1", "port": "80"}),
+		svc("web-1", []string{"www"}, map[string]string{"ip": "10.0.0.1", "port": "80"}),
 		svc("named", []string{"www"}, map[string]string{"host": "nonexistent-host.invalid", "port": "80"}),
 		svc("metadata", []string{"www"}, map[string]string{"ip": "169.254.169.254", "port": "80"}),
 		svc("any", []string{"www"}, map[string]string{"ip": "0.0.0.0", "port": "80"}),
+		svc("self", []string{"www"}, map[string]string{"ip": "127.0.0.1", "port": "8404"}),
+		svc("self-named", []string{"www"}, map[string]string{"host": "localhost", "port": "8404"}),
 	)
 	for _, tc := range []struct {
-		allow            bool
-		want             string
-		refusedByService map[string]string
+		hostnames, loopback bool
+		want                string
+		refusedByService    map[string]string
 	}{
-		{false, "server 127.0.0.1:80; # web-1\n", map[string]string{"named": "host", "metadata": "ip", "any": "ip"}},
-		{true, "server nonexistent-host.invalid:80; # named\nserver 127.0.0.1:80; # web-1\n", map[string]string{"metadata": "ip", "any": "ip"}},
+		{false, false, "server 10.0.0.1:80; # web-1\n", map[string]string{"named": "host", "metadata": "ip", "any": "ip", "self": "ip", "self-named": "host"}},
+		{true, false, "server nonexistent-host.invalid:80; # named\nserver 10.0.0.1:80; # web-1\n", map[string]string{"metadata": "ip", "any": "ip", "self": "ip", "self-named": "host"}},
+		{false, true, "server 127.0.0.1:8404; # self\nserver 10.0.0.1:80; # web-1\n", map[string]string{"named": "host", "metadata": "ip", "any": "ip", "self-named": "host"}},
+		{true, true, "server nonexistent-host.invalid:80; # named\nserver 127.0.0.1:8404; # self\nserver localhost:8404; # self-named\nserver 10.0.0.1:80; # web-1\n", map[string]string{"metadata": "ip", "any": "ip"}},
 	} {
-		set := newSet(t, TemplateConfig{Contents: endpointsTemplate, Destination: filepath.Join(t.TempDir(), "out"), AllowHostnames: tc.allow})
+		set := newSet(t, TemplateConfig{Contents: endpointsTemplate, Destination: filepath.Join(t.TempDir(), "out"), AllowHostnames: tc.hostnames, AllowLoopback: tc.loopback})
 		out, refused, err := set.Groups[0].Templates[0].execute(context.Background(), snap)
 		if err != nil || string(out) != tc.want {
-			t.Errorf("allow_hostnames = %v: got %q, %v; want %q", tc.allow, out, err, tc.want)
+			t.Errorf("allow_hostnames = %v, allow_loopback = %v: got %q, %v; want %q", tc.hostnames, tc.loopback, out, err, tc.want)
 		}
 		got := map[string]string{}
 		for _, r := range refused {
 			got[r.Service] = r.Field
 		}
 		if fmt.Sprint(got) != fmt.Sprint(tc.refusedByService) {
-			t.Errorf("allow_hostnames = %v: refused %v; want %v", tc.allow, got, tc.refusedByService)
+			t.Errorf("allow_hostnames = %v, allow_loopback = %v: refused %v; want %v", tc.hostnames, tc.loopback, got, tc.refusedByService)
 		}
 	}
 	set := newSet(t, TemplateConfig{Contents: `{{addr "web.internal"}}`, Destination: filepath.Join(t.TempDir(), "out")})
