@@ -140,7 +140,7 @@ func eventTypes(q query) ([]registry.EventType, *fault) {
 	if v, ok := q.get("type"); ok {
 		t, valid := eventType(v)
 		if !valid {
-			return nil, badRequest("Invalid type: " + v + ". Valid types are: " + validTypesMessage)
+			return nil, badRequest("Invalid type: " + echoed(v) + ". Valid types are: " + validTypesMessage)
 		}
 		types = []registry.EventType{t}
 	}

@@ -895,9 +895,10 @@ func TestUnreadAnswersCannotTakeEveryConnection(t *testing.T) {
 			return serr
 		},
 	}
-	// Each 404 echoes its 60 kB path: 6 MB of answers, more than the
-	// server's send buffer takes (4 MB at most), so its writes block.
-	req := strings.Repeat("GET /x"+strings.Repeat("a", 60000)+" HTTP/1.1\r\nHost: test\r\n\r\n", 100)
+	// Each 404 echoes its 1 kB path (a fault repeats that much of it at
+	// most): 7 MB of answers, more than the server's send buffer takes
+	// (4 MB at most), so its writes block.
+	req := strings.Repeat("GET /x"+strings.Repeat("a", 1000)+" HTTP/1.1\r\nHost: test\r\n\r\n", 5000)
 	unread := func() {
 		sc, err := dialer.Dial("tcp", addr)
 		if err != nil {

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/time/rate"
 
@@ -88,7 +89,29 @@ func unauthorized(details string) *fault {
 
 func notFoundPage(requestedPath string) *fault {
 	return &fault{Status: http.StatusNotFound, Type: faultNotFound, Message: "The page cannot be found.",
-		Details: map[string]string{"requested_path": requestedPath}}
+		Details: map[string]string{"requested_path": echoed(requestedPath)}}
+}
+
+// maxEcho bounds a value of the request (its URL, a header, a query
+// parameter) that a fault repeats. Such answers are outside the budget of
+// list answers not yet taken (unsentBudget), and JSON writes each byte
+// that is not UTF-8 as six (\ufffd), a quote as two, and badRequest
+// repeats its message as details: without it, a 60 kB request line or
+// Content-Type of such bytes, sent without credentials, got a 360 kB
+// answer, held by the server until its client took it.
+const maxEcho = 1024
+
+// echoed is s as a fault repeats it: cut to maxEcho bytes (at the start
+// of a character) with a note of its full length.
+func echoed(s string) string {
+	if len(s) <= maxEcho {
+		return s
+	}
+	cut := maxEcho
+	for cut > maxEcho-utf8.UTFMax && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…(" + strconv.Itoa(len(s)) + " bytes)"
 }
 
 // faultFor maps an error to its fault: a *fault is itself, a store error

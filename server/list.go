@@ -35,7 +35,7 @@ func parseLimit(q query) (int, *fault) {
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil || n < 1 || n > maxLimit {
-		return 0, invalid("Invalid limit " + v + ". Minimum limit is 1 and maximum limit is 1000.")
+		return 0, invalid("Invalid limit " + echoed(v) + ". Minimum limit is 1 and maximum limit is 1000.")
 	}
 	return n, nil
 }

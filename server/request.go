@@ -108,7 +108,7 @@ func readBody(r *http.Request) (body, *fault, bool) {
 			t = strings.ToLower(strings.TrimSpace(strings.SplitN(ct, ";", 2)[0]))
 		}
 		if t != "application/json" {
-			return body{}, badRequest("Unsupported content type: " + t), false
+			return body{}, badRequest("Unsupported content type: " + echoed(t)), false
 		}
 	}
 	b, f := parseBody(data)
