@@ -402,6 +402,11 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 	f = stage(g, files)
 	if f == nil {
 		f = r.check(ctx, g, files)
+		if f != nil && ctx.Err() != nil {
+			// A stop cut the check short: no outcome, nothing installed.
+			r.Log.Info("stopped during the check: nothing installed", "group", g.Name)
+			return false, time.Time{}, stopped
+		}
 		r.failedChecks.checked(g, files, f, r.now())
 	}
 	marked := false
@@ -752,7 +757,9 @@ func (r *Renderer) check(ctx context.Context, g *Group, files []*file) *Failure 
 	if err == nil {
 		_, err = runCommand(ctx, cmd, g.CheckTimeout)
 	}
-	r.Metrics.checks.WithLabelValues(g.Name, result(err)).Inc()
+	if err == nil || ctx.Err() == nil { // a check a stop cut short has no result
+		r.Metrics.checks.WithLabelValues(g.Name, result(err)).Inc()
+	}
 	if err != nil {
 		var ce *CommandError
 		if errors.As(err, &ce) {

@@ -209,6 +209,9 @@ func TestTemplateOnceStoppedBySignal(t *testing.T) {
 			if code != 128+int(sig) || !strings.Contains(out.String(), "stopped by") {
 				t.Errorf("exit status %d, want %d, and why; output:\n%s", code, 128+int(sig), out)
 			}
+			if strings.Contains(out.String(), "level=ERROR") {
+				t.Errorf("a stop logged as an error; output:\n%s", out)
+			}
 			if _, err := os.Stat(dest); !errors.Is(err, os.ErrNotExist) {
 				t.Errorf("the destination was installed: %v", err)
 			}
