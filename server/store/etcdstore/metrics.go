@@ -15,15 +15,19 @@ type metrics struct {
 	// writesRefused counts clients' writes past the tenant's write budget
 	// shared by the nodes.
 	writesRefused prometheus.Counter
-	hbBatch       prometheus.Histogram
-	hbWaiting     prometheus.Gauge
-	spaceFull     prometheus.Gauge
-	conflicts     prometheus.Counter
-	rewatches     prometheus.Counter
-	watchStalls   prometheus.Counter
-	leaseLost     prometheus.Counter
-	outages       prometheus.Counter
-	hedges        prometheus.Counter
+	// clockBehind counts the write budgets found stamped further ahead
+	// of this node's clock than writeClockSkew: another node's clock is
+	// ahead.
+	clockBehind prometheus.Counter
+	hbBatch     prometheus.Histogram
+	hbWaiting   prometheus.Gauge
+	spaceFull   prometheus.Gauge
+	conflicts   prometheus.Counter
+	rewatches   prometheus.Counter
+	watchStalls prometheus.Counter
+	leaseLost   prometheus.Counter
+	outages     prometheus.Counter
+	hedges      prometheus.Counter
 
 	copyBatch    prometheus.Histogram
 	copyTime     prometheus.Histogram
@@ -55,6 +59,10 @@ func newMetrics(r prometheus.Registerer, hasPeer func() bool) metrics {
 		writesRefused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "svcreg_store_writes_refused_total",
 			Help: "Writes refused (rateLimitReached) at this node because their tenant had spent the write budget it has through all the nodes together (--write-rate, --write-burst).",
+		}),
+		clockBehind: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "svcreg_store_clock_behind_total",
+			Help: "Accounts' write budgets found stamped by another node more than a second ahead of this node's clock: the nodes' clocks disagree (NTP), and meanwhile the budget is not kept through the nodes together, nor timeouts within a second.",
 		}),
 		hbBatch: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "svcreg_store_heartbeat_batch_size",
@@ -114,7 +122,7 @@ func newMetrics(r prometheus.Registerer, hasPeer func() bool) metrics {
 	}
 	if r != nil {
 		r.MustRegister(m.Collectors()...)
-		r.MustRegister(m.heartbeats, m.inMemory, m.handovers, m.movesRefused, m.writesRefused, m.hbBatch, m.hbWaiting, m.spaceFull, m.conflicts, m.rewatches, m.watchStalls, m.leaseLost, m.outages, m.hedges, m.copyBatch, m.copyTime, m.copyFailures, m.copyRefusals)
+		r.MustRegister(m.heartbeats, m.inMemory, m.handovers, m.movesRefused, m.writesRefused, m.clockBehind, m.hbBatch, m.hbWaiting, m.spaceFull, m.conflicts, m.rewatches, m.watchStalls, m.leaseLost, m.outages, m.hedges, m.copyBatch, m.copyTime, m.copyFailures, m.copyRefusals)
 		r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "svcreg_store_heartbeat_copy_peer",
 			Help: "1 while this node has a peer to copy the heartbeats it answers from memory to; 0 with copies off, no other node, or none reachable: a service whose client dies with this node then times out up to the heartbeat slack late.",

@@ -191,9 +191,10 @@ type Store struct {
 	// outages are this node's spans without etcd, whose due services it
 	// leaves to their grace, and gracedDue those services (outage.go).
 	outages   outages
-	showKick  chan struct{} // wakes showOutages
-	keyRev    atomic.Int64  // revision of this node's last write of its key
-	spaceFull atomic.Bool   // etcd refused the last write for want of space
+	showKick  chan struct{}  // wakes showOutages
+	keyRev    atomic.Int64   // revision of this node's last write of its key
+	spaceFull atomic.Bool    // etcd refused the last write for want of space
+	clockWarn rate.Sometimes // says in the log that another node's clock is ahead
 	gracedDue gracedDue
 
 	mu      sync.RWMutex
@@ -396,6 +397,7 @@ func Open(ctx context.Context, cli *clientv3.Client, opts Options) (*Store, erro
 		tenants: map[string]*tenant{},
 		nodeID:  hex.EncodeToString(id[:]),
 	}
+	s.clockWarn.Interval = time.Minute
 	s.started = s.now()
 	s.showKick = make(chan struct{}, 1)
 	s.memberConns.slots = make(chan struct{}, maxHedges)
@@ -990,6 +992,7 @@ func (s *Store) writeBudget(acct store.AccountRecord, at0 time.Time) (tokens flo
 	}
 	now, at = at0.UnixMilli(), acct.WritesAt
 	if at > now+writeClockSkew.Milliseconds() {
+		s.clockBehind(time.Duration(at-now) * time.Millisecond)
 		at = now
 	}
 	tokens = burst
@@ -1018,6 +1021,19 @@ func (s *Store) refuseEmptyBudget(t *tenant) error {
 	t.mu.Unlock()
 	_, _, _, err := s.writeBudget(acct, s.now())
 	return err
+}
+
+// clockBehind notes that another node stamped an account's write budget
+// by a clock ahead of this one's by more than writeClockSkew: counted,
+// and said in the log at most once a minute. Until the clocks agree, a
+// client whose writes alternate between such nodes refills the budget at
+// the fast node's next write (each node's own write limit still holds),
+// and deadlines are enforced by clocks that disagree.
+func (s *Store) clockBehind(by time.Duration) {
+	s.metrics.clockBehind.Inc()
+	s.clockWarn.Do(func() {
+		s.log.Warn("another node's clock is ahead of this node's: the nodes' clocks must agree within well under a second (NTP); meanwhile the write budget is not kept through the nodes together, nor timeouts within a second", "ahead_by", by.Round(time.Millisecond))
+	})
 }
 
 // writeClockSkew is how far ahead of a node's clock the write budget's
