@@ -594,3 +594,34 @@ func TestUIShowsInvisibleCharactersEscaped(t *testing.T) {
 		t.Errorf("the configuration value shown as %q", got)
 	}
 }
+
+// A text of many escapes is a few elements, not one an escape: 200
+// services of such metadata made a table the browser took many seconds to
+// lay out, again on every change.
+func TestUIManyEscapesAreFewElements(t *testing.T) {
+	t.Parallel()
+	b := newBrowser(t)
+	srv := startServerProcess(t, "--data-dir", t.TempDir())
+	a := login(t, srv.url, "dev")
+	md := map[string]string{"alt": strings.Repeat("a\x7f", 100)}
+	for k := range 19 {
+		md[fmt.Sprintf("k%02d", k)+strings.Repeat("\x7f", 10)] = strings.Repeat("\x7f", 200)
+	}
+	must(t, a, "POST", "/services", map[string]any{"id": "db-1", "heartbeat_timeout": 120, "metadata": md}, 201)
+	b.signIn(srv.url, "dev", "dev")
+	row := `document.querySelector('#svc-body tr[data-id="db-1"]')`
+	b.wait("the service", `!!`+row)
+	if n := b.text(`String(` + row + `.querySelectorAll('.esc').length)`); n != "43" {
+		t.Errorf("%s elements mark the escapes of 4,090 escaped characters; want 43: one a run, 4 runs at most a text and then its rest", n)
+	}
+	alt := `Array.from(` + row + `.querySelectorAll('.kv')).find(kv => kv.querySelector('.k').textContent === 'alt').querySelector('.v')`
+	if got, want := b.text(alt+`.textContent`), strings.Repeat(`a\x7f`, 100); got != want {
+		t.Errorf("the value shown as %q, want %q", got, want)
+	}
+	if got, want := b.text(alt+`.querySelector('.esc.rest').textContent`), `\x7f`+strings.Repeat(`a\x7f`, 95); got != want {
+		t.Errorf("the rest of the value marked as %q, want %q", got, want)
+	}
+	if got, want := b.text(row+`.querySelector('.kv:nth-child(2) .v').textContent`), strings.Repeat(`\x7f`, 200); got != want {
+		t.Errorf("a value of escapes shown as %q", got)
+	}
+}

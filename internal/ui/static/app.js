@@ -87,20 +87,37 @@
     var p = pieces(s);
     return p ? p.join('') : String(s);
   }
+  // A text's escapes next to each other are one run, marked as one; past
+  // MARKED_RUNS runs, the rest of the text is marked as a whole (class
+  // esc rest). An element each made a value of 255 escapes 255 elements,
+  // and 200 services of 20 such a table that took the browser many
+  // seconds to lay out again on every change. The escapes stay told from
+  // the text's own characters: its backslashes are doubled.
+  var MARKED_RUNS = 4;
   function shownNodes(s) {
     var p = pieces(s);
     if (!p) return document.createTextNode(String(s));
-    var f = document.createDocumentFragment();
+    var runs = []; // [escape?, text], escape runs and text alternating
     p.forEach(function (t, i) {
-      if (i % 2 === 0) {
-        if (t) f.appendChild(document.createTextNode(t));
-      } else {
-        var e = document.createElement('span');
-        e.className = 'esc';
-        e.textContent = t;
-        f.appendChild(e);
-      }
+      if (!t) return;
+      var last = runs[runs.length - 1], esc = i % 2 === 1;
+      if (last && last[0] === esc) last[1] += t; else runs.push([esc, t]);
     });
+    var f = document.createDocumentFragment(), marked = 0;
+    for (var i = 0; i < runs.length; i++) {
+      if (!runs[i][0]) { f.appendChild(document.createTextNode(runs[i][1])); continue; }
+      var e = document.createElement('span');
+      if (marked++ === MARKED_RUNS) {
+        e.className = 'esc rest';
+        e.title = 'more escapes than are marked one by one';
+        e.textContent = runs.slice(i).map(function (r) { return r[1]; }).join('');
+        f.appendChild(e);
+        break;
+      }
+      e.className = 'esc';
+      e.textContent = runs[i][1];
+      f.appendChild(e);
+    }
     return f;
   }
 
