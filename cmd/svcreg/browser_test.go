@@ -625,3 +625,41 @@ func TestUIManyEscapesAreFewElements(t *testing.T) {
 		t.Errorf("a value of escapes shown as %q", got)
 	}
 }
+
+// An open page under a stream of changes spends few of the account's
+// GETs, which its renderers share: the services list comes again at most
+// every 2 s, the feed 1 s after an answer with events. Before, ten
+// changes a second made some 15 GETs a second (1.3 million a day against
+// the default limit of 500,000). The table still shows the last change.
+func TestUIStreamOfChangesSpendsFewGETs(t *testing.T) {
+	t.Parallel()
+	b := newBrowser(t)
+	srv := startServerProcess(t, "--data-dir", t.TempDir())
+	a := login(t, srv.url, "dev")
+	must(t, a, "POST", "/services", map[string]any{"id": "web-1", "heartbeat_timeout": 120}, 201)
+	b.signIn(srv.url, "dev", "dev")
+	b.wait("the service", `!!document.querySelector('#svc-body tr[data-id="web-1"]')`)
+	used := func() int {
+		var l struct {
+			Rate map[string]struct{ Used int }
+		}
+		if err := json.Unmarshal(must(t, a, "GET", "/limits", nil, 200), &l); err != nil {
+			t.Fatal(err)
+		}
+		return l.Rate["/.*"].Used
+	}
+	time.Sleep(time.Second) // the page's first requests done
+	before := used()
+	const changes = 40
+	for i := range changes {
+		must(t, a, "PUT", "/services/web-1", map[string]any{"heartbeat_timeout": 60 + i}, 204)
+		time.Sleep(100 * time.Millisecond)
+	}
+	b.wait("the last change in the table", `document.querySelector('#svc-body tr[data-id="web-1"]').cells[3].textContent === '`+fmt.Sprint(60+changes-1)+`s'`)
+	// The test's own GETs: the two /limits.
+	gets := used() - before - 2
+	t.Logf("%d GETs for %d changes", gets, changes)
+	if gets > 25 {
+		t.Errorf("the page made %d GETs for %d changes at ten a second; want at most 25", gets, changes)
+	}
+}
