@@ -186,8 +186,16 @@ func (s *Status) installed(group string, files []*file, changedAt, at time.Time)
 			continue
 		}
 		diff.WriteString("--- " + f.t.Destination + "\n+++ " + f.t.Destination + "\n")
-		if privateMode(f.mode) { // installed, as it is now (file.private)
-			diff.WriteString(diffSummary(f.old, f.out, fmt.Sprintf("mode %04o: not shown", f.mode.Perm())))
+		// Not shown where the file installed, as it is now (file.private),
+		// or the one it replaced was not for every user to read: a
+		// perms = "0600" taken out of the config shows the old file's
+		// lines otherwise.
+		if privateMode(f.mode) || f.info != nil && privateMode(f.info.Mode()) {
+			mode := f.mode.Perm()
+			if !privateMode(f.mode) {
+				mode = f.info.Mode().Perm()
+			}
+			diff.WriteString(diffSummary(f.old, f.out, fmt.Sprintf("mode %04o: not shown", mode)))
 			continue
 		}
 		diff.WriteString(statusDiff(f.old, f.out))

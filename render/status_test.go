@@ -94,3 +94,25 @@ func TestNilStatusRecordsNothing(t *testing.T) {
 		t.Fatalf("pass without a Status: %+v", res)
 	}
 }
+
+// The diff of a file that was not for every user to read is not shown,
+// also when the change makes it readable (perms = "0600" taken out of the
+// config): its old lines may be a secret.
+func TestStatusHidesTheDiffOfAFileThatWasPrivate(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, "secret {{ len services }}\n")
+	g.r.Status = NewStatus()
+	ctx := context.Background()
+	if res := g.r.Pass(ctx, g.set(t, TemplateConfig{Perms: "0600"}), snapshot()); res.Failures != nil {
+		t.Fatalf("first pass: %+v", res)
+	}
+	if d := g.r.Status.Report().Groups[0].Diff; strings.Contains(d, "secret") {
+		t.Fatalf("the diff of a 0600 file shows its lines:\n%s", d)
+	}
+	if res := g.r.Pass(ctx, g.set(t, TemplateConfig{Perms: "0644"}), snapshot(svc("a", []string{"www"}, map[string]string{"ip": "10.0.0.1"}))); res.Failures != nil || res.Installed != 1 {
+		t.Fatalf("the pass making the file readable: %+v", res)
+	}
+	if d := g.r.Status.Report().Groups[0].Diff; strings.Contains(d, "secret 0") || !strings.Contains(d, "mode 0600: not shown") {
+		t.Errorf("the diff of a file that was 0600 shows its old lines:\n%s", d)
+	}
+}
