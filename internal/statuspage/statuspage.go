@@ -42,18 +42,28 @@ var page = template.Must(template.New("page").Funcs(template.FuncMap{
 	},
 }).Parse(pageHTML))
 
-// shown is printable.Lines as HTML, each escape (a doubled backslash too)
-// marked as one (class esc): the text "\u200b" and an escaped zero-width
-// space read alike, but only the second is marked.
+// shown is printable.Lines as HTML, each run of escapes (a doubled
+// backslash too) marked as one (class esc): the text "\u200b" and an
+// escaped zero-width space read alike, but only the second is marked. An
+// element an escape made a 64 KiB diff of control characters 64,000
+// elements, laid out again at every refresh of the page.
 func shown(s string) template.HTML {
-	var b strings.Builder
+	var b, run strings.Builder
+	endRun := func() {
+		if run.Len() > 0 {
+			b.WriteString(`<span class="esc">`)
+			b.WriteString(template.HTMLEscapeString(run.String()))
+			b.WriteString(`</span>`)
+			run.Reset()
+		}
+	}
 	printable.WriteLines(s, func(t string) {
-		b.WriteString(template.HTMLEscapeString(t))
-	}, func(e string) {
-		b.WriteString(`<span class="esc">`)
-		b.WriteString(template.HTMLEscapeString(e))
-		b.WriteString(`</span>`)
-	})
+		if t != "" {
+			endRun()
+			b.WriteString(template.HTMLEscapeString(t))
+		}
+	}, func(e string) { run.WriteString(e) })
+	endRun()
 	return template.HTML(b.String())
 }
 

@@ -476,3 +476,15 @@ func TestPageShowsInvisibleCharactersEscaped(t *testing.T) {
 		}
 	}
 }
+
+// Escapes next to each other are one element: a change of registry data
+// made of control characters is a few elements, not one a character,
+// laid out again at every refresh of the page.
+func TestPageMarksARunOfEscapesOnce(t *testing.T) {
+	t.Parallel()
+	got := string(shown("a" + strings.Repeat("\x7f", 1000) + "b\x7f\u200bc\n\x7f"))
+	want := `a<span class="esc">` + strings.Repeat(`\x7f`, 1000) + `</span>b<span class="esc">\x7f\u200b</span>c` + "\n" + `<span class="esc">\x7f</span>`
+	if got != want {
+		t.Errorf("shown:\n%.300s\nwant:\n%.300s", got, want)
+	}
+}
