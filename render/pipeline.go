@@ -405,6 +405,15 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 		if f != nil && ctx.Err() != nil {
 			// A stop cut the check short: no outcome, nothing installed.
 			r.Log.Info("stopped during the check: nothing installed", "group", g.Name)
+			if failedApply && !r.NoReload && g.reloads() {
+				// The live state is what the failed apply left: the
+				// installed files go live again (a stop waits for one
+				// reload).
+				if _, err := r.reloadCounted(ctx, g); err != nil {
+					r.Log.Error("reload of the installed files failed", "group", g.Name, "err", err)
+					r.markDue(g)
+				}
+			}
 			return false, time.Time{}, stopped
 		}
 		r.failedChecks.checked(g, files, f, r.now())
