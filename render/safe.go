@@ -175,11 +175,20 @@ func parseAddress(field, s string, rules addrRules) (Address, error) {
 	if !rules.hostnames {
 		return Address{}, refuse(field, s, "a host name, and the template takes IP addresses only (allow_hostnames = true takes names: one nginx cannot resolve fails the whole group)")
 	}
-	// localhost and the names below it are the host's own (RFC 6761).
-	if l := strings.ToLower(s); !rules.loopback && (l == "localhost" || strings.HasSuffix(l, ".localhost")) {
+	// localhost and the names below it are the host's own (RFC 6761), as
+	// are the names distributions give loopback in /etc/hosts.
+	if l := strings.ToLower(s); !rules.loopback && (loopbackNames[l] || strings.HasSuffix(l, ".localhost")) {
 		return Address{}, refuse(field, s, loopbackRefused)
 	}
 	return Address{host: strings.ToLower(s)}, nil
+}
+
+// loopbackNames are host names that are loopback by definition (RFC
+// 6761) or in the /etc/hosts of the common distributions.
+var loopbackNames = map[string]bool{
+	"localhost": true, "localhost4": true, "localhost6": true,
+	"localhost.localdomain": true, "localhost4.localdomain4": true, "localhost6.localdomain6": true,
+	"ip6-localhost": true, "ip6-loopback": true,
 }
 
 // loopbackRefused is why a loopback address is refused.
@@ -724,7 +733,18 @@ func (st *execState) checker(caller, fn string, args []any, def string, what fun
 		ints[i] = v
 	}
 	check = bindValue(value, ints)
-	if fallback, err = check(def); err != nil {
+	checkDefault := check
+	if fn == "addr" {
+		// The default is the template's, not registry data: a loopback
+		// address there is its author's to choose.
+		rules := st.addrs
+		rules.loopback = true
+		checkDefault = func(s string) (any, error) {
+			a, err := parseAddress("address", s, rules)
+			return a, withhold(err)
+		}
+	}
+	if fallback, err = checkDefault(def); err != nil {
 		if r, ok := err.(*RefusedError); ok {
 			err = refuse(r.Field, def, "%s", r.Reason)
 		}

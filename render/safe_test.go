@@ -625,6 +625,7 @@ func TestConfigAs(t *testing.T) {
 		{ID: "/lb/port", Value: "8080"},
 		{ID: "/lb/name", Value: "front"},
 		{ID: "/lb/addr", Value: "2001:db8::1"},
+		{ID: "/lb/self", Value: "::1"},
 		{ID: "/nginx/keepalive", Value: "lots"},
 		{ID: "/haproxy/api/health", Value: "it's"},
 		{ID: "/haproxy/web/health", Value: "/ping?full=1"},
@@ -640,6 +641,10 @@ func TestConfigAs(t *testing.T) {
 		{"httpPath default refused", `{{configAs "/haproxy/web/health" "/a b" "httpPath"}}`, "", "the default of \"/haproxy/web/health\": path \"/a b\" refused"},
 		{"ident", `{{configAs "/lb/name" "x" "ident"}}`, "front", ""},
 		{"addr", `{{(configAs "/lb/addr" "10.0.0.1" "addr").Bracketed}}`, "[2001:db8::1]", ""},
+		// The default is the template's: a loopback one is taken, a
+		// loopback value from the registry is not.
+		{"addr, a loopback default", `{{configAs "/none" "127.0.0.1" "addr"}}`, "127.0.0.1", ""},
+		{"addr, a loopback value", `{{configAs "/lb/self" "10.0.0.1" "addr"}}`, "10.0.0.1", ""},
 		{"weight refused", `{{configAs "/lb/port" "1" "weight"}}`, "1", ""},
 		{"nginxString", `{{configAs "/lb/name" "x" "nginxString"}}`, `"front"`, ""},
 		{"nginxMapKey", `{{configAs "/lb/name" "x" "nginxMapKey"}}`, `"\\front"`, ""},
@@ -1017,7 +1022,7 @@ func TestAddressPolicy(t *testing.T) {
 			t.Errorf("address %q with allow_loopback refused: %v", v, err)
 		}
 	}
-	for _, v := range []string{"localhost", "LocalHost", "db.localhost"} {
+	for _, v := range []string{"localhost", "LocalHost", "db.localhost", "localhost4", "localhost.localdomain", "ip6-localhost", "ip6-loopback"} {
 		if _, err := parseAddress("host", v, addrRules{hostnames: true}); err == nil || !strings.Contains(err.Error(), "allow_loopback") {
 			t.Errorf("host name %q without allow_loopback: %v; want it refused", v, err)
 		}
