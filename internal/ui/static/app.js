@@ -633,10 +633,19 @@
     };
     this.filterEvents = filterEvents;
 
+    // sleep waits ms, or until the page's requests are aborted; its abort
+    // listener goes with it (one a feed answer otherwise stayed for the
+    // page's life).
     function sleep(ms) {
       return new Promise(function (resolve) {
-        var t = setTimeout(resolve, ms);
-        ctrl.signal.addEventListener('abort', function () { clearTimeout(t); resolve(); });
+        var t;
+        function done() {
+          clearTimeout(t);
+          ctrl.signal.removeEventListener('abort', done);
+          resolve();
+        }
+        t = setTimeout(done, ms);
+        ctrl.signal.addEventListener('abort', done);
       });
     }
 
