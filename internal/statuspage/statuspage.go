@@ -44,28 +44,50 @@ var page = template.Must(template.New("page").Funcs(template.FuncMap{
 
 // shown is printable.Lines as HTML, each run of escapes (a doubled
 // backslash too) marked as one (class esc): the text "\u200b" and an
-// escaped zero-width space read alike, but only the second is marked. An
-// element an escape made a 64 KiB diff of control characters 64,000
-// elements, laid out again at every refresh of the page.
+// escaped zero-width space read alike, but only the second is marked.
+// Past maxMarkedRuns runs, the rest of the text is marked as a whole
+// (class "esc rest"). An element an escape made a 64 KiB change of
+// control characters 64,000 elements, laid out again at every refresh of
+// the page; text and escapes in turn ("a\x7fa\x7f…") would still make
+// one a character.
 func shown(s string) template.HTML {
-	var b, run strings.Builder
+	var b, run, rest strings.Builder
+	runs := 0
 	endRun := func() {
-		if run.Len() > 0 {
+		switch {
+		case run.Len() == 0:
+			return
+		case runs == maxMarkedRuns:
+			rest.WriteString(run.String())
+		default:
 			b.WriteString(`<span class="esc">`)
 			b.WriteString(template.HTMLEscapeString(run.String()))
 			b.WriteString(`</span>`)
-			run.Reset()
+			runs++
 		}
+		run.Reset()
 	}
 	printable.WriteLines(s, func(t string) {
-		if t != "" {
-			endRun()
+		if t == "" {
+			return
+		}
+		if endRun(); rest.Len() > 0 {
+			rest.WriteString(t)
+		} else {
 			b.WriteString(template.HTMLEscapeString(t))
 		}
 	}, func(e string) { run.WriteString(e) })
 	endRun()
+	if rest.Len() > 0 {
+		b.WriteString(`<span class="esc rest" title="more escapes than are marked one by one">`)
+		b.WriteString(template.HTMLEscapeString(rest.String()))
+		b.WriteString(`</span>`)
+	}
 	return template.HTML(b.String())
 }
+
+// maxMarkedRuns is how many runs of escapes a text marks one by one.
+const maxMarkedRuns = 1000
 
 // ContentSecurityPolicy allows the page's own style sheet and nothing
 // else: no script at all.

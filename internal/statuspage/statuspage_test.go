@@ -487,4 +487,14 @@ func TestPageMarksARunOfEscapesOnce(t *testing.T) {
 	if got != want {
 		t.Errorf("shown:\n%.300s\nwant:\n%.300s", got, want)
 	}
+	// Text and escapes in turn: past maxMarkedRuns runs, the rest is one
+	// element, the text unchanged.
+	alternating := strings.Repeat("a\x7f", 30000)
+	got = string(shown(alternating))
+	if n := strings.Count(got, "<span"); n != maxMarkedRuns+1 {
+		t.Errorf("%d elements for 30,000 runs of escapes; want %d", n, maxMarkedRuns+1)
+	}
+	if !strings.Contains(got, `<span class="esc rest"`) || strings.Count(got, `\x7f`) != 30000 || strings.Count(got, "a") < 30000 {
+		t.Errorf("the text past the marked runs is not all there, or not marked:\n%.300s", got[len(got)-300:])
+	}
 }
