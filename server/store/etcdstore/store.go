@@ -1023,8 +1023,9 @@ func (s *Store) refuseEmptyBudget(t *tenant) error {
 	return err
 }
 
-// clockBehind notes that another node stamped an account's write budget
-// by a clock ahead of this one's by more than writeClockSkew: counted,
+// clockBehind notes that an account's write budget is stamped by a clock
+// ahead of this node's by more than writeClockSkew (another node's, or
+// this one's before it stepped back): counted,
 // and said in the log at most once a minute. Until the clocks agree, a
 // client whose writes alternate between such nodes refills the budget at
 // the fast node's next write (each node's own write limit still holds),
@@ -1032,7 +1033,7 @@ func (s *Store) refuseEmptyBudget(t *tenant) error {
 func (s *Store) clockBehind(by time.Duration) {
 	s.metrics.clockBehind.Inc()
 	s.clockWarn.Do(func() {
-		s.log.Warn("another node's clock is ahead of this node's: the nodes' clocks must agree within well under a second (NTP); meanwhile the write budget is not kept through the nodes together, nor timeouts within a second", "ahead_by", by.Round(time.Millisecond))
+		s.log.Warn("an account's write budget is stamped ahead of this node's clock: another node's clock is ahead (or this one stepped back); the nodes' clocks must agree within well under a second (NTP), else the write budget is not kept through the nodes together, nor timeouts within a second", "ahead_by", by.Round(time.Millisecond))
 	})
 }
 
