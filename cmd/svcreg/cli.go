@@ -90,6 +90,9 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		printMainUsage(stdout)
 		return exitOK
 	}
+	if (args[0] == "--version" || args[0] == "-version") && len(args) == 1 {
+		args = []string{"version"}
+	}
 	for _, c := range commands() {
 		if c.name != args[0] {
 			continue
@@ -137,7 +140,7 @@ func printMainUsage(w io.Writer) {
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintf(w, "\nRun 'svcreg <command> --help' for a command's flags.\n")
+	fmt.Fprintf(w, "\nRun 'svcreg <command> --help' (or 'svcreg help <command> [<subcommand>]') for a command's flags;\n'svcreg --version' is 'svcreg version'.\n")
 }
 
 // newFlagSet returns the flag set of a command that takes flags only.
@@ -183,6 +186,10 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	return log, nil
 }
 
+// versionString is svcreg's version: the one set at link time, else the
+// module's as go build records it (a tag, or a pseudo-version naming the
+// commit of the checkout, "+dirty" for a tree with changes; "(devel)"
+// where it records none, as with -buildvcs=false).
 func versionString() string {
 	if version != "" {
 		return version

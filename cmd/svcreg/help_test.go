@@ -57,3 +57,24 @@ func TestTemplateTakesConfigAndTemplateFlagsTogether(t *testing.T) {
 		t.Errorf("template --help shows --config and --template as alternatives:\n%s", usage)
 	}
 }
+
+// --version is the version command, as many tools take it; the usage
+// says so, and names help.
+func TestVersionFlag(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{{"version"}, {"--version"}, {"-version"}} {
+		var stdout, stderr strings.Builder
+		if code := Main(context.Background(), args, nil, &stdout, &stderr); code != 0 || !strings.HasPrefix(stdout.String(), "svcreg ") {
+			t.Errorf("svcreg %s: exit %d, %q %q; want the version", strings.Join(args, " "), code, stdout.String(), stderr.String())
+		}
+	}
+	var stdout, stderr strings.Builder
+	if code := Main(context.Background(), []string{"--version", "x"}, nil, &stdout, &stderr); code != exitUsage {
+		t.Errorf("svcreg --version x: exit %d, want %d", code, exitUsage)
+	}
+	stdout.Reset()
+	Main(context.Background(), []string{"--help"}, nil, &stdout, &stderr)
+	if !strings.Contains(stdout.String(), "svcreg help <command>") || !strings.Contains(stdout.String(), "--version") {
+		t.Errorf("the usage does not name help and --version:\n%s", stdout.String())
+	}
+}
