@@ -120,9 +120,11 @@ pipe into "head"), or, with --count, after that many events.
 Without --marker it starts now and shows only new events; with it, it
 starts after the event with that id (the last one you saw), so that a tail
 can be resumed. It long-polls the registry and rides out the registry's
-restarts, also one under way when it starts, and its internal errors (500);
-a refusal (credentials it does not take) or a --url that does not answer
-as the API ends it, with exit status 1. With --output json, one JSON object per line.`, stdout)
+restarts, also one under way when it starts (a --url nothing answers at
+is waited for, saying so on stderr), and its internal errors (500); a
+refusal (credentials it does not take) or a --url whose answers are not
+the API's (a web page) ends it, with exit status 1. With --output json,
+one JSON object per line.`, stdout)
 	marker := f.fs.String("marker", "", "event `id` to follow the feed after; default: now")
 	typ := f.fs.String("type", "", "show only events of this `type`, e.g. service.join")
 	count := f.fs.Int("count", 0, "exit after `N` events; 0 to follow until interrupted")
