@@ -177,7 +177,13 @@ func (r *Renderer) installAhead(ctx context.Context, g *Group, ah *ahead, af *ah
 	}
 	ah.failure = f
 	if f != nil {
-		r.Health.passed(g.Name, r.failed(f), r.now())
+		if ctx.Err() != nil {
+			// A stop cut the check short: no failure of the change's, and
+			// the live state goes back to the installed files below.
+			r.Log.Info("stopped during the check of a change applied ahead: taking it back out of the live state", "group", g.Name)
+		} else {
+			r.Health.passed(g.Name, r.failed(f), r.now())
+		}
 		if !latest {
 			r.Log.Info("a later change was applied meanwhile; checking it next", "group", g.Name)
 			return

@@ -3,6 +3,7 @@ package render
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/svcreg/svcreg/internal/haproxytest"
 	"github.com/svcreg/svcreg/internal/retry"
+	"github.com/svcreg/svcreg/internal/testserver"
 	"github.com/svcreg/svcreg/registry"
 	"github.com/svcreg/svcreg/watcher"
 )
@@ -313,6 +315,8 @@ func TestAheadStructuralChangeWaitsForTheCheck(t *testing.T) {
 func TestAheadStopJoinsTheCheck(t *testing.T) {
 	t.Parallel()
 	s := newAheadSetup(t)
+	logs := new(testserver.Buffer)
+	s.r.Log = slog.New(slog.NewTextHandler(logs, nil))
 	installed := readFile(t, s.h.Backends)
 	src := watcher.NewLatest()
 	src.Put(snapshot())
@@ -337,6 +341,9 @@ func TestAheadStopJoinsTheCheck(t *testing.T) {
 	}
 	if _, err := os.Stat(stagedName(s.h.Backends)); err == nil {
 		t.Error("the staged file was left behind")
+	}
+	if strings.Contains(logs.String(), "level=ERROR") {
+		t.Errorf("a stop logged as an error:\n%s", logs.String())
 	}
 }
 
