@@ -151,13 +151,13 @@ one JSON object per line.`, stdout)
 	defer stopLooking()
 	ctx, outputGone := context.WithCancel(ctx)
 	defer outputGone()
-	go func() {
+	go func(done <-chan struct{}) {
 		select {
 		case <-gone:
 			outputGone()
-		case <-ctx.Done():
+		case <-done:
 		}
-	}()
+	}(ctx.Done())
 	// A registry that is down or restarting is waited for; a refusal, or
 	// an answer that is not the API's, ends the tail: retrying would not
 	// fix it. The feed retries more (a daemon's credentials may be fixed
