@@ -255,8 +255,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // only reads them), rather than a slice allocated for each, heartbeats'
 // included.
 var (
-	jsonType = []string{"application/json; charset=UTF-8"}
-	noSniff  = []string{"nosniff"}
+	jsonType   = []string{"application/json; charset=UTF-8"}
+	noSniff    = []string{"nosniff"}
+	noStoreHdr = []string{"no-store"}
 )
 
 func writeRawJSON(w http.ResponseWriter, status int, data []byte) {
@@ -265,6 +266,10 @@ func writeRawJSON(w http.ResponseWriter, status int, data []byte) {
 	// Registry text in a JSON answer (a requested path echoed in a 404,
 	// say) is never read as HTML by a browser that sniffs.
 	h["X-Content-Type-Options"] = noSniff
+	// An account's data, asked for with a token in X-Auth-Token, which a
+	// shared cache does not take for credentials (it does
+	// Authorization): never kept by one, to be served to another client.
+	h["Cache-Control"] = noStoreHdr
 	h.Set("Content-Length", strconv.Itoa(len(data)))
 	w.WriteHeader(status)
 	w.Write(data)

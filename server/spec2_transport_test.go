@@ -480,8 +480,10 @@ func testLocationHeader(t *testing.T, kind string) {
 	})
 }
 
-// Answers that hold a token are kept out of caches, and JSON answers, which
-// may echo registry text or a requested path, are never sniffed as HTML.
+// Answers that hold a token, or an account's data asked for with one in
+// X-Auth-Token (which a shared cache does not take for credentials), are
+// kept out of caches, and JSON answers, which may echo registry text or a
+// requested path, are never sniffed as HTML.
 func TestCacheAndSniffHeaders(t *testing.T) {
 	t.Parallel()
 	srv := testserver.Start(t, testserver.Options{})
@@ -496,6 +498,9 @@ func TestCacheAndSniffHeaders(t *testing.T) {
 	for _, r := range []*reply{login, c.raw("GET", "/v1.0/"+c.tenant+"/<script>", nil), c.raw("GET", "/v1.0/"+c.tenant+"/services", nil)} {
 		if got := r.header.Get("X-Content-Type-Options"); got != "nosniff" {
 			t.Errorf("an answer (%d) without X-Content-Type-Options: nosniff: %q", r.code, got)
+		}
+		if got := r.header.Get("Cache-Control"); got != "no-store" {
+			t.Errorf("an answer (%d) with Cache-Control %q, want no-store", r.code, got)
 		}
 	}
 }
