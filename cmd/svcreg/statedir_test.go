@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/svcreg/svcreg/internal/testserver"
@@ -58,7 +60,7 @@ func TestTemplateStateDir(t *testing.T) {
 		{"none", map[string]string{"STATE_DIRECTORY": "/run/x"}, 0, ""},
 		{"state", nil, 0, filepath.Join(wd, "state")},
 		{"", map[string]string{"STATE_DIRECTORY": "/var/lib/a:/var/lib/b", "HOME": "/home/u"}, 1000, "/var/lib/a"},
-		{"", map[string]string{"STATE_DIRECTORY": "relative", "HOME": "/home/u"}, 0, "/var/lib/svcreg"},
+		{"", map[string]string{"STATE_DIRECTORY": "relative", "HOME": "/home/u"}, 0, "/var/lib/svcreg-template"},
 		{"", map[string]string{"XDG_STATE_HOME": "/home/u/st", "HOME": "/home/u"}, 1000, "/home/u/st/svcreg"},
 		{"", map[string]string{"XDG_STATE_HOME": "st", "HOME": "/home/u"}, 1000, "/home/u/.local/state/svcreg"},
 		{"", map[string]string{"HOME": "/"}, 1000, "/.local/state/svcreg"},
@@ -68,5 +70,59 @@ func TestTemplateStateDir(t *testing.T) {
 		if err != nil || got != tc.want {
 			t.Errorf("flag %q, env %v, euid %d: %q, %v; want %q", tc.flag, tc.env, tc.euid, got, err, tc.want)
 		}
+	}
+}
+
+// A renderer whose state directory is now /var/lib/svcreg-template takes
+// the spellings files it kept in /var/lib/svcreg, as earlier releases
+// did, at its first start there: else it would choose among names that
+// differ only in case anew. Not once it has files of its own, and only
+// regular files of its own user's.
+func TestAdoptLegacyState(t *testing.T) {
+	t.Parallel()
+	from, to := t.TempDir(), filepath.Join(t.TempDir(), "svcreg-template")
+	for name, content := range map[string]string{"spellings-aa.json": `{"a":1}`, "spellings-bb.json": `{"b":2}`, "svcreg.db": "the registry's"} {
+		if err := os.WriteFile(filepath.Join(from, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink("/etc/passwd", filepath.Join(from, "spellings-cc.json")); err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	adoptLegacyState(log, from, to, os.Geteuid())
+	entries, err := os.ReadDir(to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+		if info, _ := e.Info(); info.Mode().Perm() != 0o600 {
+			t.Errorf("%s copied with mode %v, want 0600", e.Name(), info.Mode().Perm())
+		}
+	}
+	if got := strings.Join(names, " "); got != "spellings-aa.json spellings-bb.json" {
+		t.Errorf("copied %q; want the two spellings files, not the database nor a link", got)
+	}
+	if got := readString(filepath.Join(to, "spellings-bb.json")); got != `{"b":2}` {
+		t.Errorf("copied %q", got)
+	}
+	if _, err := os.Stat(filepath.Join(from, "spellings-aa.json")); err != nil {
+		t.Errorf("the former directory lost its file: %v", err)
+	}
+	// Once it has files of its own, nothing is copied over them.
+	if err := os.WriteFile(filepath.Join(from, "spellings-aa.json"), []byte("newer in the old place"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	adoptLegacyState(log, from, to, os.Geteuid())
+	if got := readString(filepath.Join(to, "spellings-aa.json")); got != `{"a":1}` {
+		t.Errorf("a file of the new directory was copied over: %q", got)
+	}
+	// Files of another user are not taken.
+	other := filepath.Join(t.TempDir(), "svcreg-template")
+	adoptLegacyState(log, from, other, os.Geteuid()+1)
+	if _, err := os.Stat(other); err == nil {
+		t.Error("files of another user were copied")
 	}
 }

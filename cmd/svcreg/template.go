@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/oklog/run"
@@ -172,7 +173,7 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	fs.StringVar(&f.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.StringVar(&f.stateDir, "state-dir", "", "`directory` where the spelling endpointsBy kept of names that differ only in case is saved,\n"+
 		"so that a restart or a --once run keeps it; \"none\": remembered in memory only\n"+
-		"(default: $STATE_DIRECTORY, as systemd's StateDirectory= sets it; else /var/lib/svcreg as root,\n"+
+		"(default: $STATE_DIRECTORY, as systemd's StateDirectory= sets it; else /var/lib/svcreg-template as root,\n"+
 		"else $XDG_STATE_HOME/svcreg or ~/.local/state/svcreg)")
 	registryflags.Register(fs, &f.registry)
 	if err := parseFlags(fs, args); err != nil {
@@ -245,6 +246,9 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	}
 	if renderer.StateDir == "" && f.stateDir != "none" {
 		log.Warn("no directory to save the spellings endpointsBy keeps in (no $HOME): a restart chooses among names that differ only in case again; give --state-dir")
+	}
+	if renderer.StateDir == rootStateDir && !f.dry {
+		adoptLegacyState(log, legacyRootStateDir, rootStateDir, os.Geteuid())
 	}
 	renderer.Status = render.NewStatus()
 	loop := &render.Loop{Renderer: renderer, Source: w}
@@ -334,9 +338,78 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	return err
 }
 
+// rootStateDir is a renderer's state directory as root when neither
+// --state-dir nor $STATE_DIRECTORY says (and the example unit's
+// StateDirectory=): one of its own, not legacyRootStateDir, where earlier
+// releases kept it, which the examples give the server for its data.
+const (
+	rootStateDir       = "/var/lib/svcreg-template"
+	legacyRootStateDir = "/var/lib/svcreg"
+)
+
+// adoptLegacyState copies the spellings files (spellings-*.json) the
+// renderer kept in from, as earlier releases did, to to, where it keeps
+// them now, at the first start that finds none in to: without them it
+// would choose among names that differ only in case anew. Only regular
+// files of euid's are copied, as only those are read; from keeps them.
+func adoptLegacyState(log *slog.Logger, from, to string, euid int) {
+	if have, _ := filepath.Glob(filepath.Join(to, "spellings-*.json")); len(have) > 0 {
+		return
+	}
+	old, _ := filepath.Glob(filepath.Join(from, "spellings-*.json"))
+	copied := 0
+	for _, path := range old {
+		info, err := os.Lstat(path)
+		if err != nil || !info.Mode().IsRegular() {
+			continue
+		}
+		if st, ok := info.Sys().(*syscall.Stat_t); !ok || int(st.Uid) != euid {
+			continue
+		}
+		data, err := os.ReadFile(path)
+		if err == nil {
+			err = os.MkdirAll(to, 0o700)
+		}
+		if err == nil {
+			err = writeFileAtomic(filepath.Join(to, filepath.Base(path)), data, 0o600)
+		}
+		if err != nil {
+			log.Warn("cannot copy the spellings kept before to the state directory: names that differ only in case may be chosen anew", "from", path, "to", to, "err", err)
+			return
+		}
+		copied++
+	}
+	if copied > 0 {
+		log.Info("copied the spellings endpointsBy kept in the former state directory", "from", from, "to", to, "files", copied)
+	}
+}
+
+// writeFileAtomic writes data to path through a temporary file renamed
+// over it, synced, so that a crash leaves the whole file or none.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err == nil {
+		err = tmp.Chmod(perm)
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
 // templateStateDir is the renderer's StateDir for --state-dir flag: the
 // flag's, made absolute; else $STATE_DIRECTORY (the first, if systemd
-// set several); else /var/lib/svcreg for root (euid 0); else
+// set several); else rootStateDir for root (euid 0); else
 // $XDG_STATE_HOME/svcreg, or ~/.local/state/svcreg. "none", or no home to
 // find one in: "".
 func templateStateDir(flag string, getenv func(string) string, euid int) (string, error) {
@@ -350,7 +423,7 @@ func templateStateDir(flag string, getenv func(string) string, euid int) (string
 		return d, nil
 	}
 	if euid == 0 {
-		return "/var/lib/svcreg", nil
+		return rootStateDir, nil
 	}
 	if d := getenv("XDG_STATE_HOME"); filepath.IsAbs(d) {
 		return filepath.Join(d, "svcreg"), nil
