@@ -12,9 +12,11 @@ import (
 
 // readerGone returns a channel closed once w, when it is a pipe or a
 // socket, has no reader left (the "head" of "svcreg events tail | head
-// -1" exited), so that a command that waits long between writes ends
-// then, not at its next write; and a function that stops looking. For
-// anything else (a terminal, a file, a buffer) the channel is nil.
+// -1" exited; a Unix socket's peer closed: a TCP peer's close is not
+// told, and is found at the next write), so that a command that waits
+// long between writes ends then, not at its next write; and a function
+// that stops looking. For anything else (a terminal, a file, a buffer)
+// the channel is nil.
 func readerGone(w io.Writer) (<-chan struct{}, func()) {
 	f, ok := w.(*os.File)
 	if !ok {
@@ -47,8 +49,8 @@ func readerGone(w io.Writer) (<-chan struct{}, func()) {
 			switch {
 			case errors.Is(err, unix.EINTR):
 				continue
-			case err != nil, fds[1].Revents != 0:
-				return
+			case err != nil, fds[1].Revents != 0, fds[0].Revents&unix.POLLNVAL != 0:
+				return // stopped, or nothing to watch (w closed)
 			case fds[0].Revents&(unix.POLLERR|unix.POLLHUP) != 0:
 				close(gone)
 				return
