@@ -512,15 +512,19 @@ func TestRefreshAtAHangingNodeHoldsNothingUp(t *testing.T) {
 	t.Parallel()
 	srv := testserver.Start(t, testserver.Options{})
 	rp := proxyTo(t, srv)
-	var hang atomic.Bool
+	// The node hangs logins first, then everything: so the refresh is
+	// surely held there before a heartbeat hangs (one that hung first
+	// would move the client, and the refresh would go to the next node).
+	var hangLogins, hang atomic.Bool
 	var held atomic.Int32 // logins the hanging node holds
 	release := make(chan struct{})
 	front := startNode(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !hang.Load() {
+		login := r.URL.Path == "/v2.0/tokens"
+		if !hang.Load() && !(login && hangLogins.Load()) {
 			rp.ServeHTTP(w, r)
 			return
 		}
-		if r.URL.Path == "/v2.0/tokens" {
+		if login {
 			held.Add(1)
 			defer held.Add(-1)
 		}
@@ -541,8 +545,14 @@ func TestRefreshAtAHangingNodeHoldsNothingUp(t *testing.T) {
 	if b := nextBeat(t, ch); b.Err != nil {
 		t.Fatalf("first beat: %v", b.Err)
 	}
-	hang.Store(true)
+	hangLogins.Store(true)
 	registry.RefreshDue(c)
+	for held.Load() == 0 {
+		if b := nextBeat(t, ch); b.Err != nil {
+			t.Fatalf("a beat while the refresh waits: %v", b.Err)
+		}
+	}
+	hang.Store(true)
 	for {
 		b := nextBeat(t, ch)
 		// Only a success after the move counts: a beat that went through
