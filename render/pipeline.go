@@ -402,7 +402,7 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 	f = stage(g, files)
 	if f == nil {
 		f = r.check(ctx, g, files)
-		if f != nil && ctx.Err() != nil {
+		if f != nil && ctx.Err() != nil && errors.Is(f.Err, context.Canceled) {
 			// A stop cut the check short: no outcome, nothing installed.
 			r.Log.Info("stopped during the check: nothing installed", "group", g.Name)
 			if failedApply && !r.NoReload && g.reloads() {
