@@ -162,34 +162,22 @@ func isAt(f *os.File, name string) bool {
 	return err == nil && os.SameFile(have, now)
 }
 
-// forgetDestination removes the lock and reload-pending files of dest, a
-// destination that is no longer the configuration's, unless another
-// process holds its lock: taken without waiting, and removed while held,
-// so that whoever opened it before sees it gone once it has the lock
-// (lockFile), and opens it anew; a renderer between an install and its
-// reload keeps its pending file. Without a lock file, no pass is under
-// way on dest.
-func forgetDestination(log *slog.Logger, dest string) {
+// forgetDestination removes the lock file of dest, a destination that is
+// no longer the configuration's, unless another process holds it: taken
+// without waiting, and removed while held, so that whoever opened it
+// before sees it gone once it has the lock (lockFile), and opens it anew.
+// Its reload-pending file stays: another renderer of dest may have a
+// reload of it due (one left behind makes a renderer that takes dest
+// again reload it once).
+func forgetDestination(dest string) {
 	name := lockName(dest)
 	f, err := os.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		removePending(log, dest)
-		return
-	case err != nil:
+	if err != nil {
 		return
 	}
 	defer closeAll([]*os.File{f})
 	if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil && isAt(f, name) {
-		removePending(log, dest)
 		os.Remove(name)
-	}
-}
-
-// removePending removes dest's reload-pending file, if there is one.
-func removePending(log *slog.Logger, dest string) {
-	if err := os.Remove(pendingName(dest)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		log.Warn("cannot remove the reload-pending file of a destination no more in the config", "destination", dest, "err", err)
 	}
 }
 

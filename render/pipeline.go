@@ -204,11 +204,10 @@ func (r *Renderer) switchSet(old, next *Set) {
 	r.runtimes.carryLooked(old, next)
 	r.Health.keep(next)
 	r.Status.keep(next)
-	// The lock and reload-pending files of the destinations next has no
-	// more would stay for ever (and a pending one would make a reload
-	// due should the destination come back); their files stay, as the
-	// load balancer may still include them. Dry writes (and removes)
-	// nothing.
+	// The lock files of the destinations next has no more would stay for
+	// ever; their files stay, as the load balancer may still include
+	// them, and so do their reload-pending files, which may be another
+	// renderer's due reload. Dry writes (and removes) nothing.
 	if r.Dry {
 		return
 	}
@@ -221,7 +220,7 @@ func (r *Renderer) switchSet(old, next *Set) {
 	for _, g := range old.Groups {
 		for _, t := range g.Templates {
 			if !kept[t.Destination] {
-				forgetDestination(r.Log, t.Destination)
+				forgetDestination(t.Destination)
 			}
 		}
 	}
@@ -766,7 +765,7 @@ func (r *Renderer) check(ctx context.Context, g *Group, files []*file) *Failure 
 	if err == nil {
 		_, err = runCommand(ctx, cmd, g.CheckTimeout)
 	}
-	if err == nil || ctx.Err() == nil { // a check a stop cut short has no result
+	if ctx.Err() == nil || !errors.Is(err, context.Canceled) { // a check a stop cut short has no result
 		r.Metrics.checks.WithLabelValues(g.Name, result(err)).Inc()
 	}
 	if err != nil {
