@@ -74,9 +74,7 @@ func TestReloadDueAfterAFailedRollback(t *testing.T) {
 		now := time.Now()
 		g.r.now = func() time.Time { return now }
 		set := g.set(t, TemplateConfig{Check: "true", Reload: "echo reload >> " + g.log + "; exit 1", MinReloadInterval: Duration(time.Hour)})
-		if res := g.r.Pass(ctx, set, web(1)); res.Worst() == nil || res.Worst().Step != StepReload {
-			t.Fatalf("first pass: %+v; want its reload to fail", res)
-		}
+		firstDeployFails(t, g, set)
 		for range 3 {
 			if res := g.r.Pass(ctx, set, web(1)); res.Failures != nil || !res.RetryAt.Equal(now.Add(time.Hour)) {
 				t.Errorf("a pass within the interval: %+v; want the reload held back to the interval's end", res)
@@ -121,13 +119,12 @@ func dueAfterAFailedRollback(t *testing.T, check string, n int) (*group, *Set) {
 	t.Helper()
 	ctx := context.Background()
 	g := newGroup(t, upstreams)
-	ok := filepath.Join(g.dir, "ok")
-	set := g.set(t, TemplateConfig{Check: check, Reload: "echo reload >> " + g.log + "; [ -e " + ok + " ]"})
+	set := g.setReloadingWhenOK(t, TemplateConfig{Check: check})
 	writeFile(t, g.dir, "ok", "")
 	if res := g.r.Pass(ctx, set, web(1)); res.Failures != nil {
 		t.Fatalf("first pass: %+v", res)
 	}
-	removeFile(t, ok)
+	removeFile(t, filepath.Join(g.dir, "ok"))
 	if res := g.r.Pass(ctx, set, web(n)); res.Worst() == nil || res.Worst().Step != StepReload || g.reloads(t) != 3 {
 		t.Fatalf("second pass: %+v, %d reloads; want the reload and the rollback's failed", res, g.reloads(t))
 	}
@@ -159,9 +156,7 @@ func TestReloadDueWaitsForTheExecCommand(t *testing.T) {
 	set := g.set(t, TemplateConfig{Check: "true", Reload: "echo reload >> " + g.log + "; [ -e " + filepath.Join(dir, "up") + " ]"})
 	g.r.Child = ex
 	ctx := context.Background()
-	if res := g.r.Pass(ctx, set, web(1)); res.Worst() == nil || res.Worst().Step != StepReload {
-		t.Fatalf("first pass: %+v; want its reload to fail", res)
-	}
+	firstDeployFails(t, g, set)
 	res := g.r.Pass(ctx, set, web(1))
 	ex.Passed(res)
 	select {
@@ -186,13 +181,12 @@ func TestFailedFallbackLeavesTheReloadDue(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	g := newGroup(t, upstreams)
-	ok := filepath.Join(g.dir, "ok")
-	set := g.set(t, TemplateConfig{Check: "true", Reload: "echo reload >> " + g.log + "; [ -e " + ok + " ]"})
+	set := g.setReloadingWhenOK(t, TemplateConfig{Check: "true"})
 	writeFile(t, g.dir, "ok", "")
 	if res := g.r.Pass(ctx, set, web(1)); res.Failures != nil {
 		t.Fatalf("first pass: %+v", res)
 	}
-	removeFile(t, ok)
+	removeFile(t, filepath.Join(g.dir, "ok"))
 	g.r.runtimes.fail(backgroundFailure{set.Groups[0].Name, g.dest, "haproxy", errors.New("drain failed")})
 	if fs := g.r.Fallback(ctx, set); len(fs) != 1 || g.reloads(t) != 2 {
 		t.Fatalf("Fallback: %v, %d reloads; want its reload failed", fs, g.reloads(t))
@@ -250,12 +244,9 @@ func TestRenamedGroupKeepsItsDueReload(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	g := newGroup(t, upstreams)
-	ok := filepath.Join(g.dir, "ok")
-	tc := TemplateConfig{Check: "true", Reload: "echo reload >> " + g.log + "; [ -e " + ok + " ]", ReloadGroup: "old"}
+	tc := TemplateConfig{Check: "true", Reload: g.reloadWhenOK(), ReloadGroup: "old"}
 	set := g.set(t, tc)
-	if res := g.r.Pass(ctx, set, web(1)); res.Worst() == nil || res.Worst().Step != StepReload {
-		t.Fatalf("first pass: %+v; want its reload to fail", res)
-	}
+	firstDeployFails(t, g, set)
 	tc.ReloadGroup = "new"
 	next := g.set(t, tc)
 	g.r.switchSet(set, next)
@@ -271,13 +262,12 @@ func TestRenamedGroupKeepsItsDueReload(t *testing.T) {
 func TestFailedFallbackIsRetriedByTheLoop(t *testing.T) {
 	t.Parallel()
 	g := newGroup(t, upstreams)
-	ok := filepath.Join(g.dir, "ok")
-	set := g.set(t, TemplateConfig{Check: "true", Reload: "echo reload >> " + g.log + "; [ -e " + ok + " ]"})
+	set := g.setReloadingWhenOK(t, TemplateConfig{Check: "true"})
 	writeFile(t, g.dir, "ok", "")
 	src, _ := startLoop(t, g, set)
 	src.Put(web(1))
 	waitFor(t, "the first install's reload", func() bool { return g.reloads(t) == 1 })
-	removeFile(t, ok)
+	removeFile(t, filepath.Join(g.dir, "ok"))
 	g.r.runtimes.fail(backgroundFailure{set.Groups[0].Name, g.dest, "haproxy", errors.New("drain failed")})
 	waitFor(t, "the fallback's reload", func() bool { return g.reloads(t) == 2 })
 	writeFile(t, g.dir, "ok", "")
@@ -322,11 +312,8 @@ func TestReloadDueAcrossARestart(t *testing.T) {
 	t.Run("a kept new file", func(t *testing.T) {
 		t.Parallel()
 		g := newGroup(t, upstreams)
-		ok := filepath.Join(g.dir, "ok")
-		set := g.set(t, TemplateConfig{Check: "true", Reload: "echo reload >> " + g.log + "; [ -e " + ok + " ]"})
-		if w := g.r.Pass(ctx, set, web(1)).Worst(); w == nil || w.Step != StepReload {
-			t.Fatalf("the first deploy: %v; want its reload failed", w)
-		}
+		set := g.setReloadingWhenOK(t, TemplateConfig{Check: "true"})
+		firstDeployFails(t, g, set)
 		if w := NewRenderer(nil, nil, nil).Pass(ctx, set, web(1)).Worst(); w == nil || w.Step != StepReload || g.reloads(t) != 2 {
 			t.Fatalf("a start with nothing changed: %v, %d reloads; want the kept file's reload tried again, and failed", w, g.reloads(t))
 		}
@@ -372,11 +359,8 @@ func TestRenderFailureReloadsTheDueFiles(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	g := newGroup(t, upstreams)
-	ok := filepath.Join(g.dir, "ok")
-	set := g.set(t, TemplateConfig{Check: "true", MinInstances: 1, Reload: "echo reload >> " + g.log + "; [ -e " + ok + " ]"})
-	if w := g.r.Pass(ctx, set, web(1)).Worst(); w == nil || w.Step != StepReload {
-		t.Fatalf("the first deploy: %v; want its reload failed", w)
-	}
+	set := g.setReloadingWhenOK(t, TemplateConfig{Check: "true", MinInstances: 1})
+	firstDeployFails(t, g, set)
 	writeFile(t, g.dir, "ok", "")
 	if w := g.r.Pass(ctx, set, snapshot()).Worst(); w == nil || w.Step != StepRender || g.reloads(t) != 2 {
 		t.Fatalf("a pass whose render is refused: %v, %d reloads; want the render's failure and the due files reloaded", w, g.reloads(t))
@@ -419,11 +403,8 @@ func TestAnotherRenderersReloadTakesTheDueFiles(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			g := newGroup(t, upstreams)
-			ok := filepath.Join(g.dir, "ok")
-			set := g.set(t, TemplateConfig{Check: "true", Reload: "echo reload >> " + g.log + "; [ -e " + ok + " ]"})
-			if w := g.r.Pass(ctx, set, web(1)).Worst(); w == nil || w.Step != StepReload {
-				t.Fatalf("the daemon's first deploy: %v; want its reload failed", w)
-			}
+			set := g.setReloadingWhenOK(t, TemplateConfig{Check: "true"})
+			firstDeployFails(t, g, set)
 			writeFile(t, g.dir, "ok", "")
 			other := NewRenderer(nil, nil, nil)
 			other.NoReload = tc.noReload
@@ -470,5 +451,25 @@ func TestDroppedDestinationKeepsItsPendingFile(t *testing.T) {
 		if lock != nil {
 			lock.Close()
 		}
+	}
+}
+
+// reloadWhenOK is a reload command that counts its runs in g's log and
+// passes once the file "ok" is in g's directory.
+func (g *group) reloadWhenOK() string {
+	return "echo reload >> " + g.log + "; [ -e " + filepath.Join(g.dir, "ok") + " ]"
+}
+
+// setReloadingWhenOK is g's set of tc with reloadWhenOK for its reload.
+func (g *group) setReloadingWhenOK(t *testing.T, tc TemplateConfig) *Set {
+	tc.Reload = g.reloadWhenOK()
+	return g.set(t, tc)
+}
+
+// firstDeployFails passes set on web-1 with g, whose reload must fail.
+func firstDeployFails(t *testing.T, g *group, set *Set) {
+	t.Helper()
+	if w := g.r.Pass(context.Background(), set, web(1)).Worst(); w == nil || w.Step != StepReload {
+		t.Fatalf("the first deploy: %v; want its reload failed", w)
 	}
 }

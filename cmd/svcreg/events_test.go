@@ -263,20 +263,8 @@ func TestEventsTailStopsOnARefusal(t *testing.T) {
 func TestEventsTailInterrupt(t *testing.T) {
 	t.Parallel()
 	srv, c := tailEnv(t, "tail-sigint")
-	cmd := exec.Command(os.Args[0], "events", "tail", "-o", "json")
-	cmd.Env = append(os.Environ(), execEnv+"=1",
-		"SVCREG_URL="+srv.APIURL, "SVCREG_USERNAME=tail-sigint", "SVCREG_API_KEY=dev",
-		"SVCREG_TOKEN=", "SVCREG_TENANT=", "SVCREG_AUTH_URL=", "SVCREG_PASSWORD=", "SVCREG_REGION=")
-	stdout, stderr := newOutput(), newOutput()
-	cmd.Stdout, cmd.Stderr = stdout, stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	stderr.waitFor(t, "following the events after")
+	stdout := newOutput()
+	cmd, stderr := startTail(t, srv, "tail-sigint", stdout)
 	create(t, c, "sigint-1")
 	if err := c.SetConfig(context.Background(), "/app/color", "blue"); err != nil {
 		t.Fatal(err)
@@ -286,9 +274,7 @@ func TestEventsTailInterrupt(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
-	stuck := time.AfterFunc(20*time.Second, func() { cmd.Process.Kill() })
-	defer stuck.Stop()
-	if err := cmd.Wait(); err != nil {
+	if err := waitTail(cmd); err != nil {
 		t.Fatalf("tail after SIGINT: %v; stderr:\n%s", err, stderr)
 	}
 	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
@@ -297,40 +283,54 @@ func TestEventsTailInterrupt(t *testing.T) {
 	}
 }
 
+// startTail runs "svcreg events tail -o json" as a real process for user
+// at srv, its output to stdout, and returns once it follows the feed.
+func startTail(t *testing.T, srv *testserver.Server, user string, stdout io.Writer) (*exec.Cmd, *output) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "events", "tail", "-o", "json")
+	cmd.Env = append(os.Environ(), execEnv+"=1",
+		"SVCREG_URL="+srv.APIURL, "SVCREG_USERNAME="+user, "SVCREG_API_KEY=dev",
+		"SVCREG_TOKEN=", "SVCREG_TENANT=", "SVCREG_AUTH_URL=", "SVCREG_PASSWORD=", "SVCREG_REGION=")
+	stderr := newOutput()
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	stderr.waitFor(t, "following the events after")
+	return cmd, stderr
+}
+
+// waitTail waits for a tail started by startTail to end, killing it if it
+// has not within 20 s.
+func waitTail(cmd *exec.Cmd) error {
+	stuck := time.AfterFunc(20*time.Second, func() { cmd.Process.Kill() })
+	defer stuck.Stop()
+	return cmd.Wait()
+}
+
 // A tail whose reader has gone ("svcreg events tail | head -1") ends then,
 // with exit status 0, not at the next event, which may be long in coming.
 // Here a real process, with no event after the one read.
 func TestEventsTailEndsWhenItsReaderHasGone(t *testing.T) {
 	t.Parallel()
 	srv, c := tailEnv(t, "tail-head")
-	cmd := exec.Command(os.Args[0], "events", "tail", "-o", "json")
-	cmd.Env = append(os.Environ(), execEnv+"=1",
-		"SVCREG_URL="+srv.APIURL, "SVCREG_USERNAME=tail-head", "SVCREG_API_KEY=dev",
-		"SVCREG_TOKEN=", "SVCREG_TENANT=", "SVCREG_AUTH_URL=", "SVCREG_PASSWORD=", "SVCREG_REGION=")
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	stderr := newOutput()
-	cmd.Stdout, cmd.Stderr = w, stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, stderr := startTail(t, srv, "tail-head", w)
 	w.Close()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	stderr.waitFor(t, "following the events after")
 	create(t, c, "head-1")
 	line, err := bufio.NewReader(r).ReadString('\n')
 	if err != nil || !strings.Contains(line, `"type":"service.join"`) {
 		t.Fatalf("first line %q, %v; want the join", line, err)
 	}
 	r.Close()
-	stuck := time.AfterFunc(20*time.Second, func() { cmd.Process.Kill() })
-	defer stuck.Stop()
-	if err := cmd.Wait(); err != nil {
+	if err := waitTail(cmd); err != nil {
 		t.Fatalf("tail after its reader went: %v; want exit status 0 with no event to write; stderr:\n%s", err, stderr)
 	}
 }
