@@ -1013,8 +1013,7 @@ func (a *Auth) serveIssue(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.metrics.tokenRequests.WithLabelValues("200").Inc()
-	noStore(w)
-	writeJSON(w, http.StatusOK, ans)
+	writeJSON(w, http.StatusOK, ans) // no-store, as every JSON answer (RFC 6749 5.1 asks it of token answers)
 }
 
 // issue checks a user's credentials under the limits and issues a token.
@@ -1151,14 +1150,7 @@ func (a *Auth) serveValidate(w http.ResponseWriter, r *http.Request, token, tena
 		keystoneFault(w, http.StatusUnauthorized, "unauthorized", "The token is invalid or has expired.")
 		return
 	}
-	noStore(w)
 	writeJSON(w, http.StatusOK, a.accessFor(r, token, ti))
-}
-
-// noStore keeps an answer that holds a token out of every cache (RFC 6749
-// 5.1 asks the same of OAuth token answers).
-func noStore(w http.ResponseWriter) {
-	w.Header().Set("Cache-Control", "no-store")
 }
 
 func (a *Auth) lookup(ctx context.Context, token string) (store.TokenInfo, error) {

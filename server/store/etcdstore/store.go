@@ -396,8 +396,9 @@ func Open(ctx context.Context, cli *clientv3.Client, opts Options) (*Store, erro
 		k:       keys{p: opts.Prefix},
 		tenants: map[string]*tenant{},
 		nodeID:  hex.EncodeToString(id[:]),
+
+		clockWarn: rate.Sometimes{Interval: time.Minute},
 	}
-	s.clockWarn.Interval = time.Minute
 	s.started = s.now()
 	s.showKick = make(chan struct{}, 1)
 	s.memberConns.slots = make(chan struct{}, maxHedges)
@@ -974,6 +975,9 @@ func (s *Store) clientWrite(ctx context.Context, t *tenant, what string, reads [
 // writeClockSkew), one ahead earns its lead once. A time further ahead
 // than that is a wrong clock's, and is not waited for.
 func (w *writer) spendWrite() error {
+	if ahead := time.Duration(w.acct.WritesAt-w.now.UnixMilli()) * time.Millisecond; ahead > writeClockSkew && w.s.opts.WriteRate >= 0 {
+		w.s.clockBehind(ahead)
+	}
 	tokens, now, at, err := w.s.writeBudget(w.acct, w.now)
 	if err != nil || w.s.opts.WriteRate < 0 {
 		return err
@@ -992,7 +996,6 @@ func (s *Store) writeBudget(acct store.AccountRecord, at0 time.Time) (tokens flo
 	}
 	now, at = at0.UnixMilli(), acct.WritesAt
 	if at > now+writeClockSkew.Milliseconds() {
-		s.clockBehind(time.Duration(at-now) * time.Millisecond)
 		at = now
 	}
 	tokens = burst
