@@ -458,12 +458,12 @@ func (e *Exec) started() bool {
 	return e.child != nil
 }
 
-// running is closed when the command exits; nil when it has not started
-// or is being stopped (a reload does not signal it then).
 // waiting reports whether there is an --exec command that is not
 // running: not started yet, or stopping.
 func (e *Exec) waiting() bool { return e != nil && e.running() == nil }
 
+// running is closed when the command exits; nil when it has not started
+// or is being stopped (a reload does not signal it then).
 func (e *Exec) running() <-chan struct{} {
 	if e == nil {
 		return nil

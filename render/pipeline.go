@@ -9,6 +9,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -196,11 +197,7 @@ func (r *Renderer) switchSet(old, next *Set) {
 	// A renamed group's pending files are taken for another renderer's
 	// until it writes them itself: reloaded once more rather than not at
 	// all.
-	for name := range r.duePending {
-		if !stillDue[name] {
-			delete(r.duePending, name)
-		}
-	}
+	maps.DeleteFunc(r.duePending, func(name string, _ bool) bool { return !stillDue[name] })
 	r.runtimes.carryLooked(old, next)
 	r.Health.keep(next)
 	r.Status.keep(next)
@@ -465,9 +462,10 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 	// left the new ones as the load balancer had nothing before (a first
 	// deploy), and the next pass goes on from there.
 	f = r.reloadGroup(ctx, g, files, snap.ChangedAt)
-	if !r.due(g) {
-		// Taken by the reload, or put back; files it left unreloaded
-		// stay due, their reload-pending files with them.
+	if !r.due(g) && (f != nil || r.NoReload || !g.reloads()) {
+		// Put back, or nothing reloads them (a reload that passed took
+		// them with notDue); files left unreloaded stay due, their
+		// reload-pending files with them.
 		r.clearPending(g)
 	}
 	if f != nil {
@@ -486,8 +484,8 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 // due any more. Without a reload to run (--no-reload, a group without
 // one), they are left for a renderer that reloads.
 func (r *Renderer) lookForPending(g *Group) {
-	if r.NoReload || !g.reloads() {
-		return
+	if r.NoReload || !g.reloads() || r.reloadDue[g.Name] && !r.duePending[g.Name] {
+		return // nothing to find: no reload to run, or due with no files of its own to miss
 	}
 	pending := reloadPending(g)
 	switch {

@@ -177,10 +177,11 @@ func parseAddress(field, s string, rules addrRules) (Address, error) {
 	}
 	// localhost and the names below it are the host's own (RFC 6761), as
 	// are the names distributions give loopback in /etc/hosts.
-	if l := strings.ToLower(s); !rules.loopback && (loopbackNames[l] || strings.HasSuffix(l, ".localhost")) {
+	l := strings.ToLower(s)
+	if !rules.loopback && (loopbackNames[l] || strings.HasSuffix(l, ".localhost")) {
 		return Address{}, refuse(field, s, loopbackRefused)
 	}
-	return Address{host: strings.ToLower(s)}, nil
+	return Address{host: l}, nil
 }
 
 // loopbackNames are host names that are loopback by definition (RFC
@@ -734,13 +735,9 @@ func (st *execState) checker(caller, fn string, args []any, def string, what fun
 	}
 	check = bindValue(value, ints)
 	checkDefault := check
-	if fn == "addr" {
-		// The default is the template's, not registry data: a loopback
-		// address there is its author's to choose.
-		rules := st.addrs
-		rules.loopback = true
+	if fn == "addr" { // the default is the template's: loopback is its author's to choose
 		checkDefault = func(s string) (any, error) {
-			a, err := parseAddress("address", s, rules)
+			a, err := parseAddress("address", s, addrRules{hostnames: st.addrs.hostnames, loopback: true})
 			return a, withhold(err)
 		}
 	}

@@ -190,12 +190,12 @@ func (s *Status) installed(group string, files []*file, changedAt, at time.Time)
 		// or the one it replaced was not for every user to read: a
 		// perms = "0600" taken out of the config shows the old file's
 		// lines otherwise.
-		if privateMode(f.mode) || f.info != nil && privateMode(f.info.Mode()) {
-			mode := f.mode.Perm()
-			if !privateMode(f.mode) {
-				mode = f.info.Mode().Perm()
-			}
-			diff.WriteString(diffSummary(f.old, f.out, fmt.Sprintf("mode %04o: not shown", mode)))
+		mode := f.mode
+		if !privateMode(mode) && f.info != nil {
+			mode = f.info.Mode()
+		}
+		if privateMode(mode) {
+			diff.WriteString(diffSummary(f.old, f.out, fmt.Sprintf("mode %04o: not shown", mode.Perm())))
 			continue
 		}
 		diff.WriteString(statusDiff(f.old, f.out))

@@ -51,36 +51,27 @@ var page = template.Must(template.New("page").Funcs(template.FuncMap{
 // the page; text and escapes in turn ("a\x7fa\x7f…") would still make
 // one a character.
 func shown(s string) template.HTML {
-	var b, run, rest strings.Builder
-	runs := 0
-	endRun := func() {
+	var b strings.Builder
+	runs, open, rest := 0, false, false
+	printable.WriteLines(s, func(t string) {
+		if t != "" && open && !rest {
+			b.WriteString(`</span>`)
+			open = false
+		}
+		b.WriteString(template.HTMLEscapeString(t))
+	}, func(e string) {
 		switch {
-		case run.Len() == 0:
-			return
+		case open:
 		case runs == maxMarkedRuns:
-			rest.WriteString(run.String())
+			b.WriteString(`<span class="esc rest" title="more escapes than are marked one by one">`)
+			open, rest = true, true
 		default:
 			b.WriteString(`<span class="esc">`)
-			b.WriteString(template.HTMLEscapeString(run.String()))
-			b.WriteString(`</span>`)
-			runs++
+			open, runs = true, runs+1
 		}
-		run.Reset()
-	}
-	printable.WriteLines(s, func(t string) {
-		if t == "" {
-			return
-		}
-		if endRun(); rest.Len() > 0 {
-			rest.WriteString(t)
-		} else {
-			b.WriteString(template.HTMLEscapeString(t))
-		}
-	}, func(e string) { run.WriteString(e) })
-	endRun()
-	if rest.Len() > 0 {
-		b.WriteString(`<span class="esc rest" title="more escapes than are marked one by one">`)
-		b.WriteString(template.HTMLEscapeString(rest.String()))
+		b.WriteString(template.HTMLEscapeString(e))
+	})
+	if open {
 		b.WriteString(`</span>`)
 	}
 	return template.HTML(b.String())
