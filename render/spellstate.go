@@ -271,6 +271,17 @@ func (r *Renderer) loadSpellings(t *Template) {
 // so that in a directory others may write to, a file they put there is
 // not taken.
 func readStateFile(path, dest string) (spellings, error) {
+	data, err := openStateFile(path, os.Geteuid())
+	if err != nil {
+		return nil, err
+	}
+	return decodeSpellings(dest, data)
+}
+
+// openStateFile reads the state file at path: a regular file (never
+// through a link, nor waiting on a FIFO) of euid's, of at most
+// maxStateFile bytes.
+func openStateFile(path string, euid int) ([]byte, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if errors.Is(err, syscall.ELOOP) {
 		return nil, errors.New("a symbolic link, not the file this program writes")
@@ -286,8 +297,8 @@ func readStateFile(path, dest string) (spellings, error) {
 	if !info.Mode().IsRegular() {
 		return nil, fmt.Errorf("not a regular file (%s)", info.Mode().Type())
 	}
-	if st, ok := info.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
-		return nil, fmt.Errorf("owned by uid %d, not by this user (%d), who writes it", st.Uid, os.Geteuid())
+	if st, ok := info.Sys().(*syscall.Stat_t); ok && int(st.Uid) != euid {
+		return nil, fmt.Errorf("owned by uid %d, not by this user (%d), who writes it", st.Uid, euid)
 	}
 	data, err := io.ReadAll(io.LimitReader(f, maxStateFile+1))
 	if err != nil {
@@ -296,7 +307,35 @@ func readStateFile(path, dest string) (spellings, error) {
 	if len(data) > maxStateFile {
 		return nil, fmt.Errorf("larger than %d bytes", maxStateFile)
 	}
-	return decodeSpellings(dest, data)
+	return data, nil
+}
+
+// CopyStateFiles copies the state files in from to to, when to has none,
+// as saveSpellings writes them: a state directory that moved keeps the
+// spellings. A file in from that this user would not read (a link, not
+// a regular file, another user's, too large) is left. It returns how
+// many it copied.
+func CopyStateFiles(from, to string, euid int) (int, error) {
+	if have, _ := filepath.Glob(filepath.Join(to, "spellings-*.json")); len(have) > 0 {
+		return 0, nil
+	}
+	old, _ := filepath.Glob(filepath.Join(from, "spellings-*.json"))
+	copied := 0
+	for _, path := range old {
+		data, err := openStateFile(path, euid)
+		if err != nil {
+			continue
+		}
+		err = fsync.MkdirAll(to, 0o700)
+		if err == nil {
+			err = replace(filepath.Join(to, filepath.Base(path)), data, 0o600, fileOwner{-1, -1})
+		}
+		if err != nil {
+			return copied, err
+		}
+		copied++
+	}
+	return copied, nil
 }
 
 // saveSpellings writes the state file of each of ts whose spellings

@@ -147,17 +147,9 @@ one JSON object per line.`, stdout)
 	defer stop()
 	// A reader of the output that has gone (a pipe into "head -1") ends
 	// the tail as an interrupt does, rather than at the next event.
-	gone, stopLooking := readerGone(stdout)
-	defer stopLooking()
 	ctx, outputGone := context.WithCancel(ctx)
 	defer outputGone()
-	go func(done <-chan struct{}) {
-		select {
-		case <-gone:
-			outputGone()
-		case <-done:
-		}
-	}(ctx.Done())
+	defer readerGone(stdout, outputGone)()
 	// A registry that is down or restarting is waited for; a refusal, or
 	// an answer that is not the API's, ends the tail: retrying would not
 	// fix it. The feed retries more (a daemon's credentials may be fixed

@@ -696,7 +696,19 @@ func uiHandler(on bool) http.Handler {
 // writeReadyFile writes url and a newline to path, atomically (a temporary
 // file renamed into place): whoever waits for path reads the whole URL.
 func writeReadyFile(path, url string) error {
-	if err := writeFileAtomic(path, []byte(url+"\n"), 0o600); err != nil {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("--ready-file: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.WriteString(url + "\n"); err != nil {
+		tmp.Close()
+		return fmt.Errorf("--ready-file: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("--ready-file: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("--ready-file: %w", err)
 	}
 	return nil

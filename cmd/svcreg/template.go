@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/oklog/run"
@@ -347,64 +346,18 @@ const (
 	legacyRootStateDir = "/var/lib/svcreg"
 )
 
-// adoptLegacyState copies the spellings files (spellings-*.json) the
-// renderer kept in from, as earlier releases did, to to, where it keeps
-// them now, at the first start that finds none in to: without them it
-// would choose among names that differ only in case anew. Only regular
-// files of euid's are copied, as only those are read; from keeps them.
+// adoptLegacyState copies the spellings files the renderer kept in
+// from, as earlier releases did, to to, where it keeps them now, at the
+// first start that finds none in to (render.CopyStateFiles): without
+// them it would choose among names that differ only in case anew.
 func adoptLegacyState(log *slog.Logger, from, to string, euid int) {
-	if have, _ := filepath.Glob(filepath.Join(to, "spellings-*.json")); len(have) > 0 {
-		return
-	}
-	old, _ := filepath.Glob(filepath.Join(from, "spellings-*.json"))
-	copied := 0
-	for _, path := range old {
-		info, err := os.Lstat(path)
-		if err != nil || !info.Mode().IsRegular() {
-			continue
-		}
-		if st, ok := info.Sys().(*syscall.Stat_t); !ok || int(st.Uid) != euid {
-			continue
-		}
-		data, err := os.ReadFile(path)
-		if err == nil {
-			err = os.MkdirAll(to, 0o700)
-		}
-		if err == nil {
-			err = writeFileAtomic(filepath.Join(to, filepath.Base(path)), data, 0o600)
-		}
-		if err != nil {
-			log.Warn("cannot copy the spellings kept before to the state directory: names that differ only in case may be chosen anew", "from", path, "to", to, "err", err)
-			return
-		}
-		copied++
+	copied, err := render.CopyStateFiles(from, to, euid)
+	if err != nil {
+		log.Warn("cannot copy the spellings kept before to the state directory: names that differ only in case may be chosen anew", "from", from, "to", to, "err", err)
 	}
 	if copied > 0 {
 		log.Info("copied the spellings endpointsBy kept in the former state directory", "from", from, "to", to, "files", copied)
 	}
-}
-
-// writeFileAtomic writes data to path through a temporary file renamed
-// over it, synced, so that a crash leaves the whole file or none.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err == nil {
-		err = tmp.Chmod(perm)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
 
 // templateStateDir is the renderer's StateDir for --state-dir flag: the
