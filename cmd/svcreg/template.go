@@ -12,7 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strconv"
+	"slices"
 	"strings"
 	"time"
 
@@ -503,27 +503,18 @@ func runOnce(ctx context.Context, log *slog.Logger, w *watcher.Watcher, loop *re
 // running and loaded, by their [registry] keys; the values, secrets among
 // them, are not shown.
 func registryChanges(running, loaded registry.Config) []string {
-	var changed []string
-	for _, s := range []struct {
-		key     string
-		was, is string
-	}{
-		{"url", running.URL, loaded.URL},
-		{"auth_url", running.AuthURL, loaded.AuthURL},
-		{"region", running.Region, loaded.Region},
-		{"tenant", running.Tenant, loaded.Tenant},
-		{"username", running.Username, loaded.Username},
-		{"api_key", running.APIKey, loaded.APIKey},
-		{"password", running.Password, loaded.Password},
-		{"token", running.Token, loaded.Token},
-		{"ca_cert", running.CACert, loaded.CACert},
-		{"max_list_items", strconv.Itoa(running.MaxListItems), strconv.Itoa(loaded.MaxListItems)},
-	} {
-		if s.was != s.is {
-			changed = append(changed, s.key)
-		}
-	}
-	return changed
+	return changedKeys([]keyChange{
+		{"url", running.URL != loaded.URL},
+		{"auth_url", running.AuthURL != loaded.AuthURL},
+		{"region", running.Region != loaded.Region},
+		{"tenant", running.Tenant != loaded.Tenant},
+		{"username", running.Username != loaded.Username},
+		{"api_key", running.APIKey != loaded.APIKey},
+		{"password", running.Password != loaded.Password},
+		{"token", running.Token != loaded.Token},
+		{"ca_cert", running.CACert != loaded.CACert},
+		{"max_list_items", running.MaxListItems != loaded.MaxListItems},
+	})
 }
 
 // startChanges names the settings besides [registry] that the renderer
@@ -531,19 +522,28 @@ func registryChanges(running, loaded registry.Config) []string {
 // resync and outage, the [exec] command) and that differ between running
 // and loaded, by their keys.
 func startChanges(running, loaded render.Config) []string {
+	return changedKeys([]keyChange{
+		{"listen", running.Listen != loaded.Listen},
+		{"resync", running.Resync != loaded.Resync},
+		{"outage", running.Outage != loaded.Outage},
+		{"[exec] command", !slices.Equal(running.Exec.Command, loaded.Exec.Command)},
+		{"[exec] grace_period", running.Exec.GracePeriod != loaded.Exec.GracePeriod},
+	})
+}
+
+// keyChange is a setting's key, and whether a reload of the config
+// changed it.
+type keyChange struct {
+	key     string
+	differs bool
+}
+
+// changedKeys names the keys that differ, in order.
+func changedKeys(cs []keyChange) []string {
 	var changed []string
-	for _, s := range []struct {
-		key     string
-		was, is string
-	}{
-		{"listen", running.Listen, loaded.Listen},
-		{"resync", running.Resync.D().String(), loaded.Resync.D().String()},
-		{"outage", running.Outage.D().String(), loaded.Outage.D().String()},
-		{"[exec] command", strings.Join(running.Exec.Command, "\x00"), strings.Join(loaded.Exec.Command, "\x00")},
-		{"[exec] grace_period", running.Exec.GracePeriod.D().String(), loaded.Exec.GracePeriod.D().String()},
-	} {
-		if s.was != s.is {
-			changed = append(changed, s.key)
+	for _, c := range cs {
+		if c.differs {
+			changed = append(changed, c.key)
 		}
 	}
 	return changed
