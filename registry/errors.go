@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/svcreg/svcreg/internal/printable"
 )
@@ -162,11 +161,7 @@ func cutText(s string) string {
 	if len(s) <= maxShownText {
 		return s
 	}
-	cut := maxShownText
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "…"
+	return printable.Prefix(s, maxShownText) + "…"
 }
 
 func (e *Error) detailsText() string {

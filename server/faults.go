@@ -9,10 +9,10 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"golang.org/x/time/rate"
 
+	"github.com/svcreg/svcreg/internal/printable"
 	"github.com/svcreg/svcreg/server/store"
 )
 
@@ -107,11 +107,7 @@ func echoed(s string) string {
 	if len(s) <= maxEcho {
 		return s
 	}
-	cut := maxEcho
-	for cut > maxEcho-utf8.UTFMax && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "…(" + strconv.Itoa(len(s)) + " bytes)"
+	return printable.Prefix(s, maxEcho) + "…(" + strconv.Itoa(len(s)) + " bytes)"
 }
 
 // faultFor maps an error to its fault: a *fault is itself, a store error

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"golang.org/x/time/rate"
 
@@ -166,11 +165,7 @@ func (c cutLines) Write(p []byte) (int, error) {
 	if len(line) <= MaxErrorLine {
 		return c.w.Write(p)
 	}
-	cut := MaxErrorLine
-	for cut > 0 && !utf8.RuneStart(line[cut]) {
-		cut--
-	}
-	if _, err := fmt.Fprintf(c.w, "%s… (cut: %d bytes)%s\n", line[:cut], len(line), stack); err != nil {
+	if _, err := fmt.Fprintf(c.w, "%s… (cut: %d bytes)%s\n", printable.Prefix(line, MaxErrorLine), len(line), stack); err != nil {
 		return 0, err
 	}
 	return len(p), nil

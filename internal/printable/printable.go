@@ -208,3 +208,17 @@ func walk(s string, shows func(rune) bool, text func(string), esc func(r rune, r
 		text(s[start:])
 	}
 }
+
+// Prefix is s cut to at most n bytes at the start of a character, so
+// that a character is not split (a string that is not UTF-8 is cut at
+// most utf8.UTFMax-1 bytes short of n).
+func Prefix(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > n-(utf8.UTFMax-1) && cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut]
+}

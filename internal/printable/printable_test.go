@@ -57,3 +57,22 @@ func TestLines(t *testing.T) {
 		t.Errorf("Lines of a plain text: %q", got)
 	}
 }
+
+func TestPrefix(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		s    string
+		n    int
+		want string
+	}{
+		{"abc", 5, "abc"},
+		{"abcdef", 3, "abc"},
+		{"aé", 2, "a"},  // é is two bytes: not split
+		{"a€b", 3, "a"}, // € is three
+		{"\x80\x80\x80\x80\x80\x80", 5, "\x80\x80"}, // not UTF-8: at most three short
+	} {
+		if got := Prefix(tc.s, tc.n); got != tc.want {
+			t.Errorf("Prefix(%q, %d) = %q, want %q", tc.s, tc.n, got, tc.want)
+		}
+	}
+}
