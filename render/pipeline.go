@@ -308,9 +308,11 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 		if r.due(g) && ah.applied == nil && ctx.Err() == nil {
 			// The installed files go live whatever the registry's data
 			// renders to now (unless stopping: a stop waits for no
-			// reload of its own).
-			retryAt, _ := r.reloadDueFiles(ctx, g)
-			return false, retryAt, f
+			// reload of its own). A reload that fails too is the pass's
+			// failure, the later step (--once's exit 8): the load
+			// balancer is without the installed files. Both are logged.
+			retryAt, rf := r.reloadDueFiles(ctx, g)
+			return false, retryAt, cmp.Or(rf, f)
 		}
 		return false, time.Time{}, f
 	}

@@ -370,6 +370,20 @@ func TestRenderFailureReloadsTheDueFiles(t *testing.T) {
 	}
 }
 
+// A pass whose render fails and whose due reload fails too reports the
+// reload's failure, the later step (--once's exit 8): the load balancer
+// runs without the installed files, which a render's failure (5) would
+// not say.
+func TestRenderFailureWithAFailedDueReloadIsAReloadFailure(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, upstreams)
+	set := g.setReloadingWhenOK(t, TemplateConfig{Check: "true", MinInstances: 1})
+	firstDeployFails(t, g, set)
+	if w := g.r.Pass(context.Background(), set, snapshot()).Worst(); w == nil || w.Step != StepReload || g.reloads(t) != 2 {
+		t.Fatalf("a refused render with a due reload that fails: %v, %d reloads; want the reload's failure, after 2", w, g.reloads(t))
+	}
+}
+
 // A stop that cuts a due group's render short runs no reload on its way
 // out: a stop waits for no reload of its own.
 func TestStopDuringADueGroupsRenderRunsNoReload(t *testing.T) {
