@@ -274,3 +274,34 @@ func TestFallbackReloadOutputHidden(t *testing.T) {
 		t.Errorf("the fallback's reload failure: %v; want its output not shown", fs)
 	}
 }
+
+// The reload after a runtime API failure (Fallback) waits for another
+// renderer's lock, as a pass does: it neither reloads while another
+// renderer installs, nor removes the reload-pending file that renderer
+// wrote, which may be its due reload.
+func TestFallbackWaitsForAnotherRenderersLock(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, upstreams)
+	set := g.set(t, TemplateConfig{Reload: "echo reload >> " + g.log})
+	writeFile(t, g.dir, filepath.Base(g.dest), "before\n")
+	other := holdLock(t, g.dest)
+	writeFile(t, g.dir, filepath.Base(pendingName(g.dest)), "") // the other's
+	g.r.runtimes.fail(backgroundFailure{set.Groups[0].Name, g.dest, "haproxy", errors.New("drain failed")})
+	done := make(chan []Failure, 1)
+	go func() { done <- g.r.Fallback(context.Background(), set) }()
+	for range 30 {
+		time.Sleep(10 * time.Millisecond)
+		select {
+		case fs := <-done:
+			t.Fatalf("the fallback ended while another process held the lock: %v", fs)
+		default:
+		}
+		if _, err := os.Lstat(pendingName(g.dest)); err != nil || g.reloads(t) != 0 {
+			t.Fatalf("while another process held the lock: the pending file %v, %d reloads; want it there, no reload", err, g.reloads(t))
+		}
+	}
+	other.Close()
+	if fs := <-done; len(fs) != 0 || g.reloads(t) != 1 {
+		t.Errorf("after the lock was released: %v, %d reloads; want one reload", fs, g.reloads(t))
+	}
+}

@@ -262,23 +262,47 @@ func (r *Renderer) Fallback(ctx context.Context, set *Set) []Failure {
 		if r.NoReload || !g.reloads() {
 			continue
 		}
-		skipped, err := r.reloadCounted(ctx, g)
-		var f *Failure
-		switch {
-		case err != nil:
-			r.hideOutput(g, nil, "reload", err)
-			f = r.failed(&Failure{g.Name, StepReload, err})
+		f := r.fallbackReload(ctx, g)
+		if f == stopped {
+			continue
+		}
+		if f != nil {
 			failures = append(failures, *f)
-			r.markDue(g) // the live state is not the files'
-		case skipped != "":
-			r.Log.Info("not reloaded: "+skipped, "group", g.Name)
-		default:
-			r.Health.stepOK(g.Name, StepReload, r.now())
-			r.Log.Info("reloaded", "group", g.Name)
 		}
 		r.Health.passed(g.Name, f, r.now())
 	}
 	return failures
+}
+
+// fallbackReload is Fallback's reload of g, holding the group's
+// destination locks as a pass does: another renderer's pass (a --once)
+// does not install between, and the reload-pending files this reload
+// leaves or removes are its own, not the other's due reload.
+func (r *Renderer) fallbackReload(ctx context.Context, g *Group) *Failure {
+	release, f := r.lockGroup(ctx, g)
+	if f != nil {
+		// Not reloaded: the live state is not the files', which a
+		// later pass (or the next start) reloads.
+		r.markDue(g)
+		if f == stopped {
+			return f
+		}
+		return r.failed(f)
+	}
+	defer release()
+	skipped, err := r.reloadCounted(ctx, g)
+	switch {
+	case err != nil:
+		r.hideOutput(g, nil, "reload", err)
+		r.markDue(g) // the live state is not the files'
+		return r.failed(&Failure{g.Name, StepReload, err})
+	case skipped != "":
+		r.Log.Info("not reloaded: "+skipped, "group", g.Name)
+	default:
+		r.Health.stepOK(g.Name, StepReload, r.now())
+		r.Log.Info("reloaded", "group", g.Name)
+	}
+	return nil
 }
 
 // reconcileRuntime makes the live state of g's runtime files that did not
