@@ -529,10 +529,10 @@ func TestTemplateHAProxyEndToEnd(t *testing.T) {
 	}
 	eventuallyTrue(t, "api-2 to leave the backend", func() bool { return !strings.Contains(readString(h.backends), "api-2") })
 
-	// A config HAProxy refuses: haproxy.cfg now names a backend no service
-	// gives (and the template does not list). The old file stays, and
-	// HAProxy's reason reaches the log. The next change renders it (api-1
-	// moves to the backend "other").
+	// A config HAProxy refuses: haproxy.cfg now names a backend the
+	// template does not list. The old file stays, and HAProxy's reason
+	// reaches the log. The next change renders it (svc_api's health check
+	// path: a change that needs a reload, so checked first).
 	// First HAProxy runs the file without api-2 (its drain through the
 	// runtime API done): a reload still to come would read the changed
 	// haproxy.cfg, fail, and leave the old worker.
@@ -546,7 +546,7 @@ func TestTemplateHAProxyEndToEnd(t *testing.T) {
 	})
 	before = readString(h.backends)
 	nameMissingBackend(t, h.main)
-	if err := c.UpdateService(context.Background(), "api-1", registry.ServicePatch{Metadata: map[string]string{"ip": ip, "port": port, "backend": "other"}}); err != nil {
+	if err := c.SetConfig(context.Background(), "/haproxy/api/health", "/ping"); err != nil {
 		t.Fatal(err)
 	}
 	eventuallyTrue(t, "HAProxy's reason in the log", func() bool {

@@ -534,24 +534,27 @@ func TestExecHAProxy(t *testing.T) {
 		t.Fatalf("server changes: %d applied through the runtime API (want 3), %d reload signals (want 0), worker %s (was %s):\n%s", n, signals(), h.worker(t), worker, d.output())
 	}
 
-	// A new backend: reloaded by SIGUSR2, a new worker runs it, and
-	// traffic goes on.
+	// A backend's setting (its health check path): reloaded by SIGUSR2, a
+	// new worker runs it, and traffic goes on. A service naming a backend
+	// the template does not list changes nothing.
 	createService(t, c, "other-1", 120, []string{"http"}, map[string]string{"ip": ip, "port": port, "backend": "other"})
-	eventuallyTrue(t, "a new worker with backend other", func() bool {
-		out, err := haproxytest.Command(h.master, "@1 show backend")
-		return err == nil && strings.Contains(out, "other") && h.worker(t) != worker
-	})
-	if n := signals(); n != 1 || !strings.Contains(d.output(), "signal=SIGUSR2") {
-		t.Fatalf("%d reload signals for a new backend; want one SIGUSR2:\n%s", n, d.output())
+	if err := c.SetConfig(ctx, "/haproxy/api/health", "/health"); err != nil {
+		t.Fatal(err)
+	}
+	eventuallyTrue(t, "a new worker", func() bool { return h.worker(t) != worker })
+	if n := signals(); n != 1 || !strings.Contains(d.output(), "signal=SIGUSR2") || strings.Contains(readString(h.backends), "svc_other") {
+		t.Fatalf("%d reload signals for a changed backend; want one SIGUSR2, and no backend other:\n%s", n, d.output())
 	}
 	eventuallyTrue(t, "the new worker to serve api-2-moved", func() bool { return h.serves("api-2-moved") })
 
 	// A config HAProxy refuses (haproxy.cfg names a backend no render
-	// writes), for a change that needs a reload (a new backend): the
-	// check fails first and the master is not signalled.
+	// writes), for a change that needs a reload: the check fails first
+	// and the master is not signalled.
 	before := readString(h.backends)
 	nameMissingBackend(t, h.main)
-	createService(t, c, "extra-1", 120, []string{"http"}, map[string]string{"ip": ip, "port": port, "backend": "extra"})
+	if err := c.SetConfig(ctx, "/haproxy/api/health", "/other"); err != nil {
+		t.Fatal(err)
+	}
 	eventuallyTrue(t, "HAProxy's reason in the log", func() bool {
 		return strings.Contains(d.output(), "unable to find required default_backend: 'svc_missing'")
 	})
