@@ -44,6 +44,11 @@ func (a *Adapter) Plan(installed, rendered []byte) (runtime.Plan, error) {
 			if sv.unsupported != "" {
 				return nil, runtime.Reloadf("server %s/%s: %s", s.name, sv.name, sv.unsupported)
 			}
+			if ov != nil && ov.unsupported != "" {
+				// Its settings are unknown: the new line may drop one
+				// (backup, send-proxy, ssl) that the live server keeps.
+				return nil, runtime.Reloadf("server %s/%s changed, and its installed line cannot be read: %s", s.name, sv.name, ov.unsupported)
+			}
 			if ov != nil && !sameOptions(ov, sv) {
 				return nil, runtime.Reloadf("server %s/%s: settings other than address, port, weight and disabled changed", s.name, sv.name)
 			}
@@ -294,7 +299,9 @@ func steps(s *section, known knownFunc, live map[string]liveServer, pending map[
 		if d != nil && d.server != nil {
 			ov = d.server
 		}
-		if ov == nil || !sameOptions(ov, sv) {
+		// A line the adapter could not read (unchanged, it is the live
+		// server's) hides settings the new line may not have.
+		if ov == nil || !sameOptions(ov, sv) || (ov.unsupported != "" && !serverEqual(ov, sv)) {
 			return c, fmt.Errorf("server %s is live but not as the installed file describes it", id)
 		}
 		if sv.unsupported != "" {
