@@ -63,6 +63,9 @@ var sectionKeywords = map[string]bool{
 	"http-errors": true, "ring": true, "cache": true, "fcgi-app": true,
 }
 
+// conditionals are the directives of HAProxy's conditional blocks.
+var conditionals = map[string]bool{".if": true, ".elif": true, ".else": true, ".endif": true}
+
 // parseConfig splits an HAProxy configuration into sections. It does not
 // check the file (the check command does); lines it cannot follow (quotes,
 // escapes, environment variables on server lines) make their section
@@ -71,6 +74,7 @@ func parseConfig(text []byte) *config {
 	c := &config{}
 	cur := &section{header: "", kind: ""} // lines before any section
 	c.sections = append(c.sections, cur)
+	open := 0 // conditional blocks (.if) open
 	for _, raw := range strings.Split(string(text), "\n") {
 		words, norm := splitLine(raw)
 		if len(words) == 0 {
@@ -78,6 +82,9 @@ func parseConfig(text []byte) *config {
 		}
 		if sectionKeywords[words[0]] {
 			cur = &section{header: norm, kind: words[0]}
+			if open > 0 {
+				cur.unsupported = "it is inside a conditional block (.if), which HAProxy may skip"
+			}
 			if len(words) > 1 {
 				cur.name = words[1]
 				if !safeWord(cur.name) {
@@ -91,8 +98,18 @@ func parseConfig(text []byte) *config {
 		}
 		if words[0] != "server" || (cur.kind != "backend" && cur.kind != "listen") {
 			cur.lines = append(cur.lines, norm)
+			switch words[0] {
+			case ".if":
+				open++
+			case ".endif":
+				open = max(0, open-1)
+			}
 			switch {
 			case cur.unsupported != "":
+			case conditionals[words[0]]:
+				// HAProxy skips the lines of a false block: its server
+				// lines are no servers of the section.
+				cur.unsupported = "it has a conditional block (.if), whose server lines HAProxy may skip"
 			case words[0] == "default-server":
 				// HAProxy 2.6: a server added at runtime does not take
 				// the default-server settings.

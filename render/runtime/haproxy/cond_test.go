@@ -1,0 +1,52 @@
+package haproxy
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/svcreg/svcreg/internal/haproxytest"
+	"github.com/svcreg/svcreg/render/runtime"
+)
+
+// HAProxy skips the lines of a false .if block: a server line in one is
+// not a server of the backend, and the runtime API must not add it.
+func TestApplyServerInFalseConditionalBlock(t *testing.T) {
+	t.Parallel()
+	a, c := newCounter(t, "a"), newCounter(t, "c")
+	v1 := backendsFile(srvLine("a", a, ""), ".if defined(SVCREG_NOT_SET)\n", ".endif\n")
+	h := haproxytest.Start(t, v1, true)
+	v2 := backendsFile(srvLine("a", a, ""), ".if defined(SVCREG_NOT_SET)\n", srvLine("c", c, ""), ".endif\n")
+	ad, err := New(runtime.Settings{Socket: h.Socket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := ad.Plan([]byte(v1), []byte(v2))
+	if err != nil {
+		t.Log(err)
+		return
+	}
+	if err := p.Apply(t.Context()); err != nil {
+		t.Log(err)
+		return
+	}
+	seen := map[string]int{}
+	for i := 0; i < 10; i++ {
+		seen[hit(t, &http.Client{}, h.URL())]++
+	}
+	if seen["c"] > 0 {
+		t.Fatalf("requests went to %v: c, in a false .if block, was added", seen)
+	}
+}
+
+// A section that starts inside a conditional block may not be loaded at
+// all, or be one of two of the same name: its servers are not changed at
+// runtime either.
+func TestPlanSectionInConditionalBlock(t *testing.T) {
+	t.Parallel()
+	old := "backend x\n    balance roundrobin\n.if defined(A)\nbackend api\n    balance roundrobin\n    server a 127.0.0.1:8001\n.else\nbackend api\n    balance roundrobin\n    server a 127.0.0.1:8002\n.endif\n"
+	next := strings.Replace(old, ":8002", ":8003", 1)
+	if p, err := planOf(t, old, next); err == nil {
+		t.Fatalf("want a reload, got %q", p.Commands())
+	}
+}
