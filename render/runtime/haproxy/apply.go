@@ -467,7 +467,11 @@ func firstLine(s string) string {
 	return s
 }
 
-// Admin state bits of "show servers state" (management guide).
+// Admin state bits of "show servers state" (management guide). A server
+// the file disables is loaded with adminForcedMaint and adminConfigMaint;
+// "set server … state ready" clears the first only, and the second alone
+// is no maintenance (HAProxy's SRV_ADMF_MAINT leaves it out): the server
+// takes requests.
 const (
 	adminForcedMaint  = 0x01
 	adminConfigMaint  = 0x04
@@ -485,7 +489,7 @@ type liveServer struct {
 }
 
 func (l liveServer) maint() bool {
-	return l.admin&(adminForcedMaint|adminConfigMaint|adminResolveMaint) != 0
+	return l.admin&(adminForcedMaint|adminResolveMaint) != 0
 }
 func (l liveServer) drain() bool { return l.admin&adminForcedDrain != 0 }
 

@@ -381,7 +381,7 @@ func liveFromFile(s *section) map[string]liveServer {
 	for _, sv := range s.servers {
 		l := liveServer{name: sv.name, addr: sv.addr, port: sv.port, weight: sv.weight}
 		if sv.disabled {
-			l.admin = adminConfigMaint
+			l.admin = adminForcedMaint | adminConfigMaint
 		}
 		m[sv.name] = l
 	}
