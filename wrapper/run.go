@@ -280,7 +280,11 @@ func (s *supervisor) stopLeftovers(hurry <-chan struct{}) <-chan struct{} {
 }
 
 // finish stops the keeper and, unless --no-deregister, deletes the
-// service at once rather than letting it time out.
+// service at once rather than letting it time out. A service whose
+// command never started (it could not be run, or a signal came first) is
+// deleted even with --no-deregister: it never stood for a running
+// process, and left to time out it would send traffic to nothing and hold
+// the id from the next instance.
 func (s *supervisor) finish() {
 	s.stopKeeper()
 	held, maybe := s.keeper.Holding()
@@ -288,7 +292,7 @@ func (s *supervisor) finish() {
 		return
 	}
 	timeout := s.cfg.Service.HeartbeatTimeout
-	if s.cfg.NoDeregister {
+	if s.cfg.NoDeregister && s.child != nil {
 		s.log.Info("leaving the service to time out (--no-deregister)", "heartbeat_timeout", timeout)
 		return
 	}

@@ -1477,3 +1477,28 @@ func leftoverPid(t *testing.T, f *fixture) int {
 	t.Cleanup(func() { syscall.Kill(leftover, syscall.SIGKILL) })
 	return leftover
 }
+
+// A command that cannot be started (an executable file the kernel cannot
+// run) leaves no service behind, even with --no-deregister: nothing ever
+// ran behind it.
+func TestCommandThatCannotStartIsDeregistered(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	bad := f.path("bad-binary")
+	if err := os.WriteFile(bad, []byte("\x7fELF not really\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, flags := range [][]string{{"--id=cannot-start"}, {"--id=cannot-start-nd", "--no-deregister"}} {
+		id := strings.TrimPrefix(flags[0], "--id=")
+		w := startWrapper(t, t.TempDir(), f.env(), append(append([]string{"--interval=40"}, flags...), "--", bad)...)
+		if code := w.wait(); code != 126 {
+			t.Errorf("%v: exit code %d, want 126", flags, code)
+		}
+		if !strings.Contains(w.logs(), "exec format error") {
+			t.Errorf("%v: stderr does not say why the command cannot start:\n%s", flags, w.logs())
+		}
+		if s, err := f.service(id); err == nil {
+			t.Errorf("%v: service %s left registered though its command never started", flags, s.ID)
+		}
+	}
+}
