@@ -2,6 +2,7 @@ package registry
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -58,6 +60,10 @@ type authenticator struct {
 	body     []byte // the POST /tokens body
 	tenant   string // Config.Tenant
 	username string
+	// secret is the API key or password the login sends: an identity
+	// service (or a proxy before it) may quote the request in its error
+	// answer, which is logged.
+	secret string
 
 	mu        sync.Mutex
 	tok       AuthToken
@@ -125,6 +131,7 @@ func newAuthenticator(cfg Config, bases []string) (*authenticator, error) {
 			a.identity = append(a.identity, identityURL(b))
 		}
 	}
+	a.secret = cmp.Or(cfg.APIKey, cfg.Password)
 	var req any
 	if cfg.APIKey != "" {
 		req = map[string]any{"auth": map[string]any{"RAX-KSKEY:apiKeyCredentials": map[string]string{"username": cfg.Username, "apiKey": cfg.APIKey}}}
@@ -418,6 +425,7 @@ func (a *authenticator) authenticateAt(ctx context.Context, authURL string) (Aut
 		data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 		e := newError(resp, data)
 		e.Identity = true
+		e.hide(a.secret)
 		return AuthToken{}, e
 	}
 	var acc keystoneAccess
@@ -458,6 +466,40 @@ func (a *authenticator) authenticateAt(ctx context.Context, authURL string) (Aut
 	a.tok, a.refreshAt, a.tokStarted = tok, refreshTime(start, tok.Expires), n
 	a.mu.Unlock()
 	return tok, nil
+}
+
+// hide takes secret out of the text of e that the identity service
+// chose (type, message, details), in the forms the service may quote it
+// in: as sent, and escaped as in the JSON of the login's body.
+func (e *Error) hide(secret string) {
+	if secret == "" {
+		return
+	}
+	forms := []string{secret}
+	if q, err := json.Marshal(secret); err == nil {
+		if esc := string(q[1 : len(q)-1]); esc != secret {
+			forms = append(forms, esc)
+		}
+	}
+	holds := func(s string) bool {
+		return slices.ContainsFunc(forms, func(f string) bool { return strings.Contains(s, f) })
+	}
+	hidden := func(s string) string {
+		for _, f := range forms {
+			s = strings.ReplaceAll(s, f, "[credential hidden]")
+		}
+		return s
+	}
+	e.Type, e.Message = hidden(e.Type), hidden(e.Message)
+	switch d := e.Details.(type) {
+	case nil:
+	case string:
+		e.Details = hidden(d)
+	default:
+		if raw, err := json.Marshal(d); err != nil || holds(string(raw)) {
+			e.Details = "[details hidden: they quote the credential]"
+		}
+	}
 }
 
 // maxTokenID and maxTenant bound the token and tenant an identity

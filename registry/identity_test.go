@@ -1,8 +1,11 @@
 package registry_test
 
 import (
+	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
@@ -153,4 +156,53 @@ func proxied(t *testing.T, user string, opts testserver.Options) (*proxy, *regis
 	p := &proxy{}
 	opts.Wrap = p.wrap
 	return p, newClient(t, testserver.Start(t, opts), user)
+}
+
+// An identity service (or a proxy before it) that quotes the login's
+// body in its error answer does not get the API key or password into the
+// error, which programs log: as sent, JSON-escaped, in the message or in
+// the details.
+func TestLoginErrorHidesTheCredential(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, contentType string
+		answer            func(body []byte) string
+	}{
+		{"plain text", "text/plain", func(b []byte) string { return "bad request: " + string(b) }},
+		{"keystone message", "application/json", func(b []byte) string {
+			m, _ := json.Marshal(map[string]any{"badRequest": map[string]any{"code": 400, "message": "cannot read " + string(b)}})
+			return string(m)
+		}},
+		{"fault details", "application/json", func(b []byte) string {
+			var req any
+			json.Unmarshal(b, &req)
+			m, _ := json.Marshal(map[string]any{"type": "badRequest", "code": 400, "message": "bad", "details": req})
+			return string(m)
+		}},
+	} {
+		for _, cfg := range []registry.Config{
+			{Username: "u", APIKey: "apikey-s3cret"},
+			{Username: "u", Password: `pass"word<s3cret>`},
+		} {
+			ks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				b, _ := io.ReadAll(r.Body)
+				w.Header().Set("Content-Type", tc.contentType)
+				w.WriteHeader(http.StatusBadRequest)
+				io.WriteString(w, tc.answer(b))
+			}))
+			cfg.URL, cfg.AuthURL = "http://registry.invalid/v1.0", ks.URL+"/v2.0"
+			c, err := registry.New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = c.Authenticate(testContext(t))
+			ks.Close()
+			if err == nil {
+				t.Fatalf("%s: the login succeeded", tc.name)
+			}
+			if strings.Contains(err.Error(), "s3cret") {
+				t.Errorf("%s: the error shows the credential: %v", tc.name, err)
+			}
+		}
+	}
 }
