@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"iter"
@@ -98,6 +99,32 @@ type newServiceBody struct {
 	Metadata         map[string]string `json:"metadata"`
 }
 
+func newServiceBodyOf(s Service) newServiceBody {
+	b := newServiceBody{ID: s.ID, HeartbeatTimeout: s.HeartbeatTimeout, Tags: s.Tags, Metadata: s.Metadata}
+	if b.Tags == nil {
+		b.Tags = []string{}
+	}
+	if b.Metadata == nil {
+		b.Metadata = map[string]string{}
+	}
+	return b
+}
+
+// MaxRequestBody is the size of a request body the registry refuses (413
+// Request Entity Too Large), and of any larger one (spec §2.3).
+const MaxRequestBody = 5000
+
+// CreateServiceBodySize is the size in bytes of the body CreateService
+// sends for s: the registry refuses the create if it is MaxRequestBody or
+// more, which tags and metadata within their own limits can reach.
+func CreateServiceBodySize(s Service) int {
+	b, err := json.Marshal(newServiceBodyOf(s))
+	if err != nil {
+		return 0
+	}
+	return len(b)
+}
+
 // tokenBody is the answer of create and heartbeat (spec §6.4).
 type tokenBody struct {
 	Token string `json:"token"`
@@ -110,15 +137,8 @@ type tokenBody struct {
 // service created here, StartHeartbeat does. ErrServiceExists if the id is
 // taken, ErrLimitReached if the account holds its maximum of services.
 func (c *Client) CreateService(ctx context.Context, s Service) (token string, err error) {
-	b := newServiceBody{ID: s.ID, HeartbeatTimeout: s.HeartbeatTimeout, Tags: s.Tags, Metadata: s.Metadata}
-	if b.Tags == nil {
-		b.Tags = []string{}
-	}
-	if b.Metadata == nil {
-		b.Metadata = map[string]string{}
-	}
 	var out tokenBody
-	if _, err := c.do(ctx, call{method: "POST", path: "/services", body: b, max: tokenAnswer}, &out); err != nil {
+	if _, err := c.do(ctx, call{method: "POST", path: "/services", body: newServiceBodyOf(s), max: tokenAnswer}, &out); err != nil {
 		return "", err
 	}
 	if !isToken(out.Token) {

@@ -167,6 +167,9 @@ func ParseArgs(prog string, args []string, help io.Writer) (Config, error) {
 		return Config{}, usagef("--interval %v is out of range: give %v..%v (the heartbeat timeout, 3 intervals, must stay within the registry's 3..120 s)", cfg.Interval, MinInterval, MaxInterval)
 	}
 	cfg.Service.HeartbeatTimeout = HeartbeatTimeout(cfg.Interval)
+	if n := registry.CreateServiceBodySize(cfg.Service); n >= registry.MaxRequestBody {
+		return Config{}, usagef("--tags and --metadata make a registration of %d bytes, and the registry refuses one of %d bytes or more: shorten them", n, registry.MaxRequestBody)
+	}
 	if cfg.GracePeriod <= 0 {
 		return Config{}, usagef("--grace-period must be positive")
 	}

@@ -3,6 +3,7 @@ package wrapper_test
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"os"
 	"reflect"
@@ -215,5 +216,27 @@ func TestRunWithoutCommand(t *testing.T) {
 	t.Parallel()
 	if got := wrapper.Run(t.Context(), wrapper.Config{Interval: 10 * time.Second}, wrapper.Deps{}); got != wrapper.ExitUsage {
 		t.Errorf("Run without a command = %d, want ExitUsage (%d)", got, wrapper.ExitUsage)
+	}
+}
+
+// Tags and metadata that are each within their limits but together make a
+// create body the registry refuses (413) are a usage error, not a
+// registration that fails for as long as the command runs.
+func TestParseArgsServiceTooLarge(t *testing.T) {
+	t.Setenv("SVCREG_URL", "http://registry.example/v1.0")
+	pairs := func(n int) string {
+		var p []string
+		for i := range n {
+			p = append(p, fmt.Sprintf("key%02d=%s", i, strings.Repeat("v", 250)))
+		}
+		return "--metadata=" + strings.Join(p, ",")
+	}
+	if _, err := wrapper.ParseArgs("w", []string{"--id=web1", pairs(18), "app"}, io.Discard); err != nil {
+		t.Errorf("18 metadata values of 250 bytes: %v", err)
+	}
+	_, err := wrapper.ParseArgs("w", []string{"--id=web1", pairs(20), "app"}, io.Discard)
+	var ue *wrapper.UsageError
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "--metadata") || !strings.Contains(err.Error(), "5000") {
+		t.Errorf("20 metadata values of 250 bytes: %v, want a usage error naming --metadata and the registry's 5000 bytes", err)
 	}
 }
