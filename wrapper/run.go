@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -103,6 +104,12 @@ func Run(ctx context.Context, cfg Config, d Deps) int {
 		Env: commandEnv(os.Environ(), cfg)}
 	child, err := sup.Start(cmd, supervise.Options{GracePeriod: cfg.GracePeriod, ParentDeathSignal: !cfg.NoParentDeathSignal})
 	if err != nil {
+		if _, serr := os.Stat(path); serr == nil && errors.Is(err, fs.ErrNotExist) {
+			// The kernel says ENOENT of a file that exists: what it
+			// names to run it is missing (a script's #! interpreter,
+			// a program's dynamic loader).
+			err = fmt.Errorf("%w (the file exists: the interpreter its #! line names, or the dynamic loader it needs, does not)", err)
+		}
 		log.Error("cannot start the command", "command", cfg.Command[0], "err", err)
 		s.finish()
 		return supervise.StartFailure(err)

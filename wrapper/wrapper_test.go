@@ -1502,3 +1502,24 @@ func TestCommandThatCannotStartIsDeregistered(t *testing.T) {
 		}
 	}
 }
+
+// A script whose #! interpreter is missing exits 127, as in a shell, with
+// a message that says what is missing: the script itself exists.
+func TestCommandWithAMissingInterpreter(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	script := f.path("script")
+	if err := os.WriteFile(script, []byte("#!/no/such/interpreter\necho hi\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	w := startWrapper(t, t.TempDir(), f.env(), "--id=bang-missing", "--interval=1", "--", script)
+	if code := w.wait(); code != 127 {
+		t.Errorf("exit code %d, want 127", code)
+	}
+	if !strings.Contains(w.logs(), "interpreter its #! line names") {
+		t.Errorf("stderr does not say the interpreter is missing:\n%s", w.logs())
+	}
+	if _, err := f.service("bang-missing"); err == nil {
+		t.Errorf("service left registered though its command never started")
+	}
+}
