@@ -164,6 +164,17 @@ func cutText(s string) string {
 	return printable.Prefix(s, maxShownText) + "…"
 }
 
+// quotedText is the registry's text s Go-quoted, as an error shows a
+// value in quotes: cut as ShownText cuts it, and with every rune but ASCII
+// escaped if it holds one ShownText would quote.
+func quotedText(s string) string {
+	s = cutText(s)
+	if !printable.AllShown(s, printable.ShowsInline) {
+		return strconv.QuoteToASCII(s)
+	}
+	return strconv.Quote(s)
+}
+
 func (e *Error) detailsText() string {
 	switch d := e.Details.(type) {
 	case nil:

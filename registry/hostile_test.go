@@ -2,6 +2,7 @@ package registry_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/svcreg/svcreg/internal/printable"
 	"github.com/svcreg/svcreg/registry"
 )
 
@@ -845,5 +847,37 @@ func TestRegisterConflictWithAGoneHolder(t *testing.T) {
 	hb.Stop()
 	if conflicts.Load() != 1 || taken.Load() != 0 || creates.Load() != 2 {
 		t.Errorf("%d conflicts, %d taken, %d creates; want 1, 0 and 2", conflicts.Load(), taken.Load(), creates.Load())
+	}
+}
+
+// A read of one item answered with another whose id is long (up to the
+// item answer's megabyte) or holds what a terminal acts on gets an error
+// that shows the id cut and escaped, as the client's errors show the
+// registry's text: one line of bounded length.
+func TestAnotherItemsIDShownCut(t *testing.T) {
+	t.Parallel()
+	var id atomic.Value
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]string{"id": id.Load().(string), "value": "v"})
+	}))
+	defer api.Close()
+	c := tokenClient(t, api.URL)
+	ctx := testContext(t)
+	for _, got := range []string{strings.Repeat("a", 900<<10), "web-2\x1b[2J\u202e\nfake line"} {
+		id.Store(got)
+		for name, call := range map[string]func() error{
+			"GetService": func() error { _, err := c.GetService(ctx, "web-1"); return err },
+			"GetConfig":  func() error { _, err := c.GetConfig(ctx, "/prod/ip"); return err },
+		} {
+			err := call()
+			if err == nil {
+				t.Fatalf("%s: no error for an answer with the id %.20q", name, got)
+			}
+			msg := err.Error()
+			if len(msg) > 1024 || !printable.AllShown(msg, printable.ShowsInline) {
+				t.Errorf("%s: an error of %d bytes, not one line of shown text: %.200q", name, len(msg), msg)
+			}
+		}
 	}
 }

@@ -88,7 +88,7 @@ func (e *notTheItemError) Error() string {
 	if e.got == "" {
 		return fmt.Sprintf("registry: a successful answer without the %s %q (a proxy's page or an empty body?)", e.kind, e.asked)
 	}
-	return fmt.Sprintf("registry: asked for the %s %q, the answer is %q", e.kind, e.asked, e.got)
+	return fmt.Sprintf("registry: asked for the %s %q, the answer is %s", e.kind, e.asked, quotedText(e.got))
 }
 
 // newServiceBody is the body of POST /services (spec §7.4).
