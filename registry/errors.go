@@ -3,6 +3,7 @@ package registry
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"net/http"
 	"net/url"
@@ -376,12 +377,38 @@ func hideUserInfo(err error) {
 }
 
 // shownURL is u as errors show it (they reach logs and status pages):
-// without the user and password a registry URL may carry.
+// without the user and password a registry URL may carry, and with its
+// query's bytes that are not printable ASCII percent-encoded. The URL of
+// an answer may be one a redirect on the registry's host named, whose
+// query url.URL.String writes as it came (a bidi override, a C1 control
+// such as U+009B, CSI): the path it escapes itself.
 func shownURL(u *url.URL) string {
-	if u.User == nil {
+	if u.User == nil && printableASCII(u.RawQuery) {
 		return u.String()
 	}
 	c := *u
 	c.User = nil
+	if !printableASCII(c.RawQuery) {
+		var b strings.Builder
+		for i := range len(c.RawQuery) {
+			if ch := c.RawQuery[i]; ch > ' ' && ch < 0x7f {
+				b.WriteByte(ch)
+			} else {
+				fmt.Fprintf(&b, "%%%02X", ch)
+			}
+		}
+		c.RawQuery = b.String()
+	}
 	return c.String()
+}
+
+// printableASCII reports whether s holds only printable ASCII other than
+// the space.
+func printableASCII(s string) bool {
+	for i := range len(s) {
+		if s[i] <= ' ' || s[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
 }

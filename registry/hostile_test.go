@@ -881,3 +881,28 @@ func TestAnotherItemsIDShownCut(t *testing.T) {
 		}
 	}
 }
+
+// A redirect on the registry's host to a URL whose query holds what a
+// terminal acts on (a bidi override, the C1 control CSI), which Go's URL
+// keeps as it came, does not put it in the error of the answer there: the
+// error shows the URL with those bytes percent-encoded.
+func TestRedirectedQueryShownEscaped(t *testing.T) {
+	t.Parallel()
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1.0/1/services/web-1" {
+			w.Header().Set("Location", "/v1.0/1/gone?x=\u202e\u009b2J")
+			w.WriteHeader(http.StatusFound)
+			return
+		}
+		w.WriteHeader(http.StatusInternalServerError)
+	}))
+	defer api.Close()
+	c := tokenClient(t, api.URL)
+	_, err := c.GetService(testContext(t), "web-1")
+	if err == nil {
+		t.Fatal("no error")
+	}
+	if msg := err.Error(); !printable.AllShown(msg, printable.ShowsInline) || !strings.Contains(msg, "/gone?x=%E2%80%AE%C2%9B2J") {
+		t.Errorf("error %q: want the query percent-encoded", msg)
+	}
+}
