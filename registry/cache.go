@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -17,7 +18,26 @@ type CacheOptions struct {
 	RefreshInterval time.Duration
 	// FetchTimeout bounds one fetch of the whole list; 10s if 0.
 	FetchTimeout time.Duration
+	// MaxStale, if set, is the oldest a list Get serves while the
+	// registry fails: past it Get returns the fetch's error (a
+	// *StaleError) instead. If 0, the last good list is served however
+	// old, and only its Age says so: the registry may refuse for good (a
+	// credential revoked, an account deleted).
+	MaxStale time.Duration
 }
+
+// StaleError is Get's error when the registry fails and the last good
+// list is older than MaxStale.
+type StaleError struct {
+	Age time.Duration // of the last good list
+	Err error         // the fetch's
+}
+
+func (e *StaleError) Error() string {
+	return fmt.Sprintf("registry: services list not fetched for %v, past the cache's MaxStale: %v", e.Age.Round(time.Millisecond), e.Err)
+}
+
+func (e *StaleError) Unwrap() error { return e.Err }
 
 // CachedServices is the services list as a ServicesCache holds it. Its
 // Services are shared by every caller: do not modify them.
@@ -70,7 +90,8 @@ func NewServicesCache(c *Client, opts CacheOptions) *ServicesCache {
 // Get returns the services list: the cached one if it is younger than the
 // refresh interval, else a fresh one. If the fetch fails, Get returns the
 // last good list with Stale set and a nil error; it returns an error only
-// when it has never fetched the list, or when ctx ends. After a failed
+// when it has never fetched the list, when ctx ends, or when the last
+// good list is older than MaxStale (a *StaleError). After a failed
 // fetch the next waits a backoff (100 ms doubling up to the refresh
 // interval, jittered; longer if the registry's Retry-After asks, up to
 // that; before a first success, at most 10 s): Gets meanwhile get the
@@ -91,7 +112,7 @@ func (sc *ServicesCache) Get(ctx context.Context) (CachedServices, error) {
 		if cur.FetchedAt.IsZero() {
 			return CachedServices{}, lastErr
 		}
-		return sc.view(cur, now, lastErr), nil
+		return sc.stale(cur, now, lastErr)
 	}
 	fresh, err := sc.flight.do(ctx, sc.opts.FetchTimeout, sc.fetch)
 	now = time.Now()
@@ -100,6 +121,15 @@ func (sc *ServicesCache) Get(ctx context.Context) (CachedServices, error) {
 		return sc.view(fresh, now, nil), nil
 	case ctx.Err() != nil || cur.FetchedAt.IsZero():
 		return CachedServices{}, err
+	}
+	return sc.stale(cur, now, err)
+}
+
+// stale is Get's answer when the fetch failed (err) and cur is the last
+// good list: cur, unless it is older than MaxStale.
+func (sc *ServicesCache) stale(cur CachedServices, now time.Time, err error) (CachedServices, error) {
+	if age := now.Sub(cur.FetchedAt); sc.opts.MaxStale > 0 && age > sc.opts.MaxStale {
+		return CachedServices{}, &StaleError{Age: age, Err: err}
 	}
 	return sc.view(cur, now, err), nil
 }

@@ -1,6 +1,7 @@
 package registry_test
 
 import (
+	"errors"
 	"slices"
 	"testing"
 	"time"
@@ -103,5 +104,35 @@ func TestServicesCacheRefresh(t *testing.T) {
 	}
 	if n := p.count("GET /v1.0/", 0) - before; n != 0 {
 		t.Errorf("%d requests within the refresh interval, want 0", n)
+	}
+}
+
+// TestServicesCacheMaxStale: during an outage a list older than MaxStale
+// is not served; Get says why, the fetch's error wrapped.
+func TestServicesCacheMaxStale(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{})
+	c := newClient(t, srv, "cache-max-stale")
+	ctx := testContext(t)
+	if _, err := c.CreateService(ctx, registry.Service{ID: "www-1", HeartbeatTimeout: 120}); err != nil {
+		t.Fatal(err)
+	}
+	young := registry.NewServicesCache(c, registry.CacheOptions{RefreshInterval: time.Nanosecond, MaxStale: time.Hour})
+	old := registry.NewServicesCache(c, registry.CacheOptions{RefreshInterval: time.Nanosecond, MaxStale: time.Nanosecond})
+	for _, cache := range []*registry.ServicesCache{young, old} {
+		if _, err := cache.Get(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv.Stop()
+	for range 2 { // the failed fetch, then the backoff's answer
+		if got, err := young.Get(ctx); err != nil || !got.Stale {
+			t.Fatalf("within MaxStale: %+v, %v; want the last list, stale", got, err)
+		}
+		got, err := old.Get(ctx)
+		var se *registry.StaleError
+		if !errors.As(err, &se) || se.Err == nil || se.Age <= 0 || got.Services != nil {
+			t.Fatalf("past MaxStale: %+v, %v; want a StaleError", got, err)
+		}
 	}
 }
