@@ -144,7 +144,7 @@ func TestLongRedirectKeptCut(t *testing.T) {
 }
 
 // A marker the registry gives longer than any id (a next_marker, an
-// event id) is refused, not sent back in the next request's URL: a 60 MiB
+// event id, an X-Registry-Marker) is refused, not sent back in the next request's URL: a 60 MiB
 // one had made a 180 MiB error and a gigabyte of heap.
 func TestLongMarkersRefused(t *testing.T) {
 	t.Parallel()
@@ -155,6 +155,11 @@ func TestLongMarkersRefused(t *testing.T) {
 		w.Header().Set("Content-Type", "application/json")
 		if strings.HasSuffix(r.URL.Path, "/events") {
 			fmt.Fprintf(w, `{"values":[{"id":%q,"type":"service.join","timestamp":1767225600000}],"metadata":{"count":1,"limit":100,"marker":null,"next_href":null}}`, long)
+			return
+		}
+		if strings.HasSuffix(r.URL.Path, "/configuration") {
+			w.Header().Set("X-Registry-Marker", long) // a watcher sends it back
+			io.WriteString(w, `{"values":[],"metadata":{"count":0,"limit":100,"marker":null,"next_marker":null,"next_href":null}}`)
 			return
 		}
 		fmt.Fprintf(w, `{"values":[{"id":"svc-1","heartbeat_timeout":30}],"metadata":{"count":1,"limit":100,"marker":null,"next_marker":%q,"next_href":null}}`, long)
@@ -179,6 +184,9 @@ func TestLongMarkersRefused(t *testing.T) {
 	}
 	if _, err := c.ListEventsPage(context.Background(), registry.EventListOptions{}); err == nil || !strings.Contains(err.Error(), "an event id of 8192 bytes") {
 		t.Errorf("a long event id: %v", err)
+	}
+	if _, err := c.ListConfigPage(context.Background(), registry.ConfigListOptions{}); err == nil || !strings.Contains(err.Error(), "an X-Registry-Marker of 8192 bytes") {
+		t.Errorf("a long X-Registry-Marker: %v", err)
 	}
 }
 

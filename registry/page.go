@@ -213,11 +213,14 @@ func getPage[T any](ctx context.Context, c *Client, path string, q url.Values, l
 	if err := checkMarker(path, "a next_marker", p.NextMarker); err != nil {
 		return Page[T]{}, 0, err
 	}
+	if err := checkMarker(path, "an X-Registry-Marker", p.FeedMarker); err != nil {
+		return Page[T]{}, 0, err
+	}
 	return p, env.size, nil
 }
 
 // maxMarker bounds a marker the registry gives (a next_marker, an event
-// id) that the client sends back in its next request's URL: ids are at
+// id, the X-Registry-Marker header) that the client sends back in its next request's URL: ids are at
 // most 500 characters (configuration ids), event ids 36. Taken whole, a
 // hostile registry's 60 MiB marker went into the next URL and into the
 // errors that show it.
