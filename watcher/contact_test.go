@@ -86,3 +86,32 @@ func pollsFailing(t *testing.T) (*testserver.Server, *atomic.Int32) {
 	})
 	return srv, fail
 }
+
+// A long-poll answered after failed ones clears the last error, events
+// or not: on a quiet registry, /healthz does not show a failure of long
+// ago as the watcher's state.
+func TestWatcherClearsLastErrorOnceAnswered(t *testing.T) {
+	t.Parallel()
+	srv, fail := pollsFailing(t)
+	w := start(t, watcher.Config{Client: client(t, srv, "watch-clears-error"), Wait: 100 * time.Millisecond, Outage: time.Minute,
+		MaxBackoff: 50 * time.Millisecond})
+	eventually(t, w, "the first sync", func(s *watcher.Snapshot) bool { return s.Synced })
+	fail.Store(1)
+	deadline := time.Now().Add(30 * time.Second)
+	for w.Status().LastError == "" {
+		if time.Now().After(deadline) {
+			t.Fatalf("the failed poll is not the last error: %+v", w.Status())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for {
+		st := w.Status()
+		if st.LastError == "" && st.LastErrorAt.IsZero() {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the registry answered long-polls since the failed one, but the status still shows its error: %+v", st)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -482,12 +482,15 @@ func (w *Watcher) unanswered() {
 	w.unreached++
 }
 
-// answered notes that the registry answered; after failed requests, it
-// logs (once) that it is reached again.
+// answered notes that the registry answered, which clears the last
+// error (an empty long-poll included: Status.LastError is since the last
+// contact); after failed requests, it logs (once) that it is reached
+// again.
 func (w *Watcher) answered() {
 	w.mu.Lock()
 	n, since := w.unreached, w.unreachedSince
 	w.unreached = 0
+	w.status.LastError, w.status.LastErrorAt = "", time.Time{}
 	w.mu.Unlock()
 	if n > 0 {
 		w.log.Info("the registry answers again", "failed_requests", n, "after", time.Since(since).Round(time.Millisecond))
