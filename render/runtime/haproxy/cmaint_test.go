@@ -64,3 +64,20 @@ func TestReconcileServerDisabledInTheFileMadeReady(t *testing.T) {
 		}
 	}
 }
+
+// What Commands shows (--dry) takes a server the installed file disables
+// for one HAProxy loaded in maintenance, as Apply finds it live: a change
+// of another server sends nothing for it.
+func TestCommandsServerDisabledInTheFile(t *testing.T) {
+	t.Parallel()
+	head := "backend api\n    balance roundrobin\n"
+	old := head + "    server a 127.0.0.1:8001\n    server c 127.0.0.1:8003 disabled\n"
+	next := head + "    server a 127.0.0.1:8001 weight 3\n    server c 127.0.0.1:8003 disabled\n"
+	p, err := planOf(t, old, next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := p.Commands(), []string{"set weight api/a 3"}; !slices.Equal(got, want) {
+		t.Errorf("commands %q, want %q", got, want)
+	}
+}
