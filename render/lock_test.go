@@ -305,3 +305,24 @@ func TestFallbackWaitsForAnotherRenderersLock(t *testing.T) {
 		t.Errorf("after the lock was released: %v, %d reloads; want one reload", fs, g.reloads(t))
 	}
 }
+
+// A Fallback that cannot take the group's destination locks reloads
+// nothing and fails at the reload, the step the installed files wait for
+// (--once's exit 8), not at an install it had none of; the files stay due.
+func TestFallbackLockFailureIsAReloadFailure(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, upstreams)
+	set := g.set(t, TemplateConfig{Reload: "echo reload >> " + g.log})
+	writeFile(t, g.dir, filepath.Base(g.dest), "before\n")
+	if err := os.Symlink(filepath.Join(g.dir, "elsewhere"), lockName(g.dest)); err != nil {
+		t.Fatal(err)
+	}
+	g.r.runtimes.fail(backgroundFailure{set.Groups[0].Name, g.dest, "haproxy", errors.New("drain failed")})
+	fs := g.r.Fallback(context.Background(), set)
+	if len(fs) != 1 || fs[0].Step != StepReload || g.reloads(t) != 0 {
+		t.Fatalf("a fallback whose lock cannot be taken: %v, %d reloads; want one reload failure, no reload", fs, g.reloads(t))
+	}
+	if _, err := os.Lstat(pendingName(g.dest)); err != nil || !g.r.due(set.Groups[0]) {
+		t.Errorf("the files are not left due a reload: %v", err)
+	}
+}

@@ -287,7 +287,9 @@ func (r *Renderer) fallbackReload(ctx context.Context, g *Group) *Failure {
 		if f == stopped {
 			return f
 		}
-		return r.failed(f)
+		// Nothing was to be installed: the failure is the reload's, which
+		// the installed files still wait for (--once's exit 8).
+		return r.failed(&Failure{g.Name, StepReload, fmt.Errorf("not reloaded: %w", f.Err)})
 	}
 	defer release()
 	skipped, err := r.reloadCounted(ctx, g)
