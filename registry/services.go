@@ -167,15 +167,7 @@ const (
 // isToken reports whether t can be a heartbeat token: 1..maxTokenLen
 // printable ASCII characters, no space.
 func isToken(t string) bool {
-	if t == "" || len(t) > maxTokenLen {
-		return false
-	}
-	for i := 0; i < len(t); i++ {
-		if t[i] <= ' ' || t[i] > '~' {
-			return false
-		}
-	}
-	return true
+	return t != "" && len(t) <= maxTokenLen && printableASCII(t)
 }
 
 // ServicePatch is a change to a service (spec §7.5): the fields set are

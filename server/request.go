@@ -12,12 +12,14 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/svcreg/svcreg/registry"
 	"github.com/svcreg/svcreg/server/store"
 )
 
 // maxBodySize is the body limit: a body of this many bytes or more is
-// refused with 413 (spec §2.3 step 1; the comparison is >=).
-const maxBodySize = 5000
+// refused with 413 (spec §2.3 step 1; the comparison is >=). The client
+// checks a registration against it before it sends one.
+const maxBodySize = registry.MaxRequestBody
 
 // request is what the API middleware learned of a request before routing.
 type request struct {
