@@ -100,9 +100,8 @@ func leftover(pid, self int) bool {
 // running after grace or once hurry is closed, SIGKILL, again until none
 // is left or killWait has passed. It looks for them every 20 ms at first,
 // every 250 ms at most.
-func StopLeftovers(grace, killWait time.Duration, hurry <-chan struct{}) Stopped {
+func StopLeftovers(grace, killWait time.Duration, hurry <-chan struct{}) (st Stopped) {
 	self := os.Getpid()
-	var st Stopped
 	reached := map[int]bool{} // by pid tried: whether a signal reached it
 	send := func(pid int, sig unix.Signal) bool {
 		ok, err := signalLeftover(pid, self, sig)
@@ -112,7 +111,7 @@ func StopLeftovers(grace, killWait time.Duration, hurry <-chan struct{}) Stopped
 		reached[pid] = reached[pid] || ok
 		return ok
 	}
-	defer func() {
+	defer func() { // on the named result: a deferred change to a copy returned is lost
 		for _, ok := range reached {
 			if ok {
 				st.Signalled++
