@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -14,7 +15,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Leftovers are the program's live children other than owned ones: once
+// Leftovers are the program's live children other than owned ones and
+// those it had before New (inherited, not the command's): once
 // the command has exited, the descendants it left, which were re-parented
 // to the program (a subreaper, or PID 1). Read from /proc: the children
 // its threads list where the kernel lists them, else every process's
@@ -27,21 +29,28 @@ func Leftovers() []int {
 	if me, err := os.Readlink("/proc/self"); err != nil || me != strconv.Itoa(self) {
 		return nil
 	}
-	candidates, ok := children()
-	if !ok {
-		dir, err := os.ReadDir("/proc")
-		if err != nil {
-			return nil
-		}
-		for _, e := range dir {
-			if pid, err := strconv.Atoi(e.Name()); err == nil {
-				candidates = append(candidates, pid)
-			}
+	var pids []int
+	for _, pid := range candidates() {
+		if leftover(pid, self) && !slices.Contains(pids, pid) {
+			pids = append(pids, pid)
 		}
 	}
-	var pids []int
-	for _, pid := range candidates {
-		if leftover(pid, self) && !slices.Contains(pids, pid) {
+	return pids
+}
+
+// candidates are the pids that may be the program's children: those
+// its threads list, else every process's.
+func candidates() []int {
+	pids, ok := children()
+	if ok {
+		return pids
+	}
+	dir, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	for _, e := range dir {
+		if pid, err := strconv.Atoi(e.Name()); err == nil {
 			pids = append(pids, pid)
 		}
 	}
@@ -75,23 +84,64 @@ func children() ([]int, bool) {
 }
 
 // leftover reports whether pid is a live (not a zombie) child of self
-// that is not owned.
+// that is neither owned nor inherited.
 func leftover(pid, self int) bool {
+	state, ppid, start, ok := procStat(pid)
+	if !ok || state == "Z" || state == "X" || ppid != self || isOwned(pid) {
+		return false
+	}
+	inheritedMu.Lock()
+	defer inheritedMu.Unlock()
+	return inherited[pid] != start
+}
+
+// procStat reads a process's state, parent and start time (in clock
+// ticks after boot) from /proc/PID/stat.
+func procStat(pid int) (state string, ppid int, start string, ok bool) {
 	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return false
+		return "", 0, "", false
 	}
-	// pid (comm) state ppid ...: comm may hold spaces and parentheses.
+	// pid (comm) state ppid ... starttime (the 22nd field) ...: comm may
+	// hold spaces and parentheses.
 	i := bytes.LastIndexByte(stat, ')')
 	if i < 0 {
-		return false
+		return "", 0, "", false
 	}
 	f := bytes.Fields(stat[i+1:])
-	if len(f) < 2 || string(f[0]) == "Z" || string(f[0]) == "X" {
-		return false
+	if len(f) < 20 {
+		return "", 0, "", false
 	}
-	ppid, err := strconv.Atoi(string(f[1]))
-	return err == nil && ppid == self && !isOwned(pid)
+	ppid, err = strconv.Atoi(string(f[1]))
+	return string(f[0]), ppid, string(f[19]), err == nil
+}
+
+// inherited are the children the program had before it supervised
+// anything, by pid, with their start times: processes started by what
+// ran in its process before it was executed (a script's `agent & exec
+// service-registry-wrapper ...`), which are not the command's and are
+// left alone. The start time tells one of them from a process that took
+// its pid since.
+var (
+	inheritedMu sync.Mutex
+	inherited   map[int]string
+)
+
+// noteInherited records the program's children as inherited (New).
+func noteInherited() {
+	self := os.Getpid()
+	if me, err := os.Readlink("/proc/self"); err != nil || me != strconv.Itoa(self) {
+		return
+	}
+	found := map[int]string{}
+	for _, pid := range candidates() {
+		if state, ppid, start, ok := procStat(pid); ok && ppid == self && state != "Z" && state != "X" && !isOwned(pid) {
+			found[pid] = start
+		}
+	}
+	inheritedMu.Lock()
+	inherited = found
+	inheritedMu.Unlock()
 }
 
 // StopLeftovers stops the leftovers: SIGTERM (and SIGCONT, for one that

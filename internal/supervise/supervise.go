@@ -68,9 +68,12 @@ var surviveOnce sync.Once
 
 // New subscribes to the signals that are passed on and to SIGCHLD, makes
 // the program a child subreaper, and reaps orphans from then on; the
-// program survives a closed output (SurviveClosedOutput).
+// program survives a closed output (SurviveClosedOutput). The children
+// the program has already (started before it was executed) are not the
+// command's leftovers.
 func New(log *slog.Logger) *Supervisor {
 	SurviveClosedOutput()
+	noteInherited()
 	early, stop := context.WithCancel(context.Background())
 	s := &Supervisor{log: log, sigs: make(chan os.Signal, 32), chld: make(chan os.Signal, 1),
 		stopEarly: stop, earlyDone: make(chan struct{})}
