@@ -4,7 +4,11 @@
 // connection takes the slot of one that has not opened (sent a request,
 // or a frame that opened with the secret) yet, the oldest of the client
 // address with the most such, of equally busy ones the one waiting
-// longest. A connection that opened keeps its slot.
+// longest. A connection that proved it has the secret so far (Proved: a
+// frame sealed with it, which may still be one seen on the wire) gives up
+// its slot only once none is left that did not: a flood from a client's
+// own address (another process on its host) takes one another's slots
+// first. A connection that opened keeps its slot.
 package connslots
 
 import (
@@ -22,16 +26,19 @@ import (
 type Slots struct {
 	max int
 
-	mu      sync.Mutex
-	n       int
-	seq     uint64
-	waiting map[string]*list.List // of *Slot, by address, oldest first
-	freed   chan struct{}         // signalled when a slot is given back
+	mu  sync.Mutex
+	n   int
+	seq uint64
+	// waiting are the slots of connections that have not opened, by
+	// address, oldest first: [0] those that proved nothing, [1] those
+	// that proved they have the secret so far (Proved).
+	waiting [2]map[string]*list.List // of *Slot
+	freed   chan struct{}            // signalled when a slot is given back
 }
 
 // New returns slots for max connections at once.
 func New(max int) *Slots {
-	return &Slots{max: max, waiting: map[string]*list.List{}, freed: make(chan struct{}, 1)}
+	return &Slots{max: max, waiting: [2]map[string]*list.List{{}, {}}, freed: make(chan struct{}, 1)}
 }
 
 // Slot is a connection's place.
@@ -39,7 +46,8 @@ type Slot struct {
 	c    net.Conn
 	addr string
 	seq  uint64
-	wait *list.Element // in waiting[addr]; nil once opened, or taken
+	tier int           // the waiting it is in
+	wait *list.Element // in waiting[tier][addr]; nil once opened, or taken
 }
 
 // Take gives c a slot, taking a waiting connection's (and closing that
@@ -60,38 +68,66 @@ func (p *Slots) Take(c net.Conn) (*Slot, bool) {
 	p.n++
 	p.seq++
 	slot := &Slot{c: c, addr: clientaddr.Key(c.RemoteAddr().String()), seq: p.seq}
-	l := p.waiting[slot.addr]
-	if l == nil {
-		l = list.New()
-		p.waiting[slot.addr] = l
-	}
-	slot.wait = l.PushBack(slot)
+	p.wait(slot, 0)
 	return slot, true
 }
 
-// victim is the connection whose slot a new one takes: the oldest
+// wait puts slot among the waiting connections of tier.
+func (p *Slots) wait(slot *Slot, tier int) {
+	l := p.waiting[tier][slot.addr]
+	if l == nil {
+		l = list.New()
+		p.waiting[tier][slot.addr] = l
+	}
+	slot.tier, slot.wait = tier, l.PushBack(slot)
+}
+
+// victim is the connection whose slot a new one takes: of those that
+// proved nothing, else of those that proved the secret so far, the oldest
 // waiting one of the address with the most waiting, the longest waiting
 // of those; nil if none waits.
 func (p *Slots) victim() *Slot {
-	var v *Slot
-	most := 0
-	for _, l := range p.waiting {
-		oldest := l.Front().Value.(*Slot)
-		if l.Len() > most || l.Len() == most && oldest.seq < v.seq {
-			v, most = oldest, l.Len()
+	for _, waiting := range p.waiting {
+		var v *Slot
+		most := 0
+		for _, l := range waiting {
+			oldest := l.Front().Value.(*Slot)
+			if l.Len() > most || l.Len() == most && oldest.seq < v.seq {
+				v, most = oldest, l.Len()
+			}
+		}
+		if v != nil {
+			return v
 		}
 	}
-	return v
+	return nil
 }
 
 // unwait takes slot out of the waiting connections.
 func (p *Slots) unwait(slot *Slot) {
-	l := p.waiting[slot.addr]
+	l := p.waiting[slot.tier][slot.addr]
 	l.Remove(slot.wait)
 	slot.wait = nil
 	if l.Len() == 0 {
-		delete(p.waiting, slot.addr)
+		delete(p.waiting[slot.tier], slot.addr)
 	}
+}
+
+// Proved marks slot's connection as one that proved it has the secret so
+// far (a frame sealed with it, which may be one seen on the wire): its
+// slot goes only once none that proved nothing is left. It reports false
+// if the slot was taken meanwhile (the connection is closed).
+func (p *Slots) Proved(slot *Slot) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if slot.wait == nil {
+		return false
+	}
+	if slot.tier == 0 {
+		p.unwait(slot)
+		p.wait(slot, 1)
+	}
+	return true
 }
 
 // Opened marks slot's connection as one that opened: it keeps its slot.

@@ -181,3 +181,41 @@ func TestListenerWaitsForNoUnreadBody(t *testing.T) {
 	}
 	resp.Body.Close()
 }
+
+// A connection that proved the secret so far gives up its slot only once
+// none that proved nothing waits, however many of those come from its own
+// address; among the proved, the same order holds.
+func TestSlotsProvedGoLast(t *testing.T) {
+	const max = 4
+	p := New(max)
+	holder := &slotConn{from: "192.0.2.1"}
+	hs, _ := p.Take(holder)
+	if !p.Proved(hs) {
+		t.Fatal("a waiting slot could not be marked proved")
+	}
+	for i := range 3 * max {
+		if _, ok := p.Take(&slotConn{from: "192.0.2.1"}); !ok {
+			t.Fatalf("no slot for flood connection %d", i)
+		}
+		if holder.closed {
+			t.Fatalf("the proved connection lost its slot to flood connection %d from its address", i)
+		}
+	}
+	// With every other slot proved too, the oldest proved one goes.
+	var proved []*slotConn
+	for range max - 1 {
+		c := &slotConn{from: "192.0.2.9"}
+		s, _ := p.Take(c)
+		p.Proved(s)
+		proved = append(proved, c)
+	}
+	if holder.closed {
+		t.Fatal("a proved connection went while others had proved nothing")
+	}
+	if _, ok := p.Take(&slotConn{from: "192.0.2.5"}); !ok || holder.closed || !proved[0].closed {
+		t.Fatalf("with every slot proved: holder closed %v, oldest of the busiest address closed %v", holder.closed, proved[0].closed)
+	}
+	if p.Proved(hs) != true || p.Opened(hs) != true {
+		t.Fatal("the proved connection could not open")
+	}
+}

@@ -694,3 +694,30 @@ func peerSlotsGoToHolders(t *testing.T, hello bool) {
 		t.Errorf("%v copy round trips failed: the holder's connection lost its slot", f)
 	}
 }
+
+// A holder shares its address with whatever else runs on its host (every
+// node and local process, with the default --etcd-peer-listen of
+// 127.0.0.1): connections from there that send nothing, however many,
+// take one another's slots before that of a connection whose hello
+// opened with the secret, so a holder that connects while they flood
+// still gets its first request through.
+func TestPeerSlotsSpareAHelloFromTheFloodsAddress(t *testing.T) {
+	peer := peerStore(t, "b", 2, testPeerKey)
+	holder := connectPeer(t, peer)
+	holder.hello(t)
+	for range maxPeerConns + 1 { // from the holder's address, 127.0.0.1
+		c, err := net.Dial("tcp", peer.peerAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	// Connections are given slots in the order they are accepted: one
+	// answered after the flood was accepted after it.
+	connectPeer(t, peer).hello(t)
+	raw, err := holder.send((&copyBatch{From: "a", FromLease: 1, To: "b", ToLease: 2}).appendTo(nil), nil)
+	var a copyAnswer
+	if err != nil || a.decode(raw) != nil || a.Err != "" {
+		t.Fatalf("the holder's first request, after a flood from its address: %+v, %v", a, err)
+	}
+}

@@ -249,7 +249,7 @@ func (s *Store) servePeers(ln net.Listener) {
 		s.wg.Go(func() {
 			opened := false
 			defer func() { slots.Done(slot, opened) }()
-			s.servePeerConn(c, func() bool {
+			s.servePeerConn(c, func() bool { return slots.Proved(slot) }, func() bool {
 				opened = slots.Opened(slot)
 				return opened
 			})
@@ -257,10 +257,11 @@ func (s *Store) servePeers(ln net.Listener) {
 	}
 }
 
-// servePeerConn answers the batches of copies on one connection; opened
-// is called once its first frame opened with the secret, and the
-// connection ends if it says false (another took its slot).
-func (s *Store) servePeerConn(c net.Conn, opened func() bool) {
+// servePeerConn answers the batches of copies on one connection; proved
+// is called once its hello opened with the secret, and opened once its
+// first request did, and the connection ends if either says false
+// (another took its slot).
+func (s *Store) servePeerConn(c net.Conn, proved, opened func() bool) {
 	defer c.Close()
 	stop := context.AfterFunc(s.ctx, func() { c.Close() })
 	defer stop()
@@ -325,8 +326,14 @@ func (s *Store) servePeerConn(c net.Conn, opened func() bool) {
 				refuse("secret", "not sealed with this registry's secret")
 				return
 			}
-			// Answered, a hello proves nothing (one seen on the wire
-			// opens again): the slot waits for a request.
+			// Answered, a hello proves little (one seen on the wire
+			// opens again): the slot waits for a request. But its slot
+			// goes after those of connections that sent nothing, which
+			// anyone who reaches the port can open, from a holder's own
+			// address too (another process on its host).
+			if !proved() {
+				return
+			}
 			challenge := make([]byte, challengeSize)
 			rand.Read(challenge)
 			reqAD = requestData(nil, challenge)
