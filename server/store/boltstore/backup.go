@@ -154,7 +154,11 @@ func Restore(dir, src string) (replaced string, err error) {
 	if err != nil {
 		return "", fmt.Errorf("the backup cannot be restored: %w", err)
 	}
+	err = isSvcregDatabase(db)
 	db.Close()
+	if err != nil {
+		return "", fmt.Errorf("the backup cannot be restored: %w", err)
+	}
 	path := filepath.Join(dir, FileName)
 	var heads map[string]timeuuid.UUID
 	if _, err := os.Stat(path); err == nil {
@@ -181,6 +185,16 @@ func Restore(dir, src string) (replaced string, err error) {
 	if err := copyFile(src, tmp); err != nil {
 		os.Remove(tmp)
 		return "", err
+	}
+	// The restored file belongs to whoever owns the database it replaces
+	// (or the data directory), not to the user running the restore.
+	owner := path
+	if replaced == "" {
+		owner = dir
+	}
+	if err := keepOwner(tmp, owner); err != nil {
+		os.Remove(tmp)
+		return "", fmt.Errorf("give the restored database the owner of %s: %w", owner, err)
 	}
 	if err := restartFeeds(tmp, time.Now(), heads); err != nil {
 		os.Remove(tmp)
@@ -289,6 +303,20 @@ func feedHeads(db *bolt.DB) map[string]timeuuid.UUID {
 	return heads
 }
 
+// isSvcregDatabase reports why db, a sound bbolt file, is not a database
+// svcreg wrote: every one has the meta bucket with its token secret, and
+// the tenants bucket. Restored, another program's bbolt file (or an empty
+// one) would start an empty registry under a new secret.
+func isSvcregDatabase(db *bolt.DB) error {
+	return db.View(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bMeta)
+		if meta == nil || meta.Get(kSecret) == nil || tx.Bucket(bTenants) == nil {
+			return fmt.Errorf("%s is a bbolt file but not a svcreg database (it has no svcreg metadata); give a file svcreg server --backup wrote", db.Path())
+		}
+		return nil
+	})
+}
+
 func copyFile(src, dst string) error {
 	in, err := os.Open(src)
 	if err != nil {
@@ -355,6 +383,9 @@ func Compact(dir string) (before, after int64, err error) {
 	}
 	if nfi.Size() >= fi.Size() {
 		return fi.Size(), nfi.Size(), nil
+	}
+	if err := keepOwner(tmp, path); err != nil {
+		return 0, 0, fmt.Errorf("give the compacted copy the owner of %s: %w", path, err)
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		return 0, 0, err

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/svcreg/svcreg/internal/timeuuid"
 	"github.com/svcreg/svcreg/server/store"
 	"github.com/svcreg/svcreg/server/store/boltstore"
@@ -267,5 +269,40 @@ func TestCompactCreatesNoDatabase(t *testing.T) {
 	}
 	if names, _ := os.ReadDir(dir); len(names) != 0 {
 		t.Errorf("Compact of an empty directory left %v in it", names)
+	}
+}
+
+// A sound bbolt file that svcreg did not write (another program's, or an
+// empty one) is refused: restored, it started an empty registry.
+func TestRestoreRefusesAForeignDatabase(t *testing.T) {
+	t.Parallel()
+	live, other := t.TempDir(), t.TempDir()
+	dbWith(t, live, "only-here", "precious")
+	foreign := filepath.Join(other, "widgets.db")
+	db, err := bolt.Open(foreign, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucket([]byte("widgets"))
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte("k"), []byte("v"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	replaced, err := boltstore.Restore(live, foreign)
+	if err == nil || !strings.Contains(err.Error(), "not a svcreg database") {
+		t.Fatalf("Restore of another program's bbolt file: %v (replaced %q); want it refused as not a svcreg database", err, replaced)
+	}
+	s, err := boltstore.Open(live, boltstore.Options{ReapInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Config(context.Background(), "1", "only-here"); err != nil {
+		t.Errorf("the database after the refused restore: %v; want it as it was", err)
 	}
 }
