@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -327,6 +328,7 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 			return err
 		}
 	}
+	warnReadableSecrets(log, f)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reap := f.reapInterval
@@ -557,7 +559,49 @@ func reloadServer(f serverFlags, auth *server.Auth, cert *server.Certificate, lo
 		return nil
 	}
 	log.Info("SIGHUP: read the users file and TLS certificate again", attrs...)
+	warnReadableSecrets(log, f)
 	return nil
+}
+
+// warnReadableSecrets warns of the users file and the TLS key when every
+// local user can read them: they hold API keys, static tokens and the
+// server's private key. A file in a directory others cannot search is
+// not.
+func warnReadableSecrets(log *slog.Logger, f serverFlags) {
+	if runtime.GOOS == "windows" {
+		return // no such mode bits
+	}
+	for _, s := range []struct{ flag, path string }{{"--users", f.users}, {"--tls-key", f.tlsKey}} {
+		if s.path == "" {
+			continue
+		}
+		if mode, ok := readableByOthers(s.path); ok {
+			log.Warn(s.flag+" file can be read by every local user, and it holds secrets: make it readable by the server's user or group only (chmod o-r; see the README's Running the registry server)",
+				"file", s.path, "mode", fmt.Sprintf("%04o", mode))
+		}
+	}
+}
+
+// readableByOthers reports whether a user that is neither path's owner
+// nor in its group can read it: the file readable by others, and every
+// directory above it searchable by them. It gives the file's mode.
+func readableByOthers(path string) (os.FileMode, bool) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return 0, false
+	}
+	fi, err := os.Stat(abs)
+	if err != nil || fi.Mode().Perm()&0o004 == 0 {
+		return 0, false
+	}
+	for dir := filepath.Dir(abs); ; dir = filepath.Dir(dir) {
+		if di, err := os.Stat(dir); err != nil || di.Mode().Perm()&0o001 == 0 {
+			return 0, false
+		}
+		if dir == filepath.Dir(dir) {
+			return fi.Mode().Perm(), true
+		}
+	}
 }
 
 // serverStore is what the server keeps its state in.

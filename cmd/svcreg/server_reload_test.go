@@ -131,6 +131,50 @@ func TestServerSIGHUPReloadsUsers(t *testing.T) {
 	}
 }
 
+// A users file every local user can read (0644 in directories they can
+// search) is warned of, at start and at SIGHUP; one that they cannot,
+// by its mode or by a directory above it, is not.
+func TestServerWarnsOfAUsersFileOthersCanRead(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	users := filepath.Join(dir, "users.toml")
+	writeFile(t, users, "[[user]]\nname = \"u\"\ntenant = \"501\"\napi_key = \"k\"\n")
+	for _, c := range []struct {
+		path string
+		mode os.FileMode
+	}{{filepath.Dir(dir), 0o755}, {dir, 0o755}, {users, 0o644}} { // t.TempDir's are 0700
+		if err := os.Chmod(c.path, c.mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const warning = "--users file can be read by every local user"
+	p := startUsersServer(t, "--users", users)
+	if n := strings.Count(p.out.String(), warning); n != 1 {
+		t.Fatalf("a 0644 users file: %d warnings; want one:\n%s", n, p.out)
+	}
+	if err := os.Chmod(users, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	p.hup(t, "SIGHUP: read the users file", 1)
+	if err := os.Chmod(users, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	p.hup(t, "SIGHUP: read the users file", 2)
+	if n := strings.Count(p.out.String(), warning); n != 1 {
+		t.Errorf("after SIGHUPs with the file 0640, then in a directory others cannot search: %d warnings; want still one:\n%s", n, p.out)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p.hup(t, "SIGHUP: read the users file", 3)
+	if n := strings.Count(p.out.String(), warning); n != 2 {
+		t.Errorf("a SIGHUP with the file readable again: %d warnings; want two:\n%s", n, p.out)
+	}
+}
+
 // SIGHUP re-reads --tls-cert and --tls-key: new connections get the new
 // certificate; a key that does not match is refused and the pair in use
 // kept.
