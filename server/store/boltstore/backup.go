@@ -10,7 +10,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -72,11 +71,14 @@ func Backup(dir, dst string) (int64, error) {
 	if inDir(dir, dst) {
 		return 0, fmt.Errorf("backup %s: that is in the data directory %s; write the backup elsewhere", dst, dir)
 	}
-	tmp := dst + ".tmp-" + strconv.Itoa(os.Getpid())
-	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	// A new file of a name no one chose before (O_EXCL): in a directory
+	// others may write, such as /tmp, a name known in advance could be
+	// a link planted to make a backup run as root overwrite its target.
+	f, err := os.CreateTemp(filepath.Dir(dst), filepath.Base(dst)+".tmp-*")
 	if err != nil {
 		return 0, err
 	}
+	tmp := f.Name()
 	defer os.Remove(tmp)
 	n, err := writeBackup(dir, f)
 	if err == nil {

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -76,6 +77,29 @@ func TestBackupRefusesTheDataDirectory(t *testing.T) {
 	}
 	if _, err := boltstore.Backup(dir, filepath.Join(t.TempDir(), "backup.db")); err != nil {
 		t.Errorf("backup elsewhere: %v", err)
+	}
+}
+
+// A backup writes its copy to a file of a name no one knew before: a
+// link planted at a name it could be given (in a directory others may
+// write, such as /tmp) is not followed, and what it points at stays.
+func TestBackupFollowsNoPlantedLink(t *testing.T) {
+	t.Parallel()
+	dir, out := t.TempDir(), t.TempDir()
+	dbWith(t, dir, "k", "v")
+	target := filepath.Join(t.TempDir(), "precious")
+	if err := os.WriteFile(target, []byte("keep me"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(out, "backup.db")
+	if err := os.Symlink(target, dst+".tmp-"+strconv.Itoa(os.Getpid())); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := boltstore.Backup(dir, dst); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(target); err != nil || string(got) != "keep me" {
+		t.Errorf("the link's target after the backup: %q, %v; want it as it was", got, err)
 	}
 }
 
