@@ -568,17 +568,21 @@ func reloadServer(f serverFlags, auth *server.Auth, cert *server.Certificate, lo
 // server's private key. A file in a directory others cannot search is
 // not.
 func warnReadableSecrets(log *slog.Logger, f serverFlags) {
+	for _, s := range []struct{ flag, path string }{{"--users", f.users}, {"--tls-key", f.tlsKey}} {
+		if s.path != "" {
+			warnReadableSecret(log, s.flag, s.path, "it holds secrets: make it readable by the server's user or group only (chmod o-r; see the README's Running the registry server)")
+		}
+	}
+}
+
+// warnReadableSecret warns that the file path (of flag), which holds a
+// secret, can be read by every local user, saying what to do (fix).
+func warnReadableSecret(log *slog.Logger, flag, path, fix string) {
 	if runtime.GOOS == "windows" {
 		return // no such mode bits
 	}
-	for _, s := range []struct{ flag, path string }{{"--users", f.users}, {"--tls-key", f.tlsKey}} {
-		if s.path == "" {
-			continue
-		}
-		if mode, ok := readableByOthers(s.path); ok {
-			log.Warn(s.flag+" file can be read by every local user, and it holds secrets: make it readable by the server's user or group only (chmod o-r; see the README's Running the registry server)",
-				"file", s.path, "mode", fmt.Sprintf("%04o", mode))
-		}
+	if mode, ok := readableByOthers(path); ok {
+		log.Warn(flag+" file can be read by every local user, and "+fix, "file", path, "mode", fmt.Sprintf("%04o", mode))
 	}
 }
 

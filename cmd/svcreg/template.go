@@ -202,6 +202,9 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	if err != nil {
 		return exitCodeError{exitConfig, err}
 	}
+	if cfg.secretInFile {
+		warnReadableSecret(log, "--config", f.config, configSecretFix)
+	}
 	if err := f.checkExecMode(cfg.Config); err != nil {
 		return err
 	}
@@ -270,6 +273,9 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	loop.Sets = sets
 	rl := render.NewReloader(log, func() (render.Config, error) {
 		c, err := f.loadConfig(fs)
+		if err == nil && c.secretInFile {
+			warnReadableSecret(log, "--config", f.config, configSecretFix)
+		}
 		if changed := registryChanges(cfg.Registry, c.Registry); err == nil && len(changed) > 0 {
 			log.Warn("the registry connection settings changed, and are not applied: restart svcreg template to use them; it goes on with the ones it started with",
 				"changed", strings.Join(changed, ", "))
@@ -391,6 +397,10 @@ func templateStateDir(flag string, getenv func(string) string, euid int) (string
 // addBoundedServer).
 const statusConns = 256
 
+// configSecretFix says what to do of a --config file that holds a
+// credential and that every local user can read.
+const configSecretFix = "its [registry] holds a credential: make it readable by svcreg's user only (chmod o-r), or give the credential in the environment (SVCREG_API_KEY, SVCREG_PASSWORD, SVCREG_TOKEN)"
+
 // loadConfig reads --config (if any), adds the --template flags, applies
 // --wait and --listen, and puts the connection flags given over the
 // file's [registry].
@@ -406,6 +416,7 @@ func (f *templateFlags) loadConfig(fs *flag.FlagSet) (templateConfig, error) {
 		if err := render.ReadConfigInto(f.config, &c, &c.Config); err != nil {
 			return c, err
 		}
+		c.secretInFile = c.Registry.APIKey != "" || c.Registry.Password != "" || c.Registry.Token != ""
 		// Relative to the file, as its templates are; --ca-cert and
 		// SVCREG_CA_CERT are relative to the working directory.
 		if ca := c.Registry.CACert; ca != "" && !filepath.IsAbs(ca) {

@@ -13,4 +13,7 @@ type templateConfig struct {
 	// [registry], over the SVCREG_* environment.
 	Registry registry.Config `toml:"registry"`
 	render.Config
+	// secretInFile is whether --config's [registry] holds a credential
+	// (api_key, password, token).
+	secretInFile bool
 }

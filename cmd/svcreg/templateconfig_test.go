@@ -133,3 +133,40 @@ func TestTemplateWaitFlag(t *testing.T) {
 		}
 	}
 }
+
+// A --config whose [registry] holds a credential and that every local
+// user can read is warned of; one readable by its owner only is not, nor
+// one that holds no credential.
+func TestTemplateWarnsOfAConfigWithACredentialOthersCanRead(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for _, d := range []string{filepath.Dir(dir), dir} { // t.TempDir's are 0700
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(t, filepath.Join(dir, "t.tmpl"), "x\n")
+	const warning = "--config file can be read by every local user"
+	for _, tc := range []struct {
+		name, registry string
+		mode           os.FileMode
+		warned         bool
+	}{
+		{"an API key, 0644", "api_key = \"k\"\n", 0o644, true},
+		{"a token, 0644", "token = \"t\"\n", 0o644, true},
+		{"an API key, 0600", "api_key = \"k\"\n", 0o600, false},
+		{"no credential, 0644", "", 0o644, false},
+	} {
+		config := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-")+".toml")
+		writeFile(t, config, "[registry]\nurl = \"http://127.0.0.1:9/v1.0\"\nusername = \"u\"\n"+tc.registry+
+			"[[template]]\nsource = \"t.tmpl\"\ndestination = \""+filepath.Join(dir, "out")+"\"\n")
+		if err := os.Chmod(config, tc.mode); err != nil {
+			t.Fatal(err)
+		}
+		// --exec with --once is refused after the config is read.
+		code, _, stderr := runSvcreg(t, "template", "--config", config, "--exec", "true", "--once")
+		if code != exitUsage || strings.Contains(stderr, warning) != tc.warned {
+			t.Errorf("%s: exit %d, warned %t (want %t):\n%s", tc.name, code, strings.Contains(stderr, warning), tc.warned, stderr)
+		}
+	}
+}
