@@ -183,8 +183,16 @@ func Restore(dir, src string) (replaced string, err error) {
 	if err := fsync.MkdirAll(dir, 0o700); err != nil {
 		return "", err
 	}
-	tmp := path + ".new"
-	if err := copyFile(src, tmp); err != nil {
+	// A new file of a name no one chose before (O_EXCL), written through
+	// the descriptor that created it: the data directory is the server's
+	// user's to write, and a link it planted at a name known in advance
+	// would have a restore run as root overwrite the link's target.
+	f, err := os.CreateTemp(dir, FileName+".new-*")
+	if err != nil {
+		return "", err
+	}
+	tmp := f.Name()
+	if err := copyTo(src, f); err != nil {
 		os.Remove(tmp)
 		return "", err
 	}
@@ -319,16 +327,14 @@ func isSvcregDatabase(db *bolt.DB) error {
 	})
 }
 
-func copyFile(src, dst string) error {
+// copyTo copies the file src into out, and closes out.
+func copyTo(src string, out *os.File) error {
 	in, err := os.Open(src)
 	if err != nil {
+		out.Close()
 		return err
 	}
 	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
 	_, err = io.Copy(out, in)
 	if err == nil {
 		err = out.Sync()
@@ -360,8 +366,13 @@ func Compact(dir string) (before, after int64, err error) {
 	if err != nil {
 		return 0, 0, err
 	}
-	tmp := path + ".compact"
-	os.Remove(tmp)
+	// A new file of a name no one chose before (O_EXCL), as a restore's.
+	f, err := os.CreateTemp(dir, FileName+".compact-*")
+	if err != nil {
+		return 0, 0, err
+	}
+	tmp := f.Name()
+	f.Close()
 	defer os.Remove(tmp)
 	dst, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: lockTimeout, FreelistType: bolt.FreelistMapType})
 	if err != nil {

@@ -3,6 +3,7 @@ package boltstore_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -328,5 +329,37 @@ func TestRestoreRefusesAForeignDatabase(t *testing.T) {
 	defer s.Close()
 	if _, err := s.Config(context.Background(), "1", "only-here"); err != nil {
 		t.Errorf("the database after the refused restore: %v; want it as it was", err)
+	}
+}
+
+// A restore, which an operator may run as root, writes its copy to a file
+// of a name no one knew before: a link planted in the data directory (the
+// server's user's to write) at the name it used is not followed, and what
+// it points at stays as it was.
+func TestRestoreFollowsNoPlantedLink(t *testing.T) {
+	t.Parallel()
+	dir, backup := t.TempDir(), t.TempDir()
+	dbWith(t, dir, "k", "live")
+	dbWith(t, backup, "k", "backup")
+	target := filepath.Join(t.TempDir(), "precious")
+	if err := os.WriteFile(target, []byte("keep me"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, filepath.Join(dir, boltstore.FileName+".new")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := boltstore.Restore(dir, filepath.Join(backup, boltstore.FileName)); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(target); err != nil || string(got) != "keep me" {
+		t.Errorf("the link's target after the restore: %.40q, %v; want it as it was", got, err)
+	}
+	s, err := boltstore.Open(dir, boltstore.Options{ReapInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if v, err := s.Config(context.Background(), "1", "k"); err != nil || !strings.Contains(fmt.Sprint(v), "backup") {
+		t.Errorf("the restored database's k: %v, %v; want the backup's", v, err)
 	}
 }
