@@ -588,9 +588,14 @@ func warnReadableSecret(log *slog.Logger, flag, path, fix string) {
 
 // readableByOthers reports whether a user that is neither path's owner
 // nor in its group can read it: the file readable by others, and every
-// directory above it searchable by them. It gives the file's mode.
+// directory above it searchable by them. It gives the file's mode. The
+// directories are those of the file's own path, links resolved: others
+// read it there, whatever a link to it is in.
 func readableByOthers(path string) (os.FileMode, bool) {
 	abs, err := filepath.Abs(path)
+	if err == nil {
+		abs, err = filepath.EvalSymlinks(abs)
+	}
 	if err != nil {
 		return 0, false
 	}
