@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/svcreg/svcreg/internal/procstat"
 	"github.com/svcreg/svcreg/internal/testprog"
 	"github.com/svcreg/svcreg/internal/testserver"
 	"github.com/svcreg/svcreg/registry"
@@ -338,23 +339,18 @@ func touch(t *testing.T, path string) {
 
 // alive reports whether process pid exists and is not a zombie.
 func alive(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
+	state, _ := procStateParent(pid)
+	return state != "" && state != "Z"
+}
+
+// procStateParent reads the state and parent pid of process pid from
+// /proc/PID/stat; "" and "" if it is not there.
+func procStateParent(pid int) (state, parent string) {
+	f, err := procstat.Fields(pid)
+	if err != nil || len(f) < 2 {
+		return "", ""
 	}
-	return procState(string(b)) != "Z"
-}
-
-// procState and procParent read the state and parent pid from the
-// content of /proc/PID/stat ("pid (comm) S ppid ...").
-func procState(stat string) string {
-	f := strings.Fields(stat[strings.LastIndexByte(stat, ')')+1:])
-	return f[0]
-}
-
-func procParent(stat string) string {
-	f := strings.Fields(stat[strings.LastIndexByte(stat, ')')+1:])
-	return f[1]
+	return f[0], f[1]
 }
 
 // recordedSignals are the signals recordSignals records, by name.
@@ -409,11 +405,11 @@ func zombieChildren(t *testing.T, pid int) []string {
 	}
 	var zombies []string
 	for _, e := range entries {
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		n, err := strconv.Atoi(e.Name())
 		if err != nil {
-			continue // not a process, or gone
+			continue // not a process
 		}
-		if s := string(b); procParent(s) == strconv.Itoa(pid) && procState(s) == "Z" {
+		if state, parent := procStateParent(n); parent == strconv.Itoa(pid) && state == "Z" {
 			zombies = append(zombies, e.Name())
 		}
 	}

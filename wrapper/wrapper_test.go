@@ -338,11 +338,11 @@ exit 5
 	orphan := waitFile(t, f.path("orphan"))
 	waitFile(t, f.path("pid"))
 	wrapperPID := strconv.Itoa(w.pid())
-	stat, err := os.ReadFile("/proc/" + orphan + "/stat")
+	orphanPID, err := strconv.Atoi(orphan)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p := procParent(string(stat)); p != wrapperPID {
+	if _, p := procStateParent(orphanPID); p != wrapperPID {
 		t.Errorf("the orphan's parent is %s, want the wrapper %s (a child subreaper)", p, wrapperPID)
 	}
 	touch(t, f.path("release"))

@@ -4,7 +4,6 @@
 package haproxytest
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"github.com/svcreg/svcreg/internal/freeport"
+	"github.com/svcreg/svcreg/internal/procstat"
 	"github.com/svcreg/svcreg/internal/testprog"
 )
 
@@ -180,13 +180,8 @@ func (h *HAProxy) Stop(t testing.TB) {
 // HAProxy's parent is the test process when a test made it a child
 // subreaper (the --exec tests), and nothing waits for it there.
 func zombie(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	// The state follows the command name, which is in parentheses.
-	i := bytes.LastIndexByte(b, ')')
-	return i >= 0 && i+2 < len(b) && b[i+2] == 'Z'
+	f, err := procstat.Fields(pid)
+	return err == nil && len(f) > 0 && f[0] == "Z"
 }
 
 // Command sends one command to a socket and returns the answer.

@@ -4,38 +4,32 @@
 package proccpu
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/svcreg/svcreg/internal/procstat"
 )
 
 // Of returns the CPU time process pid has used, from /proc/<pid>/stat (so
 // on Linux only): its 14th and 15th fields, in clock ticks of USER_HZ,
 // which Linux fixes at 100 a second for user space.
 func Of(pid int) (time.Duration, error) {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	f, err := procstat.Fields(pid)
 	if err != nil {
 		return 0, err
 	}
-	// The command name, field 2, is in parentheses and may hold spaces:
-	// count the fields after its closing one (field 3 onwards).
-	i := bytes.LastIndexByte(raw, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("unexpected /proc/%d/stat: %q", pid, raw)
-	}
-	f := strings.Fields(string(raw[i+1:]))
 	if len(f) < 13 {
-		return 0, fmt.Errorf("unexpected /proc/%d/stat: %q", pid, raw)
+		return 0, fmt.Errorf("unexpected /proc/%d/stat: %q", pid, f)
 	}
 	var ticks int64
-	for _, v := range f[11:13] {
+	for _, v := range f[11:13] { // utime and stime, fields 14 and 15
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("unexpected /proc/%d/stat: %q", pid, raw)
+			return 0, fmt.Errorf("unexpected /proc/%d/stat: %q", pid, f)
 		}
 		ticks += n
 	}

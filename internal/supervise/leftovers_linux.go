@@ -1,7 +1,6 @@
 package supervise
 
 import (
-	"bytes"
 	"errors"
 	"os"
 	"slices"
@@ -11,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/svcreg/svcreg/internal/procstat"
 	"github.com/svcreg/svcreg/internal/retry"
 	"golang.org/x/sys/unix"
 )
@@ -98,22 +98,13 @@ func leftover(pid, self int) bool {
 // procStat reads a process's state, parent and start time (in clock
 // ticks after boot) from /proc/PID/stat.
 func procStat(pid int) (state string, ppid int, start string, ok bool) {
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
+	// state, ppid ... starttime: fields 3, 4 and 22.
+	f, err := procstat.Fields(pid)
+	if err != nil || len(f) < 20 {
 		return "", 0, "", false
 	}
-	// pid (comm) state ppid ... starttime (the 22nd field) ...: comm may
-	// hold spaces and parentheses.
-	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 {
-		return "", 0, "", false
-	}
-	f := bytes.Fields(stat[i+1:])
-	if len(f) < 20 {
-		return "", 0, "", false
-	}
-	ppid, err = strconv.Atoi(string(f[1]))
-	return string(f[0]), ppid, string(f[19]), err == nil
+	ppid, err = strconv.Atoi(f[1])
+	return f[0], ppid, f[19], err == nil
 }
 
 // inherited are the children the program had before it supervised
