@@ -558,8 +558,8 @@ func reloadServer(f serverFlags, auth *server.Auth, cert *server.Certificate, lo
 		log.Info("SIGHUP: nothing to read again (no --users, no --tls-cert)")
 		return nil
 	}
+	warnReadableSecrets(log, f) // before: a reader of the log that sees the line below has seen it
 	log.Info("SIGHUP: read the users file and TLS certificate again", attrs...)
-	warnReadableSecrets(log, f)
 	return nil
 }
 

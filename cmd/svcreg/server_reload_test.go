@@ -49,10 +49,18 @@ func (p *usersProcess) hup(t *testing.T, want string, n int) {
 	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
+	p.waitOutput(t, want, n)
+}
+
+// waitOutput waits for the n-th log line holding want: the server's
+// output reaches p.out through a pipe, after what the server did next
+// (its ready file, say).
+func (p *usersProcess) waitOutput(t *testing.T, want string, n int) {
+	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for strings.Count(p.out.String(), want) < n {
 		if time.Now().After(deadline) {
-			t.Fatalf("no %q after SIGHUP; output:\n%s", want, p.out)
+			t.Fatalf("no %q (%d wanted); output:\n%s", want, n, p.out)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -149,6 +157,7 @@ func TestServerWarnsOfAUsersFileOthersCanRead(t *testing.T) {
 	}
 	const warning = "--users file can be read by every local user"
 	p := startUsersServer(t, "--users", users)
+	p.waitOutput(t, "svcreg server listening", 1) // logged after the warning
 	if n := strings.Count(p.out.String(), warning); n != 1 {
 		t.Fatalf("a 0644 users file: %d warnings; want one:\n%s", n, p.out)
 	}
