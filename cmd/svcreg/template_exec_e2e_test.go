@@ -541,7 +541,7 @@ func TestExecHAProxy(t *testing.T) {
 	if err := c.SetConfig(ctx, "/haproxy/api/health", "/health"); err != nil {
 		t.Fatal(err)
 	}
-	eventuallyTrue(t, "a new worker", func() bool { return h.worker(t) != worker })
+	eventuallyTrue(t, "a new worker, the signal logged", func() bool { return h.worker(t) != worker && signals() > 0 })
 	if n := signals(); n != 1 || !strings.Contains(d.output(), "signal=SIGUSR2") || strings.Contains(readString(h.backends), "svc_other") {
 		t.Fatalf("%d reload signals for a changed backend; want one SIGUSR2, and no backend other:\n%s", n, d.output())
 	}
