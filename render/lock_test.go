@@ -28,20 +28,14 @@ func TestPassWaitsForAnotherRenderersLock(t *testing.T) {
 	go func() {
 		done <- g.r.Pass(context.Background(), set, snapshot(svc("web-1", []string{"www"}, map[string]string{"ip": "10.0.0.1"})))
 	}()
-	for range 30 {
-		time.Sleep(10 * time.Millisecond)
-		select {
-		case res := <-done:
-			t.Fatalf("the pass ended while another process held the lock: %+v", res)
-		default:
-		}
+	whileHeld(t, "the pass", done, func() {
 		if _, err := os.Stat(checked); err == nil || readFile(t, g.dest) != "before\n" || g.reloads(t) != 0 {
 			t.Fatal("the pass checked, installed or reloaded while another process held the lock")
 		}
 		if _, err := os.Stat(stagedName(g.dest)); err == nil {
 			t.Fatal("the pass staged while another process held the lock")
 		}
-	}
+	})
 	other.Close() // releases it
 	res := <-done
 	if len(res.Failures) != 0 || res.Installed != 1 {
@@ -289,17 +283,11 @@ func TestFallbackWaitsForAnotherRenderersLock(t *testing.T) {
 	g.r.runtimes.fail(backgroundFailure{set.Groups[0].Name, g.dest, "haproxy", errors.New("drain failed")})
 	done := make(chan []Failure, 1)
 	go func() { done <- g.r.Fallback(context.Background(), set) }()
-	for range 30 {
-		time.Sleep(10 * time.Millisecond)
-		select {
-		case fs := <-done:
-			t.Fatalf("the fallback ended while another process held the lock: %v", fs)
-		default:
-		}
+	whileHeld(t, "the fallback", done, func() {
 		if _, err := os.Lstat(pendingName(g.dest)); err != nil || g.reloads(t) != 0 {
 			t.Fatalf("while another process held the lock: the pending file %v, %d reloads; want it there, no reload", err, g.reloads(t))
 		}
-	}
+	})
 	other.Close()
 	if fs := <-done; len(fs) != 0 || g.reloads(t) != 1 {
 		t.Errorf("after the lock was released: %v, %d reloads; want one reload", fs, g.reloads(t))
@@ -324,5 +312,20 @@ func TestFallbackLockFailureIsAReloadFailure(t *testing.T) {
 	}
 	if _, err := os.Lstat(pendingName(g.dest)); err != nil || !g.r.due(set.Groups[0]) {
 		t.Errorf("the files are not left due a reload: %v", err)
+	}
+}
+
+// whileHeld checks for 300 ms, while another process holds a lock, that
+// what (a call reporting on done) has not ended, and that check passes.
+func whileHeld[T any](t *testing.T, what string, done <-chan T, check func()) {
+	t.Helper()
+	for range 30 {
+		time.Sleep(10 * time.Millisecond)
+		select {
+		case v := <-done:
+			t.Fatalf("%s ended while another process held the lock: %+v", what, v)
+		default:
+		}
+		check()
 	}
 }
