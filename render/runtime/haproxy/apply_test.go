@@ -8,9 +8,11 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -758,5 +760,199 @@ func TestSweepSkipsADrainReplacedSinceTheLook(t *testing.T) {
 	}
 	if a.drains["api/s"] != now || !now.deleting.IsZero() {
 		t.Error("the replaced drain moved on")
+	}
+}
+
+// HAProxy skips the lines of a false .if block: a server line in one is
+// not a server of the backend, and the runtime API must not add it.
+func TestApplyServerInFalseConditionalBlock(t *testing.T) {
+	t.Parallel()
+	a, c := newCounter(t, "a"), newCounter(t, "c")
+	v1 := backendsFile(srvLine("a", a, ""), ".if defined(SVCREG_NOT_SET)\n", ".endif\n")
+	h := haproxytest.Start(t, v1, true)
+	v2 := backendsFile(srvLine("a", a, ""), ".if defined(SVCREG_NOT_SET)\n", srvLine("c", c, ""), ".endif\n")
+	ad, err := New(runtime.Settings{Socket: h.Socket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := ad.Plan([]byte(v1), []byte(v2))
+	if err != nil {
+		t.Log(err)
+		return
+	}
+	if err := p.Apply(t.Context()); err != nil {
+		t.Log(err)
+		return
+	}
+	seen := map[string]int{}
+	for i := 0; i < 10; i++ {
+		seen[hit(t, &http.Client{}, h.URL())]++
+	}
+	if seen["c"] > 0 {
+		t.Fatalf("requests went to %v: c, in a false .if block, was added", seen)
+	}
+}
+
+// A section that starts inside a conditional block may not be loaded at
+// all, or be one of two of the same name: its servers are not changed at
+// runtime either.
+//
+// The changed section holds no conditional line of its own in the second
+// case: the block opens before it and closes in the section after it, so
+// only its place inside the block says it may not be loaded.
+func TestPlanSectionInConditionalBlock(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ name, old, from, to string }{
+		{"one of two of the same name",
+			"backend x\n    balance roundrobin\n.if defined(A)\nbackend api\n    balance roundrobin\n    server a 127.0.0.1:8001\n.else\nbackend api\n    balance roundrobin\n    server a 127.0.0.1:8002\n.endif\n",
+			":8002", ":8003"},
+		{"wholly inside the block",
+			"backend x\n    balance roundrobin\n.if defined(A)\nbackend api\n    balance roundrobin\n    server a 127.0.0.1:8001\nbackend y\n    balance roundrobin\n.endif\n",
+			":8001", ":8003"},
+	} {
+		next := strings.Replace(tc.old, tc.from, tc.to, 1)
+		if p, err := planOf(t, tc.old, next); err == nil {
+			t.Errorf("%s: want a reload, got %q", tc.name, p.Commands())
+		}
+	}
+}
+
+// An installed server line the adapter could not read (a host name, a
+// quote or '$' anywhere on it, its comment included) hides its settings:
+// the new line may drop one of them ("backup", "send-proxy", "ssl"), which
+// the runtime API would leave on the live server.
+func TestPlanInstalledServerLineUnreadable(t *testing.T) {
+	t.Parallel()
+	head := "backend api\n    balance roundrobin\n    server a 127.0.0.1:8001\n"
+	for _, old := range []string{
+		"    server b localhost:8002 send-proxy backup\n",
+		"    server b 127.0.0.1:8002 backup # the owner's box\n",
+		"    server b 127.0.0.1:8002 ssl verify none sni str(x\\ y)\n",
+		"    server b 127.0.0.1:8002 backup # costs $5\n",
+	} {
+		for _, next := range []string{"    server b 127.0.0.1:9002\n", "    server b 127.0.0.1:8002 weight 3\n"} {
+			p, err := planOf(t, head+old, head+next)
+			var nr *runtime.NeedsReload
+			if !errors.As(err, &nr) {
+				t.Errorf("%q -> %q: want a reload, got %v", old, next, p.Commands())
+			}
+		}
+	}
+}
+
+// Against the real HAProxy: the backup server of an unreadable line that
+// the new file makes a plain server takes requests once the change is
+// applied, as it does after a reload of the file.
+func TestApplyInstalledServerLineUnreadable(t *testing.T) {
+	t.Parallel()
+	a, b, b2 := newCounter(t, "a"), newCounter(t, "b"), newCounter(t, "b2")
+	v1 := backendsFile(srvLine("a", a, ""), srvLine("b", b, " backup # the owner's box"))
+	h := haproxytest.Start(t, v1, true)
+	v2 := backendsFile(srvLine("a", a, ""), srvLine("b", b2, ""))
+	ad, err := New(runtime.Settings{Socket: h.Socket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := ad.Plan([]byte(v1), []byte(v2))
+	if err != nil {
+		return // reloaded: HAProxy loads v2 as it is
+	}
+	if err := p.Apply(t.Context()); err != nil {
+		return // failed: the renderer reloads
+	}
+	client := &http.Client{}
+	seen := map[string]int{}
+	for i := 0; i < 20; i++ {
+		seen[hit(t, client, h.URL())]++
+	}
+	if seen["b2"] == 0 {
+		t.Fatalf("the file has b at b2's address as a plain server, but after the runtime change requests went to %v (b is still a backup server)", seen)
+	}
+}
+
+// A server whose drain is under way comes back: the line it was loaded
+// from, which the drain keeps, could not be read, so its live settings are
+// unknown and the adapter does not make it ready again with them.
+func TestScriptDrainedServerLineUnreadable(t *testing.T) {
+	t.Parallel()
+	installed := parseConfig([]byte("backend api\n    balance roundrobin\n    server b 127.0.0.1:8002 backup # the owner's box\n"))
+	next := parseConfig([]byte("backend api\n    balance roundrobin\n    server b 127.0.0.1:8002\n"))
+	cur := next.backend("api")
+	live := map[string]liveServer{"b": {name: "b", addr: netip.MustParseAddr("127.0.0.1"), port: 8002, weight: 1, admin: adminForcedDrain}}
+	pending := map[string]*drain{"api/b": {id: "api/b", server: installed.backend("api").server("b"), then: []string{"set server api/b state maint"}, del: true}}
+	sc, err := script([]*section{cur}, knownIn(parseConfig([]byte("backend api\n    balance roundrobin\n"))), []map[string]liveServer{live}, pending)
+	if err == nil {
+		t.Fatalf("want an error, got commands %q", sc.cmds)
+	}
+}
+
+// HAProxy loads a "disabled" server with two admin flags: forced
+// maintenance (0x01) and configured maintenance (0x04). "set server state
+// ready" clears the first; the second stays, and is no maintenance
+// (SRV_ADMF_MAINT is 0x23): the server takes requests.
+func TestApplyEnableServerDisabledInTheFile(t *testing.T) {
+	t.Parallel()
+	a, c := newCounter(t, "a"), newCounter(t, "c")
+	v1 := backendsFile(srvLine("a", a, ""), srvLine("c", c, " disabled"))
+	h := haproxytest.Start(t, v1, true)
+	worker := h.Worker(t)
+	v2 := backendsFile(srvLine("a", a, ""), srvLine("c", c, ""))
+	if err := apply(t, h, h.Socket, v1, v2); err != nil {
+		t.Fatalf("enabling a server the installed file disables: %v", err)
+	}
+	seen := map[string]int{}
+	for i := 0; i < 10; i++ {
+		seen[hit(t, &http.Client{}, h.URL())]++
+	}
+	if seen["c"] == 0 {
+		t.Fatalf("requests went to %v", seen)
+	}
+	if got := h.Worker(t); got != worker {
+		t.Fatal("HAProxy was reloaded")
+	}
+}
+
+// A server the file disables, made ready by hand, takes requests: the
+// reconcile at start puts it back in maintenance.
+func TestReconcileServerDisabledInTheFileMadeReady(t *testing.T) {
+	t.Parallel()
+	a, c := newCounter(t, "a"), newCounter(t, "c")
+	v1 := backendsFile(srvLine("a", a, ""), srvLine("c", c, " disabled"))
+	h := haproxytest.Start(t, v1, true)
+	if out, err := haproxytest.Command(h.Socket, "set server api/c state ready"); err != nil || strings.TrimSpace(out) != "" {
+		t.Fatalf("%q %v", out, err)
+	}
+	ad, err := New(runtime.Settings{Socket: h.Socket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent, err := ad.(runtime.Reconciler).Reconcile(context.Background(), []byte(v1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"set server api/c state maint"}; !slices.Equal(sent, want) {
+		t.Errorf("sent %q, want %q", sent, want)
+	}
+	for i := 0; i < 10; i++ {
+		if got := hit(t, &http.Client{}, h.URL()); got != "a" {
+			t.Fatalf("the disabled server %s got a request", got)
+		}
+	}
+}
+
+// What Commands shows (--dry) takes a server the installed file disables
+// for one HAProxy loaded in maintenance, as Apply finds it live: a change
+// of another server sends nothing for it.
+func TestCommandsServerDisabledInTheFile(t *testing.T) {
+	t.Parallel()
+	head := "backend api\n    balance roundrobin\n"
+	old := head + "    server a 127.0.0.1:8001\n    server c 127.0.0.1:8003 disabled\n"
+	next := head + "    server a 127.0.0.1:8001 weight 3\n    server c 127.0.0.1:8003 disabled\n"
+	p, err := planOf(t, old, next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := p.Commands(), []string{"set weight api/a 3"}; !slices.Equal(got, want) {
+		t.Errorf("commands %q, want %q", got, want)
 	}
 }
