@@ -13,14 +13,9 @@ import (
 // when the link is in one they can.
 func TestReadableByOthersThroughALink(t *testing.T) {
 	t.Parallel()
-	open, closed := t.TempDir(), t.TempDir()
-	for _, c := range []struct {
-		path string
-		mode os.FileMode
-	}{{filepath.Dir(open), 0o755}, {open, 0o755}, {closed, 0o700}} { // t.TempDir's are 0700
-		if err := os.Chmod(c.path, c.mode); err != nil {
-			t.Fatal(err)
-		}
+	open, closed := searchableTempDir(t), t.TempDir()
+	if err := os.Chmod(closed, 0o700); err != nil {
+		t.Fatal(err)
 	}
 	for _, c := range []struct {
 		real, link string
@@ -42,4 +37,18 @@ func TestReadableByOthersThroughALink(t *testing.T) {
 			t.Errorf("readableByOthers(%s, a link to %s) = %t; want %t", c.link, c.real, got, c.want)
 		}
 	}
+}
+
+// searchableTempDir is a t.TempDir that every local user can search, as
+// can the directory above it (the test's own, which is 0700): a file of
+// mode 0644 in it is one they can read.
+func searchableTempDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
 }

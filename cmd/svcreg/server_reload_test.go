@@ -144,16 +144,11 @@ func TestServerSIGHUPReloadsUsers(t *testing.T) {
 // by its mode or by a directory above it, is not.
 func TestServerWarnsOfAUsersFileOthersCanRead(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
+	dir := searchableTempDir(t)
 	users := filepath.Join(dir, "users.toml")
 	writeFile(t, users, "[[user]]\nname = \"u\"\ntenant = \"501\"\napi_key = \"k\"\n")
-	for _, c := range []struct {
-		path string
-		mode os.FileMode
-	}{{filepath.Dir(dir), 0o755}, {dir, 0o755}, {users, 0o644}} { // t.TempDir's are 0700
-		if err := os.Chmod(c.path, c.mode); err != nil {
-			t.Fatal(err)
-		}
+	if err := os.Chmod(users, 0o644); err != nil {
+		t.Fatal(err)
 	}
 	const warning = "--users file can be read by every local user"
 	p := startUsersServer(t, "--users", users)

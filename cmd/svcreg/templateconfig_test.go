@@ -139,12 +139,7 @@ func TestTemplateWaitFlag(t *testing.T) {
 // one that holds no credential.
 func TestTemplateWarnsOfAConfigWithACredentialOthersCanRead(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	for _, d := range []string{filepath.Dir(dir), dir} { // t.TempDir's are 0700
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dir := searchableTempDir(t)
 	writeFile(t, filepath.Join(dir, "t.tmpl"), "x\n")
 	const warning = "--config file can be read by every local user"
 	for _, tc := range []struct {
