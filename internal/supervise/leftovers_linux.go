@@ -26,7 +26,7 @@ import (
 // sandbox may give.
 func Leftovers() []int {
 	self := os.Getpid()
-	if me, err := os.Readlink("/proc/self"); err != nil || me != strconv.Itoa(self) {
+	if !ownProc(self) {
 		return nil
 	}
 	var pids []int
@@ -83,11 +83,18 @@ func children() ([]int, bool) {
 	return pids, true
 }
 
+// ownProc reports whether /proc is of the program's PID namespace:
+// /proc/self is self, the program's pid.
+func ownProc(self int) bool {
+	me, err := os.Readlink("/proc/self")
+	return err == nil && me == strconv.Itoa(self)
+}
+
 // leftover reports whether pid is a live (not a zombie) child of self
 // that is neither owned nor inherited.
 func leftover(pid, self int) bool {
-	state, ppid, start, ok := procStat(pid)
-	if !ok || state == "Z" || state == "X" || ppid != self || isOwned(pid) {
+	start, ok := unownedChild(pid, self)
+	if !ok {
 		return false
 	}
 	inheritedMu.Lock()
@@ -95,16 +102,16 @@ func leftover(pid, self int) bool {
 	return inherited[pid] != start
 }
 
-// procStat reads a process's state, parent and start time (in clock
-// ticks after boot) from /proc/PID/stat.
-func procStat(pid int) (state string, ppid int, start string, ok bool) {
-	// state, ppid ... starttime: fields 3, 4 and 22.
+// unownedChild reports whether pid is a live (not a zombie) child of
+// self that is not owned, and gives its start time (in clock ticks after
+// boot), which tells it from a process that takes its pid later. Read
+// from /proc/PID/stat: state, ppid ... starttime, fields 3, 4 and 22.
+func unownedChild(pid, self int) (start string, ok bool) {
 	f, err := procstat.Fields(pid)
-	if err != nil || len(f) < 20 {
-		return "", 0, "", false
+	if err != nil || len(f) < 20 || f[0] == "Z" || f[0] == "X" || f[1] != strconv.Itoa(self) || isOwned(pid) {
+		return "", false
 	}
-	ppid, err = strconv.Atoi(f[1])
-	return f[0], ppid, f[19], err == nil
+	return f[19], true
 }
 
 // inherited are the children the program had before it supervised
@@ -121,12 +128,12 @@ var (
 // noteInherited records the program's children as inherited (New).
 func noteInherited() {
 	self := os.Getpid()
-	if me, err := os.Readlink("/proc/self"); err != nil || me != strconv.Itoa(self) {
+	if !ownProc(self) {
 		return
 	}
 	found := map[int]string{}
 	for _, pid := range candidates() {
-		if state, ppid, start, ok := procStat(pid); ok && ppid == self && state != "Z" && state != "X" && !isOwned(pid) {
+		if start, ok := unownedChild(pid, self); ok {
 			found[pid] = start
 		}
 	}
