@@ -12,7 +12,6 @@ import (
 
 	"golang.org/x/time/rate"
 
-	"github.com/svcreg/svcreg/internal/printable"
 	"github.com/svcreg/svcreg/server/store"
 )
 
@@ -103,12 +102,7 @@ const maxEcho = 1024
 
 // echoed is s as a fault repeats it: cut to maxEcho bytes (at the start
 // of a character) with a note of its full length.
-func echoed(s string) string {
-	if len(s) <= maxEcho {
-		return s
-	}
-	return printable.Prefix(s, maxEcho) + "…(" + strconv.Itoa(len(s)) + " bytes)"
-}
+func echoed(s string) string { return cutNoted(s, maxEcho) }
 
 // faultFor maps an error to its fault: a *fault is itself, a store error
 // its fault. Anything unexpected is a masked 500, logged with the

@@ -5,6 +5,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/svcreg/svcreg/internal/printable"
 )
 
 // maxLogValue bounds a value from a request or from registry data in a log
@@ -12,11 +14,15 @@ import (
 const maxLogValue = 256
 
 // logValue is s, cut to maxLogValue bytes with a note of its full length.
-func logValue(s string) string {
-	if len(s) <= maxLogValue {
+func logValue(s string) string { return cutNoted(s, maxLogValue) }
+
+// cutNoted is s cut to at most max bytes, at the start of a character,
+// with a note of its full length.
+func cutNoted(s string, max int) string {
+	if len(s) <= max {
 		return s
 	}
-	return s[:maxLogValue] + "…(" + strconv.Itoa(len(s)) + " bytes)"
+	return printable.Prefix(s, max) + "…(" + strconv.Itoa(len(s)) + " bytes)"
 }
 
 // loggedURI is r's URI as the log shows it: in the origin form, as the

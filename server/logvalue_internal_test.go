@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // A token sent in the query is not written to the log.
@@ -53,5 +54,18 @@ func TestLoggedURI(t *testing.T) {
 		if got := loggedURI(r); got != want {
 			t.Errorf("loggedURI(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// A long value is cut at the start of a character: a log line of a
+// client's UTF-8 text stays UTF-8.
+func TestLogValueCutsAtACharacter(t *testing.T) {
+	s := strings.Repeat("€", maxLogValue) // three bytes each: 256 is not a character's start
+	got := logValue(s)
+	if !utf8.ValidString(got) {
+		t.Errorf("logValue split a character: %q", got)
+	}
+	if want := strings.Repeat("€", maxLogValue/3) + "…(768 bytes)"; got != want {
+		t.Errorf("logValue = %q, want %q", got, want)
 	}
 }
