@@ -177,7 +177,7 @@ func (r *Renderer) installAhead(ctx context.Context, g *Group, ah *ahead, af *ah
 	}
 	ah.failure = f
 	if f != nil {
-		if ctx.Err() != nil && errors.Is(f.Err, context.Canceled) {
+		if stoppedBy(ctx, f.Err) {
 			// A stop cut the check short: no failure of the change's, and
 			// the live state goes back to the installed files below.
 			r.Log.Info("stopped during the check of a change applied ahead: taking it back out of the live state", "group", g.Name)

@@ -400,17 +400,14 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 	f = stage(g, files)
 	if f == nil {
 		f = r.check(ctx, g, files)
-		if f != nil && ctx.Err() != nil && errors.Is(f.Err, context.Canceled) {
+		if f != nil && stoppedBy(ctx, f.Err) {
 			// A stop cut the check short: no outcome, nothing installed.
 			r.Log.Info("stopped during the check: nothing installed", "group", g.Name)
 			if failedApply && !r.NoReload && g.reloads() {
 				// The live state is what the failed apply left: the
 				// installed files go live again (a stop waits for one
 				// reload).
-				if _, err := r.reloadCounted(ctx, g); err != nil {
-					r.Log.Error("reload of the installed files failed", "group", g.Name, "err", err)
-					r.markDue(g)
-				}
+				r.reloadAgain(ctx, g)
 			}
 			return false, time.Time{}, stopped
 		}
@@ -431,10 +428,7 @@ func (r *Renderer) passGroup(ctx context.Context, g *Group, snap *watcher.Snapsh
 			// The live state is what the failed apply left, or files no
 			// reload took since one failed: the installed files are
 			// reloaded (the pass's one reload).
-			if _, err := r.reloadCounted(ctx, g); err != nil {
-				r.Log.Error("reload of the installed files failed", "group", g.Name, "err", err)
-				r.markDue(g)
-			}
+			r.reloadAgain(ctx, g)
 		}
 		if marked && !r.due(g) {
 			// Nothing left to reload: the files were put back.
@@ -765,7 +759,7 @@ func (r *Renderer) check(ctx context.Context, g *Group, files []*file) *Failure 
 	if err == nil {
 		_, err = runCommand(ctx, cmd, g.CheckTimeout)
 	}
-	if ctx.Err() == nil || !errors.Is(err, context.Canceled) { // a check a stop cut short has no result
+	if !stoppedBy(ctx, err) { // a check a stop cut short has no result
 		r.Metrics.checks.WithLabelValues(g.Name, result(err)).Inc()
 	}
 	if err != nil {
@@ -934,6 +928,22 @@ func (r *Renderer) reloadGroup(ctx context.Context, g *Group, files []*file, cha
 	r.observeSince(r.Metrics.eventToLive.WithLabelValues("reload"), changedAt)
 	r.Log.Info("reloaded", "group", g.Name)
 	return nil
+}
+
+// reloadAgain reloads g's installed files over a live state they are
+// not (what a failed runtime apply left, or files no reload took since
+// one failed); a reload that fails leaves them due.
+func (r *Renderer) reloadAgain(ctx context.Context, g *Group) {
+	if _, err := r.reloadCounted(ctx, g); err != nil {
+		r.Log.Error("reload of the installed files failed", "group", g.Name, "err", err)
+		r.markDue(g)
+	}
+}
+
+// stoppedBy reports whether err is a stop's (ctx's cancel) that cut a
+// step short, rather than the step's own failure just before the stop.
+func stoppedBy(ctx context.Context, err error) bool {
+	return ctx.Err() != nil && errors.Is(err, context.Canceled)
 }
 
 // reloadCounted reloads g as a pass's reload step does: the time of the
