@@ -62,7 +62,7 @@ func newMetrics(r prometheus.Registerer, hasPeer func() bool) metrics {
 		}),
 		clockBehind: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "svcreg_store_clock_behind_total",
-			Help: "Accounts' write budgets found stamped by another node more than a second ahead of this node's clock: the nodes' clocks disagree (NTP), and meanwhile the budget is not kept through the nodes together, nor timeouts within a second.",
+			Help: "Clients' writes (once each, however many attempts) that found their account's write budget stamped by another node more than a second ahead of this node's clock: the nodes' clocks disagree (NTP), and meanwhile the budget is not kept through the nodes together, nor timeouts within a second.",
 		}),
 		hbBatch: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "svcreg_store_heartbeat_batch_size",

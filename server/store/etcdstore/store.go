@@ -905,6 +905,10 @@ type writer struct {
 	// acctDirty asks for the account to be written even without events.
 	acctDirty bool
 	events    []store.Event
+	// clockAhead is how far past writeClockSkew ahead of w.now spendWrite
+	// found the budget stamped (0 if not): counted once a write, by
+	// writeTxn, not once an attempt.
+	clockAhead time.Duration
 }
 
 // appendEvent adds an event with the next id in commit order, and counts
@@ -976,7 +980,7 @@ func (s *Store) clientWrite(ctx context.Context, t *tenant, what string, reads [
 // than that is a wrong clock's, and is not waited for.
 func (w *writer) spendWrite() error {
 	if ahead := time.Duration(w.acct.WritesAt-w.now.UnixMilli()) * time.Millisecond; ahead > writeClockSkew && w.s.opts.WriteRate >= 0 {
-		w.s.clockBehind(ahead)
+		w.clockAhead = ahead
 	}
 	tokens, now, at, err := w.s.writeBudget(w.acct, w.now)
 	if err != nil || w.s.opts.WriteRate < 0 {
@@ -1046,7 +1050,17 @@ const writeClockSkew = time.Second
 
 func (s *Store) writeTxn(ctx context.Context, t *tenant, what string, spends bool, reads []string, fn func(w *writer) error) (int64, error) {
 	acctKey := s.k.account(t.id)
+	// What the last attempt's spendWrite found, reported once the write
+	// is done (committed or refused): a write retried after other nodes'
+	// is one write.
+	var clockAhead time.Duration
+	defer func() {
+		if clockAhead > 0 {
+			s.clockBehind(clockAhead)
+		}
+	}()
 	for attempt := 0; ; attempt++ {
+		clockAhead = 0
 		if attempt == maxAttempts {
 			return 0, fmt.Errorf("%w: %s: other nodes' writes to tenant %s won %d times in a row", store.ErrUnavailable, what, t.id, attempt)
 		}
@@ -1084,7 +1098,9 @@ func (s *Store) writeTxn(ctx context.Context, t *tenant, what string, spends boo
 			return 0, nil
 		}
 		if spends {
-			if err := w.spendWrite(); err != nil {
+			err := w.spendWrite()
+			clockAhead = w.clockAhead
+			if err != nil {
 				return 0, err
 			}
 			w.acctDirty = true
