@@ -663,3 +663,38 @@ func TestUIStreamOfChangesSpendsFewGETs(t *testing.T) {
 		t.Errorf("the page made %d GETs for %d changes at ten a second; want at most 25", gets, changes)
 	}
 }
+
+// Configuration ids that differ only by an empty namespace segment ("//"),
+// a trailing "/" or a leading "/" are different values: the tree does not
+// show them as one name twice.
+func TestUIConfigTreeTellsIDsApart(t *testing.T) {
+	t.Parallel()
+	b := newBrowser(t)
+	srv := startServerProcess(t, "--data-dir", t.TempDir())
+	a := login(t, srv.url, "dev")
+	ids := []string{"/production/web/workers", "/production//web/workers", "/production/web//workers", "/production/web/workers/", "/feature", "feature"}
+	for _, id := range ids {
+		must(t, a, "PUT", "/configuration/"+id, map[string]string{"value": "v"}, 204)
+	}
+	b.signIn(srv.url, "dev", "dev")
+	b.do(chromedp.Click(chromedp.CSS(`#nav a[data-view="config"]`)))
+	b.wait("the configuration tree", `document.querySelectorAll('#cfg-tree li.leaf').length === 6`)
+	// Each leaf as shown: its namespaces' names and its key, which the
+	// reader sees (the title only on hovering).
+	got := b.text(`JSON.stringify(Array.from(document.querySelectorAll('#cfg-tree li.leaf')).map(li => {
+		const path = [];
+		for (let d = li.parentElement.closest('details'); d; d = d.parentElement.closest('details')) path.unshift(d.querySelector('summary').textContent);
+		return path.join('') + ' ' + li.querySelector('.k').textContent;
+	}))`)
+	var shownAs []string
+	if err := json.Unmarshal([]byte(got), &shownAs); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, s := range shownAs {
+		if seen[s] {
+			t.Errorf("two configuration values are shown as %q: %s", s, got)
+		}
+		seen[s] = true
+	}
+}

@@ -711,11 +711,17 @@
     function renderConfig(values) {
       var root = { kids: new Map(), values: [] };
       values.forEach(function (v) {
+        // Every segment is kept, an empty one ("//", shown as "/") too,
+        // and an id that begins with "/" but names no namespace keeps its
+        // "/": "/production//web/workers" and "/production/web/workers",
+        // or "/feature" and "feature", are different values, and are not
+        // shown alike.
         var parts = String(v.id).split('/');
         var key = parts.pop();
+        if (parts[0] === '') parts.shift();
+        if (!parts.length && String(v.id).charAt(0) === '/') key = '/' + key;
         var node = root;
         parts.forEach(function (p) {
-          if (p === '') return;
           if (!node.kids.has(p)) node.kids.set(p, { kids: new Map(), values: [] });
           node = node.kids.get(p);
         });
