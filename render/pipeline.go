@@ -798,7 +798,7 @@ func privateGroup(g *Group, files []*file) bool {
 		return true
 	}
 	for _, t := range g.Templates {
-		if info, err := os.Lstat(t.Destination); err == nil && privateMode(info.Mode()) {
+		if info, err := os.Lstat(t.Destination); err == nil && privateMode(info.Mode()) || closedDir(t.Destination) {
 			return true
 		}
 	}
@@ -807,9 +807,14 @@ func privateGroup(g *Group, files []*file) bool {
 
 // private reports whether f, as the check reads it (staged, or installed
 // when unchanged), is not for every user of the machine to read (perms =
-// "0600": a secret from the configuration): nor are the pages without a
-// login (the status page, /healthz), which then show none of it.
+// "0600": a secret from the configuration; or a destination in a
+// directory they may not enter, such as /etc/ssl/private): nor are the
+// pages without a login (the status page, /healthz), which then show none
+// of it.
 func (f *file) private() bool {
+	if closedDir(f.t.Destination) {
+		return true
+	}
 	if f.staged != "" {
 		return privateMode(f.mode)
 	}
@@ -819,6 +824,41 @@ func (f *file) private() bool {
 // privateMode reports whether a file of mode m is not for every user to
 // read (file.private).
 func privateMode(m os.FileMode) bool { return m.Perm()&0o004 == 0 }
+
+// privateWhy says why a file of mode m at path is not for every user to
+// read.
+func privateWhy(path string, m os.FileMode) string {
+	if privateMode(m) {
+		return fmt.Sprintf("mode %04o", m.Perm())
+	}
+	if closedDir(path) {
+		return "in a directory not every user may enter"
+	}
+	return "not readable by every user"
+}
+
+// closedDir reports whether a directory above the file at path, links
+// resolved, is one that not every user may enter (search): they cannot
+// read the file there, whatever its mode. One that cannot be found or
+// read counts as closed.
+func closedDir(path string) bool {
+	dir, err := filepath.Abs(filepath.Dir(path))
+	if err == nil {
+		dir, err = filepath.EvalSymlinks(dir)
+	}
+	if err != nil {
+		return true
+	}
+	for {
+		if di, err := os.Stat(dir); err != nil || di.Mode().Perm()&0o001 == 0 {
+			return true
+		}
+		if dir == filepath.Dir(dir) {
+			return false
+		}
+		dir = filepath.Dir(dir)
+	}
+}
 
 // maxStagedLines bounds the lines of the rendered files a failed check's
 // error quotes; maxStagedLine, the bytes of each.
@@ -854,7 +894,7 @@ func stagedLines(output string, files []*file) string {
 			}
 			line := lines[n-1]
 			if f.private() {
-				notes = append(notes, fmt.Sprintf("line %d of the render of %s (staged as %s; mode %04o: not shown)", n, f.t.Destination, filepath.Base(f.staged), f.mode.Perm()))
+				notes = append(notes, fmt.Sprintf("line %d of the render of %s (staged as %s; %s: not shown)", n, f.t.Destination, filepath.Base(f.staged), privateWhy(f.t.Destination, f.mode)))
 				continue
 			}
 			if len(line) > maxStagedLine {

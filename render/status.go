@@ -194,8 +194,8 @@ func (s *Status) installed(group string, files []*file, changedAt, at time.Time)
 		if !privateMode(mode) && f.info != nil {
 			mode = f.info.Mode()
 		}
-		if privateMode(mode) {
-			diff.WriteString(diffSummary(f.old, f.out, fmt.Sprintf("mode %04o: not shown", mode.Perm())))
+		if privateMode(mode) || closedDir(f.t.Destination) {
+			diff.WriteString(diffSummary(f.old, f.out, privateWhy(f.t.Destination, mode)+": not shown"))
 			continue
 		}
 		diff.WriteString(statusDiff(f.old, f.out))

@@ -3,6 +3,8 @@ package render
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -114,5 +116,25 @@ func TestStatusHidesTheDiffOfAFileThatWasPrivate(t *testing.T) {
 	}
 	if d := g.r.Status.Report().Groups[0].Diff; strings.Contains(d, "secret 0") || !strings.Contains(d, "mode 0600: not shown") {
 		t.Errorf("the diff of a file that was 0600 shows its old lines:\n%s", d)
+	}
+}
+
+// A file that every user could read by its mode but that sits in a
+// directory not every user may enter (/etc/ssl/private, mode 0700) is not
+// for every user to read either: the status page shows no diff of it.
+func TestStatusHidesTheDiffOfAFileInAPrivateDirectory(t *testing.T) {
+	t.Parallel()
+	g := newGroup(t, "secret {{ len services }}\n")
+	private := filepath.Join(g.dir, "private")
+	if err := os.Mkdir(private, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	g.dest = filepath.Join(private, "out.conf")
+	g.r.Status = NewStatus()
+	if res := g.r.Pass(context.Background(), g.set(t, TemplateConfig{Perms: "0644"}), snapshot()); res.Failures != nil || res.Installed != 1 {
+		t.Fatalf("pass: %+v", res)
+	}
+	if d := g.r.Status.Report().Groups[0].Diff; strings.Contains(d, "secret") {
+		t.Errorf("the diff of a file in a 0700 directory shows its lines:\n%s", d)
 	}
 }
