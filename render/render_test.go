@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/svcreg/svcreg/internal/testfs"
 	"github.com/svcreg/svcreg/registry"
 	"github.com/svcreg/svcreg/watcher"
 )
@@ -288,23 +289,9 @@ type group struct {
 
 func newGroup(t *testing.T, tmpl string) *group {
 	t.Helper()
-	dir := searchableTempDir(t)
+	dir := testfs.SearchableTempDir(t)
 	return &group{dir: dir, src: writeFile(t, dir, "t.tmpl", tmpl), dest: filepath.Join(dir, "out.conf"),
 		log: filepath.Join(dir, "reloads"), r: NewRenderer(nil, nil, nil)}
-}
-
-// searchableTempDir is a t.TempDir that every local user can search, as
-// can the directory above it (the test's own, which is 0700): a file of
-// mode 0644 in it is one they can read, whose diff the status page shows.
-func searchableTempDir(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	for _, d := range []string{filepath.Dir(dir), dir} {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
 }
 
 func (g *group) set(t *testing.T, tc TemplateConfig) *Set {

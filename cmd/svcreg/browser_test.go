@@ -22,6 +22,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/svcreg/svcreg/internal/testfs"
 	"github.com/svcreg/svcreg/internal/testprog"
 )
 
@@ -423,7 +424,7 @@ func TestTemplateStatusPageInBrowser(t *testing.T) {
 	a := login(t, srv.url, "dev")
 	must(t, a, "POST", "/services", map[string]any{"id": "web-1", "heartbeat_timeout": 120, "tags": []string{"www"}}, 201)
 
-	dir := searchableTempDir(t) // the diff of a file every user may read is shown
+	dir := testfs.SearchableTempDir(t) // the diff of a file every user may read is shown
 	port := freePort(t)
 	www, broken := filepath.Join(dir, "www.conf"), filepath.Join(dir, "broken.conf")
 	config := filepath.Join(dir, "render.toml")

@@ -4,6 +4,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/svcreg/svcreg/internal/testfs"
 )
 
 // Whether others can read a secret file is a matter of the file's own
@@ -13,7 +15,7 @@ import (
 // when the link is in one they can.
 func TestReadableByOthersThroughALink(t *testing.T) {
 	t.Parallel()
-	open, closed := searchableTempDir(t), t.TempDir()
+	open, closed := testfs.SearchableTempDir(t), t.TempDir()
 	if err := os.Chmod(closed, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -37,18 +39,4 @@ func TestReadableByOthersThroughALink(t *testing.T) {
 			t.Errorf("readableByOthers(%s, a link to %s) = %t; want %t", c.link, c.real, got, c.want)
 		}
 	}
-}
-
-// searchableTempDir is a t.TempDir that every local user can search, as
-// can the directory above it (the test's own, which is 0700): a file of
-// mode 0644 in it is one they can read.
-func searchableTempDir(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	for _, d := range []string{filepath.Dir(dir), dir} {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
 }

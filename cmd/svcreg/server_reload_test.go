@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/svcreg/svcreg/internal/testcert"
+	"github.com/svcreg/svcreg/internal/testfs"
 )
 
 // usersProcess is `svcreg server --users FILE` as a child process.
@@ -144,7 +145,7 @@ func TestServerSIGHUPReloadsUsers(t *testing.T) {
 // by its mode or by a directory above it, is not.
 func TestServerWarnsOfAUsersFileOthersCanRead(t *testing.T) {
 	t.Parallel()
-	dir := searchableTempDir(t)
+	dir := testfs.SearchableTempDir(t)
 	users := filepath.Join(dir, "users.toml")
 	writeFile(t, users, "[[user]]\nname = \"u\"\ntenant = \"501\"\napi_key = \"k\"\n")
 	if err := os.Chmod(users, 0o644); err != nil {

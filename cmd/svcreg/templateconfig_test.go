@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/svcreg/svcreg/internal/testfs"
 	"github.com/svcreg/svcreg/internal/testserver"
 )
 
@@ -139,7 +140,7 @@ func TestTemplateWaitFlag(t *testing.T) {
 // one that holds no credential.
 func TestTemplateWarnsOfAConfigWithACredentialOthersCanRead(t *testing.T) {
 	t.Parallel()
-	dir := searchableTempDir(t)
+	dir := testfs.SearchableTempDir(t)
 	writeFile(t, filepath.Join(dir, "t.tmpl"), "x\n")
 	const warning = "--config file can be read by every local user"
 	for _, tc := range []struct {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/svcreg/svcreg/internal/testfs"
 	"github.com/svcreg/svcreg/registry"
 	"github.com/svcreg/svcreg/render"
 	"github.com/svcreg/svcreg/watcher"
@@ -24,7 +25,7 @@ const hostile = `<script>alert(1)</script>`
 // registry data; group "broken" fails its check with hostile text.
 func renderer(t *testing.T) (*render.Health, *render.Status) {
 	t.Helper()
-	dir := searchableTempDir(t)
+	dir := testfs.SearchableTempDir(t)
 	c := render.Config{Templates: []render.TemplateConfig{
 		{Contents: "{{ range services }}# {{ .Metadata.note }}\n{{ end }}", Destination: filepath.Join(dir, "lb.conf"), ReloadGroup: "lb"},
 		{Contents: "x", Destination: filepath.Join(dir, "broken.conf"), ReloadGroup: "broken", Check: "echo '<img src=x onerror=alert(2)>' >&2; false"},
@@ -96,7 +97,7 @@ func TestPageShowsStepsAndDiffAsTextAndNoSecret(t *testing.T) {
 // line and byte counts.
 func TestPageHidesPrivateFiles(t *testing.T) {
 	t.Parallel()
-	dest := filepath.Join(searchableTempDir(t), "userlist.cfg")
+	dest := filepath.Join(testfs.SearchableTempDir(t), "userlist.cfg")
 	c := render.Config{Templates: []render.TemplateConfig{{
 		Contents:    "userlist admins\n  user admin insecure-password {{ config \"/lb/admin_password\" }}\n",
 		Destination: dest, Perms: "0600", ReloadGroup: "lb"}}}
@@ -117,7 +118,7 @@ func TestPageHidesPrivateFiles(t *testing.T) {
 // haproxy -c quote the token they trip on. It goes to the log only.
 func TestPageHidesPrivateFilesInCheckOutput(t *testing.T) {
 	t.Parallel()
-	dest := filepath.Join(searchableTempDir(t), "api.conf")
+	dest := filepath.Join(testfs.SearchableTempDir(t), "api.conf")
 	c := render.Config{Templates: []render.TemplateConfig{{
 		Contents:    "location / {\n  proxy_set_header X-Api-Key {{ config \"/lb/api_key\" }};\n}\n",
 		Destination: dest, Perms: "0600", ReloadGroup: "lb",
@@ -269,7 +270,7 @@ func TestAddressedOnly(t *testing.T) {
 // while the ones in use go on.
 func TestPageShowsTemplatesNotLoaded(t *testing.T) {
 	t.Parallel()
-	dir := searchableTempDir(t)
+	dir := testfs.SearchableTempDir(t)
 	src := filepath.Join(dir, "t.tmpl")
 	os.WriteFile(src, []byte("ok"), 0o644)
 	load := func() (render.Config, error) {
@@ -302,7 +303,7 @@ func TestPageShowsTemplatesNotLoaded(t *testing.T) {
 // may read, the page must not show them either.
 func TestPageHidesPrivateFilesInCheckErrors(t *testing.T) {
 	t.Parallel()
-	dest := filepath.Join(searchableTempDir(t), "userlist.cfg")
+	dest := filepath.Join(testfs.SearchableTempDir(t), "userlist.cfg")
 	c := render.Config{Templates: []render.TemplateConfig{{
 		Contents:    "userlist admins\n  user admin insecure-password {{ config \"/lb/admin_password\" }}\n",
 		Destination: dest, Perms: "0600", ReloadGroup: "lb",
@@ -322,7 +323,7 @@ func TestPageHidesPrivateFilesInCheckErrors(t *testing.T) {
 // /healthz or the status page either.
 func TestPageHidesUnchangedPrivateFileInCheckOutput(t *testing.T) {
 	t.Parallel()
-	dir := searchableTempDir(t)
+	dir := testfs.SearchableTempDir(t)
 	private, public := filepath.Join(dir, "api.conf"), filepath.Join(dir, "upstreams.conf")
 	check := `if cat {{range .Files}}{{.Staged}} {{end}} | grep -q bad; then tok=$(sed -n 2p ` + private + ` | cut -d';' -f2); echo "nginx: [emerg] host not found in upstream \"$tok\" in ` + private + `:2"; exit 1; fi`
 	c := render.Config{Templates: []render.TemplateConfig{
@@ -343,7 +344,7 @@ func TestPageHidesUnchangedPrivateFileInCheckOutput(t *testing.T) {
 // the rollback's.
 func TestPageHidesPrivateFileInReloadOutput(t *testing.T) {
 	t.Parallel()
-	dir := searchableTempDir(t)
+	dir := testfs.SearchableTempDir(t)
 	dest := filepath.Join(dir, "secret.conf")
 	c := render.Config{Templates: []render.TemplateConfig{{
 		Contents:    "password {{ config \"/prod/secret\" }};\n",
@@ -390,7 +391,7 @@ func failedCheckShowsNo(t *testing.T, health *render.Health, status *render.Stat
 // may be a secret), as text.
 func TestPageShowsRefusals(t *testing.T) {
 	t.Parallel()
-	dir := searchableTempDir(t)
+	dir := testfs.SearchableTempDir(t)
 	c := render.Config{Templates: []render.TemplateConfig{{
 		Contents:    `{{range endpoints services}}{{.HostPort}} {{metaAs . "w" "1" "weight"}}{{end}} {{configAs "/lb/<b>" "16" "number" 1 100}}`,
 		Destination: filepath.Join(dir, "lb.conf"), ReloadGroup: "lb"}}}
@@ -448,7 +449,7 @@ func TestPageShowsRefusals(t *testing.T) {
 // shown escaped, in the installed change and in a step's error alike.
 func TestPageShowsInvisibleCharactersEscaped(t *testing.T) {
 	t.Parallel()
-	dir := searchableTempDir(t)
+	dir := testfs.SearchableTempDir(t)
 	c := render.Config{Templates: []render.TemplateConfig{
 		{Contents: "{{ range services }}server {{ .Metadata.note }}\n{{ end }}", Destination: filepath.Join(dir, "lb.conf"), ReloadGroup: "lb"},
 		{Contents: "x", Destination: filepath.Join(dir, "broken.conf"), ReloadGroup: "broken", Check: "printf 'bad \\342\\200\\256gnirts\\n' >&2; false"},
@@ -498,18 +499,4 @@ func TestPageMarksARunOfEscapesOnce(t *testing.T) {
 	if !strings.Contains(got, `<span class="esc rest"`) || regexp.MustCompile(`<[^>]*>`).ReplaceAllString(got, "") != strings.Repeat(`a\x7f`, 30000) {
 		t.Errorf("the text past the marked runs is not all there, or not marked:\n%.300s", got[len(got)-300:])
 	}
-}
-
-// searchableTempDir is a t.TempDir that every local user can search, as
-// can the directory above it (the test's own, which is 0700): a file of
-// mode 0644 in it is one they can read, whose diff the page shows.
-func searchableTempDir(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	for _, d := range []string{filepath.Dir(dir), dir} {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
 }
