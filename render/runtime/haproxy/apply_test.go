@@ -956,3 +956,45 @@ func TestCommandsServerDisabledInTheFile(t *testing.T) {
 		t.Errorf("commands %q, want %q", got, want)
 	}
 }
+
+// A backend that takes a default-server line from a named defaults section
+// ("from") is not changed at runtime: HAProxy would add the server without
+// that line's settings (here TLS), and the read-back would not see it.
+func TestApplyDefaultServerThroughFrom(t *testing.T) {
+	t.Parallel()
+	a, b := newCounter(t, "a"), newCounter(t, "b")
+	pre := "defaults tuned\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n    default-server ssl verify none\n" +
+		"defaults plain\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n" +
+		"backend api from tuned\n    balance roundrobin\n"
+	v1 := pre + srvLine("a", a, "")
+	v2 := v1 + srvLine("b", b, "")
+	h := haproxytest.Start(t, v1, true)
+	ad, err := New(runtime.Settings{Socket: h.Socket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := ad.Plan([]byte(v1), []byte(v2))
+	var nr *runtime.NeedsReload
+	if errors.As(err, &nr) {
+		return
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Apply(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	out, err := haproxytest.Command(h.Socket, "show servers state api")
+	if err != nil {
+		t.Fatal(err)
+	}
+	col, rows, err := stateRows(out, "srv_name", "srv_use_ssl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range rows {
+		if f[col["srv_use_ssl"]] != "1" {
+			t.Fatalf("server %s was added without TLS, which the file gives it through default-server:\n%s", f[col["srv_name"]], out)
+		}
+	}
+}

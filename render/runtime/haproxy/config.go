@@ -22,9 +22,12 @@ type config struct {
 // files whose sections have equal headers and lines differ at most in
 // their servers.
 type section struct {
-	header  string // "backend api"
-	kind    string // "backend"
-	name    string
+	header string // "backend api"
+	kind   string // "backend"
+	name   string
+	// from is the defaults section the header names ("backend api from
+	// tuned"), whose settings it takes instead of the last one's.
+	from    string
 	lines   []string
 	servers []*server
 	byName  map[string]*server // the first server of each name
@@ -85,6 +88,7 @@ func parseConfig(text []byte) *config {
 			if open > 0 {
 				cur.unsupported = "it is inside a conditional block (.if), which HAProxy may skip"
 			}
+			cur.from = fromOf(words)
 			if len(words) > 1 {
 				cur.name = words[1]
 				if !safeWord(cur.name) {
@@ -133,7 +137,18 @@ func parseConfig(text []byte) *config {
 			c.backends[s.name] = s
 		}
 	}
-	inherited, defaultServer := "", false
+	// A section takes the settings of the last defaults section before
+	// it, or of the one its header names ("from"): a defaults section
+	// replaces the one before, or extends the one it names.
+	type defaults struct {
+		balance       string
+		defaultServer bool
+		// elsewhere: the settings come from a defaults section this
+		// file does not have (another file's), which is named here.
+		elsewhere string
+	}
+	var last defaults
+	named := map[string]defaults{}
 	for _, s := range c.sections {
 		s.byName = make(map[string]*server, len(s.servers))
 		for _, sv := range s.servers {
@@ -141,15 +156,33 @@ func parseConfig(text []byte) *config {
 				s.byName[sv.name] = sv
 			}
 		}
+		base := last
+		if s.kind == "defaults" {
+			base = defaults{}
+		}
+		if s.from != "" {
+			d, ok := named[s.from]
+			if !ok {
+				d = defaults{elsewhere: s.from}
+			}
+			base = d
+		}
 		switch s.kind {
 		case "defaults":
-			inherited = balanceOf(s.lines, "") // a defaults section replaces the one before
-			defaultServer = hasLine(s.lines, "default-server")
+			last = defaults{balanceOf(s.lines, base.balance), base.defaultServer || hasLine(s.lines, "default-server"), base.elsewhere}
+			if s.name != "" && s.name != "from" {
+				named[s.name] = last
+			}
 		case "backend", "listen":
 			if s.unsupported != "" {
 				continue
 			}
-			if defaultServer {
+			if base.elsewhere != "" {
+				s.unsupported = fmt.Sprintf("it takes the settings of defaults section %q, which is not in this file: a default-server line there would not reach servers added at runtime", base.elsewhere)
+				continue
+			}
+			inherited := base.balance
+			if base.defaultServer {
 				s.unsupported = "a defaults section has a default-server line, which servers added at runtime would not follow"
 				continue
 			}
@@ -159,6 +192,18 @@ func parseConfig(text []byte) *config {
 		}
 	}
 	return c
+}
+
+// fromOf returns the defaults section a section header names with
+// "from" (HAProxy 2.4 and later): "backend NAME from DEFAULTS", "defaults
+// [NAME] from DEFAULTS"; "" if none.
+func fromOf(words []string) string {
+	for i := 1; i <= 2 && i+1 < len(words); i++ {
+		if words[i] == "from" && (i == 2 || words[0] == "defaults") {
+			return words[i+1]
+		}
+	}
+	return ""
 }
 
 // splitLine returns a line's words, split as HAProxy splits them outside

@@ -100,6 +100,15 @@ func TestPlanNeedsReload(t *testing.T) {
 		{"default-server", base + "    default-server inter 3s\n", base + "    default-server inter 3s\n    server c 127.0.0.1:8003\n", "default-server"},
 		{"default-server in defaults, tab and quotes", strings.Replace(base, "defaults\n", "defaults\n    default-server\tinter 3s ca-file '/ca.pem'\n", 1),
 			strings.Replace(base, "defaults\n", "defaults\n    default-server\tinter 3s ca-file '/ca.pem'\n", 1) + "    server c 127.0.0.1:8003\n", "default-server"},
+		// "backend NAME from DEFAULTS" takes that section's settings,
+		// not the last defaults section's.
+		{"default-server in the defaults section named by from", named, named + "    server c 127.0.0.1:8003\n", "default-server"},
+		{"default-server reached through from twice", strings.Replace(named, "backend api from tuned", "defaults more from tuned\n    mode http\nbackend api from more", 1),
+			strings.Replace(named, "backend api from tuned", "defaults more from tuned\n    mode http\nbackend api from more", 1) + "    server c 127.0.0.1:8003\n", "default-server"},
+		{"static algorithm in the defaults section named by from", strings.NewReplacer("default-server ssl verify none", "balance static-rr", "    balance roundrobin\n", "").Replace(named),
+			strings.NewReplacer("default-server ssl verify none", "balance static-rr", "    balance roundrobin\n", "").Replace(named) + "    server c 127.0.0.1:8003\n", "static"},
+		{"defaults section of another file", strings.Replace(base, "backend api", "backend api from elsewhere", 1),
+			strings.Replace(base, "backend api", "backend api from elsewhere", 1) + "    server c 127.0.0.1:8003\n", `"elsewhere", which is not in this file`},
 		// A server-template's servers are live but not in the file:
 		// the adapter would take them for servers to delete.
 		{"server-template", base + "    server-template web 3 127.0.0.1:9000\n", base + "    server-template web 3 127.0.0.1:9000\n    server c 127.0.0.1:8003\n", "server-template"},
@@ -135,6 +144,22 @@ func TestPlanNeedsReload(t *testing.T) {
 				t.Fatalf("got %v, want a reload because %q", err, tc.why)
 			}
 		})
+	}
+}
+
+// named has a backend that takes its settings from a defaults section
+// other than the last one before it.
+var named = strings.Replace(strings.Replace(base, "backend api", "backend api from tuned", 1),
+	"defaults\n", "defaults tuned\n    mode http\n    default-server ssl verify none\ndefaults plain\n", 1)
+
+// A backend that names a defaults section without default-server takes
+// its changes at runtime, also when the last defaults section has one.
+func TestPlanFromDefaultsWithoutDefaultServer(t *testing.T) {
+	t.Parallel()
+	cfg := strings.Replace(strings.Replace(base, "backend api", "backend api from plain", 1),
+		"defaults\n", "defaults plain\n    mode http\ndefaults tuned\n    default-server ssl verify none\n", 1)
+	if _, err := planOf(t, cfg, cfg+"    server c 127.0.0.1:8003\n"); err != nil {
+		t.Fatal(err)
 	}
 }
 
