@@ -998,3 +998,56 @@ func TestApplyDefaultServerThroughFrom(t *testing.T) {
 		}
 	}
 }
+
+// HAProxy's CLI reads at most 64 words of a command and drops the rest
+// without a word; its configuration takes a server line of 64 words, one
+// fewer than "add server BACKEND/NAME" makes of it. Such a line is not
+// added at runtime: its last setting (here TLS) would be lost.
+func TestApplyServerLineOfSixtyFourWords(t *testing.T) {
+	t.Parallel()
+	for _, socket := range []string{"stats", "master"} {
+		t.Run(socket, func(t *testing.T) {
+			t.Parallel()
+			a, b := newCounter(t, "a"), newCounter(t, "b")
+			v1 := backendsFile(srvLine("a", a, ""))
+			long := strings.Repeat(" maxconn 50", 29) + " verify none ssl"
+			if n := len(strings.Fields(srvLine("b", b, long))); n != 64 {
+				t.Fatalf("the line has %d words", n)
+			}
+			v2 := v1 + srvLine("b", b, long)
+			h := haproxytest.Start(t, v1, true)
+			addr := h.Socket
+			if socket == "master" {
+				addr = "master:" + h.Master
+			}
+			ad, err := New(runtime.Settings{Socket: addr})
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := ad.Plan([]byte(v1), []byte(v2))
+			var nr *runtime.NeedsReload
+			if errors.As(err, &nr) {
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := p.Apply(context.Background()); err != nil {
+				return // refused, and reloaded
+			}
+			out, err := haproxytest.Command(h.Socket, "show servers state api")
+			if err != nil {
+				t.Fatal(err)
+			}
+			col, rows, err := stateRows(out, "srv_name", "srv_use_ssl")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range rows {
+				if f[col["srv_name"]] == "b" && f[col["srv_use_ssl"]] != "1" {
+					t.Fatalf("server b was added without the TLS its line gives it:\n%s", out)
+				}
+			}
+		})
+	}
+}

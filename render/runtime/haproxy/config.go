@@ -395,8 +395,24 @@ func parseServer(raw string, words []string, norm string) *server {
 			return bad("%q is not a keyword HAProxy 2.6 can set on a server added at runtime", w)
 		}
 	}
+	// The words of its "add server" (addCommands): HAProxy's CLI drops
+	// those past maxCLIWords without a word, and the server would be
+	// added without the settings they give. The command has one word more
+	// than the line ("add server BACKEND/NAME" for "server NAME"), which
+	// the configuration takes with up to 64.
+	n := 4 + len(s.options)
+	if s.weight != 1 {
+		n += 2
+	}
+	if n > maxCLIWords {
+		return bad("its \"add server\" command would have %d words, and HAProxy's runtime API reads at most %d", n, maxCLIWords)
+	}
 	return s
 }
+
+// maxCLIWords is how many words of a command HAProxy's CLI reads
+// (MAX_CLI_ARGS).
+const maxCLIWords = 64
 
 // safeWord says whether a word can be sent to the runtime API as it is:
 // the CLI splits on spaces and ';' and treats '\' specially.

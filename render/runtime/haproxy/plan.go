@@ -351,7 +351,8 @@ func steps(s *section, known knownFunc, live map[string]liveServer, pending map[
 }
 
 // addCommands adds a server. HAProxy 2.6 creates it in maintenance with
-// its checks off; the file's server is on.
+// its checks off; the file's server is on. parseServer counts the words
+// of its "add server".
 func addCommands(backend string, sv *server) []string {
 	id := backend + "/" + sv.name
 	add := "add server " + id + " " + sv.hostPort()

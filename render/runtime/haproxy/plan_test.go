@@ -185,3 +185,24 @@ func TestSocketSettings(t *testing.T) {
 		}
 	}
 }
+
+// "add server BACKEND/NAME" has one word more than the line's "server
+// NAME"; HAProxy's CLI reads 64 words of a command, its configuration 64
+// of a line.
+func TestPlanAddServerWords(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		options int // words after the address
+		runtime bool
+	}{{58, true}, {60, true}, {61, false}} {
+		line := "    server c 127.0.0.1:8003" + strings.Repeat(" maxconn 5", tc.options/2) + strings.Repeat(" ssl", tc.options%2) + "\n"
+		_, err := planOf(t, base, base+line)
+		var nr *runtime.NeedsReload
+		switch {
+		case tc.runtime && err != nil:
+			t.Errorf("%d words after the address: %v", tc.options, err)
+		case !tc.runtime && (!errors.As(err, &nr) || !strings.Contains(nr.Reason, "at most 64")):
+			t.Errorf("%d words after the address: got %v, want a reload", tc.options, err)
+		}
+	}
+}
