@@ -1051,3 +1051,60 @@ func TestApplyServerLineOfSixtyFourWords(t *testing.T) {
 		})
 	}
 }
+
+// HAProxy ends a line at a carriage return after its first word (one
+// before it is white space); the words after it are not the server's. A
+// server added at runtime has what HAProxy loads from the same file.
+func TestApplyCarriageReturnEndsTheLine(t *testing.T) {
+	t.Parallel()
+	a, b := newCounter(t, "a"), newCounter(t, "b")
+	v1 := backendsFile(srvLine("a", a, ""))
+	for _, extra := range []string{" maxconn 3\r ssl verify none", " maxconn 3 \r backup"} {
+		v2 := v1 + srvLine("b", b, extra)
+		// What HAProxy loads from v2.
+		loaded := haproxytest.Start(t, v2, true)
+		want := serverState(t, loaded.Socket, "b")
+		// What the adapter makes of v1 -> v2.
+		h := haproxytest.Start(t, v1, true)
+		if err := apply(t, h, h.Socket, v1, v2); err != nil {
+			t.Fatalf("%q: %v", extra, err)
+		}
+		if got := serverState(t, h.Socket, "b"); got != want {
+			t.Fatalf("%q: server b added at runtime is %s; loaded from the file, %s", extra, got, want)
+		}
+	}
+}
+
+// serverState is what HAProxy says of server name of backend api: its TLS
+// ("show servers state", srv_use_ssl) and whether it is a backup ("show
+// stat", bck).
+func serverState(t *testing.T, socket, name string) string {
+	t.Helper()
+	out, err := haproxytest.Command(socket, "show servers state api")
+	if err != nil {
+		t.Fatal(err)
+	}
+	col, rows, err := stateRows(out, "srv_name", "srv_use_ssl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stat, err := haproxytest.Command(socket, "show stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	backup := "?"
+	lines := strings.Split(stat, "\n")
+	head := strings.Split(strings.TrimPrefix(lines[0], "# "), ",")
+	bck := slices.Index(head, "bck")
+	for _, l := range lines[1:] {
+		if f := strings.Split(l, ","); len(f) > bck && f[0] == "api" && f[1] == name {
+			backup = f[bck]
+		}
+	}
+	for _, f := range rows {
+		if f[col["srv_name"]] == name {
+			return "ssl=" + f[col["srv_use_ssl"]] + " backup=" + backup
+		}
+	}
+	return "missing"
+}

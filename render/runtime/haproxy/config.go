@@ -213,7 +213,7 @@ func fromOf(words []string) string {
 // follow, its text (without its comment and the white space around it),
 // so that a change inside quotes, spacing included, is a change.
 func splitLine(raw string) (words []string, norm string) {
-	line := strings.Trim(uncommented(raw), asciiSpace)
+	line := strings.Trim(uncommented(strings.TrimLeft(raw, asciiSpace)), asciiSpace)
 	words = strings.FieldsFunc(line, func(r rune) bool { return r < utf8.RuneSelf && strings.ContainsRune(asciiSpace, r) })
 	if strings.ContainsAny(line, "\"'\\") {
 		return words, line
@@ -224,14 +224,21 @@ func splitLine(raw string) (words []string, norm string) {
 // asciiSpace is the white space HAProxy separates words at.
 const asciiSpace = " \t\r\v\f"
 
-// uncommented is line without its comment: from the first '#' that is
-// neither quoted (in '…' or "…") nor escaped with a backslash, as HAProxy
-// reads it. A quoted '#' is part of its argument: a change after it is a
-// change of the line.
+// uncommented is line (without its leading white space) without its
+// comment: from the first '#' that is neither quoted (in '…' or "…") nor
+// escaped with a backslash, as HAProxy reads it. A quoted '#' is part of
+// its argument: a change after it is a change of the line. HAProxy also
+// ends a line at a carriage return, unless it is in a run of white space
+// that a blank (a space, a tab) starts outside quotes: what follows one
+// is no word of the line.
 func uncommented(line string) string {
 	var quote byte
 	for i := 0; i < len(line); i++ {
 		switch c := line[i]; {
+		case c == '\r' && (quote != 0 || i == 0 || !strings.ContainsRune(asciiSpace, rune(line[i-1]))):
+			// Inside quotes too. (A run of white space started by a
+			// blank takes the carriage returns in it.)
+			return line[:i]
 		case quote == '\'' && c == '\'':
 			quote = 0
 		case quote == '\'':

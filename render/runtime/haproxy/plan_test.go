@@ -206,3 +206,21 @@ func TestPlanAddServerWords(t *testing.T) {
 		}
 	}
 }
+
+// HAProxy ends a line at a carriage return, unless a run of white space
+// that a blank starts outside quotes takes it.
+func TestSplitLineCarriageReturn(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"    server b 127.0.0.1:2 maxconn 3\r ssl":   "server b 127.0.0.1:2 maxconn 3",
+		"    server b 127.0.0.1:2 maxconn 3 \r ssl":  "server b 127.0.0.1:2 maxconn 3 ssl",
+		"    server b 127.0.0.1:2 maxconn 3\t\r ssl": "server b 127.0.0.1:2 maxconn 3 ssl",
+		"  \r  server b 127.0.0.1:2":                 "server b 127.0.0.1:2",
+		"    server b 127.0.0.1:2\r\n":               "server b 127.0.0.1:2",
+		"    http-check send meth GET uri '/a\rb'":   "http-check send meth GET uri '/a",
+	} {
+		if _, got := splitLine(in); got != want {
+			t.Errorf("%q: got %q, want %q", in, got, want)
+		}
+	}
+}
