@@ -969,20 +969,40 @@ func TestApplyDefaultServerThroughFrom(t *testing.T) {
 	v1 := pre + srvLine("a", a, "")
 	v2 := v1 + srvLine("b", b, "")
 	h := haproxytest.Start(t, v1, true)
-	ad, err := New(runtime.Settings{Socket: h.Socket})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := ad.Plan([]byte(v1), []byte(v2))
-	var nr *runtime.NeedsReload
-	if errors.As(err, &nr) {
+	tls, planned, err := runtimeTLS(t, h, h.Socket, v1, v2)
+	if !planned {
 		return
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Apply(context.Background()); err != nil {
+	for name, on := range tls {
+		if on != "1" {
+			t.Fatalf("server %s was added without TLS, which the file gives it through default-server", name)
+		}
+	}
+}
+
+// runtimeTLS plans old -> new for h through socket (its stats socket or
+// its master's) and applies it, and says which of backend api's servers
+// then use TLS (srv_use_ssl, by name). planned is false if the change
+// needs a reload; err is Apply's.
+func runtimeTLS(t *testing.T, h *haproxytest.HAProxy, socket, old, new string) (tls map[string]string, planned bool, err error) {
+	t.Helper()
+	ad, err := New(runtime.Settings{Socket: socket})
+	if err != nil {
 		t.Fatal(err)
+	}
+	p, err := ad.Plan([]byte(old), []byte(new))
+	var nr *runtime.NeedsReload
+	if errors.As(err, &nr) {
+		return nil, false, nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Apply(context.Background()); err != nil {
+		return nil, true, err
 	}
 	out, err := haproxytest.Command(h.Socket, "show servers state api")
 	if err != nil {
@@ -992,11 +1012,11 @@ func TestApplyDefaultServerThroughFrom(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	tls = map[string]string{}
 	for _, f := range rows {
-		if f[col["srv_use_ssl"]] != "1" {
-			t.Fatalf("server %s was added without TLS, which the file gives it through default-server:\n%s", f[col["srv_name"]], out)
-		}
+		tls[f[col["srv_name"]]] = f[col["srv_use_ssl"]]
 	}
+	return tls, true, nil
 }
 
 // HAProxy's CLI reads at most 64 words of a command and drops the rest
@@ -1020,33 +1040,12 @@ func TestApplyServerLineOfSixtyFourWords(t *testing.T) {
 			if socket == "master" {
 				addr = "master:" + h.Master
 			}
-			ad, err := New(runtime.Settings{Socket: addr})
-			if err != nil {
-				t.Fatal(err)
-			}
-			p, err := ad.Plan([]byte(v1), []byte(v2))
-			var nr *runtime.NeedsReload
-			if errors.As(err, &nr) {
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := p.Apply(context.Background()); err != nil {
+			tls, planned, err := runtimeTLS(t, h, addr, v1, v2)
+			if !planned || err != nil {
 				return // refused, and reloaded
 			}
-			out, err := haproxytest.Command(h.Socket, "show servers state api")
-			if err != nil {
-				t.Fatal(err)
-			}
-			col, rows, err := stateRows(out, "srv_name", "srv_use_ssl")
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, f := range rows {
-				if f[col["srv_name"]] == "b" && f[col["srv_use_ssl"]] != "1" {
-					t.Fatalf("server b was added without the TLS its line gives it:\n%s", out)
-				}
+			if tls["b"] != "1" {
+				t.Fatalf("server b was added without the TLS its line gives it")
 			}
 		})
 	}
