@@ -203,7 +203,8 @@ const loopbackRefused = "a loopback address: it reaches the load balancer's own 
 // 169.254.169.254, fe80::/10) and the cloud metadata services elsewhere
 // (AWS's fd00:ec2::254 and its EKS Pod Identity Agent's fd00:ec2::23,
 // Google Cloud's fd20:ce::254, Scaleway's fd00:42::42, Alibaba's
-// 100.100.100.200, Azure's 168.63.129.16). IPv4-mapped IPv6
+// 100.100.100.200, Azure's 168.63.129.16, Oracle Cloud Classic's
+// 192.0.0.192). IPv4-mapped IPv6
 // addresses, NAT64 ones (64:ff9b::/96) and 6to4 ones (2002::/16) are
 // checked as the IPv4 address they carry; local-use NAT64 (64:ff9b:1::/48)
 // is refused. Loopback (127.0.0.0/8, ::1) is refused unless loopback is
@@ -256,8 +257,8 @@ var (
 // metadataServices are the cloud metadata services outside link-local:
 // the IPv6 addresses of those whose IPv4 address is link-local (AWS's
 // instance metadata and EKS Pod Identity Agent, Google Cloud's, Scaleway's),
-// Alibaba's, and Azure's platform address (WireServer: the VM agent's
-// goal state and extension settings).
+// Alibaba's, Azure's platform address (WireServer: the VM agent's goal
+// state and extension settings) and Oracle Cloud Classic's.
 var metadataServices = map[netip.Addr]bool{
 	netip.MustParseAddr("fd00:ec2::254"):   true,
 	netip.MustParseAddr("fd00:ec2::23"):    true,
@@ -265,6 +266,7 @@ var metadataServices = map[netip.Addr]bool{
 	netip.MustParseAddr("fd00:42::42"):     true,
 	netip.MustParseAddr("100.100.100.200"): true,
 	netip.MustParseAddr("168.63.129.16"):   true,
+	netip.MustParseAddr("192.0.0.192"):     true,
 }
 
 // checkHostName checks a host name's form.

@@ -998,9 +998,10 @@ func TestAddressPolicy(t *testing.T) {
 		"fd00:ec2::254", "100.100.100.200", "64:ff9b::a9fe:a9fe", "64:ff9b::0.0.0.0",
 		// The IPv6 addresses of metadata services whose IPv4 address is
 		// link-local (refused above): Google Cloud's, AWS's EKS Pod
-		// Identity Agent, Scaleway's; and Azure's platform address.
+		// Identity Agent, Scaleway's; Azure's platform address and Oracle
+		// Cloud Classic's metadata service.
 		"fd20:ce::254", "[fd20:ce::254]", "fd20:ce:0:0:0:0:0:254", "fd00:ec2::23", "fd00:42::42",
-		"168.63.129.16", "::ffff:168.63.129.16", "64:ff9b::a83f:8110",
+		"168.63.129.16", "192.0.0.192", "::ffff:168.63.129.16", "64:ff9b::a83f:8110",
 		"64:ff9b:1::a9fe:a9fe", "64:ff9b:1:a9fe:a9:fe00:a00:1", "2002:a9fe:a9fe::1", "2002:e000:1::",
 		"::a9fe:a9fe", "::169.254.169.254", "::e000:1", "::0.0.0.2",
 		"::ffff:0:169.254.169.254", "::ffff:0:6464:64c8",
