@@ -204,6 +204,9 @@ func (r *Renderer) reload(ctx context.Context, g *Group) (skipped string, _ erro
 		return "", err
 	}
 	r.runtimes.reloaded(g)
+	if ctx.Err() == nil {
+		r.reconcileReloaded(ctx, g)
+	}
 	return "", nil
 }
 

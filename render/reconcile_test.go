@@ -331,3 +331,66 @@ func TestRenamedRuntimeGroupDoesNotReconcile(t *testing.T) {
 		t.Errorf("a's weight is %d: the renamed group reconciled", w)
 	}
 }
+
+// A HAProxy that loads its servers' states from a server-state file
+// (load-server-state-from-file, the file written before each reload)
+// takes back at a reload what the state file says of a server over what
+// the configuration says: its address and port, and a drain or
+// maintenance set through the runtime API. After a reload the live state
+// is read and made the installed file's.
+func TestReloadWithAServerStateFile(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newAheadSetup(t)
+	s.open(t)
+	state := filepath.Join(s.h.Dir, "server-state")
+	main := readFile(t, s.h.Main)
+	main = strings.Replace(main, "global\n", "global\n    server-state-file "+state+"\n", 1)
+	main = strings.Replace(main, "defaults\n", "defaults\n    load-server-state-from-file global\n", 1)
+	if err := os.WriteFile(s.h.Main, []byte(main), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("sh", "-c", s.h.ReloadCommand()).CombinedOutput(); err != nil {
+		t.Fatalf("reload: %v %s", err, out)
+	}
+	s.h.Worker(t)
+	if res := s.r.Pass(ctx, s.set, snapshot(httpSvc("a", "9001", ""), httpSvc("b", "9002", ""))); len(res.Failures) > 0 {
+		t.Fatalf("first pass: %+v", res)
+	}
+	if res := s.r.Settle(ctx, s.set); len(res.Failures) > 0 {
+		t.Fatalf("Settle: %+v", res)
+	}
+	// b drains (as a move of it would, or by hand), and the state is
+	// saved before the reload, as a reload with a server-state file does.
+	if _, err := haproxytest.Command(s.h.Socket, "set server api/b state drain"); err != nil {
+		t.Fatal(err)
+	}
+	saved, err := haproxytest.Command(s.h.Socket, "show servers state")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(state, []byte(saved), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	reloads := len(lineCount(s.reloads))
+	// a moves, and c needs a reload.
+	change := snapshot(httpSvc("a", "9011", ""), httpSvc("b", "9002", ""), httpSvc("c", "9003", "cookie c"))
+	if res := s.r.Pass(ctx, s.set, change); len(res.Failures) > 0 {
+		t.Fatalf("pass: %+v", res)
+	}
+	if res := s.r.Settle(ctx, s.set); len(res.Failures) > 0 {
+		t.Fatalf("Settle: %+v", res)
+	}
+	if n := len(lineCount(s.reloads)); n != reloads+1 {
+		t.Fatalf("%d reloads, want %d", n, reloads+1)
+	}
+	if got := s.live(t); !slices.Equal(got, []string{"a", "b", "c"}) {
+		t.Errorf("live servers %v, want a, b and c", got)
+	}
+	if p := s.serverField(t, "show servers state api", strings.Fields, statFields{backend: 1, server: 3, value: 18}, "a", -1); p != 9011 {
+		t.Errorf("a's port is %d after the reload, want the file's 9011", p)
+	}
+	if st := s.adminState(t, "b"); st != 0 {
+		t.Errorf("b's admin state is %#x after the reload, want ready as the file says", st)
+	}
+}

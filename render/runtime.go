@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -356,6 +357,48 @@ func (r *Renderer) reconcileRuntime(ctx context.Context, g *Group, files []*file
 			r.Health.recordRuntime(g.Name, RuntimeHealth{At: r.now(), Outcome: "reconciled", Reason: fmt.Sprintf("%s: %d commands at start", f.t.Destination, len(sent))})
 		default:
 			r.Log.Debug("the live state is the installed file's", "group", g.Name, "destination", f.t.Destination)
+		}
+	}
+}
+
+// reconcileReloaded reads the live state of g's runtime files after a
+// confirmed reload and makes it the installed files' where it differs. A
+// reload loads the files, but HAProxy also takes servers' states back
+// from a server-state file (load-server-state-from-file): a server's
+// address and port, and a drain or maintenance set through the runtime
+// API, over what the file says. Nothing answering is no failure (the load
+// balancer loads the files when it starts); nor, to keep a reload from
+// following another, is a difference the runtime API cannot make: it is
+// logged, and shown on /healthz.
+func (r *Renderer) reconcileReloaded(ctx context.Context, g *Group) {
+	for _, t := range g.Templates {
+		if t.Runtime == "" {
+			continue
+		}
+		a, err := r.adapter(g, t)
+		if err != nil {
+			continue
+		}
+		rc, ok := a.(runtime.Reconciler)
+		if !ok {
+			continue
+		}
+		installed, err := os.ReadFile(t.Destination)
+		if err != nil {
+			continue
+		}
+		sent, err := rc.Reconcile(ctx, installed)
+		switch {
+		case errors.Is(err, runtime.ErrUnreachable):
+		case err != nil:
+			r.Log.Error("after the reload, the live state is not the installed file's, and the runtime API could not make it so (a server-state file?)", "group", g.Name, "destination", t.Destination, "err", err)
+			r.Health.recordRuntime(g.Name, RuntimeHealth{At: r.now(), Outcome: "reload", Reason: fmt.Sprintf("%s: the live state after the reload is not the file's: %v", t.Destination, err)})
+		case len(sent) > 0:
+			const shown = 8
+			r.Log.Warn("after the reload, the live state was not the installed file's (a server-state file loaded at the reload?); it is again", "group", g.Name, "destination", t.Destination,
+				"commands", len(sent), "first", strings.Join(sent[:min(len(sent), shown)], "; "))
+			r.Metrics.runtime.passes.WithLabelValues(g.Name, "reconciled").Inc()
+			r.Health.recordRuntime(g.Name, RuntimeHealth{At: r.now(), Outcome: "reconciled", Reason: fmt.Sprintf("%s: %d commands after the reload", t.Destination, len(sent))})
 		}
 	}
 }
