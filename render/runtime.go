@@ -350,11 +350,7 @@ func (r *Renderer) reconcileRuntime(ctx context.Context, g *Group, files []*file
 		case err != nil:
 			r.runtimes.fail(backgroundFailure{g.Name, f.t.Destination, f.t.Runtime, fmt.Errorf("the live state, as the last run left it, could not be made the installed file's: %w", err)})
 		case len(sent) > 0:
-			const shown = 8
-			r.Log.Warn("the live state was not the installed file's (a change or drains under way when svcreg last stopped); it is again", "group", g.Name, "destination", f.t.Destination,
-				"commands", len(sent), "first", strings.Join(sent[:min(len(sent), shown)], "; "), "took", time.Since(start))
-			r.Metrics.runtime.passes.WithLabelValues(g.Name, "reconciled").Inc()
-			r.Health.recordRuntime(g.Name, RuntimeHealth{At: r.now(), Outcome: "reconciled", Reason: fmt.Sprintf("%s: %d commands at start", f.t.Destination, len(sent))})
+			r.reconciled(g, f.t.Destination, sent, time.Since(start), "the live state was not the installed file's (a change or drains under way when svcreg last stopped); it is again", "at start")
 		default:
 			r.Log.Debug("the live state is the installed file's", "group", g.Name, "destination", f.t.Destination)
 		}
@@ -387,6 +383,7 @@ func (r *Renderer) reconcileReloaded(ctx context.Context, g *Group) {
 		if err != nil {
 			continue
 		}
+		start := time.Now()
 		sent, err := rc.Reconcile(ctx, installed)
 		switch {
 		case errors.Is(err, runtime.ErrUnreachable):
@@ -394,13 +391,20 @@ func (r *Renderer) reconcileReloaded(ctx context.Context, g *Group) {
 			r.Log.Error("after the reload, the live state is not the installed file's, and the runtime API could not make it so (a server-state file?)", "group", g.Name, "destination", t.Destination, "err", err)
 			r.Health.recordRuntime(g.Name, RuntimeHealth{At: r.now(), Outcome: "reload", Reason: fmt.Sprintf("%s: the live state after the reload is not the file's: %v", t.Destination, err)})
 		case len(sent) > 0:
-			const shown = 8
-			r.Log.Warn("after the reload, the live state was not the installed file's (a server-state file loaded at the reload?); it is again", "group", g.Name, "destination", t.Destination,
-				"commands", len(sent), "first", strings.Join(sent[:min(len(sent), shown)], "; "))
-			r.Metrics.runtime.passes.WithLabelValues(g.Name, "reconciled").Inc()
-			r.Health.recordRuntime(g.Name, RuntimeHealth{At: r.now(), Outcome: "reconciled", Reason: fmt.Sprintf("%s: %d commands after the reload", t.Destination, len(sent))})
+			r.reconciled(g, t.Destination, sent, time.Since(start), "after the reload, the live state was not the installed file's (a server-state file loaded at the reload?); it is again", "after the reload")
 		}
 	}
+}
+
+// reconciled logs, counts and shows on /healthz the commands sent to make
+// the live state of dest the installed file's (when: "at start", "after
+// the reload").
+func (r *Renderer) reconciled(g *Group, dest string, sent []string, took time.Duration, msg, when string) {
+	const shown = 8
+	r.Log.Warn(msg, "group", g.Name, "destination", dest,
+		"commands", len(sent), "first", strings.Join(sent[:min(len(sent), shown)], "; "), "took", took)
+	r.Metrics.runtime.passes.WithLabelValues(g.Name, "reconciled").Inc()
+	r.Health.recordRuntime(g.Name, RuntimeHealth{At: r.now(), Outcome: "reconciled", Reason: fmt.Sprintf("%s: %d commands %s", dest, len(sent), when)})
 }
 
 // printDryReconcile prints what reconcileRuntime would send to make the
@@ -632,7 +636,7 @@ func newRuntimeMetrics(r prometheus.Registerer) *runtimeMetrics {
 	m := &runtimeMetrics{
 		passes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "svcreg_template_runtime_passes_total",
-			Help: "Changes of templates with a runtime, by reload group and outcome: applied (through the runtime API, no reload), reload (the change needed one), fallback (the runtime API failed; reloaded), reverted (applied, then the check or install failed; the live state was taken back to the installed files), reconciled (at start, the live state was not the installed files'; the runtime API made it so).",
+			Help: "Changes of templates with a runtime, by reload group and outcome: applied (through the runtime API, no reload), reload (the change needed one), fallback (the runtime API failed; reloaded), reverted (applied, then the check or install failed; the live state was taken back to the installed files), reconciled (at start or after a reload, the live state was not the installed files'; the runtime API made it so).",
 		}, []string{"group", "outcome"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "svcreg_template_runtime_failures_total",
