@@ -51,9 +51,10 @@ type Beat struct {
 	Overdue bool
 	// Deadline is the heartbeater's estimate of when the registry times
 	// the service out unless a heartbeat succeeds before: the send time of
-	// the last successful heartbeat plus the timeout (before the first
-	// success: the create's send time for Register, the start for
-	// StartHeartbeat).
+	// the last successful heartbeat plus the timeout, or of an earlier
+	// attempt with its token that got no answer, which the registry may
+	// have taken (before the first success: the create's send time for
+	// Register, the start for StartHeartbeat).
 	Deadline time.Time
 }
 
@@ -178,11 +179,9 @@ func (h *Heartbeater) run(ctx context.Context) {
 	// sent; zero if none was. The registry
 	// may have taken it and set the deadline then: a later attempt with
 	// the same token gets the same next token and moves nothing, so the
-	// next heartbeat counts its interval from givenUp. (An attempt
-	// answered with an error is taken not to have reached it. The
-	// deadline is still counted from the attempt answered: the registry
-	// answered it, so the service was alive then, and one given up long
-	// before, say while the registry was down, says nothing more.)
+	// next heartbeat counts its interval, and the deadline, from givenUp.
+	// (An attempt answered with an error is taken not to have reached
+	// it.)
 	var givenUp time.Time
 	for {
 		token := h.Token()
@@ -220,7 +219,9 @@ func (h *Heartbeater) run(ctx context.Context) {
 		if err == nil {
 			failures = 0
 			bo.Reset()
-			h.token, h.lastSuccess, h.deadline = next, now, sent.Add(h.timeout)
+			// The deadline too: the registry's is no earlier than
+			// counted's plus the timeout, and may be no later.
+			h.token, h.lastSuccess, h.deadline = next, now, counted.Add(h.timeout)
 			b.Token = next
 			// The interval runs from the send that may have set the
 			// registry's deadline: an answer that came late, or after

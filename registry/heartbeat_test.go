@@ -567,3 +567,60 @@ func TestRegisterCreateGrace(t *testing.T) {
 		t.Errorf("Register without a grace, cancelled under way: %v, want ErrOutcomeUnknown", err)
 	}
 }
+
+// A heartbeat that the registry took but whose answer came too late (given
+// up) moved the registry's deadline then; its retry, the same token sent
+// again, gets the same next token and moves nothing. The heartbeater's
+// deadline must count from the attempt given up, not from the retry: a
+// later estimate let the wrapper delete, unchecked, a service at the id
+// that another instance had registered once the registry timed this one
+// out.
+func TestHeartbeatDeadlineCountsFromAnAttemptGivenUp(t *testing.T) {
+	t.Parallel()
+	var armed, held atomic.Bool
+	var acted atomic.Int64 // when the registry took the held heartbeat (Unix ns)
+	srv := testserver.Start(t, testserver.Options{Wrap: func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !armed.Load() || !strings.HasSuffix(r.URL.Path, "/heartbeat") || held.Swap(true) {
+				h.ServeHTTP(w, r)
+				return
+			}
+			// The registry acts at once; its answer would come after
+			// the attempt's time (a quarter of the timeout, 3 s).
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, r.WithContext(context.WithoutCancel(r.Context())))
+			acted.Store(time.Now().UnixNano())
+			select {
+			case <-time.After(5 * time.Second):
+			case <-r.Context().Done():
+			}
+		})
+	}})
+	c := newClient(t, srv, "hb-given-up")
+	ctx := testContext(t)
+	token, err := c.CreateService(ctx, registry.Service{ID: "hb-1", HeartbeatTimeout: 12})
+	if err != nil {
+		t.Fatal(err)
+	}
+	armed.Store(true)
+	opts, ch := beats(registry.HeartbeatOptions{Interval: 8 * time.Second})
+	hb := c.StartHeartbeat(ctx, "hb-1", token, 12, opts)
+	defer hb.Stop()
+	b := nextBeat(t, ch)
+	if !errors.Is(b.Err, context.DeadlineExceeded) && !errors.Is(b.Err, registry.ErrOutcomeUnknown) {
+		t.Fatalf("first beat: %v, want one given up", b.Err)
+	}
+	if b = nextBeat(t, ch); b.Err != nil {
+		t.Fatalf("the retry failed: %v", b.Err)
+	}
+	// The registry's deadline is when it took the first attempt, plus the
+	// timeout: the retry repeated its token.
+	registryDeadline := time.Unix(0, acted.Load()).Add(12 * time.Second)
+	if b.Deadline.After(registryDeadline) {
+		t.Errorf("after the retry the heartbeater's deadline is %v, %v after the registry's",
+			b.Deadline.Format("15:04:05.000"), b.Deadline.Sub(registryDeadline).Round(time.Millisecond))
+	}
+	if hb.Deadline().After(registryDeadline) {
+		t.Errorf("Deadline() = %v, after the registry's %v", hb.Deadline().Format("15:04:05.000"), registryDeadline.Format("15:04:05.000"))
+	}
+}
