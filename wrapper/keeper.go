@@ -20,7 +20,7 @@ const (
 	// permanentRetry is the delay after a failure that retrying will not
 	// fix by itself (a refused service, bad credentials): without
 	// --abort-on-failure the wrapper still retries, in case an operator
-	// fixes the cause, but slowly.
+	// fixes the cause, but slowly (jittered: permanentWait).
 	permanentRetry = 30 * time.Second
 	// reminderEvery limits the log lines of a failure that goes on.
 	reminderEvery = time.Minute
@@ -33,6 +33,12 @@ const (
 	// leaves that instance's service alone.
 	createGrace = 3 * time.Second
 )
+
+// permanentWait is the wait after a failure that retrying will not fix
+// by itself: permanentRetry, less up to a fifth, so that wrappers started
+// together (a host's services, after a key was revoked) do not retry in
+// step.
+func permanentWait() time.Duration { return retry.Jitter(permanentRetry, 0.2) }
 
 // keeper keeps the service in the registry: it registers it, heartbeats it
 // with the client's Heartbeater, and registers it again whenever the
@@ -303,7 +309,7 @@ func (k *keeper) run(ctx context.Context) {
 		// A rate limit's Retry-After is waited out, up to the backoff's cap.
 		wait := bo.Heed(bo.Next(), registry.RetryAfter(err))
 		if permanent {
-			wait = permanentRetry
+			wait = permanentWait()
 		}
 		switch {
 		case permanent && remindRefused.allow(time.Now()):
