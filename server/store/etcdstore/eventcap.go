@@ -65,7 +65,12 @@ func (s *Store) capTenant(ctx context.Context, id string) error {
 	}
 	// The oldest events go until both are within their caps (events not
 	// counted, older than the count, all go first); the first event kept
-	// is the one after them. The newest is always kept.
+	// is the one after them. The newest is always kept. They are read at
+	// the revision of the count: another node capping the account
+	// meanwhile (it appended to it too) would otherwise have deleted the
+	// excess already, and this one would count it again in the events
+	// after it, down to the newest.
+	rev := resp.Header.Revision
 	start := prefix
 	limit := sizedLimit(pruneBytes, 0, 0, pruneBatch)
 	var keysOnly []clientv3.OpOption
@@ -77,7 +82,7 @@ func (s *Store) capTenant(ctx context.Context, id string) error {
 	}
 	for {
 		resp, err = s.read(ctx, "find the oldest events",
-			clientv3.OpGet(start, append([]clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(limit)}, keysOnly...)...))
+			clientv3.OpGet(start, append([]clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(limit), clientv3.WithRev(rev)}, keysOnly...)...))
 		if err != nil {
 			return err
 		}
