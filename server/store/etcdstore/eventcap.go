@@ -63,6 +63,9 @@ func (s *Store) capTenant(ctx context.Context, id string) error {
 	if excess <= 0 && excessBytes <= 0 {
 		return nil
 	}
+	if f := s.afterEventCount.Swap(nil); f != nil {
+		(*f)()
+	}
 	// The oldest events go until both are within their caps (events not
 	// counted, older than the count, all go first); the first event kept
 	// is the one after them. The newest is always kept. They are read at

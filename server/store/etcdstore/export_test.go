@@ -76,6 +76,10 @@ func HeartbeatEntries(s *Store) int {
 	return len(s.hb.entries)
 }
 
+// AfterEventCount makes s's next event cap run f once it has counted an
+// account's events over its cap, before it walks them.
+func AfterEventCount(s *Store, f func()) { s.afterEventCount.Store(&f) }
+
 // CapEvents runs s's event cap once, as its loop does.
 func CapEvents(s *Store) error { return s.capEvents(s.ctx) }
 

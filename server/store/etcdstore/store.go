@@ -222,6 +222,9 @@ type Store struct {
 	// that timed out, and sends its commit to the test, which runs it
 	// later: a write that etcd committed after its caller gave up.
 	late atomic.Pointer[lateWrite]
+	// afterEventCount (tests) runs once in the event cap, after an
+	// account's events were counted, before they are walked.
+	afterEventCount atomic.Pointer[func()]
 
 	// memberConns are connections to single members, for hedged
 	// requests (hedge.go); hedgeTo (tests), if set, replaces them with
