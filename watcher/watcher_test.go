@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -716,6 +717,49 @@ func TestWatcherWaitsOutRetryAfter(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	if n := lists.Load(); n != 1 {
 		t.Errorf("%d lists within 2 s of a refusal with a Retry-After of 3 s; want that one", n)
+	}
+}
+
+// Watchers that a registry turned away together, with a Retry-After past
+// MaxBackoff (a proxy in maintenance, 120 s), do not come back in step:
+// each retry of the feed is spread below the cap, not all at the cap.
+func TestWatcherSpreadsRetriesPastTheCap(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var polls []time.Time
+	c := fakeRegistry(t, func(w http.ResponseWriter, r *http.Request) bool {
+		if !strings.HasSuffix(r.URL.Path, "/events") || !r.URL.Query().Has("wait") {
+			return false
+		}
+		mu.Lock()
+		polls = append(polls, time.Now())
+		mu.Unlock()
+		fault(w, http.StatusServiceUnavailable, "serviceUnavailable", "120")
+		return true
+	})
+	start(t, watcher.Config{Client: c, MaxBackoff: 400 * time.Millisecond, Outage: time.Hour})
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		mu.Lock()
+		n := len(polls)
+		mu.Unlock()
+		if n >= 12 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d polls in 30 s", n)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// The first retries come as the backoff grows; the last ones at its
+	// cap.
+	lo, hi := time.Hour, time.Duration(0)
+	for i := 6; i < 12; i++ {
+		d := polls[i].Sub(polls[i-1])
+		lo, hi = min(lo, d), max(hi, d)
+	}
+	if hi-lo < 20*time.Millisecond {
+		t.Errorf("retries at the cap %v..%v apart: in step, not spread", lo, hi)
 	}
 }
 

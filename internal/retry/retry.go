@@ -29,9 +29,13 @@ func (b *Backoff) Next() time.Duration {
 // Heed returns wait, or the wait the other side asked for (a Retry-After)
 // if that is longer, spread over up to half as much again so that clients
 // it turned away together do not come back in step, but never more than
-// Max: asked for more, retries still go at the backoff's pace.
+// Max: asked for more, retries still go at the backoff's pace, spread over
+// the last quarter below Max (clamped to Max, they would all come back at
+// once, and again at each refusal after).
 func (b *Backoff) Heed(wait, asked time.Duration) time.Duration {
-	asked = min(asked, b.Max)
+	if asked >= b.Max {
+		return max(wait, b.Max-time.Duration(rand.Int64N(int64(b.Max)/4+1)))
+	}
 	if asked <= wait {
 		return wait
 	}

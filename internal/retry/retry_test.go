@@ -55,10 +55,12 @@ func TestHeed(t *testing.T) {
 	b := Backoff{Min: 50 * time.Millisecond, Max: 2 * time.Second}
 	for _, tc := range []struct{ wait, asked, lo, hi time.Duration }{
 		{0, 0, 0, 0},
-		{100 * time.Millisecond, time.Second, time.Second, 1500 * time.Millisecond}, // asked for longer: spread above it
-		{time.Second, 100 * time.Millisecond, time.Second, time.Second},             // the backoff is longer
-		{100 * time.Millisecond, time.Hour, 2 * time.Second, 2 * time.Second},       // never past Max
-		{0, 500 * time.Millisecond, 500 * time.Millisecond, 750 * time.Millisecond}, // an at-once retry waits too
+		{100 * time.Millisecond, time.Second, time.Second, 1500 * time.Millisecond},   // asked for longer: spread above it
+		{time.Second, 100 * time.Millisecond, time.Second, time.Second},               // the backoff is longer
+		{100 * time.Millisecond, time.Hour, 1500 * time.Millisecond, 2 * time.Second}, // never past Max, and spread below it
+		{100 * time.Millisecond, 2 * time.Second, 1500 * time.Millisecond, 2 * time.Second},
+		{1900 * time.Millisecond, time.Hour, 1900 * time.Millisecond, 2 * time.Second}, // not sooner than the backoff
+		{0, 500 * time.Millisecond, 500 * time.Millisecond, 750 * time.Millisecond},    // an at-once retry waits too
 	} {
 		seen := map[time.Duration]bool{}
 		for range 200 {
