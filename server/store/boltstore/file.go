@@ -69,10 +69,23 @@ func openFile(path string, readOnly bool) (*bolt.DB, error) {
 	return db, nil
 }
 
-// createFile makes an empty database at path.
+// createFile makes an empty database at path, unless one is there by
+// then. It links the new file into place rather than rename it: another
+// process that also found no database (a second server started at once)
+// may have created one and opened it, and renamed over, that file would
+// be one no later start reads, with the two servers each holding a file
+// of its own.
 func createFile(path string) error {
-	tmp := path + ".new"
-	os.Remove(tmp)
+	// A name of its own (O_EXCL): the other process's temporary file is
+	// not this one's to remove or replace.
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".new-*")
+	if err != nil {
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	tmp := f.Name()
+	f.Close()
+	defer os.Remove(tmp)
+	// bbolt makes an empty file a database.
 	db, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: lockTimeout})
 	if err != nil {
 		return fmt.Errorf("create %s: %w", tmp, err)
@@ -80,8 +93,15 @@ func createFile(path string) error {
 	if err := db.Close(); err != nil {
 		return fmt.Errorf("create %s: %w", tmp, err)
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
+	if err := os.Link(tmp, path); err != nil && !errors.Is(err, fs.ErrExist) {
+		// A file system without hard links: a rename, once the name is
+		// seen free.
+		if _, serr := os.Lstat(path); !errors.Is(serr, fs.ErrNotExist) {
+			return fmt.Errorf("create %s: %w", path, err)
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			return err
+		}
 	}
 	return fsync.Dir(filepath.Dir(path))
 }
