@@ -176,6 +176,17 @@ func Restore(dir, src string) (replaced string, err error) {
 			}
 			old.Close()
 		}
+		// Held until the restored file is in place: a server started
+		// meanwhile waits for it, then finds the file it opened
+		// replaced, and opens the restored one (openBolt).
+		unlock, err := lockFile(path)
+		if errors.As(err, &inUse) {
+			return "", fmt.Errorf("stop the server first: %w", err)
+		}
+		if err != nil {
+			return "", err
+		}
+		defer unlock()
 		replaced = path + ".replaced-" + time.Now().UTC().Format("20060102T150405.000000000Z")
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return "", err

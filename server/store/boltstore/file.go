@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -109,23 +110,65 @@ func createFile(path string) error {
 // openBolt opens the file with bbolt, turning its errors, panics and
 // faults (it reads the meta pages and the free list) on a damaged file
 // into a DamagedError.
-func openBolt(path string, readOnly bool) (db *bolt.DB, err error) {
+//
+// bbolt opens the file, then waits for its lock; meanwhile a restore or a
+// compaction holding the lock may rename another file to path. The file
+// locked is then one no longer at path, where what the store writes is
+// never read again: openBolt opens path again until the file it has
+// locked is the one there.
+func openBolt(path string, readOnly bool) (*bolt.DB, error) {
+	for range 10 {
+		db, f, err := openBoltOnce(path, readOnly)
+		if err != nil {
+			return nil, err
+		}
+		here, err := os.Stat(path)
+		if err != nil {
+			db.Close()
+			return nil, err
+		}
+		locked, err := f.Stat()
+		if err != nil {
+			db.Close()
+			return nil, err
+		}
+		if os.SameFile(here, locked) {
+			return db, nil
+		}
+		db.Close()
+	}
+	return nil, fmt.Errorf("open %s: it was replaced each time while its lock was awaited", path)
+}
+
+// openBoltOnce is one try of openBolt. It returns the file bbolt opened
+// and locked.
+func openBoltOnce(path string, readOnly bool) (db *bolt.DB, file *os.File, err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
-			db, err = nil, &DamagedError{Path: path, Reason: fmt.Sprint(r)}
+			db, file, err = nil, nil, &DamagedError{Path: path, Reason: fmt.Sprint(r)}
 		}
 	}()
-	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout, ReadOnly: readOnly, FreelistType: bolt.FreelistMapType})
+	// The first file bbolt opens is the one it locks; it opens the path
+	// again for each backup (Tx.WriteTo).
+	var first atomic.Pointer[os.File]
+	open := func(name string, flag int, perm os.FileMode) (*os.File, error) {
+		f, err := os.OpenFile(name, flag, perm)
+		if err == nil {
+			first.CompareAndSwap(nil, f)
+		}
+		return f, err
+	}
+	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout, ReadOnly: readOnly, FreelistType: bolt.FreelistMapType, OpenFile: open})
 	switch {
 	case err == nil:
-		return db, nil
+		return db, first.Load(), nil
 	case errors.Is(err, berrors.ErrTimeout):
-		return nil, &InUseError{Path: path}
+		return nil, nil, &InUseError{Path: path}
 	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrVersionMismatch):
-		return nil, &DamagedError{Path: path, Reason: err.Error()}
+		return nil, nil, &DamagedError{Path: path, Reason: err.Error()}
 	}
-	return nil, fmt.Errorf("open %s: %w", path, err)
+	return nil, nil, fmt.Errorf("open %s: %w", path, err)
 }
 
 // verify checks the whole file before anything reads it: that it is as
