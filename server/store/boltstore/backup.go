@@ -187,6 +187,7 @@ func Restore(dir, src string) (replaced string, err error) {
 			return "", err
 		}
 		defer unlock()
+		removeLeftovers(dir, FileName+".new-*")
 		replaced = path + ".replaced-" + time.Now().UTC().Format("20060102T150405.000000000Z")
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return "", err
@@ -338,6 +339,29 @@ func isSvcregDatabase(db *bolt.DB) error {
 	})
 }
 
+// leftoverAge is how long a temporary copy has not been written to before
+// it counts as left by a compaction or restore that was killed.
+const leftoverAge = time.Minute
+
+// removeLeftovers removes the files of dir matching pattern (the temporary
+// copies of a compaction or a restore, each as large as a database) that
+// were not written to for leftoverAge: a compaction or restore killed
+// before it could remove its copy left them. Called with the database's
+// lock held, which keeps the others out; the age spares a copy being
+// written all the same (a restore into a data directory without a
+// database takes no lock).
+func removeLeftovers(dir, pattern string) {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if ok, _ := filepath.Match(pattern, e.Name()); !ok || !e.Type().IsRegular() {
+			continue
+		}
+		if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) >= leftoverAge {
+			os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
+}
+
 // copyTo copies the file src into out, and closes out.
 func copyTo(src string, out *os.File) error {
 	in, err := os.Open(src)
@@ -377,6 +401,9 @@ func Compact(dir string) (before, after int64, err error) {
 	if err != nil {
 		return 0, 0, err
 	}
+	// src's lock keeps every other compaction and restore out: a copy
+	// that one left is of one that was killed, as large as the database.
+	removeLeftovers(dir, FileName+".compact-*")
 	// A new file of a name no one chose before (O_EXCL), as a restore's.
 	f, err := os.CreateTemp(dir, FileName+".compact-*")
 	if err != nil {

@@ -363,3 +363,46 @@ func TestRestoreFollowsNoPlantedLink(t *testing.T) {
 		t.Errorf("the restored database's k: %v, %v; want the backup's", v, err)
 	}
 }
+
+// A compaction or restore killed before it removed its temporary copy (as
+// large as the database) left it in the data directory: the next one
+// removes it, but not a copy written to a moment ago (one under way).
+func TestCompactAndRestoreRemoveLeftCopies(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name, pattern string
+		run           func(dir string) error
+	}{
+		{"compact", boltstore.FileName + ".compact-%d", func(dir string) error { _, _, err := boltstore.Compact(dir); return err }},
+		{"restore", boltstore.FileName + ".new-%d", func(dir string) error {
+			src := t.TempDir()
+			dbWith(t, src, "k", "v")
+			_, err := boltstore.Restore(dir, filepath.Join(src, boltstore.FileName))
+			return err
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			dbWith(t, dir, "k", "v")
+			left, fresh := filepath.Join(dir, fmt.Sprintf(c.pattern, 1)), filepath.Join(dir, fmt.Sprintf(c.pattern, 2))
+			for _, p := range []string{left, fresh} {
+				if err := os.WriteFile(p, make([]byte, 1<<20), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			old := time.Now().Add(-2 * time.Minute)
+			if err := os.Chtimes(left, old, old); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.run(dir); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Stat(left); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("the copy left by an earlier run is still there: %v", err)
+			}
+			if _, err := os.Stat(fresh); err != nil {
+				t.Errorf("the copy written a moment ago: %v; want it kept", err)
+			}
+		})
+	}
+}
