@@ -3,44 +3,92 @@ package render
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
 )
 
+// recheckEvery is how often WatchFiles looks at the files without an
+// event: a directory replaced (renamed away and made anew), or a symbolic
+// link's target moved, is seen by no watch of the old one.
+const recheckEvery = 2 * time.Second
+
 // WatchFiles calls changed after any of files is written, created, renamed
 // or removed, once no further change came for quiet. It watches the files'
 // directories rather than the files, so that an editor that saves by writing
-// a new file and renaming it over the old one is seen too. It returns when
-// ctx is done.
+// a new file and renaming it over the old one is seen too, and the
+// directories of the files they link to (a Kubernetes ConfigMap's files
+// link through ..data, which an update points at a new directory). A
+// change is a file that is another (or gone) or whose size or time of
+// modification differs: the files are looked at after each burst of events, and
+// every recheckEvery, and their directories watched anew, so that a
+// directory renamed or replaced is followed. It returns when ctx is done.
 func WatchFiles(ctx context.Context, files []string, quiet time.Duration, changed func()) error {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return fmt.Errorf("watch template files: %w", err)
 	}
 	defer w.Close()
-	wanted := map[string]bool{}
-	var dirs []string
+	var abs []string
 	for _, f := range files {
-		abs, err := filepath.Abs(f)
+		a, err := filepath.Abs(f)
 		if err != nil {
 			return err
 		}
-		wanted[abs] = true
-		if d := filepath.Dir(abs); !slices.Contains(dirs, d) {
-			dirs = append(dirs, d)
-		}
+		abs = append(abs, a)
 	}
-	for _, d := range dirs {
-		if err := w.Add(d); err != nil {
-			return fmt.Errorf("watch %s: %w", d, err)
+	watched := map[string]fileID{}
+	// rewatch watches the directories of the files and of their links'
+	// targets, each the one now at its name.
+	rewatch := func(first bool) error {
+		var dirs []string
+		for _, a := range abs {
+			dirs = append(dirs, filepath.Dir(a))
+			if r, err := filepath.EvalSymlinks(a); err == nil {
+				dirs = append(dirs, filepath.Dir(r))
+			}
+		}
+		for d, id := range watched {
+			if now := idOf(d); !slices.Contains(dirs, d) || now != id {
+				w.Remove(d)
+				delete(watched, d)
+			}
+		}
+		for _, d := range dirs {
+			if _, ok := watched[d]; ok {
+				continue
+			}
+			id := idOf(d)
+			if err := w.Add(d); err != nil {
+				if first && slices.ContainsFunc(abs, func(a string) bool { return filepath.Dir(a) == d }) {
+					return fmt.Errorf("watch %s: %w", d, err)
+				}
+				continue // tried again at the next look
+			}
+			watched[d] = id
+		}
+		return nil
+	}
+	if err := rewatch(true); err != nil {
+		return err
+	}
+	seen := stateOf(abs)
+	look := func() {
+		rewatch(false)
+		if now := stateOf(abs); !slices.Equal(now, seen) {
+			seen = now
+			changed()
 		}
 	}
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
+	ticker := time.NewTicker(recheckEvery)
+	defer ticker.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -49,7 +97,7 @@ func WatchFiles(ctx context.Context, files []string, quiet time.Duration, change
 			if !ok {
 				return nil
 			}
-			if wanted[filepath.Clean(ev.Name)] && ev.Op&(fsnotify.Write|fsnotify.Create|fsnotify.Rename|fsnotify.Remove) != 0 {
+			if ev.Op&(fsnotify.Write|fsnotify.Create|fsnotify.Rename|fsnotify.Remove) != 0 {
 				timer.Reset(quiet)
 			}
 		case err, ok := <-w.Errors:
@@ -58,7 +106,38 @@ func WatchFiles(ctx context.Context, files []string, quiet time.Duration, change
 			}
 			return fmt.Errorf("watch template files: %w", err)
 		case <-timer.C:
-			changed()
+			look()
+		case <-ticker.C:
+			look()
 		}
 	}
+}
+
+// fileID is what tells a file from another, and a changed file from
+// itself: its device and inode, size and time of modification; zero for none.
+type fileID struct {
+	dev, ino uint64
+	size     int64
+	mtime    int64
+}
+
+func idOf(path string) fileID {
+	info, err := os.Stat(path)
+	if err != nil {
+		return fileID{}
+	}
+	id := fileID{size: info.Size(), mtime: info.ModTime().UnixNano()}
+	if st, ok := info.Sys().(*syscall.Stat_t); ok {
+		id.dev, id.ino = uint64(st.Dev), uint64(st.Ino)
+	}
+	return id
+}
+
+// stateOf is what files are now, links followed.
+func stateOf(files []string) []fileID {
+	ids := make([]fileID, len(files))
+	for i, f := range files {
+		ids[i] = idOf(f)
+	}
+	return ids
 }
