@@ -388,6 +388,12 @@ func (c *Config) Normalize() error {
 				return fmt.Errorf("%s: %w", where, err)
 			}
 		}
+		// A user or group the host does not have fails here, so that a
+		// reload of the config keeps the one in use, rather than every
+		// install of the new one.
+		if _, err := ownerOf(*t); err != nil {
+			return fmt.Errorf("%s: %w", where, err)
+		}
 		if t.ReloadGroup == "" {
 			t.ReloadGroup = t.Destination
 		}

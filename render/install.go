@@ -23,6 +23,9 @@ func ownerOf(t TemplateConfig) (fileOwner, error) {
 	o := fileOwner{-1, -1}
 	if t.User != "" {
 		if id, err := strconv.Atoi(t.User); err == nil {
+			if id < 0 {
+				return o, fmt.Errorf("user %q: not a user id (0 or more) or name", t.User)
+			}
 			o.uid = id
 		} else {
 			u, err := user.Lookup(t.User)
@@ -34,6 +37,9 @@ func ownerOf(t TemplateConfig) (fileOwner, error) {
 	}
 	if t.Group != "" {
 		if id, err := strconv.Atoi(t.Group); err == nil {
+			if id < 0 {
+				return o, fmt.Errorf("group %q: not a group id (0 or more) or name", t.Group)
+			}
 			o.gid = id
 		} else {
 			g, err := user.LookupGroup(t.Group)

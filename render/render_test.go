@@ -1085,3 +1085,28 @@ func TestSortByMetaOrderIsTotal(t *testing.T) {
 		}
 	}
 }
+
+// A user or group the host does not have is a config error, found when
+// the config is read (a SIGHUP keeps the config in use), not an install
+// that fails at every pass once the config it replaced is gone. A
+// negative id is no id.
+func TestConfigRefusesAnUnknownOwner(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for _, tc := range []struct{ user, group, want string }{
+		{user: "svcreg-no-such-user", want: `user "svcreg-no-such-user"`},
+		{group: "svcreg-no-such-group", want: `group "svcreg-no-such-group"`},
+		{user: "-2", want: `user "-2"`},
+		{group: "-2", want: `group "-2"`},
+	} {
+		c := Config{Templates: []TemplateConfig{{Contents: "a", Destination: filepath.Join(dir, "out.conf"), User: tc.user, Group: tc.group}}}
+		err := c.Normalize()
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("user %q group %q: err = %v; want it refused (%s)", tc.user, tc.group, err, tc.want)
+		}
+	}
+	c := Config{Templates: []TemplateConfig{{Contents: "a", Destination: filepath.Join(dir, "out.conf"), User: "0", Group: "root"}}}
+	if err := c.Normalize(); err != nil {
+		t.Errorf("user 0, group root: %v", err)
+	}
+}
