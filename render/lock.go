@@ -35,14 +35,22 @@ func lockName(dest string) string { return besideName(dest, "lock") }
 // daemon, and --once in a deploy script) so take their passes in turn:
 // without it, one could stage over the other's staged file between its
 // check and its install, and install what no check saw. A destination
-// whose directory does not exist yet has nothing to guard. A lock
+// whose directory does not exist yet has nothing to guard, unless
+// create_dest_dirs makes it: then it is made first, and locked. A lock
 // another process holds is waited for, up to maxLockWait, or until ctx
 // ends (stopped). A lock file the renderer may not create (a read-only
 // directory) is gone without.
 func lockDestinations(ctx context.Context, log *slog.Logger, g *Group) ([]*os.File, *Failure) {
 	var names []string
 	for _, t := range g.Templates {
-		if _, err := os.Stat(filepath.Dir(t.Destination)); err == nil {
+		_, err := os.Stat(filepath.Dir(t.Destination))
+		if errors.Is(err, fs.ErrNotExist) && t.CreateDestDirs {
+			// Made now rather than at the stage: two renderers that both
+			// make it would each stage, check and install without the
+			// other's lock. One that cannot be made fails the stage.
+			err = destinationDir(t.TemplateConfig)
+		}
+		if err == nil {
 			names = append(names, lockName(t.Destination))
 		}
 	}

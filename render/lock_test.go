@@ -329,3 +329,37 @@ func whileHeld[T any](t *testing.T, what string, done <-chan T, check func()) {
 		check()
 	}
 }
+
+// Two renderers on one destination whose directory create_dest_dirs
+// makes take their passes in turn too. Before, neither locked a
+// destination whose directory was not there yet: the first staged and
+// checked its file, the second staged over it, and the first installed
+// the second's, which the second's check then refused.
+func TestPassLocksADestinationDirItMakes(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	dest := filepath.Join(dir, "sub", "out.conf")
+	renderer := func(content, check string) (*Renderer, *Set) {
+		src := writeFile(t, dir, content+".tmpl", content+"\n")
+		return NewRenderer(nil, nil, nil), newSet(t, TemplateConfig{Source: src, Destination: dest, CreateDestDirs: true, Check: check})
+	}
+	first, firstSet := renderer("good", "sleep 0.5")
+	second, secondSet := renderer("bad", "sleep 1; exit 1")
+	snap := snapshot(svc("web-1", []string{"www"}, map[string]string{"ip": "10.0.0.1"}))
+	done := make(chan PassResult, 1)
+	go func() { done <- first.Pass(context.Background(), firstSet, snap) }()
+	waitFor(t, "the first renderer's staged file", func() bool {
+		_, err := os.Stat(stagedName(dest))
+		return err == nil
+	})
+	res := second.Pass(context.Background(), secondSet, snap)
+	if w := res.Worst(); w == nil || w.Step != StepCheck {
+		t.Errorf("the second renderer's pass: %v; want its check failed", w)
+	}
+	if res := <-done; len(res.Failures) != 0 || res.Installed != 1 {
+		t.Errorf("the first renderer's pass: %+v", res)
+	}
+	if got := readFile(t, dest); got != "good\n" {
+		t.Errorf("installed %q; want the first renderer's checked file", got)
+	}
+}
