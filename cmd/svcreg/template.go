@@ -280,6 +280,9 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 			log.Warn("the registry connection settings changed, and are not applied: restart svcreg template to use them; it goes on with the ones it started with",
 				"changed", strings.Join(changed, ", "))
 		}
+		if err == nil {
+			err = signalWithoutExec(cfg.Config, c.Config)
+		}
 		if changed := startChanges(cfg.Config, c.Config); err == nil && len(changed) > 0 {
 			log.Warn("settings taken at the start changed, and are not applied: restart svcreg template to use them; it goes on with the ones it started with",
 				"changed", strings.Join(changed, ", "))
@@ -540,6 +543,22 @@ func startChanges(running, loaded render.Config) []string {
 		{"[exec] command", !slices.Equal(running.Exec.Command, loaded.Exec.Command)},
 		{"[exec] grace_period", running.Exec.GracePeriod != loaded.Exec.GracePeriod},
 	})
+}
+
+// signalWithoutExec refuses a re-read config (loaded) with a reload_signal
+// when the renderer runs no [exec] command (running has none): the
+// command is taken at the start only, and every reload of that group
+// would fail, with the reload command it replaced gone.
+func signalWithoutExec(running, loaded render.Config) error {
+	if len(running.Exec.Command) > 0 {
+		return nil
+	}
+	for _, t := range loaded.Templates {
+		if t.ReloadSignal != "" {
+			return fmt.Errorf("template %s: reload_signal %s needs the [exec] command, which svcreg template starts with only: this one runs none; give reload a command, or restart svcreg template to run [exec]", t.Name(), t.ReloadSignal)
+		}
+	}
+	return nil
 }
 
 // keyChange is a setting's key, and whether a reload of the config
