@@ -290,8 +290,26 @@ func ReadConfigInto(path string, file any, c *Config) error {
 		if t.Destination != "" && !filepath.IsAbs(t.Destination) {
 			t.Destination = filepath.Join(dir, t.Destination)
 		}
+		// The render, registry data in it, would be the config the next
+		// re-read (SIGHUP) runs: its check and reload commands.
+		if t.Destination != "" && sameFile(t.Destination, path) {
+			return fmt.Errorf("config %s: template %s: the destination is this config file", path, t.Name())
+		}
 	}
 	return nil
+}
+
+// sameFile says whether paths a and b name one file: one absolute
+// spelling, or (both existing) one inode.
+func sameFile(a, b string) bool {
+	aa, err1 := filepath.Abs(a)
+	ab, err2 := filepath.Abs(b)
+	if err1 == nil && err2 == nil && aa == ab {
+		return true
+	}
+	ia, err1 := os.Stat(a)
+	ib, err2 := os.Stat(b)
+	return err1 == nil && err2 == nil && os.SameFile(ia, ib)
 }
 
 // secretName returns the name of the secret a TOML key (dotted) is or is
@@ -410,6 +428,9 @@ func (c *Config) Normalize() error {
 			return fmt.Errorf("%s: %w", where, err)
 		}
 	}
+	if err := checkDestinations(c.Templates, dests); err != nil {
+		return err
+	}
 	if err := checkDenylist(c.FunctionDenylist); err != nil {
 		return err
 	}
@@ -421,6 +442,40 @@ func (c *Config) Normalize() error {
 		return err
 	}
 	return checkRuntimes(c.Templates, groups)
+}
+
+// checkDestinations refuses a destination (dests: the templates' by
+// destination) that is a file another template's install writes or reads
+// besides its own: its source, which would then run the render, registry
+// data in it, as a template; its backup (DEST.bak), which each of its
+// installs would write over the file that destination's check passed;
+// or svcreg's files beside it (lock, staged, reload-pending).
+func checkDestinations(ts []TemplateConfig, dests map[string]int) error {
+	clash := func(t TemplateConfig, path, what string) error {
+		j, ok := dests[path]
+		if !ok {
+			return nil
+		}
+		return fmt.Errorf("template %s: destination %s is %s %s", ts[j].Name(), path, what, t.Name())
+	}
+	for _, t := range ts {
+		if t.Source != "" {
+			if err := clash(t, filepath.Clean(t.Source), "the source of template"); err != nil {
+				return err
+			}
+		}
+		if t.Backup {
+			if err := clash(t, t.Destination+".bak", "the backup (backup = true) of template"); err != nil {
+				return err
+			}
+		}
+		for _, name := range []string{lockName(t.Destination), stagedName(t.Destination), pendingName(t.Destination)} {
+			if err := clash(t, name, "a file svcreg keeps beside the destination of template"); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // tableLine is the line of text (from 1) that opens the table [name], or 0.

@@ -1,0 +1,72 @@
+package render
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// A destination that another template's backup = true writes to
+// (DEST.bak) is refused: each install of that template would write its
+// old file over the other template's, which no check of the other's saw,
+// and no reload of the other's group takes.
+func TestConfigRefusesADestinationThatIsABackup(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	a := filepath.Join(dir, "a.conf")
+	tcs := []TemplateConfig{
+		{Contents: "b\n", Destination: dir + "/./a.conf.bak"},
+		{Contents: "a {{len services}}\n", Destination: a, Backup: true},
+	}
+	c := Config{Templates: tcs}
+	err := c.Normalize()
+	if err != nil && strings.Contains(err.Error(), "a.conf.bak") {
+		return
+	}
+	if err != nil {
+		t.Fatalf("err = %v; want it refused naming a.conf.bak", err)
+	}
+	set, err := NewSet(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := NewRenderer(nil, nil, nil)
+	ctx := context.Background()
+	r.Pass(ctx, set, snapshot())
+	r.Pass(ctx, set, snapshot(svc("x", nil, nil)))
+	t.Errorf("the config was taken; the first template's installed file is now %q, not what it rendered (\"b\\n\")", contents(a+".bak"))
+}
+
+// A destination that is a template's source is refused: the render,
+// registry data in it, would be the template the next render runs.
+func TestConfigRefusesADestinationThatIsASource(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	src := writeFile(t, dir, "a.tmpl", "{{range services}}{{.ID}}{{end}}\n")
+	for _, self := range []bool{false, true} {
+		tcs := []TemplateConfig{{Source: src, Destination: filepath.Join(dir, "a.conf")}}
+		if self {
+			tcs[0].Destination = dir + "/./a.tmpl"
+		} else {
+			tcs = append(tcs, TemplateConfig{Contents: "b\n", Destination: dir + "/./a.tmpl"})
+		}
+		c := Config{Templates: tcs}
+		if err := c.Normalize(); err == nil || !strings.Contains(err.Error(), "a.tmpl") {
+			t.Errorf("self %t: err = %v; want the destination refused as a template's source", self, err)
+		}
+	}
+}
+
+// A destination that is the config file is refused: the render, registry
+// data in it, would be the config the next re-read runs.
+func TestConfigRefusesTheConfigFileAsADestination(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for _, dest := range []string{"svcreg.toml", "./svcreg.toml", filepath.Join(dir, "svcreg.toml")} {
+		path := writeFile(t, dir, "svcreg.toml", "[[template]]\ncontents = \"x\"\ndestination = \""+dest+"\"\n")
+		if _, err := LoadConfig(path); err == nil || !strings.Contains(err.Error(), "config file") {
+			t.Errorf("destination %s: err = %v; want it refused as the config file", dest, err)
+		}
+	}
+}
