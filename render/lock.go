@@ -191,20 +191,35 @@ func forgetDestination(dest string) {
 
 // lockFileOnce is lockFile's open and lock of name.
 func lockFileOnce(ctx context.Context, log *slog.Logger, g *Group, name string) (*os.File, error) {
-	// Read-only: another user's renderer (0644) may lock it too. Not
-	// through a symbolic link, which could name any file.
-	f, err := os.OpenFile(name, os.O_RDONLY|os.O_CREATE|syscall.O_NOFOLLOW, 0o644)
+	// The owner's alone: flock needs only a descriptor, so any user who
+	// could open it (a file of mode 0644 in a directory every user may
+	// search, as /etc/nginx/conf.d is) could hold it, and hold up every
+	// pass, for as long as they liked. Not through a symbolic link,
+	// which could name any file.
+	f, err := os.OpenFile(name, os.O_RDONLY|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		if errors.Is(err, syscall.ELOOP) {
 			err = fmt.Errorf("%w: the lock file is a symbolic link; remove it", err)
 		}
 		if errors.Is(err, syscall.EROFS) || errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM) {
+			if syscall.Access(filepath.Dir(name), 2 /* W_OK */) == nil {
+				// Another user's lock file, in a directory this one
+				// may install in: going on without it would install
+				// what only the other's check saw.
+				return nil, fmt.Errorf("lock %s: %w: the lock file is another user's; run the renderers of a destination as one user", name, err)
+			}
 			// A directory the renderer may not write: no other renderer
 			// of its user can install there either, and a pass that has
 			// nothing to install goes on as before.
 			return nil, nil
 		}
 		return nil, fmt.Errorf("lock file: %w", err)
+	}
+	// One an earlier version made (0644) is made the owner's alone.
+	if fi, err := f.Stat(); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) == os.Geteuid() {
+			f.Chmod(fi.Mode().Perm() &^ 0o077)
+		}
 	}
 	wait := lockWait(g)
 	deadline := time.Now().Add(wait)

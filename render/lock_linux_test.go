@@ -1,0 +1,59 @@
+package render
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+)
+
+// A local user who may read the destination's directory but write
+// nothing there (nobody, in a directory of root's that every user may
+// search, as /etc/nginx/conf.d is) cannot hold the lock of root's
+// renderer: each of its passes would wait the whole lock wait (minutes),
+// then fail, for as long as that user liked.
+func TestAnotherUserCannotHoldTheLock(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root, to run a process as nobody")
+	}
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Skip("no setpriv")
+	}
+	flock, err := exec.LookPath("flock")
+	if err != nil {
+		t.Skip("no flock")
+	}
+	t.Parallel()
+	g := newGroup(t, upstreams)
+	set := g.set(t, TemplateConfig{Reload: "echo reload >> " + g.log})
+	// As an earlier version left it.
+	if err := os.WriteFile(lockName(g.dest), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(lockName(g.dest), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if res := g.r.Pass(ctx, set, snapshot(svc("web-1", []string{"www"}, map[string]string{"ip": "10.0.0.1"}))); len(res.Failures) > 0 {
+		t.Fatalf("first pass: %+v", res)
+	}
+	// flock -n exits 0 having taken the lock, 1 when it is held, and
+	// another status when it cannot open the file.
+	cmd := exec.Command(setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", flock, "-n", lockName(g.dest), "sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	time.Sleep(200 * time.Millisecond)
+	sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	res := g.r.Pass(sctx, set, snapshot(svc("web-1", []string{"www"}, map[string]string{"ip": "10.0.0.2"})))
+	if res.Stopped {
+		t.Errorf("the pass waited for the lock of a user (nobody) who may not write the destination's directory: %+v", res)
+	}
+	if mode, err := os.Stat(lockName(g.dest)); err == nil && mode.Mode().Perm()&0o077 != 0 {
+		t.Errorf("lock file mode %v: other users may open it", mode.Mode().Perm())
+	}
+}
