@@ -383,7 +383,7 @@ func (c *Config) Normalize() error {
 	if len(c.Templates) == 0 {
 		return errors.New("no templates: add a [[template]] or give --template SOURCE:DESTINATION")
 	}
-	dests := map[string]int{}
+	dests, files := map[string]int{}, map[string]int{}
 	for i := range c.Templates {
 		t := &c.Templates[i]
 		where := fmt.Sprintf("template %d", i+1)
@@ -401,6 +401,13 @@ func (c *Config) Normalize() error {
 			return fmt.Errorf("%s: destination %s is also template %d's", where, t.Destination, j+1)
 		}
 		dests[t.Destination] = i
+		// Nor under two directories that are one (a symbolic link to
+		// the other): the two would write the file in turn at every
+		// pass, each reloading.
+		if j, dup := files[dirResolved(t.Destination)]; dup {
+			return fmt.Errorf("%s: destination %s is template %d's, %s, through a symbolic link", where, t.Destination, j+1, c.Templates[j].Destination)
+		}
+		files[dirResolved(t.Destination)] = i
 		if t.Perms != "" {
 			if _, err := t.FileMode(); err != nil {
 				return fmt.Errorf("%s: %w", where, err)
@@ -442,6 +449,17 @@ func (c *Config) Normalize() error {
 		return err
 	}
 	return checkRuntimes(c.Templates, groups)
+}
+
+// dirResolved is path with the links of its directory resolved (the file
+// itself may be a link, which an install replaces), or path if the
+// directory cannot be resolved (it does not exist yet).
+func dirResolved(path string) string {
+	dir, err := filepath.EvalSymlinks(filepath.Dir(path))
+	if err != nil {
+		return path
+	}
+	return filepath.Join(dir, filepath.Base(path))
 }
 
 // checkDestinations refuses a destination (dests: the templates' by

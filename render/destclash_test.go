@@ -2,6 +2,7 @@ package render
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -68,5 +69,39 @@ func TestConfigRefusesTheConfigFileAsADestination(t *testing.T) {
 		if _, err := LoadConfig(path); err == nil || !strings.Contains(err.Error(), "config file") {
 			t.Errorf("destination %s: err = %v; want it refused as the config file", dest, err)
 		}
+	}
+}
+
+// Two destinations that are one file, under a directory and a symbolic
+// link to it, are refused, as two of one spelling are: the two templates
+// would write the file in turn at every pass.
+func TestConfigRefusesOneFileUnderTwoDirectories(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	real := filepath.Join(dir, "conf.d")
+	if err := os.Mkdir(real, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(real, filepath.Join(dir, "sites")); err != nil {
+		t.Fatal(err)
+	}
+	c := Config{Templates: []TemplateConfig{
+		{Contents: "a\n", Destination: filepath.Join(real, "x.conf")},
+		{Contents: "b\n", Destination: filepath.Join(dir, "sites", "x.conf")},
+	}}
+	if err := c.Normalize(); err == nil || !strings.Contains(err.Error(), "through a symbolic link") {
+		t.Errorf("err = %v; want the second destination refused as the first's file", err)
+	}
+	// A destination that is itself a link is a file of its own: an
+	// install replaces the link.
+	if err := os.Symlink(filepath.Join(real, "x.conf"), filepath.Join(real, "y.conf")); err != nil {
+		t.Fatal(err)
+	}
+	c = Config{Templates: []TemplateConfig{
+		{Contents: "a\n", Destination: filepath.Join(real, "x.conf")},
+		{Contents: "b\n", Destination: filepath.Join(real, "y.conf")},
+	}}
+	if err := c.Normalize(); err != nil {
+		t.Errorf("two destinations, one a link to the other: %v; want them taken", err)
 	}
 }
