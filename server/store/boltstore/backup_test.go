@@ -406,3 +406,43 @@ func TestCompactAndRestoreRemoveLeftCopies(t *testing.T) {
 		})
 	}
 }
+
+// A file whose pages are sound but one of whose records does not decode
+// (bbolt keeps no checksums of values) is one the server would not start
+// on: CheckFile, behind --check and the check of a backup before
+// --restore, refuses it as the start does, rather than pass it.
+func TestCheckFileDecodesTheRecords(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s, err := boltstore.Open(dir, boltstore.Options{ReapInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateService(context.Background(), "1", store.NewService{ID: "web", HeartbeatTimeout: 30}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	path := filepath.Join(dir, boltstore.FileName)
+	if _, err := boltstore.CheckFile(path); err != nil {
+		t.Fatalf("the sound file: %v", err)
+	}
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte("tenants")).Bucket([]byte("1")).Bucket([]byte("services")).Put([]byte("web"), []byte(`{"id":"web",`))
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, openErr := boltstore.Open(dir, boltstore.Options{ReapInterval: -1})
+	var damaged *boltstore.DamagedError
+	if !errors.As(openErr, &damaged) {
+		t.Fatalf("the start on the file: %v; want it refused as damaged", openErr)
+	}
+	if _, err := boltstore.CheckFile(path); !errors.As(err, &damaged) || !strings.Contains(err.Error(), `service "web"`) {
+		t.Errorf("CheckFile: %v; want it refused as the start refuses it (%v)", err, openErr)
+	}
+}

@@ -232,8 +232,16 @@ func CheckFile(path string) (size int64, err error) {
 		return 0, err
 	}
 	defer db.Close()
-	err = db.View(func(tx *bolt.Tx) error { size = tx.Size(); return nil })
-	return size, err
+	if err := db.View(func(tx *bolt.Tx) error { size = tx.Size(); return nil }); err != nil {
+		return 0, err
+	}
+	// What the server reads at its start must decode too: bbolt keeps
+	// no checksums of the values, and a file whose pages are sound may
+	// still hold a record the server would refuse to start on.
+	if err := loadTenants(db, time.Now(), func(*tenant) {}); err != nil {
+		return 0, err
+	}
+	return size, nil
 }
 
 // WriteBackup writes a consistent copy of the database to w, from one read

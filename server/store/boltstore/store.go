@@ -196,14 +196,25 @@ func (s *Store) load() (err error) {
 		return err
 	}
 	s.minter = store.NewMinter(secret)
-	start := s.now()
-	return s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bTenants).ForEachBucket(func(name []byte) error {
-			t, err := loadTenant(tx.Bucket(bTenants).Bucket(name), string(name), start)
+	return loadTenants(s.db, s.now(), func(t *tenant) { s.tenants[t.id] = t })
+}
+
+// loadTenants builds the in-memory state of every tenant of db, as at
+// start (start: the time the services' deadlines count from), and hands
+// each to keep. A tenant whose records do not decode is a DamagedError:
+// the server would not start on the file.
+func loadTenants(db *bolt.DB, start time.Time, keep func(*tenant)) error {
+	return db.View(func(tx *bolt.Tx) error {
+		tenants := tx.Bucket(bTenants)
+		if tenants == nil {
+			return nil // a file load has not made a database yet
+		}
+		return tenants.ForEachBucket(func(name []byte) error {
+			t, err := loadTenant(tenants.Bucket(name), string(name), start)
 			if err != nil {
-				return &DamagedError{Path: s.db.Path(), Reason: fmt.Sprintf("tenant %s: %v", name, err)}
+				return &DamagedError{Path: db.Path(), Reason: fmt.Sprintf("tenant %s: %v", name, err)}
 			}
-			s.tenants[t.id] = t
+			keep(t)
 			return nil
 		})
 	})
