@@ -447,7 +447,16 @@ func (s *Store) Heartbeat(ctx context.Context, tenantID, id, token string) (stri
 	}
 	notFound := &store.NotFoundError{Kind: store.KindHeartbeatMarker, Key: token}
 	for range 20 {
-		if !e.exists { // only ever seen on a fresh read
+		if !e.exists && !fresh {
+			// Read before this heartbeat (a lost commit read back after
+			// the service was deleted): it may have been created again
+			// since.
+			if err := reload(); err != nil {
+				return "", err
+			}
+			continue
+		}
+		if !e.exists {
 			e.loaded = false
 			if !e.mine && e.lost == nil && e.mayLand == 0 {
 				// Nothing to keep: heartbeats for ids that never
