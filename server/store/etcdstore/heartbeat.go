@@ -516,6 +516,19 @@ func (s *Store) Heartbeat(ctx context.Context, tenantID, id, token string) (stri
 				}
 				continue
 			case valid && token == e.mem.Prev:
+				// From memory only as an answer of Cur would be: the
+				// peer may have handed the service over from its copy
+				// (this node cut off from etcd, or slow), and another
+				// node deleted it or went on since; the peer tells, and
+				// if not, etcd.
+				if !fresh {
+					if ok, _ := s.copyTo(ctx, e, e.mem); !ok || !s.leaseStill(lease) {
+						if err := reload(); err != nil {
+							return "", err
+						}
+						continue
+					}
+				}
 				return e.mem.Cur, nil
 			case valid && !fresh:
 				// A token this node did not hand out may be a newer one
