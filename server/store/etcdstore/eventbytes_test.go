@@ -21,11 +21,7 @@ func TestMaxEventBytesOfAnAccountMadeBefore(t *testing.T) {
 	c := sharedCluster(t)
 	prefix := registryPrefix(t)
 	ctx := context.Background()
-	cli, err := etcdstore.NewClient(etcdstore.ClientConfig{Endpoints: c.Endpoints(), DialTimeout: 10 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
+	cli := testClient(t, c.Endpoints())
 	open := func(opts etcdstore.Options) *etcdstore.Store {
 		opts.Prefix, opts.ReapInterval, opts.MaxEvents = prefix, -1, -1
 		s, err := etcdstore.Open(ctx, cli, opts)
@@ -106,11 +102,7 @@ func TestEventCapGoesOnPastAFailingTenant(t *testing.T) {
 	t.Parallel()
 	c := sharedCluster(t)
 	ctx := context.Background()
-	cli, err := etcdstore.NewClient(etcdstore.ClientConfig{Endpoints: c.Endpoints(), DialTimeout: 10 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
+	cli := testClient(t, c.Endpoints())
 	s, err := etcdstore.Open(ctx, cli, etcdstore.Options{Prefix: registryPrefix(t), ReapInterval: -1, MaxEvents: 3, EventCapInterval: time.Hour})
 	if err != nil {
 		t.Fatal(err)

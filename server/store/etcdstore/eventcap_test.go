@@ -21,11 +21,7 @@ func TestEventCapOfTwoNodesAtOnce(t *testing.T) {
 	c := sharedCluster(t)
 	prefix := registryPrefix(t)
 	ctx := context.Background()
-	cli, err := etcdstore.NewClient(etcdstore.ClientConfig{Endpoints: c.Endpoints(), DialTimeout: 10 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
+	cli := testClient(t, c.Endpoints())
 	const maxEvents = 10
 	open := func() *etcdstore.Store {
 		s, err := etcdstore.Open(ctx, cli, etcdstore.Options{Prefix: prefix, ReapInterval: -1,

@@ -14,11 +14,8 @@ import (
 // the token went with the service.
 func TestRetryOfATokenOfAServiceDeletedFromItsCopy(t *testing.T) {
 	t.Parallel()
-	c := sharedCluster(t)
 	clock := new(testserver.Clock)
-	opts := etcdstore.Options{Prefix: registryPrefix(t), Clock: clock.Now, ReapInterval: 100 * time.Millisecond, NodeTTL: 4 * time.Second, RequestTimeout: time.Second, HeartbeatSlack: time.Minute}
-	part := newPartition(t, c.Endpoints())
-	nodes := []*node{startNode(t, part.Endpoints, opts), startNode(t, c.Endpoints(), opts)}
+	part, nodes := cutOffPair(t, etcdstore.Options{Prefix: registryPrefix(t), Clock: clock.Now, ReapInterval: 100 * time.Millisecond, NodeTTL: 4 * time.Second, RequestTimeout: time.Second, HeartbeatSlack: time.Minute})
 	u := login(t, nodes[0], "deleted-from-copy")
 	var prev string
 	tok := u.create(nodes[0], "svc", 30)
@@ -26,15 +23,7 @@ func TestRetryOfATokenOfAServiceDeletedFromItsCopy(t *testing.T) {
 		prev, tok = tok, u.heartbeat(nodes[0], "svc", tok)
 	}
 	part.Cut()
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		r, err := u.try(nodes[1], "DELETE", "/services/svc", nil)
-		if err == nil && r.code == 204 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("delete: %v %d %s", err, r.code, r.body)
-		}
-	}
+	u.deleteEventually(nodes[1], "svc", 204)
 	part.Heal()
 	time.Sleep(time.Second)
 	if v := nodes[0].metric("svcreg_store_node_lease_lost_total"); v != 0 {

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -586,4 +587,53 @@ func (u *user) longPoll(ctx context.Context, n *node, from string, wait int) <-c
 type longPollResult struct {
 	events []string
 	err    error
+}
+
+// testClient is a client of the members at endpoints, closed when the
+// test ends.
+func testClient(t testing.TB, endpoints []string) *clientv3.Client {
+	t.Helper()
+	cli, err := etcdstore.NewClient(etcdstore.ClientConfig{Endpoints: endpoints, DialTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+// cutOffPair starts two nodes on the shared cluster with opts, the first
+// reaching etcd through a partition the test cuts and heals.
+func cutOffPair(t *testing.T, opts etcdstore.Options) (*partition, []*node) {
+	t.Helper()
+	c := sharedCluster(t)
+	part := newPartition(t, c.Endpoints())
+	return part, []*node{startNode(t, part.Endpoints, opts), startNode(t, c.Endpoints(), opts)}
+}
+
+// loseHeartbeatAnswer sends token for id at n, whose store loses the
+// answer of the commit: the heartbeat gets 503, and may have landed.
+func (u *user) loseHeartbeatAnswer(n *node, id, token string) {
+	u.t.Helper()
+	n.mu.Lock()
+	etcdstore.LoseNextHeartbeatAnswer(n.st)
+	n.mu.Unlock()
+	if r, err := u.try(n, "POST", "/services/"+id+"/heartbeat", map[string]string{"token": token}); err != nil || r.code != 503 {
+		u.t.Fatalf("heartbeat whose answer was lost: %v %d %s; want 503", err, r.code, r.body)
+	}
+}
+
+// deleteEventually deletes id at n, trying again for up to 30 s (while
+// the cluster settles after a cut), until n answers one of codes, which
+// it returns.
+func (u *user) deleteEventually(n *node, id string, codes ...int) int {
+	u.t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		r, err := u.try(n, "DELETE", "/services/"+id, nil)
+		if err == nil && slices.Contains(codes, r.code) {
+			return r.code
+		}
+		if time.Now().After(deadline) {
+			u.t.Fatalf("delete: %v %d %s", err, r.code, r.body)
+		}
+	}
 }
