@@ -6,6 +6,8 @@ import (
 	"os/exec"
 	"testing"
 	"time"
+
+	"github.com/svcreg/svcreg/internal/testprog"
 )
 
 // A local user who may read the destination's directory but write
@@ -14,17 +16,9 @@ import (
 // renderer: each of its passes would wait the whole lock wait (minutes),
 // then fail, for as long as that user liked.
 func TestAnotherUserCannotHoldTheLock(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root, to run a process as nobody")
-	}
-	setpriv, err := exec.LookPath("setpriv")
-	if err != nil {
-		t.Skip("no setpriv")
-	}
-	flock, err := exec.LookPath("flock")
-	if err != nil {
-		t.Skip("no flock")
-	}
+	testprog.NeedRoot(t, "to run a process as nobody")
+	setpriv := testprog.Find(t, "setpriv", "to run flock as nobody (apt-get install util-linux)")
+	flock := testprog.Find(t, "flock", "to hold the lock as another user (apt-get install util-linux)")
 	t.Parallel()
 	g := newGroup(t, upstreams)
 	set := g.set(t, TemplateConfig{Reload: "echo reload >> " + g.log})

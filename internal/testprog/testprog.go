@@ -44,6 +44,16 @@ func SkipOrFail(t testing.TB, msg, ciNote string) {
 	t.Skip(msg)
 }
 
+// NeedRoot ends a test that must run as root (to change a file's owner,
+// to run a process as another user) when it does not: a skip, or in CI,
+// which runs as root, a failure. why says what root is for.
+func NeedRoot(t testing.TB, why string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		SkipOrFail(t, t.Name()+" needs root, "+why, " (as root)")
+	}
+}
+
 // InCI reports whether the tests run in CI: CI is set, and not to false.
 func InCI() bool {
 	v := strings.ToLower(os.Getenv("CI"))

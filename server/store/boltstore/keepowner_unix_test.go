@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+
+	"github.com/svcreg/svcreg/internal/testprog"
 )
 
 // keepOwner changes a regular file of one name only, and not through a
@@ -14,9 +16,7 @@ import (
 // swapped for a link to, or a hard link of, another file does not give
 // that file the database's owner.
 func TestKeepOwnerGivesNoLinkedFileAway(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	testprog.NeedRoot(t, "to give files another owner")
 	t.Parallel()
 	dir, other := t.TempDir(), t.TempDir()
 	const uid, gid = 61234, 61235

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/svcreg/svcreg/internal/testprog"
 	"github.com/svcreg/svcreg/server/store/boltstore"
 )
 
@@ -18,9 +19,7 @@ import (
 // restored database the owner of the one it replaces: a root-owned file
 // 0600 is one the server, running as its own user, cannot open.
 func TestRestoreKeepsTheOwner(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	testprog.NeedRoot(t, "to give files another owner")
 	t.Parallel()
 	live, backup := t.TempDir(), t.TempDir()
 	dbWith(t, live, "k", "live")
@@ -45,9 +44,7 @@ func TestRestoreKeepsTheOwner(t *testing.T) {
 
 // So does a compaction that rewrites the file.
 func TestCompactKeepsTheOwner(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	testprog.NeedRoot(t, "to give files another owner")
 	t.Parallel()
 	dir := t.TempDir()
 	s, err := boltstore.Open(dir, boltstore.Options{ReapInterval: -1, MaxEvents: 1})
