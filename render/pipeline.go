@@ -21,6 +21,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/svcreg/svcreg/internal/fsperm"
 	"github.com/svcreg/svcreg/internal/retry"
 	"github.com/svcreg/svcreg/watcher"
 )
@@ -841,24 +842,7 @@ func privateWhy(path string, m os.FileMode) string {
 // resolved, is one that not every user may enter (search): they cannot
 // read the file there, whatever its mode. One that cannot be found or
 // read counts as closed.
-func closedDir(path string) bool {
-	dir, err := filepath.Abs(filepath.Dir(path))
-	if err == nil {
-		dir, err = filepath.EvalSymlinks(dir)
-	}
-	if err != nil {
-		return true
-	}
-	for {
-		if di, err := os.Stat(dir); err != nil || di.Mode().Perm()&0o001 == 0 {
-			return true
-		}
-		if dir == filepath.Dir(dir) {
-			return false
-		}
-		dir = filepath.Dir(dir)
-	}
-}
+func closedDir(path string) bool { return !fsperm.DirsSearchable(filepath.Dir(path)) }
 
 // maxStagedLines bounds the lines of the rendered files a failed check's
 // error quotes; maxStagedLine, the bytes of each.

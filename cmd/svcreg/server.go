@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/svcreg/svcreg/internal/fsperm"
 	"github.com/svcreg/svcreg/internal/logging"
 	"github.com/svcreg/svcreg/internal/statuspage"
 	"github.com/svcreg/svcreg/internal/supervise"
@@ -600,17 +601,10 @@ func readableByOthers(path string) (os.FileMode, bool) {
 		return 0, false
 	}
 	fi, err := os.Stat(abs)
-	if err != nil || fi.Mode().Perm()&0o004 == 0 {
+	if err != nil || fi.Mode().Perm()&0o004 == 0 || !fsperm.DirsSearchable(filepath.Dir(abs)) {
 		return 0, false
 	}
-	for dir := filepath.Dir(abs); ; dir = filepath.Dir(dir) {
-		if di, err := os.Stat(dir); err != nil || di.Mode().Perm()&0o001 == 0 {
-			return 0, false
-		}
-		if dir == filepath.Dir(dir) {
-			return fi.Mode().Perm(), true
-		}
-	}
+	return fi.Mode().Perm(), true
 }
 
 // serverStore is what the server keeps its state in.
