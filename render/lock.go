@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/svcreg/svcreg/internal/retry"
+	"github.com/svcreg/svcreg/internal/flockwait"
 )
 
 // lockWait is how long a pass of g waits for another process's lock on a
@@ -223,29 +223,19 @@ func lockFileOnce(ctx context.Context, log *slog.Logger, g *Group, name string) 
 	}
 	wait := lockWait(g)
 	deadline := time.Now().Add(wait)
-	bo, logged := retry.Backoff{Min: 20 * time.Millisecond, Max: 250 * time.Millisecond}, false
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return f, nil
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
-			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", name, err)
-		}
-		if time.Now().After(deadline) {
-			f.Close()
-			return nil, fmt.Errorf("another process has held the lock %s for %s: another svcreg template on the same destination, still in its pass (or stuck in it; stop it)", name, wait)
-		}
-		if !logged {
-			log.Info("another process is installing this destination (another svcreg template on it?); waiting for its pass to end", "group", g.Name, "lock", name)
-			logged = true
-		}
-		if err := retry.Sleep(ctx, bo.Next()); err != nil {
-			f.Close()
-			return nil, err
-		}
+	err = flockwait.Lock(ctx, f, deadline, func() {
+		log.Info("another process is installing this destination (another svcreg template on it?); waiting for its pass to end", "group", g.Name, "lock", name)
+	})
+	switch {
+	case err == nil:
+		return f, nil
+	case errors.Is(err, flockwait.ErrHeld):
+		err = fmt.Errorf("another process has held the lock %s for %s: another svcreg template on the same destination, still in its pass (or stuck in it; stop it)", name, wait)
+	case ctx.Err() == nil:
+		err = fmt.Errorf("lock %s: %w", name, err)
 	}
+	f.Close()
+	return nil, err
 }
 
 // pendingName is the file next to dest that says a reload of it is due:

@@ -3,10 +3,12 @@
 package boltstore
 
 import (
+	"context"
 	"errors"
 	"os"
-	"syscall"
 	"time"
+
+	"github.com/svcreg/svcreg/internal/flockwait"
 )
 
 // lockFile takes the lock a server takes on the database file at path
@@ -17,19 +19,12 @@ func lockFile(path string) (unlock func(), err error) {
 	if err != nil {
 		return nil, err
 	}
-	deadline := time.Now().Add(lockTimeout)
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return func() { f.Close() }, nil
+	if err := flockwait.Lock(context.Background(), f, time.Now().Add(lockTimeout), nil); err != nil {
+		f.Close()
+		if errors.Is(err, flockwait.ErrHeld) {
+			return nil, &InUseError{Path: path}
 		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().After(deadline) {
-			f.Close()
-			if errors.Is(err, syscall.EWOULDBLOCK) {
-				return nil, &InUseError{Path: path}
-			}
-			return nil, err
-		}
-		time.Sleep(50 * time.Millisecond)
+		return nil, err
 	}
+	return func() { f.Close() }, nil
 }
