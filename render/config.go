@@ -404,10 +404,11 @@ func (c *Config) Normalize() error {
 		// Nor under two directories that are one (a symbolic link to
 		// the other): the two would write the file in turn at every
 		// pass, each reloading.
-		if j, dup := files[dirResolved(t.Destination)]; dup {
+		resolved := dirResolved(t.Destination)
+		if j, dup := files[resolved]; dup {
 			return fmt.Errorf("%s: destination %s is template %d's, %s, through a symbolic link", where, t.Destination, j+1, c.Templates[j].Destination)
 		}
-		files[dirResolved(t.Destination)] = i
+		files[resolved] = i
 		if t.Perms != "" {
 			if _, err := t.FileMode(); err != nil {
 				return fmt.Errorf("%s: %w", where, err)
