@@ -53,7 +53,9 @@ func WatchFiles(ctx context.Context, files []string, quiet time.Duration, change
 			}
 		}
 		for d, id := range watched {
-			if now := idOf(d); !slices.Contains(dirs, d) || now != id {
+			// A directory is another by its device and inode only: its
+			// size and time change with every file made in it.
+			if now := idOf(d); !slices.Contains(dirs, d) || now.dev != id.dev || now.ino != id.ino {
 				w.Remove(d)
 				delete(watched, d)
 			}
