@@ -436,7 +436,7 @@ func (c *Config) Normalize() error {
 			return fmt.Errorf("%s: %w", where, err)
 		}
 	}
-	if err := checkDestinations(c.Templates, dests); err != nil {
+	if err := checkDestinations(c.Templates, files); err != nil {
 		return err
 	}
 	if err := checkDenylist(c.FunctionDenylist); err != nil {
@@ -463,15 +463,15 @@ func dirResolved(path string) string {
 	return filepath.Join(dir, filepath.Base(path))
 }
 
-// checkDestinations refuses a destination (dests: the templates' by
-// destination) that is a file another template's install writes or reads
+// checkDestinations refuses a destination (files: the templates' by
+// destination, its directory's links resolved: dirResolved) that is a file another template's install writes or reads
 // besides its own: its source, which would then run the render, registry
 // data in it, as a template; its backup (DEST.bak), which each of its
 // installs would write over the file that destination's check passed;
 // or svcreg's files beside it (lock, staged, reload-pending).
-func checkDestinations(ts []TemplateConfig, dests map[string]int) error {
+func checkDestinations(ts []TemplateConfig, files map[string]int) error {
 	clash := func(t TemplateConfig, path, what string) error {
-		j, ok := dests[path]
+		j, ok := files[dirResolved(path)]
 		if !ok {
 			return nil
 		}

@@ -105,3 +105,22 @@ func TestConfigRefusesOneFileUnderTwoDirectories(t *testing.T) {
 		t.Errorf("two destinations, one a link to the other: %v; want them taken", err)
 	}
 }
+
+// A destination that is a template's source under a symbolic link to its
+// directory is refused too, as the same file under two directories is.
+func TestConfigRefusesADestinationThatIsASourceThroughALink(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	real := filepath.Join(dir, "real")
+	if err := os.Mkdir(real, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(real, filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	src := writeFile(t, real, "a.tmpl", "{{range services}}{{.ID}}{{end}}\n")
+	c := Config{Templates: []TemplateConfig{{Source: src, Destination: filepath.Join(dir, "link", "a.tmpl")}}}
+	if err := c.Normalize(); err == nil || !strings.Contains(err.Error(), "a.tmpl") {
+		t.Errorf("err = %v; want the destination refused as the template's source", err)
+	}
+}
