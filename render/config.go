@@ -464,11 +464,12 @@ func dirResolved(path string) string {
 }
 
 // checkDestinations refuses a destination (files: the templates' by
-// destination, its directory's links resolved: dirResolved) that is a file another template's install writes or reads
-// besides its own: its source, which would then run the render, registry
-// data in it, as a template; its backup (DEST.bak), which each of its
-// installs would write over the file that destination's check passed;
-// or svcreg's files beside it (lock, staged, reload-pending).
+// destination, its directory's links resolved: dirResolved) that is a
+// file another template's install writes or reads besides its own: its
+// source, which would then run the render, registry data in it, as a
+// template; its backup (DEST.bak), which each of its installs would
+// write over the file that destination's check passed; or svcreg's files
+// beside it (lock, staged, reload-pending).
 func checkDestinations(ts []TemplateConfig, files map[string]int) error {
 	clash := func(t TemplateConfig, path, what string) error {
 		j, ok := files[dirResolved(path)]
