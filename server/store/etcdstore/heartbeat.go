@@ -516,11 +516,13 @@ func (s *Store) Heartbeat(ctx context.Context, tenantID, id, token string) (stri
 				}
 				continue
 			case valid && token == e.mem.Prev:
-				// From memory only as an answer of Cur would be: the
-				// peer may have handed the service over from its copy
-				// (this node cut off from etcd, or slow), and another
-				// node deleted it or went on since; the peer tells, and
-				// if not, etcd.
+				// From memory only once the peer takes its copy
+				// (copyTo), as for Cur: the peer may have handed the
+				// service over from its copy (this node cut off from
+				// etcd, or slow), and another node deleted it or went on
+				// since; the peer tells, and if not, etcd. (Not
+				// answerable: Prev's state is stored, so its slack rule
+				// does not apply.)
 				if !fresh {
 					if ok, _ := s.copyTo(ctx, e, e.mem); !ok || !s.leaseStill(lease) {
 						if err := reload(); err != nil {
