@@ -38,5 +38,5 @@
 //   - ServicesCache keeps the last good services list for when the
 //     registry fails.
 //   - Feed (and Watch) follows the events feed with long-polls, and
-//     says when a re-list is needed (ErrMarkerExpired).
+//     says when a re-list is needed (ErrMarkerExpired, ErrEventsOutOfOrder).
 package registry

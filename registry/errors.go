@@ -39,6 +39,13 @@ var (
 	// retention (410 markerExpired); list services and configuration again
 	// and watch from the X-Registry-Marker of that answer.
 	ErrMarkerExpired = errors.New("registry: events marker expired")
+	// ErrEventsOutOfOrder: a page of the events feed held an event after
+	// the marker asked from but before one the page had already brought
+	// (the feed's order is by time, spec §9.2). Skipped, it would be a
+	// change lost; applied, it would undo a newer one. A Feed returns the
+	// events before it, then this error: list services and configuration
+	// again and watch from the X-Registry-Marker of that answer.
+	ErrEventsOutOfOrder = errors.New("registry: events out of order")
 	// ErrOutcomeUnknown: a change (a POST, PUT or DELETE) was sent but
 	// no answer said how it went: the connection broke or the context
 	// ended after the request was written, or the registry answered 5xx

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"fmt"
 	"hash/maphash"
 	"iter"
 	"sync"
@@ -282,8 +283,13 @@ func (w *Feed) poll(ctx context.Context) error {
 	// Any other at or before it (a registry that ignores the marker, or
 	// sends older events again) was returned already, or is older than
 	// what was: applied now, it would undo newer events.
-	events := w.after(page.Values, last)
+	events, err := w.after(page.Values, last)
 	w.queue = append(w.queue, events...)
+	if err != nil {
+		// Returned once the events before it are.
+		w.err = err
+		return nil
+	}
 	switch {
 	case len(events) > 0:
 		w.from = ""
@@ -354,12 +360,17 @@ const maxSeen = 10000
 // after returns the events of a page that come after last, and after
 // every event before them, in the events feed's order (spec §9.2: by UUID
 // time, then the other bytes); when last is not a time UUID (an empty
-// marker), after the first event that is one. An id that is not a time
-// UUID is compared only for equality: with last, and with those of the
-// last maxSeen such events returned (seen).
-func (w *Feed) after(events []Event, last string) []Event {
-	pos, err := timeuuid.Parse(last)
-	ordered := err == nil
+// marker), after the first event that is one. An event at or before last
+// is one the feed returned already (a registry that ignores the marker)
+// and is skipped; one after last but before an event the page brought
+// first ends the page with an error matching ErrEventsOutOfOrder, the
+// events before it returned. An id that is not a time UUID is compared
+// only for equality: with last, and with those of the last maxSeen such
+// events returned (seen).
+func (w *Feed) after(events []Event, last string) ([]Event, error) {
+	start, err := timeuuid.Parse(last)
+	fromMarker := err == nil
+	pos, ordered, prev := start, fromMarker, last
 	out := events[:0:0]
 	for _, ev := range events {
 		if ev.ID == last {
@@ -373,7 +384,10 @@ func (w *Feed) after(events []Event, last string) []Event {
 			}
 		case ordered:
 			if timeuuid.Compare(u, pos) <= 0 {
-				continue
+				if fromMarker && timeuuid.Compare(u, start) <= 0 {
+					continue // returned already
+				}
+				return out, fmt.Errorf("%w: %q after %q in a page asked for from marker %q; list again", ErrEventsOutOfOrder, ev.ID, prev, last)
 			}
 			pos = u
 		default:
@@ -381,9 +395,10 @@ func (w *Feed) after(events []Event, last string) []Event {
 			// is the feed's position from here on.
 			pos, ordered = u, true
 		}
+		prev = ev.ID
 		out = append(out, ev)
 	}
-	return out
+	return out, nil
 }
 
 // see notes id, one that is not a time UUID, as returned, and reports

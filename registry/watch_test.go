@@ -268,17 +268,21 @@ func TestFeedSkipsEventsAtOrBeforeItsPosition(t *testing.T) {
 	}
 }
 
-// TestFeedFromNoMarkerSkipsEventsBeforeItsPosition: a Feed started
-// without a marker (the registry's last hour) orders the events of its
-// first page too: one that comes before an event it returned was sent
-// out of order. Returned, it moved the feed back, and the next poll,
-// from it, brought the newer events again.
-func TestFeedFromNoMarkerSkipsEventsBeforeItsPosition(t *testing.T) {
+// TestFeedStopsAtEventsOutOfOrder: an event after the feed's marker but
+// before one its page brought first (a registry that breaks the feed's
+// order) is a change the feed would lose if it skipped it, and undo a newer
+// one with if it returned it: the events before it come, then an error
+// that calls for a list, for this and every later call. A Feed started
+// without a marker (the registry's last hour) orders its first page so
+// too. An event at or before the marker is one returned already
+// (TestFeedSkipsEventsAtOrBeforeItsPosition).
+func TestFeedStopsAtEventsOutOfOrder(t *testing.T) {
 	t.Parallel()
 	ids := []string{
 		"00000001-0000-1000-8000-000000000000",
 		"00000002-0000-1000-8000-000000000000",
 		"00000003-0000-1000-8000-000000000000",
+		"00000004-0000-1000-8000-000000000000",
 	}
 	event := func(id string) string { return fmt.Sprintf(`{"id":%q,"type":"service.join","payload":{"id":"x"}}`, id) }
 	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -286,14 +290,12 @@ func TestFeedFromNoMarkerSkipsEventsBeforeItsPosition(t *testing.T) {
 			w.Header().Set("X-Registry-Wait", wt)
 		}
 		var values []string
-		if marker := r.URL.Query().Get("marker"); marker == "" {
-			values = []string{event(ids[2]), event(ids[0])} // out of order: the first is old
-		} else {
-			for _, id := range ids {
-				if id >= marker {
-					values = append(values, event(id))
-				}
-			}
+		switch r.URL.Query().Get("marker") {
+		case "":
+			values = []string{event(ids[2]), event(ids[0])} // the second is older
+		case ids[0]:
+			// The marker, one after it, then one between the two.
+			values = []string{event(ids[0]), event(ids[1]), event(ids[3]), event(ids[2])}
 		}
 		fmt.Fprintf(w, `{"values":[%s],"metadata":{"next_marker":null}}`, strings.Join(values, ","))
 	}))
@@ -303,19 +305,34 @@ func TestFeedFromNoMarkerSkipsEventsBeforeItsPosition(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	feed := c.NewFeed("", registry.WatchOptions{Wait: time.Second})
-	var got []string
-	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
-	defer cancel()
-	for {
-		ev, err := feed.Next(ctx)
-		if err != nil {
-			break
+	for _, tc := range []struct {
+		marker string
+		want   []string
+	}{
+		{"", ids[2:3]},
+		{ids[0], []string{ids[1], ids[3]}},
+	} {
+		feed := c.NewFeed(tc.marker, registry.WatchOptions{Wait: time.Second})
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		var got []string
+		var err error
+		for {
+			var ev registry.Event
+			if ev, err = feed.Next(ctx); err != nil {
+				break
+			}
+			got = append(got, ev.ID)
 		}
-		got = append(got, ev.ID)
-	}
-	if want := ids[2:]; !slices.Equal(got, want) {
-		t.Errorf("a Feed started without a marker returned %q; want %q", got, want)
+		if !slices.Equal(got, tc.want) || !errors.Is(err, registry.ErrEventsOutOfOrder) {
+			t.Errorf("a Feed from marker %q returned %q, then %v; want %q, then an error matching ErrEventsOutOfOrder", tc.marker, got, err, tc.want)
+		}
+		if _, again := feed.Next(ctx); again != err {
+			t.Errorf("after %v, Next returned %v", err, again)
+		}
+		if m := feed.Marker(); m != tc.want[len(tc.want)-1] {
+			t.Errorf("Marker() = %q after the events out of order; want the last returned, %q", m, tc.want[len(tc.want)-1])
+		}
+		cancel()
 	}
 }
 

@@ -214,12 +214,12 @@ func (w *Watcher) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if reason != "feed-error" && reason != "undecodable-event" && reason != "too-many" && reason != "marker-expired" {
+		if reason != "feed-error" && reason != "undecodable-event" && reason != "too-many" && reason != "marker-expired" && reason != "out-of-order" {
 			backoff.Reset()
 			continue
 		}
 		// The registry lists but refuses the feed, sends what cannot be
-		// decoded or more than a list may hold, or expires the marker of
+		// decoded, out of order or more than a list may hold, or expires the marker of
 		// the list it has just given (a proxy that answers long requests
 		// 410): do not spin.
 		if retry.Sleep(ctx, backoff.Next()) != nil {
@@ -367,6 +367,12 @@ func (w *Watcher) follow(ctx context.Context, marker string) string {
 			case errors.Is(err, registry.ErrMarkerExpired):
 				w.log.Warn("the feed's marker expired; listing again", "marker", feed.Marker())
 				return "marker-expired"
+			case errors.Is(err, registry.ErrEventsOutOfOrder):
+				// Applied or skipped, such an event would leave the
+				// snapshot apart from the registry.
+				w.failed(err)
+				w.log.Error("the registry sent events out of order; listing again", "err", err)
+				return "out-of-order"
 			}
 			w.failed(err)
 			w.log.Warn("the registry refused to follow the feed; listing again", "err", err)
@@ -538,7 +544,7 @@ func newWatcherMetrics(r prometheus.Registerer, lastContact func() float64) watc
 			Name: "svcreg_watcher_last_contact_timestamp_seconds", Help: "When the registry last answered the watcher (an empty long-poll counts)."},
 			lastContact),
 		resyncs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "svcreg_watcher_lists_total", Help: "Full lists of the registry, by reason (start, periodic, outage, marker-expired, feed-error, undecodable-event, too-many)."},
+			Name: "svcreg_watcher_lists_total", Help: "Full lists of the registry, by reason (start, periodic, outage, marker-expired, feed-error, out-of-order, undecodable-event, too-many)."},
 			[]string{"reason"}),
 		events: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "svcreg_watcher_events_total", Help: "Events applied from the feed."}),

@@ -285,6 +285,67 @@ func TestWatcherListsAgainAfterUndecodableEvent(t *testing.T) {
 	}
 }
 
+// TestWatcherListsAgainAfterEventsOutOfOrder swaps two new events in a
+// page on its way to the watcher, as a registry that breaks the feed's
+// order would: the older one, after the newer, must not be skipped (the
+// snapshot would lack its service until the next periodic list) nor
+// applied over it; the watcher lists the registry again.
+func TestWatcherListsAgainAfterEventsOutOfOrder(t *testing.T) {
+	t.Parallel()
+	var swapped atomic.Int32
+	srv := testserver.Start(t, testserver.Options{
+		Wrap: longPolls(func(body []byte) []byte {
+			var page struct {
+				Values   []map[string]any `json:"values"`
+				Metadata map[string]any   `json:"metadata"`
+			}
+			if json.Unmarshal(body, &page) != nil || len(page.Values) < 2 {
+				return body
+			}
+			n := len(page.Values)
+			a, _ := page.Values[n-2]["payload"].(map[string]any)
+			b, _ := page.Values[n-1]["payload"].(map[string]any)
+			if a["id"] != "one" || b["id"] != "two" || !swapped.CompareAndSwap(0, 1) {
+				return body
+			}
+			page.Values[n-2], page.Values[n-1] = page.Values[n-1], page.Values[n-2]
+			out, _ := json.Marshal(page)
+			return out
+		}),
+	})
+	c := client(t, srv, "watch-out-of-order")
+	reg := prometheus.NewRegistry()
+	var logs testserver.Buffer
+	// The coalescing wait puts both writes below in one page.
+	w := start(t, watcher.Config{Client: c, Wait: 5 * time.Second, Coalesce: 3 * time.Second, Registerer: reg,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	eventually(t, w, "the first sync", func(s *watcher.Snapshot) bool { return s.Synced })
+	ctx := context.Background()
+	if _, err := c.CreateService(ctx, registry.Service{ID: "first", HeartbeatTimeout: 120}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, w, "the first join", func(s *watcher.Snapshot) bool { _, ok := s.Service("first"); return ok })
+	for _, id := range []string{"one", "two"} {
+		if _, err := c.CreateService(ctx, registry.Service{ID: id, HeartbeatTimeout: 120}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, w, "both services", func(s *watcher.Snapshot) bool {
+		_, a := s.Service("one")
+		_, b := s.Service("two")
+		return a && b
+	})
+	if swapped.Load() == 0 {
+		t.Fatal("the test swapped no events: they came in different pages")
+	}
+	if n := lists(t, reg, "out-of-order"); n != 1 {
+		t.Fatalf("lists after events out of order: %v, want 1", n)
+	}
+	if !strings.Contains(logs.String(), "out of order") {
+		t.Fatalf("no log line about the events:\n%s", logs.String())
+	}
+}
+
 // TestWatcherCoalescesAStreamOfChanges: changes made while the watcher
 // waits after an answer are fetched by one long-poll, not one each.
 func TestWatcherCoalescesAStreamOfChanges(t *testing.T) {
