@@ -27,11 +27,12 @@ func (b *Backoff) Next() time.Duration {
 }
 
 // Heed returns wait, or the wait the other side asked for (a Retry-After)
-// if that is longer, spread over up to half as much again so that clients
-// it turned away together do not come back in step, but never more than
-// Max: asked for more, retries still go at the backoff's pace, spread over
-// the last quarter below Max (clamped to Max, they would all come back at
-// once, and again at each refusal after).
+// if that is longer, spread evenly over up to half as much again (or up to
+// Max, if that comes first) so that clients it turned away together do not
+// come back in step, but never more than Max: asked for more, retries
+// still go at the backoff's pace, spread over the last quarter below Max.
+// (Drawn past Max and clamped to it, they would come back at once, and
+// again at each refusal after.)
 func (b *Backoff) Heed(wait, asked time.Duration) time.Duration {
 	if asked >= b.Max {
 		return max(wait, b.Max-time.Duration(rand.Int64N(int64(b.Max)/4+1)))
@@ -39,7 +40,8 @@ func (b *Backoff) Heed(wait, asked time.Duration) time.Duration {
 	if asked <= wait {
 		return wait
 	}
-	return min(asked+time.Duration(rand.Int64N(int64(asked)/2+1)), b.Max)
+	spread := min(asked/2, b.Max-asked)
+	return asked + time.Duration(rand.Int64N(int64(spread)+1))
 }
 
 // Reset starts again from Min after a success.
