@@ -169,7 +169,8 @@ func (h *Heartbeater) run(ctx context.Context) {
 	// answers slowly but answers is waited for: the timeout doubles after
 	// each attempt given up, up to half the heartbeat timeout (two
 	// attempts still fit in one), and after an answer is three times what
-	// it took, at least the base.
+	// it took, at least the base. The first attempt with a token has no
+	// more than half the time left before the deadline (see below).
 	base := min(max(h.timeout/4, 500*time.Millisecond), 10*time.Second)
 	most := max(h.timeout/2, base)
 	attemptTimeout := base
@@ -186,7 +187,18 @@ func (h *Heartbeater) run(ctx context.Context) {
 	for {
 		token := h.Token()
 		sent := time.Now()
-		actx, cancel := attemptContext(ctx, attemptTimeout)
+		limit := attemptTimeout
+		if failures == 0 {
+			// The first attempt with a token is not waited for past
+			// half the time left before the deadline (the base at
+			// least): after answers that took long, the attempt's time
+			// may be most of what is left, and a request lost on the
+			// way (a connection that died silently, a node that froze)
+			// would be given up only after the deadline. Its retries
+			// wait as long as attemptTimeout says.
+			limit = min(limit, max(base, h.Deadline().Sub(sent)/2))
+		}
+		actx, cancel := attemptContext(ctx, limit)
 		next, err := h.c.Heartbeat(actx, h.id, token)
 		gaveUp := errors.Is(actx.Err(), context.DeadlineExceeded)
 		cancel()

@@ -624,3 +624,62 @@ func TestHeartbeatDeadlineCountsFromAnAttemptGivenUp(t *testing.T) {
 		t.Errorf("Deadline() = %v, after the registry's %v", hb.Deadline().Format("15:04:05.000"), registryDeadline.Format("15:04:05.000"))
 	}
 }
+
+// A heartbeat whose request is lost without an answer (a keep-alive
+// connection that died silently, a node that froze) is given up and sent
+// again in time to keep the service, even after slow answers have made
+// the heartbeater wait longer for each: an attempt is not waited for past
+// the point where its retry can no longer reach the registry before the
+// deadline. Before, after an answer that took 1.5 s of an 8 s timeout the
+// next attempt was waited for 4 s, sent 4.8 s after the last (the spec's
+// schedule), and given up only after the registry's deadline.
+func TestHeartbeatLostAfterSlowAnswerRetriedBeforeDeadline(t *testing.T) {
+	t.Parallel()
+	var n atomic.Int32
+	srv := testserver.Start(t, testserver.Options{ReapInterval: 100 * time.Millisecond, Wrap: func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !strings.HasSuffix(r.URL.Path, "/heartbeat") {
+				h.ServeHTTP(w, r)
+				return
+			}
+			switch n.Add(1) {
+			case 1:
+				// The registry acts at once; its answer comes 1.5 s later.
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, r.WithContext(context.WithoutCancel(r.Context())))
+				select {
+				case <-time.After(1500 * time.Millisecond):
+				case <-r.Context().Done():
+					return
+				}
+				maps.Copy(w.Header(), rec.Header())
+				w.WriteHeader(rec.Code)
+				w.Write(rec.Body.Bytes())
+			case 2:
+				// Lost: the registry never sees it, nothing answers.
+				<-r.Context().Done()
+			default:
+				h.ServeHTTP(w, r)
+			}
+		})
+	}})
+	c := newClient(t, srv, "hb-lost-after-slow")
+	ctx := testContext(t)
+	opts, ch := beats(registry.HeartbeatOptions{})
+	hb, err := c.Register(ctx, registry.Service{ID: "hb-1", HeartbeatTimeout: 8}, registry.RegisterOptions{Heartbeat: opts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hb.Stop()
+	var seen []string
+	for ok := 0; ok < 3; {
+		b := nextBeat(t, ch)
+		seen = append(seen, fmt.Sprintf("%s %v overdue=%v", b.Time.Format("15:04:05.000"), b.Err, b.Overdue))
+		switch {
+		case errors.Is(b.Err, registry.ErrNotFound):
+			t.Fatalf("the service timed out; beats:\n%s", strings.Join(seen, "\n"))
+		case b.Err == nil:
+			ok++
+		}
+	}
+}
