@@ -145,3 +145,11 @@ func Blind(s *Store) bool {
 	defer s.outages.mu.Unlock()
 	return s.outages.blind != 0 && s.now().UnixNano() < s.outages.blind
 }
+
+// CountsOnLease reports whether s counts on its node lease now: it does
+// not once its renewals have failed for three quarters of its TTL (an
+// outage, which the renewal that ends it records).
+func CountsOnLease(s *Store) bool {
+	_, alive := s.lease.get()
+	return alive
+}
