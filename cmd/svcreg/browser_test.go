@@ -13,9 +13,12 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -698,4 +701,80 @@ func TestUIConfigTreeTellsIDsApart(t *testing.T) {
 		}
 		seen[s] = true
 	}
+}
+
+// The feed follows a next_marker without waiting: a long-poll does not
+// count the event at its marker as new, so a page holding only that event
+// was held for the whole wait (50 s). Here a burst of large updates, while
+// the page gathers the feed after an answer, is cut by the 1 MiB page
+// bound just before its last event.
+func TestUIFeedFollowsANextMarkerAtOnce(t *testing.T) {
+	t.Parallel()
+	b := newBrowser(t)
+	srv := startServerProcess(t, "--data-dir", t.TempDir())
+	a := login(t, srv.url, "dev")
+	meta := map[string]string{}
+	for i := range 20 {
+		meta[fmt.Sprintf("key-%02d", i)] = strings.Repeat("v", 220)
+	}
+	must(t, a, "POST", "/services", map[string]any{"id": "web-1", "heartbeat_timeout": 100}, 201)
+	b.signIn(srv.url, "dev", "dev")
+	b.do(chromedp.Click(chromedp.CSS(`#nav a[data-view="events"]`)))
+	b.do(chromedp.Evaluate[chromedp.Void](`document.getElementById('ev-pause').click()`))
+	b.wait("the feed paused", `document.getElementById('ev-pause').textContent === 'Resume'`)
+
+	// The page has this one, and waits a second before it asks again.
+	must(t, a, "PUT", "/services/web-1", map[string]any{"heartbeat_timeout": 101}, 204)
+	b.wait("the first update", `document.getElementById('ev-pause').textContent === 'Resume (1 new)'`)
+	shown := time.Now()
+	var feed struct {
+		Values []struct{ ID string }
+	}
+	if err := json.Unmarshal(must(t, a, "GET", "/events?limit=1000&include=service.update", nil, 200), &feed); err != nil {
+		t.Fatal(err)
+	}
+	first := feed.Values[len(feed.Values)-1].ID
+	// Updates until the page from the first is cut before the last: most
+	// at once (the page's wait is a second), then one at a time.
+	var count atomic.Int64
+	update := func() {
+		m := maps.Clone(meta)
+		m["key-00"] = fmt.Sprintf("%0220d", count.Add(1)) // each an update
+		must(t, a, "PUT", "/services/web-1", map[string]any{"heartbeat_timeout": 110, "metadata": m}, 204)
+	}
+	update()
+	if err := json.Unmarshal(must(t, a, "GET", "/events?include=service.update&marker="+first, nil, 200), &feed); err != nil {
+		t.Fatal(err)
+	}
+	size := len(must(t, a, "GET", "/events?include=service.update&marker="+feed.Values[1].ID, nil, 200))
+	n := 1
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range (1<<20)/size/8 - 2 {
+				update()
+			}
+		})
+	}
+	wg.Wait()
+	n += 8 * ((1<<20)/size/8 - 2)
+	for ; n < 400; n++ {
+		var page struct {
+			Metadata struct {
+				NextMarker *string `json:"next_marker"`
+			} `json:"metadata"`
+		}
+		if err := json.Unmarshal(must(t, a, "GET", "/events?limit=1000&include=service.update&marker="+first, nil, 200), &page); err != nil {
+			t.Fatal(err)
+		}
+		if page.Metadata.NextMarker != nil {
+			break
+		}
+		update()
+	}
+	t.Logf("%d updates written %v after the first was shown", n, time.Since(shown))
+	want := fmt.Sprintf("Resume (%d new)", 1+n)
+	start := time.Now()
+	b.wait(want, `document.getElementById('ev-pause').textContent === `+js(want))
+	t.Logf("%d updates, all shown %v after the last", n, time.Since(start))
 }

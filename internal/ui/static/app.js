@@ -655,10 +655,15 @@
       var last = marker;
       var probe = false; // after a failure, ask without waiting: live again at once
       var unwaited = 0; // answers in a row the server did not wait for
+      // more: last is a next_marker, the first event of a page not read
+      // yet. Asked without wait: a long-poll does not count the event at
+      // its marker as new, and would hold that page's events (all of them,
+      // if it holds only that one) for the whole wait.
+      var more = false;
       if (!paused) setState('live');
       function once() {
         if (stopped) return;
-        var q = FEED + (probe ? '' : '&wait=' + LONG_POLL) + '&marker=' + encodeURIComponent(last);
+        var q = FEED + (probe || more ? '' : '&wait=' + LONG_POLL) + '&marker=' + encodeURIComponent(last);
         api(q, ctrl.signal).then(function (res) {
           backoff = 1000;
           probe = false;
@@ -666,6 +671,7 @@
           var vals = res.body.values || [];
           take(vals);
           var next = res.body.metadata && res.body.metadata.next_marker;
+          more = !!next;
           if (next) { last = next; return; }
           if (vals.length) last = vals[vals.length - 1].id;
           // 0s: the server did not wait. A server shutting down says so
