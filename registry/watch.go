@@ -239,7 +239,8 @@ func (w *Feed) poll(ctx context.Context) error {
 		last = w.from
 	}
 	opts := EventListOptions{Marker: last, Limit: w.opts.Limit, Type: w.opts.Type, Wait: w.opts.Wait}
-	if w.next != "" {
+	following := w.next != ""
+	if following {
 		// More pages wait: no long-poll, since the registry would not count
 		// the next_marker event itself as new.
 		opts.Marker, opts.Wait = w.next, 0
@@ -279,6 +280,13 @@ func (w *Feed) poll(ctx context.Context) error {
 		w.opts.OnAnswer()
 	}
 
+	if following && w.opts.Type == "" && nextGone(page.Values, opts.Marker) {
+		// The registry answers 410 for a marker before the newest event
+		// it deleted, not for that one: a client that saw it lost
+		// nothing. This one never returned it.
+		w.err = fmt.Errorf("%w: the event at next_marker %s was deleted before it was read; list again", ErrMarkerExpired, ShownText(opts.Marker))
+		return w.err
+	}
 	// The marker is inclusive: the last event returned comes back first.
 	// Any other at or before it (a registry that ignores the marker, or
 	// sends older events again) was returned already, or is older than
@@ -399,6 +407,22 @@ func (w *Feed) after(events []Event, last string) ([]Event, error) {
 		out = append(out, ev)
 	}
 	return out, nil
+}
+
+// nextGone reports whether a page read from the next_marker next (a time
+// UUID), without a type filter, lacks that event: it is empty, or starts
+// after it. (A registry that filters by type after it pages may start a
+// page later; one that ignores the marker starts it earlier.)
+func nextGone(events []Event, next string) bool {
+	n, err := timeuuid.Parse(next)
+	if err != nil {
+		return false
+	}
+	if len(events) == 0 {
+		return true
+	}
+	u, err := timeuuid.Parse(events[0].ID)
+	return err == nil && timeuuid.Compare(u, n) > 0
 }
 
 // see notes id, one that is not a time UUID, as returned, and reports

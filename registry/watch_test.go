@@ -526,6 +526,44 @@ func TestWatchMarkerExpired(t *testing.T) {
 	}
 }
 
+// A next_marker's event that the event cap deleted before the Feed
+// followed it, as the newest it deleted, is a marker the registry does not
+// call expired (a client that saw that event lost nothing), but the Feed
+// never returned that event: it says to re-list, rather than going on
+// past it.
+func TestFeedNextMarkerDeleted(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, testserver.Options{MaxEvents: 5})
+	c := newClient(t, srv, "next-deleted")
+	ctx := testContext(t)
+	page, err := c.ListServicesPage(ctx, registry.ServiceListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := func(i int) {
+		t.Helper()
+		if err := c.SetConfig(ctx, fmt.Sprintf("key-%d", i), "v"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 5 {
+		set(i)
+	}
+	w := c.NewFeed(page.FeedMarker, registry.WatchOptions{Limit: 2})
+	if got := watchN(t, ctx, w, 2); !slices.Equal(got, []string{"configuration_value.update key-0", "configuration_value.update key-1"}) {
+		t.Fatalf("first page: %v", got)
+	}
+	// The next page starts at key-2's event; three more delete it, the
+	// newest deleted.
+	for i := 5; i < 8; i++ {
+		set(i)
+	}
+	ev, err := w.Next(ctx)
+	if !errors.Is(err, registry.ErrMarkerExpired) {
+		t.Fatalf("Next after key-2's event was deleted: %v %v %v, want ErrMarkerExpired", ev.Type, string(ev.Payload), err)
+	}
+}
+
 // With several nodes, a poll that every node failed is sent again (to the
 // node that asked for a Retry-After, the next call's first) not sooner
 // than that node asked: another node that gave no answer at all asks
