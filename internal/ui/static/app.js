@@ -661,18 +661,30 @@
       // if it holds only that one) for the whole wait.
       var more = false;
       if (!paused) setState('live');
+      // relist lists again and follows from there: events were lost.
+      function relist() {
+        more = false;
+        return loadServices().then(function (m) { last = m; loadConfig().catch(failed); });
+      }
       function once() {
         if (stopped) return;
         var q = FEED + (probe || more ? '' : '&wait=' + LONG_POLL) + '&marker=' + encodeURIComponent(last);
+        var next = more ? last : null; // the page asked for starts with it
         api(q, ctrl.signal).then(function (res) {
           backoff = 1000;
           probe = false;
           if (!paused) setState('live');
           var vals = res.body.values || [];
+          if (next !== null && (!vals.length || vals[0].id !== next)) {
+            // The event cap or retention deleted the next_marker's event,
+            // the newest it deleted (no 410 for that one): it is lost, so
+            // list again and follow from there, as after a 410.
+            return relist();
+          }
           take(vals);
-          var next = res.body.metadata && res.body.metadata.next_marker;
-          more = !!next;
-          if (next) { last = next; return; }
+          var after = res.body.metadata && res.body.metadata.next_marker;
+          more = !!after;
+          if (after) { last = after; return; }
           if (vals.length) last = vals[vals.length - 1].id;
           // 0s: the server did not wait. A server shutting down says so
           // once (the next request reaches the next server, or this one
@@ -683,9 +695,7 @@
           if (vals.length) return sleep(FEED_GATHER);
         }, function (e) {
           if (e instanceof AuthError || stopped || e.name === 'AbortError') { stopped = stopped || e instanceof AuthError; return; }
-          if (e.status === 410) { // markerExpired: list again and follow from there
-            return loadServices().then(function (m) { last = m; loadConfig().catch(failed); });
-          }
+          if (e.status === 410) return relist(); // markerExpired
           setState('reconnecting');
           probe = true;
           var d = backoff / 2 + Math.random() * backoff / 2;
