@@ -53,7 +53,7 @@ func newServerMetrics(r prometheus.Registerer) serverMetrics {
 		}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "svcreg_longpolls_answers_dropped_total",
-			Help: "Long-poll answers not written, their connections closed, because the tenant already had as many waiting to be written as it may (its clients do not read them).",
+			Help: "Long-poll answers not written, their connections closed, because the tenant already had as many waiting to be written as it may, or their write was cut to free a writer for another tenant (their clients do not read them).",
 		}),
 		connsOpen: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "svcreg_connections_open",

@@ -56,8 +56,12 @@ type poller struct {
 // tenantWriters bounds one tenant's goroutines finishing slow writes.
 type tenantWriters struct {
 	slots  chan struct{}
-	users  int // finish calls holding or waiting for a slot (under poller.mu)
+	users  int // finish calls holding or waiting for a slot (under poller.writingMu)
 	timers int // those of wait timers (fromTimer)
+	// writes are the polls whose answers its writers are writing, with
+	// when each began (under poller.writingMu); one cut (see cutWrite)
+	// is no longer among them.
+	writes map[*parkedPoll]time.Time
 }
 
 // parkedPoll is a long-poll whose connection the poller took over. It
@@ -145,7 +149,10 @@ func keyOf(q store.EventQuery) pollKey {
 // its answer's bytes (up to a page, 1 MiB) for up to 30 s; a tenant's
 // take at most pollWritersPerTenant of them. A client that does not read
 // its answers so holds its own tenant's share and no more: the answers of
-// the others go on being written.
+// the others go on being written. When the tenants whose clients do not
+// read hold every writer between them, a tenant holding fewer waits for
+// one no longer than pollWriteCut: the oldest write of a tenant holding
+// the most, once it has taken that long, is cut (its connection closed).
 //
 // Past pollWritersQueued of a tenant's timers' answers waiting for its
 // writers, a further one is dropped (see finish).
@@ -153,6 +160,7 @@ const (
 	pollWriters          = 256
 	pollWritersPerTenant = 16
 	pollWritersQueued    = 64
+	pollWriteCut         = time.Second
 )
 
 func newPoller(s *Server) *poller {
@@ -914,7 +922,7 @@ func (pl *poller) finish(p *parkedPoll, rest []byte, fromTimer bool) {
 	pl.writingMu.Lock()
 	tw := pl.writing[p.tenant]
 	if tw == nil {
-		tw = &tenantWriters{slots: make(chan struct{}, pollWritersPerTenant)}
+		tw = &tenantWriters{slots: make(chan struct{}, pollWritersPerTenant), writes: map[*parkedPoll]time.Time{}}
 		pl.writing[p.tenant] = tw
 	}
 	if fromTimer && tw.timers >= pollWritersPerTenant+pollWritersQueued {
@@ -929,7 +937,7 @@ func (pl *poller) finish(p *parkedPoll, rest []byte, fromTimer bool) {
 	}
 	pl.writingMu.Unlock()
 	tw.slots <- struct{}{}
-	pl.writers <- struct{}{}
+	pl.takeWriter(tw)
 	go func() {
 		defer func() {
 			<-pl.writers
@@ -943,8 +951,16 @@ func (pl *poller) finish(p *parkedPoll, rest []byte, fromTimer bool) {
 			}
 			pl.writingMu.Unlock()
 		}()
+		pl.writingMu.Lock()
+		tw.writes[p] = time.Now()
 		p.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		pl.writingMu.Unlock()
 		_, err := p.conn.Write(rest)
+		// Out of writes first: a cut after the deadline is cleared would
+		// leave the connection's next answer a deadline in the past.
+		pl.writingMu.Lock()
+		delete(tw.writes, p)
+		pl.writingMu.Unlock()
 		p.conn.SetWriteDeadline(time.Time{})
 		w := pl.currentWatch()
 		var answered []*parkedPoll
@@ -955,6 +971,59 @@ func (pl *poller) finish(p *parkedPoll, rest []byte, fromTimer bool) {
 		}
 		pl.handBack(pl.settle(answered, w))
 	}()
+}
+
+// takeWriter takes one of the writers for a write of tenant writers tw.
+// While none is free, it cuts the oldest write of a tenant holding more
+// writers than tw (see cutWrite) once that write has taken pollWriteCut,
+// and takes the writer it frees (or any other freed meanwhile).
+func (pl *poller) takeWriter(tw *tenantWriters) {
+	for {
+		select {
+		case pl.writers <- struct{}{}:
+			return
+		default:
+		}
+		t := time.NewTimer(pl.cutWrite(tw))
+		select {
+		case pl.writers <- struct{}{}:
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// cutWrite cuts the oldest write of the tenant holding the most writers,
+// if that is more than tw holds and the write has taken pollWriteCut: it
+// fails at once, and its connection is closed. It returns how long to
+// wait for a writer before looking again.
+func (pl *poller) cutWrite(tw *tenantWriters) time.Duration {
+	pl.writingMu.Lock()
+	defer pl.writingMu.Unlock()
+	var top *tenantWriters
+	for _, o := range pl.writing {
+		if len(o.writes) > len(tw.writes) && (top == nil || len(o.writes) > len(top.writes)) {
+			top = o
+		}
+	}
+	if top == nil {
+		return pollWriteCut // the writers are shared fairly: wait for one
+	}
+	var oldest *parkedPoll
+	var since time.Time
+	for p, at := range top.writes {
+		if oldest == nil || at.Before(since) {
+			oldest, since = p, at
+		}
+	}
+	if left := pollWriteCut - time.Since(since); left > 0 {
+		return left
+	}
+	delete(top.writes, oldest)
+	oldest.conn.SetWriteDeadline(time.Now())
+	pl.s.metrics.dropped.Inc()
+	return 10 * time.Millisecond
 }
 
 // written finishes a parked poll whose answer was written: it goes to

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -181,6 +182,74 @@ func TestSlowReadersHoldTheirTenantsWritersOnly(t *testing.T) {
 	pl.writingMu.Unlock()
 	if n != pollWritersPerTenant {
 		t.Errorf("%d writers busy with the unread answers; want the tenant's share, %d", n, pollWritersPerTenant)
+	}
+}
+
+// Tenants enough to take every writer with their shares, all their
+// clients reading nothing, do not hold another tenant's answer for their
+// writes' 30 s: a write of the tenants holding the most, stuck for
+// pollWriteCut, is cut to free a writer for it.
+func TestSlowReadersOfManyTenantsLeaveAWriter(t *testing.T) {
+	pl := newPoller(&Server{closing: make(chan struct{}), metrics: newServerMetrics(nil)})
+	var mu sync.Mutex
+	var clients []net.Conn
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	tenants := pollWriters / pollWritersPerTenant
+	for i := range tenants {
+		wg.Go(func() {
+			for range pollWritersPerTenant + 1 { // one more than its share
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				server, client := net.Pipe()
+				mu.Lock()
+				clients = append(clients, client)
+				mu.Unlock()
+				pl.parked.Add(1)
+				pl.finish(&parkedPoll{conn: server, tenant: "unread" + strconv.Itoa(i)}, []byte("answer"), false)
+			}
+		})
+	}
+	t.Cleanup(func() {
+		close(stop)
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
+		for {
+			mu.Lock()
+			for _, c := range clients {
+				c.Close() // the writes fail, the writers end
+			}
+			mu.Unlock()
+			select {
+			case <-done:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	})
+	// Until every writer is busy, and each tenant waits for its own.
+	for {
+		mu.Lock()
+		n := len(clients)
+		mu.Unlock()
+		if n == pollWriters+tenants && len(pl.writers) == pollWriters {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	server, client := net.Pipe()
+	defer client.Close()
+	pl.parked.Add(1)
+	go pl.finish(&parkedPoll{conn: server, tenant: "other"}, []byte("answer"), false)
+	// Unfixed, the other tenant's answer waits for a write deadline of the
+	// others (30 s).
+	client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got := make([]byte, len("answer"))
+	if _, err := io.ReadFull(client, got); err != nil || string(got) != "answer" {
+		t.Fatalf("the other tenant's answer: %q, %v; want it written while the other tenants' clients read nothing", got, err)
 	}
 }
 
