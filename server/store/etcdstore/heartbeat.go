@@ -1217,6 +1217,19 @@ func (s *Store) commitHeartbeat(tenantID, id string, e *hbEntry, next hbRecord) 
 		}
 		s.log.Debug("heartbeat commit failed; it may still land", "tenant", tenantID, "id", id,
 			"deadline", time.Unix(0, next.Deadline).UTC(), "held", alive, "err", res.err)
+		if e.mine && next.Incarnation == e.mem.Incarnation && next.Deadline > e.mem.Deadline {
+			// The client heartbeated in time with a valid token, and
+			// only etcd failed it: this node (its reaper, a hand-over)
+			// goes by the deadline that heartbeat would have set, as
+			// the peer does from the copy sent before the commit.
+			// Otherwise an etcd blip shorter than the outage grace needs
+			// (an election) times the service out at the deadline
+			// before, as etcd comes back, ahead of the client's retry.
+			// No token carries it: the client still holds Cur.
+			m := e.mem
+			m.Deadline, m.LastSeen = next.Deadline, next.LastSeen
+			e.setMem(m, true)
+		}
 		e.failedWrite()
 		return false, res.err
 	case res.ok || own && res.svc != nil && res.svc.ModRevision == e.svcRev:
