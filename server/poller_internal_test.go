@@ -117,47 +117,11 @@ func TestSettleWhileDraining(t *testing.T) {
 // answer is written meanwhile.
 func TestSlowReadersHoldTheirTenantsWritersOnly(t *testing.T) {
 	pl := newPoller(&Server{closing: make(chan struct{}), metrics: newServerMetrics(nil)})
-	var mu sync.Mutex
-	var clients []net.Conn
-	stop, done := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		for range pollWriters + 10 { // more than every writer
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			server, client := net.Pipe()
-			mu.Lock()
-			clients = append(clients, client)
-			mu.Unlock()
-			pl.parked.Add(1)
-			pl.finish(&parkedPoll{conn: server, tenant: "unread"}, []byte("answer"), false)
-		}
-	}()
-	t.Cleanup(func() {
-		close(stop)
-		for {
-			mu.Lock()
-			for _, c := range clients {
-				c.Close() // the writes fail, the writers end
-			}
-			mu.Unlock()
-			select {
-			case <-done:
-				return
-			case <-time.After(10 * time.Millisecond):
-			}
-		}
-	})
+	u := unreadAnswers(t, pl)
+	u.finish("unread", pollWriters+10) // more than every writer
 	// Until the loop waits: one answer more handed to finish than it
 	// writes, for a while.
-	blocked := func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(clients) == len(pl.writers)+1
-	}
+	blocked := func() bool { return u.count() == len(pl.writers)+1 }
 	for still := 0; still < 5; {
 		if blocked() {
 			still++
@@ -166,17 +130,9 @@ func TestSlowReadersHoldTheirTenantsWritersOnly(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	server, client := net.Pipe()
-	defer client.Close()
-	pl.parked.Add(1)
-	go pl.finish(&parkedPoll{conn: server, tenant: "other"}, []byte("answer"), false)
 	// Unfixed, the other tenant's answer waits for the unread ones' write
 	// deadline (30 s).
-	client.SetReadDeadline(time.Now().Add(10 * time.Second))
-	got := make([]byte, len("answer"))
-	if _, err := io.ReadFull(client, got); err != nil || string(got) != "answer" {
-		t.Fatalf("the other tenant's answer: %q, %v; want it written while the first tenant's clients read nothing", got, err)
-	}
+	otherTenantAnswered(t, pl, "the first tenant's clients read nothing")
 	pl.writingMu.Lock()
 	n := len(pl.writing["unread"].slots)
 	pl.writingMu.Unlock()
@@ -185,44 +141,28 @@ func TestSlowReadersHoldTheirTenantsWritersOnly(t *testing.T) {
 	}
 }
 
-// Tenants enough to take every writer with their shares, all their
-// clients reading nothing, do not hold another tenant's answer for their
-// writes' 30 s: a write of the tenants holding the most, stuck for
-// pollWriteCut, is cut to free a writer for it.
-func TestSlowReadersOfManyTenantsLeaveAWriter(t *testing.T) {
-	pl := newPoller(&Server{closing: make(chan struct{}), metrics: newServerMetrics(nil)})
-	var mu sync.Mutex
-	var clients []net.Conn
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	tenants := pollWriters / pollWritersPerTenant
-	for i := range tenants {
-		wg.Go(func() {
-			for range pollWritersPerTenant + 1 { // one more than its share
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				server, client := net.Pipe()
-				mu.Lock()
-				clients = append(clients, client)
-				mu.Unlock()
-				pl.parked.Add(1)
-				pl.finish(&parkedPoll{conn: server, tenant: "unread" + strconv.Itoa(i)}, []byte("answer"), false)
-			}
-		})
-	}
+// unread are answers handed to a poller's finish whose clients read
+// nothing; the test's end closes their connections, and so ends them.
+type unread struct {
+	pl      *poller
+	mu      sync.Mutex
+	clients []net.Conn
+	stop    chan struct{}
+	wg      sync.WaitGroup
+}
+
+func unreadAnswers(t *testing.T, pl *poller) *unread {
+	u := &unread{pl: pl, stop: make(chan struct{})}
 	t.Cleanup(func() {
-		close(stop)
+		close(u.stop)
 		done := make(chan struct{})
-		go func() { wg.Wait(); close(done) }()
+		go func() { u.wg.Wait(); close(done) }()
 		for {
-			mu.Lock()
-			for _, c := range clients {
+			u.mu.Lock()
+			for _, c := range u.clients {
 				c.Close() // the writes fail, the writers end
 			}
-			mu.Unlock()
+			u.mu.Unlock()
 			select {
 			case <-done:
 				return
@@ -230,26 +170,69 @@ func TestSlowReadersOfManyTenantsLeaveAWriter(t *testing.T) {
 			}
 		}
 	})
-	// Until every writer is busy, and each tenant waits for its own.
-	for {
-		mu.Lock()
-		n := len(clients)
-		mu.Unlock()
-		if n == pollWriters+tenants && len(pl.writers) == pollWriters {
-			break
+	return u
+}
+
+// finish hands n answers of tenant to finish, one after the other, on a
+// goroutine of their own.
+func (u *unread) finish(tenant string, n int) {
+	u.wg.Go(func() {
+		for range n {
+			select {
+			case <-u.stop:
+				return
+			default:
+			}
+			server, client := net.Pipe()
+			u.mu.Lock()
+			u.clients = append(u.clients, client)
+			u.mu.Unlock()
+			u.pl.parked.Add(1)
+			u.pl.finish(&parkedPoll{conn: server, tenant: tenant}, []byte("answer"), false)
 		}
+	})
+}
+
+// count is how many answers were handed to finish so far.
+func (u *unread) count() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return len(u.clients)
+}
+
+// Tenants enough to take every writer with their shares, all their
+// clients reading nothing, do not hold another tenant's answer for their
+// writes' 30 s: a write of the tenants holding the most, stuck for
+// pollWriteCut, is cut to free a writer for it.
+func TestSlowReadersOfManyTenantsLeaveAWriter(t *testing.T) {
+	pl := newPoller(&Server{closing: make(chan struct{}), metrics: newServerMetrics(nil)})
+	u := unreadAnswers(t, pl)
+	tenants := pollWriters / pollWritersPerTenant
+	for i := range tenants {
+		u.finish("unread"+strconv.Itoa(i), pollWritersPerTenant+1) // one more than its share
+	}
+	// Until every writer is busy, and each tenant waits for its own.
+	for u.count() != pollWriters+tenants || len(pl.writers) != pollWriters {
 		time.Sleep(10 * time.Millisecond)
 	}
+	// Unfixed, the other tenant's answer waits for a write deadline of the
+	// others (30 s).
+	otherTenantAnswered(t, pl, "the other tenants' clients read nothing")
+}
+
+// otherTenantAnswered finishes a poll of tenant "other" and fails the test
+// unless its client reads its answer within 10 s, while the others'
+// writes hang (while says why).
+func otherTenantAnswered(t *testing.T, pl *poller, while string) {
+	t.Helper()
 	server, client := net.Pipe()
 	defer client.Close()
 	pl.parked.Add(1)
 	go pl.finish(&parkedPoll{conn: server, tenant: "other"}, []byte("answer"), false)
-	// Unfixed, the other tenant's answer waits for a write deadline of the
-	// others (30 s).
 	client.SetReadDeadline(time.Now().Add(10 * time.Second))
 	got := make([]byte, len("answer"))
 	if _, err := io.ReadFull(client, got); err != nil || string(got) != "answer" {
-		t.Fatalf("the other tenant's answer: %q, %v; want it written while the other tenants' clients read nothing", got, err)
+		t.Fatalf("the other tenant's answer: %q, %v; want it written while %s", got, err, while)
 	}
 }
 
