@@ -27,6 +27,7 @@ type metrics struct {
 	watchStalls prometheus.Counter
 	leaseLost   prometheus.Counter
 	outages     prometheus.Counter
+	blips       prometheus.Counter
 	hedges      prometheus.Counter
 
 	copyBatch    prometheus.Histogram
@@ -97,6 +98,10 @@ func newMetrics(r prometheus.Registerer, hasPeer func() bool) metrics {
 			Name: "svcreg_store_etcd_outages_total",
 			Help: "Times this node reached etcd again after it could not for longer than it counts on its lease (three quarters of the node TTL): services whose deadline passed meanwhile get their full timeout again before this node times them out.",
 		}),
+		blips: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "svcreg_store_etcd_blips_total",
+			Help: "Times this node's reaper saw etcd answer again after its calls failed or took longer than 500 ms, while the node still counted on its lease (a leader election, a member restarting): services whose deadline passed meanwhile get their full timeout again before this node times them out.",
+		}),
 		hedges: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "svcreg_store_etcd_hedges_total",
 			Help: "Reads, heartbeat batches and API writes sent again, to another etcd member, because the first send had no answer within a tenth of the request timeout (a member that stopped answering, an election, a slow disk).",
@@ -122,7 +127,7 @@ func newMetrics(r prometheus.Registerer, hasPeer func() bool) metrics {
 	}
 	if r != nil {
 		r.MustRegister(m.Collectors()...)
-		r.MustRegister(m.heartbeats, m.inMemory, m.handovers, m.movesRefused, m.writesRefused, m.clockBehind, m.hbBatch, m.hbWaiting, m.spaceFull, m.conflicts, m.rewatches, m.watchStalls, m.leaseLost, m.outages, m.hedges, m.copyBatch, m.copyTime, m.copyFailures, m.copyRefusals)
+		r.MustRegister(m.heartbeats, m.inMemory, m.handovers, m.movesRefused, m.writesRefused, m.clockBehind, m.hbBatch, m.hbWaiting, m.spaceFull, m.conflicts, m.rewatches, m.watchStalls, m.leaseLost, m.outages, m.blips, m.hedges, m.copyBatch, m.copyTime, m.copyFailures, m.copyRefusals)
 		r.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "svcreg_store_heartbeat_copy_peer",
 			Help: "1 while this node has a peer to copy the heartbeats it answers from memory to; 0 with copies off, no other node, or none reachable: a service whose client dies with this node then times out up to the heartbeat slack late.",

@@ -31,6 +31,8 @@ import (
 // Timeouts stay conditional transactions, so every timeout is still
 // committed once; after an outage of the whole registry, a service whose
 // client died during it times out its full timeout after the outage.
+// A shorter outage, which this node rides out on its lease, is a blip
+// if its reaper noticed it (blip.go), and gives the same grace.
 //
 // A node that starts after an outage did not see it, and would time those
 // services out at once. So each node shows the outages it leaves services
@@ -73,6 +75,18 @@ type outages struct {
 	// the outages it saw, so once none is left this node knows them all.
 	joinRev int64
 	waiting map[string]bool
+
+	// The reaper's sight of etcd (see blips): reapOK is when (the store's
+	// clock, Unix ns) the last reaper pass began that ended seeing etcd, 0
+	// before the first; reapFailing that an etcd call of the reaper's
+	// failed and none has succeeded since; reapCall when (monotonic) the
+	// reaper sent its etcd call in flight, zero if none. blips are the
+	// spans the reaper could not see etcd for, kept until their grace is
+	// over; the node key does not show them.
+	reapOK      int64
+	reapFailing bool
+	reapCall    time.Time
+	blips       []outageSpan
 }
 
 // outageSpan is one outage: from the last renewal asked before it to the
@@ -110,21 +124,25 @@ func (o *outages) reached(askedAt, now time.Time, cutOff bool) (span outageSpan,
 // graced reports whether a service whose deadline (Unix ns) has passed at
 // now, and whose heartbeat timeout is timeout, is not to be timed out yet,
 // and until when: its deadline passed after the last renewal before an
-// outage (this node's, or one it adopted) whose grace (the timeout from
-// the outage's end) runs until after now, or after the last renewal
-// before the one going on (cutOff: this node does not count on its lease
-// now; until is then 0, not known yet), or this node has just joined a
+// outage (this node's, or one it adopted), or after the start of the last
+// reaper pass before a blip, whose grace (the timeout from the outage's
+// or blip's end) runs until after now, or after the last renewal before
+// the outage going on (cutOff: this node does not count on its lease
+// now), or after the start of the last reaper pass before the blip going
+// on (until is then 0, not known yet), or this node has just joined a
 // running registry and does not hold the service (held: this node's
 // memory has its deadline from a heartbeat it answered).
 func (o *outages) graced(deadline int64, timeout time.Duration, now int64, cutOff, held bool) (until int64, ok bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if cutOff && o.lastOK != 0 && deadline > o.lastOK {
+	if cutOff && o.lastOK != 0 && deadline > o.lastOK || o.reaperBlind() && deadline > o.reapBase() {
 		return 0, true
 	}
-	for _, s := range o.spans {
-		if end := s.end + int64(timeout); deadline > s.start && now < end {
-			until = max(until, end)
+	for _, spans := range [][]outageSpan{o.spans, o.blips} {
+		for _, s := range spans {
+			if end := s.end + int64(timeout); deadline > s.start && now < end {
+				until = max(until, end)
+			}
 		}
 	}
 	if !held && now < o.blind {
@@ -262,12 +280,14 @@ func (o *outages) showing(gen int) {
 func (o *outages) over(now int64, cutOff bool) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if cutOff && o.lastOK != 0 || now < o.blind {
+	if cutOff && o.lastOK != 0 || now < o.blind || o.reaperBlind() {
 		return false
 	}
-	for _, s := range o.spans {
-		if now < s.end+int64(maxGrace) {
-			return false
+	for _, spans := range [][]outageSpan{o.spans, o.blips} {
+		for _, s := range spans {
+			if now < s.end+int64(maxGrace) {
+				return false
+			}
 		}
 	}
 	return true

@@ -315,8 +315,15 @@ func (s *Store) unheldDue(ctx context.Context, t *tenant, due []dueEntry, wait b
 
 // reap times out every due service of every tenant (design item 7). Every
 // node runs it about once per ReapInterval; the conditions in timeOut make
-// the reapers' races harmless.
+// the reapers' races harmless. Its etcd calls are watched for blips
+// (blip.go).
 func (s *Store) reap(ctx context.Context) error {
+	start := s.now().UnixNano()
+	defer s.outages.reapPassEnded(start)
+	return s.reapPass(context.WithValue(ctx, reapPassKey{}, true))
+}
+
+func (s *Store) reapPass(ctx context.Context) error {
 	if _, alive := s.lease.get(); s.outages.over(s.now().UnixNano(), !alive) {
 		s.gracedDue.clear()
 	}

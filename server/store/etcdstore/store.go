@@ -600,8 +600,19 @@ func (s *Store) txnWithin(ctx context.Context, timeout time.Duration, as hedging
 }
 
 // txnSends is txnWithin, and how many times it sent the transaction
-// (more than once only if hedged).
+// (more than once only if hedged). A reaper pass's calls are watched for
+// blips (blip.go).
 func (s *Store) txnSends(ctx context.Context, timeout time.Duration, as hedging, what string, cmps []clientv3.Cmp, then, els []clientv3.Op) (*clientv3.TxnResponse, int, error) {
+	if done := s.reapCall(ctx); done != nil {
+		resp, sends, err := s.txnCall(ctx, timeout, as, what, cmps, then, els)
+		done(err)
+		return resp, sends, err
+	}
+	return s.txnCall(ctx, timeout, as, what, cmps, then, els)
+}
+
+// txnCall is txnSends, unwatched (see reapCall).
+func (s *Store) txnCall(ctx context.Context, timeout time.Duration, as hedging, what string, cmps []clientv3.Cmp, then, els []clientv3.Op) (*clientv3.TxnResponse, int, error) {
 	if l := s.late.Load(); l != nil && l.what == what && s.late.CompareAndSwap(l, nil) {
 		txn := s.cli.Txn(s.ctx).If(cmps...).Then(then...).Else(els...)
 		l.commit <- func() (bool, error) {
