@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/svcreg/svcreg/internal/testserver"
-	"github.com/svcreg/svcreg/server/store/etcdstore"
 )
 
 // A holder cut off from etcd for less than its lease, whose peer handed a
@@ -15,7 +14,7 @@ import (
 func TestRetryOfATokenOfAServiceDeletedFromItsCopy(t *testing.T) {
 	t.Parallel()
 	clock := new(testserver.Clock)
-	part, nodes := cutOffPair(t, etcdstore.Options{Prefix: registryPrefix(t), Clock: clock.Now, ReapInterval: 100 * time.Millisecond, NodeTTL: 4 * time.Second, RequestTimeout: time.Second, HeartbeatSlack: time.Minute})
+	part, nodes := cutOffPair(t, clock, 4*time.Second)
 	u := login(t, nodes[0], "deleted-from-copy")
 	var prev string
 	tok := u.create(nodes[0], "svc", 30)

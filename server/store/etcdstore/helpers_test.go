@@ -601,10 +601,13 @@ func testClient(t testing.TB, endpoints []string) *clientv3.Client {
 	return cli
 }
 
-// cutOffPair starts two nodes on the shared cluster with opts, the first
-// reaching etcd through a partition the test cuts and heals.
-func cutOffPair(t *testing.T, opts etcdstore.Options) (*partition, []*node) {
+// cutOffPair starts two nodes on the shared cluster, on clock, with
+// nodeTTL, a 1 s request timeout, a 100 ms reap interval and a minute's
+// heartbeat slack, the first reaching etcd through a partition the test
+// cuts and heals.
+func cutOffPair(t *testing.T, clock *testserver.Clock, nodeTTL time.Duration) (*partition, []*node) {
 	t.Helper()
+	opts := etcdstore.Options{Prefix: registryPrefix(t), Clock: clock.Now, ReapInterval: 100 * time.Millisecond, NodeTTL: nodeTTL, RequestTimeout: time.Second, HeartbeatSlack: time.Minute}
 	c := sharedCluster(t)
 	part := newPartition(t, c.Endpoints())
 	return part, []*node{startNode(t, part.Endpoints, opts), startNode(t, c.Endpoints(), opts)}

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/svcreg/svcreg/internal/testserver"
-	"github.com/svcreg/svcreg/server/store/etcdstore"
 )
 
 // A node that reads back a lost heartbeat commit of a service deleted
@@ -15,7 +14,7 @@ import (
 func TestReadBackOfDeletedServiceDoesNotHideItsNextIncarnation(t *testing.T) {
 	t.Parallel()
 	clock := new(testserver.Clock)
-	part, nodes := cutOffPair(t, etcdstore.Options{Prefix: registryPrefix(t), Clock: clock.Now, ReapInterval: 100 * time.Millisecond, NodeTTL: 2 * time.Second, RequestTimeout: time.Second, HeartbeatSlack: time.Minute})
+	part, nodes := cutOffPair(t, clock, 2*time.Second)
 	u := login(t, nodes[0], "lost-then-deleted")
 	tok := u.create(nodes[0], "svc", 3)
 	u.loseHeartbeatAnswer(nodes[0], "svc", tok)
