@@ -103,11 +103,7 @@ func TestEventCapGoesOnPastAFailingTenant(t *testing.T) {
 	c := sharedCluster(t)
 	ctx := context.Background()
 	cli := testClient(t, c.Endpoints())
-	s, err := etcdstore.Open(ctx, cli, etcdstore.Options{Prefix: registryPrefix(t), ReapInterval: -1, MaxEvents: 3, EventCapInterval: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := openStore(t, cli, etcdstore.Options{Prefix: registryPrefix(t), ReapInterval: -1, MaxEvents: 3, EventCapInterval: time.Hour})
 	const bad = 9
 	for i := range bad + 1 {
 		for j := range 6 {

@@ -24,13 +24,8 @@ func TestEventCapOfTwoNodesAtOnce(t *testing.T) {
 	cli := testClient(t, c.Endpoints())
 	const maxEvents = 10
 	open := func() *etcdstore.Store {
-		s, err := etcdstore.Open(ctx, cli, etcdstore.Options{Prefix: prefix, ReapInterval: -1,
+		return openStore(t, cli, etcdstore.Options{Prefix: prefix, ReapInterval: -1,
 			MaxEvents: maxEvents, MaxEventBytes: -1, EventCapInterval: time.Hour})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
 	}
 	a, b := open(), open()
 	for i := range maxEvents {

@@ -601,6 +601,17 @@ func testClient(t testing.TB, endpoints []string) *clientv3.Client {
 	return cli
 }
 
+// openStore opens a store on cli with opts, closed when the test ends.
+func openStore(t *testing.T, cli *clientv3.Client, opts etcdstore.Options) *etcdstore.Store {
+	t.Helper()
+	s, err := etcdstore.Open(t.Context(), cli, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
 // cutOffPair starts two nodes on the shared cluster, on clock, with
 // nodeTTL, a 1 s request timeout, a 100 ms reap interval and a minute's
 // heartbeat slack, the first reaching etcd through a partition the test
