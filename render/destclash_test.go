@@ -77,14 +77,7 @@ func TestConfigRefusesTheConfigFileAsADestination(t *testing.T) {
 // would write the file in turn at every pass.
 func TestConfigRefusesOneFileUnderTwoDirectories(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	real := filepath.Join(dir, "conf.d")
-	if err := os.Mkdir(real, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(real, filepath.Join(dir, "sites")); err != nil {
-		t.Fatal(err)
-	}
+	dir, real := linkedDir(t, "conf.d", "sites")
 	c := Config{Templates: []TemplateConfig{
 		{Contents: "a\n", Destination: filepath.Join(real, "x.conf")},
 		{Contents: "b\n", Destination: filepath.Join(dir, "sites", "x.conf")},
@@ -110,17 +103,25 @@ func TestConfigRefusesOneFileUnderTwoDirectories(t *testing.T) {
 // directory is refused too, as the same file under two directories is.
 func TestConfigRefusesADestinationThatIsASourceThroughALink(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	real := filepath.Join(dir, "real")
-	if err := os.Mkdir(real, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(real, filepath.Join(dir, "link")); err != nil {
-		t.Fatal(err)
-	}
+	dir, real := linkedDir(t, "real", "link")
 	src := writeFile(t, real, "a.tmpl", "{{range services}}{{.ID}}{{end}}\n")
 	c := Config{Templates: []TemplateConfig{{Source: src, Destination: filepath.Join(dir, "link", "a.tmpl")}}}
 	if err := c.Normalize(); err == nil || !strings.Contains(err.Error(), "a.tmpl") {
 		t.Errorf("err = %v; want the destination refused as the template's source", err)
 	}
+}
+
+// linkedDir makes, in a new temporary directory dir, a directory name and
+// a symbolic link to it, link; it returns dir and the directory's path.
+func linkedDir(t *testing.T, name, link string) (dir, real string) {
+	t.Helper()
+	dir = t.TempDir()
+	real = filepath.Join(dir, name)
+	if err := os.Mkdir(real, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(real, filepath.Join(dir, link)); err != nil {
+		t.Fatal(err)
+	}
+	return dir, real
 }
