@@ -106,14 +106,8 @@ func (o *outages) reapCallDone(sent, done time.Time, now int64, failed bool) (sp
 	if base == 0 || now <= base {
 		return outageSpan{}, false
 	}
-	kept := o.blips[:0]
-	for _, s := range o.blips {
-		if now < s.end+int64(maxGrace) {
-			kept = append(kept, s)
-		}
-	}
 	span = outageSpan{base, now}
-	o.blips = append(kept, span)
+	o.blips = append(inGrace(o.blips, now), span)
 	return span, true
 }
 

@@ -105,13 +105,7 @@ const maxGrace = 120 * time.Second
 func (o *outages) reached(askedAt, now time.Time, cutOff bool) (span outageSpan, ok bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	kept := o.spans[:0]
-	for _, s := range o.spans {
-		if now.UnixNano() < s.end+int64(maxGrace) {
-			kept = append(kept, s)
-		}
-	}
-	o.spans = kept
+	o.spans = inGrace(o.spans, now.UnixNano())
 	if cutOff && o.lastOK != 0 {
 		span, ok = outageSpan{o.lastOK, now.UnixNano()}, true
 		o.spans = append(o.spans, span)
@@ -119,6 +113,12 @@ func (o *outages) reached(askedAt, now time.Time, cutOff bool) (span outageSpan,
 	}
 	o.lastOK = max(o.lastOK, askedAt.UnixNano())
 	return span, ok
+}
+
+// inGrace returns spans without those whose longest grace is over at now,
+// in place.
+func inGrace(spans []outageSpan, now int64) []outageSpan {
+	return slices.DeleteFunc(spans, func(s outageSpan) bool { return now >= s.end+int64(maxGrace) })
 }
 
 // graced reports whether a service whose deadline (Unix ns) has passed at
