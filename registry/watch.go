@@ -395,7 +395,7 @@ func (w *Feed) after(events []Event, last string) ([]Event, error) {
 				if fromMarker && timeuuid.Compare(u, start) <= 0 {
 					continue // returned already
 				}
-				return out, fmt.Errorf("%w: %q after %q in a page asked for from marker %q; list again", ErrEventsOutOfOrder, ev.ID, prev, last)
+				return out, fmt.Errorf("%w: %s after %s in a page asked for from marker %s; list again", ErrEventsOutOfOrder, quotedText(ev.ID), quotedText(prev), quotedText(last))
 			}
 			pos = u
 		default:

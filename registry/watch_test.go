@@ -594,3 +594,40 @@ func TestFeedWaitsOutRetryAfterOfAFailedOverNode(t *testing.T) {
 		t.Errorf("the node that asked for a Retry-After of 3 s was polled %d times in 2.5 s (retried in %v); want once", n, waits)
 	}
 }
+
+// TestFeedOutOfOrderErrorShowsIDsCut: the error for events out of order
+// shows the registry's ids as its other errors do (ShownText): cut, and
+// with what does not show as itself escaped.
+func TestFeedOutOfOrderErrorShowsIDsCut(t *testing.T) {
+	t.Parallel()
+	long := "\u3164" + strings.Repeat("x", 1000)
+	event := func(id string) string { return fmt.Sprintf(`{"id":%q,"type":"service.join","payload":{"id":"x"}}`, id) }
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		values := []string{
+			event("00000003-0000-1000-8000-000000000000"),
+			event(long),
+			event("00000001-0000-1000-8000-000000000000"),
+		}
+		fmt.Fprintf(w, `{"values":[%s],"metadata":{"next_marker":null}}`, strings.Join(values, ","))
+	}))
+	defer api.Close()
+	c, err := registry.New(registry.Config{URL: api.URL + "/v1.0", Token: "t", Tenant: "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	feed := c.NewFeed("", registry.WatchOptions{Wait: time.Second})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		if _, err = feed.Next(ctx); err != nil {
+			break
+		}
+	}
+	if !errors.Is(err, registry.ErrEventsOutOfOrder) {
+		t.Fatalf("Next: %v; want an error matching ErrEventsOutOfOrder", err)
+	}
+	if msg := err.Error(); len(msg) > 1000 || strings.Contains(msg, "\u3164") {
+		t.Errorf("the error shows the id whole or unescaped (%d bytes): %.200q", len(msg), msg)
+	}
+}
