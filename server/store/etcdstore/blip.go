@@ -75,7 +75,7 @@ func (o *outages) reapBase() int64 {
 // call failed and none succeeded since, or the one in flight has stalled.
 // Called with o.mu held.
 func (o *outages) reaperBlind() bool {
-	return o.reapBase() != 0 && (o.reapFailing || !o.reapCall.IsZero() && time.Since(o.reapCall) > blipAfter)
+	return o.reapBase() != 0 && (o.reapFailing || !o.reapInFlight.IsZero() && time.Since(o.reapInFlight) > blipAfter)
 }
 
 // reapCallSent records that the reaper sent an etcd call at sent
@@ -83,7 +83,7 @@ func (o *outages) reaperBlind() bool {
 func (o *outages) reapCallSent(sent time.Time) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.reapCall = sent
+	o.reapInFlight = sent
 }
 
 // reapCallDone records that the reaper's call sent at sent answered at
@@ -93,7 +93,7 @@ func (o *outages) reapCallSent(sent time.Time) {
 func (o *outages) reapCallDone(sent, done time.Time, now int64, failed bool) (span outageSpan, ok bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.reapCall = time.Time{}
+	o.reapInFlight = time.Time{}
 	if failed {
 		o.reapFailing = true
 		return outageSpan{}, false

@@ -79,14 +79,14 @@ type outages struct {
 	// The reaper's sight of etcd (see blips): reapOK is when (the store's
 	// clock, Unix ns) the last reaper pass began that ended seeing etcd, 0
 	// before the first; reapFailing that an etcd call of the reaper's
-	// failed and none has succeeded since; reapCall when (monotonic) the
+	// failed and none has succeeded since; reapInFlight when (monotonic) the
 	// reaper sent its etcd call in flight, zero if none. blips are the
 	// spans the reaper could not see etcd for, kept until their grace is
 	// over; the node key does not show them.
-	reapOK      int64
-	reapFailing bool
-	reapCall    time.Time
-	blips       []outageSpan
+	reapOK       int64
+	reapFailing  bool
+	reapInFlight time.Time
+	blips        []outageSpan
 }
 
 // outageSpan is one outage: from the last renewal asked before it to the
