@@ -214,7 +214,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if reason != "feed-error" && reason != "undecodable-event" && reason != "too-many" && reason != "marker-expired" && reason != "out-of-order" {
+		if !slices.Contains([]string{"feed-error", "undecodable-event", "too-many", "marker-expired", "out-of-order"}, reason) {
 			backoff.Reset()
 			continue
 		}
