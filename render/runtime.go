@@ -330,12 +330,8 @@ func (r *Renderer) reconcileRuntime(ctx context.Context, g *Group, files []*file
 			continue
 		}
 		r.runtimes.looked[lookedKey(g, f.t)] = true
-		a, err := r.adapter(g, f.t)
-		if err != nil {
-			continue // checkRuntimes checked the settings
-		}
-		rc, ok := a.(runtime.Reconciler)
-		if !ok {
+		rc := r.reconciler(g, f.t)
+		if rc == nil {
 			continue
 		}
 		if r.Dry {
@@ -371,12 +367,8 @@ func (r *Renderer) reconcileReloaded(ctx context.Context, g *Group) {
 		if t.Runtime == "" {
 			continue
 		}
-		a, err := r.adapter(g, t)
-		if err != nil {
-			continue
-		}
-		rc, ok := a.(runtime.Reconciler)
-		if !ok {
+		rc := r.reconciler(g, t)
+		if rc == nil {
 			continue
 		}
 		installed, err := os.ReadFile(t.Destination)
@@ -394,6 +386,17 @@ func (r *Renderer) reconcileReloaded(ctx context.Context, g *Group) {
 			r.reconciled(g, t.Destination, sent, time.Since(start), "after the reload, the live state was not the installed file's (a server-state file loaded at the reload?); it is again", "after the reload")
 		}
 	}
+}
+
+// reconciler is the adapter of t's runtime if it can read and make the
+// live state (runtime.Reconciler), or nil.
+func (r *Renderer) reconciler(g *Group, t *Template) runtime.Reconciler {
+	a, err := r.adapter(g, t)
+	if err != nil {
+		return nil // checkRuntimes checked the settings
+	}
+	rc, _ := a.(runtime.Reconciler)
+	return rc
 }
 
 // reconciled logs, counts and shows on /healthz the commands sent to make
