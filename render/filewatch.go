@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"syscall"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -41,7 +40,7 @@ func WatchFiles(ctx context.Context, files []string, quiet time.Duration, change
 		}
 		abs = append(abs, a)
 	}
-	watched := map[string]fileID{}
+	watched := map[string]os.FileInfo{}
 	// rewatch watches the directories of the files and of their links'
 	// targets, each the one now at its name.
 	rewatch := func(first bool) error {
@@ -52,10 +51,10 @@ func WatchFiles(ctx context.Context, files []string, quiet time.Duration, change
 				dirs = append(dirs, filepath.Dir(r))
 			}
 		}
-		for d, id := range watched {
+		for d, was := range watched {
 			// A directory is another by its device and inode only: its
 			// size and time change with every file made in it.
-			if now := idOf(d); !slices.Contains(dirs, d) || now.dev != id.dev || now.ino != id.ino {
+			if !slices.Contains(dirs, d) || !os.SameFile(stat(d), was) {
 				w.Remove(d)
 				delete(watched, d)
 			}
@@ -64,14 +63,14 @@ func WatchFiles(ctx context.Context, files []string, quiet time.Duration, change
 			if _, ok := watched[d]; ok {
 				continue
 			}
-			id := idOf(d)
+			info := stat(d)
 			if err := w.Add(d); err != nil {
 				if first && slices.ContainsFunc(abs, func(a string) bool { return filepath.Dir(a) == d }) {
 					return fmt.Errorf("watch %s: %w", d, err)
 				}
 				continue // tried again at the next look
 			}
-			watched[d] = id
+			watched[d] = info
 		}
 		return nil
 	}
@@ -81,7 +80,7 @@ func WatchFiles(ctx context.Context, files []string, quiet time.Duration, change
 	seen := stateOf(abs)
 	look := func() {
 		rewatch(false)
-		if now := stateOf(abs); !slices.Equal(now, seen) {
+		if now := stateOf(abs); !slices.EqualFunc(now, seen, unchanged) {
 			seen = now
 			changed()
 		}
@@ -115,31 +114,29 @@ func WatchFiles(ctx context.Context, files []string, quiet time.Duration, change
 	}
 }
 
-// fileID is what tells a file from another, and a changed file from
-// itself: its device and inode, size and time of modification; zero for none.
-type fileID struct {
-	dev, ino uint64
-	size     int64
-	mtime    int64
-}
-
-func idOf(path string) fileID {
+// stat is the file at path, links followed, or nil if there is none.
+func stat(path string) os.FileInfo {
 	info, err := os.Stat(path)
 	if err != nil {
-		return fileID{}
+		return nil
 	}
-	id := fileID{size: info.Size(), mtime: info.ModTime().UnixNano()}
-	if st, ok := info.Sys().(*syscall.Stat_t); ok {
-		id.dev, id.ino = uint64(st.Dev), uint64(st.Ino)
-	}
-	return id
+	return info
 }
 
-// stateOf is what files are now, links followed.
-func stateOf(files []string) []fileID {
-	ids := make([]fileID, len(files))
+// stateOf is what files are now, links followed (stat).
+func stateOf(files []string) []os.FileInfo {
+	infos := make([]os.FileInfo, len(files))
 	for i, f := range files {
-		ids[i] = idOf(f)
+		infos[i] = stat(f)
 	}
-	return ids
+	return infos
+}
+
+// unchanged reports whether a and b (stat) are one file, of one size and
+// time of modification, or both none.
+func unchanged(a, b os.FileInfo) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return os.SameFile(a, b) && a.Size() == b.Size() && a.ModTime().Equal(b.ModTime())
 }
