@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/svcreg/svcreg/internal/flockwait"
 )
 
@@ -202,7 +204,7 @@ func lockFileOnce(ctx context.Context, log *slog.Logger, g *Group, name string) 
 			err = fmt.Errorf("%w: the lock file is a symbolic link; remove it", err)
 		}
 		if errors.Is(err, syscall.EROFS) || errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM) {
-			if syscall.Access(filepath.Dir(name), 2 /* W_OK */) == nil {
+			if unix.Access(filepath.Dir(name), unix.W_OK) == nil {
 				// Another user's lock file, in a directory this one
 				// may install in: going on without it would install
 				// what only the other's check saw.
