@@ -198,10 +198,11 @@ func parseConfig(text []byte) *config {
 // "from" (HAProxy 2.4 and later): "backend NAME from DEFAULTS", "defaults
 // [NAME] from DEFAULTS"; "" if none.
 func fromOf(words []string) string {
-	for i := 1; i <= 2 && i+1 < len(words); i++ {
-		if words[i] == "from" && (i == 2 || words[0] == "defaults") {
-			return words[i+1]
-		}
+	switch {
+	case words[0] == "defaults" && len(words) > 2 && words[1] == "from":
+		return words[2]
+	case len(words) > 3 && words[2] == "from":
+		return words[3]
 	}
 	return ""
 }

@@ -105,6 +105,8 @@ func TestPlanNeedsReload(t *testing.T) {
 		{"default-server in the defaults section named by from", named, named + "    server c 127.0.0.1:8003\n", "default-server"},
 		{"default-server reached through from twice", strings.Replace(named, "backend api from tuned", "defaults more from tuned\n    mode http\nbackend api from more", 1),
 			strings.Replace(named, "backend api from tuned", "defaults more from tuned\n    mode http\nbackend api from more", 1) + "    server c 127.0.0.1:8003\n", "default-server"},
+		{"default-server reached through an unnamed defaults section's from", strings.Replace(named, "backend api from tuned", "defaults from tuned\n    mode http\nbackend api", 1),
+			strings.Replace(named, "backend api from tuned", "defaults from tuned\n    mode http\nbackend api", 1) + "    server c 127.0.0.1:8003\n", "default-server"},
 		{"static algorithm in the defaults section named by from", strings.NewReplacer("default-server ssl verify none", "balance static-rr", "    balance roundrobin\n", "").Replace(named),
 			strings.NewReplacer("default-server ssl verify none", "balance static-rr", "    balance roundrobin\n", "").Replace(named) + "    server c 127.0.0.1:8003\n", "static"},
 		{"defaults section of another file", strings.Replace(base, "backend api", "backend api from elsewhere", 1),
