@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/svcreg/svcreg/internal/haproxytest"
+	"github.com/svcreg/svcreg/internal/testprog"
 	"github.com/svcreg/svcreg/internal/testserver"
 	"github.com/svcreg/svcreg/registry"
 	"github.com/svcreg/svcreg/render"
@@ -616,11 +617,8 @@ func TestExecReapsOrphans(t *testing.T) {
 			t.Parallel()
 			unshare := ""
 			if pid1 {
-				p, err := exec.LookPath("unshare")
-				if err != nil || os.Geteuid() != 0 {
-					t.Skip("needs root and unshare(1) to run svcreg as PID 1 of a new PID namespace")
-				}
-				unshare = p
+				testprog.NeedRoot(t, "to run svcreg as PID 1 of a new PID namespace")
+				unshare = testprog.Find(t, "unshare", "to run svcreg as PID 1 of a new PID namespace (apt-get install util-linux)")
 			}
 			f := newIDsFixture(t, "exec-orphans", `check = "grep -q web {{.Staged}}"`)
 			c, env, config, dest := f.c, f.env, f.config, f.dest
