@@ -40,7 +40,7 @@ func TestOpenAfterTheFileWasReplacedWhileItWaited(t *testing.T) {
 		s, err := boltstore.Open(live, boltstore.Options{ReapInterval: -1})
 		done <- opened{s, err}
 	}()
-	time.Sleep(500 * time.Millisecond) // Open has the file, and waits for its lock
+	waitOpened(t, path) // Open has the file, and waits for its lock
 	if err := os.Rename(filepath.Join(other, boltstore.FileName), path); err != nil {
 		t.Fatal(err)
 	}
@@ -56,5 +56,31 @@ func TestOpenAfterTheFileWasReplacedWhileItWaited(t *testing.T) {
 	}
 	if v.Value != "restored" {
 		t.Fatalf("the store serves %q, from the file no longer at %s", v.Value, path)
+	}
+}
+
+// waitOpened waits until the process has path open a second time (the
+// test holds it once), where /proc shows its descriptors; elsewhere it
+// gives the opener half a second.
+func waitOpened(t *testing.T, path string) {
+	t.Helper()
+	if _, err := os.Stat("/proc/self/fd"); err != nil {
+		time.Sleep(500 * time.Millisecond)
+		return
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		fds, _ := os.ReadDir("/proc/self/fd")
+		n := 0
+		for _, fd := range fds {
+			if target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name())); err == nil && target == path {
+				n++
+			}
+		}
+		if n >= 2 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s is not opened", path)
+		}
 	}
 }
