@@ -383,7 +383,7 @@ func (c *Config) Normalize() error {
 	if len(c.Templates) == 0 {
 		return errors.New("no templates: add a [[template]] or give --template SOURCE:DESTINATION")
 	}
-	dests, files := map[string]int{}, map[string]int{}
+	files := map[string]int{} // by destination, dirResolved
 	for i := range c.Templates {
 		t := &c.Templates[i]
 		where := fmt.Sprintf("template %d", i+1)
@@ -397,15 +397,14 @@ func (c *Config) Normalize() error {
 		// due, the runtime API's state).
 		t.Destination = filepath.Clean(t.Destination)
 		where = fmt.Sprintf("template %s", t.Name())
-		if j, dup := dests[t.Destination]; dup {
-			return fmt.Errorf("%s: destination %s is also template %d's", where, t.Destination, j+1)
-		}
-		dests[t.Destination] = i
 		// Nor under two directories that are one (a symbolic link to
 		// the other): the two would write the file in turn at every
 		// pass, each reloading.
 		resolved := dirResolved(t.Destination)
 		if j, dup := files[resolved]; dup {
+			if c.Templates[j].Destination == t.Destination {
+				return fmt.Errorf("%s: destination %s is also template %d's", where, t.Destination, j+1)
+			}
 			return fmt.Errorf("%s: destination %s is template %d's, %s, through a symbolic link", where, t.Destination, j+1, c.Templates[j].Destination)
 		}
 		files[resolved] = i
