@@ -226,13 +226,9 @@ func Restore(dir, src string) (replaced string, err error) {
 		// A link, not a rename: it fails rather than replace a file of
 		// that name, and the database stays in place until the restored
 		// one replaces it.
-		if err := os.Link(path, replaced); err != nil {
-			// A file system without hard links: a rename, once the name
-			// is seen free.
-			if _, serr := os.Lstat(replaced); !errors.Is(serr, fs.ErrNotExist) || os.Rename(path, replaced) != nil {
-				os.Remove(tmp)
-				return "", fmt.Errorf("keep the database it replaces: %w", err)
-			}
+		if err := linkNew(path, replaced); err != nil {
+			os.Remove(tmp)
+			return "", fmt.Errorf("keep the database it replaces: %w", err)
 		}
 	}
 	if err := os.Rename(tmp, path); err != nil {

@@ -94,17 +94,24 @@ func createFile(path string) error {
 	if err := db.Close(); err != nil {
 		return fmt.Errorf("create %s: %w", tmp, err)
 	}
-	if err := os.Link(tmp, path); err != nil && !errors.Is(err, fs.ErrExist) {
-		// A file system without hard links: a rename, once the name is
-		// seen free.
-		if _, serr := os.Lstat(path); !errors.Is(serr, fs.ErrNotExist) {
-			return fmt.Errorf("create %s: %w", path, err)
-		}
-		if err := os.Rename(tmp, path); err != nil {
-			return err
-		}
+	if err := linkNew(tmp, path); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("create %s: %w", path, err)
 	}
 	return fsync.Dir(filepath.Dir(path))
+}
+
+// linkNew gives the file old the name new too, failing (fs.ErrExist)
+// rather than replace a file of that name. On a file system without hard
+// links it renames old to new, once the name is seen free.
+func linkNew(old, new string) error {
+	err := os.Link(old, new)
+	if err == nil || errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	if _, serr := os.Lstat(new); !errors.Is(serr, fs.ErrNotExist) {
+		return err
+	}
+	return os.Rename(old, new)
 }
 
 // openBolt opens the file with bbolt, turning its errors, panics and
