@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"syscall"
 	"testing"
 	"time"
 
@@ -36,11 +37,41 @@ func TestAnotherUserCannotHoldTheLock(t *testing.T) {
 	// flock -n exits 0 having taken the lock, 1 when it is held, and
 	// another status when it cannot open the file.
 	cmd := exec.Command(setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", flock, "-n", lockName(g.dest), "sleep", "30")
+	// In a process group of its own, ended whole: flock's child (sleep)
+	// holds the lock too.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	time.Sleep(200 * time.Millisecond)
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); <-exited })
+	// Until flock has given up (it could not open the file) or holds
+	// the lock.
+	held := func() bool {
+		f, err := os.Open(lockName(g.dest))
+		if err != nil {
+			return false
+		}
+		defer f.Close()
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+			return true
+		}
+		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		return false
+	}
+	func() {
+		for deadline := time.Now().Add(10 * time.Second); !held(); {
+			select {
+			case <-exited:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("flock, run as nobody, neither took the lock nor gave up")
+			}
+		}
+	}()
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	res := g.r.Pass(sctx, set, snapshot(svc("web-1", []string{"www"}, map[string]string{"ip": "10.0.0.2"})))
