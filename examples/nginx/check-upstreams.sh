@@ -9,9 +9,19 @@ shift
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 mkdir -p "$dir/logs"
+built=$(nginx -V 2>&1)
 {
 	echo "pid $dir/nginx.pid; error_log stderr; events {}"
-	echo "http { access_log off; include $staged;"
+	# nginx makes its temporary directories and, run as root, gives them
+	# to its user (nobody here): its compiled-in ones are the running
+	# nginx's, whose workers could then not buffer to them.
+	# (A module built without has no such directive.)
+	echo "http { access_log off;"
+	for p in client_body proxy fastcgi uwsgi scgi; do
+		case $built in *--without-http_${p}_module*) continue ;; esac
+		echo "  ${p}_temp_path $dir/$p;"
+	done
+	echo "  include $staged;"
 	for u in "$@"; do
 		echo "  server { listen 127.0.0.1:1; server_name $u; location / { proxy_pass http://$u; } }"
 	done
