@@ -205,7 +205,8 @@ func startNginx(t *testing.T, http, server string) string {
 	}
 	conf := filepath.Join(dir, "nginx.conf")
 	text := fmt.Sprintf("pid %[1]s/nginx.pid;\nerror_log %[1]s/logs/error.log;\nevents { worker_connections 64; }\n"+
-		"http {\n    access_log off;\n%[2]s    server {\n        listen 127.0.0.1:%[3]d;\n%[4]s    }\n}\n", dir, http, port, server)
+		"http {\n    access_log off;\n%[5]s%[2]s    server {\n        listen 127.0.0.1:%[3]d;\n%[4]s    }\n}\n", dir, http, port, server,
+		testprog.NginxTempPaths(t, bin, dir))
 	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}

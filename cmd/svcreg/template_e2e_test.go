@@ -185,13 +185,14 @@ worker_processes 1;
 events { worker_connections 128; }
 http {
     access_log off;
+%[4]s
     include %[2]s;
     server {
         listen 127.0.0.1:%[3]d;
         location / { proxy_pass http://www; proxy_next_upstream error timeout; }
     }
 }
-`, n.prefix, n.upstreams, n.port)
+`, n.prefix, n.upstreams, n.port, testprog.NginxTempPaths(t, n.bin, n.prefix))
 	if err := os.WriteFile(n.conf, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}

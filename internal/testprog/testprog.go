@@ -59,3 +59,24 @@ func InCI() bool {
 	v := strings.ToLower(os.Getenv("CI"))
 	return v != "" && v != "false" && v != "0"
 }
+
+// NginxTempPaths are the directives of an http block that keep nginx's
+// temporary directories in dir. nginx, run as root (as the tests are in
+// CI), makes its compiled-in ones (/var/lib/nginx/body, ...) its user's,
+// nobody for a config without a user directive: the machine's own nginx
+// could then not buffer to them until its next reload. A module nginx was
+// built without has no such directive.
+func NginxTempPaths(t testing.TB, bin, dir string) string {
+	t.Helper()
+	v, err := exec.Command(bin, "-V").CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s -V: %v: %s", bin, err, v)
+	}
+	var b strings.Builder
+	for _, p := range []string{"client_body", "proxy", "fastcgi", "uwsgi", "scgi"} {
+		if !strings.Contains(string(v), "--without-http_"+p+"_module") {
+			fmt.Fprintf(&b, "    %s_temp_path %s;\n", p, filepath.Join(dir, p))
+		}
+	}
+	return b.String()
+}
