@@ -1,8 +1,9 @@
 # The test suite needs nginx and haproxy (the renderer's end-to-end tests run
-# against the real programs) and chromium (the dashboard's and status page's
-# browser tests); `make test` installs them from Debian packages when they are
-# missing. Without them those tests skip, saying so, unless CI is set
-# (.ci/run sets it): then they fail. The server's conformance suite runs on
+# against the real programs), chromium (the dashboard's and status page's
+# browser tests) and systemd-analyze (the example units' test); `make test`
+# installs them from Debian packages when they are missing. Without them
+# those tests skip, saying so, unless CI is set (.ci/run sets it): then they
+# fail. The server's conformance suite runs on
 # both stores in the one `go test` run, each test as the subtests bolt and
 # etcd (the etcd store over a real etcd member, a process of its own that
 # internal/etcdtest builds without -race); SVCREG_TEST_STORE=bolt
@@ -54,8 +55,9 @@ test: deps
 	$(GO) test -race -p $(PARALLEL) $(TAGS) -timeout 30m $(SLOW) ./...
 
 deps:
-	@command -v nginx >/dev/null 2>&1 && command -v haproxy >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1 || \
-		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y nginx haproxy chromium; }
+	@command -v nginx >/dev/null 2>&1 && command -v haproxy >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1 && \
+		command -v systemd-analyze >/dev/null 2>&1 || \
+		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y nginx haproxy chromium systemd; }
 
 build:
 	$(GO) build -o bin/ ./cmd/...

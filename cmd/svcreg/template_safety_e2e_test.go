@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/svcreg/svcreg/internal/testprog"
 	"github.com/svcreg/svcreg/internal/testserver"
 	"github.com/svcreg/svcreg/registry"
 	"github.com/svcreg/svcreg/render"
@@ -462,23 +461,16 @@ func TestNginxCheckScriptCleansUp(t *testing.T) {
 // throwaway config's user's, nobody: until nginx's next reload gave them
 // back, its workers could buffer no request body or response to disk,
 // and a check that refused a file left them so. Run here with every file
-// system read-only but the check's TMPDIR, so that any such write fails.
+// system read-only but the check's TMPDIR (and nginx's own temporary
+// directories empty), so that any such write fails.
 func TestNginxCheckScriptWritesOnlyItsOwnDirectory(t *testing.T) {
 	t.Parallel()
-	testprog.NeedRoot(t, "to run the check as root, in a mount namespace of its own")
-	unshare := testprog.Find(t, "unshare", "to make the file systems read-only for the check (apt-get install util-linux)")
-	program(t, "nginx")
 	dir := t.TempDir()
 	good := filepath.Join(dir, "good.conf")
 	writeFile(t, good, "upstream www { server 10.0.0.1:80; }\n")
 	tmp := t.TempDir()
-	script := `set -e
-mount --make-rprivate /
-mount --bind "$TMPDIR" "$TMPDIR"
-mount -o remount,bind,ro /
-exec sh "$@"`
-	cmd := exec.Command(unshare, "-m", "sh", "-c", script, "sh", repoFile("examples/nginx/check-upstreams.sh"), good, "www")
-	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
+	cmd := sandboxed(t, []string{tmp}, "sh", repoFile("examples/nginx/check-upstreams.sh"), good, "www")
+	cmd.Env = append(cmd.Env, "TMPDIR="+tmp)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("the check of a good file, with nothing writable but its TMPDIR: %v: %s", err, out)
 	}
