@@ -9,13 +9,21 @@ package main
 // (no launcher that fetches its own browser).
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
+	"log"
 	"maps"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -777,4 +785,109 @@ func TestUIFeedFollowsANextMarkerAtOnce(t *testing.T) {
 	start := time.Now()
 	b.wait(want, `document.getElementById('ev-pause').textContent === `+js(want))
 	t.Logf("%d updates, all shown %v after the last", n, time.Since(start))
+}
+
+// A next page that does not start with the event its next_marker named
+// lost that event (the event cap or retention deleted it as the newest it
+// deleted, which gets no 410): the page lists again and follows from
+// there, as after a 410. A proxy in front of the server pages the feed two
+// events at a time, holds the page's long-poll while a configuration
+// value's update is written between service updates so that it is the
+// next page's first event, and drops it from that page: only a list again
+// shows the value.
+func TestUIFeedListsAgainAfterALostNextMarkerEvent(t *testing.T) {
+	t.Parallel()
+	b := newBrowser(t)
+	srv := startServerProcess(t, "--data-dir", t.TempDir())
+	a := login(t, srv.url, "dev")
+	must(t, a, "POST", "/services", map[string]any{"id": "web-1", "heartbeat_timeout": 100}, 201)
+
+	target, err := url.Parse(srv.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu      sync.Mutex
+		hold    = true                   // the next long-poll waits for release
+		held    = make(chan struct{}, 1) // a long-poll is held
+		release = make(chan struct{})
+		dropped atomic.Value // the id of the event dropped
+	)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	proxy.ErrorLog = log.New(io.Discard, "", 0) // the page's last long-poll, cut at the end
+	proxy.ModifyResponse = func(resp *http.Response) error {
+		q := resp.Request.URL.Query()
+		if !strings.HasSuffix(resp.Request.URL.Path, "/events") || q.Has("wait") || q.Get("marker") == "" || dropped.Load() != nil {
+			return nil
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return err
+		}
+		var page map[string]json.RawMessage
+		var values []struct {
+			ID   string `json:"id"`
+			Type string `json:"type"`
+		}
+		var raw []json.RawMessage
+		if json.Unmarshal(body, &page) == nil && json.Unmarshal(page["values"], &values) == nil && json.Unmarshal(page["values"], &raw) == nil &&
+			len(values) > 0 && values[0].ID == q.Get("marker") && strings.HasPrefix(values[0].Type, "configuration_value.") {
+			page["values"], _ = json.Marshal(raw[1:])
+			body, _ = json.Marshal(page)
+			dropped.Store(values[0].ID)
+		}
+		resp.Body = io.NopCloser(bytes.NewReader(body))
+		resp.ContentLength = int64(len(body))
+		resp.Header.Set("Content-Length", strconv.Itoa(len(body)))
+		return nil
+	}
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Header.Del("Accept-Encoding")
+		if strings.HasSuffix(r.URL.Path, "/events") {
+			q := r.URL.Query()
+			if q.Get("limit") == "1000" {
+				q.Set("limit", "2")
+				r.URL.RawQuery = q.Encode()
+			}
+			mu.Lock()
+			wait := q.Has("wait") && hold
+			if wait {
+				hold = false
+			}
+			mu.Unlock()
+			if wait {
+				held <- struct{}{}
+				select {
+				case <-release:
+				case <-r.Context().Done():
+					return
+				}
+			}
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(func() {
+		front.CloseClientConnections() // the page's long-poll
+		front.Close()
+	})
+
+	b.signIn(front.URL, "dev", "dev")
+	select {
+	case <-held:
+	case <-time.After(browserTimeout):
+		t.Fatal("the page's long-poll did not come")
+	}
+	for i, path := range []string{"/services/web-1", "/services/web-1", "/configuration/lost-value", "/services/web-1"} {
+		if strings.HasPrefix(path, "/services/") {
+			must(t, a, "PUT", path, map[string]any{"heartbeat_timeout": 101 + i}, 204)
+		} else {
+			must(t, a, "PUT", path, map[string]string{"value": "shown after a list again"}, 204)
+		}
+	}
+	close(release)
+	b.wait("the configuration value whose event was dropped", `document.getElementById('view-config').textContent.includes('lost-value')`)
+	if dropped.Load() == nil {
+		t.Fatal("the proxy dropped no event: the page never asked for the page the value's update began")
+	}
 }
