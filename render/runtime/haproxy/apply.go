@@ -459,6 +459,10 @@ func accepted(cmd, out string) bool {
 // stopping, answers a command that would change one of its servers.
 const proxyDisabled = "Proxy is disabled."
 
+// noSuchServer is HAProxy's answer to a command that names a server its
+// backend does not have.
+const noSuchServer = "No such server."
+
 func firstLine(s string) string {
 	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
 	if s == "" {
@@ -668,11 +672,11 @@ func (a *Adapter) drainLoop(ctx context.Context) error {
 			return nil
 		}
 		a.mu.Unlock()
-		busy, err := a.busy(ctx, looked, iids)
+		busy, gone, err := a.busy(ctx, looked, iids)
 		if err != nil {
 			return err
 		}
-		if err := a.sweep(ctx, looked, busy); err != nil {
+		if err := a.sweep(ctx, looked, busy, gone); err != nil {
 			return err
 		}
 		select {
@@ -686,9 +690,10 @@ func (a *Adapter) drainLoop(ctx context.Context) error {
 
 // sweep takes each drain under way a step, backend by backend: a drain
 // whose server has no sessions left (looked holds the drains busy was
-// asked about, busy its answer: a drain an Apply replaced since waits for
-// the next look) or is past the drain timeout runs its commands; then the
-// deletions due are tried. A backend's drains go together: one round trip
+// asked about, busy and gone its answer: a drain an Apply replaced since
+// waits for the next look) or is past the drain timeout runs its
+// commands, and one whose server the process that answers does not have
+// (gone) is over; then the deletions due are tried. A backend's drains go together: one round trip
 // for their commands, one for their deletions, one for the stand-ins that
 // drain next, each reading the backend's state back once, so that a
 // thousand servers leaving cost three round trips rather than two
@@ -696,7 +701,7 @@ func (a *Adapter) drainLoop(ctx context.Context) error {
 // a time, so that an Apply waits for one backend's round trips at most; a
 // drain that an Apply ended or replaced meanwhile is not in a.drains any
 // more, or is the new one.
-func (a *Adapter) sweep(ctx context.Context, looked map[string]*drain, busy map[string]bool) error {
+func (a *Adapter) sweep(ctx context.Context, looked map[string]*drain, busy, gone map[string]bool) error {
 	a.mu.Lock()
 	byBackend := map[string][]string{}
 	for id, d := range a.drains {
@@ -707,7 +712,7 @@ func (a *Adapter) sweep(ctx context.Context, looked map[string]*drain, busy map[
 		ids := byBackend[b]
 		slices.Sort(ids)
 		a.mu.Lock()
-		err := a.sweepBackend(ctx, b, ids, looked, busy)
+		err := a.sweepBackend(ctx, b, ids, looked, busy, gone)
 		a.mu.Unlock()
 		if err != nil {
 			return err
@@ -717,7 +722,7 @@ func (a *Adapter) sweep(ctx context.Context, looked map[string]*drain, busy map[
 }
 
 // sweepBackend is sweep for backend b's drains ids, with mu held.
-func (a *Adapter) sweepBackend(ctx context.Context, b string, ids []string, looked map[string]*drain, busy map[string]bool) error {
+func (a *Adapter) sweepBackend(ctx context.Context, b string, ids []string, looked map[string]*drain, busy, gone map[string]bool) error {
 	var due, deleting []*drain
 	var cmds []string
 	var ranges [][2]int // each due drain's commands in cmds
@@ -728,6 +733,15 @@ func (a *Adapter) sweepBackend(ctx context.Context, b string, ids []string, look
 		case d == nil:
 		case !d.deleting.IsZero():
 			deleting = append(deleting, d)
+		case looked[id] == d && gone[id]:
+			// A reload replaced the process that had the server (an
+			// operator's, since the renderer's own ends the drains),
+			// and an Apply since made the drain look at the new one,
+			// which loaded the installed file: the server has left (or
+			// is at its new address, with no stand-in). Its sessions on
+			// the old process end as it stops.
+			a.log.Info("the server that drained is not live any more (HAProxy was reloaded); the drain ends", "server", d.id)
+			delete(a.drains, id)
 		case looked[id] != d || (busy[id] && now.Before(d.deadline)):
 		default:
 			start := len(cmds)
@@ -812,7 +826,9 @@ func (a *Adapter) deleteDrained(ctx context.Context, b string, ds []*drain) erro
 	}
 	for i, d := range ds {
 		cmd, out := cmds[i], outs[i]
-		if accepted(cmd, out) {
+		if accepted(cmd, out) || out == noSuchServer {
+			// No such server: a reload replaced the process that had
+			// it, and the new one does not have it either.
 			a.log.Debug("HAProxy runtime API", "command", cmd, "answer", out)
 			delete(a.drains, d.id)
 			continue
@@ -824,13 +840,16 @@ func (a *Adapter) deleteDrained(ctx context.Context, b string, ds []*drain) erro
 	return nil
 }
 
-// busy returns the servers among ids (the keys: "backend/server") that still have sessions or queued
-// requests; a server missing from HAProxy's answer counts as busy. It asks
+// busy returns the servers among ids (the keys: "backend/server") that
+// still have sessions or queued requests, and those that are gone: not
+// servers of their backend in the process that answers (a reload
+// replaced the one that had them). A server missing from an answer that
+// does not list its backend's servers counts as busy. It asks
 // "show stat" by the backend's numeric id, not its name: by name, a
 // frontend of the same name is found first, and no server is listed.
 // iids holds the ids found so far, by backend name; it is the drain
 // loop's own.
-func (a *Adapter) busy(ctx context.Context, ids map[string]*drain, iids map[string]string) (map[string]bool, error) {
+func (a *Adapter) busy(ctx context.Context, ids map[string]*drain, iids map[string]string) (busy, gone map[string]bool, _ error) {
 	backends := map[string]bool{}
 	for id := range ids {
 		b, _, _ := strings.Cut(id, "/")
@@ -838,49 +857,56 @@ func (a *Adapter) busy(ctx context.Context, ids map[string]*drain, iids map[stri
 	}
 	sessions := map[string]int{}
 	for _, b := range slices.Sorted(maps.Keys(backends)) {
-		if err := a.sessions(ctx, b, iids, sessions); err != nil {
-			return nil, err
+		listed, err := a.sessions(ctx, b, iids, sessions)
+		if err != nil {
+			return nil, nil, err
 		}
+		backends[b] = listed
 	}
-	out := map[string]bool{}
+	busy, gone = map[string]bool{}, map[string]bool{}
 	for id := range ids {
-		if n, ok := sessions[id]; !ok || n > 0 {
-			out[id] = true
+		b, _, _ := strings.Cut(id, "/")
+		n, ok := sessions[id]
+		switch {
+		case !ok && backends[b]:
+			gone[id] = true
+		case !ok || n > 0:
+			busy[id] = true
 		}
 	}
-	return out, nil
+	return busy, gone, nil
 }
 
-// sessions adds backend b's servers' sessions to into, by server id. b's
-// numeric id is read from "show servers state b" the first time, and
-// again when the id lists no server of b (a reload numbered the proxies
-// anew).
-func (a *Adapter) sessions(ctx context.Context, b string, iids map[string]string, into map[string]int) error {
+// sessions adds backend b's servers' sessions to into, by server id;
+// listed says that they are all of b's servers. b's numeric id is read
+// from "show servers state b" the first time, and again when the id lists
+// no server of b (a reload numbered the proxies anew).
+func (a *Adapter) sessions(ctx context.Context, b string, iids map[string]string, into map[string]int) (listed bool, _ error) {
 	for again := false; ; again = true {
 		iid, ok := iids[b]
 		if !ok || again {
 			answer, err := a.watch.run(ctx, "show servers state "+b)
 			if err != nil {
-				return err
+				return false, err
 			}
 			col, rows, err := stateRows(answer, "be_id", "be_name")
 			if err != nil {
-				return &runtime.Failure{Step: "drain", Err: fmt.Errorf("show servers state %s: %w", b, err)}
+				return false, &runtime.Failure{Step: "drain", Err: fmt.Errorf("show servers state %s: %w", b, err)}
 			}
 			i := slices.IndexFunc(rows, func(f []string) bool { return f[col["be_name"]] == b })
 			if i < 0 {
-				return nil // no server: every drained one is missing
+				return true, nil // no server: every drained one is gone
 			}
 			iid = rows[i][col["be_id"]]
 			iids[b] = iid
 		}
 		answer, err := a.watch.run(ctx, "show stat "+iid+" 4 -1")
 		if err != nil {
-			return err
+			return false, err
 		}
 		m, err := parseSessions(answer)
 		if err != nil {
-			return &runtime.Failure{Step: "drain", Err: fmt.Errorf("show stat %s (backend %s): %w", iid, b, err)}
+			return false, &runtime.Failure{Step: "drain", Err: fmt.Errorf("show stat %s (backend %s): %w", iid, b, err)}
 		}
 		found := false
 		for id, n := range m {
@@ -889,7 +915,7 @@ func (a *Adapter) sessions(ctx context.Context, b string, iids map[string]string
 			}
 		}
 		if found || again {
-			return nil
+			return found, nil
 		}
 	}
 }

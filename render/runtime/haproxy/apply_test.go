@@ -320,6 +320,50 @@ func TestApplyDrainEndsWhenAReloadRemovedTheServer(t *testing.T) {
 	}
 }
 
+// An operator reloads HAProxy while a server that left drains, and the
+// next change is applied before the drain looks again: the new process
+// has no such server (it loaded the installed file). The drain ends; it
+// does not wait for its timeout and then fail on a server the new process
+// never had, which would reload the group for nothing.
+func TestApplyAfterAReloadEndsTheDrain(t *testing.T) {
+	t.Parallel()
+	sl, h, v1, v2, done := drainSetup(t)
+	bg := newBackground()
+	a, err := New(runtime.Settings{Socket: h.Socket, DrainTimeout: 3 * time.Second, Go: bg.goFn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := planApply(t, a, h, v1, v2); err != nil {
+		t.Fatal(err)
+	}
+	old := h.Worker(t)
+	if out, err := exec.Command("sh", "-c", h.ReloadCommand()).CombinedOutput(); err != nil {
+		t.Fatalf("reload: %v %s", err, out)
+	}
+	for h.Worker(t) == old {
+		time.Sleep(10 * time.Millisecond)
+	}
+	c := newCounter(t, "c")
+	v3 := v2 + srvLine("c", c, "")
+	if err := planApply(t, a, h, v2, v3); err != nil {
+		t.Fatal(err)
+	}
+	sl.release <- struct{}{}
+	<-done
+	ended := make(chan struct{})
+	go func() { bg.wg.Wait(); close(ended) }()
+	select {
+	case <-ended:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the drain still waits after 20 s")
+	}
+	select {
+	case err := <-bg.errs:
+		t.Fatalf("the drain failed: %v", err)
+	default:
+	}
+}
+
 // A frontend named as the backend: "show stat api" would list its
 // frontend alone. The drain still sees the server's request end, and
 // deletes the server then, not at its timeout.
@@ -755,11 +799,33 @@ func TestSweepSkipsADrainReplacedSinceTheLook(t *testing.T) {
 	// No connection: a step would fail.
 	a := &Adapter{cli: &cli{network: "unix", address: filepath.Join(t.TempDir(), "none"), timeout: time.Second},
 		drains: map[string]*drain{"api/s": now}, lives: map[string]map[string]liveServer{}}
-	if err := a.sweep(context.Background(), map[string]*drain{"api/s": looked}, map[string]bool{}); err != nil {
+	if err := a.sweep(context.Background(), map[string]*drain{"api/s": looked}, map[string]bool{}, nil); err != nil {
 		t.Fatalf("a sweep took a step on a drain replaced since its look: %v", err)
 	}
 	if a.drains["api/s"] != now || !now.deleting.IsZero() {
 		t.Error("the replaced drain moved on")
+	}
+}
+
+// A drained server whose deletion is due, in a HAProxy reloaded since
+// without it: "del server" finds no such server, which is what it was
+// to do, not a failure (which would reload the group).
+func TestSweepDeletionOfAServerAReloadRemoved(t *testing.T) {
+	t.Parallel()
+	o := newCounter(t, "o")
+	h := haproxytest.Start(t, backendsFile(srvLine("o", o, "")), true)
+	a, err := New(runtime.Settings{Socket: h.Socket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ad := a.(*Adapter)
+	d := &drain{id: "api/s", del: true, deadline: time.Now().Add(time.Minute), deleting: time.Now().Add(time.Minute)}
+	ad.drains["api/s"] = d
+	if err := ad.sweep(context.Background(), map[string]*drain{}, map[string]bool{}, nil); err != nil {
+		t.Fatalf("the deletion of a server HAProxy does not have failed: %v", err)
+	}
+	if len(ad.drains) != 0 {
+		t.Errorf("drains left: %v", ad.drains)
 	}
 }
 
