@@ -400,20 +400,6 @@ func (a *Adapter) drained(ctx context.Context, err error) error {
 	return nil
 }
 
-// send runs commands that change the state of a backend, several to a
-// round trip, checks HAProxy's answers, and reads the backend's state
-// back in the same round trip for the next apply to start from.
-func (a *Adapter) send(ctx context.Context, backend string, cmds ...string) error {
-	if len(cmds) == 0 {
-		return nil
-	}
-	outs, err := a.exchange(ctx, backend, cmds)
-	if err != nil {
-		return err
-	}
-	return a.accepted(cmds, outs)
-}
-
 // exchange runs commands that change the state of a backend and reads
 // the backend's state back: the answers to the commands, and the state
 // kept as the one the next apply starts from (forgotten if unreadable).
@@ -777,8 +763,7 @@ func (a *Adapter) sweepBackend(ctx context.Context, b string, ids []string, look
 			a.watch.fresh()
 			return nil
 		}
-		next := map[string][]string{} // stand-ins' drain commands, by backend
-		var nexts []*drain
+		next := map[string][]*drain{} // stand-ins to drain, by backend
 		for i, d := range due {
 			r := ranges[i]
 			if err := a.accepted(cmds[r[0]:r[1]], outs[r[0]:r[1]]); err != nil {
@@ -791,21 +776,44 @@ func (a *Adapter) sweepBackend(ctx context.Context, b string, ids []string, look
 			}
 			delete(a.drains, d.id)
 			if n := d.next; n != nil {
-				next[n.backend()] = append(next[n.backend()], "set server "+n.id+" state drain")
-				nexts = append(nexts, n)
+				next[n.backend()] = append(next[n.backend()], n)
 			}
 		}
 		for _, nb := range sortedKeys(next) {
-			if err := a.send(ctx, nb, next[nb]...); err != nil {
+			if err := a.drainStandins(ctx, nb, next[nb]); err != nil {
 				return err
 			}
 		}
-		for _, n := range nexts {
-			n.deadline = time.Now().Add(a.drainTimeout)
-			a.drains[n.id] = n
-		}
 	}
 	return a.deleteDrained(ctx, b, deleting)
+}
+
+// drainStandins puts the stand-ins ns of backend b in drain state, in one
+// round trip, and adds their drains. A stand-in the process that answers
+// does not have (a reload replaced the one it was added to, and the new
+// one loaded the installed file, in which the moved server is at its new
+// address) has nothing to drain.
+func (a *Adapter) drainStandins(ctx context.Context, b string, ns []*drain) error {
+	cmds := make([]string, len(ns))
+	for i, n := range ns {
+		cmds[i] = "set server " + n.id + " state drain"
+	}
+	outs, err := a.exchange(ctx, b, cmds)
+	if err != nil {
+		return err
+	}
+	for i, n := range ns {
+		if outs[i] == noSuchServer {
+			a.log.Info("the stand-in of a moved server is not live any more (HAProxy was reloaded); nothing to drain", "server", n.id)
+			continue
+		}
+		if err := a.accepted(cmds[i:i+1], outs[i:i+1]); err != nil {
+			return err
+		}
+		n.deadline = time.Now().Add(a.drainTimeout)
+		a.drains[n.id] = n
+	}
+	return nil
 }
 
 // deleteDrained tries to delete drained servers of backend b in one round

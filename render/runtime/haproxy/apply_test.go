@@ -320,48 +320,70 @@ func TestApplyDrainEndsWhenAReloadRemovedTheServer(t *testing.T) {
 	}
 }
 
-// An operator reloads HAProxy while a server that left drains, and the
-// next change is applied before the drain looks again: the new process
-// has no such server (it loaded the installed file). The drain ends; it
-// does not wait for its timeout and then fail on a server the new process
-// never had, which would reload the group for nothing.
+// An operator reloads HAProxy while a server that left, or moved, drains,
+// and the next change is applied before the drain looks again: the new
+// process loaded the installed file (no such server, or the server at its
+// new address and no stand-in). The drain ends; it does not fail on a
+// server the new process never had (at once, or at the drain timeout),
+// which would reload the group for nothing.
 func TestApplyAfterAReloadEndsTheDrain(t *testing.T) {
 	t.Parallel()
-	sl, h, v1, v2, done := drainSetup(t)
-	bg := newBackground()
-	a, err := New(runtime.Settings{Socket: h.Socket, DrainTimeout: 3 * time.Second, Go: bg.goFn})
-	if err != nil {
-		t.Fatal(err)
+	for _, move := range []bool{false, true} {
+		t.Run(fmt.Sprint("move=", move), func(t *testing.T) {
+			t.Parallel()
+			sl, h, v1, v2, done := drainSetup(t)
+			var s2 *counter
+			if move {
+				s2 = newCounter(t, "s2")
+				v2 = strings.Replace(v1, fmt.Sprintf("server s 127.0.0.1:%d", sl.port), fmt.Sprintf("server s 127.0.0.1:%d", s2.port), 1)
+			}
+			bg := newBackground()
+			a, err := New(runtime.Settings{Socket: h.Socket, DrainTimeout: 3 * time.Second, Go: bg.goFn})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := planApply(t, a, h, v1, v2); err != nil {
+				t.Fatal(err)
+			}
+			old := h.Worker(t)
+			if out, err := exec.Command("sh", "-c", h.ReloadCommand()).CombinedOutput(); err != nil {
+				t.Fatalf("reload: %v %s", err, out)
+			}
+			for h.Worker(t) == old {
+				time.Sleep(10 * time.Millisecond)
+			}
+			c := newCounter(t, "c")
+			v3 := v2 + srvLine("c", c, "")
+			if err := planApply(t, a, h, v2, v3); err != nil {
+				t.Fatal(err)
+			}
+			sl.release <- struct{}{}
+			<-done
+			ended := make(chan struct{})
+			go func() { bg.wg.Wait(); close(ended) }()
+			select {
+			case <-ended:
+			case <-time.After(20 * time.Second):
+				t.Fatal("the drain still waits after 20 s")
+			}
+			select {
+			case err := <-bg.errs:
+				t.Fatalf("the drain failed: %v", err)
+			default:
+			}
+			live := liveState(t, h)
+			if l, ok := live["s"]; move != ok || len(live) != 2+btoi(move) || (move && (l.port != s2.port || l.drain() || l.maint())) {
+				t.Errorf("live servers %+v", live)
+			}
+		})
 	}
-	if err := planApply(t, a, h, v1, v2); err != nil {
-		t.Fatal(err)
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
 	}
-	old := h.Worker(t)
-	if out, err := exec.Command("sh", "-c", h.ReloadCommand()).CombinedOutput(); err != nil {
-		t.Fatalf("reload: %v %s", err, out)
-	}
-	for h.Worker(t) == old {
-		time.Sleep(10 * time.Millisecond)
-	}
-	c := newCounter(t, "c")
-	v3 := v2 + srvLine("c", c, "")
-	if err := planApply(t, a, h, v2, v3); err != nil {
-		t.Fatal(err)
-	}
-	sl.release <- struct{}{}
-	<-done
-	ended := make(chan struct{})
-	go func() { bg.wg.Wait(); close(ended) }()
-	select {
-	case <-ended:
-	case <-time.After(20 * time.Second):
-		t.Fatal("the drain still waits after 20 s")
-	}
-	select {
-	case err := <-bg.errs:
-		t.Fatalf("the drain failed: %v", err)
-	default:
-	}
+	return 0
 }
 
 // A frontend named as the backend: "show stat api" would list its
