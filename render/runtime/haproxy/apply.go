@@ -660,9 +660,13 @@ func (a *Adapter) drainLoop(ctx context.Context) error {
 		a.mu.Unlock()
 		busy, gone, err := a.busy(ctx, looked, iids)
 		if err != nil {
-			return err
+			// Its commands only read: a connection closed is nothing
+			// answering, not a change cut short.
+			err = unreachableIfClosed(err)
+		} else {
+			err = a.sweep(ctx, looked, busy, gone)
 		}
-		if err := a.sweep(ctx, looked, busy, gone); err != nil {
+		if err != nil && !a.waitUnreachable(err) {
 			return err
 		}
 		select {
@@ -672,6 +676,30 @@ func (a *Adapter) drainLoop(ctx context.Context) error {
 		case <-a.kick: // a drain was added: the next look resets the wait
 		}
 	}
+}
+
+// waitUnreachable says whether the drains look again after nothing
+// answered the runtime API (err: no command was sent): HAProxy's master
+// CLI goes while the master executes itself again, at a reload, and the
+// process that answers next loaded the installed file (sweep ends the
+// drains of the servers it does not have). Once every drain is past its
+// timeout with nothing answering, the drains fail: the caller reloads.
+// It takes a.mu.
+func (a *Adapter) waitUnreachable(err error) bool {
+	if !errors.Is(err, runtime.ErrUnreachable) {
+		return false
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	clear(a.lives)
+	now := time.Now()
+	for _, d := range a.drains {
+		if now.Before(d.deadline) || now.Before(d.deleting) {
+			a.log.Debug("nothing answers the runtime API; the drains look again", "err", err)
+			return true
+		}
+	}
+	return false
 }
 
 // sweep takes each drain under way a step, backend by backend: a drain

@@ -386,6 +386,47 @@ func btoi(b bool) int {
 	return 0
 }
 
+// An operator reloads HAProxy while a server that left drains, and the
+// drain looks through the master CLI, which goes for a moment while the
+// master executes itself again, then reaches the new worker, which loaded
+// the installed file. That is no failure (which would reload the group
+// again): the drain ends.
+func TestApplyDrainThroughTheMasterCLIOutlivesAReload(t *testing.T) {
+	t.Parallel()
+	sl, h, v1, v2, done := drainSetup(t)
+	bg := newBackground()
+	a, err := New(runtime.Settings{Socket: "master:" + h.Master, DrainTimeout: time.Minute, Go: bg.goFn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := planApply(t, a, h, v1, v2); err != nil {
+		t.Fatal(err)
+	}
+	old := h.Worker(t)
+	if out, err := exec.Command("sh", "-c", h.ReloadCommand()).CombinedOutput(); err != nil {
+		t.Fatalf("reload: %v %s", err, out)
+	}
+	for h.Worker(t) == old {
+		time.Sleep(10 * time.Millisecond)
+	}
+	ended := make(chan struct{})
+	go func() { bg.wg.Wait(); close(ended) }()
+	select {
+	case <-ended:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the drain still waits after 20 s")
+	}
+	select {
+	case err := <-bg.errs:
+		t.Fatalf("the drain failed: %v", err)
+	default:
+	}
+	sl.release <- struct{}{}
+	if err := <-done; err != nil {
+		t.Fatalf("the in-flight request failed: %v", err)
+	}
+}
+
 // A frontend named as the backend: "show stat api" would list its
 // frontend alone. The drain still sees the server's request end, and
 // deletes the server then, not at its timeout.
@@ -679,12 +720,17 @@ func TestApplyMoveAgainWhileDraining(t *testing.T) {
 	}
 }
 
-// A drain that loses the runtime API ends with a failure (the renderer
-// then reloads), and drops its drains.
+// A drain that loses the runtime API ends with a failure once its timeout
+// has passed with nothing answering (the renderer then reloads), and
+// drops its drains.
 func TestApplyDrainFailure(t *testing.T) {
 	t.Parallel()
 	_, h, v1, v2, _ := drainSetup(t)
-	a, bg := drainingAdapter(t, h)
+	bg := newBackground()
+	a, err := New(runtime.Settings{Socket: h.Socket, DrainTimeout: time.Second, Go: bg.goFn})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := planApply(t, a, h, v1, v2); err != nil {
 		t.Fatal(err)
 	}
