@@ -2,15 +2,20 @@ package etcdstore_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"slices"
+	"strconv"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/svcreg/svcreg/internal/etcdtest"
 	"github.com/svcreg/svcreg/internal/testserver"
+	"github.com/svcreg/svcreg/registry"
 	"github.com/svcreg/svcreg/server/store/etcdstore"
 )
 
@@ -136,57 +141,63 @@ const (
 	blipInterval = 1800 * time.Millisecond
 )
 
-// clientResult is how a heartbeat sent as the Go client sends it ended.
+// clientResult is how a heartbeat of the Go client's Heartbeater ended.
 type clientResult struct {
-	code  int // 0 if none came within 30 s
+	code  int // 200, or the status of the error that ended it; 0 if none did within 30 s
 	took  time.Duration
-	trace []string // each attempt: sent and answered, since the first
+	trace []string // each attempt's result, by when it came, since the start
 }
 
 func (r clientResult) String() string {
 	return fmt.Sprintf("the heartbeat got %d after %d attempts in %v %v", r.code, len(r.trace), r.took.Round(time.Millisecond), r.trace)
 }
 
-// heartbeatAsClient sends token for id at n, and again on a 5xx or no
-// answer, as the Go client does (registry/heartbeat.go): an attempt with
-// no answer within 750 ms is given up, each later one given twice as long
-// up to half the timeout; the first retry goes at once, then after a
-// backoff doubling from 50 ms, capped at a tenth of the timeout. The
-// channel gets the first answer below 500.
+// heartbeatAsClient heartbeats id from token at n with the Go client's
+// Heartbeater (registry/heartbeat.go), as a registered service does: the
+// first heartbeat goes at once; an attempt with no answer in time is given
+// up and sent again, a 5xx retried after its backoff. The channel gets the
+// first answer that is not retried: 200, or the error that ends the
+// Heartbeater (404) or that it would go on retrying past the service's
+// deadline (another 4xx).
 func (u *user) heartbeatAsClient(n *node, id, token string) <-chan clientResult {
+	u.t.Helper()
 	got := make(chan clientResult, 1)
-	go func() {
-		backoff, maxBackoff := 50*time.Millisecond, blipTimeout*time.Second/10
-		limit := 750 * time.Millisecond
-		start := time.Now()
-		var res clientResult
-		for failures := 0; ; {
-			ctx, cancel := context.WithTimeout(context.Background(), limit)
-			sent := time.Since(start)
-			r, err := u.tryCtx(ctx, n, "POST", "/services/"+id+"/heartbeat", map[string]string{"token": token})
-			answer := fmt.Sprint(r.code)
-			if err != nil {
-				answer = "no answer"
-			}
-			res.trace = append(res.trace, fmt.Sprintf("%v-%v: %s", sent.Round(time.Millisecond), time.Since(start).Round(time.Millisecond), answer))
-			if ctx.Err() != nil {
-				limit = min(2*limit, blipTimeout*time.Second/2)
-			}
+	c, err := registry.New(registry.Config{URL: n.URL + "/v1.0", Token: u.token, Tenant: u.tenant, HTTPClient: clientFor(n.URL)})
+	if err != nil {
+		u.t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	start := time.Now()
+	var res clientResult
+	var once sync.Once
+	end := func(code int) {
+		once.Do(func() {
+			res.code, res.took = code, time.Since(start)
+			got <- res
 			cancel()
-			if err == nil && r.code < 500 || time.Since(start) > 30*time.Second {
-				if err == nil && r.code < 500 {
-					res.code = r.code
-				}
-				res.took = time.Since(start)
-				got <- res
-				return
-			}
-			failures++
-			if failures > 1 {
-				time.Sleep(time.Duration(float64(backoff) * (0.8 + 0.4*rand.Float64())))
-				backoff = min(2*backoff, maxBackoff)
-			}
+		})
+	}
+	h := c.StartHeartbeat(ctx, id, token, blipTimeout, registry.HeartbeatOptions{OnBeat: func(b registry.Beat) {
+		var e *registry.Error
+		answer := "200"
+		switch {
+		case b.Err == nil:
+		case errors.As(b.Err, &e):
+			answer = strconv.Itoa(e.StatusCode)
+		default:
+			answer = "no answer"
 		}
+		res.trace = append(res.trace, fmt.Sprintf("%v: %s", b.Time.Sub(start).Round(time.Millisecond), answer))
+		switch {
+		case b.Err == nil:
+			end(200)
+		case e != nil && e.StatusCode < 500 && e.StatusCode != http.StatusTooManyRequests:
+			end(e.StatusCode)
+		}
+	}})
+	go func() {
+		<-h.Done()
+		end(0)
 	}()
 	return got
 }
