@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -24,6 +25,10 @@ func TestFaultsEchoBoundedValues(t *testing.T) {
 	addr := strings.TrimPrefix(srv.URL, "http://")
 	junk := strings.Repeat("\x80", 60000)
 	digits := strings.Repeat("9", 60000)
+	// A heartbeat's path id is not checked against the id rule before
+	// its 404 (spec §5.1), and an escaped control character is three
+	// bytes of the request line that JSON writes as six.
+	controls := strings.Repeat("%01", 20000)
 	for _, tc := range []struct {
 		name, target, header string
 		status               int
@@ -33,6 +38,7 @@ func TestFaultsEchoBoundedValues(t *testing.T) {
 		{"content type, no credentials", "/v1.0/" + c.tenant + "/services", "Content-Type: " + junk + "\r\n", 400},
 		{"event type", "/v1.0/" + c.tenant + "/events?type=" + junk, "X-Auth-Token: " + c.token + "\r\n", 400},
 		{"limit", "/v1.0/" + c.tenant + "/services?limit=" + digits, "X-Auth-Token: " + c.token + "\r\n", 400},
+		{"heartbeat of an impossible id", "/v1.0/" + c.tenant + "/services/" + controls + "/heartbeat", "X-Auth-Token: " + c.token + "\r\n", 404},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			conn, err := net.Dial("tcp", addr)
@@ -41,6 +47,11 @@ func TestFaultsEchoBoundedValues(t *testing.T) {
 			}
 			defer conn.Close()
 			req := "GET " + tc.target + " HTTP/1.1\r\nHost: 127.0.0.1\r\n" + tc.header + "Connection: close\r\n\r\n"
+			if strings.HasSuffix(tc.target, "/heartbeat") {
+				body := `{"token":"6ba7b810-9dad-11d1-80b4-00c04fd430c8"}`
+				req = "POST " + tc.target + " HTTP/1.1\r\nHost: 127.0.0.1\r\n" + tc.header +
+					"Content-Type: application/json\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\nConnection: close\r\n\r\n" + body
+			}
 			go io.WriteString(conn, req)
 			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 			if err != nil {

@@ -155,7 +155,9 @@ func (s *Server) handleHeartbeat(w http.ResponseWriter, rq *request) error {
 		return f
 	}
 	if checkServiceID(id) != "" {
-		return &store.NotFoundError{Kind: store.KindService, Key: id}
+		// Repeated cut, as a fault repeats any value of the request: the
+		// path is as long as the header limit lets it be.
+		return &store.NotFoundError{Kind: store.KindService, Key: echoed(id)}
 	}
 	next, err := s.store.Heartbeat(rq.r.Context(), rq.tenant, id, token)
 	if err != nil {
