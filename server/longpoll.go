@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"math/rand/v2"
 	"net/http"
 	"time"
@@ -58,6 +59,11 @@ func (s *Server) longPoll(w http.ResponseWriter, rq *request, q store.EventQuery
 			return err
 		}
 		if hasNewer(page, q.From) || !time.Now().Before(deadline) {
+			if timer != nil {
+				if err := s.stillValid(ctx, rq); err != nil {
+					return err
+				}
+			}
 			return s.writeEventsPage(w, rq, q.Limit, page)
 		}
 		// Nothing up to the head is news: a read again goes on there.
@@ -92,6 +98,9 @@ func (s *Server) longPoll(w http.ResponseWriter, rq *request, q store.EventQuery
 		case <-s.closing:
 		}
 		s.closeWhileDraining(w)
+		if err := s.stillValid(context.WithoutCancel(ctx), rq); err != nil {
+			return err
+		}
 		return s.writeEventsPage(w, rq, q.Limit, page)
 	}
 }

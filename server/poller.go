@@ -78,6 +78,7 @@ type parkedPoll struct {
 	scheme    string // of its answer's URLs (request.scheme)
 	txnID     string
 	tenant    string
+	token     string // checked again before the answer (stillValid)
 	routePath string
 	query     query
 	wait      string // X-Registry-Wait
@@ -104,6 +105,7 @@ func newParkedPoll(conn net.Conn, w http.ResponseWriter, rq *request, q store.Ev
 		scheme:    rq.scheme(),
 		txnID:     rq.txnID,
 		tenant:    strings.Clone(rq.tenant),
+		token:     strings.Clone(rq.token),
 		routePath: strings.Clone(rq.routePath),
 		query:     query,
 		wait:      w.Header().Get("X-Registry-Wait"),
@@ -115,7 +117,7 @@ func newParkedPoll(conn net.Conn, w http.ResponseWriter, rq *request, q store.Ev
 // request is the poll's request as far as writing its answer needs.
 func (p *parkedPoll) request() *request {
 	r := &http.Request{Host: p.host}
-	return &request{r: r, txnID: p.txnID, tenant: p.tenant, routePath: p.routePath, query: p.query, parkedScheme: p.scheme}
+	return &request{r: r, txnID: p.txnID, tenant: p.tenant, token: p.token, routePath: p.routePath, query: p.query, parkedScheme: p.scheme}
 }
 
 // pollSet holds a tenant's parked polls, grouped by query: a wake-up
@@ -877,7 +879,17 @@ func (a *answerBatch) response(p *parkedPoll) *rawResponse {
 func (pl *poller) answer(p *parkedPoll, a *answerBatch, buf *[]byte, answered *[]*parkedPoll) int {
 	var b []byte
 	rw := a.shared[p.keepAlive]
-	if rw != nil {
+	// The token may have been revoked, or have expired, while the poll
+	// waited (a store read, at most once every tokenRecheck a token).
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	refused := pl.s.stillValid(ctx, p.request())
+	cancel()
+	if refused != nil {
+		rw = a.response(p)
+		pl.s.writeFault(rw, p.request(), refused)
+		pl.s.metrics.requests.WithLabelValues("events.list", strconv.Itoa(rw.status)).Inc()
+		b = rw.buf
+	} else if rw != nil {
 		*buf = rw.answerFor((*buf)[:0], p.wait, p.txnID)
 		b = *buf
 	} else {

@@ -42,6 +42,9 @@ type request struct {
 	// parkedScheme, if set, is the scheme of a parked long-poll's
 	// request, worked out when it parked (scheme).
 	parkedScheme string
+	// token is the token the request was authenticated with: a
+	// long-poll checks it again before it answers (stillValid).
+	token string
 }
 
 // baseURL is {scheme}://{host} of the request (spec §2.5, §13 item 21): the

@@ -403,7 +403,23 @@ func (s *Server) authenticate(rq *request) error {
 	if !valid {
 		return unauthorized("Invalid or expired authentication token")
 	}
-	rq.tenant = tenant
+	rq.tenant, rq.token = tenant, token
+	return nil
+}
+
+// stillValid is nil if the token rq was authenticated with is still a live
+// token of its tenant, else the fault to answer with: a long-poll answers
+// long after its request was authenticated, and its token may have been
+// revoked (or have expired) meanwhile; the account's events since are not
+// for it.
+func (s *Server) stillValid(ctx context.Context, rq *request) error {
+	valid, err := s.auth.Valid(ctx, rq.token, rq.tenant)
+	if err != nil {
+		return err
+	}
+	if !valid {
+		return unauthorized("Invalid or expired authentication token")
+	}
 	return nil
 }
 
