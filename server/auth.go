@@ -262,6 +262,57 @@ type Auth struct {
 	userFailures *keyedLimiter // by username
 	issues       *keyedLimiter // by username
 	bcrypt       *bcryptGate
+	last         lastIssued // the token this node issued to each user last
+}
+
+// lastIssued holds, for each user, the last token this node issued to
+// it: a login past the user's issue limit, with the credential that token
+// was issued for, gets it back while it is valid, instead of a 429 (see
+// issue). The official Python client logs in before every call while its
+// token is valid (spec §11.1), and its heartbeater ends at the first
+// error: at one call a few seconds, it would have run past the limit
+// within the hour, and its services timed out. (The original's identity
+// service answered every login with the token still valid.)
+type lastIssued struct {
+	mu sync.Mutex
+	m  map[string]issuedToken
+}
+
+type issuedToken struct {
+	token    string
+	ti       store.TokenInfo
+	password bool // issued for a password, not an API key
+}
+
+// maxLastIssued bounds lastIssued, as maxLimiterKeys bounds the limits:
+// --dev users are any name.
+const maxLastIssued = maxLimiterKeys
+
+func (l *lastIssued) get(user string) (issuedToken, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	t, ok := l.m[user]
+	return t, ok
+}
+
+// put records t as user's last token. Full, it forgets the expired ones
+// (at now), then one at random.
+func (l *lastIssued) put(user string, t issuedToken, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.m == nil {
+		l.m = map[string]issuedToken{}
+	}
+	if _, ok := l.m[user]; !ok && len(l.m) >= maxLastIssued {
+		maps.DeleteFunc(l.m, func(_ string, t issuedToken) bool { return !now.Before(t.ti.Expires) })
+		for u := range l.m {
+			if len(l.m) < maxLastIssued {
+				break
+			}
+			delete(l.m, u)
+		}
+	}
+	l.m[user] = t
 }
 
 // userSet is one version of the users file, swapped whole by SetUsers.
@@ -1044,17 +1095,21 @@ func (a *Auth) issue(r *http.Request, user, secret string, password bool) (acces
 		a.addrFailures.refund(addr)
 		return accessBody{}, tooManyRequests(retry, "Too many failed password logins for this user; retry later, or log in with an API key.")
 	}
-	if ok, retry := a.issues.reserve(user); !ok {
+	// Past the user's issue limit, a login may still get the last token
+	// issued to it here (lastIssued), once its credentials check.
+	reserved, retry := a.issues.reserve(user)
+	last, hasLast := a.last.get(user)
+	if !reserved && !hasLast {
 		a.addrFailures.refund(addr)
 		userFailures.refund(user)
-		return accessBody{}, tooManyRequests(retry, "Too many tokens issued to this user; reuse a token until it expires.")
+		return accessBody{}, tooManyIssues(retry)
 	}
 	issued := a.stamp(false) // before the check: see setUsers
 	// The print is of the credential checked (in the users it was checked
 	// against): credentials replaced during the check leave the token
 	// refused, never one of the old taken for the new.
 	tenant, cred, f := a.authenticate(r.Context(), user, secret, password)
-	if f != nil {
+	if f != nil && reserved {
 		a.issues.refund(user)
 	}
 	if f != faultInvalidCredentials && f != faultInvalidPassword {
@@ -1063,6 +1118,21 @@ func (a *Auth) issue(r *http.Request, user, secret string, password bool) (acces
 	}
 	if f != nil {
 		return accessBody{}, f
+	}
+	if !reserved {
+		lastCred := last.ti.KeyPrint
+		if last.password {
+			lastCred = last.ti.PasswordPrint
+		}
+		// Valid: not revoked, expired, or issued for a credential or
+		// tenant the users file has changed since.
+		if last.password == password && lastCred == cred && last.ti.Tenant == tenant {
+			if ok, err := a.Valid(r.Context(), last.token, tenant); err == nil && ok {
+				a.metrics.tokensReissued.Inc()
+				return a.accessFor(r, last.token, last.ti), nil
+			}
+		}
+		return accessBody{}, tooManyIssues(retry)
 	}
 	var raw [32]byte
 	rand.Read(raw[:])
@@ -1083,7 +1153,12 @@ func (a *Auth) issue(r *http.Request, user, secret string, password bool) (acces
 		a.cfg.Logger.Error("store token", "user", logValue(user), "err", err)
 		return accessBody{}, faultIdentityUnavailable
 	}
+	a.last.put(user, issuedToken{token: token, ti: ti, password: password}, a.cfg.Clock())
 	return a.accessFor(r, token, ti), nil
+}
+
+func tooManyIssues(retry time.Duration) *authFault {
+	return tooManyRequests(retry, "Too many tokens issued to this user; reuse a token until it expires.")
 }
 
 // authenticate returns the user's tenant, or the fault to answer:

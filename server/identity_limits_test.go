@@ -217,14 +217,71 @@ func TestTokenIssuesPerUser(t *testing.T) { onEachStore(t, testTokenIssuesPerUse
 func testTokenIssuesPerUser(t *testing.T, kind string) {
 	t.Parallel()
 	id := startIdentity(t, kind, nil, server.AuthLimits{IssuesPerUser: 3})
+	var last string
 	for range 3 {
-		id.token("fleet", "dev", true)
+		last = id.token("fleet", "dev", true)
 	}
-	id.login("fleet", "dev", true).want(429)
+	// Past the limit, the last token issued to the user for that
+	// credential, while it is valid; wrong credentials are refused as
+	// ever.
+	if got := id.token("fleet", "dev", true); got != last {
+		t.Errorf("a login past the limit got a new token %.8s…, want the last one %.8s…", got, last)
+	}
+	id.login("fleet", "not-the-key", true).want(401)
 	id.token("other", "dev", true)
-	id.clock.Add(20 * time.Minute) // one per 20 minutes at 3 an hour
-	id.token("fleet", "dev", true)
+	if got := testserver.Metric(t, id.reg, "svcreg_identity_tokens_reissued_total"); got != 1 {
+		t.Errorf("svcreg_identity_tokens_reissued_total %v, want 1", got)
+	}
+	// Revoked, it is not given again: 429 until the limit allows one.
+	sendRequest(t, id.base, "DELETE", "/v2.0/tokens/"+last, nil, "X-Auth-Token", last).want(204)
 	id.login("fleet", "dev", true).want(429)
+	id.clock.Add(20 * time.Minute) // one per 20 minutes at 3 an hour
+	next := id.token("fleet", "dev", true)
+	if next == last {
+		t.Fatal("the revoked token was issued again")
+	}
+	if got := id.token("fleet", "dev", true); got != next {
+		t.Errorf("past the limit again: a new token %.8s…, want %.8s…", got, next)
+	}
+}
+
+// The official Python client logs in before every call while its token
+// is valid (spec §11.1), and its heartbeater ends at the first error.
+// Before, the default issue limit (600 an hour, then one every 6 s) made
+// such a client's login a 429 once past it: at a 3 s timeout's heartbeat
+// every 1.8 s, the 857th, 26 minutes in, and the service timed out. Now
+// every login past the limit gets a valid token.
+func TestLoginBeforeEveryCall(t *testing.T) { onEachStore(t, testLoginBeforeEveryCall) }
+
+func testLoginBeforeEveryCall(t *testing.T, kind string) {
+	t.Parallel()
+	id := startIdentity(t, kind, nil, server.AuthLimits{})
+	tokens := map[string]bool{}
+	for i := range 1000 {
+		var out struct {
+			Access struct {
+				Token struct {
+					ID     string              `json:"id"`
+					Tenant struct{ ID string } `json:"tenant"`
+				} `json:"token"`
+			} `json:"access"`
+		}
+		r := id.login("python", "dev", true)
+		if r.code != 200 {
+			t.Fatalf("login %d, %v after the first: %d %s", i+1, time.Duration(i)*1800*time.Millisecond, r.code, r.body)
+		}
+		r.json(&out)
+		if code := id.services(out.Access.Token.Tenant.ID, out.Access.Token.ID); code != 200 {
+			t.Fatalf("call %d with the token of its login: %d", i+1, code)
+		}
+		tokens[out.Access.Token.ID] = true
+		id.clock.Add(1800 * time.Millisecond)
+	}
+	// 600 at once, and one every 6 s of the 1,000 x 1.8 s: the rest were
+	// the last one again.
+	if n := len(tokens); n < 600 || n > 901 {
+		t.Errorf("%d tokens issued for 1,000 logins, want 600 and one every 6 s", n)
+	}
 }
 
 // A username is bounded and free of control characters: a 32 KB --dev

@@ -105,6 +105,7 @@ func registerParked(r prometheus.Registerer, count func() int) {
 type authMetrics struct {
 	tokenRequests  *prometheus.CounterVec
 	passwordChecks prometheus.Counter
+	tokensReissued prometheus.Counter
 }
 
 func newAuthMetrics(r prometheus.Registerer, unrecorded func() int) authMetrics {
@@ -117,9 +118,13 @@ func newAuthMetrics(r prometheus.Registerer, unrecorded func() int) authMetrics 
 			Name: "svcreg_identity_password_checks_total",
 			Help: "bcrypt password comparisons run, against a user's hash or the dummy hash of an unknown user.",
 		}),
+		tokensReissued: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "svcreg_identity_tokens_reissued_total",
+			Help: "Token requests past the user's --token-issues-per-user answered with the valid token this node issued to the user last, for the same credential, instead of 429 (counted in svcreg_identity_token_requests_total as 200 too).",
+		}),
 	}
 	if r != nil {
-		r.MustRegister(m.tokenRequests, m.passwordChecks, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		r.MustRegister(m.tokenRequests, m.passwordChecks, m.tokensReissued, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "svcreg_identity_revocations_unrecorded",
 			Help: "Users whose token revocations (from a users file read again) the store has not taken yet: they hold at this node, are tried again every minute, and are forgotten by a restart meanwhile.",
 		}, func() float64 { return float64(unrecorded()) }))
