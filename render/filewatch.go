@@ -25,7 +25,9 @@ const recheckEvery = 2 * time.Second
 // change is a file that is another (or gone) or whose size or time of
 // modification differs: the files are looked at after each burst of events, and
 // every recheckEvery, and their directories watched anew, so that a
-// directory renamed or replaced is followed. It returns when ctx is done.
+// directory renamed or replaced is followed; a change found so is taken
+// once quiet has passed too, or once a look finds the files as the one
+// before did, never while they may be in the middle of a write. It returns when ctx is done.
 func WatchFiles(ctx context.Context, files []string, quiet time.Duration, changed func()) error {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
@@ -88,6 +90,13 @@ func WatchFiles(ctx context.Context, files []string, quiet time.Duration, change
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
+	// waiting: the timer runs, a change came less than quiet ago. The
+	// look every recheckEvery leaves a change to it then, unless the
+	// files are as that look found them the time before (ticked): a file
+	// saved in place (truncated, then written) may be between the two.
+	waiting := false
+	ticked := seen
+	wait := func() { timer.Reset(quiet); waiting = true }
 	ticker := time.NewTicker(recheckEvery)
 	defer ticker.Stop()
 	for {
@@ -99,7 +108,7 @@ func WatchFiles(ctx context.Context, files []string, quiet time.Duration, change
 				return nil
 			}
 			if ev.Op&(fsnotify.Write|fsnotify.Create|fsnotify.Rename|fsnotify.Remove) != 0 {
-				timer.Reset(quiet)
+				wait()
 			}
 		case err, ok := <-w.Errors:
 			if !ok {
@@ -107,9 +116,26 @@ func WatchFiles(ctx context.Context, files []string, quiet time.Duration, change
 			}
 			return fmt.Errorf("watch template files: %w", err)
 		case <-timer.C:
+			waiting = false
 			look()
 		case <-ticker.C:
-			look()
+			rewatch(false)
+			now := stateOf(abs)
+			held := slices.EqualFunc(now, ticked, unchanged)
+			ticked = now
+			switch {
+			case slices.EqualFunc(now, seen, unchanged):
+			case held:
+				// As they were a look ago: not being written (events
+				// of other files of the directories may keep quiet
+				// from ever passing).
+				seen = now
+				changed()
+			case !waiting:
+				// A change no event told of: taken once quiet has
+				// passed too.
+				wait()
+			}
 		}
 	}
 }

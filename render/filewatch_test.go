@@ -157,3 +157,80 @@ func TestWatchFilesSeesALinkedDirectorySwapped(t *testing.T) {
 		t.Fatal("a write to the file a template links to is not seen")
 	}
 }
+
+// An editor that saves in place (vim with backupcopy=yes, a shell's '>')
+// truncates the template, then writes it: the look every recheckEvery
+// must not take the file between the two, which the quiet wait after
+// their events does not.
+func TestWatchFilesWaitsForAnInPlaceWriteToEnd(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	const full = "upstream www { server 10.0.0.1:80; }\n"
+	tmpl := writeFile(t, dir, "a.tmpl", full)
+	read := make(chan string, 100)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- WatchFiles(ctx, []string{tmpl}, time.Second, func() {
+			b, _ := os.ReadFile(tmpl)
+			read <- string(b)
+		})
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	// Saves 100 ms apart, each truncating the file 80 ms before writing
+	// it: there is always an event less than quiet ago (a second, so
+	// that a loaded machine's pauses do not make a slow write of it).
+	for end := time.Now().Add(3 * recheckEvery); time.Now().Before(end); {
+		if err := os.Truncate(tmpl, 0); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(80 * time.Millisecond)
+		if err := os.WriteFile(tmpl, []byte(full), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	for len(read) > 0 {
+		if got := <-read; got != full {
+			t.Fatalf("the template was taken half-written: %q", got)
+		}
+	}
+}
+
+// Another file in the templates' directory is written without pause (a
+// log): its events never leave quiet to pass, and an edit of the
+// template is still seen, once it holds still.
+func TestWatchFilesSeesAnEditAmidAnotherFilesWrites(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	tmpl := writeFile(t, dir, "a.tmpl", "one")
+	changes := watchChanges(t, []string{tmpl}, func() { writeFile(t, dir, "a.tmpl", "two") })
+	stop := make(chan struct{})
+	noisy := make(chan struct{})
+	go func() {
+		defer close(noisy)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+				os.WriteFile(filepath.Join(dir, "log"), []byte(strconv.Itoa(i)), 0o644)
+			}
+		}
+	}()
+	defer func() { close(stop); <-noisy }()
+	time.Sleep(100 * time.Millisecond)
+	for len(changes) > 0 {
+		<-changes
+	}
+	writeFile(t, dir, "a.tmpl", "three")
+	if !seenWithin(changes, 3*recheckEvery) {
+		t.Fatal("an edit of the template is not seen while another file of its directory is written")
+	}
+}
