@@ -2,6 +2,7 @@ package render
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -27,7 +28,8 @@ const recheckEvery = 2 * time.Second
 // every recheckEvery, and their directories watched anew, so that a
 // directory renamed or replaced is followed; a change found so is taken
 // once quiet has passed too, or once a look finds the files as the one
-// before did, never while they may be in the middle of a write. It returns when ctx is done.
+// before did, never while they may be in the middle of a write. Events the kernel dropped (its queue overflowed) are
+// made up for by a look at the files. It returns when ctx is done.
 func WatchFiles(ctx context.Context, files []string, quiet time.Duration, changed func()) error {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
@@ -113,6 +115,13 @@ func WatchFiles(ctx context.Context, files []string, quiet time.Duration, change
 		case err, ok := <-w.Errors:
 			if !ok {
 				return nil
+			}
+			if errors.Is(err, fsnotify.ErrEventOverflow) {
+				// The kernel dropped events (a burst of them in a
+				// watched directory): the files are looked at once
+				// quiet has passed, and the watch goes on.
+				wait()
+				continue
 			}
 			return fmt.Errorf("watch template files: %w", err)
 		case <-timer.C:

@@ -2,9 +2,11 @@ package render
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -83,4 +85,77 @@ func TestReloaderFollowsTheNewestFiles(t *testing.T) {
 			}
 		}
 	}
+}
+
+// The kernel's queue of file events overflows (many files made in the
+// templates' directory while the reload waited for the render loop): the
+// watch goes on, and a later edit of a template still reloads.
+func TestReloaderWatchesOnAfterAnEventOverflow(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	tmpl := writeFile(t, dir, "a.tmpl", "a")
+	load := func() (Config, error) {
+		c := Config{Templates: []TemplateConfig{{Source: tmpl, Destination: filepath.Join(t.TempDir(), "out")}}}
+		return c, c.Normalize()
+	}
+	cfg, _ := load()
+	first, err := NewSet(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	sets := make(chan *Set)
+	r := NewReloader(nil, load, sets, first)
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	wg.Go(func() { r.WatchFiles(ctx) })
+	// reloaded writes the template until a reload comes.
+	reloaded := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(4 * recheckEvery)
+		for {
+			os.WriteFile(tmpl, []byte(what), 0o644)
+			select {
+			case <-sets:
+				return
+			case <-time.After(300 * time.Millisecond):
+				if time.Now().After(deadline) {
+					t.Fatalf("a change of the template (%s) did not reload", what)
+				}
+			}
+		}
+	}
+	reloaded("b")
+	// The reload of this change waits for the loop: meanwhile more
+	// events come than the kernel queues (16384 by default).
+	os.WriteFile(tmpl, []byte("c"), 0o644)
+	time.Sleep(500 * time.Millisecond)
+	var n int
+	if b, err := os.ReadFile("/proc/sys/fs/inotify/max_queued_events"); err == nil {
+		fmt.Sscan(string(b), &n)
+	}
+	if n == 0 || n > 100000 {
+		t.Skipf("max_queued_events %d", n)
+	}
+	for i := range n + 100 {
+		f, err := os.Create(filepath.Join(dir, strconv.Itoa(i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+	}
+	select {
+	case <-sets:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the change did not reload")
+	}
+	// Drain what the overflow made reload.
+	for settled := false; !settled; {
+		select {
+		case <-sets:
+		case <-time.After(time.Second):
+			settled = true
+		}
+	}
+	reloaded("d")
 }
