@@ -24,13 +24,21 @@ const recheckEvery = 2 * time.Second
 // directories of the files they link to (a Kubernetes ConfigMap's files
 // link through ..data, which an update points at a new directory). A
 // change is a file that is another (or gone) or whose size or time of
-// modification differs: the files are looked at after each burst of events, and
-// every recheckEvery, and their directories watched anew, so that a
-// directory renamed or replaced is followed; a change found so is taken
-// once quiet has passed too, or once a look finds the files as the one
-// before did, never while they may be in the middle of a write. Events the kernel dropped (its queue overflowed) are
-// made up for by a look at the files. It returns when ctx is done.
+// modification differs: the files are looked at after each burst of
+// events, and every recheckEvery, and their directories watched anew, so
+// that a directory renamed or replaced is followed; a change found so is
+// taken once quiet has passed too, or once a look finds the files as the
+// one before did, never while they may be in the middle of a write.
+// Events the kernel dropped (its queue overflowed) are made up for by a
+// look at the files. It returns when ctx is done.
 func WatchFiles(ctx context.Context, files []string, quiet time.Duration, changed func()) error {
+	return watchFiles(ctx, files, quiet, changed, nil)
+}
+
+// watchFiles is WatchFiles, calling watching (if not nil) once the
+// directories are watched and the files' state taken: a change after it
+// is seen.
+func watchFiles(ctx context.Context, files []string, quiet time.Duration, changed, watching func()) error {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return fmt.Errorf("watch template files: %w", err)
@@ -82,6 +90,9 @@ func WatchFiles(ctx context.Context, files []string, quiet time.Duration, change
 		return err
 	}
 	seen := stateOf(abs)
+	if watching != nil {
+		watching()
+	}
 	look := func() {
 		rewatch(false)
 		if now := stateOf(abs); !slices.EqualFunc(now, seen, unchanged) {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/svcreg/svcreg/internal/mailbox"
+	"github.com/svcreg/svcreg/internal/retry"
 )
 
 // Reloader re-reads the configuration and templates when asked (SIGHUP)
@@ -31,6 +32,9 @@ type Reloader struct {
 	mu      sync.Mutex // one reload at a time
 	current *Set
 	sources *mailbox.Mailbox[[]string] // the files to watch after a reload
+	// retry spaces the attempts to watch the files again after the
+	// watch failed.
+	retry retry.Backoff
 }
 
 // NewReloader returns a Reloader that starts from current, loads new
@@ -40,7 +44,8 @@ func NewReloader(log *slog.Logger, load func() (Config, error), sets chan<- *Set
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Reloader{log: log, load: load, sets: sets, current: current,
-		quiet: 200 * time.Millisecond, sources: mailbox.New[[]string]()}
+		quiet: 200 * time.Millisecond, sources: mailbox.New[[]string](),
+		retry: retry.Backoff{Min: time.Second, Max: time.Minute}}
 }
 
 // Reload loads the configuration and templates and, if they are valid,
@@ -89,18 +94,27 @@ func (r *Reloader) report(why string, err error) {
 }
 
 // WatchFiles watches the current Set's template files and reloads when one
-// changes, until ctx is done. If the files cannot be watched it logs so
-// and waits for ctx: Reload (SIGHUP) still works.
+// changes, until ctx is done. If the files cannot be watched (their
+// directory is gone, the inotify limits are reached) it logs so and tries
+// again after a backoff, re-reading the templates once it does, since
+// they may have changed meanwhile; Reload (SIGHUP) works all along.
 func (r *Reloader) WatchFiles(ctx context.Context) error {
 	r.mu.Lock()
 	files := r.current.Sources()
 	r.sources.Take() // older than the current Set's list
 	r.mu.Unlock()
+	again := false // the watch failed: the files may have changed unseen
 	for {
 		wctx, cancel := context.WithCancel(ctx)
 		errc := make(chan error, 1)
+		started := time.Now()
+		// After a failed watch, the files are read again once watched.
+		var watching func()
+		if again {
+			watching = func() { r.Reload(ctx, "template files watched again") }
+		}
 		go func() {
-			errc <- WatchFiles(wctx, files, r.quiet, func() { r.Reload(ctx, "template file changed") })
+			errc <- watchFiles(wctx, files, r.quiet, func() { r.Reload(ctx, "template file changed") }, watching)
 		}()
 		select {
 		case <-ctx.Done():
@@ -115,9 +129,20 @@ func (r *Reloader) WatchFiles(ctx context.Context) error {
 			}
 		case err := <-errc:
 			cancel()
-			r.log.Warn("cannot watch template files; send SIGHUP after changing them", "err", err)
-			<-ctx.Done()
-			return nil
+			if time.Since(started) > r.retry.Max {
+				r.retry.Reset() // a watch that held for a while failed anew
+			}
+			d := r.retry.Next()
+			r.log.Warn("cannot watch template files; trying again (until then, send SIGHUP after changing them)", "err", err, "retry_in", d)
+			if retry.Sleep(ctx, d) != nil {
+				return nil
+			}
+			if next, ok := r.sources.Take(); ok {
+				files = next
+			}
+			again = true
+			continue
 		}
+		again = false
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/svcreg/svcreg/internal/retry"
 )
 
 // Two reloads close together that change the template files: the file
@@ -158,4 +160,62 @@ func TestReloaderWatchesOnAfterAnEventOverflow(t *testing.T) {
 		}
 	}
 	reloaded("d")
+}
+
+// The templates' directory is not there when the watch starts (a deploy
+// that puts a new one in place of the old): the watch is tried again,
+// and an edit of the template in the new directory reloads.
+func TestReloaderWatchesOnceTheDirectoryIsBack(t *testing.T) {
+	t.Parallel()
+	base := t.TempDir()
+	dir := filepath.Join(base, "templates")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tmpl := writeFile(t, dir, "a.tmpl", "a")
+	load := func() (Config, error) {
+		c := Config{Templates: []TemplateConfig{{Source: tmpl, Destination: filepath.Join(base, "out")}}}
+		return c, c.Normalize()
+	}
+	cfg, _ := load()
+	first, err := NewSet(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(dir, dir+".old"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	sets := make(chan *Set, 100)
+	r := NewReloader(nil, load, sets, first)
+	r.retry = retry.Backoff{Min: 50 * time.Millisecond, Max: 200 * time.Millisecond}
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	wg.Go(func() { r.WatchFiles(ctx) })
+	time.Sleep(200 * time.Millisecond)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, dir, "a.tmpl", "b")
+	deadline := time.Now().Add(4 * recheckEvery)
+	for {
+		select {
+		case <-sets:
+			// Read once the watch is back; a later edit reloads too.
+			for len(sets) > 0 {
+				<-sets
+			}
+			writeFile(t, dir, "a.tmpl", "c")
+			select {
+			case <-sets:
+				return
+			case <-time.After(4 * recheckEvery):
+				t.Fatal("an edit of the template in the new directory did not reload")
+			}
+		case <-time.After(100 * time.Millisecond):
+			if time.Now().After(deadline) {
+				t.Fatal("the template in the new directory was not read")
+			}
+		}
+	}
 }
