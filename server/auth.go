@@ -777,18 +777,11 @@ func (a *Auth) current(ti store.TokenInfo) bool {
 // not static and not of the issued form is not looked up in the store.
 func (a *Auth) Valid(ctx context.Context, token, tenant string) (bool, error) {
 	h := sha256.Sum256([]byte(token))
-	if ti, ok := a.users.Load().static[h]; ok {
-		return ti.Tenant == tenant, nil
-	}
-	if !issuedForm(token) {
-		return false, nil
+	if valid, sure := a.validNow(h, token, tenant); sure {
+		return valid, nil
 	}
 	now := a.cfg.Clock()
-	if v, ok := a.cache.Load(h); ok {
-		ct := v.(cachedToken)
-		if now.Before(ct.until) {
-			return !ct.revoked && ct.Tenant == tenant && a.current(ct.TokenInfo), nil
-		}
+	if v, ok := a.cache.Load(h); ok && !now.Before(v.(cachedToken).until) {
 		a.cache.CompareAndDelete(h, v)
 	}
 	ti, err := a.cfg.Store.Token(ctx, h)
@@ -805,6 +798,24 @@ func (a *Auth) Valid(ctx context.Context, token, tenant string) (bool, error) {
 		return false, nil
 	}
 	return ti.Tenant == tenant && a.current(ti), nil
+}
+
+// validNow is Valid without a store read, for token whose SHA-256 is h:
+// sure is false when only the store can tell (a token not cached, or
+// cached longer than tokenRecheck ago).
+func (a *Auth) validNow(h [32]byte, token, tenant string) (valid, sure bool) {
+	if ti, ok := a.users.Load().static[h]; ok {
+		return ti.Tenant == tenant, true
+	}
+	if !issuedForm(token) {
+		return false, true
+	}
+	if v, ok := a.cache.Load(h); ok {
+		if ct := v.(cachedToken); a.cfg.Clock().Before(ct.until) {
+			return !ct.revoked && ct.Tenant == tenant && a.current(ct.TokenInfo), true
+		}
+	}
+	return false, false
 }
 
 // issuedForm reports whether token has the form of the tokens Auth

@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"io"
 	"iter"
@@ -811,7 +812,8 @@ func (pl *poller) answerAll(polls []*parkedPoll, page store.EventPage, err error
 		}
 	}
 	w := pl.currentWatch()
-	a := answerBatch{page: page, err: err, date: time.Now().UTC().Format(http.TimeFormat), watch: w, fromTimer: fromTimer}
+	a := answerBatch{page: page, err: err, date: time.Now().UTC().Format(http.TimeFormat), watch: w, fromTimer: fromTimer,
+		refused: pl.s.refusedTokens(polls)}
 	if err == nil && page.Next.IsZero() {
 		body := eventsJSON(page, polls[0].q.Limit, "", nil) // no next_href
 		a.shared = map[bool]*rawResponse{}
@@ -853,6 +855,58 @@ func (pl *poller) answerAll(polls []*parkedPoll, page store.EventPage, err error
 	return slices.Concat(backs...)
 }
 
+// tokenOf is a poll's token, for its tenant.
+type tokenOf struct{ token, tenant string }
+
+// refusedTokens checks the tokens of polls again before they are answered
+// (stillValid): a token may have been revoked, or have expired, while its
+// polls waited, and the account's events since are not for it. Each
+// token once: those checked in the last tokenRecheck at once, the others
+// (a store read each) up to 32 at a time, so that thousands of clients
+// waking together with tokens of their own wait for their reads side by
+// side. It returns the fault of each token refused.
+func (s *Server) refusedTokens(polls []*parkedPoll) map[tokenOf]error {
+	var (
+		refused map[tokenOf]error
+		mu      sync.Mutex
+		wg      sync.WaitGroup
+		seen    = map[tokenOf]bool{}
+		slots   = make(chan struct{}, 32)
+	)
+	refuse := func(t tokenOf, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if refused == nil {
+			refused = map[tokenOf]error{}
+		}
+		refused[t] = err
+	}
+	for _, p := range polls {
+		t := tokenOf{p.token, p.tenant}
+		if seen[t] {
+			continue
+		}
+		seen[t] = true
+		if valid, sure := s.auth.validNow(sha256.Sum256([]byte(t.token)), t.token, t.tenant); sure {
+			if !valid {
+				refuse(t, tokenRefused())
+			}
+			continue
+		}
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := s.stillValid(ctx, p.request()); err != nil {
+				refuse(t, err)
+			}
+		})
+	}
+	wg.Wait()
+	return refused
+}
+
 // answerBatch is what the answers of one wake-up share.
 type answerBatch struct {
 	page      store.EventPage
@@ -861,6 +915,7 @@ type answerBatch struct {
 	shared    map[bool]*rawResponse // by keep-alive, when the body is the same for every poll
 	watch     *connWatcher          // or nil
 	fromTimer bool                  // see answerAll
+	refused   map[tokenOf]error     // the polls' tokens no longer valid (refusedTokens)
 }
 
 // response is the writer of p's answer, with the headers serveAPI and
@@ -879,12 +934,7 @@ func (a *answerBatch) response(p *parkedPoll) *rawResponse {
 func (pl *poller) answer(p *parkedPoll, a *answerBatch, buf *[]byte, answered *[]*parkedPoll) int {
 	var b []byte
 	rw := a.shared[p.keepAlive]
-	// The token may have been revoked, or have expired, while the poll
-	// waited (a store read, at most once every tokenRecheck a token).
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	refused := pl.s.stillValid(ctx, p.request())
-	cancel()
-	if refused != nil {
+	if refused := a.refused[tokenOf{p.token, p.tenant}]; refused != nil {
 		rw = a.response(p)
 		pl.s.writeFault(rw, p.request(), refused)
 		pl.s.metrics.requests.WithLabelValues("events.list", strconv.Itoa(rw.status)).Inc()

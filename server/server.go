@@ -401,7 +401,7 @@ func (s *Server) authenticate(rq *request) error {
 		return err
 	}
 	if !valid {
-		return unauthorized("Invalid or expired authentication token")
+		return tokenRefused()
 	}
 	rq.tenant, rq.token = tenant, token
 	return nil
@@ -418,10 +418,12 @@ func (s *Server) stillValid(ctx context.Context, rq *request) error {
 		return err
 	}
 	if !valid {
-		return unauthorized("Invalid or expired authentication token")
+		return tokenRefused()
 	}
 	return nil
 }
+
+func tokenRefused() *fault { return unauthorized("Invalid or expired authentication token") }
 
 // tenantFromURL is the first run of digits right after a slash in the
 // request URL, as the original's proxy found it (spec §3.2 step 1).
