@@ -32,6 +32,12 @@ type ExecConfig struct {
 	// GracePeriod is how long the command has to exit after SIGTERM
 	// before SIGKILL; 10s if zero.
 	GracePeriod Duration `toml:"grace_period"`
+	// StartWithoutRegistry, if positive, starts the command that long
+	// after the renderer's start if the registry has not been synced
+	// with by then and every destination has a file a previous run
+	// installed: it reads those, and is reloaded once the registry
+	// answers. Zero waits for the registry however long it takes.
+	StartWithoutRegistry Duration `toml:"start_without_registry"`
 }
 
 // DefaultGracePeriod is [exec]'s grace_period when none is set.
@@ -250,11 +256,18 @@ type Exec struct {
 	// SIGHUP is the renderer's own (it re-reads its configuration): OnHUP
 	// is called for it instead of passing it on.
 	OnHUP func()
+	// StartWithout, if positive, and Installed: the command starts that
+	// long after Run began if no pass has run (the registry has not been
+	// synced with) and Installed reports a file at every destination
+	// (ExecConfig.StartWithoutRegistry).
+	StartWithout time.Duration
+	Installed    func() bool
 
-	sup   *supervise.Supervisor
-	path  string
-	ready chan struct{} // closed by the first pass without a failure
-	once  sync.Once
+	sup    *supervise.Supervisor
+	path   string
+	ready  chan struct{} // closed by the first pass without a failure
+	once   sync.Once
+	passed atomic.Bool // a pass ran
 
 	mu        sync.Mutex // held while the command starts and while a reload signals it
 	child     *supervise.Child
@@ -305,6 +318,7 @@ func (e *Exec) Close() { e.sup.Close() }
 // Passed is told each pass's result: the first one without a failure, and
 // not stopped short, lets the command start.
 func (e *Exec) Passed(res PassResult) {
+	e.passed.Store(true)
 	if len(res.Failures) == 0 && !res.Stopped {
 		e.once.Do(func() { close(e.ready) })
 	}
@@ -479,7 +493,9 @@ func (e *Exec) running() <-chan struct{} {
 	return e.child.Done()
 }
 
-// Run waits for the first pass without a failure, starts the command and
+// Run waits for the first pass without a failure (or, with StartWithout,
+// that long without a pass, the files of a previous run installed),
+// starts the command and
 // supervises it until it exits, and returns its exit status as the
 // renderer's (128+N for signal N). Until the command starts, a signal
 // other than SIGHUP, SIGWINCH and SIGCONT ends the wait with 128+N. SIGINT and SIGTERM are passed on and
@@ -489,10 +505,27 @@ func (e *Exec) running() <-chan struct{} {
 // ends, the command is stopped as on SIGTERM.
 func (e *Exec) Run(ctx context.Context) int {
 	sigs := e.sup.Signals()
+	var without <-chan time.Time
+	if e.StartWithout > 0 && e.Installed != nil {
+		t := time.NewTimer(e.StartWithout)
+		defer t.Stop()
+		without = t.C
+	}
 	for waiting := true; waiting; {
 		select {
 		case <-e.ready:
 			waiting = false
+		case <-without:
+			switch {
+			case e.passed.Load():
+				// The registry answered: the command starts once a pass
+				// installs every group, as without the option.
+			case !e.Installed():
+				e.Log.Warn("the registry has not been synced with, and not every destination has a file installed before: the command waits for the registry", "waited", e.StartWithout)
+			default:
+				e.Log.Warn("the registry has not been synced with: starting the command on the files installed before; it is reloaded once the registry answers", "waited", e.StartWithout)
+				waiting = false
+			}
 		case sig := <-sigs:
 			// A signal that would have ended the command ends svcreg: a
 			// container runtime's stop signal may be SIGQUIT (nginx's

@@ -210,3 +210,48 @@ func TestCommandExitingZeroByItselfGetsAHint(t *testing.T) {
 		}
 	}
 }
+
+// With StartWithout, a renderer that has not synced with the registry by
+// then starts the command on the files a previous run installed, if every
+// destination has one; without them, or once a pass has run (the
+// registry answered), it waits for a pass without a failure as ever.
+func TestStartWithoutRegistry(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		installed bool
+		pass      *PassResult // given before the wait ends
+		starts    bool
+		log       string
+	}{
+		{name: "installed", installed: true, starts: true, log: "starting the command on the files installed before"},
+		{name: "not installed", log: "the command waits for the registry"},
+		{name: "a pass failed", installed: true, pass: &PassResult{Failures: []Failure{{}}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			marker := filepath.Join(t.TempDir(), "started")
+			var logs bytes.Buffer
+			ex := &Exec{Command: CommandLine{"/bin/sh", "-c", "touch " + marker + "; exit 7"},
+				Log: slog.New(slog.NewTextHandler(&logs, nil)), StartWithout: 50 * time.Millisecond,
+				Installed: func() bool { return tc.installed }}
+			if err := ex.Prepare(); err != nil {
+				t.Fatal(err)
+			}
+			defer ex.Close()
+			if tc.pass != nil {
+				ex.Passed(*tc.pass)
+			}
+			// Long enough for the start when it is due; the command
+			// ends Run at once with its status.
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			code := ex.Run(ctx)
+			_, err := os.Stat(marker)
+			if started := err == nil; started != tc.starts || tc.starts && code != 7 || !tc.starts && code != 0 {
+				t.Errorf("started %v, exit %d; want started %v\n%s", started, code, tc.starts, logs.String())
+			}
+			if !strings.Contains(logs.String(), tc.log) {
+				t.Errorf("the log does not say %q:\n%s", tc.log, logs.String())
+			}
+		})
+	}
+}

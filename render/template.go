@@ -218,6 +218,19 @@ func (s *Set) Sources() []string {
 	return out
 }
 
+// Installed reports whether every template's destination has a file
+// (one a previous run installed, before any pass of this one).
+func (s *Set) Installed() bool {
+	for _, g := range s.Groups {
+		for _, t := range g.Templates {
+			if fi, err := os.Stat(t.Destination); err != nil || !fi.Mode().IsRegular() {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // checkData is what a check command's placeholders see.
 type checkData struct {
 	// Staged is the staged file of the group's first changed template.

@@ -92,6 +92,11 @@ to COMMAND, except SIGHUP, which stays the renderer's; after SIGTERM or
 SIGINT the renderer exits once COMMAND has (SIGKILL after --grace-period).
 If COMMAND exits by itself the renderer exits too; either way its exit code
 is COMMAND's (128+N for signal N); 126 COMMAND cannot be run, 127 not found.
+With --start-without-registry D ([exec] start_without_registry), a renderer
+that has not synced with the registry D after its start runs COMMAND on the
+files a previous run installed, if every destination has one (a container
+restarted while the registry is down), and reloads it once the registry
+answers.
 Orphaned processes are reaped, also as PID 1.
 
 Exit codes (--once, --print): 0 done; 1 other error; 2 usage; 3 bad config or
@@ -131,21 +136,22 @@ const (
 )
 
 type templateFlags struct {
-	config      string
-	templates   stringList
-	wait        string
-	once        bool
-	noReload    bool
-	onceTimeout time.Duration
-	dry         bool
-	print       bool
-	exec        string
-	gracePeriod time.Duration
-	listen      string
-	logFormat   string
-	logLevel    string
-	stateDir    string
-	registry    registry.Config // the connection flags as parsed
+	config       string
+	templates    stringList
+	wait         string
+	once         bool
+	noReload     bool
+	onceTimeout  time.Duration
+	dry          bool
+	print        bool
+	exec         string
+	gracePeriod  time.Duration
+	startWithout time.Duration
+	listen       string
+	logFormat    string
+	logLevel     string
+	stateDir     string
+	registry     registry.Config // the connection flags as parsed
 }
 
 // stringList is a repeatable flag.
@@ -167,6 +173,7 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	fs.BoolVar(&f.print, "print", false, "wait for a full sync, print the full output of every template to stdout, and exit;\nno file is written and no command run (for debugging templates)")
 	fs.StringVar(&f.exec, "exec", "", "`COMMAND` to run in the foreground once the first render is installed, e.g. \"nginx -g 'daemon off;'\"\n(split as a shell would, without a shell; see Running in a container in the README)")
 	fs.DurationVar(&f.gracePeriod, "grace-period", render.DefaultGracePeriod, "with --exec, the time the command has to exit after SIGTERM before SIGKILL")
+	fs.DurationVar(&f.startWithout, "start-without-registry", 0, "with --exec, start the command after this `duration` without a sync with the registry, on the\nfiles a previous run installed, if every destination has one ([exec] start_without_registry);\n0 waits for the registry")
 	fs.StringVar(&f.listen, "listen", "", "`address` for the status page (/), /healthz, /readyz and /metrics (default: the config's listen, or none)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
@@ -307,6 +314,7 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 		}
 		defer ex.Close()
 		ex.OnHUP = func() { rl.Reload(ctx, "SIGHUP") }
+		ex.Installed = set.Installed
 		renderer.Child, loop.Passed = ex, ex.Passed
 		// The command's supervisor takes the signals, SIGHUP included.
 		g.Add(func() error { execCode = ex.Run(ctx); return errStopped }, func(error) { cancel() })
@@ -542,6 +550,7 @@ func startChanges(running, loaded render.Config) []string {
 		{"outage", running.Outage != loaded.Outage},
 		{"[exec] command", !slices.Equal(running.Exec.Command, loaded.Exec.Command)},
 		{"[exec] grace_period", running.Exec.GracePeriod != loaded.Exec.GracePeriod},
+		{"[exec] start_without_registry", running.Exec.StartWithoutRegistry != loaded.Exec.StartWithoutRegistry},
 	})
 }
 

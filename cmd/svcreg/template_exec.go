@@ -9,8 +9,8 @@ import (
 	"github.com/svcreg/svcreg/render"
 )
 
-// applyExec puts --exec and --grace-period into the configuration; they
-// override its [exec].
+// applyExec puts --exec, --grace-period and --start-without-registry into
+// the configuration; they override its [exec].
 func (f *templateFlags) applyExec(c *render.Config, set func(name string) bool) error {
 	if f.exec != "" {
 		words, err := render.SplitCommand(f.exec)
@@ -27,6 +27,15 @@ func (f *templateFlags) applyExec(c *render.Config, set func(name string) bool) 
 			return errors.New("--grace-period must be positive")
 		}
 		c.Exec.GracePeriod = render.Duration(f.gracePeriod)
+	}
+	if set("start-without-registry") {
+		if f.startWithout < 0 {
+			return errors.New("--start-without-registry must be 0 (wait for the registry) or positive")
+		}
+		c.Exec.StartWithoutRegistry = render.Duration(f.startWithout)
+	}
+	if c.Exec.StartWithoutRegistry < 0 {
+		return errors.New("[exec] start_without_registry must be 0 (wait for the registry) or positive")
 	}
 	return nil
 }
@@ -56,8 +65,8 @@ func (f *templateFlags) checkExecMode(c render.Config) error {
 // on to it, before anything is rendered. A command that cannot be run
 // exits 127 (not found) or 126.
 func newExec(c render.ExecConfig, log *slog.Logger, stdin io.Reader, stdout, stderr io.Writer) (*render.Exec, error) {
-	ex := &render.Exec{Command: c.Command, GracePeriod: c.GracePeriod.D(), Log: log.With("exec", c.Command[0]),
-		Stdin: stdin, Stdout: stdout, Stderr: stderr}
+	ex := &render.Exec{Command: c.Command, GracePeriod: c.GracePeriod.D(), StartWithout: c.StartWithoutRegistry.D(),
+		Log: log.With("exec", c.Command[0]), Stdin: stdin, Stdout: stdout, Stderr: stderr}
 	if err := ex.Prepare(); err != nil {
 		var ee *render.ExecError
 		if errors.As(err, &ee) {

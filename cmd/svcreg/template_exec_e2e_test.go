@@ -5,6 +5,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -854,4 +859,52 @@ func TestExecSIGTERMBeforeTheStartIsNotHeldBySIGHUP(t *testing.T) {
 		t.Errorf("exit %d after the check ended %v, command started %v; want 143 before the check ends, and the command not started:\n%s",
 			code, fileExists(checked), fileExists(started), d.output())
 	}
+}
+
+// With the example's start_without_registry, a renderer restarted while
+// the registry does not answer starts nginx on the file the run before
+// installed instead of leaving the load balancer down (before, it waited
+// for the registry however long it took); once the registry answers, the
+// render reloads nginx with what it holds now.
+func TestExecNginxStartsWithoutTheRegistry(t *testing.T) {
+	t.Parallel()
+	n := newExecNginx(t)
+	srv, c, env := registryEnv(t, testserver.Options{}, "exec-without-registry")
+	ipA, portA := backend(t, "backend-before")
+	writeFile(t, n.upstreams, fmt.Sprintf("upstream www { server %s:%s; }\n", ipA, portA)) // the run before's
+	ipB, portB := backend(t, "backend-after")
+	createService(t, c, "web-b", 120, []string{"www"}, map[string]string{"ip": ipB, "port": portB})
+	// The registry, behind a proxy that answers 503 until it is up.
+	var up atomic.Bool
+	target, err := url.Parse(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !up.Load() {
+			http.Error(w, "down for maintenance", http.StatusServiceUnavailable)
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(func() {
+		front.CloseClientConnections()
+		front.Close()
+	})
+	env[slices.IndexFunc(env, func(kv string) bool { return strings.HasPrefix(kv, "SVCREG_URL=") })] = "SVCREG_URL=" + front.URL + "/v1.0"
+	config, _ := n.shippedConfig(t, env, false)
+	text := readString(config)
+	if !strings.Contains(text, `start_without_registry = "30s"`) {
+		t.Fatal("examples/nginx/exec.toml no longer has start_without_registry; update the test")
+	}
+	writeFile(t, config, strings.Replace(text, `start_without_registry = "30s"`, `start_without_registry = "500ms"`, 1))
+	d := startDaemon(t, env, "--config", config)
+
+	eventuallyTrue(t, "nginx started on the installed file", func() bool { return get(n.url()) == "backend-before" })
+	if out := d.output(); !strings.Contains(out, "starting the command on the files installed before") {
+		t.Errorf("the log does not say why nginx started:\n%s", out)
+	}
+	up.Store(true)
+	eventuallyTrue(t, "nginx reloaded with the registry's backend", func() bool { return get(n.url()) == "backend-after" })
 }
