@@ -1,12 +1,14 @@
 package render
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"slices"
 	"sync"
 	"time"
 
+	"github.com/svcreg/svcreg/internal/printable"
 	"github.com/svcreg/svcreg/watcher"
 )
 
@@ -328,9 +330,15 @@ func (h *Health) serve(w http.ResponseWriter, r *http.Request, report func(time.
 	if rep.State != "ok" {
 		code = http.StatusServiceUnavailable
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
+	// The report holds the registry's text (markers, refused services'
+	// ids, errors): what a terminal would act on (a C1 control, a bidi
+	// override), which encoding/json writes as it is, is escaped, for
+	// whoever reads it with curl.
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
 	enc.SetIndent("", "  ")
 	enc.Encode(rep)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	w.Write(printable.JSON(b.Bytes()))
 }

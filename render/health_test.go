@@ -155,3 +155,28 @@ func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Fatalf("no metric %s", name)
 	return 0
 }
+
+// A registry's text in the report (a marker, a refused service's id, an
+// error) reaches whoever reads /healthz in a terminal (curl): what a
+// terminal acts on is written as a JSON escape, and the report decodes
+// to the same text.
+func TestHealthEscapesRegistryText(t *testing.T) {
+	t.Parallel()
+	h := NewHealth()
+	marker := "m\u009b2J\u202eat\x1b"
+	h.Watch = func() watcher.Status { return watcher.Status{Synced: true, Marker: marker, LastError: "e\u009b31m"} }
+	for _, path := range []string{"/healthz", "/readyz"} {
+		var handler http.Handler = h
+		if path == "/readyz" {
+			handler = h.Ready()
+		}
+		rec := httptest.NewRecorder()
+		handler.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		if body := rec.Body.String(); strings.ContainsAny(body, "\u009b\u202e\x1b") {
+			t.Errorf("%s writes a terminal's controls as they are: %q", path, body)
+		}
+		if _, rep := probe(t, handler, path); rep.Marker != marker {
+			t.Errorf("%s: marker %q, want %q", path, rep.Marker, marker)
+		}
+	}
+}
