@@ -414,7 +414,7 @@ func (a *authenticator) authenticateAt(ctx context.Context, authURL string) (Aut
 	start := time.Now()
 	resp, err := a.client.hc.Do(req)
 	if err != nil {
-		hideUserInfo(err)
+		showTransportError(err)
 		return AuthToken{}, fmt.Errorf("registry: authenticate %s: %w", a.username, err)
 	}
 	defer closeBody(resp.Body)

@@ -470,7 +470,7 @@ func (c *Client) send(ctx context.Context, method, u, token string, body []byte,
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		hideUserInfo(err)
+		showTransportError(err)
 		if wrote.Load() {
 			return nil, &outcomeUnknown{fmt.Errorf("registry: %w", err)}
 		}

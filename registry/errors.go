@@ -370,10 +370,14 @@ func redactedURL(s string) string {
 	return s[:from] + "…" + s[at:]
 }
 
-// hideUserInfo takes the user information out of the URL of the
-// *url.Error in err, if any, as shownURL does: the http.Client hides a
-// password there, but not a user name, which may be a token.
-func hideUserInfo(err error) {
+// showTransportError makes the *url.Error in err, if any, safe to show:
+// the user information out of its URL, as shownURL does (the http.Client
+// hides a password there, but not a user name, which may be a token), and
+// its cause's text shown as ShownText shows the registry's. That text
+// may quote what the server sent before anything was trusted: an
+// x509.HostnameError lists the certificate's names, ASCII of any length
+// with newlines and escape sequences in it.
+func showTransportError(err error) {
 	var ue *url.Error
 	if !errors.As(err, &ue) {
 		return
@@ -381,6 +385,23 @@ func hideUserInfo(err error) {
 	if u, perr := url.Parse(ue.URL); perr == nil && u.User != nil {
 		ue.URL = shownURL(u)
 	}
+	if ue.Err != nil {
+		if text := ue.Err.Error(); ShownText(text) != text {
+			ue.Err = shownError{ue.Err}
+		}
+	}
+}
+
+// shownError is err with its text as ShownText shows it; it matches what
+// err matches, and is a timeout if err is one (url.Error.Timeout asks its
+// cause straight).
+type shownError struct{ err error }
+
+func (e shownError) Error() string { return ShownText(e.err.Error()) }
+func (e shownError) Unwrap() error { return e.err }
+func (e shownError) Timeout() bool {
+	t, ok := e.err.(interface{ Timeout() bool })
+	return ok && t.Timeout()
 }
 
 // shownURL is u as errors show it (they reach logs and status pages):
