@@ -4,11 +4,13 @@ package logging
 
 import (
 	"bytes"
+	"encoding"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -29,6 +31,7 @@ func New(w io.Writer, format, level string) (*slog.Logger, error) {
 	opts := &slog.HandlerOptions{Level: lv}
 	switch format {
 	case "text":
+		opts.ReplaceAttr = shownInText
 		return slog.New(slog.NewTextHandler(w, opts)), nil
 	case "json":
 		opts.ReplaceAttr = shownInJSON
@@ -64,6 +67,40 @@ func shownInJSON(_ []string, a slog.Attr) slog.Attr {
 				a.Value = slog.AnyValue(json.RawMessage(safe))
 			}
 		}
+	}
+	return a
+}
+
+// shownInText escapes, in a string, an error's text or another value's
+// (printable.Escaped), the characters the text handler writes as they are
+// though they do not show as themselves: it quotes a string that holds a
+// character unicode.IsPrint refuses, and Go takes a Hangul filler, a
+// variation selector or the combining grapheme joiner for printable, so
+// that a service "web\u3164" would read as "web". Any other value is left
+// to the handler.
+func shownInText(_ []string, a slog.Attr) slog.Attr {
+	var s string
+	switch a.Value.Kind() {
+	case slog.KindString:
+		s = a.Value.String()
+	case slog.KindAny:
+		v := a.Value.Any()
+		if err, ok := v.(error); ok {
+			text, ok := errorText(err)
+			if !ok {
+				return a
+			}
+			s = text
+		} else if _, ok := v.(encoding.TextMarshaler); ok {
+			return a
+		} else {
+			s = fmt.Sprintf("%+v", v) // as the handler writes it
+		}
+	default:
+		return a
+	}
+	if !printable.AllShown(s, printable.Shows) && !printable.AllShown(strconv.Quote(s), printable.Shows) {
+		a.Value = slog.StringValue(printable.Escaped(s))
 	}
 	return a
 }

@@ -201,3 +201,28 @@ func TestJSONLogEscapesWhatDoesNotPrint(t *testing.T) {
 type nilError struct{ msg string }
 
 func (e *nilError) Error() string { return e.msg }
+
+// The text handler quotes a string that holds a character unicode.IsPrint
+// refuses, but writes as it is one that shows as nothing or as a blank
+// though it is printable to Go (a Hangul filler, a variation selector
+// after ASCII, the combining grapheme joiner): a service "web\u3164"
+// would read as "web". Those are escaped as the JSON handler escapes
+// them; other text is written as before.
+func TestTextLogEscapesWhatShowsAsNothing(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer
+	log, err := New(&buf, "text", "info")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Info("refused \u3164", "service", "web\u3164", "marker", "prod\ufe00", "x", "a\u034fb c", "err", errors.New("no api\u3164"), "tags", []string{"t\u3164"}, "plain", "Grüße \u202e")
+	out := buf.String()
+	if strings.ContainsAny(out, "\u3164\ufe00\u034f\u202e") {
+		t.Errorf("the record holds a character that does not show as it is: %q", out)
+	}
+	for _, want := range []string{`service=web\u3164`, `marker=prod\ufe00`, `x="a\\u034fb c"`, `err="no api\\u3164"`, `tags=[t\u3164]`, `plain="Grüße \u202e"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("record %q: want %s", out, want)
+		}
+	}
+}
