@@ -265,17 +265,25 @@ type Auth struct {
 	last         lastIssued // the token this node issued to each user last
 }
 
-// lastIssued holds, for each user, the last token this node issued to
-// it: a login past the user's issue limit, with the credential that token
-// was issued for, gets it back while it is valid, instead of a 429 (see
-// issue). The official Python client logs in before every call while its
+// lastIssued holds, for each user and kind of credential (API key or
+// password), the last token this node issued to it: a login past the
+// user's issue limit, with the credential that token was issued for, gets
+// it back while it is valid, instead of a 429 (see issue). By kind, so
+// that a password login (the dashboard's) does not take the token that
+// the clients logging in with the API key get back. The official Python client logs in before every call while its
 // token is valid (spec §11.1), and its heartbeater ends at the first
 // error: at one call a few seconds, it would have run past the limit
 // within the hour, and its services timed out. (The original's identity
 // service answered every login with the token still valid.)
 type lastIssued struct {
 	mu sync.Mutex
-	m  map[string]issuedToken
+	m  map[issuedFor]issuedToken
+}
+
+// issuedFor is a user and the kind of credential a token was issued for.
+type issuedFor struct {
+	user     string
+	password bool
 }
 
 type issuedToken struct {
@@ -288,23 +296,24 @@ type issuedToken struct {
 // --dev users are any name.
 const maxLastIssued = maxLimiterKeys
 
-func (l *lastIssued) get(user string) (issuedToken, bool) {
+func (l *lastIssued) get(user string, password bool) (issuedToken, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	t, ok := l.m[user]
+	t, ok := l.m[issuedFor{user, password}]
 	return t, ok
 }
 
-// put records t as user's last token. Full, it forgets the expired ones
-// (at now), then one at random.
+// put records t as user's last token for its kind of credential. Full, it
+// forgets the expired ones (at now), then one at random.
 func (l *lastIssued) put(user string, t issuedToken, now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.m == nil {
-		l.m = map[string]issuedToken{}
+		l.m = map[issuedFor]issuedToken{}
 	}
-	if _, ok := l.m[user]; !ok && len(l.m) >= maxLastIssued {
-		maps.DeleteFunc(l.m, func(_ string, t issuedToken) bool { return !now.Before(t.ti.Expires) })
+	key := issuedFor{user, t.password}
+	if _, ok := l.m[key]; !ok && len(l.m) >= maxLastIssued {
+		maps.DeleteFunc(l.m, func(_ issuedFor, t issuedToken) bool { return !now.Before(t.ti.Expires) })
 		for u := range l.m {
 			if len(l.m) < maxLastIssued {
 				break
@@ -312,7 +321,7 @@ func (l *lastIssued) put(user string, t issuedToken, now time.Time) {
 			delete(l.m, u)
 		}
 	}
-	l.m[user] = t
+	l.m[key] = t
 }
 
 // userSet is one version of the users file, swapped whole by SetUsers.
@@ -1107,9 +1116,10 @@ func (a *Auth) issue(r *http.Request, user, secret string, password bool) (acces
 		return accessBody{}, tooManyRequests(retry, "Too many failed password logins for this user; retry later, or log in with an API key.")
 	}
 	// Past the user's issue limit, a login may still get the last token
-	// issued to it here (lastIssued), once its credentials check.
+	// issued to it here for its kind of credential (lastIssued), once its
+	// credentials check.
 	reserved, retry := a.issues.reserve(user)
-	last, hasLast := a.last.get(user)
+	last, hasLast := a.last.get(user, password)
 	if !reserved && !hasLast {
 		a.addrFailures.refund(addr)
 		userFailures.refund(user)

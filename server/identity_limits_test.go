@@ -245,6 +245,36 @@ func testTokenIssuesPerUser(t *testing.T, kind string) {
 	}
 }
 
+// A user's last token is kept for each of its credentials: a login with
+// the user's password (the dashboard's, say) past the issue limit does
+// not take the API key's token from the clients that log in with the key
+// before every call, which would get 429 until the limit allows another.
+func TestLoginPastTheLimitKeepsEachCredentialsToken(t *testing.T) {
+	onEachStore(t, testLoginPastTheLimitKeepsEachCredentialsToken)
+}
+
+func testLoginPastTheLimitKeepsEachCredentialsToken(t *testing.T, kind string) {
+	t.Parallel()
+	const key = "ops-api-key-0123456789abcdef"
+	id := startIdentity(t, kind, []server.User{{Name: "ops", Tenant: "123456", APIKey: key, PasswordHash: testHash(t, "ops-pw")}},
+		server.AuthLimits{IssuesPerUser: 3})
+	var byKey string
+	for range 3 {
+		byKey = id.token("ops", key, true)
+	}
+	id.clock.Add(20 * time.Minute) // one more issue at 3 an hour
+	byPassword := id.token("ops", "ops-pw", false)
+	if byPassword == byKey {
+		t.Fatal("a password login got the API key's token")
+	}
+	if got := id.token("ops", key, true); got != byKey {
+		t.Errorf("an API-key login past the limit got %.8s…, want the key's last token %.8s…", got, byKey)
+	}
+	if got := id.token("ops", "ops-pw", false); got != byPassword {
+		t.Errorf("a password login past the limit got %.8s…, want the password's last token %.8s…", got, byPassword)
+	}
+}
+
 // The official Python client logs in before every call while its token
 // is valid (spec §11.1), and its heartbeater ends at the first error.
 // Before, the default issue limit (600 an hour, then one every 6 s) made
