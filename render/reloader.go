@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/svcreg/svcreg/internal/mailbox"
@@ -31,6 +32,9 @@ type Reloader struct {
 
 	mu      sync.Mutex // one reload at a time
 	current *Set
+	// latest is current, for Installed: read without mu, which a reload
+	// holds until the render loop takes its Set.
+	latest  atomic.Pointer[Set]
 	sources *mailbox.Mailbox[[]string] // the files to watch after a reload
 	// retry spaces the attempts to watch the files again after the
 	// watch failed.
@@ -43,10 +47,17 @@ func NewReloader(log *slog.Logger, load func() (Config, error), sets chan<- *Set
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Reloader{log: log, load: load, sets: sets, current: current,
+	r := &Reloader{log: log, load: load, sets: sets, current: current,
 		quiet: 200 * time.Millisecond, sources: mailbox.New[[]string](),
 		retry: retry.Backoff{Min: time.Second, Max: time.Minute}}
+	r.latest.Store(current)
+	return r
 }
+
+// Installed reports whether every destination of the templates last
+// loaded (those in use, or about to be) has a file (Set.Installed): a
+// reload may have added templates since the start.
+func (r *Reloader) Installed() bool { return r.latest.Load().Installed() }
 
 // Reload loads the configuration and templates and, if they are valid,
 // sends the new Set to the render loop; why goes to the log.
@@ -68,6 +79,7 @@ func (r *Reloader) Reload(ctx context.Context, why string) {
 	r.report(why, nil)
 	old := r.current.Sources()
 	r.current = set
+	r.latest.Store(set)
 	if !slices.Equal(old, set.Sources()) {
 		r.sources.Put(set.Sources())
 	}

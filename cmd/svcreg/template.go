@@ -314,7 +314,7 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 		}
 		defer ex.Close()
 		ex.OnHUP = func() { rl.Reload(ctx, "SIGHUP") }
-		ex.Installed = set.Installed
+		ex.Installed = rl.Installed
 		renderer.Child, loop.Passed = ex, ex.Passed
 		// The command's supervisor takes the signals, SIGHUP included.
 		g.Add(func() error { execCode = ex.Run(ctx); return errStopped }, func(error) { cancel() })

@@ -908,3 +908,33 @@ func TestExecNginxStartsWithoutTheRegistry(t *testing.T) {
 	up.Store(true)
 	eventuallyTrue(t, "nginx reloaded with the registry's backend", func() bool { return get(n.url()) == "backend-after" })
 }
+
+// A SIGHUP that adds a template before the command has started, while
+// the registry does not answer: start_without_registry looks for the
+// files of the templates in use, not of those the renderer started with,
+// so that the command never starts without a destination's file.
+func TestExecStartWithoutTheRegistryLooksAtTheTemplatesInUse(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	old, added := filepath.Join(dir, "old.txt"), filepath.Join(dir, "added.txt")
+	writeFile(t, old, "web-a\n") // the run before's
+	config := filepath.Join(dir, "render.toml")
+	tmpl := func(dest string) string {
+		return fmt.Sprintf("\n[[template]]\ncontents = \"{{ range services }}{{ .ID | ident }}\\n{{ end }}\"\ndestination = %q\nreload_signal = \"SIGUSR1\"\n", dest)
+	}
+	writeFile(t, config, "[exec]\nstart_without_registry = \"4s\"\n"+tmpl(old))
+	started, missing := filepath.Join(dir, "started"), filepath.Join(dir, "missing")
+	env := []string{"SVCREG_URL=http://127.0.0.1:" + strconv.Itoa(freePort(t)) + "/v1.0", "SVCREG_USERNAME=nobody", "SVCREG_API_KEY=dev"}
+	d := startDaemon(t, env, "--config", config, "--exec",
+		fmt.Sprintf("sh -c 'test -e %s || touch %s; touch %s; while :; do sleep 0.05; done'", added, missing, started))
+	eventuallyTrue(t, "the renderer to start", func() bool { return strings.Contains(d.output(), "registry") })
+	writeFile(t, config, "[exec]\nstart_without_registry = \"4s\"\n"+tmpl(old)+tmpl(added))
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	eventuallyTrue(t, "the SIGHUP's reload", func() bool { return strings.Contains(d.output(), "re-read the config and templates") })
+	eventuallyTrue(t, "the wait to end", func() bool {
+		return fileExists(started) || strings.Contains(d.output(), "the command waits for the registry")
+	})
+	if fileExists(missing) {
+		t.Errorf("the command started without the added template's file:\n%s", d.output())
+	}
+}
