@@ -1146,9 +1146,12 @@ func (a *Auth) issue(r *http.Request, user, secret string, password bool) (acces
 			lastCred = last.ti.PasswordPrint
 		}
 		// Valid: not revoked, expired, or issued for a credential or
-		// tenant the users file has changed since.
+		// tenant the users file has changed since. Read from the store,
+		// not the cache of valid tokens: revoked at another node less
+		// than tokenRecheck ago (a client signing out), it is not given
+		// again, to be refused there.
 		if last.password == password && lastCred == cred && last.ti.Tenant == tenant {
-			if ok, err := a.Valid(r.Context(), last.token, tenant); err == nil && ok {
+			if ti, err := a.lookup(r.Context(), last.token); err == nil && ti.Tenant == tenant {
 				a.metrics.tokensReissued.Inc()
 				return a.accessFor(r, last.token, last.ti), nil
 			}

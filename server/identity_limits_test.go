@@ -275,6 +275,45 @@ func testLoginPastTheLimitKeepsEachCredentialsToken(t *testing.T, kind string) {
 	}
 }
 
+// A token revoked at another node is not given again past the limit,
+// though this node checked it less than 30 s ago: the login is for a
+// client that signed out (the dashboard) or lost its token, and a token
+// that other nodes refuse would only get it 401s there.
+func TestLoginPastTheLimitAfterARevocationElsewhere(t *testing.T) {
+	onEachStore(t, testLoginPastTheLimitAfterARevocationElsewhere)
+}
+
+func testLoginPastTheLimitAfterARevocationElsewhere(t *testing.T, kind string) {
+	t.Parallel()
+	id := startIdentity(t, kind, nil, server.AuthLimits{IssuesPerUser: 1})
+	other := startIdentityOn(t, id.st, nil, server.AuthLimits{IssuesPerUser: 1})
+	login := func() (token, tenant string) {
+		var out struct {
+			Access struct {
+				Token struct {
+					ID     string              `json:"id"`
+					Tenant struct{ ID string } `json:"tenant"`
+				} `json:"token"`
+			} `json:"access"`
+		}
+		if r := id.login("fleet", "dev", true); r.code == 200 {
+			r.json(&out)
+		}
+		return out.Access.Token.ID, out.Access.Token.Tenant.ID
+	}
+	token, tenant := login()
+	if got, _ := login(); got != token { // past the limit: the same token
+		t.Fatalf("past the limit: %.8s…, want %.8s…", got, token)
+	}
+	if got := id.services(tenant, token); got != 200 { // checked here now
+		t.Fatalf("a call with the token: %d", got)
+	}
+	sendRequest(t, other.base, "DELETE", "/v2.0/tokens/"+token, nil, "X-Auth-Token", token).want(204)
+	if got, _ := login(); got == token {
+		t.Error("a login past the limit got the token revoked at another node")
+	}
+}
+
 // The official Python client logs in before every call while its token
 // is valid (spec §11.1), and its heartbeater ends at the first error.
 // Before, the default issue limit (600 an hour, then one every 6 s) made
