@@ -33,10 +33,11 @@ type ExecConfig struct {
 	// before SIGKILL; 10s if zero.
 	GracePeriod Duration `toml:"grace_period"`
 	// StartWithoutRegistry, if positive, starts the command that long
-	// after the renderer's start if the registry has not been synced
-	// with by then and every destination has a file a previous run
-	// installed: it reads those, and is reloaded once the registry
-	// answers. Zero waits for the registry however long it takes.
+	// after the renderer's start if no pass has finished by then (the
+	// registry has not answered, or the first pass is still under way)
+	// and every destination has a file a previous run installed: it
+	// reads those, and is reloaded once a pass installs what the
+	// registry holds. Zero waits for the registry however long it takes.
 	StartWithoutRegistry Duration `toml:"start_without_registry"`
 }
 

@@ -252,6 +252,9 @@ func TestStartWithoutRegistry(t *testing.T) {
 			if !strings.Contains(logs.String(), tc.log) {
 				t.Errorf("the log does not say %q:\n%s", tc.log, logs.String())
 			}
+			if !tc.starts && strings.Contains(logs.String(), "starting the command") {
+				t.Errorf("the log says the command starts:\n%s", logs.String())
+			}
 		})
 	}
 }

@@ -93,10 +93,10 @@ SIGINT the renderer exits once COMMAND has (SIGKILL after --grace-period).
 If COMMAND exits by itself the renderer exits too; either way its exit code
 is COMMAND's (128+N for signal N); 126 COMMAND cannot be run, 127 not found.
 With --start-without-registry D ([exec] start_without_registry), a renderer
-that has not synced with the registry D after its start runs COMMAND on the
-files a previous run installed, if every destination has one (a container
-restarted while the registry is down), and reloads it once the registry
-answers.
+that has finished no pass D after its start (the registry has not answered)
+runs COMMAND on the files a previous run installed, if every destination has
+one (a container restarted while the registry is down), and reloads it once
+a pass installs what the registry holds.
 Orphaned processes are reaped, also as PID 1.
 
 Exit codes (--once, --print): 0 done; 1 other error; 2 usage; 3 bad config or
