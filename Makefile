@@ -37,6 +37,12 @@ TAGS = $(if $(filter etcd,$(SVCREG_TEST_STORE)),-tags etcd)
 # A GORACE of your own wins.
 export GORACE ?= atexit_sleep_ms=0
 
+# Debian installs nginx and haproxy into /usr/sbin, which only root's PATH
+# holds: without it, deps ran apt-get (and failed, as a user) though they
+# were installed, and the tests' commands (the nginx example's check script
+# runs nginx by name) did not find them. The tests look there too.
+export PATH := $(PATH):/usr/local/sbin:/usr/sbin:/sbin
+
 # The packages whose tests reach the etcd store only with -tags etcd: vet
 # compiles them with it, so that a run without SVCREG_TEST_STORE=etcd still
 # checks those files.
