@@ -23,6 +23,9 @@ const waitingTestsPerCPU = 4
 // wait: several per CPU run at once instead. A -parallel on the command
 // line, parsed later, still decides.
 func ChildProcessTests() {
+	// The commands the tests run by name (the nginx example's check script
+	// runs nginx) find the programs Find finds.
+	os.Setenv("PATH", pathWithSbin(os.Getenv("PATH")))
 	os.Setenv("GORACE", strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
 	ParallelPerCPU(waitingTestsPerCPU)
 }

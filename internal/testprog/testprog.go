@@ -23,7 +23,7 @@ func Find(t testing.TB, name, why string) string {
 	if p, err := exec.LookPath(name); err == nil {
 		return p
 	}
-	for _, dir := range []string{"/usr/sbin", "/usr/local/sbin", "/sbin"} {
+	for _, dir := range sbinDirs {
 		p := filepath.Join(dir, name)
 		if _, err := os.Stat(p); err == nil {
 			return p
@@ -31,6 +31,28 @@ func Find(t testing.TB, name, why string) string {
 	}
 	SkipOrFail(t, fmt.Sprintf("%s needs %s, which is not installed: %s", t.Name(), name, why), "")
 	return ""
+}
+
+// sbinDirs are where Find looks for a program not in PATH: Debian
+// installs nginx and haproxy into /usr/sbin, which only root's PATH holds.
+var sbinDirs = []string{"/usr/sbin", "/usr/local/sbin", "/sbin"}
+
+// pathWithSbin returns path with those of sbinDirs it lacks appended.
+func pathWithSbin(path string) string {
+	have := filepath.SplitList(path)
+	for _, dir := range sbinDirs {
+		found := false
+		for _, h := range have {
+			found = found || h == dir
+		}
+		if !found {
+			if path != "" {
+				path += string(filepath.ListSeparator)
+			}
+			path += dir
+		}
+	}
+	return path
 }
 
 // SkipOrFail ends a test that cannot run here, saying msg: it skips it,
