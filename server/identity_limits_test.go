@@ -97,15 +97,23 @@ func (id *identity) services(tenant, token string) int {
 // token logs in and returns the token, failing the test unless it got one.
 func (id *identity) token(user, secret string, apiKey bool) string {
 	id.t.Helper()
+	token, _ := id.login(user, secret, apiKey).want(200).access()
+	return token
+}
+
+// access is the token and its tenant in a token request's answer.
+func (r *reply) access() (token, tenant string) {
+	r.t.Helper()
 	var out struct {
 		Access struct {
 			Token struct {
-				ID string `json:"id"`
+				ID     string              `json:"id"`
+				Tenant struct{ ID string } `json:"tenant"`
 			} `json:"token"`
 		} `json:"access"`
 	}
-	id.login(user, secret, apiKey).want(200).json(&out)
-	return out.Access.Token.ID
+	r.json(&out)
+	return out.Access.Token.ID, out.Access.Token.Tenant.ID
 }
 
 // passwordChecks is how many bcrypt comparisons the server has run.
@@ -288,18 +296,10 @@ func testLoginPastTheLimitAfterARevocationElsewhere(t *testing.T, kind string) {
 	id := startIdentity(t, kind, nil, server.AuthLimits{IssuesPerUser: 1})
 	other := startIdentityOn(t, id.st, nil, server.AuthLimits{IssuesPerUser: 1})
 	login := func() (token, tenant string) {
-		var out struct {
-			Access struct {
-				Token struct {
-					ID     string              `json:"id"`
-					Tenant struct{ ID string } `json:"tenant"`
-				} `json:"token"`
-			} `json:"access"`
-		}
 		if r := id.login("fleet", "dev", true); r.code == 200 {
-			r.json(&out)
+			return r.access()
 		}
-		return out.Access.Token.ID, out.Access.Token.Tenant.ID
+		return "", ""
 	}
 	token, tenant := login()
 	if got, _ := login(); got != token { // past the limit: the same token
@@ -327,23 +327,15 @@ func testLoginBeforeEveryCall(t *testing.T, kind string) {
 	id := startIdentity(t, kind, nil, server.AuthLimits{})
 	tokens := map[string]bool{}
 	for i := range 1000 {
-		var out struct {
-			Access struct {
-				Token struct {
-					ID     string              `json:"id"`
-					Tenant struct{ ID string } `json:"tenant"`
-				} `json:"token"`
-			} `json:"access"`
-		}
 		r := id.login("python", "dev", true)
 		if r.code != 200 {
 			t.Fatalf("login %d, %v after the first: %d %s", i+1, time.Duration(i)*1800*time.Millisecond, r.code, r.body)
 		}
-		r.json(&out)
-		if code := id.services(out.Access.Token.Tenant.ID, out.Access.Token.ID); code != 200 {
+		token, tenant := r.access()
+		if code := id.services(tenant, token); code != 200 {
 			t.Fatalf("call %d with the token of its login: %d", i+1, code)
 		}
-		tokens[out.Access.Token.ID] = true
+		tokens[token] = true
 		id.clock.Add(1800 * time.Millisecond)
 	}
 	// 600 at once, and one every 6 s of the 1,000 x 1.8 s: the rest were
