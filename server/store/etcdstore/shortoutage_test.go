@@ -43,11 +43,7 @@ func TestEtcdBlipDuringAWrittenHeartbeat(t *testing.T) {
 	peerOf(t, holder, n)
 	u := login(t, holder, "etcd-blip")
 
-	const rounds = 10
-	var timedOut []int
-	for round := range rounds {
-		id := fmt.Sprintf("svc%d", round)
-		marker := u.listMarker(holder)
+	u.blipRounds(t, holder, n, func(id string) (string, func()) {
 		tok := u.create(holder, id, blipTimeout)
 		tok = u.heartbeat(holder, id, tok) // written: held, stored deadline timeout+slack from now
 		// On schedule, answered from memory while the next deadline is
@@ -60,14 +56,8 @@ func TestEtcdBlipDuringAWrittenHeartbeat(t *testing.T) {
 		// 1.2 s away.
 		clock.Advance(blipInterval)
 		c.Stop()
-		if !u.survivesBlip(t, holder, id, tok, marker, round, c.Restart) {
-			timedOut = append(timedOut, round)
-		}
-	}
-	settle(t, u, n)
-	if len(timedOut) > 0 {
-		t.Errorf("a live client's service timed out in %d of %d rounds %v", len(timedOut), rounds, timedOut)
-	}
+		return tok, c.Restart
+	})
 }
 
 // TestEtcdLeaderCrashDuringAFirstHeartbeat: the etcd leader of three
@@ -94,26 +84,38 @@ func TestEtcdLeaderCrashDuringAFirstHeartbeat(t *testing.T) {
 	t.Logf("the client heartbeats at node %s", at.addr)
 	u := login(t, at, "leader-crash-first")
 
-	const rounds = 10
-	var timedOut []int
-	for round := range rounds {
-		id := fmt.Sprintf("svc%d", round)
-		marker := u.listMarker(at)
+	u.blipRounds(t, at, n, func(id string) (string, func()) {
 		tok := u.create(at, id, blipTimeout) // no holder, due in 3 s
 		lead := c.Members[leader(t, c)]
 		clock.Advance(blipInterval)                // the first heartbeat: due in 1.2 s
 		syscall.Kill(-lead.Pid(), syscall.SIGKILL) // crashed: a member stopped gracefully hands its leadership over
 		lead.Stop()
-		back := func() {
+		return tok, func() {
 			if err := lead.Start(); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if !u.survivesBlip(t, at, id, tok, marker, round, back) {
+	})
+}
+
+// blipRounds runs 10 rounds of an etcd blip at n, each with a service of
+// its own: start makes service id ready for a heartbeat at n, stops etcd,
+// and returns the token and what brings etcd back. The client's heartbeat
+// must be answered and the service not time out (survivesBlip); the nodes
+// settle before the test ends.
+func (u *user) blipRounds(t *testing.T, n *node, nodes []*node, start func(id string) (token string, back func())) {
+	t.Helper()
+	const rounds = 10
+	var timedOut []int
+	for round := range rounds {
+		id := fmt.Sprintf("svc%d", round)
+		marker := u.listMarker(n)
+		tok, back := start(id)
+		if !u.survivesBlip(t, n, id, tok, marker, round, back) {
 			timedOut = append(timedOut, round)
 		}
 	}
-	settle(t, u, n)
+	settle(t, u, nodes)
 	if len(timedOut) > 0 {
 		t.Errorf("a live client's service timed out in %d of %d rounds %v", len(timedOut), rounds, timedOut)
 	}
