@@ -238,11 +238,7 @@ func TestFeedSkipsEventsAtOrBeforeItsPosition(t *testing.T) {
 		fmt.Fprintf(w, `{"values":[%s],"metadata":{"next_marker":null}}`, values)
 	}))
 	defer api.Close()
-	c, err := registry.New(registry.Config{URL: api.URL + "/v1.0", Token: "t", Tenant: "1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := tokenClient(t, api.URL)
 	feed := c.NewFeed(e2, registry.WatchOptions{Wait: time.Second})
 	var got []string
 	collect := func(d time.Duration, most int) {
@@ -300,11 +296,7 @@ func TestFeedStopsAtEventsOutOfOrder(t *testing.T) {
 		fmt.Fprintf(w, `{"values":[%s],"metadata":{"next_marker":null}}`, strings.Join(values, ","))
 	}))
 	defer api.Close()
-	c, err := registry.New(registry.Config{URL: api.URL + "/v1.0", Token: "t", Tenant: "1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := tokenClient(t, api.URL)
 	for _, tc := range []struct {
 		marker string
 		want   []string
@@ -611,14 +603,11 @@ func TestFeedOutOfOrderErrorShowsIDsCut(t *testing.T) {
 		fmt.Fprintf(w, `{"values":[%s],"metadata":{"next_marker":null}}`, strings.Join(values, ","))
 	}))
 	defer api.Close()
-	c, err := registry.New(registry.Config{URL: api.URL + "/v1.0", Token: "t", Tenant: "1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := tokenClient(t, api.URL)
 	feed := c.NewFeed("", registry.WatchOptions{Wait: time.Second})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	var err error
 	for {
 		if _, err = feed.Next(ctx); err != nil {
 			break
