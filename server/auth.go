@@ -287,9 +287,8 @@ type issuedFor struct {
 }
 
 type issuedToken struct {
-	token    string
-	ti       store.TokenInfo
-	password bool // issued for a password, not an API key
+	token string
+	ti    store.TokenInfo
 }
 
 // maxLastIssued bounds lastIssued, as maxLimiterKeys bounds the limits:
@@ -303,15 +302,15 @@ func (l *lastIssued) get(user string, password bool) (issuedToken, bool) {
 	return t, ok
 }
 
-// put records t as user's last token for its kind of credential. Full, it
-// forgets the expired ones (at now), then one at random.
-func (l *lastIssued) put(user string, t issuedToken, now time.Time) {
+// put records t as user's last token for a password (or an API key).
+// Full, it forgets the expired ones (at now), then one at random.
+func (l *lastIssued) put(user string, password bool, t issuedToken, now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.m == nil {
 		l.m = map[issuedFor]issuedToken{}
 	}
-	key := issuedFor{user, t.password}
+	key := issuedFor{user, password}
 	if _, ok := l.m[key]; !ok && len(l.m) >= maxLastIssued {
 		maps.DeleteFunc(l.m, func(_ issuedFor, t issuedToken) bool { return !now.Before(t.ti.Expires) })
 		for u := range l.m {
@@ -1119,11 +1118,14 @@ func (a *Auth) issue(r *http.Request, user, secret string, password bool) (acces
 	// issued to it here for its kind of credential (lastIssued), once its
 	// credentials check.
 	reserved, retry := a.issues.reserve(user)
-	last, hasLast := a.last.get(user, password)
-	if !reserved && !hasLast {
-		a.addrFailures.refund(addr)
-		userFailures.refund(user)
-		return accessBody{}, tooManyIssues(retry)
+	var last issuedToken
+	if !reserved {
+		var ok bool
+		if last, ok = a.last.get(user, password); !ok {
+			a.addrFailures.refund(addr)
+			userFailures.refund(user)
+			return accessBody{}, tooManyIssues(retry)
+		}
 	}
 	issued := a.stamp(false) // before the check: see setUsers
 	// The print is of the credential checked (in the users it was checked
@@ -1142,7 +1144,7 @@ func (a *Auth) issue(r *http.Request, user, secret string, password bool) (acces
 	}
 	if !reserved {
 		lastCred := last.ti.KeyPrint
-		if last.password {
+		if password {
 			lastCred = last.ti.PasswordPrint
 		}
 		// Valid: not revoked, expired, or issued for a credential or
@@ -1150,7 +1152,7 @@ func (a *Auth) issue(r *http.Request, user, secret string, password bool) (acces
 		// not the cache of valid tokens: revoked at another node less
 		// than tokenRecheck ago (a client signing out), it is not given
 		// again, to be refused there.
-		if last.password == password && lastCred == cred && last.ti.Tenant == tenant {
+		if lastCred == cred && last.ti.Tenant == tenant {
 			if ti, err := a.lookup(r.Context(), last.token); err == nil && ti.Tenant == tenant {
 				a.metrics.tokensReissued.Inc()
 				return a.accessFor(r, last.token, last.ti), nil
@@ -1177,7 +1179,7 @@ func (a *Auth) issue(r *http.Request, user, secret string, password bool) (acces
 		a.cfg.Logger.Error("store token", "user", logValue(user), "err", err)
 		return accessBody{}, faultIdentityUnavailable
 	}
-	a.last.put(user, issuedToken{token: token, ti: ti, password: password}, a.cfg.Clock())
+	a.last.put(user, password, issuedToken{token: token, ti: ti}, a.cfg.Clock())
 	return a.accessFor(r, token, ti), nil
 }
 
