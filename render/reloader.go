@@ -30,11 +30,11 @@ type Reloader struct {
 	sets  chan<- *Set
 	quiet time.Duration
 
-	mu      sync.Mutex // one reload at a time
-	current *Set
-	// latest is current, for Installed: read without mu, which a reload
-	// holds until the render loop takes its Set.
-	latest  atomic.Pointer[Set]
+	mu sync.Mutex // one reload at a time
+	// current is the Set last loaded, written with mu held; Installed
+	// reads it without, since a reload holds mu until the render loop
+	// takes its Set.
+	current atomic.Pointer[Set]
 	sources *mailbox.Mailbox[[]string] // the files to watch after a reload
 	// retry spaces the attempts to watch the files again after the
 	// watch failed.
@@ -47,17 +47,17 @@ func NewReloader(log *slog.Logger, load func() (Config, error), sets chan<- *Set
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	r := &Reloader{log: log, load: load, sets: sets, current: current,
+	r := &Reloader{log: log, load: load, sets: sets,
 		quiet: 200 * time.Millisecond, sources: mailbox.New[[]string](),
 		retry: retry.Backoff{Min: time.Second, Max: time.Minute}}
-	r.latest.Store(current)
+	r.current.Store(current)
 	return r
 }
 
 // Installed reports whether every destination of the templates last
 // loaded (those in use, or about to be) has a file (Set.Installed): a
 // reload may have added templates since the start.
-func (r *Reloader) Installed() bool { return r.latest.Load().Installed() }
+func (r *Reloader) Installed() bool { return r.current.Load().Installed() }
 
 // Reload loads the configuration and templates and, if they are valid,
 // sends the new Set to the render loop; why goes to the log.
@@ -77,9 +77,7 @@ func (r *Reloader) Reload(ctx context.Context, why string) {
 		return
 	}
 	r.report(why, nil)
-	old := r.current.Sources()
-	r.current = set
-	r.latest.Store(set)
+	old := r.current.Swap(set).Sources()
 	if !slices.Equal(old, set.Sources()) {
 		r.sources.Put(set.Sources())
 	}
@@ -112,7 +110,7 @@ func (r *Reloader) report(why string, err error) {
 // they may have changed meanwhile; Reload (SIGHUP) works all along.
 func (r *Reloader) WatchFiles(ctx context.Context) error {
 	r.mu.Lock()
-	files := r.current.Sources()
+	files := r.current.Load().Sources()
 	r.sources.Take() // older than the current Set's list
 	r.mu.Unlock()
 	again := false // the watch failed: the files may have changed unseen
