@@ -290,22 +290,9 @@ func TestApplyDrainEndsWhenAReloadRemovedTheServer(t *testing.T) {
 			if err := planApply(t, a, h, v1, v2); err != nil {
 				t.Fatal(err)
 			}
-			old := h.Worker(t)
-			if out, err := exec.Command("sh", "-c", h.ReloadCommand()).CombinedOutput(); err != nil {
-				t.Fatalf("reload: %v %s", err, out)
-			}
-			for h.Worker(t) == old {
-				time.Sleep(10 * time.Millisecond)
-			}
+			reloadToANewWorker(t, h)
 			sl.release <- struct{}{}
-			ended := make(chan struct{})
-			go func() { bg.wg.Wait(); close(ended) }()
-			select {
-			case <-ended:
-			case <-time.After(20 * time.Second):
-				t.Fatal("the drain still waits after 20 s")
-			}
-			bg.wait(t) // its errors
+			bg.waitWithin(t, 20*time.Second)
 			if err := <-done; err != nil {
 				t.Fatalf("the in-flight request failed: %v", err)
 			}
@@ -345,13 +332,7 @@ func TestApplyAfterAReloadEndsTheDrain(t *testing.T) {
 			if err := planApply(t, a, h, v1, v2); err != nil {
 				t.Fatal(err)
 			}
-			old := h.Worker(t)
-			if out, err := exec.Command("sh", "-c", h.ReloadCommand()).CombinedOutput(); err != nil {
-				t.Fatalf("reload: %v %s", err, out)
-			}
-			for h.Worker(t) == old {
-				time.Sleep(10 * time.Millisecond)
-			}
+			reloadToANewWorker(t, h)
 			c := newCounter(t, "c")
 			v3 := v2 + srvLine("c", c, "")
 			if err := planApply(t, a, h, v2, v3); err != nil {
@@ -359,18 +340,7 @@ func TestApplyAfterAReloadEndsTheDrain(t *testing.T) {
 			}
 			sl.release <- struct{}{}
 			<-done
-			ended := make(chan struct{})
-			go func() { bg.wg.Wait(); close(ended) }()
-			select {
-			case <-ended:
-			case <-time.After(20 * time.Second):
-				t.Fatal("the drain still waits after 20 s")
-			}
-			select {
-			case err := <-bg.errs:
-				t.Fatalf("the drain failed: %v", err)
-			default:
-			}
+			bg.waitWithin(t, 20*time.Second)
 			live := liveState(t, h)
 			if l, ok := live["s"]; move != ok || len(live) != 2+btoi(move) || (move && (l.port != s2.port || l.drain() || l.maint())) {
 				t.Errorf("live servers %+v", live)
@@ -402,25 +372,8 @@ func TestApplyDrainThroughTheMasterCLIOutlivesAReload(t *testing.T) {
 	if err := planApply(t, a, h, v1, v2); err != nil {
 		t.Fatal(err)
 	}
-	old := h.Worker(t)
-	if out, err := exec.Command("sh", "-c", h.ReloadCommand()).CombinedOutput(); err != nil {
-		t.Fatalf("reload: %v %s", err, out)
-	}
-	for h.Worker(t) == old {
-		time.Sleep(10 * time.Millisecond)
-	}
-	ended := make(chan struct{})
-	go func() { bg.wg.Wait(); close(ended) }()
-	select {
-	case <-ended:
-	case <-time.After(20 * time.Second):
-		t.Fatal("the drain still waits after 20 s")
-	}
-	select {
-	case err := <-bg.errs:
-		t.Fatalf("the drain failed: %v", err)
-	default:
-	}
+	reloadToANewWorker(t, h)
+	bg.waitWithin(t, 20*time.Second)
 	sl.release <- struct{}{}
 	if err := <-done; err != nil {
 		t.Fatalf("the in-flight request failed: %v", err)
@@ -506,6 +459,31 @@ func (b *background) wait(t *testing.T) {
 	case err := <-b.errs:
 		t.Fatalf("background drain: %v", err)
 	default:
+	}
+}
+
+// waitWithin is wait, failing if the background work is not done within d.
+func (b *background) waitWithin(t *testing.T, d time.Duration) {
+	t.Helper()
+	ended := make(chan struct{})
+	go func() { b.wg.Wait(); close(ended) }()
+	select {
+	case <-ended:
+	case <-time.After(d):
+		t.Fatalf("the drain still waits after %v", d)
+	}
+	b.wait(t)
+}
+
+// reloadToANewWorker reloads HAProxy and waits until a new worker answers.
+func reloadToANewWorker(t *testing.T, h *haproxytest.HAProxy) {
+	t.Helper()
+	old := h.Worker(t)
+	if out, err := exec.Command("sh", "-c", h.ReloadCommand()).CombinedOutput(); err != nil {
+		t.Fatalf("reload: %v %s", err, out)
+	}
+	for h.Worker(t) == old {
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
