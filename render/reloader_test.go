@@ -15,6 +15,30 @@ import (
 	"github.com/svcreg/svcreg/internal/retry"
 )
 
+// watchingReloader returns a Reloader that starts from the Set load
+// gives and sends on sets, with its WatchFiles running until the test
+// ends; before, adjust (if not nil) is called with it.
+func watchingReloader(t *testing.T, load func() (Config, error), sets chan<- *Set, adjust func(*Reloader)) *Reloader {
+	t.Helper()
+	cfg, err := load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := NewSet(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := NewReloader(nil, load, sets, first)
+	if adjust != nil {
+		adjust(r)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { r.WatchFiles(ctx) })
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	return r
+}
+
 // Two reloads close together that change the template files: the file
 // watch follows the second list, however the reloads and the watcher's
 // restart interleave, so a change to a file of the newest Set reloads.
@@ -29,18 +53,11 @@ func TestReloaderFollowsTheNewestFiles(t *testing.T) {
 		c := Config{Templates: []TemplateConfig{{Source: files[which.Load().(string)], Destination: filepath.Join(dir, "out")}}}
 		return c, c.Normalize()
 	}
-	cfg, _ := load()
-	first, err := NewSet(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	ctx, cancel := context.WithCancel(context.Background())
 	sets := make(chan *Set)
-	r := NewReloader(nil, load, sets, first)
+	r := watchingReloader(t, load, sets, nil)
+	ctx := t.Context()
 	var wg sync.WaitGroup
-	defer func() { cancel(); wg.Wait() }()
-	wg.Go(func() { r.WatchFiles(ctx) })
+	t.Cleanup(wg.Wait)
 	got := make(chan []string, 100)
 	wg.Go(func() {
 		for {
@@ -100,17 +117,8 @@ func TestReloaderWatchesOnAfterAnEventOverflow(t *testing.T) {
 		c := Config{Templates: []TemplateConfig{{Source: tmpl, Destination: filepath.Join(t.TempDir(), "out")}}}
 		return c, c.Normalize()
 	}
-	cfg, _ := load()
-	first, err := NewSet(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
 	sets := make(chan *Set)
-	r := NewReloader(nil, load, sets, first)
-	var wg sync.WaitGroup
-	defer func() { cancel(); wg.Wait() }()
-	wg.Go(func() { r.WatchFiles(ctx) })
+	watchingReloader(t, load, sets, nil)
 	// reloaded writes the template until a reload comes.
 	reloaded := func(what string) {
 		t.Helper()
@@ -177,21 +185,13 @@ func TestReloaderWatchesOnceTheDirectoryIsBack(t *testing.T) {
 		c := Config{Templates: []TemplateConfig{{Source: tmpl, Destination: filepath.Join(base, "out")}}}
 		return c, c.Normalize()
 	}
-	cfg, _ := load()
-	first, err := NewSet(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(dir, dir+".old"); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
 	sets := make(chan *Set, 100)
-	r := NewReloader(nil, load, sets, first)
-	r.retry = retry.Backoff{Min: 50 * time.Millisecond, Max: 200 * time.Millisecond}
-	var wg sync.WaitGroup
-	defer func() { cancel(); wg.Wait() }()
-	wg.Go(func() { r.WatchFiles(ctx) })
+	watchingReloader(t, load, sets, func(r *Reloader) {
+		if err := os.Rename(dir, dir+".old"); err != nil {
+			t.Fatal(err)
+		}
+		r.retry = retry.Backoff{Min: 50 * time.Millisecond, Max: 200 * time.Millisecond}
+	})
 	time.Sleep(200 * time.Millisecond)
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
