@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 
@@ -86,18 +85,7 @@ func sandboxed(t *testing.T, rw []string, args ...string) *exec.Cmd {
 	t.Helper()
 	testprog.NeedRoot(t, "to run a command in a read-only mount namespace of its own")
 	unshare := testprog.Find(t, "unshare", "to make the file systems read-only for a command (apt-get install util-linux)")
-	out, err := exec.Command(program(t, "nginx"), "-V").CombinedOutput()
-	if err != nil {
-		t.Fatalf("nginx -V: %v: %s", err, out)
-	}
-	var hide []string
-	for _, f := range strings.Fields(string(out)) {
-		if name, dir, ok := strings.Cut(f, "="); ok && strings.HasSuffix(name, "-temp-path") && filepath.IsAbs(dir) {
-			if _, err := os.Stat(filepath.Dir(dir)); err == nil && !slices.Contains(hide, filepath.Dir(dir)) {
-				hide = append(hide, filepath.Dir(dir))
-			}
-		}
-	}
+	hide := testprog.NginxTempParents(t, program(t, "nginx"))
 	const script = `set -e
 mount --make-rprivate /
 for d in $SANDBOX_RW; do mount --bind "$d" "$d"; done

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -90,15 +91,38 @@ func InCI() bool {
 // built without has no such directive.
 func NginxTempPaths(t testing.TB, bin, dir string) string {
 	t.Helper()
-	v, err := exec.Command(bin, "-V").CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s -V: %v: %s", bin, err, v)
-	}
+	v := nginxBuild(t, bin)
 	var b strings.Builder
 	for _, p := range []string{"client_body", "proxy", "fastcgi", "uwsgi", "scgi"} {
-		if !strings.Contains(string(v), "--without-http_"+p+"_module") {
+		if !strings.Contains(v, "--without-http_"+p+"_module") {
 			fmt.Fprintf(&b, "    %s_temp_path %s;\n", p, filepath.Join(dir, p))
 		}
 	}
 	return b.String()
+}
+
+// NginxTempParents are the existing directories nginx, as built, makes
+// its temporary directories in when a config keeps them where they were
+// compiled in (/var/lib/nginx on Debian): its --http-*-temp-path options.
+func NginxTempParents(t testing.TB, bin string) []string {
+	t.Helper()
+	var dirs []string
+	for _, f := range strings.Fields(nginxBuild(t, bin)) {
+		if name, dir, ok := strings.Cut(f, "="); ok && strings.HasSuffix(name, "-temp-path") && filepath.IsAbs(dir) {
+			if _, err := os.Stat(filepath.Dir(dir)); err == nil && !slices.Contains(dirs, filepath.Dir(dir)) {
+				dirs = append(dirs, filepath.Dir(dir))
+			}
+		}
+	}
+	return dirs
+}
+
+// nginxBuild is what nginx -V tells of how bin was built.
+func nginxBuild(t testing.TB, bin string) string {
+	t.Helper()
+	v, err := exec.Command(bin, "-V").CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s -V: %v: %s", bin, err, v)
+	}
+	return string(v)
 }
