@@ -1,8 +1,6 @@
 package render
 
 import (
-	"bytes"
-	"encoding/json"
 	"net/http"
 	"slices"
 	"sync"
@@ -334,11 +332,8 @@ func (h *Health) serve(w http.ResponseWriter, r *http.Request, report func(time.
 	// ids, errors): what a terminal would act on (a C1 control, a bidi
 	// override), which encoding/json writes as it is, is escaped, for
 	// whoever reads it with curl.
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetIndent("", "  ")
-	enc.Encode(rep)
+	b, _ := printable.IndentedJSON(rep, true)
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
-	w.Write(printable.JSON(b.Bytes()))
+	w.Write(b)
 }

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"encoding/json"
 	"io"
 	"maps"
 	"os"
@@ -19,14 +17,11 @@ import (
 
 // writeJSON writes v as indented JSON and a newline, printable.JSON.
 func writeJSON(w io.Writer, v any) error {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetIndent("", "  ")
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
+	b, err := printable.IndentedJSON(v, false)
+	if err != nil {
 		return err
 	}
-	_, err := w.Write(printable.JSON(b.Bytes()))
+	_, err = w.Write(b)
 	return err
 }
 

@@ -1,6 +1,8 @@
 package printable
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"unicode/utf16"
@@ -31,4 +33,17 @@ func JSON(b []byte) []byte {
 			fmt.Fprintf(out, `\u%04x`, r)
 		}
 	}))
+}
+
+// IndentedJSON is v as indented JSON and a newline, escaped as JSON
+// escapes it; escapeHTML escapes <, > and & too (encoding/json's default).
+func IndentedJSON(v any, escapeHTML bool) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(escapeHTML)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return JSON(b.Bytes()), nil
 }
