@@ -864,7 +864,9 @@ type tokenOf struct{ token, tenant string }
 // token once: those checked in the last tokenRecheck at once, the others
 // (a store read each) up to 32 at a time, so that thousands of clients
 // waking together with tokens of their own wait for their reads side by
-// side. It returns the fault of each token refused.
+// side, all within 30 s (a store that does not answer holds the tenant's
+// dispatcher that long, not 30 s for every 32 tokens). It returns the
+// fault of each token refused.
 func (s *Server) refusedTokens(polls []*parkedPoll) map[tokenOf]error {
 	var (
 		refused map[tokenOf]error
@@ -873,6 +875,8 @@ func (s *Server) refusedTokens(polls []*parkedPoll) map[tokenOf]error {
 		seen    = map[tokenOf]bool{}
 		slots   = make(chan struct{}, 32)
 	)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	refuse := func(t tokenOf, err error) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -896,8 +900,6 @@ func (s *Server) refusedTokens(polls []*parkedPoll) map[tokenOf]error {
 		slots <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-slots }()
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
 			if err := s.stillValid(ctx, p.request()); err != nil {
 				refuse(t, err)
 			}
