@@ -935,19 +935,17 @@ func (a *answerBatch) response(p *parkedPoll) *rawResponse {
 // send buffer at once is finished on a goroutine of its own.
 func (pl *poller) answer(p *parkedPoll, a *answerBatch, buf *[]byte, answered *[]*parkedPoll) int {
 	var b []byte
-	rw := a.shared[p.keepAlive]
+	rw, err := a.shared[p.keepAlive], a.err
 	if refused := a.refused[tokenOf{p.token, p.tenant}]; refused != nil {
-		rw = a.response(p)
-		pl.s.writeFault(rw, p.request(), refused)
-		pl.s.metrics.requests.WithLabelValues("events.list", strconv.Itoa(rw.status)).Inc()
-		b = rw.buf
-	} else if rw != nil {
+		rw, err = nil, refused // its own answer: the fault
+	}
+	if rw != nil {
 		*buf = rw.answerFor((*buf)[:0], p.wait, p.txnID)
 		b = *buf
 	} else {
 		rw = a.response(p)
-		if a.err != nil {
-			pl.s.writeFault(rw, p.request(), a.err)
+		if err != nil {
+			pl.s.writeFault(rw, p.request(), err)
 		} else {
 			writeEvents(rw, p.request(), p.q.Limit, a.page)
 		}
