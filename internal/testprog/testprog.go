@@ -42,11 +42,7 @@ var sbinDirs = []string{"/usr/sbin", "/usr/local/sbin", "/sbin"}
 func pathWithSbin(path string) string {
 	have := filepath.SplitList(path)
 	for _, dir := range sbinDirs {
-		found := false
-		for _, h := range have {
-			found = found || h == dir
-		}
-		if !found {
+		if !slices.Contains(have, dir) {
 			if path != "" {
 				path += string(filepath.ListSeparator)
 			}
