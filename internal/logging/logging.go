@@ -10,6 +10,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -93,6 +94,8 @@ func shownInText(_ []string, a slog.Attr) slog.Attr {
 			s = text
 		} else if _, ok := v.(encoding.TextMarshaler); ok {
 			return a
+		} else if b, ok := byteSlice(v); ok {
+			s = string(b) // the handler quotes it, as a string that needs it
 		} else {
 			s = fmt.Sprintf("%+v", v) // as the handler writes it
 		}
@@ -103,6 +106,18 @@ func shownInText(_ []string, a slog.Attr) slog.Attr {
 		a.Value = slog.StringValue(printable.Escaped(s))
 	}
 	return a
+}
+
+// byteSlice is v's bytes if it is a slice of bytes (of a named type too),
+// which the text handler writes as a Go-quoted string.
+func byteSlice(v any) ([]byte, bool) {
+	if b, ok := v.([]byte); ok {
+		return b, true
+	}
+	if t := reflect.TypeOf(v); t != nil && t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Uint8 {
+		return reflect.ValueOf(v).Bytes(), true
+	}
+	return nil, false
 }
 
 // handlersJSON is v as slog's JSON handler writes it (without HTML

@@ -226,3 +226,25 @@ func TestTextLogEscapesWhatShowsAsNothing(t *testing.T) {
 		}
 	}
 }
+
+// A slice of bytes, which the text handler writes as a quoted string, has
+// what shows as nothing escaped too.
+func TestTextLogEscapesBytesThatShowAsNothing(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer
+	log, err := New(&buf, "text", "info")
+	if err != nil {
+		t.Fatal(err)
+	}
+	type named []byte
+	log.Info("m", "b", []byte("web\u3164"), "n", named("prod\ufe00"), "plain", []byte("a b"))
+	out := buf.String()
+	if strings.ContainsAny(out, "\u3164\ufe00") {
+		t.Errorf("the record holds a character that does not show as it is: %q", out)
+	}
+	for _, want := range []string{`b=web\u3164`, `n=prod\ufe00`, `plain="a b"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("record %q: want %s", out, want)
+		}
+	}
+}
