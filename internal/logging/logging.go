@@ -97,7 +97,10 @@ func shownInText(_ []string, a slog.Attr) slog.Attr {
 		} else if b, ok := byteSlice(v); ok {
 			s = string(b) // the handler quotes it, as a string that needs it
 		} else {
-			s = fmt.Sprintf("%+v", v) // as the handler writes it
+			// As the handler writes it; given as a string, it is not
+			// formatted twice.
+			s = fmt.Sprintf("%+v", v)
+			a.Value = slog.StringValue(s)
 		}
 	default:
 		return a
