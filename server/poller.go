@@ -67,8 +67,9 @@ type tenantWriters struct {
 
 // parkedPoll is a long-poll whose connection the poller took over. It
 // keeps only what writing the answer needs (memory per waiting poll
-// matters): the request's transaction id, tenant, route path, query, base
-// URL, and the X-Registry-Wait header the handler set.
+// matters): the request's transaction id, tenant, token (checked again
+// before the answer), route path, query, base URL, and the X-Registry-Wait
+// header the handler set.
 type parkedPoll struct {
 	conn      net.Conn
 	keepAlive bool
