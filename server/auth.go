@@ -261,8 +261,11 @@ type Auth struct {
 	addrFailures *keyedLimiter // by client address
 	userFailures *keyedLimiter // by username
 	issues       *keyedLimiter // by username
-	bcrypt       *bcryptGate
-	last         lastIssued // the token this node issued to each user last
+	// reissueChecks bounds, by username, the password checks of logins
+	// past the issue limit (see issue), as userFailures does failed ones.
+	reissueChecks *keyedLimiter
+	bcrypt        *bcryptGate
+	last          lastIssued // the token this node issued to each user last
 }
 
 // lastIssued holds, for each user and kind of credential (API key or
@@ -413,11 +416,12 @@ func NewAuth(cfg AuthConfig) *Auth {
 	}
 	cfg.Limits = cfg.Limits.withDefaults()
 	a := &Auth{
-		cfg:          cfg,
-		addrFailures: newKeyedLimiter(cfg.Limits.FailuresPerAddress, time.Minute, cfg.Clock),
-		userFailures: newKeyedLimiter(cfg.Limits.FailuresPerUser, time.Minute, cfg.Clock),
-		issues:       newKeyedLimiter(cfg.Limits.IssuesPerUser, time.Hour, cfg.Clock),
-		bcrypt:       newBcryptGate(cfg.Limits),
+		cfg:           cfg,
+		addrFailures:  newKeyedLimiter(cfg.Limits.FailuresPerAddress, time.Minute, cfg.Clock),
+		userFailures:  newKeyedLimiter(cfg.Limits.FailuresPerUser, time.Minute, cfg.Clock),
+		issues:        newKeyedLimiter(cfg.Limits.IssuesPerUser, time.Hour, cfg.Clock),
+		reissueChecks: newKeyedLimiter(cfg.Limits.FailuresPerUser, time.Minute, cfg.Clock),
+		bcrypt:        newBcryptGate(cfg.Limits),
 	}
 	a.users.Store(newUserSet(cfg.Users))
 	a.unrecorded = map[string]store.Revocation{}
@@ -869,6 +873,7 @@ func (a *Auth) Run(ctx context.Context) error {
 		a.addrFailures.pruneAll()
 		a.userFailures.pruneAll()
 		a.issues.pruneAll()
+		a.reissueChecks.pruneAll()
 		a.recordRevocations()
 		a.refreshRevocations()
 		now := a.cfg.Clock()
@@ -1125,6 +1130,16 @@ func (a *Auth) issue(r *http.Request, user, secret string, password bool) (acces
 			a.addrFailures.refund(addr)
 			userFailures.refund(user)
 			return accessBody{}, tooManyIssues(retry)
+		}
+		// A password's check is a bcrypt one, which no issue pays for
+		// here: bounded as failed ones are, so that one user's logins
+		// past the limit cannot keep the bcrypt gate full.
+		if password {
+			if ok, _ := a.reissueChecks.reserve(user); !ok {
+				a.addrFailures.refund(addr)
+				userFailures.refund(user)
+				return accessBody{}, tooManyIssues(retry)
+			}
 		}
 	}
 	issued := a.stamp(false) // before the check: see setUsers

@@ -283,6 +283,35 @@ func testLoginPastTheLimitKeepsEachCredentialsToken(t *testing.T, kind string) {
 	}
 }
 
+// A password login past the issue limit costs a bcrypt check that no
+// issue pays for: such checks are bounded as failed password logins are
+// (--login-failures-per-user a minute), so that one user's logins cannot
+// keep the bcrypt gate full and every other password login waiting.
+func TestPasswordLoginsPastTheLimitBounded(t *testing.T) {
+	onEachStore(t, testPasswordLoginsPastTheLimitBounded)
+}
+
+func testPasswordLoginsPastTheLimitBounded(t *testing.T, kind string) {
+	t.Parallel()
+	id := startIdentity(t, kind, []server.User{{Name: "ops", Tenant: "123456", PasswordHash: testHash(t, "ops-pw")}},
+		server.AuthLimits{IssuesPerUser: 1, FailuresPerUser: 3})
+	first := id.token("ops", "ops-pw", false)
+	before := id.passwordChecks()
+	for range 3 {
+		if got := id.token("ops", "ops-pw", false); got != first {
+			t.Fatalf("past the limit: %.8s…, want the last token %.8s…", got, first)
+		}
+	}
+	id.login("ops", "ops-pw", false).want(429)
+	if got := id.passwordChecks() - before; got != 3 {
+		t.Errorf("%v password checks past the limit, want 3", got)
+	}
+	id.clock.Add(time.Minute)
+	if got := id.token("ops", "ops-pw", false); got != first {
+		t.Errorf("a minute later: %.8s…, want the last token %.8s…", got, first)
+	}
+}
+
 // A token revoked at another node is not given again past the limit,
 // though this node checked it less than 30 s ago: the login is for a
 // client that signed out (the dashboard) or lost its token, and a token
