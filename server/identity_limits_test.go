@@ -338,9 +338,8 @@ func testLoginPastTheLimitAfterARevocationElsewhere(t *testing.T, kind string) {
 		t.Fatalf("a call with the token: %d", got)
 	}
 	sendRequest(t, other.base, "DELETE", "/v2.0/tokens/"+token, nil, "X-Auth-Token", token).want(204)
-	if got, _ := login(); got == token {
-		t.Error("a login past the limit got the token revoked at another node")
-	}
+	// Still past the limit, with no valid token to give again: a 429.
+	id.login("fleet", "dev", true).want(429)
 }
 
 // The official Python client logs in before every call while its token
@@ -367,10 +366,11 @@ func testLoginBeforeEveryCall(t *testing.T, kind string) {
 		tokens[token] = true
 		id.clock.Add(1800 * time.Millisecond)
 	}
-	// 600 at once, and one every 6 s of the 1,000 x 1.8 s: the rest were
-	// the last one again.
-	if n := len(tokens); n < 600 || n > 901 {
-		t.Errorf("%d tokens issued for 1,000 logins, want 600 and one every 6 s", n)
+	// 600 at once, and one every 6 s of the 999 x 1.8 s after the first
+	// (299 of them, give or take one at either end): the rest were the
+	// last one again.
+	if n := len(tokens); n < 898 || n > 900 {
+		t.Errorf("%d tokens issued for 1,000 logins, want 600 and one every 6 s (899)", n)
 	}
 }
 
