@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"golang.org/x/time/rate"
 
@@ -75,10 +77,10 @@ func shownInJSON(_ []string, a slog.Attr) slog.Attr {
 // shownInText escapes, in a string, an error's text or another value's
 // (printable.Escaped), the characters the text handler writes as they are
 // though they do not show as themselves: it quotes a string that holds a
-// character unicode.IsPrint refuses, and Go takes a Hangul filler, a
-// variation selector or the combining grapheme joiner for printable, so
-// that a service "web\u3164" would read as "web". Any other value is left
-// to the handler.
+// character unicode.IsPrint refuses, DEL excepted (textQuotes), and Go
+// takes a Hangul filler, a variation selector or the combining grapheme
+// joiner for printable, so that a service "web\u3164" would read as
+// "web". Any other value is left to the handler.
 func shownInText(_ []string, a slog.Attr) slog.Attr {
 	var s string
 	switch a.Value.Kind() {
@@ -105,10 +107,32 @@ func shownInText(_ []string, a slog.Attr) slog.Attr {
 	default:
 		return a
 	}
-	if !printable.AllShown(s, printable.Shows) && !printable.AllShown(strconv.Quote(s), printable.Shows) {
+	if !printable.AllShown(s, printable.Shows) && (!textQuotes(s) || !printable.AllShown(strconv.Quote(s), printable.Shows)) {
 		a.Value = slog.StringValue(printable.Escaped(s))
 	}
 	return a
+}
+
+// textQuotes reports whether the text handler quotes s (strconv.Quote), as
+// log/slog decides it: for a character below U+0020, a space, '=' or '"',
+// or one that is not UTF-8, a space or not printable to Go. DEL (U+007F)
+// is not among them: slog writes it as it is.
+func textQuotes(s string) bool {
+	if s == "" {
+		return true
+	}
+	for _, r := range s {
+		if r < utf8.RuneSelf {
+			if r <= ' ' || r == '=' || r == '"' {
+				return true
+			}
+			continue
+		}
+		if r == utf8.RuneError || unicode.IsSpace(r) || !unicode.IsPrint(r) {
+			return true
+		}
+	}
+	return false
 }
 
 // byteSlice is v's bytes if it is a slice of bytes (of a named type too),

@@ -248,3 +248,26 @@ func TestTextLogEscapesBytesThatShowAsNothing(t *testing.T) {
 		}
 	}
 }
+
+// DEL (U+007F) shows as nothing in a terminal, and the text handler
+// writes a string holding it as it is, unquoted (slog takes it for safe,
+// as JSON does): a service "web\x7f" would read as "web". It is escaped;
+// a string the handler quotes anyway is left to the handler's escapes.
+func TestTextLogEscapesDEL(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer
+	log, err := New(&buf, "text", "info")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Info("refused \x7f", "service", "web\x7f", "err", errors.New("no\x7f"), "tags", []string{"t\x7f"}, "b", []byte("b\x7f"))
+	out := buf.String()
+	if strings.Contains(out, "\x7f") {
+		t.Errorf("the record holds a DEL as it is: %q", out)
+	}
+	for _, want := range []string{`msg="refused \x7f"`, `service=web\x7f`, `err=no\x7f`, `tags=[t\x7f]`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("record %q: want %s", out, want)
+		}
+	}
+}
