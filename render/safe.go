@@ -146,7 +146,14 @@ func refuse(field, value, reason string, args ...any) *RefusedError {
 // addrRules are what a template lets an address be besides an IP address
 // that reaches another host: a host name (allow_hostnames), a loopback
 // address (allow_loopback).
-type addrRules struct{ hostnames, loopback bool }
+type addrRules struct {
+	hostnames, loopback bool
+	// local, when set, says whether an address is one of the renderer's
+	// own host (hostAddrs.has): refused as loopback is, since it reaches
+	// that host's listeners on every address, the load balancer's
+	// frontend among them.
+	local func(netip.Addr) bool
+}
 
 // parseAddress checks an address: an IPv4 address in dotted decimal, an
 // IPv6 address without a zone, or, when the rules take them, a host name
@@ -164,7 +171,7 @@ func parseAddress(field, s string, rules addrRules) (Address, error) {
 		if ip.Zone() != "" {
 			return Address{}, refuse(field, s, "an IPv6 zone is not allowed")
 		}
-		if err := checkIP(field, s, ip, rules.loopback); err != nil {
+		if err := checkIP(field, s, ip, rules); err != nil {
 			return Address{}, err
 		}
 		return Address{ip: ip}, nil
@@ -207,10 +214,12 @@ const loopbackRefused = "a loopback address: it reaches the load balancer's own 
 // 192.0.0.192). IPv4-mapped IPv6
 // addresses, NAT64 ones (64:ff9b::/96) and 6to4 ones (2002::/16) are
 // checked as the IPv4 address they carry; local-use NAT64 (64:ff9b:1::/48)
-// is refused. Loopback (127.0.0.0/8, ::1) is refused unless loopback is
-// true (allow_loopback).
-func checkIP(field, s string, ip netip.Addr, loopback bool) error {
+// is refused. Loopback (127.0.0.0/8, ::1), and with rules.local an address
+// of the renderer's own host, is refused unless rules.loopback is true
+// (allow_loopback).
+func checkIP(field, s string, ip netip.Addr, rules addrRules) error {
 	ip = ip.Unmap()
+	given := ip // an address of the host's may be one that carries another
 	switch b := ip.As16(); {
 	case nat64Local.Contains(ip):
 		return refuse(field, s, "a local-use NAT64 address (its IPv4 address may be at any of several places in it)")
@@ -232,11 +241,16 @@ func checkIP(field, s string, ip netip.Addr, loopback bool) error {
 		return refuse(field, s, "a multicast address")
 	case ip.IsLinkLocalUnicast():
 		return refuse(field, s, "a link-local address (169.254.169.254 is the cloud metadata service)")
-	case ip.IsLoopback() && !loopback:
+	case ip.IsLoopback() && !rules.loopback:
 		return refuse(field, s, loopbackRefused)
+	case !rules.loopback && rules.local != nil && (rules.local(ip) || rules.local(given)):
+		return refuse(field, s, localRefused)
 	}
 	return nil
 }
+
+// localRefused is why an address of the renderer's own host is refused.
+const localRefused = "an address of this host: like a loopback address, it reaches the load balancer's own host, its listeners on every address and the load balancer's own frontend (a loop); allow_loopback = true takes it where backends on that host are meant"
 
 // nat64 is the well-known NAT64 prefix, whose addresses reach the IPv4
 // address in their last four bytes; nat64Local the local-use one, whose
