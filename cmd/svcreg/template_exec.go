@@ -10,7 +10,8 @@ import (
 )
 
 // applyExec puts --exec, --grace-period and --start-without-registry into
-// the configuration; they override its [exec].
+// the configuration; they override its [exec]. The last two need a
+// command, from --exec or the configuration.
 func (f *templateFlags) applyExec(c *render.Config, set func(name string) bool) error {
 	if f.exec != "" {
 		words, err := render.SplitCommand(f.exec)
@@ -36,6 +37,15 @@ func (f *templateFlags) applyExec(c *render.Config, set func(name string) bool) 
 	}
 	if c.Exec.StartWithoutRegistry < 0 {
 		return errors.New("[exec] start_without_registry must be 0 (wait for the registry) or positive")
+	}
+	if len(c.Exec.Command) == 0 {
+		// Said of the flags alone: a config may hold [exec] settings for
+		// the runs that give --exec.
+		for _, name := range []string{"grace-period", "start-without-registry"} {
+			if set(name) {
+				return usagef("--%s is about the command --exec runs: give --exec (or [exec] command in the config), or leave --%s out", name, name)
+			}
+		}
 	}
 	return nil
 }
