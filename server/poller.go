@@ -568,7 +568,7 @@ func (pl *poller) answerTaken(p *parkedPoll, scanned timeuuid.UUID) {
 	q := p.q
 	q.Quiet = latest(q.Quiet, scanned) // the poll's own reads may have gone further
 	page, err := pl.s.store.Events(ctx, p.tenant, q)
-	pl.handBack(pl.answerAll([]*parkedPoll{p}, page, err, true))
+	pl.handBack(pl.answerAll(ctx, []*parkedPoll{p}, page, err, true))
 }
 
 // dispatch wakes the tenant's parked polls on every commit until none is
@@ -691,7 +691,7 @@ func (pl *poller) wake(ctx context.Context, tenant string, ps *pollSet, all bool
 			pl.setScanned(g.g, latest(g.g.scanned, later(g.key.from, page.Head)))
 			continue
 		}
-		back = append(back, pl.answerAll(pl.takeGroup(tenant, ps, g.key, g.g), page, err, false)...)
+		back = append(back, pl.answerAll(ctx, pl.takeGroup(tenant, ps, g.key, g.g), page, err, false)...)
 	}
 	pl.handBack(back)
 	return failed
@@ -799,7 +799,7 @@ const answerChunk = 512
 //
 // fromTimer says the caller is a poll's wait timer, on a goroutine of its
 // own, rather than the tenant's dispatcher (see finish).
-func (pl *poller) answerAll(polls []*parkedPoll, page store.EventPage, err error, fromTimer bool) []*parkedPoll {
+func (pl *poller) answerAll(ctx context.Context, polls []*parkedPoll, page store.EventPage, err error, fromTimer bool) []*parkedPoll {
 	if len(polls) == 0 {
 		return nil
 	}
@@ -813,8 +813,12 @@ func (pl *poller) answerAll(polls []*parkedPoll, page store.EventPage, err error
 		}
 	}
 	w := pl.currentWatch()
-	a := answerBatch{page: page, err: err, date: time.Now().UTC().Format(http.TimeFormat), watch: w, fromTimer: fromTimer,
-		refused: pl.s.refusedTokens(polls)}
+	a := answerBatch{page: page, err: err, date: time.Now().UTC().Format(http.TimeFormat), watch: w, fromTimer: fromTimer}
+	if err == nil {
+		// A fault tells the account nothing: its tokens are not read
+		// from a store that has just failed a read.
+		a.refused = pl.s.refusedTokens(ctx, polls)
+	}
 	if err == nil && page.Next.IsZero() {
 		body := eventsJSON(page, polls[0].q.Limit, "", nil) // no next_href
 		a.shared = map[bool]*rawResponse{}
@@ -865,10 +869,11 @@ type tokenOf struct{ token, tenant string }
 // token once: those checked in the last tokenRecheck at once, the others
 // (a store read each) up to 32 at a time, so that thousands of clients
 // waking together with tokens of their own wait for their reads side by
-// side, all within 30 s (a store that does not answer holds the tenant's
-// dispatcher that long, not 30 s for every 32 tokens). It returns the
-// fault of each token refused.
-func (s *Server) refusedTokens(polls []*parkedPoll) map[tokenOf]error {
+// side, within ctx: the wake-up's, whose 30 s its reads of the feed and
+// of every group's tokens share (a store that does not answer holds the
+// tenant's dispatcher that long, not 30 s for every group or every 32
+// tokens). It returns the fault of each token refused.
+func (s *Server) refusedTokens(ctx context.Context, polls []*parkedPoll) map[tokenOf]error {
 	var (
 		refused map[tokenOf]error
 		mu      sync.Mutex
@@ -876,8 +881,6 @@ func (s *Server) refusedTokens(polls []*parkedPoll) map[tokenOf]error {
 		seen    = map[tokenOf]bool{}
 		slots   = make(chan struct{}, 32)
 	)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	refuse := func(t tokenOf, err error) {
 		mu.Lock()
 		defer mu.Unlock()

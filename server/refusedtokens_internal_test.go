@@ -4,8 +4,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -85,7 +89,7 @@ func TestRefusedTokens(t *testing.T) {
 	polls = append(polls, &parkedPoll{token: tokens["live"], tenant: "2"}) // not its tenant's
 	st.reads.Store(0)
 	s := &Server{auth: a}
-	refused := s.refusedTokens(polls)
+	refused := s.refusedTokens(context.Background(), polls)
 	for name, tok := range tokens {
 		want := name == "revoked" || name == "revoked elsewhere"
 		if got := refused[tokenOf{tok, "1"}] != nil; got != want {
@@ -98,5 +102,52 @@ func TestRefusedTokens(t *testing.T) {
 	// The stale token and the one revoked elsewhere, once each.
 	if got := st.reads.Load(); got != 2 {
 		t.Errorf("%d store reads, want 2", got)
+	}
+}
+
+// A wake-up whose read of the feed failed answers its polls with the
+// fault, and reads none of their tokens: the fault tells the account
+// nothing, and the store that failed the read would be asked again for
+// every token. One that read the feed checks them.
+func TestFaultAnswerReadsNoToken(t *testing.T) {
+	now := time.Now()
+	st := &tokenStore{tokens: map[[32]byte]store.TokenInfo{}}
+	a := NewAuth(AuthConfig{Store: st, Users: []User{{Name: "u", Tenant: "1", APIKey: "key-of-u-0123456789abcdef"}},
+		Clock: func() time.Time { return now }})
+	tok := fmt.Sprintf("%064x", sha256.Sum256([]byte("polling")))
+	st.tokens[sha256.Sum256([]byte(tok))] = store.TokenInfo{User: "u", Tenant: "1", Issued: now.Add(-time.Minute),
+		Expires: now.Add(time.Hour), KeyPrint: a.users.Load().prints["u"].key}
+	srv := New(Config{Logger: slog.New(slog.DiscardHandler)})
+	srv.auth = a
+	pl := newPoller(srv)
+	for _, tc := range []struct {
+		name      string
+		err       error
+		reads     int64
+		wantFirst string
+	}{
+		{"failed read", fmt.Errorf("%w: etcd: no leader", store.ErrUnavailable), 0, "HTTP/1.1 503"},
+		{"page read", nil, 1, "HTTP/1.1 200"},
+	} {
+		st.reads.Store(0)
+		server, client := net.Pipe()
+		got := make(chan string, 1)
+		go func() {
+			b := make([]byte, 64)
+			n, _ := io.ReadAtLeast(client, b, len("HTTP/1.1 200"))
+			got <- string(b[:n])
+		}()
+		pl.parked.Add(1)
+		p := &parkedPoll{conn: server, token: tok, tenant: "1", q: store.EventQuery{Limit: 100}, routePath: "/v2.0/1/events", timer: time.NewTimer(time.Hour)}
+		pl.answerAll(context.Background(), []*parkedPoll{p}, store.EventPage{}, tc.err, false)
+		answer := <-got
+		client.Close()
+		server.Close()
+		if !strings.HasPrefix(answer, tc.wantFirst) {
+			t.Errorf("%s: answered %.60q, want %s", tc.name, answer, tc.wantFirst)
+		}
+		if n := st.reads.Load(); n != tc.reads {
+			t.Errorf("%s: %d token reads, want %d", tc.name, n, tc.reads)
+		}
 	}
 }
