@@ -19,6 +19,7 @@ import (
 	"github.com/oklog/run"
 
 	"github.com/svcreg/svcreg/examples"
+	"github.com/svcreg/svcreg/internal/logging"
 	"github.com/svcreg/svcreg/internal/retry"
 	"github.com/svcreg/svcreg/internal/statuspage"
 	"github.com/svcreg/svcreg/internal/supervise"
@@ -115,7 +116,11 @@ func runDemo(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	// The renderer's errors are the demo's: shown, and counted for its
 	// exit status, until it stops.
 	var failed atomic.Int64
-	renderLog := slog.New(countingHandler{slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError}), &failed, ctx.Done()})
+	text, err := logging.New(stderr, "text", "error") // registry text escaped, as in every log
+	if err != nil {
+		return err
+	}
+	renderLog := slog.New(countingHandler{text.Handler(), &failed, ctx.Done()})
 	loop := &render.Loop{Renderer: render.NewRenderer(renderLog, nil, nil), Source: w}
 	var g run.Group
 	g.Add(func() error { return st.Run(ctx) }, func(error) { cancel() })
