@@ -71,6 +71,14 @@ func Backup(dir, dst string) (int64, error) {
 	if inDir(dir, dst) {
 		return 0, fmt.Errorf("backup %s: that is in the data directory %s; write the backup elsewhere", dst, dir)
 	}
+	// Said before the copy is made, rather than as the rename's or the
+	// create's error once it is.
+	if fi, err := os.Stat(dst); err == nil && fi.IsDir() {
+		return 0, fmt.Errorf("backup %s: that is a directory; give the backup's file name, such as %s", dst, filepath.Join(dst, "svcreg-"+time.Now().Format("2006-01-02")+".db"))
+	}
+	if _, err := os.Stat(filepath.Dir(dst)); errors.Is(err, fs.ErrNotExist) {
+		return 0, fmt.Errorf("backup %s: its directory %s does not exist: create it, or give a file in one that does", dst, filepath.Dir(dst))
+	}
 	// A new file of a name no one chose before (O_EXCL): in a directory
 	// others may write, such as /tmp, a name known in advance could be
 	// a link planted to make a backup run as root overwrite its target.

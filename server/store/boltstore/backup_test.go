@@ -81,6 +81,36 @@ func TestBackupRefusesTheDataDirectory(t *testing.T) {
 	}
 }
 
+// A backup given a directory, or a file in a directory that does not
+// exist, says so before it copies anything, and leaves nothing behind.
+func TestBackupNamesAMistakenDestination(t *testing.T) {
+	t.Parallel()
+	dir, out := t.TempDir(), t.TempDir()
+	dbWith(t, dir, "k", "v")
+	for _, c := range []struct{ dst, want string }{
+		{out, "is a directory"},
+		{out + "/", "is a directory"},
+		{filepath.Join(out, "missing", "b.db"), "does not exist"},
+		{filepath.Join(out, "missing") + "/", "does not exist"},
+	} {
+		if _, err := boltstore.Backup(dir, c.dst); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("backup to %s: %v; want an error that says it %s", c.dst, err, c.want)
+		}
+	}
+	if ents, err := os.ReadDir(out); err != nil || len(ents) != 0 {
+		t.Errorf("the destination's directory after the refused backups: %v, %v; want it empty", ents, err)
+	}
+	if ents, err := os.ReadDir(filepath.Dir(out)); err != nil {
+		t.Fatal(err)
+	} else {
+		for _, e := range ents {
+			if strings.Contains(e.Name(), ".tmp-") {
+				t.Errorf("left %s beside the directory", e.Name())
+			}
+		}
+	}
+}
+
 // A backup writes its copy to a file of a name no one knew before: a
 // link planted at a name it could be given (in a directory others may
 // write, such as /tmp) is not followed, and what it points at stays.
