@@ -21,6 +21,7 @@ import (
 
 	"github.com/svcreg/svcreg/internal/printable"
 	"github.com/svcreg/svcreg/internal/retry"
+	"github.com/svcreg/svcreg/internal/timeuuid"
 	"github.com/svcreg/svcreg/registry"
 )
 
@@ -64,6 +65,9 @@ service or configuration key it is about, and what changed. With
 	}
 	et, err := eventType(*typ)
 	if err != nil {
+		return err
+	}
+	if err := checkMarker(*marker); err != nil {
 		return err
 	}
 	if *limit < 0 {
@@ -133,6 +137,9 @@ one JSON object per line.`, stdout)
 	}
 	et, err := eventType(*typ)
 	if err != nil {
+		return err
+	}
+	if err := checkMarker(*marker); err != nil {
 		return err
 	}
 	if *count < 0 {
@@ -261,6 +268,19 @@ func registryDown(err error) bool {
 	var host x509.HostnameError
 	var inv x509.CertificateInvalidError
 	return errors.As(err, &ue) && !errors.As(err, &ca) && !errors.As(err, &host) && !errors.As(err, &inv)
+}
+
+// checkMarker refuses a --marker that no registry takes (the API's
+// markers are event ids, v1 UUIDs) as a usage mistake, naming the flag,
+// before anything is sent.
+func checkMarker(m string) error {
+	if m == "" {
+		return nil
+	}
+	if err := timeuuid.Check(m); err != nil {
+		return usagef("--marker %q: not an event id (%v): give one from the ID column of svcreg events list", m, err)
+	}
+	return nil
 }
 
 // feedMarkerNow returns a marker after which the feed holds only what

@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"reflect"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -808,5 +809,27 @@ func TestImpostorListStringIsOneSafeLine(t *testing.T) {
 		if errs := stderr.String(); code != exitError || strings.Count(errs, "\n") != 1 || strings.ContainsAny(errs, "\x1b") || len(errs) > 4096 {
 			t.Errorf("services list of the answer %.60s…: exit %d, stderr %.300q; want exit 1 and one short line", body, code, errs)
 		}
+	}
+}
+
+// A --marker that is not an event id is a usage mistake (exit 2) that
+// names the flag, for events list and events tail alike, and nothing is
+// sent.
+func TestEventsRefusesAMarkerThatIsNoEventID(t *testing.T) {
+	t.Parallel()
+	var requests atomic.Int32
+	srv := impostor(func(w http.ResponseWriter, r *http.Request) { requests.Add(1) })
+	t.Cleanup(srv.Close)
+	for _, cmd := range []string{"list", "tail"} {
+		for _, m := range []string{"zzz", "00000000-0000-4000-8000-000000000000"} {
+			var stdout, stderr bytes.Buffer
+			code := Main(context.Background(), []string{"events", cmd, "--marker", m, "--url", srv.URL, "--username", "x", "--api-key", "k"}, nil, &stdout, &stderr)
+			if code != 2 || !strings.Contains(stderr.String(), "--marker "+strconv.Quote(m)+": not an event id") {
+				t.Errorf("events %s --marker %s: exit status %d, stderr:\n%s\nwant 2 and the flag named", cmd, m, code, stderr.String())
+			}
+		}
+	}
+	if n := requests.Load(); n != 0 {
+		t.Errorf("%d requests sent; want none", n)
 	}
 }
