@@ -18,6 +18,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Exit codes for a command that could not be started, as the shell has
@@ -310,7 +312,13 @@ func (c *Child) ExitCode() int {
 // Describe says how a process ended, for logs and errors.
 func Describe(ws syscall.WaitStatus) string {
 	if ws.Signaled() {
-		return "killed by " + ws.Signal().String()
+		// By its name, as kill(1) takes it: the description reads as a
+		// verb ("killed by killed").
+		name := unix.SignalName(ws.Signal())
+		if name == "" {
+			name = "signal"
+		}
+		return "killed by " + name + " (signal " + strconv.Itoa(int(ws.Signal())) + ")"
 	}
 	return "exit status " + strconv.Itoa(ws.ExitStatus())
 }

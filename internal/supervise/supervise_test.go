@@ -190,3 +190,30 @@ func TestStoppingWithTheLongestGracePeriod(t *testing.T) {
 		t.Error("a stop begun 1000 grace periods ago is still under way")
 	}
 }
+
+// Describe names the signal that killed a process by its name and
+// number, not by a description that reads as a verb ("killed by
+// killed").
+func TestDescribeNamesTheSignal(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		sig  syscall.Signal
+		want string
+	}{
+		{syscall.SIGKILL, "killed by SIGKILL (signal 9)"},
+		{syscall.SIGTERM, "killed by SIGTERM (signal 15)"},
+	} {
+		cmd := exec.Command("sh", "-c", "kill -"+strconv.Itoa(int(tc.sig))+" $$")
+		cmd.Run()
+		ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus)
+		if !ok || !ws.Signaled() {
+			t.Fatalf("sh killing itself with %v: %v; want it killed", tc.sig, cmd.ProcessState)
+		}
+		if got := Describe(ws); got != tc.want {
+			t.Errorf("Describe(%v) = %q; want %q", tc.sig, got, tc.want)
+		}
+	}
+	if got := Describe(syscall.WaitStatus(3 << 8)); got != "exit status 3" {
+		t.Errorf("Describe(exit 3) = %q; want \"exit status 3\"", got)
+	}
+}
