@@ -13,13 +13,13 @@ import (
 // the configuration; they override its [exec]. The last two need a
 // command, from --exec or the configuration.
 func (f *templateFlags) applyExec(c *render.Config, set func(name string) bool) error {
-	if f.exec != "" {
+	if set("exec") {
 		words, err := render.SplitCommand(f.exec)
 		if err != nil {
 			return fmt.Errorf("--exec: %w", err)
 		}
 		if len(words) == 0 {
-			return errors.New("--exec: no command given")
+			return errors.New("--exec: no command given: give the command to run, or leave --exec out")
 		}
 		c.Exec.Command = words
 	}

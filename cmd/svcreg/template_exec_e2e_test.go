@@ -796,6 +796,7 @@ func TestExecBadCommand(t *testing.T) {
 		{"not executable", []string{"--exec", notExec}, 126, "permission denied"},
 		{"with --once", []string{"--exec", "sleep 1", "--once"}, 2, "cannot be used with --once"},
 		{"shell syntax", []string{"--exec", "nginx; rm -rf /"}, 3, "means something only to a shell"},
+		{"empty", []string{"--exec", " "}, 3, "--exec: no command given"},
 		{"grace period without a command", []string{"--grace-period", "2s"}, 2, "--grace-period is about the command --exec runs"},
 		{"start without the registry, no command", []string{"--start-without-registry", "30s"}, 2, "--start-without-registry is about the command --exec runs"},
 	} {
