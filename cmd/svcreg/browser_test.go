@@ -607,6 +607,68 @@ func TestUIShowsInvisibleCharactersEscaped(t *testing.T) {
 	}
 }
 
+// lineStart is how far, in px, right of the left edge of the element
+// entry selects the line holding needle, in the text of the element text
+// selects, starts; and whether that line is below entry's first.
+func (b *browser) lineStart(text, needle, entry string) (float64, bool) {
+	b.t.Helper()
+	got := b.text(`(() => {
+		const w = document.createTreeWalker(document.querySelector(` + js(text) + `), NodeFilter.SHOW_TEXT);
+		let n, at = -1;
+		while ((n = w.nextNode()) && (at = n.data.indexOf(` + js(needle) + `)) < 0) {}
+		const r = document.createRange();
+		r.setStart(n, at);
+		r.setEnd(n, at + 1);
+		const c = r.getClientRects()[0], e = document.querySelector(` + js(entry) + `).getBoundingClientRect();
+		return (c.left - e.left) + ' ' + (c.top >= e.top + c.height);
+	})()`)
+	var px float64
+	var below bool
+	if _, err := fmt.Sscan(got, &px, &below); err != nil {
+		b.t.Fatalf("the line of %q: %q", needle, got)
+	}
+	return px, below
+}
+
+// A run of spaces, which the page keeps (pre-wrap), wraps a value as a
+// newline would: "secondary" and "role=primary" on lines of their own read
+// as two pairs. A value's wrapped lines are indented, where no entry
+// starts.
+func TestUIWrappedValueIsNotTwo(t *testing.T) {
+	t.Parallel()
+	b := newBrowser(t)
+	srv := startServerProcess(t, "--data-dir", t.TempDir())
+	a := login(t, srv.url, "dev")
+	spaces := strings.Repeat(" ", 300)
+	must(t, a, "POST", "/services", map[string]any{"id": "db-1", "heartbeat_timeout": 120,
+		"metadata": map[string]string{"port": "5432", "role": "secondary" + spaces[:80] + "role=primary"}}, 201)
+	must(t, a, "PUT", "/configuration/feature_x", map[string]string{"value": "off" + spaces + "feature_y = on"}, 204)
+	b.signIn(srv.url, "dev", "dev")
+	check := func(where, text, needle, entry string) {
+		t.Helper()
+		px, below := b.lineStart(text, needle, entry)
+		if !below {
+			t.Fatalf("%s: %q is not on a line of its own", where, needle)
+		}
+		if px < 8 {
+			t.Errorf("%s: the wrapped line %q starts %.1f px right of where an entry starts, as another entry", where, needle, px)
+		}
+	}
+	row := `#svc-body tr[data-id="db-1"]`
+	b.wait("the service", `!!document.querySelector('`+row+`')`)
+	check("the table", row+` .kv:nth-child(2) .v`, "role=primary", row+` .kv:nth-child(2)`)
+	b.do(chromedp.Evaluate[chromedp.Void](`location.hash = '#service/db-1'`))
+	b.wait("its details", `document.getElementById('detail-json').textContent.includes('db-1')`)
+	check("the details", `#detail-summary .kv:nth-child(2) .v`, "role=primary", `#detail-summary .kv:nth-child(1)`)
+	b.do(chromedp.Click(chromedp.CSS(`#nav a[data-view="config"]`)))
+	b.wait("the configuration", `!!document.querySelector('#cfg-tree li.leaf[title="feature_x"] .v')`)
+	check("the configuration", `#cfg-tree li.leaf[title="feature_x"] .v`, "feature_y", `#cfg-tree li.leaf[title="feature_x"] .k`)
+	b.do(chromedp.Click(chromedp.CSS(`#nav a[data-view="events"]`)))
+	ev := `#ev-list li[data-type="configuration_value.update"]`
+	b.wait("the event", `!!document.querySelector('`+ev+`')`)
+	check("the events", ev+` .what`, "feature_y", ev+` summary time`)
+}
+
 // A text of many escapes is a few elements, not one an escape: 200
 // services of such metadata made a table the browser took many seconds to
 // lay out, again on every change.
