@@ -496,6 +496,49 @@ check = "echo 'syntax error in {{ .Staged }}' >&2; false"
 	b.screenshot("template-status", 1280)
 }
 
+// The status page's diff does not wrap its lines: a registry value with a
+// run of spaces, quoted into a file, showed the rest of its line as a line
+// of its own, an added "server" line the change did not add.
+func TestTemplateStatusPageDiffLinesDoNotWrap(t *testing.T) {
+	t.Parallel()
+	b := newBrowser(t)
+	srv := startServerProcess(t, "--data-dir", t.TempDir())
+	a := login(t, srv.url, "dev")
+	must(t, a, "PUT", "/configuration/note", map[string]string{"value": "hello" + strings.Repeat(" ", 300) + "+    server 10.6.6.6:80; #"}, 204)
+	dir := testfs.SearchableTempDir(t) // the diff of a file every user may read is shown
+	port := freePort(t)
+	dest := filepath.Join(dir, "www.conf")
+	config := filepath.Join(dir, "render.toml")
+	writeFile(t, config, fmt.Sprintf(`listen = "127.0.0.1:%d"
+[wait]
+min = "20ms"
+max = "200ms"
+
+[[template]]
+contents = '''
+upstream www {
+    server 10.0.0.1:80;
+}
+map $host $note { default {{ configAs "note" "none" "nginxString" }}; }
+'''
+destination = %q
+reload_group = "www"
+check = "true"
+reload = "true"
+`, port, dest))
+	env := []string{"SVCREG_URL=" + srv.url + "/v1.0", "SVCREG_USERNAME=dev", "SVCREG_API_KEY=dev"}
+	startDaemon(t, env, "--config", config)
+	eventuallyTrue(t, "the file installed", func() bool { return strings.Contains(readString(dest), "10.6.6.6") })
+	b.do(chromedp.Navigate(fmt.Sprintf("http://127.0.0.1:%d/", port)))
+	pre := `[data-group="www"] .diff pre`
+	b.wait("the diff", `!!document.querySelector('`+pre+`') && document.querySelector('`+pre+`').textContent.includes('10.6.6.6')`)
+	first, _ := b.lineStart(pre, "+upstream", pre)
+	px, _ := b.lineStart(pre, "+    server 10.6.6.6", pre)
+	if px < first+100 {
+		t.Errorf("the rest of a line of the diff starts %.1f px right of the pre, where its lines start (%.1f px): it reads as a line of its own", px, first)
+	}
+}
+
 // A session that ends leaves nothing of the account's registry data in
 // the page: not the service last opened (hidden, its metadata included),
 // nor the tag list, nor a count. The page is loaded afresh.
