@@ -781,6 +781,38 @@ func TestUIStreamOfChangesSpendsFewGETs(t *testing.T) {
 	}
 }
 
+// Events the registry deleted before the page read them (past
+// --max-events, a 410 markerExpired) are lost: the page lists again and
+// follows from there, and the feed says that events are missing there
+// rather than read as if nothing had happened.
+func TestUIFeedMarksLostEvents(t *testing.T) {
+	t.Parallel()
+	b := newBrowser(t)
+	srv := startServerProcess(t, "--data-dir", t.TempDir(), "--max-events", "10")
+	a := login(t, srv.url, "dev")
+	b.signIn(srv.url, "dev", "dev")
+	b.do(chromedp.Click(chromedp.CSS(`#nav a[data-view="events"]`)))
+	must(t, a, "POST", "/services", map[string]any{"id": "first", "heartbeat_timeout": 120}, 201)
+	// The page shows it, and asks the feed again a second later: the
+	// 200 changes meanwhile push the events it has not read out.
+	b.wait("the first event", `!!document.querySelector('#ev-list li[data-type="service.join"]')`)
+	var wg sync.WaitGroup
+	for i := range 200 {
+		wg.Go(func() {
+			if code, body, err := a.do("PUT", fmt.Sprintf("/configuration/burst_%03d", i), map[string]string{"value": "v"}); err != nil || code != 204 {
+				t.Errorf("PUT: %d %s %v", code, body, err)
+			}
+		})
+	}
+	wg.Wait()
+	b.wait("the configuration listed again", `document.getElementById('cfg-count').textContent === '200'`)
+	b.wait("the lost events marked", `!!document.querySelector('#ev-list li.lost')`)
+	b.set("ev-type", "service.join", "change")
+	if b.text(`String(document.querySelector('#ev-list li.lost').hidden)`) != "false" {
+		t.Error("a type filter hides the mark of lost events")
+	}
+}
+
 // Configuration ids that differ only by an empty namespace segment ("//"),
 // a trailing "/" or a leading "/" are different values: the tree does not
 // show them as one name twice.

@@ -22,6 +22,8 @@
   // 15 GETs a second, more than the default limit of 500,000 a day.
   var RELIST_EVERY = 2000;
   var FEED_GATHER = 1000;
+  // LOST stands in the feed view for the events lost at its place.
+  var LOST = {};
 
   var $ = function (id) { return document.getElementById(id); };
 
@@ -560,6 +562,11 @@
       return String(p.configuration_value_id);
     }
     function evNode(ev) {
+      if (ev === LOST) {
+        var lost = text('li', 'lost', 'Events are missing here: the registry deleted them (past its retention or its cap on events) before this page read them.');
+        lost.dataset.type = '';
+        return lost;
+      }
       var d = new Date(ev.timestamp);
       var sum = el('summary', null, [
         text('time', 'mono', d.toLocaleTimeString()),
@@ -574,7 +581,7 @@
     function filterEvents() {
       var t = $('ev-type').value;
       Array.prototype.forEach.call($('ev-list').children, function (li) {
-        li.hidden = !!t && li.dataset.type !== t;
+        li.hidden = !!t && li.dataset.type !== t && !li.classList.contains('lost');
       });
     }
     function show(evs) {
@@ -589,6 +596,12 @@
     }
     // take handles new events from the feed: keeps the known types for the
     // feed view, and re-reads what they changed.
+    // lost marks the feed where events were lost: the page lists again
+    // and follows from there, and the events between are not shown.
+    function lost() {
+      if (paused) { held = held.concat([LOST]).slice(-FEED_KEEP); return; }
+      show([LOST]);
+    }
     function take(evs) {
       var fresh = [];
       var svc = false;
@@ -664,6 +677,7 @@
       // relist lists again and follows from there: events were lost.
       function relist() {
         more = false;
+        lost();
         return loadServices().then(function (m) { last = m; loadConfig().catch(failed); });
       }
       function once() {
