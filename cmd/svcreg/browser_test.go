@@ -813,6 +813,38 @@ func TestUIFeedMarksLostEvents(t *testing.T) {
 	}
 }
 
+// The history shown on sign-in is its first pages: past them (an account
+// of more events in the last hour, with --max-events raised), the events
+// up to the feed the page follows are not shown, and the view says so.
+// Before, the newest of them was missing, the view topped by older ones.
+func TestUIHistoryMarksWhereItStops(t *testing.T) {
+	t.Parallel()
+	b := newBrowser(t)
+	srv := startServerProcess(t, "--data-dir", t.TempDir(), "--max-events", "20000", "--write-burst", "20000", "--config-limit", "1000")
+	a := login(t, srv.url, "dev")
+	var wg sync.WaitGroup
+	next := atomic.Int64{}
+	for range 32 {
+		wg.Go(func() {
+			for i := next.Add(1); i <= 11100; i = next.Add(1) {
+				if code, body, err := a.do("PUT", fmt.Sprintf("/configuration/v_%03d", i%500), map[string]string{"value": fmt.Sprint(i)}); err != nil || code != 204 {
+					t.Errorf("PUT: %d %s %v", code, body, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	must(t, a, "POST", "/services", map[string]any{"id": "newest", "heartbeat_timeout": 120}, 201)
+	b.signIn(srv.url, "dev", "dev")
+	b.do(chromedp.Click(chromedp.CSS(`#nav a[data-view="events"]`)))
+	b.wait("the history", `document.querySelectorAll('#ev-list li').length > 0`)
+	top := b.text(`(() => { const li = document.querySelector('#ev-list li'); return li.classList.contains('lost') ? 'lost' : li.querySelector('.what').textContent; })()`)
+	if top != "lost" && top != "newest" {
+		t.Errorf("the feed view is topped by %q: neither the newest event nor the mark of those not shown", top)
+	}
+}
+
 // Configuration ids that differ only by an empty namespace segment ("//"),
 // a trailing "/" or a leading "/" are different values: the tree does not
 // show them as one name twice.

@@ -720,7 +720,9 @@
       once();
     }
 
-    // history shows the last hour's events (the server's default start).
+    // history shows the last hour's events (the server's default start),
+    // its first pages: cut says that it stopped before the end, and the
+    // events between are not shown.
     function history() {
       var out = [];
       function page(marker, n) {
@@ -728,7 +730,7 @@
         return api(q, ctrl.signal).then(function (res) {
           out = out.concat(res.body.values || []);
           var next = res.body.metadata && res.body.metadata.next_marker;
-          return next && n < 10 ? page(next, n + 1) : out;
+          return next && n < 10 ? page(next, n + 1) : { events: out, cut: !!next };
         });
       }
       return page('', 0);
@@ -825,8 +827,9 @@
     loadServices().then(function (marker) {
       api('/limits', ctrl.signal).then(function (res) { noteClock(res.headers); renderServices(); }).catch(failed);
       loadConfig().catch(failed);
-      return history().then(function (evs) {
-        take(evs);
+      return history().then(function (h) {
+        take(h.events);
+        if (h.cut) lost();
         $('ev-empty').hidden = events.length > 0;
         follow(marker);
       });
