@@ -730,7 +730,7 @@
         return api(q, ctrl.signal).then(function (res) {
           out = out.concat(res.body.values || []);
           var next = res.body.metadata && res.body.metadata.next_marker;
-          return next && n < 10 ? page(next, n + 1) : { events: out, cut: !!next };
+          return next && n < 9 ? page(next, n + 1) : { events: out, cut: !!next }; // 10 pages at most
         });
       }
       return page('', 0);
