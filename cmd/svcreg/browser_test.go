@@ -1060,3 +1060,25 @@ func TestUIFeedListsAgainAfterALostNextMarkerEvent(t *testing.T) {
 		t.Fatal("the proxy dropped no event: the page never asked for the page the value's update began")
 	}
 }
+
+// A link to a service whose "id" is no service id (a sentence) shows no
+// such heading: it would put whatever the link's maker wrote in the
+// page's heading, above the dashboard's own words. An id of the API's
+// form not registered is shown as the id it is.
+func TestUIServiceLinkOfNoServiceID(t *testing.T) {
+	t.Parallel()
+	b := newBrowser(t)
+	srv := startServerProcess(t, "--data-dir", t.TempDir())
+	b.signIn(srv.url, "dev", "dev")
+	forged := "SECURITY NOTICE: this account is locked. Sign in again at https://evil.example/"
+	b.do(chromedp.Evaluate[chromedp.Void](`location.hash = '#service/' + encodeURIComponent(` + strconv.Quote(forged) + `)`))
+	b.wait("the service view", `!document.getElementById('view-service').hidden && document.getElementById('detail-id').textContent !== ''`)
+	if got := b.text(`document.getElementById('detail-id').textContent`); got != "No such service" {
+		t.Errorf("heading %q for a link of no service id; want \"No such service\"", got)
+	}
+	if body := b.text(`document.body.innerText`); strings.Contains(body, "SECURITY NOTICE") {
+		t.Errorf("the link's text is on the page:\n%s", body)
+	}
+	b.do(chromedp.Evaluate[chromedp.Void](`location.hash = '#service/web-7'`))
+	b.wait("the id's heading", `document.getElementById('detail-id').textContent === 'web-7'`)
+}

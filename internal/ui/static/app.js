@@ -22,6 +22,8 @@
   // 15 GETs a second, more than the default limit of 500,000 a day.
   var RELIST_EVERY = 2000;
   var FEED_GATHER = 1000;
+  // SERVICE_ID is the API's rule for a service id in a path (spec §5).
+  var SERVICE_ID = /^[a-z0-9_.\-]{3,65}$/i;
   // LOST stands in the feed view for the events lost at its place.
   var LOST = {};
 
@@ -533,11 +535,19 @@
     };
     function renderDetail() {
       var s = services.get(detailId);
-      clear($('detail-id'));
-      $('detail-id').appendChild(shownNodes(detailId));
       var dl = $('detail-summary');
       clear(dl);
+      clear($('detail-id'));
       var pre = $('detail-json');
+      if (!s && !SERVICE_ID.test(detailId)) {
+        // A link's text, not a service's id: shown as the heading, it
+        // would say whatever whoever made the link wrote.
+        $('detail-id').textContent = 'No such service';
+        dl.appendChild(text('dd', 'muted', 'The link names no service: a service id is 3 to 65 letters, digits, "_", "-" and ".".'));
+        pre.textContent = '';
+        return;
+      }
+      $('detail-id').appendChild(shownNodes(detailId));
       if (!s) {
         dl.appendChild(text('dd', 'muted', 'Not registered (removed, timed out, or never seen by this account).'));
         pre.textContent = '';
