@@ -51,10 +51,10 @@ const DefaultGracePeriod = 10 * time.Second
 const SignalSettle = time.Second
 
 // SignalReady bounds how long a reload by signal waits, on Linux, for a
-// command to handle the signal (catch, ignore or block it) before sending
-// it: a load balancer sets its handlers only once it has read its
-// configuration (HAProxy parsing 100,000 backends takes over a second),
-// and the signal's default action would end it.
+// command to handle the signal (catch or block it) before sending it: a
+// load balancer sets its handlers only once it has read its configuration
+// (HAProxy parsing 100,000 backends takes over a second), and the
+// signal's default action would end it (or, ignored, it would be lost).
 const SignalReady = 30 * time.Second
 
 // CommandLine is a command and its arguments.
@@ -366,12 +366,13 @@ func (e *Exec) Reload(ctx context.Context, sig syscall.Signal) (skipped string, 
 }
 
 // awaitHandler waits until SignalSettle after child's start and, where
-// that can be told (Linux), until it handles sig (catches or ignores it,
-// or keeps it blocked for signalBlockedFor, as a program reading its
-// signals from a signalfd does, and a wrapper such as tini or dumb-init
-// that waits for them with sigwait and passes them on to its child, which
-// may not be ready), polling, up to SignalReady. A handler is not enough
-// alone: a Go program catches every signal from its start.
+// that can be told (Linux), until it handles sig (catches it, not ignores
+// it, blocked or not, since an ignored signal is lost; or keeps it blocked
+// for signalBlockedFor, as a program reading its signals from a signalfd
+// does, and a wrapper such as tini or dumb-init that waits for them with
+// sigwait and passes them on to its child, which may not be ready),
+// polling, up to SignalReady. A handler is not enough alone: a Go program
+// catches every signal from its start.
 func (e *Exec) awaitHandler(ctx context.Context, child *supervise.Child, startedAt time.Time, sig syscall.Signal) (skipped string, _ error) {
 	ready := cmp.Or(e.signalReady, SignalReady)
 	giveUp := time.Now().Add(ready)
@@ -394,7 +395,7 @@ func (e *Exec) awaitHandler(ctx context.Context, child *supervise.Child, started
 				return "", nil
 			}
 			if time.Now().After(giveUp) {
-				return "", fmt.Errorf("%w: %s, after %s, and its default action would end it", errSignalNotHandled, unix.SignalName(sig), ready)
+				return "", fmt.Errorf("%w: %s, after %s: its default action would end it, or it ignores it", errSignalNotHandled, unix.SignalName(sig), ready)
 			}
 			if !logged {
 				e.Log.Info("the reload signal waits for the command to handle it", "signal", unix.SignalName(sig), "pid", child.Pid())

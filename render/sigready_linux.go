@@ -8,12 +8,16 @@ import (
 	"syscall"
 )
 
-// handlesSignal reports whether process pid catches or ignores sig (its
-// SigCgt and SigIgn in /proc/PID/status), so that sig does not take its
-// default action, which ends most programs, and whether it blocks it
-// (SigBlk, the main thread's mask: a program that reads its signals from
-// a signalfd keeps them blocked, and one may hold a block for a moment
-// while it forks); known is false when that cannot be read.
+// handlesSignal reports whether process pid catches sig (SigCgt in
+// /proc/PID/status), so that sig does not take its default action, which
+// ends most programs, and whether it blocks it (SigBlk, the main
+// thread's mask: a program that reads its signals from a signalfd keeps
+// them blocked, and one may hold a block for a moment while it forks);
+// known is false when that cannot be read. A signal the process ignores
+// (SigIgn) is neither handled nor taken as blocked, blocked or not: it is
+// lost, as a SIGUSR2 is that reaches HAProxy's master while it starts,
+// when it ignores it (and blocks it) for a moment after reading its
+// configuration and before it catches it.
 func handlesSignal(pid int, sig syscall.Signal) (handles, blocked, known bool) {
 	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
@@ -21,7 +25,7 @@ func handlesSignal(pid int, sig syscall.Signal) (handles, blocked, known bool) {
 	}
 	defer f.Close()
 	bit := uint64(1) << (uint(sig) - 1)
-	masks := 0
+	masks, ignored := 0, false
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		name, value, ok := strings.Cut(sc.Text(), ":")
@@ -36,6 +40,8 @@ func handlesSignal(pid int, sig syscall.Signal) (handles, blocked, known bool) {
 		case m&bit == 0:
 		case name == "SigBlk":
 			blocked = true
+		case name == "SigIgn":
+			ignored = true
 		default:
 			handles = true
 		}
@@ -43,6 +49,9 @@ func handlesSignal(pid int, sig syscall.Signal) (handles, blocked, known bool) {
 	}
 	if masks != 3 {
 		return false, false, false
+	}
+	if ignored {
+		return false, false, true
 	}
 	return handles, blocked, true
 }

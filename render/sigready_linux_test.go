@@ -124,3 +124,68 @@ func TestReloadSignalKeptBlockedIsSent(t *testing.T) {
 	default:
 	}
 }
+
+// A command that ignores the reload signal has not set its handler yet
+// (HAProxy's master ignores SIGUSR2 for a moment at its start, after it
+// has read its configuration, before it catches it): a signal sent then is
+// lost, and the command would go on with the files it read before the
+// install. The reload waits until the command catches it. Here the command
+// ignores it for its first 2 s, then catches it.
+// Not parallel, as above.
+func TestReloadSignalIgnoredIsNotSentYet(t *testing.T) {
+	dir := t.TempDir()
+	got := filepath.Join(dir, "reloaded")
+	script := `trap '' USR2; sleep 2; trap 'echo reloaded >> ` + got + `' USR2; while :; do sleep 0.05; done`
+	var logs bytes.Buffer
+	ex := &Exec{Command: CommandLine{"/bin/sh", "-c", script}, Log: slog.New(slog.NewTextHandler(&logs, nil))}
+	ctx, ran := runExec(t, ex, func(context.Context) PassResult { return PassResult{} })
+	skipped, err := ex.Reload(ctx, syscall.SIGUSR2)
+	if skipped != "" || err != nil {
+		t.Fatalf("reload: skipped %q, %v; log:\n%s", skipped, err, &logs)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if b, _ := os.ReadFile(got); strings.Contains(string(b), "reloaded") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the command did not take the reload (sent while it ignored the signal); log:\n%s", &logs)
+		}
+	}
+	select {
+	case code := <-ran:
+		t.Fatalf("the command ended (%d) after the reload; log:\n%s", code, &logs)
+	default:
+	}
+}
+
+// Nor is it sent while the command ignores it and keeps it blocked, as
+// HAProxy's master does for a moment at its start: setting the signal
+// ignored again discards it. Here the command ignores and blocks it for
+// its first 2 s, ignores it again, then catches and unblocks it.
+// Not parallel, as above.
+func TestReloadSignalIgnoredAndBlockedIsNotSentYet(t *testing.T) {
+	dir := t.TempDir()
+	got := filepath.Join(dir, "reloaded")
+	script := `use POSIX; my $s = POSIX::SigSet->new(SIGUSR2); $SIG{USR2} = "IGNORE"; sigprocmask(SIG_BLOCK, $s); sleep 2;
+$SIG{USR2} = "IGNORE"; $SIG{USR2} = sub { open(my $f, ">>", $ARGV[0]); print $f "reloaded\n"; close $f }; sigprocmask(SIG_UNBLOCK, $s);
+select(undef, undef, undef, 0.05) while 1;`
+	var logs bytes.Buffer
+	ex := &Exec{Command: CommandLine{"perl", "-e", script, got}, Log: slog.New(slog.NewTextHandler(&logs, nil))}
+	ctx, ran := runExec(t, ex, func(context.Context) PassResult { return PassResult{} })
+	if skipped, err := ex.Reload(ctx, syscall.SIGUSR2); skipped != "" || err != nil {
+		t.Fatalf("reload: skipped %q, %v; log:\n%s", skipped, err, &logs)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if b, _ := os.ReadFile(got); strings.Contains(string(b), "reloaded") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the command did not take the reload (sent while it ignored and blocked the signal); log:\n%s", &logs)
+		}
+	}
+	select {
+	case code := <-ran:
+		t.Fatalf("the command ended (%d) after the reload; log:\n%s", code, &logs)
+	default:
+	}
+}
