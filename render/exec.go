@@ -275,8 +275,9 @@ type Exec struct {
 	startedAt time.Time
 	stopping  bool
 	// stopPassedAt is when a signal that ends a process by default was
-	// last passed on (signalUnlessStopping).
+	// last passed on (signalUnlessStopping), stopPassed which.
 	stopPassedAt time.Time
+	stopPassed   os.Signal
 
 	// hupQueued: a re-read (onHUP) waits for the one under way, hupRun.
 	hupQueued atomic.Bool
@@ -608,7 +609,7 @@ func (e *Exec) supervise(ctx context.Context, child *supervise.Child) int {
 				if supervise.EndsByDefault(sig) {
 					passed, passedAt = sig, time.Now()
 					e.mu.Lock()
-					e.stopPassedAt = passedAt
+					e.stopPassedAt, e.stopPassed = passedAt, sig
 					e.mu.Unlock()
 				}
 				child.Forward(sig)
@@ -624,15 +625,25 @@ func (e *Exec) supervise(ctx context.Context, child *supervise.Child) int {
 }
 
 // exited is the reload's failure when the command has exited, unless the
-// renderer asked it to stop.
+// renderer asked it to stop, or it exited as stopped by a signal passed on
+// (with 0, or of that signal, within stopWindow of it: as supervise takes
+// it), such as the container runtime's SIGQUIT that came after the reload
+// signal: the reload did not end it, and the files it was reloaded for
+// stay.
 func (e *Exec) exited(child *supervise.Child, what string) error {
+	st := child.Status()
 	e.mu.Lock()
 	stopping := e.stopping
+	passed, passedAt := e.stopPassed, e.stopPassedAt
 	e.mu.Unlock()
+	if passed != nil && time.Since(passedAt) < e.stopWindow() &&
+		(st.Exited() && st.ExitStatus() == 0 || st.Signaled() && st.Signal() == passed) {
+		stopping = true
+	}
 	if stopping {
 		return nil
 	}
-	return fmt.Errorf("%s (%s)", what, supervise.Describe(child.Status()))
+	return fmt.Errorf("%s (%s)", what, supervise.Describe(st))
 }
 
 // onHUP calls OnHUP on a goroutine of its own: the new configuration

@@ -378,6 +378,31 @@ func TestExecReloadAfterAPassedOnStopSignalIsNotSent(t *testing.T) {
 	}
 }
 
+// A command that exits within SignalSettle of a reload signal, of a stop
+// signal passed on after it (nginx's SIGQUIT, as a container is stopped),
+// did not fail the reload: the files it was reloaded for stay installed,
+// and no failure is logged. Here the command has svcreg sent SIGQUIT as
+// it gets the reload signal.
+func TestExecStopSignalPassedOnAfterAReloadIsNotItsFailure(t *testing.T) {
+	t.Parallel()
+	f := newIDsFixture(t, "exec-reload-then-quit", "")
+	d, got := startRecorder(t, f, "", []string{"USR1; kill -QUIT $PPID", "QUIT; exit 0"})
+	time.Sleep(render.SignalSettle) // the reload is sent at once, not held back for the start
+	createService(t, f.c, "web-b", 120, []string{"www"}, nil)
+	if code := d.exitStatus(t); code != 0 {
+		t.Errorf("svcreg template exited %d; want the command's 0:\n%s", code, d.output())
+	}
+	if got := got(); got != "USR1\nQUIT\n" {
+		t.Fatalf("the command got %q; want the reload signal, then SIGQUIT:\n%s", got, d.output())
+	}
+	if got := readString(f.dest); got != "web-a\nweb-b\n" {
+		t.Errorf("the destination holds %q, want the change the command was reloaded for:\n%s", got, d.output())
+	}
+	if strings.Contains(d.output(), "template group failed") {
+		t.Errorf("the reload is logged as failed:\n%s", d.output())
+	}
+}
+
 // A signal passed on that does not stop the command (SIGUSR2 to a command
 // that traps it) holds a reload back only for the grace period (at least
 // 10 s), after which it is sent.
