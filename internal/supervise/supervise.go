@@ -233,7 +233,8 @@ func (c *Child) signal(sig os.Signal) {
 }
 
 // Forward passes a signal the program got on to the command, unless the
-// terminal sent it to the command too (fromTerminal). A SIGINT or SIGTERM
+// terminal sent it to the command too (fromTerminal); a SIGINT or SIGTERM
+// is followed by SIGCONT, as in Stop. A SIGINT or SIGTERM
 // that comes at least a grace period after the first one kills the
 // command: it had its chance to stop.
 func (c *Child) Forward(sig os.Signal) {
@@ -253,6 +254,9 @@ func (c *Child) Forward(sig os.Signal) {
 	}
 	c.log.Info("passing a signal on to the command", "signal", sig)
 	c.signal(sig)
+	if sig == syscall.SIGINT || sig == syscall.SIGTERM {
+		c.signal(syscall.SIGCONT) // a stopped command acts on it once continued
+	}
 }
 
 // stopping reports whether a SIGINT or SIGTERM began a stop that is still
@@ -265,13 +269,15 @@ func (c *Child) stopping() bool {
 	return !c.termAt.IsZero() && time.Since(c.termAt)/2 < c.opts.GracePeriod
 }
 
-// Stop sends the command SIGTERM, unless a stop is under way (stopping),
-// and SIGKILL if it is still running a grace period after the stop began;
-// meanwhile the program's signals are passed on. It returns the command's
-// exit status (ExitCode).
+// Stop sends the command SIGTERM (and SIGCONT, should it be stopped: it
+// acts on SIGTERM only once continued), unless a stop is under way
+// (stopping), and SIGKILL if it is still running a grace period after the
+// stop began; meanwhile the program's signals are passed on. It returns
+// the command's exit status (ExitCode).
 func (c *Child) Stop() int {
 	if !c.stopping() {
 		c.signal(syscall.SIGTERM)
+		c.signal(syscall.SIGCONT) // should it be stopped
 		c.termAt = time.Now()
 	}
 	grace := time.NewTimer(time.Until(c.termAt.Add(c.opts.GracePeriod)))

@@ -217,3 +217,26 @@ func TestDescribeNamesTheSignal(t *testing.T) {
 		t.Errorf("Describe(exit 3) = %q; want \"exit status 3\"", got)
 	}
 }
+
+// A stopped command (SIGSTOP, or SIGTTIN reading a terminal it does not
+// own) cannot act on the SIGTERM of a stop until it is continued: the stop
+// sends it SIGCONT too, so that it stops as asked within its grace period
+// rather than being killed at its end.
+func TestStopContinuesAStoppedCommand(t *testing.T) {
+	sup := New(slog.New(slog.DiscardHandler))
+	defer sup.Close()
+	child, err := sup.Start(exec.Command("sh", "-c", "trap 'exit 3' TERM; while :; do sleep 0.05; done"), Options{GracePeriod: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer child.Close()
+	time.Sleep(100 * time.Millisecond) // the trap set
+	if err := child.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	start := time.Now()
+	if code := child.Stop(); code != 3 || time.Since(start) >= 5*time.Second {
+		t.Fatalf("Stop = %d after %s; want the command's own 3, before the grace period", code, time.Since(start).Round(time.Millisecond))
+	}
+}
