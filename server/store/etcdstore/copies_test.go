@@ -372,6 +372,7 @@ func TestRefusingPeerDoesNotMakeEveryHeartbeatAWrite(t *testing.T) {
 	t.Parallel()
 	c := sharedCluster(t)
 	n := startNodes(t, c, 2, etcdstore.Options{PeerAdvertise: refusingPeer(t)})
+	peerOf(t, n[0], n) // until then, heartbeats are answered as without a peer, with no copy to refuse
 	u := login(t, n[0], "copies-refused")
 	tok := u.heartbeat(n[0], "svc", u.create(n[0], "svc", 120))
 	const beats = 20
