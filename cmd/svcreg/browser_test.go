@@ -52,6 +52,13 @@ type browser struct {
 // `make test` installs chromium.
 func newBrowser(t *testing.T) *browser {
 	t.Helper()
+	return newBrowserFor(t, browserTimeout)
+}
+
+// newBrowserFor is newBrowser for a test that takes longer than
+// browserTimeout by design: it runs for up to d.
+func newBrowserFor(t *testing.T, d time.Duration) *browser {
+	t.Helper()
 	bin := testprog.Find(t, "chromium", "the browser tests drive Debian's chromium; `make deps` installs it (apt-get install chromium)")
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(bin),
@@ -67,7 +74,7 @@ func newBrowser(t *testing.T) *browser {
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.WindowSize(1280, 860),
 	}
-	ctx, cancelTimeout := context.WithTimeout(context.Background(), browserTimeout)
+	ctx, cancelTimeout := context.WithTimeout(context.Background(), d)
 	actx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
 	bctx, cancelBrowser := chromedp.NewContext(actx)
 	t.Cleanup(func() { cancelBrowser(); cancelAlloc(); cancelTimeout() })
@@ -1081,4 +1088,52 @@ func TestUIServiceLinkOfNoServiceID(t *testing.T) {
 	}
 	b.do(chromedp.Evaluate[chromedp.Void](`location.hash = '#service/web-7'`))
 	b.wait("the id's heading", `document.getElementById('detail-id').textContent === 'web-7'`)
+}
+
+// A long-poll that gets no answer at all (the server's host died, or a
+// middlebox dropped the connection: nothing closes it) fails after its
+// wait and 30 s, and the page says "reconnecting" and goes on, rather
+// than wait on it for good saying "live".
+func TestUIFeedPollWithoutAnswerReconnects(t *testing.T) {
+	t.Parallel()
+	b := newBrowserFor(t, 4*time.Minute) // the page gives up a poll after 80 s
+	srv := startServerProcess(t, "--data-dir", t.TempDir())
+	target, err := url.Parse(srv.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	proxy.ErrorLog = log.New(io.Discard, "", 0) // the page's last long-poll, cut at the end
+	var held atomic.Bool
+	given := make(chan struct{}) // the held poll's client gave it up
+	stop := make(chan struct{})  // the test's end
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/events") && r.URL.Query().Has("wait") && held.CompareAndSwap(false, true) {
+			select { // no answer, and the connection left open
+			case <-r.Context().Done():
+				close(given)
+			case <-stop:
+			}
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(func() {
+		close(stop)
+		front.CloseClientConnections()
+		front.Close()
+	})
+	b.signIn(front.URL, "dev", "dev")
+	b.do(chromedp.Evaluate[chromedp.Void](`window.states = [];
+new MutationObserver(function () { window.states.push(document.getElementById('ev-state').textContent); })
+	.observe(document.getElementById('ev-state'), { childList: true, characterData: true, subtree: true });`))
+	select {
+	case <-given:
+	case <-time.After(3 * time.Minute):
+		t.Fatalf("the page still waits on a long-poll without an answer; states %s", b.text(`JSON.stringify(window.states)`))
+	}
+	b.wait("the page to say it reconnects, then live again", `(function () {
+	var i = window.states.indexOf('reconnecting');
+	return i >= 0 && window.states.slice(i).indexOf('live') >= 0 && document.getElementById('ev-state').textContent === 'live';
+})()`)
 }

@@ -14,6 +14,10 @@
   var FEED_KEEP = 500;   // events kept in the feed view (and held while paused)
   var SEEN_KEEP = 5000;  // event ids remembered to drop repeats
   var LONG_POLL = '50s'; // under the server's 60s write timeout
+  // A request's answer must come in full within REQUEST_LIMIT, a long-poll's
+  // within POLL_LIMIT (its wait and 30 s), or it fails (api).
+  var REQUEST_LIMIT = 60000;
+  var POLL_LIMIT = 80000;
   // Every request is a GET the account's daily limit counts, shared with
   // its renderers: under a stream of changes the page lists the services
   // again at most every RELIST_EVERY, and asks the feed again
@@ -245,11 +249,27 @@
 
   // api calls /v1.0/{tenant}{path}. A 401 ends the session: the token
   // expired or was revoked, and the user signs in again.
-  function api(path, signal) {
+  // api GETs path of the session's account. A request not answered in
+  // full within limit (REQUEST_LIMIT if not given) fails, as one the
+  // registry did not answer: a server whose host died, or a connection a
+  // middlebox dropped, answers nothing and closes nothing, and the page
+  // would wait on it for good, still saying "live".
+  function api(path, signal, limit) {
     var s = session;
     if (!s) return Promise.reject(new AuthError());
+    var own = new AbortController(), late = false;
+    var abort = function () { own.abort(); };
+    if (signal) {
+      if (signal.aborted) own.abort();
+      else signal.addEventListener('abort', abort);
+    }
+    var timer = setTimeout(function () { late = true; own.abort(); }, limit || REQUEST_LIMIT);
+    var done = function () {
+      clearTimeout(timer);
+      if (signal) signal.removeEventListener('abort', abort);
+    };
     return fetch('/v1.0/' + s.tenant + path, {
-      cache: 'no-store', credentials: 'omit', signal: signal,
+      cache: 'no-store', credentials: 'omit', signal: own.signal,
       headers: { 'X-Auth-Token': s.token, 'Accept': 'application/json' }
     }).then(function (r) {
       if (r.status === 401) {
@@ -268,6 +288,10 @@
         }
         return { body: b, headers: r.headers };
       });
+    }).then(function (res) { done(); return res; }, function (e) {
+      done();
+      if (late && !(signal && signal.aborted)) throw new Error('no answer within ' + Math.round((limit || REQUEST_LIMIT) / 1000) + ' s');
+      throw e;
     });
   }
 
@@ -694,7 +718,7 @@
         if (stopped) return;
         var q = FEED + (probe || more ? '' : '&wait=' + LONG_POLL) + '&marker=' + encodeURIComponent(last);
         var next = more ? last : null; // the page asked for starts with it
-        api(q, ctrl.signal).then(function (res) {
+        api(q, ctrl.signal, probe || more ? REQUEST_LIMIT : POLL_LIMIT).then(function (res) {
           backoff = 1000;
           probe = false;
           if (!paused) setState('live');
