@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -192,6 +193,15 @@ func runServer(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		return err
 	}
 	if f.hashPassword {
+		var others []string
+		fs.Visit(func(fl *flag.Flag) {
+			if fl.Name != "hash-password" {
+				others = append(others, "--"+fl.Name)
+			}
+		})
+		if len(others) > 0 {
+			return usagef("--hash-password prints a hash and exits: %s would do nothing with it; leave it out", strings.Join(others, ", "))
+		}
 		return printPasswordHash(stdin, stdout)
 	}
 	if f.db.any() {
