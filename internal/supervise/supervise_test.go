@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -225,18 +226,33 @@ func TestDescribeNamesTheSignal(t *testing.T) {
 func TestStopContinuesAStoppedCommand(t *testing.T) {
 	sup := New(slog.New(slog.DiscardHandler))
 	defer sup.Close()
-	child, err := sup.Start(exec.Command("sh", "-c", "trap 'exit 3' TERM; while :; do sleep 0.05; done"), Options{GracePeriod: 5 * time.Second})
+	ready := filepath.Join(t.TempDir(), "ready")
+	child, err := sup.Start(exec.Command("sh", "-c", "trap 'exit 3' TERM; : > "+ready+"; while :; do sleep 0.05; done"), Options{GracePeriod: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer child.Close()
-	time.Sleep(100 * time.Millisecond) // the trap set
+	waitFor(t, "the command's trap", func() bool { _, err := os.Stat(ready); return err == nil })
 	if err := child.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(100 * time.Millisecond)
-	start := time.Now()
-	if code := child.Stop(); code != 3 || time.Since(start) >= 5*time.Second {
-		t.Fatalf("Stop = %d after %s; want the command's own 3, before the grace period", code, time.Since(start).Round(time.Millisecond))
+	waitFor(t, "the command to be stopped", func() bool {
+		b, _ := os.ReadFile("/proc/" + strconv.Itoa(child.Pid()) + "/stat")
+		_, rest, _ := strings.Cut(string(b), ") ")
+		return strings.HasPrefix(rest, "T")
+	})
+	// Killed at the grace period's end, it would exit 137.
+	if code := child.Stop(); code != 3 {
+		t.Fatalf("Stop = %d; want the command's own 3, of its TERM trap", code)
+	}
+}
+
+// waitFor polls cond for up to 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting for %s", what)
+		}
 	}
 }
