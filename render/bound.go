@@ -284,7 +284,7 @@ func (t *Template) execute(ctx context.Context, snap *watcher.Snapshot) ([]byte,
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil) // an abandoned render's next write fails
 	st := &execState{snap: snap, renderGuard: renderGuard{ctx: ctx, maxOutput: int(t.MaxOutput),
-		failOnRefused: t.OnRefused == RefusedFail, addrs: addrRules{hostnames: t.AllowHostnames, loopback: t.AllowLoopback, local: hostAddrs.has}, denied: t.denied}}
+		failOnRefused: t.OnRefused == RefusedFail, addrs: addrRules{hostnames: t.AllowHostnames, loopback: t.AllowLoopback, local: hostAddrs.current()}, denied: t.denied}}
 	st.now = time.Now()
 	if p := t.spellings.Load(); p != nil {
 		st.prevSpellings = *p

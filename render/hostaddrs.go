@@ -25,21 +25,24 @@ type localAddrs struct {
 	addrs map[netip.Addr]bool
 }
 
-// has reports whether ip is an address of one of the host's interfaces.
-// When they cannot be read, the addresses read last are used.
-func (l *localAddrs) has(ip netip.Addr) bool {
+// current returns the host's interface addresses (unmapped), read again
+// if the last read is hostAddrsTTL old; when they cannot be read, the
+// addresses read last. The map is never changed once returned: a render
+// takes it once, and looks addresses up without a lock.
+func (l *localAddrs) current() map[netip.Addr]bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if now := time.Now(); l.addrs == nil || now.Sub(l.at) >= hostAddrsTTL {
 		if addrs, err := l.read(); err == nil || l.addrs == nil {
-			l.addrs = make(map[netip.Addr]bool, len(addrs))
+			m := make(map[netip.Addr]bool, len(addrs))
 			for _, a := range addrs {
-				l.addrs[a.Unmap()] = true
+				m[a.Unmap()] = true
 			}
+			l.addrs = m
 		}
 		l.at = now
 	}
-	return l.addrs[ip.Unmap()]
+	return l.addrs
 }
 
 // interfaceAddrs are the addresses of the host's network interfaces.

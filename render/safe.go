@@ -148,11 +148,11 @@ func refuse(field, value, reason string, args ...any) *RefusedError {
 // address (allow_loopback).
 type addrRules struct {
 	hostnames, loopback bool
-	// local, when set, says whether an address is one of the renderer's
-	// own host (hostAddrs.has): refused as loopback is, since it reaches
-	// that host's listeners on every address, the load balancer's
-	// frontend among them.
-	local func(netip.Addr) bool
+	// local are the addresses of the renderer's own host (unmapped;
+	// hostAddrs.current): refused as loopback is, since they reach that
+	// host's listeners on every address, the load balancer's frontend
+	// among them.
+	local map[netip.Addr]bool
 }
 
 // parseAddress checks an address: an IPv4 address in dotted decimal, an
@@ -214,8 +214,8 @@ const loopbackRefused = "a loopback address: it reaches the load balancer's own 
 // 192.0.0.192). IPv4-mapped IPv6
 // addresses, NAT64 ones (64:ff9b::/96) and 6to4 ones (2002::/16) are
 // checked as the IPv4 address they carry; local-use NAT64 (64:ff9b:1::/48)
-// is refused. Loopback (127.0.0.0/8, ::1), and with rules.local an address
-// of the renderer's own host, is refused unless rules.loopback is true
+// is refused. Loopback (127.0.0.0/8, ::1), and an address of the
+// renderer's own host (rules.local), is refused unless rules.loopback is true
 // (allow_loopback).
 func checkIP(field, s string, ip netip.Addr, rules addrRules) error {
 	ip = ip.Unmap()
@@ -243,7 +243,7 @@ func checkIP(field, s string, ip netip.Addr, rules addrRules) error {
 		return refuse(field, s, "a link-local address (169.254.169.254 is the cloud metadata service)")
 	case ip.IsLoopback() && !rules.loopback:
 		return refuse(field, s, loopbackRefused)
-	case !rules.loopback && rules.local != nil && (rules.local(ip) || rules.local(given)):
+	case !rules.loopback && (rules.local[ip] || rules.local[given]):
 		return refuse(field, s, localRefused)
 	}
 	return nil
