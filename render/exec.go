@@ -574,17 +574,12 @@ func (e *Exec) Run(ctx context.Context) int {
 // the renderer's exit status.
 func (e *Exec) supervise(ctx context.Context, child *supervise.Child) int {
 	sigs := e.sup.Signals()
-	// The last signal passed on, other than SIGWINCH and SIGCONT, and when.
-	var passed os.Signal
-	var passedAt time.Time
 	for {
 		select {
 		case <-child.Done():
-			if st := child.Status(); passed != nil && time.Since(passedAt) < e.stopWindow() &&
-				(st.Exited() && st.ExitStatus() == 0 || st.Signaled() && st.Signal() == passed) {
-				// A container runtime's stop signal (SIGQUIT for nginx's
-				// image, SIGUSR1 for HAProxy's), passed on.
-				e.Log.Info("the command exited after a signal passed on; stopping", "signal", passed, "status", supervise.Describe(child.Status()))
+			st := child.Status()
+			if passed, ok := e.endedByPassedSignal(st); ok {
+				e.Log.Info("the command exited after a signal passed on; stopping", "signal", passed, "status", supervise.Describe(st))
 			} else if st.Exited() && st.ExitStatus() == 0 {
 				// Most often a command that puts itself in the background,
 				// beyond the renderer's reach (a daemon calls setsid, so
@@ -607,9 +602,8 @@ func (e *Exec) supervise(ctx context.Context, child *supervise.Child) int {
 				return child.Stop()
 			default:
 				if supervise.EndsByDefault(sig) {
-					passed, passedAt = sig, time.Now()
 					e.mu.Lock()
-					e.stopPassedAt, e.stopPassed = passedAt, sig
+					e.stopPassedAt, e.stopPassed = time.Now(), sig
 					e.mu.Unlock()
 				}
 				child.Forward(sig)
@@ -624,23 +618,32 @@ func (e *Exec) supervise(ctx context.Context, child *supervise.Child) int {
 	}
 }
 
+// endedByPassedSignal reports whether the command's exit status st is
+// its end by the signal last passed on that ends a process by default
+// (stopPassed), returned: with 0, or of that signal, within stopWindow of
+// it. That is a container runtime's stop signal (SIGQUIT for nginx's
+// image, SIGUSR1 for HAProxy's), passed on.
+func (e *Exec) endedByPassedSignal(st syscall.WaitStatus) (os.Signal, bool) {
+	e.mu.Lock()
+	passed, at := e.stopPassed, e.stopPassedAt
+	e.mu.Unlock()
+	if passed == nil || time.Since(at) >= e.stopWindow() {
+		return nil, false
+	}
+	return passed, st.Exited() && st.ExitStatus() == 0 || st.Signaled() && st.Signal() == passed
+}
+
 // exited is the reload's failure when the command has exited, unless the
-// renderer asked it to stop, or it exited as stopped by a signal passed on
-// (with 0, or of that signal, within stopWindow of it: as supervise takes
-// it), such as the container runtime's SIGQUIT that came after the reload
-// signal: the reload did not end it, and the files it was reloaded for
-// stay.
+// renderer asked it to stop, or it ended by a signal passed on
+// (endedByPassedSignal), such as the container runtime's SIGQUIT that
+// came after the reload signal: the reload did not end it, and the files
+// it was reloaded for stay.
 func (e *Exec) exited(child *supervise.Child, what string) error {
 	st := child.Status()
 	e.mu.Lock()
 	stopping := e.stopping
-	passed, passedAt := e.stopPassed, e.stopPassedAt
 	e.mu.Unlock()
-	if passed != nil && time.Since(passedAt) < e.stopWindow() &&
-		(st.Exited() && st.ExitStatus() == 0 || st.Signaled() && st.Signal() == passed) {
-		stopping = true
-	}
-	if stopping {
+	if _, passed := e.endedByPassedSignal(st); stopping || passed {
 		return nil
 	}
 	return fmt.Errorf("%s (%s)", what, supervise.Describe(st))
