@@ -257,13 +257,14 @@
   function api(path, signal, limit) {
     var s = session;
     if (!s) return Promise.reject(new AuthError());
+    limit = limit || REQUEST_LIMIT;
     var own = new AbortController(), late = false;
     var abort = function () { own.abort(); };
     if (signal) {
       if (signal.aborted) own.abort();
       else signal.addEventListener('abort', abort);
     }
-    var timer = setTimeout(function () { late = true; own.abort(); }, limit || REQUEST_LIMIT);
+    var timer = setTimeout(function () { late = true; own.abort(); }, limit);
     var done = function () {
       clearTimeout(timer);
       if (signal) signal.removeEventListener('abort', abort);
@@ -290,7 +291,7 @@
       });
     }).then(function (res) { done(); return res; }, function (e) {
       done();
-      if (late && !(signal && signal.aborted)) throw new Error('no answer within ' + Math.round((limit || REQUEST_LIMIT) / 1000) + ' s');
+      if (late && !(signal && signal.aborted)) throw new Error('no answer within ' + Math.round(limit / 1000) + ' s');
       throw e;
     });
   }
@@ -628,14 +629,16 @@
       $('ev-empty').hidden = events.length > 0;
       filterEvents();
     }
-    // take handles new events from the feed: keeps the known types for the
-    // feed view, and re-reads what they changed.
     // lost marks the feed where events were lost: the page lists again
     // and follows from there, and the events between are not shown.
-    function lost() {
-      if (paused) { held = held.concat([LOST]).slice(-FEED_KEEP); return; }
-      show([LOST]);
+    function lost() { present([LOST]); }
+    // present shows evs, or holds them (the last FEED_KEEP) while paused.
+    function present(evs) {
+      if (paused) { held = held.concat(evs).slice(-FEED_KEEP); return; }
+      show(evs);
     }
+    // take handles new events from the feed: keeps the known types for the
+    // feed view, and re-reads what they changed.
     function take(evs) {
       var fresh = [];
       var svc = false;
@@ -656,11 +659,9 @@
       if (!fresh.length) return;
       if (paused) {
         heldCount += fresh.length;
-        held = held.concat(fresh).slice(-FEED_KEEP);
         updatePause();
-        return;
       }
-      show(fresh);
+      present(fresh);
     }
     function updatePause() {
       $('ev-pause').textContent = paused ? 'Resume' + (heldCount ? ' (' + heldCount + ' new)' : '') : 'Pause';
