@@ -22,19 +22,11 @@ import (
 //
 // Not parallel: an Exec reaps every child of the process while it runs.
 func TestReloadSignalWaitsForTheCommandsHandler(t *testing.T) {
-	dir := t.TempDir()
-	got := filepath.Join(dir, "reloaded")
-	script := `sleep 2; trap 'echo reloaded >> ` + got + `' USR2; while :; do sleep 0.05; done`
-	var logs bytes.Buffer
-	ex := &Exec{Command: CommandLine{"/bin/sh", "-c", script}, Log: slog.New(slog.NewTextHandler(&logs, nil))}
-	ctx, ran := runExec(t, ex, func(context.Context) PassResult { return PassResult{} })
-	skipped, err := ex.Reload(ctx, syscall.SIGUSR2)
-	if skipped != "" || err != nil {
-		t.Fatalf("reload: skipped %q, %v; log:\n%s", skipped, err, &logs)
-	}
-	tookReload(t, got, ran, &logs, 20*time.Second)
+	logs := reloadTaken(t, func(got string) CommandLine {
+		return CommandLine{"/bin/sh", "-c", `sleep 2; trap 'echo reloaded >> ` + got + `' USR2; while :; do sleep 0.05; done`}
+	}, 20*time.Second)
 	if !strings.Contains(logs.String(), "the reload signal waits for the command to handle it") {
-		t.Errorf("the log does not say the reload waited:\n%s", &logs)
+		t.Errorf("the log does not say the reload waited:\n%s", logs)
 	}
 }
 
@@ -121,17 +113,9 @@ func TestReloadSignalKeptBlockedIsSent(t *testing.T) {
 // ignores it for its first 2 s, then catches it.
 // Not parallel, as above.
 func TestReloadSignalIgnoredIsNotSentYet(t *testing.T) {
-	dir := t.TempDir()
-	got := filepath.Join(dir, "reloaded")
-	script := `trap '' USR2; sleep 2; trap 'echo reloaded >> ` + got + `' USR2; while :; do sleep 0.05; done`
-	var logs bytes.Buffer
-	ex := &Exec{Command: CommandLine{"/bin/sh", "-c", script}, Log: slog.New(slog.NewTextHandler(&logs, nil))}
-	ctx, ran := runExec(t, ex, func(context.Context) PassResult { return PassResult{} })
-	skipped, err := ex.Reload(ctx, syscall.SIGUSR2)
-	if skipped != "" || err != nil {
-		t.Fatalf("reload: skipped %q, %v; log:\n%s", skipped, err, &logs)
-	}
-	tookReload(t, got, ran, &logs, 10*time.Second)
+	reloadTaken(t, func(got string) CommandLine {
+		return CommandLine{"/bin/sh", "-c", `trap '' USR2; sleep 2; trap 'echo reloaded >> ` + got + `' USR2; while :; do sleep 0.05; done`}
+	}, 10*time.Second)
 }
 
 // Nor is it sent while the command ignores it and keeps it blocked, as
@@ -140,25 +124,25 @@ func TestReloadSignalIgnoredIsNotSentYet(t *testing.T) {
 // its first 2 s, ignores it again, then catches and unblocks it.
 // Not parallel, as above.
 func TestReloadSignalIgnoredAndBlockedIsNotSentYet(t *testing.T) {
-	dir := t.TempDir()
-	got := filepath.Join(dir, "reloaded")
 	script := `use POSIX; my $s = POSIX::SigSet->new(SIGUSR2); $SIG{USR2} = "IGNORE"; sigprocmask(SIG_BLOCK, $s); sleep 2;
 $SIG{USR2} = "IGNORE"; $SIG{USR2} = sub { open(my $f, ">>", $ARGV[0]); print $f "reloaded\n"; close $f }; sigprocmask(SIG_UNBLOCK, $s);
 select(undef, undef, undef, 0.05) while 1;`
-	var logs bytes.Buffer
-	ex := &Exec{Command: CommandLine{"perl", "-e", script, got}, Log: slog.New(slog.NewTextHandler(&logs, nil))}
-	ctx, ran := runExec(t, ex, func(context.Context) PassResult { return PassResult{} })
-	if skipped, err := ex.Reload(ctx, syscall.SIGUSR2); skipped != "" || err != nil {
-		t.Fatalf("reload: skipped %q, %v; log:\n%s", skipped, err, &logs)
-	}
-	tookReload(t, got, ran, &logs, 10*time.Second)
+	reloadTaken(t, func(got string) CommandLine { return CommandLine{"perl", "-e", script, got} }, 10*time.Second)
 }
 
-// tookReload waits up to within for the command of an Exec (ran: its
-// exit code, from runExec) to write "reloaded" to the file got, as its
-// handler of the reload signal does, and checks that it lives on.
-func tookReload(t *testing.T, got string, ran <-chan int, logs *bytes.Buffer, within time.Duration) {
+// reloadTaken runs the command that command makes (its handler of
+// SIGUSR2 writes "reloaded" to the file got) under an Exec, reloads it
+// with SIGUSR2, waits up to within for the file to say so, and checks that
+// the command lives on. It returns the Exec's log.
+func reloadTaken(t *testing.T, command func(got string) CommandLine, within time.Duration) *bytes.Buffer {
 	t.Helper()
+	got := filepath.Join(t.TempDir(), "reloaded")
+	logs := new(bytes.Buffer)
+	ex := &Exec{Command: command(got), Log: slog.New(slog.NewTextHandler(logs, nil))}
+	ctx, ran := runExec(t, ex, func(context.Context) PassResult { return PassResult{} })
+	if skipped, err := ex.Reload(ctx, syscall.SIGUSR2); skipped != "" || err != nil {
+		t.Fatalf("reload: skipped %q, %v; log:\n%s", skipped, err, logs)
+	}
 	for deadline := time.Now().Add(within); ; time.Sleep(10 * time.Millisecond) {
 		if b, _ := os.ReadFile(got); strings.Contains(string(b), "reloaded") {
 			break
@@ -172,4 +156,5 @@ func tookReload(t *testing.T, got string, ran <-chan int, logs *bytes.Buffer, wi
 		t.Fatalf("the command ended (%d) after the reload; log:\n%s", code, logs)
 	default:
 	}
+	return logs
 }
