@@ -443,15 +443,8 @@ func TestTemplateStatusPageInBrowser(t *testing.T) {
 	must(t, a, "POST", "/services", map[string]any{"id": "web-1", "heartbeat_timeout": 120, "tags": []string{"www"}}, 201)
 
 	dir := testfs.SearchableTempDir(t) // the diff of a file every user may read is shown
-	port := freePort(t)
 	www, broken := filepath.Join(dir, "www.conf"), filepath.Join(dir, "broken.conf")
-	config := filepath.Join(dir, "render.toml")
-	writeFile(t, config, fmt.Sprintf(`listen = "127.0.0.1:%d"
-[wait]
-min = "20ms"
-max = "200ms"
-
-[[template]]
+	d, page := startStatusPage(t, srv.url, fmt.Sprintf(`[[template]]
 contents = '''
 upstream www {
 {{- range servicesWithTag "www" }}
@@ -469,16 +462,14 @@ contents = "# {{ len services }} services\n"
 destination = %q
 reload_group = "broken-check"
 check = "echo 'syntax error in {{ .Staged }}' >&2; false"
-`, port, www, broken))
-	env := []string{"SVCREG_URL=" + srv.url + "/v1.0", "SVCREG_USERNAME=dev", "SVCREG_API_KEY=dev"}
-	d := startDaemon(t, env, "--config", config)
+`, www, broken))
 	eventuallyTrue(t, "web-1 installed", func() bool { return strings.Contains(readString(www), "server web-1:80;") })
 	must(t, a, "POST", "/services", map[string]any{"id": "web-2", "heartbeat_timeout": 120, "tags": []string{"www"}}, 201)
 	eventuallyTrue(t, "web-2 installed", func() bool { return strings.Contains(readString(www), "server web-2:80;") })
 	// The install comes before its reload: the page is to show both.
 	eventuallyTrue(t, "web-2's reload", func() bool { return strings.Count(d.output(), "msg=reloaded group=www-upstreams") == 2 })
 
-	b.do(chromedp.Navigate(fmt.Sprintf("http://127.0.0.1:%d/", port)))
+	b.do(chromedp.Navigate(page))
 	b.wait("the status page", `!!document.getElementById('state')`)
 	group := func(name string) string { return fmt.Sprintf(`document.querySelector('[data-group=%s]')`, js(name)) }
 	if got := b.text(group("broken-check") + `.querySelector('tr.step-check').textContent.replace(/\s+/g, ' ')`); !strings.Contains(got, "check failed") || !strings.Contains(got, "syntax error in") {
@@ -513,15 +504,8 @@ func TestTemplateStatusPageDiffLinesDoNotWrap(t *testing.T) {
 	a := login(t, srv.url, "dev")
 	must(t, a, "PUT", "/configuration/note", map[string]string{"value": "hello" + strings.Repeat(" ", 300) + "+    server 10.6.6.6:80; #"}, 204)
 	dir := testfs.SearchableTempDir(t) // the diff of a file every user may read is shown
-	port := freePort(t)
 	dest := filepath.Join(dir, "www.conf")
-	config := filepath.Join(dir, "render.toml")
-	writeFile(t, config, fmt.Sprintf(`listen = "127.0.0.1:%d"
-[wait]
-min = "20ms"
-max = "200ms"
-
-[[template]]
+	_, page := startStatusPage(t, srv.url, fmt.Sprintf(`[[template]]
 contents = '''
 upstream www {
     server 10.0.0.1:80;
@@ -532,11 +516,9 @@ destination = %q
 reload_group = "www"
 check = "true"
 reload = "true"
-`, port, dest))
-	env := []string{"SVCREG_URL=" + srv.url + "/v1.0", "SVCREG_USERNAME=dev", "SVCREG_API_KEY=dev"}
-	startDaemon(t, env, "--config", config)
+`, dest))
 	eventuallyTrue(t, "the file installed", func() bool { return strings.Contains(readString(dest), "10.6.6.6") })
-	b.do(chromedp.Navigate(fmt.Sprintf("http://127.0.0.1:%d/", port)))
+	b.do(chromedp.Navigate(page))
 	pre := `[data-group="www"] .diff pre`
 	b.wait("the diff", `!!document.querySelector('`+pre+`') && document.querySelector('`+pre+`').textContent.includes('10.6.6.6')`)
 	first, _ := b.lineStart(pre, "+upstream", pre)
@@ -1136,4 +1118,22 @@ new MutationObserver(function () { window.states.push(document.getElementById('e
 	var i = window.states.indexOf('reconnecting');
 	return i >= 0 && window.states.slice(i).indexOf('live') >= 0 && document.getElementById('ev-state').textContent === 'live';
 })()`)
+}
+
+// startStatusPage starts svcreg template on the registry of the --dev
+// server at srvURL with templates (its config's [[template]] tables) and
+// its status page on a free port, and returns the daemon and the page's
+// address.
+func startStatusPage(t *testing.T, srvURL, templates string) (*daemon, string) {
+	t.Helper()
+	port := freePort(t)
+	config := filepath.Join(t.TempDir(), "render.toml")
+	writeFile(t, config, fmt.Sprintf("listen = \"127.0.0.1:%d\"\n[wait]\nmin = \"20ms\"\nmax = \"200ms\"\n\n", port)+templates)
+	return startDaemon(t, devEnv(srvURL), "--config", config), fmt.Sprintf("http://127.0.0.1:%d/", port)
+}
+
+// devEnv is the environment in which an svcreg command reads the registry
+// of the --dev server at srvURL, as its user dev.
+func devEnv(srvURL string) []string {
+	return []string{"SVCREG_URL=" + srvURL + "/v1.0", "SVCREG_USERNAME=dev", "SVCREG_API_KEY=dev"}
 }

@@ -95,7 +95,7 @@ func TestTemplateListenHoldsFewDescriptors(t *testing.T) {
 	out := filepath.Join(dir, "out.conf")
 	config := filepath.Join(dir, "render.toml")
 	writeFile(t, config, fmt.Sprintf("listen = \"127.0.0.1:%s\"\n[[template]]\ncontents = \"# {{ len services }}\\n\"\ndestination = %q\n", port, out))
-	d := startDaemon(t, []string{"SVCREG_URL=" + srv.url + "/v1.0", "SVCREG_USERNAME=dev", "SVCREG_API_KEY=dev"}, "--config", config)
+	d := startDaemon(t, devEnv(srv.url), "--config", config)
 	health := "http://127.0.0.1:" + port + "/healthz"
 	eventuallyTrue(t, "the first render", func() bool { return fileExists(out) && strings.Contains(get(health), `"status"`) })
 	pid := d.cmd.Process.Pid
