@@ -960,10 +960,6 @@ func TestUIFeedListsAgainAfterALostNextMarkerEvent(t *testing.T) {
 	a := login(t, srv.url, "dev")
 	must(t, a, "POST", "/services", map[string]any{"id": "web-1", "heartbeat_timeout": 100}, 201)
 
-	target, err := url.Parse(srv.url)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var (
 		mu      sync.Mutex
 		hold    = true                   // the next long-poll waits for release
@@ -971,8 +967,7 @@ func TestUIFeedListsAgainAfterALostNextMarkerEvent(t *testing.T) {
 		release = make(chan struct{})
 		dropped atomic.Value // the id of the event dropped
 	)
-	proxy := httputil.NewSingleHostReverseProxy(target)
-	proxy.ErrorLog = log.New(io.Discard, "", 0) // the page's last long-poll, cut at the end
+	proxy := pageProxy(t, srv.url)
 	proxy.ModifyResponse = func(resp *http.Response) error {
 		q := resp.Request.URL.Query()
 		if !strings.HasSuffix(resp.Request.URL.Path, "/events") || q.Has("wait") || q.Get("marker") == "" || dropped.Load() != nil {
@@ -1080,12 +1075,7 @@ func TestUIFeedPollWithoutAnswerReconnects(t *testing.T) {
 	t.Parallel()
 	b := newBrowserFor(t, 4*time.Minute) // the page gives up a poll after 80 s
 	srv := startServerProcess(t, "--data-dir", t.TempDir())
-	target, err := url.Parse(srv.url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy := httputil.NewSingleHostReverseProxy(target)
-	proxy.ErrorLog = log.New(io.Discard, "", 0) // the page's last long-poll, cut at the end
+	proxy := pageProxy(t, srv.url)
 	var held atomic.Bool
 	given := make(chan struct{}) // the held poll's client gave it up
 	stop := make(chan struct{})  // the test's end
@@ -1136,4 +1126,18 @@ func startStatusPage(t *testing.T, srvURL, templates string) (*daemon, string) {
 // of the --dev server at srvURL, as its user dev.
 func devEnv(srvURL string) []string {
 	return []string{"SVCREG_URL=" + srvURL + "/v1.0", "SVCREG_USERNAME=dev", "SVCREG_API_KEY=dev"}
+}
+
+// pageProxy is a reverse proxy to the server at rawURL, for a page's
+// requests: the page's last long-poll, cut at the test's end, is not
+// logged as the proxy's error.
+func pageProxy(t *testing.T, rawURL string) *httputil.ReverseProxy {
+	t.Helper()
+	target, err := url.Parse(rawURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	proxy.ErrorLog = log.New(io.Discard, "", 0)
+	return proxy
 }
