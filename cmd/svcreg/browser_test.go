@@ -43,8 +43,10 @@ var updateScreenshots = flag.Bool("update-screenshots", false, "write the browse
 const browserTimeout = 2 * time.Minute
 
 type browser struct {
-	t   *testing.T
+	t   testing.TB
 	ctx context.Context
+	// patience is how long wait waits (0: 20 s).
+	patience time.Duration
 }
 
 // newBrowser starts a headless chromium with a fresh profile. Without
@@ -57,7 +59,7 @@ func newBrowser(t *testing.T) *browser {
 
 // newBrowserFor is newBrowser for a test that takes longer than
 // browserTimeout by design: it runs for up to d.
-func newBrowserFor(t *testing.T, d time.Duration) *browser {
+func newBrowserFor(t testing.TB, d time.Duration) *browser {
 	t.Helper()
 	bin := testprog.Find(t, "chromium", "the browser tests drive Debian's chromium; `make deps` installs it (apt-get install chromium)")
 	opts := []chromedp.ExecAllocatorOption{
@@ -90,14 +92,19 @@ func (b *browser) do(steps ...chromedp.Action[chromedp.Void]) {
 	}
 }
 
-// wait waits until the JavaScript expression is true.
+// wait waits until the JavaScript expression is true, for 20 s (or the
+// browser's patience).
 //
 // A poll that a navigation cut short (its page's context gone: a loaded
 // machine can let chromedp's Navigate return before the new page's
-// context is the one polled) polls again, within the same 20 s.
+// context is the one polled) polls again, within the same time.
 func (b *browser) wait(what, expr string) {
 	b.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	patience := b.patience
+	if patience == 0 {
+		patience = 20 * time.Second
+	}
+	deadline := time.Now().Add(patience)
 	for {
 		_, err := chromedp.Run(b.ctx, chromedp.Poll[bool](expr,
 			chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(time.Until(deadline))))

@@ -33,7 +33,7 @@ func (s *serverProcess) kill() {
 
 // startServerProcess runs `svcreg server --dev` on a loopback port, with
 // args, and waits until it listens. kill sends it SIGKILL.
-func startServerProcess(t *testing.T, args ...string) *serverProcess {
+func startServerProcess(t testing.TB, args ...string) *serverProcess {
 	t.Helper()
 	ready := filepath.Join(t.TempDir(), "ready")
 	args = append([]string{"server", "--dev", "--listen", "127.0.0.1:0", "--ready-file", ready}, args...)

@@ -163,7 +163,7 @@ func TestUIRefusesRevokedAndExpiredTokens(t *testing.T) {
 }
 
 // must makes an API request and fails the test unless it answers want.
-func must(t *testing.T, a *api, method, path string, body any, want int) []byte {
+func must(t testing.TB, a *api, method, path string, body any, want int) []byte {
 	t.Helper()
 	code, data, err := a.do(method, path, body)
 	if err != nil || code != want {

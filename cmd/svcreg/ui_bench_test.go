@@ -1,0 +1,165 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// BenchmarkUIServices measures the dashboard of an account with many
+// services, in chromium, while the services heartbeat (each about once a
+// minute) and one of them changes every second:
+//
+//   - ms-to-live: from opening the page to the services listed and the
+//     feed live, sign-in included;
+//   - ms/keystroke: a keystroke in the filter, until the page is laid out
+//     again (the mean of typing "web-1", "web-12", "web-123", "web-1234"
+//     and clearing it);
+//   - busy-ms/s: the page's long tasks (50 ms or more: what a user feels
+//     as a page that does not answer) per second, over 15 s of watching.
+//
+// Run it with
+//
+//	CI=true go test -run '^$' -bench UIServices -benchtime 1x ./cmd/svcreg/
+func BenchmarkUIServices(b *testing.B) {
+	for _, n := range []int{1000, 10000, 20000} {
+		b.Run("services="+strconv.Itoa(n), func(b *testing.B) {
+			srv := startServerProcess(b, "--data-dir", b.TempDir(), "--service-limit", strconv.Itoa(n),
+				"--write-burst", "100000", "--write-rate", "100000", "--rate-limit", "100000000")
+			a := login(b, srv.url, "dev")
+			tokens := createMany(b, a, n)
+			stop := make(chan struct{})
+			var load sync.WaitGroup
+			load.Go(func() { heartbeatAll(a, tokens, time.Minute, stop) })
+			load.Go(func() { changeEverySecond(a, n, stop) })
+			defer func() { close(stop); load.Wait() }()
+
+			br := newBrowserFor(b, 15*time.Minute)
+			br.patience = 5 * time.Minute
+			var toLive, keystroke, busy float64
+			b.ResetTimer()
+			for range b.N {
+				br.do(chromedp.Navigate("about:blank"))
+				start := time.Now()
+				br.signIn(srv.url, "dev", "dev")
+				br.wait("the services listed", `document.getElementById('svc-count').textContent === '`+strconv.Itoa(n)+`'`)
+				toLive += float64(time.Since(start).Milliseconds())
+				ms, err := strconv.ParseFloat(br.text(`(() => {
+					const e = document.getElementById('svc-filter'), t0 = performance.now();
+					const typed = ['web-1', 'web-12', 'web-123', 'web-1234', ''];
+					for (const v of typed) {
+						e.value = v;
+						e.dispatchEvent(new Event('input'));
+						document.body.offsetHeight;
+					}
+					return String((performance.now() - t0) / typed.length);
+				})()`), 64)
+				if err != nil {
+					b.Fatal(err)
+				}
+				keystroke += ms
+				br.do(chromedp.Evaluate[chromedp.Void](`window.busy = 0; new PerformanceObserver(l => {
+					for (const e of l.getEntries()) window.busy += e.duration;
+				}).observe({type: 'longtask'})`))
+				const watch = 15 * time.Second
+				time.Sleep(watch)
+				ms, err = strconv.ParseFloat(br.text(`String(window.busy)`), 64)
+				if err != nil {
+					b.Fatal(err)
+				}
+				busy += ms / watch.Seconds()
+				br.do(chromedp.Evaluate[chromedp.Void](`sessionStorage.clear()`))
+			}
+			b.StopTimer()
+			b.ReportMetric(toLive/float64(b.N), "ms-to-live")
+			b.ReportMetric(keystroke/float64(b.N), "ms/keystroke")
+			b.ReportMetric(busy/float64(b.N), "busy-ms/s")
+		})
+	}
+}
+
+// createMany creates n services (web-00000, …) with a few tags and
+// metadata each, 16 at a time, and returns their heartbeat tokens.
+func createMany(b *testing.B, a *api, n int) []string {
+	b.Helper()
+	tokens := make([]string, n)
+	errs := make(chan error, 16)
+	var wg sync.WaitGroup
+	for w := range 16 {
+		wg.Go(func() {
+			for i := w; i < n; i += 16 {
+				code, body, err := a.do("POST", "/services", map[string]any{
+					"id": fmt.Sprintf("web-%05d", i), "heartbeat_timeout": 120,
+					"tags": []string{"www", fmt.Sprintf("zone-%d", i%8), fmt.Sprintf("v%d", i%20)},
+					"metadata": map[string]string{
+						"ip": fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255), "port": "8080", "version": fmt.Sprintf("1.%d", i%20),
+					},
+				})
+				var out struct{ Token string }
+				if err == nil && code != 201 {
+					err = fmt.Errorf("create: %d %s", code, body)
+				}
+				if err == nil {
+					err = json.Unmarshal(body, &out)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+				tokens[i] = out.Token
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
+	return tokens
+}
+
+// heartbeatAll heartbeats every service about once an interval until stop.
+func heartbeatAll(a *api, tokens []string, interval time.Duration, stop chan struct{}) {
+	tick := time.NewTicker(interval / time.Duration(len(tokens)) * 8)
+	defer tick.Stop()
+	for i := 0; ; i += 8 {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+		var wg sync.WaitGroup
+		for j := i; j < i+8; j++ {
+			k := j % len(tokens)
+			wg.Go(func() {
+				_, body, err := a.do("POST", fmt.Sprintf("/services/web-%05d/heartbeat", k), map[string]string{"token": tokens[k]})
+				var out struct{ Token string }
+				if err == nil && json.Unmarshal(body, &out) == nil && out.Token != "" {
+					tokens[k] = out.Token
+				}
+			})
+		}
+		wg.Wait()
+	}
+}
+
+// changeEverySecond changes one service's metadata a second until stop.
+func changeEverySecond(a *api, n int, stop chan struct{}) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for i := 0; ; i++ {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+		a.do("PUT", fmt.Sprintf("/services/web-%05d", i*7919%n), map[string]any{
+			"metadata": map[string]string{"ip": "10.9.9.9", "port": "8080", "version": "2." + strconv.Itoa(i)},
+		})
+	}
+}
