@@ -19,13 +19,21 @@
   var REQUEST_LIMIT = 60000;
   var POLL_LIMIT = 80000;
   // Every request is a GET the account's daily limit counts, shared with
-  // its renderers: under a stream of changes the page lists the services
-  // again at most every RELIST_EVERY, and asks the feed again
-  // FEED_GATHER after an answer with events (those of the meantime come
-  // in one answer). Before, one open page at ten changes a second made
-  // 15 GETs a second, more than the default limit of 500,000 a day.
+  // its renderers: the page takes the services' changes from the feed's
+  // events, and asks the feed again FEED_GATHER after an answer with
+  // events (those of the meantime come in one answer). It lists the
+  // services again for what no event tells (a heartbeat: a countdown
+  // that reached zero) at most every RELIST_EVERY for each page the list
+  // takes (1000 services). Before, one open page at ten changes a second
+  // made 15 GETs a second, more than the default limit of 500,000 a day,
+  // and a list of 20 pages read every 2 s made 10.
   var RELIST_EVERY = 2000;
   var FEED_GATHER = 1000;
+  // The services table shows PAGE_ROWS of the services that match the
+  // filter at a time, with Previous and Next: a table of every service took
+  // the browser 15 s to lay out at 10,000 services, and more than a second
+  // again on every keystroke in the filter and every change.
+  var PAGE_ROWS = 100;
   // SERVICE_ID is the API's rule for a service id in a path (spec §5).
   var SERVICE_ID = /^[a-z0-9_.\-]{3,65}$/i;
   // LOST stands in the feed view for the events lost at its place.
@@ -296,18 +304,19 @@
     });
   }
 
-  // list follows next_marker and returns every value and the first page's
-  // X-Registry-Marker.
+  // list follows next_marker and returns every value, the first page's
+  // X-Registry-Marker and the number of pages read.
   function list(path, signal) {
-    var values = [], feed = null;
+    var values = [], feed = null, pages = 0;
     function page(marker) {
       var sep = path.indexOf('?') < 0 ? '?' : '&';
       var q = path + sep + 'limit=1000' + (marker ? '&marker=' + encodeURIComponent(marker) : '');
       return api(q, signal).then(function (res) {
         if (feed === null) feed = res.headers.get('X-Registry-Marker');
+        pages++;
         values = values.concat(res.body.values || []);
         var next = res.body.metadata && res.body.metadata.next_marker;
-        return next ? page(next) : { values: values, marker: feed };
+        return next ? page(next) : { values: values, marker: feed, pages: pages };
       });
     }
     return page('');
@@ -362,6 +371,11 @@
     var ctrl = new AbortController();
     var stopped = false;
     var services = new Map();  // id → service
+    var entries = new Map();   // id → the service with its text to filter and sort by
+    var order = null;          // entries in the table's order; null: to sort again
+    var tagsShown = null;      // the tags the tag filter offers, as JSON
+    var page = 0;              // the table's page, from 0
+    var listPages = 1;         // the pages the last read of the list took
     var joined = new Map();    // id → join time (ms), from the feed
     var seen = new Set();      // event ids taken, the last SEEN_KEEP
     var seenOrder = [];
@@ -414,26 +428,82 @@
       };
     }
 
+    var replay = null; // the service events applied while the list is read
     var loadServices = latest(function () {
+      var mine = replay = [];
       return list('/services', ctrl.signal).then(function (res) {
+        // The list's last pages may have been read before a change whose
+        // event came meanwhile: the events are applied to it again, in
+        // order (one the list holds already gives the same state).
+        replay = null;
         services = new Map();
         res.values.forEach(function (s) { services.set(s.id, s); });
+        entries = new Map();
+        services.forEach(function (s) { entries.set(s.id, entry(s)); });
+        mine.forEach(apply);
+        order = null;
+        listPages = Math.max(1, res.pages);
         // Join times matter until the first heartbeat: 120s at most.
         joined.forEach(function (at, id) { if (!services.has(id) && serverNow() - at > 130000) joined.delete(id); });
         relistAt = Date.now();
+        renderTags();
         renderServices();
         if (detailId !== null) renderDetail();
         limitsChanged();
         notice('');
         return res.marker;
+      }, function (e) {
+        if (replay === mine) replay = null;
+        throw e;
       });
     });
     var relistTimer = null;
+    // apply takes a service event the feed brought into the services
+    // listed, and reports whether it did: the table shows a change when
+    // its event comes, and the list is read again (relistEvery) for what
+    // no event tells, a heartbeat. An event's payload is the service
+    // without last_seen: an update keeps the one listed, a join has none
+    // unless one listed is as new.
+    function apply(ev) {
+      var p = ev.payload;
+      if (!p || typeof p !== 'object' || typeof p.id !== 'string') return false;
+      if (ev.type === 'service.remove' || ev.type === 'service.timeout') {
+        if (replay) replay.push(ev);
+        services.delete(p.id);
+        entries.delete(p.id);
+        return true;
+      }
+      if ((ev.type !== 'service.join' && ev.type !== 'service.update') || typeof p.heartbeat_timeout !== 'number') return false;
+      if (replay) replay.push(ev);
+      var old = services.get(p.id);
+      var s = {
+        id: p.id,
+        tags: Array.isArray(p.tags) ? p.tags : [],
+        metadata: p.metadata && typeof p.metadata === 'object' && !Array.isArray(p.metadata) ? p.metadata : {},
+        heartbeat_timeout: p.heartbeat_timeout,
+        // A heartbeat after the join (the list read again since) stays.
+        last_seen: old && typeof old.last_seen === 'number' && (ev.type === 'service.update' || old.last_seen >= ev.timestamp) ? old.last_seen : null
+      };
+      services.set(s.id, s);
+      entries.set(s.id, entry(s));
+      return true;
+    }
+    // applied shows the services after events changed them.
+    function applied() {
+      order = null;
+      renderTags();
+      renderServices();
+      if (detailId !== null) renderDetail();
+      limitsChanged();
+    }
+
     function relistSoon() {
       if (relistTimer) return;
-      var wait = Math.max(150, relistAt + RELIST_EVERY - Date.now());
+      var wait = Math.max(150, relistAt + relistEvery() - Date.now());
       relistTimer = setTimeout(function () { relistTimer = null; loadServices().catch(failed); }, wait);
     }
+
+    function relistEvery() { return RELIST_EVERY * listPages; }
 
     function deadline(s) {
       var from = typeof s.last_seen === 'number' ? s.last_seen : joined.get(s.id);
@@ -452,32 +522,47 @@
       return Object.keys(s.metadata || {}).sort().map(function (k) { return k + '=' + s.metadata[k]; }).join(' ');
     }
 
+    // entry is a service with the text the filter searches, as stored and
+    // as shown (escaped; null if the same): either matches.
+    function entry(s) {
+      var meta = metaText(s);
+      var hay = s.id + ' ' + (s.tags || []).join(' ') + ' ' + meta, alt = shown(hay);
+      return { s: s, tags: (s.tags || []).join(','), meta: meta, hay: hay.toLowerCase(), alt: alt === hay ? null : alt.toLowerCase() };
+    }
+
+    // sorted is the entries in the table's order; ties by id.
+    function sorted() {
+      var key = {
+        id: function (e) { return e.s.id; },
+        tags: function (e) { return e.tags; },
+        metadata: function (e) { return e.meta; },
+        timeout: function (e) { return e.s.heartbeat_timeout; },
+        left: function (e) { var n = left(e.s); return n === null ? Infinity : n; }
+      }[sortKey];
+      var keyed = Array.from(entries.values(), function (e) { return { e: e, k: key(e) }; });
+      keyed.sort(function (a, b) {
+        if (a.k < b.k) return -sortDir;
+        if (a.k > b.k) return sortDir;
+        var x = a.e.s.id, y = b.e.s.id;
+        return x < y ? -1 : x > y ? 1 : 0;
+      });
+      return keyed.map(function (k) { return k.e; });
+    }
+
+    // visibleServices is the services that match the filter, in order. The
+    // order is kept until the list or the order changes (the time left
+    // changes by itself: sorted by it, every time).
     function visibleServices() {
       var q = $('svc-filter').value.trim().toLowerCase();
       var tag = $('svc-tag').value;
+      if (!order || sortKey === 'left') order = sorted();
       var out = [];
-      services.forEach(function (s) {
-        if (tag && (s.tags || []).indexOf(tag) < 0) return;
-        if (q) {
-          // The text as stored, or as shown (escaped): either matches.
-          var hay = s.id + ' ' + (s.tags || []).join(' ') + ' ' + metaText(s);
-          if (hay.toLowerCase().indexOf(q) < 0 && shown(hay).toLowerCase().indexOf(q) < 0) return;
-        }
-        out.push(s);
-      });
-      var key = {
-        id: function (s) { return s.id; },
-        tags: function (s) { return (s.tags || []).join(','); },
-        metadata: metaText,
-        timeout: function (s) { return s.heartbeat_timeout; },
-        left: function (s) { var n = left(s); return n === null ? Infinity : n; }
-      }[sortKey];
-      out.sort(function (a, b) {
-        var x = key(a), y = key(b);
-        if (x < y) return -sortDir;
-        if (x > y) return sortDir;
-        return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
-      });
+      for (var i = 0; i < order.length; i++) {
+        var e = order[i];
+        if (tag && (e.s.tags || []).indexOf(tag) < 0) continue;
+        if (q && e.hay.indexOf(q) < 0 && (e.alt === null || e.alt.indexOf(q) < 0)) continue;
+        out.push(e.s);
+      }
       return out;
     }
 
@@ -491,11 +576,16 @@
       }));
     }
 
-    function renderServices() {
+    // renderTags offers the services' tags in the tag filter, when they
+    // changed.
+    function renderTags() {
       var sel = $('svc-tag'), current = sel.value, tags = new Set();
       services.forEach(function (s) { (s.tags || []).forEach(function (t) { tags.add(t); }); });
-      while (sel.options.length > 1) sel.remove(1);
-      Array.from(tags).sort().forEach(function (t) {
+      var all = Array.from(tags).sort(), key = JSON.stringify(all);
+      if (key === tagsShown) return;
+      tagsShown = key;
+      sel.length = 1;
+      all.forEach(function (t) {
         var o = document.createElement('option');
         o.value = t;
         o.textContent = shown(t);
@@ -505,11 +595,17 @@
         sel.appendChild(o);
       });
       sel.value = tags.has(current) ? current : '';
+    }
 
-      var body = $('svc-body');
-      clear(body);
+    // renderServices shows the table's page of the services that match
+    // the filter.
+    function renderServices() {
       var rows = visibleServices();
-      rows.forEach(function (s) {
+      var pages = Math.max(1, Math.ceil(rows.length / PAGE_ROWS));
+      page = Math.min(page, pages - 1);
+      var from = page * PAGE_ROWS, to = Math.min(from + PAGE_ROWS, rows.length);
+      var f = document.createDocumentFragment();
+      rows.slice(from, to).forEach(function (s) {
         var a = text('a', 'mono', s.id);
         a.href = '#service/' + encodeURIComponent(s.id);
         var tr = el('tr', null, [
@@ -520,16 +616,31 @@
           text('td', 'num countdown', fmtLeft(left(s)))
         ]);
         tr.dataset.id = s.id;
-        body.appendChild(tr);
+        f.appendChild(tr);
       });
+      var body = $('svc-body');
+      clear(body);
+      body.appendChild(f);
       $('svc-count').textContent = String(services.size);
       $('svc-empty').hidden = rows.length > 0;
       $('svc-empty').textContent = services.size ? 'No service matches the filter.' : 'No services registered.';
+      $('svc-pager').hidden = rows.length <= PAGE_ROWS;
+      $('svc-range').textContent = (from + 1) + '\u2013' + to + ' of ' + rows.length;
+      $('svc-prev').disabled = page === 0;
+      $('svc-next').disabled = page === pages - 1;
       Array.prototype.forEach.call(document.querySelectorAll('#svc-table th button'), function (b) {
         var k = b.getAttribute('data-sort');
         b.parentNode.setAttribute('aria-sort', k === sortKey ? (sortDir > 0 ? 'ascending' : 'descending') : 'none');
       });
     }
+    // filterChanged shows the first page of what the filter now matches.
+    this.filterChanged = function () { page = 0; renderServices(); };
+    // turnPage shows the next (1) or the previous (-1) page, from its top.
+    this.turnPage = function (by) {
+      page = Math.max(0, page + by);
+      renderServices();
+      if ($('svc-table').getBoundingClientRect().top < 0) $('svc-table').scrollIntoView();
+    };
 
     // tick updates the countdowns in place once a second. When one reaches
     // zero the list is read again: the service was heartbeated (no event
@@ -546,7 +657,7 @@
         if (cell.textContent !== t) cell.textContent = t;
         cell.classList.toggle('warn', n !== null && n <= Math.max(3, s.heartbeat_timeout * 0.2));
       });
-      if (due && Date.now() - relistAt > RELIST_EVERY) loadServices().catch(failed);
+      if (due && Date.now() - relistAt > relistEvery()) loadServices().catch(failed);
       if (detailId !== null) {
         var s = services.get(detailId);
         var dd = $('detail-left');
@@ -620,6 +731,9 @@
       });
     }
     function show(evs) {
+      // Only the last FEED_KEEP stay: the others are not made at all (the
+      // history at sign-in may hold 10,000).
+      if (evs.length > FEED_KEEP) evs = evs.slice(-FEED_KEEP);
       var ol = $('ev-list');
       evs.forEach(function (ev) {
         events.push(ev);
@@ -638,22 +752,28 @@
       show(evs);
     }
     // take handles new events from the feed: keeps the known types for the
-    // feed view, and re-reads what they changed.
-    function take(evs) {
+    // feed view, and takes what they changed. live is false for the
+    // history read at sign-in, whose events the services listed already
+    // hold, but for those after the list's marker, which the feed followed
+    // from there brings again: a service event is applied when the feed
+    // brings it, a repeat too (the same state again), and shown once.
+    function take(evs, live) {
       var fresh = [];
-      var svc = false;
+      var svc = false, changed = false;
       evs.forEach(function (ev) {
-        if (!ev || typeof ev.id !== 'string' || seen.has(ev.id)) return;
+        if (!ev || typeof ev.id !== 'string') return;
+        if (live && typeof ev.type === 'string' && ev.type.indexOf('service.') === 0) {
+          if (apply(ev)) changed = true; else svc = true;
+        }
+        if (seen.has(ev.id)) return;
         seen.add(ev.id);
         seenOrder.push(ev.id);
         if (seenOrder.length > SEEN_KEEP) seen.delete(seenOrder.shift());
         if (typeof ev.type !== 'string') return;
-        if (ev.type.indexOf('service.') === 0) {
-          svc = true;
-          if (ev.type === 'service.join' && ev.payload) joined.set(String(ev.payload.id), ev.timestamp);
-        }
+        if (ev.type === 'service.join' && ev.payload) joined.set(String(ev.payload.id), ev.timestamp);
         if (EVENT_TYPES.indexOf(ev.type) >= 0) fresh.push(ev);
       });
+      if (changed) applied();
       if (svc) relistSoon();
       if (fresh.some(function (ev) { return ev.type.indexOf('configuration_value.') === 0; })) loadConfig().catch(failed);
       if (!fresh.length) return;
@@ -730,7 +850,7 @@
             // list again and follow from there, as after a 410.
             return relist();
           }
-          take(vals);
+          take(vals, true);
           var after = res.body.metadata && res.body.metadata.next_marker;
           more = !!after;
           if (after) { last = after; return; }
@@ -852,9 +972,10 @@
 
     this.sortBy = function (k) {
       if (sortKey === k) sortDir = -sortDir; else { sortKey = k; sortDir = 1; }
+      order = null;
+      page = 0;
       renderServices();
     };
-    this.renderServices = renderServices;
 
     // Start: the services (their answer's marker is where the feed is
     // followed from), the last hour's events, the configuration.
@@ -863,7 +984,7 @@
       api('/limits', ctrl.signal).then(function (res) { noteClock(res.headers); renderServices(); }).catch(failed);
       loadConfig().catch(failed);
       return history().then(function (h) {
-        take(h.events);
+        take(h.events, false);
         if (h.cut) lost();
         $('ev-empty').hidden = events.length > 0;
         follow(marker);
@@ -916,8 +1037,10 @@
       });
     });
     $('signout').addEventListener('click', signOut);
-    $('svc-filter').addEventListener('input', function () { if (run) run.renderServices(); });
-    $('svc-tag').addEventListener('change', function () { if (run) run.renderServices(); });
+    $('svc-filter').addEventListener('input', function () { if (run) run.filterChanged(); });
+    $('svc-tag').addEventListener('change', function () { if (run) run.filterChanged(); });
+    $('svc-prev').addEventListener('click', function () { if (run) run.turnPage(-1); });
+    $('svc-next').addEventListener('click', function () { if (run) run.turnPage(1); });
     Array.prototype.forEach.call(document.querySelectorAll('#svc-table th button'), function (b) {
       b.addEventListener('click', function () { if (run) run.sortBy(b.getAttribute('data-sort')); });
     });
