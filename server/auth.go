@@ -266,6 +266,9 @@ type Auth struct {
 	reissueChecks *keyedLimiter
 	bcrypt        *bcryptGate
 	last          lastIssued // the token this node issued to each user last
+	// failLog bounds the lines of logins the store fails (a full disk,
+	// etcd out of reach), as the API's failed requests are bounded.
+	failLog *logLimit
 }
 
 // lastIssued holds, for each user and kind of credential (API key or
@@ -422,6 +425,7 @@ func NewAuth(cfg AuthConfig) *Auth {
 		issues:        newKeyedLimiter(cfg.Limits.IssuesPerUser, time.Hour, cfg.Clock),
 		reissueChecks: newKeyedLimiter(cfg.Limits.FailuresPerUser, time.Minute, cfg.Clock),
 		bcrypt:        newBcryptGate(cfg.Limits),
+		failLog:       newLogLimit(failLogRate, failLogBurst, cfg.Clock),
 	}
 	a.users.Store(newUserSet(cfg.Users))
 	a.unrecorded = map[string]store.Revocation{}
@@ -1191,7 +1195,9 @@ func (a *Auth) issue(r *http.Request, user, secret string, password bool) (acces
 		if r.Context().Err() != nil {
 			return accessBody{}, faultClientGone
 		}
-		a.cfg.Logger.Error("store token", "user", logValue(user), "err", err)
+		if more, ok := a.failLog.allow(); ok {
+			a.cfg.Logger.Error("store token", "user", logValue(user), "err", err, more)
+		}
 		return accessBody{}, faultIdentityUnavailable
 	}
 	a.last.put(user, password, issuedToken{token: token, ti: ti}, a.cfg.Clock())
@@ -1214,7 +1220,9 @@ func (a *Auth) authenticate(ctx context.Context, user, secret string, password b
 	case err != nil && ctx.Err() != nil:
 		return "", "", faultClientGone
 	case err != nil:
-		a.cfg.Logger.Error("authenticate", "user", logValue(user), "err", err)
+		if more, ok := a.failLog.allow(); ok {
+			a.cfg.Logger.Error("authenticate", "user", logValue(user), "err", err, more)
+		}
 		return "", "", faultIdentityUnavailable
 	case !ok && password:
 		return "", "", faultInvalidPassword

@@ -362,3 +362,58 @@ func TestStoreFailuresLogBounded(t *testing.T) {
 		t.Errorf("a second later: %d logged, %d said not logged; want 21 and %d", logged, notLogged, n-20)
 	}
 }
+
+// tokenFailStore fails every PutToken with err, as a full disk or an etcd
+// out of reach does.
+type tokenFailStore struct {
+	testserver.Store
+	err error
+}
+
+func (s *tokenFailStore) PutToken(context.Context, [32]byte, store.TokenInfo) error { return s.err }
+
+// A store that cannot record tokens fails every login that would get one,
+// at the rate clients log in (a client that logs in before every call,
+// and retries): the log takes the lines of those failures as it takes
+// the API's, a burst of 20 and then 10 a second, the next line saying
+// how many were not logged; each answer is still 503.
+func TestTokenStoreFailuresLogBounded(t *testing.T) {
+	t.Parallel()
+	var logs logBuffer
+	log := slog.New(slog.NewJSONHandler(&logs, nil))
+	clock := &manualClock{now: time.Now()}
+	st := &tokenFailStore{Store: testserver.NewStore(t, testserver.Options{Store: "bolt", ReapInterval: -1}), err: errors.New("disk full")}
+	auth := server.NewAuth(server.AuthConfig{Store: st, Logger: log, Clock: clock.Now,
+		Users: []server.User{{Name: "carol", Tenant: "1003", APIKey: "carol-key"}}})
+	base := serveCustom(t, st, server.Config{Store: st, Auth: auth, Logger: log})
+	login := func() {
+		t.Helper()
+		sendRequest(t, base, "POST", "/v2.0/tokens", map[string]any{"auth": map[string]any{
+			"RAX-KSKEY:apiKeyCredentials": map[string]string{"username": "carol", "apiKey": "carol-key"}}}).want(503)
+	}
+	lines := func() (logged, notLogged int) {
+		for _, line := range bytes.Split(bytes.TrimSpace([]byte(logs.String())), []byte("\n")) {
+			var rec struct {
+				Msg       string
+				NotLogged int `json:"not_logged"`
+			}
+			if json.Unmarshal(line, &rec) == nil && rec.Msg == "store token" {
+				logged++
+				notLogged += rec.NotLogged
+			}
+		}
+		return logged, notLogged
+	}
+	const n = 100
+	for range n {
+		login()
+	}
+	if logged, _ := lines(); logged != 20 {
+		t.Errorf("%d failed logins: %d logged; want the burst, 20", n, logged)
+	}
+	clock.Add(time.Second) // 10 more may be logged
+	login()
+	if logged, notLogged := lines(); logged != 21 || notLogged != n-20 {
+		t.Errorf("a second later: %d logged, %d said not logged; want 21 and %d", logged, notLogged, n-20)
+	}
+}
