@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -416,4 +417,55 @@ func TestTokenStoreFailuresLogBounded(t *testing.T) {
 	if logged, notLogged := lines(); logged != 21 || notLogged != n-20 {
 		t.Errorf("a second later: %d logged, %d said not logged; want 21 and %d", logged, notLogged, n-20)
 	}
+}
+
+// failingEvents fails every read of the feed while fail is set.
+type failingEvents struct {
+	store.Store
+	fail atomic.Bool
+}
+
+func (f *failingEvents) Events(ctx context.Context, tenant string, q store.EventQuery) (store.EventPage, error) {
+	if f.fail.Load() {
+		return store.EventPage{}, errors.New("disk on fire")
+	}
+	return f.Store.Events(ctx, tenant, q)
+}
+
+// A store that fails the feed's reads while long-polls are parked has the
+// dispatcher read again after a backoff; the polls wait on. One account
+// can park polls of as many queries as it may park polls (each its own
+// group, read on its own): their failed reads are logged as failed
+// requests are, a burst of 20 and then 10 a second, not one line per
+// group at each try.
+func TestParkedReadFailuresLogBounded(t *testing.T) {
+	t.Parallel()
+	var logs logBuffer
+	reg := prometheus.NewRegistry()
+	var fe *failingEvents
+	base := startCustom(t, "bolt", func(st store.Store) server.Config {
+		fe = &failingEvents{Store: st}
+		return server.Config{Store: fe, Registerer: reg, Logger: slog.New(slog.NewJSONHandler(&logs, nil))}
+	})
+	c := devLogin(t, base, "groups")
+	const n = 200
+	for i := range n {
+		rc := dialRaw(t, base)
+		req := fmt.Sprintf("GET /v1.0/%s/events?wait=60&limit=%d HTTP/1.1\r\nHost: test\r\nX-Auth-Token: %s\r\n\r\n", c.tenant, i+1, c.token)
+		if _, err := io.WriteString(rc.c, req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, fmt.Sprintf("%d long-polls parked", n), func() bool {
+		return metric(t, reg, "svcreg_connections_parked") == n
+	})
+	fe.fail.Store(true)
+	c.setConfig("key", "v") // wakes the dispatcher
+	msg := "long-poll dispatcher: read the feed; the long-polls wait on"
+	eventually(t, "a failed read logged", func() bool { return logs.count(t, msg, "") > 0 })
+	time.Sleep(time.Second) // its next tries: after 50, 100, 200 and 400 ms
+	if got := logs.count(t, msg, ""); got > 30 {
+		t.Errorf("a second of failed reads of %d parked groups: %d lines %q; want at most 30", n, got, msg)
+	}
+	fe.fail.Store(false)
 }

@@ -620,7 +620,9 @@ func (pl *poller) changed(ctx context.Context, tenant string) <-chan struct{} {
 		if err == nil {
 			return ch
 		}
-		pl.s.log.Warn("long-poll dispatcher: watch the feed", "tenant", tenant, "err", err)
+		if more, ok := pl.s.failLog.allow(); ok {
+			pl.s.log.Warn("long-poll dispatcher: watch the feed", "tenant", tenant, "err", err, more)
+		}
 		select {
 		case <-time.After(backoff/2 + time.Duration(rand.Int64N(int64(backoff)/2))):
 		case <-pl.s.closing:
@@ -669,6 +671,8 @@ func (pl *poller) wake(ctx context.Context, tenant string, ps *pollSet, all bool
 		pl.checkShared(ctx, tenant, groups, quiet)
 	}
 	var back []*parkedPoll
+	var readErr error // of the first group whose read failed
+	readsFailed := 0
 	for _, g := range groups {
 		if quiet[g.g] {
 			continue
@@ -682,7 +686,9 @@ func (pl *poller) wake(ctx context.Context, tenant string, ps *pollSet, all bool
 			// A store that failed a read (an etcd member lost, say) ends
 			// no long-poll early: the polls wait on, and the dispatcher
 			// reads again.
-			pl.s.log.Warn("long-poll dispatcher: read the feed; the long-polls wait on", "tenant", tenant, "err", err)
+			if readsFailed++; readErr == nil {
+				readErr = err
+			}
 			failed = true
 			continue
 		}
@@ -692,6 +698,15 @@ func (pl *poller) wake(ctx context.Context, tenant string, ps *pollSet, all bool
 			continue
 		}
 		back = append(back, pl.answerAll(ctx, pl.takeGroup(tenant, ps, g.key, g.g), page, err, false)...)
+	}
+	// One line a wake-up, however many groups (an account parks polls of
+	// as many queries as it may park polls), and those lines bounded as
+	// failed requests' are: the dispatcher tries again after a backoff
+	// for as long as the store fails.
+	if readsFailed > 0 {
+		if more, ok := pl.s.failLog.allow(); ok {
+			pl.s.log.Warn("long-poll dispatcher: read the feed; the long-polls wait on", "tenant", tenant, "groups", readsFailed, "err", readErr, more)
+		}
 	}
 	pl.handBack(back)
 	return failed
