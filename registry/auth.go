@@ -110,7 +110,14 @@ func newAuthenticator(cfg Config, bases []string) (*authenticator, error) {
 		return nil, fmt.Errorf("registry: Username %q holds a control character (a newline read with it from a file?)", cfg.Username)
 	}
 	a := &authenticator{tenant: cfg.Tenant, username: cfg.Username, authURL: strings.TrimRight(cfg.AuthURL, "/")}
-	if u, err := url.Parse(a.authURL); err == nil {
+	if a.authURL != "" {
+		// Checked here, as URL is: sent as is, one that does not parse
+		// failed each login with url.Parse's error, which quotes it
+		// whole, password included.
+		u, err := url.Parse(a.authURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("registry: AuthURL %q is not an http(s) URL such as %s", redactedURL(a.authURL), AuthURLUS)
+		}
 		if err := noQuery("AuthURL", a.authURL, u); err != nil {
 			return nil, err
 		}

@@ -272,3 +272,27 @@ func TestConfigHidesSecrets(t *testing.T) {
 		t.Error("formatting changed the Config")
 	}
 }
+
+// An AuthURL that does not parse is refused by New, without its password:
+// sent as is, every call's error quoted it whole, as url.Parse's error
+// does.
+func TestBadAuthURLRefusedWithoutItsPassword(t *testing.T) {
+	t.Parallel()
+	for _, au := range []string{
+		"http://user:s3cret@127.0.0.1:badport/v2.0",
+		"http://user:s3cret@host%zz/v2.0",
+		"http://user:s3cret@[::1/v2.0",
+		"identity.example.com/v2.0",
+	} {
+		c, err := registry.New(registry.Config{URL: "http://127.0.0.1:1", AuthURL: au, Username: "u", APIKey: "k"})
+		if err == nil {
+			_, err = c.Authenticate(context.Background())
+			c.Close()
+			t.Errorf("New with AuthURL %s: no error; Authenticate: %v", au, err)
+			continue
+		}
+		if strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("New with AuthURL %s: %v; want an error without the password", au, err)
+		}
+	}
+}
