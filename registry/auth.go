@@ -439,7 +439,7 @@ func (a *authenticator) authenticateAt(ctx context.Context, authURL string) (Aut
 	// An answer of one item: a catalog's {} items decode to some 40
 	// bytes each, and a page's bound would let one login take gigabytes.
 	if err := json.NewDecoder(capped(resp.Body, itemAnswer)).Decode(&acc); err != nil {
-		return AuthToken{}, fmt.Errorf("registry: authenticate %s: decode the identity service's answer: %w", a.username, err)
+		return AuthToken{}, fmt.Errorf("registry: authenticate %s: decode the identity service's answer: %w", a.username, answerError(err))
 	}
 	tok := AuthToken{ID: acc.Access.Token.ID, Tenant: a.tenant, Expires: parseExpires(acc.Access.Token.Expires)}
 	if tok.ID == "" {

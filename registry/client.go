@@ -509,6 +509,7 @@ func (c *Client) send(ctx context.Context, method, u, token string, body []byte,
 			err = dec.Decode(out)
 		}
 		if err != nil && !errors.Is(err, io.EOF) {
+			err = answerError(err)
 			var ne net.Error
 			if method == http.MethodGet && (errors.Is(err, io.ErrUnexpectedEOF) || errors.As(err, &ne)) {
 				// The node went away while it answered: a read may be
@@ -536,7 +537,7 @@ type notTheAnswerError struct {
 }
 
 func (e *notTheAnswerError) Error() string {
-	return fmt.Sprintf("answered %d with a body (Content-Type %q), where the registry answers 204 with none: not the registry's answer (a proxy's page?)", e.status, e.contentType)
+	return fmt.Sprintf("answered %d with a body (Content-Type %s), where the registry answers 204 with none: not the registry's answer (a proxy's page?)", e.status, quotedText(e.contentType))
 }
 
 // itemAnswer bounds an answer of one item: a token, the identity

@@ -392,6 +392,17 @@ func showTransportError(err error) {
 	}
 }
 
+// answerError is err, an answer's decoding failure, with its text as
+// ShownText shows it if that differs: encoding/json quotes a number it
+// cannot store (one past an int's range) whole, megabytes of digits in a
+// registry's answer.
+func answerError(err error) error {
+	if text := err.Error(); ShownText(text) != text {
+		return shownError{err}
+	}
+	return err
+}
+
 // shownError is err with its text as ShownText shows it; it matches what
 // err matches, and is a timeout if err is one (url.Error.Timeout asks its
 // cause straight).

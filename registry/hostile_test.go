@@ -914,3 +914,83 @@ func TestRedirectedQueryShownEscaped(t *testing.T) {
 		t.Errorf("error %q: want the query percent-encoded", msg)
 	}
 }
+
+// An answer that does not decode gets an error of bounded length:
+// encoding/json quotes a number it cannot store whole, and a registry's
+// number of megabytes of digits was an error, and a log line, of
+// megabytes. So was an event's type, which Service quoted as it came.
+func TestUndecodableNumberShownCut(t *testing.T) {
+	t.Parallel()
+	huge := strings.Repeat("9", 900<<10)
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch r.URL.Path {
+		case "/v1.0/1/services":
+			fmt.Fprintf(w, `{"values":[{"id":"web-1","heartbeat_timeout":%s}],"metadata":{}}`, huge)
+		case "/v1.0/1/events":
+			fmt.Fprintf(w, `{"values":[{"id":"e","type":"service.join","timestamp":1,"payload":{"id":"web-1","heartbeat_timeout":%s}}],"metadata":{}}`, huge)
+		default:
+			fmt.Fprintf(w, `{"id":"web-1","tags":[],"metadata":{},"heartbeat_timeout":%s}`, huge)
+		}
+	}))
+	defer api.Close()
+	c := tokenClient(t, api.URL)
+	ctx := testContext(t)
+	for name, call := range map[string]func() error{
+		"GetService": func() error { _, err := c.GetService(ctx, "web-1"); return err },
+		"ListServices": func() error {
+			for _, err := range c.ListServices(ctx, registry.ServiceListOptions{}) {
+				if err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+		"Event.Service": func() error {
+			p, err := c.ListEventsPage(ctx, registry.EventListOptions{})
+			if err != nil || len(p.Values) != 1 {
+				return fmt.Errorf("events: %v (%d)", err, len(p.Values))
+			}
+			_, err = p.Values[0].Service()
+			return err
+		},
+		"Event.Service of another type": func() error {
+			_, err := registry.Event{ID: "e", Type: registry.EventType(strings.Repeat("x", 900<<10) + "\x1b[2J\n")}.Service()
+			return err
+		},
+	} {
+		err := call()
+		if err == nil {
+			t.Errorf("%s: no error for a number of %d digits", name, len(huge))
+			continue
+		}
+		if msg := err.Error(); len(msg) > 2048 || !printable.AllShown(msg, printable.ShowsInline) {
+			t.Errorf("%s: an error of %d bytes, not one line of shown text: %.200q", name, len(msg), msg)
+		}
+	}
+}
+
+// A success with a body where a change answers 204 gets an error that
+// shows the answer's Content-Type cut, as the client's errors show the
+// registry's text: the header may be as long as the header limit (Go's
+// 10 MiB with an HTTPClient of the caller's own).
+func TestNotTheAnswersContentTypeShownCut(t *testing.T) {
+	t.Parallel()
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; x="+strings.Repeat("a", 1<<20))
+		io.WriteString(w, "<html>down for maintenance</html>")
+	}))
+	defer api.Close()
+	c, err := registry.New(registry.Config{URL: api.URL, Token: "t", Tenant: "1", HTTPClient: &http.Client{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	err = c.DeleteService(testContext(t), "web-1")
+	if err == nil || !strings.Contains(err.Error(), "not the registry's answer") {
+		t.Fatalf("%.200v; want an error saying it is not the registry's answer", err)
+	}
+	if msg := err.Error(); len(msg) > 2048 {
+		t.Errorf("an error of %d bytes: %.200q", len(msg), msg)
+	}
+}

@@ -209,11 +209,11 @@ func (e Event) IsService() bool {
 // stored when the event happened (LastSeen is always zero).
 func (e Event) Service() (Service, error) {
 	if !e.IsService() {
-		return Service{}, fmt.Errorf("registry: %s event has no service payload", e.Type)
+		return Service{}, fmt.Errorf("registry: %s event has no service payload", ShownText(string(e.Type)))
 	}
 	var s Service
 	if err := json.Unmarshal(e.Payload, &s); err != nil {
-		return Service{}, fmt.Errorf("registry: decode %s payload: %w", e.Type, err)
+		return Service{}, fmt.Errorf("registry: decode %s payload: %w", e.Type, answerError(err))
 	}
 	if s.ID == "" { // {} or null: no service the registry could hold
 		return Service{}, fmt.Errorf("registry: %s payload names no service", e.Type)
@@ -233,11 +233,11 @@ type ConfigChange struct {
 // ConfigChange decodes the payload of a configuration event.
 func (e Event) ConfigChange() (ConfigChange, error) {
 	if e.Type != ConfigValueUpdate && e.Type != ConfigValueRemove {
-		return ConfigChange{}, fmt.Errorf("registry: %s event has no configuration payload", e.Type)
+		return ConfigChange{}, fmt.Errorf("registry: %s event has no configuration payload", ShownText(string(e.Type)))
 	}
 	var c ConfigChange
 	if err := json.Unmarshal(e.Payload, &c); err != nil {
-		return ConfigChange{}, fmt.Errorf("registry: decode %s payload: %w", e.Type, err)
+		return ConfigChange{}, fmt.Errorf("registry: decode %s payload: %w", e.Type, answerError(err))
 	}
 	if c.ID == "" {
 		return ConfigChange{}, fmt.Errorf("registry: %s payload names no configuration value", e.Type)
