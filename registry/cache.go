@@ -95,7 +95,10 @@ func NewServicesCache(c *Client, opts CacheOptions) *ServicesCache {
 // fetch the next waits a backoff (100 ms doubling up to the refresh
 // interval, jittered; longer if the registry's Retry-After asks, up to
 // that; before a first success, at most 10 s): Gets meanwhile get the
-// last error, or the stale list.
+// last error, or the stale list. With a list to serve, that next fetch
+// runs in the background: only the Get whose fetch failed first waits
+// for it (up to FetchTimeout), and the others get the stale list at once
+// until a fetch succeeds.
 func (sc *ServicesCache) Get(ctx context.Context) (CachedServices, error) {
 	now := time.Now()
 	sc.mu.Lock()
@@ -112,6 +115,14 @@ func (sc *ServicesCache) Get(ctx context.Context) (CachedServices, error) {
 		if cur.FetchedAt.IsZero() {
 			return CachedServices{}, lastErr
 		}
+		return sc.stale(cur, now, lastErr)
+	}
+	if lastErr != nil && !cur.FetchedAt.IsZero() {
+		// The last fetch failed: the next goes on behind the last good
+		// list. Waited for, a registry that takes requests and never
+		// answers held up nearly every Get for FetchTimeout, each
+		// fetch 100 ms after the one before gave up.
+		sc.flight.join(ctx, sc.opts.FetchTimeout, sc.fetch)
 		return sc.stale(cur, now, lastErr)
 	}
 	fresh, err := sc.flight.do(ctx, sc.opts.FetchTimeout, sc.fetch)

@@ -2,7 +2,11 @@ package registry_test
 
 import (
 	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -135,4 +139,49 @@ func TestServicesCacheMaxStale(t *testing.T) {
 			t.Fatalf("past MaxStale: %+v, %v; want a StaleError", got, err)
 		}
 	}
+}
+
+// TestServicesCacheHangingRegistry: while the registry takes requests and
+// never answers, only the first Get waits out the fetch's time; the next
+// get the last good list at once while fetches go on behind them. (Each
+// waited FetchTimeout, 100 ms after the one before had given up.)
+func TestServicesCacheHangingRegistry(t *testing.T) {
+	t.Parallel()
+	var hang atomic.Bool
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hang.Load() {
+			<-r.Context().Done()
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"values":[{"id":"web-1","heartbeat_timeout":10}],"metadata":{}}`)
+	}))
+	defer api.Close()
+	c := tokenClient(t, api.URL)
+	cache := registry.NewServicesCache(c, registry.CacheOptions{RefreshInterval: 100 * time.Millisecond, FetchTimeout: 500 * time.Millisecond})
+	ctx := testContext(t)
+	if _, err := cache.Get(ctx); err != nil {
+		t.Fatal(err)
+	}
+	hang.Store(true)
+	time.Sleep(100 * time.Millisecond)
+	slow := 0
+	for start := time.Now(); time.Since(start) < 3*time.Second; time.Sleep(10 * time.Millisecond) {
+		s := time.Now()
+		got, err := cache.Get(ctx)
+		if err != nil || len(got.Services) != 1 {
+			t.Fatalf("Get while the registry hangs: %+v, %v; want the last list", got, err)
+		}
+		if time.Since(s) > 250*time.Millisecond {
+			slow++
+		}
+	}
+	if slow > 1 {
+		t.Errorf("%d Gets waited for a fetch while the registry hung; want the first only", slow)
+	}
+	hang.Store(false)
+	eventually(t, "a fresh list", func() bool {
+		got, err := cache.Get(ctx)
+		return err == nil && !got.Stale
+	})
 }
