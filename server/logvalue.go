@@ -36,12 +36,8 @@ func loggedURI(r *http.Request) string { return withoutToken(originForm(r)) }
 // and are replaced by "REDACTED". uri is in the origin form (loggedURI).
 func withoutToken(uri string) string {
 	path, query, ok := strings.Cut(uri, "?")
-	if len(path) > len(tokensPath) && hasPathPrefixFold(path, tokensPath[:len(tokensPath)-1]) && path[len(tokensPath)-1] == '/' {
-		_, rest, _ := strings.Cut(path[len(tokensPath):], "/")
-		if path = path[:len(tokensPath)] + "REDACTED"; rest != "" {
-			path += "/" + rest
-		}
-		uri = path
+	if p, cut := pathWithoutToken(path); cut {
+		path, uri = p, p
 		if ok {
 			uri += "?" + query
 		}
@@ -61,3 +57,30 @@ func withoutToken(uri string) string {
 
 // tokensPath is the identity API's tokens collection; a token follows it.
 const tokensPath = "/v2.0/tokens/"
+
+// pathWithoutToken is path with the token of /v2.0/tokens/{token} replaced
+// by REDACTED, and whether it held one. A path of the tokens collection
+// put together wrong by a client (its base URL with a slash too many,
+// "/v2.0//tokens/…" or "/v2.0/tokens//…"; none, "/v2.0/tokens…"; or an
+// escaped one, "/v2.0/tokens%2F…") may hold a token all the same, answered
+// 404: what follows "tokens" is left out whole.
+func pathWithoutToken(path string) (string, bool) {
+	const name = "tokens"
+	i := strings.Index(strings.ToLower(path), "/"+name)
+	if i < 0 || !strings.EqualFold(strings.Join(strings.FieldsFunc(path[:i], func(r rune) bool { return r == '/' }), "/"), "v2.0") {
+		return path, false
+	}
+	head, rest := path[:i+1+len(name)], path[i+1+len(name):]
+	switch {
+	case rest == "" || rest == "/":
+		return path, false
+	case strings.EqualFold(path[:i], "/v2.0") && strings.HasPrefix(rest, "/") && !strings.HasPrefix(rest, "//"):
+		// The API's own form: the rest after the token is kept.
+		p := head + "/REDACTED"
+		if _, after, _ := strings.Cut(rest[1:], "/"); after != "" {
+			p += "/" + after
+		}
+		return p, true
+	}
+	return head + "REDACTED", true
+}

@@ -21,9 +21,17 @@ func TestWithoutToken(t *testing.T) {
 		"/V2.0/Tokens/d02278a2-4367?belongsTo=1":    "/V2.0/Tokens/REDACTED?belongsTo=1",
 		"/v2.0/tokens/d02278a2-4367/endpoints":      "/v2.0/tokens/REDACTED/endpoints",
 		"/v2.0/tokens/d02278a2?x-auth-token=secret": "/v2.0/tokens/REDACTED?x-auth-token=REDACTED",
-		"/v2.0/tokens":      "/v2.0/tokens",
-		"/v2.0/tokens/":     "/v2.0/tokens/",
-		"/v2.0/tokensx/abc": "/v2.0/tokensx/abc",
+		"/v2.0/tokens":  "/v2.0/tokens",
+		"/v2.0/tokens/": "/v2.0/tokens/",
+		// Put together wrong, with a token in it all the same.
+		"/v2.0/tokensd02278a2":                            "/v2.0/tokensREDACTED",
+		"/v2.0/tokens%2Fd02278a2":                         "/v2.0/tokensREDACTED",
+		"/v2.0/tokens//d02278a2":                          "/v2.0/tokensREDACTED",
+		"/v2.0//tokens/d02278a2":                          "/v2.0//tokensREDACTED",
+		"//V2.0/Tokens/d02278a2?a=1":                      "//V2.0/TokensREDACTED?a=1",
+		"/v2.0/tokens/d02278a2/":                          "/v2.0/tokens/REDACTED",
+		"/v1.0/7777/services/tokens-1":                    "/v1.0/7777/services/tokens-1",
+		"/ui/tokens":                                      "/ui/tokens",
 		"/v1.0/7777/services?x-auth-token=secret&u=a://b": "/v1.0/7777/services?x-auth-token=REDACTED&u=a://b",
 	} {
 		if got := withoutToken(in); got != want {
