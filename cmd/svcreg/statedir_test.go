@@ -126,3 +126,30 @@ func TestAdoptLegacyState(t *testing.T) {
 		t.Error("files of another user were copied")
 	}
 }
+
+// --print and --dry write nothing, also not the copy of the spellings
+// kept in the former state directory: they read them there while the
+// new one has none. A run that writes copies them.
+func TestRootRunStateDirCopiesOnlyWhenWriting(t *testing.T) {
+	t.Parallel()
+	from, to := t.TempDir(), filepath.Join(t.TempDir(), "svcreg-template")
+	if err := os.WriteFile(filepath.Join(from, "spellings-aa.json"), []byte(`{"a":1}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	if got := rootRunStateDir(log, from, to, os.Geteuid(), false); got != from {
+		t.Errorf("a run that writes nothing reads %q; want the former directory %q", got, from)
+	}
+	if _, err := os.Stat(to); err == nil {
+		t.Fatal("a run that writes nothing made the state directory")
+	}
+	if got := rootRunStateDir(log, from, to, os.Geteuid(), true); got != to {
+		t.Errorf("a run that writes reads %q; want %q", got, to)
+	}
+	if got := readString(filepath.Join(to, "spellings-aa.json")); got != `{"a":1}` {
+		t.Errorf("copied %q", got)
+	}
+	if got := rootRunStateDir(log, from, to, os.Geteuid(), false); got != to {
+		t.Errorf("once the new directory has files, a run that writes nothing reads %q; want %q", got, to)
+	}
+}

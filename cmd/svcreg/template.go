@@ -256,8 +256,8 @@ func runTemplate(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	if renderer.StateDir == "" && f.stateDir != "none" {
 		log.Warn("no directory to save the spellings endpointsBy keeps in (no $HOME): a restart chooses among names that differ only in case again; give --state-dir")
 	}
-	if renderer.StateDir == rootStateDir && !f.dry {
-		adoptLegacyState(log, legacyRootStateDir, rootStateDir, os.Geteuid())
+	if renderer.StateDir == rootStateDir {
+		renderer.StateDir = rootRunStateDir(log, legacyRootStateDir, rootStateDir, os.Geteuid(), !f.dry && !f.print)
 	}
 	renderer.Status = render.NewStatus()
 	loop := &render.Loop{Renderer: renderer, Source: w}
@@ -375,6 +375,24 @@ func adoptLegacyState(log *slog.Logger, from, to string, euid int) {
 	if copied > 0 {
 		log.Info("copied the spellings endpointsBy kept in the former state directory", "from", from, "to", to, "files", copied)
 	}
+}
+
+// rootRunStateDir is the state directory of a run whose default one is
+// to: a run that writes takes the spellings files of from first
+// (adoptLegacyState); one that writes nothing (--print, --dry) reads
+// them where they are while to has none, so that it shows what the
+// daemon would keep, and copies nothing.
+func rootRunStateDir(log *slog.Logger, from, to string, euid int, writes bool) string {
+	if writes {
+		adoptLegacyState(log, from, to, euid)
+		return to
+	}
+	have, _ := filepath.Glob(filepath.Join(to, "spellings-*.json"))
+	old, _ := filepath.Glob(filepath.Join(from, "spellings-*.json"))
+	if len(have) == 0 && len(old) > 0 {
+		return from
+	}
+	return to
 }
 
 // templateStateDir is the renderer's StateDir for --state-dir flag: the
