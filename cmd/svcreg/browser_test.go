@@ -1248,3 +1248,59 @@ func TestUIServicesChangeFromTheFeed(t *testing.T) {
 		t.Errorf("the page read the services list %d times for three changes its feed brought", n)
 	}
 }
+
+// heartbeat heartbeats the service id, whose token is token, now and then
+// every 500 ms until the test ends.
+func heartbeat(t *testing.T, a *api, id, token string) {
+	t.Helper()
+	var first struct{ Token string }
+	if err := json.Unmarshal(must(t, a, "POST", "/services/"+id+"/heartbeat", map[string]string{"token": token}, 200), &first); err != nil || first.Token == "" {
+		t.Fatalf("heartbeat of %s: no token (%v)", id, err)
+	}
+	token = first.Token
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(500 * time.Millisecond):
+			}
+			var next struct{ Token string }
+			_, body, _ := a.do("POST", "/services/"+id+"/heartbeat", map[string]string{"token": token})
+			if json.Unmarshal(body, &next) == nil && next.Token != "" {
+				token = next.Token
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-done })
+}
+
+// A service's detail counts down to its next deadline when the service is
+// not in the table's page (another page, or filtered out): its countdown
+// at zero reads the list again, which tells its last heartbeat, as in the
+// table. Before, only the table's rows did, and a heartbeated service's
+// detail stayed at 0s.
+func TestUIServiceDetailCountdownOfAServiceNotInTheTable(t *testing.T) {
+	t.Parallel()
+	b := newBrowser(t)
+	srv := startServerProcess(t, "--data-dir", t.TempDir())
+	a := login(t, srv.url, "dev")
+	must(t, a, "POST", "/services", map[string]any{"id": "web-1", "heartbeat_timeout": 120}, 201)
+	var created struct{ Token string }
+	json.Unmarshal(must(t, a, "POST", "/services", map[string]any{"id": "beat-1", "heartbeat_timeout": 4}, 201), &created)
+	heartbeat(t, a, "beat-1", created.Token)
+	b.signIn(srv.url, "dev", "dev")
+	b.set("svc-filter", "web", "input")
+	b.wait("the filtered table", `Array.from(document.querySelectorAll('#svc-body tr')).map(r => r.dataset.id).join() === 'web-1'`)
+	b.do(chromedp.Evaluate[chromedp.Void](`location.hash = '#service/beat-1'`))
+	b.wait("the heartbeated countdown going up", `(() => {
+		const c = document.getElementById('detail-left');
+		if (!c || !/^[0-9]+s$/.test(c.textContent)) return false;
+		const n = parseInt(c.textContent, 10);
+		window.lowest = Math.min(window.lowest === undefined ? 99 : window.lowest, n);
+		return n > window.lowest;
+	})()`)
+}

@@ -657,12 +657,18 @@
         if (cell.textContent !== t) cell.textContent = t;
         cell.classList.toggle('warn', n !== null && n <= Math.max(3, s.heartbeat_timeout * 0.2));
       });
-      if (due && Date.now() - relistAt > relistEvery()) loadServices().catch(failed);
+      // The detail's countdown too: shown, its service may be on no page
+      // of the table (another page, or filtered out).
       if (detailId !== null) {
         var s = services.get(detailId);
         var dd = $('detail-left');
-        if (s && dd) dd.textContent = fmtLeft(left(s));
+        if (s && dd) {
+          var n = left(s);
+          if (n === 0 && !$('view-service').hidden) due = true;
+          dd.textContent = fmtLeft(n);
+        }
       }
+      if (due && Date.now() - relistAt > relistEvery()) loadServices().catch(failed);
     }
 
     this.showService = function (id) {
