@@ -1304,3 +1304,29 @@ func TestUIServiceDetailCountdownOfAServiceNotInTheTable(t *testing.T) {
 		return n > window.lowest;
 	})()`)
 }
+
+// The pager works from the keyboard: Next to the last page and Previous
+// back to the first keep the focus on the pager, though the button
+// pressed is then disabled (a disabled button loses the focus, to the
+// page's top, and the next Tab starts from there).
+func TestUIServicesPagerKeepsTheFocus(t *testing.T) {
+	t.Parallel()
+	b := newBrowser(t)
+	srv := startServerProcess(t, "--data-dir", t.TempDir(), "--service-limit", "250")
+	a := login(t, srv.url, "dev")
+	for i := range 101 {
+		must(t, a, "POST", "/services", map[string]any{"id": fmt.Sprintf("web-%03d", i), "heartbeat_timeout": 120}, 201)
+	}
+	b.signIn(srv.url, "dev", "dev")
+	b.wait("the first page", `document.getElementById('svc-count').textContent === '101' && !document.getElementById('svc-pager').hidden`)
+	b.do(chromedp.Focus(chromedp.CSS("#svc-next")), chromedp.KeyEvent("\r"))
+	b.wait("the last page", `document.getElementById('svc-range').textContent === '101\u2013101 of 101'`)
+	if got := b.text(`document.activeElement.id || document.activeElement.tagName`); got != "svc-prev" {
+		t.Errorf("the focus after Next to the last page is on %s, want svc-prev", got)
+	}
+	b.do(chromedp.KeyEvent("\r"))
+	b.wait("the first page again", `document.getElementById('svc-range').textContent === '1\u2013100 of 101'`)
+	if got := b.text(`document.activeElement.id || document.activeElement.tagName`); got != "svc-next" {
+		t.Errorf("the focus after Previous to the first page is on %s, want svc-next", got)
+	}
+}

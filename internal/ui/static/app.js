@@ -626,8 +626,15 @@
       $('svc-empty').textContent = services.size ? 'No service matches the filter.' : 'No services registered.';
       $('svc-pager').hidden = rows.length <= PAGE_ROWS;
       $('svc-range').textContent = (from + 1) + '\u2013' + to + ' of ' + rows.length;
+      // A button disabled loses the focus, to the page's top: a keyboard
+      // user at the last page (or the first) is kept on the pager.
+      var focused = document.activeElement;
       $('svc-prev').disabled = page === 0;
       $('svc-next').disabled = page === pages - 1;
+      if (focused && focused.disabled && (focused.id === 'svc-prev' || focused.id === 'svc-next')) {
+        var other = $(focused.id === 'svc-prev' ? 'svc-next' : 'svc-prev');
+        if (!other.disabled && !$('svc-pager').hidden) other.focus();
+      }
       Array.prototype.forEach.call(document.querySelectorAll('#svc-table th button'), function (b) {
         var k = b.getAttribute('data-sort');
         b.parentNode.setAttribute('aria-sort', k === sortKey ? (sortDir > 0 ? 'ascending' : 'descending') : 'none');
