@@ -1330,3 +1330,49 @@ func TestUIServicesPagerKeepsTheFocus(t *testing.T) {
 		t.Errorf("the focus after Previous to the first page is on %s, want svc-next", got)
 	}
 }
+
+// A new heartbeat timeout applies from the next heartbeat (spec §7.5):
+// until then the service keeps its deadline, and its countdown does not
+// jump to that of the new timeout. Before, a shorter one showed 0s for a
+// service with two minutes left, and read the list again every 2 s for
+// them.
+func TestUIServiceTimeoutChangeAppliesFromTheNextHeartbeat(t *testing.T) {
+	t.Parallel()
+	b := newBrowser(t)
+	srv := startServerProcess(t, "--data-dir", t.TempDir())
+	a := login(t, srv.url, "dev")
+	var created struct{ Token string }
+	json.Unmarshal(must(t, a, "POST", "/services", map[string]any{"id": "web-1", "heartbeat_timeout": 120}, 201), &created)
+	must(t, a, "POST", "/services/web-1/heartbeat", map[string]string{"token": created.Token}, 200)
+	var lists atomic.Int64
+	proxy := pageProxy(t, srv.url)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/services") {
+			lists.Add(1)
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(func() {
+		front.CloseClientConnections()
+		front.Close()
+	})
+	b.signIn(front.URL, "dev", "dev")
+	cell := `document.querySelector('#svc-body tr[data-id="web-1"]').cells`
+	b.wait("the service", `!!document.querySelector('#svc-body tr[data-id="web-1"]')`)
+	before := lists.Load()
+	must(t, a, "PUT", "/services/web-1", map[string]any{"heartbeat_timeout": 3}, 204)
+	b.wait("the change", cell+`[3].textContent === '3s'`)
+	time.Sleep(6 * time.Second)
+	must(t, a, "GET", "/services/web-1", nil, 200) // not timed out
+	if got := b.text(cell + `[4].textContent`); !strings.HasSuffix(got, "s") || atoiOr0(strings.TrimSuffix(got, "s")) < 90 {
+		t.Errorf("the countdown after the timeout's change is %q; the service times out in some 110 s", got)
+	}
+	if n := lists.Load() - before; n > 1 {
+		t.Errorf("the page read the services list %d times in 6 s for a countdown at zero it should not be at", n)
+	}
+}
+
+func atoiOr0(s string) int {
+	n, _ := strconv.Atoi(s)
+	return n
+}

@@ -377,6 +377,11 @@
     var page = 0;              // the table's page, from 0
     var listPages = 1;         // the pages the last read of the list took
     var joined = new Map();    // id → join time (ms), from the feed
+    // id → {from, timeout}: the timeout the deadline counts with from the
+    // last heartbeat (from: its last_seen, or null before the first). A
+    // change of the timeout applies from the next heartbeat (spec §7.5):
+    // until then the deadline stays.
+    var counted = new Map();
     var seen = new Set();      // event ids taken, the last SEEN_KEEP
     var seenOrder = [];
     var events = [];           // newest last
@@ -438,6 +443,14 @@
         replay = null;
         services = new Map();
         res.values.forEach(function (s) { services.set(s.id, s); });
+        // A service not heartbeated since keeps the timeout it counts
+        // with; one heartbeated since counts with the one listed.
+        var before = counted;
+        counted = new Map();
+        services.forEach(function (s) {
+          var c = before.get(s.id), from = lastSeen(s);
+          counted.set(s.id, c && c.from === from ? c : { from: from, timeout: s.heartbeat_timeout });
+        });
         entries = new Map();
         services.forEach(function (s) { entries.set(s.id, entry(s)); });
         mine.forEach(apply);
@@ -471,6 +484,7 @@
         if (replay) replay.push(ev);
         services.delete(p.id);
         entries.delete(p.id);
+        counted.delete(p.id);
         return true;
       }
       if ((ev.type !== 'service.join' && ev.type !== 'service.update') || typeof p.heartbeat_timeout !== 'number') return false;
@@ -484,6 +498,12 @@
         // A heartbeat after the join (the list read again since) stays.
         last_seen: old && typeof old.last_seen === 'number' && (ev.type === 'service.update' || old.last_seen >= ev.timestamp) ? old.last_seen : null
       };
+      // A join counts with its timeout from the join; a change keeps the
+      // timeout counted with until the next heartbeat.
+      var c = counted.get(s.id);
+      if (!c || c.from !== lastSeen(s) || (ev.type === 'service.join' && s.last_seen === null)) {
+        counted.set(s.id, { from: lastSeen(s), timeout: ev.type === 'service.update' && old ? old.heartbeat_timeout : s.heartbeat_timeout });
+      }
       services.set(s.id, s);
       entries.set(s.id, entry(s));
       return true;
@@ -505,9 +525,12 @@
 
     function relistEvery() { return RELIST_EVERY * listPages; }
 
+    function lastSeen(s) { return typeof s.last_seen === 'number' ? s.last_seen : null; }
     function deadline(s) {
       var from = typeof s.last_seen === 'number' ? s.last_seen : joined.get(s.id);
-      return typeof from === 'number' ? from + s.heartbeat_timeout * 1000 : null;
+      var c = counted.get(s.id);
+      var timeout = c && c.from === lastSeen(s) ? c.timeout : s.heartbeat_timeout;
+      return typeof from === 'number' ? from + timeout * 1000 : null;
     }
     function left(s) {
       var d = deadline(s);
