@@ -1376,3 +1376,75 @@ func atoiOr0(s string) int {
 	n, _ := strconv.Atoi(s)
 	return n
 }
+
+// A service deleted and registered again with the same id, then
+// heartbeated, keeps its heartbeat when the list read after it came in
+// before the events of the delete and the join: the remove is of the
+// service before (a heartbeat of the one removed is older than its
+// removal), and the page no longer counts down from the join.
+func TestUIServiceRegisteredAgainKeepsItsHeartbeat(t *testing.T) {
+	t.Parallel()
+	b := newBrowser(t)
+	srv := startServerProcess(t, "--data-dir", t.TempDir())
+	a := login(t, srv.url, "dev")
+	must(t, a, "POST", "/services", map[string]any{"id": "web-1", "heartbeat_timeout": 60}, 201)
+	// Its countdown at zero makes the page read the list again, every
+	// few seconds.
+	var short struct{ Token string }
+	json.Unmarshal(must(t, a, "POST", "/services", map[string]any{"id": "short-1", "heartbeat_timeout": 3}, 201), &short)
+	heartbeat(t, a, "short-1", short.Token)
+
+	var (
+		mu      sync.Mutex
+		hold    = true
+		held    = make(chan struct{}, 1)
+		release = make(chan struct{})
+	)
+	proxy := pageProxy(t, srv.url)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/events") && r.URL.Query().Has("wait") {
+			mu.Lock()
+			wait := hold
+			hold = false
+			mu.Unlock()
+			if wait {
+				held <- struct{}{}
+				select {
+				case <-release:
+				case <-r.Context().Done():
+					return
+				}
+			}
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(func() {
+		front.CloseClientConnections()
+		front.Close()
+	})
+	b.signIn(front.URL, "dev", "dev")
+	select {
+	case <-held:
+	case <-time.After(browserTimeout):
+		t.Fatal("the page's long-poll did not come")
+	}
+	must(t, a, "DELETE", "/services/web-1", nil, 204)
+	var created struct{ Token string }
+	json.Unmarshal(must(t, a, "POST", "/services", map[string]any{"id": "web-1", "heartbeat_timeout": 60}, 201), &created)
+	time.Sleep(4 * time.Second)
+	must(t, a, "POST", "/services/web-1/heartbeat", map[string]string{"token": created.Token}, 200)
+	b.do(chromedp.Evaluate[chromedp.Void](`location.hash = '#service/web-1'`))
+	lastSeen := `JSON.parse(document.getElementById('detail-json').textContent || '{}').last_seen`
+	b.wait("the list read again, with the heartbeat", `typeof `+lastSeen+` === 'number'`)
+	// A list read again soon puts it right: whether the events lost it
+	// is watched as they are applied.
+	b.do(chromedp.Evaluate[chromedp.Void](`window.lost = false;
+new MutationObserver(function () { if (` + lastSeen + ` === null) window.lost = true; })
+	.observe(document.getElementById('detail-json'), { childList: true, characterData: true, subtree: true });`))
+	close(release)
+	b.wait("the events applied", `Array.from(document.querySelectorAll('#ev-list li')).some(li => li.dataset.type === 'service.remove')`)
+	time.Sleep(500 * time.Millisecond)
+	if b.text(`String(window.lost)`) != "false" {
+		t.Error("the events of the delete and the join made the service's last heartbeat null; the list read after them had it")
+	}
+}

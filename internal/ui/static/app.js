@@ -434,6 +434,9 @@
     }
 
     var replay = null; // the service events applied while the list is read
+    // id → a service removed by an event older than its last heartbeat:
+    // the list read after had it registered again (apply).
+    var reRegistered = new Map();
     var loadServices = latest(function () {
       var mine = replay = [];
       return list('/services', ctrl.signal).then(function (res) {
@@ -442,6 +445,7 @@
         // order (one the list holds already gives the same state).
         replay = null;
         services = new Map();
+        reRegistered = new Map();
         res.values.forEach(function (s) { services.set(s.id, s); });
         // A service not heartbeated since keeps the timeout it counts
         // with; one heartbeated since counts with the one listed.
@@ -482,14 +486,21 @@
       if (!p || typeof p !== 'object' || typeof p.id !== 'string') return false;
       if (ev.type === 'service.remove' || ev.type === 'service.timeout') {
         if (replay) replay.push(ev);
+        // One heartbeated after the event is the service registered again
+        // since (a list read after it): its join, which comes next, keeps
+        // that heartbeat.
+        var had = services.get(p.id);
+        if (had && typeof had.last_seen === 'number' && typeof ev.timestamp === 'number' && had.last_seen > ev.timestamp) reRegistered.set(p.id, had);
+        else counted.delete(p.id);
         services.delete(p.id);
         entries.delete(p.id);
-        counted.delete(p.id);
         return true;
       }
       if ((ev.type !== 'service.join' && ev.type !== 'service.update') || typeof p.heartbeat_timeout !== 'number') return false;
       if (replay) replay.push(ev);
       var old = services.get(p.id);
+      if (!old && ev.type === 'service.join') old = reRegistered.get(p.id);
+      reRegistered.delete(p.id);
       var s = {
         id: p.id,
         tags: Array.isArray(p.tags) ? p.tags : [],
