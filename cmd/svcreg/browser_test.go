@@ -1448,3 +1448,71 @@ new MutationObserver(function () { if (` + lastSeen + ` === null) window.lost = 
 		t.Error("the events of the delete and the join made the service's last heartbeat null; the list read after them had it")
 	}
 }
+
+// holdFirstPoll is a front to the server at srvURL whose first long-poll
+// waits until release is closed; held says that it came.
+func holdFirstPoll(t *testing.T, srvURL string) (front *httptest.Server, held <-chan struct{}, release chan struct{}) {
+	t.Helper()
+	var once sync.Once
+	h := make(chan struct{}, 1)
+	release = make(chan struct{})
+	proxy := pageProxy(t, srvURL)
+	front = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/events") && r.URL.Query().Has("wait") {
+			first := false
+			once.Do(func() { first = true })
+			if first {
+				h <- struct{}{}
+				select {
+				case <-release:
+				case <-r.Context().Done():
+					return
+				}
+			}
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(func() {
+		front.CloseClientConnections()
+		front.Close()
+	})
+	return front, h, release
+}
+
+// A tag that goes while the table shows its services (the last of them
+// changed or gone) leaves the tag filter at all tags: the table then
+// shows their first page, as after any change of the filter, not the
+// page it was at in the tag's services.
+func TestUIServicesTagGoneShowsTheFirstPage(t *testing.T) {
+	t.Parallel()
+	b := newBrowser(t)
+	srv := startServerProcess(t, "--data-dir", t.TempDir(), "--service-limit", "250")
+	a := login(t, srv.url, "dev")
+	for i := range 120 {
+		must(t, a, "POST", "/services", map[string]any{"id": fmt.Sprintf("web-%03d", i), "heartbeat_timeout": 120, "tags": []string{"blue"}}, 201)
+	}
+	front, held, release := holdFirstPoll(t, srv.url)
+	b.signIn(front.URL, "dev", "dev")
+	select {
+	case <-held:
+	case <-time.After(browserTimeout):
+		t.Fatal("the page's long-poll did not come")
+	}
+	b.set("svc-tag", "blue", "change")
+	b.do(chromedp.Click(chromedp.CSS("#svc-next")))
+	b.wait("the second page of the tag", `document.getElementById('svc-range').textContent === '101\u2013120 of 120'`)
+	var wg sync.WaitGroup
+	for i := range 120 {
+		wg.Go(func() {
+			if code, body, err := a.do("PUT", fmt.Sprintf("/services/web-%03d", i), map[string]any{"tags": []string{"green"}}); err != nil || code != 204 {
+				t.Errorf("PUT: %d %s %v", code, body, err)
+			}
+		})
+	}
+	wg.Wait()
+	close(release)
+	b.wait("the tag gone", `document.getElementById('svc-tag').value === '' && document.getElementById('svc-tag').options.length === 2`)
+	if got, want := b.text(`document.getElementById('svc-range').textContent`), "1\u2013100 of 120"; got != want {
+		t.Errorf("the table shows %q after its tag went, want %q (the first page)", got, want)
+	}
+}

@@ -629,6 +629,9 @@
         sel.appendChild(o);
       });
       sel.value = tags.has(current) ? current : '';
+      // The tag chosen went: the filter is all tags, shown from the first
+      // page, as after any change of the filter.
+      if (sel.value !== current) page = 0;
     }
 
     // renderServices shows the table's page of the services that match
