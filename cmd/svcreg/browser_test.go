@@ -1178,6 +1178,11 @@ func TestUIServicesTableShowsAPage(t *testing.T) {
 	if got, want := b.text(state), "100|web-100|101\u2013200 of 250|false|false|false"; got != want {
 		t.Errorf("the second page: %s, want %s", got, want)
 	}
+	// A screen reader is told the page turned (the range itself, which
+	// every service that comes or goes changes, is not read out).
+	if got, want := b.text(`document.getElementById('svc-turned').textContent + '|' + (document.getElementById('svc-range').getAttribute('aria-live') || '')`), "Services 101\u2013200 of 250|"; got != want {
+		t.Errorf("announced %q, want %q", got, want)
+	}
 	b.do(chromedp.Click(chromedp.CSS("#svc-next")))
 	if got, want := b.text(state), "50|web-200|201\u2013250 of 250|false|false|true"; got != want {
 		t.Errorf("the last page: %s, want %s", got, want)
@@ -1515,4 +1520,48 @@ func TestUIServicesTagGoneShowsTheFirstPage(t *testing.T) {
 	if got, want := b.text(`document.getElementById('svc-range').textContent`), "1\u2013100 of 120"; got != want {
 		t.Errorf("the table shows %q after its tag went, want %q (the first page)", got, want)
 	}
+}
+
+// A service event whose tags or metadata values are not strings (no
+// svcreg server sends one: the registry holds strings) leaves those out
+// and the page following the feed: before, making the row's text threw,
+// and the page stopped following while it still said "live".
+func TestUIServiceEventOfNoStringsKeepsTheFeed(t *testing.T) {
+	t.Parallel()
+	b := newBrowser(t)
+	srv := startServerProcess(t, "--data-dir", t.TempDir())
+	a := login(t, srv.url, "dev")
+	must(t, a, "POST", "/services", map[string]any{"id": "web-1", "heartbeat_timeout": 120}, 201)
+	proxy := pageProxy(t, srv.url)
+	proxy.ModifyResponse = func(resp *http.Response) error {
+		if !strings.HasSuffix(resp.Request.URL.Path, "/events") || !resp.Request.URL.Query().Has("wait") {
+			return nil
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return err
+		}
+		body = bytes.ReplaceAll(body, []byte(`"tags":["www"]`), []byte(`"tags":["www",{"toString":1},7]`))
+		body = bytes.ReplaceAll(body, []byte(`"metadata":{"v":"1"}`), []byte(`"metadata":{"v":"1","w":{"toString":1},"__proto__":"p"}`))
+		resp.Body = io.NopCloser(bytes.NewReader(body))
+		resp.ContentLength = int64(len(body))
+		resp.Header.Set("Content-Length", strconv.Itoa(len(body)))
+		return nil
+	}
+	front := httptest.NewServer(proxy)
+	t.Cleanup(func() {
+		front.CloseClientConnections()
+		front.Close()
+	})
+	b.signIn(front.URL, "dev", "dev")
+	row := `document.querySelector('#svc-body tr[data-id="web-1"]')`
+	b.wait("the service", `!!`+row)
+	must(t, a, "PUT", "/services/web-1", map[string]any{"tags": []string{"www"}, "metadata": map[string]string{"v": "1"}}, 204)
+	b.wait("the change", row+`.cells[1].textContent === 'www'`)
+	if got, want := b.text(row+`.cells[2].textContent`), "__proto__pv1"; got != want {
+		t.Errorf("metadata shown as %q, want %q", got, want)
+	}
+	must(t, a, "PUT", "/services/web-1", map[string]any{"tags": []string{"next"}}, 204)
+	b.wait("the change after it", row+`.cells[1].textContent === 'next'`)
 }

@@ -503,8 +503,10 @@
       reRegistered.delete(p.id);
       var s = {
         id: p.id,
-        tags: Array.isArray(p.tags) ? p.tags : [],
-        metadata: p.metadata && typeof p.metadata === 'object' && !Array.isArray(p.metadata) ? p.metadata : {},
+        // The registry's tags and metadata values are strings: anything
+        // else (which no svcreg server sends) is left out, not shown.
+        tags: Array.isArray(p.tags) ? p.tags.filter(function (t) { return typeof t === 'string'; }) : [],
+        metadata: strings(p.metadata),
         heartbeat_timeout: p.heartbeat_timeout,
         // A heartbeat after the join (the list read again since) stays.
         last_seen: old && typeof old.last_seen === 'number' && (ev.type === 'service.update' || old.last_seen >= ev.timestamp) ? old.last_seen : null
@@ -518,6 +520,15 @@
       services.set(s.id, s);
       entries.set(s.id, entry(s));
       return true;
+    }
+    // strings is the string values of m, an object of an event's payload.
+    function strings(m) {
+      var out = {};
+      if (!m || typeof m !== 'object' || Array.isArray(m)) return out;
+      Object.keys(m).forEach(function (k) {
+        if (typeof m[k] === 'string') Object.defineProperty(out, k, { value: m[k], enumerable: true, writable: true, configurable: true });
+      });
+      return out;
     }
     // applied shows the services after events changed them.
     function applied() {
@@ -662,7 +673,8 @@
       $('svc-empty').hidden = rows.length > 0;
       $('svc-empty').textContent = services.size ? 'No service matches the filter.' : 'No services registered.';
       $('svc-pager').hidden = rows.length <= PAGE_ROWS;
-      $('svc-range').textContent = (from + 1) + '\u2013' + to + ' of ' + rows.length;
+      var range = (from + 1) + '\u2013' + to + ' of ' + rows.length;
+      if ($('svc-range').textContent !== range) $('svc-range').textContent = range;
       // A button disabled loses the focus, to the page's top: a keyboard
       // user at the last page (or the first) is kept on the pager.
       var focused = document.activeElement;
@@ -679,10 +691,13 @@
     }
     // filterChanged shows the first page of what the filter now matches.
     this.filterChanged = function () { page = 0; renderServices(); };
-    // turnPage shows the next (1) or the previous (-1) page, from its top.
+    // turnPage shows the next (1) or the previous (-1) page, from its top,
+    // and has a screen reader say which (the range itself changes with
+    // every service that comes or goes, and is not read out).
     this.turnPage = function (by) {
       page = Math.max(0, page + by);
       renderServices();
+      $('svc-turned').textContent = 'Services ' + $('svc-range').textContent;
       if ($('svc-table').getBoundingClientRect().top < 0) $('svc-table').scrollIntoView();
     };
 
