@@ -30,6 +30,12 @@ func TestSpaceExceeded(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
+	// Another node, which has not seen the account before etcd fills.
+	other, err := Open(ctx, cli, Options{Prefix: prefix, ReapInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { other.Close() })
 	full := func() float64 {
 		var m dto.Metric
 		if err := s.metrics.spaceFull.Write(&m); err != nil {
@@ -59,6 +65,15 @@ func TestSpaceExceeded(t *testing.T) {
 	}
 	if _, err := s.Service(ctx, "t", "svc"); err != nil {
 		t.Errorf("a read while etcd refuses writes: %v", err)
+	}
+	if _, err := other.Service(ctx, "t", "svc"); err != nil {
+		t.Errorf("a read at a node that had not seen the account, while etcd refuses writes: %v", err)
+	}
+	if _, err := other.Account(ctx, "t"); err != nil {
+		t.Errorf("the account at a node that had not seen it, while etcd refuses writes: %v", err)
+	}
+	if _, err := other.Account(ctx, "new"); !isNoSpace(err) {
+		t.Errorf("a new account while etcd refuses writes: %v, want etcd's refusal for want of space", err)
 	}
 	if _, err := Open(ctx, cli, Options{Prefix: prefix, ReapInterval: -1}); err == nil || !strings.Contains(err.Error(), "compact, defragment and disarm") {
 		t.Errorf("a node started while etcd refuses writes: %v, want an error saying what to do", err)

@@ -848,6 +848,19 @@ func (s *Store) tenantFor(ctx context.Context, id string) (*tenant, error) {
 	// Hedged: whichever send commits, or another node's create, the
 	// account is then the one in etcd.
 	rev, kv, err := s.putIfAbsent(ctx, "create account", key, string(raw))
+	if err != nil && isNoSpace(err) {
+		// etcd refuses the transaction for its put, even where the
+		// account exists and it would put nothing: read the account,
+		// so that reads go on while the quota is reached.
+		resp, rerr := s.read(ctx, "read account", clientv3.OpGet(key))
+		if rerr != nil {
+			return nil, rerr
+		}
+		if kv = first(resp.Responses[0]); kv == nil {
+			return nil, err
+		}
+		rev, err = 0, nil
+	}
 	if err != nil {
 		return nil, err
 	}
