@@ -25,6 +25,7 @@ import (
 	"github.com/oklog/run"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 
 	"github.com/svcreg/svcreg/internal/fsperm"
 	"github.com/svcreg/svcreg/internal/logging"
@@ -695,7 +696,13 @@ func openStore(ctx context.Context, f serverFlags, log *slog.Logger, reg prometh
 	})
 	if err != nil {
 		cli.Close()
-		if errors.Is(err, store.ErrUnavailable) {
+		switch {
+		case errors.Is(err, rpctypes.ErrPermissionDenied):
+			// etcd answered: probing the endpoints would tell nothing.
+			return nil, nil, fmt.Errorf("open the etcd store: %w (the etcd user %q needs read-write on the prefix %s)", err, f.etcd.username, f.etcd.prefix)
+		case errors.Is(err, rpctypes.ErrNoSpace):
+			return nil, nil, fmt.Errorf("open the etcd store: %w", err) // the store says what to do
+		case errors.Is(err, store.ErrUnavailable):
 			return nil, nil, fmt.Errorf("open the etcd store: %w; %s", err, reachEtcd(endpoints))
 		}
 		return nil, nil, fmt.Errorf("open the etcd store: %w", err)

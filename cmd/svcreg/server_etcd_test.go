@@ -360,3 +360,40 @@ func TestServerEtcdReachUnixSocket(t *testing.T) {
 		t.Errorf("reachEtcd(unixs://%s) = %s; want the socket's dial error", missing, got)
 	}
 }
+
+// An etcd that answers, but refuses the node (its user lacks permission on
+// the prefix), is reported as such, not as an etcd that did not answer.
+func TestServerEtcdPermissionDeniedAtStart(t *testing.T) {
+	t.Parallel()
+	c := etcdtest.Start(t, etcdtest.Options{})
+	cli := etcdtest.Client(t, c.Endpoints()...)
+	ctx := t.Context()
+	for _, step := range []func() error{
+		func() error { _, err := cli.UserAdd(ctx, "root", "root-password"); return err },
+		func() error { _, err := cli.UserGrantRole(ctx, "root", "root"); return err },
+		func() error { _, err := cli.UserAdd(ctx, "u", "u-password"); return err },
+		func() error { _, err := cli.RoleAdd(ctx, "elsewhere"); return err },
+		func() error {
+			_, err := cli.RoleGrantPermission(ctx, "elsewhere", "/elsewhere/", clientv3.GetPrefixRangeEnd("/elsewhere/"), clientv3.PermissionType(clientv3.PermReadWrite))
+			return err
+		},
+		func() error { _, err := cli.UserGrantRole(ctx, "u", "elsewhere"); return err },
+		func() error { _, err := cli.AuthEnable(ctx); return err },
+	} {
+		if err := step(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var stdout, stderr bytes.Buffer
+	code := Main(ctx, []string{"server", "--dev", "--listen", "127.0.0.1:0", "--etcd-endpoints", strings.Join(c.Endpoints(), ","),
+		"--etcd-username", "u", "--etcd-password", "u-password", "--etcd-request-timeout", "1s"}, strings.NewReader(""), &stdout, &stderr)
+	if code == 0 || code == exitUsage {
+		t.Fatalf("exit %d, want a failure to open the store; stderr %s", code, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "permission denied") || !strings.Contains(stderr.String(), `the etcd user "u" needs read-write on the prefix /svcreg/`) {
+		t.Errorf("stderr does not say that etcd refused the user on the prefix:\n%s", stderr.String())
+	}
+	if strings.Contains(stderr.String(), "no answer from etcd") {
+		t.Errorf("stderr says etcd did not answer, though it did:\n%s", stderr.String())
+	}
+}
