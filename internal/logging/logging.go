@@ -88,6 +88,11 @@ func shownInText(_ []string, a slog.Attr) slog.Attr {
 		s = a.Value.String()
 	case slog.KindAny:
 		v := a.Value.Any()
+		if v == nil {
+			// The handler writes <nil> itself, and leaves out an empty
+			// attribute, which a string would not be.
+			return a
+		}
 		if err, ok := v.(error); ok {
 			text, ok := errorText(err)
 			if !ok {

@@ -271,3 +271,21 @@ func TestTextLogEscapesDEL(t *testing.T) {
 		}
 	}
 }
+
+// An empty attribute, as a caller adds when it has nothing to say (the
+// count of lines left out, when none was), is left out of the line, as
+// slog's own handlers leave it out, in both formats.
+func TestEmptyAttrLeftOut(t *testing.T) {
+	t.Parallel()
+	for _, format := range []string{"text", "json"} {
+		var buf bytes.Buffer
+		log, err := New(&buf, format, "info")
+		if err != nil {
+			t.Fatal(err)
+		}
+		log.Warn("store unavailable", "txn", "x", slog.Attr{})
+		if out := buf.String(); strings.Contains(out, "nil") || strings.Contains(out, `""`) {
+			t.Errorf("%s record %q holds the empty attribute", format, out)
+		}
+	}
+}
