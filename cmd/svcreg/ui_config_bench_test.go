@@ -1,0 +1,142 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// BenchmarkUIConfig measures the dashboard's Configuration view (and its
+// Events and Limits views) of an account with many values in deep
+// namespaces, in chromium, while values change five times a second (the
+// Events view then holds the last hour's 10 pages of 1000 events):
+//
+//   - ms-to-show: from opening the page to the view shown,
+//     sign-in included;
+//   - busy-ms/s: the page's long tasks (50 ms or more) per second, over
+//     15 s of watching;
+//   - GETs/s: the page's requests the account's daily limit counts, per
+//     second, over the same 15 s.
+//
+// Run it with
+//
+//	CI=true go test -run '^$' -bench UIConfig -benchtime 1x ./cmd/svcreg/
+func BenchmarkUIConfig(b *testing.B) {
+	for _, c := range []struct {
+		view string
+		n    int
+	}{{"config", 1000}, {"config", 20000}, {"events", 20000}, {"limits", 20000}} {
+		view, n := c.view, c.n
+		b.Run(view+"/values="+strconv.Itoa(n), func(b *testing.B) {
+			srv := startServerProcess(b, "--data-dir", b.TempDir(), "--config-limit", strconv.Itoa(n),
+				"--write-burst", "100000", "--write-rate", "100000", "--rate-limit", "100000000")
+			a := login(b, srv.url, "dev")
+			setMany(b, a, n)
+			stop := make(chan struct{})
+			var load sync.WaitGroup
+			load.Go(func() { changeConfig(a, n, 5, stop) })
+			defer func() { close(stop); load.Wait() }()
+
+			br := newBrowserFor(b, 15*time.Minute)
+			br.patience = 5 * time.Minute
+			var toShow, busy, gets float64
+			b.ResetTimer()
+			for range b.N {
+				br.do(chromedp.Navigate("about:blank"))
+				start := time.Now()
+				br.signIn(srv.url, "dev", "dev")
+				br.do(chromedp.Click(chromedp.CSS(`#nav a[data-view="` + view + `"]`)))
+				br.wait("the view shown", map[string]string{
+					"config": `document.getElementById('cfg-count').textContent === '` + strconv.Itoa(n) + `' && document.querySelectorAll('#cfg-tree li.leaf').length === ` + strconv.Itoa(n),
+					"events": `document.querySelectorAll('#ev-list li').length >= 500`,
+					"limits": `document.querySelectorAll('#limits .figure').length >= 3`,
+				}[view])
+				toShow += float64(time.Since(start).Milliseconds())
+				br.do(chromedp.Evaluate[chromedp.Void](`window.busy = 0; new PerformanceObserver(l => {
+					for (const e of l.getEntries()) window.busy += e.duration;
+				}).observe({type: 'longtask'})`))
+				before := rateUsed(b, a)
+				const watch = 15 * time.Second
+				time.Sleep(watch)
+				gets += float64(rateUsed(b, a)-before-1) / watch.Seconds()
+				ms, err := strconv.ParseFloat(br.text(`String(window.busy)`), 64)
+				if err != nil {
+					b.Fatal(err)
+				}
+				busy += ms / watch.Seconds()
+				br.do(chromedp.Evaluate[chromedp.Void](`sessionStorage.clear()`))
+			}
+			b.StopTimer()
+			b.ReportMetric(toShow/float64(b.N), "ms-to-show")
+			b.ReportMetric(busy/float64(b.N), "busy-ms/s")
+			b.ReportMetric(gets/float64(b.N), "GETs/s")
+		})
+	}
+}
+
+// rateUsed is the GETs the account made in its rate window (the /limits
+// read included).
+func rateUsed(b *testing.B, a *api) int {
+	b.Helper()
+	code, body, err := a.do("GET", "/limits", nil)
+	if err != nil || code != 200 {
+		b.Fatalf("limits: %d %v", code, err)
+	}
+	var l struct {
+		Rate map[string]struct{ Used int }
+	}
+	if err := json.Unmarshal(body, &l); err != nil {
+		b.Fatal(err)
+	}
+	return l.Rate["/.*"].Used
+}
+
+// configID is the id of the i-th value: five levels of namespaces.
+func configID(i int) string {
+	return fmt.Sprintf("/region-%d/zone-%d/cluster-%d/app-%d/key-%05d", i%4, i/4%5, i/20%10, i/200%10, i)
+}
+
+// setMany sets n configuration values, 16 at a time.
+func setMany(b *testing.B, a *api, n int) {
+	b.Helper()
+	errs := make(chan error, 16)
+	var wg sync.WaitGroup
+	for w := range 16 {
+		wg.Go(func() {
+			for i := w; i < n; i += 16 {
+				code, body, err := a.do("PUT", "/configuration/"+configID(i), map[string]string{"value": "value-" + strconv.Itoa(i)})
+				if err == nil && code != 204 {
+					err = fmt.Errorf("set: %d %s", code, body)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
+}
+
+// changeConfig changes perSecond values a second until stop.
+func changeConfig(a *api, n, perSecond int, stop chan struct{}) {
+	tick := time.NewTicker(time.Second / time.Duration(perSecond))
+	defer tick.Stop()
+	for i := 0; ; i++ {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+		a.do("PUT", "/configuration/"+configID(i*7919%n), map[string]string{"value": "changed-" + strconv.Itoa(i)})
+	}
+}
