@@ -3,6 +3,7 @@ package server
 import (
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -61,13 +62,19 @@ const tokensPath = "/v2.0/tokens/"
 // pathWithoutToken is path with the token of /v2.0/tokens/{token} replaced
 // by REDACTED, and whether it held one. A path of the tokens collection
 // put together wrong by a client (its base URL with a slash too many,
-// "/v2.0//tokens/…" or "/v2.0/tokens//…"; none, "/v2.0/tokens…"; or an
-// escaped one, "/v2.0/tokens%2F…") may hold a token all the same, answered
-// 404: what follows "tokens" is left out whole.
+// "/v2.0//tokens/…", "/v2.0/./tokens/…" or "/v2.0/tokens//…"; none,
+// "/v2.0/tokens…"; an escaped one, "/v2.0/tokens%2F…"; or tokens twice,
+// "/v2.0/tokens/tokens/…") may hold a token all the same, answered 404:
+// what follows "tokens" is left out whole.
 func pathWithoutToken(path string) (string, bool) {
 	const name = "tokens"
 	i := strings.Index(strings.ToLower(path), "/"+name)
-	if i < 0 || !strings.EqualFold(strings.Join(strings.FieldsFunc(path[:i], func(r rune) bool { return r == '/' }), "/"), "v2.0") {
+	if i < 0 {
+		return path, false
+	}
+	// The segments before it, but empty ones and ".": "v2.0" alone.
+	segs := slices.DeleteFunc(strings.Split(path[:i], "/"), func(s string) bool { return s == "" || s == "." })
+	if len(segs) != 1 || !strings.EqualFold(segs[0], "v2.0") {
 		return path, false
 	}
 	head, rest := path[:i+1+len(name)], path[i+1+len(name):]
@@ -75,9 +82,12 @@ func pathWithoutToken(path string) (string, bool) {
 	case rest == "" || rest == "/":
 		return path, false
 	case strings.EqualFold(path[:i], "/v2.0") && strings.HasPrefix(rest, "/") && !strings.HasPrefix(rest, "//"):
-		// The API's own form: the rest after the token is kept.
+		// The API's own form: what follows the token is kept where it
+		// is Keystone's endpoints, and left out with it otherwise (it
+		// may be the token: /v2.0/tokens/tokens/{token}, from a client
+		// whose identity URL ends in /tokens, or /v2.0/tokens/./{token}).
 		p := head + "/REDACTED"
-		if _, after, _ := strings.Cut(rest[1:], "/"); after != "" {
+		if _, after, _ := strings.Cut(rest[1:], "/"); strings.EqualFold(strings.TrimSuffix(after, "/"), "endpoints") {
 			p += "/" + after
 		}
 		return p, true
