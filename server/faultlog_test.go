@@ -320,6 +320,28 @@ func TestDebugLogCutsTheRequest(t *testing.T) {
 	}
 }
 
+// A path whose bytes before "/tokens" are not UTF-8 is answered and
+// logged: the debug log's request line looked for the tokens collection
+// in the path lowercased, where each such byte is three, and sliced the
+// path past its end (the handler panicked, the answer was lost).
+func TestDebugLogPathNotUTF8(t *testing.T) {
+	t.Parallel()
+	var logs logBuffer
+	base := startCustom(t, testserver.Bolt, func(st store.Store) server.Config {
+		return server.Config{Store: st, Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	})
+	for _, path := range []string{"/" + strings.Repeat("\xff", 10) + "/tokens", "/v2.0\xff\xff/tokens/d02278a2"} {
+		rep, err := trySend(t, base, "GET", path, nil)
+		if err != nil {
+			t.Fatalf("GET %q: %v", path, err)
+		}
+		rep.want(404)
+	}
+	if n := logs.count(t, "request", ""); n != 2 {
+		t.Errorf("%d requests logged, want 2; log:\n%.2000s", n, &logs)
+	}
+}
+
 // A store that fails every request logs 20 of them at once and then 10 a
 // second, not one line each at the rate clients send them; the next line
 // logged says how many were not (not_logged). Every request still gets its

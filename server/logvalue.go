@@ -68,7 +68,9 @@ const tokensPath = "/v2.0/tokens/"
 // what follows "tokens" is left out whole.
 func pathWithoutToken(path string) (string, bool) {
 	const name = "tokens"
-	i := strings.Index(strings.ToLower(path), "/"+name)
+	// Lowered byte for byte: strings.ToLower writes a byte that is not
+	// UTF-8 as three, and the index would not be path's.
+	i := strings.Index(asciiLower(path), "/"+name)
 	if i < 0 {
 		return path, false
 	}
@@ -93,4 +95,16 @@ func pathWithoutToken(path string) (string, bool) {
 		return p, true
 	}
 	return head + "REDACTED", true
+}
+
+// asciiLower is s with its ASCII capitals lowered, and every other byte
+// as it is: of s's length.
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
 }
