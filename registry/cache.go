@@ -95,10 +95,10 @@ func NewServicesCache(c *Client, opts CacheOptions) *ServicesCache {
 // fetch the next waits a backoff (100 ms doubling up to the refresh
 // interval, jittered; longer if the registry's Retry-After asks, up to
 // that; before a first success, at most 10 s): Gets meanwhile get the
-// last error, or the stale list. With a list to serve, that next fetch
-// runs in the background: only the Get whose fetch failed first waits
-// for it (up to FetchTimeout), and the others get the stale list at once
-// until a fetch succeeds.
+// last error, or the stale list. With a list to serve (within
+// MaxStale), that next fetch runs in the background: only the Get whose
+// fetch failed first waits for it (up to FetchTimeout), and the others
+// get the stale list at once until a fetch succeeds.
 func (sc *ServicesCache) Get(ctx context.Context) (CachedServices, error) {
 	now := time.Now()
 	sc.mu.Lock()
@@ -117,11 +117,13 @@ func (sc *ServicesCache) Get(ctx context.Context) (CachedServices, error) {
 		}
 		return sc.stale(cur, now, lastErr)
 	}
-	if lastErr != nil && !cur.FetchedAt.IsZero() {
+	if lastErr != nil && !cur.FetchedAt.IsZero() && (sc.opts.MaxStale <= 0 || now.Sub(cur.FetchedAt) <= sc.opts.MaxStale) {
 		// The last fetch failed: the next goes on behind the last good
 		// list. Waited for, a registry that takes requests and never
 		// answers held up nearly every Get for FetchTimeout, each
-		// fetch 100 ms after the one before gave up.
+		// fetch 100 ms after the one before gave up. (A list past
+		// MaxStale is none to serve: the Get waits for the fetch, which
+		// may find the registry back, as a Get with no list does.)
 		sc.flight.join(ctx, sc.opts.FetchTimeout, sc.fetch)
 		return sc.stale(cur, now, lastErr)
 	}

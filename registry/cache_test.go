@@ -185,3 +185,38 @@ func TestServicesCacheHangingRegistry(t *testing.T) {
 		return err == nil && !got.Stale
 	})
 }
+
+// TestServicesCacheBackPastMaxStale: a Get that has no list to serve (the
+// last good one is past MaxStale) waits for the fetch it starts after a
+// failure: the registry back, it gets the fresh list, not a StaleError
+// of the fetch that failed before.
+func TestServicesCacheBackPastMaxStale(t *testing.T) {
+	t.Parallel()
+	var fail atomic.Bool
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if fail.Load() {
+			http.Error(w, "down", http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"values":[{"id":"web-1","heartbeat_timeout":10}],"metadata":{}}`)
+	}))
+	defer api.Close()
+	c := tokenClient(t, api.URL)
+	cache := registry.NewServicesCache(c, registry.CacheOptions{RefreshInterval: 50 * time.Millisecond, MaxStale: 200 * time.Millisecond})
+	ctx := testContext(t)
+	if _, err := cache.Get(ctx); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(60 * time.Millisecond)
+	fail.Store(true)
+	if got, err := cache.Get(ctx); err != nil || !got.Stale {
+		t.Fatalf("Get while the registry fails: %+v, %v; want the last list, stale", got, err)
+	}
+	fail.Store(false)
+	time.Sleep(300 * time.Millisecond) // past MaxStale and the backoff
+	got, err := cache.Get(ctx)
+	if err != nil || got.Stale || len(got.Services) != 1 {
+		t.Errorf("Get with the registry back, the last list past MaxStale: %+v, %v; want a fresh list", got, err)
+	}
+}
