@@ -29,8 +29,7 @@ import (
 func BenchmarkUIServices(b *testing.B) {
 	for _, n := range []int{1000, 10000, 20000} {
 		b.Run("services="+strconv.Itoa(n), func(b *testing.B) {
-			srv := startServerProcess(b, "--data-dir", b.TempDir(), "--service-limit", strconv.Itoa(n),
-				"--write-burst", "100000", "--write-rate", "100000", "--rate-limit", "100000000")
+			srv := startPagesServer(b, "--service-limit", strconv.Itoa(n))
 			a := login(b, srv.url, "dev")
 			tokens := createMany(b, a, n)
 			stop := make(chan struct{})
@@ -63,16 +62,10 @@ func BenchmarkUIServices(b *testing.B) {
 					b.Fatal(err)
 				}
 				keystroke += ms
-				br.do(chromedp.Evaluate[chromedp.Void](`window.busy = 0; new PerformanceObserver(l => {
-					for (const e of l.getEntries()) window.busy += e.duration;
-				}).observe({type: 'longtask'})`))
+				br.watchLongTasks()
 				const watch = 15 * time.Second
 				time.Sleep(watch)
-				ms, err = strconv.ParseFloat(br.text(`String(window.busy)`), 64)
-				if err != nil {
-					b.Fatal(err)
-				}
-				busy += ms / watch.Seconds()
+				busy += br.longTasks() / watch.Seconds()
 				br.do(chromedp.Evaluate[chromedp.Void](`sessionStorage.clear()`))
 			}
 			b.StopTimer()
@@ -81,6 +74,34 @@ func BenchmarkUIServices(b *testing.B) {
 			b.ReportMetric(busy/float64(b.N), "busy-ms/s")
 		})
 	}
+}
+
+// startPagesServer starts `svcreg server --dev` for a benchmark of the
+// pages: with args, and no bound on an account's writes or GETs.
+func startPagesServer(b *testing.B, args ...string) *serverProcess {
+	b.Helper()
+	return startServerProcess(b, append([]string{"--data-dir", b.TempDir(),
+		"--write-burst", "100000", "--write-rate", "100000", "--rate-limit", "100000000"}, args...)...)
+}
+
+// watchLongTasks starts counting the milliseconds of the page's long
+// tasks (50 ms or more).
+func (br *browser) watchLongTasks() {
+	br.t.Helper()
+	br.do(chromedp.Evaluate[chromedp.Void](`window.busy = 0; new PerformanceObserver(l => {
+		for (const e of l.getEntries()) window.busy += e.duration;
+	}).observe({type: 'longtask'})`))
+}
+
+// longTasks is the milliseconds of the page's long tasks since
+// watchLongTasks.
+func (br *browser) longTasks() float64 {
+	br.t.Helper()
+	ms, err := strconv.ParseFloat(br.text(`String(window.busy)`), 64)
+	if err != nil {
+		br.t.Fatal(err)
+	}
+	return ms
 }
 
 // createMany creates n services (web-00000, …) with a few tags and

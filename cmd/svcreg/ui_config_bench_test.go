@@ -33,8 +33,7 @@ func BenchmarkUIConfig(b *testing.B) {
 	}{{"config", 1000}, {"config", 20000}, {"events", 20000}, {"limits", 20000}} {
 		view, n := c.view, c.n
 		b.Run(view+"/values="+strconv.Itoa(n), func(b *testing.B) {
-			srv := startServerProcess(b, "--data-dir", b.TempDir(), "--config-limit", strconv.Itoa(n),
-				"--write-burst", "100000", "--write-rate", "100000", "--rate-limit", "100000000")
+			srv := startPagesServer(b, "--config-limit", strconv.Itoa(n))
 			a := login(b, srv.url, "dev")
 			setMany(b, a, n)
 			stop := make(chan struct{})
@@ -57,18 +56,12 @@ func BenchmarkUIConfig(b *testing.B) {
 					"limits": `document.querySelectorAll('#limits .figure').length >= 3`,
 				}[view])
 				toShow += float64(time.Since(start).Milliseconds())
-				br.do(chromedp.Evaluate[chromedp.Void](`window.busy = 0; new PerformanceObserver(l => {
-					for (const e of l.getEntries()) window.busy += e.duration;
-				}).observe({type: 'longtask'})`))
+				br.watchLongTasks()
 				before := rateUsed(b, a)
 				const watch = 15 * time.Second
 				time.Sleep(watch)
 				gets += float64(rateUsed(b, a)-before-1) / watch.Seconds()
-				ms, err := strconv.ParseFloat(br.text(`String(window.busy)`), 64)
-				if err != nil {
-					b.Fatal(err)
-				}
-				busy += ms / watch.Seconds()
+				busy += br.longTasks() / watch.Seconds()
 				br.do(chromedp.Evaluate[chromedp.Void](`sessionStorage.clear()`))
 			}
 			b.StopTimer()
