@@ -752,15 +752,7 @@ func TestUIStreamOfChangesSpendsFewGETs(t *testing.T) {
 	must(t, a, "POST", "/services", map[string]any{"id": "web-1", "heartbeat_timeout": 120}, 201)
 	b.signIn(srv.url, "dev", "dev")
 	b.wait("the service", `!!document.querySelector('#svc-body tr[data-id="web-1"]')`)
-	used := func() int {
-		var l struct {
-			Rate map[string]struct{ Used int }
-		}
-		if err := json.Unmarshal(must(t, a, "GET", "/limits", nil, 200), &l); err != nil {
-			t.Fatal(err)
-		}
-		return l.Rate["/.*"].Used
-	}
+	used := func() int { return rateUsed(t, a) }
 	time.Sleep(time.Second) // the page's first requests done
 	before := used()
 	const changes = 40
@@ -1217,18 +1209,7 @@ func TestUIServicesChangeFromTheFeed(t *testing.T) {
 	a := login(t, srv.url, "dev")
 	must(t, a, "POST", "/services", map[string]any{"id": "web-1", "heartbeat_timeout": 120, "tags": []string{"www"}}, 201)
 	must(t, a, "POST", "/services", map[string]any{"id": "db-1", "heartbeat_timeout": 120}, 201)
-	var lists atomic.Int64
-	proxy := pageProxy(t, srv.url)
-	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasSuffix(r.URL.Path, "/services") {
-			lists.Add(1)
-		}
-		proxy.ServeHTTP(w, r)
-	}))
-	t.Cleanup(func() {
-		front.CloseClientConnections()
-		front.Close()
-	})
+	front, lists := countingFront(t, srv.url, "/services")
 	b.signIn(front.URL, "dev", "dev")
 	b.wait("the services", `document.querySelectorAll('#svc-body tr').length === 2`)
 	before := lists.Load()
@@ -1268,18 +1249,7 @@ func TestUIConfigChangesFromTheFeed(t *testing.T) {
 	must(t, a, "PUT", "/configuration//production/web/workers", map[string]string{"value": "8"}, 204)
 	must(t, a, "PUT", "/configuration//production/database/pool", map[string]string{"value": "20"}, 204)
 	must(t, a, "PUT", "/configuration//staging/web/workers", map[string]string{"value": "2"}, 204)
-	var lists atomic.Int64
-	proxy := pageProxy(t, srv.url)
-	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasSuffix(r.URL.Path, "/configuration") {
-			lists.Add(1)
-		}
-		proxy.ServeHTTP(w, r)
-	}))
-	t.Cleanup(func() {
-		front.CloseClientConnections()
-		front.Close()
-	})
+	front, lists := countingFront(t, srv.url, "/configuration")
 	b.signIn(front.URL, "dev", "dev")
 	b.do(chromedp.Click(chromedp.CSS(`#nav a[data-view="config"]`)))
 	b.wait("the configuration", `document.querySelectorAll('#cfg-tree li.leaf').length === 3`)
@@ -1401,18 +1371,7 @@ func TestUIServiceTimeoutChangeAppliesFromTheNextHeartbeat(t *testing.T) {
 	var created struct{ Token string }
 	json.Unmarshal(must(t, a, "POST", "/services", map[string]any{"id": "web-1", "heartbeat_timeout": 120}, 201), &created)
 	must(t, a, "POST", "/services/web-1/heartbeat", map[string]string{"token": created.Token}, 200)
-	var lists atomic.Int64
-	proxy := pageProxy(t, srv.url)
-	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasSuffix(r.URL.Path, "/services") {
-			lists.Add(1)
-		}
-		proxy.ServeHTTP(w, r)
-	}))
-	t.Cleanup(func() {
-		front.CloseClientConnections()
-		front.Close()
-	})
+	front, lists := countingFront(t, srv.url, "/services")
 	b.signIn(front.URL, "dev", "dev")
 	cell := `document.querySelector('#svc-body tr[data-id="web-1"]').cells`
 	b.wait("the service", `!!document.querySelector('#svc-body tr[data-id="web-1"]')`)
@@ -1451,40 +1410,9 @@ func TestUIServiceRegisteredAgainKeepsItsHeartbeat(t *testing.T) {
 	json.Unmarshal(must(t, a, "POST", "/services", map[string]any{"id": "short-1", "heartbeat_timeout": 3}, 201), &short)
 	heartbeat(t, a, "short-1", short.Token)
 
-	var (
-		mu      sync.Mutex
-		hold    = true
-		held    = make(chan struct{}, 1)
-		release = make(chan struct{})
-	)
-	proxy := pageProxy(t, srv.url)
-	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasSuffix(r.URL.Path, "/events") && r.URL.Query().Has("wait") {
-			mu.Lock()
-			wait := hold
-			hold = false
-			mu.Unlock()
-			if wait {
-				held <- struct{}{}
-				select {
-				case <-release:
-				case <-r.Context().Done():
-					return
-				}
-			}
-		}
-		proxy.ServeHTTP(w, r)
-	}))
-	t.Cleanup(func() {
-		front.CloseClientConnections()
-		front.Close()
-	})
+	front, waitHeld, release := holdFirstPoll(t, srv.url)
 	b.signIn(front.URL, "dev", "dev")
-	select {
-	case <-held:
-	case <-time.After(browserTimeout):
-		t.Fatal("the page's long-poll did not come")
-	}
+	waitHeld()
 	must(t, a, "DELETE", "/services/web-1", nil, 204)
 	var created struct{ Token string }
 	json.Unmarshal(must(t, a, "POST", "/services", map[string]any{"id": "web-1", "heartbeat_timeout": 60}, 201), &created)
@@ -1507,14 +1435,14 @@ new MutationObserver(function () { if (` + lastSeen + ` === null) window.lost = 
 }
 
 // holdFirstPoll is a front to the server at srvURL whose first long-poll
-// waits until release is closed; held says that it came.
-func holdFirstPoll(t *testing.T, srvURL string) (front *httptest.Server, held <-chan struct{}, release chan struct{}) {
+// waits until release is closed; waitHeld waits until it came.
+func holdFirstPoll(t *testing.T, srvURL string) (front *httptest.Server, waitHeld func(), release chan struct{}) {
 	t.Helper()
 	var once sync.Once
 	h := make(chan struct{}, 1)
 	release = make(chan struct{})
 	proxy := pageProxy(t, srvURL)
-	front = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	front = pageFront(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasSuffix(r.URL.Path, "/events") && r.URL.Query().Has("wait") {
 			first := false
 			once.Do(func() { first = true })
@@ -1529,11 +1457,41 @@ func holdFirstPoll(t *testing.T, srvURL string) (front *httptest.Server, held <-
 		}
 		proxy.ServeHTTP(w, r)
 	}))
+	waitHeld = func() {
+		t.Helper()
+		select {
+		case <-h:
+		case <-time.After(browserTimeout):
+			t.Fatal("the page's long-poll did not come")
+		}
+	}
+	return front, waitHeld, release
+}
+
+// pageFront serves h in front of a server for a page, until the test's
+// end (its connections closed first: the page's long-poll).
+func pageFront(t *testing.T, h http.Handler) *httptest.Server {
+	t.Helper()
+	front := httptest.NewServer(h)
 	t.Cleanup(func() {
 		front.CloseClientConnections()
 		front.Close()
 	})
-	return front, h, release
+	return front
+}
+
+// countingFront is a front to the server at srvURL that counts the page's
+// reads of the list whose path ends in suffix.
+func countingFront(t *testing.T, srvURL, suffix string) (*httptest.Server, *atomic.Int64) {
+	t.Helper()
+	var n atomic.Int64
+	proxy := pageProxy(t, srvURL)
+	return pageFront(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, suffix) {
+			n.Add(1)
+		}
+		proxy.ServeHTTP(w, r)
+	})), &n
 }
 
 // A tag that goes while the table shows its services (the last of them
@@ -1548,13 +1506,9 @@ func TestUIServicesTagGoneShowsTheFirstPage(t *testing.T) {
 	for i := range 120 {
 		must(t, a, "POST", "/services", map[string]any{"id": fmt.Sprintf("web-%03d", i), "heartbeat_timeout": 120, "tags": []string{"blue"}}, 201)
 	}
-	front, held, release := holdFirstPoll(t, srv.url)
+	front, waitHeld, release := holdFirstPoll(t, srv.url)
 	b.signIn(front.URL, "dev", "dev")
-	select {
-	case <-held:
-	case <-time.After(browserTimeout):
-		t.Fatal("the page's long-poll did not come")
-	}
+	waitHeld()
 	b.set("svc-tag", "blue", "change")
 	b.do(chromedp.Click(chromedp.CSS("#svc-next")))
 	b.wait("the second page of the tag", `document.getElementById('svc-range').textContent === '101\u2013120 of 120'`)
@@ -1601,11 +1555,7 @@ func TestUIServiceEventOfNoStringsKeepsTheFeed(t *testing.T) {
 		resp.Header.Set("Content-Length", strconv.Itoa(len(body)))
 		return nil
 	}
-	front := httptest.NewServer(proxy)
-	t.Cleanup(func() {
-		front.CloseClientConnections()
-		front.Close()
-	})
+	front := pageFront(t, proxy)
 	b.signIn(front.URL, "dev", "dev")
 	row := `document.querySelector('#svc-body tr[data-id="web-1"]')`
 	b.wait("the service", `!!`+row)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -38,14 +39,11 @@ func BenchmarkUIServices(b *testing.B) {
 			load.Go(func() { changeEverySecond(a, n, stop) })
 			defer func() { close(stop); load.Wait() }()
 
-			br := newBrowserFor(b, 15*time.Minute)
-			br.patience = 5 * time.Minute
+			br := pagesBrowser(b)
 			var toLive, keystroke, busy float64
 			b.ResetTimer()
 			for range b.N {
-				br.do(chromedp.Navigate("about:blank"))
-				start := time.Now()
-				br.signIn(srv.url, "dev", "dev")
+				start := br.signInAfresh(srv.url)
 				br.wait("the services listed", `document.getElementById('svc-count').textContent === '`+strconv.Itoa(n)+`'`)
 				toLive += float64(time.Since(start).Milliseconds())
 				ms, err := strconv.ParseFloat(br.text(`(() => {
@@ -84,6 +82,25 @@ func startPagesServer(b *testing.B, args ...string) *serverProcess {
 		"--write-burst", "100000", "--write-rate", "100000", "--rate-limit", "100000000"}, args...)...)
 }
 
+// pagesBrowser is a browser for a benchmark of the pages, which waits
+// for large pages as long as they take.
+func pagesBrowser(b *testing.B) *browser {
+	b.Helper()
+	br := newBrowserFor(b, 15*time.Minute)
+	br.patience = 5 * time.Minute
+	return br
+}
+
+// signInAfresh opens the dashboard anew, signs in and waits for the live
+// feed; it returns when it started.
+func (br *browser) signInAfresh(base string) time.Time {
+	br.t.Helper()
+	br.do(chromedp.Navigate("about:blank"))
+	start := time.Now()
+	br.signIn(base, "dev", "dev")
+	return start
+}
+
 // watchLongTasks starts counting the milliseconds of the page's long
 // tasks (50 ms or more).
 func (br *browser) watchLongTasks() {
@@ -105,57 +122,70 @@ func (br *browser) longTasks() float64 {
 }
 
 // createMany creates n services (web-00000, …) with a few tags and
-// metadata each, 16 at a time, and returns their heartbeat tokens.
+// metadata each, and returns their heartbeat tokens.
 func createMany(b *testing.B, a *api, n int) []string {
 	b.Helper()
 	tokens := make([]string, n)
-	errs := make(chan error, 16)
+	inParallel(b, n, func(i int) error {
+		code, body, err := a.do("POST", "/services", map[string]any{
+			"id": fmt.Sprintf("web-%05d", i), "heartbeat_timeout": 120,
+			"tags": []string{"www", fmt.Sprintf("zone-%d", i%8), fmt.Sprintf("v%d", i%20)},
+			"metadata": map[string]string{
+				"ip": fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255), "port": "8080", "version": fmt.Sprintf("1.%d", i%20),
+			},
+		})
+		var out struct{ Token string }
+		if err == nil && code != 201 {
+			err = fmt.Errorf("create: %d %s", code, body)
+		}
+		if err == nil {
+			err = json.Unmarshal(body, &out)
+		}
+		tokens[i] = out.Token
+		return err
+	})
+	return tokens
+}
+
+// inParallel calls do for 0 to n-1, 16 at a time, and fails b with the
+// errors it returned.
+func inParallel(b *testing.B, n int, do func(i int) error) {
+	b.Helper()
+	errs := make([]error, 16)
 	var wg sync.WaitGroup
 	for w := range 16 {
 		wg.Go(func() {
-			for i := w; i < n; i += 16 {
-				code, body, err := a.do("POST", "/services", map[string]any{
-					"id": fmt.Sprintf("web-%05d", i), "heartbeat_timeout": 120,
-					"tags": []string{"www", fmt.Sprintf("zone-%d", i%8), fmt.Sprintf("v%d", i%20)},
-					"metadata": map[string]string{
-						"ip": fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255), "port": "8080", "version": fmt.Sprintf("1.%d", i%20),
-					},
-				})
-				var out struct{ Token string }
-				if err == nil && code != 201 {
-					err = fmt.Errorf("create: %d %s", code, body)
-				}
-				if err == nil {
-					err = json.Unmarshal(body, &out)
-				}
-				if err != nil {
-					errs <- err
-					return
-				}
-				tokens[i] = out.Token
+			for i := w; i < n && errs[w] == nil; i += 16 {
+				errs[w] = do(i)
 			}
 		})
 	}
 	wg.Wait()
-	close(errs)
-	for err := range errs {
+	if err := errors.Join(errs...); err != nil {
 		b.Fatal(err)
 	}
-	return tokens
 }
 
-// heartbeatAll heartbeats every service about once an interval until stop.
-func heartbeatAll(a *api, tokens []string, interval time.Duration, stop chan struct{}) {
-	tick := time.NewTicker(interval / time.Duration(len(tokens)) * 8)
+// everyTick calls do every interval, with 0, 1, 2, …, until stop.
+func everyTick(interval time.Duration, stop chan struct{}, do func(i int)) {
+	tick := time.NewTicker(interval)
 	defer tick.Stop()
-	for i := 0; ; i += 8 {
+	for i := 0; ; i++ {
 		select {
 		case <-stop:
 			return
 		case <-tick.C:
 		}
+		do(i)
+	}
+}
+
+// heartbeatAll heartbeats every service about once an interval, 8 at a
+// time, until stop.
+func heartbeatAll(a *api, tokens []string, interval time.Duration, stop chan struct{}) {
+	everyTick(interval/time.Duration(len(tokens))*8, stop, func(round int) {
 		var wg sync.WaitGroup
-		for j := i; j < i+8; j++ {
+		for j := round * 8; j < round*8+8; j++ {
 			k := j % len(tokens)
 			wg.Go(func() {
 				_, body, err := a.do("POST", fmt.Sprintf("/services/web-%05d/heartbeat", k), map[string]string{"token": tokens[k]})
@@ -166,21 +196,14 @@ func heartbeatAll(a *api, tokens []string, interval time.Duration, stop chan str
 			})
 		}
 		wg.Wait()
-	}
+	})
 }
 
 // changeEverySecond changes one service's metadata a second until stop.
 func changeEverySecond(a *api, n int, stop chan struct{}) {
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for i := 0; ; i++ {
-		select {
-		case <-stop:
-			return
-		case <-tick.C:
-		}
+	everyTick(time.Second, stop, func(i int) {
 		a.do("PUT", fmt.Sprintf("/services/web-%05d", i*7919%n), map[string]any{
 			"metadata": map[string]string{"ip": "10.9.9.9", "port": "8080", "version": "2." + strconv.Itoa(i)},
 		})
-	}
+	})
 }

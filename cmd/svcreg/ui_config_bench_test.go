@@ -41,14 +41,11 @@ func BenchmarkUIConfig(b *testing.B) {
 			load.Go(func() { changeConfig(a, n, 5, stop) })
 			defer func() { close(stop); load.Wait() }()
 
-			br := newBrowserFor(b, 15*time.Minute)
-			br.patience = 5 * time.Minute
+			br := pagesBrowser(b)
 			var toShow, busy, gets float64
 			b.ResetTimer()
 			for range b.N {
-				br.do(chromedp.Navigate("about:blank"))
-				start := time.Now()
-				br.signIn(srv.url, "dev", "dev")
+				start := br.signInAfresh(srv.url)
 				br.do(chromedp.Click(chromedp.CSS(`#nav a[data-view="` + view + `"]`)))
 				br.wait("the view shown", map[string]string{
 					"config": `document.getElementById('cfg-count').textContent === '` + strconv.Itoa(n) + `' && document.querySelectorAll('#cfg-tree li.leaf').length === ` + strconv.Itoa(n),
@@ -74,17 +71,13 @@ func BenchmarkUIConfig(b *testing.B) {
 
 // rateUsed is the GETs the account made in its rate window (the /limits
 // read included).
-func rateUsed(b *testing.B, a *api) int {
-	b.Helper()
-	code, body, err := a.do("GET", "/limits", nil)
-	if err != nil || code != 200 {
-		b.Fatalf("limits: %d %v", code, err)
-	}
+func rateUsed(t testing.TB, a *api) int {
+	t.Helper()
 	var l struct {
 		Rate map[string]struct{ Used int }
 	}
-	if err := json.Unmarshal(body, &l); err != nil {
-		b.Fatal(err)
+	if err := json.Unmarshal(must(t, a, "GET", "/limits", nil, 200), &l); err != nil {
+		t.Fatal(err)
 	}
 	return l.Rate["/.*"].Used
 }
@@ -94,42 +87,21 @@ func configID(i int) string {
 	return fmt.Sprintf("/region-%d/zone-%d/cluster-%d/app-%d/key-%05d", i%4, i/4%5, i/20%10, i/200%10, i)
 }
 
-// setMany sets n configuration values, 16 at a time.
+// setMany sets n configuration values.
 func setMany(b *testing.B, a *api, n int) {
 	b.Helper()
-	errs := make(chan error, 16)
-	var wg sync.WaitGroup
-	for w := range 16 {
-		wg.Go(func() {
-			for i := w; i < n; i += 16 {
-				code, body, err := a.do("PUT", "/configuration/"+configID(i), map[string]string{"value": "value-" + strconv.Itoa(i)})
-				if err == nil && code != 204 {
-					err = fmt.Errorf("set: %d %s", code, body)
-				}
-				if err != nil {
-					errs <- err
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		b.Fatal(err)
-	}
+	inParallel(b, n, func(i int) error {
+		code, body, err := a.do("PUT", "/configuration/"+configID(i), map[string]string{"value": "value-" + strconv.Itoa(i)})
+		if err == nil && code != 204 {
+			err = fmt.Errorf("set: %d %s", code, body)
+		}
+		return err
+	})
 }
 
 // changeConfig changes perSecond values a second until stop.
 func changeConfig(a *api, n, perSecond int, stop chan struct{}) {
-	tick := time.NewTicker(time.Second / time.Duration(perSecond))
-	defer tick.Stop()
-	for i := 0; ; i++ {
-		select {
-		case <-stop:
-			return
-		case <-tick.C:
-		}
+	everyTick(time.Second/time.Duration(perSecond), stop, func(i int) {
 		a.do("PUT", "/configuration/"+configID(i*7919%n), map[string]string{"value": "changed-" + strconv.Itoa(i)})
-	}
+	})
 }
