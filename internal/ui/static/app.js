@@ -434,17 +434,35 @@
       };
     }
 
-    var replay = null; // the service events applied while the list is read
+    // mirrored reads a list and notes the events applied meanwhile
+    // (note), which come with it (res.during): the list's last pages may
+    // have been read before a change whose event came meanwhile, so they
+    // are applied to it again, in order (one the list holds already gives
+    // the same state again). One for the services, one for the
+    // configuration.
+    function mirrored(path) {
+      var during = null;
+      return {
+        note: function (ev) { if (during) during.push(ev); },
+        list: function () {
+          var mine = during = [];
+          return list(path, ctrl.signal).then(function (res) {
+            during = null;
+            res.during = mine;
+            return res;
+          }, function (e) {
+            if (during === mine) during = null;
+            throw e;
+          });
+        }
+      };
+    }
+    var servicesListed = mirrored('/services');
     // id → a service removed by an event older than its last heartbeat:
     // the list read after had it registered again (apply).
     var reRegistered = new Map();
     var loadServices = latest(function () {
-      var mine = replay = [];
-      return list('/services', ctrl.signal).then(function (res) {
-        // The list's last pages may have been read before a change whose
-        // event came meanwhile: the events are applied to it again, in
-        // order (one the list holds already gives the same state).
-        replay = null;
+      return servicesListed.list().then(function (res) {
         services = new Map();
         reRegistered = new Map();
         res.values.forEach(function (s) { services.set(s.id, s); });
@@ -452,27 +470,20 @@
         // with; one heartbeated since counts with the one listed.
         var before = counted;
         counted = new Map();
+        entries = new Map();
         services.forEach(function (s) {
           var c = before.get(s.id), from = lastSeen(s);
           counted.set(s.id, c && c.from === from ? c : { from: from, timeout: s.heartbeat_timeout });
+          entries.set(s.id, entry(s));
         });
-        entries = new Map();
-        services.forEach(function (s) { entries.set(s.id, entry(s)); });
-        mine.forEach(apply);
-        order = null;
+        res.during.forEach(apply);
         listPages = Math.max(1, res.pages);
         // Join times matter until the first heartbeat: 120s at most.
         joined.forEach(function (at, id) { if (!services.has(id) && serverNow() - at > 130000) joined.delete(id); });
         relistAt = Date.now();
-        renderTags();
-        renderServices();
-        if (detailId !== null) renderDetail();
-        limitsChanged();
+        applied();
         notice('');
         return res.marker;
-      }, function (e) {
-        if (replay === mine) replay = null;
-        throw e;
       });
     });
     var relistTimer = null;
@@ -486,19 +497,19 @@
       var p = ev.payload;
       if (!p || typeof p !== 'object' || typeof p.id !== 'string') return false;
       if (ev.type === 'service.remove' || ev.type === 'service.timeout') {
-        if (replay) replay.push(ev);
+        servicesListed.note(ev);
         // One heartbeated after the event is the service registered again
         // since (a list read after it): its join, which comes next, keeps
         // that heartbeat.
         var had = services.get(p.id);
-        if (had && typeof had.last_seen === 'number' && typeof ev.timestamp === 'number' && had.last_seen > ev.timestamp) reRegistered.set(p.id, had);
+        if (had && lastSeen(had) !== null && typeof ev.timestamp === 'number' && had.last_seen > ev.timestamp) reRegistered.set(p.id, had);
         else counted.delete(p.id);
         services.delete(p.id);
         entries.delete(p.id);
         return true;
       }
       if ((ev.type !== 'service.join' && ev.type !== 'service.update') || typeof p.heartbeat_timeout !== 'number') return false;
-      if (replay) replay.push(ev);
+      servicesListed.note(ev);
       var old = services.get(p.id);
       if (!old && ev.type === 'service.join') old = reRegistered.get(p.id);
       reRegistered.delete(p.id);
@@ -510,7 +521,7 @@
         metadata: strings(p.metadata),
         heartbeat_timeout: p.heartbeat_timeout,
         // A heartbeat after the join (the list read again since) stays.
-        last_seen: old && typeof old.last_seen === 'number' && (ev.type === 'service.update' || old.last_seen >= ev.timestamp) ? old.last_seen : null
+        last_seen: old && lastSeen(old) !== null && (ev.type === 'service.update' || old.last_seen >= ev.timestamp) ? old.last_seen : null
       };
       // A join counts with its timeout from the join; a change keeps the
       // timeout counted with until the next heartbeat.
@@ -550,7 +561,8 @@
 
     function lastSeen(s) { return typeof s.last_seen === 'number' ? s.last_seen : null; }
     function deadline(s) {
-      var from = typeof s.last_seen === 'number' ? s.last_seen : joined.get(s.id);
+      var from = lastSeen(s);
+      if (from === null) from = joined.get(s.id);
       var c = counted.get(s.id);
       var timeout = c && c.from === lastSeen(s) ? c.timeout : s.heartbeat_timeout;
       return typeof from === 'number' ? from + timeout * 1000 : null;
@@ -971,25 +983,18 @@
     // had closed opened again). A value's change is made in its leaf; a
     // value that comes or goes builds the tree again, when it is shown.
     var config = new Map();    // id → value
-    var cfgReplay = null;      // the configuration events applied while the list is read
+    var configListed = mirrored('/configuration');
     var cfgLeaves = new Map(); // id → its value's element in the tree
     var cfgStale = true;       // the tree is to be built again when shown
     var cfgClosed = new Set(); // the namespaces the user closed, by path
     var loadConfig = latest(function () {
-      var mine = cfgReplay = [];
-      return list('/configuration', ctrl.signal).then(function (res) {
-        // As for the services: the events that came while the list was
-        // read are applied to it again, in order.
-        cfgReplay = null;
+      return configListed.list().then(function (res) {
         config = new Map();
         res.values.forEach(function (v) { config.set(String(v.id), v.value); });
-        mine.forEach(applyConfig);
+        res.during.forEach(applyConfig);
         cfgStale = true;
         renderConfig();
         limitsChanged();
-      }, function (e) {
-        if (cfgReplay === mine) cfgReplay = null;
-        throw e;
       });
     });
     // applyConfig takes a configuration event the feed brought into the
@@ -1000,7 +1005,7 @@
       var id = p.configuration_value_id;
       if (ev.type === 'configuration_value.update') {
         if (typeof p.new_value !== 'string') return false;
-        if (cfgReplay) cfgReplay.push(ev);
+        configListed.note(ev);
         if (!config.has(id)) cfgStale = true;
         config.set(id, p.new_value);
         var leaf = cfgLeaves.get(id);
@@ -1011,7 +1016,7 @@
         return true;
       }
       if (ev.type === 'configuration_value.remove') {
-        if (cfgReplay) cfgReplay.push(ev);
+        configListed.note(ev);
         if (config.delete(id)) cfgStale = true;
         return true;
       }
