@@ -2,6 +2,7 @@ package registry_test
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -142,44 +143,69 @@ func TestServicesCacheMaxStale(t *testing.T) {
 }
 
 // TestServicesCacheHangingRegistry: while the registry takes requests and
-// never answers, only the first Get waits out the fetch's time; the next
-// get the last good list at once while fetches go on behind them. (Each
-// waited FetchTimeout, 100 ms after the one before had given up.)
+// never answers, a Get after a failed fetch gets the last good list at
+// once, while the next fetch goes on behind it. (Each waited out the
+// fetch's time, FetchTimeout, 100 ms after the one before had given up:
+// here a minute, so a Get that waits fails the test.)
 func TestServicesCacheHangingRegistry(t *testing.T) {
 	t.Parallel()
-	var hang atomic.Bool
+	const answer, fail, hang = 0, 1, 2
+	var mode atomic.Int32
+	var hung atomic.Int64 // requests that came while the registry hung
 	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if hang.Load() {
+		switch mode.Load() {
+		case fail:
+			http.Error(w, "down", http.StatusInternalServerError)
+			return
+		case hang:
+			hung.Add(1)
 			<-r.Context().Done()
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
 		io.WriteString(w, `{"values":[{"id":"web-1","heartbeat_timeout":10}],"metadata":{}}`)
 	}))
-	defer api.Close()
+	defer func() {
+		api.CloseClientConnections()
+		api.Close()
+	}()
 	c := tokenClient(t, api.URL)
-	cache := registry.NewServicesCache(c, registry.CacheOptions{RefreshInterval: 100 * time.Millisecond, FetchTimeout: 500 * time.Millisecond})
+	cache := registry.NewServicesCache(c, registry.CacheOptions{RefreshInterval: 50 * time.Millisecond, FetchTimeout: time.Minute})
 	ctx := testContext(t)
 	if _, err := cache.Get(ctx); err != nil {
 		t.Fatal(err)
 	}
-	hang.Store(true)
-	time.Sleep(100 * time.Millisecond)
-	slow := 0
-	for start := time.Now(); time.Since(start) < 3*time.Second; time.Sleep(10 * time.Millisecond) {
-		s := time.Now()
-		got, err := cache.Get(ctx)
-		if err != nil || len(got.Services) != 1 {
-			t.Fatalf("Get while the registry hangs: %+v, %v; want the last list", got, err)
+	mode.Store(fail)
+	time.Sleep(60 * time.Millisecond)
+	if got, err := cache.Get(ctx); err != nil || !got.Stale {
+		t.Fatalf("Get while the registry fails: %+v, %v; want the last list, stale", got, err)
+	}
+	mode.Store(hang)
+	// Gets until a fetch hangs (past the failure's backoff), and five
+	// while it does.
+	for after := 0; after < 5; time.Sleep(20 * time.Millisecond) {
+		if hung.Load() > 0 {
+			after++
 		}
-		if time.Since(s) > 250*time.Millisecond {
-			slow++
+		done := make(chan error, 1)
+		go func() {
+			got, err := cache.Get(ctx)
+			if err == nil && len(got.Services) != 1 {
+				err = fmt.Errorf("%+v", got)
+			}
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("Get while the registry hangs: %v; want the last list", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("a Get waited for a fetch while the registry hung and a good list was cached")
 		}
 	}
-	if slow > 1 {
-		t.Errorf("%d Gets waited for a fetch while the registry hung; want the first only", slow)
-	}
-	hang.Store(false)
+	mode.Store(answer)
+	api.CloseClientConnections() // the fetch that hangs
 	eventually(t, "a fresh list", func() bool {
 		got, err := cache.Get(ctx)
 		return err == nil && !got.Stale
